@@ -1,0 +1,160 @@
+"""The catalog database: connection settings and forward-only migrations.
+
+SQLite in WAL mode so readers (status, plan) never block the writer, and
+``synchronous=FULL`` because the journal and the event queue must survive a
+power cut between "recorded" and "acted on". One writer at a time is SQLite's
+own rule; ``busy_timeout`` makes a second writer wait instead of failing.
+
+Paths are stored as BLOBs of the raw bytes the kernel gave us (os.fsencode):
+names with newlines or invalid UTF-8 are legal on ZFS and must round-trip.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from qbhook.errors import CatalogError
+
+SCHEMA_V1 = """
+CREATE TABLE filesystems (
+    id          INTEGER PRIMARY KEY,
+    fsid        TEXT NOT NULL UNIQUE,      -- stable key: zfs:<guid> | uuid:<uuid> | marker:<uuid> | mount:<...>
+    kind        TEXT NOT NULL,             -- how fsid was derived: zfs | uuid | marker | mount
+    fstype      TEXT,
+    source      TEXT,                      -- dataset name / device, informational
+    mountpoint  BLOB,
+    dev         INTEGER,                   -- current st_dev only: a mapping, never an identity
+    first_seen  REAL NOT NULL,
+    last_seen   REAL NOT NULL
+);
+
+CREATE TABLE inodes (
+    id          INTEGER PRIMARY KEY,
+    fs          INTEGER NOT NULL REFERENCES filesystems(id),
+    ino         INTEGER NOT NULL,
+    size        INTEGER NOT NULL,
+    mtime_ns    INTEGER NOT NULL,
+    ctime_ns    INTEGER NOT NULL,
+    nlink       INTEGER NOT NULL,
+    -- content hash and the stat it was taken under; valid only while all match
+    hash        BLOB,
+    hash_size   INTEGER,
+    hash_mtime_ns INTEGER,
+    hash_ctime_ns INTEGER,
+    hashed_at   REAL,
+    -- cheap sample (size + head + tail) used to split size collisions before full hashing
+    sample      BLOB,
+    sample_mtime_ns INTEGER,
+    sample_ctime_ns INTEGER,
+    seen_scan   INTEGER,
+    UNIQUE (fs, ino)
+);
+CREATE INDEX inodes_size ON inodes(size);
+CREATE INDEX inodes_hash ON inodes(hash) WHERE hash IS NOT NULL;
+
+CREATE TABLE paths (
+    id          INTEGER PRIMARY KEY,
+    path        BLOB NOT NULL UNIQUE,
+    inode       INTEGER NOT NULL REFERENCES inodes(id),
+    pool        TEXT NOT NULL,
+    seen_scan   INTEGER
+);
+CREATE INDEX paths_inode ON paths(inode);
+
+CREATE TABLE scans (
+    id          INTEGER PRIMARY KEY,
+    pool        TEXT NOT NULL,
+    root        BLOB NOT NULL,
+    started_at  REAL NOT NULL,
+    finished_at REAL,
+    status      TEXT NOT NULL DEFAULT 'running',   -- running | ok | refused | failed
+    files_seen  INTEGER DEFAULT 0,
+    added       INTEGER DEFAULT 0,
+    changed     INTEGER DEFAULT 0,
+    removed     INTEGER DEFAULT 0,
+    message     TEXT
+);
+"""
+
+
+def migrations() -> list[str]:
+    """Forward-only: entry i migrates user_version i -> i+1. Never edit a released entry,
+    never reorder; append. Modules own their tables' DDL; the order lives here only."""
+    from qbhook.events.queue import QUEUE_DDL
+    from qbhook.journal import JOURNAL_DDL
+    return [SCHEMA_V1, QUEUE_DDL, JOURNAL_DDL]
+
+
+def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
+    path = Path(path)
+    if not readonly and not path.parent.is_dir():
+        raise CatalogError(f"catalog folder {path.parent} does not exist",
+                           hint=f"create it (mkdir -p {path.parent}) or set 'catalog:' in the config")
+    try:
+        if readonly:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60, isolation_level=None)
+        else:
+            conn = sqlite3.connect(path, timeout=60, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout = 60000")
+        if not readonly:
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.Error as e:
+        raise CatalogError(f"cannot open catalog {path}: {e}") from None
+    if not readonly:
+        migrate(conn)
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    steps = migrations()
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    if current > len(steps):
+        raise CatalogError(f"catalog schema version {current} is newer than this qbhook understands ({len(steps)})",
+                           hint="upgrade qbhook, or point 'catalog:' at a new file")
+    for version in range(current, len(steps)):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read inside the write lock: another process may have migrated meanwhile.
+            if conn.execute("PRAGMA user_version").fetchone()[0] != version:
+                conn.execute("ROLLBACK")
+                continue
+            for stmt in _statements(steps[version]):
+                conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(steps)
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() would COMMIT our transaction; split on complete statements instead.
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf)
+            buf = ""
+    if buf.strip():
+        out.append(buf)
+    return out
+
+
+class Tx:
+    """``with Tx(conn):`` = BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error)."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb):
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False

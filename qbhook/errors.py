@@ -1,0 +1,97 @@
+"""One error hierarchy, with messages written for the person running qbhook.
+
+Every error qbhook raises on purpose derives from QbhookError and carries a
+message that says what is wrong and, where possible, what to do about it. The
+CLI prints ``str(err)`` and exits with ``err.exit_code``; anything else is a bug
+and gets a traceback.
+"""
+
+from __future__ import annotations
+
+
+class QbhookError(Exception):
+    """Base class: an expected failure with a user-facing message."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  hint: {self.hint}"
+        return self.message
+
+
+class ConfigError(QbhookError):
+    """The configuration file is missing, malformed or inconsistent."""
+
+    exit_code = 78  # EX_CONFIG
+
+    def __init__(self, key: str | None, message: str, *, hint: str | None = None):
+        self.key = key
+        prefix = f"config: {key}: " if key else "config: "
+        super().__init__(prefix + message, hint=hint)
+
+
+class CatalogError(QbhookError):
+    """The catalog database cannot be opened, migrated or trusted."""
+
+
+class MassDeleteRefused(CatalogError):
+    """A scan would mark too many paths deleted at once (pool not mounted?)."""
+
+    exit_code = 3
+
+
+class FilesystemIdError(QbhookError):
+    """A filesystem's stable identity cannot be determined."""
+
+
+class PathMapError(QbhookError):
+    """A path has no mapping between qBittorrent's view and the host's view."""
+
+
+class PathOutsideRoots(QbhookError):
+    """A path lies outside every configured pool / seeding root."""
+
+
+class QbtError(QbhookError):
+    """qBittorrent could not be reached or refused a request."""
+
+    exit_code = 4
+
+
+class UnknownTorrent(QbtError):
+    """No torrent with that hash exists in any configured qBittorrent."""
+
+
+class LockBusy(QbhookError):
+    """Another qbhook process holds the lock we need."""
+
+    exit_code = 75  # EX_TEMPFAIL
+
+
+class UnsafeOperation(QbhookError):
+    """A safety check refused an operation that could lose data.
+
+    These are never retried blindly: the plan is stale or the world changed.
+    """
+
+    exit_code = 5
+
+
+class VerificationFailed(UnsafeOperation):
+    """Content, size or torrent state did not verify; nothing was deleted."""
+
+
+class BadRequest(QbhookError):
+    """An incoming event (webhook, hook call) is malformed or unusable."""
+
+    exit_code = 2
+
+
+class QueueError(QbhookError):
+    """The event job queue refused an operation (unknown job, wrong state)."""

@@ -1,0 +1,44 @@
+"""Content identity, independent of names and layout.
+
+A file's identity is (size, BLAKE3). A payload's *content id* hashes the sorted
+multiset of its file identities, so the same files under another root name or
+folder layout (a cross-seed, a renamed release) get the same id. Its *tree id*
+also covers the relative paths, so two identical trees can be told apart from
+two different layouts of the same content.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import blake3
+
+FileIdentity = tuple[int, bytes]  # (size, blake3 digest)
+
+
+def file_identity(size: int, digest: bytes) -> FileIdentity:
+    return (int(size), bytes(digest))
+
+
+def _line(ident: FileIdentity) -> bytes:
+    return b"%d:%s" % (ident[0], ident[1].hex().encode())
+
+
+def content_id(files: Iterable[FileIdentity]) -> str:
+    """Layout-independent: the multiset of (size, hash). None-hashes are not allowed."""
+    h = blake3.blake3(b"qbhook-content-v1\n")
+    for line in sorted(_line(f) for f in files):
+        h.update(line + b"\n")
+    return h.hexdigest()
+
+
+def tree_id(files: Iterable[tuple[bytes | str, FileIdentity]]) -> str:
+    """Relative path + identity for each file."""
+    h = blake3.blake3(b"qbhook-tree-v1\n")
+    entries = []
+    for rel, ident in files:
+        rel_b = rel.encode("utf-8", "surrogateescape") if isinstance(rel, str) else rel
+        entries.append(rel_b + b"\0" + _line(ident))
+    for e in sorted(entries):
+        h.update(e + b"\n")
+    return h.hexdigest()

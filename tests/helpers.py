@@ -1,0 +1,36 @@
+"""Plain helpers shared by tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from qbhook.config import Config, parse_config
+
+
+def make_config(catalog: Path, stash: Path, pool: Path, *, seeding="data/media/torrents/seeding",
+                qbt: dict | list | None = None, policy: dict | None = None, scan: dict | None = None,
+                server: dict | None = None) -> Config:
+    data = {
+        "catalog": str(catalog),
+        "pools": {"stash": {"path": str(stash), "role": "primary"}, "pool": {"path": str(pool), "role": "cold"}},
+        "seeding_roots": {"stash": str(stash / seeding), "pool": str(pool / seeding)},
+        "scan": {"settle_seconds": 0, **(scan or {})},
+    }
+    if qbt is not None:
+        data["qbittorrent"] = qbt
+    if policy is not None:
+        data["policy"] = policy
+    if server is not None:
+        data["server"] = server
+    return parse_config(data, env={})
+
+
+def write(path: Path | bytes, data: bytes = b"x", mtime_ns: int | None = None) -> Path | bytes:
+    p = os.fsencode(path)
+    os.makedirs(os.path.dirname(p), exist_ok=True)
+    with open(p, "wb") as f:
+        f.write(data)
+    if mtime_ns is not None:
+        os.utime(p, ns=(mtime_ns, mtime_ns))
+    return path
