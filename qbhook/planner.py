@@ -1,0 +1,359 @@
+"""The planner: a snapshot of facts in, a plan out. No I/O, no clock, no randomness.
+
+Per payload group it decides:
+
+- **stay**    the group is where it belongs (a library links it, or it is seed-only
+              on the cold pool, or policy says not yet);
+- **demote**  primary -> cold: no link outside the seeding roots, policy allows;
+              reuse identical content already on the cold pool, else copy once;
+- **promote** cold -> primary: only when every file's content already exists on the
+              primary pool and something there consumes it (a library copy), up to a
+              small copy allowance; never a blind copy;
+- **blocked** it should move but cannot safely now, with reasons a person can act on;
+- **skip**    actionable but over this run's batch cap or waiting on another group.
+
+Converging identical payloads on both pools falls out of the same rules: the
+side nobody consumes demotes or promotes onto the other side's inodes with zero
+bytes copied.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable
+
+from qbhook.config import PolicyConfig
+from qbhook.facts import (UNSTABLE_STATES, ContentKey, InodeFact, InodeKey, PoolFact, Snapshot, TorrentFact,
+                          is_within, map_seeding_path)
+from qbhook.grouping import group_id, payload_groups
+from qbhook.plan import GroupPlan, Plan, Step
+
+
+def make_plan(snap: Snapshot, policy: PolicyConfig) -> Plan:
+    plans = [decide(snap, policy, g) for g in payload_groups(snap.torrents)]
+    _resolve_cross_group(plans)
+    _apply_batch_cap(plans, policy.max_groups_per_run)
+    return Plan(groups=plans, created_at=snap.now)
+
+
+# ------------------------------------------------------------------ per group
+
+
+def decide(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact]) -> GroupPlan:
+    gp = GroupPlan(group_id=group_id(t.hash for t in group), torrents=[t.hash for t in group],
+                   names=[t.name for t in group], action="stay", reason="")
+    inodes = _group_inodes(snap, group)
+    gp.payload_bytes = sum(i.size for i in inodes.values())
+    gp.external_links = external_link_paths(inodes.values())
+
+    pools = {p.name if p else None for p in (snap.seeding_pool_of(t.save_path) for t in group)}
+    if None in pools:
+        outside = [t.name for t in group if snap.seeding_pool_of(t.save_path) is None]
+        return _blocked(gp, [f"save path outside every seeding root: {n}" for n in outside])
+    if len(pools) > 1:
+        return _blocked(gp, ["group spans both pools (files shared across pools?)"])
+    src = snap.pool(pools.pop())
+    gp.source_pool = src.name
+
+    has_external = any(i.external_links > 0 for i in inodes.values())
+    if src.role == "primary":
+        if has_external:
+            gp.reason = "linked outside the seeding tree: " + _short(gp.external_links, _unknown_links(inodes.values()))
+            return gp
+        if inodes_missing_or_unknown(group, snap):
+            # Without every inode we cannot prove "no external links": stay is the safe answer.
+            return _blocked(gp, file_blockers(group, snap))
+        why_not = policy_blocks_demote(group, policy, snap.now)
+        if why_not:
+            gp.reason = "policy: " + why_not
+            return gp
+        consumer = _consumer_elsewhere(snap, inodes.values(), src)
+        if consumer:
+            gp.reason = f"same content is used by a library on {src.name} ({consumer}); not demoting a duplicate"
+            return gp
+        tgt = snap.cold
+        donors = _donors(snap, inodes.values(), tgt)
+        gp.action, gp.target_pool = "demote", tgt.name
+        gp.reason = ("no links outside the seeding tree" +
+                     (f"; {len(donors)} of {len({i.content for i in inodes.values() if i.size})} contents already on {tgt.name}"
+                      if donors else ""))
+    else:
+        if has_external:
+            gp.reason = "linked outside the seeding tree on the cold pool: " + _short(gp.external_links, 0)
+            return gp
+        if inodes_missing_or_unknown(group, snap):
+            blockers = file_blockers(group, snap)
+            gp.reason = "seed-only on the cold pool (" + "; ".join(blockers[:2]) + ")"
+            return gp
+        tgt = snap.primary
+        donors = _donors(snap, inodes.values(), tgt)
+        if not donors:
+            gp.reason = f"seed-only data on {src.name}: nothing on {tgt.name} shares its content"
+            return gp
+        if not any(snap.inodes[k].external_links > 0 for k in _donor_inodes(snap, inodes.values(), tgt)):
+            gp.reason = (f"same content on {tgt.name} is only other torrents' seed data; "
+                         f"that group demotes onto this one instead")
+            return gp
+        missing = {i.content: i.size for i in inodes.values() if i.size and i.content not in donors}
+        missing_bytes = sum(missing.values())
+        allowance = min(policy.promote_copy_max_bytes, policy.promote_copy_max_ratio * gp.payload_bytes)
+        if missing_bytes > allowance:
+            gp.reason = (f"{_b(missing_bytes)} of this payload is not on {tgt.name} (allowance {_b(int(allowance))}); "
+                         f"reported, not promoted")
+            return gp
+        gp.action, gp.target_pool = "promote", tgt.name
+        gp.reason = (f"a library on {tgt.name} already holds this content" +
+                     (f"; copying {_b(missing_bytes)} of small extras" if missing_bytes else ""))
+
+    blockers = file_blockers(group, snap) + torrent_blockers(group)
+    if blockers:
+        return _blocked(gp, blockers)
+    steps, copy_bytes, conflicts = build_steps(snap, policy, group, src, tgt, donors)
+    if conflicts:
+        return _blocked(gp, conflicts)
+    if copy_bytes > tgt.free_bytes:
+        return _blocked(gp, [f"not enough free space on {tgt.name}: needs {_b(copy_bytes)}, has {_b(tgt.free_bytes)}"])
+    gp.steps, gp.bytes_to_copy = steps, copy_bytes
+    gp.bytes_freed = _bytes_freed(group, snap)
+    return gp
+
+
+def _blocked(gp: GroupPlan, blockers: list[str]) -> GroupPlan:
+    gp.action, gp.blockers, gp.steps = "blocked", blockers, []
+    gp.reason = "; ".join(blockers[:3]) + (f" (+{len(blockers) - 3} more)" if len(blockers) > 3 else "")
+    return gp
+
+
+# ------------------------------------------------------------------ facts about a group
+
+
+def _group_inodes(snap: Snapshot, group: Iterable[TorrentFact]) -> dict[InodeKey, InodeFact]:
+    return {f.inode: snap.inodes[f.inode] for t in group for f in t.files
+            if f.inode is not None and f.inode in snap.inodes}
+
+
+def external_link_paths(inodes: Iterable[InodeFact]) -> list[str]:
+    return sorted({p for i in inodes if i.external_links for p in i.other_paths})
+
+
+def _unknown_links(inodes: Iterable[InodeFact]) -> int:
+    return sum(max(i.external_links - len(i.other_paths), 0) for i in inodes)
+
+
+def inodes_missing_or_unknown(group: list[TorrentFact], snap: Snapshot) -> bool:
+    return any(f.inode is None or f.inode not in snap.inodes for t in group for f in t.files)
+
+
+def file_blockers(group: list[TorrentFact], snap: Snapshot) -> list[str]:
+    out = []
+    for t in group:
+        for f in t.files:
+            if f.priority == 0:
+                out.append(f"{t.name}: file not downloaded (priority 0), partial torrents are not moved: {f.rel}")
+            elif ".." in f.rel.split("/") or f.rel.startswith("/"):
+                out.append(f"{t.name}: unsafe file name {f.rel!r}")
+            elif f.inode is None or f.inode not in snap.inodes:
+                out.append(f"{t.name}: missing file {f.path}")
+            elif snap.inodes[f.inode].size != f.size:
+                out.append(f"{t.name}: size on disk differs from the torrent's for {f.path}")
+            elif snap.inodes[f.inode].blake3 is None and f.size:
+                out.append(f"{t.name}: not hashed yet or changed since hashed: {f.path}")
+    return out
+
+
+def torrent_blockers(group: list[TorrentFact]) -> list[str]:
+    out = []
+    for t in group:
+        if t.progress < 1:
+            out.append(f"{t.name}: incomplete ({t.progress * 100:.1f}%)")
+        if t.state in UNSTABLE_STATES:
+            out.append(f"{t.name}: state {t.state}, waiting for a stable state")
+        if t.download_path and posixpath.normpath(t.download_path) != posixpath.normpath(t.save_path):
+            out.append(f"{t.name}: download path points elsewhere ({t.download_path}); clear it in qBittorrent")
+    return out
+
+
+def policy_blocks_demote(group: list[TorrentFact], policy: PolicyConfig, now: float) -> str | None:
+    if policy.demote_require_tag:
+        untagged = [t.name for t in group if policy.demote_require_tag not in t.tags]
+        if untagged:
+            return f"tag {policy.demote_require_tag!r} missing on {', '.join(untagged[:3])}"
+    if policy.demote_categories:
+        bad = [t.name for t in group if t.category not in policy.demote_categories]
+        if bad:
+            return f"category not in {list(policy.demote_categories)} for {', '.join(bad[:3])}"
+    if policy.min_seeding_age:
+        young = [t.name for t in group if not t.completion_on or now - t.completion_on < policy.min_seeding_age]
+        if young:
+            return f"completed less than {policy.min_seeding_age:.0f}s ago: {', '.join(young[:3])}"
+    return None
+
+
+def _donor_inodes(snap: Snapshot, inodes: Iterable[InodeFact], tgt: PoolFact) -> list[InodeKey]:
+    out = []
+    for i in inodes:
+        if i.content is None:
+            continue
+        out += [k for k in snap.content.get(i.content, ()) if k[0] == tgt.seeding_fsid and k in snap.inodes]
+    return out
+
+
+def _donors(snap: Snapshot, inodes: Iterable[InodeFact], tgt: PoolFact) -> dict[ContentKey, str]:
+    """Content already on the target dataset -> a path to link from (prefer library-linked inodes)."""
+    donors: dict[ContentKey, str] = {}
+    for i in inodes:
+        if i.content is None or i.size == 0 or i.content in donors:
+            continue
+        cands = [snap.inodes[k] for k in snap.content.get(i.content, ())
+                 if k[0] == tgt.seeding_fsid and k in snap.inodes]
+        cands.sort(key=lambda c: (-c.external_links, c.ino))
+        for c in cands:
+            paths = c.seeding_paths + c.other_paths
+            if paths:
+                donors[i.content] = sorted(paths)[0]
+                break
+    return donors
+
+
+def _consumer_elsewhere(snap: Snapshot, inodes: Iterable[InodeFact], pool: PoolFact) -> str | None:
+    own = {i.key for i in inodes}
+    for i in inodes:
+        for k in snap.content.get(i.content, ()) if i.content else ():
+            other = snap.inodes.get(k)
+            if k not in own and other and k[0] == pool.seeding_fsid and other.external_links and other.other_paths:
+                return other.other_paths[0]
+    return None
+
+
+def _bytes_freed(group: list[TorrentFact], snap: Snapshot) -> int:
+    old_paths = {f.path for t in group for f in t.files}
+    freed = 0
+    for key, inode in _group_inodes(snap, group).items():
+        if not inode.other_paths and inode.external_links == 0 and set(inode.seeding_paths) <= old_paths:
+            freed += inode.size
+    return freed
+
+
+# ------------------------------------------------------------------ steps
+
+
+def build_steps(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], src: PoolFact, tgt: PoolFact,
+                donors: dict[ContentKey, str]) -> tuple[list[Step], int, list[str]]:
+    donors = dict(donors)
+    make: list[Step] = []
+    views: list[Step] = []
+    relocs: list[Step] = []
+    planned: dict[str, ContentKey | None] = {}
+    conflicts: list[str] = []
+    copy_bytes = 0
+    new_saves: dict[str, str] = {}
+
+    for t in group:
+        new_save = map_seeding_path(t.save_path, src.seeding_root, tgt.seeding_root)
+        new_saves[t.hash] = new_save
+        view_files = []
+        for f in t.files:
+            inode = snap.inodes[f.inode]
+            ck = inode.content if f.size else (0, "")
+            dst = posixpath.join(new_save, f.rel)
+            view_files.append({"path": dst, "size": f.size, "blake3": inode.blake3})
+            if dst in planned:
+                if planned[dst] != ck:
+                    conflicts.append(f"two torrents of the group want different content at {dst}")
+                continue
+            planned[dst] = ck
+            present = snap.existing.get(dst)
+            if present is not None:
+                there = snap.inodes.get(present)
+                if there is None or (f.size and there.content != ck) or there.size != f.size:
+                    conflicts.append(f"different content already at destination {dst}")
+                elif f.size:
+                    donors.setdefault(ck, dst)
+                continue
+            if f.size == 0:
+                make.append(Step("mkempty", {"dst": dst}))
+            elif ck in donors:
+                make.append(Step("link", {"src": donors[ck], "dst": dst, "size": f.size, "blake3": inode.blake3}))
+            else:
+                make.append(Step("copy", {"src": f.path, "dst": dst, "size": f.size, "blake3": inode.blake3}))
+                copy_bytes += f.size
+                donors[ck] = dst
+        views.append(Step("verify_view", {"torrent": t.hash, "instance": t.instance, "save_path": new_save,
+                                          "files": view_files}))
+        relocs.append(Step("relocate", {"torrent": t.hash, "instance": t.instance, "from_path": t.save_path,
+                                        "to_path": new_save, "size": sum(f.size for f in t.files)}))
+    # Links must come after the copies they link from: copies first, then the rest in plan order.
+    make.sort(key=lambda s: 0 if s.kind == "copy" else 1)
+
+    verify = Step("verify_group", {"torrents": [{"torrent": t.hash, "instance": t.instance,
+                                                 "save_path": new_saves[t.hash]} for t in group]})
+    tags = [Step("tag", {"torrent": t.hash, "instance": t.instance, "add": [policy.relocated_tag], "remove": []})
+            for t in group] if policy.relocated_tag else []
+
+    deletes: list[Step] = []
+    seen: set[str] = set()
+    old_by_inode: dict[InodeKey, set[str]] = {}
+    for t in group:
+        for f in t.files:
+            old_by_inode.setdefault(f.inode, set()).add(f.path)
+    prune: dict[str, str] = {}
+    for t in group:
+        for f in t.files:
+            if f.path in seen:
+                continue
+            seen.add(f.path)
+            inode = snap.inodes[f.inode]
+            keep = posixpath.join(new_saves[t.hash], f.rel)
+            deletes.append(Step("delete", {
+                "path": f.path, "fsid": inode.fsid, "ino": inode.ino, "size": f.size, "blake3": inode.blake3,
+                "keep": {"path": keep},
+                "seeding_links": sorted(set(inode.seeding_paths) | old_by_inode[f.inode]),
+            }))
+        first = t.files[0].rel if t.files else ""
+        top = first.split("/")[0] if "/" in first else ""
+        root = posixpath.join(t.save_path, top) if top else t.save_path
+        prune.setdefault(root, src.seeding_root)
+    prunes = [Step("prune_dirs", {"root": r, "stop_at": s}) for r, s in sorted(prune.items())]
+    return make + views + relocs + [verify] + tags + deletes + prunes, copy_bytes, conflicts
+
+
+# ------------------------------------------------------------------ across groups
+
+
+def _resolve_cross_group(plans: list[GroupPlan]) -> None:
+    """A group may not link from a path that another group in the same plan deletes."""
+    deleted = {s.args["path"]: g.group_id for g in plans if g.actionable for s in g.steps if s.kind == "delete"}
+    for g in plans:
+        if not g.actionable:
+            continue
+        for s in g.steps:
+            if s.kind == "link" and deleted.get(s.args["src"], g.group_id) != g.group_id:
+                other = deleted[s.args["src"]]
+                g.action, g.steps = "skip", []
+                g.reason = f"waits for group {other}, which moves the data this group would link from"
+                break
+
+
+def _apply_batch_cap(plans: list[GroupPlan], cap: int) -> None:
+    n = 0
+    for g in plans:
+        if g.actionable:
+            n += 1
+            if cap and n > cap:
+                g.action, g.steps = "skip", []
+                g.reason = f"over this run's cap of {cap} groups (policy.max_groups_per_run); next run"
+
+
+def _short(paths: list[str], unknown: int) -> str:
+    s = ", ".join(paths[:2]) + (f" (+{len(paths) - 2} more)" if len(paths) > 2 else "")
+    if unknown:
+        s += (", " if s else "") + f"{unknown} link(s) outside the scanned pools"
+    return s
+
+
+def _b(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)

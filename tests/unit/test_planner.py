@@ -1,0 +1,264 @@
+"""Planner decisions from plain data tables (no I/O)."""
+
+from dataclasses import replace
+
+import pytest
+
+from qbhook.config import PolicyConfig
+from qbhook.planner import make_plan
+from tests.unit.world import LIB, P, S, World
+
+POLICY = PolicyConfig()
+
+
+def plan(w: World, policy=POLICY):
+    return make_plan(w.snapshot(), policy)
+
+
+def only(p):
+    assert len(p.groups) == 1, [g.names for g in p.groups]
+    return p.groups[0]
+
+
+def kinds(g):
+    return [s.kind for s in g.steps]
+
+
+def test_movie_hardlinked_into_library_stays():
+    w = World()
+    w.payload(S + "/movies", {"Movie.2020/movie.mkv": "M"})
+    w.link(S + "/movies/Movie.2020/movie.mkv", LIB + "/Movie (2020)/Movie (2020).mkv")
+    w.torrent("a" * 40, S + "/movies", ["Movie.2020/movie.mkv"])
+    g = only(plan(w))
+    assert g.action == "stay" and "Movie (2020).mkv" in g.reason and not g.steps
+    assert g.external_links == [LIB + "/Movie (2020)/Movie (2020).mkv"]
+
+
+def test_unknown_link_outside_scanned_pools_also_keeps_it():
+    w = World()
+    k = w.file(S + "/x/f.bin", "X")
+    w.inodes[k]["unknown"] = 1
+    w.torrent("a" * 40, S + "/x", ["f.bin"])
+    g = only(plan(w))
+    assert g.action == "stay" and "outside the scanned pools" in g.reason
+
+
+def test_three_siblings_different_roots_demote_as_one_group_with_one_copy():
+    w = World()
+    w.payload(S + "/movies", {"Show.S01/e1.mkv": "E1", "Show.S01/e2.mkv": "E2"})
+    # cross-seed siblings: other root names, hardlinked inside the seeding tree
+    for root in ("cross-seed/TrackerA/Show.S01.REPACK", "cross-seed/TrackerB/Show Season 1"):
+        for e in ("e1", "e2"):
+            w.link(S + f"/movies/Show.S01/{e}.mkv", S + f"/{root}/{e}.mkv")
+    w.torrent("a" * 40, S + "/movies", ["Show.S01/e1.mkv", "Show.S01/e2.mkv"])
+    w.torrent("b" * 40, S + "/cross-seed/TrackerA", ["Show.S01.REPACK/e1.mkv", "Show.S01.REPACK/e2.mkv"])
+    w.torrent("c" * 40, S + "/cross-seed/TrackerB", ["Show Season 1/e1.mkv", "Show Season 1/e2.mkv"])
+    g = only(plan(w))
+    assert g.action == "demote" and g.target_pool == "pool"
+    assert g.bytes_to_copy == 2000 and g.bytes_freed == 2000
+    copies = [s for s in g.steps if s.kind == "copy"]
+    links = [s for s in g.steps if s.kind == "link"]
+    assert len(copies) == 2 and len(links) == 4
+    assert {s.args["src"] for s in links} == {s.args["dst"] for s in copies}  # everyone links to the one copy
+    relocs = {s.args["torrent"]: s.args["to_path"] for s in g.steps if s.kind == "relocate"}
+    assert relocs["b" * 40] == P + "/cross-seed/TrackerA"
+    # order: make the view, verify it, then relocate, verify, then delete
+    order = kinds(g)
+    assert order.index("verify_view") > max(i for i, k in enumerate(order) if k in ("copy", "link"))
+    assert order.index("relocate") > max(i for i, k in enumerate(order) if k == "verify_view")
+    assert min(i for i, k in enumerate(order) if k == "delete") > order.index("verify_group")
+    assert len([s for s in g.steps if s.kind == "delete"]) == 6
+
+
+def test_demote_onto_identical_data_already_on_pool_copies_nothing():
+    w = World()
+    w.payload(S + "/movies", {"Movie/m.mkv": "M", "Movie/m.nfo": "N"})
+    w.torrent("a" * 40, S + "/movies", ["Movie/m.mkv", "Movie/m.nfo"])
+    # the same content on /pool under another name, another torrent's data
+    w.payload(P + "/other", {"Film/film.mkv": "M", "Film/film.nfo": "N"})
+    w.torrent("b" * 40, P + "/other", ["Film/film.mkv", "Film/film.nfo"], tags=set())
+    p = plan(w)
+    ga = next(g for g in p.groups if "a" * 40 in g.torrents)
+    gb = next(g for g in p.groups if "b" * 40 in g.torrents)
+    assert ga.action == "demote" and ga.bytes_to_copy == 0 and "copy" not in kinds(ga)
+    assert {s.args["src"] for s in ga.steps if s.kind == "link"} == {P + "/other/Film/film.mkv", P + "/other/Film/film.nfo"}
+    assert gb.action == "stay"  # no consumer on stash: the pool copy is the one to keep
+
+
+def test_promote_when_an_arr_import_copied_the_file_into_the_library():
+    w = World()
+    w.payload(P + "/movies", {"Movie.2020/movie.mkv": "M"})
+    w.torrent("a" * 40, P + "/movies", ["Movie.2020/movie.mkv"])
+    w.file(LIB + "/Movie (2020)/Movie (2020).mkv", "M")   # a copy (other inode) on the primary pool
+    g = only(plan(w))
+    assert g.action == "promote" and g.bytes_to_copy == 0
+    link = next(s for s in g.steps if s.kind == "link")
+    assert link.args == {"src": LIB + "/Movie (2020)/Movie (2020).mkv", "dst": S + "/movies/Movie.2020/movie.mkv",
+                         "size": 1000, "blake3": link.args["blake3"]}
+    assert next(s for s in g.steps if s.kind == "delete").args["path"] == P + "/movies/Movie.2020/movie.mkv"
+
+
+def test_promote_copies_small_extras_within_allowance_only():
+    w = World()
+    w.payload(P + "/m", {"Movie/movie.mkv": "M"}, size=10**9)
+    w.payload(P + "/m", {"Movie/movie.nfo": "N"}, size=2000)
+    w.torrent("a" * 40, P + "/m", ["Movie/movie.mkv", "Movie/movie.nfo"])
+    w.file(LIB + "/Movie/Movie.mkv", "M", size=10**9)
+    g = only(plan(w))
+    assert g.action == "promote" and g.bytes_to_copy == 2000
+    tight = replace(POLICY, promote_copy_max_bytes=1000)
+    g = only(plan(w, tight))
+    assert g.action == "stay" and "reported, not promoted" in g.reason
+
+
+def test_no_promote_when_library_is_on_a_nested_dataset():
+    w = World()
+    w.payload(P + "/m", {"Movie/movie.mkv": "M"})
+    w.torrent("a" * 40, P + "/m", ["Movie/movie.mkv"])
+    w.file("/stash/data/media/nested/Movie.mkv", "M")  # other dataset: cannot be hardlinked from seeding root
+    g = only(plan(w))
+    assert g.action == "stay" and "seed-only" in g.reason
+
+
+def test_seed_only_on_cold_stays():
+    w = World()
+    w.payload(P + "/m", {"a.bin": "A"})
+    w.torrent("a" * 40, P + "/m", ["a.bin"])
+    assert only(plan(w)).action == "stay"
+
+
+def test_policy_tag_required():
+    w = World()
+    w.payload(S + "/m", {"a.bin": "A"})
+    w.torrent("a" * 40, S + "/m", ["a.bin"], tags=set())
+    g = only(plan(w))
+    assert g.action == "stay" and "~noHL" in g.reason
+    assert only(plan(w, replace(POLICY, demote_require_tag=None))).action == "demote"
+
+
+def test_policy_categories_and_age():
+    w = World()
+    w.payload(S + "/m", {"a.bin": "A"})
+    w.torrent("a" * 40, S + "/m", ["a.bin"], category="tv", completion_on=999_990.0)
+    assert "category" in only(plan(w, replace(POLICY, demote_categories=("movies",)))).reason
+    assert "completed less than" in only(plan(w, replace(POLICY, min_seeding_age=3600))).reason
+    assert only(plan(w, replace(POLICY, min_seeding_age=5))).action == "demote"
+
+
+def test_duplicate_of_a_library_file_on_stash_is_not_demoted():
+    w = World()
+    w.payload(S + "/m", {"a.mkv": "A"})
+    w.torrent("a" * 40, S + "/m", ["a.mkv"])
+    w.file(LIB + "/A/A.mkv", "A")  # same content, separate inode, used by the library
+    g = only(plan(w))
+    assert g.action == "stay" and "used by a library" in g.reason
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"progress": 0.5}, "incomplete"),
+    ({"state": "checkingUP"}, "state checkingUP"),
+    ({"state": "moving"}, "state moving"),
+    ({"download_path": "/stash/data/media/torrents/incomplete"}, "download path"),
+])
+def test_blocked_torrent_states(kw, words):
+    w = World()
+    w.payload(S + "/m", {"a.bin": "A"})
+    w.torrent("a" * 40, S + "/m", ["a.bin"], **kw)
+    g = only(plan(w))
+    assert g.action == "blocked" and words in g.reason and not g.steps
+
+
+def test_blocked_missing_file_and_partial_and_unhashed():
+    w = World()
+    w.payload(S + "/m", {"a.bin": "A"})
+    w.torrent("a" * 40, S + "/m", ["a.bin", "missing.bin"])
+    g = only(plan(w))
+    assert g.action == "blocked" and "missing file" in g.reason
+    w = World()
+    w.payload(S + "/m", {"a.bin": "A"})
+    w.torrent("a" * 40, S + "/m", ["a.bin"], priority=0)
+    assert "priority 0" in only(plan(w)).reason
+    w = World(hashed=False)
+    w.payload(S + "/m", {"a.bin": "A"})
+    w.torrent("a" * 40, S + "/m", ["a.bin"])
+    assert "not hashed" in only(plan(w)).reason
+
+
+def test_blocked_outside_seeding_roots():
+    w = World()
+    w.payload("/stash/data/media/downloads", {"a.bin": "A"})
+    w.torrent("a" * 40, "/stash/data/media/downloads", ["a.bin"])
+    g = only(plan(w))
+    assert g.action == "blocked" and "outside every seeding root" in g.reason
+
+
+def test_blocked_conflict_at_destination():
+    w = World()
+    w.payload(S + "/m", {"Movie/a.bin": "A"})
+    w.torrent("a" * 40, S + "/m", ["Movie/a.bin"])
+    w.file(P + "/m/Movie/a.bin", "DIFFERENT")
+    g = only(plan(w))
+    assert g.action == "blocked" and "different content already at destination" in g.reason
+
+
+def test_identical_file_at_destination_is_reused():
+    w = World()
+    w.payload(S + "/m", {"Movie/a.bin": "A"})
+    w.torrent("a" * 40, S + "/m", ["Movie/a.bin"])
+    w.file(P + "/m/Movie/a.bin", "A")  # a previous interrupted run left it
+    g = only(plan(w))
+    assert g.action == "demote" and g.bytes_to_copy == 0 and "link" not in kinds(g) and "copy" not in kinds(g)
+
+
+def test_blocked_not_enough_space_counts_each_inode_once():
+    w = World()
+    w.payload(S + "/m", {"a.bin": "A"}, size=600)
+    w.link(S + "/m/a.bin", S + "/x/a.bin")
+    w.torrent("a" * 40, S + "/m", ["a.bin"])
+    w.torrent("b" * 40, S + "/x", ["a.bin"])
+    w.free["pool"] = 1000
+    assert only(plan(w)).action == "demote"   # 600 bytes once, not twice
+    w.free["pool"] = 500
+    g = only(plan(w))
+    assert g.action == "blocked" and "free space" in g.reason
+
+
+def test_zero_length_files_are_made_not_linked():
+    w = World()
+    w.payload(S + "/m", {"T/a.bin": "A"})
+    w.payload(S + "/m", {"T/empty": ""}, size=0)
+    w.torrent("a" * 40, S + "/m", ["T/a.bin", "T/empty"])
+    g = only(plan(w))
+    assert g.action == "demote"
+    assert [s.args["dst"] for s in g.steps if s.kind == "mkempty"] == [P + "/m/T/empty"]
+
+
+def test_groups_join_through_shared_paths_and_inodes_and_stay_together():
+    w = World()
+    w.payload(S + "/m", {"a.bin": "A", "b.bin": "B"})
+    w.link(S + "/m/b.bin", S + "/y/b.bin")
+    w.link(S + "/y/b.bin", LIB + "/b.bin")     # library link through a sibling
+    w.torrent("a" * 40, S + "/m", ["a.bin"])
+    w.torrent("b" * 40, S + "/m", ["a.bin", "b.bin"])      # shares a path with a
+    w.torrent("c" * 40, S + "/y", ["b.bin"])               # shares an inode with b
+    g = only(plan(w))
+    assert sorted(g.torrents) == ["a" * 40, "b" * 40, "c" * 40]
+    assert g.action == "stay"   # one library link keeps the whole group
+
+
+def test_batch_cap_skips_the_rest():
+    w = World()
+    for i in range(3):
+        w.payload(S + f"/m{i}", {"a.bin": f"A{i}"})
+        w.torrent(f"{i}" * 40, S + f"/m{i}", ["a.bin"])
+    p = plan(w, replace(POLICY, max_groups_per_run=2))
+    assert [g.action for g in p.groups] == ["demote", "demote", "skip"]
+
+
+def test_plan_is_json_round_trippable():
+    from qbhook.plan import Plan
+    w = World()
+    w.payload(S + "/m", {"a.bin": "A"})
+    w.torrent("a" * 40, S + "/m", ["a.bin"])
+    p = plan(w)
+    assert Plan.from_dict(p.to_dict()).to_dict() == p.to_dict()

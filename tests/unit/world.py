@@ -1,0 +1,79 @@
+"""A tiny in-memory world of pools, inodes and torrents, turned into a planner Snapshot."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+
+from qbhook.facts import FileFact, InodeFact, PoolFact, Snapshot, TorrentFact, is_within
+
+S = "/stash/data/media/torrents/seeding"
+P = "/pool/data/media/torrents/seeding"
+LIB = "/stash/data/media/movies"
+FS = {"stash": "zfs:111", "pool": "zfs:222", "lib-nested": "zfs:333"}
+
+
+@dataclass
+class World:
+    inodes: dict = field(default_factory=dict)     # key -> {"size", "content", "paths": set, "unknown": int}
+    paths: dict = field(default_factory=dict)      # path -> key
+    torrents: list = field(default_factory=list)
+    free: dict = field(default_factory=lambda: {"stash": 10**12, "pool": 10**12})
+    hashed: bool = True
+    _next: int = 100
+
+    @staticmethod
+    def fs_of(path: str) -> str:
+        if path.startswith("/stash/data/media/nested"):
+            return FS["lib-nested"]
+        return FS["stash"] if path.startswith("/stash") else FS["pool"]
+
+    def file(self, path: str, content: str, size: int = 1000) -> tuple:
+        self._next += 1
+        content = content if size else ""   # a zero-length file has one possible content
+        key = (self.fs_of(path), self._next)
+        self.inodes[key] = {"size": size, "content": content, "paths": {path}, "unknown": 0}
+        self.paths[path] = key
+        return key
+
+    def link(self, existing: str, new: str) -> None:
+        key = self.paths[existing]
+        assert self.fs_of(new) == key[0], "hardlinks stay on one filesystem"
+        self.inodes[key]["paths"].add(new)
+        self.paths[new] = key
+
+    def torrent(self, h: str, save: str, rels: list[str], **kw) -> None:
+        self.torrents.append((h, save, rels, kw))
+
+    def payload(self, save: str, files: dict[str, str], size: int = 1000) -> None:
+        for rel, content in files.items():
+            self.file(posixpath.join(save, rel), content, size)
+
+    def snapshot(self, now: float = 1_000_000.0) -> Snapshot:
+        roots = (S, P)
+        inodes = {}
+        content = {}
+        for key, i in self.inodes.items():
+            digest = (i["content"].encode().hex().ljust(64, "0")[:64]) if self.hashed else None
+            seeding = tuple(sorted(p for p in i["paths"] if any(is_within(p, r) for r in roots)))
+            other = tuple(sorted(p for p in i["paths"] if p not in seeding))
+            inodes[key] = InodeFact(key[0], key[1], i["size"], len(i["paths"]) + i["unknown"], digest, seeding, other)
+            if digest:
+                content.setdefault((i["size"], digest), []).append(key)
+        ts = []
+        for h, save, rels, kw in self.torrents:
+            files = []
+            for n, rel in enumerate(rels):
+                path = posixpath.join(save, rel)
+                key = self.paths.get(path)
+                size = self.inodes[key]["size"] if key else kw.get("size", 1000)
+                files.append(FileFact(n, rel, size, path, key, kw.get("priority", 1)))
+            ts.append(TorrentFact(hash=h, instance="default", name=kw.get("name", h), state=kw.get("state", "stalledUP"),
+                                  progress=kw.get("progress", 1.0), save_path=save, files=tuple(files),
+                                  category=kw.get("category", ""), tags=frozenset(kw.get("tags", {"~noHL"})),
+                                  download_path=kw.get("download_path", ""), completion_on=kw.get("completion_on", 1.0)))
+        pools = (PoolFact("stash", "primary", "/stash", S, FS["stash"], self.free["stash"]),
+                 PoolFact("pool", "cold", "/pool", P, FS["pool"], self.free["pool"]))
+        return Snapshot(torrents=tuple(ts), inodes=inodes, pools=pools,
+                        content={k: tuple(v) for k, v in content.items()},
+                        existing=dict(self.paths), now=now)
