@@ -13,16 +13,17 @@ into: its worker may already be past the point where new facts would matter.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 from qbhook.errors import QueueError
+from qbhook.events._job import COLUMNS, Job, Parts, text
 from qbhook.events.model import Event
+
+__all__ = ["QUEUE_DDL", "STATES", "Job", "JobQueue"]
 
 QUEUE_DDL = """
 CREATE TABLE IF NOT EXISTS event_jobs (
@@ -55,57 +56,6 @@ CREATE INDEX IF NOT EXISTS event_jobs_ready ON event_jobs (state, not_before, cr
 """
 
 STATES = ("pending", "running", "done", "dead")
-MAX_KEPT_EVENTS = 100
-MAX_JOB_HASHES = 2000
-MAX_JOB_PATHS = 20000
-
-_COLUMNS = (
-    "id, coalesce_key, state, hashes, paths, kinds, sources, events, event_count, truncated, "
-    "attempts, max_attempts, not_before, created_at, updated_at, claimed_at, heartbeat_at, "
-    "worker_id, finished_at, result, last_error"
-)
-
-
-@dataclass(frozen=True)
-class Job:
-    id: int
-    coalesce_key: str
-    state: str
-    hashes: tuple[str, ...]
-    paths: tuple[str, ...]
-    kinds: tuple[str, ...]
-    sources: tuple[str, ...]
-    events: tuple[Event, ...]
-    event_count: int
-    truncated: bool
-    attempts: int
-    max_attempts: int
-    not_before: float
-    created_at: float
-    updated_at: float
-    claimed_at: float | None
-    heartbeat_at: float | None
-    worker_id: str | None
-    finished_at: float | None
-    result: str | None
-    last_error: str | None
-
-    @classmethod
-    def _from_row(cls, row: Sequence) -> Job:
-        (id_, key, state, hashes, paths, kinds, sources, events, count, truncated, *rest) = row
-        return cls(
-            id_,
-            key,
-            state,
-            tuple(json.loads(hashes)),
-            tuple(json.loads(paths)),
-            tuple(json.loads(kinds)),
-            tuple(json.loads(sources)),
-            tuple(Event.from_dict(e) for e in json.loads(events)),
-            count,
-            bool(truncated),
-            *rest,
-        )
 
 
 class JobQueue:
@@ -145,14 +95,14 @@ class JobQueue:
         key = event.coalesce_key()
         with self._write() as c:
             row = c.execute(
-                f"SELECT {_COLUMNS} FROM event_jobs WHERE coalesce_key = ? AND state = 'pending'",
+                f"SELECT {COLUMNS} FROM event_jobs WHERE coalesce_key = ? AND state = 'pending'",
                 (key,),
             ).fetchone()
             if row is not None:
-                job = Job._from_row(row)
-                self._store_merge(c, job, _Parts.of_event(event), now)
+                job = Job.from_row(row)
+                self._store_merge(c, job, Parts.of_event(event), now)
                 return job.id, True
-            parts = _Parts.of_event(event)
+            parts = Parts.of_event(event)
             cur = c.execute(
                 "INSERT INTO event_jobs (coalesce_key, hashes, paths, kinds, sources, events,"
                 " event_count, truncated, max_attempts, not_before, created_at, updated_at)"
@@ -177,7 +127,7 @@ class JobQueue:
             c.execute(
                 "UPDATE event_jobs SET state = 'running', worker_id = ?, claimed_at = ?,"
                 " heartbeat_at = ?, attempts = attempts + 1, updated_at = ? WHERE id = ?",
-                (worker_id, now, now, now, row[0]),
+                (text(worker_id), now, now, now, row[0]),
             )
             return self._get(c, row[0])
 
@@ -195,7 +145,7 @@ class JobQueue:
             c.execute(
                 "UPDATE event_jobs SET state = 'done', result = ?, finished_at = ?, updated_at = ?"
                 " WHERE id = ?",
-                (result, now, now, job_id),
+                (text(result), now, now, job_id),
             )
 
     def fail(self, job_id: int, error: str, *, worker_id: str | None = None, now: float | None = None) -> str:
@@ -224,11 +174,11 @@ class JobQueue:
         requeued: list[int] = []
         with self._write() as c:
             rows = c.execute(
-                f"SELECT {_COLUMNS} FROM event_jobs WHERE state = 'running'"
+                f"SELECT {COLUMNS} FROM event_jobs WHERE state = 'running'"
                 " AND COALESCE(heartbeat_at, claimed_at) < ? ORDER BY id",
                 (cutoff,),
             ).fetchall()
-            for job in map(Job._from_row, rows):
+            for job in map(Job.from_row, rows):
                 error = f"worker {job.worker_id!r} stopped without finishing (no heartbeat for {older_than_s:g} s)"
                 if job.attempts >= job.max_attempts:
                     self._bury(c, job, error, now)
@@ -255,7 +205,7 @@ class JobQueue:
 
     def list(self, states: Sequence[str] | None = None, limit: int = 100) -> list[Job]:
         """Newest first."""
-        sql = f"SELECT {_COLUMNS} FROM event_jobs"
+        sql = f"SELECT {COLUMNS} FROM event_jobs"
         args: list = []
         if states:
             unknown = set(states) - set(STATES)
@@ -266,7 +216,7 @@ class JobQueue:
         sql += " ORDER BY id DESC LIMIT ?"
         with self._lock:
             rows = self._conn.execute(sql, (*args, int(limit))).fetchall()
-        return [Job._from_row(r) for r in rows]
+        return [Job.from_row(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -305,8 +255,8 @@ class JobQueue:
 
     @staticmethod
     def _get(c: sqlite3.Connection, job_id: int) -> Job | None:
-        row = c.execute(f"SELECT {_COLUMNS} FROM event_jobs WHERE id = ?", (job_id,)).fetchone()
-        return None if row is None else Job._from_row(row)
+        row = c.execute(f"SELECT {COLUMNS} FROM event_jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else Job.from_row(row)
 
     def _running(self, c: sqlite3.Connection, job_id: int, worker_id: str | None) -> Job:
         job = self._get(c, job_id)
@@ -324,14 +274,14 @@ class JobQueue:
         c.execute(
             "UPDATE event_jobs SET state = 'dead', last_error = ?, finished_at = ?, updated_at = ?,"
             " worker_id = NULL WHERE id = ?",
-            (error, now, now, job.id),
+            (text(error), now, now, job.id),
         )
 
     def _back_to_pending(
         self, c: sqlite3.Connection, job: Job, not_before: float, attempts: int, error: str | None, now: float
     ) -> int:
         other = c.execute(
-            f"SELECT {_COLUMNS} FROM event_jobs WHERE coalesce_key = ? AND state = 'pending'",
+            f"SELECT {COLUMNS} FROM event_jobs WHERE coalesce_key = ? AND state = 'pending'",
             (job.coalesce_key,),
         ).fetchone()
         if other is None:
@@ -339,21 +289,21 @@ class JobQueue:
                 "UPDATE event_jobs SET state = 'pending', not_before = ?, attempts = ?, last_error = ?,"
                 " worker_id = NULL, claimed_at = NULL, heartbeat_at = NULL, finished_at = NULL,"
                 " updated_at = ? WHERE id = ?",
-                (not_before, attempts, error, now, job.id),
+                (not_before, attempts, text(error), now, job.id),
             )
             return job.id
         # Newer events for the key already wait in another pending job: fold this one in
         # (keeping the earlier created_at, the later not_before and the higher attempts).
-        target = Job._from_row(other)
+        target = Job.from_row(other)
         self._store_merge(
             c,
             target,
-            _Parts.of_job(job),
+            Parts.of_job(job),
             now,
             created_at=min(target.created_at, job.created_at),
             not_before=max(target.not_before, not_before),
             attempts=max(target.attempts, attempts),
-            last_error=error,
+            last_error=text(error),
         )
         c.execute(
             "UPDATE event_jobs SET state = 'done', result = ?, finished_at = ?, updated_at = ?,"
@@ -363,81 +313,11 @@ class JobQueue:
         return target.id
 
     @staticmethod
-    def _store_merge(c: sqlite3.Connection, target: Job, extra: _Parts, now: float, **overrides) -> None:
-        merged = _Parts.of_job(target).merge(extra)
-        values = dict(zip(_Parts.COLUMN_NAMES, merged.columns()))
+    def _store_merge(c: sqlite3.Connection, target: Job, extra: Parts, now: float, **overrides) -> None:
+        merged = Parts.of_job(target).merge(extra)
+        values = dict(zip(Parts.COLUMN_NAMES, merged.columns()))
         values["event_count"] = target.event_count + extra.count
         values["updated_at"] = now
         values.update(overrides)
         assignments = ", ".join(f"{name} = ?" for name in values)
         c.execute(f"UPDATE event_jobs SET {assignments} WHERE id = ?", (*values.values(), target.id))
-
-
-@dataclass(frozen=True)
-class _Parts:
-    """The mergeable content of a job."""
-
-    hashes: tuple[str, ...]
-    paths: tuple[str, ...]
-    kinds: tuple[str, ...]
-    sources: tuple[str, ...]
-    events: tuple[dict, ...]
-    truncated: bool
-    count: int
-
-    COLUMN_NAMES = ("hashes", "paths", "kinds", "sources", "events", "truncated")
-
-    @classmethod
-    def of_event(cls, event: Event) -> _Parts:
-        return cls(event.hashes, event.paths, (event.kind,), (event.source,), (event.to_dict(),), False, 1)._capped()
-
-    @classmethod
-    def of_job(cls, job: Job) -> _Parts:
-        return cls(
-            job.hashes,
-            job.paths,
-            job.kinds,
-            job.sources,
-            tuple(e.to_dict() for e in job.events),
-            job.truncated,
-            job.event_count,
-        )
-
-    def merge(self, other: _Parts) -> _Parts:
-        def union(a: tuple, b: tuple) -> tuple:
-            return tuple(dict.fromkeys(a + b))
-
-        return _Parts(
-            union(self.hashes, other.hashes),
-            union(self.paths, other.paths),
-            union(self.kinds, other.kinds),
-            union(self.sources, other.sources),
-            (self.events + other.events)[:MAX_KEPT_EVENTS],
-            self.truncated or other.truncated,
-            self.count + other.count,
-        )._capped()
-
-    def _capped(self) -> _Parts:
-        over = len(self.hashes) > MAX_JOB_HASHES or len(self.paths) > MAX_JOB_PATHS
-        if not over:
-            return self
-        return _Parts(
-            self.hashes[:MAX_JOB_HASHES],
-            self.paths[:MAX_JOB_PATHS],
-            self.kinds,
-            self.sources,
-            self.events,
-            True,
-            self.count,
-        )
-
-    def columns(self) -> tuple:
-        dump = lambda v: json.dumps(list(v), ensure_ascii=False)  # noqa: E731
-        return (
-            dump(self.hashes),
-            dump(self.paths),
-            dump(self.kinds),
-            dump(self.sources),
-            dump(self.events),
-            int(self.truncated),
-        )

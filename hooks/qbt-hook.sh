@@ -1,0 +1,152 @@
+#!/bin/sh
+# qBittorrent "Run external program" hook for qbhook.
+#
+#   /hooks/qbt-hook.sh added    "%I" "%J" "%K" "%N" "%L" "%G" "%F" "%R" "%D" "%C" "%Z"
+#   /hooks/qbt-hook.sh finished "%I" "%J" "%K" "%N" "%L" "%G" "%F" "%R" "%D" "%C" "%Z"
+#
+# qBittorrent starts this without a shell and passes each placeholder as its own argument.
+# Names may hold spaces, quotes, $, backslashes, newlines or start with "-": values are
+# only ever expanded inside double quotes, never passed where an option could be parsed,
+# and are percent-encoded byte by byte before they reach curl or wget.
+#
+# Settings (environment, or KEY=VALUE lines in $QBHOOK_HOOK_CONF, default: qbt-hook.conf
+# next to this script; the environment wins):
+#   QBHOOK_URL         base URL of qbhook (default http://127.0.0.1:8686)
+#   QBHOOK_TOKEN       token sent as X-Qbhook-Token, or
+#   QBHOOK_TOKEN_FILE  file holding it (first line)
+#   QBHOOK_INSTANCE    name of this qBittorrent, when several feed one qbhook
+#   QBHOOK_HOOK_LOG    file that failures are appended to (always also stderr)
+#   QBHOOK_HOOK_MODE   "direct": run `qbhook hook ...` (must be on PATH) instead of HTTP
+#
+# Always exits 0: qBittorrent ignores the status, and a missed event is caught by the
+# sweeper. Failures are logged, never silent.
+
+# qBittorrent may be started with an empty environment.
+PATH=${PATH:-/usr/local/bin:/usr/bin:/bin}
+
+log_failure() {
+    msg="$(date '+%Y-%m-%dT%H:%M:%S%z' 2>/dev/null) qbt-hook: $*"
+    printf '%s\n' "$msg" >&2
+    if [ -n "${QBHOOK_HOOK_LOG-}" ]; then
+        printf '%s\n' "$msg" >>"$QBHOOK_HOOK_LOG" 2>/dev/null || :
+    fi
+}
+
+# A config file is read, never sourced: only known keys, values taken literally.
+load_conf() {
+    [ -r "$1" ] || return 0
+    while IFS= read -r line || [ -n "$line" ]; do
+        key=${line%%=*}
+        [ "$key" = "$line" ] && continue
+        value=${line#*=}
+        case $key in
+        QBHOOK_URL | QBHOOK_TOKEN | QBHOOK_TOKEN_FILE | QBHOOK_INSTANCE | QBHOOK_HOOK_LOG | QBHOOK_HOOK_MODE)
+            # Environment wins: set only what is still unset.
+            eval "[ -n \"\${$key+x}\" ] || $key=\$value"
+            ;;
+        esac
+    done <"$1"
+}
+
+case $0 in
+*/*) conf_default=${0%/*}/qbt-hook.conf ;;
+*) conf_default=./qbt-hook.conf ;;
+esac
+load_conf "${QBHOOK_HOOK_CONF:-$conf_default}"
+
+event=${1-}
+case $event in
+added | finished) ;;
+*)
+    log_failure "first argument must be 'added' or 'finished', got '$event'; nothing sent"
+    exit 0
+    ;;
+esac
+
+if [ "${QBHOOK_HOOK_MODE-}" = direct ]; then
+    if command -v qbhook >/dev/null 2>&1; then
+        if ! out=$(qbhook hook "$@" 2>&1); then
+            log_failure "qbhook hook $event ${4-} failed: $out"
+        fi
+        exit 0
+    fi
+    log_failure "QBHOOK_HOOK_MODE=direct but qbhook is not on PATH; falling back to HTTP"
+fi
+
+token=${QBHOOK_TOKEN-}
+if [ -z "$token" ] && [ -n "${QBHOOK_TOKEN_FILE-}" ]; then
+    if [ -r "$QBHOOK_TOKEN_FILE" ]; then
+        IFS= read -r token <"$QBHOOK_TOKEN_FILE" || :
+        token=$(printf '%s' "$token" | tr -d '\r') # files written on Windows
+    else
+        log_failure "cannot read QBHOOK_TOKEN_FILE $QBHOOK_TOKEN_FILE"
+    fi
+fi
+url=${QBHOOK_URL:-http://127.0.0.1:8686}
+url=${url%/}/hook/qbittorrent
+
+# Build "event=..&I=..&J=.." with every value byte percent-encoded: argv cannot hold NUL,
+# so NUL separates the values on the way through od, and awk turns each separator into
+# "&NAME=". Two processes for all fields, whatever they contain.
+form_body() {
+    printf '%s\0' "$event" "${2-}" "${3-}" "${4-}" "${5-}" "${6-}" "${7-}" "${8-}" "${9-}" \
+        "${10-}" "${11-}" "${12-}" "${QBHOOK_INSTANCE-}" |
+        od -An -v -tx1 |
+        awk -v names="event I J K N L G F R D C Z instance" '
+            BEGIN { n = split(names, name, " "); i = 1; printf "%s=", name[1] }
+            {
+                for (f = 1; f <= NF; f++) {
+                    if ($f == "00") { i++; if (i <= n) printf "&%s=", name[i] }
+                    else printf "%%%s", $f
+                }
+            }'
+}
+
+send_curl() {
+    # The token goes through a here-document on fd 3, not argv: argv is world-readable
+    # in /proc. The body goes on stdin because it may exceed the size of one argv item.
+    if [ -d /dev/fd ]; then
+        form_body "$@" |
+            curl -sS -o - -w '\n%{http_code}' --connect-timeout 2 --max-time 5 \
+                -H @/dev/fd/3 --data-binary @- -- "$url" 2>&1 3<<EOF
+$TOKEN_HEADER: $token
+EOF
+    else
+        form_body "$@" |
+            curl -sS -o - -w '\n%{http_code}' --connect-timeout 2 --max-time 5 \
+                -H "$TOKEN_HEADER: $token" --data-binary @- -- "$url" 2>&1
+    fi
+}
+
+send_wget() {
+    # BusyBox wget (Alpine images) knows neither --tries nor a header file; GNU wget
+    # would retry 20 times by default.
+    tries=
+    if wget --help 2>&1 | grep -q -e '--tries'; then tries=--tries=1; fi
+    body=$(form_body "$@")
+    # shellcheck disable=SC2086 # $tries is one word or nothing
+    wget -q -O - -T 5 $tries --header="$TOKEN_HEADER: $token" \
+        --header='Content-Type: application/x-www-form-urlencoded' \
+        --post-data="$body" -- "$url" 2>&1 && printf '\n200'
+}
+
+TOKEN_HEADER=X-Qbhook-Token
+if command -v curl >/dev/null 2>&1; then
+    out=$(send_curl "$@")
+    status=$?
+elif command -v wget >/dev/null 2>&1; then
+    out=$(send_wget "$@")
+    status=$?
+else
+    log_failure "neither curl nor wget found; $event ${4:-${2-}} not sent"
+    exit 0
+fi
+
+code=${out##*
+}
+case $status:$code in
+0:2??) exit 0 ;;
+esac
+detail=$(printf '%s' "$out" | tr '\n' ' ' | cut -c1-300)
+log_failure "POST $url for $event ${4:-${2-}} failed (exit $status): $detail"
+exit 0

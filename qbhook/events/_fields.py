@@ -1,0 +1,102 @@
+"""Typed, bounded access to untrusted payload fields.
+
+Every getter names the field in its error so the sender's log says exactly what to fix.
+Fields nobody reads are never looked at: payloads drift between versions and unknown or
+odd fields must not cost an event.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+from qbhook.errors import BadRequest
+
+# PATH_MAX is 4096 bytes; twice that in characters leaves room for any real path or name.
+MAX_STRING_CHARS = 8192
+# A season pack or a discography is a few hundred files; thousands means garbage.
+MAX_LIST_ITEMS = 5000
+
+_HASH_RE = re.compile(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}")
+
+
+def is_hash(value: object) -> bool:
+    return isinstance(value, str) and _HASH_RE.fullmatch(value) is not None
+
+
+def hash_value(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"{where}: expected an info hash string, got {_type_name(value)}")
+    if not is_hash(value):
+        raise BadRequest(f"{where}: not an info hash (40 or 64 hex digits): {_clip(value)!r}")
+    return value.lower()
+
+
+def obj(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadRequest(f"{where}: expected a JSON object, got {_type_name(value)}")
+    return value
+
+
+def opt_obj(data: Mapping[str, Any], key: str, where: str) -> dict[str, Any] | None:
+    value = data.get(key)
+    return None if value is None else obj(value, where)
+
+
+def string(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"{where}: expected a string, got {_type_name(value)}")
+    if len(value) > MAX_STRING_CHARS:
+        raise BadRequest(f"{where}: longer than {MAX_STRING_CHARS} characters")
+    return value
+
+
+def opt_str(data: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = data.get(key)
+    return None if value is None else string(value, where)
+
+
+def opt_bool(data: Mapping[str, Any], key: str, where: str) -> bool | None:
+    value = data.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    raise BadRequest(f"{where}: expected true or false, got {_type_name(value)}")
+
+
+def opt_list(data: Mapping[str, Any], key: str, where: str) -> list[Any]:
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise BadRequest(f"{where}: expected a list, got {_type_name(value)}")
+    if len(value) > MAX_LIST_ITEMS:
+        raise BadRequest(f"{where}: more than {MAX_LIST_ITEMS} items")
+    return value
+
+
+def path_value(value: object, where: str) -> str:
+    text = string(value, where)
+    if "\0" in text:
+        raise BadRequest(f"{where}: contains a NUL character")
+    return text
+
+
+def unique(items: list[str]) -> tuple[str, ...]:
+    """First-seen order matters: the first hash is the event's subject."""
+    return tuple(dict.fromkeys(item for item in items if item))
+
+
+def _type_name(value: object) -> str:
+    return {
+        type(None): "null",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -1,0 +1,181 @@
+"""HTTP intake: authenticate, bound, parse, queue durably, answer.
+
+Senders never retry, so the only promise that matters is the status code: 202 means the
+job is committed to disk; anything else makes the sender log a failure that a person can
+see, and the sweeper catches the missed change later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Callable
+from urllib.parse import parse_qsl
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from qbhook.errors import BadRequest
+from qbhook.events.auth import TOKEN_HEADER, AuthConfig
+from qbhook.events.model import Event
+from qbhook.events.parse import ARR_APPS, parse_arr, parse_cross_seed, parse_qbt_hook
+
+__all__ = ["AuthConfig", "TOKEN_HEADER", "create_app"]
+
+log = logging.getLogger(__name__)
+
+Enqueue = Callable[[Event], "tuple[int, bool]"]
+
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+# The hook script sends a dozen fields; thousands means something else is posting.
+_MAX_FORM_FIELDS = 200
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def create_app(*, enqueue: Enqueue, auth: AuthConfig, max_body: int = 256 * 1024) -> Flask:
+    app = Flask("qbhook.events")
+    # Werkzeug enforces this while reading, also for bodies without Content-Length.
+    app.config["MAX_CONTENT_LENGTH"] = max_body
+
+    def handle(parse: Callable[[], Event], *, query_token: bool = False) -> Response:
+        try:
+            _authenticate(auth, allow_query_token=query_token)
+            if request.content_length is not None and request.content_length > max_body:
+                raise _Refused(413, f"body larger than {max_body} bytes")
+            event = parse()
+        except _Refused as refused:
+            return _error(refused.status, refused.message, refused.headers)
+        except BadRequest as err:
+            return _error(400, err.message)
+        if event.kind == "test":
+            log.info("test event from %s (%s): answered, nothing queued", event.source, event.instance or "-")
+            return jsonify(ok=True, test=True, source=event.source)
+        if event.kind == "ignored":
+            return jsonify(ok=True, ignored=event.raw_type or "unknown", source=event.source)
+        try:
+            job_id, coalesced = enqueue(event)
+        except Exception:
+            log.exception("could not queue %s %s event; answering 503", event.source, event.kind)
+            return _error(503, "could not queue the event (storage failed); nothing was recorded")
+        log.info(
+            "queued %s %s as job %s%s (%d hash(es), %d path(s))",
+            event.source,
+            event.kind,
+            job_id,
+            " (coalesced)" if coalesced else "",
+            len(event.hashes),
+            len(event.paths),
+        )
+        return _json(202, {"queued": job_id, "coalesced": bool(coalesced)})
+
+    @app.post("/hook/qbittorrent")
+    def qbittorrent_hook() -> Response:
+        return handle(lambda: parse_qbt_hook(_fields_body(max_body)))
+
+    @app.route("/webhook/arr", methods=["POST", "PUT"])
+    def arr_webhook() -> Response:
+        return handle(lambda: parse_arr(_json_body(max_body)))
+
+    def _arr_alias(app_name: str) -> Callable[[], Response]:
+        def view() -> Response:
+            return handle(lambda: parse_arr(_json_body(max_body), app=app_name))
+
+        view.__name__ = f"{app_name}_webhook"
+        return view
+
+    for app_name in ARR_APPS:
+        app.add_url_rule(f"/webhook/{app_name}", view_func=_arr_alias(app_name), methods=["POST", "PUT"])
+
+    @app.post("/webhook/cross-seed")
+    def cross_seed_webhook() -> Response:
+        return handle(lambda: parse_cross_seed(_json_body(max_body)), query_token=True)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify(ok=True)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(_: RequestEntityTooLarge) -> Response:
+        return _error(413, f"body larger than {max_body} bytes")
+
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException) -> Response:
+        return _error(err.code or 500, err.description or err.name)
+
+    return app
+
+
+def _authenticate(auth: AuthConfig, *, allow_query_token: bool) -> None:
+    if not auth.configured:
+        raise _Refused(503, "no credentials configured")
+    query_token = request.args.get("token") if allow_query_token else None
+    if not auth.allows(request.headers, query_token):
+        raise _Refused(
+            401,
+            f"authentication required (HTTP Basic, {TOKEN_HEADER} header or Bearer token)",
+            {"WWW-Authenticate": 'Basic realm="qbhook"'},
+        )
+
+
+def _read(max_body: int) -> bytes:
+    data = request.get_data(cache=True)
+    if len(data) > max_body:
+        raise _Refused(413, f"body larger than {max_body} bytes")
+    return data
+
+
+def _json_body(max_body: int) -> Any:
+    mimetype = request.mimetype
+    # Missing or text/plain is tolerated: what matters is that the bytes are JSON.
+    if mimetype and mimetype not in ("application/json", "text/plain") and not mimetype.endswith("+json"):
+        raise _Refused(415, f"Content-Type: expected application/json, got {mimetype}")
+    return _decode_json(_read(max_body))
+
+
+def _fields_body(max_body: int) -> Any:
+    mimetype = request.mimetype
+    if mimetype in ("application/json", "") or mimetype.endswith("+json"):
+        return _decode_json(_read(max_body))
+    if mimetype == "multipart/form-data":
+        return request.form.to_dict(flat=True)
+    if mimetype == "application/x-www-form-urlencoded":
+        try:
+            text = _read(max_body).decode("utf-8")
+            return dict(
+                parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=_MAX_FORM_FIELDS)
+            )
+        except UnicodeDecodeError:
+            raise BadRequest("body: form fields are not UTF-8") from None
+        except ValueError as err:
+            raise BadRequest(f"body: unusable form data ({err})") from None
+    raise _Refused(415, f"Content-Type: expected {' or '.join(_FORM_TYPES)} or application/json, got {mimetype}")
+
+
+def _decode_json(data: bytes) -> Any:
+    if not data.strip():
+        raise BadRequest("body: empty; expected a JSON object")
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise BadRequest("body: JSON nested too deeply") from None
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, int digit limit
+        raise BadRequest(f"body: not valid JSON ({err})") from None
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    response = jsonify(body)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return _json(status, {"error": message}, headers)

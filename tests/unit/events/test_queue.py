@@ -1,0 +1,383 @@
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from qbhook.errors import QueueError
+from qbhook.events import _job
+from qbhook.events.model import Event
+from qbhook.events.queue import QUEUE_DDL, JobQueue
+
+H1 = "1" * 40
+H2 = "2" * 40
+H3 = "3" * 40
+
+
+def connect(path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(QUEUE_DDL)
+    return conn
+
+
+@pytest.fixture
+def db(tmp_path):
+    return tmp_path / "catalog.sqlite"
+
+
+@pytest.fixture
+def q(db):
+    conn = connect(db)
+    yield JobQueue(conn, max_attempts=3, backoff_base_s=10, backoff_cap_s=25)
+    conn.close()
+
+
+def ev(*hashes, kind="torrent_added", source="qbittorrent", paths=(), t=0.0):
+    return Event(source, kind, hashes=hashes, paths=paths, received_at=t)
+
+
+def test_ddl_is_idempotent(db):
+    conn = connect(db)
+    conn.executescript(QUEUE_DDL)
+    conn.executescript(QUEUE_DDL)
+    conn.close()
+
+
+def test_enqueue_is_committed_on_return_and_survives_reconnect(db):
+    conn = connect(db)
+    job_id, coalesced = JobQueue(conn).enqueue(ev(H1, paths=("/a",)), now=100.0)
+    assert coalesced is False
+    # Another connection sees it while the first is still open: it was committed.
+    other = sqlite3.connect(db)
+    assert other.execute("SELECT state FROM event_jobs WHERE id = ?", (job_id,)).fetchone() == ("pending",)
+    other.close()
+    conn.close()
+
+    reopened = JobQueue(connect(db))
+    job = reopened.get(job_id)
+    assert job.state == "pending" and job.hashes == (H1,) and job.paths == ("/a",)
+    assert job.events == (ev(H1, paths=("/a",)),)
+    assert reopened.claim("w", now=101.0).id == job_id
+
+
+def test_coalesces_into_pending_job(q):
+    first, c1 = q.enqueue(ev(H1, paths=("/a",)), now=10.0)
+    second, c2 = q.enqueue(ev(H1, kind="torrent_finished", paths=("/b",)), now=20.0)
+    assert (c1, c2) == (False, True) and first == second
+    job = q.get(first)
+    assert job.paths == ("/a", "/b")
+    assert job.kinds == ("torrent_added", "torrent_finished")
+    assert (job.created_at, job.updated_at, job.event_count) == (10.0, 20.0, 2)
+    assert q.counts()["pending"] == 1
+
+
+def test_cross_seed_burst_for_one_torrent_is_one_job(q):
+    ids = {
+        q.enqueue(Event("cross-seed", "cross_seed_injected", hashes=(H1, f"{i:040x}")), now=float(i))[0]
+        for i in range(20)
+    }
+    assert len(ids) == 1
+    job = q.get(ids.pop())
+    assert job.event_count == 20 and len(job.hashes) == 21 and job.hashes[0] == H1
+
+
+def test_different_keys_are_different_jobs(q):
+    a, _ = q.enqueue(ev(H1), now=1.0)
+    b, _ = q.enqueue(ev(H2), now=1.0)
+    c, _ = q.enqueue(Event("radarr", "file_deleted", paths=("/m",)), now=1.0)
+    assert len({a, b, c}) == 3
+
+
+def test_running_job_is_not_merged_into(q):
+    a, _ = q.enqueue(ev(H1), now=1.0)
+    assert q.claim("w1", now=2.0).id == a
+    b, coalesced = q.enqueue(ev(H1, kind="torrent_finished"), now=3.0)
+    assert b != a and coalesced is False
+
+
+def test_non_work_events_are_refused(q):
+    with pytest.raises(QueueError):
+        q.enqueue(Event("sonarr", "test"))
+    with pytest.raises(QueueError):
+        q.enqueue(Event("sonarr", "ignored"))
+
+
+def test_claim_takes_oldest_ready_job(q):
+    a, _ = q.enqueue(ev(H1), now=5.0)
+    b, _ = q.enqueue(ev(H2), now=3.0)
+    assert q.claim("w", now=2.0) is None  # neither ready yet
+    job = q.claim("w", now=6.0)
+    assert job.id == b and job.state == "running" and job.attempts == 1 and job.worker_id == "w"
+    assert q.claim("w", now=6.0).id == a
+    assert q.claim("w", now=6.0) is None
+
+
+def test_coalesced_job_keeps_its_place(q):
+    a, _ = q.enqueue(ev(H1), now=1.0)
+    q.enqueue(ev(H2), now=2.0)
+    q.enqueue(ev(H1), now=3.0)  # merges into a; a stays oldest
+    assert q.claim("w", now=4.0).id == a
+
+
+def test_complete(q):
+    a, _ = q.enqueue(ev(H1), now=1.0)
+    q.claim("w", now=2.0)
+    q.complete(a, "promoted to /stash", now=3.0)
+    job = q.get(a)
+    assert (job.state, job.result, job.finished_at) == ("done", "promoted to /stash", 3.0)
+    with pytest.raises(QueueError, match="is done, not running"):
+        q.complete(a, "again")
+
+
+def test_complete_by_wrong_worker_is_refused(q):
+    a, _ = q.enqueue(ev(H1), now=1.0)
+    q.claim("w1", now=2.0)
+    with pytest.raises(QueueError, match="belongs to worker 'w1'"):
+        q.complete(a, "x", worker_id="w2")
+    q.complete(a, "x", worker_id="w1")
+
+
+def test_unknown_job(q):
+    with pytest.raises(QueueError, match="does not exist"):
+        q.fail(999, "x")
+
+
+def test_fail_backs_off_exponentially_then_dies(q):
+    a, _ = q.enqueue(ev(H1), now=0.0)
+    assert q.claim("w", now=0.0).attempts == 1
+    assert q.fail(a, "qbittorrent unreachable", now=100.0) == "pending"
+    job = q.get(a)
+    assert (job.state, job.not_before, job.last_error) == ("pending", 110.0, "qbittorrent unreachable")
+    assert q.claim("w", now=109.9) is None
+
+    assert q.claim("w", now=110.0).attempts == 2
+    q.fail(a, "still unreachable", now=200.0)
+    assert q.get(a).not_before == 220.0  # 10 * 2
+
+    assert q.claim("w", now=220.0).attempts == 3
+    assert q.fail(a, "gave up", now=300.0) == "dead"
+    job = q.get(a)
+    assert (job.state, job.last_error, job.finished_at) == ("dead", "gave up", 300.0)
+    assert q.claim("w", now=10_000.0) is None
+    assert q.counts() == {"pending": 0, "running": 0, "done": 0, "dead": 1}
+
+
+def test_backoff_is_capped(q):
+    assert [q.backoff(n) for n in (1, 2, 3, 4)] == [10, 20, 25, 25]
+
+
+def test_new_events_do_not_shorten_backoff(q):
+    a, _ = q.enqueue(ev(H1), now=0.0)
+    q.claim("w", now=0.0)
+    q.fail(a, "busy", now=0.0)
+    assert q.enqueue(ev(H1), now=1.0) == (a, True)
+    assert q.get(a).not_before == 10.0
+
+
+def test_retry_dead(q):
+    a, _ = q.enqueue(ev(H1), now=0.0)
+    for t in (0.0, 100.0, 200.0):
+        q.claim("w", now=t + 50)
+        q.fail(a, "boom", now=t + 50)
+    assert q.get(a).state == "dead"
+    assert q.retry_dead(a, now=500.0) == a
+    job = q.get(a)
+    assert (job.state, job.attempts, job.not_before) == ("pending", 0, 500.0)
+    assert q.claim("w", now=500.0).id == a
+    with pytest.raises(QueueError, match="not dead"):
+        q.retry_dead(a)
+
+
+def test_retry_dead_merges_into_newer_pending_job(q):
+    a, _ = q.enqueue(ev(H1, paths=("/old",)), now=0.0)
+    for t in (1.0, 2.0, 3.0):
+        q.claim("w", now=100.0)
+        q.fail(a, "boom", now=t)
+    b, _ = q.enqueue(ev(H1, paths=("/new",)), now=50.0)
+    assert b != a
+    assert q.retry_dead(a, now=60.0) == b
+    merged = q.get(b)
+    assert set(merged.paths) == {"/old", "/new"} and merged.created_at == 0.0 and merged.event_count == 2
+    assert q.get(a).state == "done" and q.get(a).result == f"merged into job {b}"
+
+
+def test_fail_merges_when_a_new_pending_job_arrived_meanwhile(q):
+    a, _ = q.enqueue(ev(H1, paths=("/1",)), now=0.0)
+    q.claim("w", now=0.0)
+    b, _ = q.enqueue(ev(H1, paths=("/2",)), now=1.0)
+    assert q.fail(a, "checking", now=2.0) == "pending"
+    job = q.get(b)
+    assert set(job.paths) == {"/1", "/2"}
+    assert job.attempts == 1 and job.not_before == 12.0 and job.last_error == "checking"
+    assert q.counts() == {"pending": 1, "running": 0, "done": 1, "dead": 0}
+
+
+def test_requeue_stale_and_heartbeat(q):
+    a, _ = q.enqueue(ev(H1), now=0.0)
+    b, _ = q.enqueue(ev(H2), now=0.0)
+    q.claim("w1", now=10.0)
+    q.claim("w2", now=10.0)
+    q.heartbeat(b, worker_id="w2", now=95.0)
+    assert q.requeue_stale(60, now=100.0) == [a]
+    job = q.get(a)
+    assert job.state == "pending" and job.worker_id is None and "w1" in job.last_error
+    assert q.get(b).state == "running"
+
+
+def test_requeue_stale_buries_a_job_that_keeps_killing_workers(q):
+    a, _ = q.enqueue(ev(H1), now=0.0)
+    for t in (10.0, 100.0, 200.0):
+        q.claim("w", now=t)
+        q.requeue_stale(30, now=t + 60)
+    job = q.get(a)
+    assert job.state == "dead" and "stopped without finishing" in job.last_error
+
+
+def _claim_and_hang(db_path, ready):
+    conn = sqlite3.connect(db_path, timeout=30)
+    job = JobQueue(conn).claim("doomed-worker")
+    ready.put(job.id)
+    time.sleep(60)
+
+
+def test_killed_worker_job_is_requeued(db):
+    conn = connect(db)
+    q = JobQueue(conn)
+    a, _ = q.enqueue(ev(H1))
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Queue()
+    worker = ctx.Process(target=_claim_and_hang, args=(str(db), ready))
+    worker.start()
+    try:
+        assert ready.get(timeout=30) == a
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.join(10)
+    finally:
+        if worker.is_alive():
+            worker.kill()
+    assert worker.exitcode == -signal.SIGKILL
+    assert q.get(a).state == "running"
+    later = time.time() + 1
+    assert q.requeue_stale(0, now=later) == [a]
+    job = q.claim("survivor", now=later)
+    assert job.id == a and job.attempts == 2
+
+
+def _enqueue_many(db_path, worker, n_own, n_shared, start):
+    conn = sqlite3.connect(db_path, timeout=60)
+    q = JobQueue(conn)
+    start.wait()
+    for i in range(max(n_own, n_shared)):
+        if i < n_own:
+            q.enqueue(Event("qbittorrent", "torrent_added", hashes=(f"{worker}{i:039x}",)))
+        if i < n_shared:
+            q.enqueue(Event("cross-seed", "cross_seed_injected", hashes=(f"f{i:039x}", f"{worker}" * 40)))
+    conn.close()
+
+
+def test_concurrent_enqueue_from_two_processes(db):
+    connect(db).close()
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Event()
+    n_own, n_shared = 150, 100
+    procs = [ctx.Process(target=_enqueue_many, args=(str(db), w, n_own, n_shared, start)) for w in ("a", "b")]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    conn = connect(db)
+    rows = conn.execute("SELECT coalesce_key, event_count, state FROM event_jobs").fetchall()
+    keys = [k for k, _, _ in rows]
+    assert len(keys) == len(set(keys)) == 2 * n_own + n_shared  # nothing duplicated
+    assert sum(c for _, c, _ in rows) == 2 * (n_own + n_shared)  # nothing lost
+    shared = [c for k, c, _ in rows if k.startswith("torrent:f")]
+    assert shared == [2] * n_shared
+
+
+def test_threads_share_one_queue(q):
+    def work(t):
+        for i in range(50):
+            q.enqueue(ev(f"{t}{i:039x}"))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in "abcd"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert q.counts()["pending"] == 200
+
+
+def test_refuses_to_run_inside_callers_transaction(q, db):
+    conn = q._conn
+    conn.execute("INSERT INTO event_jobs (coalesce_key, max_attempts, not_before, created_at, updated_at)"
+                 " VALUES ('x', 1, 0, 0, 0)")
+    assert conn.in_transaction
+    with pytest.raises(QueueError, match="inside a transaction"):
+        q.enqueue(ev(H1))
+    conn.rollback()
+
+
+def test_failed_write_rolls_back(q, monkeypatch):
+    monkeypatch.setattr(_job.Parts, "columns", lambda self: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        q.enqueue(ev(H1))
+    assert not q._conn.in_transaction
+    assert q.counts()["pending"] == 0
+
+
+def test_list_and_counts(q):
+    a, _ = q.enqueue(ev(H1), now=1.0)
+    b, _ = q.enqueue(ev(H2), now=2.0)
+    c, _ = q.enqueue(ev(H3), now=3.0)
+    q.claim("w", now=5.0)
+    assert [j.id for j in q.list()] == [c, b, a]
+    assert [j.id for j in q.list(states=["running"])] == [a]
+    assert [j.id for j in q.list(states=("pending",), limit=1)] == [c]
+    assert q.counts() == {"pending": 2, "running": 1, "done": 0, "dead": 0}
+    with pytest.raises(QueueError, match="unknown job state"):
+        q.list(states=["bogus"])
+
+
+def test_prune_removes_old_done_jobs_only(q):
+    a, _ = q.enqueue(ev(H1), now=0.0)
+    b, _ = q.enqueue(ev(H2), now=0.0)
+    q.claim("w", now=0.0)
+    q.complete(a, "ok", now=10.0)
+    assert q.prune(100, now=50.0) == 0
+    assert q.prune(100, now=200.0) == 1
+    assert q.get(a) is None and q.get(b) is not None
+
+
+def test_huge_merges_are_capped_and_flagged(q, monkeypatch):
+    monkeypatch.setattr(_job, "MAX_JOB_PATHS", 5)
+    monkeypatch.setattr(_job, "MAX_KEPT_EVENTS", 3)
+    for i in range(10):
+        job_id, _ = q.enqueue(ev(H1, paths=(f"/p{i}",)), now=float(i))
+    job = q.get(job_id)
+    assert len(job.paths) == 5 and job.truncated and len(job.events) == 3 and job.event_count == 10
+
+
+def test_odd_unicode_is_stored_faithfully(q):
+    paths = ("/tv/\ud800 lone surrogate", "/tv/日本語 🎬", "/tv/nul-free \\ \" ' \n")
+    job_id, _ = q.enqueue(Event("sonarr", "import", paths=paths))
+    assert q.get(job_id).paths == paths
+
+
+def test_error_text_with_undecodable_file_name(q):
+    name = b"/pool/bad-\xff-name".decode("utf-8", "surrogateescape")
+    a, _ = q.enqueue(ev(H1), now=0.0)
+    q.claim(name, now=0.0)
+    q.fail(a, f"[Errno 2] No such file or directory: {name!r}", now=0.0)
+    assert "bad-\\udcff-name" in q.get(a).last_error
+    q.claim("w", now=100.0)
+    q.complete(a, f"moved {name}")
+    assert q.get(a).result == "moved /pool/bad-\\udcff-name"
