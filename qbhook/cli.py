@@ -43,6 +43,17 @@ class App:
             self._catalog = Catalog.open(self.cfg.catalog)
         return self._catalog
 
+    @property
+    def clients(self):
+        if getattr(self, "_clients", None) is None:
+            from qbhook.errors import ConfigError
+            from qbhook.qbt.client import QbtClients
+            if not self.cfg.qbittorrent:
+                raise ConfigError("qbittorrent", "no qBittorrent instance configured",
+                                  hint="add a 'qbittorrent:' section (url, username, password_env)")
+            self._clients = QbtClients.from_config(self.cfg.qbittorrent)
+        return self._clients
+
     def emit(self, data, human=None) -> None:
         if self.as_json:
             click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))

@@ -83,7 +83,8 @@ def migrations() -> list[str]:
     never reorder; append. Modules own their tables' DDL; the order lives here only."""
     from qbhook.events.queue import QUEUE_DDL
     from qbhook.journal import JOURNAL_DDL
-    return [SCHEMA_V1, QUEUE_DDL, JOURNAL_DDL]
+    from qbhook.state import STATE_DDL
+    return [SCHEMA_V1, QUEUE_DDL, JOURNAL_DDL, STATE_DDL]
 
 
 def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:

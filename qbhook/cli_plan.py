@@ -1,0 +1,119 @@
+"""``qbhook plan`` and ``qbhook explain``: show decisions, change nothing."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from qbhook.cli import App, _human_bytes, main, pass_app
+
+EXIT_ACTIONABLE = 10
+
+
+def compute_plan(app: App, hashes=None, scan: bool = True):
+    from qbhook.planner import make_plan
+    from qbhook.scanner import scan_pool
+    from qbhook.snapshot import build_snapshot
+    cfg = app.cfg
+    if scan:
+        for pool in cfg.pools:
+            scan_pool(app.catalog, pool, cfg.scan, progress=app.progress())
+    snap = build_snapshot(cfg, app.catalog, app.clients, hashes=hashes, progress=app.progress())
+    return snap, make_plan(snap, cfg.policy)
+
+
+@main.command()
+@click.option("--hash", "hashes", multiple=True, help="Only the group(s) of these torrents.")
+@click.option("--no-scan", is_flag=True, help="Skip the incremental catalog scan first.")
+@click.option("--steps", is_flag=True, help="Also list each group's steps.")
+@pass_app
+def plan(app: App, hashes, no_scan, steps):
+    """Show what qbhook would do for every payload group. Changes nothing.
+
+    Exit code 0: nothing to do; 10: some groups would demote or promote.
+    """
+    _snap, p = compute_plan(app, hashes or None, scan=not no_scan)
+    app.emit(p.to_dict(), lambda d: _print_plan(p, steps))
+    sys.exit(EXIT_ACTIONABLE if p.actionable else 0)
+
+
+def _print_plan(p, steps: bool) -> None:
+    rows = sorted(p.groups, key=lambda g: ("demote promote blocked skip stay".split().index(g.action), g.names))
+    for g in rows:
+        extra = ""
+        if g.actionable:
+            extra = f"  copy {_human_bytes(g.bytes_to_copy)}, frees {_human_bytes(g.bytes_freed)} on {g.source_pool}"
+        click.echo(f"{g.action.upper():8} {g.group_id}  {len(g.torrents)} torrent(s), {_human_bytes(g.payload_bytes)}{extra}")
+        for n in g.names[:5]:
+            click.echo(f"           - {n}")
+        if len(g.names) > 5:
+            click.echo(f"           ... and {len(g.names) - 5} more")
+        click.echo(f"           why: {g.reason}")
+        if steps:
+            for s in g.steps:
+                click.echo(f"             {s.kind:12} {_step_text(s)}")
+    s = p.summary()
+    click.echo(f"\n{s['demote']} to demote, {s['promote']} to promote, {s['blocked']} blocked, {s['skip']} skipped, "
+               f"{s['stay']} staying; {_human_bytes(s['bytes_to_copy'])} to copy, {_human_bytes(s['bytes_freed'])} to free")
+    if p.actionable:
+        click.echo("dry run: nothing changed. Apply with: qbhook apply --yes")
+
+
+def _step_text(s) -> str:
+    a = s.args
+    if s.kind in ("copy", "link"):
+        return f"{a['src']} -> {a['dst']}"
+    if s.kind == "relocate":
+        return f"{a['torrent'][:12]} {a['from_path']} -> {a['to_path']}"
+    if s.kind == "delete":
+        return a["path"]
+    if s.kind == "verify_view":
+        return f"{a['torrent'][:12]} {len(a['files'])} files at {a['save_path']}"
+    return ", ".join(f"{k}={v}" for k, v in a.items() if not isinstance(v, (list, dict)))
+
+
+@main.command()
+@click.argument("torrent_hash")
+@click.option("--no-scan", is_flag=True, help="Skip the incremental catalog scan first.")
+@pass_app
+def explain(app: App, torrent_hash, no_scan):
+    """Why TORRENT_HASH's group gets its decision: its torrents, files and every link found."""
+    snap, p = compute_plan(app, [torrent_hash], scan=not no_scan)
+    h = torrent_hash.lower()
+    # The snapshot holds only this torrent's group (closure over shared files); match v1/v2 spellings too.
+    group = next((g for g in p.groups if h in g.torrents), p.groups[0])
+    torrents = [t for t in snap.torrents if t.hash in group.torrents]
+    data = {"group": group.to_dict(), "torrents": []}
+    for t in torrents:
+        files = []
+        for f in t.files:
+            i = snap.inodes.get(f.inode) if f.inode else None
+            files.append({"path": f.path, "size": f.size, "inode": list(f.inode) if f.inode else None,
+                          "nlink": i.nlink if i else None, "external_links": i.external_links if i else None,
+                          "seeding_links": list(i.seeding_paths) if i else [], "other_links": list(i.other_paths) if i else [],
+                          "blake3": i.blake3 if i else None})
+        data["torrents"].append({"hash": t.hash, "name": t.name, "state": t.state, "progress": t.progress,
+                                 "save_path": t.save_path, "tags": sorted(t.tags), "category": t.category,
+                                 "files": files})
+
+    def human(d):
+        g = d["group"]
+        click.echo(f"group {g['group_id']}: {g['action'].upper()} - {g['reason']}")
+        for b in g["blockers"]:
+            click.echo(f"  blocked: {b}")
+        for t in d["torrents"]:
+            click.echo(f"  torrent {t['hash']} {t['name']!r} [{t['state']}, {t['progress'] * 100:.0f}%] at {t['save_path']}")
+            click.echo(f"    tags: {', '.join(t['tags']) or '-'}; category: {t['category'] or '-'}")
+            for f in t["files"]:
+                if f["inode"] is None:
+                    click.echo(f"    {f['path']}: MISSING")
+                    continue
+                click.echo(f"    {f['path']}: inode {f['inode'][1]} on {f['inode'][0]}, {f['nlink']} link(s), "
+                           f"{f['external_links']} outside the seeding roots")
+                for o in f["other_links"]:
+                    click.echo(f"      library/other: {o}")
+                unknown = f["external_links"] - len(f["other_links"])
+                if unknown > 0:
+                    click.echo(f"      + {unknown} link(s) outside the scanned pools")
+    app.emit(data, human)

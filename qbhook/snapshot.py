@@ -1,0 +1,281 @@
+"""Build the planner's Snapshot from qBittorrent, the catalog and the live filesystems.
+
+Every fact a decision rests on is re-read here, not trusted from the catalog:
+each torrent file is lstat-ed, each known link of its inode is checked to still
+be that inode (a stale path would undercount external links and could demote a
+library's data), and hashes are computed only for groups whose decision needs
+them (field lessons 5, 10).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+
+from qbhook.catalog.store import Catalog
+from qbhook.config import Config
+from qbhook.errors import QbhookError
+from qbhook.facts import FileFact, InodeFact, InodeKey, PoolFact, Snapshot, TorrentFact, is_within, map_seeding_path
+from qbhook.grouping import payload_groups
+from qbhook.hashing import ensure_hashes
+from qbhook.planner import policy_blocks_demote
+from qbhook.progress import Progress
+
+
+class SnapshotBuilder:
+    def __init__(self, cfg: Config, catalog: Catalog, clients, *, progress: Progress | None = None):
+        self.cfg = cfg
+        self.catalog = catalog
+        self.clients = clients          # iterable of QbtClient-like objects (name, torrents(), files())
+        self.progress = progress
+        self.inodes: dict[InodeKey, InodeFact] = {}
+        self._inode_ids: dict[InodeKey, int] = {}
+        self.roots = [str(p.seeding_root) for p in cfg.pools]
+
+    # ------------------------------------------------------------ public
+    def build(self, hashes: Iterable[str] | None = None, now: float | None = None) -> Snapshot:
+        now = time.time() if now is None else now
+        infos = [t for c in self.clients for t in c.torrents()]
+        chosen = self._closure(infos, hashes) if hashes else infos
+        torrents = [self._torrent_fact(t) for t in chosen]
+        pools = tuple(self._pool_fact(p) for p in self.cfg.pools)
+        self._hash_what_decisions_need(torrents, pools, now)
+        content = self._donor_index(torrents)
+        existing = self._destinations(torrents, pools)
+        return Snapshot(torrents=tuple(torrents), inodes=dict(self.inodes), pools=pools, content=content,
+                        existing=existing, now=now)
+
+    # ------------------------------------------------------------ torrents and files
+    def _closure(self, infos, hashes: Iterable[str]):
+        """The named torrents plus every torrent that shares a file with them, transitively."""
+        wanted = {h.lower() for h in hashes}
+        by_hash = {}
+        for t in infos:
+            for h in (t.hash, getattr(t, "infohash_v1", None), getattr(t, "infohash_v2", None)):
+                if h:
+                    by_hash[h.lower()] = t
+        unknown = [h for h in wanted if h not in by_hash]
+        if unknown:
+            from qbhook.errors import UnknownTorrent
+            raise UnknownTorrent(f"no torrent with hash {', '.join(sorted(unknown))} in any configured qBittorrent")
+        by_content = defaultdict(list)
+        for t in infos:
+            by_content[posixpath.normpath(t.content_path or t.save_path)].append(t)
+        todo = [by_hash[h] for h in wanted]
+        seen: dict[tuple[str, str], object] = {}
+        while todo:
+            t = todo.pop()
+            if (t.instance, t.hash) in seen:
+                continue
+            seen[(t.instance, t.hash)] = t
+            fact = self._torrent_fact(t)
+            for f in fact.files:
+                paths = [f.path] + (list(self._links(f.inode)) if f.inode else [])
+                for p in paths:
+                    for anc in _ancestors(p, self.roots):
+                        todo.extend(u for u in by_content.get(anc, ()) if (u.instance, u.hash) not in seen)
+        return list(seen.values())
+
+    def _torrent_fact(self, t) -> TorrentFact:
+        client = next(c for c in self.clients if c.name == t.instance)
+        files = []
+        for f in client.files(t.hash):
+            path = posixpath.join(t.save_path, f.name)
+            files.append(FileFact(index=f.index, rel=f.name, size=f.size, path=path, inode=self._inode_at(path),
+                                  priority=f.priority, progress=f.progress))
+        return TorrentFact(hash=t.hash, instance=t.instance, name=t.name, state=t.state, progress=t.progress,
+                           save_path=t.save_path, files=tuple(files), category=t.category or "",
+                           tags=frozenset(t.tags), auto_tmm=bool(t.auto_tmm),
+                           download_path=t.download_path or "", completion_on=float(t.completion_on or 0))
+
+    def _inode_at(self, path: str) -> InodeKey | None:
+        """Live identity of the file at ``path`` (None: missing or not a regular file)."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        import stat as stat_mod
+        if not stat_mod.S_ISREG(st.st_mode):
+            return None
+        fs = self.catalog.fs_for_path(path, st.st_dev)
+        key = (self.catalog.fsid(fs), st.st_ino)
+        known = self.inodes.get(key)
+        # A link the catalog has not seen yet (a fresh cross-seed) must be counted as ours,
+        # or the inode would look linked from outside.
+        if known is None or path not in known.seeding_paths + known.other_paths or known.nlink != st.st_nlink:
+            self._record(path, st, fs, key)
+        return key
+
+    def _record(self, path: str, st: os.stat_result, fs: int, key: InodeKey) -> None:
+        row = self.catalog.inode_by_key(fs, st.st_ino)
+        known_paths = {os.fsdecode(p) for p, _ in self.catalog.paths_of(row.id)} if row else set()
+        if row is None or path not in known_paths or (row.size, row.mtime_ns, row.ctime_ns, row.nlink) != (
+                st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink):
+            pool = self.cfg.pool_of(path)
+            self.catalog.record_path(path, pool.name if pool else "?")
+            row = self.catalog.inode_by_key(fs, st.st_ino)
+            known_paths = {os.fsdecode(p) for p, _ in self.catalog.paths_of(row.id)}
+        self._inode_ids[key] = row.id
+        self.inodes[key] = self._inode_fact(key, row, st, known_paths)
+
+    def _inode_fact(self, key: InodeKey, row, st: os.stat_result, known_paths: set[str]) -> InodeFact:
+        live = [p for p in known_paths if _is_inode(p, st)]
+        seeding = tuple(sorted(p for p in live if any(is_within(p, r) for r in self.roots)))
+        other = tuple(sorted(p for p in live if p not in seeding))
+        valid = row.hash if (row.size, row.mtime_ns, row.ctime_ns) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns) else None
+        return InodeFact(fsid=key[0], ino=key[1], size=st.st_size, nlink=st.st_nlink,
+                         blake3=valid.hex() if valid else None, seeding_paths=seeding, other_paths=other)
+
+    def _links(self, key: InodeKey) -> tuple[str, ...]:
+        i = self.inodes.get(key)
+        return (i.seeding_paths + i.other_paths) if i else ()
+
+    # ------------------------------------------------------------ hashing only what decides
+    def _hash_what_decisions_need(self, torrents: list[TorrentFact], pools: tuple[PoolFact, ...], now: float) -> None:
+        primary = next(p for p in pools if p.role == "primary")
+        cold = next(p for p in pools if p.role == "cold")
+        need: set[int] = set()
+        for group in payload_groups(torrents):
+            keys = {f.inode for t in group for f in t.files if f.inode in self.inodes}
+            if len(keys) < sum(len(t.files) for t in group) and any(f.inode is None for t in group for f in t.files):
+                continue  # missing files: blocked whatever the hashes say
+            facts = [self.inodes[k] for k in keys]
+            if any(i.external_links for i in facts):
+                continue  # stays where it is: no hash needed
+            src = {_pool_of(t.save_path, pools) for t in group}
+            if None in src or len(src) > 1:
+                continue  # blocked by the planner: outside the seeding roots or spanning pools
+            if src.pop() is primary:
+                if policy_blocks_demote(group, self.cfg.policy, now):
+                    continue
+                need |= {self._inode_ids[k] for k in keys}
+                need |= self._same_size_on(cold.seeding_fsid, facts)
+            else:
+                cands = self._same_size_on(primary.seeding_fsid, facts)
+                if cands:
+                    need |= {self._inode_ids[k] for k in keys} | cands
+        if need:
+            ensure_hashes(self.catalog, sorted(need), settle_seconds=self.cfg.scan.settle_seconds, progress=self.progress)
+            for key, iid in self._inode_ids.items():
+                row = self.catalog.inode(iid)
+                if row is not None and key in self.inodes and row.hash is not None:
+                    old = self.inodes[key]
+                    if (row.size, row.nlink) == (old.size, old.nlink):
+                        self.inodes[key] = InodeFact(old.fsid, old.ino, old.size, old.nlink, row.hash.hex(),
+                                                     old.seeding_paths, old.other_paths)
+
+    def _same_size_on(self, fsid: str, facts: list[InodeFact]) -> set[int]:
+        out: set[int] = set()
+        for i in facts:
+            if not i.size:
+                continue
+            for iid in self.catalog.inode_ids_of_size(i.size):
+                row = self.catalog.inode(iid)
+                if row and row.fsid == fsid and (row.fsid, row.ino) != i.key:
+                    out.add(iid)
+        return out
+
+    # ------------------------------------------------------------ donors and destinations
+    def _donor_index(self, torrents: list[TorrentFact]) -> dict:
+        content: dict = {}
+        wanted = {self.inodes[f.inode].content for t in torrents for f in t.files
+                  if f.inode in self.inodes and self.inodes[f.inode].content}
+        for ck in wanted:
+            keys = []
+            for row in self.catalog.inodes_with_content(ck[0], bytes.fromhex(ck[1])):
+                key = (row.fsid, row.ino)
+                if key not in self.inodes and not self._adopt(row):
+                    continue
+                if self.inodes[key].content == ck:
+                    keys.append(key)
+            content[ck] = tuple(sorted(keys))
+        return content
+
+    def _adopt(self, row) -> bool:
+        """Bring a catalog inode into the snapshot if one of its paths still is that inode."""
+        for p, _pool in self.catalog.paths_of(row.id):
+            path = os.fsdecode(p)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if st.st_ino == row.ino and self.catalog.fsid(self.catalog.fs_for_path(path, st.st_dev)) == row.fsid:
+                key = (row.fsid, row.ino)
+                known = {os.fsdecode(x) for x, _ in self.catalog.paths_of(row.id)}
+                self._inode_ids[key] = row.id
+                self.inodes[key] = self._inode_fact(key, row, st, known)
+                return True
+        return False
+
+    def _destinations(self, torrents: list[TorrentFact], pools: tuple[PoolFact, ...]) -> dict:
+        """What is at every path a plan could write to, right now."""
+        existing: dict[str, InodeKey | None] = {}
+        to_hash: list[int] = []
+        for t in torrents:
+            src = next((p for p in pools if is_within(t.save_path, p.seeding_root)), None)
+            if src is None:
+                continue
+            for dst_pool in pools:
+                if dst_pool is src:
+                    continue
+                try:
+                    new_save = map_seeding_path(t.save_path, src.seeding_root, dst_pool.seeding_root)
+                except ValueError:
+                    continue
+                for f in t.files:
+                    dst = posixpath.join(new_save, f.rel)
+                    key = self._inode_at(dst)
+                    existing[dst] = key
+                    if key is not None and self.inodes[key].blake3 is None and self.inodes[key].size:
+                        to_hash.append(self._inode_ids[key])
+        if to_hash:
+            ensure_hashes(self.catalog, to_hash, settle_seconds=self.cfg.scan.settle_seconds)
+            for key, iid in list(self._inode_ids.items()):
+                if iid in to_hash:
+                    row = self.catalog.inode(iid)
+                    old = self.inodes[key]
+                    if row and row.hash:
+                        self.inodes[key] = InodeFact(old.fsid, old.ino, old.size, old.nlink, row.hash.hex(),
+                                                     old.seeding_paths, old.other_paths)
+        return existing
+
+    # ------------------------------------------------------------ pools
+    def _pool_fact(self, p) -> PoolFact:
+        root = str(p.seeding_root)
+        if not os.path.isdir(root):
+            raise QbhookError(f"seeding root {root} of pool {p.name} does not exist", hint="is the pool mounted?")
+        fs = self.catalog.fs_for_path(root)
+        sv = os.statvfs(root)
+        return PoolFact(name=p.name, role=p.role, path=str(p.path), seeding_root=root,
+                        seeding_fsid=self.catalog.fsid(fs), free_bytes=sv.f_bavail * sv.f_frsize)
+
+
+def _pool_of(path: str, pools: tuple[PoolFact, ...]) -> PoolFact | None:
+    return next((p for p in pools if is_within(path, p.seeding_root)), None)
+
+
+def _is_inode(path: str, st: os.stat_result) -> bool:
+    try:
+        s = os.lstat(path)
+    except OSError:
+        return False
+    return s.st_ino == st.st_ino and s.st_dev == st.st_dev
+
+
+def _ancestors(path: str, roots: list[str]):
+    """path itself and its parents, stopping at the seeding root that holds it."""
+    p = posixpath.normpath(path)
+    root = next((r for r in roots if is_within(p, r)), None)
+    while True:
+        yield p
+        if root is None or p == posixpath.normpath(root) or p == "/":
+            return
+        p = posixpath.dirname(p)
+
+
+def build_snapshot(cfg: Config, catalog: Catalog, clients, hashes=None, *, progress: Progress | None = None,
+                   now: float | None = None) -> Snapshot:
+    return SnapshotBuilder(cfg, catalog, list(clients), progress=progress).build(hashes, now=now)
