@@ -234,6 +234,3 @@ def _register_more() -> None:
 
 
 _register_more()
-
-if __name__ == "__main__":
-    main()

@@ -87,16 +87,17 @@ def migrations() -> list[str]:
     return [SCHEMA_V1, QUEUE_DDL, JOURNAL_DDL, STATE_DDL]
 
 
-def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
+def connect(path: str | Path, *, readonly: bool = False, check_same_thread: bool = True) -> sqlite3.Connection:
     path = Path(path)
     if not readonly and not path.parent.is_dir():
         raise CatalogError(f"catalog folder {path.parent} does not exist",
                            hint=f"create it (mkdir -p {path.parent}) or set 'catalog:' in the config")
     try:
         if readonly:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60, isolation_level=None)
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60, isolation_level=None,
+                                   check_same_thread=check_same_thread)
         else:
-            conn = sqlite3.connect(path, timeout=60, isolation_level=None)
+            conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=check_same_thread)
         conn.execute("PRAGMA busy_timeout = 60000")
         if not readonly:
             conn.execute("PRAGMA journal_mode = WAL")

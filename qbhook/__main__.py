@@ -1,0 +1,3 @@
+from qbhook.cli import main
+
+main()
