@@ -23,12 +23,7 @@ HOOK_FIELDS = ("I", "J", "K", "N", "L", "G", "F", "R", "D", "C", "Z")
 
 
 def _executor(app: App):
-    try:
-        from qbhook.executor import Executor
-    except ModuleNotFoundError:  # executor not installed in this build: plan only
-        return None
-    from qbhook.journal import Journal
-    return Executor(app.cfg, app.catalog, app.clients, Journal(app.catalog.conn), lock_wait=60.0)
+    return _executor_for(app.cfg, app.catalog, app.clients)
 
 
 # ---------------------------------------------------------------- sweep
@@ -298,9 +293,6 @@ def serve(app: App, listen, port, no_sweep):
 
 
 def _executor_for(cfg, catalog, clients):
-    try:
-        from qbhook.executor import Executor
-    except ModuleNotFoundError:
-        return None
+    from qbhook.executor import Executor
     from qbhook.journal import Journal
     return Executor(cfg, catalog, clients, Journal(catalog.conn), lock_wait=600.0)

@@ -1,0 +1,123 @@
+"""Advisory locks: one executor per catalog, one writer per payload group (lesson 11).
+
+``flock`` locks belong to an open file and vanish with the process that held
+them, so a crash never leaves a stale lock behind; the pid written into the
+file is only there to name the holder in the error message. Lock files are
+never deleted: unlinking a flock file lets two processes lock two different
+inodes under one name.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import time
+from pathlib import Path
+
+import blake3
+
+from qbhook.errors import LockBusy
+
+__all__ = ["Lock", "lock_dir", "executor_lock", "group_lock"]
+
+_POLL_S = 0.05
+_MAX_POLL_S = 0.5
+
+
+def lock_dir(cfg) -> Path:
+    """``lock_dir`` from the config, else ``<catalog>.locks`` beside the catalog (one set per catalog)."""
+    if getattr(cfg, "lock_dir", None):
+        return Path(cfg.lock_dir)
+    cat = Path(cfg.catalog)
+    return cat.with_name(cat.name + ".locks")
+
+
+class Lock:
+    """An exclusive flock on ``path``; a context manager. ``wait``: False, True or seconds."""
+
+    def __init__(self, path: str | os.PathLike, what: str, wait: bool | float = False,
+                 sleep=time.sleep, clock=time.monotonic):
+        self.path = Path(path)
+        self.what = what
+        self.wait = wait
+        self._sleep = sleep
+        self._clock = clock
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> "Lock":
+        if self._fd is not None:
+            raise RuntimeError(f"{self.what} is already held by this object")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            self._lock(fd)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()} {time.time():.0f}\n".encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return self
+
+    def _lock(self, fd: int) -> None:
+        if self.wait is True:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return
+        deadline = None if self.wait is False else self._clock() + float(self.wait)
+        delay = _POLL_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if deadline is None or self._clock() >= deadline:
+                    raise LockBusy(f"{self.what} is held by {self._holder(fd)}",
+                                   hint="wait for it to finish, or check that process") from None
+            self._sleep(delay)
+            delay = min(delay * 2, _MAX_POLL_S)
+
+    @staticmethod
+    def _holder(fd: int) -> str:
+        try:
+            text = os.pread(fd, 200, 0).decode(errors="replace").split()
+        except OSError:
+            text = []
+        if not text:
+            return "another process (pid unknown)"
+        host = f" on {text[1]}" if len(text) > 1 and text[1] != socket.gethostname() else ""
+        return f"pid {text[0]}{host}"
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)   # no stale pid for the next reader
+        except OSError:
+            pass
+        finally:
+            os.close(fd)   # closing drops the flock
+
+    def __enter__(self) -> "Lock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def executor_lock(cfg, wait: bool | float = False, **kw) -> Lock:
+    """One executor per catalog: apply and resume both take it."""
+    return Lock(lock_dir(cfg) / "executor.lock", "the qbhook executor lock", wait, **kw)
+
+
+def group_lock(cfg, group_id: str, wait: bool | float = False, **kw) -> Lock:
+    """One writer per payload group (executor, event worker, sweeper)."""
+    # Group ids are free-form; a digest keeps the file name short and free of '/'.
+    safe = "".join(c for c in str(group_id)[:40] if c.isalnum() or c in "-_")
+    digest = blake3.blake3(str(group_id).encode()).hexdigest()[:16]
+    return Lock(lock_dir(cfg) / f"group-{safe}-{digest}.lock", f"the lock of group {group_id}", wait, **kw)

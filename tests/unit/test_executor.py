@@ -1,0 +1,876 @@
+"""Executor against real files on two real filesystems (tmpfs) and a simulated qBittorrent."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import blake3
+import pytest
+
+from qbhook.catalog.store import Catalog
+from qbhook.errors import LockBusy, QbtError, UnknownTorrent, UnsafeOperation
+from qbhook.executor import Executor
+from qbhook.journal import Journal
+from qbhook.locks import executor_lock, group_lock
+from qbhook.plan import GroupPlan, Plan, Step
+from qbhook.qbt.model import TorrentFile, TorrentInfo
+from qbhook.qbt.pathmap import PathMap
+from tests.helpers import make_config, write
+from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
+
+
+# --------------------------------------------------------------------------- a simulated qBittorrent
+
+
+@dataclass
+class FakeTorrent:
+    hash: str
+    name: str
+    save_path: str
+    files: list[tuple[str, int, int]]          # (name relative to save path, size, priority)
+    stopped: bool = False
+    progress: float = 1.0
+    download_path: str = ""
+    auto_tmm: bool = False
+    tags: set = field(default_factory=set)
+    script: list = field(default_factory=list)  # pending (state, save_path) transitions, one per poll
+    transient: str | None = None
+
+
+class FakeQbt:
+    """Same public methods as QbtClient; states play out over later polls, as observed on 4.5.2:
+
+    * setLocation of a running torrent onto existing files: ``moving`` (old path) ->
+      ``checkingUP`` (new path) -> stable at ``fail_at.get(path, 1.0)``;
+    * of a stopped one: ``moving`` -> ``stoppedDL`` at 0% (no recheck) until ``recheck``,
+      which then goes ``checkingUP`` -> ``stoppedUP`` (or stays DL under 100%).
+    """
+
+    def __init__(self, name: str = "qbt", move_polls: int = 2, check_polls: int = 2):
+        self.name = name
+        self.move_polls = move_polls
+        self.check_polls = check_polls
+        self.t: dict[str, FakeTorrent] = {}
+        self.calls: list[tuple] = []
+        self.fail_at: dict[str, float] = {}
+        self.refuse_set_location_to: set[str] = set()
+        self.violations: list[str] = []
+
+    def add(self, t: FakeTorrent) -> None:
+        self.t[t.hash] = t
+
+    def _get(self, h: str) -> FakeTorrent:
+        try:
+            return self.t[h.lower()]
+        except KeyError:
+            raise UnknownTorrent(f"fake qBittorrent has no torrent {h}") from None
+
+    def _state(self, t: FakeTorrent) -> str:
+        if t.transient:
+            return t.transient
+        if t.progress >= 1:
+            return "stoppedUP" if t.stopped else "stalledUP"
+        return "stoppedDL" if t.stopped else "downloading"
+
+    def _tick(self, t: FakeTorrent) -> None:
+        if not t.script:
+            return
+        state, path = t.script.pop(0)
+        if path:
+            t.save_path = path
+        if state == "done":
+            t.transient = None
+            t.progress = self.fail_at.get(t.save_path, 1.0)
+        elif state == "unchecked":
+            t.transient = None
+            t.progress = 0.0
+        else:
+            t.transient = state
+
+    def _info(self, t: FakeTorrent) -> TorrentInfo:
+        total = sum(s for _n, s, _p in t.files)
+        raw = {"hash": t.hash, "name": t.name, "save_path": t.save_path, "download_path": t.download_path,
+               "content_path": os.path.join(t.save_path, t.name), "root_path": "", "auto_tmm": t.auto_tmm,
+               "category": "", "tags": ", ".join(sorted(t.tags)), "state": self._state(t), "progress": t.progress,
+               "amount_left": 0 if t.progress >= 1 else 1, "size": total, "total_size": total, "has_metadata": True}
+        return TorrentInfo.from_api(raw, PathMap(), self.name)
+
+    # -- the QbtClient surface the executor (and the snapshot builder) uses
+    def torrents(self, hashes=None, category=None, tag=None):
+        return [self._info(t) for t in self.t.values() if hashes is None or t.hash in hashes]
+
+    def torrent(self, h):
+        t = self._get(h)
+        self._tick(t)
+        return self._info(t)
+
+    def files(self, h):
+        t = self._get(h)
+        return [TorrentFile.from_api({"index": i, "name": n, "size": s, "progress": t.progress, "priority": p}, i)
+                for i, (n, s, p) in enumerate(t.files)]
+
+    def set_location(self, h, path):
+        t = self._get(h)
+        self.calls.append(("set_location", t.hash, path))
+        if path in self.refuse_set_location_to:
+            raise QbtError(f"fake: setLocation to {path} refused (HTTP 409)")
+        if not os.path.isdir(path):
+            raise UnsafeOperation(f"destination {path} does not exist on the host")
+        for n, _s, p in t.files:
+            if p and not os.path.exists(os.path.join(path, n)):
+                self.violations.append(f"qBittorrent would copy {n} to {path} itself")
+        t.auto_tmm = False
+        old = t.save_path
+        if t.stopped:
+            t.script = [("moving", old)] * self.move_polls + [("unchecked", path)]
+        else:
+            t.script = ([("moving", old)] * self.move_polls + [("checkingUP", path)] * self.check_polls
+                        + [("done", path)])
+
+    def set_download_path(self, h, path):
+        t = self._get(h)
+        self.calls.append(("set_download_path", t.hash, path))
+        if t.auto_tmm:
+            raise UnsafeOperation("ATM torrent: setDownloadPath would be ignored")
+        t.download_path = path
+
+    def set_auto_management(self, h, enabled, **kw):
+        t = self._get(h)
+        self.calls.append(("set_auto_management", t.hash, enabled))
+        if enabled:
+            self.violations.append(f"ATM enabled on {h}")
+        t.auto_tmm = enabled
+
+    def stop(self, h):
+        t = self._get(h)
+        self.calls.append(("stop", t.hash))
+        if t.transient in ("checkingUP", "checkingDL"):
+            self.violations.append(f"stopped {h} during {t.transient}")
+        t.stopped = True
+
+    def start(self, h):
+        t = self._get(h)
+        self.calls.append(("start", t.hash))
+        if t.progress < 1 or t.transient:
+            self.violations.append(f"started {h} at {t.progress:.0%} ({t.transient or 'stable'})")
+        t.stopped = False
+
+    def recheck(self, h):
+        t = self._get(h)
+        self.calls.append(("recheck", t.hash))
+        if t.transient or t.script:
+            self.violations.append(f"recheck of {h} during {t.transient or 'a pending move'}")
+        t.script = [("checkingUP", None)] * self.check_polls + [("done", None)]
+
+    def add_tags(self, h, tags):
+        self._get(h).tags |= set(tags)
+
+    def remove_tags(self, h, tags):
+        self._get(h).tags -= set(tags)
+
+    def count(self, method: str, h: str | None = None) -> int:
+        return sum(1 for c in self.calls if c[0] == method and (h is None or c[1] == h))
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, s):
+        self.now += s
+
+
+class Crash(BaseException):
+    """Stands in for kill -9: nothing in the executor may catch it."""
+
+
+# --------------------------------------------------------------------------- the world
+
+
+H1, H2 = "a" * 40, "b" * 40
+FILES = [("Movie.2020/movie.mkv", os.urandom(300_000)), ("Movie.2020/sub/en.srt", b"1\n00:00 --> 00:01\nhi\n"),
+         ("Movie.2020/empty.txt", b"")]
+
+
+def b3(data: bytes) -> str:
+    return blake3.blake3(data).hexdigest()
+
+
+@dataclass
+class World:
+    cfg: object
+    cat: Catalog
+    journal: Journal
+    qbt: FakeQbt
+    clock: FakeClock
+    stash: object
+    pool: object
+    seed_s: str
+    seed_p: str
+    lib: str
+
+    def executor(self, **kw) -> Executor:
+        kw.setdefault("poll_initial_s", 0.5)
+        return Executor(self.cfg, self.cat, {"qbt": self.qbt}, self.journal, sleep=self.clock.sleep,
+                        clock=self.clock, **kw)
+
+    def save(self, h: str, pool: str) -> str:
+        root = self.seed_s if pool == "stash" else self.seed_p
+        return root if h == H1 else os.path.join(root, "cross-seed")
+
+
+def _make_world(tmpfs, base, tag="") -> World:  # noqa: F811
+    """Two torrents (H1 running with a stale download path, H2 stopped) cross-seeding the same
+    hardlinked files on the stash pool; the cold pool is empty."""
+    stash, pool = tmpfs(f"stash{tag}"), tmpfs(f"pool{tag}")
+    cfg = make_config(base / "cat.sqlite", stash, pool, seeding="torrents/seeding")
+    seed_s, seed_p = str(cfg.primary.seeding_root), str(cfg.cold.seeding_root)
+    os.makedirs(seed_p)
+    for rel, data in FILES:
+        a = write(os.path.join(seed_s, rel).encode(), data)
+        b = os.path.join(seed_s, "cross-seed", rel).encode()
+        os.makedirs(os.path.dirname(b), exist_ok=True)
+        os.link(a, b)
+    cat = Catalog.open(cfg.catalog)
+    qbt = FakeQbt()
+    files = [(rel, len(data), 1) for rel, data in FILES]
+    qbt.add(FakeTorrent(H1, "Movie.2020", seed_s, list(files), download_path="/stale/incomplete"))
+    qbt.add(FakeTorrent(H2, "Movie.2020", os.path.join(seed_s, "cross-seed"), list(files), stopped=True))
+    return World(cfg, cat, Journal(cat.conn), qbt, FakeClock(), stash, pool, seed_s, seed_p, str(stash / "media"))
+
+
+@pytest.fixture
+def world(tmpfs, tmp_path):  # noqa: F811
+    w = _make_world(tmpfs, tmp_path)
+    yield w
+    w.cat.close()
+
+
+def demote_plan(w: World) -> Plan:
+    """The plan the planner makes for two cross-seeded siblings (same shape as planner.build_steps)."""
+    make, views, relocs, deletes = [], [], [], []
+    donors = {}
+    for h in (H1, H2):
+        old_save, new_save = w.save(h, "stash"), w.save(h, "pool")
+        vf = []
+        for rel, data in FILES:
+            dst = os.path.join(new_save, rel)
+            vf.append({"path": dst, "size": len(data), "blake3": b3(data)})
+            if not data:
+                make.append(Step("mkempty", {"dst": dst}))
+            elif data in donors:
+                make.append(Step("link", {"src": donors[data], "dst": dst, "size": len(data), "blake3": b3(data)}))
+            else:
+                make.append(Step("copy", {"src": os.path.join(old_save, rel), "dst": dst, "size": len(data),
+                                          "blake3": b3(data)}))
+                donors[data] = dst
+        views.append(Step("verify_view", {"torrent": h, "instance": "qbt", "save_path": new_save, "files": vf}))
+        relocs.append(Step("relocate", {"torrent": h, "instance": "qbt", "from_path": old_save, "to_path": new_save,
+                                        "size": sum(len(d) for _r, d in FILES)}))
+    make.sort(key=lambda s: 0 if s.kind == "copy" else 1)
+    for h in (H1, H2):
+        for rel, data in FILES:
+            path = os.path.join(w.save(h, "stash"), rel)
+            st = os.lstat(path)
+            deletes.append(Step("delete", {
+                "path": path, "fsid": w.cat.fsid(w.cat.fs_for_path(path)), "ino": st.st_ino, "size": len(data),
+                "blake3": b3(data), "keep": {"path": os.path.join(w.save(h, "pool"), rel)},
+                "seeding_links": sorted(os.path.join(w.save(x, "stash"), rel) for x in (H1, H2))}))
+    verify = Step("verify_group", {"torrents": [{"torrent": h, "instance": "qbt", "save_path": w.save(h, "pool")}
+                                                for h in (H1, H2)]})
+    tags = [Step("tag", {"torrent": h, "instance": "qbt", "add": ["demoted"], "remove": ["~noHL"]}) for h in (H1, H2)]
+    prunes = [Step("prune_dirs", {"root": os.path.join(w.save(h, "stash"), "Movie.2020"), "stop_at": w.seed_s})
+              for h in (H1, H2)]
+    g = GroupPlan(group_id="g1", torrents=[H1, H2], names=["Movie.2020", "Movie.2020"], action="demote",
+                  reason="seed-only", source_pool="stash", target_pool="pool",
+                  bytes_to_copy=sum(len(d) for _r, d in FILES), bytes_freed=sum(len(d) for _r, d in FILES),
+                  steps=make + views + relocs + [verify] + tags + deletes + prunes)
+    return Plan(groups=[g], created_at=1.0)
+
+
+def tree(root) -> dict:
+    """{relative path: content} plus the hardlink structure, for comparing end states."""
+    files, inodes = {}, {}
+    for dirpath, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".qbhook")]
+        for n in names:
+            if n == ".qbhook-fsid":
+                continue
+            p = os.path.join(dirpath, n)
+            rel = os.path.relpath(p, root)
+            with open(p, "rb") as f:
+                files[rel] = blake3.blake3(f.read()).hexdigest()[:12]
+            inodes.setdefault(os.lstat(p).st_ino, set()).add(rel)
+    dirs = sorted(os.path.relpath(d, root) for d, _s, _n in os.walk(root) if ".qbhook" not in d)
+    return {"files": files, "links": sorted(sorted(v) for v in inodes.values()), "dirs": dirs}
+
+
+def end_state(w: World) -> dict:
+    def rel(p):
+        return p.replace(str(w.stash), "<stash>").replace(str(w.pool), "<pool>")
+    q = {h: (rel(t.save_path), t.stopped, t.progress, t.transient, sorted(t.tags), t.download_path, t.auto_tmm)
+         for h, t in w.qbt.t.items()}
+    return {"stash": tree(w.stash), "pool": tree(w.pool), "qbt": q, "violations": w.qbt.violations}
+
+
+def assert_demoted(w: World, summary=None, hand_plan: bool = True) -> None:
+    for h in (H1, H2):
+        t = w.qbt.t[h]
+        assert t.save_path == w.save(h, "pool") and t.progress == 1 and t.transient is None
+        assert "qbhook-relocated" in t.tags
+        if hand_plan:
+            assert "demoted" in t.tags and "~noHL" not in t.tags
+        for rel, data in FILES:
+            with open(os.path.join(w.save(h, "pool"), rel), "rb") as f:
+                assert f.read() == data
+            assert not os.path.lexists(os.path.join(w.save(h, "stash"), rel))
+    assert w.qbt.t[H1].stopped is False and w.qbt.t[H2].stopped is True   # as they were
+    assert w.qbt.t[H1].download_path == ""                                  # no stale download path
+    a = os.lstat(os.path.join(w.save(H1, "pool"), FILES[0][0]))
+    b = os.lstat(os.path.join(w.save(H2, "pool"), FILES[0][0]))
+    assert a.st_ino == b.st_ino and a.st_nlink == 2                          # one copy, linked
+    assert os.listdir(w.seed_s) == []                                        # folders pruned
+    assert w.qbt.violations == []
+    if summary is not None:
+        payload = sum(len(d) for _r, d in FILES)
+        assert summary.bytes_copied == payload and summary.bytes_freed == payload
+        assert summary.torrents_relocated == 2 and summary.groups_done == ["g1"] and summary.exit_code == 0
+
+
+# --------------------------------------------------------------------------- happy path
+
+
+def test_demote_two_siblings_copy_once_then_link(world):
+    plan = demote_plan(world)
+    kinds = [s.kind for s in plan.groups[0].steps]
+    assert kinds[:6] == ["copy", "copy", "mkempty", "link", "link", "mkempty"]
+    summary = world.executor().apply(plan)
+    assert summary.status == "done"
+    assert_demoted(world, summary)
+    # one setLocation per torrent, each after its view was verified
+    assert world.qbt.count("set_location", H1) == 1 and world.qbt.count("set_location", H2) == 1
+    # the catalog knows the new paths (with their hashes) and forgot the old ones
+    row = world.cat.inode_by_path(os.path.join(world.save(H2, "pool"), FILES[0][0]))
+    assert row is not None and row.hash == blake3.blake3(FILES[0][1]).digest()
+    assert world.cat.inode_by_path(os.path.join(world.save(H1, "stash"), FILES[0][0])) is None
+
+
+def test_journal_rows_go_intended_then_done(world):
+    plan = demote_plan(world)
+    seen = []
+
+    def hook(point, gid, seq, step):
+        if point == "after_intend":
+            run = world.journal.runs(1)[0]
+            row = [r for r in world.journal.steps(run.id) if r.seq == seq][0]
+            seen.append((seq, step.kind, row.status))
+    summary = world.executor(hook=hook).apply(plan)
+    n = len(plan.groups[0].steps)
+    assert [s for s, _k, _st in seen] == list(range(n))
+    assert {st for _s, _k, st in seen} == {"intended"}
+    rows = world.journal.steps(summary.run_id)
+    assert [r.status for r in rows] == ["done"] * n
+    assert [r.kind for r in rows] == [s.kind for s in plan.groups[0].steps]
+    assert world.journal.run(summary.run_id).status == "done"
+    assert world.journal.group_status("g1") == ("done", None)
+    reloc = [r for r in rows if r.kind == "relocate"]
+    assert reloc[0].args["_observed"]["was_running"] is True and reloc[1].args["_observed"]["was_running"] is False
+
+
+def test_dry_run_touches_nothing(world):
+    before = end_state(world)
+    summary = world.executor().apply(demote_plan(world), dry_run=True)
+    assert summary.dry_run and summary.run_id is None
+    assert [s["kind"] for s in summary.groups[0].steps] == [s.kind for s in demote_plan(world).groups[0].steps]
+    assert summary.bytes_copied == sum(len(d) for _r, d in FILES)
+    assert world.journal.runs() == [] and world.qbt.calls == []
+    assert end_state(world) == before
+    assert not os.path.exists(str(world.cfg.catalog) + ".locks")
+
+
+def test_rerunning_a_finished_plan_is_a_no_op(world):
+    plan = demote_plan(world)
+    world.executor().apply(plan)
+    first = end_state(world)
+    # A second apply of the same (now stale) plan must not damage anything: every step finds its
+    # work done (copies present, torrents already there, old links gone).
+    summary = world.executor().apply(plan)
+    assert summary.status == "done", summary.groups_failed
+    assert end_state(world) == first
+    assert summary.bytes_copied == 0 and summary.bytes_freed == 0
+    assert world.qbt.count("set_location") == 2
+
+
+# --------------------------------------------------------------------------- failures roll back
+
+
+def test_relocation_under_100_percent_rolls_everything_back(world):
+    plan = demote_plan(world)
+    before_stash = tree(world.stash)
+    world.qbt.fail_at[world.save(H2, "pool")] = 0.9       # second torrent's recheck ends at 90%
+    summary = world.executor().apply(plan)
+    assert summary.exit_code == 5 and "g1" in summary.groups_failed
+    assert "90.0%" in summary.groups_failed["g1"]
+    assert summary.groups[0].status == "rolled_back"
+    # both torrents back where they were, complete, in their old running state
+    for h in (H1, H2):
+        t = world.qbt.t[h]
+        assert t.save_path == world.save(h, "stash") and t.progress == 1.0 and t.transient is None
+    assert world.qbt.t[H1].stopped is False and world.qbt.t[H2].stopped is True
+    assert tree(world.stash) == before_stash                    # nothing deleted
+    assert world.qbt.violations == []
+    rows = world.journal.steps(summary.run_id)
+    by_kind = [(r.kind, r.status) for r in rows]
+    assert ("relocate", "undone") in by_kind and ("relocate", "failed") in by_kind
+    assert not any(k in ("verify_group", "delete") for k, _s in by_kind)
+    assert world.journal.group_status("g1")[0] == "rolled_back"
+    assert world.journal.run(summary.run_id).status == "failed"
+
+
+def test_incomplete_torrent_is_stopped_even_when_not_stopped_for_the_move(world):
+    world.qbt.fail_at[world.save(H1, "pool")] = 0.5
+    summary = world.executor(stop_while_moving=False).apply(demote_plan(world))
+    assert summary.groups[0].status == "rolled_back"
+    t = world.qbt.t[H1]
+    assert t.save_path == world.save(H1, "stash") and t.progress == 1.0 and t.stopped is False
+    i_stop = world.qbt.calls.index(("stop", H1))
+    i_back = world.qbt.calls.index(("set_location", H1, world.save(H1, "stash")))
+    assert i_stop < i_back                                    # stopped before anything else
+    assert world.qbt.violations == []
+
+
+def test_timeout_fails_and_rolls_back(world):
+    world.qbt.move_polls = 10_000                             # a move that never ends within budget
+    summary = world.executor(relocate_base_s=30, poll_max_s=5).apply(demote_plan(world))
+    assert summary.groups[0].status in ("failed", "rolled_back")
+    assert "did not settle" in summary.groups_failed["g1"]
+    assert summary.groups[0].needs_attention                  # rollback cannot finish while it still moves
+    assert world.journal.run(summary.run_id).status == "interrupted"
+    # later qBittorrent finishes; resume completes the rollback
+    world.qbt.move_polls = 1
+    for t in world.qbt.t.values():
+        t.script = t.script[-3:]
+    out = world.executor().resume()
+    assert len(out) == 1 and out[0].groups[0].status == "rolled_back"
+    for h in (H1, H2):
+        assert world.qbt.t[h].save_path == world.save(h, "stash")
+    assert world.journal.run(out[0].run_id).status == "failed"
+
+
+def test_bad_view_content_never_reaches_set_location(world):
+    plan = demote_plan(world)
+
+    def hook(point, gid, seq, step):
+        if point == "after_act" and step.kind == "copy" and step.args["dst"].endswith("movie.mkv"):
+            with open(step.args["dst"], "r+b") as f:      # bit rot / a racing writer, same size
+                f.write(b"X")
+    summary = world.executor(hook=hook).apply(plan)
+    assert "different content" in summary.groups_failed["g1"]
+    assert world.qbt.count("set_location") == 0
+    assert all(os.path.exists(os.path.join(world.save(h, "stash"), r)) for h in (H1, H2) for r, _d in FILES)
+
+
+def test_relocate_without_verified_view_is_refused(world):
+    plan = demote_plan(world)
+    g = plan.groups[0]
+    g.steps = [s for s in g.steps if s.kind != "verify_view"]
+    summary = world.executor().apply(plan)
+    assert "was not verified in this run" in summary.groups_failed["g1"]
+    assert world.qbt.count("set_location") == 0
+
+
+def test_view_missing_a_file_the_torrent_has_is_refused(world):
+    world.qbt.t[H1].files.append(("Movie.2020/extra.nfo", 10, 1))
+    summary = world.executor().apply(demote_plan(world))
+    assert "extra.nfo" in summary.groups_failed["g1"] and world.qbt.count("set_location") == 0
+
+
+def test_external_link_appearing_before_delete_stops_and_rolls_back(world):
+    plan = demote_plan(world)
+    lib = os.path.join(world.lib, "Movie (2020).mkv")
+
+    def hook(point, gid, seq, step):
+        if point == "before" and step.kind == "delete" and not os.path.exists(lib):
+            os.makedirs(world.lib, exist_ok=True)
+            os.link(os.path.join(world.save(H1, "stash"), FILES[0][0]), lib)   # Radarr imports it now
+    summary = world.executor(hook=hook).apply(plan)
+    assert "links" in summary.groups_failed["g1"]
+    assert summary.groups[0].status == "rolled_back"           # nothing was deleted yet: back to stash
+    for h in (H1, H2):
+        assert world.qbt.t[h].save_path == world.save(h, "stash")
+        for rel, _d in FILES:
+            assert os.path.exists(os.path.join(world.save(h, "stash"), rel))
+    assert os.stat(lib).st_nlink == 3
+
+
+def test_failure_after_deletes_began_does_not_roll_back(world):
+    plan = demote_plan(world)
+    lib = os.path.join(world.lib, "sub.srt")
+    state = {"deletes": 0}
+
+    def hook(point, gid, seq, step):
+        if point == "before" and step.kind == "delete":
+            state["deletes"] += 1
+            if state["deletes"] == 2 and not os.path.exists(lib):
+                os.makedirs(world.lib, exist_ok=True)
+                os.link(os.path.join(world.save(H1, "stash"), FILES[1][0]), lib)
+    summary = world.executor(hook=hook).apply(plan)
+    g = summary.groups[0]
+    assert g.status == "failed" and "after deletes began" in g.reason and not g.needs_attention
+    for h in (H1, H2):
+        assert world.qbt.t[h].save_path == world.save(h, "pool")   # stays at the verified new place
+    assert os.path.exists(lib) and os.path.exists(os.path.join(world.save(H1, "stash"), FILES[1][0]))
+
+
+def test_rollback_that_cannot_finish_is_resumed(world):
+    world.qbt.fail_at[world.save(H2, "pool")] = 0.9
+    world.qbt.refuse_set_location_to.add(world.save(H2, "stash"))   # qBittorrent refuses the way back
+    s1 = world.executor().apply(demote_plan(world))
+    assert s1.groups[0].needs_attention and "ROLLBACK INCOMPLETE" in s1.groups[0].reason
+    assert world.journal.run(s1.run_id).status == "interrupted"
+    assert world.qbt.t[H2].stopped is True                        # incomplete: never left running
+    with pytest.raises(UnsafeOperation, match="did not finish"):
+        world.executor().apply(demote_plan(world))               # no new plan over a half-done group
+    world.qbt.refuse_set_location_to.clear()
+    out = world.executor().resume()
+    assert out[0].groups[0].status == "rolled_back"
+    for h in (H1, H2):
+        assert world.qbt.t[h].save_path == world.save(h, "stash") and world.qbt.t[h].progress == 1
+    assert world.qbt.violations == []
+
+
+# --------------------------------------------------------------------------- crashes and resume
+
+
+N_STEPS = 3 * 2 + 2 + 2 + 1 + 2 + 6 + 2
+
+
+@pytest.mark.parametrize("point", ["before", "after_intend", "after_act"])
+@pytest.mark.parametrize("k", range(N_STEPS))
+def test_crash_at_every_step_then_resume_reaches_the_same_end(world, k, point):
+    plan = demote_plan(world)
+    assert len(plan.groups[0].steps) == N_STEPS
+
+    def hook(p, gid, seq, step):
+        if p == point and seq == k:
+            raise Crash(f"{point} {k}")
+    with pytest.raises(Crash):
+        world.executor(hook=hook).apply(plan)
+    run = world.journal.runs(1)[0]
+    assert run.status == "running"                     # looks exactly like a killed process
+    # a new process: fresh locks (the crashed one's closed with it), same catalog, same qBittorrent
+    out = world.executor().resume()
+    assert len(out) == 1 and out[0].run_id == run.id
+    assert out[0].status == "done", out[0].groups_failed
+    assert_demoted(world)
+    assert world.journal.run(run.id).status == "done"
+    assert [r.status for r in world.journal.steps(run.id)] == ["done"] * N_STEPS
+    for h in (H1, H2):
+        assert world.qbt.count("set_location", h) == 1   # never issued twice
+    assert world.journal.unfinished_runs() == []
+
+
+def test_crash_equals_uninterrupted_end_state(tmpfs, tmp_path):  # noqa: F811
+    """Byte-for-byte: an interrupted+resumed run ends where an uninterrupted one does."""
+    states = []
+    for crash_at in (None, 9, 14):
+        base = tmp_path / f"w{crash_at}"
+        base.mkdir()
+        w = _make_world(tmpfs, base, f"{crash_at}")
+        plan = demote_plan(w)
+        if crash_at is None:
+            w.executor().apply(plan)
+        else:
+            def hook(p, gid, seq, step, k=crash_at):
+                if p == "after_act" and seq == k:
+                    raise Crash()
+            with pytest.raises(Crash):
+                w.executor(hook=hook).apply(plan)
+            w.executor().resume()
+        st = end_state(w)
+        states.append(st)
+        w.cat.close()
+    assert states[0] == states[1] == states[2]
+
+
+def test_crash_while_moving_waits_instead_of_reissuing(world):
+    plan = demote_plan(world)
+    polls = {"n": 0}
+
+    def hook(p, gid, seq, step):
+        if p == "poll":
+            polls["n"] += 1
+            if polls["n"] == 1:
+                raise Crash("killed while qBittorrent moves")
+    with pytest.raises(Crash):
+        world.executor(hook=hook).apply(plan)
+    assert world.qbt.count("set_location", H1) == 1
+    out = world.executor().resume()
+    assert out[0].status == "done"
+    assert world.qbt.count("set_location", H1) == 1 and world.qbt.count("set_location", H2) == 1
+    assert_demoted(world)
+
+
+def test_crash_during_rollback_resumes_the_rollback(world):
+    world.qbt.fail_at[world.save(H2, "pool")] = 0.9
+    state = {"failed_seen": False}
+    plan = demote_plan(world)
+
+    def hook(p, gid, seq, step):
+        # the second relocate's wait, after it failed: the rollback's first poll
+        if p == "poll" and state["failed_seen"]:
+            raise Crash("killed during rollback")
+        if p == "poll":
+            rows = world.journal.steps(world.journal.runs(1)[0].id)
+            state["failed_seen"] = any(r.status == "failed" for r in rows)
+    with pytest.raises(Crash):
+        world.executor(hook=hook).apply(plan)
+    out = world.executor().resume()
+    assert out[0].groups[0].status == "rolled_back"
+    for h in (H1, H2):
+        t = world.qbt.t[h]
+        assert t.save_path == world.save(h, "stash") and t.progress == 1 and t.transient is None
+    assert world.qbt.t[H1].stopped is False and world.qbt.t[H2].stopped is True
+    assert world.qbt.violations == []
+
+
+def test_resume_without_unfinished_runs_does_nothing(world):
+    assert world.executor().resume() == []
+    world.executor().apply(demote_plan(world))
+    assert world.executor().resume() == []
+
+
+# --------------------------------------------------------------------------- locks
+
+
+def test_second_executor_gets_lock_busy(world):
+    with executor_lock(world.cfg):
+        with pytest.raises(LockBusy, match=f"pid {os.getpid()}"):
+            world.executor().apply(demote_plan(world))
+        with pytest.raises(LockBusy):
+            world.executor().resume()
+    assert world.journal.runs() == []
+    assert world.executor().apply(demote_plan(world)).status == "done"
+
+
+def test_busy_group_is_skipped_not_failed(world):
+    with group_lock(world.cfg, "g1"):
+        summary = world.executor(group_lock_wait=0.5).apply(demote_plan(world))
+    assert summary.groups[0].status == "busy" and summary.exit_code == 75
+    assert world.qbt.calls == [] and world.journal.steps(summary.run_id) == []
+
+
+def test_grace_period_holds_old_links(tmpfs, tmp_path):  # noqa: F811
+    w = _make_world(tmpfs, tmp_path, "g")
+    from dataclasses import replace
+    w.cfg = replace(w.cfg, policy=replace(w.cfg.policy, grace_period=3600.0))
+    summary = w.executor().apply(demote_plan(w))
+    assert summary.status == "done" and summary.bytes_freed == 0
+    held = os.path.join(w.seed_s, ".qbhook-holding", str(summary.run_id), FILES[0][0])
+    assert os.path.exists(held)
+    w.cat.close()
+
+
+# --------------------------------------------------------------------------- a plan from the real planner
+
+
+def test_plan_from_the_real_planner_applies(world):
+    """Contract check: what planner.make_plan emits is what the executor consumes."""
+    snapshot = pytest.importorskip("qbhook.snapshot")
+    planner = pytest.importorskip("qbhook.planner")
+    from qbhook.scanner import scan_pool
+    for t in world.qbt.t.values():
+        t.tags.add("~noHL")
+        t.download_path = ""          # the planner blocks stale download paths; the executor also clears them
+    for p in world.cfg.pools:
+        scan_pool(world.cat, p, world.cfg.scan)
+    plan = planner.make_plan(snapshot.build_snapshot(world.cfg, world.cat, [world.qbt]), world.cfg.policy)
+    assert [g.action for g in plan.groups] == ["demote"], [(g.action, g.reason) for g in plan.groups]
+    from qbhook import fsops
+    reads = []
+    real_hash = fsops.hashing.hash_file
+
+    def counting(path):
+        reads.append(path)
+        return real_hash(path)
+    fsops.hashing.hash_file = counting
+    try:
+        summary = world.executor().apply(plan)
+    finally:
+        fsops.hashing.hash_file = real_hash
+    # The copy hashes while it copies; every later check (view, keep, doomed file) is a stat
+    # against a cached hash - no file is read a second time.
+    assert reads == []
+    assert summary.status == "done", summary.groups_failed
+    assert_demoted(world, hand_plan=False)
+    assert summary.bytes_copied == summary.bytes_freed == sum(len(d) for _r, d in FILES)
+
+
+# --------------------------------------------------------------------------- several groups
+
+
+H3 = "c" * 40
+
+
+def single_torrent_group(w: World, gid: str = "g2") -> GroupPlan:
+    data = os.urandom(50_000)
+    rel = "Other/o.bin"
+    src = write(os.path.join(w.seed_s, rel), data)
+    w.qbt.add(FakeTorrent(H3, "Other", w.seed_s, [(rel, len(data), 1)]))
+    dst = os.path.join(w.seed_p, rel)
+    st = os.lstat(src)
+    steps = [
+        Step("copy", {"src": str(src), "dst": dst, "size": len(data), "blake3": b3(data)}),
+        Step("verify_view", {"torrent": H3, "instance": "qbt", "save_path": w.seed_p,
+                             "files": [{"path": rel, "size": len(data), "blake3": b3(data)}]}),   # relative form
+        Step("relocate", {"torrent": H3, "instance": "qbt", "from_path": w.seed_s, "to_path": w.seed_p,
+                          "size": len(data)}),
+        Step("verify_group", {"torrents": [{"torrent": H3, "instance": "qbt", "save_path": w.seed_p}]}),
+        Step("delete", {"path": str(src), "fsid": w.cat.fsid(w.cat.fs_for_path(src)), "ino": st.st_ino,
+                        "size": len(data), "blake3": b3(data), "keep": {"path": dst}, "seeding_links": [str(src)]}),
+        Step("prune_dirs", {"root": os.path.join(w.seed_s, "Other"), "stop_at": w.seed_s}),
+    ]
+    return GroupPlan(group_id=gid, torrents=[H3], names=["Other"], action="demote", reason="seed-only",
+                     source_pool="stash", target_pool="pool", bytes_to_copy=len(data), bytes_freed=len(data),
+                     steps=steps)
+
+
+def test_a_failed_group_does_not_stop_the_next(world):
+    plan = demote_plan(world)
+    plan.groups.append(single_torrent_group(world))
+    plan.groups.append(GroupPlan(group_id="g3", torrents=[], names=[], action="stay", reason="library"))
+    world.qbt.fail_at[world.save(H2, "pool")] = 0.9
+    summary = world.executor().apply(plan)
+    assert [g.group_id for g in summary.groups] == ["g1", "g2"]          # 'stay' groups are not run
+    assert summary.groups_failed.keys() == {"g1"} and summary.groups_done == ["g2"]
+    assert summary.exit_code == 5 and world.journal.run(summary.run_id).status == "failed"
+    assert world.qbt.t[H3].save_path == world.seed_p and not os.path.exists(os.path.join(world.seed_s, "Other"))
+    assert world.qbt.t[H1].save_path == world.save(H1, "stash")
+    assert summary.bytes_freed == 50_000
+
+
+def test_group_ids_select_groups(world):
+    plan = demote_plan(world)
+    plan.groups.append(single_torrent_group(world))
+    summary = world.executor().apply(plan, group_ids=["g2"])
+    assert summary.groups_done == ["g2"] and world.qbt.t[H1].save_path == world.save(H1, "stash")
+    assert [g["group_id"] for g in world.journal.run(summary.run_id).plan["groups"]] == ["g2"]
+
+
+def test_crash_in_second_group_resumes_only_what_is_left(world):
+    plan = demote_plan(world)
+    plan.groups.append(single_torrent_group(world))
+    n1 = len(plan.groups[0].steps)
+
+    def hook(p, gid, seq, step):
+        if gid == "g2" and step.kind == "relocate" and p == "after_intend":
+            raise Crash()
+    with pytest.raises(Crash):
+        world.executor(hook=hook).apply(plan)
+    calls_before = world.qbt.count("set_location")
+    out = world.executor().resume()
+    assert out[0].groups_done == ["g1", "g2"]
+    assert world.qbt.count("set_location") == calls_before + 1      # only H3's move was left
+    assert [r.status for r in world.journal.steps(out[0].run_id)] == ["done"] * (n1 + 6)
+    assert_demoted(world)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _cli_env(world, tmp_path, monkeypatch, plan):
+    import yaml
+    from qbhook import cli as cli_mod
+    from qbhook import cli_plan
+    cfgfile = tmp_path / "config.yaml"
+    cfgfile.write_text(yaml.safe_dump({
+        "catalog": str(world.cfg.catalog),
+        "pools": {"stash": {"path": str(world.stash), "role": "primary"},
+                  "pool": {"path": str(world.pool), "role": "cold"}},
+        "seeding_roots": {"stash": world.seed_s, "pool": world.seed_p},
+        "policy": {"relocated_tag": "qbhook-relocated"},
+    }))
+    monkeypatch.setattr(cli_plan, "compute_plan", lambda app, hashes=None, scan=True: (None, plan))
+    monkeypatch.setattr(cli_mod.App, "clients", property(lambda self: {"qbt": world.qbt}))
+    from qbhook import cli_apply
+    real = cli_apply._executor
+
+    def fast(app, lock_wait):      # the real wiring, with the simulated clock
+        ex = real(app, lock_wait)
+        ex.sleep, ex.clock = world.clock.sleep, world.clock
+        return ex
+    monkeypatch.setattr(cli_apply, "_executor", fast)
+    return str(cfgfile)
+
+
+def test_cli_apply_dry_run_then_yes_then_history(world, tmp_path, monkeypatch):
+    import json as _json
+    from click.testing import CliRunner
+    from qbhook.cli import main
+    plan = demote_plan(world)
+    cfg = _cli_env(world, tmp_path, monkeypatch, plan)
+    r = CliRunner().invoke(main, ["--config", cfg, "apply"])
+    assert r.exit_code == 0, r.output
+    assert "dry run: nothing changed" in r.output and "relocate" in r.output
+    assert world.qbt.calls == [] and world.journal.runs() == []
+
+    r = CliRunner().invoke(main, ["--config", cfg, "--json", "apply", "--yes"])
+    assert r.exit_code == 0, r.output
+    data = _json.loads(r.output)
+    assert data["groups_done"] == ["g1"] and data["torrents_relocated"] == 2
+    assert_demoted(world)
+
+    r = CliRunner().invoke(main, ["--config", cfg, "history"])
+    assert r.exit_code == 0 and "run     1" in r.output and "done" in r.output
+    r = CliRunner().invoke(main, ["--config", cfg, "--json", "history", "--run", "1"])
+    steps = _json.loads(r.output)["steps"]
+    assert len(steps) == N_STEPS and {s["status"] for s in steps} == {"done"}
+    r = CliRunner().invoke(main, ["--config", cfg, "resume"])
+    assert r.exit_code == 0 and "no unfinished runs" in r.output
+
+
+def test_cli_exit_codes_failed_group_and_busy_lock(world, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+    from qbhook.cli import main
+    cfg = _cli_env(world, tmp_path, monkeypatch, demote_plan(world))
+    with executor_lock(world.cfg):
+        r = CliRunner().invoke(main, ["--config", cfg, "apply", "--yes"])
+    assert r.exit_code == 75 and f"pid {os.getpid()}" in r.output
+    world.qbt.fail_at[world.save(H1, "pool")] = 0.5
+    r = CliRunner().invoke(main, ["--config", cfg, "apply", "--yes"])
+    assert r.exit_code == 5 and "FAILED g1" in r.output
+
+
+def test_rollback_stops_a_complete_torrent_for_the_way_back_and_restarts_it(world):
+    world.qbt.fail_at[world.save(H2, "pool")] = 0.9
+    world.executor().apply(demote_plan(world))
+    calls = [c for c in world.qbt.calls if c[1] == H1]
+    back = calls.index(("set_location", H1, world.save(H1, "stash")))
+    # stopped for the way back, rechecked there (qBittorrent would not on its own), then started
+    assert ("stop", H1) in calls[:back] and calls[back + 1:] == [("recheck", H1), ("start", H1)]
+    assert world.qbt.t[H1].stopped is False
+
+
+def test_resume_picks_dead_runs_and_leaves_live_foreign_ones(world):
+    plan = demote_plan(world)
+
+    def hook(p, gid, seq, step):
+        if p == "after_act" and seq == 3:
+            raise Crash()
+    with pytest.raises(Crash):
+        world.executor(hook=hook).apply(plan)
+    run = world.journal.runs(1)[0]
+    world.cat.conn.execute("UPDATE runs SET pid=1 WHERE id=?", (run.id,))   # pid 1 is alive: not ours to take
+    assert world.executor().resume() == []
+    assert world.journal.run(run.id).status == "running"
+    out = world.executor().resume(run.id)                                    # named explicitly: taken over
+    assert out[0].status == "done" and world.journal.run(run.id).pid == os.getpid()
+    assert_demoted(world)
+    with pytest.raises(Exception, match="nothing to resume"):
+        world.executor().resume(run.id)
+    with pytest.raises(Exception, match="no run 999"):
+        world.executor().resume(999)
