@@ -8,11 +8,11 @@ operation refused; 10 "plan has actionable groups" (plan only); 75 busy
 
 from __future__ import annotations
 
+from qbhook.units import human_bytes as _human_bytes
+
 import json
 import logging
-import os
 import sys
-from pathlib import Path
 
 import click
 
@@ -215,12 +215,6 @@ def find(app: App, path):
     app.emit(data, human)
 
 
-def _human_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def _register_more() -> None:

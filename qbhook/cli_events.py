@@ -10,7 +10,6 @@ import shlex
 import signal
 import sys
 import threading
-import time
 
 import click
 

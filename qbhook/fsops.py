@@ -14,6 +14,8 @@ partial file or touches a source.
 
 from __future__ import annotations
 
+from qbhook.units import human_bytes as _human
+
 import ctypes
 import ctypes.util
 import errno
@@ -159,12 +161,6 @@ def _digest(hex_or_bytes, size: int) -> bytes:
         raise UnsafeOperation(f"not a BLAKE3 hex digest: {hex_or_bytes!r}") from None
 
 
-def _human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 # --------------------------------------------------------------------------- content identity

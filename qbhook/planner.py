@@ -19,12 +19,14 @@ bytes copied.
 
 from __future__ import annotations
 
+from qbhook.units import human_bytes as _b
+
 import posixpath
 from collections.abc import Iterable
 
 from qbhook.config import PolicyConfig
 from qbhook.facts import (UNSTABLE_STATES, ContentKey, InodeFact, InodeKey, PoolFact, Snapshot, TorrentFact,
-                          is_within, map_seeding_path)
+                          map_seeding_path)
 from qbhook.grouping import group_id, payload_groups
 from qbhook.plan import GroupPlan, Plan, Step
 
@@ -351,9 +353,3 @@ def _short(paths: list[str], unknown: int) -> str:
     return s
 
 
-def _b(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
