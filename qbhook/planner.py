@@ -176,7 +176,9 @@ def torrent_blockers(group: list[TorrentFact]) -> list[str]:
 
 
 def policy_blocks_demote(group: list[TorrentFact], policy: PolicyConfig, now: float) -> str | None:
-    if policy.demote_require_tag:
+    # With tag_no_external_links qbhook computes that tag's meaning itself (this group has no
+    # outside links, or we would not be here); requiring it would only delay by one sweep.
+    if policy.demote_require_tag and not policy.tag_no_external_links:
         untagged = [t.name for t in group if policy.demote_require_tag not in t.tags]
         if untagged:
             return f"tag {policy.demote_require_tag!r} missing on {', '.join(untagged[:3])}"
@@ -189,6 +191,25 @@ def policy_blocks_demote(group: list[TorrentFact], policy: PolicyConfig, now: fl
         if young:
             return f"completed less than {policy.min_seeding_age:.0f}s ago: {', '.join(young[:3])}"
     return None
+
+
+def tag_changes(snap: Snapshot, plan: Plan, tag: str) -> list[tuple[str, str, str]]:
+    """(instance, hash, "add"|"remove") so that ``tag`` marks exactly the torrents on the primary
+    pool whose group has no link outside the seeding roots (what qbit_manage's ~noHL means)."""
+    by_hash = {t.hash: t for t in snap.torrents}
+    out = []
+    for g in plan.groups:
+        if g.source_pool != snap.primary.name or g.action == "blocked" and "missing file" in g.reason:
+            continue
+        inodes = _group_inodes(snap, [by_hash[h] for h in g.torrents])
+        want = not any(i.external_links for i in inodes.values())
+        for h in g.torrents:
+            t = by_hash[h]
+            if want and tag not in t.tags:
+                out.append((t.instance, h, "add"))
+            elif not want and tag in t.tags:
+                out.append((t.instance, h, "remove"))
+    return out
 
 
 def _donor_inodes(snap: Snapshot, inodes: Iterable[InodeFact], tgt: PoolFact) -> list[InodeKey]:

@@ -22,7 +22,7 @@ from qbhook.config import Config
 from qbhook.errors import QbhookError, UnknownTorrent
 from qbhook.events.queue import JobQueue
 from qbhook.facts import is_within
-from qbhook.planner import make_plan
+from qbhook.planner import make_plan, tag_changes
 from qbhook.scanner import scan_pool
 from qbhook.snapshot import build_snapshot
 
@@ -83,6 +83,7 @@ def handle_job(cfg: Config, catalog: Catalog, clients, job, *, executor=None) ->
                 (f" (unknown hashes: {', '.join(missing)})" if missing else "")}
     snap = build_snapshot(cfg, catalog, clients, hashes=sorted(hashes))
     plan = make_plan(snap, cfg.policy)
+    maintain_tags(cfg, clients, snap, plan)
     result = {"groups": [{"group_id": g.group_id, "action": g.action, "reason": g.reason, "names": g.names}
                          for g in plan.groups]}
     if missing:
@@ -100,14 +101,29 @@ def sweep(cfg: Config, catalog: Catalog, clients, *, executor=None, progress=Non
     scans = [scan_pool(catalog, p, cfg.scan, progress=progress).as_dict() for p in cfg.pools]
     snap = build_snapshot(cfg, catalog, clients, progress=progress)
     plan = make_plan(snap, cfg.policy)
+    tagged = maintain_tags(cfg, clients, snap, plan)
     out = {"started_at": t0, "scans": scans, "plan": plan.summary(),
            "pending": [{"group_id": g.group_id, "action": g.action, "reason": g.reason, "names": g.names}
                        for g in plan.groups if g.action in ("demote", "promote", "blocked", "skip")]}
     if executor is not None and cfg.policy.auto_apply and plan.actionable:
         out["applied"] = executor.apply(plan, trigger="sweeper").to_dict()
+    out["tags_changed"] = tagged
     out["seconds"] = round(time.time() - t0, 3)
     state.put(catalog.conn, "last_sweep", out)
     return out
+
+
+def maintain_tags(cfg: Config, clients, snap, plan) -> int:
+    """policy.tag_no_external_links: keep demote_require_tag true to qbhook's own link facts."""
+    tag = cfg.policy.demote_require_tag
+    if not (cfg.policy.tag_no_external_links and tag):
+        return 0
+    by_name = {c.name: c for c in clients}
+    changes = tag_changes(snap, plan, tag)
+    for instance, h, op in changes:
+        client = by_name[instance]
+        (client.add_tags if op == "add" else client.remove_tags)(h, [tag])
+    return len(changes)
 
 
 class Worker:

@@ -262,3 +262,20 @@ def test_plan_is_json_round_trippable():
     w.torrent("a" * 40, S + "/m", ["a.bin"])
     p = plan(w)
     assert Plan.from_dict(p.to_dict()).to_dict() == p.to_dict()
+
+
+def test_tag_maintenance_marks_exactly_the_unlinked_primary_groups():
+    from qbhook.planner import tag_changes
+    w = World()
+    w.payload(S + "/m", {"lib.mkv": "L", "seed.mkv": "S"})
+    w.link(S + "/m/lib.mkv", LIB + "/lib.mkv")
+    w.torrent("a" * 40, S + "/m", ["lib.mkv"], tags={"~noHL"})   # wrongly tagged: has a library link
+    w.torrent("b" * 40, S + "/m", ["seed.mkv"], tags=set())       # seed-only, untagged
+    w.payload(P + "/m", {"cold.mkv": "C"})
+    w.torrent("c" * 40, P + "/m", ["cold.mkv"], tags=set())       # cold pool: not our business
+    policy = replace(POLICY, tag_no_external_links=True)
+    snap = w.snapshot()
+    p = make_plan(snap, policy)
+    assert sorted(tag_changes(snap, p, "~noHL")) == [("default", "a" * 40, "remove"), ("default", "b" * 40, "add")]
+    # qbhook's own link facts stand in for the tag: the untagged seed-only group demotes now
+    assert next(g for g in p.groups if "b" * 40 in g.torrents).action == "demote"
