@@ -17,7 +17,7 @@ UNSTABLE_STATES = frozenset({"moving", "checkingUP", "checkingDL", "checkingResu
                              "missingFiles", "unknown", "allocating", "forcedMetaDL"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InodeFact:
     fsid: str
     ino: int
@@ -41,7 +41,7 @@ class InodeFact:
         return max(self.nlink - len(self.seeding_paths), 0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileFact:
     index: int
     rel: str                  # relative to the torrent's save path, '/'-separated, root folder included
@@ -52,7 +52,7 @@ class FileFact:
     progress: float = 1.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TorrentFact:
     hash: str
     instance: str
@@ -68,7 +68,7 @@ class TorrentFact:
     completion_on: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PoolFact:
     name: str
     role: str                 # primary | cold
@@ -108,8 +108,9 @@ class Snapshot:
 
 
 def is_within(path: str, root: str) -> bool:
-    p, r = PurePosixPath(os.path.normpath(path)), PurePosixPath(os.path.normpath(root))
-    return p == r or r in p.parents
+    """Lexical containment on whole path components (``/a/bc`` is not inside ``/a/b``)."""
+    p, r = os.path.normpath(path), os.path.normpath(root)
+    return p == r or p.startswith(r + "/") or r == "/"
 
 
 def map_seeding_path(path: str, src_root: str, dst_root: str) -> str:

@@ -24,13 +24,13 @@ def payload_groups(torrents: Iterable[TorrentFact]) -> list[list[TorrentFact]]:
             i = parent[i]
         return i
 
+    # Paths are str and inode keys are tuples: one dict holds both without wrapping (memory).
     owner: dict[object, int] = {}
     for i, t in enumerate(torrents):
         for f in t.files:
-            keys = [("path", f.path)]
-            if f.inode is not None:
-                keys.append(("inode", f.inode))
-            for k in keys:
+            for k in (f.path, f.inode):
+                if k is None:
+                    continue
                 j = owner.setdefault(k, i)
                 if j != i:
                     a, b = find(i), find(j)

@@ -30,7 +30,7 @@ ACTIONS = ("stay", "demote", "promote", "blocked", "skip")
 STEP_KINDS = ("copy", "link", "mkempty", "verify_view", "relocate", "verify_group", "delete", "prune_dirs", "tag")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Step:
     kind: str
     args: dict

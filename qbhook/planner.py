@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from qbhook.units import human_bytes as _b
 
+import gc
 import posixpath
 from collections.abc import Iterable
 
@@ -32,16 +33,29 @@ from qbhook.plan import GroupPlan, Plan, Step
 
 
 def make_plan(snap: Snapshot, policy: PolicyConfig) -> Plan:
-    plans = [decide(snap, policy, g) for g in payload_groups(snap.torrents)]
-    _resolve_cross_group(plans)
-    _apply_batch_cap(plans, policy.max_groups_per_run)
+    # Millions of small, long-lived objects and no cycles: the cyclic GC would only rescan them.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        plans = []
+        room = policy.max_groups_per_run or float("inf")
+        for g in payload_groups(snap.torrents):
+            # Past this run's cap, decide but do not build steps: they would be thrown away.
+            gp = decide(snap, policy, g, build=room > 0)
+            room -= gp.actionable
+            plans.append(gp)
+        _resolve_cross_group(plans)
+        _apply_batch_cap(plans, policy.max_groups_per_run)
+    finally:
+        if was_enabled:
+            gc.enable()
     return Plan(groups=plans, created_at=snap.now)
 
 
 # ------------------------------------------------------------------ per group
 
 
-def decide(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact]) -> GroupPlan:
+def decide(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], build: bool = True) -> GroupPlan:
     gp = GroupPlan(group_id=group_id(t.hash for t in group), torrents=[t.hash for t in group],
                    names=[t.name for t in group], action="stay", reason="")
     inodes = _group_inodes(snap, group)
@@ -110,6 +124,9 @@ def decide(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact]) -> Gr
     blockers = file_blockers(group, snap) + torrent_blockers(group)
     if blockers:
         return _blocked(gp, blockers)
+    if not build:
+        gp.action, gp.reason = "skip", _CAP_REASON.format(cap=policy.max_groups_per_run) + f" (would {gp.action})"
+        return gp
     steps, copy_bytes, conflicts = build_steps(snap, policy, group, src, tgt, donors)
     if conflicts:
         return _blocked(gp, conflicts)
@@ -278,7 +295,7 @@ def build_steps(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], 
         for f in t.files:
             inode = snap.inodes[f.inode]
             ck = inode.content if f.size else (0, "")
-            dst = posixpath.join(new_save, f.rel)
+            dst = new_save + "/" + f.rel
             view_files.append({"path": dst, "size": f.size, "blake3": inode.blake3})
             if dst in planned:
                 if planned[dst] != ck:
@@ -326,7 +343,7 @@ def build_steps(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], 
                 continue
             seen.add(f.path)
             inode = snap.inodes[f.inode]
-            keep = posixpath.join(new_saves[t.hash], f.rel)
+            keep = new_saves[t.hash] + "/" + f.rel
             deletes.append(Step("delete", {
                 "path": f.path, "fsid": inode.fsid, "ino": inode.ino, "size": f.size, "blake3": inode.blake3,
                 "keep": {"path": keep},
@@ -364,7 +381,10 @@ def _apply_batch_cap(plans: list[GroupPlan], cap: int) -> None:
             n += 1
             if cap and n > cap:
                 g.action, g.steps = "skip", []
-                g.reason = f"over this run's cap of {cap} groups (policy.max_groups_per_run); next run"
+                g.reason = _CAP_REASON.format(cap=cap)
+
+
+_CAP_REASON = "over this run's cap of {cap} groups (policy.max_groups_per_run); next run"
 
 
 def _short(paths: list[str], unknown: int) -> str:
