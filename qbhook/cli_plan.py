@@ -95,7 +95,7 @@ def explain(app: App, torrent_hash, no_scan):
                           "blake3": i.blake3 if i else None})
         data["torrents"].append({"hash": t.hash, "name": t.name, "state": t.state, "progress": t.progress,
                                  "save_path": t.save_path, "tags": sorted(t.tags), "category": t.category,
-                                 "files": files})
+                                 **payload_ids(t, snap), "files": files})
 
     def human(d):
         g = d["group"]
@@ -105,6 +105,7 @@ def explain(app: App, torrent_hash, no_scan):
         for t in d["torrents"]:
             click.echo(f"  torrent {t['hash']} {t['name']!r} [{t['state']}, {t['progress'] * 100:.0f}%] at {t['save_path']}")
             click.echo(f"    tags: {', '.join(t['tags']) or '-'}; category: {t['category'] or '-'}")
+            click.echo(f"    content id: {t['content_id'] or '(not all files hashed)'}; tree id: {t['tree_id'] or '-'}")
             for f in t["files"]:
                 if f["inode"] is None:
                     click.echo(f"    {f['path']}: MISSING")
@@ -117,3 +118,17 @@ def explain(app: App, torrent_hash, no_scan):
                 if unknown > 0:
                     click.echo(f"      + {unknown} link(s) outside the scanned pools")
     app.emit(data, human)
+
+
+def payload_ids(t, snap) -> dict:
+    """Layout-independent content id and layout-bound tree id (None until every file is hashed)."""
+    from qbhook.hashing import EMPTY_HASH
+    from qbhook.identity import content_id, tree_id
+    idents = []
+    for f in t.files:
+        i = snap.inodes.get(f.inode) if f.inode else None
+        digest = EMPTY_HASH if f.size == 0 else (bytes.fromhex(i.blake3) if i and i.blake3 else None)
+        if digest is None:
+            return {"content_id": None, "tree_id": None}
+        idents.append((f.rel, (f.size, digest)))
+    return {"content_id": content_id(x for _, x in idents), "tree_id": tree_id(idents)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -83,7 +84,7 @@ class SnapshotBuilder:
         client = next(c for c in self.clients if c.name == t.instance)
         files = []
         for f in client.files(t.hash):
-            path = posixpath.join(t.save_path, f.name)
+            path = sys.intern(posixpath.join(t.save_path, f.name))   # shared with the inode facts' links
             files.append(FileFact(index=f.index, rel=f.name, size=f.size, path=path, inode=self._inode_at(path),
                                   priority=f.priority, progress=f.progress))
         return TorrentFact(hash=t.hash, instance=t.instance, name=t.name, state=t.state, progress=t.progress,
@@ -122,7 +123,7 @@ class SnapshotBuilder:
         self.inodes[key] = self._inode_fact(key, row, st, known_paths)
 
     def _inode_fact(self, key: InodeKey, row, st: os.stat_result, known_paths: set[str]) -> InodeFact:
-        live = [p for p in known_paths if _is_inode(p, st)]
+        live = [sys.intern(p) for p in known_paths if _is_inode(p, st)]
         seeding = tuple(sorted(p for p in live if any(is_within(p, r) for r in self.roots)))
         other = tuple(sorted(p for p in live if p not in seeding))
         valid = row.hash if (row.size, row.mtime_ns, row.ctime_ns) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns) else None

@@ -30,13 +30,13 @@ def qbhook(cfg, *args, check=True):
     return r
 
 
-@pytest.fixture
-def served(pools, qbt, qbt_client, tmp_path):
+@pytest.fixture(params=[False], ids=["plan-only"])
+def served(request, pools, qbt, qbt_client, tmp_path):
     sc = Scenario(stash=pools["stash"], pool=pools["pool"], torrent_dir=tmp_path / "torrents")
     for d in (sc.stash_seed, sc.pool_seed):
         d.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    data = sc.config_dict(tmp_path / "catalog.sqlite", qbt.url)
+    data = sc.config_dict(tmp_path / "catalog.sqlite", qbt.url, auto_apply=request.param)
     data["server"] = {"listen": "127.0.0.1", "port": port, "token_env": "QBHOOK_TOKEN", "sweep_interval": 3600}
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(data))
@@ -106,3 +106,26 @@ def test_hook_to_plan_and_sweeper_catches_missed_event(served, qbt_client):
     assert any("Missed.2023" in n for g in out["pending"] for n in g["names"] if g["action"] == "demote")
     st = json.loads(qbhook(cfg, "--json", "status").stdout)
     assert st["last_sweep"]["plan"]["demote"] >= 2 and st["queue"]["done"] >= 1
+
+
+@pytest.mark.parametrize("served", [True], ids=["auto-apply"], indirect=True)
+def test_hook_event_demotes_when_auto_apply_is_on(served, qbt_client):
+    sc, cfg, hooks, proc = served
+    qbhook(cfg, "setup", "qbittorrent", "--hook-path", str(hooks / "qbt-hook.sh"), "--yes")
+    save = sc.stash_seed / "movies"
+    write_payload(save, {"Auto.2024/auto.mkv": 2 << 20, "Auto.2024/auto.nfo": 1000}, seed=9)
+    h = add_and_wait_seeding(qbt_client, make_torrent(save / "Auto.2024", sc.torrent_dir / "c.torrent"),
+                             save, tags=[NOHL])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        t = qbt_client.torrents_info(torrent_hashes=h)[0]
+        if t["save_path"].rstrip("/") == str(sc.pool_seed / "movies") and t["progress"] == 1 \
+                and t["state"] in ("stalledUP", "uploading"):
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"not demoted: {t}\n" + qbhook(cfg, "history").stdout)
+    assert (sc.pool_seed / "movies/Auto.2024/auto.mkv").stat().st_size == 2 << 20
+    assert not (save / "Auto.2024").exists()
+    runs = json.loads(qbhook(cfg, "--json", "history").stdout)["runs"]
+    assert runs and runs[0]["trigger"] == "worker" and runs[0]["status"] == "done"
