@@ -20,8 +20,10 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import queue
 import shutil
 import stat as stat_mod
+import threading
 import time
 
 import blake3
@@ -294,22 +296,48 @@ def _copy_hashing(src_fd: int, dst_fd: int) -> tuple[bytes, int]:
     # write() is ZFS's job (block checksums), and fsync makes it durable. The
     # memcpy into userspace is noise next to disk throughput. (readback=True adds the
     # second pass for anyone who wants it.)
+    # Reading+hashing buffer i overlaps writing buffer i-1 (a writer thread; both sides
+    # release the GIL). A buffer is never refilled before its write returned, so the bytes
+    # hashed are exactly the bytes written.
     h = blake3.blake3(max_threads=blake3.blake3.AUTO)
     try:
         os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
     except (OSError, AttributeError):
         pass
-    buf = bytearray(COPY_BUF)
-    view = memoryview(buf)
+    free: queue.Queue = queue.Queue()
+    full: queue.Queue = queue.Queue()
+    for _ in range(3):
+        free.put(bytearray(COPY_BUF))
+    failure: list[BaseException] = []
+
+    def writer() -> None:
+        while (item := full.get()) is not None:
+            buf, n = item
+            try:
+                if not failure:
+                    _write_all(dst_fd, memoryview(buf)[:n])
+            except BaseException as e:  # noqa: BLE001 - handed to the reading thread
+                failure.append(e)
+            free.put(buf)
+
+    t = threading.Thread(target=writer, name="qbhook-copy-writer", daemon=True)
+    t.start()
     total = 0
-    while True:
-        n = os.readv(src_fd, [buf])
-        if not n:
-            break
-        chunk = view[:n]
-        h.update(chunk)
-        _write_all(dst_fd, chunk)
-        total += n
+    try:
+        while not failure:
+            buf = free.get()
+            n = os.readv(src_fd, [buf])
+            if not n:
+                free.put(buf)
+                break
+            h.update(memoryview(buf)[:n])
+            full.put((buf, n))
+            total += n
+    finally:
+        full.put(None)
+        t.join()
+    if failure:
+        raise failure[0]
     return h.digest(), total
 
 
