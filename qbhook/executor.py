@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import time
 import traceback
@@ -45,6 +46,25 @@ EXIT_GROUP_FAILED = 5
 EXIT_BUSY = 75
 
 BAD_STATES = frozenset({"error", "missingFiles"})
+
+
+# Test-only: ``QBHOOK_TEST_CRASH_AT=<seq>:<point>`` SIGKILLs this process when the executor
+# reaches hook ``point`` (before | after_intend | after_act | poll) of step ``seq``, so the
+# integration tests can crash a real ``qbhook apply`` at an exact journal step. Unset: no effect.
+CRASH_ENV = "QBHOOK_TEST_CRASH_AT"
+
+
+def _env_crash_hook() -> Callable[[str, str, int, Step], None] | None:
+    spec = os.environ.get(CRASH_ENV)
+    if not spec:
+        return None
+    seq_s, _sep, point = spec.partition(":")
+    want_seq, want_point = int(seq_s), point or "after_intend"
+
+    def hook(p: str, _gid: str, seq: int, _step: Step) -> None:
+        if p == want_point and seq == want_seq:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return hook
 
 
 def relocate_budget(size: int, base_s: float, rate_bps: float) -> float:
@@ -177,7 +197,7 @@ class Executor:
         self.log = log or _log
         self.sleep = sleep
         self.clock = clock
-        self.hook = hook
+        self.hook = hook if hook is not None else _env_crash_hook()
         self.lock_wait = lock_wait
         self.group_lock_wait = group_lock_wait
         self.relocate_base_s = relocate_base_s
