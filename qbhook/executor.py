@@ -589,7 +589,8 @@ class Executor:
         t = self._client(a["instance"]).torrent(a["torrent"])
         return {"save_path": _norm(t.save_path), "state": t.state, "progress": t.progress,
                 "complete": t.is_complete, "stable": t.is_stable, "was_running": not t.is_stopped,
-                "download_path": t.download_path, "auto_tmm": t.auto_tmm}
+                "download_path": t.download_path, "auto_tmm": t.auto_tmm,
+                "had_relocated_tag": bool(self.cfg.policy.relocated_tag) and self.cfg.policy.relocated_tag in t.tags}
 
     def _verify_group(self, a: dict) -> dict:
         problems = []
@@ -737,6 +738,12 @@ class Executor:
                                      "it is stopped and needs attention")
         if obs.get("was_running") and t.is_stopped:
             c.start(h)
+        tag = self.cfg.policy.relocated_tag
+        if tag and obs.get("had_relocated_tag") is False:
+            try:
+                c.remove_tags(h, [tag])   # the tag says "qbhook moved this": after a rollback it did not
+            except QbtError as e:
+                self.log.warning("torrent %s moved back but still tagged %s: %s", h, tag, e)
         return {"moved_back": moved_back, "state": t.state}
 
     # ------------------------------------------------------------------ dry run

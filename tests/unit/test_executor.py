@@ -164,9 +164,11 @@ class FakeQbt:
         t.script = [("checkingUP", None)] * self.check_polls + [("done", None)]
 
     def add_tags(self, h, tags):
+        self.calls.append(("add_tags", self._get(h).hash))
         self._get(h).tags |= set(tags)
 
     def remove_tags(self, h, tags):
+        self.calls.append(("remove_tags", self._get(h).hash))
         self._get(h).tags -= set(tags)
 
     def count(self, method: str, h: str | None = None) -> int:
@@ -429,6 +431,9 @@ def test_relocation_under_100_percent_rolls_everything_back(world):
     assert not any(k in ("verify_group", "delete") for k, _s in by_kind)
     assert world.journal.group_status("g1")[0] == "rolled_back"
     assert world.journal.run(summary.run_id).status == "failed"
+    # the first torrent was moved and tagged, then moved back: it must not keep the tag
+    assert world.qbt.count("add_tags", H1) >= 1
+    assert "qbhook-relocated" not in world.qbt.t[H1].tags
 
 
 def test_incomplete_torrent_is_stopped_even_when_not_stopped_for_the_move(world):
@@ -851,7 +856,8 @@ def test_rollback_stops_a_complete_torrent_for_the_way_back_and_restarts_it(worl
     calls = [c for c in world.qbt.calls if c[1] == H1]
     back = calls.index(("set_location", H1, world.save(H1, "stash")))
     # stopped for the way back, rechecked there (qBittorrent would not on its own), then started
-    assert ("stop", H1) in calls[:back] and calls[back + 1:] == [("recheck", H1), ("start", H1)]
+    after = [c for c in calls[back + 1:] if c[0] != "remove_tags"]
+    assert ("stop", H1) in calls[:back] and after == [("recheck", H1), ("start", H1)]
     assert world.qbt.t[H1].stopped is False
 
 
