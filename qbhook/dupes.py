@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from qbhook.catalog.store import HASH_VALID, Catalog
-from qbhook.hashing import SAMPLE_SIZE, _locate, ensure_hashes, sample_file
+from qbhook.hashing import SAMPLE_SIZE, _locate_many, ensure_hashes, sample_file
 from qbhook.progress import Progress
 
 
@@ -63,6 +63,7 @@ def find_duplicates(catalog: Catalog, *, settle_seconds: float = 60.0, min_size:
 
     need_full: list[int] = []
     samples_new: list[tuple[int, bytes, int, int]] = []
+    to_sample: dict[int, list] = {}
     for size, members in by_size.items():
         if all(m[2] is not None for m in members):
             continue
@@ -70,19 +71,25 @@ def find_duplicates(catalog: Catalog, *, settle_seconds: float = 60.0, min_size:
             # The sample would read the whole file anyway.
             need_full.extend(m[0] for m in members if m[2] is None)
             continue
+        to_sample[size] = members
+    # Samples for every member that lacks a valid one, catalog rows read in chunks.
+    missing = [m[0] for members in to_sample.values() for m in members if m[3] is None]
+    fresh: dict[int, bytes] = {}
+    for iid, _row, path, _st in _locate_many(catalog, missing):
+        if path is None:
+            continue
+        try:
+            sample, st = sample_file(path)
+        except OSError:
+            continue
+        fresh[iid] = sample
+        samples_new.append((iid, sample, st.st_mtime_ns, st.st_ctime_ns))
+    for members in to_sample.values():
         keyed: dict[bytes, list] = defaultdict(list)
         for m in members:
-            sample = m[3]
-            if sample is None:
-                _row, path = _locate(catalog, m[0])
-                if path is None:
-                    continue
-                try:
-                    sample, st = sample_file(path)
-                except OSError:
-                    continue
-                samples_new.append((m[0], sample, st.st_mtime_ns, st.st_ctime_ns))
-            keyed[sample].append(m)
+            sample = m[3] if m[3] is not None else fresh.get(m[0])
+            if sample is not None:
+                keyed[sample].append(m)
         for group in keyed.values():
             if len(group) > 1:
                 need_full.extend(m[0] for m in group if m[2] is None)
@@ -91,22 +98,37 @@ def find_duplicates(catalog: Catalog, *, settle_seconds: float = 60.0, min_size:
     if need_full:
         ensure_hashes(catalog, need_full, settle_seconds=settle_seconds, progress=progress)
 
-    sets = []
-    for size, digest, ids in _hash_groups(conn, min_size):
-        copies = []
-        for iid in ids:
-            row = catalog.inode(iid)
-            paths = catalog.paths_of(iid)
-            copies.append(Copy(iid, row.fsid, row.ino, row.nlink, sorted({p for _, p in paths}),
-                               [os.fsdecode(p) for p, _ in paths]))
-        sets.append(DupeSet(size, digest.hex(), copies))
+    sets = [DupeSet(size, digest.hex(), copies) for size, digest, copies in _hash_groups(conn, min_size)]
     sets.sort(key=lambda s: (-s.reclaimable, s.hash))
     return sets
 
 
 def _hash_groups(conn, min_size: int):
+    """(size, digest, copies) for every content held by more than one inode: one query for all
+    sets (with every inode's fsid and paths) instead of two queries per copy."""
     cur = conn.execute(
-        f"SELECT size, hash, group_concat(id) FROM inodes WHERE size >= ? AND {HASH_VALID} "
-        "GROUP BY size, hash HAVING count(*) > 1", (min_size,))
-    for size, digest, ids in cur:
-        yield size, digest, [int(i) for i in ids.split(",")]
+        "SELECT i.size, i.hash, i.id, f.fsid, i.ino, i.nlink, p.path, p.pool FROM inodes i "
+        f"JOIN (SELECT size AS g_size, hash AS g_hash FROM inodes WHERE size >= ? AND {HASH_VALID} "
+        "      GROUP BY size, hash HAVING count(*) > 1) g ON i.size = g.g_size AND i.hash = g.g_hash "
+        "JOIN filesystems f ON f.id = i.fs LEFT JOIN paths p ON p.inode = i.id "
+        f"WHERE {HASH_VALID} ORDER BY i.size, i.hash, i.id, p.path", (min_size,))
+    key, copies, copy = None, [], None
+    for size, digest, iid, fsid, ino, nlink, path, pool in cur:
+        if (size, digest) != key:
+            if key is not None:
+                yield key[0], key[1], _finish(copies)
+            key, copies, copy = (size, digest), [], None
+        if copy is None or copy.inode_id != iid:
+            copy = Copy(iid, fsid, ino, nlink, [], [])
+            copies.append(copy)
+        if path is not None:
+            copy.paths.append(os.fsdecode(path))
+            copy.pools.append(pool)
+    if key is not None:
+        yield key[0], key[1], _finish(copies)
+
+
+def _finish(copies: list[Copy]) -> list[Copy]:
+    for c in copies:
+        c.pools = sorted(set(c.pools))
+    return copies

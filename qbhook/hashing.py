@@ -10,6 +10,8 @@ written by a download is not worth remembering).
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,7 +21,14 @@ import blake3
 from qbhook.catalog.store import Catalog
 from qbhook.progress import Progress
 
-BUF_SIZE = 8 * 1024 * 1024
+BUF_SIZE = 4 * 1024 * 1024
+# Files at least this big are read on a helper thread while the previous buffer is hashed
+# (bench/bench_hash.py, page-cached, 2 cores: ~0.6x b3sum without it, ~0.85x with it).
+PIPELINE_MIN = 4 * BUF_SIZE
+PIPELINE_BUFFERS = 2
+MULTITHREAD_MIN = 1024 * 1024   # smaller files are hashed on one thread
+STORE_BATCH = 1000          # ensure_hashes: commit hashes in batches of this many files ...
+STORE_INTERVAL = 5.0        # ... or after this many seconds
 SAMPLE_SIZE = 16 * 1024
 EMPTY_HASH = blake3.blake3(b"").digest()
 
@@ -51,12 +60,24 @@ def _can_noatime() -> bool:
 
 
 def hash_fd(fd: int, hasher=None) -> bytes:
-    h = hasher or blake3.blake3(max_threads=blake3.blake3.AUTO)
+    """BLAKE3 of everything readable from ``fd``'s current offset to EOF."""
+    try:
+        size = os.fstat(fd).st_size
+    except OSError:
+        size = 0
+    # Multithreaded hashing pays off only for big inputs; on small files its overhead is
+    # bigger than the hashing (bench/bench_dupes.py: ~30 us more per 100 KB file).
+    h = hasher or blake3.blake3(max_threads=blake3.blake3.AUTO if size >= MULTITHREAD_MIN else 1)
     try:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
     except (OSError, AttributeError):
         pass
-    buf = bytearray(BUF_SIZE)
+    if size >= PIPELINE_MIN:
+        _hash_pipelined(fd, h)
+        return h.digest()
+    # A buffer the size of the file (plus one byte to see EOF), not BUF_SIZE: zero-filling
+    # 4 MiB cost more than hashing a typical small file.
+    buf = bytearray(min(BUF_SIZE, max(size + 1, 64 * 1024)))
     view = memoryview(buf)
     while True:
         n = os.readv(fd, [buf])
@@ -64,6 +85,45 @@ def hash_fd(fd: int, hasher=None) -> bytes:
             break
         h.update(view[:n])
     return h.digest()
+
+
+def _hash_pipelined(fd: int, h) -> None:
+    """Read the next buffer on a helper thread while this thread hashes the previous one.
+
+    Still one sequential reader (the disk sees the same access pattern), but the copy out of
+    the page cache, or the wait for the disk, overlaps the hashing instead of adding to it.
+    Buffers go back and forth through two queues, so at most PIPELINE_BUFFERS are in flight.
+    """
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    full: queue.SimpleQueue = queue.SimpleQueue()
+    for _ in range(PIPELINE_BUFFERS):
+        free.put(bytearray(BUF_SIZE))
+
+    def reader():
+        try:
+            while (buf := free.get()) is not None:
+                n = os.readv(fd, [buf])
+                full.put((buf, n, None))
+                if not n:
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the hashing thread, re-raised there
+            full.put((None, 0, e))
+
+    t = threading.Thread(target=reader, name="hash-read", daemon=True)
+    t.start()
+    try:
+        while True:
+            buf, n, err = full.get()
+            if err is not None:
+                raise err
+            if not n:
+                break
+            with memoryview(buf) as view:
+                h.update(view[:n])
+            free.put(buf)
+    finally:
+        free.put(None)  # stops the reader (after at most PIPELINE_BUFFERS more reads) if we leave early
+        t.join()
 
 
 def hash_file(path: bytes | str) -> HashResult:
@@ -119,6 +179,30 @@ def _locate(catalog: Catalog, inode_id: int):
     return row, None
 
 
+def _locate_many(catalog: Catalog, inode_ids: list[int], chunk: int = 500):
+    """_locate() for many inodes, reading the catalog in chunks: yields (inode id, row, path,
+    lstat of path) with path and lstat None when no path still is that inode (row None: unknown id)."""
+    for i in range(0, len(inode_ids), chunk):
+        ids = inode_ids[i:i + chunk]
+        found = catalog.inodes_and_paths(ids)
+        for iid in ids:
+            ent = found.get(iid)
+            if ent is None:
+                yield iid, None, None, None
+                continue
+            row, paths = ent
+            for path in paths:
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                if st.st_ino == row.ino and catalog.fs_for_path(path, st.st_dev) == row.fs:
+                    yield iid, row, path, st
+                    break
+            else:
+                yield iid, row, None, None
+
+
 def ensure_hashes(catalog: Catalog, inode_ids, *, settle_seconds: float = 60.0,
                   progress: Progress | None = None) -> EnsureReport:
     """Make sure every inode in ``inode_ids`` has a valid cached hash, hashing only what lacks one.
@@ -128,49 +212,75 @@ def ensure_hashes(catalog: Catalog, inode_ids, *, settle_seconds: float = 60.0,
     """
     report = EnsureReport()
     todo: dict[int, list[tuple[int, bytes]]] = {}
-    for iid in dict.fromkeys(inode_ids):
-        row, path = _locate(catalog, iid)
+    for iid, row, path, st in _locate_many(catalog, list(dict.fromkeys(inode_ids))):
         if row is None or path is None:
             report.missing.append(iid)
             continue
-        if row.hash is not None:
-            st = os.lstat(path)
-            if (st.st_size, st.st_mtime_ns, st.st_ctime_ns) == (row.size, row.mtime_ns, row.ctime_ns):
-                report.cached += 1
-                continue
+        if row.hash is not None and (st.st_size, st.st_mtime_ns, st.st_ctime_ns) == (row.size, row.mtime_ns, row.ctime_ns):
+            report.cached += 1
+            continue
         todo.setdefault(row.fs, []).append((iid, path))
     if not todo:
         return report
 
     total = sum(len(v) for v in todo.values())
     done = 0
+    # Results stream back as each file is done and are written in batches: one commit per
+    # STORE_BATCH files or STORE_INTERVAL seconds, whichever comes first (a commit per file
+    # costs an fsync each; waiting for a whole filesystem would lose hours of work on a crash).
+    results: queue.SimpleQueue = queue.SimpleQueue()
+    hashed: list[tuple[int, bytes, os.stat_result]] = []
+    stats: list[tuple[int, os.stat_result]] = []
+    last_store = time.monotonic()
+
+    def store() -> None:
+        nonlocal last_store
+        catalog.store_hashes(hashed)
+        catalog.store_stats(stats)
+        hashed.clear()
+        stats.clear()
+        last_store = time.monotonic()
+
+    stop = threading.Event()     # set when we leave early: workers stop after their current file
 
     def worker(items):
-        out = []
         for iid, path in items:
+            if stop.is_set():
+                return
             try:
-                out.append((iid, hash_file(path), None))
+                results.put((iid, hash_file(path), None))
             except OSError as e:
-                out.append((iid, None, e))
-        return out
+                results.put((iid, None, e))
+            except BaseException as e:  # noqa: BLE001 - re-raised on the catalog thread
+                results.put((iid, None, e))
+                return
 
     with ThreadPoolExecutor(max_workers=min(len(todo), 8), thread_name_prefix="hash") as ex:
-        futures = [ex.submit(worker, items) for items in todo.values()]
-        for fut in futures:
-            for iid, res, err in fut.result():
+        for items in todo.values():
+            ex.submit(worker, items)
+        try:
+            while done < total:
+                iid, res, err = results.get()
                 done += 1
+                if err is not None and not isinstance(err, OSError):
+                    raise err
                 if res is None:
                     report.missing.append(iid)
                     continue
                 report.bytes_read += res.after.st_size
                 if res.settled(settle_seconds):
-                    catalog.store_hash(iid, res.digest, res.after)
+                    hashed.append((iid, res.digest, res.after))
                     report.hashed += 1
                 else:
-                    catalog.store_stat(iid, res.after)
+                    stats.append((iid, res.after))
                     report.unsettled.append(iid)
+                if len(hashed) + len(stats) >= STORE_BATCH or time.monotonic() - last_store >= STORE_INTERVAL:
+                    store()
                 if progress is not None:
                     progress.update(done, f"hashing {done:,}/{total:,} files")
+        finally:
+            stop.set()
+            store()
     if progress is not None:
         progress.done(f"hashed {report.hashed:,} files ({report.bytes_read / 2**30:.2f} GiB)")
     return report

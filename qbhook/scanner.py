@@ -54,7 +54,9 @@ def scan_pool(catalog: Catalog, pool: PoolConfig, scan_cfg: ScanConfig, *,
                             (pool.name, root, time.time())).lastrowid
     result = ScanResult(pool=pool.name, scan_id=scan_id)
 
-    known = catalog.load_pool_paths(pool.name)
+    # path -> signature of (fs, ino, size, mtime_ns, ctime_ns, nlink): one int per path keeps
+    # the rescan's memory and per-file work small (see store.stat_signature).
+    known = catalog.load_pool_signatures(pool.name)
     if subtree:
         prefix = root + b"/"
         known = {p: v for p, v in known.items() if p == root or p.startswith(prefix)}
@@ -93,8 +95,8 @@ def scan_pool(catalog: Catalog, pool: PoolConfig, scan_cfg: ScanConfig, *,
                 if fs is None:
                     fs = dev_fs[st.st_dev] = catalog.fs_for_path(entry.path, st.st_dev)
                 rec = known.pop(entry.path, None)
-                if (rec is None or rec[2] != fs or rec[3] != st.st_ino or rec[4] != st.st_size
-                        or rec[5] != st.st_mtime_ns or rec[6] != st.st_ctime_ns or rec[7] != st.st_nlink):
+                # inline stat_signature(): this line runs once per file
+                if rec != hash((fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink)):
                     changes.append((entry.path, fs, st))
                     if len(changes) >= 5000:
                         _flush(catalog, pool.name, changes, scan_id)
@@ -110,7 +112,8 @@ def scan_pool(catalog: Catalog, pool: PoolConfig, scan_cfg: ScanConfig, *,
     # Keep rows below folders we could not read: unknown is not deleted.
     if unreadable:
         bad = tuple(u + b"/" for u in unreadable)
-        vanished = {p: v for p, v in known.items() if not p.startswith(bad) and p not in unreadable}
+        unreadable_set = set(unreadable)
+        vanished = {p: v for p, v in known.items() if not p.startswith(bad) and p not in unreadable_set}
     else:
         vanished = known
 
@@ -121,7 +124,7 @@ def scan_pool(catalog: Catalog, pool: PoolConfig, scan_cfg: ScanConfig, *,
     _flush(catalog, pool.name, changes, scan_id)
     with Tx(conn) as c:
         if not refuse and vanished:
-            catalog.remove_paths(c, [v[0] for v in vanished.values()])
+            catalog.remove_paths_named(c, list(vanished))
             catalog.drop_orphan_inodes(c)
             result.removed = len(vanished)
         result.status = "refused" if refuse else "ok"
@@ -144,8 +147,7 @@ def _flush(catalog: Catalog, pool: str, changes: list, scan_id: int) -> None:
     if not changes:
         return
     with Tx(catalog.conn) as c:
-        for path, fs, st in changes:
-            catalog.upsert(c, pool, path, fs, st, scan_id)
+        catalog.upsert_many(c, pool, changes, scan_id)
     changes.clear()
 
 

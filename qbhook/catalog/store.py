@@ -9,6 +9,7 @@ is known under every name it has.
 from __future__ import annotations
 
 import os
+import select
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -19,6 +20,17 @@ from qbhook.catalog.db import Tx, connect
 
 HASH_VALID = ("hash IS NOT NULL AND hash_size = size AND hash_mtime_ns = mtime_ns "
               "AND hash_ctime_ns = ctime_ns")
+
+
+def stat_signature(fs: int, ino: int, size: int, mtime_ns: int, ctime_ns: int, nlink: int) -> int:
+    """What the scanner compares: Python's tuple hash of the six fields (no per-process salt for ints).
+
+    A change of any single field (values below 2**61) always changes it: each step of CPython's
+    tuple hash is a bijection of its state. Several fields changing at once collide with odds
+    of about 2**-64. A cached content hash is never trusted on this alone: ensure_hashes
+    re-stats the file and compares size/mtime/ctime before using it.
+    """
+    return hash((fs, ino, size, mtime_ns, ctime_ns, nlink))
 
 
 @dataclass(frozen=True)
@@ -43,10 +55,41 @@ class Filesystem:
     dev: int | None
 
 
+class _MountWatch:
+    """Tells whether this process's mount table changed since the last call.
+
+    /proc/self/mountinfo is pollable: POLLPRI is raised once after each mount or unmount in
+    the namespace (poll itself re-arms it). Where it cannot be watched, every call says
+    "changed", so callers never trust a cache they cannot validate.
+    """
+
+    def __init__(self):
+        self._poll = None
+        try:
+            self._file = open("/proc/self/mountinfo", "rb", buffering=0)  # noqa: SIM115 - kept open
+            self._poll = select.poll()
+            self._poll.register(self._file.fileno(), select.POLLPRI | select.POLLERR)
+        except (OSError, AttributeError):
+            self._poll = None
+
+    def changed(self) -> bool:
+        if self._poll is None:
+            return True
+        return any(ev & (select.POLLPRI | select.POLLERR) for _fd, ev in self._poll.poll(0))
+
+    def close(self) -> None:
+        if self._poll is not None:
+            self._file.close()
+            self._poll = None
+
+
 class Catalog:
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
+        # st_dev -> filesystem row: valid only until the next mount/unmount (a remount can hand
+        # one filesystem's old st_dev to another), so it is dropped whenever the mount table moves.
         self._dev_cache: dict[int, int] = {}
+        self._mounts = _MountWatch()
         self._fsid_cache: dict[int, str] = {}
 
     @classmethod
@@ -54,6 +97,7 @@ class Catalog:
         return cls(connect(path, readonly=readonly))
 
     def close(self) -> None:
+        self._mounts.close()
         self.conn.close()
 
     # ------------------------------------------------------------ filesystems
@@ -61,6 +105,8 @@ class Catalog:
         """Row id of the filesystem holding ``path`` (registering it, re-mapping st_dev if it moved)."""
         if dev is None:
             dev = os.lstat(path).st_dev
+        if self._mounts.changed():
+            self._dev_cache.clear()
         cached = self._dev_cache.get(dev)
         if cached is not None:
             return cached
@@ -96,6 +142,20 @@ class Catalog:
             "FROM paths p JOIN inodes i ON i.id = p.inode WHERE p.pool = ?", (pool,))
         return {r[0]: r[1:] for r in cur}
 
+    def load_pool_signatures(self, pool: str) -> dict[bytes, int]:
+        """path -> stat_signature(fs, ino, size, mtime_ns, ctime_ns, nlink) for one pool.
+
+        What a rescan compares against: one int per path instead of a tuple of eight
+        (about half the memory and load time of load_pool_paths on large pools).
+        """
+        cur = self.conn.execute(
+            "SELECT p.path, i.fs, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.nlink "
+            "FROM paths p JOIN inodes i ON i.id = p.inode WHERE p.pool = ?", (pool,))
+        out: dict[bytes, int] = {}
+        while rows := cur.fetchmany(10000):
+            out.update({r[0]: hash(r[1:]) for r in rows})  # == stat_signature(*r[1:])
+        return out
+
     def upsert(self, c: sqlite3.Connection, pool: str, path: bytes, fs: int, st: os.stat_result, scan_id: int | None) -> int:
         """Record that ``path`` is a link to the inode described by ``st``. Caller holds a transaction."""
         inode_id = c.execute(
@@ -108,10 +168,27 @@ class Catalog:
                   (path, inode_id, pool, scan_id))
         return inode_id
 
+    def upsert_many(self, c: sqlite3.Connection, pool: str, rows: list[tuple[bytes, int, os.stat_result]],
+                    scan_id: int | None) -> None:
+        """upsert() for many (path, fs, stat) at once: two executemany calls instead of two
+        statements per path. Caller holds a transaction. Same end state as upserting one by one."""
+        c.executemany(
+            "INSERT INTO inodes(fs, ino, size, mtime_ns, ctime_ns, nlink, seen_scan) VALUES (?,?,?,?,?,?,?) "
+            "ON CONFLICT(fs, ino) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
+            "ctime_ns=excluded.ctime_ns, nlink=excluded.nlink, seen_scan=excluded.seen_scan",
+            [(fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, scan_id) for _p, fs, st in rows])
+        c.executemany(
+            "INSERT INTO paths(path, inode, pool, seen_scan) VALUES (?, (SELECT id FROM inodes WHERE fs=? AND ino=?), ?, ?) "
+            "ON CONFLICT(path) DO UPDATE SET inode=excluded.inode, pool=excluded.pool, seen_scan=excluded.seen_scan",
+            [(path, fs, st.st_ino, pool, scan_id) for path, fs, st in rows])
+
     def remove_paths(self, c: sqlite3.Connection, path_ids: list[int]) -> None:
         for i in range(0, len(path_ids), 500):
             chunk = path_ids[i:i + 500]
             c.execute(f"DELETE FROM paths WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+
+    def remove_paths_named(self, c: sqlite3.Connection, paths: list[bytes]) -> None:
+        c.executemany("DELETE FROM paths WHERE path = ?", ((p,) for p in paths))
 
     def drop_orphan_inodes(self, c: sqlite3.Connection) -> int:
         return c.execute("DELETE FROM inodes WHERE NOT EXISTS (SELECT 1 FROM paths WHERE paths.inode = inodes.id)").rowcount
@@ -146,6 +223,26 @@ class Catalog:
                       (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, digest, st.st_size,
                        st.st_mtime_ns, st.st_ctime_ns, time.time(), inode_id))
 
+    def store_hashes(self, rows: list[tuple[int, bytes, os.stat_result]]) -> None:
+        """store_hash() for many inodes in one transaction (one commit, not one per file)."""
+        if not rows:
+            return
+        now = time.time()
+        with Tx(self.conn) as c:
+            c.executemany("UPDATE inodes SET size=?, mtime_ns=?, ctime_ns=?, nlink=?, hash=?, hash_size=?, "
+                          "hash_mtime_ns=?, hash_ctime_ns=?, hashed_at=? WHERE id=?",
+                          [(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, digest, st.st_size,
+                            st.st_mtime_ns, st.st_ctime_ns, now, inode_id) for inode_id, digest, st in rows])
+
+    def store_stats(self, rows: list[tuple[int, os.stat_result]]) -> None:
+        """store_stat() for many inodes in one transaction."""
+        if not rows:
+            return
+        with Tx(self.conn) as c:
+            c.executemany("UPDATE inodes SET size=?, mtime_ns=?, ctime_ns=?, nlink=? WHERE id=?",
+                          [(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, inode_id)
+                           for inode_id, st in rows])
+
     def store_stat(self, inode_id: int, st: os.stat_result) -> None:
         with Tx(self.conn) as c:
             c.execute("UPDATE inodes SET size=?, mtime_ns=?, ctime_ns=?, nlink=? WHERE id=?",
@@ -162,6 +259,24 @@ class Catalog:
             f"SELECT i.id, i.fs, f.fsid, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.nlink, CASE WHEN {HASH_VALID} THEN hash END "
             "FROM inodes i JOIN filesystems f ON f.id = i.fs WHERE i.id=?", (inode_id,)).fetchone()
         return InodeRow(*r) if r else None
+
+    def inodes_and_paths(self, inode_ids: list[int]) -> dict[int, tuple[InodeRow, list[bytes]]]:
+        """inode() and the paths of paths_of() for many inodes, in one query per 500 ids."""
+        out: dict[int, tuple[InodeRow, list[bytes]]] = {}
+        for i in range(0, len(inode_ids), 500):
+            chunk = inode_ids[i:i + 500]
+            cur = self.conn.execute(
+                f"SELECT i.id, i.fs, f.fsid, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.nlink, "
+                f"CASE WHEN {HASH_VALID} THEN hash END, p.path "
+                "FROM inodes i JOIN filesystems f ON f.id = i.fs LEFT JOIN paths p ON p.inode = i.id "
+                f"WHERE i.id IN ({','.join('?' * len(chunk))}) ORDER BY i.id, p.path", chunk)
+            for r in cur:
+                ent = out.get(r[0])
+                if ent is None:
+                    ent = out[r[0]] = (InodeRow(*r[:9]), [])
+                if r[9] is not None:
+                    ent[1].append(r[9])
+        return out
 
     def inode_by_path(self, path: str | bytes) -> InodeRow | None:
         r = self.conn.execute("SELECT inode FROM paths WHERE path=?", (os.fsencode(path),)).fetchone()

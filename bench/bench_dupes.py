@@ -1,0 +1,329 @@
+#!/usr/bin/env python3
+"""Benchmark `qbhook dupes` against jdupes and rdfind on a generated two-pool tree.
+
+The tree (in a temp folder, default under /tmp, removed afterwards) has two pool folders with
+many small files and some large ones; about --dup-share of the files are copies of another
+file as separate inodes (within a pool and across the two), some files have extra hardlinks,
+and some files share a size (and for large ones head and tail) with a different content, so
+every tool has to read to tell them apart. Timed, each in its own process, warm page cache:
+
+  jdupes -r -q STASH POOL              (median of --runs; jdupes keeps no cache between runs)
+  rdfind -dryrun true STASH POOL       (median of --runs)
+  qbhook dupes, first run              (empty catalog: scan + sample + hash; median of --runs,
+                                        each on a fresh catalog)
+  qbhook dupes, warm run               (same catalog again: rescan, nothing re-read)
+
+Correctness cross-check: the number of duplicate sets and the reclaimable bytes must agree.
+jdupes without -H never matches two hardlinks of one inode (they are "the same file"), which
+is qbhook's rule too (duplicates are distinct inodes); with -H it would also report link-only
+groups. rdfind's -removeidentinode (default true) does the same. Empty files are ignored by
+all three (jdupes without -z, rdfind -ignoreempty, qbhook --min-size 1).
+
+Targets: first run no slower than jdupes; warm run >= 3x faster than jdupes.
+--cold drops the page cache before every timed run (the case of pools much bigger than RAM).
+
+  python bench/bench_dupes.py
+  python bench/bench_dupes.py --small 5000 --large 10 --runs 1     # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import (
+    cleanup,
+    drop_caches,
+    drop_caches_possible,
+    env_with_pythonpath,
+    fstype_of,
+    machine,
+    qbhook_cmd,
+    require,
+    rss_method,
+    run_rss,
+    table,
+    tool_version,
+    verdict,
+    workdir,
+    write_config,
+)
+
+KiB, MiB = 1024, 1 << 20
+WARM_TARGET = 3.0
+
+
+class Gen:
+    """Content generator: distinct content per id, cheap to produce in bulk."""
+
+    def __init__(self, seed: int):
+        self.rng = random.Random(seed)
+        self.block = self.rng.randbytes(4 * MiB)
+
+    def content(self, cid: int, size: int, middle_variant: int = 0) -> bytes:
+        # A unique 16-byte prefix and suffix per content id; the bulk comes from a shared
+        # random block at an id-dependent offset. middle_variant changes one byte in the
+        # middle only: same size, same head and tail, different content.
+        tag = cid.to_bytes(8, "little") * 2
+        if size <= 32:
+            return (tag * 2)[:size]
+        off = (cid * 7919) % (len(self.block) // 2)
+        body = bytearray()
+        need = size - 32
+        while len(body) < need:
+            take = min(need - len(body), len(self.block) - off)
+            body += self.block[off:off + take]
+            off = 0
+        if middle_variant:
+            body[len(body) // 2] ^= middle_variant & 0xFF or 1
+        return tag + bytes(body) + tag
+
+
+def generate(base: Path, args) -> dict:
+    rng = random.Random(args.seed)
+    gen = Gen(args.seed)
+    roots = {"stash": base / "stash", "pool": base / "pool"}
+    seeding = {k: v / "data/media/torrents/seeding" for k, v in roots.items()}
+    for s in seeding.values():
+        s.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    written = 0
+    files = []          # (path, size, cid, variant)
+    n_folders = max(args.small // 20, 1)
+
+    def target(i: int) -> Path:
+        pool = "stash" if rng.random() < 0.6 else "pool"
+        folder = seeding[pool] / f"Release.{i % n_folders:05d}.1080p-GRP"
+        return folder / f"file.{i:06d}.bin"
+
+    def small_size() -> int:
+        # log-uniform 1 KiB .. 512 KiB, rounded to 512 bytes: many natural size collisions
+        return max(512, int(2 ** rng.uniform(10, 19)) // 512 * 512)
+
+    specs = []
+    cid = 0
+    for i in range(args.small):
+        specs.append((small_size(), cid, 0))
+        cid += 1
+    for i in range(args.large):
+        specs.append((rng.randint(args.large_min, args.large_max) // 4096 * 4096, cid, 0))
+        cid += 1
+    # Same size + same head/tail, different middle: some large, some small.
+    for k in range(max(args.large // 10, 1)):
+        size, c, _ = specs[args.small + k] if args.large else specs[k]
+        specs.append((size, c, k + 1))
+    # Copies: a share of files gets a duplicate (separate inode) somewhere in either pool.
+    originals = list(specs)
+    n_dup = int(len(originals) * args.dup_share / (1 - args.dup_share))
+    for k in range(n_dup):
+        specs.append(rng.choice(originals))
+    rng.shuffle(specs)
+
+    for i, (size, c, variant) in enumerate(specs):
+        p = target(i)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p, "wb") as f:
+            f.write(gen.content(c, size, variant))
+        written += size
+        files.append(p)
+    # Hardlinks: some files get a second name (a cross-seed folder) in the same pool.
+    links = 0
+    for p in rng.sample(files, int(len(files) * args.link_share)):
+        q = p.parent.with_name(p.parent.name + ".xseed") / p.name
+        q.parent.mkdir(exist_ok=True)
+        os.link(p, q)
+        links += 1
+    # A few empty files (ignored by everyone)
+    for k in range(10):
+        (seeding["stash"] / f"empty{k}.nfo").touch()
+    return {"files": len(files), "links": links, "bytes": written, "seconds": time.perf_counter() - t0,
+            "roots": roots, "contents": cid, "copies_made": n_dup}
+
+
+def warm_cache(roots) -> None:
+    subprocess.run(["bash", "-c", "find \"$@\" -type f -exec cat {} + > /dev/null", "_",
+                    *map(str, roots.values())], check=True)
+
+
+def parse_jdupes(text: str) -> list[list[str]]:
+    sets, cur = [], []
+    for line in text.splitlines():
+        if line.strip():
+            cur.append(line)
+        elif cur:
+            sets.append(cur)
+            cur = []
+    if cur:
+        sets.append(cur)
+    return sets
+
+
+def summarize_paths(sets: list[list[str]]) -> tuple[int, int]:
+    """(sets, reclaimable bytes) counting each inode once per set."""
+    reclaim = 0
+    n = 0
+    for s in sets:
+        inodes = {}
+        for p in s:
+            st = os.lstat(p)
+            inodes[(st.st_dev, st.st_ino)] = st.st_size
+        if len(inodes) > 1:
+            n += 1
+            size = next(iter(inodes.values()))
+            reclaim += size * (len(inodes) - 1)
+    return n, reclaim
+
+
+def parse_rdfind(path: Path) -> list[list[str]]:
+    groups = defaultdict(list)
+    for line in path.read_text(errors="surrogateescape").splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        parts = line.split(" ", 7)
+        groups[abs(int(parts[1]))].append(parts[7])
+    return list(groups.values())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--small", type=int, default=20000, help="small files (1-512 KiB) before copies (default 20000)")
+    ap.add_argument("--large", type=int, default=40, help="large files before copies (default 40)")
+    ap.add_argument("--large-min", type=int, default=8 * MiB, help="smallest large file in bytes (default 8 MiB)")
+    ap.add_argument("--large-max", type=int, default=48 * MiB, help="biggest large file in bytes (default 48 MiB)")
+    ap.add_argument("--dup-share", type=float, default=0.3, help="share of files that are copies (default 0.3)")
+    ap.add_argument("--link-share", type=float, default=0.05, help="share of files with an extra hardlink (0.05)")
+    ap.add_argument("--runs", type=int, default=3, help="timed runs per tool, median taken (default 3)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--no-rdfind", action="store_true", help="skip rdfind")
+    ap.add_argument("--tmpdir", default="/tmp", help="where the tree is generated (default /tmp)")
+    ap.add_argument("--keep", action="store_true", help="keep the generated tree")
+    ap.add_argument("--cold", action="store_true",
+                    help="drop the page cache (sync; echo 3 > /proc/sys/vm/drop_caches: root, whole machine) "
+                         "before every timed run: pools far bigger than RAM are read from disk")
+    ap.add_argument("--compare", metavar="DIR",
+                    help="also time the qbhook package found in DIR (e.g. an older checkout)")
+    ap.add_argument("--compare-label", default="other", help="name for the --compare rows (default 'other')")
+    ap.add_argument("--json", action="store_true", help="also print the results as JSON")
+    args = ap.parse_args()
+    require("jdupes", *(() if args.no_rdfind else ("rdfind",)))
+    if args.cold and not drop_caches_possible():
+        raise SystemExit("--cold needs root (writes /proc/sys/vm/drop_caches)")
+
+    base = workdir(args.tmpdir, "qbhook-bench-dupes-")
+    try:
+        info = generate(base, args)
+        roots = info["roots"]
+        print(f"generated {info['files']:,} files ({info['bytes'] / 2**30:.2f} GiB, {info['copies_made']:,} "
+              f"copies) + {info['links']:,} hardlinks in {info['seconds']:.1f}s on {fstype_of(base)}",
+              file=sys.stderr)
+        warm_cache(roots)
+        dirs = [str(roots["stash"]), str(roots["pool"])]
+        rows, res = [], {}
+
+        versions = [("qbhook", None)]
+        if args.compare:
+            versions.append((f"qbhook@{args.compare_label}", env_with_pythonpath(args.compare)))
+
+        def prepare() -> None:
+            if args.cold:
+                drop_caches()
+
+        # jdupes
+        jd_runs = []
+        for _ in range(args.runs):
+            prepare()
+            jd_runs.append(run_rss(["jdupes", "-r", "-q", *dirs], stdout_path=str(base / "jdupes.txt")))
+        jd = statistics.median(r.seconds for r in jd_runs)
+        jd_sets, jd_bytes = summarize_paths(parse_jdupes(jd_runs[-1].stdout.decode(errors="surrogateescape")))
+        print(f"  jdupes: {jd:.2f}s, {jd_sets} sets", file=sys.stderr)
+
+        # rdfind (writes its results file; -dryrun changes nothing)
+        rd = rd_sets = rd_bytes = None
+        if not args.no_rdfind:
+            rd_runs = []
+            for _ in range(args.runs):
+                prepare()
+                rd_runs.append(run_rss(["rdfind", "-dryrun", "true", "-outputname", str(base / "rdfind.txt"), *dirs]))
+            rd = statistics.median(r.seconds for r in rd_runs)
+            rd_sets, rd_bytes = summarize_paths(parse_rdfind(base / "rdfind.txt"))
+            print(f"  rdfind: {rd:.2f}s, {rd_sets} sets", file=sys.stderr)
+
+        # qbhook: first runs on fresh catalogs, then warm runs on the last one
+        qres = {}
+        for vi, (name, env) in enumerate(versions):
+            firsts, first_rss = [], []
+            for k in range(args.runs):
+                cat = base / f"catalog{vi}-{k}.sqlite"
+                cfg = write_config(base / f"config{vi}-{k}.yaml", cat, roots["stash"], roots["pool"])
+                prepare()
+                r = run_rss(qbhook_cmd(cfg, "--json", "dupes"), stdout_path=str(base / "qbhook.json"), env=env)
+                firsts.append(r.seconds)
+                first_rss.append(r.maxrss_kib)
+                if k < args.runs - 1:
+                    for suffix in ("", "-wal", "-shm"):
+                        Path(str(cat) + suffix).unlink(missing_ok=True)
+            q = json.loads((base / "qbhook.json").read_text())
+            warm_runs = []
+            for _ in range(args.runs):
+                prepare()
+                warm_runs.append(run_rss(qbhook_cmd(cfg, "--json", "dupes"), stdout_path=str(base / "qbhook2.json"),
+                                         env=env))
+            q2 = json.loads((base / "qbhook2.json").read_text())
+            assert (len(q2["sets"]), q2["reclaimable_bytes"]) == (len(q["sets"]), q["reclaimable_bytes"]), \
+                f"{name}: warm run disagrees with first"
+            qres[name] = {"first": statistics.median(firsts), "warm": statistics.median(r.seconds for r in warm_runs),
+                          "sets": len(q["sets"]), "bytes": q["reclaimable_bytes"],
+                          "rss_first": max(first_rss), "rss_warm": max(r.maxrss_kib for r in warm_runs)}
+            print(f"  {name}: first {qres[name]['first']:.2f}s, warm {qres[name]['warm']:.2f}s, "
+                  f"{qres[name]['sets']} sets", file=sys.stderr)
+        q_sets, q_bytes = qres["qbhook"]["sets"], qres["qbhook"]["bytes"]
+
+        agree = all(q["sets"] == jd_sets and q["bytes"] == jd_bytes for q in qres.values()) and (
+            rd_sets is None or (q_sets == rd_sets and q_bytes == rd_bytes))
+        rows.append(["jdupes -r -q (baseline)", f"{jd:.2f}", "1.00x", str(jd_sets), f"{jd_bytes:,}",
+                     f"{max(r.maxrss_kib for r in jd_runs) / 1024:.0f}", "-"])
+        if rd is not None:
+            rows.append(["rdfind -dryrun true", f"{rd:.2f}", f"{jd / rd:.2f}x", str(rd_sets), f"{rd_bytes:,}",
+                         f"{max(r.maxrss_kib for r in rd_runs) / 1024:.0f}", "-"])
+        for name, q in qres.items():
+            rows.append([f"{name} dupes, first run (empty catalog)", f"{q['first']:.2f}", f"{jd / q['first']:.2f}x",
+                         str(q["sets"]), f"{q['bytes']:,}", f"{q['rss_first'] / 1024:.0f}",
+                         f"no slower than jdupes: {verdict(q['first'] <= jd)}"])
+            rows.append([f"{name} dupes, warm run", f"{q['warm']:.2f}", f"{jd / q['warm']:.2f}x", str(q["sets"]),
+                         f"{q['bytes']:,}", f"{q['rss_warm'] / 1024:.0f}",
+                         f">= {WARM_TARGET}x faster than jdupes: {verdict(jd / q['warm'] >= WARM_TARGET)}"])
+        print(f"\nmachine: {machine()}")
+        print(f"{tool_version(['jdupes', '-v'])}; {tool_version(['rdfind', '-v'])}")
+        cache = ("page cache dropped before every run (--cold)" if args.cold else "page-cached (warm)")
+        print(f"tree: {info['files']:,} files, {info['bytes'] / 2**30:.2f} GiB, {info['links']:,} extra hardlinks, "
+              f"on {fstype_of(base)}, {cache}; median of {args.runs} runs; speed = jdupes time / this time; "
+              f"{rss_method()}\n")
+        print(table(["what", "seconds", "speed vs jdupes", "dup sets", "reclaimable bytes", "peak RSS MB",
+                     "target"], rows))
+        print(f"\ncross-check (sets and reclaimable bytes equal for all tools): {'OK' if agree else 'MISMATCH'}")
+        res = {"files": info["files"], "bytes": info["bytes"], "links": info["links"], "cold": args.cold,
+               "jdupes": jd, "rdfind": rd, "qbhook": qres, "sets": {"jdupes": jd_sets, "rdfind": rd_sets},
+               "reclaimable": {"jdupes": jd_bytes, "rdfind": rd_bytes}, "agree": agree}
+        if args.json:
+            print(json.dumps(res, indent=2))
+        if not agree:
+            return 1
+    finally:
+        cleanup(base, args.keep)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

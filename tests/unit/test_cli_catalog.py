@@ -1,0 +1,363 @@
+"""CLI behaviour of the catalog commands on plain folders: config check, scan, dupes, find.
+
+One filesystem (tmp_path) stands in for both pools; where `config check` insists on two
+filesystems, the test says which st_dev the pool has instead.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import blake3
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from qbhook import hashing
+from qbhook.cli import main
+
+SEED = "data/media/torrents/seeding"
+
+
+class Env:
+    def __init__(self, tmp_path: Path):
+        self.tmp = tmp_path
+        self.stash = tmp_path / "stash"
+        self.pool = tmp_path / "pool"
+        for root in (self.stash, self.pool):
+            (root / SEED).mkdir(parents=True)
+        self.catalog = tmp_path / "var/catalog.sqlite"
+        self.catalog.parent.mkdir()
+        self.config = tmp_path / "config.yaml"
+        self.data = {
+            "catalog": str(self.catalog),
+            "pools": {"stash": {"path": str(self.stash), "role": "primary"},
+                      "pool": {"path": str(self.pool), "role": "cold"}},
+            "seeding_roots": {"stash": str(self.stash / SEED), "pool": str(self.pool / SEED)},
+            "scan": {"settle_seconds": 0, "mass_delete_min_paths": 3},
+        }
+        self.save()
+
+    def save(self, **over) -> None:
+        self.config.write_text(yaml.safe_dump({**self.data, **over}, sort_keys=False))
+
+    def run(self, *args, expect: int | None = 0, env: dict | None = None):
+        r = CliRunner().invoke(main, ["--config", str(self.config), *args], env=env)
+        if expect is not None:
+            assert r.exit_code == expect, (r.exit_code, r.output, r.exception)
+        return r
+
+    def json(self, *args, expect: int = 0) -> dict:
+        return json.loads(self.run("--json", *args, expect=expect).stdout)
+
+
+@pytest.fixture
+def env(tmp_path):
+    return Env(tmp_path)
+
+
+@pytest.fixture
+def two_filesystems(env, monkeypatch):
+    """Make `config check` see the pool on its own filesystem (tmp_path is one filesystem)."""
+    real = os.stat
+
+    def fake(path, *a, **kw):
+        st = real(path, *a, **kw)
+        if os.fspath(path) == str(env.pool):
+            return os.stat_result((st.st_mode, st.st_ino, st.st_dev + 1, *tuple(st)[3:]))
+        return st
+    monkeypatch.setattr("qbhook.config.os.stat", fake)
+    return env
+
+
+def put(path, data: bytes = b"x") -> bytes:
+    p = os.fsencode(path)
+    os.makedirs(os.path.dirname(p), exist_ok=True)
+    with open(p, "wb") as f:
+        f.write(data)
+    return p
+
+
+def b3(data: bytes) -> str:
+    return blake3.blake3(data).hexdigest()
+
+
+# --------------------------------------------------------------------------- config check
+
+
+def test_config_check_ok(two_filesystems):
+    env = two_filesystems
+    r = env.run("config", "check")
+    assert "config OK" in r.stderr and "PROBLEM" not in r.output
+    shown = yaml.safe_load(r.stdout)
+    assert shown["pools"]["stash"] == {"path": str(env.stash), "role": "primary", "seeding_root": str(env.stash / SEED)}
+    assert shown["scan"]["settle_seconds"] == 0 and shown["source"] == str(env.config)
+    d = env.json("config", "check")
+    assert d["problems"] == [] and d["catalog"] == str(env.catalog)
+
+
+def test_config_check_reports_problems_with_78(env):
+    r = env.run("config", "check", expect=78)
+    assert "PROBLEM: pools stash, pool are on the same filesystem" in r.stderr
+    d = env.json("config", "check", expect=78)
+    assert any("same filesystem" in p for p in d["problems"])
+
+    (env.pool / SEED).rmdir()
+    r = env.run("config", "check", expect=78)
+    assert f"PROBLEM: seeding_roots.pool: {env.pool / SEED} does not exist" in r.stderr
+
+    env.save(catalog=str(env.tmp / "nowhere/catalog.sqlite"), pools={
+        "stash": {"path": str(env.stash), "role": "primary"},
+        "pool": {"path": str(env.tmp / "unmounted"), "role": "cold"}},
+        seeding_roots={"stash": str(env.stash / SEED), "pool": str(env.tmp / "unmounted" / SEED)})
+    r = env.run("config", "check", expect=78)
+    assert "pools.pool.path" in r.stderr and "is the pool mounted?" in r.stderr
+    assert "catalog: folder" in r.stderr and "mkdir -p" in r.stderr
+    assert "config OK" not in r.output
+
+
+@pytest.mark.parametrize("text, words", [
+    ("catalog: [unclosed", "is not valid YAML"),
+    ("- just\n- a list\n", "must contain a mapping"),
+])
+def test_unreadable_config_is_78_without_traceback(env, text, words):
+    env.config.write_text(text)
+    r = env.run("config", "check", expect=78)
+    assert "qbhook: config:" in r.stderr and words in r.stderr and "Traceback" not in r.output
+
+
+def test_config_errors_name_the_key_and_exit_78(env):
+    env.save(scan={"settle_seconds": 0, "mass_delete_max_share": 3})
+    r = env.run("scan", expect=78)
+    assert "config: scan.mass_delete_max_share: must be a fraction" in r.stderr
+    env.save(bogus=True)
+    r = env.run("dupes", expect=78)
+    assert "config: bogus: is not a known setting" in r.stderr and "hint: known here:" in r.stderr
+    missing = env.tmp / "missing.yaml"
+    r = CliRunner().invoke(main, ["--config", str(missing), "scan"])
+    assert r.exit_code == 78 and f"file {missing} does not exist" in r.stderr
+
+
+def test_no_config_anywhere_is_78(env, monkeypatch):
+    monkeypatch.delenv("QBHOOK_CONFIG", raising=False)
+    monkeypatch.setattr("qbhook.config.DEFAULT_CONFIG_PATHS", (str(env.tmp / "etc/config.yaml"),))
+    r = CliRunner().invoke(main, ["config", "check"])
+    assert r.exit_code == 78 and "no configuration file found" in r.stderr and "QBHOOK_CONFIG" in r.stderr
+    # QBHOOK_CONFIG is honoured
+    r = CliRunner().invoke(main, ["--json", "config", "check"], env={"QBHOOK_CONFIG": str(env.config)})
+    assert r.exit_code == 78 and json.loads(r.stdout)["source"] == str(env.config)
+
+
+def test_secrets_are_masked_in_config_check(two_filesystems, tmp_path):
+    env = two_filesystems
+    (tmp_path / "qbt2.secret").write_text("filepass-123\n")
+    env.save(
+        qbittorrent=[
+            {"name": "main", "url": "http://127.0.0.1:8080", "username": "admin", "password": "inline-hunter2"},
+            {"name": "env", "url": "http://127.0.0.1:8081", "password_env": "QBT_PW_TEST"},
+            {"name": "file", "url": "http://127.0.0.1:8082", "password_file": "qbt2.secret"},
+        ],
+        server={"password": "srv-pass-9", "token_env": "QBHOOK_TOKEN_TEST"},
+    )
+    secrets = ("inline-hunter2", "env-pass-77", "filepass-123", "srv-pass-9", "tok-abc-555")
+    environ = {"QBT_PW_TEST": "env-pass-77", "QBHOOK_TOKEN_TEST": "tok-abc-555"}
+    human = env.run("config", "check", env=environ)
+    as_json = env.run("--json", "config", "check", env=environ)
+    for out in (human.output, as_json.output):
+        for s in secrets:
+            assert s not in out
+    d = json.loads(as_json.stdout)
+    assert [q["password"] for q in d["qbittorrent"]] == ["********"] * 3
+    assert d["qbittorrent"][1]["password_env"] == "QBT_PW_TEST"          # where it comes from is shown
+    assert d["qbittorrent"][2]["password_file"] == str(tmp_path / "qbt2.secret")
+    assert d["server"]["password"] == "********" and d["server"]["token"] == "********"
+    assert "********" in human.stdout
+
+
+def test_missing_secret_env_is_a_config_error(env):
+    env.save(qbittorrent={"url": "http://127.0.0.1:8080", "password_env": "QBHOOK_TEST_UNSET_VAR"})
+    r = env.run("config", "check", expect=78, env={"QBHOOK_TEST_UNSET_VAR": None})
+    assert "qbittorrent.password_env: environment variable QBHOOK_TEST_UNSET_VAR is not set" in r.stderr
+    env.save(qbittorrent={"url": "http://127.0.0.1:8080"})
+    r = env.run("config", "check", expect=78)
+    assert "PROBLEM: qbittorrent default: no password" in r.stderr
+
+
+# --------------------------------------------------------------------------- scan
+
+
+def test_scan_json_and_human(env):
+    for i in range(5):
+        put(env.stash / SEED / f"T/{i}.bin", b"%d" % i)
+    put(env.pool / SEED / "P/p.bin", b"p")
+    d = env.json("scan")
+    assert [(s["pool"], s["files_seen"], s["added"], s["status"]) for s in d["scans"]] == [
+        ("stash", 5, 5, "ok"), ("pool", 1, 1, "ok")]
+    assert d["catalog"]["paths"] == 6 and d["catalog"]["hashed"] == 0 and "hashing" not in d
+    r = env.run("scan", "stash")
+    assert r.stdout.startswith("stash: 5 files seen, 0 added, 0 changed, 0 removed (")
+    assert "pool:" not in r.stdout
+    d = env.json("scan", "--hash")
+    assert d["hashing"] == {"hashed": 6, "cached": 0, "bytes_read": 6, "unsettled": 0, "missing": 0}
+    assert env.json("scan", "--hash")["hashing"]["cached"] == 6
+
+
+def test_scan_unknown_pool_is_78(env):
+    r = env.run("scan", "tank", expect=78)
+    assert "no pool named 'tank'" in r.stderr and "known pools: stash, pool" in r.stderr
+
+
+def test_scan_refuses_mass_delete_with_3(env):
+    files = [put(env.stash / SEED / f"T/{i}.bin") for i in range(10)]
+    env.run("scan")
+    for f in files:
+        os.unlink(f)
+    r = env.run("scan", expect=3)
+    assert "would drop 10 of 10 known paths" in r.stderr and "--allow-mass-delete" in r.stderr
+    assert env.json("scan", "pool")["catalog"]["paths"] == 10      # nothing dropped
+    d = env.json("scan", "--allow-mass-delete")
+    assert d["scans"][0]["removed"] == 10 and d["catalog"]["paths"] == 0
+
+
+def test_scan_missing_pool_folder_is_1_with_hint(env):
+    os.rename(env.pool, env.tmp / "gone")
+    r = env.run("scan", "pool", expect=1)
+    assert "cannot scan pool pool" in r.stderr and "is the pool mounted?" in r.stderr
+
+
+def test_catalog_folder_missing(env):
+    env.save(catalog=str(env.tmp / "no/such/dir/catalog.sqlite"))
+    r = env.run("scan", expect=1)
+    assert "catalog folder" in r.stderr and "mkdir -p" in r.stderr
+
+
+# --------------------------------------------------------------------------- dupes
+
+
+def test_dupes(env):
+    big = os.urandom(100_000)
+    a = put(env.stash / SEED / "A/a.mkv", big)
+    put(env.pool / SEED / "A/a.mkv", big)
+    put(env.stash / "data/media/movies/a.mkv", big)
+    os.link(a, env.stash / SEED / "A.xseed.mkv")                   # a link: same copy
+    put(env.stash / SEED / "B/small.nfo", b"tiny")
+    put(env.pool / SEED / "B/small.nfo", b"tiny")
+    put(env.stash / SEED / "C/other.mkv", os.urandom(100_000))     # same size, other content
+
+    d = env.json("dupes")
+    assert [(s["size"], len(s["copies"]), s["scope"], s["reclaimable_bytes"]) for s in d["sets"]] == [
+        (100_000, 3, "across-pools", 200_000), (4, 2, "across-pools", 4)]
+    assert d["reclaimable_bytes"] == 200_004 and d["across_pools"] == 2
+    linked = next(c for c in d["sets"][0]["copies"] if c["nlink"] == 2)
+    assert len(linked["paths"]) == 2 and linked["pools"] == ["stash"]
+    assert d["sets"][0]["blake3"] == b3(big)
+
+    small_skipped = env.json("dupes", "--no-scan", "--min-size", "1K")
+    assert [s["size"] for s in small_skipped["sets"]] == [100_000]
+    human = env.run("dupes", "--no-scan").stdout
+    assert "97.7 KiB x3 across-pools (frees 195.3 KiB)" in human
+    assert "2 duplicated contents, 195.3 KiB reclaimable (2 across pools)" in human
+
+
+def test_dupes_no_scan_on_empty_catalog(env):
+    put(env.stash / SEED / "A/a", b"same")
+    put(env.pool / SEED / "A/a", b"same")
+    assert env.run("dupes", "--no-scan").stdout == "no duplicate content found\n"
+    assert env.json("dupes", "--no-scan") == {"sets": [], "reclaimable_bytes": 0, "across_pools": 0}
+    assert len(env.json("dupes")["sets"]) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="cli.py passes --min-size to parse_size unchecked: a bad value "
+                                       "ends in a ValueError traceback (exit 1) instead of a usage error (2)")
+def test_dupes_bad_min_size_is_a_usage_error(env):
+    r = env.run("dupes", "--min-size", "lots", expect=None)
+    assert r.exit_code == 2 and "min-size" in r.stderr
+
+
+# --------------------------------------------------------------------------- find
+
+
+def test_find(env):
+    data = b"payload" * 1000
+    src = put(env.stash / SEED / "S/e01.mkv", data)
+    os.makedirs(env.stash / "data/media/tv")
+    os.link(src, env.stash / "data/media/tv/e01.mkv")
+    other = put(env.pool / SEED / "S/e01.mkv", data)
+    env.run("dupes")
+    f = env.json("find", os.fsdecode(src))
+    assert (f["pool"], f["size"], f["nlink"], f["blake3"], f["unknown_links"]) == ("stash", len(data), 2, b3(data), 0)
+    assert sorted(f["links"]) == sorted([os.fsdecode(src), str(env.stash / "data/media/tv/e01.mkv")])
+    assert [c["paths"] for c in f["copies"]] == [[os.fsdecode(other)]]
+    human = env.run("find", os.fsdecode(src)).stdout
+    assert f"blake3: {b3(data)}" in human and "same content elsewhere:" in human
+
+
+def test_find_large_file_hash_matches_reference(env):
+    """Files of PIPELINE_MIN and more are read on a helper thread: the digest must not change."""
+    data = os.urandom(hashing.PIPELINE_MIN + 3 * hashing.BUF_SIZE + 12345)
+    p = put(env.pool / SEED / "big.bin", data)
+    f = env.json("find", os.fsdecode(p))
+    assert f["blake3"] == b3(data) and f["copies"] == []
+
+
+def test_find_read_error_is_reported_not_crashed(env, monkeypatch):
+    p = put(env.pool / SEED / "bad.bin", os.urandom(hashing.PIPELINE_MIN + 1))
+    calls = {"n": 0}
+    real = os.readv
+
+    def failing(fd, bufs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.EIO, "Input/output error")
+        return real(fd, bufs)
+    monkeypatch.setattr(hashing.os, "readv", failing)
+    f = env.json("find", os.fsdecode(p))
+    assert f["blake3"] is None and calls["n"] == 2
+    monkeypatch.undo()
+    assert env.json("find", os.fsdecode(p))["blake3"] is not None
+
+
+def test_find_outside_pools_and_missing_file(env):
+    outside = put(env.tmp / "elsewhere/x.bin")
+    r = env.run("find", os.fsdecode(outside), expect=1)
+    assert "is not inside any configured pool" in r.stderr and "pools: stash=" in r.stderr
+    r = env.run("find", str(env.stash / "nope.bin"), expect=2)
+    assert "does not exist" in r.stderr
+
+
+def test_version():
+    r = CliRunner().invoke(main, ["--version"])
+    assert r.exit_code == 0 and "version" in r.stdout
+
+
+# --------------------------------------------------------------------------- names that are not UTF-8
+
+
+def _subprocess(env, *args, **extra_env):
+    return subprocess.run([sys.executable, "-m", "qbhook", "--config", str(env.config), *args],
+                          capture_output=True, env={**os.environ, **extra_env}, timeout=120, check=False)
+
+
+def test_invalid_utf8_names_in_json(env):
+    name = os.fsencode(env.stash / SEED) + b"/bad\xff\xfe.bin"
+    put(name, b"same content")
+    put(env.pool / SEED / "ok.bin", b"same content")
+    r = _subprocess(env, "--json", "dupes")
+    assert r.returncode == 0, r.stderr
+    (s,) = json.loads(r.stdout)["sets"]
+    assert sorted(os.fsencode(p) for c in s["copies"] for p in c["paths"]) == sorted(
+        [name, os.fsencode(env.pool / SEED / "ok.bin")])
+
+
+@pytest.mark.xfail(strict=True, reason="cli.py echoes fsdecode()d paths as they are: on a strict UTF-8 "
+                                       "stdout (e.g. LANG=en_US.UTF-8) a non-UTF-8 name raises "
+                                       "UnicodeEncodeError instead of printing")
+def test_invalid_utf8_names_in_human_output_on_strict_utf8_terminal(env):
+    put(os.fsencode(env.stash / SEED) + b"/bad\xff.bin", b"same content")
+    put(env.pool / SEED / "ok.bin", b"same content")
+    r = _subprocess(env, "dupes", PYTHONIOENCODING="utf-8:strict")
+    assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr
