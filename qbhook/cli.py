@@ -12,6 +12,7 @@ from qbhook.units import human_bytes as _human_bytes
 
 import json
 import logging
+import os
 import sys
 
 import click
@@ -56,7 +57,8 @@ class App:
 
     def emit(self, data, human=None) -> None:
         if self.as_json:
-            click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+            # Compact: indent= switches json to its slow pure-Python encoder on big outputs.
+            click.echo(json.dumps(data, sort_keys=True, default=str, separators=(",", ":")))
         elif human is not None:
             human(data)
 
@@ -66,6 +68,25 @@ class App:
 
 
 pass_app = click.make_pass_decorator(App)
+
+
+class SizeParam(click.ParamType):
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        from qbhook.config import parse_size
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a size (examples: 1000, 64KiB, 1M, 2GB)", param, ctx)
+
+
+def shown(path) -> str:
+    """A path as text a terminal can print: undecodable bytes appear as \\xNN, never crash."""
+    b = os.fsencode(path)
+    return b.decode("utf-8", "backslashreplace")
 
 
 class QbhookGroup(click.Group):
@@ -158,18 +179,17 @@ def scan(app: App, pools, allow_mass_delete, do_hash):
 
 @main.command()
 @click.option("--no-scan", is_flag=True, help="Use the catalog as is (no incremental scan first).")
-@click.option("--min-size", default="1", help="Ignore files smaller than this (e.g. 1M).")
+@click.option("--min-size", default="1", type=SizeParam(), help="Ignore files smaller than this (e.g. 1M, 64MiB).")
 @pass_app
 def dupes(app: App, no_scan, min_size):
     """List content stored more than once as distinct inodes, with the bytes converging would free."""
-    from qbhook.config import parse_size
     from qbhook.dupes import find_duplicates
     from qbhook.scanner import scan_pool
     cfg = app.cfg
     if not no_scan:
         for pool in cfg.pools:
             scan_pool(app.catalog, pool, cfg.scan, progress=app.progress())
-    sets = find_duplicates(app.catalog, settle_seconds=cfg.scan.settle_seconds, min_size=parse_size(min_size),
+    sets = find_duplicates(app.catalog, settle_seconds=cfg.scan.settle_seconds, min_size=min_size,
                            progress=app.progress())
     data = {"sets": [s.as_dict() for s in sets],
             "reclaimable_bytes": sum(s.reclaimable for s in sets),
@@ -185,7 +205,7 @@ def dupes(app: App, no_scan, min_size):
             for c in s["copies"]:
                 click.echo(f"    inode {c['inode']} on {c['fsid']} (links: {c['nlink']})")
                 for p in c["paths"]:
-                    click.echo(f"        {p!r}" if "\n" in p else f"        {p}")
+                    click.echo(f"        {shown(p)!r}" if "\n" in p else f"        {shown(p)}")
         click.echo(f"{len(d['sets'])} duplicated contents, {_human_bytes(d['reclaimable_bytes'])} reclaimable "
                    f"({d['across_pools']} across pools)")
     app.emit(data, human)
@@ -200,18 +220,18 @@ def find(app: App, path):
     data = locate(app.catalog, app.cfg, path)
 
     def human(d):
-        click.echo(f"{d['path']}: {_human_bytes(d['size'])}, inode {d['inode']} on {d['fsid']}, {d['nlink']} links")
+        click.echo(f"{shown(d['path'])}: {_human_bytes(d['size'])}, inode {d['inode']} on {d['fsid']}, {d['nlink']} links")
         click.echo(f"  blake3: {d['blake3'] or '(not hashed)'}")
         click.echo("  links of this inode:")
         for p in d["links"]:
-            click.echo(f"    {p}")
+            click.echo(f"    {shown(p)}")
         if d["unknown_links"]:
             click.echo(f"    ... and {d['unknown_links']} link(s) outside the scanned pools")
         click.echo("  same content elsewhere:" if d["copies"] else "  no other copy of this content is known")
         for c in d["copies"]:
             click.echo(f"    inode {c['inode']} on {c['fsid']} ({c['nlink']} links):")
             for p in c["paths"]:
-                click.echo(f"      {p}")
+                click.echo(f"      {shown(p)}")
     app.emit(data, human)
 
 

@@ -18,7 +18,10 @@ def locate(catalog: Catalog, cfg: Config, path: str) -> dict:
                                hint="pools: " + ", ".join(f"{p.name}={p.path}" for p in cfg.pools))
     # Identity is (filesystem, inode): refresh this path's row from the live file first.
     inode_id = catalog.record_path(real, pool.name)
-    ensure_hashes(catalog, [inode_id], settle_seconds=cfg.scan.settle_seconds)
+    # Copies are found by content: hash this inode and every same-size candidate (cheap when
+    # cached; only same-size files can be copies).
+    size = catalog.inode(inode_id).size
+    ensure_hashes(catalog, [inode_id] + catalog.inode_ids_of_size(size), settle_seconds=cfg.scan.settle_seconds)
     row = catalog.inode(inode_id)
     links = [os.fsdecode(p) for p, _ in catalog.paths_of(inode_id)]
     copies = []

@@ -437,8 +437,6 @@ def test_weird_names_round_trip_on_zfs(bed):
     assert b"'" + os.fsencode(bed.stash / SEED) + b"/W/new\\nline.mkv'" in human   # newline shown as \n
 
 
-@pytest.mark.xfail(strict=True, reason="locate() hashes only PATH's inode: a same-size copy that no earlier "
-                                       "`dupes`/`scan --hash` hashed is not reported (qbhook/locate.py)")
 def test_find_reports_a_copy_nothing_hashed_yet(bed):
     data = blob("fresh", 2 * (1 << 20))
     src = put(bed.stash / SEED / "Fresh/f.mkv", data)

@@ -271,8 +271,6 @@ def test_dupes_no_scan_on_empty_catalog(env):
     assert len(env.json("dupes")["sets"]) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py passes --min-size to parse_size unchecked: a bad value "
-                                       "ends in a ValueError traceback (exit 1) instead of a usage error (2)")
 def test_dupes_bad_min_size_is_a_usage_error(env):
     r = env.run("dupes", "--min-size", "lots", expect=None)
     assert r.exit_code == 2 and "min-size" in r.stderr
@@ -353,9 +351,6 @@ def test_invalid_utf8_names_in_json(env):
         [name, os.fsencode(env.pool / SEED / "ok.bin")])
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py echoes fsdecode()d paths as they are: on a strict UTF-8 "
-                                       "stdout (e.g. LANG=en_US.UTF-8) a non-UTF-8 name raises "
-                                       "UnicodeEncodeError instead of printing")
 def test_invalid_utf8_names_in_human_output_on_strict_utf8_terminal(env):
     put(os.fsencode(env.stash / SEED) + b"/bad\xff.bin", b"same content")
     put(env.pool / SEED / "ok.bin", b"same content")
