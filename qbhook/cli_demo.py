@@ -21,7 +21,10 @@ def demo(base, clean):
 
     Re-running rebuilds it from scratch. Nothing outside --dir is touched.
     """
-    from qbhook import demo as demo_mod
+    try:
+        from qbhook import demo as demo_mod
+    except ModuleNotFoundError as e:
+        raise click.ClickException(f"the demo needs {e.name}: pip install 'qbhook[demo]' (scripts/demo does this)")
     if os.geteuid() != 0:
         raise click.ClickException("the demo mounts pools and must run as root (try: sudo scripts/demo)")
     if clean:
