@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -30,7 +28,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,17 +50,8 @@ def start_server(tmp: Path, port: int) -> subprocess.Popen:
         "server": {"listen": "127.0.0.1", "port": port, "token_env": "BENCH_TOKEN"},
     }
     (tmp / "config.yaml").write_text(json.dumps(cfg))
-    proc = subprocess.Popen([sys.executable, "-m", "qbhook", "--config", str(tmp / "config.yaml"), "serve", "--no-sweep"],
-                            env={**os.environ, "BENCH_TOKEN": TOKEN}, stdout=subprocess.DEVNULL,
-                            stderr=open(tmp / "serve.log", "w"))
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("server did not start: " + (tmp / "serve.log").read_text())
+    from qbhook.sandbox.serve import start_serve
+    return start_serve(tmp / "config.yaml", port, {"BENCH_TOKEN": TOKEN}, log=tmp / "serve.log")
 
 
 def bench_hooks(tmp: Path, port: int, n: int) -> dict:
@@ -166,8 +154,8 @@ def main() -> None:
         hk = bench_hooks(tmp, port, a.hooks)
         wh = bench_webhooks(port, a.requests, a.concurrency)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        from qbhook.sandbox.serve import stop_serve
+        stop_serve(proc, timeout=60)
     n, missing, dup = check_exactly_once(tmp / "catalog.sqlite", wh.pop("_accepted"))
     print(f"{'what':44} {'value':>10}")
     print(f"{'hook script p50 (ms), dash + curl':44} {hk['p50_ms']:10.1f}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import yaml
 
 from qbhook.sandbox.qbt import QbtInstance, free_port
 from qbhook.sandbox.scenario import MOVIES, Scenario
+from qbhook.sandbox.serve import start_serve, stop_serve
 from qbhook.sandbox.zfs import Pool, Pools, create_pools, destroy_pools, ensure_zfs_fuse
 
 TOKEN = "demo-token-not-secret"
@@ -124,10 +124,7 @@ def run(base: Path) -> int:
         _qbhook(cfg, "apply", "--yes", "--no-scan", show=True, check=False)
 
         _say("\n== an *arr import arrives as a webhook ==")
-        server = subprocess.Popen([sys.executable, "-m", "qbhook", "--config", str(cfg), "serve", "--no-sweep"],
-                                  env={**os.environ, "QBHOOK_DEMO_TOKEN": TOKEN},
-                                  stdout=subprocess.DEVNULL, stderr=open(base / "serve.log", "w"))
-        _wait_http(f"http://127.0.0.1:{port}/healthz")
+        server = start_serve(cfg, port, {"QBHOOK_DEMO_TOKEN": TOKEN}, log=base / "serve.log")
         # Radarr imports the demoted documentary: across filesystems it copies into the library.
         src = next(sc.pool_seed.rglob("doc.b.mkv"))
         lib = sc.stash / MOVIES / "Doc B (2019)" / "Doc B (2019).mkv"
@@ -164,11 +161,7 @@ def run(base: Path) -> int:
         return 0 if not not_done and not across else 1
     finally:
         if server is not None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_serve(server)
         qbt.stop()
 
 
@@ -182,18 +175,6 @@ def _event_settled(cfg: Path) -> bool:
 def _torrent_on(client, h: str, prefix: str) -> bool:
     t = client.torrents_info(torrent_hashes=h)
     return bool(t) and t[0]["save_path"].startswith(prefix) and t[0]["progress"] == 1
-
-
-def _wait_http(url: str, timeout: float = 30) -> None:
-    _wait_for(lambda: _http_ok(url), timeout, url)
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        urllib.request.urlopen(url, timeout=1)
-        return True
-    except OSError:
-        return False
 
 
 def _wait_for(pred, timeout: float, what: str) -> None:

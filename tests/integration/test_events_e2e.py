@@ -4,7 +4,6 @@ the worker plans the torrent's group; the sweeper catches an event that never ar
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import yaml
 
 from qbhook.sandbox.qbt import free_port
 from qbhook.sandbox.scenario import NOHL, Scenario
+from qbhook.sandbox.serve import start_serve, stop_serve
 from qbhook.sandbox.torrents import add_and_wait_seeding, make_torrent, write_payload
 
 pytestmark = pytest.mark.integration
@@ -45,25 +45,9 @@ def served(request, pools, qbt, qbt_client, tmp_path):
     hooks.mkdir()
     shutil.copy(REPO / "hooks/qbt-hook.sh", hooks / "qbt-hook.sh")
     (hooks / "qbt-hook.conf").write_text(f"QBHOOK_URL=http://127.0.0.1:{port}\nQBHOOK_TOKEN={TOKEN}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "qbhook", "--config", str(cfg), "serve", "--no-sweep"],
-                            env={**os.environ, "QBHOOK_TOKEN": TOKEN}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    import urllib.request
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("qbhook serve did not come up: " + (proc.stdout.read() if proc.stdout else ""))
+    proc = start_serve(cfg, port, {"QBHOOK_TOKEN": TOKEN}, log=tmp_path / "serve.log")
     yield sc, cfg, hooks, proc
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_serve(proc)
     qbt_client.app_set_preferences({"autorun_on_torrent_added_enabled": False, "autorun_enabled": False})
 
 

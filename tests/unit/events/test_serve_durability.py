@@ -1,17 +1,14 @@
 """202 means on disk: events accepted by a running `qbhook serve` survive SIGKILL of the server."""
 
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
-import time
 import urllib.request
 
 import pytest
 
 from qbhook.sandbox.qbt import free_port
+from qbhook.sandbox.serve import start_serve
 
 TOKEN = "durability-token-123456"
 
@@ -33,16 +30,7 @@ def server(tmp_path):
     (tmp_path / "c.yaml").write_text(json.dumps(cfg))
 
     def start():
-        p = subprocess.Popen([sys.executable, "-m", "qbhook", "--config", str(tmp_path / "c.yaml"), "serve", "--no-sweep"],
-                             env={**os.environ, "T": TOKEN}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                return p
-            except OSError:
-                time.sleep(0.05)
-        p.kill()
-        pytest.fail("serve did not start")
+        return start_serve(tmp_path / "c.yaml", port, {"T": TOKEN})
     procs = []
     yield tmp_path / "catalog.sqlite", port, lambda: procs.append(start()) or procs[-1]
     for p in procs:
