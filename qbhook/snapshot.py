@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import stat as stat_mod
 import sys
 import time
 from collections import defaultdict
@@ -19,7 +20,8 @@ from collections.abc import Iterable
 from qbhook.catalog.store import Catalog
 from qbhook.config import Config
 from qbhook.errors import QbhookError
-from qbhook.facts import FileFact, InodeFact, InodeKey, PoolFact, Snapshot, TorrentFact, is_within, map_seeding_path
+from qbhook.facts import (FileFact, InodeFact, InodeKey, PoolFact, Snapshot, TorrentFact, ancestors, is_within,
+                          map_seeding_path)
 from qbhook.grouping import payload_groups
 from qbhook.hashing import ensure_hashes
 from qbhook.planner import policy_blocks_demote
@@ -53,11 +55,7 @@ class SnapshotBuilder:
     def _closure(self, infos, hashes: Iterable[str]):
         """The named torrents plus every torrent that shares a file with them, transitively."""
         wanted = {h.lower() for h in hashes}
-        by_hash = {}
-        for t in infos:
-            for h in (t.hash, getattr(t, "infohash_v1", None), getattr(t, "infohash_v2", None)):
-                if h:
-                    by_hash[h.lower()] = t
+        by_hash = {h: t for t in infos for h in t.hashes}
         unknown = [h for h in wanted if h not in by_hash]
         if unknown:
             from qbhook.errors import UnknownTorrent
@@ -76,7 +74,7 @@ class SnapshotBuilder:
             for f in fact.files:
                 paths = [f.path] + (list(self._links(f.inode)) if f.inode else [])
                 for p in paths:
-                    for anc in _ancestors(p, self.roots):
+                    for anc in ancestors(p, self.roots):
                         todo.extend(u for u in by_content.get(anc, ()) if (u.instance, u.hash) not in seen)
         return list(seen.values())
 
@@ -98,7 +96,6 @@ class SnapshotBuilder:
             st = os.lstat(path)
         except OSError:
             return None
-        import stat as stat_mod
         if not stat_mod.S_ISREG(st.st_mode):
             return None
         fs = self.catalog.fs_for_path(path, st.st_dev)
@@ -141,7 +138,7 @@ class SnapshotBuilder:
         need: set[int] = set()
         for group in payload_groups(torrents):
             keys = {f.inode for t in group for f in t.files if f.inode in self.inodes}
-            if len(keys) < sum(len(t.files) for t in group) and any(f.inode is None for t in group for f in t.files):
+            if any(f.inode is None for t in group for f in t.files):
                 continue  # missing files: blocked whatever the hashes say
             facts = [self.inodes[k] for k in keys]
             if any(i.external_links for i in facts):
@@ -158,15 +155,21 @@ class SnapshotBuilder:
                 cands = self._same_size_on(primary.seeding_fsid, facts)
                 if cands:
                     need |= {self._inode_ids[k] for k in keys} | cands
-        if need:
-            ensure_hashes(self.catalog, sorted(need), settle_seconds=self.cfg.scan.settle_seconds, progress=self.progress)
-            for key, iid in self._inode_ids.items():
-                row = self.catalog.inode(iid)
-                if row is not None and key in self.inodes and row.hash is not None:
-                    old = self.inodes[key]
-                    if (row.size, row.nlink) == (old.size, old.nlink):
-                        self.inodes[key] = InodeFact(old.fsid, old.ino, old.size, old.nlink, row.hash.hex(),
-                                                     old.seeding_paths, old.other_paths)
+        self._hash(need, progress=self.progress)
+
+    def _hash(self, inode_ids: set[int], progress: Progress | None = None) -> None:
+        """Hash what lacks a valid hash, then carry the new hashes into the facts of those inodes."""
+        if not inode_ids:
+            return
+        ensure_hashes(self.catalog, sorted(inode_ids), settle_seconds=self.cfg.scan.settle_seconds, progress=progress)
+        for key, iid in self._inode_ids.items():
+            if iid not in inode_ids or key not in self.inodes:
+                continue
+            row = self.catalog.inode(iid)
+            old = self.inodes[key]
+            if row is not None and row.hash is not None and (row.size, row.nlink) == (old.size, old.nlink):
+                self.inodes[key] = InodeFact(old.fsid, old.ino, old.size, old.nlink, row.hash.hex(),
+                                             old.seeding_paths, old.other_paths)
 
     def _same_size_on(self, fsid: str, facts: list[InodeFact]) -> set[int]:
         out: set[int] = set()
@@ -214,9 +217,9 @@ class SnapshotBuilder:
     def _destinations(self, torrents: list[TorrentFact], pools: tuple[PoolFact, ...]) -> dict:
         """What is at every path a plan could write to, right now."""
         existing: dict[str, InodeKey | None] = {}
-        to_hash: list[int] = []
+        to_hash: set[int] = set()
         for t in torrents:
-            src = next((p for p in pools if is_within(t.save_path, p.seeding_root)), None)
+            src = _pool_of(t.save_path, pools)
             if src is None:
                 continue
             for dst_pool in pools:
@@ -231,16 +234,8 @@ class SnapshotBuilder:
                     key = self._inode_at(dst)
                     existing[dst] = key
                     if key is not None and self.inodes[key].blake3 is None and self.inodes[key].size:
-                        to_hash.append(self._inode_ids[key])
-        if to_hash:
-            ensure_hashes(self.catalog, to_hash, settle_seconds=self.cfg.scan.settle_seconds)
-            for key, iid in list(self._inode_ids.items()):
-                if iid in to_hash:
-                    row = self.catalog.inode(iid)
-                    old = self.inodes[key]
-                    if row and row.hash:
-                        self.inodes[key] = InodeFact(old.fsid, old.ino, old.size, old.nlink, row.hash.hex(),
-                                                     old.seeding_paths, old.other_paths)
+                        to_hash.add(self._inode_ids[key])
+        self._hash(to_hash)
         return existing
 
     # ------------------------------------------------------------ pools
@@ -264,17 +259,6 @@ def _is_inode(path: str, st: os.stat_result) -> bool:
     except OSError:
         return False
     return s.st_ino == st.st_ino and s.st_dev == st.st_dev
-
-
-def _ancestors(path: str, roots: list[str]):
-    """path itself and its parents, stopping at the seeding root that holds it."""
-    p = posixpath.normpath(path)
-    root = next((r for r in roots if is_within(p, r)), None)
-    while True:
-        yield p
-        if root is None or p == posixpath.normpath(root) or p == "/":
-            return
-        p = posixpath.dirname(p)
 
 
 def build_snapshot(cfg: Config, catalog: Catalog, clients, hashes=None, *, progress: Progress | None = None,
