@@ -113,6 +113,17 @@ def is_within(path: str, root: str) -> bool:
     return p == r or p.startswith(r + "/") or r == "/"
 
 
+def ancestors(path: str, roots: list[str]):
+    """``path`` itself and its parents, stopping at the seeding root that holds it."""
+    p = os.path.normpath(path)
+    root = next((r for r in roots if is_within(p, r)), None)
+    while True:
+        yield p
+        if root is None or p == os.path.normpath(root) or p == "/":
+            return
+        p = os.path.dirname(p)
+
+
 def map_seeding_path(path: str, src_root: str, dst_root: str) -> str:
     """THE mapping from a torrent's path on one pool to its path on the other.
 

@@ -19,10 +19,11 @@ import time
 from qbhook import state
 from qbhook.catalog.store import Catalog
 from qbhook.config import Config
-from qbhook.errors import QbhookError, UnknownTorrent
+from qbhook.errors import PathMapError, QbhookError, UnknownTorrent
 from qbhook.events.queue import JobQueue
-from qbhook.facts import is_within
+from qbhook.facts import ancestors
 from qbhook.planner import make_plan, tag_changes
+from qbhook.qbt.pathmap import PathMap
 from qbhook.scanner import scan_pool
 from qbhook.snapshot import build_snapshot
 
@@ -36,9 +37,13 @@ def host_path(cfg: Config, path: str) -> str:
     if cfg.pool_of(path):
         return path
     for q in cfg.qbittorrent:
-        for client, host in q.path_map:
-            if path == client or path.startswith(client.rstrip("/") + "/"):
-                return host.rstrip("/") + path[len(client.rstrip("/")):]
+        pm = PathMap(q.path_map)
+        if pm.is_identity:
+            continue
+        try:
+            return pm.to_host(path)
+        except PathMapError:
+            continue
     return path
 
 
@@ -61,20 +66,15 @@ def torrents_touching(cfg: Config, catalog: Catalog, infos, paths) -> set[str]:
             if not os.path.lexists(p):
                 catalog.forget_path(p)   # deleted by the *arr: drop the stale link
         for r in related:
-            q = posixpath.normpath(r)
-            root = next((x for x in roots if is_within(q, x)), None)
-            while True:
+            for q in ancestors(r, roots):
                 candidates.update(by_content.get(q, ()))
-                if root is None or q == posixpath.normpath(root) or q == "/":
-                    break
-                q = posixpath.dirname(q)
     return candidates
 
 
 def handle_job(cfg: Config, catalog: Catalog, clients, job, *, executor=None) -> dict:
     """Plan (and maybe apply) the groups a job touches. Returns a JSON-able result."""
     infos = [t for c in clients for t in c.torrents()]
-    known = {h for t in infos for h in t.hashes} if infos and hasattr(infos[0], "hashes") else {t.hash for t in infos}
+    known = {h for t in infos for h in t.hashes}
     hashes = {h for h in job.hashes if h in known}
     missing = sorted(set(job.hashes) - hashes)
     hashes |= torrents_touching(cfg, catalog, infos, job.paths)
