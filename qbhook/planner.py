@@ -229,24 +229,25 @@ def tag_changes(snap: Snapshot, plan: Plan, tag: str) -> list[tuple[str, str, st
     return out
 
 
+def _copies_on(snap: Snapshot, content: ContentKey | None, fsid: str) -> list[InodeKey]:
+    """Known inodes holding ``content`` on filesystem ``fsid`` (the only ones a link can reach)."""
+    if content is None:
+        return []
+    return [k for k in snap.content.get(content, ()) if k[0] == fsid and k in snap.inodes]
+
+
 def _donor_inodes(snap: Snapshot, inodes: Iterable[InodeFact], tgt: PoolFact) -> list[InodeKey]:
-    out = []
-    for i in inodes:
-        if i.content is None:
-            continue
-        out += [k for k in snap.content.get(i.content, ()) if k[0] == tgt.seeding_fsid and k in snap.inodes]
-    return out
+    return [k for i in inodes for k in _copies_on(snap, i.content, tgt.seeding_fsid)]
 
 
 def _donors(snap: Snapshot, inodes: Iterable[InodeFact], tgt: PoolFact) -> dict[ContentKey, str]:
     """Content already on the target dataset -> a path to link from (prefer library-linked inodes)."""
     donors: dict[ContentKey, str] = {}
     for i in inodes:
-        if i.content is None or i.size == 0 or i.content in donors:
+        if i.size == 0 or i.content in donors:
             continue
-        cands = [snap.inodes[k] for k in snap.content.get(i.content, ())
-                 if k[0] == tgt.seeding_fsid and k in snap.inodes]
-        cands.sort(key=lambda c: (-c.external_links, c.ino))
+        cands = sorted((snap.inodes[k] for k in _copies_on(snap, i.content, tgt.seeding_fsid)),
+                       key=lambda c: (-c.external_links, c.ino))
         for c in cands:
             paths = c.seeding_paths + c.other_paths
             if paths:
@@ -258,9 +259,9 @@ def _donors(snap: Snapshot, inodes: Iterable[InodeFact], tgt: PoolFact) -> dict[
 def _consumer_elsewhere(snap: Snapshot, inodes: Iterable[InodeFact], pool: PoolFact) -> str | None:
     own = {i.key for i in inodes}
     for i in inodes:
-        for k in snap.content.get(i.content, ()) if i.content else ():
-            other = snap.inodes.get(k)
-            if k not in own and other and k[0] == pool.seeding_fsid and other.external_links and other.other_paths:
+        for k in _copies_on(snap, i.content, pool.seeding_fsid):
+            other = snap.inodes[k]
+            if k not in own and other.external_links and other.other_paths:
                 return other.other_paths[0]
     return None
 
