@@ -454,54 +454,40 @@ class QbtClient:
                 f"not the current save path {t.save_path}"
             )
 
+    def _act(self, endpoint: str, fn: Callable[..., Any], any_hash: str, **params: Any) -> None:
+        """One per-torrent action, always addressed by the id qBittorrent reported.
+
+        qBittorrent answers 200 to unknown hashes, so the torrent is resolved first.
+        """
+        t = self.torrent(any_hash)
+        self._call(endpoint, fn, torrent_hashes=t.hash, torrent=any_hash, **params)
+
     def stop(self, any_hash: str) -> None:
         """Stop (4.x: pause) a torrent."""
-        t = self.torrent(any_hash)
         # qbittorrent-api >= 2024.5.61 routes to torrents/stop or
         # torrents/pause by Web API version (checked in its source).
-        self._call(
-            "torrents/stop", self._api.torrents_stop, torrent_hashes=t.hash, torrent=any_hash
-        )
+        self._act("torrents/stop", self._api.torrents_stop, any_hash)
 
     def start(self, any_hash: str) -> None:
         """Start (4.x: resume) a torrent."""
-        t = self.torrent(any_hash)
-        self._call(
-            "torrents/start", self._api.torrents_start, torrent_hashes=t.hash, torrent=any_hash
-        )
+        self._act("torrents/start", self._api.torrents_start, any_hash)
 
     def recheck(self, any_hash: str) -> None:
-        t = self.torrent(any_hash)
-        self._call(
-            "torrents/recheck",
-            self._api.torrents_recheck,
-            torrent_hashes=t.hash,
-            torrent=any_hash,
-        )
+        self._act("torrents/recheck", self._api.torrents_recheck, any_hash)
 
     def add_tags(self, any_hash: str, tags: Iterable[str]) -> None:
         tag_list = _check_tags(tags)
-        t = self.torrent(any_hash)
-        if tag_list:
-            self._call(
-                "torrents/addTags",
-                self._api.torrents_add_tags,
-                tags=tag_list,
-                torrent_hashes=t.hash,
-                torrent=any_hash,
-            )
+        if not tag_list:
+            self.torrent(any_hash)   # an unknown torrent is refused even with nothing to do
+            return
+        self._act("torrents/addTags", self._api.torrents_add_tags, any_hash, tags=tag_list)
 
     def remove_tags(self, any_hash: str, tags: Iterable[str]) -> None:
         tag_list = _check_tags(tags)
-        t = self.torrent(any_hash)
-        if tag_list:
-            self._call(
-                "torrents/removeTags",
-                self._api.torrents_remove_tags,
-                tags=tag_list,
-                torrent_hashes=t.hash,
-                torrent=any_hash,
-            )
+        if not tag_list:
+            self.torrent(any_hash)   # an unknown torrent is refused even with nothing to do
+            return
+        self._act("torrents/removeTags", self._api.torrents_remove_tags, any_hash, tags=tag_list)
 
     def close(self) -> None:
         """Log out; a no-op if never logged in."""
