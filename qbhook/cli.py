@@ -237,14 +237,5 @@ def find(app: App, path):
 
 
 
-def _register_more() -> None:
-    # Later subcommands live in their own modules; imported lazily to keep start-up fast.
-    for mod in ("qbhook.cli_plan", "qbhook.cli_apply", "qbhook.cli_events", "qbhook.cli_demo"):
-        try:
-            __import__(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
-
-
-_register_more()
+# Subcommands live in their own modules (heavy imports stay inside the commands).
+from qbhook import cli_apply, cli_demo, cli_events, cli_plan  # noqa: E402,F401  (register on `main`)
