@@ -45,6 +45,17 @@ def pools(tmp_path, zfs_available):
     destroy_pools(p)
 
 
+@pytest.fixture
+def zfs_pools(pools):
+    """The `pools` fixture, required to be real ZFS (for tests of ZFS facts)."""
+    if pools.kind != "zfs":
+        msg = "zfs-fuse is not running: pools fell back to tmpfs, ZFS facts cannot be checked"
+        if os.environ.get("QBHOOK_SKIP_INTEGRATION") == "1":
+            pytest.skip(msg)
+        pytest.fail(msg)
+    return pools
+
+
 @pytest.fixture(scope="session")
 def qbt(tmp_path_factory):
     """One real qbittorrent-nox for the whole session (user admin / adminadmin)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import blake3
+
 from qbhook.config import Config, parse_config
 
 
@@ -26,11 +28,22 @@ def make_config(catalog: Path, stash: Path, pool: Path, *, seeding="data/media/t
     return parse_config(data, env={})
 
 
-def write(path: Path | bytes, data: bytes = b"x", mtime_ns: int | None = None) -> Path | bytes:
+def put(path: Path | bytes, data: bytes = b"x") -> bytes:
+    """Write ``data`` at ``path`` (str or raw bytes, parents created); return the path as bytes."""
     p = os.fsencode(path)
     os.makedirs(os.path.dirname(p), exist_ok=True)
     with open(p, "wb") as f:
         f.write(data)
+    return p
+
+
+def write(path: Path | bytes, data: bytes = b"x", mtime_ns: int | None = None) -> Path | bytes:
+    """Like put(), returning ``path`` as given; optionally set its mtime."""
+    p = put(path, data)
     if mtime_ns is not None:
         os.utime(p, ns=(mtime_ns, mtime_ns))
     return path
+
+
+def b3(data: bytes) -> str:
+    return blake3.blake3(data).hexdigest()

@@ -19,22 +19,13 @@ from qbhook.catalog.store import Catalog
 from qbhook.config import load_config
 from qbhook.sandbox.zfs import _run, dataset_guid, remount
 from qbhook.scanner import scan_pool
+from tests.helpers import b3, put
 
 pytestmark = pytest.mark.integration
 
 LIBRARY = "data/media/library"
 SEED = "data/media/torrents/seeding"
 KiB = 1024
-
-
-@pytest.fixture
-def zfs_pools(pools):
-    if pools.kind != "zfs":
-        msg = "zfs-fuse is not running: pools fell back to tmpfs, ZFS facts cannot be checked"
-        if os.environ.get("QBHOOK_SKIP_INTEGRATION") == "1":
-            pytest.skip(msg)
-        pytest.fail(msg)
-    return pools
 
 
 class Bed:
@@ -87,16 +78,6 @@ class Bed:
         return out
 
 
-def put(path: Path | bytes, data: bytes) -> bytes:
-    p = os.fsencode(path)
-    os.makedirs(os.path.dirname(p), exist_ok=True)
-    with open(p, "wb") as f:
-        f.write(data)
-    return p
-
-
-def b3(data: bytes) -> str:
-    return blake3.blake3(data).hexdigest()
 
 
 def blob(tag: str, size: int) -> bytes:

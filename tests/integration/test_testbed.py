@@ -19,16 +19,6 @@ LIBRARY = "data/media/library"
 PAYLOAD = {"Show.S01/e01.mkv": 24 << 20, "Show.S01/e02.mkv": 16 << 20 | 12345, "Show.S01/info.nfo": 777}
 
 
-@pytest.fixture
-def zfs_pools(pools):
-    if pools.kind != "zfs":
-        msg = "zfs-fuse is not running: pools fell back to tmpfs, ZFS facts cannot be checked"
-        if os.environ.get("QBHOOK_SKIP_INTEGRATION") == "1":
-            pytest.skip(msg)
-        pytest.fail(msg)
-    return pools
-
-
 def _mount_types() -> dict[str, str]:
     types = {}
     for line in Path("/proc/self/mountinfo").read_text().splitlines():

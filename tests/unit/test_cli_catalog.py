@@ -12,13 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import blake3
 import pytest
 import yaml
 from click.testing import CliRunner
 
 from qbhook import hashing
 from qbhook.cli import main
+from tests.helpers import b3, put
 
 SEED = "data/media/torrents/seeding"
 
@@ -74,16 +74,6 @@ def two_filesystems(env, monkeypatch):
     return env
 
 
-def put(path, data: bytes = b"x") -> bytes:
-    p = os.fsencode(path)
-    os.makedirs(os.path.dirname(p), exist_ok=True)
-    with open(p, "wb") as f:
-        f.write(data)
-    return p
-
-
-def b3(data: bytes) -> str:
-    return blake3.blake3(data).hexdigest()
 
 
 # --------------------------------------------------------------------------- config check
