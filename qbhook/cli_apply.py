@@ -13,6 +13,7 @@ import sys
 import click
 
 from qbhook.cli import App, _human_bytes, main, pass_app
+from qbhook.plan import describe_step
 
 
 def _executor(app: App, lock_wait):
@@ -87,7 +88,7 @@ def history(app: App, run_id, limit):
         def human(d):
             _print_run_line(d["run"])
             for s in d["steps"]:
-                line = f"  {s['seq']:4} {s['status']:9} {s['kind']:12} {_step_brief(s['kind'], s['args'])}"
+                line = f"  {s['seq']:4} {s['status']:9} {s['kind']:12} {describe_step(s['kind'], s['args'])}"
                 click.echo(line)
                 if s["error"]:
                     click.echo(f"       error: {s['error']}")
@@ -127,26 +128,6 @@ def _print_run_line(r: dict) -> None:
                f"{len(r['groups'])} group(s){extra}")
 
 
-def _step_brief(kind: str, a: dict) -> str:
-    if kind in ("copy", "link"):
-        return f"{a.get('src')} -> {a.get('dst')}"
-    if kind == "mkempty":
-        return str(a.get("dst"))
-    if kind == "relocate":
-        return f"{str(a.get('torrent'))[:12]} {a.get('from_path')} -> {a.get('to_path')}"
-    if kind == "verify_view":
-        return f"{str(a.get('torrent'))[:12]} {len(a.get('files', []))} files at {a.get('save_path')}"
-    if kind == "verify_group":
-        return f"{len(a.get('torrents', []))} torrent(s)"
-    if kind == "delete":
-        return str(a.get("path"))
-    if kind == "prune_dirs":
-        return f"{a.get('root')} (up to {a.get('stop_at')})"
-    if kind == "tag":
-        return f"{str(a.get('torrent'))[:12]} +{a.get('add') or []} -{a.get('remove') or []}"
-    return ""
-
-
 def _print_summary(s) -> None:
     if not s.groups:
         click.echo("nothing to do")
@@ -155,7 +136,7 @@ def _print_summary(s) -> None:
         click.echo(f"{g.status.upper():11} {g.action:8} {g.group_id}"
                    + (f"  - {g.reason}" if g.reason and g.status != "planned" else ""))
         for st in g.steps:
-            click.echo(f"    {st['kind']:12} {_step_brief(st['kind'], st['args'])}"
+            click.echo(f"    {st['kind']:12} {describe_step(st['kind'], st['args'])}"
                        + (f"  [{st['now']}]" if st.get("now") and st["now"] != "to do" else ""))
     verb = "would copy" if s.dry_run else "copied"
     click.echo(f"\n{verb} {_human_bytes(s.bytes_copied)}, {'would free' if s.dry_run else 'freed'} "

@@ -7,6 +7,7 @@ import sys
 import click
 
 from qbhook.cli import App, _human_bytes, main, pass_app
+from qbhook.plan import describe_step
 
 EXIT_ACTIONABLE = 10
 
@@ -52,25 +53,12 @@ def _print_plan(p, steps: bool) -> None:
         click.echo(f"           why: {g.reason}")
         if steps:
             for s in g.steps:
-                click.echo(f"             {s.kind:12} {_step_text(s)}")
+                click.echo(f"             {s.kind:12} {describe_step(s.kind, s.args)}")
     s = p.summary()
     click.echo(f"\n{s['demote']} to demote, {s['promote']} to promote, {s['blocked']} blocked, {s['skip']} skipped, "
                f"{s['stay']} staying; {_human_bytes(s['bytes_to_copy'])} to copy, {_human_bytes(s['bytes_freed'])} to free")
     if p.actionable:
         click.echo("dry run: nothing changed. Apply with: qbhook apply --yes")
-
-
-def _step_text(s) -> str:
-    a = s.args
-    if s.kind in ("copy", "link"):
-        return f"{a['src']} -> {a['dst']}"
-    if s.kind == "relocate":
-        return f"{a['torrent'][:12]} {a['from_path']} -> {a['to_path']}"
-    if s.kind == "delete":
-        return a["path"]
-    if s.kind == "verify_view":
-        return f"{a['torrent'][:12]} {len(a['files'])} files at {a['save_path']}"
-    return ", ".join(f"{k}={v}" for k, v in a.items() if not isinstance(v, (list, dict)))
 
 
 @main.command()

@@ -99,3 +99,24 @@ class Plan:
     @classmethod
     def from_dict(cls, d: dict) -> "Plan":
         return cls(groups=[GroupPlan.from_dict(g) for g in d["groups"]], created_at=d.get("created_at", 0.0))
+
+
+def describe_step(kind: str, a: dict) -> str:
+    """One line for a person: what this step touches."""
+    if kind in ("copy", "link"):
+        return f"{a.get('src')} -> {a.get('dst')}"
+    if kind == "mkempty":
+        return str(a.get("dst"))
+    if kind == "relocate":
+        return f"{str(a.get('torrent'))[:12]} {a.get('from_path')} -> {a.get('to_path')}"
+    if kind == "verify_view":
+        return f"{str(a.get('torrent'))[:12]} {len(a.get('files', []))} files at {a.get('save_path')}"
+    if kind == "verify_group":
+        return f"{len(a.get('torrents', []))} torrent(s)"
+    if kind == "delete":
+        return str(a.get("path"))
+    if kind == "prune_dirs":
+        return f"{a.get('root')} (up to {a.get('stop_at')})"
+    if kind == "tag":
+        return f"{str(a.get('torrent'))[:12]} +{a.get('add') or []} -{a.get('remove') or []}"
+    return ""
