@@ -49,14 +49,12 @@ class HashResult:
         return self.stable and (now - self.after.st_mtime_ns / 1e9) >= margin_s
 
 
+# O_NOATIME spares a metadata write per file read; it needs ownership or CAP_FOWNER (root).
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | (getattr(os, "O_NOATIME", 0) if os.geteuid() == 0 else 0)
+
+
 def _open_nofollow(path: bytes | str) -> int:
-    return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0)) if _can_noatime() else \
-        os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-
-
-def _can_noatime() -> bool:
-    # O_NOATIME needs file ownership or CAP_FOWNER; root has it.
-    return hasattr(os, "O_NOATIME") and os.geteuid() == 0
+    return os.open(path, _READ_FLAGS)
 
 
 def hash_fd(fd: int, hasher=None) -> bytes:
