@@ -39,9 +39,11 @@ class SnapshotBuilder:
         self.roots = [str(p.seeding_root) for p in cfg.pools]
 
     # ------------------------------------------------------------ public
-    def build(self, hashes: Iterable[str] | None = None, now: float | None = None) -> Snapshot:
+    def build(self, hashes: Iterable[str] | None = None, now: float | None = None, infos=None) -> Snapshot:
+        """``infos``: every torrent of every instance, when the caller already listed them."""
         now = time.time() if now is None else now
-        infos = [t for c in self.clients for t in c.torrents()]
+        if infos is None:
+            infos = [t for c in self.clients for t in c.torrents()]
         chosen = self._closure(infos, hashes) if hashes else infos
         torrents = [self._torrent_fact(t) for t in chosen]
         pools = tuple(self._pool_fact(p) for p in self.cfg.pools)
@@ -262,5 +264,5 @@ def _is_inode(path: str, st: os.stat_result) -> bool:
 
 
 def build_snapshot(cfg: Config, catalog: Catalog, clients, hashes=None, *, progress: Progress | None = None,
-                   now: float | None = None) -> Snapshot:
-    return SnapshotBuilder(cfg, catalog, list(clients), progress=progress).build(hashes, now=now)
+                   now: float | None = None, infos=None) -> Snapshot:
+    return SnapshotBuilder(cfg, catalog, list(clients), progress=progress).build(hashes, now=now, infos=infos)

@@ -81,7 +81,7 @@ def handle_job(cfg: Config, catalog: Catalog, clients, job, *, executor=None) ->
     if not hashes:
         return {"groups": [], "note": "no torrent in qBittorrent matches this event" +
                 (f" (unknown hashes: {', '.join(missing)})" if missing else "")}
-    snap = build_snapshot(cfg, catalog, clients, hashes=sorted(hashes))
+    snap = build_snapshot(cfg, catalog, clients, hashes=sorted(hashes), infos=infos)
     plan = make_plan(snap, cfg.policy)
     maintain_tags(cfg, clients, snap, plan)
     result = {"groups": [{"group_id": g.group_id, "action": g.action, "reason": g.reason, "names": g.names}
