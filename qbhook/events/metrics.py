@@ -11,6 +11,7 @@ Served on the same port and behind the same authentication as the webhooks.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 
 from flask import Blueprint, Response
@@ -18,6 +19,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from qbhook.errors import QbhookError
+from qbhook.events.page import unavailable
 from qbhook.events.queue import STATES
 from qbhook.events.status import StatusSource
 
@@ -91,8 +94,12 @@ def blueprint(source: StatusSource, redact) -> Blueprint:
 
     @bp.get("/metrics")
     def metrics() -> Response:
+        try:
+            text = generate_latest(registry).decode("utf-8")
+        except (QbhookError, sqlite3.Error) as e:
+            return unavailable(e, redact)
         # Pool names are the only free text here; blank secrets in them all the same.
-        body = redact(generate_latest(registry).decode("utf-8"))
+        body = redact(text)
         return Response(body, status=200, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
 
     return bp

@@ -10,12 +10,15 @@ authentication; ``create_app`` applies it to every blueprint it is given (see ``
 from __future__ import annotations
 
 import datetime as _dt
+import logging
+import sqlite3
 from collections.abc import Callable
 
 from flask import Blueprint, Response
 from markupsafe import Markup, escape
 
 from qbhook.config import Config
+from qbhook.errors import QbhookError
 from qbhook.events.status import (
     PendingGroup,
     PoolStatus,
@@ -27,6 +30,7 @@ from qbhook.events.status import (
 from qbhook.units import human_bytes
 
 Redact = Callable[[str], str]
+log = logging.getLogger(__name__)
 
 COLORS = {
     "library": "#2f6fb0",
@@ -34,6 +38,7 @@ COLORS = {
     "seed_only": "#3e9a5b",
     "other": "#8a6fb8",
     "uncatalogued": "#9aa3ad",
+    "used": "#4b5866",
     "free": "#e6e9ed",
 }
 ACTION_CLASS = {"demote": "act-demote", "promote": "act-promote", "blocked": "act-blocked", "skip": "act-skip"}
@@ -61,10 +66,20 @@ def blueprint(source: StatusSource, redact: Redact) -> Blueprint:
 
     @bp.get("/")
     def index() -> Response:
-        html = render(source.status(), redact)
+        try:
+            html = render(source.status(), redact)
+        except (QbhookError, sqlite3.Error) as e:
+            return unavailable(e, redact)
         return Response(html, status=200, mimetype="text/html", headers=HEADERS)
 
     return bp
+
+
+def unavailable(err: Exception, redact: Redact) -> Response:
+    """The catalog could not be read (missing, locked, corrupt): one line, no traceback."""
+    log.error("status: cannot read the catalog: %s", err)
+    return Response(redact(f"status unavailable: cannot read the catalog ({err})\n"), status=503,
+                    mimetype="text/plain", headers={"Cache-Control": "no-store"})
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -119,49 +134,46 @@ def _pool(p: PoolStatus, t) -> str:
         return f"<article class=pool>{head}<p class=warn>cannot read size: {t(p.error or 'unknown')}</p></article>"
     used = p.used or 0
     stats = (f"<p class=nums><b>{human_bytes(p.free)}</b> free of {human_bytes(p.size)} "
-             f"({_pct(p.free, p.size)})</p>")
-    legend = []
-    for seg in p.segments:
-        legend.append(_legend_item(COLORS[seg.key], seg.label, human_bytes(seg.bytes)))
-    if not p.segments:
-        legend.append(_legend_item(COLORS["uncatalogued"], "used (no catalog yet)", human_bytes(used)))
-    legend.append(_legend_item(COLORS["free"], "free", human_bytes(p.free)))
+             f"· {_pct(used, p.size)} used</p>")
+    parts = [(s.key, s.label, s.bytes) for s in p.segments]
+    if not parts:
+        parts = [("uncatalogued", "used (no catalog yet)", used)]
+    legend = [_legend_item(COLORS[key], label, human_bytes(size), zero=not size) for key, label, size in parts]
     if p.blocked_groups:
         size = human_bytes(p.blocked_bytes) if p.blocked_bytes is not None else "size unknown"
         legend.append(_legend_item(None, "blocked", f"{p.blocked_groups} group(s), {size}"))
     else:
-        legend.append(_legend_item(None, "blocked", "none"))
+        legend.append(_legend_item(None, "blocked", "none", zero=True))
     legend.append(_legend_item(None, "orphaned",
                                "unknown" if p.orphaned_bytes is None else human_bytes(p.orphaned_bytes)))
-    return (f"<article class=pool>{head}{stats}{_bar(p, t)}"
+    return (f"<article class=pool>{head}{stats}"
+            f"{_svg_bar(p.name + ' capacity', [('used', 'used', used), ('free', 'free', p.free)], 10, t)}"
+            "<p class=caption>Used space by kind</p>"
+            f"{_svg_bar(p.name + ' used space', parts, 28, t)}"
             f"<ul class=legend>{''.join(legend)}</ul></article>")
 
 
-def _bar(p: PoolStatus, t) -> str:
-    """One horizontal stacked bar: the used space by category, then free space."""
-    assert p.size is not None and p.free is not None
-    total = max(p.size, 1)
-    segments = [(s.key, s.label, s.bytes) for s in p.segments if s.bytes > 0]
-    if not p.segments:
-        segments = [("uncatalogued", "used", p.used or 0)]
-    segments.append(("free", "free", p.free))
+def _svg_bar(title: str, parts: list[tuple[str, str, int]], height: int, t) -> str:
+    """A horizontal stacked bar, the parts in order, scaled to their sum."""
+    total = sum(size for _k, _l, size in parts if size > 0)
     width, x, rects = 1000.0, 0.0, []
-    for key, label, size in segments:
-        w = width * size / total
-        if w <= 0:
+    for key, label, size in parts:
+        if size <= 0 or total <= 0:
             continue
-        w = min(w, width - x)
-        rects.append(f'<rect x="{x:.2f}" y="0" width="{w:.2f}" height="40" fill="{COLORS[key]}">'
+        w = min(width * size / total, width - x)
+        rects.append(f'<rect x="{x:.2f}" y="0" width="{w:.2f}" height="{height}" fill="{COLORS[key]}">'
                      f"<title>{t(label)}: {human_bytes(size)}</title></rect>")
         x += w
-    label = f"{p.name}: " + ", ".join(f"{lbl} {human_bytes(b)}" for _k, lbl, b in segments)
-    return (f'<svg class=bar viewBox="0 0 1000 40" preserveAspectRatio="none" role="img" '
-            f'aria-label="{t(label)}">{"".join(rects)}</svg>')
+    if not rects:
+        rects.append(f'<rect x="0" y="0" width="1000" height="{height}" fill="{COLORS["free"]}"/>')
+    label = f"{title}: " + ", ".join(f"{lbl} {human_bytes(b)}" for _k, lbl, b in parts)
+    return (f'<svg class=bar viewBox="0 0 1000 {height}" preserveAspectRatio="none" role="img" '
+            f'style="height:{height}px" aria-label="{t(label)}">{"".join(rects)}</svg>')
 
 
-def _legend_item(color: str | None, label: str, value: str) -> str:
+def _legend_item(color: str | None, label: str, value: str, *, zero: bool = False) -> str:
     swatch = f"<i style='background:{color}'></i>" if color else "<i class=none></i>"
-    return f"<li>{swatch}<span>{escape(label)}</span><b>{escape(value)}</b></li>"
+    return f"<li{' class=zero' if zero else ''}>{swatch}<span>{escape(label)}</span><b>{escape(value)}</b></li>"
 
 
 def _pending(st: Status, t) -> str:
@@ -217,12 +229,12 @@ def _runs(st: Status, t) -> str:
         return "<section><h2>Recent runs</h2><p class=muted>No runs yet.</p></section>"
     rows = "".join(
         f"<tr><td>{r.id}</td><td><span class='tag out-{t(r.status)}'>{t(r.status)}</span></td>"
-        f"<td>{t(r.trigger or '-')}</td><td>{t(_when(r.started_at))}</td>"
+        f"<td class=wide>{t(r.trigger or '-')}</td><td>{t(_when(r.started_at, short=True))}</td>"
         f"<td class=num>{human_bytes(r.bytes_copied)}</td><td class=num>{human_bytes(r.bytes_freed)}</td>"
-        f"<td class=num>{r.groups_done}{f' / {r.groups_failed} failed' if r.groups_failed else ''}</td></tr>"
+        f"<td class='num wide'>{r.groups_done}{f' / {r.groups_failed} failed' if r.groups_failed else ''}</td></tr>"
         for r in st.runs)
     return ("<section><h2>Recent runs</h2><div class=scroll><table><thead><tr><th>#</th><th>outcome</th>"
-            "<th>trigger</th><th>started</th><th>copied</th><th>freed</th><th>groups</th></tr></thead>"
+            "<th class=wide>trigger</th><th>started (UTC)</th><th>copied</th><th>freed</th><th>groups</th></tr></thead>"
             f"<tbody>{rows}</tbody></table></div></section>")
 
 
@@ -243,10 +255,10 @@ def _queue(st: Status, t) -> str:
 # ---------------------------------------------------------------------------- formatting
 
 
-def _when(ts: float | None) -> str:
+def _when(ts: float | None, *, short: bool = False) -> str:
     if not ts:
         return "-"
-    return _dt.datetime.fromtimestamp(ts, _dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC).strftime("%m-%d %H:%M" if short else "%Y-%m-%d %H:%M UTC")
 
 
 def _ago(seconds: float) -> str:
@@ -258,7 +270,7 @@ def _ago(seconds: float) -> str:
 
 
 def _pct(part: int, whole: int) -> str:
-    return f"{100 * part / whole:.0f}%" if whole else "-"
+    return f"{100 * part / whole:.1f}%" if whole else "-"
 
 
 _CSS = """
@@ -278,13 +290,15 @@ code{background:#eef1f4;padding:0 4px;border-radius:4px}
 .facts dt{font-size:.8rem;color:var(--muted)}.facts dd{margin:0;font-weight:600}
 .pool{padding:12px;margin:0 0 10px}
 .nums{margin:4px 0 8px}
-.bar{display:block;width:100%;height:28px;border-radius:6px;overflow:hidden}
+.bar{display:block;width:100%;border-radius:5px;overflow:hidden;background:#e6e9ed}
+.caption{margin:10px 0 4px;font-size:.8rem;color:var(--muted)}
+.legend li.zero{color:var(--muted)}.legend li.zero b{font-weight:400}
 .legend{list-style:none;padding:0;margin:10px 0 0;display:grid;grid-template-columns:repeat(auto-fit,minmax(230px,1fr));gap:4px 16px}
 .legend li{display:flex;align-items:center;gap:8px;font-size:.9rem}
 .legend i{width:12px;height:12px;border-radius:3px;flex:none}
 .legend i.none{border:1px dashed var(--muted)}
 .legend b{margin-left:auto;font-weight:600;white-space:nowrap}
-.tag{font-size:.75rem;padding:1px 6px;border-radius:10px;background:#eef1f4;color:var(--muted);font-weight:500}
+.tag{white-space:nowrap;font-size:.75rem;padding:1px 6px;border-radius:10px;background:#eef1f4;color:var(--muted);font-weight:500}
 .plan,.dead{list-style:none;padding:0;margin:0}
 .plan li,.dead li{padding:10px 12px;margin:0 0 6px;overflow-wrap:anywhere}
 .reason{margin:2px 0}
@@ -296,6 +310,6 @@ code{background:#eef1f4;padding:0 4px;border-radius:4px}
 table{border-collapse:separate;border-spacing:0;width:100%;font-size:.9rem}
 th,td{padding:6px 10px;text-align:left;border-bottom:1px solid var(--line);white-space:nowrap}
 tr:last-child td{border-bottom:0}
-td.num,th:nth-child(n+5){text-align:right}
-@media (max-width:520px){main{padding:8px}.badge{min-width:0}body{font-size:14px}}
+td.num,th.num{text-align:right}
+@media (max-width:520px){main{padding:8px}.badge{min-width:0}body{font-size:14px}.wide{display:none}}
 """

@@ -24,8 +24,9 @@ loses nothing and nothing can drift from the database:
 - runs: the journal's ``runs`` rows with their byte counters;
 - the queue: job counts by state and the dead letters with their errors.
 
-The breakdown query walks every catalogued path, so its result is cached for a short
-while; the rest is cheap and read fresh.
+The breakdown query walks every catalogued path, so its result is kept until a scan, a run
+step or an event job moves (``change_marker``) or a minute passes; the rest is cheap and
+read fresh.
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ class StatusSource:
         self._clock = clock
         self._ttl_s = ttl_s
         self._lock = threading.Lock()
-        self._breakdown: tuple[float, dict[str, dict[str, int]]] | None = None
+        self._breakdown: tuple[float, tuple, dict[str, dict[str, int]]] | None = None
 
     def status(self) -> Status:
         with self._connect() as conn:
@@ -187,10 +188,11 @@ class StatusSource:
 
     def _cached_breakdown(self, conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
         with self._lock:
-            now = self._clock()
-            if self._breakdown is None or now - self._breakdown[0] >= self._ttl_s:
-                self._breakdown = (now, catalog_breakdown(conn, self.cfg.pools))
-            return self._breakdown[1]
+            now, marker = self._clock(), change_marker(conn)
+            if (self._breakdown is None or now - self._breakdown[0] >= self._ttl_s
+                    or marker != self._breakdown[1]):
+                self._breakdown = (now, marker, catalog_breakdown(conn, self.cfg.pools))
+            return self._breakdown[2]
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -282,6 +284,14 @@ def catalog_breakdown(conn: sqlite3.Connection, pools: Iterable[PoolConfig]) -> 
         out[p.name] = {"library": library, "duplicated": duplicated, "seed_only": seed_all - duplicated,
                        "other": other}
     return out
+
+
+def change_marker(conn: sqlite3.Connection) -> tuple:
+    """Cheap values (primary keys, small tables) that move whenever a scan, a run step or an event job may
+    have changed the catalog's paths: the breakdown is recomputed when they do."""
+    return tuple(conn.execute(
+        "SELECT (SELECT MAX(id) FROM scans), (SELECT MAX(id) FROM paths), (SELECT MAX(id) FROM steps),"
+        " (SELECT MAX(finished_at) FROM runs), (SELECT MAX(updated_at) FROM event_jobs)").fetchone())
 
 
 def _sweep(conn: sqlite3.Connection) -> SweepStatus | None:

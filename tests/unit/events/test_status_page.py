@@ -142,7 +142,8 @@ def test_page_shows_pools_breakdown_plan_runs_and_dead_letters(world):
     assert "<script" not in html.lower()
     for name in ("stash", "pool"):
         assert f"<h3>{name} <span" in html
-    assert html.count("<svg class=bar") == 2
+    assert html.count("<svg class=bar") == 4      # per pool: capacity, and used space by kind
+    assert 'aria-label="stash used space: library-linked 2.9 KiB, seed-only, duplicated on another pool 1000 B' in html
     # The catalog's numbers, each category once: see the world fixture.
     assert "library-linked</span><b>2.9 KiB</b>" in html
     assert "seed-only, duplicated on another pool</span><b>1000 B</b>" in html
@@ -233,16 +234,25 @@ def test_breakdown_counts_each_inode_once_and_reads_the_catalog_only(world):
     assert catalog_breakdown(cat.conn, cfg.pools)["stash"]["seed_only"] == 500
 
 
-def test_breakdown_is_cached_briefly(world):
+def test_breakdown_is_cached_until_the_catalog_moves_or_a_minute_passes(world):
     cfg, cat = world
     clock = [1000.0]
     src = StatusSource(cfg, clock=lambda: clock[0], ttl_s=60)
-    first = {s.key: s.bytes for s in src.status().pools[0].segments}
+
+    def seed_only():
+        return {s.key: s.bytes for s in src.status().pools[0].segments}["seed_only"]
+
+    assert seed_only() == 500
+    # A change no scan, run or job made (nothing marks it): served from the cache for a minute.
+    with cat.conn:
+        cat.conn.execute("UPDATE inodes SET size = 501 WHERE size = 500")
+    assert seed_only() == 500
+    clock[0] += 61
+    assert seed_only() == 501
+    # A scan moves the marker: the next request recomputes at once.
     os.unlink(cfg.pools[0].seeding_root / "Only/o.mkv")
     scan_pool(cat, cfg.pools[0], cfg.scan)
-    assert {s.key: s.bytes for s in src.status().pools[0].segments}["seed_only"] == first["seed_only"]
-    clock[0] += 61
-    assert {s.key: s.bytes for s in src.status().pools[0].segments}["seed_only"] == 0
+    assert seed_only() == 0
 
 
 def test_page_without_any_sweep_or_run_says_so(tmp_path):
@@ -253,3 +263,14 @@ def test_page_without_any_sweep_or_run_says_so(tmp_path):
     html = _client(cfg).get("/", headers={"X-Qbhook-Token": TOKEN}).get_data(as_text=True)
     assert "never (run <code>qbhook sweep</code>)" in html
     assert "No sweep has run yet" in html and "No runs yet." in html
+
+
+def test_unreadable_catalog_is_a_one_line_503_not_a_traceback(tmp_path):
+    cfg = _cfg(tmp_path)   # its catalog file was never created
+    c = _client(cfg)
+    for path in ("/", "/metrics"):
+        r = c.get(path, headers={"X-Qbhook-Token": TOKEN})
+        assert r.status_code == 503, path
+        body = r.get_data(as_text=True)
+        assert body.startswith("status unavailable: cannot read the catalog") and body.count("\n") == 1
+        assert "Traceback" not in body
