@@ -171,7 +171,7 @@ class StatusSource:
         self._clock = clock
         self._ttl_s = ttl_s
         self._lock = threading.Lock()
-        self._breakdown: tuple[float, tuple, dict[str, dict[str, int]]] | None = None
+        self._cache: dict[str, tuple[float, tuple, Any]] = {}
 
     def status(self) -> Status:
         with self._connect() as conn:
@@ -179,7 +179,7 @@ class StatusSource:
 
     def totals(self) -> Totals:
         with self._connect() as conn:
-            return totals(conn)
+            return totals(conn, self._cached("sums", conn, catalog_sums))
 
     def light(self) -> Status:
         """Status without the breakdown query (what /metrics needs, every scrape)."""
@@ -187,12 +187,17 @@ class StatusSource:
             return gather(self.cfg, conn, breakdown={}, now=self._clock())
 
     def _cached_breakdown(self, conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+        return self._cached("breakdown", conn, lambda c: catalog_breakdown(c, self.cfg.pools))
+
+    def _cached(self, key: str, conn: sqlite3.Connection, compute: Callable[[sqlite3.Connection], Any]) -> Any:
+        """compute(conn), reused until change_marker() moves or ttl_s passes (hashing alone
+        moves no marker, so hashed bytes can lag by up to ttl_s)."""
         with self._lock:
             now, marker = self._clock(), change_marker(conn)
-            if (self._breakdown is None or now - self._breakdown[0] >= self._ttl_s
-                    or marker != self._breakdown[1]):
-                self._breakdown = (now, marker, catalog_breakdown(conn, self.cfg.pools))
-            return self._breakdown[2]
+            hit = self._cache.get(key)
+            if hit is None or now - hit[0] >= self._ttl_s or marker != hit[1]:
+                hit = self._cache[key] = (now, marker, compute(conn))
+            return hit[2]
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -351,7 +356,8 @@ def _run(r) -> RunStatus:
     )
 
 
-def totals(conn: sqlite3.Connection) -> Totals:
+def totals(conn: sqlite3.Connection, sums: tuple[int, int, int] | None = None) -> Totals:
+    """Whole-history numbers; ``sums`` is a (possibly cached) catalog_sums() result."""
     runs_by_status = dict(conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall())
     copied = freed = 0
     for (summary,) in conn.execute("SELECT summary FROM runs WHERE summary IS NOT NULL"):
@@ -362,11 +368,18 @@ def totals(conn: sqlite3.Connection) -> Totals:
         copied += _int(s.get("bytes_copied")) or 0
         freed += _int(s.get("bytes_freed")) or 0
     groups = dict(conn.execute("SELECT status, COUNT(*) FROM group_state GROUP BY status").fetchall())
-    catalog_bytes = conn.execute("SELECT COALESCE(SUM(size), 0) FROM inodes").fetchone()[0]
-    hashed_files, hashed_bytes = conn.execute(
-        f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM inodes WHERE {HASH_VALID}").fetchone()
+    catalog_bytes, hashed_bytes, hashed_files = sums if sums is not None else catalog_sums(conn)
     return Totals(runs_by_status=runs_by_status, bytes_copied=copied, bytes_freed=freed, groups_by_state=groups,
-                  catalog_bytes=int(catalog_bytes), hashed_bytes=int(hashed_bytes), hashed_files=int(hashed_files))
+                  catalog_bytes=catalog_bytes, hashed_bytes=hashed_bytes, hashed_files=hashed_files)
+
+
+def catalog_sums(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """(bytes catalogued, bytes with a valid hash, files with a valid hash) in one pass over
+    the inodes (a full scan beats the partial hash index here: ~0.1 s per 300k inodes)."""
+    row = conn.execute(
+        f"SELECT COALESCE(SUM(size), 0), COALESCE(SUM(CASE WHEN {HASH_VALID} THEN size END), 0),"
+        f" COALESCE(SUM({HASH_VALID}), 0) FROM inodes").fetchone()
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 # ---------------------------------------------------------------------------- secrets
