@@ -234,7 +234,8 @@ def _runs(st: Status, t) -> str:
         f"<td class='num wide'>{r.groups_done}{f' / {r.groups_failed} failed' if r.groups_failed else ''}</td></tr>"
         for r in st.runs)
     return ("<section><h2>Recent runs</h2><div class=scroll><table><thead><tr><th>#</th><th>outcome</th>"
-            "<th class=wide>trigger</th><th>started (UTC)</th><th>copied</th><th>freed</th><th>groups</th></tr></thead>"
+            "<th class=wide>trigger</th><th>started</th><th class=num>copied</th><th class=num>freed</th>"
+            "<th class='num wide'>groups</th></tr></thead>"
             f"<tbody>{rows}</tbody></table></div></section>")
 
 
@@ -311,5 +312,5 @@ table{border-collapse:separate;border-spacing:0;width:100%;font-size:.9rem}
 th,td{padding:6px 10px;text-align:left;border-bottom:1px solid var(--line);white-space:nowrap}
 tr:last-child td{border-bottom:0}
 td.num,th.num{text-align:right}
-@media (max-width:520px){main{padding:8px}.badge{min-width:0}body{font-size:14px}.wide{display:none}}
+@media (max-width:520px){main{padding:8px}.badge{min-width:0}body{font-size:14px}.wide{display:none}th,td{padding:6px}}
 """

@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -385,16 +386,20 @@ def catalog_sums(conn: sqlite3.Connection) -> tuple[int, int, int]:
 # ---------------------------------------------------------------------------- secrets
 
 
+# Field names that hold secrets even where a config dataclass forgot repr=False: apprise
+# notification URLs embed tokens and passwords, so every ``urls`` list counts.
+_SECRET_FIELD = re.compile(r"password|token|secret|api_?key|^urls$", re.IGNORECASE)
+
+
 def secrets_of(cfg: Any) -> frozenset[str]:
     """Every secret value in the configuration: the fields declared ``repr=False``
-    (passwords, tokens, notification URLs), found by walking the dataclasses."""
-    found: set[str] = set()
+    (passwords, tokens) and fields named like secrets, found by walking the dataclasses."""
 
     def walk(obj: Any) -> Iterator[str]:
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
             for f in dataclasses.fields(obj):
                 value = getattr(obj, f.name)
-                if not f.repr:
+                if not f.repr or (_SECRET_FIELD.search(f.name) and not f.name.endswith(("_env", "_file"))):
                     yield from _strings(value)
                 else:
                     yield from walk(value)
@@ -402,8 +407,7 @@ def secrets_of(cfg: Any) -> frozenset[str]:
             for item in obj:
                 yield from walk(item)
 
-    found.update(s for s in walk(cfg) if s)
-    return frozenset(found)
+    return frozenset(s for s in walk(cfg) if s)
 
 
 def _strings(value: Any) -> Iterator[str]:

@@ -145,6 +145,10 @@ def test_status_page_in_chromium_and_metrics_after_a_real_demotion(pools, qbt, q
         assert sorted(heads) == ["pool cold", "stash primary"], heads
         assert len(browser.find_elements("css selector", "svg.bar")) == 4   # capacity + kinds, per pool
         assert "library-linked" in text and "orphaned" in text
+        stash = next(e.text for e in browser.find_elements("css selector", "article.pool")
+                     if e.text.startswith("stash"))
+        assert "blocked\n1 group(s), 1.0 MiB" in stash, stash   # sizes recorded by the sweep
+        assert re.search(r"library-linked\n3\.0 MiB", stash), stash
         plan = browser.find_element("css selector", "ol.plan").text
         assert HOSTILE in plan and "DEMOTE" in plan and "stash → pool" in plan   # shown as text, not run
         assert "BLOCKED" in plan
@@ -163,11 +167,10 @@ def test_status_page_in_chromium_and_metrics_after_a_real_demotion(pools, qbt, q
         assert metric(after, "qbhook_copied_bytes_total") >= 2 << 20
         assert metric(after, "qbhook_freed_bytes_total") >= 2 << 20
         assert metric(after, "qbhook_groups", state="done") == 1
-        browser.get(base + "/")
+        screenshot(browser, base + "/", 390, tmp_path / "status-after-apply.png")
         runs = browser.find_element("css selector", "table").text
         assert "done" in runs and "2.0 MiB" in runs
         assert "since then: done" in browser.find_element("css selector", "ol.plan").text
-        browser.save_screenshot(str(tmp_path / "status-after-apply.png"))
         for secret in (TOKEN, PASSWORD, QBT_PASSWORD):
             assert secret not in browser.page_source and secret not in after
     finally:

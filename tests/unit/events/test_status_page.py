@@ -183,6 +183,19 @@ def test_hostile_names_are_escaped_and_secrets_never_shown(world):
 def test_secrets_of_finds_every_hidden_field(world):
     cfg, _ = world
     assert secrets_of(cfg) == {TOKEN, PASSWORD, QBT_PASSWORD}
+
+    @dataclasses.dataclass(frozen=True)
+    class Notify:   # a section that forgot repr=False on its apprise URLs
+        urls: tuple[str, ...] = ("tgram://bot-token/chat",)
+        api_key: str = "k-123"
+        token_env: str = "NOT_A_SECRET_NAME"
+        title: str = "qbhook"
+
+    @dataclasses.dataclass(frozen=True)
+    class Outer:
+        notify: Notify = Notify()
+
+    assert secrets_of(Outer()) == {"tgram://bot-token/chat", "k-123"}
     redact = redactor(["abc", "abcdef"])
     assert redact("x abcdef y abc") == "x ******** y ********"
 
