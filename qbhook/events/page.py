@@ -41,7 +41,7 @@ COLORS = {
     "used": "#4b5866",
     "free": "#e6e9ed",
 }
-ACTION_CLASS = {"demote": "act-demote", "promote": "act-promote", "blocked": "act-blocked", "skip": "act-skip"}
+ACTION_CLASS = {"stay": "act-stay", "demote": "act-demote", "promote": "act-promote", "blocked": "act-blocked", "skip": "act-skip"}
 HEADERS = {
     # Nothing may load or run: no scripts, no remote fonts, no frames; inline styles only.
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
@@ -180,7 +180,9 @@ def _pending(st: Status, t) -> str:
     out = ["<section><h2>Pending plan</h2>"]
     sw = st.sweep
     if sw is None:
-        out.append("<p class=muted>No sweep has run yet, so there is no plan.</p></section>")
+        out.append("<p class=muted>No sweep has run yet, so there is no plan.</p>")
+        out.append(_last_event(st, t))
+        out.append("</section>")
         return "".join(out)
     counts = " · ".join(f"{n} {t(a)}" for a, n in sw.decisions.items() if n)
     out.append(f"<p class=muted>From the sweep of {t(_when(sw.at))}: {counts or 'no groups'}; "
@@ -194,7 +196,26 @@ def _pending(st: Status, t) -> str:
         if sw.pending_total > len(sw.pending):
             out.append(f"<p class=muted>… and {sw.pending_total - len(sw.pending)} more (see "
                        "<code>qbhook status</code>).</p>")
+    out.append(_last_event(st, t))
     out.append("</section>")
+    return "".join(out)
+
+
+def _last_event(st: Status, t) -> str:
+    """The worker's plan for the newest event job, when it is newer than the sweep."""
+    ev = st.last_event
+    if ev is None or (st.sweep is not None and ev.at <= st.sweep.at):
+        return ""
+    job = f" #{ev.job}" if ev.job is not None else ""
+    done = " and applied it" if ev.applied else ""
+    out = ["<h3 class=sub>Latest event</h3>",
+           f"<p class=muted>Job{job} at {t(_when(ev.at))}: the worker planned {len(ev.groups)} group(s){done}.</p>"]
+    if ev.note:
+        out.append(f"<p class=muted>{t(ev.note)}</p>")
+    if ev.groups:
+        out.append("<ol class=plan>")
+        out.extend(_group(g, t) for g in ev.groups)
+        out.append("</ol>")
     return "".join(out)
 
 
@@ -292,6 +313,7 @@ code{background:#eef1f4;padding:0 4px;border-radius:4px}
 .pool{padding:12px;margin:0 0 10px}
 .nums{margin:4px 0 8px}
 .bar{display:block;width:100%;border-radius:5px;overflow:hidden;background:#e6e9ed}
+.sub{margin:16px 0 2px}
 .caption{margin:10px 0 4px;font-size:.8rem;color:var(--muted)}
 .legend li.zero{color:var(--muted)}.legend li.zero b{font-weight:400}
 .legend{list-style:none;padding:0;margin:10px 0 0;display:grid;grid-template-columns:repeat(auto-fit,minmax(230px,1fr));gap:4px 16px}

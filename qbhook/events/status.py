@@ -117,6 +117,17 @@ class SweepStatus:
 
 
 @dataclass(frozen=True)
+class EventPlan:
+    """What the worker decided for the latest event job (``state`` key ``last_event_plan``)."""
+
+    at: float
+    job: int | None
+    groups: tuple[PendingGroup, ...]
+    applied: bool
+    note: str | None
+
+
+@dataclass(frozen=True)
 class RunStatus:
     id: int
     status: str
@@ -144,6 +155,7 @@ class Status:
     generated_at: float
     pools: tuple[PoolStatus, ...]
     sweep: SweepStatus | None
+    last_event: EventPlan | None
     queue: dict[str, int]
     dead_letters: tuple[DeadLetter, ...]
     runs: tuple[RunStatus, ...]
@@ -226,6 +238,7 @@ def gather(cfg: Config, conn: sqlite3.Connection, *, breakdown: dict[str, dict[s
         generated_at=now,
         pools=pools,
         sweep=sweep,
+        last_event=_last_event(conn),
         queue=queue.counts(),
         dead_letters=dead,
         runs=tuple(_run(r) for r in journal.runs(limit=RECENT_RUNS)),
@@ -318,6 +331,16 @@ def _sweep(conn: sqlite3.Connection) -> SweepStatus | None:
         pending=pending,
         pending_total=len(raw),
     )
+
+
+def _last_event(conn: sqlite3.Connection) -> EventPlan | None:
+    info, at = state.get(conn, "last_event_plan")
+    if not isinstance(info, dict) or at is None:
+        return None
+    raw = [g for g in info.get("groups") or [] if isinstance(g, dict)][:PENDING_SHOWN]
+    outcomes = _group_outcomes(conn, [str(g.get("group_id", "")) for g in raw], since=at)
+    return EventPlan(at=at, job=_int(info.get("job")), applied="applied" in info, note=_str(info.get("note")),
+                     groups=tuple(_pending(g, outcomes.get(str(g.get("group_id", "")))) for g in raw))
 
 
 def _pending(g: dict[str, Any], outcome: tuple[str, str | None] | None) -> PendingGroup:

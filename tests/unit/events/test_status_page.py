@@ -158,6 +158,22 @@ def test_page_shows_pools_breakdown_plan_runs_and_dead_letters(world):
     assert "connection refused" in html and "1 dead" in html  # the dead letter
 
 
+def test_page_shows_the_workers_latest_event_plan_only_when_newer_than_the_sweep(world):
+    cfg, cat = world
+    _sweep(cat, names=["Swept.Thing"])
+    c = _client(cfg)
+    state.put(cat.conn, "last_event_plan", {"job": 7, "groups": [
+        {"group_id": "g-ev", "action": "stay", "reason": "linked outside the seeding tree: /lib/x.mkv",
+         "names": [f"Event.{HOSTILE}"]}]})
+    html = c.get("/", headers={"X-Qbhook-Token": TOKEN}).get_data(as_text=True)
+    assert "Latest event" in html and "Job #7" in html and "planned 1 group(s)." in html
+    assert "Event.&lt;script&gt;" in html and "linked outside the seeding tree: /lib/x.mkv" in html
+    # A sweep that started after the event's plan supersedes it.
+    _sweep(cat, names=["Swept.Again"], started_at=time.time() + 5)
+    html = c.get("/", headers={"X-Qbhook-Token": TOKEN}).get_data(as_text=True)
+    assert "Latest event" not in html and "Swept.Again" in html
+
+
 def test_hostile_names_are_escaped_and_secrets_never_shown(world):
     cfg, cat = world
     _sweep(cat, names=[HOSTILE, f"leak {TOKEN} {PASSWORD} {QBT_PASSWORD}", "a\"b'c&d"])
