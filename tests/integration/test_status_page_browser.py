@@ -157,8 +157,6 @@ def test_status_page_in_chromium_and_metrics_after_a_real_demotion(pools, qbt, q
             assert secret not in source and secret not in before
         phone = screenshot(browser, base + "/", 390, tmp_path / "status-phone.png")
         assert phone["scrollWidth"] <= phone["innerWidth"], phone   # no sideways scrolling on a phone
-        (REPO / "docs").mkdir(exist_ok=True)
-        shutil.copy(desktop, REPO / "docs/status-page.png")
 
         # A real demotion, by another process: the page and /metrics read it from the database.
         qbhook(cfg, "apply", "--yes", "--hash", h)
@@ -167,7 +165,11 @@ def test_status_page_in_chromium_and_metrics_after_a_real_demotion(pools, qbt, q
         assert metric(after, "qbhook_copied_bytes_total") >= 2 << 20
         assert metric(after, "qbhook_freed_bytes_total") >= 2 << 20
         assert metric(after, "qbhook_groups", state="done") == 1
-        screenshot(browser, base + "/", 390, tmp_path / "status-after-apply.png")
+        screenshot(browser, base + "/", 390, tmp_path / "status-after-apply-phone.png")
+        after_desktop = screenshot(browser, base + "/", 1100, tmp_path / "status-after-apply.png")
+        assert after_desktop["scripts"] == 0
+        (REPO / "docs").mkdir(exist_ok=True)
+        shutil.copy(tmp_path / "status-after-apply.png", REPO / "docs/status-page.png")
         runs = browser.find_element("css selector", "table").text
         assert "done" in runs and "2.0 MiB" in runs
         assert "since then: done" in browser.find_element("css selector", "ol.plan").text
