@@ -230,6 +230,7 @@ def serve(app: App, listen, port, no_sweep):
     from qbhook.catalog.db import connect
     from qbhook.catalog.store import Catalog
     from qbhook.events.auth import AuthConfig
+    from qbhook.events.page import views
     from qbhook.events.queue import JobQueue
     from qbhook.events.server import create_app
     from qbhook.worker import Worker, sweep
@@ -242,7 +243,7 @@ def serve(app: App, listen, port, no_sweep):
                    "every event endpoint will refuse requests", err=True)
     intake_conn = connect(cfg.catalog, check_same_thread=False)
     intake_queue = JobQueue(intake_conn)
-    wsgi = create_app(enqueue=intake_queue.enqueue, auth=auth, max_body=srv.max_body)
+    wsgi = create_app(enqueue=intake_queue.enqueue, auth=auth, max_body=srv.max_body, views=views(cfg))
     stop = threading.Event()
 
     # Finish what a previous process left in flight before taking new work.

@@ -103,7 +103,11 @@ def sweep(cfg: Config, catalog: Catalog, clients, *, executor=None, progress=Non
     plan = make_plan(snap, cfg.policy)
     tagged = maintain_tags(cfg, clients, snap, plan)
     out = {"started_at": t0, "scans": scans, "plan": plan.summary(),
-           "pending": [{"group_id": g.group_id, "action": g.action, "reason": g.reason, "names": g.names}
+           "pending": [{"group_id": g.group_id, "action": g.action, "reason": g.reason, "names": g.names,
+                        # sizes and pools: the status page charts blocked bytes per pool from these
+                        "source_pool": g.source_pool, "target_pool": g.target_pool,
+                        "payload_bytes": g.payload_bytes, "bytes_to_copy": g.bytes_to_copy,
+                        "bytes_freed": g.bytes_freed}
                        for g in plan.groups if g.action in ("demote", "promote", "blocked", "skip")]}
     if executor is not None and cfg.policy.auto_apply and plan.actionable:
         out["applied"] = executor.apply(plan, trigger="sweeper").to_dict()

@@ -12,7 +12,7 @@ import logging
 from typing import Any, Callable
 from urllib.parse import parse_qsl
 
-from flask import Flask, Response, jsonify, request
+from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from qbhook.errors import BadRequest
@@ -39,7 +39,8 @@ class _Refused(Exception):
         self.headers = headers or {}
 
 
-def create_app(*, enqueue: Enqueue, auth: AuthConfig, max_body: int = 256 * 1024) -> Flask:
+def create_app(*, enqueue: Enqueue, auth: AuthConfig, max_body: int = 256 * 1024,
+               views: tuple[Blueprint, ...] | list[Blueprint] = ()) -> Flask:
     app = Flask("qbhook.events")
     # Werkzeug enforces this while reading, also for bodies without Content-Length.
     app.config["MAX_CONTENT_LENGTH"] = max_body
@@ -100,6 +101,15 @@ def create_app(*, enqueue: Enqueue, auth: AuthConfig, max_body: int = 256 * 1024
     @app.get("/healthz")
     def healthz() -> Response:
         return jsonify(ok=True)
+
+    for view in views:
+        # Read-only views (status page, /metrics) pass the same check as the webhooks.
+        view.before_request(lambda: _authenticate(auth, allow_query_token=False))
+        app.register_blueprint(view)
+
+    @app.errorhandler(_Refused)
+    def refused(err: _Refused) -> Response:
+        return _error(err.status, err.message, err.headers)
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_: RequestEntityTooLarge) -> Response:

@@ -1,0 +1,468 @@
+"""What the status page and /metrics show: one typed snapshot read from the catalog.
+
+Everything here is read at request time from what qbhook already persists, so a restart
+loses nothing and nothing can drift from the database:
+
+- pools: size and free space from ``statvfs``; the breakdown of used space from the
+  catalog (each inode counted once, by the links the last scan saw):
+
+  * library-linked: seed data that also has a link outside the seeding root (or more
+    links than the catalog knows: something unseen uses it), so it has to stay;
+  * seed-only, duplicated: seed data with no outside link whose content (a valid hash)
+    also sits on another pool; converging it frees space;
+  * seed-only: the rest of the seed data with no outside link;
+  * other files: catalogued files outside the seeding root (libraries, downloads);
+  * not catalogued: used space the catalog does not account for (snapshots, metadata,
+    files created since the last scan).
+
+  "Blocked" is the payload of the groups the last sweep could not move (they overlap the
+  categories above, so they are reported beside the bar, not inside it). "Orphaned" (seed
+  data no torrent references) needs qBittorrent's torrent list at scan time and nothing
+  computes it yet: it is reported as unknown, never guessed.
+- the pending plan: the last sweep's decisions (``state`` key ``last_sweep``), each with the
+  newest journal outcome of its group when a run touched it after that sweep;
+- runs: the journal's ``runs`` rows with their byte counters;
+- the queue: job counts by state and the dead letters with their errors.
+
+The breakdown query walks every catalogued path, so its result is kept until a scan, a run
+step or an event job moves (``change_marker``) or a minute passes; the rest is cheap and
+read fresh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from qbhook import state
+from qbhook.catalog.db import connect
+from qbhook.catalog.store import HASH_VALID
+from qbhook.config import Config, PoolConfig
+from qbhook.events.queue import JobQueue
+from qbhook.journal import Journal
+
+BREAKDOWN_TTL_S = 60.0
+RECENT_RUNS = 10
+DEAD_LETTERS = 20
+PENDING_SHOWN = 200
+
+# (key, label) in bar order; the keys are also the CSS classes and metric label values.
+SEGMENTS = (
+    ("library", "library-linked"),
+    ("duplicated", "seed-only, duplicated on another pool"),
+    ("seed_only", "seed-only"),
+    ("other", "other files"),
+    ("uncatalogued", "not catalogued"),
+)
+
+
+@dataclass(frozen=True)
+class Segment:
+    key: str
+    label: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    name: str
+    role: str
+    path: str
+    size: int | None              # None when statvfs failed (error says why)
+    free: int | None
+    error: str | None
+    segments: tuple[Segment, ...]  # disjoint parts of the used space
+    blocked_groups: int
+    blocked_bytes: int | None      # None: the sweep that blocked them did not record sizes
+    orphaned_bytes: int | None     # None: not computed (see the module docstring)
+
+    @property
+    def used(self) -> int | None:
+        return None if self.size is None or self.free is None else max(self.size - self.free, 0)
+
+
+@dataclass(frozen=True)
+class PendingGroup:
+    group_id: str
+    action: str                    # demote | promote | blocked | skip
+    reason: str
+    names: tuple[str, ...]
+    source_pool: str | None
+    target_pool: str | None
+    payload_bytes: int | None
+    bytes_to_copy: int | None
+    bytes_freed: int | None
+    outcome: str | None            # the group's journal status when a run touched it after the sweep
+    outcome_reason: str | None
+
+
+@dataclass(frozen=True)
+class SweepStatus:
+    at: float
+    seconds: float | None
+    decisions: dict[str, int]      # action -> number of groups
+    bytes_to_copy: int
+    bytes_freed: int
+    pending: tuple[PendingGroup, ...]
+    pending_total: int
+
+
+@dataclass(frozen=True)
+class EventPlan:
+    """What the worker decided for the latest event job (``state`` key ``last_event_plan``)."""
+
+    at: float
+    job: int | None
+    groups: tuple[PendingGroup, ...]
+    applied: bool
+    note: str | None
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    id: int
+    status: str
+    trigger: str | None
+    started_at: float
+    finished_at: float | None
+    bytes_copied: int
+    bytes_freed: int
+    groups_done: int
+    groups_failed: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: int
+    key: str
+    kinds: tuple[str, ...]
+    attempts: int
+    error: str | None
+    at: float | None
+
+
+@dataclass(frozen=True)
+class Status:
+    generated_at: float
+    pools: tuple[PoolStatus, ...]
+    sweep: SweepStatus | None
+    last_event: EventPlan | None
+    queue: dict[str, int]
+    dead_letters: tuple[DeadLetter, ...]
+    runs: tuple[RunStatus, ...]
+    unfinished_runs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Whole-history numbers for /metrics, all from the database."""
+
+    runs_by_status: dict[str, int]
+    bytes_copied: int
+    bytes_freed: int
+    groups_by_state: dict[str, int]   # journal group_state: done | failed | rolled_back | running
+    catalog_bytes: int
+    hashed_bytes: int                 # bytes of content whose hash is known and still valid
+    hashed_files: int
+
+
+class StatusSource:
+    """Reads a Status from the catalog at ``cfg.catalog``; one short-lived connection per call,
+    so it is safe from any server thread."""
+
+    def __init__(self, cfg: Config, *, clock: Callable[[], float] = time.time, ttl_s: float = BREAKDOWN_TTL_S):
+        self.cfg = cfg
+        self._clock = clock
+        self._ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, tuple, Any]] = {}
+
+    def status(self) -> Status:
+        with self._connect() as conn:
+            return gather(self.cfg, conn, breakdown=self._cached_breakdown(conn), now=self._clock())
+
+    def totals(self) -> Totals:
+        with self._connect() as conn:
+            return totals(conn, self._cached("sums", conn, catalog_sums))
+
+    def light(self) -> Status:
+        """Status without the breakdown query (what /metrics needs, every scrape)."""
+        with self._connect() as conn:
+            return gather(self.cfg, conn, breakdown={}, now=self._clock())
+
+    def _cached_breakdown(self, conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+        return self._cached("breakdown", conn, lambda c: catalog_breakdown(c, self.cfg.pools))
+
+    def _cached(self, key: str, conn: sqlite3.Connection, compute: Callable[[sqlite3.Connection], Any]) -> Any:
+        """compute(conn), reused until change_marker() moves or ttl_s passes (hashing alone
+        moves no marker, so hashed bytes can lag by up to ttl_s)."""
+        with self._lock:
+            now, marker = self._clock(), change_marker(conn)
+            hit = self._cache.get(key)
+            if hit is None or now - hit[0] >= self._ttl_s or marker != hit[1]:
+                hit = self._cache[key] = (now, marker, compute(conn))
+            return hit[2]
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        # Read-only and short-lived: the page never migrates or writes the catalog, and a
+        # connection per request is safe from any of the server's threads.
+        conn = connect(self.cfg.catalog, readonly=True)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
+# ---------------------------------------------------------------------------- gathering
+
+
+def gather(cfg: Config, conn: sqlite3.Connection, *, breakdown: dict[str, dict[str, int]],
+           now: float) -> Status:
+    sweep = _sweep(conn)
+    pools = tuple(_pool(p, breakdown.get(p.name), sweep) for p in cfg.pools)
+    queue = JobQueue(conn)
+    journal = Journal(conn)
+    dead = tuple(DeadLetter(j.id, j.coalesce_key, tuple(j.kinds), j.attempts, j.last_error, j.finished_at)
+                 for j in queue.list(states=["dead"], limit=DEAD_LETTERS))
+    return Status(
+        generated_at=now,
+        pools=pools,
+        sweep=sweep,
+        last_event=_last_event(conn),
+        queue=queue.counts(),
+        dead_letters=dead,
+        runs=tuple(_run(r) for r in journal.runs(limit=RECENT_RUNS)),
+        unfinished_runs=tuple(r.id for r in journal.unfinished_runs()),
+    )
+
+
+def _pool(p: PoolConfig, counts: dict[str, int] | None, sweep: SweepStatus | None) -> PoolStatus:
+    size = free = None
+    error = None
+    try:
+        sv = os.statvfs(p.path)
+        size, free = sv.f_blocks * sv.f_frsize, sv.f_bavail * sv.f_frsize
+    except OSError as e:
+        error = f"{p.path}: {e.strerror}"
+    segments: tuple[Segment, ...] = ()
+    if counts is not None:
+        parts = dict(counts)
+        if size is not None and free is not None:
+            # Whatever statvfs counts as used that the catalog cannot name.
+            parts["uncatalogued"] = max(size - free - sum(parts.values()), 0)
+        segments = tuple(Segment(k, label, parts[k]) for k, label in SEGMENTS if k in parts)
+    blocked = [g for g in (sweep.pending if sweep else ()) if g.action == "blocked" and g.source_pool == p.name]
+    sizes = [g.payload_bytes for g in blocked]
+    return PoolStatus(
+        name=p.name, role=p.role, path=str(p.path), size=size, free=free, error=error, segments=segments,
+        blocked_groups=len(blocked),
+        blocked_bytes=sum(s for s in sizes if s is not None) if all(s is not None for s in sizes) else None,
+        orphaned_bytes=None,
+    )
+
+
+def catalog_breakdown(conn: sqlite3.Connection, pools: Iterable[PoolConfig]) -> dict[str, dict[str, int]]:
+    """pool name -> {library, duplicated, seed_only, other: bytes}, each inode counted once."""
+    out: dict[str, dict[str, int]] = {}
+    for p in pools:
+        prefix = os.fsencode(os.path.normpath(str(p.seeding_root))) + b"/"
+        row = conn.execute(
+            f"""
+            WITH per_inode AS (
+                SELECT i.id, i.size, i.nlink, i.hash,
+                       SUM(substr(pa.path, 1, :n) = :prefix) AS seed_links,
+                       ({HASH_VALID}) AS hashed
+                FROM paths pa JOIN inodes i ON i.id = pa.inode
+                WHERE pa.pool = :pool
+                GROUP BY i.id
+            )
+            SELECT
+                COALESCE(SUM(CASE WHEN seed_links > 0 AND nlink > seed_links THEN size END), 0),
+                COALESCE(SUM(CASE WHEN seed_links > 0 AND nlink <= seed_links AND hashed AND EXISTS (
+                    SELECT 1 FROM inodes j JOIN paths q ON q.inode = j.id
+                    WHERE j.hash = per_inode.hash AND j.size = per_inode.size AND q.pool != :pool
+                      AND j.hash_size = j.size AND j.hash_mtime_ns = j.mtime_ns AND j.hash_ctime_ns = j.ctime_ns
+                ) THEN size END), 0),
+                COALESCE(SUM(CASE WHEN seed_links > 0 AND nlink <= seed_links THEN size END), 0),
+                COALESCE(SUM(CASE WHEN seed_links = 0 THEN size END), 0)
+            FROM per_inode
+            """,
+            {"n": len(prefix), "prefix": prefix, "pool": p.name},
+        ).fetchone()
+        library, duplicated, seed_all, other = (int(v) for v in row)
+        out[p.name] = {"library": library, "duplicated": duplicated, "seed_only": seed_all - duplicated,
+                       "other": other}
+    return out
+
+
+def change_marker(conn: sqlite3.Connection) -> tuple:
+    """Cheap values (primary keys, small tables) that move whenever a scan, a run step or an event job may
+    have changed the catalog's paths: the breakdown is recomputed when they do."""
+    return tuple(conn.execute(
+        "SELECT (SELECT MAX(id) FROM scans), (SELECT MAX(id) FROM paths), (SELECT MAX(id) FROM steps),"
+        " (SELECT MAX(finished_at) FROM runs), (SELECT MAX(updated_at) FROM event_jobs)").fetchone())
+
+
+def _sweep(conn: sqlite3.Connection) -> SweepStatus | None:
+    info, at = state.get(conn, "last_sweep")
+    if not isinstance(info, dict) or at is None:
+        return None
+    plan = info.get("plan") or {}
+    raw = [g for g in info.get("pending") or [] if isinstance(g, dict)]
+    outcomes = _group_outcomes(conn, [str(g.get("group_id", "")) for g in raw[:PENDING_SHOWN]], since=at)
+    pending = tuple(_pending(g, outcomes.get(str(g.get("group_id", "")))) for g in raw[:PENDING_SHOWN])
+    decisions = {k: int(v) for k, v in plan.items() if not k.startswith("bytes_") and isinstance(v, int)}
+    return SweepStatus(
+        at=float(info.get("started_at") or at),
+        seconds=_num(info.get("seconds")),
+        decisions=decisions,
+        bytes_to_copy=int(plan.get("bytes_to_copy") or 0),
+        bytes_freed=int(plan.get("bytes_freed") or 0),
+        pending=pending,
+        pending_total=len(raw),
+    )
+
+
+def _last_event(conn: sqlite3.Connection) -> EventPlan | None:
+    info, at = state.get(conn, "last_event_plan")
+    if not isinstance(info, dict) or at is None:
+        return None
+    raw = [g for g in info.get("groups") or [] if isinstance(g, dict)][:PENDING_SHOWN]
+    outcomes = _group_outcomes(conn, [str(g.get("group_id", "")) for g in raw], since=at)
+    return EventPlan(at=at, job=_int(info.get("job")), applied="applied" in info, note=_str(info.get("note")),
+                     groups=tuple(_pending(g, outcomes.get(str(g.get("group_id", "")))) for g in raw))
+
+
+def _pending(g: dict[str, Any], outcome: tuple[str, str | None] | None) -> PendingGroup:
+    names = g.get("names") or []
+    return PendingGroup(
+        group_id=str(g.get("group_id", "")),
+        action=str(g.get("action", "")),
+        reason=str(g.get("reason", "")),
+        names=tuple(str(n) for n in names) if isinstance(names, list) else (str(names),),
+        source_pool=_str(g.get("source_pool")),
+        target_pool=_str(g.get("target_pool")),
+        payload_bytes=_int(g.get("payload_bytes")),
+        bytes_to_copy=_int(g.get("bytes_to_copy")),
+        bytes_freed=_int(g.get("bytes_freed")),
+        outcome=outcome[0] if outcome else None,
+        outcome_reason=outcome[1] if outcome else None,
+    )
+
+
+def _group_outcomes(conn: sqlite3.Connection, group_ids: list[str], since: float) -> dict[str, tuple[str, str | None]]:
+    out: dict[str, tuple[str, str | None]] = {}
+    for i in range(0, len(group_ids), 500):
+        chunk = group_ids[i:i + 500]
+        rows = conn.execute(
+            f"SELECT group_id, status, reason FROM group_state WHERE updated_at >= ? "
+            f"AND group_id IN ({','.join('?' * len(chunk))})", (since, *chunk))
+        out.update({r[0]: (r[1], r[2]) for r in rows})
+    return out
+
+
+def _run(r) -> RunStatus:
+    s = r.summary or {}
+    return RunStatus(
+        id=r.id, status=r.status, trigger=r.trigger, started_at=r.started_at, finished_at=r.finished_at,
+        bytes_copied=_int(s.get("bytes_copied")) or 0, bytes_freed=_int(s.get("bytes_freed")) or 0,
+        groups_done=len(s.get("groups_done") or ()), groups_failed=len(s.get("groups_failed") or ()),
+    )
+
+
+def totals(conn: sqlite3.Connection, sums: tuple[int, int, int] | None = None) -> Totals:
+    """Whole-history numbers; ``sums`` is a (possibly cached) catalog_sums() result."""
+    runs_by_status = dict(conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall())
+    copied = freed = 0
+    for (summary,) in conn.execute("SELECT summary FROM runs WHERE summary IS NOT NULL"):
+        try:
+            s = json.loads(summary)
+        except ValueError:
+            continue
+        copied += _int(s.get("bytes_copied")) or 0
+        freed += _int(s.get("bytes_freed")) or 0
+    groups = dict(conn.execute("SELECT status, COUNT(*) FROM group_state GROUP BY status").fetchall())
+    catalog_bytes, hashed_bytes, hashed_files = sums if sums is not None else catalog_sums(conn)
+    return Totals(runs_by_status=runs_by_status, bytes_copied=copied, bytes_freed=freed, groups_by_state=groups,
+                  catalog_bytes=catalog_bytes, hashed_bytes=hashed_bytes, hashed_files=hashed_files)
+
+
+def catalog_sums(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """(bytes catalogued, bytes with a valid hash, files with a valid hash) in one pass over
+    the inodes (a full scan beats the partial hash index here: ~0.1 s per 300k inodes)."""
+    row = conn.execute(
+        f"SELECT COALESCE(SUM(size), 0), COALESCE(SUM(CASE WHEN {HASH_VALID} THEN size END), 0),"
+        f" COALESCE(SUM({HASH_VALID}), 0) FROM inodes").fetchone()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+# ---------------------------------------------------------------------------- secrets
+
+
+# Field names that hold secrets even where a config dataclass forgot repr=False: apprise
+# notification URLs embed tokens and passwords, so every ``urls`` list counts.
+_SECRET_FIELD = re.compile(r"password|token|secret|api_?key|^urls$", re.IGNORECASE)
+
+
+def secrets_of(cfg: Any) -> frozenset[str]:
+    """Every secret value in the configuration: the fields declared ``repr=False``
+    (passwords, tokens) and fields named like secrets, found by walking the dataclasses."""
+
+    def walk(obj: Any) -> Iterator[str]:
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            for f in dataclasses.fields(obj):
+                value = getattr(obj, f.name)
+                if not f.repr or (_SECRET_FIELD.search(f.name) and not f.name.endswith(("_env", "_file"))):
+                    yield from _strings(value)
+                else:
+                    yield from walk(value)
+        elif isinstance(obj, (tuple, list)):
+            for item in obj:
+                yield from walk(item)
+
+    return frozenset(s for s in walk(cfg) if s)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, (tuple, list, frozenset, set)):
+        for v in value:
+            yield from _strings(v)
+
+
+def redactor(secrets: Iterable[str]) -> Callable[[str], str]:
+    """A function that blanks every secret inside a string (longest first, so a secret
+    containing another is blanked whole). Applied to every string a view prints: an error
+    message or a torrent name that happens to contain a token must not show it."""
+    ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def redact(text: str) -> str:
+        for s in ordered:
+            if s in text:
+                text = text.replace(s, "********")
+        return text
+
+    return redact
+
+
+def _int(v: Any) -> int | None:
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _str(v: Any) -> str | None:
+    return v if isinstance(v, str) else None

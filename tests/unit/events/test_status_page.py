@@ -1,0 +1,305 @@
+"""The status page and /metrics over a real SQLite catalog built by the real scanner,
+served by the real Flask app (test client): authentication, escaping, secrets, numbers."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import os
+import re
+import time
+
+import pytest
+
+from qbhook import state
+from qbhook.catalog.store import Catalog
+from qbhook.events.model import Event
+from qbhook.events.page import views
+from qbhook.events.queue import JobQueue
+from qbhook.events.server import create_app
+from qbhook.events.status import StatusSource, catalog_breakdown, redactor, secrets_of
+from qbhook.hashing import ensure_hashes
+from qbhook.journal import Journal
+from qbhook.scanner import scan_pool
+from tests.helpers import make_config, put
+
+TOKEN = "page-token-0123456789abcdef"
+PASSWORD = "basic-pass-9876543210"
+QBT_PASSWORD = "qbt-pass-5555555555"
+HOSTILE = "<script>alert(1)</script>"
+SEED = "data/media/torrents/seeding"
+
+
+def _cfg(tmp_path):
+    stash, pool = tmp_path / "stash", tmp_path / "pool"
+    cfg = make_config(tmp_path / "catalog.sqlite", stash, pool,
+                      qbt=[{"name": "main", "url": "http://127.0.0.1:1", "username": "admin",
+                            "password": "placeholder"}])
+    return dataclasses.replace(
+        cfg,
+        server=dataclasses.replace(cfg.server, username="admin", password=PASSWORD, token=TOKEN),
+        qbittorrent=tuple(dataclasses.replace(q, password=QBT_PASSWORD) for q in cfg.qbittorrent),
+    )
+
+
+@pytest.fixture
+def world(tmp_path):
+    """Two pools as plain folders with a scanned, hashed catalog:
+    stash: 3000 B library-linked (seed + library link), 1000 B seed-only duplicated on pool,
+           500 B seed-only, 700 B library-only; pool: the 1000 B duplicate."""
+    cfg = _cfg(tmp_path)
+    stash, pool = cfg.pools[0].path, cfg.pools[1].path
+    put(stash / SEED / "Linked/a.mkv", b"L" * 3000)
+    (stash / "data/media/library").mkdir(parents=True)
+    os.link(stash / SEED / "Linked/a.mkv", stash / "data/media/library/a.mkv")
+    put(stash / SEED / "Dup/d.mkv", b"D" * 1000)
+    put(stash / SEED / "Only/o.mkv", b"O" * 500)
+    put(stash / "data/media/library/lib-only.mkv", b"B" * 700)
+    put(pool / SEED / "Dup/d.mkv", b"D" * 1000)
+    cat = Catalog.open(cfg.catalog)
+    for p in cfg.pools:
+        scan_pool(cat, p, cfg.scan)
+    ids = [r[0] for r in cat.conn.execute("SELECT id FROM inodes")]
+    ensure_hashes(cat, ids, settle_seconds=0)
+    yield cfg, cat
+    cat.close()
+
+
+def _sweep(cat, *, names, started_at=None):
+    state.put(cat.conn, "last_sweep", {
+        "started_at": started_at or time.time(), "seconds": 2.5,
+        "plan": {"stay": 4, "demote": 1, "promote": 0, "blocked": 1, "skip": 0,
+                 "bytes_to_copy": 500, "bytes_freed": 500},
+        "pending": [
+            {"group_id": "g-demote", "action": "demote", "reason": "no links outside the seeding tree",
+             "names": names, "source_pool": "stash", "target_pool": "pool", "payload_bytes": 500,
+             "bytes_to_copy": 500, "bytes_freed": 500},
+            {"group_id": "g-blocked", "action": "blocked", "reason": "torrent is checking",
+             "names": ["Blocked.Thing"], "source_pool": "stash", "target_pool": None, "payload_bytes": 1234,
+             "bytes_to_copy": 0, "bytes_freed": 0},
+        ]})
+
+
+def _client(cfg):
+    from qbhook.events.auth import AuthConfig
+    auth = AuthConfig(username=cfg.server.username, password=cfg.server.password, token=cfg.server.token)
+    app = create_app(enqueue=lambda e: (1, False), auth=auth, views=views(cfg))
+    return app.test_client()
+
+
+def _basic(user, password):
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def _metric(text: str, name: str, **labels) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = "^" + re.escape(name) + (r"\{" + re.escape(want) + r"\}" if want else "") + r" (\S+)$"
+    m = re.search(pattern, text, re.MULTILINE)
+    assert m, f"{name} {labels} not in metrics:\n{text}"
+    return float(m.group(1))
+
+
+def test_page_and_metrics_refuse_without_credentials(world):
+    cfg, _cat = world
+    c = _client(cfg)
+    for path in ("/", "/metrics"):
+        for headers in ({}, {"X-Qbhook-Token": "wrong"}, _basic("admin", "wrong"), {"Authorization": "Bearer x"}):
+            r = c.get(path, headers=headers)
+            assert r.status_code == 401, (path, headers)
+            assert r.headers["WWW-Authenticate"].startswith("Basic")
+            assert b"<html" not in r.data and b"qbhook_" not in r.data
+        # ?token= is the cross-seed endpoint's exception only.
+        assert c.get(f"{path}?token={TOKEN}").status_code == 401
+        assert c.get(path, headers={"X-Qbhook-Token": TOKEN}).status_code == 200
+        assert c.get(path, headers=_basic("admin", PASSWORD)).status_code == 200
+        assert c.get(path, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert c.get("/healthz").status_code == 200   # unchanged: liveness needs no credentials
+
+
+def test_page_refuses_everything_when_no_credentials_are_configured(world):
+    cfg, _ = world
+    cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, password=None, token=None))
+    c = _client(cfg)
+    assert c.get("/", headers={"X-Qbhook-Token": TOKEN}).status_code == 503
+    assert c.get("/metrics", headers=_basic("admin", PASSWORD)).status_code == 503
+
+
+def test_page_shows_pools_breakdown_plan_runs_and_dead_letters(world):
+    cfg, cat = world
+    _sweep(cat, names=["Plain.Name.2024"])
+    j = Journal(cat.conn)
+    run = j.start_run({"groups": []}, trigger="sweeper")
+    j.finish_run(run, "done", {"bytes_copied": 5 * 2**20, "bytes_freed": 3 * 2**20, "groups_done": ["g-demote"],
+                               "groups_failed": {}})
+    j.set_group("g-demote", run, "done")
+    q = JobQueue(cat.conn, max_attempts=1)
+    job, _ = q.enqueue(Event(source="qbittorrent", kind="torrent_added", hashes=("a" * 40,)))
+    q.claim("w")
+    q.fail(job, "qBittorrent main: connection refused")
+    html = _client(cfg).get("/", headers={"X-Qbhook-Token": TOKEN}).get_data(as_text=True)
+
+    assert '<meta name=viewport content="width=device-width, initial-scale=1">' in html
+    assert "<script" not in html.lower()
+    for name in ("stash", "pool"):
+        assert f"<h3>{name} <span" in html
+    assert html.count("<svg class=bar") == 4      # per pool: capacity, and used space by kind
+    assert 'aria-label="stash used space: library-linked 2.9 KiB, seed-only, duplicated on another pool 1000 B' in html
+    # The catalog's numbers, each category once: see the world fixture.
+    assert "library-linked</span><b>2.9 KiB</b>" in html
+    assert "seed-only, duplicated on another pool</span><b>1000 B</b>" in html
+    assert "seed-only</span><b>500 B</b>" in html
+    assert "other files</span><b>700 B</b>" in html
+    assert "blocked</span><b>1 group(s), 1.2 KiB</b>" in html
+    assert "orphaned</span><b>unknown</b>" in html
+    assert "Plain.Name.2024" in html and "no links outside the seeding tree" in html
+    assert "stash → pool" in html and "since then: done" in html
+    assert "Blocked.Thing" in html and "torrent is checking" in html
+    assert "5.0 MiB" in html and "3.0 MiB" in html           # the run's bytes
+    assert "connection refused" in html and "1 dead" in html  # the dead letter
+
+
+def test_page_shows_the_workers_latest_event_plan_only_when_newer_than_the_sweep(world):
+    cfg, cat = world
+    _sweep(cat, names=["Swept.Thing"])
+    c = _client(cfg)
+    state.put(cat.conn, "last_event_plan", {"job": 7, "groups": [
+        {"group_id": "g-ev", "action": "stay", "reason": "linked outside the seeding tree: /lib/x.mkv",
+         "names": [f"Event.{HOSTILE}"]}]})
+    html = c.get("/", headers={"X-Qbhook-Token": TOKEN}).get_data(as_text=True)
+    assert "Latest event" in html and "Job #7" in html and "planned 1 group(s)." in html
+    assert "Event.&lt;script&gt;" in html and "linked outside the seeding tree: /lib/x.mkv" in html
+    # A sweep that started after the event's plan supersedes it.
+    _sweep(cat, names=["Swept.Again"], started_at=time.time() + 5)
+    html = c.get("/", headers={"X-Qbhook-Token": TOKEN}).get_data(as_text=True)
+    assert "Latest event" not in html and "Swept.Again" in html
+
+
+def test_hostile_names_are_escaped_and_secrets_never_shown(world):
+    cfg, cat = world
+    _sweep(cat, names=[HOSTILE, f"leak {TOKEN} {PASSWORD} {QBT_PASSWORD}", "a\"b'c&d"])
+    q = JobQueue(cat.conn, max_attempts=1)
+    job, _ = q.enqueue(Event(source="qbittorrent", kind="torrent_added", hashes=("b" * 40,)))
+    q.claim("w")
+    q.fail(job, f"login failed with password {QBT_PASSWORD} <img src=x onerror=alert(2)>")
+    c = _client(cfg)
+    page = c.get("/", headers=_basic("admin", PASSWORD)).get_data(as_text=True)
+    metrics = c.get("/metrics", headers=_basic("admin", PASSWORD)).get_data(as_text=True)
+
+    assert HOSTILE not in page and "<img" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "a&#34;b&#39;c&amp;d" in page
+    assert "&lt;img src=x onerror=alert(2)&gt;" in page
+    for secret in (TOKEN, PASSWORD, QBT_PASSWORD):
+        assert secret not in page and secret not in metrics
+    assert "leak ******** ******** ********" in page
+    r = c.get("/", headers=_basic("admin", PASSWORD))
+    assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+
+
+def test_secrets_of_finds_every_hidden_field(world):
+    cfg, _ = world
+    assert secrets_of(cfg) == {TOKEN, PASSWORD, QBT_PASSWORD}
+
+    @dataclasses.dataclass(frozen=True)
+    class Notify:   # a section that forgot repr=False on its apprise URLs
+        urls: tuple[str, ...] = ("tgram://bot-token/chat",)
+        api_key: str = "k-123"
+        token_env: str = "NOT_A_SECRET_NAME"
+        title: str = "qbhook"
+
+    @dataclasses.dataclass(frozen=True)
+    class Outer:
+        notify: Notify = Notify()
+
+    assert secrets_of(Outer()) == {"tgram://bot-token/chat", "k-123"}
+    redact = redactor(["abc", "abcdef"])
+    assert redact("x abcdef y abc") == "x ******** y ********"
+
+
+def test_metrics_are_read_from_the_database_at_scrape_time(world):
+    cfg, cat = world
+    c = _client(cfg)
+    before = c.get("/metrics", headers={"X-Qbhook-Token": TOKEN}).get_data(as_text=True)
+    assert _metric(before, "qbhook_copied_bytes_total") == 0
+    assert _metric(before, "qbhook_runs", status="done") == 0
+    assert _metric(before, "qbhook_queue_jobs", state="pending") == 0
+    assert not re.search("^qbhook_last_sweep_timestamp_seconds ", before, re.MULTILINE)   # never swept: no sample, not 0
+    assert _metric(before, "qbhook_hashed_bytes") == 3000 + 1000 + 500 + 700 + 1000
+    assert _metric(before, "qbhook_pool_size_bytes", pool="stash", role="primary") > 0
+
+    # Another process (a CLI apply, the worker) writes the database; no counter is bumped here.
+    at = time.time() - 30
+    _sweep(cat, names=["X"], started_at=at)
+    j = Journal(cat.conn)
+    for copied, freed, status in ((1000, 400, "done"), (0, 0, "failed")):
+        run = j.start_run({"groups": []})
+        j.finish_run(run, status, {"bytes_copied": copied, "bytes_freed": freed})
+    JobQueue(cat.conn).enqueue(Event(source="sonarr", kind="import", paths=("/x/y.mkv",)))
+    after = c.get("/metrics", headers={"X-Qbhook-Token": TOKEN}).get_data(as_text=True)
+    assert _metric(after, "qbhook_copied_bytes_total") == 1000
+    assert _metric(after, "qbhook_freed_bytes_total") == 400
+    assert _metric(after, "qbhook_runs", status="done") == 1
+    assert _metric(after, "qbhook_runs", status="failed") == 1
+    assert _metric(after, "qbhook_queue_jobs", state="pending") == 1
+    assert _metric(after, "qbhook_last_sweep_groups", decision="demote") == 1
+    assert _metric(after, "qbhook_last_sweep_groups", decision="stay") == 4
+    assert _metric(after, "qbhook_last_sweep_timestamp_seconds") == pytest.approx(at)
+    assert _metric(after, "qbhook_last_sweep_duration_seconds") == 2.5
+
+    # A restarted server reports the same totals: nothing lived in process memory.
+    again = _client(cfg).get("/metrics", headers={"X-Qbhook-Token": TOKEN}).get_data(as_text=True)
+    assert _metric(again, "qbhook_copied_bytes_total") == 1000
+    assert _metric(again, "qbhook_runs", status="done") == 1
+
+
+def test_breakdown_counts_each_inode_once_and_reads_the_catalog_only(world):
+    cfg, cat = world
+    got = catalog_breakdown(cat.conn, cfg.pools)
+    assert got["stash"] == {"library": 3000, "duplicated": 1000, "seed_only": 500, "other": 700}
+    assert got["pool"] == {"library": 0, "duplicated": 1000, "seed_only": 0, "other": 0}
+    # A second link inside the seeding root is the same inode: not counted twice, still seed-only.
+    os.link(cfg.pools[0].seeding_root / "Only/o.mkv", cfg.pools[0].seeding_root / "Only/o2.mkv")
+    scan_pool(cat, cfg.pools[0], cfg.scan)
+    assert catalog_breakdown(cat.conn, cfg.pools)["stash"]["seed_only"] == 500
+
+
+def test_breakdown_is_cached_until_the_catalog_moves_or_a_minute_passes(world):
+    cfg, cat = world
+    clock = [1000.0]
+    src = StatusSource(cfg, clock=lambda: clock[0], ttl_s=60)
+
+    def seed_only():
+        return {s.key: s.bytes for s in src.status().pools[0].segments}["seed_only"]
+
+    assert seed_only() == 500
+    # A change no scan, run or job made (nothing marks it): served from the cache for a minute.
+    with cat.conn:
+        cat.conn.execute("UPDATE inodes SET size = 501 WHERE size = 500")
+    assert seed_only() == 500
+    clock[0] += 61
+    assert seed_only() == 501
+    # A scan moves the marker: the next request recomputes at once.
+    os.unlink(cfg.pools[0].seeding_root / "Only/o.mkv")
+    scan_pool(cat, cfg.pools[0], cfg.scan)
+    assert seed_only() == 0
+
+
+def test_page_without_any_sweep_or_run_says_so(tmp_path):
+    cfg = _cfg(tmp_path)
+    for p in cfg.pools:
+        p.seeding_root.mkdir(parents=True)
+    Catalog.open(cfg.catalog).close()
+    html = _client(cfg).get("/", headers={"X-Qbhook-Token": TOKEN}).get_data(as_text=True)
+    assert "never (run <code>qbhook sweep</code>)" in html
+    assert "No sweep has run yet" in html and "No runs yet." in html
+
+
+def test_unreadable_catalog_is_a_one_line_503_not_a_traceback(tmp_path):
+    cfg = _cfg(tmp_path)   # its catalog file was never created
+    c = _client(cfg)
+    for path in ("/", "/metrics"):
+        r = c.get(path, headers={"X-Qbhook-Token": TOKEN})
+        assert r.status_code == 503, path
+        body = r.get_data(as_text=True)
+        assert body.startswith("status unavailable: cannot read the catalog") and body.count("\n") == 1
+        assert "Traceback" not in body
