@@ -1,0 +1,229 @@
+"""RtorrentClient against a real rtorrent 0.9.8 (Debian) on zfs-fuse pools.
+
+Covers what the executor needs from the adapter on the real client: listing in host
+paths, relocation of a multi-file and a single-file item onto a hardlinked view on the
+other pool (100 % after d.check_hash, nothing written), an incomplete view ending
+stopped and incomplete (never downloading into it), label and tags, unknown hashes,
+and rtorrent killed in the middle of the recheck.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from qbhook.clients.port import BatchListing, ClientPort
+from qbhook.clients.rtorrent import RtorrentClient
+from qbhook.errors import RtorrentUnreachable, UnknownTorrent, UnsafeOperation
+from qbhook.sandbox.rtorrent import load_torrent
+from qbhook.sandbox.torrents import infohash, make_torrent, write_payload
+
+pytestmark = pytest.mark.integration
+
+SHOW = {"e01.mkv": 300_000, "e02.mkv": 200_000, "sub/e01.srt": 1_000}
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int, int, str]]:
+    """(inode, size, mtime_ns, sha256) of every file under root: proves nothing was written."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            out[str(p.relative_to(root))] = (st.st_ino, st.st_size, st.st_mtime_ns, _digest(p))
+    return out
+
+
+def _wait_complete(client: RtorrentClient, h: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        t = client.torrent(h)
+        if t.is_complete and not t.is_checking:
+            return t
+        time.sleep(0.1)
+    raise TimeoutError(f"{h} not complete: {client.torrent(h)}")
+
+
+def _hardlinked_view(src: Path, library: Path, view: Path) -> None:
+    """Copy ``src`` (file or folder) into ``library`` on the other pool, hardlink it into ``view``."""
+    if src.is_file():
+        library.parent.mkdir(parents=True, exist_ok=True)
+        view.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, library)
+        os.link(library, view)
+        return
+    shutil.copytree(src, library)
+    for f in library.rglob("*"):
+        if f.is_file():
+            target = view / f.relative_to(library)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(f, target)
+
+
+@pytest.fixture
+def bed(pools, tmp_path):
+    """A multi-file item (Show.X) and a single-file item (movie.mkv) seeding from stash."""
+    stash_t = pools["stash"] / "data" / "torrents"
+    write_payload(stash_t / "Show.X", SHOW)
+    write_payload(stash_t, {"movie.mkv": 400_000}, seed=1)
+    multi = make_torrent(stash_t / "Show.X", tmp_path / "show.torrent")
+    single = make_torrent(stash_t / "movie.mkv", tmp_path / "movie.torrent")
+    return {"stash_t": stash_t, "pool_t": pools["pool"] / "data" / "torrents",
+            "library": pools["pool"] / "data" / "media", "multi": multi, "single": single,
+            "hm": infohash(multi), "hs": infohash(single)}
+
+
+def _load_seeding(rtorrent, client, bed):
+    load_torrent(rtorrent.rpc(), bed["multi"], str(bed["stash_t"]), label="tv")
+    load_torrent(rtorrent.rpc(), bed["single"], str(bed["stash_t"]))
+    _wait_complete(client, bed["hm"])
+    _wait_complete(client, bed["hs"])
+
+
+def test_lists_items_and_files_in_qbittorrent_terms(rtorrent, rt_client, bed):
+    _load_seeding(rtorrent, rt_client, bed)
+    assert isinstance(rt_client, ClientPort) and isinstance(rt_client, BatchListing)
+    by_hash = {t.hash: t for t in rt_client.torrents()}
+    m, s = by_hash[bed["hm"]], by_hash[bed["hs"]]
+    stash_t = str(bed["stash_t"])
+    # save_path holds the content for both kinds, as in qBittorrent
+    assert (m.save_path, m.content_path, m.category) == (stash_t, f"{stash_t}/Show.X", "tv")
+    assert (s.save_path, s.content_path, s.root_path) == (stash_t, f"{stash_t}/movie.mkv", "")
+    assert m.state == s.state == "stalledUP" and m.is_stable and m.is_complete
+    assert {f.name: f.size for f in rt_client.files(bed["hm"])} == {f"Show.X/{k}": v for k, v in SHOW.items()}
+    assert [(f.name, f.size, f.progress) for f in rt_client.files(bed["hs"].upper())] == [("movie.mkv", 400_000, 1.0)]
+    batched = {t.hash: (t, files) for t, files in rt_client.torrents_with_files()}
+    assert batched[bed["hm"]][0] == m
+    assert batched[bed["hm"]][1] == rt_client.files(bed["hm"])
+    # every listed file exists at save_path/name: the executor's path arithmetic holds
+    for t in (m, s):
+        for f in rt_client.files(t.hash):
+            assert os.path.isfile(os.path.join(t.save_path, f.name))
+    assert rt_client.torrents(hashes=[bed["hs"].upper()]) == [s]
+    assert rt_client.torrents(category="tv") == [m]
+
+
+def test_relocates_multi_and_single_file_items_onto_a_hardlinked_view(rtorrent, rt_client, bed):
+    _load_seeding(rtorrent, rt_client, bed)
+    _hardlinked_view(bed["stash_t"] / "Show.X", bed["library"] / "Show.X", bed["pool_t"] / "Show.X")
+    _hardlinked_view(bed["stash_t"] / "movie.mkv", bed["library"] / "movie.mkv", bed["pool_t"] / "movie.mkv")
+    before_old = _snapshot(bed["stash_t"])
+    before_lib = _snapshot(bed["library"])
+
+    for h in (bed["hm"], bed["hs"]):
+        rt_client.set_location(h, str(bed["pool_t"]))
+        t = rt_client.wait_checked(h)
+        assert t.save_path == str(bed["pool_t"])
+        assert t.is_complete and t.progress == 1.0 and t.state == "stoppedUP", t
+        rt_client.start(h)
+        assert rt_client.torrent(h).state == "stalledUP"
+
+    # rTorrent now reads the library's inodes through the view ...
+    for f in rt_client.files(bed["hm"]):
+        seen = os.stat(bed["pool_t"] / f.name)
+        lib = os.stat(bed["library"] / f.name)
+        assert (seen.st_ino, seen.st_nlink) == (lib.st_ino, 2)
+    assert os.stat(bed["pool_t"] / "movie.mkv").st_ino == os.stat(bed["library"] / "movie.mkv").st_ino
+    # ... and neither the old copy nor the library was written
+    assert _snapshot(bed["stash_t"]) == before_old
+    assert _snapshot(bed["library"]) == before_lib
+
+
+def test_relocation_onto_a_bad_view_ends_stopped_and_incomplete_without_writing(rtorrent, rt_client, bed):
+    _load_seeding(rtorrent, rt_client, bed)
+    _hardlinked_view(bed["stash_t"] / "Show.X", bed["library"] / "Show.X", bed["pool_t"] / "Show.X")
+    bad = bed["library"] / "Show.X" / "e02.mkv"
+    data = bytearray(bad.read_bytes())
+    data[100] ^= 0xFF   # same size, one wrong byte: only the hash check can tell
+    bad.write_bytes(bytes(data))
+    before = _snapshot(bed["library"])
+
+    rt_client.set_location(bed["hm"], str(bed["pool_t"]))
+    t = rt_client.wait_checked(bed["hm"])
+    assert t.save_path == str(bed["pool_t"])
+    assert not t.is_complete and t.state == "stoppedDL" and t.is_stopped, t
+    time.sleep(1)   # a started item would begin writing here; a stopped one must not
+    assert _snapshot(bed["library"]) == before
+    assert rt_client.torrent(bed["hm"]).state == "stoppedDL"
+
+
+def test_relocation_refuses_a_missing_destination(rtorrent, rt_client, bed):
+    _load_seeding(rtorrent, rt_client, bed)
+    with pytest.raises(UnsafeOperation, match="does not exist"):
+        rt_client.set_location(bed["hm"], str(bed["pool_t"]))
+    t = rt_client.torrent(bed["hm"])
+    assert (t.save_path, t.state) == (str(bed["stash_t"]), "stalledUP")   # untouched
+
+
+def test_label_and_tags_round_trip(rtorrent, rt_client, bed):
+    _load_seeding(rtorrent, rt_client, bed)
+    rt_client.set_label(bed["hs"], "movies, 4K/HDR 100%")
+    rt_client.add_tags(bed["hs"], ["qbhook-relocated", "keep"])
+    rt_client.remove_tags(bed["hs"], ["keep"])
+    t = rt_client.torrent(bed["hs"])
+    assert t.category == "movies, 4K/HDR 100%"
+    assert t.tags == frozenset({"qbhook-relocated"})
+    # stored the way ruTorrent stores labels: percent-encoded in d.custom1
+    assert rtorrent.rpc().call("d.custom1", bed["hs"].upper()) == "movies%2C%204K%2FHDR%20100%25"
+    assert rt_client.torrents(tag="qbhook-relocated") == [t]
+
+
+def test_unknown_hashes_raise_unknown_torrent(rt_client, tmp_path):
+    absent = "ab" * 20
+    assert rt_client.find(absent) is None
+    assert rt_client.find("cd" * 32) is None   # a v2 hash never names an rTorrent item
+    for action in (rt_client.torrent, rt_client.files, rt_client.stop, rt_client.start, rt_client.recheck):
+        with pytest.raises(UnknownTorrent, match=absent):
+            action(absent)
+    with pytest.raises(UnknownTorrent):
+        rt_client.set_location(absent, str(tmp_path))
+    with pytest.raises(UnknownTorrent):
+        rt_client.add_tags(absent, ["x"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("session_saved", [False, True], ids=["unsaved", "saved-mid-check"])
+def test_killed_mid_recheck_raises_unreachable_and_a_restart_converges(rtorrent, rt_client, pools, tmp_path,
+                                                                        session_saved):
+    stash_t = pools["stash"] / "data" / "torrents"
+    write_payload(stash_t / "Big", {"a.bin": 120 << 20, "b.bin": 40 << 20}, seed=7)
+    torrent = make_torrent(stash_t / "Big", tmp_path / "big.torrent", piece_size=1 << 20)
+    h = infohash(torrent)
+    load_torrent(rtorrent.rpc(), torrent, str(stash_t))
+    _wait_complete(rt_client, h, timeout=120)
+    view = pools["pool"] / "data" / "torrents"
+    _hardlinked_view(stash_t / "Big", pools["pool"] / "data" / "media" / "Big", view / "Big")
+
+    rt_client.set_location(h, str(view))
+    if session_saved:
+        rtorrent.rpc().call("session.save")   # rTorrent's periodic save landing mid-check
+    hashing = rtorrent.rpc().call("d.hashing", h.upper())
+    rtorrent.kill()
+    assert hashing != 0, "the check ended before the kill: the test proves nothing"
+
+    with pytest.raises(RtorrentUnreachable, match="no answer"):
+        rt_client.torrent(h)
+
+    rtorrent.restart()
+    t = rt_client.torrent(h)
+    # Either way rTorrent re-checks on start: d.check_hash cleared the resume progress before
+    # any save, and an unsaved session still holds the progress from before the first check.
+    # So the item never claims unchecked data at the new place.
+    assert t.is_checking and not t.is_complete, t
+    if session_saved:
+        assert t.save_path == str(view)
+    else:
+        assert t.save_path == str(stash_t)   # the relocation was never saved
+        t = rt_client.wait_checked(h, budget=120)
+        assert t.is_complete, t
+        rt_client.set_location(h, str(view))   # what the executor's resume does: issue it again
+    t = rt_client.wait_checked(h, budget=120)
+    assert (t.save_path, t.is_complete) == (str(view), True), t
