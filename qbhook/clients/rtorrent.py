@@ -60,7 +60,7 @@ from qbhook.qbt.client import _check_tags, check_hash  # one rule for hashes and
 from qbhook.qbt.model import TorrentFile, TorrentInfo, parse_tags
 from qbhook.qbt.pathmap import PathMap, normalize
 
-__all__ = ["TAGS_KEY", "RtItem", "RtorrentClient", "check_budget", "normalize_rt_state"]
+__all__ = ["HOOK_EVENTS", "TAGS_KEY", "RtItem", "RtorrentClient", "check_budget", "event_rc_lines", "normalize_rt_state"]
 
 log = logging.getLogger(__name__)
 
@@ -541,3 +541,51 @@ def from_config(entry: Mapping[str, Any] | Any, **kwargs: Any) -> RtorrentClient
     if field("timeout") is not None:
         kwargs["timeout"] = float(field("timeout"))
     return RtorrentClient(str(field("name")), str(field("address") or field("url")), path_map, **kwargs)
+
+
+# -- events -----------------------------------------------------------------
+
+#: rTorrent event -> the hook script's first argument.
+HOOK_EVENTS = {"event.download.inserted_new": "added", "event.download.finished": "finished"}
+
+# The hook script's argv after the event name, in qBittorrent's placeholder order
+# (I J K N L G F R D C Z); rTorrent evaluates each "$cmd=" per item AFTER splitting
+# on commas, so a name with commas or spaces stays one argument.
+_HOOK_ARGS = (
+    "$d.hash=",              # I: v1 hash (rTorrent has no v2)
+    "-",                     # J: no v2 hash
+    "$d.hash=",              # K: the id
+    "$d.name=",              # N
+    "$d.custom1=",           # L: label (percent-encoded by ruTorrent)
+    f"$d.custom={TAGS_KEY}",  # G
+    "$d.base_path=",         # F: content path (file or item folder; the item is open here)
+    "$d.base_path=",         # R: root path (qBittorrent leaves it empty for a single file)
+    "$d.directory=",         # D: for a multi-file item this is the item folder, not its parent
+    "$d.size_files=",        # C
+    "$d.size_bytes=",        # Z
+)
+
+_RC_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._+-@")
+
+
+def event_rc_lines(script: str, *, instance: str = "") -> list[str]:
+    """``.rtorrent.rc`` lines that call qbt-hook.sh on added/finished, as qBittorrent would.
+
+    ``execute.nothrow.bg``: rTorrent forks the script and does not wait (the hook may
+    take seconds to post; rTorrent's event loop must not), and a failing script never
+    aborts the event. ``instance`` becomes QBHOOK_INSTANCE through env(1), no shell.
+    The script path and instance name are limited to characters rTorrent's rc parser
+    takes literally, rather than trusting its quoting rules.
+    """
+    for what, value in (("hook script path", script), ("instance name", instance)):
+        if value and not set(value) <= _RC_SAFE:
+            raise UnsafeOperation(f"{what} {value!r} has characters an .rtorrent.rc line cannot carry safely",
+                                  hint="use letters, digits and / . _ + - @ only")
+    if not script.startswith("/"):
+        raise UnsafeOperation(f"hook script path must be absolute: {script!r}")
+    prefix = ["env", f"QBHOOK_INSTANCE={instance}", script] if instance else [script]
+    lines = []
+    for event, arg in HOOK_EVENTS.items():
+        argv = ",".join([*prefix, arg, *_HOOK_ARGS])
+        lines.append(f'method.set_key = {event},qbhook_{arg},"execute.nothrow.bg={argv}"')
+    return lines

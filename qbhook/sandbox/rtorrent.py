@@ -210,3 +210,51 @@ def _rc_quote(value: str) -> str:
     if value and all(c.isalnum() or c in "/._-+@:" for c in value):
         return value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class LoopbackTracker:
+    """A minimal HTTP tracker on 127.0.0.1, so two local clients can find each other.
+
+    Used to make rTorrent really *download* (the only way ``event.download.finished``
+    fires: a hash check of complete local data does not fire it). Compact peer lists,
+    every announcer is 127.0.0.1 at the port it announced.
+    """
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+        from urllib.parse import parse_qs, urlsplit
+
+        peers: dict[bytes, set[int]] = {}
+        self.peers = peers
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                # info_hash is raw bytes percent-encoded: decode as latin-1 to keep them
+                q = parse_qs(urlsplit(self.path).query, encoding="latin-1")
+                ih = q.get("info_hash", [""])[0].encode("latin-1")
+                port = int(q.get("port", ["0"])[0])
+                known = peers.setdefault(ih, set())
+                if q.get("event", [""])[0] == "stopped":
+                    known.discard(port)
+                others = b"".join(bytes([127, 0, 0, 1]) + p.to_bytes(2, "big") for p in known if p != port)
+                if q.get("event", [""])[0] != "stopped":
+                    known.add(port)
+                body = b"d8:intervali2e12:min intervali1e5:peers%d:%se" % (len(others), others)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/announce"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -227,3 +227,101 @@ def test_killed_mid_recheck_raises_unreachable_and_a_restart_converges(rtorrent,
         rt_client.set_location(h, str(view))   # what the executor's resume does: issue it again
     t = rt_client.wait_checked(h, budget=120)
     assert (t.save_path, t.is_complete) == (str(view), True), t
+
+
+# -- events: rTorrent calling the same hook script as qBittorrent ----------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class _HookListener:
+    """Loopback HTTP endpoint standing in for qbhook's /hook/qbittorrent."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.posts: list[tuple[str, dict, bytes]] = []
+        posts = self.posts
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                posts.append((self.path, dict(self.headers), body))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.slow
+def test_finished_and_added_events_call_the_qbittorrent_hook_script(rtorrent, rt_client, tmp_path):
+    from urllib.parse import parse_qsl
+
+    import torf
+
+    from qbhook.clients.rtorrent import event_rc_lines
+    from qbhook.events.parse import parse_qbt_hook
+    from qbhook.sandbox.rtorrent import LoopbackTracker, RtorrentInstance
+
+    tracker, listener = LoopbackTracker(), _HookListener()
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    shutil.copy(REPO / "hooks" / "qbt-hook.sh", hooks / "qbt-hook.sh")
+    (hooks / "qbt-hook.conf").write_text(f"QBHOOK_URL=http://127.0.0.1:{listener.port}\nQBHOOK_TOKEN=t0ken\n")
+    leecher = RtorrentInstance()
+    try:
+        # A name with a comma and spaces: one argv item whatever rTorrent's rc syntax does
+        name = "Show, The (2020) [x]"
+        seed_dir = tmp_path / "seed"
+        write_payload(seed_dir / name, {"a.mkv": 2_000_000, "b.srt": 5_000}, seed=3)
+        t = torf.Torrent(path=seed_dir / name, trackers=[tracker.url], private=True,
+                         created_by=None, creation_date=None)
+        t.generate()
+        data = t.dump()
+        h = t.infohash
+        load_torrent(rtorrent.rpc(), data, str(seed_dir))   # the session rtorrent seeds
+        _wait_complete(rt_client, h)
+        deadline = time.monotonic() + 20
+        while not any(tracker.peers.values()) and time.monotonic() < deadline:
+            time.sleep(0.1)   # the seeder announced: the leecher will be told about it
+
+        leecher.start(tmp_path / "leech", extra_rc=event_rc_lines(str(hooks / "qbt-hook.sh"), instance="rt2"))
+        leech_dir = tmp_path / "leech-data"
+        leech_dir.mkdir()
+        load_torrent(leecher.rpc(), data, str(leech_dir), label="tv")
+        leeching = RtorrentClient("rt2", leecher.address)
+        _wait_complete(leeching, h, timeout=60)
+        deadline = time.monotonic() + 20
+        while len(listener.posts) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        leecher.stop()
+        tracker.close()
+        listener.close()
+
+    events = {}
+    for path, headers, body in listener.posts:
+        assert path == "/hook/qbittorrent" and headers["X-Qbhook-Token"] == "t0ken"
+        fields = dict(parse_qsl(body.decode(), keep_blank_values=True))
+        events[fields["event"]] = (fields, parse_qbt_hook(fields))
+    assert set(events) == {"added", "finished"}, listener.posts
+    fields, ev = events["finished"]
+    content = str(leech_dir / name)
+    assert ev.hashes == (h,) and ev.instance == "rt2" and ev.paths == (content,)
+    assert (fields["N"], fields["L"], fields["F"], fields["D"]) == (name, "tv", content, content)
+    assert (fields["C"], fields["Z"]) == ("2", str(2_005_000))
+    assert (leech_dir / name / "a.mkv").read_bytes() == (seed_dir / name / "a.mkv").read_bytes()
+    added = events["added"][1]
+    assert added.hashes == (h,)
