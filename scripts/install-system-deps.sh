@@ -4,7 +4,7 @@
 # something is missing, so it is cheap to call at the start of every CI job.
 set -euo pipefail
 
-PACKAGES=(zfs-fuse qbittorrent-nox mktorrent b3sum jdupes rdfind hyperfine curl wget dash)
+PACKAGES=(zfs-fuse qbittorrent-nox mktorrent b3sum jdupes rdfind hyperfine curl wget dash rtorrent)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
