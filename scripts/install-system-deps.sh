@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the real test bed needs (zfs-fuse pools, a real
-# qbittorrent-nox, peer tools for benchmarks). Idempotent: touches apt only when
+# qbittorrent-nox and rtorrent, peer tools for benchmarks). Idempotent: touches apt only when
 # something is missing, so it is cheap to call at the start of every CI job.
 set -euo pipefail
 

@@ -325,3 +325,73 @@ def test_finished_and_added_events_call_the_qbittorrent_hook_script(rtorrent, rt
     assert (leech_dir / name / "a.mkv").read_bytes() == (seed_dir / name / "a.mkv").read_bytes()
     added = events["added"][1]
     assert added.hashes == (h,)
+
+
+# -- the unchanged executor driving rTorrent through the port -------------------------
+
+@pytest.mark.slow
+def test_executor_demotes_an_rtorrent_sibling_group_through_the_port(rtorrent, rt_client, pools, tmp_path):
+    """Planner + executor as they are today, with only an RtorrentClient as the client."""
+    import yaml
+
+    from qbhook.catalog.store import Catalog
+    from qbhook.config import load_config
+    from qbhook.executor import Executor
+    from qbhook.journal import Journal
+    from qbhook.planner import make_plan
+    from qbhook.qbt.client import QbtClients
+    from qbhook.scanner import scan_pool
+    from qbhook.snapshot import build_snapshot
+
+    stash, pool = pools["stash"], pools["pool"]
+    seed_s, seed_p = stash / "data/media/torrents/seeding", pool / "data/media/torrents/seeding"
+    seed_p.mkdir(parents=True)
+    save = seed_s / "tv"
+    files = {"Show.S01.1080p/e1.mkv": 2 << 20, "Show.S01.1080p/e2.mkv": 1 << 20}
+    write_payload(save, files, seed=2)
+    xs = seed_s / "cross-seed" / "TrackerA"   # a cross-seed sibling under another root name
+    for rel in files:
+        dst = xs / "Show.S01.REPACK" / Path(rel).name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.link(save / rel, dst)
+    t1 = make_torrent(save / "Show.S01.1080p", tmp_path / "t1.torrent", piece_size=256 * 1024)
+    t2 = make_torrent(xs / "Show.S01.REPACK", tmp_path / "t2.torrent", piece_size=256 * 1024)
+    load_torrent(rtorrent.rpc(), t1, str(save))
+    load_torrent(rtorrent.rpc(), t2, str(xs))
+    hashes = [infohash(t1), infohash(t2)]
+    for h in hashes:
+        _wait_complete(rt_client, h)
+        rt_client.add_tags(h, ["~noHL"])
+    cfg_path = tmp_path / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump({
+        "catalog": str(tmp_path / "catalog.sqlite"),
+        "pools": {"stash": {"path": str(stash), "role": "primary"}, "pool": {"path": str(pool), "role": "cold"}},
+        "seeding_roots": {"stash": str(seed_s), "pool": str(seed_p)},
+        # config.py still requires a qBittorrent entry; it is never contacted here
+        "qbittorrent": {"url": "http://127.0.0.1:1", "username": "admin", "password": "unused"},
+        "scan": {"settle_seconds": 0}, "policy": {"demote_require_tag": "~noHL"},
+    }))
+    cfg = load_config(cfg_path)
+    catalog = Catalog.open(cfg.catalog)
+    for p in cfg.pools:
+        scan_pool(catalog, p, cfg.scan)
+    clients = QbtClients([rt_client])   # by name, iterable: all the executor asks of the collection
+    plan = make_plan(build_snapshot(cfg, catalog, clients), cfg.policy)
+    assert [g.action for g in plan.groups] == ["demote"]
+
+    summary = Executor(cfg, catalog, clients, Journal(catalog.conn), poll_initial_s=0.2, poll_max_s=1).apply(plan)
+
+    assert summary.status == "done" and summary.torrents_relocated == 2, summary.to_dict()
+    assert summary.bytes_copied == 3 << 20   # one copy for both siblings
+    by_hash = {t.hash: t for t in rt_client.torrents()}
+    assert by_hash[hashes[0]].save_path == str(seed_p / "tv")
+    assert by_hash[hashes[1]].save_path == str(seed_p / "cross-seed" / "TrackerA")
+    for h in hashes:
+        t = by_hash[h]
+        assert (t.state, t.is_complete) == ("stalledUP", True)
+        assert "qbhook-relocated" in t.tags
+    for rel in files:
+        a = os.stat(seed_p / "tv" / rel)
+        b = os.stat(seed_p / "cross-seed" / "TrackerA" / "Show.S01.REPACK" / Path(rel).name)
+        assert (a.st_ino, a.st_nlink) == (b.st_ino, 2)   # siblings share one physical copy
+    assert not any(p.is_file() for p in seed_s.rglob("*"))   # the stash copy is gone

@@ -352,3 +352,16 @@ def test_event_lines_call_the_hook_with_qbittorrents_argv_order():
 def test_event_lines_refuse_what_the_rc_syntax_cannot_carry(script, instance):
     with pytest.raises(UnsafeOperation):
         event_rc_lines(script, instance=instance)
+
+
+# -- config entries ------------------------------------------------------------------
+
+def test_from_config_builds_a_client_with_its_path_map():
+    from qbhook.clients.rtorrent import from_config
+
+    c = from_config({"name": "seedbox", "url": "scgi://127.0.0.1:5000", "timeout": 7,
+                     "path_map": {"/data": "/stash/data"}})
+    assert (c.name, c._rpc.sockaddr, c._rpc.timeout) == ("seedbox", ("127.0.0.1", 5000), 7.0)
+    assert c.path_map == PathMap([("/data", "/stash/data")])
+    with pytest.raises(RtorrentError, match="not an SCGI address"):
+        from_config({"name": "x", "address": "rt.sock"})
