@@ -490,9 +490,10 @@ class RtorrentClient:
             raise UnsafeOperation(f"rTorrent {self.name!r} has no automatic torrent management")
 
     def set_label(self, any_hash: str, label: str) -> None:
-        """d.custom1, percent-encoded the way ruTorrent writes it."""
+        """d.custom1, percent-encoded the way ruTorrent writes it (saved at once, see _change_tags)."""
         h = self._resolve(any_hash)
-        self._call(f"set label of {h}", "d.custom1.set", h.upper(), quote(label, safe=""), torrent=any_hash)
+        self._multicall(f"set label of {h}", [_mc("d.custom1.set", h.upper(), quote(label, safe="")),
+                                              _mc("d.save_full_session", h.upper())], torrent=any_hash)
 
     def add_tags(self, any_hash: str, tags: Iterable[str]) -> None:
         self._change_tags(any_hash, tags, add=True)
@@ -501,6 +502,9 @@ class RtorrentClient:
         self._change_tags(any_hash, tags, add=False)
 
     def _change_tags(self, any_hash: str, tags: Iterable[str], *, add: bool) -> None:
+        # rTorrent writes d.custom values to its session only when it saves the session
+        # (every 20 min by default): without d.save_full_session a crash forgets the tag
+        # (observed: a killed rtorrent came back without a freshly set tag).
         wanted = _check_tags(tags)
         item = self.item(any_hash)
         if item is None:
@@ -508,8 +512,10 @@ class RtorrentClient:
         current = parse_tags(item.tags_raw)
         new = current | set(wanted) if add else current - set(wanted)
         if new != current:
-            self._call(f"set tags of {item.hash}", "d.custom.set", item.hash.upper(), TAGS_KEY,
-                       ", ".join(sorted(new)), torrent=any_hash)
+            target = item.hash.upper()
+            self._multicall(f"set tags of {item.hash}",
+                            [_mc("d.custom.set", target, TAGS_KEY, ", ".join(sorted(new))),
+                             _mc("d.save_full_session", target)], torrent=any_hash)
 
     def close(self) -> None:
         """Nothing to release: one connection per call."""

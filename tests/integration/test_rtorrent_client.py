@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -174,6 +175,11 @@ def test_label_and_tags_round_trip(rtorrent, rt_client, bed):
     # stored the way ruTorrent stores labels: percent-encoded in d.custom1
     assert rtorrent.rpc().call("d.custom1", bed["hs"].upper()) == "movies%2C%204K%2FHDR%20100%25"
     assert rt_client.torrents(tag="qbhook-relocated") == [t]
+    # written to the session at once: a crash right after does not forget them
+    rtorrent.kill()
+    rtorrent.restart()
+    t = rt_client.torrent(bed["hs"])
+    assert (t.category, t.tags) == ("movies, 4K/HDR 100%", frozenset({"qbhook-relocated"}))
 
 
 def test_unknown_hashes_raise_unknown_torrent(rt_client, tmp_path):
@@ -329,19 +335,40 @@ def test_finished_and_added_events_call_the_qbittorrent_hook_script(rtorrent, rt
 
 # -- the unchanged executor driving rTorrent through the port -------------------------
 
-@pytest.mark.slow
-def test_executor_demotes_an_rtorrent_sibling_group_through_the_port(rtorrent, rt_client, pools, tmp_path):
-    """Planner + executor as they are today, with only an RtorrentClient as the client."""
+@dataclass
+class DemoteBed:
+    cfg: object
+    catalog: object
+    clients: object
+    hashes: list
+    seed_s: Path
+    seed_p: Path
+    files: dict
+
+    def executor(self, **kw):
+        from qbhook.executor import Executor
+        from qbhook.journal import Journal
+
+        return Executor(self.cfg, self.catalog, self.clients, Journal(self.catalog.conn),
+                        poll_initial_s=0.2, poll_max_s=1, **kw)
+
+    def plan(self):
+        from qbhook.planner import make_plan
+        from qbhook.scanner import scan_pool
+        from qbhook.snapshot import build_snapshot
+
+        for p in self.cfg.pools:
+            scan_pool(self.catalog, p, self.cfg.scan)
+        return make_plan(build_snapshot(self.cfg, self.catalog, self.clients), self.cfg.policy)
+
+
+def _demote_bed(rtorrent, rt_client, pools, tmp_path) -> DemoteBed:
+    """A seed-only season and a cross-seed sibling (other root name) seeded by rTorrent from stash."""
     import yaml
 
     from qbhook.catalog.store import Catalog
     from qbhook.config import load_config
-    from qbhook.executor import Executor
-    from qbhook.journal import Journal
-    from qbhook.planner import make_plan
     from qbhook.qbt.client import QbtClients
-    from qbhook.scanner import scan_pool
-    from qbhook.snapshot import build_snapshot
 
     stash, pool = pools["stash"], pools["pool"]
     seed_s, seed_p = stash / "data/media/torrents/seeding", pool / "data/media/torrents/seeding"
@@ -349,7 +376,7 @@ def test_executor_demotes_an_rtorrent_sibling_group_through_the_port(rtorrent, r
     save = seed_s / "tv"
     files = {"Show.S01.1080p/e1.mkv": 2 << 20, "Show.S01.1080p/e2.mkv": 1 << 20}
     write_payload(save, files, seed=2)
-    xs = seed_s / "cross-seed" / "TrackerA"   # a cross-seed sibling under another root name
+    xs = seed_s / "cross-seed" / "TrackerA"
     for rel in files:
         dst = xs / "Show.S01.REPACK" / Path(rel).name
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -372,26 +399,67 @@ def test_executor_demotes_an_rtorrent_sibling_group_through_the_port(rtorrent, r
         "scan": {"settle_seconds": 0}, "policy": {"demote_require_tag": "~noHL"},
     }))
     cfg = load_config(cfg_path)
-    catalog = Catalog.open(cfg.catalog)
-    for p in cfg.pools:
-        scan_pool(catalog, p, cfg.scan)
-    clients = QbtClients([rt_client])   # by name, iterable: all the executor asks of the collection
-    plan = make_plan(build_snapshot(cfg, catalog, clients), cfg.policy)
+    # by name and iterable: all the executor and snapshot ask of the collection
+    return DemoteBed(cfg, Catalog.open(cfg.catalog), QbtClients([rt_client]), hashes, seed_s, seed_p, files)
+
+
+def _assert_demoted(bed: DemoteBed, rt_client):
+    by_hash = {t.hash: t for t in rt_client.torrents()}
+    assert by_hash[bed.hashes[0]].save_path == str(bed.seed_p / "tv")
+    assert by_hash[bed.hashes[1]].save_path == str(bed.seed_p / "cross-seed" / "TrackerA")
+    for h in bed.hashes:
+        t = by_hash[h]
+        assert (t.state, t.is_complete) == ("stalledUP", True), t
+        assert "qbhook-relocated" in t.tags
+    for rel in bed.files:
+        a = os.stat(bed.seed_p / "tv" / rel)
+        b = os.stat(bed.seed_p / "cross-seed" / "TrackerA" / "Show.S01.REPACK" / Path(rel).name)
+        assert (a.st_ino, a.st_nlink) == (b.st_ino, 2)   # siblings share one physical copy
+    assert not any(p.is_file() for p in bed.seed_s.rglob("*"))   # the stash copy is gone
+
+
+@pytest.mark.slow
+def test_executor_demotes_an_rtorrent_sibling_group_through_the_port(rtorrent, rt_client, pools, tmp_path):
+    """Planner + executor as they are today, with only an RtorrentClient as the client."""
+    bed = _demote_bed(rtorrent, rt_client, pools, tmp_path)
+    plan = bed.plan()
     assert [g.action for g in plan.groups] == ["demote"]
-
-    summary = Executor(cfg, catalog, clients, Journal(catalog.conn), poll_initial_s=0.2, poll_max_s=1).apply(plan)
-
+    summary = bed.executor().apply(plan)
     assert summary.status == "done" and summary.torrents_relocated == 2, summary.to_dict()
     assert summary.bytes_copied == 3 << 20   # one copy for both siblings
+    _assert_demoted(bed, rt_client)
+
+
+@pytest.mark.slow
+def test_rtorrent_killed_mid_move_then_resume_converges(rtorrent, rt_client, pools, tmp_path):
+    bed = _demote_bed(rtorrent, rt_client, pools, tmp_path)
+    stash_files = {p: _digest(p) for p in bed.seed_s.rglob("*") if p.is_file()}
+    killed = []
+
+    def kill_at_first_poll(point, gid, seq, step):
+        if point == "poll" and not killed:
+            killed.append(step.args["torrent"])
+            rtorrent.kill()
+
+    summary = bed.executor(hook=kill_at_first_poll).apply(bed.plan())
+    assert killed, "no relocation poll happened: the test proves nothing"
+    # rTorrent unreachable mid-move: the group cannot finish nor roll back; nothing deleted
+    assert summary.status == "interrupted" and summary.groups[0].needs_attention, summary.to_dict()
+    assert {p: _digest(p) for p in stash_files} == stash_files
+
+    rtorrent.restart()
+    resumed = bed.executor().resume()
+    # The failed relocation is rolled back: both items seed again, complete, from stash.
+    assert [g.status for g in resumed[0].groups] == ["rolled_back"], resumed[0].to_dict()
+    assert not resumed[0].groups[0].needs_attention
     by_hash = {t.hash: t for t in rt_client.torrents()}
-    assert by_hash[hashes[0]].save_path == str(seed_p / "tv")
-    assert by_hash[hashes[1]].save_path == str(seed_p / "cross-seed" / "TrackerA")
-    for h in hashes:
-        t = by_hash[h]
-        assert (t.state, t.is_complete) == ("stalledUP", True)
-        assert "qbhook-relocated" in t.tags
-    for rel in files:
-        a = os.stat(seed_p / "tv" / rel)
-        b = os.stat(seed_p / "cross-seed" / "TrackerA" / "Show.S01.REPACK" / Path(rel).name)
-        assert (a.st_ino, a.st_nlink) == (b.st_ino, 2)   # siblings share one physical copy
-    assert not any(p.is_file() for p in seed_s.rglob("*"))   # the stash copy is gone
+    assert by_hash[bed.hashes[0]].save_path == str(bed.seed_s / "tv")
+    assert by_hash[bed.hashes[1]].save_path == str(bed.seed_s / "cross-seed" / "TrackerA")
+    for h in bed.hashes:
+        assert (by_hash[h].state, by_hash[h].is_complete) == ("stalledUP", True), by_hash[h]
+    assert {p: _digest(p) for p in stash_files} == stash_files
+    # ... and the next plan, with rTorrent up, completes the demotion.
+    plan = bed.plan()   # needs the ~noHL tags to have survived the kill
+    summary = bed.executor().apply(plan)
+    assert summary.status == "done", summary.to_dict()
+    _assert_demoted(bed, rt_client)

@@ -92,7 +92,7 @@ class FakeRpc:
         if method in fields:
             return row[fields.index(method)]
         if method in ("d.stop", "d.close", "d.start", "d.check_hash", "d.resume", "d.custom1.set",
-                      "d.custom.set", "d.directory_base.set"):
+                      "d.custom.set", "d.directory_base.set", "d.save_full_session"):
             if method == "d.directory_base.set":
                 row[fields.index("d.directory")] = params[1]
             if method == "d.custom.set":
@@ -263,15 +263,17 @@ def test_wait_checked_fails_on_a_failed_check_and_on_an_exhausted_budget():
 def test_labels_are_percent_encoded_like_rutorrent_and_tags_live_in_a_custom_key():
     c = _client()
     c.set_label(HM, "tv, 4K")
-    assert ("d.custom1.set", HM.upper(), "tv%2C%204K") in c._rpc.calls
+    assert _multicalls(c) == [("d.custom1.set", HM.upper(), "tv%2C%204K"), ("d.save_full_session", HM.upper())]
     c._rpc.rows[HM.upper()][13] = "tv%2C%204K"
     assert c.torrent(HM).category == "tv, 4K"
+    c._rpc.calls.clear()
     c.add_tags(HM, ["b", "a"])
     c.add_tags(HM, ["a"])   # already there: no write
     c.remove_tags(HM, ["b"])
-    writes = [x for x in c._rpc.calls if x[0] == "d.custom.set"]
-    assert writes == [("d.custom.set", HM.upper(), "qbhook_tags", "a, b"),
-                      ("d.custom.set", HM.upper(), "qbhook_tags", "a")]
+    writes = [x for x in _multicalls(c) if x[0] in ("d.custom.set", "d.save_full_session")]
+    # each write is saved to the session in the same request, or a crash would forget it
+    assert writes == [("d.custom.set", HM.upper(), "qbhook_tags", "a, b"), ("d.save_full_session", HM.upper()),
+                      ("d.custom.set", HM.upper(), "qbhook_tags", "a"), ("d.save_full_session", HM.upper())]
     assert c.torrent(HM).tags == frozenset({"a"})
     with pytest.raises(BadRequest, match="cannot contain ','"):
         c.add_tags(HM, ["a,b"])
