@@ -20,7 +20,12 @@ import pytest
 
 from qbhook.clients.port import BatchListing, ClientPort
 from qbhook.clients.rtorrent import RtorrentClient
-from qbhook.errors import RtorrentUnreachable, UnknownTorrent, UnsafeOperation
+from qbhook.errors import (
+    PathMapError,
+    RtorrentUnreachable,
+    UnknownTorrent,
+    UnsafeOperation,
+)
 from qbhook.sandbox.rtorrent import load_torrent
 from qbhook.sandbox.torrents import infohash, make_torrent, write_payload
 
@@ -463,3 +468,49 @@ def test_rtorrent_killed_mid_move_then_resume_converges(rtorrent, rt_client, poo
     summary = bed.executor().apply(plan)
     assert summary.status == "done", summary.to_dict()
     _assert_demoted(bed, rt_client)
+
+
+# -- a container's view of paths (bind mounts), as with rTorrent in Docker -----------
+
+def test_path_map_container_view_lists_and_relocates_in_host_paths(rtorrent, pools, tmp_path):
+    """rTorrent sees /ctr/data and /ctr/pool; the host sees the pools. Only host paths leave
+    the adapter, only client paths reach rTorrent."""
+    import subprocess
+
+    from qbhook.qbt.pathmap import PathMap
+
+    host_data, host_pool = pools["stash"] / "data", pools["pool"] / "data"
+    ctr = tmp_path / "ctr"
+    client_data, client_pool = ctr / "data", ctr / "pool"
+    mounted = []
+    try:
+        for host, client in ((host_data, client_data), (host_pool, client_pool)):
+            host.mkdir(parents=True, exist_ok=True)
+            client.mkdir(parents=True)
+            subprocess.run(["mount", "--bind", str(host), str(client)], check=True, capture_output=True)
+            mounted.append(client)
+        write_payload(host_data / "torrents" / "Show.X", SHOW)
+        torrent = make_torrent(host_data / "torrents" / "Show.X", tmp_path / "show.torrent")
+        h = infohash(torrent)
+        load_torrent(rtorrent.rpc(), torrent, str(client_data / "torrents"))   # the client's spelling
+        c = RtorrentClient("rt", rtorrent.address,
+                           PathMap([(str(client_data), str(host_data)), (str(client_pool), str(host_pool))]))
+        t = _wait_complete(c, h)
+        assert (t.save_path, t.client_save_path) == (str(host_data / "torrents"), str(client_data / "torrents"))
+        assert t.content_path == str(host_data / "torrents" / "Show.X")
+
+        _hardlinked_view(host_data / "torrents" / "Show.X", host_pool / "media" / "Show.X",
+                         host_pool / "torrents" / "Show.X")
+        c.set_location(h, str(host_pool / "torrents"))   # a HOST path in ...
+        # ... the client's spelling reaches rTorrent
+        assert rtorrent.rpc().call("d.directory", h.upper()) == str(client_pool / "torrents" / "Show.X")
+        t = c.wait_checked(h)
+        assert (t.save_path, t.is_complete) == (str(host_pool / "torrents"), True)
+
+        with pytest.raises(PathMapError, match="under no path_map prefix"):
+            c.set_location(h, str(tmp_path / "elsewhere"), require_existing=False)
+    finally:
+        rtorrent.remove_all()   # let go of the files before the mounts go away
+        for client in reversed(mounted):
+            if subprocess.run(["umount", str(client)], check=False, capture_output=True).returncode:
+                subprocess.run(["umount", "-l", str(client)], check=True, capture_output=True)
