@@ -367,8 +367,11 @@ class DemoteBed:
         return make_plan(build_snapshot(self.cfg, self.catalog, self.clients), self.cfg.policy)
 
 
-def _demote_bed(rtorrent, rt_client, pools, tmp_path) -> DemoteBed:
-    """A seed-only season and a cross-seed sibling (other root name) seeded by rTorrent from stash."""
+def _demote_bed(rtorrent, rt_client, pools, tmp_path, qbt=None) -> DemoteBed:
+    """A seed-only season and a cross-seed sibling (other root name), seeded from stash.
+
+    Both by rTorrent; with ``qbt`` (a QbtClient), the season by qBittorrent instead: a mixed group.
+    """
     import yaml
 
     from qbhook.catalog.store import Catalog
@@ -388,12 +391,18 @@ def _demote_bed(rtorrent, rt_client, pools, tmp_path) -> DemoteBed:
         os.link(save / rel, dst)
     t1 = make_torrent(save / "Show.S01.1080p", tmp_path / "t1.torrent", piece_size=256 * 1024)
     t2 = make_torrent(xs / "Show.S01.REPACK", tmp_path / "t2.torrent", piece_size=256 * 1024)
-    load_torrent(rtorrent.rpc(), t1, str(save))
+    if qbt is None:
+        load_torrent(rtorrent.rpc(), t1, str(save))
+    else:
+        from qbhook.sandbox.torrents import add_and_wait_seeding
+
+        add_and_wait_seeding(qbt._api, t1, save, tags=["~noHL"])
     load_torrent(rtorrent.rpc(), t2, str(xs))
     hashes = [infohash(t1), infohash(t2)]
-    for h in hashes:
-        _wait_complete(rt_client, h)
-        rt_client.add_tags(h, ["~noHL"])
+    for h, client in zip(hashes, (qbt or rt_client, rt_client), strict=True):
+        if client is rt_client:
+            _wait_complete(rt_client, h)
+            rt_client.add_tags(h, ["~noHL"])
     cfg_path = tmp_path / "config.yaml"
     cfg_path.write_text(yaml.safe_dump({
         "catalog": str(tmp_path / "catalog.sqlite"),
@@ -405,11 +414,12 @@ def _demote_bed(rtorrent, rt_client, pools, tmp_path) -> DemoteBed:
     }))
     cfg = load_config(cfg_path)
     # by name and iterable: all the executor and snapshot ask of the collection
-    return DemoteBed(cfg, Catalog.open(cfg.catalog), QbtClients([rt_client]), hashes, seed_s, seed_p, files)
+    clients = QbtClients([rt_client] if qbt is None else [qbt, rt_client])
+    return DemoteBed(cfg, Catalog.open(cfg.catalog), clients, hashes, seed_s, seed_p, files)
 
 
 def _assert_demoted(bed: DemoteBed, rt_client):
-    by_hash = {t.hash: t for t in rt_client.torrents()}
+    by_hash = {t.hash: t for c in bed.clients for t in c.torrents()}
     assert by_hash[bed.hashes[0]].save_path == str(bed.seed_p / "tv")
     assert by_hash[bed.hashes[1]].save_path == str(bed.seed_p / "cross-seed" / "TrackerA")
     for h in bed.hashes:
@@ -514,3 +524,64 @@ def test_path_map_container_view_lists_and_relocates_in_host_paths(rtorrent, poo
         for client in reversed(mounted):
             if subprocess.run(["umount", str(client)], check=False, capture_output=True).returncode:
                 subprocess.run(["umount", "-l", str(client)], check=True, capture_output=True)
+
+
+# -- mixed groups: one payload seeded by qBittorrent and rTorrent -----------------------
+
+@pytest.fixture
+def qbt_port(qbt, qbt_client):
+    from qbhook.qbt.client import QbtClient
+
+    c = QbtClient("qbt", qbt.url, qbt.username, qbt.password, timeout=15, backoff=0.1)
+    yield c
+    c.close()
+
+
+@pytest.mark.slow
+def test_executor_demotes_a_mixed_qbittorrent_and_rtorrent_group(rtorrent, rt_client, qbt_port, pools, tmp_path):
+    """The season in qBittorrent, its cross-seed in rTorrent: one group, one copy, both moved."""
+    bed = _demote_bed(rtorrent, rt_client, pools, tmp_path, qbt=qbt_port)
+    plan = bed.plan()
+    assert [g.action for g in plan.groups] == ["demote"]
+    relocs = [(s.args["instance"], s.args["torrent"]) for s in plan.groups[0].steps if s.kind == "relocate"]
+    assert sorted(relocs) == sorted([("qbt", bed.hashes[0]), ("rt", bed.hashes[1])])
+    kinds = [s.kind for s in plan.groups[0].steps]
+    # every client's torrents are relocated and verified before any old link is removed
+    assert max(i for i, k in enumerate(kinds) if k in ("relocate", "verify_group")) < kinds.index("delete")
+    summary = bed.executor().apply(plan)
+    assert summary.status == "done" and summary.torrents_relocated == 2, summary.to_dict()
+    assert summary.bytes_copied == 3 << 20
+    _assert_demoted(bed, rt_client)
+
+
+@pytest.mark.slow
+def test_mixed_group_rtorrent_killed_mid_move_rolls_back_both_clients(rtorrent, rt_client, qbt_port, pools,
+                                                                      tmp_path):
+    bed = _demote_bed(rtorrent, rt_client, pools, tmp_path, qbt=qbt_port)
+    stash_files = {p: _digest(p) for p in bed.seed_s.rglob("*") if p.is_file()}
+    plan = bed.plan()
+    order = [s.args["instance"] for s in plan.groups[0].steps if s.kind == "relocate"]
+    killed = []
+
+    def kill_when_rtorrent_moves(point, gid, seq, step):
+        if point == "poll" and step.args["torrent"] == bed.hashes[1] and not killed:
+            killed.append(qbt_port.torrent(bed.hashes[0]).save_path)   # where qBittorrent's is by now
+            rtorrent.kill()
+
+    summary = bed.executor(hook=kill_when_rtorrent_moves).apply(plan)
+    assert killed, "rTorrent's relocation was never polled: the test proves nothing"
+    # the plan moves qBittorrent's torrent first: it had moved already, so the rollback must undo it
+    assert order == ["qbt", "rt"] and killed == [str(bed.seed_p / "tv")], (order, killed)
+    assert summary.status == "interrupted", summary.to_dict()
+    assert {p: _digest(p) for p in stash_files} == stash_files   # nothing deleted
+
+    rtorrent.restart()
+    resumed = bed.executor().resume()
+    assert [g.status for g in resumed[0].groups] == ["rolled_back"], resumed[0].to_dict()
+    # both clients seed from stash again, complete: qBittorrent's move was undone too
+    qt = qbt_port.torrent(bed.hashes[0])
+    rt = rt_client.torrent(bed.hashes[1])
+    assert (qt.save_path, qt.is_complete, qt.is_stopped) == (str(bed.seed_s / "tv"), True, False), (order, qt)
+    assert (rt.save_path, rt.is_complete, rt.state) == (str(bed.seed_s / "cross-seed" / "TrackerA"), True,
+                                                        "stalledUP")
+    assert {p: _digest(p) for p in stash_files} == stash_files
