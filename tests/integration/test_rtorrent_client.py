@@ -372,10 +372,7 @@ def _demote_bed(rtorrent, rt_client, pools, tmp_path, qbt=None) -> DemoteBed:
 
     Both by rTorrent; with ``qbt`` (a QbtClient), the season by qBittorrent instead: a mixed group.
     """
-    import yaml
-
-    from qbhook.catalog.store import Catalog
-    from qbhook.config import load_config
+    # QbtClients: by name and iterable, all the executor and snapshot ask of the collection
     from qbhook.qbt.client import QbtClients
 
     stash, pool = pools["stash"], pools["pool"]
@@ -399,22 +396,32 @@ def _demote_bed(rtorrent, rt_client, pools, tmp_path, qbt=None) -> DemoteBed:
         add_and_wait_seeding(qbt._api, t1, save, tags=["~noHL"])
     load_torrent(rtorrent.rpc(), t2, str(xs))
     hashes = [infohash(t1), infohash(t2)]
-    for h, client in zip(hashes, (qbt or rt_client, rt_client), strict=True):
-        if client is rt_client:
-            _wait_complete(rt_client, h)
-            rt_client.add_tags(h, ["~noHL"])
+    for h in hashes if qbt is None else hashes[1:]:   # rTorrent's items
+        _wait_complete(rt_client, h)
+        rt_client.add_tags(h, ["~noHL"])
+    clients = QbtClients([rt_client] if qbt is None else [qbt, rt_client])
+    return _bed(pools, tmp_path, clients, hashes, files)
+
+
+def _bed(pools, tmp_path, clients, hashes, files) -> DemoteBed:
+    """Config + catalog for the two pools (policy as the qBittorrent scenarios use it)."""
+    import yaml
+
+    from qbhook.catalog.store import Catalog
+    from qbhook.config import load_config
+
+    stash, pool = pools["stash"], pools["pool"]
+    seed_s, seed_p = stash / "data/media/torrents/seeding", pool / "data/media/torrents/seeding"
     cfg_path = tmp_path / "config.yaml"
     cfg_path.write_text(yaml.safe_dump({
         "catalog": str(tmp_path / "catalog.sqlite"),
         "pools": {"stash": {"path": str(stash), "role": "primary"}, "pool": {"path": str(pool), "role": "cold"}},
         "seeding_roots": {"stash": str(seed_s), "pool": str(seed_p)},
-        # config.py still requires a qBittorrent entry; it is never contacted here
+        # config.py still requires a qBittorrent entry; the tests pass their clients directly
         "qbittorrent": {"url": "http://127.0.0.1:1", "username": "admin", "password": "unused"},
         "scan": {"settle_seconds": 0}, "policy": {"demote_require_tag": "~noHL"},
     }))
     cfg = load_config(cfg_path)
-    # by name and iterable: all the executor and snapshot ask of the collection
-    clients = QbtClients([rt_client] if qbt is None else [qbt, rt_client])
     return DemoteBed(cfg, Catalog.open(cfg.catalog), clients, hashes, seed_s, seed_p, files)
 
 
@@ -443,6 +450,39 @@ def test_executor_demotes_an_rtorrent_sibling_group_through_the_port(rtorrent, r
     assert summary.status == "done" and summary.torrents_relocated == 2, summary.to_dict()
     assert summary.bytes_copied == 3 << 20   # one copy for both siblings
     _assert_demoted(bed, rt_client)
+
+
+@pytest.mark.slow
+def test_executor_promotes_an_rtorrent_item_onto_a_library_copy(rtorrent, rt_client, pools, tmp_path):
+    """An *arr copied the pool-seeded file into the stash library: promote, copying nothing."""
+    from qbhook.qbt.client import QbtClients
+
+    seed_p = pools["pool"] / "data/media/torrents/seeding"
+    (pools["stash"] / "data/media/torrents/seeding").mkdir(parents=True)
+    write_payload(seed_p / "movies", {"Film.C.2021/film.c.mkv": 3 << 20}, seed=4)
+    pool_file = seed_p / "movies/Film.C.2021/film.c.mkv"
+    lib = pools["stash"] / "data/media/movies/Film C (2021)/Film C (2021).mkv"
+    lib.parent.mkdir(parents=True)
+    shutil.copy2(pool_file, lib)
+    lib_st = os.stat(lib)
+    torrent = make_torrent(seed_p / "movies/Film.C.2021", tmp_path / "film.torrent", piece_size=256 * 1024)
+    h = infohash(torrent)
+    load_torrent(rtorrent.rpc(), torrent, str(seed_p / "movies"))
+    _wait_complete(rt_client, h)
+    bed = _bed(pools, tmp_path, QbtClients([rt_client]), [h], {})
+
+    plan = bed.plan()
+    assert [g.action for g in plan.groups] == ["promote"]
+    summary = bed.executor().apply(plan)
+
+    assert summary.status == "done" and summary.bytes_copied == 0 and summary.torrents_relocated == 1, \
+        summary.to_dict()
+    t = rt_client.torrent(h)
+    assert (t.save_path, t.state, t.is_complete) == (str(bed.seed_s / "movies"), "stalledUP", True)
+    seeded = os.stat(bed.seed_s / "movies/Film.C.2021/film.c.mkv")
+    assert (seeded.st_ino, seeded.st_nlink) == (lib_st.st_ino, 2)   # rTorrent seeds the library's inode
+    assert os.stat(lib).st_mtime_ns == lib_st.st_mtime_ns            # never written
+    assert not pool_file.exists()
 
 
 @pytest.mark.slow
