@@ -68,6 +68,18 @@ class UnknownTorrent(QbtError):
     """No torrent with that hash exists in any configured qBittorrent."""
 
 
+class RtorrentError(QbtError):
+    """rTorrent refused a request (an XML-RPC fault other than an unknown hash).
+
+    A QbtError for now: the executor and worker catch QbtError around client
+    calls, so an rTorrent failure is handled exactly like a qBittorrent one.
+    """
+
+
+class RtorrentUnreachable(RtorrentError):
+    """No answer from rTorrent's SCGI socket: not running, killed mid-call, wrong address."""
+
+
 class LockBusy(QbhookError):
     """Another qbhook process holds the lock we need."""
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the real test bed needs (zfs-fuse pools, a real
-# qbittorrent-nox, peer tools for benchmarks). Idempotent: touches apt only when
+# qbittorrent-nox and rtorrent, peer tools for benchmarks). Idempotent: touches apt only when
 # something is missing, so it is cheap to call at the start of every CI job.
 set -euo pipefail
 
-PACKAGES=(zfs-fuse qbittorrent-nox mktorrent b3sum jdupes rdfind hyperfine curl wget dash chromium chromium-driver)
+PACKAGES=(zfs-fuse qbittorrent-nox rtorrent mktorrent b3sum jdupes rdfind hyperfine curl wget dash chromium chromium-driver)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -94,3 +94,34 @@ def qbt_client(request, qbt):
         client.torrents_remove_categories(categories=cats)
     if tags := list(client.torrents_tags()):
         client.torrents_delete_tags(tags=tags)
+
+
+@pytest.fixture(scope="session")
+def rtorrent(tmp_path_factory):
+    """One real headless rtorrent for the whole session (SCGI unix socket, offline)."""
+    from qbhook.sandbox.rtorrent import RtorrentInstance
+
+    inst, err = RtorrentInstance(), None
+    try:
+        inst.start(tmp_path_factory.mktemp("rt"))
+    except Exception as e:  # noqa: BLE001
+        err = f"cannot start rtorrent: {e}"
+    if err:
+        _unavailable(err)
+    yield inst
+    inst.stop()
+
+
+@pytest.fixture
+def rt_client(request, rtorrent):
+    """RtorrentClient on the session rtorrent; every item is erased after the test (data kept)."""
+    from qbhook.clients.rtorrent import RtorrentClient
+
+    if "pools" in request.fixturenames:
+        request.getfixturevalue("pools")   # pools torn down after rtorrent let go of the files
+    if rtorrent.proc.poll() is not None:  # a previous test killed it on purpose
+        rtorrent.restart()
+    yield RtorrentClient("rt", rtorrent.address, retries=1)
+    if rtorrent.proc.poll() is not None:
+        rtorrent.restart()
+    rtorrent.remove_all()

@@ -1,0 +1,108 @@
+"""The client port: what the planner, executor and worker need from a torrent client.
+
+Written down from what they call today (snapshot.py, worker.py, executor.py),
+so an adapter that satisfies it can stand in for ``QbtClient`` without either
+of them asking which client it is. The rules every adapter keeps:
+
+* records are the typed snapshots of ``qbhook.qbt.model`` (``TorrentInfo``,
+  ``TorrentFile``), every path a HOST path through the adapter's ``PathMap``;
+  a path it cannot map raises PathMapError, never passes through;
+* ``TorrentInfo.state`` uses qBittorrent 5's normalized vocabulary
+  (``stoppedUP``, ``checkingUP``, ``stalledUP``, ``error`` ...), so the
+  executor's one state machine (``is_stable``, ``is_checking``, ``is_stopped``,
+  ``is_complete``, BAD_STATES) serves every client;
+* ``save_path`` means what it means in qBittorrent: the folder that holds the
+  content (a single file, or the item's own folder), and file names are
+  relative to it; ``set_location`` takes such a save path;
+* actions accept any spelling of a hash, act on the id the client reported,
+  and raise UnknownTorrent for a hash the client does not have;
+* ``set_location`` starts a relocation onto data that is already there and a
+  hash check of it, and returns; the caller polls ``torrent()`` until it is
+  stable, complete and at the new place (the executor's ``_wait``);
+* failures are QbhookErrors: UnknownTorrent, the client's QbtError subclass
+  (unreachable / refused), UnsafeOperation for a refused unsafe request.
+
+``QbtClient`` satisfies this protocol as it is (checked by a unit test);
+``RtorrentClient`` implements it for rTorrent. ``torrents_with_files`` is an
+optional batched listing (``BatchListing``): rTorrent answers it in a few
+round trips, where the snapshot builder today calls ``files()`` per torrent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol, runtime_checkable
+
+from qbhook.qbt.model import TorrentFile, TorrentInfo
+from qbhook.qbt.pathmap import PathMap
+
+__all__ = ["PORT_METHODS", "BatchListing", "ClientPort"]
+
+
+@runtime_checkable
+class ClientPort(Protocol):
+    """One torrent client instance, seen in host paths."""
+
+    name: str
+    path_map: PathMap
+
+    # reading ----------------------------------------------------------
+    def torrents(
+        self,
+        hashes: Iterable[str] | None = None,
+        category: str | None = None,
+        tag: str | None = None,
+    ) -> list[TorrentInfo]:
+        """All torrents (optionally filtered); ``hashes`` in any spelling."""
+        ...
+
+    def find(self, any_hash: str) -> TorrentInfo | None:
+        """The torrent a hash names (any case, v1/v2/id), or None."""
+        ...
+
+    def torrent(self, any_hash: str) -> TorrentInfo:
+        """Like ``find`` but raises UnknownTorrent."""
+        ...
+
+    def files(self, any_hash: str) -> list[TorrentFile]:
+        """Files, names relative to ``save_path``; ``[]`` without metadata."""
+        ...
+
+    # acting -----------------------------------------------------------
+    def stop(self, any_hash: str) -> None: ...
+
+    def start(self, any_hash: str) -> None: ...
+
+    def recheck(self, any_hash: str) -> None: ...
+
+    def set_location(self, any_hash: str, host_path: str, *, require_existing: bool = True) -> None:
+        """Relocate onto existing data at save path ``host_path`` and recheck (asynchronous)."""
+        ...
+
+    def set_download_path(self, any_hash: str, host_path: str) -> None:
+        """Set or (``""``) clear the incomplete-data folder."""
+        ...
+
+    def set_auto_management(
+        self, any_hash: str, enabled: bool, *, category_save_path: str | None = None
+    ) -> None:
+        """Turn client-side automatic placement on/off (refused when it could move data)."""
+        ...
+
+    def add_tags(self, any_hash: str, tags: Iterable[str]) -> None: ...
+
+    def remove_tags(self, any_hash: str, tags: Iterable[str]) -> None: ...
+
+
+@runtime_checkable
+class BatchListing(Protocol):
+    """Optional: every torrent with its files in as few round trips as the client allows."""
+
+    def torrents_with_files(self) -> list[tuple[TorrentInfo, list[TorrentFile]]]: ...
+
+
+#: Method names of ClientPort, for conformance checks.
+PORT_METHODS = (
+    "torrents", "find", "torrent", "files", "stop", "start", "recheck", "set_location",
+    "set_download_path", "set_auto_management", "add_tags", "remove_tags",
+)

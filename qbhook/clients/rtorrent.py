@@ -1,0 +1,597 @@
+"""rTorrent adapter over XML-RPC via SCGI, speaking the client port.
+
+The model (verified on Debian's rtorrent 0.9.8, see docs/rtorrent.md):
+
+* An item's ``d.directory`` is its content folder for a multi-file item and the
+  folder holding the file for a single-file one. qBittorrent's ``save_path`` is
+  the folder that holds the content in both cases, so for a multi-file item
+  ``save_path`` is the parent of ``d.directory`` and file names get the item
+  folder's own name (which may differ from ``d.name``) as their first part.
+* Relocation happens while the item is closed, in ONE ``system.multicall``:
+  ``d.stop``, ``d.close``, ``d.directory_base.set`` (the exact new content
+  folder, or the new parent of a single file), ``d.check_hash``. rTorrent runs
+  one request to the end before anything else, so no crash of qbhook can leave
+  the item at the new place with the old place's bitfield unchecked: right
+  after ``d.directory_base.set`` rTorrent still reports ``d.complete`` 1 and the
+  old ``d.completed_bytes`` (observed), and only the hash check makes them true.
+  ``d.directory.set`` is not used: for a multi-file item it appends ``d.name``
+  to its argument, which names the wrong folder after a cross-seed rename.
+* Completion is ``d.completed_bytes == d.size_bytes`` (``d.left_bytes`` 0);
+  ``d.complete`` is a stored flag that lags until a hash check ends.
+* States map onto qBittorrent 5's names (the normalized model of
+  ``qbhook.qbt.model``): hash failed -> ``error``; ``d.hashing`` != 0 ->
+  ``checkingUP``/``checkingDL``; closed, stopped (``d.state`` 0) or paused
+  (started but inactive) -> ``stoppedUP``/``stoppedDL``; started and active ->
+  ``uploading``/``stalledUP`` or ``downloading``/``stalledDL`` by rate.
+  ``d.message`` is not a state: with a dead tracker it always holds a tracker
+  error.
+* Label: ``d.custom1`` (ruTorrent's convention, percent-encoded as ruTorrent
+  writes it); tags: a comma-separated list in ``d.custom=qbhook_tags``
+  (rTorrent has no tags). rTorrent knows only v1 hashes (upper-case); a v2 hash
+  never names an rTorrent item.
+* Failures: an unknown hash is UnknownTorrent; no answer on the socket is
+  RtorrentUnreachable (retried a few times first: reads and our writes are
+  idempotent); any other fault is RtorrentError; a hash check that fails or
+  outlasts its size-scaled budget is VerificationFailed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import time
+import xmlrpc.client
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote
+
+from qbhook.clients.scgi import ScgiRpc, ScgiUnreachable
+from qbhook.errors import (
+    PathMapError,
+    RtorrentError,
+    RtorrentUnreachable,
+    UnknownTorrent,
+    UnsafeOperation,
+    VerificationFailed,
+)
+from qbhook.qbt.client import _check_tags, check_hash  # one rule for hashes and tags
+from qbhook.qbt.model import TorrentFile, TorrentInfo, parse_tags
+from qbhook.qbt.pathmap import PathMap, normalize
+
+__all__ = ["HOOK_EVENTS", "TAGS_KEY", "RtItem", "RtorrentClient", "check_budget", "event_rc_lines", "normalize_rt_state"]
+
+log = logging.getLogger(__name__)
+
+#: d.custom key holding qbhook's tags for an item.
+TAGS_KEY = "qbhook_tags"
+
+#: rTorrent's fault for a hash it does not have ("Could not find info-hash.").
+FAULT_UNKNOWN_HASH = -501
+
+# (command, extra argument) for each listed field, in RtItem order.
+_ITEM_FIELDS: tuple[tuple[str, str | None], ...] = (
+    ("d.hash", None),
+    ("d.name", None),
+    ("d.directory", None),
+    ("d.is_multi_file", None),
+    ("d.state", None),
+    ("d.is_open", None),
+    ("d.is_active", None),
+    ("d.hashing", None),
+    ("d.hashing_failed", None),
+    ("d.complete", None),
+    ("d.completed_bytes", None),
+    ("d.size_bytes", None),
+    ("d.left_bytes", None),
+    ("d.custom1", None),
+    ("d.custom", TAGS_KEY),
+    ("d.load_date", None),
+    ("d.timestamp.finished", None),
+    ("d.up.rate", None),
+    ("d.down.rate", None),
+    ("d.message", None),
+)
+
+_FILE_FIELDS = ("f.path=", "f.size_bytes=", "f.priority=", "f.completed_chunks=", "f.size_chunks=")
+
+# f.multicall requests per system.multicall: one answer stays a few MB at most.
+_FILES_BATCH = 500
+
+
+def check_budget(size_bytes: int, base_s: float = 30.0, rate_bps: float = 50e6) -> float:
+    """Seconds a hash check of ``size_bytes`` may take before it counts as stuck."""
+    return base_s + max(int(size_bytes or 0), 0) / rate_bps
+
+
+@dataclass(frozen=True, slots=True)
+class RtItem:
+    """One item exactly as rTorrent reported it (client paths)."""
+
+    hash: str
+    name: str
+    directory: str
+    is_multi_file: bool
+    state: int
+    is_open: bool
+    is_active: bool
+    hashing: int
+    hashing_failed: bool
+    complete: bool
+    completed_bytes: int
+    size_bytes: int
+    left_bytes: int
+    custom1: str
+    tags_raw: str
+    load_date: int
+    finished: int
+    up_rate: int
+    down_rate: int
+    message: str
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> RtItem:
+        if len(row) != len(_ITEM_FIELDS):
+            raise RtorrentError(f"rTorrent answered {len(row)} fields for an item, expected {len(_ITEM_FIELDS)}")
+        (h, name, directory, multi, state, is_open, active, hashing, failed, complete,
+         done, size, left, custom1, tags, loaded, finished, up, down, message) = row
+        return cls(
+            hash=str(h).lower(), name=str(name), directory=str(directory), is_multi_file=bool(multi),
+            state=int(state), is_open=bool(is_open), is_active=bool(active), hashing=int(hashing),
+            hashing_failed=bool(failed), complete=bool(complete), completed_bytes=int(done),
+            size_bytes=int(size), left_bytes=int(left), custom1=str(custom1), tags_raw=str(tags),
+            load_date=int(loaded), finished=int(finished), up_rate=int(up), down_rate=int(down),
+            message=str(message),
+        )
+
+    @property
+    def raw_state(self) -> str:
+        """rTorrent's own words for the state (kept in TorrentInfo.raw_state)."""
+        if self.hashing_failed:
+            return "hash_failed"
+        if self.hashing:
+            return f"hashing:{self.hashing}"
+        if not self.is_open:
+            return "closed"
+        if self.state == 0:
+            return "stopped"
+        return "started" if self.is_active else "paused"
+
+    @property
+    def has_all_bytes(self) -> bool:
+        return self.size_bytes > 0 and self.completed_bytes >= self.size_bytes and self.left_bytes == 0
+
+
+def normalize_rt_state(item: RtItem) -> str:
+    """rTorrent's state in the qBittorrent 5 vocabulary the executor understands."""
+    done = item.has_all_bytes
+    if item.hashing_failed:
+        return "error"
+    if item.hashing:
+        return "checkingUP" if item.complete else "checkingDL"
+    if not item.is_open or item.state == 0 or not item.is_active:
+        # Closed, stopped and paused all transfer nothing and need d.start to run.
+        return "stoppedUP" if done else "stoppedDL"
+    if done:
+        return "uploading" if item.up_rate > 0 else "stalledUP"
+    return "downloading" if item.down_rate > 0 else "stalledDL"
+
+
+def _mc(method: str, *params: Any) -> dict[str, Any]:
+    return {"methodName": method, "params": list(params)}
+
+
+class RtorrentClient:
+    """One rTorrent instance, seen in host paths (implements ClientPort)."""
+
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        path_map: PathMap | None = None,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.name = name
+        self.address = address
+        self.path_map = path_map if path_map is not None else PathMap()
+        try:
+            self._rpc = ScgiRpc(address, timeout=timeout)
+        except ValueError as exc:
+            raise RtorrentError(f"rTorrent {name!r}: {exc}",
+                                hint="give the SCGI unix socket path or host:port") from None
+        self._retries = max(1, retries)
+        self._backoff = backoff
+        self._sleep = sleep
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"RtorrentClient({self.name!r}, {self.address!r}, {self.path_map!r})"
+
+    # -- plumbing -------------------------------------------------------
+
+    def _call(self, what: str, method: str, *params: Any, torrent: str | None = None) -> Any:
+        """One XML-RPC call with bounded retries on a dead socket; faults translated."""
+        delay = self._backoff
+        for attempt in range(1, self._retries + 1):
+            try:
+                return self._rpc.call(method, *params)
+            except xmlrpc.client.Fault as fault:
+                raise self._fault(what, fault, torrent) from None
+            except ScgiUnreachable as exc:
+                if attempt >= self._retries:
+                    raise RtorrentUnreachable(
+                        f"rTorrent {self.name!r} ({self.address}): {what}: no answer: {exc}",
+                        hint="is rtorrent running, and is network.scgi.open_local/open_port this address?",
+                    ) from None
+                log.warning("rTorrent %s: %s: attempt %d failed (%s); retrying", self.name, what, attempt, exc)
+                self._sleep(delay)
+                delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")
+
+    def _fault(self, what: str, fault: xmlrpc.client.Fault, torrent: str | None) -> Exception:
+        if torrent is not None and fault.faultCode == FAULT_UNKNOWN_HASH:
+            return self._unknown(torrent)
+        return RtorrentError(f"rTorrent {self.name!r}: {what} refused: {fault.faultString} "
+                             f"(fault {fault.faultCode})")
+
+    def _multicall(self, what: str, calls: list[dict[str, Any]], torrent: str | None = None) -> list[Any]:
+        """system.multicall; the first fault inside is raised like a top-level one."""
+        answers = self._call(what, "system.multicall", calls, torrent=torrent)
+        if not isinstance(answers, list) or len(answers) != len(calls):
+            raise RtorrentError(f"rTorrent {self.name!r}: {what}: malformed multicall answer")
+        out = []
+        for answer in answers:
+            if isinstance(answer, dict):   # {'faultCode': .., 'faultString': ..}
+                raise self._fault(what, xmlrpc.client.Fault(int(answer.get("faultCode", 0)),
+                                                            str(answer.get("faultString", ""))), torrent)
+            out.append(answer[0] if isinstance(answer, list) and len(answer) == 1 else answer)
+        return out
+
+    def _unknown(self, any_hash: str) -> UnknownTorrent:
+        return UnknownTorrent(f"rTorrent {self.name!r} has no torrent {any_hash}")
+
+    def version(self) -> str:
+        return str(self._call("system.client_version", "system.client_version"))
+
+    # -- reading --------------------------------------------------------
+
+    def items(self) -> list[RtItem]:
+        """Every item as rTorrent reports it (one d.multicall2)."""
+        fields = [f"{cmd}={arg}" if arg else f"{cmd}=" for cmd, arg in _ITEM_FIELDS]
+        rows = self._call("list items", "d.multicall2", "", "main", *fields)
+        return [RtItem.from_row(r) for r in rows]
+
+    def item(self, any_hash: str) -> RtItem | None:
+        """One item by hash (one system.multicall), None if rTorrent has no such item."""
+        h = check_hash(any_hash)
+        if len(h) != 40:
+            return None   # rTorrent knows v1 hashes only
+        target = h.upper()
+        calls = [_mc(cmd, target, *([arg] if arg else [])) for cmd, arg in _ITEM_FIELDS]
+        try:
+            row = self._multicall(f"read item {h}", calls, torrent=h)
+        except UnknownTorrent:
+            return None
+        return RtItem.from_row(row)
+
+    def _info(self, item: RtItem) -> TorrentInfo:
+        client_save, content_leaf = self._split(item)
+        try:
+            save = self.path_map.to_host(client_save)
+        except PathMapError as exc:
+            raise PathMapError(f"torrent {item.hash} ({item.name}): save path: {exc.message}",
+                               hint=exc.hint) from exc
+        content = posixpath.join(save, content_leaf)
+        done = item.has_all_bytes
+        return TorrentInfo(
+            instance=self.name,
+            hash=item.hash,
+            infohash_v1=item.hash,
+            infohash_v2=None,
+            name=item.name,
+            save_path=save,
+            download_path="",
+            content_path=content,
+            root_path=content if item.is_multi_file else "",
+            client_save_path=client_save,
+            client_content_path=posixpath.join(client_save, content_leaf),
+            auto_tmm=False,
+            category=unquote(item.custom1),
+            tags=parse_tags(item.tags_raw),
+            state=normalize_rt_state(item),
+            raw_state=item.raw_state,
+            progress=1.0 if done else (item.completed_bytes / item.size_bytes if item.size_bytes else 0.0),
+            amount_left=item.left_bytes,
+            size=item.size_bytes,
+            total_size=item.size_bytes,
+            has_metadata=True,
+            added_on=item.load_date or None,
+            completion_on=item.finished or None,
+        )
+
+    def _split(self, item: RtItem) -> tuple[str, str]:
+        """(client save path, content name under it) in qBittorrent's sense."""
+        try:
+            directory = normalize(item.directory)
+        except PathMapError as exc:
+            raise PathMapError(f"torrent {item.hash} ({item.name}): directory: {exc.message}") from exc
+        if item.is_multi_file:
+            if directory == "/":
+                raise PathMapError(f"torrent {item.hash} ({item.name}): its content folder is /")
+            return posixpath.dirname(directory), posixpath.basename(directory)
+        return directory, item.name
+
+    def torrents(
+        self,
+        hashes: Iterable[str] | None = None,
+        category: str | None = None,
+        tag: str | None = None,
+    ) -> list[TorrentInfo]:
+        """Items, optionally filtered (all filters in Python: d.multicall2 cannot filter by hash)."""
+        wanted = None if hashes is None else {check_hash(h) for h in hashes}
+        if wanted is not None and not wanted:
+            return []
+        out = []
+        for item in self.items():
+            info = self._info(item)
+            if wanted is not None and not (info.hashes & wanted):
+                continue
+            if category is not None and info.category != category:
+                continue
+            if tag is not None and tag not in info.tags:
+                continue
+            out.append(info)
+        return out
+
+    def find(self, any_hash: str) -> TorrentInfo | None:
+        item = self.item(any_hash)
+        return self._info(item) if item is not None else None
+
+    def torrent(self, any_hash: str) -> TorrentInfo:
+        info = self.find(any_hash)
+        if info is None:
+            raise self._unknown(any_hash)
+        return info
+
+    def files(self, any_hash: str) -> list[TorrentFile]:
+        """Files, names relative to the save path (one system.multicall)."""
+        h = self._resolve(any_hash)
+        multi, directory, rows = self._multicall(
+            f"files of {h}",
+            [_mc("d.is_multi_file", h.upper()), _mc("d.directory", h.upper()),
+             _mc("f.multicall", h.upper(), "", *_FILE_FIELDS)],
+            torrent=any_hash,
+        )
+        prefix = posixpath.basename(normalize(str(directory))) if multi else ""
+        return _files(rows, prefix)
+
+    def torrents_with_files(self) -> list[tuple[TorrentInfo, list[TorrentFile]]]:
+        """Every item with its files: one d.multicall2 + one system.multicall per 500 items."""
+        items = self.items()
+        out: list[tuple[TorrentInfo, list[TorrentFile]]] = []
+        for start in range(0, len(items), _FILES_BATCH):
+            chunk = items[start:start + _FILES_BATCH]
+            calls = [_mc("f.multicall", it.hash.upper(), "", *_FILE_FIELDS) for it in chunk]
+            answers = self._call("list files", "system.multicall", calls)
+            for it, answer in zip(chunk, answers, strict=True):
+                if isinstance(answer, dict):
+                    if int(answer.get("faultCode", 0)) == FAULT_UNKNOWN_HASH:
+                        continue   # erased between the two calls: it is gone, not unlisted
+                    raise self._fault("list files", xmlrpc.client.Fault(
+                        int(answer.get("faultCode", 0)), str(answer.get("faultString", ""))), None)
+                info = self._info(it)
+                prefix = posixpath.basename(normalize(it.directory)) if it.is_multi_file else ""
+                out.append((info, _files(answer[0], prefix)))
+        return out
+
+    def _resolve(self, any_hash: str) -> str:
+        """The id rTorrent reported for this hash (lower-case v1), or UnknownTorrent."""
+        h = check_hash(any_hash)
+        if len(h) != 40:
+            raise self._unknown(any_hash)
+        got = self._call(f"resolve {h}", "d.hash", h.upper(), torrent=any_hash)
+        return str(got).lower()
+
+    # -- acting ---------------------------------------------------------
+
+    def stop(self, any_hash: str) -> None:
+        """Stop (d.stop: the item stays open; state 0)."""
+        h = self._resolve(any_hash)
+        self._call(f"stop {h}", "d.stop", h.upper(), torrent=any_hash)
+
+    def start(self, any_hash: str) -> None:
+        """Start; a paused item (started but inactive) is resumed too."""
+        h = self._resolve(any_hash)
+        self._call(f"start {h}", "d.start", h.upper(), torrent=any_hash)
+        item = self.item(h)
+        if item is not None and item.state == 1 and item.is_open and not item.is_active and not item.hashing:
+            self._call(f"resume {h}", "d.resume", h.upper(), torrent=any_hash)
+
+    def recheck(self, any_hash: str) -> None:
+        """d.check_hash (a no-op while a check runs). A started item resumes after it."""
+        h = self._resolve(any_hash)
+        self._call(f"check_hash {h}", "d.check_hash", h.upper(), torrent=any_hash)
+
+    def set_location(self, any_hash: str, host_path: str, *, require_existing: bool = True) -> None:
+        """Point the item at the same content under save path ``host_path`` and recheck it.
+
+        One system.multicall: d.stop, d.close, d.directory_base.set, d.check_hash.
+        The item ends stopped (the caller starts it once the check reached 100 %).
+        """
+        dest = normalize(host_path)
+        item = self.item(any_hash)
+        if item is None:
+            raise self._unknown(any_hash)
+        if item.hashing:
+            raise UnsafeOperation(f"refusing to relocate {item.hash} ({item.name}): a hash check is running",
+                                  hint="wait until it ends")
+        _, leaf = self._split(item)
+        host_dir = posixpath.join(dest, leaf) if item.is_multi_file else dest
+        if require_existing and not os.path.isdir(host_dir):
+            raise UnsafeOperation(
+                f"refusing to relocate {item.hash} ({item.name}): destination {host_dir} does not "
+                "exist on the host",
+                hint="build the complete view at the destination first",
+            )
+        client_dir = self.path_map.to_client(host_dir)
+        target = item.hash.upper()
+        self._multicall(
+            f"relocate {item.hash} to {client_dir}",
+            [_mc("d.stop", target), _mc("d.close", target),
+             _mc("d.directory_base.set", target, client_dir), _mc("d.check_hash", target)],
+            torrent=any_hash,
+        )
+
+    def wait_checked(self, any_hash: str, budget: float | None = None, poll: float = 0.1) -> TorrentInfo:
+        """Wait until no hash check runs (d.hashing 0); budget scales with size by default.
+
+        Raises VerificationFailed when the check failed or outlasted the budget; the
+        item's completeness is the caller's to judge (``TorrentInfo.is_complete``).
+        """
+        first = self.item(any_hash)
+        if first is None:
+            raise self._unknown(any_hash)
+        deadline = self._clock() + (budget if budget is not None else check_budget(first.size_bytes))
+        while True:
+            item = self.item(any_hash)
+            if item is None:
+                raise self._unknown(any_hash)
+            if item.hashing_failed:
+                raise VerificationFailed(f"rTorrent {self.name!r}: hash check of {item.hash} ({item.name}) "
+                                         f"failed at {item.directory}: {item.message or 'no message'}")
+            if not item.hashing:
+                return self._info(item)
+            if self._clock() >= deadline:
+                raise VerificationFailed(
+                    f"rTorrent {self.name!r}: hash check of {item.hash} ({item.name}) did not end "
+                    f"within its budget ({item.completed_bytes} of {item.size_bytes} bytes verified)",
+                    hint="rTorrent is still checking; wait and retry",
+                )
+            self._sleep(poll)
+
+    def set_download_path(self, any_hash: str, host_path: str) -> None:
+        """rTorrent has no separate incomplete folder: clearing is a no-op, setting is refused."""
+        self._resolve(any_hash)
+        if host_path:
+            raise UnsafeOperation(f"rTorrent {self.name!r} has no incomplete-data folder to set",
+                                  hint="relocate with set_location instead")
+
+    def set_auto_management(self, any_hash: str, enabled: bool, *,
+                            category_save_path: str | None = None) -> None:
+        """rTorrent has no automatic placement: off is a no-op, on is refused."""
+        self._resolve(any_hash)
+        if enabled:
+            raise UnsafeOperation(f"rTorrent {self.name!r} has no automatic torrent management")
+
+    def set_label(self, any_hash: str, label: str) -> None:
+        """d.custom1, percent-encoded the way ruTorrent writes it (saved at once, see _change_tags)."""
+        h = self._resolve(any_hash)
+        self._multicall(f"set label of {h}", [_mc("d.custom1.set", h.upper(), quote(label, safe="")),
+                                              _mc("d.save_full_session", h.upper())], torrent=any_hash)
+
+    def add_tags(self, any_hash: str, tags: Iterable[str]) -> None:
+        self._change_tags(any_hash, tags, add=True)
+
+    def remove_tags(self, any_hash: str, tags: Iterable[str]) -> None:
+        self._change_tags(any_hash, tags, add=False)
+
+    def _change_tags(self, any_hash: str, tags: Iterable[str], *, add: bool) -> None:
+        # rTorrent writes d.custom values to its session only when it saves the session
+        # (every 20 min by default): without d.save_full_session a crash forgets the tag
+        # (observed: a killed rtorrent came back without a freshly set tag).
+        wanted = _check_tags(tags)
+        item = self.item(any_hash)
+        if item is None:
+            raise self._unknown(any_hash)
+        current = parse_tags(item.tags_raw)
+        new = current | set(wanted) if add else current - set(wanted)
+        if new != current:
+            target = item.hash.upper()
+            self._multicall(f"set tags of {item.hash}",
+                            [_mc("d.custom.set", target, TAGS_KEY, ", ".join(sorted(new))),
+                             _mc("d.save_full_session", target)], torrent=any_hash)
+
+    def close(self) -> None:
+        """Nothing to release: one connection per call."""
+
+
+def _files(rows: Iterable[Sequence[Any]], prefix: str) -> list[TorrentFile]:
+    out = []
+    for index, row in enumerate(rows):
+        path, size, priority, done_chunks, chunks = row
+        name = f"{prefix}/{path}" if prefix else str(path)
+        out.append(TorrentFile(
+            index=index, name=name, size=int(size),
+            progress=(int(done_chunks) / int(chunks)) if int(chunks) else 1.0,
+            priority=int(priority),
+        ))
+    return out
+
+
+def from_config(entry: Mapping[str, Any] | Any, **kwargs: Any) -> RtorrentClient:
+    """Build from a config entry with ``name``, ``url`` (or ``address``), ``path_map``, ``timeout``."""
+    def field(key: str, default: Any = None) -> Any:
+        if isinstance(entry, Mapping):
+            return entry.get(key, default)
+        return getattr(entry, key, default)
+
+    path_map = field("path_map")
+    if not isinstance(path_map, PathMap):
+        path_map = PathMap.from_config(path_map)
+    if field("timeout") is not None:
+        kwargs["timeout"] = float(field("timeout"))
+    return RtorrentClient(str(field("name")), str(field("address") or field("url")), path_map, **kwargs)
+
+
+# -- events -----------------------------------------------------------------
+
+#: rTorrent event -> the hook script's first argument.
+HOOK_EVENTS = {"event.download.inserted_new": "added", "event.download.finished": "finished"}
+
+# The hook script's argv after the event name, in qBittorrent's placeholder order
+# (I J K N L G F R D C Z); rTorrent evaluates each "$cmd=" per item AFTER splitting
+# on commas, so a name with commas or spaces stays one argument.
+_HOOK_ARGS = (
+    "$d.hash=",              # I: v1 hash (rTorrent has no v2)
+    "-",                     # J: no v2 hash
+    "$d.hash=",              # K: the id
+    "$d.name=",              # N
+    "$d.custom1=",           # L: label (percent-encoded by ruTorrent)
+    f"$d.custom={TAGS_KEY}",  # G
+    "$d.base_path=",         # F: content path (file or item folder; the item is open here)
+    "$d.base_path=",         # R: root path (qBittorrent leaves it empty for a single file)
+    "$d.directory=",         # D: for a multi-file item this is the item folder, not its parent
+    "$d.size_files=",        # C
+    "$d.size_bytes=",        # Z
+)
+
+_RC_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._+-@")
+
+
+def event_rc_lines(script: str, *, instance: str = "") -> list[str]:
+    """``.rtorrent.rc`` lines that call qbt-hook.sh on added/finished, as qBittorrent would.
+
+    ``execute.nothrow.bg``: rTorrent forks the script and does not wait (the hook may
+    take seconds to post; rTorrent's event loop must not), and a failing script never
+    aborts the event. ``instance`` becomes QBHOOK_INSTANCE through env(1), no shell.
+    The script path and instance name are limited to characters rTorrent's rc parser
+    takes literally, rather than trusting its quoting rules.
+    """
+    for what, value in (("hook script path", script), ("instance name", instance)):
+        if value and not set(value) <= _RC_SAFE:
+            raise UnsafeOperation(f"{what} {value!r} has characters an .rtorrent.rc line cannot carry safely",
+                                  hint="use letters, digits and / . _ + - @ only")
+    if not script.startswith("/"):
+        raise UnsafeOperation(f"hook script path must be absolute: {script!r}")
+    prefix = ["env", f"QBHOOK_INSTANCE={instance}", script] if instance else [script]
+    lines = []
+    for event, arg in HOOK_EVENTS.items():
+        argv = ",".join([*prefix, arg, *_HOOK_ARGS])
+        lines.append(f'method.set_key = {event},qbhook_{arg},"execute.nothrow.bg={argv}"')
+    return lines

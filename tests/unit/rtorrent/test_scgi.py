@@ -1,0 +1,145 @@
+"""The SCGI transport: framing, answers, and failures split by meaning (real sockets, fake server)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import xmlrpc.client
+
+import pytest
+
+from qbhook.clients.scgi import (
+    ScgiRpc,
+    ScgiUnreachable,
+    encode_request,
+    parse_address,
+    split_response,
+)
+
+# What rtorrent 0.9.8 sent for `system.client_version` (captured on the test bed).
+RECORDED_ANSWER = (
+    b'Status: 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 152\r\n\r\n<?xml version="1.0" '
+    b'encoding="UTF-8"?>\r\n<methodResponse>\r\n<params>\r\n<param><value><string>0.9.8</string></value>'
+    b'</param>\r\n</params>\r\n</methodResponse>\r\n'
+)
+# ... and for `d.name` of a hash it does not have.
+RECORDED_FAULT = (
+    b'Status: 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 305\r\n\r\n<?xml version="1.0" '
+    b'encoding="UTF-8"?>\r\n<methodResponse>\r\n<fault>\r\n<value><struct>\r\n<member><name>faultCode'
+    b'</name>\r\n<value><i4>-501</i4></value></member>\r\n<member><name>faultString</name>\r\n<value>'
+    b'<string>Could not find info-hash.</string></value></member>\r\n</struct></value>\r\n</fault>\r\n'
+    b'</methodResponse>\r\n'
+)
+
+
+def test_request_is_a_netstring_of_headers_then_the_body():
+    assert encode_request(b"<x/>") == b"24:CONTENT_LENGTH\x004\x00SCGI\x001\x00,<x/>"
+
+
+@pytest.mark.parametrize("address, expected", [
+    ("/run/rt.sock", (socket.AF_UNIX, "/run/rt.sock")),
+    ("scgi:///run/rt.sock", (socket.AF_UNIX, "/run/rt.sock")),
+    ("scgi://127.0.0.1:5000", (socket.AF_INET, ("127.0.0.1", 5000))),
+    ("localhost:5000", (socket.AF_INET, ("localhost", 5000))),
+])
+def test_addresses(address, expected):
+    assert parse_address(address) == expected
+
+
+@pytest.mark.parametrize("address", ["rt.sock", "host:", ":5000", "host:port", ""])
+def test_bad_addresses_are_refused(address):
+    with pytest.raises(ValueError, match="not an SCGI address"):
+        parse_address(address)
+
+
+def test_answer_body_follows_the_blank_line():
+    assert xmlrpc.client.loads(split_response(RECORDED_ANSWER)) == (("0.9.8",), None)
+    assert split_response(b"Status: 200 OK\n\n<x/>") == b"<x/>"
+
+
+@pytest.mark.parametrize("raw, match", [
+    (b"Status: 200 OK\r\nContent-Type: text/xml", "without a header end"),
+    (b"Status: 500 Internal Server Error\r\n\r\n", "SCGI status 500"),
+    (RECORDED_ANSWER[:-20], "cut short"),
+])
+def test_broken_answers_are_unreachable_not_garbage(raw, match):
+    with pytest.raises(ScgiUnreachable, match=match):
+        split_response(raw)
+
+
+class _FakeScgi:
+    """A unix-socket server answering each connection with ``reply(request_bytes)``."""
+
+    def __init__(self, path, reply):
+        self.requests: list[bytes] = []
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.bind(str(path))
+        self.sock.listen()
+        self.reply = reply
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while chunk := conn.recv(65536):
+                    data += chunk
+                self.requests.append(data)
+                answer = self.reply(data)
+                if answer:
+                    conn.sendall(answer)
+
+    def close(self):
+        self.sock.close()
+
+
+def test_call_round_trip_on_a_unix_socket(tmp_path):
+    # rTorrent sends 64-bit values as <i8> (sizes above 2 GiB), which the stdlib cannot write
+    body = (b"<?xml version='1.0'?><methodResponse><params><param><value><array><data>"
+            b"<value><string>" + b"A" * 40 + b"</string></value><value><i8>1099511627776</i8></value>"
+            b"</data></array></value></param></params></methodResponse>")
+    server = _FakeScgi(tmp_path / "s", lambda req: b"Status: 200 OK\r\n\r\n" + body)
+    try:
+        assert ScgiRpc(str(tmp_path / "s")).call("d.multicall2", "", "main", "d.hash=") == ["A" * 40, 1 << 40]
+    finally:
+        server.close()
+    raw = server.requests[0]
+    length, _, rest = raw.partition(b":")
+    headers, body = rest[: int(length)], rest[int(length) + 1:]
+    assert headers.split(b"\0")[:4] == [b"CONTENT_LENGTH", str(len(body)).encode(), b"SCGI", b"1"]
+    assert xmlrpc.client.loads(body) == (("", "main", "d.hash="), "d.multicall2")
+
+
+def test_fault_is_a_fault(tmp_path):
+    server = _FakeScgi(tmp_path / "s", lambda req: RECORDED_FAULT)
+    try:
+        with pytest.raises(xmlrpc.client.Fault) as err:
+            ScgiRpc(str(tmp_path / "s")).call("d.name", "AB" * 20)
+    finally:
+        server.close()
+    assert err.value.faultCode == -501
+
+
+def test_hang_up_without_answer_and_no_server_are_unreachable(tmp_path):
+    server = _FakeScgi(tmp_path / "s", lambda req: b"")
+    try:
+        with pytest.raises(ScgiUnreachable, match="without an answer"):
+            ScgiRpc(str(tmp_path / "s")).call("system.client_version")
+    finally:
+        server.close()
+    with pytest.raises(ScgiUnreachable, match="No such file"):
+        ScgiRpc(str(tmp_path / "absent.sock")).call("system.client_version")
+
+
+def test_answer_cut_mid_document_is_unreachable(tmp_path):
+    body = xmlrpc.client.dumps(("x" * 100,), methodresponse=True).encode()
+    server = _FakeScgi(tmp_path / "s", lambda req: b"Status: 200 OK\r\n\r\n" + body[:60])
+    try:
+        with pytest.raises(ScgiUnreachable, match="unreadable XML-RPC answer"):
+            ScgiRpc(str(tmp_path / "s")).call("d.name", "AB" * 20)
+    finally:
+        server.close()
