@@ -17,6 +17,7 @@ import sys
 
 import click
 
+from qbhook import notify
 from qbhook.config import Config, check_paths, describe, find_config_path, load_config
 from qbhook.errors import QbhookError
 
@@ -35,6 +36,7 @@ class App:
     def cfg(self) -> Config:
         if self._cfg is None:
             self._cfg = load_config(find_config_path(self.config_path))
+            notify.configure(self._cfg)      # no-op without notify.urls
         return self._cfg
 
     @property

@@ -19,7 +19,8 @@ from qbhook.plan import describe_step
 def _executor(app: App, lock_wait):
     from qbhook.executor import Executor
     from qbhook.journal import Journal
-    return Executor(app.cfg, app.catalog, app.clients, Journal(app.catalog.conn), lock_wait=lock_wait)
+    from qbhook.notify import watch
+    return watch(Executor(app.cfg, app.catalog, app.clients, Journal(app.catalog.conn), lock_wait=lock_wait))
 
 
 def _lock_wait(wait: float | None):
