@@ -114,6 +114,7 @@ def main(ctx, config_path, as_json, verbose):
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     ctx.obj = App(config_path, as_json, verbose)
+    ctx.call_on_close(notify.flush_pending)     # bounded wait for pending notifications
 
 
 # ---------------------------------------------------------------- config

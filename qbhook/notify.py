@@ -15,15 +15,14 @@ The model:
   this thread (apprise bounds each request with its socket timeouts); it is logged,
   never raised, and never delays the worker or the executor.
 * Process-wide: the CLI calls ``configure(cfg)`` when it loads the config; without
-  ``notify.urls`` every entry point here is a no-op. A short-lived command gives the
-  thread at most ``FLUSH_S`` at exit to deliver what is pending.
+  ``notify.urls`` every entry point here is a no-op. A command gives the thread at most
+  ``FLUSH_S`` when it ends to deliver what is pending (``flush_pending``).
 * Sweep conditions alert once when they start, not at every sweep: which groups,
   pools and torrents were already reported lives in the catalog's ``state`` table.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import queue
 import threading
@@ -94,7 +93,7 @@ class Notifier:
                  queue_size: int = QUEUE_SIZE, clock: Callable[[], float] = time.monotonic):
         self._send = send
         self.min_interval = max(float(min_interval), 0.0)
-        self.gather_s = min(gather_s, self.min_interval) if self.min_interval else 0.0
+        self.gather_s = max(float(gather_s), 0.0)
         self._clock = clock
         self._q: queue.Queue = queue.Queue(maxsize=queue_size)
         self.dropped = 0
@@ -237,17 +236,21 @@ def install(notifier: Notifier | None) -> Notifier | None:
     return prev
 
 
-@atexit.register
-def _flush_at_exit() -> None:
+def flush_pending(timeout: float = FLUSH_S) -> None:
+    """Give pending notifications at most ``timeout`` to go out. The CLI calls this when a command
+    ends: not from atexit, because apprise needs a thread pool, which cannot start during
+    interpreter shutdown."""
     if _active is not None:
-        _active.flush(FLUSH_S)
+        _active.flush(timeout)
 
 
 def emit(kind: str, text: str, severity: str = "info") -> None:
     """Report an event; a no-op without a configured notifier. Never blocks, never raises."""
     n = _active
     if n is not None:
-        n.emit(Event(kind, text, severity, time.time()))
+        # One line per event: error texts carry "\n  hint: ..." for terminals.
+        one_line = "; ".join(x.strip() for x in str(text).splitlines() if x.strip())
+        n.emit(Event(kind, one_line, severity, time.time()))
 
 
 # ------------------------------------------------------------------ reporters (thin call points)

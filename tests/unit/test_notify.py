@@ -196,12 +196,12 @@ def test_run_finished_reports_the_run_and_each_failed_group(installed):
     n, rec = installed
     s = RunSummary(12, status="failed", groups=[
         GroupOutcome("g-ok", "demote", "done", bytes_copied=4 * 2**20, bytes_freed=4 * 2**20, torrents_relocated=3),
-        GroupOutcome("g-bad", "demote", "rolled_back", reason="delete failed: refusing to delete"),
+        GroupOutcome("g-bad", "demote", "rolled_back", reason="delete failed: refusing to delete\n  hint: re-plan"),
     ])
     ex = notify.watch(type("E", (), {"apply": lambda self, p, **kw: s, "resume": lambda self, r=None: [s]})())
     ex.apply(None, trigger="cli")
     body = texts(n, rec)
-    assert "group g-bad (demote) rolled back: delete failed: refusing to delete" in body
+    assert "group g-bad (demote) rolled back: delete failed: refusing to delete; hint: re-plan\n" in body
     assert "run 12 (cli) failed: 1 group(s) done, 1 failed, 0 busy; copied 4.0 MiB, freed 4.0 MiB" in body
     assert rec.calls[-1][3] == "failure"
 
