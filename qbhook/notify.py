@@ -351,7 +351,9 @@ def sweep_checks(cfg, conn, snap, plan, now: float | None = None) -> list[Event]
     # move its data back to the category's folder by itself, undoing the move behind our back.
     tag = cfg.policy.relocated_tag
     atm_before, _ = state.get(conn, "notify.atm_told", [])
-    atm = sorted(t.hash for t in snap.torrents if tag and tag in t.tags and t.auto_tmm)
+    on = [t for t in snap.torrents if t.auto_tmm]
+    moved = _relocated_by_journal(conn, {t.hash for t in on}) if on else set()
+    atm = sorted(t.hash for t in on if (tag and tag in t.tags) or t.hash in moved)
     names = {t.hash: t.name for t in snap.torrents}
     for h in atm:
         if h not in atm_before:
@@ -359,6 +361,17 @@ def sweep_checks(cfg, conn, snap, plan, now: float | None = None) -> list[Event]
                    f"Management on again: qBittorrent would move its data back; turn ATM off for it", "warning")
     state.put(conn, "notify.atm_told", atm)
     return out
+
+
+def _relocated_by_journal(conn, hashes: set[str]) -> set[str]:
+    """Which of ``hashes`` a finished relocate step moved (the relocated tag may be off or removed)."""
+    import json
+    import sqlite3
+    try:
+        rows = conn.execute("SELECT args FROM steps WHERE kind = 'relocate' AND status = 'done'").fetchall()
+    except sqlite3.OperationalError:      # no journal in this database
+        return set()
+    return {h for (a,) in rows if (h := json.loads(a).get("torrent")) in hashes}
 
 
 def _age(seconds: float) -> str:

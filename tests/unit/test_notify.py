@@ -22,7 +22,7 @@ from qbhook.planner import make_plan
 from qbhook.scanner import scan_pool
 from tests.helpers import make_config, write
 from tests.listener import Listener, dead_port
-from tests.unit.world import LIB, S, World
+from tests.unit.world import LIB, P, S, World
 
 
 class Recorder:
@@ -318,6 +318,28 @@ def test_relocated_torrent_with_atm_back_on_is_reported(installed, conn):
     (ev,) = notify.sweep_checks(cfg, conn, atm_on, plan, now=2)    # only the relocated one counts
     assert ev.kind == "atm" and ev.text.startswith(f"torrent M ({'a' * 12}) was relocated by qbhook")
     assert notify.sweep_checks(cfg, conn, atm_on, plan, now=3) == []
+
+
+def test_atm_on_a_torrent_the_journal_relocated_counts_without_the_tag(installed, conn):
+    import json
+    from dataclasses import replace
+
+    from qbhook.journal import JOURNAL_DDL
+    conn.executescript(JOURNAL_DDL)
+    conn.execute("INSERT INTO runs(id, started_at, status, plan) VALUES (1, 0, 'done', '{}')")
+    for n, (h, status) in enumerate((("a" * 40, "done"), ("c" * 40, "undone"))):
+        conn.execute("INSERT INTO steps(run, seq, group_id, kind, args, status, started_at) "
+                     "VALUES (1, ?, 'g', 'relocate', ?, ?, 0)", (n, json.dumps({"torrent": h}), status))
+    conn.commit()
+    w = World()
+    for h in ("a" * 40, "b" * 40, "c" * 40):
+        w.payload(P + f"/{h[0]}", {"x.mkv": h[0]})
+        w.torrent(h, P + f"/{h[0]}", ["x.mkv"], name=h[0], tags=set())
+    cfg = _Cfg()
+    snap = w.snapshot()
+    atm_on = replace(snap, torrents=tuple(replace(t, auto_tmm=True) for t in snap.torrents))
+    evs = notify.sweep_checks(cfg, conn, atm_on, make_plan(snap, cfg.policy), now=1)
+    assert [e.text.split(" (")[0] for e in evs] == ["torrent a"]       # b never moved, c's move was undone
 
 
 def test_without_a_notifier_the_sweep_checks_do_nothing(conn):
