@@ -69,7 +69,7 @@ Sender = Callable[[str, str, str], None]     # (title, body, severity); may rais
 def compose(events: list[Event]) -> tuple[str, str, str]:
     """One message (title, body, severity) summarising a batch."""
     counts = Counter(e.kind for e in events)
-    parts = [f"{n} {KINDS.get(k, k)}{'' if n == 1 else 's'}" for k, n in counts.most_common()]
+    parts = [KINDS.get(k, k) + (f" ({n})" if n > 1 else "") for k, n in counts.most_common()]
     severity = max((e.severity for e in events), key=SEVERITIES.index)
     title = "qbhook: " + ", ".join(parts)
     lines = [f"[{e.severity.upper()}] {e.text}" if e.severity != "info" else e.text for e in events]
