@@ -156,6 +156,18 @@ class Notifier:
                     flushes.append(nxt)
                     break
                 batch.append(nxt)
+            # Whatever is already waiting joins this message too (a backlog after a slow send).
+            while not stop and not flushes:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                elif isinstance(nxt, _Flush):
+                    flushes.append(nxt)
+                else:
+                    batch.append(nxt)
             self._deliver(batch)
             last_sent = self._clock()
             for f in flushes:

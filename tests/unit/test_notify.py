@@ -89,7 +89,9 @@ def test_at_most_one_message_per_interval_the_rest_batched():
     n = Notifier(rec, min_interval=interval, gather_s=0.05)
     t0 = time.monotonic()
     n.emit(Event("run", "first"))
-    time.sleep(0.2)                       # the first message has gone by now
+    deadline = time.monotonic() + 5
+    while not rec.calls and time.monotonic() < deadline:
+        time.sleep(0.01)                  # the first message goes after the short gather
     for i in range(3):
         n.emit(Event("dead_letter", f"later {i}", "failure"))
         time.sleep(0.05)
@@ -98,7 +100,7 @@ def test_at_most_one_message_per_interval_the_rest_batched():
         time.sleep(0.02)
     assert [c[2] for c in rec.calls] == ["first", "[FAILURE] later 0\n[FAILURE] later 1\n[FAILURE] later 2"]
     first_at, second_at = rec.calls[0][0], rec.calls[1][0]
-    assert first_at - t0 < 0.2                          # quiet before: goes after the short gather
+    assert first_at - t0 < 1.0                          # quiet before: not held for the interval
     assert second_at - first_at >= interval - 0.01      # the rate limit held the rest back ...
     assert rec.calls[1][3] == "failure"                 # ... and sent them as one message
     n.close(1)
@@ -138,7 +140,8 @@ def test_a_hanging_notifier_never_blocks_emit_and_overflow_is_dropped():
         n.emit(Event("run", f"run {i}"))
     elapsed = time.monotonic() - t0
     assert elapsed < 0.5, elapsed
-    assert n.dropped >= 1000 - 50 - 1
+    # at most one queue's worth in the stuck batch plus a full queue got in; the rest were dropped
+    assert 1000 - 2 * 50 <= n.dropped <= 1000 - 50
     t1 = time.monotonic()
     assert n.flush(0.3) is False and time.monotonic() - t1 < 1.0     # bounded, even at exit
     release.set()
@@ -179,7 +182,7 @@ def test_dead_port_and_hanging_listener_do_not_delay_the_executor(caplog):
             for _ in range(20):
                 ex.apply(None, trigger="worker")
             elapsed = time.monotonic() - t0
-            assert elapsed < 0.2, elapsed                       # 20 runs, not delayed by the endpoints
+            assert elapsed < 1.0, elapsed     # 20 runs; one hanging send alone takes apprise's 4 s timeout
             assert n.flush(1.0) is False                        # the notifier itself is stuck on the hang
             hang.close()
             good.wait_for(lambda r: len(r) >= 1, timeout=30)   # the good URL still got it
@@ -401,3 +404,17 @@ def test_an_url_apprise_cannot_read_is_a_config_error_without_echoing_it():
         assert "secret-token" not in str(e.value) and e.value.exit_code == 78
     finally:
         notify.install(prev)
+
+
+def test_a_backlog_behind_a_slow_send_goes_out_as_one_message():
+    release = threading.Event()
+    rec = Recorder(hang=release)
+    n = Notifier(rec, min_interval=0, gather_s=0)
+    n.emit(Event("run", "first"))
+    time.sleep(0.2)                      # the sender is now stuck on "first"
+    for i in range(30):
+        n.emit(Event("run", f"queued {i}"))
+    release.set()
+    assert n.flush(5)
+    assert [len(c[2].splitlines()) for c in rec.calls] == [1, 30]
+    n.close(1)
