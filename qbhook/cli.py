@@ -2,7 +2,8 @@
 
 Exit codes: 0 ok; 1 generic failure; 2 usage / bad input; 3 refused by a
 safety guard (e.g. mass delete); 4 qBittorrent unreachable; 5 unsafe
-operation refused; 10 "plan has actionable groups" (plan only); 75 busy
+operation refused; 6 stale groups of a saved plan refused (apply --plan);
+10 "plan has actionable groups" (plan only); 65 unusable plan file; 75 busy
 (lock held); 78 configuration problem.
 """
 
