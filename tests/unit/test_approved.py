@@ -188,3 +188,83 @@ def test_cli_apply_plan_bad_file_is_one_line_exit_65_and_touches_nothing(tmp_pat
     assert code_match in first and first.startswith("qbhook: ") and "Traceback" not in r.output
     assert all(x.startswith("  hint: ") for x in rest) and len(rest) <= 1, r.output
     assert not (tmp_path / "catalog.sqlite").exists()
+
+
+# ------------------------------------------------------------------ apply_saved, with the world faked
+
+
+class _Info:
+    def __init__(self, h):
+        self.hash, self.hashes = h, (h,)
+
+
+class _Client:
+    def __init__(self, hashes):
+        self.hashes = hashes
+
+    def torrents(self):
+        return [_Info(h) for h in self.hashes]
+
+
+class _Executor:
+    def __init__(self):
+        self.calls = []
+
+    def apply(self, plan, *, trigger, dry_run):
+        from qbhook.executor import GroupOutcome, RunSummary
+        self.calls.append((plan, trigger, dry_run))
+        return RunSummary(None if dry_run else 1, dry_run=dry_run,
+                          groups=[GroupOutcome(g.group_id, g.action, "planned" if dry_run else "done")
+                                  for g in plan.groups])
+
+
+class _Cfg:
+    pools = ()
+    policy = POLICY
+
+
+def _apply_saved(monkeypatch, saved, w: World, live, dry_run=False):
+    import qbhook.snapshot
+    seen = {}
+
+    def fake_build(cfg, catalog, clients, hashes=None, progress=None):
+        seen["hashes"] = hashes
+        snap = w.snapshot()
+        from dataclasses import replace
+        return replace(snap, torrents=tuple(t for t in snap.torrents if t.hash in set(hashes)))
+    monkeypatch.setattr(qbhook.snapshot, "build_snapshot", fake_build)
+    ex = _Executor()
+    run = approved.apply_saved(_Cfg(), None, [_Client(live)], ex, saved, dry_run=dry_run, scan=False)
+    return run, ex, seen
+
+
+def test_apply_saved_runs_only_the_groups_that_still_hold(monkeypatch):
+    w = two_groups()
+    _doc, saved = saved_from(w)
+    w.link(S + "/movies/Alpha/alpha.mkv", LIB + "/Alpha.mkv")
+    run, ex, seen = _apply_saved(monkeypatch, saved, w, [A, B])
+    assert sorted(seen["hashes"]) == [A, B]                  # facts re-gathered for the plan's torrents only
+    (plan, trigger, dry), = ex.calls
+    assert [g.torrents for g in plan.groups] == [[B]] and trigger == "approved-plan" and not dry
+    assert plan.groups[0].steps == next(g for g in saved.plan.groups if B in g.torrents).steps
+    assert run.exit_code == approved.EXIT_STALE == 6 and len(run.stale) == 1
+    d = run.to_dict()
+    (reason,) = d["stale"].values()
+    assert reason.startswith("decision changed: now STAY") and len(d["valid"]) == 1
+
+
+def test_apply_saved_dry_run_and_a_vanished_torrent(monkeypatch):
+    w = two_groups()
+    _doc, saved = saved_from(w)
+    run, ex, seen = _apply_saved(monkeypatch, saved, w, [B], dry_run=True)   # A was removed from qBittorrent
+    assert seen["hashes"] == [B]
+    (plan, _trigger, dry), = ex.calls
+    assert dry and [g.torrents for g in plan.groups] == [[B]]
+    assert [v.reason for v in run.stale] == ["one of its torrents is gone from qBittorrent"]
+
+
+def test_apply_saved_with_nothing_changed_exits_0(monkeypatch):
+    w = two_groups()
+    _doc, saved = saved_from(w)
+    run, ex, _seen = _apply_saved(monkeypatch, saved, w, [A, B])
+    assert run.exit_code == 0 and run.stale == [] and len(ex.calls[0][0].groups) == 2
