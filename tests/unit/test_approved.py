@@ -268,3 +268,19 @@ def test_apply_saved_with_nothing_changed_exits_0(monkeypatch):
     _doc, saved = saved_from(w)
     run, ex, _seen = _apply_saved(monkeypatch, saved, w, [A, B])
     assert run.exit_code == 0 and run.stale == [] and len(ex.calls[0][0].groups) == 2
+
+
+def test_a_fact_that_moves_neither_decision_nor_steps_still_makes_the_group_stale():
+    # Setting the torrent's download path to its own save path blocks nothing and changes no
+    # step, but it is a fact the review did not see: only the fingerprint catches it.
+    w = two_groups()
+    _doc, saved = saved_from(w)
+    h, save, rels, kw = w.torrents[0]
+    w.torrents[0] = (h, save, rels, {**kw, "download_path": save})
+    snap = w.snapshot()
+    fresh = make_plan(snap, POLICY)
+    old = next(g for g in saved.plan.groups if A in g.torrents)
+    new = next(g for g in fresh.groups if A in g.torrents)
+    assert (new.action, [s.args for s in new.steps]) == (old.action, [s.args for s in old.steps])
+    v = verdicts(saved, w)
+    assert not v[A].ok and v[A].reason.startswith("its facts changed since the plan was saved") and v[B].ok
