@@ -2,7 +2,8 @@
 
 Exit codes: 0 ok; 1 generic failure; 2 usage / bad input; 3 refused by a
 safety guard (e.g. mass delete); 4 qBittorrent unreachable; 5 unsafe
-operation refused; 10 "plan has actionable groups" (plan only); 75 busy
+operation refused; 6 stale groups of a saved plan refused (apply --plan);
+10 "plan has actionable groups" (plan only); 65 unusable plan file; 75 busy
 (lock held); 78 configuration problem.
 """
 
@@ -17,6 +18,7 @@ import sys
 
 import click
 
+from qbhook import notify
 from qbhook.config import Config, check_paths, describe, find_config_path, load_config
 from qbhook.errors import QbhookError
 
@@ -35,6 +37,7 @@ class App:
     def cfg(self) -> Config:
         if self._cfg is None:
             self._cfg = load_config(find_config_path(self.config_path))
+            notify.configure(self._cfg)      # no-op without notify.urls
         return self._cfg
 
     @property
@@ -112,6 +115,7 @@ def main(ctx, config_path, as_json, verbose):
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     ctx.obj = App(config_path, as_json, verbose)
+    ctx.call_on_close(notify.flush_pending)     # bounded wait for pending notifications
 
 
 # ---------------------------------------------------------------- config

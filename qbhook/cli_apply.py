@@ -19,7 +19,8 @@ from qbhook.plan import describe_step
 def _executor(app: App, lock_wait):
     from qbhook.executor import Executor
     from qbhook.journal import Journal
-    return Executor(app.cfg, app.catalog, app.clients, Journal(app.catalog.conn), lock_wait=lock_wait)
+    from qbhook.notify import watch
+    return watch(Executor(app.cfg, app.catalog, app.clients, Journal(app.catalog.conn), lock_wait=lock_wait))
 
 
 def _lock_wait(wait: float | None):
@@ -32,18 +33,41 @@ def _lock_wait(wait: float | None):
 @click.option("--hash", "hashes", multiple=True, help="Only the group(s) of these torrents (repeatable).")
 @click.option("--no-scan", is_flag=True, help="Skip the incremental catalog scan before planning.")
 @click.option("--wait", type=float, default=0, help="Seconds to wait for a busy executor lock (default: fail at once).")
+@click.option("--plan", "plan_file", type=click.Path(dir_okay=False),
+              help="Apply exactly this saved plan (qbhook plan --save), refusing groups whose facts changed.")
 @pass_app
-def apply(app: App, yes, group_ids, hashes, no_scan, wait):
+def apply(app: App, yes, group_ids, hashes, no_scan, wait, plan_file):
     """Plan, then (with --yes) move payload groups between the pools.
 
     Every step is journaled before it runs; a crash is finished by `qbhook resume`.
+    With --plan FILE: exit 6 when some saved groups were refused as stale, 65 for a bad file.
     """
+    if plan_file:
+        if group_ids or hashes:
+            raise click.UsageError("--plan applies the saved plan as a whole; it takes no --group or --hash")
+        return _apply_saved(app, plan_file, yes, no_scan, wait)
     from qbhook.cli_plan import compute_plan
     _snap, plan = compute_plan(app, list(hashes) or None, scan=not no_scan)
     summary = _executor(app, _lock_wait(wait)).apply(plan, trigger="cli", group_ids=list(group_ids) or None,
                                                      dry_run=not yes)
     app.emit(summary.to_dict(), lambda d: _print_summary(summary))
     sys.exit(summary.exit_code)
+
+
+def _apply_saved(app: App, plan_file, yes, no_scan, wait):
+    from qbhook.approved import apply_saved, load, seeding_roots
+    saved = load(plan_file, seeding_roots(app.cfg))     # a bad file fails before anything is touched
+    run = apply_saved(app.cfg, app.catalog, app.clients, _executor(app, _lock_wait(wait)), saved,
+                      dry_run=not yes, scan=not no_scan, progress=app.progress())
+
+    def human(_d):
+        click.echo(f"plan {run.plan_id[:12]}: {len(run.verdicts) - len(run.stale)} group(s) still valid, "
+                   f"{len(run.stale)} stale")
+        for v in run.stale:
+            click.echo(f"STALE      {v.group_id}  - refused: {v.reason}")
+        _print_summary(run.summary)
+    app.emit(run.to_dict(), human)
+    sys.exit(run.exit_code)
 
 
 @main.command()
@@ -72,8 +96,8 @@ def resume(app: App, run_id, wait):
 @pass_app
 def history(app: App, run_id, limit):
     """Past runs from the journal (newest first), or one run's steps."""
-    from qbhook.journal import Journal
     from qbhook.errors import QbhookError
+    from qbhook.journal import Journal
     j = Journal(app.catalog.conn)
     if run_id is not None:
         try:

@@ -295,4 +295,5 @@ def serve(app: App, listen, port, no_sweep):
 def _executor_for(cfg, catalog, clients):
     from qbhook.executor import Executor
     from qbhook.journal import Journal
-    return Executor(cfg, catalog, clients, Journal(catalog.conn), lock_wait=600.0)
+    from qbhook.notify import watch
+    return watch(Executor(cfg, catalog, clients, Journal(catalog.conn), lock_wait=600.0))

@@ -28,19 +28,32 @@ def compute_plan(app: App, hashes=None, scan: bool = True):
 @click.option("--hash", "hashes", multiple=True, help="Only the group(s) of these torrents.")
 @click.option("--no-scan", is_flag=True, help="Skip the incremental catalog scan first.")
 @click.option("--steps", is_flag=True, help="Also list each group's steps.")
+@click.option("--save", "save_to", type=click.Path(dir_okay=False),
+              help="Also write the plan to this file, for `qbhook apply --plan FILE` after review.")
 @pass_app
-def plan(app: App, hashes, no_scan, steps):
+def plan(app: App, hashes, no_scan, steps, save_to):
     """Show what qbhook would do for every payload group. Changes nothing.
 
     Exit code 0: nothing to do; 10: some groups would demote or promote.
     """
-    _snap, p = compute_plan(app, hashes or None, scan=not no_scan)
-    app.emit(p.to_dict(), lambda d: _print_plan(p, steps))
+    snap, p = compute_plan(app, hashes or None, scan=not no_scan)
+    saved = _save(app, snap, p, save_to) if save_to else None
+    app.emit({**p.to_dict(), **({"plan_id": saved} if saved else {})}, lambda d: _print_plan(p, steps))
+    if saved:
+        click.echo(f"plan {saved[:12]} saved to {save_to}; apply it with: qbhook apply --plan {save_to} --yes",
+                   err=app.as_json)
     sys.exit(EXIT_ACTIONABLE if p.actionable else 0)
 
 
+def _save(app: App, snap, p, path) -> str:
+    from qbhook import approved
+    doc = approved.document(p, snap, approved.seeding_roots(app.cfg))
+    approved.save(path, doc)
+    return doc["plan_id"]
+
+
 def _print_plan(p, steps: bool) -> None:
-    rows = sorted(p.groups, key=lambda g: ("demote promote blocked skip stay".split().index(g.action), g.names))
+    rows = sorted(p.groups, key=lambda g: (["demote", "promote", "blocked", "skip", "stay"].index(g.action), g.names))
     for g in rows:
         extra = ""
         if g.actionable:

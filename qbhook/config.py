@@ -86,6 +86,16 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class NotifyConfig:
+    urls: tuple[str, ...] = field(repr=False, default=())   # apprise URLs (they carry tokens)
+    urls_env: str | None = None
+    urls_file: Path | None = None
+    min_interval: float = 300.0          # at most one message per this many seconds (batched)
+    blocked_after: float = 24 * 3600.0   # report a group blocked this long (0: never)
+    free_space_below: int = 0            # report a pool with less free space (0: never)
+
+
+@dataclass(frozen=True)
 class Config:
     catalog: Path
     pools: tuple[PoolConfig, ...]
@@ -93,6 +103,7 @@ class Config:
     policy: PolicyConfig = PolicyConfig()
     scan: ScanConfig = ScanConfig()
     server: ServerConfig = ServerConfig()
+    notify: NotifyConfig = NotifyConfig()
     lock_dir: Path | None = None
     source: Path | None = None
 
@@ -171,7 +182,7 @@ def parse_config(data: Any, *, env: dict[str, str] | None = None, base_dir: Path
     env = dict(os.environ) if env is None else env
     if not isinstance(data, dict):
         raise ConfigError(None, "the file must contain a mapping of settings (got %s)" % type(data).__name__)
-    _no_unknown(data, ("catalog", "pools", "seeding_roots", "qbittorrent", "policy", "scan", "server", "lock_dir"), "")
+    _no_unknown(data, ("catalog", "pools", "seeding_roots", "qbittorrent", "policy", "scan", "server", "lock_dir", "notify"), "")
 
     catalog = _abs_path(_required(data, "catalog", ""), "catalog")
     pools = _parse_pools(data)
@@ -179,6 +190,7 @@ def parse_config(data: Any, *, env: dict[str, str] | None = None, base_dir: Path
     policy = _parse_section(PolicyConfig, data.get("policy"), "policy")
     scan = _parse_section(ScanConfig, data.get("scan"), "scan")
     server = _parse_server(data.get("server"), env)
+    notify = _parse_notify(data.get("notify"), env, base_dir)
     lock_dir = _abs_path(data["lock_dir"], "lock_dir") if data.get("lock_dir") else None
 
     if not 0 < scan.mass_delete_max_share <= 1:
@@ -186,7 +198,7 @@ def parse_config(data: Any, *, env: dict[str, str] | None = None, base_dir: Path
     if not 0 <= policy.promote_copy_max_ratio < 1:
         raise ConfigError("policy.promote_copy_max_ratio", "must be a fraction in [0, 1), e.g. 0.01 for 1%")
     return Config(catalog=catalog, pools=pools, qbittorrent=qbts, policy=policy, scan=scan,
-                  server=server, lock_dir=lock_dir)
+                  server=server, notify=notify, lock_dir=lock_dir)
 
 
 def _parse_pools(data: dict) -> tuple[PoolConfig, ...]:
@@ -280,6 +292,23 @@ def _parse_server(raw: Any, env: dict) -> ServerConfig:
         raw.pop(k, None)
     base = _parse_section(ServerConfig, raw, "server")
     return replace(base, password=password, password_env=pw_env, token=token, token_env=tok_env, token_file=tok_file)
+
+
+def _parse_notify(raw: Any, env: dict, base_dir: Path | None) -> NotifyConfig:
+    if raw is None:
+        return NotifyConfig()
+    if not isinstance(raw, dict):
+        raise ConfigError("notify", "must be a mapping")
+    raw = dict(raw)
+    inline = raw.pop("urls", None)
+    if inline is not None and not (isinstance(inline, list) and all(isinstance(u, str) for u in inline)):
+        raise ConfigError("notify.urls", "must be a list of apprise URLs (better: urls_env or urls_file)")
+    # From a variable or a file: one URL per line or separated by spaces/commas, as apprise reads them.
+    text, u_env, u_file = _secret({"urls": None, "urls_env": raw.pop("urls_env", None),
+                                   "urls_file": raw.pop("urls_file", None)}, "urls", env, base_dir, "notify")
+    urls = tuple(inline or ()) + tuple(u for u in (text or "").replace(",", " ").split() if u)
+    base = _parse_section(NotifyConfig, raw, "notify")
+    return replace(base, urls=urls, urls_env=u_env, urls_file=u_file)
 
 
 def _secret(spec: dict, name: str, env: dict, base_dir: Path | None, key: str, allow_file: bool = True):
@@ -449,5 +478,9 @@ def describe(cfg: Config) -> dict:
                      (str(getattr(cfg.server, f.name)) if isinstance(getattr(cfg.server, f.name), Path) else getattr(cfg.server, f.name)))
             for f in fields(cfg.server)
         },
+        "notify": {"urls": [mask(u) for u in cfg.notify.urls], "urls_env": cfg.notify.urls_env,
+                   "urls_file": str(cfg.notify.urls_file) if cfg.notify.urls_file else None,
+                   "min_interval": cfg.notify.min_interval, "blocked_after": cfg.notify.blocked_after,
+                   "free_space_below": cfg.notify.free_space_below},
         "lock_dir": str(cfg.lock_dir) if cfg.lock_dir else None,
     }

@@ -107,3 +107,9 @@ class BadRequest(QbhookError):
 
 class QueueError(QbhookError):
     """The event job queue refused an operation (unknown job, wrong state)."""
+
+
+class PlanFileError(QbhookError):
+    """A saved plan file is unreadable, malformed, edited, of another version or for other pools."""
+
+    exit_code = 65  # EX_DATAERR

@@ -14,6 +14,7 @@ import stat as stat_mod
 import time
 from dataclasses import dataclass, field
 
+from qbhook import notify
 from qbhook.catalog.db import Tx
 from qbhook.catalog.store import Catalog
 from qbhook.config import PoolConfig, ScanConfig
@@ -135,10 +136,10 @@ def scan_pool(catalog: Catalog, pool: PoolConfig, scan_cfg: ScanConfig, *,
         progress.done(f"{pool.name}: {seen:,} files, +{result.added} ~{result.changed} -{result.removed}")
     result.seconds = time.monotonic() - t0
     if refuse:
-        raise MassDeleteRefused(
+        raise notify.guard_tripped(MassDeleteRefused(
             f"scan of pool {pool.name} would drop {len(vanished):,} of {known_count:,} known paths "
             f"({100 * len(vanished) / max(known_count, 1):.0f}%); nothing was removed from the catalog",
-            hint=f"is {pool.path} mounted? If the files really are gone, re-run with --allow-mass-delete")
+            hint=f"is {pool.path} mounted? If the files really are gone, re-run with --allow-mass-delete"))
     return result
 
 

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 
-from qbhook import state
+from qbhook import notify, state
 from qbhook.catalog.store import Catalog
 from qbhook.config import Config
 from qbhook.errors import PathMapError, QbhookError, UnknownTorrent
@@ -102,6 +102,7 @@ def sweep(cfg: Config, catalog: Catalog, clients, *, executor=None, progress=Non
     snap = build_snapshot(cfg, catalog, clients, progress=progress)
     plan = make_plan(snap, cfg.policy)
     tagged = maintain_tags(cfg, clients, snap, plan)
+    notify.sweep_checks(cfg, catalog.conn, snap, plan)
     out = {"started_at": t0, "scans": scans, "plan": plan.summary(),
            "pending": [{"group_id": g.group_id, "action": g.action, "reason": g.reason, "names": g.names,
                         # sizes and pools: the status page charts blocked bytes per pool from these

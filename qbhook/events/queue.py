@@ -19,6 +19,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
+from qbhook import notify
 from qbhook.errors import QueueError
 from qbhook.events._job import COLUMNS, Job, Parts, text
 from qbhook.events.model import Event
@@ -276,6 +277,7 @@ class JobQueue:
             " worker_id = NULL WHERE id = ?",
             (text(error), now, now, job.id),
         )
+        notify.dead_letter(job, error)
 
     def _back_to_pending(
         self, c: sqlite3.Connection, job: Job, not_before: float, attempts: int, error: str | None, now: float

@@ -1,0 +1,394 @@
+"""Notifications: what qbhook tells a person while it runs unattended, sent through apprise.
+
+The model:
+
+* Call sites report **events** (a run finished, a group failed or rolled back, a job
+  dead-lettered, the mass-delete guard tripped, and what a sweep notices: a group
+  blocked too long, a pool low on space, a relocated torrent whose ATM is on again).
+  ``emit`` never blocks and never raises: it puts the event on a bounded in-memory
+  queue; when the queue is full the event is dropped, counted and logged.
+* One background thread drains the queue. **Batched and rate-limited**: at most one
+  message per ``notify.min_interval``; everything that arrived meanwhile goes into
+  that one message, newest facts last. Events of one moment (a run and its failed
+  group) are gathered for ``GATHER_S`` first so they arrive together.
+* Sending goes through apprise. A failing, refusing or hanging endpoint only stalls
+  this thread (apprise bounds each request with its socket timeouts); it is logged,
+  never raised, and never delays the worker or the executor.
+* Process-wide: the CLI calls ``configure(cfg)`` when it loads the config; without
+  ``notify.urls`` every entry point here is a no-op. A command gives the thread at most
+  ``FLUSH_S`` when it ends to deliver what is pending (``flush_pending``).
+* Sweep conditions alert once when they start, not at every sweep: which groups,
+  pools and torrents were already reported lives in the catalog's ``state`` table.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from qbhook import state
+from qbhook.units import human_bytes
+
+log = logging.getLogger(__name__)
+
+GATHER_S = 2.0          # after a quiet spell, wait this long for the rest of the same moment's events
+FLUSH_S = 10.0          # a CLI command waits at most this long at exit for pending notifications
+QUEUE_SIZE = 1000       # events waiting to be sent; beyond this they are dropped (and counted)
+MAX_LINES = 40          # lines per message; the rest is summarised as a count
+
+SEVERITIES = ("info", "warning", "failure")
+
+# kind -> what a person calls it, for titles
+KINDS = {
+    "run": "run finished",
+    "group_failed": "group failed",
+    "blocked": "group blocked",
+    "dead_letter": "dead-lettered event",
+    "guard": "safety guard tripped",
+    "free_space": "pool low on space",
+    "atm": "ATM switched back on",
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str             # one of KINDS
+    text: str             # one line for a person
+    severity: str = "info"
+    at: float = 0.0
+
+
+Sender = Callable[[str, str, str], None]     # (title, body, severity); may raise or hang
+
+
+def compose(events: list[Event]) -> tuple[str, str, str]:
+    """One message (title, body, severity) summarising a batch."""
+    counts = Counter(e.kind for e in events)
+    parts = [KINDS.get(k, k) + (f" ({n})" if n > 1 else "") for k, n in counts.most_common()]
+    severity = max((e.severity for e in events), key=SEVERITIES.index)
+    title = "qbhook: " + ", ".join(parts)
+    lines = [f"[{e.severity.upper()}] {e.text}" if e.severity != "info" else e.text for e in events]
+    if len(lines) > MAX_LINES:
+        lines = lines[:MAX_LINES] + [f"... and {len(lines) - MAX_LINES} more"]
+    return title, "\n".join(lines), severity
+
+
+class _Flush:
+    def __init__(self):
+        self.done = threading.Event()
+
+
+_STOP = object()
+
+
+class Notifier:
+    """A bounded queue and one sender thread; see the module docstring for the rules."""
+
+    def __init__(self, send: Sender, *, min_interval: float, gather_s: float = GATHER_S,
+                 queue_size: int = QUEUE_SIZE, clock: Callable[[], float] = time.monotonic):
+        self._send = send
+        self.min_interval = max(float(min_interval), 0.0)
+        self.gather_s = max(float(gather_s), 0.0)
+        self._clock = clock
+        self._q: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.dropped = 0
+        self.sent = 0
+        self.failed = 0
+        self._thread = threading.Thread(target=self._loop, name="qbhook-notify", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ callers (never block)
+    def emit(self, event: Event) -> None:
+        try:
+            self._q.put_nowait(event)
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 100 == 0:
+                log.warning("notify: queue full, %d event(s) dropped so far (is the notifier hanging?)", self.dropped)
+
+    def flush(self, timeout: float) -> bool:
+        """Send what is pending now (rate limit or not); wait at most ``timeout``. True: all sent."""
+        marker = _Flush()
+        try:
+            self._q.put(marker, timeout=timeout)
+        except queue.Full:
+            return False
+        return marker.done.wait(timeout)
+
+    def close(self, timeout: float = 0.0) -> None:
+        try:
+            self._q.put(_STOP, timeout=max(timeout, 0.001))
+        except queue.Full:
+            return
+        self._thread.join(timeout)
+
+    # ------------------------------------------------------------ the sender thread
+    def _loop(self) -> None:
+        last_sent = float("-inf")
+        while True:
+            item = self._q.get()
+            if item is _STOP:
+                return
+            if isinstance(item, _Flush):
+                item.done.set()
+                continue
+            batch = [item]
+            due = max(self._clock() + self.gather_s, last_sent + self.min_interval)
+            flushes: list[_Flush] = []
+            stop = False
+            while True:
+                left = due - self._clock()
+                if left <= 0:
+                    break
+                try:
+                    nxt = self._q.get(timeout=left)
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                if isinstance(nxt, _Flush):
+                    flushes.append(nxt)
+                    break
+                batch.append(nxt)
+            # Whatever is already waiting joins this message too (a backlog after a slow send).
+            while not stop and not flushes:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                elif isinstance(nxt, _Flush):
+                    flushes.append(nxt)
+                else:
+                    batch.append(nxt)
+            self._deliver(batch)
+            last_sent = self._clock()
+            for f in flushes:
+                f.done.set()
+            if stop:
+                return
+
+    def _deliver(self, batch: list[Event]) -> None:
+        title, body, severity = compose(batch)
+        try:
+            self._send(title, body, severity)
+        except Exception as e:  # noqa: BLE001 - a notifier must never take anything down with it
+            self.failed += 1
+            log.warning("notify: sending %d event(s) failed: %s", len(batch), e)
+        else:
+            self.sent += 1
+
+
+# ------------------------------------------------------------------ apprise
+
+
+def apprise_sender(urls: Iterable[str]) -> Sender:
+    """A Sender over apprise URLs. Raises ValueError naming the (1-based) entry apprise cannot read."""
+    import apprise
+    ap = apprise.Apprise()
+    for n, u in enumerate(urls, start=1):
+        if not ap.add(u):
+            # Never echo the URL: it usually carries a token.
+            raise ValueError(f"entry {n} is not a URL apprise understands")
+    kinds = {"info": apprise.NotifyType.INFO, "warning": apprise.NotifyType.WARNING,
+             "failure": apprise.NotifyType.FAILURE}
+
+    def send(title: str, body: str, severity: str) -> None:
+        if not ap.notify(title=title, body=body, notify_type=kinds.get(severity, apprise.NotifyType.INFO)):
+            raise RuntimeError("apprise reported a failed delivery to at least one URL")
+    return send
+
+
+# ------------------------------------------------------------------ the process-wide notifier
+
+_active: Notifier | None = None
+_active_key: tuple | None = None
+_lock = threading.Lock()
+
+
+def configure(cfg) -> Notifier | None:
+    """Start (or keep) the process's notifier for ``cfg.notify``; None when no URL is configured."""
+    global _active, _active_key
+    n = getattr(cfg, "notify", None)
+    key = (tuple(n.urls), n.min_interval) if n is not None and n.urls else None
+    with _lock:
+        if key == _active_key:
+            return _active
+        if _active is not None:
+            _active.close()
+        _active, _active_key = None, key
+        if key is None:
+            return None
+        try:
+            send = apprise_sender(n.urls)
+        except ValueError as e:
+            from qbhook.errors import ConfigError
+            _active_key = None
+            raise ConfigError("notify.urls", str(e), hint="see https://github.com/caronc/apprise/wiki") from None
+        _active = Notifier(send, min_interval=n.min_interval)
+        return _active
+
+
+def active() -> Notifier | None:
+    return _active
+
+
+def install(notifier: Notifier | None) -> Notifier | None:
+    """Use ``notifier`` as the process's notifier (embedding, tests); returns the previous one."""
+    global _active, _active_key
+    with _lock:
+        prev, _active, _active_key = _active, notifier, None
+    return prev
+
+
+def flush_pending(timeout: float = FLUSH_S) -> None:
+    """Give pending notifications at most ``timeout`` to go out. The CLI calls this when a command
+    ends: not from atexit, because apprise needs a thread pool, which cannot start during
+    interpreter shutdown."""
+    if _active is not None:
+        _active.flush(timeout)
+
+
+def emit(kind: str, text: str, severity: str = "info") -> None:
+    """Report an event; a no-op without a configured notifier. Never blocks, never raises."""
+    n = _active
+    if n is not None:
+        # One line per event: error texts carry "\n  hint: ..." for terminals.
+        one_line = "; ".join(x.strip() for x in str(text).splitlines() if x.strip())
+        n.emit(Event(kind, one_line, severity, time.time()))
+
+
+# ------------------------------------------------------------------ reporters (thin call points)
+
+
+def run_finished(summary, trigger: str = "") -> None:
+    """After apply/resume: one line per failed or rolled-back group, one for the run."""
+    if _active is None or summary is None or summary.dry_run or not summary.groups:
+        return
+    for g in summary.groups:
+        if g.failed:
+            verb = "rolled back" if g.status == "rolled_back" else "failed"
+            emit("group_failed", f"group {g.group_id} ({g.action}) {verb}: {g.reason or g.status}"
+                 + (" - needs `qbhook resume`" if g.needs_attention else ""), "failure")
+    done, failed, busy = len(summary.groups_done), len(summary.groups_failed), len(summary.groups_busy)
+    emit("run", f"run {summary.run_id}{f' ({trigger})' if trigger else ''} {summary.status}: "
+         f"{done} group(s) done, {failed} failed, {busy} busy; copied {human_bytes(summary.bytes_copied)}, "
+         f"freed {human_bytes(summary.bytes_freed)}, {summary.torrents_relocated} torrent(s) relocated",
+         "failure" if failed else "info")
+
+
+def watch(executor):
+    """Report every RunSummary this executor's ``apply``/``resume`` return (the CLI's, the worker's,
+    the sweeper's): one wrapping line at the place each executor is made."""
+    if _active is None:
+        return executor
+    apply, resume = executor.apply, executor.resume
+
+    def apply_and_report(*a, **kw):
+        s = apply(*a, **kw)
+        run_finished(s, kw.get("trigger", "cli"))
+        return s
+
+    def resume_and_report(*a, **kw):
+        out = resume(*a, **kw)
+        for s in out:
+            run_finished(s, "resume")
+        return out
+    executor.apply, executor.resume = apply_and_report, resume_and_report
+    return executor
+
+
+def dead_letter(job, error: str | None) -> None:
+    emit("dead_letter", f"event job {job.id} ({', '.join(job.kinds) or 'event'}"
+         f"{': ' + ', '.join(h[:12] for h in job.hashes[:3]) if job.hashes else ''}) is dead after "
+         f"{job.attempts} attempt(s): {error or 'no error recorded'} - retry with `qbhook queue retry {job.id}`",
+         "failure")
+
+
+def guard_tripped(err: Exception) -> Exception:
+    """Report a safety guard's refusal; returns it, so the guard reads ``raise guard_tripped(...)``."""
+    emit("guard", getattr(err, "message", None) or str(err), "failure")
+    return err
+
+
+def sweep_checks(cfg, conn, snap, plan, now: float | None = None) -> list[Event]:
+    """What a full sweep notices: blocked too long, low free space, ATM back on a relocated torrent.
+
+    Each condition is reported once when it starts; the memory of what was reported lives in
+    the ``state`` table, so a restart does not repeat it. Returns the events emitted.
+    """
+    n = getattr(cfg, "notify", None)
+    if n is None or _active is None:
+        return []
+    now = time.time() if now is None else now
+    out: list[Event] = []
+
+    def report(kind: str, text: str, severity: str) -> None:
+        out.append(Event(kind, text, severity, now))
+        emit(kind, text, severity)
+
+    # blocked for longer than notify.blocked_after (0: never report)
+    since, _ = state.get(conn, "notify.blocked_since", {})
+    told, _ = state.get(conn, "notify.blocked_told", [])
+    blocked = {g.group_id: g for g in plan.groups if g.action == "blocked"}
+    since = {gid: since.get(gid, now) for gid in blocked}
+    told = [gid for gid in told if gid in blocked]
+    if n.blocked_after > 0:
+        for gid, g in sorted(blocked.items()):
+            age = now - since[gid]
+            if age >= n.blocked_after and gid not in told:
+                told.append(gid)
+                report("blocked", f"group {gid} ({', '.join(g.names[:2])}) blocked for {_age(age)}: {g.reason}",
+                       "warning")
+    state.put(conn, "notify.blocked_since", since)
+    state.put(conn, "notify.blocked_told", told)
+
+    # free space below notify.free_space_below (0: never report)
+    low_before, _ = state.get(conn, "notify.low_pools", [])
+    low = [p.name for p in snap.pools if n.free_space_below and p.free_bytes < n.free_space_below]
+    for p in snap.pools:
+        if p.name in low and p.name not in low_before:
+            report("free_space", f"pool {p.name} has {human_bytes(p.free_bytes)} free, below "
+                   f"{human_bytes(n.free_space_below)} (notify.free_space_below)", "warning")
+    state.put(conn, "notify.low_pools", low)
+
+    # a torrent qbhook relocated, with Automatic Torrent Management on again: qBittorrent would
+    # move its data back to the category's folder by itself, undoing the move behind our back.
+    tag = cfg.policy.relocated_tag
+    atm_before, _ = state.get(conn, "notify.atm_told", [])
+    on = [t for t in snap.torrents if t.auto_tmm]
+    moved = _relocated_by_journal(conn, {t.hash for t in on}) if on else set()
+    atm = sorted(t.hash for t in on if (tag and tag in t.tags) or t.hash in moved)
+    names = {t.hash: t.name for t in snap.torrents}
+    for h in atm:
+        if h not in atm_before:
+            report("atm", f"torrent {names[h]} ({h[:12]}) was relocated by qbhook but has Automatic Torrent "
+                   f"Management on again: qBittorrent would move its data back; turn ATM off for it", "warning")
+    state.put(conn, "notify.atm_told", atm)
+    return out
+
+
+def _relocated_by_journal(conn, hashes: set[str]) -> set[str]:
+    """Which of ``hashes`` a finished relocate step moved (the relocated tag may be off or removed)."""
+    import json
+    import sqlite3
+    try:
+        rows = conn.execute("SELECT args FROM steps WHERE kind = 'relocate' AND status = 'done'").fetchall()
+    except sqlite3.OperationalError:      # no journal in this database
+        return set()
+    return {h for (a,) in rows if (h := json.loads(a).get("torrent")) in hashes}
+
+
+def _age(seconds: float) -> str:
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{seconds / 60:.0f} minutes"

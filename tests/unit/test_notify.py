@@ -1,0 +1,420 @@
+"""Notifications: batching, rate limit, a failing or hanging notifier never blocking, the
+reporters at each call point, the sweep's once-per-condition memory, and the config section."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from qbhook import notify, state
+from qbhook.catalog.store import Catalog
+from qbhook.config import PolicyConfig, describe, parse_config
+from qbhook.errors import ConfigError, MassDeleteRefused
+from qbhook.events.model import Event as QEvent
+from qbhook.events.queue import QUEUE_DDL, JobQueue
+from qbhook.executor import GroupOutcome, RunSummary
+from qbhook.notify import Event, Notifier, compose
+from qbhook.planner import make_plan
+from qbhook.scanner import scan_pool
+from tests.helpers import make_config, write
+from tests.listener import Listener, dead_port
+from tests.unit.world import LIB, P, S, World
+
+
+class Recorder:
+    """A Sender that records (time, title, body, severity); optionally fails or hangs."""
+
+    def __init__(self, fail: bool = False, hang: threading.Event | None = None):
+        self.calls: list[tuple[float, str, str, str]] = []
+        self.fail = fail
+        self.hang = hang
+
+    def __call__(self, title, body, severity):
+        if self.hang is not None:
+            self.hang.wait(30)
+        self.calls.append((time.monotonic(), title, body, severity))
+        if self.fail:
+            raise OSError("connection refused")
+
+
+@pytest.fixture
+def installed():
+    """A recording notifier installed as the process's notifier for the reporters."""
+    rec = Recorder()
+    n = Notifier(rec, min_interval=0.2, gather_s=0.05)
+    prev = notify.install(n)
+    yield n, rec
+    notify.install(prev)
+    n.close(1)
+
+
+def texts(n: Notifier, rec: Recorder) -> str:
+    assert n.flush(5)
+    return "\n".join(c[2] for c in rec.calls)
+
+
+# ------------------------------------------------------------------ composing, batching, rate limit
+
+
+def test_compose_counts_kinds_and_takes_the_worst_severity():
+    title, body, sev = compose([Event("run", "run 1 done"), Event("group_failed", "g rolled back", "failure"),
+                                Event("run", "run 2 done")])
+    assert title == "qbhook: run finished (2), group failed"
+    assert sev == "failure" and body.splitlines() == ["run 1 done", "[FAILURE] g rolled back", "run 2 done"]
+
+
+def test_compose_caps_the_body():
+    _t, body, _s = compose([Event("dead_letter", f"job {i}") for i in range(100)])
+    lines = body.splitlines()
+    assert len(lines) == notify.MAX_LINES + 1 and lines[-1] == "... and 60 more"
+
+
+def test_events_of_one_moment_arrive_as_one_message():
+    rec = Recorder()
+    n = Notifier(rec, min_interval=0.5, gather_s=0.3)
+    for i in range(5):
+        n.emit(Event("run", f"run {i}"))
+    assert n.flush(5)
+    assert len(rec.calls) == 1 and rec.calls[0][2].splitlines() == [f"run {i}" for i in range(5)]
+    n.close(1)
+
+
+def test_at_most_one_message_per_interval_the_rest_batched():
+    rec = Recorder()
+    interval = 0.6
+    n = Notifier(rec, min_interval=interval, gather_s=0.05)
+    t0 = time.monotonic()
+    n.emit(Event("run", "first"))
+    deadline = time.monotonic() + 5
+    while not rec.calls and time.monotonic() < deadline:
+        time.sleep(0.01)                  # the first message goes after the short gather
+    for i in range(3):
+        n.emit(Event("dead_letter", f"later {i}", "failure"))
+        time.sleep(0.05)
+    deadline = time.monotonic() + 5
+    while len(rec.calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [c[2] for c in rec.calls] == ["first", "[FAILURE] later 0\n[FAILURE] later 1\n[FAILURE] later 2"]
+    first_at, second_at = rec.calls[0][0], rec.calls[1][0]
+    assert first_at - t0 < 1.0                          # quiet before: not held for the interval
+    assert second_at - first_at >= interval - 0.01      # the rate limit held the rest back ...
+    assert rec.calls[1][3] == "failure"                 # ... and sent them as one message
+    n.close(1)
+
+
+def test_flush_sends_pending_at_once_despite_the_rate_limit():
+    rec = Recorder()
+    n = Notifier(rec, min_interval=60, gather_s=0.01)
+    n.emit(Event("run", "a"))
+    assert n.flush(5)
+    n.emit(Event("run", "b"))
+    t0 = time.monotonic()
+    assert n.flush(5) and time.monotonic() - t0 < 1
+    assert [c[2] for c in rec.calls] == ["a", "b"]
+    n.close(1)
+
+
+def test_a_failing_notifier_is_logged_and_later_events_still_go(caplog):
+    rec = Recorder(fail=True)
+    n = Notifier(rec, min_interval=0, gather_s=0)
+    n.emit(Event("run", "a"))
+    assert n.flush(5)
+    rec.fail = False
+    n.emit(Event("run", "b"))
+    assert n.flush(5)
+    assert n.failed == 1 and n.sent == 1 and len(rec.calls) == 2
+    assert "sending 1 event(s) failed: connection refused" in caplog.text
+    n.close(1)
+
+
+def test_a_hanging_notifier_never_blocks_emit_and_overflow_is_dropped():
+    release = threading.Event()
+    rec = Recorder(hang=release)
+    n = Notifier(rec, min_interval=0, gather_s=0, queue_size=50)
+    t0 = time.monotonic()
+    for i in range(1000):
+        n.emit(Event("run", f"run {i}"))
+    elapsed = time.monotonic() - t0
+    assert elapsed < 0.5, elapsed
+    # at most one queue's worth in the stuck batch plus a full queue got in; the rest were dropped
+    assert 1000 - 2 * 50 <= n.dropped <= 1000 - 50
+    t1 = time.monotonic()
+    assert n.flush(0.3) is False and time.monotonic() - t1 < 1.0     # bounded, even at exit
+    release.set()
+    n.close(5)
+
+
+# ------------------------------------------------------------------ through apprise, on loopback
+
+
+def test_apprise_json_reaches_a_loopback_listener():
+    with Listener() as lis:
+        n = Notifier(notify.apprise_sender([lis.url]), min_interval=0, gather_s=0)
+        n.emit(Event("group_failed", "group abc rolled back: verify failed", "failure"))
+        assert n.flush(10)
+        (msg,) = lis.wait_for(lambda r: len(r) == 1)
+        assert msg["title"] == "qbhook: group failed" and "rolled back" in msg["message"]
+        assert msg["type"] == "failure"
+        n.close(1)
+
+
+def test_dead_port_and_hanging_listener_do_not_delay_the_executor(caplog):
+    """The bounded-time promise: an apply that reports through a dead or wedged endpoint
+    returns as fast as without a notifier; only the notifier thread waits."""
+    class FakeExecutor:
+        def apply(self, plan, **kw):
+            return RunSummary(7, groups=[GroupOutcome("g1", "demote", "done", bytes_copied=10)])
+
+        def resume(self, run_id=None):
+            return []
+
+    with Listener(hang=True) as hang, Listener() as good:
+        urls = [f"json://127.0.0.1:{dead_port()}/", hang.url, good.url]
+        n = Notifier(notify.apprise_sender(urls), min_interval=0, gather_s=0)
+        prev = notify.install(n)
+        try:
+            ex = notify.watch(FakeExecutor())
+            t0 = time.monotonic()
+            for _ in range(20):
+                ex.apply(None, trigger="worker")
+            elapsed = time.monotonic() - t0
+            assert elapsed < 1.0, elapsed     # 20 runs; one hanging send alone takes apprise's 4 s timeout
+            assert n.flush(1.0) is False                        # the notifier itself is stuck on the hang
+            hang.close()
+            good.wait_for(lambda r: len(r) >= 1, timeout=30)   # the good URL still got it
+            assert "run 7 (worker) done" in good.received[0]["message"]
+        finally:
+            notify.install(prev)
+            n.close(0)
+
+
+# ------------------------------------------------------------------ reporters at the call points
+
+
+def test_run_finished_reports_the_run_and_each_failed_group(installed):
+    n, rec = installed
+    s = RunSummary(12, status="failed", groups=[
+        GroupOutcome("g-ok", "demote", "done", bytes_copied=4 * 2**20, bytes_freed=4 * 2**20, torrents_relocated=3),
+        GroupOutcome("g-bad", "demote", "rolled_back", reason="delete failed: refusing to delete\n  hint: re-plan"),
+    ])
+    ex = notify.watch(type("E", (), {"apply": lambda self, p, **kw: s, "resume": lambda self, r=None: [s]})())
+    ex.apply(None, trigger="cli")
+    body = texts(n, rec)
+    assert "group g-bad (demote) rolled back: delete failed: refusing to delete; hint: re-plan\n" in body
+    assert "run 12 (cli) failed: 1 group(s) done, 1 failed, 0 busy; copied 4.0 MiB, freed 4.0 MiB" in body
+    assert rec.calls[-1][3] == "failure"
+
+
+def test_dry_runs_and_empty_runs_are_not_reported(installed):
+    n, rec = installed
+    notify.run_finished(RunSummary(None, dry_run=True, groups=[GroupOutcome("g", "demote", "planned")]))
+    notify.run_finished(RunSummary(None))
+    assert n.flush(5) and rec.calls == []
+
+
+def test_dead_lettered_job_is_reported(installed, tmp_path):
+    n, rec = installed
+    conn = sqlite3.connect(tmp_path / "q.sqlite", check_same_thread=False)
+    conn.executescript(QUEUE_DDL)
+    q = JobQueue(conn, max_attempts=1)
+    job_id, _ = q.enqueue(QEvent(kind="torrent_finished", source="qbittorrent", hashes=("a" * 40,), paths=(),
+                                 received_at=0.0), now=0.0)
+    q.claim("w", now=1.0)
+    assert q.fail(job_id, "qBittorrent unreachable", worker_id="w") == "dead"
+    body = texts(n, rec)
+    assert f"event job {job_id} (torrent_finished: aaaaaaaaaaaa) is dead after 1 attempt(s): " \
+           f"qBittorrent unreachable" in body and f"qbhook queue retry {job_id}" in body
+
+
+def test_mass_delete_guard_is_reported(installed, tmp_path):
+    n, rec = installed
+    stash, pool = tmp_path / "stash", tmp_path / "pool"
+    for p in (stash, pool):
+        (p / "data/media/torrents/seeding").mkdir(parents=True)
+    cfg = make_config(tmp_path / "cat.sqlite", stash, pool, scan={"mass_delete_min_paths": 3})
+    cat = Catalog.open(cfg.catalog)
+    files = [write(stash / f"s/{i}", b"x") for i in range(10)]
+    scan_pool(cat, cfg.primary, cfg.scan)
+    for f in files:
+        os.unlink(f)
+    with pytest.raises(MassDeleteRefused):
+        scan_pool(cat, cfg.primary, cfg.scan)
+    cat.close()
+    body = texts(n, rec)
+    assert "[FAILURE] scan of pool stash would drop 10 of 10 known paths" in body
+
+
+# ------------------------------------------------------------------ sweep checks
+
+
+class _Cfg:
+    def __init__(self, **kw):
+        self.notify = make_config_notify(**kw)
+        self.policy = PolicyConfig()
+
+
+def make_config_notify(**kw):
+    from qbhook.config import NotifyConfig
+    return NotifyConfig(urls=("json://x",), **kw)
+
+
+@pytest.fixture
+def conn(tmp_path):
+    c = sqlite3.connect(tmp_path / "state.sqlite")
+    c.executescript(state.STATE_DDL)
+    return c
+
+
+def test_blocked_group_reported_once_after_blocked_after(installed, conn):
+    _n, _rec = installed
+    w = World()
+    w.payload(S + "/movies", {"Half/half.mkv": "H"})
+    w.torrent("a" * 40, S + "/movies", ["Half/half.mkv"], progress=0.5, name="Half")
+    cfg = _Cfg(blocked_after=3600)
+    snap = w.snapshot()
+    plan = make_plan(snap, cfg.policy)
+    assert plan.groups[0].action == "blocked"
+    assert notify.sweep_checks(cfg, conn, snap, plan, now=1000) == []          # first seen
+    assert notify.sweep_checks(cfg, conn, snap, plan, now=1000 + 3599) == []   # not yet
+    (ev,) = notify.sweep_checks(cfg, conn, snap, plan, now=1000 + 3600)
+    assert ev.kind == "blocked" and "(Half) blocked for 1.0 hours: Half: incomplete (50.0%)" in ev.text
+    assert notify.sweep_checks(cfg, conn, snap, plan, now=1000 + 7200) == []   # once per episode
+    # unblocked, then blocked again: a new episode, its clock starts again
+    w.torrents[0] = ("a" * 40, S + "/movies", ["Half/half.mkv"], {"name": "Half"})
+    ok_snap = w.snapshot()
+    notify.sweep_checks(cfg, conn, ok_snap, make_plan(ok_snap, cfg.policy), now=9000)
+    assert notify.sweep_checks(cfg, conn, snap, plan, now=9001) == []
+    assert len(notify.sweep_checks(cfg, conn, snap, plan, now=9001 + 3600)) == 1
+
+
+def test_low_free_space_reported_once_per_episode(installed, conn):
+    w = World()
+    w.free["pool"] = 5 * 2**30
+    cfg = _Cfg(free_space_below=10 * 2**30)
+    snap = w.snapshot()
+    plan = make_plan(snap, cfg.policy)
+    (ev,) = notify.sweep_checks(cfg, conn, snap, plan, now=1)
+    assert ev.kind == "free_space" and "pool pool has 5.0 GiB free, below 10.0 GiB" in ev.text
+    assert notify.sweep_checks(cfg, conn, snap, plan, now=2) == []
+    w.free["pool"] = 20 * 2**30
+    assert notify.sweep_checks(cfg, conn, w.snapshot(), plan, now=3) == []
+    w.free["pool"] = 1
+    assert [e.kind for e in notify.sweep_checks(cfg, conn, w.snapshot(), plan, now=4)] == ["free_space"]
+
+
+def test_relocated_torrent_with_atm_back_on_is_reported(installed, conn):
+    from dataclasses import replace
+    w = World()
+    w.payload(S + "/movies", {"M/m.mkv": "M"})
+    w.link(S + "/movies/M/m.mkv", LIB + "/M.mkv")
+    w.torrent("a" * 40, S + "/movies", ["M/m.mkv"], name="M", tags={"qbhook-relocated"})
+    w.torrent("b" * 40, S + "/movies", ["M/m.mkv"], name="M-other", tags=set())
+    cfg = _Cfg()
+    snap = w.snapshot()
+    atm_on = replace(snap, torrents=tuple(replace(t, auto_tmm=True) for t in snap.torrents))
+    plan = make_plan(snap, cfg.policy)
+    assert notify.sweep_checks(cfg, conn, snap, plan, now=1) == []
+    (ev,) = notify.sweep_checks(cfg, conn, atm_on, plan, now=2)    # only the relocated one counts
+    assert ev.kind == "atm" and ev.text.startswith(f"torrent M ({'a' * 12}) was relocated by qbhook")
+    assert notify.sweep_checks(cfg, conn, atm_on, plan, now=3) == []
+
+
+def test_atm_on_a_torrent_the_journal_relocated_counts_without_the_tag(installed, conn):
+    import json
+    from dataclasses import replace
+
+    from qbhook.journal import JOURNAL_DDL
+    conn.executescript(JOURNAL_DDL)
+    conn.execute("INSERT INTO runs(id, started_at, status, plan) VALUES (1, 0, 'done', '{}')")
+    for n, (h, status) in enumerate((("a" * 40, "done"), ("c" * 40, "undone"))):
+        conn.execute("INSERT INTO steps(run, seq, group_id, kind, args, status, started_at) "
+                     "VALUES (1, ?, 'g', 'relocate', ?, ?, 0)", (n, json.dumps({"torrent": h}), status))
+    conn.commit()
+    w = World()
+    for h in ("a" * 40, "b" * 40, "c" * 40):
+        w.payload(P + f"/{h[0]}", {"x.mkv": h[0]})
+        w.torrent(h, P + f"/{h[0]}", ["x.mkv"], name=h[0], tags=set())
+    cfg = _Cfg()
+    snap = w.snapshot()
+    atm_on = replace(snap, torrents=tuple(replace(t, auto_tmm=True) for t in snap.torrents))
+    evs = notify.sweep_checks(cfg, conn, atm_on, make_plan(snap, cfg.policy), now=1)
+    assert [e.text.split(" (")[0] for e in evs] == ["torrent a"]       # b never moved, c's move was undone
+
+
+def test_without_a_notifier_the_sweep_checks_do_nothing(conn):
+    prev = notify.install(None)
+    try:
+        w = World()
+        w.free["pool"] = 1
+        snap = w.snapshot()
+        assert notify.sweep_checks(_Cfg(free_space_below=10), conn, snap, make_plan(snap, PolicyConfig())) == []
+        assert state.get(conn, "notify.low_pools") == (None, None)
+    finally:
+        notify.install(prev)
+
+
+# ------------------------------------------------------------------ config
+
+
+BASE = {"catalog": "/var/lib/qbhook/c.sqlite",
+        "pools": {"stash": {"path": "/stash", "role": "primary"}, "pool": {"path": "/pool", "role": "cold"}},
+        "seeding_roots": {"stash": "/stash/seeding", "pool": "/pool/seeding"}}
+
+
+def test_notify_section_with_units_and_secret_sources(tmp_path):
+    f = tmp_path / "urls"
+    f.write_text("ntfy://ntfy.sh/topic-secret\njson://hooks.local/x\n")
+    cfg = parse_config({**BASE, "notify": {"urls": ["gotify://h/token1"], "urls_file": str(f), "min_interval": "10m",
+                                           "blocked_after": "2h", "free_space_below": "500GiB"}}, env={})
+    n = cfg.notify
+    assert n.urls == ("gotify://h/token1", "ntfy://ntfy.sh/topic-secret", "json://hooks.local/x")
+    assert (n.min_interval, n.blocked_after, n.free_space_below) == (600, 7200, 500 * 2**30)
+    cfg2 = parse_config({**BASE, "notify": {"urls_env": "QBHOOK_NOTIFY"}}, env={"QBHOOK_NOTIFY": "a://1, b://2"})
+    assert cfg2.notify.urls == ("a://1", "b://2")
+    shown = describe(cfg)["notify"]
+    assert "secret" not in repr(shown) and "token1" not in repr(shown) and shown["urls"] == ["********"] * 3
+    assert "token1" not in repr(cfg.notify)
+    assert parse_config(BASE, env={}).notify.urls == ()
+
+
+@pytest.mark.parametrize("section, key", [
+    ({"urls": "json://x"}, "notify.urls"),
+    ({"urls_env": "NOPE"}, "notify.urls_env"),
+    ({"min_interval": "soon"}, "notify.min_interval"),
+    ({"free_space_below": -1}, "notify.free_space_below"),
+    ({"colour": "red"}, "notify.colour"),
+])
+def test_notify_config_errors_name_the_key(section, key):
+    with pytest.raises(ConfigError) as e:
+        parse_config({**BASE, "notify": section}, env={})
+    assert str(e.value).startswith(f"config: {key}: ")
+
+
+def test_an_url_apprise_cannot_read_is_a_config_error_without_echoing_it():
+    cfg = parse_config({**BASE, "notify": {"urls": ["json://ok.local/", "nosuchscheme://secret-token"]}}, env={})
+    prev = notify.install(None)
+    try:
+        with pytest.raises(ConfigError) as e:
+            notify.configure(cfg)
+        assert "notify.urls: entry 2 is not a URL apprise understands" in str(e.value)
+        assert "secret-token" not in str(e.value) and e.value.exit_code == 78
+    finally:
+        notify.install(prev)
+
+
+def test_a_backlog_behind_a_slow_send_goes_out_as_one_message():
+    release = threading.Event()
+    rec = Recorder(hang=release)
+    n = Notifier(rec, min_interval=0, gather_s=0)
+    n.emit(Event("run", "first"))
+    time.sleep(0.2)                      # the sender is now stuck on "first"
+    for i in range(30):
+        n.emit(Event("run", f"queued {i}"))
+    release.set()
+    assert n.flush(5)
+    assert [len(c[2].splitlines()) for c in rec.calls] == [1, 30]
+    n.close(1)
