@@ -14,6 +14,7 @@ import threading
 import click
 
 from qbhook.cli import App, _human_bytes, main, pass_app
+from qbhook.errors import QbhookError
 
 log = logging.getLogger("qbhook.serve")
 
@@ -224,54 +225,69 @@ def _which(name: str) -> str | None:
 @click.option("--no-sweep", is_flag=True, help="Do not run the periodic sweeper in this process.")
 @pass_app
 def serve(app: App, listen, port, no_sweep):
-    """Run the webhook server, the queue worker and a periodic sweeper until stopped (SIGTERM/SIGINT)."""
-    import waitress
+    """Run the webhook server, the queue worker and a periodic sweeper until stopped (SIGTERM/SIGINT).
 
+    The port opens first: intake answers (and queues durably) at once, while the worker
+    finishes what a previous process left in flight, which may wait for the executor
+    lock. A busy or unusable address is a one-line error, never a traceback.
+    """
     from qbhook.catalog.db import connect
     from qbhook.catalog.store import Catalog
     from qbhook.events.auth import AuthConfig
     from qbhook.events.queue import JobQueue
     from qbhook.events.server import create_app
-    from qbhook.worker import Worker, sweep
+    from qbhook.worker import Worker, WorkerHealth, sweep
 
     cfg = app.cfg
     srv = cfg.server
+    clients = app.clients   # config errors before anything opens
     auth = AuthConfig(username=srv.username, password=srv.password, token=srv.token)
     if not (srv.password or srv.token):
         click.echo("qbhook: warning: no server credentials configured (server.password_env / token_env); "
                    "every event endpoint will refuse requests", err=True)
     intake_conn = connect(cfg.catalog, check_same_thread=False)
     intake_queue = JobQueue(intake_conn)
-    wsgi = create_app(enqueue=intake_queue.enqueue, auth=auth, max_body=srv.max_body)
+    health = WorkerHealth()
+    wsgi = create_app(enqueue=intake_queue.enqueue, auth=auth, max_body=srv.max_body, health=health.report)
+    host = listen or srv.listen
+    server = _listen(wsgi, host, port or srv.port)
     stop = threading.Event()
 
-    # Finish what a previous process left in flight before taking new work.
-    ex = _executor(app)
-    if ex is not None:
-        try:
-            ex.resume()
-        except Exception as e:  # noqa: BLE001 - report and keep serving intake
-            log.error("resume at start failed: %s", e)
-
     def worker_main():
-        cat = Catalog.open(cfg.catalog)
-        wk = Worker(cfg, cat, app.clients, executor=_executor_for(cfg, cat, app.clients))
-        wk.loop(stop)
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                cat = Catalog.open(cfg.catalog)
+                ex = _executor_for(cfg, cat, clients)
+                # Finish what a previous process left in flight before taking new work.
+                health.busy("finishing runs a previous process left unfinished")
+                try:
+                    ex.resume()
+                except QbhookError as e:
+                    log.error("resume at start failed: %s", e)
+                Worker(cfg, cat, clients, executor=ex, health=health).loop(stop)
+                return
+            except Exception as e:  # a full disk at start must not end the worker for good
+                health.failed(f"starting the worker: {type(e).__name__}: {e}")
+                log.exception("worker could not start; retrying in %.0f s", delay)
+                stop.wait(delay)
+                delay = min(delay * 2, 60.0)
 
     def sweeper_main():
         cat = Catalog.open(cfg.catalog)
         while not stop.wait(srv.sweep_interval):
             try:
-                sweep(cfg, cat, app.clients, executor=_executor_for(cfg, cat, app.clients))
+                sweep(cfg, cat, clients, executor=_executor_for(cfg, cat, clients))
             except Exception as e:  # noqa: BLE001
                 log.error("sweep failed: %s", e)
 
-    threads = [threading.Thread(target=worker_main, name="worker", daemon=True)]
+    worker = threading.Thread(target=worker_main, name="worker", daemon=True)
+    health.attach(worker)
+    threads = [worker]
     if not no_sweep:
         threads.append(threading.Thread(target=sweeper_main, name="sweeper", daemon=True))
     for t in threads:
         t.start()
-    server = waitress.create_server(wsgi, host=listen or srv.listen, port=port or srv.port, threads=4)
 
     def shutdown(signum, _frame):
         log.warning("signal %s: finishing the current step, then stopping", signum)
@@ -279,7 +295,7 @@ def serve(app: App, listen, port, no_sweep):
         server.close()
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
-    click.echo(f"qbhook serving on http://{listen or srv.listen}:{server.effective_port}", err=True)
+    click.echo(f"qbhook serving on http://{host}:{server.effective_port}", err=True)
     try:
         server.run()
     except (OSError, ValueError):
@@ -289,6 +305,26 @@ def serve(app: App, listen, port, no_sweep):
     for t in threads:
         t.join(timeout=600)
     click.echo("qbhook stopped", err=True)
+
+
+def _listen(wsgi, host: str, port: int):
+    """Bind the server socket now, or fail with one line naming the cause."""
+    import errno
+
+    import waitress
+
+    from qbhook.errors import ConfigError, PortBusy
+    from qbhook.events.server import waitress_options
+    try:
+        return waitress.create_server(wsgi, host=host, port=port, **waitress_options())
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise PortBusy(f"cannot listen on {host}:{port}: the address is already in use",
+                           hint="another `qbhook serve`, or another program, holds it; "
+                                "stop it or set server.port / --port") from None
+        raise ConfigError("server.listen", f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    except (OverflowError, ValueError) as e:
+        raise ConfigError("server.port", f"cannot listen on {host}:{port}: {e}") from None
 
 
 def _executor_for(cfg, catalog, clients):

@@ -6,6 +6,10 @@ before the sender hears 202: every write commits before returning, and the conne
 expected to run WAL with synchronous=FULL.
 
 States: pending -> running -> done | (pending again, with backoff) | dead.
+A running job whose worker is gone goes back to pending with the interrupted run counted
+as an attempt: at once when the worker is known dead (same host, its process or thread
+no longer exists: ``requeue_orphaned``, run at every worker start), otherwise once its
+heartbeat is older than a cutoff (``requeue_stale``, for workers on other hosts).
 At most one *pending* job exists per coalesce key (a partial unique index enforces it even
 across processes); new events for that key merge into it. A running job is never merged
 into: its worker may already be past the point where new facts would matter.
@@ -13,17 +17,19 @@ into: its worker may already be past the point where new facts would matter.
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 from qbhook.errors import QueueError
 from qbhook.events._job import COLUMNS, Job, Parts, text
 from qbhook.events.model import Event
 
-__all__ = ["QUEUE_DDL", "STATES", "Job", "JobQueue"]
+__all__ = ["QUEUE_DDL", "STATES", "Job", "JobQueue", "worker_alive", "worker_id"]
 
 QUEUE_DDL = """
 CREATE TABLE IF NOT EXISTS event_jobs (
@@ -171,19 +177,44 @@ class JobQueue:
         """
         now = self._now(now)
         cutoff = now - older_than_s
-        requeued: list[int] = []
         with self._write() as c:
             rows = c.execute(
                 f"SELECT {COLUMNS} FROM event_jobs WHERE state = 'running'"
                 " AND COALESCE(heartbeat_at, claimed_at) < ? ORDER BY id",
                 (cutoff,),
             ).fetchall()
+            return [
+                job.id
+                for job in map(Job.from_row, rows)
+                if self._requeue(
+                    c, job, f"worker {job.worker_id!r} stopped without finishing (no heartbeat for {older_than_s:g} s)", now
+                )
+            ]
+
+    def requeue_orphaned(self, *, stale_after_s: float | None = None, now: float | None = None) -> list[int]:
+        """Return to pending, at once, running jobs whose worker is known to be dead.
+
+        Known dead: its id names this host and a process that no longer exists (or one
+        started after the claim: a reused pid), or a thread of this process that ended.
+        A worker this cannot judge (another host, a foreign id) is taken for dead only
+        when its heartbeat is older than ``stale_after_s``; a live one never is, however
+        long its job runs.
+        """
+        now = self._now(now)
+        requeued: list[int] = []
+        with self._write() as c:
+            rows = c.execute(f"SELECT {COLUMNS} FROM event_jobs WHERE state = 'running' ORDER BY id").fetchall()
             for job in map(Job.from_row, rows):
-                error = f"worker {job.worker_id!r} stopped without finishing (no heartbeat for {older_than_s:g} s)"
-                if job.attempts >= job.max_attempts:
-                    self._bury(c, job, error, now)
+                alive = worker_alive(job.worker_id, job.claimed_at)
+                if alive is False:
+                    error = f"worker {job.worker_id!r} died without finishing"
+                elif alive is None and stale_after_s is not None and (
+                    (job.heartbeat_at or job.claimed_at or 0.0) < now - stale_after_s
+                ):
+                    error = f"worker {job.worker_id!r} stopped without finishing (no heartbeat for {stale_after_s:g} s)"
                 else:
-                    self._back_to_pending(c, job, now, job.attempts, error, now)
+                    continue
+                if self._requeue(c, job, error, now):
                     requeued.append(job.id)
         return requeued
 
@@ -248,10 +279,12 @@ class JobQueue:
             c.execute("BEGIN IMMEDIATE")
             try:
                 yield c
+                # Inside the try: a COMMIT refused by a full disk must roll back too, or
+                # the connection stays in a transaction and every later call is refused.
+                c.commit()
             except BaseException:
-                c.rollback()
+                _rollback(c)
                 raise
-            c.commit()
 
     @staticmethod
     def _get(c: sqlite3.Connection, job_id: int) -> Job | None:
@@ -268,6 +301,14 @@ class JobQueue:
             # It was requeued as stale and another worker owns it now.
             raise QueueError(f"job {job_id} belongs to worker {job.worker_id!r}, not {worker_id!r}")
         return job
+
+    def _requeue(self, c: sqlite3.Connection, job: Job, error: str, now: float) -> bool:
+        """Back to pending now (True), or dead when out of attempts (False)."""
+        if job.attempts >= job.max_attempts:
+            self._bury(c, job, error, now)
+            return False
+        self._back_to_pending(c, job, now, job.attempts, error, now)
+        return True
 
     @staticmethod
     def _bury(c: sqlite3.Connection, job: Job, error: str | None, now: float) -> None:
@@ -321,3 +362,58 @@ class JobQueue:
         values.update(overrides)
         assignments = ", ".join(f"{name} = ?" for name in values)
         c.execute(f"UPDATE event_jobs SET {assignments} WHERE id = ?", (*values.values(), target.id))
+
+
+def _rollback(c: sqlite3.Connection) -> None:
+    # After SQLITE_FULL or an I/O error SQLite may already have rolled back; a failing
+    # ROLLBACK must not hide the error that caused it.
+    try:
+        if c.in_transaction:
+            c.rollback()
+    except sqlite3.Error:
+        pass
+
+
+def worker_id() -> str:
+    """``host:pid:thread``: enough for ``worker_alive`` to tell whether its owner still runs."""
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def worker_alive(worker: str | None, claimed_at: float | None = None) -> bool | None:
+    """True/False when this host can tell whether ``worker`` (a ``worker_id()``) still
+    runs; None when it cannot (another host, an id in another format)."""
+    parts = (worker or "").rsplit(":", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        return None
+    host, pid, ident = parts[0], int(parts[1]), int(parts[2])
+    if host != socket.gethostname():
+        return None
+    if pid == os.getpid():
+        return any(t.ident == ident for t in threading.enumerate())
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, owned by someone else
+    zombie, started = _process_state(pid)
+    if zombie:
+        return False  # killed, not yet reaped by its parent
+    # A process that started after the claim only reuses the pid (2 s: btime is whole seconds).
+    return not (started is not None and claimed_at is not None and started > claimed_at + 2)
+
+
+def _process_state(pid: int) -> tuple[bool, float | None]:
+    """(is a zombie, start time in epoch seconds) of ``pid`` from /proc; (False, None) where
+    /proc cannot say."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        with open("/proc/stat", "rb") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+        # Fields counted after the ")" closing the command name (which may hold spaces):
+        # 3 is the state, 22 the start time in clock ticks since boot.
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        return fields[0] == b"Z", btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, StopIteration, IndexError):
+        return False, None
