@@ -8,13 +8,15 @@ import logging
 import os
 import shlex
 import signal
+import sqlite3
 import sys
 import threading
+from contextlib import contextmanager
 
 import click
 
 from qbhook.cli import App, _human_bytes, main, pass_app
-from qbhook.errors import QbhookError
+from qbhook.errors import CatalogError, QbhookError
 
 log = logging.getLogger("qbhook.serve")
 
@@ -51,12 +53,25 @@ def sweep_cmd(app: App):
 @main.command()
 @pass_app
 def status(app: App):
-    """Queue depth, last sweep, pending plans, recent runs, pool usage."""
+    """Queue depth, server and worker health, last sweep, pending plans, recent runs, pool usage.
+
+    Exits 1 when something needs a person: the server answers unhealthy, or jobs have
+    been ready for longer than STUCK_AFTER_S with nothing processing them. A damaged
+    catalog is a one-line error (exit 1) instead of a report built around the damage.
+    """
     from qbhook import state
     from qbhook.events.queue import JobQueue
     from qbhook.journal import Journal
-    conn = app.catalog.conn
-    sweep_info, sweep_at = state.get(conn, "last_sweep")
+    with _catalog_read(app):
+        conn = app.catalog.conn
+        _check_tables(conn, app.cfg.catalog)
+        sweep_info, sweep_at = state.get(conn, "last_sweep")
+        runs = Journal(conn).runs(limit=5)
+        queue = JobQueue(conn)
+        counts = queue.counts()
+        stuck = queue.ready_since(STUCK_AFTER_S)
+        unfinished = [r.id for r in Journal(conn).unfinished_runs()]
+        catalog_counts = app.catalog.counts()
     pools = {}
     for p in app.cfg.pools:
         try:
@@ -65,19 +80,35 @@ def status(app: App):
                              "free": sv.f_bavail * sv.f_frsize}
         except OSError as e:
             pools[p.name] = {"path": str(p.path), "role": p.role, "error": e.strerror}
-    runs = Journal(conn).runs(limit=5)
+    server = _server_health(app.cfg.server)
+    problems = []
+    if server["answered"] and not server["ok"]:
+        problems.append(f"server unhealthy: {server['reason']}")
+    if stuck and not server["answered"]:
+        # With a server answering, waiting jobs are explained (its worker is busy with a
+        # long move, or it says why it is not healthy above).
+        problems.append(f"{stuck} job(s) ready for over {STUCK_AFTER_S // 60} min and nothing processes them "
+                        "(is `qbhook serve` running?)")
     data = {
-        "queue": JobQueue(conn).counts(),
+        "healthy": not problems,
+        "problems": problems,
+        "server": server,
+        "queue": counts,
         "last_sweep": {"at": sweep_at, "plan": sweep_info.get("plan") if sweep_info else None,
                        "pending": sweep_info.get("pending", []) if sweep_info else []},
         "recent_runs": [{"id": r.id, "status": r.status, "trigger": r.trigger, "started_at": r.started_at,
                          "finished_at": r.finished_at, "summary": r.summary} for r in runs],
-        "unfinished_runs": [r.id for r in Journal(conn).unfinished_runs()],
+        "unfinished_runs": unfinished,
         "pools": pools,
-        "catalog": app.catalog.counts(),
+        "catalog": catalog_counts,
     }
 
     def human(d):
+        srv = d["server"]
+        if srv["answered"]:
+            click.echo(f"server: {'ok' if srv['ok'] else 'UNHEALTHY'} at {srv['url']}: {srv['reason']}")
+        else:
+            click.echo(f"server: not answering at {srv['url']} ({srv['reason']})")
         q = d["queue"]
         click.echo(f"queue: {q.get('pending', 0)} pending, {q.get('running', 0)} running, "
                    f"{q.get('dead', 0)} dead, {q.get('done', 0)} done")
@@ -101,7 +132,77 @@ def status(app: App):
                 click.echo(f"pool {name} ({p['role']}): {_human_bytes(p['free'])} free of {_human_bytes(p['size'])}")
         c = d["catalog"]
         click.echo(f"catalog: {c['paths']:,} paths, {c['inodes']:,} inodes ({c['hashed']:,} hashed)")
+        for problem in d["problems"]:
+            click.echo(f"PROBLEM: {problem}", err=True)
     app.emit(data, human)
+    if problems:
+        sys.exit(EXIT_UNHEALTHY)
+
+
+EXIT_UNHEALTHY = 1
+STUCK_AFTER_S = 600
+# Small tables every command here reads whole; their integrity is cheap to check (the
+# big paths/inodes tables are not checked: seconds per GB, and scan rebuilds them anyway).
+_CHECKED_TABLES = ("event_jobs", "runs", "steps", "group_state", "state")
+
+
+@contextmanager
+def _catalog_read(app: App):
+    """SQLite errors while reading the catalog become one line naming the file."""
+    try:
+        yield
+    except sqlite3.DatabaseError as e:
+        raise _catalog_problem(app.cfg.catalog, e) from None
+
+
+def _catalog_problem(path, err: sqlite3.DatabaseError, table: str | None = None) -> CatalogError:
+    where = f" (table {table})" if table else ""
+    if isinstance(err, sqlite3.OperationalError):
+        return CatalogError(f"cannot read catalog {path}{where}: {err}")
+    return CatalogError(f"catalog {path} is damaged{where}: {err}",
+                        hint="stop `qbhook serve`, keep a copy of the file, then rebuild it with "
+                             f"`sqlite3 {path} .recover | sqlite3 {path}.recovered` and point 'catalog:' at it")
+
+
+def _check_tables(conn: sqlite3.Connection, path) -> None:
+    for table in _CHECKED_TABLES:
+        try:
+            rows = conn.execute(f"PRAGMA quick_check({table})").fetchall()
+        except sqlite3.DatabaseError as e:
+            raise _catalog_problem(path, e, table) from None
+        if rows != [("ok",)]:
+            # quick_check lists every problem, after a "*** in database main ***" banner: the first says enough.
+            lines = [ln for r in rows for ln in str(r[0]).splitlines() if ln.strip() and not ln.startswith("***")]
+            first = lines[0] if lines else "integrity check failed"
+            more = f" (and {len(lines) - 1} more problem(s))" if len(lines) > 1 else ""
+            raise _catalog_problem(path, sqlite3.DatabaseError(first + more), table)
+
+
+def _server_health(srv) -> dict:
+    """Ask the configured server's /healthz (no credentials needed) how its worker does."""
+    import urllib.error
+    import urllib.request
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(srv.listen, srv.listen)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{srv.port}/healthz"
+    out = {"url": url, "answered": False, "ok": False, "reason": ""}
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            body, code = r.read(4096), r.status
+    except urllib.error.HTTPError as e:
+        body, code = e.read(4096), e.code
+    except (OSError, ValueError) as e:
+        out["reason"] = str(getattr(e, "reason", None) or e)
+        return out
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or code not in (200, 503):
+        out["reason"] = f"HTTP {code} from something that is not qbhook"
+        return out
+    out.update(answered=True, ok=code == 200 and doc.get("ok") is True,
+               reason=str(doc.get("worker") or doc.get("error") or "ok"))
+    return out
 
 
 def _when(ts) -> str:
@@ -119,7 +220,9 @@ def queue(ctx, states, limit):
         return
     from qbhook.events.queue import JobQueue
     app: App = ctx.obj
-    jobs = JobQueue(app.catalog.conn).list(states=list(states) or None, limit=limit)
+    with _catalog_read(app):
+        _check_tables(app.catalog.conn, app.cfg.catalog)
+        jobs = JobQueue(app.catalog.conn).list(states=list(states) or None, limit=limit)
     data = [{"id": j.id, "state": j.state, "key": j.coalesce_key, "kinds": list(j.kinds), "sources": list(j.sources),
              "events": j.event_count, "attempts": j.attempts, "created_at": j.created_at,
              "error": j.last_error, "result": json.loads(j.result) if j.result and j.result.startswith("{") else j.result}

@@ -254,6 +254,15 @@ class JobQueue:
             rows = self._conn.execute("SELECT state, COUNT(*) FROM event_jobs GROUP BY state").fetchall()
         return {state: 0 for state in STATES} | dict(rows)
 
+    def ready_since(self, seconds: float, *, now: float | None = None) -> int:
+        """How many pending jobs have been ready to run for over ``seconds``."""
+        cutoff = self._now(now) - seconds
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT COUNT(*) FROM event_jobs WHERE state = 'pending' AND not_before < ?", (cutoff,)
+            ).fetchone()
+        return int(row[0])
+
     def prune(self, older_than_s: float, *, now: float | None = None) -> int:
         """Delete finished ('done') jobs older than ``older_than_s``; dead jobs stay."""
         cutoff = self._now(now) - older_than_s
