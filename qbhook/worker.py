@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import posixpath
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -230,6 +231,9 @@ class Worker:
         self.executor = executor
         self.queue = JobQueue(catalog.conn)
         self.debounce_s = debounce_s
+        # Default: named after the thread that runs the loop (set again in loop()), so
+        # requeue_orphaned can tell whether that thread still lives.
+        self._own_id = worker_id is None
         self.worker_id = worker_id or queue_worker_id()
         self.health = health or WorkerHealth()
         self.retry_base_s = retry_base_s
@@ -258,23 +262,31 @@ class Worker:
             self.health.beat("idle")
             return False
         self.health.busy(f"working on job {job.id}")
-        self._unrecorded = (job.id, *self._process(job))
+        outcome, text, storage_error = self._process(job)
+        self._unrecorded = (job.id, outcome, text)
         self.health.beat(f"recording the outcome of job {job.id}")
         self._record()
+        if storage_error is not None:
+            # The job's failure is recorded (it retries with the queue's backoff), and the
+            # loop backs off and counts it too: a full disk fails every job alike.
+            raise storage_error
         return True
 
-    def _process(self, job) -> tuple[str, str]:
+    def _process(self, job) -> tuple[str, str, sqlite3.Error | None]:
         try:
             result = handle_job(self.cfg, self.catalog, self.clients, job, executor=self.executor)
         except UnknownTorrent as e:
-            return "complete", json.dumps({"note": str(e)})
+            return "complete", json.dumps({"note": str(e)}), None
         except QbhookError as e:
             log.warning("job %d failed: %s", job.id, e)
-            return "fail", str(e)
+            return "fail", str(e), None
+        except sqlite3.Error as e:
+            log.error("job %d failed on the catalog: %s", job.id, e)
+            return "fail", f"catalog error: {e}", e
         except Exception as e:  # a bug must not kill the worker; the job parks as dead later
             log.exception("job %d crashed", job.id)
-            return "fail", f"internal error: {e!r}"
-        return "complete", json.dumps(result, sort_keys=True)
+            return "fail", f"internal error: {e!r}", None
+        return "complete", json.dumps(result, sort_keys=True), None
 
     def _record(self) -> None:
         assert self._unrecorded is not None
@@ -294,6 +306,8 @@ class Worker:
             log.warning("job %d was left running by a worker that is gone; requeued", job_id)
 
     def loop(self, stop: threading.Event, idle_s: float = 1.0) -> None:
+        if self._own_id and self._unrecorded is None:
+            self.worker_id = queue_worker_id()
         failures = 0
         while not stop.is_set():
             try:
@@ -302,9 +316,9 @@ class Worker:
                 failures = self.health.failed(f"{type(e).__name__}: {e}")
                 delay = min(self.retry_base_s * 2 ** (failures - 1), self.retry_cap_s)
                 if failures == 1:
-                    log.exception("worker pass failed; retrying in %.1f s", delay)
+                    log.exception("worker pass failed; retrying in %.2g s", delay)
                 else:
-                    log.error("worker pass failed %d times in a row (%s: %s); retrying in %.1f s",
+                    log.error("worker pass failed %d times in a row (%s: %s); retrying in %.2g s",
                               failures, type(e).__name__, e, delay)
                 stop.wait(delay)
                 continue

@@ -134,6 +134,27 @@ def test_errors_while_claiming_are_retried_with_backoff(catalog, running, monkey
     assert calls[4] - calls[0] >= 0.2
 
 
+def test_storage_errors_inside_jobs_count_against_health(catalog, running, tmp_path):
+    intake = JobQueue(connect(tmp_path / "catalog.sqlite", check_same_thread=False))
+    full = {"on": True}
+
+    def handle(cfg, cat, clients, job, executor=None):
+        if full["on"]:
+            raise sqlite3.OperationalError("database or disk is full")
+        return {"groups": []}
+
+    failing = [intake.enqueue(ev(f"{i}" * 40))[0] for i in range(3)]
+    r = running(handle)
+    wait_for(lambda: not r.health.report().ok, what="the worker to report failing")
+    assert "database or disk is full" in r.health.report().reason
+    wait_for(lambda: all(intake.get(j).last_error for j in failing), what="the failures to be recorded")
+    assert [intake.get(j).last_error for j in failing] == ["catalog error: database or disk is full"] * 3
+    full["on"] = False
+    fine, _ = intake.enqueue(ev("f" * 40))
+    wait_for(lambda: intake.get(fine).state == "done", what="the worker to recover")
+    assert r.health.report().ok and r.thread.is_alive()
+
+
 def test_health_model():
     now = [1000.0]
     h = WorkerHealth(stall_after_s=60, fail_threshold=3, clock=lambda: now[0])
