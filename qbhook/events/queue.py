@@ -384,45 +384,62 @@ def _rollback(c: sqlite3.Connection) -> None:
 
 
 def worker_id() -> str:
-    """``host:pid:thread``: enough for ``worker_alive`` to tell whether its owner still runs."""
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    """``host:pid:thread:start``, enough for ``worker_alive`` to tell whether its owner
+    still runs. ``start`` (the process's start tick since boot) tells a restarted process
+    apart from its predecessor even with the same pid, as a container's PID 1."""
+    _, start = _process_state(os.getpid())
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{start or '-'}"
 
 
 def worker_alive(worker: str | None, claimed_at: float | None = None) -> bool | None:
     """True/False when this host can tell whether ``worker`` (a ``worker_id()``) still
     runs; None when it cannot (another host, an id in another format)."""
-    parts = (worker or "").rsplit(":", 2)
-    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+    fields = (worker or "").split(":")
+    if len(fields) not in (3, 4) or not fields[1].isdigit() or not fields[2].isdigit():
         return None
-    host, pid, ident = parts[0], int(parts[1]), int(parts[2])
+    host, pid, ident = fields[0], int(fields[1]), int(fields[2])
+    claimed_start = fields[3] if len(fields) == 4 and fields[3] != "-" else None
     if host != socket.gethostname():
         return None
-    if pid == os.getpid():
-        return any(t.ident == ident for t in threading.enumerate())
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, owned by someone else
-    zombie, started = _process_state(pid)
+    if pid != os.getpid():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # it exists, owned by someone else
+    zombie, start = _process_state(pid)
     if zombie:
         return False  # killed, not yet reaped by its parent
-    # A process that started after the claim only reuses the pid (2 s: btime is whole seconds).
-    return not (started is not None and claimed_at is not None and started > claimed_at + 2)
+    if start is not None:
+        if claimed_start is not None and claimed_start != start:
+            return False  # the pid now belongs to another (or a restarted) process
+        if claimed_start is None and claimed_at is not None and _start_epoch(start) > claimed_at + 2:
+            return False  # an id without a start: a process started after the claim is not its owner
+    if pid == os.getpid():
+        return any(t.ident == ident for t in threading.enumerate())
+    return True
 
 
-def _process_state(pid: int) -> tuple[bool, float | None]:
-    """(is a zombie, start time in epoch seconds) of ``pid`` from /proc; (False, None) where
-    /proc cannot say."""
+def _process_state(pid: int) -> tuple[bool, str | None]:
+    """(is a zombie, start tick since boot) of ``pid`` from /proc; (False, None) where
+    /proc cannot say. The tick, not a wall-clock time: /proc/stat's btime can move by a
+    second between reads, and a live worker must never look like another process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
-        with open("/proc/stat", "rb") as f:
-            btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
         # Fields counted after the ")" closing the command name (which may hold spaces):
         # 3 is the state, 22 the start time in clock ticks since boot.
         fields = stat[stat.rindex(b")") + 2 :].split()
-        return fields[0] == b"Z", btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, StopIteration, IndexError):
+        return fields[0] == b"Z", str(int(fields[19]))
+    except (OSError, ValueError, IndexError):
         return False, None
+
+
+def _start_epoch(start: str) -> float:
+    try:
+        with open("/proc/stat", "rb") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+    except (OSError, ValueError, StopIteration):
+        return 0.0
+    return btime + int(start) / os.sysconf("SC_CLK_TCK")
