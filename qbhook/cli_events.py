@@ -359,6 +359,7 @@ def serve(app: App, listen, port, no_sweep):
     def worker_main():
         delay = 1.0
         while not stop.is_set():
+            cat = None
             try:
                 cat = Catalog.open(cfg.catalog)
                 ex = _executor_for(cfg, cat, clients)
@@ -373,15 +374,18 @@ def serve(app: App, listen, port, no_sweep):
             except Exception as e:  # a full disk at start must not end the worker for good
                 health.failed(f"starting the worker: {type(e).__name__}: {e}")
                 log.exception("worker could not start; retrying in %.0f s", delay)
+                if cat is not None:
+                    cat.close()
                 stop.wait(delay)
                 delay = min(delay * 2, 60.0)
 
     def sweeper_main():
-        cat = Catalog.open(cfg.catalog)
+        cat = None
         while not stop.wait(srv.sweep_interval):
             try:
+                cat = cat or Catalog.open(cfg.catalog)
                 sweep(cfg, cat, clients, executor=_executor_for(cfg, cat, clients))
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - a failed sweep is retried at the next interval
                 log.error("sweep failed: %s", e)
 
     worker = threading.Thread(target=worker_main, name="worker", daemon=True)

@@ -261,7 +261,7 @@ class Worker:
         if job is None:
             self.health.beat("idle")
             return False
-        self.health.busy(f"working on job {job.id}")
+        self.health.busy(f"busy with job {job.id}")
         outcome, text, storage_error = self._process(job)
         self._unrecorded = (job.id, outcome, text)
         self.health.beat(f"recording the outcome of job {job.id}")

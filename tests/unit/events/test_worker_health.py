@@ -163,7 +163,7 @@ def test_health_model():
     now[0] += 61
     report = h.report()
     assert not report.ok and report.reason.startswith("worker stalled: no progress for 61 s")
-    h.busy("working on job 7")
+    h.busy("busy with job 7")
     now[0] += 7200      # a long move is not a stall
     assert h.report().ok and h.report().detail["busy_s"] == 7200
     h.beat("idle")
