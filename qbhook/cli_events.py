@@ -363,13 +363,17 @@ def serve(app: App, listen, port, no_sweep):
             try:
                 cat = Catalog.open(cfg.catalog)
                 ex = _executor_for(cfg, cat, clients)
+                wk = Worker(cfg, cat, clients, executor=ex, health=health)
+                # Jobs a killed server left running: back to pending now, not after resume's lock wait.
+                health.beat("requeueing jobs of dead workers")
+                wk.requeue_orphans()
                 # Finish what a previous process left in flight before taking new work.
                 health.busy("finishing runs a previous process left unfinished")
                 try:
                     ex.resume()
                 except QbhookError as e:
                     log.error("resume at start failed: %s", e)
-                Worker(cfg, cat, clients, executor=ex, health=health).loop(stop)
+                wk.loop(stop)
                 return
             except Exception as e:  # a full disk at start must not end the worker for good
                 health.failed(f"starting the worker: {type(e).__name__}: {e}")

@@ -254,7 +254,7 @@ class Worker:
         now = time.time()
         if now >= self._next_orphan_check:
             self.health.beat("requeueing jobs of dead workers")
-            self._requeue_orphans()
+            self.requeue_orphans()
             self._next_orphan_check = now + self.ORPHAN_CHECK_S
         self.health.beat("claiming")
         job = self.queue.claim(self.worker_id, now=time.time() - self.debounce_s)
@@ -301,7 +301,8 @@ class Worker:
             log.warning("outcome of job %d dropped: %s", job_id, e)
         self._unrecorded = None
 
-    def _requeue_orphans(self) -> None:
+    def requeue_orphans(self) -> None:
+        """Jobs a dead worker left running go back to pending now (see JobQueue.requeue_orphaned)."""
         for job_id in self.queue.requeue_orphaned(stale_after_s=self.STALE_AFTER_S):
             log.warning("job %d was left running by a worker that is gone; requeued", job_id)
 
