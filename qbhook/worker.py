@@ -177,6 +177,7 @@ class WorkerHealth:
 
     def failed(self, error: str) -> int:
         """Record a failed pass; returns how many failed in a row."""
+        error = " ".join(error.split())[:500]   # /healthz promises one line
         with self._lock:
             self._beat = self._clock()
             self._busy_since = None
@@ -275,6 +276,8 @@ class Worker:
     def _process(self, job) -> tuple[str, str, sqlite3.Error | None]:
         try:
             result = handle_job(self.cfg, self.catalog, self.clients, job, executor=self.executor)
+            # Inside the try: a result that cannot be serialised must not leave the job running.
+            text = json.dumps(result, sort_keys=True)
         except UnknownTorrent as e:
             return "complete", json.dumps({"note": str(e)}), None
         except QbhookError as e:
@@ -286,10 +289,11 @@ class Worker:
         except Exception as e:  # a bug must not kill the worker; the job parks as dead later
             log.exception("job %d crashed", job.id)
             return "fail", f"internal error: {e!r}", None
-        return "complete", json.dumps(result, sort_keys=True), None
+        return "complete", text, None
 
     def _record(self) -> None:
-        assert self._unrecorded is not None
+        if self._unrecorded is None:
+            return
         job_id, outcome, text = self._unrecorded
         try:
             if outcome == "complete":

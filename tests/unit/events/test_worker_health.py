@@ -172,6 +172,8 @@ def test_health_model():
     assert h.report().ok      # below the threshold: a failed pass or two is not an alarm
     h.failed("OperationalError: database or disk is full")
     assert not h.report().ok and "3 attempts in a row" in h.report().reason
+    h.failed("RuntimeError: first line\n  second line")
+    assert "last: RuntimeError: first line second line" in h.report().reason and "\n" not in h.report().reason
     h.succeeded()
     h.beat("idle")
     assert h.report().ok
