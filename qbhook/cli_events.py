@@ -243,7 +243,9 @@ def queue(ctx, states, limit):
 def queue_retry(app: App, job_id):
     """Put a dead job back in the queue."""
     from qbhook.events.queue import JobQueue
-    new = JobQueue(app.catalog.conn).retry_dead(job_id)
+    with _catalog_read(app):
+        _check_tables(app.catalog.conn, app.cfg.catalog)
+        new = JobQueue(app.catalog.conn).retry_dead(job_id)
     app.emit({"requeued": new}, lambda d: click.echo(f"job {job_id} requeued as {new}"))
 
 

@@ -255,7 +255,7 @@ def damage(db: Path) -> None:
         f.write(b"\x0d" * (page - 16))
 
 
-@pytest.mark.parametrize("command", [["queue"], ["status"], ["--json", "status"]])
+@pytest.mark.parametrize("command", [["queue"], ["queue", "retry", "1"], ["status"], ["--json", "status"]])
 def test_damaged_catalog_is_a_one_line_error(tmp_path, command):
     config = write_config(tmp_path, free_port())
     conn = sqlite3.connect(tmp_path / "catalog.sqlite")
