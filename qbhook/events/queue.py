@@ -384,22 +384,25 @@ def _rollback(c: sqlite3.Connection) -> None:
 
 
 def worker_id() -> str:
-    """``host:pid:thread:start``, enough for ``worker_alive`` to tell whether its owner
-    still runs. ``start`` (the process's start tick since boot) tells a restarted process
-    apart from its predecessor even with the same pid, as a container's PID 1."""
+    """``host:pid:thread:start:pidns``, enough for ``worker_alive`` to tell whether its
+    owner still runs. ``start`` (the process's start tick since boot) tells a restarted
+    process apart from its predecessor even with the same pid, as a container's PID 1;
+    ``pidns`` says which pid namespace the pid means (containers sharing a host name)."""
     _, start = _process_state(os.getpid())
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{start or '-'}"
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{start or '-'}:{_pid_namespace()}"
 
 
 def worker_alive(worker: str | None, claimed_at: float | None = None) -> bool | None:
     """True/False when this host can tell whether ``worker`` (a ``worker_id()``) still
-    runs; None when it cannot (another host, an id in another format)."""
+    runs; None when it cannot (another host or pid namespace, an id in another format)."""
     fields = (worker or "").split(":")
-    if len(fields) not in (3, 4) or not fields[1].isdigit() or not fields[2].isdigit():
+    if not 3 <= len(fields) <= 5 or not fields[1].isdigit() or not fields[2].isdigit():
         return None
     host, pid, ident = fields[0], int(fields[1]), int(fields[2])
-    claimed_start = fields[3] if len(fields) == 4 and fields[3] != "-" else None
+    claimed_start = fields[3] if len(fields) >= 4 and fields[3] != "-" else None
     if host != socket.gethostname():
+        return None
+    if len(fields) == 5 and fields[4] != _pid_namespace():
         return None
     if pid != os.getpid():
         try:
@@ -419,6 +422,13 @@ def worker_alive(worker: str | None, claimed_at: float | None = None) -> bool | 
     if pid == os.getpid():
         return any(t.ident == ident for t in threading.enumerate())
     return True
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid").removeprefix("pid:").strip("[]")
+    except OSError:
+        return "-"
 
 
 def _process_state(pid: int) -> tuple[bool, str | None]:

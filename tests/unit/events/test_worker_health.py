@@ -247,7 +247,9 @@ def test_a_restarted_process_with_the_same_pid_is_not_the_claimer():
     # A container's PID 1 comes back with the same pid (and maybe the same thread id):
     # the start tick in the id tells the two apart.
     me = worker_id()
-    host, pid, ident, start = me.split(":")
+    host, pid, ident, start, ns = me.split(":")
     assert worker_alive(me) is True
-    assert worker_alive(f"{host}:{pid}:{ident}:{int(start) - 100}") is False
-    assert worker_alive(f"{host}:{pid}:{ident}:{int(start) + 100}") is False
+    assert worker_alive(f"{host}:{pid}:{ident}:{int(start) - 100}:{ns}") is False
+    assert worker_alive(f"{host}:{pid}:{ident}:{int(start) + 100}:{ns}") is False
+    # Another container with the same host name: its pids mean other processes here.
+    assert worker_alive(f"{host}:{pid}:{ident}:{int(start) - 100}:{ns}0") is None
