@@ -221,7 +221,10 @@ class Worker:
     """
 
     ORPHAN_CHECK_S = 60.0
-    STALE_AFTER_S = 3600.0   # workers on other hosts: no heartbeat for this long means gone
+    # Workers this host cannot judge (other hosts, other pid namespaces): silent this long
+    # means gone. Checked at start only, as before: a job's heartbeat is not refreshed
+    # during a long move, so a periodic check could take a live worker's job.
+    STALE_AFTER_S = 3600.0
 
     def __init__(self, cfg: Config, catalog: Catalog, clients, *, executor=None, debounce_s: float = DEBOUNCE_S,
                  worker_id: str | None = None, health: WorkerHealth | None = None,
@@ -241,6 +244,7 @@ class Worker:
         self.retry_cap_s = retry_cap_s
         self._unrecorded: tuple[int, str, str] | None = None   # (job id, "complete"|"fail", text)
         self._next_orphan_check = 0.0
+        self._stale_checked = False
 
     def run_once(self) -> bool:
         """One pass: record a held-back outcome, or process one ready job. False when idle.
@@ -256,7 +260,6 @@ class Worker:
         if now >= self._next_orphan_check:
             self.health.beat("requeueing jobs of dead workers")
             self.requeue_orphans()
-            self._next_orphan_check = now + self.ORPHAN_CHECK_S
         self.health.beat("claiming")
         job = self.queue.claim(self.worker_id, now=time.time() - self.debounce_s)
         if job is None:
@@ -306,9 +309,13 @@ class Worker:
         self._unrecorded = None
 
     def requeue_orphans(self) -> None:
-        """Jobs a dead worker left running go back to pending now (see JobQueue.requeue_orphaned)."""
-        for job_id in self.queue.requeue_orphaned(stale_after_s=self.STALE_AFTER_S):
+        """Jobs a dead worker left running go back to pending now (see JobQueue.requeue_orphaned);
+        the first call also applies the heartbeat cutoff to workers this host cannot judge."""
+        stale = None if self._stale_checked else self.STALE_AFTER_S
+        for job_id in self.queue.requeue_orphaned(stale_after_s=stale):
             log.warning("job %d was left running by a worker that is gone; requeued", job_id)
+        self._stale_checked = True
+        self._next_orphan_check = time.time() + self.ORPHAN_CHECK_S
 
     def loop(self, stop: threading.Event, idle_s: float = 1.0) -> None:
         if self._own_id and self._unrecorded is None:

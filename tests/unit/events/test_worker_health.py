@@ -253,3 +253,19 @@ def test_a_restarted_process_with_the_same_pid_is_not_the_claimer():
     assert worker_alive(f"{host}:{pid}:{ident}:{int(start) + 100}:{ns}") is False
     # Another container with the same host name: its pids mean other processes here.
     assert worker_alive(f"{host}:{pid}:{ident}:{int(start) - 100}:{ns}0") is None
+
+
+def test_heartbeat_cutoff_applies_at_start_only(catalog, tmp_path):
+    # A worker on another host cannot be judged by pid; its job's heartbeat is not
+    # refreshed during a long move, so only the start-up check may take it back.
+    q = JobQueue(catalog.conn)
+    old, _ = q.enqueue(ev(H1), now=0.0)
+    q.claim("otherhost:1:1", now=1.0)
+    wk = Worker(None, catalog, [], debounce_s=0)
+    wk.requeue_orphans()
+    assert q.get(old).state == "pending"
+    long_move, _ = q.enqueue(ev(H2), now=0.0)
+    q.claim("otherhost:2:2", now=time.time() - 7200)   # e.g. claimed two hours ago
+    assert q.get(long_move).state == "running"
+    wk.requeue_orphans()
+    assert q.get(long_move).state == "running"
