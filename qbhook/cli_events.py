@@ -8,12 +8,15 @@ import logging
 import os
 import shlex
 import signal
+import sqlite3
 import sys
 import threading
+from contextlib import contextmanager
 
 import click
 
 from qbhook.cli import App, _human_bytes, main, pass_app
+from qbhook.errors import CatalogError, QbhookError
 
 log = logging.getLogger("qbhook.serve")
 
@@ -50,12 +53,25 @@ def sweep_cmd(app: App):
 @main.command()
 @pass_app
 def status(app: App):
-    """Queue depth, last sweep, pending plans, recent runs, pool usage."""
+    """Queue depth, server and worker health, last sweep, pending plans, recent runs, pool usage.
+
+    Exits 1 when something needs a person: the server answers unhealthy, or jobs have
+    been ready for longer than STUCK_AFTER_S with nothing processing them. A damaged
+    catalog is a one-line error (exit 1) instead of a report built around the damage.
+    """
     from qbhook import state
     from qbhook.events.queue import JobQueue
     from qbhook.journal import Journal
-    conn = app.catalog.conn
-    sweep_info, sweep_at = state.get(conn, "last_sweep")
+    with _catalog_read(app):
+        conn = app.catalog.conn
+        _check_tables(conn, app.cfg.catalog)
+        sweep_info, sweep_at = state.get(conn, "last_sweep")
+        runs = Journal(conn).runs(limit=5)
+        queue = JobQueue(conn)
+        counts = queue.counts()
+        stuck = queue.ready_since(STUCK_AFTER_S)
+        unfinished = [r.id for r in Journal(conn).unfinished_runs()]
+        catalog_counts = app.catalog.counts()
     pools = {}
     for p in app.cfg.pools:
         try:
@@ -64,19 +80,35 @@ def status(app: App):
                              "free": sv.f_bavail * sv.f_frsize}
         except OSError as e:
             pools[p.name] = {"path": str(p.path), "role": p.role, "error": e.strerror}
-    runs = Journal(conn).runs(limit=5)
+    server = _server_health(app.cfg.server)
+    problems = []
+    if server["answered"] and not server["ok"]:
+        problems.append(f"server unhealthy: {server['reason']}")
+    if stuck and not server["answered"]:
+        # With a server answering, waiting jobs are explained (its worker is busy with a
+        # long move, or it says why it is not healthy above).
+        problems.append(f"{stuck} job(s) ready for over {STUCK_AFTER_S // 60} min and nothing processes them "
+                        "(is `qbhook serve` running?)")
     data = {
-        "queue": JobQueue(conn).counts(),
+        "healthy": not problems,
+        "problems": problems,
+        "server": server,
+        "queue": counts,
         "last_sweep": {"at": sweep_at, "plan": sweep_info.get("plan") if sweep_info else None,
                        "pending": sweep_info.get("pending", []) if sweep_info else []},
         "recent_runs": [{"id": r.id, "status": r.status, "trigger": r.trigger, "started_at": r.started_at,
                          "finished_at": r.finished_at, "summary": r.summary} for r in runs],
-        "unfinished_runs": [r.id for r in Journal(conn).unfinished_runs()],
+        "unfinished_runs": unfinished,
         "pools": pools,
-        "catalog": app.catalog.counts(),
+        "catalog": catalog_counts,
     }
 
     def human(d):
+        srv = d["server"]
+        if srv["answered"]:
+            click.echo(f"server: {'ok' if srv['ok'] else 'UNHEALTHY'} at {srv['url']}: {srv['reason']}")
+        else:
+            click.echo(f"server: not answering at {srv['url']} ({srv['reason']})")
         q = d["queue"]
         click.echo(f"queue: {q.get('pending', 0)} pending, {q.get('running', 0)} running, "
                    f"{q.get('dead', 0)} dead, {q.get('done', 0)} done")
@@ -100,7 +132,77 @@ def status(app: App):
                 click.echo(f"pool {name} ({p['role']}): {_human_bytes(p['free'])} free of {_human_bytes(p['size'])}")
         c = d["catalog"]
         click.echo(f"catalog: {c['paths']:,} paths, {c['inodes']:,} inodes ({c['hashed']:,} hashed)")
+        for problem in d["problems"]:
+            click.echo(f"PROBLEM: {problem}", err=True)
     app.emit(data, human)
+    if problems:
+        sys.exit(EXIT_UNHEALTHY)
+
+
+EXIT_UNHEALTHY = 1
+STUCK_AFTER_S = 600
+# Small tables every command here reads whole; their integrity is cheap to check (the
+# big paths/inodes tables are not checked: seconds per GB, and scan rebuilds them anyway).
+_CHECKED_TABLES = ("event_jobs", "runs", "steps", "group_state", "state")
+
+
+@contextmanager
+def _catalog_read(app: App):
+    """SQLite errors while reading the catalog become one line naming the file."""
+    try:
+        yield
+    except sqlite3.DatabaseError as e:
+        raise _catalog_problem(app.cfg.catalog, e) from None
+
+
+def _catalog_problem(path, err: sqlite3.DatabaseError, table: str | None = None) -> CatalogError:
+    where = f" (table {table})" if table else ""
+    if isinstance(err, sqlite3.OperationalError):
+        return CatalogError(f"cannot read catalog {path}{where}: {err}")
+    return CatalogError(f"catalog {path} is damaged{where}: {err}",
+                        hint="stop `qbhook serve`, keep a copy of the file, then rebuild it with "
+                             f"`sqlite3 {path} .recover | sqlite3 {path}.recovered` and point 'catalog:' at it")
+
+
+def _check_tables(conn: sqlite3.Connection, path) -> None:
+    for table in _CHECKED_TABLES:
+        try:
+            rows = conn.execute(f"PRAGMA quick_check({table})").fetchall()
+        except sqlite3.DatabaseError as e:
+            raise _catalog_problem(path, e, table) from None
+        if rows != [("ok",)]:
+            # quick_check lists every problem, after a "*** in database main ***" banner: the first says enough.
+            lines = [ln for r in rows for ln in str(r[0]).splitlines() if ln.strip() and not ln.startswith("***")]
+            first = lines[0] if lines else "integrity check failed"
+            more = f" (and {len(lines) - 1} more problem(s))" if len(lines) > 1 else ""
+            raise _catalog_problem(path, sqlite3.DatabaseError(first + more), table)
+
+
+def _server_health(srv) -> dict:
+    """Ask the configured server's /healthz (no credentials needed) how its worker does."""
+    import urllib.error
+    import urllib.request
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(srv.listen, srv.listen)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{srv.port}/healthz"
+    out = {"url": url, "answered": False, "ok": False, "reason": ""}
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            body, code = r.read(4096), r.status
+    except urllib.error.HTTPError as e:
+        body, code = e.read(4096), e.code
+    except (OSError, ValueError) as e:
+        out["reason"] = str(getattr(e, "reason", None) or e)
+        return out
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or code not in (200, 503):
+        out["reason"] = f"HTTP {code} from something that is not qbhook"
+        return out
+    out.update(answered=True, ok=code == 200 and doc.get("ok") is True,
+               reason=str(doc.get("worker") or doc.get("error") or "ok"))
+    return out
 
 
 def _when(ts) -> str:
@@ -118,7 +220,9 @@ def queue(ctx, states, limit):
         return
     from qbhook.events.queue import JobQueue
     app: App = ctx.obj
-    jobs = JobQueue(app.catalog.conn).list(states=list(states) or None, limit=limit)
+    with _catalog_read(app):
+        _check_tables(app.catalog.conn, app.cfg.catalog)
+        jobs = JobQueue(app.catalog.conn).list(states=list(states) or None, limit=limit)
     data = [{"id": j.id, "state": j.state, "key": j.coalesce_key, "kinds": list(j.kinds), "sources": list(j.sources),
              "events": j.event_count, "attempts": j.attempts, "created_at": j.created_at,
              "error": j.last_error, "result": json.loads(j.result) if j.result and j.result.startswith("{") else j.result}
@@ -139,7 +243,9 @@ def queue(ctx, states, limit):
 def queue_retry(app: App, job_id):
     """Put a dead job back in the queue."""
     from qbhook.events.queue import JobQueue
-    new = JobQueue(app.catalog.conn).retry_dead(job_id)
+    with _catalog_read(app):
+        _check_tables(app.catalog.conn, app.cfg.catalog)
+        new = JobQueue(app.catalog.conn).retry_dead(job_id)
     app.emit({"requeued": new}, lambda d: click.echo(f"job {job_id} requeued as {new}"))
 
 
@@ -224,55 +330,79 @@ def _which(name: str) -> str | None:
 @click.option("--no-sweep", is_flag=True, help="Do not run the periodic sweeper in this process.")
 @pass_app
 def serve(app: App, listen, port, no_sweep):
-    """Run the webhook server, the queue worker and a periodic sweeper until stopped (SIGTERM/SIGINT)."""
-    import waitress
+    """Run the webhook server, the queue worker and a periodic sweeper until stopped (SIGTERM/SIGINT).
 
+    The port opens first: intake answers (and queues durably) at once, while the worker
+    finishes what a previous process left in flight, which may wait for the executor
+    lock. A busy or unusable address is a one-line error, never a traceback.
+    """
     from qbhook.catalog.db import connect
     from qbhook.catalog.store import Catalog
     from qbhook.events.auth import AuthConfig
     from qbhook.events.page import views
     from qbhook.events.queue import JobQueue
     from qbhook.events.server import create_app
-    from qbhook.worker import Worker, sweep
+    from qbhook.worker import Worker, WorkerHealth, sweep
 
     cfg = app.cfg
     srv = cfg.server
+    clients = app.clients   # config errors before anything opens
     auth = AuthConfig(username=srv.username, password=srv.password, token=srv.token)
     if not (srv.password or srv.token):
         click.echo("qbhook: warning: no server credentials configured (server.password_env / token_env); "
                    "every event endpoint will refuse requests", err=True)
     intake_conn = connect(cfg.catalog, check_same_thread=False)
     intake_queue = JobQueue(intake_conn)
-    wsgi = create_app(enqueue=intake_queue.enqueue, auth=auth, max_body=srv.max_body, views=views(cfg))
+    health = WorkerHealth()
+    wsgi = create_app(enqueue=intake_queue.enqueue, auth=auth, max_body=srv.max_body, health=health.report,
+                      views=views(cfg))
+    host = listen or srv.listen
+    server = _listen(wsgi, host, port or srv.port)
     stop = threading.Event()
 
-    # Finish what a previous process left in flight before taking new work.
-    ex = _executor(app)
-    if ex is not None:
-        try:
-            ex.resume()
-        except Exception as e:  # noqa: BLE001 - report and keep serving intake
-            log.error("resume at start failed: %s", e)
-
     def worker_main():
-        cat = Catalog.open(cfg.catalog)
-        wk = Worker(cfg, cat, app.clients, executor=_executor_for(cfg, cat, app.clients))
-        wk.loop(stop)
+        delay = 1.0
+        while not stop.is_set():
+            cat = None
+            try:
+                cat = Catalog.open(cfg.catalog)
+                ex = _executor_for(cfg, cat, clients)
+                wk = Worker(cfg, cat, clients, executor=ex, health=health)
+                # Jobs a killed server left running: back to pending now, not after resume's lock wait.
+                health.beat("requeueing jobs of dead workers")
+                wk.requeue_orphans()
+                # Finish what a previous process left in flight before taking new work.
+                health.busy("finishing runs a previous process left unfinished")
+                try:
+                    ex.resume()
+                except QbhookError as e:
+                    log.error("resume at start failed: %s", e)
+                wk.loop(stop)
+                return
+            except Exception as e:  # a full disk at start must not end the worker for good
+                health.failed(f"starting the worker: {type(e).__name__}: {e}")
+                log.exception("worker could not start; retrying in %.0f s", delay)
+                if cat is not None:
+                    cat.close()
+                stop.wait(delay)
+                delay = min(delay * 2, 60.0)
 
     def sweeper_main():
-        cat = Catalog.open(cfg.catalog)
+        cat = None
         while not stop.wait(srv.sweep_interval):
             try:
-                sweep(cfg, cat, app.clients, executor=_executor_for(cfg, cat, app.clients))
-            except Exception as e:  # noqa: BLE001
+                cat = cat or Catalog.open(cfg.catalog)
+                sweep(cfg, cat, clients, executor=_executor_for(cfg, cat, clients))
+            except Exception as e:  # noqa: BLE001 - a failed sweep is retried at the next interval
                 log.error("sweep failed: %s", e)
 
-    threads = [threading.Thread(target=worker_main, name="worker", daemon=True)]
+    worker = threading.Thread(target=worker_main, name="worker", daemon=True)
+    health.attach(worker)
+    threads = [worker]
     if not no_sweep:
         threads.append(threading.Thread(target=sweeper_main, name="sweeper", daemon=True))
     for t in threads:
         t.start()
-    server = waitress.create_server(wsgi, host=listen or srv.listen, port=port or srv.port, threads=4)
 
     def shutdown(signum, _frame):
         log.warning("signal %s: finishing the current step, then stopping", signum)
@@ -280,7 +410,7 @@ def serve(app: App, listen, port, no_sweep):
         server.close()
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
-    click.echo(f"qbhook serving on http://{listen or srv.listen}:{server.effective_port}", err=True)
+    click.echo(f"qbhook serving on http://{host}:{server.effective_port}", err=True)
     try:
         server.run()
     except (OSError, ValueError):
@@ -290,6 +420,26 @@ def serve(app: App, listen, port, no_sweep):
     for t in threads:
         t.join(timeout=600)
     click.echo("qbhook stopped", err=True)
+
+
+def _listen(wsgi, host: str, port: int):
+    """Bind the server socket now, or fail with one line naming the cause."""
+    import errno
+
+    import waitress
+
+    from qbhook.errors import ConfigError, PortBusy
+    from qbhook.events.server import waitress_options
+    try:
+        return waitress.create_server(wsgi, host=host, port=port, **waitress_options())
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise PortBusy(f"cannot listen on {host}:{port}: the address is already in use",
+                           hint="another `qbhook serve`, or another program, holds it; "
+                                "stop it or set server.port / --port") from None
+        raise ConfigError("server.listen", f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    except (OverflowError, ValueError) as e:
+        raise ConfigError("server.port", f"cannot listen on {host}:{port}: {e}") from None
 
 
 def _executor_for(cfg, catalog, clients):

@@ -86,6 +86,12 @@ class LockBusy(QbhookError):
     exit_code = 75  # EX_TEMPFAIL
 
 
+class PortBusy(QbhookError):
+    """The address ``serve`` should listen on is taken (another serve, another program)."""
+
+    exit_code = 75  # EX_TEMPFAIL
+
+
 class UnsafeOperation(QbhookError):
     """A safety check refused an operation that could lose data.
 

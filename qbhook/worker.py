@@ -12,15 +12,17 @@ import json
 import logging
 import os
 import posixpath
-import socket
+import sqlite3
 import threading
 import time
+from dataclasses import dataclass, field
 
 from qbhook import notify, state
 from qbhook.catalog.store import Catalog
 from qbhook.config import Config
-from qbhook.errors import PathMapError, QbhookError, UnknownTorrent
+from qbhook.errors import PathMapError, QbhookError, QueueError, UnknownTorrent
 from qbhook.events.queue import JobQueue
+from qbhook.events.queue import worker_id as queue_worker_id
 from qbhook.facts import ancestors
 from qbhook.planner import make_plan, tag_changes
 from qbhook.qbt.pathmap import PathMap
@@ -131,40 +133,215 @@ def maintain_tags(cfg: Config, clients, snap, plan) -> int:
     return len(changes)
 
 
+@dataclass(frozen=True)
+class Health:
+    """What /healthz and ``qbhook status`` say about the worker: ok, and one line why."""
+
+    ok: bool
+    reason: str
+    detail: dict = field(default_factory=dict)
+
+
+class WorkerHealth:
+    """The worker loop's vital signs, shared with the HTTP thread.
+
+    Model: the loop beats on every pass (claiming, recording, idling). It is unhealthy
+    when its thread is gone, when it has not beaten for ``stall_after_s`` while not busy
+    with a job (stuck in a lock or a hung call), or when its last ``fail_threshold``
+    passes all failed (storage errors: full disk, I/O error). Being busy with one job
+    counts as alive however long it takes: moves take hours and the executor bounds
+    every wait itself.
+    """
+
+    def __init__(self, *, stall_after_s: float = 300.0, fail_threshold: int = 3, clock=time.time):
+        self.stall_after_s = stall_after_s
+        self.fail_threshold = fail_threshold
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._beat = clock()
+        self._doing = "starting"
+        self._busy_since: float | None = None
+        self._failures = 0
+        self._failing_since: float | None = None
+        self._last_error: str | None = None
+
+    def attach(self, thread: threading.Thread) -> None:
+        self._thread = thread
+
+    def beat(self, doing: str) -> None:
+        with self._lock:
+            self._beat = self._clock()
+            self._doing = doing
+            self._busy_since = None
+
+    def busy(self, doing: str) -> None:
+        with self._lock:
+            self._beat = self._busy_since = self._clock()
+            self._doing = doing
+
+    def failed(self, error: str) -> int:
+        """Record a failed pass; returns how many failed in a row."""
+        error = " ".join(error.split())[:500]   # /healthz promises one line
+        with self._lock:
+            self._beat = self._clock()
+            self._busy_since = None
+            self._failures += 1
+            if self._failing_since is None:
+                self._failing_since = self._beat
+            self._last_error = error
+            return self._failures
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._failures = 0
+            self._failing_since = None
+
+    def report(self) -> Health:
+        with self._lock:
+            now = self._clock()
+            detail = {"doing": self._doing, "last_beat_s_ago": round(now - self._beat, 1),
+                      "failures_in_a_row": self._failures, "last_error": self._last_error}
+            if self._busy_since is not None:
+                detail["busy_s"] = round(now - self._busy_since, 1)
+            if self._thread is not None and not self._thread.is_alive():
+                return Health(False, "worker thread has stopped; events are queued but not processed", detail)
+            if self._failures >= self.fail_threshold:
+                since = now - (self._failing_since or now)
+                return Health(False, f"worker failing: {self._failures} attempts in a row over {since:.0f} s, "
+                                     f"last: {self._last_error}", detail)
+            if self._busy_since is None and now - self._beat > self.stall_after_s:
+                return Health(False, f"worker stalled: no progress for {now - self._beat:.0f} s "
+                                     f"(last: {self._doing})", detail)
+            return Health(True, f"worker {self._doing}", detail)
+
+
 class Worker:
-    """Claims jobs one at a time. Several workers (processes) may run; the queue and locks serialize."""
+    """Claims jobs one at a time. Several workers (processes) may run; the queue and locks serialize.
+
+    The loop never dies of an error: a failed pass (storage full, I/O error, a bug) is
+    logged, counted in ``health`` and retried after a backoff. A job's outcome that could
+    not be recorded is kept and recorded first on the next pass, so the job neither
+    stays "running" nor runs twice because the disk was full for a while.
+    """
+
+    ORPHAN_CHECK_S = 60.0
+    # Workers this host cannot judge (other hosts, other pid namespaces): silent this long
+    # means gone. Checked at start only, as before: a job's heartbeat is not refreshed
+    # during a long move, so a periodic check could take a live worker's job.
+    STALE_AFTER_S = 3600.0
 
     def __init__(self, cfg: Config, catalog: Catalog, clients, *, executor=None, debounce_s: float = DEBOUNCE_S,
-                 worker_id: str | None = None):
+                 worker_id: str | None = None, health: WorkerHealth | None = None,
+                 retry_base_s: float = 1.0, retry_cap_s: float = 60.0):
         self.cfg = cfg
         self.catalog = catalog
         self.clients = clients
         self.executor = executor
         self.queue = JobQueue(catalog.conn)
         self.debounce_s = debounce_s
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        # Default: named after the thread that runs the loop (set again in loop()), so
+        # requeue_orphaned can tell whether that thread still lives.
+        self._own_id = worker_id is None
+        self.worker_id = worker_id or queue_worker_id()
+        self.health = health or WorkerHealth()
+        self.retry_base_s = retry_base_s
+        self.retry_cap_s = retry_cap_s
+        self._unrecorded: tuple[int, str, str] | None = None   # (job id, "complete"|"fail", text)
+        self._next_orphan_check = 0.0
+        self._stale_checked = False
 
     def run_once(self) -> bool:
-        """Process one ready job; False when none is ready."""
+        """One pass: record a held-back outcome, or process one ready job. False when idle.
+
+        Storage errors propagate (the loop retries); errors of the job itself become its
+        recorded failure.
+        """
+        if self._unrecorded is not None:
+            self.health.beat(f"recording the outcome of job {self._unrecorded[0]}")
+            self._record()
+            return True
+        now = time.time()
+        if now >= self._next_orphan_check:
+            self.health.beat("requeueing jobs of dead workers")
+            self.requeue_orphans()
+        self.health.beat("claiming")
         job = self.queue.claim(self.worker_id, now=time.time() - self.debounce_s)
         if job is None:
+            self.health.beat("idle")
             return False
-        try:
-            result = handle_job(self.cfg, self.catalog, self.clients, job, executor=self.executor)
-        except UnknownTorrent as e:
-            self.queue.complete(job.id, json.dumps({"note": str(e)}), worker_id=self.worker_id)
-        except QbhookError as e:
-            log.warning("job %d failed: %s", job.id, e)
-            self.queue.fail(job.id, str(e), worker_id=self.worker_id)
-        except Exception as e:  # noqa: BLE001 - a bug must not kill the worker; the job parks as dead later
-            log.exception("job %d crashed", job.id)
-            self.queue.fail(job.id, f"internal error: {e!r}", worker_id=self.worker_id)
-        else:
-            self.queue.complete(job.id, json.dumps(result, sort_keys=True), worker_id=self.worker_id)
+        self.health.busy(f"busy with job {job.id}")
+        outcome, text, storage_error = self._process(job)
+        self._unrecorded = (job.id, outcome, text)
+        self.health.beat(f"recording the outcome of job {job.id}")
+        self._record()
+        if storage_error is not None:
+            # The job's failure is recorded (it retries with the queue's backoff), and the
+            # loop backs off and counts it too: a full disk fails every job alike.
+            raise storage_error
         return True
 
+    def _process(self, job) -> tuple[str, str, sqlite3.Error | None]:
+        try:
+            result = handle_job(self.cfg, self.catalog, self.clients, job, executor=self.executor)
+            # Inside the try: a result that cannot be serialised must not leave the job running.
+            text = json.dumps(result, sort_keys=True)
+        except UnknownTorrent as e:
+            return "complete", json.dumps({"note": str(e)}), None
+        except QbhookError as e:
+            log.warning("job %d failed: %s", job.id, e)
+            return "fail", str(e), None
+        except sqlite3.Error as e:
+            log.error("job %d failed on the catalog: %s", job.id, e)
+            return "fail", f"catalog error: {e}", e
+        except Exception as e:  # a bug must not kill the worker; the job parks as dead later
+            log.exception("job %d crashed", job.id)
+            return "fail", f"internal error: {e!r}", None
+        return "complete", text, None
+
+    def _record(self) -> None:
+        if self._unrecorded is None:
+            return
+        job_id, outcome, text = self._unrecorded
+        try:
+            if outcome == "complete":
+                self.queue.complete(job_id, text, worker_id=self.worker_id)
+            else:
+                self.queue.fail(job_id, text, worker_id=self.worker_id)
+        except QueueError as e:
+            # Not ours any more (requeued meanwhile): whoever owns it records its own outcome.
+            log.warning("outcome of job %d dropped: %s", job_id, e)
+        self._unrecorded = None
+
+    def requeue_orphans(self) -> None:
+        """Jobs a dead worker left running go back to pending now (see JobQueue.requeue_orphaned);
+        the first call also applies the heartbeat cutoff to workers this host cannot judge."""
+        stale = None if self._stale_checked else self.STALE_AFTER_S
+        for job_id in self.queue.requeue_orphaned(stale_after_s=stale):
+            log.warning("job %d was left running by a worker that is gone; requeued", job_id)
+        self._stale_checked = True
+        self._next_orphan_check = time.time() + self.ORPHAN_CHECK_S
+
     def loop(self, stop: threading.Event, idle_s: float = 1.0) -> None:
-        self.queue.requeue_stale(3600)
+        if self._own_id and self._unrecorded is None:
+            self.worker_id = queue_worker_id()
+        failures = 0
         while not stop.is_set():
-            if not self.run_once():
+            try:
+                worked = self.run_once()
+            except Exception as e:  # storage errors and bugs alike: never end the loop
+                failures = self.health.failed(f"{type(e).__name__}: {e}")
+                delay = min(self.retry_base_s * 2 ** (failures - 1), self.retry_cap_s)
+                if failures == 1:
+                    log.exception("worker pass failed; retrying in %.2g s", delay)
+                else:
+                    log.error("worker pass failed %d times in a row (%s: %s); retrying in %.2g s",
+                              failures, type(e).__name__, e, delay)
+                stop.wait(delay)
+                continue
+            if failures:
+                log.warning("worker recovered after %d failed pass(es)", failures)
+                failures = 0
+            self.health.succeeded()
+            if not worked:
                 stop.wait(idle_s)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from qbhook.events.model import Event
 
@@ -135,7 +135,7 @@ class Parts:
 
     def columns(self) -> tuple:
         # ASCII escapes: a lone surrogate from a JSON payload would make sqlite3 raise.
-        dump = lambda v: json.dumps(list(v))  # noqa: E731
+        dump = lambda v: json.dumps(list(v))
         return (
             dump(self.hashes),
             dump(self.paths),

@@ -5,6 +5,8 @@ else) or a custom header, the hook script with a token header. cross-seed up to 
 only use its URL: it posts with fetch(), which refuses URLs carrying user:password, and
 has no header setting (custom headers came with cross-seed PR #1104, 2026). So its endpoint
 alone also takes ``?token=``, at the price of the token showing in access logs.
+The *arr/cross-seed convention, an ``X-Api-Key`` header or ``?apikey=``, carries the
+same token on every endpoint.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 TOKEN_HEADER = "X-Qbhook-Token"
+API_KEY_HEADER = "X-Api-Key"
+API_KEY_PARAM = "apikey"
 
 
 @dataclass(frozen=True)
@@ -30,14 +34,21 @@ class AuthConfig:
     def configured(self) -> bool:
         return bool(self.token) or bool(self.username and self.password)
 
-    def allows(self, headers: Mapping[str, str], query_token: str | None = None) -> bool:
+    def allows(self, headers: Mapping[str, str], query_token: str | None = None, api_key: str | None = None) -> bool:
         if not self.configured:
             return False
         authorization = headers.get("Authorization", "")
         scheme, _, credentials = authorization.strip().partition(" ")
         scheme = scheme.lower()
         if self.token:
-            for offered in (headers.get(TOKEN_HEADER), credentials if scheme == "bearer" else None, query_token):
+            offers = (
+                headers.get(TOKEN_HEADER),
+                headers.get(API_KEY_HEADER),
+                credentials if scheme == "bearer" else None,
+                query_token,
+                api_key,
+            )
+            for offered in offers:
                 if offered and _same(offered.strip(), self.token):
                     return True
         if self.username and self.password and scheme == "basic":

@@ -6,6 +6,10 @@ before the sender hears 202: every write commits before returning, and the conne
 expected to run WAL with synchronous=FULL.
 
 States: pending -> running -> done | (pending again, with backoff) | dead.
+A running job whose worker is gone goes back to pending with the interrupted run counted
+as an attempt: at once when the worker is known dead (same host, its process or thread
+no longer exists: ``requeue_orphaned``, run at every worker start), otherwise once its
+heartbeat is older than a cutoff (``requeue_stale``, for workers on other hosts).
 At most one *pending* job exists per coalesce key (a partial unique index enforces it even
 across processes); new events for that key merge into it. A running job is never merged
 into: its worker may already be past the point where new facts would matter.
@@ -13,18 +17,20 @@ into: its worker may already be past the point where new facts would matter.
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 from qbhook import notify
 from qbhook.errors import QueueError
 from qbhook.events._job import COLUMNS, Job, Parts, text
 from qbhook.events.model import Event
 
-__all__ = ["QUEUE_DDL", "STATES", "Job", "JobQueue"]
+__all__ = ["QUEUE_DDL", "STATES", "Job", "JobQueue", "worker_alive", "worker_id"]
 
 QUEUE_DDL = """
 CREATE TABLE IF NOT EXISTS event_jobs (
@@ -172,19 +178,44 @@ class JobQueue:
         """
         now = self._now(now)
         cutoff = now - older_than_s
-        requeued: list[int] = []
         with self._write() as c:
             rows = c.execute(
                 f"SELECT {COLUMNS} FROM event_jobs WHERE state = 'running'"
                 " AND COALESCE(heartbeat_at, claimed_at) < ? ORDER BY id",
                 (cutoff,),
             ).fetchall()
+            return [
+                job.id
+                for job in map(Job.from_row, rows)
+                if self._requeue(
+                    c, job, f"worker {job.worker_id!r} stopped without finishing (no heartbeat for {older_than_s:g} s)", now
+                )
+            ]
+
+    def requeue_orphaned(self, *, stale_after_s: float | None = None, now: float | None = None) -> list[int]:
+        """Return to pending, at once, running jobs whose worker is known to be dead.
+
+        Known dead: its id names this host and a process that no longer exists (or one
+        started after the claim: a reused pid), or a thread of this process that ended.
+        A worker this cannot judge (another host, a foreign id) is taken for dead only
+        when its heartbeat is older than ``stale_after_s``; a live one never is, however
+        long its job runs.
+        """
+        now = self._now(now)
+        requeued: list[int] = []
+        with self._write() as c:
+            rows = c.execute(f"SELECT {COLUMNS} FROM event_jobs WHERE state = 'running' ORDER BY id").fetchall()
             for job in map(Job.from_row, rows):
-                error = f"worker {job.worker_id!r} stopped without finishing (no heartbeat for {older_than_s:g} s)"
-                if job.attempts >= job.max_attempts:
-                    self._bury(c, job, error, now)
+                alive = worker_alive(job.worker_id, job.claimed_at)
+                if alive is False:
+                    error = f"worker {job.worker_id!r} died without finishing"
+                elif alive is None and stale_after_s is not None and (
+                    (job.heartbeat_at or job.claimed_at or 0.0) < now - stale_after_s
+                ):
+                    error = f"worker {job.worker_id!r} stopped without finishing (no heartbeat for {stale_after_s:g} s)"
                 else:
-                    self._back_to_pending(c, job, now, job.attempts, error, now)
+                    continue
+                if self._requeue(c, job, error, now):
                     requeued.append(job.id)
         return requeued
 
@@ -224,6 +255,15 @@ class JobQueue:
             rows = self._conn.execute("SELECT state, COUNT(*) FROM event_jobs GROUP BY state").fetchall()
         return {state: 0 for state in STATES} | dict(rows)
 
+    def ready_since(self, seconds: float, *, now: float | None = None) -> int:
+        """How many pending jobs have been ready to run for over ``seconds``."""
+        cutoff = self._now(now) - seconds
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT COUNT(*) FROM event_jobs WHERE state = 'pending' AND not_before < ?", (cutoff,)
+            ).fetchone()
+        return int(row[0])
+
     def prune(self, older_than_s: float, *, now: float | None = None) -> int:
         """Delete finished ('done') jobs older than ``older_than_s``; dead jobs stay."""
         cutoff = self._now(now) - older_than_s
@@ -249,10 +289,12 @@ class JobQueue:
             c.execute("BEGIN IMMEDIATE")
             try:
                 yield c
+                # Inside the try: a COMMIT refused by a full disk must roll back too, or
+                # the connection stays in a transaction and every later call is refused.
+                c.commit()
             except BaseException:
-                c.rollback()
+                _rollback(c)
                 raise
-            c.commit()
 
     @staticmethod
     def _get(c: sqlite3.Connection, job_id: int) -> Job | None:
@@ -269,6 +311,14 @@ class JobQueue:
             # It was requeued as stale and another worker owns it now.
             raise QueueError(f"job {job_id} belongs to worker {job.worker_id!r}, not {worker_id!r}")
         return job
+
+    def _requeue(self, c: sqlite3.Connection, job: Job, error: str, now: float) -> bool:
+        """Back to pending now (True), or dead when out of attempts (False)."""
+        if job.attempts >= job.max_attempts:
+            self._bury(c, job, error, now)
+            return False
+        self._back_to_pending(c, job, now, job.attempts, error, now)
+        return True
 
     @staticmethod
     def _bury(c: sqlite3.Connection, job: Job, error: str | None, now: float) -> None:
@@ -323,3 +373,85 @@ class JobQueue:
         values.update(overrides)
         assignments = ", ".join(f"{name} = ?" for name in values)
         c.execute(f"UPDATE event_jobs SET {assignments} WHERE id = ?", (*values.values(), target.id))
+
+
+def _rollback(c: sqlite3.Connection) -> None:
+    # After SQLITE_FULL or an I/O error SQLite may already have rolled back; a failing
+    # ROLLBACK must not hide the error that caused it.
+    try:
+        if c.in_transaction:
+            c.rollback()
+    except sqlite3.Error:
+        pass
+
+
+def worker_id() -> str:
+    """``host:pid:thread:start:pidns``, enough for ``worker_alive`` to tell whether its
+    owner still runs. ``start`` (the process's start tick since boot) tells a restarted
+    process apart from its predecessor even with the same pid, as a container's PID 1;
+    ``pidns`` says which pid namespace the pid means (containers sharing a host name)."""
+    _, start = _process_state(os.getpid())
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{start or '-'}:{_pid_namespace()}"
+
+
+def worker_alive(worker: str | None, claimed_at: float | None = None) -> bool | None:
+    """True/False when this host can tell whether ``worker`` (a ``worker_id()``) still
+    runs; None when it cannot (another host or pid namespace, an id in another format)."""
+    fields = (worker or "").split(":")
+    if not 3 <= len(fields) <= 5 or not fields[1].isdigit() or not fields[2].isdigit():
+        return None
+    host, pid, ident = fields[0], int(fields[1]), int(fields[2])
+    claimed_start = fields[3] if len(fields) >= 4 and fields[3] != "-" else None
+    if host != socket.gethostname():
+        return None
+    if len(fields) == 5 and fields[4] != _pid_namespace():
+        return None
+    if pid != os.getpid():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # it exists, owned by someone else
+    zombie, start = _process_state(pid)
+    if zombie:
+        return False  # killed, not yet reaped by its parent
+    if start is not None:
+        if claimed_start is not None and claimed_start != start:
+            return False  # the pid now belongs to another (or a restarted) process
+        if claimed_start is None and claimed_at is not None and _start_epoch(start) > claimed_at + 2:
+            return False  # an id without a start: a process started after the claim is not its owner
+    if pid == os.getpid():
+        return any(t.ident == ident for t in threading.enumerate())
+    return True
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid").removeprefix("pid:").strip("[]")
+    except OSError:
+        return "-"
+
+
+def _process_state(pid: int) -> tuple[bool, str | None]:
+    """(is a zombie, start tick since boot) of ``pid`` from /proc; (False, None) where
+    /proc cannot say. The tick, not a wall-clock time: /proc/stat's btime can move by a
+    second between reads, and a live worker must never look like another process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        # Fields counted after the ")" closing the command name (which may hold spaces):
+        # 3 is the state, 22 the start time in clock ticks since boot.
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        return fields[0] == b"Z", str(int(fields[19]))
+    except (OSError, ValueError, IndexError):
+        return False, None
+
+
+def _start_epoch(start: str) -> float:
+    try:
+        with open("/proc/stat", "rb") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+    except (OSError, ValueError, StopIteration):
+        return 0.0
+    return btime + int(start) / os.sysconf("SC_CLK_TCK")

@@ -3,24 +3,33 @@
 Senders never retry, so the only promise that matters is the status code: 202 means the
 job is committed to disk; anything else makes the sender log a failure that a person can
 see, and the sweeper catches the missed change later.
+
+``/healthz`` (no credentials) answers 200 while the worker makes progress and 503 with
+a one-line reason while it is stalled or failing: intake alone still answering 202 is
+not health, since nothing queued would be processed.
+
+Connections are cheap to hold open, so their number and idle time are bounded (see
+``waitress_options``): slow or idle clients must not starve the senders that matter.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable
+import resource
+from collections.abc import Callable
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from qbhook.errors import BadRequest
-from qbhook.events.auth import TOKEN_HEADER, AuthConfig
+from qbhook.events.auth import API_KEY_HEADER, API_KEY_PARAM, TOKEN_HEADER, AuthConfig
 from qbhook.events.model import Event
 from qbhook.events.parse import ARR_APPS, parse_arr, parse_cross_seed, parse_qbt_hook
 
-__all__ = ["AuthConfig", "TOKEN_HEADER", "create_app"]
+__all__ = ["TOKEN_HEADER", "AuthConfig", "create_app", "waitress_options"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +40,11 @@ _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _MAX_FORM_FIELDS = 200
 
 
+class HealthReport(Protocol):
+    ok: bool
+    reason: str
+
+
 class _Refused(Exception):
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
@@ -39,8 +53,16 @@ class _Refused(Exception):
         self.headers = headers or {}
 
 
-def create_app(*, enqueue: Enqueue, auth: AuthConfig, max_body: int = 256 * 1024,
-               views: tuple[Blueprint, ...] | list[Blueprint] = ()) -> Flask:
+def create_app(
+    *,
+    enqueue: Enqueue,
+    auth: AuthConfig,
+    max_body: int = 256 * 1024,
+    health: Callable[[], HealthReport] | None = None,
+    views: tuple[Blueprint, ...] | list[Blueprint] = (),
+) -> Flask:
+    """The WSGI app. ``health`` reports on the worker behind the queue (None: intake only);
+    ``views`` are read-only blueprints (status page, /metrics) behind the webhooks' auth."""
     app = Flask("qbhook.events")
     # Werkzeug enforces this while reading, also for bodies without Content-Length.
     app.config["MAX_CONTENT_LENGTH"] = max_body
@@ -100,7 +122,16 @@ def create_app(*, enqueue: Enqueue, auth: AuthConfig, max_body: int = 256 * 1024
 
     @app.get("/healthz")
     def healthz() -> Response:
-        return jsonify(ok=True)
+        if health is None:
+            return jsonify(ok=True)
+        try:
+            report = health()
+        except Exception as err:  # the probe must answer whatever broke
+            log.exception("health check failed")
+            return _json(503, {"ok": False, "error": f"health check failed: {err!r}"})
+        if report.ok:
+            return jsonify(ok=True, worker=report.reason)
+        return _json(503, {"ok": False, "error": report.reason})
 
     for view in views:
         # Read-only views (status page, /metrics) pass the same check as the webhooks.
@@ -125,11 +156,14 @@ def create_app(*, enqueue: Enqueue, auth: AuthConfig, max_body: int = 256 * 1024
 def _authenticate(auth: AuthConfig, *, allow_query_token: bool) -> None:
     if not auth.configured:
         raise _Refused(503, "no credentials configured")
+    # ?apikey= is the *arr/cross-seed convention, so every endpoint takes it; ?token= stays
+    # cross-seed's alone. Neither is ever logged.
     query_token = request.args.get("token") if allow_query_token else None
-    if not auth.allows(request.headers, query_token):
+    if not auth.allows(request.headers, query_token, request.args.get(API_KEY_PARAM)):
         raise _Refused(
             401,
-            f"authentication required (HTTP Basic, {TOKEN_HEADER} header or Bearer token)",
+            f"authentication required (HTTP Basic, {TOKEN_HEADER} or {API_KEY_HEADER} header,"
+            f" Bearer token or ?{API_KEY_PARAM}=)",
             {"WWW-Authenticate": 'Basic realm="qbhook"'},
         )
 
@@ -189,3 +223,43 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     return _json(status, {"error": message}, headers)
+
+
+# Why these numbers: an idle connection costs waitress a file descriptor and a map entry,
+# not a thread (headers are buffered by the event loop until complete), so the defaults
+# that starve are connection_limit=100 (past it waitress stops accepting, and every
+# sender waits in the backlog until idle ones time out) and channel_timeout=120 s.
+# A hook request is a few hundred bytes sent at once: 30 s of silence is abandonment.
+CHANNEL_TIMEOUT_S = 30
+CLEANUP_INTERVAL_S = 5
+MAX_CONNECTIONS = 4096
+_FD_RESERVE = 64   # catalog, WAL, locks, logs, qBittorrent sessions, the listener
+
+
+def waitress_options(*, threads: int = 4) -> dict[str, Any]:
+    """Keyword arguments for ``waitress.create_server``, with the connection limit sized
+    to the file descriptors this process may open (raising its soft limit to the hard
+    one first). poll() instead of select(): select cannot watch descriptors above 1023."""
+    return {
+        "threads": threads,
+        "connection_limit": max(16, min(MAX_CONNECTIONS, raise_fd_limit() - _FD_RESERVE)),
+        "channel_timeout": CHANNEL_TIMEOUT_S,
+        "cleanup_interval": CLEANUP_INTERVAL_S,
+        "asyncore_use_poll": True,
+        "backlog": 1024,
+        "ident": "qbhook",
+    }
+
+
+def raise_fd_limit(want: int = MAX_CONNECTIONS + _FD_RESERVE) -> int:
+    """Raise RLIMIT_NOFILE's soft limit toward ``want`` (never above the hard limit);
+    returns the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            log.warning("could not raise the open-file limit from %d to %d", soft, target)
+    return soft if soft != resource.RLIM_INFINITY else want

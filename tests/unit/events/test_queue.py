@@ -381,3 +381,40 @@ def test_error_text_with_undecodable_file_name(q):
     q.claim("w", now=100.0)
     q.complete(a, f"moved {name}")
     assert q.get(a).result == "moved /pool/bad-\\udcff-name"
+
+
+class _CommitFails:
+    """A connection whose next COMMITs fail as on a full disk (sqlite3.Connection's own
+    methods cannot be patched)."""
+
+    def __init__(self, conn, times):
+        self._conn, self.times = conn, times
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+    def commit(self):
+        if self.times:
+            self.times -= 1
+            raise sqlite3.OperationalError("database or disk is full")
+        self._conn.commit()
+
+
+def test_failed_commit_rolls_back_and_the_queue_keeps_working(db):
+    conn = connect(db)
+    q = JobQueue(_CommitFails(conn, 1))
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        q.enqueue(ev(H1))
+    assert not conn.in_transaction        # not stuck inside the failed transaction
+    assert q.counts()["pending"] == 0     # nothing half-written
+    job_id, _ = q.enqueue(ev(H1))         # and the next write works
+    assert q.get(job_id).state == "pending"
+
+
+def test_ready_since_counts_jobs_waiting_too_long(q):
+    q.enqueue(ev(H1), now=0.0)
+    q.enqueue(ev(H2), now=500.0)
+    q.enqueue(ev(H3), now=0.0)
+    q.claim("w", now=1.0)                 # claims the oldest, H1
+    assert q.ready_since(600, now=1000.0) == 1   # H3 only: H2 is younger, H1 is running
+    assert q.ready_since(600, now=1200.0) == 2

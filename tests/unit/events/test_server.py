@@ -162,7 +162,7 @@ def test_qbt_multipart():
 
 
 def test_qbt_json():
-    client, rec = make()
+    client, _rec = make()
     resp = client.post("/hook/qbittorrent", json=qbt_form(), headers=HDR)
     assert resp.status_code == 202
 
@@ -249,10 +249,72 @@ def test_query_token_only_on_cross_seed():
     assert client.post("/webhook/cross-seed?token=nope", json=injected).status_code == 401
 
 
+# The *arr and cross-seed convention (issue 14): X-Api-Key header or ?apikey=, on every endpoint.
+API_URLS = ["/webhook/arr", "/webhook/sonarr", "/webhook/radarr", "/webhook/cross-seed"]
+
+
+@pytest.mark.parametrize("url", API_URLS)
+def test_api_key_header_and_query_accepted_everywhere(url):
+    client, rec = make()
+    body = load_fixture("cross-seed-results-injected.json" if "cross" in url else "sonarr-download.json")
+    if "radarr" in url:
+        body = load_fixture("radarr-download.json")
+    assert client.post(url, json=body, headers={"X-Api-Key": TOKEN}).status_code == 202
+    assert client.post(url, json=body, headers={"x-api-key": TOKEN}).status_code == 202
+    assert client.post(f"{url}?apikey={TOKEN}", json=body).status_code == 202
+    assert len(rec.events) == 3
+
+
+def test_api_key_on_the_qbittorrent_hook():
+    client, _ = make()
+    assert client.post("/hook/qbittorrent", data=qbt_form(), headers={"X-Api-Key": TOKEN}).status_code == 202
+    assert client.post(f"/hook/qbittorrent?apikey={TOKEN}", data=qbt_form()).status_code == 202
+
+
+@pytest.mark.parametrize(
+    "url, headers",
+    [
+        ("/webhook/sonarr", {"X-Api-Key": "wrong"}),
+        ("/webhook/sonarr", {"X-Api-Key": TOKEN + "x"}),
+        ("/webhook/sonarr", {"X-Api-Key": TOKEN[:-1]}),
+        ("/webhook/sonarr", {"X-Api-Key": "s3cret-tokén"}),
+        ("/webhook/sonarr?apikey=wrong", {}),
+        ("/webhook/sonarr?apikey=", {}),
+        ("/webhook/sonarr?api_key=" + TOKEN, {}),
+        ("/webhook/cross-seed?apikey=nope", {}),
+    ],
+)
+def test_wrong_api_key_is_401(url, headers):
+    client, rec = make()
+    body = load_fixture("cross-seed-results-injected.json" if "cross" in url else "sonarr-download.json")
+    resp = client.post(url, json=body, headers=headers)
+    assert resp.status_code == 401 and rec.events == []
+    assert "X-Api-Key" in resp.json["error"] and "apikey" in resp.json["error"]
+
+
+def test_api_key_only_with_a_token_configured():
+    client, _ = make(auth=AuthConfig(username="u", password="p"))
+    body = load_fixture("sonarr-download.json")
+    assert client.post("/webhook/sonarr", json=body, headers={"X-Api-Key": "p"}).status_code == 401
+    assert client.post("/webhook/sonarr?apikey=p", json=body).status_code == 401
+
+
+def test_api_keys_never_reach_the_logs(caplog):
+    client, _ = make()
+    body = load_fixture("sonarr-download.json")
+    with caplog.at_level("DEBUG"):
+        client.post(f"/webhook/sonarr?apikey={TOKEN}", json=body)
+        client.post("/webhook/sonarr?apikey=guessed-key-123", json=body)
+        client.post("/webhook/sonarr", json=body, headers={"X-Api-Key": "guessed-key-456"})
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert logged    # the queued event was logged...
+    assert TOKEN not in logged and "guessed-key" not in logged   # ...without any key
+
+
 @pytest.mark.parametrize("auth", [AuthConfig(), AuthConfig(username="u"), AuthConfig(token="")])
 @pytest.mark.parametrize("url", ["/webhook/arr", "/webhook/sonarr", "/webhook/cross-seed", "/hook/qbittorrent"])
 def test_no_credentials_configured_refuses_everything(auth, url):
-    client, rec = make(auth=auth)
+    client, _rec = make(auth=auth)
     resp = client.post(url, json={"eventType": "Test"}, headers=HDR | basic("u", ""))
     assert resp.status_code == 503 and resp.json == {"error": "no credentials configured"}
 
@@ -261,6 +323,33 @@ def test_healthz_needs_no_auth():
     client, _ = make(auth=AuthConfig())
     resp = client.get("/healthz")
     assert resp.status_code == 200 and resp.json == {"ok": True}
+
+
+class Report:
+    def __init__(self, ok, reason):
+        self.ok, self.reason = ok, reason
+
+
+def test_healthz_reports_the_worker():
+    rec = Recorder()
+    state = {"report": Report(True, "worker idle")}
+    client = create_app(enqueue=rec, auth=AuthConfig(token=TOKEN), health=lambda: state["report"]).test_client()
+    resp = client.get("/healthz")
+    assert resp.status_code == 200 and resp.json == {"ok": True, "worker": "worker idle"}
+    state["report"] = Report(False, "worker failing: 3 attempts in a row over 7 s, last: database or disk is full")
+    resp = client.get("/healthz")
+    assert resp.status_code == 503
+    assert resp.json == {"ok": False, "error": state["report"].reason}
+    # Intake keeps answering meanwhile: events are on disk, the worker catches up later.
+    assert client.post("/webhook/sonarr", json=load_fixture("sonarr-download.json"), headers=HDR).status_code == 202
+
+
+def test_healthz_survives_a_broken_probe():
+    def probe():
+        raise RuntimeError("boom")
+    client = create_app(enqueue=Recorder(), auth=AuthConfig(token=TOKEN), health=probe).test_client()
+    resp = client.get("/healthz")
+    assert resp.status_code == 503 and "boom" in resp.json["error"]
 
 
 def test_auth_config_repr_hides_secrets():
@@ -334,7 +423,7 @@ def test_wrong_content_type_on_json_endpoints(ctype):
 
 @pytest.mark.parametrize("ctype", [None, "text/plain", "application/json; charset=utf-8", "application/vnd.x+json"])
 def test_json_tolerated_content_types(ctype):
-    client, rec = make()
+    client, _rec = make()
     data = json.dumps(load_fixture("sonarr-download.json"))
     kwargs = {"content_type": ctype} if ctype else {}
     assert client.post("/webhook/arr", data=data, headers=HDR, **kwargs).status_code == 202

@@ -1,0 +1,271 @@
+"""The worker survives storage errors and says so on /healthz (issue 9, finding 5).
+
+Today's main: a full disk while recording a job's outcome ends the worker thread for
+good, /healthz keeps saying ok, and a job claimed by a killed server stays "running"
+for an hour.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+
+import pytest
+
+from qbhook import worker as worker_mod
+from qbhook.catalog.db import connect
+from qbhook.catalog.store import Catalog
+from qbhook.errors import QbhookError
+from qbhook.events.auth import AuthConfig
+from qbhook.events.model import Event
+from qbhook.events.queue import JobQueue, worker_alive, worker_id
+from qbhook.events.server import create_app
+from qbhook.worker import Worker, WorkerHealth
+
+H1, H2 = "1" * 40, "2" * 40
+LONG_ERROR = "qBittorrent said no: " + "x" * 40000   # needs new pages in the db: refused when it is "full"
+
+
+def ev(h):
+    return Event("qbittorrent", "torrent_added", hashes=(h,))
+
+
+def wait_for(predicate, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    cat = Catalog(connect(tmp_path / "catalog.sqlite", check_same_thread=False))
+    yield cat
+    cat.conn.close()
+
+
+class Running:
+    """A Worker.loop in a thread, with handle_job replaced by ``handle``."""
+
+    def __init__(self, catalog, monkeypatch, handle, **kw):
+        monkeypatch.setattr(worker_mod, "handle_job", handle)
+        self.health = WorkerHealth(fail_threshold=2, stall_after_s=30)
+        self.worker = Worker(None, catalog, [], debounce_s=0, health=self.health,
+                             retry_base_s=0.02, retry_cap_s=0.1, **kw)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.worker.loop, args=(self.stop,), kwargs={"idle_s": 0.02})
+        self.health.attach(self.thread)
+        self.thread.start()
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(10)
+
+
+@pytest.fixture
+def running(catalog, monkeypatch):
+    started = []
+
+    def start(handle, **kw):
+        started.append(Running(catalog, monkeypatch, handle, **kw))
+        return started[-1]
+    yield start
+    for r in started:
+        r.close()
+
+
+def test_full_disk_while_recording_a_failure_keeps_the_worker_alive_and_healthz_says_so(catalog, running, tmp_path):
+    intake = JobQueue(connect(tmp_path / "catalog.sqlite", check_same_thread=False))
+    bad, _ = intake.enqueue(ev(H1))
+
+    def handle(cfg, cat, clients, job, executor=None):
+        if job.id == bad:
+            raise QbhookError(LONG_ERROR)
+        return {"groups": []}
+
+    # SQLite's own limit: writes that need a new page fail with "database or disk is full".
+    assert catalog.conn.execute("PRAGMA max_page_count = 1").fetchone()[0] > 1
+    r = running(handle)
+    app = create_app(enqueue=intake.enqueue, auth=AuthConfig(token="t"), health=r.health.report).test_client()
+
+    wait_for(lambda: not r.health.report().ok, what="the worker to report failing")
+    resp = app.get("/healthz")
+    assert resp.status_code == 503
+    assert "database or disk is full" in resp.json["error"] and "\n" not in resp.json["error"]
+    assert r.thread.is_alive()
+    assert intake.get(bad).state == "running"    # outcome held back, not lost
+
+    # Intake still works meanwhile (its own connection), and the disk gets space again.
+    other, _ = intake.enqueue(ev(H2))
+    with r.worker.queue._lock:
+        catalog.conn.execute("PRAGMA max_page_count = 1073741823")
+
+    wait_for(lambda: intake.get(other).state == "done", what="the next job to be processed")
+    job = intake.get(bad)
+    assert job.state == "pending" and job.last_error == LONG_ERROR and job.attempts == 1
+    assert r.health.report().ok
+    assert app.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("error", [sqlite3.OperationalError("disk I/O error"), RuntimeError("a bug")])
+def test_errors_while_claiming_are_retried_with_backoff(catalog, running, monkeypatch, tmp_path, error):
+    intake = JobQueue(connect(tmp_path / "catalog.sqlite", check_same_thread=False))
+    job_id, _ = intake.enqueue(ev(H1))
+    real_claim = JobQueue.claim
+    calls = []
+
+    def flaky_claim(self, *a, **kw):
+        calls.append(time.monotonic())
+        if len(calls) <= 4:
+            raise error
+        return real_claim(self, *a, **kw)
+    monkeypatch.setattr(JobQueue, "claim", flaky_claim)
+    r = running(lambda *a, **kw: {"groups": []})
+    wait_for(lambda: intake.get(job_id).state == "done", what="the job to be processed after the errors")
+    assert r.thread.is_alive() and r.health.report().ok
+    # Backing off (0.02 + 0.04 + 0.08 + 0.1 s between the five claims), not spinning.
+    assert calls[4] - calls[0] >= 0.2
+
+
+def test_storage_errors_inside_jobs_count_against_health(catalog, running, tmp_path):
+    intake = JobQueue(connect(tmp_path / "catalog.sqlite", check_same_thread=False))
+    full = {"on": True}
+
+    def handle(cfg, cat, clients, job, executor=None):
+        if full["on"]:
+            raise sqlite3.OperationalError("database or disk is full")
+        return {"groups": []}
+
+    failing = [intake.enqueue(ev(f"{i}" * 40))[0] for i in range(3)]
+    r = running(handle)
+    wait_for(lambda: not r.health.report().ok, what="the worker to report failing")
+    assert "database or disk is full" in r.health.report().reason
+    wait_for(lambda: all(intake.get(j).last_error for j in failing), what="the failures to be recorded")
+    assert [intake.get(j).last_error for j in failing] == ["catalog error: database or disk is full"] * 3
+    full["on"] = False
+    fine, _ = intake.enqueue(ev("f" * 40))
+    wait_for(lambda: intake.get(fine).state == "done", what="the worker to recover")
+    assert r.health.report().ok and r.thread.is_alive()
+
+
+def test_health_model():
+    now = [1000.0]
+    h = WorkerHealth(stall_after_s=60, fail_threshold=3, clock=lambda: now[0])
+    h.beat("idle")
+    assert h.report().ok
+    now[0] += 61
+    report = h.report()
+    assert not report.ok and report.reason.startswith("worker stalled: no progress for 61 s")
+    h.busy("busy with job 7")
+    now[0] += 7200      # a long move is not a stall
+    assert h.report().ok and h.report().detail["busy_s"] == 7200
+    h.beat("idle")
+    for _ in range(2):
+        h.failed("OperationalError: database or disk is full")
+    assert h.report().ok      # below the threshold: a failed pass or two is not an alarm
+    h.failed("OperationalError: database or disk is full")
+    assert not h.report().ok and "3 attempts in a row" in h.report().reason
+    h.failed("RuntimeError: first line\n  second line")
+    assert "last: RuntimeError: first line second line" in h.report().reason and "\n" not in h.report().reason
+    h.succeeded()
+    h.beat("idle")
+    assert h.report().ok
+    dead = threading.Thread(target=lambda: None)
+    dead.start()
+    dead.join()
+    h.attach(dead)
+    assert not h.report().ok and "thread has stopped" in h.report().reason
+
+
+def _claim_as_real_worker_and_hang(db_path, ready):
+    conn = sqlite3.connect(db_path, timeout=30)
+    job = JobQueue(conn).claim(worker_id())
+    ready.put(job.id)
+    time.sleep(60)
+
+
+def test_job_of_a_killed_worker_is_requeued_at_once_at_start(catalog, running, tmp_path):
+    db = tmp_path / "catalog.sqlite"
+    intake = JobQueue(connect(db, check_same_thread=False))
+    job_id, _ = intake.enqueue(ev(H1))
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Queue()
+    proc = ctx.Process(target=_claim_as_real_worker_and_hang, args=(str(db), ready))
+    proc.start()
+    try:
+        assert ready.get(timeout=30) == job_id
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(10)
+    finally:
+        if proc.is_alive():
+            proc.kill()
+    assert intake.get(job_id).state == "running"
+    started = time.monotonic()
+    running(lambda *a, **kw: {"groups": []})
+    wait_for(lambda: intake.get(job_id).state == "done", timeout=10, what="the orphaned job to run again")
+    assert time.monotonic() - started < 10      # not after an hour
+    job = intake.get(job_id)
+    assert job.attempts == 2     # the killed run counted
+
+
+def test_jobs_of_live_workers_are_left_alone(tmp_path):
+    conn = connect(tmp_path / "catalog.sqlite", check_same_thread=False)
+    q = JobQueue(conn)
+    a, _ = q.enqueue(ev(H1), now=0.0)
+    b, _ = q.enqueue(ev(H2), now=0.0)
+    q.claim(worker_id(), now=1.0)                  # this very thread: alive
+    q.claim("otherhost:123:456", now=1.0)          # cannot be judged from here
+    assert q.requeue_orphaned(stale_after_s=3600, now=100.0) == []
+    assert q.requeue_orphaned(stale_after_s=3600, now=5000.0) == [b]    # silent too long
+    assert q.get(a).state == "running"
+
+
+def test_worker_alive_sees_through_pid_reuse():
+    host = worker_id().split(":")[0]
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        time.sleep(0.1)
+        old_style = f"{host}:{proc.pid}:1"
+        assert worker_alive(old_style, claimed_at=time.time()) is True
+        # The pid belongs to a process started after the claim: not the claimer.
+        assert worker_alive(old_style, claimed_at=time.time() - 3600) is False
+    finally:
+        proc.kill()
+        proc.wait()
+    assert worker_alive(f"{host}:{proc.pid}:1", claimed_at=time.time()) is False
+    assert worker_alive("doomed-worker") is None
+
+
+def test_a_restarted_process_with_the_same_pid_is_not_the_claimer():
+    # A container's PID 1 comes back with the same pid (and maybe the same thread id):
+    # the start tick in the id tells the two apart.
+    me = worker_id()
+    host, pid, ident, start, ns = me.split(":")
+    assert worker_alive(me) is True
+    assert worker_alive(f"{host}:{pid}:{ident}:{int(start) - 100}:{ns}") is False
+    assert worker_alive(f"{host}:{pid}:{ident}:{int(start) + 100}:{ns}") is False
+    # Another container with the same host name: its pids mean other processes here.
+    assert worker_alive(f"{host}:{pid}:{ident}:{int(start) - 100}:{ns}0") is None
+
+
+def test_heartbeat_cutoff_applies_at_start_only(catalog, tmp_path):
+    # A worker on another host cannot be judged by pid; its job's heartbeat is not
+    # refreshed during a long move, so only the start-up check may take it back.
+    q = JobQueue(catalog.conn)
+    old, _ = q.enqueue(ev(H1), now=0.0)
+    q.claim("otherhost:1:1", now=1.0)
+    wk = Worker(None, catalog, [], debounce_s=0)
+    wk.requeue_orphans()
+    assert q.get(old).state == "pending"
+    long_move, _ = q.enqueue(ev(H2), now=0.0)
+    q.claim("otherhost:2:2", now=time.time() - 7200)   # e.g. claimed two hours ago
+    assert q.get(long_move).state == "running"
+    wk.requeue_orphans()
+    assert q.get(long_move).state == "running"
