@@ -254,12 +254,12 @@ def serve(app: App, listen, port, no_sweep):
             log.error("resume at start failed: %s", e)
 
     def worker_main():
-        cat = Catalog.open(cfg.catalog)
+        cat = Catalog.open(cfg.catalog, marker_roots=[p.path for p in cfg.pools])
         wk = Worker(cfg, cat, app.clients, executor=_executor_for(cfg, cat, app.clients))
         wk.loop(stop)
 
     def sweeper_main():
-        cat = Catalog.open(cfg.catalog)
+        cat = Catalog.open(cfg.catalog, marker_roots=[p.path for p in cfg.pools])
         while not stop.wait(srv.sweep_interval):
             try:
                 sweep(cfg, cat, app.clients, executor=_executor_for(cfg, cat, app.clients))

@@ -84,8 +84,10 @@ class _MountWatch:
 
 
 class Catalog:
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, conn: sqlite3.Connection, marker_roots=()):
         self.conn = conn
+        # The configured pool roots: the only directories fsid may write a .qbhook-fsid marker in.
+        self.marker_roots = tuple(os.fspath(r) for r in marker_roots)
         # st_dev -> filesystem row: valid only until the next mount/unmount (a remount can hand
         # one filesystem's old st_dev to another), so it is dropped whenever the mount table moves.
         self._dev_cache: dict[int, int] = {}
@@ -93,8 +95,8 @@ class Catalog:
         self._fsid_cache: dict[int, str] = {}
 
     @classmethod
-    def open(cls, path: str | Path, readonly: bool = False) -> "Catalog":
-        return cls(connect(path, readonly=readonly))
+    def open(cls, path: str | Path, readonly: bool = False, marker_roots=()) -> "Catalog":
+        return cls(connect(path, readonly=readonly), marker_roots=marker_roots)
 
     def close(self) -> None:
         self._mounts.close()
@@ -110,7 +112,7 @@ class Catalog:
         cached = self._dev_cache.get(dev)
         if cached is not None:
             return cached
-        ident = fsid_mod.identify(os.fsdecode(path))
+        ident = fsid_mod.identify(os.fsdecode(path), marker_roots=self.marker_roots)
         now = time.time()
         with Tx(self.conn) as c:
             # st_dev numbers get reused: whoever had this dev before no longer does.
