@@ -114,6 +114,8 @@ def handle_job(cfg: Config, catalog: Catalog, clients, job, *, executor=None) ->
     missing = sorted(set(job.hashes) - hashes)
     rejected: list[str] = []
     hashes |= torrents_touching(cfg, catalog, infos, job.paths, rejected)
+    for why in rejected:
+        log.warning("job %s: %s", job.id, why)
     if not hashes:
         return {"groups": [], "note": "no torrent in qBittorrent matches this event" +
                 (f" (unknown hashes: {', '.join(missing)})" if missing else ""),
