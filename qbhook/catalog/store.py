@@ -95,7 +95,7 @@ class Catalog:
         self._fsid_cache: dict[int, str] = {}
 
     @classmethod
-    def open(cls, path: str | Path, readonly: bool = False, marker_roots=()) -> "Catalog":
+    def open(cls, path: str | Path, readonly: bool = False, marker_roots=()) -> Catalog:
         return cls(connect(path, readonly=readonly), marker_roots=marker_roots)
 
     def close(self) -> None:
