@@ -27,6 +27,7 @@ import re
 import stat
 import subprocess
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,7 +162,7 @@ def _read_marker(dfd: int) -> tuple[bool, str | None]:
     return True, (val if _MARKER_VALUE.fullmatch(val) else None)
 
 
-def _is_configured_root(dfd: int, roots) -> bool:
+def _is_configured_root(dfd: int, roots: Iterable[str | os.PathLike]) -> bool:
     """Is the directory open at ``dfd`` exactly one of ``roots`` (same device and inode)?"""
     st = os.fstat(dfd)
     for root in roots:
@@ -197,7 +198,7 @@ def _write_marker(dfd: int) -> None:
         os.unlink(tmp, dir_fd=dfd)
 
 
-def _marker_id(mountpoint: str, create: bool, marker_roots=()) -> str | None:
+def _marker_id(mountpoint: str, create: bool, marker_roots: Iterable[str | os.PathLike] = ()) -> str | None:
     """The marker id at ``mountpoint``; written first when absent and ``mountpoint`` is a configured root."""
     try:
         dfd = os.open(mountpoint, _DIR_FLAGS)
@@ -216,7 +217,7 @@ def _marker_id(mountpoint: str, create: bool, marker_roots=()) -> str | None:
 
 
 def identify(path: str | os.PathLike, *, create_marker: bool = True, mounts: list[Mount] | None = None,
-             marker_roots=()) -> FsIdentity:
+             marker_roots: Iterable[str | os.PathLike] = ()) -> FsIdentity:
     """``marker_roots``: the configured pool roots, the only directories a marker may be written in."""
     m = mount_for(path, mounts)
     dev = os.lstat(os.path.realpath(path)).st_dev

@@ -12,6 +12,7 @@ import os
 import select
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,7 +85,7 @@ class _MountWatch:
 
 
 class Catalog:
-    def __init__(self, conn: sqlite3.Connection, marker_roots=()):
+    def __init__(self, conn: sqlite3.Connection, marker_roots: Iterable[str | os.PathLike] = ()):
         self.conn = conn
         # The configured pool roots: the only directories fsid may write a .qbhook-fsid marker in.
         self.marker_roots = tuple(os.fspath(r) for r in marker_roots)
@@ -95,7 +96,8 @@ class Catalog:
         self._fsid_cache: dict[int, str] = {}
 
     @classmethod
-    def open(cls, path: str | Path, readonly: bool = False, marker_roots=()) -> Catalog:
+    def open(cls, path: str | Path, readonly: bool = False,
+             marker_roots: Iterable[str | os.PathLike] = ()) -> Catalog:
         return cls(connect(path, readonly=readonly), marker_roots=marker_roots)
 
     def close(self) -> None:
