@@ -44,7 +44,7 @@ class App:
     def catalog(self):
         if self._catalog is None:
             from qbhook.catalog.store import Catalog
-            self._catalog = Catalog.open(self.cfg.catalog)
+            self._catalog = Catalog.open(self.cfg.catalog, marker_roots=[p.path for p in self.cfg.pools])
         return self._catalog
 
     @property

@@ -359,13 +359,14 @@ def serve(app: App, listen, port, no_sweep):
     host = listen or srv.listen
     server = _listen(wsgi, host, port or srv.port)
     stop = threading.Event()
+    roots = [p.path for p in cfg.pools]   # .qbhook-fsid markers are written only at these
 
     def worker_main():
         delay = 1.0
         while not stop.is_set():
             cat = None
             try:
-                cat = Catalog.open(cfg.catalog)
+                cat = Catalog.open(cfg.catalog, marker_roots=roots)
                 ex = _executor_for(cfg, cat, clients)
                 wk = Worker(cfg, cat, clients, executor=ex, health=health)
                 # Jobs a killed server left running: back to pending now, not after resume's lock wait.
@@ -391,7 +392,7 @@ def serve(app: App, listen, port, no_sweep):
         cat = None
         while not stop.wait(srv.sweep_interval):
             try:
-                cat = cat or Catalog.open(cfg.catalog)
+                cat = cat or Catalog.open(cfg.catalog, marker_roots=roots)
                 sweep(cfg, cat, clients, executor=_executor_for(cfg, cat, clients))
             except Exception as e:  # noqa: BLE001 - a failed sweep is retried at the next interval
                 log.error("sweep failed: %s", e)

@@ -2,13 +2,22 @@
 
 Nothing here does I/O. A fact is as true as the moment it was read; the
 executor re-checks every fact it depends on right before it acts.
+
+Paths in facts are spelled canonically (``qbt.pathmap.normalize``: absolute, no
+``//``, no ``.``, no trailing slash, never a ``..``), so that one link is one
+string: two spellings of one link counted twice would hide a library link
+(``split_links``).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+
+from qbhook.errors import PathMapError
+from qbhook.qbt.pathmap import normalize
 
 InodeKey = tuple[str, int]          # (stable filesystem id, inode number)
 ContentKey = tuple[int, str]        # (size, blake3 hex)
@@ -88,6 +97,8 @@ class Snapshot:
     # What exists right now at paths a plan may write to: path -> inode key (None: nothing there).
     existing: dict[str, InodeKey | None] = field(default_factory=dict)
     now: float = 0.0
+    # Symlinks met in torrent and destination paths below a pool root: path -> link target.
+    symlinks: dict[str, str] = field(default_factory=dict)
 
     def pool(self, name: str) -> PoolFact:
         return next(p for p in self.pools if p.name == name)
@@ -105,6 +116,26 @@ class Snapshot:
             if is_within(path, p.seeding_root):
                 return p
         return None
+
+
+def split_links(paths: Iterable[str], roots: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(links inside a seeding root, other links) of one inode, canonical, each counted once.
+
+    ``external_links`` is nlink minus the seeding links, so ``seeding//x`` and
+    ``seeding/x`` counted as two would make a library-linked inode look seed-only
+    and demote it. A spelling that cannot be made canonical (relative, ``..``) is
+    dropped: the inode then looks *more* linked from outside, never less.
+    """
+    roots = tuple(roots)
+    canon: set[str] = set()
+    for p in paths:
+        try:
+            canon.add(normalize(p))
+        except PathMapError:
+            continue
+    seeding = tuple(sorted(p for p in canon if any(is_within(p, r) for r in roots)))
+    other = tuple(sorted(canon.difference(seeding)))
+    return seeding, other
 
 
 def is_within(path: str, root: str) -> bool:

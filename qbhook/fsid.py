@@ -10,14 +10,24 @@ order of preference:
 - ``mount:<...>``  last resort (read-only fs without UUID): fstype + source + mountpoint
 
 st_dev is kept only as the *current* mapping to that identity.
+
+The marker is written only where qbhook owns the tree: the mount root must be
+exactly a configured pool root (same (st_dev, st_ino) as that root, both opened
+``O_DIRECTORY|O_NOFOLLOW``), and the marker and its temporary file are created
+relative to that directory descriptor, never through a symlink. A path that
+leads onto another filesystem (an event through a symlinked folder) therefore
+never leaves a file there. An existing marker is read anywhere, but only a
+regular file, never followed.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 import subprocess
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,16 +93,16 @@ def mount_for(path: str | os.PathLike, mounts: list[Mount] | None = None) -> Mou
         if m.dev != dev:
             continue
         mp = m.mountpoint.rstrip("/") or "/"
-        if real == mp or real.startswith(mp + "/") or mp == "/":
-            if best is None or len(mp) > len(best.mountpoint.rstrip("/") or "/"):
-                best = m
+        if (real == mp or real.startswith(mp + "/") or mp == "/") and (
+                best is None or len(mp) > len(best.mountpoint.rstrip("/") or "/")):
+            best = m
     if best is None:
         # Some FUSE filesystems report a st_dev that differs from mountinfo's; fall back to prefix only.
         for m in mounts:
             mp = m.mountpoint.rstrip("/") or "/"
-            if real == mp or real.startswith(mp + "/") or mp == "/":
-                if best is None or len(mp) > len(best.mountpoint.rstrip("/") or "/"):
-                    best = m
+            if (real == mp or real.startswith(mp + "/") or mp == "/") and (
+                    best is None or len(mp) > len(best.mountpoint.rstrip("/") or "/")):
+                best = m
     if best is None:
         raise FilesystemIdError(f"cannot find the mount holding {path}")
     return best
@@ -101,7 +111,7 @@ def mount_for(path: str | os.PathLike, mounts: list[Mount] | None = None) -> Mou
 def zfs_guid(dataset: str) -> str | None:
     try:
         out = subprocess.run(["zfs", "get", "-H", "-p", "-o", "value", "guid", dataset],
-                             capture_output=True, text=True, timeout=30)
+                             capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     val = out.stdout.strip()
@@ -120,7 +130,8 @@ def device_uuid(source: str) -> str | None:
     except OSError:
         pass
     try:
-        out = subprocess.run(["blkid", "-s", "UUID", "-o", "value", source], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["blkid", "-s", "UUID", "-o", "value", source], capture_output=True, text=True, timeout=10,
+                             check=False)
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
@@ -128,38 +139,86 @@ def device_uuid(source: str) -> str | None:
     return None
 
 
-def _marker_id(mountpoint: str, create: bool) -> str | None:
-    marker = os.path.join(mountpoint, MARKER_NAME)
+_MARKER_VALUE = re.compile(r"[0-9A-Za-z-]{1,64}")
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _read_marker(dfd: int) -> tuple[bool, str | None]:
+    """(something is there, the id it holds if it is a regular file with a valid id)."""
     try:
-        with open(marker, encoding="ascii") as f:
-            val = f.read().strip()
-            if val:
-                return val
+        fd = os.open(MARKER_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
     except FileNotFoundError:
-        pass
+        return False, None
     except OSError:
-        return None
-    if not create:
-        return None
-    val = uuid.uuid4().hex
-    tmp = marker + ".tmp"
+        return True, None    # a symlink (ELOOP) or unreadable: not a marker, and not ours to replace
     try:
-        with open(tmp, "w", encoding="ascii") as f:
-            f.write(val + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return True, None
+        val = os.read(fd, 256).decode("ascii", "replace").strip()
+    except OSError:
+        return True, None
+    finally:
+        os.close(fd)
+    return True, (val if _MARKER_VALUE.fullmatch(val) else None)
+
+
+def _is_configured_root(dfd: int, roots: Iterable[str | os.PathLike]) -> bool:
+    """Is the directory open at ``dfd`` exactly one of ``roots`` (same device and inode)?"""
+    st = os.fstat(dfd)
+    for root in roots:
+        try:
+            rfd = os.open(os.fspath(root), _DIR_FLAGS)
+        except OSError:
+            continue     # missing, or a symlink: never a root to write into
+        try:
+            rst = os.fstat(rfd)
+        finally:
+            os.close(rfd)
+        if (rst.st_dev, rst.st_ino) == (st.st_dev, st.st_ino):
+            return True
+    return False
+
+
+def _write_marker(dfd: int) -> None:
+    val = uuid.uuid4().hex
+    tmp = f"{MARKER_NAME}.{val}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dfd)
+    try:
+        try:
+            os.write(fd, (val + "\n").encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         # link() instead of rename(): if another process won the race, keep its id.
         try:
-            os.link(tmp, marker)
+            os.link(tmp, MARKER_NAME, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
         except FileExistsError:
             pass
-        os.unlink(tmp)
-        return _marker_id(mountpoint, create=False)
+    finally:
+        os.unlink(tmp, dir_fd=dfd)
+
+
+def _marker_id(mountpoint: str, create: bool, marker_roots: Iterable[str | os.PathLike] = ()) -> str | None:
+    """The marker id at ``mountpoint``; written first when absent and ``mountpoint`` is a configured root."""
+    try:
+        dfd = os.open(mountpoint, _DIR_FLAGS)
     except OSError:
         return None
+    try:
+        present, val = _read_marker(dfd)
+        if present or not create or not _is_configured_root(dfd, marker_roots):
+            return val
+        _write_marker(dfd)
+        return _read_marker(dfd)[1]
+    except OSError:
+        return None
+    finally:
+        os.close(dfd)
 
 
-def identify(path: str | os.PathLike, *, create_marker: bool = True, mounts: list[Mount] | None = None) -> FsIdentity:
+def identify(path: str | os.PathLike, *, create_marker: bool = True, mounts: list[Mount] | None = None,
+             marker_roots: Iterable[str | os.PathLike] = ()) -> FsIdentity:
+    """``marker_roots``: the configured pool roots, the only directories a marker may be written in."""
     m = mount_for(path, mounts)
     dev = os.lstat(os.path.realpath(path)).st_dev
     if m.fstype in ZFS_TYPES:
@@ -173,7 +232,7 @@ def identify(path: str | os.PathLike, *, create_marker: bool = True, mounts: lis
         (x for x in (mounts or read_mounts()) if x.dev == m.dev and x.root == "/"), None)
     if top is not None:
         # A bind mount of a subfolder shares the marker of the filesystem's real root.
-        mk = _marker_id(top.mountpoint, create_marker)
+        mk = _marker_id(top.mountpoint, create_marker, marker_roots)
         if mk:
             return FsIdentity(f"marker:{mk}", "marker", m.fstype, m.source, m.mountpoint, dev)
     return FsIdentity(f"mount:{m.fstype}:{m.source}:{m.mountpoint}", "mount", m.fstype, m.source, m.mountpoint, dev)

@@ -9,7 +9,9 @@ Per payload group it decides:
 - **promote** cold -> primary: only when every file's content already exists on the
               primary pool and something there consumes it (a library copy), up to a
               small copy allowance; never a blind copy;
-- **blocked** it should move but cannot safely now, with reasons a person can act on;
+- **blocked** it should move but cannot safely now, with reasons a person can act on
+              (a symlink anywhere in a torrent's source or destination path below a
+              pool root always blocks: facts read through it describe somewhere else);
 - **skip**    actionable but over this run's batch cap or waiting on another group.
 
 Converging identical payloads on both pools falls out of the same rules: the
@@ -19,17 +21,25 @@ bytes copied.
 
 from __future__ import annotations
 
-from qbhook.units import human_bytes as _b
-
 import gc
 import posixpath
 from collections.abc import Iterable
 
 from qbhook.config import PolicyConfig
-from qbhook.facts import (UNSTABLE_STATES, ContentKey, InodeFact, InodeKey, PoolFact, Snapshot, TorrentFact,
-                          map_seeding_path)
+from qbhook.facts import (
+    UNSTABLE_STATES,
+    ContentKey,
+    InodeFact,
+    InodeKey,
+    PoolFact,
+    Snapshot,
+    TorrentFact,
+    ancestors,
+    map_seeding_path,
+)
 from qbhook.grouping import group_id, payload_groups
 from qbhook.plan import GroupPlan, Plan, Step
+from qbhook.units import human_bytes as _b
 
 
 def make_plan(snap: Snapshot, policy: PolicyConfig) -> Plan:
@@ -70,6 +80,9 @@ def decide(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], build
         return _blocked(gp, ["group spans both pools (files shared across pools?)"])
     src = snap.pool(pools.pop())
     gp.source_pool = src.name
+    through_links = symlink_blockers(snap, group, src)
+    if through_links:
+        return _blocked(gp, through_links)
 
     has_external = any(i.external_links > 0 for i in inodes.values())
     if src.role == "primary":
@@ -121,7 +134,7 @@ def decide(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], build
         gp.reason = (f"a library on {tgt.name} already holds this content" +
                      (f"; copying {_b(missing_bytes)} of small extras" if missing_bytes else ""))
 
-    blockers = file_blockers(group, snap) + torrent_blockers(group)
+    blockers = symlink_blockers(snap, group, src, tgt) + file_blockers(group, snap) + torrent_blockers(group)
     if blockers:
         return _blocked(gp, blockers)
     if not build:
@@ -177,6 +190,27 @@ def file_blockers(group: list[TorrentFact], snap: Snapshot) -> list[str]:
                 out.append(f"{t.name}: size on disk differs from the torrent's for {f.path}")
             elif snap.inodes[f.inode].blake3 is None and f.size:
                 out.append(f"{t.name}: not hashed yet or changed since hashed: {f.path}")
+    return out
+
+
+def symlink_blockers(snap: Snapshot, group: list[TorrentFact], src: PoolFact,
+                     tgt: PoolFact | None = None) -> list[str]:
+    """Symlinks (from ``snap.symlinks``) on the group's paths, and on its destination paths with ``tgt``."""
+    if not snap.symlinks:
+        return []
+    roots = [p.path for p in snap.pools]
+    out: list[str] = []
+    seen: set[str] = set()
+    for t in group:
+        sides = [("source", t.save_path)]
+        if tgt is not None:
+            sides.append(("destination", map_seeding_path(t.save_path, src.seeding_root, tgt.seeding_root)))
+        for side, save in sides:
+            for path in [save] + [posixpath.join(save, f.rel) for f in t.files]:
+                for p in ancestors(path, roots):
+                    if p in snap.symlinks and p not in seen:
+                        seen.add(p)
+                        out.append(f"{t.name}: symlink in the {side} path: {p} -> {snap.symlinks[p]}")
     return out
 
 
@@ -251,7 +285,7 @@ def _donors(snap: Snapshot, inodes: Iterable[InodeFact], tgt: PoolFact) -> dict[
         for c in cands:
             paths = c.seeding_paths + c.other_paths
             if paths:
-                donors[i.content] = sorted(paths)[0]
+                donors[i.content] = min(paths)
                 break
     return donors
 
@@ -269,7 +303,7 @@ def _consumer_elsewhere(snap: Snapshot, inodes: Iterable[InodeFact], pool: PoolF
 def _bytes_freed(group: list[TorrentFact], snap: Snapshot) -> int:
     old_paths = {f.path for t in group for f in t.files}
     freed = 0
-    for key, inode in _group_inodes(snap, group).items():
+    for inode in _group_inodes(snap, group).values():
         if not inode.other_paths and inode.external_links == 0 and set(inode.seeding_paths) <= old_paths:
             freed += inode.size
     return freed

@@ -5,6 +5,17 @@ each torrent file is lstat-ed, each known link of its inode is checked to still
 be that inode (a stale path would undercount external links and could demote a
 library's data), and hashes are computed only for groups whose decision needs
 them (field lessons 5, 10).
+
+qbhook runs as root over trees that others (qBittorrent's container) can write,
+so a path is taken at its word only if no directory in it below the pool root
+is a symlink (``SymlinkProbe``, each directory lstat-ed once per snapshot):
+
+- a torrent file under a symlinked folder (or itself a symlink) is not stat-ed,
+  recorded nor hashed: its inode is unknown and the symlink is reported in
+  ``Snapshot.symlinks`` (the planner blocks the group naming it); the same for
+  every destination path a plan could write to;
+- a catalog link reached through a symlink is not counted as a link (it may be
+  a second name for a link already counted, which would hide a library link).
 """
 
 from __future__ import annotations
@@ -19,13 +30,77 @@ from collections.abc import Iterable
 
 from qbhook.catalog.store import Catalog
 from qbhook.config import Config
-from qbhook.errors import QbhookError
-from qbhook.facts import (FileFact, InodeFact, InodeKey, PoolFact, Snapshot, TorrentFact, ancestors, is_within,
-                          map_seeding_path)
+from qbhook.errors import PathMapError, QbhookError
+from qbhook.facts import (
+    FileFact,
+    InodeFact,
+    InodeKey,
+    PoolFact,
+    Snapshot,
+    TorrentFact,
+    ancestors,
+    is_within,
+    map_seeding_path,
+    split_links,
+)
 from qbhook.grouping import payload_groups
 from qbhook.hashing import ensure_hashes
 from qbhook.planner import policy_blocks_demote
 from qbhook.progress import Progress
+from qbhook.qbt.pathmap import normalize
+
+_UNSEEN = object()
+_MISSING = object()
+
+
+class SymlinkProbe:
+    """Finds the first symlinked directory of a path below its root; each directory lstat-ed once.
+
+    Paths and roots are canonical (``qbt.pathmap.normalize``). Only directories are probed:
+    the caller lstat-s the leaf itself anyway, and caching every file would cost a string per
+    file for nothing. The answer is cached per directory, so a file costs one dict lookup.
+    """
+
+    def __init__(self) -> None:
+        # directory -> (first symlinked directory at or above it, its target) | None | _MISSING
+        self._answers: dict[str, object] = {}
+
+    def first_symlink(self, path: str, root: str) -> tuple[str, str] | None:
+        """(directory, its link target) for the first symlink strictly between ``root`` and ``path``."""
+        base = root.rstrip("/")     # "" for "/"
+        if not path.startswith(base + "/"):
+            return None            # outside the root, or the root itself
+        found = self._answer(path.rpartition("/")[0], len(base))
+        return None if found is _MISSING else found
+
+    def _answer(self, d: str, base_len: int) -> object:
+        if len(d) <= base_len:
+            return None
+        found = self._answers.get(d, _UNSEEN)
+        if found is _UNSEEN:
+            found = self._answer(d.rpartition("/")[0], base_len)
+            if found is None:      # nothing above: look at this directory itself
+                own = _probe_dir(d)
+                found = own if own is _MISSING or own is None else (d, own)
+            self._answers[d] = found
+        return found
+
+
+def _probe_dir(path: str) -> object:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return _MISSING
+    if stat_mod.S_ISLNK(st.st_mode):
+        return _link_target(path)
+    return None if stat_mod.S_ISDIR(st.st_mode) else _MISSING
+
+
+def _link_target(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "?"
 
 
 class SnapshotBuilder:
@@ -37,6 +112,9 @@ class SnapshotBuilder:
         self.inodes: dict[InodeKey, InodeFact] = {}
         self._inode_ids: dict[InodeKey, int] = {}
         self.roots = [str(p.seeding_root) for p in cfg.pools]
+        self.probe = SymlinkProbe()
+        self._pool_roots = sorted((_canonical(str(p.path)).rstrip("/") for p in cfg.pools), key=len, reverse=True)
+        self.symlinks: dict[str, str] = {}   # symlinks met in torrent and destination paths -> target
 
     # ------------------------------------------------------------ public
     def build(self, hashes: Iterable[str] | None = None, now: float | None = None, infos=None) -> Snapshot:
@@ -51,7 +129,7 @@ class SnapshotBuilder:
         content = self._donor_index(torrents)
         existing = self._destinations(torrents, pools)
         return Snapshot(torrents=tuple(torrents), inodes=dict(self.inodes), pools=pools, content=content,
-                        existing=existing, now=now)
+                        existing=existing, now=now, symlinks=dict(self.symlinks))
 
     # ------------------------------------------------------------ torrents and files
     def _closure(self, infos, hashes: Iterable[str]):
@@ -84,7 +162,7 @@ class SnapshotBuilder:
         client = next(c for c in self.clients if c.name == t.instance)
         files = []
         for f in client.files(t.hash):
-            path = sys.intern(posixpath.join(t.save_path, f.name))   # shared with the inode facts' links
+            path = sys.intern(_canonical(posixpath.join(t.save_path, f.name)))   # shared with the inode facts' links
             files.append(FileFact(index=f.index, rel=f.name, size=f.size, path=path, inode=self._inode_at(path),
                                   priority=f.priority, progress=f.progress))
         return TorrentFact(hash=t.hash, instance=t.instance, name=t.name, state=t.state, progress=t.progress,
@@ -93,10 +171,16 @@ class SnapshotBuilder:
                            download_path=t.download_path or "", completion_on=float(t.completion_on or 0))
 
     def _inode_at(self, path: str) -> InodeKey | None:
-        """Live identity of the file at ``path`` (None: missing or not a regular file)."""
+        """Live identity of the file at ``path`` (None: missing, not a regular file, or reached through
+        a symlink, which is then noted in ``self.symlinks``)."""
+        if self._through_symlink(path, note=True):
+            return None
         try:
             st = os.lstat(path)
         except OSError:
+            return None
+        if stat_mod.S_ISLNK(st.st_mode):
+            self.symlinks[path] = _link_target(path)
             return None
         if not stat_mod.S_ISREG(st.st_mode):
             return None
@@ -108,6 +192,22 @@ class SnapshotBuilder:
         if known is None or path not in known.seeding_paths + known.other_paths or known.nlink != st.st_nlink:
             self._record(path, st, fs, key)
         return key
+
+    def _through_symlink(self, path: str, note: bool = False) -> bool:
+        """Does ``path`` go through a symlinked directory below its pool's root (or is it not canonical)?"""
+        if path != _canonical(path):
+            return True
+        # Plain string prefixes: cfg.pool_of (pathlib) cost ~0.5 ms per call, on every file and link.
+        root = next((r for r in self._pool_roots if path.startswith(r) and path[len(r):len(r) + 1] in ("/", "")),
+                    None)
+        if root is None:
+            return False
+        hit = self.probe.first_symlink(path, root)
+        if hit is None:
+            return False
+        if note:
+            self.symlinks[hit[0]] = hit[1]
+        return True
 
     def _record(self, path: str, st: os.stat_result, fs: int, key: InodeKey) -> None:
         row = self.catalog.inode_by_key(fs, st.st_ino)
@@ -122,9 +222,10 @@ class SnapshotBuilder:
         self.inodes[key] = self._inode_fact(key, row, st, known_paths)
 
     def _inode_fact(self, key: InodeKey, row, st: os.stat_result, known_paths: set[str]) -> InodeFact:
-        live = [sys.intern(p) for p in known_paths if _is_inode(p, st)]
-        seeding = tuple(sorted(p for p in live if any(is_within(p, r) for r in self.roots)))
-        other = tuple(sorted(p for p in live if p not in seeding))
+        # Canonical spellings first (one link, one string), then only those that still are this inode.
+        seeding, other = split_links(known_paths, self.roots)
+        seeding = tuple(sys.intern(p) for p in seeding if not self._through_symlink(p) and _is_inode(p, st))
+        other = tuple(sys.intern(p) for p in other if not self._through_symlink(p) and _is_inode(p, st))
         valid = row.hash if (row.size, row.mtime_ns, row.ctime_ns) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns) else None
         return InodeFact(fsid=key[0], ino=key[1], size=st.st_size, nlink=st.st_nlink,
                          blake3=valid.hex() if valid else None, seeding_paths=seeding, other_paths=other)
@@ -204,6 +305,8 @@ class SnapshotBuilder:
         """Bring a catalog inode into the snapshot if one of its paths still is that inode."""
         for p, _pool in self.catalog.paths_of(row.id):
             path = os.fsdecode(p)
+            if self._through_symlink(path):
+                continue
             try:
                 st = os.lstat(path)
             except OSError:
@@ -253,6 +356,15 @@ class SnapshotBuilder:
 
 def _pool_of(path: str, pools: tuple[PoolFact, ...]) -> PoolFact | None:
     return next((p for p in pools if is_within(path, p.seeding_root)), None)
+
+
+def _canonical(path: str) -> str:
+    """``normalize(path)``, or ``path`` unchanged when it cannot be (relative, ``..``): such a path is
+    never looked up (``_through_symlink`` treats it as unsafe) and the planner blocks its file name."""
+    try:
+        return normalize(path)
+    except PathMapError:
+        return path
 
 
 def _is_inode(path: str, st: os.stat_result) -> bool:

@@ -13,6 +13,7 @@ import logging
 import os
 import posixpath
 import sqlite3
+import stat as stat_mod
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,9 +26,9 @@ from qbhook.events.queue import JobQueue
 from qbhook.events.queue import worker_id as queue_worker_id
 from qbhook.facts import ancestors
 from qbhook.planner import make_plan, tag_changes
-from qbhook.qbt.pathmap import PathMap
+from qbhook.qbt.pathmap import PathMap, normalize
 from qbhook.scanner import scan_pool
-from qbhook.snapshot import build_snapshot
+from qbhook.snapshot import SymlinkProbe, build_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,13 @@ DEBOUNCE_S = 5.0     # "added" then "finished" seconds later: let them coalesce 
 
 
 def host_path(cfg: Config, path: str) -> str:
-    """Events carry the sender's view of a path (often a container's): map it to the host if we can."""
+    """Events carry the sender's view of a path (often a container's): map it to the host if we can.
+
+    The path is normalised lexically first (``qbt.pathmap.normalize``), so ``seeding//x``,
+    ``seeding/./x`` and ``seeding/x/`` are one path; a relative path or one with a ``..``
+    component raises PathMapError: it is refused, never resolved.
+    """
+    path = normalize(path)
     if cfg.pool_of(path):
         return path
     for q in cfg.qbittorrent:
@@ -49,22 +56,43 @@ def host_path(cfg: Config, path: str) -> str:
     return path
 
 
-def torrents_touching(cfg: Config, catalog: Catalog, infos, paths) -> set[str]:
-    """Hashes of torrents whose files are, or share an inode with, any of ``paths``."""
+def torrents_touching(cfg: Config, catalog: Catalog, infos, paths, rejected: list[str] | None = None) -> set[str]:
+    """Hashes of torrents whose files are, or share an inode with, any of ``paths``.
+
+    A path that cannot be made canonical, or that goes through a symlink below its pool's
+    root, is not looked up nor recorded; its reason is appended to ``rejected``.
+    """
     roots = [str(p.seeding_root) for p in cfg.pools]
     by_content: dict[str, list] = {}
     for t in infos:
         by_content.setdefault(posixpath.normpath(t.content_path or t.save_path), []).append(t.hash)
     candidates: set[str] = set()
+    symlinks = SymlinkProbe()
     for raw in paths:
-        p = host_path(cfg, raw)
+        try:
+            p = host_path(cfg, raw)
+        except PathMapError as e:
+            if rejected is not None:
+                rejected.append(f"event path refused: {e}")
+            continue
         related = {p}
         pool = cfg.pool_of(p)
-        if pool is not None and os.path.lexists(p) and os.path.isfile(p):
-            catalog.record_path(p, pool.name)   # an import just linked it: refresh the facts
+        if pool is not None:
+            link = symlinks.first_symlink(p, str(pool.path))
+            if link is not None:
+                # Recording it would stat (and identify) whatever filesystem the link points to.
+                if rejected is not None:
+                    rejected.append(f"event path refused: {p} goes through a symlink: {link[0]} -> {link[1]}")
+                continue
+            if _is_regular(p):
+                catalog.record_path(p, pool.name)   # an import just linked it: refresh the facts
         row = catalog.inode_by_path(p)
         if row is not None:
-            related |= {os.fsdecode(x) for x, _ in catalog.paths_of(row.id)}
+            for x, _ in catalog.paths_of(row.id):
+                try:
+                    related.add(normalize(os.fsdecode(x)))
+                except PathMapError:
+                    continue   # an odd spelling in an old catalog: not a path we look up
             if not os.path.lexists(p):
                 catalog.forget_path(p)   # deleted by the *arr: drop the stale link
         for r in related:
@@ -73,16 +101,27 @@ def torrents_touching(cfg: Config, catalog: Catalog, infos, paths) -> set[str]:
     return candidates
 
 
+def _is_regular(path: str) -> bool:
+    try:
+        return stat_mod.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def handle_job(cfg: Config, catalog: Catalog, clients, job, *, executor=None) -> dict:
     """Plan (and maybe apply) the groups a job touches. Returns a JSON-able result."""
     infos = [t for c in clients for t in c.torrents()]
     known = {h for t in infos for h in t.hashes}
     hashes = {h for h in job.hashes if h in known}
     missing = sorted(set(job.hashes) - hashes)
-    hashes |= torrents_touching(cfg, catalog, infos, job.paths)
+    rejected: list[str] = []
+    hashes |= torrents_touching(cfg, catalog, infos, job.paths, rejected)
+    for why in rejected:
+        log.warning("job %s: %s", job.id, why)
     if not hashes:
         return {"groups": [], "note": "no torrent in qBittorrent matches this event" +
-                (f" (unknown hashes: {', '.join(missing)})" if missing else "")}
+                (f" (unknown hashes: {', '.join(missing)})" if missing else ""),
+                **({"rejected_paths": rejected} if rejected else {})}
     snap = build_snapshot(cfg, catalog, clients, hashes=sorted(hashes), infos=infos)
     plan = make_plan(snap, cfg.policy)
     maintain_tags(cfg, clients, snap, plan)
@@ -90,6 +129,8 @@ def handle_job(cfg: Config, catalog: Catalog, clients, job, *, executor=None) ->
                          for g in plan.groups]}
     if missing:
         result["unknown_hashes"] = missing
+    if rejected:
+        result["rejected_paths"] = rejected
     if executor is not None and cfg.policy.auto_apply and plan.actionable:
         summary = executor.apply(plan, trigger="worker")
         result["applied"] = summary.to_dict()

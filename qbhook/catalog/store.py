@@ -12,6 +12,7 @@ import os
 import select
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,8 +85,10 @@ class _MountWatch:
 
 
 class Catalog:
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, conn: sqlite3.Connection, marker_roots: Iterable[str | os.PathLike] = ()):
         self.conn = conn
+        # The configured pool roots: the only directories fsid may write a .qbhook-fsid marker in.
+        self.marker_roots = tuple(os.fspath(r) for r in marker_roots)
         # st_dev -> filesystem row: valid only until the next mount/unmount (a remount can hand
         # one filesystem's old st_dev to another), so it is dropped whenever the mount table moves.
         self._dev_cache: dict[int, int] = {}
@@ -93,8 +96,9 @@ class Catalog:
         self._fsid_cache: dict[int, str] = {}
 
     @classmethod
-    def open(cls, path: str | Path, readonly: bool = False) -> "Catalog":
-        return cls(connect(path, readonly=readonly))
+    def open(cls, path: str | Path, readonly: bool = False,
+             marker_roots: Iterable[str | os.PathLike] = ()) -> Catalog:
+        return cls(connect(path, readonly=readonly), marker_roots=marker_roots)
 
     def close(self) -> None:
         self._mounts.close()
@@ -110,7 +114,7 @@ class Catalog:
         cached = self._dev_cache.get(dev)
         if cached is not None:
             return cached
-        ident = fsid_mod.identify(os.fsdecode(path))
+        ident = fsid_mod.identify(os.fsdecode(path), marker_roots=self.marker_roots)
         now = time.time()
         with Tx(self.conn) as c:
             # st_dev numbers get reused: whoever had this dev before no longer does.

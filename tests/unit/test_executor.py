@@ -237,7 +237,7 @@ def _make_world(tmpfs, base, tag="") -> World:  # noqa: F811
         b = os.path.join(seed_s, "cross-seed", rel).encode()
         os.makedirs(os.path.dirname(b), exist_ok=True)
         os.link(a, b)
-    cat = Catalog.open(cfg.catalog)
+    cat = Catalog.open(cfg.catalog, marker_roots=[stash, pool])   # as the CLI opens it: same fs identities
     qbt = FakeQbt()
     files = [(rel, len(data), 1) for rel, data in FILES]
     qbt.add(FakeTorrent(H1, "Movie.2020", seed_s, list(files), download_path="/stale/incomplete"))

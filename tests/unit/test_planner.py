@@ -279,3 +279,61 @@ def test_tag_maintenance_marks_exactly_the_unlinked_primary_groups():
     assert sorted(tag_changes(snap, p, "~noHL")) == [("default", "a" * 40, "remove"), ("default", "b" * 40, "add")]
     # qbhook's own link facts stand in for the tag: the untagged seed-only group demotes now
     assert next(g for g in p.groups if "b" * 40 in g.torrents).action == "demote"
+
+
+@pytest.mark.parametrize("spelling", ["//Movie/x.mkv", "/./Movie/x.mkv", "/Movie//x.mkv", "/Movie/x.mkv/",
+                                      "/Movie/./x.mkv"])
+def test_second_spelling_of_a_seeding_link_does_not_hide_the_library_link(spelling):
+    # Finding 7: an event spelled seeding//Movie/x.mkv got recorded as a second path of the inode;
+    # counted as a second seeding link it cancelled the library link and the planner demoted.
+    w = World()
+    w.payload(S, {"Movie/x.mkv": "M"})
+    w.link(S + "/Movie/x.mkv", LIB + "/Movie (2020)/Movie (2020).mkv")
+    w.alias(S + "/Movie/x.mkv", S + spelling)
+    w.torrent("a" * 40, S, ["Movie/x.mkv"])
+    g = only(plan(w))
+    assert g.action == "stay" and "Movie (2020).mkv" in g.reason and not g.steps
+
+
+# A symlink below a pool root, as the snapshot builder reports it. Files under a symlinked folder
+# have no inode fact (the builder never stats through one); a symlinked file is not a file either.
+@pytest.mark.parametrize("where, link, expect, words", [
+    ("source folder", S + "/m/Movie", "blocked", "symlink in the source path: " + S + "/m/Movie -> /elsewhere"),
+    ("source save path", S + "/m", "blocked", "symlink in the source path: " + S + "/m -> /elsewhere"),
+    ("source file", S + "/m/Movie/a.bin", "blocked", "symlink in the source path: " + S + "/m/Movie/a.bin"),
+    ("destination folder", P + "/m/Movie", "blocked", "symlink in the destination path: " + P + "/m/Movie"),
+    ("destination save path", P + "/m", "blocked", "symlink in the destination path: " + P + "/m -> /elsewhere"),
+    ("unrelated folder", S + "/other", "demote", "no links outside the seeding tree"),
+    ("unrelated destination", P + "/other", "demote", "no links outside the seeding tree"),
+])
+def test_symlink_in_a_torrent_path_blocks_the_group(where, link, expect, words):
+    w = World()
+    if not link.startswith(S + "/m"):
+        w.payload(S + "/m", {"Movie/a.bin": "A"})
+    w.symlinks[link] = "/elsewhere"
+    w.torrent("a" * 40, S + "/m", ["Movie/a.bin"])
+    g = only(plan(w))
+    assert g.action == expect and words in g.reason, (where, g.reason)
+    if expect == "blocked":
+        assert not g.steps and g.blockers[0].startswith("a" * 40 + ": symlink in the ")
+
+
+def test_symlink_in_a_cold_group_path_blocks_even_a_promote():
+    w = World()
+    w.payload(P + "/m", {"Movie/a.bin": "A"})
+    w.torrent("a" * 40, P + "/m", ["Movie/a.bin"])
+    w.file(LIB + "/Movie/Movie.bin", "A")
+    assert only(plan(w)).action == "promote"
+    w.symlinks[S + "/m"] = "../../elsewhere"
+    g = only(plan(w))
+    assert g.action == "blocked" and f"symlink in the destination path: {S}/m -> ../../elsewhere" in g.reason
+
+
+def test_destination_symlink_does_not_block_a_group_that_stays():
+    w = World()
+    w.payload(S + "/m", {"Movie/a.bin": "A"})
+    w.link(S + "/m/Movie/a.bin", LIB + "/Movie/Movie.bin")
+    w.torrent("a" * 40, S + "/m", ["Movie/a.bin"])
+    w.symlinks[P + "/m"] = "/elsewhere"
+    g = only(plan(w))
+    assert g.action == "stay" and "Movie.bin" in g.reason

@@ -5,7 +5,14 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass, field
 
-from qbhook.facts import FileFact, InodeFact, PoolFact, Snapshot, TorrentFact, is_within
+from qbhook.facts import (
+    FileFact,
+    InodeFact,
+    PoolFact,
+    Snapshot,
+    TorrentFact,
+    split_links,
+)
 
 S = "/stash/data/media/torrents/seeding"
 P = "/pool/data/media/torrents/seeding"
@@ -20,6 +27,7 @@ class World:
     torrents: list = field(default_factory=list)
     free: dict = field(default_factory=lambda: {"stash": 10**12, "pool": 10**12})
     hashed: bool = True
+    symlinks: dict = field(default_factory=dict)   # path -> link target, as the snapshot builder reports them
     _next: int = 100
 
     @staticmethod
@@ -32,7 +40,7 @@ class World:
         self._next += 1
         content = content if size else ""   # a zero-length file has one possible content
         key = (self.fs_of(path), self._next)
-        self.inodes[key] = {"size": size, "content": content, "paths": {path}, "unknown": 0}
+        self.inodes[key] = {"size": size, "content": content, "paths": {path}, "unknown": 0, "aliases": 0}
         self.paths[path] = key
         return key
 
@@ -41,6 +49,12 @@ class World:
         assert self.fs_of(new) == key[0], "hardlinks stay on one filesystem"
         self.inodes[key]["paths"].add(new)
         self.paths[new] = key
+
+    def alias(self, existing: str, spelling: str) -> None:
+        """The catalog also knows ``spelling`` for the link ``existing`` (e.g. ``seeding//x``): not a new link."""
+        key = self.paths[existing]
+        self.inodes[key]["paths"].add(spelling)
+        self.inodes[key]["aliases"] += 1
 
     def torrent(self, h: str, save: str, rels: list[str], **kw) -> None:
         self.torrents.append((h, save, rels, kw))
@@ -55,9 +69,9 @@ class World:
         content = {}
         for key, i in self.inodes.items():
             digest = (i["content"].encode().hex().ljust(64, "0")[:64]) if self.hashed else None
-            seeding = tuple(sorted(p for p in i["paths"] if any(is_within(p, r) for r in roots)))
-            other = tuple(sorted(p for p in i["paths"] if p not in seeding))
-            inodes[key] = InodeFact(key[0], key[1], i["size"], len(i["paths"]) + i["unknown"], digest, seeding, other)
+            seeding, other = split_links(i["paths"], roots)
+            nlink = len(i["paths"]) + i["unknown"] - i["aliases"]
+            inodes[key] = InodeFact(key[0], key[1], i["size"], nlink, digest, seeding, other)
             if digest:
                 content.setdefault((i["size"], digest), []).append(key)
         ts = []
@@ -76,4 +90,4 @@ class World:
                  PoolFact("pool", "cold", "/pool", P, FS["pool"], self.free["pool"]))
         return Snapshot(torrents=tuple(ts), inodes=inodes, pools=pools,
                         content={k: tuple(v) for k, v in content.items()},
-                        existing=dict(self.paths), now=now)
+                        existing=dict(self.paths), now=now, symlinks=dict(self.symlinks))

@@ -205,3 +205,29 @@ def test_no_prefix_match_on_partial_component(pm, rel, junk):
         (_under(sibling, rel) + "/").startswith(c.rstrip("/") + "/") for c, _ in pm.pairs
     )
     assert host
+
+
+# -- normalize: every spelling of one path is one string --------------------------------------
+
+_comp = st.text(alphabet="ab.-_ \u00e9", min_size=1, max_size=4).filter(lambda c: c not in (".", ".."))
+
+
+@settings(max_examples=500)
+@given(comps=st.lists(_comp, max_size=5), data=st.data())
+def test_normalize_one_canonical_spelling(comps, data):
+    canonical = "/" + "/".join(comps)
+    spelled = ""
+    for c in comps:
+        spelled += data.draw(st.sampled_from(["/", "//", "/./", "/.//"])) + c
+    spelled = (spelled or "/") + data.draw(st.sampled_from(["", "/", "/.", "//"]))
+    assert normalize(spelled) == canonical
+    assert normalize(canonical) == canonical
+
+
+@settings(max_examples=300)
+@given(comps=st.lists(_comp, max_size=4), at=st.integers(min_value=0, max_value=4),
+       sep=st.sampled_from(["/", "//", "/./"]))
+def test_normalize_refuses_dotdot_wherever_it_is(comps, at, sep):
+    parts = comps[:at] + [".."] + comps[at:]
+    with pytest.raises(PathMapError, match="'..'"):
+        normalize(sep + sep.join(parts))

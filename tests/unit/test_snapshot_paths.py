@@ -1,0 +1,192 @@
+"""Path hygiene of the snapshot builder and the worker on real directories (issue 9).
+
+A symlink below a pool root must never let a fact about somewhere else into a
+decision, and one file spelled two ways must stay one link.
+"""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import pytest
+
+from qbhook.catalog.store import Catalog
+from qbhook.fsid import MARKER_NAME
+from qbhook.planner import make_plan
+from qbhook.snapshot import SymlinkProbe, build_snapshot
+from qbhook.worker import handle_job, torrents_touching
+from tests.helpers import make_config, write
+from tests.unit.test_executor import FakeQbt, FakeTorrent
+
+H = "a" * 40
+H2 = "b" * 40
+
+
+@pytest.fixture
+def bed(tmp_path):
+    stash, pool = tmp_path / "stash", tmp_path / "pool"
+    cfg = make_config(tmp_path / "cat.sqlite", stash, pool)
+    seed_s, seed_p = cfg.primary.seeding_root, cfg.cold.seeding_root
+    seed_p.mkdir(parents=True)
+    seed_s.mkdir(parents=True)
+    cat = Catalog.open(cfg.catalog)
+    qbt = FakeQbt()
+    yield SimpleNamespace(cfg=cfg, cat=cat, qbt=qbt, stash=stash, pool=pool, seed_s=seed_s, seed_p=seed_p,
+                          lib=stash / "media/movies", outside=tmp_path / "outside")
+    cat.close()
+
+
+def torrent(bed, h, save, files):
+    name = files[0][0].split("/")[0]     # qBittorrent's content path is save path + this
+    bed.qbt.add(FakeTorrent(h, name, str(save), [(rel, size, 1) for rel, size in files], tags={"~noHL"}))
+
+
+def plan_of(bed, hashes=None):
+    snap = build_snapshot(bed.cfg, bed.cat, [bed.qbt], hashes=hashes)
+    return snap, make_plan(snap, bed.cfg.policy)
+
+
+def group(plan, h):
+    return next(g for g in plan.groups if h in g.torrents)
+
+
+def all_catalog_paths(cat) -> list[str]:
+    return [os.fsdecode(r[0]) for r in cat.conn.execute("SELECT path FROM paths")]
+
+
+# --------------------------------------------------------------------------- the probe
+
+
+def test_probe_finds_the_first_symlinked_folder_and_lstats_each_folder_once(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    (root / "a/b").mkdir(parents=True)
+    (tmp_path / "else").mkdir()
+    os.symlink(tmp_path / "else", root / "a/b/link")
+    calls = []
+    real = os.lstat
+    monkeypatch.setattr(os, "lstat", lambda p, *a, **k: calls.append(str(p)) or real(p, *a, **k))
+    probe = SymlinkProbe()
+    r = str(root)
+    assert probe.first_symlink(f"{r}/a/b/link/deeper/x.mkv", r) == (f"{r}/a/b/link", str(tmp_path / "else"))
+    assert probe.first_symlink(f"{r}/a/b/file.mkv", r) is None
+    assert probe.first_symlink(f"{r}/a/b/link", r) is None          # the leaf is the caller's to lstat
+    assert probe.first_symlink(f"{r}/missing/x/y.mkv", r) is None
+    assert probe.first_symlink("/elsewhere/x.mkv", r) is None
+    assert sorted(calls) == sorted([f"{r}/a", f"{r}/a/b", f"{r}/a/b/link", f"{r}/missing"])
+
+
+# --------------------------------------------------------------------------- symlinks block
+
+
+def test_symlinked_folder_in_the_source_path_blocks_and_nothing_outside_is_read(bed):
+    write(bed.outside / "Movie/a.bin", b"outside data")
+    (bed.seed_s / "m").mkdir()
+    os.symlink(bed.outside / "Movie", bed.seed_s / "m/Movie")
+    torrent(bed, H, bed.seed_s / "m", [("Movie/a.bin", 12)])
+    snap, plan = plan_of(bed)
+    link = f"{bed.seed_s}/m/Movie"
+    assert snap.symlinks == {link: str(bed.outside / "Movie")}
+    assert snap.torrents[0].files[0].inode is None          # never stat-ed through the link
+    g = group(plan, H)
+    assert g.action == "blocked" and not g.steps
+    assert g.reason.startswith(f"Movie: symlink in the source path: {link} -> {bed.outside / 'Movie'}")
+    assert not [p for p in all_catalog_paths(bed.cat) if "outside" in p or "/m/Movie" in p]
+
+
+def test_symlinked_file_blocks_as_a_symlink_not_as_missing(bed):
+    write(bed.outside / "a.bin", b"outside data")
+    (bed.seed_s / "m").mkdir()
+    os.symlink(bed.outside / "a.bin", bed.seed_s / "m/a.bin")
+    torrent(bed, H, bed.seed_s / "m", [("a.bin", 12)])
+    _snap, plan = plan_of(bed)
+    assert f"symlink in the source path: {bed.seed_s}/m/a.bin" in group(plan, H).reason
+
+
+def test_symlinked_folder_in_the_destination_path_blocks_the_demote(bed):
+    write(bed.seed_s / "d/Show/e.bin", b"episode")
+    torrent(bed, H, bed.seed_s / "d", [("Show/e.bin", 7)])
+    _snap, plan = plan_of(bed)
+    assert group(plan, H).action == "demote"
+    write(bed.outside / "Show/e.bin", b"another")      # what the link would make us see "at the destination"
+    os.symlink(bed.outside, bed.seed_p / "d")
+    snap, plan = plan_of(bed)
+    g = group(plan, H)
+    assert g.action == "blocked" and not g.steps
+    assert f"symlink in the destination path: {bed.seed_p}/d -> {bed.outside}" in g.reason
+    assert f"{bed.seed_p}/d/Show/e.bin" not in {p for p, k in snap.existing.items() if k is not None}
+    assert not [p for p in all_catalog_paths(bed.cat) if "outside" in p or str(bed.seed_p) in p]
+
+
+# --------------------------------------------------------------------------- one link, one spelling
+
+
+def library_linked_movie(bed):
+    movie = write(bed.seed_s / "m/Movie/x.mkv", b"movie bytes")
+    os.makedirs(bed.lib / "Movie (2020)")
+    os.link(movie, bed.lib / "Movie (2020)/Movie (2020).mkv")
+    torrent(bed, H, bed.seed_s / "m", [("Movie/x.mkv", 11)])
+    _snap, plan = plan_of(bed)
+    assert group(plan, H).action == "stay"
+    return movie
+
+
+@pytest.mark.parametrize("spelling", ["m//Movie/x.mkv", "m/./Movie/x.mkv", "m/Movie//x.mkv"])
+def test_a_catalog_alias_spelling_does_not_hide_the_library_link(bed, spelling):
+    library_linked_movie(bed)
+    bed.cat.record_path(f"{bed.seed_s}/{spelling}", "stash")    # what main's worker recorded for such an event
+    bed.cat.record_path(str(bed.lib / "Movie (2020)/Movie (2020).mkv"), "stash")
+    _snap, plan = plan_of(bed)
+    g = group(plan, H)
+    assert g.action == "stay" and "Movie (2020).mkv" in g.reason
+
+
+def test_a_path_through_a_symlinked_folder_is_not_a_second_link(bed):
+    library_linked_movie(bed)
+    os.symlink(bed.seed_s / "m", bed.seed_s / "alias")
+    bed.cat.record_path(f"{bed.seed_s}/alias/Movie/x.mkv", "stash")
+    bed.cat.record_path(str(bed.lib / "Movie (2020)/Movie (2020).mkv"), "stash")
+    _snap, plan = plan_of(bed)
+    g = group(plan, H)
+    assert g.action == "stay" and "Movie (2020).mkv" in g.reason
+
+
+# --------------------------------------------------------------------------- the worker
+
+
+def job(*paths):
+    return SimpleNamespace(id=1, hashes=(), paths=tuple(paths))
+
+
+@pytest.mark.parametrize("spelling", ["m//Movie/x.mkv", "m/./Movie/x.mkv", "m/Movie/x.mkv/", "m/Movie//x.mkv"])
+def test_event_path_spelled_oddly_is_one_path_and_the_library_file_stays(bed, spelling):
+    library_linked_movie(bed)
+    bed.cat.record_path(str(bed.lib / "Movie (2020)/Movie (2020).mkv"), "stash")
+    result = handle_job(bed.cfg, bed.cat, [bed.qbt], job(f"{bed.seed_s}/{spelling}"))
+    assert [g["action"] for g in result["groups"]] == ["stay"], result
+    assert "rejected_paths" not in result
+    assert sorted(p for p in all_catalog_paths(bed.cat) if "x.mkv" in p) == [f"{bed.seed_s}/m/Movie/x.mkv"]
+
+
+@pytest.mark.parametrize("raw, words", [
+    ("{seed}/m/../m/Movie/x.mkv", "'..'"),
+    ("{seed}/../../../etc/passwd", "'..'"),
+    ("m/Movie/x.mkv", "not an absolute path"),
+])
+def test_event_path_with_dotdot_or_relative_is_refused_with_a_reason(bed, raw, words):
+    library_linked_movie(bed)
+    result = handle_job(bed.cfg, bed.cat, [bed.qbt], job(raw.format(seed=bed.seed_s)))
+    assert result["groups"] == [] and len(result["rejected_paths"]) == 1
+    assert result["rejected_paths"][0].startswith("event path refused: ") and words in result["rejected_paths"][0]
+
+
+def test_event_path_through_a_symlinked_folder_is_refused_and_not_recorded(bed, tmp_path):
+    write(bed.outside / "Movie/x.mkv", b"not ours")
+    os.symlink(bed.outside, bed.seed_s / "via")
+    rejected: list[str] = []
+    got = torrents_touching(bed.cfg, bed.cat, [], [f"{bed.seed_s}/via/Movie/x.mkv"], rejected)
+    assert got == set()
+    assert rejected == [(f"event path refused: {bed.seed_s}/via/Movie/x.mkv goes through a symlink: "
+                         f"{bed.seed_s}/via -> {bed.outside}")]
+    assert all_catalog_paths(bed.cat) == []
+    assert not (bed.outside / MARKER_NAME).exists()
