@@ -226,7 +226,12 @@ class Dir:
 
     def _refusal(self, name: bytes, full: bytes) -> UnsafeOperation:
         st = self.lstat(name)
-        what = "a symlink" if st is not None and stat_mod.S_ISLNK(st.st_mode) else "not a folder"
+        if st is not None and stat_mod.S_ISLNK(st.st_mode):
+            what = "a symlink"
+        elif st is None or stat_mod.S_ISDIR(st.st_mode):
+            what = "changing (swapped while being opened)"   # a symlink a moment ago, a folder (or gone) now
+        else:
+            what = "not a folder"
         return UnsafeOperation(f"{os.fsdecode(full)} is {what}: refusing to go through it",
                                hint="qbhook never follows links below a configured root")
 
