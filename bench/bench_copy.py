@@ -13,6 +13,10 @@ Needs root (mounts tmpfs pools, starts a real qbittorrent-nox for part 2).
 3. views: hardlinking a 10,000-file group into its view with `fsops.link_into` vs `cp -al`
    of the same tree (both on one filesystem).
 
+fsops walks every path from its configured root through O_NOFOLLOW directory descriptors
+(issue 9); parts 1 and 3 measure what that costs: run them before and after a change with
+`--parts copy,views` on the same machine in one session.
+
     sudo python bench/bench_copy.py [--size-mib 2048] [--payload-mib 256] [--files 10000]
 """
 
@@ -77,7 +81,7 @@ def part_copy(src_dir: Path, dst_dir: Path, size_mib: int) -> dict:
         drop(dst)
         dst = dst_dir / "qb.bin"
         t0 = time.perf_counter()
-        fsops.copy_verified(str(src), str(dst), digest, size)
+        fsops.copy_verified(str(src), str(dst), digest, size, roots=(src_dir, dst_dir))
         t_qb.append(time.perf_counter() - t0)
         drop(dst)
     drop(src)
@@ -98,7 +102,7 @@ def part_views(root: Path, n: int) -> dict:
     files = [p for p in src.rglob("*.bin")]
     t0 = time.perf_counter()
     for p in files:
-        fsops.link_into(str(p), str(root / "view" / p.relative_to(src)))
+        fsops.link_into(str(p), str(root / "view" / p.relative_to(src)), roots=(root,))
     t_qb = time.perf_counter() - t0
     return {"files": n, "cp_al_s": t_cp, "qbhook_s": t_qb, "ratio": t_qb / t_cp}
 

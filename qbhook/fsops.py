@@ -734,15 +734,32 @@ def safe_unlink(path, *, fsid, ino: int, keep_path, keep_blake3=None, seeding_li
     try:
         parent = _walk(root, parts[:-1])
     except (FileNotFoundError, NotADirectoryError):
-        return {"status": "absent", "bytes_freed": 0}
+        return _absent(root, parts, ino, hold_run)
     except UnsafeOperation as e:
         raise UnsafeOperation(f"refusing to delete {path_s}: not inside a seeding root through real folders: "
                               f"{e.message}") from None
     with parent:
-        return _safe_unlink_at(parent, parts[-1], path_s, root, parts, fsid=fsid, ino=ino, keep_path=keep_path,
+        res = _safe_unlink_at(parent, parts[-1], path_s, root, parts, fsid=fsid, ino=ino, keep_path=keep_path,
                                keep_blake3=keep_blake3, seeding_links=seeding_links, seeding_roots=seeding_roots,
                                catalog=catalog, size=size, blake3_hex=blake3_hex, keep_fsid=keep_fsid,
                                keep_ino=keep_ino, hold_run=hold_run, keep_roots=keep_roots)
+    return _absent(root, parts, ino, hold_run) if res["status"] == "absent" else res
+
+
+def _absent(root: bytes, parts: list[bytes], ino: int, hold_run) -> dict:
+    """The result for a path already gone; if an earlier attempt held it (a crash before the journal
+    recorded it), say where, so the held link is journaled and purged like any other."""
+    if hold_run is not None:
+        try:
+            with _open_holding(root, hold_run, parts[:-1], create=False) as hold:
+                st = hold.lstat(parts[-1])
+        except (UnsafeOperation, OSError):
+            st = None
+        if st is not None and stat_mod.S_ISREG(st.st_mode) and st.st_ino == ino:
+            target = holding_path(b"/".join([root.rstrip(b"/"), *parts]), os.fsdecode(root), hold_run)
+            return {"status": "held", "bytes_freed": 0, "nlink_before": st.st_nlink + 1, "dev": st.st_dev,
+                    "held_at": os.fsdecode(target)}
+    return {"status": "absent", "bytes_freed": 0}
 
 
 def _safe_unlink_at(parent: Dir, name: bytes, path_s: str, root: bytes, parts: list[bytes], *, fsid, ino, keep_path,

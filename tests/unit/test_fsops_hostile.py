@@ -261,3 +261,17 @@ def test_own_folders_are_made_0700_and_go_away(fs2):
         assert (st.st_mode & 0o7777, st.st_uid) == (0o700, os.geteuid()), d
     removed = fsops.purge_holding([seed_s], 1, held=[fsops.HeldLink(r["held_at"], time.time() - 5, kw["ino"])])
     assert removed == [str(seed_s / fsops.HOLDING_DIR / "3")] and not (seed_s / fsops.HOLDING_DIR).exists()
+
+
+def test_a_hold_repeated_after_a_crash_still_reports_the_held_link(fs2):
+    """A crash between the hold and the journal's 'done' leaves the step 'intended'; its re-run finds the
+    path gone. It must still say where the link is held, or the journal never learns it and the held link
+    (purged only from journal records now) would stay forever."""
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    a, _b, _keep, kw = _doomed(fs2)
+    first = fsops.safe_unlink(a, **kw, hold_run=4)
+    again = fsops.safe_unlink(a, **kw, hold_run=4)
+    assert again["status"] == "held" and again["held_at"] == first["held_at"]
+    assert fsops.safe_unlink(a, **kw)["status"] == "absent"            # without a hold: just gone
+    removed = fsops.purge_holding([seed_s], 1, held=[fsops.HeldLink(again["held_at"], 0.0, kw["ino"])])
+    assert removed == [str(seed_s / fsops.HOLDING_DIR / "4")]
