@@ -40,6 +40,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import functools
 import os
 import queue
 import stat as stat_mod
@@ -118,26 +119,29 @@ def _digest(hex_or_bytes, size: int) -> bytes:
 # --------------------------------------------------------------------------- verified folders
 
 
+@functools.lru_cache(maxsize=64)
+def _norm_roots(roots: tuple) -> tuple[bytes, ...]:
+    """The configured roots, normalised once (they are asked about for every path)."""
+    return tuple(b"/" + os.path.normpath(os.fsencode(r)).lstrip(b"/") for r in roots)
+
+
 def _split_under(path, roots) -> tuple[bytes, list[bytes]]:
     """(configured root, components below it) of ``path``, decided lexically; refuses ``..`` and outsiders."""
     p = os.fsencode(_p(path))
-    shown = os.fsdecode(p)
     if not p.startswith(b"/"):
-        raise UnsafeOperation(f"{shown}: not an absolute path")
+        raise UnsafeOperation(f"{os.fsdecode(p)}: not an absolute path")
     if b".." in p.split(b"/"):
-        raise UnsafeOperation(f"{shown}: a '..' component is never followed")
+        raise UnsafeOperation(f"{os.fsdecode(p)}: a '..' component is never followed")
     norm = b"/" + os.path.normpath(p).lstrip(b"/")
     best = None
-    for r in roots:
-        rb = b"/" + os.path.normpath(os.fsencode(_p(r))).lstrip(b"/")
+    for rb in _norm_roots(tuple(os.fspath(r) for r in roots)):
         base = rb.rstrip(b"/")
         if (norm == rb or norm.startswith(base + b"/")) and (best is None or len(rb) > len(best)):
             best = rb
     if best is None:
         shown_roots = ", ".join(os.fsdecode(_p(r)) for r in roots) or "none configured"
-        raise UnsafeOperation(f"{shown}: not inside a configured root ({shown_roots})")
-    rest = norm[len(best.rstrip(b"/")):]
-    return best, [c for c in rest.split(b"/") if c]
+        raise UnsafeOperation(f"{os.fsdecode(p)}: not inside a configured root ({shown_roots})")
+    return best, [c for c in norm[len(best.rstrip(b"/")):].split(b"/") if c]
 
 
 class Dir:
@@ -179,7 +183,7 @@ class Dir:
         New ordinary folders are owned and moded like this one (qBittorrent's user must be able
         to rename and delete in its own tree; a root-owned 0755 folder would stop it).
         """
-        full = os.path.join(self.path, name)
+        full = self.path.rstrip(b"/") + b"/" + name
         made = False
         try:
             fd = os.open(name, _DIR_FLAGS, dir_fd=self.fd)
