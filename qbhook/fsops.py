@@ -172,9 +172,17 @@ class Dir:
         except FileNotFoundError:
             return None
 
-    def open_file(self, name: bytes) -> int:
-        """A regular file in this folder, opened for reading without following a symlink."""
-        return os.open(name, hashing._READ_FLAGS | os.O_CLOEXEC, dir_fd=self.fd)
+    def open_file(self, name: bytes, flags: int = hashing._READ_FLAGS) -> int:
+        """A regular file in this folder, opened for reading without following a symlink.
+
+        O_NONBLOCK: a FIFO swapped in after the lstat must not hang the open (it changes
+        nothing for a regular file); anything but a regular file is refused here.
+        """
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=self.fd)
+        if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UnsafeOperation(f"{self.show(name)} is not a regular file")
+        return fd
 
     def sub(self, name: bytes, *, create: bool = False, same_fs: bool = True, own: bool = False) -> Dir:
         """The verified child folder ``name`` (made if missing and ``create``): never a symlink.
@@ -509,13 +517,15 @@ def _open_source(src, roots) -> int:
         raise VerificationFailed(f"copy source {os.fsdecode(_p(src))} is missing") from None
     with parent:
         try:
-            return os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent.fd)
+            return parent.open_file(name, os.O_RDONLY)
         except FileNotFoundError:
             raise VerificationFailed(f"copy source {os.fsdecode(_p(src))} is missing") from None
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise UnsafeOperation(f"copy source {os.fsdecode(_p(src))} is a symlink") from None
             raise
+        except UnsafeOperation:
+            raise UnsafeOperation(f"copy source {os.fsdecode(_p(src))} is not a regular file") from None
 
 
 def copy_verified(src, dst, expected_blake3_hex, expected_size: int, *, roots, catalog=None,

@@ -9,6 +9,7 @@ operation refuses with a reason instead of being redirected.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -275,3 +276,23 @@ def test_a_hold_repeated_after_a_crash_still_reports_the_held_link(fs2):
     assert fsops.safe_unlink(a, **kw)["status"] == "absent"            # without a hold: just gone
     removed = fsops.purge_holding([seed_s], 1, held=[fsops.HeldLink(again["held_at"], 0.0, kw["ino"])])
     assert removed == [str(seed_s / fsops.HOLDING_DIR / "4")]
+
+
+def test_a_fifo_in_place_of_a_file_is_refused_without_hanging(fs2):
+    """A FIFO where a file should be (planted, or swapped in after the lstat) must not block an open forever."""
+    _stash, _pool, seed_s, seed_p, _cat = fs2
+    fifo = seed_s / "T/a.bin"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+
+    def hung(*_a):
+        raise TimeoutError("the open blocked on a FIFO")
+    old_handler = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(5)
+    try:
+        with pytest.raises(UnsafeOperation, match="not a regular file"):
+            fsops.copy_verified(fifo, seed_p / "T/a.bin", b3(b"abc"), 3, roots=[seed_s, seed_p])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old_handler)
+    assert not (seed_p / "T/a.bin").exists()
