@@ -13,7 +13,9 @@ is opened with ``O_DIRECTORY|O_NOFOLLOW`` relative to its verified parent and
 ``fstat``-ed (a real folder, on the root's filesystem for anything written or
 deleted). Every check and the final act then name only the last entry,
 relative to that same descriptor (``fstatat(AT_SYMLINK_NOFOLLOW)``, then
-``unlinkat``/``linkat``/``renameat``/``openat``/``mkdirat``). A symlinked,
+``unlinkat``/``linkat``/``openat(O_NOFOLLOW)``/``mkdirat``; nothing is ever
+renamed over a name). Sources that are only read or linked from may cross a
+mount below a pool root (a nested dataset), never a symlink. A symlinked,
 swapped or foreign component makes the operation refuse (``UnsafeOperation``
 naming the path and why); it is never followed or redirected. qbhook's own
 folders (``.qbhook-staging``, ``.qbhook-holding``) are made by qbhook (0700)
