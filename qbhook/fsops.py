@@ -149,10 +149,18 @@ def _split_under(path, roots) -> tuple[bytes, list[bytes]]:
 class Dir:
     """An open folder verified on the way down from a configured root; acts name entries relative to ``fd``."""
 
-    __slots__ = ("dev", "fd", "path", "st")
+    __slots__ = ("dev", "fd", "fs_path", "path", "st")
 
-    def __init__(self, fd: int, path: bytes, dev: int, st: os.stat_result):
+    def __init__(self, fd: int, path: bytes, dev: int, st: os.stat_result, fs_path: bytes):
         self.fd, self.path, self.dev, self.st = fd, path, dev, st
+        # A path on this folder's filesystem that no writer can swap (the configured root, or
+        # the mount point crossed on the way down), for code that identifies filesystems by
+        # path: resolving this folder's own path again could meet a symlink swapped in since.
+        self.fs_path = fs_path
+
+    def fs_path_for(self, st: os.stat_result) -> str | None:
+        """fs_path for an entry of this folder with stat ``st``; None if the entry is on another filesystem."""
+        return os.fsdecode(self.fs_path) if st.st_dev == self.st.st_dev else None
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -228,7 +236,8 @@ class Dir:
         except BaseException:
             os.close(fd)
             raise
-        return Dir(fd, full, self.dev if same_fs else st.st_dev, st)
+        return Dir(fd, full, self.dev if same_fs else st.st_dev, st,
+                   self.fs_path if st.st_dev == self.st.st_dev else full)
 
     def _open_checked(self, name: bytes, full: bytes) -> int:
         try:
@@ -253,7 +262,7 @@ class Dir:
 def _open_root(root: bytes) -> Dir:
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)   # the configured path itself is trusted
     st = os.fstat(fd)
-    return Dir(fd, root.rstrip(b"/") or b"/", st.st_dev, st)
+    return Dir(fd, root.rstrip(b"/") or b"/", st.st_dev, st, root)
 
 
 def _walk(root: bytes, parts: list[bytes], *, create: bool = False, same_fs: bool = True) -> Dir:
@@ -317,7 +326,8 @@ def _content_digest(d: Dir, name: bytes, st: os.stat_result, catalog) -> bytes:
     if st.st_size == 0:
         return hashing.EMPTY_HASH
     shown = d.show(name)
-    row_id, cached = _cached_digest(catalog, shown, st)
+    fs_path = d.fs_path_for(st)
+    row_id, cached = _cached_digest(catalog, fs_path, st) if fs_path is not None else (None, None)
     if cached is not None:
         return cached
     fd = d.open_file(name)
@@ -694,7 +704,10 @@ def make_empty(dst, *, roots) -> dict:
 # --------------------------------------------------------------------------- delete
 
 
-def _fsid_matches(catalog, path, st: os.stat_result, fsid) -> bool:
+def _fsid_matches(catalog, d: Dir, st: os.stat_result, fsid) -> bool:
+    path = d.fs_path_for(st)
+    if path is None:
+        return False     # a file on another filesystem than its folder (a mount over it) is never the planned one
     fs = catalog.fs_for_path(path, st.st_dev)
     if isinstance(fsid, int):
         return fs == fsid
@@ -786,7 +799,7 @@ def _safe_unlink_at(parent: Dir, name: bytes, path_s: str, root: bytes, parts: l
         return {"status": "absent", "bytes_freed": 0}
     if not stat_mod.S_ISREG(st.st_mode):
         raise UnsafeOperation(f"refusing to delete {path_s}: not a regular file")
-    if st.st_ino != ino or not _fsid_matches(catalog, path_s, st, fsid):
+    if st.st_ino != ino or not _fsid_matches(catalog, parent, st, fsid):
         raise UnsafeOperation(f"refusing to delete {path_s}: it is no longer the planned file "
                               f"(inode {st.st_ino}, planned {ino} on {fsid})", hint="re-plan")
     if size is not None and st.st_size != size:
@@ -835,7 +848,7 @@ def _safe_unlink_at(parent: Dir, name: bytes, path_s: str, root: bytes, parts: l
             raise UnsafeOperation(f"refusing to delete {path_s}: {keep_s} is the same inode, not a second copy")
         if keep_ino is not None and kst.st_ino != keep_ino:
             raise UnsafeOperation(f"refusing to delete {path_s}: {keep_s} is no longer inode {keep_ino}")
-        if keep_fsid is not None and not _fsid_matches(catalog, keep_s, kst, keep_fsid):
+        if keep_fsid is not None and not _fsid_matches(catalog, kdir, kst, keep_fsid):
             raise UnsafeOperation(f"refusing to delete {path_s}: {keep_s} is not on filesystem {keep_fsid}")
         if kst.st_size != st.st_size:
             raise UnsafeOperation(f"refusing to delete {path_s}: {keep_s} has {kst.st_size} bytes, it has {st.st_size}")
