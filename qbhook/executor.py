@@ -417,7 +417,7 @@ class Executor:
             self.journal.failed(step_id, str(e))
             self._fail(st, reason)
             raise _Failure(reason) from e
-        except Exception as e:
+        except Exception as e:  # a bug must still leave the group safe
             reason = f"{step.kind} failed with an internal error: {type(e).__name__}: {e}"
             self.log.error("group %s: %s\n%s", gid, reason, traceback.format_exc())
             self.journal.failed(step_id, reason)
