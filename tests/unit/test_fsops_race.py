@@ -3,7 +3,7 @@
 Two swapper processes exchange, in a tight loop with renameat2(RENAME_EXCHANGE) (atomic: both
 names always exist), a working folder of the seeding root and qbhook's holding folder with
 symlinks that lead to folders outside the root. Meanwhile this process runs safe_unlink
-(plain and into holding), purge_holding, link_into and make_empty on entries below the
+(plain and into holding), purge_holding, link_into, make_empty and prune_empty_dirs on entries below the
 swapped folders, over and over. The outside folders hold sentinel files with exactly the
 names those operations target: a single redirected act would delete, replace or add one.
 Afterwards every sentinel must be there, unchanged, and nothing else.
@@ -83,6 +83,7 @@ def test_swapping_folders_for_symlinks_never_lets_an_act_escape_the_roots(tmpfs,
     for d in (outside / "D", outside / "H" / "1" / "D"):
         for n in [*NAMES, *(f"v{n}" for n in NAMES), *(f"e{n}" for n in NAMES)]:
             (d / n).write_bytes(b"sentinel " + n.encode())
+            (d / f"p{n}" / "q").mkdir(parents=True)                 # empty folders prune_empty_dirs could reach
     before = _tree(outside)
     keep_root.mkdir()
     for n in NAMES:
@@ -103,7 +104,7 @@ def test_swapping_folders_for_symlinks_never_lets_an_act_escape_the_roots(tmpfs,
              ctx.Process(target=_swapper, args=(os.fsencode(hold), os.fsencode(seed / "HL"), stop, swaps))]
     for p in procs:
         p.start()
-    counts = {"done": 0, "refused": 0, "missing": 0}
+    counts = {"done": 0, "refused": 0, "missing": 0, "pruned": 0}
     attempts = 0
     held: list[fsops.HeldLink] = []
     t0 = time.monotonic()
@@ -111,7 +112,7 @@ def test_swapping_folders_for_symlinks_never_lets_an_act_escape_the_roots(tmpfs,
         while attempts < ATTEMPTS and time.monotonic() - t0 < BUDGET_S:
             i = attempts
             n = NAMES[i % len(NAMES)]
-            op = (i // len(NAMES)) % 5
+            op = (i // len(NAMES)) % 6
             attempts += 1
             try:
                 if op in (0, 1):
@@ -133,9 +134,12 @@ def test_swapping_folders_for_symlinks_never_lets_an_act_escape_the_roots(tmpfs,
                 elif op == 3:
                     fsops.link_into(f"{seed}/K/{n}", f"{seed}/D/v{n}", roots=roots, size=0)
                     os.unlink(f"v{n}", dir_fd=real_d)              # ready for the next round
-                else:
+                elif op == 4:
                     fsops.make_empty(f"{seed}/D/e{n}", roots=roots)
                     os.unlink(f"e{n}", dir_fd=real_d)
+                else:
+                    os.makedirs(f"/proc/self/fd/{real_d}/p{n}/q", exist_ok=True)
+                    counts["pruned"] += bool(fsops.prune_empty_dirs(f"{seed}/D/p{n}/q", f"{seed}/D", roots=roots))
                 counts["done"] += 1
             except UnsafeOperation as e:
                 counts["refused"] += 1
@@ -159,4 +163,4 @@ def test_swapping_folders_for_symlinks_never_lets_an_act_escape_the_roots(tmpfs,
     assert _tree(outside) == before, "an operation reached outside the roots"
     assert attempts >= ATTEMPTS, f"only {attempts} attempts in {elapsed:.0f} s"
     # The race was live (some acts met a symlink) and the operations did real work.
-    assert swaps.value > 1000 and counts["refused"] > 100 and counts["done"] > 100, counts
+    assert swaps.value > 1000 and counts["refused"] > 100 and counts["done"] > 100 and counts["pruned"] > 10, counts
