@@ -96,15 +96,6 @@ def _p(path) -> str | bytes:
     return os.fspath(path)
 
 
-def _lstat(path) -> os.stat_result | None:
-    try:
-        return os.lstat(path)
-    except FileNotFoundError:
-        return None
-    except NotADirectoryError:
-        return None
-
-
 def _digest(hex_or_bytes, size: int) -> bytes:
     if isinstance(hex_or_bytes, (bytes, bytearray)):
         return bytes(hex_or_bytes)
@@ -427,15 +418,14 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _check_free_space(folder, need: int) -> None:
+def _check_free_space(folder: Dir, need: int) -> None:
     try:
-        vfs = os.statvfs(folder.fd if isinstance(folder, Dir) else folder)
+        vfs = os.statvfs(folder.fd)
     except OSError:
         return
     free = vfs.f_bavail * vfs.f_frsize
     if free < need:
-        shown = folder.show() if isinstance(folder, Dir) else os.fsdecode(folder)
-        raise OSError(errno.ENOSPC, f"not enough space on the filesystem of {shown}: "
+        raise OSError(errno.ENOSPC, f"not enough space on the filesystem of {folder.show()}: "
                                     f"needs {_human(need)}, {_human(free)} free")
 
 
