@@ -13,6 +13,10 @@ Needs root (mounts tmpfs pools, starts a real qbittorrent-nox for part 2).
 3. views: hardlinking a 10,000-file group into its view with `fsops.link_into` vs `cp -al`
    of the same tree (both on one filesystem).
 
+fsops walks every path from its configured root through O_NOFOLLOW directory descriptors
+(issue 9); parts 1 and 3 measure what that costs: run them before and after a change with
+`--parts copy,views` on the same machine in one session.
+
     sudo python bench/bench_copy.py [--size-mib 2048] [--payload-mib 256] [--files 10000]
 """
 
@@ -77,7 +81,7 @@ def part_copy(src_dir: Path, dst_dir: Path, size_mib: int) -> dict:
         drop(dst)
         dst = dst_dir / "qb.bin"
         t0 = time.perf_counter()
-        fsops.copy_verified(str(src), str(dst), digest, size)
+        fsops.copy_verified(str(src), str(dst), digest, size, roots=(src_dir, dst_dir))
         t_qb.append(time.perf_counter() - t0)
         drop(dst)
     drop(src)
@@ -98,7 +102,7 @@ def part_views(root: Path, n: int) -> dict:
     files = [p for p in src.rglob("*.bin")]
     t0 = time.perf_counter()
     for p in files:
-        fsops.link_into(str(p), str(root / "view" / p.relative_to(src)))
+        fsops.link_into(str(p), str(root / "view" / p.relative_to(src)), roots=(root,))
     t_qb = time.perf_counter() - t0
     return {"files": n, "cp_al_s": t_cp, "qbhook_s": t_qb, "ratio": t_qb / t_cp}
 
@@ -156,29 +160,43 @@ def main() -> None:
     ap.add_argument("--size-mib", type=int, default=2048)
     ap.add_argument("--payload-mib", type=int, default=256)
     ap.add_argument("--files", type=int, default=10_000)
+    ap.add_argument("--parts", default="copy,demotion,views",
+                    help="comma-separated subset of copy,demotion,views (before/after guard comparisons "
+                         "need only copy,views)")
     a = ap.parse_args()
+    parts = set(a.parts.split(","))
     if os.geteuid() != 0:
         raise SystemExit("run as root (mounts tmpfs pools)")
     base = Path(tempfile.mkdtemp(prefix="qbhook-bench-copy-"))
     pools = create_pools(base / "cp", size=f"{a.size_mib * 2 + 512}M", kind="tmpfs")
+    c = v = d = None
     try:
-        c = part_copy(pools["stash"], pools["pool"], a.size_mib)
-        v = part_views(pools["stash"], a.files)
+        if "copy" in parts:
+            c = part_copy(pools["stash"], pools["pool"], a.size_mib)
+        if "views" in parts:
+            v = part_views(pools["stash"], a.files)
     finally:
         destroy_pools(pools)
-    d = part_demotion(base / "demote", a.payload_mib)
+    if "demotion" in parts:
+        d = part_demotion(base / "demote", a.payload_mib)
     shutil.rmtree(base, ignore_errors=True)
-    print(f"1. copy {c['size_mib']} MiB across filesystems (tmpfs -> tmpfs, page cache), median of 3")
-    print(f"   cp + sync          {c['cp_s']:7.2f} s  {c['cp_mibs']:8.0f} MiB/s")
-    print(f"   qbhook copy        {c['qbhook_s']:7.2f} s  {c['qbhook_mibs']:8.0f} MiB/s  (staged, BLAKE3-verified, fsynced)")
-    print(f"   throughput ratio qbhook/cp: {c['ratio']:.2f}  (target >= 0.9: {'MET' if c['ratio'] >= 0.9 else 'MISSED'})")
-    print("2. bytes written on the cold pool per demotion (real qBittorrent, `qbhook apply --yes`)")
-    for r in d:
-        print(f"   {r['case']:26} payload {r['payload'] / MiB:6.0f} MiB, pool grew {r['pool_used_delta'] / MiB:7.1f} MiB "
-              f"(x{r['ratio']:.3f}), bytes_copied {r['bytes_copied']}, exit {r['exit']}")
-    print(f"3. build a {v['files']:,}-file view by hardlinks")
-    print(f"   cp -al             {v['cp_al_s']:7.2f} s")
-    print(f"   qbhook link_into   {v['qbhook_s']:7.2f} s  (ratio {v['ratio']:.2f}x cp -al; per file checks included)")
+    if c:
+        print(f"1. copy {c['size_mib']} MiB across filesystems (tmpfs -> tmpfs, page cache), median of 3")
+        print(f"   cp + sync          {c['cp_s']:7.2f} s  {c['cp_mibs']:8.0f} MiB/s")
+        print(f"   qbhook copy        {c['qbhook_s']:7.2f} s  {c['qbhook_mibs']:8.0f} MiB/s  "
+              "(staged, BLAKE3-verified, fsynced)")
+        print(f"   throughput ratio qbhook/cp: {c['ratio']:.2f}  "
+              f"(target >= 0.9: {'MET' if c['ratio'] >= 0.9 else 'MISSED'})")
+    if d:
+        print("2. bytes written on the cold pool per demotion (real qBittorrent, `qbhook apply --yes`)")
+        for r in d:
+            print(f"   {r['case']:26} payload {r['payload'] / MiB:6.0f} MiB, pool grew "
+                  f"{r['pool_used_delta'] / MiB:7.1f} MiB (x{r['ratio']:.3f}), bytes_copied {r['bytes_copied']}, "
+                  f"exit {r['exit']}")
+    if v:
+        print(f"3. build a {v['files']:,}-file view by hardlinks")
+        print(f"   cp -al             {v['cp_al_s']:7.2f} s")
+        print(f"   qbhook link_into   {v['qbhook_s']:7.2f} s  (ratio {v['ratio']:.2f}x cp -al; per file checks included)")
 
 
 if __name__ == "__main__":

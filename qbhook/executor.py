@@ -38,7 +38,7 @@ from qbhook.journal import Journal, RunRow, StepRow
 from qbhook.locks import executor_lock, group_lock
 from qbhook.plan import GroupPlan, Plan, Step
 
-__all__ = ["Executor", "RunSummary", "GroupOutcome", "relocate_budget"]
+__all__ = ["Executor", "GroupOutcome", "RunSummary", "relocate_budget"]
 
 _log = logging.getLogger(__name__)
 
@@ -212,6 +212,10 @@ class Executor:
         # recheck under 100% can never write into the view (whose inodes may be
         # library files on a promote). It is started again only after 100%.
         self.stop_while_moving = stop_while_moving
+        # fsops acts only below these, through verified folder descriptors: writes and deletes
+        # below a seeding root; link donors and kept copies may also live elsewhere in a pool.
+        self.seeding_roots = tuple(cfg.seeding_roots)
+        self.roots = self.seeding_roots + tuple(p.path for p in cfg.pools)
 
     # ------------------------------------------------------------------ entry points
 
@@ -291,8 +295,18 @@ class Executor:
             summary.status = "failed"
         self.journal.finish_run(run_id, summary.status, summary.counters())
         if self.cfg.policy.grace_period > 0:
-            fsops.purge_holding(self.cfg.seeding_roots, self.cfg.policy.grace_period)
+            self._purge_holding()
         return summary
+
+    def _purge_holding(self) -> None:
+        """Purge the held links whose grace period is over: only those the journal recorded."""
+        held = [fsops.HeldLink(path, since, ino, key) for key, path, since, ino in self.journal.held_links()]
+        try:
+            fsops.purge_holding(self.seeding_roots, self.cfg.policy.grace_period, held=held,
+                                on_purged=lambda h: self.journal.mark_purged(h.key))
+        except (QbhookError, OSError) as e:
+            # The run itself is done; what could not be purged stays journaled for the next run.
+            self.log.warning("holding purge: %s", e)
 
     def _group(self, run_id: int, g: GroupPlan, numbered: list[tuple[int, Step]],
                rows: dict[int, StepRow]) -> GroupOutcome:
@@ -403,7 +417,7 @@ class Executor:
             self.journal.failed(step_id, str(e))
             self._fail(st, reason)
             raise _Failure(reason) from e
-        except Exception as e:  # noqa: BLE001 - a bug must still leave the group safe
+        except Exception as e:  # a bug must still leave the group safe
             reason = f"{step.kind} failed with an internal error: {type(e).__name__}: {e}"
             self.log.error("group %s: %s\n%s", gid, reason, traceback.format_exc())
             self.journal.failed(step_id, reason)
@@ -461,7 +475,7 @@ class Executor:
         if kind == "link":
             return self._link(st, args)
         if kind == "mkempty":
-            res = fsops.make_empty(args["dst"])
+            res = fsops.make_empty(args["dst"], roots=self.roots)
             self.catalog.record_path(args["dst"], self._pool_name(args["dst"], st.plan.target_pool),
                                      own_change=res["status"] == "created")
             return res
@@ -476,7 +490,7 @@ class Executor:
         if kind == "prune_dirs":
             if self.cfg.seeding_root_of(args["stop_at"]) is None:
                 raise UnsafeOperation(f"refusing to prune up to {args['stop_at']}: not inside a seeding root")
-            return {"removed": fsops.prune_empty_dirs(args["root"], args["stop_at"])}
+            return {"removed": fsops.prune_empty_dirs(args["root"], args["stop_at"], roots=self.seeding_roots)}
         if kind == "tag":
             c = self._client(args["instance"])
             if args.get("add"):
@@ -495,7 +509,8 @@ class Executor:
         raise UnsafeOperation(f"{path} is not inside any configured pool")
 
     def _copy(self, st: _GroupRun, a: dict) -> dict:
-        res = fsops.copy_verified(a["src"], a["dst"], a["blake3"], int(a["size"]), catalog=self.catalog)
+        res = fsops.copy_verified(a["src"], a["dst"], a["blake3"], int(a["size"]), roots=self.roots,
+                                  catalog=self.catalog)
         inode_id = self.catalog.record_path(a["dst"], self._pool_name(a["dst"], st.plan.target_pool), own_change=True)
         # We know the content of the new inode: cache it, so verify_view costs a stat, not a read.
         self.catalog.store_hash(inode_id, bytes.fromhex(res["blake3"]), os.lstat(a["dst"]))
@@ -503,7 +518,8 @@ class Executor:
         return res
 
     def _link(self, st: _GroupRun, a: dict) -> dict:
-        res = fsops.link_into(a["src"], a["dst"], size=a.get("size"), blake3_hex=a.get("blake3"), catalog=self.catalog)
+        res = fsops.link_into(a["src"], a["dst"], roots=self.roots, size=a.get("size"), blake3_hex=a.get("blake3"),
+                              catalog=self.catalog)
         # A link changes the inode's ctime; own_change carries its cached hash over.
         self.catalog.record_path(a["dst"], self._pool_name(a["dst"], st.plan.target_pool),
                                  own_change=res["status"] in ("linked", "already"))
@@ -542,7 +558,7 @@ class Executor:
                                          f"{v['size']} in the plan")
         total = 0
         for v in want.values():
-            fsops.verify_file(v["path"], int(v["size"]), v.get("blake3"), self.catalog)
+            fsops.verify_file(v["path"], int(v["size"]), v.get("blake3"), self.catalog, roots=self.roots)
             total += int(v["size"])
         st.views.add((a["instance"], h, save))
         return {"files": len(want), "bytes": total}
@@ -557,7 +573,7 @@ class Executor:
         res = fsops.safe_unlink(
             a["path"], fsid=a["fsid"], ino=int(a["ino"]), size=a.get("size"), blake3_hex=a.get("blake3"),
             keep_path=keep["path"], keep_blake3=a.get("blake3"), keep_fsid=keep.get("fsid"), keep_ino=keep.get("ino"),
-            seeding_links=a.get("seeding_links", ()), seeding_roots=self.cfg.seeding_roots,
+            seeding_links=a.get("seeding_links", ()), seeding_roots=self.seeding_roots, keep_roots=self.roots,
             catalog=self.catalog, hold_run=hold)
         st.deletes_started = True
         self.catalog.forget_path(a["path"])

@@ -150,6 +150,29 @@ class Journal:
         return [StepRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], json.loads(r[7]) if r[7] else None, r[8])
                 for r in rows]
 
+    # ------------------------------------------------------------------ holding
+    def held_links(self) -> list[tuple[int, str, float, int | None]]:
+        """(step id, held_at, held since, inode) of every link a delete moved into holding and no purge removed.
+
+        The journal, not the holding folder's contents, says what may be purged: whatever else
+        sits there (planted, or another tool's) is never qbhook's to delete.
+        """
+        rows = self.conn.execute(
+            "SELECT id, args, result, finished_at FROM steps WHERE kind='delete' AND status='done' "
+            "AND json_extract(result, '$.status')='held' AND json_extract(result, '$.purged_at') IS NULL "
+            "ORDER BY id").fetchall()
+        out = []
+        for sid, args, result, finished in rows:
+            res, a = json.loads(result), json.loads(args)
+            ino = a.get("ino")
+            out.append((sid, res["held_at"], finished or 0.0, int(ino) if ino is not None else None))
+        return out
+
+    def mark_purged(self, step_id: int) -> None:
+        """Record that the held link of this delete step is gone (purged, or found already absent)."""
+        with Tx(self.conn) as c:
+            c.execute("UPDATE steps SET result=json_set(result, '$.purged_at', ?) WHERE id=?", (time.time(), step_id))
+
     # ------------------------------------------------------------------ groups
     def set_group(self, group_id: str, run: int, status: str, reason: str | None = None) -> None:
         with Tx(self.conn) as c:

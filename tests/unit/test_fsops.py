@@ -89,7 +89,7 @@ def test_copy_across_filesystems_verifies_and_preserves_metadata(fs2):
         os.link(src, seed_p / "probe")
     assert e.value.errno == errno.EXDEV   # really two filesystems
 
-    res = fsops.copy_verified(src, dst, b3(data), len(data))
+    res = fsops.copy_verified(src, dst, b3(data), len(data), roots=(seed_s, seed_p))
     assert res == {"status": "copied", "bytes_written": len(data), "blake3": b3(data)}
     assert dst.read_bytes() == data
     s, d = os.stat(src), os.stat(dst)
@@ -104,15 +104,15 @@ def test_copy_is_idempotent_and_never_overwrites(fs2):
     stash, pool, seed_s, seed_p, cat = fs2
     src = write(seed_s / "a.bin", b"payload")
     dst = seed_p / "a.bin"
-    assert fsops.copy_verified(src, dst, b3(b"payload"), 7)["status"] == "copied"
+    assert fsops.copy_verified(src, dst, b3(b"payload"), 7, roots=(seed_s, seed_p))["status"] == "copied"
     ino = os.lstat(dst).st_ino
-    again = fsops.copy_verified(src, dst, b3(b"payload"), 7)
+    again = fsops.copy_verified(src, dst, b3(b"payload"), 7, roots=(seed_s, seed_p))
     assert again["status"] == "present" and again["bytes_written"] == 0
     assert os.lstat(dst).st_ino == ino
 
     other = write(seed_p / "b.bin", b"PAYLOAD")      # same size, other content
     with pytest.raises(UnsafeOperation, match="different content"):
-        fsops.copy_verified(src, other, b3(b"payload"), 7)
+        fsops.copy_verified(src, other, b3(b"payload"), 7, roots=(seed_s, seed_p))
     assert other.read_bytes() == b"PAYLOAD"
 
 
@@ -121,7 +121,7 @@ def test_copy_hash_mismatch_leaves_no_destination(fs2):
     src = write(seed_s / "a.bin", b"actual content")
     dst = seed_p / "T/a.bin"
     with pytest.raises(VerificationFailed, match="does not match the plan"):
-        fsops.copy_verified(src, dst, b3(b"planned content"), len(b"actual content"))
+        fsops.copy_verified(src, dst, b3(b"planned content"), len(b"actual content"), roots=(seed_s, seed_p))
     assert not os.path.lexists(dst)
     assert staging_leftovers(dst.parent) == []
     assert src.read_bytes() == b"actual content"
@@ -131,7 +131,7 @@ def test_copy_size_changed_since_planning_refused_before_writing(fs2):
     stash, pool, seed_s, seed_p, cat = fs2
     src = write(seed_s / "a.bin", b"grown content")
     with pytest.raises(VerificationFailed, match="changed since planning"):
-        fsops.copy_verified(src, seed_p / "a.bin", b3(b"grown"), 5)
+        fsops.copy_verified(src, seed_p / "a.bin", b3(b"grown"), 5, roots=(seed_s, seed_p))
     assert not os.path.lexists(seed_p / "a.bin")
 
 
@@ -141,7 +141,7 @@ def test_copy_real_enospc_leaves_nothing_behind(tmpfs, tmp_path):
     src = write(big / "f.bin", data)
     # Refused up front by the free-space check...
     with pytest.raises(OSError) as e:
-        fsops.copy_verified(src, tiny / "d/f.bin", b3(data), len(data))
+        fsops.copy_verified(src, tiny / "d/f.bin", b3(data), len(data), roots=(big, tiny))
     assert e.value.errno == errno.ENOSPC and "not enough space" in str(e.value)
     assert not os.path.lexists(tiny / "d/f.bin") and staging_leftovers(tiny / "d") == []
 
@@ -153,7 +153,7 @@ def test_copy_enospc_mid_write_removes_staging(tmpfs, monkeypatch):
     # ...and, when the estimate was wrong (compression, a racing writer), by the kernel mid-copy.
     monkeypatch.setattr(fsops, "_check_free_space", lambda folder, need: None)
     with pytest.raises(OSError) as e:
-        fsops.copy_verified(src, tiny / "d/f.bin", b3(data), len(data))
+        fsops.copy_verified(src, tiny / "d/f.bin", b3(data), len(data), roots=(big, tiny))
     assert e.value.errno == errno.ENOSPC
     assert not os.path.lexists(tiny / "d/f.bin") and staging_leftovers(tiny / "d") == []
     assert os.statvfs(tiny).f_bfree == os.statvfs(tiny).f_blocks    # nothing left allocated
@@ -173,7 +173,7 @@ def test_copy_simulated_write_error_after_first_chunk(fs2, monkeypatch):
         return real_write(fd, buf)
     monkeypatch.setattr(fsops.os, "write", failing_write)
     with pytest.raises(OSError, match="No space"):
-        fsops.copy_verified(src, seed_p / "f.bin", b3(data), len(data))
+        fsops.copy_verified(src, seed_p / "f.bin", b3(data), len(data), roots=(seed_s, seed_p))
     monkeypatch.undo()
     assert not os.path.lexists(seed_p / "f.bin") and staging_leftovers(seed_p) == []
     assert src.read_bytes() == data
@@ -188,14 +188,14 @@ def test_copy_cleans_stale_staging_of_dead_process(fs2):
     stale.write_bytes(b"half")
     other = sdir / f"{dead_pid()}.other.bin"        # another destination's leftover: not ours to judge here
     other.write_bytes(b"x")
-    fsops.copy_verified(src, seed_p / "T/a.bin", b3(b"abc"), 3)
+    fsops.copy_verified(src, seed_p / "T/a.bin", b3(b"abc"), 3, roots=(seed_s, seed_p))
     assert not stale.exists() and other.exists()
 
 
 def test_copy_readback_option(fs2):
     stash, pool, seed_s, seed_p, cat = fs2
     src = write(seed_s / "a.bin", b"abc" * 1000)
-    res = fsops.copy_verified(src, seed_p / "a.bin", b3(b"abc" * 1000), 3000, readback=True)
+    res = fsops.copy_verified(src, seed_p / "a.bin", b3(b"abc" * 1000), 3000, readback=True, roots=(seed_s, seed_p))
     assert res["status"] == "copied"
 
 
@@ -203,7 +203,7 @@ def test_copy_of_long_name_fits_name_max(fs2):
     stash, pool, seed_s, seed_p, cat = fs2
     name = "n" * 255
     src = write(seed_s / name, b"long")
-    assert fsops.copy_verified(src, seed_p / name, b3(b"long"), 4)["status"] == "copied"
+    assert fsops.copy_verified(src, seed_p / name, b3(b"long"), 4, roots=(seed_s, seed_p))["status"] == "copied"
 
 
 # --------------------------------------------------------------------------- link_into / make_empty
@@ -213,51 +213,51 @@ def test_link_into_links_and_is_idempotent(fs2):
     stash, pool, seed_s, seed_p, cat = fs2
     src = write(seed_p / "A/f.bin", b"data")
     dst = seed_p / "cross-seed/B/f.bin"
-    assert fsops.link_into(src, dst, size=4, blake3_hex=b3(b"data"))["status"] == "linked"
+    assert fsops.link_into(src, dst, size=4, blake3_hex=b3(b"data"), roots=(seed_s, seed_p))["status"] == "linked"
     assert os.lstat(dst).st_ino == os.lstat(src).st_ino
-    assert fsops.link_into(src, dst, size=4, blake3_hex=b3(b"data"))["status"] == "already"
+    assert fsops.link_into(src, dst, size=4, blake3_hex=b3(b"data"), roots=(seed_s, seed_p))["status"] == "already"
 
 
 def test_link_into_accepts_same_content_other_inode_and_refuses_different(fs2):
     stash, pool, seed_s, seed_p, cat = fs2
     src = write(seed_p / "A/f.bin", b"data")
     same = write(seed_p / "B/f.bin", b"data")
-    assert fsops.link_into(src, same, blake3_hex=b3(b"data"))["status"] == "present"
-    assert fsops.link_into(src, same)["status"] == "present"       # content compared without a given hash
+    assert fsops.link_into(src, same, blake3_hex=b3(b"data"), roots=(seed_s, seed_p))["status"] == "present"
+    assert fsops.link_into(src, same, roots=(seed_s, seed_p))["status"] == "present"  # content compared without a given hash
     diff = write(seed_p / "C/f.bin", b"DATA")
     with pytest.raises(UnsafeOperation, match="different content"):
-        fsops.link_into(src, diff, blake3_hex=b3(b"data"))
+        fsops.link_into(src, diff, blake3_hex=b3(b"data"), roots=(seed_s, seed_p))
     assert diff.read_bytes() == b"DATA"
     longer = write(seed_p / "D/f.bin", b"data!")
     with pytest.raises(UnsafeOperation, match="different content"):
-        fsops.link_into(src, longer)
+        fsops.link_into(src, longer, roots=(seed_s, seed_p))
 
 
 def test_link_into_across_filesystems_is_refused(fs2):
     stash, pool, seed_s, seed_p, cat = fs2
     src = write(seed_s / "f.bin", b"data")
     with pytest.raises(UnsafeOperation, match="different filesystems"):
-        fsops.link_into(src, seed_p / "f.bin")
+        fsops.link_into(src, seed_p / "f.bin", roots=(seed_s, seed_p))
     assert not os.path.lexists(seed_p / "f.bin")
 
 
 def test_link_into_missing_or_resized_source(fs2):
     stash, pool, seed_s, seed_p, cat = fs2
     with pytest.raises(VerificationFailed, match="missing"):
-        fsops.link_into(seed_p / "nope", seed_p / "x")
+        fsops.link_into(seed_p / "nope", seed_p / "x", roots=(seed_s, seed_p))
     src = write(seed_p / "f.bin", b"data")
     with pytest.raises(VerificationFailed, match="bytes"):
-        fsops.link_into(src, seed_p / "x", size=5)
+        fsops.link_into(src, seed_p / "x", size=5, roots=(seed_s, seed_p))
 
 
 def test_make_empty(fs2):
     stash, pool, seed_s, seed_p, cat = fs2
     dst = seed_p / "T/empty.txt"
-    assert fsops.make_empty(dst)["status"] == "created" and dst.stat().st_size == 0
-    assert fsops.make_empty(dst)["status"] == "present"
+    assert fsops.make_empty(dst, roots=(seed_s, seed_p))["status"] == "created" and dst.stat().st_size == 0
+    assert fsops.make_empty(dst, roots=(seed_s, seed_p))["status"] == "present"
     data = write(seed_p / "T/data.txt", b"not empty")
     with pytest.raises(UnsafeOperation):
-        fsops.make_empty(data)
+        fsops.make_empty(data, roots=(seed_s, seed_p))
     assert data.read_bytes() == b"not empty"
 
 
@@ -267,15 +267,15 @@ def test_make_empty(fs2):
 def test_verify_file_hashes_without_catalog(fs2):
     stash, pool, seed_s, seed_p, cat = fs2
     f = write(seed_p / "f", b"content")
-    assert fsops.verify_file(f, 7, b3(b"content"))
+    assert fsops.verify_file(f, 7, b3(b"content"), roots=(seed_s, seed_p))
     with pytest.raises(VerificationFailed, match="different content"):
-        fsops.verify_file(f, 7, b3(b"CONTENT"))
+        fsops.verify_file(f, 7, b3(b"CONTENT"), roots=(seed_s, seed_p))
     with pytest.raises(VerificationFailed, match="bytes"):
-        fsops.verify_file(f, 8, b3(b"content"))
+        fsops.verify_file(f, 8, b3(b"content"), roots=(seed_s, seed_p))
     with pytest.raises(VerificationFailed, match="missing"):
-        fsops.verify_file(seed_p / "nope", 1, b3(b"x"))
-    assert fsops.verify_file(write(seed_p / "e", b""), 0, None)
-    assert not fsops.file_matches(f, 7, b3(b"other"))
+        fsops.verify_file(seed_p / "nope", 1, b3(b"x"), roots=(seed_s, seed_p))
+    assert fsops.verify_file(write(seed_p / "e", b""), 0, None, roots=(seed_s, seed_p))
+    assert not fsops.file_matches(f, 7, b3(b"other"), roots=(seed_s, seed_p))
 
 
 def test_verify_file_uses_valid_cached_hash_only(fs2):
@@ -284,11 +284,11 @@ def test_verify_file_uses_valid_cached_hash_only(fs2):
     iid = cat.record_path(f, "pool")
     # A (deliberately wrong) cached hash proves the cache is consulted instead of reading.
     cat.store_hash(iid, blake3.blake3(b"cached").digest(), os.lstat(f))
-    assert fsops.file_matches(f, 7, b3(b"cached"), cat)
-    assert not fsops.file_matches(f, 7, b3(b"content"), cat)
+    assert fsops.file_matches(f, 7, b3(b"cached"), cat, roots=(seed_s, seed_p))
+    assert not fsops.file_matches(f, 7, b3(b"content"), cat, roots=(seed_s, seed_p))
     # Once the file changes (ctime moves), the cache is ignored and the real content decides.
     os.chmod(f, 0o600)
-    assert fsops.file_matches(f, 7, b3(b"content"), cat)
+    assert fsops.file_matches(f, 7, b3(b"content"), cat, roots=(seed_s, seed_p))
     # ... and the fresh hash is cached for the next decision.
     assert cat.inode(iid).hash == blake3.blake3(b"content").digest()
 
@@ -412,8 +412,9 @@ def test_safe_unlink_holding_folder_and_purge(fs2):
     # ... known to a delete of the same run, so the sibling can go too.
     r2 = fsops.safe_unlink(b, **kw, hold_run=7)
     assert r2["status"] == "held" and (seed_s / fsops.HOLDING_DIR / "7/cross-seed/B/f.bin").exists()
-    assert fsops.purge_holding([seed_s, seed_p], 3600) == []
-    removed = fsops.purge_holding([seed_s, seed_p], 3600, now=time.time() + 7200)
+    held = [fsops.HeldLink(r["held_at"], time.time()) for r in (r1, r2)]
+    assert fsops.purge_holding([seed_s, seed_p], 3600, held=held) == []
+    removed = fsops.purge_holding([seed_s, seed_p], 3600, held=held, now=time.time() + 7200)
     assert removed == [str(seed_s / fsops.HOLDING_DIR / "7")]
     assert not (seed_s / fsops.HOLDING_DIR).exists()
 
@@ -424,7 +425,7 @@ def test_safe_unlink_empty_file_without_hash(fs2):
     k = write(seed_p / "A/empty", b"")
     st = os.lstat(e)
     r = fsops.safe_unlink(e, fsid=cat.fsid(cat.fs_for_path(e)), ino=st.st_ino, size=0, keep_path=str(k),
-                          seeding_links=[str(e)], seeding_roots=[seed_s], catalog=cat)
+                          seeding_links=[str(e)], seeding_roots=[seed_s], keep_roots=[seed_p], catalog=cat)
     assert r["status"] == "unlinked" and not e.exists()
 
 
@@ -436,19 +437,19 @@ def test_prune_empty_dirs(fs2):
     (seed_s / "cat/T/a/b").mkdir(parents=True)
     (seed_s / "cat/T/c").mkdir(parents=True)
     keep = write(seed_s / "cat/other/x", b"x")
-    removed = fsops.prune_empty_dirs(seed_s / "cat/T", seed_s)
+    removed = fsops.prune_empty_dirs(seed_s / "cat/T", seed_s, roots=(seed_s, seed_p))
     assert not (seed_s / "cat/T").exists() and (seed_s / "cat").exists() and keep.exists()
     assert str(seed_s / "cat/T") in removed
     (seed_s / "cat2/T").mkdir(parents=True)
-    fsops.prune_empty_dirs(seed_s / "cat2/T", seed_s)
+    fsops.prune_empty_dirs(seed_s / "cat2/T", seed_s, roots=(seed_s, seed_p))
     assert not (seed_s / "cat2").exists() and seed_s.exists()     # parents up to, never including, stop_at
     write(seed_s / "full/T/f", b"f")
-    fsops.prune_empty_dirs(seed_s / "full/T", seed_s)
+    fsops.prune_empty_dirs(seed_s / "full/T", seed_s, roots=(seed_s, seed_p))
     assert (seed_s / "full/T/f").exists()
-    fsops.prune_empty_dirs(seed_s, seed_s)
+    fsops.prune_empty_dirs(seed_s, seed_s, roots=(seed_s, seed_p))
     assert seed_s.exists()
     with pytest.raises(UnsafeOperation, match="not inside"):
-        fsops.prune_empty_dirs(seed_p / "x", seed_s)
+        fsops.prune_empty_dirs(seed_p / "x", seed_s, roots=(seed_s, seed_p))
 
 
 def test_sync_filesystem_runs(fs2):
@@ -464,8 +465,8 @@ def test_new_folders_and_empty_files_belong_to_the_seeding_tree_owner(fs2):
     os.chmod(seed_p, 0o2775)
     src = write(seed_s / "T/a.bin", b"abc")
     os.chown(src, 1234, 2345)
-    fsops.copy_verified(src, seed_p / "T/deep/a.bin", b3(b"abc"), 3)
-    fsops.make_empty(seed_p / "T/other/e.txt")
+    fsops.copy_verified(src, seed_p / "T/deep/a.bin", b3(b"abc"), 3, roots=(seed_s, seed_p))
+    fsops.make_empty(seed_p / "T/other/e.txt", roots=(seed_s, seed_p))
     for d in ("T", "T/deep", "T/other"):
         st = os.stat(seed_p / d)
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1234, 2345, 0o2775), d

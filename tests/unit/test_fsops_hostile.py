@@ -1,0 +1,298 @@
+"""Issue 9, findings 1-4: what a hostile or careless writer of the seeding tree can plant.
+
+qbhook runs as root over folders qBittorrent's user can write. Each test plants what
+that user could (a symlink, a swapped folder, a folder with qbhook's name) and proves
+nothing outside the configured roots is touched, no last copy is lost, and the
+operation refuses with a reason instead of being redirected.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from qbhook import fsops
+from qbhook.errors import UnsafeOperation
+from tests.helpers import write
+from tests.unit import test_fsops as _fx
+from tests.unit.test_executor import FILES, H1, H2, _make_world, demote_plan
+from tests.unit.test_fsops import b3, dead_pid, old
+
+# pytest fixtures shared with test_fsops (two tmpfs pools with seeding roots and a catalog)
+tmpfs, fs2 = _fx.tmpfs, _fx.fs2
+
+
+def _two_days_old(path) -> None:
+    for dirpath, dirs, files in os.walk(path):
+        for n in dirs + files:
+            old(os.path.join(dirpath, n), 2 * 86400)
+    old(path, 2 * 86400)
+
+
+def _grace(w, seconds: float):
+    w.cfg = replace(w.cfg, policy=replace(w.cfg.policy, grace_period=seconds))
+    return w
+
+
+def _primary_links_intact(w) -> None:
+    for h in (H1, H2):
+        for rel, data in FILES:
+            p = os.path.join(w.save(h, "stash"), rel)
+            assert Path(p).read_bytes() == data, p
+
+
+# --------------------------------------------------------------------------- finding 1: holding
+
+
+def test_holding_symlinked_to_an_outside_folder_is_refused_and_outside_untouched(tmpfs, tmp_path):
+    """Finding 1: <seeding root>/.qbhook-holding -> outside folder; an ordinary demote with a grace period
+    must neither hold links there nor purge the outside folder's old content."""
+    w = _grace(_make_world(tmpfs, tmp_path, "h"), 3600.0)
+    outside = w.stash / "private"            # same filesystem, outside every seeding root
+    write(outside / "1" / "secret.txt", b"not qbhook's")
+    write(outside / "old-run" / "photo.jpg", b"family photo")
+    _two_days_old(outside)
+    os.symlink(outside, os.path.join(w.seed_s, fsops.HOLDING_DIR))
+
+    summary = w.executor().apply(demote_plan(w))
+
+    assert (outside / "1" / "secret.txt").read_bytes() == b"not qbhook's"
+    assert (outside / "old-run" / "photo.jpg").read_bytes() == b"family photo"
+    assert sorted(os.listdir(outside)) == ["1", "old-run"]          # nothing held in there either
+    assert summary.status != "done"
+    assert "symlink" in (summary.groups[0].reason or "")
+    w.cat.close()
+
+
+def test_holding_purge_removes_only_what_the_journal_held(tmpfs, tmp_path):
+    """Finding 1: a real folder named .qbhook-holding holding another torrent's data is not purged;
+    the links this run held are, once the grace period is over."""
+    w = _grace(_make_world(tmpfs, tmp_path, "j"), 0.001)
+    foreign = write(os.path.join(w.seed_s, fsops.HOLDING_DIR, "99", "Other.Show", "e01.mkv"), b"another torrent")
+    _two_days_old(os.path.join(w.seed_s, fsops.HOLDING_DIR))
+
+    summary = w.executor().apply(demote_plan(w))
+    assert summary.status == "done", summary.groups[0].reason
+
+    assert Path(foreign).read_bytes() == b"another torrent"
+    run_dir = os.path.join(w.seed_s, fsops.HOLDING_DIR, str(summary.run_id))
+    assert not os.path.lexists(run_dir)                              # our held links went, with their folders
+    assert w.journal.held_links() == []                              # ...and the journal says so
+    for h in (H1, H2):
+        for rel, data in FILES:
+            assert Path(w.save(h, "pool"), rel).read_bytes() == data
+
+
+def test_holding_folder_owned_by_someone_else_is_refused(fs2):
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    a, _b, _keep, kw = _doomed(fs2)
+    hold = seed_s / fsops.HOLDING_DIR
+    hold.mkdir(mode=0o777)
+    os.chown(hold, 1234, 1234)
+    with pytest.raises(UnsafeOperation, match="owned by uid 1234"):
+        fsops.safe_unlink(a, **kw, hold_run=5)
+    assert a.exists() and os.listdir(hold) == []
+
+
+def test_held_entry_replaced_by_another_file_is_left_alone(fs2):
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    a, _b, _keep, kw = _doomed(fs2)
+    r = fsops.safe_unlink(a, **kw, hold_run=5)
+    held = fsops.HeldLink(r["held_at"], time.time() - 10, ino=kw["ino"])
+    os.unlink(r["held_at"])
+    write(r["held_at"], b"something else")                         # root put another file there
+    with pytest.raises(UnsafeOperation, match="not the file qbhook held"):
+        fsops.purge_holding([seed_s], 1, held=[held])
+    assert Path(r["held_at"]).read_bytes() == b"something else"
+
+
+# --------------------------------------------------------------------------- finding 2: check-then-unlink
+
+
+def _doomed(fs2, data=b"payload" * 100):
+    _stash, _pool, seed_s, seed_p, cat = fs2
+    a = write(seed_s / "A/f.bin", data)
+    b = seed_s / "cross-seed/B/f.bin"
+    b.parent.mkdir(parents=True)
+    os.link(a, b)
+    keep = write(seed_p / "A/f.bin", data)
+    st = os.lstat(a)
+    kw = {"fsid": cat.fsid(cat.fs_for_path(a)), "ino": st.st_ino, "size": len(data), "blake3_hex": b3(data),
+          "keep_path": str(keep), "keep_blake3": b3(data), "seeding_links": [str(a), str(b)],
+          "seeding_roots": [seed_s, seed_p], "catalog": cat}
+    return a, b, keep, kw
+
+
+def test_parent_swapped_for_a_symlink_after_the_checks_does_not_redirect_the_unlink(fs2, monkeypatch):
+    """Finding 2, made deterministic: right after the doomed file's content check, its folder is
+    swapped for a symlink to an outside folder holding that very inode (same dev, ino, nlink).
+    A path-string unlink would now remove the outside name; the dirfd unlink cannot reach it."""
+    stash, _pool, seed_s, _seed_p, _cat = fs2
+    a, _b, keep, kw = _doomed(fs2)
+    outside = stash / "media"
+    outside.mkdir()
+    real_digest = fsops._content_digest
+    doomed = os.lstat(a)
+    swapped = []
+
+    def digest_then_swap(*args, **kwargs):
+        out = real_digest(*args, **kwargs)
+        st = next(x for x in args if isinstance(x, os.stat_result))
+        if (st.st_dev, st.st_ino) == (doomed.st_dev, doomed.st_ino) and not swapped:
+            os.rename(a, outside / "f.bin")                      # same inode, same link count
+            os.rename(a.parent, seed_s / "A.moved")
+            os.symlink(outside, a.parent)
+            swapped.append(True)
+        return out
+    monkeypatch.setattr(fsops, "_content_digest", digest_then_swap)
+
+    res = fsops.safe_unlink(a, **kw)
+
+    assert swapped
+    assert (outside / "f.bin").read_bytes() == keep.read_bytes()     # the outside name survived
+    assert res["status"] == "absent"                                  # the verified folder no longer has it
+
+
+def test_delete_through_a_symlinked_folder_is_refused_naming_it(fs2):
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    a, _b, _keep, kw = _doomed(fs2)
+    os.rename(seed_s / "A", seed_s / "A.real")
+    os.symlink(seed_s / "A.real", seed_s / "A")                  # even pointing inside the root
+    with pytest.raises(UnsafeOperation, match=r"A is a symlink"):
+        fsops.safe_unlink(a, **kw)
+    assert (seed_s / "A.real/f.bin").exists()
+
+
+def test_lexical_tricks_are_refused(fs2):
+    stash, _pool, seed_s, seed_p, _cat = fs2
+    a, _b, _keep, kw = _doomed(fs2)
+    with pytest.raises(UnsafeOperation, match=r"'\.\.'"):
+        fsops.safe_unlink(f"{seed_s}/A/../A/f.bin", **kw)
+    with pytest.raises(UnsafeOperation, match=r"'\.\.'"):
+        fsops.link_into(a, f"{seed_p}/../seed2/f.bin", roots=[seed_s, seed_p])
+    with pytest.raises(UnsafeOperation, match="not inside a configured root"):
+        fsops.make_empty(stash / "elsewhere.txt", roots=[seed_s, seed_p])
+    assert not (stash / "elsewhere.txt").exists() and a.exists()
+
+
+# --------------------------------------------------------------------------- finding 3: views
+
+
+def test_view_through_a_symlinked_folder_in_the_cold_seeding_root_is_refused(fs2, tmpfs):
+    _stash, _pool, seed_s, seed_p, _cat = fs2
+    elsewhere = tmpfs("elsewhere")
+    src = write(seed_p / "A/f.bin", b"data")
+    os.symlink(elsewhere, seed_p / "cross-seed")
+    with pytest.raises(UnsafeOperation, match="cross-seed is a symlink"):
+        fsops.link_into(src, seed_p / "cross-seed/B/f.bin", roots=[seed_s, seed_p])
+    with pytest.raises(UnsafeOperation, match="cross-seed is a symlink"):
+        fsops.copy_verified(write(seed_s / "f.bin", b"data"), seed_p / "cross-seed/C/f.bin", b3(b"data"), 4,
+                            roots=[seed_s, seed_p])
+    with pytest.raises(UnsafeOperation, match="cross-seed is a symlink"):
+        fsops.make_empty(seed_p / "cross-seed/B/e.txt", roots=[seed_s, seed_p])
+    with pytest.raises(UnsafeOperation, match="cross-seed is a symlink"):
+        fsops.verify_file(seed_p / "cross-seed/B/f.bin", 4, b3(b"data"), roots=[seed_s, seed_p])
+    assert os.listdir(elsewhere) == []
+
+
+def test_demote_into_symlinked_view_folders_keeps_the_primary_links(tmpfs, tmp_path):
+    """Finding 3 through the executor: the views' folder in the cold seeding root leads, by a symlink, to a
+    third filesystem. Before, the demote reported done, deleted both primary links and left the only copy
+    outside both pools; now the first write into the symlinked folder refuses."""
+    w = _make_world(tmpfs, tmp_path, "v")
+    elsewhere = tmpfs("elsewhere")
+    # The views go to <cold seeding root>/movies/..., and "movies" leads to the third filesystem.
+    # (Two levels above the files, so a same-filesystem check of staging vs. its folder, both
+    # resolved through the link, cannot notice.)
+    stash_save = w.save
+    w.save = lambda h, pool: stash_save(h, pool) if pool == "stash" else \
+        os.path.join(w.seed_p, "movies", *(["cross-seed"] if h == H2 else []))
+    os.symlink(elsewhere, os.path.join(w.seed_p, "movies"))
+
+    summary = w.executor().apply(demote_plan(w))
+
+    assert summary.status != "done"
+    assert "symlink" in (summary.groups[0].reason or "")
+    _primary_links_intact(w)
+    assert os.listdir(elsewhere) == []
+    w.cat.close()
+
+
+# --------------------------------------------------------------------------- finding 4: staging
+
+
+def test_staging_symlinked_to_another_filesystem_is_refused_and_its_files_kept(fs2, tmpfs):
+    _stash, _pool, seed_s, seed_p, _cat = fs2
+    other_fs = tmpfs("other")
+    victim = write(other_fs / f"{dead_pid()}.a.bin", b"someone's file that looks like stale staging")
+    src = write(seed_s / "a.bin", b"abc")
+    (seed_p / "T").mkdir()
+    os.symlink(other_fs, seed_p / "T" / fsops.STAGING_DIR)
+    with pytest.raises(UnsafeOperation, match=r"\.qbhook-staging is a symlink"):
+        fsops.copy_verified(src, seed_p / "T/a.bin", b3(b"abc"), 3, roots=[seed_s, seed_p])
+    assert victim.read_bytes() == b"someone's file that looks like stale staging"
+    assert not (seed_p / "T/a.bin").exists()
+
+
+def test_staging_owned_by_someone_else_is_refused(fs2):
+    _stash, _pool, seed_s, seed_p, _cat = fs2
+    if os.geteuid() != 0:
+        pytest.skip("needs root to chown")
+    src = write(seed_s / "a.bin", b"abc")
+    staging = seed_p / "T" / fsops.STAGING_DIR
+    staging.mkdir(parents=True, mode=0o777)
+    os.chown(staging, 1234, 1234)
+    planted = write(staging / f"{dead_pid()}.a.bin", b"planted")
+    with pytest.raises(UnsafeOperation, match="owned by uid 1234"):
+        fsops.copy_verified(src, seed_p / "T/a.bin", b3(b"abc"), 3, roots=[seed_s, seed_p])
+    assert planted.read_bytes() == b"planted"
+
+
+def test_own_folders_are_made_0700_and_go_away(fs2):
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    a, _b, _keep, kw = _doomed(fs2)
+    r = fsops.safe_unlink(a, **kw, hold_run=3)
+    for d in (seed_s / fsops.HOLDING_DIR, seed_s / fsops.HOLDING_DIR / "3", seed_s / fsops.HOLDING_DIR / "3/A"):
+        st = os.lstat(d)
+        assert (st.st_mode & 0o7777, st.st_uid) == (0o700, os.geteuid()), d
+    removed = fsops.purge_holding([seed_s], 1, held=[fsops.HeldLink(r["held_at"], time.time() - 5, kw["ino"])])
+    assert removed == [str(seed_s / fsops.HOLDING_DIR / "3")] and not (seed_s / fsops.HOLDING_DIR).exists()
+
+
+def test_a_hold_repeated_after_a_crash_still_reports_the_held_link(fs2):
+    """A crash between the hold and the journal's 'done' leaves the step 'intended'; its re-run finds the
+    path gone. It must still say where the link is held, or the journal never learns it and the held link
+    (purged only from journal records now) would stay forever."""
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    a, _b, _keep, kw = _doomed(fs2)
+    first = fsops.safe_unlink(a, **kw, hold_run=4)
+    again = fsops.safe_unlink(a, **kw, hold_run=4)
+    assert again["status"] == "held" and again["held_at"] == first["held_at"]
+    assert fsops.safe_unlink(a, **kw)["status"] == "absent"            # without a hold: just gone
+    removed = fsops.purge_holding([seed_s], 1, held=[fsops.HeldLink(again["held_at"], 0.0, kw["ino"])])
+    assert removed == [str(seed_s / fsops.HOLDING_DIR / "4")]
+
+
+def test_a_fifo_in_place_of_a_file_is_refused_without_hanging(fs2):
+    """A FIFO where a file should be (planted, or swapped in after the lstat) must not block an open forever."""
+    _stash, _pool, seed_s, seed_p, _cat = fs2
+    fifo = seed_s / "T/a.bin"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+
+    def hung(*_a):
+        raise TimeoutError("the open blocked on a FIFO")
+    old_handler = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(5)
+    try:
+        with pytest.raises(UnsafeOperation, match="not a regular file"):
+            fsops.copy_verified(fifo, seed_p / "T/a.bin", b3(b"abc"), 3, roots=[seed_s, seed_p])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old_handler)
+    assert not (seed_p / "T/a.bin").exists()
