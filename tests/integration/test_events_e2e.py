@@ -110,6 +110,12 @@ def test_hook_event_demotes_when_auto_apply_is_on(served, qbt_client):
     else:
         raise AssertionError(f"not demoted: {t}\n" + qbhook(cfg, "history").stdout)
     assert (sc.pool_seed / "movies/Auto.2024/auto.mkv").stat().st_size == 2 << 20
+    # The torrent seeds at its new place before the run's delete and prune steps finish:
+    # wait for the run to end, then the old folder must be gone.
+    while time.monotonic() < deadline:
+        runs = json.loads(qbhook(cfg, "--json", "history").stdout)["runs"]
+        if runs and runs[0]["status"] not in ("running", "pending"):
+            break
+        time.sleep(0.5)
+    assert runs and runs[0]["trigger"] == "worker" and runs[0]["status"] == "done", runs
     assert not (save / "Auto.2024").exists()
-    runs = json.loads(qbhook(cfg, "--json", "history").stdout)["runs"]
-    assert runs and runs[0]["trigger"] == "worker" and runs[0]["status"] == "done"
