@@ -7,7 +7,8 @@
 # qBittorrent starts this without a shell and passes each placeholder as its own argument.
 # Names may hold spaces, quotes, $, backslashes, newlines or start with "-": values are
 # only ever expanded inside double quotes, never passed where an option could be parsed,
-# and are percent-encoded byte by byte before they reach curl or wget.
+# and are percent-encoded byte by byte before they reach curl or wget (a value that is not
+# UTF-8 goes as NAME.hex, see form_body: it arrives byte-exact instead of costing the event).
 #
 # Settings (environment, or KEY=VALUE lines in $QBHOOK_HOOK_CONF, default: qbt-hook.conf
 # next to this script; the environment wins):
@@ -19,7 +20,8 @@
 #   QBHOOK_HOOK_MODE   "direct": run `qbhook hook ...` (must be on PATH) instead of HTTP
 #
 # Always exits 0: qBittorrent ignores the status, and a missed event is caught by the
-# sweeper. Failures are logged, never silent.
+# sweeper. Failures are logged, never silent. An HTTP call ends within $DEADLINE (4 s),
+# whatever the server does.
 
 # qBittorrent may be started with an empty environment.
 PATH=${PATH:-/usr/local/bin:/usr/bin:/bin}
