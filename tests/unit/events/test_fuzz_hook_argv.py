@@ -29,6 +29,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import click
@@ -105,6 +106,7 @@ def test_fuzz_argv_in_process():
     collect = _Collect()
     client = create_app(enqueue=collect, auth=AuthConfig(token=TOKEN)).test_client()
     outcomes = {"accepted": 0, "refused": 0}
+    started = time.process_time()
 
     @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -139,7 +141,7 @@ def test_fuzz_argv_in_process():
             outcomes["accepted"] += 1
 
     case()
-    print(f"\nargv cases: {outcomes}")
+    print(f"\nargv cases: {outcomes}; {time.process_time() - started:.0f} s CPU")
     assert outcomes["accepted"] >= FUZZ_EXAMPLES // 4 and outcomes["refused"] >= FUZZ_EXAMPLES // 20
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -62,6 +63,7 @@ class Intake:
         self.client = create_app(enqueue=self.queue.enqueue, auth=AuthConfig(token=TOKEN)).test_client()
         self.accepted = 0
         self.statuses: dict[int, int] = {}
+        self.started = (time.perf_counter(), time.process_time())
 
     def post(self, url: str, data: bytes, content_type: str | None, headers=HDR):
         kwargs = {"content_type": content_type} if content_type is not None else {}
@@ -96,8 +98,9 @@ class Intake:
         ).fetchall() == []
         # The fuzz must reach the queue, not only the parsers' error paths.
         assert self.accepted >= min_accepted, self.statuses
+        wall, cpu = time.perf_counter() - self.started[0], time.process_time() - self.started[1]
         print(f"\n{sum(self.statuses.values())} requests, statuses {dict(sorted(self.statuses.items()))}, "
-              f"{len(jobs)} jobs")
+              f"{len(jobs)} jobs; {wall:.0f} s wall, {cpu:.0f} s CPU")
 
 
 # -- strategies shared by the sources ---------------------------------------------------
