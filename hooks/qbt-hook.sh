@@ -185,7 +185,7 @@ send_wget() {
     if [ "$rc" -eq 0 ]; then
         printf '\n200'
     elif [ "$rc" -gt 128 ]; then
-        printf 'no answer within %s s' "$DEADLINE"
+        printf '\nno answer within %s s' "$DEADLINE"
     fi
     return "$rc"
 }

@@ -452,6 +452,7 @@ def test_dripping_server_is_cut_off_within_5s(drip, tmp_path, shell, client):
     assert elapsed < 5.0, f"{shell}/{client}: hook call took {elapsed:.1f} s"
     assert result.returncode == 0
     assert b"failed" in result.stderr and "failed" in log.read_text()
+    assert (b"no answer within 4 s" if client == "wget" else b"timed out") in result.stderr
     # Nothing the script started outlives it (a stray sleep or wget would hold the pipe).
     assert result.stdout == b""
 
