@@ -137,7 +137,7 @@ form_body() {
 
 # Every request is bounded in total time (qBittorrent starts one hook per torrent, and a
 # server that drips a byte now and then must not pile them up): curl has --max-time; wget's
-# -T bounds each read, not the call, so a watchdog kills it at the deadline.
+# -T would bound each read, not the call, so a watchdog kills it at the deadline.
 DEADLINE=4
 
 send_curl() {
@@ -163,9 +163,10 @@ send_wget() {
     if wget --help 2>&1 | grep -q -e '--tries'; then tries=--tries=1; fi
     body=$(form_body "$@")
     # wget itself is the background job (not a subshell around it), so the watchdog's
-    # kill reaches the process that holds the connection.
+    # kill reaches the process that holds the connection. No -T: the watchdog bounds the
+    # whole call, and Debian's BusyBox 1.35 wget crashes (SIGSEGV) on -T.
     # shellcheck disable=SC2086 # $tries is one word or nothing
-    wget -q -O - -T "$DEADLINE" $tries --header="$TOKEN_HEADER: $token" \
+    wget -q -O - $tries --header="$TOKEN_HEADER: $token" \
         --header='Content-Type: application/x-www-form-urlencoded' \
         --post-data="$body" -- "$url" 2>&1 &
     job=$!
@@ -184,7 +185,7 @@ send_wget() {
     wait "$dog" 2>/dev/null
     if [ "$rc" -eq 0 ]; then
         printf '\n200'
-    elif [ "$rc" -gt 128 ]; then
+    elif [ "$rc" -eq 143 ]; then # SIGTERM: the watchdog's
         printf '\nno answer within %s s' "$DEADLINE"
     fi
     return "$rc"

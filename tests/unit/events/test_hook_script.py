@@ -553,3 +553,25 @@ def test_qbhook_hook_help_still_shows_help(direct_qbhook):
     bin_dir, _ = direct_qbhook
     result = subprocess.run([str(bin_dir / "qbhook"), "hook", "--help"], capture_output=True, check=False, timeout=60)
     assert result.returncode == 0 and b"Enqueue a qBittorrent hook call" in result.stdout
+
+
+@pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox is not installed")
+def test_busybox_userland(live_qbhook, drip, tmp_path):
+    """Alpine-based qBittorrent images: BusyBox sh, od, awk, sleep and wget, no curl."""
+    tools = tmp_path / "busybox"
+    tools.mkdir()
+    for tool in [*BASE_TOOLS, "wget", "sh"]:
+        (tools / tool).symlink_to(shutil.which("busybox"))
+    shell = str(tools / "sh")
+    base, events = live_qbhook
+    for name in ODD_NAMES:
+        content = b"/data/torrents/" + name
+        args = [a.encode() for a in hook_args(event="finished")]
+        args[4], args[7] = name, content
+        result = run_with(shell, str(tools), args, tmp_path=tmp_path, env={"QBHOOK_URL": base, "QBHOOK_TOKEN": TOKEN})
+        assert result.returncode == 0 and result.stderr == b"", (name, result.stderr)
+        assert [os.fsencode(p) for p in events.pop().paths] == [content], name
+    started = time.monotonic()
+    result = run_with(shell, str(tools), hook_args(), tmp_path=tmp_path, env={"QBHOOK_URL": drip.url})
+    assert time.monotonic() - started < 5.0
+    assert b"no answer within 4 s" in result.stderr
