@@ -7,7 +7,8 @@
 # qBittorrent starts this without a shell and passes each placeholder as its own argument.
 # Names may hold spaces, quotes, $, backslashes, newlines or start with "-": values are
 # only ever expanded inside double quotes, never passed where an option could be parsed,
-# and are percent-encoded byte by byte before they reach curl or wget.
+# and are percent-encoded byte by byte before they reach curl or wget (a value that is not
+# UTF-8 goes as NAME.hex, see form_body: it arrives byte-exact instead of costing the event).
 #
 # Settings (environment, or KEY=VALUE lines in $QBHOOK_HOOK_CONF, default: qbt-hook.conf
 # next to this script; the environment wins):
@@ -19,7 +20,8 @@
 #   QBHOOK_HOOK_MODE   "direct": run `qbhook hook ...` (must be on PATH) instead of HTTP
 #
 # Always exits 0: qBittorrent ignores the status, and a missed event is caught by the
-# sweeper. Failures are logged, never silent.
+# sweeper. Failures are logged, never silent. An HTTP call ends within $DEADLINE (4 s),
+# whatever the server does.
 
 # qBittorrent may be started with an empty environment.
 PATH=${PATH:-/usr/local/bin:/usr/bin:/bin}
@@ -65,7 +67,8 @@ esac
 
 if [ "${QBHOOK_HOOK_MODE-}" = direct ]; then
     if command -v qbhook >/dev/null 2>&1; then
-        if ! out=$(qbhook hook "$@" 2>&1); then
+        # "--": a torrent named --help or -- is a value, not an option for qbhook.
+        if ! out=$(qbhook hook -- "$@" 2>&1); then
             log_failure "qbhook hook $event ${4-} failed: $out"
         fi
         exit 0
@@ -88,32 +91,67 @@ url=${url%/}/hook/qbittorrent
 # Build "event=..&I=..&J=.." with every value byte percent-encoded: argv cannot hold NUL,
 # so NUL separates the values on the way through od, and awk turns each separator into
 # "&NAME=". Two processes for all fields, whatever they contain.
+# A form field must decode as UTF-8 (qbhook refuses the whole body otherwise), but names
+# and paths on Linux are bytes that need not be: a value that is not valid UTF-8 is sent
+# as "NAME.hex=<its bytes in hex>" instead, and qbhook decodes it back byte for byte.
+# The check follows the UTF-8 standard (no overlongs, surrogates or values past U+10FFFF)
+# and compares two-digit lowercase hex as strings, so any POSIX awk (mawk, BusyBox) works.
 form_body() {
     printf '%s\0' "$event" "${2-}" "${3-}" "${4-}" "${5-}" "${6-}" "${7-}" "${8-}" "${9-}" \
         "${10-}" "${11-}" "${12-}" "${QBHOOK_INSTANCE-}" |
         od -An -v -tx1 |
         awk -v names="event I J K N L G F R D C Z instance" '
-            BEGIN { n = split(names, name, " "); i = 1; printf "%s=", name[1] }
+            function start() { pct = ""; hex = ""; ok = 1; need = 0; lo = "80"; hi = "bf" }
+            function utf8(b) {
+                if (need > 0) {
+                    if (b < lo || b > hi) return 0
+                    need--; lo = "80"; hi = "bf"; return 1
+                }
+                if (b <= "7f") return 1
+                if (b >= "c2" && b <= "df") { need = 1; return 1 }
+                if (b == "e0") { need = 2; lo = "a0"; return 1 }
+                if (b == "ed") { need = 2; hi = "9f"; return 1 }
+                if (b >= "e1" && b <= "ef") { need = 2; return 1 }
+                if (b == "f0") { need = 3; lo = "90"; return 1 }
+                if (b == "f4") { need = 3; hi = "8f"; return 1 }
+                if (b >= "f1" && b <= "f3") { need = 3; return 1 }
+                return 0
+            }
+            function finish() {
+                if (i > n) return
+                if (i > 1) printf "&"
+                if (ok && need == 0) printf "%s=%s", name[i], pct
+                else printf "%s.hex=%s", name[i], hex
+            }
+            BEGIN { n = split(names, name, " "); i = 1; start() }
             {
                 for (f = 1; f <= NF; f++) {
-                    if ($f == "00") { i++; if (i <= n) printf "&%s=", name[i] }
-                    else printf "%%%s", $f
+                    if ($f == "00") { finish(); i++; start() }
+                    else {
+                        pct = pct "%" $f; hex = hex $f
+                        if (ok) ok = utf8($f "")
+                    }
                 }
             }'
 }
+
+# Every request is bounded in total time (qBittorrent starts one hook per torrent, and a
+# server that drips a byte now and then must not pile them up): curl has --max-time; wget's
+# -T would bound each read, not the call, so a watchdog kills it at the deadline.
+DEADLINE=4
 
 send_curl() {
     # The token goes through a here-document on fd 3, not argv: argv is world-readable
     # in /proc. The body goes on stdin because it may exceed the size of one argv item.
     if [ -d /dev/fd ]; then
         form_body "$@" |
-            curl -sS -o - -w '\n%{http_code}' --connect-timeout 2 --max-time 5 \
+            curl -sS -o - -w '\n%{http_code}' --connect-timeout 2 --max-time "$DEADLINE" \
                 -H @/dev/fd/3 --data-binary @- -- "$url" 2>&1 3<<EOF
 $TOKEN_HEADER: $token
 EOF
     else
         form_body "$@" |
-            curl -sS -o - -w '\n%{http_code}' --connect-timeout 2 --max-time 5 \
+            curl -sS -o - -w '\n%{http_code}' --connect-timeout 2 --max-time "$DEADLINE" \
                 -H "$TOKEN_HEADER: $token" --data-binary @- -- "$url" 2>&1
     fi
 }
@@ -124,10 +162,33 @@ send_wget() {
     tries=
     if wget --help 2>&1 | grep -q -e '--tries'; then tries=--tries=1; fi
     body=$(form_body "$@")
+    # wget itself is the background job (not a subshell around it), so the watchdog's
+    # kill reaches the process that holds the connection. No -T: the watchdog bounds the
+    # whole call, and Debian's BusyBox 1.35 wget crashes (SIGSEGV) on -T.
     # shellcheck disable=SC2086 # $tries is one word or nothing
-    wget -q -O - -T 5 $tries --header="$TOKEN_HEADER: $token" \
+    wget -q -O - $tries --header="$TOKEN_HEADER: $token" \
         --header='Content-Type: application/x-www-form-urlencoded' \
-        --post-data="$body" -- "$url" 2>&1 && printf '\n200'
+        --post-data="$body" -- "$url" 2>&1 &
+    job=$!
+    # The watchdog's streams go to /dev/null: holding the $(...) pipe open would make the
+    # caller wait for it. Stopped early, it takes its sleep along.
+    (
+        trap 'kill "$nap" 2>/dev/null; exit 0' TERM
+        sleep "$DEADLINE" &
+        nap=$!
+        wait "$nap" && kill "$job" 2>/dev/null
+    ) </dev/null >/dev/null 2>&1 &
+    dog=$!
+    wait "$job"
+    rc=$?
+    kill "$dog" 2>/dev/null
+    wait "$dog" 2>/dev/null
+    if [ "$rc" -eq 0 ]; then
+        printf '\n200'
+    elif [ "$rc" -eq 143 ]; then # SIGTERM: the watchdog's
+        printf '\nno answer within %s s' "$DEADLINE"
+    fi
+    return "$rc"
 }
 
 TOKEN_HEADER=X-Qbhook-Token

@@ -250,18 +250,29 @@ def queue_retry(app: App, job_id):
 
 
 # ---------------------------------------------------------------- hook (direct mode)
-@main.command(context_settings={"ignore_unknown_options": True})
+# Options end at the event: everything after it is qBittorrent's placeholder values, and a
+# torrent may be named "--help", "--" or "-x". (`qbhook hook --help` still shows help, and
+# a leading "--" is allowed: the hook script sends one.)
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("event", type=click.Choice(["added", "finished"]))
-@click.argument("values", nargs=-1)
+@click.argument("values", nargs=-1, type=click.UNPROCESSED)
 @pass_app
 def hook(app: App, event, values):
     """Enqueue a qBittorrent hook call directly (no server): qbhook hook added %I %J %K %N %L %G %F %R %D %C %Z"""
     from qbhook.events.parse import parse_qbt_hook
     from qbhook.events.queue import JobQueue
-    fields = {"event": event, **dict(zip(HOOK_FIELDS, values))}
-    ev = parse_qbt_hook(fields)
+    ev = parse_qbt_hook(hook_fields(event, values))
     job, coalesced = JobQueue(app.catalog.conn).enqueue(ev)
     app.emit({"queued": job, "coalesced": coalesced}, lambda d: None)
+
+
+def hook_fields(event: str, values) -> dict[str, str]:
+    """argv after the event, by position, as the form fields the script would post.
+
+    Python hands argv over as ``os.fsdecode`` strings, so bytes that are not UTF-8 arrive
+    escaped and the paths the event carries encode back to the exact bytes.
+    """
+    return {"event": event, **dict(zip(HOOK_FIELDS, values))}
 
 
 # ---------------------------------------------------------------- setup qbittorrent

@@ -3,12 +3,18 @@
 Every getter names the field in its error so the sender's log says exactly what to fix.
 Fields nobody reads are never looked at: payloads drift between versions and unknown or
 odd fields must not cost an event.
+
+Paths are bytes on Linux and need not be UTF-8. Inside qbhook a path is the ``str`` that
+``os.fsdecode`` gives (UTF-8, undecodable bytes as U+DC80..U+DCFF, PEP 383), so
+``os.fsencode`` gets the exact bytes back. A sender that cannot put such bytes in its text
+format (the hook script's form fields) sends them hex-encoded instead: see ``hex_bytes``.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from qbhook.errors import BadRequest
 
@@ -18,6 +24,7 @@ MAX_STRING_CHARS = 8192
 MAX_LIST_ITEMS = 5000
 
 _HASH_RE = re.compile(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}")
+_HEX_RE = re.compile(r"(?:[0-9a-fA-F]{2})*")
 
 
 def is_hash(value: object) -> bool:
@@ -75,10 +82,36 @@ def opt_list(data: Mapping[str, Any], key: str, where: str) -> list[Any]:
 
 
 def path_value(value: object, where: str) -> str:
+    """A path as ``os.fsdecode`` would spell it; refuses what names no file on Linux.
+
+    JSON can carry lone surrogates (``"\\ud800"``) that no byte string decodes to: such a
+    path would crash the worker at its first ``open``, so intake refuses it here. Escaped
+    bytes are re-decoded so that one byte string has one spelling.
+    """
     text = string(value, where)
     if "\0" in text:
         raise BadRequest(f"{where}: contains a NUL character")
-    return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{where}: contains a lone UTF-16 surrogate, which no file name can hold") from None
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def hex_bytes(value: object, where: str) -> str:
+    """Decode a ``<field>.hex`` value: the field's raw bytes as hex digits.
+
+    The hook script sends a field this way when its bytes are not UTF-8, so that a torrent
+    whose name or path is, say, Latin-1 still arrives byte-exact instead of costing the
+    event. The result is spelled like ``os.fsdecode`` (see the module docstring).
+    """
+    if not isinstance(value, str):
+        raise BadRequest(f"{where}: expected a string of hex digits, got {_type_name(value)}")
+    if len(value) > 2 * MAX_STRING_CHARS:
+        raise BadRequest(f"{where}: longer than {2 * MAX_STRING_CHARS} hex digits")
+    if not _HEX_RE.fullmatch(value):
+        raise BadRequest(f"{where}: not an even number of hex digits: {_clip(value)!r}")
+    return bytes.fromhex(value).decode("utf-8", "surrogateescape")
 
 
 def unique(items: list[str]) -> tuple[str, ...]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from qbhook.errors import BadRequest
 from qbhook.events import _fields as f
@@ -22,6 +23,7 @@ _QBT_EVENTS = {"added": "torrent_added", "finished": "torrent_finished"}
 # qBittorrent leaves a placeholder it does not know as literal text (%J/%K on versions
 # older than v2-hash support).
 _UNSUBSTITUTED = re.compile(r"%[A-Z]")
+_HEX_SUFFIX = ".hex"
 
 
 def parse_arr(payload: object, *, app: str | None = None, received_at: float | None = None) -> Event:
@@ -84,6 +86,10 @@ def parse_qbt_hook(fields: Mapping[str, Any], *, received_at: float | None = Non
     I = v1 hash or "-", J = v2 hash or "-", K = torrent id, F = content path (empty while a
     magnet has no metadata); N, L, G, R, D, C, Z are accepted and not needed here.
     ``instance`` names the qBittorrent when several feed one qbhook.
+
+    Any field may come as ``<name>.hex`` instead (its raw bytes as hex digits): the script
+    does that for values that are not UTF-8, which a form field cannot carry. Both spellings
+    of one field at once are refused: which one the sender meant is not for us to guess.
     """
     now = _now(received_at)
     if not isinstance(fields, Mapping):
@@ -113,6 +119,11 @@ def parse_qbt_hook(fields: Mapping[str, Any], *, received_at: float | None = Non
 
 def _qbt_field(fields: Mapping[str, Any], name: str) -> str:
     value = fields.get(name)
+    hexed = fields.get(name + _HEX_SUFFIX)
+    if hexed is not None:
+        if value is not None:
+            raise BadRequest(f"{name}, {name}{_HEX_SUFFIX}: both given; send one")
+        return f.hex_bytes(hexed, name + _HEX_SUFFIX)
     if value is None:
         return ""
     text = f.string(value, name)

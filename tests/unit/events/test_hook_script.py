@@ -53,7 +53,7 @@ class Recorder(http.server.BaseHTTPRequestHandler):
     status = 202
     delay = 0.0
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.server.requests.append((self.path, dict(self.headers), body))
         time.sleep(self.delay)
@@ -89,7 +89,7 @@ def run_hook(args, *, env=None, cwd, path=None, timeout=20):
     full_env = {"PATH": path or os.environ["PATH"], "HOME": str(cwd)}
     full_env.update(env or {})
     return subprocess.run(
-        [DASH, str(SCRIPT), *args], env=full_env, cwd=cwd, capture_output=True, timeout=timeout
+        [DASH, str(SCRIPT), *args], env=full_env, cwd=cwd, capture_output=True, check=False, timeout=timeout
     )
 
 
@@ -107,9 +107,9 @@ def received_fields(body: bytes) -> list[tuple[str, bytes]]:
 
 
 def test_script_is_posix(tmp_path):
-    assert subprocess.run([DASH, "-n", str(SCRIPT)]).returncode == 0
+    assert subprocess.run([DASH, "-n", str(SCRIPT)], check=False).returncode == 0
     if shutil.which("checkbashisms"):
-        assert subprocess.run(["checkbashisms", str(SCRIPT)]).returncode == 0
+        assert subprocess.run(["checkbashisms", str(SCRIPT)], check=False).returncode == 0
 
 
 @pytest.mark.parametrize("name", NASTY, ids=range(len(NASTY)))
@@ -126,12 +126,29 @@ def test_nasty_names_arrive_byte_for_byte(server, tmp_path, name):
     assert received_fields(body) == list(zip(FIELD_ORDER, [a.encode() for a in args] + [b""]))
 
 
+def wire_fields(body: bytes) -> dict[str, bytes]:
+    """What the form means: "NAME.hex=<hex>" is NAME's raw bytes (values that are not UTF-8)."""
+    fields = {}
+    for key, value in received_fields(body):
+        if key.endswith(".hex"):
+            key, value = key[: -len(".hex")], bytes.fromhex(value.decode("ascii"))
+        assert key not in fields, f"{key} sent twice"
+        fields[key] = value
+    return fields
+
+
 def test_non_utf8_bytes_survive(server, tmp_path):
     name = b"bad \xff\xfe bytes \x80"
     args = [a.encode() for a in hook_args()]
     args[4] = name
     run_hook(args, env={"QBHOOK_URL": url(server), "QBHOOK_TOKEN": TOKEN}, cwd=tmp_path)
-    assert dict(received_fields(server.requests[0][2]))["N"] == name
+    [(_, _, body)] = server.requests
+    # The whole form decodes as UTF-8 (qbhook refuses it otherwise); N comes as hex.
+    for item in body.split(b"&"):
+        unquote_to_bytes(item.partition(b"=")[2]).decode("utf-8")
+    assert b"&N.hex=62616420fffe20627974657320" in body
+    assert wire_fields(body)["N"] == name
+    assert wire_fields(body)["K"] == V1.encode()
 
 
 def test_missing_trailing_arguments_are_empty(server, tmp_path):
@@ -170,7 +187,7 @@ def test_conf_next_to_script_is_read(server, tmp_path):
     shutil.copy(SCRIPT, hooks / "qbt-hook.sh")
     (hooks / "qbt-hook.conf").write_text(f"QBHOOK_URL={url(server)}\nQBHOOK_TOKEN=next-to-script\n")
     full_env = {"PATH": os.environ["PATH"]}
-    subprocess.run([DASH, str(hooks / "qbt-hook.sh"), *hook_args()], env=full_env, cwd=tmp_path, timeout=20)
+    subprocess.run([DASH, str(hooks / "qbt-hook.sh"), *hook_args()], env=full_env, cwd=tmp_path, timeout=20, check=False)
     assert server.requests[0][1]["X-Qbhook-Token"] == "next-to-script"
 
 
@@ -199,7 +216,7 @@ def _tool_dir(tmp_path, tools) -> str:
     return str(bin_dir)
 
 
-BASE_TOOLS = ["od", "awk", "tr", "cut", "date", "grep", "cat"]
+BASE_TOOLS = ["od", "awk", "tr", "cut", "date", "grep", "cat", "sleep"]
 
 
 def test_wget_fallback(server, tmp_path):
@@ -272,7 +289,7 @@ def test_direct_mode_runs_qbhook_with_the_same_arguments(server, tmp_path):
     result = run_hook(args, env={"QBHOOK_HOOK_MODE": "direct", "QBHOOK_URL": url(server)}, cwd=tmp_path,
                       path=f"{fake_bin}:{os.environ['PATH']}")
     assert result.returncode == 0 and result.stderr == b""
-    assert out.read_bytes().split(b"\0")[:-1] == [b"hook"] + [a.encode() for a in args]
+    assert out.read_bytes().split(b"\0")[:-1] == [b"hook", b"--"] + [a.encode() for a in args]
     assert server.requests == []
 
 
@@ -347,8 +364,214 @@ def test_works_with_standard_streams_closed(server, tmp_path):
             os.close(fd)
 
     env = {"PATH": os.environ["PATH"], "QBHOOK_URL": url(server), "QBHOOK_TOKEN": TOKEN}
-    proc = subprocess.Popen([DASH, str(SCRIPT), *hook_args()], env=env, cwd=tmp_path, preexec_fn=close_std_fds)
+    proc = subprocess.Popen([DASH, str(SCRIPT), *hook_args()], env=env, cwd=tmp_path, preexec_fn=close_std_fds)  # noqa: PLW1509 - no threads touch fds 0-2
     assert proc.wait(timeout=20) == 0
     [(_, headers, body)] = server.requests
     assert headers["X-Qbhook-Token"] == TOKEN
     assert dict(received_fields(body))["K"] == V1.encode()
+
+
+# -- issue 9, finding 8: odd names, bounded time, bytes that are not UTF-8 ----------------
+#
+# Each runs under dash and bash, with curl and with wget (PATH holds only the one client).
+
+SHELLS = [s for s in ("dash", "bash") if shutil.which(s)]
+CLIENTS = ["curl", "wget"]
+ODD_NAMES = [b"--help", b"--", b"-x", b"-", b"line1\nline2\n", b"\n", b"caf\xe9 latin-1", b"\xff\xfe\x80",
+             b"cut \xe2\x82 short", b"surrogate \xed\xa0\x80", b"overlong \xc0\xaf", b"\xf4\x90\x80\x80 too big"]
+
+
+def run_with(shell, path, args, *, tmp_path, env, timeout=30):
+    full_env = {"PATH": path, "HOME": str(tmp_path), **env}
+    return subprocess.run([shutil.which(shell), str(SCRIPT), *args], env=full_env, cwd=tmp_path,
+                          capture_output=True, check=False, timeout=timeout)
+
+
+class Drip:
+    """A server that takes the request, then sends one byte of a long answer every
+    ``interval`` seconds, for at most ``limit`` bytes: never slow enough for a per-read
+    timeout to fire, so only a bound on the whole call ends it early."""
+
+    def __init__(self, interval=0.5, limit=40):
+        import socket
+
+        self.interval, self.limit = interval, limit
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.requests = 0
+        self.closed = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _serve(self):
+        while not self.closed.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn):
+        with conn:
+            conn.settimeout(10)
+            try:
+                conn.recv(65536)
+                self.requests += 1
+                conn.sendall(b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+                for _ in range(self.limit):
+                    if self.closed.wait(self.interval):
+                        return
+                    conn.sendall(b" ")
+            except OSError:
+                pass  # the hook hung up, as it should
+
+    def close(self):
+        self.closed.set()
+        self.sock.close()
+
+
+@pytest.fixture
+def drip():
+    server = Drip()
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("shell", SHELLS)
+def test_dripping_server_is_cut_off_within_5s(drip, tmp_path, shell, client):
+    """Was 135 s with wget and a byte every 3 s: -T bounds each read, not the call."""
+    log = tmp_path / "hook.log"
+    started = time.monotonic()
+    result = run_with(shell, _tool_dir(tmp_path, BASE_TOOLS + [client]), hook_args(), tmp_path=tmp_path,
+                      env={"QBHOOK_URL": drip.url, "QBHOOK_TOKEN": TOKEN, "QBHOOK_HOOK_LOG": str(log)})
+    elapsed = time.monotonic() - started
+    assert drip.requests == 1
+    assert elapsed < 5.0, f"{shell}/{client}: hook call took {elapsed:.1f} s"
+    assert result.returncode == 0
+    assert b"failed" in result.stderr and "failed" in log.read_text()
+    assert (b"no answer within 4 s" if client == "wget" else b"timed out") in result.stderr
+    # Nothing the script started outlives it (a stray sleep or wget would hold the pipe).
+    assert result.stdout == b""
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("shell", SHELLS)
+def test_odd_names_reach_the_real_app_byte_exact(live_qbhook, tmp_path, shell, client):
+    """Option-like names, newlines and bytes that are not UTF-8 all arrive as sent: the
+    event's path encodes back (os.fsencode) to the exact bytes qBittorrent passed."""
+    base, events = live_qbhook
+    path = _tool_dir(tmp_path, BASE_TOOLS + [client])
+    for name in ODD_NAMES:
+        content = b"/data/torrents/" + name
+        args = [a.encode() for a in hook_args(event="finished")]
+        args[4], args[7] = name, content
+        result = run_with(shell, path, args, tmp_path=tmp_path, env={"QBHOOK_URL": base, "QBHOOK_TOKEN": TOKEN})
+        assert result.returncode == 0 and result.stderr == b"", (name, result.stderr)
+        event = events.pop()
+        assert event.kind == "torrent_finished" and event.hashes == (V1,), name
+        assert [os.fsencode(p) for p in event.paths] == [content], name
+    assert events == []
+
+
+def test_non_utf8_hash_is_a_clean_refusal(live_qbhook, tmp_path):
+    base, events = live_qbhook
+    args = [a.encode() for a in hook_args()]
+    args[3] = b"\xff" * 40
+    result = run_hook(args, env={"QBHOOK_URL": base, "QBHOOK_TOKEN": TOKEN}, cwd=tmp_path)
+    assert result.returncode == 0 and b"K: not an info hash" in result.stderr
+    assert events == []
+
+
+@pytest.fixture
+def direct_qbhook(tmp_path):
+    """A real `qbhook` on PATH (this checkout, a throwaway config and catalog)."""
+    import sys
+
+    import yaml
+
+    for root in ("stash", "pool"):
+        (tmp_path / root / "seeding").mkdir(parents=True)
+    catalog = tmp_path / "var" / "catalog.sqlite"
+    catalog.parent.mkdir()
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "catalog": str(catalog),
+        "pools": {"stash": {"path": str(tmp_path / "stash"), "role": "primary"},
+                  "pool": {"path": str(tmp_path / "pool"), "role": "cold"}},
+        "seeding_roots": {"stash": str(tmp_path / "stash/seeding"), "pool": str(tmp_path / "pool/seeding")},
+    }))
+    bin_dir = tmp_path / "qbin"
+    bin_dir.mkdir()
+    repo = SCRIPT.parents[1]
+    (bin_dir / "qbhook").write_text(
+        f'#!/bin/sh\nPYTHONPATH="{repo}" exec "{sys.executable}" -m qbhook --config "{config}" "$@"\n')
+    (bin_dir / "qbhook").chmod(0o755)
+    return bin_dir, catalog
+
+
+def queued_paths(catalog) -> list[bytes]:
+    import json
+    import sqlite3
+
+    with sqlite3.connect(catalog) as conn:
+        rows = conn.execute("SELECT events FROM event_jobs ORDER BY id").fetchall()
+    return [os.fsencode(p) for (events,) in rows for e in json.loads(events) for p in e["paths"]]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_direct_mode_queues_odd_names(direct_qbhook, tmp_path, shell):
+    """`--help` used to print help and queue nothing; `--` shifted every field by one."""
+    bin_dir, catalog = direct_qbhook
+    names = [b"--help", b"--", b"-x", b"two\nlines", b"caf\xe9"]
+    for name in names:
+        args = [a.encode() for a in hook_args()]
+        args[4], args[7] = name, b"/data/torrents/" + name
+        # Hashes differ per call so that no two events share (coalesce into) one job.
+        args[1] = args[3] = (f"{names.index(name):040x}").encode()
+        full_env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path), "QBHOOK_HOOK_MODE": "direct"}
+        result = subprocess.run([shutil.which(shell), str(SCRIPT), *args], env=full_env, cwd=tmp_path,
+                                capture_output=True, check=False, timeout=60)
+        assert result.returncode == 0 and result.stderr == b"", (name, result.stderr)
+    assert queued_paths(catalog) == [b"/data/torrents/" + n for n in names]
+
+
+@pytest.mark.parametrize("name", [b"--help", b"--", b"-x", b"caf\xe9"])
+def test_qbhook_hook_takes_odd_names_as_values(direct_qbhook, tmp_path, name):
+    """What qBittorrent runs when wired with `setup qbittorrent --mode direct` (no script, no "--")."""
+    bin_dir, catalog = direct_qbhook
+    args = [a.encode() for a in hook_args()]
+    args[4], args[7] = name, b"/data/torrents/" + name
+    result = subprocess.run([str(bin_dir / "qbhook"), "hook", *args], capture_output=True, check=False, timeout=60)
+    assert result.returncode == 0 and result.stdout == b"" and result.stderr == b"", result
+    assert queued_paths(catalog) == [b"/data/torrents/" + name]
+
+
+def test_qbhook_hook_help_still_shows_help(direct_qbhook):
+    bin_dir, _ = direct_qbhook
+    result = subprocess.run([str(bin_dir / "qbhook"), "hook", "--help"], capture_output=True, check=False, timeout=60)
+    assert result.returncode == 0 and b"Enqueue a qBittorrent hook call" in result.stdout
+
+
+@pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox is not installed")
+def test_busybox_userland(live_qbhook, drip, tmp_path):
+    """Alpine-based qBittorrent images: BusyBox sh, od, awk, sleep and wget, no curl."""
+    tools = tmp_path / "busybox"
+    tools.mkdir()
+    for tool in [*BASE_TOOLS, "wget", "sh"]:
+        (tools / tool).symlink_to(shutil.which("busybox"))
+    shell = str(tools / "sh")
+    base, events = live_qbhook
+    for name in ODD_NAMES:
+        content = b"/data/torrents/" + name
+        args = [a.encode() for a in hook_args(event="finished")]
+        args[4], args[7] = name, content
+        result = run_with(shell, str(tools), args, tmp_path=tmp_path, env={"QBHOOK_URL": base, "QBHOOK_TOKEN": TOKEN})
+        assert result.returncode == 0 and result.stderr == b"", (name, result.stderr)
+        assert [os.fsencode(p) for p in events.pop().paths] == [content], name
+    started = time.monotonic()
+    result = run_with(shell, str(tools), hook_args(), tmp_path=tmp_path, env={"QBHOOK_URL": drip.url})
+    assert time.monotonic() - started < 5.0
+    assert b"no answer within 4 s" in result.stderr

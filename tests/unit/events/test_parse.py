@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 
@@ -382,3 +383,59 @@ def test_qbt_unknown_and_unneeded_fields_ignored():
 def test_qbt_not_a_mapping():
     with pytest.raises(BadRequest, match="body"):
         parse_qbt_hook(["added"])  # type: ignore[arg-type]
+
+
+# -- values that are not UTF-8 (issue 9, finding 8) --------------------------------------
+
+
+def test_qbt_hex_field_is_decoded_byte_exact():
+    raw = b"/data/torrents/caf\xe9 \xff\xfe"
+    fields = qbt_fields()
+    del fields["F"]
+    fields["F.hex"] = raw.hex()
+    event = parse_qbt_hook(fields)
+    assert [os.fsencode(p) for p in event.paths] == [raw]
+    assert event.paths == (raw.decode("utf-8", "surrogateescape"),)
+
+
+def test_qbt_hex_field_may_hold_any_field():
+    fields = qbt_fields()
+    for name in ("event", "K", "instance"):
+        fields[name + ".hex"] = fields.pop(name, "qb-\x01").encode().hex()
+    event = parse_qbt_hook(fields)
+    assert event.kind == "torrent_added" and event.hashes[0] == V1 and event.instance == "qb-\x01"
+
+
+def test_qbt_hex_and_plain_spelling_of_one_field_is_refused():
+    with pytest.raises(BadRequest, match=r"F, F\.hex: both given"):
+        parse_qbt_hook(qbt_fields(**{"F.hex": b"/x".hex()}))
+
+
+@pytest.mark.parametrize("value", ["abc", "zz", "2f 78", ["2f"], 7, "0" * (2 * _fields.MAX_STRING_CHARS + 2)])
+def test_qbt_bad_hex_field_names_it(value):
+    fields = qbt_fields()
+    del fields["F"]
+    fields["F.hex"] = value
+    with pytest.raises(BadRequest, match=r"^F\.hex: "):
+        parse_qbt_hook(fields)
+
+
+def test_qbt_hex_nul_in_path_is_refused():
+    fields = qbt_fields()
+    del fields["F"]
+    fields["F.hex"] = b"/a\0b".hex()
+    with pytest.raises(BadRequest, match="F: contains a NUL"):
+        parse_qbt_hook(fields)
+
+
+@pytest.mark.parametrize("bad", [chr(0xD800), "a" + chr(0xDBFF), chr(0xDFFF), chr(0xDC41)])
+def test_path_with_lone_surrogate_is_refused(bad):
+    """No byte string decodes (os.fsdecode) to these: the worker's os.fsencode would fail."""
+    with pytest.raises(BadRequest, match="p: contains a lone UTF-16 surrogate"):
+        _fields.path_value("/x/" + bad, "p")
+
+
+def test_path_escaped_bytes_have_one_spelling():
+    # "\udcc3\udca9" are the escaped bytes of "é": the same file, so the same string.
+    assert _fields.path_value("/x/\udcc3\udca9", "p") == "/x/é"
+    assert _fields.path_value("/x/\udcff", "p") == "/x/\udcff"

@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import sqlite3
 
 import pytest
@@ -133,15 +134,21 @@ def test_job_is_on_disk_before_202(tmp_path):
     assert row == (f"torrent:{V1}", "pending")
 
 
-def test_lone_surrogate_in_path_reaches_the_real_queue(tmp_path):
+def test_lone_surrogate_in_path_is_refused_before_the_queue(tmp_path):
+    """No byte string decodes to U+D800: such a path names no file, and a queued job would
+    fail at its first os.fsencode on every retry. Escaped bytes (U+DC80..U+DCFF) are paths."""
     conn = sqlite3.connect(tmp_path / "q.sqlite", check_same_thread=False)
     conn.executescript(QUEUE_DDL)
     queue = JobQueue(conn)
     app = create_app(enqueue=queue.enqueue, auth=AuthConfig(token=TOKEN))
     body = json.dumps(load_fixture("radarr-moviefiledelete.json")).replace("Remux-2160p.mkv", "\\ud800.mkv")
     resp = app.test_client().post("/webhook/arr", data=body, headers=HDR, content_type="application/json")
+    assert resp.status_code == 400 and "lone UTF-16 surrogate" in resp.json["error"]
+    assert sum(queue.counts().values()) == 0
+    body = body.replace("\\ud800.mkv", "\\udcff.mkv")
+    resp = app.test_client().post("/webhook/arr", data=body, headers=HDR, content_type="application/json")
     assert resp.status_code == 202
-    assert queue.get(resp.json["queued"]).paths[0].endswith("\ud800.mkv")
+    assert os.fsencode(queue.get(resp.json["queued"]).paths[0]).endswith(b"\xff.mkv")
 
 
 # -- qBittorrent hook endpoint ---------------------------------------------------------
