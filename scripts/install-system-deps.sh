@@ -4,7 +4,7 @@
 # something is missing, so it is cheap to call at the start of every CI job.
 set -euo pipefail
 
-PACKAGES=(zfs-fuse qbittorrent-nox rtorrent mktorrent b3sum jdupes rdfind hyperfine curl wget dash chromium chromium-driver)
+PACKAGES=(zfs-fuse qbittorrent-nox rtorrent mktorrent b3sum jdupes rdfind hyperfine curl wget dash busybox chromium chromium-driver)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
