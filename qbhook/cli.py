@@ -47,12 +47,13 @@ class App:
     @property
     def clients(self):
         if getattr(self, "_clients", None) is None:
+            from qbhook.clients.registry import Clients
             from qbhook.errors import ConfigError
-            from qbhook.qbt.client import QbtClients
-            if not self.cfg.qbittorrent:
-                raise ConfigError("qbittorrent", "no qBittorrent instance configured",
-                                  hint="add a 'qbittorrent:' section (url, username, password_env)")
-            self._clients = QbtClients.from_config(self.cfg.qbittorrent)
+            if not self.cfg.clients:
+                raise ConfigError("clients", "no torrent client configured",
+                                  hint="add a 'qbittorrent:' section (url, username, password_env) or a "
+                                       "'clients:' list (type: qbittorrent | rtorrent)")
+            self._clients = Clients.from_config(self.cfg.clients)
         return self._clients
 
     def emit(self, data, human=None) -> None:

@@ -36,7 +36,7 @@ def host_path(cfg: Config, path: str) -> str:
     """Events carry the sender's view of a path (often a container's): map it to the host if we can."""
     if cfg.pool_of(path):
         return path
-    for q in cfg.qbittorrent:
+    for q in cfg.clients:
         pm = PathMap(q.path_map)
         if pm.is_identity:
             continue
@@ -79,7 +79,7 @@ def handle_job(cfg: Config, catalog: Catalog, clients, job, *, executor=None) ->
     missing = sorted(set(job.hashes) - hashes)
     hashes |= torrents_touching(cfg, catalog, infos, job.paths)
     if not hashes:
-        return {"groups": [], "note": "no torrent in qBittorrent matches this event" +
+        return {"groups": [], "note": "no torrent in any configured client matches this event" +
                 (f" (unknown hashes: {', '.join(missing)})" if missing else "")}
     snap = build_snapshot(cfg, catalog, clients, hashes=sorted(hashes), infos=infos)
     plan = make_plan(snap, cfg.policy)
