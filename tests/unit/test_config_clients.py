@@ -135,3 +135,22 @@ def test_cli_without_any_client_names_both_keys(tmp_path):
     with pytest.raises(ConfigError) as ei:
         _ = app.clients
     assert ei.value.exit_code == 78 and "'clients:'" in str(ei.value) and "'qbittorrent:'" in str(ei.value)
+
+
+def test_setup_rtorrent_prints_the_rc_lines_and_setup_qbittorrent_skips_rtorrent(tmp_path, monkeypatch):
+    monkeypatch.setenv("QBT_PW", "x")
+    d = {k: v for k, v in BASE.items() if k != "qbittorrent"}
+    d["clients"] = [BASE["clients"][0]]
+    cfg = str(_write(tmp_path, d))
+    r = CliRunner().invoke(main, ["--config", cfg, "setup", "rtorrent", "--hook-path", "/hooks/qbt-hook.sh"])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0] == "# rTorrent rt (/run/rtorrent/rpc.sock): add to .rtorrent.rc"
+    assert lines[1].startswith('method.set_key = event.download.inserted_new,qbhook_added,'
+                               '"execute.nothrow.bg=env,QBHOOK_INSTANCE=rt,/hooks/qbt-hook.sh,added,')
+    assert lines[2].startswith("method.set_key = event.download.finished,qbhook_finished,")
+    r = CliRunner().invoke(main, ["--config", cfg, "setup", "rtorrent", "--hook-path", "/hooks/x y.sh"])
+    assert r.exit_code == 5 and "cannot carry safely" in r.stderr and "Traceback" not in r.output
+    # an rTorrent has no qBittorrent preferences: skipped, not a traceback
+    r = CliRunner().invoke(main, ["--config", cfg, "--json", "setup", "qbittorrent"])
+    assert r.exit_code == 0 and r.stdout.strip() == "[]", r.output
