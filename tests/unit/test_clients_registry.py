@@ -108,3 +108,15 @@ def test_snapshot_lists_a_batching_client_in_one_batch_with_the_same_facts(tmp_p
     assert facts == {t.hash: [(f.rel, f.size, f.inode is not None) for f in t.files] for t in snap2.torrents}
     assert facts[HM] == [("Show.X/a.mkv", 300000, True), ("Show.X/sub/b.srt", 1000, True)]
     assert facts[HS] == [("single.mkv", 200000, True)]
+
+
+def test_path_map_errors_name_the_rtorrent_instance():
+    from qbhook.clients.rtorrent import RtorrentClient
+    from qbhook.errors import PathMapError
+
+    c = RtorrentClient("seedbox", "/run/rt.sock", PathMap([("/data", "/stash/data")]))
+    with pytest.raises(PathMapError) as ei:
+        c.path_map.to_host("/elsewhere/x")
+    assert str(ei.value).startswith("rTorrent 'seedbox' path /elsewhere/x is under no path_map prefix")
+    with pytest.raises(PathMapError, match="^qBittorrent path /elsewhere/x"):
+        PathMap([("/data", "/stash/data")]).to_host("/elsewhere/x")   # qBittorrent's default label
