@@ -251,3 +251,65 @@ def test_rtorrent_sigkill_at_relocation_step_then_resume_ends_like_an_uninterrup
     assert [s["status"] for s in hist["steps"]] == ["done"] * len(kinds)
     target = bed.roots["pool" if kind == "demote" else "stash"]
     assert all(s["result"]["save_path"].startswith(str(target)) for s in hist["steps"] if s["kind"] == "relocate")
+
+
+# --------------------------------------------------------------------------- a mixed group, through the CLI
+
+
+@pytest.mark.slow
+def test_mixed_group_sigkill_while_rtorrent_relocates_then_resume_demotes_both_clients(
+        rtorrent, rt_client, qbt, qbt_client, pools, tmp_path):
+    """The sandbox demo's two rTorrent cases (qbhook.sandbox.scenario.rtorrent_cases) through the real
+    CLI configured with `qbittorrent:` and `clients:` side by side: qbhook is SIGKILLed while
+    rTorrent's item of the mixed group is checking at its new place (qBittorrent's has moved
+    already); `resume` finishes the group, and the rTorrent-only group demotes after it."""
+    from qbhook.sandbox.scenario import Scenario
+
+    sc = Scenario(stash=pools["stash"], pool=pools["pool"], torrent_dir=tmp_path / "torrents")
+    for d in (sc.stash_seed, sc.pool_seed, sc.torrent_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    sc.rtorrent_cases(qbt_client, rtorrent)
+    catalog = tmp_path / "catalog.sqlite"
+    cfg = tmp_path / "config.yaml"
+    data = sc.config_dict(catalog, qbt.url)
+    data["clients"] = [{"type": "rtorrent", "name": "rt", "scgi": rtorrent.address}]
+    cfg.write_text(yaml.safe_dump(data))
+    roots = {"stash": sc.stash, "pool": sc.pool}
+    contents_before = contents_on_disk(*roots.values())
+    mixed_qbt, mixed_rt = sc.hashes["mixed"]
+    (rt_only,) = sc.hashes["rt_only"]
+
+    _rc, plan = qbhook_json(cfg, "plan", ok=(10,))
+    group = next(g for g in plan["groups"] if mixed_qbt in g["torrents"])
+    assert group["action"] == "demote" and sorted(group["torrents"]) == sorted([mixed_qbt, mixed_rt])
+    relocs = [(i, s["args"]["instance"]) for i, s in enumerate(group["steps"]) if s["kind"] == "relocate"]
+    assert [inst for _i, inst in relocs] == ["default", "rt"], relocs
+    seq = relocs[1][0]
+
+    r = qbhook(cfg, "apply", "--yes", "--hash", mixed_rt, crash_at=f"{seq}:poll")
+    assert r.returncode == -signal.SIGKILL, (r.returncode, r.stdout, r.stderr)
+    assert os.path.normpath(qbt_client.torrents_info(torrent_hashes=mixed_qbt)[0]["save_path"]).startswith(
+        str(sc.pool))                                     # qBittorrent's item had moved already
+    assert contents_on_disk(*roots.values()) >= contents_before
+
+    _rc, res = qbhook_json(cfg, "resume")
+    assert [s["status"] for s in res["runs"]] == ["done"], res
+    _rc, rest = qbhook_json(cfg, "apply", "--yes")        # the rTorrent-only group
+    assert rest["groups_failed"] == {} and len(rest["groups_done"]) == 1, rest
+    _rc, again = qbhook_json(cfg, "apply", "--yes")
+    assert again["run_id"] is None, again
+
+    rt_items = wait_settled(rt_client, [mixed_rt, rt_only])
+    qb = {t["hash"]: t for t in qbt_client.torrents_info(torrent_hashes=mixed_qbt)}
+    assert qb[mixed_qbt]["progress"] == 1 and qb[mixed_qbt]["state"] in SEEDING_STATES
+    assert os.path.normpath(qb[mixed_qbt]["save_path"]) == str(sc.pool_seed / "tv")
+    assert rt_items[mixed_rt].save_path == str(sc.pool_seed / "cross-seed" / "TrackerR")
+    assert rt_items[rt_only].save_path == str(sc.pool_seed / "movies")
+    assert all("qbhook-relocated" in t.tags for t in rt_items.values())
+    # one physical copy per payload, all on the cold pool; nothing left on stash's seeding root
+    a = os.stat(sc.pool_seed / "tv/Mixed.S02.720p/Mixed.S02E01.mkv")
+    b = os.stat(sc.pool_seed / "cross-seed/TrackerR/Mixed S02 (WEB)/Mixed.S02E01.mkv")
+    assert (a.st_ino, a.st_nlink) == (b.st_ino, 2)
+    assert not any(p.is_file() for p in sc.stash_seed.rglob("*"))
+    assert contents_on_disk(*roots.values()) >= contents_before
+    assert leftovers(*roots.values()) == []
