@@ -1,7 +1,7 @@
 """Command-line entry point. Thin: parse, load config, call one function, print.
 
 Exit codes: 0 ok; 1 generic failure; 2 usage / bad input; 3 refused by a
-safety guard (e.g. mass delete); 4 qBittorrent unreachable; 5 unsafe
+safety guard (e.g. mass delete); 4 torrent client unreachable; 5 unsafe
 operation refused; 10 "plan has actionable groups" (plan only); 75 busy
 (lock held); 78 configuration problem.
 """
