@@ -154,3 +154,12 @@ def test_setup_rtorrent_prints_the_rc_lines_and_setup_qbittorrent_skips_rtorrent
     # an rTorrent has no qBittorrent preferences: skipped, not a traceback
     r = CliRunner().invoke(main, ["--config", cfg, "--json", "setup", "qbittorrent"])
     assert r.exit_code == 0 and r.stdout.strip() == "[]", r.output
+
+
+def test_an_unreachable_rtorrent_is_exit_4_naming_the_instance(tmp_path):
+    d = copy.deepcopy({k: v for k, v in BASE.items() if k != "qbittorrent"})
+    d["catalog"] = str(tmp_path / "catalog.sqlite")
+    d["clients"] = [{"type": "rtorrent", "name": "seedbox", "scgi": str(tmp_path / "gone.sock")}]
+    r = CliRunner().invoke(main, ["--config", str(_write(tmp_path, d)), "plan", "--no-scan"])
+    assert r.exit_code == 4 and "Traceback" not in r.output, r.output
+    assert f"qbhook: rTorrent 'seedbox' ({tmp_path / 'gone.sock'}): list items: no answer" in r.stderr
