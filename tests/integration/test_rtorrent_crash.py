@@ -15,12 +15,14 @@ points here are the relocation-related ones:
   - second relocate (seq 5): ``after_intend``, ``poll``, ``after_act`` (one item moved, the other
     moving);
   - verify_group (seq 6): ``after_intend`` (both moved, nothing deleted yet);
-* promote onto an *arr library copy (one item): relocate ``poll`` and ``after_act``.
+  - the first tag (seq 7): ``after_intend`` (rTorrent writes the tag to ``d.custom`` and saves
+    its session in the same call);
+* promote onto an *arr library copy (one item): relocate ``after_intend``, ``poll`` and ``after_act``.
 
 Each is resumed and must end exactly like an uninterrupted run of the same world (items,
 places, progress, seeding; every file on both pools by pool, link names, size and BLAKE3), with
-no staging/holding leftovers and no content lost at any moment. Ten kills plus two baselines:
-about 2 minutes on the 2-core test machine.
+no staging/holding leftovers and no content lost at any moment. Twelve kills plus two baselines,
+and one mixed-group kill: about 2.5 minutes on the 2-core test machine.
 """
 
 from __future__ import annotations
@@ -138,7 +140,8 @@ POINTS = {
     ("demote", 4): ("before", "after_intend", "poll", "after_act"),
     ("demote", 5): ("after_intend", "poll", "after_act"),
     ("demote", 6): ("after_intend",),
-    ("promote", 2): ("poll", "after_act"),
+    ("demote", 7): ("after_intend",),
+    ("promote", 2): ("after_intend", "poll", "after_act"),
 }
 
 

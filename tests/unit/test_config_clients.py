@@ -163,3 +163,11 @@ def test_an_unreachable_rtorrent_is_exit_4_naming_the_instance(tmp_path):
     r = CliRunner().invoke(main, ["--config", str(_write(tmp_path, d)), "plan", "--no-scan"])
     assert r.exit_code == 4 and "Traceback" not in r.output, r.output
     assert f"qbhook: rTorrent 'seedbox' ({tmp_path / 'gone.sock'}): list items: no answer" in r.stderr
+
+
+def test_event_paths_from_an_rtorrent_container_map_to_the_host():
+    from qbhook.worker import host_path
+
+    c = parse(BASE)
+    assert host_path(c, "/downloads/Show/e1.mkv") == "/stash/data/media/torrents/seeding/Show/e1.mkv"
+    assert host_path(c, "/stash/data/x") == "/stash/data/x"      # already a host path
