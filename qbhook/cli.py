@@ -1,7 +1,7 @@
 """Command-line entry point. Thin: parse, load config, call one function, print.
 
 Exit codes: 0 ok; 1 generic failure; 2 usage / bad input; 3 refused by a
-safety guard (e.g. mass delete); 4 qBittorrent unreachable; 5 unsafe
+safety guard (e.g. mass delete); 4 torrent client unreachable; 5 unsafe
 operation refused; 6 stale groups of a saved plan refused (apply --plan);
 10 "plan has actionable groups" (plan only); 65 unusable plan file; 75 busy
 (lock held); 78 configuration problem.
@@ -50,12 +50,13 @@ class App:
     @property
     def clients(self):
         if getattr(self, "_clients", None) is None:
+            from qbhook.clients.registry import Clients
             from qbhook.errors import ConfigError
-            from qbhook.qbt.client import QbtClients
-            if not self.cfg.qbittorrent:
-                raise ConfigError("qbittorrent", "no qBittorrent instance configured",
-                                  hint="add a 'qbittorrent:' section (url, username, password_env)")
-            self._clients = QbtClients.from_config(self.cfg.qbittorrent)
+            if not self.cfg.clients:
+                raise ConfigError("clients", "no torrent client configured",
+                                  hint="add a 'qbittorrent:' section (url, username, password_env) or a "
+                                       "'clients:' list (type: qbittorrent | rtorrent)")
+            self._clients = Clients.from_config(self.cfg.clients)
         return self._clients
 
     def emit(self, data, human=None) -> None:

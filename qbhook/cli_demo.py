@@ -1,4 +1,4 @@
-"""``qbhook demo``: the sandbox (needs root: it mounts pools and runs qbittorrent-nox)."""
+"""``qbhook demo``: the sandbox (needs root: it mounts pools and runs qbittorrent-nox and rtorrent)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ DEFAULT_DIR = "/var/tmp/qbhook-demo"
 @click.option("--dir", "base", default=DEFAULT_DIR, show_default=True, help="Where the sandbox lives.")
 @click.option("--clean", is_flag=True, help="Tear the sandbox down (pools, files) and exit.")
 def demo(base, clean):
-    """Build a sandbox (two real pools, a real qBittorrent, sample torrents) and run qbhook end to end.
+    """Build a sandbox (two real pools, a real qBittorrent and, when installed, rTorrent; sample torrents)
+    and run qbhook end to end.
 
     Re-running rebuilds it from scratch. Nothing outside --dir is touched.
     """

@@ -303,10 +303,11 @@ def setup_qbittorrent(app: App, mode, hook_path, qbhook_path, instance, yes):
         return " ".join([shlex.quote(b) for b in base] + [event] + [f'"{a}"' for a in HOOK_ARGS])
     wanted = {"autorun_on_torrent_added_enabled": True, "autorun_on_torrent_added_program": cmd("added"),
               "autorun_enabled": True, "autorun_program": cmd("finished")}
+    from qbhook.clients.registry import client_type
     out = []
     for client in app.clients:
-        if instance and client.name != instance:
-            continue
+        if (instance and client.name != instance) or client_type(client) != "qbittorrent":
+            continue   # rTorrent is wired by .rtorrent.rc lines: `qbhook setup rtorrent`
         prefs = client.preferences()
         current = {k: prefs.get(k) for k in wanted}
         change = {k: v for k, v in wanted.items() if current.get(k) != v}
@@ -326,6 +327,37 @@ def setup_qbittorrent(app: App, mode, hook_path, qbhook_path, instance, yes):
         if mode == "http":
             click.echo("Make hooks/qbt-hook.sh available inside the qBittorrent container at that path, and set "
                        "QBHOOK_URL and QBHOOK_TOKEN (or QBHOOK_TOKEN_FILE) in a qbt-hook.conf next to it.")
+    app.emit(out, human)
+
+
+@setup.command("rtorrent")
+@click.option("--hook-path", default="/hooks/qbt-hook.sh", show_default=True,
+              help="Where qbt-hook.sh is, as rTorrent sees it (inside its container).")
+@click.option("--instance", default=None, help="Which configured rTorrent (default: all).")
+@pass_app
+def setup_rtorrent(app: App, hook_path, instance):
+    """Print the .rtorrent.rc lines that call qbt-hook.sh when an item is added or finishes.
+
+    Printed, not applied: rTorrent reads them at start (or paste them into a running
+    rTorrent's XML-RPC `method.set_key`); qbhook never edits rTorrent's config file.
+    """
+    from qbhook.clients.registry import client_type
+    from qbhook.clients.rtorrent import event_rc_lines
+    from qbhook.errors import ConfigError
+    out = []
+    for client in app.clients:
+        if client_type(client) == "rtorrent" and (not instance or client.name == instance):
+            out.append({"instance": client.name, "address": client.address,
+                        "lines": event_rc_lines(hook_path, instance=client.name)})
+    if not out:
+        raise ConfigError("clients", "no rTorrent configured" + (f" named {instance!r}" if instance else ""),
+                          hint="add {type: rtorrent, name: ..., scgi: /run/rtorrent/rpc.sock} under clients:")
+
+    def human(rows):
+        for r in rows:
+            click.echo(f"# rTorrent {r['instance']} ({r['address']}): add to .rtorrent.rc")
+            for line in r["lines"]:
+                click.echo(line)
     app.emit(out, human)
 
 

@@ -40,6 +40,27 @@ class QbtConfig:
     path_map: tuple[tuple[str, str], ...] = ()  # (client prefix, host prefix)
     timeout: float = 30.0
 
+    @property
+    def type(self) -> str:
+        return "qbittorrent"
+
+
+@dataclass(frozen=True)
+class RtorrentConfig:
+    name: str
+    scgi: str  # unix socket path (/run/rtorrent/rpc.sock) or host:port
+    path_map: tuple[tuple[str, str], ...] = ()  # (client prefix, host prefix)
+    timeout: float = 30.0
+
+    @property
+    def type(self) -> str:
+        return "rtorrent"
+
+
+#: A ``clients:`` entry; ``type`` says which.
+ClientConfig = QbtConfig | RtorrentConfig
+CLIENT_TYPES = ("qbittorrent", "rtorrent")
+
 
 @dataclass(frozen=True)
 class PolicyConfig:
@@ -99,13 +120,19 @@ class NotifyConfig:
 class Config:
     catalog: Path
     pools: tuple[PoolConfig, ...]
-    qbittorrent: tuple[QbtConfig, ...]
+    qbittorrent: tuple[QbtConfig, ...]    # every qBittorrent, from `qbittorrent:` and `clients:`
     policy: PolicyConfig = PolicyConfig()
     scan: ScanConfig = ScanConfig()
     server: ServerConfig = ServerConfig()
     notify: NotifyConfig = NotifyConfig()
     lock_dir: Path | None = None
     source: Path | None = None
+    rtorrent: tuple[RtorrentConfig, ...] = ()    # `clients:` entries of type rtorrent
+
+    @property
+    def clients(self) -> tuple[ClientConfig, ...]:
+        """Every torrent client, whatever its type (derived: one place holds each entry)."""
+        return (*self.qbittorrent, *self.rtorrent)
 
     @property
     def primary(self) -> PoolConfig:
@@ -182,11 +209,13 @@ def parse_config(data: Any, *, env: dict[str, str] | None = None, base_dir: Path
     env = dict(os.environ) if env is None else env
     if not isinstance(data, dict):
         raise ConfigError(None, "the file must contain a mapping of settings (got %s)" % type(data).__name__)
-    _no_unknown(data, ("catalog", "pools", "seeding_roots", "qbittorrent", "policy", "scan", "server", "lock_dir", "notify"), "")
+    _no_unknown(data, ("catalog", "pools", "seeding_roots", "qbittorrent", "clients", "policy", "scan", "server",
+                       "lock_dir", "notify"), "")
 
     catalog = _abs_path(_required(data, "catalog", ""), "catalog")
     pools = _parse_pools(data)
     qbts = _parse_qbittorrent(data.get("qbittorrent"), env, base_dir)
+    clients = _parse_clients(data.get("clients"), qbts, env, base_dir)
     policy = _parse_section(PolicyConfig, data.get("policy"), "policy")
     scan = _parse_section(ScanConfig, data.get("scan"), "scan")
     server = _parse_server(data.get("server"), env)
@@ -197,8 +226,10 @@ def parse_config(data: Any, *, env: dict[str, str] | None = None, base_dir: Path
         raise ConfigError("scan.mass_delete_max_share", "must be a fraction in (0, 1], e.g. 0.1 for 10%")
     if not 0 <= policy.promote_copy_max_ratio < 1:
         raise ConfigError("policy.promote_copy_max_ratio", "must be a fraction in [0, 1), e.g. 0.01 for 1%")
-    return Config(catalog=catalog, pools=pools, qbittorrent=qbts, policy=policy, scan=scan,
-                  server=server, notify=notify, lock_dir=lock_dir)
+    return Config(catalog=catalog, pools=pools,
+                  qbittorrent=tuple(c for c in clients if isinstance(c, QbtConfig)),
+                  rtorrent=tuple(c for c in clients if isinstance(c, RtorrentConfig)),
+                  policy=policy, scan=scan, server=server, notify=notify, lock_dir=lock_dir)
 
 
 def _parse_pools(data: dict) -> tuple[PoolConfig, ...]:
@@ -262,22 +293,102 @@ def _parse_qbittorrent(raw: Any, env: dict, base_dir: Path | None) -> tuple[QbtC
             raise ConfigError(f"{key}.url", f"must be an http(s) URL (got {url!r})")
         username = str(spec.get("username") or "admin")
         password, pw_env, pw_file = _secret(spec, "password", env, base_dir, key)
-        pm = spec.get("path_map") or []
-        if not isinstance(pm, list):
-            raise ConfigError(f"{key}.path_map", "must be a list of {client: PATH, host: PATH}")
-        pairs = []
-        for j, m in enumerate(pm):
-            mk = f"{key}.path_map[{j}]"
-            if not isinstance(m, dict):
-                raise ConfigError(mk, "must be a mapping {client: PATH, host: PATH}")
-            _no_unknown(m, ("client", "host"), mk)
-            c = str(_abs_path(_required(m, "client", mk), f"{mk}.client"))
-            h = str(_abs_path(_required(m, "host", mk), f"{mk}.host"))
-            pairs.append((c, h))
+        pairs = _parse_path_map(spec.get("path_map"), f"{key}.path_map")
         timeout = float(spec.get("timeout", 30.0))
         out.append(QbtConfig(name=name, url=url.rstrip("/"), username=username, password=password,
-                             password_env=pw_env, password_file=pw_file, path_map=tuple(pairs), timeout=timeout))
+                             password_env=pw_env, password_file=pw_file, path_map=pairs, timeout=timeout))
     return tuple(out)
+
+
+def _parse_path_map(raw: Any, key: str) -> tuple[tuple[str, str], ...]:
+    """The one validation of a ``path_map`` (every client type): a list of {client, host}."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError(key, "must be a list of {client: PATH, host: PATH}")
+    pairs = []
+    for j, m in enumerate(raw):
+        mk = f"{key}[{j}]"
+        if not isinstance(m, dict):
+            raise ConfigError(mk, "must be a mapping {client: PATH, host: PATH}")
+        _no_unknown(m, ("client", "host"), mk)
+        pairs.append((str(_abs_path(_required(m, "client", mk), f"{mk}.client")),
+                      str(_abs_path(_required(m, "host", mk), f"{mk}.host"))))
+    return tuple(pairs)
+
+
+_RT_KEYS = ("type", "name", "scgi", "path_map", "timeout")
+
+
+def _parse_clients(raw: Any, qbts: tuple[QbtConfig, ...], env: dict,
+                   base_dir: Path | None) -> tuple[ClientConfig, ...]:
+    """``clients:``, a list of ``{type: qbittorrent | rtorrent, name, ...}``, after ``qbittorrent:``'s entries.
+
+    A qBittorrent entry takes the keys of a ``qbittorrent:`` entry (and is read by the
+    same parser); an rTorrent entry takes ``scgi`` (its XML-RPC socket: a unix socket
+    path or ``host:port``), ``path_map`` and ``timeout``. Names are unique across both
+    keys and required here: they are what plans, the journal and events call a client.
+    """
+    if raw is None:
+        return tuple(qbts)
+    if not isinstance(raw, list):
+        raise ConfigError("clients", "must be a list of {type: qbittorrent | rtorrent, name: ..., ...}")
+    out: list[ClientConfig] = list(qbts)
+    names = {q.name: "qbittorrent" for q in qbts}
+    for i, spec in enumerate(raw):
+        key = f"clients[{i}]"
+        if not isinstance(spec, dict):
+            raise ConfigError(key, "must be a mapping with type, name and the client's address")
+        kind = spec.get("type")
+        if kind not in CLIENT_TYPES:
+            raise ConfigError(f"{key}.type", f"must be one of {', '.join(CLIENT_TYPES)} (got {kind!r})")
+        name = spec.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{key}.name", f"is required: a short name for this {kind} (got {name!r})")
+        if name in names:
+            raise ConfigError(f"{key}.name", f"duplicate client name {name!r}",
+                              hint=f"{name!r} already names a {names[name]}; every client needs its own name")
+        names[name] = kind
+        if kind == "qbittorrent":
+            try:
+                (q,) = _parse_qbittorrent([{k: v for k, v in spec.items() if k != "type"}], env, base_dir)
+            except ConfigError as e:   # same parser as `qbittorrent:`, but the key named is ours
+                sub = (e.key or "").removeprefix("qbittorrent[0]")
+                raise ConfigError(key + sub, e.message.removeprefix(f"config: {e.key}: "), hint=e.hint) from None
+            out.append(q)
+            continue
+        _no_unknown(spec, _RT_KEYS, key)
+        out.append(RtorrentConfig(name=name, scgi=_scgi_address(_required(spec, "scgi", key), f"{key}.scgi"),
+                                  path_map=_parse_path_map(spec.get("path_map"), f"{key}.path_map"),
+                                  timeout=_positive_seconds(spec.get("timeout", 30.0), f"{key}.timeout")))
+    return tuple(out)
+
+
+def _scgi_address(v: Any, key: str) -> str:
+    """rTorrent's SCGI socket: an absolute unix socket path, or host:port (scgi:// optional)."""
+    from qbhook.clients.scgi import parse_address
+
+    if not isinstance(v, str) or not v.strip():
+        raise ConfigError(key, f"must be a unix socket path or host:port (got {v!r})")
+    try:
+        _family, where = parse_address(v)
+        if isinstance(where, tuple) and not 0 < where[1] < 65536:
+            raise ValueError(f"port {where[1]} is not a TCP port (1-65535)")
+    except ValueError as e:
+        raise ConfigError(key, f"{e}",
+                          hint="e.g. /run/rtorrent/rpc.sock (network.scgi.open_local) or 127.0.0.1:5000") from None
+    return v.strip()
+
+
+def _positive_seconds(v: Any, key: str) -> float:
+    if isinstance(v, str):
+        try:
+            v = parse_duration(v)
+        except ValueError:
+            raise ConfigError(key, f"cannot read {v!r} as a duration (e.g. 30, 30s, 2m)") from None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf"):
+        raise ConfigError(key, f"must be a positive number of seconds (got {v!r})")
+    return float(v)
 
 
 def _parse_server(raw: Any, env: dict) -> ServerConfig:
@@ -451,6 +562,12 @@ def check_paths(cfg: Config) -> list[str]:
     for q in cfg.qbittorrent:
         if q.password is None:
             problems.append(f"qbittorrent {q.name}: no password (set password_env or password_file)")
+    for c in cfg.clients:
+        if isinstance(c, RtorrentConfig) and c.scgi.removeprefix("scgi://").startswith("/"):
+            sock = Path(c.scgi.removeprefix("scgi://"))
+            if not sock.exists():
+                problems.append(f"rtorrent {c.name}: SCGI socket {sock} does not exist "
+                                "(is rtorrent running with network.scgi.open_local at this path?)")
     parent = cfg.catalog.parent
     if not parent.is_dir():
         problems.append(f"catalog: folder {parent} does not exist (create it: mkdir -p {parent})")
@@ -470,6 +587,12 @@ def describe(cfg: Config) -> dict:
              "password_env": q.password_env, "password_file": str(q.password_file) if q.password_file else None,
              "path_map": [{"client": c, "host": h} for c, h in q.path_map], "timeout": q.timeout}
             for q in cfg.qbittorrent
+        ],
+        "clients": [
+            {"type": c.type, "name": c.name, "scgi": c.scgi, "timeout": c.timeout,
+             "path_map": [{"client": a, "host": b} for a, b in c.path_map]}
+            if isinstance(c, RtorrentConfig) else {"type": c.type, "name": c.name, "url": c.url}
+            for c in cfg.clients
         ],
         "policy": {f.name: getattr(cfg.policy, f.name) for f in fields(cfg.policy)},
         "scan": {f.name: getattr(cfg.scan, f.name) for f in fields(cfg.scan)},

@@ -4,6 +4,11 @@ Two real pools (zfs-fuse, or tmpfs where ZFS cannot run), a real qBittorrent on
 loopback, a realistic layout, then: scan, the plan shown to you, apply, an
 *arr import webhook through a running ``qbhook serve``, and a before/after
 summary. Everything lives under one folder; ``--clean`` removes it.
+
+When ``rtorrent`` is installed (scripts/demo installs it), a real headless
+rTorrent runs beside qBittorrent, configured through ``clients:``, with a
+payload seeded by both clients (one mixed group) and one seeded by rTorrent
+alone; the before/after tables show every item of both clients.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from pathlib import Path
 
 import yaml
 
+from qbhook.clients.rtorrent import RtorrentClient
 from qbhook.sandbox.qbt import QbtInstance, free_port
+from qbhook.sandbox.rtorrent import RtorrentInstance
 from qbhook.sandbox.scenario import MOVIES, Scenario
 from qbhook.sandbox.serve import start_serve, stop_serve
 from qbhook.sandbox.zfs import Pool, Pools, create_pools, destroy_pools, ensure_zfs_fuse
@@ -63,13 +70,19 @@ def _save_state(base: Path, pools: Pools) -> None:
     }))
 
 
-def _inventory(client, sc: Scenario) -> list[dict]:
+def _pool_of(save_path: str, sc: Scenario) -> str:
+    return "stash" if save_path.startswith(str(sc.stash)) else "pool" if save_path.startswith(str(sc.pool)) else "?"
+
+
+def _inventory(client, sc: Scenario, rt: RtorrentClient | None = None) -> list[dict]:
     rows = []
     for t in client.torrents_info():
-        pool = "stash" if t["save_path"].startswith(str(sc.stash)) else "pool" if t["save_path"].startswith(str(sc.pool)) else "?"
-        rows.append({"name": t["name"], "pool": pool, "state": t["state"], "progress": t["progress"],
-                     "save_path": t["save_path"]})
-    return sorted(rows, key=lambda r: r["name"])
+        rows.append({"name": t["name"], "client": "qbt", "pool": _pool_of(t["save_path"], sc), "state": t["state"],
+                     "progress": t["progress"], "save_path": t["save_path"]})
+    for t in rt.torrents() if rt is not None else ():
+        rows.append({"name": t.name, "client": "rt", "pool": _pool_of(t.save_path, sc), "state": t.state,
+                     "progress": t.progress, "save_path": t.save_path})
+    return sorted(rows, key=lambda r: (r["name"], r["client"]))
 
 
 def _used(path: Path) -> int:
@@ -86,9 +99,9 @@ def _used(path: Path) -> int:
 
 def _print_inventory(title: str, rows: list[dict], sc: Scenario) -> None:
     _say(f"\n== {title} ==")
-    _say(f"  {'torrent':42} {'pool':6} {'state':12} progress")
+    _say(f"  {'torrent':42} {'client':6} {'pool':6} {'state':12} progress")
     for r in rows:
-        _say(f"  {r['name'][:42]:42} {r['pool']:6} {r['state']:12} {r['progress'] * 100:.0f}%")
+        _say(f"  {r['name'][:42]:42} {r['client']:6} {r['pool']:6} {r['state']:12} {r['progress'] * 100:.0f}%")
     _say(f"  data on stash: {_used(sc.stash) / 2**20:.1f} MiB, on pool: {_used(sc.pool) / 2**20:.1f} MiB "
          f"(hardlinks counted once)")
 
@@ -103,17 +116,26 @@ def run(base: Path) -> int:
     _save_state(base, pools)
     _say(f"pools: stash at {pools['stash']}, pool at {pools['pool']} ({pools.kind})")
     qbt = QbtInstance().start(base / "qbittorrent")
-    server = None
+    server = rtorrent = rt = None
     try:
         client = qbt.client()
         _say(f"qBittorrent {client.app_version()} on {qbt.url} (admin/adminadmin)")
         sc = Scenario(stash=pools["stash"], pool=pools["pool"], torrent_dir=base / "torrents").build_all(client)
+        if shutil.which("rtorrent"):
+            rtorrent = RtorrentInstance().start(base / "rtorrent")
+            rt = RtorrentClient("rt", rtorrent.address)
+            _say(f"rTorrent {rt.version()} on SCGI socket {rtorrent.address}")
+            sc.rtorrent_cases(client, rtorrent)
+        else:
+            _say("rtorrent is not installed: the demo runs with qBittorrent only (scripts/demo installs it)")
         cfg = base / "config.yaml"
         port = free_port()
         data = sc.config_dict(base / "catalog.sqlite", qbt.url, auto_apply=True)
+        if rtorrent is not None:
+            data["clients"] = [{"type": "rtorrent", "name": "rt", "scgi": rtorrent.address}]
         data["server"] = {"listen": "127.0.0.1", "port": port, "token_env": "QBHOOK_DEMO_TOKEN", "sweep_interval": 86400}
         cfg.write_text(yaml.safe_dump(data, sort_keys=False))
-        before = _inventory(client, sc)
+        before = _inventory(client, sc, rt)
         _print_inventory("before", before, sc)
 
         _say("\n== qbhook scan ==")
@@ -148,21 +170,33 @@ def run(base: Path) -> int:
         if not _torrent_on(client, h, str(sc.stash)):
             _say("demo: the imported torrent was not promoted; see `qbhook history` and serve.log")
 
-        after = _inventory(client, sc)
+        after = _inventory(client, sc, rt)
         _print_inventory("after", after, sc)
         dupes = json.loads(_qbhook(cfg, "--json", "dupes").stdout)
         across = [s for s in dupes["sets"] if s["scope"] == "across-pools"]
         _say(f"\nduplicates across pools left: {len(across)}")
         not_done = [r for r in after if r["progress"] < 1]
         _say(f"torrents at 100%: {len(after) - len(not_done)} of {len(after)}")
+        stuck = _rtorrent_groups_not_demoted(sc, after) if rt is not None else []
+        if rt is not None:
+            _say(f"rTorrent groups on the cold pool (mixed with qBittorrent, rTorrent only): "
+                 f"{'all' if not stuck else 'NOT ' + ', '.join(stuck)}")
         _say("\n== qbhook status ==")
         _qbhook(cfg, "status", show=True)
         _say(f"\nsandbox kept in {base} (config: {cfg}); remove it with: qbhook demo --clean")
-        return 0 if not not_done and not across else 1
+        return 0 if not not_done and not across and not stuck else 1
     finally:
         if server is not None:
             stop_serve(server)
+        if rtorrent is not None:
+            rtorrent.stop()
         qbt.stop()
+
+
+def _rtorrent_groups_not_demoted(sc: Scenario, rows: list[dict]) -> list[str]:
+    """Names of the mixed / rTorrent-only items that did not end on the cold pool."""
+    mixed_and_rt = {"Mixed.S02.720p", "Mixed S02 (WEB)", "Indie.F.2018"}
+    return sorted(f"{r['name']} ({r['client']})" for r in rows if r["name"] in mixed_and_rt and r["pool"] != "pool")
 
 
 def _event_settled(cfg: Path) -> bool:

@@ -598,8 +598,8 @@ class Executor:
     def _client(self, instance: str):
         try:
             return self.clients[instance]
-        except KeyError:
-            raise QbtError(f"no qBittorrent instance named {instance!r}") from None
+        except KeyError:   # a plain mapping (tests); Clients raises its own QbtError naming what is configured
+            raise QbtError(f"no torrent client named {instance!r}") from None
 
     def _observe(self, a: dict) -> dict:
         t = self._client(a["instance"]).torrent(a["torrent"])

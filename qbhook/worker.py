@@ -45,7 +45,7 @@ def host_path(cfg: Config, path: str) -> str:
     path = normalize(path)
     if cfg.pool_of(path):
         return path
-    for q in cfg.qbittorrent:
+    for q in cfg.clients:
         pm = PathMap(q.path_map)
         if pm.is_identity:
             continue
@@ -119,7 +119,7 @@ def handle_job(cfg: Config, catalog: Catalog, clients, job, *, executor=None) ->
     for why in rejected:
         log.warning("job %s: %s", job.id, why)
     if not hashes:
-        return {"groups": [], "note": "no torrent in qBittorrent matches this event" +
+        return {"groups": [], "note": "no torrent in any configured client matches this event" +
                 (f" (unknown hashes: {', '.join(missing)})" if missing else ""),
                 **({"rejected_paths": rejected} if rejected else {})}
     snap = build_snapshot(cfg, catalog, clients, hashes=sorted(hashes), infos=infos)

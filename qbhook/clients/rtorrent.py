@@ -199,7 +199,8 @@ class RtorrentClient:
     ):
         self.name = name
         self.address = address
-        self.path_map = path_map if path_map is not None else PathMap()
+        # its messages say "rTorrent 'name' path ...", not qBittorrent's
+        self.path_map = (path_map if path_map is not None else PathMap()).labelled(f"rTorrent {name!r}")
         try:
             self._rpc = ScgiRpc(address, timeout=timeout)
         except ValueError as exc:

@@ -48,9 +48,11 @@ class PathMap:
     """Longest-prefix mapping on whole path components, both directions.
 
     An empty map is the identity: qBittorrent runs on the host itself.
+    ``client`` names the client in messages (an rTorrent adapter labels its map).
     """
 
-    def __init__(self, pairs: Iterable[tuple[str, str]] = ()):
+    def __init__(self, pairs: Iterable[tuple[str, str]] = (), client: str = "qBittorrent"):
+        self.client = client
         self._pairs: tuple[tuple[str, str], ...] = tuple(
             (normalize(c), normalize(h)) for c, h in pairs
         )
@@ -97,6 +99,10 @@ class PathMap:
                         f"({seen[key]} and {other})"
                     )
 
+    def labelled(self, client: str) -> PathMap:
+        """The same map, naming ``client`` (e.g. ``rTorrent 'rt'``) in its messages."""
+        return PathMap(self._pairs, client=client)
+
     @property
     def pairs(self) -> tuple[tuple[str, str], ...]:
         """Normalized ``(client_prefix, host_prefix)`` pairs, in config order."""
@@ -113,7 +119,7 @@ class PathMap:
             return path
         mapped = self._translate(path, self._by_client)
         if mapped is None:
-            raise self._unmapped(path, "qBittorrent", 0)
+            raise self._unmapped(path, self.client, 0)
         return mapped
 
     def to_client(self, host_path: str) -> str:
@@ -128,7 +134,7 @@ class PathMap:
             # A more specific client mount hides this host path from the
             # client: handing qBittorrent `mapped` would name another file.
             raise PathMapError(
-                f"host path {path} is not visible to qBittorrent: its client "
+                f"host path {path} is not visible to {self.client}: its client "
                 f"spelling {mapped} maps back to {self.to_host(mapped)}",
                 hint="a nested path_map entry shadows it; check path_map",
             )

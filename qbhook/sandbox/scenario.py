@@ -4,7 +4,9 @@ Used by the integration tests and by ``qbhook demo``. Each case is small (a few
 MiB) so the whole thing builds in seconds, but shaped like the real thing:
 libraries hardlinked into seed data, cross-seed siblings under other root
 names, a payload already duplicated on the cold pool, an *arr-style copy of a
-cold-pool file into the library.
+cold-pool file into the library. ``rtorrent_cases`` adds a real rTorrent beside
+qBittorrent: one payload seeded by both clients (a mixed group) and one seeded
+by rTorrent alone.
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qbhook.sandbox.torrents import add_and_wait_seeding, make_torrent, write_payload
+from qbhook.sandbox.torrents import (
+    add_and_wait_seeding,
+    infohash,
+    make_torrent,
+    write_payload,
+)
 
 SEEDING = "data/media/torrents/seeding"
 MOVIES = "data/media/movies"
@@ -113,7 +120,51 @@ class Scenario:
         write_payload(save, {"Odd.E/odd.bin": 512 * 1024}, seed=6)
         self._add(client, "outside", save / "Odd.E", save)
 
-    def build_all(self, client) -> "Scenario":
+    # ------------------------------------------------------------------ rTorrent beside qBittorrent
+    def rtorrent_cases(self, client, rt) -> None:
+        """``rt``: a running ``qbhook.sandbox.rtorrent.RtorrentInstance`` (host paths, no path_map).
+
+        * mixed: a seed-only season seeded by qBittorrent, its cross-seed (another root
+          name, hardlinks) seeded by rTorrent: one group, both clients relocated;
+        * rt_only: a seed-only movie seeded by rTorrent alone.
+        Both carry ``~noHL`` and demote.
+        """
+        save = self.stash_seed / "tv"
+        files = {"Mixed.S02.720p/Mixed.S02E01.mkv": 2 * MiB, "Mixed.S02.720p/Mixed.S02E02.mkv": 1 * MiB}
+        write_payload(save, files, seed=7)
+        self._add(client, "mixed", save / "Mixed.S02.720p", save)
+        xs = self.stash_seed / "cross-seed" / "TrackerR"
+        for rel in files:
+            dst = xs / "Mixed S02 (WEB)" / Path(rel).name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.link(save / rel, dst)
+        self._add_rt(rt, "mixed", xs / "Mixed S02 (WEB)", xs)
+        movies = self.stash_seed / "movies"
+        write_payload(movies, {"Indie.F.2018/indie.f.mkv": 2 * MiB, "Indie.F.2018/indie.f.nfo": 900}, seed=8)
+        self._add_rt(rt, "rt_only", movies / "Indie.F.2018", movies)
+
+    def _add_rt(self, rt, case: str, path: Path, save: Path, *, tags=(NOHL,), timeout: float = 60) -> str:
+        import time
+
+        from qbhook.clients.rtorrent import RtorrentClient
+        from qbhook.sandbox.rtorrent import load_torrent
+
+        data = make_torrent(path, self.torrent_dir / f"{case}-rt-{len(self.hashes.get(case, []))}.torrent",
+                            piece_size=256 * 1024)
+        h = infohash(data)
+        load_torrent(rt.rpc(), data, str(save))   # rTorrent hashes the data on load
+        c = RtorrentClient("rt", rt.address)
+        deadline = time.monotonic() + timeout
+        while not ((t := c.torrent(h)).is_complete and not t.is_checking):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rTorrent item {h} not complete after {timeout}s: {t.state} {t.progress:.0%}")
+            time.sleep(0.1)
+        if tags:
+            c.add_tags(h, list(tags))
+        self.hashes.setdefault(case, []).append(h)
+        return h
+
+    def build_all(self, client) -> Scenario:
         for d in (self.stash_seed, self.pool_seed, self.stash / MOVIES):
             d.mkdir(parents=True, exist_ok=True)
         self.movie_in_library(client)

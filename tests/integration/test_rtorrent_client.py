@@ -372,8 +372,8 @@ def _demote_bed(rtorrent, rt_client, pools, tmp_path, qbt=None) -> DemoteBed:
 
     Both by rTorrent; with ``qbt`` (a QbtClient), the season by qBittorrent instead: a mixed group.
     """
-    # QbtClients: by name and iterable, all the executor and snapshot ask of the collection
-    from qbhook.qbt.client import QbtClients
+    # the client-neutral collection the CLI builds from `clients:`
+    from qbhook.clients.registry import Clients
 
     stash, pool = pools["stash"], pools["pool"]
     seed_s, seed_p = stash / "data/media/torrents/seeding", pool / "data/media/torrents/seeding"
@@ -399,7 +399,7 @@ def _demote_bed(rtorrent, rt_client, pools, tmp_path, qbt=None) -> DemoteBed:
     for h in hashes if qbt is None else hashes[1:]:   # rTorrent's items
         _wait_complete(rt_client, h)
         rt_client.add_tags(h, ["~noHL"])
-    clients = QbtClients([rt_client] if qbt is None else [qbt, rt_client])
+    clients = Clients([rt_client] if qbt is None else [qbt, rt_client])
     return _bed(pools, tmp_path, clients, hashes, files)
 
 
@@ -417,8 +417,7 @@ def _bed(pools, tmp_path, clients, hashes, files) -> DemoteBed:
         "catalog": str(tmp_path / "catalog.sqlite"),
         "pools": {"stash": {"path": str(stash), "role": "primary"}, "pool": {"path": str(pool), "role": "cold"}},
         "seeding_roots": {"stash": str(seed_s), "pool": str(seed_p)},
-        # config.py still requires a qBittorrent entry; the tests pass their clients directly
-        "qbittorrent": {"url": "http://127.0.0.1:1", "username": "admin", "password": "unused"},
+        # the tests pass their clients directly (the CLI would build them from `clients:`)
         "scan": {"settle_seconds": 0}, "policy": {"demote_require_tag": "~noHL"},
     }))
     cfg = load_config(cfg_path)
@@ -455,7 +454,7 @@ def test_executor_demotes_an_rtorrent_sibling_group_through_the_port(rtorrent, r
 @pytest.mark.slow
 def test_executor_promotes_an_rtorrent_item_onto_a_library_copy(rtorrent, rt_client, pools, tmp_path):
     """An *arr copied the pool-seeded file into the stash library: promote, copying nothing."""
-    from qbhook.qbt.client import QbtClients
+    from qbhook.clients.registry import Clients
 
     seed_p = pools["pool"] / "data/media/torrents/seeding"
     (pools["stash"] / "data/media/torrents/seeding").mkdir(parents=True)
@@ -469,7 +468,7 @@ def test_executor_promotes_an_rtorrent_item_onto_a_library_copy(rtorrent, rt_cli
     h = infohash(torrent)
     load_torrent(rtorrent.rpc(), torrent, str(seed_p / "movies"))
     _wait_complete(rt_client, h)
-    bed = _bed(pools, tmp_path, QbtClients([rt_client]), [h], {})
+    bed = _bed(pools, tmp_path, Clients([rt_client]), [h], {})
 
     plan = bed.plan()
     assert [g.action for g in plan.groups] == ["promote"]
