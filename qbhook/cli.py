@@ -1,24 +1,25 @@
 """Command-line entry point. Thin: parse, load config, call one function, print.
 
-Exit codes: 0 ok; 1 generic failure; 2 usage / bad input; 3 refused by a
-safety guard (e.g. mass delete); 4 qBittorrent unreachable; 5 unsafe
-operation refused; 10 "plan has actionable groups" (plan only); 75 busy
-(lock held); 78 configuration problem.
+Exit codes are named in ``qbhook.errors.ExitCode``: 0 ok; 1 generic failure;
+2 usage / bad input; 3 refused by a safety guard (e.g. mass delete); 4
+qBittorrent unreachable; 5 unsafe operation refused; 10 "plan has actionable
+groups" (plan only); 74 catalog damaged or its disk failing; 75 busy (lock
+held); 78 configuration problem.
 """
 
 from __future__ import annotations
 
-from qbhook.units import human_bytes as _human_bytes
-
 import json
 import logging
 import os
+import sqlite3
 import sys
 
 import click
 
 from qbhook.config import Config, check_paths, describe, find_config_path, load_config
-from qbhook.errors import QbhookError
+from qbhook.errors import CatalogDamaged, ExitCode, LockBusy, QbhookError
+from qbhook.units import human_bytes as _human_bytes
 
 log = logging.getLogger("qbhook")
 
@@ -94,10 +95,33 @@ class QbhookGroup(click.Group):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except sqlite3.DatabaseError as e:
+                raise catalog_error(e, ctx.obj) from None
         except QbhookError as e:
             click.echo(f"qbhook: {e}", err=True)
             ctx.exit(e.exit_code)
+
+
+def catalog_error(e: sqlite3.DatabaseError, app: App | None) -> Exception:
+    """The one-line error for a SQLite failure a command ran into; bugs are returned as is.
+
+    A damaged page ("database disk image is malformed"), "file is not a database", a full
+    disk or an I/O error describe the catalog file or its disk (OperationalError, or the
+    bare DatabaseError); a held lock means another qbhook is writing. Integrity and
+    programming errors are bugs in qbhook and keep their traceback.
+    """
+    if not (type(e) is sqlite3.DatabaseError or isinstance(e, (sqlite3.OperationalError, sqlite3.InternalError))):
+        return e
+    cfg = getattr(app, "_cfg", None)
+    where = f"catalog {cfg.catalog}" if cfg is not None else "catalog"
+    detail = " ".join(str(e).split()) or type(e).__name__
+    if "locked" in detail or "busy" in detail:
+        return LockBusy(f"{where}: {detail}", hint="another qbhook process is writing the catalog; try again later")
+    return CatalogDamaged(f"{where}: {detail}",
+                          hint="check the disk; if the file is damaged, restore it from a backup or move it aside "
+                               "(a new catalog is rebuilt by 'qbhook scan', but run history is lost)")
 
 
 @click.group(cls=QbhookGroup)
@@ -138,7 +162,7 @@ def config_check(app: App):
             click.echo("config OK", err=True)
     app.emit(data, human)
     if problems:
-        sys.exit(78)
+        sys.exit(ExitCode.CONFIG)
 
 
 # ---------------------------------------------------------------- catalog
@@ -238,4 +262,4 @@ def find(app: App, path):
 
 
 # Subcommands live in their own modules (heavy imports stay inside the commands).
-from qbhook import cli_apply, cli_demo, cli_events, cli_plan  # noqa: E402,F401  (register on `main`)
+from qbhook import cli_apply, cli_demo, cli_events, cli_plan  # noqa: F401  (register on `main`)

@@ -9,8 +9,10 @@ written by a download is not worth remembering).
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
+import stat
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -50,11 +52,42 @@ class HashResult:
 
 
 # O_NOATIME spares a metadata write per file read; it needs ownership or CAP_FOWNER (root).
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | (getattr(os, "O_NOATIME", 0) if os.geteuid() == 0 else 0)
+# O_NONBLOCK: opening a FIFO for reading blocks until a writer appears (forever, in
+# practice), and a device's open can block too; with it the open returns at once and the
+# fstat below refuses the thing. On a regular file O_NONBLOCK changes nothing.
+_READ_FLAGS = (os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+               | (getattr(os, "O_NOATIME", 0) if os.geteuid() == 0 else 0))
 
 
-def _open_nofollow(path: bytes | str) -> int:
-    return os.open(path, _READ_FLAGS)
+class NotRegularFile(OSError):
+    """The path is a FIFO, device, socket or folder: qbhook never reads those."""
+
+
+def open_regular(path: bytes | str) -> int:
+    """Open ``path`` for reading only if it is a regular file (never through a symlink).
+
+    The type is checked with fstat on the opened descriptor, so a file swapped for a
+    FIFO between a caller's lstat and this open is still refused, and nothing is read
+    before the check.
+    """
+    fd = os.open(path, _READ_FLAGS)
+    try:
+        mode = os.fstat(fd).st_mode
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotRegularFile(errno.EINVAL, f"not a regular file ({_kind(mode)})", os.fsdecode(path))
+    return fd
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def hash_fd(fd: int, hasher=None) -> bytes:
@@ -125,7 +158,7 @@ def _hash_pipelined(fd: int, h) -> None:
 
 
 def hash_file(path: bytes | str) -> HashResult:
-    fd = _open_nofollow(path)
+    fd = open_regular(path)
     try:
         before = os.fstat(fd)
         digest = hash_fd(fd)
@@ -137,7 +170,7 @@ def hash_file(path: bytes | str) -> HashResult:
 
 def sample_file(path: bytes | str) -> tuple[bytes, os.stat_result]:
     """Cheap fingerprint: BLAKE3 of size + first and last SAMPLE_SIZE bytes."""
-    fd = _open_nofollow(path)
+    fd = open_regular(path)
     try:
         st = os.fstat(fd)
         h = blake3.blake3(st.st_size.to_bytes(8, "little"))
