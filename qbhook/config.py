@@ -93,7 +93,7 @@ class ScanConfig:
 @dataclass(frozen=True)
 class ServerConfig:
     listen: str = "127.0.0.1"
-    port: int = 8686
+    port: int = 9797
     username: str | None = None
     password: str | None = field(repr=False, default=None)
     password_env: str | None = None
