@@ -17,8 +17,9 @@ import sys
 
 import click
 
+from qbhook.catalog.db import sqlite_failure
 from qbhook.config import Config, check_paths, describe, find_config_path, load_config
-from qbhook.errors import CatalogDamaged, ExitCode, LockBusy, QbhookError
+from qbhook.errors import ExitCode, QbhookError
 from qbhook.units import human_bytes as _human_bytes
 
 log = logging.getLogger("qbhook")
@@ -98,30 +99,15 @@ class QbhookGroup(click.Group):
             try:
                 return super().invoke(ctx)
             except sqlite3.DatabaseError as e:
-                raise catalog_error(e, ctx.obj) from None
+                # One-line error naming the catalog (exit 74 when damaged); bugs keep their traceback.
+                cfg = getattr(ctx.obj, "_cfg", None)
+                err = sqlite_failure(e, cfg.catalog if cfg is not None else None)
+                if err is None:
+                    raise
+                raise err from None
         except QbhookError as e:
             click.echo(f"qbhook: {e}", err=True)
             ctx.exit(e.exit_code)
-
-
-def catalog_error(e: sqlite3.DatabaseError, app: App | None) -> Exception:
-    """The one-line error for a SQLite failure a command ran into; bugs are returned as is.
-
-    A damaged page ("database disk image is malformed"), "file is not a database", a full
-    disk or an I/O error describe the catalog file or its disk (OperationalError, or the
-    bare DatabaseError); a held lock means another qbhook is writing. Integrity and
-    programming errors are bugs in qbhook and keep their traceback.
-    """
-    if not (type(e) is sqlite3.DatabaseError or isinstance(e, (sqlite3.OperationalError, sqlite3.InternalError))):
-        return e
-    cfg = getattr(app, "_cfg", None)
-    where = f"catalog {cfg.catalog}" if cfg is not None else "catalog"
-    detail = " ".join(str(e).split()) or type(e).__name__
-    if "locked" in detail or "busy" in detail:
-        return LockBusy(f"{where}: {detail}", hint="another qbhook process is writing the catalog; try again later")
-    return CatalogDamaged(f"{where}: {detail}",
-                          hint="check the disk; if the file is damaged, restore it from a backup or move it aside "
-                               "(a new catalog is rebuilt by 'qbhook scan', but run history is lost)")
 
 
 @click.group(cls=QbhookGroup)

@@ -50,7 +50,13 @@ class ConfigError(QbhookError):
     def __init__(self, key: str | None, message: str, *, hint: str | None = None):
         self.key = key
         prefix = f"config: {key}: " if key else "config: "
-        super().__init__(prefix + message, hint=hint)
+        # One line whatever the file holds: a key or value with a newline or other control
+        # character (YAML allows them) is shown escaped, never split across lines.
+        super().__init__(_one_line(prefix + message), hint=hint)
+
+
+def _one_line(text: str) -> str:
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 class CatalogError(QbhookError):

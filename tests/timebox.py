@@ -22,3 +22,37 @@ def timebox(seconds: float, what: str = "block"):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+def run_bounded(fn, seconds: float, what: str = "call"):
+    """Run ``fn()`` in a forked child and return its (picklable) result within ``seconds``.
+
+    For code that blocks on a worker thread (where SIGALRM cannot reach) or would leave a
+    thread stuck forever: the child is killed on expiry and the test fails with TimeoutError.
+    Exceptions raised by ``fn`` are re-raised here.
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+
+    def child():
+        try:
+            send.send((True, fn()))
+        except BaseException as e:  # noqa: BLE001 - handed to the parent
+            send.send((False, e))
+
+    proc = ctx.Process(target=child, daemon=True)
+    proc.start()
+    send.close()
+    try:
+        if not recv.poll(seconds):
+            raise TimeoutError(f"{what} still running after {seconds}s (blocked on a FIFO or device?)")
+        ok, value = recv.recv()
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join(5)
+    if not ok:
+        raise value
+    return value

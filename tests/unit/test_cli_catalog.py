@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -346,3 +347,87 @@ def test_invalid_utf8_names_in_human_output_on_strict_utf8_terminal(env):
     put(env.pool / SEED / "ok.bin", b"same content")
     r = _subprocess(env, "dupes", PYTHONIOENCODING="utf-8:strict")
     assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr
+
+
+# --------------------------------------------------------------------------- non-regular files (issue 9, 7b)
+# Each runs `qbhook` in a child process with a timeout: on main these hung forever.
+
+def _bounded(env, *args, timeout=30):
+    try:
+        return subprocess.run([sys.executable, "-m", "qbhook", "--config", str(env.config), *args],
+                              capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"qbhook {' '.join(args)} still running after {timeout}s (opened a FIFO or device?)")
+
+
+def _special_files(where: Path) -> list[Path]:
+    where.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(where / "pipe")
+    out = [where / "pipe"]
+    if os.geteuid() == 0:   # a character device with /dev/zero's numbers: reading it never ends
+        os.mknod(where / "zero", 0o600 | stat.S_IFCHR, os.makedev(1, 5))
+        out.append(where / "zero")
+    return out
+
+
+def test_find_refuses_fifo_and_device_instead_of_hanging(env):
+    for p in _special_files(env.stash / SEED / "odd"):
+        r = _bounded(env, "find", str(p))
+        assert r.returncode == 2, (r.returncode, r.stderr)
+        assert r.stderr.decode().splitlines()[0] == f"qbhook: {p} is not a regular file; " \
+                                                    "the catalog records only regular files"
+    assert env.json("dupes", "--no-scan")["sets"] == []
+
+
+def test_find_empty_file_after_a_fifo_was_catalogued(env):
+    """A FIFO row left by an older qbhook is a same-size (0) candidate of every empty file."""
+    from qbhook.catalog.db import Tx
+    from qbhook.catalog.store import Catalog
+
+    empty = put(env.stash / SEED / "S/empty.nfo", b"")
+    cat = Catalog.open(env.catalog)
+    for p in _special_files(env.stash / SEED / "odd"):
+        st = os.lstat(p)
+        fs = cat.fs_for_path(os.fsencode(p), st.st_dev)
+        with Tx(cat.conn) as c:                 # what record_path did before it refused them
+            cat.upsert(c, "stash", os.fsencode(p), fs, st, None)
+    cat.close()
+    r = _bounded(env, "--json", "find", os.fsdecode(empty))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["blake3"] == b3(b"")
+
+
+def test_scan_with_hash_skips_fifo_and_device(env):
+    put(env.stash / SEED / "S/a.bin", b"a")
+    _special_files(env.stash / SEED / "odd")
+    r = _bounded(env, "--json", "scan", "--hash")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["catalog"]["paths"] == 1 and out["hashing"]["hashed"] == 1
+
+
+# --------------------------------------------------------------------------- damaged catalog (issue 9, 8)
+
+def _damage(catalog: Path) -> None:
+    """Overwrite every page but the header with garbage: 'database disk image is malformed'."""
+    size = catalog.stat().st_size
+    page = 4096
+    with open(catalog, "r+b") as f:
+        f.seek(page)
+        f.write(os.urandom(max(size - page, page)))
+
+
+@pytest.mark.parametrize("args", [("find", "FILE"), ("dupes", "--no-scan"), ("dupes",), ("scan",), ("scan", "--hash")])
+def test_damaged_catalog_is_one_line_error_with_exit_74(env, args):
+    f = put(env.stash / SEED / "S/a.bin", b"a" * 5000)
+    assert _bounded(env, "scan").returncode == 0        # a child: its exit checkpoints the WAL
+    assert not os.path.exists(f"{env.catalog}-wal")
+    _damage(env.catalog)
+    args = tuple(os.fsdecode(f) if a == "FILE" else a for a in args)
+    r = _bounded(env, *args)
+    err = r.stderr.decode()
+    assert r.returncode == 74, (r.returncode, err)
+    assert "Traceback" not in err
+    first = err.splitlines()[0]
+    assert first.startswith(f"qbhook: catalog {env.catalog}: ") and \
+        ("malformed" in first or "not a database" in first), first
