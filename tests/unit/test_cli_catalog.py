@@ -91,6 +91,40 @@ def test_config_check_ok(two_filesystems):
     assert d["problems"] == [] and d["catalog"] == str(env.catalog)
 
 
+QBT = {"url": "http://127.0.0.1:8080", "password": "p"}
+
+
+@pytest.mark.parametrize("over, key", [
+    ({"qbittorrent": {**QBT, "timeout": "fast"}}, "qbittorrent.timeout"),
+    ({"qbittorrent": {**QBT, "timeout": -5}}, "qbittorrent.timeout"),
+    ({"policy": {"max_groups_per_run": float("nan")}}, "policy.max_groups_per_run"),
+    ({"policy": {"max_groups_per_run": 2.5}}, "policy.max_groups_per_run"),
+    ({"server": {"port": 99999}}, "server.port"),
+    ({"server": {"max_body": 0}}, "server.max_body"),
+    ({"server": {"sweep_interval": 0}}, "server.sweep_interval"),
+    ({"qbittorrent": {**QBT, "path_map": [{"client": "/data", "host": "/stash/data"},
+                                          {"client": "/data", "host": "/pool/data"}]}}, "qbittorrent.path_map"),
+    ({"qbittorrent": {**QBT, "path_map": [{"client": "/data", "host": "/stash/data"},
+                                          {"client": "/data/media", "host": "/pool/media"}]}}, "qbittorrent.path_map"),
+])
+def test_config_check_defects_are_one_line_78(two_filesystems, over, key):
+    """Issue 9 (8) and 14: tracebacks, silent acceptance and a late exit 1 before; now exit 78 at check."""
+    env = two_filesystems
+    env.run("config", "check")                       # the base config is clean
+    env.save(**over)
+    r = env.run("config", "check", expect=78)
+    assert "Traceback" not in r.output and not isinstance(r.exception, Exception), r.exception
+    assert r.stderr.splitlines()[0].startswith(f"qbhook: config: {key}: "), r.stderr
+
+
+def test_config_check_non_utf8_file_is_one_line_78(env):
+    good = env.config.read_bytes()
+    env.config.write_bytes(good + b"# caf\xe9\n")
+    r = env.run("config", "check", expect=78)
+    line = good.count(b"\n") + 1
+    assert r.stderr.splitlines()[0] == f"qbhook: config: {env.config} is not UTF-8 text (byte 0xe9 on line {line})"
+
+
 def test_config_check_reports_problems_with_78(env):
     r = env.run("config", "check", expect=78)
     assert "PROBLEM: pools stash, pool are on the same filesystem" in r.stderr
