@@ -198,9 +198,10 @@ def parse_yaml(text: str, name: str = "config") -> Any:
         where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
         what = " ".join(str(e.problem or e.context or "malformed").split())
         raise ConfigError(None, f"{where} is not valid YAML: {what}") from None
-    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as e:
-        # PyYAML raises plain ValueError for impossible timestamps (2001-13-45) and
-        # OverflowError for out-of-range ones: still "not valid YAML" to the user.
+    except Exception as e:  # noqa: BLE001 - PyYAML's own failures on odd input, see below
+        # Not only YAMLError: PyYAML raises ValueError for impossible timestamps
+        # (2001-13-45), AttributeError for '!!timestamp x', RecursionError for deep
+        # nesting. All of them mean the text is not a document we can read.
         what = " ".join(str(e).split()) or type(e).__name__
         raise ConfigError(None, f"{name} is not valid YAML: {what}") from None
 
