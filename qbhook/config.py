@@ -237,15 +237,26 @@ _MAX_INT = 2**63 - 1                # what SQLite (and every C timer) can hold
 
 def _number(value: Any, key: str, what: str) -> float | int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(key, f"must be {what} (got {value!r})")
+        raise ConfigError(key, f"must be {what} (got {_got(value)})")
     if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(key, f"must be a finite number (got {value!r})")
+        raise ConfigError(key, f"must be a finite number (got {_got(value)})")
     return value
+
+
+def _got(value: Any, limit: int = 60) -> str:
+    """A value as quoted in a message: repr, shortened, never raising (ints past 4300 digits do)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        return "a number with more than 30 digits"
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a message must never fail
+        return type(value).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _bounds(v: float, key: str, lo: float, hi: float, lo_open: bool, unit: str = "") -> None:
     def show(x: float) -> str:
-        return f"{x:g}" if isinstance(x, float) else (str(x) if abs(x) < 10**30 else f"a {len(str(abs(x)))}-digit number")
+        return f"{x:g}" if isinstance(x, float) else (str(x) if abs(x) < 10**30 else "a number with more than 30 digits")
     if v < lo or (lo_open and v == lo):
         raise ConfigError(key, f"must be {'greater than' if lo_open else 'at least'} {show(lo)}{unit} (got {show(v)}{unit})")
     if v > hi:
@@ -259,7 +270,7 @@ def duration(*, positive: bool = False) -> Reader:
             try:
                 seconds = parse_duration(value)
             except ValueError:
-                raise ConfigError(key, f"cannot read {value!r} as a duration (examples: 30, 30s, 5m, 2h, 1d)") from None
+                raise ConfigError(key, f"cannot read {_got(value)} as a duration (examples: 30, 30s, 5m, 2h, 1d)") from None
         else:
             seconds = _number(value, key, "a duration (seconds, or e.g. 30s, 5m, 2h, 1d)")
             try:
@@ -278,7 +289,7 @@ def size(*, positive: bool = False) -> Reader:
             try:
                 n = parse_size(value)
             except ValueError:
-                raise ConfigError(key, f"cannot read {value!r} as a size (examples: 262144, 256KiB, 500MB, 10GiB)") from None
+                raise ConfigError(key, f"cannot read {_got(value)} as a size (examples: 262144, 256KiB, 500MB, 10GiB)") from None
         else:
             n = _number(value, key, "a size (bytes, or e.g. 256KiB, 500MB, 10GiB)")
             if isinstance(n, float):
@@ -294,7 +305,7 @@ def count(*, minimum: int = 0, maximum: int = _MAX_INT) -> Reader:
     """A whole number: 2.5 is an error, not 2."""
     def read(value: Any, key: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(key, f"must be a whole number (got {value!r})")
+            raise ConfigError(key, f"must be a whole number (got {_got(value)})")
         _bounds(value, key, minimum, maximum, False)
         return value
     return read
@@ -307,21 +318,21 @@ def fraction(*, zero_ok: bool, one_ok: bool) -> Reader:
     def read(value: Any, key: str) -> float:
         v = float(_number(value, key, f"a fraction in {interval}, e.g. 0.1 for 10%"))
         if v < 0 or v > 1 or (v == 0 and not zero_ok) or (v == 1 and not one_ok):
-            raise ConfigError(key, f"must be a fraction in {interval}, e.g. 0.1 for 10% (got {value!r})")
+            raise ConfigError(key, f"must be a fraction in {interval}, e.g. 0.1 for 10% (got {_got(value)})")
         return v
     return read
 
 
 def flag(value: Any, key: str) -> bool:
     if not isinstance(value, bool):
-        raise ConfigError(key, f"must be true or false (got {value!r})")
+        raise ConfigError(key, f"must be true or false (got {_got(value)})")
     return value
 
 
 def text(value: Any, key: str) -> str:
     """A non-empty string (a bare YAML number is taken as its text: tag 2024)."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ConfigError(key, f"must be a string (got {value!r})")
+        raise ConfigError(key, f"must be a string (got {_got(value)})")
     s = str(value)
     if not s:
         raise ConfigError(key, "must not be empty")
@@ -330,7 +341,7 @@ def text(value: Any, key: str) -> str:
     try:
         s.encode("utf-8")
     except UnicodeEncodeError:
-        raise ConfigError(key, f"is not valid text (got {s!r})") from None
+        raise ConfigError(key, f"is not valid text (got {_got(s)})") from None
     return s
 
 
@@ -343,13 +354,13 @@ def text_list(value: Any, key: str) -> tuple[str, ...]:
         return ()
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list):
-        raise ConfigError(key, f"must be a list of strings (got {value!r})")
+        raise ConfigError(key, f"must be a list of strings (got {_got(value)})")
     return tuple(text(x, f"{key}[{i}]") for i, x in enumerate(items))
 
 
 def port(value: Any, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise ConfigError(key, f"must be a TCP port number from 1 to 65535 (got {value!r})")
+        raise ConfigError(key, f"must be a TCP port number from 1 to 65535 (got {_got(value)})")
     return value
 
 
@@ -423,14 +434,14 @@ def _parse_pools(data: dict) -> tuple[PoolConfig, ...]:
     for name, spec in raw.items():
         key = f"pools.{name}"
         if not isinstance(name, str) or not name:
-            raise ConfigError(key, f"pool names must be non-empty strings (got {name!r})")
+            raise ConfigError(key, f"pool names must be non-empty strings (got {_got(name)})")
         if not isinstance(spec, dict):
             raise ConfigError(key, "must be a mapping with 'path' and 'role'")
         _no_unknown(spec, ("path", "role"), key)
         path = _abs_path(_required(spec, "path", key), f"{key}.path")
         role = _required(spec, "role", key)
         if not isinstance(role, str) or role not in ROLES:
-            raise ConfigError(f"{key}.role", f"must be one of {', '.join(ROLES)} (got {role!r})")
+            raise ConfigError(f"{key}.role", f"must be one of {', '.join(ROLES)} (got {_got(role)})")
         if name not in roots:
             raise ConfigError("seeding_roots", f"has no entry for pool {name!r}",
                               hint=f"add '{name}: {path}/data/media/torrents/seeding' (inside the pool)")
@@ -445,7 +456,7 @@ def _parse_pools(data: dict) -> tuple[PoolConfig, ...]:
     for role in ROLES:
         n = sum(p.role == role for p in pools)
         if n != 1:
-            raise ConfigError("pools", f"needs exactly one pool with role {role!r} (found {n})",
+            raise ConfigError("pools", f"needs exactly one pool with role {_got(role)} (found {n})",
                               hint="qbhook manages one primary (library) pool and one cold (seed-only) pool")
     for a in pools:
         for b in pools:
@@ -472,7 +483,7 @@ def _parse_qbittorrent(raw: Any, env: dict, base_dir: Path | None) -> tuple[QbtC
         names.add(name)
         url = _required(spec, "url", key)
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ConfigError(f"{key}.url", f"must be an http(s) URL (got {url!r})")
+            raise ConfigError(f"{key}.url", f"must be an http(s) URL (got {_got(url)})")
         password, pw_env, pw_file = _secret(spec, "password", env, base_dir, key)
         out.append(QbtConfig(name=name, url=url.rstrip("/"), username=kw.pop("username", None) or "admin",
                              password=password, password_env=pw_env, password_file=pw_file,
@@ -643,18 +654,18 @@ def _no_unknown(d: dict, known: tuple[str, ...], where: str) -> None:
 
 def _abs_path(v: Any, key: str) -> Path:
     if not isinstance(v, str) or not v:
-        raise ConfigError(key, f"must be a path (got {v!r})")
+        raise ConfigError(key, f"must be a path (got {_got(v)})")
     if "\0" in v:
         raise ConfigError(key, "must not contain a NUL character")
     try:
         os.fsencode(v)
     except UnicodeEncodeError:
-        raise ConfigError(key, f"is not a valid path (got {v!r})") from None
+        raise ConfigError(key, f"is not a valid path (got {_got(v)})") from None
     p = PurePosixPath(v)
     if not p.is_absolute():
-        raise ConfigError(key, f"must be an absolute path (got {v!r})")
+        raise ConfigError(key, f"must be an absolute path (got {_got(v)})")
     if ".." in p.parts:
-        raise ConfigError(key, f"must not contain '..' (got {v!r})")
+        raise ConfigError(key, f"must not contain '..' (got {_got(v)})")
     return Path(os.path.normpath(v))
 
 
