@@ -250,3 +250,5 @@ def test_every_setting_has_a_declared_kind():
     from qbhook import config as config_mod
     for cls, table in ((config_mod.PolicyConfig, config_mod._POLICY), (config_mod.ScanConfig, config_mod._SCAN)):
         assert set(table) == {f.name for f in fields(cls)}
+    assert set(config_mod._SERVER) | set(config_mod._SERVER_SECRETS) == {f.name for f in fields(config_mod.ServerConfig)}
+    assert set(config_mod._QBT) | set(config_mod._QBT_OTHER) == {f.name for f in fields(config_mod.QbtConfig)}

@@ -164,7 +164,8 @@ def test_open_regular_does_not_follow_symlinks(tmp_path):
     os.symlink(target, tmp_path / "link")
     with pytest.raises(OSError):
         hashing.open_regular(os.fsencode(tmp_path / "link"))
-    fd = hashing.open_regular(os.fsencode(target))
+    fd, st = hashing.open_regular(os.fsencode(target))
+    assert st.st_size == 4
     try:
         assert os.read(fd, 10) == b"data"
     finally:
