@@ -442,21 +442,40 @@ def test_scan_with_hash_skips_fifo_and_device(env):
 
 # --------------------------------------------------------------------------- damaged catalog (issue 9, 8)
 
-def _damage(catalog: Path) -> None:
-    """Overwrite every page but the header with garbage: 'database disk image is malformed'."""
+def _damage(catalog: Path, table: str | None) -> None:
+    """Garbage over one table's root page, or ("*") over every table's and index's root page
+    (the schema on page 1 survives: the catalog opens, reading fails), or (None) over every
+    page but the first (opening fails). SQLite: 'database disk image is malformed'."""
+    import sqlite3
+    with sqlite3.connect(catalog) as c:
+        page = c.execute("PRAGMA page_size").fetchone()[0]
+        roots = [r[0] for r in c.execute("SELECT rootpage FROM sqlite_master WHERE rootpage > 1 AND (name=? OR ?)",
+                                         (table, table == "*"))]
+    c.close()
     size = catalog.stat().st_size
-    page = 4096
     with open(catalog, "r+b") as f:
-        f.seek(page)
-        f.write(os.urandom(max(size - page, page)))
+        if table:
+            assert roots, table
+            for root in roots:
+                f.seek((root - 1) * page)
+                f.write(b"\xff" * page)
+        else:
+            f.seek(page)
+            f.write(os.urandom(max(size - page, page)))
 
 
-@pytest.mark.parametrize("args", [("find", "FILE"), ("dupes", "--no-scan"), ("dupes",), ("scan",), ("scan", "--hash")])
-def test_damaged_catalog_is_one_line_error_with_exit_74(env, args):
+COMMAND_READS = [(("find", "FILE"), "paths"), (("dupes", "--no-scan"), "inodes"), (("dupes",), "paths"),
+                 (("scan",), "paths"), (("scan", "--hash"), "inodes"),
+                 (("queue",), "event_jobs"), (("status",), "*")]   # issue 9: queue tracebacked, status exit 0
+
+
+@pytest.mark.parametrize("args, table", COMMAND_READS + [(args, None) for args, _ in COMMAND_READS],
+                         ids=lambda v: "-".join(v) if isinstance(v, tuple) else {None: "all-pages", "*": "all-roots"}.get(v, str(v)))
+def test_damaged_catalog_is_one_line_error_with_exit_74(env, args, table):
     f = put(env.stash / SEED / "S/a.bin", b"a" * 5000)
     assert _bounded(env, "scan").returncode == 0        # a child: its exit checkpoints the WAL
     assert not os.path.exists(f"{env.catalog}-wal")
-    _damage(env.catalog)
+    _damage(env.catalog, table)
     args = tuple(os.fsdecode(f) if a == "FILE" else a for a in args)
     r = _bounded(env, *args)
     err = r.stderr.decode()
