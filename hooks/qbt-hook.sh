@@ -12,7 +12,7 @@
 #
 # Settings (environment, or KEY=VALUE lines in $QBHOOK_HOOK_CONF, default: qbt-hook.conf
 # next to this script; the environment wins):
-#   QBHOOK_URL         base URL of qbhook (default http://127.0.0.1:8686)
+#   QBHOOK_URL         base URL of qbhook (default http://127.0.0.1:9797)
 #   QBHOOK_TOKEN       token sent as X-Qbhook-Token, or
 #   QBHOOK_TOKEN_FILE  file holding it (first line)
 #   QBHOOK_INSTANCE    name of this qBittorrent, when several feed one qbhook
@@ -85,7 +85,7 @@ if [ -z "$token" ] && [ -n "${QBHOOK_TOKEN_FILE-}" ]; then
         log_failure "cannot read QBHOOK_TOKEN_FILE $QBHOOK_TOKEN_FILE"
     fi
 fi
-url=${QBHOOK_URL:-http://127.0.0.1:8686}
+url=${QBHOOK_URL:-http://127.0.0.1:9797}
 url=${url%/}/hook/qbittorrent
 
 # Build "event=..&I=..&J=.." with every value byte percent-encoded: argv cannot hold NUL,

@@ -1,26 +1,28 @@
 """Command-line entry point. Thin: parse, load config, call one function, print.
 
-Exit codes: 0 ok; 1 generic failure; 2 usage / bad input; 3 refused by a
-safety guard (e.g. mass delete); 4 torrent client unreachable; 5 unsafe
-operation refused; 6 stale groups of a saved plan refused (apply --plan);
-10 "plan has actionable groups" (plan only); 65 unusable plan file; 75 busy
-(lock held); 78 configuration problem.
+Exit codes are named in ``qbhook.errors.ExitCode``: 0 ok; 1 generic failure;
+2 usage / bad input; 3 refused by a safety guard (e.g. mass delete); 4 torrent
+client unreachable; 5 unsafe operation refused; 6 stale groups of a saved plan
+refused (apply --plan); 10 "plan has actionable groups" (plan only); 65 unusable
+plan file; 74 catalog damaged or its disk failing; 75 busy (lock held, or serve's
+port taken); 78 configuration problem.
 """
 
 from __future__ import annotations
 
-from qbhook.units import human_bytes as _human_bytes
-
 import json
 import logging
 import os
+import sqlite3
 import sys
 
 import click
 
 from qbhook import notify
+from qbhook.catalog.db import sqlite_failure
 from qbhook.config import Config, check_paths, describe, find_config_path, load_config
-from qbhook.errors import QbhookError
+from qbhook.errors import ExitCode, QbhookError
+from qbhook.units import human_bytes as _human_bytes
 
 log = logging.getLogger("qbhook")
 
@@ -98,7 +100,15 @@ class QbhookGroup(click.Group):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except sqlite3.DatabaseError as e:
+                # One-line error naming the catalog (exit 74 when damaged); bugs keep their traceback.
+                cfg = getattr(ctx.obj, "_cfg", None)
+                err = sqlite_failure(e, cfg.catalog if cfg is not None else None)
+                if err is None:
+                    raise
+                raise err from None
         except QbhookError as e:
             click.echo(f"qbhook: {e}", err=True)
             ctx.exit(e.exit_code)
@@ -143,7 +153,7 @@ def config_check(app: App):
             click.echo("config OK", err=True)
     app.emit(data, human)
     if problems:
-        sys.exit(78)
+        sys.exit(ExitCode.CONFIG)
 
 
 # ---------------------------------------------------------------- catalog
@@ -243,4 +253,4 @@ def find(app: App, path):
 
 
 # Subcommands live in their own modules (heavy imports stay inside the commands).
-from qbhook import cli_apply, cli_demo, cli_events, cli_plan  # noqa: E402,F401  (register on `main`)
+from qbhook import cli_apply, cli_demo, cli_events, cli_plan  # noqa: F401  (register on `main`)

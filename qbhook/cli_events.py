@@ -369,7 +369,7 @@ def _which(name: str) -> str | None:
 # ---------------------------------------------------------------- serve
 @main.command()
 @click.option("--listen", default=None, help="Address to bind (default: server.listen, 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port (default: server.port, 8686).")
+@click.option("--port", type=int, default=None, help="Port (default: server.port, 9797).")
 @click.option("--no-sweep", is_flag=True, help="Do not run the periodic sweeper in this process.")
 @pass_app
 def serve(app: App, listen, port, no_sweep):

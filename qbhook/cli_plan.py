@@ -7,9 +7,10 @@ import sys
 import click
 
 from qbhook.cli import App, _human_bytes, main, pass_app
+from qbhook.errors import ExitCode
 from qbhook.plan import describe_step
 
-EXIT_ACTIONABLE = 10
+EXIT_ACTIONABLE = ExitCode.ACTIONABLE
 
 
 def compute_plan(app: App, hashes=None, scan: bool = True):

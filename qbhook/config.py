@@ -4,18 +4,37 @@ Validation happens at load and names the offending key, so a typo fails loudly
 instead of silently falling back to a default that moves data somewhere odd.
 Secrets are never required inline: passwords come from an environment variable
 or a file, and ``describe()`` masks them.
+
+Every setting has one declared kind (the tables ``_POLICY``, ``_SCAN``, ``_SERVER``,
+``_QBT``), never a guess from its default's type:
+
+- duration: seconds as a number, or a string with a unit s, m/min, h, d, w (``30s``,
+  ``5m``, ``2h``, ``1d``); finite, at most ten years, per-field lower bound;
+- size: bytes as a whole number, or a string with a unit: KB/MB/GB/TB are powers of
+  1000, KiB/MiB/GiB/TiB (and bare K/M/G/T) powers of 1024;
+- count: a whole number (``2.5`` is an error, not 2); fraction: a number in a stated
+  interval; port: 1-65535; flag: true/false; text: a non-empty string.
+
+Any defect is a ConfigError whose message is one line naming the key (exit 78); NaN,
+infinities, non-UTF-8 files and malformed YAML included. ``path_map`` is checked once,
+here, by the same ``PathMap`` the qBittorrent adapter uses, plus a check that no path
+maps two ways through nested prefixes.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
-from qbhook.errors import ConfigError
+from qbhook.errors import ConfigError, PathMapError
 
 DEFAULT_CONFIG_PATHS = ("/etc/qbhook/config.yaml",)
 ROLES = ("primary", "cold")
@@ -95,7 +114,7 @@ class ScanConfig:
 @dataclass(frozen=True)
 class ServerConfig:
     listen: str = "127.0.0.1"
-    port: int = 8686
+    port: int = 9797
     username: str | None = None
     password: str | None = field(repr=False, default=None)
     password_env: str | None = None
@@ -192,23 +211,43 @@ def find_config_path(explicit: str | os.PathLike | None) -> Path:
 def load_config(path: str | os.PathLike, env: dict[str, str] | None = None) -> Config:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(None, f"file {path} does not exist") from None
     except OSError as e:
         raise ConfigError(None, f"cannot read {path}: {e.strerror}") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(None, f"{path} is not valid YAML: {e}") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(None, f"{path} is not UTF-8 text (byte {raw[e.start]:#04x} on line {line})",
+                          hint="save the file as UTF-8") from None
+    data = parse_yaml(text, str(path))
     cfg = parse_config(data, env=os.environ if env is None else env, base_dir=path.parent)
     return replace(cfg, source=path)
+
+
+def parse_yaml(text: str, name: str = "config") -> Any:
+    """YAML text to plain data; any parser failure is one ConfigError line with its position."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
+        what = " ".join(str(e.problem or e.context or "malformed").split())
+        raise ConfigError(None, f"{where} is not valid YAML: {what}") from None
+    except Exception as e:  # noqa: BLE001 - PyYAML's own failures on odd input, see below
+        # Not only YAMLError: PyYAML raises ValueError for impossible timestamps
+        # (2001-13-45), AttributeError for '!!timestamp x', RecursionError for deep
+        # nesting. All of them mean the text is not a document we can read.
+        what = " ".join(str(e).split()) or type(e).__name__
+        raise ConfigError(None, f"{name} is not valid YAML: {what}") from None
 
 
 def parse_config(data: Any, *, env: dict[str, str] | None = None, base_dir: Path | None = None) -> Config:
     env = dict(os.environ) if env is None else env
     if not isinstance(data, dict):
-        raise ConfigError(None, "the file must contain a mapping of settings (got %s)" % type(data).__name__)
+        raise ConfigError(None, f"the file must contain a mapping of settings (got {type(data).__name__})")
     _no_unknown(data, ("catalog", "pools", "seeding_roots", "qbittorrent", "clients", "policy", "scan", "server",
                        "lock_dir", "notify"), "")
 
@@ -216,20 +255,224 @@ def parse_config(data: Any, *, env: dict[str, str] | None = None, base_dir: Path
     pools = _parse_pools(data)
     qbts = _parse_qbittorrent(data.get("qbittorrent"), env, base_dir)
     clients = _parse_clients(data.get("clients"), qbts, env, base_dir)
-    policy = _parse_section(PolicyConfig, data.get("policy"), "policy")
-    scan = _parse_section(ScanConfig, data.get("scan"), "scan")
-    server = _parse_server(data.get("server"), env)
+    policy = PolicyConfig(**_parse_fields(_POLICY, data.get("policy"), "policy"))
+    scan = ScanConfig(**_parse_fields(_SCAN, data.get("scan"), "scan"))
+    server = _parse_server(data.get("server"), env, base_dir)
     notify = _parse_notify(data.get("notify"), env, base_dir)
-    lock_dir = _abs_path(data["lock_dir"], "lock_dir") if data.get("lock_dir") else None
-
-    if not 0 < scan.mass_delete_max_share <= 1:
-        raise ConfigError("scan.mass_delete_max_share", "must be a fraction in (0, 1], e.g. 0.1 for 10%")
-    if not 0 <= policy.promote_copy_max_ratio < 1:
-        raise ConfigError("policy.promote_copy_max_ratio", "must be a fraction in [0, 1), e.g. 0.01 for 1%")
+    lock_dir = _abs_path(data["lock_dir"], "lock_dir") if data.get("lock_dir") is not None else None
     return Config(catalog=catalog, pools=pools,
                   qbittorrent=tuple(c for c in clients if isinstance(c, QbtConfig)),
                   rtorrent=tuple(c for c in clients if isinstance(c, RtorrentConfig)),
                   policy=policy, scan=scan, server=server, notify=notify, lock_dir=lock_dir)
+
+
+# --------------------------------------------------------------------------- field kinds
+#
+# Every setting has one explicit kind, declared in the tables below; nothing is guessed
+# from a default's Python type. A reader takes (value, key) and returns the typed value
+# or raises ConfigError naming the key, in one line.
+
+Reader = Callable[[Any, str], Any]
+
+_MAX_SECONDS = 10 * 365 * 86400.0   # ten years: longer is a typo, and overflows timers
+_MAX_INT = 2**63 - 1                # what SQLite (and every C timer) can hold
+
+
+def _number(value: Any, key: str, what: str) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(key, f"must be {what} (got {_got(value)})")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, f"must be a finite number (got {_got(value)})")
+    return value
+
+
+def _got(value: Any, limit: int = 60) -> str:
+    """A value as quoted in a message: repr, shortened, never raising (ints past 4300 digits do)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        return "a number with more than 30 digits"
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a message must never fail
+        return type(value).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _bounds(v: float, key: str, lo: float, hi: float, lo_open: bool, unit: str = "") -> None:
+    def show(x: float) -> str:
+        return f"{x:g}" if isinstance(x, float) else (str(x) if abs(x) < 10**30 else "a number with more than 30 digits")
+    if v < lo or (lo_open and v == lo):
+        raise ConfigError(key, f"must be {'greater than' if lo_open else 'at least'} {show(lo)}{unit} (got {show(v)}{unit})")
+    if v > hi:
+        raise ConfigError(key, f"must be at most {show(hi)}{unit} (got {show(v)}{unit})")
+
+
+def duration(*, positive: bool = False) -> Reader:
+    """Seconds: a number, or a string with a unit (30s, 5m, 2h, 1d, 1w)."""
+    def read(value: Any, key: str) -> float:
+        if isinstance(value, str):
+            try:
+                seconds = parse_duration(value)
+            except ValueError:
+                raise ConfigError(key, f"cannot read {_got(value)} as a duration (examples: 30, 30s, 5m, 2h, 1d)") from None
+        else:
+            seconds = _number(value, key, "a duration (seconds, or e.g. 30s, 5m, 2h, 1d)")
+            try:
+                seconds = float(seconds)
+            except OverflowError:
+                seconds = math.inf
+        _bounds(seconds, key, 0.0, _MAX_SECONDS, positive, "s")
+        return seconds
+    return read
+
+
+def size(*, positive: bool = False) -> Reader:
+    """Bytes: a whole number, or a string with a unit (500MB = 500*10^6, 10GiB = 10*2^30)."""
+    def read(value: Any, key: str) -> int:
+        if isinstance(value, str):
+            try:
+                n = parse_size(value)
+            except ValueError:
+                raise ConfigError(key, f"cannot read {_got(value)} as a size (examples: 262144, 256KiB, 500MB, 10GiB)") from None
+        else:
+            n = _number(value, key, "a size (bytes, or e.g. 256KiB, 500MB, 10GiB)")
+            if isinstance(n, float):
+                if not n.is_integer():
+                    raise ConfigError(key, f"must be a whole number of bytes (got {n!r})")
+                n = int(n)
+        _bounds(n, key, 0, _MAX_INT, positive, " bytes")
+        return n
+    return read
+
+
+def count(*, minimum: int = 0, maximum: int = _MAX_INT) -> Reader:
+    """A whole number: 2.5 is an error, not 2."""
+    def read(value: Any, key: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"must be a whole number (got {_got(value)})")
+        _bounds(value, key, minimum, maximum, False)
+        return value
+    return read
+
+
+def fraction(*, zero_ok: bool, one_ok: bool) -> Reader:
+    """A share as a number: 0.1 for 10%."""
+    interval = f"{'[' if zero_ok else '('}0, 1{']' if one_ok else ')'}"
+
+    def read(value: Any, key: str) -> float:
+        v = float(_number(value, key, f"a fraction in {interval}, e.g. 0.1 for 10%"))
+        if v < 0 or v > 1 or (v == 0 and not zero_ok) or (v == 1 and not one_ok):
+            raise ConfigError(key, f"must be a fraction in {interval}, e.g. 0.1 for 10% (got {_got(value)})")
+        return v
+    return read
+
+
+def flag(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(key, f"must be true or false (got {_got(value)})")
+    return value
+
+
+def text(value: Any, key: str) -> str:
+    """A non-empty string (a bare YAML number is taken as its text: tag 2024)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ConfigError(key, f"must be a string (got {_got(value)})")
+    s = str(value)
+    if not s:
+        raise ConfigError(key, "must not be empty")
+    if "\0" in s:
+        raise ConfigError(key, "must not contain a NUL character")
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(key, f"is not valid text (got {_got(s)})") from None
+    return s
+
+
+def optional_text(value: Any, key: str) -> str | None:
+    return None if value is None else text(value, key)
+
+
+def text_list(value: Any, key: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ConfigError(key, f"must be a list of strings (got {_got(value)})")
+    return tuple(text(x, f"{key}[{i}]") for i, x in enumerate(items))
+
+
+def port(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ConfigError(key, f"must be a TCP port number from 1 to 65535 (got {_got(value)})")
+    return value
+
+
+# One table per section: setting -> reader. Adding a dataclass field without a reader
+# fails at import (see _check_tables), so no setting escapes validation.
+_POLICY: dict[str, Reader] = {
+    "demote_require_tag": optional_text,
+    "demote_categories": text_list,
+    "min_seeding_age": duration(),
+    "tag_no_external_links": flag,
+    "promote_copy_max_bytes": size(),
+    "promote_copy_max_ratio": fraction(zero_ok=True, one_ok=False),
+    "auto_apply": flag,
+    "grace_period": duration(),
+    "relocated_tag": text,
+    "max_groups_per_run": count(minimum=1),
+}
+_SCAN: dict[str, Reader] = {
+    "mass_delete_max_share": fraction(zero_ok=False, one_ok=True),
+    "mass_delete_min_paths": count(),
+    "settle_seconds": duration(),
+    "ignore_names": text_list,
+}
+_SERVER: dict[str, Reader] = {
+    "listen": text,
+    "port": port,
+    "username": optional_text,
+    "sweep_interval": duration(positive=True),   # 0 would be a sweep loop with no pause
+    "max_body": size(positive=True),
+}
+_SERVER_SECRETS = ("password", "password_env", "token", "token_env", "token_file")
+_QBT: dict[str, Reader] = {
+    "name": optional_text,
+    "username": optional_text,
+    "timeout": duration(positive=True),
+}
+_QBT_OTHER = ("url", "password", "password_env", "password_file", "path_map")
+_RT_TIMEOUT = duration(positive=True)
+_NOTIFY: dict[str, Reader] = {
+    "min_interval": duration(),
+    "blocked_after": duration(),      # 0: never
+    "free_space_below": size(),       # 0: never
+}
+_NOTIFY_OTHER = ("urls", "urls_env", "urls_file")
+
+
+def _check_tables() -> None:
+    for cls, table, extra in ((PolicyConfig, _POLICY, ()), (ScanConfig, _SCAN, ()),
+                              (ServerConfig, _SERVER, _SERVER_SECRETS), (QbtConfig, _QBT, _QBT_OTHER),
+                              (RtorrentConfig, {"timeout": _RT_TIMEOUT}, ("name", "scgi", "path_map")),
+                              (NotifyConfig, _NOTIFY, _NOTIFY_OTHER)):
+        missing = {f.name for f in fields(cls)} - set(table) - set(extra)
+        assert not missing, f"{cls.__name__}: no reader for {sorted(missing)}"
+
+
+_check_tables()
+
+
+def _parse_fields(table: dict[str, Reader], raw: Any, key: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read the settings of one section present in ``raw`` (absent ones keep their defaults)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(key, f"must be a mapping (got {type(raw).__name__})")
+    _no_unknown(raw, tuple(table) + extra, key)
+    return {k: table[k](v, f"{key}.{k}") for k, v in raw.items() if k in table}
+
+
+# --------------------------------------------------------------------------- sections
 
 
 def _parse_pools(data: dict) -> tuple[PoolConfig, ...]:
@@ -242,13 +485,15 @@ def _parse_pools(data: dict) -> tuple[PoolConfig, ...]:
     pools = []
     for name, spec in raw.items():
         key = f"pools.{name}"
+        if not isinstance(name, str) or not name:
+            raise ConfigError(key, f"pool names must be non-empty strings (got {_got(name)})")
         if not isinstance(spec, dict):
             raise ConfigError(key, "must be a mapping with 'path' and 'role'")
         _no_unknown(spec, ("path", "role"), key)
         path = _abs_path(_required(spec, "path", key), f"{key}.path")
         role = _required(spec, "role", key)
-        if role not in ROLES:
-            raise ConfigError(f"{key}.role", f"must be one of {', '.join(ROLES)} (got {role!r})")
+        if not isinstance(role, str) or role not in ROLES:
+            raise ConfigError(f"{key}.role", f"must be one of {', '.join(ROLES)} (got {_got(role)})")
         if name not in roots:
             raise ConfigError("seeding_roots", f"has no entry for pool {name!r}",
                               hint=f"add '{name}: {path}/data/media/torrents/seeding' (inside the pool)")
@@ -256,14 +501,14 @@ def _parse_pools(data: dict) -> tuple[PoolConfig, ...]:
         if not _is_within(PurePosixPath(seed), PurePosixPath(path)) or seed == path:
             raise ConfigError(f"seeding_roots.{name}", f"{seed} is not inside pool {name}'s path {path}",
                               hint="each seeding root must be a folder inside its own pool (same dataset as the data)")
-        pools.append(PoolConfig(name=str(name), path=path, role=role, seeding_root=seed))
+        pools.append(PoolConfig(name=name, path=path, role=role, seeding_root=seed))
     extra = set(roots) - set(raw)
     if extra:
         raise ConfigError("seeding_roots", f"names unknown pool(s): {', '.join(sorted(map(str, extra)))}")
     for role in ROLES:
         n = sum(p.role == role for p in pools)
         if n != 1:
-            raise ConfigError("pools", f"needs exactly one pool with role {role!r} (found {n})",
+            raise ConfigError("pools", f"needs exactly one pool with role {_got(role)} (found {n})",
                               hint="qbhook manages one primary (library) pool and one cold (seed-only) pool")
     for a in pools:
         for b in pools:
@@ -283,25 +528,29 @@ def _parse_qbittorrent(raw: Any, env: dict, base_dir: Path | None) -> tuple[QbtC
         key = f"qbittorrent[{i}]" if isinstance(raw, list) else "qbittorrent"
         if not isinstance(spec, dict):
             raise ConfigError(key, "must be a mapping with url, username, password_env ...")
-        _no_unknown(spec, ("name", "url", "username", "password", "password_env", "password_file", "path_map", "timeout"), key)
-        name = str(spec.get("name") or ("default" if i == 0 else f"qbt{i}"))
+        kw = _parse_fields(_QBT, spec, key, _QBT_OTHER)
+        name = kw.pop("name", None) or ("default" if i == 0 else f"qbt{i}")
         if name in names:
             raise ConfigError(f"{key}.name", f"duplicate instance name {name!r}")
         names.add(name)
         url = _required(spec, "url", key)
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ConfigError(f"{key}.url", f"must be an http(s) URL (got {url!r})")
-        username = str(spec.get("username") or "admin")
+            raise ConfigError(f"{key}.url", f"must be an http(s) URL (got {_got(url)})")
         password, pw_env, pw_file = _secret(spec, "password", env, base_dir, key)
-        pairs = _parse_path_map(spec.get("path_map"), f"{key}.path_map")
-        timeout = float(spec.get("timeout", 30.0))
-        out.append(QbtConfig(name=name, url=url.rstrip("/"), username=username, password=password,
-                             password_env=pw_env, password_file=pw_file, path_map=pairs, timeout=timeout))
+        out.append(QbtConfig(name=name, url=url.rstrip("/"), username=kw.pop("username", None) or "admin",
+                             password=password, password_env=pw_env, password_file=pw_file,
+                             path_map=_parse_path_map(spec.get("path_map"), f"{key}.path_map"), **kw))
     return tuple(out)
 
 
 def _parse_path_map(raw: Any, key: str) -> tuple[tuple[str, str], ...]:
-    """The one validation of a ``path_map`` (every client type): a list of {client, host}."""
+    """The one validation of a path_map: shape here, prefixes and ambiguity by PathMap's rules.
+
+    Config load builds the same PathMap the qBittorrent adapter uses, so a map the adapter
+    would refuse later (a prefix mapped twice) fails ``config check`` now, with exit 78.
+    """
+    from qbhook.qbt.pathmap import PathMap
+
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -314,7 +563,41 @@ def _parse_path_map(raw: Any, key: str) -> tuple[tuple[str, str], ...]:
         _no_unknown(m, ("client", "host"), mk)
         pairs.append((str(_abs_path(_required(m, "client", mk), f"{mk}.client")),
                       str(_abs_path(_required(m, "host", mk), f"{mk}.host"))))
-    return tuple(pairs)
+    try:
+        pm = PathMap(pairs)
+    except PathMapError as e:
+        raise ConfigError(key, e.message.removeprefix("path_map: "), hint=e.hint) from None
+    for problem in _path_map_ambiguities(pm.pairs):
+        raise ConfigError(key, problem, hint="drop one of the two entries, or make the nested one agree with the outer one")
+    return pm.pairs
+
+
+def _path_map_ambiguities(pairs: tuple[tuple[str, str], ...]) -> list[str]:
+    """Nested prefixes that disagree, so one path maps two ways.
+
+    With ``/data -> /stash/data`` and ``/data/media -> /pool/media``, the client path
+    ``/data/media/x`` reads as ``/stash/data/media/x`` by the first entry and
+    ``/pool/media/x`` by the second; which one wins would depend on a longest-prefix
+    convention the user may not have meant. Same on the host side. A nested entry that
+    agrees with its outer one (``/data/media -> /stash/data/media``) is redundant, not
+    ambiguous, and passes.
+    """
+    def parts(p: str) -> tuple[str, ...]:
+        return tuple(x for x in p.split("/") if x)
+
+    problems = []
+    for side, label in ((0, "client"), (1, "host")):
+        for outer in pairs:
+            for inner in pairs:
+                o, i = parts(outer[side]), parts(inner[side])
+                if len(i) <= len(o) or i[:len(o)] != o:
+                    continue
+                expected = "/" + "/".join(parts(outer[1 - side]) + i[len(o):])
+                if expected != inner[1 - side]:
+                    problems.append(
+                        f"{label} prefix {inner[side]} lies inside {outer[side]}, so a {label} path under it maps "
+                        f"two ways ({inner[1 - side]} by its own entry, {expected} by {outer[side]}'s)")
+    return problems
 
 
 _RT_KEYS = ("type", "name", "scgi", "path_map", "timeout")
@@ -360,7 +643,7 @@ def _parse_clients(raw: Any, qbts: tuple[QbtConfig, ...], env: dict,
         _no_unknown(spec, _RT_KEYS, key)
         out.append(RtorrentConfig(name=name, scgi=_scgi_address(_required(spec, "scgi", key), f"{key}.scgi"),
                                   path_map=_parse_path_map(spec.get("path_map"), f"{key}.path_map"),
-                                  timeout=_positive_seconds(spec.get("timeout", 30.0), f"{key}.timeout")))
+                                  timeout=_RT_TIMEOUT(spec.get("timeout", 30.0), f"{key}.timeout")))
     return tuple(out)
 
 
@@ -380,29 +663,13 @@ def _scgi_address(v: Any, key: str) -> str:
     return v.strip()
 
 
-def _positive_seconds(v: Any, key: str) -> float:
-    if isinstance(v, str):
-        try:
-            v = parse_duration(v)
-        except ValueError:
-            raise ConfigError(key, f"cannot read {v!r} as a duration (e.g. 30, 30s, 2m)") from None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf"):
-        raise ConfigError(key, f"must be a positive number of seconds (got {v!r})")
-    return float(v)
-
-
-def _parse_server(raw: Any, env: dict) -> ServerConfig:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError("server", "must be a mapping")
-    raw = dict(raw)
-    password, pw_env, _ = _secret(raw, "password", env, None, "server", allow_file=False)
-    token, tok_env, tok_file = _secret(raw, "token", env, None, "server")
-    for k in ("password", "password_env", "token", "token_env", "token_file"):
-        raw.pop(k, None)
-    base = _parse_section(ServerConfig, raw, "server")
-    return replace(base, password=password, password_env=pw_env, token=token, token_env=tok_env, token_file=tok_file)
+def _parse_server(raw: Any, env: dict, base_dir: Path | None) -> ServerConfig:
+    kw = _parse_fields(_SERVER, raw, "server", _SERVER_SECRETS)
+    raw = raw or {}
+    password, pw_env, _ = _secret(raw, "password", env, base_dir, "server", allow_file=False)
+    token, tok_env, tok_file = _secret(raw, "token", env, base_dir, "server")
+    return ServerConfig(password=password, password_env=pw_env, token=token, token_env=tok_env,
+                        token_file=tok_file, **kw)
 
 
 def _parse_notify(raw: Any, env: dict, base_dir: Path | None) -> NotifyConfig:
@@ -415,20 +682,21 @@ def _parse_notify(raw: Any, env: dict, base_dir: Path | None) -> NotifyConfig:
     if inline is not None and not (isinstance(inline, list) and all(isinstance(u, str) for u in inline)):
         raise ConfigError("notify.urls", "must be a list of apprise URLs (better: urls_env or urls_file)")
     # From a variable or a file: one URL per line or separated by spaces/commas, as apprise reads them.
-    text, u_env, u_file = _secret({"urls": None, "urls_env": raw.pop("urls_env", None),
+    listed, u_env, u_file = _secret({"urls": None, "urls_env": raw.pop("urls_env", None),
                                    "urls_file": raw.pop("urls_file", None)}, "urls", env, base_dir, "notify")
-    urls = tuple(inline or ()) + tuple(u for u in (text or "").replace(",", " ").split() if u)
-    base = _parse_section(NotifyConfig, raw, "notify")
-    return replace(base, urls=urls, urls_env=u_env, urls_file=u_file)
+    urls = tuple(inline or ()) + tuple(u for u in (listed or "").replace(",", " ").split() if u)
+    return NotifyConfig(urls=urls, urls_env=u_env, urls_file=u_file, **_parse_fields(_NOTIFY, raw, "notify"))
 
 
 def _secret(spec: dict, name: str, env: dict, base_dir: Path | None, key: str, allow_file: bool = True):
     inline = spec.get(name)
-    env_name = spec.get(f"{name}_env")
-    file_name = spec.get(f"{name}_file") if allow_file else None
+    env_name = optional_text(spec.get(f"{name}_env"), f"{key}.{name}_env")
+    file_name = optional_text(spec.get(f"{name}_file"), f"{key}.{name}_file") if allow_file else None
+    if inline is not None:
+        inline = text(inline, f"{key}.{name}")
     value = None
     if env_name:
-        value = env.get(str(env_name))
+        value = env.get(env_name)
         if value is None and not file_name and inline is None:
             raise ConfigError(f"{key}.{name}_env", f"environment variable {env_name} is not set",
                               hint=f"export {env_name}=... before running qbhook")
@@ -436,85 +704,70 @@ def _secret(spec: dict, name: str, env: dict, base_dir: Path | None, key: str, a
         p = Path(file_name)
         if not p.is_absolute() and base_dir:
             p = base_dir / p
-        try:
-            value = p.read_text().strip()
-        except OSError as e:
-            raise ConfigError(f"{key}.{name}_file", f"cannot read {p}: {e.strerror}") from None
+        value = _read_secret_file(p, f"{key}.{name}_file")
         file_name = p
     if value is None and inline is not None:
-        value = str(inline)
-    return value, (str(env_name) if env_name else None), (Path(file_name) if file_name else None)
+        value = inline
+    return value, env_name, (Path(file_name) if file_name else None)
 
 
-def _parse_section(cls, raw: Any, key: str):
-    if raw is None:
-        return cls()
-    if not isinstance(raw, dict):
-        raise ConfigError(key, "must be a mapping")
-    known = {f.name: f for f in fields(cls)}
-    _no_unknown(raw, tuple(known), key)
-    kwargs = {}
-    defaults = cls()
-    for k, v in raw.items():
-        default = getattr(defaults, k)
-        kwargs[k] = _coerce(v, default, f"{key}.{k}")
-    return cls(**kwargs)
+def _read_secret_file(p: Path, key: str) -> str:
+    # O_NONBLOCK: a FIFO or device named here must not hang qbhook at startup.
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise ConfigError(key, f"cannot read {p}: {e.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(key, f"{p} is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(64 * 1024)
+    except OSError as e:
+        raise ConfigError(key, f"cannot read {p}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(key, f"{p} is not UTF-8 text") from None
 
 
-def _coerce(value: Any, default: Any, key: str):
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(key, f"must be true or false (got {value!r})")
-        return value
-    if isinstance(default, (int, float)) and not isinstance(default, bool):
-        if isinstance(value, str):
-            try:
-                return parse_duration(value) if isinstance(default, float) else parse_size(value)
-            except ValueError:
-                raise ConfigError(key, f"cannot read {value!r} as a number") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(key, f"must be a number (got {value!r})")
-        if value < 0:
-            raise ConfigError(key, f"must not be negative (got {value!r})")
-        return type(default)(value)
-    if isinstance(default, tuple):
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-            raise ConfigError(key, "must be a list of strings")
-        return tuple(value)
-    if default is None or isinstance(default, str):
-        if value is not None and not isinstance(value, (str, int)):
-            raise ConfigError(key, f"must be a string (got {value!r})")
-        return None if value is None else str(value)
-    return value
-
+# --------------------------------------------------------------------------- units
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2, "mib": 1024**2,
                "g": 1024**3, "gb": 1000**3, "gib": 1024**3, "t": 1024**4, "tb": 1000**4, "tib": 1024**4}
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+_NUMBER_UNIT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", re.IGNORECASE)
 
 
 def _split_unit(text: str) -> tuple[float, str]:
-    t = text.strip().lower().replace(" ", "")
-    i = len(t)
-    while i and not (t[i - 1].isdigit() or t[i - 1] == "."):
-        i -= 1
-    return float(t[:i]), t[i:]
+    """'1.5 GiB' -> (1.5, 'gib'). Plain decimal digits only: no sign, exponent, nan or inf."""
+    m = _NUMBER_UNIT.fullmatch(text)
+    if not m:
+        raise ValueError(text)
+    return float(m.group(1)), m.group(2).lower()
 
 
 def parse_size(text: str) -> int:
+    """Bytes from '262144', '256KiB', '500MB' (10^6), '10GiB' (2^30); K/M/G/T alone are binary."""
     num, unit = _split_unit(text)
     if unit not in _SIZE_UNITS:
         raise ValueError(text)
-    return int(num * _SIZE_UNITS[unit])
+    n = num * _SIZE_UNITS[unit]
+    if not math.isfinite(n) or n > _MAX_INT:
+        raise ValueError(text)
+    return int(n)
 
 
 def parse_duration(text: str) -> float:
+    """Seconds from '90', '30s', '5m', '2h', '1d', '1w'."""
     num, unit = _split_unit(text)
     if unit not in _DURATION_UNITS:
         raise ValueError(text)
-    return num * _DURATION_UNITS[unit]
+    seconds = num * _DURATION_UNITS[unit]
+    if not math.isfinite(seconds):
+        raise ValueError(text)
+    return seconds
 
 
 def _required(d: dict, k: str, where: str):
@@ -532,12 +785,18 @@ def _no_unknown(d: dict, known: tuple[str, ...], where: str) -> None:
 
 def _abs_path(v: Any, key: str) -> Path:
     if not isinstance(v, str) or not v:
-        raise ConfigError(key, f"must be a path (got {v!r})")
+        raise ConfigError(key, f"must be a path (got {_got(v)})")
+    if "\0" in v:
+        raise ConfigError(key, "must not contain a NUL character")
+    try:
+        os.fsencode(v)
+    except UnicodeEncodeError:
+        raise ConfigError(key, f"is not a valid path (got {_got(v)})") from None
     p = PurePosixPath(v)
     if not p.is_absolute():
-        raise ConfigError(key, f"must be an absolute path (got {v!r})")
+        raise ConfigError(key, f"must be an absolute path (got {_got(v)})")
     if ".." in p.parts:
-        raise ConfigError(key, f"must not contain '..' (got {v!r})")
+        raise ConfigError(key, f"must not contain '..' (got {_got(v)})")
     return Path(os.path.normpath(v))
 
 

@@ -8,11 +8,28 @@ and gets a traceback.
 
 from __future__ import annotations
 
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Every exit status qbhook uses, named once (sysexits.h numbers where one fits)."""
+
+    OK = 0
+    FAILURE = 1
+    BAD_INPUT = 2           # usage / malformed event or argument
+    GUARD_REFUSED = 3       # a safety guard refused (e.g. mass delete)
+    QBT_UNREACHABLE = 4
+    UNSAFE = 5              # an operation that could lose data was refused
+    ACTIONABLE = 10         # `plan`: there are groups to act on
+    CATALOG_DAMAGED = 74    # EX_IOERR: the catalog cannot be read or written
+    BUSY = 75               # EX_TEMPFAIL: a lock is held
+    CONFIG = 78             # EX_CONFIG
+
 
 class QbhookError(Exception):
     """Base class: an expected failure with a user-facing message."""
 
-    exit_code = 1
+    exit_code: int = ExitCode.FAILURE
 
     def __init__(self, message: str, *, hint: str | None = None):
         super().__init__(message)
@@ -28,22 +45,40 @@ class QbhookError(Exception):
 class ConfigError(QbhookError):
     """The configuration file is missing, malformed or inconsistent."""
 
-    exit_code = 78  # EX_CONFIG
+    exit_code = ExitCode.CONFIG
 
     def __init__(self, key: str | None, message: str, *, hint: str | None = None):
         self.key = key
         prefix = f"config: {key}: " if key else "config: "
-        super().__init__(prefix + message, hint=hint)
+        # One line whatever the file holds: a key or value with a newline or other control
+        # character (YAML allows them) is shown escaped, never split across lines.
+        super().__init__(_one_line(prefix + message), hint=hint)
+
+
+def _one_line(text: str) -> str:
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 class CatalogError(QbhookError):
     """The catalog database cannot be opened, migrated or trusted."""
 
 
+class CatalogDamaged(CatalogError):
+    """SQLite reported the catalog file unreadable or unwritable (corrupt page, full disk)."""
+
+    exit_code = ExitCode.CATALOG_DAMAGED
+
+
+class NotRegularFile(QbhookError):
+    """A path names a FIFO, device, socket or folder where a regular file was needed."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
 class MassDeleteRefused(CatalogError):
     """A scan would mark too many paths deleted at once (pool not mounted?)."""
 
-    exit_code = 3
+    exit_code = ExitCode.GUARD_REFUSED
 
 
 class FilesystemIdError(QbhookError):
@@ -61,7 +96,7 @@ class PathOutsideRoots(QbhookError):
 class QbtError(QbhookError):
     """qBittorrent could not be reached or refused a request."""
 
-    exit_code = 4
+    exit_code = ExitCode.QBT_UNREACHABLE
 
 
 class UnknownTorrent(QbtError):
@@ -83,7 +118,7 @@ class RtorrentUnreachable(RtorrentError):
 class LockBusy(QbhookError):
     """Another qbhook process holds the lock we need."""
 
-    exit_code = 75  # EX_TEMPFAIL
+    exit_code = ExitCode.BUSY
 
 
 class PortBusy(QbhookError):
@@ -98,7 +133,7 @@ class UnsafeOperation(QbhookError):
     These are never retried blindly: the plan is stale or the world changed.
     """
 
-    exit_code = 5
+    exit_code = ExitCode.UNSAFE
 
 
 class VerificationFailed(UnsafeOperation):
@@ -108,7 +143,7 @@ class VerificationFailed(UnsafeOperation):
 class BadRequest(QbhookError):
     """An incoming event (webhook, hook call) is malformed or unusable."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
 
 class QueueError(QbhookError):

@@ -9,8 +9,10 @@ written by a download is not worth remembering).
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
+import stat
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -50,11 +52,42 @@ class HashResult:
 
 
 # O_NOATIME spares a metadata write per file read; it needs ownership or CAP_FOWNER (root).
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | (getattr(os, "O_NOATIME", 0) if os.geteuid() == 0 else 0)
+# O_NONBLOCK: opening a FIFO for reading blocks until a writer appears (forever, in
+# practice), and a device's open can block too; with it the open returns at once and the
+# fstat below refuses the thing. On a regular file O_NONBLOCK changes nothing.
+_READ_FLAGS = (os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+               | (getattr(os, "O_NOATIME", 0) if os.geteuid() == 0 else 0))
 
 
-def _open_nofollow(path: bytes | str) -> int:
-    return os.open(path, _READ_FLAGS)
+class NotRegularFile(OSError):
+    """The path is a FIFO, device, socket or folder: qbhook never reads those."""
+
+
+def open_regular(path: bytes | str) -> tuple[int, os.stat_result]:
+    """Open ``path`` for reading only if it is a regular file (never through a symlink).
+
+    Returns the descriptor and its fstat. The type is checked on the opened descriptor, so
+    a file swapped for a FIFO between a caller's lstat and this open is still refused, and
+    nothing is read before the check. Costs no extra system call: callers use the stat.
+    """
+    fd = os.open(path, _READ_FLAGS)
+    try:
+        st = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise NotRegularFile(errno.EINVAL, f"not a regular file ({_kind(st.st_mode)})", os.fsdecode(path))
+    return fd, st
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def hash_fd(fd: int, hasher=None) -> bytes:
@@ -125,9 +158,8 @@ def _hash_pipelined(fd: int, h) -> None:
 
 
 def hash_file(path: bytes | str) -> HashResult:
-    fd = _open_nofollow(path)
+    fd, before = open_regular(path)
     try:
-        before = os.fstat(fd)
         digest = hash_fd(fd)
         after = os.fstat(fd)
     finally:
@@ -137,9 +169,8 @@ def hash_file(path: bytes | str) -> HashResult:
 
 def sample_file(path: bytes | str) -> tuple[bytes, os.stat_result]:
     """Cheap fingerprint: BLAKE3 of size + first and last SAMPLE_SIZE bytes."""
-    fd = _open_nofollow(path)
+    fd, st = open_regular(path)
     try:
-        st = os.fstat(fd)
         h = blake3.blake3(st.st_size.to_bytes(8, "little"))
         h.update(os.pread(fd, SAMPLE_SIZE, 0))
         if st.st_size > SAMPLE_SIZE:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from qbhook.errors import CatalogError
+from qbhook.errors import CatalogDamaged, CatalogError, LockBusy, QbhookError
 
 SCHEMA_V1 = """
 CREATE TABLE filesystems (
@@ -87,6 +87,32 @@ def migrations() -> list[str]:
     return [SCHEMA_V1, QUEUE_DDL, JOURNAL_DDL, STATE_DDL]
 
 
+_DAMAGE = ("malformed", "not a database", "disk i/o error", "disk is full", "corrupt")
+
+
+def sqlite_failure(e: BaseException, path: str | Path | None) -> QbhookError | None:
+    """The user-facing error for a SQLite failure on the catalog, or None if it is a bug.
+
+    A damaged page ("database disk image is malformed"), "file is not a database", a full
+    disk or an I/O error describe the catalog file or its disk; a held lock means another
+    qbhook is writing; other operational failures (cannot open, read-only) are plain
+    catalog errors. Integrity and programming errors are bugs in qbhook: None, so the
+    caller lets them keep their traceback.
+    """
+    if not (type(e) is sqlite3.DatabaseError or isinstance(e, (sqlite3.OperationalError, sqlite3.InternalError))):
+        return None
+    where = f"catalog {path}" if path is not None else "catalog"
+    detail = " ".join(str(e).split()) or type(e).__name__
+    low = detail.lower()
+    if "locked" in low or "busy" in low:
+        return LockBusy(f"{where}: {detail}", hint="another qbhook process is writing the catalog; try again later")
+    if type(e) is sqlite3.DatabaseError or any(w in low for w in _DAMAGE):
+        return CatalogDamaged(f"{where}: {detail}",
+                              hint="check the disk; if the file is damaged, restore it from a backup or move it "
+                                   "aside ('qbhook scan' rebuilds a new catalog, but run history is lost)")
+    return CatalogError(f"{where}: {detail}")
+
+
 def connect(path: str | Path, *, readonly: bool = False, check_same_thread: bool = True) -> sqlite3.Connection:
     path = Path(path)
     if not readonly and not path.parent.is_dir():
@@ -104,7 +130,7 @@ def connect(path: str | Path, *, readonly: bool = False, check_same_thread: bool
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
     except sqlite3.Error as e:
-        raise CatalogError(f"cannot open catalog {path}: {e}") from None
+        raise sqlite_failure(e, path) or CatalogError(f"cannot open catalog {path}: {e}") from None
     if not readonly:
         migrate(conn)
     return conn

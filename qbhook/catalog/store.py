@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import select
 import sqlite3
+import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from qbhook import fsid as fsid_mod
 from qbhook.catalog.db import Tx, connect
+from qbhook.errors import NotRegularFile
 
 HASH_VALID = ("hash IS NOT NULL AND hash_size = size AND hash_mtime_ns = mtime_ns "
               "AND hash_ctime_ns = ctime_ns")
@@ -206,6 +208,10 @@ class Catalog:
         """
         bpath = os.fsencode(path)
         st = os.lstat(bpath)
+        if not stat.S_ISREG(st.st_mode):
+            # The catalog holds regular files only: a FIFO recorded here once made every
+            # later hash of "size 0 candidates" open it and hang.
+            raise NotRegularFile(f"{os.fsdecode(bpath)} is not a regular file; the catalog records only regular files")
         fs = self.fs_for_path(bpath, st.st_dev)
         with Tx(self.conn) as c:
             old = c.execute("SELECT hash, hash_size, hash_mtime_ns FROM inodes WHERE fs=? AND ino=?", (fs, st.st_ino)).fetchone()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +89,40 @@ def test_config_check_ok(two_filesystems):
     assert shown["scan"]["settle_seconds"] == 0 and shown["source"] == str(env.config)
     d = env.json("config", "check")
     assert d["problems"] == [] and d["catalog"] == str(env.catalog)
+
+
+QBT = {"url": "http://127.0.0.1:8080", "password": "p"}
+
+
+@pytest.mark.parametrize("over, key", [
+    ({"qbittorrent": {**QBT, "timeout": "fast"}}, "qbittorrent.timeout"),
+    ({"qbittorrent": {**QBT, "timeout": -5}}, "qbittorrent.timeout"),
+    ({"policy": {"max_groups_per_run": float("nan")}}, "policy.max_groups_per_run"),
+    ({"policy": {"max_groups_per_run": 2.5}}, "policy.max_groups_per_run"),
+    ({"server": {"port": 99999}}, "server.port"),
+    ({"server": {"max_body": 0}}, "server.max_body"),
+    ({"server": {"sweep_interval": 0}}, "server.sweep_interval"),
+    ({"qbittorrent": {**QBT, "path_map": [{"client": "/data", "host": "/stash/data"},
+                                          {"client": "/data", "host": "/pool/data"}]}}, "qbittorrent.path_map"),
+    ({"qbittorrent": {**QBT, "path_map": [{"client": "/data", "host": "/stash/data"},
+                                          {"client": "/data/media", "host": "/pool/media"}]}}, "qbittorrent.path_map"),
+])
+def test_config_check_defects_are_one_line_78(two_filesystems, over, key):
+    """Issue 9 (8) and 14: tracebacks, silent acceptance and a late exit 1 before; now exit 78 at check."""
+    env = two_filesystems
+    env.run("config", "check")                       # the base config is clean
+    env.save(**over)
+    r = env.run("config", "check", expect=78)
+    assert "Traceback" not in r.output and not isinstance(r.exception, Exception), r.exception
+    assert r.stderr.splitlines()[0].startswith(f"qbhook: config: {key}: "), r.stderr
+
+
+def test_config_check_non_utf8_file_is_one_line_78(env):
+    good = env.config.read_bytes()
+    env.config.write_bytes(good + b"# caf\xe9\n")
+    r = env.run("config", "check", expect=78)
+    line = good.count(b"\n") + 1
+    assert r.stderr.splitlines()[0] == f"qbhook: config: {env.config} is not UTF-8 text (byte 0xe9 on line {line})"
 
 
 def test_config_check_reports_problems_with_78(env):
@@ -346,3 +381,106 @@ def test_invalid_utf8_names_in_human_output_on_strict_utf8_terminal(env):
     put(env.pool / SEED / "ok.bin", b"same content")
     r = _subprocess(env, "dupes", PYTHONIOENCODING="utf-8:strict")
     assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr
+
+
+# --------------------------------------------------------------------------- non-regular files (issue 9, 7b)
+# Each runs `qbhook` in a child process with a timeout: on main these hung forever.
+
+def _bounded(env, *args, timeout=30):
+    try:
+        return subprocess.run([sys.executable, "-m", "qbhook", "--config", str(env.config), *args],
+                              capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"qbhook {' '.join(args)} still running after {timeout}s (opened a FIFO or device?)")
+
+
+def _special_files(where: Path) -> list[Path]:
+    where.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(where / "pipe")
+    out = [where / "pipe"]
+    if os.geteuid() == 0:   # a character device with /dev/zero's numbers: reading it never ends
+        os.mknod(where / "zero", 0o600 | stat.S_IFCHR, os.makedev(1, 5))
+        out.append(where / "zero")
+    return out
+
+
+def test_find_refuses_fifo_and_device_instead_of_hanging(env):
+    for p in _special_files(env.stash / SEED / "odd"):
+        r = _bounded(env, "find", str(p))
+        assert r.returncode == 2, (r.returncode, r.stderr)
+        assert r.stderr.decode().splitlines()[0] == f"qbhook: {p} is not a regular file; " \
+                                                    "the catalog records only regular files"
+    assert env.json("dupes", "--no-scan")["sets"] == []
+
+
+def test_find_empty_file_after_a_fifo_was_catalogued(env):
+    """A FIFO row left by an older qbhook is a same-size (0) candidate of every empty file."""
+    from qbhook.catalog.db import Tx
+    from qbhook.catalog.store import Catalog
+
+    empty = put(env.stash / SEED / "S/empty.nfo", b"")
+    cat = Catalog.open(env.catalog)
+    for p in _special_files(env.stash / SEED / "odd"):
+        st = os.lstat(p)
+        fs = cat.fs_for_path(os.fsencode(p), st.st_dev)
+        with Tx(cat.conn) as c:                 # what record_path did before it refused them
+            cat.upsert(c, "stash", os.fsencode(p), fs, st, None)
+    cat.close()
+    r = _bounded(env, "--json", "find", os.fsdecode(empty))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["blake3"] == b3(b"")
+
+
+def test_scan_with_hash_skips_fifo_and_device(env):
+    put(env.stash / SEED / "S/a.bin", b"a")
+    _special_files(env.stash / SEED / "odd")
+    r = _bounded(env, "--json", "scan", "--hash")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["catalog"]["paths"] == 1 and out["hashing"]["hashed"] == 1
+
+
+# --------------------------------------------------------------------------- damaged catalog (issue 9, 8)
+
+def _damage(catalog: Path, table: str | None) -> None:
+    """Garbage over one table's root page, or ("*") over every table's and index's root page
+    (the schema on page 1 survives: the catalog opens, reading fails), or (None) over every
+    page but the first (opening fails). SQLite: 'database disk image is malformed'."""
+    import sqlite3
+    with sqlite3.connect(catalog) as c:
+        page = c.execute("PRAGMA page_size").fetchone()[0]
+        roots = [r[0] for r in c.execute("SELECT rootpage FROM sqlite_master WHERE rootpage > 1 AND (name=? OR ?)",
+                                         (table, table == "*"))]
+    c.close()
+    size = catalog.stat().st_size
+    with open(catalog, "r+b") as f:
+        if table:
+            assert roots, table
+            for root in roots:
+                f.seek((root - 1) * page)
+                f.write(b"\xff" * page)
+        else:
+            f.seek(page)
+            f.write(os.urandom(max(size - page, page)))
+
+
+COMMAND_READS = [(("find", "FILE"), "paths"), (("dupes", "--no-scan"), "inodes"), (("dupes",), "paths"),
+                 (("scan",), "paths"), (("scan", "--hash"), "inodes"),
+                 (("queue",), "event_jobs"), (("status",), "*")]   # issue 9: queue tracebacked, status exit 0
+
+
+@pytest.mark.parametrize("args, table", COMMAND_READS + [(args, None) for args, _ in COMMAND_READS],
+                         ids=lambda v: "-".join(v) if isinstance(v, tuple) else {None: "all-pages", "*": "all-roots"}.get(v, str(v)))
+def test_damaged_catalog_is_one_line_error_with_exit_74(env, args, table):
+    f = put(env.stash / SEED / "S/a.bin", b"a" * 5000)
+    assert _bounded(env, "scan").returncode == 0        # a child: its exit checkpoints the WAL
+    assert not os.path.exists(f"{env.catalog}-wal")
+    _damage(env.catalog, table)
+    args = tuple(os.fsdecode(f) if a == "FILE" else a for a in args)
+    r = _bounded(env, *args)
+    err = r.stderr.decode()
+    assert r.returncode == 74, (r.returncode, err)
+    assert "Traceback" not in err
+    first = err.splitlines()[0]
+    assert first.startswith(f"qbhook: catalog {env.catalog}: ") and \
+        ("malformed" in first or "not a database" in first), first

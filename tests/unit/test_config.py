@@ -1,9 +1,20 @@
+import os
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
+import yaml
 
-from qbhook.config import check_paths, describe, load_config, parse_config, parse_duration, parse_size
+from qbhook.config import (
+    check_paths,
+    describe,
+    load_config,
+    parse_config,
+    parse_duration,
+    parse_size,
+)
 from qbhook.errors import ConfigError
+from tests.timebox import timebox
 
 BASE = {
     "catalog": "/var/lib/qbhook/catalog.sqlite",
@@ -100,3 +111,144 @@ def test_not_a_mapping(tmp_path):
     p.write_text("a: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(p)
+
+
+# --------------------------------------------------------------------------- kinds, units, ranges
+# Issue 9 finding 8 and issue 14: each of these tracebacked or was accepted silently.
+
+def _load_text(tmp_path, text: str | bytes):
+    p = tmp_path / "c.yaml"
+    p.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return load_config(p, env={"QBHOOK_QBT_PASSWORD": "x"})
+
+
+BASE_YAML = """\
+catalog: /var/lib/qbhook/catalog.sqlite
+pools: {stash: {path: /stash, role: primary}, pool: {path: /pool, role: cold}}
+seeding_roots: {stash: /stash/seed, pool: /pool/seed}
+qbittorrent: {url: "http://127.0.0.1:8080", password_env: QBHOOK_QBT_PASSWORD%s}
+%s
+"""
+
+
+@pytest.mark.parametrize("qbt, extra, key, words", [
+    (", timeout: fast", "", "qbittorrent.timeout", "cannot read 'fast' as a duration"),
+    (", timeout: -5", "", "qbittorrent.timeout", "must be greater than 0s"),
+    (", timeout: 0", "", "qbittorrent.timeout", "must be greater than 0s"),
+    (", timeout: .inf", "", "qbittorrent.timeout", "finite"),
+    (", timeout: '1e999s'", "", "qbittorrent.timeout", "cannot read"),
+    ("", "policy: {max_groups_per_run: .nan}", "policy.max_groups_per_run", "whole number"),
+    ("", "policy: {max_groups_per_run: 2.5}", "policy.max_groups_per_run", "whole number"),
+    ("", "policy: {max_groups_per_run: 0}", "policy.max_groups_per_run", "at least 1"),
+    ("", "policy: {min_seeding_age: .nan}", "policy.min_seeding_age", "finite"),
+    ("", "policy: {grace_period: -1h}", "policy.grace_period", "cannot read"),
+    ("", "policy: {promote_copy_max_bytes: 1.5}", "policy.promote_copy_max_bytes", "whole number of bytes"),
+    ("", "policy: {promote_copy_max_ratio: .nan}", "policy.promote_copy_max_ratio", "finite"),
+    ("", "scan: {mass_delete_min_paths: '100'}", "scan.mass_delete_min_paths", "whole number"),
+    ("", "scan: {settle_seconds: 99999999999}", "scan.settle_seconds", "at most"),
+    ("", "server: {port: 99999}", "server.port", "from 1 to 65535"),
+    ("", "server: {port: 0}", "server.port", "from 1 to 65535"),
+    ("", "server: {port: '8080'}", "server.port", "from 1 to 65535"),
+    ("", "server: {port: true}", "server.port", "from 1 to 65535"),
+    ("", "server: {max_body: 0}", "server.max_body", "greater than 0"),
+    ("", "server: {max_body: 10XB}", "server.max_body", "cannot read '10XB' as a size"),
+    ("", "server: {sweep_interval: 0}", "server.sweep_interval", "greater than 0s"),
+    ("", "server: {sweep_interval: 1y}", "server.sweep_interval", "cannot read"),
+    ("", "server: {token_file: [a]}", "server.token_file", "must be a string"),
+    ("", "lock_dir: \"/run/q\\0x\"", "lock_dir", "NUL"),
+    (", path_map: [{client: /data, host: /stash/data}, {client: /data/, host: /pool/data}]", "",
+     "qbittorrent.path_map", "client prefix /data is mapped twice"),
+    (", path_map: [{client: /data, host: /stash/data}, {client: /other, host: /stash/data}]", "",
+     "qbittorrent.path_map", "host prefix /stash/data is mapped twice"),
+    (", path_map: [{client: /data, host: /stash/data}, {client: /data/media, host: /pool/media}]", "",
+     "qbittorrent.path_map", "client prefix /data/media lies inside /data"),
+    (", path_map: [{client: /a, host: /stash}, {client: /b, host: /stash/sub}]", "",
+     "qbittorrent.path_map", "host prefix /stash/sub lies inside /stash"),
+])
+def test_defects_are_one_line_errors_naming_the_key(tmp_path, qbt, extra, key, words):
+    with pytest.raises(ConfigError) as ei:
+        _load_text(tmp_path, BASE_YAML % (qbt, extra))
+    e = ei.value
+    assert e.key == key and words in e.message, e.message
+    assert "\n" not in e.message and e.exit_code == 78
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("30", 30.0), ("30s", 30.0), ("2.5", 2.5), ("5m", 300.0), ("90min", 5400.0), ("2h", 7200.0),
+    ("1d", 86400.0), ("1.5d", 129600.0), ("1w", 604800.0), ("'30 s'", 30.0), ("30S", 30.0),
+])
+def test_durations_accept_numbers_and_units(tmp_path, text, seconds):
+    c = _load_text(tmp_path, BASE_YAML % (f", timeout: {text}", f"server: {{sweep_interval: {text}}}"))
+    assert c.qbittorrent[0].timeout == seconds and c.server.sweep_interval == seconds
+
+
+@pytest.mark.parametrize("text, n", [
+    ("262144", 262144), ("256KiB", 256 * 1024), ("500MB", 500 * 10**6), ("10GiB", 10 * 2**30),
+    ("1.5GiB", 3 * 2**29), ("2 TB", 2 * 10**12), ("64M", 64 * 2**20), ("1.0e+3", 1000),
+])
+def test_sizes_accept_bytes_and_units(tmp_path, text, n):
+    c = _load_text(tmp_path, BASE_YAML % ("", f"server: {{max_body: {text}}}"))
+    assert c.server.max_body == n and isinstance(c.server.max_body, int)
+
+
+def test_nested_path_map_that_agrees_is_accepted():
+    c = cfg(qbittorrent={"url": "http://q:1", "password": "p", "path_map": [
+        {"client": "/data", "host": "/stash/data"}, {"client": "/data/media/", "host": "/stash/data/media"}]})
+    assert c.qbittorrent[0].path_map == (("/data", "/stash/data"), ("/data/media", "/stash/data/media"))
+
+
+def test_non_utf8_config_is_one_line_error(tmp_path):
+    with pytest.raises(ConfigError) as ei:
+        _load_text(tmp_path, (BASE_YAML % ("", "policy: {relocated_tag: caf\xe9}")).encode("latin-1"))
+    assert "is not UTF-8 text (byte 0xe9 on line 5)" in ei.value.message and "\n" not in ei.value.message
+
+
+@pytest.mark.parametrize("text", ["a: 2001-13-45\n", "a: [\n", "a: *nope\n", "{a: 1, a: [}\n", "\t- x\n"])
+def test_bad_yaml_is_one_line_error(tmp_path, text):
+    with pytest.raises(ConfigError) as ei:
+        _load_text(tmp_path, text)
+    assert "is not valid YAML" in ei.value.message and "\n" not in ei.value.message
+
+
+def test_unreadable_secret_file_is_a_config_error(tmp_path):
+    fifo = tmp_path / "pw.fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "latin1").write_bytes(b"caf\xe9")
+    for f, words in ((fifo, "not a regular file"), (tmp_path / "latin1", "not UTF-8")):
+        with timebox(5, "config load"), pytest.raises(ConfigError, match=words):   # a FIFO must not block
+            cfg(qbittorrent={"url": "http://q:1", "password_file": str(f)})
+
+
+# Defaults of the *arr stack and its neighbours (issue 14): qbhook must not take any of them.
+TAKEN_PORTS = {8989, 7878, 8686, 8787, 9696, 6767, 8080, 8181, 7476, 2468, 7474, 8096, 5055, 5656,
+               32400, 9117, 9090, 6789, 6969, 9100, 3000}
+
+
+def test_default_port_is_free_of_the_arr_stack():
+    from qbhook.config import ServerConfig
+    root = Path(__file__).resolve().parents[2]
+    assert ServerConfig().port not in TAKEN_PORTS
+    example = yaml.safe_load((root / "config.example.yaml").read_text())
+    assert example["server"]["port"] == ServerConfig().port
+    for rel in ("README.md", "hooks/qbt-hook.sh", "config.example.yaml", "contrib/systemd/qbhook.service"):
+        assert ":8686" not in (root / rel).read_text() and "port: 8686" not in (root / rel).read_text(), rel
+
+
+def test_example_config_names_qbit_manages_real_nohardlinks_tag(monkeypatch):
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "config.example.yaml").read_text()
+    assert "uses ~noHL by default" not in text and "`noHL` by default" in text
+    for k in ("QBHOOK_QBT_PASSWORD", "QBHOOK_SERVER_PASSWORD", "QBHOOK_SERVER_TOKEN"):
+        monkeypatch.setenv(k, "x")
+    c = load_config(root / "config.example.yaml")
+    assert c.policy.demote_require_tag == "noHL"
+    assert (c.qbittorrent[0].timeout, c.server.sweep_interval, c.server.max_body) == (30.0, 21600.0, 262144)
+
+
+def test_every_setting_has_a_declared_kind():
+    """A new dataclass field without a reader must fail loudly, not fall back to guessing."""
+    from qbhook import config as config_mod
+    for cls, table in ((config_mod.PolicyConfig, config_mod._POLICY), (config_mod.ScanConfig, config_mod._SCAN)):
+        assert set(table) == {f.name for f in fields(cls)}
+    assert set(config_mod._SERVER) | set(config_mod._SERVER_SECRETS) == {f.name for f in fields(config_mod.ServerConfig)}
+    assert set(config_mod._QBT) | set(config_mod._QBT_OTHER) == {f.name for f in fields(config_mod.QbtConfig)}

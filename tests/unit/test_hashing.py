@@ -1,14 +1,18 @@
 import os
+import stat
 import time
 
 import blake3
 import pytest
 
 from qbhook import hashing
+from qbhook.catalog.db import Tx
 from qbhook.catalog.store import Catalog
+from qbhook.errors import NotRegularFile
 from qbhook.hashing import ensure_hashes, hash_file
 from qbhook.scanner import scan_pool
 from tests.helpers import make_config, write
+from tests.timebox import run_bounded, timebox
 
 
 @pytest.fixture
@@ -126,3 +130,72 @@ def test_path_now_pointing_at_other_inode_is_not_trusted(env):
     os.rename(other, a)  # same path string, different inode (both existed at once)
     r = ensure_hashes(cat, [iid], settle_seconds=0)
     assert r.missing == [iid] and r.hashed == 0
+
+
+# --------------------------------------------------------------------------- only regular files
+# Issue 9 finding 7: opening a FIFO for reading blocks until a writer comes, and reading
+# /dev/zero never ends. Each check runs under a timebox so a regression fails, not hangs.
+
+def _specials(where):
+    """A FIFO and, as root, a character device with /dev/zero's numbers (endless reads)."""
+    where.mkdir(parents=True, exist_ok=True)
+    fifo = where / "pipe"
+    os.mkfifo(fifo)
+    out = [fifo]
+    if os.geteuid() == 0:
+        dev = where / "zero"
+        os.mknod(dev, 0o600 | stat.S_IFCHR, os.makedev(1, 5))
+        out.append(dev)
+    return out
+
+
+def test_hash_and_sample_refuse_fifos_and_devices(tmp_path):
+    specials = _specials(tmp_path) + [tmp_path]       # and a folder
+    for p in specials:
+        for fn in (hash_file, hashing.sample_file):
+            with timebox(5, f"{fn.__name__}({p.name})"), pytest.raises(hashing.NotRegularFile, match="not a regular"):
+                fn(os.fsencode(p))
+    if os.geteuid() != 0:
+        pytest.skip("character device check needs root (mknod); the FIFO case ran")
+
+
+def test_open_regular_does_not_follow_symlinks(tmp_path):
+    target = write(tmp_path / "t.bin", b"data")
+    os.symlink(target, tmp_path / "link")
+    with pytest.raises(OSError):
+        hashing.open_regular(os.fsencode(tmp_path / "link"))
+    fd, st = hashing.open_regular(os.fsencode(target))
+    assert st.st_size == 4
+    try:
+        assert os.read(fd, 10) == b"data"
+    finally:
+        os.close(fd)
+
+
+def test_record_path_refuses_non_regular_files(env, tmp_path):
+    _cfg, cat, stash = env
+    for p in _specials(stash / "data/media/torrents/seeding/odd"):
+        with timebox(5, "record_path"), pytest.raises(NotRegularFile, match="not a regular file"):
+            cat.record_path(os.fsencode(p), "stash")
+    assert cat.counts()["inodes"] == 0
+
+
+def test_ensure_hashes_skips_fifo_rows_left_by_older_catalogs(env):
+    """A catalog written before record_path refused FIFOs may hold one; hashing must not hang on it."""
+    cfg, cat, stash = env
+    seed = stash / "data/media/torrents/seeding"
+    empty = old(write(seed / "empty.bin", b""))
+    ids = [cat.record_path(os.fsencode(empty), "stash")]
+    for p in _specials(seed / "odd"):
+        st = os.lstat(p)
+        fs = cat.fs_for_path(os.fsencode(p), st.st_dev)
+        with Tx(cat.conn) as c:    # what main's record_path did
+            ids.append(cat.upsert(c, "stash", os.fsencode(p), fs, st, None))
+
+    def child():
+        rep = ensure_hashes(Catalog.open(cfg.catalog), ids, settle_seconds=0)
+        return rep.hashed, rep.missing
+
+    hashed, missing = run_bounded(child, 20, "ensure_hashes")
+    assert hashed == 1 and sorted(missing) == sorted(ids[1:])
+    assert cat.inode(ids[0]).hash == blake3.blake3(b"").digest()
