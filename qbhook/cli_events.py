@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 import click
 
+from qbhook.catalog.db import sqlite_failure
 from qbhook.cli import App, _human_bytes, main, pass_app
 from qbhook.errors import CatalogError, QbhookError
 
@@ -156,12 +157,10 @@ def _catalog_read(app: App):
 
 
 def _catalog_problem(path, err: sqlite3.DatabaseError, table: str | None = None) -> CatalogError:
-    where = f" (table {table})" if table else ""
-    if isinstance(err, sqlite3.OperationalError):
-        return CatalogError(f"cannot read catalog {path}{where}: {err}")
-    return CatalogError(f"catalog {path} is damaged{where}: {err}",
-                        hint="stop `qbhook serve`, keep a copy of the file, then rebuild it with "
-                             f"`sqlite3 {path} .recover | sqlite3 {path}.recovered` and point 'catalog:' at it")
+    """One line naming the file (and table); which class and exit code is sqlite_failure's call."""
+    if table:
+        err = type(err)(f"{err} (table {table})")
+    return sqlite_failure(err, path) or CatalogError(f"cannot read catalog {path}: {err}")
 
 
 def _check_tables(conn: sqlite3.Connection, path) -> None:
