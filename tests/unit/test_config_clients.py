@@ -72,7 +72,7 @@ def test_clients_alone_without_the_qbittorrent_key():
     (lambda d: d["clients"][0].update(scgi="localhost"), "clients[0].scgi", "not an SCGI address"),
     (lambda d: d["clients"][2].update(scgi="127.0.0.1:70000"), "clients[2].scgi", "not a TCP port"),
     (lambda d: d["clients"][0].update(url="http://x"), "clients[0].url", "not a known setting"),
-    (lambda d: d["clients"][0].update(timeout=0), "clients[0].timeout", "positive"),
+    (lambda d: d["clients"][0].update(timeout=0), "clients[0].timeout", "greater than 0"),
     (lambda d: d["clients"][0].update(timeout="soon"), "clients[0].timeout", "duration"),
     (lambda d: d["clients"][0]["path_map"].append({"client": "rel", "host": "/x"}),
      "clients[0].path_map[1].client", "absolute"),
