@@ -56,6 +56,7 @@ SAMPLE_SIZE = 16 * 1024
 MMAP_MIN = 2 * PIPELINE_MIN
 MMAP_WORKERS = True         # False: always use the read() path (e.g. for comparison in benchmarks)
 MMAP_CHUNK = 64 * 1024 * 1024  # the worker hashes the mapping in chunks, asking the kernel for the next one
+MAX_IDLE_WORKERS = 2        # idle workers kept for the next file (~15 MB each); more are stopped
 EMPTY_HASH = blake3.blake3(b"").digest()
 
 
@@ -199,10 +200,12 @@ class _Worker:
     def __init__(self):
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            # -I (isolated): no working folder or PYTHON* variables on the import path. The daemon
+            # runs as root, and its working folder may be one that others can write a blake3.py into.
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", _WORKER_SRC, str(child.fileno()), str(MMAP_CHUNK)],
+                [sys.executable, "-I", "-c", _WORKER_SRC, str(child.fileno()), str(MMAP_CHUNK)],
                 pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL)
+                stderr=subprocess.DEVNULL, cwd="/")
         except BaseException:
             parent.close()
             raise
@@ -282,7 +285,11 @@ def _hash_in_worker(fd: int, path) -> bytes | None:
     res = w.hash(fd)
     if res is not None:
         with _pool_lock:
-            _idle.append(w)
+            keep = len(_idle) < MAX_IDLE_WORKERS
+            if keep:
+                _idle.append(w)
+        if not keep:
+            w.close()
         return res[0]
     status = w.close()
     if status is not None and status < 0:

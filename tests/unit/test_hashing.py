@@ -3,6 +3,7 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import blake3
 import pytest
@@ -230,3 +231,22 @@ def test_no_worker_process_means_read_path(tmp_path, workers, monkeypatch, caplo
     assert hash_file(write(tmp_path / "big", data)).digest == blake3.blake3(data).digest()
     assert hashing._workers_broken and not workers
     assert "cannot start a hash worker" in caplog.text
+
+
+def test_worker_ignores_modules_in_the_working_folder(tmp_path, workers, monkeypatch):
+    """The daemon runs as root; a blake3.py planted in its working folder must not run in a worker."""
+    marker = tmp_path / "planted-code-ran"
+    (tmp_path / "blake3.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.chdir(tmp_path)
+    data = os.urandom(hashing.MMAP_MIN + 1)
+    assert hash_file(write(tmp_path / "big", data)).digest == blake3.blake3(data).digest()
+    assert len(workers) == 1 and not marker.exists()
+
+
+def test_at_most_max_idle_workers_are_kept(tmp_path, workers):
+    data = os.urandom(hashing.MMAP_MIN)
+    p = write(tmp_path / "big", data)
+    with ThreadPoolExecutor(max_workers=4) as ex:   # four threads hashing at once: four workers
+        digests = list(ex.map(lambda _i: hash_file(p).digest, range(16)))
+    assert digests == [blake3.blake3(data).digest()] * 16
+    assert 1 <= len(workers) <= hashing.MAX_IDLE_WORKERS
