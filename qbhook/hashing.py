@@ -225,16 +225,17 @@ class _Worker:
             out += part
         return out
 
-    def hash(self, fd: int) -> tuple[bytes, int] | None:
-        """(digest, bytes hashed) of the file behind ``fd``; None if the worker failed or died."""
+    def hash(self, fd: int) -> bytes | None:
+        """Digest of the file behind ``fd``; b"" if the worker could not map it (it lives on),
+        None if the worker died or its answer was cut short (it must not be reused)."""
         try:
             socket.send_fds(self.sock, [b"h"], [fd])
             reply = self._recv(_REPLY)
         except OSError:
-            reply = b""
-        if len(reply) != _REPLY or reply[:1] != b"K":
             return None
-        return reply[1:33], int.from_bytes(reply[33:], "little")
+        if len(reply) != _REPLY:
+            return None
+        return reply[1:33] if reply[:1] == b"K" else b""
 
     def close(self) -> int | None:
         """Close the socket (the worker exits on EOF) and reap it; returns its exit status."""
@@ -290,7 +291,11 @@ def _hash_in_worker(fd: int, path) -> bytes | None:
                 _idle.append(w)
         if not keep:
             w.close()
-        return res[0]
+        if not res:
+            # e.g. a FUSE filesystem mounted without mmap support (direct_io)
+            log.debug("hash worker cannot map %s; reading it with read()", os.fsdecode(path))
+            return None
+        return res
     status = w.close()
     if status is not None and status < 0:
         # Killed, typically SIGBUS: the file shrank (or could not be read) while mapped.

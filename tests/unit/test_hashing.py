@@ -250,3 +250,19 @@ def test_at_most_max_idle_workers_are_kept(tmp_path, workers):
         digests = list(ex.map(lambda _i: hash_file(p).digest, range(16)))
     assert digests == [blake3.blake3(data).digest()] * 16
     assert 1 <= len(workers) <= hashing.MAX_IDLE_WORKERS
+
+
+def test_file_the_worker_cannot_map_is_read_and_the_worker_kept(tmp_path, workers, monkeypatch):
+    """A file emptied between the parent's fstat and the worker's mmap cannot be mapped: the
+    worker says so and stays in service, and the read() path gives the verdict (changed)."""
+    pid = _warm_worker(tmp_path, workers)
+    big = write(tmp_path / "shrinking", os.urandom(hashing.MMAP_MIN))
+    real = hashing._Worker.hash
+
+    def emptied_first(self, fd):
+        os.truncate(big, 0)
+        return real(self, fd)
+    monkeypatch.setattr(hashing._Worker, "hash", emptied_first)
+    res = hash_file(big)
+    assert res.digest == hashing.EMPTY_HASH and not res.stable
+    assert [w.proc.pid for w in workers] == [pid] and workers[0].proc.poll() is None
