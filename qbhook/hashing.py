@@ -51,8 +51,9 @@ STORE_INTERVAL = 5.0        # ... or after this many seconds
 SAMPLE_SIZE = 16 * 1024
 # Files at least this big are hashed by mmap in a worker process (bench/bench_hash.py: the
 # read() pipeline reaches ~0.6-0.9x b3sum depending on the CPU, the mapping ~1.0x). The round
-# trip to the worker costs ~0.1 ms, under 2% of hashing 32 MiB; smaller files stay on the read()
-# path, whose buffers and pipeline are tuned for them.
+# trip to the worker costs ~0.2-0.3 ms: a page-cached 32 MiB file took 6.9 ms through the worker,
+# 6.6 ms mapped in-process and 12.2 ms on the read() path (medians of 30, Intel Xeon). Smaller
+# files stay on the read() path, whose buffers and pipeline are tuned for them.
 MMAP_MIN = 2 * PIPELINE_MIN
 MMAP_WORKERS = True         # False: always use the read() path (e.g. for comparison in benchmarks)
 MMAP_CHUNK = 64 * 1024 * 1024  # the worker hashes the mapping in chunks, asking the kernel for the next one
