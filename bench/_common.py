@@ -140,8 +140,10 @@ def machine() -> str:
                 mem = f"{int(line.split()[1]) / 2**20:.1f} GiB"
     except OSError:
         pass
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     return (f"{os.cpu_count()} cpu ({cpu}), {mem} RAM, Linux {platform.release()}, "
-            f"Python {platform.python_version()}")
+            f"Python {platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+            f"load average now {load} (1/5/15 min): on a shared machine compare ratios, not seconds")
 
 
 def fstype_of(path: Path) -> str:

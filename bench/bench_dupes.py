@@ -260,32 +260,39 @@ def main() -> int:
             rd_sets, rd_bytes = summarize_paths(parse_rdfind(base / "rdfind.txt"))
             print(f"  rdfind: {rd:.2f}s, {rd_sets} sets", file=sys.stderr)
 
-        # qbhook: first runs on fresh catalogs, then warm runs on the last one
-        qres = {}
-        for vi, (name, env) in enumerate(versions):
-            firsts, first_rss = [], []
-            for k in range(args.runs):
+        # qbhook: first runs on fresh catalogs, then warm runs on the last one. Rounds interleave the
+        # versions (A B A B ...), so a burst of load from other processes hits each alike.
+        firsts = {name: [] for name, _env in versions}
+        first_rss = {name: [] for name, _env in versions}
+        cfgs, outs = {}, {}
+        for k in range(args.runs):
+            for vi, (name, env) in enumerate(versions):
                 cat = base / f"catalog{vi}-{k}.sqlite"
-                cfg = write_config(base / f"config{vi}-{k}.yaml", cat, roots["stash"], roots["pool"])
-                prepare()
-                r = run_rss(qbhook_cmd(cfg, "--json", "dupes"), stdout_path=str(base / "qbhook.json"), env=env)
-                firsts.append(r.seconds)
-                first_rss.append(r.maxrss_kib)
-                if k < args.runs - 1:
+                if k:
                     for suffix in ("", "-wal", "-shm"):
-                        Path(str(cat) + suffix).unlink(missing_ok=True)
-            q = json.loads((base / "qbhook.json").read_text())
-            warm_runs = []
-            for _ in range(args.runs):
+                        Path(str(base / f"catalog{vi}-{k - 1}.sqlite") + suffix).unlink(missing_ok=True)
+                cfgs[name] = write_config(base / f"config{vi}-{k}.yaml", cat, roots["stash"], roots["pool"])
                 prepare()
-                warm_runs.append(run_rss(qbhook_cmd(cfg, "--json", "dupes"), stdout_path=str(base / "qbhook2.json"),
-                                         env=env))
-            q2 = json.loads((base / "qbhook2.json").read_text())
+                r = run_rss(qbhook_cmd(cfgs[name], "--json", "dupes"), stdout_path=str(base / f"qbhook{vi}.json"),
+                            env=env)
+                firsts[name].append(r.seconds)
+                first_rss[name].append(r.maxrss_kib)
+                outs[name] = json.loads((base / f"qbhook{vi}.json").read_text())
+        warm_runs = {name: [] for name, _env in versions}
+        for _ in range(args.runs):
+            for vi, (name, env) in enumerate(versions):
+                prepare()
+                warm_runs[name].append(run_rss(qbhook_cmd(cfgs[name], "--json", "dupes"),
+                                               stdout_path=str(base / f"qbhook{vi}-warm.json"), env=env))
+        qres = {}
+        for vi, (name, _env) in enumerate(versions):
+            q, q2 = outs[name], json.loads((base / f"qbhook{vi}-warm.json").read_text())
             assert (len(q2["sets"]), q2["reclaimable_bytes"]) == (len(q["sets"]), q["reclaimable_bytes"]), \
                 f"{name}: warm run disagrees with first"
-            qres[name] = {"first": statistics.median(firsts), "warm": statistics.median(r.seconds for r in warm_runs),
+            qres[name] = {"first": statistics.median(firsts[name]),
+                          "warm": statistics.median(r.seconds for r in warm_runs[name]),
                           "sets": len(q["sets"]), "bytes": q["reclaimable_bytes"],
-                          "rss_first": max(first_rss), "rss_warm": max(r.maxrss_kib for r in warm_runs)}
+                          "rss_first": max(first_rss[name]), "rss_warm": max(r.maxrss_kib for r in warm_runs[name])}
             print(f"  {name}: first {qres[name]['first']:.2f}s, warm {qres[name]['warm']:.2f}s, "
                   f"{qres[name]['sets']} sets", file=sys.stderr)
         q_sets, q_bytes = qres["qbhook"]["sets"], qres["qbhook"]["bytes"]

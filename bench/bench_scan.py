@@ -94,6 +94,32 @@ def scan_once(cfg: Path, env: dict | None = None, pool: str = "stash"):
     return r, json.loads(r.stdout)["scans"][0]
 
 
+# The floors under a Python rescan, each timed in its own process in the same rounds: the bare
+# walk (os.scandir + lstat of every entry, nothing else) and the catalog's signature load alone.
+FLOOR_WALK = r"""
+import os, sys, time
+t0 = time.perf_counter()
+n, stack = 0, [os.fsencode(sys.argv[1])]
+while stack:
+    with os.scandir(stack.pop()) as it:
+        for e in it:
+            if e.is_dir(follow_symlinks=False):
+                stack.append(e.path)
+            else:
+                e.stat(follow_symlinks=False)
+                n += 1
+print(n, time.perf_counter() - t0)
+"""
+FLOOR_LOAD = r"""
+import sys, time
+from qbhook.catalog.store import Catalog
+cat = Catalog.open(sys.argv[1], readonly=True)
+t0 = time.perf_counter()
+n = len(cat.load_pool_signatures("stash"))
+print(n, time.perf_counter() - t0)
+"""
+
+
 def bench_root(label: str, base: Path, stash: Path, pool: Path, args) -> tuple[list[list], dict]:
     info = generate_tree(stash, args.files, args.folders, args.link_share)
     print(f"[{label}] generated {info['files']:,} files + {info['links']:,} hardlinks in "
@@ -115,8 +141,14 @@ def bench_root(label: str, base: Path, stash: Path, pool: Path, args) -> tuple[l
 
     # Rounds interleave find and the rescans so load from other processes hits all alike.
     finds, rescans, inner = [], {n: [] for n, _ in versions}, {n: [] for n, _ in versions}
+    walks, loads = [], []
+    catalog0 = base / "catalog-0.sqlite"
     for _ in range(args.runs):
         finds.append(run_rss(find_cmd))
+        walks.append(run_rss([sys.executable, "-c", FLOOR_WALK, str(stash)]).seconds)
+        loads.append(float(run_rss([sys.executable, "-c", FLOOR_LOAD, str(catalog0)], stdout_path=str(base / "floor.out"),
+                                   env=env_with_pythonpath(str(Path(__file__).resolve().parents[1]))
+                                   ).stdout.split()[1]))
         for name, env in versions:
             r, res = scan_once(cfgs[name], env)
             assert (res["added"], res["changed"], res["removed"]) == (0, 0, 0), res
@@ -124,8 +156,13 @@ def bench_root(label: str, base: Path, stash: Path, pool: Path, args) -> tuple[l
             inner[name].append(res["seconds"])
     find_med = statistics.median(r.seconds for r in finds)
     paths = info["paths"]
-    rows = [[label, "find -printf (baseline)", f"{find_med:.3f}", "1.00x", "-", "-"]]
-    result = {"label": label, "paths": paths, "find": find_med}
+    walk_med, load_med = statistics.median(walks), statistics.median(loads)
+    rows = [[label, "find -printf (baseline)", f"{find_med:.3f}", "1.00x", "-", "-"],
+            [label, "floor: bare Python walk (scandir + lstat, own process)", f"{walk_med:.3f}",
+             f"{walk_med / find_med:.2f}x", "-", "-"],
+            [label, "floor: load_pool_signatures() alone (in-process)", f"{load_med:.3f}",
+             f"{load_med / find_med:.2f}x", "-", "-"]]
+    result = {"label": label, "paths": paths, "find": find_med, "floor_walk": walk_med, "floor_load": load_med}
     for name, _env in versions:
         first = firsts[name]
         re_med = statistics.median(r.seconds for r in rescans[name])

@@ -425,3 +425,24 @@ def test_find_reports_a_copy_nothing_hashed_yet(bed):
     bed.run("scan")
     f = bed.json("find", src)
     assert [c["paths"] for c in f["copies"]] == [[os.fsdecode(copy)]]
+
+
+def test_big_file_on_zfs_fuse_is_hashed_by_the_mapping_worker(bed, monkeypatch):
+    """Files of MMAP_MIN and more are hashed by mmap in a worker process; on a FUSE filesystem
+    that must work too (not silently fall back to read()), and give BLAKE3 of the content."""
+    from qbhook import hashing
+    data = blob("big", hashing.MMAP_MIN + 12345)
+    p = put(bed.stash / SEED / "Big/big.mkv", data)
+    monkeypatch.setattr(hashing, "_idle", [])
+    monkeypatch.setattr(hashing, "_workers_broken", False)
+
+    def no_read_path(fd, hasher=None):
+        raise AssertionError("the worker did not hash the file: read() path taken")
+    monkeypatch.setattr(hashing, "hash_fd", no_read_path)
+    try:
+        res = hashing.hash_file(p)
+        assert res.digest == blake3.blake3(data).digest() and res.stable
+        assert len(hashing._idle) == 1
+    finally:
+        for w in hashing._idle:
+            w.close()

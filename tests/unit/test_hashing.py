@@ -1,6 +1,10 @@
 import os
+import signal
 import stat
+import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import blake3
 import pytest
@@ -199,3 +203,139 @@ def test_ensure_hashes_skips_fifo_rows_left_by_older_catalogs(env):
     hashed, missing = run_bounded(child, 20, "ensure_hashes")
     assert hashed == 1 and sorted(missing) == sorted(ids[1:])
     assert cat.inode(ids[0]).hash == blake3.blake3(b"").digest()
+
+
+# ------------------------------------------------------------ big files: mmap in a worker process
+
+@pytest.fixture
+def workers(monkeypatch):
+    """A fresh worker pool for the test; its workers are stopped afterwards."""
+    idle: list = []
+    monkeypatch.setattr(hashing, "_idle", idle)
+    monkeypatch.setattr(hashing, "_workers_broken", False)
+    yield idle
+    for w in idle:
+        w.close()
+
+
+def _zeros_digest(size: int) -> bytes:
+    h, block = blake3.blake3(), bytes(16 * 2**20)
+    for off in range(0, size, len(block)):
+        h.update(block[:min(len(block), size - off)])
+    return h.digest()
+
+
+def _sparse(path, size: int):
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return old(path)
+
+
+def _when_mapped(pid: int, path, action, timeout: float = 20.0) -> threading.Thread:
+    """Run ``action`` as soon as process ``pid`` has ``path`` mapped (read from /proc/PID/maps)."""
+    name = os.fsencode(os.path.realpath(path))
+
+    def watch():
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                with open(f"/proc/{pid}/maps", "rb") as f:
+                    if name in f.read():
+                        action()
+                        return
+            except OSError:
+                return
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    return t
+
+
+def _warm_worker(tmp_path, workers) -> int:
+    """Hash one big file so that a worker sits idle in the pool; return its pid."""
+    data = os.urandom(hashing.MMAP_MIN + 4096)
+    assert hash_file(write(tmp_path / "warm", data)).digest == blake3.blake3(data).digest()
+    assert len(workers) == 1, "a big file was not hashed by a worker"
+    return workers[0].proc.pid
+
+
+def test_big_file_is_hashed_in_a_worker_and_matches_reference(tmp_path, workers):
+    pid = _warm_worker(tmp_path, workers)
+    data = os.urandom(3 * hashing.MMAP_MIN + 12345)
+    res = hash_file(write(tmp_path / "big", data))
+    assert res.digest == blake3.blake3(data).digest() and res.stable
+    assert [w.proc.pid for w in workers] == [pid]   # reused, not one process per file
+
+
+def test_file_truncated_while_mapped_kills_only_the_worker(env, tmp_path, workers, caplog):
+    """SIGBUS from a file that shrinks under the mapping ends the worker; the parent re-reads the
+    file with read(), sees it changed, and caches nothing."""
+    cfg, cat, stash = env
+    big = _sparse(stash / "growing.mkv", 2 * 2**30)
+    scan_pool(cat, cfg.primary, cfg.scan)
+    pid = _warm_worker(tmp_path, workers)
+    worker = workers[0]
+    watcher = _when_mapped(pid, big, lambda: os.truncate(big, 4096))
+    r = ensure_hashes(cat, _ids(cat), settle_seconds=0)
+    watcher.join()
+    assert worker.proc.returncode == -signal.SIGBUS
+    assert "hash worker died (SIGBUS)" in caplog.text
+    assert r.hashed == 0 and len(r.unsettled) == 1
+    assert cat.inode_by_path(big).hash is None
+    assert worker not in workers                     # the dead worker is not reused ...
+    data = os.urandom(hashing.MMAP_MIN)
+    assert hash_file(write(tmp_path / "next", data)).digest == blake3.blake3(data).digest()
+    assert len(workers) == 1 and workers[0] is not worker   # ... a new one takes over
+
+
+def test_worker_killed_mid_file_falls_back_to_read(tmp_path, workers, caplog):
+    size = 512 * 2**20
+    big = _sparse(tmp_path / "quiet.bin", size)
+    pid = _warm_worker(tmp_path, workers)
+    watcher = _when_mapped(pid, big, lambda: os.kill(pid, signal.SIGKILL))
+    res = hash_file(big)
+    watcher.join()
+    assert "hash worker died (SIGKILL)" in caplog.text
+    assert res.digest == _zeros_digest(size) and res.stable
+
+
+def test_no_worker_process_means_read_path(tmp_path, workers, monkeypatch, caplog):
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    data = os.urandom(hashing.MMAP_MIN + 1)
+    assert hash_file(write(tmp_path / "big", data)).digest == blake3.blake3(data).digest()
+    assert hashing._workers_broken and not workers
+    assert "cannot start a hash worker" in caplog.text
+
+
+def test_worker_ignores_modules_in_the_working_folder(tmp_path, workers, monkeypatch):
+    """The daemon runs as root; a blake3.py planted in its working folder must not run in a worker."""
+    marker = tmp_path / "planted-code-ran"
+    (tmp_path / "blake3.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.chdir(tmp_path)
+    data = os.urandom(hashing.MMAP_MIN + 1)
+    assert hash_file(write(tmp_path / "big", data)).digest == blake3.blake3(data).digest()
+    assert len(workers) == 1 and not marker.exists()
+
+
+def test_at_most_max_idle_workers_are_kept(tmp_path, workers):
+    data = os.urandom(hashing.MMAP_MIN)
+    p = write(tmp_path / "big", data)
+    with ThreadPoolExecutor(max_workers=4) as ex:   # four threads hashing at once: four workers
+        digests = list(ex.map(lambda _i: hash_file(p).digest, range(16)))
+    assert digests == [blake3.blake3(data).digest()] * 16
+    assert 1 <= len(workers) <= hashing.MAX_IDLE_WORKERS
+
+
+def test_file_the_worker_cannot_map_is_read_and_the_worker_kept(tmp_path, workers, monkeypatch):
+    """A file emptied between the parent's fstat and the worker's mmap cannot be mapped: the
+    worker says so and stays in service, and the read() path gives the verdict (changed)."""
+    pid = _warm_worker(tmp_path, workers)
+    big = write(tmp_path / "shrinking", os.urandom(hashing.MMAP_MIN))
+    real = hashing._Worker.hash
+
+    def emptied_first(self, fd):
+        os.truncate(big, 0)
+        return real(self, fd)
+    monkeypatch.setattr(hashing._Worker, "hash", emptied_first)
+    res = hash_file(big)
+    assert res.digest == hashing.EMPTY_HASH and not res.stable
+    assert [w.proc.pid for w in workers] == [pid] and workers[0].proc.poll() is None
