@@ -1,0 +1,110 @@
+"""``qbhook torrents``: the torrent index, answered from the catalog (qBittorrent may be down).
+
+By default the index is synced first (one request per unchanged qBittorrent); a client that
+cannot be reached is reported on stderr with the age of what is shown, and the answer
+comes from the index as it is. ``--offline`` never contacts a client.
+"""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from qbhook.cli import App, main, pass_app, shown
+
+
+def load_index(app: App, offline: bool) -> tuple[dict, list[str]]:
+    """Sync (unless offline); returns (freshness per instance, problems met)."""
+    from qbhook.catalog.torrents import TorrentIndex
+    from qbhook.indexer import try_sync_all
+    problems: list[str] = []
+    if not offline:
+        _reports, errors = try_sync_all(app.catalog, app.clients)
+        problems += [f"cannot sync {e}" for e in errors]
+        problems += [r.rebuilt for r in _reports if r.rebuilt]
+        problems += [f"{r.instance}: {u}" for r in _reports for u in r.unmappable]
+    synced = TorrentIndex(app.catalog.conn).synced()
+    return synced, problems
+
+
+@main.command()
+@click.option("--pool", help="Only torrents whose save path is in this pool ('none': in no pool).")
+@click.option("--state", help="Only torrents in this state (e.g. stalledUP, stoppedUP).")
+@click.option("--category", help="Only torrents of this category.")
+@click.option("--group", "group", help="Only torrents of this payload group (id or its prefix).")
+@click.option("--decision", help="Only torrents whose last known decision is this (stay, demote, ...; 'none').")
+@click.option("--gone", is_flag=True, help="Include torrents the client no longer has.")
+@click.option("--offline", is_flag=True, help="Do not contact any client; answer from the index as it is.")
+@pass_app
+def torrents(app: App, pool, state, category, group, decision, gone, offline):
+    """List indexed torrents with their pool, payload group, payload id and last known decision."""
+    from qbhook.catalog.torrents import TorrentIndex
+    cfg = app.cfg
+    synced, problems = load_index(app, offline)
+    for p in problems:
+        click.echo(f"qbhook: {p}", err=True)
+    idx = TorrentIndex(app.catalog.conn)
+    groups = idx.groups()
+    now = time.time()
+    rows = []
+    for t in idx.torrents(include_gone=gone):
+        p = cfg.pool_of(t.save_path) if t.save_path else None
+        d = t.as_dict()
+        d["pool"] = p.name if p else None
+        d["group"] = groups.get((t.instance, t.hash))
+        rows.append(d)
+    if pool is not None:
+        rows = [r for r in rows if (r["pool"] or "none") == pool]
+    if state is not None:
+        rows = [r for r in rows if r["state"] == state]
+    if category is not None:
+        rows = [r for r in rows if r["category"] == category]
+    if group is not None:
+        rows = [r for r in rows if (r["group"] or "").startswith(group.lower())]
+    if decision is not None:
+        rows = [r for r in rows if (r["decision"] or "none") == decision]
+    fresh = {name: {**s, "age_s": round(now - s["synced_at"], 1) if s["synced_at"] else None}
+             for name, s in synced.items()}
+    data = {"torrents": rows, "index": fresh, "problems": problems}
+
+    def human(d):
+        if not d["torrents"]:
+            click.echo("no indexed torrent matches")
+        for r in d["torrents"]:
+            pid = r["content_id"][:16] if r["content_id"] else f"(hashed {r['files_hashed']}/{r['files']})"
+            dec = r["decision"] or "-"
+            where = r["pool"] or ("unmapped: " + r["map_error"] if r["map_error"] else "no pool")
+            click.echo(f"{r['hash'][:12]} {r['state'] or '?':<11} {where:<8} group {(r['group'] or '-')[:12]} "
+                       f"payload {pid} {dec:<8} {shown(r['name'])}" + (" [gone]" if r["gone_at"] else ""))
+        for name, s in d["index"].items():
+            age = f"{s['age_s']:.0f} s ago" if s["age_s"] is not None else "never"
+            click.echo(f"index of {name}: synced {age} ({s['mode']})", err=True)
+    app.emit(data, human)
+
+
+def payload_dupes(app: App, offline: bool) -> None:
+    """``qbhook dupes --payloads``: whole payloads stored more than once, from the index."""
+    from qbhook.catalog.torrents import TorrentIndex, payload_duplicates
+    from qbhook.units import human_bytes
+    _synced, problems = load_index(app, offline)
+    for p in problems:
+        click.echo(f"qbhook: {p}", err=True)
+    sets = payload_duplicates(TorrentIndex(app.catalog.conn))
+    data = {"payloads": sets, "reclaimable_bytes": sum(s["reclaimable_bytes"] for s in sets),
+            "problems": problems}
+
+    def human(d):
+        if not d["payloads"]:
+            click.echo("no payload is stored more than once (among fully hashed torrents)")
+            return
+        for s in d["payloads"]:
+            lay = f", {s['layouts']} layouts" if s["layouts"] > 1 else ""
+            click.echo(f"payload {s['content_id'][:16]} {human_bytes(s['size'])} stored x{s['copies']}{lay} "
+                       f"(frees {human_bytes(s['reclaimable_bytes'])})")
+            for c in s["stored"]:
+                for t in c["torrents"]:
+                    click.echo(f"    {t['hash'][:12]} tree {t['tree_id'][:12]} {shown(t['name'])} "
+                               f"at {shown(t['save_path'] or '?')}")
+        click.echo(f"{len(d['payloads'])} payload(s), {human_bytes(d['reclaimable_bytes'])} reclaimable")
+    app.emit(data, human)
