@@ -44,6 +44,9 @@ from qbhook.qbt.pathmap import normalize
 
 log = logging.getLogger(__name__)
 
+# The raw record of a row an event created: not a client record, never merged into.
+_EVENT_MARK = "_qbhook_event"
+
 
 @dataclass
 class SyncReport:
@@ -58,9 +61,13 @@ class SyncReport:
     unmappable: list[str] = field(default_factory=list)
     rebuilt: str | None = None   # why the stored index was dropped and rebuilt
     seconds: float = 0.0
+    # every present torrent, typed (None when one is unmappable or only known from an event)
+    infos: list[TorrentInfo] | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        d = dict(self.__dict__)
+        del d["infos"]
+        return d
 
 
 # ------------------------------------------------------------------ records
@@ -165,7 +172,8 @@ def _sync_maindata(idx: TorrentIndex, client, now: float | None) -> SyncReport:
     rep.listed = len(incoming)
     for h, part in incoming.items():
         old = stored.get(h)
-        raw = part if full or old is None else {**old[0], **part}
+        # an event-made row has no client record to merge into: take what the client sends
+        raw = part if full or old is None or old[0].get(_EVENT_MARK) else {**old[0], **part}
         raw["hash"] = h
         info, why = _typed(raw, client)
         rec = _record(raw, info, why)
@@ -186,7 +194,21 @@ def _sync_maindata(idx: TorrentIndex, client, now: float | None) -> SyncReport:
     files = _fetch_files(client, to_fetch, by_id=True)
     rep.files_fetched = len(files)
     idx.apply(client.name, [r for r, _ in records], files, gone, rid=new_rid, mode=rep.mode, now=now)
+    rep.infos = _stored_infos(idx, client) if not rep.unmappable else None
     return rep
+
+
+def _stored_infos(idx: TorrentIndex, client) -> list[TorrentInfo] | None:
+    """Every present torrent of ``client`` typed from its merged record (None if one cannot be)."""
+    out = []
+    for h, (raw, _key) in idx.raw_records(client.name).items():
+        if raw.get(_EVENT_MARK):
+            return None     # known only from an event so far: no full record to type
+        info, _why = _typed({**raw, "hash": h}, client)
+        if info is None:
+            return None
+        out.append(info)
+    return out
 
 
 def _sync_listing(idx: TorrentIndex, client, now: float | None) -> SyncReport:
@@ -221,6 +243,7 @@ def _sync_listing(idx: TorrentIndex, client, now: float | None) -> SyncReport:
     gone = set(stored) - listed
     rep.gone = len(gone)
     idx.apply(client.name, [r for r, _ in records], files, gone, rid=0, mode="listing", now=now)
+    rep.infos = list(infos)
     return rep
 
 
@@ -258,7 +281,7 @@ def record_snapshot(catalog: Catalog, infos: Iterable[TorrentInfo], snap, *, now
         if info is None:
             continue
         recs, files = per_instance.setdefault(fact.instance, ([], {}))
-        recs.append(_record(_info_raw(info), info, None))
+        recs.append(_record({_EVENT_MARK: True}, info, None))
         files[info.hash] = [FileRecord(f.index, f.rel, f.size, f.priority,
                                        f.path.encode("utf-8", "surrogateescape") if f.path else None)
                             for f in fact.files]
@@ -278,3 +301,50 @@ def try_sync_all(catalog: Catalog, clients) -> tuple[list[SyncReport], list[str]
         except QbhookError as e:
             errors.append(f"{c.name}: {e}")
     return reports, errors
+
+
+# ------------------------------------------------------------------ the sweep's view
+class IndexedFiles:
+    """A client whose ``files()`` answers from the index for complete torrents the last sync saw.
+
+    Their file lists were fetched under the paths, name and sizes the sync just confirmed
+    (``files_key``), so re-listing them would only repeat the answer. Incomplete torrents are
+    asked live. Planning on these lists is safe because nothing acts on them: the executor
+    re-reads the live file list of every torrent before it moves it (``_verify_view``).
+    Everything else is the wrapped client's.
+    """
+
+    def __init__(self, client, index: TorrentIndex, complete: set[str]):
+        self._client = client
+        self._index = index
+        self._complete = complete
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def files(self, any_hash: str) -> list[TorrentFile]:
+        h = any_hash.lower()
+        if h in self._complete:
+            return [TorrentFile(index=i, name=rel, size=size, progress=1.0, priority=prio)
+                    for i, rel, size, prio, _path, _inode in self._index.files(self._client.name, h)]
+        return self._client.files(any_hash)
+
+
+def snapshot_view(catalog: Catalog, clients, reports: list[SyncReport]) -> tuple[list, list[TorrentInfo]] | None:
+    """(clients serving file lists from the index, every torrent) for build_snapshot after a sync.
+
+    None when the index cannot stand in for a listing (an unmappable torrent, a row known only
+    from an event): the caller then lists live, as without an index.
+    """
+    by_name = {r.instance: r for r in reports}
+    idx = TorrentIndex(catalog.conn)
+    wrapped, infos = [], []
+    for c in clients:
+        rep = by_name.get(c.name)
+        if rep is None or rep.infos is None:
+            return None
+        stored = {t.hash: t.files for t in idx.torrents(instance=c.name)}
+        complete = {t.hash for t in rep.infos if t.is_complete and stored.get(t.hash)}
+        wrapped.append(IndexedFiles(c, idx, complete))
+        infos.extend(rep.infos)
+    return wrapped, infos

@@ -251,3 +251,60 @@ def test_corrupt_index_is_rebuilt_with_a_clear_message(bed):
     # and the next sync is an ordinary one: nothing to rebuild, nothing re-read
     rep = sync_client(cat, bed.client())
     assert rep.rebuilt is None and rep.files_fetched == 0 and rep.added == 0
+
+
+class _Counter:
+    """Counts the HTTP requests a QbtClient really sends (a hook on its requests session)."""
+
+    def __init__(self, client: QbtClient):
+        self.n = 0
+        self.paths: list[str] = []
+        client.version()                       # log in first: the session exists from here on
+        client._api._session.hooks["response"].append(self._hook)
+
+    def _hook(self, r, *a, **k):
+        self.n += 1
+        self.paths.append(r.request.path_url.split("?")[0])
+
+
+def test_sweep_plans_from_the_index_and_records_decisions(bed):
+    from qbhook.config import load_config
+    from qbhook.worker import sweep
+    hs = [bed.add(bed.stash_seed, f"Seed.{i}", {"a.bin": 20_000 + i, "b.bin": 10_000}, seed=i) for i in range(3)]
+    cfg = load_config(bed.config)
+    cat, client = bed.catalog(), bed.client()
+    count = _Counter(client)
+    first = sweep(cfg, cat, [client])
+    assert first["index_listing"] == "index" and first["index"][0]["files_fetched"] == 3
+    count.n, count.paths = 0, []
+    second = sweep(cfg, cat, [client])
+    # one sync/maindata, no file list, no torrents/info: the snapshot's files came from the index
+    assert second["index"][0]["mode"] == "incremental" and second["index"][0]["files_fetched"] == 0
+    assert "/api/v2/torrents/files" not in count.paths and count.n <= 10, count.paths
+    assert first["plan"] == second["plan"]
+    rows = {t.hash: t for t in TorrentIndex(cat.conn).torrents()}
+    assert set(rows) == set(hs)
+    # every torrent carries the decision and group of the sweep's plan
+    assert all(t.decision and t.group_id and t.decided_at for t in rows.values())
+    r = bed.run("--json", "torrents", "--offline", "--decision", rows[hs[0]].decision)
+    assert hs[0] in {t["hash"] for t in json.loads(r.stdout)["torrents"]}
+
+
+def test_an_event_indexes_just_its_torrent_without_extra_requests(bed):
+    from types import SimpleNamespace
+
+    from qbhook.config import load_config
+    from qbhook.worker import handle_job
+    a = bed.add(bed.stash_seed, "Ev.A", {"x.bin": 30_000}, seed=1)
+    b = bed.add(bed.stash_seed, "Ev.B", {"y.bin": 30_000}, seed=2)
+    cfg = load_config(bed.config)
+    cat, client = bed.catalog(), bed.client()
+    handle_job(cfg, cat, [client], SimpleNamespace(id=1, hashes=[a], paths=[]))
+    rows = {t.hash: t for t in TorrentIndex(cat.conn).torrents()}
+    assert set(rows) == {a}                    # b was not part of the job: not touched
+    assert rows[a].files == 1 and rows[a].decision is not None and rows[a].save_path == str(bed.stash_seed)
+    # the next sync takes the client's full record over the event's row, without re-reading files
+    rep = sync_client(cat, client)
+    assert rep.added == 1 and rep.files_fetched == 1       # only b's list
+    assert {t.hash for t in TorrentIndex(cat.conn).torrents()} == {a, b}
+    assert _row(cat, a).client_save_path == str(bed.stash_seed)
