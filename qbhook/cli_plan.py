@@ -77,10 +77,19 @@ def _print_plan(p, steps: bool) -> None:
 @main.command()
 @click.argument("torrent_hash")
 @click.option("--no-scan", is_flag=True, help="Skip the incremental catalog scan first.")
+@click.option("--index", "from_index", is_flag=True,
+              help="Answer from the torrent index (no qBittorrent, no scan); also the fallback when it is down.")
 @pass_app
-def explain(app: App, torrent_hash, no_scan):
+def explain(app: App, torrent_hash, no_scan, from_index):
     """Why TORRENT_HASH's group gets its decision: its torrents, files and every link found."""
-    snap, p = compute_plan(app, [torrent_hash], scan=not no_scan)
+    from qbhook.cli_torrents import explain_from_index
+    from qbhook.errors import QbtError
+    if from_index:
+        return explain_from_index(app, torrent_hash, None)
+    try:
+        snap, p = compute_plan(app, [torrent_hash], scan=not no_scan)
+    except QbtError as e:
+        return explain_from_index(app, torrent_hash, f"live answer impossible: {e}")
     h = torrent_hash.lower()
     # The snapshot holds only this torrent's group (closure over shared files); match v1/v2 spellings too.
     group = next((g for g in p.groups if h in g.torrents), p.groups[0])

@@ -108,3 +108,72 @@ def payload_dupes(app: App, offline: bool) -> None:
                                f"at {shown(t['save_path'] or '?')}")
         click.echo(f"{len(d['payloads'])} payload(s), {human_bytes(d['reclaimable_bytes'])} reclaimable")
     app.emit(data, human)
+
+
+def explain_from_index(app: App, torrent_hash: str, why: str | None) -> None:
+    """``explain`` answered from the torrent index: no client, no scan; says how old it is.
+
+    The torrent's group as the index last saw it, each file's catalog inode and, stat-ed
+    live (one lstat per file, no walk), whether that path still is that inode and its links.
+    The decision shown is the last one the planner recorded, with its time: a memory, not a
+    new decision.
+    """
+    import os
+
+    from qbhook.catalog.torrents import TorrentIndex
+    from qbhook.errors import UnknownTorrent
+    idx = TorrentIndex(app.catalog.conn)
+    h = torrent_hash.strip().lower()
+    rows = idx.torrents()
+    hit = [t for t in rows if h in (t.hash, t.infohash_v1, t.infohash_v2)]
+    if not hit:
+        raise UnknownTorrent(f"torrent {torrent_hash} is not in the torrent index"
+                             + (f" (and {why})" if why else ""))
+    groups = idx.groups()
+    gid = groups.get((hit[0].instance, hit[0].hash))
+    members = [t for t in rows if groups.get((t.instance, t.hash)) == gid]
+    synced = idx.synced()
+    now = time.time()
+    out_t = []
+    for t in members:
+        files = []
+        for _i, rel, size, _prio, path, inode in idx.files(t.instance, t.hash):
+            row = app.catalog.inode(inode) if inode else None
+            live = None
+            if path is not None:
+                try:
+                    st = os.lstat(path)
+                    live = {"same_inode": bool(row) and st.st_ino == row.ino, "nlink": st.st_nlink}
+                except OSError:
+                    live = {"same_inode": False, "nlink": None}
+            files.append({"rel": rel, "size": size, "path": shown(path) if path else None,
+                          "inode": [row.fsid, row.ino] if row else None, "catalog_nlink": row.nlink if row else None,
+                          "blake3": row.hash.hex() if row and row.hash else None, "live": live})
+        s = synced.get(t.instance, {})
+        out_t.append({**t.as_dict(), "files": files,
+                      "index_age_s": round(now - s["synced_at"], 1) if s.get("synced_at") else None})
+    first = hit[0]
+    data = {"source": "index", "why": why, "group": {"group_id": gid, "decision": first.decision,
+                                                      "decision_reason": first.decision_reason,
+                                                      "decided_at": first.decided_at,
+                                                      "planned_group_id": first.group_id},
+            "torrents": out_t}
+
+    def human(d):
+        g = d["group"]
+        click.echo(f"from the torrent index ({d['why'] or 'as asked'}):", err=True)
+        when = f", decided {now - g['decided_at']:.0f} s ago" if g["decided_at"] else ""
+        click.echo(f"group {g['group_id']}: last decision {(g['decision'] or 'none').upper()}"
+                   f"{' - ' + g['decision_reason'] if g['decision_reason'] else ''}{when}")
+        for t in d["torrents"]:
+            age = f"{t['index_age_s']:.0f} s old" if t["index_age_s"] is not None else "never synced"
+            click.echo(f"  torrent {t['hash']} {t['name']!r} [{t['state']}] at {t['save_path'] or '(unmapped)'} "
+                       f"(index {age})")
+            click.echo(f"    content id: {t['content_id'] or '(not all files hashed)'}; tree id: {t['tree_id'] or '-'}")
+            for f in t["files"]:
+                lv = f["live"]
+                state = ("MISSING" if lv and lv["nlink"] is None else
+                         f"{lv['nlink']} link(s) now" + ("" if lv["same_inode"] else ", not the indexed inode")
+                         if lv else "no host path")
+                click.echo(f"    {f['path'] or f['rel']}: {state}")
+    app.emit(data, human)

@@ -308,3 +308,29 @@ def test_an_event_indexes_just_its_torrent_without_extra_requests(bed):
     assert rep.added == 1 and rep.files_fetched == 1       # only b's list
     assert {t.hash for t in TorrentIndex(cat.conn).torrents()} == {a, b}
     assert _row(cat, a).client_save_path == str(bed.stash_seed)
+
+
+def test_explain_answers_from_the_index_with_qbittorrent_stopped(bed, qbt):
+    from qbhook.config import load_config
+    from qbhook.worker import sweep
+    h = bed.add(bed.stash_seed, "Gone.Dark", {"g.mkv": 40_000, "g.nfo": 500}, seed=3)
+    cfg = load_config(bed.config)
+    cat = bed.catalog()
+    sweep(cfg, cat, [bed.client()])
+    decided = _row(cat, h).decision
+    qbt.stop()
+    r = bed.run("--json", "explain", h)
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["source"] == "index" and "cannot reach qBittorrent" in d["why"]
+    assert d["group"]["decision"] == decided is not None and d["group"]["decided_at"]
+    (t,) = d["torrents"]
+    assert t["hash"] == h and t["index_age_s"] is not None
+    assert {f["rel"]: f["live"]["nlink"] for f in t["files"]} == {"Gone.Dark/g.mkv": 1, "Gone.Dark/g.nfo": 1}
+    assert all(f["live"]["same_inode"] for f in t["files"])
+    # human form: one note on stderr, the answer on stdout, no traceback
+    r = bed.run("explain", h)
+    assert r.exit_code == 0 and "from the torrent index" in r.stderr and "last decision" in r.stdout
+    # a hash the index never saw: one line, the unknown-torrent exit code
+    r = bed.run("explain", "f" * 40)
+    assert r.exit_code != 0 and "not in the torrent index" in r.stderr and "Traceback" not in r.output
