@@ -12,9 +12,13 @@ HTTP requests qbhook's QbtClient really sends (a response hook on its requests s
 4. a sync after 10 torrents changed: 5 re-categorised + tagged, 5 renamed (a name change
    re-reads the file list) (target: <= 10 + 2 per changed torrent);
 5. for comparison, what a listing without the index costs: torrents() + files() per torrent
-   (``--baseline``; 2N+1 requests).
+   (``--baseline``; 2N+1 requests);
+6. ``--sweep``: two whole ``worker.sweep`` runs (scan of both pools, index sync, snapshot from
+   the index, plan) after the syncs above, the second one unchanged. The data lies in the
+   primary pool's seeding root (plain folders on one filesystem: the bench counts requests,
+   not ZFS facts); a demote tag nobody has keeps the planner from hashing everything.
 
-    python bench/bench_index.py [--items 5000] [--files 36] [--baseline]
+    python bench/bench_index.py [--items 5000] [--files 36] [--baseline] [--sweep]
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import cleanup, machine, table, workdir
+from bench._common import cleanup, machine, table, workdir, write_config
 from bench.bench_list_clients import bencode, load_qbt, wait_for
 from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import TorrentIndex
@@ -84,6 +88,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=5000)
     ap.add_argument("--files", type=int, default=36)
     ap.add_argument("--baseline", action="store_true", help="also list torrents() + files() per torrent")
+    ap.add_argument("--sweep", action="store_true", help="also time two whole sweeps (scan + sync + plan)")
     ap.add_argument("--base", default="/tmp")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
@@ -91,7 +96,9 @@ def main() -> None:
     work = workdir(args.base, "qbhook-bench-index-")
     qbt = QbtInstance()
     try:
-        data = work / "data"
+        stash, pool = work / "stash", work / "pool"
+        data = stash / "data/media/torrents/seeding"
+        cfg_path = write_config(work / "config.yaml", work / "catalog.sqlite", stash, pool)
         t0 = time.perf_counter()
         items = make_items(data, args.items, args.files)
         gen_s = time.perf_counter() - t0
@@ -135,6 +142,27 @@ def main() -> None:
                 infos = c2.torrents()
                 return sum(len(c2.files(t.hash)) for t in infos)
             rows.append(measured("5. without index: torrents() + files() each", per_item, n2))
+        if args.sweep:
+            import yaml
+
+            from qbhook.config import load_config
+            from qbhook.worker import sweep
+            conf = yaml.safe_load(cfg_path.read_text())
+            conf["qbittorrent"] = {"name": "qbt", "url": qbt.url, "username": qbt.username,
+                                   "password": qbt.password, "timeout": 600}
+            conf["policy"] = {"demote_require_tag": "bench-never"}
+            cfg_path.write_text(yaml.safe_dump(conf))
+            cfg = load_config(cfg_path)
+            sweeps = []
+            for label in ("6. sweep (scan + sync + plan)", "   sweep again, unchanged"):
+                n2.n = 0
+                t0 = time.perf_counter()
+                out = sweep(cfg, cat, [c2])
+                dt = time.perf_counter() - t0
+                sweeps.append(out)
+                rows.append([label, n2.n, f"{dt:.2f}", f"{out['index'][0]['mode']}/{out['index_listing']}",
+                             out["index"][0]["files_fetched"]])
+            print(f"sweep plans: {sweeps[-1]['plan']}")
 
         print(f"machine: {machine()}")
         print(f"qbittorrent-nox {c1.version()} (Web API {c1.api_version()})")
