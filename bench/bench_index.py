@@ -17,6 +17,8 @@ HTTP requests qbhook's QbtClient really sends (a response hook on its requests s
    the index, plan) after the syncs above, the second one unchanged. The data lies in the
    primary pool's seeding root (plain folders on one filesystem: the bench counts requests,
    not ZFS facts); a demote tag nobody has keeps the planner from hashing everything.
+   Then the same sweep once more with the snapshot listing every file list live (what a
+   sweep did before the index), for a ratio measured in the same run.
 
     python bench/bench_index.py [--items 5000] [--files 36] [--baseline] [--sweep]
 """
@@ -162,6 +164,20 @@ def main() -> None:
                 sweeps.append(out)
                 rows.append([label, n2.n, f"{dt:.2f}", f"{out['index'][0]['mode']}/{out['index_listing']}",
                              out["index"][0]["files_fetched"]])
+            # The same sweep with the snapshot listing every torrent's files live, as before the index.
+            import qbhook.indexer as indexer_mod
+            real_view = indexer_mod.snapshot_view
+            indexer_mod.snapshot_view = lambda *a, **k: None
+            try:
+                n2.n = 0
+                t0 = time.perf_counter()
+                out = sweep(cfg, cat, [c2])
+                dt = time.perf_counter() - t0
+            finally:
+                indexer_mod.snapshot_view = real_view
+            rows.append(["   same sweep, files listed live (no index)", n2.n, f"{dt:.2f}",
+                         f"{out['index'][0]['mode']}/{out['index_listing']}", out["index"][0]["files_fetched"]])
+            assert out["plan"] == sweeps[-1]["plan"], "the index and the live listing must plan the same"
             print(f"sweep plans: {sweeps[-1]['plan']}")
 
         print(f"machine: {machine()}")
