@@ -184,6 +184,9 @@ def main() -> None:
         print(f"qbittorrent-nox {c1.version()} (Web API {c1.api_version()})")
         print(f"bed: {args.items} torrents x {args.files} files = {nfiles} files (generated in {gen_s:.1f}s, "
               f"loaded in {load_s:.1f}s skip-checking); catalog {work / 'catalog.sqlite'}")
+        import resource
+        print(f"peak RSS of this process (bench + index syncs{' + sweeps' if args.sweep else ''}): "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
         print("targets: unchanged sync <= 10 requests; after 10 changes <= 10 + 2 x 10 = 30\n")
         print(table(["sync", "HTTP requests", "seconds", "mode", "file lists fetched"], rows))
     finally:
