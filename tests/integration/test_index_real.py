@@ -334,3 +334,30 @@ def test_explain_answers_from_the_index_with_qbittorrent_stopped(bed, qbt):
     # a hash the index never saw: one line, the unknown-torrent exit code
     r = bed.run("explain", "f" * 40)
     assert r.exit_code != 0 and "not in the torrent index" in r.stderr and "Traceback" not in r.output
+
+
+def test_sweep_from_the_index_decides_like_a_live_listing(pools, qbt, qbt_client, tmp_path, monkeypatch):
+    """The realistic scenario (library links, cross-seeds, conflicts, outside roots): planning
+    from the index's file lists gives the same groups and decisions as listing every torrent live."""
+    import qbhook.indexer as indexer_mod
+    from qbhook.config import load_config
+    from qbhook.sandbox.scenario import Scenario
+    from qbhook.worker import sweep
+    sc = Scenario(stash=pools["stash"], pool=pools["pool"], torrent_dir=tmp_path / "torrents").build_all(qbt_client)
+    cfgp = tmp_path / "config.yaml"
+    cfgp.write_text(yaml.safe_dump(sc.config_dict(tmp_path / "catalog.sqlite", qbt.url)))
+    cfg = load_config(cfgp)
+    cat = Catalog.open(cfg.catalog, marker_roots=[p.path for p in cfg.pools])
+    client = QbtClient("default", qbt.url, "admin", "adminadmin", retries=1)
+    sweep(cfg, cat, [client])
+    indexed = sweep(cfg, cat, [client])
+    assert indexed["index_listing"] == "index" and indexed["index"][0]["files_fetched"] == 0
+    monkeypatch.setattr(indexer_mod, "snapshot_view", lambda *a, **k: None)
+    live = sweep(cfg, cat, [client])
+    assert live["index_listing"] == "live"
+
+    def decisions(out):
+        return sorted((g["group_id"], g["action"], g["reason"]) for g in out["pending"])
+    assert indexed["plan"] == live["plan"]
+    assert decisions(indexed) == decisions(live) and len(decisions(live)) >= 4
+    cat.close()
