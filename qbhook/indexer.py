@@ -61,7 +61,7 @@ class SyncReport:
     unmappable: list[str] = field(default_factory=list)
     rebuilt: str | None = None   # why the stored index was dropped and rebuilt
     seconds: float = 0.0
-    # every present torrent, typed (None when one is unmappable or only known from an event)
+    # listing clients: every present torrent, typed (maindata clients: typed on demand)
     infos: list[TorrentInfo] | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
@@ -194,7 +194,6 @@ def _sync_maindata(idx: TorrentIndex, client, now: float | None) -> SyncReport:
     files = _fetch_files(client, to_fetch, by_id=True)
     rep.files_fetched = len(files)
     idx.apply(client.name, [r for r, _ in records], files, gone, rid=new_rid, mode=rep.mode, now=now)
-    rep.infos = _stored_infos(idx, client) if not rep.unmappable else None
     return rep
 
 
@@ -341,10 +340,15 @@ def snapshot_view(catalog: Catalog, clients, reports: list[SyncReport]) -> tuple
     wrapped, infos = [], []
     for c in clients:
         rep = by_name.get(c.name)
-        if rep is None or rep.infos is None:
+        if rep is None or rep.unmappable:
+            return None
+        typed = rep.infos
+        if typed is None and hasattr(c, "maindata"):
+            typed = _stored_infos(idx, c)   # typed only here: a plain sync does not need them
+        if typed is None:
             return None
         stored = {t.hash: t.files for t in idx.torrents(instance=c.name)}
-        complete = {t.hash for t in rep.infos if t.is_complete and stored.get(t.hash)}
+        complete = {t.hash for t in typed if t.is_complete and stored.get(t.hash)}
         wrapped.append(IndexedFiles(c, idx, complete))
-        infos.extend(rep.infos)
+        infos.extend(typed)
     return wrapped, infos

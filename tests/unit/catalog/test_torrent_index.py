@@ -104,7 +104,9 @@ def test_unmappable_torrent_is_kept_with_its_reason(cat):
     t = _rows(cat)[H1]
     assert t.save_path is None and t.client_save_path == "/elsewhere" and "no path_map prefix" in t.map_error
     assert [f[4] for f in TorrentIndex(cat.conn).files("q", H1)] == [None, None]
-    assert rep.infos is None          # the sweep must not plan from an index missing a torrent's paths
+    from qbhook.indexer import snapshot_view
+    # the sweep must not plan from an index missing a torrent's paths: it lists live instead
+    assert snapshot_view(cat, [q], [rep]) is None
 
 
 def test_inconsistent_index_is_rebuilt_with_a_reason(cat):
@@ -187,3 +189,21 @@ def test_listing_client_fetches_files_only_for_new_or_changed(cat):
     assert (rep.mode, rep.changed, rep.files_fetched) == ("listing", 2, 1) and c.files_asked == [H1, H2, H2]
     c.infos = c.infos[:1]
     assert sync_client(cat, c).gone == 1
+
+
+def test_snapshot_view_serves_complete_torrents_files_from_the_index_and_asks_live_otherwise(cat):
+    from qbhook.indexer import snapshot_view
+    q = FakeQbt()
+    q.files = lambda h: [TorrentFile(0, "live.bin", 1, 0.5, 1)]
+    q.answers = [{"rid": 1, "full_update": True,
+                  "torrents": {H1: _raw("R1"), H2: _raw("R2", progress=0.5, amount_left=15)}}]
+    rep = sync_client(cat, q)
+    clients, infos = snapshot_view(cat, [q], [rep])
+    assert {t.hash for t in infos} == {H1, H2} and infos[0].save_path.startswith("/host/")
+    asked = len(q.files_asked)
+    assert [f.name for f in clients[0].files(H1)] == ["R1/a.bin", "R1/b.bin"]   # complete: from the index
+    assert len(q.files_asked) == asked
+    assert [f.name for f in clients[0].files(H2)] == ["live.bin"]             # downloading: asked live
+    # a row only an event wrote has no client record: the sweep lists live
+    cat.conn.execute("UPDATE torrents SET raw = '{\"_qbhook_event\": true}' WHERE hash = ?", (H1,))
+    assert snapshot_view(cat, [q], [rep]) is None
