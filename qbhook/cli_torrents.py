@@ -14,6 +14,21 @@ import click
 from qbhook.cli import App, main, pass_app, shown
 
 
+def last_full_scan_age(app: App) -> float | None:
+    """Seconds since every configured pool last finished a full scan (None: one never did)."""
+    import os
+    finished = []
+    for pool in app.cfg.pools:
+        # a whole-pool scan only: a subtree scan (events) says nothing about the rest
+        r = app.catalog.conn.execute(
+            "SELECT max(finished_at) FROM scans WHERE pool=? AND status='ok' AND root=?",
+            (pool.name, os.fsencode(os.path.normpath(str(pool.path))))).fetchone()
+        if r is None or r[0] is None:
+            return None
+        finished.append(r[0])
+    return time.time() - min(finished) if finished else None
+
+
 def load_index(app: App, offline: bool) -> tuple[dict, list[str]]:
     """Sync (unless offline); returns (freshness per instance, problems met)."""
     from qbhook.catalog.torrents import TorrentIndex

@@ -361,3 +361,27 @@ def test_sweep_from_the_index_decides_like_a_live_listing(pools, qbt, qbt_client
     assert indexed["plan"] == live["plan"]
     assert decisions(indexed) == decisions(live) and len(decisions(live)) >= 4
     cat.close()
+
+
+def test_explain_after_a_recent_full_scan_does_not_walk_the_pools(bed, monkeypatch):
+    from qbhook import scanner
+    h = bed.add(bed.stash_seed, "Lib.E", {"e.mkv": 30_000}, seed=5)
+    lib = bed.stash_seed.parent.parent / "movies" / "E.mkv"
+    lib.parent.mkdir(parents=True)
+    os.link(bed.stash_seed / "Lib.E/e.mkv", lib)
+    calls = []
+    real = scanner.scan_pool
+    monkeypatch.setattr(scanner, "scan_pool", lambda *a, **k: calls.append(a[1].name) or real(*a, **k))
+    # never scanned: explain scans both pools first, and names the library link
+    r = bed.run("explain", h)
+    assert r.exit_code == 0, r.output
+    assert sorted(calls) == ["pool", "stash"] and "pools scanned now" in r.stderr
+    assert "STAY" in r.output and "E.mkv" in r.output
+    # scanned a moment ago: no walk, same decision, and it says what it relied on
+    calls.clear()
+    r = bed.run("--json", "explain", h)
+    assert calls == [] and "full scan" in json.loads(r.stdout)["catalog"]
+    assert json.loads(r.stdout)["group"]["action"] == "stay"
+    # too old for the caller: scanned again
+    r = bed.run("explain", h, "--max-scan-age", "0")
+    assert sorted(calls) == ["pool", "stash"]
