@@ -77,6 +77,24 @@ class Counter:
         self.n += 1
 
 
+def explain_cost(cfg_path: Path, args: list[str]) -> tuple[float, str]:
+    """Wall seconds of a qbhook command in its own process, and its stat-family calls (strace -c)."""
+    import shutil
+    import subprocess
+    import tempfile
+    cmd = [sys.executable, "-m", "qbhook", "--config", str(cfg_path), "--json", *args]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=args[0] != "status", capture_output=True, cwd="/")   # status: 1 without a server
+    secs = time.perf_counter() - t0
+    if not shutil.which("strace"):
+        return secs, "?"
+    with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
+        subprocess.run(["strace", "-f", "-c", "-o", out.name, "-e", "trace=lstat,stat,newfstatat,statx,fstatat64",
+                        *cmd], check=False, capture_output=True, cwd="/")
+        total = [ln for ln in out.read().splitlines() if ln.strip().endswith("total")]
+    return secs, total[0].split()[3] if total else "?"
+
+
 def measured(label: str, fn, counter: Counter) -> list:
     counter.n = 0
     t0 = time.perf_counter()
@@ -178,6 +196,14 @@ def main() -> None:
             rows.append(["   same sweep, files listed live (no index)", n2.n, f"{dt:.2f}",
                          f"{out['index'][0]['mode']}/{out['index_listing']}", out["index"][0]["files_fetched"]])
             assert out["plan"] == sweeps[-1]["plan"], "the index and the live listing must plan the same"
+            # explain one torrent in its own process: right after the sweeps (recent full scan),
+            # and forced to rescan (--max-scan-age 0), as explain did before; stat calls by strace.
+            for label, extra in (("7. explain HASH (recent full scan)", ["explain", items[0][0]]),
+                                 ("   explain HASH --max-scan-age 0 (walks)",
+                                  ["explain", items[0][0], "--max-scan-age", "0"]),
+                                 ("   reference: qbhook --json status (startup, imports)", ["status"])):
+                secs, stats = explain_cost(cfg_path, extra)
+                rows.append([label, "-", f"{secs:.2f}", f"{stats} stat calls", "-"])
             print(f"sweep plans: {sweeps[-1]['plan']}")
 
         print(f"machine: {machine()}")
