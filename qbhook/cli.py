@@ -195,12 +195,17 @@ def scan(app: App, pools, allow_mass_delete, do_hash):
 @main.command()
 @click.option("--no-scan", is_flag=True, help="Use the catalog as is (no incremental scan first).")
 @click.option("--min-size", default="1", type=SizeParam(), help="Ignore files smaller than this (e.g. 1M, 64MiB).")
+@click.option("--payloads", is_flag=True, help="Whole torrent payloads stored more than once (torrent index).")
+@click.option("--offline", is_flag=True, help="With --payloads: do not sync the index from the clients first.")
 @pass_app
-def dupes(app: App, no_scan, min_size):
+def dupes(app: App, no_scan, min_size, payloads, offline):
     """List content stored more than once as distinct inodes, with the bytes converging would free."""
     from qbhook.dupes import find_duplicates
     from qbhook.scanner import scan_pool
     cfg = app.cfg
+    if payloads:
+        from qbhook.cli_torrents import payload_dupes
+        return payload_dupes(app, offline)
     if not no_scan:
         for pool in cfg.pools:
             scan_pool(app.catalog, pool, cfg.scan, progress=app.progress())
@@ -253,4 +258,4 @@ def find(app: App, path):
 
 
 # Subcommands live in their own modules (heavy imports stay inside the commands).
-from qbhook import cli_apply, cli_demo, cli_events, cli_plan  # noqa: F401  (register on `main`)
+from qbhook import cli_apply, cli_demo, cli_events, cli_plan, cli_torrents  # noqa: F401  (register on `main`)

@@ -78,15 +78,34 @@ def _print_plan(p, steps: bool) -> None:
 @main.command()
 @click.argument("torrent_hash")
 @click.option("--no-scan", is_flag=True, help="Skip the incremental catalog scan first.")
+@click.option("--index", "from_index", is_flag=True,
+              help="Answer from the torrent index (no qBittorrent, no scan); also the fallback when it is down.")
+@click.option("--max-scan-age", type=float, default=3600.0, show_default=True,
+              help="Seconds: a full scan of every pool at most this old is used as is (the group's own "
+                   "files are re-stat-ed anyway); older, or never, and both pools are scanned first.")
 @pass_app
-def explain(app: App, torrent_hash, no_scan):
+def explain(app: App, torrent_hash, no_scan, from_index, max_scan_age):
     """Why TORRENT_HASH's group gets its decision: its torrents, files and every link found."""
-    snap, p = compute_plan(app, [torrent_hash], scan=not no_scan)
+    from qbhook.cli_torrents import explain_from_index, last_full_scan_age
+    from qbhook.errors import QbtError
+    if from_index:
+        return explain_from_index(app, torrent_hash, None)
+    # explain changes nothing, so a recent catalog is enough: a link made since shows as a
+    # link "outside the scanned pools" (counted, not named), never as no link.
+    age = last_full_scan_age(app)
+    scan = not no_scan and (age is None or age > max_scan_age)
+    catalog_note = ("pools scanned now" if scan else
+                    "catalog as is (--no-scan)" if no_scan else
+                    f"catalog from a full scan {age:.0f} s ago; this group's files re-stat-ed")
+    try:
+        snap, p = compute_plan(app, [torrent_hash], scan=scan)
+    except QbtError as e:
+        return explain_from_index(app, torrent_hash, f"live answer impossible: {e}")
     h = torrent_hash.lower()
     # The snapshot holds only this torrent's group (closure over shared files); match v1/v2 spellings too.
     group = next((g for g in p.groups if h in g.torrents), p.groups[0])
     torrents = [t for t in snap.torrents if t.hash in group.torrents]
-    data = {"group": group.to_dict(), "torrents": []}
+    data = {"group": group.to_dict(), "torrents": [], "catalog": catalog_note}
     for t in torrents:
         files = []
         for f in t.files:
@@ -101,6 +120,7 @@ def explain(app: App, torrent_hash, no_scan):
 
     def human(d):
         g = d["group"]
+        click.echo(f"({d['catalog']})", err=True)
         click.echo(f"group {g['group_id']}: {g['action'].upper()} - {g['reason']}")
         for b in g["blockers"]:
             click.echo(f"  blocked: {b}")

@@ -18,8 +18,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from qbhook import notify, state
+from qbhook import indexer, notify, state
 from qbhook.catalog.store import Catalog
+from qbhook.catalog.torrents import TorrentIndex
 from qbhook.config import Config
 from qbhook.errors import PathMapError, QbhookError, QueueError, UnknownTorrent
 from qbhook.events.queue import JobQueue
@@ -125,6 +126,9 @@ def handle_job(cfg: Config, catalog: Catalog, clients, job, *, executor=None) ->
     snap = build_snapshot(cfg, catalog, clients, hashes=sorted(hashes), infos=infos)
     plan = make_plan(snap, cfg.policy)
     maintain_tags(cfg, clients, snap, plan)
+    # The torrent index learns these torrents from what was just read (no extra request).
+    indexer.record_snapshot(catalog, infos, snap)
+    TorrentIndex(catalog.conn).record_decisions(plan.groups)
     result = {"groups": [{"group_id": g.group_id, "action": g.action, "reason": g.reason, "names": g.names}
                          for g in plan.groups]}
     if missing:
@@ -142,11 +146,21 @@ def sweep(cfg: Config, catalog: Catalog, clients, *, executor=None, progress=Non
     """Incremental scan + plan everything (+ apply when policy allows)."""
     t0 = time.time()
     scans = [scan_pool(catalog, p, cfg.scan, progress=progress).as_dict() for p in cfg.pools]
-    snap = build_snapshot(cfg, catalog, clients, progress=progress)
+    # The torrent index first (after the scans, so files resolve to fresh inodes): one request
+    # per unchanged qBittorrent, then the snapshot takes its file lists from it.
+    clients = list(clients)
+    synced = indexer.sync_all(catalog, clients)
+    view = indexer.snapshot_view(catalog, clients, synced)
+    if view is None:
+        snap = build_snapshot(cfg, catalog, clients, progress=progress)
+    else:
+        snap = build_snapshot(cfg, catalog, view[0], progress=progress, infos=view[1])
     plan = make_plan(snap, cfg.policy)
+    TorrentIndex(catalog.conn).record_decisions(plan.groups)
     tagged = maintain_tags(cfg, clients, snap, plan)
     notify.sweep_checks(cfg, catalog.conn, snap, plan)
     out = {"started_at": t0, "scans": scans, "plan": plan.summary(),
+           "index": [r.as_dict() for r in synced], "index_listing": "live" if view is None else "index",
            "pending": [{"group_id": g.group_id, "action": g.action, "reason": g.reason, "names": g.names,
                         # sizes and pools: the status page charts blocked bytes per pool from these
                         "source_pool": g.source_pool, "target_pool": g.target_pool,

@@ -81,10 +81,11 @@ CREATE TABLE scans (
 def migrations() -> list[str]:
     """Forward-only: entry i migrates user_version i -> i+1. Never edit a released entry,
     never reorder; append. Modules own their tables' DDL; the order lives here only."""
+    from qbhook.catalog.torrents import TORRENTS_DDL
     from qbhook.events.queue import QUEUE_DDL
     from qbhook.journal import JOURNAL_DDL
     from qbhook.state import STATE_DDL
-    return [SCHEMA_V1, QUEUE_DDL, JOURNAL_DDL, STATE_DDL]
+    return [SCHEMA_V1, QUEUE_DDL, JOURNAL_DDL, STATE_DDL, TORRENTS_DDL]
 
 
 _DAMAGE = ("malformed", "not a database", "disk i/o error", "disk is full", "corrupt")

@@ -310,6 +310,24 @@ class QbtClient:
         )
         return [TorrentFile.from_api(r, i) for i, r in enumerate(rows)]
 
+    def maindata(self, rid: int = 0) -> dict[str, Any]:
+        """Raw ``sync/maindata`` since response ``rid`` (0: everything); CLIENT paths inside.
+
+        Torrents come keyed by id with only the fields that changed unless ``full_update``;
+        the torrent index (qbhook.indexer) merges and maps them.
+        """
+        return dict(self._call("sync/maindata", self._api.sync_maindata, rid=int(rid)))
+
+    def files_of_id(self, torrent_id: str) -> list[TorrentFile]:
+        """``files`` for an id qBittorrent itself just reported: one request, no lookup first.
+
+        The id is still checked to be a hash, so it can never be ``all`` or a ``|`` list.
+        """
+        h = check_hash(torrent_id)
+        rows = self._call("torrents/files", self._api.torrents_files, torrent_hash=h,
+                          SIMPLE_RESPONSES=True, torrent=h)
+        return [TorrentFile.from_api(r, i) for i, r in enumerate(rows)]
+
     def categories(self) -> dict[str, Category]:
         """Categories with the absolute save path ATM would use for each."""
         raw = self._call(

@@ -1,0 +1,437 @@
+"""The torrent index: what each client instance last said about its torrents, kept in the catalog.
+
+Model:
+
+* one ``torrents`` row per (client instance, torrent id), never deleted by a sync: a torrent
+  the client no longer lists gets ``gone_at`` (and loses it again if it comes back), so
+  questions about it can still be answered after it was removed;
+* ``raw`` is the client's own record (for qBittorrent the merged ``sync/maindata`` entry):
+  maindata sends only the fields that changed, so the full record must be kept to merge into;
+  the typed columns are derived from it and may be rebuilt from it at any time;
+* ``files_key`` is the part of that record a file list depends on (paths, name, sizes,
+  metadata): the file list is fetched again only when it changes;
+* one ``torrent_files`` row per file: its host path as the catalog spells it (BLOB, the same
+  bytes as ``paths.path``) and the catalog inode that path resolved to at the last refresh;
+* a torrent whose paths cannot be mapped to the host keeps its row, with the reason in
+  ``map_error`` and files without host paths: it is reported, never dropped, because a
+  dropped torrent would make its files look unreferenced;
+* payload identity (``qbhook.identity``): ``content_id`` (layout-free) and ``tree_id``
+  (layout-bound) are set only when every file has a valid hash; otherwise both are NULL,
+  ``ids_complete`` is 0 and ``files_hashed`` says how far it got. ``refresh`` recomputes
+  them from the catalog, so a member's new or invalidated hash shows at the next refresh;
+* the last decision the planner took for a torrent's group (``decision``, ``group_id``) is
+  recorded by whoever planned: it is a memory of the past, answered with its time, and never
+  an input to a new decision (those re-read everything live).
+
+Nothing here talks to a client; ``qbhook.indexer`` does, and writes through this module.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from qbhook.catalog.db import Tx
+from qbhook.grouping import group_id as make_group_id
+
+TORRENTS_DDL = """
+CREATE TABLE torrent_sync (
+    instance    TEXT PRIMARY KEY,
+    rid         INTEGER NOT NULL DEFAULT 0,     -- qBittorrent sync/maindata response id (0: none yet)
+    mode        TEXT,                           -- how the last sync listed: full | incremental | listing
+    synced_at   REAL,                           -- last sync that completed
+    full_at     REAL                            -- last complete listing
+);
+
+CREATE TABLE torrents (
+    id          INTEGER PRIMARY KEY,
+    instance    TEXT NOT NULL,
+    hash        TEXT NOT NULL,                  -- the id the client reports (v1, or truncated v2)
+    infohash_v1 TEXT,
+    infohash_v2 TEXT,
+    name        TEXT NOT NULL DEFAULT '',
+    category    TEXT NOT NULL DEFAULT '',
+    tags        TEXT NOT NULL DEFAULT '[]',     -- JSON list, sorted
+    save_path   TEXT,                           -- host spelling (NULL when unmappable)
+    client_save_path TEXT,
+    content_path TEXT,
+    client_content_path TEXT,
+    download_path TEXT,
+    state       TEXT,
+    progress    REAL,
+    auto_tmm    INTEGER,
+    size        INTEGER,
+    total_size  INTEGER,
+    has_metadata INTEGER,
+    added_on    INTEGER,
+    completion_on INTEGER,
+    map_error   TEXT,
+    raw         TEXT NOT NULL DEFAULT '{}',
+    files_key   TEXT,
+    first_seen  REAL NOT NULL,
+    last_seen   REAL NOT NULL,
+    gone_at     REAL,
+    content_id  TEXT,
+    tree_id     TEXT,
+    files_hashed INTEGER NOT NULL DEFAULT 0,
+    ids_complete INTEGER NOT NULL DEFAULT 0,
+    ids_at      REAL,
+    group_id    TEXT,
+    decision    TEXT,
+    decision_reason TEXT,
+    decided_at  REAL,
+    UNIQUE (instance, hash)
+);
+CREATE INDEX torrents_v1 ON torrents(infohash_v1) WHERE infohash_v1 IS NOT NULL;
+CREATE INDEX torrents_v2 ON torrents(infohash_v2) WHERE infohash_v2 IS NOT NULL;
+CREATE INDEX torrents_content ON torrents(content_id) WHERE content_id IS NOT NULL;
+
+CREATE TABLE torrent_files (
+    torrent     INTEGER NOT NULL REFERENCES torrents(id) ON DELETE CASCADE,
+    idx         INTEGER NOT NULL,
+    rel         TEXT NOT NULL,                  -- relative to save_path, '/'-separated
+    size        INTEGER NOT NULL,
+    priority    INTEGER NOT NULL,
+    path        BLOB,                           -- host path, same bytes as paths.path (NULL: unmappable)
+    inode       INTEGER,                        -- inodes.id the path resolved to (no FK: scans drop inodes)
+    PRIMARY KEY (torrent, idx)
+) WITHOUT ROWID;
+CREATE INDEX torrent_files_path ON torrent_files(path);
+CREATE INDEX torrent_files_inode ON torrent_files(inode);
+"""
+
+# store.HASH_VALID, qualified for joins with the torrents tables (which have a ``hash`` too).
+_I_HASH_VALID = ("i.hash IS NOT NULL AND i.hash_size = i.size AND i.hash_mtime_ns = i.mtime_ns "
+                 "AND i.hash_ctime_ns = i.ctime_ns")
+
+_COLUMNS = ("infohash_v1", "infohash_v2", "name", "category", "tags", "save_path", "client_save_path",
+            "content_path", "client_content_path", "download_path", "state", "progress", "auto_tmm", "size",
+            "total_size", "has_metadata", "added_on", "completion_on", "map_error")
+
+
+@dataclass(frozen=True)
+class TorrentRecord:
+    """One torrent as the index will store it (typed columns + the client's raw record)."""
+
+    hash: str
+    fields: dict            # _COLUMNS -> value
+    raw: dict
+    files_key: str
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    index: int
+    rel: str
+    size: int
+    priority: int
+    path: bytes | None
+
+
+@dataclass(frozen=True)
+class IndexedTorrent:
+    """A row of the index, as queries return it."""
+
+    instance: str
+    hash: str
+    infohash_v1: str | None
+    infohash_v2: str | None
+    name: str
+    category: str
+    tags: tuple[str, ...]
+    save_path: str | None
+    client_save_path: str | None
+    content_path: str | None
+    state: str | None
+    progress: float | None
+    auto_tmm: bool
+    size: int | None
+    added_on: int | None
+    completion_on: int | None
+    map_error: str | None
+    last_seen: float
+    gone_at: float | None
+    content_id: str | None
+    tree_id: str | None
+    files: int
+    files_hashed: int
+    files_resolved: int
+    ids_complete: bool
+    group_id: str | None
+    decision: str | None
+    decision_reason: str | None
+    decided_at: float | None
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["tags"] = list(self.tags)
+        return d
+
+
+class IndexInconsistent(Exception):
+    """The stored index contradicts itself; the caller rebuilds it from the client."""
+
+
+class TorrentIndex:
+    """Reads and writes the torrent index tables on one catalog connection."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    # ------------------------------------------------------------ sync state
+    def sync_state(self, instance: str) -> tuple[int, float | None, float | None]:
+        """(rid, synced_at, full_at) of an instance; rid 0 when never synced."""
+        r = self.conn.execute("SELECT rid, synced_at, full_at FROM torrent_sync WHERE instance=?",
+                              (instance,)).fetchone()
+        if r is None:
+            return 0, None, None
+        if not isinstance(r[0], int) or r[0] < 0:
+            raise IndexInconsistent(f"stored sync position {r[0]!r} is not a response id")
+        return r[0], r[1], r[2]
+
+    def synced(self) -> dict[str, dict]:
+        return {r[0]: {"rid": r[1], "mode": r[2], "synced_at": r[3], "full_at": r[4]}
+                for r in self.conn.execute("SELECT instance, rid, mode, synced_at, full_at FROM torrent_sync")}
+
+    def check(self, instance: str) -> None:
+        """Raise IndexInconsistent when the stored index of ``instance`` cannot be merged into."""
+        self.sync_state(instance)
+        for h, raw in self.conn.execute("SELECT hash, raw FROM torrents WHERE instance=? AND gone_at IS NULL",
+                                        (instance,)):
+            try:
+                ok = isinstance(json.loads(raw), dict)
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise IndexInconsistent(f"stored record of torrent {h} is not readable")
+        orphans = self.conn.execute("SELECT count(*) FROM torrent_files f WHERE NOT EXISTS "
+                                    "(SELECT 1 FROM torrents t WHERE t.id = f.torrent)").fetchone()[0]
+        if orphans:
+            raise IndexInconsistent(f"{orphans} file row(s) belong to no torrent")
+
+    def reset(self, instance: str) -> None:
+        """Forget everything about ``instance`` (rows, files, sync position): the next sync is a full one."""
+        with Tx(self.conn) as c:
+            # Orphan file rows cannot be attributed to an instance: drop them all, they are only a cache.
+            c.execute("DELETE FROM torrent_files WHERE NOT EXISTS (SELECT 1 FROM torrents t WHERE t.id = torrent)")
+            c.execute("DELETE FROM torrent_files WHERE torrent IN (SELECT id FROM torrents WHERE instance=?)",
+                      (instance,))
+            c.execute("DELETE FROM torrents WHERE instance=?", (instance,))
+            c.execute("DELETE FROM torrent_sync WHERE instance=?", (instance,))
+
+    def raw_records(self, instance: str) -> dict[str, tuple[dict, str | None]]:
+        """hash -> (raw record, files_key) of every present torrent of ``instance``."""
+        return {r[0]: (json.loads(r[1]), r[2]) for r in self.conn.execute(
+            "SELECT hash, raw, files_key FROM torrents WHERE instance=? AND gone_at IS NULL", (instance,))}
+
+    def present_hashes(self, instance: str) -> set[str]:
+        return {r[0] for r in self.conn.execute(
+            "SELECT hash FROM torrents WHERE instance=? AND gone_at IS NULL", (instance,))}
+
+    # ------------------------------------------------------------ writing
+    def apply(self, instance: str, upserts: Sequence[TorrentRecord], files: dict[str, list[FileRecord]],
+              gone: Iterable[str], *, rid: int | None, mode: str, now: float | None = None,
+              keep_raw: bool = False) -> None:
+        """Write one sync's outcome in one transaction: rows, file lists, removals, position.
+
+        ``files`` holds the new file list of each torrent whose list was fetched; a torrent
+        without an entry keeps its stored files. ``keep_raw``: an event's partial view, which
+        must not replace the record a later maindata delta is merged into.
+        """
+        now = time.time() if now is None else now
+        cols = ", ".join(_COLUMNS)
+        marks = ", ".join("?" * len(_COLUMNS))
+        updates = ", ".join(f"{c}=excluded.{c}" for c in _COLUMNS)
+        raw_update = "" if keep_raw else ", raw=excluded.raw"
+        with Tx(self.conn) as c:
+            for rec in upserts:
+                c.execute(
+                    f"INSERT INTO torrents(instance, hash, {cols}, raw, files_key, first_seen, last_seen) "
+                    f"VALUES (?, ?, {marks}, ?, ?, ?, ?) ON CONFLICT(instance, hash) DO UPDATE SET {updates}"
+                    f"{raw_update}, last_seen=excluded.last_seen, gone_at=NULL"
+                    + (", files_key=excluded.files_key" if rec.hash in files else ""),
+                    (instance, rec.hash, *(rec.fields[k] for k in _COLUMNS), json.dumps(rec.raw, sort_keys=True),
+                     rec.files_key if rec.hash in files else None, now, now))
+            for h, flist in files.items():
+                tid = c.execute("SELECT id FROM torrents WHERE instance=? AND hash=?", (instance, h)).fetchone()
+                if tid is None:
+                    continue
+                c.execute("DELETE FROM torrent_files WHERE torrent=?", (tid[0],))
+                c.executemany(
+                    "INSERT INTO torrent_files(torrent, idx, rel, size, priority, path, inode) VALUES "
+                    "(?,?,?,?,?,?,(SELECT inode FROM paths WHERE paths.path = ?))",
+                    [(tid[0], f.index, f.rel, f.size, f.priority, f.path, f.path) for f in flist])
+                c.execute("UPDATE torrents SET ids_at=NULL WHERE id=?", (tid[0],))
+            c.executemany("UPDATE torrents SET gone_at=? WHERE instance=? AND hash=? AND gone_at IS NULL",
+                          [(now, instance, h) for h in gone])
+            if rid is not None:
+                c.execute("INSERT INTO torrent_sync(instance, rid, mode, synced_at, full_at) VALUES (?,?,?,?,?) "
+                          "ON CONFLICT(instance) DO UPDATE SET rid=excluded.rid, mode=excluded.mode, "
+                          "synced_at=excluded.synced_at, full_at=coalesce(excluded.full_at, full_at)",
+                          (instance, rid, mode, now, now if mode in ("full", "listing") else None))
+
+    def refresh(self, now: float | None = None) -> int:
+        """Re-resolve every file path to its catalog inode and recompute payload ids where they changed.
+
+        Catalog-only (no client, no filesystem). Returns how many torrents' ids changed.
+        """
+        from qbhook.hashing import EMPTY_HASH
+        from qbhook.identity import content_id, tree_id
+
+        now = time.time() if now is None else now
+        with Tx(self.conn) as c:
+            c.execute("UPDATE torrent_files SET inode = (SELECT inode FROM paths WHERE paths.path = torrent_files.path) "
+                      "WHERE inode IS NOT (SELECT inode FROM paths WHERE paths.path = torrent_files.path)")
+            members: dict[int, list] = defaultdict(list)
+            cur = c.execute(
+                f"SELECT f.torrent, f.rel, f.size, CASE WHEN {_I_HASH_VALID} THEN i.hash END "
+                "FROM torrent_files f JOIN torrents t ON t.id = f.torrent LEFT JOIN inodes i ON i.id = f.inode "
+                "WHERE t.gone_at IS NULL")
+            while rows := cur.fetchmany(10000):
+                for tid, rel, size, digest in rows:
+                    members[tid].append((rel, size, EMPTY_HASH if size == 0 else digest))
+            stored = {r[0]: (r[1], r[2], r[3], r[4]) for r in c.execute(
+                "SELECT id, content_id, tree_id, files_hashed, ids_complete FROM torrents WHERE gone_at IS NULL")}
+            changes = []
+            for tid, old in stored.items():
+                files = members.get(tid, [])
+                hashed = sum(1 for _r, _s, d in files if d is not None)
+                complete = bool(files) and hashed == len(files)
+                if complete:
+                    idents = [(rel.encode("utf-8", "surrogateescape"), (size, bytes(d))) for rel, size, d in files]
+                    new = (content_id(x for _, x in idents), tree_id(idents), hashed, 1)
+                else:
+                    new = (None, None, hashed, 0)
+                if new != old:
+                    changes.append((*new, now, tid))
+            c.executemany("UPDATE torrents SET content_id=?, tree_id=?, files_hashed=?, ids_complete=?, ids_at=? "
+                          "WHERE id=?", changes)
+            c.execute("UPDATE torrents SET ids_at=? WHERE ids_at IS NULL AND gone_at IS NULL", (now,))
+        return len(changes)
+
+    def record_decisions(self, groups: Iterable, now: float | None = None) -> None:
+        """Remember each planned group's decision on its torrents (any instance holding the hash)."""
+        now = time.time() if now is None else now
+        rows = [(g.group_id, g.action, g.reason, now, h) for g in groups for h in g.torrents]
+        with Tx(self.conn) as c:
+            c.executemany("UPDATE torrents SET group_id=?, decision=?, decision_reason=?, decided_at=? WHERE hash=?",
+                          rows)
+
+    # ------------------------------------------------------------ reading
+    def torrents(self, *, include_gone: bool = False, instance: str | None = None) -> list[IndexedTorrent]:
+        where, args = [], []
+        if not include_gone:
+            where.append("t.gone_at IS NULL")
+        if instance is not None:
+            where.append("t.instance = ?")
+            args.append(instance)
+        sql = (
+            "SELECT t.instance, t.hash, t.infohash_v1, t.infohash_v2, t.name, t.category, t.tags, t.save_path, "
+            "t.client_save_path, t.content_path, t.state, t.progress, t.auto_tmm, t.size, t.added_on, "
+            "t.completion_on, t.map_error, t.last_seen, t.gone_at, t.content_id, t.tree_id, "
+            "(SELECT count(*) FROM torrent_files f WHERE f.torrent = t.id), t.files_hashed, "
+            "(SELECT count(*) FROM torrent_files f WHERE f.torrent = t.id AND f.inode IS NOT NULL), "
+            "t.ids_complete, t.group_id, t.decision, t.decision_reason, t.decided_at FROM torrents t"
+            + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY t.name, t.hash")
+        out = []
+        for r in self.conn.execute(sql, args):
+            r = list(r)
+            r[6] = tuple(json.loads(r[6] or "[]"))
+            r[12] = bool(r[12])
+            r[24] = bool(r[24])
+            out.append(IndexedTorrent(*r))
+        return out
+
+    def files(self, instance: str, torrent_hash: str) -> list[tuple[int, str, int, int, bytes | None, int | None]]:
+        """(index, rel, size, priority, host path, inode id) of one torrent's files, in index order."""
+        return list(self.conn.execute(
+            "SELECT f.idx, f.rel, f.size, f.priority, f.path, f.inode FROM torrent_files f "
+            "JOIN torrents t ON t.id = f.torrent WHERE t.instance=? AND t.hash=? ORDER BY f.idx",
+            (instance, torrent_hash)))
+
+    def groups(self) -> dict[tuple[str, str], str]:
+        """(instance, hash) -> payload group id, grouping present torrents that share a path or an inode.
+
+        The same rule and id as the planner's groups (``qbhook.grouping``), computed from the
+        index alone: it names the group a torrent was last seen in, without stat-ing anything.
+        """
+        keys: list[tuple[str, str]] = []
+        pos: dict[int, int] = {}
+        for tid, inst, h in self.conn.execute("SELECT id, instance, hash FROM torrents WHERE gone_at IS NULL"):
+            pos[tid] = len(keys)
+            keys.append((inst, h))
+        parent = list(range(len(keys)))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        owner: dict[object, int] = {}
+        cur = self.conn.execute("SELECT f.torrent, f.path, f.inode FROM torrent_files f JOIN torrents t "
+                                "ON t.id = f.torrent WHERE t.gone_at IS NULL")
+        while rows := cur.fetchmany(10000):
+            for tid, path, inode in rows:
+                i = pos[tid]
+                for k in (path, ("i", inode) if inode is not None else None):
+                    if k is None:
+                        continue
+                    j = owner.setdefault(k, i)
+                    if j != i:
+                        a, b = find(i), find(j)
+                        if a != b:
+                            parent[max(a, b)] = min(a, b)
+        members: dict[int, list[str]] = defaultdict(list)
+        for i, (_inst, h) in enumerate(keys):
+            members[find(i)].append(h)
+        ids = {root: make_group_id(hs) for root, hs in members.items()}
+        return {k: ids[find(i)] for i, k in enumerate(keys)}
+
+    def inode_sets(self) -> dict[tuple[str, str], frozenset[int]]:
+        """(instance, hash) -> the catalog inodes its files resolve to (present torrents)."""
+        out: dict[tuple[str, str], set[int]] = defaultdict(set)
+        for inst, h, inode in self.conn.execute(
+                "SELECT t.instance, t.hash, f.inode FROM torrent_files f JOIN torrents t ON t.id = f.torrent "
+                "WHERE t.gone_at IS NULL AND f.inode IS NOT NULL"):
+            out[(inst, h)].add(inode)
+        return {k: frozenset(v) for k, v in out.items()}
+
+
+def payload_duplicates(index: TorrentIndex) -> list[dict]:
+    """Whole payloads stored more than once: torrents with one content id on distinct inodes.
+
+    Torrents whose files resolve to the same inodes (hardlinked cross-seeds) are one stored
+    copy, whatever their layouts; a content id is reported when it has two or more stored
+    copies. ``layouts`` counts distinct tree ids: more than one means the same content under
+    different directory layouts.
+    """
+    rows = [t for t in index.torrents() if t.content_id]
+    inodes = index.inode_sets()
+    by_content: dict[str, list[IndexedTorrent]] = defaultdict(list)
+    for t in rows:
+        by_content[t.content_id].append(t)
+    sizes = dict(index.conn.execute(
+        "SELECT t.content_id, sum(f.size) FROM torrents t JOIN torrent_files f ON f.torrent = t.id "
+        "WHERE t.content_id IS NOT NULL AND t.gone_at IS NULL GROUP BY t.id"))
+    out = []
+    for cid, members in sorted(by_content.items()):
+        copies: dict[frozenset[int], list[IndexedTorrent]] = defaultdict(list)
+        for t in members:
+            copies[inodes.get((t.instance, t.hash), frozenset())].append(t)
+        if len(copies) < 2:
+            continue
+        size = sizes.get(cid, 0)
+        out.append({
+            "content_id": cid, "size": size, "copies": len(copies), "layouts": len({t.tree_id for t in members}),
+            "reclaimable_bytes": size * (len(copies) - 1),
+            "stored": [{"inodes": len(k), "torrents": [{"instance": t.instance, "hash": t.hash, "name": t.name,
+                                                        "tree_id": t.tree_id, "save_path": t.save_path}
+                                                       for t in v]}
+                       for k, v in sorted(copies.items(), key=lambda kv: min(t.hash for t in kv[1]))],
+        })
+    return out

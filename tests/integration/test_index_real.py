@@ -1,0 +1,387 @@
+"""The torrent index against a real qbittorrent-nox and real zfs-fuse pools.
+
+Each test syncs through the real ``sync/maindata`` feed and checks what the index stores,
+what an incremental sync sees, and what ``qbhook torrents`` / ``dupes --payloads`` answer,
+including with qBittorrent stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from qbhook.catalog.store import Catalog
+from qbhook.catalog.torrents import TorrentIndex
+from qbhook.cli import main
+from qbhook.indexer import sync_client
+from qbhook.qbt.client import QbtClient
+from qbhook.qbt.pathmap import PathMap
+from qbhook.sandbox.torrents import add_and_wait_seeding, make_torrent, write_payload
+
+pytestmark = pytest.mark.integration
+
+SEED = "data/media/torrents/seeding"
+
+
+@pytest.fixture
+def bed(pools, qbt, qbt_client, tmp_path):
+    stash, pool = pools["stash"], pools["pool"]
+    for p in (stash, pool):
+        (p / SEED).mkdir(parents=True, exist_ok=True)
+    cfg = {
+        "catalog": str(tmp_path / "catalog.sqlite"),
+        "pools": {"stash": {"path": str(stash), "role": "primary"}, "pool": {"path": str(pool), "role": "cold"}},
+        "seeding_roots": {"stash": str(stash / SEED), "pool": str(pool / SEED)},
+        # identity mappings of the two pools only: anything else is unmappable
+        "qbittorrent": {"name": "qbt", "url": qbt.url, "username": "admin", "password": qbt.password,
+                        "path_map": [{"client": str(stash), "host": str(stash)},
+                                     {"client": str(pool), "host": str(pool)}]},
+        "scan": {"settle_seconds": 0},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+
+    class Bed:
+        config = path
+        catalog_path = tmp_path / "catalog.sqlite"
+        torrents = tmp_path / "torrents"
+        stash_seed = stash / SEED
+        pool_seed = pool / SEED
+        pm = PathMap([(str(stash), str(stash)), (str(pool), str(pool))])
+
+        def client(self):
+            return QbtClient("qbt", qbt.url, "admin", qbt.password, self.pm, retries=1)
+
+        def catalog(self):
+            return Catalog.open(self.catalog_path, marker_roots=[stash, pool])
+
+        def add(self, save, name, files, seed=0, **kw):
+            write_payload(save, {f"{name}/{rel}": size for rel, size in files.items()}, seed=seed)
+            data = make_torrent(save / name, self.torrents / f"{name}-{time.monotonic_ns()}.torrent",
+                                piece_size=64 * 1024)
+            return add_and_wait_seeding(qbt_client, data, save, **kw)
+
+        def run(self, *args):
+            return CliRunner().invoke(main, ["--config", str(path), *args], catch_exceptions=False)
+
+    return Bed()
+
+
+def _row(cat, h):
+    return next(t for t in TorrentIndex(cat.conn).torrents(include_gone=True) if t.hash == h)
+
+
+def test_added_changed_removed_follow_the_incremental_feed(bed, qbt_client):
+    h = bed.add(bed.stash_seed, "Show.A", {"e01.mkv": 100_000, "e02.mkv": 50_000})
+    cat, client = bed.catalog(), bed.client()
+    rep = sync_client(cat, client)
+    assert rep.mode == "full" and rep.added == 1 and rep.files_fetched == 1
+    t = _row(cat, h)
+    assert t.name == "Show.A" and t.save_path == str(bed.stash_seed) and t.state in ("stalledUP", "uploading")
+    assert t.files == 2 and t.gone_at is None and t.map_error is None
+    files = TorrentIndex(cat.conn).files("qbt", h)
+    assert [(f[1], f[2]) for f in files] == [("Show.A/e01.mkv", 100_000), ("Show.A/e02.mkv", 50_000)]
+
+    # Unchanged: an incremental answer with nothing in it, no file list fetched.
+    rep = sync_client(cat, client)
+    assert rep.mode == "incremental" and rep.changed == 0 and rep.files_fetched == 0
+
+    # Category and tag: seen by the next sync, no file list needed.
+    qbt_client.torrents_create_category(name="tv")
+    qbt_client.torrents_set_category(category="tv", torrent_hashes=h)
+    qbt_client.torrents_add_tags(tags="keep", torrent_hashes=h)
+    rep = sync_client(cat, client)
+    assert rep.mode == "incremental" and rep.changed == 1 and rep.files_fetched == 0
+    t = _row(cat, h)
+    assert t.category == "tv" and t.tags == ("keep",)
+
+    # Save path change (qBittorrent moves the data): the file list is re-read under the new path.
+    dest = bed.stash_seed / "moved"
+    dest.mkdir()
+    qbt_client.torrents_set_location(location=str(dest), torrent_hashes=h)
+    deadline = time.monotonic() + 30
+    while qbt_client.torrents_info(torrent_hashes=h)[0]["save_path"].rstrip("/") != str(dest):
+        assert time.monotonic() < deadline, "setLocation did not finish"
+        time.sleep(0.1)
+    rep = sync_client(cat, client)
+    assert rep.mode == "incremental" and rep.files_fetched == 1
+    assert _row(cat, h).save_path == str(dest)
+    assert [f[4] for f in TorrentIndex(cat.conn).files("qbt", h)] == [
+        os.fsencode(dest / "Show.A/e01.mkv"), os.fsencode(dest / "Show.A/e02.mkv")]
+
+    # Removed: marked gone, row kept.
+    qbt_client.torrents_delete(delete_files=False, torrent_hashes=h)
+    deadline = time.monotonic() + 10
+    while qbt_client.torrents_info(torrent_hashes=h):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    rep = sync_client(cat, client)
+    assert rep.gone == 1
+    assert _row(cat, h).gone_at is not None
+    assert TorrentIndex(cat.conn).torrents() == []
+
+
+def test_qbittorrent_restart_gives_a_full_resync(bed, qbt):
+    h = bed.add(bed.stash_seed, "Film.B", {"film.mkv": 80_000})
+    cat, client = bed.catalog(), bed.client()
+    assert sync_client(cat, client).mode == "full"
+    assert sync_client(cat, client).mode == "incremental"
+    qbt.restart()
+    # The same client object: its rid means nothing to the new qBittorrent, which says full_update.
+    rep = sync_client(cat, client)
+    assert rep.mode == "full" and rep.gone == 0 and rep.added == 0
+    assert rep.files_fetched == 0          # the full listing is diffed: no file list re-read
+    assert _row(cat, h).gone_at is None
+    assert sync_client(cat, client).mode == "incremental"
+
+
+def test_index_survives_a_qbhook_restart_and_answers_with_qbittorrent_stopped(bed, qbt):
+    h = bed.add(bed.stash_seed, "Album.C", {"01.flac": 30_000, "02.flac": 20_000}, category=None)
+    r = bed.run("--json", "torrents")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)["torrents"]
+    assert [t["hash"] for t in rows] == [h] and rows[0]["pool"] == "stash"
+
+    # A new process: qBittorrent keeps sync state per login session, so it gets a full listing,
+    # which is diffed against the stored index: nothing added, no file list fetched again.
+    rep = sync_client(bed.catalog(), bed.client())
+    assert rep.added == 0 and rep.files_fetched == 0 and rep.gone == 0
+
+    qbt.stop()
+    r = bed.run("--json", "torrents", "--pool", "stash")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert [t["hash"] for t in data["torrents"]] == [h]
+    assert data["torrents"][0]["files"] == 2
+    assert any("cannot sync" in p and "qbt" in p for p in data["problems"])
+    assert data["index"]["qbt"]["synced_at"] is not None
+    # the human form says so on stderr, in one line, and how old the answer is
+    r = bed.run("torrents")
+    assert r.exit_code == 0 and "cannot sync" in r.stderr and "synced" in r.stderr and "Traceback" not in r.output
+
+
+def test_one_payload_under_two_layouts_one_content_id_two_tree_ids(bed):
+    a = bed.add(bed.stash_seed, "Pack", {"x.bin": 70_000, "sub/y.bin": 40_000}, seed=7)
+    # The same bytes copied (not linked) to the cold pool under another layout.
+    other = bed.pool_seed / "Pack.Other"
+    (other / "deep").mkdir(parents=True)
+    shutil.copyfile(bed.stash_seed / "Pack/x.bin", other / "deep/x.bin")
+    shutil.copyfile(bed.stash_seed / "Pack/sub/y.bin", other / "y.bin")
+    data = make_torrent(other, bed.torrents / "other.torrent", piece_size=64 * 1024)
+    from qbhook.sandbox.torrents import add_and_wait_seeding as add
+    b = add(bed.client()._api, data, bed.pool_seed)
+    # A hardlinked cross-seed of the first, under a third layout: the same stored copy.
+    xs = bed.stash_seed / "Pack.XS"
+    xs.mkdir()
+    os.link(bed.stash_seed / "Pack/x.bin", xs / "x.bin")
+    os.link(bed.stash_seed / "Pack/sub/y.bin", xs / "y.bin")
+    c = add(bed.client()._api, make_torrent(xs, bed.torrents / "xs.torrent", piece_size=64 * 1024), bed.stash_seed)
+
+    # Before hashing: no ids, and the index says how far hashing got.
+    r = bed.run("--json", "torrents")
+    rows = {t["hash"]: t for t in json.loads(r.stdout)["torrents"]}
+    assert rows[a]["content_id"] is None and rows[a]["ids_complete"] is False
+
+    assert bed.run("scan", "--hash").exit_code == 0
+    r = bed.run("--json", "torrents")
+    rows = {t["hash"]: t for t in json.loads(r.stdout)["torrents"]}
+    assert rows[a]["content_id"] == rows[b]["content_id"] == rows[c]["content_id"] is not None
+    assert len({rows[a]["tree_id"], rows[b]["tree_id"], rows[c]["tree_id"]}) == 3
+    assert rows[a]["files_resolved"] == 2 and rows[a]["files_hashed"] == 2
+    # a and its hardlinked cross-seed share inodes: one payload group; b is apart
+    assert rows[a]["group"] == rows[c]["group"] != rows[b]["group"]
+
+    r = bed.run("--json", "dupes", "--payloads")
+    assert r.exit_code == 0, r.output
+    sets = json.loads(r.stdout)["payloads"]
+    assert len(sets) == 1
+    s = sets[0]
+    assert s["copies"] == 2 and s["layouts"] == 3 and s["size"] == 110_000
+    assert s["reclaimable_bytes"] == 110_000
+    assert sorted(len(x["torrents"]) for x in s["stored"]) == [1, 2]
+
+    # A member's content changes: its hash is no longer valid, the ids go with it.
+    with open(other / "y.bin", "r+b") as f:
+        f.write(b"changed")
+    assert bed.run("scan").exit_code == 0
+    rows = {t["hash"]: t for t in json.loads(bed.run("--json", "torrents").stdout)["torrents"]}
+    assert rows[b]["content_id"] is None and rows[b]["files_hashed"] == 1
+    assert json.loads(bed.run("--json", "dupes", "--payloads").stdout)["payloads"] == []
+
+
+def test_unmappable_torrent_gets_a_row_with_the_reason(bed, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    h = bed.add(outside, "Stray", {"s.bin": 10_000})
+    ok = bed.add(bed.stash_seed, "Fine", {"f.bin": 10_000})
+    r = bed.run("--json", "torrents")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    rows = {t["hash"]: t for t in data["torrents"]}
+    assert rows[ok]["map_error"] is None and rows[ok]["pool"] == "stash"
+    stray = rows[h]
+    assert stray["save_path"] is None and stray["pool"] is None
+    assert "under no path_map prefix" in stray["map_error"] and stray["client_save_path"] == str(outside)
+    assert stray["files"] == 1 and stray["files_resolved"] == 0
+    assert any(h in p for p in data["problems"])
+
+
+def test_corrupt_index_is_rebuilt_with_a_clear_message(bed):
+    h = bed.add(bed.stash_seed, "Doc.D", {"d.mkv": 20_000})
+    assert bed.run("torrents").exit_code == 0
+    cat = bed.catalog()
+    cat.conn.execute("UPDATE torrents SET raw = 'not json{' WHERE hash = ?", (h,))
+    cat.conn.execute("PRAGMA foreign_keys = OFF")
+    cat.conn.execute("INSERT INTO torrent_files(torrent, idx, rel, size, priority) VALUES (999, 0, 'x', 1, 1)")
+    cat.close()
+    r = bed.run("--json", "torrents")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert any("inconsistent" in p and "rebuilt from the client" in p for p in data["problems"])
+    assert [t["hash"] for t in data["torrents"]] == [h] and data["torrents"][0]["files"] == 1
+    assert data["index"]["qbt"]["mode"] == "full"
+    cat = bed.catalog()
+    assert cat.conn.execute("SELECT count(*) FROM torrent_files WHERE torrent = 999").fetchone()[0] == 0
+    # and the next sync is an ordinary one: nothing to rebuild, nothing re-read
+    rep = sync_client(cat, bed.client())
+    assert rep.rebuilt is None and rep.files_fetched == 0 and rep.added == 0
+
+
+class _Counter:
+    """Counts the HTTP requests a QbtClient really sends (a hook on its requests session)."""
+
+    def __init__(self, client: QbtClient):
+        self.n = 0
+        self.paths: list[str] = []
+        client.version()                       # log in first: the session exists from here on
+        client._api._session.hooks["response"].append(self._hook)
+
+    def _hook(self, r, *a, **k):
+        self.n += 1
+        self.paths.append(r.request.path_url.split("?")[0])
+
+
+def test_sweep_plans_from_the_index_and_records_decisions(bed):
+    from qbhook.config import load_config
+    from qbhook.worker import sweep
+    hs = [bed.add(bed.stash_seed, f"Seed.{i}", {"a.bin": 20_000 + i, "b.bin": 10_000}, seed=i) for i in range(3)]
+    cfg = load_config(bed.config)
+    cat, client = bed.catalog(), bed.client()
+    count = _Counter(client)
+    first = sweep(cfg, cat, [client])
+    assert first["index_listing"] == "index" and first["index"][0]["files_fetched"] == 3
+    count.n, count.paths = 0, []
+    second = sweep(cfg, cat, [client])
+    # one sync/maindata, no file list, no torrents/info: the snapshot's files came from the index
+    assert second["index"][0]["mode"] == "incremental" and second["index"][0]["files_fetched"] == 0
+    assert "/api/v2/torrents/files" not in count.paths and count.n <= 10, count.paths
+    assert first["plan"] == second["plan"]
+    rows = {t.hash: t for t in TorrentIndex(cat.conn).torrents()}
+    assert set(rows) == set(hs)
+    # every torrent carries the decision and group of the sweep's plan
+    assert all(t.decision and t.group_id and t.decided_at for t in rows.values())
+    r = bed.run("--json", "torrents", "--offline", "--decision", rows[hs[0]].decision)
+    assert hs[0] in {t["hash"] for t in json.loads(r.stdout)["torrents"]}
+
+
+def test_an_event_indexes_just_its_torrent_without_extra_requests(bed):
+    from types import SimpleNamespace
+
+    from qbhook.config import load_config
+    from qbhook.worker import handle_job
+    a = bed.add(bed.stash_seed, "Ev.A", {"x.bin": 30_000}, seed=1)
+    b = bed.add(bed.stash_seed, "Ev.B", {"y.bin": 30_000}, seed=2)
+    cfg = load_config(bed.config)
+    cat, client = bed.catalog(), bed.client()
+    handle_job(cfg, cat, [client], SimpleNamespace(id=1, hashes=[a], paths=[]))
+    rows = {t.hash: t for t in TorrentIndex(cat.conn).torrents()}
+    assert set(rows) == {a}                    # b was not part of the job: not touched
+    assert rows[a].files == 1 and rows[a].decision is not None and rows[a].save_path == str(bed.stash_seed)
+    # the next sync takes the client's full record over the event's row, without re-reading files
+    rep = sync_client(cat, client)
+    assert rep.added == 1 and rep.files_fetched == 1       # only b's list
+    assert {t.hash for t in TorrentIndex(cat.conn).torrents()} == {a, b}
+    assert _row(cat, a).client_save_path == str(bed.stash_seed)
+
+
+def test_explain_answers_from_the_index_with_qbittorrent_stopped(bed, qbt):
+    from qbhook.config import load_config
+    from qbhook.worker import sweep
+    h = bed.add(bed.stash_seed, "Gone.Dark", {"g.mkv": 40_000, "g.nfo": 500}, seed=3)
+    cfg = load_config(bed.config)
+    cat = bed.catalog()
+    sweep(cfg, cat, [bed.client()])
+    decided = _row(cat, h).decision
+    qbt.stop()
+    r = bed.run("--json", "explain", h)
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["source"] == "index" and "cannot reach qBittorrent" in d["why"]
+    assert d["group"]["decision"] == decided is not None and d["group"]["decided_at"]
+    (t,) = d["torrents"]
+    assert t["hash"] == h and t["index_age_s"] is not None
+    assert {f["rel"]: f["live"]["nlink"] for f in t["files"]} == {"Gone.Dark/g.mkv": 1, "Gone.Dark/g.nfo": 1}
+    assert all(f["live"]["same_inode"] for f in t["files"])
+    # human form: one note on stderr, the answer on stdout, no traceback
+    r = bed.run("explain", h)
+    assert r.exit_code == 0 and "from the torrent index" in r.stderr and "last decision" in r.stdout
+    # a hash the index never saw: one line, the unknown-torrent exit code
+    r = bed.run("explain", "f" * 40)
+    assert r.exit_code != 0 and "not in the torrent index" in r.stderr and "Traceback" not in r.output
+
+
+def test_sweep_from_the_index_decides_like_a_live_listing(pools, qbt, qbt_client, tmp_path, monkeypatch):
+    """The realistic scenario (library links, cross-seeds, conflicts, outside roots): planning
+    from the index's file lists gives the same groups and decisions as listing every torrent live."""
+    import qbhook.indexer as indexer_mod
+    from qbhook.config import load_config
+    from qbhook.sandbox.scenario import Scenario
+    from qbhook.worker import sweep
+    sc = Scenario(stash=pools["stash"], pool=pools["pool"], torrent_dir=tmp_path / "torrents").build_all(qbt_client)
+    cfgp = tmp_path / "config.yaml"
+    cfgp.write_text(yaml.safe_dump(sc.config_dict(tmp_path / "catalog.sqlite", qbt.url)))
+    cfg = load_config(cfgp)
+    cat = Catalog.open(cfg.catalog, marker_roots=[p.path for p in cfg.pools])
+    client = QbtClient("default", qbt.url, "admin", "adminadmin", retries=1)
+    sweep(cfg, cat, [client])
+    indexed = sweep(cfg, cat, [client])
+    assert indexed["index_listing"] == "index" and indexed["index"][0]["files_fetched"] == 0
+    monkeypatch.setattr(indexer_mod, "snapshot_view", lambda *a, **k: None)
+    live = sweep(cfg, cat, [client])
+    assert live["index_listing"] == "live"
+
+    def decisions(out):
+        return sorted((g["group_id"], g["action"], g["reason"]) for g in out["pending"])
+    assert indexed["plan"] == live["plan"]
+    assert decisions(indexed) == decisions(live) and len(decisions(live)) >= 4
+    cat.close()
+
+
+def test_explain_after_a_recent_full_scan_does_not_walk_the_pools(bed, monkeypatch):
+    from qbhook import scanner
+    h = bed.add(bed.stash_seed, "Lib.E", {"e.mkv": 30_000}, seed=5)
+    lib = bed.stash_seed.parent.parent / "movies" / "E.mkv"
+    lib.parent.mkdir(parents=True)
+    os.link(bed.stash_seed / "Lib.E/e.mkv", lib)
+    calls = []
+    real = scanner.scan_pool
+    monkeypatch.setattr(scanner, "scan_pool", lambda *a, **k: calls.append(a[1].name) or real(*a, **k))
+    # never scanned: explain scans both pools first, and names the library link
+    r = bed.run("explain", h)
+    assert r.exit_code == 0, r.output
+    assert sorted(calls) == ["pool", "stash"] and "pools scanned now" in r.stderr
+    assert "STAY" in r.output and "E.mkv" in r.output
+    # scanned a moment ago: no walk, same decision, and it says what it relied on
+    calls.clear()
+    r = bed.run("--json", "explain", h)
+    assert calls == [] and "full scan" in json.loads(r.stdout)["catalog"]
+    assert json.loads(r.stdout)["group"]["action"] == "stay"
+    # too old for the caller: scanned again
+    r = bed.run("explain", h, "--max-scan-age", "0")
+    assert sorted(calls) == ["pool", "stash"]
