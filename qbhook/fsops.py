@@ -256,11 +256,11 @@ def _open_root(root: bytes) -> Dir:
     return Dir(fd, root.rstrip(b"/") or b"/", st.st_dev, st, root)
 
 
-def _walk(root: bytes, parts: list[bytes], *, create: bool = False, same_fs: bool = True) -> Dir:
+def _walk(root: bytes, parts: list[bytes], *, create: bool = False, same_fs: bool = True, own: bool = False) -> Dir:
     d = _open_root(root)
     try:
         for name in parts:
-            nxt = d.sub(name, create=create, same_fs=same_fs)
+            nxt = d.sub(name, create=create, same_fs=same_fs, own=own)
             d.close()
             d = nxt
     except BaseException:
@@ -866,16 +866,7 @@ def _safe_unlink_at(parent: Dir, name: bytes, path_s: str, root: bytes, parts: l
 
 def _open_holding(root: bytes, run, rel_dirs: list[bytes], *, create: bool) -> Dir:
     """``<root>/.qbhook-holding/<run>/<rel_dirs...>``: qbhook's own folders, each verified (0700, ours, same fs)."""
-    d = _open_root(root)
-    try:
-        for name in [HOLDING_DIR.encode(), os.fsencode(str(run)), *rel_dirs]:
-            nxt = d.sub(name, create=create, own=True)
-            d.close()
-            d = nxt
-    except BaseException:
-        d.close()
-        raise
-    return d
+    return _walk(root, [HOLDING_DIR.encode(), os.fsencode(str(run)), *rel_dirs], create=create, own=True)
 
 
 def _hold(parent: Dir, name: bytes, path_s: str, st: os.stat_result, root: bytes, parts: list[bytes], run) -> str:

@@ -36,6 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from qbhook.catalog.db import Tx
+from qbhook.grouping import components
 from qbhook.grouping import group_id as make_group_id
 
 TORRENTS_DDL = """
@@ -364,33 +365,23 @@ class TorrentIndex:
         for tid, inst, h in self.conn.execute("SELECT id, instance, hash FROM torrents WHERE gone_at IS NULL"):
             pos[tid] = len(keys)
             keys.append((inst, h))
-        parent = list(range(len(keys)))
-
-        def find(i: int) -> int:
-            while parent[i] != i:
-                parent[i] = parent[parent[i]]
-                i = parent[i]
-            return i
-
-        owner: dict[object, int] = {}
         cur = self.conn.execute("SELECT f.torrent, f.path, f.inode FROM torrent_files f JOIN torrents t "
                                 "ON t.id = f.torrent WHERE t.gone_at IS NULL")
-        while rows := cur.fetchmany(10000):
-            for tid, path, inode in rows:
-                i = pos[tid]
-                for k in (path, ("i", inode) if inode is not None else None):
-                    if k is None:
-                        continue
-                    j = owner.setdefault(k, i)
-                    if j != i:
-                        a, b = find(i), find(j)
-                        if a != b:
-                            parent[max(a, b)] = min(a, b)
+
+        def keyed():
+            while rows := cur.fetchmany(10000):
+                for tid, path, inode in rows:
+                    if path is not None:
+                        yield pos[tid], path
+                    if inode is not None:
+                        yield pos[tid], ("i", inode)
+
+        roots = components(len(keys), keyed())   # the planner's group rule, one home
         members: dict[int, list[str]] = defaultdict(list)
         for i, (_inst, h) in enumerate(keys):
-            members[find(i)].append(h)
+            members[roots[i]].append(h)
         ids = {root: make_group_id(hs) for root, hs in members.items()}
-        return {k: ids[find(i)] for i, k in enumerate(keys)}
+        return {k: ids[roots[i]] for i, k in enumerate(keys)}
 
     def inode_sets(self) -> dict[tuple[str, str], frozenset[int]]:
         """(instance, hash) -> the catalog inodes its files resolve to (present torrents)."""
