@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ctypes
-import os
 import signal
 import socket
 import subprocess
@@ -12,6 +11,8 @@ import urllib.request
 from pathlib import Path
 
 import qbittorrentapi
+
+from qbhook.sandbox.daemon import SupervisedDaemon
 
 USERNAME = "admin"
 PASSWORD = "adminadmin"
@@ -74,7 +75,7 @@ def _supports_confirm_legal_notice() -> bool:
     return "confirm-legal-notice" in res.stdout + res.stderr
 
 
-class QbtInstance:
+class QbtInstance(SupervisedDaemon):
     """One qbittorrent-nox process with its own profile folder and WebUI port."""
 
     username = USERNAME
@@ -99,7 +100,7 @@ class QbtInstance:
     def downloads_dir(self) -> Path:
         return self.profile_dir / "downloads"
 
-    def start(self, profile_dir: Path, port: int | None = None, timeout: float = 30.0) -> "QbtInstance":
+    def start(self, profile_dir: Path, port: int | None = None, timeout: float = 30.0) -> QbtInstance:
         self.profile_dir = Path(profile_dir).resolve()
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -156,30 +157,3 @@ class QbtInstance:
         )
         c.auth_log_in()
         return c
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """Graceful exit (SIGTERM: qBittorrent saves resume data), then SIGKILL."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._close_log()
-
-    def kill(self) -> None:
-        """SIGKILL, like a crash or an OOM kill: nothing gets saved."""
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        self._close_log()
-
-    def restart(self, timeout: float = 30.0) -> None:
-        """Stop (if running) and start again on the same profile and port."""
-        self.stop()
-        self._launch(timeout)
-
-    def _close_log(self) -> None:
-        if self._log:
-            self._log.close()
-            self._log = None

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from qbhook.clients.scgi import ScgiRpc, ScgiUnreachable
+from qbhook.sandbox.daemon import SupervisedDaemon
 from qbhook.sandbox.qbt import free_port
 
 __all__ = ["RtorrentInstance", "load_torrent", "rc_text"]
@@ -53,7 +54,7 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-class RtorrentInstance:
+class RtorrentInstance(SupervisedDaemon):
     """One rtorrent process with its own session folder and SCGI socket."""
 
     def __init__(self) -> None:
@@ -148,35 +149,12 @@ class RtorrentInstance:
                 pass
         return "\n".join(out)
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """Normal shutdown (session saved), then SIGTERM, then SIGKILL."""
-        if self.proc and self.proc.poll() is None:
-            try:
-                self.rpc(timeout=5).call("system.shutdown.normal")
-            except (ScgiUnreachable, xmlrpc.client.Fault):
-                self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._close_log()
-
-    def kill(self) -> None:
-        """SIGKILL, like a crash or an OOM kill."""
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        self._close_log()
-
-    def restart(self, timeout: float = 30.0) -> None:
-        """Stop (if running) and start again on the same session, rc and socket."""
-        self.stop()
-        self._launch(timeout)
-
-    def _close_log(self) -> None:
-        if self._log:
-            self._log.close()
-            self._log = None
+    def _ask_to_exit(self) -> None:
+        """Normal shutdown over XML-RPC (the session is saved), else SIGTERM."""
+        try:
+            self.rpc(timeout=5).call("system.shutdown.normal")
+        except (ScgiUnreachable, xmlrpc.client.Fault):
+            self.proc.terminate()
 
     # torrents -----------------------------------------------------------
     def remove_all(self) -> None:
