@@ -51,8 +51,8 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int, int, str]]:
 def _wait_complete(client: RtorrentClient, h: str, timeout: float = 60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        t = client.torrent(h)
-        if t.is_complete and not t.is_checking:
+        t = client.find(h)   # None for a moment: load.raw_start may return before the item is listed
+        if t is not None and t.is_complete and not t.is_checking:
             return t
         time.sleep(0.1)
     raise TimeoutError(f"{h} not complete: {client.torrent(h)}")
