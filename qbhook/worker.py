@@ -63,7 +63,7 @@ def torrents_touching(cfg: Config, catalog: Catalog, infos, paths, rejected: lis
     A path that cannot be made canonical, or that goes through a symlink below its pool's
     root, is not looked up nor recorded; its reason is appended to ``rejected``.
     """
-    roots = [str(p.seeding_root) for p in cfg.pools]
+    roots = [str(r) for r in cfg.seeding_roots]
     by_content: dict[str, list] = {}
     for t in infos:
         by_content.setdefault(posixpath.normpath(t.content_path or t.save_path), []).append(t.hash)

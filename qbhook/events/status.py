@@ -275,12 +275,14 @@ def catalog_breakdown(conn: sqlite3.Connection, pools: Iterable[PoolConfig]) -> 
     """pool name -> {library, duplicated, seed_only, other: bytes}, each inode counted once."""
     out: dict[str, dict[str, int]] = {}
     for p in pools:
-        prefix = os.fsencode(os.path.normpath(str(p.seeding_root))) + b"/"
+        # A link under any of the pool's seeding roots is a seeding link.
+        prefixes = [os.fsencode(os.path.normpath(str(r))) + b"/" for r in p.seeding_roots]
+        seed_expr = " + ".join(f"(substr(pa.path, 1, {len(x)}) = :prefix{i})" for i, x in enumerate(prefixes))
         row = conn.execute(
             f"""
             WITH per_inode AS (
                 SELECT i.id, i.size, i.nlink, i.hash,
-                       SUM(substr(pa.path, 1, :n) = :prefix) AS seed_links,
+                       SUM({seed_expr}) AS seed_links,
                        ({HASH_VALID}) AS hashed
                 FROM paths pa JOIN inodes i ON i.id = pa.inode
                 WHERE pa.pool = :pool
@@ -297,7 +299,7 @@ def catalog_breakdown(conn: sqlite3.Connection, pools: Iterable[PoolConfig]) -> 
                 COALESCE(SUM(CASE WHEN seed_links = 0 THEN size END), 0)
             FROM per_inode
             """,
-            {"n": len(prefix), "prefix": prefix, "pool": p.name},
+            {"pool": p.name, **{f"prefix{i}": x for i, x in enumerate(prefixes)}},
         ).fetchone()
         library, duplicated, seed_all, other = (int(v) for v in row)
         out[p.name] = {"library": library, "duplicated": duplicated, "seed_only": seed_all - duplicated,
