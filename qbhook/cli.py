@@ -258,4 +258,4 @@ def find(app: App, path):
 
 
 # Subcommands live in their own modules (heavy imports stay inside the commands).
-from qbhook import cli_apply, cli_demo, cli_events, cli_plan, cli_torrents  # noqa: F401  (register on `main`)
+from qbhook import cli_apply, cli_demo, cli_events, cli_orphans, cli_plan, cli_torrents  # noqa: F401  (register on `main`)

@@ -65,6 +65,7 @@ __all__ = [
     "HeldLink",
     "copy_verified",
     "file_matches",
+    "hold_unreferenced",
     "holding_path",
     "link_into",
     "make_empty",
@@ -886,6 +887,47 @@ def _hold(parent: Dir, name: bytes, path_s: str, st: os.stat_result, root: bytes
                 raise UnsafeOperation(f"cannot hold {path_s}: {target} already holds another file") from None
         os.unlink(name, dir_fd=parent.fd)
     return os.fsdecode(target)
+
+
+def hold_unreferenced(path, *, ino: int, size: int, max_nlink: int, mtime_ns: int, roots, run) -> dict:
+    """Move one file no torrent references into ``<root>/.qbhook-holding/<run>/`` (never deletes it).
+
+    Right before acting, through verified folder descriptors below one of ``roots`` (no
+    symlink, no other filesystem): the entry is still a regular file, inode ``ino``, ``size``
+    bytes, not written since (``mtime_ns``), and has no more than ``max_nlink`` links (a link
+    made since the decision, by a library or a new torrent, stops it). A path already gone
+    is ``absent``, or ``held`` if an earlier attempt held it. Returns ``{status, held_at}``.
+    """
+    path_s = os.fsdecode(_p(path))
+    try:
+        root, parts = _split_under(path, roots)
+    except UnsafeOperation as e:
+        raise UnsafeOperation(f"refusing to hold {path_s}: not inside a seeding root: {e.message}") from None
+    own = {HOLDING_DIR.encode(), STAGING_DIR.encode()}
+    if not parts or own.intersection(parts[:-1]):
+        raise UnsafeOperation(f"refusing to hold {path_s}: a seeding root or one of qbhook's own folders")
+    try:
+        parent = _walk(root, parts[:-1])
+    except (FileNotFoundError, NotADirectoryError):
+        return _absent(root, parts, ino, run)
+    except UnsafeOperation as e:
+        raise UnsafeOperation(f"refusing to hold {path_s}: {e.message}", hint=e.hint) from None
+    with parent:
+        st = parent.lstat(parts[-1])
+        if st is None:
+            return _absent(root, parts, ino, run)
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise UnsafeOperation(f"refusing to hold {path_s}: not a regular file")
+        if (st.st_ino, st.st_size) != (ino, size):
+            raise UnsafeOperation(f"refusing to hold {path_s}: no longer the file decided on "
+                                  f"(inode {st.st_ino}, {st.st_size} bytes)", hint="list orphans again")
+        if st.st_mtime_ns != mtime_ns:
+            raise UnsafeOperation(f"refusing to hold {path_s}: written since it was listed")
+        if st.st_nlink > max_nlink:
+            raise UnsafeOperation(f"refusing to hold {path_s}: it has {st.st_nlink} links now, "
+                                  f"{max_nlink} when listed (a library or a torrent links it)")
+        held = _hold(parent, parts[-1], path_s, st, root, parts, run)
+    return {"status": "held", "bytes_freed": 0, "held_at": held, "dev": st.st_dev}
 
 
 @dataclass(frozen=True)
