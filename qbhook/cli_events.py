@@ -72,6 +72,7 @@ def status(app: App):
         counts = queue.counts()
         stuck = queue.ready_since(STUCK_AFTER_S)
         unfinished = [r.id for r in Journal(conn).unfinished_runs()]
+        leftover_views = [v["path"] for _sid, v in Journal(conn).leftover_views()]
         catalog_counts = app.catalog.counts()
     pools = {}
     for p in app.cfg.pools:
@@ -100,6 +101,7 @@ def status(app: App):
         "recent_runs": [{"id": r.id, "status": r.status, "trigger": r.trigger, "started_at": r.started_at,
                          "finished_at": r.finished_at, "summary": r.summary} for r in runs],
         "unfinished_runs": unfinished,
+        "leftover_views": leftover_views,     # views of rolled-back groups, removed by the next apply/sweep
         "pools": pools,
         "catalog": catalog_counts,
     }
@@ -124,6 +126,9 @@ def status(app: App):
             click.echo("last sweep: never (run `qbhook sweep`)")
         if d["unfinished_runs"]:
             click.echo(f"UNFINISHED runs: {d['unfinished_runs']} (run `qbhook resume`)")
+        if d["leftover_views"]:
+            click.echo(f"{len(d['leftover_views'])} leftover view file(s) of rolled-back groups "
+                       "(the next `apply --yes` or sweep removes them once verified)")
         for r in d["recent_runs"]:
             click.echo(f"run {r['id']}: {r['status']} ({r['trigger']}, {_when(r['started_at'])})")
         for name, p in d["pools"].items():

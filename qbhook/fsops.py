@@ -72,6 +72,7 @@ __all__ = [
     "pid_alive",
     "prune_empty_dirs",
     "purge_holding",
+    "remove_leftover_view",
     "safe_unlink",
     "sync_filesystem",
     "verify_file",
@@ -928,6 +929,56 @@ def hold_unreferenced(path, *, ino: int, size: int, max_nlink: int, mtime_ns: in
                                   f"{max_nlink} when listed (a library or a torrent links it)")
         held = _hold(parent, parts[-1], path_s, st, root, parts, run)
     return {"status": "held", "bytes_freed": 0, "held_at": held, "dev": st.st_dev}
+
+
+def remove_leftover_view(path, *, ino: int, size: int, keep, blake3_hex, roots, keep_roots=(), catalog=None) -> dict:
+    """Unlink one view file a rolled-back group left behind, only if it is still qbhook's and redundant.
+
+    Re-checked right before, through verified folder descriptors below one of ``roots``:
+    ``path`` is still the recorded inode and size; its content lives elsewhere: either
+    ``keep`` is the same inode (a linked view: only a name goes), or the view is a copy
+    nobody linked since (one link) and ``keep`` (below ``roots`` or ``keep_roots``) holds the
+    same verified content; an empty file needs no copy. ``absent`` if already gone.
+    """
+    path_s = os.fsdecode(_p(path))
+    root, parts = _split_under(path, roots)
+    if not parts or HOLDING_DIR.encode() in parts[:-1]:
+        raise UnsafeOperation(f"refusing to remove {path_s}: not a view below a seeding root")
+    try:
+        parent = _walk(root, parts[:-1])
+    except (FileNotFoundError, NotADirectoryError):
+        return {"status": "absent"}
+    with parent:
+        st = parent.lstat(parts[-1])
+        if st is None:
+            return {"status": "absent"}
+        if not stat_mod.S_ISREG(st.st_mode) or (st.st_ino, st.st_size) != (ino, size):
+            raise UnsafeOperation(f"refusing to remove {path_s}: it is no longer the view qbhook made")
+        if size and keep is not None:
+            try:
+                kdir, kname, _kp = _open_parent(keep, tuple(roots) + tuple(keep_roots), same_fs=False)
+            except (FileNotFoundError, NotADirectoryError):
+                raise UnsafeOperation(f"refusing to remove {path_s}: its source {keep} is gone") from None
+            with kdir:
+                kst = kdir.lstat(kname)
+                if kst is None:
+                    raise UnsafeOperation(f"refusing to remove {path_s}: its source {keep} is gone")
+                same = (kst.st_dev, kst.st_ino) == (st.st_dev, st.st_ino)
+                if not same:
+                    if st.st_nlink != 1:
+                        raise UnsafeOperation(f"refusing to remove {path_s}: linked elsewhere since it was made")
+                    problem = _check_file(kdir, kname, size, _digest(blake3_hex, size), catalog)
+                    if problem:
+                        raise VerificationFailed(f"refusing to remove {path_s}: its source does not verify: {problem}")
+        elif size or st.st_nlink != 1:
+            raise UnsafeOperation(f"refusing to remove {path_s}: no other copy of its content is known")
+        last = parent.lstat(parts[-1])
+        if last is None:
+            return {"status": "absent"}
+        if (last.st_ino, last.st_nlink, last.st_size) != (st.st_ino, st.st_nlink, st.st_size):
+            raise UnsafeOperation(f"refusing to remove {path_s}: it changed during the checks")
+        os.unlink(parts[-1], dir_fd=parent.fd)
+    return {"status": "removed", "bytes_freed": size if st.st_nlink == 1 else 0}
 
 
 @dataclass(frozen=True)

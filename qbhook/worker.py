@@ -26,6 +26,7 @@ from qbhook.errors import PathMapError, QbhookError, QueueError, UnknownTorrent
 from qbhook.events.queue import JobQueue
 from qbhook.events.queue import worker_id as queue_worker_id
 from qbhook.facts import ancestors
+from qbhook.leftovers import remove_leftover_views
 from qbhook.planner import make_plan, tag_changes
 from qbhook.qbt.pathmap import PathMap, normalize
 from qbhook.scanner import scan_pool
@@ -145,6 +146,8 @@ def handle_job(cfg: Config, catalog: Catalog, clients, job, *, executor=None) ->
 def sweep(cfg: Config, catalog: Catalog, clients, *, executor=None, progress=None) -> dict:
     """Incremental scan + plan everything (+ apply when policy allows)."""
     t0 = time.time()
+    clients = list(clients)
+    leftovers = remove_leftover_views(cfg, catalog, clients) if executor is not None else []
     scans = [scan_pool(catalog, p, cfg.scan, progress=progress).as_dict() for p in cfg.pools]
     # The torrent index first (after the scans, so files resolve to fresh inodes): one request
     # per unchanged qBittorrent, then the snapshot takes its file lists from it.
@@ -170,6 +173,7 @@ def sweep(cfg: Config, catalog: Catalog, clients, *, executor=None, progress=Non
     if executor is not None and cfg.policy.auto_apply and plan.actionable:
         out["applied"] = executor.apply(plan, trigger="sweeper").to_dict()
     out["tags_changed"] = tagged
+    out["leftover_views"] = leftovers
     out["seconds"] = round(time.time() - t0, 3)
     state.put(catalog.conn, "last_sweep", out)
     return out
