@@ -20,7 +20,9 @@ are the thin side effects around it):
 Guards (``OrphansRefused``, nothing moved): a client that cannot be listed, no torrents at
 all, or orphans over ``policy.orphans_max_share`` of a pool's seeding bytes. Each is what
 an unmounted dataset, a wrong path_map or a client outage looks like, and each would make
-everything look orphaned.
+everything look orphaned. Also refused: a torrent the client is moving (its old copy is
+unreferenced until the move ends) and, for quarantine, an unfinished run (its views are
+unreferenced until resume relocates onto them).
 
 Quarantine moves reclaimable orphan files into the holding folder of their own seeding
 root (same dataset) through ``fsops.hold_unreferenced``, each step journaled first as a
@@ -70,6 +72,7 @@ class References:
     files: frozenset[str]                 # files of complete torrents
     protected: tuple[str, ...]            # folders/files never to call orphaned
     torrents: int                         # how many torrents were listed, all clients
+    moving: tuple[str, ...] = ()          # torrents qBittorrent is relocating right now
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ class Report:
     counts: dict[str, int]                # entries per class (referenced, protected, young, ...)
     skipped: list[str] = field(default_factory=list)
     torrents: int = 0
+    moving: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
         return {
@@ -208,7 +212,7 @@ def decide(walk: Walk, refs: References, *, now: float, settle_seconds: float,
     for name in pool_roots or {}:
         pools.setdefault(name, PoolTotals())
     return Report(orphans=orphans, items=_items(walk, status, orphans), pools=pools, counts=dict(counts),
-                  skipped=list(walk.skipped), torrents=refs.torrents)
+                  skipped=list(walk.skipped), torrents=refs.torrents, moving=refs.moving)
 
 
 def _items(walk: Walk, status: dict[str, str], orphans: list[Orphan]) -> list[Item]:
@@ -253,6 +257,10 @@ def check_guards(report: Report, max_share: float) -> None:
         raise OrphansRefused("refusing to look for orphans: the torrent clients list no torrents at all, "
                              "so every file would look orphaned",
                              hint="is the client's session loaded, and the right client configured?")
+    if report.moving:
+        # A move leaves the old copy unreferenced until the client deletes it: not an orphan.
+        raise OrphansRefused(f"refusing to look for orphans while {len(report.moving)} torrent(s) are being moved "
+                             f"by their client ({', '.join(report.moving[:3])})", hint="try again when the move ended")
     for name, t in sorted(report.pools.items()):
         if t.seeding_bytes and t.orphan_bytes > max_share * t.seeding_bytes:
             raise OrphansRefused(
@@ -311,6 +319,7 @@ def references(clients) -> References:
     """Ask every client for every torrent and its files; any failure refuses (never a partial answer)."""
     files: set[str] = set()
     protected: list[str] = []
+    moving: list[str] = []
     n = 0
     for c in clients:
         label = getattr(c, "name", "?")
@@ -329,6 +338,8 @@ def references(clients) -> References:
                                  hint="fix path_map: an unmapped path would make its data look orphaned") from None
         for t, fs in listing:
             n += 1
+            if t.state == "moving":
+                moving.append(t.name or t.hash)
             save = os.path.normpath(t.save_path) if t.save_path else ""
             complete = t.has_metadata and t.progress >= 1.0 and bool(fs) and all(f.wanted for f in fs)
             if complete and save:
@@ -342,7 +353,7 @@ def references(clients) -> References:
                 protected += [os.path.normpath(posixpath.join(base, top)) for top in tops if top]
             if t.content_path:
                 protected.append(os.path.normpath(t.content_path))
-    return References(frozenset(files), tuple(protected), n)
+    return References(frozenset(files), tuple(protected), n, tuple(moving))
 
 
 def _temp_paths(client) -> list[str]:
@@ -391,11 +402,16 @@ def quarantine(cfg, catalog, clients, *, lock_wait: float = 0) -> QuarantineResu
     from qbhook.plan import Plan
 
     with executor_lock(cfg, lock_wait):
+        journal = Journal(catalog.conn)
+        unfinished = [r.id for r in journal.unfinished_runs()]
+        if unfinished:
+            # A crashed run's view files are unreferenced until its resume relocates onto them.
+            raise OrphansRefused(f"refusing to quarantine: run(s) {', '.join(map(str, unfinished))} did not finish",
+                                 hint="run `qbhook resume` first")
         report = find_orphans(cfg, clients)
         todo = [o for o in report.orphans if o.kind == RECLAIMABLE]
         if not todo:
             return QuarantineResult(None)
-        journal = Journal(catalog.conn)
         run = journal.start_run(Plan(groups=[]).to_dict(), "orphans")
         res = QuarantineResult(run)
         roots = tuple(cfg.seeding_roots)

@@ -176,3 +176,20 @@ def test_no_torrents_at_all_refuses(pools, qbt, qbt_client, tmp_path):
     r = qbhook(bed.cfg, "orphans", "--quarantine", "--yes")
     assert r.returncode == 3 and "no torrents" in r.stderr, r.stderr
     assert tree_state({'stash': bed.sc.stash, 'pool': bed.sc.pool}) == before
+
+
+def test_quarantine_refuses_while_a_run_is_unfinished(world):
+    bed, w = world
+    sc = bed.sc
+    from qbhook.catalog.store import Catalog
+    from qbhook.journal import Journal
+    from qbhook.plan import Plan
+    cat = Catalog.open(bed.catalog, marker_roots=[sc.stash, sc.pool])
+    try:
+        Journal(cat.conn).start_run(Plan(groups=[]).to_dict(), "cli")     # a crashed apply, say
+    finally:
+        cat.close()
+    before = tree_state({'stash': sc.stash, 'pool': sc.pool})
+    r = qbhook(bed.cfg, "orphans", "--quarantine", "--yes")
+    assert r.returncode == 3 and "did not finish" in r.stderr, r.stderr
+    assert tree_state({'stash': sc.stash, 'pool': sc.pool}) == before and w["stray"].exists()

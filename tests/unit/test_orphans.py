@@ -98,3 +98,9 @@ def test_guard_counts_library_orphans_too():
     rep = run([e("a", 1, 100, nlink=2)], refs(files=["other"]))
     with pytest.raises(OrphansRefused):
         check_guards(rep, 0.5)
+
+
+def test_guard_a_torrent_being_moved_refuses():
+    rep = decide(Walk((e("a", 1),)), References(frozenset(), (), 1, ("Show.S01",)), now=NOW, settle_seconds=0)
+    with pytest.raises(OrphansRefused, match="being moved"):
+        check_guards(rep, 1.0)
