@@ -87,13 +87,14 @@ def _print_plan(p, steps: bool) -> None:
 @pass_app
 def explain(app: App, torrent_hash, no_scan, from_index, max_scan_age):
     """Why TORRENT_HASH's group gets its decision: its torrents, files and every link found."""
-    from qbhook.cli.torrents import explain_from_index, last_full_scan_age
+    from qbhook.catalog.queries import last_full_scan_age
+    from qbhook.cli.torrents import explain_from_index
     from qbhook.errors import QbtError
     if from_index:
         return explain_from_index(app, torrent_hash, None)
     # explain changes nothing, so a recent catalog is enough: a link made since shows as a
     # link "outside the scanned pools" (counted, not named), never as no link.
-    age = last_full_scan_age(app)
+    age = last_full_scan_age(app.catalog, app.cfg.pools)
     scan = not no_scan and (age is None or age > max_scan_age)
     catalog_note = ("pools scanned now" if scan else
                     "catalog as is (--no-scan)" if no_scan else

@@ -7,40 +7,9 @@ comes from the index as it is. ``--offline`` never contacts a client.
 
 from __future__ import annotations
 
-import time
-
 import click
 
 from qbhook.cli.app import App, main, pass_app, shown
-
-
-def last_full_scan_age(app: App) -> float | None:
-    """Seconds since every configured pool last finished a full scan (None: one never did)."""
-    import os
-    finished = []
-    for pool in app.cfg.pools:
-        # a whole-pool scan only: a subtree scan (events) says nothing about the rest
-        r = app.catalog.conn.execute(
-            "SELECT max(finished_at) FROM scans WHERE pool=? AND status='ok' AND root=?",
-            (pool.name, os.fsencode(os.path.normpath(str(pool.path))))).fetchone()
-        if r is None or r[0] is None:
-            return None
-        finished.append(r[0])
-    return time.time() - min(finished) if finished else None
-
-
-def load_index(app: App, offline: bool) -> tuple[dict, list[str]]:
-    """Sync (unless offline); returns (freshness per instance, problems met)."""
-    from qbhook.catalog.indexer import try_sync_all
-    from qbhook.catalog.torrents import TorrentIndex
-    problems: list[str] = []
-    if not offline:
-        _reports, errors = try_sync_all(app.catalog, app.clients)
-        problems += [f"cannot sync {e}" for e in errors]
-        problems += [r.rebuilt for r in _reports if r.rebuilt]
-        problems += [f"{r.instance}: {u}" for r in _reports for u in r.unmappable]
-    synced = TorrentIndex(app.catalog.conn).synced()
-    return synced, problems
 
 
 @main.command()
@@ -54,34 +23,10 @@ def load_index(app: App, offline: bool) -> tuple[dict, list[str]]:
 @pass_app
 def torrents(app: App, pool, state, category, group, decision, gone, offline):
     """List indexed torrents with their pool, payload group, payload id and last known decision."""
-    from qbhook.catalog.torrents import TorrentIndex
-    cfg = app.cfg
-    synced, problems = load_index(app, offline)
-    for p in problems:
-        click.echo(f"qbhook: {p}", err=True)
-    idx = TorrentIndex(app.catalog.conn)
-    groups = idx.groups()
-    now = time.time()
-    rows = []
-    for t in idx.torrents(include_gone=gone):
-        p = cfg.pool_of(t.save_path) if t.save_path else None
-        d = t.as_dict()
-        d["pool"] = p.name if p else None
-        d["group"] = groups.get((t.instance, t.hash))
-        rows.append(d)
-    if pool is not None:
-        rows = [r for r in rows if (r["pool"] or "none") == pool]
-    if state is not None:
-        rows = [r for r in rows if r["state"] == state]
-    if category is not None:
-        rows = [r for r in rows if r["category"] == category]
-    if group is not None:
-        rows = [r for r in rows if (r["group"] or "").startswith(group.lower())]
-    if decision is not None:
-        rows = [r for r in rows if (r["decision"] or "none") == decision]
-    fresh = {name: {**s, "age_s": round(now - s["synced_at"], 1) if s["synced_at"] else None}
-             for name, s in synced.items()}
-    data = {"torrents": rows, "index": fresh, "problems": problems}
+    from qbhook.catalog.queries import list_torrents
+    data = list_torrents(app.cfg, app.catalog, app.clients, pool=pool, state=state, category=category, group=group,
+                         decision=decision, gone=gone, offline=offline)
+    _problems(data)
 
     def human(d):
         if not d["torrents"]:
@@ -98,16 +43,17 @@ def torrents(app: App, pool, state, category, group, decision, gone, offline):
     app.emit(data, human)
 
 
+def _problems(data: dict) -> None:
+    for p in data["problems"]:
+        click.echo(f"qbhook: {p}", err=True)
+
+
 def payload_dupes(app: App, offline: bool) -> None:
     """``qbhook dupes --payloads``: whole payloads stored more than once, from the index."""
-    from qbhook.catalog.torrents import TorrentIndex, payload_duplicates
+    from qbhook.catalog.queries import payload_copies
     from qbhook.units import human_bytes
-    _synced, problems = load_index(app, offline)
-    for p in problems:
-        click.echo(f"qbhook: {p}", err=True)
-    sets = payload_duplicates(TorrentIndex(app.catalog.conn))
-    data = {"payloads": sets, "reclaimable_bytes": sum(s["reclaimable_bytes"] for s in sets),
-            "problems": problems}
+    data = payload_copies(app.catalog, app.clients, offline)
+    _problems(data)
 
     def human(d):
         if not d["payloads"]:
@@ -126,53 +72,13 @@ def payload_dupes(app: App, offline: bool) -> None:
 
 
 def explain_from_index(app: App, torrent_hash: str, why: str | None) -> None:
-    """``explain`` answered from the torrent index: no client, no scan; says how old it is.
-
-    The torrent's group as the index last saw it, each file's catalog inode and, stat-ed
-    live (one lstat per file, no walk), whether that path still is that inode and its links.
-    The decision shown is the last one the planner recorded, with its time: a memory, not a
-    new decision.
-    """
-    import os
-
-    from qbhook.catalog.torrents import TorrentIndex
-    from qbhook.errors import UnknownTorrent
-    idx = TorrentIndex(app.catalog.conn)
-    h = torrent_hash.strip().lower()
-    rows = idx.torrents()
-    hit = [t for t in rows if h in (t.hash, t.infohash_v1, t.infohash_v2)]
-    if not hit:
-        raise UnknownTorrent(f"torrent {torrent_hash} is not in the torrent index"
-                             + (f" (and {why})" if why else ""))
-    groups = idx.groups()
-    gid = groups.get((hit[0].instance, hit[0].hash))
-    members = [t for t in rows if groups.get((t.instance, t.hash)) == gid]
-    synced = idx.synced()
-    now = time.time()
-    out_t = []
-    for t in members:
-        files = []
-        for _i, rel, size, _prio, path, inode in idx.files(t.instance, t.hash):
-            row = app.catalog.inode(inode) if inode else None
-            live = None
-            if path is not None:
-                try:
-                    st = os.lstat(path)
-                    live = {"same_inode": bool(row) and st.st_ino == row.ino, "nlink": st.st_nlink}
-                except OSError:
-                    live = {"same_inode": False, "nlink": None}
-            files.append({"rel": rel, "size": size, "path": shown(path) if path else None,
-                          "inode": [row.fsid, row.ino] if row else None, "catalog_nlink": row.nlink if row else None,
-                          "blake3": row.hash.hex() if row and row.hash else None, "live": live})
-        s = synced.get(t.instance, {})
-        out_t.append({**t.as_dict(), "files": files,
-                      "index_age_s": round(now - s["synced_at"], 1) if s.get("synced_at") else None})
-    first = hit[0]
-    data = {"source": "index", "why": why, "group": {"group_id": gid, "decision": first.decision,
-                                                      "decision_reason": first.decision_reason,
-                                                      "decided_at": first.decided_at,
-                                                      "planned_group_id": first.group_id},
-            "torrents": out_t}
+    """``explain`` answered from the torrent index: no client, no scan; says how old it is."""
+    from qbhook.catalog.queries import explain_from_index as answer
+    data = answer(app.catalog, torrent_hash, why)
+    now = data.pop("now")
+    for t in data["torrents"]:
+        for f in t["files"]:
+            f["path"] = shown(f["path"]) if f["path"] else None
 
     def human(d):
         g = d["group"]

@@ -553,30 +553,13 @@ def copy_verified(src, dst, expected_blake3_hex, expected_size: int, *, roots, c
         staging = None
         staged = None
         try:
-            sst = os.fstat(src_fd)
-            if not stat_mod.S_ISREG(sst.st_mode):
-                raise UnsafeOperation(f"copy source {src_shown} is not a regular file")
-            if sst.st_size != expected_size:
-                raise VerificationFailed(f"copy source {src_shown} has {sst.st_size} bytes, the plan says "
-                                         f"{expected_size}: it changed since planning")
+            sst = _checked_source(src_fd, expected_size, src_shown)
             staging = parent.sub(STAGING_DIR.encode(), create=True, own=True)
             _clean_stale_staging(staging, name)
             _check_free_space(staging, expected_size)
             candidate = _staging_name(name)
-            dst_fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                             dir_fd=staging.fd)
+            written = _write_staged(staging, candidate, src_fd, sst, expected, expected_size, src_shown)
             staged = candidate
-            try:
-                digest, written = _copy_hashing(src_fd, dst_fd)
-                if written != expected_size or digest != expected:
-                    raise VerificationFailed(
-                        f"copy of {src_shown} does not match the plan: read {written} bytes with blake3 "
-                        f"{digest.hex()[:16]}..., expected {expected_size} bytes with {expected.hex()[:16]}...",
-                        hint="the source changed or is damaged; nothing was written to the destination")
-                _copy_metadata(sst, dst_fd)
-                os.fsync(dst_fd)
-            finally:
-                os.close(dst_fd)
             if readback:
                 _readback(staging, staged, expected)
             try:
@@ -600,6 +583,46 @@ def copy_verified(src, dst, expected_blake3_hex, expected_size: int, *, roots, c
                         pass
                 staging.close()
                 _rmdir_quiet(parent, STAGING_DIR.encode())
+
+
+def _checked_source(src_fd: int, expected_size: int, src_shown: str) -> os.stat_result:
+    """The opened source is still a regular file of the planned size."""
+    sst = os.fstat(src_fd)
+    if not stat_mod.S_ISREG(sst.st_mode):
+        raise UnsafeOperation(f"copy source {src_shown} is not a regular file")
+    if sst.st_size != expected_size:
+        raise VerificationFailed(f"copy source {src_shown} has {sst.st_size} bytes, the plan says "
+                                 f"{expected_size}: it changed since planning")
+    return sst
+
+
+def _write_staged(staging: Dir, candidate: bytes, src_fd: int, sst: os.stat_result, expected: bytes,
+                  expected_size: int, src_shown: str) -> int:
+    """Create ``candidate`` in the staging folder (never an existing name), copy while hashing,
+    prove the bytes are the planned content, copy the metadata, fsync. Returns bytes written.
+    On any failure after creating it, the staged file is removed (a name it did not create is
+    never touched: O_EXCL)."""
+    dst_fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=staging.fd)
+    try:
+        try:
+            digest, written = _copy_hashing(src_fd, dst_fd)
+            if written != expected_size or digest != expected:
+                raise VerificationFailed(
+                    f"copy of {src_shown} does not match the plan: read {written} bytes with blake3 "
+                    f"{digest.hex()[:16]}..., expected {expected_size} bytes with {expected.hex()[:16]}...",
+                    hint="the source changed or is damaged; nothing was written to the destination")
+            _copy_metadata(sst, dst_fd)
+            os.fsync(dst_fd)
+        finally:
+            os.close(dst_fd)
+    except BaseException:
+        try:
+            os.unlink(candidate, dir_fd=staging.fd)
+        except FileNotFoundError:
+            pass
+        raise
+    return written
 
 
 def _readback(staging: Dir, name: bytes, expected: bytes) -> None:
