@@ -580,37 +580,9 @@ def _parse_path_map(raw: Any, key: str) -> tuple[tuple[str, str], ...]:
         pm = PathMap(pairs)
     except PathMapError as e:
         raise ConfigError(key, e.message.removeprefix("path_map: "), hint=e.hint) from None
-    for problem in _path_map_ambiguities(pm.pairs):
+    for problem in pm.nested_disagreements():
         raise ConfigError(key, problem, hint="drop one of the two entries, or make the nested one agree with the outer one")
     return pm.pairs
-
-
-def _path_map_ambiguities(pairs: tuple[tuple[str, str], ...]) -> list[str]:
-    """Nested prefixes that disagree, so one path maps two ways.
-
-    With ``/data -> /stash/data`` and ``/data/media -> /pool/media``, the client path
-    ``/data/media/x`` reads as ``/stash/data/media/x`` by the first entry and
-    ``/pool/media/x`` by the second; which one wins would depend on a longest-prefix
-    convention the user may not have meant. Same on the host side. A nested entry that
-    agrees with its outer one (``/data/media -> /stash/data/media``) is redundant, not
-    ambiguous, and passes.
-    """
-    def parts(p: str) -> tuple[str, ...]:
-        return tuple(x for x in p.split("/") if x)
-
-    problems = []
-    for side, label in ((0, "client"), (1, "host")):
-        for outer in pairs:
-            for inner in pairs:
-                o, i = parts(outer[side]), parts(inner[side])
-                if len(i) <= len(o) or i[:len(o)] != o:
-                    continue
-                expected = "/" + "/".join(parts(outer[1 - side]) + i[len(o):])
-                if expected != inner[1 - side]:
-                    problems.append(
-                        f"{label} prefix {inner[side]} lies inside {outer[side]}, so a {label} path under it maps "
-                        f"two ways ({inner[1 - side]} by its own entry, {expected} by {outer[side]}'s)")
-    return problems
 
 
 _RT_KEYS = ("type", "name", "scgi", "path_map", "timeout")

@@ -81,6 +81,33 @@ class PathMap:
                         f"({seen[key]} and {other})"
                     )
 
+    def nested_disagreements(self) -> list[str]:
+        """Nested prefixes that disagree, so one path maps two ways (config refuses these).
+
+        With ``/data -> /stash/data`` and ``/data/media -> /pool/media``, the client path
+        ``/data/media/x`` reads as ``/stash/data/media/x`` by the first entry and
+        ``/pool/media/x`` by the second; which one wins would depend on a longest-prefix
+        convention the user may not have meant. Same on the host side. A nested entry that
+        agrees with its outer one (``/data/media -> /stash/data/media``) is redundant, not
+        ambiguous, and passes.
+        """
+        def parts(p: str) -> tuple[str, ...]:
+            return tuple(x for x in p.split("/") if x)
+
+        problems = []
+        for side, label in ((0, "client"), (1, "host")):
+            for outer in self._pairs:
+                for inner in self._pairs:
+                    o, i = parts(outer[side]), parts(inner[side])
+                    if len(i) <= len(o) or i[:len(o)] != o:
+                        continue
+                    expected = "/" + "/".join(parts(outer[1 - side]) + i[len(o):])
+                    if expected != inner[1 - side]:
+                        problems.append(
+                            f"{label} prefix {inner[side]} lies inside {outer[side]}, so a {label} path under it maps "
+                            f"two ways ({inner[1 - side]} by its own entry, {expected} by {outer[side]}'s)")
+        return problems
+
     def labelled(self, client: str) -> PathMap:
         """The same map, naming ``client`` (e.g. ``rTorrent 'rt'``) in its messages."""
         return PathMap(self._pairs, client=client)
