@@ -182,8 +182,8 @@ def test_quarantine_refuses_while_a_run_is_unfinished(world):
     bed, w = world
     sc = bed.sc
     from qbhook.catalog.store import Catalog
-    from qbhook.journal import Journal
-    from qbhook.plan import Plan
+    from qbhook.decide.plan import Plan
+    from qbhook.move.journal import Journal
     cat = Catalog.open(bed.catalog, marker_roots=[sc.stash, sc.pool])
     try:
         Journal(cat.conn).start_run(Plan(groups=[]).to_dict(), "cli")     # a crashed apply, say

@@ -1,9 +1,9 @@
-"""The pure orphan decision (qbhook.orphans.decide / check_guards) over made-up walks and listings."""
+"""The pure orphan decision (qbhook.move.orphans.decide / check_guards) over made-up walks and listings."""
 
 import pytest
 
 from qbhook.errors import ExitCode, OrphansRefused
-from qbhook.orphans import (
+from qbhook.move.orphans import (
     LIBRARY,
     RECLAIMABLE,
     Entry,

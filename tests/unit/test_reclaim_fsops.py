@@ -6,8 +6,8 @@ import os
 import blake3
 import pytest
 
-from qbhook import fsops
 from qbhook.errors import UnsafeOperation
+from qbhook.move import fsops
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from click.testing import CliRunner
 
 from qbhook.cli import main
 from qbhook.config import parse_config
+from qbhook.decide.facts import PoolFact, map_to_pool, split_links
 from qbhook.errors import ConfigError, ExitCode
-from qbhook.facts import PoolFact, map_to_pool, split_links
 
 BASE = {
     "catalog": "/var/lib/qbhook/catalog.sqlite",
