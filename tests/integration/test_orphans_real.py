@@ -193,3 +193,22 @@ def test_quarantine_refuses_while_a_run_is_unfinished(world):
     r = qbhook(bed.cfg, "orphans", "--quarantine", "--yes")
     assert r.returncode == 3 and "did not finish" in r.stderr, r.stderr
     assert tree_state({'stash': sc.stash, 'pool': sc.pool}) == before and w["stray"].exists()
+
+
+def test_qbittorrent_temp_path_is_never_orphaned(world):
+    bed, _w = world
+    sc, client = bed.sc, bed.client
+    temp = sc.stash_seed / "incomplete"
+    write_payload(temp, {"Half.Done/part.mkv": 50 * KiB}, seed=51)
+    before = client.app_preferences()
+    client.app_set_preferences({"temp_path_enabled": True, "temp_path": str(temp)})
+    try:
+        _rc, out = qbhook_json(bed.cfg, "orphans")
+    finally:
+        client.app_set_preferences({"temp_path_enabled": before["temp_path_enabled"],
+                                    "temp_path": before["temp_path"]})
+    assert not any(i["path"].startswith(str(temp)) for i in out["items"]), out["items"]
+    assert out["counts"]["protected"] == 2                  # the part file and the temp download
+    # without the setting the same file is an orphan (the test can fail)
+    _rc, out = qbhook_json(bed.cfg, "orphans")
+    assert any(i["path"].startswith(str(temp)) for i in out["items"])
