@@ -48,6 +48,10 @@ def apply(app: App, yes, group_ids, hashes, no_scan, wait, plan_file):
             raise click.UsageError("--plan applies the saved plan as a whole; it takes no --group or --hash")
         return _apply_saved(app, plan_file, yes, no_scan, wait)
     from qbhook.cli.plan import compute_plan
+    if yes:
+        # Views a rolled-back group left behind go first (verified), so the plan sees the pools as they are.
+        from qbhook.move.leftovers import remove_leftover_views
+        remove_leftover_views(app.cfg, app.catalog, app.clients)
     _snap, plan = compute_plan(app, list(hashes) or None, scan=not no_scan)
     summary = _executor(app, _lock_wait(wait)).apply(plan, trigger="cli", group_ids=list(group_ids) or None,
                                                      dry_run=not yes)
