@@ -162,6 +162,55 @@ class Catalog:
             out.update({r[0]: hash(r[1:]) for r in rows})  # == stat_signature(*r[1:])
         return out
 
+    # The line `find -printf FIND_LINE_FORMAT` prints for a file, rebuilt from a catalog row: the
+    # scanner's fast path (scanner._find_walk) compares these instead of stat results. Times are
+    # printed by GNU find as seconds, '.', nine digits of nanoseconds and a trailing '0'.
+    FIND_LINE_FORMAT = b"%D %i %s %T@ %C@ %n %p\\0"
+    # Seconds are floored (tv_sec, as find prints them, also before 1970); SQLite's / and %
+    # truncate toward zero, hence the adjusted nanoseconds for negative times.
+    _FIND_LINE_SQL = ("CAST(printf('%d %d %d %d.%09d0 %d.%09d0 %d ', {dev}, i.ino, i.size, "
+                      "(i.mtime_ns - (i.mtime_ns % 1000000000 + 1000000000) % 1000000000) / 1000000000, "
+                      "(i.mtime_ns % 1000000000 + 1000000000) % 1000000000, "
+                      "(i.ctime_ns - (i.ctime_ns % 1000000000 + 1000000000) % 1000000000) / 1000000000, "
+                      "(i.ctime_ns % 1000000000 + 1000000000) % 1000000000, i.nlink) || p.path AS BLOB)")
+
+    @staticmethod
+    def find_line(dev: int, ino: int, size: int, mtime_ns: int, ctime_ns: int, nlink: int, path: bytes) -> bytes:
+        """The line find prints for these fields (FIND_LINE_FORMAT, without the NUL); Python twin of the SQL."""
+        return b"%d %d %d %d.%09d0 %d.%09d0 %d " % (dev, ino, size, mtime_ns // 1_000_000_000, mtime_ns % 1_000_000_000,
+                                                    ctime_ns // 1_000_000_000, ctime_ns % 1_000_000_000, nlink) + path
+
+    def iter_find_lines(self, pool: str, dev_of_fs: dict[int, int], under: bytes | None = None):
+        """find_line() of every path of ``pool`` (only ``under`` and below if given), built inside SQLite.
+
+        ``dev_of_fs`` says which st_dev each filesystem row stands for; rows of any other
+        filesystem get device -1, which no file has, so they can never match a line find printed.
+        Yields lists of lines (fetchmany batches): one bytes object per path, no row tuples kept.
+        """
+        case = " ".join(f"WHEN {int(fs)} THEN {int(dev)}" for fs, dev in dev_of_fs.items())
+        dev = f"CASE i.fs {case} ELSE -1 END" if case else "-1"
+        sql = (f"SELECT {self._FIND_LINE_SQL.format(dev=dev)} FROM paths p JOIN inodes i ON i.id = p.inode "
+               "WHERE p.pool = ?")
+        args: tuple = (pool,)
+        if under is not None:
+            prefix = under.rstrip(b"/") + b"/"
+            sql += " AND (p.path = ? OR substr(p.path, 1, ?) = ?)"
+            args += (under, len(prefix), prefix)
+        cur = self.conn.execute(sql, args)
+        while rows := cur.fetchmany(20000):
+            yield [r[0] for r in rows]
+
+    def fs_devs(self) -> dict[int, int]:
+        """Filesystem row -> the st_dev it had when last seen, for st_dev numbers held by one row only."""
+        rows = self.conn.execute("SELECT id, dev FROM filesystems WHERE dev IS NOT NULL").fetchall()
+        count: dict[int, int] = {}
+        for _fs, dev in rows:
+            count[dev] = count.get(dev, 0) + 1
+        return {fs: dev for fs, dev in rows if count[dev] == 1}
+
+    def pool_has_paths(self, pool: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM paths WHERE pool = ? LIMIT 1", (pool,)).fetchone() is not None
+
     def upsert(self, c: sqlite3.Connection, pool: str, path: bytes, fs: int, st: os.stat_result, scan_id: int | None) -> int:
         """Record that ``path`` is a link to the inode described by ``st``. Caller holds a transaction."""
         inode_id = c.execute(

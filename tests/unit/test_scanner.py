@@ -2,6 +2,7 @@ import os
 
 import pytest
 
+from qbhook import scanner
 from qbhook.catalog.store import Catalog
 from qbhook.errors import MassDeleteRefused, QbhookError
 from qbhook.scanner import scan_pool
@@ -90,6 +91,7 @@ def test_unreadable_folder_is_not_deleted(env, monkeypatch):
             raise PermissionError(13, "denied")
         return real(path)
     monkeypatch.setattr("qbhook.scanner.os.scandir", fake)
+    monkeypatch.setattr("qbhook.scanner.FIND_WALK", False)   # root reads any folder: the Python walk is told
     r = scan_pool(cat, cfg.primary, cfg.scan)
     assert r.removed == 0 and r.unreadable and cat.counts()["paths"] == 2
 
@@ -109,3 +111,101 @@ def test_nlink_change_is_noticed(env):
     r = scan_pool(cat, cfg.primary, cfg.scan)
     assert r.added == 1 and r.changed == 1
     assert cat.inode_by_path(a).nlink == 2
+
+
+def _rows(cat):
+    return sorted(cat.conn.execute(
+        "SELECT p.path, p.pool, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.nlink FROM paths p "
+        "JOIN inodes i ON i.id = p.inode"))
+
+
+def _find_only(monkeypatch):
+    """Make a rescan fail loudly if it does not take the find path (no silent fallback)."""
+
+    def no_python_walk(*a, **k):
+        raise AssertionError("the Python walk ran")
+    monkeypatch.setattr(scanner, "_python_walk", no_python_walk)
+
+
+def test_find_rescan_agrees_with_the_python_walk(tmp_path, monkeypatch):
+    # The same tree and the same changes, rescanned by find in one catalog and by the Python
+    # walk in another: the results and every catalog row must be equal.
+    stash, pool = tmp_path / "stash", tmp_path / "pool"
+    seed = stash / "data/media/torrents/seeding"
+    files = [write(seed / f"t{i % 7}/sub/{i}.bin", b"%d" % i) for i in range(60)]
+    odd = os.fsencode(seed) + b"/odd \n name\xff [*?].bin"
+    write(odd, b"odd")
+    write(seed / "t1/.qbhook-staging/part", b"ignored")     # ScanConfig.ignore_names
+    write(seed / "t1/we[ir]d*", b"ignored too")              # a literal name, not a pattern ...
+    write(seed / "t1/weidx", b"kept")                        # ... so this one is catalogued
+    ignore = {"ignore_names": [".zfs", ".qbhook-holding", ".qbhook-staging", "we[ir]d*"]}
+    cats = {}
+    for name in ("find", "python"):
+        cfg = make_config(tmp_path / f"{name}.sqlite", stash, pool, scan=ignore)
+        cats[name] = (cfg, Catalog.open(cfg.catalog))
+        scan_pool(cats[name][1], cfg.primary, cfg.scan)
+    os.unlink(files[0])                                            # vanished
+    write(seed / "t9/new.bin", b"new")                             # added
+    os.makedirs(tmp_path / "outside")
+    os.link(files[1], tmp_path / "outside/extra-link")             # nlink + ctime only
+    with open(files[2], "r+b") as f:                               # same size, new content
+        f.write(b"Z")
+    os.chmod(files[3], 0o600)                                      # ctime only
+    os.rename(files[4], seed / "t0/renamed.bin")                   # a path moves
+    os.unlink(odd)
+    write(odd, b"odd2")                                            # same name, new inode
+    results = {}
+    for name, (cfg, cat) in cats.items():
+        with monkeypatch.context() as m:
+            if name == "find":
+                _find_only(m)
+            else:
+                m.setattr(scanner, "FIND_WALK", False)
+            r = scan_pool(cat, cfg.primary, cfg.scan)
+        results[name] = (r.files_seen, r.added, r.changed, r.removed, r.unreadable)
+    assert results["find"] == results["python"] == (62, 2, 4, 2, [])
+    rows = _rows(cats["find"][1])
+    assert rows == _rows(cats["python"][1])
+    names = {os.path.basename(p) for p, *_ in rows}
+    assert b"weidx" in names and b"we[ir]d*" not in names and b"part" not in names
+    for _cfg, cat in cats.values():
+        cat.close()
+
+
+def test_link_count_change_elsewhere_is_seen_by_the_find_rescan(env, tmp_path, monkeypatch):
+    # A hardlink made outside the pool changes the file's st_nlink and st_ctime but not its
+    # folder's mtime: a rescan that skipped unchanged folders would miss it.
+    cfg, cat, stash = env
+    a = write(stash / "data/media/torrents/seeding/t/a.mkv", b"movie")
+    scan_pool(cat, cfg.primary, cfg.scan)
+    folder_mtime = os.stat(stash / "data/media/torrents/seeding/t").st_mtime_ns
+    os.link(a, tmp_path / "library-import.mkv")
+    assert os.stat(stash / "data/media/torrents/seeding/t").st_mtime_ns == folder_mtime
+    _find_only(monkeypatch)
+    r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert (r.added, r.changed, r.removed) == (0, 1, 0)
+    assert cat.inode_by_path(a).nlink == 2
+
+
+def test_find_reporting_an_error_means_the_python_walk_decides(env, monkeypatch):
+    # find exits non-zero on any folder it cannot read; its partial listing must not drop rows.
+    cfg, cat, stash = env
+    write(stash / "locked/a", b"a")
+    write(stash / "open/b", b"b")
+    scan_pool(cat, cfg.primary, cfg.scan)
+    real_cmd, real_scandir = scanner._find_cmd, os.scandir
+    calls = []
+
+    def failing_cmd(root, ignore):
+        calls.append(root)
+        cmd = real_cmd(root, ignore)
+        return cmd[:2] + [b"/nonexistent-qbhook-test"] + cmd[2:]   # find: "No such file", exit 1
+
+    def fake(path):
+        if os.fsdecode(path).endswith("locked"):
+            raise PermissionError(13, "denied")
+        return real_scandir(path)
+    monkeypatch.setattr(scanner, "_find_cmd", failing_cmd)
+    monkeypatch.setattr("qbhook.scanner.os.scandir", fake)
+    r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert calls and r.removed == 0 and r.unreadable and cat.counts()["paths"] == 2
