@@ -337,6 +337,21 @@ class Catalog:
                     ent[1].append(r[9])
         return out
 
+    def inode_keys_and_paths(self, inode_ids: list[int]) -> dict[int, tuple[int, int, list[bytes]]]:
+        """inode id -> (fs, ino, paths) for many inodes, one query per 500 ids: what a reader needs
+        to find a path that still is the inode, without building an InodeRow per inode."""
+        out: dict[int, tuple[int, int, list[bytes]]] = {}
+        for i in range(0, len(inode_ids), 500):
+            chunk = inode_ids[i:i + 500]
+            for iid, fs, ino, path in self.conn.execute(
+                    "SELECT i.id, i.fs, i.ino, p.path FROM inodes i JOIN paths p ON p.inode = i.id "
+                    f"WHERE i.id IN ({','.join('?' * len(chunk))}) ORDER BY i.id, p.path", chunk):
+                ent = out.get(iid)
+                if ent is None:
+                    ent = out[iid] = (fs, ino, [])
+                ent[2].append(path)
+        return out
+
     def inode_by_path(self, path: str | bytes) -> InodeRow | None:
         r = self.conn.execute("SELECT inode FROM paths WHERE path=?", (os.fsencode(path),)).fetchone()
         return self.inode(r[0]) if r else None
