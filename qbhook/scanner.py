@@ -229,6 +229,24 @@ def _parse_find_line(line: bytes) -> tuple[bytes, _FoundStat]:
     return path, st
 
 
+def _find_chunks(fd: int):
+    """(buffer, complete NUL-terminated lines in it) of find's output, a few MiB at a time;
+    (b"", None) last if the output ends mid-line."""
+    size = os.fstat(fd).st_size
+    off, carry = 0, b""
+    while off < size:
+        part = os.pread(fd, _FIND_CHUNK, off)
+        if not part:
+            break
+        off += len(part)
+        buf = carry + part
+        lines = buf.split(b"\0")
+        carry = lines.pop()
+        yield buf, lines
+    if carry:
+        yield b"", None
+
+
 def _find_walk(catalog: Catalog, pool: str, root: bytes, subtree: bool, ignore: set[bytes]) -> _Walk | None:
     """The rescan with find as the walker; None when its answer cannot be trusted (see above)."""
     out = os.memfd_create("qbhook-scan", os.MFD_CLOEXEC)
@@ -251,12 +269,23 @@ def _find_walk_fds(catalog: Catalog, pool: str, root: bytes, subtree: bool, igno
         log.info("scan of %s: cannot run %s (%s); walking in Python", pool, FIND, e)
         return None
     try:
-        devs = catalog.fs_devs()
-        known: set[int] = set()
-        known_count = 0
-        for lines in catalog.iter_find_lines(pool, devs, root if subtree else None):
-            known_count += len(lines)
-            known.update(map(hash, lines))
+        # The catalog's lines as hashes (SipHash of the bytes, keyed per process): reused from
+        # the last rescan by this Catalog if nothing it compares was written since.
+        key = (pool, root if subtree else None)
+        stamp = catalog.writes_stamp()
+        memo = catalog.scan_memo.get(key)
+        if stamp is not None and memo is not None and memo[0] == stamp:
+            _stamp, devs, known, known_count = memo
+        else:
+            catalog.scan_memo.pop(key, None)
+            devs = catalog.fs_devs()
+            known = set()
+            known_count = 0
+            for lines in catalog.iter_find_lines(pool, devs, root if subtree else None):
+                known_count += len(lines)
+                known.update(map(hash, lines))
+            if stamp is not None:
+                catalog.scan_memo[key] = (stamp, devs, known, known_count)
         rc = proc.wait()
     finally:
         if proc.returncode is None:
@@ -267,21 +296,17 @@ def _find_walk_fds(catalog: Catalog, pool: str, root: bytes, subtree: bool, igno
         log.info("scan of %s: find exited with %s (%s); walking in Python", pool, rc, why[0] if why else "no message")
         return None
 
-    # Compare, chunk by chunk: matched hashes leave `known`; what is left are catalog lines find
-    # did not print. Lines find printed that the catalog does not have are kept to be parsed.
+    # Compare, chunk by chunk (`known` is left as it is: it may be kept for the next rescan).
+    # Lines find printed that the catalog does not have are kept to be parsed; if every catalog
+    # line was matched and none is new, nothing changed.
     fresh_lines: list[bytes] = []
     sample: dict[int, bytes] = {}          # st_dev -> one line find printed for that device
     want = {dev: b"%d " % dev for dev in devs.values()}
-    size = os.fstat(out).st_size
-    off, carry, seen = 0, b"", 0
-    while off < size:
-        part = os.pread(out, _FIND_CHUNK, off)
-        if not part:
-            break
-        off += len(part)
-        buf = carry + part
-        lines = buf.split(b"\0")
-        carry = lines.pop()
+    matched = seen = 0
+    for buf, lines in _find_chunks(out):
+        if lines is None:
+            log.info("scan of %s: find's output ends mid-line; walking in Python", pool)
+            return None
         seen += len(lines)
         for dev, pfx in list(want.items()):
             at = 0 if buf.startswith(pfx) else buf.find(b"\0" + pfx) + 1
@@ -292,12 +317,9 @@ def _find_walk_fds(catalog: Catalog, pool: str, root: bytes, subtree: bool, igno
                     del want[dev]
         hs = set(map(hash, lines))
         new = hs - known
-        known -= hs
+        matched += len(hs) - len(new)
         if new:
             fresh_lines.extend(ln for ln in lines if hash(ln) in new)
-    if carry:
-        log.info("scan of %s: find's output ends mid-line; walking in Python", pool)
-        return None
 
     # The catalog's lines used devs[fs] as each filesystem's st_dev; that must still be true.
     dev_fs: dict[int, int] = {}
@@ -311,7 +333,7 @@ def _find_walk_fds(catalog: Catalog, pool: str, root: bytes, subtree: bool, igno
         if dev_fs[dev] != fs_of_dev[dev]:
             log.info("scan of %s: device %d is now another filesystem; walking in Python", pool, dev)
             return None
-    if not fresh_lines and not known:
+    if not fresh_lines and matched == len(known):
         return known_count, [], [], [], seen, 0, 0
 
     changes: list[tuple[bytes, int, _FoundStat]] = []
@@ -326,10 +348,14 @@ def _find_walk_fds(catalog: Catalog, pool: str, root: bytes, subtree: bool, igno
             fs = dev_fs[st.st_dev] = catalog.fs_for_path(path, st.st_dev)
         changes.append((path, fs, st))
     gone: set[bytes] = set()
-    if known:
-        # Rare (something changed): read the catalog's lines again for the paths of the unmatched.
+    if matched < len(known):
+        # Something is gone (rarer): which catalog lines find did not print, and their paths.
+        printed: set[int] = set()
+        for _buf, lines in _find_chunks(out):
+            printed.update(map(hash, lines))
+        unmatched = known - printed
         for lines in catalog.iter_find_lines(pool, devs, root if subtree else None):
-            gone.update(ln.split(b" ", 6)[6] for ln in lines if hash(ln) in known)
+            gone.update(ln.split(b" ", 6)[6] for ln in lines if hash(ln) in unmatched)
     changed = sum(1 for p, _fs, _st in changes if p in gone)
     vanished = list(gone.difference(p for p, _fs, _st in changes))
     return known_count, vanished, changes, [], seen, len(changes) - changed, changed

@@ -96,6 +96,11 @@ class Catalog:
         self._dev_cache: dict[int, int] = {}
         self._mounts = _MountWatch()
         self._fsid_cache: dict[int, str] = {}
+        # What the last rescan read of a pool (scanner._find_walk), valid while writes_stamp()
+        # still returns the stamp stored with it: a long-lived Catalog (the sweeper's) then
+        # pays only for the walk on the next unchanged rescan.
+        self.scan_memo: dict[tuple[str, bytes | None], tuple] = {}
+        self._writes_watched = False
 
     @classmethod
     def open(cls, path: str | Path, readonly: bool = False,
@@ -207,6 +212,43 @@ class Catalog:
         for _fs, dev in rows:
             count[dev] = count.get(dev, 0) + 1
         return {fs: dev for fs, dev in rows if count[dev] == 1}
+
+    # Temp triggers live in this connection only and fire for its own writes; PRAGMA
+    # data_version moves when any other connection (thread or process) commits.
+    _WATCHED = (
+        ("paths", "old.path IS NOT new.path OR old.inode IS NOT new.inode OR old.pool IS NOT new.pool"),
+        ("inodes", ("old.fs IS NOT new.fs OR old.ino IS NOT new.ino OR old.size IS NOT new.size OR "
+                   "old.mtime_ns IS NOT new.mtime_ns OR old.ctime_ns IS NOT new.ctime_ns OR old.nlink IS NOT new.nlink")),
+        ("filesystems", "old.id IS NOT new.id OR old.dev IS NOT new.dev"),
+    )
+
+    def writes_stamp(self) -> tuple[int, int] | None:
+        """A value that is equal at two calls only if no row of paths, inodes or filesystems that
+        a rescan compares changed in between, by this connection or any other; None if unknown.
+
+        Other connections: PRAGMA data_version (changes on every commit they make). This one:
+        a counter in a TEMP table, bumped by TEMP triggers on those tables (created at the first
+        call; a rolled-back write rolls its count back with it).
+        """
+        try:
+            if not self._writes_watched:
+                c = self.conn
+                c.execute("CREATE TEMP TABLE IF NOT EXISTS qbhook_catalog_writes (n INTEGER NOT NULL)")
+                if c.execute("SELECT count(*) FROM temp.qbhook_catalog_writes").fetchone()[0] == 0:
+                    c.execute("INSERT INTO temp.qbhook_catalog_writes VALUES (0)")
+                bump = "BEGIN UPDATE qbhook_catalog_writes SET n = n + 1; END"   # (temp: found first)
+                for table, changed in self._WATCHED:
+                    for event in ("INSERT", "DELETE"):
+                        c.execute(f"CREATE TEMP TRIGGER IF NOT EXISTS qbhook_w_{table}_{event.lower()} "
+                                  f"AFTER {event} ON main.{table} {bump}")
+                    c.execute(f"CREATE TEMP TRIGGER IF NOT EXISTS qbhook_w_{table}_update AFTER UPDATE ON "
+                              f"main.{table} WHEN {changed} {bump}")
+                self._writes_watched = True
+            version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+            count = self.conn.execute("SELECT n FROM temp.qbhook_catalog_writes").fetchone()[0]
+        except sqlite3.Error:
+            return None
+        return version, count
 
     def pool_has_paths(self, pool: str) -> bool:
         return self.conn.execute("SELECT 1 FROM paths WHERE pool = ? LIMIT 1", (pool,)).fetchone() is not None

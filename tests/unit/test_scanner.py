@@ -209,3 +209,41 @@ def test_find_reporting_an_error_means_the_python_walk_decides(env, monkeypatch)
     monkeypatch.setattr("qbhook.scanner.os.scandir", fake)
     r = scan_pool(cat, cfg.primary, cfg.scan)
     assert calls and r.removed == 0 and r.unreadable and cat.counts()["paths"] == 2
+
+
+def test_a_long_lived_catalog_reuses_its_last_rescan_only_while_nothing_was_written(env, monkeypatch):
+    # The sweeper keeps one Catalog: an unchanged rescan then skips the catalog read. Any write
+    # to paths/inodes/filesystems since (by this connection or another) makes it read again.
+    cfg, cat, stash = env
+    a = write(stash / "data/media/torrents/seeding/t/a.mkv", b"a")
+    write(stash / "data/media/torrents/seeding/t/b.mkv", b"b")
+    scan_pool(cat, cfg.primary, cfg.scan)
+    _find_only(monkeypatch)
+    reads = []
+    real = Catalog.iter_find_lines
+
+    def counting(self, *a, **k):
+        reads.append(1)
+        yield from real(self, *a, **k)
+    monkeypatch.setattr(Catalog, "iter_find_lines", counting)
+    assert scan_pool(cat, cfg.primary, cfg.scan).changed == 0 and len(reads) == 1
+    r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert (r.files_seen, r.added, r.changed, r.removed) == (2, 0, 0, 0) and len(reads) == 1   # reused
+
+    cat.forget_path(a)                                  # this connection writes: a is on disk again
+    r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert (r.added, r.changed, r.removed) == (1, 0, 0) and len(reads) == 2
+
+    assert scan_pool(cat, cfg.primary, cfg.scan).added == 0 and len(reads) == 3    # read after the write
+    assert scan_pool(cat, cfg.primary, cfg.scan).added == 0 and len(reads) == 3    # reused again
+
+    other = Catalog.open(cfg.catalog)                   # another connection (another process, say)
+    other.forget_path(a)
+    other.close()
+    r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert (r.added, r.changed, r.removed) == (1, 0, 0) and len(reads) == 4
+
+    with cat.conn:                                      # a stat field rewritten behind the scanner
+        cat.conn.execute("UPDATE inodes SET nlink = 7")
+    r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert r.changed == 2 and cat.inode_by_path(a).nlink == 1
