@@ -247,3 +247,21 @@ def test_a_long_lived_catalog_reuses_its_last_rescan_only_while_nothing_was_writ
         cat.conn.execute("UPDATE inodes SET nlink = 7")
     r = scan_pool(cat, cfg.primary, cfg.scan)
     assert r.changed == 2 and cat.inode_by_path(a).nlink == 1
+
+
+def test_find_prunes_the_default_ignored_folders_by_exact_name(env, monkeypatch):
+    # find prunes the default ignored folders (a visible .zfs would be every snapshot again);
+    # the names match exactly, not as prefixes.
+    cfg, cat, stash = env
+    seed = stash / "data/media/torrents/seeding"
+    write(seed / "t/a.mkv", b"a")
+    scan_pool(cat, cfg.primary, cfg.scan)
+    write(seed / "t/.qbhook-staging/123.a.mkv", b"partial")
+    write(seed / ".zfs/snapshot/s1/t/a.mkv", b"a")
+    write(seed / "t/.qbhook-stagingX", b"not ignored")
+    write(seed / "t/.hidden", b"not ignored")
+    _find_only(monkeypatch)
+    r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert (r.files_seen, r.added) == (3, 2)
+    names = {os.path.basename(p) for (p,) in cat.conn.execute("SELECT path FROM paths")}
+    assert names == {b"a.mkv", b".qbhook-stagingX", b".hidden"}
