@@ -356,9 +356,15 @@ def _find_walk_fds(catalog: Catalog, pool: str, root: bytes, subtree: bool, igno
         unmatched = known - printed
         for lines in catalog.iter_find_lines(pool, devs, root if subtree else None):
             gone.update(ln.split(b" ", 6)[6] for ln in lines if hash(ln) in unmatched)
-    changed = sum(1 for p, _fs, _st in changes if p in gone)
     vanished = list(gone.difference(p for p, _fs, _st in changes))
-    return known_count, vanished, changes, [], seen, len(changes) - changed, changed
+    # A path on both sides changed only if its (filesystem, stat) did, as the Python walk
+    # decides: a line can also differ because the st_dev a filesystem had when last seen is
+    # stale (a remount, a reboot) while the file and its filesystem are the same.
+    was = catalog.stat_rows([p for p, _fs, _st in changes if p in gone])
+    kept = [(p, fs, st) for p, fs, st in changes
+            if was.get(p) != (fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink)]
+    changed = sum(1 for p, _fs, _st in kept if p in gone)
+    return known_count, vanished, kept, [], seen, len(kept) - changed, changed
 
 
 def _flush(catalog: Catalog, pool: str, changes: list, scan_id: int) -> None:

@@ -250,6 +250,17 @@ class Catalog:
             return None
         return version, count
 
+    def stat_rows(self, paths: list[bytes]) -> dict[bytes, tuple[int, int, int, int, int, int]]:
+        """path -> (fs, ino, size, mtime_ns, ctime_ns, nlink) as catalogued, 500 paths per query."""
+        out: dict[bytes, tuple[int, int, int, int, int, int]] = {}
+        for i in range(0, len(paths), 500):
+            chunk = paths[i:i + 500]
+            for r in self.conn.execute(
+                    "SELECT p.path, i.fs, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.nlink FROM paths p "
+                    f"JOIN inodes i ON i.id = p.inode WHERE p.path IN ({','.join('?' * len(chunk))})", chunk):
+                out[r[0]] = r[1:]
+        return out
+
     def pool_has_paths(self, pool: str) -> bool:
         return self.conn.execute("SELECT 1 FROM paths WHERE pool = ? LIMIT 1", (pool,)).fetchone() is not None
 

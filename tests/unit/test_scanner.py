@@ -265,3 +265,22 @@ def test_find_prunes_the_default_ignored_folders_by_exact_name(env, monkeypatch)
     assert (r.files_seen, r.added) == (3, 2)
     names = {os.path.basename(p) for (p,) in cat.conn.execute("SELECT path FROM paths")}
     assert names == {b"a.mkv", b".qbhook-stagingX", b".hidden"}
+
+
+@pytest.mark.parametrize("stale", ["dev + 12345", "NULL"])
+def test_a_stale_device_number_in_the_catalog_is_no_change(env, monkeypatch, stale):
+    # After a reboot or remount the st_dev recorded for a filesystem may be wrong or unknown:
+    # find's lines then differ from the catalog's, but no file changed (same filesystem, same stat).
+    cfg, cat, stash = env
+    a = write(stash / "data/media/torrents/seeding/t/a.mkv", b"a")
+    scan_pool(cat, cfg.primary, cfg.scan)
+    with cat.conn:
+        cat.conn.execute(f"UPDATE filesystems SET dev = {stale}")
+    cat.close()
+    cat = Catalog.open(cfg.catalog)                     # a new process: no st_dev cached
+    _find_only(monkeypatch)
+    r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert (r.files_seen, r.added, r.changed, r.removed) == (1, 0, 0, 0)
+    assert cat.inode_by_path(a).nlink == 1
+    assert cat.conn.execute("SELECT dev FROM filesystems").fetchone()[0] == os.stat(a).st_dev
+    cat.close()
