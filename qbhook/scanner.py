@@ -249,8 +249,18 @@ def _find_chunks(fd: int):
 
 def _find_walk(catalog: Catalog, pool: str, root: bytes, subtree: bool, ignore: set[bytes]) -> _Walk | None:
     """The rescan with find as the walker; None when its answer cannot be trusted (see above)."""
-    out = os.memfd_create("qbhook-scan", os.MFD_CLOEXEC)
-    err = os.memfd_create("qbhook-scan-err", os.MFD_CLOEXEC)
+    # A memory file holds find's output (~210 bytes per path: shared memory, not this process's
+    # heap; read back 4 MiB at a time).
+    try:
+        out = os.memfd_create("qbhook-scan", os.MFD_CLOEXEC)
+    except (AttributeError, OSError) as e:
+        log.info("scan of %s: no memory file for find's output (%s); walking in Python", pool, e)
+        return None
+    try:
+        err = os.memfd_create("qbhook-scan-err", os.MFD_CLOEXEC)
+    except OSError:
+        os.close(out)
+        return None
     try:
         return _find_walk_fds(catalog, pool, root, subtree, ignore, out, err)
     finally:

@@ -284,3 +284,16 @@ def test_a_stale_device_number_in_the_catalog_is_no_change(env, monkeypatch, sta
     assert cat.inode_by_path(a).nlink == 1
     assert cat.conn.execute("SELECT dev FROM filesystems").fetchone()[0] == os.stat(a).st_dev
     cat.close()
+
+
+def test_without_a_memory_file_the_python_walk_scans(env, monkeypatch):
+    cfg, cat, stash = env
+    write(stash / "data/media/torrents/seeding/t/a.mkv", b"a")
+    scan_pool(cat, cfg.primary, cfg.scan)
+
+    def no_memfd(*a, **k):
+        raise OSError(24, "Too many open files")
+    monkeypatch.setattr("qbhook.scanner.os.memfd_create", no_memfd)
+    write(stash / "data/media/torrents/seeding/t/b.mkv", b"b")
+    r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert (r.files_seen, r.added, r.changed, r.removed) == (2, 1, 0, 0)
