@@ -125,7 +125,7 @@ FLOOR_SWEEPER = r"""
 import sys, time
 from qbhook.catalog.store import Catalog
 from qbhook.config import load_config
-from qbhook.scanner import scan_pool
+from qbhook.catalog.scan import scan_pool
 cfg = load_config(sys.argv[1])
 cat = Catalog.open(cfg.catalog)
 scan_pool(cat, cfg.primary, cfg.scan)

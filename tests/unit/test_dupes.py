@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from qbhook import dupes
+from qbhook.catalog import dupes
+from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
-from qbhook.scanner import scan_pool
 from tests.helpers import b3, make_config, put
 
 SEED = "data/media/torrents/seeding"

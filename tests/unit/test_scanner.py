@@ -2,10 +2,10 @@ import os
 
 import pytest
 
-from qbhook import scanner
+from qbhook.catalog import scan as scanner
+from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
 from qbhook.errors import MassDeleteRefused, QbhookError
-from qbhook.scanner import scan_pool
 from tests.helpers import make_config, write
 
 
@@ -90,8 +90,8 @@ def test_unreadable_folder_is_not_deleted(env, monkeypatch):
         if os.fsdecode(path).endswith("locked"):
             raise PermissionError(13, "denied")
         return real(path)
-    monkeypatch.setattr("qbhook.scanner.os.scandir", fake)
-    monkeypatch.setattr("qbhook.scanner.FIND_WALK", False)   # root reads any folder: the Python walk is told
+    monkeypatch.setattr("qbhook.catalog.scan.os.scandir", fake)
+    monkeypatch.setattr("qbhook.catalog.scan.FIND_WALK", False)   # root reads any folder: the Python walk is told
     r = scan_pool(cat, cfg.primary, cfg.scan)
     assert r.removed == 0 and r.unreadable and cat.counts()["paths"] == 2
 
@@ -206,7 +206,7 @@ def test_find_reporting_an_error_means_the_python_walk_decides(env, monkeypatch)
             raise PermissionError(13, "denied")
         return real_scandir(path)
     monkeypatch.setattr(scanner, "_find_cmd", failing_cmd)
-    monkeypatch.setattr("qbhook.scanner.os.scandir", fake)
+    monkeypatch.setattr("qbhook.catalog.scan.os.scandir", fake)
     r = scan_pool(cat, cfg.primary, cfg.scan)
     assert calls and r.removed == 0 and r.unreadable and cat.counts()["paths"] == 2
 
@@ -293,7 +293,7 @@ def test_without_a_memory_file_the_python_walk_scans(env, monkeypatch):
 
     def no_memfd(*a, **k):
         raise OSError(24, "Too many open files")
-    monkeypatch.setattr("qbhook.scanner.os.memfd_create", no_memfd)
+    monkeypatch.setattr("qbhook.catalog.scan.os.memfd_create", no_memfd)
     write(stash / "data/media/torrents/seeding/t/b.mkv", b"b")
     r = scan_pool(cat, cfg.primary, cfg.scan)
     assert (r.files_seen, r.added, r.changed, r.removed) == (2, 1, 0, 0)
