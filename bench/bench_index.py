@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -95,6 +97,73 @@ def explain_cost(cfg_path: Path, args: list[str]) -> tuple[float, str]:
     return secs, total[0].split()[3] if total else "?"
 
 
+def _fmt(xs: list[float]) -> str:
+    return "/".join(f"{x:.2f}" for x in xs)
+
+
+def _proc_status(pid: int) -> dict[str, int]:
+    """VmRSS / VmHWM (KiB) of a live process from /proc/PID/status."""
+    out = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0]] = int(line.split()[1])
+    except OSError:
+        pass
+    return out
+
+
+def serve_memory(cfg_path: Path, work: Path, cat: Catalog, sweeps: int = 2, timeout: float = 1800) -> str:
+    """Start a real `qbhook serve` on this bed (sweeper every 5 s), let it finish ``sweeps`` sweeps
+    (each scans both pools, syncs the index from qBittorrent and plans), and read its RSS from
+    /proc/PID/status: VmHWM is the peak, VmRSS the size after the last sweep. Only the serve
+    process itself (the hash workers, if any ran, are separate processes)."""
+    import signal
+
+    import yaml
+    conf = yaml.safe_load(cfg_path.read_text())
+    import socket
+    with socket.socket() as probe:          # a free loopback port for the webhook listener
+        probe.bind(("127.0.0.1", 0))
+        free_port = probe.getsockname()[1]
+    conf["server"] = {"listen": "127.0.0.1", "port": free_port, "sweep_interval": "5s", "token": "bench-token"}
+    serve_cfg = work / "serve.yaml"
+    serve_cfg.write_text(yaml.safe_dump(conf))
+    before = cat.conn.execute("SELECT count(*) FROM scans WHERE finished_at IS NOT NULL").fetchone()[0]
+    proc = subprocess.Popen([sys.executable, "-m", "qbhook", "--config", str(serve_cfg), "serve"],
+                            stdout=subprocess.DEVNULL, stderr=open(work / "serve.log", "wb"), cwd="/")  # noqa: SIM115
+    t0 = time.perf_counter()
+    samples: list[int] = []
+    try:
+        while time.perf_counter() - t0 < timeout:
+            if proc.poll() is not None:
+                raise SystemExit(f"qbhook serve exited ({proc.returncode}): "
+                                 f"{(work / 'serve.log').read_text()[-2000:]}")
+            st = _proc_status(proc.pid)
+            if "VmRSS" in st:
+                samples.append(st["VmRSS"])
+            done = cat.conn.execute("SELECT count(*) FROM scans WHERE finished_at IS NOT NULL").fetchone()[0] - before
+            if done >= 2 * sweeps:
+                time.sleep(3)      # the sweep goes on after its scans (index sync, plan): let it end
+                break
+            time.sleep(0.2)
+        else:
+            raise SystemExit("qbhook serve did not finish its sweeps in time")
+        st = _proc_status(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    hwm = st.get("VmHWM", max(samples, default=0))
+    return (f"qbhook serve (pid {proc.pid}) after {sweeps} sweeps of this bed: peak RSS (VmHWM) "
+            f"{hwm / 1024:.0f} MiB, RSS now {st.get('VmRSS', 0) / 1024:.0f} MiB, largest sampled RSS "
+            f"{max(samples, default=0) / 1024:.0f} MiB ({len(samples)} samples, 0.2 s apart, "
+            f"{time.perf_counter() - t0:.0f} s); target < 300 MB: {'MET' if hwm * 1024 < 300e6 else 'MISSED'}")
+
+
 def measured(label: str, fn, counter: Counter) -> list:
     counter.n = 0
     t0 = time.perf_counter()
@@ -109,6 +178,9 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=36)
     ap.add_argument("--baseline", action="store_true", help="also list torrents() + files() per torrent")
     ap.add_argument("--sweep", action="store_true", help="also time two whole sweeps (scan + sync + plan)")
+    ap.add_argument("--serve", action="store_true",
+                    help="with --sweep: also run a real `qbhook serve` on the bed and read its RSS from /proc")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of unchanged sweep vs find (default 3)")
     ap.add_argument("--base", default="/tmp")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
@@ -196,6 +268,21 @@ def main() -> None:
             rows.append(["   same sweep, files listed live (no index)", n2.n, f"{dt:.2f}",
                          f"{out['index'][0]['mode']}/{out['index_listing']}", out["index"][0]["files_fetched"]])
             assert out["plan"] == sweeps[-1]["plan"], "the index and the live listing must plan the same"
+            # An unchanged sweep against a bare `find` walk of both pools, rounds interleaved.
+            finds, unchanged = [], []
+            for _ in range(args.rounds):
+                t0 = time.perf_counter()
+                subprocess.run(["find", str(stash), str(pool), "-printf", "%i %s %T@ %p\n"], check=True,
+                               stdout=subprocess.DEVNULL)
+                finds.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                sweep(cfg, cat, [c2])
+                unchanged.append(time.perf_counter() - t0)
+            f_med, s_med = statistics.median(finds), statistics.median(unchanged)
+            sweep_vs_find = (f"unchanged sweep {s_med:.2f} s vs bare find of both pools {f_med:.2f} s "
+                             f"(medians of {args.rounds}, interleaved): {s_med / f_med:.2f}x (target <= 1.5x: "
+                             f"{'MET' if s_med / f_med <= 1.5 else 'MISSED'}); sweeps {_fmt(unchanged)}, "
+                             f"finds {_fmt(finds)}")
             # explain one torrent in its own process: right after the sweeps (recent full scan),
             # and forced to rescan (--max-scan-age 0), as explain did before; stat calls by strace.
             for label, extra in (("7. explain HASH (recent full scan)", ["explain", items[0][0]]),
@@ -205,6 +292,8 @@ def main() -> None:
                 secs, stats = explain_cost(cfg_path, extra)
                 rows.append([label, "-", f"{secs:.2f}", f"{stats} stat calls", "-"])
             print(f"sweep plans: {sweeps[-1]['plan']}")
+            if args.serve:
+                serve_rss = serve_memory(cfg_path, work, cat)
 
         print(f"machine: {machine()}")
         print(f"qbittorrent-nox {c1.version()} (Web API {c1.api_version()})")
@@ -215,6 +304,10 @@ def main() -> None:
               f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
         print("targets: unchanged sync <= 10 requests; after 10 changes <= 10 + 2 x 10 = 30\n")
         print(table(["sync", "HTTP requests", "seconds", "mode", "file lists fetched"], rows))
+        if args.sweep:
+            print(f"\n{sweep_vs_find}")
+            if args.serve:
+                print(f"\n{serve_rss}")
     finally:
         qbt.stop()
         cleanup(work, args.keep)

@@ -104,6 +104,11 @@ class Catalog:
         self._dev_cache: dict[int, int] = {}
         self._mounts = _MountWatch()
         self._fsid_cache: dict[int, str] = {}
+        # What the last rescan read of a pool (scanner._find_walk), valid while writes_stamp()
+        # still returns the stamp stored with it: a long-lived Catalog (the sweeper's) then
+        # pays only for the walk on the next unchanged rescan.
+        self.scan_memo: dict[tuple[str, bytes | None], tuple] = {}
+        self._writes_watched = False
 
     @classmethod
     def open(cls, path: str | Path, readonly: bool = False,
@@ -175,6 +180,103 @@ class Catalog:
         while rows := cur.fetchmany(10000):
             out.update({r[0]: hash(r[1:]) for r in rows})  # == stat_signature(*r[1:])
         return out
+
+    # The line `find -printf FIND_LINE_FORMAT` prints for a file, rebuilt from a catalog row: the
+    # scanner's fast path (scanner._find_walk) compares these instead of stat results. Times are
+    # printed by GNU find as seconds, '.', nine digits of nanoseconds and a trailing '0'.
+    FIND_LINE_FORMAT = b"%D %i %s %T@ %C@ %n %p\\0"
+    # Seconds are floored (tv_sec, as find prints them, also before 1970); SQLite's / and %
+    # truncate toward zero, hence the adjusted nanoseconds for negative times.
+    _FIND_LINE_SQL = ("CAST(printf('%d %d %d %d.%09d0 %d.%09d0 %d ', {dev}, i.ino, i.size, "
+                      "(i.mtime_ns - (i.mtime_ns % 1000000000 + 1000000000) % 1000000000) / 1000000000, "
+                      "(i.mtime_ns % 1000000000 + 1000000000) % 1000000000, "
+                      "(i.ctime_ns - (i.ctime_ns % 1000000000 + 1000000000) % 1000000000) / 1000000000, "
+                      "(i.ctime_ns % 1000000000 + 1000000000) % 1000000000, i.nlink) || p.path AS BLOB)")
+
+    @staticmethod
+    def find_line(dev: int, ino: int, size: int, mtime_ns: int, ctime_ns: int, nlink: int, path: bytes) -> bytes:
+        """The line find prints for these fields (FIND_LINE_FORMAT, without the NUL); Python twin of the SQL."""
+        return b"%d %d %d %d.%09d0 %d.%09d0 %d " % (dev, ino, size, mtime_ns // 1_000_000_000, mtime_ns % 1_000_000_000,
+                                                    ctime_ns // 1_000_000_000, ctime_ns % 1_000_000_000, nlink) + path
+
+    def iter_find_lines(self, pool: str, dev_of_fs: dict[int, int], under: bytes | None = None):
+        """find_line() of every path of ``pool`` (only ``under`` and below if given), built inside SQLite.
+
+        ``dev_of_fs`` says which st_dev each filesystem row stands for; rows of any other
+        filesystem get device -1, which no file has, so they can never match a line find printed.
+        Yields lists of lines (fetchmany batches): one bytes object per path, no row tuples kept.
+        """
+        case = " ".join(f"WHEN {int(fs)} THEN {int(dev)}" for fs, dev in dev_of_fs.items())
+        dev = f"CASE i.fs {case} ELSE -1 END" if case else "-1"
+        sql = (f"SELECT {self._FIND_LINE_SQL.format(dev=dev)} FROM paths p JOIN inodes i ON i.id = p.inode "
+               "WHERE p.pool = ?")
+        args: tuple = (pool,)
+        if under is not None:
+            prefix = under.rstrip(b"/") + b"/"
+            sql += " AND (p.path = ? OR substr(p.path, 1, ?) = ?)"
+            args += (under, len(prefix), prefix)
+        cur = self.conn.execute(sql, args)
+        while rows := cur.fetchmany(20000):
+            yield [r[0] for r in rows]
+
+    def fs_devs(self) -> dict[int, int]:
+        """Filesystem row -> the st_dev it had when last seen, for st_dev numbers held by one row only."""
+        rows = self.conn.execute("SELECT id, dev FROM filesystems WHERE dev IS NOT NULL").fetchall()
+        count: dict[int, int] = {}
+        for _fs, dev in rows:
+            count[dev] = count.get(dev, 0) + 1
+        return {fs: dev for fs, dev in rows if count[dev] == 1}
+
+    # Temp triggers live in this connection only and fire for its own writes; PRAGMA
+    # data_version moves when any other connection (thread or process) commits.
+    _WATCHED = (
+        ("paths", "old.path IS NOT new.path OR old.inode IS NOT new.inode OR old.pool IS NOT new.pool"),
+        ("inodes", ("old.fs IS NOT new.fs OR old.ino IS NOT new.ino OR old.size IS NOT new.size OR "
+                   "old.mtime_ns IS NOT new.mtime_ns OR old.ctime_ns IS NOT new.ctime_ns OR old.nlink IS NOT new.nlink")),
+        ("filesystems", "old.id IS NOT new.id OR old.dev IS NOT new.dev"),
+    )
+
+    def writes_stamp(self) -> tuple[int, int] | None:
+        """A value that is equal at two calls only if no row of paths, inodes or filesystems that
+        a rescan compares changed in between, by this connection or any other; None if unknown.
+
+        Other connections: PRAGMA data_version (changes on every commit they make). This one:
+        a counter in a TEMP table, bumped by TEMP triggers on those tables (created at the first
+        call; a rolled-back write rolls its count back with it).
+        """
+        try:
+            if not self._writes_watched:
+                c = self.conn
+                c.execute("CREATE TEMP TABLE IF NOT EXISTS qbhook_catalog_writes (n INTEGER NOT NULL)")
+                if c.execute("SELECT count(*) FROM temp.qbhook_catalog_writes").fetchone()[0] == 0:
+                    c.execute("INSERT INTO temp.qbhook_catalog_writes VALUES (0)")
+                bump = "BEGIN UPDATE qbhook_catalog_writes SET n = n + 1; END"   # (temp: found first)
+                for table, changed in self._WATCHED:
+                    for event in ("INSERT", "DELETE"):
+                        c.execute(f"CREATE TEMP TRIGGER IF NOT EXISTS qbhook_w_{table}_{event.lower()} "
+                                  f"AFTER {event} ON main.{table} {bump}")
+                    c.execute(f"CREATE TEMP TRIGGER IF NOT EXISTS qbhook_w_{table}_update AFTER UPDATE ON "
+                              f"main.{table} WHEN {changed} {bump}")
+                self._writes_watched = True
+            version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+            count = self.conn.execute("SELECT n FROM temp.qbhook_catalog_writes").fetchone()[0]
+        except sqlite3.Error:
+            return None
+        return version, count
+
+    def stat_rows(self, paths: list[bytes]) -> dict[bytes, tuple[int, int, int, int, int, int]]:
+        """path -> (fs, ino, size, mtime_ns, ctime_ns, nlink) as catalogued, 500 paths per query."""
+        out: dict[bytes, tuple[int, int, int, int, int, int]] = {}
+        for i in range(0, len(paths), 500):
+            chunk = paths[i:i + 500]
+            for r in self.conn.execute(
+                    "SELECT p.path, i.fs, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.nlink FROM paths p "
+                    f"JOIN inodes i ON i.id = p.inode WHERE p.path IN ({','.join('?' * len(chunk))})", chunk):
+                out[r[0]] = r[1:]
+        return out
+
+    def pool_has_paths(self, pool: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM paths WHERE pool = ? LIMIT 1", (pool,)).fetchone() is not None
 
     def upsert(self, c: sqlite3.Connection, pool: str, path: bytes, fs: int, st: os.stat_result, scan_id: int | None) -> int:
         """Record that ``path`` is a link to the inode described by ``st``. Caller holds a transaction."""
@@ -300,6 +402,21 @@ class Catalog:
                     ent = out[r[0]] = (InodeRow(*r[:9]), [])
                 if r[9] is not None:
                     ent[1].append(r[9])
+        return out
+
+    def inode_keys_and_paths(self, inode_ids: list[int]) -> dict[int, tuple[int, int, list[bytes]]]:
+        """inode id -> (fs, ino, paths) for many inodes, one query per 500 ids: what a reader needs
+        to find a path that still is the inode, without building an InodeRow per inode."""
+        out: dict[int, tuple[int, int, list[bytes]]] = {}
+        for i in range(0, len(inode_ids), 500):
+            chunk = inode_ids[i:i + 500]
+            for iid, fs, ino, path in self.conn.execute(
+                    "SELECT i.id, i.fs, i.ino, p.path FROM inodes i JOIN paths p ON p.inode = i.id "
+                    f"WHERE i.id IN ({','.join('?' * len(chunk))}) ORDER BY i.id, p.path", chunk):
+                ent = out.get(iid)
+                if ent is None:
+                    ent = out[iid] = (fs, ino, [])
+                ent[2].append(path)
         return out
 
     def inode_by_path(self, path: str | bytes) -> InodeRow | None:

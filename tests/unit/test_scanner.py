@@ -2,6 +2,7 @@ import os
 
 import pytest
 
+from qbhook.catalog import scan as scanner
 from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
 from qbhook.errors import MassDeleteRefused, QbhookError
@@ -90,6 +91,7 @@ def test_unreadable_folder_is_not_deleted(env, monkeypatch):
             raise PermissionError(13, "denied")
         return real(path)
     monkeypatch.setattr("qbhook.catalog.scan.os.scandir", fake)
+    monkeypatch.setattr("qbhook.catalog.scan.FIND_WALK", False)   # root reads any folder: the Python walk is told
     r = scan_pool(cat, cfg.primary, cfg.scan)
     assert r.removed == 0 and r.unreadable and cat.counts()["paths"] == 2
 
@@ -109,3 +111,189 @@ def test_nlink_change_is_noticed(env):
     r = scan_pool(cat, cfg.primary, cfg.scan)
     assert r.added == 1 and r.changed == 1
     assert cat.inode_by_path(a).nlink == 2
+
+
+def _rows(cat):
+    return sorted(cat.conn.execute(
+        "SELECT p.path, p.pool, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.nlink FROM paths p "
+        "JOIN inodes i ON i.id = p.inode"))
+
+
+def _find_only(monkeypatch):
+    """Make a rescan fail loudly if it does not take the find path (no silent fallback)."""
+
+    def no_python_walk(*a, **k):
+        raise AssertionError("the Python walk ran")
+    monkeypatch.setattr(scanner, "_python_walk", no_python_walk)
+
+
+def test_find_rescan_agrees_with_the_python_walk(tmp_path, monkeypatch):
+    # The same tree and the same changes, rescanned by find in one catalog and by the Python
+    # walk in another: the results and every catalog row must be equal.
+    stash, pool = tmp_path / "stash", tmp_path / "pool"
+    seed = stash / "data/media/torrents/seeding"
+    files = [write(seed / f"t{i % 7}/sub/{i}.bin", b"%d" % i) for i in range(60)]
+    odd = os.fsencode(seed) + b"/odd \n name\xff [*?].bin"
+    write(odd, b"odd")
+    write(seed / "t1/.qbhook-staging/part", b"ignored")     # ScanConfig.ignore_names
+    write(seed / "t1/we[ir]d*", b"ignored too")              # a literal name, not a pattern ...
+    write(seed / "t1/weidx", b"kept")                        # ... so this one is catalogued
+    ignore = {"ignore_names": [".zfs", ".qbhook-holding", ".qbhook-staging", "we[ir]d*"]}
+    cats = {}
+    for name in ("find", "python"):
+        cfg = make_config(tmp_path / f"{name}.sqlite", stash, pool, scan=ignore)
+        cats[name] = (cfg, Catalog.open(cfg.catalog))
+        scan_pool(cats[name][1], cfg.primary, cfg.scan)
+    os.unlink(files[0])                                            # vanished
+    write(seed / "t9/new.bin", b"new")                             # added
+    os.makedirs(tmp_path / "outside")
+    os.link(files[1], tmp_path / "outside/extra-link")             # nlink + ctime only
+    with open(files[2], "r+b") as f:                               # same size, new content
+        f.write(b"Z")
+    os.chmod(files[3], 0o600)                                      # ctime only
+    os.rename(files[4], seed / "t0/renamed.bin")                   # a path moves
+    os.unlink(odd)
+    write(odd, b"odd2")                                            # same name, new inode
+    results = {}
+    for name, (cfg, cat) in cats.items():
+        with monkeypatch.context() as m:
+            if name == "find":
+                _find_only(m)
+            else:
+                m.setattr(scanner, "FIND_WALK", False)
+            r = scan_pool(cat, cfg.primary, cfg.scan)
+        results[name] = (r.files_seen, r.added, r.changed, r.removed, r.unreadable)
+    assert results["find"] == results["python"] == (62, 2, 4, 2, [])
+    rows = _rows(cats["find"][1])
+    assert rows == _rows(cats["python"][1])
+    names = {os.path.basename(p) for p, *_ in rows}
+    assert b"weidx" in names and b"we[ir]d*" not in names and b"part" not in names
+    for _cfg, cat in cats.values():
+        cat.close()
+
+
+def test_link_count_change_elsewhere_is_seen_by_the_find_rescan(env, tmp_path, monkeypatch):
+    # A hardlink made outside the pool changes the file's st_nlink and st_ctime but not its
+    # folder's mtime: a rescan that skipped unchanged folders would miss it.
+    cfg, cat, stash = env
+    a = write(stash / "data/media/torrents/seeding/t/a.mkv", b"movie")
+    scan_pool(cat, cfg.primary, cfg.scan)
+    folder_mtime = os.stat(stash / "data/media/torrents/seeding/t").st_mtime_ns
+    os.link(a, tmp_path / "library-import.mkv")
+    assert os.stat(stash / "data/media/torrents/seeding/t").st_mtime_ns == folder_mtime
+    _find_only(monkeypatch)
+    r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert (r.added, r.changed, r.removed) == (0, 1, 0)
+    assert cat.inode_by_path(a).nlink == 2
+
+
+def test_find_reporting_an_error_means_the_python_walk_decides(env, monkeypatch):
+    # find exits non-zero on any folder it cannot read; its partial listing must not drop rows.
+    cfg, cat, stash = env
+    write(stash / "locked/a", b"a")
+    write(stash / "open/b", b"b")
+    scan_pool(cat, cfg.primary, cfg.scan)
+    real_cmd, real_scandir = scanner._find_cmd, os.scandir
+    calls = []
+
+    def failing_cmd(root, ignore):
+        calls.append(root)
+        cmd = real_cmd(root, ignore)
+        return cmd[:2] + [b"/nonexistent-qbhook-test"] + cmd[2:]   # find: "No such file", exit 1
+
+    def fake(path):
+        if os.fsdecode(path).endswith("locked"):
+            raise PermissionError(13, "denied")
+        return real_scandir(path)
+    monkeypatch.setattr(scanner, "_find_cmd", failing_cmd)
+    monkeypatch.setattr("qbhook.catalog.scan.os.scandir", fake)
+    r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert calls and r.removed == 0 and r.unreadable and cat.counts()["paths"] == 2
+
+
+def test_a_long_lived_catalog_reuses_its_last_rescan_only_while_nothing_was_written(env, monkeypatch):
+    # The sweeper keeps one Catalog: an unchanged rescan then skips the catalog read. Any write
+    # to paths/inodes/filesystems since (by this connection or another) makes it read again.
+    cfg, cat, stash = env
+    a = write(stash / "data/media/torrents/seeding/t/a.mkv", b"a")
+    write(stash / "data/media/torrents/seeding/t/b.mkv", b"b")
+    scan_pool(cat, cfg.primary, cfg.scan)
+    _find_only(monkeypatch)
+    reads = []
+    real = Catalog.iter_find_lines
+
+    def counting(self, *a, **k):
+        reads.append(1)
+        yield from real(self, *a, **k)
+    monkeypatch.setattr(Catalog, "iter_find_lines", counting)
+    assert scan_pool(cat, cfg.primary, cfg.scan).changed == 0 and len(reads) == 1
+    r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert (r.files_seen, r.added, r.changed, r.removed) == (2, 0, 0, 0) and len(reads) == 1   # reused
+
+    cat.forget_path(a)                                  # this connection writes: a is on disk again
+    r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert (r.added, r.changed, r.removed) == (1, 0, 0) and len(reads) == 2
+
+    assert scan_pool(cat, cfg.primary, cfg.scan).added == 0 and len(reads) == 3    # read after the write
+    assert scan_pool(cat, cfg.primary, cfg.scan).added == 0 and len(reads) == 3    # reused again
+
+    other = Catalog.open(cfg.catalog)                   # another connection (another process, say)
+    other.forget_path(a)
+    other.close()
+    r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert (r.added, r.changed, r.removed) == (1, 0, 0) and len(reads) == 4
+
+    with cat.conn:                                      # a stat field rewritten behind the scanner
+        cat.conn.execute("UPDATE inodes SET nlink = 7")
+    r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert r.changed == 2 and cat.inode_by_path(a).nlink == 1
+
+
+def test_find_prunes_the_default_ignored_folders_by_exact_name(env, monkeypatch):
+    # find prunes the default ignored folders (a visible .zfs would be every snapshot again);
+    # the names match exactly, not as prefixes.
+    cfg, cat, stash = env
+    seed = stash / "data/media/torrents/seeding"
+    write(seed / "t/a.mkv", b"a")
+    scan_pool(cat, cfg.primary, cfg.scan)
+    write(seed / "t/.qbhook-staging/123.a.mkv", b"partial")
+    write(seed / ".zfs/snapshot/s1/t/a.mkv", b"a")
+    write(seed / "t/.qbhook-stagingX", b"not ignored")
+    write(seed / "t/.hidden", b"not ignored")
+    _find_only(monkeypatch)
+    r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert (r.files_seen, r.added) == (3, 2)
+    names = {os.path.basename(p) for (p,) in cat.conn.execute("SELECT path FROM paths")}
+    assert names == {b"a.mkv", b".qbhook-stagingX", b".hidden"}
+
+
+@pytest.mark.parametrize("stale", ["dev + 12345", "NULL"])
+def test_a_stale_device_number_in_the_catalog_is_no_change(env, monkeypatch, stale):
+    # After a reboot or remount the st_dev recorded for a filesystem may be wrong or unknown:
+    # find's lines then differ from the catalog's, but no file changed (same filesystem, same stat).
+    cfg, cat, stash = env
+    a = write(stash / "data/media/torrents/seeding/t/a.mkv", b"a")
+    scan_pool(cat, cfg.primary, cfg.scan)
+    with cat.conn:
+        cat.conn.execute(f"UPDATE filesystems SET dev = {stale}")
+    cat.close()
+    cat = Catalog.open(cfg.catalog)                     # a new process: no st_dev cached
+    _find_only(monkeypatch)
+    r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert (r.files_seen, r.added, r.changed, r.removed) == (1, 0, 0, 0)
+    assert cat.inode_by_path(a).nlink == 1
+    assert cat.conn.execute("SELECT dev FROM filesystems").fetchone()[0] == os.stat(a).st_dev
+    cat.close()
+
+
+def test_without_a_memory_file_the_python_walk_scans(env, monkeypatch):
+    cfg, cat, stash = env
+    write(stash / "data/media/torrents/seeding/t/a.mkv", b"a")
+    scan_pool(cat, cfg.primary, cfg.scan)
+
+    def no_memfd(*a, **k):
+        raise OSError(24, "Too many open files")
+    monkeypatch.setattr("qbhook.catalog.scan.os.memfd_create", no_memfd)
+    write(stash / "data/media/torrents/seeding/t/b.mkv", b"b")
+    r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert (r.files_seen, r.added, r.changed, r.removed) == (2, 1, 0, 0)
