@@ -699,37 +699,29 @@ def make_empty(dst, *, roots) -> dict:
 RELINK_PREFIX = b".qbhook-relink."
 
 
-def _relink_name(name: bytes, pid: int | None = None) -> bytes:
-    prefix = RELINK_PREFIX + b"%d." % (os.getpid() if pid is None else pid)
-    return prefix + name[: NAME_MAX - len(prefix)]
+def _relink_name(name: bytes) -> bytes:
+    # One fixed name per entry, no pid: a crashed attempt's leftover is found with one lstat
+    # (a listdir per relink would be quadratic in a flat cross-seed folder). The group lock
+    # keeps two qbhook processes from relinking the same entry at once.
+    return RELINK_PREFIX + name[: NAME_MAX - len(RELINK_PREFIX)]
 
 
-def _clean_stale_relinks(d: Dir, name: bytes, keeper: os.stat_result) -> list[str]:
-    """Remove temporary names an earlier (crashed) relink of ``name`` left in ``d``.
+def _clean_stale_relink(d: Dir, tmp: bytes, keeper: os.stat_result) -> None:
+    """Remove the temporary name an earlier (crashed) relink left in ``d``, if it is a link of the kept inode.
 
-    Only names of qbhook's pattern for this entry, left by a dead process (or this one), and
-    only if they are a link of the planned kept inode: removing such a name loses nothing
-    (the kept inode has its own link), while anything else under that name is left alone.
+    Removing such a name loses nothing (the kept inode has its own link). Anything else
+    under that name is not qbhook's: it is left alone and the relink refuses.
     """
-    removed = []
-    me = os.getpid()
-    for entry in os.listdir(d.fd):
-        entry = os.fsencode(entry)
-        if not entry.startswith(RELINK_PREFIX):
-            continue
-        pid_s, dot, _rest = entry[len(RELINK_PREFIX):].partition(b".")
-        if not dot or not pid_s.isdigit() or entry != _relink_name(name, int(pid_s)):
-            continue
-        if int(pid_s) != me and pid_alive(int(pid_s)):
-            continue
-        st = d.lstat(entry)
-        if st is not None and stat_mod.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) == (keeper.st_dev, keeper.st_ino):
-            try:
-                os.unlink(entry, dir_fd=d.fd)
-                removed.append(d.show(entry))
-            except FileNotFoundError:
-                pass
-    return removed
+    st = d.lstat(tmp)
+    if st is None:
+        return
+    if not stat_mod.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (keeper.st_dev, keeper.st_ino):
+        raise UnsafeOperation(f"{d.show(tmp)} exists and is not a link of the copy to keep: not qbhook's, "
+                              "leaving it", hint="remove or rename it")
+    try:
+        os.unlink(tmp, dir_fd=d.fd)
+    except FileNotFoundError:
+        pass
 
 
 def _readable_by(st: os.stat_result, uid: int, gid: int) -> bool:
@@ -758,7 +750,7 @@ def relink_over(path, keep_path, *, fsid, ino: int, size: int, blake3_hex, keep_
     inode ``keep_ino`` on ``keep_fsid``, on the same filesystem, readable by the replaced
     file's owner; both hold the planned BLAKE3 (the catalog's hash when still valid for
     the live stat, else read now). Then the kept inode is linked under a temporary name
-    (``.qbhook-relink.<pid>.<name>``) in the very folder descriptor the checks used, the
+    (``.qbhook-relink.<name>``) in the very folder descriptor the checks used, the
     victim and the keeper are looked at once more, and ``renameat`` atomically puts the
     link over the old name: at every instant ``path`` names the planned content.
 
@@ -808,7 +800,8 @@ def _relink_at(parent: Dir, name: bytes, path_s: str, kdir: Dir, kname: bytes, k
     if not stat_mod.S_ISREG(kst.st_mode) or kst.st_ino != keep_ino or not _fsid_matches(catalog, kdir, kst, keep_fsid):
         raise UnsafeOperation(f"{why}: the copy to keep is no longer the planned file "
                               f"(inode {kst.st_ino}, planned {keep_ino} on {keep_fsid})", hint="re-plan")
-    _clean_stale_relinks(parent, name, kst)
+    tmp: bytes | None = _relink_name(name)
+    _clean_stale_relink(parent, tmp, kst)
     st = parent.lstat(name)
     if st is None:
         raise UnsafeOperation(f"{why}: {path_s} is missing", hint="re-plan")
@@ -836,7 +829,6 @@ def _relink_at(parent: Dir, name: bytes, path_s: str, kdir: Dir, kname: bytes, k
     if _content_digest(kdir, kname, kst, catalog) != want:
         raise UnsafeOperation(f"{why}: the copy to keep does not have the planned content", hint="re-plan")
 
-    tmp: bytes | None = _relink_name(name)
     try:
         os.link(kname, tmp, src_dir_fd=kdir.fd, dst_dir_fd=parent.fd, follow_symlinks=False)
     except FileExistsError:

@@ -248,3 +248,11 @@ def test_a_crash_between_the_temporary_link_and_the_rename_is_completed_by_the_n
     r = fsops.relink_over(victim, lib, **kw)
     assert r["status"] == "relinked" and _relink_leftovers(victim.parent) == []
     assert os.lstat(victim).st_ino == os.lstat(lib).st_ino and os.lstat(lib).st_nlink == 2
+
+
+def test_a_foreign_file_at_the_temporary_name_is_left_alone_and_the_relink_refuses(fs2):
+    victim, lib, kw = _dup(fs2)
+    squatter = write(victim.parent / (os.fsdecode(fsops.RELINK_PREFIX) + victim.name), b"someone else's")
+    with pytest.raises(UnsafeOperation, match="not qbhook's"):
+        fsops.relink_over(victim, lib, **kw)
+    assert squatter.read_bytes() == b"someone else's" and os.lstat(lib).st_nlink == 1
