@@ -111,7 +111,9 @@ def check(pool: Path, n: int, before: dict, lib_before: dict, dup_bytes: int, to
 
 
 def write_config(base: Path, pool: Path, cold: Path) -> Path:
+    """A fresh catalog per round (a catalog that knew another round's tree would trip the mass-delete guard)."""
     import yaml
+    base.mkdir(parents=True, exist_ok=True)
     cfg = {
         "catalog": str(base / "catalog.sqlite"),
         "lock_dir": str(base / "locks"),
@@ -189,7 +191,7 @@ def driver(config: str, n: int) -> None:
 
 def zfs_pool(base: Path, name: str) -> tuple[Path, callable]:
     from qbhook.sandbox.zfs import create_pools, destroy_pools
-    pools = create_pools(base / f"zfs-{name}", kind="zfs")
+    pools = create_pools(base / f"zfs-{name}", names=("stash",), kind="zfs")
     root = Path(pools["stash"])
     return root, lambda: destroy_pools(pools)
 
@@ -200,7 +202,7 @@ def zfs_pool(base: Path, name: str) -> tuple[Path, callable]:
 def one_round(base: Path, pool_q: Path, pool_j: Path, n: int, dup_bytes: int, label: str) -> dict:
     before_q, before_j = distinct(pool_q), distinct(pool_j)
     lib_q = library_facts(pool_q, n)
-    cfg = write_config(base, pool_q, base / f"cold-{label}")
+    cfg = write_config(base / f"qbhook-{label}", pool_q, base / f"cold-{label}")
     q = run_rss([sys.executable, str(Path(__file__).resolve()), "--driver", str(cfg), "-n", str(n)],
                 stdout_path=str(base / f"driver-{label}.json"))
     out = json.loads(q.stdout)
