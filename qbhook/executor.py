@@ -442,6 +442,10 @@ class Executor:
         """Close a failed group: undo its relocations unless deletes have begun."""
         o = st.outcome
         o.status, o.reason = "failed", reason
+        if st.plan.action == "converge":
+            # Nothing to undo: every relink is complete on its own (each name always held the same bytes).
+            self.journal.set_group(st.plan.group_id, st.run_id, "failed", reason)
+            return
         if st.deletes_started:
             # Old links are partly gone: the new place is the only complete one, and it
             # was verified (verify_group precedes every delete). Stay there.

@@ -13,8 +13,11 @@ from qbhook import fsops
 from qbhook.catalog.store import Catalog
 from qbhook.config import PolicyConfig
 from qbhook.errors import UnsafeOperation
+from qbhook.plan import GroupPlan, Plan, Step
 from qbhook.planner import make_plan
 from tests.helpers import b3, write
+from tests.unit import test_executor as te
+from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 from tests.unit.world import LIB, P, S, World
 
 POLICY = PolicyConfig()
@@ -256,3 +259,61 @@ def test_a_foreign_file_at_the_temporary_name_is_left_alone_and_the_relink_refus
     with pytest.raises(UnsafeOperation, match="not qbhook's"):
         fsops.relink_over(victim, lib, **kw)
     assert squatter.read_bytes() == b"someone else's" and os.lstat(lib).st_nlink == 1
+
+
+# --------------------------------------------------------------------------- planner + executor, real files
+
+
+def test_the_real_planner_and_executor_converge_two_cross_seeded_links_onto_a_library_copy(tmpfs, tmp_path):  # noqa: F811
+    from qbhook.scanner import scan_pool
+    from qbhook.snapshot import build_snapshot
+    w = te._make_world(tmpfs, tmp_path)
+    try:
+        movie = te.FILES[0][1]
+        lib = write(w.stash / "media/Movie (2020)/Movie (2020).mkv", movie)   # an *arr import's copy
+        lib_before = os.lstat(lib)
+        seeding = [os.path.join(w.save(h, "stash"), "Movie.2020/movie.mkv") for h in (te.H1, te.H2)]
+        for t in w.qbt.t.values():
+            t.download_path = ""
+        for p in w.cfg.pools:
+            scan_pool(w.cat, p, w.cfg.scan)
+
+        plan = make_plan(build_snapshot(w.cfg, w.cat, [w.qbt]), w.cfg.policy)
+        (g,) = plan.groups
+        assert g.action == "converge" and g.bytes_freed == len(movie), g.reason
+        assert sorted(s.args["path"] for s in g.steps) == sorted(seeding)
+        summary = w.executor().apply(plan)
+        assert summary.status == "done" and summary.bytes_freed == len(movie) and summary.torrents_relocated == 0
+        for p in seeding:
+            assert os.lstat(p).st_ino == lib_before.st_ino
+        assert os.lstat(lib).st_nlink == 3 and os.lstat(lib).st_mtime_ns == lib_before.st_mtime_ns
+        assert not [c for c in w.qbt.calls if c[0] in ("set_location", "stop", "recheck")]
+        steps = w.journal.steps(summary.run_id)
+        assert [(s.kind, s.status) for s in steps] == [("converge", "done")] * 2
+
+        # converged: linked from the library now, the group stays
+        again = make_plan(build_snapshot(w.cfg, w.cat, [w.qbt]), w.cfg.policy)
+        assert [x.action for x in again.groups] == ["stay"]
+    finally:
+        w.cat.close()
+
+
+def test_a_failed_convergence_is_reported_failed_and_leaves_the_file(tmpfs, tmp_path):  # noqa: F811
+    w = te._make_world(tmpfs, tmp_path)
+    try:
+        movie = te.FILES[0][1]
+        lib = write(w.stash / "media/M.mkv", movie)
+        path = os.path.join(w.seed_s, "Movie.2020/movie.mkv")
+        st = os.lstat(path)
+        fsid = w.cat.fsid(w.cat.fs_for_path(path))
+        step = Step("converge", {"path": path, "fsid": fsid, "ino": st.st_ino, "size": len(movie),
+                                 "mtime_ns": st.st_mtime_ns, "blake3": b3(movie),
+                                 "keep": {"path": str(lib), "fsid": fsid, "ino": os.lstat(lib).st_ino + 1}})
+        g = GroupPlan("g1", [te.H1], ["Movie.2020"], "converge", "dup", source_pool="stash", target_pool="stash",
+                      steps=[step])
+        summary = w.executor().apply(Plan(groups=[g]))
+        (o,) = summary.groups
+        assert o.status == "failed" and "no longer the planned file" in o.reason and summary.exit_code == 5
+        assert os.lstat(path).st_ino == st.st_ino and os.lstat(lib).st_nlink == 1
+    finally:
+        w.cat.close()
