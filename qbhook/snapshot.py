@@ -262,6 +262,7 @@ class SnapshotBuilder:
         primary = next(p for p in pools if p.role == "primary")
         cold = next(p for p in pools if p.role == "cold")
         need: set[int] = set()
+        shared: set[int] | None = None
         for group in payload_groups(torrents):
             keys = {f.inode for t in group for f in t.files if f.inode in self.inodes}
             if any(f.inode is None for t in group for f in t.files):
@@ -269,8 +270,10 @@ class SnapshotBuilder:
             facts = [self.inodes[k] for k in keys]
             # Same-pool convergence (qbhook/converge.py): a seed-only inode and the same-size
             # inodes on its own dataset, whatever the group decides otherwise.
+            if shared is None:
+                shared = self.catalog.shared_sizes()   # one query, instead of one per unique size
             for i in facts:
-                if i.size and not i.external_links:
+                if i.size in shared and not i.external_links:
                     same = self._same_size_on(i.fsid, [i])
                     if same:
                         need |= same | {self._inode_ids[i.key]}
