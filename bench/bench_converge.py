@@ -134,7 +134,7 @@ class StubClient:
     name = "bench"
 
     def __init__(self, seed_root: Path, n: int):
-        from qbhook.qbt.model import TorrentFile, TorrentInfo
+        from qbhook.clients.qbt.model import TorrentFile, TorrentInfo
         self._files = {}
         self._infos = []
         movies = str(seed_root / "movies")
@@ -157,13 +157,13 @@ class StubClient:
 
 
 def driver(config: str, n: int) -> None:
+    from qbhook.catalog.scan import scan_pool
     from qbhook.catalog.store import Catalog
     from qbhook.config import load_config
-    from qbhook.executor import Executor
-    from qbhook.journal import Journal
-    from qbhook.planner import make_plan
-    from qbhook.scanner import scan_pool
-    from qbhook.snapshot import build_snapshot
+    from qbhook.decide.planner import make_plan
+    from qbhook.decide.snapshot import build_snapshot
+    from qbhook.move.executor import Executor
+    from qbhook.move.journal import Journal
 
     t = {"start": time.perf_counter()}
     cfg = load_config(config)

@@ -1,4 +1,4 @@
-"""Same-pool convergence: the decision (qbhook/converge.py via the planner) and the act (fsops.relink_over)."""
+"""Same-pool convergence: the decision (qbhook/decide/converge.py via the planner) and the act (fsops.relink_over)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from dataclasses import replace
 
 import pytest
 
-from qbhook import fsops
 from qbhook.catalog.store import Catalog
 from qbhook.config import PolicyConfig
+from qbhook.decide.plan import GroupPlan, Plan, Step
+from qbhook.decide.planner import make_plan
 from qbhook.errors import UnsafeOperation
-from qbhook.plan import GroupPlan, Plan, Step
-from qbhook.planner import make_plan
+from qbhook.move import fsops
 from tests.helpers import b3, write
 from tests.unit import test_executor as te
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
@@ -265,8 +265,8 @@ def test_a_foreign_file_at_the_temporary_name_is_left_alone_and_the_relink_refus
 
 
 def test_the_real_planner_and_executor_converge_two_cross_seeded_links_onto_a_library_copy(tmpfs, tmp_path):  # noqa: F811
-    from qbhook.scanner import scan_pool
-    from qbhook.snapshot import build_snapshot
+    from qbhook.catalog.scan import scan_pool
+    from qbhook.decide.snapshot import build_snapshot
     w = te._make_world(tmpfs, tmp_path)
     try:
         movie = te.FILES[0][1]

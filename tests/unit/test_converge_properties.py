@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 import tests.unit.test_planner_properties as base
 from qbhook.config import PolicyConfig
-from qbhook.plan import Plan
-from qbhook.planner import make_plan
+from qbhook.decide.plan import Plan
+from qbhook.decide.planner import make_plan
 from tests.unit.world import LIB, P, S, World
 
 NESTED = "/stash/data/media/nested"
