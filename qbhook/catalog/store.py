@@ -438,6 +438,11 @@ class Catalog:
     def inode_ids_of_size(self, size: int) -> list[int]:
         return [r[0] for r in self.conn.execute("SELECT id FROM inodes WHERE size=?", (size,))]
 
+    def shared_sizes(self) -> set[int]:
+        """Non-zero sizes held by more than one known inode (one scan of the size index)."""
+        return {r[0] for r in self.conn.execute(
+            "SELECT size FROM inodes WHERE size > 0 GROUP BY size HAVING count(*) > 1")}
+
     def counts(self) -> dict:
         c = self.conn
         return {

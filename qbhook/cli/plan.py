@@ -55,7 +55,7 @@ def _save(app: App, snap, p, path) -> str:
 
 
 def _print_plan(p, steps: bool) -> None:
-    rows = sorted(p.groups, key=lambda g: (["demote", "promote", "blocked", "skip", "stay"].index(g.action), g.names))
+    rows = sorted(p.groups, key=lambda g: (["demote", "promote", "converge", "blocked", "skip", "stay"].index(g.action), g.names))
     for g in rows:
         extra = ""
         if g.actionable:
@@ -70,7 +70,7 @@ def _print_plan(p, steps: bool) -> None:
             for s in g.steps:
                 click.echo(f"             {s.kind:12} {describe_step(s.kind, s.args)}")
     s = p.summary()
-    click.echo(f"\n{s['demote']} to demote, {s['promote']} to promote, {s['blocked']} blocked, {s['skip']} skipped, "
+    click.echo(f"\n{s['demote']} to demote, {s['promote']} to promote, {s['converge']} to converge, {s['blocked']} blocked, {s['skip']} skipped, "
                f"{s['stay']} staying; {_human_bytes(s['bytes_to_copy'])} to copy, {_human_bytes(s['bytes_freed'])} to free")
     if p.actionable:
         click.echo("dry run: nothing changed. Apply with: qbhook apply --yes")

@@ -2,7 +2,8 @@
 
 ``snapshot`` gathers frozen facts (``facts``) from the catalog, the clients and a fresh stat of
 every path it decides on; ``grouping`` forms payload groups; ``policy`` says what the user
-allows; ``planner`` decides stay / demote / promote / blocked per group and writes the steps
+allows; ``planner`` decides stay / demote / promote / converge (``converge``: same-pool
+duplicates relinked onto one inode) / blocked per group and writes the steps
 (``plan``); ``approved`` saves a plan for a person to approve and re-checks it before use.
 May import: house, ``clients``, ``catalog``. Fact gathering never imports the planner.
 """

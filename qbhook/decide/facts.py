@@ -35,6 +35,7 @@ class InodeFact:
     blake3: str | None                   # hex; None when not hashed or changed since hashed
     seeding_paths: tuple[str, ...] = ()  # known links inside any seeding root
     other_paths: tuple[str, ...] = ()    # known links outside the seeding roots (libraries ...)
+    mtime_ns: int = 0                    # as lstat-ed for this snapshot (convergence keeps the oldest)
 
     @property
     def key(self) -> InodeKey:

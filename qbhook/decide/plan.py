@@ -19,6 +19,9 @@ Step kinds and their args (all paths are host paths, strings):
                  link outside ``seeding_links`` appeared since planning
 - ``prune_dirs`` root, stop_at               remove folders emptied by the deletes, up to stop_at
 - ``tag``       torrent, instance, add: [..], remove: [..]
+- ``converge``  path, fsid, ino, size, mtime_ns, blake3, keep: {path, fsid, ino, library}
+                 same-pool convergence (qbhook/decide/converge.py): replace the seeding link ``path``
+                 by a hardlink to the kept inode, atomically (``fsops.relink_over``)
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-ACTIONS = ("stay", "demote", "promote", "blocked", "skip")
-STEP_KINDS = ("copy", "link", "mkempty", "verify_view", "relocate", "verify_group", "delete", "prune_dirs", "tag")
+ACTIONS = ("stay", "demote", "promote", "converge", "blocked", "skip")
+STEP_KINDS = ("copy", "link", "mkempty", "verify_view", "relocate", "verify_group", "delete", "prune_dirs", "tag",
+              "converge")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +62,7 @@ class GroupPlan:
 
     @property
     def actionable(self) -> bool:
-        return self.action in ("demote", "promote")
+        return self.action in ("demote", "promote", "converge")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -119,4 +123,6 @@ def describe_step(kind: str, a: dict) -> str:
         return f"{a.get('root')} (up to {a.get('stop_at')})"
     if kind == "tag":
         return f"{str(a.get('torrent'))[:12]} +{a.get('add') or []} -{a.get('remove') or []}"
+    if kind == "converge":
+        return f"{a.get('path')} => link of {(a.get('keep') or {}).get('path')}"
     return ""

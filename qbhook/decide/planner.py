@@ -12,6 +12,9 @@ Per payload group it decides:
 - **blocked** it should move but cannot safely now, with reasons a person can act on
               (a symlink anywhere in a torrent's source or destination path below a
               pool root always blocks: facts read through it describe somewhere else);
+- **converge** stays on its pool, but its seeding files that duplicate another inode on
+              the same dataset (a library's copy first) are relinked onto it: zero bytes
+              written, the duplicate freed (``qbhook/decide/converge.py``);
 - **skip**    actionable but over this run's batch cap or waiting on another group.
 
 Converging identical payloads on both pools falls out of the same rules: the
@@ -27,6 +30,7 @@ from collections.abc import Iterable
 
 from qbhook.catalog.identity import group_id
 from qbhook.config import PolicyConfig
+from qbhook.decide import converge
 from qbhook.decide.facts import (
     UNSTABLE_STATES,
     ContentKey,
@@ -54,9 +58,12 @@ def make_plan(snap: Snapshot, policy: PolicyConfig) -> Plan:
         for g in payload_groups(snap.torrents):
             # Past this run's cap, decide but do not build steps: they would be thrown away.
             gp = decide(snap, policy, g, build=room > 0)
+            if gp.action == "stay":
+                _converge_instead(snap, policy, g, gp, build=room > 0)
             room -= gp.actionable
             plans.append(gp)
         _resolve_cross_group(plans)
+        converge.resolve_cross_group(plans)
         _apply_batch_cap(plans, policy.max_groups_per_run)
     finally:
         if was_enabled:
@@ -150,6 +157,18 @@ def decide(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], build
     gp.steps, gp.bytes_to_copy = steps, copy_bytes
     gp.bytes_freed = _bytes_freed(group, snap)
     return gp
+
+
+def _converge_instead(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], gp: GroupPlan,
+                      build: bool) -> None:
+    """A staying group whose seeding files duplicate inodes on their own dataset converges onto them."""
+    conv = converge.plan_group(snap, group)
+    if conv is None:
+        return
+    if not build:
+        gp.action, gp.reason = "skip", _CAP_REASON.format(cap=policy.max_groups_per_run) + " (would converge)"
+        return
+    converge.apply_to(gp, conv, gp.reason)
 
 
 def _blocked(gp: GroupPlan, blockers: list[str]) -> GroupPlan:

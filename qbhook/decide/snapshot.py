@@ -249,7 +249,8 @@ class SnapshotBuilder:
         other = tuple(sys.intern(p) for p in other if not self._through_symlink(p) and _is_inode(p, st))
         valid = row.hash if (row.size, row.mtime_ns, row.ctime_ns) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns) else None
         return InodeFact(fsid=key[0], ino=key[1], size=st.st_size, nlink=st.st_nlink,
-                         blake3=valid.hex() if valid else None, seeding_paths=seeding, other_paths=other)
+                         blake3=valid.hex() if valid else None, seeding_paths=seeding, other_paths=other,
+                         mtime_ns=st.st_mtime_ns)
 
     def _links(self, key: InodeKey) -> tuple[str, ...]:
         i = self.inodes.get(key)
@@ -260,11 +261,21 @@ class SnapshotBuilder:
         primary = next(p for p in pools if p.role == "primary")
         cold = next(p for p in pools if p.role == "cold")
         need: set[int] = set()
+        shared: set[int] | None = None
         for group in payload_groups(torrents):
             keys = {f.inode for t in group for f in t.files if f.inode in self.inodes}
             if any(f.inode is None for t in group for f in t.files):
                 continue  # missing files: blocked whatever the hashes say
             facts = [self.inodes[k] for k in keys]
+            # Same-pool convergence (qbhook/decide/converge.py): a seed-only inode and the same-size
+            # inodes on its own dataset, whatever the group decides otherwise.
+            if shared is None:
+                shared = self.catalog.shared_sizes()   # one query, instead of one per unique size
+            for i in facts:
+                if i.size in shared and not i.external_links:
+                    same = self._same_size_on(i.fsid, [i])
+                    if same:
+                        need |= same | {self._inode_ids[i.key]}
             if any(i.external_links for i in facts):
                 continue  # stays where it is: no hash needed
             src = {_pool_of(t.save_path, pools) for t in group}
@@ -293,7 +304,7 @@ class SnapshotBuilder:
             old = self.inodes[key]
             if row is not None and row.hash is not None and (row.size, row.nlink) == (old.size, old.nlink):
                 self.inodes[key] = InodeFact(old.fsid, old.ino, old.size, old.nlink, row.hash.hex(),
-                                             old.seeding_paths, old.other_paths)
+                                             old.seeding_paths, old.other_paths, old.mtime_ns)
 
     def _same_size_on(self, fsid: str, facts: list[InodeFact]) -> set[int]:
         out: set[int] = set()

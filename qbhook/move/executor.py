@@ -49,8 +49,9 @@ BAD_STATES = frozenset({"error", "missingFiles"})
 
 
 # Test-only: ``QBHOOK_TEST_CRASH_AT=<seq>:<point>`` SIGKILLs this process when the executor
-# reaches hook ``point`` (before | after_intend | after_act | poll) of step ``seq``, so the
-# integration tests can crash a real ``qbhook apply`` at an exact journal step. Unset: no effect.
+# reaches hook ``point`` (before | after_intend | mid_act | after_act | poll) of step ``seq``, so the
+# integration tests can crash a real ``qbhook apply`` at an exact journal step (``mid_act``: a
+# converge step between its temporary link and the rename). Unset: no effect.
 CRASH_ENV = "QBHOOK_TEST_CRASH_AT"
 
 
@@ -369,6 +370,8 @@ class Executor:
         elif step.kind == "delete":
             st.deletes_started = True
             st.outcome.bytes_freed += int(res.get("bytes_freed", 0))
+        elif step.kind == "converge":
+            st.outcome.bytes_freed += int(res.get("bytes_freed", 0))
 
     def _replay_failed(self, st: _GroupRun, mine) -> None:
         for seq, step, row in mine:
@@ -439,6 +442,10 @@ class Executor:
         """Close a failed group: undo its relocations unless deletes have begun."""
         o = st.outcome
         o.status, o.reason = "failed", reason
+        if st.plan.action == "converge":
+            # Nothing to undo: every relink is complete on its own (each name always held the same bytes).
+            self.journal.set_group(st.plan.group_id, st.run_id, "failed", reason)
+            return
         if st.deletes_started:
             # Old links are partly gone: the new place is the only complete one, and it
             # was verified (verify_group precedes every delete). Stay there.
@@ -508,6 +515,8 @@ class Executor:
             return self._verify_group(args)
         if kind == "delete":
             return self._delete(st, args)
+        if kind == "converge":
+            return self._converge(st, seq, step, args)
         if kind == "prune_dirs":
             if self.cfg.seeding_root_of(args["stop_at"]) is None:
                 raise UnsafeOperation(f"refusing to prune up to {args['stop_at']}: not inside a seeding root")
@@ -611,6 +620,19 @@ class Executor:
                     pool = self.cfg.pool_of(p)
                     if pool is not None:
                         self.catalog.record_path(p, pool.name, own_change=True)
+        st.outcome.bytes_freed += res.get("bytes_freed", 0)
+        return res
+
+    def _converge(self, st: _GroupRun, seq: int, step: Step, a: dict) -> dict:
+        keep = a["keep"]
+        res = fsops.relink_over(
+            a["path"], keep["path"], fsid=a["fsid"], ino=int(a["ino"]), size=int(a["size"]), mtime_ns=a.get("mtime_ns"),
+            blake3_hex=a.get("blake3"), keep_fsid=keep["fsid"], keep_ino=int(keep["ino"]),
+            seeding_roots=self.seeding_roots, keep_roots=self.roots, catalog=self.catalog,
+            on_temp_link=lambda: self._hook("mid_act", st.plan.group_id, seq, step))
+        # The path is now a link of the kept inode, whose ctime the link changed: carry its hash over.
+        # A convergence never leaves its pool: the plan's source pool names it (cfg.pool_of costs 0.5 ms).
+        self.catalog.record_path(a["path"], st.plan.source_pool or self._pool_name(a["path"], None), own_change=True)
         st.outcome.bytes_freed += res.get("bytes_freed", 0)
         return res
 

@@ -14,9 +14,10 @@ is opened with ``O_DIRECTORY|O_NOFOLLOW`` relative to its verified parent and
 deleted). Every check and the final act then name only the last entry,
 relative to that same descriptor (``fstatat(AT_SYMLINK_NOFOLLOW)``, then
 ``unlinkat``/``linkat``/``openat(O_NOFOLLOW)``/``mkdirat``; nothing is ever
-renamed over a name). Sources that are only read or linked from may cross a
-mount below a pool root (a nested dataset), never a symlink. A symlinked,
-swapped or foreign component makes the operation refuse (``UnsafeOperation``
+renamed over a name, except by ``relink_over``: same-pool convergence puts a link
+of proven-equal content over a seeding entry, atomically). Sources that are only
+read or linked from may cross a mount below a pool root (a nested dataset), never
+a symlink. A symlinked, swapped or foreign component makes the operation refuse (``UnsafeOperation``
 naming the path and why); it is never followed or redirected. qbhook's own
 folders (``.qbhook-staging``, ``.qbhook-holding``) are made by qbhook (0700)
 and must be real folders owned by its euid; holding is purged only of the
@@ -72,6 +73,7 @@ __all__ = [
     "pid_alive",
     "prune_empty_dirs",
     "purge_holding",
+    "relink_over",
     "remove_leftover_view",
     "safe_unlink",
     "sync_filesystem",
@@ -714,6 +716,176 @@ def make_empty(dst, *, roots) -> dict:
                 os.close(fd)
             return {"status": "created"}
     raise UnsafeOperation(f"{shown} keeps changing under us")
+
+
+# --------------------------------------------------------------------------- converge (relink over)
+
+
+RELINK_PREFIX = b".qbhook-relink."
+
+
+def _relink_name(name: bytes) -> bytes:
+    # One fixed name per entry, no pid: a crashed attempt's leftover is found with one lstat
+    # (a listdir per relink would be quadratic in a flat cross-seed folder). The group lock
+    # keeps two qbhook processes from relinking the same entry at once.
+    return RELINK_PREFIX + name[: NAME_MAX - len(RELINK_PREFIX)]
+
+
+def _clean_stale_relink(d: Dir, tmp: bytes, keeper: os.stat_result) -> None:
+    """Remove the temporary name an earlier (crashed) relink left in ``d``, if it is a link of the kept inode.
+
+    Removing such a name loses nothing (the kept inode has its own link). Anything else
+    under that name is not qbhook's: it is left alone and the relink refuses.
+    """
+    st = d.lstat(tmp)
+    if st is None:
+        return
+    if not stat_mod.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (keeper.st_dev, keeper.st_ino):
+        raise UnsafeOperation(f"{d.show(tmp)} exists and is not a link of the copy to keep: not qbhook's, "
+                              "leaving it", hint="remove or rename it")
+    try:
+        os.unlink(tmp, dir_fd=d.fd)
+    except FileNotFoundError:
+        pass
+
+
+def _readable_by(st: os.stat_result, uid: int, gid: int) -> bool:
+    """Can the owner (uid, gid) of the replaced file read the kept inode? (mode bits; ACLs not consulted)"""
+    if uid == 0:
+        return True
+    mode = stat_mod.S_IMODE(st.st_mode)
+    if st.st_uid == uid:
+        return bool(mode & 0o400)
+    if st.st_gid == gid:
+        return bool(mode & 0o040)
+    return bool(mode & 0o004)
+
+
+def relink_over(path, keep_path, *, fsid, ino: int, size: int, blake3_hex, keep_fsid, keep_ino: int,
+                mtime_ns: int | None = None, seeding_roots, keep_roots=(), catalog,
+                on_temp_link: Callable[[], None] | None = None) -> dict:
+    """Replace the seeding link ``path`` by a hardlink to the kept inode at ``keep_path`` (same dataset).
+
+    Same-pool convergence (qbhook/decide/converge.py): the bytes at ``path`` stay the same, only
+    the inode behind the name changes, so a torrent client keeps seeding without a
+    relocation. Right before acting, every planned fact is re-checked through verified
+    folder descriptors: ``path`` is inside a seeding root (never in qbhook's own folders),
+    still inode ``ino`` on ``fsid`` with the planned size (and mtime); ``keep_path`` (inside a
+    seeding root or one of ``keep_roots``; it is only linked from, never changed) is still
+    inode ``keep_ino`` on ``keep_fsid``, on the same filesystem, readable by the replaced
+    file's owner; both hold the planned BLAKE3 (the catalog's hash when still valid for
+    the live stat, else read now). Then the kept inode is linked under a temporary name
+    (``.qbhook-relink.<name>``) in the very folder descriptor the checks used, the
+    victim and the keeper are looked at once more, and ``renameat`` atomically puts the
+    link over the old name: at every instant ``path`` names the planned content.
+
+    This is the one place qbhook renames over a name. What it replaces is an entry of a
+    verified seeding folder (if a writer swaps that entry after the last look, the writer
+    could have removed it itself); what it puts there is a link of content proven equal.
+
+    Idempotent: ``path`` already the kept inode answers ``already``; a temporary name a
+    crashed attempt left behind (a link of the kept inode) is removed first.
+    ``on_temp_link`` (tests) runs between the temporary link and the rename.
+    Returns ``{status: relinked|already, bytes_freed, nlink_before}``.
+    """
+    path_s, keep_s = os.fsdecode(_p(path)), os.fsdecode(_p(keep_path))
+    shown_roots = ", ".join(os.fsdecode(_p(r)) for r in seeding_roots) or "none configured"
+    try:
+        root, parts = _split_under(path, seeding_roots)
+    except UnsafeOperation as e:
+        raise UnsafeOperation(f"refusing to relink {path_s}: not inside a seeding root ({shown_roots}): {e}") from None
+    if not parts:
+        raise UnsafeOperation(f"refusing to relink {path_s}: it is a seeding root")
+    if {STAGING_DIR.encode(), HOLDING_DIR.encode()} & set(parts[:-1]) or parts[-1].startswith(RELINK_PREFIX):
+        raise UnsafeOperation(f"refusing to relink {path_s}: it is one of qbhook's own files")
+    try:
+        parent = _walk(root, parts[:-1])
+    except (FileNotFoundError, NotADirectoryError):
+        raise UnsafeOperation(f"refusing to relink {path_s}: its folder is gone", hint="re-plan") from None
+    with parent:
+        try:
+            kdir, kname, _kparts = _open_parent(keep_path, tuple(seeding_roots) + tuple(keep_roots), same_fs=False)
+        except (FileNotFoundError, NotADirectoryError):
+            raise UnsafeOperation(f"refusing to relink {path_s}: the copy to keep, {keep_s}, is missing") from None
+        except UnsafeOperation as e:
+            raise UnsafeOperation(f"refusing to relink {path_s}: the copy to keep cannot be trusted: "
+                                  f"{e.message}") from None
+        with kdir:
+            return _relink_at(parent, parts[-1], path_s, kdir, kname, keep_s, fsid=fsid, ino=ino, size=size,
+                              mtime_ns=mtime_ns, blake3_hex=blake3_hex, keep_fsid=keep_fsid, keep_ino=keep_ino,
+                              catalog=catalog, on_temp_link=on_temp_link)
+
+
+def _relink_at(parent: Dir, name: bytes, path_s: str, kdir: Dir, kname: bytes, keep_s: str, *, fsid, ino, size,
+               mtime_ns, blake3_hex, keep_fsid, keep_ino, catalog, on_temp_link) -> dict:
+    why = f"refusing to relink {path_s} onto {keep_s}"
+    kst = kdir.lstat(kname)
+    if kst is None:
+        raise UnsafeOperation(f"{why}: the copy to keep is missing", hint="re-plan")
+    if not stat_mod.S_ISREG(kst.st_mode) or kst.st_ino != keep_ino or not _fsid_matches(catalog, kdir, kst, keep_fsid):
+        raise UnsafeOperation(f"{why}: the copy to keep is no longer the planned file "
+                              f"(inode {kst.st_ino}, planned {keep_ino} on {keep_fsid})", hint="re-plan")
+    tmp: bytes | None = _relink_name(name)
+    _clean_stale_relink(parent, tmp, kst)
+    st = parent.lstat(name)
+    if st is None:
+        raise UnsafeOperation(f"{why}: {path_s} is missing", hint="re-plan")
+    if (st.st_dev, st.st_ino) == (kst.st_dev, kst.st_ino):
+        return {"status": "already", "bytes_freed": 0, "nlink_before": st.st_nlink}
+    if not stat_mod.S_ISREG(st.st_mode):
+        raise UnsafeOperation(f"{why}: {path_s} is not a regular file")
+    if st.st_ino != ino or not _fsid_matches(catalog, parent, st, fsid):
+        raise UnsafeOperation(f"{why}: {path_s} is no longer the planned file (inode {st.st_ino}, planned {ino} "
+                              f"on {fsid})", hint="re-plan")
+    if st.st_size != size or kst.st_size != size:
+        raise UnsafeOperation(f"{why}: sizes {st.st_size} and {kst.st_size}, planned {size}", hint="re-plan")
+    if mtime_ns is not None and st.st_mtime_ns != mtime_ns:
+        raise UnsafeOperation(f"{why}: {path_s} was modified since planning", hint="re-plan")
+    if st.st_dev != kst.st_dev or parent.dev != st.st_dev:
+        raise UnsafeOperation(f"{why}: they are on different filesystems (a nested dataset?): a hardlink "
+                              "cannot join them")
+    if not _readable_by(kst, st.st_uid, st.st_gid):
+        raise UnsafeOperation(f"{why}: the copy to keep is not readable by uid {st.st_uid} (the owner of "
+                              f"{path_s}); the torrent client could not seed it",
+                              hint="make the library file group/world readable, or leave the duplicate")
+    want = _digest(blake3_hex, size)
+    if _content_digest(parent, name, st, catalog) != want:
+        raise UnsafeOperation(f"{why}: {path_s} no longer has the planned content", hint="re-plan")
+    if _content_digest(kdir, kname, kst, catalog) != want:
+        raise UnsafeOperation(f"{why}: the copy to keep does not have the planned content", hint="re-plan")
+
+    try:
+        os.link(kname, tmp, src_dir_fd=kdir.fd, dst_dir_fd=parent.fd, follow_symlinks=False)
+    except FileExistsError:
+        raise UnsafeOperation(f"{why}: the temporary name {parent.show(tmp)} is taken by another file") from None
+    except OSError as e:
+        if e.errno == errno.EXDEV:
+            raise UnsafeOperation(f"{why}: different filesystems") from None
+        raise
+    try:
+        tst = parent.lstat(tmp)
+        if tst is None or (tst.st_dev, tst.st_ino) != (kst.st_dev, kst.st_ino):
+            raise UnsafeOperation(f"{why}: {parent.show(tmp)} changed right after it was made")
+        if on_temp_link is not None:
+            on_temp_link()
+        # Last look at both, as close to the rename as Python gets, through the same descriptors.
+        last, klast = parent.lstat(name), kdir.lstat(kname)
+        if last is None or (last.st_dev, last.st_ino, last.st_size, last.st_mtime_ns) != (
+                st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns):
+            raise UnsafeOperation(f"{why}: {path_s} changed during the checks")
+        if klast is None or (klast.st_dev, klast.st_ino) != (kst.st_dev, kst.st_ino):
+            raise UnsafeOperation(f"{why}: the copy to keep changed during the checks")
+        os.rename(tmp, name, src_dir_fd=parent.fd, dst_dir_fd=parent.fd)
+        tmp = None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp, dir_fd=parent.fd)
+            except FileNotFoundError:
+                pass
+    os.fsync(parent.fd)
+    return {"status": "relinked", "bytes_freed": st.st_size if st.st_nlink == 1 else 0,
+            "nlink_before": st.st_nlink}
 
 
 # --------------------------------------------------------------------------- delete

@@ -14,10 +14,11 @@ from pathlib import Path
 import blake3
 
 from qbhook.move.executor import CRASH_ENV
-from qbhook.move.fsops import HOLDING_DIR, STAGING_DIR
+from qbhook.move.fsops import HOLDING_DIR, RELINK_PREFIX, STAGING_DIR
 from qbhook.sandbox.torrents import SEEDING_STATES
 
 MiB = 1024 * 1024
+RELINK_TEMP = os.fsdecode(RELINK_PREFIX)
 
 
 # --------------------------------------------------------------------------- the CLI
@@ -130,11 +131,12 @@ def contents_on_disk(*roots: Path) -> set[str]:
 
 
 def leftovers(*roots: Path) -> list[str]:
-    """Staging or holding folders/files anywhere under the roots (must never linger)."""
+    """Staging or holding folders/files, or relink temporary names, anywhere under the roots (must never linger)."""
     out = []
     for r in roots:
         for dirpath, dirs, files in os.walk(r):
-            out += [os.path.join(dirpath, n) for n in dirs + files if n in (STAGING_DIR, HOLDING_DIR)]
+            out += [os.path.join(dirpath, n) for n in dirs + files
+                    if n in (STAGING_DIR, HOLDING_DIR) or n.startswith(RELINK_TEMP)]
     return out
 
 

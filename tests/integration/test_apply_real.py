@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -306,10 +307,23 @@ def build_promote(bed: Bed) -> list[str]:
     return bed.sc.hashes["arr_copy"]
 
 
+def build_converge(bed: Bed) -> list[str]:
+    """A seed-only movie whose file an *arr import copied into the library on the same dataset."""
+    sc = bed.sc
+    save = sc.stash_seed / "movies"
+    write_payload(save, {"Copy.G.2022/copy.g.mkv": 2 * MiB}, seed=31)
+    sc._add(bed.client, "converge", save / "Copy.G.2022", save)
+    lib = sc.stash / MOVIES / "Copy G (2022)" / "Copy G (2022).mkv"
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(save / "Copy.G.2022/copy.g.mkv", lib)
+    return sc.hashes["converge"]
+
+
 CASES = {
     "demote": (build_pair, ["copy", "link", "verify_view", "verify_view", "relocate", "relocate", "verify_group",
                             "tag", "tag", "delete", "delete", "prune_dirs", "prune_dirs"]),
     "promote": (build_promote, ["link", "verify_view", "relocate", "verify_group", "tag", "delete", "prune_dirs"]),
+    "converge": (build_converge, ["converge"]),
 }
 
 
@@ -352,7 +366,9 @@ def baseline(kind: str, qbt, client, tmp_path_factory, zfs_available) -> tuple:
 # that the journal does not know about yet. (after_act of the other steps is covered by the
 # unit tests' fake matrix; here each costs a full real relocation, ~10 s.)
 EXTRA_POINTS = {("demote", "relocate"): "poll", ("promote", "relocate"): "poll",
-                ("demote", "copy"): "after_act", ("promote", "link"): "after_act", ("promote", "delete"): "after_act"}
+                ("demote", "copy"): "after_act", ("promote", "link"): "after_act", ("promote", "delete"): "after_act",
+                # killed between the temporary link and the rename over the old name
+                ("converge", "converge"): "mid_act"}
 
 
 def _crash_points():

@@ -151,7 +151,9 @@ def test_duplicate_of_a_library_file_on_stash_is_not_demoted():
     w.torrent("a" * 40, S + "/m", ["a.mkv"])
     w.file(LIB + "/A/A.mkv", "A")  # same content, separate inode, used by the library
     g = only(plan(w))
-    assert g.action == "stay" and "used by a library" in g.reason
+    # Not demoted: converged onto the library's inode instead (tests/unit/test_converge.py), then it stays.
+    assert g.action == "converge" and "used by a library" in g.reason and g.bytes_to_copy == 0
+    assert [s.args["keep"]["path"] for s in g.steps] == [LIB + "/A/A.mkv"]
 
 
 @pytest.mark.parametrize("kw, words", [

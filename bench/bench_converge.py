@@ -1,0 +1,279 @@
+#!/usr/bin/env python3
+"""Benchmark same-pool convergence against `jdupes -L -r` on two identical trees.
+
+Each tree is one pool (a folder, or with --zfs a zfs-fuse dataset) holding N library files
+(``data/media/movies/M<i>/m<i>.bin``, small, each its own content) and N seeding copies of
+them as separate inodes (``data/media/torrents/seeding/movies/T<i>/m<i>.bin``), one torrent
+per seeding folder: the *arr-copied-instead-of-linked case, N times. Timed, each in its own
+process, warm page cache:
+
+  jdupes -L -r -q POOL                 find the duplicates and hardlink them (no journal,
+                                       no re-checks, no catalog)
+  qbhook converge, whole pipeline      scan into a fresh catalog, hash, snapshot (a stub
+                                       torrent client lists the N torrents), plan, apply:
+                                       N journaled converge steps, each re-checked through
+                                       verified folder descriptors and renamed over atomically
+  qbhook converge, apply only          the same process's apply phase (reported from inside)
+
+Correctness, asserted for both tools: the pool's distinct inodes shrink by exactly the sum
+of the duplicates' sizes, every seeding path ends as a link of its library file's inode,
+and no library file changed (inode, size, mtime). qbhook's own ``bytes_freed`` must equal
+that sum too.
+
+Target (issue 12): qbhook within 1.5x jdupes -L on the same tree.
+
+  python bench/bench_converge.py                 # 10,000 duplicates on --tmpdir (tmpfs or disk)
+  python bench/bench_converge.py -n 2000 --zfs   # also on a zfs-fuse pool
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import (
+    cleanup,
+    fstype_of,
+    machine,
+    require,
+    run_rss,
+    table,
+    tool_version,
+    verdict,
+    workdir,
+)
+
+SEED_REL = "data/media/torrents/seeding"
+LIB_REL = "data/media/movies"
+
+
+# --------------------------------------------------------------------------- the tree
+
+
+def generate(pool: Path, n: int, seed: int) -> int:
+    """N library files and N seeding copies (separate inodes); returns the duplicates' total size."""
+    rng = random.Random(seed)
+    total = 0
+    for i in range(n):
+        size = rng.randint(1024, 16 * 1024)
+        data = rng.randbytes(size)
+        for rel in (f"{LIB_REL}/M{i}/m{i}.bin", f"{SEED_REL}/movies/T{i}/m{i}.bin"):
+            p = pool / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data)
+        total += size
+    # scan.settle_seconds is 0 in the bench config, but keep mtimes clearly in the past anyway
+    old = time.time_ns() - 3600 * 10**9
+    for p in pool.rglob("*.bin"):
+        os.utime(p, ns=(old, old))
+    return total
+
+
+def distinct(pool: Path) -> dict[tuple[int, int], int]:
+    out = {}
+    for dirpath, _dirs, files in os.walk(pool):
+        for f in files:
+            st = os.lstat(os.path.join(dirpath, f))
+            out[(st.st_dev, st.st_ino)] = st.st_size
+    return out
+
+
+def library_facts(pool: Path, n: int) -> dict[int, tuple[int, int, int]]:
+    return {i: (st.st_ino, st.st_size, st.st_mtime_ns)
+            for i in range(n) for st in [os.lstat(pool / f"{LIB_REL}/M{i}/m{i}.bin")]}
+
+
+def check(pool: Path, n: int, before: dict, lib_before: dict, dup_bytes: int, tool: str) -> int:
+    """Assert the tool's result; returns the bytes freed (sum of sizes of inodes that went)."""
+    after = distinct(pool)
+    freed = sum(before.values()) - sum(after.values())
+    assert freed == dup_bytes, f"{tool}: freed {freed} bytes, the duplicates hold {dup_bytes}"
+    lib_after = library_facts(pool, n)
+    if tool == "qbhook":
+        assert lib_after == lib_before, "qbhook changed a library file"
+    for i in range(n):
+        s = os.lstat(pool / f"{SEED_REL}/movies/T{i}/m{i}.bin")
+        lib = os.lstat(pool / f"{LIB_REL}/M{i}/m{i}.bin")
+        assert (s.st_dev, s.st_ino) == (lib.st_dev, lib.st_ino), f"{tool}: T{i} not converged"
+    return freed
+
+
+# --------------------------------------------------------------------------- qbhook side (its own process)
+
+
+def write_config(base: Path, pool: Path, cold: Path) -> Path:
+    """A fresh catalog per round (a catalog that knew another round's tree would trip the mass-delete guard)."""
+    import yaml
+    base.mkdir(parents=True, exist_ok=True)
+    cfg = {
+        "catalog": str(base / "catalog.sqlite"),
+        "lock_dir": str(base / "locks"),
+        "pools": {"stash": {"path": str(pool), "role": "primary"}, "pool": {"path": str(cold), "role": "cold"}},
+        "seeding_roots": {"stash": str(pool / SEED_REL), "pool": str(cold / SEED_REL)},
+        "scan": {"settle_seconds": 0},
+        "policy": {"max_groups_per_run": 10**9},  # one run converges all N groups
+    }
+    (cold / SEED_REL).mkdir(parents=True, exist_ok=True)
+    path = base / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+class StubClient:
+    """One complete, seeding torrent per seeding folder T<i> (what qBittorrent would list)."""
+
+    name = "bench"
+
+    def __init__(self, seed_root: Path, n: int):
+        from qbhook.clients.qbt.model import TorrentFile, TorrentInfo
+        self._files = {}
+        self._infos = []
+        movies = str(seed_root / "movies")
+        for i in range(n):
+            h = f"{i:040x}"
+            size = os.lstat(seed_root / f"movies/T{i}/m{i}.bin").st_size
+            self._files[h] = [TorrentFile(index=0, name=f"T{i}/m{i}.bin", size=size, progress=1.0, priority=1)]
+            self._infos.append(TorrentInfo(
+                instance=self.name, hash=h, infohash_v1=h, infohash_v2=None, name=f"T{i}", save_path=movies,
+                download_path="", content_path=f"{movies}/T{i}", root_path=f"{movies}/T{i}",
+                client_save_path=movies, client_content_path=f"{movies}/T{i}", auto_tmm=False, category="",
+                tags=frozenset(), state="stalledUP", raw_state="stalledUP", progress=1.0, amount_left=0, size=size,
+                total_size=size, has_metadata=True, added_on=1, completion_on=1))
+
+    def torrents(self):
+        return list(self._infos)
+
+    def files(self, h):
+        return self._files[h]
+
+
+def driver(config: str, n: int) -> None:
+    from qbhook.catalog.scan import scan_pool
+    from qbhook.catalog.store import Catalog
+    from qbhook.config import load_config
+    from qbhook.decide.planner import make_plan
+    from qbhook.decide.snapshot import build_snapshot
+    from qbhook.move.executor import Executor
+    from qbhook.move.journal import Journal
+
+    t = {"start": time.perf_counter()}
+    cfg = load_config(config)
+    cat = Catalog.open(cfg.catalog)
+    for p in cfg.pools:
+        scan_pool(cat, p, cfg.scan)
+    t["scan"] = time.perf_counter()
+    client = StubClient(Path(next(p.seeding_root for p in cfg.pools if p.role == "primary")), n)
+    snap = build_snapshot(cfg, cat, [client])
+    t["snapshot"] = time.perf_counter()
+    plan = make_plan(snap, cfg.policy)
+    t["plan"] = time.perf_counter()
+    res = Executor(cfg, cat, {client.name: client}, Journal(cat.conn)).apply(plan)
+    t["apply"] = time.perf_counter()
+    s = plan.summary()
+    print(json.dumps({"converge_groups": s["converge"], "planned_bytes_freed": s["bytes_freed"],
+                      "bytes_freed": res.bytes_freed, "failed": res.groups_failed, "status": res.status,
+                      "steps": sum(len(g.steps) for g in plan.groups),
+                      "seconds": {k: round(t[k] - t[prev], 3) for prev, k in
+                                  zip(["start", "scan", "snapshot", "plan"], ["scan", "snapshot", "plan", "apply"])}}))
+
+
+# --------------------------------------------------------------------------- zfs (optional)
+
+
+def zfs_pool(base: Path, name: str) -> tuple[Path, callable]:
+    from qbhook.sandbox.zfs import create_pools, destroy_pools
+    pools = create_pools(base / f"zfs-{name}", names=("stash",), kind="zfs")
+    root = Path(pools["stash"])
+    return root, lambda: destroy_pools(pools)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def one_round(base: Path, pool_q: Path, pool_j: Path, n: int, dup_bytes: int, label: str) -> dict:
+    before_q, before_j = distinct(pool_q), distinct(pool_j)
+    lib_q = library_facts(pool_q, n)
+    cfg = write_config(base / f"qbhook-{label}", pool_q, base / f"cold-{label}")
+    q = run_rss([sys.executable, str(Path(__file__).resolve()), "--driver", str(cfg), "-n", str(n)],
+                stdout_path=str(base / f"driver-{label}.json"))
+    out = json.loads(q.stdout)
+    assert out["status"] == "done" and not out["failed"], out
+    assert out["converge_groups"] == n, out
+    assert out["bytes_freed"] == out["planned_bytes_freed"] == dup_bytes, (out, dup_bytes)
+    check(pool_q, n, before_q, lib_q, dup_bytes, "qbhook")
+    j = run_rss(["jdupes", "-L", "-r", "-q", str(pool_j)])
+    check(pool_j, n, before_j, {}, dup_bytes, "jdupes")
+    return {"qbhook": q.seconds, "qbhook_rss": q.maxrss_kib, "apply": out["seconds"]["apply"],
+            "phases": out["seconds"], "jdupes": j.seconds, "jdupes_rss": j.maxrss_kib}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", type=int, default=10_000, help="duplicate files (default 10,000)")
+    ap.add_argument("--runs", type=int, default=3, help="rounds on fresh trees; medians reported")
+    ap.add_argument("--tmpdir", default="/tmp")
+    ap.add_argument("--zfs", action="store_true", help="also one round on zfs-fuse pools")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--driver", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.driver:
+        driver(args.driver, args.n)
+        return 0
+    require("jdupes")
+    base = workdir(args.tmpdir, "qbhook-bench-converge-")
+    print(f"machine: {machine()}")
+    print(f"tree: {args.n:,} duplicate pairs on {fstype_of(base)} ({base}); {tool_version(['jdupes', '--version'])}")
+    rounds = []
+    try:
+        for r in range(args.runs):
+            pq, pj = base / f"q{r}", base / f"j{r}"
+            dup_bytes = generate(pq, args.n, seed=r)
+            assert generate(pj, args.n, seed=r) == dup_bytes
+            rounds.append(one_round(base, pq, pj, args.n, dup_bytes, f"r{r}"))
+            print(f"round {r + 1}: qbhook {rounds[-1]['qbhook']:.2f} s (phases {rounds[-1]['phases']}), "
+                  f"jdupes -L {rounds[-1]['jdupes']:.2f} s; both freed exactly {dup_bytes:,} bytes", flush=True)
+        zfs_row = None
+        if args.zfs:
+            pq, stop_q = zfs_pool(base, "q")
+            pj, stop_j = zfs_pool(base, "j")
+            try:
+                dup_bytes = generate(pq, args.n, seed=99)
+                assert generate(pj, args.n, seed=99) == dup_bytes
+                zfs_row = one_round(base, pq, pj, args.n, dup_bytes, "zfs")
+            finally:
+                stop_q()
+                stop_j()
+    finally:
+        cleanup(base, args.keep)
+
+    med = {k: statistics.median(r[k] for r in rounds) for k in ("qbhook", "apply", "jdupes")}
+    rows = [["jdupes -L -r", f"{med['jdupes']:.2f}", "1.00x", f"{rounds[-1]['jdupes_rss'] / 1024:.0f}"],
+            ["qbhook: scan+hash+plan+apply", f"{med['qbhook']:.2f}", f"{med['qbhook'] / med['jdupes']:.2f}x",
+             f"{rounds[-1]['qbhook_rss'] / 1024:.0f}"],
+            ["qbhook: apply only (in the same process)", f"{med['apply']:.2f}",
+             f"{med['apply'] / med['jdupes']:.2f}x", "-"]]
+    if zfs_row:
+        rows += [["zfs-fuse: jdupes -L -r", f"{zfs_row['jdupes']:.2f}", "1.00x", f"{zfs_row['jdupes_rss'] / 1024:.0f}"],
+                 ["zfs-fuse: qbhook whole", f"{zfs_row['qbhook']:.2f}", f"{zfs_row['qbhook'] / zfs_row['jdupes']:.2f}x",
+                  f"{zfs_row['qbhook_rss'] / 1024:.0f}"],
+                 ["zfs-fuse: qbhook apply only", f"{zfs_row['apply']:.2f}", f"{zfs_row['apply'] / zfs_row['jdupes']:.2f}x",
+                  "-"]]
+    print()
+    print(table(["what", "seconds (median)", "vs jdupes", "peak RSS MiB"], rows))
+    ratio = med["qbhook"] / med["jdupes"]
+    print(f"\ntarget qbhook <= 1.5x jdupes -L: {verdict(ratio <= 1.5)} ({ratio:.2f}x whole pipeline, "
+          f"{med['apply'] / med['jdupes']:.2f}x apply only)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""Same-pool convergence: the decision (qbhook/decide/converge.py via the planner) and the act (fsops.relink_over)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from dataclasses import replace
+
+import pytest
+
+from qbhook.catalog.store import Catalog
+from qbhook.config import PolicyConfig
+from qbhook.decide.plan import GroupPlan, Plan, Step
+from qbhook.decide.planner import make_plan
+from qbhook.errors import UnsafeOperation
+from qbhook.move import fsops
+from tests.helpers import b3, write
+from tests.unit import test_executor as te
+from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
+from tests.unit.world import LIB, P, S, World
+
+POLICY = PolicyConfig()
+
+
+def _plan(w: World, policy=POLICY):
+    return make_plan(w.snapshot(), policy)
+
+
+def _group(p, h):
+    return next(g for g in p.groups if h in g.torrents)
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+def test_arr_copy_in_the_library_on_the_same_pool_converges_onto_the_library_inode():
+    w = World()
+    w.payload(S + "/movies", {"Film/film.mkv": "F", "Film/film.nfo": "N"})
+    lib = w.file(LIB + "/Film (2021)/Film (2021).mkv", "F")         # an *arr import copied instead of linking
+    w.torrent("a" * 40, S + "/movies", ["Film/film.mkv", "Film/film.nfo"])
+    g = _plan(w).groups[0]
+    assert g.action == "converge" and g.source_pool == g.target_pool == "stash"
+    assert g.bytes_to_copy == 0 and g.bytes_freed == 1000
+    (s,) = g.steps
+    assert s.kind == "converge" and s.args["path"] == S + "/movies/Film/film.mkv"
+    assert (s.args["keep"]["fsid"], s.args["keep"]["ino"]) == lib and s.args["keep"]["library"] is True
+    assert not [x for x in g.steps if x.kind in ("relocate", "copy", "delete")]
+
+
+def test_every_seeding_link_of_a_duplicate_is_relinked_and_its_bytes_count_once():
+    w = World()
+    w.payload(S + "/tv", {"Show/e1.mkv": "E"})
+    w.link(S + "/tv/Show/e1.mkv", S + "/cross-seed/T1/Show (WEB)/e1.mkv")
+    w.file(LIB + "/Show/S01E01.mkv", "E")
+    w.torrent("a" * 40, S + "/tv", ["Show/e1.mkv"])
+    w.torrent("b" * 40, S + "/cross-seed/T1", ["Show (WEB)/e1.mkv"])
+    g = _plan(w).groups[0]
+    assert g.action == "converge" and g.bytes_freed == 1000
+    assert sorted(s.args["path"] for s in g.steps) == [S + "/cross-seed/T1/Show (WEB)/e1.mkv", S + "/tv/Show/e1.mkv"]
+
+
+def test_library_on_a_nested_dataset_is_never_a_keeper():
+    w = World()
+    w.payload(S + "/m", {"a.mkv": "A"})
+    w.file("/stash/data/media/nested/A.mkv", "A")        # other fsid: a hardlink cannot reach it
+    w.torrent("a" * 40, S + "/m", ["a.mkv"])
+    g = _plan(w).groups[0]
+    assert g.action == "demote" and not [s for s in g.steps if s.kind == "converge"]
+
+
+def test_library_linked_inode_is_never_replaced_even_when_a_seed_only_copy_exists():
+    w = World()
+    w.payload(S + "/a", {"x.mkv": "X"})
+    w.link(S + "/a/x.mkv", LIB + "/X.mkv")                  # library-linked: the keeper
+    w.payload(S + "/b", {"x.mkv": "X"})                      # seed-only duplicate: the victim
+    w.torrent("a" * 40, S + "/a", ["x.mkv"])
+    w.torrent("b" * 40, S + "/b", ["x.mkv"])
+    p = _plan(w)
+    ga, gb = _group(p, "a" * 40), _group(p, "b" * 40)
+    assert ga.action == "stay" and not ga.steps
+    assert gb.action == "converge" and [s.args["path"] for s in gb.steps] == [S + "/b/x.mkv"]
+    assert gb.steps[0].args["keep"]["path"] == S + "/a/x.mkv"     # linked from the seeding name of the kept inode
+
+
+def test_seed_only_duplicates_on_the_cold_pool_keep_the_most_linked_inode():
+    w = World()
+    w.payload(P + "/a", {"x.bin": "X"})
+    w.link(P + "/a/x.bin", P + "/cross-seed/T/x.bin")
+    w.payload(P + "/b", {"x.bin": "X"})
+    w.torrent("a" * 40, P + "/a", ["x.bin"])
+    w.torrent("c" * 40, P + "/cross-seed/T", ["x.bin"])
+    w.torrent("b" * 40, P + "/b", ["x.bin"])
+    p = _plan(w)
+    assert _group(p, "a" * 40).action == "stay"
+    gb = _group(p, "b" * 40)
+    assert gb.action == "converge" and gb.steps[0].args["keep"]["ino"] == w.paths[P + "/a/x.bin"][1]
+    assert gb.steps[0].args["keep"]["library"] is False
+
+
+@pytest.mark.parametrize("kw", [{"progress": 0.5}, {"state": "checkingUP"}, {"priority": 0}])
+def test_a_file_that_may_still_change_is_not_converged(kw):
+    w = World()
+    w.payload(S + "/m", {"a.mkv": "A"})
+    w.file(LIB + "/A.mkv", "A")
+    w.torrent("a" * 40, S + "/m", ["a.mkv"], **kw)
+    g = _plan(w).groups[0]
+    assert g.action != "converge" and not [s for s in g.steps if s.kind == "converge"]
+
+
+def test_converging_onto_an_inode_another_group_moves_away_waits():
+    w = World()
+    w.payload(S + "/h", {"x.bin": "X"})
+    w.link(S + "/h/x.bin", S + "/cross-seed/T/x.bin")         # two links: the kept inode
+    w.torrent("a" * 40, S + "/h", ["x.bin"])
+    w.torrent("c" * 40, S + "/cross-seed/T", ["x.bin"])
+    w.payload(S + "/g", {"x.bin": "X"})
+    w.torrent("b" * 40, S + "/g", ["x.bin"], tags=set())      # untagged: stays, so it would converge
+    p = _plan(w, replace(POLICY, demote_require_tag="~noHL"))
+    assert _group(p, "a" * 40).action == "demote"
+    gb = _group(p, "b" * 40)
+    assert gb.action == "skip" and "waits for group" in gb.reason and not gb.steps
+
+
+def test_batch_cap_counts_a_convergence():
+    w = World()
+    for n in "ab":
+        w.payload(S + f"/{n}", {"f.mkv": n.upper()})
+        w.file(LIB + f"/{n}.mkv", n.upper())
+        w.torrent(n * 40, S + f"/{n}", ["f.mkv"])
+    p = _plan(w, replace(POLICY, max_groups_per_run=1))
+    assert sorted(g.action for g in p.groups) == ["converge", "skip"]
+    assert p.summary()["converge"] == 1 and p.summary()["bytes_freed"] == 1000
+
+
+# --------------------------------------------------------------------------- fsops.relink_over
+
+
+@pytest.fixture
+def fs2(tmp_path):
+    """Two pools on two tmpfs mounts (the pool boundary: EXDEV), each with a seeding root, and a catalog."""
+    mounts = []
+    for name in ("stash", "pool"):
+        d = tmp_path / name
+        d.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16M", "tmpfs", str(d)],
+                           check=False, capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount tmpfs (needs root): {r.stderr.strip()}")
+        mounts.append(d)
+        (d / "seed").mkdir()
+    cat = Catalog.open(tmp_path / "cat.sqlite")
+    yield mounts[0], mounts[1], mounts[0] / "seed", mounts[1] / "seed", cat
+    cat.close()
+    for d in reversed(mounts):
+        subprocess.run(["umount", "-l", str(d)], check=False, capture_output=True)
+
+
+def _dup(fs2, data=b"payload-bytes"):
+    """A seeding file and a library copy of it (another inode) on the stash filesystem."""
+    stash, pool, seed_s, seed_p, cat = fs2
+    victim = write(seed_s / "movies/Film/film.mkv", data)
+    lib = write(stash / "movies/Film (2021)/Film (2021).mkv", data)
+    vst, lst = os.lstat(victim), os.lstat(lib)
+    fsid = cat.fsid(cat.fs_for_path(victim))
+    kw = {"fsid": fsid, "ino": vst.st_ino, "size": len(data), "mtime_ns": vst.st_mtime_ns, "blake3_hex": b3(data),
+          "keep_fsid": fsid, "keep_ino": lst.st_ino, "seeding_roots": [seed_s, seed_p], "keep_roots": [stash, pool],
+          "catalog": cat}
+    return victim, lib, kw
+
+
+def _relink_leftovers(folder) -> list[str]:
+    return [n for n in os.listdir(folder) if n.startswith(os.fsdecode(fsops.RELINK_PREFIX))]
+
+
+def test_relink_over_puts_a_link_of_the_library_inode_over_the_seeding_copy(fs2):
+    victim, lib, kw = _dup(fs2)
+    lib_before = os.lstat(lib)
+    r = fsops.relink_over(victim, lib, **kw)
+    assert r["status"] == "relinked" and r["bytes_freed"] == len(b"payload-bytes")
+    st, lst = os.lstat(victim), os.lstat(lib)
+    assert (st.st_dev, st.st_ino) == (lst.st_dev, lst.st_ino) == (lib_before.st_dev, lib_before.st_ino)
+    assert lst.st_nlink == 2 and lst.st_mtime_ns == lib_before.st_mtime_ns
+    assert victim.read_bytes() == lib.read_bytes() == b"payload-bytes"
+    assert _relink_leftovers(victim.parent) == []
+    assert fsops.relink_over(victim, lib, **kw)["status"] == "already"      # idempotent
+
+
+def test_relink_over_never_replaces_a_path_outside_the_seeding_roots(fs2):
+    seed_s = fs2[2]
+    victim, lib, kw = _dup(fs2)
+    lst = os.lstat(lib)
+    # The library path as the victim (and the seeding file as the keeper): refused, nothing changes.
+    with pytest.raises(UnsafeOperation, match="not inside a seeding root"):
+        fsops.relink_over(lib, victim, **{**kw, "ino": lst.st_ino, "keep_ino": os.lstat(victim).st_ino})
+    # A seeding folder that is a symlink to the library folder is not a way in either.
+    os.symlink(lib.parent, seed_s / "sneaky")
+    with pytest.raises(UnsafeOperation, match="symlink"):
+        fsops.relink_over(seed_s / "sneaky" / lib.name, victim, **{**kw, "ino": lst.st_ino})
+    assert os.lstat(lib).st_ino == lst.st_ino and os.lstat(lib).st_nlink == 1
+    assert os.lstat(victim).st_nlink == 1
+
+
+def test_relink_over_rechecks_every_planned_fact(fs2):
+    stash, _pool, _seed_s, seed_p, cat = fs2
+    victim, lib, kw = _dup(fs2)
+    vino = os.lstat(victim).st_ino
+    with pytest.raises(UnsafeOperation, match="no longer the planned file"):
+        fsops.relink_over(victim, lib, **{**kw, "ino": vino + 1})
+    with pytest.raises(UnsafeOperation, match="copy to keep is no longer the planned file"):
+        fsops.relink_over(victim, lib, **{**kw, "keep_ino": kw["keep_ino"] + 1})
+    with pytest.raises(UnsafeOperation, match="modified since planning"):
+        fsops.relink_over(victim, lib, **{**kw, "mtime_ns": kw["mtime_ns"] - 10**9})
+    other = write(stash / "movies/Other.mkv", b"PAYLOAD-BYTES")          # same size, other bytes
+    with pytest.raises(UnsafeOperation, match="planned content"):
+        fsops.relink_over(victim, other, **{**kw, "keep_ino": os.lstat(other).st_ino})
+    cold = write(seed_p / "Film/film.mkv", b"payload-bytes")              # same bytes, other filesystem
+    cfsid = cat.fsid(cat.fs_for_path(cold))
+    with pytest.raises(UnsafeOperation, match="different filesystems"):
+        fsops.relink_over(victim, cold, **{**kw, "keep_ino": os.lstat(cold).st_ino, "keep_fsid": cfsid})
+    assert os.lstat(victim).st_ino == vino and os.lstat(lib).st_nlink == 1
+    assert _relink_leftovers(victim.parent) == []
+
+
+def test_relink_over_refuses_a_keeper_the_torrent_client_could_not_read(fs2):
+    victim, lib, kw = _dup(fs2)
+    os.chown(victim, 1000, 1000)
+    os.chown(lib, 2000, 2000)
+    os.chmod(lib, 0o600)
+    with pytest.raises(UnsafeOperation, match="not readable by uid 1000"):
+        fsops.relink_over(victim, lib, **kw)
+    os.chmod(lib, 0o644)
+    assert fsops.relink_over(victim, lib, **kw)["status"] == "relinked"
+    assert stat.S_IMODE(os.lstat(victim).st_mode) == 0o644
+
+
+def test_a_crash_between_the_temporary_link_and_the_rename_is_completed_by_the_next_attempt(fs2):
+    victim, lib, kw = _dup(fs2)
+    vino = os.lstat(victim).st_ino
+    pid = os.fork()
+    if pid == 0:     # the child dies (no cleanup, like SIGKILL) right after the temporary link
+        try:
+            fsops.relink_over(victim, lib, **kw, on_temp_link=lambda: os._exit(9))
+        finally:
+            os._exit(1)
+    _pid, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 9
+    left = _relink_leftovers(victim.parent)
+    assert len(left) == 1 and os.lstat(victim.parent / left[0]).st_ino == os.lstat(lib).st_ino
+    assert os.lstat(victim).st_ino == vino                       # the old name is untouched
+    r = fsops.relink_over(victim, lib, **kw)
+    assert r["status"] == "relinked" and _relink_leftovers(victim.parent) == []
+    assert os.lstat(victim).st_ino == os.lstat(lib).st_ino and os.lstat(lib).st_nlink == 2
+
+
+def test_a_foreign_file_at_the_temporary_name_is_left_alone_and_the_relink_refuses(fs2):
+    victim, lib, kw = _dup(fs2)
+    squatter = write(victim.parent / (os.fsdecode(fsops.RELINK_PREFIX) + victim.name), b"someone else's")
+    with pytest.raises(UnsafeOperation, match="not qbhook's"):
+        fsops.relink_over(victim, lib, **kw)
+    assert squatter.read_bytes() == b"someone else's" and os.lstat(lib).st_nlink == 1
+
+
+# --------------------------------------------------------------------------- planner + executor, real files
+
+
+def test_the_real_planner_and_executor_converge_two_cross_seeded_links_onto_a_library_copy(tmpfs, tmp_path):  # noqa: F811
+    from qbhook.catalog.scan import scan_pool
+    from qbhook.decide.snapshot import build_snapshot
+    w = te._make_world(tmpfs, tmp_path)
+    try:
+        movie = te.FILES[0][1]
+        lib = write(w.stash / "media/Movie (2020)/Movie (2020).mkv", movie)   # an *arr import's copy
+        lib_before = os.lstat(lib)
+        seeding = [os.path.join(w.save(h, "stash"), "Movie.2020/movie.mkv") for h in (te.H1, te.H2)]
+        for t in w.qbt.t.values():
+            t.download_path = ""
+        for p in w.cfg.pools:
+            scan_pool(w.cat, p, w.cfg.scan)
+
+        plan = make_plan(build_snapshot(w.cfg, w.cat, [w.qbt]), w.cfg.policy)
+        (g,) = plan.groups
+        assert g.action == "converge" and g.bytes_freed == len(movie), g.reason
+        assert sorted(s.args["path"] for s in g.steps) == sorted(seeding)
+        summary = w.executor().apply(plan)
+        assert summary.status == "done" and summary.bytes_freed == len(movie) and summary.torrents_relocated == 0
+        for p in seeding:
+            assert os.lstat(p).st_ino == lib_before.st_ino
+        assert os.lstat(lib).st_nlink == 3 and os.lstat(lib).st_mtime_ns == lib_before.st_mtime_ns
+        assert not [c for c in w.qbt.calls if c[0] in ("set_location", "stop", "recheck")]
+        steps = w.journal.steps(summary.run_id)
+        assert [(s.kind, s.status) for s in steps] == [("converge", "done")] * 2
+
+        # converged: linked from the library now, the group stays
+        again = make_plan(build_snapshot(w.cfg, w.cat, [w.qbt]), w.cfg.policy)
+        assert [x.action for x in again.groups] == ["stay"]
+    finally:
+        w.cat.close()
+
+
+def test_a_failed_convergence_is_reported_failed_and_leaves_the_file(tmpfs, tmp_path):  # noqa: F811
+    w = te._make_world(tmpfs, tmp_path)
+    try:
+        movie = te.FILES[0][1]
+        lib = write(w.stash / "media/M.mkv", movie)
+        path = os.path.join(w.seed_s, "Movie.2020/movie.mkv")
+        st = os.lstat(path)
+        fsid = w.cat.fsid(w.cat.fs_for_path(path))
+        step = Step("converge", {"path": path, "fsid": fsid, "ino": st.st_ino, "size": len(movie),
+                                 "mtime_ns": st.st_mtime_ns, "blake3": b3(movie),
+                                 "keep": {"path": str(lib), "fsid": fsid, "ino": os.lstat(lib).st_ino + 1}})
+        g = GroupPlan("g1", [te.H1], ["Movie.2020"], "converge", "dup", source_pool="stash", target_pool="stash",
+                      steps=[step])
+        summary = w.executor().apply(Plan(groups=[g]))
+        (o,) = summary.groups
+        assert o.status == "failed" and "no longer the planned file" in o.reason and summary.exit_code == 5
+        assert os.lstat(path).st_ino == st.st_ino and os.lstat(lib).st_nlink == 1
+    finally:
+        w.cat.close()

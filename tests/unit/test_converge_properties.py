@@ -1,0 +1,100 @@
+"""Convergence over random worlds: whatever the plan relinks, libraries and contents are safe.
+
+The worlds of test_planner_properties (torrents on both pools, cross-seed links, library
+links and copies, cold-pool orphans) plus more same-pool duplicates: library copies on
+the primary pool's dataset and on a nested dataset, extra seeding copies. The plan's
+converge steps are simulated on the world model (a relink moves one name from the
+victim inode to the kept inode), then the other groups' steps as before.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import replace
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tests.unit.test_planner_properties as base
+from qbhook.config import PolicyConfig
+from qbhook.decide.plan import Plan
+from qbhook.decide.planner import make_plan
+from tests.unit.world import LIB, P, S, World
+
+NESTED = "/stash/data/media/nested"
+
+
+@st.composite
+def dup_worlds(draw):
+    w = draw(base.worlds())
+    for n in range(draw(st.integers(0, 4))):
+        where = draw(st.sampled_from([LIB, NESTED, S + "/dups", P + "/dups"]))
+        w.file(posixpath.join(where, f"D{n}.bin"), draw(st.sampled_from(base.CONTENTS)),
+               size=draw(st.sampled_from([100, 1000])))
+    return w
+
+
+def _inside_seeding(path: str) -> bool:
+    return any(path == r or path.startswith(r + "/") for r in (S, P))
+
+
+def _relink(w: World, a: dict) -> None:
+    path = a["path"]
+    assert _inside_seeding(path), f"converge replaces {path}, outside the seeding roots"
+    old = w.paths[path]
+    keep = w.paths.get(a["keep"]["path"])
+    assert keep == (a["keep"]["fsid"], a["keep"]["ino"]), "the kept path is not the planned inode"
+    assert old != keep and (a["fsid"], a["ino"]) == old
+    assert keep[0] == old[0] == w.fs_of(path), "a hardlink across datasets"
+    assert base._content(w, keep) == base._content(w, old)
+    assert not [p for p in w.inodes[old]["paths"] if not _inside_seeding(p)], "a library's inode was replaced"
+    w.inodes[old]["paths"].discard(path)
+    w.inodes[keep]["paths"].add(path)
+    w.paths[path] = keep
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dup_worlds(), st.booleans())
+def test_convergence_never_touches_libraries_contents_or_paths_outside_the_seeding_roots(w, require_tag):
+    policy = replace(PolicyConfig(), demote_require_tag="~noHL" if require_tag else None)
+    snap = w.snapshot()
+    plan = make_plan(snap, policy)
+
+    library_before = {p: k for p, k in w.paths.items() if not _inside_seeding(p)}
+    library_content = {k: base._content(w, k) for k in library_before.values()}
+    contents_before = {base._content(w, k) for k in w.inodes if w.inodes[k]["paths"]}
+    freed_planned = 0
+    for g in plan.groups:
+        if g.action != "converge":
+            assert not [s for s in g.steps if s.kind == "converge"]
+            continue
+        assert g.bytes_to_copy == 0 and g.source_pool == g.target_pool
+        assert {s.kind for s in g.steps} == {"converge"}
+        victims = {(s.args["fsid"], s.args["ino"]) for s in g.steps}
+        for s in g.steps:
+            _relink(w, s.args)
+        # every victim inode lost its last link, and the plan counted each once
+        assert all(not w.inodes[k]["paths"] for k in victims)
+        assert g.bytes_freed == sum(w.inodes[k]["size"] for k in victims)
+        freed_planned += g.bytes_freed
+    assert plan.summary()["bytes_freed"] >= freed_planned
+
+    base._simulate(w, Plan(groups=[g for g in plan.actionable if g.action != "converge"]))
+
+    assert {p: w.paths.get(p) for p in library_before} == library_before, "a library file changed"
+    assert {k: base._content(w, k) for k in library_content} == library_content
+    contents_after = {base._content(w, k) for k in w.inodes if w.inodes[k]["paths"]}
+    assert contents_before <= contents_after, "a content lost its last copy"
+
+
+def test_the_property_sees_convergence():
+    """The worlds above do produce convergences (a property over worlds that never converge proves nothing)."""
+    seen = []
+
+    @settings(max_examples=200, deadline=None, database=None)
+    @given(dup_worlds())
+    def count(w):
+        seen.append(any(g.action == "converge" for g in make_plan(w.snapshot(), PolicyConfig()).groups))
+
+    count()
+    assert sum(seen) >= 10, sum(seen)
