@@ -17,10 +17,8 @@ from qbhook.plan import describe_step
 
 
 def _executor(app: App, lock_wait):
-    from qbhook.executor import Executor
-    from qbhook.journal import Journal
-    from qbhook.notify import watch
-    return watch(Executor(app.cfg, app.catalog, app.clients, Journal(app.catalog.conn), lock_wait=lock_wait))
+    from qbhook.executor import build_executor
+    return build_executor(app.cfg, app.catalog, app.clients, lock_wait=lock_wait, notify=True)
 
 
 def _lock_wait(wait: float | None):

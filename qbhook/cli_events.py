@@ -486,7 +486,6 @@ def _listen(wsgi, host: str, port: int):
 
 
 def _executor_for(cfg, catalog, clients):
-    from qbhook.executor import Executor
-    from qbhook.journal import Journal
-    from qbhook.notify import watch
-    return watch(Executor(cfg, catalog, clients, Journal(catalog.conn), lock_wait=600.0))
+    from qbhook.executor import build_executor
+    # The worker waits out a running `qbhook apply` (which holds the executor lock) instead of failing.
+    return build_executor(cfg, catalog, clients, lock_wait=600.0, notify=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qbhook.catalog.db import Tx
+from qbhook.plan import STEP_VERSION, RunStatus, Step, StepStatus
 
 JOURNAL_DDL = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -63,10 +64,16 @@ class StepRow:
     seq: int
     group_id: str
     kind: str
-    args: dict
-    status: str
+    args: dict               # the step's JSON args, without the version
+    status: StepStatus
     result: dict | None
     error: str | None
+    version: int = 1
+
+    @property
+    def step(self) -> Step:
+        """The typed step this row journaled (raises plan.StepFormatError on a row it cannot read)."""
+        return Step.of(self.kind, self.args)
 
 
 @dataclass
@@ -74,7 +81,7 @@ class RunRow:
     id: int
     started_at: float
     finished_at: float | None
-    status: str
+    status: RunStatus
     trigger: str | None
     pid: int | None
     host: str | None
@@ -119,7 +126,7 @@ class Journal:
         return [self._run(r) for r in rows]
 
     # ------------------------------------------------------------------ steps
-    def intend(self, run: int, seq: int, group_id: str, kind: str, args: dict) -> int:
+    def intend(self, run: int, seq: int, group_id: str, step: Step) -> int:
         with Tx(self.conn) as c:
             row = c.execute("SELECT id FROM steps WHERE run=? AND seq=?", (run, seq)).fetchone()
             if row:
@@ -127,17 +134,18 @@ class Journal:
                 return row[0]
             cur = c.execute(
                 "INSERT INTO steps(run, seq, group_id, kind, args, status, started_at) VALUES (?,?,?,?,?, 'intended', ?)",
-                (run, seq, group_id, kind, json.dumps(args, sort_keys=True), time.time()))
+                (run, seq, group_id, step.kind, json.dumps({**step.args, "v": STEP_VERSION}, sort_keys=True),
+                 time.time()))
             return cur.lastrowid
 
     def done(self, step_id: int, result: dict | None = None) -> None:
-        self._close(step_id, "done", result, None)
+        self._close(step_id, StepStatus.DONE, result, None)
 
     def failed(self, step_id: int, error: str, result: dict | None = None) -> None:
-        self._close(step_id, "failed", result, error)
+        self._close(step_id, StepStatus.FAILED, result, error)
 
     def undone(self, step_id: int, result: dict | None = None) -> None:
-        self._close(step_id, "undone", result, None)
+        self._close(step_id, StepStatus.UNDONE, result, None)
 
     def _close(self, step_id: int, status: str, result: Any, error: str | None) -> None:
         with Tx(self.conn) as c:
@@ -147,8 +155,14 @@ class Journal:
     def steps(self, run: int) -> list[StepRow]:
         rows = self.conn.execute(
             "SELECT id, run, seq, group_id, kind, args, status, result, error FROM steps WHERE run=? ORDER BY seq", (run,)).fetchall()
-        return [StepRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], json.loads(r[7]) if r[7] else None, r[8])
-                for r in rows]
+        return [self._step(r) for r in rows]
+
+    @staticmethod
+    def _step(r) -> StepRow:
+        args = json.loads(r[5])
+        version = args.pop("v", 1)
+        return StepRow(r[0], r[1], r[2], r[3], r[4], args, StepStatus(r[6]), json.loads(r[7]) if r[7] else None,
+                       r[8], version)
 
     # ------------------------------------------------------------------ holding
     def held_links(self) -> list[tuple[int, str, float, int | None]]:
@@ -187,4 +201,5 @@ class Journal:
 
     @staticmethod
     def _run(r) -> RunRow:
-        return RunRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), json.loads(r[8]) if r[8] else None)
+        return RunRow(r[0], r[1], r[2], RunStatus(r[3]), r[4], r[5], r[6], json.loads(r[7]),
+                      json.loads(r[8]) if r[8] else None)

@@ -1,43 +1,378 @@
-"""The data a planner produces and an executor consumes. Plain data, JSON-able.
+"""The data a planner produces and an executor consumes: typed, immutable, JSON-able.
 
 A ``Plan`` is a list of ``GroupPlan``s, one per payload group (all torrents
 sharing any file). Each group carries its decision, the reason a person can
-read, and the ordered ``Step``s that carry it out. Steps are idempotent by
+read, and the ordered steps that carry it out. Steps are idempotent by
 design: each names the state it produces, so an executor resuming after a
 crash can tell "already done" from "not yet done" by looking at the world.
 
-Step kinds and their args (all paths are host paths, strings):
+One frozen, slotted class per step kind (all paths are host paths):
 
-- ``copy``      src, dst, size, blake3       copy once onto the target dataset (staged, hashed, fsynced, renamed)
-- ``link``      src, dst, size, blake3       hardlink dst to the donor inode at src (same dataset)
-- ``mkempty``   dst                          zero-length file (never link a 0-byte stub over data)
-- ``verify_view`` torrent, instance, save_path, files: [{path, size, blake3}]
-- ``relocate``  torrent, instance, from_path, to_path, size   setLocation, wait for 100%, roll back on failure
-- ``verify_group`` torrents: [{torrent, instance, save_path}]
-- ``delete``    path, fsid, ino, size, blake3, keep: {path, fsid, ino}, seeding_links: [paths]
-                 unlink an old link after proving ``keep`` holds the same content and no
-                 link outside ``seeding_links`` appeared since planning
-- ``prune_dirs`` root, stop_at               remove folders emptied by the deletes, up to stop_at
-- ``tag``       torrent, instance, add: [..], remove: [..]
+- ``Copy``        src, dst, size, blake3     copy once onto the target dataset (staged, hashed, fsynced, renamed)
+- ``Link``        src, dst, size, blake3     hardlink dst to the donor inode at src (same dataset)
+- ``MkEmpty``     dst                        zero-length file (never link a 0-byte stub over data)
+- ``VerifyView``  torrent, instance, save_path, files: (ViewFile(path, size, blake3), ...)
+- ``Relocate``    torrent, instance, from_path, to_path, size   setLocation, wait for 100%, roll back on failure
+- ``VerifyGroup`` torrents: (Member(torrent, instance, save_path), ...)
+- ``Delete``      path, fsid, ino, size, blake3, keep: Keep(path, fsid, ino), seeding_links
+                   unlink an old link after proving ``keep`` holds the same content and no
+                   link outside ``seeding_links`` appeared since planning
+- ``PruneDirs``   root, stop_at              remove folders emptied by the deletes, up to stop_at
+- ``Tag``         torrent, instance, add, remove
+
+What a step *does* lives in the executor's dispatch table (keyed by these classes); here a
+step only knows its fields, its one-line ``describe()`` and its JSON form.
+
+JSON form (plans, ``plan --save`` files, the journal): ``{"v": 2, "kind": K, "args": {...}}``,
+where ``args`` has exactly the field names above (``keep`` and the list members as objects).
+Version 1, written before the steps were typed, is the same without ``"v"``; both are read
+(``step_from_json``), so a journal a crash left behind and an older saved plan still load.
+
+A new kind is one class here (a ``kind`` and ``from_args``) registered with ``@_kind``, plus one
+entry in ``qbhook.executor.HANDLERS``.
 """
 
 from __future__ import annotations
 
+import enum
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
 
-ACTIONS = ("stay", "demote", "promote", "blocked", "skip")
-STEP_KINDS = ("copy", "link", "mkempty", "verify_view", "relocate", "verify_group", "delete", "prune_dirs", "tag")
+STEP_VERSION = 2           # written into every step's JSON; readers accept 1 and 2
+
+
+class Action(enum.StrEnum):
+    """A group's decision."""
+    STAY = "stay"
+    DEMOTE = "demote"
+    PROMOTE = "promote"
+    BLOCKED = "blocked"
+    SKIP = "skip"
+
+
+ACTIONS = tuple(a.value for a in Action)
+
+
+class StepStatus(enum.StrEnum):
+    """A journaled step: written ``intended`` before it acts, then closed."""
+    INTENDED = "intended"
+    DONE = "done"
+    FAILED = "failed"
+    UNDONE = "undone"
+
+
+class RunStatus(enum.StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    PLANNED = "planned"             # a dry run: nothing was journaled
+
+
+class GroupStatus(enum.StrEnum):
+    """What happened to one group in a run (journal ``group_state`` and ``GroupOutcome``)."""
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+    BUSY = "busy"
+    PLANNED = "planned"
+
+
+class StepFormatError(ValueError):
+    """A step's JSON is not one this qbhook can read (the callers turn it into their own error)."""
+
+
+# --------------------------------------------------------------------------- steps
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    kind: str
-    args: dict
+    """Base of every step kind. ``Step.of(kind, args)`` builds the typed step from its JSON args."""
 
-    def __post_init__(self):
-        if self.kind not in STEP_KINDS:
-            raise ValueError(f"unknown step kind {self.kind!r}")
+    kind: ClassVar[str] = ""
+
+    @property
+    def args(self) -> dict[str, Any]:
+        """The JSON args (version 1 and 2 share them): what the journal and saved plans hold."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"v": STEP_VERSION, "kind": self.kind, "args": self.args}
+
+    def describe(self) -> str:
+        """One line for a person: what this step touches."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_args(cls, a: Mapping[str, Any]) -> Step:
+        raise NotImplementedError
+
+    @staticmethod
+    def of(kind: str, args: Mapping[str, Any]) -> Step:
+        try:
+            cls = STEP_TYPES[kind]
+        except (KeyError, TypeError):
+            raise StepFormatError(f"unknown step kind {kind!r}") from None
+        if not isinstance(args, Mapping):
+            raise StepFormatError(f"{kind} step: args are not an object")
+        try:
+            return cls.from_args(args)
+        except KeyError as e:
+            raise StepFormatError(f"{kind} step lacks {e.args[0]!r}") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise StepFormatError(f"{kind} step has a malformed field ({e})") from None
+
+
+STEP_TYPES: dict[str, type[Step]] = {}
+
+
+def _kind(cls: type[Step]) -> type[Step]:
+    STEP_TYPES[cls.kind] = cls
+    return cls
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    if hasattr(v, "__dataclass_fields__"):
+        return v.to_json() if hasattr(v, "to_json") else asdict(v)
+    return v
+
+
+def _opt_int(v: Any) -> int | None:
+    return None if v is None else int(v)
+
+
+def _strs(v: Any) -> tuple[str, ...]:
+    if isinstance(v, str):
+        raise TypeError("expected a list of paths, not one string")
+    return tuple(str(x) for x in v or ())
+
+
+@_kind
+@dataclass(frozen=True, slots=True)
+class Copy(Step):
+    kind: ClassVar[str] = "copy"
+    src: str
+    dst: str
+    size: int
+    blake3: str
+
+    def describe(self) -> str:
+        return f"{self.src} -> {self.dst}"
+
+    @classmethod
+    def from_args(cls, a):
+        return cls(a["src"], a["dst"], int(a["size"]), a["blake3"])
+
+
+@_kind
+@dataclass(frozen=True, slots=True)
+class Link(Step):
+    kind: ClassVar[str] = "link"
+    src: str
+    dst: str
+    size: int | None = None
+    blake3: str | None = None
+
+    def describe(self) -> str:
+        return f"{self.src} -> {self.dst}"
+
+    @classmethod
+    def from_args(cls, a):
+        return cls(a["src"], a["dst"], _opt_int(a.get("size")), a.get("blake3"))
+
+
+@_kind
+@dataclass(frozen=True, slots=True)
+class MkEmpty(Step):
+    kind: ClassVar[str] = "mkempty"
+    dst: str
+
+    def describe(self) -> str:
+        return self.dst
+
+    @classmethod
+    def from_args(cls, a):
+        return cls(a["dst"])
+
+
+@dataclass(frozen=True, slots=True)
+class ViewFile:
+    path: str                 # absolute, or relative to the view's save path
+    size: int
+    blake3: str | None
+
+
+@_kind
+@dataclass(frozen=True, slots=True)
+class VerifyView(Step):
+    kind: ClassVar[str] = "verify_view"
+    torrent: str
+    instance: str
+    save_path: str
+    files: tuple[ViewFile, ...]
+
+    def describe(self) -> str:
+        return f"{self.torrent[:12]} {len(self.files)} files at {self.save_path}"
+
+    @classmethod
+    def from_args(cls, a):
+        files = tuple(ViewFile(f["path"], int(f["size"]), f.get("blake3")) for f in a["files"])
+        return cls(a["torrent"], a["instance"], a["save_path"], files)
+
+
+@_kind
+@dataclass(frozen=True, slots=True)
+class Relocate(Step):
+    kind: ClassVar[str] = "relocate"
+    torrent: str
+    instance: str
+    from_path: str
+    to_path: str
+    size: int = 0
+    # The torrent as the executor first saw it (running? where?), journaled with the intent so
+    # whoever undoes this after a crash knows what to restore. The planner leaves it empty.
+    observed: Mapping[str, Any] | None = None
+
+    @property
+    def args(self) -> dict[str, Any]:
+        out = {"torrent": self.torrent, "instance": self.instance, "from_path": self.from_path,
+               "to_path": self.to_path, "size": self.size}
+        if self.observed is not None:
+            out["_observed"] = dict(self.observed)
+        return out
+
+    def describe(self) -> str:
+        return f"{self.torrent[:12]} {self.from_path} -> {self.to_path}"
+
+    @classmethod
+    def from_args(cls, a):
+        obs = a.get("_observed")
+        return cls(a["torrent"], a["instance"], a["from_path"], a["to_path"], int(a.get("size") or 0),
+                   dict(obs) if obs else None)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    torrent: str
+    instance: str
+    save_path: str
+
+
+@_kind
+@dataclass(frozen=True, slots=True)
+class VerifyGroup(Step):
+    kind: ClassVar[str] = "verify_group"
+    torrents: tuple[Member, ...]
+
+    def describe(self) -> str:
+        return f"{len(self.torrents)} torrent(s)"
+
+    @classmethod
+    def from_args(cls, a):
+        return cls(tuple(Member(x["torrent"], x["instance"], x["save_path"]) for x in a["torrents"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Keep:
+    """The copy that must still hold the content when an old link is deleted."""
+    path: str
+    fsid: str | None = None
+    ino: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        # Only what is known: the planner names the path, and v1 plans spelled it the same way.
+        out: dict[str, Any] = {"path": self.path}
+        if self.fsid is not None:
+            out["fsid"] = self.fsid
+        if self.ino is not None:
+            out["ino"] = self.ino
+        return out
+
+
+@_kind
+@dataclass(frozen=True, slots=True)
+class Delete(Step):
+    kind: ClassVar[str] = "delete"
+    path: str
+    fsid: str
+    ino: int
+    size: int | None
+    blake3: str | None
+    keep: Keep
+    seeding_links: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return self.path
+
+    @classmethod
+    def from_args(cls, a):
+        k = a["keep"]
+        keep = Keep(k["path"], k.get("fsid"), _opt_int(k.get("ino")))
+        return cls(a["path"], a["fsid"], int(a["ino"]), _opt_int(a.get("size")), a.get("blake3"), keep,
+                   _strs(a.get("seeding_links")))
+
+
+@_kind
+@dataclass(frozen=True, slots=True)
+class PruneDirs(Step):
+    kind: ClassVar[str] = "prune_dirs"
+    root: str
+    stop_at: str
+
+    def describe(self) -> str:
+        return f"{self.root} (up to {self.stop_at})"
+
+    @classmethod
+    def from_args(cls, a):
+        return cls(a["root"], a["stop_at"])
+
+
+@_kind
+@dataclass(frozen=True, slots=True)
+class Tag(Step):
+    kind: ClassVar[str] = "tag"
+    torrent: str
+    instance: str
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return f"{self.torrent[:12]} +{list(self.add)} -{list(self.remove)}"
+
+    @classmethod
+    def from_args(cls, a):
+        return cls(a["torrent"], a["instance"], _strs(a.get("add")), _strs(a.get("remove")))
+
+
+STEP_KINDS = tuple(STEP_TYPES)
+
+
+def step_from_json(d: Mapping[str, Any]) -> Step:
+    """A step from its JSON: version 2 (``{"v": 2, "kind", "args"}``) or version 1 (no ``"v"``)."""
+    if not isinstance(d, Mapping):
+        raise StepFormatError("a step is not an object")
+    v = d.get("v", 1)
+    if v not in (1, 2):
+        raise StepFormatError(f"step format version {v!r} is newer than this qbhook reads (1 or 2)")
+    if "kind" not in d or "args" not in d:
+        raise StepFormatError("a step lacks 'kind' or 'args'")
+    return Step.of(d["kind"], d["args"])
+
+
+def describe_step(kind: str, a: Mapping[str, Any]) -> str:
+    """One line for a person, from a step's JSON parts (history rows, dry-run output)."""
+    try:
+        return Step.of(kind, a).describe()
+    except StepFormatError:
+        return ""
+
+
+# --------------------------------------------------------------------------- plans
 
 
 @dataclass
@@ -45,7 +380,7 @@ class GroupPlan:
     group_id: str
     torrents: list[str]                 # hashes
     names: list[str]
-    action: str                         # one of ACTIONS
+    action: Action
     reason: str
     source_pool: str | None = None
     target_pool: str | None = None
@@ -58,17 +393,21 @@ class GroupPlan:
 
     @property
     def actionable(self) -> bool:
-        return self.action in ("demote", "promote")
+        return self.action in (Action.DEMOTE, Action.PROMOTE)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["steps"] = [{"kind": s.kind, "args": s.args} for s in self.steps]
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "steps"}
+        d["action"] = str(self.action)
+        d["torrents"], d["names"] = list(self.torrents), list(self.names)
+        d["external_links"], d["blockers"] = list(self.external_links), list(self.blockers)
+        d["steps"] = [s.to_json() for s in self.steps]
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GroupPlan":
+    def from_dict(cls, d: dict) -> GroupPlan:
         d = dict(d)
-        d["steps"] = [Step(s["kind"], s["args"]) for s in d.get("steps", [])]
+        d["action"] = Action(d["action"])
+        d["steps"] = [step_from_json(s) for s in d.get("steps", [])]
         return cls(**d)
 
 
@@ -88,7 +427,7 @@ class Plan:
     def summary(self) -> dict:
         out = {a: 0 for a in ACTIONS}
         for g in self.groups:
-            out[g.action] += 1
+            out[str(g.action)] += 1
         out["bytes_to_copy"] = sum(g.bytes_to_copy for g in self.actionable)
         out["bytes_freed"] = sum(g.bytes_freed for g in self.actionable)
         return out
@@ -97,26 +436,5 @@ class Plan:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Plan":
+    def from_dict(cls, d: dict) -> Plan:
         return cls(groups=[GroupPlan.from_dict(g) for g in d["groups"]], created_at=d.get("created_at", 0.0))
-
-
-def describe_step(kind: str, a: dict) -> str:
-    """One line for a person: what this step touches."""
-    if kind in ("copy", "link"):
-        return f"{a.get('src')} -> {a.get('dst')}"
-    if kind == "mkempty":
-        return str(a.get("dst"))
-    if kind == "relocate":
-        return f"{str(a.get('torrent'))[:12]} {a.get('from_path')} -> {a.get('to_path')}"
-    if kind == "verify_view":
-        return f"{str(a.get('torrent'))[:12]} {len(a.get('files', []))} files at {a.get('save_path')}"
-    if kind == "verify_group":
-        return f"{len(a.get('torrents', []))} torrent(s)"
-    if kind == "delete":
-        return str(a.get("path"))
-    if kind == "prune_dirs":
-        return f"{a.get('root')} (up to {a.get('stop_at')})"
-    if kind == "tag":
-        return f"{str(a.get('torrent'))[:12]} +{a.get('add') or []} -{a.get('remove') or []}"
-    return ""

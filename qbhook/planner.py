@@ -38,7 +38,23 @@ from qbhook.facts import (
     map_seeding_path,
 )
 from qbhook.grouping import group_id, payload_groups
-from qbhook.plan import GroupPlan, Plan, Step
+from qbhook.plan import (
+    Copy,
+    Delete,
+    GroupPlan,
+    Keep,
+    Link,
+    Member,
+    MkEmpty,
+    Plan,
+    PruneDirs,
+    Relocate,
+    Step,
+    Tag,
+    VerifyGroup,
+    VerifyView,
+    ViewFile,
+)
 from qbhook.units import human_bytes as _b
 
 
@@ -314,24 +330,31 @@ def _bytes_freed(group: list[TorrentFact], snap: Snapshot) -> int:
 
 def build_steps(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], src: PoolFact, tgt: PoolFact,
                 donors: dict[ContentKey, str]) -> tuple[list[Step], int, list[str]]:
+    """The ordered steps of one group's move (qbhook/plan.py): make the view, prove it, relocate,
+    prove the group, delete the old links, prune, tag. Returns (steps, bytes to copy, conflicts)."""
     donors = dict(donors)
-    make: list[Step] = []
+    make: list[Copy | Link | MkEmpty] = []
     views: list[Step] = []
     relocs: list[Step] = []
     planned: dict[str, ContentKey | None] = {}
     conflicts: list[str] = []
     copy_bytes = 0
     new_saves: dict[str, str] = {}
+    # Each new path is one str object, shared by its make step, its view entry and the delete
+    # that keeps it: at a million files, a second copy of every path is ~100 MiB.
+    dsts: dict[str, list[str]] = {}
 
     for t in group:
         new_save = map_seeding_path(t.save_path, src.seeding_root, tgt.seeding_root)
         new_saves[t.hash] = new_save
         view_files = []
+        mine = dsts[t.hash] = []
         for f in t.files:
             inode = snap.inodes[f.inode]
             ck = inode.content if f.size else (0, "")
             dst = new_save + "/" + f.rel
-            view_files.append({"path": dst, "size": f.size, "blake3": inode.blake3})
+            mine.append(dst)
+            view_files.append(ViewFile(dst, f.size, inode.blake3))
             if dst in planned:
                 if planned[dst] != ck:
                     conflicts.append(f"two torrents of the group want different content at {dst}")
@@ -346,24 +369,20 @@ def build_steps(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], 
                     donors.setdefault(ck, dst)
                 continue
             if f.size == 0:
-                make.append(Step("mkempty", {"dst": dst}))
+                make.append(MkEmpty(dst))
             elif ck in donors:
-                make.append(Step("link", {"src": donors[ck], "dst": dst, "size": f.size, "blake3": inode.blake3}))
+                make.append(Link(donors[ck], dst, f.size, inode.blake3))
             else:
-                make.append(Step("copy", {"src": f.path, "dst": dst, "size": f.size, "blake3": inode.blake3}))
+                make.append(Copy(f.path, dst, f.size, inode.blake3))
                 copy_bytes += f.size
                 donors[ck] = dst
-        views.append(Step("verify_view", {"torrent": t.hash, "instance": t.instance, "save_path": new_save,
-                                          "files": view_files}))
-        relocs.append(Step("relocate", {"torrent": t.hash, "instance": t.instance, "from_path": t.save_path,
-                                        "to_path": new_save, "size": sum(f.size for f in t.files)}))
+        views.append(VerifyView(t.hash, t.instance, new_save, tuple(view_files)))
+        relocs.append(Relocate(t.hash, t.instance, t.save_path, new_save, sum(f.size for f in t.files)))
     # Links must come after the copies they link from: copies first, then the rest in plan order.
-    make.sort(key=lambda s: 0 if s.kind == "copy" else 1)
+    make.sort(key=lambda s: 0 if isinstance(s, Copy) else 1)
 
-    verify = Step("verify_group", {"torrents": [{"torrent": t.hash, "instance": t.instance,
-                                                 "save_path": new_saves[t.hash]} for t in group]})
-    tags = [Step("tag", {"torrent": t.hash, "instance": t.instance, "add": [policy.relocated_tag], "remove": []})
-            for t in group] if policy.relocated_tag else []
+    verify = VerifyGroup(tuple(Member(t.hash, t.instance, new_saves[t.hash]) for t in group))
+    tags = [Tag(t.hash, t.instance, (policy.relocated_tag,), ()) for t in group] if policy.relocated_tag else []
 
     deletes: list[Step] = []
     seen: set[str] = set()
@@ -373,23 +392,19 @@ def build_steps(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], 
             old_by_inode.setdefault(f.inode, set()).add(f.path)
     prune: dict[str, str] = {}
     for t in group:
-        for f in t.files:
+        for f, keep in zip(t.files, dsts[t.hash]):
             if f.path in seen:
                 continue
             seen.add(f.path)
             inode = snap.inodes[f.inode]
-            keep = new_saves[t.hash] + "/" + f.rel
-            deletes.append(Step("delete", {
-                "path": f.path, "fsid": inode.fsid, "ino": inode.ino, "size": f.size, "blake3": inode.blake3,
-                "keep": {"path": keep},
-                "seeding_links": sorted(set(inode.seeding_paths) | old_by_inode[f.inode]),
-            }))
+            deletes.append(Delete(f.path, inode.fsid, inode.ino, f.size, inode.blake3, Keep(keep),
+                                  tuple(sorted(set(inode.seeding_paths) | old_by_inode[f.inode]))))
         first = t.files[0].rel if t.files else ""
         top = first.split("/")[0] if "/" in first else ""
         root = posixpath.join(t.save_path, top) if top else t.save_path
         prune.setdefault(root, src.seeding_root)
-    prunes = [Step("prune_dirs", {"root": r, "stop_at": s}) for r, s in sorted(prune.items())]
-    return make + views + relocs + [verify] + tags + deletes + prunes, copy_bytes, conflicts
+    prunes = [PruneDirs(r, s) for r, s in sorted(prune.items())]
+    return [*make, *views, *relocs, verify, *tags, *deletes, *prunes], copy_bytes, conflicts
 
 
 # ------------------------------------------------------------------ across groups
@@ -397,13 +412,13 @@ def build_steps(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], 
 
 def _resolve_cross_group(plans: list[GroupPlan]) -> None:
     """A group may not link from a path that another group in the same plan deletes."""
-    deleted = {s.args["path"]: g.group_id for g in plans if g.actionable for s in g.steps if s.kind == "delete"}
+    deleted = {s.path: g.group_id for g in plans if g.actionable for s in g.steps if isinstance(s, Delete)}
     for g in plans:
         if not g.actionable:
             continue
         for s in g.steps:
-            if s.kind == "link" and deleted.get(s.args["src"], g.group_id) != g.group_id:
-                other = deleted[s.args["src"]]
+            if isinstance(s, Link) and deleted.get(s.src, g.group_id) != g.group_id:
+                other = deleted[s.src]
                 g.action, g.steps = "skip", []
                 g.reason = f"waits for group {other}, which moves the data this group would link from"
                 break
