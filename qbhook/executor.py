@@ -578,12 +578,12 @@ class Executor:
     def _delete(self, st: _GroupRun, s: Delete, _at: _At) -> dict:
         if not st.synced:
             # New links must be on disk before old ones go, whatever a power cut does.
-            fsops.sync_filesystem(_existing_parent(s.keep.path))
+            fsops.sync_filesystem(_existing_parent(s.keep_path))
             st.synced = True
         hold = str(st.run_id) if self.cfg.policy.grace_period > 0 else None
         res = fsops.safe_unlink(
             s.path, fsid=s.fsid, ino=s.ino, size=s.size, blake3_hex=s.blake3,
-            keep_path=s.keep.path, keep_blake3=s.blake3, keep_fsid=s.keep.fsid, keep_ino=s.keep.ino,
+            keep_path=s.keep_path, keep_blake3=s.blake3, keep_fsid=s.keep_fsid, keep_ino=s.keep_ino,
             seeding_links=s.seeding_links, seeding_roots=self.seeding_roots, keep_roots=self.roots,
             catalog=self.catalog, hold_run=hold)
         st.deletes_started = True

@@ -15,6 +15,7 @@ One frozen, slotted class per step kind (all paths are host paths):
 - ``Relocate``    torrent, instance, from_path, to_path, size   setLocation, wait for 100%, roll back on failure
 - ``VerifyGroup`` torrents: (Member(torrent, instance, save_path), ...)
 - ``Delete``      path, fsid, ino, size, blake3, keep: Keep(path, fsid, ino), seeding_links
+                   (``keep`` is stored flat: keep_path, keep_fsid, keep_ino)
                    unlink an old link after proving ``keep`` holds the same content and no
                    link outside ``seeding_links`` appeared since planning
 - ``PruneDirs``   root, stop_at              remove folders emptied by the deletes, up to stop_at
@@ -303,8 +304,21 @@ class Delete(Step):
     ino: int
     size: int | None
     blake3: str | None
-    keep: Keep
+    # The copy to keep, flat (``keep`` gives it as one Keep): one object less per file, ~30 MiB
+    # in a million-file plan.
+    keep_path: str
     seeding_links: tuple[str, ...] = ()
+    keep_fsid: str | None = None
+    keep_ino: int | None = None
+
+    @property
+    def keep(self) -> Keep:
+        return Keep(self.keep_path, self.keep_fsid, self.keep_ino)
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return {"path": self.path, "fsid": self.fsid, "ino": self.ino, "size": self.size, "blake3": self.blake3,
+                "keep": self.keep.to_json(), "seeding_links": list(self.seeding_links)}
 
     def describe(self) -> str:
         return self.path
@@ -312,9 +326,8 @@ class Delete(Step):
     @classmethod
     def from_args(cls, a):
         k = a["keep"]
-        keep = Keep(k["path"], k.get("fsid"), _opt_int(k.get("ino")))
-        return cls(a["path"], a["fsid"], int(a["ino"]), _opt_int(a.get("size")), a.get("blake3"), keep,
-                   _strs(a.get("seeding_links")))
+        return cls(a["path"], a["fsid"], int(a["ino"]), _opt_int(a.get("size")), a.get("blake3"), k["path"],
+                   _strs(a.get("seeding_links")), k.get("fsid"), _opt_int(k.get("ino")))
 
 
 @_kind
@@ -375,7 +388,7 @@ def describe_step(kind: str, a: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- plans
 
 
-@dataclass
+@dataclass(slots=True)
 class GroupPlan:
     group_id: str
     torrents: list[str]                 # hashes
@@ -411,7 +424,7 @@ class GroupPlan:
         return cls(**d)
 
 
-@dataclass
+@dataclass(slots=True)
 class Plan:
     groups: list[GroupPlan]
     created_at: float = 0.0

@@ -24,6 +24,7 @@ from __future__ import annotations
 import gc
 import posixpath
 from collections.abc import Iterable
+from itertools import pairwise
 
 from qbhook.config import PolicyConfig
 from qbhook.facts import (
@@ -42,7 +43,6 @@ from qbhook.plan import (
     Copy,
     Delete,
     GroupPlan,
-    Keep,
     Link,
     Member,
     MkEmpty,
@@ -391,20 +391,35 @@ def build_steps(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], 
         for f in t.files:
             old_by_inode.setdefault(f.inode, set()).add(f.path)
     prune: dict[str, str] = {}
+    links_by_inode: dict[InodeKey, tuple[str, ...]] = {}
     for t in group:
         for f, keep in zip(t.files, dsts[t.hash]):
             if f.path in seen:
                 continue
             seen.add(f.path)
             inode = snap.inodes[f.inode]
-            deletes.append(Delete(f.path, inode.fsid, inode.ino, f.size, inode.blake3, Keep(keep),
-                                  tuple(sorted(set(inode.seeding_paths) | old_by_inode[f.inode]))))
+            deletes.append(Delete(f.path, inode.fsid, inode.ino, f.size, inode.blake3, keep,
+                                  _links_of(inode, old_by_inode, links_by_inode)))
         first = t.files[0].rel if t.files else ""
         top = first.split("/")[0] if "/" in first else ""
         root = posixpath.join(t.save_path, top) if top else t.save_path
         prune.setdefault(root, src.seeding_root)
     prunes = [PruneDirs(r, s) for r, s in sorted(prune.items())]
     return [*make, *views, *relocs, verify, *tags, *deletes, *prunes], copy_bytes, conflicts
+
+
+def _links_of(inode: InodeFact, old_by_inode: dict[InodeKey, set[str]],
+              cache: dict[InodeKey, tuple[str, ...]]) -> tuple[str, ...]:
+    """The seeding links a delete of this inode may leave (sorted): the facts' own tuple when it
+    already is that, else one tuple shared by every delete of the inode (a million-file plan)."""
+    links = cache.get(inode.key)
+    if links is None:
+        links = inode.seeding_paths
+        old = old_by_inode[inode.key]
+        if not (len(old) <= len(links) and all(a < b for a, b in pairwise(links)) and old.issubset(links)):
+            links = tuple(sorted(old.union(links)))
+        cache[inode.key] = links
+    return links
 
 
 # ------------------------------------------------------------------ across groups
