@@ -413,18 +413,20 @@ class Executor:
             if failed is not None:
                 # The group had already failed when the run stopped: only the rollback may remain.
                 for seq, step, row in mine:
-                    if row is not None:
-                        _handler(step).replay_failed(st, seq, step, row)
+                    h = HANDLERS.get(type(step))
+                    if row is not None and h is not None:
+                        h.replay_failed(st, seq, step, row)
                 self._fail(st, failed.error or "failed earlier in this run")
                 return outcome
             relocated = {(r.args.get("instance"), r.args.get("torrent")) for _s, step, r in mine
                          if r is not None and isinstance(step, Relocate) and r.status == StepStatus.DONE}
             for i, (seq, step, row) in enumerate(mine):
-                h = _handler(step)
-                if row is not None and row.status == StepStatus.DONE and not h.redo(step, relocated, mine[i + 1:]):
+                h = HANDLERS.get(type(step))     # None: _run_step fails the group safely
+                if (h is not None and row is not None and row.status == StepStatus.DONE
+                        and not h.redo(step, relocated, mine[i + 1:])):
                     h.replay(st, seq, step, row)
                     continue
-                if row is not None and h.irreversible:
+                if h is not None and row is not None and h.irreversible:
                     st.deletes_started = True   # it may have acted before the crash
                 self._run_step(st, seq, step, row)
             self.journal.set_group(g.group_id, run_id, GroupStatus.DONE)
@@ -437,10 +439,10 @@ class Executor:
 
     def _run_step(self, st: _GroupRun, seq: int, step: Step, row: StepRow | None) -> None:
         gid = st.plan.group_id
-        h = _handler(step)
         self._hook("before", gid, seq, step)
         prepare_error = None
         try:
+            h = _handler(step)
             # Read-only, so it may precede the intent; the intent then records it.
             step = h.prepare(self, step, row)
         except (QbhookError, OSError) as e:
