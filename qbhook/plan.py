@@ -12,6 +12,7 @@ One frozen, slotted class per step kind (all paths are host paths):
 - ``Link``        src, dst, size, blake3     hardlink dst to the donor inode at src (same dataset)
 - ``MkEmpty``     dst                        zero-length file (never link a 0-byte stub over data)
 - ``VerifyView``  torrent, instance, save_path, files: (ViewFile(path, size, blake3), ...)
+                   (stored as columns: paths, sizes, blake3s)
 - ``Relocate``    torrent, instance, from_path, to_path, size   setLocation, wait for 100%, roll back on failure
 - ``VerifyGroup`` torrents: (Member(torrent, instance, save_path), ...)
 - ``Delete``      path, fsid, ino, size, blake3, keep: Keep(path, fsid, ino), seeding_links
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -153,21 +154,42 @@ def _strs(v: Any) -> tuple[str, ...]:
     return tuple(str(x) for x in v or ())
 
 
+def split_path(path: str) -> tuple[str, str]:
+    """(folder with its trailing "/", name): the two halves a new path is stored as."""
+    i = path.rfind("/") + 1
+    return path[:i], path[i:]
+
+
+# A plan makes one new path per file, each the target folder of its torrent plus the file's
+# path inside the torrent. Steps keep those two halves (both shared with other objects: the
+# folder per torrent, the relative path with the facts) and join them when asked: a second
+# string per file is ~50 MiB in a million-file plan (issue 13).
+
+
 @_kind
 @dataclass(frozen=True, slots=True)
 class Copy(Step):
     kind: ClassVar[str] = "copy"
     src: str
-    dst: str
+    to_dir: str               # dst = to_dir + rel (to_dir ends with "/")
+    rel: str
     size: int
     blake3: str
+
+    @property
+    def dst(self) -> str:
+        return self.to_dir + self.rel
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return {"src": self.src, "dst": self.dst, "size": self.size, "blake3": self.blake3}
 
     def describe(self) -> str:
         return f"{self.src} -> {self.dst}"
 
     @classmethod
     def from_args(cls, a):
-        return cls(a["src"], a["dst"], int(a["size"]), a["blake3"])
+        return cls(a["src"], *split_path(a["dst"]), int(a["size"]), a["blake3"])
 
 
 @_kind
@@ -175,30 +197,48 @@ class Copy(Step):
 class Link(Step):
     kind: ClassVar[str] = "link"
     src: str
-    dst: str
+    to_dir: str
+    rel: str
     size: int | None = None
     blake3: str | None = None
+
+    @property
+    def dst(self) -> str:
+        return self.to_dir + self.rel
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return {"src": self.src, "dst": self.dst, "size": self.size, "blake3": self.blake3}
 
     def describe(self) -> str:
         return f"{self.src} -> {self.dst}"
 
     @classmethod
     def from_args(cls, a):
-        return cls(a["src"], a["dst"], _opt_int(a.get("size")), a.get("blake3"))
+        return cls(a["src"], *split_path(a["dst"]), _opt_int(a.get("size")), a.get("blake3"))
 
 
 @_kind
 @dataclass(frozen=True, slots=True)
 class MkEmpty(Step):
     kind: ClassVar[str] = "mkempty"
-    dst: str
+    to_dir: str
+    rel: str
+
+    @property
+    def dst(self) -> str:
+        return self.to_dir + self.rel
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return {"dst": self.dst}
 
     def describe(self) -> str:
         return self.dst
 
     @classmethod
     def from_args(cls, a):
-        return cls(a["dst"])
+        return cls(*split_path(a["dst"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,15 +255,44 @@ class VerifyView(Step):
     torrent: str
     instance: str
     save_path: str
-    files: tuple[ViewFile, ...]
+    # The files as three parallel columns (``files`` gives them as ViewFiles): one object per
+    # file less, ~25 MiB in a million-file plan.
+    paths: tuple[str, ...]        # relative to save_path, or absolute
+    sizes: tuple[int, ...]
+    blake3s: tuple[str | None, ...]
+
+    @classmethod
+    def of_files(cls, torrent: str, instance: str, save_path: str, files: Iterable[ViewFile]) -> VerifyView:
+        files = tuple(files)
+        return cls(torrent, instance, save_path, tuple(f.path for f in files), tuple(f.size for f in files),
+                   tuple(f.blake3 for f in files))
+
+    def __post_init__(self):
+        if not len(self.paths) == len(self.sizes) == len(self.blake3s):
+            raise ValueError("verify_view: paths, sizes and blake3s differ in length")
+
+    @property
+    def files(self) -> tuple[ViewFile, ...]:
+        """Paths absolute (a relative one is below ``save_path``)."""
+        base = self.save_path + "/"
+        return tuple(ViewFile(p if p.startswith("/") else base + p, s, b)
+                     for p, s, b in zip(self.paths, self.sizes, self.blake3s))
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return {"torrent": self.torrent, "instance": self.instance, "save_path": self.save_path,
+                "files": [{"path": f.path, "size": f.size, "blake3": f.blake3} for f in self.files]}
 
     def describe(self) -> str:
-        return f"{self.torrent[:12]} {len(self.files)} files at {self.save_path}"
+        return f"{self.torrent[:12]} {len(self.paths)} files at {self.save_path}"
 
     @classmethod
     def from_args(cls, a):
-        files = tuple(ViewFile(f["path"], int(f["size"]), f.get("blake3")) for f in a["files"])
-        return cls(a["torrent"], a["instance"], a["save_path"], files)
+        base = a["save_path"] + "/"
+        # Stored relative when below the save path, as the planner stores them (see split_path).
+        files = (ViewFile(p[len(base):] if (p := f["path"]).startswith(base) else p, int(f["size"]), f.get("blake3"))
+                 for f in a["files"])
+        return cls.of_files(a["torrent"], a["instance"], a["save_path"], files)
 
 
 @_kind
@@ -305,11 +374,16 @@ class Delete(Step):
     size: int | None
     blake3: str | None
     # The copy to keep, flat (``keep`` gives it as one Keep): one object less per file, ~30 MiB
-    # in a million-file plan.
-    keep_path: str
+    # in a million-file plan; its path in two halves like a Copy's dst.
+    keep_dir: str                 # keep path = keep_dir + keep_rel (see split_path)
+    keep_rel: str
     seeding_links: tuple[str, ...] = ()
     keep_fsid: str | None = None
     keep_ino: int | None = None
+
+    @property
+    def keep_path(self) -> str:
+        return self.keep_dir + self.keep_rel
 
     @property
     def keep(self) -> Keep:
@@ -326,8 +400,8 @@ class Delete(Step):
     @classmethod
     def from_args(cls, a):
         k = a["keep"]
-        return cls(a["path"], a["fsid"], int(a["ino"]), _opt_int(a.get("size")), a.get("blake3"), k["path"],
-                   _strs(a.get("seeding_links")), k.get("fsid"), _opt_int(k.get("ino")))
+        return cls(a["path"], a["fsid"], int(a["ino"]), _opt_int(a.get("size")), a.get("blake3"),
+                   *split_path(k["path"]), _strs(a.get("seeding_links")), k.get("fsid"), _opt_int(k.get("ino")))
 
 
 @_kind

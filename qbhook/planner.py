@@ -53,7 +53,6 @@ from qbhook.plan import (
     Tag,
     VerifyGroup,
     VerifyView,
-    ViewFile,
 )
 from qbhook.units import human_bytes as _b
 
@@ -340,21 +339,20 @@ def build_steps(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], 
     conflicts: list[str] = []
     copy_bytes = 0
     new_saves: dict[str, str] = {}
-    # Each new path is one str object, shared by its make step, its view entry and the delete
-    # that keeps it: at a million files, a second copy of every path is ~100 MiB.
-    dsts: dict[str, list[str]] = {}
+    # Steps keep a new path as (target folder + "/", rel): both halves are shared (one folder
+    # string per torrent, rel with the facts), so a million-file plan makes no string per file.
+    bases: dict[str, str] = {}
 
     for t in group:
         new_save = map_seeding_path(t.save_path, src.seeding_root, tgt.seeding_root)
         new_saves[t.hash] = new_save
-        view_files = []
-        mine = dsts[t.hash] = []
+        base = bases[t.hash] = new_save + "/"
+        hashes = []
         for f in t.files:
             inode = snap.inodes[f.inode]
             ck = inode.content if f.size else (0, "")
-            dst = new_save + "/" + f.rel
-            mine.append(dst)
-            view_files.append(ViewFile(dst, f.size, inode.blake3))
+            dst = base + f.rel        # for the checks; the steps keep (base, rel)
+            hashes.append(inode.blake3)
             if dst in planned:
                 if planned[dst] != ck:
                     conflicts.append(f"two torrents of the group want different content at {dst}")
@@ -369,14 +367,15 @@ def build_steps(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], 
                     donors.setdefault(ck, dst)
                 continue
             if f.size == 0:
-                make.append(MkEmpty(dst))
+                make.append(MkEmpty(base, f.rel))
             elif ck in donors:
-                make.append(Link(donors[ck], dst, f.size, inode.blake3))
+                make.append(Link(donors[ck], base, f.rel, f.size, inode.blake3))
             else:
-                make.append(Copy(f.path, dst, f.size, inode.blake3))
+                make.append(Copy(f.path, base, f.rel, f.size, inode.blake3))
                 copy_bytes += f.size
                 donors[ck] = dst
-        views.append(VerifyView(t.hash, t.instance, new_save, tuple(view_files)))
+        views.append(VerifyView(t.hash, t.instance, new_save, tuple(f.rel for f in t.files),
+                                tuple(f.size for f in t.files), tuple(hashes)))
         relocs.append(Relocate(t.hash, t.instance, t.save_path, new_save, sum(f.size for f in t.files)))
     # Links must come after the copies they link from: copies first, then the rest in plan order.
     make.sort(key=lambda s: 0 if isinstance(s, Copy) else 1)
@@ -393,12 +392,13 @@ def build_steps(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], 
     prune: dict[str, str] = {}
     links_by_inode: dict[InodeKey, tuple[str, ...]] = {}
     for t in group:
-        for f, keep in zip(t.files, dsts[t.hash]):
+        base = bases[t.hash]
+        for f in t.files:
             if f.path in seen:
                 continue
             seen.add(f.path)
             inode = snap.inodes[f.inode]
-            deletes.append(Delete(f.path, inode.fsid, inode.ino, f.size, inode.blake3, keep,
+            deletes.append(Delete(f.path, inode.fsid, inode.ino, f.size, inode.blake3, base, f.rel,
                                   _links_of(inode, old_by_inode, links_by_inode)))
         first = t.files[0].rel if t.files else ""
         top = first.split("/")[0] if "/" in first else ""
@@ -427,7 +427,11 @@ def _links_of(inode: InodeFact, old_by_inode: dict[InodeKey, set[str]],
 
 def _resolve_cross_group(plans: list[GroupPlan]) -> None:
     """A group may not link from a path that another group in the same plan deletes."""
-    deleted = {s.path: g.group_id for g in plans if g.actionable for s in g.steps if isinstance(s, Delete)}
+    # Only paths some group links from can matter: a map of every deleted path (a million
+    # entries, built when every step already exists) was the planner's peak memory.
+    donors = {s.src for g in plans if g.actionable for s in g.steps if isinstance(s, Link)}
+    deleted = {s.path: g.group_id for g in plans if g.actionable for s in g.steps
+               if isinstance(s, Delete) and s.path in donors}
     for g in plans:
         if not g.actionable:
             continue
