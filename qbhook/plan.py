@@ -367,23 +367,39 @@ class Keep:
 @_kind
 @dataclass(frozen=True, slots=True)
 class Delete(Step):
+    """Unlink an old link (``path``, planned to be inode ``ino`` on ``fsid``) once ``keep`` is proven."""
     kind: ClassVar[str] = "delete"
     path: str
-    fsid: str
-    ino: int
+    # (fsid, ino) as one tuple: the facts' own inode key, shared, not two more fields per file.
+    inode: tuple[str, int]
     size: int | None
     blake3: str | None
-    # The copy to keep, flat (``keep`` gives it as one Keep): one object less per file, ~30 MiB
-    # in a million-file plan; its path in two halves like a Copy's dst.
-    keep_dir: str                 # keep path = keep_dir + keep_rel (see split_path)
+    # The copy to keep, flat (``keep`` gives it as one Keep): no object of its own per file, and
+    # its path in two halves like a Copy's dst (``split_path``). A planned keep names only the path.
+    keep_dir: str
     keep_rel: str
     seeding_links: tuple[str, ...] = ()
-    keep_fsid: str | None = None
-    keep_ino: int | None = None
+    keep_inode: tuple[str | None, int | None] | None = None
+
+    @property
+    def fsid(self) -> str:
+        return self.inode[0]
+
+    @property
+    def ino(self) -> int:
+        return self.inode[1]
 
     @property
     def keep_path(self) -> str:
         return self.keep_dir + self.keep_rel
+
+    @property
+    def keep_fsid(self) -> str | None:
+        return self.keep_inode[0] if self.keep_inode else None
+
+    @property
+    def keep_ino(self) -> int | None:
+        return self.keep_inode[1] if self.keep_inode else None
 
     @property
     def keep(self) -> Keep:
@@ -400,8 +416,9 @@ class Delete(Step):
     @classmethod
     def from_args(cls, a):
         k = a["keep"]
-        return cls(a["path"], a["fsid"], int(a["ino"]), _opt_int(a.get("size")), a.get("blake3"),
-                   *split_path(k["path"]), _strs(a.get("seeding_links")), k.get("fsid"), _opt_int(k.get("ino")))
+        keep_id = (k.get("fsid"), _opt_int(k.get("ino")))
+        return cls(a["path"], (a["fsid"], int(a["ino"])), _opt_int(a.get("size")), a.get("blake3"),
+                   *split_path(k["path"]), _strs(a.get("seeding_links")), keep_id if keep_id != (None, None) else None)
 
 
 @_kind
