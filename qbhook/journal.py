@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qbhook.catalog.db import Tx
-from qbhook.plan import STEP_VERSION, RunStatus, Step, StepStatus
+from qbhook.plan import STEP_VERSION, Delete, RunStatus, Step, StepStatus
 
 JOURNAL_DDL = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -172,9 +172,9 @@ class Journal:
         sits there (planted, or another tool's) is never qbhook's to delete.
         """
         rows = self.conn.execute(
-            "SELECT id, args, result, finished_at FROM steps WHERE kind='delete' AND status='done' "
+            "SELECT id, args, result, finished_at FROM steps WHERE kind=? AND status=? "
             "AND json_extract(result, '$.status')='held' AND json_extract(result, '$.purged_at') IS NULL "
-            "ORDER BY id").fetchall()
+            "ORDER BY id", (Delete.kind, StepStatus.DONE.value)).fetchall()
         out = []
         for sid, args, result, finished in rows:
             res, a = json.loads(result), json.loads(args)

@@ -425,7 +425,7 @@ def build_steps(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], 
             seen.add(f.path)
             inode = snap.inodes[f.inode]
             deletes.append(Delete(f.path, f.inode, f.size, inode.blake3, base, f.rel,
-                                  _links_of(inode, old_by_inode, links_by_inode)))
+                                  _links_of(f.inode, inode, old_by_inode[f.inode], links_by_inode)))
         first = t.files[0].rel if t.files else ""
         top = first.split("/")[0] if "/" in first else ""
         root = posixpath.join(t.save_path, top) if top else t.save_path
@@ -436,18 +436,20 @@ def build_steps(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], 
     return steps, copy_bytes, conflicts
 
 
-def _links_of(inode: InodeFact, old_by_inode: dict[InodeKey, set[str]],
+def _links_of(key: InodeKey, inode: InodeFact, old: set[str],
               cache: dict[InodeKey, tuple[str, ...]]) -> tuple[str, ...]:
-    """The seeding links a delete of this inode may leave (sorted): the facts' own tuple when it
-    already is that, else one tuple shared by every delete of the inode (a million-file plan)."""
-    links = cache.get(inode.key)
-    if links is None:
-        links = inode.seeding_paths
-        old = old_by_inode[inode.key]
-        if not (len(old) <= len(links) and all(a < b for a, b in pairwise(links)) and old.issubset(links)):
+    """The seeding links a delete of this inode may leave, sorted: ``old`` (the group's paths of
+    it) and the facts' ``seeding_paths``. Reuses the facts' tuple when it already is that, else
+    builds one tuple per inode for all its deletes (a million-file plan holds no copies)."""
+    links = inode.seeding_paths
+    if len(links) == 1 and len(old) == 1 and links[0] in old:
+        return links                     # the common case: one link, the file being deleted
+    got = cache.get(key)
+    if got is None:
+        if not (old.issubset(links) and all(a < b for a, b in pairwise(links))):
             links = tuple(sorted(old.union(links)))
-        cache[inode.key] = links
-    return links
+        got = cache[key] = links
+    return got
 
 
 # ------------------------------------------------------------------ across groups
