@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qbhook.catalog.db import Tx
-from qbhook.plan import STEP_VERSION, Delete, RunStatus, Step, StepStatus
+from qbhook.plan import Delete, RunStatus, Step, StepStatus, check_version
 
 JOURNAL_DDL = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -73,6 +73,7 @@ class StepRow:
     @property
     def step(self) -> Step:
         """The typed step this row journaled (raises plan.StepFormatError on a row it cannot read)."""
+        check_version(self.version)
         return Step.of(self.kind, self.args)
 
 
@@ -134,7 +135,7 @@ class Journal:
                 return row[0]
             cur = c.execute(
                 "INSERT INTO steps(run, seq, group_id, kind, args, status, started_at) VALUES (?,?,?,?,?, 'intended', ?)",
-                (run, seq, group_id, step.kind, json.dumps({**step.args, "v": STEP_VERSION}, sort_keys=True),
+                (run, seq, group_id, step.kind, json.dumps(step.to_json()["args"], sort_keys=True),
                  time.time()))
             return cur.lastrowid
 
@@ -160,7 +161,7 @@ class Journal:
     @staticmethod
     def _step(r) -> StepRow:
         args = json.loads(r[5])
-        version = args.pop("v", 1)
+        version = args.pop("v", 1)      # rows written before step versions have none: version 1
         return StepRow(r[0], r[1], r[2], r[3], r[4], args, StepStatus(r[6]), json.loads(r[7]) if r[7] else None,
                        r[8], version)
 

@@ -25,10 +25,12 @@ One frozen, slotted class per step kind (all paths are host paths):
 What a step *does* lives in the executor's dispatch table (keyed by these classes); here a
 step only knows its fields, its one-line ``describe()`` and its JSON form.
 
-JSON form (plans, ``plan --save`` files, the journal): ``{"v": 2, "kind": K, "args": {...}}``,
-where ``args`` has exactly the field names above (``keep`` and the list members as objects).
-Version 1, written before the steps were typed, is the same without ``"v"``; both are read
-(``step_from_json``), so a journal a crash left behind and an older saved plan still load.
+JSON form (plans, ``plan --save`` files, the journal): ``{"kind": K, "args": {"v": 2, ...}}``,
+where ``args`` has the field names above (``keep`` and the list members as objects) and the
+step format version ``"v"``. The version sits inside ``args`` because the journal stores a
+step's args as they are in the plan (one JSON form in both places). Version 1, written before
+the steps were typed, is the same without ``"v"``; both are read (``step_from_json``), so a
+journal a crash left behind and an older saved plan still load.
 
 A new kind is one class here (a ``kind`` and ``from_args``) registered with ``@_kind``, plus one
 entry in ``qbhook.executor.HANDLERS``.
@@ -42,7 +44,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
-STEP_VERSION = 2           # written into every step's JSON; readers accept 1 and 2
+STEP_VERSION = 2           # written into every step's args as "v"; readers accept 1 and 2
 
 
 class Action(enum.StrEnum):
@@ -102,7 +104,7 @@ class Step:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
 
     def to_json(self) -> dict[str, Any]:
-        return {"v": STEP_VERSION, "kind": self.kind, "args": self.args}
+        return {"kind": self.kind, "args": {**self.args, "v": STEP_VERSION}}
 
     def describe(self) -> str:
         """One line for a person: what this step touches."""
@@ -457,15 +459,20 @@ STEP_KINDS = tuple(STEP_TYPES)
 
 
 def step_from_json(d: Mapping[str, Any]) -> Step:
-    """A step from its JSON: version 2 (``{"v": 2, "kind", "args"}``) or version 1 (no ``"v"``)."""
+    """A step from its JSON: version 2 (``{"kind", "args": {"v": 2, ...}}``) or version 1 (no ``"v"``)."""
     if not isinstance(d, Mapping):
         raise StepFormatError("a step is not an object")
-    v = d.get("v", 1)
-    if v not in (1, 2):
-        raise StepFormatError(f"step format version {v!r} is newer than this qbhook reads (1 or 2)")
     if "kind" not in d or "args" not in d:
         raise StepFormatError("a step lacks 'kind' or 'args'")
-    return Step.of(d["kind"], d["args"])
+    args = d["args"]
+    if isinstance(args, Mapping):
+        check_version(args.get("v", 1))
+    return Step.of(d["kind"], args)
+
+
+def check_version(v: Any) -> None:
+    if v not in (1, STEP_VERSION):
+        raise StepFormatError(f"step format version {v!r} is not one this qbhook reads (1 or {STEP_VERSION})")
 
 
 def describe_step(kind: str, a: Mapping[str, Any]) -> str:

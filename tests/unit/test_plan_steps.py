@@ -78,7 +78,7 @@ def test_v1_args_load_typed_and_round_trip_to_the_same_json(kind):
     step = step_from_json({"kind": kind, "args": V1[kind]})          # no "v": version 1
     assert type(step) is STEP_TYPES[kind] and step.kind == kind
     assert step.args == V1[kind]                                      # same fields, same spelling
-    assert step.to_json() == {"v": STEP_VERSION, "kind": kind, "args": V1[kind]}
+    assert step.to_json() == {"kind": kind, "args": {**V1[kind], "v": STEP_VERSION}}
     assert step_from_json(json.loads(json.dumps(step.to_json()))) == step
     assert step.describe() == V1_DESCRIBED[kind] == describe_step(kind, V1[kind])
 
@@ -94,7 +94,7 @@ def test_fields_are_typed_not_dicts():
 
 
 @pytest.mark.parametrize("bad, match", [
-    ({"v": 3, "kind": "copy", "args": V1["copy"]}, "version 3"),
+    ({"kind": "copy", "args": {**V1["copy"], "v": 3}}, "version 3"),
     ({"kind": "explode", "args": {}}, "unknown step kind 'explode'"),
     ({"kind": "copy", "args": {"src": "/s/a"}}, "copy step lacks 'dst'"),
     ({"kind": "delete", "args": {**V1["delete"], "ino": "seven"}}, "delete step has a malformed field"),
@@ -120,7 +120,8 @@ def _as_v1(doc: dict) -> dict:
     """The same plan file as today's qbhook saved it: steps without "v", the id over that body."""
     body = {k: v for k, v in doc.items() if k != "plan_id"}
     for g in body["groups"]:
-        g["steps"] = [{"kind": s["kind"], "args": s["args"]} for s in g["steps"]]
+        g["steps"] = [{"kind": s["kind"], "args": {k: v for k, v in s["args"].items() if k != "v"}}
+                      for s in g["steps"]]
     return {"plan_id": approved._digest(body), **body}
 
 
@@ -129,9 +130,9 @@ def test_saved_plan_writes_v2_steps_and_reads_a_v1_file():
     snap = w.snapshot()
     doc = json.loads(json.dumps(approved.document(make_plan(snap, POLICY), snap, POOLS)))
     steps = [s for g in doc["groups"] for s in g["steps"]]
-    assert steps and all(s["v"] == STEP_VERSION for s in steps)
+    assert steps and all(s["args"]["v"] == STEP_VERSION for s in steps)
     v1 = _as_v1(doc)
-    assert all("v" not in s for g in v1["groups"] for s in g["steps"])
+    assert all("v" not in s["args"] for g in v1["groups"] for s in g["steps"])
     saved = approved.parse(v1, POOLS)
     kinds = {type(s) for g in saved.plan.groups for s in g.steps}
     assert {Copy, Relocate, Delete} <= kinds
@@ -144,7 +145,7 @@ def test_saved_plan_with_an_unreadable_step_is_one_line_plan_file_error():
     w = two_groups()
     snap = w.snapshot()
     doc = json.loads(json.dumps(approved.document(make_plan(snap, POLICY), snap, POOLS)))
-    doc["groups"][0]["steps"][0]["v"] = 9
+    doc["groups"][0]["steps"][0]["args"]["v"] = 9
     doc = {"plan_id": approved._digest({k: v for k, v in doc.items() if k != "plan_id"}),
            **{k: v for k, v in doc.items() if k != "plan_id"}}
     with pytest.raises(PlanFileError, match="malformed group .*version 9") as e:
@@ -166,6 +167,9 @@ def test_journal_rows_carry_the_step_version_and_load_typed(world):  # noqa: F81
     relocs = [r.step for r in rows if r.kind == "relocate"]
     assert all(isinstance(s, Relocate) and s.observed["complete"] for s in relocs)
     assert [type(r.step) for r in rows] == [type(s) for s in plan.groups[0].steps]
+    # One JSON form: a journaled row's args are the plan step's args (plus the executor's "_" notes).
+    for (a,), s in zip(raw, plan.groups[0].steps):
+        assert {k: v for k, v in json.loads(a).items() if not k.startswith("_")} == s.to_json()["args"]
 
 
 def _downgrade_run_to_v1(world, run_id: int) -> None:  # noqa: F811
@@ -174,7 +178,8 @@ def _downgrade_run_to_v1(world, run_id: int) -> None:  # noqa: F811
     conn.execute("UPDATE steps SET args=json_remove(args, '$.v') WHERE run=?", (run_id,))
     plan = json.loads(conn.execute("SELECT plan FROM runs WHERE id=?", (run_id,)).fetchone()[0])
     for g in plan["groups"]:
-        g["steps"] = [{"kind": s["kind"], "args": s["args"]} for s in g["steps"]]
+        g["steps"] = [{"kind": s["kind"], "args": {k: v for k, v in s["args"].items() if k != "v"}}
+                      for s in g["steps"]]
     conn.execute("UPDATE runs SET plan=? WHERE id=?", (json.dumps(plan, sort_keys=True), run_id))
     conn.commit()
 
@@ -212,7 +217,7 @@ def test_an_unreadable_journaled_plan_is_a_one_line_error_not_a_traceback(world)
     run = world.journal.runs(1)[0]
     conn = world.cat.conn
     data = json.loads(conn.execute("SELECT plan FROM runs WHERE id=?", (run.id,)).fetchone()[0])
-    data["groups"][0]["steps"][0]["v"] = 7
+    data["groups"][0]["steps"][0]["args"]["v"] = 7
     conn.execute("UPDATE runs SET plan=? WHERE id=?", (json.dumps(data), run.id))
     conn.commit()
     from qbhook.errors import QbhookError
