@@ -6,10 +6,8 @@ import json
 
 import pytest
 
-from qbhook import approved
-from qbhook.errors import PlanFileError
-from qbhook.executor import HANDLERS, ExecutorContext, Timing, build_executor
-from qbhook.plan import (
+from qbhook.decide import approved
+from qbhook.decide.plan import (
     STEP_TYPES,
     STEP_VERSION,
     Copy,
@@ -25,7 +23,9 @@ from qbhook.plan import (
     describe_step,
     step_from_json,
 )
-from qbhook.planner import make_plan
+from qbhook.decide.planner import make_plan
+from qbhook.errors import PlanFileError
+from qbhook.move.executor import HANDLERS, ExecutorContext, Timing, build_executor
 from tests.unit.test_approved import POLICY, POOLS, two_groups
 from tests.unit.test_executor import (  # noqa: F401
     H1,

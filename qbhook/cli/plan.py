@@ -1,0 +1,158 @@
+"""``qbhook plan`` and ``qbhook explain``: show decisions, change nothing."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from qbhook.cli.app import App, main, pass_app
+from qbhook.decide.plan import describe_step
+from qbhook.errors import ExitCode
+from qbhook.units import human_bytes as _human_bytes
+
+EXIT_ACTIONABLE = ExitCode.ACTIONABLE
+
+
+def compute_plan(app: App, hashes=None, scan: bool = True):
+    from qbhook.catalog.scan import scan_pool
+    from qbhook.decide.planner import make_plan
+    from qbhook.decide.snapshot import build_snapshot
+    cfg = app.cfg
+    if scan:
+        for pool in cfg.pools:
+            scan_pool(app.catalog, pool, cfg.scan, progress=app.progress())
+    snap = build_snapshot(cfg, app.catalog, app.clients, hashes=hashes, progress=app.progress())
+    return snap, make_plan(snap, cfg.policy)
+
+
+@main.command()
+@click.option("--hash", "hashes", multiple=True, help="Only the group(s) of these torrents.")
+@click.option("--no-scan", is_flag=True, help="Skip the incremental catalog scan first.")
+@click.option("--steps", is_flag=True, help="Also list each group's steps.")
+@click.option("--save", "save_to", type=click.Path(dir_okay=False),
+              help="Also write the plan to this file, for `qbhook apply --plan FILE` after review.")
+@pass_app
+def plan(app: App, hashes, no_scan, steps, save_to):
+    """Show what qbhook would do for every payload group. Changes nothing.
+
+    Exit code 0: nothing to do; 10: some groups would demote or promote.
+    """
+    snap, p = compute_plan(app, hashes or None, scan=not no_scan)
+    saved = _save(app, snap, p, save_to) if save_to else None
+    app.emit({**p.to_dict(), **({"plan_id": saved} if saved else {})}, lambda d: _print_plan(p, steps))
+    if saved:
+        click.echo(f"plan {saved[:12]} saved to {save_to}; apply it with: qbhook apply --plan {save_to} --yes",
+                   err=app.as_json)
+    sys.exit(EXIT_ACTIONABLE if p.actionable else 0)
+
+
+def _save(app: App, snap, p, path) -> str:
+    from qbhook.decide import approved
+    doc = approved.document(p, snap, approved.seeding_roots(app.cfg))
+    approved.save(path, doc)
+    return doc["plan_id"]
+
+
+def _print_plan(p, steps: bool) -> None:
+    rows = sorted(p.groups, key=lambda g: (["demote", "promote", "blocked", "skip", "stay"].index(g.action), g.names))
+    for g in rows:
+        extra = ""
+        if g.actionable:
+            extra = f"  copy {_human_bytes(g.bytes_to_copy)}, frees {_human_bytes(g.bytes_freed)} on {g.source_pool}"
+        click.echo(f"{g.action.upper():8} {g.group_id}  {len(g.torrents)} torrent(s), {_human_bytes(g.payload_bytes)}{extra}")
+        for n in g.names[:5]:
+            click.echo(f"           - {n}")
+        if len(g.names) > 5:
+            click.echo(f"           ... and {len(g.names) - 5} more")
+        click.echo(f"           why: {g.reason}")
+        if steps:
+            for s in g.steps:
+                click.echo(f"             {s.kind:12} {describe_step(s.kind, s.args)}")
+    s = p.summary()
+    click.echo(f"\n{s['demote']} to demote, {s['promote']} to promote, {s['blocked']} blocked, {s['skip']} skipped, "
+               f"{s['stay']} staying; {_human_bytes(s['bytes_to_copy'])} to copy, {_human_bytes(s['bytes_freed'])} to free")
+    if p.actionable:
+        click.echo("dry run: nothing changed. Apply with: qbhook apply --yes")
+
+
+@main.command()
+@click.argument("torrent_hash")
+@click.option("--no-scan", is_flag=True, help="Skip the incremental catalog scan first.")
+@click.option("--index", "from_index", is_flag=True,
+              help="Answer from the torrent index (no qBittorrent, no scan); also the fallback when it is down.")
+@click.option("--max-scan-age", type=float, default=3600.0, show_default=True,
+              help="Seconds: a full scan of every pool at most this old is used as is (the group's own "
+                   "files are re-stat-ed anyway); older, or never, and both pools are scanned first.")
+@pass_app
+def explain(app: App, torrent_hash, no_scan, from_index, max_scan_age):
+    """Why TORRENT_HASH's group gets its decision: its torrents, files and every link found."""
+    from qbhook.catalog.queries import last_full_scan_age
+    from qbhook.cli.torrents import explain_from_index
+    from qbhook.errors import QbtError
+    if from_index:
+        return explain_from_index(app, torrent_hash, None)
+    # explain changes nothing, so a recent catalog is enough: a link made since shows as a
+    # link "outside the scanned pools" (counted, not named), never as no link.
+    age = last_full_scan_age(app.catalog, app.cfg.pools)
+    scan = not no_scan and (age is None or age > max_scan_age)
+    catalog_note = ("pools scanned now" if scan else
+                    "catalog as is (--no-scan)" if no_scan else
+                    f"catalog from a full scan {age:.0f} s ago; this group's files re-stat-ed")
+    try:
+        snap, p = compute_plan(app, [torrent_hash], scan=scan)
+    except QbtError as e:
+        return explain_from_index(app, torrent_hash, f"live answer impossible: {e}")
+    h = torrent_hash.lower()
+    # The snapshot holds only this torrent's group (closure over shared files); match v1/v2 spellings too.
+    group = next((g for g in p.groups if h in g.torrents), p.groups[0])
+    torrents = [t for t in snap.torrents if t.hash in group.torrents]
+    data = {"group": group.to_dict(), "torrents": [], "catalog": catalog_note}
+    for t in torrents:
+        files = []
+        for f in t.files:
+            i = snap.inodes.get(f.inode) if f.inode else None
+            files.append({"path": f.path, "size": f.size, "inode": list(f.inode) if f.inode else None,
+                          "nlink": i.nlink if i else None, "external_links": i.external_links if i else None,
+                          "seeding_links": list(i.seeding_paths) if i else [], "other_links": list(i.other_paths) if i else [],
+                          "blake3": i.blake3 if i else None})
+        data["torrents"].append({"hash": t.hash, "name": t.name, "state": t.state, "progress": t.progress,
+                                 "save_path": t.save_path, "tags": sorted(t.tags), "category": t.category,
+                                 **payload_ids(t, snap), "files": files})
+
+    def human(d):
+        g = d["group"]
+        click.echo(f"({d['catalog']})", err=True)
+        click.echo(f"group {g['group_id']}: {g['action'].upper()} - {g['reason']}")
+        for b in g["blockers"]:
+            click.echo(f"  blocked: {b}")
+        for t in d["torrents"]:
+            click.echo(f"  torrent {t['hash']} {t['name']!r} [{t['state']}, {t['progress'] * 100:.0f}%] at {t['save_path']}")
+            click.echo(f"    tags: {', '.join(t['tags']) or '-'}; category: {t['category'] or '-'}")
+            click.echo(f"    content id: {t['content_id'] or '(not all files hashed)'}; tree id: {t['tree_id'] or '-'}")
+            for f in t["files"]:
+                if f["inode"] is None:
+                    click.echo(f"    {f['path']}: MISSING")
+                    continue
+                click.echo(f"    {f['path']}: inode {f['inode'][1]} on {f['inode'][0]}, {f['nlink']} link(s), "
+                           f"{f['external_links']} outside the seeding roots")
+                for o in f["other_links"]:
+                    click.echo(f"      library/other: {o}")
+                unknown = f["external_links"] - len(f["other_links"])
+                if unknown > 0:
+                    click.echo(f"      + {unknown} link(s) outside the scanned pools")
+    app.emit(data, human)
+
+
+def payload_ids(t, snap) -> dict:
+    """Layout-independent content id and layout-bound tree id (None until every file is hashed)."""
+    from qbhook.catalog.hashing import EMPTY_HASH
+    from qbhook.catalog.identity import content_id, tree_id
+    idents = []
+    for f in t.files:
+        i = snap.inodes.get(f.inode) if f.inode else None
+        digest = EMPTY_HASH if f.size == 0 else (bytes.fromhex(i.blake3) if i and i.blake3 else None)
+        if digest is None:
+            return {"content_id": None, "tree_id": None}
+        idents.append((f.rel, (f.size, digest)))
+    return {"content_id": content_id(x for _, x in idents), "tree_id": tree_id(idents)}
