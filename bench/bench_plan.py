@@ -33,8 +33,13 @@ from pathlib import Path
 sys.path.insert(0, os.environ.get("QBHOOK_BENCH_TREE") or str(Path(__file__).resolve().parents[1]))
 
 from qbhook.config import PolicyConfig
-from qbhook.decide.facts import FileFact, InodeFact, PoolFact, Snapshot, TorrentFact
-from qbhook.decide.planner import make_plan
+
+try:
+    from qbhook.decide.facts import FileFact, InodeFact, PoolFact, Snapshot, TorrentFact
+    from qbhook.decide.planner import make_plan
+except ImportError:     # a --compare checkout from before the package move (issue 10)
+    from qbhook.facts import FileFact, InodeFact, PoolFact, Snapshot, TorrentFact
+    from qbhook.planner import make_plan
 
 S = "/stash/data/media/torrents/seeding"
 P = "/pool/data/media/torrents/seeding"
