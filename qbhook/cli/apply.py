@@ -18,10 +18,8 @@ from qbhook.units import human_bytes as _human_bytes
 
 
 def _executor(app: App, lock_wait):
-    from qbhook.move.executor import Executor
-    from qbhook.move.journal import Journal
-    from qbhook.notify import watch
-    return watch(Executor(app.cfg, app.catalog, app.clients, Journal(app.catalog.conn), lock_wait=lock_wait))
+    from qbhook.move.executor import build_executor
+    return build_executor(app.cfg, app.catalog, app.clients, lock_wait=lock_wait, notify=True)
 
 
 def _lock_wait(wait: float | None):

@@ -294,7 +294,6 @@ def serve(app: App, listen, port, no_sweep):
 
 
 def _executor_for(cfg, catalog, clients):
-    from qbhook.move.executor import Executor
-    from qbhook.move.journal import Journal
-    from qbhook.notify import watch
-    return watch(Executor(cfg, catalog, clients, Journal(catalog.conn), lock_wait=600.0))
+    from qbhook.move.executor import build_executor
+    # The worker waits out a running `qbhook apply` (which holds the executor lock) instead of failing.
+    return build_executor(cfg, catalog, clients, lock_wait=600.0, notify=True)

@@ -31,10 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qbhook.decide.facts import Snapshot
-from qbhook.decide.plan import GroupPlan, Plan
+from qbhook.decide.plan import Delete, GroupPlan, Plan
 from qbhook.errors import PlanFileError
 
 FORMAT = "qbhook-plan"
+# The document's version. Each step inside carries its own (``"v"``, qbhook.decide.plan); files saved
+# before steps had one (no ``"v"``) read as step version 1, the same fields.
 VERSION = 1
 
 # Exit code of ``apply --plan`` when at least one saved group was refused as stale
@@ -72,7 +74,8 @@ def group_facts(snap: Snapshot, torrent_hashes: list[str], steps_dsts: list[str]
 
 
 def _dsts(g: GroupPlan) -> list[str]:
-    return [s.args["dst"] for s in g.steps if "dst" in s.args]
+    # Any step with a ``dst`` writes there, whatever its kind.
+    return [d for s in g.steps if (d := getattr(s, "dst", None)) is not None]
 
 
 def _digest(data) -> str:
@@ -215,7 +218,7 @@ def _membership_change(g: GroupPlan, fresh: Plan) -> str:
 def _what_changed(g: GroupPlan, snap: Snapshot) -> str:
     # The saved file keeps only the digest, so say which kind of fact cannot be the same,
     # judged against what the saved steps expected.
-    links = {s.args["path"]: s.args.get("seeding_links", []) for s in g.steps if s.kind == "delete"}
+    links = {s.path: s.seeding_links for s in g.steps if isinstance(s, Delete)}
     by_path = {f.path: f for t in snap.torrents if t.hash in g.torrents for f in t.files}
     for path, seeding in links.items():
         f = by_path.get(path)

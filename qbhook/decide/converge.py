@@ -46,7 +46,7 @@ from qbhook.decide.facts import (
     Snapshot,
     TorrentFact,
 )
-from qbhook.decide.plan import GroupPlan, Step
+from qbhook.decide.plan import Action, Converge, ConvergeKeep, Delete, GroupPlan, Step
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +105,8 @@ def plan_group(snap: Snapshot, group: list[TorrentFact]) -> Convergence | None:
         # Link from a seeding name of the kept inode when it has one (qbhook's own ground), else its library name.
         keep_path = min(kept.seeding_paths) if kept.seeding_paths else min(kept.other_paths)
         for p in inode.seeding_paths:
-            steps.append(Step("converge", {
-                "path": p, "fsid": inode.fsid, "ino": inode.ino, "size": inode.size, "mtime_ns": inode.mtime_ns or None,
-                "blake3": inode.blake3,
-                "keep": {"path": keep_path, "fsid": kept.fsid, "ino": kept.ino, "library": bool(kept.external_links)},
-            }))
+            steps.append(Converge(p, inode.fsid, inode.ino, inode.size, inode.mtime_ns or None, inode.blake3,
+                                  ConvergeKeep(keep_path, kept.fsid, kept.ino, bool(kept.external_links))))
         freed += inode.size
         n += 1
         onto_library += bool(kept.external_links)
@@ -120,7 +117,7 @@ def plan_group(snap: Snapshot, group: list[TorrentFact]) -> Convergence | None:
 
 def apply_to(gp: GroupPlan, conv: Convergence, why_stay: str) -> GroupPlan:
     """Turn a staying group into a converging one (same pool, nothing copied, nothing relocated)."""
-    gp.action = "converge"
+    gp.action = Action.CONVERGE
     gp.target_pool = gp.source_pool
     gp.steps = list(conv.steps)
     gp.bytes_to_copy = 0
@@ -133,15 +130,14 @@ def apply_to(gp: GroupPlan, conv: Convergence, why_stay: str) -> GroupPlan:
 
 def resolve_cross_group(plans: list[GroupPlan]) -> None:
     """A convergence never links onto an inode that another group of the same plan deletes or moves."""
-    moved = {(s.args["fsid"], s.args["ino"]): g.group_id for g in plans
-             if g.action in ("demote", "promote") for s in g.steps if s.kind == "delete"}
+    moved = {s.inode: g.group_id for g in plans
+             if g.action in (Action.DEMOTE, Action.PROMOTE) for s in g.steps if isinstance(s, Delete)}
     for g in plans:
-        if g.action != "converge":
+        if g.action != Action.CONVERGE:
             continue
         for s in g.steps:
-            keep = s.args["keep"]
-            other = moved.get((keep["fsid"], keep["ino"]))
+            other = moved.get((s.keep.fsid, s.keep.ino)) if isinstance(s, Converge) else None
             if other is not None and other != g.group_id:
-                g.action, g.steps, g.bytes_freed = "skip", [], 0
+                g.action, g.steps, g.bytes_freed = Action.SKIP, [], 0
                 g.reason = f"waits for group {other}, which moves the copy this group would converge onto"
                 break

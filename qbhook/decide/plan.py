@@ -1,55 +1,537 @@
-"""The data a planner produces and an executor consumes. Plain data, JSON-able.
+"""The data a planner produces and an executor consumes: typed, immutable, JSON-able.
 
 A ``Plan`` is a list of ``GroupPlan``s, one per payload group (all torrents
 sharing any file). Each group carries its decision, the reason a person can
-read, and the ordered ``Step``s that carry it out. Steps are idempotent by
+read, and the ordered steps that carry it out. Steps are idempotent by
 design: each names the state it produces, so an executor resuming after a
 crash can tell "already done" from "not yet done" by looking at the world.
 
-Step kinds and their args (all paths are host paths, strings):
+One frozen, slotted class per step kind (all paths are host paths):
 
-- ``copy``      src, dst, size, blake3       copy once onto the target dataset (staged, hashed, fsynced, renamed)
-- ``link``      src, dst, size, blake3       hardlink dst to the donor inode at src (same dataset)
-- ``mkempty``   dst                          zero-length file (never link a 0-byte stub over data)
-- ``verify_view`` torrent, instance, save_path, files: [{path, size, blake3}]
-- ``relocate``  torrent, instance, from_path, to_path, size   setLocation, wait for 100%, roll back on failure
-- ``verify_group`` torrents: [{torrent, instance, save_path}]
-- ``delete``    path, fsid, ino, size, blake3, keep: {path, fsid, ino}, seeding_links: [paths]
-                 unlink an old link after proving ``keep`` holds the same content and no
-                 link outside ``seeding_links`` appeared since planning
-- ``prune_dirs`` root, stop_at               remove folders emptied by the deletes, up to stop_at
-- ``tag``       torrent, instance, add: [..], remove: [..]
-- ``converge``  path, fsid, ino, size, mtime_ns, blake3, keep: {path, fsid, ino, library}
-                 same-pool convergence (qbhook/decide/converge.py): replace the seeding link ``path``
-                 by a hardlink to the kept inode, atomically (``fsops.relink_over``)
+- ``Copy``        src, dst, size, blake3     copy once onto the target dataset (staged, hashed, fsynced, renamed)
+- ``Link``        src, dst, size, blake3     hardlink dst to the donor inode at src (same dataset)
+- ``MkEmpty``     dst                        zero-length file (never link a 0-byte stub over data)
+- ``VerifyView``  torrent, instance, save_path, files: (ViewFile(path, size, blake3), ...)
+                   (stored as columns: paths, sizes, blake3s)
+- ``Relocate``    torrent, instance, from_path, to_path, size   setLocation, wait for 100%, roll back on failure
+- ``VerifyGroup`` torrents: (Member(torrent, instance, save_path), ...)
+- ``Delete``      path, fsid, ino, size, blake3, keep: Keep(path, fsid, ino), seeding_links
+                   (``keep`` is stored flat: keep_path, keep_fsid, keep_ino)
+                   unlink an old link after proving ``keep`` holds the same content and no
+                   link outside ``seeding_links`` appeared since planning
+- ``PruneDirs``   root, stop_at              remove folders emptied by the deletes, up to stop_at
+- ``Tag``         torrent, instance, add, remove
+- ``Converge``    path, fsid, ino, size, mtime_ns, blake3, keep: ConvergeKeep(path, fsid, ino, library)
+                   same-pool convergence (``decide/converge.py``): replace the seeding link ``path``
+                   by a hardlink to the kept inode, atomically (``fsops.relink_over``)
+
+What a step *does* lives in the executor's dispatch table (keyed by these classes); here a
+step only knows its fields, its one-line ``describe()`` and its JSON form.
+
+JSON form (plans, ``plan --save`` files, the journal): ``{"kind": K, "args": {"v": 2, ...}}``,
+where ``args`` has the field names above (``keep`` and the list members as objects) and the
+step format version ``"v"``. The version sits inside ``args`` because the journal stores a
+step's args as they are in the plan (one JSON form in both places). Version 1, written before
+the steps were typed, is the same without ``"v"``; both are read (``step_from_json``), so a
+journal a crash left behind and an older saved plan still load.
+
+A new kind is one class here (a ``kind`` and ``from_args``) registered with ``@_kind``, plus one
+entry in ``qbhook.move.executor.HANDLERS``.
 """
 
 from __future__ import annotations
 
+import enum
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
 
-ACTIONS = ("stay", "demote", "promote", "converge", "blocked", "skip")
-STEP_KINDS = ("copy", "link", "mkempty", "verify_view", "relocate", "verify_group", "delete", "prune_dirs", "tag",
-              "converge")
+STEP_VERSION = 2           # written into every step's args as "v"; readers accept 1 and 2
+
+
+class Action(enum.StrEnum):
+    """A group's decision."""
+    STAY = "stay"
+    DEMOTE = "demote"
+    PROMOTE = "promote"
+    CONVERGE = "converge"
+    BLOCKED = "blocked"
+    SKIP = "skip"
+
+
+ACTIONS = tuple(a.value for a in Action)
+
+
+class StepStatus(enum.StrEnum):
+    """A journaled step: written ``intended`` before it acts, then closed."""
+    INTENDED = "intended"
+    DONE = "done"
+    FAILED = "failed"
+    UNDONE = "undone"
+
+
+class RunStatus(enum.StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    PLANNED = "planned"             # a dry run: nothing was journaled
+
+
+class GroupStatus(enum.StrEnum):
+    """What happened to one group in a run (journal ``group_state`` and ``GroupOutcome``)."""
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+    BUSY = "busy"
+    PLANNED = "planned"
+
+
+class StepFormatError(ValueError):
+    """A step's JSON is not one this qbhook can read (the callers turn it into their own error)."""
+
+
+# --------------------------------------------------------------------------- steps
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    kind: str
-    args: dict
+    """Base of every step kind. ``Step.of(kind, args)`` builds the typed step from its JSON args."""
+
+    kind: ClassVar[str] = ""
+
+    @property
+    def args(self) -> dict[str, Any]:
+        """The JSON args (version 1 and 2 share them): what the journal and saved plans hold."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "args": {**self.args, "v": STEP_VERSION}}
+
+    def describe(self) -> str:
+        """One line for a person: what this step touches."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_args(cls, a: Mapping[str, Any]) -> Step:
+        raise NotImplementedError
+
+    @staticmethod
+    def of(kind: str, args: Mapping[str, Any]) -> Step:
+        try:
+            cls = STEP_TYPES[kind]
+        except (KeyError, TypeError):
+            raise StepFormatError(f"unknown step kind {kind!r}") from None
+        if not isinstance(args, Mapping):
+            raise StepFormatError(f"{kind} step: args are not an object")
+        try:
+            return cls.from_args(args)
+        except KeyError as e:
+            raise StepFormatError(f"{kind} step lacks {e.args[0]!r}") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise StepFormatError(f"{kind} step has a malformed field ({e})") from None
+
+
+STEP_TYPES: dict[str, type[Step]] = {}
+
+
+def _kind(cls: type[Step]) -> type[Step]:
+    STEP_TYPES[cls.kind] = cls
+    return cls
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    if hasattr(v, "__dataclass_fields__"):
+        return v.to_json() if hasattr(v, "to_json") else asdict(v)
+    return v
+
+
+def _opt_int(v: Any) -> int | None:
+    return None if v is None else int(v)
+
+
+def _strs(v: Any) -> tuple[str, ...]:
+    if isinstance(v, str):
+        raise TypeError("expected a list of paths, not one string")
+    return tuple(str(x) for x in v or ())
+
+
+def split_path(path: str) -> tuple[str, str]:
+    """(folder with its trailing "/", name): the two halves a new path is stored as."""
+    i = path.rfind("/") + 1
+    return path[:i], path[i:]
+
+
+# A plan makes one new path per file, each the target folder of its torrent plus the file's
+# path inside the torrent. Steps keep those two halves (both shared with other objects: the
+# folder per torrent, the relative path with the facts) and join them when asked: a second
+# string per file is ~50 MiB in a million-file plan (issue 13).
+
+
+@_kind
+@dataclass(frozen=True, slots=True)
+class Copy(Step):
+    kind: ClassVar[str] = "copy"
+    src: str
+    to_dir: str               # dst = to_dir + rel (to_dir ends with "/")
+    rel: str
+    size: int
+    blake3: str
+
+    @property
+    def dst(self) -> str:
+        return self.to_dir + self.rel
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return {"src": self.src, "dst": self.dst, "size": self.size, "blake3": self.blake3}
+
+    def describe(self) -> str:
+        return f"{self.src} -> {self.dst}"
+
+    @classmethod
+    def from_args(cls, a):
+        return cls(a["src"], *split_path(a["dst"]), int(a["size"]), a["blake3"])
+
+
+@_kind
+@dataclass(frozen=True, slots=True)
+class Link(Step):
+    kind: ClassVar[str] = "link"
+    src: str
+    to_dir: str
+    rel: str
+    size: int | None = None
+    blake3: str | None = None
+
+    @property
+    def dst(self) -> str:
+        return self.to_dir + self.rel
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return {"src": self.src, "dst": self.dst, "size": self.size, "blake3": self.blake3}
+
+    def describe(self) -> str:
+        return f"{self.src} -> {self.dst}"
+
+    @classmethod
+    def from_args(cls, a):
+        return cls(a["src"], *split_path(a["dst"]), _opt_int(a.get("size")), a.get("blake3"))
+
+
+@_kind
+@dataclass(frozen=True, slots=True)
+class MkEmpty(Step):
+    kind: ClassVar[str] = "mkempty"
+    to_dir: str
+    rel: str
+
+    @property
+    def dst(self) -> str:
+        return self.to_dir + self.rel
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return {"dst": self.dst}
+
+    def describe(self) -> str:
+        return self.dst
+
+    @classmethod
+    def from_args(cls, a):
+        return cls(*split_path(a["dst"]))
+
+
+@dataclass(frozen=True, slots=True)
+class ViewFile:
+    path: str                 # absolute, or relative to the view's save path
+    size: int
+    blake3: str | None
+
+
+@_kind
+@dataclass(frozen=True, slots=True)
+class VerifyView(Step):
+    kind: ClassVar[str] = "verify_view"
+    torrent: str
+    instance: str
+    save_path: str
+    # The files as three parallel columns (``files`` gives them as ViewFiles): one object per
+    # file less, ~25 MiB in a million-file plan.
+    paths: tuple[str, ...]        # relative to save_path, or absolute
+    sizes: tuple[int, ...]
+    blake3s: tuple[str | None, ...]
+
+    @classmethod
+    def of_files(cls, torrent: str, instance: str, save_path: str, files: Iterable[ViewFile]) -> VerifyView:
+        files = tuple(files)
+        return cls(torrent, instance, save_path, tuple(f.path for f in files), tuple(f.size for f in files),
+                   tuple(f.blake3 for f in files))
 
     def __post_init__(self):
-        if self.kind not in STEP_KINDS:
-            raise ValueError(f"unknown step kind {self.kind!r}")
+        if not len(self.paths) == len(self.sizes) == len(self.blake3s):
+            raise ValueError("verify_view: paths, sizes and blake3s differ in length")
+
+    @property
+    def files(self) -> tuple[ViewFile, ...]:
+        """Paths absolute (a relative one is below ``save_path``)."""
+        base = self.save_path + "/"
+        return tuple(ViewFile(p if p.startswith("/") else base + p, s, b)
+                     for p, s, b in zip(self.paths, self.sizes, self.blake3s))
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return {"torrent": self.torrent, "instance": self.instance, "save_path": self.save_path,
+                "files": [{"path": f.path, "size": f.size, "blake3": f.blake3} for f in self.files]}
+
+    def describe(self) -> str:
+        return f"{self.torrent[:12]} {len(self.paths)} files at {self.save_path}"
+
+    @classmethod
+    def from_args(cls, a):
+        base = a["save_path"] + "/"
+        # Stored relative when below the save path, as the planner stores them (see split_path).
+        files = (ViewFile(p[len(base):] if (p := f["path"]).startswith(base) else p, int(f["size"]), f.get("blake3"))
+                 for f in a["files"])
+        return cls.of_files(a["torrent"], a["instance"], a["save_path"], files)
 
 
-@dataclass
+@_kind
+@dataclass(frozen=True, slots=True)
+class Relocate(Step):
+    kind: ClassVar[str] = "relocate"
+    torrent: str
+    instance: str
+    from_path: str
+    to_path: str
+    size: int = 0
+    # The torrent as the executor first saw it (running? where?), journaled with the intent so
+    # whoever undoes this after a crash knows what to restore. The planner leaves it empty.
+    observed: Mapping[str, Any] | None = None
+
+    @property
+    def args(self) -> dict[str, Any]:
+        out = {"torrent": self.torrent, "instance": self.instance, "from_path": self.from_path,
+               "to_path": self.to_path, "size": self.size}
+        if self.observed is not None:
+            out["_observed"] = dict(self.observed)
+        return out
+
+    def describe(self) -> str:
+        return f"{self.torrent[:12]} {self.from_path} -> {self.to_path}"
+
+    @classmethod
+    def from_args(cls, a):
+        obs = a.get("_observed")
+        return cls(a["torrent"], a["instance"], a["from_path"], a["to_path"], int(a.get("size") or 0),
+                   dict(obs) if obs else None)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    torrent: str
+    instance: str
+    save_path: str
+
+
+@_kind
+@dataclass(frozen=True, slots=True)
+class VerifyGroup(Step):
+    kind: ClassVar[str] = "verify_group"
+    torrents: tuple[Member, ...]
+
+    def describe(self) -> str:
+        return f"{len(self.torrents)} torrent(s)"
+
+    @classmethod
+    def from_args(cls, a):
+        return cls(tuple(Member(x["torrent"], x["instance"], x["save_path"]) for x in a["torrents"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Keep:
+    """The copy that must still hold the content when an old link is deleted."""
+    path: str
+    fsid: str | None = None
+    ino: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        # Only what is known: the planner names the path, and v1 plans spelled it the same way.
+        out: dict[str, Any] = {"path": self.path}
+        if self.fsid is not None:
+            out["fsid"] = self.fsid
+        if self.ino is not None:
+            out["ino"] = self.ino
+        return out
+
+
+@_kind
+@dataclass(frozen=True, slots=True)
+class Delete(Step):
+    """Unlink an old link (``path``, planned to be inode ``ino`` on ``fsid``) once ``keep`` is proven."""
+    kind: ClassVar[str] = "delete"
+    path: str
+    # (fsid, ino) as one tuple: the facts' own inode key, shared, not two more fields per file.
+    inode: tuple[str, int]
+    size: int | None
+    blake3: str | None
+    # The copy to keep, flat (``keep`` gives it as one Keep): no object of its own per file, and
+    # its path in two halves like a Copy's dst (``split_path``). A planned keep names only the path.
+    keep_dir: str
+    keep_rel: str
+    seeding_links: tuple[str, ...] = ()
+    keep_inode: tuple[str | None, int | None] | None = None
+
+    @property
+    def fsid(self) -> str:
+        return self.inode[0]
+
+    @property
+    def ino(self) -> int:
+        return self.inode[1]
+
+    @property
+    def keep_path(self) -> str:
+        return self.keep_dir + self.keep_rel
+
+    @property
+    def keep_fsid(self) -> str | None:
+        return self.keep_inode[0] if self.keep_inode else None
+
+    @property
+    def keep_ino(self) -> int | None:
+        return self.keep_inode[1] if self.keep_inode else None
+
+    @property
+    def keep(self) -> Keep:
+        return Keep(self.keep_path, self.keep_fsid, self.keep_ino)
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return {"path": self.path, "fsid": self.fsid, "ino": self.ino, "size": self.size, "blake3": self.blake3,
+                "keep": self.keep.to_json(), "seeding_links": list(self.seeding_links)}
+
+    def describe(self) -> str:
+        return self.path
+
+    @classmethod
+    def from_args(cls, a):
+        k = a["keep"]
+        keep_id = (k.get("fsid"), _opt_int(k.get("ino")))
+        return cls(a["path"], (a["fsid"], int(a["ino"])), _opt_int(a.get("size")), a.get("blake3"),
+                   *split_path(k["path"]), _strs(a.get("seeding_links")), keep_id if keep_id != (None, None) else None)
+
+
+@_kind
+@dataclass(frozen=True, slots=True)
+class PruneDirs(Step):
+    kind: ClassVar[str] = "prune_dirs"
+    root: str
+    stop_at: str
+
+    def describe(self) -> str:
+        return f"{self.root} (up to {self.stop_at})"
+
+    @classmethod
+    def from_args(cls, a):
+        return cls(a["root"], a["stop_at"])
+
+
+@_kind
+@dataclass(frozen=True, slots=True)
+class Tag(Step):
+    kind: ClassVar[str] = "tag"
+    torrent: str
+    instance: str
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return f"{self.torrent[:12]} +{list(self.add)} -{list(self.remove)}"
+
+    @classmethod
+    def from_args(cls, a):
+        return cls(a["torrent"], a["instance"], _strs(a.get("add")), _strs(a.get("remove")))
+
+
+@dataclass(frozen=True, slots=True)
+class ConvergeKeep:
+    """The inode a converging link is replaced by a link of (``library``: a library uses it)."""
+    path: str
+    fsid: str
+    ino: int
+    library: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "fsid": self.fsid, "ino": self.ino, "library": self.library}
+
+
+@_kind
+@dataclass(frozen=True, slots=True)
+class Converge(Step):
+    """Replace the seeding link ``path`` (planned inode ``ino`` on ``fsid``, ``size``, ``mtime_ns``,
+    content ``blake3``) by a hardlink to ``keep``'s inode on the same dataset."""
+    kind: ClassVar[str] = "converge"
+    path: str
+    fsid: str
+    ino: int
+    size: int
+    mtime_ns: int | None
+    blake3: str
+    keep: ConvergeKeep
+
+    def describe(self) -> str:
+        return f"{self.path} => link of {self.keep.path}"
+
+    @classmethod
+    def from_args(cls, a):
+        k = a["keep"]
+        return cls(a["path"], a["fsid"], int(a["ino"]), int(a["size"]), _opt_int(a.get("mtime_ns")), a["blake3"],
+                   ConvergeKeep(k["path"], k["fsid"], int(k["ino"]), bool(k.get("library"))))
+
+
+STEP_KINDS = tuple(STEP_TYPES)
+
+
+def step_from_json(d: Mapping[str, Any]) -> Step:
+    """A step from its JSON: version 2 (``{"kind", "args": {"v": 2, ...}}``) or version 1 (no ``"v"``)."""
+    if not isinstance(d, Mapping):
+        raise StepFormatError("a step is not an object")
+    if "kind" not in d or "args" not in d:
+        raise StepFormatError("a step lacks 'kind' or 'args'")
+    args = d["args"]
+    if isinstance(args, Mapping):
+        check_version(args.get("v", 1))
+    return Step.of(d["kind"], args)
+
+
+def check_version(v: Any) -> None:
+    if v not in (1, STEP_VERSION):
+        raise StepFormatError(f"step format version {v!r} is not one this qbhook reads (1 or {STEP_VERSION})")
+
+
+def describe_step(kind: str, a: Mapping[str, Any]) -> str:
+    """One line for a person, from a step's JSON parts (history rows, dry-run output)."""
+    try:
+        return Step.of(kind, a).describe()
+    except StepFormatError:
+        return ""
+
+
+# --------------------------------------------------------------------------- plans
+
+
+@dataclass(slots=True)
 class GroupPlan:
     group_id: str
     torrents: list[str]                 # hashes
     names: list[str]
-    action: str                         # one of ACTIONS
+    action: Action
     reason: str
     source_pool: str | None = None
     target_pool: str | None = None
@@ -62,21 +544,25 @@ class GroupPlan:
 
     @property
     def actionable(self) -> bool:
-        return self.action in ("demote", "promote", "converge")
+        return self.action in (Action.DEMOTE, Action.PROMOTE, Action.CONVERGE)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["steps"] = [{"kind": s.kind, "args": s.args} for s in self.steps]
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "steps"}
+        d["action"] = str(self.action)
+        d["torrents"], d["names"] = list(self.torrents), list(self.names)
+        d["external_links"], d["blockers"] = list(self.external_links), list(self.blockers)
+        d["steps"] = [s.to_json() for s in self.steps]
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GroupPlan":
+    def from_dict(cls, d: dict) -> GroupPlan:
         d = dict(d)
-        d["steps"] = [Step(s["kind"], s["args"]) for s in d.get("steps", [])]
+        d["action"] = Action(d["action"])
+        d["steps"] = [step_from_json(s) for s in d.get("steps", [])]
         return cls(**d)
 
 
-@dataclass
+@dataclass(slots=True)
 class Plan:
     groups: list[GroupPlan]
     created_at: float = 0.0
@@ -92,7 +578,7 @@ class Plan:
     def summary(self) -> dict:
         out = {a: 0 for a in ACTIONS}
         for g in self.groups:
-            out[g.action] += 1
+            out[str(g.action)] += 1
         out["bytes_to_copy"] = sum(g.bytes_to_copy for g in self.actionable)
         out["bytes_freed"] = sum(g.bytes_freed for g in self.actionable)
         return out
@@ -101,28 +587,5 @@ class Plan:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Plan":
+    def from_dict(cls, d: dict) -> Plan:
         return cls(groups=[GroupPlan.from_dict(g) for g in d["groups"]], created_at=d.get("created_at", 0.0))
-
-
-def describe_step(kind: str, a: dict) -> str:
-    """One line for a person: what this step touches."""
-    if kind in ("copy", "link"):
-        return f"{a.get('src')} -> {a.get('dst')}"
-    if kind == "mkempty":
-        return str(a.get("dst"))
-    if kind == "relocate":
-        return f"{str(a.get('torrent'))[:12]} {a.get('from_path')} -> {a.get('to_path')}"
-    if kind == "verify_view":
-        return f"{str(a.get('torrent'))[:12]} {len(a.get('files', []))} files at {a.get('save_path')}"
-    if kind == "verify_group":
-        return f"{len(a.get('torrents', []))} torrent(s)"
-    if kind == "delete":
-        return str(a.get("path"))
-    if kind == "prune_dirs":
-        return f"{a.get('root')} (up to {a.get('stop_at')})"
-    if kind == "tag":
-        return f"{str(a.get('torrent'))[:12]} +{a.get('add') or []} -{a.get('remove') or []}"
-    if kind == "converge":
-        return f"{a.get('path')} => link of {(a.get('keep') or {}).get('path')}"
-    return ""

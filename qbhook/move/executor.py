@@ -19,6 +19,10 @@ Safety rules this module enforces:
 * every wait polls observed state with backoff against a size-based budget, and
   is resumable: after a crash, ``resume`` re-reads the world for the step that was
   ``intended`` and waits for a move in flight instead of issuing a second one.
+
+What each step kind does (act, resume accounting, undo, dry-run probe) is one ``StepHandler``
+in ``HANDLERS``, keyed by the step's class; nothing else here looks at a step's kind.
+Adding a kind: its class in qbhook/decide/plan.py, one ``StepHandler`` entry here.
 """
 
 from __future__ import annotations
@@ -30,15 +34,40 @@ import socket
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from qbhook.decide.plan import GroupPlan, Plan, Step
+from qbhook.decide.plan import (
+    Action,
+    Converge,
+    Copy,
+    Delete,
+    GroupPlan,
+    GroupStatus,
+    Link,
+    MkEmpty,
+    Plan,
+    PruneDirs,
+    Relocate,
+    RunStatus,
+    Step,
+    StepStatus,
+    Tag,
+    VerifyGroup,
+    VerifyView,
+)
 from qbhook.errors import QbhookError, QbtError, UnsafeOperation, VerificationFailed
 from qbhook.move import fsops
 from qbhook.move.journal import Journal, RunRow, StepRow
 from qbhook.move.locks import executor_lock, group_lock
 
-__all__ = ["Executor", "GroupOutcome", "RunSummary", "relocate_budget"]
+if TYPE_CHECKING:
+    from qbhook.catalog.store import Catalog
+    from qbhook.clients.port import ClientPort
+    from qbhook.config import Config
+
+__all__ = ["HANDLERS", "Executor", "ExecutorContext", "GroupOutcome", "RunSummary", "StepHandler", "Timing",
+           "build_executor", "relocate_budget"]
 
 _log = logging.getLogger(__name__)
 
@@ -46,6 +75,8 @@ EXIT_GROUP_FAILED = 5
 EXIT_BUSY = 75
 
 BAD_STATES = frozenset({"error", "missingFiles"})
+
+Hook = Callable[[str, str, int, Step], None]
 
 
 # Test-only: ``QBHOOK_TEST_CRASH_AT=<seq>:<point>`` SIGKILLs this process when the executor
@@ -55,7 +86,7 @@ BAD_STATES = frozenset({"error", "missingFiles"})
 CRASH_ENV = "QBHOOK_TEST_CRASH_AT"
 
 
-def _env_crash_hook() -> Callable[[str, str, int, Step], None] | None:
+def _env_crash_hook() -> Hook | None:
     spec = os.environ.get(CRASH_ENV)
     if not spec:
         return None
@@ -79,6 +110,78 @@ def _norm(path: str | None) -> str:
     return os.path.normpath(str(path))
 
 
+# --------------------------------------------------------------------------- context
+
+
+class ClientsByName(Protocol):
+    """``qbhook.clients.registry.Clients``, or a plain mapping in tests."""
+
+    def __getitem__(self, name: str) -> ClientPort: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """How long the executor waits, and how often it looks."""
+    lock_wait: bool | float = False            # for the executor lock: False fails at once
+    group_lock_wait: bool | float = 30.0
+    relocate_base_s: float = 300.0             # a move's budget: base + size / rate
+    relocate_rate_bps: float = 50e6
+    poll_initial_s: float = 1.0
+    poll_max_s: float = 15.0
+    # A move into pre-made files is followed by a recheck that may start a poll or two
+    # later: require the finished state on consecutive polls.
+    settle_polls: int = 2
+    recheck_grace_s: float = 60.0
+
+    def budget(self, size: int) -> float:
+        return relocate_budget(size, self.relocate_base_s, self.relocate_rate_bps)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorContext:
+    """Everything an Executor works with; built once by ``build_executor``."""
+    cfg: Config
+    catalog: Catalog
+    clients: ClientsByName
+    journal: Journal
+    timing: Timing = Timing()
+    # A stopped torrent cannot download during the recheck at its new place, so a recheck
+    # under 100% can never write into the view (whose inodes may be library files on a
+    # promote). It is started again only after 100%.
+    stop_while_moving: bool = True
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    hook: Hook | None = None
+    log: logging.Logger = _log
+
+    @property
+    def seeding_roots(self) -> tuple:
+        """Writes and deletes happen only below these (through verified folder descriptors)."""
+        return tuple(self.cfg.seeding_roots)
+
+    @property
+    def roots(self) -> tuple:
+        """Link donors and kept copies may also live elsewhere in a pool."""
+        return self.seeding_roots + tuple(p.path for p in self.cfg.pools)
+
+
+def build_executor(cfg: Config, catalog: Catalog, clients: ClientsByName, journal: Journal | None = None, *,
+                   lock_wait: bool | float = False, notify: bool = False, hook: Hook | None = None,
+                   sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                   log: logging.Logger | None = None, stop_while_moving: bool = True, **timing) -> Executor:
+    """THE way to make an Executor. ``lock_wait``: seconds to wait for a busy executor lock (False:
+    fail at once; the CLI passes --wait, the worker waits out a running apply). ``notify``: report
+    every run's summary (``qbhook.notify.watch``). ``timing``: fields of ``Timing``."""
+    ctx = ExecutorContext(cfg, catalog, clients, journal if journal is not None else Journal(catalog.conn),
+                          Timing(lock_wait=lock_wait, **timing), stop_while_moving, sleep, clock,
+                          hook if hook is not None else _env_crash_hook(), log or _log)
+    ex = Executor(ctx)
+    if notify:
+        from qbhook.notify import watch
+        ex = watch(ex)
+    return ex
+
+
 # --------------------------------------------------------------------------- results
 
 
@@ -86,7 +189,7 @@ def _norm(path: str | None) -> str:
 class GroupOutcome:
     group_id: str
     action: str
-    status: str                      # done | failed | rolled_back | busy | planned
+    status: GroupStatus              # done | failed | rolled_back | busy | planned
     reason: str | None = None
     bytes_copied: int = 0
     bytes_freed: int = 0
@@ -96,14 +199,14 @@ class GroupOutcome:
 
     @property
     def failed(self) -> bool:
-        return self.status in ("failed", "rolled_back")
+        return self.status in (GroupStatus.FAILED, GroupStatus.ROLLED_BACK)
 
 
 @dataclass
 class RunSummary:
     run_id: int | None
     dry_run: bool = False
-    status: str = "done"
+    status: RunStatus = RunStatus.DONE
     groups: list[GroupOutcome] = field(default_factory=list)
 
     @property
@@ -120,15 +223,15 @@ class RunSummary:
 
     @property
     def groups_done(self) -> list[str]:
-        return [g.group_id for g in self.groups if g.status == "done"]
+        return [g.group_id for g in self.groups if g.status == GroupStatus.DONE]
 
     @property
     def groups_failed(self) -> dict[str, str]:
-        return {g.group_id: g.reason or g.status for g in self.groups if g.failed}
+        return {g.group_id: g.reason or str(g.status) for g in self.groups if g.failed}
 
     @property
     def groups_busy(self) -> dict[str, str]:
-        return {g.group_id: g.reason or "busy" for g in self.groups if g.status == "busy"}
+        return {g.group_id: g.reason or "busy" for g in self.groups if g.status == GroupStatus.BUSY}
 
     @property
     def exit_code(self) -> int:
@@ -144,8 +247,8 @@ class RunSummary:
                 "groups_failed": self.groups_failed, "groups_busy": self.groups_busy}
 
     def to_dict(self) -> dict:
-        return {"run_id": self.run_id, "dry_run": self.dry_run, "status": self.status, **self.counters(),
-                "groups": [asdict(g) for g in self.groups]}
+        return {"run_id": self.run_id, "dry_run": self.dry_run, "status": str(self.status), **self.counters(),
+                "groups": [{**asdict(g), "status": str(g.status)} for g in self.groups]}
 
 
 # --------------------------------------------------------------------------- per-group state
@@ -153,16 +256,11 @@ class RunSummary:
 
 @dataclass
 class _Reloc:
-    """One relocation of this run, with what is needed to undo it."""
+    """One relocation of this run, with what is needed to undo it (``step.observed``)."""
     seq: int
     step_id: int
-    status: str                 # journal status of its step: intended | done | failed | undone
-    torrent: str
-    instance: str
-    from_path: str
-    to_path: str
-    size: int
-    observed: dict              # the torrent as first seen, before we touched it
+    status: StepStatus          # journal status of its step
+    step: Relocate
 
 
 @dataclass
@@ -176,6 +274,12 @@ class _GroupRun:
     synced: bool = False
 
 
+class _At(NamedTuple):
+    """Where a step is in the run: its sequence number and its journal row."""
+    seq: int
+    step_id: int
+
+
 class _Failure(Exception):
     """A step failed; the group is already closed (rolled back, or marked failed)."""
 
@@ -184,39 +288,15 @@ class _Failure(Exception):
 
 
 class Executor:
-    def __init__(self, cfg, catalog, clients, journal: Journal, *, log: logging.Logger | None = None,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 hook: Callable[[str, str, int, Step], None] | None = None,
-                 lock_wait: bool | float = False, group_lock_wait: bool | float = 30.0,
-                 relocate_base_s: float = 300.0, relocate_rate_bps: float = 50e6,
-                 poll_initial_s: float = 1.0, poll_max_s: float = 15.0, settle_polls: int = 2,
-                 recheck_grace_s: float = 60.0, stop_while_moving: bool = True):
-        self.cfg = cfg
-        self.catalog = catalog
-        self.clients = clients
-        self.journal = journal
-        self.log = log or _log
-        self.sleep = sleep
-        self.clock = clock
-        self.hook = hook if hook is not None else _env_crash_hook()
-        self.lock_wait = lock_wait
-        self.group_lock_wait = group_lock_wait
-        self.relocate_base_s = relocate_base_s
-        self.relocate_rate_bps = relocate_rate_bps
-        self.poll_initial_s = poll_initial_s
-        self.poll_max_s = poll_max_s
-        # A move into pre-made files is followed by a recheck that may start a poll or
-        # two later: require the finished state on consecutive polls.
-        self.settle_polls = max(1, settle_polls)
-        self.recheck_grace_s = recheck_grace_s
-        # A stopped torrent cannot download during the recheck at its new place, so a
-        # recheck under 100% can never write into the view (whose inodes may be
-        # library files on a promote). It is started again only after 100%.
-        self.stop_while_moving = stop_while_moving
-        # fsops acts only below these, through verified folder descriptors: writes and deletes
-        # below a seeding root; link donors and kept copies may also live elsewhere in a pool.
-        self.seeding_roots = tuple(cfg.seeding_roots)
-        self.roots = self.seeding_roots + tuple(p.path for p in cfg.pools)
+    def __init__(self, ctx: ExecutorContext):
+        self.ctx = ctx
+        self.cfg = ctx.cfg
+        self.catalog = ctx.catalog
+        self.journal = ctx.journal
+        self.timing = ctx.timing
+        self.log = ctx.log
+        self.seeding_roots = ctx.seeding_roots
+        self.roots = ctx.roots
 
     # ------------------------------------------------------------------ entry points
 
@@ -229,7 +309,7 @@ class Executor:
         if not groups:
             return RunSummary(None)
         sub = Plan(groups=groups, created_at=plan.created_at)
-        with executor_lock(self.cfg, self.lock_wait, sleep=self.sleep, clock=self.clock):
+        with executor_lock(self.cfg, self.timing.lock_wait, sleep=self.ctx.sleep, clock=self.ctx.clock):
             pending = [r.id for r in self.journal.unfinished_runs()]
             if pending and not allow_unfinished:
                 # A half-done group (view built, some torrents moved) must be finished or
@@ -242,13 +322,13 @@ class Executor:
 
     def resume(self, run_id: int | None = None) -> list[RunSummary]:
         """Finish unfinished runs: re-check the step that was in flight, then carry on."""
-        with executor_lock(self.cfg, self.lock_wait, sleep=self.sleep, clock=self.clock):
+        with executor_lock(self.cfg, self.timing.lock_wait, sleep=self.ctx.sleep, clock=self.ctx.clock):
             if run_id is not None:
                 try:
                     runs = [self.journal.run(run_id)]
                 except KeyError:
                     raise QbhookError(f"there is no run {run_id} in the journal") from None
-                if runs[0].status not in ("running", "interrupted"):
+                if runs[0].status not in (RunStatus.RUNNING, RunStatus.INTERRUPTED):
                     raise QbhookError(f"run {run_id} is {runs[0].status}: nothing to resume")
             else:
                 runs = self.journal.unfinished_runs()
@@ -259,11 +339,19 @@ class Executor:
                 self.journal.adopt_run(r.id)
                 rows = {row.seq: row for row in self.journal.steps(r.id)}
                 self.log.info("resuming run %d (%d step(s) journaled)", r.id, len(rows))
-                out.append(self._execute(r.id, Plan.from_dict(r.plan), rows))
+                out.append(self._execute(r.id, self._journaled_plan(r), rows))
             return out
 
+    @staticmethod
+    def _journaled_plan(r: RunRow) -> Plan:
+        try:
+            return Plan.from_dict(r.plan)
+        except (KeyError, TypeError, ValueError) as e:   # plan.StepFormatError is a ValueError
+            raise QbhookError(f"run {r.id}: its journaled plan cannot be read ({e})",
+                              hint="resume it with the qbhook version that started it") from None
+
     def _orphaned(self, r: RunRow, explicit: bool) -> bool:
-        if r.status == "interrupted" or explicit:
+        if r.status == RunStatus.INTERRUPTED or explicit:
             return True
         if r.host and r.host != socket.gethostname():
             self.log.warning("run %d belongs to host %s; resume it there (or name it: qbhook resume --run %d)",
@@ -287,13 +375,13 @@ class Executor:
                 seq += len(g.steps)
                 summary.groups.append(self._group(run_id, g, numbered, rows))
         except (KeyboardInterrupt, SystemExit):
-            summary.status = "interrupted"
-            self.journal.finish_run(run_id, "interrupted", summary.counters())
+            summary.status = RunStatus.INTERRUPTED
+            self.journal.finish_run(run_id, RunStatus.INTERRUPTED, summary.counters())
             raise
         if any(g.needs_attention for g in summary.groups):
-            summary.status = "interrupted"       # resume retries the unfinished rollback
+            summary.status = RunStatus.INTERRUPTED       # resume retries the unfinished rollback
         elif summary.groups_failed:
-            summary.status = "failed"
+            summary.status = RunStatus.FAILED
         self.journal.finish_run(run_id, summary.status, summary.counters())
         if self.cfg.policy.grace_period > 0:
             self._purge_holding()
@@ -311,34 +399,40 @@ class Executor:
 
     def _group(self, run_id: int, g: GroupPlan, numbered: list[tuple[int, Step]],
                rows: dict[int, StepRow]) -> GroupOutcome:
-        outcome = GroupOutcome(g.group_id, g.action, "done")
+        outcome = GroupOutcome(g.group_id, g.action, GroupStatus.DONE)
         try:
-            lock = group_lock(self.cfg, g.group_id, self.group_lock_wait, sleep=self.sleep, clock=self.clock).acquire()
+            lock = group_lock(self.cfg, g.group_id, self.timing.group_lock_wait, sleep=self.ctx.sleep,
+                              clock=self.ctx.clock).acquire()
         except QbhookError as e:
-            outcome.status, outcome.reason = "busy", str(e)
+            outcome.status, outcome.reason = GroupStatus.BUSY, str(e)
             # A resumed group with journaled steps must not be forgotten: keep the run open.
             outcome.needs_attention = any(seq in rows for seq, _s in numbered)
             return outcome
         try:
             st = _GroupRun(run_id, g, outcome)
-            self.journal.set_group(g.group_id, run_id, "running")
+            self.journal.set_group(g.group_id, run_id, GroupStatus.RUNNING)
             mine = [(seq, step, rows.get(seq)) for seq, step in numbered]
-            failed = next((row for _s, _st, row in mine if row is not None and row.status == "failed"), None)
+            failed = next((row for _s, _st, row in mine if row is not None and row.status == StepStatus.FAILED), None)
             if failed is not None:
                 # The group had already failed when the run stopped: only the rollback may remain.
-                self._replay_failed(st, mine)
+                for seq, step, row in mine:
+                    h = HANDLERS.get(type(step))
+                    if row is not None and h is not None:
+                        h.replay_failed(st, seq, step, row)
                 self._fail(st, failed.error or "failed earlier in this run")
                 return outcome
-            relocated = {(r.args.get("instance"), r.args.get("torrent")) for _s, _st, r in mine
-                         if r is not None and r.kind == "relocate" and r.status == "done"}
+            relocated = {(r.args.get("instance"), r.args.get("torrent")) for _s, step, r in mine
+                         if r is not None and isinstance(step, Relocate) and r.status == StepStatus.DONE}
             for i, (seq, step, row) in enumerate(mine):
-                if row is not None and row.status == "done" and not self._redo(step, relocated, mine[i + 1:]):
-                    self._replay(st, seq, step, row)
+                h = HANDLERS.get(type(step))     # None: _run_step fails the group safely
+                if (h is not None and row is not None and row.status == StepStatus.DONE
+                        and not h.redo(step, relocated, mine[i + 1:])):
+                    h.replay(st, seq, step, row)
                     continue
-                if row is not None and row.kind == "delete":
-                    st.deletes_started = True   # it may have unlinked before the crash
+                if h is not None and row is not None and h.irreversible:
+                    st.deletes_started = True   # it may have acted before the crash
                 self._run_step(st, seq, step, row)
-            self.journal.set_group(g.group_id, run_id, "done")
+            self.journal.set_group(g.group_id, run_id, GroupStatus.DONE)
             self.log.info("group %s done", g.group_id)
         except _Failure:
             pass
@@ -346,74 +440,22 @@ class Executor:
             lock.release()
         return outcome
 
-    @staticmethod
-    def _redo(step: Step, relocated: set, later: list) -> bool:
-        # Read-only checks are cheap to repeat (cached hashes make a verified view cost a
-        # stat per file) and the world may have changed while the run was down.
-        if step.kind == "verify_view":
-            return (step.args.get("instance"), step.args.get("torrent")) not in relocated
-        if step.kind == "verify_group":
-            return any(s.kind == "delete" and (r is None or r.status != "done") for _q, s, r in later)
-        return False
-
-    def _replay(self, st: _GroupRun, seq: int, step: Step, row: StepRow) -> None:
-        """Account for a step a previous attempt of this run finished."""
-        res = row.result or {}
-        a = step.args
-        if step.kind == "copy":
-            st.outcome.bytes_copied += int(res.get("bytes_written", 0))
-        elif step.kind == "verify_view":
-            st.views.add((a["instance"], a["torrent"], _norm(a["save_path"])))
-        elif step.kind == "relocate":
-            st.relocs.append(self._reloc_from_row(seq, row))
-            st.outcome.torrents_relocated += 1
-        elif step.kind == "delete":
-            st.deletes_started = True
-            st.outcome.bytes_freed += int(res.get("bytes_freed", 0))
-        elif step.kind == "converge":
-            st.outcome.bytes_freed += int(res.get("bytes_freed", 0))
-
-    def _replay_failed(self, st: _GroupRun, mine) -> None:
-        for seq, step, row in mine:
-            if row is None:
-                continue
-            if step.kind == "relocate" and row.status in ("done", "failed"):
-                st.relocs.append(self._reloc_from_row(seq, row))
-            elif step.kind == "delete":
-                # A failed delete raised before unlinking, unless what failed came after it:
-                # the world (is the path still there?) decides, not the row.
-                gone = not os.path.lexists(step.args["path"])
-                st.deletes_started = st.deletes_started or row.status in ("done", "intended") or gone
-            elif step.kind == "copy" and row.status == "done":
-                st.outcome.bytes_copied += int((row.result or {}).get("bytes_written", 0))
-
-    @staticmethod
-    def _reloc_from_row(seq: int, row: StepRow) -> _Reloc:
-        a = row.args
-        return _Reloc(seq, row.id, row.status, a["torrent"], a["instance"], _norm(a["from_path"]),
-                      _norm(a["to_path"]), int(a.get("size") or 0), dict(a.get("_observed") or {}))
-
     def _run_step(self, st: _GroupRun, seq: int, step: Step, row: StepRow | None) -> None:
         gid = st.plan.group_id
         self._hook("before", gid, seq, step)
-        args = dict(step.args)
-        observe_error = None
-        if step.kind == "relocate":
-            if row is not None and row.args.get("_observed"):
-                args["_observed"] = row.args["_observed"]
-            else:
-                # Read-only, so it may precede the intent; the intent then records what we saw
-                # (running or not, where) for whoever has to undo this after a crash.
-                try:
-                    args["_observed"] = self._observe(step.args)
-                except (QbhookError, OSError) as e:
-                    observe_error = e
-        step_id = self.journal.intend(st.run_id, seq, gid, step.kind, args)
+        prepare_error = None
+        try:
+            h = _handler(step)
+            # Read-only, so it may precede the intent; the intent then records it.
+            step = h.prepare(self, step, row)
+        except (QbhookError, OSError) as e:
+            prepare_error = e
+        step_id = self.journal.intend(st.run_id, seq, gid, step)
         self._hook("after_intend", gid, seq, step)
         try:
-            if observe_error is not None:
-                raise observe_error
-            result = self._act(st, seq, step_id, step, args)
+            if prepare_error is not None:
+                raise prepare_error
+            result = h.act(self, st, step, _At(seq, step_id))
         except (QbhookError, OSError) as e:
             reason = f"{step.kind} failed: {e}"
             self.log.warning("group %s: %s", gid, reason)
@@ -430,59 +472,59 @@ class Executor:
         self.journal.done(step_id, result)
         for r in st.relocs:
             if r.step_id == step_id:
-                r.status = "done"
+                r.status = StepStatus.DONE
 
     def _hook(self, point: str, gid: str, seq: int, step: Step) -> None:
-        if self.hook is not None:
-            self.hook(point, gid, seq, step)
+        if self.ctx.hook is not None:
+            self.ctx.hook(point, gid, seq, step)
 
     # ------------------------------------------------------------------ failure
 
     def _fail(self, st: _GroupRun, reason: str) -> None:
         """Close a failed group: undo its relocations unless deletes have begun."""
         o = st.outcome
-        o.status, o.reason = "failed", reason
-        if st.plan.action == "converge":
+        o.status, o.reason = GroupStatus.FAILED, reason
+        if st.plan.action == Action.CONVERGE:
             # Nothing to undo: every relink is complete on its own (each name always held the same bytes).
-            self.journal.set_group(st.plan.group_id, st.run_id, "failed", reason)
+            self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.FAILED, reason)
             return
         if st.deletes_started:
             # Old links are partly gone: the new place is the only complete one, and it
             # was verified (verify_group precedes every delete). Stay there.
             o.reason = f"{reason} (after deletes began; torrents stay at their verified new place)"
-            self.journal.set_group(st.plan.group_id, st.run_id, "failed", o.reason)
+            self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.FAILED, o.reason)
             return
         problems = []
         for r in reversed(st.relocs):
-            if r.status == "undone":
+            if r.status == StepStatus.UNDONE:
                 continue
             try:
                 result = self._undo_relocation(r)
             except (QbhookError, OSError) as e:
-                problems.append(f"{r.torrent}: {e}")
+                problems.append(f"{r.step.torrent}: {e}")
                 continue
-            if r.status == "done":
+            if r.status == StepStatus.DONE:
                 self.journal.undone(r.step_id, result)
-                r.status = "undone"
-        o.torrents_relocated = sum(1 for r in st.relocs if r.status == "done")
+                r.status = StepStatus.UNDONE
+        o.torrents_relocated = sum(1 for r in st.relocs if r.status == StepStatus.DONE)
         if problems:
             o.needs_attention = True
             o.reason = f"{reason}; ROLLBACK INCOMPLETE ({'; '.join(problems)}): run qbhook resume"
-            self.journal.set_group(st.plan.group_id, st.run_id, "failed", o.reason)
+            self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.FAILED, o.reason)
         else:
-            o.status = "rolled_back"
-            self.journal.set_group(st.plan.group_id, st.run_id, "rolled_back", reason)
+            o.status = GroupStatus.ROLLED_BACK
+            self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.ROLLED_BACK, reason)
             self._record_leftover_views(st)
 
     def _record_leftover_views(self, st: _GroupRun) -> None:
-        """Journal each view file this group made on its target pool, for ``qbhook.leftovers`` to remove.
+        """Journal each view file this group made on its target pool, for ``move.leftovers`` to remove.
 
         Only what this run made (copied, linked, created), with the inode it has now: the
         remover later acts only on that same inode, and only while its content lives elsewhere.
         """
-        made = {"copy": "copied", "link": "linked", "mkempty": "created"}
+        made = {Copy.kind: "copied", Link.kind: "linked", MkEmpty.kind: "created"}
         for row in self.journal.steps(st.run_id):
-            if (row.group_id != st.plan.group_id or made.get(row.kind) is None or row.status != "done"
+            if (row.group_id != st.plan.group_id or made.get(row.kind) is None or row.status != StepStatus.DONE
                     or (row.result or {}).get("status") != made[row.kind]):
                 continue
             dst = row.args.get("dst")
@@ -494,41 +536,7 @@ class Executor:
                 "path": dst, "ino": lst.st_ino, "size": lst.st_size, "kind": row.kind,
                 "keep": row.args.get("src"), "blake3": row.args.get("blake3")})
 
-    # ------------------------------------------------------------------ steps
-
-    def _act(self, st: _GroupRun, seq: int, step_id: int, step: Step, args: dict) -> dict:
-        kind = step.kind
-        if kind == "copy":
-            return self._copy(st, args)
-        if kind == "link":
-            return self._link(st, args)
-        if kind == "mkempty":
-            res = fsops.make_empty(args["dst"], roots=self.roots)
-            self.catalog.record_path(args["dst"], self._pool_name(args["dst"], st.plan.target_pool),
-                                     own_change=res["status"] == "created")
-            return res
-        if kind == "verify_view":
-            return self._verify_view(st, args)
-        if kind == "relocate":
-            return self._relocate(st, seq, step_id, args)
-        if kind == "verify_group":
-            return self._verify_group(args)
-        if kind == "delete":
-            return self._delete(st, args)
-        if kind == "converge":
-            return self._converge(st, seq, step, args)
-        if kind == "prune_dirs":
-            if self.cfg.seeding_root_of(args["stop_at"]) is None:
-                raise UnsafeOperation(f"refusing to prune up to {args['stop_at']}: not inside a seeding root")
-            return {"removed": fsops.prune_empty_dirs(args["root"], args["stop_at"], roots=self.seeding_roots)}
-        if kind == "tag":
-            c = self._client(args["instance"])
-            if args.get("add"):
-                c.add_tags(args["torrent"], args["add"])
-            if args.get("remove"):
-                c.remove_tags(args["torrent"], args["remove"])
-            return {}
-        raise UnsafeOperation(f"unknown step kind {kind!r}")
+    # ------------------------------------------------------------------ filesystem steps
 
     def _pool_name(self, path: str, fallback: str | None) -> str:
         p = self.cfg.pool_of(path)
@@ -538,34 +546,38 @@ class Executor:
             return fallback
         raise UnsafeOperation(f"{path} is not inside any configured pool")
 
-    def _copy(self, st: _GroupRun, a: dict) -> dict:
-        res = fsops.copy_verified(a["src"], a["dst"], a["blake3"], int(a["size"]), roots=self.roots,
-                                  catalog=self.catalog)
-        inode_id = self.catalog.record_path(a["dst"], self._pool_name(a["dst"], st.plan.target_pool), own_change=True)
+    def _copy(self, st: _GroupRun, s: Copy, _at: _At) -> dict:
+        res = fsops.copy_verified(s.src, s.dst, s.blake3, s.size, roots=self.roots, catalog=self.catalog)
+        inode_id = self.catalog.record_path(s.dst, self._pool_name(s.dst, st.plan.target_pool), own_change=True)
         # We know the content of the new inode: cache it, so verify_view costs a stat, not a read.
-        self.catalog.store_hash(inode_id, bytes.fromhex(res["blake3"]), os.lstat(a["dst"]))
+        self.catalog.store_hash(inode_id, bytes.fromhex(res["blake3"]), os.lstat(s.dst))
         st.outcome.bytes_copied += res["bytes_written"]
         return res
 
-    def _link(self, st: _GroupRun, a: dict) -> dict:
-        res = fsops.link_into(a["src"], a["dst"], roots=self.roots, size=a.get("size"), blake3_hex=a.get("blake3"),
-                              catalog=self.catalog)
+    def _link(self, st: _GroupRun, s: Link, _at: _At) -> dict:
+        res = fsops.link_into(s.src, s.dst, roots=self.roots, size=s.size, blake3_hex=s.blake3, catalog=self.catalog)
         # A link changes the inode's ctime; own_change carries its cached hash over.
-        self.catalog.record_path(a["dst"], self._pool_name(a["dst"], st.plan.target_pool),
+        self.catalog.record_path(s.dst, self._pool_name(s.dst, st.plan.target_pool),
                                  own_change=res["status"] in ("linked", "already"))
         return res
 
-    def _verify_view(self, st: _GroupRun, a: dict) -> dict:
-        c = self._client(a["instance"])
-        h = a["torrent"]
-        save = _norm(a["save_path"])
-        want: dict[str, dict] = {}
-        for f in a["files"]:
-            full = _norm(f["path"] if os.path.isabs(f["path"]) else os.path.join(save, f["path"]))
+    def _mkempty(self, st: _GroupRun, s: MkEmpty, _at: _At) -> dict:
+        res = fsops.make_empty(s.dst, roots=self.roots)
+        self.catalog.record_path(s.dst, self._pool_name(s.dst, st.plan.target_pool),
+                                 own_change=res["status"] == "created")
+        return res
+
+    def _verify_view(self, st: _GroupRun, s: VerifyView, _at: _At) -> dict:
+        c = self._client(s.instance)
+        h = s.torrent
+        save = _norm(s.save_path)
+        want: dict[str, tuple[str, int, str | None]] = {}
+        for f in s.files:
+            full = _norm(f.path if os.path.isabs(f.path) else os.path.join(save, f.path))
             rel = os.path.relpath(full, save)
             if rel.startswith(".."):
                 raise UnsafeOperation(f"view file {full} is outside the save path {save}")
-            want[rel] = {**f, "path": full}
+            want[rel] = (full, int(f.size), f.blake3)
         live = c.files(h)
         if not live:
             raise UnsafeOperation(f"torrent {h} has no metadata (no file list): cannot prove its view")
@@ -583,124 +595,140 @@ class Executor:
                     raise UnsafeOperation(f"torrent {h}: unwanted file {lf.name} exists at {current_save} but not in "
                                           "the view: qBittorrent would copy it unverified")
                 continue
-            if int(v["size"]) != lf.size:
+            if v[1] != lf.size:
                 raise VerificationFailed(f"torrent {h}: {lf.name} is {lf.size} bytes in qBittorrent, "
-                                         f"{v['size']} in the plan")
+                                         f"{v[1]} in the plan")
         total = 0
-        for v in want.values():
-            fsops.verify_file(v["path"], int(v["size"]), v.get("blake3"), self.catalog, roots=self.roots)
-            total += int(v["size"])
-        st.views.add((a["instance"], h, save))
+        for full, size, blake3_hex in want.values():
+            fsops.verify_file(full, size, blake3_hex, self.catalog, roots=self.roots)
+            total += size
+        st.views.add((s.instance, h, save))
         return {"files": len(want), "bytes": total}
 
-    def _delete(self, st: _GroupRun, a: dict) -> dict:
-        keep = a["keep"]
+    def _delete(self, st: _GroupRun, s: Delete, _at: _At) -> dict:
         if not st.synced:
             # New links must be on disk before old ones go, whatever a power cut does.
-            fsops.sync_filesystem(_existing_parent(keep["path"]))
+            fsops.sync_filesystem(_existing_parent(s.keep_path))
             st.synced = True
         hold = str(st.run_id) if self.cfg.policy.grace_period > 0 else None
         res = fsops.safe_unlink(
-            a["path"], fsid=a["fsid"], ino=int(a["ino"]), size=a.get("size"), blake3_hex=a.get("blake3"),
-            keep_path=keep["path"], keep_blake3=a.get("blake3"), keep_fsid=keep.get("fsid"), keep_ino=keep.get("ino"),
-            seeding_links=a.get("seeding_links", ()), seeding_roots=self.seeding_roots, keep_roots=self.roots,
+            s.path, fsid=s.fsid, ino=s.ino, size=s.size, blake3_hex=s.blake3,
+            keep_path=s.keep_path, keep_blake3=s.blake3, keep_fsid=s.keep_fsid, keep_ino=s.keep_ino,
+            seeding_links=s.seeding_links, seeding_roots=self.seeding_roots, keep_roots=self.roots,
             catalog=self.catalog, hold_run=hold)
         st.deletes_started = True
-        self.catalog.forget_path(a["path"])
+        self.catalog.forget_path(s.path)
         if res.get("nlink_before", 0) > 1:
             # Unlinking changed the inode's ctime; its other links keep their cached hash.
-            for p in a.get("seeding_links", ()):
-                if p == a["path"]:
+            for p in s.seeding_links:
+                if p == s.path:
                     continue
                 try:
                     pst = os.lstat(p)
                 except OSError:
                     continue
-                if (pst.st_dev, pst.st_ino) == (res.get("dev"), int(a["ino"])):
+                if (pst.st_dev, pst.st_ino) == (res.get("dev"), s.ino):
                     pool = self.cfg.pool_of(p)
                     if pool is not None:
                         self.catalog.record_path(p, pool.name, own_change=True)
         st.outcome.bytes_freed += res.get("bytes_freed", 0)
         return res
 
-    def _converge(self, st: _GroupRun, seq: int, step: Step, a: dict) -> dict:
-        keep = a["keep"]
+    def _converge(self, st: _GroupRun, s: Converge, at: _At) -> dict:
         res = fsops.relink_over(
-            a["path"], keep["path"], fsid=a["fsid"], ino=int(a["ino"]), size=int(a["size"]), mtime_ns=a.get("mtime_ns"),
-            blake3_hex=a.get("blake3"), keep_fsid=keep["fsid"], keep_ino=int(keep["ino"]),
+            s.path, s.keep.path, fsid=s.fsid, ino=s.ino, size=s.size, mtime_ns=s.mtime_ns,
+            blake3_hex=s.blake3, keep_fsid=s.keep.fsid, keep_ino=s.keep.ino,
             seeding_roots=self.seeding_roots, keep_roots=self.roots, catalog=self.catalog,
-            on_temp_link=lambda: self._hook("mid_act", st.plan.group_id, seq, step))
+            on_temp_link=lambda: self._hook("mid_act", st.plan.group_id, at.seq, s))
         # The path is now a link of the kept inode, whose ctime the link changed: carry its hash over.
         # A convergence never leaves its pool: the plan's source pool names it (cfg.pool_of costs 0.5 ms).
-        self.catalog.record_path(a["path"], st.plan.source_pool or self._pool_name(a["path"], None), own_change=True)
+        self.catalog.record_path(s.path, st.plan.source_pool or self._pool_name(s.path, None), own_change=True)
         st.outcome.bytes_freed += res.get("bytes_freed", 0)
         return res
 
-    # ------------------------------------------------------------------ qBittorrent
+    def _prune_dirs(self, _st: _GroupRun, s: PruneDirs, _at: _At) -> dict:
+        if self.cfg.seeding_root_of(s.stop_at) is None:
+            raise UnsafeOperation(f"refusing to prune up to {s.stop_at}: not inside a seeding root")
+        return {"removed": fsops.prune_empty_dirs(s.root, s.stop_at, roots=self.seeding_roots)}
 
-    def _client(self, instance: str):
+    # ------------------------------------------------------------------ torrent client steps
+
+    def _client(self, instance: str) -> ClientPort:
         try:
-            return self.clients[instance]
+            return self.ctx.clients[instance]
         except KeyError:   # a plain mapping (tests); Clients raises its own QbtError naming what is configured
             raise QbtError(f"no torrent client named {instance!r}") from None
 
-    def _observe(self, a: dict) -> dict:
-        t = self._client(a["instance"]).torrent(a["torrent"])
-        return {"save_path": _norm(t.save_path), "state": t.state, "progress": t.progress,
-                "complete": t.is_complete, "stable": t.is_stable, "was_running": not t.is_stopped,
-                "download_path": t.download_path, "auto_tmm": t.auto_tmm,
-                "had_relocated_tag": bool(self.cfg.policy.relocated_tag) and self.cfg.policy.relocated_tag in t.tags}
+    def _tag(self, _st: _GroupRun, s: Tag, _at: _At) -> dict:
+        c = self._client(s.instance)
+        if s.add:
+            c.add_tags(s.torrent, list(s.add))
+        if s.remove:
+            c.remove_tags(s.torrent, list(s.remove))
+        return {}
 
-    def _verify_group(self, a: dict) -> dict:
+    def _observe(self, s: Relocate, row: StepRow | None) -> Relocate:
+        """The relocation as it will be journaled: with the torrent as first seen, before we touch it."""
+        if row is not None and row.args.get("_observed"):
+            return replace(s, observed=dict(row.args["_observed"]))
+        t = self._client(s.instance).torrent(s.torrent)
+        tag = self.cfg.policy.relocated_tag
+        return replace(s, observed={
+            "save_path": _norm(t.save_path), "state": t.state, "progress": t.progress,
+            "complete": t.is_complete, "stable": t.is_stable, "was_running": not t.is_stopped,
+            "download_path": t.download_path, "auto_tmm": t.auto_tmm,
+            "had_relocated_tag": bool(tag) and tag in t.tags})
+
+    def _verify_group(self, _st: _GroupRun, s: VerifyGroup, _at: _At) -> dict:
         problems = []
-        for x in a["torrents"]:
-            t = self._client(x["instance"]).torrent(x["torrent"])
-            if _norm(t.save_path) != _norm(x["save_path"]):
-                problems.append(f"{t.hash} is at {t.save_path}, expected {x['save_path']}")
+        for x in s.torrents:
+            t = self._client(x.instance).torrent(x.torrent)
+            if _norm(t.save_path) != _norm(x.save_path):
+                problems.append(f"{t.hash} is at {t.save_path}, expected {x.save_path}")
             elif not t.is_stable:
                 problems.append(f"{t.hash} is {t.state}, not stable")
             elif not t.is_complete:
                 problems.append(f"{t.hash} is at {t.progress * 100:.1f}%")
         if problems:
             raise VerificationFailed("group does not verify: " + "; ".join(problems))
-        return {"torrents": len(a["torrents"])}
+        return {"torrents": len(s.torrents)}
 
-    def _relocate(self, st: _GroupRun, seq: int, step_id: int, a: dict) -> dict:
-        c = self._client(a["instance"])
-        h = a["torrent"]
-        obs = a["_observed"]
-        r = _Reloc(seq, step_id, "intended", h, a["instance"], _norm(a["from_path"]), _norm(a["to_path"]),
-                   int(a.get("size") or 0), obs)
+    def _relocate(self, st: _GroupRun, s: Relocate, at: _At) -> dict:
+        c = self._client(s.instance)
+        h = s.torrent
+        obs = s.observed or {}
+        r = _Reloc(at.seq, at.step_id, StepStatus.INTENDED, s)
         st.relocs.append(r)   # registered before acting: any failure from here on undoes it
-        budget = relocate_budget(r.size, self.relocate_base_s, self.relocate_rate_bps)
-        t0 = self.clock()
+        from_path, to_path = _norm(s.from_path), _norm(s.to_path)
+        budget = self.timing.budget(s.size)
+        t0 = self.ctx.clock()
         t = c.torrent(h)
         if t.is_moving or t.is_checking:
             # A move (ours, before a crash, or anyone's) is in flight: wait for it, never issue another.
-            t = self._wait(c, h, None, budget, st.plan.group_id, seq)
+            t = self._wait(c, s, None, budget, st.plan.group_id, at.seq)
         where = _norm(t.save_path)
-        if where == r.to_path:
-            t = self._wait(c, h, r.to_path, budget, st.plan.group_id, seq)
+        if where == to_path:
+            t = self._wait(c, s, to_path, budget, st.plan.group_id, at.seq)
             issued = False
-        elif where == r.from_path:
+        elif where == from_path:
             if not t.is_complete:
                 raise UnsafeOperation(f"torrent {h} is not complete ({t.progress * 100:.1f}%): only complete "
                                       "torrents are relocated")
             if not t.is_stable:
                 raise UnsafeOperation(f"torrent {h} is {t.state}: waiting for a stable state first")
-            if (a["instance"], h, r.to_path) not in st.views:
-                raise UnsafeOperation(f"refusing to relocate {h}: its view at {r.to_path} was not verified in this run")
+            if (s.instance, h, to_path) not in st.views:
+                raise UnsafeOperation(f"refusing to relocate {h}: its view at {to_path} was not verified in this run")
             if t.auto_tmm:
                 c.set_auto_management(h, False)   # turning ATM off never moves anything; turning it on might
-            if t.download_path and _norm(t.download_path) != r.to_path:
+            if t.download_path and _norm(t.download_path) != to_path:
                 c.set_download_path(h, "")        # lesson 2: no stale incomplete folder left behind
-            if self.stop_while_moving and not t.is_stopped:
+            if self.ctx.stop_while_moving and not t.is_stopped:
                 c.stop(h)
-            c.set_location(h, r.to_path)
+            c.set_location(h, to_path)
             issued = True
-            t = self._wait(c, h, r.to_path, budget, st.plan.group_id, seq)
+            t = self._wait(c, s, to_path, budget, st.plan.group_id, at.seq)
         else:
-            raise UnsafeOperation(f"torrent {h} is at {t.save_path}, the plan expected {r.from_path} or {r.to_path}")
+            raise UnsafeOperation(f"torrent {h} is at {t.save_path}, the plan expected {from_path} or {to_path}")
         if obs.get("was_running", True) and t.is_stopped:
             c.start(h)   # only now: the recheck at the new place ended at 100%
         tag = self.cfg.policy.relocated_tag
@@ -711,17 +739,19 @@ class Executor:
                 self.log.warning("torrent %s relocated but not tagged %s: %s", h, tag, e)
         st.outcome.torrents_relocated += 1
         return {"issued": issued, "state": t.state, "save_path": _norm(t.save_path),
-                "seconds": round(self.clock() - t0, 3)}
+                "seconds": round(self.ctx.clock() - t0, 3)}
 
-    def _wait(self, c, h: str, at: str | None, budget: float, gid: str = "", seq: int = -1,
+    def _wait(self, c: ClientPort, s: Relocate, at: str | None, budget: float, gid: str = "", seq: int = -1,
               require_complete: bool = True):
         """Poll until the torrent is stable (at ``at``, if given) on ``settle_polls`` polls in a row.
 
         Raises VerificationFailed on error/missingFiles, on an incomplete torrent once its
         recheck at ``at`` is over (when ``require_complete``), and when the budget runs out.
         """
-        deadline = self.clock() + budget
-        delay = self.poll_initial_s
+        h = s.torrent
+        tm, clock = self.timing, self.ctx.clock
+        deadline = clock() + budget
+        delay = tm.poll_initial_s
         settled = 0
         rechecked_at = None        # when we asked for a recheck ourselves
         checking_seen = False      # a checking state observed since then
@@ -739,61 +769,62 @@ class Executor:
                 settled = 0   # the move is still queued behind others
             elif t.is_complete:
                 settled += 1
-                if settled >= self.settle_polls:
+                if settled >= max(1, tm.settle_polls):
                     return t
             elif t.is_stopped and rechecked_at is None:
                 # qBittorrent (4.5.2, observed) does not recheck a STOPPED torrent after a move
                 # onto existing files: it sits at stoppedDL 0% until asked. Asking is safe now
                 # (stable, stopped: nothing can download) and it stays stopped afterwards.
                 c.recheck(h)
-                rechecked_at, checking_seen, settled = self.clock(), False, 0
-            elif t.is_stopped and not checking_seen and self.clock() - rechecked_at < self.recheck_grace_s:
+                rechecked_at, checking_seen, settled = clock(), False, 0
+            elif t.is_stopped and not checking_seen and clock() - rechecked_at < tm.recheck_grace_s:
                 settled = 0   # our recheck has not shown up yet (the API lags by its refresh interval)
             elif require_complete:
                 raise VerificationFailed(f"torrent {h} is at {t.progress * 100:.1f}% after the recheck at {at}")
             else:
                 settled += 1
-                if settled >= self.settle_polls:
+                if settled >= max(1, tm.settle_polls):
                     return t
-            if self.clock() >= deadline:
+            if clock() >= deadline:
                 raise VerificationFailed(f"torrent {h} did not settle{' at ' + at if at else ''} within "
                                          f"{budget:.0f}s (state {t.state}, at {t.save_path})",
                                          hint="qBittorrent may still be moving or checking; qbhook resume waits again")
-            if self.hook is not None:
-                self.hook("poll", gid, seq, Step("relocate", {"torrent": h}))
-            self.sleep(delay)
-            delay = min(delay * 1.5, self.poll_max_s)
+            self._hook("poll", gid, seq, s)
+            self.ctx.sleep(delay)
+            delay = min(delay * 1.5, tm.poll_max_s)
 
     def _undo_relocation(self, r: _Reloc) -> dict:
         """Put a torrent back where this run found it, as it was (idempotent)."""
-        obs = r.observed
-        if not obs or _norm(obs.get("save_path")) != r.from_path or not obs.get("complete") or not obs.get("stable"):
+        s = r.step
+        obs = s.observed or {}
+        from_path, to_path = _norm(s.from_path), _norm(s.to_path)
+        if not obs or _norm(obs.get("save_path")) != from_path or not obs.get("complete") or not obs.get("stable"):
             # We cannot have moved it: it was not at the old place, complete and stable when first seen.
             return {"moved_back": False, "note": "never moved"}
-        c = self._client(r.instance)
-        h = r.torrent
-        budget = relocate_budget(r.size, self.relocate_base_s, self.relocate_rate_bps)
-        t = self._wait(c, h, None, budget)
+        c = self._client(s.instance)
+        h = s.torrent
+        budget = self.timing.budget(s.size)
+        t = self._wait(c, s, None, budget)
         where = _norm(t.save_path)
         moved_back = False
-        if where == r.to_path:
-            if not t.is_stopped and (not t.is_complete or self.stop_while_moving):
+        if where == to_path:
+            if not t.is_stopped and (not t.is_complete or self.ctx.stop_while_moving):
                 c.stop(h)   # never leave an incomplete torrent running, nor let the recheck back start one
             if t.download_path:
                 c.set_download_path(h, "")
             # The old files were never touched (nothing is deleted before verify_group), so the
             # move back finds them in place, keeps them and rechecks.
-            c.set_location(h, r.from_path)
+            c.set_location(h, from_path)
             moved_back = True
-        elif where != r.from_path:
-            raise UnsafeOperation(f"torrent {h} is at {t.save_path}, neither {r.from_path} nor {r.to_path}: "
+        elif where != from_path:
+            raise UnsafeOperation(f"torrent {h} is at {t.save_path}, neither {from_path} nor {to_path}: "
                                   "not moving it")
         # Also when it already is back (a resumed rollback): a stopped torrent may still wait for its recheck.
-        t = self._wait(c, h, r.from_path, budget, require_complete=False)
+        t = self._wait(c, s, from_path, budget, require_complete=False)
         if not t.is_complete:
             if not t.is_stopped:
                 c.stop(h)
-            raise VerificationFailed(f"torrent {h} is back at {r.from_path} but at {t.progress * 100:.1f}%; "
+            raise VerificationFailed(f"torrent {h} is back at {from_path} but at {t.progress * 100:.1f}%; "
                                      "it is stopped and needs attention")
         if obs.get("was_running") and t.is_stopped:
             c.start(h)
@@ -809,24 +840,148 @@ class Executor:
 
     def _dry_run(self, groups: list[GroupPlan]) -> RunSummary:
         """What apply would do; reads the filesystem (lstat) only, writes nothing."""
-        summary = RunSummary(None, dry_run=True, status="planned")
+        summary = RunSummary(None, dry_run=True, status=RunStatus.PLANNED)
         for g in groups:
-            o = GroupOutcome(g.group_id, g.action, "planned", g.reason, bytes_copied=g.bytes_to_copy,
+            o = GroupOutcome(g.group_id, g.action, GroupStatus.PLANNED, g.reason, bytes_copied=g.bytes_to_copy,
                              bytes_freed=g.bytes_freed,
-                             torrents_relocated=sum(1 for s in g.steps if s.kind == "relocate"))
+                             torrents_relocated=sum(1 for s in g.steps if isinstance(s, Relocate)))
             for s in g.steps:
-                o.steps.append({"kind": s.kind, "args": s.args, "now": _probe(s)})
+                o.steps.append({"kind": s.kind, "args": s.args, "now": _handler(s).probe(s)})
             summary.groups.append(o)
         return summary
 
 
-def _probe(s: Step) -> str:
-    a = s.args
-    if s.kind in ("copy", "link", "mkempty"):
-        return "something already there" if os.path.lexists(a["dst"]) else "to do"
-    if s.kind == "delete":
-        return "already gone" if not os.path.lexists(a["path"]) else "to do"
+# --------------------------------------------------------------------------- the dispatch table
+
+
+def _nothing(*_a) -> None:
+    """No bookkeeping for this kind."""
+
+
+def _never(*_a) -> bool:
+    return False
+
+
+def _as_planned(_ex: Executor, s: Step, _row: StepRow | None) -> Step:
+    return s
+
+
+def _to_do(_s: Step) -> str:
     return "to do"
+
+
+@dataclass(frozen=True, slots=True)
+class StepHandler:
+    """What the executor does with one step kind.
+
+    ``act`` carries the step out (idempotent: it may run again after a crash) and returns the
+    result the journal records. The rest say how a resumed run accounts for a journaled step:
+    ``replay`` for one a previous attempt finished, ``replay_failed`` for each journaled step of
+    a group that had already failed (so its rollback knows what to undo), ``redo`` whether a
+    finished step is repeated anyway (cheap read-only checks of a world that may have changed).
+    ``prepare`` may add what was observed to the step before its intent is journaled;
+    ``irreversible``: once intended, the group may be past the point of moving back.
+    ``probe`` is the dry run's read-only look at the world. Undo: relocations register
+    themselves in the group's state as they act; ``Executor._fail`` moves them back.
+    """
+    act: Callable[[Executor, _GroupRun, Step, _At], dict]
+    probe: Callable[[Step], str] = _to_do
+    replay: Callable[[_GroupRun, int, Step, StepRow], None] = _nothing
+    replay_failed: Callable[[_GroupRun, int, Step, StepRow], None] = _nothing
+    redo: Callable[[Step, set, list], bool] = _never
+    prepare: Callable[[Executor, Step, StepRow | None], Step] = _as_planned
+    irreversible: bool = False
+
+
+def _handler(step: Step) -> StepHandler:
+    try:
+        return HANDLERS[type(step)]
+    except KeyError:
+        raise UnsafeOperation(f"this qbhook cannot carry out a {step.kind!r} step") from None
+
+
+def _probe_made(s: Copy | Link | MkEmpty) -> str:
+    return "something already there" if os.path.lexists(s.dst) else "to do"
+
+
+def _probe_delete(s: Delete) -> str:
+    return "already gone" if not os.path.lexists(s.path) else "to do"
+
+
+def _replay_copy(st: _GroupRun, _seq: int, _s: Copy, row: StepRow) -> None:
+    st.outcome.bytes_copied += int((row.result or {}).get("bytes_written", 0))
+
+
+def _replay_copy_failed(st: _GroupRun, seq: int, s: Copy, row: StepRow) -> None:
+    if row.status == StepStatus.DONE:
+        _replay_copy(st, seq, s, row)
+
+
+def _replay_view(st: _GroupRun, _seq: int, s: VerifyView, _row: StepRow) -> None:
+    st.views.add((s.instance, s.torrent, _norm(s.save_path)))
+
+
+def _redo_view(s: VerifyView, relocated: set, _later: list) -> bool:
+    # Read-only checks are cheap to repeat (cached hashes make a verified view cost a stat per
+    # file) and the world may have changed while the run was down; not once the torrent moved.
+    return (s.instance, s.torrent) not in relocated
+
+
+def _redo_group(_s: VerifyGroup, _relocated: set, later: list) -> bool:
+    return any(isinstance(s, Delete) and (r is None or r.status != StepStatus.DONE) for _q, s, r in later)
+
+
+def _reloc_of(seq: int, row: StepRow) -> _Reloc:
+    return _Reloc(seq, row.id, row.status, row.step)
+
+
+def _replay_relocate(st: _GroupRun, seq: int, _s: Relocate, row: StepRow) -> None:
+    st.relocs.append(_reloc_of(seq, row))
+    st.outcome.torrents_relocated += 1
+
+
+def _replay_relocate_failed(st: _GroupRun, seq: int, _s: Relocate, row: StepRow) -> None:
+    if row.status in (StepStatus.DONE, StepStatus.FAILED):
+        st.relocs.append(_reloc_of(seq, row))
+
+
+def _replay_delete(st: _GroupRun, _seq: int, _s: Delete, row: StepRow) -> None:
+    st.deletes_started = True
+    st.outcome.bytes_freed += int((row.result or {}).get("bytes_freed", 0))
+
+
+def _replay_delete_failed(st: _GroupRun, _seq: int, s: Delete, row: StepRow) -> None:
+    # A failed delete raised before unlinking, unless what failed came after it:
+    # the world (is the path still there?) decides, not the row.
+    gone = not os.path.lexists(s.path)
+    st.deletes_started = st.deletes_started or row.status in (StepStatus.DONE, StepStatus.INTENDED) or gone
+
+
+def _replay_converge(st: _GroupRun, _seq: int, _s: Converge, row: StepRow) -> None:
+    st.outcome.bytes_freed += int((row.result or {}).get("bytes_freed", 0))
+
+
+def _probe_converge(s: Converge) -> str:
+    try:
+        return "to do" if os.lstat(s.path).st_ino == s.ino else "already relinked or changed"
+    except OSError:
+        return "gone"
+
+
+HANDLERS: dict[type[Step], StepHandler] = {
+    Copy: StepHandler(Executor._copy, probe=_probe_made, replay=_replay_copy, replay_failed=_replay_copy_failed),
+    Link: StepHandler(Executor._link, probe=_probe_made),
+    MkEmpty: StepHandler(Executor._mkempty, probe=_probe_made),
+    VerifyView: StepHandler(Executor._verify_view, replay=_replay_view, redo=_redo_view),
+    Relocate: StepHandler(Executor._relocate, replay=_replay_relocate, replay_failed=_replay_relocate_failed,
+                          prepare=Executor._observe),
+    VerifyGroup: StepHandler(Executor._verify_group, redo=_redo_group),
+    Delete: StepHandler(Executor._delete, probe=_probe_delete, replay=_replay_delete,
+                        replay_failed=_replay_delete_failed, irreversible=True),
+    PruneDirs: StepHandler(Executor._prune_dirs),
+    Tag: StepHandler(Executor._tag),
+    Converge: StepHandler(Executor._converge, probe=_probe_converge, replay=_replay_converge),
+}
 
 
 def _existing_parent(path: str) -> str:

@@ -920,6 +920,34 @@ def _link_entry(path, roots) -> tuple[tuple[int, int, bytes], os.stat_result] | 
         return ((d.st.st_dev, d.st.st_ino, name), st) if st is not None else None
 
 
+@dataclass(frozen=True, slots=True)
+class _Unlink:
+    """One planned removal of an old link: what the plan said, and where qbhook may look.
+
+    ``root``/``parts`` place ``path`` under its seeding root; ``shown`` is the path for messages.
+    """
+    path: object
+    shown: str
+    root: bytes
+    parts: list
+    fsid: object
+    ino: int
+    size: int | None
+    blake3_hex: object
+    keep_path: object
+    keep_blake3: object
+    keep_fsid: object
+    keep_ino: int | None
+    seeding_links: tuple
+    seeding_roots: tuple
+    keep_roots: tuple
+    catalog: object
+    hold_run: object
+
+    def refuse(self, why: str, hint: str | None = None) -> UnsafeOperation:
+        return UnsafeOperation(f"refusing to delete {self.shown}: {why}", hint=hint)
+
+
 def safe_unlink(path, *, fsid, ino: int, keep_path, keep_blake3=None, seeding_links=(), seeding_roots=(),
                 catalog, size: int | None = None, blake3_hex=None, keep_fsid=None, keep_ino: int | None = None,
                 hold_run=None, keep_roots=()) -> dict:
@@ -947,18 +975,16 @@ def safe_unlink(path, *, fsid, ino: int, keep_path, keep_blake3=None, seeding_li
         raise UnsafeOperation(f"refusing to delete {path_s}: it is a seeding root")
     if HOLDING_DIR.encode() in parts[:-1]:
         raise UnsafeOperation(f"refusing to delete {path_s}: it is in a holding folder")
+    u = _Unlink(path, path_s, root, parts, fsid, ino, size, blake3_hex, keep_path, keep_blake3, keep_fsid, keep_ino,
+                tuple(seeding_links), tuple(seeding_roots), tuple(keep_roots), catalog, hold_run)
     try:
         parent = _walk(root, parts[:-1])
     except (FileNotFoundError, NotADirectoryError):
         return _absent(root, parts, ino, hold_run)
     except UnsafeOperation as e:
-        raise UnsafeOperation(f"refusing to delete {path_s}: not inside a seeding root through real folders: "
-                              f"{e.message}") from None
+        raise u.refuse(f"not inside a seeding root through real folders: {e.message}") from None
     with parent:
-        res = _safe_unlink_at(parent, parts[-1], path_s, root, parts, fsid=fsid, ino=ino, keep_path=keep_path,
-                               keep_blake3=keep_blake3, seeding_links=seeding_links, seeding_roots=seeding_roots,
-                               catalog=catalog, size=size, blake3_hex=blake3_hex, keep_fsid=keep_fsid,
-                               keep_ino=keep_ino, hold_run=hold_run, keep_roots=keep_roots)
+        res = _safe_unlink_at(u, parent, parts[-1])
     return _absent(root, parts, ino, hold_run) if res["status"] == "absent" else res
 
 
@@ -978,83 +1004,118 @@ def _absent(root: bytes, parts: list[bytes], ino: int, hold_run) -> dict:
     return {"status": "absent", "bytes_freed": 0}
 
 
-def _safe_unlink_at(parent: Dir, name: bytes, path_s: str, root: bytes, parts: list[bytes], *, fsid, ino, keep_path,
-                    keep_blake3, seeding_links, seeding_roots, catalog, size, blake3_hex, keep_fsid, keep_ino,
-                    hold_run, keep_roots) -> dict:
+_ABSENT = {"status": "absent", "bytes_freed": 0}
+
+
+def _safe_unlink_at(u: _Unlink, parent: Dir, name: bytes) -> dict:
+    """The rule list of ``safe_unlink``, in order, all through the one verified ``parent``."""
+    st = _still_the_planned_file(u, parent, name)
+    if st is None:
+        return dict(_ABSENT)
+    _no_new_outside_link(u, parent, name, st)
+    keep_digest, doomed_digest = _planned_content(u, st)
+    _keep_holds_same_content(u, st, keep_digest)
+    _content_unchanged(u, parent, name, st, doomed_digest)
+    if not _same_inode_still(parent, name, st, u):
+        return dict(_ABSENT)
+    return _unlink_or_hold(u, parent, name, st)
+
+
+def _still_the_planned_file(u: _Unlink, parent: Dir, name: bytes) -> os.stat_result | None:
+    """A regular file, still inode ``ino`` on ``fsid``, of the planned size (None: already gone)."""
     st = parent.lstat(name)
     if st is None:
-        return {"status": "absent", "bytes_freed": 0}
+        return None
     if not stat_mod.S_ISREG(st.st_mode):
-        raise UnsafeOperation(f"refusing to delete {path_s}: not a regular file")
-    if st.st_ino != ino or not _fsid_matches(catalog, parent, st, fsid):
-        raise UnsafeOperation(f"refusing to delete {path_s}: it is no longer the planned file "
-                              f"(inode {st.st_ino}, planned {ino} on {fsid})", hint="re-plan")
-    if size is not None and st.st_size != size:
-        raise UnsafeOperation(f"refusing to delete {path_s}: {st.st_size} bytes, planned {size}")
+        raise u.refuse("not a regular file")
+    if st.st_ino != u.ino or not _fsid_matches(u.catalog, parent, st, u.fsid):
+        raise u.refuse(f"it is no longer the planned file (inode {st.st_ino}, planned {u.ino} on {u.fsid})",
+                       hint="re-plan")
+    if u.size is not None and st.st_size != u.size:
+        raise u.refuse(f"{st.st_size} bytes, planned {u.size}")
+    return st
 
-    # Every link of the inode must be one we know about; the holding copies of this
-    # run's earlier deletes count as known (they are still links until purged).
-    # Links are counted as (folder, name) entries reached through verified folders, so
-    # two spellings of one link (a bind mount, lesson 5) are one, and a "seeding link"
-    # outside every seeding root (a library link, whatever the plan says) is none.
-    known = {os.fsdecode(_p(p)) for p in seeding_links} | {path_s}
-    if hold_run is not None:
+
+def _no_new_outside_link(u: _Unlink, parent: Dir, name: bytes, st: os.stat_result) -> None:
+    """Every link of the inode is one we know about.
+
+    The holding copies of this run's earlier deletes count as known (they are still links
+    until purged). Links are counted as (folder, name) entries reached through verified
+    folders, so two spellings of one link (a bind mount, lesson 5) are one, and a "seeding
+    link" outside every seeding root (a library link, whatever the plan says) is none.
+    """
+    known = {os.fsdecode(_p(p)) for p in u.seeding_links} | {u.shown}
+    if u.hold_run is not None:
         for p in list(known):
             try:
-                r, _rel = _split_under(p, seeding_roots)
+                r, _rel = _split_under(p, u.seeding_roots)
             except UnsafeOperation:
                 continue
-            known.add(holding_path(p, os.fsdecode(r), hold_run))
+            known.add(holding_path(p, os.fsdecode(r), u.hold_run))
     entries = {(parent.st.st_dev, parent.st.st_ino, name)}
-    for p in known - {path_s}:
-        got = _link_entry(p, seeding_roots)
+    for p in known - {u.shown}:
+        got = _link_entry(p, u.seeding_roots)
         if got is not None and (got[1].st_dev, got[1].st_ino) == (st.st_dev, st.st_ino):
             entries.add(got[0])
     if st.st_nlink > len(entries):
-        raise UnsafeOperation(
-            f"refusing to delete {path_s}: its inode has {st.st_nlink} links but only {len(entries)} are "
-            f"known seeding links - something outside the seeding folders (a library?) links it now",
-            hint="re-plan: the group must stay where its library is")
+        raise u.refuse(f"its inode has {st.st_nlink} links but only {len(entries)} are known seeding links - "
+                       "something outside the seeding folders (a library?) links it now",
+                       hint="re-plan: the group must stay where its library is")
 
-    planned_size = st.st_size if size is None else size
-    want = _digest(keep_blake3 if keep_blake3 is not None else blake3_hex, planned_size)
-    doomed = _digest(blake3_hex, planned_size) if blake3_hex is not None else want
 
-    keep_s = os.fsdecode(_p(keep_path))
+def _planned_content(u: _Unlink, st: os.stat_result) -> tuple[bytes, bytes]:
+    """(what the kept copy must hold, what the doomed link must still hold): no act without both."""
+    size = st.st_size if u.size is None else u.size
+    want = _digest(u.keep_blake3 if u.keep_blake3 is not None else u.blake3_hex, size)
+    return want, _digest(u.blake3_hex, size) if u.blake3_hex is not None else want
+
+
+def _keep_holds_same_content(u: _Unlink, st: os.stat_result, want: bytes) -> None:
+    """``keep_path`` exists, is another inode (the planned one, if named) of the same size and
+    verifies as the planned content."""
+    keep_s = os.fsdecode(_p(u.keep_path))
     try:
-        kdir, kname, _kparts = _open_parent(keep_path, tuple(seeding_roots) + tuple(keep_roots), same_fs=False)
+        kdir, kname, _kparts = _open_parent(u.keep_path, u.seeding_roots + u.keep_roots, same_fs=False)
     except (FileNotFoundError, NotADirectoryError):
-        raise UnsafeOperation(f"refusing to delete {path_s}: the copy to keep, {keep_s}, is missing") from None
+        raise u.refuse(f"the copy to keep, {keep_s}, is missing") from None
     except UnsafeOperation as e:
-        raise UnsafeOperation(f"refusing to delete {path_s}: the copy to keep cannot be trusted: {e.message}") from None
+        raise u.refuse(f"the copy to keep cannot be trusted: {e.message}") from None
     with kdir:
         kst = kdir.lstat(kname)
         if kst is None:
-            raise UnsafeOperation(f"refusing to delete {path_s}: the copy to keep, {keep_s}, is missing")
+            raise u.refuse(f"the copy to keep, {keep_s}, is missing")
         if (kst.st_dev, kst.st_ino) == (st.st_dev, st.st_ino):
-            raise UnsafeOperation(f"refusing to delete {path_s}: {keep_s} is the same inode, not a second copy")
-        if keep_ino is not None and kst.st_ino != keep_ino:
-            raise UnsafeOperation(f"refusing to delete {path_s}: {keep_s} is no longer inode {keep_ino}")
-        if keep_fsid is not None and not _fsid_matches(catalog, kdir, kst, keep_fsid):
-            raise UnsafeOperation(f"refusing to delete {path_s}: {keep_s} is not on filesystem {keep_fsid}")
+            raise u.refuse(f"{keep_s} is the same inode, not a second copy")
+        if u.keep_ino is not None and kst.st_ino != u.keep_ino:
+            raise u.refuse(f"{keep_s} is no longer inode {u.keep_ino}")
+        if u.keep_fsid is not None and not _fsid_matches(u.catalog, kdir, kst, u.keep_fsid):
+            raise u.refuse(f"{keep_s} is not on filesystem {u.keep_fsid}")
         if kst.st_size != st.st_size:
-            raise UnsafeOperation(f"refusing to delete {path_s}: {keep_s} has {kst.st_size} bytes, it has {st.st_size}")
-        problem = _check_file(kdir, kname, st.st_size, want, catalog)
+            raise u.refuse(f"{keep_s} has {kst.st_size} bytes, it has {st.st_size}")
+        problem = _check_file(kdir, kname, st.st_size, want, u.catalog)
     if problem:
-        raise VerificationFailed(f"refusing to delete {path_s}: the copy to keep does not verify: {problem}")
-    if _content_digest(parent, name, st, catalog) != doomed:
-        raise UnsafeOperation(f"refusing to delete {path_s}: its content changed since planning; "
-                              "it is not what was copied", hint="re-plan")
+        raise VerificationFailed(f"refusing to delete {u.shown}: the copy to keep does not verify: {problem}")
 
-    # Last look, as close to the unlink as Python gets, through the same folder descriptor.
+
+def _content_unchanged(u: _Unlink, parent: Dir, name: bytes, st: os.stat_result, doomed: bytes) -> None:
+    """The link to delete still holds the planned content (else it is not what was copied)."""
+    if _content_digest(parent, name, st, u.catalog) != doomed:
+        raise u.refuse("its content changed since planning; it is not what was copied", hint="re-plan")
+
+
+def _same_inode_still(parent: Dir, name: bytes, st: os.stat_result, u: _Unlink) -> bool:
+    """Last look, as close to the unlink as Python gets, through the same folder descriptor."""
     last = parent.lstat(name)
     if last is None:
-        return {"status": "absent", "bytes_freed": 0}
+        return False
     if (last.st_dev, last.st_ino, last.st_nlink) != (st.st_dev, st.st_ino, st.st_nlink):
-        raise UnsafeOperation(f"refusing to delete {path_s}: it changed during the checks")
+        raise u.refuse("it changed during the checks")
+    return True
 
-    if hold_run is not None:
-        held = _hold(parent, name, path_s, st, root, parts, hold_run)
+
+def _unlink_or_hold(u: _Unlink, parent: Dir, name: bytes, st: os.stat_result) -> dict:
+    if u.hold_run is not None:
+        held = _hold(parent, name, u.shown, st, u.root, u.parts, u.hold_run)
         return {"status": "held", "bytes_freed": 0, "nlink_before": st.st_nlink, "dev": st.st_dev, "held_at": held}
     os.unlink(name, dir_fd=parent.fd)
     return {"status": "unlinked", "bytes_freed": st.st_size if st.st_nlink == 1 else 0, "nlink_before": st.st_nlink,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qbhook.catalog.db import Tx
+from qbhook.decide.plan import Delete, RunStatus, Step, StepStatus, check_version
 
 # Leftover-view rows are numbered from here, past any plan's own steps.
 LEFTOVER_SEQ = 1_000_000
@@ -30,10 +31,17 @@ class StepRow:
     seq: int
     group_id: str
     kind: str
-    args: dict
-    status: str
+    args: dict               # the step's JSON args, without the version
+    status: StepStatus
     result: dict | None
     error: str | None
+    version: int = 1
+
+    @property
+    def step(self) -> Step:
+        """The typed step this row journaled (raises plan.StepFormatError on a row it cannot read)."""
+        check_version(self.version)
+        return Step.of(self.kind, self.args)
 
 
 @dataclass
@@ -41,7 +49,7 @@ class RunRow:
     id: int
     started_at: float
     finished_at: float | None
-    status: str
+    status: RunStatus
     trigger: str | None
     pid: int | None
     host: str | None
@@ -86,7 +94,7 @@ class Journal:
         return [self._run(r) for r in rows]
 
     # ------------------------------------------------------------------ steps
-    def intend(self, run: int, seq: int, group_id: str, kind: str, args: dict) -> int:
+    def intend(self, run: int, seq: int, group_id: str, step: Step) -> int:
         with Tx(self.conn) as c:
             row = c.execute("SELECT id FROM steps WHERE run=? AND seq=?", (run, seq)).fetchone()
             if row:
@@ -94,17 +102,29 @@ class Journal:
                 return row[0]
             cur = c.execute(
                 "INSERT INTO steps(run, seq, group_id, kind, args, status, started_at) VALUES (?,?,?,?,?, 'intended', ?)",
+                (run, seq, group_id, step.kind, json.dumps(step.to_json()["args"], sort_keys=True),
+                 time.time()))
+            return cur.lastrowid
+
+    def intend_record(self, run: int, seq: int, group_id: str, kind: str, args: dict) -> int:
+        """Journal an act that is not a plan step (an orphan moved into holding) before doing it.
+
+        Its args are stored as given: no plan step reads them back, only the purge and status do.
+        """
+        with Tx(self.conn) as c:
+            cur = c.execute(
+                "INSERT INTO steps(run, seq, group_id, kind, args, status, started_at) VALUES (?,?,?,?,?, 'intended', ?)",
                 (run, seq, group_id, kind, json.dumps(args, sort_keys=True), time.time()))
             return cur.lastrowid
 
     def done(self, step_id: int, result: dict | None = None) -> None:
-        self._close(step_id, "done", result, None)
+        self._close(step_id, StepStatus.DONE, result, None)
 
     def failed(self, step_id: int, error: str, result: dict | None = None) -> None:
-        self._close(step_id, "failed", result, error)
+        self._close(step_id, StepStatus.FAILED, result, error)
 
     def undone(self, step_id: int, result: dict | None = None) -> None:
-        self._close(step_id, "undone", result, None)
+        self._close(step_id, StepStatus.UNDONE, result, None)
 
     def _close(self, step_id: int, status: str, result: Any, error: str | None) -> None:
         with Tx(self.conn) as c:
@@ -114,8 +134,14 @@ class Journal:
     def steps(self, run: int) -> list[StepRow]:
         rows = self.conn.execute(
             "SELECT id, run, seq, group_id, kind, args, status, result, error FROM steps WHERE run=? ORDER BY seq", (run,)).fetchall()
-        return [StepRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], json.loads(r[7]) if r[7] else None, r[8])
-                for r in rows]
+        return [self._step(r) for r in rows]
+
+    @staticmethod
+    def _step(r) -> StepRow:
+        args = json.loads(r[5])
+        version = args.pop("v", 1)      # rows written before step versions have none: version 1
+        return StepRow(r[0], r[1], r[2], r[3], r[4], args, StepStatus(r[6]), json.loads(r[7]) if r[7] else None,
+                       r[8], version)
 
     # ------------------------------------------------------------------ holding
     def held_links(self) -> list[tuple[int, str, float, int | None]]:
@@ -125,9 +151,9 @@ class Journal:
         sits there (planted, or another tool's) is never qbhook's to delete.
         """
         rows = self.conn.execute(
-            "SELECT id, args, result, finished_at FROM steps WHERE kind='delete' AND status='done' "
+            "SELECT id, args, result, finished_at FROM steps WHERE kind=? AND status=? "
             "AND json_extract(result, '$.status')='held' AND json_extract(result, '$.purged_at') IS NULL "
-            "ORDER BY id").fetchall()
+            "ORDER BY id", (Delete.kind, StepStatus.DONE.value)).fetchall()
         out = []
         for sid, args, result, finished in rows:
             res, a = json.loads(result), json.loads(args)
@@ -180,4 +206,5 @@ class Journal:
 
     @staticmethod
     def _run(r) -> RunRow:
-        return RunRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), json.loads(r[8]) if r[8] else None)
+        return RunRow(r[0], r[1], r[2], RunStatus(r[3]), r[4], r[5], r[6], json.loads(r[7]),
+                      json.loads(r[8]) if r[8] else None)

@@ -396,7 +396,7 @@ def quarantine(cfg, catalog, clients, *, lock_wait: float = 0) -> QuarantineResu
     The listing is taken again under the lock, right before acting, so a torrent added since
     the user looked keeps its files.
     """
-    from qbhook.decide.plan import Plan
+    from qbhook.decide.plan import Delete, Plan
     from qbhook.move import fsops
     from qbhook.move.journal import Journal
     from qbhook.move.locks import executor_lock
@@ -420,7 +420,7 @@ def quarantine(cfg, catalog, clients, *, lock_wait: float = 0) -> QuarantineResu
             links[(o.dev, o.ino)] += 1
         for seq, o in enumerate(todo):
             args = {"path": o.path, "ino": o.ino, "size": o.size, "orphan": True}
-            sid = journal.intend(run, seq, "orphans", "delete", args)
+            sid = journal.intend_record(run, seq, "orphans", Delete.kind, args)
             try:
                 out = fsops.hold_unreferenced(o.path, ino=o.ino, size=o.size, max_nlink=o.nlink,
                                               mtime_ns=o.mtime_ns, roots=roots, run=run)

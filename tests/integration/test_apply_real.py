@@ -217,12 +217,12 @@ def run_in_process(cfg: Path, hook=None):
     wires them), so a test hook can change the world between two steps."""
     from qbhook.cli import App
     from qbhook.cli.plan import compute_plan
-    from qbhook.move.executor import Executor
+    from qbhook.move.executor import build_executor
     from qbhook.move.journal import Journal
     app = App(str(cfg), False, 0)
     try:
         _snap, plan = compute_plan(app)
-        ex = Executor(app.cfg, app.catalog, app.clients, Journal(app.catalog.conn), hook=hook,
+        ex = build_executor(app.cfg, app.catalog, app.clients, Journal(app.catalog.conn), hook=hook,
                       poll_initial_s=0.25, poll_max_s=1.0)
         return plan, ex.apply(plan)
     finally:

@@ -53,7 +53,7 @@ def test_real_demotion_is_notified(bed, listener):
 def test_forced_rollback_is_notified_as_a_failure(bed, listener):
     from qbhook.cli import App
     from qbhook.cli.plan import compute_plan
-    from qbhook.move.executor import Executor
+    from qbhook.move.executor import build_executor
     from qbhook.move.journal import Journal
 
     sc, client = bed.sc, bed.client
@@ -73,7 +73,7 @@ def test_forced_rollback_is_notified_as_a_failure(bed, listener):
         _snap, plan = compute_plan(app)       # loading the config starts the notifier (notify.configure)
         assert notify.active() is not None
         # the executor as the CLI and serve make it: wrapped by notify.watch
-        ex = notify.watch(Executor(app.cfg, app.catalog, app.clients, Journal(app.catalog.conn), hook=hook,
+        ex = notify.watch(build_executor(app.cfg, app.catalog, app.clients, Journal(app.catalog.conn), hook=hook,
                                    poll_initial_s=0.25, poll_max_s=1.0))
         summary = ex.apply(plan, trigger="cli")
         assert summary.status == "failed" and summary.groups[0].status == "rolled_back"

@@ -351,10 +351,10 @@ class DemoteBed:
     files: dict
 
     def executor(self, **kw):
-        from qbhook.move.executor import Executor
+        from qbhook.move.executor import build_executor
         from qbhook.move.journal import Journal
 
-        return Executor(self.cfg, self.catalog, self.clients, Journal(self.catalog.conn),
+        return build_executor(self.cfg, self.catalog, self.clients, Journal(self.catalog.conn),
                         poll_initial_s=0.2, poll_max_s=1, **kw)
 
     def plan(self):

@@ -306,7 +306,7 @@ def test_a_failed_convergence_is_reported_failed_and_leaves_the_file(tmpfs, tmp_
         path = os.path.join(w.seed_s, "Movie.2020/movie.mkv")
         st = os.lstat(path)
         fsid = w.cat.fsid(w.cat.fs_for_path(path))
-        step = Step("converge", {"path": path, "fsid": fsid, "ino": st.st_ino, "size": len(movie),
+        step = Step.of("converge", {"path": path, "fsid": fsid, "ino": st.st_ino, "size": len(movie),
                                  "mtime_ns": st.st_mtime_ns, "blake3": b3(movie),
                                  "keep": {"path": str(lib), "fsid": fsid, "ino": os.lstat(lib).st_ino + 1}})
         g = GroupPlan("g1", [te.H1], ["Movie.2020"], "converge", "dup", source_pool="stash", target_pool="stash",

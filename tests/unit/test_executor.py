@@ -12,7 +12,7 @@ from qbhook.catalog.store import Catalog
 from qbhook.clients.qbt.model import TorrentFile, TorrentInfo
 from qbhook.decide.plan import GroupPlan, Plan, Step
 from qbhook.errors import LockBusy, QbtError, UnknownTorrent, UnsafeOperation
-from qbhook.move.executor import Executor
+from qbhook.move.executor import Executor, build_executor
 from qbhook.move.journal import Journal
 from qbhook.move.locks import executor_lock, group_lock
 from qbhook.pathmap import PathMap
@@ -216,7 +216,7 @@ class World:
 
     def executor(self, **kw) -> Executor:
         kw.setdefault("poll_initial_s", 0.5)
-        return Executor(self.cfg, self.cat, {"qbt": self.qbt}, self.journal, sleep=self.clock.sleep,
+        return build_executor(self.cfg, self.cat, {"qbt": self.qbt}, self.journal, sleep=self.clock.sleep,
                         clock=self.clock, **kw)
 
     def save(self, h: str, pool: str) -> str:
@@ -262,29 +262,29 @@ def demote_plan(w: World) -> Plan:
             dst = os.path.join(new_save, rel)
             vf.append({"path": dst, "size": len(data), "blake3": b3(data)})
             if not data:
-                make.append(Step("mkempty", {"dst": dst}))
+                make.append(Step.of("mkempty", {"dst": dst}))
             elif data in donors:
-                make.append(Step("link", {"src": donors[data], "dst": dst, "size": len(data), "blake3": b3(data)}))
+                make.append(Step.of("link", {"src": donors[data], "dst": dst, "size": len(data), "blake3": b3(data)}))
             else:
-                make.append(Step("copy", {"src": os.path.join(old_save, rel), "dst": dst, "size": len(data),
+                make.append(Step.of("copy", {"src": os.path.join(old_save, rel), "dst": dst, "size": len(data),
                                           "blake3": b3(data)}))
                 donors[data] = dst
-        views.append(Step("verify_view", {"torrent": h, "instance": "qbt", "save_path": new_save, "files": vf}))
-        relocs.append(Step("relocate", {"torrent": h, "instance": "qbt", "from_path": old_save, "to_path": new_save,
+        views.append(Step.of("verify_view", {"torrent": h, "instance": "qbt", "save_path": new_save, "files": vf}))
+        relocs.append(Step.of("relocate", {"torrent": h, "instance": "qbt", "from_path": old_save, "to_path": new_save,
                                         "size": sum(len(d) for _r, d in FILES)}))
     make.sort(key=lambda s: 0 if s.kind == "copy" else 1)
     for h in (H1, H2):
         for rel, data in FILES:
             path = os.path.join(w.save(h, "stash"), rel)
             st = os.lstat(path)
-            deletes.append(Step("delete", {
+            deletes.append(Step.of("delete", {
                 "path": path, "fsid": w.cat.fsid(w.cat.fs_for_path(path)), "ino": st.st_ino, "size": len(data),
                 "blake3": b3(data), "keep": {"path": os.path.join(w.save(h, "pool"), rel)},
                 "seeding_links": sorted(os.path.join(w.save(x, "stash"), rel) for x in (H1, H2))}))
-    verify = Step("verify_group", {"torrents": [{"torrent": h, "instance": "qbt", "save_path": w.save(h, "pool")}
+    verify = Step.of("verify_group", {"torrents": [{"torrent": h, "instance": "qbt", "save_path": w.save(h, "pool")}
                                                 for h in (H1, H2)]})
-    tags = [Step("tag", {"torrent": h, "instance": "qbt", "add": ["demoted"], "remove": ["~noHL"]}) for h in (H1, H2)]
-    prunes = [Step("prune_dirs", {"root": os.path.join(w.save(h, "stash"), "Movie.2020"), "stop_at": w.seed_s})
+    tags = [Step.of("tag", {"torrent": h, "instance": "qbt", "add": ["demoted"], "remove": ["~noHL"]}) for h in (H1, H2)]
+    prunes = [Step.of("prune_dirs", {"root": os.path.join(w.save(h, "stash"), "Movie.2020"), "stop_at": w.seed_s})
               for h in (H1, H2)]
     g = GroupPlan(group_id="g1", torrents=[H1, H2], names=["Movie.2020", "Movie.2020"], action="demote",
                   reason="seed-only", source_pool="stash", target_pool="pool",
@@ -367,7 +367,7 @@ def test_journal_rows_go_intended_then_done(world):
     def hook(point, gid, seq, step):
         if point == "after_intend":
             run = world.journal.runs(1)[0]
-            row = [r for r in world.journal.steps(run.id) if r.seq == seq][0]
+            row = next(r for r in world.journal.steps(run.id) if r.seq == seq)
             seen.append((seq, step.kind, row.status))
     summary = world.executor(hook=hook).apply(plan)
     n = len(plan.groups[0].steps)
@@ -728,15 +728,15 @@ def single_torrent_group(w: World, gid: str = "g2") -> GroupPlan:
     dst = os.path.join(w.seed_p, rel)
     st = os.lstat(src)
     steps = [
-        Step("copy", {"src": str(src), "dst": dst, "size": len(data), "blake3": b3(data)}),
-        Step("verify_view", {"torrent": H3, "instance": "qbt", "save_path": w.seed_p,
+        Step.of("copy", {"src": str(src), "dst": dst, "size": len(data), "blake3": b3(data)}),
+        Step.of("verify_view", {"torrent": H3, "instance": "qbt", "save_path": w.seed_p,
                              "files": [{"path": rel, "size": len(data), "blake3": b3(data)}]}),   # relative form
-        Step("relocate", {"torrent": H3, "instance": "qbt", "from_path": w.seed_s, "to_path": w.seed_p,
+        Step.of("relocate", {"torrent": H3, "instance": "qbt", "from_path": w.seed_s, "to_path": w.seed_p,
                           "size": len(data)}),
-        Step("verify_group", {"torrents": [{"torrent": H3, "instance": "qbt", "save_path": w.seed_p}]}),
-        Step("delete", {"path": str(src), "fsid": w.cat.fsid(w.cat.fs_for_path(src)), "ino": st.st_ino,
+        Step.of("verify_group", {"torrents": [{"torrent": H3, "instance": "qbt", "save_path": w.seed_p}]}),
+        Step.of("delete", {"path": str(src), "fsid": w.cat.fsid(w.cat.fs_for_path(src)), "ino": st.st_ino,
                         "size": len(data), "blake3": b3(data), "keep": {"path": dst}, "seeding_links": [str(src)]}),
-        Step("prune_dirs", {"root": os.path.join(w.seed_s, "Other"), "stop_at": w.seed_s}),
+        Step.of("prune_dirs", {"root": os.path.join(w.seed_s, "Other"), "stop_at": w.seed_s}),
     ]
     return GroupPlan(group_id=gid, torrents=[H3], names=["Other"], action="demote", reason="seed-only",
                      source_pool="stash", target_pool="pool", bytes_to_copy=len(data), bytes_freed=len(data),
