@@ -62,6 +62,7 @@ def status(app: App):
     """
     from qbhook import state
     from qbhook.events.queue import JobQueue
+    from qbhook.events.status import hashed_by_pool
     from qbhook.journal import Journal
     with _catalog_read(app):
         conn = app.catalog.conn
@@ -73,14 +74,15 @@ def status(app: App):
         stuck = queue.ready_since(STUCK_AFTER_S)
         unfinished = [r.id for r in Journal(conn).unfinished_runs()]
         catalog_counts = app.catalog.counts()
+        hashed = hashed_by_pool(conn, app.cfg.pools)
     pools = {}
     for p in app.cfg.pools:
         try:
             sv = os.statvfs(p.path)
             pools[p.name] = {"path": str(p.path), "role": p.role, "size": sv.f_blocks * sv.f_frsize,
-                             "free": sv.f_bavail * sv.f_frsize}
+                             "free": sv.f_bavail * sv.f_frsize, **hashed[p.name]}
         except OSError as e:
-            pools[p.name] = {"path": str(p.path), "role": p.role, "error": e.strerror}
+            pools[p.name] = {"path": str(p.path), "role": p.role, "error": e.strerror, **hashed[p.name]}
     server = _server_health(app.cfg.server)
     problems = []
     if server["answered"] and not server["ok"]:
@@ -131,6 +133,8 @@ def status(app: App):
                 click.echo(f"pool {name}: {p['path']}: {p['error']}")
             else:
                 click.echo(f"pool {name} ({p['role']}): {_human_bytes(p['free'])} free of {_human_bytes(p['size'])}")
+            click.echo(f"  catalogued: {_human_bytes(p['hashed_bytes'])} hashed ({p['hashed_files']:,} files), "
+                       f"{_human_bytes(p['unhashed_bytes'])} not hashed ({p['unhashed_files']:,} files)")
         c = d["catalog"]
         click.echo(f"catalog: {c['paths']:,} paths, {c['inodes']:,} inodes ({c['hashed']:,} hashed)")
         for problem in d["problems"]:

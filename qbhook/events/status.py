@@ -305,6 +305,27 @@ def catalog_breakdown(conn: sqlite3.Connection, pools: Iterable[PoolConfig]) -> 
     return out
 
 
+def hashed_by_pool(conn: sqlite3.Connection, pools: Iterable[PoolConfig]) -> dict[str, dict[str, int]]:
+    """pool name -> {hashed_bytes, unhashed_bytes, hashed_files, unhashed_files}: catalogued
+    inodes with a path on that pool, each counted once; "hashed" means a hash that is still
+    valid for the inode's current size, mtime and ctime (what the next plan can use as is)."""
+    out = {p.name: {"hashed_bytes": 0, "unhashed_bytes": 0, "hashed_files": 0, "unhashed_files": 0}
+           for p in pools}
+    rows = conn.execute(
+        f"""
+        SELECT pool, hashed, COALESCE(SUM(size), 0), COUNT(*) FROM (
+            SELECT DISTINCT pa.pool AS pool, i.id, i.size AS size, ({HASH_VALID} OR i.size = 0) AS hashed
+            FROM paths pa JOIN inodes i ON i.id = pa.inode)
+        GROUP BY pool, hashed
+        """)
+    for pool, hashed, size, files in rows:
+        if pool in out:
+            kind = "hashed" if hashed else "unhashed"
+            out[pool][f"{kind}_bytes"] = int(size)
+            out[pool][f"{kind}_files"] = int(files)
+    return out
+
+
 def change_marker(conn: sqlite3.Connection) -> tuple:
     """Cheap values (primary keys, small tables) that move whenever a scan, a run step or an event job may
     have changed the catalog's paths: the breakdown is recomputed when they do."""
