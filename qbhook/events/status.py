@@ -84,6 +84,8 @@ class PoolStatus:
     blocked_groups: int
     blocked_bytes: int | None      # None: the sweep that blocked them did not record sizes
     orphaned_bytes: int | None     # None: not computed (see the module docstring)
+    hashed_bytes: int | None = None    # catalogued bytes with a valid hash (None: not computed)
+    unhashed_bytes: int | None = None
 
     @property
     def used(self) -> int | None:
@@ -188,7 +190,8 @@ class StatusSource:
 
     def status(self) -> Status:
         with self._connect() as conn:
-            return gather(self.cfg, conn, breakdown=self._cached_breakdown(conn), now=self._clock())
+            return gather(self.cfg, conn, breakdown=self._cached_breakdown(conn), now=self._clock(),
+                          hashed=self._cached("hashed", conn, lambda c: hashed_by_pool(c, self.cfg.pools)))
 
     def totals(self) -> Totals:
         with self._connect() as conn:
@@ -227,9 +230,9 @@ class StatusSource:
 
 
 def gather(cfg: Config, conn: sqlite3.Connection, *, breakdown: dict[str, dict[str, int]],
-           now: float) -> Status:
+           now: float, hashed: dict[str, dict[str, int]] | None = None) -> Status:
     sweep = _sweep(conn)
-    pools = tuple(_pool(p, breakdown.get(p.name), sweep) for p in cfg.pools)
+    pools = tuple(_pool(p, breakdown.get(p.name), sweep, (hashed or {}).get(p.name)) for p in cfg.pools)
     queue = JobQueue(conn)
     journal = Journal(conn)
     dead = tuple(DeadLetter(j.id, j.coalesce_key, tuple(j.kinds), j.attempts, j.last_error, j.finished_at)
@@ -246,7 +249,8 @@ def gather(cfg: Config, conn: sqlite3.Connection, *, breakdown: dict[str, dict[s
     )
 
 
-def _pool(p: PoolConfig, counts: dict[str, int] | None, sweep: SweepStatus | None) -> PoolStatus:
+def _pool(p: PoolConfig, counts: dict[str, int] | None, sweep: SweepStatus | None,
+          hashed: dict[str, int] | None = None) -> PoolStatus:
     size = free = None
     error = None
     try:
@@ -268,6 +272,8 @@ def _pool(p: PoolConfig, counts: dict[str, int] | None, sweep: SweepStatus | Non
         blocked_groups=len(blocked),
         blocked_bytes=sum(s for s in sizes if s is not None) if all(s is not None for s in sizes) else None,
         orphaned_bytes=None,
+        hashed_bytes=hashed["hashed_bytes"] if hashed else None,
+        unhashed_bytes=hashed["unhashed_bytes"] if hashed else None,
     )
 
 
