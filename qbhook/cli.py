@@ -179,8 +179,9 @@ def scan(app: App, pools, allow_mass_delete, do_hash):
         rep = ensure_hashes(app.catalog, ids, settle_seconds=cfg.scan.settle_seconds, progress=app.progress(),
                             budget=cfg.scan.hash_budget, background=True)
         out["hashing"] = {"hashed": rep.hashed, "cached": rep.cached, "bytes_read": rep.bytes_read,
-                          "unsettled": len(rep.unsettled), "missing": len(rep.missing),
-                          "deferred": len(rep.deferred), "deferred_bytes": rep.deferred_bytes}
+                          "unsettled": len(rep.unsettled), "missing": len(rep.missing)}
+        out["hash_budget"] = {"limit": cfg.scan.hash_budget, "deferred_files": len(rep.deferred),
+                              "deferred_bytes": rep.deferred_bytes}
     out["catalog"] = app.catalog.counts()
 
     def human(d):
@@ -191,8 +192,9 @@ def scan(app: App, pools, allow_mass_delete, do_hash):
                 click.echo(f"  unreadable (kept as is): {u}", err=True)
         if "hashing" in d:
             h = d["hashing"]
+            left = d["hash_budget"]["deferred_files"]
             click.echo(f"hashing: {h['hashed']:,} hashed, {h['cached']:,} cached, {h['unsettled']} still changing"
-                       + (f", {h['deferred']:,} left for the next run (scan.hash_budget spent)" if h["deferred"] else ""))
+                       + (f", {left:,} left for the next run (scan.hash_budget spent)" if left else ""))
     app.emit(out, human)
 
 

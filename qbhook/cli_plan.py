@@ -111,11 +111,13 @@ def compute_plan(app: App, hashes=None, scan: bool | None = True):
 
 
 def catalog_note(app: App) -> dict:
-    """Say on stderr what the catalog rested on; returns it for ``--json``."""
+    """What the catalog rested on: one line on stderr, or (``--json``) the ``catalog`` key only,
+    so machine output stays one document."""
     use = getattr(app, "catalog_use", None)
     if use is None:
         return {}
-    click.echo(f"qbhook: {use.reason}", err=True)
+    if not app.as_json:
+        click.echo(f"qbhook: {use.reason}", err=True)
     return {"catalog": use.as_dict()}
 
 

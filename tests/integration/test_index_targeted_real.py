@@ -80,7 +80,10 @@ def test_plan_and_apply_for_a_few_groups_never_walk_the_pools(bed, monkeypatch):
     assert calls.scandir == 0, calls.scandir
     assert calls.lstat < 100, calls.lstat             # vs. > 2,000 files in the pools
     assert [g["torrents"] for g in data["groups"]] == [[hs[0]]]
-    assert data["catalog"]["source"] == "catalog" and "no walk" in err
+    assert data["catalog"]["source"] == "catalog" and "no walk" in data["catalog"]["reason"]
+    assert err == ""                                  # --json: one document, the note is inside it
+    r = bed.run("plan", "--hash", hs[0])
+    assert r.exit_code in (0, 10) and "no walk" in r.stderr and calls.scandir == 0
     gid = data["groups"][0]["group_id"]
 
     # one group by id (the index names its torrents): same, and apply's dry run too
@@ -96,16 +99,19 @@ def test_plan_and_apply_for_a_few_groups_never_walk_the_pools(bed, monkeypatch):
 
     # everything, with a full scan younger than scan.max_age: the catalog, no walk
     calls.reset()
-    data, err = _plan(bed)
+    data, _err = _plan(bed)
     assert calls.scandir == 0 and len(data["groups"]) == 5
-    assert data["catalog"]["source"] == "catalog" and "scan.max_age" in err
+    assert data["catalog"]["source"] == "catalog" and "scan.max_age" in data["catalog"]["reason"]
 
     # everything, the last full scan older than scan.max_age: scanned first, and it says so
     _config(bed, max_age=0)
     calls.reset()
-    data, err = _plan(bed)
+    r = bed.run("plan")
+    assert r.exit_code in (0, 10) and "older than scan.max_age" in r.stderr
     assert calls.scandir > 2 * LOOSE // 100
-    assert data["catalog"]["source"] == "scanned" and "older than scan.max_age" in err
+    calls.reset()
+    data, _err = _plan(bed)
+    assert data["catalog"]["source"] == "scanned" and calls.scandir > 2 * LOOSE // 100
     # --no-scan still means the catalog as is; --scan forces a walk for a targeted plan
     calls.reset()
     assert _plan(bed, "--no-scan")[0]["catalog"]["source"] == "as-is" and calls.scandir == 0
@@ -139,7 +145,9 @@ def test_status_shows_hashed_and_unhashed_bytes_per_pool(bed):
     _config(bed, hash_budget=1)          # one file per run at most
     r = bed.run("--json", "scan", "--hash")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["hashing"]["deferred"] == 1
+    assert json.loads(r.stdout)["hash_budget"] == {"limit": 1, "deferred_files": 1,
+                                                   "deferred_bytes": json.loads(r.stdout)["hash_budget"]["deferred_bytes"]}
+    assert json.loads(r.stdout)["hash_budget"]["deferred_bytes"] in (30_000, 70_000)
     pools = json.loads(bed.run("--json", "status").stdout)["pools"]
     assert pools["stash"]["hashed_bytes"] + pools["pool"]["hashed_bytes"] in (30_000, 70_000)
     assert bed.run("scan", "--hash").exit_code == 0
