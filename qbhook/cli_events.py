@@ -393,6 +393,10 @@ def serve(app: App, listen, port, no_sweep):
     cfg = app.cfg
     srv = cfg.server
     clients = app.clients   # config errors before anything opens
+    # Long background hashing says how far it got (a line every ~30 s) even without -v.
+    hashing_log = logging.getLogger("qbhook.hashing")
+    if hashing_log.getEffectiveLevel() > logging.INFO:
+        hashing_log.setLevel(logging.INFO)
     auth = AuthConfig(username=srv.username, password=srv.password, token=srv.token)
     if not (srv.password or srv.token):
         click.echo("qbhook: warning: no server credentials configured (server.password_env / token_env); "
