@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 import blake3  # noqa: E402
 
-from qbhook import fsops  # noqa: E402
+from qbhook.move import fsops  # noqa: E402
 from qbhook.sandbox.qbt import QbtInstance  # noqa: E402
 from qbhook.sandbox.scenario import NOHL, Scenario  # noqa: E402
 from qbhook.sandbox.torrents import add_and_wait_seeding, make_torrent, write_payload  # noqa: E402

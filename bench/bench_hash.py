@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark qbhook's file hashing (qbhook.hashing.hash_file) against b3sum on page-cached files.
+"""Benchmark qbhook's file hashing (qbhook.catalog.hashing.hash_file) against b3sum on page-cached files.
 
 Writes --count files of --size each (default 4 x 1 GiB, shrunk to fit if free RAM is short) into
 a temp folder (default under /tmp, removed afterwards), reads them once so they sit in the page
@@ -48,7 +48,7 @@ MiB = 1 << 20
 
 HASHER = r"""
 import sys, json, time
-from qbhook import hashing
+from qbhook.catalog import hashing
 mode, buf = sys.argv[1], int(sys.argv[2])
 if buf:
     hashing.BUF_SIZE = buf
@@ -128,7 +128,7 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
     args = ap.parse_args()
     require("b3sum")
-    from qbhook import hashing
+    from qbhook.catalog import hashing
 
     size = parse_size(args.size)
     need = args.count * size

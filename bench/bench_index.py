@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""API requests and time of a torrent index sync (qbhook.indexer) against a real qbittorrent-nox.
+"""API requests and time of a torrent index sync (qbhook.catalog.indexer) against a real qbittorrent-nox.
 
 Loads N generated multi-file torrents (default 5,000 x 36 files = 180,000 files, tiny files
 on local disk, ``is_skip_checking=True``) into an offline qbittorrent-nox, then counts the
@@ -35,10 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import cleanup, machine, table, workdir, write_config
 from bench.bench_list_clients import bencode, load_qbt, wait_for
+from qbhook.catalog.indexer import sync_client
 from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import TorrentIndex
-from qbhook.indexer import sync_client
-from qbhook.qbt.client import QbtClient
+from qbhook.clients.qbt.client import QbtClient
 from qbhook.sandbox.qbt import QbtInstance
 from qbhook.sandbox.torrents import DEAD_ANNOUNCE
 
@@ -166,7 +166,7 @@ def main() -> None:
             import yaml
 
             from qbhook.config import load_config
-            from qbhook.worker import sweep
+            from qbhook.events.worker import sweep
             conf = yaml.safe_load(cfg_path.read_text())
             conf["qbittorrent"] = {"name": "qbt", "url": qbt.url, "username": qbt.username,
                                    "password": qbt.password, "timeout": 600}
@@ -183,7 +183,7 @@ def main() -> None:
                 rows.append([label, n2.n, f"{dt:.2f}", f"{out['index'][0]['mode']}/{out['index_listing']}",
                              out["index"][0]["files_fetched"]])
             # The same sweep with the snapshot listing every torrent's files live, as before the index.
-            import qbhook.indexer as indexer_mod
+            import qbhook.catalog.indexer as indexer_mod
             real_view = indexer_mod.snapshot_view
             indexer_mod.snapshot_view = lambda *a, **k: None
             try:

@@ -30,8 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import cleanup, machine, table, tool_version, workdir
+from qbhook.clients.qbt.client import QbtClient
 from qbhook.clients.rtorrent import RtorrentClient
-from qbhook.qbt.client import QbtClient
 from qbhook.sandbox.qbt import QbtInstance
 from qbhook.sandbox.rtorrent import RtorrentInstance
 from qbhook.sandbox.torrents import DEAD_ANNOUNCE

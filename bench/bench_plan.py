@@ -25,8 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qbhook.config import PolicyConfig  # noqa: E402
-from qbhook.facts import FileFact, InodeFact, PoolFact, Snapshot, TorrentFact  # noqa: E402
-from qbhook.planner import make_plan  # noqa: E402
+from qbhook.decide.facts import FileFact, InodeFact, PoolFact, Snapshot, TorrentFact  # noqa: E402
+from qbhook.decide.planner import make_plan  # noqa: E402
 
 S = "/stash/data/media/torrents/seeding"
 P = "/pool/data/media/torrents/seeding"

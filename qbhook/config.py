@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
@@ -35,6 +36,7 @@ from typing import Any
 import yaml
 
 from qbhook.errors import ConfigError, PathMapError
+from qbhook.paths import is_within
 
 DEFAULT_CONFIG_PATHS = ("/etc/qbhook/config.yaml",)
 ROLES = ("primary", "cold")
@@ -177,14 +179,14 @@ class Config:
         """The pool whose path contains ``path`` (lexically; callers pass host paths)."""
         pp = PurePosixPath(os.path.normpath(str(path)))
         for p in self.pools:
-            if _is_within(pp, PurePosixPath(p.path)):
+            if is_within(pp, PurePosixPath(p.path)):
                 return p
         return None
 
     def seeding_root_of(self, path: Path | str) -> PoolConfig | None:
         pp = PurePosixPath(os.path.normpath(str(path)))
         for p in self.pools:
-            if _is_within(pp, PurePosixPath(p.seeding_root)):
+            if is_within(pp, PurePosixPath(p.seeding_root)):
                 return p
         return None
 
@@ -193,8 +195,19 @@ class Config:
         return tuple(p.seeding_root for p in self.pools)
 
 
-def _is_within(child: PurePosixPath, parent: PurePosixPath) -> bool:
-    return child == parent or parent in child.parents
+def parse_address(address: str) -> tuple[int, Any]:
+    """``/path/rpc.sock``, ``scgi:///path``, ``scgi://host:port`` or ``host:port``.
+
+    Returns ``(socket family, sockaddr)``.
+    """
+    addr = address.strip()
+    addr = addr.removeprefix("scgi://")
+    if addr.startswith("/"):
+        return socket.AF_UNIX, addr
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"not an SCGI address (unix socket path or host:port): {address!r}")
+    return socket.AF_INET, (host.strip("[]"), int(port))
 
 
 # --------------------------------------------------------------------------- loading
@@ -506,7 +519,7 @@ def _parse_pools(data: dict) -> tuple[PoolConfig, ...]:
             raise ConfigError("seeding_roots", f"has no entry for pool {name!r}",
                               hint=f"add '{name}: {path}/data/media/torrents/seeding' (inside the pool)")
         seed = _abs_path(roots[name], f"seeding_roots.{name}")
-        if not _is_within(PurePosixPath(seed), PurePosixPath(path)) or seed == path:
+        if not is_within(PurePosixPath(seed), PurePosixPath(path)) or seed == path:
             raise ConfigError(f"seeding_roots.{name}", f"{seed} is not inside pool {name}'s path {path}",
                               hint="each seeding root must be a folder inside its own pool (same dataset as the data)")
         pools.append(PoolConfig(name=name, path=path, role=role, seeding_root=seed))
@@ -520,7 +533,7 @@ def _parse_pools(data: dict) -> tuple[PoolConfig, ...]:
                               hint="qbhook manages one primary (library) pool and one cold (seed-only) pool")
     for a in pools:
         for b in pools:
-            if a is not b and (_is_within(PurePosixPath(a.path), PurePosixPath(b.path))):
+            if a is not b and (is_within(PurePosixPath(a.path), PurePosixPath(b.path))):
                 raise ConfigError("pools", f"pool {a.name} ({a.path}) overlaps pool {b.name} ({b.path})",
                                   hint="pools must be separate filesystems; neither may contain the other")
     return tuple(pools)
@@ -557,7 +570,7 @@ def _parse_path_map(raw: Any, key: str) -> tuple[tuple[str, str], ...]:
     Config load builds the same PathMap the qBittorrent adapter uses, so a map the adapter
     would refuse later (a prefix mapped twice) fails ``config check`` now, with exit 78.
     """
-    from qbhook.qbt.pathmap import PathMap
+    from qbhook.pathmap import PathMap
 
     if raw is None:
         return ()
@@ -575,37 +588,9 @@ def _parse_path_map(raw: Any, key: str) -> tuple[tuple[str, str], ...]:
         pm = PathMap(pairs)
     except PathMapError as e:
         raise ConfigError(key, e.message.removeprefix("path_map: "), hint=e.hint) from None
-    for problem in _path_map_ambiguities(pm.pairs):
+    for problem in pm.nested_disagreements():
         raise ConfigError(key, problem, hint="drop one of the two entries, or make the nested one agree with the outer one")
     return pm.pairs
-
-
-def _path_map_ambiguities(pairs: tuple[tuple[str, str], ...]) -> list[str]:
-    """Nested prefixes that disagree, so one path maps two ways.
-
-    With ``/data -> /stash/data`` and ``/data/media -> /pool/media``, the client path
-    ``/data/media/x`` reads as ``/stash/data/media/x`` by the first entry and
-    ``/pool/media/x`` by the second; which one wins would depend on a longest-prefix
-    convention the user may not have meant. Same on the host side. A nested entry that
-    agrees with its outer one (``/data/media -> /stash/data/media``) is redundant, not
-    ambiguous, and passes.
-    """
-    def parts(p: str) -> tuple[str, ...]:
-        return tuple(x for x in p.split("/") if x)
-
-    problems = []
-    for side, label in ((0, "client"), (1, "host")):
-        for outer in pairs:
-            for inner in pairs:
-                o, i = parts(outer[side]), parts(inner[side])
-                if len(i) <= len(o) or i[:len(o)] != o:
-                    continue
-                expected = "/" + "/".join(parts(outer[1 - side]) + i[len(o):])
-                if expected != inner[1 - side]:
-                    problems.append(
-                        f"{label} prefix {inner[side]} lies inside {outer[side]}, so a {label} path under it maps "
-                        f"two ways ({inner[1 - side]} by its own entry, {expected} by {outer[side]}'s)")
-    return problems
 
 
 _RT_KEYS = ("type", "name", "scgi", "path_map", "timeout")
@@ -657,7 +642,6 @@ def _parse_clients(raw: Any, qbts: tuple[QbtConfig, ...], env: dict,
 
 def _scgi_address(v: Any, key: str) -> str:
     """rTorrent's SCGI socket: an absolute unix socket path, or host:port (scgi:// optional)."""
-    from qbhook.clients.scgi import parse_address
 
     if not isinstance(v, str) or not v.strip():
         raise ConfigError(key, f"must be a unix socket path or host:port (got {v!r})")

@@ -31,7 +31,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from qbhook import state
 from qbhook.units import human_bytes
 
 log = logging.getLogger(__name__)
@@ -316,79 +315,3 @@ def guard_tripped(err: Exception) -> Exception:
     """Report a safety guard's refusal; returns it, so the guard reads ``raise guard_tripped(...)``."""
     emit("guard", getattr(err, "message", None) or str(err), "failure")
     return err
-
-
-def sweep_checks(cfg, conn, snap, plan, now: float | None = None) -> list[Event]:
-    """What a full sweep notices: blocked too long, low free space, ATM back on a relocated torrent.
-
-    Each condition is reported once when it starts; the memory of what was reported lives in
-    the ``state`` table, so a restart does not repeat it. Returns the events emitted.
-    """
-    n = getattr(cfg, "notify", None)
-    if n is None or _active is None:
-        return []
-    now = time.time() if now is None else now
-    out: list[Event] = []
-
-    def report(kind: str, text: str, severity: str) -> None:
-        out.append(Event(kind, text, severity, now))
-        emit(kind, text, severity)
-
-    # blocked for longer than notify.blocked_after (0: never report)
-    since, _ = state.get(conn, "notify.blocked_since", {})
-    told, _ = state.get(conn, "notify.blocked_told", [])
-    blocked = {g.group_id: g for g in plan.groups if g.action == "blocked"}
-    since = {gid: since.get(gid, now) for gid in blocked}
-    told = [gid for gid in told if gid in blocked]
-    if n.blocked_after > 0:
-        for gid, g in sorted(blocked.items()):
-            age = now - since[gid]
-            if age >= n.blocked_after and gid not in told:
-                told.append(gid)
-                report("blocked", f"group {gid} ({', '.join(g.names[:2])}) blocked for {_age(age)}: {g.reason}",
-                       "warning")
-    state.put(conn, "notify.blocked_since", since)
-    state.put(conn, "notify.blocked_told", told)
-
-    # free space below notify.free_space_below (0: never report)
-    low_before, _ = state.get(conn, "notify.low_pools", [])
-    low = [p.name for p in snap.pools if n.free_space_below and p.free_bytes < n.free_space_below]
-    for p in snap.pools:
-        if p.name in low and p.name not in low_before:
-            report("free_space", f"pool {p.name} has {human_bytes(p.free_bytes)} free, below "
-                   f"{human_bytes(n.free_space_below)} (notify.free_space_below)", "warning")
-    state.put(conn, "notify.low_pools", low)
-
-    # a torrent qbhook relocated, with Automatic Torrent Management on again: qBittorrent would
-    # move its data back to the category's folder by itself, undoing the move behind our back.
-    tag = cfg.policy.relocated_tag
-    atm_before, _ = state.get(conn, "notify.atm_told", [])
-    on = [t for t in snap.torrents if t.auto_tmm]
-    moved = _relocated_by_journal(conn, {t.hash for t in on}) if on else set()
-    atm = sorted(t.hash for t in on if (tag and tag in t.tags) or t.hash in moved)
-    names = {t.hash: t.name for t in snap.torrents}
-    for h in atm:
-        if h not in atm_before:
-            report("atm", f"torrent {names[h]} ({h[:12]}) was relocated by qbhook but has Automatic Torrent "
-                   f"Management on again: qBittorrent would move its data back; turn ATM off for it", "warning")
-    state.put(conn, "notify.atm_told", atm)
-    return out
-
-
-def _relocated_by_journal(conn, hashes: set[str]) -> set[str]:
-    """Which of ``hashes`` a finished relocate step moved (the relocated tag may be off or removed)."""
-    import json
-    import sqlite3
-    try:
-        rows = conn.execute("SELECT args FROM steps WHERE kind = 'relocate' AND status = 'done'").fetchall()
-    except sqlite3.OperationalError:      # no journal in this database
-        return set()
-    return {h for (a,) in rows if (h := json.loads(a).get("torrent")) in hashes}
-
-
-def _age(seconds: float) -> str:
-    if seconds >= 86400:
-        return f"{seconds / 86400:.1f} days"
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} hours"
-    return f"{seconds / 60:.0f} minutes"

@@ -12,80 +12,17 @@ names with newlines or invalid UTF-8 are legal on ZFS and must round-trip.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
+from contextlib import contextmanager
 from pathlib import Path
 
+from qbhook.catalog.schema import MIGRATIONS
 from qbhook.errors import CatalogDamaged, CatalogError, LockBusy, QbhookError
-
-SCHEMA_V1 = """
-CREATE TABLE filesystems (
-    id          INTEGER PRIMARY KEY,
-    fsid        TEXT NOT NULL UNIQUE,      -- stable key: zfs:<guid> | uuid:<uuid> | marker:<uuid> | mount:<...>
-    kind        TEXT NOT NULL,             -- how fsid was derived: zfs | uuid | marker | mount
-    fstype      TEXT,
-    source      TEXT,                      -- dataset name / device, informational
-    mountpoint  BLOB,
-    dev         INTEGER,                   -- current st_dev only: a mapping, never an identity
-    first_seen  REAL NOT NULL,
-    last_seen   REAL NOT NULL
-);
-
-CREATE TABLE inodes (
-    id          INTEGER PRIMARY KEY,
-    fs          INTEGER NOT NULL REFERENCES filesystems(id),
-    ino         INTEGER NOT NULL,
-    size        INTEGER NOT NULL,
-    mtime_ns    INTEGER NOT NULL,
-    ctime_ns    INTEGER NOT NULL,
-    nlink       INTEGER NOT NULL,
-    -- content hash and the stat it was taken under; valid only while all match
-    hash        BLOB,
-    hash_size   INTEGER,
-    hash_mtime_ns INTEGER,
-    hash_ctime_ns INTEGER,
-    hashed_at   REAL,
-    -- cheap sample (size + head + tail) used to split size collisions before full hashing
-    sample      BLOB,
-    sample_mtime_ns INTEGER,
-    sample_ctime_ns INTEGER,
-    seen_scan   INTEGER,
-    UNIQUE (fs, ino)
-);
-CREATE INDEX inodes_size ON inodes(size);
-CREATE INDEX inodes_hash ON inodes(hash) WHERE hash IS NOT NULL;
-
-CREATE TABLE paths (
-    id          INTEGER PRIMARY KEY,
-    path        BLOB NOT NULL UNIQUE,
-    inode       INTEGER NOT NULL REFERENCES inodes(id),
-    pool        TEXT NOT NULL,
-    seen_scan   INTEGER
-);
-CREATE INDEX paths_inode ON paths(inode);
-
-CREATE TABLE scans (
-    id          INTEGER PRIMARY KEY,
-    pool        TEXT NOT NULL,
-    root        BLOB NOT NULL,
-    started_at  REAL NOT NULL,
-    finished_at REAL,
-    status      TEXT NOT NULL DEFAULT 'running',   -- running | ok | refused | failed
-    files_seen  INTEGER DEFAULT 0,
-    added       INTEGER DEFAULT 0,
-    changed     INTEGER DEFAULT 0,
-    removed     INTEGER DEFAULT 0,
-    message     TEXT
-);
-"""
 
 
 def migrations() -> list[str]:
-    """Forward-only: entry i migrates user_version i -> i+1. Never edit a released entry,
-    never reorder; append. Modules own their tables' DDL; the order lives here only."""
-    from qbhook.catalog.torrents import TORRENTS_DDL
-    from qbhook.events.queue import QUEUE_DDL
-    from qbhook.journal import JOURNAL_DDL
-    from qbhook.state import STATE_DDL
-    return [SCHEMA_V1, QUEUE_DDL, JOURNAL_DDL, STATE_DDL, TORRENTS_DDL]
+    """Forward-only: entry i migrates user_version i -> i+1 (the list lives in ``schema``)."""
+    return list(MIGRATIONS)
 
 
 _DAMAGE = ("malformed", "not a database", "disk i/o error", "disk is full", "corrupt")
@@ -187,3 +124,34 @@ class Tx:
     def __exit__(self, exc_type, exc, tb):
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
         return False
+
+
+@contextmanager
+def reading(path):
+    """SQLite errors while reading the catalog become one line naming the file."""
+    try:
+        yield
+    except sqlite3.DatabaseError as e:
+        raise catalog_problem(path, e) from None
+
+
+def catalog_problem(path, err: sqlite3.DatabaseError, table: str | None = None) -> CatalogError:
+    """One line naming the file (and table); which class and exit code is sqlite_failure's call."""
+    if table:
+        err = type(err)(f"{err} (table {table})")
+    return sqlite_failure(err, path) or CatalogError(f"cannot read catalog {path}: {err}")
+
+
+def check_tables(conn: sqlite3.Connection, path, tables: Iterable[str]) -> None:
+    """``PRAGMA quick_check`` of each table; the first problem found is one line naming the file and table."""
+    for table in tables:
+        try:
+            rows = conn.execute(f"PRAGMA quick_check({table})").fetchall()
+        except sqlite3.DatabaseError as e:
+            raise catalog_problem(path, e, table) from None
+        if rows != [("ok",)]:
+            # quick_check lists every problem, after a "*** in database main ***" banner: the first says enough.
+            lines = [ln for r in rows for ln in str(r[0]).splitlines() if ln.strip() and not ln.startswith("***")]
+            first = lines[0] if lines else "integrity check failed"
+            more = f" (and {len(lines) - 1} more problem(s))" if len(lines) > 1 else ""
+            raise catalog_problem(path, sqlite3.DatabaseError(first + more), table)

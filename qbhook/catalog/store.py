@@ -17,12 +17,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qbhook import fsid as fsid_mod
+from qbhook.catalog import fsid as fsid_mod
 from qbhook.catalog.db import Tx, connect
 from qbhook.errors import NotRegularFile
 
-HASH_VALID = ("hash IS NOT NULL AND hash_size = size AND hash_mtime_ns = mtime_ns "
-              "AND hash_ctime_ns = ctime_ns")
+
+def hash_valid(alias: str = "") -> str:
+    """SQL condition, the one home of the rule: a stored hash describes the file only while the
+    size, mtime and ctime it was taken under are still the inode's. ``alias``: the inodes table's."""
+    a = f"{alias}." if alias else ""
+    return (f"{a}hash IS NOT NULL AND {a}hash_size = {a}size AND {a}hash_mtime_ns = {a}mtime_ns "
+            f"AND {a}hash_ctime_ns = {a}ctime_ns")
+
+
+HASH_VALID = hash_valid()
 
 
 def stat_signature(fs: int, ino: int, size: int, mtime_ns: int, ctime_ns: int, nlink: int) -> int:
@@ -107,6 +115,12 @@ class Catalog:
         self.conn.close()
 
     # ------------------------------------------------------------ filesystems
+    def still_is(self, path: str | bytes | os.PathLike, st: os.stat_result, row: InodeRow) -> bool:
+        """The one home of "this path still is that catalog inode": ``st`` (an lstat of ``path``
+        taken just now) has the row's inode number on the row's filesystem. Path strings are
+        not identity; a rename or a swapped file fails this."""
+        return st.st_ino == row.ino and self.fs_for_path(path, st.st_dev) == row.fs
+
     def fs_for_path(self, path: str | bytes | os.PathLike, dev: int | None = None) -> int:
         """Row id of the filesystem holding ``path`` (registering it, re-mapping st_dev if it moved)."""
         if dev is None:

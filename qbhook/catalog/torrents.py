@@ -15,7 +15,7 @@ Model:
 * a torrent whose paths cannot be mapped to the host keeps its row, with the reason in
   ``map_error`` and files without host paths: it is reported, never dropped, because a
   dropped torrent would make its files look unreferenced;
-* payload identity (``qbhook.identity``): ``content_id`` (layout-free) and ``tree_id``
+* payload identity (``qbhook.catalog.identity``): ``content_id`` (layout-free) and ``tree_id``
   (layout-bound) are set only when every file has a valid hash; otherwise both are NULL,
   ``ids_complete`` is 0 and ``files_hashed`` says how far it got. ``refresh`` recomputes
   them from the catalog, so a member's new or invalidated hash shows at the next refresh;
@@ -23,7 +23,7 @@ Model:
   recorded by whoever planned: it is a memory of the past, answered with its time, and never
   an input to a new decision (those re-read everything live).
 
-Nothing here talks to a client; ``qbhook.indexer`` does, and writes through this module.
+Nothing here talks to a client; ``qbhook.catalog.indexer`` does, and writes through this module.
 """
 
 from __future__ import annotations
@@ -36,78 +36,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from qbhook.catalog.db import Tx
-from qbhook.grouping import components
-from qbhook.grouping import group_id as make_group_id
+from qbhook.catalog.identity import components
+from qbhook.catalog.identity import group_id as make_group_id
+from qbhook.catalog.store import hash_valid
 
-TORRENTS_DDL = """
-CREATE TABLE torrent_sync (
-    instance    TEXT PRIMARY KEY,
-    rid         INTEGER NOT NULL DEFAULT 0,     -- qBittorrent sync/maindata response id (0: none yet)
-    mode        TEXT,                           -- how the last sync listed: full | incremental | listing
-    synced_at   REAL,                           -- last sync that completed
-    full_at     REAL                            -- last complete listing
-);
-
-CREATE TABLE torrents (
-    id          INTEGER PRIMARY KEY,
-    instance    TEXT NOT NULL,
-    hash        TEXT NOT NULL,                  -- the id the client reports (v1, or truncated v2)
-    infohash_v1 TEXT,
-    infohash_v2 TEXT,
-    name        TEXT NOT NULL DEFAULT '',
-    category    TEXT NOT NULL DEFAULT '',
-    tags        TEXT NOT NULL DEFAULT '[]',     -- JSON list, sorted
-    save_path   TEXT,                           -- host spelling (NULL when unmappable)
-    client_save_path TEXT,
-    content_path TEXT,
-    client_content_path TEXT,
-    download_path TEXT,
-    state       TEXT,
-    progress    REAL,
-    auto_tmm    INTEGER,
-    size        INTEGER,
-    total_size  INTEGER,
-    has_metadata INTEGER,
-    added_on    INTEGER,
-    completion_on INTEGER,
-    map_error   TEXT,
-    raw         TEXT NOT NULL DEFAULT '{}',
-    files_key   TEXT,
-    first_seen  REAL NOT NULL,
-    last_seen   REAL NOT NULL,
-    gone_at     REAL,
-    content_id  TEXT,
-    tree_id     TEXT,
-    files_hashed INTEGER NOT NULL DEFAULT 0,
-    ids_complete INTEGER NOT NULL DEFAULT 0,
-    ids_at      REAL,
-    group_id    TEXT,
-    decision    TEXT,
-    decision_reason TEXT,
-    decided_at  REAL,
-    UNIQUE (instance, hash)
-);
-CREATE INDEX torrents_v1 ON torrents(infohash_v1) WHERE infohash_v1 IS NOT NULL;
-CREATE INDEX torrents_v2 ON torrents(infohash_v2) WHERE infohash_v2 IS NOT NULL;
-CREATE INDEX torrents_content ON torrents(content_id) WHERE content_id IS NOT NULL;
-
-CREATE TABLE torrent_files (
-    torrent     INTEGER NOT NULL REFERENCES torrents(id) ON DELETE CASCADE,
-    idx         INTEGER NOT NULL,
-    rel         TEXT NOT NULL,                  -- relative to save_path, '/'-separated
-    size        INTEGER NOT NULL,
-    priority    INTEGER NOT NULL,
-    path        BLOB,                           -- host path, same bytes as paths.path (NULL: unmappable)
-    inode       INTEGER,                        -- inodes.id the path resolved to (no FK: scans drop inodes)
-    PRIMARY KEY (torrent, idx)
-) WITHOUT ROWID;
-CREATE INDEX torrent_files_path ON torrent_files(path);
-CREATE INDEX torrent_files_inode ON torrent_files(inode);
-"""
-
-# store.HASH_VALID, qualified for joins with the torrents tables (which have a ``hash`` too).
-_I_HASH_VALID = ("i.hash IS NOT NULL AND i.hash_size = i.size AND i.hash_mtime_ns = i.mtime_ns "
-                 "AND i.hash_ctime_ns = i.ctime_ns")
+# the hash-valid rule (store.hash_valid), qualified for joins with the torrents tables (which have a ``hash`` too).
+_I_HASH_VALID = hash_valid("i")
 
 _COLUMNS = ("infohash_v1", "infohash_v2", "name", "category", "tags", "save_path", "client_save_path",
             "content_path", "client_content_path", "download_path", "state", "progress", "auto_tmm", "size",
@@ -280,8 +214,8 @@ class TorrentIndex:
 
         Catalog-only (no client, no filesystem). Returns how many torrents' ids changed.
         """
-        from qbhook.hashing import EMPTY_HASH
-        from qbhook.identity import content_id, tree_id
+        from qbhook.catalog.hashing import EMPTY_HASH
+        from qbhook.catalog.identity import content_id, tree_id
 
         now = time.time() if now is None else now
         with Tx(self.conn) as c:
@@ -357,7 +291,7 @@ class TorrentIndex:
     def groups(self) -> dict[tuple[str, str], str]:
         """(instance, hash) -> payload group id, grouping present torrents that share a path or an inode.
 
-        The same rule and id as the planner's groups (``qbhook.grouping``), computed from the
+        The same rule and id as the planner's groups (``qbhook.decide.grouping``), computed from the
         index alone: it names the group a torrent was last seen in, without stat-ing anything.
         """
         keys: list[tuple[str, str]] = []

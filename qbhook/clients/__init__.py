@@ -1,6 +1,7 @@
-"""Torrent clients behind one port (``port.ClientPort``).
+"""Torrent clients behind one port (``port.ClientPort``), beside the pipeline.
 
-``qbhook.qbt`` holds the qBittorrent adapter (it predates this package and is
-left where it is); adapters for other clients live here, next to the port they
-implement, so the planner and executor can be written against the port alone.
+One adapter per client: ``qbt`` (qBittorrent's Web API, one module per remote namespace in
+``qbt.client``) and ``rtorrent`` (XML-RPC over ``scgi``); ``registry.Clients`` finds a
+client by instance name. The planner and executor are written against the port alone.
+May import: the house modules only (errors, paths, pathmap, config).
 """

@@ -23,8 +23,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from qbhook.clients.port import ClientPort
+from qbhook.clients.qbt.model import TorrentInfo
 from qbhook.errors import QbtError, UnknownTorrent
-from qbhook.qbt.model import TorrentInfo
 
 __all__ = ["Clients", "client_label", "client_type"]
 
@@ -58,9 +58,9 @@ class Clients:
     @classmethod
     def from_config(cls, entries: Iterable[Any], **client_kwargs: Any) -> Clients:
         """Build each entry of ``Config.clients`` (``QbtConfig`` / ``RtorrentConfig``) by its type."""
+        from qbhook.clients.qbt.client import _client_from_config
         from qbhook.clients.rtorrent import from_config as rtorrent_from_config
         from qbhook.config import RtorrentConfig
-        from qbhook.qbt.client import _client_from_config
 
         built: list[ClientPort] = []
         for entry in entries:

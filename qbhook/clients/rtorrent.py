@@ -19,7 +19,7 @@ The model (verified on Debian's rtorrent 0.9.8, see docs/rtorrent.md):
 * Completion is ``d.completed_bytes == d.size_bytes`` (``d.left_bytes`` 0);
   ``d.complete`` is a stored flag that lags until a hash check ends.
 * States map onto qBittorrent 5's names (the normalized model of
-  ``qbhook.qbt.model``): hash failed -> ``error``; ``d.hashing`` != 0 ->
+  ``qbhook.clients.qbt.model``): hash failed -> ``error``; ``d.hashing`` != 0 ->
   ``checkingUP``/``checkingDL``; closed, stopped (``d.state`` 0) or paused
   (started but inactive) -> ``stoppedUP``/``stoppedDL``; started and active ->
   ``uploading``/``stalledUP`` or ``downloading``/``stalledDL`` by rate.
@@ -47,6 +47,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
+from qbhook.clients.qbt.client import (  # one rule for hashes and tags
+    _check_tags,
+    check_hash,
+)
+from qbhook.clients.qbt.model import TorrentFile, TorrentInfo, parse_tags
 from qbhook.clients.scgi import ScgiRpc, ScgiUnreachable
 from qbhook.errors import (
     PathMapError,
@@ -56,9 +61,8 @@ from qbhook.errors import (
     UnsafeOperation,
     VerificationFailed,
 )
-from qbhook.qbt.client import _check_tags, check_hash  # one rule for hashes and tags
-from qbhook.qbt.model import TorrentFile, TorrentInfo, parse_tags
-from qbhook.qbt.pathmap import PathMap, normalize
+from qbhook.pathmap import PathMap
+from qbhook.paths import normalize
 
 __all__ = ["HOOK_EVENTS", "TAGS_KEY", "RtItem", "RtorrentClient", "check_budget", "event_rc_lines", "normalize_rt_state"]
 

@@ -22,26 +22,13 @@ import socket
 import xmlrpc.client
 from typing import Any
 
+from qbhook.config import parse_address
+
 __all__ = ["ScgiRpc", "ScgiUnreachable", "parse_address"]
 
 
 class ScgiUnreachable(OSError):
     """The SCGI endpoint could not be reached or hung up mid-answer."""
-
-
-def parse_address(address: str) -> tuple[int, Any]:
-    """``/path/rpc.sock``, ``scgi:///path``, ``scgi://host:port`` or ``host:port``.
-
-    Returns ``(socket family, sockaddr)``.
-    """
-    addr = address.strip()
-    addr = addr.removeprefix("scgi://")
-    if addr.startswith("/"):
-        return socket.AF_UNIX, addr
-    host, sep, port = addr.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"not an SCGI address (unix socket path or host:port): {address!r}")
-    return socket.AF_INET, (host.strip("[]"), int(port))
 
 
 def encode_request(body: bytes) -> bytes:

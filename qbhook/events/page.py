@@ -17,15 +17,12 @@ from collections.abc import Callable
 from flask import Blueprint, Response
 from markupsafe import Markup, escape
 
-from qbhook.config import Config
 from qbhook.errors import QbhookError
 from qbhook.events.status import (
     PendingGroup,
     PoolStatus,
     Status,
     StatusSource,
-    redactor,
-    secrets_of,
 )
 from qbhook.units import human_bytes
 
@@ -50,15 +47,6 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-
-
-def views(cfg: Config) -> list[Blueprint]:
-    """The read-only views of ``qbhook serve``: the status page and /metrics."""
-    from qbhook.events.metrics import blueprint as metrics_blueprint
-
-    source = StatusSource(cfg)
-    redact = redactor(secrets_of(cfg))
-    return [blueprint(source, redact), metrics_blueprint(source, redact)]
 
 
 def blueprint(source: StatusSource, redact: Redact) -> Blueprint:

@@ -26,41 +26,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from qbhook import notify
+from qbhook.catalog.schema import (
+    QUEUE_DDL,  # re-exported: the queue's table, for callers building one
+)
 from qbhook.errors import QueueError
 from qbhook.events._job import COLUMNS, Job, Parts, text
 from qbhook.events.model import Event
 
 __all__ = ["QUEUE_DDL", "STATES", "Job", "JobQueue", "worker_alive", "worker_id"]
 
-QUEUE_DDL = """
-CREATE TABLE IF NOT EXISTS event_jobs (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: ids are shown to senders
-    coalesce_key  TEXT    NOT NULL,
-    state         TEXT    NOT NULL DEFAULT 'pending'
-                  CHECK (state IN ('pending', 'running', 'done', 'dead')),
-    hashes        TEXT    NOT NULL DEFAULT '[]',      -- JSON lists, merged on coalescing
-    paths         TEXT    NOT NULL DEFAULT '[]',
-    kinds         TEXT    NOT NULL DEFAULT '[]',
-    sources       TEXT    NOT NULL DEFAULT '[]',
-    events        TEXT    NOT NULL DEFAULT '[]',      -- the first MAX_KEPT_EVENTS events
-    event_count   INTEGER NOT NULL DEFAULT 1,
-    truncated     INTEGER NOT NULL DEFAULT 0,         -- 1: lists were capped, look wider
-    attempts      INTEGER NOT NULL DEFAULT 0,
-    max_attempts  INTEGER NOT NULL,
-    not_before    REAL    NOT NULL,
-    created_at    REAL    NOT NULL,
-    updated_at    REAL    NOT NULL,
-    claimed_at    REAL,
-    heartbeat_at  REAL,
-    worker_id     TEXT,
-    finished_at   REAL,
-    result        TEXT,
-    last_error    TEXT
-);
-CREATE UNIQUE INDEX IF NOT EXISTS event_jobs_one_pending_per_key
-    ON event_jobs (coalesce_key) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS event_jobs_ready ON event_jobs (state, not_before, created_at);
-"""
 
 STATES = ("pending", "running", "done", "dead")
 

@@ -68,36 +68,46 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = max_body
 
     def handle(parse: Callable[[], Event], *, query_token: bool = False) -> Response:
-        try:
-            _authenticate(auth, allow_query_token=query_token)
-            if request.content_length is not None and request.content_length > max_body:
-                raise _Refused(413, f"body larger than {max_body} bytes")
-            event = parse()
-        except _Refused as refused:
-            return _error(refused.status, refused.message, refused.headers)
-        except BadRequest as err:
-            return _error(400, err.message)
-        if event.kind == "test":
-            log.info("test event from %s (%s): answered, nothing queued", event.source, event.instance or "-")
-            return jsonify(ok=True, test=True, source=event.source)
-        if event.kind == "ignored":
-            return jsonify(ok=True, ignored=event.raw_type or "unknown", source=event.source)
-        try:
-            job_id, coalesced = enqueue(event)
-        except Exception:
-            log.exception("could not queue %s %s event; answering 503", event.source, event.kind)
-            return _error(503, "could not queue the event (storage failed); nothing was recorded")
-        log.info(
-            "queued %s %s as job %s%s (%d hash(es), %d path(s))",
-            event.source,
-            event.kind,
-            job_id,
-            " (coalesced)" if coalesced else "",
-            len(event.hashes),
-            len(event.paths),
-        )
-        return _json(202, {"queued": job_id, "coalesced": bool(coalesced)})
+        return _intake(parse, enqueue, auth, max_body, query_token=query_token)
 
+    _intake_routes(app, handle, max_body)
+    _health_route(app, health)
+    for view in views:
+        # Read-only views (status page, /metrics) pass the same check as the webhooks.
+        view.before_request(lambda: _authenticate(auth, allow_query_token=False))
+        app.register_blueprint(view)
+    _error_handlers(app, max_body)
+    return app
+
+
+def _intake(parse: Callable[[], Event], enqueue: Enqueue, auth: AuthConfig, max_body: int, *,
+            query_token: bool) -> Response:
+    """One webhook: authenticate, parse, queue durably; 202 with the job, or one-line error."""
+    try:
+        _authenticate(auth, allow_query_token=query_token)
+        if request.content_length is not None and request.content_length > max_body:
+            raise _Refused(413, f"body larger than {max_body} bytes")
+        event = parse()
+    except _Refused as refused:
+        return _error(refused.status, refused.message, refused.headers)
+    except BadRequest as err:
+        return _error(400, err.message)
+    if event.kind == "test":
+        log.info("test event from %s (%s): answered, nothing queued", event.source, event.instance or "-")
+        return jsonify(ok=True, test=True, source=event.source)
+    if event.kind == "ignored":
+        return jsonify(ok=True, ignored=event.raw_type or "unknown", source=event.source)
+    try:
+        job_id, coalesced = enqueue(event)
+    except Exception:
+        log.exception("could not queue %s %s event; answering 503", event.source, event.kind)
+        return _error(503, "could not queue the event (storage failed); nothing was recorded")
+    log.info("queued %s %s as job %s%s (%d hash(es), %d path(s))", event.source, event.kind, job_id,
+             " (coalesced)" if coalesced else "", len(event.hashes), len(event.paths))
+    return _json(202, {"queued": job_id, "coalesced": bool(coalesced)})
+
+
+def _intake_routes(app: Flask, handle: Callable[..., Response], max_body: int) -> None:
     @app.post("/hook/qbittorrent")
     def qbittorrent_hook() -> Response:
         return handle(lambda: parse_qbt_hook(_fields_body(max_body)))
@@ -120,6 +130,8 @@ def create_app(
     def cross_seed_webhook() -> Response:
         return handle(lambda: parse_cross_seed(_json_body(max_body)), query_token=True)
 
+
+def _health_route(app: Flask, health: Callable[[], HealthReport] | None) -> None:
     @app.get("/healthz")
     def healthz() -> Response:
         if health is None:
@@ -133,11 +145,8 @@ def create_app(
             return jsonify(ok=True, worker=report.reason)
         return _json(503, {"ok": False, "error": report.reason})
 
-    for view in views:
-        # Read-only views (status page, /metrics) pass the same check as the webhooks.
-        view.before_request(lambda: _authenticate(auth, allow_query_token=False))
-        app.register_blueprint(view)
 
+def _error_handlers(app: Flask, max_body: int) -> None:
     @app.errorhandler(_Refused)
     def refused(err: _Refused) -> Response:
         return _error(err.status, err.message, err.headers)
@@ -149,8 +158,6 @@ def create_app(
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException) -> Response:
         return _error(err.code or 500, err.description or err.name)
-
-    return app
 
 
 def _authenticate(auth: AuthConfig, *, allow_query_token: bool) -> None:

@@ -43,12 +43,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from qbhook import state
-from qbhook.catalog.db import connect
-from qbhook.catalog.store import HASH_VALID
+from qbhook.catalog import state
+from qbhook.catalog.db import check_tables, connect, reading
+from qbhook.catalog.store import hash_valid
 from qbhook.config import Config, PoolConfig
 from qbhook.events.queue import JobQueue
-from qbhook.journal import Journal
+from qbhook.move.journal import Journal
 
 BREAKDOWN_TTL_S = 60.0
 RECENT_RUNS = 10
@@ -287,7 +287,7 @@ def catalog_breakdown(conn: sqlite3.Connection, pools: Iterable[PoolConfig]) -> 
             WITH per_inode AS (
                 SELECT i.id, i.size, i.nlink, i.hash,
                        SUM(substr(pa.path, 1, :n) = :prefix) AS seed_links,
-                       ({HASH_VALID}) AS hashed
+                       ({hash_valid("i")}) AS hashed
                 FROM paths pa JOIN inodes i ON i.id = pa.inode
                 WHERE pa.pool = :pool
                 GROUP BY i.id
@@ -297,7 +297,7 @@ def catalog_breakdown(conn: sqlite3.Connection, pools: Iterable[PoolConfig]) -> 
                 COALESCE(SUM(CASE WHEN seed_links > 0 AND nlink <= seed_links AND hashed AND EXISTS (
                     SELECT 1 FROM inodes j JOIN paths q ON q.inode = j.id
                     WHERE j.hash = per_inode.hash AND j.size = per_inode.size AND q.pool != :pool
-                      AND j.hash_size = j.size AND j.hash_mtime_ns = j.mtime_ns AND j.hash_ctime_ns = j.ctime_ns
+                      AND {hash_valid("j")}
                 ) THEN size END), 0),
                 COALESCE(SUM(CASE WHEN seed_links > 0 AND nlink <= seed_links THEN size END), 0),
                 COALESCE(SUM(CASE WHEN seed_links = 0 THEN size END), 0)
@@ -320,7 +320,7 @@ def hashed_by_pool(conn: sqlite3.Connection, pools: Iterable[PoolConfig]) -> dic
     rows = conn.execute(
         f"""
         SELECT pool, hashed, COALESCE(SUM(size), 0), COUNT(*) FROM (
-            SELECT DISTINCT pa.pool AS pool, i.id, i.size AS size, ({HASH_VALID} OR i.size = 0) AS hashed
+            SELECT DISTINCT pa.pool AS pool, i.id, i.size AS size, ({hash_valid("i")} OR i.size = 0) AS hashed
             FROM paths pa JOIN inodes i ON i.id = pa.inode)
         GROUP BY pool, hashed
         """)
@@ -428,9 +428,93 @@ def catalog_sums(conn: sqlite3.Connection) -> tuple[int, int, int]:
     """(bytes catalogued, bytes with a valid hash, files with a valid hash) in one pass over
     the inodes (a full scan beats the partial hash index here: ~0.1 s per 300k inodes)."""
     row = conn.execute(
-        f"SELECT COALESCE(SUM(size), 0), COALESCE(SUM(CASE WHEN {HASH_VALID} THEN size END), 0),"
-        f" COALESCE(SUM({HASH_VALID}), 0) FROM inodes").fetchone()
+        f"SELECT COALESCE(SUM(size), 0), COALESCE(SUM(CASE WHEN {hash_valid()} THEN size END), 0),"
+        f" COALESCE(SUM({hash_valid()}), 0) FROM inodes").fetchone()
     return int(row[0]), int(row[1]), int(row[2])
+
+
+# ---------------------------------------------------------------------------- qbhook status (CLI)
+
+STUCK_AFTER_S = 600
+# Small tables `status` and `queue` read whole; their integrity is cheap to check (the big
+# paths/inodes tables are not checked: seconds per GB, and scan rebuilds them anyway).
+CHECKED_TABLES = ("event_jobs", "runs", "steps", "group_state", "state")
+
+
+def report(cfg: Config, catalog) -> dict:
+    """What ``qbhook status`` prints: queue, server health, last sweep, runs, pools, catalog, problems."""
+    from qbhook.events.queue import JobQueue
+    from qbhook.move.journal import Journal
+    with reading(cfg.catalog):
+        conn = catalog.conn
+        check_tables(conn, cfg.catalog, CHECKED_TABLES)
+        sweep_info, sweep_at = state.get(conn, "last_sweep")
+        runs = Journal(conn).runs(limit=5)
+        queue = JobQueue(conn)
+        counts = queue.counts()
+        stuck = queue.ready_since(STUCK_AFTER_S)
+        unfinished = [r.id for r in Journal(conn).unfinished_runs()]
+        catalog_counts = catalog.counts()
+        hashed = hashed_by_pool(conn, cfg.pools)
+    pools = {}
+    for p in cfg.pools:
+        try:
+            sv = os.statvfs(p.path)
+            pools[p.name] = {"path": str(p.path), "role": p.role, "size": sv.f_blocks * sv.f_frsize,
+                             "free": sv.f_bavail * sv.f_frsize, **hashed[p.name]}
+        except OSError as e:
+            pools[p.name] = {"path": str(p.path), "role": p.role, "error": e.strerror, **hashed[p.name]}
+    server = server_health(cfg.server)
+    problems = []
+    if server["answered"] and not server["ok"]:
+        problems.append(f"server unhealthy: {server['reason']}")
+    if stuck and not server["answered"]:
+        # With a server answering, waiting jobs are explained (its worker is busy with a
+        # long move, or it says why it is not healthy above).
+        problems.append(f"{stuck} job(s) ready for over {STUCK_AFTER_S // 60} min and nothing processes them "
+                        "(is `qbhook serve` running?)")
+    data = {
+        "healthy": not problems,
+        "problems": problems,
+        "server": server,
+        "queue": counts,
+        "last_sweep": {"at": sweep_at, "plan": sweep_info.get("plan") if sweep_info else None,
+                       "pending": sweep_info.get("pending", []) if sweep_info else []},
+        "recent_runs": [{"id": r.id, "status": r.status, "trigger": r.trigger, "started_at": r.started_at,
+                         "finished_at": r.finished_at, "summary": r.summary} for r in runs],
+        "unfinished_runs": unfinished,
+        "pools": pools,
+        "catalog": catalog_counts,
+    }
+
+    return data
+
+
+def server_health(srv) -> dict:
+    """Ask the configured server's /healthz (no credentials needed) how its worker does."""
+    import urllib.error
+    import urllib.request
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(srv.listen, srv.listen)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{srv.port}/healthz"
+    out = {"url": url, "answered": False, "ok": False, "reason": ""}
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            body, code = r.read(4096), r.status
+    except urllib.error.HTTPError as e:
+        body, code = e.read(4096), e.code
+    except (OSError, ValueError) as e:
+        out["reason"] = str(getattr(e, "reason", None) or e)
+        return out
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or code not in (200, 503):
+        out["reason"] = f"HTTP {code} from something that is not qbhook"
+        return out
+    out.update(answered=True, ok=code == 200 and doc.get("ok") is True,
+               reason=str(doc.get("worker") or doc.get("error") or "ok"))
+    return out
 
 
 # ---------------------------------------------------------------------------- secrets

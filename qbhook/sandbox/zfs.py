@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 LOCK_PATH = Path("/run/lock/qbhook-zfs-fuse.lock")
 ZFS_TIMEOUT = 120.0
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import blake3
 
-from qbhook.executor import CRASH_ENV
-from qbhook.fsops import HOLDING_DIR, STAGING_DIR
+from qbhook.move.executor import CRASH_ENV
+from qbhook.move.fsops import HOLDING_DIR, STAGING_DIR
 from qbhook.sandbox.torrents import SEEDING_STATES
 
 MiB = 1024 * 1024

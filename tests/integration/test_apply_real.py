@@ -215,9 +215,9 @@ def run_in_process(cfg: Path, hook=None):
     """Plan and apply in this process with the real QbtClient, catalog and journal (as the CLI
     wires them), so a test hook can change the world between two steps."""
     from qbhook.cli import App
-    from qbhook.cli_plan import compute_plan
-    from qbhook.executor import Executor
-    from qbhook.journal import Journal
+    from qbhook.cli.plan import compute_plan
+    from qbhook.move.executor import Executor
+    from qbhook.move.journal import Journal
     app = App(str(cfg), False, 0)
     try:
         _snap, plan = compute_plan(app)
@@ -513,7 +513,7 @@ def test_enospc_on_the_target_during_copy_fails_clean(small_pools, qbt, qbt_clie
     dst = sc.pool_seed / "movies/Big.F.2020/big.f.mkv"
     if check == "kernel_enospc":
         # Without qbhook's own free-space check the copy runs into the filesystem's ENOSPC mid-write.
-        from qbhook import fsops
+        from qbhook.move import fsops
         monkeypatch.setattr(fsops, "_check_free_space", lambda folder, need: None)
     filled = []
 

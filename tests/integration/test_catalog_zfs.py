@@ -15,10 +15,10 @@ import blake3
 import pytest
 import yaml
 
+from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
 from qbhook.config import load_config
 from qbhook.sandbox.zfs import _run, dataset_guid, remount
-from qbhook.scanner import scan_pool
 from tests.helpers import b3, put
 
 pytestmark = pytest.mark.integration
@@ -430,7 +430,7 @@ def test_find_reports_a_copy_nothing_hashed_yet(bed):
 def test_big_file_on_zfs_fuse_is_hashed_by_the_mapping_worker(bed, monkeypatch):
     """Files of MMAP_MIN and more are hashed by mmap in a worker process; on a FUSE filesystem
     that must work too (not silently fall back to read()), and give BLAKE3 of the content."""
-    from qbhook import hashing
+    from qbhook.catalog import hashing
     data = blob("big", hashing.MMAP_MIN + 12345)
     p = put(bed.stash / SEED / "Big/big.mkv", data)
     monkeypatch.setattr(hashing, "_idle", [])

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qbhook.fsops import HOLDING_DIR
+from qbhook.move.fsops import HOLDING_DIR
 from qbhook.sandbox.scenario import MOVIES, Scenario
 from tests.integration.crash_helpers import contents_on_disk, qbhook_json, walk_files
 

@@ -16,12 +16,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from qbhook.catalog.indexer import sync_client
 from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import TorrentIndex
 from qbhook.cli import main
-from qbhook.indexer import sync_client
-from qbhook.qbt.client import QbtClient
-from qbhook.qbt.pathmap import PathMap
+from qbhook.clients.qbt.client import QbtClient
+from qbhook.pathmap import PathMap
 from qbhook.sandbox.torrents import add_and_wait_seeding, make_torrent, write_payload
 
 pytestmark = pytest.mark.integration
@@ -269,7 +269,7 @@ class _Counter:
 
 def test_sweep_plans_from_the_index_and_records_decisions(bed):
     from qbhook.config import load_config
-    from qbhook.worker import sweep
+    from qbhook.events.worker import sweep
     hs = [bed.add(bed.stash_seed, f"Seed.{i}", {"a.bin": 20_000 + i, "b.bin": 10_000}, seed=i) for i in range(3)]
     cfg = load_config(bed.config)
     cat, client = bed.catalog(), bed.client()
@@ -294,7 +294,7 @@ def test_an_event_indexes_just_its_torrent_without_extra_requests(bed):
     from types import SimpleNamespace
 
     from qbhook.config import load_config
-    from qbhook.worker import handle_job
+    from qbhook.events.worker import handle_job
     a = bed.add(bed.stash_seed, "Ev.A", {"x.bin": 30_000}, seed=1)
     b = bed.add(bed.stash_seed, "Ev.B", {"y.bin": 30_000}, seed=2)
     cfg = load_config(bed.config)
@@ -312,7 +312,7 @@ def test_an_event_indexes_just_its_torrent_without_extra_requests(bed):
 
 def test_explain_answers_from_the_index_with_qbittorrent_stopped(bed, qbt):
     from qbhook.config import load_config
-    from qbhook.worker import sweep
+    from qbhook.events.worker import sweep
     h = bed.add(bed.stash_seed, "Gone.Dark", {"g.mkv": 40_000, "g.nfo": 500}, seed=3)
     cfg = load_config(bed.config)
     cat = bed.catalog()
@@ -339,10 +339,10 @@ def test_explain_answers_from_the_index_with_qbittorrent_stopped(bed, qbt):
 def test_sweep_from_the_index_decides_like_a_live_listing(pools, qbt, qbt_client, tmp_path, monkeypatch):
     """The realistic scenario (library links, cross-seeds, conflicts, outside roots): planning
     from the index's file lists gives the same groups and decisions as listing every torrent live."""
-    import qbhook.indexer as indexer_mod
+    import qbhook.catalog.indexer as indexer_mod
     from qbhook.config import load_config
+    from qbhook.events.worker import sweep
     from qbhook.sandbox.scenario import Scenario
-    from qbhook.worker import sweep
     sc = Scenario(stash=pools["stash"], pool=pools["pool"], torrent_dir=tmp_path / "torrents").build_all(qbt_client)
     cfgp = tmp_path / "config.yaml"
     cfgp.write_text(yaml.safe_dump(sc.config_dict(tmp_path / "catalog.sqlite", qbt.url)))
@@ -364,7 +364,7 @@ def test_sweep_from_the_index_decides_like_a_live_listing(pools, qbt, qbt_client
 
 
 def test_explain_after_a_recent_full_scan_does_not_walk_the_pools(bed, monkeypatch):
-    from qbhook import scanner
+    from qbhook.catalog import scan as scanner
     h = bed.add(bed.stash_seed, "Lib.E", {"e.mkv": 30_000}, seed=5)
     lib = bed.stash_seed.parent.parent / "movies" / "E.mkv"
     lib.parent.mkdir(parents=True)

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
+from qbhook.catalog.indexer import sync_client
 from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import TorrentIndex
-from qbhook.indexer import sync_client
 from qbhook.sandbox.rtorrent import load_torrent
 from qbhook.sandbox.torrents import infohash, make_torrent, write_payload
 

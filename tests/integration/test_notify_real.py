@@ -52,9 +52,9 @@ def test_real_demotion_is_notified(bed, listener):
 
 def test_forced_rollback_is_notified_as_a_failure(bed, listener):
     from qbhook.cli import App
-    from qbhook.cli_plan import compute_plan
-    from qbhook.executor import Executor
-    from qbhook.journal import Journal
+    from qbhook.cli.plan import compute_plan
+    from qbhook.move.executor import Executor
+    from qbhook.move.journal import Journal
 
     sc, client = bed.sc, bed.client
     sc.already_on_pool(client)

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from qbhook.clients.qbt.client import QbtClient
+from qbhook.clients.registry import Clients
 from qbhook.errors import PathMapError, UnknownTorrent, UnsafeOperation
-from qbhook.qbt.client import QbtClient, QbtClients
-from qbhook.qbt.pathmap import PathMap
+from qbhook.pathmap import PathMap
 from qbhook.sandbox.torrents import (
     DEAD_ANNOUNCE,
     add_and_wait_seeding,
@@ -267,7 +268,7 @@ def test_hybrid_found_by_uppercase_v1(client, hybrid, view):
     assert client.find("f" * 40) is None
     with pytest.raises(UnknownTorrent):
         client.files("f" * 40)
-    clients = QbtClients([client])
+    clients = Clients([client])
     assert clients.torrent(hybrid["v1"].upper()).instance == "qbt"
 
 

@@ -351,16 +351,16 @@ class DemoteBed:
     files: dict
 
     def executor(self, **kw):
-        from qbhook.executor import Executor
-        from qbhook.journal import Journal
+        from qbhook.move.executor import Executor
+        from qbhook.move.journal import Journal
 
         return Executor(self.cfg, self.catalog, self.clients, Journal(self.catalog.conn),
                         poll_initial_s=0.2, poll_max_s=1, **kw)
 
     def plan(self):
-        from qbhook.planner import make_plan
-        from qbhook.scanner import scan_pool
-        from qbhook.snapshot import build_snapshot
+        from qbhook.catalog.scan import scan_pool
+        from qbhook.decide.planner import make_plan
+        from qbhook.decide.snapshot import build_snapshot
 
         for p in self.cfg.pools:
             scan_pool(self.catalog, p, self.cfg.scan)
@@ -526,7 +526,7 @@ def test_path_map_container_view_lists_and_relocates_in_host_paths(rtorrent, poo
     the adapter, only client paths reach rTorrent."""
     import subprocess
 
-    from qbhook.qbt.pathmap import PathMap
+    from qbhook.pathmap import PathMap
 
     host_data, host_pool = pools["stash"] / "data", pools["pool"] / "data"
     ctr = tmp_path / "ctr"
@@ -569,7 +569,7 @@ def test_path_map_container_view_lists_and_relocates_in_host_paths(rtorrent, poo
 
 @pytest.fixture
 def qbt_port(qbt, qbt_client):
-    from qbhook.qbt.client import QbtClient
+    from qbhook.clients.qbt.client import QbtClient
 
     c = QbtClient("qbt", qbt.url, qbt.username, qbt.password, timeout=15, backoff=0.1)
     yield c

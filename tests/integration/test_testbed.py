@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from qbhook.sandbox.torrents import SEEDING_STATES, add_and_wait_seeding, make_torrent, wait_seeding, write_payload
+from qbhook.sandbox.torrents import (
+    SEEDING_STATES,
+    add_and_wait_seeding,
+    make_torrent,
+    wait_seeding,
+    write_payload,
+)
 from qbhook.sandbox.zfs import dataset_guid, remount
 
 pytestmark = pytest.mark.integration

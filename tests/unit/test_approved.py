@@ -8,11 +8,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from qbhook import approved
 from qbhook.cli import main
 from qbhook.config import PolicyConfig
+from qbhook.decide import approved
+from qbhook.decide.planner import make_plan
 from qbhook.errors import PlanFileError
-from qbhook.planner import make_plan
 from tests.unit.world import LIB, P, S, World
 
 POLICY = PolicyConfig()
@@ -211,7 +211,7 @@ class _Executor:
         self.calls = []
 
     def apply(self, plan, *, trigger, dry_run):
-        from qbhook.executor import GroupOutcome, RunSummary
+        from qbhook.move.executor import GroupOutcome, RunSummary
         self.calls.append((plan, trigger, dry_run))
         return RunSummary(None if dry_run else 1, dry_run=dry_run,
                           groups=[GroupOutcome(g.group_id, g.action, "planned" if dry_run else "done")
@@ -224,7 +224,7 @@ class _Cfg:
 
 
 def _apply_saved(monkeypatch, saved, w: World, live, dry_run=False):
-    import qbhook.snapshot
+    import qbhook.decide.snapshot
     seen = {}
 
     def fake_build(cfg, catalog, clients, hashes=None, progress=None):
@@ -232,7 +232,7 @@ def _apply_saved(monkeypatch, saved, w: World, live, dry_run=False):
         snap = w.snapshot()
         from dataclasses import replace
         return replace(snap, torrents=tuple(t for t in snap.torrents if t.hash in set(hashes)))
-    monkeypatch.setattr(qbhook.snapshot, "build_snapshot", fake_build)
+    monkeypatch.setattr(qbhook.decide.snapshot, "build_snapshot", fake_build)
     ex = _Executor()
     run = approved.apply_saved(_Cfg(), None, [_Client(live)], ex, saved, dry_run=dry_run, scan=False)
     return run, ex, seen

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from qbhook import hashing
+from qbhook.catalog import hashing
 from qbhook.cli import main
 from tests.helpers import b3, put
 

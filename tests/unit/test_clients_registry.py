@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 
 from qbhook.catalog.store import Catalog
+from qbhook.clients.qbt.client import QbtClient
 from qbhook.clients.registry import Clients
+from qbhook.decide.snapshot import build_snapshot
 from qbhook.errors import QbtError, UnknownTorrent
-from qbhook.qbt.client import QbtClient
-from qbhook.qbt.pathmap import PathMap
-from qbhook.snapshot import build_snapshot
+from qbhook.pathmap import PathMap
 from tests.helpers import make_config, put
 from tests.unit.rtorrent.test_adapter import (
     FILES_MULTI,

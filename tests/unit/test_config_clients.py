@@ -12,11 +12,11 @@ import yaml
 from click.testing import CliRunner
 
 from qbhook.cli import App, main
+from qbhook.clients.qbt.client import QbtClient
 from qbhook.clients.registry import Clients, client_label
 from qbhook.clients.rtorrent import RtorrentClient
 from qbhook.config import QbtConfig, RtorrentConfig, check_paths, describe, parse_config
 from qbhook.errors import ConfigError
-from qbhook.qbt.client import QbtClient
 
 BASE = {
     "catalog": "/var/lib/qbhook/catalog.sqlite",
@@ -166,7 +166,7 @@ def test_an_unreachable_rtorrent_is_exit_4_naming_the_instance(tmp_path):
 
 
 def test_event_paths_from_an_rtorrent_container_map_to_the_host():
-    from qbhook.worker import host_path
+    from qbhook.events.worker import host_path
 
     c = parse(BASE)
     assert host_path(c, "/downloads/Show/e1.mkv") == "/stash/data/media/torrents/seeding/Show/e1.mkv"

@@ -9,16 +9,15 @@ import blake3
 import pytest
 
 from qbhook.catalog.store import Catalog
+from qbhook.clients.qbt.model import TorrentFile, TorrentInfo
+from qbhook.decide.plan import GroupPlan, Plan, Step
 from qbhook.errors import LockBusy, QbtError, UnknownTorrent, UnsafeOperation
-from qbhook.executor import Executor
-from qbhook.journal import Journal
-from qbhook.locks import executor_lock, group_lock
-from qbhook.plan import GroupPlan, Plan, Step
-from qbhook.qbt.model import TorrentFile, TorrentInfo
-from qbhook.qbt.pathmap import PathMap
+from qbhook.move.executor import Executor
+from qbhook.move.journal import Journal
+from qbhook.move.locks import executor_lock, group_lock
+from qbhook.pathmap import PathMap
 from tests.helpers import make_config, write
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
-
 
 # --------------------------------------------------------------------------- a simulated qBittorrent
 
@@ -685,9 +684,9 @@ def test_grace_period_holds_old_links(tmpfs, tmp_path):  # noqa: F811
 
 def test_plan_from_the_real_planner_applies(world):
     """Contract check: what planner.make_plan emits is what the executor consumes."""
-    snapshot = pytest.importorskip("qbhook.snapshot")
-    planner = pytest.importorskip("qbhook.planner")
-    from qbhook.scanner import scan_pool
+    snapshot = pytest.importorskip("qbhook.decide.snapshot")
+    planner = pytest.importorskip("qbhook.decide.planner")
+    from qbhook.catalog.scan import scan_pool
     for t in world.qbt.t.values():
         t.tags.add("~noHL")
         t.download_path = ""          # the planner blocks stale download paths; the executor also clears them
@@ -695,7 +694,7 @@ def test_plan_from_the_real_planner_applies(world):
         scan_pool(world.cat, p, world.cfg.scan)
     plan = planner.make_plan(snapshot.build_snapshot(world.cfg, world.cat, [world.qbt]), world.cfg.policy)
     assert [g.action for g in plan.groups] == ["demote"], [(g.action, g.reason) for g in plan.groups]
-    from qbhook import fsops
+    from qbhook.move import fsops
     reads = []
     real_hash = fsops.hashing.hash_file
 
@@ -789,8 +788,9 @@ def test_crash_in_second_group_resumes_only_what_is_left(world):
 
 def _cli_env(world, tmp_path, monkeypatch, plan):
     import yaml
+
     from qbhook import cli as cli_mod
-    from qbhook import cli_plan
+    from qbhook.cli import plan as cli_plan
     cfgfile = tmp_path / "config.yaml"
     cfgfile.write_text(yaml.safe_dump({
         "catalog": str(world.cfg.catalog),
@@ -801,7 +801,7 @@ def _cli_env(world, tmp_path, monkeypatch, plan):
     }))
     monkeypatch.setattr(cli_plan, "compute_plan", lambda app, hashes=None, scan=True: (None, plan))
     monkeypatch.setattr(cli_mod.App, "clients", property(lambda self: {"qbt": world.qbt}))
-    from qbhook import cli_apply
+    from qbhook.cli import apply as cli_apply
     real = cli_apply._executor
 
     def fast(app, lock_wait):      # the real wiring, with the simulated clock
@@ -814,7 +814,9 @@ def _cli_env(world, tmp_path, monkeypatch, plan):
 
 def test_cli_apply_dry_run_then_yes_then_history(world, tmp_path, monkeypatch):
     import json as _json
+
     from click.testing import CliRunner
+
     from qbhook.cli import main
     plan = demote_plan(world)
     cfg = _cli_env(world, tmp_path, monkeypatch, plan)
@@ -840,6 +842,7 @@ def test_cli_apply_dry_run_then_yes_then_history(world, tmp_path, monkeypatch):
 
 def test_cli_exit_codes_failed_group_and_busy_lock(world, tmp_path, monkeypatch):
     from click.testing import CliRunner
+
     from qbhook.cli import main
     cfg = _cli_env(world, tmp_path, monkeypatch, demote_plan(world))
     with executor_lock(world.cfg):

@@ -3,7 +3,7 @@ import subprocess
 
 import pytest
 
-from qbhook.fsid import MARKER_NAME, identify, parse_mountinfo
+from qbhook.catalog.fsid import MARKER_NAME, identify, parse_mountinfo
 
 SAMPLE = (
     "22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"

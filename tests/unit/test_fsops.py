@@ -11,11 +11,10 @@ import time
 import blake3
 import pytest
 
-from qbhook import fsops
 from qbhook.catalog.store import Catalog
 from qbhook.errors import UnsafeOperation, VerificationFailed
+from qbhook.move import fsops
 from tests.helpers import write
-
 
 # --------------------------------------------------------------------------- fixtures
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from qbhook import fsops
 from qbhook.errors import UnsafeOperation
+from qbhook.move import fsops
 from tests.helpers import write
 from tests.unit import test_fsops as _fx
 from tests.unit.test_executor import FILES, H1, H2, _make_world, demote_plan

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from qbhook import fsops
 from qbhook.catalog.store import Catalog
 from qbhook.errors import UnsafeOperation, VerificationFailed
+from qbhook.move import fsops
 from tests.unit import test_fsops as _fx
 
 tmpfs = _fx.tmpfs   # pytest fixture: a fresh tmpfs per call, unmounted afterwards

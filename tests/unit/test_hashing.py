@@ -9,12 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 import blake3
 import pytest
 
-from qbhook import hashing
+from qbhook.catalog import hashing
 from qbhook.catalog.db import Tx
+from qbhook.catalog.hashing import ensure_hashes, hash_file
+from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
 from qbhook.errors import NotRegularFile
-from qbhook.hashing import ensure_hashes, hash_file
-from qbhook.scanner import scan_pool
 from tests.helpers import make_config, write
 from tests.timebox import run_bounded, timebox
 

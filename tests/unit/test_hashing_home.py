@@ -1,6 +1,6 @@
 """Hashing that respects a home server: per-run budget, background priority, resumable, progress.
 
-Each test pins one promise of ``qbhook.hashing.ensure_hashes`` (issue 11, part 5):
+Each test pins one promise of ``qbhook.catalog.hashing.ensure_hashes`` (issue 11, part 5):
 
 - the budget: no file is started once a run has hashed ``scan.hash_budget`` bytes, the rest
   stays unhashed and the next run picks it up;
@@ -24,11 +24,11 @@ import time
 import blake3
 import pytest
 
-from qbhook import hashing
+from qbhook.catalog import hashing
+from qbhook.catalog.hashing import HashBudget, ensure_hashes
+from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
-from qbhook.hashing import HashBudget, ensure_hashes
 from qbhook.progress import Progress, Throughput
-from qbhook.scanner import scan_pool
 from tests.helpers import make_config, write
 
 
@@ -154,7 +154,7 @@ def test_background_mmap_workers_inherit_the_low_priority_and_are_kept_apart(env
 
 _SLOW_HASHER = textwrap.dedent("""
     import os, sys, time
-    from qbhook import hashing
+    from qbhook.catalog import hashing
     from qbhook.catalog.store import Catalog
     real = hashing.hash_file
     done = open(sys.argv[2], "a", buffering=1)
@@ -238,10 +238,10 @@ def test_terminal_progress_and_periodic_log_lines_show_rate_and_eta(env, monkeyp
     ids = _files(cfg, cat, seed, 3, 50_000)
     tty = _Tty()
     monkeypatch.setattr(hashing, "LOG_INTERVAL", 0.0)     # every file, instead of every 30 s
-    with caplog.at_level(logging.INFO, logger="qbhook.hashing"):
+    with caplog.at_level(logging.INFO, logger="qbhook.catalog.hashing"):
         ensure_hashes(cat, ids, settle_seconds=0, progress=Progress(stream=tty, interval=0), budget=100_000)
     assert "hashing 1/3 files" in tty.text and "/s, ETA" in tty.text
     assert "left for the next run" in tty.text and "hash budget" in tty.text
-    lines = [r.getMessage() for r in caplog.records if r.name == "qbhook.hashing"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "qbhook.catalog.hashing"]
     assert any(m.startswith("hashing: 1/3 files") and "/s, ETA" in m for m in lines), lines
     assert any("stopped at the budget" in m for m in lines), lines

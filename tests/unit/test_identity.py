@@ -1,4 +1,4 @@
-from qbhook.identity import content_id, file_identity, tree_id
+from qbhook.catalog.identity import content_id, file_identity, tree_id
 
 A = file_identity(10, b"\x01" * 32)
 B = file_identity(20, b"\x02" * 32)

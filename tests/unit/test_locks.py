@@ -6,7 +6,7 @@ import time
 import pytest
 
 from qbhook.errors import LockBusy
-from qbhook.locks import Lock, executor_lock, group_lock, lock_dir
+from qbhook.move.locks import Lock, executor_lock, group_lock, lock_dir
 from tests.helpers import make_config
 
 
@@ -33,7 +33,7 @@ def test_second_holder_gets_lock_busy_naming_the_pid(cfg):
 
 
 def test_lock_busy_across_processes_names_the_holder(cfg):
-    code = ("import sys, time\nfrom qbhook.locks import executor_lock\nfrom tests.helpers import make_config\n"
+    code = ("import sys, time\nfrom qbhook.move.locks import executor_lock\nfrom tests.helpers import make_config\n"
             "from pathlib import Path\n"
             f"cfg = make_config(Path({str(cfg.catalog)!r}), Path('/s'), Path('/p'))\n"
             "with executor_lock(cfg):\n    print('ready', flush=True)\n    sys.stdin.readline()\n")

@@ -1,9 +1,10 @@
 """map_seeding_path is the only formula that turns a path on one pool into one on the other."""
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from qbhook.facts import map_seeding_path
+from qbhook.decide.facts import map_seeding_path
 
 S = "/stash/data/media/torrents/seeding"
 P = "/pool/data/media/torrents/seeding"

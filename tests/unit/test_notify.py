@@ -10,16 +10,18 @@ import time
 
 import pytest
 
-from qbhook import notify, state
+from qbhook import notify
+from qbhook.catalog import schema, state
+from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
 from qbhook.config import PolicyConfig, describe, parse_config
+from qbhook.decide.planner import make_plan
 from qbhook.errors import ConfigError, MassDeleteRefused
+from qbhook.events import alerts
 from qbhook.events.model import Event as QEvent
 from qbhook.events.queue import QUEUE_DDL, JobQueue
-from qbhook.executor import GroupOutcome, RunSummary
+from qbhook.move.executor import GroupOutcome, RunSummary
 from qbhook.notify import Event, Notifier, compose
-from qbhook.planner import make_plan
-from qbhook.scanner import scan_pool
 from tests.helpers import make_config, write
 from tests.listener import Listener, dead_port
 from tests.unit.world import LIB, P, S, World
@@ -265,7 +267,7 @@ def make_config_notify(**kw):
 @pytest.fixture
 def conn(tmp_path):
     c = sqlite3.connect(tmp_path / "state.sqlite")
-    c.executescript(state.STATE_DDL)
+    c.executescript(schema.STATE_DDL)
     return c
 
 
@@ -278,17 +280,17 @@ def test_blocked_group_reported_once_after_blocked_after(installed, conn):
     snap = w.snapshot()
     plan = make_plan(snap, cfg.policy)
     assert plan.groups[0].action == "blocked"
-    assert notify.sweep_checks(cfg, conn, snap, plan, now=1000) == []          # first seen
-    assert notify.sweep_checks(cfg, conn, snap, plan, now=1000 + 3599) == []   # not yet
-    (ev,) = notify.sweep_checks(cfg, conn, snap, plan, now=1000 + 3600)
+    assert alerts.sweep_checks(cfg, conn, snap, plan, now=1000) == []          # first seen
+    assert alerts.sweep_checks(cfg, conn, snap, plan, now=1000 + 3599) == []   # not yet
+    (ev,) = alerts.sweep_checks(cfg, conn, snap, plan, now=1000 + 3600)
     assert ev.kind == "blocked" and "(Half) blocked for 1.0 hours: Half: incomplete (50.0%)" in ev.text
-    assert notify.sweep_checks(cfg, conn, snap, plan, now=1000 + 7200) == []   # once per episode
+    assert alerts.sweep_checks(cfg, conn, snap, plan, now=1000 + 7200) == []   # once per episode
     # unblocked, then blocked again: a new episode, its clock starts again
     w.torrents[0] = ("a" * 40, S + "/movies", ["Half/half.mkv"], {"name": "Half"})
     ok_snap = w.snapshot()
-    notify.sweep_checks(cfg, conn, ok_snap, make_plan(ok_snap, cfg.policy), now=9000)
-    assert notify.sweep_checks(cfg, conn, snap, plan, now=9001) == []
-    assert len(notify.sweep_checks(cfg, conn, snap, plan, now=9001 + 3600)) == 1
+    alerts.sweep_checks(cfg, conn, ok_snap, make_plan(ok_snap, cfg.policy), now=9000)
+    assert alerts.sweep_checks(cfg, conn, snap, plan, now=9001) == []
+    assert len(alerts.sweep_checks(cfg, conn, snap, plan, now=9001 + 3600)) == 1
 
 
 def test_low_free_space_reported_once_per_episode(installed, conn):
@@ -297,13 +299,13 @@ def test_low_free_space_reported_once_per_episode(installed, conn):
     cfg = _Cfg(free_space_below=10 * 2**30)
     snap = w.snapshot()
     plan = make_plan(snap, cfg.policy)
-    (ev,) = notify.sweep_checks(cfg, conn, snap, plan, now=1)
+    (ev,) = alerts.sweep_checks(cfg, conn, snap, plan, now=1)
     assert ev.kind == "free_space" and "pool pool has 5.0 GiB free, below 10.0 GiB" in ev.text
-    assert notify.sweep_checks(cfg, conn, snap, plan, now=2) == []
+    assert alerts.sweep_checks(cfg, conn, snap, plan, now=2) == []
     w.free["pool"] = 20 * 2**30
-    assert notify.sweep_checks(cfg, conn, w.snapshot(), plan, now=3) == []
+    assert alerts.sweep_checks(cfg, conn, w.snapshot(), plan, now=3) == []
     w.free["pool"] = 1
-    assert [e.kind for e in notify.sweep_checks(cfg, conn, w.snapshot(), plan, now=4)] == ["free_space"]
+    assert [e.kind for e in alerts.sweep_checks(cfg, conn, w.snapshot(), plan, now=4)] == ["free_space"]
 
 
 def test_relocated_torrent_with_atm_back_on_is_reported(installed, conn):
@@ -317,17 +319,17 @@ def test_relocated_torrent_with_atm_back_on_is_reported(installed, conn):
     snap = w.snapshot()
     atm_on = replace(snap, torrents=tuple(replace(t, auto_tmm=True) for t in snap.torrents))
     plan = make_plan(snap, cfg.policy)
-    assert notify.sweep_checks(cfg, conn, snap, plan, now=1) == []
-    (ev,) = notify.sweep_checks(cfg, conn, atm_on, plan, now=2)    # only the relocated one counts
+    assert alerts.sweep_checks(cfg, conn, snap, plan, now=1) == []
+    (ev,) = alerts.sweep_checks(cfg, conn, atm_on, plan, now=2)    # only the relocated one counts
     assert ev.kind == "atm" and ev.text.startswith(f"torrent M ({'a' * 12}) was relocated by qbhook")
-    assert notify.sweep_checks(cfg, conn, atm_on, plan, now=3) == []
+    assert alerts.sweep_checks(cfg, conn, atm_on, plan, now=3) == []
 
 
 def test_atm_on_a_torrent_the_journal_relocated_counts_without_the_tag(installed, conn):
     import json
     from dataclasses import replace
 
-    from qbhook.journal import JOURNAL_DDL
+    from qbhook.catalog.schema import JOURNAL_DDL
     conn.executescript(JOURNAL_DDL)
     conn.execute("INSERT INTO runs(id, started_at, status, plan) VALUES (1, 0, 'done', '{}')")
     for n, (h, status) in enumerate((("a" * 40, "done"), ("c" * 40, "undone"))):
@@ -341,7 +343,7 @@ def test_atm_on_a_torrent_the_journal_relocated_counts_without_the_tag(installed
     cfg = _Cfg()
     snap = w.snapshot()
     atm_on = replace(snap, torrents=tuple(replace(t, auto_tmm=True) for t in snap.torrents))
-    evs = notify.sweep_checks(cfg, conn, atm_on, make_plan(snap, cfg.policy), now=1)
+    evs = alerts.sweep_checks(cfg, conn, atm_on, make_plan(snap, cfg.policy), now=1)
     assert [e.text.split(" (")[0] for e in evs] == ["torrent a"]       # b never moved, c's move was undone
 
 
@@ -351,7 +353,7 @@ def test_without_a_notifier_the_sweep_checks_do_nothing(conn):
         w = World()
         w.free["pool"] = 1
         snap = w.snapshot()
-        assert notify.sweep_checks(_Cfg(free_space_below=10), conn, snap, make_plan(snap, PolicyConfig())) == []
+        assert alerts.sweep_checks(_Cfg(free_space_below=10), conn, snap, make_plan(snap, PolicyConfig())) == []
         assert state.get(conn, "notify.low_pools") == (None, None)
     finally:
         notify.install(prev)

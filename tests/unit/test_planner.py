@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 
 from qbhook.config import PolicyConfig
-from qbhook.planner import make_plan
+from qbhook.decide.planner import make_plan
 from tests.unit.world import LIB, P, S, World
 
 POLICY = PolicyConfig()
@@ -256,7 +256,7 @@ def test_batch_cap_skips_the_rest():
 
 
 def test_plan_is_json_round_trippable():
-    from qbhook.plan import Plan
+    from qbhook.decide.plan import Plan
     w = World()
     w.payload(S + "/m", {"a.bin": "A"})
     w.torrent("a" * 40, S + "/m", ["a.bin"])
@@ -265,7 +265,7 @@ def test_plan_is_json_round_trippable():
 
 
 def test_tag_maintenance_marks_exactly_the_unlinked_primary_groups():
-    from qbhook.planner import tag_changes
+    from qbhook.decide.planner import tag_changes
     w = World()
     w.payload(S + "/m", {"lib.mkv": "L", "seed.mkv": "S"})
     w.link(S + "/m/lib.mkv", LIB + "/lib.mkv")

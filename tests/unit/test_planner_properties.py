@@ -7,10 +7,11 @@ lost, no library path may change, and no step may have been unsafe when it ran.
 import posixpath
 from dataclasses import replace
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from qbhook.config import PolicyConfig
-from qbhook.planner import make_plan
+from qbhook.decide.planner import make_plan
 from tests.unit.world import LIB, P, S, World
 
 CONTENTS = "ABCDE"

@@ -2,9 +2,9 @@ import os
 
 import pytest
 
+from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
 from qbhook.errors import MassDeleteRefused, QbhookError
-from qbhook.scanner import scan_pool
 from tests.helpers import make_config, write
 
 
@@ -89,7 +89,7 @@ def test_unreadable_folder_is_not_deleted(env, monkeypatch):
         if os.fsdecode(path).endswith("locked"):
             raise PermissionError(13, "denied")
         return real(path)
-    monkeypatch.setattr("qbhook.scanner.os.scandir", fake)
+    monkeypatch.setattr("qbhook.catalog.scan.os.scandir", fake)
     r = scan_pool(cat, cfg.primary, cfg.scan)
     assert r.removed == 0 and r.unreadable and cat.counts()["paths"] == 2
 

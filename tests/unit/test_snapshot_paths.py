@@ -11,11 +11,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from qbhook.catalog.fsid import MARKER_NAME
 from qbhook.catalog.store import Catalog
-from qbhook.fsid import MARKER_NAME
-from qbhook.planner import make_plan
-from qbhook.snapshot import SymlinkProbe, build_snapshot
-from qbhook.worker import handle_job, torrents_touching
+from qbhook.decide.planner import make_plan
+from qbhook.decide.snapshot import SymlinkProbe, build_snapshot
+from qbhook.events.worker import handle_job, torrents_touching
 from tests.helpers import make_config, write
 from tests.unit.test_executor import FakeQbt, FakeTorrent
 

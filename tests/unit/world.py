@@ -5,7 +5,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass, field
 
-from qbhook.facts import (
+from qbhook.decide.facts import (
     FileFact,
     InodeFact,
     PoolFact,

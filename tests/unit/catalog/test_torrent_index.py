@@ -12,11 +12,11 @@ import os
 
 import pytest
 
+from qbhook.catalog.indexer import sync_client
 from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import TorrentIndex, payload_duplicates
-from qbhook.indexer import sync_client
-from qbhook.qbt.model import TorrentFile, TorrentInfo
-from qbhook.qbt.pathmap import PathMap
+from qbhook.clients.qbt.model import TorrentFile, TorrentInfo
+from qbhook.pathmap import PathMap
 
 H1, H2, H3 = "a" * 40, "b" * 40, "c" * 40
 
@@ -104,7 +104,7 @@ def test_unmappable_torrent_is_kept_with_its_reason(cat):
     t = _rows(cat)[H1]
     assert t.save_path is None and t.client_save_path == "/elsewhere" and "no path_map prefix" in t.map_error
     assert [f[4] for f in TorrentIndex(cat.conn).files("q", H1)] == [None, None]
-    from qbhook.indexer import snapshot_view
+    from qbhook.catalog.indexer import snapshot_view
     # the sweep must not plan from an index missing a torrent's paths: it lists live instead
     assert snapshot_view(cat, [q], [rep]) is None
 
@@ -139,7 +139,7 @@ def test_payload_ids_follow_member_hashes_and_dupes_need_distinct_inodes(cat, tm
     sync_client(cat, q)
     assert all(t.content_id is None and t.files_hashed == 0 for t in _rows(cat).values())
 
-    from qbhook.hashing import ensure_hashes
+    from qbhook.catalog.hashing import ensure_hashes
     for p in seed.rglob("*.bin"):
         cat.record_path(str(p), "stash")
     ensure_hashes(cat, [r[0] for r in cat.conn.execute("SELECT id FROM inodes")], settle_seconds=0)
@@ -192,7 +192,7 @@ def test_listing_client_fetches_files_only_for_new_or_changed(cat):
 
 
 def test_snapshot_view_serves_complete_torrents_files_from_the_index_and_asks_live_otherwise(cat):
-    from qbhook.indexer import snapshot_view
+    from qbhook.catalog.indexer import snapshot_view
     q = FakeQbt()
     q.files = lambda h: [TorrentFile(0, "live.bin", 1, 0.5, 1)]
     q.answers = [{"rid": 1, "full_update": True,

@@ -37,7 +37,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qbhook.cli_events import hook, hook_fields
+from qbhook.cli.events import hook, hook_fields
 from qbhook.errors import BadRequest
 from qbhook.events.parse import parse_qbt_hook
 from qbhook.events.server import AuthConfig, create_app

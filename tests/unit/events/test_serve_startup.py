@@ -28,7 +28,7 @@ from click.testing import CliRunner
 from qbhook.cli import main
 from qbhook.events.model import Event
 from qbhook.events.queue import JobQueue
-from qbhook.locks import Lock
+from qbhook.move.locks import Lock
 from qbhook.sandbox.qbt import free_port
 from qbhook.sandbox.serve import start_serve, stop_serve
 

@@ -11,16 +11,16 @@ import time
 
 import pytest
 
-from qbhook import state
+from qbhook.catalog import state
+from qbhook.catalog.hashing import ensure_hashes
+from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
 from qbhook.events.model import Event
-from qbhook.events.page import views
 from qbhook.events.queue import JobQueue
 from qbhook.events.server import create_app
 from qbhook.events.status import StatusSource, catalog_breakdown, redactor, secrets_of
-from qbhook.hashing import ensure_hashes
-from qbhook.journal import Journal
-from qbhook.scanner import scan_pool
+from qbhook.events.views import views
+from qbhook.move.journal import Journal
 from tests.helpers import make_config, put
 
 TOKEN = "page-token-0123456789abcdef"

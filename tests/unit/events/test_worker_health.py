@@ -17,15 +17,15 @@ import time
 
 import pytest
 
-from qbhook import worker as worker_mod
 from qbhook.catalog.db import connect
 from qbhook.catalog.store import Catalog
 from qbhook.errors import QbhookError
+from qbhook.events import worker as worker_mod
 from qbhook.events.auth import AuthConfig
 from qbhook.events.model import Event
 from qbhook.events.queue import JobQueue, worker_alive, worker_id
 from qbhook.events.server import create_app
-from qbhook.worker import Worker, WorkerHealth
+from qbhook.events.worker import Worker, WorkerHealth
 
 H1, H2 = "1" * 40, "2" * 40
 LONG_ERROR = "qBittorrent said no: " + "x" * 40000   # needs new pages in the db: refused when it is "full"

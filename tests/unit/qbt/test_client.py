@@ -6,6 +6,8 @@ import pytest
 import requests
 import responses
 
+from qbhook.clients.qbt.client import QbtClient
+from qbhook.clients.registry import Clients
 from qbhook.errors import (
     BadRequest,
     PathMapError,
@@ -13,8 +15,7 @@ from qbhook.errors import (
     UnknownTorrent,
     UnsafeOperation,
 )
-from qbhook.qbt.client import QbtClient, QbtClients
-from qbhook.qbt.pathmap import PathMap
+from qbhook.pathmap import PathMap
 from tests.unit.qbt import recorded as rec
 from tests.unit.qbt.fakeqbt import FakeQbt
 
@@ -480,7 +481,7 @@ BASE2 = "http://qbt2.test:8080"
 def test_clients_find_across_instances(rsps):
     FakeQbt(rsps, torrents=[rec.V4_SHOW])
     FakeQbt(rsps, base=BASE2, api=rec.V5_API, torrents=[rec.V5_HYBRID])
-    clients = QbtClients.from_config([
+    clients = Clients.from_config([
         {"name": "a", "url": BASE, "username": "admin", "password": "x",
          "path_map": {"/data": "/stash/data"}},
         {"name": "b", "url": BASE2, "username": "admin", "password": "x",
@@ -492,7 +493,7 @@ def test_clients_find_across_instances(rsps):
     assert clients.client_for(t) is clients["b"]
     assert clients.find(rec.SHOW_ID).instance == "a"
     assert clients.find("0" * 40) is None
-    with pytest.raises(UnknownTorrent, match="a, b"):
+    with pytest.raises(UnknownTorrent, match="qBittorrent 'a', qBittorrent 'b'"):
         clients.torrent("0" * 40)
     with pytest.raises(QbtError):
         clients["c"]
@@ -501,7 +502,7 @@ def test_clients_find_across_instances(rsps):
 def test_clients_same_torrent_on_two_instances_is_ambiguous(rsps):
     FakeQbt(rsps, torrents=[rec.V4_SHOW])
     FakeQbt(rsps, base=BASE2, torrents=[rec.V4_SHOW])
-    clients = QbtClients([make_client(name="a"), make_client(name="b", base=BASE2)])
+    clients = Clients([make_client(name="a"), make_client(name="b", base=BASE2)])
     assert {t.instance for t in clients.find_all(rec.SHOW_ID)} == {"a", "b"}
     with pytest.raises(QbtError, match="several"):
         clients.find(rec.SHOW_ID)
@@ -510,11 +511,11 @@ def test_clients_same_torrent_on_two_instances_is_ambiguous(rsps):
 def test_clients_unreachable_instance_is_an_error_not_a_miss(rsps):
     FakeQbt(rsps, torrents=[])
     rsps.add(responses.POST, f"{BASE2}/api/v2/auth/login", body=requests.ConnectionError("down"))
-    clients = QbtClients([make_client(name="a"), make_client(name="b", base=BASE2, retries=1)])
+    clients = Clients([make_client(name="a"), make_client(name="b", base=BASE2, retries=1)])
     with pytest.raises(QbtError, match="cannot reach"):
         clients.find(rec.SHOW_ID)
 
 
 def test_clients_duplicate_names_rejected():
     with pytest.raises(QbtError, match="named"):
-        QbtClients([make_client(name="a"), make_client(name="a", base=BASE2)])
+        Clients([make_client(name="a"), make_client(name="a", base=BASE2)])

@@ -4,9 +4,14 @@ import dataclasses
 
 import pytest
 
+from qbhook.clients.qbt.model import (
+    TorrentFile,
+    TorrentInfo,
+    normalize_state,
+    parse_tags,
+)
 from qbhook.errors import PathMapError
-from qbhook.qbt.model import TorrentFile, TorrentInfo, normalize_state, parse_tags
-from qbhook.qbt.pathmap import PathMap
+from qbhook.pathmap import PathMap
 from tests.unit.qbt import recorded as rec
 
 PM = PathMap([("/data", "/stash/data")])

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qbhook.errors import PathMapError
-from qbhook.qbt.pathmap import PathMap, normalize
+from qbhook.pathmap import PathMap, normalize
 
 DOCKER = PathMap([("/data", "/stash/data"), ("/data/media", "/pool/media")])
 

@@ -8,6 +8,7 @@ import xmlrpc.client
 import pytest
 
 from qbhook.clients.port import PORT_METHODS, ClientPort
+from qbhook.clients.qbt.client import QbtClient
 from qbhook.clients.rtorrent import (
     RtItem,
     RtorrentClient,
@@ -25,8 +26,7 @@ from qbhook.errors import (
     UnsafeOperation,
     VerificationFailed,
 )
-from qbhook.qbt.client import QbtClient
-from qbhook.qbt.pathmap import PathMap
+from qbhook.pathmap import PathMap
 
 HM = "da7416fba531f00aaef182555dd82eeafb3a22fe"
 HS = "bbca7120a1a0ddef230d4b7e263e64f62614aa9b"

@@ -1,0 +1,354 @@
+"""Keep the torrent index (qbhook.catalog.torrents) current from the clients, cheaply.
+
+How each kind of client is followed:
+
+* qBittorrent: ``sync/maindata`` with the response id (rid) stored per instance. An answer
+  with ``full_update`` (first sync, a lost or reset rid, qBittorrent restarted) lists every
+  torrent: those not in it are marked gone. Otherwise it holds only what changed since the
+  rid: new torrents in full, changed ones as partial records merged into the stored record,
+  removed ids in ``torrents_removed``. An unchanged client costs one request.
+* file lists are fetched only for torrents that are new, came back, or whose ``files_key``
+  (paths, name, sizes, metadata) changed: one ``torrents/files`` request each;
+* clients without maindata (rTorrent) are re-listed with their batched listing; file lists
+  again only for new or changed torrents;
+* events (``record_snapshot``) write just the torrents a job looked at, from facts the job
+  already read, without any extra request.
+
+A torrent whose paths cannot be mapped is stored with the reason (``map_error``) instead of
+failing the sync. An index that contradicts itself (unreadable record, orphaned rows, a
+garbled sync position) is dropped for that instance and rebuilt by a full sync, and the
+report says so. After every sync, file paths are re-resolved to catalog inodes and payload
+ids recomputed (``TorrentIndex.refresh``, catalog-only).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from qbhook.catalog.store import Catalog
+from qbhook.catalog.torrents import (
+    FileRecord,
+    IndexInconsistent,
+    TorrentIndex,
+    TorrentRecord,
+)
+from qbhook.clients.qbt.model import TorrentFile, TorrentInfo
+from qbhook.errors import PathMapError, QbhookError, UnknownTorrent
+from qbhook.paths import normalize
+
+log = logging.getLogger(__name__)
+
+# The raw record of a row an event created: not a client record, never merged into.
+_EVENT_MARK = "_qbhook_event"
+
+
+@dataclass
+class SyncReport:
+    instance: str
+    mode: str                    # full | incremental | listing
+    rid: int | None = None
+    listed: int = 0              # torrent records received
+    added: int = 0
+    changed: int = 0
+    gone: int = 0
+    files_fetched: int = 0       # torrents whose file list was (re)fetched
+    unmappable: list[str] = field(default_factory=list)
+    rebuilt: str | None = None   # why the stored index was dropped and rebuilt
+    seconds: float = 0.0
+    # listing clients: every present torrent, typed (maindata clients: typed on demand)
+    infos: list[TorrentInfo] | None = field(default=None, repr=False)
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        del d["infos"]
+        return d
+
+
+# ------------------------------------------------------------------ records
+def _files_key(info: TorrentInfo | None, raw: Mapping[str, Any]) -> str:
+    """What a file list depends on; the list is re-fetched only when this changes."""
+    if info is not None:
+        key = [info.client_save_path, info.client_content_path, info.name, info.size, info.total_size,
+               info.has_metadata]
+    else:
+        key = [raw.get("save_path"), raw.get("content_path"), raw.get("name"), raw.get("size"),
+               raw.get("total_size"), raw.get("state") in ("metaDL", "forcedMetaDL")]
+    return json.dumps(key)
+
+
+def _record(raw: dict, info: TorrentInfo | None, map_error: str | None) -> TorrentRecord:
+    if info is not None:
+        fields = {
+            "infohash_v1": info.infohash_v1, "infohash_v2": info.infohash_v2, "name": info.name,
+            "category": info.category, "tags": json.dumps(sorted(info.tags)), "save_path": info.save_path,
+            "client_save_path": info.client_save_path, "content_path": info.content_path,
+            "client_content_path": info.client_content_path, "download_path": info.download_path,
+            "state": info.state, "progress": info.progress, "auto_tmm": int(info.auto_tmm), "size": info.size,
+            "total_size": info.total_size, "has_metadata": int(info.has_metadata), "added_on": info.added_on,
+            "completion_on": info.completion_on, "map_error": None,
+        }
+        return TorrentRecord(info.hash, fields, raw, _files_key(info, raw))
+    # Unmappable: keep what the client said (client spellings only) and the reason.
+    from qbhook.clients.qbt.model import normalize_state, parse_tags
+    h = str(raw["hash"]).lower()
+    fields = {
+        "infohash_v1": (str(raw.get("infohash_v1")).lower() or None) if raw.get("infohash_v1") else None,
+        "infohash_v2": (str(raw.get("infohash_v2")).lower() or None) if raw.get("infohash_v2") else None,
+        "name": str(raw.get("name", "")), "category": str(raw.get("category") or ""),
+        "tags": json.dumps(sorted(parse_tags(raw.get("tags")))), "save_path": None,
+        "client_save_path": str(raw.get("save_path") or ""), "content_path": None,
+        "client_content_path": str(raw.get("content_path") or ""), "download_path": None,
+        "state": normalize_state(str(raw.get("state", "unknown"))), "progress": float(raw.get("progress", 0.0)),
+        "auto_tmm": int(bool(raw.get("auto_tmm"))), "size": int(raw.get("size", 0)),
+        "total_size": int(raw.get("total_size", raw.get("size", 0))), "has_metadata": None,
+        "added_on": None, "completion_on": None, "map_error": map_error,
+    }
+    return TorrentRecord(h, fields, raw, _files_key(None, raw))
+
+
+def _typed(raw: dict, client) -> tuple[TorrentInfo | None, str | None]:
+    try:
+        return TorrentInfo.from_api(raw, client.path_map, client.name), None
+    except PathMapError as e:
+        return None, str(e)
+    except (KeyError, TypeError, ValueError) as e:
+        return None, f"unreadable record from the client: {e!r}"
+
+
+def _file_records(info: TorrentInfo | None, files: Iterable[TorrentFile]) -> list[FileRecord]:
+    out = []
+    for f in files:
+        path = None
+        if info is not None and info.save_path:
+            try:
+                path = normalize(posixpath.join(info.save_path, f.name)).encode("utf-8", "surrogateescape")
+            except PathMapError:
+                path = None     # a '..' in a file name: never looked up (the planner blocks it)
+        out.append(FileRecord(f.index, f.name, f.size, f.priority, path))
+    return out
+
+
+# ------------------------------------------------------------------ syncing
+def sync_client(catalog: Catalog, client, *, now: float | None = None) -> SyncReport:
+    """Bring the index of one client instance up to date (see the module docstring)."""
+    t0 = time.monotonic()
+    idx = TorrentIndex(catalog.conn)
+    rebuilt = None
+    try:
+        idx.check(client.name)
+    except IndexInconsistent as e:
+        rebuilt = f"torrent index of {client.name!r} was inconsistent ({e}); rebuilt from the client"
+        log.warning("%s", rebuilt)
+        idx.reset(client.name)
+    if hasattr(client, "maindata"):
+        rep = _sync_maindata(idx, client, now)
+    else:
+        rep = _sync_listing(idx, client, now)
+    rep.rebuilt = rebuilt
+    idx.refresh(now)
+    rep.seconds = round(time.monotonic() - t0, 3)
+    return rep
+
+
+def sync_all(catalog: Catalog, clients, *, now: float | None = None) -> list[SyncReport]:
+    return [sync_client(catalog, c, now=now) for c in clients]
+
+
+def _sync_maindata(idx: TorrentIndex, client, now: float | None) -> SyncReport:
+    rid, _synced, _full = idx.sync_state(client.name)
+    data = client.maindata(rid)
+    full = bool(data.get("full_update")) or rid == 0
+    new_rid = int(data.get("rid", 0))
+    stored = idx.raw_records(client.name)
+    rep = SyncReport(client.name, "full" if full else "incremental", rid=new_rid)
+    records, to_fetch = [], []
+    incoming = {str(h).lower(): dict(v or {}) for h, v in dict(data.get("torrents") or {}).items()}
+    rep.listed = len(incoming)
+    for h, part in incoming.items():
+        old = stored.get(h)
+        # an event-made row has no client record to merge into: take what the client sends
+        raw = part if full or old is None or old[0].get(_EVENT_MARK) else {**old[0], **part}
+        raw["hash"] = h
+        info, why = _typed(raw, client)
+        rec = _record(raw, info, why)
+        records.append((rec, info))
+        if why is not None:
+            rep.unmappable.append(f"{h}: {why}")
+        if old is None:
+            rep.added += 1
+        elif part:
+            rep.changed += 1
+        if old is None or old[1] != rec.files_key:
+            to_fetch.append((rec, info))
+    if full:
+        gone = set(stored) - set(incoming)
+    else:
+        gone = {str(h).lower() for h in data.get("torrents_removed") or ()} & set(stored)
+    rep.gone = len(gone)
+    files = _fetch_files(client, to_fetch, by_id=True)
+    rep.files_fetched = len(files)
+    idx.apply(client.name, [r for r, _ in records], files, gone, rid=new_rid, mode=rep.mode, now=now)
+    return rep
+
+
+def _stored_infos(idx: TorrentIndex, client) -> list[TorrentInfo] | None:
+    """Every present torrent of ``client`` typed from its merged record (None if one cannot be)."""
+    out = []
+    for h, (raw, _key) in idx.raw_records(client.name).items():
+        if raw.get(_EVENT_MARK):
+            return None     # known only from an event so far: no full record to type
+        info, _why = _typed({**raw, "hash": h}, client)
+        if info is None:
+            return None
+        out.append(info)
+    return out
+
+
+def _sync_listing(idx: TorrentIndex, client, now: float | None) -> SyncReport:
+    """Clients without an incremental feed: one batched listing, files only where needed."""
+    stored = idx.raw_records(client.name)
+    rep = SyncReport(client.name, "listing", rid=0)
+    batched = None
+    if not stored and hasattr(client, "torrents_with_files"):
+        batched = client.torrents_with_files()     # first sync: everything in a few round trips
+        infos = [t for t, _ in batched]
+    else:
+        infos = client.torrents()
+    rep.listed = len(infos)
+    records, to_fetch, listed = [], [], set()
+    for info in infos:
+        raw = _info_raw(info)
+        rec = _record(raw, info, None)
+        listed.add(rec.hash)
+        records.append((rec, info))
+        old = stored.get(rec.hash)
+        if old is None:
+            rep.added += 1
+        elif old[0] != raw:
+            rep.changed += 1
+        if old is None or old[1] != rec.files_key:
+            to_fetch.append((rec, info))
+    if batched is not None:
+        files = {t.hash: _file_records(t, fl) for t, fl in batched}
+    else:
+        files = _fetch_files(client, to_fetch, by_id=False)
+    rep.files_fetched = len(files)
+    gone = set(stored) - listed
+    rep.gone = len(gone)
+    idx.apply(client.name, [r for r, _ in records], files, gone, rid=0, mode="listing", now=now)
+    rep.infos = list(infos)
+    return rep
+
+
+def _info_raw(info: TorrentInfo) -> dict:
+    """A JSON-able record of a typed listing (what changed is judged by comparing these)."""
+    d = {k: getattr(info, k) for k in info.__slots__}
+    d["tags"] = sorted(info.tags)
+    return d
+
+
+def _fetch_files(client, wanted: list[tuple[TorrentRecord, TorrentInfo | None]], *,
+                 by_id: bool) -> dict[str, list[FileRecord]]:
+    out: dict[str, list[FileRecord]] = {}
+    for rec, info in wanted:
+        try:
+            flist = client.files_of_id(rec.hash) if by_id else client.files(rec.hash)
+        except UnknownTorrent:
+            continue        # removed meanwhile: the next sync reports it gone
+        out[rec.hash] = _file_records(info, flist)
+    return out
+
+
+# ------------------------------------------------------------------ events
+def record_snapshot(catalog: Catalog, infos: Iterable[TorrentInfo], snap, *, now: float | None = None) -> int:
+    """Write the torrents a job planned (their listing and file facts) into the index.
+
+    No request: the job already listed them. The stored raw record is left alone (a maindata
+    delta is merged into it later); rows and file lists are updated. Returns torrents written.
+    """
+    idx = TorrentIndex(catalog.conn)
+    by_key = {(t.instance, t.hash): t for t in infos}
+    per_instance: dict[str, tuple[list, dict]] = {}
+    for fact in snap.torrents:
+        info = by_key.get((fact.instance, fact.hash))
+        if info is None:
+            continue
+        recs, files = per_instance.setdefault(fact.instance, ([], {}))
+        recs.append(_record({_EVENT_MARK: True}, info, None))
+        files[info.hash] = [FileRecord(f.index, f.rel, f.size, f.priority,
+                                       f.path.encode("utf-8", "surrogateescape") if f.path else None)
+                            for f in fact.files]
+    for instance, (recs, files) in per_instance.items():
+        idx.apply(instance, recs, files, (), rid=None, mode="event", now=now, keep_raw=True)
+    if per_instance:
+        idx.refresh(now)
+    return sum(len(r) for r, _ in per_instance.values())
+
+
+def try_sync_all(catalog: Catalog, clients) -> tuple[list[SyncReport], list[str]]:
+    """sync_all, but an unreachable client is reported (its index kept as it was), not raised."""
+    reports, errors = [], []
+    for c in clients:
+        try:
+            reports.append(sync_client(catalog, c))
+        except QbhookError as e:
+            errors.append(f"{c.name}: {e}")
+    return reports, errors
+
+
+# ------------------------------------------------------------------ the sweep's view
+class IndexedFiles:
+    """A client whose ``files()`` answers from the index for complete torrents the last sync saw.
+
+    Their file lists were fetched under the paths, name and sizes the sync just confirmed
+    (``files_key``), so re-listing them would only repeat the answer. Incomplete torrents are
+    asked live. Planning on these lists is safe because nothing acts on them: the executor
+    re-reads the live file list of every torrent before it moves it (``_verify_view``).
+    Everything else is the wrapped client's.
+    """
+
+    def __init__(self, client, index: TorrentIndex, complete: set[str]):
+        self._client = client
+        self._index = index
+        self._complete = complete
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def files(self, any_hash: str) -> list[TorrentFile]:
+        h = any_hash.lower()
+        if h in self._complete:
+            return [TorrentFile(index=i, name=rel, size=size, progress=1.0, priority=prio)
+                    for i, rel, size, prio, _path, _inode in self._index.files(self._client.name, h)]
+        return self._client.files(any_hash)
+
+
+def snapshot_view(catalog: Catalog, clients, reports: list[SyncReport]) -> tuple[list, list[TorrentInfo]] | None:
+    """(clients serving file lists from the index, every torrent) for build_snapshot after a sync.
+
+    None when the index cannot stand in for a listing (an unmappable torrent, a row known only
+    from an event): the caller then lists live, as without an index.
+    """
+    by_name = {r.instance: r for r in reports}
+    idx = TorrentIndex(catalog.conn)
+    wrapped, infos = [], []
+    for c in clients:
+        rep = by_name.get(c.name)
+        if rep is None or rep.unmappable:
+            return None
+        typed = rep.infos
+        if typed is None and hasattr(c, "maindata"):
+            typed = _stored_infos(idx, c)   # typed only here: a plain sync does not need them
+        if typed is None:
+            return None
+        stored = {t.hash: t.files for t in idx.torrents(instance=c.name)}
+        complete = {t.hash for t in typed if t.is_complete and stored.get(t.hash)}
+        wrapped.append(IndexedFiles(c, idx, complete))
+        infos.extend(typed)
+    return wrapped, infos

@@ -1,0 +1,210 @@
+"""Every table of the catalog database, as forward-only migrations.
+
+Entry i of ``MIGRATIONS`` migrates ``user_version`` i -> i+1. Never edit a released entry,
+never reorder; append. The DDL lives here, beside its order, so the connection code
+(``catalog.db``) needs no module above it: the journal, queue, state and torrent index
+modules import their table's DDL from here, never the other way round.
+"""
+
+SCHEMA_V1 = """
+CREATE TABLE filesystems (
+    id          INTEGER PRIMARY KEY,
+    fsid        TEXT NOT NULL UNIQUE,      -- stable key: zfs:<guid> | uuid:<uuid> | marker:<uuid> | mount:<...>
+    kind        TEXT NOT NULL,             -- how fsid was derived: zfs | uuid | marker | mount
+    fstype      TEXT,
+    source      TEXT,                      -- dataset name / device, informational
+    mountpoint  BLOB,
+    dev         INTEGER,                   -- current st_dev only: a mapping, never an identity
+    first_seen  REAL NOT NULL,
+    last_seen   REAL NOT NULL
+);
+
+CREATE TABLE inodes (
+    id          INTEGER PRIMARY KEY,
+    fs          INTEGER NOT NULL REFERENCES filesystems(id),
+    ino         INTEGER NOT NULL,
+    size        INTEGER NOT NULL,
+    mtime_ns    INTEGER NOT NULL,
+    ctime_ns    INTEGER NOT NULL,
+    nlink       INTEGER NOT NULL,
+    -- content hash and the stat it was taken under; valid only while all match
+    hash        BLOB,
+    hash_size   INTEGER,
+    hash_mtime_ns INTEGER,
+    hash_ctime_ns INTEGER,
+    hashed_at   REAL,
+    -- cheap sample (size + head + tail) used to split size collisions before full hashing
+    sample      BLOB,
+    sample_mtime_ns INTEGER,
+    sample_ctime_ns INTEGER,
+    seen_scan   INTEGER,
+    UNIQUE (fs, ino)
+);
+CREATE INDEX inodes_size ON inodes(size);
+CREATE INDEX inodes_hash ON inodes(hash) WHERE hash IS NOT NULL;
+
+CREATE TABLE paths (
+    id          INTEGER PRIMARY KEY,
+    path        BLOB NOT NULL UNIQUE,
+    inode       INTEGER NOT NULL REFERENCES inodes(id),
+    pool        TEXT NOT NULL,
+    seen_scan   INTEGER
+);
+CREATE INDEX paths_inode ON paths(inode);
+
+CREATE TABLE scans (
+    id          INTEGER PRIMARY KEY,
+    pool        TEXT NOT NULL,
+    root        BLOB NOT NULL,
+    started_at  REAL NOT NULL,
+    finished_at REAL,
+    status      TEXT NOT NULL DEFAULT 'running',   -- running | ok | refused | failed
+    files_seen  INTEGER DEFAULT 0,
+    added       INTEGER DEFAULT 0,
+    changed     INTEGER DEFAULT 0,
+    removed     INTEGER DEFAULT 0,
+    message     TEXT
+);
+"""
+
+QUEUE_DDL = """
+CREATE TABLE IF NOT EXISTS event_jobs (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: ids are shown to senders
+    coalesce_key  TEXT    NOT NULL,
+    state         TEXT    NOT NULL DEFAULT 'pending'
+                  CHECK (state IN ('pending', 'running', 'done', 'dead')),
+    hashes        TEXT    NOT NULL DEFAULT '[]',      -- JSON lists, merged on coalescing
+    paths         TEXT    NOT NULL DEFAULT '[]',
+    kinds         TEXT    NOT NULL DEFAULT '[]',
+    sources       TEXT    NOT NULL DEFAULT '[]',
+    events        TEXT    NOT NULL DEFAULT '[]',      -- the first MAX_KEPT_EVENTS events
+    event_count   INTEGER NOT NULL DEFAULT 1,
+    truncated     INTEGER NOT NULL DEFAULT 0,         -- 1: lists were capped, look wider
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    max_attempts  INTEGER NOT NULL,
+    not_before    REAL    NOT NULL,
+    created_at    REAL    NOT NULL,
+    updated_at    REAL    NOT NULL,
+    claimed_at    REAL,
+    heartbeat_at  REAL,
+    worker_id     TEXT,
+    finished_at   REAL,
+    result        TEXT,
+    last_error    TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS event_jobs_one_pending_per_key
+    ON event_jobs (coalesce_key) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS event_jobs_ready ON event_jobs (state, not_before, created_at);
+"""
+
+JOURNAL_DDL = """
+CREATE TABLE IF NOT EXISTS runs (
+    id          INTEGER PRIMARY KEY,
+    started_at  REAL NOT NULL,
+    finished_at REAL,
+    status      TEXT NOT NULL,           -- running | done | failed | interrupted
+    trigger     TEXT,                    -- cli | worker | sweeper | resume
+    pid         INTEGER,
+    host        TEXT,
+    plan        TEXT NOT NULL,           -- the plan (JSON) this run executes
+    summary     TEXT                     -- JSON counters once finished
+);
+CREATE TABLE IF NOT EXISTS steps (
+    id          INTEGER PRIMARY KEY,
+    run         INTEGER NOT NULL REFERENCES runs(id),
+    seq         INTEGER NOT NULL,
+    group_id    TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    args        TEXT NOT NULL,           -- JSON
+    status      TEXT NOT NULL,           -- intended | done | failed | undone
+    started_at  REAL NOT NULL,
+    finished_at REAL,
+    result      TEXT,
+    error       TEXT,
+    UNIQUE (run, seq)
+);
+CREATE INDEX IF NOT EXISTS steps_run ON steps(run, seq);
+CREATE TABLE IF NOT EXISTS group_state (
+    group_id    TEXT PRIMARY KEY,
+    run         INTEGER REFERENCES runs(id),
+    status      TEXT NOT NULL,           -- running | done | failed | rolled_back
+    reason      TEXT,
+    updated_at  REAL NOT NULL
+);
+"""
+
+STATE_DDL = """
+CREATE TABLE IF NOT EXISTS state (
+    key        TEXT PRIMARY KEY,
+    value      TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
+TORRENTS_DDL = """
+CREATE TABLE torrent_sync (
+    instance    TEXT PRIMARY KEY,
+    rid         INTEGER NOT NULL DEFAULT 0,     -- qBittorrent sync/maindata response id (0: none yet)
+    mode        TEXT,                           -- how the last sync listed: full | incremental | listing
+    synced_at   REAL,                           -- last sync that completed
+    full_at     REAL                            -- last complete listing
+);
+
+CREATE TABLE torrents (
+    id          INTEGER PRIMARY KEY,
+    instance    TEXT NOT NULL,
+    hash        TEXT NOT NULL,                  -- the id the client reports (v1, or truncated v2)
+    infohash_v1 TEXT,
+    infohash_v2 TEXT,
+    name        TEXT NOT NULL DEFAULT '',
+    category    TEXT NOT NULL DEFAULT '',
+    tags        TEXT NOT NULL DEFAULT '[]',     -- JSON list, sorted
+    save_path   TEXT,                           -- host spelling (NULL when unmappable)
+    client_save_path TEXT,
+    content_path TEXT,
+    client_content_path TEXT,
+    download_path TEXT,
+    state       TEXT,
+    progress    REAL,
+    auto_tmm    INTEGER,
+    size        INTEGER,
+    total_size  INTEGER,
+    has_metadata INTEGER,
+    added_on    INTEGER,
+    completion_on INTEGER,
+    map_error   TEXT,
+    raw         TEXT NOT NULL DEFAULT '{}',
+    files_key   TEXT,
+    first_seen  REAL NOT NULL,
+    last_seen   REAL NOT NULL,
+    gone_at     REAL,
+    content_id  TEXT,
+    tree_id     TEXT,
+    files_hashed INTEGER NOT NULL DEFAULT 0,
+    ids_complete INTEGER NOT NULL DEFAULT 0,
+    ids_at      REAL,
+    group_id    TEXT,
+    decision    TEXT,
+    decision_reason TEXT,
+    decided_at  REAL,
+    UNIQUE (instance, hash)
+);
+CREATE INDEX torrents_v1 ON torrents(infohash_v1) WHERE infohash_v1 IS NOT NULL;
+CREATE INDEX torrents_v2 ON torrents(infohash_v2) WHERE infohash_v2 IS NOT NULL;
+CREATE INDEX torrents_content ON torrents(content_id) WHERE content_id IS NOT NULL;
+
+CREATE TABLE torrent_files (
+    torrent     INTEGER NOT NULL REFERENCES torrents(id) ON DELETE CASCADE,
+    idx         INTEGER NOT NULL,
+    rel         TEXT NOT NULL,                  -- relative to save_path, '/'-separated
+    size        INTEGER NOT NULL,
+    priority    INTEGER NOT NULL,
+    path        BLOB,                           -- host path, same bytes as paths.path (NULL: unmappable)
+    inode       INTEGER,                        -- inodes.id the path resolved to (no FK: scans drop inodes)
+    PRIMARY KEY (torrent, idx)
+) WITHOUT ROWID;
+CREATE INDEX torrent_files_path ON torrent_files(path);
+CREATE INDEX torrent_files_inode ON torrent_files(inode);
+"""
+
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, QUEUE_DDL, JOURNAL_DDL, STATE_DDL, TORRENTS_DDL)

@@ -1,0 +1,13 @@
+"""Command-line entry point. Thin: parse, load config, call one function, print.
+
+Exit codes are named in ``qbhook.errors.ExitCode``: 0 ok; 1 generic failure;
+2 usage / bad input; 3 refused by a safety guard (e.g. mass delete); 4 torrent
+client unreachable; 5 unsafe operation refused; 6 stale groups of a saved plan
+refused (apply --plan); 10 "plan has actionable groups" (plan only); 65 unusable
+plan file; 74 catalog damaged or its disk failing; 75 busy (lock held, or serve's
+port taken); 78 configuration problem.
+"""
+
+# Each module registers its commands on ``main`` when imported (heavy imports stay inside the commands).
+from qbhook.cli import apply, catalog, config, demo, events, plan, torrents  # noqa: E402, F401
+from qbhook.cli.app import App, main, pass_app  # noqa: F401  (the public entry point and its context)

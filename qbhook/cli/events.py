@@ -1,0 +1,303 @@
+"""Event-side commands: serve, sweep, status, queue, hook, setup qbittorrent."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import shlex
+import sys
+
+import click
+
+from qbhook.catalog.db import check_tables, reading
+from qbhook.cli.app import App, main, pass_app
+from qbhook.events.status import CHECKED_TABLES
+from qbhook.units import human_bytes as _human_bytes
+
+log = logging.getLogger("qbhook.serve")
+
+HOOK_ARGS = ("%I", "%J", "%K", "%N", "%L", "%G", "%F", "%R", "%D", "%C", "%Z")
+HOOK_FIELDS = ("I", "J", "K", "N", "L", "G", "F", "R", "D", "C", "Z")
+
+
+def _executor(app: App):
+    return _executor_for(app.cfg, app.catalog, app.clients)
+
+
+# ---------------------------------------------------------------- sweep
+@main.command("sweep")
+@pass_app
+def sweep_cmd(app: App):
+    """Scan, classify every group, plan (and apply when policy.auto_apply). Safe from cron/systemd."""
+    from qbhook.events.worker import sweep
+    out = sweep(app.cfg, app.catalog, app.clients, executor=_executor(app), progress=app.progress())
+
+    def human(d):
+        s = d["plan"]
+        click.echo(f"swept in {d['seconds']:.1f}s: {s['demote']} to demote, {s['promote']} to promote, "
+                   f"{s['blocked']} blocked, {s['stay']} staying")
+        for g in d["pending"]:
+            click.echo(f"  {g['action'].upper():8} {g['group_id']} {', '.join(g['names'][:2])}: {g['reason']}")
+        if "applied" in d:
+            click.echo(f"  applied: {json.dumps(d['applied'].get('counters', {}))}")
+        elif s["demote"] + s["promote"] and not app.cfg.policy.auto_apply:
+            click.echo("  (policy.auto_apply is off: run `qbhook apply --yes` to carry these out)")
+    app.emit(out, human)
+
+
+# ---------------------------------------------------------------- status
+@main.command()
+@pass_app
+def status(app: App):
+    """Queue depth, server and worker health, last sweep, pending plans, recent runs, pool usage.
+
+    Exits 1 when something needs a person: the server answers unhealthy, or jobs have
+    been ready for longer than STUCK_AFTER_S with nothing processing them. A damaged
+    catalog is a one-line error (exit 1) instead of a report built around the damage.
+
+    Example: qbhook --json status | jq .problems
+    """
+    from qbhook.events.status import report
+    data = report(app.cfg, app.catalog)
+
+    def human(d):
+        srv = d["server"]
+        if srv["answered"]:
+            click.echo(f"server: {'ok' if srv['ok'] else 'UNHEALTHY'} at {srv['url']}: {srv['reason']}")
+        else:
+            click.echo(f"server: not answering at {srv['url']} ({srv['reason']})")
+        q = d["queue"]
+        click.echo(f"queue: {q.get('pending', 0)} pending, {q.get('running', 0)} running, "
+                   f"{q.get('dead', 0)} dead, {q.get('done', 0)} done")
+        ls = d["last_sweep"]
+        if ls["at"]:
+            s = ls["plan"]
+            click.echo(f"last sweep: {_when(ls['at'])}: {s['demote']} to demote, {s['promote']} to promote, "
+                       f"{s['blocked']} blocked")
+            for g in ls["pending"][:10]:
+                click.echo(f"  {g['action'].upper():8} {', '.join(g['names'][:2])}: {g['reason']}")
+        else:
+            click.echo("last sweep: never (run `qbhook sweep`)")
+        if d["unfinished_runs"]:
+            click.echo(f"UNFINISHED runs: {d['unfinished_runs']} (run `qbhook resume`)")
+        for r in d["recent_runs"]:
+            click.echo(f"run {r['id']}: {r['status']} ({r['trigger']}, {_when(r['started_at'])})")
+        for name, p in d["pools"].items():
+            if "error" in p:
+                click.echo(f"pool {name}: {p['path']}: {p['error']}")
+            else:
+                click.echo(f"pool {name} ({p['role']}): {_human_bytes(p['free'])} free of {_human_bytes(p['size'])}")
+            click.echo(f"  catalogued: {_human_bytes(p['hashed_bytes'])} hashed ({p['hashed_files']:,} files), "
+                       f"{_human_bytes(p['unhashed_bytes'])} not hashed ({p['unhashed_files']:,} files)")
+        c = d["catalog"]
+        click.echo(f"catalog: {c['paths']:,} paths, {c['inodes']:,} inodes ({c['hashed']:,} hashed)")
+        for problem in d["problems"]:
+            click.echo(f"PROBLEM: {problem}", err=True)
+    app.emit(data, human)
+    if data["problems"]:
+        sys.exit(EXIT_UNHEALTHY)
+
+
+EXIT_UNHEALTHY = 1
+
+
+def _when(ts) -> str:
+    return _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+# ---------------------------------------------------------------- queue
+@main.group(invoke_without_command=True)
+@click.option("--state", "states", multiple=True, type=click.Choice(["pending", "running", "done", "dead"]))
+@click.option("--limit", default=30)
+@click.pass_context
+def queue(ctx, states, limit):
+    """List queued event jobs (dead letters show their error)."""
+    if ctx.invoked_subcommand:
+        return
+    from qbhook.events.queue import JobQueue
+    app: App = ctx.obj
+    with reading(app.cfg.catalog):
+        check_tables(app.catalog.conn, app.cfg.catalog, CHECKED_TABLES)
+        jobs = JobQueue(app.catalog.conn).list(states=list(states) or None, limit=limit)
+    data = [{"id": j.id, "state": j.state, "key": j.coalesce_key, "kinds": list(j.kinds), "sources": list(j.sources),
+             "events": j.event_count, "attempts": j.attempts, "created_at": j.created_at,
+             "error": j.last_error, "result": json.loads(j.result) if j.result and j.result.startswith("{") else j.result}
+            for j in jobs]
+
+    def human(rows):
+        for r in rows:
+            click.echo(f"#{r['id']:<6} {r['state']:8} {r['key'][:40]:40} {','.join(r['kinds'])} x{r['events']} "
+                       f"tries {r['attempts']}" + (f"\n        error: {r['error']}" if r["error"] else ""))
+        if not rows:
+            click.echo("queue is empty")
+    app.emit(data, human)
+
+
+@queue.command("retry")
+@click.argument("job_id", type=int)
+@pass_app
+def queue_retry(app: App, job_id):
+    """Put a dead job back in the queue."""
+    from qbhook.events.queue import JobQueue
+    with reading(app.cfg.catalog):
+        check_tables(app.catalog.conn, app.cfg.catalog, CHECKED_TABLES)
+        new = JobQueue(app.catalog.conn).retry_dead(job_id)
+    app.emit({"requeued": new}, lambda d: click.echo(f"job {job_id} requeued as {new}"))
+
+
+# ---------------------------------------------------------------- hook (direct mode)
+# Options end at the event: everything after it is qBittorrent's placeholder values, and a
+# torrent may be named "--help", "--" or "-x". (`qbhook hook --help` still shows help, and
+# a leading "--" is allowed: the hook script sends one.)
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("event", type=click.Choice(["added", "finished"]))
+@click.argument("values", nargs=-1, type=click.UNPROCESSED)
+@pass_app
+def hook(app: App, event, values):
+    """Enqueue a qBittorrent hook call directly (no server): qbhook hook added %I %J %K %N %L %G %F %R %D %C %Z"""
+    from qbhook.events.parse import parse_qbt_hook
+    from qbhook.events.queue import JobQueue
+    ev = parse_qbt_hook(hook_fields(event, values))
+    job, coalesced = JobQueue(app.catalog.conn).enqueue(ev)
+    app.emit({"queued": job, "coalesced": coalesced}, lambda d: None)
+
+
+def hook_fields(event: str, values) -> dict[str, str]:
+    """argv after the event, by position, as the form fields the script would post.
+
+    Python hands argv over as ``os.fsdecode`` strings, so bytes that are not UTF-8 arrive
+    escaped and the paths the event carries encode back to the exact bytes.
+    """
+    return {"event": event, **dict(zip(HOOK_FIELDS, values))}
+
+
+# ---------------------------------------------------------------- setup qbittorrent
+@main.group()
+def setup():
+    """Wire qbhook into other programs."""
+
+
+@setup.command("qbittorrent")
+@click.option("--mode", type=click.Choice(["http", "direct"]), default="http",
+              help="http: qBittorrent runs hooks/qbt-hook.sh (works in containers); direct: runs `qbhook hook`.")
+@click.option("--hook-path", default="/hooks/qbt-hook.sh", show_default=True,
+              help="Where qbt-hook.sh is, as qBittorrent sees it (inside its container).")
+@click.option("--qbhook-path", default=None, help="Path of the qbhook executable (direct mode).")
+@click.option("--instance", default=None, help="Which configured qBittorrent (default: all).")
+@click.option("--yes", is_flag=True, help="Apply. Without it, only show the change.")
+@pass_app
+def setup_qbittorrent(app: App, mode, hook_path, qbhook_path, instance, yes):
+    """Set qBittorrent's "run external program" on torrent added/finished to notify qbhook."""
+    if mode == "http":
+        base = [hook_path]
+    else:
+        exe = qbhook_path or _which("qbhook") or sys.argv[0]
+        base = [exe] + (["--config", str(app.cfg.source)] if app.cfg.source else []) + ["hook"]
+
+    def cmd(event):
+        # qBittorrent splits the line itself (no shell) and strips the quotes around each argument.
+        return " ".join([shlex.quote(b) for b in base] + [event] + [f'"{a}"' for a in HOOK_ARGS])
+    wanted = {"autorun_on_torrent_added_enabled": True, "autorun_on_torrent_added_program": cmd("added"),
+              "autorun_enabled": True, "autorun_program": cmd("finished")}
+    from qbhook.clients.registry import client_type
+    out = []
+    for client in app.clients:
+        if (instance and client.name != instance) or client_type(client) != "qbittorrent":
+            continue   # rTorrent is wired by .rtorrent.rc lines: `qbhook setup rtorrent`
+        prefs = client.preferences()
+        current = {k: prefs.get(k) for k in wanted}
+        change = {k: v for k, v in wanted.items() if current.get(k) != v}
+        if change and yes:
+            client.set_preferences(change)
+        out.append({"instance": client.name, "current": current, "change": change, "applied": bool(change and yes)})
+
+    def human(rows):
+        for r in rows:
+            click.echo(f"qBittorrent {r['instance']}:")
+            if not r["change"]:
+                click.echo("  already wired, nothing to change")
+            for k, v in r["change"].items():
+                click.echo(f"  {k}:\n    now: {r['current'].get(k)!r}\n    new: {v!r}")
+            if r["change"] and not r["applied"]:
+                click.echo("  dry run: re-run with --yes to apply")
+        if mode == "http":
+            click.echo("Make hooks/qbt-hook.sh available inside the qBittorrent container at that path, and set "
+                       "QBHOOK_URL and QBHOOK_TOKEN (or QBHOOK_TOKEN_FILE) in a qbt-hook.conf next to it.")
+    app.emit(out, human)
+
+
+@setup.command("rtorrent")
+@click.option("--hook-path", default="/hooks/qbt-hook.sh", show_default=True,
+              help="Where qbt-hook.sh is, as rTorrent sees it (inside its container).")
+@click.option("--instance", default=None, help="Which configured rTorrent (default: all).")
+@pass_app
+def setup_rtorrent(app: App, hook_path, instance):
+    """Print the .rtorrent.rc lines that call qbt-hook.sh when an item is added or finishes.
+
+    Printed, not applied: rTorrent reads them at start (or paste them into a running
+    rTorrent's XML-RPC `method.set_key`); qbhook never edits rTorrent's config file.
+    """
+    from qbhook.clients.registry import client_type
+    from qbhook.clients.rtorrent import event_rc_lines
+    from qbhook.errors import ConfigError
+    out = []
+    for client in app.clients:
+        if client_type(client) == "rtorrent" and (not instance or client.name == instance):
+            out.append({"instance": client.name, "address": client.address,
+                        "lines": event_rc_lines(hook_path, instance=client.name)})
+    if not out:
+        raise ConfigError("clients", "no rTorrent configured" + (f" named {instance!r}" if instance else ""),
+                          hint="add {type: rtorrent, name: ..., scgi: /run/rtorrent/rpc.sock} under clients:")
+
+    def human(rows):
+        for r in rows:
+            click.echo(f"# rTorrent {r['instance']} ({r['address']}): add to .rtorrent.rc")
+            for line in r["lines"]:
+                click.echo(line)
+    app.emit(out, human)
+
+
+def _which(name: str) -> str | None:
+    from shutil import which
+    return which(name)
+
+
+# ---------------------------------------------------------------- serve
+@main.command()
+@click.option("--listen", default=None, help="Address to bind (default: server.listen, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default: server.port, 9797).")
+@click.option("--no-sweep", is_flag=True, help="Do not run the periodic sweeper in this process.")
+@pass_app
+def serve(app: App, listen, port, no_sweep):
+    """Run the webhook server, the queue worker and a periodic sweeper until stopped (SIGTERM/SIGINT).
+
+    The port opens first: intake answers (and queues durably) at once, while the worker
+    finishes what a previous process left in flight, which may wait for the executor
+    lock. A busy or unusable address is a one-line error, never a traceback.
+
+    Example: qbhook serve --listen 0.0.0.0 --port 9797
+    """
+    from qbhook.events.service import Service
+    cfg = app.cfg
+    srv = cfg.server
+    clients = app.clients   # config errors before anything opens
+    # Long background hashing says how far it got (a line every ~30 s) even without -v.
+    hashing_log = logging.getLogger("qbhook.catalog.hashing")
+    if hashing_log.getEffectiveLevel() > logging.INFO:
+        hashing_log.setLevel(logging.INFO)
+    if not (srv.password or srv.token):
+        click.echo("qbhook: warning: no server credentials configured (server.password_env / token_env); "
+                   "every event endpoint will refuse requests", err=True)
+    service = Service(cfg, clients, _executor_for, host=listen or srv.listen, port=port or srv.port,
+                      sweeper=not no_sweep)
+    click.echo(f"qbhook serving on http://{service.host}:{service.port}", err=True)
+    service.run()
+    click.echo("qbhook stopped", err=True)
+
+
+def _executor_for(cfg, catalog, clients):
+    from qbhook.move.executor import Executor
+    from qbhook.move.journal import Journal
+    from qbhook.notify import watch
+    return watch(Executor(cfg, catalog, clients, Journal(catalog.conn), lock_wait=600.0))

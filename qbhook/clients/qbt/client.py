@@ -1,0 +1,586 @@
+"""Thin, path-mapped adapter over qbittorrent-api.
+
+Rules this module enforces for everything above it:
+
+* every path in and out goes through the instance's ``PathMap`` (lesson 1);
+* actions take any spelling of a torrent's hash and act on the id qBittorrent
+  reported, so a caller-supplied string never reaches a ``hashes=`` parameter
+  (``all`` or ``a|b`` there would act on other torrents);
+* qBittorrent skips unknown hashes silently, so actions confirm the torrent
+  exists first and raise ``UnknownTorrent``;
+* transient failures (connection, 5xx) are retried with bounded exponential
+  backoff; a 4xx is an answer, never retried;
+* ATM is never enabled where its Overwrite-mode move could write into a
+  hardlinked library file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import qbittorrentapi as qba
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from qbhook.clients.qbt.model import Category, TorrentFile, TorrentInfo
+from qbhook.errors import (
+    BadRequest,
+    PathMapError,
+    QbtError,
+    UnknownTorrent,
+    UnsafeOperation,
+)
+from qbhook.pathmap import PathMap
+from qbhook.paths import normalize
+
+__all__ = ["QbtClient", "check_hash", "V5_API"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Web API version of qBittorrent 5.0 (pause/resume became stop/start).
+V5_API = (2, 11)
+
+DEFAULT_TIMEOUT = 30.0
+
+_HASH_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+# qBittorrent rewrites these characters when it derives a folder from a
+# category name; rather than guess its exact rule, refuse to predict.
+_CATEGORY_PATH_UNSAFE = set(':?"*<>|\\')
+
+
+def check_hash(value: str) -> str:
+    """Lower-cased v1/v2/id hash, or BadRequest for anything else."""
+    h = str(value).strip().lower()
+    if not _HASH_RE.fullmatch(h):
+        raise BadRequest(f"not a torrent hash (40 or 64 hex digits): {value!r}")
+    return h
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in text.strip().lstrip("v").split("."))
+    except ValueError:
+        raise QbtError(f"unexpected Web API version string {text!r}") from None
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, qba.HTTP5XXError):
+        return True
+    # HTTPError (all 4xx) and LoginFailed subclass APIConnectionError too,
+    # but they are answers from qBittorrent, not a failure to get one.
+    return isinstance(exc, qba.APIConnectionError) and not isinstance(
+        exc, (qba.HTTPError, qba.LoginFailed)
+    )
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text or type(exc).__name__
+
+
+class QbtClient:
+    """One qBittorrent instance, seen in host paths."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        username: str | None = None,
+        password: str | None = None,
+        path_map: PathMap | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = 4,
+        backoff: float = 0.5,
+        max_backoff: float = 10.0,
+        api_key: str | None = None,
+    ):
+        self.name = name
+        self.url = url
+        self.path_map = path_map if path_map is not None else PathMap()
+        # without a username qBittorrent must be bypassing auth (whitelist)
+        self._login_required = bool(username) and not api_key
+        self._logged_in = False
+        self._api_version: str | None = None
+        self._api = self._make_api(url, username, password, api_key, timeout)
+        self._retrying = Retrying(
+            stop=stop_after_attempt(max(1, retries)),
+            wait=wait_exponential(multiplier=backoff, max=max_backoff),
+            retry=retry_if_exception(_is_transient),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+
+    @staticmethod
+    def _make_api(
+        url: str,
+        username: str | None,
+        password: str | None,
+        api_key: str | None,
+        timeout: float,
+    ) -> qba.Client:
+        extra = {"api_key": api_key} if api_key else {}
+        return qba.Client(
+            host=url,
+            username=username or "",
+            password=password or "",
+            REQUESTS_ARGS={"timeout": timeout},
+            # urllib3's own silent retries would multiply ours
+            HTTPADAPTER_ARGS={"max_retries": 0},
+            FORCE_SCHEME_FROM_HOST=True,
+            # an endpoint the server lacks must fail loudly, not return None
+            RAISE_NOTIMPLEMENTEDERROR_FOR_UNIMPLEMENTED_API_ENDPOINTS=True,
+            **extra,
+        )
+
+    def __repr__(self) -> str:
+        return f"QbtClient({self.name!r}, {self.url!r}, {self.path_map!r})"
+
+    # -- plumbing -------------------------------------------------------
+
+    def _log_retry(self, state: Any) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "qBittorrent %s: attempt %d failed (%s); retrying",
+            self.name,
+            state.attempt_number,
+            exc,
+        )
+
+    def _attempt(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._login_required and not self._logged_in:
+            self._api.auth_log_in()
+            self._logged_in = True
+        return fn(*args, **kwargs)
+
+    def _call(
+        self,
+        what: str,
+        fn: Callable[..., T],
+        *args: Any,
+        torrent: str | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """Run one API call with retries; translate failures to QbtError."""
+        try:
+            # a copy per call: Retrying keeps per-run state, and the webhook
+            # server calls in from several threads
+            return self._retrying.copy()(self._attempt, fn, *args, **kwargs)
+        except qba.NotFound404Error as exc:
+            if torrent is not None:
+                raise self._unknown(torrent) from exc
+            raise self._failed(what, exc) from exc
+        except (qba.APIError, NotImplementedError) as exc:
+            raise self._failed(what, exc) from exc
+
+    def _failed(self, what: str, exc: BaseException) -> QbtError:
+        where = f"qBittorrent {self.name!r} ({self.url})"
+        if isinstance(exc, qba.LoginFailed):
+            return QbtError(
+                f"{where}: login failed",
+                hint="check username/password for this instance",
+            )
+        if isinstance(exc, qba.HTTPError):
+            status = getattr(exc, "http_status_code", None) or _status_of(exc)
+            return QbtError(f"{where}: {what} refused (HTTP {status}): {_error_text(exc)}")
+        if isinstance(exc, qba.APIConnectionError):
+            return QbtError(
+                f"{where}: {what}: cannot reach qBittorrent: {_error_text(exc)}",
+                hint="is it running, and is the url right?",
+            )
+        if isinstance(exc, NotImplementedError):
+            return QbtError(f"{where}: {what} needs a newer qBittorrent: {exc}")
+        return QbtError(f"{where}: {what} failed: {_error_text(exc)}")
+
+    def _unknown(self, any_hash: str) -> UnknownTorrent:
+        return UnknownTorrent(f"qBittorrent {self.name!r} has no torrent {any_hash}")
+
+    # -- application ----------------------------------------------------
+
+    def version(self) -> str:
+        """qBittorrent's version string, e.g. ``v4.5.2``."""
+        return str(self._call("app/version", self._api.app_version))
+
+    def api_version(self, *, refresh: bool = False) -> str:
+        """Web API version, e.g. ``2.8.19``; cached after the first call."""
+        if self._api_version is None or refresh:
+            self._api_version = str(
+                self._call("app/webapiVersion", self._api.app_web_api_version)
+            ).strip()
+        return self._api_version
+
+    def is_v5(self) -> bool:
+        """qBittorrent 5.x or newer (stop/start, ``stopped*`` states)."""
+        return _version_tuple(self.api_version()) >= V5_API
+
+    def preferences(self) -> dict[str, Any]:
+        """Raw preferences; any paths inside are in the CLIENT's view."""
+        return dict(self._call("app/preferences", self._api.app_preferences))
+
+    def set_preferences(self, prefs: Mapping[str, Any]) -> None:
+        """Set raw preferences; any paths inside must be in the CLIENT's view."""
+        self._call("app/setPreferences", self._api.app_set_preferences, prefs=dict(prefs))
+
+    def default_save_path(self) -> str:
+        """qBittorrent's default save path, as a host path."""
+        return self.path_map.to_host(self._raw_default_save_path())
+
+    # -- torrents: reading ---------------------------------------------
+
+    def _raw_info(self, **filters: Any) -> list[dict[str, Any]]:
+        rows = self._call(
+            "torrents/info", self._api.torrents_info, SIMPLE_RESPONSES=True, **filters
+        )
+        return [dict(r) for r in rows]
+
+    def _to_info(self, raw: Mapping[str, Any]) -> TorrentInfo:
+        return TorrentInfo.from_api(raw, self.path_map, self.name)
+
+    def torrents(
+        self,
+        hashes: Iterable[str] | None = None,
+        category: str | None = None,
+        tag: str | None = None,
+    ) -> list[TorrentInfo]:
+        """Torrents, optionally filtered; ``hashes`` may be any hash spelling.
+
+        Raises PathMapError if any returned torrent has an unmappable path:
+        dropping it would let a caller conclude that nothing references its
+        files.
+        """
+        filters = {"category": category, "tag": tag}
+        if hashes is None:
+            return [self._to_info(r) for r in self._raw_info(**filters)]
+        wanted = {check_hash(h) for h in hashes}
+        if not wanted:
+            return []
+        return [self._to_info(r) for r in self._match_raw(wanted, filters)]
+
+    def _match_raw(
+        self, wanted: set[str], filters: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        ids = sorted(h for h in wanted if len(h) == 40)
+        rows = self._raw_info(torrent_hashes=ids, **filters) if ids else []
+        found = set().union(*(_raw_hashes(r) for r in rows)) if rows else set()
+        if wanted <= found:
+            return rows
+        # qBittorrent filters on its torrent id only: the v1 hash of a hybrid
+        # and full v2 hashes need a full listing.
+        seen = {r["hash"] for r in rows}
+        extra = [
+            r
+            for r in self._raw_info(**filters)
+            if r["hash"] not in seen and _raw_hashes(r) & wanted
+        ]
+        return rows + extra
+
+    def find(self, any_hash: str) -> TorrentInfo | None:
+        """The torrent named by id, v1 or v2 hash in any case, or None."""
+        h = check_hash(any_hash)
+        rows = self._match_raw({h}, {})
+        return self._to_info(rows[0]) if rows else None
+
+    def torrent(self, any_hash: str) -> TorrentInfo:
+        """Like ``find`` but raises UnknownTorrent."""
+        info = self.find(any_hash)
+        if info is None:
+            raise self._unknown(any_hash)
+        return info
+
+    def files(self, any_hash: str) -> list[TorrentFile]:
+        """Files of a torrent (``[]`` while it has no metadata)."""
+        t = self.torrent(any_hash)
+        rows = self._call(
+            "torrents/files",
+            self._api.torrents_files,
+            torrent_hash=t.hash,
+            SIMPLE_RESPONSES=True,
+            torrent=any_hash,
+        )
+        return [TorrentFile.from_api(r, i) for i, r in enumerate(rows)]
+
+    def maindata(self, rid: int = 0) -> dict[str, Any]:
+        """Raw ``sync/maindata`` since response ``rid`` (0: everything); CLIENT paths inside.
+
+        Torrents come keyed by id with only the fields that changed unless ``full_update``;
+        the torrent index (qbhook.catalog.indexer) merges and maps them.
+        """
+        return dict(self._call("sync/maindata", self._api.sync_maindata, rid=int(rid)))
+
+    def files_of_id(self, torrent_id: str) -> list[TorrentFile]:
+        """``files`` for an id qBittorrent itself just reported: one request, no lookup first.
+
+        The id is still checked to be a hash, so it can never be ``all`` or a ``|`` list.
+        """
+        h = check_hash(torrent_id)
+        rows = self._call("torrents/files", self._api.torrents_files, torrent_hash=h,
+                          SIMPLE_RESPONSES=True, torrent=h)
+        return [TorrentFile.from_api(r, i) for i, r in enumerate(rows)]
+
+    def categories(self) -> dict[str, Category]:
+        """Categories with the absolute save path ATM would use for each."""
+        raw = self._call(
+            "torrents/categories", self._api.torrents_categories, SIMPLE_RESPONSES=True
+        )
+        default = self._raw_default_save_path()
+        return {
+            name: self._category(name, str((c or {}).get("savePath") or ""), default)
+            for name, c in dict(raw).items()
+        }
+
+    def _raw_default_save_path(self) -> str:
+        return str(self._call("app/defaultSavePath", self._api.app_default_save_path))
+
+    def _category(self, name: str, raw_path: str, default: str) -> Category:
+        client_path = _effective_category_path(name, raw_path, default)
+        host_path = ""
+        if client_path:
+            try:
+                host_path = self.path_map.to_host(client_path)
+            except PathMapError:
+                pass  # not visible from the host: equals no torrent's save path
+        return Category(
+            name=name,
+            save_path=host_path,
+            client_save_path=client_path or "",
+            raw_save_path=raw_path,
+        )
+
+    def category_save_path(self, category: str) -> str:
+        """Host path ATM would place a complete torrent of ``category`` in.
+
+        Raises UnsafeOperation when it cannot be predicted or mapped.
+        """
+        if category:
+            cat = self.categories().get(category)
+            if cat is None:
+                raise UnsafeOperation(
+                    f"qBittorrent {self.name!r} has no category {category!r}"
+                )
+        else:
+            cat = self._category("", "", self._raw_default_save_path())
+        if not cat.save_path:
+            raise UnsafeOperation(
+                f"cannot tell where ATM would put torrents of category "
+                f"{category!r} (save path {cat.raw_save_path!r} in qBittorrent)"
+            )
+        return cat.save_path
+
+    # -- torrents: acting ----------------------------------------------
+
+    def set_location(
+        self, any_hash: str, host_path: str, *, require_existing: bool = True
+    ) -> None:
+        """Move a torrent (qBittorrent's KeepExistingFiles move) to a host path.
+
+        The destination must already exist on the host (lesson 1: a path only
+        the container could see let qBittorrent copy data on its own).
+        """
+        dest = normalize(host_path)
+        t = self.torrent(any_hash)
+        if require_existing and not os.path.isdir(dest):
+            raise UnsafeOperation(
+                f"refusing setLocation of {t.hash} ({t.name}): destination "
+                f"{dest} does not exist on the host",
+                hint="build the complete view at the destination first",
+            )
+        location = self.path_map.to_client(dest)
+        self._call(
+            "torrents/setLocation",
+            self._api.torrents_set_location,
+            location=location,
+            torrent_hashes=t.hash,
+            torrent=any_hash,
+        )
+
+    def set_download_path(self, any_hash: str, host_path: str) -> None:
+        """Set the incomplete-folder path; ``""`` clears it (Web API 2.8.4+)."""
+        path = self.path_map.to_client(normalize(host_path)) if host_path else ""
+        t = self.torrent(any_hash)
+        if t.auto_tmm:
+            # qBittorrent ignores it for ATM torrents, silently; a caller
+            # would believe a stale download path was cleared (lesson 2).
+            raise UnsafeOperation(
+                f"torrent {t.hash} ({t.name}) is under ATM: qBittorrent "
+                "would ignore setDownloadPath",
+                hint="disable ATM for the torrent first",
+            )
+        self._call(
+            "torrents/setDownloadPath",
+            self._api.torrents_set_download_path,
+            download_path=path,
+            torrent_hashes=t.hash,
+            torrent=any_hash,
+        )
+
+    def set_auto_management(
+        self,
+        any_hash: str,
+        enabled: bool,
+        *,
+        category_save_path: str | None = None,
+    ) -> None:
+        """Turn ATM on or off for one torrent.
+
+        Enabling ATM makes qBittorrent move the torrent to its category's save
+        path in Overwrite mode, which writes into the shared inode of a
+        hardlinked library file. So enabling requires the caller to pass the
+        category save path, and it must equal both the torrent's current save
+        path and the path qBittorrent itself derives for the category: then
+        there is nothing to move.
+        """
+        t = self.torrent(any_hash)
+        if enabled and not t.auto_tmm:
+            self._check_atm_safe(t, category_save_path)
+        self._call(
+            "torrents/setAutoManagement",
+            self._api.torrents_set_auto_management,
+            enable=bool(enabled),
+            torrent_hashes=t.hash,
+            torrent=any_hash,
+        )
+
+    def _check_atm_safe(self, t: TorrentInfo, category_save_path: str | None) -> None:
+        def refuse(reason: str) -> UnsafeOperation:
+            return UnsafeOperation(
+                f"refusing to enable ATM for {t.hash} ({t.name}): {reason}",
+                hint="an ATM move overwrites files in place, including hardlinked ones",
+            )
+
+        if category_save_path is None:
+            raise refuse("the category save path was not given")
+        if not t.is_complete:
+            raise refuse("the torrent is not complete (ATM would use the download path)")
+        given = normalize(category_save_path)
+        if given != t.save_path:
+            raise refuse(f"category save path {given} != current save path {t.save_path}")
+        actual = self.category_save_path(t.category)
+        if actual != t.save_path:
+            raise refuse(
+                f"qBittorrent's save path for category {t.category!r} is {actual}, "
+                f"not the current save path {t.save_path}"
+            )
+
+    def _act(self, endpoint: str, fn: Callable[..., Any], any_hash: str, **params: Any) -> None:
+        """One per-torrent action, always addressed by the id qBittorrent reported.
+
+        qBittorrent answers 200 to unknown hashes, so the torrent is resolved first.
+        """
+        t = self.torrent(any_hash)
+        self._call(endpoint, fn, torrent_hashes=t.hash, torrent=any_hash, **params)
+
+    def stop(self, any_hash: str) -> None:
+        """Stop (4.x: pause) a torrent."""
+        # qbittorrent-api >= 2024.5.61 routes to torrents/stop or
+        # torrents/pause by Web API version (checked in its source).
+        self._act("torrents/stop", self._api.torrents_stop, any_hash)
+
+    def start(self, any_hash: str) -> None:
+        """Start (4.x: resume) a torrent."""
+        self._act("torrents/start", self._api.torrents_start, any_hash)
+
+    def recheck(self, any_hash: str) -> None:
+        self._act("torrents/recheck", self._api.torrents_recheck, any_hash)
+
+    def add_tags(self, any_hash: str, tags: Iterable[str]) -> None:
+        tag_list = _check_tags(tags)
+        if not tag_list:
+            self.torrent(any_hash)   # an unknown torrent is refused even with nothing to do
+            return
+        self._act("torrents/addTags", self._api.torrents_add_tags, any_hash, tags=tag_list)
+
+    def remove_tags(self, any_hash: str, tags: Iterable[str]) -> None:
+        tag_list = _check_tags(tags)
+        if not tag_list:
+            self.torrent(any_hash)   # an unknown torrent is refused even with nothing to do
+            return
+        self._act("torrents/removeTags", self._api.torrents_remove_tags, any_hash, tags=tag_list)
+
+    def close(self) -> None:
+        """Log out; a no-op if never logged in."""
+        if self._logged_in:
+            self._logged_in = False
+            try:
+                self._api.auth_log_out()
+            except qba.APIError:
+                pass
+
+
+def _status_of(exc: BaseException) -> int | str:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", "?")
+
+
+def _raw_hashes(raw: Mapping[str, Any]) -> set[str]:
+    keys = ("hash", "infohash_v1", "infohash_v2")
+    return {str(raw[k]).lower() for k in keys if raw.get(k)}
+
+
+def _check_tags(tags: Iterable[str]) -> list[str]:
+    if isinstance(tags, str):
+        tags = [tags]
+    out = []
+    for tag in tags:
+        tag = tag.strip()
+        if "," in tag:
+            # qBittorrent splits on ',' and would add two tags instead
+            raise BadRequest(f"a tag cannot contain ',': {tag!r}")
+        if tag:
+            out.append(tag)
+    return out
+
+
+def _effective_category_path(name: str, raw_path: str, default: str) -> str | None:
+    """Absolute client path for a category, as qBittorrent derives it.
+
+    Empty category -> default save path; empty category path -> the category
+    name below the default; a relative category path -> below the default.
+    None when the derivation would depend on qBittorrent's name sanitising.
+    """
+    if not name:
+        return default
+    path = raw_path
+    if not path:
+        if _CATEGORY_PATH_UNSAFE & set(name) or name != name.strip():
+            return None
+        path = name
+    if not path.startswith("/"):
+        path = posixpath.join(default, path)
+    return path
+
+
+def _field(entry: Any, key: str, default: Any = None) -> Any:
+    if isinstance(entry, Mapping):
+        return entry.get(key, default)
+    return getattr(entry, key, default)
+
+
+def _client_from_config(entry: Any, client_kwargs: Mapping[str, Any]) -> QbtClient:
+    path_map = _field(entry, "path_map")
+    if not isinstance(path_map, PathMap):
+        path_map = PathMap.from_config(path_map)
+    kwargs = dict(client_kwargs)
+    for key in ("timeout", "api_key"):
+        value = _field(entry, key)
+        if value is not None:
+            kwargs[key] = value
+    return QbtClient(
+        name=str(_field(entry, "name")),
+        url=str(_field(entry, "url")),
+        username=_field(entry, "username"),
+        password=_field(entry, "password"),
+        path_map=path_map,
+        **kwargs,
+    )

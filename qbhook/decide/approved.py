@@ -1,0 +1,282 @@
+"""Approved plans: save a plan someone reviewed, later apply exactly that plan or nothing of it.
+
+``qbhook plan --save FILE`` writes a versioned JSON document: the plan's groups
+(decision, reason, steps), a ``fingerprint`` per group and a ``plan_id``, the
+SHA-256 of everything else in the document, so an edited file is refused.
+
+A group's fingerprint is a hash of the facts its decision rests on, read from
+the snapshot the plan was made from: its torrents (hash, instance, save path,
+files with size and inode), every inode of those files (size, link count,
+content hash, every known link inside and outside the seeding roots), and what
+sits at each path its steps would write to. Facts that churn without changing
+any decision (free space, the torrent's transfer state, the clock) are left out:
+the decision and the steps are compared separately, and the executor re-checks
+space and state right before it acts.
+
+``qbhook apply --plan FILE --yes`` re-gathers facts for the plan's groups only,
+plans them again and, per group, applies the saved group only when the fresh
+decision, the fresh steps and the fresh fingerprint all equal the saved ones.
+Any difference refuses that group, with one line saying which fact moved; the
+other groups still apply. The rule: an approval covers the world as it was
+shown, never a world that has changed since.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from qbhook.decide.facts import Snapshot
+from qbhook.decide.plan import GroupPlan, Plan
+from qbhook.errors import PlanFileError
+
+FORMAT = "qbhook-plan"
+VERSION = 1
+
+# Exit code of ``apply --plan`` when at least one saved group was refused as stale
+# (the others ran). Distinct from 5 (a group failed while running).
+EXIT_STALE = 6
+
+
+# ------------------------------------------------------------------ fingerprints
+
+
+def group_facts(snap: Snapshot, torrent_hashes: list[str], steps_dsts: list[str]) -> dict:
+    """The facts one group's decision rests on, as canonical plain data (see the module docstring)."""
+    wanted = set(torrent_hashes)
+    torrents = sorted((t for t in snap.torrents if t.hash in wanted), key=lambda t: (t.hash, t.instance))
+    keys = sorted({f.inode for t in torrents for f in t.files if f.inode is not None})
+    inodes = []
+    for k in keys:
+        i = snap.inodes.get(k)
+        inodes.append(None if i is None else
+                      {"fsid": i.fsid, "ino": i.ino, "size": i.size, "nlink": i.nlink, "blake3": i.blake3,
+                       "seeding_paths": sorted(i.seeding_paths), "other_paths": sorted(i.other_paths)})
+    existing = {}
+    for d in sorted(set(steps_dsts)):
+        k = snap.existing.get(d)
+        existing[d] = list(k) if k is not None else None
+    return {
+        "torrents": [{"hash": t.hash, "instance": t.instance, "save_path": t.save_path,
+                      "download_path": t.download_path,
+                      "files": [{"rel": f.rel, "size": f.size, "path": f.path, "priority": f.priority,
+                                 "inode": list(f.inode) if f.inode else None} for f in t.files]}
+                     for t in torrents],
+        "inodes": inodes,
+        "destinations": existing,
+    }
+
+
+def _dsts(g: GroupPlan) -> list[str]:
+    return [s.args["dst"] for s in g.steps if "dst" in s.args]
+
+
+def _digest(data) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def fingerprint(snap: Snapshot, g: GroupPlan) -> str:
+    return _digest(group_facts(snap, g.torrents, _dsts(g)))
+
+
+def _steps_of(g: GroupPlan) -> list[dict]:
+    return [{"kind": s.kind, "args": s.args} for s in g.steps]
+
+
+# ------------------------------------------------------------------ the file
+
+
+def document(plan: Plan, snap: Snapshot, pools: dict[str, str]) -> dict:
+    """The saved form of ``plan``. ``pools``: pool name -> seeding root, to refuse another setup's file."""
+    groups = []
+    for g in plan.groups:
+        d = g.to_dict()
+        d["fingerprint"] = fingerprint(snap, g)
+        groups.append(d)
+    body = {"format": FORMAT, "version": VERSION, "created_at": plan.created_at, "pools": pools,
+            "groups": groups, "summary": plan.summary()}
+    # JSON round trip first, so the id is computed over exactly what a reader will see.
+    body = json.loads(json.dumps(body, sort_keys=True))
+    return {"plan_id": _digest(body), **body}
+
+
+def save(path: str | os.PathLike, doc: dict) -> None:
+    """Write atomically: a reader never sees half a plan."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".qbhook-plan.", dir=path.parent or ".")
+    except OSError as e:
+        raise PlanFileError(f"cannot write plan file {path}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(doc, f, sort_keys=True, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        os.unlink(tmp)
+        raise PlanFileError(f"cannot write plan file {path}: {e.strerror}") from None
+
+
+@dataclass
+class SavedPlan:
+    plan_id: str
+    pools: dict[str, str]
+    plan: Plan
+    fingerprints: dict[str, str]      # group_id -> fingerprint
+
+
+def load(path: str | os.PathLike, pools: dict[str, str]) -> SavedPlan:
+    """Read and check a saved plan; any defect is a PlanFileError naming it."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlanFileError(f"plan file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise PlanFileError(f"cannot read plan file {path}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        raise PlanFileError(f"plan file {path} is not JSON ({e.msg} at line {e.lineno})") from None
+    return parse(doc, pools, str(path))
+
+
+def parse(doc, pools: dict[str, str], where: str = "plan file") -> SavedPlan:
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise PlanFileError(f"{where} is not a qbhook plan (no \"format\": \"{FORMAT}\")",
+                            hint="make one with: qbhook plan --save FILE")
+    if doc.get("version") != VERSION:
+        raise PlanFileError(f"{where} has plan format version {doc.get('version')!r}; this qbhook reads version "
+                            f"{VERSION}", hint="make the plan again with this qbhook: qbhook plan --save FILE")
+    body = {k: v for k, v in doc.items() if k != "plan_id"}
+    if doc.get("plan_id") != _digest(body):
+        raise PlanFileError(f"{where} was changed after it was saved (its plan id does not match its content)",
+                            hint="make the plan again: qbhook plan --save FILE")
+    if doc.get("pools") != pools:
+        raise PlanFileError(f"{where} was made for other pools ({_pools_text(doc.get('pools'))}) than this "
+                            f"configuration's ({_pools_text(pools)})")
+    try:
+        groups = doc["groups"]
+        fps = {g["group_id"]: str(g["fingerprint"]) for g in groups}
+        plan = Plan.from_dict({"groups": [{k: v for k, v in g.items() if k != "fingerprint"} for g in groups],
+                               "created_at": float(doc.get("created_at") or 0.0)})
+    except (KeyError, TypeError, ValueError) as e:
+        raise PlanFileError(f"{where} has a malformed group ({type(e).__name__}: {e})") from None
+    return SavedPlan(doc["plan_id"], pools, plan, fps)
+
+
+def _pools_text(pools) -> str:
+    if not isinstance(pools, dict):
+        return "unknown"
+    return ", ".join(f"{k}: {v}" for k, v in sorted(pools.items()))
+
+
+# ------------------------------------------------------------------ re-validation
+
+
+@dataclass
+class Verdict:
+    group_id: str
+    ok: bool
+    reason: str              # why it still holds, or which fact changed
+
+
+def revalidate(saved: SavedPlan, snap: Snapshot, fresh: Plan) -> list[Verdict]:
+    """Per saved actionable group: does the fresh plan, made from fresh facts, say exactly the same?"""
+    by_id = {g.group_id: g for g in fresh.groups}
+    out = []
+    for g in saved.plan.actionable:
+        now = by_id.get(g.group_id)
+        if now is None:
+            reason = _membership_change(g, fresh)
+        elif (now.action, now.source_pool, now.target_pool) != (g.action, g.source_pool, g.target_pool):
+            reason = f"decision changed: now {now.action.upper()} ({now.reason}), was {g.action.upper()}"
+        elif _digest(_steps_of(now)) != _digest(_steps_of(g)):
+            reason = "its steps changed (the data or what sits at its destinations changed)"
+        elif fingerprint(snap, g) != saved.fingerprints.get(g.group_id):
+            reason = "its facts changed since the plan was saved: " + _what_changed(g, snap)
+        else:
+            out.append(Verdict(g.group_id, True, "unchanged since the plan was saved"))
+            continue
+        out.append(Verdict(g.group_id, False, reason))
+    return out
+
+
+def _membership_change(g: GroupPlan, fresh: Plan) -> str:
+    holders = {g2.group_id for g2 in fresh.groups for h in g.torrents if h in g2.torrents}
+    if not holders:
+        return "its torrents are gone from qBittorrent"
+    return "its torrents changed (a torrent was added to or removed from the group)"
+
+
+def _what_changed(g: GroupPlan, snap: Snapshot) -> str:
+    # The saved file keeps only the digest, so say which kind of fact cannot be the same,
+    # judged against what the saved steps expected.
+    links = {s.args["path"]: s.args.get("seeding_links", []) for s in g.steps if s.kind == "delete"}
+    by_path = {f.path: f for t in snap.torrents if t.hash in g.torrents for f in t.files}
+    for path, seeding in links.items():
+        f = by_path.get(path)
+        i = snap.inodes.get(f.inode) if f and f.inode else None
+        if i is None:
+            return f"{path} is missing"
+        if i.nlink != len(seeding) or i.other_paths:
+            return f"{path} now has {i.nlink} link(s), the plan expected {len(seeding)}"
+    return "inode identities, sizes, hashes or links of its files, or what sits at its destinations"
+
+
+# ------------------------------------------------------------------ apply
+
+
+def seeding_roots(cfg) -> dict[str, str]:
+    return {p.name: str(p.seeding_root) for p in cfg.pools}
+
+
+@dataclass
+class SavedRun:
+    plan_id: str
+    verdicts: list[Verdict]
+    summary: object               # executor.RunSummary (dry run: what would run)
+
+    @property
+    def stale(self) -> list[Verdict]:
+        return [v for v in self.verdicts if not v.ok]
+
+    @property
+    def exit_code(self) -> int:
+        return self.summary.exit_code or (EXIT_STALE if self.stale else 0)
+
+    def to_dict(self) -> dict:
+        return {"plan_id": self.plan_id, "stale": {v.group_id: v.reason for v in self.stale},
+                "valid": [v.group_id for v in self.verdicts if v.ok], **self.summary.to_dict()}
+
+
+def apply_saved(cfg, catalog, clients, executor, saved: SavedPlan, *, dry_run: bool, scan: bool = True,
+                progress=None, trigger: str = "approved-plan") -> SavedRun:
+    """Re-gather facts for the saved plan's groups only, re-validate each, apply the ones that hold."""
+    from qbhook.catalog.scan import scan_pool
+    from qbhook.decide.planner import make_plan
+    from qbhook.decide.snapshot import build_snapshot
+
+    groups = saved.plan.actionable
+    verdicts: list[Verdict] = []
+    if groups:
+        hashes = sorted({h for g in groups for h in g.torrents})
+        live = {h for c in clients for t in c.torrents() for h in t.hashes}
+        gone = {g.group_id for g in groups if not set(g.torrents) <= live}
+        verdicts = [Verdict(gid, False, "one of its torrents is gone from qBittorrent") for gid in sorted(gone)]
+        hashes = [h for h in hashes if h in live]
+        if hashes:
+            if scan:
+                for pool in cfg.pools:
+                    scan_pool(catalog, pool, cfg.scan, progress=progress)
+            snap = build_snapshot(cfg, catalog, clients, hashes=hashes, progress=progress)
+            fresh = make_plan(snap, cfg.policy)
+            keep = Plan(groups=[g for g in groups if g.group_id not in gone], created_at=saved.plan.created_at)
+            verdicts += revalidate(SavedPlan(saved.plan_id, saved.pools, keep, saved.fingerprints), snap, fresh)
+    ok = [v.group_id for v in verdicts if v.ok]
+    approved = Plan(groups=[g for g in groups if g.group_id in ok], created_at=saved.plan.created_at)
+    summary = executor.apply(approved, trigger=trigger, dry_run=dry_run)
+    return SavedRun(saved.plan_id, verdicts, summary)

@@ -1,0 +1,172 @@
+"""What the planner knows: plain, immutable facts gathered by the snapshot builder.
+
+Nothing here does I/O. A fact is as true as the moment it was read; the
+executor re-checks every fact it depends on right before it acts.
+
+Paths in facts are spelled canonically (``qbt.pathmap.normalize``: absolute, no
+``//``, no ``.``, no trailing slash, never a ``..``), so that one link is one
+string: two spellings of one link counted twice would hide a library link
+(``split_links``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from qbhook.errors import PathMapError
+from qbhook.paths import is_within, normalize
+
+InodeKey = tuple[str, int]          # (stable filesystem id, inode number)
+ContentKey = tuple[int, str]        # (size, blake3 hex)
+
+UNSTABLE_STATES = frozenset({"moving", "checkingUP", "checkingDL", "checkingResumeData", "metaDL", "error",
+                             "missingFiles", "unknown", "allocating", "forcedMetaDL"})
+
+
+@dataclass(frozen=True, slots=True)
+class InodeFact:
+    fsid: str
+    ino: int
+    size: int
+    nlink: int
+    blake3: str | None                   # hex; None when not hashed or changed since hashed
+    seeding_paths: tuple[str, ...] = ()  # known links inside any seeding root
+    other_paths: tuple[str, ...] = ()    # known links outside the seeding roots (libraries ...)
+
+    @property
+    def key(self) -> InodeKey:
+        return (self.fsid, self.ino)
+
+    @property
+    def content(self) -> ContentKey | None:
+        return (self.size, self.blake3) if self.blake3 else None
+
+    @property
+    def external_links(self) -> int:
+        """Links that are not inside any seeding root: a library (or something unknown) uses it."""
+        return max(self.nlink - len(self.seeding_paths), 0)
+
+
+@dataclass(frozen=True, slots=True)
+class FileFact:
+    index: int
+    rel: str                  # relative to the torrent's save path, '/'-separated, root folder included
+    size: int
+    path: str                 # host path
+    inode: InodeKey | None    # None: nothing (or not a regular file) at path
+    priority: int = 1
+    progress: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class TorrentFact:
+    hash: str
+    instance: str
+    name: str
+    state: str                # normalized to qBittorrent 5 names (stoppedUP, not pausedUP)
+    progress: float
+    save_path: str            # host path
+    files: tuple[FileFact, ...]
+    category: str = ""
+    tags: frozenset[str] = frozenset()
+    auto_tmm: bool = False
+    download_path: str = ""   # host path, "" when unset
+    completion_on: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PoolFact:
+    name: str
+    role: str                 # primary | cold
+    path: str
+    seeding_root: str
+    seeding_fsid: str         # filesystem of the seeding root: the only place links can be made
+    free_bytes: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    torrents: tuple[TorrentFact, ...]
+    inodes: dict[InodeKey, InodeFact]
+    pools: tuple[PoolFact, ...]
+    # Known inodes per content (any pool), for donors: verified to still exist by the builder.
+    content: dict[ContentKey, tuple[InodeKey, ...]] = field(default_factory=dict)
+    # What exists right now at paths a plan may write to: path -> inode key (None: nothing there).
+    existing: dict[str, InodeKey | None] = field(default_factory=dict)
+    now: float = 0.0
+    # Symlinks met in torrent and destination paths below a pool root: path -> link target.
+    symlinks: dict[str, str] = field(default_factory=dict)
+
+    def pool(self, name: str) -> PoolFact:
+        return next(p for p in self.pools if p.name == name)
+
+    @property
+    def primary(self) -> PoolFact:
+        return next(p for p in self.pools if p.role == "primary")
+
+    @property
+    def cold(self) -> PoolFact:
+        return next(p for p in self.pools if p.role == "cold")
+
+    def seeding_pool_of(self, path: str) -> PoolFact | None:
+        for p in self.pools:
+            if is_within(path, p.seeding_root):
+                return p
+        return None
+
+
+def split_links(paths: Iterable[str], roots: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(links inside a seeding root, other links) of one inode, canonical, each counted once.
+
+    ``external_links`` is nlink minus the seeding links, so ``seeding//x`` and
+    ``seeding/x`` counted as two would make a library-linked inode look seed-only
+    and demote it. A spelling that cannot be made canonical (relative, ``..``) is
+    dropped: the inode then looks *more* linked from outside, never less.
+    """
+    roots = tuple(roots)
+    canon: set[str] = set()
+    for p in paths:
+        try:
+            canon.add(normalize(p))
+        except PathMapError:
+            continue
+    seeding = tuple(sorted(p for p in canon if any(is_within(p, r) for r in roots)))
+    other = tuple(sorted(canon.difference(seeding)))
+    return seeding, other
+
+
+def ancestors(path: str, roots: list[str]):
+    """``path`` itself and its parents, stopping at the seeding root that holds it."""
+    p = os.path.normpath(path)
+    root = next((r for r in roots if is_within(p, r)), None)
+    while True:
+        yield p
+        if root is None or p == os.path.normpath(root) or p == "/":
+            return
+        p = os.path.dirname(p)
+
+
+def map_seeding_path(path: str, src_root: str, dst_root: str) -> str:
+    """THE mapping from a torrent's path on one pool to its path on the other.
+
+    Keeps the path relative to the seeding root exactly, so cross-seed link
+    folders (``seeding/cross-seed/<tracker>/...``) stay where they were relative
+    to the root (field lesson 4: a formula that dropped a prefix broke ~2,000
+    torrents). Refuses anything that is not strictly inside ``src_root``.
+    """
+    for label, v in (("path", path), ("source root", src_root), ("target root", dst_root)):
+        if not v.startswith("/"):
+            raise ValueError(f"{label} must be absolute: {v!r}")
+        if ".." in PurePosixPath(v).parts:
+            raise ValueError(f"{label} must not contain '..': {v!r}")
+    p = PurePosixPath(os.path.normpath(path))
+    src = PurePosixPath(os.path.normpath(src_root))
+    dst = PurePosixPath(os.path.normpath(dst_root))
+    if p == src:
+        return str(dst)
+    if src not in p.parents:
+        raise ValueError(f"{path} is not inside seeding root {src_root}")
+    return str(dst / p.relative_to(src))

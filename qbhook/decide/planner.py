@@ -1,0 +1,415 @@
+"""The planner: a snapshot of facts in, a plan out. No I/O, no clock, no randomness.
+
+Per payload group it decides:
+
+- **stay**    the group is where it belongs (a library links it, or it is seed-only
+              on the cold pool, or policy says not yet);
+- **demote**  primary -> cold: no link outside the seeding roots, policy allows;
+              reuse identical content already on the cold pool, else copy once;
+- **promote** cold -> primary: only when every file's content already exists on the
+              primary pool and something there consumes it (a library copy), up to a
+              small copy allowance; never a blind copy;
+- **blocked** it should move but cannot safely now, with reasons a person can act on
+              (a symlink anywhere in a torrent's source or destination path below a
+              pool root always blocks: facts read through it describe somewhere else);
+- **skip**    actionable but over this run's batch cap or waiting on another group.
+
+Converging identical payloads on both pools falls out of the same rules: the
+side nobody consumes demotes or promotes onto the other side's inodes with zero
+bytes copied.
+"""
+
+from __future__ import annotations
+
+import gc
+import posixpath
+from collections.abc import Iterable
+
+from qbhook.catalog.identity import group_id
+from qbhook.config import PolicyConfig
+from qbhook.decide.facts import (
+    UNSTABLE_STATES,
+    ContentKey,
+    InodeFact,
+    InodeKey,
+    PoolFact,
+    Snapshot,
+    TorrentFact,
+    ancestors,
+    map_seeding_path,
+)
+from qbhook.decide.grouping import payload_groups
+from qbhook.decide.plan import GroupPlan, Plan, Step
+from qbhook.decide.policy import policy_blocks_demote
+from qbhook.units import human_bytes as _b
+
+
+def make_plan(snap: Snapshot, policy: PolicyConfig) -> Plan:
+    # Millions of small, long-lived objects and no cycles: the cyclic GC would only rescan them.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        plans = []
+        room = policy.max_groups_per_run or float("inf")
+        for g in payload_groups(snap.torrents):
+            # Past this run's cap, decide but do not build steps: they would be thrown away.
+            gp = decide(snap, policy, g, build=room > 0)
+            room -= gp.actionable
+            plans.append(gp)
+        _resolve_cross_group(plans)
+        _apply_batch_cap(plans, policy.max_groups_per_run)
+    finally:
+        if was_enabled:
+            gc.enable()
+    return Plan(groups=plans, created_at=snap.now)
+
+
+# ------------------------------------------------------------------ per group
+
+
+def decide(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], build: bool = True) -> GroupPlan:
+    gp = GroupPlan(group_id=group_id(t.hash for t in group), torrents=[t.hash for t in group],
+                   names=[t.name for t in group], action="stay", reason="")
+    inodes = _group_inodes(snap, group)
+    gp.payload_bytes = sum(i.size for i in inodes.values())
+    gp.external_links = external_link_paths(inodes.values())
+
+    pools = {p.name if p else None for p in (snap.seeding_pool_of(t.save_path) for t in group)}
+    if None in pools:
+        outside = [t.name for t in group if snap.seeding_pool_of(t.save_path) is None]
+        return _blocked(gp, [f"save path outside every seeding root: {n}" for n in outside])
+    if len(pools) > 1:
+        return _blocked(gp, ["group spans both pools (files shared across pools?)"])
+    src = snap.pool(pools.pop())
+    gp.source_pool = src.name
+    through_links = symlink_blockers(snap, group, src)
+    if through_links:
+        return _blocked(gp, through_links)
+
+    has_external = any(i.external_links > 0 for i in inodes.values())
+    if src.role == "primary":
+        if has_external:
+            gp.reason = "linked outside the seeding tree: " + _short(gp.external_links, _unknown_links(inodes.values()))
+            return gp
+        if inodes_missing_or_unknown(group, snap):
+            # Without every inode we cannot prove "no external links": stay is the safe answer.
+            return _blocked(gp, file_blockers(group, snap))
+        why_not = policy_blocks_demote(group, policy, snap.now)
+        if why_not:
+            gp.reason = "policy: " + why_not
+            return gp
+        consumer = _consumer_elsewhere(snap, inodes.values(), src)
+        if consumer:
+            gp.reason = f"same content is used by a library on {src.name} ({consumer}); not demoting a duplicate"
+            return gp
+        tgt = snap.cold
+        donors = _donors(snap, inodes.values(), tgt)
+        gp.action, gp.target_pool = "demote", tgt.name
+        gp.reason = ("no links outside the seeding tree" +
+                     (f"; {len(donors)} of {len({i.content for i in inodes.values() if i.size})} contents already on {tgt.name}"
+                      if donors else ""))
+    else:
+        if has_external:
+            gp.reason = "linked outside the seeding tree on the cold pool: " + _short(gp.external_links, 0)
+            return gp
+        if inodes_missing_or_unknown(group, snap):
+            blockers = file_blockers(group, snap)
+            gp.reason = "seed-only on the cold pool (" + "; ".join(blockers[:2]) + ")"
+            return gp
+        tgt = snap.primary
+        donors = _donors(snap, inodes.values(), tgt)
+        if not donors:
+            gp.reason = f"seed-only data on {src.name}: nothing on {tgt.name} shares its content"
+            return gp
+        if not any(snap.inodes[k].external_links > 0 for k in _donor_inodes(snap, inodes.values(), tgt)):
+            gp.reason = (f"same content on {tgt.name} is only other torrents' seed data; "
+                         f"that group demotes onto this one instead")
+            return gp
+        missing = {i.content: i.size for i in inodes.values() if i.size and i.content not in donors}
+        missing_bytes = sum(missing.values())
+        allowance = min(policy.promote_copy_max_bytes, policy.promote_copy_max_ratio * gp.payload_bytes)
+        if missing_bytes > allowance:
+            gp.reason = (f"{_b(missing_bytes)} of this payload is not on {tgt.name} (allowance {_b(int(allowance))}); "
+                         f"reported, not promoted")
+            return gp
+        gp.action, gp.target_pool = "promote", tgt.name
+        gp.reason = (f"a library on {tgt.name} already holds this content" +
+                     (f"; copying {_b(missing_bytes)} of small extras" if missing_bytes else ""))
+
+    blockers = symlink_blockers(snap, group, src, tgt) + file_blockers(group, snap) + torrent_blockers(group)
+    if blockers:
+        return _blocked(gp, blockers)
+    if not build:
+        gp.action, gp.reason = "skip", _CAP_REASON.format(cap=policy.max_groups_per_run) + f" (would {gp.action})"
+        return gp
+    steps, copy_bytes, conflicts = build_steps(snap, policy, group, src, tgt, donors)
+    if conflicts:
+        return _blocked(gp, conflicts)
+    if copy_bytes > tgt.free_bytes:
+        return _blocked(gp, [f"not enough free space on {tgt.name}: needs {_b(copy_bytes)}, has {_b(tgt.free_bytes)}"])
+    gp.steps, gp.bytes_to_copy = steps, copy_bytes
+    gp.bytes_freed = _bytes_freed(group, snap)
+    return gp
+
+
+def _blocked(gp: GroupPlan, blockers: list[str]) -> GroupPlan:
+    gp.action, gp.blockers, gp.steps = "blocked", blockers, []
+    gp.reason = "; ".join(blockers[:3]) + (f" (+{len(blockers) - 3} more)" if len(blockers) > 3 else "")
+    return gp
+
+
+# ------------------------------------------------------------------ facts about a group
+
+
+def _group_inodes(snap: Snapshot, group: Iterable[TorrentFact]) -> dict[InodeKey, InodeFact]:
+    return {f.inode: snap.inodes[f.inode] for t in group for f in t.files
+            if f.inode is not None and f.inode in snap.inodes}
+
+
+def external_link_paths(inodes: Iterable[InodeFact]) -> list[str]:
+    return sorted({p for i in inodes if i.external_links for p in i.other_paths})
+
+
+def _unknown_links(inodes: Iterable[InodeFact]) -> int:
+    return sum(max(i.external_links - len(i.other_paths), 0) for i in inodes)
+
+
+def inodes_missing_or_unknown(group: list[TorrentFact], snap: Snapshot) -> bool:
+    return any(f.inode is None or f.inode not in snap.inodes for t in group for f in t.files)
+
+
+def file_blockers(group: list[TorrentFact], snap: Snapshot) -> list[str]:
+    out = []
+    for t in group:
+        for f in t.files:
+            if f.priority == 0:
+                out.append(f"{t.name}: file not downloaded (priority 0), partial torrents are not moved: {f.rel}")
+            elif ".." in f.rel.split("/") or f.rel.startswith("/"):
+                out.append(f"{t.name}: unsafe file name {f.rel!r}")
+            elif f.inode is None or f.inode not in snap.inodes:
+                out.append(f"{t.name}: missing file {f.path}")
+            elif snap.inodes[f.inode].size != f.size:
+                out.append(f"{t.name}: size on disk differs from the torrent's for {f.path}")
+            elif snap.inodes[f.inode].blake3 is None and f.size:
+                out.append(f"{t.name}: not hashed yet or changed since hashed: {f.path}")
+    return out
+
+
+def symlink_blockers(snap: Snapshot, group: list[TorrentFact], src: PoolFact,
+                     tgt: PoolFact | None = None) -> list[str]:
+    """Symlinks (from ``snap.symlinks``) on the group's paths, and on its destination paths with ``tgt``."""
+    if not snap.symlinks:
+        return []
+    roots = [p.path for p in snap.pools]
+    out: list[str] = []
+    seen: set[str] = set()
+    for t in group:
+        sides = [("source", t.save_path)]
+        if tgt is not None:
+            sides.append(("destination", map_seeding_path(t.save_path, src.seeding_root, tgt.seeding_root)))
+        for side, save in sides:
+            for path in [save] + [posixpath.join(save, f.rel) for f in t.files]:
+                for p in ancestors(path, roots):
+                    if p in snap.symlinks and p not in seen:
+                        seen.add(p)
+                        out.append(f"{t.name}: symlink in the {side} path: {p} -> {snap.symlinks[p]}")
+    return out
+
+
+def torrent_blockers(group: list[TorrentFact]) -> list[str]:
+    out = []
+    for t in group:
+        if t.progress < 1:
+            out.append(f"{t.name}: incomplete ({t.progress * 100:.1f}%)")
+        if t.state in UNSTABLE_STATES:
+            out.append(f"{t.name}: state {t.state}, waiting for a stable state")
+        if t.download_path and posixpath.normpath(t.download_path) != posixpath.normpath(t.save_path):
+            out.append(f"{t.name}: download path points elsewhere ({t.download_path}); clear it in qBittorrent")
+    return out
+
+
+def tag_changes(snap: Snapshot, plan: Plan, tag: str) -> list[tuple[str, str, str]]:
+    """(instance, hash, "add"|"remove") so that ``tag`` marks exactly the torrents on the primary
+    pool whose group has no link outside the seeding roots (what qbit_manage's ~noHL means)."""
+    by_hash = {t.hash: t for t in snap.torrents}
+    out = []
+    for g in plan.groups:
+        if g.source_pool != snap.primary.name or g.action == "blocked" and "missing file" in g.reason:
+            continue
+        inodes = _group_inodes(snap, [by_hash[h] for h in g.torrents])
+        want = not any(i.external_links for i in inodes.values())
+        for h in g.torrents:
+            t = by_hash[h]
+            if want and tag not in t.tags:
+                out.append((t.instance, h, "add"))
+            elif not want and tag in t.tags:
+                out.append((t.instance, h, "remove"))
+    return out
+
+
+def _copies_on(snap: Snapshot, content: ContentKey | None, fsid: str) -> list[InodeKey]:
+    """Known inodes holding ``content`` on filesystem ``fsid`` (the only ones a link can reach)."""
+    if content is None:
+        return []
+    return [k for k in snap.content.get(content, ()) if k[0] == fsid and k in snap.inodes]
+
+
+def _donor_inodes(snap: Snapshot, inodes: Iterable[InodeFact], tgt: PoolFact) -> list[InodeKey]:
+    return [k for i in inodes for k in _copies_on(snap, i.content, tgt.seeding_fsid)]
+
+
+def _donors(snap: Snapshot, inodes: Iterable[InodeFact], tgt: PoolFact) -> dict[ContentKey, str]:
+    """Content already on the target dataset -> a path to link from (prefer library-linked inodes)."""
+    donors: dict[ContentKey, str] = {}
+    for i in inodes:
+        if i.size == 0 or i.content in donors:
+            continue
+        cands = sorted((snap.inodes[k] for k in _copies_on(snap, i.content, tgt.seeding_fsid)),
+                       key=lambda c: (-c.external_links, c.ino))
+        for c in cands:
+            paths = c.seeding_paths + c.other_paths
+            if paths:
+                donors[i.content] = min(paths)
+                break
+    return donors
+
+
+def _consumer_elsewhere(snap: Snapshot, inodes: Iterable[InodeFact], pool: PoolFact) -> str | None:
+    own = {i.key for i in inodes}
+    for i in inodes:
+        for k in _copies_on(snap, i.content, pool.seeding_fsid):
+            other = snap.inodes[k]
+            if k not in own and other.external_links and other.other_paths:
+                return other.other_paths[0]
+    return None
+
+
+def _bytes_freed(group: list[TorrentFact], snap: Snapshot) -> int:
+    old_paths = {f.path for t in group for f in t.files}
+    freed = 0
+    for inode in _group_inodes(snap, group).values():
+        if not inode.other_paths and inode.external_links == 0 and set(inode.seeding_paths) <= old_paths:
+            freed += inode.size
+    return freed
+
+
+# ------------------------------------------------------------------ steps
+
+
+def build_steps(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], src: PoolFact, tgt: PoolFact,
+                donors: dict[ContentKey, str]) -> tuple[list[Step], int, list[str]]:
+    donors = dict(donors)
+    make: list[Step] = []
+    views: list[Step] = []
+    relocs: list[Step] = []
+    planned: dict[str, ContentKey | None] = {}
+    conflicts: list[str] = []
+    copy_bytes = 0
+    new_saves: dict[str, str] = {}
+
+    for t in group:
+        new_save = map_seeding_path(t.save_path, src.seeding_root, tgt.seeding_root)
+        new_saves[t.hash] = new_save
+        view_files = []
+        for f in t.files:
+            inode = snap.inodes[f.inode]
+            ck = inode.content if f.size else (0, "")
+            dst = new_save + "/" + f.rel
+            view_files.append({"path": dst, "size": f.size, "blake3": inode.blake3})
+            if dst in planned:
+                if planned[dst] != ck:
+                    conflicts.append(f"two torrents of the group want different content at {dst}")
+                continue
+            planned[dst] = ck
+            present = snap.existing.get(dst)
+            if present is not None:
+                there = snap.inodes.get(present)
+                if there is None or (f.size and there.content != ck) or there.size != f.size:
+                    conflicts.append(f"different content already at destination {dst}")
+                elif f.size:
+                    donors.setdefault(ck, dst)
+                continue
+            if f.size == 0:
+                make.append(Step("mkempty", {"dst": dst}))
+            elif ck in donors:
+                make.append(Step("link", {"src": donors[ck], "dst": dst, "size": f.size, "blake3": inode.blake3}))
+            else:
+                make.append(Step("copy", {"src": f.path, "dst": dst, "size": f.size, "blake3": inode.blake3}))
+                copy_bytes += f.size
+                donors[ck] = dst
+        views.append(Step("verify_view", {"torrent": t.hash, "instance": t.instance, "save_path": new_save,
+                                          "files": view_files}))
+        relocs.append(Step("relocate", {"torrent": t.hash, "instance": t.instance, "from_path": t.save_path,
+                                        "to_path": new_save, "size": sum(f.size for f in t.files)}))
+    # Links must come after the copies they link from: copies first, then the rest in plan order.
+    make.sort(key=lambda s: 0 if s.kind == "copy" else 1)
+
+    verify = Step("verify_group", {"torrents": [{"torrent": t.hash, "instance": t.instance,
+                                                 "save_path": new_saves[t.hash]} for t in group]})
+    tags = [Step("tag", {"torrent": t.hash, "instance": t.instance, "add": [policy.relocated_tag], "remove": []})
+            for t in group] if policy.relocated_tag else []
+
+    deletes: list[Step] = []
+    seen: set[str] = set()
+    old_by_inode: dict[InodeKey, set[str]] = {}
+    for t in group:
+        for f in t.files:
+            old_by_inode.setdefault(f.inode, set()).add(f.path)
+    prune: dict[str, str] = {}
+    for t in group:
+        for f in t.files:
+            if f.path in seen:
+                continue
+            seen.add(f.path)
+            inode = snap.inodes[f.inode]
+            keep = new_saves[t.hash] + "/" + f.rel
+            deletes.append(Step("delete", {
+                "path": f.path, "fsid": inode.fsid, "ino": inode.ino, "size": f.size, "blake3": inode.blake3,
+                "keep": {"path": keep},
+                "seeding_links": sorted(set(inode.seeding_paths) | old_by_inode[f.inode]),
+            }))
+        first = t.files[0].rel if t.files else ""
+        top = first.split("/")[0] if "/" in first else ""
+        root = posixpath.join(t.save_path, top) if top else t.save_path
+        prune.setdefault(root, src.seeding_root)
+    prunes = [Step("prune_dirs", {"root": r, "stop_at": s}) for r, s in sorted(prune.items())]
+    return make + views + relocs + [verify] + tags + deletes + prunes, copy_bytes, conflicts
+
+
+# ------------------------------------------------------------------ across groups
+
+
+def _resolve_cross_group(plans: list[GroupPlan]) -> None:
+    """A group may not link from a path that another group in the same plan deletes."""
+    deleted = {s.args["path"]: g.group_id for g in plans if g.actionable for s in g.steps if s.kind == "delete"}
+    for g in plans:
+        if not g.actionable:
+            continue
+        for s in g.steps:
+            if s.kind == "link" and deleted.get(s.args["src"], g.group_id) != g.group_id:
+                other = deleted[s.args["src"]]
+                g.action, g.steps = "skip", []
+                g.reason = f"waits for group {other}, which moves the data this group would link from"
+                break
+
+
+def _apply_batch_cap(plans: list[GroupPlan], cap: int) -> None:
+    n = 0
+    for g in plans:
+        if g.actionable:
+            n += 1
+            if cap and n > cap:
+                g.action, g.steps = "skip", []
+                g.reason = _CAP_REASON.format(cap=cap)
+
+
+_CAP_REASON = "over this run's cap of {cap} groups (policy.max_groups_per_run); next run"
+
+
+def _short(paths: list[str], unknown: int) -> str:
+    s = ", ".join(paths[:2]) + (f" (+{len(paths) - 2} more)" if len(paths) > 2 else "")
+    if unknown:
+        s += (", " if s else "") + f"{unknown} link(s) outside the scanned pools"
+    return s
+
+

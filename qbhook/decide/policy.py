@@ -1,0 +1,29 @@
+"""The user's demotion policy: which seed-only groups they allow qbhook to demote, and when.
+
+Pure: a group of torrent facts and the ``policy:`` settings in, a reason (or None) out. Both
+the planner (to decide) and the snapshot (to skip hashing groups the policy holds back) ask
+here, so fact gathering never has to import the decider.
+"""
+
+from __future__ import annotations
+
+from qbhook.config import PolicyConfig
+from qbhook.decide.facts import TorrentFact
+
+
+def policy_blocks_demote(group: list[TorrentFact], policy: PolicyConfig, now: float) -> str | None:
+    # With tag_no_external_links qbhook computes that tag's meaning itself (this group has no
+    # outside links, or we would not be here); requiring it would only delay by one sweep.
+    if policy.demote_require_tag and not policy.tag_no_external_links:
+        untagged = [t.name for t in group if policy.demote_require_tag not in t.tags]
+        if untagged:
+            return f"tag {policy.demote_require_tag!r} missing on {', '.join(untagged[:3])}"
+    if policy.demote_categories:
+        bad = [t.name for t in group if t.category not in policy.demote_categories]
+        if bad:
+            return f"category not in {list(policy.demote_categories)} for {', '.join(bad[:3])}"
+    if policy.min_seeding_age:
+        young = [t.name for t in group if not t.completion_on or now - t.completion_on < policy.min_seeding_age]
+        if young:
+            return f"completed less than {policy.min_seeding_age:.0f}s ago: {', '.join(young[:3])}"
+    return None

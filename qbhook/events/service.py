@@ -1,0 +1,139 @@
+"""``qbhook serve`` as a library: the intake server, the queue worker and the sweeper in one process.
+
+Order matters and is the model of this module:
+
+1. **The port opens first** (``listen``): intake answers, and queues durably, at once. A busy
+   or unusable address is a one-line error (``PortBusy``, ``ConfigError``), never a traceback.
+2. **The worker thread** then requeues jobs a killed process left running, finishes runs it
+   left unfinished (this may wait for the executor lock), and only then takes new work. Any
+   error while starting is retried with backoff (1 s doubling to 60 s): the thread never ends
+   while the service runs, and ``/healthz`` says why it is not healthy meanwhile.
+3. **The sweeper thread** reconciles every ``server.sweep_interval``; a failed sweep is
+   logged and retried at the next interval.
+4. **SIGTERM / SIGINT** stop intake, let the current step finish, and join the threads.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import threading
+from collections.abc import Callable
+
+from qbhook.catalog.db import connect
+from qbhook.catalog.store import Catalog
+from qbhook.config import Config
+from qbhook.errors import ConfigError, PortBusy, QbhookError
+from qbhook.events.auth import AuthConfig
+from qbhook.events.queue import JobQueue
+from qbhook.events.server import create_app, waitress_options
+from qbhook.events.views import views
+from qbhook.events.worker import Worker, WorkerHealth, sweep
+
+log = logging.getLogger("qbhook.serve")
+
+BACKOFF_START_S = 1.0
+BACKOFF_MAX_S = 60.0
+JOIN_TIMEOUT_S = 600
+
+
+def listen(wsgi, host: str, port: int):
+    """Bind the server socket now, or fail with one line naming the cause."""
+    import waitress
+    try:
+        return waitress.create_server(wsgi, host=host, port=port, **waitress_options())
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise PortBusy(f"cannot listen on {host}:{port}: the address is already in use",
+                           hint="another `qbhook serve`, or another program, holds it; "
+                                "stop it or set server.port / --port") from None
+        raise ConfigError("server.listen", f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    except (OverflowError, ValueError) as e:
+        raise ConfigError("server.port", f"cannot listen on {host}:{port}: {e}") from None
+
+
+class Service:
+    """One running ``serve``: built by ``open`` (port bound), run by ``run`` until a signal."""
+
+    def __init__(self, cfg: Config, clients, executor_for: Callable, *, host: str, port: int, sweeper: bool):
+        self.cfg, self.clients, self.executor_for = cfg, clients, executor_for
+        srv = cfg.server
+        auth = AuthConfig(username=srv.username, password=srv.password, token=srv.token)
+        self.health = WorkerHealth()
+        intake = JobQueue(connect(cfg.catalog, check_same_thread=False))
+        wsgi = create_app(enqueue=intake.enqueue, auth=auth, max_body=srv.max_body, health=self.health.report,
+                          views=views(cfg))
+        self.host = host
+        self.server = listen(wsgi, host, port)
+        self.stop = threading.Event()
+        self.roots = [p.path for p in cfg.pools]   # .qbhook-fsid markers are written only at these
+        self.sweeper = sweeper
+
+    @property
+    def port(self) -> int:
+        return self.server.effective_port
+
+    def _open_catalog(self) -> Catalog:
+        return Catalog.open(self.cfg.catalog, marker_roots=self.roots)
+
+    def worker_main(self) -> None:
+        delay = BACKOFF_START_S
+        while not self.stop.is_set():
+            cat = None
+            try:
+                cat = self._open_catalog()
+                ex = self.executor_for(self.cfg, cat, self.clients)
+                wk = Worker(self.cfg, cat, self.clients, executor=ex, health=self.health)
+                # Jobs a killed server left running: back to pending now, not after resume's lock wait.
+                self.health.beat("requeueing jobs of dead workers")
+                wk.requeue_orphans()
+                # Finish what a previous process left in flight before taking new work.
+                self.health.busy("finishing runs a previous process left unfinished")
+                try:
+                    ex.resume()
+                except QbhookError as e:
+                    log.error("resume at start failed: %s", e)
+                wk.loop(self.stop)
+                return
+            except Exception as e:  # a full disk at start must not end the worker for good
+                self.health.failed(f"starting the worker: {type(e).__name__}: {e}")
+                log.exception("worker could not start; retrying in %.0f s", delay)
+                if cat is not None:
+                    cat.close()
+                self.stop.wait(delay)
+                delay = min(delay * 2, BACKOFF_MAX_S)
+
+    def sweeper_main(self) -> None:
+        cat = None
+        while not self.stop.wait(self.cfg.server.sweep_interval):
+            try:
+                cat = cat or self._open_catalog()
+                sweep(self.cfg, cat, self.clients, executor=self.executor_for(self.cfg, cat, self.clients))
+            except Exception as e:  # noqa: BLE001 - a failed sweep is retried at the next interval
+                log.error("sweep failed: %s", e)
+
+    def run(self) -> None:
+        """Serve until SIGTERM/SIGINT; then let the current step finish and join the threads."""
+        worker = threading.Thread(target=self.worker_main, name="worker", daemon=True)
+        self.health.attach(worker)
+        threads = [worker]
+        if self.sweeper:
+            threads.append(threading.Thread(target=self.sweeper_main, name="sweeper", daemon=True))
+        for t in threads:
+            t.start()
+
+        def shutdown(signum, _frame):
+            log.warning("signal %s: finishing the current step, then stopping", signum)
+            self.stop.set()
+            self.server.close()
+        signal.signal(signal.SIGTERM, shutdown)
+        signal.signal(signal.SIGINT, shutdown)
+        try:
+            self.server.run()
+        except (OSError, ValueError):
+            if not self.stop.is_set():
+                raise
+        self.stop.set()
+        for t in threads:
+            t.join(timeout=JOIN_TIMEOUT_S)

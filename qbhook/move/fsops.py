@@ -1,0 +1,1059 @@
+"""Thin filesystem adapter: the only code that puts bytes on a pool or takes names off it.
+
+Every function takes host paths and re-checks the world right before it acts,
+because a plan is only as true as the moment it was made. Each one is
+idempotent: run twice (a resume after a crash), the second run finds the work
+done and says so instead of doing it again or failing.
+
+The dirfd rule (qbhook runs as root over trees less-trusted users can write):
+a path is first placed lexically under one configured root (``..`` refused,
+``//`` and ``.`` normalised away; a path under no root is refused). The root
+itself is trusted admin config and opened as given; every component below it
+is opened with ``O_DIRECTORY|O_NOFOLLOW`` relative to its verified parent and
+``fstat``-ed (a real folder, on the root's filesystem for anything written or
+deleted). Every check and the final act then name only the last entry,
+relative to that same descriptor (``fstatat(AT_SYMLINK_NOFOLLOW)``, then
+``unlinkat``/``linkat``/``openat(O_NOFOLLOW)``/``mkdirat``; nothing is ever
+renamed over a name). Sources that are only read or linked from may cross a
+mount below a pool root (a nested dataset), never a symlink. A symlinked,
+swapped or foreign component makes the operation refuse (``UnsafeOperation``
+naming the path and why); it is never followed or redirected. qbhook's own
+folders (``.qbhook-staging``, ``.qbhook-holding``) are made by qbhook (0700)
+and must be real folders owned by its euid; holding is purged only of the
+entries the journal recorded as held, never by removing whatever is there.
+
+What remains racy, and why it is harmless: between the last check and the act
+a writer can still swap the *entry* inside a verified folder, or rename the
+verified folder itself elsewhere. The swapped entry is still inside the roots
+(it is a name in a folder qbhook verified), and moving a folder to another
+parent needs write permission on that folder, so whatever qbhook then does
+to its entries that writer could already do. qbhook never extends a writer's
+reach beyond the folders it can write.
+
+Errors: ``UnsafeOperation`` when the world disagrees with the plan (a
+different file already sits at the destination, an unknown hardlink
+appeared, a symlink in the way), ``VerificationFailed`` when content or size
+does not match, ``OSError`` for plain I/O failures (ENOSPC, EIO). None of
+them leaves a partial file or touches a source.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import functools
+import os
+import queue
+import stat as stat_mod
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Self
+
+import blake3
+
+from qbhook.catalog import hashing
+from qbhook.errors import UnsafeOperation, VerificationFailed
+from qbhook.units import human_bytes as _human
+
+__all__ = [
+    "COPY_BUF",
+    "HOLDING_DIR",
+    "STAGING_DIR",
+    "HeldLink",
+    "copy_verified",
+    "file_matches",
+    "holding_path",
+    "link_into",
+    "make_empty",
+    "pid_alive",
+    "prune_empty_dirs",
+    "purge_holding",
+    "safe_unlink",
+    "sync_filesystem",
+    "verify_file",
+]
+
+# Both names are in ScanConfig.ignore_names, so the scanner never catalogues them.
+STAGING_DIR = ".qbhook-staging"
+HOLDING_DIR = ".qbhook-holding"
+COPY_BUF = 8 * 1024 * 1024
+NAME_MAX = 255
+# A hash computed while the file's mtime is this fresh could miss a write in the
+# same timestamp tick; such a hash is used for the decision but not cached.
+CACHE_MIN_AGE_S = 2.0
+OWN_DIR_MODE = 0o700
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _p(path) -> str | bytes:
+    return os.fspath(path)
+
+
+def _digest(hex_or_bytes, size: int) -> bytes:
+    if isinstance(hex_or_bytes, (bytes, bytearray)):
+        return bytes(hex_or_bytes)
+    if hex_or_bytes is None:
+        if size == 0:
+            return hashing.EMPTY_HASH
+        raise UnsafeOperation("no content hash given for a non-empty file: refusing to act without a content identity")
+    try:
+        return bytes.fromhex(hex_or_bytes)
+    except ValueError:
+        raise UnsafeOperation(f"not a BLAKE3 hex digest: {hex_or_bytes!r}") from None
+
+
+# --------------------------------------------------------------------------- verified folders
+
+
+@functools.lru_cache(maxsize=64)
+def _norm_roots(roots: tuple) -> tuple[bytes, ...]:
+    """The configured roots, normalised once (they are asked about for every path)."""
+    return tuple(b"/" + os.path.normpath(os.fsencode(r)).lstrip(b"/") for r in roots)
+
+
+def _split_under(path, roots) -> tuple[bytes, list[bytes]]:
+    """(configured root, components below it) of ``path``, decided lexically; refuses ``..`` and outsiders."""
+    p = os.fsencode(_p(path))
+    if not p.startswith(b"/"):
+        raise UnsafeOperation(f"{os.fsdecode(p)}: not an absolute path")
+    if b".." in p.split(b"/"):
+        raise UnsafeOperation(f"{os.fsdecode(p)}: a '..' component is never followed")
+    norm = b"/" + os.path.normpath(p).lstrip(b"/")
+    best = None
+    for rb in _norm_roots(tuple(os.fspath(r) for r in roots)):
+        base = rb.rstrip(b"/")
+        if (norm == rb or norm.startswith(base + b"/")) and (best is None or len(rb) > len(best)):
+            best = rb
+    if best is None:
+        shown_roots = ", ".join(os.fsdecode(_p(r)) for r in roots) or "none configured"
+        raise UnsafeOperation(f"{os.fsdecode(p)}: not inside a configured root ({shown_roots})")
+    return best, [c for c in norm[len(best.rstrip(b"/")):].split(b"/") if c]
+
+
+class Dir:
+    """An open folder verified on the way down from a configured root; acts name entries relative to ``fd``."""
+
+    __slots__ = ("dev", "fd", "fs_path", "path", "st")
+
+    def __init__(self, fd: int, path: bytes, dev: int, st: os.stat_result, fs_path: bytes):
+        self.fd, self.path, self.dev, self.st = fd, path, dev, st
+        # A path on this folder's filesystem that no writer can swap (the configured root, or
+        # the mount point crossed on the way down), for code that identifies filesystems by
+        # path: resolving this folder's own path again could meet a symlink swapped in since.
+        self.fs_path = fs_path
+
+    def fs_path_for(self, st: os.stat_result) -> str | None:
+        """fs_path for an entry of this folder with stat ``st``; None if the entry is on another filesystem."""
+        return os.fsdecode(self.fs_path) if st.st_dev == self.st.st_dev else None
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def show(self, name: bytes | None = None) -> str:
+        return os.fsdecode(os.path.join(self.path, name) if name else self.path)
+
+    def lstat(self, name: bytes) -> os.stat_result | None:
+        try:
+            return os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def open_file(self, name: bytes, flags: int = hashing._READ_FLAGS) -> int:
+        """A regular file in this folder, opened for reading without following a symlink.
+
+        O_NONBLOCK: a FIFO swapped in after the lstat must not hang the open (it changes
+        nothing for a regular file); anything but a regular file is refused here.
+        """
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=self.fd)
+        if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UnsafeOperation(f"{self.show(name)} is not a regular file")
+        return fd
+
+    def sub(self, name: bytes, *, create: bool = False, same_fs: bool = True, own: bool = False) -> Dir:
+        """The verified child folder ``name`` (made if missing and ``create``): never a symlink.
+
+        ``own`` marks qbhook's own folders: made 0700, and refused unless owned by qbhook's euid.
+        New ordinary folders are owned and moded like this one (qBittorrent's user must be able
+        to rename and delete in its own tree; a root-owned 0755 folder would stop it).
+        """
+        full = self.path.rstrip(b"/") + b"/" + name
+        made = False
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=self.fd)
+        except FileNotFoundError:
+            if not create:
+                raise
+            try:
+                os.mkdir(name, OWN_DIR_MODE if own else 0o700, dir_fd=self.fd)
+                made = True
+            except FileExistsError:
+                pass
+            fd = self._open_checked(name, full)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise self._refusal(name, full) from None
+            raise
+        try:
+            st = os.fstat(fd)
+            if same_fs and st.st_dev != self.dev:
+                raise UnsafeOperation(f"{os.fsdecode(full)} is on another filesystem than its root: "
+                                      "refusing to act through a mount point")
+            if own:
+                if st.st_uid != os.geteuid():
+                    raise UnsafeOperation(f"{os.fsdecode(full)} is owned by uid {st.st_uid}, not by qbhook "
+                                          f"(uid {os.geteuid()}): qbhook uses only folders it made itself",
+                                          hint="remove or rename it; qbhook recreates it")
+                if made or stat_mod.S_IMODE(st.st_mode) != OWN_DIR_MODE:
+                    os.fchmod(fd, OWN_DIR_MODE)   # mkdir's mode went through the umask
+            elif made:
+                _own_like(fd, self.st)
+                st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return Dir(fd, full, self.dev if same_fs else st.st_dev, st,
+                   self.fs_path if st.st_dev == self.st.st_dev else full)
+
+    def _open_checked(self, name: bytes, full: bytes) -> int:
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=self.fd)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise self._refusal(name, full) from None
+            raise
+
+    def _refusal(self, name: bytes, full: bytes) -> UnsafeOperation:
+        st = self.lstat(name)
+        if st is not None and stat_mod.S_ISLNK(st.st_mode):
+            what = "a symlink"
+        elif st is None or stat_mod.S_ISDIR(st.st_mode):
+            what = "changing (swapped while being opened)"   # a symlink a moment ago, a folder (or gone) now
+        else:
+            what = "not a folder"
+        return UnsafeOperation(f"{os.fsdecode(full)} is {what}: refusing to go through it",
+                               hint="qbhook never follows links below a configured root")
+
+
+def _open_root(root: bytes) -> Dir:
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)   # the configured path itself is trusted
+    st = os.fstat(fd)
+    return Dir(fd, root.rstrip(b"/") or b"/", st.st_dev, st, root)
+
+
+def _walk(root: bytes, parts: list[bytes], *, create: bool = False, same_fs: bool = True, own: bool = False) -> Dir:
+    d = _open_root(root)
+    try:
+        for name in parts:
+            nxt = d.sub(name, create=create, same_fs=same_fs, own=own)
+            d.close()
+            d = nxt
+    except BaseException:
+        d.close()
+        raise
+    return d
+
+
+def _open_parent(path, roots, *, create: bool = False, same_fs: bool = True) -> tuple[Dir, bytes, list[bytes]]:
+    """(verified folder holding ``path``, entry name, components below the root). FileNotFoundError if a folder is missing."""
+    root, parts = _split_under(path, roots)
+    if not parts:
+        raise UnsafeOperation(f"{os.fsdecode(_p(path))} is a configured root, not an entry inside one")
+    return _walk(root, parts[:-1], create=create, same_fs=same_fs), parts[-1], parts
+
+
+def _own_like(fd: int, st: os.stat_result, mode: int | None = None) -> None:
+    if os.geteuid() == 0:
+        try:
+            os.fchown(fd, st.st_uid, st.st_gid)
+        except OSError:
+            pass
+    # mkdir's mode went through the umask; set it exactly (chown may also have cleared set-id bits).
+    os.fchmod(fd, stat_mod.S_IMODE(st.st_mode) if mode is None else mode)
+
+
+def _rmdir_quiet(d: Dir, name: bytes) -> bool:
+    try:
+        os.rmdir(name, dir_fd=d.fd)
+        return True
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- content identity
+
+
+def _cached_digest(catalog, path, st: os.stat_result):
+    """(inode row id, valid cached digest or None) for the inode ``st`` describes."""
+    if catalog is None:
+        return None, None
+    fs = catalog.fs_for_path(path, st.st_dev)
+    row = catalog.inode_by_key(fs, st.st_ino)
+    if row is None:
+        return None, None
+    # The row's hash is valid for the stat it recorded; the live file must still have that stat.
+    if row.hash is not None and (row.size, row.mtime_ns, row.ctime_ns) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+        return row.id, bytes(row.hash)
+    return row.id, None
+
+
+def _content_digest(d: Dir, name: bytes, st: os.stat_result, catalog) -> bytes:
+    """BLAKE3 of the inode ``st`` at ``name`` in ``d``: the catalog's valid cached hash, else read it through ``d``."""
+    if st.st_size == 0:
+        return hashing.EMPTY_HASH
+    shown = d.show(name)
+    fs_path = d.fs_path_for(st)
+    row_id, cached = _cached_digest(catalog, fs_path, st) if fs_path is not None else (None, None)
+    if cached is not None:
+        return cached
+    fd = d.open_file(name)
+    try:
+        before = os.fstat(fd)
+        digest = hashing.hash_fd(fd)
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    res = hashing.HashResult(digest, before, after)
+    if (before.st_dev, before.st_ino) != (st.st_dev, st.st_ino) or not res.stable:
+        raise VerificationFailed(f"{shown} changed while it was being hashed; try again when it is quiet")
+    if row_id is not None and res.settled(CACHE_MIN_AGE_S):
+        catalog.store_hash(row_id, res.digest, res.after)
+    return res.digest
+
+
+def _check_file(d: Dir, name: bytes, size: int, expected: bytes, catalog) -> str | None:
+    """None if ``name`` in ``d`` is a regular file with that size and content, else why not."""
+    st = d.lstat(name)
+    shown = d.show(name)
+    if st is None:
+        return f"{shown} is missing"
+    if not stat_mod.S_ISREG(st.st_mode):
+        return f"{shown} is not a regular file"
+    if st.st_size != size:
+        return f"{shown} has {st.st_size} bytes, expected {size}"
+    digest = _content_digest(d, name, st, catalog)
+    if digest != expected:
+        return f"{shown} has different content (blake3 {digest.hex()[:16]}..., expected {expected.hex()[:16]}...)"
+    return None
+
+
+def _check_path(path, size: int, expected: bytes, catalog, roots) -> str | None:
+    try:
+        parent, name, _parts = _open_parent(path, roots, same_fs=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return f"{os.fsdecode(_p(path))} is missing"
+    with parent:
+        return _check_file(parent, name, size, expected, catalog)
+
+
+def verify_file(path, size: int, blake3_hex, catalog=None, *, roots) -> bool:
+    """True if ``path`` holds exactly the expected content; VerificationFailed (saying why) otherwise.
+
+    Uses the catalog's cached hash of the inode when it is still valid for the
+    live stat, so verifying a freshly copied or linked view costs a stat, not a read.
+    The file is reached through verified folders below one of ``roots``.
+    """
+    problem = _check_path(path, size, _digest(blake3_hex, size), catalog, roots)
+    if problem:
+        raise VerificationFailed(problem)
+    return True
+
+
+def file_matches(path, size: int, blake3_hex, catalog=None, *, roots) -> bool:
+    """Like verify_file but answers False instead of raising (missing counts as no match)."""
+    return _check_path(path, size, _digest(blake3_hex, size), catalog, roots) is None
+
+
+# --------------------------------------------------------------------------- copy
+
+
+def _staging_name(name: bytes) -> bytes:
+    prefix = b"%d." % os.getpid()
+    return prefix + name[: NAME_MAX - len(prefix)]
+
+
+def _clean_stale_staging(staging: Dir, name: bytes) -> None:
+    """Remove leftovers of earlier attempts at this destination (lesson 7: staging never lingers).
+
+    A leftover belongs to a dead process, or to this one (one copy per destination at a
+    time, under the group lock). A live other process's file is left alone. Only names
+    in the verified staging folder are touched, never what a link there points at.
+    """
+    me = os.getpid()
+    for entry in os.listdir(staging.fd):
+        entry = os.fsencode(entry)
+        pid_s, dot, rest = entry.partition(b".")
+        if not dot or not pid_s.isdigit() or rest != name[: NAME_MAX - len(pid_s) - 1]:
+            continue
+        pid = int(pid_s)
+        if pid == me or not pid_alive(pid):
+            try:
+                os.unlink(entry, dir_fd=staging.fd)
+            except (FileNotFoundError, IsADirectoryError):
+                pass
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _check_free_space(folder: Dir, need: int) -> None:
+    try:
+        vfs = os.statvfs(folder.fd)
+    except OSError:
+        return
+    free = vfs.f_bavail * vfs.f_frsize
+    if free < need:
+        raise OSError(errno.ENOSPC, f"not enough space on the filesystem of {folder.show()}: "
+                                    f"needs {_human(need)}, {_human(free)} free")
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _copy_hashing(src_fd: int, dst_fd: int) -> tuple[bytes, int]:
+    # Why userspace read+hash+write and not copy_file_range/sendfile:
+    # copy_file_range never shows the bytes to userspace, so verifying would need a
+    # second full read of the staged file. Right after the write that read-back is
+    # served from the page cache / ARC (it proves little about the platters) and,
+    # for files larger than the cache, costs a whole extra pass on an HDD pool.
+    # Hashing the very buffer handed to write() proves the bytes qbhook wrote are the
+    # planned content, in one sequential pass per disk; what happens to them below
+    # write() is ZFS's job (block checksums), and fsync makes it durable. The
+    # memcpy into userspace is noise next to disk throughput. (readback=True adds the
+    # second pass for anyone who wants it.)
+    # Reading+hashing buffer i overlaps writing buffer i-1 (a writer thread; both sides
+    # release the GIL). A buffer is never refilled before its write returned, so the bytes
+    # hashed are exactly the bytes written.
+    h = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    try:
+        os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    except (OSError, AttributeError):
+        pass
+    free: queue.Queue = queue.Queue()
+    full: queue.Queue = queue.Queue()
+    for _ in range(3):
+        free.put(bytearray(COPY_BUF))
+    failure: list[BaseException] = []
+
+    def writer() -> None:
+        while (item := full.get()) is not None:
+            buf, n = item
+            try:
+                if not failure:
+                    _write_all(dst_fd, memoryview(buf)[:n])
+            except BaseException as e:  # noqa: BLE001 - handed to the reading thread
+                failure.append(e)
+            free.put(buf)
+
+    t = threading.Thread(target=writer, name="qbhook-copy-writer", daemon=True)
+    t.start()
+    total = 0
+    try:
+        while not failure:
+            buf = free.get()
+            n = os.readv(src_fd, [buf])
+            if not n:
+                free.put(buf)
+                break
+            h.update(memoryview(buf)[:n])
+            full.put((buf, n))
+            total += n
+    finally:
+        full.put(None)
+        t.join()
+    if failure:
+        raise failure[0]
+    return h.digest(), total
+
+
+def _copy_metadata(sst: os.stat_result, dst_fd: int) -> None:
+    if os.geteuid() == 0:
+        try:
+            os.fchown(dst_fd, sst.st_uid, sst.st_gid)   # before chmod: chown clears set-id bits
+        except OSError:
+            pass
+    os.fchmod(dst_fd, stat_mod.S_IMODE(sst.st_mode))
+    os.utime(dst_fd, ns=(sst.st_atime_ns, sst.st_mtime_ns))
+
+
+def _existing_copy(d: Dir, name: bytes, st: os.stat_result, size: int, expected: bytes, catalog) -> dict:
+    shown = d.show(name)
+    if not stat_mod.S_ISREG(st.st_mode):
+        raise UnsafeOperation(f"different content at {shown}: it exists and is not a regular file")
+    if st.st_size != size or _content_digest(d, name, st, catalog) != expected:
+        raise UnsafeOperation(f"different content at {shown}: refusing to overwrite it",
+                              hint="the plan is stale or something else wrote there; re-plan")
+    return {"status": "present", "bytes_written": 0, "blake3": expected.hex()}
+
+
+def _open_source(src, roots) -> int:
+    """The copy source, opened read-only through verified folders (reads may cross a nested dataset)."""
+    try:
+        parent, name, _parts = _open_parent(src, roots, same_fs=False)
+    except (FileNotFoundError, NotADirectoryError):
+        raise VerificationFailed(f"copy source {os.fsdecode(_p(src))} is missing") from None
+    with parent:
+        try:
+            return parent.open_file(name, os.O_RDONLY)
+        except FileNotFoundError:
+            raise VerificationFailed(f"copy source {os.fsdecode(_p(src))} is missing") from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise UnsafeOperation(f"copy source {os.fsdecode(_p(src))} is a symlink") from None
+            raise
+        except UnsafeOperation:
+            raise UnsafeOperation(f"copy source {os.fsdecode(_p(src))} is not a regular file") from None
+
+
+def copy_verified(src, dst, expected_blake3_hex, expected_size: int, *, roots, catalog=None,
+                  readback: bool = False) -> dict:
+    """Copy ``src`` to ``dst`` (usually another pool), proving the bytes are the planned content.
+
+    The data goes to ``<dst folder>/.qbhook-staging/<pid>.<name>`` (same folder, so the
+    same dataset: the final link is atomic), is hashed while copied, fsynced, gets the
+    source's mode, owner and mtime, and only then is hardlinked to ``dst`` - link()
+    never replaces an existing name, rename() would. Returns ``{status: copied|present,
+    bytes_written, blake3}``. Any failure removes the staged file; the source is only read.
+    Both ends are reached through verified folders below ``roots``; the staging folder is
+    qbhook's own (0700, owned by it, on the destination's filesystem).
+    """
+    expected = _digest(expected_blake3_hex, expected_size)
+    parent, name, _parts = _open_parent(dst, roots, create=True)
+    with parent:
+        st = parent.lstat(name)
+        if st is not None:
+            return _existing_copy(parent, name, st, expected_size, expected, catalog)
+        src_shown = os.fsdecode(_p(src))
+        src_fd = _open_source(src, roots)
+        staging = None
+        staged = None
+        try:
+            sst = _checked_source(src_fd, expected_size, src_shown)
+            staging = parent.sub(STAGING_DIR.encode(), create=True, own=True)
+            _clean_stale_staging(staging, name)
+            _check_free_space(staging, expected_size)
+            candidate = _staging_name(name)
+            written = _write_staged(staging, candidate, src_fd, sst, expected, expected_size, src_shown)
+            staged = candidate
+            if readback:
+                _readback(staging, staged, expected)
+            try:
+                os.link(staged, name, src_dir_fd=staging.fd, dst_dir_fd=parent.fd, follow_symlinks=False)
+            except FileExistsError:
+                # Someone else put a file there while we copied: same content is fine, anything else is not ours.
+                result = _existing_copy(parent, name, parent.lstat(name), expected_size, expected, catalog)
+            else:
+                result = {"status": "copied", "bytes_written": written, "blake3": expected.hex()}
+            os.unlink(staged, dir_fd=staging.fd)
+            staged = None
+            os.fsync(parent.fd)
+            return result
+        finally:
+            os.close(src_fd)
+            if staging is not None:
+                if staged is not None:
+                    try:
+                        os.unlink(staged, dir_fd=staging.fd)
+                    except FileNotFoundError:
+                        pass
+                staging.close()
+                _rmdir_quiet(parent, STAGING_DIR.encode())
+
+
+def _checked_source(src_fd: int, expected_size: int, src_shown: str) -> os.stat_result:
+    """The opened source is still a regular file of the planned size."""
+    sst = os.fstat(src_fd)
+    if not stat_mod.S_ISREG(sst.st_mode):
+        raise UnsafeOperation(f"copy source {src_shown} is not a regular file")
+    if sst.st_size != expected_size:
+        raise VerificationFailed(f"copy source {src_shown} has {sst.st_size} bytes, the plan says "
+                                 f"{expected_size}: it changed since planning")
+    return sst
+
+
+def _write_staged(staging: Dir, candidate: bytes, src_fd: int, sst: os.stat_result, expected: bytes,
+                  expected_size: int, src_shown: str) -> int:
+    """Create ``candidate`` in the staging folder (never an existing name), copy while hashing,
+    prove the bytes are the planned content, copy the metadata, fsync. Returns bytes written.
+    On any failure after creating it, the staged file is removed (a name it did not create is
+    never touched: O_EXCL)."""
+    dst_fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=staging.fd)
+    try:
+        try:
+            digest, written = _copy_hashing(src_fd, dst_fd)
+            if written != expected_size or digest != expected:
+                raise VerificationFailed(
+                    f"copy of {src_shown} does not match the plan: read {written} bytes with blake3 "
+                    f"{digest.hex()[:16]}..., expected {expected_size} bytes with {expected.hex()[:16]}...",
+                    hint="the source changed or is damaged; nothing was written to the destination")
+            _copy_metadata(sst, dst_fd)
+            os.fsync(dst_fd)
+        finally:
+            os.close(dst_fd)
+    except BaseException:
+        try:
+            os.unlink(candidate, dir_fd=staging.fd)
+        except FileNotFoundError:
+            pass
+        raise
+    return written
+
+
+def _readback(staging: Dir, name: bytes, expected: bytes) -> None:
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=staging.fd)
+    try:
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)   # read the disk, not the cache (best effort)
+        except (OSError, AttributeError):
+            pass
+        digest = hashing.hash_fd(fd)
+    finally:
+        os.close(fd)
+    if digest != expected:
+        raise VerificationFailed(f"read-back of {staging.show(name)} does not match what was written")
+
+
+# --------------------------------------------------------------------------- link / empty
+
+
+def link_into(src, dst, *, roots, size: int | None = None, blake3_hex=None, catalog=None) -> dict:
+    """Hardlink ``dst`` to the inode at ``src`` (same dataset), creating folders.
+
+    Returns ``{status: linked|already|present}``: ``already`` if ``dst`` is that inode,
+    ``present`` if it is another inode with the same content. Anything else at ``dst``
+    raises UnsafeOperation. Both ends are reached through verified folders below ``roots``.
+    """
+    src_shown, dst_shown = os.fsdecode(_p(src)), os.fsdecode(_p(dst))
+    try:
+        sdir, sname, _parts = _open_parent(src, roots, same_fs=False)
+    except (FileNotFoundError, NotADirectoryError):
+        raise VerificationFailed(f"link source {src_shown} is missing") from None
+    with sdir:
+        sst = sdir.lstat(sname)
+        if sst is None:
+            raise VerificationFailed(f"link source {src_shown} is missing")
+        if not stat_mod.S_ISREG(sst.st_mode):
+            raise UnsafeOperation(f"link source {src_shown} is not a regular file")
+        if size is not None and sst.st_size != size:
+            raise VerificationFailed(f"link source {src_shown} has {sst.st_size} bytes, expected {size}")
+        ddir, dname, _parts = _open_parent(dst, roots, create=True)
+        with ddir:
+            for _attempt in range(2):
+                st = ddir.lstat(dname)
+                if st is not None:
+                    if (st.st_dev, st.st_ino) == (sst.st_dev, sst.st_ino):
+                        return {"status": "already"}
+                    if not stat_mod.S_ISREG(st.st_mode) or st.st_size != sst.st_size:
+                        raise UnsafeOperation(f"different content at {dst_shown}: refusing to replace it")
+                    want = _digest(blake3_hex, sst.st_size) if (blake3_hex is not None or sst.st_size == 0) \
+                        else _content_digest(sdir, sname, sst, catalog)
+                    if _content_digest(ddir, dname, st, catalog) != want:
+                        raise UnsafeOperation(f"different content at {dst_shown}: refusing to replace it")
+                    return {"status": "present"}
+                try:
+                    os.link(sname, dname, src_dir_fd=sdir.fd, dst_dir_fd=ddir.fd, follow_symlinks=False)
+                except FileExistsError:
+                    continue   # raced with another writer: judge what is there now
+                except OSError as e:
+                    if e.errno == errno.EXDEV:
+                        raise UnsafeOperation(f"cannot hardlink {src_shown} to {dst_shown}: "
+                                              "different filesystems (the plan should have copied)") from None
+                    raise
+                return {"status": "linked"}
+    raise UnsafeOperation(f"{dst_shown} keeps changing under us")
+
+
+def make_empty(dst, *, roots) -> dict:
+    """A zero-length file at ``dst``; never replaces an existing non-empty file (lesson 8)."""
+    shown = os.fsdecode(_p(dst))
+    d, name, _parts = _open_parent(dst, roots, create=True)
+    with d:
+        for _attempt in range(2):
+            st = d.lstat(name)
+            if st is not None:
+                if stat_mod.S_ISREG(st.st_mode) and st.st_size == 0:
+                    return {"status": "present"}
+                raise UnsafeOperation(f"different content at {shown}: refusing to replace it with an empty file")
+            try:
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                             dir_fd=d.fd)
+            except FileExistsError:
+                continue
+            try:
+                # Owned like its folder (qBittorrent's user), not like qbhook.
+                _own_like(fd, d.st, mode=0o644)
+            finally:
+                os.close(fd)
+            return {"status": "created"}
+    raise UnsafeOperation(f"{shown} keeps changing under us")
+
+
+# --------------------------------------------------------------------------- delete
+
+
+def _fsid_matches(catalog, d: Dir, st: os.stat_result, fsid) -> bool:
+    path = d.fs_path_for(st)
+    if path is None:
+        return False     # a file on another filesystem than its folder (a mount over it) is never the planned one
+    fs = catalog.fs_for_path(path, st.st_dev)
+    if isinstance(fsid, int):
+        return fs == fsid
+    return catalog.fsid(fs) == fsid
+
+
+def holding_path(path, seeding_root, run) -> str:
+    """Where ``path`` waits out the grace period: ``<seeding root>/.qbhook-holding/<run>/<rel>``."""
+    path = os.fsdecode(_p(path))
+    root = os.fsdecode(_p(seeding_root)).rstrip("/")
+    rel = os.path.relpath(path, root)
+    return os.path.join(root, HOLDING_DIR, str(run), rel)
+
+
+def _link_entry(path, roots) -> tuple[tuple[int, int, bytes], os.stat_result] | None:
+    """((dev, folder inode, name), lstat) of a link reached through verified folders; None if unreachable."""
+    try:
+        d, name, _parts = _open_parent(path, roots)
+    except (UnsafeOperation, OSError):
+        return None   # outside every seeding root, or through a symlink: not a seeding link
+    with d:
+        st = d.lstat(name)
+        return ((d.st.st_dev, d.st.st_ino, name), st) if st is not None else None
+
+
+def safe_unlink(path, *, fsid, ino: int, keep_path, keep_blake3=None, seeding_links=(), seeding_roots=(),
+                catalog, size: int | None = None, blake3_hex=None, keep_fsid=None, keep_ino: int | None = None,
+                hold_run=None, keep_roots=()) -> dict:
+    """Remove one old link of a payload file, only if every fact the plan relied on still holds.
+
+    Right before acting, re-checks: ``path`` is inside a seeding root, reached through real
+    folders (verified descriptors, no symlink); it is still inode ``ino`` on filesystem
+    ``fsid``; the inode has no link beyond the ``seeding_links`` that still exist (a library
+    link that appeared since planning stops everything); its content is still the planned
+    content; ``keep_path`` (inside a seeding root or one of ``keep_roots``) exists, is a
+    different inode, has the same size and the verified same content. The unlink names the
+    entry relative to the very folder descriptor the checks used.
+
+    ``hold_run`` (grace period) moves the link into ``<root>/.qbhook-holding/<run>/``
+    instead of unlinking it. A path that is already gone is a no-op.
+    Returns ``{status: unlinked|held|absent, bytes_freed, nlink_before, dev}``.
+    """
+    path_s = os.fsdecode(_p(path))
+    shown_roots = ", ".join(os.fsdecode(_p(r)) for r in seeding_roots) or "none configured"
+    try:
+        root, parts = _split_under(path, seeding_roots)
+    except UnsafeOperation as e:
+        raise UnsafeOperation(f"refusing to delete {path_s}: not inside a seeding root ({shown_roots}): {e}") from None
+    if not parts:
+        raise UnsafeOperation(f"refusing to delete {path_s}: it is a seeding root")
+    if HOLDING_DIR.encode() in parts[:-1]:
+        raise UnsafeOperation(f"refusing to delete {path_s}: it is in a holding folder")
+    try:
+        parent = _walk(root, parts[:-1])
+    except (FileNotFoundError, NotADirectoryError):
+        return _absent(root, parts, ino, hold_run)
+    except UnsafeOperation as e:
+        raise UnsafeOperation(f"refusing to delete {path_s}: not inside a seeding root through real folders: "
+                              f"{e.message}") from None
+    with parent:
+        res = _safe_unlink_at(parent, parts[-1], path_s, root, parts, fsid=fsid, ino=ino, keep_path=keep_path,
+                               keep_blake3=keep_blake3, seeding_links=seeding_links, seeding_roots=seeding_roots,
+                               catalog=catalog, size=size, blake3_hex=blake3_hex, keep_fsid=keep_fsid,
+                               keep_ino=keep_ino, hold_run=hold_run, keep_roots=keep_roots)
+    return _absent(root, parts, ino, hold_run) if res["status"] == "absent" else res
+
+
+def _absent(root: bytes, parts: list[bytes], ino: int, hold_run) -> dict:
+    """The result for a path already gone; if an earlier attempt held it (a crash before the journal
+    recorded it), say where, so the held link is journaled and purged like any other."""
+    if hold_run is not None:
+        try:
+            with _open_holding(root, hold_run, parts[:-1], create=False) as hold:
+                st = hold.lstat(parts[-1])
+        except (UnsafeOperation, OSError):
+            st = None
+        if st is not None and stat_mod.S_ISREG(st.st_mode) and st.st_ino == ino:
+            target = holding_path(b"/".join([root.rstrip(b"/"), *parts]), os.fsdecode(root), hold_run)
+            return {"status": "held", "bytes_freed": 0, "nlink_before": st.st_nlink + 1, "dev": st.st_dev,
+                    "held_at": os.fsdecode(target)}
+    return {"status": "absent", "bytes_freed": 0}
+
+
+def _safe_unlink_at(parent: Dir, name: bytes, path_s: str, root: bytes, parts: list[bytes], *, fsid, ino, keep_path,
+                    keep_blake3, seeding_links, seeding_roots, catalog, size, blake3_hex, keep_fsid, keep_ino,
+                    hold_run, keep_roots) -> dict:
+    st = parent.lstat(name)
+    if st is None:
+        return {"status": "absent", "bytes_freed": 0}
+    if not stat_mod.S_ISREG(st.st_mode):
+        raise UnsafeOperation(f"refusing to delete {path_s}: not a regular file")
+    if st.st_ino != ino or not _fsid_matches(catalog, parent, st, fsid):
+        raise UnsafeOperation(f"refusing to delete {path_s}: it is no longer the planned file "
+                              f"(inode {st.st_ino}, planned {ino} on {fsid})", hint="re-plan")
+    if size is not None and st.st_size != size:
+        raise UnsafeOperation(f"refusing to delete {path_s}: {st.st_size} bytes, planned {size}")
+
+    # Every link of the inode must be one we know about; the holding copies of this
+    # run's earlier deletes count as known (they are still links until purged).
+    # Links are counted as (folder, name) entries reached through verified folders, so
+    # two spellings of one link (a bind mount, lesson 5) are one, and a "seeding link"
+    # outside every seeding root (a library link, whatever the plan says) is none.
+    known = {os.fsdecode(_p(p)) for p in seeding_links} | {path_s}
+    if hold_run is not None:
+        for p in list(known):
+            try:
+                r, _rel = _split_under(p, seeding_roots)
+            except UnsafeOperation:
+                continue
+            known.add(holding_path(p, os.fsdecode(r), hold_run))
+    entries = {(parent.st.st_dev, parent.st.st_ino, name)}
+    for p in known - {path_s}:
+        got = _link_entry(p, seeding_roots)
+        if got is not None and (got[1].st_dev, got[1].st_ino) == (st.st_dev, st.st_ino):
+            entries.add(got[0])
+    if st.st_nlink > len(entries):
+        raise UnsafeOperation(
+            f"refusing to delete {path_s}: its inode has {st.st_nlink} links but only {len(entries)} are "
+            f"known seeding links - something outside the seeding folders (a library?) links it now",
+            hint="re-plan: the group must stay where its library is")
+
+    planned_size = st.st_size if size is None else size
+    want = _digest(keep_blake3 if keep_blake3 is not None else blake3_hex, planned_size)
+    doomed = _digest(blake3_hex, planned_size) if blake3_hex is not None else want
+
+    keep_s = os.fsdecode(_p(keep_path))
+    try:
+        kdir, kname, _kparts = _open_parent(keep_path, tuple(seeding_roots) + tuple(keep_roots), same_fs=False)
+    except (FileNotFoundError, NotADirectoryError):
+        raise UnsafeOperation(f"refusing to delete {path_s}: the copy to keep, {keep_s}, is missing") from None
+    except UnsafeOperation as e:
+        raise UnsafeOperation(f"refusing to delete {path_s}: the copy to keep cannot be trusted: {e.message}") from None
+    with kdir:
+        kst = kdir.lstat(kname)
+        if kst is None:
+            raise UnsafeOperation(f"refusing to delete {path_s}: the copy to keep, {keep_s}, is missing")
+        if (kst.st_dev, kst.st_ino) == (st.st_dev, st.st_ino):
+            raise UnsafeOperation(f"refusing to delete {path_s}: {keep_s} is the same inode, not a second copy")
+        if keep_ino is not None and kst.st_ino != keep_ino:
+            raise UnsafeOperation(f"refusing to delete {path_s}: {keep_s} is no longer inode {keep_ino}")
+        if keep_fsid is not None and not _fsid_matches(catalog, kdir, kst, keep_fsid):
+            raise UnsafeOperation(f"refusing to delete {path_s}: {keep_s} is not on filesystem {keep_fsid}")
+        if kst.st_size != st.st_size:
+            raise UnsafeOperation(f"refusing to delete {path_s}: {keep_s} has {kst.st_size} bytes, it has {st.st_size}")
+        problem = _check_file(kdir, kname, st.st_size, want, catalog)
+    if problem:
+        raise VerificationFailed(f"refusing to delete {path_s}: the copy to keep does not verify: {problem}")
+    if _content_digest(parent, name, st, catalog) != doomed:
+        raise UnsafeOperation(f"refusing to delete {path_s}: its content changed since planning; "
+                              "it is not what was copied", hint="re-plan")
+
+    # Last look, as close to the unlink as Python gets, through the same folder descriptor.
+    last = parent.lstat(name)
+    if last is None:
+        return {"status": "absent", "bytes_freed": 0}
+    if (last.st_dev, last.st_ino, last.st_nlink) != (st.st_dev, st.st_ino, st.st_nlink):
+        raise UnsafeOperation(f"refusing to delete {path_s}: it changed during the checks")
+
+    if hold_run is not None:
+        held = _hold(parent, name, path_s, st, root, parts, hold_run)
+        return {"status": "held", "bytes_freed": 0, "nlink_before": st.st_nlink, "dev": st.st_dev, "held_at": held}
+    os.unlink(name, dir_fd=parent.fd)
+    return {"status": "unlinked", "bytes_freed": st.st_size if st.st_nlink == 1 else 0, "nlink_before": st.st_nlink,
+            "dev": st.st_dev}
+
+
+def _open_holding(root: bytes, run, rel_dirs: list[bytes], *, create: bool) -> Dir:
+    """``<root>/.qbhook-holding/<run>/<rel_dirs...>``: qbhook's own folders, each verified (0700, ours, same fs)."""
+    return _walk(root, [HOLDING_DIR.encode(), os.fsencode(str(run)), *rel_dirs], create=create, own=True)
+
+
+def _hold(parent: Dir, name: bytes, path_s: str, st: os.stat_result, root: bytes, parts: list[bytes], run) -> str:
+    target = holding_path(b"/".join([root.rstrip(b"/"), *parts]), os.fsdecode(root), run)
+    try:
+        hold = _open_holding(root, run, parts[:-1], create=True)
+    except UnsafeOperation as e:
+        raise UnsafeOperation(f"cannot hold {path_s}: {e.message}", hint=e.hint) from None
+    with hold:
+        if hold.dev != st.st_dev:
+            raise UnsafeOperation(f"cannot hold {path_s}: {hold.show()} is on another filesystem")
+        try:
+            os.link(name, name, src_dir_fd=parent.fd, dst_dir_fd=hold.fd, follow_symlinks=False)
+        except FileExistsError:
+            tst = hold.lstat(name)
+            if tst is None or (tst.st_dev, tst.st_ino) != (st.st_dev, st.st_ino):
+                raise UnsafeOperation(f"cannot hold {path_s}: {target} already holds another file") from None
+        os.unlink(name, dir_fd=parent.fd)
+    return os.fsdecode(target)
+
+
+@dataclass(frozen=True)
+class HeldLink:
+    """One link the journal recorded as moved into holding: where, since when, which inode."""
+
+    path: str
+    since: float
+    ino: int | None = None
+    key: object = None      # the caller's handle (the journal step id), handed back to on_purged
+
+
+def purge_holding(seeding_roots, older_than_s: float, *, held: Iterable[HeldLink], now: float | None = None,
+                  on_purged: Callable[[HeldLink], None] | None = None) -> list[str]:
+    """Unlink the ``held`` links whose grace period is over; returns the run folders that became empty and went.
+
+    Only entries the journal recorded are touched, each through verified descriptors of
+    qbhook's own holding folders (a symlinked or foreign ``.qbhook-holding`` is refused);
+    emptied folders are removed with rmdir, never by removing whatever is there. An entry
+    already gone counts as purged. Problems with one entry do not stop the others; they
+    are raised together at the end.
+    """
+    now = time.time() if now is None else now
+    removed: list[str] = []
+    problems: list[str] = []
+    for h in held:
+        if now - h.since < older_than_s:
+            continue
+        try:
+            run_gone = _purge_one(h, seeding_roots)
+        except (UnsafeOperation, OSError) as e:
+            problems.append(f"{h.path}: {e}")
+            continue
+        if on_purged is not None:
+            on_purged(h)
+        if run_gone is not None and run_gone not in removed:
+            removed.append(run_gone)
+    if problems:
+        raise UnsafeOperation("holding purge left some entries: " + "; ".join(problems))
+    return removed
+
+
+def _purge_one(h: HeldLink, seeding_roots) -> str | None:
+    """Unlink one held entry, then rmdir the holding folders it leaves empty; the run folder's path if it went."""
+    root, parts = _split_under(h.path, seeding_roots)
+    if len(parts) < 3 or parts[0] != HOLDING_DIR.encode():
+        raise UnsafeOperation(f"{h.path} is not inside a holding folder: not purging it")
+    chain, name = parts[:-1], parts[-1]
+    opened = [_open_root(root)]
+    try:
+        for n in chain:
+            try:
+                opened.append(opened[-1].sub(n, own=True))
+            except (FileNotFoundError, NotADirectoryError):
+                break
+        if len(opened) == len(chain) + 1:
+            d = opened[-1]
+            st = d.lstat(name)
+            if st is not None:
+                if not stat_mod.S_ISREG(st.st_mode) or (h.ino is not None and st.st_ino != h.ino):
+                    raise UnsafeOperation(f"{h.path} is not the file qbhook held there: leaving it")
+                os.unlink(name, dir_fd=d.fd)
+        # Folders this purge emptied go, deepest first, each named through its verified parent.
+        run_gone = None
+        for k in range(len(opened) - 1, 0, -1):
+            if not _rmdir_quiet(opened[k - 1], chain[k - 1]):
+                break
+            if k == 2:
+                run_gone = opened[k].show()
+        return run_gone
+    finally:
+        for d in opened:
+            d.close()
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def _prune_below(d: Dir, removed: list[str]) -> None:
+    """rmdir every empty folder below ``d``, deepest first; symlinks and other mounts are never entered."""
+    with os.scandir(d.fd) as it:
+        subdirs = [os.fsencode(e.name) for e in it if e.is_dir(follow_symlinks=False)]
+    for name in subdirs:
+        try:
+            sub = d.sub(name)
+        except (UnsafeOperation, OSError):
+            continue
+        with sub:
+            _prune_below(sub, removed)
+        if _rmdir_quiet(d, name):
+            removed.append(d.show(name))
+
+
+def prune_empty_dirs(root, stop_at, *, roots) -> list[str]:
+    """Remove empty folders at and below ``root``, then empty parents up to (never including) ``stop_at``.
+
+    Only folders: rmdir fails on anything non-empty, so no file can go. Every folder is
+    reached through verified descriptors below one of ``roots``; symlinks are never followed.
+    """
+    root_s, stop_s = os.fsdecode(_p(root)).rstrip("/"), os.fsdecode(_p(stop_at)).rstrip("/")
+    try:
+        base, parts = _split_under(root, roots)
+        sbase, sparts = _split_under(stop_at, roots)
+    except UnsafeOperation as e:
+        raise UnsafeOperation(f"refusing to prune {root_s}: not inside {stop_s}: {e.message}") from None
+    if base != sbase or parts[:len(sparts)] != sparts:
+        raise UnsafeOperation(f"refusing to prune {root_s}: not inside {stop_s}")
+    removed: list[str] = []
+    opened = [_open_root(base)]
+    try:
+        for n in parts:
+            try:
+                opened.append(opened[-1].sub(n))
+            except (FileNotFoundError, NotADirectoryError):
+                break
+        if len(opened) == len(parts) + 1:
+            _prune_below(opened[-1], removed)
+        for k in range(len(opened) - 1, len(sparts), -1):
+            if not _rmdir_quiet(opened[k - 1], parts[k - 1]):
+                break
+            removed.append(opened[k].show())
+    finally:
+        for d in opened:
+            d.close()
+    return removed
+
+
+# --------------------------------------------------------------------------- durability
+
+
+_libc = None
+
+
+def sync_filesystem(path) -> None:
+    """Flush the whole filesystem holding ``path`` (syncfs), so new links are on disk before old ones go."""
+    global _libc
+    fd = os.open(_p(path), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            if _libc is None:
+                _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            if _libc.syncfs(fd) == 0:
+                return
+        except (OSError, AttributeError):
+            pass
+        os.sync()
+    finally:
+        os.close(fd)

@@ -1,0 +1,154 @@
+"""The run journal: every mutating step is written down before it runs.
+
+A step row goes ``intended`` (committed, fsynced by SQLite's FULL sync) before
+the executor touches anything, then ``done`` with its result, or ``failed``
+with the error. After a crash, the rows of an unfinished run say exactly which
+step may have been half-done; the executor's resume logic re-checks that step
+against the world instead of guessing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from qbhook.catalog.db import Tx
+
+
+@dataclass
+class StepRow:
+    id: int
+    run: int
+    seq: int
+    group_id: str
+    kind: str
+    args: dict
+    status: str
+    result: dict | None
+    error: str | None
+
+
+@dataclass
+class RunRow:
+    id: int
+    started_at: float
+    finished_at: float | None
+    status: str
+    trigger: str | None
+    pid: int | None
+    host: str | None
+    plan: dict
+    summary: dict | None
+
+
+class Journal:
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    # ------------------------------------------------------------------ runs
+    def start_run(self, plan: dict, trigger: str = "cli") -> int:
+        with Tx(self.conn) as c:
+            cur = c.execute(
+                "INSERT INTO runs(started_at, status, trigger, pid, host, plan) VALUES (?, 'running', ?, ?, ?, ?)",
+                (time.time(), trigger, os.getpid(), socket.gethostname(), json.dumps(plan, sort_keys=True)))
+            return cur.lastrowid
+
+    def finish_run(self, run: int, status: str, summary: dict) -> None:
+        with Tx(self.conn) as c:
+            c.execute("UPDATE runs SET status=?, finished_at=?, summary=? WHERE id=?",
+                      (status, time.time(), json.dumps(summary, sort_keys=True), run))
+
+    def adopt_run(self, run: int) -> None:
+        """A resumer takes over a run whose process died."""
+        with Tx(self.conn) as c:
+            c.execute("UPDATE runs SET pid=?, host=?, status='running' WHERE id=?", (os.getpid(), socket.gethostname(), run))
+
+    def unfinished_runs(self) -> list[RunRow]:
+        rows = self.conn.execute("SELECT * FROM runs WHERE status IN ('running','interrupted') ORDER BY id").fetchall()
+        return [self._run(r) for r in rows]
+
+    def run(self, run: int) -> RunRow:
+        r = self.conn.execute("SELECT * FROM runs WHERE id=?", (run,)).fetchone()
+        if r is None:
+            raise KeyError(run)
+        return self._run(r)
+
+    def runs(self, limit: int = 20) -> list[RunRow]:
+        rows = self.conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [self._run(r) for r in rows]
+
+    # ------------------------------------------------------------------ steps
+    def intend(self, run: int, seq: int, group_id: str, kind: str, args: dict) -> int:
+        with Tx(self.conn) as c:
+            row = c.execute("SELECT id FROM steps WHERE run=? AND seq=?", (run, seq)).fetchone()
+            if row:
+                c.execute("UPDATE steps SET status='intended', started_at=?, error=NULL WHERE id=?", (time.time(), row[0]))
+                return row[0]
+            cur = c.execute(
+                "INSERT INTO steps(run, seq, group_id, kind, args, status, started_at) VALUES (?,?,?,?,?, 'intended', ?)",
+                (run, seq, group_id, kind, json.dumps(args, sort_keys=True), time.time()))
+            return cur.lastrowid
+
+    def done(self, step_id: int, result: dict | None = None) -> None:
+        self._close(step_id, "done", result, None)
+
+    def failed(self, step_id: int, error: str, result: dict | None = None) -> None:
+        self._close(step_id, "failed", result, error)
+
+    def undone(self, step_id: int, result: dict | None = None) -> None:
+        self._close(step_id, "undone", result, None)
+
+    def _close(self, step_id: int, status: str, result: Any, error: str | None) -> None:
+        with Tx(self.conn) as c:
+            c.execute("UPDATE steps SET status=?, finished_at=?, result=?, error=? WHERE id=?",
+                      (status, time.time(), json.dumps(result, sort_keys=True) if result is not None else None, error, step_id))
+
+    def steps(self, run: int) -> list[StepRow]:
+        rows = self.conn.execute(
+            "SELECT id, run, seq, group_id, kind, args, status, result, error FROM steps WHERE run=? ORDER BY seq", (run,)).fetchall()
+        return [StepRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], json.loads(r[7]) if r[7] else None, r[8])
+                for r in rows]
+
+    # ------------------------------------------------------------------ holding
+    def held_links(self) -> list[tuple[int, str, float, int | None]]:
+        """(step id, held_at, held since, inode) of every link a delete moved into holding and no purge removed.
+
+        The journal, not the holding folder's contents, says what may be purged: whatever else
+        sits there (planted, or another tool's) is never qbhook's to delete.
+        """
+        rows = self.conn.execute(
+            "SELECT id, args, result, finished_at FROM steps WHERE kind='delete' AND status='done' "
+            "AND json_extract(result, '$.status')='held' AND json_extract(result, '$.purged_at') IS NULL "
+            "ORDER BY id").fetchall()
+        out = []
+        for sid, args, result, finished in rows:
+            res, a = json.loads(result), json.loads(args)
+            ino = a.get("ino")
+            out.append((sid, res["held_at"], finished or 0.0, int(ino) if ino is not None else None))
+        return out
+
+    def mark_purged(self, step_id: int) -> None:
+        """Record that the held link of this delete step is gone (purged, or found already absent)."""
+        with Tx(self.conn) as c:
+            c.execute("UPDATE steps SET result=json_set(result, '$.purged_at', ?) WHERE id=?", (time.time(), step_id))
+
+    # ------------------------------------------------------------------ groups
+    def set_group(self, group_id: str, run: int, status: str, reason: str | None = None) -> None:
+        with Tx(self.conn) as c:
+            c.execute("INSERT INTO group_state(group_id, run, status, reason, updated_at) VALUES (?,?,?,?,?) "
+                      "ON CONFLICT(group_id) DO UPDATE SET run=excluded.run, status=excluded.status, "
+                      "reason=excluded.reason, updated_at=excluded.updated_at",
+                      (group_id, run, status, reason, time.time()))
+
+    def group_status(self, group_id: str) -> tuple[str, str | None] | None:
+        r = self.conn.execute("SELECT status, reason FROM group_state WHERE group_id=?", (group_id,)).fetchone()
+        return (r[0], r[1]) if r else None
+
+    @staticmethod
+    def _run(r) -> RunRow:
+        return RunRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), json.loads(r[8]) if r[8] else None)

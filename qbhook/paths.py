@@ -1,0 +1,39 @@
+"""Path text rules, one home each: the canonical spelling of a path and "is it inside that root".
+
+Both are lexical on purpose. They decide where a path *claims* to be; whether the
+filesystem agrees (no symlinked or swapped folder on the way) is ``move.fsops``' job,
+on verified directory descriptors, never on these strings.
+"""
+
+from __future__ import annotations
+
+import os
+
+from qbhook.errors import PathMapError
+
+__all__ = ["is_within", "normalize"]
+
+
+def normalize(path: str) -> str:
+    """Absolute, ``..``-free POSIX path in canonical spelling.
+
+    Collapses ``//`` and ``.`` but never resolves ``..``: lexically resolving it
+    can point somewhere a symlink would not, and no path qbhook handles
+    legitimately contains one.
+    """
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise PathMapError(f"not an absolute path: {path!r}")
+    if "//" not in path and "/." not in path and path[-1] != "/" and "\0" not in path:
+        return path    # already canonical (the common case: called on every path of a snapshot)
+    if "\0" in path:
+        raise PathMapError(f"path contains a NUL byte: {path!r}")
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise PathMapError(f"path contains a '..' component: {path!r}")
+    return "/" + "/".join(parts)
+
+
+def is_within(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """Lexical containment on whole path components (``/a/bc`` is not inside ``/a/b``)."""
+    p, r = os.path.normpath(os.fspath(path)), os.path.normpath(os.fspath(root))
+    return p == r or p.startswith(r + "/") or r == "/"

@@ -1,0 +1,237 @@
+"""``qbhook demo``: qbhook's main job, end to end, on a throw-away sandbox.
+
+Two real pools (zfs-fuse, or tmpfs where ZFS cannot run), a real qBittorrent on
+loopback, a realistic layout, then: scan, the plan shown to you, apply, an
+*arr import webhook through a running ``qbhook serve``, and a before/after
+summary. Everything lives under one folder; ``--clean`` removes it.
+
+When ``rtorrent`` is installed (scripts/demo installs it), a real headless
+rTorrent runs beside qBittorrent, configured through ``clients:``, with a
+payload seeded by both clients (one mixed group) and one seeded by rTorrent
+alone; the before/after tables show every item of both clients.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from qbhook.clients.rtorrent import RtorrentClient
+from qbhook.sandbox.qbt import QbtInstance, free_port
+from qbhook.sandbox.rtorrent import RtorrentInstance
+from qbhook.sandbox.scenario import MOVIES, Scenario
+from qbhook.sandbox.serve import start_serve, stop_serve
+from qbhook.sandbox.zfs import Pool, Pools, create_pools, destroy_pools, ensure_zfs_fuse
+
+TOKEN = "demo-token-not-secret"
+
+
+def _say(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+def _qbhook(cfg: Path, *args: str, check: bool = True, show: bool = False) -> subprocess.CompletedProcess:
+    env = {**os.environ, "QBHOOK_DEMO_TOKEN": TOKEN}
+    r = subprocess.run([sys.executable, "-m", "qbhook", "--config", str(cfg), *args], env=env,
+                       capture_output=not show, text=True)
+    if check and r.returncode not in (0, 10):
+        raise SystemExit(f"demo: `qbhook {' '.join(args)}` failed ({r.returncode}):\n{r.stdout or ''}{r.stderr or ''}")
+    return r
+
+
+def clean(base: Path) -> None:
+    state = base / "state.json"
+    if state.exists():
+        data = json.loads(state.read_text())
+        pools = Pools(base_dir=Path(data["base_dir"]),
+                      pools={k: Pool(Path(v["mountpoint"]), v["zpool"], v["kind"]) for k, v in data["pools"].items()},
+                      nested={k: Path(v) for k, v in data.get("nested", {}).items()})
+        try:
+            destroy_pools(pools)
+        except Exception as e:  # noqa: BLE001 - best effort, say what is left
+            _say(f"warning: could not destroy demo pools: {e}")
+    if base.exists():
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _save_state(base: Path, pools: Pools) -> None:
+    (base / "state.json").write_text(json.dumps({
+        "base_dir": str(pools.base_dir),
+        "pools": {k: {"mountpoint": str(p.mountpoint), "zpool": p.zpool, "kind": p.kind} for k, p in pools.pools.items()},
+        "nested": {k: str(v) for k, v in pools.nested.items()},
+    }))
+
+
+def _pool_of(save_path: str, sc: Scenario) -> str:
+    return "stash" if save_path.startswith(str(sc.stash)) else "pool" if save_path.startswith(str(sc.pool)) else "?"
+
+
+def _inventory(client, sc: Scenario, rt: RtorrentClient | None = None) -> list[dict]:
+    rows = []
+    for t in client.torrents_info():
+        rows.append({"name": t["name"], "client": "qbt", "pool": _pool_of(t["save_path"], sc), "state": t["state"],
+                     "progress": t["progress"], "save_path": t["save_path"]})
+    for t in rt.torrents() if rt is not None else ():
+        rows.append({"name": t.name, "client": "rt", "pool": _pool_of(t.save_path, sc), "state": t.state,
+                     "progress": t.progress, "save_path": t.save_path})
+    return sorted(rows, key=lambda r: (r["name"], r["client"]))
+
+
+def _used(path: Path) -> int:
+    """Bytes of distinct inodes under path (hardlinks counted once)."""
+    seen, total = set(), 0
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            st = os.lstat(os.path.join(dirpath, f))
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total
+
+
+def _print_inventory(title: str, rows: list[dict], sc: Scenario) -> None:
+    _say(f"\n== {title} ==")
+    _say(f"  {'torrent':42} {'client':6} {'pool':6} {'state':12} progress")
+    for r in rows:
+        _say(f"  {r['name'][:42]:42} {r['client']:6} {r['pool']:6} {r['state']:12} {r['progress'] * 100:.0f}%")
+    _say(f"  data on stash: {_used(sc.stash) / 2**20:.1f} MiB, on pool: {_used(sc.pool) / 2**20:.1f} MiB "
+         f"(hardlinks counted once)")
+
+
+def run(base: Path) -> int:
+    base = base.resolve()
+    _say(f"qbhook demo: sandbox in {base}")
+    clean(base)
+    base.mkdir(parents=True)
+    zfs = ensure_zfs_fuse()
+    pools = create_pools(base / "bed", nested={"stash": "data/media/library"}, kind="zfs" if zfs else "tmpfs")
+    _save_state(base, pools)
+    _say(f"pools: stash at {pools['stash']}, pool at {pools['pool']} ({pools.kind})")
+    qbt = QbtInstance().start(base / "qbittorrent")
+    server = rtorrent = rt = None
+    try:
+        client = qbt.client()
+        _say(f"qBittorrent {client.app_version()} on {qbt.url} (admin/adminadmin)")
+        sc = Scenario(stash=pools["stash"], pool=pools["pool"], torrent_dir=base / "torrents").build_all(client)
+        if shutil.which("rtorrent"):
+            rtorrent = RtorrentInstance().start(base / "rtorrent")
+            rt = RtorrentClient("rt", rtorrent.address)
+            _say(f"rTorrent {rt.version()} on SCGI socket {rtorrent.address}")
+            sc.rtorrent_cases(client, rtorrent)
+        else:
+            _say("rtorrent is not installed: the demo runs with qBittorrent only (scripts/demo installs it)")
+        cfg, port = _write_config(base, sc, qbt.url, rtorrent)
+        before = _inventory(client, sc, rt)
+        _print_inventory("before", before, sc)
+
+        _say("\n== qbhook scan ==")
+        _qbhook(cfg, "scan", show=True)
+        _say("\n== qbhook plan (dry run: nothing changes) ==")
+        _qbhook(cfg, "plan", "--no-scan", show=True)
+        _say("\n== qbhook apply --yes ==")
+        _qbhook(cfg, "apply", "--yes", "--no-scan", show=True, check=False)
+
+        _say("\n== an *arr import arrives as a webhook ==")
+        server = start_serve(cfg, port, {"QBHOOK_DEMO_TOKEN": TOKEN}, log=base / "serve.log")
+        h = _radarr_imports_a_copy(sc, port)
+        _wait_for(lambda: _event_settled(cfg), 300, "the worker to finish the webhook's job")
+        job = json.loads(_qbhook(cfg, "--json", "queue", "--state", "done").stdout)[0]
+        for g in (job.get("result") or {}).get("groups", []):
+            _say(f"worker: {g['action'].upper()} {', '.join(g['names'])}: {g['reason']}")
+        if not _torrent_on(client, h, str(sc.stash)):
+            _say("demo: the imported torrent was not promoted; see `qbhook history` and serve.log")
+
+        after = _inventory(client, sc, rt)
+        _print_inventory("after", after, sc)
+        ok = _report(cfg, sc, after, rt is not None)
+        _say(f"\nsandbox kept in {base} (config: {cfg}); remove it with: qbhook demo --clean")
+        return 0 if ok else 1
+    finally:
+        if server is not None:
+            stop_serve(server)
+        if rtorrent is not None:
+            rtorrent.stop()
+        qbt.stop()
+
+
+def _report(cfg: Path, sc: Scenario, after: list[dict], with_rtorrent: bool) -> bool:
+    """What the demo proves, printed: no duplicates across pools, every torrent at 100 %."""
+    dupes = json.loads(_qbhook(cfg, "--json", "dupes").stdout)
+    across = [s for s in dupes["sets"] if s["scope"] == "across-pools"]
+    _say(f"\nduplicates across pools left: {len(across)}")
+    not_done = [r for r in after if r["progress"] < 1]
+    _say(f"torrents at 100%: {len(after) - len(not_done)} of {len(after)}")
+    stuck = _rtorrent_groups_not_demoted(sc, after) if with_rtorrent else []
+    if with_rtorrent:
+        _say(f"rTorrent groups on the cold pool (mixed with qBittorrent, rTorrent only): "
+             f"{'all' if not stuck else 'NOT ' + ', '.join(stuck)}")
+    _say("\n== qbhook status ==")
+    _qbhook(cfg, "status", show=True)
+    return not not_done and not across and not stuck
+
+
+def _write_config(base: Path, sc: Scenario, qbt_url: str, rtorrent) -> tuple[Path, int]:
+    cfg = base / "config.yaml"
+    port = free_port()
+    data = sc.config_dict(base / "catalog.sqlite", qbt_url, auto_apply=True)
+    if rtorrent is not None:
+        data["clients"] = [{"type": "rtorrent", "name": "rt", "scgi": rtorrent.address}]
+    data["server"] = {"listen": "127.0.0.1", "port": port, "token_env": "QBHOOK_DEMO_TOKEN", "sweep_interval": 86400}
+    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+    return cfg, port
+
+
+def _radarr_imports_a_copy(sc: Scenario, port: int) -> str:
+    """Radarr imports the demoted documentary by copying it into the library (another filesystem)
+    and posts its Download webhook; returns the torrent's hash."""
+    src = next(sc.pool_seed.rglob("doc.b.mkv"))
+    lib = sc.stash / MOVIES / "Doc B (2019)" / "Doc B (2019).mkv"
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, lib)
+    h = sc.hashes["already_on_pool"][0]
+    payload = {"eventType": "Download", "instanceName": "Radarr", "applicationUrl": "",
+               "movie": {"id": 1, "title": "Doc B", "year": 2019, "folderPath": str(lib.parent)},
+               "movieFile": {"id": 1, "relativePath": lib.name, "path": str(lib), "sourcePath": str(src),
+                             "size": lib.stat().st_size},
+               "isUpgrade": False, "downloadClient": "qBittorrent", "downloadClientType": "qBittorrent",
+               "downloadId": h.upper()}
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/webhook/arr", data=json.dumps(payload).encode(),
+                                 headers={"Content-Type": "application/json", "X-Qbhook-Token": TOKEN})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        _say(f"POST /webhook/arr (Radarr Download) -> {resp.status} {resp.read().decode().strip()}")
+    return h
+
+
+def _rtorrent_groups_not_demoted(sc: Scenario, rows: list[dict]) -> list[str]:
+    """Names of the mixed / rTorrent-only items that did not end on the cold pool."""
+    mixed_and_rt = {"Mixed.S02.720p", "Mixed S02 (WEB)", "Indie.F.2018"}
+    return sorted(f"{r['name']} ({r['client']})" for r in rows if r["name"] in mixed_and_rt and r["pool"] != "pool")
+
+
+def _event_settled(cfg: Path) -> bool:
+    st = json.loads(_qbhook(cfg, "--json", "status").stdout)
+    q = st["queue"]
+    return q.get("done", 0) + q.get("dead", 0) >= 1 and not q.get("pending") and not q.get("running") \
+        and not st["unfinished_runs"]
+
+
+def _torrent_on(client, h: str, prefix: str) -> bool:
+    t = client.torrents_info(torrent_hashes=h)
+    return bool(t) and t[0]["save_path"].startswith(prefix) and t[0]["progress"] == 1
+
+
+def _wait_for(pred, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"demo: timed out waiting for {what}")

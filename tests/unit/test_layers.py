@@ -1,0 +1,108 @@
+"""The package map of docs/design.md, enforced: imports flow one way and never in a circle.
+
+Every ``import`` in ``qbhook/``, including the ones inside functions (a lazy import is still a
+dependency), is read with ``ast``. A module may import its own stage and the stages below it:
+
+    house (errors, paths, pathmap, units, progress, notify, config)
+      < clients < catalog < decide < move < events < cli
+    sandbox (the demo's real clients and pools) sits beside, on house and clients only.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import qbhook
+
+ROOT = pathlib.Path(qbhook.__file__).parent
+ORDER = ["house", "clients", "catalog", "decide", "move", "events", "cli"]
+ALLOWED = {stage: set(ORDER[: i + 1]) for i, stage in enumerate(ORDER)}
+ALLOWED["sandbox"] = {"house", "clients", "sandbox"}
+ALLOWED["cli"] |= {"sandbox"}
+ALLOWED["entry"] = {"cli"}
+
+
+def _modules(root: pathlib.Path = ROOT) -> dict[str, pathlib.Path]:
+    out = {}
+    for p in root.rglob("*.py"):
+        parts = ("qbhook",) + p.relative_to(root).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = p
+    return out
+
+
+def _stage(module: str, root: pathlib.Path = ROOT) -> str:
+    parts = module.split(".")
+    if module == "qbhook.__main__":
+        return "entry"
+    if len(parts) > 1 and (root / parts[1]).is_dir():
+        return parts[1]
+    return "house"
+
+
+def _imports(mods: dict[str, pathlib.Path]) -> dict[str, set[str]]:
+    def resolve(target: str) -> str | None:
+        while target and target not in mods:
+            target = target.rpartition(".")[0]
+        return target or None
+
+    edges: dict[str, set[str]] = {m: set() for m in mods}
+    for name, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            targets = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("qbhook"):
+                targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module
+                           for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names if a.name.startswith("qbhook")]
+            for t in targets:
+                r = resolve(t)
+                if r and r != name and r != "qbhook":
+                    edges[name].add(r)
+    return edges
+
+
+def _upward(root: pathlib.Path = ROOT) -> list[str]:
+    mods = _modules(root)
+    return sorted(f"{a} ({_stage(a, root)}) imports {b} ({_stage(b, root)})"
+                  for a, bs in _imports(mods).items() for b in bs
+                  if _stage(b, root) not in ALLOWED[_stage(a, root)])
+
+
+def test_imports_flow_one_way_between_stages():
+    assert _upward() == []
+
+
+def test_no_import_circle_between_modules():
+    edges = _imports(_modules())
+    seen: dict[str, int] = {}          # 1: on the current path, 2: done
+    circles = []
+
+    def visit(m: str, path: list[str]) -> None:
+        seen[m] = 1
+        for n in sorted(edges[m]):
+            if seen.get(n) == 1:
+                circles.append(" -> ".join(path[path.index(n):] + [n]))
+            elif n not in seen:
+                visit(n, path + [n])
+        seen[m] = 2
+
+    for m in sorted(edges):
+        if m not in seen:
+            visit(m, [m])
+    assert circles == []
+
+
+def test_fact_gathering_does_not_call_the_decider():
+    edges = _imports(_modules())
+    assert "qbhook.decide.planner" not in edges["qbhook.decide.snapshot"]
+
+
+def test_the_guard_sees_a_lazy_upward_import(tmp_path):
+    """A catalog module importing the CLI inside a function is still reported."""
+    (tmp_path / "catalog").mkdir()
+    (tmp_path / "cli").mkdir()
+    (tmp_path / "cli" / "app.py").write_text("main = None\n")
+    (tmp_path / "catalog" / "scan.py").write_text("def f():\n    from qbhook.cli.app import main\n")
+    assert _upward(tmp_path) == ["qbhook.catalog.scan (catalog) imports qbhook.cli.app (cli)"]
