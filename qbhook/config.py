@@ -47,7 +47,14 @@ class PoolConfig:
     name: str
     path: Path
     role: str  # "primary" (libraries live here) or "cold" (seed-only)
-    seeding_root: Path
+    seeding_root: Path                   # the first seeding root: where qbhook builds new views
+    more_seeding_roots: tuple[Path, ...] = ()   # further seeding roots (e.g. cross-seed's link folder)
+
+    @property
+    def seeding_roots(self) -> tuple[Path, ...]:
+        """Every seeding root of this pool, the build root first. Each one is "seeding tree":
+        links there do not count as a library's, and fsops may act below it."""
+        return (self.seeding_root, *self.more_seeding_roots)
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,9 @@ class PolicyConfig:
     grace_period: float = 0.0  # seconds to keep deleted links in a holding folder
     relocated_tag: str = "qbhook-relocated"
     max_groups_per_run: int = 50  # batch cap: a plan never touches more at once
+    # `orphans` refuses when unreferenced data would exceed this share of a pool's seeding
+    # bytes: an unmounted dataset, a wrong path_map or a client outage looks like that.
+    orphans_max_share: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -184,15 +194,17 @@ class Config:
         return None
 
     def seeding_root_of(self, path: Path | str) -> PoolConfig | None:
+        """The pool one of whose seeding roots contains ``path`` (lexically)."""
         pp = PurePosixPath(os.path.normpath(str(path)))
         for p in self.pools:
-            if is_within(pp, PurePosixPath(p.seeding_root)):
+            if any(is_within(pp, PurePosixPath(r)) for r in p.seeding_roots):
                 return p
         return None
 
     @property
     def seeding_roots(self) -> tuple[Path, ...]:
-        return tuple(p.seeding_root for p in self.pools)
+        """Every seeding root of every pool (each pool's build root first)."""
+        return tuple(r for p in self.pools for r in p.seeding_roots)
 
 
 def parse_address(address: str) -> tuple[int, Any]:
@@ -439,6 +451,7 @@ _POLICY: dict[str, Reader] = {
     "grace_period": duration(),
     "relocated_tag": text,
     "max_groups_per_run": count(minimum=1),
+    "orphans_max_share": fraction(zero_ok=False, one_ok=True),
 }
 _SCAN: dict[str, Reader] = {
     "mass_delete_max_share": fraction(zero_ok=False, one_ok=True),
@@ -518,11 +531,9 @@ def _parse_pools(data: dict) -> tuple[PoolConfig, ...]:
         if name not in roots:
             raise ConfigError("seeding_roots", f"has no entry for pool {name!r}",
                               hint=f"add '{name}: {path}/data/media/torrents/seeding' (inside the pool)")
-        seed = _abs_path(roots[name], f"seeding_roots.{name}")
-        if not is_within(PurePosixPath(seed), PurePosixPath(path)) or seed == path:
-            raise ConfigError(f"seeding_roots.{name}", f"{seed} is not inside pool {name}'s path {path}",
-                              hint="each seeding root must be a folder inside its own pool (same dataset as the data)")
-        pools.append(PoolConfig(name=name, path=path, role=role, seeding_root=seed))
+        seeds = _seeding_roots_of(roots[name], name, path)
+        pools.append(PoolConfig(name=name, path=path, role=role, seeding_root=seeds[0],
+                                more_seeding_roots=tuple(seeds[1:])))
     extra = set(roots) - set(raw)
     if extra:
         raise ConfigError("seeding_roots", f"names unknown pool(s): {', '.join(sorted(map(str, extra)))}")
@@ -536,7 +547,43 @@ def _parse_pools(data: dict) -> tuple[PoolConfig, ...]:
             if a is not b and (is_within(PurePosixPath(a.path), PurePosixPath(b.path))):
                 raise ConfigError("pools", f"pool {a.name} ({a.path}) overlaps pool {b.name} ({b.path})",
                                   hint="pools must be separate filesystems; neither may contain the other")
+    _check_roots_apart(pools)
     return tuple(pools)
+
+
+def _seeding_roots_of(raw: Any, name: str, pool_path: Path) -> list[Path]:
+    """``seeding_roots.<pool>``: one path, or a list of paths (the first is where views are built)."""
+    key = f"seeding_roots.{name}"
+    if isinstance(raw, list):
+        if not raw:
+            raise ConfigError(key, "must name at least one folder")
+        items = [(v, f"{key}[{i}]") for i, v in enumerate(raw)]
+    else:
+        items = [(raw, key)]
+    seeds: list[Path] = []
+    for v, k in items:
+        seed = _abs_path(v, k)
+        if not is_within(PurePosixPath(seed), PurePosixPath(pool_path)) or seed == pool_path:
+            raise ConfigError(k, f"{seed} is not inside pool {name}'s path {pool_path}",
+                              hint="each seeding root must be a folder inside its own pool (same dataset as the data)")
+        seeds.append(seed)
+    return seeds
+
+
+def _check_roots_apart(pools: list[PoolConfig]) -> None:
+    """No seeding root inside another (its own pool's or any other's).
+
+    A nested root would make one folder two roots: a path's root, its holding folder and
+    its mapping to the other pool would depend on which one is asked first.
+    """
+    named = [(f"seeding_roots.{p.name}" + (f"[{i}]" if p.more_seeding_roots else ""), r)
+             for p in pools for i, r in enumerate(p.seeding_roots)]
+    for i, (ka, a) in enumerate(named):
+        for kb, b in named[i + 1:]:
+            if is_within(PurePosixPath(a), PurePosixPath(b)) or is_within(PurePosixPath(b), PurePosixPath(a)):
+                what = "is the same folder as" if a == b else "overlaps"
+                raise ConfigError(ka, f"{a} {what} {kb} ({b})",
+                                  hint="seeding roots must be separate folders: none inside another")
 
 
 def _parse_qbittorrent(raw: Any, env: dict, base_dir: Path | None) -> tuple[QbtConfig, ...]:
@@ -801,8 +848,10 @@ def check_paths(cfg: Config) -> list[str]:
     for p in cfg.pools:
         if not p.path.is_dir():
             problems.append(f"pools.{p.name}.path: {p.path} does not exist or is not a folder (is the pool mounted?)")
-        elif not p.seeding_root.is_dir():
-            problems.append(f"seeding_roots.{p.name}: {p.seeding_root} does not exist (create it, or fix the path)")
+        else:
+            for r in p.seeding_roots:
+                if not r.is_dir():
+                    problems.append(f"seeding_roots.{p.name}: {r} does not exist (create it, or fix the path)")
     if all(p.path.is_dir() for p in cfg.pools):
         devs = {}
         for p in cfg.pools:
@@ -832,7 +881,8 @@ def describe(cfg: Config) -> dict:
     return {
         "source": str(cfg.source) if cfg.source else None,
         "catalog": str(cfg.catalog),
-        "pools": {p.name: {"path": str(p.path), "role": p.role, "seeding_root": str(p.seeding_root)} for p in cfg.pools},
+        "pools": {p.name: {"path": str(p.path), "role": p.role, "seeding_root": str(p.seeding_root),
+                           "seeding_roots": [str(r) for r in p.seeding_roots]} for p in cfg.pools},
         "qbittorrent": [
             {"name": q.name, "url": q.url, "username": q.username, "password": mask(q.password),
              "password_env": q.password_env, "password_file": str(q.password_file) if q.password_file else None,

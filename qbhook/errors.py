@@ -140,6 +140,12 @@ class VerificationFailed(UnsafeOperation):
     """Content, size or torrent state did not verify; nothing was deleted."""
 
 
+class OrphansRefused(QbhookError):
+    """``orphans`` refused: a client unreachable or empty, or far too much looks unreferenced."""
+
+    exit_code = ExitCode.GUARD_REFUSED
+
+
 class BadRequest(QbhookError):
     """An incoming event (webhook, hook call) is malformed or unusable."""
 

@@ -50,6 +50,10 @@ def apply(app: App, yes, group_ids, hashes, scan, wait, plan_file):
             raise click.UsageError("--plan applies the saved plan as a whole; it takes no --group or --hash")
         return _apply_saved(app, plan_file, yes, scan is False, wait)
     from qbhook.cli.plan import catalog_note, compute_plan, hashes_of_groups
+    if yes:
+        # Views a rolled-back group left behind go first (verified), so the plan sees the pools as they are.
+        from qbhook.move.leftovers import remove_leftover_views
+        remove_leftover_views(app.cfg, app.catalog, app.clients)
     targets = list(hashes)
     if group_ids:
         # only these groups' files are stat-ed; a group the index does not know: plan everything

@@ -81,6 +81,9 @@ def status(app: App):
             click.echo("last sweep: never (run `qbhook sweep`)")
         if d["unfinished_runs"]:
             click.echo(f"UNFINISHED runs: {d['unfinished_runs']} (run `qbhook resume`)")
+        if d["leftover_views"]:
+            click.echo(f"{len(d['leftover_views'])} leftover view file(s) of rolled-back groups "
+                       "(the next `apply --yes` or sweep removes them once verified)")
         for r in d["recent_runs"]:
             click.echo(f"run {r['id']}: {r['status']} ({r['trigger']}, {_when(r['started_at'])})")
         for name, p in d["pools"].items():

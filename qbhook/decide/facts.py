@@ -85,6 +85,15 @@ class PoolFact:
     seeding_root: str
     seeding_fsid: str         # filesystem of the seeding root: the only place links can be made
     free_bytes: int
+    more_seeding_roots: tuple[str, ...] = ()   # further seeding roots (seeding tree, but no new views)
+
+    @property
+    def seeding_roots(self) -> tuple[str, ...]:
+        return (self.seeding_root, *self.more_seeding_roots)
+
+    def root_of(self, path: str) -> str | None:
+        """The seeding root of this pool that holds ``path`` (None: none does)."""
+        return next((r for r in self.seeding_roots if is_within(path, r)), None)
 
 
 @dataclass(frozen=True)
@@ -113,7 +122,7 @@ class Snapshot:
 
     def seeding_pool_of(self, path: str) -> PoolFact | None:
         for p in self.pools:
-            if is_within(path, p.seeding_root):
+            if p.root_of(path) is not None:
                 return p
         return None
 
@@ -170,3 +179,18 @@ def map_seeding_path(path: str, src_root: str, dst_root: str) -> str:
     if src not in p.parents:
         raise ValueError(f"{path} is not inside seeding root {src_root}")
     return str(dst / p.relative_to(src))
+
+
+def map_to_pool(path: str, src: PoolFact, dst: PoolFact) -> str:
+    """``path`` (below one of ``src``'s seeding roots) mapped onto ``dst`` by ``map_seeding_path``.
+
+    The i-th seeding root of one pool maps onto the i-th of the other, so a cross-seed link
+    folder configured as both pools' second root round-trips; when ``dst`` has no i-th root,
+    its first (build) root takes the path. Raises ValueError when no root of ``src`` holds it.
+    """
+    roots = src.seeding_roots
+    i = next((k for k, r in enumerate(roots) if is_within(path, r)), None)
+    if i is None:
+        raise ValueError(f"{path} is not inside a seeding root of pool {src.name}")
+    targets = dst.seeding_roots
+    return map_seeding_path(path, roots[i], targets[i] if i < len(targets) else targets[0])

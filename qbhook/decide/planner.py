@@ -36,7 +36,7 @@ from qbhook.decide.facts import (
     Snapshot,
     TorrentFact,
     ancestors,
-    map_seeding_path,
+    map_to_pool,
 )
 from qbhook.decide.grouping import payload_groups
 from qbhook.decide.plan import GroupPlan, Plan, Step
@@ -206,7 +206,7 @@ def symlink_blockers(snap: Snapshot, group: list[TorrentFact], src: PoolFact,
     for t in group:
         sides = [("source", t.save_path)]
         if tgt is not None:
-            sides.append(("destination", map_seeding_path(t.save_path, src.seeding_root, tgt.seeding_root)))
+            sides.append(("destination", map_to_pool(t.save_path, src, tgt)))
         for side, save in sides:
             for path in [save] + [posixpath.join(save, f.rel) for f in t.files]:
                 for p in ancestors(path, roots):
@@ -308,7 +308,7 @@ def build_steps(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], 
     new_saves: dict[str, str] = {}
 
     for t in group:
-        new_save = map_seeding_path(t.save_path, src.seeding_root, tgt.seeding_root)
+        new_save = map_to_pool(t.save_path, src, tgt)
         new_saves[t.hash] = new_save
         view_files = []
         for f in t.files:
@@ -371,7 +371,7 @@ def build_steps(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], 
         first = t.files[0].rel if t.files else ""
         top = first.split("/")[0] if "/" in first else ""
         root = posixpath.join(t.save_path, top) if top else t.save_path
-        prune.setdefault(root, src.seeding_root)
+        prune.setdefault(root, src.root_of(t.save_path) or src.seeding_root)
     prunes = [Step("prune_dirs", {"root": r, "stop_at": s}) for r, s in sorted(prune.items())]
     return make + views + relocs + [verify] + tags + deletes + prunes, copy_bytes, conflicts
 

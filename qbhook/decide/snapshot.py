@@ -45,8 +45,7 @@ from qbhook.decide.facts import (
     Snapshot,
     TorrentFact,
     ancestors,
-    is_within,
-    map_seeding_path,
+    map_to_pool,
     split_links,
 )
 from qbhook.decide.grouping import payload_groups
@@ -122,7 +121,7 @@ class SnapshotBuilder:
         self.progress = progress
         self.inodes: dict[InodeKey, InodeFact] = {}
         self._inode_ids: dict[InodeKey, int] = {}
-        self.roots = [str(p.seeding_root) for p in cfg.pools]
+        self.roots = [str(r) for r in cfg.seeding_roots]
         self.probe = SymlinkProbe()
         self._pool_roots = sorted((_canonical(str(p.path)).rstrip("/") for p in cfg.pools), key=len, reverse=True)
         self.symlinks: dict[str, str] = {}   # symlinks met in torrent and destination paths -> target
@@ -359,7 +358,7 @@ class SnapshotBuilder:
                 if dst_pool is src:
                     continue
                 try:
-                    new_save = map_seeding_path(t.save_path, src.seeding_root, dst_pool.seeding_root)
+                    new_save = map_to_pool(t.save_path, src, dst_pool)
                 except ValueError:
                     continue
                 for f in t.files:
@@ -378,12 +377,16 @@ class SnapshotBuilder:
             raise QbhookError(f"seeding root {root} of pool {p.name} does not exist", hint="is the pool mounted?")
         fs = self.catalog.fs_for_path(root)
         sv = os.statvfs(root)
+        for extra in p.more_seeding_roots:
+            if not os.path.isdir(extra):
+                raise QbhookError(f"seeding root {extra} of pool {p.name} does not exist", hint="is the pool mounted?")
         return PoolFact(name=p.name, role=p.role, path=str(p.path), seeding_root=root,
-                        seeding_fsid=self.catalog.fsid(fs), free_bytes=sv.f_bavail * sv.f_frsize)
+                        seeding_fsid=self.catalog.fsid(fs), free_bytes=sv.f_bavail * sv.f_frsize,
+                        more_seeding_roots=tuple(str(r) for r in p.more_seeding_roots))
 
 
 def _pool_of(path: str, pools: tuple[PoolFact, ...]) -> PoolFact | None:
-    return next((p for p in pools if is_within(path, p.seeding_root)), None)
+    return next((p for p in pools if p.root_of(path) is not None), None)
 
 
 def _canonical(path: str) -> str:

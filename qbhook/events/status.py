@@ -281,12 +281,14 @@ def catalog_breakdown(conn: sqlite3.Connection, pools: Iterable[PoolConfig]) -> 
     """pool name -> {library, duplicated, seed_only, other: bytes}, each inode counted once."""
     out: dict[str, dict[str, int]] = {}
     for p in pools:
-        prefix = os.fsencode(os.path.normpath(str(p.seeding_root))) + b"/"
+        # A link under any of the pool's seeding roots is a seeding link.
+        prefixes = [os.fsencode(os.path.normpath(str(r))) + b"/" for r in p.seeding_roots]
+        seed_expr = " + ".join(f"(substr(pa.path, 1, {len(x)}) = :prefix{i})" for i, x in enumerate(prefixes))
         row = conn.execute(
             f"""
             WITH per_inode AS (
                 SELECT i.id, i.size, i.nlink, i.hash,
-                       SUM(substr(pa.path, 1, :n) = :prefix) AS seed_links,
+                       SUM({seed_expr}) AS seed_links,
                        ({hash_valid("i")}) AS hashed
                 FROM paths pa JOIN inodes i ON i.id = pa.inode
                 WHERE pa.pool = :pool
@@ -303,7 +305,7 @@ def catalog_breakdown(conn: sqlite3.Connection, pools: Iterable[PoolConfig]) -> 
                 COALESCE(SUM(CASE WHEN seed_links = 0 THEN size END), 0)
             FROM per_inode
             """,
-            {"n": len(prefix), "prefix": prefix, "pool": p.name},
+            {"pool": p.name, **{f"prefix{i}": x for i, x in enumerate(prefixes)}},
         ).fetchone()
         library, duplicated, seed_all, other = (int(v) for v in row)
         out[p.name] = {"library": library, "duplicated": duplicated, "seed_only": seed_all - duplicated,
@@ -454,6 +456,7 @@ def report(cfg: Config, catalog) -> dict:
         counts = queue.counts()
         stuck = queue.ready_since(STUCK_AFTER_S)
         unfinished = [r.id for r in Journal(conn).unfinished_runs()]
+        leftover_views = [v["path"] for _sid, v in Journal(conn).leftover_views()]
         catalog_counts = catalog.counts()
         hashed = hashed_by_pool(conn, cfg.pools)
     pools = {}
@@ -483,6 +486,7 @@ def report(cfg: Config, catalog) -> dict:
         "recent_runs": [{"id": r.id, "status": r.status, "trigger": r.trigger, "started_at": r.started_at,
                          "finished_at": r.finished_at, "summary": r.summary} for r in runs],
         "unfinished_runs": unfinished,
+        "leftover_views": leftover_views,     # views of rolled-back groups, removed by the next apply/sweep
         "pools": pools,
         "catalog": catalog_counts,
     }

@@ -30,6 +30,7 @@ from qbhook.errors import PathMapError, QbhookError, QueueError, UnknownTorrent
 from qbhook.events import alerts
 from qbhook.events.queue import JobQueue
 from qbhook.events.queue import worker_id as queue_worker_id
+from qbhook.move.leftovers import remove_leftover_views
 from qbhook.pathmap import PathMap
 from qbhook.paths import normalize
 
@@ -65,7 +66,7 @@ def torrents_touching(cfg: Config, catalog: Catalog, infos, paths, rejected: lis
     A path that cannot be made canonical, or that goes through a symlink below its pool's
     root, is not looked up nor recorded; its reason is appended to ``rejected``.
     """
-    roots = [str(p.seeding_root) for p in cfg.pools]
+    roots = [str(r) for r in cfg.seeding_roots]
     by_content: dict[str, list] = {}
     for t in infos:
         by_content.setdefault(posixpath.normpath(t.content_path or t.save_path), []).append(t.hash)
@@ -147,6 +148,8 @@ def handle_job(cfg: Config, catalog: Catalog, clients, job, *, executor=None) ->
 def sweep(cfg: Config, catalog: Catalog, clients, *, executor=None, progress=None) -> dict:
     """Incremental scan + plan everything (+ apply when policy allows)."""
     t0 = time.time()
+    clients = list(clients)
+    leftovers = remove_leftover_views(cfg, catalog, clients) if executor is not None else []
     scans = [scan_pool(catalog, p, cfg.scan, progress=progress).as_dict() for p in cfg.pools]
     # The torrent index first (after the scans, so files resolve to fresh inodes): one request
     # per unchanged qBittorrent, then the snapshot takes its file lists from it.
@@ -174,6 +177,7 @@ def sweep(cfg: Config, catalog: Catalog, clients, *, executor=None, progress=Non
     if executor is not None and cfg.policy.auto_apply and plan.actionable:
         out["applied"] = executor.apply(plan, trigger="sweeper").to_dict()
     out["tags_changed"] = tagged
+    out["leftover_views"] = leftovers
     out["seconds"] = round(time.time() - t0, 3)
     state.put(catalog.conn, "last_sweep", out)
     return out

@@ -465,6 +465,27 @@ class Executor:
         else:
             o.status = "rolled_back"
             self.journal.set_group(st.plan.group_id, st.run_id, "rolled_back", reason)
+            self._record_leftover_views(st)
+
+    def _record_leftover_views(self, st: _GroupRun) -> None:
+        """Journal each view file this group made on its target pool, for ``qbhook.leftovers`` to remove.
+
+        Only what this run made (copied, linked, created), with the inode it has now: the
+        remover later acts only on that same inode, and only while its content lives elsewhere.
+        """
+        made = {"copy": "copied", "link": "linked", "mkempty": "created"}
+        for row in self.journal.steps(st.run_id):
+            if (row.group_id != st.plan.group_id or made.get(row.kind) is None or row.status != "done"
+                    or (row.result or {}).get("status") != made[row.kind]):
+                continue
+            dst = row.args.get("dst")
+            try:
+                lst = os.lstat(dst)
+            except (OSError, TypeError):
+                continue
+            self.journal.record_leftover(st.run_id, st.plan.group_id, {
+                "path": dst, "ino": lst.st_ino, "size": lst.st_size, "kind": row.kind,
+                "keep": row.args.get("src"), "blake3": row.args.get("blake3")})
 
     # ------------------------------------------------------------------ steps
 

@@ -65,12 +65,14 @@ __all__ = [
     "HeldLink",
     "copy_verified",
     "file_matches",
+    "hold_unreferenced",
     "holding_path",
     "link_into",
     "make_empty",
     "pid_alive",
     "prune_empty_dirs",
     "purge_holding",
+    "remove_leftover_view",
     "safe_unlink",
     "sync_filesystem",
     "verify_file",
@@ -909,6 +911,97 @@ def _hold(parent: Dir, name: bytes, path_s: str, st: os.stat_result, root: bytes
                 raise UnsafeOperation(f"cannot hold {path_s}: {target} already holds another file") from None
         os.unlink(name, dir_fd=parent.fd)
     return os.fsdecode(target)
+
+
+def hold_unreferenced(path, *, ino: int, size: int, max_nlink: int, mtime_ns: int, roots, run) -> dict:
+    """Move one file no torrent references into ``<root>/.qbhook-holding/<run>/`` (never deletes it).
+
+    Right before acting, through verified folder descriptors below one of ``roots`` (no
+    symlink, no other filesystem): the entry is still a regular file, inode ``ino``, ``size``
+    bytes, not written since (``mtime_ns``), and has no more than ``max_nlink`` links (a link
+    made since the decision, by a library or a new torrent, stops it). A path already gone
+    is ``absent``, or ``held`` if an earlier attempt held it. Returns ``{status, held_at}``.
+    """
+    path_s = os.fsdecode(_p(path))
+    try:
+        root, parts = _split_under(path, roots)
+    except UnsafeOperation as e:
+        raise UnsafeOperation(f"refusing to hold {path_s}: not inside a seeding root: {e.message}") from None
+    own = {HOLDING_DIR.encode(), STAGING_DIR.encode()}
+    if not parts or own.intersection(parts[:-1]):
+        raise UnsafeOperation(f"refusing to hold {path_s}: a seeding root or one of qbhook's own folders")
+    try:
+        parent = _walk(root, parts[:-1])
+    except (FileNotFoundError, NotADirectoryError):
+        return _absent(root, parts, ino, run)
+    except UnsafeOperation as e:
+        raise UnsafeOperation(f"refusing to hold {path_s}: {e.message}", hint=e.hint) from None
+    with parent:
+        st = parent.lstat(parts[-1])
+        if st is None:
+            return _absent(root, parts, ino, run)
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise UnsafeOperation(f"refusing to hold {path_s}: not a regular file")
+        if (st.st_ino, st.st_size) != (ino, size):
+            raise UnsafeOperation(f"refusing to hold {path_s}: no longer the file decided on "
+                                  f"(inode {st.st_ino}, {st.st_size} bytes)", hint="list orphans again")
+        if st.st_mtime_ns != mtime_ns:
+            raise UnsafeOperation(f"refusing to hold {path_s}: written since it was listed")
+        if st.st_nlink > max_nlink:
+            raise UnsafeOperation(f"refusing to hold {path_s}: it has {st.st_nlink} links now, "
+                                  f"{max_nlink} when listed (a library or a torrent links it)")
+        held = _hold(parent, parts[-1], path_s, st, root, parts, run)
+    return {"status": "held", "bytes_freed": 0, "held_at": held, "dev": st.st_dev}
+
+
+def remove_leftover_view(path, *, ino: int, size: int, keep, blake3_hex, roots, keep_roots=(), catalog=None) -> dict:
+    """Unlink one view file a rolled-back group left behind, only if it is still qbhook's and redundant.
+
+    Re-checked right before, through verified folder descriptors below one of ``roots``:
+    ``path`` is still the recorded inode and size; its content lives elsewhere: either
+    ``keep`` is the same inode (a linked view: only a name goes), or the view is a copy
+    nobody linked since (one link) and ``keep`` (below ``roots`` or ``keep_roots``) holds the
+    same verified content; an empty file needs no copy. ``absent`` if already gone.
+    """
+    path_s = os.fsdecode(_p(path))
+    root, parts = _split_under(path, roots)
+    if not parts or HOLDING_DIR.encode() in parts[:-1]:
+        raise UnsafeOperation(f"refusing to remove {path_s}: not a view below a seeding root")
+    try:
+        parent = _walk(root, parts[:-1])
+    except (FileNotFoundError, NotADirectoryError):
+        return {"status": "absent"}
+    with parent:
+        st = parent.lstat(parts[-1])
+        if st is None:
+            return {"status": "absent"}
+        if not stat_mod.S_ISREG(st.st_mode) or (st.st_ino, st.st_size) != (ino, size):
+            raise UnsafeOperation(f"refusing to remove {path_s}: it is no longer the view qbhook made")
+        if size and keep is not None:
+            try:
+                kdir, kname, _kp = _open_parent(keep, tuple(roots) + tuple(keep_roots), same_fs=False)
+            except (FileNotFoundError, NotADirectoryError):
+                raise UnsafeOperation(f"refusing to remove {path_s}: its source {keep} is gone") from None
+            with kdir:
+                kst = kdir.lstat(kname)
+                if kst is None:
+                    raise UnsafeOperation(f"refusing to remove {path_s}: its source {keep} is gone")
+                same = (kst.st_dev, kst.st_ino) == (st.st_dev, st.st_ino)
+                if not same:
+                    if st.st_nlink != 1:
+                        raise UnsafeOperation(f"refusing to remove {path_s}: linked elsewhere since it was made")
+                    problem = _check_file(kdir, kname, size, _digest(blake3_hex, size), catalog)
+                    if problem:
+                        raise VerificationFailed(f"refusing to remove {path_s}: its source does not verify: {problem}")
+        elif size or st.st_nlink != 1:
+            raise UnsafeOperation(f"refusing to remove {path_s}: no other copy of its content is known")
+        last = parent.lstat(parts[-1])
+        if last is None:
+            return {"status": "absent"}
+        if (last.st_ino, last.st_nlink, last.st_size) != (st.st_ino, st.st_nlink, st.st_size):
+            raise UnsafeOperation(f"refusing to remove {path_s}: it changed during the checks")
+        os.unlink(parts[-1], dir_fd=parent.fd)
+    return {"status": "removed", "bytes_freed": size if st.st_nlink == 1 else 0}
 
 
 @dataclass(frozen=True)

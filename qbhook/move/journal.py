@@ -19,6 +19,9 @@ from typing import Any
 
 from qbhook.catalog.db import Tx
 
+# Leftover-view rows are numbered from here, past any plan's own steps.
+LEFTOVER_SEQ = 1_000_000
+
 
 @dataclass
 class StepRow:
@@ -136,6 +139,32 @@ class Journal:
         """Record that the held link of this delete step is gone (purged, or found already absent)."""
         with Tx(self.conn) as c:
             c.execute("UPDATE steps SET result=json_set(result, '$.purged_at', ?) WHERE id=?", (time.time(), step_id))
+
+    # ------------------------------------------------------------------ leftover views
+    def record_leftover(self, run: int, group_id: str, view: dict) -> int:
+        """Record a view link a rolled-back group left on its target pool.
+
+        A row of kind ``leftover_view`` after the plan's own steps (seq from LEFTOVER_SEQ),
+        so resume, which walks the plan's steps, never mistakes it for one; its result stays
+        NULL until ``leftover_done`` says what became of the link.
+        """
+        with Tx(self.conn) as c:
+            top = c.execute("SELECT MAX(seq) FROM steps WHERE run=?", (run,)).fetchone()[0] or 0
+            cur = c.execute(
+                "INSERT INTO steps(run, seq, group_id, kind, args, status, started_at, finished_at) "
+                "VALUES (?,?,?, 'leftover_view', ?, 'done', ?, ?)",
+                (run, max(top + 1, LEFTOVER_SEQ), group_id, json.dumps(view, sort_keys=True), time.time(), time.time()))
+            return cur.lastrowid
+
+    def leftover_views(self) -> list[tuple[int, dict]]:
+        """(step id, recorded view) of every leftover view not yet removed or released."""
+        rows = self.conn.execute("SELECT id, args FROM steps WHERE kind='leftover_view' AND result IS NULL "
+                                 "ORDER BY id").fetchall()
+        return [(sid, json.loads(args)) for sid, args in rows]
+
+    def leftover_done(self, step_id: int, result: dict) -> None:
+        with Tx(self.conn) as c:
+            c.execute("UPDATE steps SET result=? WHERE id=?", (json.dumps(result, sort_keys=True), step_id))
 
     # ------------------------------------------------------------------ groups
     def set_group(self, group_id: str, run: int, status: str, reason: str | None = None) -> None:

@@ -85,7 +85,8 @@ def test_config_check_ok(two_filesystems):
     r = env.run("config", "check")
     assert "config OK" in r.stderr and "PROBLEM" not in r.output
     shown = yaml.safe_load(r.stdout)
-    assert shown["pools"]["stash"] == {"path": str(env.stash), "role": "primary", "seeding_root": str(env.stash / SEED)}
+    assert shown["pools"]["stash"] == {"path": str(env.stash), "role": "primary", "seeding_root": str(env.stash / SEED),
+                                       "seeding_roots": [str(env.stash / SEED)]}
     assert shown["scan"]["settle_seconds"] == 0 and shown["source"] == str(env.config)
     d = env.json("config", "check")
     assert d["problems"] == [] and d["catalog"] == str(env.catalog)

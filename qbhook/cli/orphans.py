@@ -1,0 +1,84 @@
+"""``qbhook orphans`` and ``qbhook holding``: data no torrent references, and what waits in holding.
+
+``orphans`` lists (dry run); ``orphans --quarantine --yes`` moves the reclaimable ones into
+holding (never deletes); ``holding --purge-expired`` purges what the journal recorded as held
+once ``policy.grace_period`` is over. The rules live in ``qbhook.move.orphans``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from qbhook.cli.app import App, main, pass_app, shown
+from qbhook.units import human_bytes
+
+
+@main.command()
+@click.option("--quarantine", is_flag=True, help="Move reclaimable orphans into the holding folder (with --yes).")
+@click.option("--yes", is_flag=True, help="Really move them (without it --quarantine only shows what would move).")
+@pass_app
+def orphans(app: App, quarantine, yes):
+    """Files under the seeding roots that no torrent of any configured client references."""
+    from qbhook.move import orphans as orph
+    cfg = app.cfg
+    if quarantine and yes:
+        res = orph.quarantine(cfg, app.catalog, app.clients)
+        data = {"run_id": res.run_id, "held": res.held, "failed": res.failed, "bytes_held": res.bytes_held,
+                "folders_removed": res.folders_removed, "grace_period": cfg.policy.grace_period}
+
+        def human(d):
+            for p, why in d["failed"].items():
+                click.echo(f"not moved: {shown(p)}: {why}", err=True)
+            click.echo(f"{len(d['held'])} file(s) moved into holding ({human_bytes(d['bytes_held'])} to free "
+                       f"once purged), run {d['run_id']}; purge after {d['grace_period']:g}s with "
+                       "`qbhook holding --purge-expired`")
+        app.emit(data, human)
+        if res.failed:
+            raise SystemExit(1)
+        return
+    report = orph.find_orphans(cfg, app.clients)
+    data = report.as_dict()
+    data["dry_run"] = True
+
+    def human(d):
+        for kind, title in (("reclaimable", "reclaimable (no link outside the seeding roots)"),
+                            ("library", "still used by a library (frees nothing)")):
+            items = [i for i in d["items"] if i["kind"] == kind]
+            if not items:
+                continue
+            click.echo(f"{title}:")
+            for i in items:
+                what = f"{i['files']} files" if i["folder"] else "file"
+                click.echo(f"  {human_bytes(i['bytes']):>10}  {shown(i['path'])}{'/' if i['folder'] else ''} ({what})")
+        r, lib = d["reclaimable"], d["library"]
+        click.echo(f"{r['items']} reclaimable item(s), {human_bytes(r['frees'])} to free; "
+                   f"{lib['items']} item(s) still used by a library ({human_bytes(lib['bytes'])})")
+        if quarantine:
+            click.echo("dry run: add --yes to move the reclaimable ones into holding", err=True)
+    app.emit(data, human)
+
+
+@main.command()
+@click.option("--purge-expired", is_flag=True, help="Purge held links whose grace period is over.")
+@pass_app
+def holding(app: App, purge_expired):
+    """Links waiting in holding folders (journal-recorded), and when each may be purged."""
+    from qbhook.move import orphans as orph
+    cfg = app.cfg
+    purged: list[str] = []
+    if purge_expired:
+        purged = orph.purge_expired(cfg, app.catalog)
+    now = time.time()
+    held = orph.holding(cfg, app.catalog)
+    data = {"held": [{"path": h.path, "since": h.since, "expires": h.expires, "expired": h.expires <= now}
+                     for h in held],
+            "purged_folders": purged, "grace_period": cfg.policy.grace_period}
+
+    def human(d):
+        for h in d["held"]:
+            when = "expired" if h["expired"] else f"expires in {h['expires'] - now:.0f}s"
+            click.echo(f"  {shown(h['path'])} ({when})")
+        click.echo(f"{len(d['held'])} link(s) in holding" + (f"; {len(purged)} folder(s) purged" if purge_expired else ""))
+    app.emit(data, human)

@@ -1,0 +1,75 @@
+"""Leftover views: files a rolled-back group built on its target pool and nobody uses.
+
+The executor journals each view file of a group it rolls back (``Journal.record_leftover``:
+path, inode, source, content). The next run (``apply --yes``, the sweeper) removes each one
+through ``fsops.remove_leftover_view`` once it is verified to be the very inode qbhook made
+and its content still lives elsewhere, and no torrent of any client uses the path now. A
+client that cannot be listed postpones the cleanup (never a guess); a view that changed is
+released (kept, and no longer tracked), never removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from qbhook.errors import OrphansRefused, QbhookError, UnsafeOperation
+
+_log = logging.getLogger(__name__)
+
+
+def pending(catalog) -> list[dict]:
+    """Leftover views still on disk as the journal knows them (for ``status``)."""
+    from qbhook.move.journal import Journal
+    return [v for _sid, v in Journal(catalog.conn).leftover_views()]
+
+
+def remove_leftover_views(cfg, catalog, clients) -> list[dict]:
+    """Remove the journal's leftover views that are still qbhook's and redundant; one result per view."""
+    from qbhook.move import fsops
+    from qbhook.move.journal import Journal
+    from qbhook.move.locks import executor_lock
+    from qbhook.move.orphans import _under, references
+
+    journal = Journal(catalog.conn)
+    views = journal.leftover_views()
+    if not views:
+        return []
+    try:
+        lock = executor_lock(cfg, False).acquire()
+    except QbhookError as e:
+        _log.info("leftover views: %s; next time", e)
+        return []
+    try:
+        try:
+            refs = references(clients)
+        except OrphansRefused as e:
+            _log.warning("leftover views kept for now: %s", e.message)
+            return []
+        seeding = tuple(cfg.seeding_roots)
+        out = []
+        # Newest first: links onto a copy go before the copy, which then has its one link left.
+        for sid, v in reversed(views):
+            path = os.path.normpath(v["path"])
+            if path in refs.files or _under(path, refs.protected):
+                res = {"status": "in_use"}           # a torrent seeds from it now: it is no leftover
+            else:
+                try:
+                    res = fsops.remove_leftover_view(path, ino=int(v["ino"]), size=int(v["size"]), keep=v.get("keep"),
+                                                     blake3_hex=v.get("blake3"), roots=seeding,
+                                                     keep_roots=tuple(p.path for p in cfg.pools), catalog=catalog)
+                except (UnsafeOperation, OSError) as e:
+                    res = {"status": "released", "reason": str(e)}
+            if res["status"] == "removed":
+                catalog.forget_path(path)
+                root = next((r for r in seeding if path.startswith(str(r).rstrip("/") + "/")), None)
+                if root is not None:
+                    try:
+                        fsops.prune_empty_dirs(os.path.dirname(path), root, roots=seeding)
+                    except (UnsafeOperation, OSError):
+                        pass
+            journal.leftover_done(sid, res)
+            out.append({"path": path, **res})
+        return out
+    finally:
+        lock.release()

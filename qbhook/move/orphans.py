@@ -1,0 +1,476 @@
+"""Orphans: data under the seeding roots that no torrent of any configured client references.
+
+The model (decided by ``decide``, pure; the walk, the client listing and the quarantine
+are the thin side effects around it):
+
+* every regular file below every seeding root is one *entry* (the walk never follows a
+  symlink nor crosses into another filesystem; qbhook's own folders and ``scan.ignore_names``
+  are not entered);
+* a file is *referenced* when it is a file of a complete torrent of any client; it is
+  *protected* (never an orphan, whatever else holds) when it is a part file (``.!qB``), lies
+  in the content folder of a torrent that is incomplete, lacks metadata or skips files
+  (qBittorrent keeps their pieces in ``.unwanted`` and part files), in its download path, or
+  in qBittorrent's temp path; it is *young* when written within ``scan.settle_seconds``;
+* every other file is an *orphan*: *still used by a library* when its inode has a link
+  outside the seeding roots (more links than the walk met), otherwise *reclaimable*; a
+  reclaimable inode frees its size only when every link of it is an orphan;
+* orphans are shown as items: the highest folder below a root whose files are all orphans
+  of one kind, or the file itself.
+
+Guards (``OrphansRefused``, nothing moved): a client that cannot be listed, no torrents at
+all, or orphans over ``policy.orphans_max_share`` of a pool's seeding bytes. Each is what
+an unmounted dataset, a wrong path_map or a client outage looks like, and each would make
+everything look orphaned. Also refused: a torrent the client is moving (its old copy is
+unreferenced until the move ends) and, for quarantine, an unfinished run (its views are
+unreferenced until resume relocates onto them).
+
+Quarantine moves reclaimable orphan files into the holding folder of their own seeding
+root (same dataset) through ``fsops.hold_unreferenced``, each step journaled first as a
+``delete`` step that holds, exactly like a grace-period delete: the journal says what may
+be purged (``qbhook holding --purge-expired``), after ``policy.grace_period``. It never
+deletes anything itself.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat as stat_mod
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+
+from qbhook.errors import OrphansRefused, PathMapError, QbtError, UnsafeOperation
+
+PART_SUFFIX = ".!qB"
+REFERENCED, PROTECTED, YOUNG, RECLAIMABLE, LIBRARY = "referenced", "protected", "young", "reclaimable", "library"
+
+
+# --------------------------------------------------------------------------- facts
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One regular file met below a seeding root."""
+
+    path: str
+    pool: str
+    root: str
+    dev: int
+    ino: int
+    size: int
+    nlink: int
+    mtime_ns: int
+    ctime_ns: int
+
+
+@dataclass(frozen=True)
+class References:
+    """What the clients say is in use, in host paths."""
+
+    files: frozenset[str]                 # files of complete torrents
+    protected: tuple[str, ...]            # folders/files never to call orphaned
+    torrents: int                         # how many torrents were listed, all clients
+    moving: tuple[str, ...] = ()          # torrents qBittorrent is relocating right now
+
+
+@dataclass(frozen=True)
+class Walk:
+    entries: tuple[Entry, ...]
+    skipped: tuple[str, ...] = ()         # symlinks and mounts met (never followed)
+
+
+# --------------------------------------------------------------------------- decision
+
+
+@dataclass(frozen=True)
+class Orphan:
+    path: str
+    pool: str
+    root: str
+    size: int
+    ino: int
+    dev: int
+    nlink: int
+    mtime_ns: int
+    kind: str                 # reclaimable | library
+    frees: int                # bytes freed if it goes (once per inode)
+
+
+@dataclass(frozen=True)
+class Item:
+    path: str
+    pool: str
+    kind: str                 # reclaimable | library
+    folder: bool
+    files: int
+    bytes: int
+    frees: int
+
+
+@dataclass
+class PoolTotals:
+    seeding_bytes: int = 0
+    orphan_bytes: int = 0
+    reclaimable_bytes: int = 0
+    library_bytes: int = 0
+
+
+@dataclass
+class Report:
+    orphans: list[Orphan]
+    items: list[Item]
+    pools: dict[str, PoolTotals]
+    counts: dict[str, int]                # entries per class (referenced, protected, young, ...)
+    skipped: list[str] = field(default_factory=list)
+    torrents: int = 0
+    moving: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return {
+            "items": [asdict(i) for i in self.items],
+            "reclaimable": {"items": sum(i.kind == RECLAIMABLE for i in self.items),
+                            "bytes": sum(i.bytes for i in self.items if i.kind == RECLAIMABLE),
+                            "frees": sum(i.frees for i in self.items if i.kind == RECLAIMABLE)},
+            "library": {"items": sum(i.kind == LIBRARY for i in self.items),
+                        "bytes": sum(i.bytes for i in self.items if i.kind == LIBRARY)},
+            "pools": {k: asdict(v) for k, v in self.pools.items()},
+            "counts": dict(self.counts),
+            "skipped": list(self.skipped),
+            "torrents": self.torrents,
+        }
+
+
+def _under(path: str, prefixes: Iterable[str]) -> bool:
+    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes)
+
+
+def classify(e: Entry, refs: References, now: float, settle_seconds: float) -> str | None:
+    """REFERENCED / PROTECTED / YOUNG for an entry that is not an orphan, None for an orphan."""
+    if e.path in refs.files:
+        return REFERENCED
+    if e.path.endswith(PART_SUFFIX) or _under(e.path, refs.protected):
+        return PROTECTED
+    # ctime too: a file linked or renamed into place keeps its old mtime
+    if now - max(e.mtime_ns, e.ctime_ns) / 1e9 < settle_seconds:
+        return YOUNG
+    return None
+
+
+def decide(walk: Walk, refs: References, *, now: float, settle_seconds: float,
+           pool_roots: dict[str, tuple[str, ...]] | None = None) -> Report:
+    """The orphans of ``walk`` given ``refs`` (pure: no I/O)."""
+    seen_links: dict[tuple[int, int], int] = defaultdict(int)
+    for e in walk.entries:
+        seen_links[(e.dev, e.ino)] += 1
+    status: dict[str, str] = {}
+    counts: dict[str, int] = defaultdict(int)
+    orphan_entries: list[Entry] = []
+    for e in walk.entries:
+        c = classify(e, refs, now, settle_seconds)
+        if c is None:
+            c = LIBRARY if e.nlink > seen_links[(e.dev, e.ino)] else RECLAIMABLE
+            orphan_entries.append(e)
+        status[e.path] = c
+        counts[c] += 1
+
+    # An inode frees bytes only when every one of its links goes.
+    orphan_links: dict[tuple[int, int], int] = defaultdict(int)
+    for e in orphan_entries:
+        orphan_links[(e.dev, e.ino)] += 1
+    orphans: list[Orphan] = []
+    credited: set[tuple[int, int]] = set()
+    for e in sorted(orphan_entries, key=lambda x: x.path):
+        key = (e.dev, e.ino)
+        kind = status[e.path]
+        frees = 0
+        if kind == RECLAIMABLE and key not in credited and orphan_links[key] == seen_links[key] == e.nlink:
+            frees = e.size
+            credited.add(key)
+        orphans.append(Orphan(e.path, e.pool, e.root, e.size, e.ino, e.dev, e.nlink, e.mtime_ns, kind, frees))
+
+    pools: dict[str, PoolTotals] = {}
+    counted: set[tuple[str, tuple[int, int]]] = set()
+    for e in walk.entries:
+        t = pools.setdefault(e.pool, PoolTotals())
+        if (e.pool, (e.dev, e.ino)) in counted:
+            continue
+        counted.add((e.pool, (e.dev, e.ino)))
+        t.seeding_bytes += e.size
+    counted.clear()
+    for o in orphans:
+        if (o.pool, (o.dev, o.ino)) in counted:
+            continue
+        counted.add((o.pool, (o.dev, o.ino)))
+        t = pools[o.pool]
+        t.orphan_bytes += o.size
+        if o.kind == RECLAIMABLE:
+            t.reclaimable_bytes += o.frees
+        else:
+            t.library_bytes += o.size
+    for name in pool_roots or {}:
+        pools.setdefault(name, PoolTotals())
+    return Report(orphans=orphans, items=_items(walk, status, orphans), pools=pools, counts=dict(counts),
+                  skipped=list(walk.skipped), torrents=refs.torrents, moving=refs.moving)
+
+
+def _items(walk: Walk, status: dict[str, str], orphans: list[Orphan]) -> list[Item]:
+    """Orphans grouped: the highest folder below its root holding only orphans of one kind."""
+    marks: dict[str, set[str]] = defaultdict(set)
+    for e in walk.entries:
+        for d in _dirs_below_root(e.path, e.root):
+            marks[d].add(status[e.path])
+    for s in walk.skipped:
+        for d in _dirs_below_root(s, _root_of(s, walk)):
+            marks[d].add("skipped")
+    grouped: dict[str, list[Orphan]] = defaultdict(list)
+    for o in orphans:
+        top = next((d for d in reversed(list(_dirs_below_root(o.path, o.root))) if marks[d] == {o.kind}), None)
+        grouped[top or o.path].append(o)
+    items = []
+    for path, members in sorted(grouped.items()):
+        o = members[0]
+        items.append(Item(path=path, pool=o.pool, kind=o.kind, folder=path != o.path or len(members) > 1,
+                          files=len(members), bytes=sum(m.size for m in members), frees=sum(m.frees for m in members)))
+    return items
+
+
+def _dirs_below_root(path: str, root: str | None):
+    """The folders holding ``path``, deepest first, stopping before ``root``."""
+    if root is None:
+        return
+    root = root.rstrip("/")
+    d = posixpath.dirname(path)
+    while d != root and d.startswith(root + "/"):
+        yield d
+        d = posixpath.dirname(d)
+
+
+def _root_of(path: str, walk: Walk) -> str | None:
+    return next((e.root for e in walk.entries if path.startswith(e.root.rstrip("/") + "/")), None)
+
+
+def check_guards(report: Report, max_share: float) -> None:
+    """Refuse when the listing cannot be trusted (see the module docstring)."""
+    if report.torrents == 0:
+        raise OrphansRefused("refusing to look for orphans: the torrent clients list no torrents at all, "
+                             "so every file would look orphaned",
+                             hint="is the client's session loaded, and the right client configured?")
+    if report.moving:
+        # A move leaves the old copy unreferenced until the client deletes it: not an orphan.
+        raise OrphansRefused(f"refusing to look for orphans while {len(report.moving)} torrent(s) are being moved "
+                             f"by their client ({', '.join(report.moving[:3])})", hint="try again when the move ended")
+    for name, t in sorted(report.pools.items()):
+        if t.seeding_bytes and t.orphan_bytes > max_share * t.seeding_bytes:
+            raise OrphansRefused(
+                f"refusing: {t.orphan_bytes / t.seeding_bytes:.0%} of pool {name}'s seeding data "
+                f"({t.orphan_bytes:,} of {t.seeding_bytes:,} bytes) looks unreferenced, more than "
+                f"policy.orphans_max_share ({max_share:.0%})",
+                hint="check path_map, that every dataset is mounted and every client configured; "
+                     "raise policy.orphans_max_share only if this is really so")
+
+
+# --------------------------------------------------------------------------- side effects (thin)
+
+
+def walk_roots(cfg) -> Walk:
+    """Every regular file below every seeding root (lstat only; symlinks and mounts are not entered)."""
+    ignore = set(cfg.scan.ignore_names)
+    entries: list[Entry] = []
+    skipped: list[str] = []
+    for pool in cfg.pools:
+        for root in pool.seeding_roots:
+            root_s = os.path.normpath(str(root))
+            try:
+                dev = os.stat(root_s).st_dev
+            except OSError:
+                continue        # a missing root is `config check`'s to report; there is nothing in it
+            stack = [root_s]
+            while stack:
+                d = stack.pop()
+                try:
+                    it = os.scandir(d)
+                except OSError:
+                    skipped.append(d)
+                    continue
+                with it:
+                    for de in it:
+                        if de.name in ignore:
+                            continue
+                        try:
+                            st = de.stat(follow_symlinks=False)
+                        except OSError:
+                            continue
+                        if stat_mod.S_ISLNK(st.st_mode):
+                            skipped.append(de.path)
+                        elif stat_mod.S_ISDIR(st.st_mode):
+                            if st.st_dev != dev:
+                                skipped.append(de.path)     # a nested dataset: not this root's filesystem
+                            else:
+                                stack.append(de.path)
+                        elif stat_mod.S_ISREG(st.st_mode):
+                            entries.append(Entry(de.path, pool.name, root_s, st.st_dev, st.st_ino, st.st_size,
+                                                 st.st_nlink, st.st_mtime_ns, st.st_ctime_ns))
+    return Walk(tuple(entries), tuple(skipped))
+
+
+def references(clients) -> References:
+    """Ask every client for every torrent and its files; any failure refuses (never a partial answer)."""
+    files: set[str] = set()
+    protected: list[str] = []
+    moving: list[str] = []
+    n = 0
+    for c in clients:
+        label = getattr(c, "name", "?")
+        try:
+            if hasattr(c, "torrents_with_files"):
+                listing = c.torrents_with_files()
+            else:
+                listing = [(t, c.files(t.hash)) for t in c.torrents()]
+            protected += _temp_paths(c)
+        except QbtError as e:
+            raise OrphansRefused(f"refusing to look for orphans: client {label} cannot be listed: {e.message}",
+                                 hint="a client that cannot answer would make its torrents' data look orphaned"
+                                 ) from None
+        except PathMapError as e:
+            raise OrphansRefused(f"refusing to look for orphans: client {label}: {e.message}",
+                                 hint="fix path_map: an unmapped path would make its data look orphaned") from None
+        for t, fs in listing:
+            n += 1
+            if t.state == "moving":
+                moving.append(t.name or t.hash)
+            save = os.path.normpath(t.save_path) if t.save_path else ""
+            complete = t.has_metadata and t.progress >= 1.0 and bool(fs) and all(f.wanted for f in fs)
+            if complete and save:
+                files.update(os.path.normpath(posixpath.join(save, f.name)) for f in fs)
+                continue
+            # Incomplete, skipping files or without metadata: its whole content folder is in use.
+            for base in (save, os.path.normpath(t.download_path) if t.download_path else ""):
+                if not base:
+                    continue
+                tops = {f.name.split("/", 1)[0] for f in fs} or {t.name}
+                protected += [os.path.normpath(posixpath.join(base, top)) for top in tops if top]
+            if t.content_path:
+                protected.append(os.path.normpath(t.content_path))
+    return References(frozenset(files), tuple(protected), n, tuple(moving))
+
+
+def _temp_paths(client) -> list[str]:
+    """qBittorrent's temp folder (incomplete downloads), when enabled, as a host path."""
+    prefs_of = getattr(client, "preferences", None)
+    if prefs_of is None:
+        return []
+    prefs = prefs_of()
+    if not prefs.get("temp_path_enabled") or not prefs.get("temp_path"):
+        return []
+    try:
+        return [os.path.normpath(client.path_map.to_host(prefs["temp_path"]))]
+    except PathMapError:
+        return []       # outside every mapped prefix: not below a seeding root qbhook knows
+
+
+def find_orphans(cfg, clients, *, now: float | None = None) -> Report:
+    """List the clients first, then walk: a file added between the two is young, never orphaned."""
+    refs = references(clients)
+    walk = walk_roots(cfg)
+    report = decide(walk, refs, now=time.time() if now is None else now,
+                    settle_seconds=cfg.scan.settle_seconds,
+                    pool_roots={p.name: tuple(map(str, p.seeding_roots)) for p in cfg.pools})
+    check_guards(report, cfg.policy.orphans_max_share)
+    return report
+
+
+@dataclass
+class QuarantineResult:
+    run_id: int | None
+    held: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    bytes_held: int = 0
+    folders_removed: list[str] = field(default_factory=list)
+
+
+def quarantine(cfg, catalog, clients, *, lock_wait: float = 0) -> QuarantineResult:
+    """Move every reclaimable orphan into holding, journaled first; under the executor lock.
+
+    The listing is taken again under the lock, right before acting, so a torrent added since
+    the user looked keeps its files.
+    """
+    from qbhook.decide.plan import Plan
+    from qbhook.move import fsops
+    from qbhook.move.journal import Journal
+    from qbhook.move.locks import executor_lock
+
+    with executor_lock(cfg, lock_wait):
+        journal = Journal(catalog.conn)
+        unfinished = [r.id for r in journal.unfinished_runs()]
+        if unfinished:
+            # A crashed run's view files are unreferenced until its resume relocates onto them.
+            raise OrphansRefused(f"refusing to quarantine: run(s) {', '.join(map(str, unfinished))} did not finish",
+                                 hint="run `qbhook resume` first")
+        report = find_orphans(cfg, clients)
+        todo = [o for o in report.orphans if o.kind == RECLAIMABLE]
+        if not todo:
+            return QuarantineResult(None)
+        run = journal.start_run(Plan(groups=[]).to_dict(), "orphans")
+        res = QuarantineResult(run)
+        roots = tuple(cfg.seeding_roots)
+        links = defaultdict(int)
+        for o in todo:
+            links[(o.dev, o.ino)] += 1
+        for seq, o in enumerate(todo):
+            args = {"path": o.path, "ino": o.ino, "size": o.size, "orphan": True}
+            sid = journal.intend(run, seq, "orphans", "delete", args)
+            try:
+                out = fsops.hold_unreferenced(o.path, ino=o.ino, size=o.size, max_nlink=o.nlink,
+                                              mtime_ns=o.mtime_ns, roots=roots, run=run)
+            except (UnsafeOperation, OSError) as e:
+                journal.failed(sid, str(e))
+                res.failed[o.path] = str(e)
+                continue
+            journal.done(sid, out)
+            if out["status"] == "held":
+                res.held.append(o.path)
+                res.bytes_held += o.frees
+        # Folders the quarantine emptied go (rmdir only: anything left in them stays).
+        for item in report.items:
+            if item.kind == RECLAIMABLE and item.folder:
+                root = next(o.root for o in todo if o.path.startswith(item.path + "/"))
+                try:
+                    res.folders_removed += fsops.prune_empty_dirs(item.path, root, roots=roots)
+                except (UnsafeOperation, OSError):
+                    pass
+        journal.finish_run(run, "failed" if res.failed else "done",
+                           {"orphans_held": len(res.held), "orphans_failed": len(res.failed),
+                            "bytes_held": res.bytes_held})
+        return res
+
+
+@dataclass(frozen=True)
+class Held:
+    step: int
+    path: str
+    since: float
+    expires: float
+    ino: int | None
+
+
+def holding(cfg, catalog) -> list[Held]:
+    """Every link the journal recorded as held and no purge removed, with when it may go."""
+    from qbhook.move.journal import Journal
+
+    grace = cfg.policy.grace_period
+    return [Held(sid, path, since, since + grace, ino) for sid, path, since, ino in Journal(catalog.conn).held_links()]
+
+
+def purge_expired(cfg, catalog, *, now: float | None = None, lock_wait: float = 0) -> list[str]:
+    """Purge held links past ``policy.grace_period`` (fsops' journal-recorded purge); the folders that went."""
+    from qbhook.move import fsops
+    from qbhook.move.journal import Journal
+    from qbhook.move.locks import executor_lock
+
+    journal = Journal(catalog.conn)
+    with executor_lock(cfg, lock_wait):
+        held = [fsops.HeldLink(path, since, ino, key) for key, path, since, ino in journal.held_links()]
+        return fsops.purge_holding(tuple(cfg.seeding_roots), cfg.policy.grace_period, held=held, now=now,
+                                   on_purged=lambda h: journal.mark_purged(h.key))

@@ -1,0 +1,82 @@
+"""Leftover views of a rolled-back group, for real (zfs-fuse pools, qbittorrent-nox): the executor
+journals the view files it made on the target pool, `status` shows them, and the next
+`apply --yes` removes exactly those (same inode, content still on the source pool), while a
+view that changed since is released, never removed."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from qbhook.sandbox.scenario import MOVIES
+from tests.integration.crash_helpers import b3, qbhook_json, wait_seeding_at, walk_files
+from tests.integration.test_apply_real import make_bed, run_in_process
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def bed(pools, qbt, qbt_client, tmp_path):
+    return make_bed(pools, qbt, qbt_client, tmp_path)
+
+
+def _roll_back_siblings_after_views(bed):
+    """Demote the sibling group; an *arr links the source into a library after verify_group,
+    so every delete refuses and the group rolls back with its views built on the pool."""
+    sc = bed.sc
+    sc.seed_only_with_cross_seeds(bed.client)
+    src = sc.stash_seed / "tv/Show.S01.1080p/Show.S01E01.mkv"
+    lib = sc.stash / MOVIES / "Show" / "Show.S01E01.mkv"
+
+    def hook(point, _gid, _seq, step):
+        if point == "after_act" and step.kind == "verify_group" and not lib.exists():
+            lib.parent.mkdir(parents=True, exist_ok=True)
+            os.link(src, lib)
+    _plan, summary = run_in_process(bed.cfg, hook)
+    (g,) = summary.groups
+    assert g.status == "rolled_back", g
+    return summary
+
+
+def test_rolled_back_views_are_journaled_shown_and_removed_by_the_next_apply(bed):
+    sc = bed.sc
+    _roll_back_siblings_after_views(bed)
+    stash_before = {p: b3(p) for p, _st in walk_files(sc.stash_seed)}
+    wait_seeding_at(bed.client, sc.hashes["siblings"], None, anywhere=True)
+    views = sorted(p for p, _st in walk_files(sc.pool_seed))
+    assert len(views) == 6, views                        # 3 torrents x 2 episodes: 2 copies + 4 links
+
+    _rc, st = qbhook_json(bed.cfg, "status", ok=(0, 1))
+    assert sorted(st["leftover_views"]) == views
+
+    qbhook_json(bed.cfg, "apply", "--yes", ok=(0, 5))
+
+    assert list(walk_files(sc.pool_seed)) == [], list(walk_files(sc.pool_seed))
+    assert not (sc.pool_seed / "tv").exists() and not (sc.pool_seed / "cross-seed").exists()
+    # the stash side is untouched, every torrent still seeds from it
+    assert {p: b3(p) for p, _st in walk_files(sc.stash_seed)} == stash_before
+    for t in bed.client.torrents_info():
+        assert os.path.normpath(t["save_path"]).startswith(str(sc.stash_seed)) and t["progress"] == 1
+    _rc, st = qbhook_json(bed.cfg, "status", ok=(0, 1))
+    assert st["leftover_views"] == []
+
+
+def test_a_view_changed_since_is_released_not_removed(bed):
+    sc = bed.sc
+    _roll_back_siblings_after_views(bed)
+    stash_before = {p: b3(p) for p, _st in walk_files(sc.stash_seed)}
+    views = sorted(p for p, _st in walk_files(sc.pool_seed))
+    # someone replaced one view file with their own data: not qbhook's any more
+    mine = views[0]
+    os.unlink(mine)
+    with open(mine, "wb") as f:
+        f.write(b"theirs" * 1000)
+
+    qbhook_json(bed.cfg, "apply", "--yes", ok=(0, 5))
+
+    with open(mine, "rb") as f:
+        assert f.read() == b"theirs" * 1000
+    assert {p: b3(p) for p, _st in walk_files(sc.stash_seed)} == stash_before
+    _rc, st = qbhook_json(bed.cfg, "status", ok=(0, 1))
+    assert st["leftover_views"] == []                    # released or removed: no longer tracked

@@ -1,0 +1,106 @@
+"""The pure orphan decision (qbhook.move.orphans.decide / check_guards) over made-up walks and listings."""
+
+import pytest
+
+from qbhook.errors import ExitCode, OrphansRefused
+from qbhook.move.orphans import (
+    LIBRARY,
+    RECLAIMABLE,
+    Entry,
+    References,
+    Walk,
+    check_guards,
+    decide,
+)
+
+R = "/stash/seed"
+NOW = 1_000_000.0
+OLD = int((NOW - 3600) * 1e9)
+
+
+def e(rel, ino, size=100, nlink=1, age_ns=OLD, dev=1, pool="stash", root=R):
+    return Entry(f"{root}/{rel}", pool, root, dev, ino, size, nlink, age_ns, age_ns)
+
+
+def refs(files=(), protected=(), torrents=1):
+    return References(frozenset(f"{R}/{f}" for f in files), tuple(f"{R}/{p}" for p in protected), torrents)
+
+
+def run(entries, r, settle=60):
+    return decide(Walk(tuple(entries)), r, now=NOW, settle_seconds=settle)
+
+
+def test_unreferenced_files_are_orphans_and_referenced_ones_are_not():
+    rep = run([e("movies/A/a.mkv", 1), e("movies/A/a.nfo", 2), e("movies/A/extra.txt", 3, size=7)],
+              refs(files=["movies/A/a.mkv", "movies/A/a.nfo"]))
+    assert [(o.path, o.kind, o.frees) for o in rep.orphans] == [(f"{R}/movies/A/extra.txt", RECLAIMABLE, 7)]
+    # the folder also holds referenced files: the item is the file, not the folder
+    assert [(i.path, i.folder) for i in rep.items] == [(f"{R}/movies/A/extra.txt", False)]
+    assert rep.counts == {"referenced": 2, "reclaimable": 1}
+
+
+def test_a_folder_of_orphans_is_one_item_with_totals():
+    rep = run([e("old/X/1.mkv", 1, 10), e("old/X/2.mkv", 2, 20), e("tv/S/e.mkv", 3)], refs(files=["tv/S/e.mkv"]))
+    assert [(i.path, i.folder, i.files, i.bytes, i.frees) for i in rep.items] == [(f"{R}/old", True, 2, 30, 30)]
+
+
+def test_link_outside_the_roots_is_library_and_frees_nothing():
+    rep = run([e("old/lib.mkv", 1, 50, nlink=2)], refs())
+    (o,) = rep.orphans
+    assert o.kind == LIBRARY and o.frees == 0 and rep.pools["stash"].library_bytes == 50
+    assert rep.pools["stash"].reclaimable_bytes == 0
+
+
+def test_orphan_sharing_an_inode_with_a_torrent_file_is_reclaimable_but_frees_nothing():
+    rep = run([e("movies/A/a.mkv", 1, 50, nlink=2), e("stray/a-copy.mkv", 1, 50, nlink=2)], refs(files=["movies/A/a.mkv"]))
+    (o,) = rep.orphans
+    assert o.kind == RECLAIMABLE and o.frees == 0
+
+
+def test_two_orphan_links_of_one_inode_free_its_size_once():
+    rep = run([e("x/a", 1, 50, nlink=2), e("x/b", 1, 50, nlink=2)], refs())
+    assert sum(o.frees for o in rep.orphans) == 50 and rep.pools["stash"].orphan_bytes == 50
+
+
+def test_never_orphans_part_files_incomplete_torrents_young_files():
+    entries = [e("dl/Show/e1.mkv.!qB", 1), e("dl/Show/e2.mkv", 2), e("inc/Movie/m.mkv", 3),
+               e("new.mkv", 4, age_ns=int((NOW - 5) * 1e9)), e("temp/x.bin", 5)]
+    rep = run(entries, refs(protected=["inc/Movie", "temp"]))
+    assert [o.path for o in rep.orphans] == [f"{R}/dl/Show/e2.mkv"]
+    assert rep.counts["protected"] == 3 and rep.counts["young"] == 1
+
+
+def test_ctime_counts_as_young_too():
+    # linked into place a second ago with an old mtime: not settled
+    rep = run([Entry(f"{R}/a", "stash", R, 1, 1, 10, 1, OLD, int((NOW - 1) * 1e9))], refs())
+    assert rep.orphans == [] and rep.counts == {"young": 1}
+
+
+def test_guard_no_torrents_refuses():
+    rep = run([e("a", 1)], refs(torrents=0))
+    with pytest.raises(OrphansRefused) as ei:
+        check_guards(rep, 0.2)
+    assert "no torrents" in ei.value.message and ei.value.exit_code == ExitCode.GUARD_REFUSED
+
+
+def test_guard_share_of_a_pool_refuses_above_and_passes_at_the_limit():
+    entries = [e("ref", 1, 80), e("orphan", 2, 20)]
+    rep = run(entries, refs(files=["ref"]))
+    check_guards(rep, 0.2)                      # exactly 20%: allowed
+    with pytest.raises(OrphansRefused) as ei:
+        check_guards(rep, 0.19)
+    assert "pool stash" in ei.value.message and "orphans_max_share" in ei.value.message
+    assert "\n" not in ei.value.message
+
+
+def test_guard_counts_library_orphans_too():
+    # a wrong path_map makes library-linked seed data look orphaned just the same
+    rep = run([e("a", 1, 100, nlink=2)], refs(files=["other"]))
+    with pytest.raises(OrphansRefused):
+        check_guards(rep, 0.5)
+
+
+def test_guard_a_torrent_being_moved_refuses():
+    rep = decide(Walk((e("a", 1),)), References(frozenset(), (), 1, ("Show.S01",)), now=NOW, settle_seconds=0)
+    with pytest.raises(OrphansRefused, match="being moved"):
+        check_guards(rep, 1.0)
