@@ -120,6 +120,12 @@ class ScanConfig:
     mass_delete_min_paths: int = 100
     # A hash is cached only when the file's mtime is at least this old.
     settle_seconds: float = 60.0
+    # plan/apply for everything use the catalog as is when every pool's last full scan is
+    # younger than this; older (or never) and the pools are scanned first. Either way each
+    # file a decision rests on is re-stat-ed live.
+    max_age: float = 3600.0
+    # Bytes hashed per run at most (0: no limit); the rest waits for the next run.
+    hash_budget: int = 0
     ignore_names: tuple[str, ...] = (".zfs", ".qbhook-holding", ".qbhook-staging")
 
 
@@ -451,6 +457,8 @@ _SCAN: dict[str, Reader] = {
     "mass_delete_max_share": fraction(zero_ok=False, one_ok=True),
     "mass_delete_min_paths": count(),
     "settle_seconds": duration(),
+    "max_age": duration(),
+    "hash_budget": size(),
     "ignore_names": text_list,
 }
 _SERVER: dict[str, Reader] = {

@@ -1,4 +1,9 @@
-"""Progress lines on a terminal; silence when stderr is not a TTY (cron, systemd, pipes)."""
+"""Progress lines on a terminal; silence when stderr is not a TTY (cron, systemd, pipes).
+
+A carriage-return line is all a long run needs (one changing line, no dependency); rich or
+tqdm would add bars and colours, not information. ``Throughput`` turns bytes done into the
+rate and ETA those lines (and the periodic log lines under ``serve``) show.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +41,56 @@ class Progress:
         self.stream.write("\n")
         self.stream.flush()
         self._width = 0
+
+
+class Throughput:
+    """Bytes/s and time left of a run of ``total`` bytes; skipped bytes shrink what is left."""
+
+    def __init__(self, total: int, clock=time.monotonic):
+        self.total = total
+        self.done = 0
+        self.skipped = 0
+        self._clock = clock
+        self._t0 = clock()
+
+    def add(self, n: int) -> None:
+        self.done += n
+
+    def skip(self, n: int) -> None:
+        self.skipped += n
+
+    def rate(self) -> float:
+        elapsed = self._clock() - self._t0
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    def eta(self) -> float | None:
+        """Seconds left at the rate so far (None until something was done)."""
+        r = self.rate()
+        return max(self.total - self.skipped - self.done, 0) / r if r > 0 else None
+
+    def rate_text(self) -> str:
+        return human_rate(self.rate())
+
+    def line(self) -> str:
+        eta = self.eta()
+        return (f"{self.done / 2**30:.2f}/{(self.total - self.skipped) / 2**30:.2f} GiB, {self.rate_text()}, "
+                f"ETA {'?' if eta is None else human_seconds(eta)}")
+
+
+def human_rate(bps: float) -> str:
+    for unit, scale in (("GiB/s", 2**30), ("MiB/s", 2**20), ("KiB/s", 2**10)):
+        if bps >= scale:
+            return f"{bps / scale:.1f} {unit}"
+    return f"{bps:.0f} B/s"
+
+
+def human_seconds(s: float) -> str:
+    s = round(s)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 class NullProgress(Progress):

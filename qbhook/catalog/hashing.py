@@ -13,14 +13,27 @@ the lost pages; in the worker that kills only the worker, never the daemon. The
 parent then re-reads the same descriptor with the read() path, whose stat
 before/after check gives the verdict. The worker gets the descriptor, never a
 path, so it hashes exactly the file the caller opened with O_NOFOLLOW.
+
+A home server keeps serving while qbhook hashes (``ensure_hashes``):
+
+- a per-run budget (``scan.hash_budget``, ``HashBudget``): no file is started once the run has
+  hashed that many bytes; the rest stays unhashed for the next run;
+- resumable: results are committed as they come (at least every STORE_INTERVAL seconds), so
+  a kill loses at most the files finished in the last second and the one in flight;
+- ``background=True`` (the sweeper, ``qbhook scan --hash``): the hashing threads, their
+  read-ahead threads and their mmap workers run at nice 19 and in the idle I/O class; the
+  caller's own thread (the event server's) keeps its priority;
+- progress with bytes/s and ETA on a terminal, and a log line every LOG_INTERVAL seconds.
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
 import errno
 import logging
 import os
+import platform
 import queue
 import signal
 import socket
@@ -35,6 +48,8 @@ from typing import TYPE_CHECKING
 
 import blake3
 
+from qbhook.progress import Throughput
+
 if TYPE_CHECKING:  # annotations only: `import qbhook.catalog.hashing` stays light for short-lived callers
     from qbhook.catalog.store import Catalog
     from qbhook.progress import Progress
@@ -48,7 +63,10 @@ PIPELINE_MIN = 4 * BUF_SIZE
 PIPELINE_BUFFERS = 2
 MULTITHREAD_MIN = 1024 * 1024   # smaller files are hashed on one thread
 STORE_BATCH = 1000          # ensure_hashes: commit hashes in batches of this many files ...
-STORE_INTERVAL = 5.0        # ... or after this many seconds
+# ... or after this many seconds: a file that took longer than this is committed as soon as it
+# is done (a kill loses at most the file in flight), and small files still share one commit.
+STORE_INTERVAL = 1.0
+LOG_INTERVAL = 30.0         # ensure_hashes logs its progress this often (under `serve`: the log)
 SAMPLE_SIZE = 16 * 1024
 # Files at least this big are hashed by mmap in a worker process (bench/bench_hash.py: the
 # read() pipeline reaches ~0.6-0.9x b3sum depending on the CPU, the mapping ~1.0x). The round
@@ -60,6 +78,82 @@ MMAP_WORKERS = True         # False: always use the read() path (e.g. for compar
 MMAP_CHUNK = 64 * 1024 * 1024  # the worker hashes the mapping in chunks, asking the kernel for the next one
 MAX_IDLE_WORKERS = 2        # idle workers kept for the next file (~15 MB each); more are stopped
 EMPTY_HASH = blake3.blake3(b"").digest()
+
+# ioprio_set(2): no wrapper in the stdlib. Syscall numbers per architecture.
+_IOPRIO_SYSCALLS = {"x86_64": (251, 252), "aarch64": (30, 31), "i686": (289, 290), "i386": (289, 290),
+                    "armv7l": (314, 315), "ppc64le": (273, 274), "s390x": (282, 283), "riscv64": (30, 31)}
+IOPRIO_WHO_PROCESS = 1      # "process" is a task: a thread id names just that thread
+IOPRIO_CLASS_IDLE = 3
+_IOPRIO_CLASS_SHIFT = 13
+BACKGROUND_NICE = 19
+
+
+def _ioprio_call(which: int, *args: int) -> int:
+    nrs = _IOPRIO_SYSCALLS.get(platform.machine())
+    if nrs is None:
+        raise OSError(errno.ENOSYS, f"ioprio syscalls unknown on {platform.machine()}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    r = libc.syscall(nrs[which], *args)
+    if r < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return r
+
+
+def io_priority(tid: int = 0) -> tuple[int, int]:
+    """(class, level) of a thread's I/O priority (0: the calling thread)."""
+    v = _ioprio_call(1, IOPRIO_WHO_PROCESS, tid)
+    return v >> _IOPRIO_CLASS_SHIFT, v & ((1 << _IOPRIO_CLASS_SHIFT) - 1)
+
+
+def lower_this_thread() -> None:
+    """Idle I/O class and nice 19 for the calling thread only (Linux: both are per thread).
+
+    Threads and processes it starts inherit both. Best effort: a kernel or platform that
+    refuses leaves the thread as it was, with a debug line (hashing then just competes).
+    """
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, BACKGROUND_NICE)
+    except OSError as e:
+        log.debug("cannot lower the CPU priority of hashing thread %d: %s", tid, e)
+    try:
+        _ioprio_call(0, IOPRIO_WHO_PROCESS, tid, IOPRIO_CLASS_IDLE << _IOPRIO_CLASS_SHIFT)
+    except (OSError, AttributeError) as e:
+        log.debug("cannot set the idle I/O class on hashing thread %d: %s", tid, e)
+
+
+class HashBudget:
+    """Bytes one run may still hash (``scan.hash_budget``; 0 = unlimited), shared by its threads.
+
+    A file is started only while the bytes started so far are below the limit, so a run reads
+    at most the budget plus one file per filesystem; a file bigger than the whole budget is
+    still hashed when it comes first (otherwise it would never be).
+    """
+
+    def __init__(self, limit: int = 0):
+        self.limit = int(limit or 0)
+        self.spent = 0
+        self.deferred = 0           # files left for a later run
+        self.deferred_bytes = 0
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> bool:
+        with self._lock:
+            if self.limit and self.spent >= self.limit:
+                self.deferred += 1
+                self.deferred_bytes += size
+                return False
+            self.spent += size
+            return True
+
+    @property
+    def exhausted(self) -> bool:
+        return bool(self.limit) and self.spent >= self.limit
+
+    def as_dict(self) -> dict:
+        return {"limit": self.limit, "spent": self.spent, "deferred_files": self.deferred,
+                "deferred_bytes": self.deferred_bytes}
 
 
 @dataclass(frozen=True)
@@ -281,8 +375,12 @@ class _Worker:
 
 
 # Idle workers, reused across calls; a caller thread takes one for the whole of one file, so
-# concurrent hash_file() calls (one thread per filesystem) each get their own.
+# concurrent hash_file() calls (one thread per filesystem) each get their own. Kept apart by
+# priority: a worker inherits the priority of the thread that started it, and a foreground
+# hash must not land in a worker started by a background (nice 19, idle I/O) thread.
 _idle: list[_Worker] = []
+_idle_background: list[_Worker] = []
+_background = threading.local()     # .on: this thread hashes in the background
 _pool_lock = threading.Lock()
 _workers_broken = False     # set once a worker cannot even start: the read() path does it all
 
@@ -290,8 +388,9 @@ _workers_broken = False     # set once a worker cannot even start: the read() pa
 @atexit.register
 def _stop_workers() -> None:
     with _pool_lock:
-        idle = list(_idle)
+        idle = _idle + _idle_background
         _idle.clear()
+        _idle_background.clear()
     for w in idle:
         w.close()
 
@@ -299,8 +398,9 @@ def _stop_workers() -> None:
 def _take_worker() -> _Worker | None:
     global _workers_broken
     with _pool_lock:
-        if _idle:
-            return _idle.pop()
+        idle = _idle_pool()
+        if idle:
+            return idle.pop()
         if _workers_broken:
             return None
     try:
@@ -311,6 +411,10 @@ def _take_worker() -> _Worker | None:
         return None
 
 
+def _idle_pool() -> list[_Worker]:
+    return _idle_background if getattr(_background, "on", False) else _idle
+
+
 def _hash_in_worker(fd: int, path) -> bytes | None:
     """Digest of ``fd``'s file hashed by mmap in a worker; None to say "use the read() path"."""
     w = _take_worker()
@@ -319,9 +423,10 @@ def _hash_in_worker(fd: int, path) -> bytes | None:
     res = w.hash(fd)
     if res is not None:
         with _pool_lock:
-            keep = len(_idle) < MAX_IDLE_WORKERS
+            idle = _idle_pool()
+            keep = len(idle) < MAX_IDLE_WORKERS
             if keep:
-                _idle.append(w)
+                idle.append(w)
         if not keep:
             w.close()
         if not res:
@@ -377,10 +482,13 @@ class EnsureReport:
     bytes_read: int = 0
     unsettled: list[int] = None   # inode ids whose content moved under us or is too fresh
     missing: list[int] = None     # inode ids with no readable path that still is that inode
+    deferred: list[int] = None    # inode ids left unhashed: the run's hash budget was spent
+    deferred_bytes: int = 0
 
     def __post_init__(self):
         self.unsettled = self.unsettled or []
         self.missing = self.missing or []
+        self.deferred = self.deferred or []
 
 
 def _locate(catalog: Catalog, inode_id: int):
@@ -423,14 +531,19 @@ def _locate_many(catalog: Catalog, inode_ids: list[int], chunk: int = 500):
 
 
 def ensure_hashes(catalog: Catalog, inode_ids, *, settle_seconds: float = 60.0,
-                  progress: Progress | None = None) -> EnsureReport:
+                  progress: Progress | None = None, budget: HashBudget | int | None = None,
+                  background: bool = False) -> EnsureReport:
     """Make sure every inode in ``inode_ids`` has a valid cached hash, hashing only what lacks one.
 
-    Reads run one thread per filesystem (one sequential reader per device);
-    catalog writes stay on this thread.
+    Reads run one thread per filesystem (one sequential reader per device); catalog writes
+    stay on this thread. ``budget``: a ``HashBudget`` shared by the calls of one run, or a
+    byte count for this call (0/None: unlimited); files it leaves out are ``deferred``.
+    ``background``: the reading threads (not the caller's) run at idle I/O and nice 19.
     """
+    if not isinstance(budget, HashBudget):
+        budget = HashBudget(budget or 0)
     report = EnsureReport()
-    todo: dict[int, list[tuple[int, bytes]]] = {}
+    todo: dict[int, list[tuple[int, bytes, int]]] = {}
     for iid, row, path, st in _locate_many(catalog, list(dict.fromkeys(inode_ids))):
         if row is None or path is None:
             report.missing.append(iid)
@@ -438,19 +551,22 @@ def ensure_hashes(catalog: Catalog, inode_ids, *, settle_seconds: float = 60.0,
         if row.hash is not None and (st.st_size, st.st_mtime_ns, st.st_ctime_ns) == (row.size, row.mtime_ns, row.ctime_ns):
             report.cached += 1
             continue
-        todo.setdefault(row.fs, []).append((iid, path))
+        todo.setdefault(row.fs, []).append((iid, path, st.st_size))
     if not todo:
         return report
 
     total = sum(len(v) for v in todo.values())
+    total_bytes = sum(size for v in todo.values() for _i, _p, size in v)
     done = 0
+    meter = Throughput(total_bytes)
     # Results stream back as each file is done and are written in batches: one commit per
     # STORE_BATCH files or STORE_INTERVAL seconds, whichever comes first (a commit per file
-    # costs an fsync each; waiting for a whole filesystem would lose hours of work on a crash).
+    # costs an fsync each; waiting longer would lose that much work on a crash).
     results: queue.SimpleQueue = queue.SimpleQueue()
     hashed: list[tuple[int, bytes, os.stat_result]] = []
     stats: list[tuple[int, os.stat_result]] = []
     last_store = time.monotonic()
+    last_log = last_store
 
     def store() -> None:
         nonlocal last_store
@@ -463,9 +579,15 @@ def ensure_hashes(catalog: Catalog, inode_ids, *, settle_seconds: float = 60.0,
     stop = threading.Event()     # set when we leave early: workers stop after their current file
 
     def worker(items):
-        for iid, path in items:
+        if background:
+            _background.on = True
+            lower_this_thread()
+        for iid, path, size in items:
             if stop.is_set():
                 return
+            if not budget.take(size):
+                results.put((iid, _DEFERRED, size))
+                continue
             try:
                 results.put((iid, hash_file(path), None))
             except OSError as e:
@@ -481,25 +603,43 @@ def ensure_hashes(catalog: Catalog, inode_ids, *, settle_seconds: float = 60.0,
             while done < total:
                 iid, res, err = results.get()
                 done += 1
+                if res is _DEFERRED:
+                    report.deferred.append(iid)
+                    report.deferred_bytes += err
+                    meter.skip(err)
+                    continue
                 if err is not None and not isinstance(err, OSError):
                     raise err
                 if res is None:
                     report.missing.append(iid)
                     continue
                 report.bytes_read += res.after.st_size
+                meter.add(res.after.st_size)
                 if res.settled(settle_seconds):
                     hashed.append((iid, res.digest, res.after))
                     report.hashed += 1
                 else:
                     stats.append((iid, res.after))
                     report.unsettled.append(iid)
-                if len(hashed) + len(stats) >= STORE_BATCH or time.monotonic() - last_store >= STORE_INTERVAL:
+                now = time.monotonic()
+                if len(hashed) + len(stats) >= STORE_BATCH or now - last_store >= STORE_INTERVAL:
                     store()
+                if now - last_log >= LOG_INTERVAL:
+                    last_log = now
+                    log.info("hashing: %d/%d files, %s", done, total, meter.line())
                 if progress is not None:
-                    progress.update(done, f"hashing {done:,}/{total:,} files")
+                    progress.update(done, f"hashing {done:,}/{total:,} files, {meter.line()}")
         finally:
             stop.set()
             store()
+    left = (f"; {len(report.deferred):,} files ({report.deferred_bytes / 2**30:.2f} GiB) left for the next run: "
+            f"hash budget of {budget.limit / 2**30:.2f} GiB spent") if report.deferred else ""
+    if report.deferred:
+        log.info("hashing stopped at the budget%s", left)
     if progress is not None:
-        progress.done(f"hashed {report.hashed:,} files ({report.bytes_read / 2**30:.2f} GiB)")
+        progress.done(f"hashed {report.hashed:,} files ({report.bytes_read / 2**30:.2f} GiB, "
+                      f"{meter.rate_text()}){left}")
     return report
+
+
+_DEFERRED = object()

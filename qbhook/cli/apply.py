@@ -30,12 +30,14 @@ def _lock_wait(wait: float | None):
 @click.option("--yes", is_flag=True, help="Really do it. Without --yes: print the steps, change nothing.")
 @click.option("--group", "group_ids", multiple=True, help="Only this payload group (repeatable).")
 @click.option("--hash", "hashes", multiple=True, help="Only the group(s) of these torrents (repeatable).")
-@click.option("--no-scan", is_flag=True, help="Skip the incremental catalog scan before planning.")
+@click.option("--scan/--no-scan", "scan", default=None,
+              help="Scan the pools before planning, or use the catalog as is. Default: scan when the last "
+                   "full scan is older than scan.max_age; --hash/--group never walk the pools.")
 @click.option("--wait", type=float, default=0, help="Seconds to wait for a busy executor lock (default: fail at once).")
 @click.option("--plan", "plan_file", type=click.Path(dir_okay=False),
               help="Apply exactly this saved plan (qbhook plan --save), refusing groups whose facts changed.")
 @pass_app
-def apply(app: App, yes, group_ids, hashes, no_scan, wait, plan_file):
+def apply(app: App, yes, group_ids, hashes, scan, wait, plan_file):
     """Plan, then (with --yes) move payload groups between the pools.
 
     Every step is journaled before it runs; a crash is finished by `qbhook resume`.
@@ -44,16 +46,22 @@ def apply(app: App, yes, group_ids, hashes, no_scan, wait, plan_file):
     if plan_file:
         if group_ids or hashes:
             raise click.UsageError("--plan applies the saved plan as a whole; it takes no --group or --hash")
-        return _apply_saved(app, plan_file, yes, no_scan, wait)
-    from qbhook.cli.plan import compute_plan
+        return _apply_saved(app, plan_file, yes, scan is False, wait)
+    from qbhook.cli.plan import catalog_note, compute_plan, hashes_of_groups
     if yes:
         # Views a rolled-back group left behind go first (verified), so the plan sees the pools as they are.
         from qbhook.move.leftovers import remove_leftover_views
         remove_leftover_views(app.cfg, app.catalog, app.clients)
-    _snap, plan = compute_plan(app, list(hashes) or None, scan=not no_scan)
+    targets = list(hashes)
+    if group_ids:
+        # only these groups' files are stat-ed; a group the index does not know: plan everything
+        found = hashes_of_groups(app, group_ids)
+        targets = None if found is None else targets + found
+    _snap, plan = compute_plan(app, targets or None, scan=scan)
+    note = catalog_note(app)
     summary = _executor(app, _lock_wait(wait)).apply(plan, trigger="cli", group_ids=list(group_ids) or None,
                                                      dry_run=not yes)
-    app.emit(summary.to_dict(), lambda d: _print_summary(summary))
+    app.emit({**summary.to_dict(), **note}, lambda d: _print_summary(summary))
     sys.exit(summary.exit_code)
 
 

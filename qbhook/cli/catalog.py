@@ -26,9 +26,13 @@ def scan(app: App, pools, allow_mass_delete, do_hash):
     out = {"scans": results}
     if do_hash:
         ids = [r[0] for r in app.catalog.conn.execute("SELECT id FROM inodes")]
-        rep = ensure_hashes(app.catalog, ids, settle_seconds=cfg.scan.settle_seconds, progress=app.progress())
+        # background: idle I/O and nice 19 in the hashing threads; at most scan.hash_budget bytes
+        rep = ensure_hashes(app.catalog, ids, settle_seconds=cfg.scan.settle_seconds, progress=app.progress(),
+                            budget=cfg.scan.hash_budget, background=True)
         out["hashing"] = {"hashed": rep.hashed, "cached": rep.cached, "bytes_read": rep.bytes_read,
                           "unsettled": len(rep.unsettled), "missing": len(rep.missing)}
+        out["hash_budget"] = {"limit": cfg.scan.hash_budget, "deferred_files": len(rep.deferred),
+                              "deferred_bytes": rep.deferred_bytes}
     out["catalog"] = app.catalog.counts()
 
     def human(d):
@@ -39,7 +43,9 @@ def scan(app: App, pools, allow_mass_delete, do_hash):
                 click.echo(f"  unreadable (kept as is): {u}", err=True)
         if "hashing" in d:
             h = d["hashing"]
-            click.echo(f"hashing: {h['hashed']:,} hashed, {h['cached']:,} cached, {h['unsettled']} still changing")
+            left = d["hash_budget"]["deferred_files"]
+            click.echo(f"hashing: {h['hashed']:,} hashed, {h['cached']:,} cached, {h['unsettled']} still changing"
+                       + (f", {left:,} left for the next run (scan.hash_budget spent)" if left else ""))
     app.emit(out, human)
 
 

@@ -91,6 +91,8 @@ def status(app: App):
                 click.echo(f"pool {name}: {p['path']}: {p['error']}")
             else:
                 click.echo(f"pool {name} ({p['role']}): {_human_bytes(p['free'])} free of {_human_bytes(p['size'])}")
+            click.echo(f"  catalogued: {_human_bytes(p['hashed_bytes'])} hashed ({p['hashed_files']:,} files), "
+                       f"{_human_bytes(p['unhashed_bytes'])} not hashed ({p['unhashed_files']:,} files)")
         c = d["catalog"]
         click.echo(f"catalog: {c['paths']:,} paths, {c['inodes']:,} inodes ({c['hashed']:,} hashed)")
         for problem in d["problems"]:
@@ -283,6 +285,10 @@ def serve(app: App, listen, port, no_sweep):
     cfg = app.cfg
     srv = cfg.server
     clients = app.clients   # config errors before anything opens
+    # Long background hashing says how far it got (a line every ~30 s) even without -v.
+    hashing_log = logging.getLogger("qbhook.catalog.hashing")
+    if hashing_log.getEffectiveLevel() > logging.INFO:
+        hashing_log.setLevel(logging.INFO)
     if not (srv.password or srv.token):
         click.echo("qbhook: warning: no server credentials configured (server.password_env / token_env); "
                    "every event endpoint will refuse requests", err=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 
 import click
 
@@ -14,37 +15,149 @@ from qbhook.units import human_bytes as _human_bytes
 EXIT_ACTIONABLE = ExitCode.ACTIONABLE
 
 
-def compute_plan(app: App, hashes=None, scan: bool = True):
+@dataclass(frozen=True)
+class CatalogUse:
+    """What the catalog under a plan rests on, said on stderr and in ``--json`` (``catalog``).
+
+    ``source``: ``scanned`` (the pools were walked now), ``catalog`` (a full scan younger than
+    ``scan.max_age``, or a targeted plan), ``as-is`` (``--no-scan``). Whatever the source, the
+    snapshot lstat-s every torrent file and every known link it decides on, and the executor
+    re-checks before it unlinks: the catalog only says where the other links of an inode were.
+    A link made since the last scan is unknown, so it counts as an outside link, which keeps
+    the data where it is (never a reason to delete).
+    """
+
+    source: str
+    reason: str
+    full_scan_age_s: float | None
+
+    def as_dict(self) -> dict:
+        age = None if self.full_scan_age_s is None else round(self.full_scan_age_s, 1)
+        return {"source": self.source, "reason": self.reason, "full_scan_age_s": age}
+
+
+def ready_catalog(app: App, *, targeted: bool, scan: bool | None, max_age: float | None = None) -> CatalogUse:
+    """Scan the pools first, or not, and say why.
+
+    ``scan`` True/False: the caller's explicit ``--scan``/``--no-scan``. None: a targeted
+    plan (``--hash``/``--group``) re-stats only its groups' paths and never walks the pools,
+    unless no full scan was ever made; a plan of everything uses the catalog when the last
+    full scan is younger than ``max_age`` (default ``scan.max_age``), else scans first.
+    """
+    from qbhook.catalog.queries import last_full_scan_age
     from qbhook.catalog.scan import scan_pool
+    cfg = app.cfg
+    limit = cfg.scan.max_age if max_age is None else max_age
+    age = last_full_scan_age(app.catalog, cfg.pools)
+    if scan is False:
+        use = CatalogUse("as-is", "catalog as is (--no-scan)", age)
+    elif scan is True:
+        use = CatalogUse("scanned", "pools scanned now (--scan)", age)
+    elif age is None:
+        use = CatalogUse("scanned", "pools scanned now: no full scan on record", None)
+    elif targeted:
+        use = CatalogUse("catalog", f"catalog from a full scan {_ago(age)} ago; only these groups' files "
+                                    "re-stat-ed, no walk", age)
+    elif age <= limit:
+        use = CatalogUse("catalog", f"catalog from a full scan {_ago(age)} ago (scan.max_age {_ago(limit)}); "
+                                    "every file decided on re-stat-ed", age)
+    else:
+        use = CatalogUse("scanned", f"pools scanned now: last full scan {_ago(age)} ago, older than "
+                                    f"scan.max_age {_ago(limit)}", age)
+    if use.source == "scanned":
+        for pool in cfg.pools:
+            scan_pool(app.catalog, pool, cfg.scan, progress=app.progress())
+    return use
+
+
+def _ago(seconds: float) -> str:
+    s = max(seconds, 0.0)
+    return (f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else
+            f"{s / 3600:.1f} h" if s < 172800 else f"{s / 86400:.1f} d")
+
+
+def hashes_of_groups(app: App, group_ids) -> list[str] | None:
+    """The torrents of these payload groups, from the torrent index (synced first: one request
+    per unchanged qBittorrent); None when a group is not in the index (plan everything then).
+
+    A group is named by the id ``plan`` printed; the index knows it either as the group its
+    files form now (``TorrentIndex.groups``) or as the one the planner last recorded.
+    """
+    from qbhook.catalog.indexer import try_sync_all
+    from qbhook.catalog.torrents import TorrentIndex
+    try_sync_all(app.catalog, app.clients)     # unreachable: planning live fails with its own message
+    idx = TorrentIndex(app.catalog.conn)
+    groups = idx.groups()
+    recorded = {(t.instance, t.hash): t.group_id for t in idx.torrents()}
+    out: list[str] = []
+    for gid in group_ids:
+        g = gid.strip().lower()
+        found = [k[1] for k, v in groups.items() if v == g] or [k[1] for k, v in recorded.items() if v == g]
+        if not found:
+            return None
+        out += found
+    return sorted(set(out))
+
+
+def compute_plan(app: App, hashes=None, scan: bool | None = True):
+    """Snapshot and plan (``hashes``: only their groups). ``scan``: see ``ready_catalog``;
+    what the catalog rested on is kept in ``app.catalog_use``."""
     from qbhook.decide.planner import make_plan
     from qbhook.decide.snapshot import build_snapshot
     cfg = app.cfg
-    if scan:
-        for pool in cfg.pools:
-            scan_pool(app.catalog, pool, cfg.scan, progress=app.progress())
-    snap = build_snapshot(cfg, app.catalog, app.clients, hashes=hashes, progress=app.progress())
+    app.catalog_use = ready_catalog(app, targeted=bool(hashes), scan=scan)
+    snap = build_snapshot(cfg, app.catalog, app.clients, hashes=hashes, progress=app.progress(),
+                          hash_budget=cfg.scan.hash_budget)
     return snap, make_plan(snap, cfg.policy)
 
 
+def catalog_note(app: App) -> dict:
+    """What the catalog rested on: one line on stderr, or (``--json``) the ``catalog`` key only,
+    so machine output stays one document."""
+    use = getattr(app, "catalog_use", None)
+    if use is None:
+        return {}
+    if not app.as_json:
+        click.echo(f"qbhook: {use.reason}", err=True)
+    return {"catalog": use.as_dict()}
+
+
 @main.command()
-@click.option("--hash", "hashes", multiple=True, help="Only the group(s) of these torrents.")
-@click.option("--no-scan", is_flag=True, help="Skip the incremental catalog scan first.")
+@click.option("--hash", "hashes", multiple=True, help="Only the group(s) of these torrents (no walk of the pools).")
+@click.option("--group", "group_ids", multiple=True, help="Only this payload group (repeatable; no walk of the pools).")
+@click.option("--scan/--no-scan", "scan", default=None,
+              help="Scan the pools first, or use the catalog as is. Default: a plan of everything scans "
+                   "when the last full scan is older than scan.max_age; --hash/--group never walk.")
 @click.option("--steps", is_flag=True, help="Also list each group's steps.")
 @click.option("--save", "save_to", type=click.Path(dir_okay=False),
               help="Also write the plan to this file, for `qbhook apply --plan FILE` after review.")
 @pass_app
-def plan(app: App, hashes, no_scan, steps, save_to):
+def plan(app: App, hashes, group_ids, scan, steps, save_to):
     """Show what qbhook would do for every payload group. Changes nothing.
 
     Exit code 0: nothing to do; 10: some groups would demote or promote.
     """
-    snap, p = compute_plan(app, hashes or None, scan=not no_scan)
+    targets = list(hashes)
+    if group_ids:
+        found = hashes_of_groups(app, group_ids)
+        targets = None if found is None else targets + found
+    snap, p = compute_plan(app, targets or None, scan=scan)
+    if group_ids:
+        p = only_groups(p, group_ids)
+    note = catalog_note(app)
     saved = _save(app, snap, p, save_to) if save_to else None
-    app.emit({**p.to_dict(), **({"plan_id": saved} if saved else {})}, lambda d: _print_plan(p, steps))
+    app.emit({**p.to_dict(), **note, **({"plan_id": saved} if saved else {})}, lambda d: _print_plan(p, steps))
     if saved:
         click.echo(f"plan {saved[:12]} saved to {save_to}; apply it with: qbhook apply --plan {save_to} --yes",
                    err=app.as_json)
     sys.exit(EXIT_ACTIONABLE if p.actionable else 0)
+
+
+def only_groups(p, group_ids):
+    """The plan restricted to the named groups (exact ids, as ``plan`` prints them)."""
+    from qbhook.decide.plan import Plan
+    wanted = {g.strip().lower() for g in group_ids}
+    return Plan(groups=[g for g in p.groups if g.group_id in wanted], created_at=p.created_at)
 
 
 def _save(app: App, snap, p, path) -> str:
@@ -81,9 +194,10 @@ def _print_plan(p, steps: bool) -> None:
 @click.option("--no-scan", is_flag=True, help="Skip the incremental catalog scan first.")
 @click.option("--index", "from_index", is_flag=True,
               help="Answer from the torrent index (no qBittorrent, no scan); also the fallback when it is down.")
-@click.option("--max-scan-age", type=float, default=3600.0, show_default=True,
-              help="Seconds: a full scan of every pool at most this old is used as is (the group's own "
-                   "files are re-stat-ed anyway); older, or never, and both pools are scanned first.")
+@click.option("--max-scan-age", type=float, default=None,
+              help="Seconds (default: scan.max_age): a full scan of every pool at most this old is used as "
+                   "is (the group's own files are re-stat-ed anyway); older, or never, and both pools are "
+                   "scanned first.")
 @pass_app
 def explain(app: App, torrent_hash, no_scan, from_index, max_scan_age):
     """Why TORRENT_HASH's group gets its decision: its torrents, files and every link found."""
@@ -95,10 +209,11 @@ def explain(app: App, torrent_hash, no_scan, from_index, max_scan_age):
     # explain changes nothing, so a recent catalog is enough: a link made since shows as a
     # link "outside the scanned pools" (counted, not named), never as no link.
     age = last_full_scan_age(app.catalog, app.cfg.pools)
-    scan = not no_scan and (age is None or age > max_scan_age)
-    catalog_note = ("pools scanned now" if scan else
-                    "catalog as is (--no-scan)" if no_scan else
-                    f"catalog from a full scan {age:.0f} s ago; this group's files re-stat-ed")
+    limit = app.cfg.scan.max_age if max_scan_age is None else max_scan_age
+    scan = not no_scan and (age is None or age > limit)
+    note = ("pools scanned now" if scan else
+            "catalog as is (--no-scan)" if no_scan else
+            f"catalog from a full scan {age:.0f} s ago; this group's files re-stat-ed")
     try:
         snap, p = compute_plan(app, [torrent_hash], scan=scan)
     except QbtError as e:
@@ -107,7 +222,7 @@ def explain(app: App, torrent_hash, no_scan, from_index, max_scan_age):
     # The snapshot holds only this torrent's group (closure over shared files); match v1/v2 spellings too.
     group = next((g for g in p.groups if h in g.torrents), p.groups[0])
     torrents = [t for t in snap.torrents if t.hash in group.torrents]
-    data = {"group": group.to_dict(), "torrents": [], "catalog": catalog_note}
+    data = {"group": group.to_dict(), "torrents": [], "catalog": note}
     for t in torrents:
         files = []
         for f in t.files:

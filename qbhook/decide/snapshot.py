@@ -33,7 +33,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 
-from qbhook.catalog.hashing import ensure_hashes
+from qbhook.catalog.hashing import HashBudget, ensure_hashes
 from qbhook.catalog.store import Catalog
 from qbhook.clients.port import BatchListing
 from qbhook.config import Config
@@ -109,8 +109,13 @@ def _link_target(path: str) -> str:
 
 
 class SnapshotBuilder:
-    def __init__(self, cfg: Config, catalog: Catalog, clients, *, progress: Progress | None = None):
+    def __init__(self, cfg: Config, catalog: Catalog, clients, *, progress: Progress | None = None,
+                 hash_budget: int = 0, background: bool = False):
         self.cfg = cfg
+        # One budget for every hash this snapshot asks for; what it leaves unhashed blocks its
+        # group ("not hashed yet") until a later run hashes it.
+        self.budget = HashBudget(hash_budget)
+        self.background = background
         self.catalog = catalog
         self.clients = clients          # iterable of QbtClient-like objects (name, torrents(), files())
         self.progress = progress
@@ -296,7 +301,8 @@ class SnapshotBuilder:
         """Hash what lacks a valid hash, then carry the new hashes into the facts of those inodes."""
         if not inode_ids:
             return
-        ensure_hashes(self.catalog, sorted(inode_ids), settle_seconds=self.cfg.scan.settle_seconds, progress=progress)
+        ensure_hashes(self.catalog, sorted(inode_ids), settle_seconds=self.cfg.scan.settle_seconds, progress=progress,
+                      budget=self.budget, background=self.background)
         for key, iid in self._inode_ids.items():
             if iid not in inode_ids or key not in self.inodes:
                 continue
@@ -412,5 +418,8 @@ def _is_inode(path: str, st: os.stat_result) -> bool:
 
 
 def build_snapshot(cfg: Config, catalog: Catalog, clients, hashes=None, *, progress: Progress | None = None,
-                   now: float | None = None, infos=None) -> Snapshot:
-    return SnapshotBuilder(cfg, catalog, list(clients), progress=progress).build(hashes, now=now, infos=infos)
+                   now: float | None = None, infos=None, hash_budget: int = 0, background: bool = False) -> Snapshot:
+    """``hash_budget``: bytes this snapshot may hash (0: no limit); ``background``: hash at idle
+    I/O and nice 19 (``qbhook.hashing``)."""
+    return SnapshotBuilder(cfg, catalog, list(clients), progress=progress, hash_budget=hash_budget,
+                           background=background).build(hashes, now=now, infos=infos)

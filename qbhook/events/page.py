@@ -134,6 +134,9 @@ def _pool(p: PoolStatus, t) -> str:
         legend.append(_legend_item(None, "blocked", "none", zero=True))
     legend.append(_legend_item(None, "orphaned",
                                "unknown" if p.orphaned_bytes is None else human_bytes(p.orphaned_bytes)))
+    if p.hashed_bytes is not None and p.unhashed_bytes is not None:
+        legend.append(_legend_item(None, "hashed", f"{human_bytes(p.hashed_bytes)} · "
+                                                   f"{human_bytes(p.unhashed_bytes)} not yet"))
     return (f"<article class=pool>{head}{stats}"
             f"{_svg_bar(p.name + ' capacity', [('used', 'used', used), ('free', 'free', p.free)], 10, t)}"
             "<p class=caption>Used space by kind</p>"

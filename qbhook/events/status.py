@@ -84,6 +84,8 @@ class PoolStatus:
     blocked_groups: int
     blocked_bytes: int | None      # None: the sweep that blocked them did not record sizes
     orphaned_bytes: int | None     # None: not computed (see the module docstring)
+    hashed_bytes: int | None = None    # catalogued bytes with a valid hash (None: not computed)
+    unhashed_bytes: int | None = None
 
     @property
     def used(self) -> int | None:
@@ -188,7 +190,8 @@ class StatusSource:
 
     def status(self) -> Status:
         with self._connect() as conn:
-            return gather(self.cfg, conn, breakdown=self._cached_breakdown(conn), now=self._clock())
+            return gather(self.cfg, conn, breakdown=self._cached_breakdown(conn), now=self._clock(),
+                          hashed=self._cached("hashed", conn, lambda c: hashed_by_pool(c, self.cfg.pools)))
 
     def totals(self) -> Totals:
         with self._connect() as conn:
@@ -227,9 +230,9 @@ class StatusSource:
 
 
 def gather(cfg: Config, conn: sqlite3.Connection, *, breakdown: dict[str, dict[str, int]],
-           now: float) -> Status:
+           now: float, hashed: dict[str, dict[str, int]] | None = None) -> Status:
     sweep = _sweep(conn)
-    pools = tuple(_pool(p, breakdown.get(p.name), sweep) for p in cfg.pools)
+    pools = tuple(_pool(p, breakdown.get(p.name), sweep, (hashed or {}).get(p.name)) for p in cfg.pools)
     queue = JobQueue(conn)
     journal = Journal(conn)
     dead = tuple(DeadLetter(j.id, j.coalesce_key, tuple(j.kinds), j.attempts, j.last_error, j.finished_at)
@@ -246,7 +249,8 @@ def gather(cfg: Config, conn: sqlite3.Connection, *, breakdown: dict[str, dict[s
     )
 
 
-def _pool(p: PoolConfig, counts: dict[str, int] | None, sweep: SweepStatus | None) -> PoolStatus:
+def _pool(p: PoolConfig, counts: dict[str, int] | None, sweep: SweepStatus | None,
+          hashed: dict[str, int] | None = None) -> PoolStatus:
     size = free = None
     error = None
     try:
@@ -268,6 +272,8 @@ def _pool(p: PoolConfig, counts: dict[str, int] | None, sweep: SweepStatus | Non
         blocked_groups=len(blocked),
         blocked_bytes=sum(s for s in sizes if s is not None) if all(s is not None for s in sizes) else None,
         orphaned_bytes=None,
+        hashed_bytes=hashed["hashed_bytes"] if hashed else None,
+        unhashed_bytes=hashed["unhashed_bytes"] if hashed else None,
     )
 
 
@@ -304,6 +310,27 @@ def catalog_breakdown(conn: sqlite3.Connection, pools: Iterable[PoolConfig]) -> 
         library, duplicated, seed_all, other = (int(v) for v in row)
         out[p.name] = {"library": library, "duplicated": duplicated, "seed_only": seed_all - duplicated,
                        "other": other}
+    return out
+
+
+def hashed_by_pool(conn: sqlite3.Connection, pools: Iterable[PoolConfig]) -> dict[str, dict[str, int]]:
+    """pool name -> {hashed_bytes, unhashed_bytes, hashed_files, unhashed_files}: catalogued
+    inodes with a path on that pool, each counted once; "hashed" means a hash that is still
+    valid for the inode's current size, mtime and ctime (what the next plan can use as is)."""
+    out = {p.name: {"hashed_bytes": 0, "unhashed_bytes": 0, "hashed_files": 0, "unhashed_files": 0}
+           for p in pools}
+    rows = conn.execute(
+        f"""
+        SELECT pool, hashed, COALESCE(SUM(size), 0), COUNT(*) FROM (
+            SELECT DISTINCT pa.pool AS pool, i.id, i.size AS size, ({hash_valid("i")} OR i.size = 0) AS hashed
+            FROM paths pa JOIN inodes i ON i.id = pa.inode)
+        GROUP BY pool, hashed
+        """)
+    for pool, hashed, size, files in rows:
+        if pool in out:
+            kind = "hashed" if hashed else "unhashed"
+            out[pool][f"{kind}_bytes"] = int(size)
+            out[pool][f"{kind}_files"] = int(files)
     return out
 
 
@@ -431,14 +458,15 @@ def report(cfg: Config, catalog) -> dict:
         unfinished = [r.id for r in Journal(conn).unfinished_runs()]
         leftover_views = [v["path"] for _sid, v in Journal(conn).leftover_views()]
         catalog_counts = catalog.counts()
+        hashed = hashed_by_pool(conn, cfg.pools)
     pools = {}
     for p in cfg.pools:
         try:
             sv = os.statvfs(p.path)
             pools[p.name] = {"path": str(p.path), "role": p.role, "size": sv.f_blocks * sv.f_frsize,
-                             "free": sv.f_bavail * sv.f_frsize}
+                             "free": sv.f_bavail * sv.f_frsize, **hashed[p.name]}
         except OSError as e:
-            pools[p.name] = {"path": str(p.path), "role": p.role, "error": e.strerror}
+            pools[p.name] = {"path": str(p.path), "role": p.role, "error": e.strerror, **hashed[p.name]}
     server = server_health(cfg.server)
     problems = []
     if server["answered"] and not server["ok"]:

@@ -156,10 +156,12 @@ def sweep(cfg: Config, catalog: Catalog, clients, *, executor=None, progress=Non
     clients = list(clients)
     synced = indexer.sync_all(catalog, clients)
     view = indexer.snapshot_view(catalog, clients, synced)
+    # background hashing: idle I/O, nice 19, at most scan.hash_budget bytes per sweep
+    bg = {"progress": progress, "hash_budget": cfg.scan.hash_budget, "background": True}
     if view is None:
-        snap = build_snapshot(cfg, catalog, clients, progress=progress)
+        snap = build_snapshot(cfg, catalog, clients, **bg)
     else:
-        snap = build_snapshot(cfg, catalog, view[0], progress=progress, infos=view[1])
+        snap = build_snapshot(cfg, catalog, view[0], infos=view[1], **bg)
     plan = make_plan(snap, cfg.policy)
     TorrentIndex(catalog.conn).record_decisions(plan.groups)
     tagged = maintain_tags(cfg, clients, snap, plan)

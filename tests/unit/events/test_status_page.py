@@ -303,3 +303,21 @@ def test_unreadable_catalog_is_a_one_line_503_not_a_traceback(tmp_path):
         body = r.get_data(as_text=True)
         assert body.startswith("status unavailable: cannot read the catalog") and body.count("\n") == 1
         assert "Traceback" not in body
+
+
+def test_hashed_and_unhashed_bytes_per_pool_on_the_page(world):
+    from qbhook.events.status import hashed_by_pool
+    cfg, cat = world
+    # the fixture hashed everything; a new file on stash and a changed one on pool are not
+    put(cfg.pools[0].path / SEED / "New/n.mkv", b"N" * 400)
+    scan_pool(cat, cfg.pools[0], cfg.scan)
+    with cat.conn:
+        cat.conn.execute("UPDATE inodes SET mtime_ns = mtime_ns + 1 WHERE size = 1000 AND id IN "
+                         "(SELECT inode FROM paths WHERE pool = 'pool')")
+    got = hashed_by_pool(cat.conn, cfg.pools)
+    # stash: 3000 (two links, counted once) + 1000 + 500 + 700 hashed, the new 400 not
+    assert got["stash"] == {"hashed_bytes": 5200, "unhashed_bytes": 400, "hashed_files": 4, "unhashed_files": 1}
+    assert got["pool"] == {"hashed_bytes": 0, "unhashed_bytes": 1000, "hashed_files": 0, "unhashed_files": 1}
+    html = _client(cfg).get("/", headers={"X-Qbhook-Token": TOKEN}).get_data(as_text=True)
+    assert "hashed</span><b>5.1 KiB · 400 B not yet</b>" in html
+    assert "hashed</span><b>0 B · 1000 B not yet</b>" in html
