@@ -540,6 +540,7 @@ def ensure_hashes(catalog: Catalog, inode_ids, *, settle_seconds: float = 60.0,
     byte count for this call (0/None: unlimited); files it leaves out are ``deferred``.
     ``background``: the reading threads (not the caller's) run at idle I/O and nice 19.
     """
+    # Long on purpose: one loop owns the reader threads, the shared budget and the commit cadence.
     if not isinstance(budget, HashBudget):
         budget = HashBudget(budget or 0)
     report = EnsureReport()

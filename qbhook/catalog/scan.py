@@ -106,6 +106,7 @@ _Walk = tuple[int, "list[bytes] | dict[bytes, int]", list, list[bytes], int, int
 def _python_walk(catalog: Catalog, pool: str, root: bytes, subtree: bool, ignore: set[bytes], scan_id: int,
                  progress: Progress | None) -> _Walk:
     """os.scandir + lstat of every entry, compared with the catalog's stat signatures."""
+    # Long on purpose: the walk's hot loop keeps its state in locals (measured: the rescan's floor).
     # path -> signature of (fs, ino, size, mtime_ns, ctime_ns, nlink): one int per path keeps
     # the rescan's memory and per-file work small (see store.stat_signature).
     known = catalog.load_pool_signatures(pool)
@@ -270,6 +271,7 @@ def _find_walk(catalog: Catalog, pool: str, root: bytes, subtree: bool, ignore: 
 
 def _find_walk_fds(catalog: Catalog, pool: str, root: bytes, subtree: bool, ignore: set[bytes],
                    out: int, err: int) -> _Walk | None:
+    # Long on purpose: find, the catalog's expected lines and the diff share one try/finally that kills find.
     # find writes into a memory file, not a pipe: a pipe would need this process to keep
     # draining it, and every read would wait for the GIL held by the SQLite load below.
     try:

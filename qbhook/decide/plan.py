@@ -172,15 +172,9 @@ def split_path(path: str) -> tuple[str, str]:
 # string per file is ~50 MiB in a million-file plan (issue 13).
 
 
-@_kind
-@dataclass(frozen=True, slots=True)
-class Copy(Step):
-    kind: ClassVar[str] = "copy"
-    src: str
-    to_dir: str               # dst = to_dir + rel (to_dir ends with "/")
-    rel: str
-    size: int
-    blake3: str
+class _FromSrc:
+    """Copy and Link: make ``to_dir + rel`` from ``src`` (same JSON shape, same one-line description)."""
+    __slots__ = ()
 
     @property
     def dst(self) -> str:
@@ -192,6 +186,18 @@ class Copy(Step):
 
     def describe(self) -> str:
         return f"{self.src} -> {self.dst}"
+
+
+@_kind
+@dataclass(frozen=True, slots=True)
+class Copy(_FromSrc, Step):
+    kind: ClassVar[str] = "copy"
+    src: str
+    to_dir: str               # dst = to_dir + rel (to_dir ends with "/")
+    rel: str
+    size: int
+    blake3: str
+
 
     @classmethod
     def from_args(cls, a):
@@ -200,7 +206,7 @@ class Copy(Step):
 
 @_kind
 @dataclass(frozen=True, slots=True)
-class Link(Step):
+class Link(_FromSrc, Step):
     kind: ClassVar[str] = "link"
     src: str
     to_dir: str
@@ -208,16 +214,6 @@ class Link(Step):
     size: int | None = None
     blake3: str | None = None
 
-    @property
-    def dst(self) -> str:
-        return self.to_dir + self.rel
-
-    @property
-    def args(self) -> dict[str, Any]:
-        return {"src": self.src, "dst": self.dst, "size": self.size, "blake3": self.blake3}
-
-    def describe(self) -> str:
-        return f"{self.src} -> {self.dst}"
 
     @classmethod
     def from_args(cls, a):

@@ -116,6 +116,7 @@ def _malloc_trim():
 
 
 def decide(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], build: bool = True) -> GroupPlan:
+    # Long on purpose: reads top to bottom as the README's decision table, one branch per row.
     gp = GroupPlan(group_id=group_id(t.hash for t in group), torrents=[t.hash for t in group],
                    names=[t.name for t in group], action=Action.STAY, reason="")
     inodes = _group_inodes(snap, group)
@@ -360,6 +361,7 @@ def build_steps(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], 
                 donors: dict[ContentKey, str]) -> tuple[list[Step], int, list[str]]:
     """The ordered steps of one group's move (qbhook/decide/plan.py): make the view, prove it, relocate,
     prove the group, delete the old links, prune, tag. Returns (steps, bytes to copy, conflicts)."""
+    # Long on purpose: one pass per torrent fills every step list in the plan's order.
     donors = dict(donors)
     make: list[Copy | Link | MkEmpty] = []
     views: list[Step] = []

@@ -818,6 +818,7 @@ def relink_over(path, keep_path, *, fsid, ino: int, size: int, blake3_hex, keep_
 
 def _relink_at(parent: Dir, name: bytes, path_s: str, kdir: Dir, kname: bytes, keep_s: str, *, fsid, ino, size,
                mtime_ns, blake3_hex, keep_fsid, keep_ino, catalog, on_temp_link) -> dict:
+    # Long on purpose: each re-check of relink_over's rule list, in order, right before the rename.
     why = f"refusing to relink {path_s} onto {keep_s}"
     kst = kdir.lstat(kname)
     if kst is None:
