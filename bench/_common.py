@@ -33,8 +33,9 @@ class Run:
 GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 
 
-def run_rss(cmd: list[str], *, stdout_path: str | None = None, env: dict | None = None, check: bool = True,
-            cwd: str = "/") -> Run:
+def run_rss(
+    cmd: list[str], *, stdout_path: str | None = None, env: dict | None = None, check: bool = True, cwd: str = "/"
+) -> Run:
     """Run ``cmd`` with stdout to a file (or /dev/null); wall seconds and the command's peak RSS.
 
     Peak RSS comes from GNU time (/usr/bin/time -f %M) when installed: a child forked from this
@@ -72,8 +73,11 @@ def run_rss(cmd: list[str], *, stdout_path: str | None = None, env: dict | None 
 
 
 def rss_method() -> str:
-    return ("peak RSS by GNU time (%M)" if GNU_TIME else
-            "peak RSS by wait4 ru_maxrss (upper bound: includes the bench process's own RSS)")
+    return (
+        "peak RSS by GNU time (%M)"
+        if GNU_TIME
+        else "peak RSS by wait4 ru_maxrss (upper bound: includes the bench process's own RSS)"
+    )
 
 
 def env_with_pythonpath(path: str | None) -> dict | None:
@@ -95,14 +99,18 @@ def qbhook_cmd(config: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "qbhook", "--config", str(config), *args]
 
 
-def write_config(path: Path, catalog: Path, stash: Path, pool: Path, *, settle_seconds: float = 0,
-                 extra_scan: dict | None = None) -> Path:
+def write_config(
+    path: Path, catalog: Path, stash: Path, pool: Path, *, settle_seconds: float = 0, extra_scan: dict | None = None
+) -> Path:
     import yaml
+
     data = {
         "catalog": str(catalog),
         "pools": {"stash": {"path": str(stash), "role": "primary"}, "pool": {"path": str(pool), "role": "cold"}},
-        "seeding_roots": {"stash": str(stash / "data/media/torrents/seeding"),
-                          "pool": str(pool / "data/media/torrents/seeding")},
+        "seeding_roots": {
+            "stash": str(stash / "data/media/torrents/seeding"),
+            "pool": str(pool / "data/media/torrents/seeding"),
+        },
         "scan": {"settle_seconds": settle_seconds, **(extra_scan or {})},
     }
     (stash / "data/media/torrents/seeding").mkdir(parents=True, exist_ok=True)
@@ -141,9 +149,11 @@ def machine() -> str:
     except OSError:
         pass
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"{os.cpu_count()} cpu ({cpu}), {mem} RAM, Linux {platform.release()}, "
-            f"Python {platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-            f"load average now {load} (1/5/15 min): on a shared machine compare ratios, not seconds")
+    return (
+        f"{os.cpu_count()} cpu ({cpu}), {mem} RAM, Linux {platform.release()}, "
+        f"Python {platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"load average now {load} (1/5/15 min): on a shared machine compare ratios, not seconds"
+    )
 
 
 def fstype_of(path: Path) -> str:

@@ -88,8 +88,11 @@ def distinct(pool: Path) -> dict[tuple[int, int], int]:
 
 
 def library_facts(pool: Path, n: int) -> dict[int, tuple[int, int, int]]:
-    return {i: (st.st_ino, st.st_size, st.st_mtime_ns)
-            for i in range(n) for st in [os.lstat(pool / f"{LIB_REL}/M{i}/m{i}.bin")]}
+    return {
+        i: (st.st_ino, st.st_size, st.st_mtime_ns)
+        for i in range(n)
+        for st in [os.lstat(pool / f"{LIB_REL}/M{i}/m{i}.bin")]
+    }
 
 
 def check(pool: Path, n: int, before: dict, lib_before: dict, dup_bytes: int, tool: str) -> int:
@@ -113,6 +116,7 @@ def check(pool: Path, n: int, before: dict, lib_before: dict, dup_bytes: int, to
 def write_config(base: Path, pool: Path, cold: Path) -> Path:
     """A fresh catalog per round (a catalog that knew another round's tree would trip the mass-delete guard)."""
     import yaml
+
     base.mkdir(parents=True, exist_ok=True)
     cfg = {
         "catalog": str(base / "catalog.sqlite"),
@@ -135,6 +139,7 @@ class StubClient:
 
     def __init__(self, seed_root: Path, n: int):
         from qbhook.clients.qbt.model import TorrentFile, TorrentInfo
+
         self._files = {}
         self._infos = []
         movies = str(seed_root / "movies")
@@ -142,12 +147,33 @@ class StubClient:
             h = f"{i:040x}"
             size = os.lstat(seed_root / f"movies/T{i}/m{i}.bin").st_size
             self._files[h] = [TorrentFile(index=0, name=f"T{i}/m{i}.bin", size=size, progress=1.0, priority=1)]
-            self._infos.append(TorrentInfo(
-                instance=self.name, hash=h, infohash_v1=h, infohash_v2=None, name=f"T{i}", save_path=movies,
-                download_path="", content_path=f"{movies}/T{i}", root_path=f"{movies}/T{i}",
-                client_save_path=movies, client_content_path=f"{movies}/T{i}", auto_tmm=False, category="",
-                tags=frozenset(), state="stalledUP", raw_state="stalledUP", progress=1.0, amount_left=0, size=size,
-                total_size=size, has_metadata=True, added_on=1, completion_on=1))
+            self._infos.append(
+                TorrentInfo(
+                    instance=self.name,
+                    hash=h,
+                    infohash_v1=h,
+                    infohash_v2=None,
+                    name=f"T{i}",
+                    save_path=movies,
+                    download_path="",
+                    content_path=f"{movies}/T{i}",
+                    root_path=f"{movies}/T{i}",
+                    client_save_path=movies,
+                    client_content_path=f"{movies}/T{i}",
+                    auto_tmm=False,
+                    category="",
+                    tags=frozenset(),
+                    state="stalledUP",
+                    raw_state="stalledUP",
+                    progress=1.0,
+                    amount_left=0,
+                    size=size,
+                    total_size=size,
+                    has_metadata=True,
+                    added_on=1,
+                    completion_on=1,
+                )
+            )
 
     def torrents(self):
         return list(self._infos)
@@ -179,11 +205,22 @@ def driver(config: str, n: int) -> None:
     res = Executor(cfg, cat, {client.name: client}, Journal(cat.conn)).apply(plan)
     t["apply"] = time.perf_counter()
     s = plan.summary()
-    print(json.dumps({"converge_groups": s["converge"], "planned_bytes_freed": s["bytes_freed"],
-                      "bytes_freed": res.bytes_freed, "failed": res.groups_failed, "status": res.status,
-                      "steps": sum(len(g.steps) for g in plan.groups),
-                      "seconds": {k: round(t[k] - t[prev], 3) for prev, k in
-                                  zip(["start", "scan", "snapshot", "plan"], ["scan", "snapshot", "plan", "apply"])}}))
+    print(
+        json.dumps(
+            {
+                "converge_groups": s["converge"],
+                "planned_bytes_freed": s["bytes_freed"],
+                "bytes_freed": res.bytes_freed,
+                "failed": res.groups_failed,
+                "status": res.status,
+                "steps": sum(len(g.steps) for g in plan.groups),
+                "seconds": {
+                    k: round(t[k] - t[prev], 3)
+                    for prev, k in zip(["start", "scan", "snapshot", "plan"], ["scan", "snapshot", "plan", "apply"])
+                },
+            }
+        )
+    )
 
 
 # --------------------------------------------------------------------------- zfs (optional)
@@ -191,6 +228,7 @@ def driver(config: str, n: int) -> None:
 
 def zfs_pool(base: Path, name: str) -> tuple[Path, callable]:
     from qbhook.sandbox.zfs import create_pools, destroy_pools
+
     pools = create_pools(base / f"zfs-{name}", names=("stash",), kind="zfs")
     root = Path(pools["stash"])
     return root, lambda: destroy_pools(pools)
@@ -203,8 +241,10 @@ def one_round(base: Path, pool_q: Path, pool_j: Path, n: int, dup_bytes: int, la
     before_q, before_j = distinct(pool_q), distinct(pool_j)
     lib_q = library_facts(pool_q, n)
     cfg = write_config(base / f"qbhook-{label}", pool_q, base / f"cold-{label}")
-    q = run_rss([sys.executable, str(Path(__file__).resolve()), "--driver", str(cfg), "-n", str(n)],
-                stdout_path=str(base / f"driver-{label}.json"))
+    q = run_rss(
+        [sys.executable, str(Path(__file__).resolve()), "--driver", str(cfg), "-n", str(n)],
+        stdout_path=str(base / f"driver-{label}.json"),
+    )
     out = json.loads(q.stdout)
     assert out["status"] == "done" and not out["failed"], out
     assert out["converge_groups"] == n, out
@@ -212,8 +252,14 @@ def one_round(base: Path, pool_q: Path, pool_j: Path, n: int, dup_bytes: int, la
     check(pool_q, n, before_q, lib_q, dup_bytes, "qbhook")
     j = run_rss(["jdupes", "-L", "-r", "-q", str(pool_j)])
     check(pool_j, n, before_j, {}, dup_bytes, "jdupes")
-    return {"qbhook": q.seconds, "qbhook_rss": q.maxrss_kib, "apply": out["seconds"]["apply"],
-            "phases": out["seconds"], "jdupes": j.seconds, "jdupes_rss": j.maxrss_kib}
+    return {
+        "qbhook": q.seconds,
+        "qbhook_rss": q.maxrss_kib,
+        "apply": out["seconds"]["apply"],
+        "phases": out["seconds"],
+        "jdupes": j.seconds,
+        "jdupes_rss": j.maxrss_kib,
+    }
 
 
 def main() -> int:
@@ -239,8 +285,11 @@ def main() -> int:
             dup_bytes = generate(pq, args.n, seed=r)
             assert generate(pj, args.n, seed=r) == dup_bytes
             rounds.append(one_round(base, pq, pj, args.n, dup_bytes, f"r{r}"))
-            print(f"round {r + 1}: qbhook {rounds[-1]['qbhook']:.2f} s (phases {rounds[-1]['phases']}), "
-                  f"jdupes -L {rounds[-1]['jdupes']:.2f} s; both freed exactly {dup_bytes:,} bytes", flush=True)
+            print(
+                f"round {r + 1}: qbhook {rounds[-1]['qbhook']:.2f} s (phases {rounds[-1]['phases']}), "
+                f"jdupes -L {rounds[-1]['jdupes']:.2f} s; both freed exactly {dup_bytes:,} bytes",
+                flush=True,
+            )
         zfs_row = None
         if args.zfs:
             pq, stop_q = zfs_pool(base, "q")
@@ -256,22 +305,44 @@ def main() -> int:
         cleanup(base, args.keep)
 
     med = {k: statistics.median(r[k] for r in rounds) for k in ("qbhook", "apply", "jdupes")}
-    rows = [["jdupes -L -r", f"{med['jdupes']:.2f}", "1.00x", f"{rounds[-1]['jdupes_rss'] / 1024:.0f}"],
-            ["qbhook: scan+hash+plan+apply", f"{med['qbhook']:.2f}", f"{med['qbhook'] / med['jdupes']:.2f}x",
-             f"{rounds[-1]['qbhook_rss'] / 1024:.0f}"],
-            ["qbhook: apply only (in the same process)", f"{med['apply']:.2f}",
-             f"{med['apply'] / med['jdupes']:.2f}x", "-"]]
+    rows = [
+        ["jdupes -L -r", f"{med['jdupes']:.2f}", "1.00x", f"{rounds[-1]['jdupes_rss'] / 1024:.0f}"],
+        [
+            "qbhook: scan+hash+plan+apply",
+            f"{med['qbhook']:.2f}",
+            f"{med['qbhook'] / med['jdupes']:.2f}x",
+            f"{rounds[-1]['qbhook_rss'] / 1024:.0f}",
+        ],
+        [
+            "qbhook: apply only (in the same process)",
+            f"{med['apply']:.2f}",
+            f"{med['apply'] / med['jdupes']:.2f}x",
+            "-",
+        ],
+    ]
     if zfs_row:
-        rows += [["zfs-fuse: jdupes -L -r", f"{zfs_row['jdupes']:.2f}", "1.00x", f"{zfs_row['jdupes_rss'] / 1024:.0f}"],
-                 ["zfs-fuse: qbhook whole", f"{zfs_row['qbhook']:.2f}", f"{zfs_row['qbhook'] / zfs_row['jdupes']:.2f}x",
-                  f"{zfs_row['qbhook_rss'] / 1024:.0f}"],
-                 ["zfs-fuse: qbhook apply only", f"{zfs_row['apply']:.2f}", f"{zfs_row['apply'] / zfs_row['jdupes']:.2f}x",
-                  "-"]]
+        rows += [
+            ["zfs-fuse: jdupes -L -r", f"{zfs_row['jdupes']:.2f}", "1.00x", f"{zfs_row['jdupes_rss'] / 1024:.0f}"],
+            [
+                "zfs-fuse: qbhook whole",
+                f"{zfs_row['qbhook']:.2f}",
+                f"{zfs_row['qbhook'] / zfs_row['jdupes']:.2f}x",
+                f"{zfs_row['qbhook_rss'] / 1024:.0f}",
+            ],
+            [
+                "zfs-fuse: qbhook apply only",
+                f"{zfs_row['apply']:.2f}",
+                f"{zfs_row['apply'] / zfs_row['jdupes']:.2f}x",
+                "-",
+            ],
+        ]
     print()
     print(table(["what", "seconds (median)", "vs jdupes", "peak RSS MiB"], rows))
     ratio = med["qbhook"] / med["jdupes"]
-    print(f"\ntarget qbhook <= 1.5x jdupes -L: {verdict(ratio <= 1.5)} ({ratio:.2f}x whole pipeline, "
-          f"{med['apply'] / med['jdupes']:.2f}x apply only)")
+    print(
+        f"\ntarget qbhook <= 1.5x jdupes -L: {verdict(ratio <= 1.5)} ({ratio:.2f}x whole pipeline, "
+        f"{med['apply'] / med['jdupes']:.2f}x apply only)"
+    )
     return 0
 
 

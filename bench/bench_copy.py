@@ -76,7 +76,7 @@ def part_copy(src_dir: Path, dst_dir: Path, size_mib: int) -> dict:
         dst = dst_dir / "cp.bin"
         t0 = time.perf_counter()
         subprocess.run(["cp", str(src), str(dst)], check=True)
-        subprocess.run(["sync", "-f", str(dst)], check=True)   # qbhook fsyncs; make cp pay the same
+        subprocess.run(["sync", "-f", str(dst)], check=True)  # qbhook fsyncs; make cp pay the same
         t_cp.append(time.perf_counter() - t0)
         drop(dst)
         dst = dst_dir / "qb.bin"
@@ -86,8 +86,14 @@ def part_copy(src_dir: Path, dst_dir: Path, size_mib: int) -> dict:
         drop(dst)
     drop(src)
     cp_s, qb_s = statistics.median(t_cp), statistics.median(t_qb)
-    return {"size_mib": size_mib, "cp_s": cp_s, "qbhook_s": qb_s, "cp_mibs": size_mib / cp_s,
-            "qbhook_mibs": size_mib / qb_s, "ratio": cp_s / qb_s}
+    return {
+        "size_mib": size_mib,
+        "cp_s": cp_s,
+        "qbhook_s": qb_s,
+        "cp_mibs": size_mib / cp_s,
+        "qbhook_mibs": size_mib / qb_s,
+        "ratio": cp_s / qb_s,
+    }
 
 
 def part_views(root: Path, n: int) -> dict:
@@ -121,19 +127,23 @@ def part_demotion(base: Path, payload_mib: int) -> list[dict]:
         save = sc.stash_seed / "tv"
         files = {"Show/e1.mkv": half, "Show/e2.mkv": half}
         write_payload(save, files, seed=11)
-        h_show = add_and_wait_seeding(client, make_torrent(save / "Show", base / "t/a.torrent"), save, tags=[NOHL],
-                                      timeout=600)
+        h_show = add_and_wait_seeding(
+            client, make_torrent(save / "Show", base / "t/a.torrent"), save, tags=[NOHL], timeout=600
+        )
         for k, root in enumerate(("Show.REPACK", "Show Season 1")):
             xs = sc.stash_seed / "cross-seed" / f"T{k}"
             for rel in files:
                 (xs / root).mkdir(parents=True, exist_ok=True)
                 os.link(save / rel, xs / root / Path(rel).name)
-            add_and_wait_seeding(client, make_torrent(xs / root, base / f"t/x{k}.torrent"), xs, tags=[NOHL], timeout=600)
+            add_and_wait_seeding(
+                client, make_torrent(xs / root, base / f"t/x{k}.torrent"), xs, tags=[NOHL], timeout=600
+            )
         # B: a payload already on the cold pool under another name
         mv = sc.stash_seed / "movies"
         write_payload(mv, {"Film/film.mkv": payload_mib * MiB}, seed=12)
-        h_film = add_and_wait_seeding(client, make_torrent(mv / "Film", base / "t/b.torrent"), mv, tags=[NOHL],
-                                      timeout=600)
+        h_film = add_and_wait_seeding(
+            client, make_torrent(mv / "Film", base / "t/b.torrent"), mv, tags=[NOHL], timeout=600
+        )
         other = sc.pool_seed / "movies/Film.PROPER"
         other.mkdir(parents=True)
         shutil.copy2(mv / "Film/film.mkv", other / "film.mkv")
@@ -141,14 +151,24 @@ def part_demotion(base: Path, payload_mib: int) -> list[dict]:
         cfg.write_text(json.dumps(sc.config_dict(base / "catalog.sqlite", qbt.url)))
         for case, h in (("3 siblings, no donor", h_show), ("payload already on pool", h_film)):
             before = used(sc.pool)
-            r = subprocess.run([sys.executable, "-m", "qbhook", "--config", str(cfg), "--json", "apply", "--yes",
-                                "--hash", h], capture_output=True, text=True)
+            r = subprocess.run(
+                [sys.executable, "-m", "qbhook", "--config", str(cfg), "--json", "apply", "--yes", "--hash", h],
+                capture_output=True,
+                text=True,
+            )
             summary = json.loads(r.stdout) if r.stdout.strip().startswith("{") else {}
             delta = used(sc.pool) - before
             payload = payload_mib * MiB
-            out.append({"case": case, "payload": payload, "pool_used_delta": delta,
-                        "bytes_copied": (summary.get("counters") or summary).get("bytes_copied"),
-                        "ratio": delta / payload, "exit": r.returncode})
+            out.append(
+                {
+                    "case": case,
+                    "payload": payload,
+                    "pool_used_delta": delta,
+                    "bytes_copied": (summary.get("counters") or summary).get("bytes_copied"),
+                    "ratio": delta / payload,
+                    "exit": r.returncode,
+                }
+            )
     finally:
         qbt.stop()
         destroy_pools(pools)
@@ -160,9 +180,11 @@ def main() -> None:
     ap.add_argument("--size-mib", type=int, default=2048)
     ap.add_argument("--payload-mib", type=int, default=256)
     ap.add_argument("--files", type=int, default=10_000)
-    ap.add_argument("--parts", default="copy,demotion,views",
-                    help="comma-separated subset of copy,demotion,views (before/after guard comparisons "
-                         "need only copy,views)")
+    ap.add_argument(
+        "--parts",
+        default="copy,demotion,views",
+        help="comma-separated subset of copy,demotion,views (before/after guard comparisons need only copy,views)",
+    )
     a = ap.parse_args()
     parts = set(a.parts.split(","))
     if os.geteuid() != 0:
@@ -183,20 +205,28 @@ def main() -> None:
     if c:
         print(f"1. copy {c['size_mib']} MiB across filesystems (tmpfs -> tmpfs, page cache), median of 3")
         print(f"   cp + sync          {c['cp_s']:7.2f} s  {c['cp_mibs']:8.0f} MiB/s")
-        print(f"   qbhook copy        {c['qbhook_s']:7.2f} s  {c['qbhook_mibs']:8.0f} MiB/s  "
-              "(staged, BLAKE3-verified, fsynced)")
-        print(f"   throughput ratio qbhook/cp: {c['ratio']:.2f}  "
-              f"(target >= 0.9: {'MET' if c['ratio'] >= 0.9 else 'MISSED'})")
+        print(
+            f"   qbhook copy        {c['qbhook_s']:7.2f} s  {c['qbhook_mibs']:8.0f} MiB/s  "
+            "(staged, BLAKE3-verified, fsynced)"
+        )
+        print(
+            f"   throughput ratio qbhook/cp: {c['ratio']:.2f}  "
+            f"(target >= 0.9: {'MET' if c['ratio'] >= 0.9 else 'MISSED'})"
+        )
     if d:
         print("2. bytes written on the cold pool per demotion (real qBittorrent, `qbhook apply --yes`)")
         for r in d:
-            print(f"   {r['case']:26} payload {r['payload'] / MiB:6.0f} MiB, pool grew "
-                  f"{r['pool_used_delta'] / MiB:7.1f} MiB (x{r['ratio']:.3f}), bytes_copied {r['bytes_copied']}, "
-                  f"exit {r['exit']}")
+            print(
+                f"   {r['case']:26} payload {r['payload'] / MiB:6.0f} MiB, pool grew "
+                f"{r['pool_used_delta'] / MiB:7.1f} MiB (x{r['ratio']:.3f}), bytes_copied {r['bytes_copied']}, "
+                f"exit {r['exit']}"
+            )
     if v:
         print(f"3. build a {v['files']:,}-file view by hardlinks")
         print(f"   cp -al             {v['cp_al_s']:7.2f} s")
-        print(f"   qbhook link_into   {v['qbhook_s']:7.2f} s  (ratio {v['ratio']:.2f}x cp -al; per file checks included)")
+        print(
+            f"   qbhook link_into   {v['qbhook_s']:7.2f} s  (ratio {v['ratio']:.2f}x cp -al; per file checks included)"
+        )
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ class Gen:
         need = size - 32
         while len(body) < need:
             take = min(need - len(body), len(self.block) - off)
-            body += self.block[off:off + take]
+            body += self.block[off : off + take]
             off = 0
         if middle_variant:
             body[len(body) // 2] ^= middle_variant & 0xFF or 1
@@ -99,7 +99,7 @@ def generate(base: Path, args) -> dict:
         s.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     written = 0
-    files = []          # (path, size, cid, variant)
+    files = []  # (path, size, cid, variant)
     n_folders = max(args.small // 20, 1)
 
     def target(i: int) -> Path:
@@ -113,10 +113,10 @@ def generate(base: Path, args) -> dict:
 
     specs = []
     cid = 0
-    for i in range(args.small):
+    for _ in range(args.small):
         specs.append((small_size(), cid, 0))
         cid += 1
-    for i in range(args.large):
+    for _ in range(args.large):
         specs.append((rng.randint(args.large_min, args.large_max) // 4096 * 4096, cid, 0))
         cid += 1
     # Same size + same head/tail, different middle: some large, some small.
@@ -126,7 +126,7 @@ def generate(base: Path, args) -> dict:
     # Copies: a share of files gets a duplicate (separate inode) somewhere in either pool.
     originals = list(specs)
     n_dup = int(len(originals) * args.dup_share / (1 - args.dup_share))
-    for k in range(n_dup):
+    for _ in range(n_dup):
         specs.append(rng.choice(originals))
     rng.shuffle(specs)
 
@@ -147,13 +147,21 @@ def generate(base: Path, args) -> dict:
     # A few empty files (ignored by everyone)
     for k in range(10):
         (seeding["stash"] / f"empty{k}.nfo").touch()
-    return {"files": len(files), "links": links, "bytes": written, "seconds": time.perf_counter() - t0,
-            "roots": roots, "contents": cid, "copies_made": n_dup}
+    return {
+        "files": len(files),
+        "links": links,
+        "bytes": written,
+        "seconds": time.perf_counter() - t0,
+        "roots": roots,
+        "contents": cid,
+        "copies_made": n_dup,
+    }
 
 
 def warm_cache(roots) -> None:
-    subprocess.run(["bash", "-c", "find \"$@\" -type f -exec cat {} + > /dev/null", "_",
-                    *map(str, roots.values())], check=True)
+    subprocess.run(
+        ["bash", "-c", "find \"$@\" -type f -exec cat {} + > /dev/null", "_", *map(str, roots.values())], check=True
+    )
 
 
 def parse_jdupes(text: str) -> list[list[str]]:
@@ -196,8 +204,9 @@ def parse_rdfind(path: Path) -> list[list[str]]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     ap.add_argument("--small", type=int, default=20000, help="small files (1-512 KiB) before copies (default 20000)")
     ap.add_argument("--large", type=int, default=40, help="large files before copies (default 40)")
     ap.add_argument("--large-min", type=int, default=8 * MiB, help="smallest large file in bytes (default 8 MiB)")
@@ -209,11 +218,15 @@ def main() -> int:
     ap.add_argument("--no-rdfind", action="store_true", help="skip rdfind")
     ap.add_argument("--tmpdir", default="/tmp", help="where the tree is generated (default /tmp)")
     ap.add_argument("--keep", action="store_true", help="keep the generated tree")
-    ap.add_argument("--cold", action="store_true",
-                    help="drop the page cache (sync; echo 3 > /proc/sys/vm/drop_caches: root, whole machine) "
-                         "before every timed run: pools far bigger than RAM are read from disk")
-    ap.add_argument("--compare", metavar="DIR",
-                    help="also time the qbhook package found in DIR (e.g. an older checkout)")
+    ap.add_argument(
+        "--cold",
+        action="store_true",
+        help="drop the page cache (sync; echo 3 > /proc/sys/vm/drop_caches: root, whole machine) "
+        "before every timed run: pools far bigger than RAM are read from disk",
+    )
+    ap.add_argument(
+        "--compare", metavar="DIR", help="also time the qbhook package found in DIR (e.g. an older checkout)"
+    )
     ap.add_argument("--compare-label", default="other", help="name for the --compare rows (default 'other')")
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
     args = ap.parse_args()
@@ -225,9 +238,11 @@ def main() -> int:
     try:
         info = generate(base, args)
         roots = info["roots"]
-        print(f"generated {info['files']:,} files ({info['bytes'] / 2**30:.2f} GiB, {info['copies_made']:,} "
-              f"copies) + {info['links']:,} hardlinks in {info['seconds']:.1f}s on {fstype_of(base)}",
-              file=sys.stderr)
+        print(
+            f"generated {info['files']:,} files ({info['bytes'] / 2**30:.2f} GiB, {info['copies_made']:,} "
+            f"copies) + {info['links']:,} hardlinks in {info['seconds']:.1f}s on {fstype_of(base)}",
+            file=sys.stderr,
+        )
         warm_cache(roots)
         dirs = [str(roots["stash"]), str(roots["pool"])]
         rows, res = [], {}
@@ -273,8 +288,9 @@ def main() -> int:
                         Path(str(base / f"catalog{vi}-{k - 1}.sqlite") + suffix).unlink(missing_ok=True)
                 cfgs[name] = write_config(base / f"config{vi}-{k}.yaml", cat, roots["stash"], roots["pool"])
                 prepare()
-                r = run_rss(qbhook_cmd(cfgs[name], "--json", "dupes"), stdout_path=str(base / f"qbhook{vi}.json"),
-                            env=env)
+                r = run_rss(
+                    qbhook_cmd(cfgs[name], "--json", "dupes"), stdout_path=str(base / f"qbhook{vi}.json"), env=env
+                )
                 firsts[name].append(r.seconds)
                 first_rss[name].append(r.maxrss_kib)
                 outs[name] = json.loads((base / f"qbhook{vi}.json").read_text())
@@ -282,47 +298,109 @@ def main() -> int:
         for _ in range(args.runs):
             for vi, (name, env) in enumerate(versions):
                 prepare()
-                warm_runs[name].append(run_rss(qbhook_cmd(cfgs[name], "--json", "dupes"),
-                                               stdout_path=str(base / f"qbhook{vi}-warm.json"), env=env))
+                warm_runs[name].append(
+                    run_rss(
+                        qbhook_cmd(cfgs[name], "--json", "dupes"),
+                        stdout_path=str(base / f"qbhook{vi}-warm.json"),
+                        env=env,
+                    )
+                )
         qres = {}
         for vi, (name, _env) in enumerate(versions):
             q, q2 = outs[name], json.loads((base / f"qbhook{vi}-warm.json").read_text())
-            assert (len(q2["sets"]), q2["reclaimable_bytes"]) == (len(q["sets"]), q["reclaimable_bytes"]), \
+            assert (len(q2["sets"]), q2["reclaimable_bytes"]) == (len(q["sets"]), q["reclaimable_bytes"]), (
                 f"{name}: warm run disagrees with first"
-            qres[name] = {"first": statistics.median(firsts[name]),
-                          "warm": statistics.median(r.seconds for r in warm_runs[name]),
-                          "sets": len(q["sets"]), "bytes": q["reclaimable_bytes"],
-                          "rss_first": max(first_rss[name]), "rss_warm": max(r.maxrss_kib for r in warm_runs[name])}
-            print(f"  {name}: first {qres[name]['first']:.2f}s, warm {qres[name]['warm']:.2f}s, "
-                  f"{qres[name]['sets']} sets", file=sys.stderr)
+            )
+            qres[name] = {
+                "first": statistics.median(firsts[name]),
+                "warm": statistics.median(r.seconds for r in warm_runs[name]),
+                "sets": len(q["sets"]),
+                "bytes": q["reclaimable_bytes"],
+                "rss_first": max(first_rss[name]),
+                "rss_warm": max(r.maxrss_kib for r in warm_runs[name]),
+            }
+            print(
+                f"  {name}: first {qres[name]['first']:.2f}s, warm {qres[name]['warm']:.2f}s, "
+                f"{qres[name]['sets']} sets",
+                file=sys.stderr,
+            )
         q_sets, q_bytes = qres["qbhook"]["sets"], qres["qbhook"]["bytes"]
 
         agree = all(q["sets"] == jd_sets and q["bytes"] == jd_bytes for q in qres.values()) and (
-            rd_sets is None or (q_sets == rd_sets and q_bytes == rd_bytes))
-        rows.append(["jdupes -r -q (baseline)", f"{jd:.2f}", "1.00x", str(jd_sets), f"{jd_bytes:,}",
-                     f"{max(r.maxrss_kib for r in jd_runs) / 1024:.0f}", "-"])
+            rd_sets is None or (q_sets == rd_sets and q_bytes == rd_bytes)
+        )
+        rows.append(
+            [
+                "jdupes -r -q (baseline)",
+                f"{jd:.2f}",
+                "1.00x",
+                str(jd_sets),
+                f"{jd_bytes:,}",
+                f"{max(r.maxrss_kib for r in jd_runs) / 1024:.0f}",
+                "-",
+            ]
+        )
         if rd is not None:
-            rows.append(["rdfind -dryrun true", f"{rd:.2f}", f"{jd / rd:.2f}x", str(rd_sets), f"{rd_bytes:,}",
-                         f"{max(r.maxrss_kib for r in rd_runs) / 1024:.0f}", "-"])
+            rows.append(
+                [
+                    "rdfind -dryrun true",
+                    f"{rd:.2f}",
+                    f"{jd / rd:.2f}x",
+                    str(rd_sets),
+                    f"{rd_bytes:,}",
+                    f"{max(r.maxrss_kib for r in rd_runs) / 1024:.0f}",
+                    "-",
+                ]
+            )
         for name, q in qres.items():
-            rows.append([f"{name} dupes, first run (empty catalog)", f"{q['first']:.2f}", f"{jd / q['first']:.2f}x",
-                         str(q["sets"]), f"{q['bytes']:,}", f"{q['rss_first'] / 1024:.0f}",
-                         f"no slower than jdupes: {verdict(q['first'] <= jd)}"])
-            rows.append([f"{name} dupes, warm run", f"{q['warm']:.2f}", f"{jd / q['warm']:.2f}x", str(q["sets"]),
-                         f"{q['bytes']:,}", f"{q['rss_warm'] / 1024:.0f}",
-                         f">= {WARM_TARGET}x faster than jdupes: {verdict(jd / q['warm'] >= WARM_TARGET)}"])
+            rows.append(
+                [
+                    f"{name} dupes, first run (empty catalog)",
+                    f"{q['first']:.2f}",
+                    f"{jd / q['first']:.2f}x",
+                    str(q["sets"]),
+                    f"{q['bytes']:,}",
+                    f"{q['rss_first'] / 1024:.0f}",
+                    f"no slower than jdupes: {verdict(q['first'] <= jd)}",
+                ]
+            )
+            rows.append(
+                [
+                    f"{name} dupes, warm run",
+                    f"{q['warm']:.2f}",
+                    f"{jd / q['warm']:.2f}x",
+                    str(q["sets"]),
+                    f"{q['bytes']:,}",
+                    f"{q['rss_warm'] / 1024:.0f}",
+                    f">= {WARM_TARGET}x faster than jdupes: {verdict(jd / q['warm'] >= WARM_TARGET)}",
+                ]
+            )
         print(f"\nmachine: {machine()}")
         print(f"{tool_version(['jdupes', '-v'])}; {tool_version(['rdfind', '-v'])}")
-        cache = ("page cache dropped before every run (--cold)" if args.cold else "page-cached (warm)")
-        print(f"tree: {info['files']:,} files, {info['bytes'] / 2**30:.2f} GiB, {info['links']:,} extra hardlinks, "
-              f"on {fstype_of(base)}, {cache}; median of {args.runs} runs; speed = jdupes time / this time; "
-              f"{rss_method()}\n")
-        print(table(["what", "seconds", "speed vs jdupes", "dup sets", "reclaimable bytes", "peak RSS MB",
-                     "target"], rows))
+        cache = "page cache dropped before every run (--cold)" if args.cold else "page-cached (warm)"
+        print(
+            f"tree: {info['files']:,} files, {info['bytes'] / 2**30:.2f} GiB, {info['links']:,} extra hardlinks, "
+            f"on {fstype_of(base)}, {cache}; median of {args.runs} runs; speed = jdupes time / this time; "
+            f"{rss_method()}\n"
+        )
+        print(
+            table(
+                ["what", "seconds", "speed vs jdupes", "dup sets", "reclaimable bytes", "peak RSS MB", "target"], rows
+            )
+        )
         print(f"\ncross-check (sets and reclaimable bytes equal for all tools): {'OK' if agree else 'MISMATCH'}")
-        res = {"files": info["files"], "bytes": info["bytes"], "links": info["links"], "cold": args.cold,
-               "jdupes": jd, "rdfind": rd, "qbhook": qres, "sets": {"jdupes": jd_sets, "rdfind": rd_sets},
-               "reclaimable": {"jdupes": jd_bytes, "rdfind": rd_bytes}, "agree": agree}
+        res = {
+            "files": info["files"],
+            "bytes": info["bytes"],
+            "links": info["links"],
+            "cold": args.cold,
+            "jdupes": jd,
+            "rdfind": rd,
+            "qbhook": qres,
+            "sets": {"jdupes": jd_sets, "rdfind": rd_sets},
+            "reclaimable": {"jdupes": jd_bytes, "rdfind": rd_bytes},
+            "agree": agree,
+        }
         if args.json:
             print(json.dumps(res, indent=2))
         if not agree:

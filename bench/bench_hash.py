@@ -108,22 +108,28 @@ def warm(files: list[Path]) -> None:
 
 def b3sum_digests(files: list[Path], extra: list[str]) -> dict:
     import subprocess
+
     out = subprocess.run(["b3sum", *extra, *map(str, files)], capture_output=True, text=True, check=True).stdout
     return {line.split("  ", 1)[1]: line.split("  ", 1)[0] for line in out.splitlines()}
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     ap.add_argument("--count", type=int, default=4, help="number of files (default 4)")
     ap.add_argument("--size", default="1G", help="size of each file, e.g. 1G, 256M (default 1G)")
     ap.add_argument("--runs", type=int, default=3, help="timed runs per tool, median taken (default 3)")
-    ap.add_argument("--bufs", default="1,4,8,16,64",
-                    help="BUF_SIZE values in MiB to try with hash_file (default 1,4,8,16,64)")
+    ap.add_argument(
+        "--bufs", default="1,4,8,16,64", help="BUF_SIZE values in MiB to try with hash_file (default 1,4,8,16,64)"
+    )
     ap.add_argument("--tmpdir", default="/tmp", help="where the files are written (default /tmp)")
     ap.add_argument("--keep", action="store_true", help="keep the files")
-    ap.add_argument("--compare", metavar="DIR",
-                    help="also time hash_file of the qbhook package found in DIR (e.g. an older checkout)")
+    ap.add_argument(
+        "--compare",
+        metavar="DIR",
+        help="also time hash_file of the qbhook package found in DIR (e.g. an older checkout)",
+    )
     ap.add_argument("--compare-label", default="other", help="name for the --compare row (default 'other')")
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
     args = ap.parse_args()
@@ -136,8 +142,9 @@ def main() -> int:
     if need > avail - 2 * (1 << 30):
         # Files must stay page-cached or we measure the disk, not the hasher.
         count = max(1, int((avail - 2 * (1 << 30)) // size))
-        print(f"only {avail / 2**30:.1f} GiB RAM available: using {count} files instead of {args.count}",
-              file=sys.stderr)
+        print(
+            f"only {avail / 2**30:.1f} GiB RAM available: using {count} files instead of {args.count}", file=sys.stderr
+        )
         args.count = count
         need = count * size
     base = workdir(args.tmpdir, "qbhook-bench-hash-")
@@ -157,13 +164,21 @@ def main() -> int:
             ("b3sum --no-mmap", ["b3sum", "--no-mmap", *names], False),
             ("b3sum (mmap, threads)", ["b3sum", *names], False),
             ("qbhook hash_file (as shipped: mmap in a worker process)", [*py, "hash_file", "0", *names], True),
-            (f"qbhook hash_file, read path (BUF_SIZE {default_buf // MiB} MiB)",
-             [*py, "hash_file_read", "0", *names], True),
+            (
+                f"qbhook hash_file, read path (BUF_SIZE {default_buf // MiB} MiB)",
+                [*py, "hash_file_read", "0", *names],
+                True,
+            ),
         ]
         for mib in (int(x) for x in args.bufs.split(",") if x.strip()):
             if mib * MiB != default_buf:
-                variants.append((f"qbhook hash_file, read path, BUF_SIZE {mib} MiB",
-                                 [*py, "hash_file_read", str(mib * MiB), *names], True))
+                variants.append(
+                    (
+                        f"qbhook hash_file, read path, BUF_SIZE {mib} MiB",
+                        [*py, "hash_file_read", str(mib * MiB), *names],
+                        True,
+                    )
+                )
         variants.append(("blake3-py update_mmap (reference)", [*py, "update_mmap", "0", *names], True))
         envs = {}
         if args.compare:
@@ -183,8 +198,11 @@ def main() -> int:
                     data = json.loads(r.stdout)
                     inner[label].append(data.pop("_seconds"))
                     assert data == ref, f"{label}: digests differ from b3sum"
-            print(f"  round {rnd + 1}/{args.runs}: " + ", ".join(f"{k.split(' (')[0]} {v[-1]:.2f}s"
-                                                              for k, v in walls.items()), file=sys.stderr)
+            print(
+                f"  round {rnd + 1}/{args.runs}: "
+                + ", ".join(f"{k.split(' (')[0]} {v[-1]:.2f}s" for k, v in walls.items()),
+                file=sys.stderr,
+            )
         results = {k: statistics.median(v) for k, v in walls.items()}
         inproc = {k: statistics.median(v) for k, v in inner.items()}
         shipped = variants[2][0]
@@ -195,21 +213,51 @@ def main() -> int:
             inner = inproc.get(label)
             tgt = "-"
             if label.startswith("qbhook"):
-                tgt = (f">= {TARGET}x b3sum: {verdict(base_mm / sec >= TARGET)} (process), "
-                       f"{verdict(base_mm / inner >= TARGET)} (in-process)")
-            rows.append([label, f"{sec:.3f}", f"{inner:.3f}" if inner else "-", f"{gib / sec:.2f}",
-                         f"{base_nm / sec:.2f}x", f"{base_mm / sec:.2f}x",
-                         f"{base_mm / inner:.2f}x" if inner else "-", tgt])
+                tgt = (
+                    f">= {TARGET}x b3sum: {verdict(base_mm / sec >= TARGET)} (process), "
+                    f"{verdict(base_mm / inner >= TARGET)} (in-process)"
+                )
+            rows.append(
+                [
+                    label,
+                    f"{sec:.3f}",
+                    f"{inner:.3f}" if inner else "-",
+                    f"{gib / sec:.2f}",
+                    f"{base_nm / sec:.2f}x",
+                    f"{base_mm / sec:.2f}x",
+                    f"{base_mm / inner:.2f}x" if inner else "-",
+                    tgt,
+                ]
+            )
         print(f"\nmachine: {machine()}")
-        print(f"{tool_version(['b3sum', '--version'])}; blake3-py {_blake3_version()}; {args.count} x "
-              f"{size / 2**30:.2f} GiB page-cached on {fstype_of(base)}; median of {args.runs} runs; "
-              "speed = baseline time / this time (higher is faster)\n")
-        print(table(["what", "process s", "in-process s", "GiB/s (process)", "vs b3sum --no-mmap",
-                     "vs b3sum", "vs b3sum (in-process)", "target"], rows))
-        print("\nprocess s: whole process incl. Python start-up and imports (~0.1 s); in-process s: only the "
-              "hashing calls (b3sum's start-up is ~1 ms, so its process time is its hashing time)")
-        print(f"as shipped -> {base_mm / results[shipped]:.2f}x b3sum (process), "
-              f"{base_mm / inproc[shipped]:.2f}x (in-process)")
+        print(
+            f"{tool_version(['b3sum', '--version'])}; blake3-py {_blake3_version()}; {args.count} x "
+            f"{size / 2**30:.2f} GiB page-cached on {fstype_of(base)}; median of {args.runs} runs; "
+            "speed = baseline time / this time (higher is faster)\n"
+        )
+        print(
+            table(
+                [
+                    "what",
+                    "process s",
+                    "in-process s",
+                    "GiB/s (process)",
+                    "vs b3sum --no-mmap",
+                    "vs b3sum",
+                    "vs b3sum (in-process)",
+                    "target",
+                ],
+                rows,
+            )
+        )
+        print(
+            "\nprocess s: whole process incl. Python start-up and imports (~0.1 s); in-process s: only the "
+            "hashing calls (b3sum's start-up is ~1 ms, so its process time is its hashing time)"
+        )
+        print(
+            f"as shipped -> {base_mm / results[shipped]:.2f}x b3sum (process), "
+            f"{base_mm / inproc[shipped]:.2f}x (in-process)"
+        )
         if args.json:
             print(json.dumps({"gib": gib, "seconds": results, "in_process_seconds": inproc}, indent=2))
     finally:
@@ -220,8 +268,9 @@ def main() -> int:
 def _blake3_version() -> str:
     try:
         from importlib.metadata import version
+
         return version("blake3")
-    except Exception:  # noqa: BLE001
+    except Exception:
         return "?"
 
 

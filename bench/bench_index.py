@@ -62,7 +62,7 @@ def make_items(data: Path, n: int, files: int) -> list[tuple[str, bytes]]:
             (root / sub / f"f{j}.bin").write_bytes(content)
             blob += content
             entries.append({"length": len(content), "path": [sub, f"f{j}.bin"]})
-        pieces = b"".join(hashlib.sha1(blob[k:k + PIECE]).digest() for k in range(0, len(blob), PIECE))
+        pieces = b"".join(hashlib.sha1(blob[k : k + PIECE]).digest() for k in range(0, len(blob), PIECE))
         info = {"name": name, "piece length": PIECE, "pieces": pieces, "files": entries, "private": 1}
         out.append((hashlib.sha1(bencode(info)).hexdigest(), bencode({"announce": DEAD_ANNOUNCE, "info": info})))
     return out
@@ -71,7 +71,7 @@ def make_items(data: Path, n: int, files: int) -> list[tuple[str, bytes]]:
 class Counter:
     def __init__(self, client: QbtClient):
         self.n = 0
-        client.version()                      # logs in: the session exists from here on
+        client.version()  # logs in: the session exists from here on
         client._api._session.hooks["response"].append(self._hook)
         self.n = 0
 
@@ -84,15 +84,20 @@ def explain_cost(cfg_path: Path, args: list[str]) -> tuple[float, str]:
     import shutil
     import subprocess
     import tempfile
+
     cmd = [sys.executable, "-m", "qbhook", "--config", str(cfg_path), "--json", *args]
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=args[0] != "status", capture_output=True, cwd="/")   # status: 1 without a server
+    subprocess.run(cmd, check=args[0] != "status", capture_output=True, cwd="/")  # status: 1 without a server
     secs = time.perf_counter() - t0
     if not shutil.which("strace"):
         return secs, "?"
     with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
-        subprocess.run(["strace", "-f", "-c", "-o", out.name, "-e", "trace=lstat,stat,newfstatat,statx,fstatat64",
-                        *cmd], check=False, capture_output=True, cwd="/")
+        subprocess.run(
+            ["strace", "-f", "-c", "-o", out.name, "-e", "trace=lstat,stat,newfstatat,statx,fstatat64", *cmd],
+            check=False,
+            capture_output=True,
+            cwd="/",
+        )
         total = [ln for ln in out.read().splitlines() if ln.strip().endswith("total")]
     return secs, total[0].split()[3] if total else "?"
 
@@ -121,30 +126,35 @@ def serve_memory(cfg_path: Path, work: Path, cat: Catalog, sweeps: int = 2, time
     import signal
 
     import yaml
+
     conf = yaml.safe_load(cfg_path.read_text())
     import socket
-    with socket.socket() as probe:          # a free loopback port for the webhook listener
+
+    with socket.socket() as probe:  # a free loopback port for the webhook listener
         probe.bind(("127.0.0.1", 0))
         free_port = probe.getsockname()[1]
     conf["server"] = {"listen": "127.0.0.1", "port": free_port, "sweep_interval": "5s", "token": "bench-token"}
     serve_cfg = work / "serve.yaml"
     serve_cfg.write_text(yaml.safe_dump(conf))
     before = cat.conn.execute("SELECT count(*) FROM scans WHERE finished_at IS NOT NULL").fetchone()[0]
-    proc = subprocess.Popen([sys.executable, "-m", "qbhook", "--config", str(serve_cfg), "serve"],
-                            stdout=subprocess.DEVNULL, stderr=open(work / "serve.log", "wb"), cwd="/")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qbhook", "--config", str(serve_cfg), "serve"],
+        stdout=subprocess.DEVNULL,
+        stderr=open(work / "serve.log", "wb"),  # noqa: SIM115  (the child owns it for its lifetime)
+        cwd="/",
+    )
     t0 = time.perf_counter()
     samples: list[int] = []
     try:
         while time.perf_counter() - t0 < timeout:
             if proc.poll() is not None:
-                raise SystemExit(f"qbhook serve exited ({proc.returncode}): "
-                                 f"{(work / 'serve.log').read_text()[-2000:]}")
+                raise SystemExit(f"qbhook serve exited ({proc.returncode}): {(work / 'serve.log').read_text()[-2000:]}")
             st = _proc_status(proc.pid)
             if "VmRSS" in st:
                 samples.append(st["VmRSS"])
             done = cat.conn.execute("SELECT count(*) FROM scans WHERE finished_at IS NOT NULL").fetchone()[0] - before
             if done >= 2 * sweeps:
-                time.sleep(3)      # the sweep goes on after its scans (index sync, plan): let it end
+                time.sleep(3)  # the sweep goes on after its scans (index sync, plan): let it end
                 break
             time.sleep(0.2)
         else:
@@ -158,10 +168,12 @@ def serve_memory(cfg_path: Path, work: Path, cat: Catalog, sweeps: int = 2, time
             proc.kill()
             proc.wait()
     hwm = st.get("VmHWM", max(samples, default=0))
-    return (f"qbhook serve (pid {proc.pid}) after {sweeps} sweeps of this bed: peak RSS (VmHWM) "
-            f"{hwm / 1024:.0f} MiB, RSS now {st.get('VmRSS', 0) / 1024:.0f} MiB, largest sampled RSS "
-            f"{max(samples, default=0) / 1024:.0f} MiB ({len(samples)} samples, 0.2 s apart, "
-            f"{time.perf_counter() - t0:.0f} s); target < 300 MB: {'MET' if hwm * 1024 < 300e6 else 'MISSED'}")
+    return (
+        f"qbhook serve (pid {proc.pid}) after {sweeps} sweeps of this bed: peak RSS (VmHWM) "
+        f"{hwm / 1024:.0f} MiB, RSS now {st.get('VmRSS', 0) / 1024:.0f} MiB, largest sampled RSS "
+        f"{max(samples, default=0) / 1024:.0f} MiB ({len(samples)} samples, 0.2 s apart, "
+        f"{time.perf_counter() - t0:.0f} s); target < 300 MB: {'MET' if hwm * 1024 < 300e6 else 'MISSED'}"
+    )
 
 
 def measured(label: str, fn, counter: Counter) -> list:
@@ -178,8 +190,11 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=36)
     ap.add_argument("--baseline", action="store_true", help="also list torrents() + files() per torrent")
     ap.add_argument("--sweep", action="store_true", help="also time two whole sweeps (scan + sync + plan)")
-    ap.add_argument("--serve", action="store_true",
-                    help="with --sweep: also run a real `qbhook serve` on the bed and read its RSS from /proc")
+    ap.add_argument(
+        "--serve",
+        action="store_true",
+        help="with --sweep: also run a real `qbhook serve` on the bed and read its RSS from /proc",
+    )
     ap.add_argument("--rounds", type=int, default=3, help="rounds of unchanged sweep vs find (default 3)")
     ap.add_argument("--base", default="/tmp")
     ap.add_argument("--keep", action="store_true")
@@ -199,8 +214,10 @@ def main() -> None:
         t0 = time.perf_counter()
         load_qbt(raw, items, data)
         load_s = (time.perf_counter() - t0) + wait_for(
-            "qBittorrent added", lambda: sum(1 for t in raw.torrents_info()
-                                             if str(t["content_path"]).startswith("/")), args.items)
+            "qBittorrent added",
+            lambda: sum(1 for t in raw.torrents_info() if str(t["content_path"]).startswith("/")),
+            args.items,
+        )
         cat = Catalog.open(work / "catalog.sqlite")
 
         def client():
@@ -220,7 +237,7 @@ def main() -> None:
         raw.torrents_add_tags(tags="benched", torrent_hashes=hs[:5])
         for h in hs[5:]:
             raw.torrents_rename(torrent_hash=h, new_torrent_name=f"Renamed.{h[:8]}")
-        time.sleep(1.5)   # let qBittorrent's state settle into the next sync answer
+        time.sleep(1.5)  # let qBittorrent's state settle into the next sync answer
         rows.append(measured("4. after 10 torrents changed", lambda: sync_client(cat, c2), n2))
         idx = TorrentIndex(cat.conn)
         present = idx.torrents()
@@ -230,18 +247,26 @@ def main() -> None:
         assert all(changed[h].category == "bench" for h in hs[:5])
         assert all(changed[h].name.startswith("Renamed.") for h in hs[5:])
         if args.baseline:
+
             def per_item():
                 infos = c2.torrents()
                 return sum(len(c2.files(t.hash)) for t in infos)
+
             rows.append(measured("5. without index: torrents() + files() each", per_item, n2))
         if args.sweep:
             import yaml
 
             from qbhook.config import load_config
             from qbhook.events.worker import sweep
+
             conf = yaml.safe_load(cfg_path.read_text())
-            conf["qbittorrent"] = {"name": "qbt", "url": qbt.url, "username": qbt.username,
-                                   "password": qbt.password, "timeout": 600}
+            conf["qbittorrent"] = {
+                "name": "qbt",
+                "url": qbt.url,
+                "username": qbt.username,
+                "password": qbt.password,
+                "timeout": 600,
+            }
             conf["policy"] = {"demote_require_tag": "bench-never"}
             cfg_path.write_text(yaml.safe_dump(conf))
             cfg = load_config(cfg_path)
@@ -252,10 +277,18 @@ def main() -> None:
                 out = sweep(cfg, cat, [c2])
                 dt = time.perf_counter() - t0
                 sweeps.append(out)
-                rows.append([label, n2.n, f"{dt:.2f}", f"{out['index'][0]['mode']}/{out['index_listing']}",
-                             out["index"][0]["files_fetched"]])
+                rows.append(
+                    [
+                        label,
+                        n2.n,
+                        f"{dt:.2f}",
+                        f"{out['index'][0]['mode']}/{out['index_listing']}",
+                        out["index"][0]["files_fetched"],
+                    ]
+                )
             # The same sweep with the snapshot listing every torrent's files live, as before the index.
             import qbhook.catalog.indexer as indexer_mod
+
             real_view = indexer_mod.snapshot_view
             indexer_mod.snapshot_view = lambda *a, **k: None
             try:
@@ -265,30 +298,41 @@ def main() -> None:
                 dt = time.perf_counter() - t0
             finally:
                 indexer_mod.snapshot_view = real_view
-            rows.append(["   same sweep, files listed live (no index)", n2.n, f"{dt:.2f}",
-                         f"{out['index'][0]['mode']}/{out['index_listing']}", out["index"][0]["files_fetched"]])
+            rows.append(
+                [
+                    "   same sweep, files listed live (no index)",
+                    n2.n,
+                    f"{dt:.2f}",
+                    f"{out['index'][0]['mode']}/{out['index_listing']}",
+                    out["index"][0]["files_fetched"],
+                ]
+            )
             assert out["plan"] == sweeps[-1]["plan"], "the index and the live listing must plan the same"
             # An unchanged sweep against a bare `find` walk of both pools, rounds interleaved.
             finds, unchanged = [], []
             for _ in range(args.rounds):
                 t0 = time.perf_counter()
-                subprocess.run(["find", str(stash), str(pool), "-printf", "%i %s %T@ %p\n"], check=True,
-                               stdout=subprocess.DEVNULL)
+                subprocess.run(
+                    ["find", str(stash), str(pool), "-printf", "%i %s %T@ %p\n"], check=True, stdout=subprocess.DEVNULL
+                )
                 finds.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
                 sweep(cfg, cat, [c2])
                 unchanged.append(time.perf_counter() - t0)
             f_med, s_med = statistics.median(finds), statistics.median(unchanged)
-            sweep_vs_find = (f"unchanged sweep {s_med:.2f} s vs bare find of both pools {f_med:.2f} s "
-                             f"(medians of {args.rounds}, interleaved): {s_med / f_med:.2f}x (target <= 1.5x: "
-                             f"{'MET' if s_med / f_med <= 1.5 else 'MISSED'}); sweeps {_fmt(unchanged)}, "
-                             f"finds {_fmt(finds)}")
+            sweep_vs_find = (
+                f"unchanged sweep {s_med:.2f} s vs bare find of both pools {f_med:.2f} s "
+                f"(medians of {args.rounds}, interleaved): {s_med / f_med:.2f}x (target <= 1.5x: "
+                f"{'MET' if s_med / f_med <= 1.5 else 'MISSED'}); sweeps {_fmt(unchanged)}, "
+                f"finds {_fmt(finds)}"
+            )
             # explain one torrent in its own process: right after the sweeps (recent full scan),
             # and forced to rescan (--max-scan-age 0), as explain did before; stat calls by strace.
-            for label, extra in (("7. explain HASH (recent full scan)", ["explain", items[0][0]]),
-                                 ("   explain HASH --max-scan-age 0 (walks)",
-                                  ["explain", items[0][0], "--max-scan-age", "0"]),
-                                 ("   reference: qbhook --json status (startup, imports)", ["status"])):
+            for label, extra in (
+                ("7. explain HASH (recent full scan)", ["explain", items[0][0]]),
+                ("   explain HASH --max-scan-age 0 (walks)", ["explain", items[0][0], "--max-scan-age", "0"]),
+                ("   reference: qbhook --json status (startup, imports)", ["status"]),
+            ):
                 secs, stats = explain_cost(cfg_path, extra)
                 rows.append([label, "-", f"{secs:.2f}", f"{stats} stat calls", "-"])
             print(f"sweep plans: {sweeps[-1]['plan']}")
@@ -297,11 +341,16 @@ def main() -> None:
 
         print(f"machine: {machine()}")
         print(f"qbittorrent-nox {c1.version()} (Web API {c1.api_version()})")
-        print(f"bed: {args.items} torrents x {args.files} files = {nfiles} files (generated in {gen_s:.1f}s, "
-              f"loaded in {load_s:.1f}s skip-checking); catalog {work / 'catalog.sqlite'}")
+        print(
+            f"bed: {args.items} torrents x {args.files} files = {nfiles} files (generated in {gen_s:.1f}s, "
+            f"loaded in {load_s:.1f}s skip-checking); catalog {work / 'catalog.sqlite'}"
+        )
         import resource
-        print(f"peak RSS of this process (bench + index syncs{' + sweeps' if args.sweep else ''}): "
-              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+        print(
+            f"peak RSS of this process (bench + index syncs{' + sweeps' if args.sweep else ''}): "
+            f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+        )
         print("targets: unchanged sync <= 10 requests; after 10 changes <= 10 + 2 x 10 = 30\n")
         print(table(["sync", "HTTP requests", "seconds", "mode", "file lists fetched"], rows))
         if args.sweep:

@@ -44,13 +44,17 @@ def start_server(tmp: Path, port: int) -> subprocess.Popen:
         (tmp / d).mkdir(parents=True, exist_ok=True)
     cfg = {
         "catalog": str(tmp / "catalog.sqlite"),
-        "pools": {"stash": {"path": str(tmp / "stash"), "role": "primary"}, "pool": {"path": str(tmp / "pool"), "role": "cold"}},
+        "pools": {
+            "stash": {"path": str(tmp / "stash"), "role": "primary"},
+            "pool": {"path": str(tmp / "pool"), "role": "cold"},
+        },
         "seeding_roots": {"stash": str(tmp / "stash/s"), "pool": str(tmp / "pool/s")},
         "qbittorrent": {"url": "http://127.0.0.1:1", "username": "admin", "password": "x", "timeout": 1},
         "server": {"listen": "127.0.0.1", "port": port, "token_env": "BENCH_TOKEN"},
     }
     (tmp / "config.yaml").write_text(json.dumps(cfg))
     from qbhook.sandbox.serve import start_serve
+
     return start_serve(tmp / "config.yaml", port, {"BENCH_TOKEN": TOKEN}, log=tmp / "serve.log")
 
 
@@ -63,18 +67,49 @@ def bench_hooks(tmp: Path, port: int, n: int) -> dict:
     times, base = [], []
     for i in range(n):
         h = f"{i:040x}"
-        args = [sh, str(hooks / "qbt-hook.sh"), "added", h, "-", h, f"Some Name {i} [x]", "movies", "a,b",
-                f"/data/seeding/Some Name {i}", f"/data/seeding/Some Name {i}", "/data/seeding", "3", "123456"]
+        args = [
+            sh,
+            str(hooks / "qbt-hook.sh"),
+            "added",
+            h,
+            "-",
+            h,
+            f"Some Name {i} [x]",
+            "movies",
+            "a,b",
+            f"/data/seeding/Some Name {i}",
+            f"/data/seeding/Some Name {i}",
+            "/data/seeding",
+            "3",
+            "123456",
+        ]
         t0 = time.perf_counter()
         subprocess.run(args, check=True, capture_output=True)
         times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        subprocess.run(["curl", "-s", "-o", "/dev/null", "-H", f"X-Qbhook-Token: {TOKEN}",
-                        "--data-urlencode", "event=added", "--data-urlencode", f"K={h}",
-                        f"http://127.0.0.1:{port}/hook/qbittorrent"], check=True)
+        subprocess.run(
+            [
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-H",
+                f"X-Qbhook-Token: {TOKEN}",
+                "--data-urlencode",
+                "event=added",
+                "--data-urlencode",
+                f"K={h}",
+                f"http://127.0.0.1:{port}/hook/qbittorrent",
+            ],
+            check=True,
+        )
         base.append(time.perf_counter() - t0)
-    return {"n": n, "p50_ms": statistics.median(times) * 1000, "p95_ms": pct(times, 95) * 1000,
-            "curl_p50_ms": statistics.median(base) * 1000}
+    return {
+        "n": n,
+        "p50_ms": statistics.median(times) * 1000,
+        "p95_ms": pct(times, 95) * 1000,
+        "curl_p50_ms": statistics.median(base) * 1000,
+    }
 
 
 def bench_webhooks(port: int, total: int, conc: int) -> dict:
@@ -92,15 +127,28 @@ def bench_webhooks(port: int, total: int, conc: int) -> dict:
             if i is None:
                 break
             h = f"{i + 10**9:040X}"
-            body = json.dumps({"eventType": "Download", "instanceName": "Radarr", "applicationUrl": "",
-                               "movie": {"id": i, "title": f"M{i}", "folderPath": f"/movies/M{i}"},
-                               "movieFile": {"id": i, "relativePath": "m.mkv", "path": f"/movies/M{i}/m.mkv",
-                                             "sourcePath": f"/data/seeding/M{i}/m.mkv"},
-                               "downloadClient": "qBittorrent", "downloadClientType": "qBittorrent",
-                               "downloadId": h})
+            body = json.dumps(
+                {
+                    "eventType": "Download",
+                    "instanceName": "Radarr",
+                    "applicationUrl": "",
+                    "movie": {"id": i, "title": f"M{i}", "folderPath": f"/movies/M{i}"},
+                    "movieFile": {
+                        "id": i,
+                        "relativePath": "m.mkv",
+                        "path": f"/movies/M{i}/m.mkv",
+                        "sourcePath": f"/data/seeding/M{i}/m.mkv",
+                    },
+                    "downloadClient": "qBittorrent",
+                    "downloadClientType": "qBittorrent",
+                    "downloadId": h,
+                }
+            )
             t0 = time.perf_counter()
             try:
-                conn.request("POST", "/webhook/radarr", body, {"Content-Type": "application/json", "X-Qbhook-Token": TOKEN})
+                conn.request(
+                    "POST", "/webhook/radarr", body, {"Content-Type": "application/json", "X-Qbhook-Token": TOKEN}
+                )
                 r = conn.getresponse()
                 r.read()
             except OSError as e:
@@ -123,9 +171,16 @@ def bench_webhooks(port: int, total: int, conc: int) -> dict:
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    return {"requests": total, "accepted": len(accepted), "errors": len(errors), "seconds": wall,
-            "rate": total / wall, "p50_ms": statistics.median(lat) * 1000, "p99_ms": pct(lat, 99) * 1000,
-            "_accepted": accepted}
+    return {
+        "requests": total,
+        "accepted": len(accepted),
+        "errors": len(errors),
+        "seconds": wall,
+        "rate": total / wall,
+        "p50_ms": statistics.median(lat) * 1000,
+        "p99_ms": pct(lat, 99) * 1000,
+        "_accepted": accepted,
+    }
 
 
 def check_exactly_once(catalog: Path, accepted: list[str]) -> tuple[int, int, int]:
@@ -147,6 +202,7 @@ def main() -> None:
     a = ap.parse_args()
     sys.path.insert(0, str(REPO))
     from qbhook.sandbox.qbt import free_port
+
     tmp = Path(tempfile.mkdtemp(prefix="qbhook-bench-intake-"))
     port = free_port()
     proc = start_server(tmp, port)
@@ -155,6 +211,7 @@ def main() -> None:
         wh = bench_webhooks(port, a.requests, a.concurrency)
     finally:
         from qbhook.sandbox.serve import stop_serve
+
         stop_serve(proc, timeout=60)
     n, missing, dup = check_exactly_once(tmp / "catalog.sqlite", wh.pop("_accepted"))
     print(f"{'what':44} {'value':>10}")
@@ -163,7 +220,7 @@ def main() -> None:
     print(f"{'baseline: one bare curl POST p50 (ms)':44} {hk['curl_p50_ms']:10.1f}")
     print(f"{'ratio hook / bare curl':44} {hk['p50_ms'] / hk['curl_p50_ms']:10.2f}")
     print(f"{'webhooks sent':44} {wh['requests']:10d}")
-    print(f"{'achieved rate (req/s, {} client threads)'.format(a.concurrency):44} {wh['rate']:10.0f}")
+    print(f"{f'achieved rate (req/s, {a.concurrency} client threads)':44} {wh['rate']:10.0f}")
     print(f"{'latency p50 (ms)':44} {wh['p50_ms']:10.1f}")
     print(f"{'latency p99 (ms)':44} {wh['p99_ms']:10.1f}")
     print(f"{'accepted (202) / errors':44} {wh['accepted']:>5d} / {wh['errors']:<3d}")

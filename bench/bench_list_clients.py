@@ -67,7 +67,7 @@ def make_items(data: Path, n: int, files: int) -> list[tuple[str, bytes]]:
             (root / f"f{j}.bin").write_bytes(content)
             blob += content
             entries.append({"length": len(content), "path": [f"f{j}.bin"]})
-        pieces = b"".join(hashlib.sha1(blob[k:k + PIECE]).digest() for k in range(0, len(blob), PIECE))
+        pieces = b"".join(hashlib.sha1(blob[k : k + PIECE]).digest() for k in range(0, len(blob), PIECE))
         info = {"name": name, "piece length": PIECE, "pieces": pieces, "files": entries, "private": 1}
         torrent = bencode({"announce": DEAD_ANNOUNCE, "info": info})
         out.append((hashlib.sha1(bencode(info)).hexdigest(), torrent))
@@ -77,16 +77,21 @@ def make_items(data: Path, n: int, files: int) -> list[tuple[str, bytes]]:
 def load_rtorrent(rt: RtorrentInstance, items, data: Path, batch: int = 200) -> None:
     rpc = rt.rpc(timeout=120)
     for k in range(0, len(items), batch):
-        calls = [{"methodName": "load.raw_start",
-                  "params": ["", xmlrpc.client.Binary(t), f"d.directory.set={data}"]}
-                 for _, t in items[k:k + batch]]
+        calls = [
+            {"methodName": "load.raw_start", "params": ["", xmlrpc.client.Binary(t), f"d.directory.set={data}"]}
+            for _, t in items[k : k + batch]
+        ]
         rpc.call("system.multicall", calls)
 
 
 def load_qbt(client, items, data: Path, batch: int = 100) -> None:
     for k in range(0, len(items), batch):
-        res = client.torrents_add(torrent_files=[t for _, t in items[k:k + batch]], save_path=str(data),
-                                  is_skip_checking=True, use_auto_torrent_management=False)
+        res = client.torrents_add(
+            torrent_files=[t for _, t in items[k : k + batch]],
+            save_path=str(data),
+            is_skip_checking=True,
+            use_auto_torrent_management=False,
+        )
         if res != "Ok.":
             raise SystemExit(f"qBittorrent refused a batch: {res!r}")
 
@@ -134,16 +139,21 @@ def main() -> None:
         load_rtorrent(rt, items, data)
         rt_rpc = rt.rpc(timeout=300)
         rt_load_s = (time.perf_counter() - t0) + wait_for(
-            "rtorrent hashed", lambda: sum(1 for h, c in rt_rpc.call("d.multicall2", "", "main", "d.hashing=",
-                                                                      "d.complete=") if not h and c),
-            args.items)
+            "rtorrent hashed",
+            lambda: sum(
+                1 for h, c in rt_rpc.call("d.multicall2", "", "main", "d.hashing=", "d.complete=") if not h and c
+            ),
+            args.items,
+        )
         t0 = time.perf_counter()
         raw_qbt = qbt.client()
         load_qbt(raw_qbt, items, data)
         # right after an add qBittorrent 4.5 reports a relative content_path for a moment
         qbt_load_s = (time.perf_counter() - t0) + wait_for(
-            "qBittorrent added", lambda: sum(1 for t in raw_qbt.torrents_info()
-                                             if str(t["content_path"]).startswith("/")), args.items)
+            "qBittorrent added",
+            lambda: sum(1 for t in raw_qbt.torrents_info() if str(t["content_path"]).startswith("/")),
+            args.items,
+        )
 
         def per_item(client):
             infos = client.torrents()
@@ -157,27 +167,47 @@ def main() -> None:
         rt_naive_s, rt_naive_counts = timed(lambda: per_item(rtc), args.repeat)
         rt_batch_s, rt_batch_counts = timed(batched, args.repeat)
         want = (args.items * args.files, args.items)
-        for label, counts in (("qBittorrent", qbt_counts), ("rTorrent per item", rt_naive_counts),
-                              ("rTorrent batched", rt_batch_counts)):
+        for label, counts in (
+            ("qBittorrent", qbt_counts),
+            ("rTorrent per item", rt_naive_counts),
+            ("rTorrent batched", rt_batch_counts),
+        ):
             if counts != want:
                 raise SystemExit(f"{label} listed {counts[1]} torrents / {counts[0]} files, expected {want}")
         listing_only_s, _ = timed(rtc.torrents, args.repeat)
 
         print(f"machine: {machine()}")
-        print(f"clients: {tool_version(['rtorrent', '-h'])}; qbittorrent-nox {qbc.version()} "
-              f"(Web API {qbc.api_version()})")
-        print(f"items: {args.items} torrents x {args.files} files = {args.items * args.files} files "
-              f"(generated in {gen_s:.1f}s; loaded: rtorrent {rt_load_s:.1f}s incl. hashing, "
-              f"qBittorrent {qbt_load_s:.1f}s skip-checking)")
+        print(
+            f"clients: {tool_version(['rtorrent', '-h'])}; qbittorrent-nox {qbc.version()} "
+            f"(Web API {qbc.api_version()})"
+        )
+        print(
+            f"items: {args.items} torrents x {args.files} files = {args.items * args.files} files "
+            f"(generated in {gen_s:.1f}s; loaded: rtorrent {rt_load_s:.1f}s incl. hashing, "
+            f"qBittorrent {qbt_load_s:.1f}s skip-checking)"
+        )
         print(f"median of {args.repeat} runs, every torrent with its files through qbhook's adapters:\n")
-        print(table(["client / method", "round trips", "seconds", "vs qBittorrent"], [
-            ["qBittorrent: torrents() + files() each", 2 * args.items + 1, f"{qbt_s:.2f}", "1.00x"],
-            ["rTorrent: torrents() + files() each", 2 * args.items + 1, f"{rt_naive_s:.2f}",
-             f"{qbt_s / rt_naive_s:.2f}x faster"],
-            ["rTorrent: torrents_with_files() (multicall)", 1 + -(-args.items // 500), f"{rt_batch_s:.2f}",
-             f"{qbt_s / rt_batch_s:.2f}x faster"],
-            ["rTorrent: torrents() only (d.multicall2)", 1, f"{listing_only_s:.2f}", "-"],
-        ]))
+        print(
+            table(
+                ["client / method", "round trips", "seconds", "vs qBittorrent"],
+                [
+                    ["qBittorrent: torrents() + files() each", 2 * args.items + 1, f"{qbt_s:.2f}", "1.00x"],
+                    [
+                        "rTorrent: torrents() + files() each",
+                        2 * args.items + 1,
+                        f"{rt_naive_s:.2f}",
+                        f"{qbt_s / rt_naive_s:.2f}x faster",
+                    ],
+                    [
+                        "rTorrent: torrents_with_files() (multicall)",
+                        1 + -(-args.items // 500),
+                        f"{rt_batch_s:.2f}",
+                        f"{qbt_s / rt_batch_s:.2f}x faster",
+                    ],
+                    ["rTorrent: torrents() only (d.multicall2)", 1, f"{listing_only_s:.2f}", "-"],
+                ],
+            )
+        )
     finally:
         rt.stop()
         qbt.stop()

@@ -37,7 +37,7 @@ from qbhook.config import PolicyConfig
 try:
     from qbhook.decide.facts import FileFact, InodeFact, PoolFact, Snapshot, TorrentFact
     from qbhook.decide.planner import make_plan
-except ImportError:     # a --compare checkout from before the package move (issue 10)
+except ImportError:  # a --compare checkout from before the package move (issue 10)
     from qbhook.facts import FileFact, InodeFact, PoolFact, Snapshot, TorrentFact
     from qbhook.planner import make_plan
 
@@ -65,8 +65,10 @@ def build(n_torrents: int, per: int, seed: int = 1) -> Snapshot:
             ino += 1
             size = rng.randrange(1, 4 << 30)
             digest = f"{ino:064x}"
-            seeding = tuple(sys.intern(f"{root}/{'movies' if s == 0 else f'cross-seed/T{s}'}/R{i}/f{f}.mkv")
-                            for s in range(siblings))
+            seeding = tuple(
+                sys.intern(f"{root}/{'movies' if s == 0 else f'cross-seed/T{s}'}/R{i}/f{f}.mkv")
+                for s in range(siblings)
+            )
             other = (f"{LIB}/M{i}/f{f}.mkv",) if library and f == 0 else ()
             key = (fs, ino)
             inodes[key] = InodeFact(fs, ino, size, len(seeding) + len(other), digest, seeding, other)
@@ -74,15 +76,31 @@ def build(n_torrents: int, per: int, seed: int = 1) -> Snapshot:
             keys.append((key, size))
         for s in range(siblings):
             base = save if s == 0 else f"{root}/cross-seed/T{s}"
-            files = tuple(FileFact(n, f"R{i}/f{n}.mkv", size, sys.intern(f"{base}/R{i}/f{n}.mkv"), key)
-                          for n, (key, size) in enumerate(keys))
-            torrents.append(TorrentFact(hash=f"{i:08x}{s:032x}", instance="default", name=f"R{i}", state="stalledUP",
-                                        progress=1.0, save_path=base, files=files, tags=frozenset({"~noHL"}),
-                                        completion_on=1.0))
+            files = tuple(
+                FileFact(n, f"R{i}/f{n}.mkv", size, sys.intern(f"{base}/R{i}/f{n}.mkv"), key)
+                for n, (key, size) in enumerate(keys)
+            )
+            torrents.append(
+                TorrentFact(
+                    hash=f"{i:08x}{s:032x}",
+                    instance="default",
+                    name=f"R{i}",
+                    state="stalledUP",
+                    progress=1.0,
+                    save_path=base,
+                    files=files,
+                    tags=frozenset({"~noHL"}),
+                    completion_on=1.0,
+                )
+            )
         i += siblings
-    pools = (PoolFact("stash", "primary", "/stash", S, FS_S, 10**15), PoolFact("pool", "cold", "/pool", P, FS_P, 10**15))
-    return Snapshot(torrents=tuple(torrents[:n_torrents]), inodes=inodes, pools=pools, content=content, existing={},
-                    now=2.0)
+    pools = (
+        PoolFact("stash", "primary", "/stash", S, FS_S, 10**15),
+        PoolFact("pool", "cold", "/pool", P, FS_P, 10**15),
+    )
+    return Snapshot(
+        torrents=tuple(torrents[:n_torrents]), inodes=inodes, pools=pools, content=content, existing={}, now=2.0
+    )
 
 
 def measure(n_torrents: int, per: int, cap: int) -> dict:
@@ -99,16 +117,41 @@ def measure(n_torrents: int, per: int, cap: int) -> dict:
     plan = make_plan(snap, PolicyConfig(max_groups_per_run=cap))
     t_plan = time.perf_counter() - t1
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {"torrents": len(snap.torrents), "files": n_files, "inodes": len(snap.inodes), "groups": len(plan.groups),
-            "summary": plan.summary(), "steps": sum(len(g.steps) for g in plan.groups), "t_build": t_build,
-            "t_plan": t_plan, "rss_start": rss0, "rss_snap": rss_snap, "peak_build": peak_build, "peak": rss}
+    return {
+        "torrents": len(snap.torrents),
+        "files": n_files,
+        "inodes": len(snap.inodes),
+        "groups": len(plan.groups),
+        "summary": plan.summary(),
+        "steps": sum(len(g.steps) for g in plan.groups),
+        "t_build": t_build,
+        "t_plan": t_plan,
+        "rss_start": rss0,
+        "rss_snap": rss_snap,
+        "peak_build": peak_build,
+        "peak": rss,
+    }
 
 
 def _in_child(tree: str, a) -> dict:
     env = {**os.environ, "QBHOOK_BENCH_TREE": tree}
-    out = subprocess.run([sys.executable, __file__, "--json", "--torrents", str(a.torrents), "--files-per-torrent",
-                          str(a.files_per_torrent), "--cap", str(a.cap)], env=env, check=True, capture_output=True,
-                         text=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--json",
+            "--torrents",
+            str(a.torrents),
+            "--files-per-torrent",
+            str(a.files_per_torrent),
+            "--cap",
+            str(a.cap),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -124,36 +167,50 @@ def _cpu() -> str:
 
 def _report(label: str, m: dict) -> None:
     s = m["summary"]
-    print(f"[{label}] snapshot: {m['torrents']:,} torrents, {m['files']:,} files, {m['inodes']:,} inodes, "
-          f"{m['groups']:,} groups")
-    print(f"[{label}] decisions: {s['demote']:,} demote, {s['promote']:,} promote, {s['stay']:,} stay, "
-          f"{s['blocked']:,} blocked, {s['skip']:,} skip; steps: {m['steps']:,}")
+    print(
+        f"[{label}] snapshot: {m['torrents']:,} torrents, {m['files']:,} files, {m['inodes']:,} inodes, "
+        f"{m['groups']:,} groups"
+    )
+    print(
+        f"[{label}] decisions: {s['demote']:,} demote, {s['promote']:,} promote, {s['stay']:,} stay, "
+        f"{s['blocked']:,} blocked, {s['skip']:,} skip; steps: {m['steps']:,}"
+    )
     print(f"{'what':38} {'seconds':>8} {'ratio':>7}")
     print(f"{'baseline: build the snapshot':38} {m['t_build']:8.2f} {1.0:7.2f}")
     print(f"{'qbhook: make_plan':38} {m['t_plan']:8.2f} {m['t_plan'] / m['t_build']:7.2f}")
     rss, cap = m["peak"], m.get("cap")
-    print(f"cap: {cap or 'none'}; RSS holding the snapshot: {m['rss_snap'] / 1024:.0f} MiB; peak RSS: "
-          f"{rss / 1024:.0f} MiB (at start {m['rss_start'] / 1024:.0f} MiB; peak while building the snapshot "
-          f"{m['peak_build'] / 1024:.0f} MiB)")
-    print(f"target < 10 s and < 1024 MiB: {'MET' if m['t_plan'] < 10 and rss < 1024 * 1024 else 'MISSED'}"
-          f" (time {'MET' if m['t_plan'] < 10 else 'MISSED'}, memory {'MET' if rss < 1024 * 1024 else 'MISSED'})")
+    print(
+        f"cap: {cap or 'none'}; RSS holding the snapshot: {m['rss_snap'] / 1024:.0f} MiB; peak RSS: "
+        f"{rss / 1024:.0f} MiB (at start {m['rss_start'] / 1024:.0f} MiB; peak while building the snapshot "
+        f"{m['peak_build'] / 1024:.0f} MiB)"
+    )
+    print(
+        f"target < 10 s and < 1024 MiB: {'MET' if m['t_plan'] < 10 and rss < 1024 * 1024 else 'MISSED'}"
+        f" (time {'MET' if m['t_plan'] < 10 else 'MISSED'}, memory {'MET' if rss < 1024 * 1024 else 'MISSED'})"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--torrents", type=int, default=50_000)
     ap.add_argument("--files-per-torrent", type=int, default=20)
-    ap.add_argument("--cap", type=int, default=50,
-                    help="policy.max_groups_per_run (default 50 as shipped; 0: build steps for every group)")
+    ap.add_argument(
+        "--cap",
+        type=int,
+        default=50,
+        help="policy.max_groups_per_run (default 50 as shipped; 0: build steps for every group)",
+    )
     ap.add_argument("--compare", metavar="DIR", help="also measure the qbhook package in this checkout")
     ap.add_argument("--compare-label", default="other", help="name for the --compare rows (default 'other')")
-    ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)   # a --compare child's answer
+    ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # a --compare child's answer
     a = ap.parse_args()
     if a.json:
         print(json.dumps({**measure(a.torrents, a.files_per_torrent, a.cap), "cap": a.cap}))
         return
-    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {_cpu()}, load average "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {_cpu()}, load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     if not a.compare:
         _report("this", {**measure(a.torrents, a.files_per_torrent, a.cap), "cap": a.cap})
         return

@@ -138,14 +138,17 @@ print(r.files_seen, time.perf_counter() - t0)
 
 def bench_root(label: str, base: Path, stash: Path, pool: Path, args) -> tuple[list[list], dict]:
     info = generate_tree(stash, args.files, args.folders, args.link_share)
-    print(f"[{label}] generated {info['files']:,} files + {info['links']:,} hardlinks in "
-          f"{args.folders:,} folders ({info['seconds']:.1f}s) on {fstype_of(stash)}", file=sys.stderr)
+    print(
+        f"[{label}] generated {info['files']:,} files + {info['links']:,} hardlinks in "
+        f"{args.folders:,} folders ({info['seconds']:.1f}s) on {fstype_of(stash)}",
+        file=sys.stderr,
+    )
     # qbhook versions to time: this checkout, and optionally another one (--compare DIR)
     versions = [("qbhook", None)]
     if args.compare:
         versions.append((f"qbhook@{args.compare_label}", env_with_pythonpath(args.compare)))
     find_cmd = ["find", str(stash), "-printf", "%i %s %T@ %p\n"]
-    run_rss(find_cmd)    # warm the cache before anything is timed
+    run_rss(find_cmd)  # warm the cache before anything is timed
 
     cfgs, firsts, base_rss = {}, {}, {}
     for name, env in versions:
@@ -162,13 +165,24 @@ def bench_root(label: str, base: Path, stash: Path, pool: Path, args) -> tuple[l
     for _ in range(args.runs):
         finds.append(run_rss(find_cmd))
         walks.append(run_rss([sys.executable, "-c", FLOOR_WALK, str(stash)]).seconds)
-        loads.append(float(run_rss([sys.executable, "-c", FLOOR_LOAD, str(catalog0)], stdout_path=str(base / "floor.out"),
-                                   env=env_with_pythonpath(str(Path(__file__).resolve().parents[1]))
-                                   ).stdout.split()[1]))
-        sweeper.append(float(run_rss([sys.executable, "-c", FLOOR_SWEEPER, str(cfgs["qbhook"])],
-                                     stdout_path=str(base / "sweeper.out"),
-                                     env=env_with_pythonpath(str(Path(__file__).resolve().parents[1]))
-                                     ).stdout.split()[1]))
+        loads.append(
+            float(
+                run_rss(
+                    [sys.executable, "-c", FLOOR_LOAD, str(catalog0)],
+                    stdout_path=str(base / "floor.out"),
+                    env=env_with_pythonpath(str(Path(__file__).resolve().parents[1])),
+                ).stdout.split()[1]
+            )
+        )
+        sweeper.append(
+            float(
+                run_rss(
+                    [sys.executable, "-c", FLOOR_SWEEPER, str(cfgs["qbhook"])],
+                    stdout_path=str(base / "sweeper.out"),
+                    env=env_with_pythonpath(str(Path(__file__).resolve().parents[1])),
+                ).stdout.split()[1]
+            )
+        )
         for name, env in versions:
             r, res = scan_once(cfgs[name], env)
             assert (res["added"], res["changed"], res["removed"]) == (0, 0, 0), res
@@ -177,17 +191,44 @@ def bench_root(label: str, base: Path, stash: Path, pool: Path, args) -> tuple[l
     find_med = statistics.median(r.seconds for r in finds)
     paths = info["paths"]
     walk_med, load_med = statistics.median(walks), statistics.median(loads)
-    rows = [[label, "find -printf (baseline)", f"{find_med:.3f}", "1.00x", "-", "-"],
-            [label, "floor: bare Python walk (scandir + lstat, own process)", f"{walk_med:.3f}",
-             f"{walk_med / find_med:.2f}x", "-", "-"],
-            [label, "floor: load_pool_signatures() alone (in-process)", f"{load_med:.3f}",
-             f"{load_med / find_med:.2f}x", "-", "-"]]
+    rows = [
+        [label, "find -printf (baseline)", f"{find_med:.3f}", "1.00x", "-", "-"],
+        [
+            label,
+            "floor: bare Python walk (scandir + lstat, own process)",
+            f"{walk_med:.3f}",
+            f"{walk_med / find_med:.2f}x",
+            "-",
+            "-",
+        ],
+        [
+            label,
+            "floor: load_pool_signatures() alone (in-process)",
+            f"{load_med:.3f}",
+            f"{load_med / find_med:.2f}x",
+            "-",
+            "-",
+        ],
+    ]
     sweep_med = statistics.median(sweeper)
-    rows.append([label, "qbhook rescan by a long-lived Catalog (serve's sweeper; in-process, 2nd rescan)",
-                 f"{sweep_med:.3f}", f"{sweep_med / find_med:.2f}x", "-",
-                 f"<= {RESCAN_TARGET}x: {verdict(sweep_med / find_med <= RESCAN_TARGET)}"])
-    result = {"label": label, "paths": paths, "find": find_med, "floor_walk": walk_med, "floor_load": load_med,
-              "sweeper_rescan": sweep_med}
+    rows.append(
+        [
+            label,
+            "qbhook rescan by a long-lived Catalog (serve's sweeper; in-process, 2nd rescan)",
+            f"{sweep_med:.3f}",
+            f"{sweep_med / find_med:.2f}x",
+            "-",
+            f"<= {RESCAN_TARGET}x: {verdict(sweep_med / find_med <= RESCAN_TARGET)}",
+        ]
+    )
+    result = {
+        "label": label,
+        "paths": paths,
+        "find": find_med,
+        "floor_walk": walk_med,
+        "floor_load": load_med,
+        "sweeper_rescan": sweep_med,
+    }
     for name, _env in versions:
         first = firsts[name]
         re_med = statistics.median(r.seconds for r in rescans[name])
@@ -197,37 +238,67 @@ def bench_root(label: str, base: Path, stash: Path, pool: Path, args) -> tuple[l
         per_m_first = (rss_first - base_rss[name]) / 1024 / paths * 1e6
         per_m_re = (rss_re - base_rss[name]) / 1024 / paths * 1e6
         rows += [
-            [label, f"{name} scan, first (empty catalog)", f"{first.seconds:.3f}",
-             f"{first.seconds / find_med:.2f}x", f"{rss_first / 1024:.0f} MB ({per_m_first:.0f} MB/1M)", "-"],
-            [label, f"{name} scan, unchanged rescan", f"{re_med:.3f}", f"{re_med / find_med:.2f}x",
-             f"{rss_re / 1024:.0f} MB ({per_m_re:.0f} MB/1M)",
-             (f"<= {RESCAN_TARGET}x: {verdict(re_med / find_med <= RESCAN_TARGET)}; "
-              f"< {MB_PER_MILLION_TARGET} MB/1M: {verdict(max(per_m_first, per_m_re) < MB_PER_MILLION_TARGET)}")],
+            [
+                label,
+                f"{name} scan, first (empty catalog)",
+                f"{first.seconds:.3f}",
+                f"{first.seconds / find_med:.2f}x",
+                f"{rss_first / 1024:.0f} MB ({per_m_first:.0f} MB/1M)",
+                "-",
+            ],
+            [
+                label,
+                f"{name} scan, unchanged rescan",
+                f"{re_med:.3f}",
+                f"{re_med / find_med:.2f}x",
+                f"{rss_re / 1024:.0f} MB ({per_m_re:.0f} MB/1M)",
+                (
+                    f"<= {RESCAN_TARGET}x: {verdict(re_med / find_med <= RESCAN_TARGET)}; "
+                    f"< {MB_PER_MILLION_TARGET} MB/1M: {verdict(max(per_m_first, per_m_re) < MB_PER_MILLION_TARGET)}"
+                ),
+            ],
             [label, "  of which in-process scan_pool()", f"{in_med:.3f}", f"{in_med / find_med:.2f}x", "-", "-"],
         ]
-        result[name] = {"first": first.seconds, "rescan": re_med, "rescan_inproc": in_med,
-                        "rss_base_mb": base_rss[name] / 1024, "rss_first_mb": rss_first / 1024,
-                        "rss_rescan_mb": rss_re / 1024, "mb_per_million": max(per_m_first, per_m_re)}
-        print(f"[{label}] {name}: first {first.seconds:.3f}s, rescan {re_med:.3f}s (in-process {in_med:.3f}s), "
-              f"find {find_med:.3f}s", file=sys.stderr)
+        result[name] = {
+            "first": first.seconds,
+            "rescan": re_med,
+            "rescan_inproc": in_med,
+            "rss_base_mb": base_rss[name] / 1024,
+            "rss_first_mb": rss_first / 1024,
+            "rss_rescan_mb": rss_re / 1024,
+            "mb_per_million": max(per_m_first, per_m_re),
+        }
+        print(
+            f"[{label}] {name}: first {first.seconds:.3f}s, rescan {re_med:.3f}s (in-process {in_med:.3f}s), "
+            f"find {find_med:.3f}s",
+            file=sys.stderr,
+        )
     return rows, result
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     ap.add_argument("--files", type=int, default=200_000, help="regular files to generate (default 200000)")
     ap.add_argument("--folders", type=int, default=2000, help="torrent folders (default 2000)")
-    ap.add_argument("--link-share", type=float, default=0.1,
-                    help="share of torrent folders also hardlinked into the library (default 0.1)")
+    ap.add_argument(
+        "--link-share",
+        type=float,
+        default=0.1,
+        help="share of torrent folders also hardlinked into the library (default 0.1)",
+    )
     ap.add_argument("--runs", type=int, default=3, help="timed runs per measurement, median taken (default 3)")
     ap.add_argument("--tmpdir", default="/tmp", help="where the tree is generated (default /tmp)")
     ap.add_argument("--zfs", action="store_true", help="also run on a zfs-fuse pool (root, zfs-fuse running)")
     ap.add_argument("--zfs-only", action="store_true", help="only the zfs-fuse run")
     ap.add_argument("--zfs-size", default="4G", help="size of the sparse zfs-fuse pool image (default 4G)")
     ap.add_argument("--keep", action="store_true", help="keep the generated tree")
-    ap.add_argument("--compare", metavar="DIR",
-                    help="also time the qbhook package found in DIR (e.g. an older checkout) in the same rounds")
+    ap.add_argument(
+        "--compare",
+        metavar="DIR",
+        help="also time the qbhook package found in DIR (e.g. an older checkout) in the same rounds",
+    )
     ap.add_argument("--compare-label", default="other", help="name for the --compare rows (default 'other')")
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
     args = ap.parse_args()
@@ -246,6 +317,7 @@ def main() -> int:
             cleanup(base, args.keep)
     if args.zfs or args.zfs_only:
         from qbhook.sandbox.zfs import create_pools, destroy_pools, ensure_zfs_fuse
+
         if not ensure_zfs_fuse():
             raise SystemExit("zfs-fuse is not available (run scripts/install-system-deps.sh as root)")
         base = workdir(args.tmpdir, "qbhook-bench-scan-zfs-")
@@ -261,8 +333,10 @@ def main() -> int:
             cleanup(base, args.keep)
 
     print(f"\nmachine: {machine()}")
-    print(f"find: {tool_version(['find', '--version'])}; runs per timing: {args.runs} (median, rounds "
-          f"interleaved), warm cache; {rss_method()}\n")
+    print(
+        f"find: {tool_version(['find', '--version'])}; runs per timing: {args.runs} (median, rounds "
+        f"interleaved), warm cache; {rss_method()}\n"
+    )
     print(table(["fs", "what", "seconds", "vs find", "peak RSS (per 1M paths)", "target"], rows))
     if args.json:
         print(json.dumps(results, indent=2))

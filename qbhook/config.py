@@ -47,8 +47,8 @@ class PoolConfig:
     name: str
     path: Path
     role: str  # "primary" (libraries live here) or "cold" (seed-only)
-    seeding_root: Path                   # the first seeding root: where qbhook builds new views
-    more_seeding_roots: tuple[Path, ...] = ()   # further seeding roots (e.g. cross-seed's link folder)
+    seeding_root: Path  # the first seeding root: where qbhook builds new views
+    more_seeding_roots: tuple[Path, ...] = ()  # further seeding roots (e.g. cross-seed's link folder)
 
     @property
     def seeding_roots(self) -> tuple[Path, ...]:
@@ -145,26 +145,26 @@ class ServerConfig:
 
 @dataclass(frozen=True)
 class NotifyConfig:
-    urls: tuple[str, ...] = field(repr=False, default=())   # apprise URLs (they carry tokens)
+    urls: tuple[str, ...] = field(repr=False, default=())  # apprise URLs (they carry tokens)
     urls_env: str | None = None
     urls_file: Path | None = None
-    min_interval: float = 300.0          # at most one message per this many seconds (batched)
-    blocked_after: float = 24 * 3600.0   # report a group blocked this long (0: never)
-    free_space_below: int = 0            # report a pool with less free space (0: never)
+    min_interval: float = 300.0  # at most one message per this many seconds (batched)
+    blocked_after: float = 24 * 3600.0  # report a group blocked this long (0: never)
+    free_space_below: int = 0  # report a pool with less free space (0: never)
 
 
 @dataclass(frozen=True)
 class Config:
     catalog: Path
     pools: tuple[PoolConfig, ...]
-    qbittorrent: tuple[QbtConfig, ...]    # every qBittorrent, from `qbittorrent:` and `clients:`
+    qbittorrent: tuple[QbtConfig, ...]  # every qBittorrent, from `qbittorrent:` and `clients:`
     policy: PolicyConfig = PolicyConfig()
     scan: ScanConfig = ScanConfig()
     server: ServerConfig = ServerConfig()
     notify: NotifyConfig = NotifyConfig()
     lock_dir: Path | None = None
     source: Path | None = None
-    rtorrent: tuple[RtorrentConfig, ...] = ()    # `clients:` entries of type rtorrent
+    rtorrent: tuple[RtorrentConfig, ...] = ()  # `clients:` entries of type rtorrent
 
     @property
     def clients(self) -> tuple[ClientConfig, ...]:
@@ -183,7 +183,9 @@ class Config:
         for p in self.pools:
             if p.name == name:
                 return p
-        raise ConfigError("pools", f"no pool named {name!r}", hint=f"known pools: {', '.join(p.name for p in self.pools)}")
+        raise ConfigError(
+            "pools", f"no pool named {name!r}", hint=f"known pools: {', '.join(p.name for p in self.pools)}"
+        )
 
     def pool_of(self, path: Path | str) -> PoolConfig | None:
         """The pool whose path contains ``path`` (lexically; callers pass host paths)."""
@@ -234,9 +236,12 @@ def find_config_path(explicit: str | os.PathLike | None) -> Path:
     for cand in DEFAULT_CONFIG_PATHS:
         if Path(cand).exists():
             return Path(cand)
-    raise ConfigError(None, "no configuration file found",
-                      hint="pass --config PATH, set QBHOOK_CONFIG, or create /etc/qbhook/config.yaml "
-                           "(start from config.example.yaml)")
+    raise ConfigError(
+        None,
+        "no configuration file found",
+        hint="pass --config PATH, set QBHOOK_CONFIG, or create /etc/qbhook/config.yaml "
+        "(start from config.example.yaml)",
+    )
 
 
 def load_config(path: str | os.PathLike, env: dict[str, str] | None = None) -> Config:
@@ -251,8 +256,9 @@ def load_config(path: str | os.PathLike, env: dict[str, str] | None = None) -> C
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
-        raise ConfigError(None, f"{path} is not UTF-8 text (byte {raw[e.start]:#04x} on line {line})",
-                          hint="save the file as UTF-8") from None
+        raise ConfigError(
+            None, f"{path} is not UTF-8 text (byte {raw[e.start]:#04x} on line {line})", hint="save the file as UTF-8"
+        ) from None
     data = parse_yaml(text, str(path))
     cfg = parse_config(data, env=os.environ if env is None else env, base_dir=path.parent)
     return replace(cfg, source=path)
@@ -267,7 +273,7 @@ def parse_yaml(text: str, name: str = "config") -> Any:
         where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
         what = " ".join(str(e.problem or e.context or "malformed").split())
         raise ConfigError(None, f"{where} is not valid YAML: {what}") from None
-    except Exception as e:  # noqa: BLE001 - PyYAML's own failures on odd input, see below
+    except Exception as e:
         # Not only YAMLError: PyYAML raises ValueError for impossible timestamps
         # (2001-13-45), AttributeError for '!!timestamp x', RecursionError for deep
         # nesting. All of them mean the text is not a document we can read.
@@ -279,8 +285,22 @@ def parse_config(data: Any, *, env: dict[str, str] | None = None, base_dir: Path
     env = dict(os.environ) if env is None else env
     if not isinstance(data, dict):
         raise ConfigError(None, f"the file must contain a mapping of settings (got {type(data).__name__})")
-    _no_unknown(data, ("catalog", "pools", "seeding_roots", "qbittorrent", "clients", "policy", "scan", "server",
-                       "lock_dir", "notify"), "")
+    _no_unknown(
+        data,
+        (
+            "catalog",
+            "pools",
+            "seeding_roots",
+            "qbittorrent",
+            "clients",
+            "policy",
+            "scan",
+            "server",
+            "lock_dir",
+            "notify",
+        ),
+        "",
+    )
 
     catalog = _abs_path(_required(data, "catalog", ""), "catalog")
     pools = _parse_pools(data)
@@ -291,10 +311,17 @@ def parse_config(data: Any, *, env: dict[str, str] | None = None, base_dir: Path
     server = _parse_server(data.get("server"), env, base_dir)
     notify = _parse_notify(data.get("notify"), env, base_dir)
     lock_dir = _abs_path(data["lock_dir"], "lock_dir") if data.get("lock_dir") is not None else None
-    return Config(catalog=catalog, pools=pools,
-                  qbittorrent=tuple(c for c in clients if isinstance(c, QbtConfig)),
-                  rtorrent=tuple(c for c in clients if isinstance(c, RtorrentConfig)),
-                  policy=policy, scan=scan, server=server, notify=notify, lock_dir=lock_dir)
+    return Config(
+        catalog=catalog,
+        pools=pools,
+        qbittorrent=tuple(c for c in clients if isinstance(c, QbtConfig)),
+        rtorrent=tuple(c for c in clients if isinstance(c, RtorrentConfig)),
+        policy=policy,
+        scan=scan,
+        server=server,
+        notify=notify,
+        lock_dir=lock_dir,
+    )
 
 
 # --------------------------------------------------------------------------- field kinds
@@ -305,8 +332,8 @@ def parse_config(data: Any, *, env: dict[str, str] | None = None, base_dir: Path
 
 Reader = Callable[[Any, str], Any]
 
-_MAX_SECONDS = 10 * 365 * 86400.0   # ten years: longer is a typo, and overflows timers
-_MAX_INT = 2**63 - 1                # what SQLite (and every C timer) can hold
+_MAX_SECONDS = 10 * 365 * 86400.0  # ten years: longer is a typo, and overflows timers
+_MAX_INT = 2**63 - 1  # what SQLite (and every C timer) can hold
 
 
 def _number(value: Any, key: str, what: str) -> float | int:
@@ -323,28 +350,36 @@ def _got(value: Any, limit: int = 60) -> str:
         return "a number with more than 30 digits"
     try:
         text = repr(value)
-    except Exception:  # noqa: BLE001 - a message must never fail
+    except Exception:
         return type(value).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _bounds(v: float, key: str, lo: float, hi: float, lo_open: bool, unit: str = "") -> None:
     def show(x: float) -> str:
-        return f"{x:g}" if isinstance(x, float) else (str(x) if abs(x) < 10**30 else "a number with more than 30 digits")
+        return (
+            f"{x:g}" if isinstance(x, float) else (str(x) if abs(x) < 10**30 else "a number with more than 30 digits")
+        )
+
     if v < lo or (lo_open and v == lo):
-        raise ConfigError(key, f"must be {'greater than' if lo_open else 'at least'} {show(lo)}{unit} (got {show(v)}{unit})")
+        raise ConfigError(
+            key, f"must be {'greater than' if lo_open else 'at least'} {show(lo)}{unit} (got {show(v)}{unit})"
+        )
     if v > hi:
         raise ConfigError(key, f"must be at most {show(hi)}{unit} (got {show(v)}{unit})")
 
 
 def duration(*, positive: bool = False) -> Reader:
     """Seconds: a number, or a string with a unit (30s, 5m, 2h, 1d, 1w)."""
+
     def read(value: Any, key: str) -> float:
         if isinstance(value, str):
             try:
                 seconds = parse_duration(value)
             except ValueError:
-                raise ConfigError(key, f"cannot read {_got(value)} as a duration (examples: 30, 30s, 5m, 2h, 1d)") from None
+                raise ConfigError(
+                    key, f"cannot read {_got(value)} as a duration (examples: 30, 30s, 5m, 2h, 1d)"
+                ) from None
         else:
             seconds = _number(value, key, "a duration (seconds, or e.g. 30s, 5m, 2h, 1d)")
             try:
@@ -353,17 +388,21 @@ def duration(*, positive: bool = False) -> Reader:
                 seconds = math.inf
         _bounds(seconds, key, 0.0, _MAX_SECONDS, positive, "s")
         return seconds
+
     return read
 
 
 def size(*, positive: bool = False) -> Reader:
     """Bytes: a whole number, or a string with a unit (500MB = 500*10^6, 10GiB = 10*2^30)."""
+
     def read(value: Any, key: str) -> int:
         if isinstance(value, str):
             try:
                 n = parse_size(value)
             except ValueError:
-                raise ConfigError(key, f"cannot read {_got(value)} as a size (examples: 262144, 256KiB, 500MB, 10GiB)") from None
+                raise ConfigError(
+                    key, f"cannot read {_got(value)} as a size (examples: 262144, 256KiB, 500MB, 10GiB)"
+                ) from None
         else:
             n = _number(value, key, "a size (bytes, or e.g. 256KiB, 500MB, 10GiB)")
             if isinstance(n, float):
@@ -372,16 +411,19 @@ def size(*, positive: bool = False) -> Reader:
                 n = int(n)
         _bounds(n, key, 0, _MAX_INT, positive, " bytes")
         return n
+
     return read
 
 
 def count(*, minimum: int = 0, maximum: int = _MAX_INT) -> Reader:
     """A whole number: 2.5 is an error, not 2."""
+
     def read(value: Any, key: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(key, f"must be a whole number (got {_got(value)})")
         _bounds(value, key, minimum, maximum, False)
         return value
+
     return read
 
 
@@ -394,6 +436,7 @@ def fraction(*, zero_ok: bool, one_ok: bool) -> Reader:
         if v < 0 or v > 1 or (v == 0 and not zero_ok) or (v == 1 and not one_ok):
             raise ConfigError(key, f"must be a fraction in {interval}, e.g. 0.1 for 10% (got {_got(value)})")
         return v
+
     return read
 
 
@@ -465,7 +508,7 @@ _SERVER: dict[str, Reader] = {
     "listen": text,
     "port": port,
     "username": optional_text,
-    "sweep_interval": duration(positive=True),   # 0 would be a sweep loop with no pause
+    "sweep_interval": duration(positive=True),  # 0 would be a sweep loop with no pause
     "max_body": size(positive=True),
 }
 _SERVER_SECRETS = ("password", "password_env", "token", "token_env", "token_file")
@@ -478,17 +521,21 @@ _QBT_OTHER = ("url", "password", "password_env", "password_file", "path_map")
 _RT_TIMEOUT = duration(positive=True)
 _NOTIFY: dict[str, Reader] = {
     "min_interval": duration(),
-    "blocked_after": duration(),      # 0: never
-    "free_space_below": size(),       # 0: never
+    "blocked_after": duration(),  # 0: never
+    "free_space_below": size(),  # 0: never
 }
 _NOTIFY_OTHER = ("urls", "urls_env", "urls_file")
 
 
 def _check_tables() -> None:
-    for cls, table, extra in ((PolicyConfig, _POLICY, ()), (ScanConfig, _SCAN, ()),
-                              (ServerConfig, _SERVER, _SERVER_SECRETS), (QbtConfig, _QBT, _QBT_OTHER),
-                              (RtorrentConfig, {"timeout": _RT_TIMEOUT}, ("name", "scgi", "path_map")),
-                              (NotifyConfig, _NOTIFY, _NOTIFY_OTHER)):
+    for cls, table, extra in (
+        (PolicyConfig, _POLICY, ()),
+        (ScanConfig, _SCAN, ()),
+        (ServerConfig, _SERVER, _SERVER_SECRETS),
+        (QbtConfig, _QBT, _QBT_OTHER),
+        (RtorrentConfig, {"timeout": _RT_TIMEOUT}, ("name", "scgi", "path_map")),
+        (NotifyConfig, _NOTIFY, _NOTIFY_OTHER),
+    ):
         missing = {f.name for f in fields(cls)} - set(table) - set(extra)
         assert not missing, f"{cls.__name__}: no reader for {sorted(missing)}"
 
@@ -512,7 +559,9 @@ def _parse_fields(table: dict[str, Reader], raw: Any, key: str, extra: tuple[str
 def _parse_pools(data: dict) -> tuple[PoolConfig, ...]:
     raw = _required(data, "pools", "")
     if not isinstance(raw, dict) or not raw:
-        raise ConfigError("pools", "must map pool names to {path, role}", hint="e.g. stash: {path: /stash, role: primary}")
+        raise ConfigError(
+            "pools", "must map pool names to {path, role}", hint="e.g. stash: {path: /stash, role: primary}"
+        )
     roots = _required(data, "seeding_roots", "")
     if not isinstance(roots, dict):
         raise ConfigError("seeding_roots", "must map each pool name to its seeding folder")
@@ -529,24 +578,34 @@ def _parse_pools(data: dict) -> tuple[PoolConfig, ...]:
         if not isinstance(role, str) or role not in ROLES:
             raise ConfigError(f"{key}.role", f"must be one of {', '.join(ROLES)} (got {_got(role)})")
         if name not in roots:
-            raise ConfigError("seeding_roots", f"has no entry for pool {name!r}",
-                              hint=f"add '{name}: {path}/data/media/torrents/seeding' (inside the pool)")
+            raise ConfigError(
+                "seeding_roots",
+                f"has no entry for pool {name!r}",
+                hint=f"add '{name}: {path}/data/media/torrents/seeding' (inside the pool)",
+            )
         seeds = _seeding_roots_of(roots[name], name, path)
-        pools.append(PoolConfig(name=name, path=path, role=role, seeding_root=seeds[0],
-                                more_seeding_roots=tuple(seeds[1:])))
+        pools.append(
+            PoolConfig(name=name, path=path, role=role, seeding_root=seeds[0], more_seeding_roots=tuple(seeds[1:]))
+        )
     extra = set(roots) - set(raw)
     if extra:
         raise ConfigError("seeding_roots", f"names unknown pool(s): {', '.join(sorted(map(str, extra)))}")
     for role in ROLES:
         n = sum(p.role == role for p in pools)
         if n != 1:
-            raise ConfigError("pools", f"needs exactly one pool with role {_got(role)} (found {n})",
-                              hint="qbhook manages one primary (library) pool and one cold (seed-only) pool")
+            raise ConfigError(
+                "pools",
+                f"needs exactly one pool with role {_got(role)} (found {n})",
+                hint="qbhook manages one primary (library) pool and one cold (seed-only) pool",
+            )
     for a in pools:
         for b in pools:
             if a is not b and (is_within(PurePosixPath(a.path), PurePosixPath(b.path))):
-                raise ConfigError("pools", f"pool {a.name} ({a.path}) overlaps pool {b.name} ({b.path})",
-                                  hint="pools must be separate filesystems; neither may contain the other")
+                raise ConfigError(
+                    "pools",
+                    f"pool {a.name} ({a.path}) overlaps pool {b.name} ({b.path})",
+                    hint="pools must be separate filesystems; neither may contain the other",
+                )
     _check_roots_apart(pools)
     return tuple(pools)
 
@@ -564,8 +623,11 @@ def _seeding_roots_of(raw: Any, name: str, pool_path: Path) -> list[Path]:
     for v, k in items:
         seed = _abs_path(v, k)
         if not is_within(PurePosixPath(seed), PurePosixPath(pool_path)) or seed == pool_path:
-            raise ConfigError(k, f"{seed} is not inside pool {name}'s path {pool_path}",
-                              hint="each seeding root must be a folder inside its own pool (same dataset as the data)")
+            raise ConfigError(
+                k,
+                f"{seed} is not inside pool {name}'s path {pool_path}",
+                hint="each seeding root must be a folder inside its own pool (same dataset as the data)",
+            )
         seeds.append(seed)
     return seeds
 
@@ -576,14 +638,18 @@ def _check_roots_apart(pools: list[PoolConfig]) -> None:
     A nested root would make one folder two roots: a path's root, its holding folder and
     its mapping to the other pool would depend on which one is asked first.
     """
-    named = [(f"seeding_roots.{p.name}" + (f"[{i}]" if p.more_seeding_roots else ""), r)
-             for p in pools for i, r in enumerate(p.seeding_roots)]
+    named = [
+        (f"seeding_roots.{p.name}" + (f"[{i}]" if p.more_seeding_roots else ""), r)
+        for p in pools
+        for i, r in enumerate(p.seeding_roots)
+    ]
     for i, (ka, a) in enumerate(named):
-        for kb, b in named[i + 1:]:
+        for kb, b in named[i + 1 :]:
             if is_within(PurePosixPath(a), PurePosixPath(b)) or is_within(PurePosixPath(b), PurePosixPath(a)):
                 what = "is the same folder as" if a == b else "overlaps"
-                raise ConfigError(ka, f"{a} {what} {kb} ({b})",
-                                  hint="seeding roots must be separate folders: none inside another")
+                raise ConfigError(
+                    ka, f"{a} {what} {kb} ({b})", hint="seeding roots must be separate folders: none inside another"
+                )
 
 
 def _parse_qbittorrent(raw: Any, env: dict, base_dir: Path | None) -> tuple[QbtConfig, ...]:
@@ -605,9 +671,18 @@ def _parse_qbittorrent(raw: Any, env: dict, base_dir: Path | None) -> tuple[QbtC
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ConfigError(f"{key}.url", f"must be an http(s) URL (got {_got(url)})")
         password, pw_env, pw_file = _secret(spec, "password", env, base_dir, key)
-        out.append(QbtConfig(name=name, url=url.rstrip("/"), username=kw.pop("username", None) or "admin",
-                             password=password, password_env=pw_env, password_file=pw_file,
-                             path_map=_parse_path_map(spec.get("path_map"), f"{key}.path_map"), **kw))
+        out.append(
+            QbtConfig(
+                name=name,
+                url=url.rstrip("/"),
+                username=kw.pop("username", None) or "admin",
+                password=password,
+                password_env=pw_env,
+                password_file=pw_file,
+                path_map=_parse_path_map(spec.get("path_map"), f"{key}.path_map"),
+                **kw,
+            )
+        )
     return tuple(out)
 
 
@@ -629,22 +704,27 @@ def _parse_path_map(raw: Any, key: str) -> tuple[tuple[str, str], ...]:
         if not isinstance(m, dict):
             raise ConfigError(mk, "must be a mapping {client: PATH, host: PATH}")
         _no_unknown(m, ("client", "host"), mk)
-        pairs.append((str(_abs_path(_required(m, "client", mk), f"{mk}.client")),
-                      str(_abs_path(_required(m, "host", mk), f"{mk}.host"))))
+        pairs.append(
+            (
+                str(_abs_path(_required(m, "client", mk), f"{mk}.client")),
+                str(_abs_path(_required(m, "host", mk), f"{mk}.host")),
+            )
+        )
     try:
         pm = PathMap(pairs)
     except PathMapError as e:
         raise ConfigError(key, e.message.removeprefix("path_map: "), hint=e.hint) from None
     for problem in pm.nested_disagreements():
-        raise ConfigError(key, problem, hint="drop one of the two entries, or make the nested one agree with the outer one")
+        raise ConfigError(
+            key, problem, hint="drop one of the two entries, or make the nested one agree with the outer one"
+        )
     return pm.pairs
 
 
 _RT_KEYS = ("type", "name", "scgi", "path_map", "timeout")
 
 
-def _parse_clients(raw: Any, qbts: tuple[QbtConfig, ...], env: dict,
-                   base_dir: Path | None) -> tuple[ClientConfig, ...]:
+def _parse_clients(raw: Any, qbts: tuple[QbtConfig, ...], env: dict, base_dir: Path | None) -> tuple[ClientConfig, ...]:
     """``clients:``, a list of ``{type: qbittorrent | rtorrent, name, ...}``, after ``qbittorrent:``'s entries.
 
     A qBittorrent entry takes the keys of a ``qbittorrent:`` entry (and is read by the
@@ -669,21 +749,29 @@ def _parse_clients(raw: Any, qbts: tuple[QbtConfig, ...], env: dict,
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"{key}.name", f"is required: a short name for this {kind} (got {name!r})")
         if name in names:
-            raise ConfigError(f"{key}.name", f"duplicate client name {name!r}",
-                              hint=f"{name!r} already names a {names[name]}; every client needs its own name")
+            raise ConfigError(
+                f"{key}.name",
+                f"duplicate client name {name!r}",
+                hint=f"{name!r} already names a {names[name]}; every client needs its own name",
+            )
         names[name] = kind
         if kind == "qbittorrent":
             try:
                 (q,) = _parse_qbittorrent([{k: v for k, v in spec.items() if k != "type"}], env, base_dir)
-            except ConfigError as e:   # same parser as `qbittorrent:`, but the key named is ours
+            except ConfigError as e:  # same parser as `qbittorrent:`, but the key named is ours
                 sub = (e.key or "").removeprefix("qbittorrent[0]")
                 raise ConfigError(key + sub, e.message.removeprefix(f"config: {e.key}: "), hint=e.hint) from None
             out.append(q)
             continue
         _no_unknown(spec, _RT_KEYS, key)
-        out.append(RtorrentConfig(name=name, scgi=_scgi_address(_required(spec, "scgi", key), f"{key}.scgi"),
-                                  path_map=_parse_path_map(spec.get("path_map"), f"{key}.path_map"),
-                                  timeout=_RT_TIMEOUT(spec.get("timeout", 30.0), f"{key}.timeout")))
+        out.append(
+            RtorrentConfig(
+                name=name,
+                scgi=_scgi_address(_required(spec, "scgi", key), f"{key}.scgi"),
+                path_map=_parse_path_map(spec.get("path_map"), f"{key}.path_map"),
+                timeout=_RT_TIMEOUT(spec.get("timeout", 30.0), f"{key}.timeout"),
+            )
+        )
     return tuple(out)
 
 
@@ -697,8 +785,9 @@ def _scgi_address(v: Any, key: str) -> str:
         if isinstance(where, tuple) and not 0 < where[1] < 65536:
             raise ValueError(f"port {where[1]} is not a TCP port (1-65535)")
     except ValueError as e:
-        raise ConfigError(key, f"{e}",
-                          hint="e.g. /run/rtorrent/rpc.sock (network.scgi.open_local) or 127.0.0.1:5000") from None
+        raise ConfigError(
+            key, f"{e}", hint="e.g. /run/rtorrent/rpc.sock (network.scgi.open_local) or 127.0.0.1:5000"
+        ) from None
     return v.strip()
 
 
@@ -707,8 +796,9 @@ def _parse_server(raw: Any, env: dict, base_dir: Path | None) -> ServerConfig:
     raw = raw or {}
     password, pw_env, _ = _secret(raw, "password", env, base_dir, "server", allow_file=False)
     token, tok_env, tok_file = _secret(raw, "token", env, base_dir, "server")
-    return ServerConfig(password=password, password_env=pw_env, token=token, token_env=tok_env,
-                        token_file=tok_file, **kw)
+    return ServerConfig(
+        password=password, password_env=pw_env, token=token, token_env=tok_env, token_file=tok_file, **kw
+    )
 
 
 def _parse_notify(raw: Any, env: dict, base_dir: Path | None) -> NotifyConfig:
@@ -721,8 +811,13 @@ def _parse_notify(raw: Any, env: dict, base_dir: Path | None) -> NotifyConfig:
     if inline is not None and not (isinstance(inline, list) and all(isinstance(u, str) for u in inline)):
         raise ConfigError("notify.urls", "must be a list of apprise URLs (better: urls_env or urls_file)")
     # From a variable or a file: one URL per line or separated by spaces/commas, as apprise reads them.
-    listed, u_env, u_file = _secret({"urls": None, "urls_env": raw.pop("urls_env", None),
-                                   "urls_file": raw.pop("urls_file", None)}, "urls", env, base_dir, "notify")
+    listed, u_env, u_file = _secret(
+        {"urls": None, "urls_env": raw.pop("urls_env", None), "urls_file": raw.pop("urls_file", None)},
+        "urls",
+        env,
+        base_dir,
+        "notify",
+    )
     urls = tuple(inline or ()) + tuple(u for u in (listed or "").replace(",", " ").split() if u)
     return NotifyConfig(urls=urls, urls_env=u_env, urls_file=u_file, **_parse_fields(_NOTIFY, raw, "notify"))
 
@@ -737,8 +832,11 @@ def _secret(spec: dict, name: str, env: dict, base_dir: Path | None, key: str, a
     if env_name:
         value = env.get(env_name)
         if value is None and not file_name and inline is None:
-            raise ConfigError(f"{key}.{name}_env", f"environment variable {env_name} is not set",
-                              hint=f"export {env_name}=... before running qbhook")
+            raise ConfigError(
+                f"{key}.{name}_env",
+                f"environment variable {env_name} is not set",
+                hint=f"export {env_name}=... before running qbhook",
+            )
     if value is None and file_name:
         p = Path(file_name)
         if not p.is_absolute() and base_dir:
@@ -773,8 +871,22 @@ def _read_secret_file(p: Path, key: str) -> str:
 
 # --------------------------------------------------------------------------- units
 
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2, "mib": 1024**2,
-               "g": 1024**3, "gb": 1000**3, "gib": 1024**3, "t": 1024**4, "tb": 1000**4, "tib": 1024**4}
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1024**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+}
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 _NUMBER_UNIT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", re.IGNORECASE)
 
@@ -818,8 +930,9 @@ def _required(d: dict, k: str, where: str):
 def _no_unknown(d: dict, known: tuple[str, ...], where: str) -> None:
     for k in d:
         if k not in known:
-            raise ConfigError(f"{where}.{k}" if where else str(k), "is not a known setting",
-                              hint=f"known here: {', '.join(known)}")
+            raise ConfigError(
+                f"{where}.{k}" if where else str(k), "is not a known setting", hint=f"known here: {', '.join(known)}"
+            )
 
 
 def _abs_path(v: Any, key: str) -> Path:
@@ -866,8 +979,10 @@ def check_paths(cfg: Config) -> list[str]:
         if isinstance(c, RtorrentConfig) and c.scgi.removeprefix("scgi://").startswith("/"):
             sock = Path(c.scgi.removeprefix("scgi://"))
             if not sock.exists():
-                problems.append(f"rtorrent {c.name}: SCGI socket {sock} does not exist "
-                                "(is rtorrent running with network.scgi.open_local at this path?)")
+                problems.append(
+                    f"rtorrent {c.name}: SCGI socket {sock} does not exist "
+                    "(is rtorrent running with network.scgi.open_local at this path?)"
+                )
     parent = cfg.catalog.parent
     if not parent.is_dir():
         problems.append(f"catalog: folder {parent} does not exist (create it: mkdir -p {parent})")
@@ -876,35 +991,68 @@ def check_paths(cfg: Config) -> list[str]:
 
 def describe(cfg: Config) -> dict:
     """The resolved configuration as plain data, secrets masked."""
+
     def mask(v):
         return None if v is None else "********"
+
     return {
         "source": str(cfg.source) if cfg.source else None,
         "catalog": str(cfg.catalog),
-        "pools": {p.name: {"path": str(p.path), "role": p.role, "seeding_root": str(p.seeding_root),
-                           "seeding_roots": [str(r) for r in p.seeding_roots]} for p in cfg.pools},
+        "pools": {
+            p.name: {
+                "path": str(p.path),
+                "role": p.role,
+                "seeding_root": str(p.seeding_root),
+                "seeding_roots": [str(r) for r in p.seeding_roots],
+            }
+            for p in cfg.pools
+        },
         "qbittorrent": [
-            {"name": q.name, "url": q.url, "username": q.username, "password": mask(q.password),
-             "password_env": q.password_env, "password_file": str(q.password_file) if q.password_file else None,
-             "path_map": [{"client": c, "host": h} for c, h in q.path_map], "timeout": q.timeout}
+            {
+                "name": q.name,
+                "url": q.url,
+                "username": q.username,
+                "password": mask(q.password),
+                "password_env": q.password_env,
+                "password_file": str(q.password_file) if q.password_file else None,
+                "path_map": [{"client": c, "host": h} for c, h in q.path_map],
+                "timeout": q.timeout,
+            }
             for q in cfg.qbittorrent
         ],
         "clients": [
-            {"type": c.type, "name": c.name, "scgi": c.scgi, "timeout": c.timeout,
-             "path_map": [{"client": a, "host": b} for a, b in c.path_map]}
-            if isinstance(c, RtorrentConfig) else {"type": c.type, "name": c.name, "url": c.url}
+            {
+                "type": c.type,
+                "name": c.name,
+                "scgi": c.scgi,
+                "timeout": c.timeout,
+                "path_map": [{"client": a, "host": b} for a, b in c.path_map],
+            }
+            if isinstance(c, RtorrentConfig)
+            else {"type": c.type, "name": c.name, "url": c.url}
             for c in cfg.clients
         ],
         "policy": {f.name: getattr(cfg.policy, f.name) for f in fields(cfg.policy)},
         "scan": {f.name: getattr(cfg.scan, f.name) for f in fields(cfg.scan)},
         "server": {
-            f.name: (mask(getattr(cfg.server, f.name)) if f.name in ("password", "token") else
-                     (str(getattr(cfg.server, f.name)) if isinstance(getattr(cfg.server, f.name), Path) else getattr(cfg.server, f.name)))
+            f.name: (
+                mask(getattr(cfg.server, f.name))
+                if f.name in ("password", "token")
+                else (
+                    str(getattr(cfg.server, f.name))
+                    if isinstance(getattr(cfg.server, f.name), Path)
+                    else getattr(cfg.server, f.name)
+                )
+            )
             for f in fields(cfg.server)
         },
-        "notify": {"urls": [mask(u) for u in cfg.notify.urls], "urls_env": cfg.notify.urls_env,
-                   "urls_file": str(cfg.notify.urls_file) if cfg.notify.urls_file else None,
-                   "min_interval": cfg.notify.min_interval, "blocked_after": cfg.notify.blocked_after,
-                   "free_space_below": cfg.notify.free_space_below},
+        "notify": {
+            "urls": [mask(u) for u in cfg.notify.urls],
+            "urls_env": cfg.notify.urls_env,
+            "urls_file": str(cfg.notify.urls_file) if cfg.notify.urls_file else None,
+            "min_interval": cfg.notify.min_interval,
+            "blocked_after": cfg.notify.blocked_after,
+            "free_space_below": cfg.notify.free_space_below,
+        },
         "lock_dir": str(cfg.lock_dir) if cfg.lock_dir else None,
     }

@@ -16,14 +16,14 @@ class ExitCode(enum.IntEnum):
 
     OK = 0
     FAILURE = 1
-    BAD_INPUT = 2           # usage / malformed event or argument
-    GUARD_REFUSED = 3       # a safety guard refused (e.g. mass delete)
+    BAD_INPUT = 2  # usage / malformed event or argument
+    GUARD_REFUSED = 3  # a safety guard refused (e.g. mass delete)
     QBT_UNREACHABLE = 4
-    UNSAFE = 5              # an operation that could lose data was refused
-    ACTIONABLE = 10         # `plan`: there are groups to act on
-    CATALOG_DAMAGED = 74    # EX_IOERR: the catalog cannot be read or written
-    BUSY = 75               # EX_TEMPFAIL: a lock is held
-    CONFIG = 78             # EX_CONFIG
+    UNSAFE = 5  # an operation that could lose data was refused
+    ACTIONABLE = 10  # `plan`: there are groups to act on
+    CATALOG_DAMAGED = 74  # EX_IOERR: the catalog cannot be read or written
+    BUSY = 75  # EX_TEMPFAIL: a lock is held
+    CONFIG = 78  # EX_CONFIG
 
 
 class QbhookError(Exception):

@@ -35,10 +35,10 @@ from qbhook.units import human_bytes
 
 log = logging.getLogger(__name__)
 
-GATHER_S = 2.0          # after a quiet spell, wait this long for the rest of the same moment's events
-FLUSH_S = 10.0          # a CLI command waits at most this long at exit for pending notifications
-QUEUE_SIZE = 1000       # events waiting to be sent; beyond this they are dropped (and counted)
-MAX_LINES = 40          # lines per message; the rest is summarised as a count
+GATHER_S = 2.0  # after a quiet spell, wait this long for the rest of the same moment's events
+FLUSH_S = 10.0  # a CLI command waits at most this long at exit for pending notifications
+QUEUE_SIZE = 1000  # events waiting to be sent; beyond this they are dropped (and counted)
+MAX_LINES = 40  # lines per message; the rest is summarised as a count
 
 SEVERITIES = ("info", "warning", "failure")
 
@@ -56,13 +56,13 @@ KINDS = {
 
 @dataclass(frozen=True)
 class Event:
-    kind: str             # one of KINDS
-    text: str             # one line for a person
+    kind: str  # one of KINDS
+    text: str  # one line for a person
     severity: str = "info"
     at: float = 0.0
 
 
-Sender = Callable[[str, str, str], None]     # (title, body, severity); may raise or hang
+Sender = Callable[[str, str, str], None]  # (title, body, severity); may raise or hang
 
 
 def compose(events: list[Event]) -> tuple[str, str, str]:
@@ -88,8 +88,15 @@ _STOP = object()
 class Notifier:
     """A bounded queue and one sender thread; see the module docstring for the rules."""
 
-    def __init__(self, send: Sender, *, min_interval: float, gather_s: float = GATHER_S,
-                 queue_size: int = QUEUE_SIZE, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        send: Sender,
+        *,
+        min_interval: float,
+        gather_s: float = GATHER_S,
+        queue_size: int = QUEUE_SIZE,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._send = send
         self.min_interval = max(float(min_interval), 0.0)
         self.gather_s = max(float(gather_s), 0.0)
@@ -178,7 +185,7 @@ class Notifier:
         title, body, severity = compose(batch)
         try:
             self._send(title, body, severity)
-        except Exception as e:  # noqa: BLE001 - a notifier must never take anything down with it
+        except Exception as e:
             self.failed += 1
             log.warning("notify: sending %d event(s) failed: %s", len(batch), e)
         else:
@@ -191,17 +198,22 @@ class Notifier:
 def apprise_sender(urls: Iterable[str]) -> Sender:
     """A Sender over apprise URLs. Raises ValueError naming the (1-based) entry apprise cannot read."""
     import apprise
+
     ap = apprise.Apprise()
     for n, u in enumerate(urls, start=1):
         if not ap.add(u):
             # Never echo the URL: it usually carries a token.
             raise ValueError(f"entry {n} is not a URL apprise understands")
-    kinds = {"info": apprise.NotifyType.INFO, "warning": apprise.NotifyType.WARNING,
-             "failure": apprise.NotifyType.FAILURE}
+    kinds = {
+        "info": apprise.NotifyType.INFO,
+        "warning": apprise.NotifyType.WARNING,
+        "failure": apprise.NotifyType.FAILURE,
+    }
 
     def send(title: str, body: str, severity: str) -> None:
         if not ap.notify(title=title, body=body, notify_type=kinds.get(severity, apprise.NotifyType.INFO)):
             raise RuntimeError("apprise reported a failed delivery to at least one URL")
+
     return send
 
 
@@ -229,6 +241,7 @@ def configure(cfg) -> Notifier | None:
             send = apprise_sender(n.urls)
         except ValueError as e:
             from qbhook.errors import ConfigError
+
             _active_key = None
             raise ConfigError("notify.urls", str(e), hint="see https://github.com/caronc/apprise/wiki") from None
         _active = Notifier(send, min_interval=n.min_interval)
@@ -274,13 +287,20 @@ def run_finished(summary, trigger: str = "") -> None:
     for g in summary.groups:
         if g.failed:
             verb = "rolled back" if g.status == "rolled_back" else "failed"
-            emit("group_failed", f"group {g.group_id} ({g.action}) {verb}: {g.reason or g.status}"
-                 + (" - needs `qbhook resume`" if g.needs_attention else ""), "failure")
+            emit(
+                "group_failed",
+                f"group {g.group_id} ({g.action}) {verb}: {g.reason or g.status}"
+                + (" - needs `qbhook resume`" if g.needs_attention else ""),
+                "failure",
+            )
     done, failed, busy = len(summary.groups_done), len(summary.groups_failed), len(summary.groups_busy)
-    emit("run", f"run {summary.run_id}{f' ({trigger})' if trigger else ''} {summary.status}: "
-         f"{done} group(s) done, {failed} failed, {busy} busy; copied {human_bytes(summary.bytes_copied)}, "
-         f"freed {human_bytes(summary.bytes_freed)}, {summary.torrents_relocated} torrent(s) relocated",
-         "failure" if failed else "info")
+    emit(
+        "run",
+        f"run {summary.run_id}{f' ({trigger})' if trigger else ''} {summary.status}: "
+        f"{done} group(s) done, {failed} failed, {busy} busy; copied {human_bytes(summary.bytes_copied)}, "
+        f"freed {human_bytes(summary.bytes_freed)}, {summary.torrents_relocated} torrent(s) relocated",
+        "failure" if failed else "info",
+    )
 
 
 def watch(executor):
@@ -300,15 +320,19 @@ def watch(executor):
         for s in out:
             run_finished(s, "resume")
         return out
+
     executor.apply, executor.resume = apply_and_report, resume_and_report
     return executor
 
 
 def dead_letter(job, error: str | None) -> None:
-    emit("dead_letter", f"event job {job.id} ({', '.join(job.kinds) or 'event'}"
-         f"{': ' + ', '.join(h[:12] for h in job.hashes[:3]) if job.hashes else ''}) is dead after "
-         f"{job.attempts} attempt(s): {error or 'no error recorded'} - retry with `qbhook queue retry {job.id}`",
-         "failure")
+    emit(
+        "dead_letter",
+        f"event job {job.id} ({', '.join(job.kinds) or 'event'}"
+        f"{': ' + ', '.join(h[:12] for h in job.hashes[:3]) if job.hashes else ''}) is dead after "
+        f"{job.attempts} attempt(s): {error or 'no error recorded'} - retry with `qbhook queue retry {job.id}`",
+        "failure",
+    )
 
 
 def guard_tripped(err: Exception) -> Exception:

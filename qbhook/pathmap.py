@@ -35,9 +35,7 @@ class PathMap:
 
     def __init__(self, pairs: Iterable[tuple[str, str]] = (), client: str = "qBittorrent"):
         self.client = client
-        self._pairs: tuple[tuple[str, str], ...] = tuple(
-            (normalize(c), normalize(h)) for c, h in pairs
-        )
+        self._pairs: tuple[tuple[str, str], ...] = tuple((normalize(c), normalize(h)) for c, h in pairs)
         self._check_unambiguous()
         # longest first, so the first match is the longest one
         self._by_client = sorted(
@@ -50,9 +48,7 @@ class PathMap:
         )
 
     @classmethod
-    def from_config(
-        cls, value: Mapping[str, str] | Iterable[Iterable[str]] | None
-    ) -> PathMap:
+    def from_config(cls, value: Mapping[str, str] | Iterable[Iterable[str]] | None) -> PathMap:
         """Accept ``{client: host}`` or ``[[client, host], ...]`` (YAML shapes)."""
         if value is None:
             return cls()
@@ -62,9 +58,7 @@ class PathMap:
         for item in value:
             pair = tuple(item)
             if len(pair) != 2:
-                raise PathMapError(
-                    f"path_map entry must be [client_prefix, host_prefix]: {item!r}"
-                )
+                raise PathMapError(f"path_map entry must be [client_prefix, host_prefix]: {item!r}")
             pairs.append(pair)
         return cls(pairs)
 
@@ -76,10 +70,7 @@ class PathMap:
             for pair in self._pairs:
                 key, other = pair[side], pair[1 - side]
                 if seen.setdefault(key, other) != other:
-                    raise PathMapError(
-                        f"path_map: {label} prefix {key} is mapped twice "
-                        f"({seen[key]} and {other})"
-                    )
+                    raise PathMapError(f"path_map: {label} prefix {key} is mapped twice ({seen[key]} and {other})")
 
     def nested_disagreements(self) -> list[str]:
         """Nested prefixes that disagree, so one path maps two ways (config refuses these).
@@ -91,6 +82,7 @@ class PathMap:
         agrees with its outer one (``/data/media -> /stash/data/media``) is redundant, not
         ambiguous, and passes.
         """
+
         def parts(p: str) -> tuple[str, ...]:
             return tuple(x for x in p.split("/") if x)
 
@@ -99,13 +91,14 @@ class PathMap:
             for outer in self._pairs:
                 for inner in self._pairs:
                     o, i = parts(outer[side]), parts(inner[side])
-                    if len(i) <= len(o) or i[:len(o)] != o:
+                    if len(i) <= len(o) or i[: len(o)] != o:
                         continue
-                    expected = "/" + "/".join(parts(outer[1 - side]) + i[len(o):])
+                    expected = "/" + "/".join(parts(outer[1 - side]) + i[len(o) :])
                     if expected != inner[1 - side]:
                         problems.append(
                             f"{label} prefix {inner[side]} lies inside {outer[side]}, so a {label} path under it maps "
-                            f"two ways ({inner[1 - side]} by its own entry, {expected} by {outer[side]}'s)")
+                            f"two ways ({inner[1 - side]} by its own entry, {expected} by {outer[side]}'s)"
+                        )
         return problems
 
     def labelled(self, client: str) -> PathMap:
@@ -150,9 +143,7 @@ class PathMap:
         return mapped
 
     @staticmethod
-    def _translate(
-        path: str, table: list[tuple[tuple[str, ...], tuple[str, ...]]]
-    ) -> str | None:
+    def _translate(path: str, table: list[tuple[tuple[str, ...], tuple[str, ...]]]) -> str | None:
         parts = _components(path)
         for src, dst in table:
             if parts[: len(src)] == src:

@@ -24,7 +24,7 @@ def normalize(path: str) -> str:
     if not isinstance(path, str) or not path.startswith("/"):
         raise PathMapError(f"not an absolute path: {path!r}")
     if "//" not in path and "/." not in path and path[-1] != "/" and "\0" not in path:
-        return path    # already canonical (the common case: called on every path of a snapshot)
+        return path  # already canonical (the common case: called on every path of a snapshot)
     if "\0" in path:
         raise PathMapError(f"path contains a NUL byte: {path!r}")
     parts = [p for p in path.split("/") if p not in ("", ".")]

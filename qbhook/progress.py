@@ -73,8 +73,10 @@ class Throughput:
 
     def line(self) -> str:
         eta = self.eta()
-        return (f"{self.done / 2**30:.2f}/{(self.total - self.skipped) / 2**30:.2f} GiB, {self.rate_text()}, "
-                f"ETA {'?' if eta is None else human_seconds(eta)}")
+        return (
+            f"{self.done / 2**30:.2f}/{(self.total - self.skipped) / 2**30:.2f} GiB, {self.rate_text()}, "
+            f"ETA {'?' if eta is None else human_seconds(eta)}"
+        )
 
 
 def human_rate(bps: float) -> str:

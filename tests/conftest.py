@@ -3,6 +3,7 @@
 If a real part cannot start, the fixture fails (a green run without the bed would prove
 nothing); QBHOOK_SKIP_INTEGRATION=1 turns that into a skip for machines without it.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,9 @@ from qbhook.sandbox.zfs import create_pools, destroy_pools, ensure_zfs_fuse
 def _unavailable(msg: str):
     if os.environ.get("QBHOOK_SKIP_INTEGRATION") == "1":
         pytest.skip(msg)
-    pytest.fail(f"{msg} (run scripts/install-system-deps.sh as root, "
-                 "or set QBHOOK_SKIP_INTEGRATION=1 to skip)", pytrace=False)
+    pytest.fail(
+        f"{msg} (run scripts/install-system-deps.sh as root, or set QBHOOK_SKIP_INTEGRATION=1 to skip)", pytrace=False
+    )
 
 
 @pytest.fixture(scope="session")
@@ -35,9 +37,10 @@ def pools(tmp_path, zfs_available):
     """
     p, err = None, None
     try:
-        p = create_pools(tmp_path / "bed", nested={"stash": "data/media/library"},
-                         kind="zfs" if zfs_available else "tmpfs")
-    except Exception as e:  # noqa: BLE001 - any failure means the bed is missing
+        p = create_pools(
+            tmp_path / "bed", nested={"stash": "data/media/library"}, kind="zfs" if zfs_available else "tmpfs"
+        )
+    except Exception as e:
         err = f"cannot create test pools: {e}"
     if err:  # outside the except block, so the report is the message, not a traceback chain
         _unavailable(err)
@@ -62,7 +65,7 @@ def qbt(tmp_path_factory):
     inst, err = QbtInstance(), None
     try:
         inst.start(tmp_path_factory.mktemp("qbt-profile"))
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         err = f"cannot start qbittorrent-nox: {e}"
     if err:
         _unavailable(err)
@@ -104,7 +107,7 @@ def rtorrent(tmp_path_factory):
     inst, err = RtorrentInstance(), None
     try:
         inst.start(tmp_path_factory.mktemp("rt"))
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         err = f"cannot start rtorrent: {e}"
     if err:
         _unavailable(err)
@@ -118,7 +121,7 @@ def rt_client(request, rtorrent):
     from qbhook.clients.rtorrent import RtorrentClient
 
     if "pools" in request.fixturenames:
-        request.getfixturevalue("pools")   # pools torn down after rtorrent let go of the files
+        request.getfixturevalue("pools")  # pools torn down after rtorrent let go of the files
     if rtorrent.proc.poll() is not None:  # a previous test killed it on purpose
         rtorrent.restart()
     yield RtorrentClient("rt", rtorrent.address, retries=1)

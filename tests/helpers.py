@@ -10,9 +10,17 @@ import blake3
 from qbhook.config import Config, parse_config
 
 
-def make_config(catalog: Path, stash: Path, pool: Path, *, seeding="data/media/torrents/seeding",
-                qbt: dict | list | None = None, policy: dict | None = None, scan: dict | None = None,
-                server: dict | None = None) -> Config:
+def make_config(
+    catalog: Path,
+    stash: Path,
+    pool: Path,
+    *,
+    seeding="data/media/torrents/seeding",
+    qbt: dict | list | None = None,
+    policy: dict | None = None,
+    scan: dict | None = None,
+    server: dict | None = None,
+) -> Config:
     data = {
         "catalog": str(catalog),
         "pools": {"stash": {"path": str(stash), "role": "primary"}, "pool": {"path": str(pool), "role": "cold"}},

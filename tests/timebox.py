@@ -39,7 +39,7 @@ def run_bounded(fn, seconds: float, what: str = "call"):
     def child():
         try:
             send.send((True, fn()))
-        except BaseException as e:  # noqa: BLE001 - handed to the parent
+        except BaseException as e:
             send.send((False, e))
 
     proc = ctx.Process(target=child, daemon=True)

@@ -45,21 +45,26 @@ def sqlite_failure(e: BaseException, path: str | Path | None) -> QbhookError | N
     if "locked" in low or "busy" in low:
         return LockBusy(f"{where}: {detail}", hint="another qbhook process is writing the catalog; try again later")
     if type(e) is sqlite3.DatabaseError or any(w in low for w in _DAMAGE):
-        return CatalogDamaged(f"{where}: {detail}",
-                              hint="check the disk; if the file is damaged, restore it from a backup or move it "
-                                   "aside ('qbhook scan' rebuilds a new catalog, but run history is lost)")
+        return CatalogDamaged(
+            f"{where}: {detail}",
+            hint="check the disk; if the file is damaged, restore it from a backup or move it "
+            "aside ('qbhook scan' rebuilds a new catalog, but run history is lost)",
+        )
     return CatalogError(f"{where}: {detail}")
 
 
 def connect(path: str | Path, *, readonly: bool = False, check_same_thread: bool = True) -> sqlite3.Connection:
     path = Path(path)
     if not readonly and not path.parent.is_dir():
-        raise CatalogError(f"catalog folder {path.parent} does not exist",
-                           hint=f"create it (mkdir -p {path.parent}) or set 'catalog:' in the config")
+        raise CatalogError(
+            f"catalog folder {path.parent} does not exist",
+            hint=f"create it (mkdir -p {path.parent}) or set 'catalog:' in the config",
+        )
     try:
         if readonly:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60, isolation_level=None,
-                                   check_same_thread=check_same_thread)
+            conn = sqlite3.connect(
+                f"file:{path}?mode=ro", uri=True, timeout=60, isolation_level=None, check_same_thread=check_same_thread
+            )
         else:
             conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=check_same_thread)
         conn.execute("PRAGMA busy_timeout = 60000")
@@ -78,8 +83,10 @@ def migrate(conn: sqlite3.Connection) -> int:
     steps = migrations()
     current = conn.execute("PRAGMA user_version").fetchone()[0]
     if current > len(steps):
-        raise CatalogError(f"catalog schema version {current} is newer than this qbhook understands ({len(steps)})",
-                           hint="upgrade qbhook, or point 'catalog:' at a new file")
+        raise CatalogError(
+            f"catalog schema version {current} is newer than this qbhook understands ({len(steps)})",
+            hint="upgrade qbhook, or point 'catalog:' at a new file",
+        )
     for version in range(current, len(steps)):
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -34,9 +34,9 @@ from qbhook.catalog.hashing import (
 from qbhook.catalog.store import HASH_VALID, Catalog
 from qbhook.progress import Progress
 
-READ_THREADS = 4            # samples and small files read at once (page cache or an SSD: ~2x on 2 cores)
-STORE_EVERY = 5000          # small-file hashes are committed in batches of this many
-_BATCH = 32                 # files per thread-pool task
+READ_THREADS = 4  # samples and small files read at once (page cache or an SSD: ~2x on 2 cores)
+STORE_EVERY = 5000  # small-file hashes are committed in batches of this many
+_BATCH = 32  # files per thread-pool task
 R = TypeVar("R")
 
 
@@ -66,20 +66,29 @@ class DupeSet:
         return self.size * (len(self.copies) - 1)
 
     def as_dict(self) -> dict:
-        return {"size": self.size, "blake3": self.hash, "scope": self.scope, "reclaimable_bytes": self.reclaimable,
-                "copies": [{"fsid": c.fsid, "inode": c.ino, "nlink": c.nlink, "pools": c.pools, "paths": c.paths}
-                           for c in self.copies]}
+        return {
+            "size": self.size,
+            "blake3": self.hash,
+            "scope": self.scope,
+            "reclaimable_bytes": self.reclaimable,
+            "copies": [
+                {"fsid": c.fsid, "inode": c.ino, "nlink": c.nlink, "pools": c.pools, "paths": c.paths}
+                for c in self.copies
+            ],
+        }
 
 
-def find_duplicates(catalog: Catalog, *, settle_seconds: float = 60.0, min_size: int = 1,
-                    progress: Progress | None = None) -> list[DupeSet]:
+def find_duplicates(
+    catalog: Catalog, *, settle_seconds: float = 60.0, min_size: int = 1, progress: Progress | None = None
+) -> list[DupeSet]:
     conn = catalog.conn
     rows = conn.execute(
         f"SELECT id, size, CASE WHEN {HASH_VALID} THEN hash END, "
         "CASE WHEN sample_mtime_ns = mtime_ns AND sample_ctime_ns = ctime_ns THEN sample END "
         "FROM inodes WHERE size >= ? AND size IN "
         "(SELECT size FROM inodes WHERE size >= ? GROUP BY size HAVING count(*) > 1) ORDER BY size",
-        (min_size, min_size)).fetchall()
+        (min_size, min_size),
+    ).fetchall()
     by_size: dict[int, list] = defaultdict(list)
     for r in rows:
         by_size[r[1]].append(r)
@@ -125,8 +134,13 @@ def find_duplicates(catalog: Catalog, *, settle_seconds: float = 60.0, min_size:
     return sets
 
 
-def _read_each(catalog: Catalog, inode_ids: list[int], read: Callable[[bytes], R],
-               stat_of: Callable[[R], os.stat_result], chunk: int = 500) -> Iterator[tuple[int, bytes, R]]:
+def _read_each(
+    catalog: Catalog,
+    inode_ids: list[int],
+    read: Callable[[bytes], R],
+    stat_of: Callable[[R], os.stat_result],
+    chunk: int = 500,
+) -> Iterator[tuple[int, bytes, R]]:
     """``read(path)`` for each inode, on READ_THREADS threads: yields (inode id, path, result)
     for the inodes one of whose catalogued paths still is that inode; the others are left out.
 
@@ -134,6 +148,7 @@ def _read_each(catalog: Catalog, inode_ids: list[int], read: Callable[[bytes], R
     through a symlink, never a FIFO or device). Its inode number is compared in the reading
     thread, its filesystem here (the st_dev -> filesystem map lives in the catalog).
     """
+
     def attempt(job: tuple[int, int, int, list[bytes]]):
         iid, fs, ino, paths = job
         for path in paths:
@@ -149,12 +164,12 @@ def _read_each(catalog: Catalog, inode_ids: list[int], read: Callable[[bytes], R
         # A batch per task: a future per file costs more than sampling a page-cached file.
         return [attempt(j) for j in jobs]
 
-    dev_fs: dict[int, int] = {}     # as a scan does: st_dev -> filesystem looked up once per call
+    dev_fs: dict[int, int] = {}  # as a scan does: st_dev -> filesystem looked up once per call
     with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="dupes-read") as ex:
         for i in range(0, len(inode_ids), chunk):
-            found = catalog.inode_keys_and_paths(inode_ids[i:i + chunk])
-            jobs = [(iid, *found[iid]) for iid in inode_ids[i:i + chunk] if iid in found]
-            batches = [jobs[k:k + _BATCH] for k in range(0, len(jobs), _BATCH)]
+            found = catalog.inode_keys_and_paths(inode_ids[i : i + chunk])
+            jobs = [(iid, *found[iid]) for iid in inode_ids[i : i + chunk] if iid in found]
+            batches = [jobs[k : k + _BATCH] for k in range(0, len(jobs), _BATCH)]
             for done in ex.map(attempt_batch, batches):
                 for iid, want_fs, path, res in done:
                     if path is None:
@@ -200,7 +215,9 @@ def _hash_groups(conn, min_size: int):
         f"JOIN (SELECT size AS g_size, hash AS g_hash FROM inodes WHERE size >= ? AND {HASH_VALID} "
         "      GROUP BY size, hash HAVING count(*) > 1) g ON i.size = g.g_size AND i.hash = g.g_hash "
         "JOIN filesystems f ON f.id = i.fs LEFT JOIN paths p ON p.inode = i.id "
-        f"WHERE {HASH_VALID} ORDER BY i.size, i.hash, i.id, p.path", (min_size,))
+        f"WHERE {HASH_VALID} ORDER BY i.size, i.hash, i.id, p.path",
+        (min_size,),
+    )
     key, copies, copy = None, [], None
     for size, digest, iid, fsid, ino, nlink, path, pool in cur:
         if (size, digest) != key:

@@ -40,7 +40,7 @@ ZFS_TYPES = ("zfs", "fuse.zfs")
 @dataclass(frozen=True)
 class Mount:
     dev: int
-    root: str          # path inside the filesystem that is mounted (bind mounts: not "/")
+    root: str  # path inside the filesystem that is mounted (bind mounts: not "/")
     mountpoint: str
     fstype: str
     source: str
@@ -73,8 +73,15 @@ def parse_mountinfo(text: str) -> list[Mount]:
         except ValueError:
             continue
         major, minor = (int(x) for x in parts[2].split(":"))
-        mounts.append(Mount(dev=os.makedev(major, minor), root=_unescape(parts[3]), mountpoint=_unescape(parts[4]),
-                            fstype=parts[sep + 1], source=_unescape(parts[sep + 2])))
+        mounts.append(
+            Mount(
+                dev=os.makedev(major, minor),
+                root=_unescape(parts[3]),
+                mountpoint=_unescape(parts[4]),
+                fstype=parts[sep + 1],
+                source=_unescape(parts[sep + 2]),
+            )
+        )
     return mounts
 
 
@@ -94,14 +101,16 @@ def mount_for(path: str | os.PathLike, mounts: list[Mount] | None = None) -> Mou
             continue
         mp = m.mountpoint.rstrip("/") or "/"
         if (real == mp or real.startswith(mp + "/") or mp == "/") and (
-                best is None or len(mp) > len(best.mountpoint.rstrip("/") or "/")):
+            best is None or len(mp) > len(best.mountpoint.rstrip("/") or "/")
+        ):
             best = m
     if best is None:
         # Some FUSE filesystems report a st_dev that differs from mountinfo's; fall back to prefix only.
         for m in mounts:
             mp = m.mountpoint.rstrip("/") or "/"
             if (real == mp or real.startswith(mp + "/") or mp == "/") and (
-                    best is None or len(mp) > len(best.mountpoint.rstrip("/") or "/")):
+                best is None or len(mp) > len(best.mountpoint.rstrip("/") or "/")
+            ):
                 best = m
     if best is None:
         raise FilesystemIdError(f"cannot find the mount holding {path}")
@@ -110,8 +119,13 @@ def mount_for(path: str | os.PathLike, mounts: list[Mount] | None = None) -> Mou
 
 def zfs_guid(dataset: str) -> str | None:
     try:
-        out = subprocess.run(["zfs", "get", "-H", "-p", "-o", "value", "guid", dataset],
-                             capture_output=True, text=True, timeout=30, check=False)
+        out = subprocess.run(
+            ["zfs", "get", "-H", "-p", "-o", "value", "guid", dataset],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     val = out.stdout.strip()
@@ -130,8 +144,9 @@ def device_uuid(source: str) -> str | None:
     except OSError:
         pass
     try:
-        out = subprocess.run(["blkid", "-s", "UUID", "-o", "value", source], capture_output=True, text=True, timeout=10,
-                             check=False)
+        out = subprocess.run(
+            ["blkid", "-s", "UUID", "-o", "value", source], capture_output=True, text=True, timeout=10, check=False
+        )
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
@@ -150,7 +165,7 @@ def _read_marker(dfd: int) -> tuple[bool, str | None]:
     except FileNotFoundError:
         return False, None
     except OSError:
-        return True, None    # a symlink (ELOOP) or unreadable: not a marker, and not ours to replace
+        return True, None  # a symlink (ELOOP) or unreadable: not a marker, and not ours to replace
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return True, None
@@ -169,7 +184,7 @@ def _is_configured_root(dfd: int, roots: Iterable[str | os.PathLike]) -> bool:
         try:
             rfd = os.open(os.fspath(root), _DIR_FLAGS)
         except OSError:
-            continue     # missing, or a symlink: never a root to write into
+            continue  # missing, or a symlink: never a root to write into
         try:
             rst = os.fstat(rfd)
         finally:
@@ -216,8 +231,13 @@ def _marker_id(mountpoint: str, create: bool, marker_roots: Iterable[str | os.Pa
         os.close(dfd)
 
 
-def identify(path: str | os.PathLike, *, create_marker: bool = True, mounts: list[Mount] | None = None,
-             marker_roots: Iterable[str | os.PathLike] = ()) -> FsIdentity:
+def identify(
+    path: str | os.PathLike,
+    *,
+    create_marker: bool = True,
+    mounts: list[Mount] | None = None,
+    marker_roots: Iterable[str | os.PathLike] = (),
+) -> FsIdentity:
     """``marker_roots``: the configured pool roots, the only directories a marker may be written in."""
     m = mount_for(path, mounts)
     dev = os.lstat(os.path.realpath(path)).st_dev
@@ -228,8 +248,7 @@ def identify(path: str | os.PathLike, *, create_marker: bool = True, mounts: lis
     u = device_uuid(m.source)
     if u:
         return FsIdentity(f"uuid:{u}", "uuid", m.fstype, m.source, m.mountpoint, dev)
-    top = m if m.root == "/" else next(
-        (x for x in (mounts or read_mounts()) if x.dev == m.dev and x.root == "/"), None)
+    top = m if m.root == "/" else next((x for x in (mounts or read_mounts()) if x.dev == m.dev and x.root == "/"), None)
     if top is not None:
         # A bind mount of a subfolder shares the marker of the filesystem's real root.
         mk = _marker_id(top.mountpoint, create_marker, marker_roots)

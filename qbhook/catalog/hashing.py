@@ -61,12 +61,12 @@ BUF_SIZE = 4 * 1024 * 1024
 # (bench/bench_hash.py, page-cached, 2 cores: ~0.6x b3sum without it, ~0.85x with it).
 PIPELINE_MIN = 4 * BUF_SIZE
 PIPELINE_BUFFERS = 2
-MULTITHREAD_MIN = 1024 * 1024   # smaller files are hashed on one thread
-STORE_BATCH = 1000          # ensure_hashes: commit hashes in batches of this many files ...
+MULTITHREAD_MIN = 1024 * 1024  # smaller files are hashed on one thread
+STORE_BATCH = 1000  # ensure_hashes: commit hashes in batches of this many files ...
 # ... or after this many seconds: a file that took longer than this is committed as soon as it
 # is done (a kill loses at most the file in flight), and small files still share one commit.
 STORE_INTERVAL = 1.0
-LOG_INTERVAL = 30.0         # ensure_hashes logs its progress this often (under `serve`: the log)
+LOG_INTERVAL = 30.0  # ensure_hashes logs its progress this often (under `serve`: the log)
 SAMPLE_SIZE = 16 * 1024
 # Files at least this big are hashed by mmap in a worker process (bench/bench_hash.py: the
 # read() pipeline reaches ~0.6-0.9x b3sum depending on the CPU, the mapping ~1.0x). The round
@@ -74,15 +74,23 @@ SAMPLE_SIZE = 16 * 1024
 # 6.6 ms mapped in-process and 12.2 ms on the read() path (medians of 30, Intel Xeon). Smaller
 # files stay on the read() path, whose buffers and pipeline are tuned for them.
 MMAP_MIN = 2 * PIPELINE_MIN
-MMAP_WORKERS = True         # False: always use the read() path (e.g. for comparison in benchmarks)
+MMAP_WORKERS = True  # False: always use the read() path (e.g. for comparison in benchmarks)
 MMAP_CHUNK = 64 * 1024 * 1024  # the worker hashes the mapping in chunks, asking the kernel for the next one
-MAX_IDLE_WORKERS = 2        # idle workers kept for the next file (~15 MB each); more are stopped
+MAX_IDLE_WORKERS = 2  # idle workers kept for the next file (~15 MB each); more are stopped
 EMPTY_HASH = blake3.blake3(b"").digest()
 
 # ioprio_set(2): no wrapper in the stdlib. Syscall numbers per architecture.
-_IOPRIO_SYSCALLS = {"x86_64": (251, 252), "aarch64": (30, 31), "i686": (289, 290), "i386": (289, 290),
-                    "armv7l": (314, 315), "ppc64le": (273, 274), "s390x": (282, 283), "riscv64": (30, 31)}
-IOPRIO_WHO_PROCESS = 1      # "process" is a task: a thread id names just that thread
+_IOPRIO_SYSCALLS = {
+    "x86_64": (251, 252),
+    "aarch64": (30, 31),
+    "i686": (289, 290),
+    "i386": (289, 290),
+    "armv7l": (314, 315),
+    "ppc64le": (273, 274),
+    "s390x": (282, 283),
+    "riscv64": (30, 31),
+}
+IOPRIO_WHO_PROCESS = 1  # "process" is a task: a thread id names just that thread
 IOPRIO_CLASS_IDLE = 3
 _IOPRIO_CLASS_SHIFT = 13
 BACKGROUND_NICE = 19
@@ -134,7 +142,7 @@ class HashBudget:
     def __init__(self, limit: int = 0):
         self.limit = int(limit or 0)
         self.spent = 0
-        self.deferred = 0           # files left for a later run
+        self.deferred = 0  # files left for a later run
         self.deferred_bytes = 0
         self._lock = threading.Lock()
 
@@ -152,8 +160,12 @@ class HashBudget:
         return bool(self.limit) and self.spent >= self.limit
 
     def as_dict(self) -> dict:
-        return {"limit": self.limit, "spent": self.spent, "deferred_files": self.deferred,
-                "deferred_bytes": self.deferred_bytes}
+        return {
+            "limit": self.limit,
+            "spent": self.spent,
+            "deferred_files": self.deferred,
+            "deferred_bytes": self.deferred_bytes,
+        }
 
 
 @dataclass(frozen=True)
@@ -165,7 +177,12 @@ class HashResult:
     @property
     def stable(self) -> bool:
         b, a = self.before, self.after
-        return (b.st_ino, b.st_size, b.st_mtime_ns, b.st_ctime_ns) == (a.st_ino, a.st_size, a.st_mtime_ns, a.st_ctime_ns)
+        return (b.st_ino, b.st_size, b.st_mtime_ns, b.st_ctime_ns) == (
+            a.st_ino,
+            a.st_size,
+            a.st_mtime_ns,
+            a.st_ctime_ns,
+        )
 
     def settled(self, margin_s: float, now: float | None = None) -> bool:
         now = time.time() if now is None else now
@@ -176,8 +193,13 @@ class HashResult:
 # O_NONBLOCK: opening a FIFO for reading blocks until a writer appears (forever, in
 # practice), and a device's open can block too; with it the open returns at once and the
 # fstat below refuses the thing. On a regular file O_NONBLOCK changes nothing.
-_READ_FLAGS = (os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-               | (getattr(os, "O_NOATIME", 0) if os.geteuid() == 0 else 0))
+_READ_FLAGS = (
+    os.O_RDONLY
+    | os.O_NOFOLLOW
+    | os.O_NONBLOCK
+    | os.O_CLOEXEC
+    | (getattr(os, "O_NOATIME", 0) if os.geteuid() == 0 else 0)
+)
 
 
 class NotRegularFile(OSError):
@@ -204,8 +226,13 @@ def open_regular(path: bytes | str) -> tuple[int, os.stat_result]:
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -258,7 +285,7 @@ def _hash_pipelined(fd: int, h) -> None:
                 full.put((buf, n, None))
                 if not n:
                     return
-        except BaseException as e:  # noqa: BLE001 - handed to the hashing thread, re-raised there
+        except BaseException as e:
             full.put((None, 0, e))
 
     t = threading.Thread(target=reader, name="hash-read", daemon=True)
@@ -331,8 +358,12 @@ class _Worker:
             # runs as root, and its working folder may be one that others can write a blake3.py into.
             self.proc = subprocess.Popen(
                 [sys.executable, "-I", "-c", _WORKER_SRC, str(child.fileno()), str(MMAP_CHUNK)],
-                pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, cwd="/")
+                pass_fds=(child.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd="/",
+            )
         except BaseException:
             parent.close()
             raise
@@ -380,9 +411,9 @@ class _Worker:
 # hash must not land in a worker started by a background (nice 19, idle I/O) thread.
 _idle: list[_Worker] = []
 _idle_background: list[_Worker] = []
-_background = threading.local()     # .on: this thread hashes in the background
+_background = threading.local()  # .on: this thread hashes in the background
 _pool_lock = threading.Lock()
-_workers_broken = False     # set once a worker cannot even start: the read() path does it all
+_workers_broken = False  # set once a worker cannot even start: the read() path does it all
 
 
 @atexit.register
@@ -449,7 +480,7 @@ def hash_file(path: bytes | str) -> HashResult:
     fd, before = open_regular(path)
     try:
         digest = None
-        if MMAP_WORKERS and before.st_size >= MMAP_MIN:   # open_regular checked S_ISREG
+        if MMAP_WORKERS and before.st_size >= MMAP_MIN:  # open_regular checked S_ISREG
             digest = _hash_in_worker(fd, path)
         if digest is None:
             # The mapping never moved the shared file offset, but say where the read starts.
@@ -480,9 +511,9 @@ class EnsureReport:
     hashed: int = 0
     cached: int = 0
     bytes_read: int = 0
-    unsettled: list[int] = None   # inode ids whose content moved under us or is too fresh
-    missing: list[int] = None     # inode ids with no readable path that still is that inode
-    deferred: list[int] = None    # inode ids left unhashed: the run's hash budget was spent
+    unsettled: list[int] = None  # inode ids whose content moved under us or is too fresh
+    missing: list[int] = None  # inode ids with no readable path that still is that inode
+    deferred: list[int] = None  # inode ids left unhashed: the run's hash budget was spent
     deferred_bytes: int = 0
 
     def __post_init__(self):
@@ -510,7 +541,7 @@ def _locate_many(catalog: Catalog, inode_ids: list[int], chunk: int = 500):
     """_locate() for many inodes, reading the catalog in chunks: yields (inode id, row, path,
     lstat of path) with path and lstat None when no path still is that inode (row None: unknown id)."""
     for i in range(0, len(inode_ids), chunk):
-        ids = inode_ids[i:i + chunk]
+        ids = inode_ids[i : i + chunk]
         found = catalog.inodes_and_paths(ids)
         for iid in ids:
             ent = found.get(iid)
@@ -530,9 +561,15 @@ def _locate_many(catalog: Catalog, inode_ids: list[int], chunk: int = 500):
                 yield iid, row, None, None
 
 
-def ensure_hashes(catalog: Catalog, inode_ids, *, settle_seconds: float = 60.0,
-                  progress: Progress | None = None, budget: HashBudget | int | None = None,
-                  background: bool = False) -> EnsureReport:
+def ensure_hashes(
+    catalog: Catalog,
+    inode_ids,
+    *,
+    settle_seconds: float = 60.0,
+    progress: Progress | None = None,
+    budget: HashBudget | int | None = None,
+    background: bool = False,
+) -> EnsureReport:
     """Make sure every inode in ``inode_ids`` has a valid cached hash, hashing only what lacks one.
 
     Reads run one thread per filesystem (one sequential reader per device); catalog writes
@@ -549,7 +586,11 @@ def ensure_hashes(catalog: Catalog, inode_ids, *, settle_seconds: float = 60.0,
         if row is None or path is None:
             report.missing.append(iid)
             continue
-        if row.hash is not None and (st.st_size, st.st_mtime_ns, st.st_ctime_ns) == (row.size, row.mtime_ns, row.ctime_ns):
+        if row.hash is not None and (st.st_size, st.st_mtime_ns, st.st_ctime_ns) == (
+            row.size,
+            row.mtime_ns,
+            row.ctime_ns,
+        ):
             report.cached += 1
             continue
         todo.setdefault(row.fs, []).append((iid, path, st.st_size))
@@ -577,7 +618,7 @@ def ensure_hashes(catalog: Catalog, inode_ids, *, settle_seconds: float = 60.0,
         stats.clear()
         last_store = time.monotonic()
 
-    stop = threading.Event()     # set when we leave early: workers stop after their current file
+    stop = threading.Event()  # set when we leave early: workers stop after their current file
 
     def worker(items):
         if background:
@@ -593,7 +634,7 @@ def ensure_hashes(catalog: Catalog, inode_ids, *, settle_seconds: float = 60.0,
                 results.put((iid, hash_file(path), None))
             except OSError as e:
                 results.put((iid, None, e))
-            except BaseException as e:  # noqa: BLE001 - re-raised on the catalog thread
+            except BaseException as e:
                 results.put((iid, None, e))
                 return
 
@@ -633,13 +674,20 @@ def ensure_hashes(catalog: Catalog, inode_ids, *, settle_seconds: float = 60.0,
         finally:
             stop.set()
             store()
-    left = (f"; {len(report.deferred):,} files ({report.deferred_bytes / 2**30:.2f} GiB) left for the next run: "
-            f"hash budget of {budget.limit / 2**30:.2f} GiB spent") if report.deferred else ""
+    left = (
+        (
+            f"; {len(report.deferred):,} files ({report.deferred_bytes / 2**30:.2f} GiB) left for the next run: "
+            f"hash budget of {budget.limit / 2**30:.2f} GiB spent"
+        )
+        if report.deferred
+        else ""
+    )
     if report.deferred:
         log.info("hashing stopped at the budget%s", left)
     if progress is not None:
-        progress.done(f"hashed {report.hashed:,} files ({report.bytes_read / 2**30:.2f} GiB, "
-                      f"{meter.rate_text()}){left}")
+        progress.done(
+            f"hashed {report.hashed:,} files ({report.bytes_read / 2**30:.2f} GiB, {meter.rate_text()}){left}"
+        )
     return report
 
 

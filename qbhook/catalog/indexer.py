@@ -51,15 +51,15 @@ _EVENT_MARK = "_qbhook_event"
 @dataclass
 class SyncReport:
     instance: str
-    mode: str                    # full | incremental | listing
+    mode: str  # full | incremental | listing
     rid: int | None = None
-    listed: int = 0              # torrent records received
+    listed: int = 0  # torrent records received
     added: int = 0
     changed: int = 0
     gone: int = 0
-    files_fetched: int = 0       # torrents whose file list was (re)fetched
+    files_fetched: int = 0  # torrents whose file list was (re)fetched
     unmappable: list[str] = field(default_factory=list)
-    rebuilt: str | None = None   # why the stored index was dropped and rebuilt
+    rebuilt: str | None = None  # why the stored index was dropped and rebuilt
     seconds: float = 0.0
     # listing clients: every present torrent, typed (maindata clients: typed on demand)
     infos: list[TorrentInfo] | None = field(default=None, repr=False)
@@ -74,40 +74,74 @@ class SyncReport:
 def _files_key(info: TorrentInfo | None, raw: Mapping[str, Any]) -> str:
     """What a file list depends on; the list is re-fetched only when this changes."""
     if info is not None:
-        key = [info.client_save_path, info.client_content_path, info.name, info.size, info.total_size,
-               info.has_metadata]
+        key = [
+            info.client_save_path,
+            info.client_content_path,
+            info.name,
+            info.size,
+            info.total_size,
+            info.has_metadata,
+        ]
     else:
-        key = [raw.get("save_path"), raw.get("content_path"), raw.get("name"), raw.get("size"),
-               raw.get("total_size"), raw.get("state") in ("metaDL", "forcedMetaDL")]
+        key = [
+            raw.get("save_path"),
+            raw.get("content_path"),
+            raw.get("name"),
+            raw.get("size"),
+            raw.get("total_size"),
+            raw.get("state") in ("metaDL", "forcedMetaDL"),
+        ]
     return json.dumps(key)
 
 
 def _record(raw: dict, info: TorrentInfo | None, map_error: str | None) -> TorrentRecord:
     if info is not None:
         fields = {
-            "infohash_v1": info.infohash_v1, "infohash_v2": info.infohash_v2, "name": info.name,
-            "category": info.category, "tags": json.dumps(sorted(info.tags)), "save_path": info.save_path,
-            "client_save_path": info.client_save_path, "content_path": info.content_path,
-            "client_content_path": info.client_content_path, "download_path": info.download_path,
-            "state": info.state, "progress": info.progress, "auto_tmm": int(info.auto_tmm), "size": info.size,
-            "total_size": info.total_size, "has_metadata": int(info.has_metadata), "added_on": info.added_on,
-            "completion_on": info.completion_on, "map_error": None,
+            "infohash_v1": info.infohash_v1,
+            "infohash_v2": info.infohash_v2,
+            "name": info.name,
+            "category": info.category,
+            "tags": json.dumps(sorted(info.tags)),
+            "save_path": info.save_path,
+            "client_save_path": info.client_save_path,
+            "content_path": info.content_path,
+            "client_content_path": info.client_content_path,
+            "download_path": info.download_path,
+            "state": info.state,
+            "progress": info.progress,
+            "auto_tmm": int(info.auto_tmm),
+            "size": info.size,
+            "total_size": info.total_size,
+            "has_metadata": int(info.has_metadata),
+            "added_on": info.added_on,
+            "completion_on": info.completion_on,
+            "map_error": None,
         }
         return TorrentRecord(info.hash, fields, raw, _files_key(info, raw))
     # Unmappable: keep what the client said (client spellings only) and the reason.
     from qbhook.clients.qbt.model import normalize_state, parse_tags
+
     h = str(raw["hash"]).lower()
     fields = {
         "infohash_v1": (str(raw.get("infohash_v1")).lower() or None) if raw.get("infohash_v1") else None,
         "infohash_v2": (str(raw.get("infohash_v2")).lower() or None) if raw.get("infohash_v2") else None,
-        "name": str(raw.get("name", "")), "category": str(raw.get("category") or ""),
-        "tags": json.dumps(sorted(parse_tags(raw.get("tags")))), "save_path": None,
-        "client_save_path": str(raw.get("save_path") or ""), "content_path": None,
-        "client_content_path": str(raw.get("content_path") or ""), "download_path": None,
-        "state": normalize_state(str(raw.get("state", "unknown"))), "progress": float(raw.get("progress", 0.0)),
-        "auto_tmm": int(bool(raw.get("auto_tmm"))), "size": int(raw.get("size", 0)),
-        "total_size": int(raw.get("total_size", raw.get("size", 0))), "has_metadata": None,
-        "added_on": None, "completion_on": None, "map_error": map_error,
+        "name": str(raw.get("name", "")),
+        "category": str(raw.get("category") or ""),
+        "tags": json.dumps(sorted(parse_tags(raw.get("tags")))),
+        "save_path": None,
+        "client_save_path": str(raw.get("save_path") or ""),
+        "content_path": None,
+        "client_content_path": str(raw.get("content_path") or ""),
+        "download_path": None,
+        "state": normalize_state(str(raw.get("state", "unknown"))),
+        "progress": float(raw.get("progress", 0.0)),
+        "auto_tmm": int(bool(raw.get("auto_tmm"))),
+        "size": int(raw.get("size", 0)),
+        "total_size": int(raw.get("total_size", raw.get("size", 0))),
+        "has_metadata": None,
+        "added_on": None,
+        "completion_on": None,
+        "map_error": map_error,
     }
     return TorrentRecord(h, fields, raw, _files_key(None, raw))
 
@@ -129,7 +163,7 @@ def _file_records(info: TorrentInfo | None, files: Iterable[TorrentFile]) -> lis
             try:
                 path = normalize(posixpath.join(info.save_path, f.name)).encode("utf-8", "surrogateescape")
             except PathMapError:
-                path = None     # a '..' in a file name: never looked up (the planner blocks it)
+                path = None  # a '..' in a file name: never looked up (the planner blocks it)
         out.append(FileRecord(f.index, f.name, f.size, f.priority, path))
     return out
 
@@ -146,10 +180,8 @@ def sync_client(catalog: Catalog, client, *, now: float | None = None) -> SyncRe
         rebuilt = f"torrent index of {client.name!r} was inconsistent ({e}); rebuilt from the client"
         log.warning("%s", rebuilt)
         idx.reset(client.name)
-    if hasattr(client, "maindata"):
-        rep = _sync_maindata(idx, client, now)
-    else:
-        rep = _sync_listing(idx, client, now)
+    # qBittorrent's sync/maindata is incremental (rid); a client without it is listed whole.
+    rep = _sync_maindata(idx, client, now) if hasattr(client, "maindata") else _sync_listing(idx, client, now)
     rep.rebuilt = rebuilt
     idx.refresh(now)
     rep.seconds = round(time.monotonic() - t0, 3)
@@ -202,7 +234,7 @@ def _stored_infos(idx: TorrentIndex, client) -> list[TorrentInfo] | None:
     out = []
     for h, (raw, _key) in idx.raw_records(client.name).items():
         if raw.get(_EVENT_MARK):
-            return None     # known only from an event so far: no full record to type
+            return None  # known only from an event so far: no full record to type
         info, _why = _typed({**raw, "hash": h}, client)
         if info is None:
             return None
@@ -216,7 +248,7 @@ def _sync_listing(idx: TorrentIndex, client, now: float | None) -> SyncReport:
     rep = SyncReport(client.name, "listing", rid=0)
     batched = None
     if not stored and hasattr(client, "torrents_with_files"):
-        batched = client.torrents_with_files()     # first sync: everything in a few round trips
+        batched = client.torrents_with_files()  # first sync: everything in a few round trips
         infos = [t for t, _ in batched]
     else:
         infos = client.torrents()
@@ -253,14 +285,15 @@ def _info_raw(info: TorrentInfo) -> dict:
     return d
 
 
-def _fetch_files(client, wanted: list[tuple[TorrentRecord, TorrentInfo | None]], *,
-                 by_id: bool) -> dict[str, list[FileRecord]]:
+def _fetch_files(
+    client, wanted: list[tuple[TorrentRecord, TorrentInfo | None]], *, by_id: bool
+) -> dict[str, list[FileRecord]]:
     out: dict[str, list[FileRecord]] = {}
     for rec, info in wanted:
         try:
             flist = client.files_of_id(rec.hash) if by_id else client.files(rec.hash)
         except UnknownTorrent:
-            continue        # removed meanwhile: the next sync reports it gone
+            continue  # removed meanwhile: the next sync reports it gone
         out[rec.hash] = _file_records(info, flist)
     return out
 
@@ -281,9 +314,12 @@ def record_snapshot(catalog: Catalog, infos: Iterable[TorrentInfo], snap, *, now
             continue
         recs, files = per_instance.setdefault(fact.instance, ([], {}))
         recs.append(_record({_EVENT_MARK: True}, info, None))
-        files[info.hash] = [FileRecord(f.index, f.rel, f.size, f.priority,
-                                       f.path.encode("utf-8", "surrogateescape") if f.path else None)
-                            for f in fact.files]
+        files[info.hash] = [
+            FileRecord(
+                f.index, f.rel, f.size, f.priority, f.path.encode("utf-8", "surrogateescape") if f.path else None
+            )
+            for f in fact.files
+        ]
     for instance, (recs, files) in per_instance.items():
         idx.apply(instance, recs, files, (), rid=None, mode="event", now=now, keep_raw=True)
     if per_instance:
@@ -324,8 +360,10 @@ class IndexedFiles:
     def files(self, any_hash: str) -> list[TorrentFile]:
         h = any_hash.lower()
         if h in self._complete:
-            return [TorrentFile(index=i, name=rel, size=size, progress=1.0, priority=prio)
-                    for i, rel, size, prio, _path, _inode in self._index.files(self._client.name, h)]
+            return [
+                TorrentFile(index=i, name=rel, size=size, progress=1.0, priority=prio)
+                for i, rel, size, prio, _path, _inode in self._index.files(self._client.name, h)
+            ]
         return self._client.files(any_hash)
 
 
@@ -344,7 +382,7 @@ def snapshot_view(catalog: Catalog, clients, reports: list[SyncReport]) -> tuple
             return None
         typed = rep.infos
         if typed is None and hasattr(c, "maindata"):
-            typed = _stored_infos(idx, c)   # typed only here: a plain sync does not need them
+            typed = _stored_infos(idx, c)  # typed only here: a plain sync does not need them
         if typed is None:
             return None
         stored = {t.hash: t.files for t in idx.torrents(instance=c.name)}

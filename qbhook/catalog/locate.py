@@ -14,8 +14,10 @@ def locate(catalog: Catalog, cfg: Config, path: str) -> dict:
     real = os.path.realpath(path)
     pool = cfg.pool_of(real)
     if pool is None:
-        raise PathOutsideRoots(f"{path} is not inside any configured pool",
-                               hint="pools: " + ", ".join(f"{p.name}={p.path}" for p in cfg.pools))
+        raise PathOutsideRoots(
+            f"{path} is not inside any configured pool",
+            hint="pools: " + ", ".join(f"{p.name}={p.path}" for p in cfg.pools),
+        )
     # Identity is (filesystem, inode): refresh this path's row from the live file first.
     inode_id = catalog.record_path(real, pool.name)
     # Copies are found by content: hash this inode and every same-size candidate (cheap when
@@ -29,8 +31,23 @@ def locate(catalog: Catalog, cfg: Config, path: str) -> dict:
         for other in catalog.inodes_with_content(row.size, row.hash):
             if other.id == row.id:
                 continue
-            copies.append({"fsid": other.fsid, "inode": other.ino, "nlink": other.nlink,
-                           "paths": [os.fsdecode(p) for p, _ in catalog.paths_of(other.id)]})
-    return {"path": real, "pool": pool.name, "size": row.size, "fsid": row.fsid, "inode": row.ino,
-            "nlink": row.nlink, "blake3": row.hash.hex() if row.hash else None, "links": links,
-            "unknown_links": max(row.nlink - len(links), 0), "copies": copies}
+            copies.append(
+                {
+                    "fsid": other.fsid,
+                    "inode": other.ino,
+                    "nlink": other.nlink,
+                    "paths": [os.fsdecode(p) for p, _ in catalog.paths_of(other.id)],
+                }
+            )
+    return {
+        "path": real,
+        "pool": pool.name,
+        "size": row.size,
+        "fsid": row.fsid,
+        "inode": row.ino,
+        "nlink": row.nlink,
+        "blake3": row.hash.hex() if row.hash else None,
+        "links": links,
+        "unknown_links": max(row.nlink - len(links), 0),
+        "copies": copies,
+    }

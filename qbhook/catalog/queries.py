@@ -26,7 +26,8 @@ def last_full_scan_age(catalog: Catalog, pools: Iterable[PoolConfig]) -> float |
         # a whole-pool scan only: a subtree scan (events) says nothing about the rest
         r = catalog.conn.execute(
             "SELECT max(finished_at) FROM scans WHERE pool=? AND status='ok' AND root=?",
-            (pool.name, os.fsencode(os.path.normpath(str(pool.path))))).fetchone()
+            (pool.name, os.fsencode(os.path.normpath(str(pool.path)))),
+        ).fetchone()
         if r is None or r[0] is None:
             return None
         finished.append(r[0])
@@ -36,6 +37,7 @@ def last_full_scan_age(catalog: Catalog, pools: Iterable[PoolConfig]) -> float |
 def sync_index(catalog: Catalog, clients, offline: bool) -> tuple[dict, list[str]]:
     """Sync (unless offline); returns (freshness per instance, problems met)."""
     from qbhook.catalog.torrents import TorrentIndex
+
     problems: list[str] = []
     if not offline:
         _reports, errors = try_sync_all(catalog, clients)
@@ -46,8 +48,19 @@ def sync_index(catalog: Catalog, clients, offline: bool) -> tuple[dict, list[str
     return synced, problems
 
 
-def list_torrents(cfg: Config, catalog: Catalog, clients, *, pool=None, state=None, category=None, group=None,
-                  decision=None, gone: bool = False, offline: bool = False) -> dict:
+def list_torrents(
+    cfg: Config,
+    catalog: Catalog,
+    clients,
+    *,
+    pool=None,
+    state=None,
+    category=None,
+    group=None,
+    decision=None,
+    gone: bool = False,
+    offline: bool = False,
+) -> dict:
     """``qbhook torrents``: indexed torrents with pool, group, payload ids and last decision, filtered."""
     synced, problems = sync_index(catalog, clients, offline)
     idx = TorrentIndex(catalog.conn)
@@ -70,8 +83,9 @@ def list_torrents(cfg: Config, catalog: Catalog, clients, *, pool=None, state=No
         rows = [r for r in rows if (r["group"] or "").startswith(group.lower())]
     if decision is not None:
         rows = [r for r in rows if (r["decision"] or "none") == decision]
-    fresh = {name: {**s, "age_s": round(now - s["synced_at"], 1) if s["synced_at"] else None}
-             for name, s in synced.items()}
+    fresh = {
+        name: {**s, "age_s": round(now - s["synced_at"], 1) if s["synced_at"] else None} for name, s in synced.items()
+    }
     data = {"torrents": rows, "index": fresh, "problems": problems}
     return data
 
@@ -80,8 +94,7 @@ def payload_copies(catalog: Catalog, clients, offline: bool) -> dict:
     """``qbhook dupes --payloads``: whole payloads stored more than once, from the index."""
     _synced, problems = sync_index(catalog, clients, offline)
     sets = payload_duplicates(TorrentIndex(catalog.conn))
-    data = {"payloads": sets, "reclaimable_bytes": sum(s["reclaimable_bytes"] for s in sets),
-            "problems": problems}
+    data = {"payloads": sets, "reclaimable_bytes": sum(s["reclaimable_bytes"] for s in sets), "problems": problems}
     return data
 
 
@@ -98,8 +111,7 @@ def explain_from_index(catalog: Catalog, torrent_hash: str, why: str | None, now
     rows = idx.torrents()
     hit = [t for t in rows if h in (t.hash, t.infohash_v1, t.infohash_v2)]
     if not hit:
-        raise UnknownTorrent(f"torrent {torrent_hash} is not in the torrent index"
-                             + (f" (and {why})" if why else ""))
+        raise UnknownTorrent(f"torrent {torrent_hash} is not in the torrent index" + (f" (and {why})" if why else ""))
     groups = idx.groups()
     gid = groups.get((hit[0].instance, hit[0].hash))
     members = [t for t in rows if groups.get((t.instance, t.hash)) == gid]
@@ -117,16 +129,37 @@ def explain_from_index(catalog: Catalog, torrent_hash: str, why: str | None, now
                     live = {"same_inode": bool(row) and catalog.still_is(path, st, row), "nlink": st.st_nlink}
                 except OSError:
                     live = {"same_inode": False, "nlink": None}
-            files.append({"rel": rel, "size": size, "path": path,
-                          "inode": [row.fsid, row.ino] if row else None, "catalog_nlink": row.nlink if row else None,
-                          "blake3": row.hash.hex() if row and row.hash else None, "live": live})
+            files.append(
+                {
+                    "rel": rel,
+                    "size": size,
+                    "path": path,
+                    "inode": [row.fsid, row.ino] if row else None,
+                    "catalog_nlink": row.nlink if row else None,
+                    "blake3": row.hash.hex() if row and row.hash else None,
+                    "live": live,
+                }
+            )
         s = synced.get(t.instance, {})
-        out_t.append({**t.as_dict(), "files": files,
-                      "index_age_s": round(now - s["synced_at"], 1) if s.get("synced_at") else None})
+        out_t.append(
+            {
+                **t.as_dict(),
+                "files": files,
+                "index_age_s": round(now - s["synced_at"], 1) if s.get("synced_at") else None,
+            }
+        )
     first = hit[0]
-    data = {"source": "index", "why": why, "group": {"group_id": gid, "decision": first.decision,
-                                                      "decision_reason": first.decision_reason,
-                                                      "decided_at": first.decided_at,
-                                                      "planned_group_id": first.group_id},
-            "torrents": out_t, "now": now}
+    data = {
+        "source": "index",
+        "why": why,
+        "group": {
+            "group_id": gid,
+            "decision": first.decision,
+            "decision_reason": first.decision_reason,
+            "decided_at": first.decided_at,
+            "planned_group_id": first.group_id,
+        },
+        "torrents": out_t,
+        "now": now,
+    }
     return data

@@ -40,24 +40,41 @@ class ScanResult:
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
-        return {"pool": self.pool, "scan_id": self.scan_id, "files_seen": self.files_seen, "added": self.added,
-                "changed": self.changed, "removed": self.removed, "status": self.status,
-                "unreadable": self.unreadable, "seconds": round(self.seconds, 3)}
+        return {
+            "pool": self.pool,
+            "scan_id": self.scan_id,
+            "files_seen": self.files_seen,
+            "added": self.added,
+            "changed": self.changed,
+            "removed": self.removed,
+            "status": self.status,
+            "unreadable": self.unreadable,
+            "seconds": round(self.seconds, 3),
+        }
 
 
-def scan_pool(catalog: Catalog, pool: PoolConfig, scan_cfg: ScanConfig, *,
-              progress: Progress | None = None, allow_mass_delete: bool = False,
-              subtree: str | None = None) -> ScanResult:
+def scan_pool(
+    catalog: Catalog,
+    pool: PoolConfig,
+    scan_cfg: ScanConfig,
+    *,
+    progress: Progress | None = None,
+    allow_mass_delete: bool = False,
+    subtree: str | None = None,
+) -> ScanResult:
     """Scan ``pool`` (or only ``subtree`` inside it) and bring the catalog up to date."""
     root = os.fsencode(os.path.normpath(subtree or str(pool.path)))
     if not os.path.isdir(root):
-        raise QbhookError(f"cannot scan pool {pool.name}: {os.fsdecode(root)} is not a folder",
-                          hint="is the pool mounted? check 'pools' in the config")
+        raise QbhookError(
+            f"cannot scan pool {pool.name}: {os.fsdecode(root)} is not a folder",
+            hint="is the pool mounted? check 'pools' in the config",
+        )
     t0 = time.monotonic()
     conn = catalog.conn
     with Tx(conn) as c:
-        scan_id = c.execute("INSERT INTO scans(pool, root, started_at) VALUES (?,?,?)",
-                            (pool.name, root, time.time())).lastrowid
+        scan_id = c.execute(
+            "INSERT INTO scans(pool, root, started_at) VALUES (?,?,?)", (pool.name, root, time.time())
+        ).lastrowid
     result = ScanResult(pool=pool.name, scan_id=scan_id)
     ignore = {os.fsencode(n) for n in scan_cfg.ignore_names}
 
@@ -72,9 +89,11 @@ def scan_pool(catalog: Catalog, pool: PoolConfig, scan_cfg: ScanConfig, *,
     result.files_seen = seen
     result.unreadable = [os.fsdecode(u) for u in unreadable]
 
-    refuse = (len(vanished) > scan_cfg.mass_delete_min_paths
-              and len(vanished) > scan_cfg.mass_delete_max_share * max(known_count, 1)
-              and not allow_mass_delete)
+    refuse = (
+        len(vanished) > scan_cfg.mass_delete_min_paths
+        and len(vanished) > scan_cfg.mass_delete_max_share * max(known_count, 1)
+        and not allow_mass_delete
+    )
 
     _flush(catalog, pool.name, changes, scan_id)
     with Tx(conn) as c:
@@ -83,17 +102,23 @@ def scan_pool(catalog: Catalog, pool: PoolConfig, scan_cfg: ScanConfig, *,
             catalog.drop_orphan_inodes(c)
             result.removed = len(vanished)
         result.status = "refused" if refuse else "ok"
-        msg = (f"refused to drop {len(vanished)} of {known_count} known paths" if refuse else None)
-        c.execute("UPDATE scans SET finished_at=?, status=?, files_seen=?, added=?, changed=?, removed=?, message=? WHERE id=?",
-                  (time.time(), result.status, seen, result.added, result.changed, result.removed, msg, scan_id))
+        msg = f"refused to drop {len(vanished)} of {known_count} known paths" if refuse else None
+        c.execute(
+            "UPDATE scans SET finished_at=?, status=?, files_seen=?, added=?, changed=?, removed=?, message=? "
+            "WHERE id=?",
+            (time.time(), result.status, seen, result.added, result.changed, result.removed, msg, scan_id),
+        )
     if progress is not None:
         progress.done(f"{pool.name}: {seen:,} files, +{result.added} ~{result.changed} -{result.removed}")
     result.seconds = time.monotonic() - t0
     if refuse:
-        raise notify.guard_tripped(MassDeleteRefused(
-            f"scan of pool {pool.name} would drop {len(vanished):,} of {known_count:,} known paths "
-            f"({100 * len(vanished) / max(known_count, 1):.0f}%); nothing was removed from the catalog",
-            hint=f"is {pool.path} mounted? If the files really are gone, re-run with --allow-mass-delete"))
+        raise notify.guard_tripped(
+            MassDeleteRefused(
+                f"scan of pool {pool.name} would drop {len(vanished):,} of {known_count:,} known paths "
+                f"({100 * len(vanished) / max(known_count, 1):.0f}%); nothing was removed from the catalog",
+                hint=f"is {pool.path} mounted? If the files really are gone, re-run with --allow-mass-delete",
+            )
+        )
     return result
 
 
@@ -103,8 +128,9 @@ def scan_pool(catalog: Catalog, pool: PoolConfig, scan_cfg: ScanConfig, *,
 _Walk = tuple[int, "list[bytes] | dict[bytes, int]", list, list[bytes], int, int, int]
 
 
-def _python_walk(catalog: Catalog, pool: str, root: bytes, subtree: bool, ignore: set[bytes], scan_id: int,
-                 progress: Progress | None) -> _Walk:
+def _python_walk(
+    catalog: Catalog, pool: str, root: bytes, subtree: bool, ignore: set[bytes], scan_id: int, progress: Progress | None
+) -> _Walk:
     """os.scandir + lstat of every entry, compared with the catalog's stat signatures."""
     # Long on purpose: the walk's hot loop keeps its state in locals (measured: the rescan's floor).
     # path -> signature of (fs, ino, size, mtime_ns, ctime_ns, nlink): one int per path keeps
@@ -189,7 +215,7 @@ def _python_walk(catalog: Catalog, pool: str, root: bytes, subtree: bool, ignore
 # on a path find printed for that device). Otherwise the scan falls back to the Python walk.
 
 FIND = next((p for p in ("/usr/bin/find", "/bin/find") if os.access(p, os.X_OK)), None)
-FIND_WALK = True            # False: always walk in Python (e.g. to compare in benchmarks)
+FIND_WALK = True  # False: always walk in Python (e.g. to compare in benchmarks)
 _FIND_CHUNK = 4 * 1024 * 1024
 _GLOB_SPECIAL = re.compile(rb"([*?\\[\]\\])")
 
@@ -197,6 +223,7 @@ _GLOB_SPECIAL = re.compile(rb"([*?\\[\]\\])")
 @dataclass(slots=True)
 class _FoundStat:
     """The fields of an lstat result the catalog records, as find printed them."""
+
     st_dev: int
     st_ino: int
     st_size: int
@@ -222,10 +249,15 @@ def _parse_find_line(line: bytes) -> tuple[bytes, _FoundStat]:
     dev, ino, size, mt, ct, nlink, path = line.split(b" ", 6)
     ms, _, mf = mt.partition(b".")
     cs, _, cf = ct.partition(b".")
-    st = _FoundStat(int(dev), int(ino), int(size), int(ms) * 1_000_000_000 + int(mf[:9]),
-                    int(cs) * 1_000_000_000 + int(cf[:9]), int(nlink))
-    if Catalog.find_line(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink,
-                         path) != line:
+    st = _FoundStat(
+        int(dev),
+        int(ino),
+        int(size),
+        int(ms) * 1_000_000_000 + int(mf[:9]),
+        int(cs) * 1_000_000_000 + int(cf[:9]),
+        int(nlink),
+    )
+    if Catalog.find_line(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, path) != line:
         raise ValueError("unexpected find output")
     return path, st
 
@@ -269,14 +301,21 @@ def _find_walk(catalog: Catalog, pool: str, root: bytes, subtree: bool, ignore: 
         os.close(err)
 
 
-def _find_walk_fds(catalog: Catalog, pool: str, root: bytes, subtree: bool, ignore: set[bytes],
-                   out: int, err: int) -> _Walk | None:
+def _find_walk_fds(
+    catalog: Catalog, pool: str, root: bytes, subtree: bool, ignore: set[bytes], out: int, err: int
+) -> _Walk | None:
     # Long on purpose: find, the catalog's expected lines and the diff share one try/finally that kills find.
     # find writes into a memory file, not a pipe: a pipe would need this process to keep
     # draining it, and every read would wait for the GIL held by the SQLite load below.
     try:
-        proc = subprocess.Popen(_find_cmd(root, ignore), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"}, cwd="/")
+        proc = subprocess.Popen(
+            _find_cmd(root, ignore),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
+            cwd="/",
+        )
     except OSError as e:
         log.info("scan of %s: cannot run %s (%s); walking in Python", pool, FIND, e)
         return None
@@ -312,7 +351,7 @@ def _find_walk_fds(catalog: Catalog, pool: str, root: bytes, subtree: bool, igno
     # Lines find printed that the catalog does not have are kept to be parsed; if every catalog
     # line was matched and none is new, nothing changed.
     fresh_lines: list[bytes] = []
-    sample: dict[int, bytes] = {}          # st_dev -> one line find printed for that device
+    sample: dict[int, bytes] = {}  # st_dev -> one line find printed for that device
     want = {dev: b"%d " % dev for dev in devs.values()}
     matched = seen = 0
     for buf, lines in _find_chunks(out):
@@ -373,8 +412,11 @@ def _find_walk_fds(catalog: Catalog, pool: str, root: bytes, subtree: bool, igno
     # decides: a line can also differ because the st_dev a filesystem had when last seen is
     # stale (a remount, a reboot) while the file and its filesystem are the same.
     was = catalog.stat_rows([p for p, _fs, _st in changes if p in gone])
-    kept = [(p, fs, st) for p, fs, st in changes
-            if was.get(p) != (fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink)]
+    kept = [
+        (p, fs, st)
+        for p, fs, st in changes
+        if was.get(p) != (fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink)
+    ]
     changed = sum(1 for p, _fs, _st in kept if p in gone)
     return known_count, vanished, kept, [], seen, len(kept) - changed, changed
 
@@ -391,6 +433,8 @@ def _flush(catalog: Catalog, pool: str, changes: list, scan_id: int) -> None:
 def last_scans(catalog: Catalog, limit: int = 10) -> list[dict]:
     rows = catalog.conn.execute(
         "SELECT id, pool, started_at, finished_at, status, files_seen, added, changed, removed, message "
-        "FROM scans ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        "FROM scans ORDER BY id DESC LIMIT ?",
+        (limit,),
+    ).fetchall()
     keys = ("id", "pool", "started_at", "finished_at", "status", "files_seen", "added", "changed", "removed", "message")
     return [dict(zip(keys, r)) for r in rows]

@@ -12,8 +12,11 @@ from qbhook.catalog.db import Tx
 
 def put(conn: sqlite3.Connection, key: str, value: Any) -> None:
     with Tx(conn) as c:
-        c.execute("INSERT INTO state(key, value, updated_at) VALUES (?,?,?) ON CONFLICT(key) DO UPDATE "
-                  "SET value=excluded.value, updated_at=excluded.updated_at", (key, json.dumps(value), time.time()))
+        c.execute(
+            "INSERT INTO state(key, value, updated_at) VALUES (?,?,?) ON CONFLICT(key) DO UPDATE "
+            "SET value=excluded.value, updated_at=excluded.updated_at",
+            (key, json.dumps(value), time.time()),
+        )
 
 
 def get(conn: sqlite3.Connection, key: str, default: Any = None) -> tuple[Any, float | None]:

@@ -26,8 +26,10 @@ def hash_valid(alias: str = "") -> str:
     """SQL condition, the one home of the rule: a stored hash describes the file only while the
     size, mtime and ctime it was taken under are still the inode's. ``alias``: the inodes table's."""
     a = f"{alias}." if alias else ""
-    return (f"{a}hash IS NOT NULL AND {a}hash_size = {a}size AND {a}hash_mtime_ns = {a}mtime_ns "
-            f"AND {a}hash_ctime_ns = {a}ctime_ns")
+    return (
+        f"{a}hash IS NOT NULL AND {a}hash_size = {a}size AND {a}hash_mtime_ns = {a}mtime_ns "
+        f"AND {a}hash_ctime_ns = {a}ctime_ns"
+    )
 
 
 HASH_VALID = hash_valid()
@@ -54,7 +56,7 @@ class InodeRow:
     mtime_ns: int
     ctime_ns: int
     nlink: int
-    hash: bytes | None          # None unless valid for the recorded stat
+    hash: bytes | None  # None unless valid for the recorded stat
 
 
 @dataclass(frozen=True)
@@ -111,8 +113,7 @@ class Catalog:
         self._writes_watched = False
 
     @classmethod
-    def open(cls, path: str | Path, readonly: bool = False,
-             marker_roots: Iterable[str | os.PathLike] = ()) -> Catalog:
+    def open(cls, path: str | Path, readonly: bool = False, marker_roots: Iterable[str | os.PathLike] = ()) -> Catalog:
         return cls(connect(path, readonly=readonly), marker_roots=marker_roots)
 
     def close(self) -> None:
@@ -143,8 +144,10 @@ class Catalog:
             c.execute(
                 "INSERT INTO filesystems(fsid, kind, fstype, source, mountpoint, dev, first_seen, last_seen) "
                 "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(fsid) DO UPDATE SET dev=excluded.dev, "
-                "mountpoint=excluded.mountpoint, source=excluded.source, fstype=excluded.fstype, last_seen=excluded.last_seen",
-                (ident.fsid, ident.kind, ident.fstype, ident.source, os.fsencode(ident.mountpoint), dev, now, now))
+                "mountpoint=excluded.mountpoint, source=excluded.source, fstype=excluded.fstype, "
+                "last_seen=excluded.last_seen",
+                (ident.fsid, ident.kind, ident.fstype, ident.source, os.fsencode(ident.mountpoint), dev, now, now),
+            )
             fs = c.execute("SELECT id FROM filesystems WHERE fsid = ?", (ident.fsid,)).fetchone()[0]
         self._dev_cache[dev] = fs
         self._fsid_cache[fs] = ident.fsid
@@ -156,15 +159,19 @@ class Catalog:
         return self._fsid_cache[fs]
 
     def filesystems(self) -> list[Filesystem]:
-        return [Filesystem(r[0], r[1], r[2], os.fsdecode(r[3]) if r[3] else "", r[4])
-                for r in self.conn.execute("SELECT id, fsid, kind, mountpoint, dev FROM filesystems ORDER BY id")]
+        return [
+            Filesystem(r[0], r[1], r[2], os.fsdecode(r[3]) if r[3] else "", r[4])
+            for r in self.conn.execute("SELECT id, fsid, kind, mountpoint, dev FROM filesystems ORDER BY id")
+        ]
 
     # ------------------------------------------------------------ scanning support
     def load_pool_paths(self, pool: str) -> dict[bytes, tuple]:
         """path -> (path_id, inode_id, fs, ino, size, mtime_ns, ctime_ns, nlink) for one pool."""
         cur = self.conn.execute(
             "SELECT p.path, p.id, i.id, i.fs, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.nlink "
-            "FROM paths p JOIN inodes i ON i.id = p.inode WHERE p.pool = ?", (pool,))
+            "FROM paths p JOIN inodes i ON i.id = p.inode WHERE p.pool = ?",
+            (pool,),
+        )
         return {r[0]: r[1:] for r in cur}
 
     def load_pool_signatures(self, pool: str) -> dict[bytes, int]:
@@ -175,7 +182,9 @@ class Catalog:
         """
         cur = self.conn.execute(
             "SELECT p.path, i.fs, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.nlink "
-            "FROM paths p JOIN inodes i ON i.id = p.inode WHERE p.pool = ?", (pool,))
+            "FROM paths p JOIN inodes i ON i.id = p.inode WHERE p.pool = ?",
+            (pool,),
+        )
         out: dict[bytes, int] = {}
         while rows := cur.fetchmany(10000):
             out.update({r[0]: hash(r[1:]) for r in rows})  # == stat_signature(*r[1:])
@@ -187,17 +196,31 @@ class Catalog:
     FIND_LINE_FORMAT = b"%D %i %s %T@ %C@ %n %p\\0"
     # Seconds are floored (tv_sec, as find prints them, also before 1970); SQLite's / and %
     # truncate toward zero, hence the adjusted nanoseconds for negative times.
-    _FIND_LINE_SQL = ("CAST(printf('%d %d %d %d.%09d0 %d.%09d0 %d ', {dev}, i.ino, i.size, "
-                      "(i.mtime_ns - (i.mtime_ns % 1000000000 + 1000000000) % 1000000000) / 1000000000, "
-                      "(i.mtime_ns % 1000000000 + 1000000000) % 1000000000, "
-                      "(i.ctime_ns - (i.ctime_ns % 1000000000 + 1000000000) % 1000000000) / 1000000000, "
-                      "(i.ctime_ns % 1000000000 + 1000000000) % 1000000000, i.nlink) || p.path AS BLOB)")
+    _FIND_LINE_SQL = (
+        "CAST(printf('%d %d %d %d.%09d0 %d.%09d0 %d ', {dev}, i.ino, i.size, "
+        "(i.mtime_ns - (i.mtime_ns % 1000000000 + 1000000000) % 1000000000) / 1000000000, "
+        "(i.mtime_ns % 1000000000 + 1000000000) % 1000000000, "
+        "(i.ctime_ns - (i.ctime_ns % 1000000000 + 1000000000) % 1000000000) / 1000000000, "
+        "(i.ctime_ns % 1000000000 + 1000000000) % 1000000000, i.nlink) || p.path AS BLOB)"
+    )
 
     @staticmethod
     def find_line(dev: int, ino: int, size: int, mtime_ns: int, ctime_ns: int, nlink: int, path: bytes) -> bytes:
         """The line find prints for these fields (FIND_LINE_FORMAT, without the NUL); Python twin of the SQL."""
-        return b"%d %d %d %d.%09d0 %d.%09d0 %d " % (dev, ino, size, mtime_ns // 1_000_000_000, mtime_ns % 1_000_000_000,
-                                                    ctime_ns // 1_000_000_000, ctime_ns % 1_000_000_000, nlink) + path
+        return (
+            b"%d %d %d %d.%09d0 %d.%09d0 %d "
+            % (
+                dev,
+                ino,
+                size,
+                mtime_ns // 1_000_000_000,
+                mtime_ns % 1_000_000_000,
+                ctime_ns // 1_000_000_000,
+                ctime_ns % 1_000_000_000,
+                nlink,
+            )
+            + path
+        )
 
     def iter_find_lines(self, pool: str, dev_of_fs: dict[int, int], under: bytes | None = None):
         """find_line() of every path of ``pool`` (only ``under`` and below if given), built inside SQLite.
@@ -208,8 +231,10 @@ class Catalog:
         """
         case = " ".join(f"WHEN {int(fs)} THEN {int(dev)}" for fs, dev in dev_of_fs.items())
         dev = f"CASE i.fs {case} ELSE -1 END" if case else "-1"
-        sql = (f"SELECT {self._FIND_LINE_SQL.format(dev=dev)} FROM paths p JOIN inodes i ON i.id = p.inode "
-               "WHERE p.pool = ?")
+        sql = (
+            f"SELECT {self._FIND_LINE_SQL.format(dev=dev)} FROM paths p JOIN inodes i ON i.id = p.inode "
+            "WHERE p.pool = ?"
+        )
         args: tuple = (pool,)
         if under is not None:
             prefix = under.rstrip(b"/") + b"/"
@@ -231,8 +256,13 @@ class Catalog:
     # data_version moves when any other connection (thread or process) commits.
     _WATCHED = (
         ("paths", "old.path IS NOT new.path OR old.inode IS NOT new.inode OR old.pool IS NOT new.pool"),
-        ("inodes", ("old.fs IS NOT new.fs OR old.ino IS NOT new.ino OR old.size IS NOT new.size OR "
-                   "old.mtime_ns IS NOT new.mtime_ns OR old.ctime_ns IS NOT new.ctime_ns OR old.nlink IS NOT new.nlink")),
+        (
+            "inodes",
+            (
+                "old.fs IS NOT new.fs OR old.ino IS NOT new.ino OR old.size IS NOT new.size OR "
+                "old.mtime_ns IS NOT new.mtime_ns OR old.ctime_ns IS NOT new.ctime_ns OR old.nlink IS NOT new.nlink"
+            ),
+        ),
         ("filesystems", "old.id IS NOT new.id OR old.dev IS NOT new.dev"),
     )
 
@@ -250,13 +280,17 @@ class Catalog:
                 c.execute("CREATE TEMP TABLE IF NOT EXISTS qbhook_catalog_writes (n INTEGER NOT NULL)")
                 if c.execute("SELECT count(*) FROM temp.qbhook_catalog_writes").fetchone()[0] == 0:
                     c.execute("INSERT INTO temp.qbhook_catalog_writes VALUES (0)")
-                bump = "BEGIN UPDATE qbhook_catalog_writes SET n = n + 1; END"   # (temp: found first)
+                bump = "BEGIN UPDATE qbhook_catalog_writes SET n = n + 1; END"  # (temp: found first)
                 for table, changed in self._WATCHED:
                     for event in ("INSERT", "DELETE"):
-                        c.execute(f"CREATE TEMP TRIGGER IF NOT EXISTS qbhook_w_{table}_{event.lower()} "
-                                  f"AFTER {event} ON main.{table} {bump}")
-                    c.execute(f"CREATE TEMP TRIGGER IF NOT EXISTS qbhook_w_{table}_update AFTER UPDATE ON "
-                              f"main.{table} WHEN {changed} {bump}")
+                        c.execute(
+                            f"CREATE TEMP TRIGGER IF NOT EXISTS qbhook_w_{table}_{event.lower()} "
+                            f"AFTER {event} ON main.{table} {bump}"
+                        )
+                    c.execute(
+                        f"CREATE TEMP TRIGGER IF NOT EXISTS qbhook_w_{table}_update AFTER UPDATE ON "
+                        f"main.{table} WHEN {changed} {bump}"
+                    )
                 self._writes_watched = True
             version = self.conn.execute("PRAGMA data_version").fetchone()[0]
             count = self.conn.execute("SELECT n FROM temp.qbhook_catalog_writes").fetchone()[0]
@@ -268,52 +302,65 @@ class Catalog:
         """path -> (fs, ino, size, mtime_ns, ctime_ns, nlink) as catalogued, 500 paths per query."""
         out: dict[bytes, tuple[int, int, int, int, int, int]] = {}
         for i in range(0, len(paths), 500):
-            chunk = paths[i:i + 500]
+            chunk = paths[i : i + 500]
             for r in self.conn.execute(
-                    "SELECT p.path, i.fs, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.nlink FROM paths p "
-                    f"JOIN inodes i ON i.id = p.inode WHERE p.path IN ({','.join('?' * len(chunk))})", chunk):
+                "SELECT p.path, i.fs, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.nlink FROM paths p "
+                f"JOIN inodes i ON i.id = p.inode WHERE p.path IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ):
                 out[r[0]] = r[1:]
         return out
 
     def pool_has_paths(self, pool: str) -> bool:
         return self.conn.execute("SELECT 1 FROM paths WHERE pool = ? LIMIT 1", (pool,)).fetchone() is not None
 
-    def upsert(self, c: sqlite3.Connection, pool: str, path: bytes, fs: int, st: os.stat_result, scan_id: int | None) -> int:
+    def upsert(
+        self, c: sqlite3.Connection, pool: str, path: bytes, fs: int, st: os.stat_result, scan_id: int | None
+    ) -> int:
         """Record that ``path`` is a link to the inode described by ``st``. Caller holds a transaction."""
         inode_id = c.execute(
             "INSERT INTO inodes(fs, ino, size, mtime_ns, ctime_ns, nlink, seen_scan) VALUES (?,?,?,?,?,?,?) "
             "ON CONFLICT(fs, ino) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
             "ctime_ns=excluded.ctime_ns, nlink=excluded.nlink, seen_scan=excluded.seen_scan RETURNING id",
-            (fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, scan_id)).fetchone()[0]
-        c.execute("INSERT INTO paths(path, inode, pool, seen_scan) VALUES (?,?,?,?) "
-                  "ON CONFLICT(path) DO UPDATE SET inode=excluded.inode, pool=excluded.pool, seen_scan=excluded.seen_scan",
-                  (path, inode_id, pool, scan_id))
+            (fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, scan_id),
+        ).fetchone()[0]
+        c.execute(
+            "INSERT INTO paths(path, inode, pool, seen_scan) VALUES (?,?,?,?) "
+            "ON CONFLICT(path) DO UPDATE SET inode=excluded.inode, pool=excluded.pool, seen_scan=excluded.seen_scan",
+            (path, inode_id, pool, scan_id),
+        )
         return inode_id
 
-    def upsert_many(self, c: sqlite3.Connection, pool: str, rows: list[tuple[bytes, int, os.stat_result]],
-                    scan_id: int | None) -> None:
+    def upsert_many(
+        self, c: sqlite3.Connection, pool: str, rows: list[tuple[bytes, int, os.stat_result]], scan_id: int | None
+    ) -> None:
         """upsert() for many (path, fs, stat) at once: two executemany calls instead of two
         statements per path. Caller holds a transaction. Same end state as upserting one by one."""
         c.executemany(
             "INSERT INTO inodes(fs, ino, size, mtime_ns, ctime_ns, nlink, seen_scan) VALUES (?,?,?,?,?,?,?) "
             "ON CONFLICT(fs, ino) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
             "ctime_ns=excluded.ctime_ns, nlink=excluded.nlink, seen_scan=excluded.seen_scan",
-            [(fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, scan_id) for _p, fs, st in rows])
+            [(fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, scan_id) for _p, fs, st in rows],
+        )
         c.executemany(
-            "INSERT INTO paths(path, inode, pool, seen_scan) VALUES (?, (SELECT id FROM inodes WHERE fs=? AND ino=?), ?, ?) "
+            "INSERT INTO paths(path, inode, pool, seen_scan) VALUES (?, (SELECT id FROM inodes WHERE fs=? AND "
+            "ino=?), ?, ?) "
             "ON CONFLICT(path) DO UPDATE SET inode=excluded.inode, pool=excluded.pool, seen_scan=excluded.seen_scan",
-            [(path, fs, st.st_ino, pool, scan_id) for path, fs, st in rows])
+            [(path, fs, st.st_ino, pool, scan_id) for path, fs, st in rows],
+        )
 
     def remove_paths(self, c: sqlite3.Connection, path_ids: list[int]) -> None:
         for i in range(0, len(path_ids), 500):
-            chunk = path_ids[i:i + 500]
+            chunk = path_ids[i : i + 500]
             c.execute(f"DELETE FROM paths WHERE id IN ({','.join('?' * len(chunk))})", chunk)
 
     def remove_paths_named(self, c: sqlite3.Connection, paths: list[bytes]) -> None:
         c.executemany("DELETE FROM paths WHERE path = ?", ((p,) for p in paths))
 
     def drop_orphan_inodes(self, c: sqlite3.Connection) -> int:
-        return c.execute("DELETE FROM inodes WHERE NOT EXISTS (SELECT 1 FROM paths WHERE paths.inode = inodes.id)").rowcount
+        return c.execute(
+            "DELETE FROM inodes WHERE NOT EXISTS (SELECT 1 FROM paths WHERE paths.inode = inodes.id)"
+        ).rowcount
 
     def record_path(self, path: str | bytes, pool: str, *, own_change: bool = False) -> int:
         """Re-stat one path and record it (after qbhook linked/renamed it).
@@ -330,7 +377,9 @@ class Catalog:
             raise NotRegularFile(f"{os.fsdecode(bpath)} is not a regular file; the catalog records only regular files")
         fs = self.fs_for_path(bpath, st.st_dev)
         with Tx(self.conn) as c:
-            old = c.execute("SELECT hash, hash_size, hash_mtime_ns FROM inodes WHERE fs=? AND ino=?", (fs, st.st_ino)).fetchone()
+            old = c.execute(
+                "SELECT hash, hash_size, hash_mtime_ns FROM inodes WHERE fs=? AND ino=?", (fs, st.st_ino)
+            ).fetchone()
             inode_id = self.upsert(c, pool, bpath, fs, st, None)
             if own_change and old and old[0] is not None and old[1] == st.st_size and old[2] == st.st_mtime_ns:
                 c.execute("UPDATE inodes SET hash_ctime_ns=? WHERE id=?", (st.st_ctime_ns, inode_id))
@@ -344,10 +393,22 @@ class Catalog:
     # ------------------------------------------------------------ hashes
     def store_hash(self, inode_id: int, digest: bytes, st: os.stat_result) -> None:
         with Tx(self.conn) as c:
-            c.execute("UPDATE inodes SET size=?, mtime_ns=?, ctime_ns=?, nlink=?, hash=?, hash_size=?, "
-                      "hash_mtime_ns=?, hash_ctime_ns=?, hashed_at=? WHERE id=?",
-                      (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, digest, st.st_size,
-                       st.st_mtime_ns, st.st_ctime_ns, time.time(), inode_id))
+            c.execute(
+                "UPDATE inodes SET size=?, mtime_ns=?, ctime_ns=?, nlink=?, hash=?, hash_size=?, "
+                "hash_mtime_ns=?, hash_ctime_ns=?, hashed_at=? WHERE id=?",
+                (
+                    st.st_size,
+                    st.st_mtime_ns,
+                    st.st_ctime_ns,
+                    st.st_nlink,
+                    digest,
+                    st.st_size,
+                    st.st_mtime_ns,
+                    st.st_ctime_ns,
+                    time.time(),
+                    inode_id,
+                ),
+            )
 
     def store_hashes(self, rows: list[tuple[int, bytes, os.stat_result]]) -> None:
         """store_hash() for many inodes in one transaction (one commit, not one per file)."""
@@ -355,47 +416,72 @@ class Catalog:
             return
         now = time.time()
         with Tx(self.conn) as c:
-            c.executemany("UPDATE inodes SET size=?, mtime_ns=?, ctime_ns=?, nlink=?, hash=?, hash_size=?, "
-                          "hash_mtime_ns=?, hash_ctime_ns=?, hashed_at=? WHERE id=?",
-                          [(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, digest, st.st_size,
-                            st.st_mtime_ns, st.st_ctime_ns, now, inode_id) for inode_id, digest, st in rows])
+            c.executemany(
+                "UPDATE inodes SET size=?, mtime_ns=?, ctime_ns=?, nlink=?, hash=?, hash_size=?, "
+                "hash_mtime_ns=?, hash_ctime_ns=?, hashed_at=? WHERE id=?",
+                [
+                    (
+                        st.st_size,
+                        st.st_mtime_ns,
+                        st.st_ctime_ns,
+                        st.st_nlink,
+                        digest,
+                        st.st_size,
+                        st.st_mtime_ns,
+                        st.st_ctime_ns,
+                        now,
+                        inode_id,
+                    )
+                    for inode_id, digest, st in rows
+                ],
+            )
 
     def store_stats(self, rows: list[tuple[int, os.stat_result]]) -> None:
         """store_stat() for many inodes in one transaction."""
         if not rows:
             return
         with Tx(self.conn) as c:
-            c.executemany("UPDATE inodes SET size=?, mtime_ns=?, ctime_ns=?, nlink=? WHERE id=?",
-                          [(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, inode_id)
-                           for inode_id, st in rows])
+            c.executemany(
+                "UPDATE inodes SET size=?, mtime_ns=?, ctime_ns=?, nlink=? WHERE id=?",
+                [(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, inode_id) for inode_id, st in rows],
+            )
 
     def store_stat(self, inode_id: int, st: os.stat_result) -> None:
         with Tx(self.conn) as c:
-            c.execute("UPDATE inodes SET size=?, mtime_ns=?, ctime_ns=?, nlink=? WHERE id=?",
-                      (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, inode_id))
+            c.execute(
+                "UPDATE inodes SET size=?, mtime_ns=?, ctime_ns=?, nlink=? WHERE id=?",
+                (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, inode_id),
+            )
 
     def store_samples(self, rows: list[tuple[int, bytes, int, int]]) -> None:
         with Tx(self.conn) as c:
-            c.executemany("UPDATE inodes SET sample=?, sample_mtime_ns=?, sample_ctime_ns=? WHERE id=?",
-                          [(s, m, ct, i) for i, s, m, ct in rows])
+            c.executemany(
+                "UPDATE inodes SET sample=?, sample_mtime_ns=?, sample_ctime_ns=? WHERE id=?",
+                [(s, m, ct, i) for i, s, m, ct in rows],
+            )
 
     # ------------------------------------------------------------ lookups
     def inode(self, inode_id: int) -> InodeRow | None:
         r = self.conn.execute(
-            f"SELECT i.id, i.fs, f.fsid, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.nlink, CASE WHEN {HASH_VALID} THEN hash END "
-            "FROM inodes i JOIN filesystems f ON f.id = i.fs WHERE i.id=?", (inode_id,)).fetchone()
+            f"SELECT i.id, i.fs, f.fsid, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.nlink, CASE WHEN "
+            f"{HASH_VALID} THEN hash END "
+            "FROM inodes i JOIN filesystems f ON f.id = i.fs WHERE i.id=?",
+            (inode_id,),
+        ).fetchone()
         return InodeRow(*r) if r else None
 
     def inodes_and_paths(self, inode_ids: list[int]) -> dict[int, tuple[InodeRow, list[bytes]]]:
         """inode() and the paths of paths_of() for many inodes, in one query per 500 ids."""
         out: dict[int, tuple[InodeRow, list[bytes]]] = {}
         for i in range(0, len(inode_ids), 500):
-            chunk = inode_ids[i:i + 500]
+            chunk = inode_ids[i : i + 500]
             cur = self.conn.execute(
                 f"SELECT i.id, i.fs, f.fsid, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.nlink, "
                 f"CASE WHEN {HASH_VALID} THEN hash END, p.path "
                 "FROM inodes i JOIN filesystems f ON f.id = i.fs LEFT JOIN paths p ON p.inode = i.id "
-                f"WHERE i.id IN ({','.join('?' * len(chunk))}) ORDER BY i.id, p.path", chunk)
+                f"WHERE i.id IN ({','.join('?' * len(chunk))}) ORDER BY i.id, p.path",
+                chunk,
+            )
             for r in cur:
                 ent = out.get(r[0])
                 if ent is None:
@@ -409,10 +495,12 @@ class Catalog:
         to find a path that still is the inode, without building an InodeRow per inode."""
         out: dict[int, tuple[int, int, list[bytes]]] = {}
         for i in range(0, len(inode_ids), 500):
-            chunk = inode_ids[i:i + 500]
+            chunk = inode_ids[i : i + 500]
             for iid, fs, ino, path in self.conn.execute(
-                    "SELECT i.id, i.fs, i.ino, p.path FROM inodes i JOIN paths p ON p.inode = i.id "
-                    f"WHERE i.id IN ({','.join('?' * len(chunk))}) ORDER BY i.id, p.path", chunk):
+                "SELECT i.id, i.fs, i.ino, p.path FROM inodes i JOIN paths p ON p.inode = i.id "
+                f"WHERE i.id IN ({','.join('?' * len(chunk))}) ORDER BY i.id, p.path",
+                chunk,
+            ):
                 ent = out.get(iid)
                 if ent is None:
                     ent = out[iid] = (fs, ino, [])
@@ -428,11 +516,18 @@ class Catalog:
         return self.inode(r[0]) if r else None
 
     def paths_of(self, inode_id: int) -> list[tuple[bytes, str]]:
-        return [(r[0], r[1]) for r in self.conn.execute("SELECT path, pool FROM paths WHERE inode=? ORDER BY path", (inode_id,))]
+        return [
+            (r[0], r[1])
+            for r in self.conn.execute("SELECT path, pool FROM paths WHERE inode=? ORDER BY path", (inode_id,))
+        ]
 
     def inodes_with_content(self, size: int, digest: bytes) -> list[InodeRow]:
-        ids = [r[0] for r in self.conn.execute(
-            f"SELECT id FROM inodes WHERE size=? AND hash=? AND {HASH_VALID}", (size, digest))]
+        ids = [
+            r[0]
+            for r in self.conn.execute(
+                f"SELECT id FROM inodes WHERE size=? AND hash=? AND {HASH_VALID}", (size, digest)
+            )
+        ]
         return [self.inode(i) for i in ids]
 
     def inode_ids_of_size(self, size: int) -> list[int]:
@@ -440,8 +535,9 @@ class Catalog:
 
     def shared_sizes(self) -> set[int]:
         """Non-zero sizes held by more than one known inode (one scan of the size index)."""
-        return {r[0] for r in self.conn.execute(
-            "SELECT size FROM inodes WHERE size > 0 GROUP BY size HAVING count(*) > 1")}
+        return {
+            r[0] for r in self.conn.execute("SELECT size FROM inodes WHERE size > 0 GROUP BY size HAVING count(*) > 1")
+        }
 
     def counts(self) -> dict:
         c = self.conn

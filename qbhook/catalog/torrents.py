@@ -43,9 +43,27 @@ from qbhook.catalog.store import hash_valid
 # the hash-valid rule (store.hash_valid), qualified for joins with the torrents tables (which have a ``hash`` too).
 _I_HASH_VALID = hash_valid("i")
 
-_COLUMNS = ("infohash_v1", "infohash_v2", "name", "category", "tags", "save_path", "client_save_path",
-            "content_path", "client_content_path", "download_path", "state", "progress", "auto_tmm", "size",
-            "total_size", "has_metadata", "added_on", "completion_on", "map_error")
+_COLUMNS = (
+    "infohash_v1",
+    "infohash_v2",
+    "name",
+    "category",
+    "tags",
+    "save_path",
+    "client_save_path",
+    "content_path",
+    "client_content_path",
+    "download_path",
+    "state",
+    "progress",
+    "auto_tmm",
+    "size",
+    "total_size",
+    "has_metadata",
+    "added_on",
+    "completion_on",
+    "map_error",
+)
 
 
 @dataclass(frozen=True)
@@ -53,7 +71,7 @@ class TorrentRecord:
     """One torrent as the index will store it (typed columns + the client's raw record)."""
 
     hash: str
-    fields: dict            # _COLUMNS -> value
+    fields: dict  # _COLUMNS -> value
     raw: dict
     files_key: str
 
@@ -120,8 +138,9 @@ class TorrentIndex:
     # ------------------------------------------------------------ sync state
     def sync_state(self, instance: str) -> tuple[int, float | None, float | None]:
         """(rid, synced_at, full_at) of an instance; rid 0 when never synced."""
-        r = self.conn.execute("SELECT rid, synced_at, full_at FROM torrent_sync WHERE instance=?",
-                              (instance,)).fetchone()
+        r = self.conn.execute(
+            "SELECT rid, synced_at, full_at FROM torrent_sync WHERE instance=?", (instance,)
+        ).fetchone()
         if r is None:
             return 0, None, None
         if not isinstance(r[0], int) or r[0] < 0:
@@ -129,22 +148,26 @@ class TorrentIndex:
         return r[0], r[1], r[2]
 
     def synced(self) -> dict[str, dict]:
-        return {r[0]: {"rid": r[1], "mode": r[2], "synced_at": r[3], "full_at": r[4]}
-                for r in self.conn.execute("SELECT instance, rid, mode, synced_at, full_at FROM torrent_sync")}
+        return {
+            r[0]: {"rid": r[1], "mode": r[2], "synced_at": r[3], "full_at": r[4]}
+            for r in self.conn.execute("SELECT instance, rid, mode, synced_at, full_at FROM torrent_sync")
+        }
 
     def check(self, instance: str) -> None:
         """Raise IndexInconsistent when the stored index of ``instance`` cannot be merged into."""
         self.sync_state(instance)
-        for h, raw in self.conn.execute("SELECT hash, raw FROM torrents WHERE instance=? AND gone_at IS NULL",
-                                        (instance,)):
+        for h, raw in self.conn.execute(
+            "SELECT hash, raw FROM torrents WHERE instance=? AND gone_at IS NULL", (instance,)
+        ):
             try:
                 ok = isinstance(json.loads(raw), dict)
             except (TypeError, ValueError):
                 ok = False
             if not ok:
                 raise IndexInconsistent(f"stored record of torrent {h} is not readable")
-        orphans = self.conn.execute("SELECT count(*) FROM torrent_files f WHERE NOT EXISTS "
-                                    "(SELECT 1 FROM torrents t WHERE t.id = f.torrent)").fetchone()[0]
+        orphans = self.conn.execute(
+            "SELECT count(*) FROM torrent_files f WHERE NOT EXISTS (SELECT 1 FROM torrents t WHERE t.id = f.torrent)"
+        ).fetchone()[0]
         if orphans:
             raise IndexInconsistent(f"{orphans} file row(s) belong to no torrent")
 
@@ -153,24 +176,40 @@ class TorrentIndex:
         with Tx(self.conn) as c:
             # Orphan file rows cannot be attributed to an instance: drop them all, they are only a cache.
             c.execute("DELETE FROM torrent_files WHERE NOT EXISTS (SELECT 1 FROM torrents t WHERE t.id = torrent)")
-            c.execute("DELETE FROM torrent_files WHERE torrent IN (SELECT id FROM torrents WHERE instance=?)",
-                      (instance,))
+            c.execute(
+                "DELETE FROM torrent_files WHERE torrent IN (SELECT id FROM torrents WHERE instance=?)", (instance,)
+            )
             c.execute("DELETE FROM torrents WHERE instance=?", (instance,))
             c.execute("DELETE FROM torrent_sync WHERE instance=?", (instance,))
 
     def raw_records(self, instance: str) -> dict[str, tuple[dict, str | None]]:
         """hash -> (raw record, files_key) of every present torrent of ``instance``."""
-        return {r[0]: (json.loads(r[1]), r[2]) for r in self.conn.execute(
-            "SELECT hash, raw, files_key FROM torrents WHERE instance=? AND gone_at IS NULL", (instance,))}
+        return {
+            r[0]: (json.loads(r[1]), r[2])
+            for r in self.conn.execute(
+                "SELECT hash, raw, files_key FROM torrents WHERE instance=? AND gone_at IS NULL", (instance,)
+            )
+        }
 
     def present_hashes(self, instance: str) -> set[str]:
-        return {r[0] for r in self.conn.execute(
-            "SELECT hash FROM torrents WHERE instance=? AND gone_at IS NULL", (instance,))}
+        return {
+            r[0]
+            for r in self.conn.execute("SELECT hash FROM torrents WHERE instance=? AND gone_at IS NULL", (instance,))
+        }
 
     # ------------------------------------------------------------ writing
-    def apply(self, instance: str, upserts: Sequence[TorrentRecord], files: dict[str, list[FileRecord]],
-              gone: Iterable[str], *, rid: int | None, mode: str, now: float | None = None,
-              keep_raw: bool = False) -> None:
+    def apply(
+        self,
+        instance: str,
+        upserts: Sequence[TorrentRecord],
+        files: dict[str, list[FileRecord]],
+        gone: Iterable[str],
+        *,
+        rid: int | None,
+        mode: str,
+        now: float | None = None,
+        keep_raw: bool = False,
+    ) -> None:
         """Write one sync's outcome in one transaction: rows, file lists, removals, position.
 
         ``files`` holds the new file list of each torrent whose list was fetched; a torrent
@@ -189,8 +228,16 @@ class TorrentIndex:
                     f"VALUES (?, ?, {marks}, ?, ?, ?, ?) ON CONFLICT(instance, hash) DO UPDATE SET {updates}"
                     f"{raw_update}, last_seen=excluded.last_seen, gone_at=NULL"
                     + (", files_key=excluded.files_key" if rec.hash in files else ""),
-                    (instance, rec.hash, *(rec.fields[k] for k in _COLUMNS), json.dumps(rec.raw, sort_keys=True),
-                     rec.files_key if rec.hash in files else None, now, now))
+                    (
+                        instance,
+                        rec.hash,
+                        *(rec.fields[k] for k in _COLUMNS),
+                        json.dumps(rec.raw, sort_keys=True),
+                        rec.files_key if rec.hash in files else None,
+                        now,
+                        now,
+                    ),
+                )
             for h, flist in files.items():
                 tid = c.execute("SELECT id FROM torrents WHERE instance=? AND hash=?", (instance, h)).fetchone()
                 if tid is None:
@@ -199,15 +246,20 @@ class TorrentIndex:
                 c.executemany(
                     "INSERT INTO torrent_files(torrent, idx, rel, size, priority, path, inode) VALUES "
                     "(?,?,?,?,?,?,(SELECT inode FROM paths WHERE paths.path = ?))",
-                    [(tid[0], f.index, f.rel, f.size, f.priority, f.path, f.path) for f in flist])
+                    [(tid[0], f.index, f.rel, f.size, f.priority, f.path, f.path) for f in flist],
+                )
                 c.execute("UPDATE torrents SET ids_at=NULL WHERE id=?", (tid[0],))
-            c.executemany("UPDATE torrents SET gone_at=? WHERE instance=? AND hash=? AND gone_at IS NULL",
-                          [(now, instance, h) for h in gone])
+            c.executemany(
+                "UPDATE torrents SET gone_at=? WHERE instance=? AND hash=? AND gone_at IS NULL",
+                [(now, instance, h) for h in gone],
+            )
             if rid is not None:
-                c.execute("INSERT INTO torrent_sync(instance, rid, mode, synced_at, full_at) VALUES (?,?,?,?,?) "
-                          "ON CONFLICT(instance) DO UPDATE SET rid=excluded.rid, mode=excluded.mode, "
-                          "synced_at=excluded.synced_at, full_at=coalesce(excluded.full_at, full_at)",
-                          (instance, rid, mode, now, now if mode in ("full", "listing") else None))
+                c.execute(
+                    "INSERT INTO torrent_sync(instance, rid, mode, synced_at, full_at) VALUES (?,?,?,?,?) "
+                    "ON CONFLICT(instance) DO UPDATE SET rid=excluded.rid, mode=excluded.mode, "
+                    "synced_at=excluded.synced_at, full_at=coalesce(excluded.full_at, full_at)",
+                    (instance, rid, mode, now, now if mode in ("full", "listing") else None),
+                )
 
     def refresh(self, now: float | None = None) -> int:
         """Re-resolve every file path to its catalog inode and recompute payload ids where they changed.
@@ -219,18 +271,25 @@ class TorrentIndex:
 
         now = time.time() if now is None else now
         with Tx(self.conn) as c:
-            c.execute("UPDATE torrent_files SET inode = (SELECT inode FROM paths WHERE paths.path = torrent_files.path) "
-                      "WHERE inode IS NOT (SELECT inode FROM paths WHERE paths.path = torrent_files.path)")
+            c.execute(
+                "UPDATE torrent_files SET inode = (SELECT inode FROM paths WHERE paths.path = torrent_files.path) "
+                "WHERE inode IS NOT (SELECT inode FROM paths WHERE paths.path = torrent_files.path)"
+            )
             members: dict[int, list] = defaultdict(list)
             cur = c.execute(
                 f"SELECT f.torrent, f.rel, f.size, CASE WHEN {_I_HASH_VALID} THEN i.hash END "
                 "FROM torrent_files f JOIN torrents t ON t.id = f.torrent LEFT JOIN inodes i ON i.id = f.inode "
-                "WHERE t.gone_at IS NULL")
+                "WHERE t.gone_at IS NULL"
+            )
             while rows := cur.fetchmany(10000):
                 for tid, rel, size, digest in rows:
                     members[tid].append((rel, size, EMPTY_HASH if size == 0 else digest))
-            stored = {r[0]: (r[1], r[2], r[3], r[4]) for r in c.execute(
-                "SELECT id, content_id, tree_id, files_hashed, ids_complete FROM torrents WHERE gone_at IS NULL")}
+            stored = {
+                r[0]: (r[1], r[2], r[3], r[4])
+                for r in c.execute(
+                    "SELECT id, content_id, tree_id, files_hashed, ids_complete FROM torrents WHERE gone_at IS NULL"
+                )
+            }
             changes = []
             for tid, old in stored.items():
                 files = members.get(tid, [])
@@ -243,8 +302,10 @@ class TorrentIndex:
                     new = (None, None, hashed, 0)
                 if new != old:
                     changes.append((*new, now, tid))
-            c.executemany("UPDATE torrents SET content_id=?, tree_id=?, files_hashed=?, ids_complete=?, ids_at=? "
-                          "WHERE id=?", changes)
+            c.executemany(
+                "UPDATE torrents SET content_id=?, tree_id=?, files_hashed=?, ids_complete=?, ids_at=? WHERE id=?",
+                changes,
+            )
             c.execute("UPDATE torrents SET ids_at=? WHERE ids_at IS NULL AND gone_at IS NULL", (now,))
         return len(changes)
 
@@ -253,8 +314,9 @@ class TorrentIndex:
         now = time.time() if now is None else now
         rows = [(g.group_id, g.action, g.reason, now, h) for g in groups for h in g.torrents]
         with Tx(self.conn) as c:
-            c.executemany("UPDATE torrents SET group_id=?, decision=?, decision_reason=?, decided_at=? WHERE hash=?",
-                          rows)
+            c.executemany(
+                "UPDATE torrents SET group_id=?, decision=?, decision_reason=?, decided_at=? WHERE hash=?", rows
+            )
 
     # ------------------------------------------------------------ reading
     def torrents(self, *, include_gone: bool = False, instance: str | None = None) -> list[IndexedTorrent]:
@@ -271,7 +333,9 @@ class TorrentIndex:
             "(SELECT count(*) FROM torrent_files f WHERE f.torrent = t.id), t.files_hashed, "
             "(SELECT count(*) FROM torrent_files f WHERE f.torrent = t.id AND f.inode IS NOT NULL), "
             "t.ids_complete, t.group_id, t.decision, t.decision_reason, t.decided_at FROM torrents t"
-            + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY t.name, t.hash")
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY t.name, t.hash"
+        )
         out = []
         for r in self.conn.execute(sql, args):
             r = list(r)
@@ -283,10 +347,13 @@ class TorrentIndex:
 
     def files(self, instance: str, torrent_hash: str) -> list[tuple[int, str, int, int, bytes | None, int | None]]:
         """(index, rel, size, priority, host path, inode id) of one torrent's files, in index order."""
-        return list(self.conn.execute(
-            "SELECT f.idx, f.rel, f.size, f.priority, f.path, f.inode FROM torrent_files f "
-            "JOIN torrents t ON t.id = f.torrent WHERE t.instance=? AND t.hash=? ORDER BY f.idx",
-            (instance, torrent_hash)))
+        return list(
+            self.conn.execute(
+                "SELECT f.idx, f.rel, f.size, f.priority, f.path, f.inode FROM torrent_files f "
+                "JOIN torrents t ON t.id = f.torrent WHERE t.instance=? AND t.hash=? ORDER BY f.idx",
+                (instance, torrent_hash),
+            )
+        )
 
     def groups(self) -> dict[tuple[str, str], str]:
         """(instance, hash) -> payload group id, grouping present torrents that share a path or an inode.
@@ -299,8 +366,10 @@ class TorrentIndex:
         for tid, inst, h in self.conn.execute("SELECT id, instance, hash FROM torrents WHERE gone_at IS NULL"):
             pos[tid] = len(keys)
             keys.append((inst, h))
-        cur = self.conn.execute("SELECT f.torrent, f.path, f.inode FROM torrent_files f JOIN torrents t "
-                                "ON t.id = f.torrent WHERE t.gone_at IS NULL")
+        cur = self.conn.execute(
+            "SELECT f.torrent, f.path, f.inode FROM torrent_files f JOIN torrents t "
+            "ON t.id = f.torrent WHERE t.gone_at IS NULL"
+        )
 
         def keyed():
             while rows := cur.fetchmany(10000):
@@ -310,7 +379,7 @@ class TorrentIndex:
                     if inode is not None:
                         yield pos[tid], ("i", inode)
 
-        roots = components(len(keys), keyed())   # the planner's group rule, one home
+        roots = components(len(keys), keyed())  # the planner's group rule, one home
         members: dict[int, list[str]] = defaultdict(list)
         for i, (_inst, h) in enumerate(keys):
             members[roots[i]].append(h)
@@ -321,8 +390,9 @@ class TorrentIndex:
         """(instance, hash) -> the catalog inodes its files resolve to (present torrents)."""
         out: dict[tuple[str, str], set[int]] = defaultdict(set)
         for inst, h, inode in self.conn.execute(
-                "SELECT t.instance, t.hash, f.inode FROM torrent_files f JOIN torrents t ON t.id = f.torrent "
-                "WHERE t.gone_at IS NULL AND f.inode IS NOT NULL"):
+            "SELECT t.instance, t.hash, f.inode FROM torrent_files f JOIN torrents t ON t.id = f.torrent "
+            "WHERE t.gone_at IS NULL AND f.inode IS NOT NULL"
+        ):
             out[(inst, h)].add(inode)
         return {k: frozenset(v) for k, v in out.items()}
 
@@ -340,9 +410,12 @@ def payload_duplicates(index: TorrentIndex) -> list[dict]:
     by_content: dict[str, list[IndexedTorrent]] = defaultdict(list)
     for t in rows:
         by_content[t.content_id].append(t)
-    sizes = dict(index.conn.execute(
-        "SELECT t.content_id, sum(f.size) FROM torrents t JOIN torrent_files f ON f.torrent = t.id "
-        "WHERE t.content_id IS NOT NULL AND t.gone_at IS NULL GROUP BY t.id"))
+    sizes = dict(
+        index.conn.execute(
+            "SELECT t.content_id, sum(f.size) FROM torrents t JOIN torrent_files f ON f.torrent = t.id "
+            "WHERE t.content_id IS NOT NULL AND t.gone_at IS NULL GROUP BY t.id"
+        )
+    )
     out = []
     for cid, members in sorted(by_content.items()):
         copies: dict[frozenset[int], list[IndexedTorrent]] = defaultdict(list)
@@ -351,12 +424,29 @@ def payload_duplicates(index: TorrentIndex) -> list[dict]:
         if len(copies) < 2:
             continue
         size = sizes.get(cid, 0)
-        out.append({
-            "content_id": cid, "size": size, "copies": len(copies), "layouts": len({t.tree_id for t in members}),
-            "reclaimable_bytes": size * (len(copies) - 1),
-            "stored": [{"inodes": len(k), "torrents": [{"instance": t.instance, "hash": t.hash, "name": t.name,
-                                                        "tree_id": t.tree_id, "save_path": t.save_path}
-                                                       for t in v]}
-                       for k, v in sorted(copies.items(), key=lambda kv: min(t.hash for t in kv[1]))],
-        })
+        out.append(
+            {
+                "content_id": cid,
+                "size": size,
+                "copies": len(copies),
+                "layouts": len({t.tree_id for t in members}),
+                "reclaimable_bytes": size * (len(copies) - 1),
+                "stored": [
+                    {
+                        "inodes": len(k),
+                        "torrents": [
+                            {
+                                "instance": t.instance,
+                                "hash": t.hash,
+                                "name": t.name,
+                                "tree_id": t.tree_id,
+                                "save_path": t.save_path,
+                            }
+                            for t in v
+                        ],
+                    }
+                    for k, v in sorted(copies.items(), key=lambda kv: min(t.hash for t in kv[1]))
+                ],
+            }
+        )
     return out

@@ -30,13 +30,14 @@ class App:
     def cfg(self) -> Config:
         if self._cfg is None:
             self._cfg = load_config(find_config_path(self.config_path))
-            notify.configure(self._cfg)      # no-op without notify.urls
+            notify.configure(self._cfg)  # no-op without notify.urls
         return self._cfg
 
     @property
     def catalog(self):
         if self._catalog is None:
             from qbhook.catalog.store import Catalog
+
             self._catalog = Catalog.open(self.cfg.catalog, marker_roots=[p.path for p in self.cfg.pools])
         return self._catalog
 
@@ -45,10 +46,14 @@ class App:
         if getattr(self, "_clients", None) is None:
             from qbhook.clients.registry import Clients
             from qbhook.errors import ConfigError
+
             if not self.cfg.clients:
-                raise ConfigError("clients", "no torrent client configured",
-                                  hint="add a 'qbittorrent:' section (url, username, password_env) or a "
-                                       "'clients:' list (type: qbittorrent | rtorrent)")
+                raise ConfigError(
+                    "clients",
+                    "no torrent client configured",
+                    hint="add a 'qbittorrent:' section (url, username, password_env) or a "
+                    "'clients:' list (type: qbittorrent | rtorrent)",
+                )
             self._clients = Clients.from_config(self.cfg.clients)
         return self._clients
 
@@ -61,6 +66,7 @@ class App:
 
     def progress(self):
         from qbhook.progress import Progress
+
         return Progress(enabled=None if not self.as_json else sys.stderr.isatty())
 
 
@@ -72,6 +78,7 @@ class SizeParam(click.ParamType):
 
     def convert(self, value, param, ctx):
         from qbhook.config import parse_size
+
         if isinstance(value, int):
             return value
         try:
@@ -106,7 +113,9 @@ class QbhookGroup(click.Group):
 
 
 @click.group(cls=QbhookGroup)
-@click.option("--config", "-c", "config_path", envvar="QBHOOK_CONFIG", help="Config file (default /etc/qbhook/config.yaml).")
+@click.option(
+    "--config", "-c", "config_path", envvar="QBHOOK_CONFIG", help="Config file (default /etc/qbhook/config.yaml)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @click.version_option(package_name="qbhook")
@@ -117,7 +126,7 @@ def main(ctx, config_path, as_json, verbose):
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     ctx.obj = App(config_path, as_json, verbose)
-    ctx.call_on_close(notify.flush_pending)     # bounded wait for pending notifications
+    ctx.call_on_close(notify.flush_pending)  # bounded wait for pending notifications
 
 
 # ---------------------------------------------------------------- config

@@ -19,6 +19,7 @@ from qbhook.units import human_bytes as _human_bytes
 
 def _executor(app: App, lock_wait):
     from qbhook.move.executor import build_executor
+
     return build_executor(app.cfg, app.catalog, app.clients, lock_wait=lock_wait, notify=True)
 
 
@@ -30,12 +31,20 @@ def _lock_wait(wait: float | None):
 @click.option("--yes", is_flag=True, help="Really do it. Without --yes: print the steps, change nothing.")
 @click.option("--group", "group_ids", multiple=True, help="Only this payload group (repeatable).")
 @click.option("--hash", "hashes", multiple=True, help="Only the group(s) of these torrents (repeatable).")
-@click.option("--scan/--no-scan", "scan", default=None,
-              help="Scan the pools before planning, or use the catalog as is. Default: scan when the last "
-                   "full scan is older than scan.max_age; --hash/--group never walk the pools.")
+@click.option(
+    "--scan/--no-scan",
+    "scan",
+    default=None,
+    help="Scan the pools before planning, or use the catalog as is. Default: scan when the last "
+    "full scan is older than scan.max_age; --hash/--group never walk the pools.",
+)
 @click.option("--wait", type=float, default=0, help="Seconds to wait for a busy executor lock (default: fail at once).")
-@click.option("--plan", "plan_file", type=click.Path(dir_okay=False),
-              help="Apply exactly this saved plan (qbhook plan --save), refusing groups whose facts changed.")
+@click.option(
+    "--plan",
+    "plan_file",
+    type=click.Path(dir_okay=False),
+    help="Apply exactly this saved plan (qbhook plan --save), refusing groups whose facts changed.",
+)
 @pass_app
 def apply(app: App, yes, group_ids, hashes, scan, wait, plan_file):
     """Plan, then (with --yes) move payload groups between the pools.
@@ -48,9 +57,11 @@ def apply(app: App, yes, group_ids, hashes, scan, wait, plan_file):
             raise click.UsageError("--plan applies the saved plan as a whole; it takes no --group or --hash")
         return _apply_saved(app, plan_file, yes, scan is False, wait)
     from qbhook.cli.plan import catalog_note, compute_plan, hashes_of_groups
+
     if yes:
         # Views a rolled-back group left behind go first (verified), so the plan sees the pools as they are.
         from qbhook.move.leftovers import remove_leftover_views
+
         remove_leftover_views(app.cfg, app.catalog, app.clients)
     targets = list(hashes)
     if group_ids:
@@ -59,24 +70,37 @@ def apply(app: App, yes, group_ids, hashes, scan, wait, plan_file):
         targets = None if found is None else targets + found
     _snap, plan = compute_plan(app, targets or None, scan=scan)
     note = catalog_note(app)
-    summary = _executor(app, _lock_wait(wait)).apply(plan, trigger="cli", group_ids=list(group_ids) or None,
-                                                     dry_run=not yes)
+    summary = _executor(app, _lock_wait(wait)).apply(
+        plan, trigger="cli", group_ids=list(group_ids) or None, dry_run=not yes
+    )
     app.emit({**summary.to_dict(), **note}, lambda d: _print_summary(summary))
     sys.exit(summary.exit_code)
 
 
 def _apply_saved(app: App, plan_file, yes, no_scan, wait):
     from qbhook.decide.approved import apply_saved, load, seeding_roots
-    saved = load(plan_file, seeding_roots(app.cfg))     # a bad file fails before anything is touched
-    run = apply_saved(app.cfg, app.catalog, app.clients, _executor(app, _lock_wait(wait)), saved,
-                      dry_run=not yes, scan=not no_scan, progress=app.progress())
+
+    saved = load(plan_file, seeding_roots(app.cfg))  # a bad file fails before anything is touched
+    run = apply_saved(
+        app.cfg,
+        app.catalog,
+        app.clients,
+        _executor(app, _lock_wait(wait)),
+        saved,
+        dry_run=not yes,
+        scan=not no_scan,
+        progress=app.progress(),
+    )
 
     def human(_d):
-        click.echo(f"plan {run.plan_id[:12]}: {len(run.verdicts) - len(run.stale)} group(s) still valid, "
-                   f"{len(run.stale)} stale")
+        click.echo(
+            f"plan {run.plan_id[:12]}: {len(run.verdicts) - len(run.stale)} group(s) still valid, "
+            f"{len(run.stale)} stale"
+        )
         for v in run.stale:
             click.echo(f"STALE      {v.group_id}  - refused: {v.reason}")
         _print_summary(run.summary)
+
     app.emit(run.to_dict(), human)
     sys.exit(run.exit_code)
 
@@ -96,6 +120,7 @@ def resume(app: App, run_id, wait):
         for s in summaries:
             click.echo(f"run {s.run_id}:")
             _print_summary(s)
+
     app.emit(data, human)
     codes = [s.exit_code for s in summaries]
     sys.exit(5 if 5 in codes else 75 if 75 in codes else 0)
@@ -109,6 +134,7 @@ def history(app: App, run_id, limit):
     """Past runs from the journal (newest first), or one run's steps."""
     from qbhook.errors import QbhookError
     from qbhook.move.journal import Journal
+
     j = Journal(app.catalog.conn)
     if run_id is not None:
         try:
@@ -116,9 +142,21 @@ def history(app: App, run_id, limit):
         except KeyError:
             raise QbhookError(f"there is no run {run_id} in the journal") from None
         steps = j.steps(run_id)
-        data = {"run": _run_dict(r), "steps": [
-            {"seq": s.seq, "group_id": s.group_id, "kind": s.kind, "status": s.status, "args": s.args,
-             "result": s.result, "error": s.error} for s in steps]}
+        data = {
+            "run": _run_dict(r),
+            "steps": [
+                {
+                    "seq": s.seq,
+                    "group_id": s.group_id,
+                    "kind": s.kind,
+                    "status": s.status,
+                    "args": s.args,
+                    "result": s.result,
+                    "error": s.error,
+                }
+                for s in steps
+            ],
+        }
 
         def human(d):
             _print_run_line(d["run"])
@@ -127,6 +165,7 @@ def history(app: App, run_id, limit):
                 click.echo(line)
                 if s["error"]:
                     click.echo(f"       error: {s['error']}")
+
         app.emit(data, human)
         return
     runs = [_run_dict(r) for r in j.runs(limit)]
@@ -136,6 +175,7 @@ def history(app: App, run_id, limit):
             click.echo("no runs yet")
         for r in d["runs"]:
             _print_run_line(r)
+
     app.emit({"runs": runs}, human_list)
 
 
@@ -144,9 +184,17 @@ def history(app: App, run_id, limit):
 
 def _run_dict(r) -> dict:
     groups = r.plan.get("groups", [])
-    return {"id": r.id, "started_at": r.started_at, "finished_at": r.finished_at, "status": r.status,
-            "trigger": r.trigger, "pid": r.pid, "host": r.host, "groups": [g["group_id"] for g in groups],
-            "summary": r.summary}
+    return {
+        "id": r.id,
+        "started_at": r.started_at,
+        "finished_at": r.finished_at,
+        "status": r.status,
+        "trigger": r.trigger,
+        "pid": r.pid,
+        "host": r.host,
+        "groups": [g["group_id"] for g in groups],
+        "summary": r.summary,
+    }
 
 
 def _when(ts) -> str:
@@ -157,10 +205,14 @@ def _print_run_line(r: dict) -> None:
     s = r["summary"] or {}
     extra = ""
     if s:
-        extra = (f"  copied {_human_bytes(s.get('bytes_copied', 0))}, freed {_human_bytes(s.get('bytes_freed', 0))}, "
-                 f"{s.get('torrents_relocated', 0)} relocated, {len(s.get('groups_failed') or {})} failed")
-    click.echo(f"run {r['id']:5}  {_when(r['started_at'])}  {r['status']:11} {r['trigger'] or '-':8} "
-               f"{len(r['groups'])} group(s){extra}")
+        extra = (
+            f"  copied {_human_bytes(s.get('bytes_copied', 0))}, freed {_human_bytes(s.get('bytes_freed', 0))}, "
+            f"{s.get('torrents_relocated', 0)} relocated, {len(s.get('groups_failed') or {})} failed"
+        )
+    click.echo(
+        f"run {r['id']:5}  {_when(r['started_at'])}  {r['status']:11} {r['trigger'] or '-':8} "
+        f"{len(r['groups'])} group(s){extra}"
+    )
 
 
 def _print_summary(s) -> None:
@@ -168,16 +220,22 @@ def _print_summary(s) -> None:
         click.echo("nothing to do")
         return
     for g in s.groups:
-        click.echo(f"{g.status.upper():11} {g.action:8} {g.group_id}"
-                   + (f"  - {g.reason}" if g.reason and g.status != "planned" else ""))
+        click.echo(
+            f"{g.status.upper():11} {g.action:8} {g.group_id}"
+            + (f"  - {g.reason}" if g.reason and g.status != "planned" else "")
+        )
         for st in g.steps:
-            click.echo(f"    {st['kind']:12} {describe_step(st['kind'], st['args'])}"
-                       + (f"  [{st['now']}]" if st.get("now") and st["now"] != "to do" else ""))
+            click.echo(
+                f"    {st['kind']:12} {describe_step(st['kind'], st['args'])}"
+                + (f"  [{st['now']}]" if st.get("now") and st["now"] != "to do" else "")
+            )
     verb = "would copy" if s.dry_run else "copied"
-    click.echo(f"\n{verb} {_human_bytes(s.bytes_copied)}, {'would free' if s.dry_run else 'freed'} "
-               f"{_human_bytes(s.bytes_freed)}, {s.torrents_relocated} torrent(s) "
-               f"{'to relocate' if s.dry_run else 'relocated'}; {len(s.groups_done)} group(s) done, "
-               f"{len(s.groups_failed)} failed, {len(s.groups_busy)} busy")
+    click.echo(
+        f"\n{verb} {_human_bytes(s.bytes_copied)}, {'would free' if s.dry_run else 'freed'} "
+        f"{_human_bytes(s.bytes_freed)}, {s.torrents_relocated} torrent(s) "
+        f"{'to relocate' if s.dry_run else 'relocated'}; {len(s.groups_done)} group(s) done, "
+        f"{len(s.groups_failed)} failed, {len(s.groups_busy)} busy"
+    )
     if s.dry_run:
         click.echo("dry run: nothing changed. Run again with --yes to apply.")
     for gid, reason in s.groups_failed.items():

@@ -17,6 +17,7 @@ def scan(app: App, pools, allow_mass_delete, do_hash):
     """Incrementally scan POOLS (default: all) into the catalog."""
     from qbhook.catalog.hashing import ensure_hashes
     from qbhook.catalog.scan import scan_pool
+
     cfg = app.cfg
     targets = [cfg.pool(n) for n in pools] if pools else list(cfg.pools)
     results = []
@@ -27,25 +28,44 @@ def scan(app: App, pools, allow_mass_delete, do_hash):
     if do_hash:
         ids = [r[0] for r in app.catalog.conn.execute("SELECT id FROM inodes")]
         # background: idle I/O and nice 19 in the hashing threads; at most scan.hash_budget bytes
-        rep = ensure_hashes(app.catalog, ids, settle_seconds=cfg.scan.settle_seconds, progress=app.progress(),
-                            budget=cfg.scan.hash_budget, background=True)
-        out["hashing"] = {"hashed": rep.hashed, "cached": rep.cached, "bytes_read": rep.bytes_read,
-                          "unsettled": len(rep.unsettled), "missing": len(rep.missing)}
-        out["hash_budget"] = {"limit": cfg.scan.hash_budget, "deferred_files": len(rep.deferred),
-                              "deferred_bytes": rep.deferred_bytes}
+        rep = ensure_hashes(
+            app.catalog,
+            ids,
+            settle_seconds=cfg.scan.settle_seconds,
+            progress=app.progress(),
+            budget=cfg.scan.hash_budget,
+            background=True,
+        )
+        out["hashing"] = {
+            "hashed": rep.hashed,
+            "cached": rep.cached,
+            "bytes_read": rep.bytes_read,
+            "unsettled": len(rep.unsettled),
+            "missing": len(rep.missing),
+        }
+        out["hash_budget"] = {
+            "limit": cfg.scan.hash_budget,
+            "deferred_files": len(rep.deferred),
+            "deferred_bytes": rep.deferred_bytes,
+        }
     out["catalog"] = app.catalog.counts()
 
     def human(d):
         for r in d["scans"]:
-            click.echo(f"{r['pool']}: {r['files_seen']:,} files seen, {r['added']:,} added, {r['changed']:,} changed, "
-                       f"{r['removed']:,} removed ({r['seconds']:.1f}s)")
+            click.echo(
+                f"{r['pool']}: {r['files_seen']:,} files seen, {r['added']:,} added, {r['changed']:,} changed, "
+                f"{r['removed']:,} removed ({r['seconds']:.1f}s)"
+            )
             for u in r["unreadable"]:
                 click.echo(f"  unreadable (kept as is): {u}", err=True)
         if "hashing" in d:
             h = d["hashing"]
             left = d["hash_budget"]["deferred_files"]
-            click.echo(f"hashing: {h['hashed']:,} hashed, {h['cached']:,} cached, {h['unsettled']} still changing"
-                       + (f", {left:,} left for the next run (scan.hash_budget spent)" if left else ""))
+            click.echo(
+                f"hashing: {h['hashed']:,} hashed, {h['cached']:,} cached, {h['unsettled']} still changing"
+                + (f", {left:,} left for the next run (scan.hash_budget spent)" if left else "")
+            )
+
     app.emit(out, human)
 
 
@@ -59,32 +79,42 @@ def dupes(app: App, no_scan, min_size, payloads, offline):
     """List content stored more than once as distinct inodes, with the bytes converging would free."""
     from qbhook.catalog.dupes import find_duplicates
     from qbhook.catalog.scan import scan_pool
+
     cfg = app.cfg
     if payloads:
         from qbhook.cli.torrents import payload_dupes
+
         return payload_dupes(app, offline)
     if not no_scan:
         for pool in cfg.pools:
             scan_pool(app.catalog, pool, cfg.scan, progress=app.progress())
-    sets = find_duplicates(app.catalog, settle_seconds=cfg.scan.settle_seconds, min_size=min_size,
-                           progress=app.progress())
-    data = {"sets": [s.as_dict() for s in sets],
-            "reclaimable_bytes": sum(s.reclaimable for s in sets),
-            "across_pools": sum(1 for s in sets if s.scope == "across-pools")}
+    sets = find_duplicates(
+        app.catalog, settle_seconds=cfg.scan.settle_seconds, min_size=min_size, progress=app.progress()
+    )
+    data = {
+        "sets": [s.as_dict() for s in sets],
+        "reclaimable_bytes": sum(s.reclaimable for s in sets),
+        "across_pools": sum(1 for s in sets if s.scope == "across-pools"),
+    }
 
     def human(d):
         if not d["sets"]:
             click.echo("no duplicate content found")
             return
         for s in d["sets"]:
-            click.echo(f"{_human_bytes(s['size'])} x{len(s['copies'])} {s['scope']} "
-                       f"(frees {_human_bytes(s['reclaimable_bytes'])}) blake3:{s['blake3'][:16]}")
+            click.echo(
+                f"{_human_bytes(s['size'])} x{len(s['copies'])} {s['scope']} "
+                f"(frees {_human_bytes(s['reclaimable_bytes'])}) blake3:{s['blake3'][:16]}"
+            )
             for c in s["copies"]:
                 click.echo(f"    inode {c['inode']} on {c['fsid']} (links: {c['nlink']})")
                 for p in c["paths"]:
                     click.echo(f"        {shown(p)!r}" if "\n" in p else f"        {shown(p)}")
-        click.echo(f"{len(d['sets'])} duplicated contents, {_human_bytes(d['reclaimable_bytes'])} reclaimable "
-                   f"({d['across_pools']} across pools)")
+        click.echo(
+            f"{len(d['sets'])} duplicated contents, {_human_bytes(d['reclaimable_bytes'])} reclaimable "
+            f"({d['across_pools']} across pools)"
+        )
+
     app.emit(data, human)
 
 
@@ -94,10 +124,13 @@ def dupes(app: App, no_scan, min_size, payloads, offline):
 def find(app: App, path):
     """Show every link of PATH's inode and every known copy of its content (both pools)."""
     from qbhook.catalog.locate import locate
+
     data = locate(app.catalog, app.cfg, path)
 
     def human(d):
-        click.echo(f"{shown(d['path'])}: {_human_bytes(d['size'])}, inode {d['inode']} on {d['fsid']}, {d['nlink']} links")
+        click.echo(
+            f"{shown(d['path'])}: {_human_bytes(d['size'])}, inode {d['inode']} on {d['fsid']}, {d['nlink']} links"
+        )
         click.echo(f"  blake3: {d['blake3'] or '(not hashed)'}")
         click.echo("  links of this inode:")
         for p in d["links"]:
@@ -109,4 +142,5 @@ def find(app: App, path):
             click.echo(f"    inode {c['inode']} on {c['fsid']} ({c['nlink']} links):")
             for p in c["paths"]:
                 click.echo(f"      {shown(p)}")
+
     app.emit(data, human)

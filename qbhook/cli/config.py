@@ -27,11 +27,13 @@ def config_check(app: App):
 
     def human(d):
         import yaml
+
         click.echo(yaml.safe_dump({k: v for k, v in d.items() if k != "problems"}, sort_keys=False).rstrip())
         for p in problems:
             click.echo(f"PROBLEM: {p}", err=True)
         if not problems:
             click.echo("config OK", err=True)
+
     app.emit(data, human)
     if problems:
         sys.exit(ExitCode.CONFIG)

@@ -25,7 +25,9 @@ def demo(base, clean):
     try:
         from qbhook.sandbox import demo as demo_mod
     except ModuleNotFoundError as e:
-        raise click.ClickException(f"the demo needs {e.name}: pip install 'qbhook[demo]' (scripts/demo does this)")
+        raise click.ClickException(
+            f"the demo needs {e.name}: pip install 'qbhook[demo]' (scripts/demo does this)"
+        ) from None
     if os.geteuid() != 0:
         raise click.ClickException("the demo mounts pools and must run as root (try: sudo scripts/demo)")
     if clean:

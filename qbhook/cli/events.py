@@ -31,18 +31,22 @@ def _executor(app: App):
 def sweep_cmd(app: App):
     """Scan, classify every group, plan (and apply when policy.auto_apply). Safe from cron/systemd."""
     from qbhook.events.worker import sweep
+
     out = sweep(app.cfg, app.catalog, app.clients, executor=_executor(app), progress=app.progress())
 
     def human(d):
         s = d["plan"]
-        click.echo(f"swept in {d['seconds']:.1f}s: {s['demote']} to demote, {s['promote']} to promote, "
-                   f"{s['blocked']} blocked, {s['stay']} staying")
+        click.echo(
+            f"swept in {d['seconds']:.1f}s: {s['demote']} to demote, {s['promote']} to promote, "
+            f"{s['blocked']} blocked, {s['stay']} staying"
+        )
         for g in d["pending"]:
             click.echo(f"  {g['action'].upper():8} {g['group_id']} {', '.join(g['names'][:2])}: {g['reason']}")
         if "applied" in d:
             click.echo(f"  applied: {json.dumps(d['applied'].get('counters', {}))}")
         elif s["demote"] + s["promote"] and not app.cfg.policy.auto_apply:
             click.echo("  (policy.auto_apply is off: run `qbhook apply --yes` to carry these out)")
+
     app.emit(out, human)
 
 
@@ -59,6 +63,7 @@ def status(app: App):
     Example: qbhook --json status | jq .problems
     """
     from qbhook.events.status import report
+
     data = report(app.cfg, app.catalog)
 
     def human(d):
@@ -68,13 +73,17 @@ def status(app: App):
         else:
             click.echo(f"server: not answering at {srv['url']} ({srv['reason']})")
         q = d["queue"]
-        click.echo(f"queue: {q.get('pending', 0)} pending, {q.get('running', 0)} running, "
-                   f"{q.get('dead', 0)} dead, {q.get('done', 0)} done")
+        click.echo(
+            f"queue: {q.get('pending', 0)} pending, {q.get('running', 0)} running, "
+            f"{q.get('dead', 0)} dead, {q.get('done', 0)} done"
+        )
         ls = d["last_sweep"]
         if ls["at"]:
             s = ls["plan"]
-            click.echo(f"last sweep: {_when(ls['at'])}: {s['demote']} to demote, {s['promote']} to promote, "
-                       f"{s['blocked']} blocked")
+            click.echo(
+                f"last sweep: {_when(ls['at'])}: {s['demote']} to demote, {s['promote']} to promote, "
+                f"{s['blocked']} blocked"
+            )
             for g in ls["pending"][:10]:
                 click.echo(f"  {g['action'].upper():8} {', '.join(g['names'][:2])}: {g['reason']}")
         else:
@@ -82,8 +91,10 @@ def status(app: App):
         if d["unfinished_runs"]:
             click.echo(f"UNFINISHED runs: {d['unfinished_runs']} (run `qbhook resume`)")
         if d["leftover_views"]:
-            click.echo(f"{len(d['leftover_views'])} leftover view file(s) of rolled-back groups "
-                       "(the next `apply --yes` or sweep removes them once verified)")
+            click.echo(
+                f"{len(d['leftover_views'])} leftover view file(s) of rolled-back groups "
+                "(the next `apply --yes` or sweep removes them once verified)"
+            )
         for r in d["recent_runs"]:
             click.echo(f"run {r['id']}: {r['status']} ({r['trigger']}, {_when(r['started_at'])})")
         for name, p in d["pools"].items():
@@ -91,12 +102,15 @@ def status(app: App):
                 click.echo(f"pool {name}: {p['path']}: {p['error']}")
             else:
                 click.echo(f"pool {name} ({p['role']}): {_human_bytes(p['free'])} free of {_human_bytes(p['size'])}")
-            click.echo(f"  catalogued: {_human_bytes(p['hashed_bytes'])} hashed ({p['hashed_files']:,} files), "
-                       f"{_human_bytes(p['unhashed_bytes'])} not hashed ({p['unhashed_files']:,} files)")
+            click.echo(
+                f"  catalogued: {_human_bytes(p['hashed_bytes'])} hashed ({p['hashed_files']:,} files), "
+                f"{_human_bytes(p['unhashed_bytes'])} not hashed ({p['unhashed_files']:,} files)"
+            )
         c = d["catalog"]
         click.echo(f"catalog: {c['paths']:,} paths, {c['inodes']:,} inodes ({c['hashed']:,} hashed)")
         for problem in d["problems"]:
             click.echo(f"PROBLEM: {problem}", err=True)
+
     app.emit(data, human)
     if data["problems"]:
         sys.exit(EXIT_UNHEALTHY)
@@ -119,21 +133,36 @@ def queue(ctx, states, limit):
     if ctx.invoked_subcommand:
         return
     from qbhook.events.queue import JobQueue
+
     app: App = ctx.obj
     with reading(app.cfg.catalog):
         check_tables(app.catalog.conn, app.cfg.catalog, CHECKED_TABLES)
         jobs = JobQueue(app.catalog.conn).list(states=list(states) or None, limit=limit)
-    data = [{"id": j.id, "state": j.state, "key": j.coalesce_key, "kinds": list(j.kinds), "sources": list(j.sources),
-             "events": j.event_count, "attempts": j.attempts, "created_at": j.created_at,
-             "error": j.last_error, "result": json.loads(j.result) if j.result and j.result.startswith("{") else j.result}
-            for j in jobs]
+    data = [
+        {
+            "id": j.id,
+            "state": j.state,
+            "key": j.coalesce_key,
+            "kinds": list(j.kinds),
+            "sources": list(j.sources),
+            "events": j.event_count,
+            "attempts": j.attempts,
+            "created_at": j.created_at,
+            "error": j.last_error,
+            "result": json.loads(j.result) if j.result and j.result.startswith("{") else j.result,
+        }
+        for j in jobs
+    ]
 
     def human(rows):
         for r in rows:
-            click.echo(f"#{r['id']:<6} {r['state']:8} {r['key'][:40]:40} {','.join(r['kinds'])} x{r['events']} "
-                       f"tries {r['attempts']}" + (f"\n        error: {r['error']}" if r["error"] else ""))
+            click.echo(
+                f"#{r['id']:<6} {r['state']:8} {r['key'][:40]:40} {','.join(r['kinds'])} x{r['events']} "
+                f"tries {r['attempts']}" + (f"\n        error: {r['error']}" if r["error"] else "")
+            )
         if not rows:
             click.echo("queue is empty")
+
     app.emit(data, human)
 
 
@@ -143,6 +172,7 @@ def queue(ctx, states, limit):
 def queue_retry(app: App, job_id):
     """Put a dead job back in the queue."""
     from qbhook.events.queue import JobQueue
+
     with reading(app.cfg.catalog):
         check_tables(app.catalog.conn, app.cfg.catalog, CHECKED_TABLES)
         new = JobQueue(app.catalog.conn).retry_dead(job_id)
@@ -161,6 +191,7 @@ def hook(app: App, event, values):
     """Enqueue a qBittorrent hook call directly (no server): qbhook hook added %I %J %K %N %L %G %F %R %D %C %Z"""
     from qbhook.events.parse import parse_qbt_hook
     from qbhook.events.queue import JobQueue
+
     ev = parse_qbt_hook(hook_fields(event, values))
     job, coalesced = JobQueue(app.catalog.conn).enqueue(ev)
     app.emit({"queued": job, "coalesced": coalesced}, lambda d: None)
@@ -182,10 +213,18 @@ def setup():
 
 
 @setup.command("qbittorrent")
-@click.option("--mode", type=click.Choice(["http", "direct"]), default="http",
-              help="http: qBittorrent runs hooks/qbt-hook.sh (works in containers); direct: runs `qbhook hook`.")
-@click.option("--hook-path", default="/hooks/qbt-hook.sh", show_default=True,
-              help="Where qbt-hook.sh is, as qBittorrent sees it (inside its container).")
+@click.option(
+    "--mode",
+    type=click.Choice(["http", "direct"]),
+    default="http",
+    help="http: qBittorrent runs hooks/qbt-hook.sh (works in containers); direct: runs `qbhook hook`.",
+)
+@click.option(
+    "--hook-path",
+    default="/hooks/qbt-hook.sh",
+    show_default=True,
+    help="Where qbt-hook.sh is, as qBittorrent sees it (inside its container).",
+)
 @click.option("--qbhook-path", default=None, help="Path of the qbhook executable (direct mode).")
 @click.option("--instance", default=None, help="Which configured qBittorrent (default: all).")
 @click.option("--yes", is_flag=True, help="Apply. Without it, only show the change.")
@@ -201,13 +240,19 @@ def setup_qbittorrent(app: App, mode, hook_path, qbhook_path, instance, yes):
     def cmd(event):
         # qBittorrent splits the line itself (no shell) and strips the quotes around each argument.
         return " ".join([shlex.quote(b) for b in base] + [event] + [f'"{a}"' for a in HOOK_ARGS])
-    wanted = {"autorun_on_torrent_added_enabled": True, "autorun_on_torrent_added_program": cmd("added"),
-              "autorun_enabled": True, "autorun_program": cmd("finished")}
+
+    wanted = {
+        "autorun_on_torrent_added_enabled": True,
+        "autorun_on_torrent_added_program": cmd("added"),
+        "autorun_enabled": True,
+        "autorun_program": cmd("finished"),
+    }
     from qbhook.clients.registry import client_type
+
     out = []
     for client in app.clients:
         if (instance and client.name != instance) or client_type(client) != "qbittorrent":
-            continue   # rTorrent is wired by .rtorrent.rc lines: `qbhook setup rtorrent`
+            continue  # rTorrent is wired by .rtorrent.rc lines: `qbhook setup rtorrent`
         prefs = client.preferences()
         current = {k: prefs.get(k) for k in wanted}
         change = {k: v for k, v in wanted.items() if current.get(k) != v}
@@ -225,14 +270,21 @@ def setup_qbittorrent(app: App, mode, hook_path, qbhook_path, instance, yes):
             if r["change"] and not r["applied"]:
                 click.echo("  dry run: re-run with --yes to apply")
         if mode == "http":
-            click.echo("Make hooks/qbt-hook.sh available inside the qBittorrent container at that path, and set "
-                       "QBHOOK_URL and QBHOOK_TOKEN (or QBHOOK_TOKEN_FILE) in a qbt-hook.conf next to it.")
+            click.echo(
+                "Make hooks/qbt-hook.sh available inside the qBittorrent container at that path, and set "
+                "QBHOOK_URL and QBHOOK_TOKEN (or QBHOOK_TOKEN_FILE) in a qbt-hook.conf next to it."
+            )
+
     app.emit(out, human)
 
 
 @setup.command("rtorrent")
-@click.option("--hook-path", default="/hooks/qbt-hook.sh", show_default=True,
-              help="Where qbt-hook.sh is, as rTorrent sees it (inside its container).")
+@click.option(
+    "--hook-path",
+    default="/hooks/qbt-hook.sh",
+    show_default=True,
+    help="Where qbt-hook.sh is, as rTorrent sees it (inside its container).",
+)
 @click.option("--instance", default=None, help="Which configured rTorrent (default: all).")
 @pass_app
 def setup_rtorrent(app: App, hook_path, instance):
@@ -244,25 +296,36 @@ def setup_rtorrent(app: App, hook_path, instance):
     from qbhook.clients.registry import client_type
     from qbhook.clients.rtorrent import event_rc_lines
     from qbhook.errors import ConfigError
+
     out = []
     for client in app.clients:
         if client_type(client) == "rtorrent" and (not instance or client.name == instance):
-            out.append({"instance": client.name, "address": client.address,
-                        "lines": event_rc_lines(hook_path, instance=client.name)})
+            out.append(
+                {
+                    "instance": client.name,
+                    "address": client.address,
+                    "lines": event_rc_lines(hook_path, instance=client.name),
+                }
+            )
     if not out:
-        raise ConfigError("clients", "no rTorrent configured" + (f" named {instance!r}" if instance else ""),
-                          hint="add {type: rtorrent, name: ..., scgi: /run/rtorrent/rpc.sock} under clients:")
+        raise ConfigError(
+            "clients",
+            "no rTorrent configured" + (f" named {instance!r}" if instance else ""),
+            hint="add {type: rtorrent, name: ..., scgi: /run/rtorrent/rpc.sock} under clients:",
+        )
 
     def human(rows):
         for r in rows:
             click.echo(f"# rTorrent {r['instance']} ({r['address']}): add to .rtorrent.rc")
             for line in r["lines"]:
                 click.echo(line)
+
     app.emit(out, human)
 
 
 def _which(name: str) -> str | None:
     from shutil import which
+
     return which(name)
 
 
@@ -282,18 +345,23 @@ def serve(app: App, listen, port, no_sweep):
     Example: qbhook serve --listen 0.0.0.0 --port 9797
     """
     from qbhook.events.service import Service
+
     cfg = app.cfg
     srv = cfg.server
-    clients = app.clients   # config errors before anything opens
+    clients = app.clients  # config errors before anything opens
     # Long background hashing says how far it got (a line every ~30 s) even without -v.
     hashing_log = logging.getLogger("qbhook.catalog.hashing")
     if hashing_log.getEffectiveLevel() > logging.INFO:
         hashing_log.setLevel(logging.INFO)
     if not (srv.password or srv.token):
-        click.echo("qbhook: warning: no server credentials configured (server.password_env / token_env); "
-                   "every event endpoint will refuse requests", err=True)
-    service = Service(cfg, clients, _executor_for, host=listen or srv.listen, port=port or srv.port,
-                      sweeper=not no_sweep)
+        click.echo(
+            "qbhook: warning: no server credentials configured (server.password_env / token_env); "
+            "every event endpoint will refuse requests",
+            err=True,
+        )
+    service = Service(
+        cfg, clients, _executor_for, host=listen or srv.listen, port=port or srv.port, sweeper=not no_sweep
+    )
     click.echo(f"qbhook serving on http://{service.host}:{service.port}", err=True)
     service.run()
     click.echo("qbhook stopped", err=True)
@@ -301,5 +369,6 @@ def serve(app: App, listen, port, no_sweep):
 
 def _executor_for(cfg, catalog, clients):
     from qbhook.move.executor import build_executor
+
     # The worker waits out a running `qbhook apply` (which holds the executor lock) instead of failing.
     return build_executor(cfg, catalog, clients, lock_wait=600.0, notify=True)

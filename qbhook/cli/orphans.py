@@ -22,18 +22,28 @@ from qbhook.units import human_bytes
 def orphans(app: App, quarantine, yes):
     """Files under the seeding roots that no torrent of any configured client references."""
     from qbhook.move import orphans as orph
+
     cfg = app.cfg
     if quarantine and yes:
         res = orph.quarantine(cfg, app.catalog, app.clients)
-        data = {"run_id": res.run_id, "held": res.held, "failed": res.failed, "bytes_held": res.bytes_held,
-                "folders_removed": res.folders_removed, "grace_period": cfg.policy.grace_period}
+        data = {
+            "run_id": res.run_id,
+            "held": res.held,
+            "failed": res.failed,
+            "bytes_held": res.bytes_held,
+            "folders_removed": res.folders_removed,
+            "grace_period": cfg.policy.grace_period,
+        }
 
         def human(d):
             for p, why in d["failed"].items():
                 click.echo(f"not moved: {shown(p)}: {why}", err=True)
-            click.echo(f"{len(d['held'])} file(s) moved into holding ({human_bytes(d['bytes_held'])} to free "
-                       f"once purged), run {d['run_id']}; purge after {d['grace_period']:g}s with "
-                       "`qbhook holding --purge-expired`")
+            click.echo(
+                f"{len(d['held'])} file(s) moved into holding ({human_bytes(d['bytes_held'])} to free "
+                f"once purged), run {d['run_id']}; purge after {d['grace_period']:g}s with "
+                "`qbhook holding --purge-expired`"
+            )
+
         app.emit(data, human)
         if res.failed:
             raise SystemExit(1)
@@ -43,8 +53,10 @@ def orphans(app: App, quarantine, yes):
     data["dry_run"] = True
 
     def human(d):
-        for kind, title in (("reclaimable", "reclaimable (no link outside the seeding roots)"),
-                            ("library", "still used by a library (frees nothing)")):
+        for kind, title in (
+            ("reclaimable", "reclaimable (no link outside the seeding roots)"),
+            ("library", "still used by a library (frees nothing)"),
+        ):
             items = [i for i in d["items"] if i["kind"] == kind]
             if not items:
                 continue
@@ -53,10 +65,13 @@ def orphans(app: App, quarantine, yes):
                 what = f"{i['files']} files" if i["folder"] else "file"
                 click.echo(f"  {human_bytes(i['bytes']):>10}  {shown(i['path'])}{'/' if i['folder'] else ''} ({what})")
         r, lib = d["reclaimable"], d["library"]
-        click.echo(f"{r['items']} reclaimable item(s), {human_bytes(r['frees'])} to free; "
-                   f"{lib['items']} item(s) still used by a library ({human_bytes(lib['bytes'])})")
+        click.echo(
+            f"{r['items']} reclaimable item(s), {human_bytes(r['frees'])} to free; "
+            f"{lib['items']} item(s) still used by a library ({human_bytes(lib['bytes'])})"
+        )
         if quarantine:
             click.echo("dry run: add --yes to move the reclaimable ones into holding", err=True)
+
     app.emit(data, human)
 
 
@@ -66,19 +81,25 @@ def orphans(app: App, quarantine, yes):
 def holding(app: App, purge_expired):
     """Links waiting in holding folders (journal-recorded), and when each may be purged."""
     from qbhook.move import orphans as orph
+
     cfg = app.cfg
     purged: list[str] = []
     if purge_expired:
         purged = orph.purge_expired(cfg, app.catalog)
     now = time.time()
     held = orph.holding(cfg, app.catalog)
-    data = {"held": [{"path": h.path, "since": h.since, "expires": h.expires, "expired": h.expires <= now}
-                     for h in held],
-            "purged_folders": purged, "grace_period": cfg.policy.grace_period}
+    data = {
+        "held": [{"path": h.path, "since": h.since, "expires": h.expires, "expired": h.expires <= now} for h in held],
+        "purged_folders": purged,
+        "grace_period": cfg.policy.grace_period,
+    }
 
     def human(d):
         for h in d["held"]:
             when = "expired" if h["expired"] else f"expires in {h['expires'] - now:.0f}s"
             click.echo(f"  {shown(h['path'])} ({when})")
-        click.echo(f"{len(d['held'])} link(s) in holding" + (f"; {len(purged)} folder(s) purged" if purge_expired else ""))
+        click.echo(
+            f"{len(d['held'])} link(s) in holding" + (f"; {len(purged)} folder(s) purged" if purge_expired else "")
+        )
+
     app.emit(data, human)

@@ -46,6 +46,7 @@ def ready_catalog(app: App, *, targeted: bool, scan: bool | None, max_age: float
     """
     from qbhook.catalog.queries import last_full_scan_age
     from qbhook.catalog.scan import scan_pool
+
     cfg = app.cfg
     limit = cfg.scan.max_age if max_age is None else max_age
     age = last_full_scan_age(app.catalog, cfg.pools)
@@ -56,14 +57,19 @@ def ready_catalog(app: App, *, targeted: bool, scan: bool | None, max_age: float
     elif age is None:
         use = CatalogUse("scanned", "pools scanned now: no full scan on record", None)
     elif targeted:
-        use = CatalogUse("catalog", f"catalog from a full scan {_ago(age)} ago; only these groups' files "
-                                    "re-stat-ed, no walk", age)
+        use = CatalogUse(
+            "catalog", f"catalog from a full scan {_ago(age)} ago; only these groups' files re-stat-ed, no walk", age
+        )
     elif age <= limit:
-        use = CatalogUse("catalog", f"catalog from a full scan {_ago(age)} ago (scan.max_age {_ago(limit)}); "
-                                    "every file decided on re-stat-ed", age)
+        use = CatalogUse(
+            "catalog",
+            f"catalog from a full scan {_ago(age)} ago (scan.max_age {_ago(limit)}); every file decided on re-stat-ed",
+            age,
+        )
     else:
-        use = CatalogUse("scanned", f"pools scanned now: last full scan {_ago(age)} ago, older than "
-                                    f"scan.max_age {_ago(limit)}", age)
+        use = CatalogUse(
+            "scanned", f"pools scanned now: last full scan {_ago(age)} ago, older than scan.max_age {_ago(limit)}", age
+        )
     if use.source == "scanned":
         for pool in cfg.pools:
             scan_pool(app.catalog, pool, cfg.scan, progress=app.progress())
@@ -72,8 +78,15 @@ def ready_catalog(app: App, *, targeted: bool, scan: bool | None, max_age: float
 
 def _ago(seconds: float) -> str:
     s = max(seconds, 0.0)
-    return (f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else
-            f"{s / 3600:.1f} h" if s < 172800 else f"{s / 86400:.1f} d")
+    return (
+        f"{s:.0f} s"
+        if s < 120
+        else f"{s / 60:.0f} min"
+        if s < 7200
+        else f"{s / 3600:.1f} h"
+        if s < 172800
+        else f"{s / 86400:.1f} d"
+    )
 
 
 def hashes_of_groups(app: App, group_ids) -> list[str] | None:
@@ -85,7 +98,8 @@ def hashes_of_groups(app: App, group_ids) -> list[str] | None:
     """
     from qbhook.catalog.indexer import try_sync_all
     from qbhook.catalog.torrents import TorrentIndex
-    try_sync_all(app.catalog, app.clients)     # unreachable: planning live fails with its own message
+
+    try_sync_all(app.catalog, app.clients)  # unreachable: planning live fails with its own message
     idx = TorrentIndex(app.catalog.conn)
     groups = idx.groups()
     recorded = {(t.instance, t.hash): t.group_id for t in idx.torrents()}
@@ -104,10 +118,12 @@ def compute_plan(app: App, hashes=None, scan: bool | None = True):
     what the catalog rested on is kept in ``app.catalog_use``."""
     from qbhook.decide.planner import make_plan
     from qbhook.decide.snapshot import build_snapshot
+
     cfg = app.cfg
     app.catalog_use = ready_catalog(app, targeted=bool(hashes), scan=scan)
-    snap = build_snapshot(cfg, app.catalog, app.clients, hashes=hashes, progress=app.progress(),
-                          hash_budget=cfg.scan.hash_budget)
+    snap = build_snapshot(
+        cfg, app.catalog, app.clients, hashes=hashes, progress=app.progress(), hash_budget=cfg.scan.hash_budget
+    )
     return snap, make_plan(snap, cfg.policy)
 
 
@@ -125,12 +141,20 @@ def catalog_note(app: App) -> dict:
 @main.command()
 @click.option("--hash", "hashes", multiple=True, help="Only the group(s) of these torrents (no walk of the pools).")
 @click.option("--group", "group_ids", multiple=True, help="Only this payload group (repeatable; no walk of the pools).")
-@click.option("--scan/--no-scan", "scan", default=None,
-              help="Scan the pools first, or use the catalog as is. Default: a plan of everything scans "
-                   "when the last full scan is older than scan.max_age; --hash/--group never walk.")
+@click.option(
+    "--scan/--no-scan",
+    "scan",
+    default=None,
+    help="Scan the pools first, or use the catalog as is. Default: a plan of everything scans "
+    "when the last full scan is older than scan.max_age; --hash/--group never walk.",
+)
 @click.option("--steps", is_flag=True, help="Also list each group's steps.")
-@click.option("--save", "save_to", type=click.Path(dir_okay=False),
-              help="Also write the plan to this file, for `qbhook apply --plan FILE` after review.")
+@click.option(
+    "--save",
+    "save_to",
+    type=click.Path(dir_okay=False),
+    help="Also write the plan to this file, for `qbhook apply --plan FILE` after review.",
+)
 @pass_app
 def plan(app: App, hashes, group_ids, scan, steps, save_to):
     """Show what qbhook would do for every payload group. Changes nothing.
@@ -148,32 +172,39 @@ def plan(app: App, hashes, group_ids, scan, steps, save_to):
     saved = _save(app, snap, p, save_to) if save_to else None
     app.emit({**p.to_dict(), **note, **({"plan_id": saved} if saved else {})}, lambda d: _print_plan(p, steps))
     if saved:
-        click.echo(f"plan {saved[:12]} saved to {save_to}; apply it with: qbhook apply --plan {save_to} --yes",
-                   err=app.as_json)
+        click.echo(
+            f"plan {saved[:12]} saved to {save_to}; apply it with: qbhook apply --plan {save_to} --yes", err=app.as_json
+        )
     sys.exit(EXIT_ACTIONABLE if p.actionable else 0)
 
 
 def only_groups(p, group_ids):
     """The plan restricted to the named groups (exact ids, as ``plan`` prints them)."""
     from qbhook.decide.plan import Plan
+
     wanted = {g.strip().lower() for g in group_ids}
     return Plan(groups=[g for g in p.groups if g.group_id in wanted], created_at=p.created_at)
 
 
 def _save(app: App, snap, p, path) -> str:
     from qbhook.decide import approved
+
     doc = approved.document(p, snap, approved.seeding_roots(app.cfg))
     approved.save(path, doc)
     return doc["plan_id"]
 
 
 def _print_plan(p, steps: bool) -> None:
-    rows = sorted(p.groups, key=lambda g: (["demote", "promote", "converge", "blocked", "skip", "stay"].index(g.action), g.names))
+    rows = sorted(
+        p.groups, key=lambda g: (["demote", "promote", "converge", "blocked", "skip", "stay"].index(g.action), g.names)
+    )
     for g in rows:
         extra = ""
         if g.actionable:
             extra = f"  copy {_human_bytes(g.bytes_to_copy)}, frees {_human_bytes(g.bytes_freed)} on {g.source_pool}"
-        click.echo(f"{g.action.upper():8} {g.group_id}  {len(g.torrents)} torrent(s), {_human_bytes(g.payload_bytes)}{extra}")
+        click.echo(
+            f"{g.action.upper():8} {g.group_id}  {len(g.torrents)} torrent(s), {_human_bytes(g.payload_bytes)}{extra}"
+        )
         for n in g.names[:5]:
             click.echo(f"           - {n}")
         if len(g.names) > 5:
@@ -183,8 +214,11 @@ def _print_plan(p, steps: bool) -> None:
             for s in g.steps:
                 click.echo(f"             {s.kind:12} {describe_step(s.kind, s.args)}")
     s = p.summary()
-    click.echo(f"\n{s['demote']} to demote, {s['promote']} to promote, {s['converge']} to converge, {s['blocked']} blocked, {s['skip']} skipped, "
-               f"{s['stay']} staying; {_human_bytes(s['bytes_to_copy'])} to copy, {_human_bytes(s['bytes_freed'])} to free")
+    click.echo(
+        f"\n{s['demote']} to demote, {s['promote']} to promote, {s['converge']} to converge, {s['blocked']} "
+        f"blocked, {s['skip']} skipped, "
+        f"{s['stay']} staying; {_human_bytes(s['bytes_to_copy'])} to copy, {_human_bytes(s['bytes_freed'])} to free"
+    )
     if p.actionable:
         click.echo("dry run: nothing changed. Apply with: qbhook apply --yes")
 
@@ -192,18 +226,27 @@ def _print_plan(p, steps: bool) -> None:
 @main.command()
 @click.argument("torrent_hash")
 @click.option("--no-scan", is_flag=True, help="Skip the incremental catalog scan first.")
-@click.option("--index", "from_index", is_flag=True,
-              help="Answer from the torrent index (no qBittorrent, no scan); also the fallback when it is down.")
-@click.option("--max-scan-age", type=float, default=None,
-              help="Seconds (default: scan.max_age): a full scan of every pool at most this old is used as "
-                   "is (the group's own files are re-stat-ed anyway); older, or never, and both pools are "
-                   "scanned first.")
+@click.option(
+    "--index",
+    "from_index",
+    is_flag=True,
+    help="Answer from the torrent index (no qBittorrent, no scan); also the fallback when it is down.",
+)
+@click.option(
+    "--max-scan-age",
+    type=float,
+    default=None,
+    help="Seconds (default: scan.max_age): a full scan of every pool at most this old is used as "
+    "is (the group's own files are re-stat-ed anyway); older, or never, and both pools are "
+    "scanned first.",
+)
 @pass_app
 def explain(app: App, torrent_hash, no_scan, from_index, max_scan_age):
     """Why TORRENT_HASH's group gets its decision: its torrents, files and every link found."""
     from qbhook.catalog.queries import last_full_scan_age
     from qbhook.cli.torrents import explain_from_index
     from qbhook.errors import QbtError
+
     if from_index:
         return explain_from_index(app, torrent_hash, None)
     # explain changes nothing, so a recent catalog is enough: a link made since shows as a
@@ -211,9 +254,13 @@ def explain(app: App, torrent_hash, no_scan, from_index, max_scan_age):
     age = last_full_scan_age(app.catalog, app.cfg.pools)
     limit = app.cfg.scan.max_age if max_scan_age is None else max_scan_age
     scan = not no_scan and (age is None or age > limit)
-    note = ("pools scanned now" if scan else
-            "catalog as is (--no-scan)" if no_scan else
-            f"catalog from a full scan {age:.0f} s ago; this group's files re-stat-ed")
+    note = (
+        "pools scanned now"
+        if scan
+        else "catalog as is (--no-scan)"
+        if no_scan
+        else f"catalog from a full scan {age:.0f} s ago; this group's files re-stat-ed"
+    )
     try:
         snap, p = compute_plan(app, [torrent_hash], scan=scan)
     except QbtError as e:
@@ -227,13 +274,31 @@ def explain(app: App, torrent_hash, no_scan, from_index, max_scan_age):
         files = []
         for f in t.files:
             i = snap.inodes.get(f.inode) if f.inode else None
-            files.append({"path": f.path, "size": f.size, "inode": list(f.inode) if f.inode else None,
-                          "nlink": i.nlink if i else None, "external_links": i.external_links if i else None,
-                          "seeding_links": list(i.seeding_paths) if i else [], "other_links": list(i.other_paths) if i else [],
-                          "blake3": i.blake3 if i else None})
-        data["torrents"].append({"hash": t.hash, "name": t.name, "state": t.state, "progress": t.progress,
-                                 "save_path": t.save_path, "tags": sorted(t.tags), "category": t.category,
-                                 **payload_ids(t, snap), "files": files})
+            files.append(
+                {
+                    "path": f.path,
+                    "size": f.size,
+                    "inode": list(f.inode) if f.inode else None,
+                    "nlink": i.nlink if i else None,
+                    "external_links": i.external_links if i else None,
+                    "seeding_links": list(i.seeding_paths) if i else [],
+                    "other_links": list(i.other_paths) if i else [],
+                    "blake3": i.blake3 if i else None,
+                }
+            )
+        data["torrents"].append(
+            {
+                "hash": t.hash,
+                "name": t.name,
+                "state": t.state,
+                "progress": t.progress,
+                "save_path": t.save_path,
+                "tags": sorted(t.tags),
+                "category": t.category,
+                **payload_ids(t, snap),
+                "files": files,
+            }
+        )
 
     def human(d):
         g = d["group"]
@@ -242,20 +307,25 @@ def explain(app: App, torrent_hash, no_scan, from_index, max_scan_age):
         for b in g["blockers"]:
             click.echo(f"  blocked: {b}")
         for t in d["torrents"]:
-            click.echo(f"  torrent {t['hash']} {t['name']!r} [{t['state']}, {t['progress'] * 100:.0f}%] at {t['save_path']}")
+            click.echo(
+                f"  torrent {t['hash']} {t['name']!r} [{t['state']}, {t['progress'] * 100:.0f}%] at {t['save_path']}"
+            )
             click.echo(f"    tags: {', '.join(t['tags']) or '-'}; category: {t['category'] or '-'}")
             click.echo(f"    content id: {t['content_id'] or '(not all files hashed)'}; tree id: {t['tree_id'] or '-'}")
             for f in t["files"]:
                 if f["inode"] is None:
                     click.echo(f"    {f['path']}: MISSING")
                     continue
-                click.echo(f"    {f['path']}: inode {f['inode'][1]} on {f['inode'][0]}, {f['nlink']} link(s), "
-                           f"{f['external_links']} outside the seeding roots")
+                click.echo(
+                    f"    {f['path']}: inode {f['inode'][1]} on {f['inode'][0]}, {f['nlink']} link(s), "
+                    f"{f['external_links']} outside the seeding roots"
+                )
                 for o in f["other_links"]:
                     click.echo(f"      library/other: {o}")
                 unknown = f["external_links"] - len(f["other_links"])
                 if unknown > 0:
                     click.echo(f"      + {unknown} link(s) outside the scanned pools")
+
     app.emit(data, human)
 
 
@@ -263,6 +333,7 @@ def payload_ids(t, snap) -> dict:
     """Layout-independent content id and layout-bound tree id (None until every file is hashed)."""
     from qbhook.catalog.hashing import EMPTY_HASH
     from qbhook.catalog.identity import content_id, tree_id
+
     idents = []
     for f in t.files:
         i = snap.inodes.get(f.inode) if f.inode else None

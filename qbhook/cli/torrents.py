@@ -24,8 +24,19 @@ from qbhook.cli.app import App, main, pass_app, shown
 def torrents(app: App, pool, state, category, group, decision, gone, offline):
     """List indexed torrents with their pool, payload group, payload id and last known decision."""
     from qbhook.catalog.queries import list_torrents
-    data = list_torrents(app.cfg, app.catalog, app.clients, pool=pool, state=state, category=category, group=group,
-                         decision=decision, gone=gone, offline=offline)
+
+    data = list_torrents(
+        app.cfg,
+        app.catalog,
+        app.clients,
+        pool=pool,
+        state=state,
+        category=category,
+        group=group,
+        decision=decision,
+        gone=gone,
+        offline=offline,
+    )
     _problems(data)
 
     def human(d):
@@ -35,11 +46,14 @@ def torrents(app: App, pool, state, category, group, decision, gone, offline):
             pid = r["content_id"][:16] if r["content_id"] else f"(hashed {r['files_hashed']}/{r['files']})"
             dec = r["decision"] or "-"
             where = r["pool"] or ("unmapped: " + r["map_error"] if r["map_error"] else "no pool")
-            click.echo(f"{r['hash'][:12]} {r['state'] or '?':<11} {where:<8} group {(r['group'] or '-')[:12]} "
-                       f"payload {pid} {dec:<8} {shown(r['name'])}" + (" [gone]" if r["gone_at"] else ""))
+            click.echo(
+                f"{r['hash'][:12]} {r['state'] or '?':<11} {where:<8} group {(r['group'] or '-')[:12]} "
+                f"payload {pid} {dec:<8} {shown(r['name'])}" + (" [gone]" if r["gone_at"] else "")
+            )
         for name, s in d["index"].items():
             age = f"{s['age_s']:.0f} s ago" if s["age_s"] is not None else "never"
             click.echo(f"index of {name}: synced {age} ({s['mode']})", err=True)
+
     app.emit(data, human)
 
 
@@ -52,6 +66,7 @@ def payload_dupes(app: App, offline: bool) -> None:
     """``qbhook dupes --payloads``: whole payloads stored more than once, from the index."""
     from qbhook.catalog.queries import payload_copies
     from qbhook.units import human_bytes
+
     data = payload_copies(app.catalog, app.clients, offline)
     _problems(data)
 
@@ -61,19 +76,25 @@ def payload_dupes(app: App, offline: bool) -> None:
             return
         for s in d["payloads"]:
             lay = f", {s['layouts']} layouts" if s["layouts"] > 1 else ""
-            click.echo(f"payload {s['content_id'][:16]} {human_bytes(s['size'])} stored x{s['copies']}{lay} "
-                       f"(frees {human_bytes(s['reclaimable_bytes'])})")
+            click.echo(
+                f"payload {s['content_id'][:16]} {human_bytes(s['size'])} stored x{s['copies']}{lay} "
+                f"(frees {human_bytes(s['reclaimable_bytes'])})"
+            )
             for c in s["stored"]:
                 for t in c["torrents"]:
-                    click.echo(f"    {t['hash'][:12]} tree {t['tree_id'][:12]} {shown(t['name'])} "
-                               f"at {shown(t['save_path'] or '?')}")
+                    click.echo(
+                        f"    {t['hash'][:12]} tree {t['tree_id'][:12]} {shown(t['name'])} "
+                        f"at {shown(t['save_path'] or '?')}"
+                    )
         click.echo(f"{len(d['payloads'])} payload(s), {human_bytes(d['reclaimable_bytes'])} reclaimable")
+
     app.emit(data, human)
 
 
 def explain_from_index(app: App, torrent_hash: str, why: str | None) -> None:
     """``explain`` answered from the torrent index: no client, no scan; says how old it is."""
     from qbhook.catalog.queries import explain_from_index as answer
+
     data = answer(app.catalog, torrent_hash, why)
     now = data.pop("now")
     for t in data["torrents"]:
@@ -84,17 +105,25 @@ def explain_from_index(app: App, torrent_hash: str, why: str | None) -> None:
         g = d["group"]
         click.echo(f"from the torrent index ({d['why'] or 'as asked'}):", err=True)
         when = f", decided {now - g['decided_at']:.0f} s ago" if g["decided_at"] else ""
-        click.echo(f"group {g['group_id']}: last decision {(g['decision'] or 'none').upper()}"
-                   f"{' - ' + g['decision_reason'] if g['decision_reason'] else ''}{when}")
+        click.echo(
+            f"group {g['group_id']}: last decision {(g['decision'] or 'none').upper()}"
+            f"{' - ' + g['decision_reason'] if g['decision_reason'] else ''}{when}"
+        )
         for t in d["torrents"]:
             age = f"{t['index_age_s']:.0f} s old" if t["index_age_s"] is not None else "never synced"
-            click.echo(f"  torrent {t['hash']} {t['name']!r} [{t['state']}] at {t['save_path'] or '(unmapped)'} "
-                       f"(index {age})")
+            click.echo(
+                f"  torrent {t['hash']} {t['name']!r} [{t['state']}] at {t['save_path'] or '(unmapped)'} (index {age})"
+            )
             click.echo(f"    content id: {t['content_id'] or '(not all files hashed)'}; tree id: {t['tree_id'] or '-'}")
             for f in t["files"]:
                 lv = f["live"]
-                state = ("MISSING" if lv and lv["nlink"] is None else
-                         f"{lv['nlink']} link(s) now" + ("" if lv["same_inode"] else ", not the indexed inode")
-                         if lv else "no host path")
+                state = (
+                    "MISSING"
+                    if lv and lv["nlink"] is None
+                    else f"{lv['nlink']} link(s) now" + ("" if lv["same_inode"] else ", not the indexed inode")
+                    if lv
+                    else "no host path"
+                )
                 click.echo(f"    {f['path'] or f['rel']}: {state}")
+
     app.emit(data, human)

@@ -83,9 +83,7 @@ class ClientPort(Protocol):
         """Set or (``""``) clear the incomplete-data folder."""
         ...
 
-    def set_auto_management(
-        self, any_hash: str, enabled: bool, *, category_save_path: str | None = None
-    ) -> None:
+    def set_auto_management(self, any_hash: str, enabled: bool, *, category_save_path: str | None = None) -> None:
         """Turn client-side automatic placement on/off (refused when it could move data)."""
         ...
 
@@ -103,6 +101,16 @@ class BatchListing(Protocol):
 
 #: Method names of ClientPort, for conformance checks.
 PORT_METHODS = (
-    "torrents", "find", "torrent", "files", "stop", "start", "recheck", "set_location",
-    "set_download_path", "set_auto_management", "add_tags", "remove_tags",
+    "torrents",
+    "find",
+    "torrent",
+    "files",
+    "stop",
+    "start",
+    "recheck",
+    "set_location",
+    "set_download_path",
+    "set_auto_management",
+    "add_tags",
+    "remove_tags",
 )

@@ -50,9 +50,11 @@ class Clients:
         self._clients: dict[str, ClientPort] = {}
         for client in clients:
             if client.name in self._clients:
-                raise QbtError(f"two torrent clients are named {client.name!r} "
-                               f"({client_label(self._clients[client.name])} and {client_label(client)})",
-                               hint="give every entry of qbittorrent: and clients: its own name")
+                raise QbtError(
+                    f"two torrent clients are named {client.name!r} "
+                    f"({client_label(self._clients[client.name])} and {client_label(client)})",
+                    hint="give every entry of qbittorrent: and clients: its own name",
+                )
             self._clients[client.name] = client
 
     @classmethod
@@ -65,8 +67,16 @@ class Clients:
         built: list[ClientPort] = []
         for entry in entries:
             if isinstance(entry, RtorrentConfig):
-                built.append(rtorrent_from_config({"name": entry.name, "address": entry.scgi,
-                                                   "path_map": entry.path_map, "timeout": entry.timeout}))
+                built.append(
+                    rtorrent_from_config(
+                        {
+                            "name": entry.name,
+                            "address": entry.scgi,
+                            "path_map": entry.path_map,
+                            "timeout": entry.timeout,
+                        }
+                    )
+                )
             else:
                 built.append(_client_from_config(entry, client_kwargs))
         return cls(built)
@@ -81,10 +91,10 @@ class Clients:
         try:
             return self._clients[name]
         except KeyError:
-            raise QbtError(f"no torrent client named {name!r} is configured "
-                           f"(configured: {self.describe() or 'none'})",
-                           hint="a plan or journal names the client it was made for; "
-                                "was it renamed or removed from the config?") from None
+            raise QbtError(
+                f"no torrent client named {name!r} is configured (configured: {self.describe() or 'none'})",
+                hint="a plan or journal names the client it was made for; was it renamed or removed from the config?",
+            ) from None
 
     def names(self) -> list[str]:
         return list(self._clients)
@@ -101,8 +111,10 @@ class Clients:
         found = self.find_all(any_hash)
         if len(found) > 1:
             where = ", ".join(client_label(self._clients[t.instance]) for t in found)
-            raise QbtError(f"torrent {any_hash} is in several clients ({where})",
-                           hint="name the torrent by the client it belongs to")
+            raise QbtError(
+                f"torrent {any_hash} is in several clients ({where})",
+                hint="name the torrent by the client it belongs to",
+            )
         return found[0] if found else None
 
     def torrent(self, any_hash: str) -> TorrentInfo:

@@ -64,7 +64,15 @@ from qbhook.errors import (
 from qbhook.pathmap import PathMap
 from qbhook.paths import normalize
 
-__all__ = ["HOOK_EVENTS", "TAGS_KEY", "RtItem", "RtorrentClient", "check_budget", "event_rc_lines", "normalize_rt_state"]
+__all__ = [
+    "HOOK_EVENTS",
+    "TAGS_KEY",
+    "RtItem",
+    "RtorrentClient",
+    "check_budget",
+    "event_rc_lines",
+    "normalize_rt_state",
+]
 
 log = logging.getLogger(__name__)
 
@@ -138,14 +146,48 @@ class RtItem:
     def from_row(cls, row: Sequence[Any]) -> RtItem:
         if len(row) != len(_ITEM_FIELDS):
             raise RtorrentError(f"rTorrent answered {len(row)} fields for an item, expected {len(_ITEM_FIELDS)}")
-        (h, name, directory, multi, state, is_open, active, hashing, failed, complete,
-         done, size, left, custom1, tags, loaded, finished, up, down, message) = row
+        (
+            h,
+            name,
+            directory,
+            multi,
+            state,
+            is_open,
+            active,
+            hashing,
+            failed,
+            complete,
+            done,
+            size,
+            left,
+            custom1,
+            tags,
+            loaded,
+            finished,
+            up,
+            down,
+            message,
+        ) = row
         return cls(
-            hash=str(h).lower(), name=str(name), directory=str(directory), is_multi_file=bool(multi),
-            state=int(state), is_open=bool(is_open), is_active=bool(active), hashing=int(hashing),
-            hashing_failed=bool(failed), complete=bool(complete), completed_bytes=int(done),
-            size_bytes=int(size), left_bytes=int(left), custom1=str(custom1), tags_raw=str(tags),
-            load_date=int(loaded), finished=int(finished), up_rate=int(up), down_rate=int(down),
+            hash=str(h).lower(),
+            name=str(name),
+            directory=str(directory),
+            is_multi_file=bool(multi),
+            state=int(state),
+            is_open=bool(is_open),
+            is_active=bool(active),
+            hashing=int(hashing),
+            hashing_failed=bool(failed),
+            complete=bool(complete),
+            completed_bytes=int(done),
+            size_bytes=int(size),
+            left_bytes=int(left),
+            custom1=str(custom1),
+            tags_raw=str(tags),
+            load_date=int(loaded),
+            finished=int(finished),
+            up_rate=int(up),
+            down_rate=int(down),
             message=str(message),
         )
 
@@ -208,8 +250,9 @@ class RtorrentClient:
         try:
             self._rpc = ScgiRpc(address, timeout=timeout)
         except ValueError as exc:
-            raise RtorrentError(f"rTorrent {name!r}: {exc}",
-                                hint="give the SCGI unix socket path or host:port") from None
+            raise RtorrentError(
+                f"rTorrent {name!r}: {exc}", hint="give the SCGI unix socket path or host:port"
+            ) from None
         self._retries = max(1, retries)
         self._backoff = backoff
         self._sleep = sleep
@@ -242,8 +285,7 @@ class RtorrentClient:
     def _fault(self, what: str, fault: xmlrpc.client.Fault, torrent: str | None) -> Exception:
         if torrent is not None and fault.faultCode == FAULT_UNKNOWN_HASH:
             return self._unknown(torrent)
-        return RtorrentError(f"rTorrent {self.name!r}: {what} refused: {fault.faultString} "
-                             f"(fault {fault.faultCode})")
+        return RtorrentError(f"rTorrent {self.name!r}: {what} refused: {fault.faultString} (fault {fault.faultCode})")
 
     def _multicall(self, what: str, calls: list[dict[str, Any]], torrent: str | None = None) -> list[Any]:
         """system.multicall; the first fault inside is raised like a top-level one."""
@@ -252,9 +294,12 @@ class RtorrentClient:
             raise RtorrentError(f"rTorrent {self.name!r}: {what}: malformed multicall answer")
         out = []
         for answer in answers:
-            if isinstance(answer, dict):   # {'faultCode': .., 'faultString': ..}
-                raise self._fault(what, xmlrpc.client.Fault(int(answer.get("faultCode", 0)),
-                                                            str(answer.get("faultString", ""))), torrent)
+            if isinstance(answer, dict):  # {'faultCode': .., 'faultString': ..}
+                raise self._fault(
+                    what,
+                    xmlrpc.client.Fault(int(answer.get("faultCode", 0)), str(answer.get("faultString", ""))),
+                    torrent,
+                )
             out.append(answer[0] if isinstance(answer, list) and len(answer) == 1 else answer)
         return out
 
@@ -276,7 +321,7 @@ class RtorrentClient:
         """One item by hash (one system.multicall), None if rTorrent has no such item."""
         h = check_hash(any_hash)
         if len(h) != 40:
-            return None   # rTorrent knows v1 hashes only
+            return None  # rTorrent knows v1 hashes only
         target = h.upper()
         calls = [_mc(cmd, target, *([arg] if arg else [])) for cmd, arg in _ITEM_FIELDS]
         try:
@@ -290,8 +335,7 @@ class RtorrentClient:
         try:
             save = self.path_map.to_host(client_save)
         except PathMapError as exc:
-            raise PathMapError(f"torrent {item.hash} ({item.name}): save path: {exc.message}",
-                               hint=exc.hint) from exc
+            raise PathMapError(f"torrent {item.hash} ({item.name}): save path: {exc.message}", hint=exc.hint) from exc
         content = posixpath.join(save, content_leaf)
         done = item.has_all_bytes
         return TorrentInfo(
@@ -369,8 +413,11 @@ class RtorrentClient:
         h = self._resolve(any_hash)
         multi, directory, rows = self._multicall(
             f"files of {h}",
-            [_mc("d.is_multi_file", h.upper()), _mc("d.directory", h.upper()),
-             _mc("f.multicall", h.upper(), "", *_FILE_FIELDS)],
+            [
+                _mc("d.is_multi_file", h.upper()),
+                _mc("d.directory", h.upper()),
+                _mc("f.multicall", h.upper(), "", *_FILE_FIELDS),
+            ],
             torrent=any_hash,
         )
         prefix = posixpath.basename(normalize(str(directory))) if multi else ""
@@ -381,15 +428,18 @@ class RtorrentClient:
         items = self.items()
         out: list[tuple[TorrentInfo, list[TorrentFile]]] = []
         for start in range(0, len(items), _FILES_BATCH):
-            chunk = items[start:start + _FILES_BATCH]
+            chunk = items[start : start + _FILES_BATCH]
             calls = [_mc("f.multicall", it.hash.upper(), "", *_FILE_FIELDS) for it in chunk]
             answers = self._call("list files", "system.multicall", calls)
             for it, answer in zip(chunk, answers, strict=True):
                 if isinstance(answer, dict):
                     if int(answer.get("faultCode", 0)) == FAULT_UNKNOWN_HASH:
-                        continue   # erased between the two calls: it is gone, not unlisted
-                    raise self._fault("list files", xmlrpc.client.Fault(
-                        int(answer.get("faultCode", 0)), str(answer.get("faultString", ""))), None)
+                        continue  # erased between the two calls: it is gone, not unlisted
+                    raise self._fault(
+                        "list files",
+                        xmlrpc.client.Fault(int(answer.get("faultCode", 0)), str(answer.get("faultString", ""))),
+                        None,
+                    )
                 info = self._info(it)
                 prefix = posixpath.basename(normalize(it.directory)) if it.is_multi_file else ""
                 out.append((info, _files(answer[0], prefix)))
@@ -434,22 +484,26 @@ class RtorrentClient:
         if item is None:
             raise self._unknown(any_hash)
         if item.hashing:
-            raise UnsafeOperation(f"refusing to relocate {item.hash} ({item.name}): a hash check is running",
-                                  hint="wait until it ends")
+            raise UnsafeOperation(
+                f"refusing to relocate {item.hash} ({item.name}): a hash check is running", hint="wait until it ends"
+            )
         _, leaf = self._split(item)
         host_dir = posixpath.join(dest, leaf) if item.is_multi_file else dest
         if require_existing and not os.path.isdir(host_dir):
             raise UnsafeOperation(
-                f"refusing to relocate {item.hash} ({item.name}): destination {host_dir} does not "
-                "exist on the host",
+                f"refusing to relocate {item.hash} ({item.name}): destination {host_dir} does not exist on the host",
                 hint="build the complete view at the destination first",
             )
         client_dir = self.path_map.to_client(host_dir)
         target = item.hash.upper()
         self._multicall(
             f"relocate {item.hash} to {client_dir}",
-            [_mc("d.stop", target), _mc("d.close", target),
-             _mc("d.directory_base.set", target, client_dir), _mc("d.check_hash", target)],
+            [
+                _mc("d.stop", target),
+                _mc("d.close", target),
+                _mc("d.directory_base.set", target, client_dir),
+                _mc("d.check_hash", target),
+            ],
             torrent=any_hash,
         )
 
@@ -468,8 +522,10 @@ class RtorrentClient:
             if item is None:
                 raise self._unknown(any_hash)
             if item.hashing_failed:
-                raise VerificationFailed(f"rTorrent {self.name!r}: hash check of {item.hash} ({item.name}) "
-                                         f"failed at {item.directory}: {item.message or 'no message'}")
+                raise VerificationFailed(
+                    f"rTorrent {self.name!r}: hash check of {item.hash} ({item.name}) "
+                    f"failed at {item.directory}: {item.message or 'no message'}"
+                )
             if not item.hashing:
                 return self._info(item)
             if self._clock() >= deadline:
@@ -484,11 +540,12 @@ class RtorrentClient:
         """rTorrent has no separate incomplete folder: clearing is a no-op, setting is refused."""
         self._resolve(any_hash)
         if host_path:
-            raise UnsafeOperation(f"rTorrent {self.name!r} has no incomplete-data folder to set",
-                                  hint="relocate with set_location instead")
+            raise UnsafeOperation(
+                f"rTorrent {self.name!r} has no incomplete-data folder to set",
+                hint="relocate with set_location instead",
+            )
 
-    def set_auto_management(self, any_hash: str, enabled: bool, *,
-                            category_save_path: str | None = None) -> None:
+    def set_auto_management(self, any_hash: str, enabled: bool, *, category_save_path: str | None = None) -> None:
         """rTorrent has no automatic placement: off is a no-op, on is refused."""
         self._resolve(any_hash)
         if enabled:
@@ -497,8 +554,11 @@ class RtorrentClient:
     def set_label(self, any_hash: str, label: str) -> None:
         """d.custom1, percent-encoded the way ruTorrent writes it (saved at once, see _change_tags)."""
         h = self._resolve(any_hash)
-        self._multicall(f"set label of {h}", [_mc("d.custom1.set", h.upper(), quote(label, safe="")),
-                                              _mc("d.save_full_session", h.upper())], torrent=any_hash)
+        self._multicall(
+            f"set label of {h}",
+            [_mc("d.custom1.set", h.upper(), quote(label, safe="")), _mc("d.save_full_session", h.upper())],
+            torrent=any_hash,
+        )
 
     def add_tags(self, any_hash: str, tags: Iterable[str]) -> None:
         self._change_tags(any_hash, tags, add=True)
@@ -518,9 +578,11 @@ class RtorrentClient:
         new = current | set(wanted) if add else current - set(wanted)
         if new != current:
             target = item.hash.upper()
-            self._multicall(f"set tags of {item.hash}",
-                            [_mc("d.custom.set", target, TAGS_KEY, ", ".join(sorted(new))),
-                             _mc("d.save_full_session", target)], torrent=any_hash)
+            self._multicall(
+                f"set tags of {item.hash}",
+                [_mc("d.custom.set", target, TAGS_KEY, ", ".join(sorted(new))), _mc("d.save_full_session", target)],
+                torrent=any_hash,
+            )
 
     def close(self) -> None:
         """Nothing to release: one connection per call."""
@@ -531,16 +593,21 @@ def _files(rows: Iterable[Sequence[Any]], prefix: str) -> list[TorrentFile]:
     for index, row in enumerate(rows):
         path, size, priority, done_chunks, chunks = row
         name = f"{prefix}/{path}" if prefix else str(path)
-        out.append(TorrentFile(
-            index=index, name=name, size=int(size),
-            progress=(int(done_chunks) / int(chunks)) if int(chunks) else 1.0,
-            priority=int(priority),
-        ))
+        out.append(
+            TorrentFile(
+                index=index,
+                name=name,
+                size=int(size),
+                progress=(int(done_chunks) / int(chunks)) if int(chunks) else 1.0,
+                priority=int(priority),
+            )
+        )
     return out
 
 
 def from_config(entry: Mapping[str, Any] | Any, **kwargs: Any) -> RtorrentClient:
     """Build from a config entry with ``name``, ``url`` (or ``address``), ``path_map``, ``timeout``."""
+
     def field(key: str, default: Any = None) -> Any:
         if isinstance(entry, Mapping):
             return entry.get(key, default)
@@ -563,17 +630,17 @@ HOOK_EVENTS = {"event.download.inserted_new": "added", "event.download.finished"
 # (I J K N L G F R D C Z); rTorrent evaluates each "$cmd=" per item AFTER splitting
 # on commas, so a name with commas or spaces stays one argument.
 _HOOK_ARGS = (
-    "$d.hash=",              # I: v1 hash (rTorrent has no v2)
-    "-",                     # J: no v2 hash
-    "$d.hash=",              # K: the id
-    "$d.name=",              # N
-    "$d.custom1=",           # L: label (percent-encoded by ruTorrent)
+    "$d.hash=",  # I: v1 hash (rTorrent has no v2)
+    "-",  # J: no v2 hash
+    "$d.hash=",  # K: the id
+    "$d.name=",  # N
+    "$d.custom1=",  # L: label (percent-encoded by ruTorrent)
     f"$d.custom={TAGS_KEY}",  # G
-    "$d.base_path=",         # F: content path (file or item folder; the item is open here)
-    "$d.base_path=",         # R: root path (qBittorrent leaves it empty for a single file)
-    "$d.directory=",         # D: for a multi-file item this is the item folder, not its parent
-    "$d.size_files=",        # C
-    "$d.size_bytes=",        # Z
+    "$d.base_path=",  # F: content path (file or item folder; the item is open here)
+    "$d.base_path=",  # R: root path (qBittorrent leaves it empty for a single file)
+    "$d.directory=",  # D: for a multi-file item this is the item folder, not its parent
+    "$d.size_files=",  # C
+    "$d.size_bytes=",  # Z
 )
 
 _RC_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._+-@")
@@ -590,8 +657,10 @@ def event_rc_lines(script: str, *, instance: str = "") -> list[str]:
     """
     for what, value in (("hook script path", script), ("instance name", instance)):
         if value and not set(value) <= _RC_SAFE:
-            raise UnsafeOperation(f"{what} {value!r} has characters an .rtorrent.rc line cannot carry safely",
-                                  hint="use letters, digits and / . _ + - @ only")
+            raise UnsafeOperation(
+                f"{what} {value!r} has characters an .rtorrent.rc line cannot carry safely",
+                hint="use letters, digits and / . _ + - @ only",
+            )
     if not script.startswith("/"):
         raise UnsafeOperation(f"hook script path must be absolute: {script!r}")
     prefix = ["env", f"QBHOOK_INSTANCE={instance}", script] if instance else [script]

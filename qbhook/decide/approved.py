@@ -55,19 +55,43 @@ def group_facts(snap: Snapshot, torrent_hashes: list[str], steps_dsts: list[str]
     inodes = []
     for k in keys:
         i = snap.inodes.get(k)
-        inodes.append(None if i is None else
-                      {"fsid": i.fsid, "ino": i.ino, "size": i.size, "nlink": i.nlink, "blake3": i.blake3,
-                       "seeding_paths": sorted(i.seeding_paths), "other_paths": sorted(i.other_paths)})
+        inodes.append(
+            None
+            if i is None
+            else {
+                "fsid": i.fsid,
+                "ino": i.ino,
+                "size": i.size,
+                "nlink": i.nlink,
+                "blake3": i.blake3,
+                "seeding_paths": sorted(i.seeding_paths),
+                "other_paths": sorted(i.other_paths),
+            }
+        )
     existing = {}
     for d in sorted(set(steps_dsts)):
         k = snap.existing.get(d)
         existing[d] = list(k) if k is not None else None
     return {
-        "torrents": [{"hash": t.hash, "instance": t.instance, "save_path": t.save_path,
-                      "download_path": t.download_path,
-                      "files": [{"rel": f.rel, "size": f.size, "path": f.path, "priority": f.priority,
-                                 "inode": list(f.inode) if f.inode else None} for f in t.files]}
-                     for t in torrents],
+        "torrents": [
+            {
+                "hash": t.hash,
+                "instance": t.instance,
+                "save_path": t.save_path,
+                "download_path": t.download_path,
+                "files": [
+                    {
+                        "rel": f.rel,
+                        "size": f.size,
+                        "path": f.path,
+                        "priority": f.priority,
+                        "inode": list(f.inode) if f.inode else None,
+                    }
+                    for f in t.files
+                ],
+            }
+            for t in torrents
+        ],
         "inodes": inodes,
         "destinations": existing,
     }
@@ -100,8 +124,14 @@ def document(plan: Plan, snap: Snapshot, pools: dict[str, str]) -> dict:
         d = g.to_dict()
         d["fingerprint"] = fingerprint(snap, g)
         groups.append(d)
-    body = {"format": FORMAT, "version": VERSION, "created_at": plan.created_at, "pools": pools,
-            "groups": groups, "summary": plan.summary()}
+    body = {
+        "format": FORMAT,
+        "version": VERSION,
+        "created_at": plan.created_at,
+        "pools": pools,
+        "groups": groups,
+        "summary": plan.summary(),
+    }
     # JSON round trip first, so the id is computed over exactly what a reader will see.
     body = json.loads(json.dumps(body, sort_keys=True))
     return {"plan_id": _digest(body), **body}
@@ -129,7 +159,7 @@ class SavedPlan:
     plan_id: str
     pools: dict[str, str]
     plan: Plan
-    fingerprints: dict[str, str]      # group_id -> fingerprint
+    fingerprints: dict[str, str]  # group_id -> fingerprint
 
 
 def load(path: str | os.PathLike, pools: dict[str, str]) -> SavedPlan:
@@ -149,23 +179,34 @@ def load(path: str | os.PathLike, pools: dict[str, str]) -> SavedPlan:
 
 def parse(doc, pools: dict[str, str], where: str = "plan file") -> SavedPlan:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise PlanFileError(f"{where} is not a qbhook plan (no \"format\": \"{FORMAT}\")",
-                            hint="make one with: qbhook plan --save FILE")
+        raise PlanFileError(
+            f"{where} is not a qbhook plan (no \"format\": \"{FORMAT}\")", hint="make one with: qbhook plan --save FILE"
+        )
     if doc.get("version") != VERSION:
-        raise PlanFileError(f"{where} has plan format version {doc.get('version')!r}; this qbhook reads version "
-                            f"{VERSION}", hint="make the plan again with this qbhook: qbhook plan --save FILE")
+        raise PlanFileError(
+            f"{where} has plan format version {doc.get('version')!r}; this qbhook reads version {VERSION}",
+            hint="make the plan again with this qbhook: qbhook plan --save FILE",
+        )
     body = {k: v for k, v in doc.items() if k != "plan_id"}
     if doc.get("plan_id") != _digest(body):
-        raise PlanFileError(f"{where} was changed after it was saved (its plan id does not match its content)",
-                            hint="make the plan again: qbhook plan --save FILE")
+        raise PlanFileError(
+            f"{where} was changed after it was saved (its plan id does not match its content)",
+            hint="make the plan again: qbhook plan --save FILE",
+        )
     if doc.get("pools") != pools:
-        raise PlanFileError(f"{where} was made for other pools ({_pools_text(doc.get('pools'))}) than this "
-                            f"configuration's ({_pools_text(pools)})")
+        raise PlanFileError(
+            f"{where} was made for other pools ({_pools_text(doc.get('pools'))}) than this "
+            f"configuration's ({_pools_text(pools)})"
+        )
     try:
         groups = doc["groups"]
         fps = {g["group_id"]: str(g["fingerprint"]) for g in groups}
-        plan = Plan.from_dict({"groups": [{k: v for k, v in g.items() if k != "fingerprint"} for g in groups],
-                               "created_at": float(doc.get("created_at") or 0.0)})
+        plan = Plan.from_dict(
+            {
+                "groups": [{k: v for k, v in g.items() if k != "fingerprint"} for g in groups],
+                "created_at": float(doc.get("created_at") or 0.0),
+            }
+        )
     except (KeyError, TypeError, ValueError) as e:
         raise PlanFileError(f"{where} has a malformed group ({type(e).__name__}: {e})") from None
     return SavedPlan(doc["plan_id"], pools, plan, fps)
@@ -184,7 +225,7 @@ def _pools_text(pools) -> str:
 class Verdict:
     group_id: str
     ok: bool
-    reason: str              # why it still holds, or which fact changed
+    reason: str  # why it still holds, or which fact changed
 
 
 def revalidate(saved: SavedPlan, snap: Snapshot, fresh: Plan) -> list[Verdict]:
@@ -241,7 +282,7 @@ def seeding_roots(cfg) -> dict[str, str]:
 class SavedRun:
     plan_id: str
     verdicts: list[Verdict]
-    summary: object               # executor.RunSummary (dry run: what would run)
+    summary: object  # executor.RunSummary (dry run: what would run)
 
     @property
     def stale(self) -> list[Verdict]:
@@ -252,12 +293,26 @@ class SavedRun:
         return self.summary.exit_code or (EXIT_STALE if self.stale else 0)
 
     def to_dict(self) -> dict:
-        return {"plan_id": self.plan_id, "stale": {v.group_id: v.reason for v in self.stale},
-                "valid": [v.group_id for v in self.verdicts if v.ok], **self.summary.to_dict()}
+        return {
+            "plan_id": self.plan_id,
+            "stale": {v.group_id: v.reason for v in self.stale},
+            "valid": [v.group_id for v in self.verdicts if v.ok],
+            **self.summary.to_dict(),
+        }
 
 
-def apply_saved(cfg, catalog, clients, executor, saved: SavedPlan, *, dry_run: bool, scan: bool = True,
-                progress=None, trigger: str = "approved-plan") -> SavedRun:
+def apply_saved(
+    cfg,
+    catalog,
+    clients,
+    executor,
+    saved: SavedPlan,
+    *,
+    dry_run: bool,
+    scan: bool = True,
+    progress=None,
+    trigger: str = "approved-plan",
+) -> SavedRun:
     """Re-gather facts for the saved plan's groups only, re-validate each, apply the ones that hold."""
     from qbhook.catalog.scan import scan_pool
     from qbhook.decide.planner import make_plan

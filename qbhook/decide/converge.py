@@ -52,16 +52,18 @@ from qbhook.decide.plan import Action, Converge, ConvergeKeep, Delete, GroupPlan
 @dataclass(frozen=True, slots=True)
 class Convergence:
     steps: tuple[Step, ...]
-    bytes_freed: int            # victim inodes whose last seeding link goes, each counted once
-    inodes: int                 # victim inodes
-    onto_library: int           # of those, converged onto an inode a library uses
+    bytes_freed: int  # victim inodes whose last seeding link goes, each counted once
+    inodes: int  # victim inodes
+    onto_library: int  # of those, converged onto an inode a library uses
 
 
 def keeper(snap: Snapshot, keys: list[InodeKey]) -> InodeKey:
     """The inode to keep among ``keys`` (one content on one dataset)."""
+
     def rank(k: InodeKey):
         i = snap.inodes[k]
         return (0 if i.external_links else 1, -i.nlink, i.mtime_ns, i.ino)
+
     return min(keys, key=rank)
 
 
@@ -72,8 +74,11 @@ def candidates(snap: Snapshot, inode: InodeFact) -> list[InodeKey]:
         return []
     keys = {k for k in snap.content.get(content, ()) if k[0] == inode.fsid and k in snap.inodes}
     keys.add(inode.key)
-    return sorted(k for k in keys if snap.inodes[k].content == content
-                  and (snap.inodes[k].seeding_paths or snap.inodes[k].other_paths))
+    return sorted(
+        k
+        for k in keys
+        if snap.inodes[k].content == content and (snap.inodes[k].seeding_paths or snap.inodes[k].other_paths)
+    )
 
 
 def _settled(t: TorrentFact) -> bool:
@@ -100,13 +105,22 @@ def plan_group(snap: Snapshot, group: list[TorrentFact]) -> Convergence | None:
             continue
         k = keeper(snap, keys)
         if k == key:
-            continue   # this one is kept; the others converge onto it from their own groups
+            continue  # this one is kept; the others converge onto it from their own groups
         kept = snap.inodes[k]
         # Link from a seeding name of the kept inode when it has one (qbhook's own ground), else its library name.
         keep_path = min(kept.seeding_paths) if kept.seeding_paths else min(kept.other_paths)
         for p in inode.seeding_paths:
-            steps.append(Converge(p, inode.fsid, inode.ino, inode.size, inode.mtime_ns or None, inode.blake3,
-                                  ConvergeKeep(keep_path, kept.fsid, kept.ino, bool(kept.external_links))))
+            steps.append(
+                Converge(
+                    p,
+                    inode.fsid,
+                    inode.ino,
+                    inode.size,
+                    inode.mtime_ns or None,
+                    inode.blake3,
+                    ConvergeKeep(keep_path, kept.fsid, kept.ino, bool(kept.external_links)),
+                )
+            )
         freed += inode.size
         n += 1
         onto_library += bool(kept.external_links)
@@ -122,16 +136,22 @@ def apply_to(gp: GroupPlan, conv: Convergence, why_stay: str) -> GroupPlan:
     gp.steps = list(conv.steps)
     gp.bytes_to_copy = 0
     gp.bytes_freed = conv.bytes_freed
-    what = (f"{conv.inodes} duplicate inode(s) on {gp.source_pool} relinked onto the kept copy"
-            + (f" ({conv.onto_library} onto a library's)" if conv.onto_library else ""))
+    what = f"{conv.inodes} duplicate inode(s) on {gp.source_pool} relinked onto the kept copy" + (
+        f" ({conv.onto_library} onto a library's)" if conv.onto_library else ""
+    )
     gp.reason = f"{what}; then stays: {why_stay}" if why_stay else what
     return gp
 
 
 def resolve_cross_group(plans: list[GroupPlan]) -> None:
     """A convergence never links onto an inode that another group of the same plan deletes or moves."""
-    moved = {s.inode: g.group_id for g in plans
-             if g.action in (Action.DEMOTE, Action.PROMOTE) for s in g.steps if isinstance(s, Delete)}
+    moved = {
+        s.inode: g.group_id
+        for g in plans
+        if g.action in (Action.DEMOTE, Action.PROMOTE)
+        for s in g.steps
+        if isinstance(s, Delete)
+    }
     for g in plans:
         if g.action != Action.CONVERGE:
             continue

@@ -19,11 +19,23 @@ from pathlib import PurePosixPath
 from qbhook.errors import PathMapError
 from qbhook.paths import is_within, normalize
 
-InodeKey = tuple[str, int]          # (stable filesystem id, inode number)
-ContentKey = tuple[int, str]        # (size, blake3 hex)
+InodeKey = tuple[str, int]  # (stable filesystem id, inode number)
+ContentKey = tuple[int, str]  # (size, blake3 hex)
 
-UNSTABLE_STATES = frozenset({"moving", "checkingUP", "checkingDL", "checkingResumeData", "metaDL", "error",
-                             "missingFiles", "unknown", "allocating", "forcedMetaDL"})
+UNSTABLE_STATES = frozenset(
+    {
+        "moving",
+        "checkingUP",
+        "checkingDL",
+        "checkingResumeData",
+        "metaDL",
+        "error",
+        "missingFiles",
+        "unknown",
+        "allocating",
+        "forcedMetaDL",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,10 +44,10 @@ class InodeFact:
     ino: int
     size: int
     nlink: int
-    blake3: str | None                   # hex; None when not hashed or changed since hashed
+    blake3: str | None  # hex; None when not hashed or changed since hashed
     seeding_paths: tuple[str, ...] = ()  # known links inside any seeding root
-    other_paths: tuple[str, ...] = ()    # known links outside the seeding roots (libraries ...)
-    mtime_ns: int = 0                    # as lstat-ed for this snapshot (convergence keeps the oldest)
+    other_paths: tuple[str, ...] = ()  # known links outside the seeding roots (libraries ...)
+    mtime_ns: int = 0  # as lstat-ed for this snapshot (convergence keeps the oldest)
 
     @property
     def key(self) -> InodeKey:
@@ -54,10 +66,10 @@ class InodeFact:
 @dataclass(frozen=True, slots=True)
 class FileFact:
     index: int
-    rel: str                  # relative to the torrent's save path, '/'-separated, root folder included
+    rel: str  # relative to the torrent's save path, '/'-separated, root folder included
     size: int
-    path: str                 # host path
-    inode: InodeKey | None    # None: nothing (or not a regular file) at path
+    path: str  # host path
+    inode: InodeKey | None  # None: nothing (or not a regular file) at path
     priority: int = 1
     progress: float = 1.0
 
@@ -67,26 +79,26 @@ class TorrentFact:
     hash: str
     instance: str
     name: str
-    state: str                # normalized to qBittorrent 5 names (stoppedUP, not pausedUP)
+    state: str  # normalized to qBittorrent 5 names (stoppedUP, not pausedUP)
     progress: float
-    save_path: str            # host path
+    save_path: str  # host path
     files: tuple[FileFact, ...]
     category: str = ""
     tags: frozenset[str] = frozenset()
     auto_tmm: bool = False
-    download_path: str = ""   # host path, "" when unset
+    download_path: str = ""  # host path, "" when unset
     completion_on: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
 class PoolFact:
     name: str
-    role: str                 # primary | cold
+    role: str  # primary | cold
     path: str
     seeding_root: str
-    seeding_fsid: str         # filesystem of the seeding root: the only place links can be made
+    seeding_fsid: str  # filesystem of the seeding root: the only place links can be made
     free_bytes: int
-    more_seeding_roots: tuple[str, ...] = ()   # further seeding roots (seeding tree, but no new views)
+    more_seeding_roots: tuple[str, ...] = ()  # further seeding roots (seeding tree, but no new views)
 
     @property
     def seeding_roots(self) -> tuple[str, ...]:

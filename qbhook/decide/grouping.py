@@ -10,8 +10,10 @@ from qbhook.decide.facts import TorrentFact
 
 def payload_groups(torrents: Iterable[TorrentFact]) -> list[list[TorrentFact]]:
     torrents = list(torrents)
-    roots = components(len(torrents), ((i, k) for i, t in enumerate(torrents) for f in t.files
-                                       for k in (f.path, f.inode) if k is not None))
+    roots = components(
+        len(torrents),
+        ((i, k) for i, t in enumerate(torrents) for f in t.files for k in (f.path, f.inode) if k is not None),
+    )
     groups: dict[int, list[TorrentFact]] = {}
     for t, root in zip(torrents, roots, strict=True):
         groups.setdefault(root, []).append(t)

@@ -47,11 +47,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
-STEP_VERSION = 2           # written into every step's args as "v"; readers accept 1 and 2
+STEP_VERSION = 2  # written into every step's args as "v"; readers accept 1 and 2
 
 
 class Action(enum.StrEnum):
     """A group's decision."""
+
     STAY = "stay"
     DEMOTE = "demote"
     PROMOTE = "promote"
@@ -65,6 +66,7 @@ ACTIONS = tuple(a.value for a in Action)
 
 class StepStatus(enum.StrEnum):
     """A journaled step: written ``intended`` before it acts, then closed."""
+
     INTENDED = "intended"
     DONE = "done"
     FAILED = "failed"
@@ -76,11 +78,12 @@ class RunStatus(enum.StrEnum):
     DONE = "done"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
-    PLANNED = "planned"             # a dry run: nothing was journaled
+    PLANNED = "planned"  # a dry run: nothing was journaled
 
 
 class GroupStatus(enum.StrEnum):
     """What happened to one group in a run (journal ``group_state`` and ``GroupOutcome``)."""
+
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
@@ -174,6 +177,7 @@ def split_path(path: str) -> tuple[str, str]:
 
 class _FromSrc:
     """Copy and Link: make ``to_dir + rel`` from ``src`` (same JSON shape, same one-line description)."""
+
     __slots__ = ()
 
     @property
@@ -193,11 +197,10 @@ class _FromSrc:
 class Copy(_FromSrc, Step):
     kind: ClassVar[str] = "copy"
     src: str
-    to_dir: str               # dst = to_dir + rel (to_dir ends with "/")
+    to_dir: str  # dst = to_dir + rel (to_dir ends with "/")
     rel: str
     size: int
     blake3: str
-
 
     @classmethod
     def from_args(cls, a):
@@ -213,7 +216,6 @@ class Link(_FromSrc, Step):
     rel: str
     size: int | None = None
     blake3: str | None = None
-
 
     @classmethod
     def from_args(cls, a):
@@ -245,7 +247,7 @@ class MkEmpty(Step):
 
 @dataclass(frozen=True, slots=True)
 class ViewFile:
-    path: str                 # absolute, or relative to the view's save path
+    path: str  # absolute, or relative to the view's save path
     size: int
     blake3: str | None
 
@@ -259,15 +261,21 @@ class VerifyView(Step):
     save_path: str
     # The files as three parallel columns (``files`` gives them as ViewFiles): one object per
     # file less, ~25 MiB in a million-file plan.
-    paths: tuple[str, ...]        # relative to save_path, or absolute
+    paths: tuple[str, ...]  # relative to save_path, or absolute
     sizes: tuple[int, ...]
     blake3s: tuple[str | None, ...]
 
     @classmethod
     def of_files(cls, torrent: str, instance: str, save_path: str, files: Iterable[ViewFile]) -> VerifyView:
         files = tuple(files)
-        return cls(torrent, instance, save_path, tuple(f.path for f in files), tuple(f.size for f in files),
-                   tuple(f.blake3 for f in files))
+        return cls(
+            torrent,
+            instance,
+            save_path,
+            tuple(f.path for f in files),
+            tuple(f.size for f in files),
+            tuple(f.blake3 for f in files),
+        )
 
     def __post_init__(self):
         if not len(self.paths) == len(self.sizes) == len(self.blake3s):
@@ -277,13 +285,19 @@ class VerifyView(Step):
     def files(self) -> tuple[ViewFile, ...]:
         """Paths absolute (a relative one is below ``save_path``)."""
         base = self.save_path + "/"
-        return tuple(ViewFile(p if p.startswith("/") else base + p, s, b)
-                     for p, s, b in zip(self.paths, self.sizes, self.blake3s))
+        return tuple(
+            ViewFile(p if p.startswith("/") else base + p, s, b)
+            for p, s, b in zip(self.paths, self.sizes, self.blake3s)
+        )
 
     @property
     def args(self) -> dict[str, Any]:
-        return {"torrent": self.torrent, "instance": self.instance, "save_path": self.save_path,
-                "files": [{"path": f.path, "size": f.size, "blake3": f.blake3} for f in self.files]}
+        return {
+            "torrent": self.torrent,
+            "instance": self.instance,
+            "save_path": self.save_path,
+            "files": [{"path": f.path, "size": f.size, "blake3": f.blake3} for f in self.files],
+        }
 
     def describe(self) -> str:
         return f"{self.torrent[:12]} {len(self.paths)} files at {self.save_path}"
@@ -292,8 +306,10 @@ class VerifyView(Step):
     def from_args(cls, a):
         base = a["save_path"] + "/"
         # Stored relative when below the save path, as the planner stores them (see split_path).
-        files = (ViewFile(p[len(base):] if (p := f["path"]).startswith(base) else p, int(f["size"]), f.get("blake3"))
-                 for f in a["files"])
+        files = (
+            ViewFile(p[len(base) :] if (p := f["path"]).startswith(base) else p, int(f["size"]), f.get("blake3"))
+            for f in a["files"]
+        )
         return cls.of_files(a["torrent"], a["instance"], a["save_path"], files)
 
 
@@ -312,8 +328,13 @@ class Relocate(Step):
 
     @property
     def args(self) -> dict[str, Any]:
-        out = {"torrent": self.torrent, "instance": self.instance, "from_path": self.from_path,
-               "to_path": self.to_path, "size": self.size}
+        out = {
+            "torrent": self.torrent,
+            "instance": self.instance,
+            "from_path": self.from_path,
+            "to_path": self.to_path,
+            "size": self.size,
+        }
         if self.observed is not None:
             out["_observed"] = dict(self.observed)
         return out
@@ -324,8 +345,14 @@ class Relocate(Step):
     @classmethod
     def from_args(cls, a):
         obs = a.get("_observed")
-        return cls(a["torrent"], a["instance"], a["from_path"], a["to_path"], int(a.get("size") or 0),
-                   dict(obs) if obs else None)
+        return cls(
+            a["torrent"],
+            a["instance"],
+            a["from_path"],
+            a["to_path"],
+            int(a.get("size") or 0),
+            dict(obs) if obs else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +379,7 @@ class VerifyGroup(Step):
 @dataclass(frozen=True, slots=True)
 class Keep:
     """The copy that must still hold the content when an old link is deleted."""
+
     path: str
     fsid: str | None = None
     ino: int | None = None
@@ -370,6 +398,7 @@ class Keep:
 @dataclass(frozen=True, slots=True)
 class Delete(Step):
     """Unlink an old link (``path``, planned to be inode ``ino`` on ``fsid``) once ``keep`` is proven."""
+
     kind: ClassVar[str] = "delete"
     path: str
     # (fsid, ino) as one tuple: the facts' own inode key, shared, not two more fields per file.
@@ -409,8 +438,15 @@ class Delete(Step):
 
     @property
     def args(self) -> dict[str, Any]:
-        return {"path": self.path, "fsid": self.fsid, "ino": self.ino, "size": self.size, "blake3": self.blake3,
-                "keep": self.keep.to_json(), "seeding_links": list(self.seeding_links)}
+        return {
+            "path": self.path,
+            "fsid": self.fsid,
+            "ino": self.ino,
+            "size": self.size,
+            "blake3": self.blake3,
+            "keep": self.keep.to_json(),
+            "seeding_links": list(self.seeding_links),
+        }
 
     def describe(self) -> str:
         return self.path
@@ -419,8 +455,15 @@ class Delete(Step):
     def from_args(cls, a):
         k = a["keep"]
         keep_id = (k.get("fsid"), _opt_int(k.get("ino")))
-        return cls(a["path"], (a["fsid"], int(a["ino"])), _opt_int(a.get("size")), a.get("blake3"),
-                   *split_path(k["path"]), _strs(a.get("seeding_links")), keep_id if keep_id != (None, None) else None)
+        return cls(
+            a["path"],
+            (a["fsid"], int(a["ino"])),
+            _opt_int(a.get("size")),
+            a.get("blake3"),
+            *split_path(k["path"]),
+            _strs(a.get("seeding_links")),
+            keep_id if keep_id != (None, None) else None,
+        )
 
 
 @_kind
@@ -458,6 +501,7 @@ class Tag(Step):
 @dataclass(frozen=True, slots=True)
 class ConvergeKeep:
     """The inode a converging link is replaced by a link of (``library``: a library uses it)."""
+
     path: str
     fsid: str
     ino: int
@@ -472,6 +516,7 @@ class ConvergeKeep:
 class Converge(Step):
     """Replace the seeding link ``path`` (planned inode ``ino`` on ``fsid``, ``size``, ``mtime_ns``,
     content ``blake3``) by a hardlink to ``keep``'s inode on the same dataset."""
+
     kind: ClassVar[str] = "converge"
     path: str
     fsid: str
@@ -487,8 +532,15 @@ class Converge(Step):
     @classmethod
     def from_args(cls, a):
         k = a["keep"]
-        return cls(a["path"], a["fsid"], int(a["ino"]), int(a["size"]), _opt_int(a.get("mtime_ns")), a["blake3"],
-                   ConvergeKeep(k["path"], k["fsid"], int(k["ino"]), bool(k.get("library"))))
+        return cls(
+            a["path"],
+            a["fsid"],
+            int(a["ino"]),
+            int(a["size"]),
+            _opt_int(a.get("mtime_ns")),
+            a["blake3"],
+            ConvergeKeep(k["path"], k["fsid"], int(k["ino"]), bool(k.get("library"))),
+        )
 
 
 STEP_KINDS = tuple(STEP_TYPES)
@@ -525,16 +577,16 @@ def describe_step(kind: str, a: Mapping[str, Any]) -> str:
 @dataclass(slots=True)
 class GroupPlan:
     group_id: str
-    torrents: list[str]                 # hashes
+    torrents: list[str]  # hashes
     names: list[str]
     action: Action
     reason: str
     source_pool: str | None = None
     target_pool: str | None = None
     bytes_to_copy: int = 0
-    bytes_freed: int = 0                # on the source pool, each inode counted once
+    bytes_freed: int = 0  # on the source pool, each inode counted once
     payload_bytes: int = 0
-    external_links: list[str] = field(default_factory=list)   # paths that keep it on primary
+    external_links: list[str] = field(default_factory=list)  # paths that keep it on primary
     blockers: list[str] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
 
@@ -568,8 +620,7 @@ class Plan:
         return [g for g in self.groups if g.actionable]
 
     def to_dict(self) -> dict:
-        return {"created_at": self.created_at, "groups": [g.to_dict() for g in self.groups],
-                "summary": self.summary()}
+        return {"created_at": self.created_at, "groups": [g.to_dict() for g in self.groups], "summary": self.summary()}
 
     def summary(self) -> dict:
         out = {a: 0 for a in ACTIONS}

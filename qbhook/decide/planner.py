@@ -117,8 +117,13 @@ def _malloc_trim():
 
 def decide(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], build: bool = True) -> GroupPlan:
     # Long on purpose: reads top to bottom as the README's decision table, one branch per row.
-    gp = GroupPlan(group_id=group_id(t.hash for t in group), torrents=[t.hash for t in group],
-                   names=[t.name for t in group], action=Action.STAY, reason="")
+    gp = GroupPlan(
+        group_id=group_id(t.hash for t in group),
+        torrents=[t.hash for t in group],
+        names=[t.name for t in group],
+        action=Action.STAY,
+        reason="",
+    )
     inodes = _group_inodes(snap, group)
     gp.payload_bytes = sum(i.size for i in inodes.values())
     gp.external_links = external_link_paths(inodes.values())
@@ -154,9 +159,11 @@ def decide(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], build
         tgt = snap.cold
         donors = _donors(snap, inodes.values(), tgt)
         gp.action, gp.target_pool = Action.DEMOTE, tgt.name
-        gp.reason = ("no links outside the seeding tree" +
-                     (f"; {len(donors)} of {len({i.content for i in inodes.values() if i.size})} contents already on {tgt.name}"
-                      if donors else ""))
+        gp.reason = "no links outside the seeding tree" + (
+            f"; {len(donors)} of {len({i.content for i in inodes.values() if i.size})} contents already on {tgt.name}"
+            if donors
+            else ""
+        )
     else:
         if has_external:
             gp.reason = "linked outside the seeding tree on the cold pool: " + _short(gp.external_links, 0)
@@ -171,19 +178,24 @@ def decide(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], build
             gp.reason = f"seed-only data on {src.name}: nothing on {tgt.name} shares its content"
             return gp
         if not any(snap.inodes[k].external_links > 0 for k in _donor_inodes(snap, inodes.values(), tgt)):
-            gp.reason = (f"same content on {tgt.name} is only other torrents' seed data; "
-                         f"that group demotes onto this one instead")
+            gp.reason = (
+                f"same content on {tgt.name} is only other torrents' seed data; "
+                f"that group demotes onto this one instead"
+            )
             return gp
         missing = {i.content: i.size for i in inodes.values() if i.size and i.content not in donors}
         missing_bytes = sum(missing.values())
         allowance = min(policy.promote_copy_max_bytes, policy.promote_copy_max_ratio * gp.payload_bytes)
         if missing_bytes > allowance:
-            gp.reason = (f"{_b(missing_bytes)} of this payload is not on {tgt.name} (allowance {_b(int(allowance))}); "
-                         f"reported, not promoted")
+            gp.reason = (
+                f"{_b(missing_bytes)} of this payload is not on {tgt.name} (allowance {_b(int(allowance))}); "
+                f"reported, not promoted"
+            )
             return gp
         gp.action, gp.target_pool = Action.PROMOTE, tgt.name
-        gp.reason = (f"a library on {tgt.name} already holds this content" +
-                     (f"; copying {_b(missing_bytes)} of small extras" if missing_bytes else ""))
+        gp.reason = f"a library on {tgt.name} already holds this content" + (
+            f"; copying {_b(missing_bytes)} of small extras" if missing_bytes else ""
+        )
 
     blockers = symlink_blockers(snap, group, src, tgt) + file_blockers(group, snap) + torrent_blockers(group)
     if blockers:
@@ -201,8 +213,9 @@ def decide(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], build
     return gp
 
 
-def _converge_instead(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], gp: GroupPlan,
-                      build: bool) -> None:
+def _converge_instead(
+    snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], gp: GroupPlan, build: bool
+) -> None:
     """A staying group whose seeding files duplicate inodes on their own dataset converges onto them."""
     conv = converge.plan_group(snap, group)
     if conv is None:
@@ -223,8 +236,9 @@ def _blocked(gp: GroupPlan, blockers: list[str]) -> GroupPlan:
 
 
 def _group_inodes(snap: Snapshot, group: Iterable[TorrentFact]) -> dict[InodeKey, InodeFact]:
-    return {f.inode: snap.inodes[f.inode] for t in group for f in t.files
-            if f.inode is not None and f.inode in snap.inodes}
+    return {
+        f.inode: snap.inodes[f.inode] for t in group for f in t.files if f.inode is not None and f.inode in snap.inodes
+    }
 
 
 def external_link_paths(inodes: Iterable[InodeFact]) -> list[str]:
@@ -256,8 +270,7 @@ def file_blockers(group: list[TorrentFact], snap: Snapshot) -> list[str]:
     return out
 
 
-def symlink_blockers(snap: Snapshot, group: list[TorrentFact], src: PoolFact,
-                     tgt: PoolFact | None = None) -> list[str]:
+def symlink_blockers(snap: Snapshot, group: list[TorrentFact], src: PoolFact, tgt: PoolFact | None = None) -> list[str]:
     """Symlinks (from ``snap.symlinks``) on the group's paths, and on its destination paths with ``tgt``."""
     if not snap.symlinks:
         return []
@@ -295,7 +308,7 @@ def tag_changes(snap: Snapshot, plan: Plan, tag: str) -> list[tuple[str, str, st
     by_hash = {t.hash: t for t in snap.torrents}
     out = []
     for g in plan.groups:
-        if g.source_pool != snap.primary.name or g.action == Action.BLOCKED and "missing file" in g.reason:
+        if g.source_pool != snap.primary.name or (g.action == Action.BLOCKED and "missing file" in g.reason):
             continue
         inodes = _group_inodes(snap, [by_hash[h] for h in g.torrents])
         want = not any(i.external_links for i in inodes.values())
@@ -325,8 +338,10 @@ def _donors(snap: Snapshot, inodes: Iterable[InodeFact], tgt: PoolFact) -> dict[
     for i in inodes:
         if i.size == 0 or i.content in donors:
             continue
-        cands = sorted((snap.inodes[k] for k in _copies_on(snap, i.content, tgt.seeding_fsid)),
-                       key=lambda c: (-c.external_links, c.ino))
+        cands = sorted(
+            (snap.inodes[k] for k in _copies_on(snap, i.content, tgt.seeding_fsid)),
+            key=lambda c: (-c.external_links, c.ino),
+        )
         for c in cands:
             paths = c.seeding_paths + c.other_paths
             if paths:
@@ -357,8 +372,14 @@ def _bytes_freed(group: list[TorrentFact], snap: Snapshot) -> int:
 # ------------------------------------------------------------------ steps
 
 
-def build_steps(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], src: PoolFact, tgt: PoolFact,
-                donors: dict[ContentKey, str]) -> tuple[list[Step], int, list[str]]:
+def build_steps(
+    snap: Snapshot,
+    policy: PolicyConfig,
+    group: list[TorrentFact],
+    src: PoolFact,
+    tgt: PoolFact,
+    donors: dict[ContentKey, str],
+) -> tuple[list[Step], int, list[str]]:
     """The ordered steps of one group's move (qbhook/decide/plan.py): make the view, prove it, relocate,
     prove the group, delete the old links, prune, tag. Returns (steps, bytes to copy, conflicts)."""
     # Long on purpose: one pass per torrent fills every step list in the plan's order.
@@ -382,7 +403,7 @@ def build_steps(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], 
         for f in t.files:
             inode = snap.inodes[f.inode]
             ck = inode.content if f.size else (0, "")
-            dst = base + f.rel        # for the checks; the steps keep (base, rel)
+            dst = base + f.rel  # for the checks; the steps keep (base, rel)
             hashes.append(inode.blake3)
             if dst in planned:
                 if planned[dst] != ck:
@@ -405,8 +426,16 @@ def build_steps(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], 
                 make.append(Copy(f.path, base, f.rel, f.size, inode.blake3))
                 copy_bytes += f.size
                 donors[ck] = dst
-        views.append(VerifyView(t.hash, t.instance, new_save, tuple(f.rel for f in t.files),
-                                tuple(f.size for f in t.files), tuple(hashes)))
+        views.append(
+            VerifyView(
+                t.hash,
+                t.instance,
+                new_save,
+                tuple(f.rel for f in t.files),
+                tuple(f.size for f in t.files),
+                tuple(hashes),
+            )
+        )
         relocs.append(Relocate(t.hash, t.instance, t.save_path, new_save, sum(f.size for f in t.files)))
     # Links must come after the copies they link from: copies first, then the rest in plan order.
     make.sort(key=lambda s: 0 if isinstance(s, Copy) else 1)
@@ -430,8 +459,17 @@ def build_steps(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], 
                 continue
             seen.add(f.path)
             inode = snap.inodes[f.inode]
-            deletes.append(Delete(f.path, f.inode, f.size, inode.blake3, base, f.rel,
-                                  _links_of(f.inode, inode, old_by_inode[f.inode], links_by_inode)))
+            deletes.append(
+                Delete(
+                    f.path,
+                    f.inode,
+                    f.size,
+                    inode.blake3,
+                    base,
+                    f.rel,
+                    _links_of(f.inode, inode, old_by_inode[f.inode], links_by_inode),
+                )
+            )
         first = t.files[0].rel if t.files else ""
         top = first.split("/")[0] if "/" in first else ""
         root = posixpath.join(t.save_path, top) if top else t.save_path
@@ -442,14 +480,15 @@ def build_steps(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], 
     return steps, copy_bytes, conflicts
 
 
-def _links_of(key: InodeKey, inode: InodeFact, old: set[str],
-              cache: dict[InodeKey, tuple[str, ...]]) -> tuple[str, ...]:
+def _links_of(
+    key: InodeKey, inode: InodeFact, old: set[str], cache: dict[InodeKey, tuple[str, ...]]
+) -> tuple[str, ...]:
     """The seeding links a delete of this inode may leave, sorted: ``old`` (the group's paths of
     it) and the facts' ``seeding_paths``. Reuses the facts' tuple when it already is that, else
     builds one tuple per inode for all its deletes (a million-file plan holds no copies)."""
     links = inode.seeding_paths
     if len(links) == 1 and len(old) == 1 and links[0] in old:
-        return links                     # the common case: one link, the file being deleted
+        return links  # the common case: one link, the file being deleted
     got = cache.get(key)
     if got is None:
         if not (old.issubset(links) and all(a < b for a, b in pairwise(links))):
@@ -466,8 +505,9 @@ def _resolve_cross_group(plans: list[GroupPlan]) -> None:
     # Only paths some group links from can matter: a map of every deleted path (a million
     # entries, built when every step already exists) was the planner's peak memory.
     donors = {s.src for g in plans if g.actionable for s in g.steps if isinstance(s, Link)}
-    deleted = {s.path: g.group_id for g in plans if g.actionable for s in g.steps
-               if isinstance(s, Delete) and s.path in donors}
+    deleted = {
+        s.path: g.group_id for g in plans if g.actionable for s in g.steps if isinstance(s, Delete) and s.path in donors
+    }
     for g in plans:
         if not g.actionable:
             continue
@@ -497,5 +537,3 @@ def _short(paths: list[str], unknown: int) -> str:
     if unknown:
         s += (", " if s else "") + f"{unknown} link(s) outside the scanned pools"
     return s
-
-

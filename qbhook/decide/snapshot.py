@@ -72,9 +72,9 @@ class SymlinkProbe:
 
     def first_symlink(self, path: str, root: str) -> tuple[str, str] | None:
         """(directory, its link target) for the first symlink strictly between ``root`` and ``path``."""
-        base = root.rstrip("/")     # "" for "/"
+        base = root.rstrip("/")  # "" for "/"
         if not path.startswith(base + "/"):
-            return None            # outside the root, or the root itself
+            return None  # outside the root, or the root itself
         found = self._answer(path.rpartition("/")[0], len(base))
         return None if found is _MISSING else found
 
@@ -84,7 +84,7 @@ class SymlinkProbe:
         found = self._answers.get(d, _UNSEEN)
         if found is _UNSEEN:
             found = self._answer(d.rpartition("/")[0], base_len)
-            if found is None:      # nothing above: look at this directory itself
+            if found is None:  # nothing above: look at this directory itself
                 own = _probe_dir(d)
                 found = own if own is _MISSING or own is None else (d, own)
             self._answers[d] = found
@@ -109,22 +109,30 @@ def _link_target(path: str) -> str:
 
 
 class SnapshotBuilder:
-    def __init__(self, cfg: Config, catalog: Catalog, clients, *, progress: Progress | None = None,
-                 hash_budget: int = 0, background: bool = False):
+    def __init__(
+        self,
+        cfg: Config,
+        catalog: Catalog,
+        clients,
+        *,
+        progress: Progress | None = None,
+        hash_budget: int = 0,
+        background: bool = False,
+    ):
         self.cfg = cfg
         # One budget for every hash this snapshot asks for; what it leaves unhashed blocks its
         # group ("not hashed yet") until a later run hashes it.
         self.budget = HashBudget(hash_budget)
         self.background = background
         self.catalog = catalog
-        self.clients = clients          # iterable of QbtClient-like objects (name, torrents(), files())
+        self.clients = clients  # iterable of QbtClient-like objects (name, torrents(), files())
         self.progress = progress
         self.inodes: dict[InodeKey, InodeFact] = {}
         self._inode_ids: dict[InodeKey, int] = {}
         self.roots = [str(r) for r in cfg.seeding_roots]
         self.probe = SymlinkProbe()
         self._pool_roots = sorted((_canonical(str(p.path)).rstrip("/") for p in cfg.pools), key=len, reverse=True)
-        self.symlinks: dict[str, str] = {}   # symlinks met in torrent and destination paths -> target
+        self.symlinks: dict[str, str] = {}  # symlinks met in torrent and destination paths -> target
         # (instance, hash) -> files, from a batched listing; others are asked per torrent
         self._listed_files: dict[tuple[str, str], list] = {}
 
@@ -140,8 +148,15 @@ class SnapshotBuilder:
         self._hash_what_decisions_need(torrents, pools, now)
         content = self._donor_index(torrents)
         existing = self._destinations(torrents, pools)
-        return Snapshot(torrents=tuple(torrents), inodes=dict(self.inodes), pools=pools, content=content,
-                        existing=existing, now=now, symlinks=dict(self.symlinks))
+        return Snapshot(
+            torrents=tuple(torrents),
+            inodes=dict(self.inodes),
+            pools=pools,
+            content=content,
+            existing=existing,
+            now=now,
+            symlinks=dict(self.symlinks),
+        )
 
     # ------------------------------------------------------------ torrents and files
     def _list_all(self) -> list:
@@ -163,6 +178,7 @@ class SnapshotBuilder:
         unknown = [h for h in wanted if h not in by_hash]
         if unknown:
             from qbhook.errors import UnknownTorrent
+
             raise UnknownTorrent(f"no torrent with hash {', '.join(sorted(unknown))} in any configured torrent client")
         by_content = defaultdict(list)
         for t in infos:
@@ -188,13 +204,32 @@ class SnapshotBuilder:
             listed = next(c for c in self.clients if c.name == t.instance).files(t.hash)
         files = []
         for f in listed:
-            path = sys.intern(_canonical(posixpath.join(t.save_path, f.name)))   # shared with the inode facts' links
-            files.append(FileFact(index=f.index, rel=f.name, size=f.size, path=path, inode=self._inode_at(path),
-                                  priority=f.priority, progress=f.progress))
-        return TorrentFact(hash=t.hash, instance=t.instance, name=t.name, state=t.state, progress=t.progress,
-                           save_path=t.save_path, files=tuple(files), category=t.category or "",
-                           tags=frozenset(t.tags), auto_tmm=bool(t.auto_tmm),
-                           download_path=t.download_path or "", completion_on=float(t.completion_on or 0))
+            path = sys.intern(_canonical(posixpath.join(t.save_path, f.name)))  # shared with the inode facts' links
+            files.append(
+                FileFact(
+                    index=f.index,
+                    rel=f.name,
+                    size=f.size,
+                    path=path,
+                    inode=self._inode_at(path),
+                    priority=f.priority,
+                    progress=f.progress,
+                )
+            )
+        return TorrentFact(
+            hash=t.hash,
+            instance=t.instance,
+            name=t.name,
+            state=t.state,
+            progress=t.progress,
+            save_path=t.save_path,
+            files=tuple(files),
+            category=t.category or "",
+            tags=frozenset(t.tags),
+            auto_tmm=bool(t.auto_tmm),
+            download_path=t.download_path or "",
+            completion_on=float(t.completion_on or 0),
+        )
 
     def _inode_at(self, path: str) -> InodeKey | None:
         """Live identity of the file at ``path`` (None: missing, not a regular file, or reached through
@@ -224,8 +259,9 @@ class SnapshotBuilder:
         if path != _canonical(path):
             return True
         # Plain string prefixes: cfg.pool_of (pathlib) cost ~0.5 ms per call, on every file and link.
-        root = next((r for r in self._pool_roots if path.startswith(r) and path[len(r):len(r) + 1] in ("/", "")),
-                    None)
+        root = next(
+            (r for r in self._pool_roots if path.startswith(r) and path[len(r) : len(r) + 1] in ("/", "")), None
+        )
         if root is None:
             return False
         hit = self.probe.first_symlink(path, root)
@@ -238,8 +274,12 @@ class SnapshotBuilder:
     def _record(self, path: str, st: os.stat_result, fs: int, key: InodeKey) -> None:
         row = self.catalog.inode_by_key(fs, st.st_ino)
         known_paths = {os.fsdecode(p) for p, _ in self.catalog.paths_of(row.id)} if row else set()
-        if row is None or path not in known_paths or (row.size, row.mtime_ns, row.ctime_ns, row.nlink) != (
-                st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink):
+        if (
+            row is None
+            or path not in known_paths
+            or (row.size, row.mtime_ns, row.ctime_ns, row.nlink)
+            != (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink)
+        ):
             pool = self.cfg.pool_of(path)
             self.catalog.record_path(path, pool.name if pool else "?")
             row = self.catalog.inode_by_key(fs, st.st_ino)
@@ -252,10 +292,19 @@ class SnapshotBuilder:
         seeding, other = split_links(known_paths, self.roots)
         seeding = tuple(sys.intern(p) for p in seeding if not self._through_symlink(p) and _is_inode(p, st))
         other = tuple(sys.intern(p) for p in other if not self._through_symlink(p) and _is_inode(p, st))
-        valid = row.hash if (row.size, row.mtime_ns, row.ctime_ns) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns) else None
-        return InodeFact(fsid=key[0], ino=key[1], size=st.st_size, nlink=st.st_nlink,
-                         blake3=valid.hex() if valid else None, seeding_paths=seeding, other_paths=other,
-                         mtime_ns=st.st_mtime_ns)
+        valid = (
+            row.hash if (row.size, row.mtime_ns, row.ctime_ns) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns) else None
+        )
+        return InodeFact(
+            fsid=key[0],
+            ino=key[1],
+            size=st.st_size,
+            nlink=st.st_nlink,
+            blake3=valid.hex() if valid else None,
+            seeding_paths=seeding,
+            other_paths=other,
+            mtime_ns=st.st_mtime_ns,
+        )
 
     def _links(self, key: InodeKey) -> tuple[str, ...]:
         i = self.inodes.get(key)
@@ -275,7 +324,7 @@ class SnapshotBuilder:
             # Same-pool convergence (qbhook/decide/converge.py): a seed-only inode and the same-size
             # inodes on its own dataset, whatever the group decides otherwise.
             if shared is None:
-                shared = self.catalog.shared_sizes()   # one query, instead of one per unique size
+                shared = self.catalog.shared_sizes()  # one query, instead of one per unique size
             for i in facts:
                 if i.size in shared and not i.external_links:
                     same = self._same_size_on(i.fsid, [i])
@@ -301,16 +350,30 @@ class SnapshotBuilder:
         """Hash what lacks a valid hash, then carry the new hashes into the facts of those inodes."""
         if not inode_ids:
             return
-        ensure_hashes(self.catalog, sorted(inode_ids), settle_seconds=self.cfg.scan.settle_seconds, progress=progress,
-                      budget=self.budget, background=self.background)
+        ensure_hashes(
+            self.catalog,
+            sorted(inode_ids),
+            settle_seconds=self.cfg.scan.settle_seconds,
+            progress=progress,
+            budget=self.budget,
+            background=self.background,
+        )
         for key, iid in self._inode_ids.items():
             if iid not in inode_ids or key not in self.inodes:
                 continue
             row = self.catalog.inode(iid)
             old = self.inodes[key]
             if row is not None and row.hash is not None and (row.size, row.nlink) == (old.size, old.nlink):
-                self.inodes[key] = InodeFact(old.fsid, old.ino, old.size, old.nlink, row.hash.hex(),
-                                             old.seeding_paths, old.other_paths, old.mtime_ns)
+                self.inodes[key] = InodeFact(
+                    old.fsid,
+                    old.ino,
+                    old.size,
+                    old.nlink,
+                    row.hash.hex(),
+                    old.seeding_paths,
+                    old.other_paths,
+                    old.mtime_ns,
+                )
 
     def _same_size_on(self, fsid: str, facts: list[InodeFact]) -> set[int]:
         out: set[int] = set()
@@ -326,8 +389,12 @@ class SnapshotBuilder:
     # ------------------------------------------------------------ donors and destinations
     def _donor_index(self, torrents: list[TorrentFact]) -> dict:
         content: dict = {}
-        wanted = {self.inodes[f.inode].content for t in torrents for f in t.files
-                  if f.inode in self.inodes and self.inodes[f.inode].content}
+        wanted = {
+            self.inodes[f.inode].content
+            for t in torrents
+            for f in t.files
+            if f.inode in self.inodes and self.inodes[f.inode].content
+        }
         for ck in wanted:
             keys = []
             for row in self.catalog.inodes_with_content(ck[0], bytes.fromhex(ck[1])):
@@ -391,9 +458,15 @@ class SnapshotBuilder:
         for extra in p.more_seeding_roots:
             if not os.path.isdir(extra):
                 raise QbhookError(f"seeding root {extra} of pool {p.name} does not exist", hint="is the pool mounted?")
-        return PoolFact(name=p.name, role=p.role, path=str(p.path), seeding_root=root,
-                        seeding_fsid=self.catalog.fsid(fs), free_bytes=sv.f_bavail * sv.f_frsize,
-                        more_seeding_roots=tuple(str(r) for r in p.more_seeding_roots))
+        return PoolFact(
+            name=p.name,
+            role=p.role,
+            path=str(p.path),
+            seeding_root=root,
+            seeding_fsid=self.catalog.fsid(fs),
+            free_bytes=sv.f_bavail * sv.f_frsize,
+            more_seeding_roots=tuple(str(r) for r in p.more_seeding_roots),
+        )
 
 
 def _pool_of(path: str, pools: tuple[PoolFact, ...]) -> PoolFact | None:
@@ -417,9 +490,20 @@ def _is_inode(path: str, st: os.stat_result) -> bool:
     return s.st_ino == st.st_ino and s.st_dev == st.st_dev
 
 
-def build_snapshot(cfg: Config, catalog: Catalog, clients, hashes=None, *, progress: Progress | None = None,
-                   now: float | None = None, infos=None, hash_budget: int = 0, background: bool = False) -> Snapshot:
+def build_snapshot(
+    cfg: Config,
+    catalog: Catalog,
+    clients,
+    hashes=None,
+    *,
+    progress: Progress | None = None,
+    now: float | None = None,
+    infos=None,
+    hash_budget: int = 0,
+    background: bool = False,
+) -> Snapshot:
     """``hash_budget``: bytes this snapshot may hash (0: no limit); ``background``: hash at idle
     I/O and nice 19 (``qbhook.hashing``)."""
-    return SnapshotBuilder(cfg, catalog, list(clients), progress=progress, hash_budget=hash_budget,
-                           background=background).build(hashes, now=now, infos=infos)
+    return SnapshotBuilder(
+        cfg, catalog, list(clients), progress=progress, hash_budget=hash_budget, background=background
+    ).build(hashes, now=now, infos=infos)

@@ -46,9 +46,7 @@ _FILE_LIST_KEYS = (
 _FILE_PATH_KEYS = ("path", "sourcePath", "recycleBinPath", "previousPath")
 
 _FILE_DELETE = frozenset({"EpisodeFileDelete", "MovieFileDelete", "BookFileDelete", "TrackFileDelete"})
-_MEDIA_DELETE = frozenset(
-    {"SeriesDelete", "MovieDelete", "ArtistDelete", "AlbumDelete", "BookDelete", "AuthorDelete"}
-)
+_MEDIA_DELETE = frozenset({"SeriesDelete", "MovieDelete", "ArtistDelete", "AlbumDelete", "BookDelete", "AuthorDelete"})
 
 # Other clients' downloadIds (SABnzbd_nzo_..., Download Station dbid_...) are not hashes and
 # are dropped; from qBittorrent a non-hash means the payload is corrupt.
@@ -77,9 +75,7 @@ def parse_arr(payload: object, *, app: str | None = None, received_at: float = 0
             raw_type=raw_type,
         )
     if source == "arr":
-        raise BadRequest(
-            f"{raw_type}: cannot tell which app sent it (no series, movie, artist or author)"
-        )
+        raise BadRequest(f"{raw_type}: cannot tell which app sent it (no series, movie, artist or author)")
     paths = _file_paths(data, source)
     if kind == "media_deleted" or not paths:
         paths += _folder(data, source)
@@ -157,9 +153,7 @@ def _file_paths(data: dict[str, Any], app: str) -> list[str]:
     folder = _folder(data, app)
     paths: list[str] = []
     for where, item in files:
-        found = [
-            f.path_value(item[k], f"{where}.{k}") for k in _FILE_PATH_KEYS if item.get(k) is not None
-        ]
+        found = [f.path_value(item[k], f"{where}.{k}") for k in _FILE_PATH_KEYS if item.get(k) is not None]
         if not item.get("path") and folder and item.get("relativePath"):
             # Older versions sent only relativePath; the library folder completes it.
             rel = f.path_value(item["relativePath"], f"{where}.relativePath")

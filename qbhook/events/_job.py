@@ -135,7 +135,9 @@ class Parts:
 
     def columns(self) -> tuple:
         # ASCII escapes: a lone surrogate from a JSON payload would make sqlite3 raise.
-        dump = lambda v: json.dumps(list(v))
+        def dump(v) -> str:
+            return json.dumps(list(v))
+
         return (
             dump(self.hashes),
             dump(self.paths),

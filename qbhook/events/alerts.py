@@ -40,8 +40,9 @@ def sweep_checks(cfg, conn, snap, plan, now: float | None = None) -> list[notify
             age = now - since[gid]
             if age >= n.blocked_after and gid not in told:
                 told.append(gid)
-                report("blocked", f"group {gid} ({', '.join(g.names[:2])}) blocked for {_age(age)}: {g.reason}",
-                       "warning")
+                report(
+                    "blocked", f"group {gid} ({', '.join(g.names[:2])}) blocked for {_age(age)}: {g.reason}", "warning"
+                )
     state.put(conn, "notify.blocked_since", since)
     state.put(conn, "notify.blocked_told", told)
 
@@ -50,8 +51,12 @@ def sweep_checks(cfg, conn, snap, plan, now: float | None = None) -> list[notify
     low = [p.name for p in snap.pools if n.free_space_below and p.free_bytes < n.free_space_below]
     for p in snap.pools:
         if p.name in low and p.name not in low_before:
-            report("free_space", f"pool {p.name} has {human_bytes(p.free_bytes)} free, below "
-                   f"{human_bytes(n.free_space_below)} (notify.free_space_below)", "warning")
+            report(
+                "free_space",
+                f"pool {p.name} has {human_bytes(p.free_bytes)} free, below "
+                f"{human_bytes(n.free_space_below)} (notify.free_space_below)",
+                "warning",
+            )
     state.put(conn, "notify.low_pools", low)
 
     # a torrent qbhook relocated, with Automatic Torrent Management on again: qBittorrent would
@@ -64,8 +69,12 @@ def sweep_checks(cfg, conn, snap, plan, now: float | None = None) -> list[notify
     names = {t.hash: t.name for t in snap.torrents}
     for h in atm:
         if h not in atm_before:
-            report("atm", f"torrent {names[h]} ({h[:12]}) was relocated by qbhook but has Automatic Torrent "
-                   f"Management on again: qBittorrent would move its data back; turn ATM off for it", "warning")
+            report(
+                "atm",
+                f"torrent {names[h]} ({h[:12]}) was relocated by qbhook but has Automatic Torrent "
+                f"Management on again: qBittorrent would move its data back; turn ATM off for it",
+                "warning",
+            )
     state.put(conn, "notify.atm_told", atm)
     return out
 
@@ -74,9 +83,10 @@ def _relocated_by_journal(conn, hashes: set[str]) -> set[str]:
     """Which of ``hashes`` a finished relocate step moved (the relocated tag may be off or removed)."""
     import json
     import sqlite3
+
     try:
         rows = conn.execute("SELECT args FROM steps WHERE kind = 'relocate' AND status = 'done'").fetchall()
-    except sqlite3.OperationalError:      # no journal in this database
+    except sqlite3.OperationalError:  # no journal in this database
         return set()
     return {h for (a,) in rows if (h := json.loads(a).get("torrent")) in hashes}
 

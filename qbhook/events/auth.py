@@ -14,8 +14,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 TOKEN_HEADER = "X-Qbhook-Token"
 API_KEY_HEADER = "X-Api-Key"

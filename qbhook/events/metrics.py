@@ -37,8 +37,7 @@ class QbhookCollector(Collector):
         st = self.source.light()
         tot = self.source.totals()
 
-        queue = GaugeMetricFamily("qbhook_queue_jobs", "Event jobs by state (dead = dead letters).",
-                                  labels=["state"])
+        queue = GaugeMetricFamily("qbhook_queue_jobs", "Event jobs by state (dead = dead letters).", labels=["state"])
         for state in STATES:
             queue.add_metric([state], st.queue.get(state, 0))
         yield queue
@@ -53,18 +52,23 @@ class QbhookCollector(Collector):
             groups.add_metric([state], tot.groups_by_state.get(state, 0))
         yield groups
 
-        yield CounterMetricFamily("qbhook_copied_bytes", "Bytes copied between pools by all journaled runs.",
-                                  value=tot.bytes_copied)
+        yield CounterMetricFamily(
+            "qbhook_copied_bytes", "Bytes copied between pools by all journaled runs.", value=tot.bytes_copied
+        )
         yield CounterMetricFamily("qbhook_freed_bytes", "Bytes freed by all journaled runs.", value=tot.bytes_freed)
-        yield GaugeMetricFamily("qbhook_hashed_bytes", "Bytes of catalogued content with a valid BLAKE3 hash.",
-                                value=tot.hashed_bytes)
-        yield GaugeMetricFamily("qbhook_hashed_files", "Catalogued files with a valid BLAKE3 hash.",
-                                value=tot.hashed_files)
-        yield GaugeMetricFamily("qbhook_catalog_bytes", "Bytes of all catalogued files (each inode once).",
-                                value=tot.catalog_bytes)
+        yield GaugeMetricFamily(
+            "qbhook_hashed_bytes", "Bytes of catalogued content with a valid BLAKE3 hash.", value=tot.hashed_bytes
+        )
+        yield GaugeMetricFamily(
+            "qbhook_hashed_files", "Catalogued files with a valid BLAKE3 hash.", value=tot.hashed_files
+        )
+        yield GaugeMetricFamily(
+            "qbhook_catalog_bytes", "Bytes of all catalogued files (each inode once).", value=tot.catalog_bytes
+        )
 
-        decisions = GaugeMetricFamily("qbhook_last_sweep_groups", "Groups by decision in the last sweep's plan.",
-                                      labels=["decision"])
+        decisions = GaugeMetricFamily(
+            "qbhook_last_sweep_groups", "Groups by decision in the last sweep's plan.", labels=["decision"]
+        )
         sweep_at = GaugeMetricFamily("qbhook_last_sweep_timestamp_seconds", "When the last sweep started.")
         sweep_s = GaugeMetricFamily("qbhook_last_sweep_duration_seconds", "How long the last sweep took.")
         if st.sweep is not None:

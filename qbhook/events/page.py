@@ -38,11 +38,17 @@ COLORS = {
     "used": "#4b5866",
     "free": "#e6e9ed",
 }
-ACTION_CLASS = {"stay": "act-stay", "demote": "act-demote", "promote": "act-promote", "blocked": "act-blocked", "skip": "act-skip"}
+ACTION_CLASS = {
+    "stay": "act-stay",
+    "demote": "act-demote",
+    "promote": "act-promote",
+    "blocked": "act-blocked",
+    "skip": "act-skip",
+}
 HEADERS = {
     # Nothing may load or run: no scripts, no remote fonts, no frames; inline styles only.
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
-                               "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -66,8 +72,12 @@ def blueprint(source: StatusSource, redact: Redact) -> Blueprint:
 def unavailable(err: Exception, redact: Redact) -> Response:
     """The catalog could not be read (missing, locked, corrupt): one line, no traceback."""
     log.error("status: cannot read the catalog: %s", err)
-    return Response(redact(f"status unavailable: cannot read the catalog ({err})\n"), status=503,
-                    mimetype="text/plain", headers={"Cache-Control": "no-store"})
+    return Response(
+        redact(f"status unavailable: cannot read the catalog ({err})\n"),
+        status=503,
+        mimetype="text/plain",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -81,7 +91,9 @@ def render(st: Status, redact: Redact) -> str:
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         '<meta name=viewport content="width=device-width, initial-scale=1">',
         '<meta http-equiv=refresh content="60">',
-        "<title>qbhook status</title><style>", _CSS, "</style></head><body><main>",
+        "<title>qbhook status</title><style>",
+        _CSS,
+        "</style></head><body><main>",
         "<header><h1>qbhook</h1>",
         f"<p class=muted>as of {t(_when(st.generated_at))} · refreshes every minute</p></header>",
         _summary(st, t),
@@ -116,13 +128,11 @@ def _summary(st: Status, t) -> str:
 
 
 def _pool(p: PoolStatus, t) -> str:
-    head = (f"<h3>{t(p.name)} <span class=tag>{t(p.role)}</span></h3>"
-            f"<p class='muted path'>{t(p.path)}</p>")
+    head = f"<h3>{t(p.name)} <span class=tag>{t(p.role)}</span></h3><p class='muted path'>{t(p.path)}</p>"
     if p.error or p.size is None or p.free is None:
         return f"<article class=pool>{head}<p class=warn>cannot read size: {t(p.error or 'unknown')}</p></article>"
     used = p.used or 0
-    stats = (f"<p class=nums><b>{human_bytes(p.free)}</b> free of {human_bytes(p.size)} "
-             f"· {_pct(used, p.size)} used</p>")
+    stats = f"<p class=nums><b>{human_bytes(p.free)}</b> free of {human_bytes(p.size)} · {_pct(used, p.size)} used</p>"
     parts = [(s.key, s.label, s.bytes) for s in p.segments]
     if not parts:
         parts = [("uncatalogued", "used (no catalog yet)", used)]
@@ -132,16 +142,20 @@ def _pool(p: PoolStatus, t) -> str:
         legend.append(_legend_item(None, "blocked", f"{p.blocked_groups} group(s), {size}"))
     else:
         legend.append(_legend_item(None, "blocked", "none", zero=True))
-    legend.append(_legend_item(None, "orphaned",
-                               "unknown" if p.orphaned_bytes is None else human_bytes(p.orphaned_bytes)))
+    legend.append(
+        _legend_item(None, "orphaned", "unknown" if p.orphaned_bytes is None else human_bytes(p.orphaned_bytes))
+    )
     if p.hashed_bytes is not None and p.unhashed_bytes is not None:
-        legend.append(_legend_item(None, "hashed", f"{human_bytes(p.hashed_bytes)} · "
-                                                   f"{human_bytes(p.unhashed_bytes)} not yet"))
-    return (f"<article class=pool>{head}{stats}"
-            f"{_svg_bar(p.name + ' capacity', [('used', 'used', used), ('free', 'free', p.free)], 10, t)}"
-            "<p class=caption>Used space by kind</p>"
-            f"{_svg_bar(p.name + ' used space', parts, 28, t)}"
-            f"<ul class=legend>{''.join(legend)}</ul></article>")
+        legend.append(
+            _legend_item(None, "hashed", f"{human_bytes(p.hashed_bytes)} · {human_bytes(p.unhashed_bytes)} not yet")
+        )
+    return (
+        f"<article class=pool>{head}{stats}"
+        f"{_svg_bar(p.name + ' capacity', [('used', 'used', used), ('free', 'free', p.free)], 10, t)}"
+        "<p class=caption>Used space by kind</p>"
+        f"{_svg_bar(p.name + ' used space', parts, 28, t)}"
+        f"<ul class=legend>{''.join(legend)}</ul></article>"
+    )
 
 
 def _svg_bar(title: str, parts: list[tuple[str, str, int]], height: int, t) -> str:
@@ -152,14 +166,18 @@ def _svg_bar(title: str, parts: list[tuple[str, str, int]], height: int, t) -> s
         if size <= 0 or total <= 0:
             continue
         w = min(width * size / total, width - x)
-        rects.append(f'<rect x="{x:.2f}" y="0" width="{w:.2f}" height="{height}" fill="{COLORS[key]}">'
-                     f"<title>{t(label)}: {human_bytes(size)}</title></rect>")
+        rects.append(
+            f'<rect x="{x:.2f}" y="0" width="{w:.2f}" height="{height}" fill="{COLORS[key]}">'
+            f"<title>{t(label)}: {human_bytes(size)}</title></rect>"
+        )
         x += w
     if not rects:
         rects.append(f'<rect x="0" y="0" width="1000" height="{height}" fill="{COLORS["free"]}"/>')
     label = f"{title}: " + ", ".join(f"{lbl} {human_bytes(b)}" for _k, lbl, b in parts)
-    return (f'<svg class=bar viewBox="0 0 1000 {height}" preserveAspectRatio="none" role="img" '
-            f'style="height:{height}px" aria-label="{t(label)}">{"".join(rects)}</svg>')
+    return (
+        f'<svg class=bar viewBox="0 0 1000 {height}" preserveAspectRatio="none" role="img" '
+        f'style="height:{height}px" aria-label="{t(label)}">{"".join(rects)}</svg>'
+    )
 
 
 def _legend_item(color: str | None, label: str, value: str, *, zero: bool = False) -> str:
@@ -176,8 +194,10 @@ def _pending(st: Status, t) -> str:
         out.append("</section>")
         return "".join(out)
     counts = " · ".join(f"{n} {t(a)}" for a, n in sw.decisions.items() if n)
-    out.append(f"<p class=muted>From the sweep of {t(_when(sw.at))}: {counts or 'no groups'}; "
-               f"{human_bytes(sw.bytes_to_copy)} to copy, {human_bytes(sw.bytes_freed)} to free.</p>")
+    out.append(
+        f"<p class=muted>From the sweep of {t(_when(sw.at))}: {counts or 'no groups'}; "
+        f"{human_bytes(sw.bytes_to_copy)} to copy, {human_bytes(sw.bytes_freed)} to free.</p>"
+    )
     if not sw.pending:
         out.append("<p>Nothing to do: every group is where it belongs.</p>")
     else:
@@ -185,8 +205,9 @@ def _pending(st: Status, t) -> str:
         out.extend(_group(g, t) for g in sw.pending)
         out.append("</ol>")
         if sw.pending_total > len(sw.pending):
-            out.append(f"<p class=muted>… and {sw.pending_total - len(sw.pending)} more (see "
-                       "<code>qbhook status</code>).</p>")
+            out.append(
+                f"<p class=muted>… and {sw.pending_total - len(sw.pending)} more (see <code>qbhook status</code>).</p>"
+            )
     out.append(_last_event(st, t))
     out.append("</section>")
     return "".join(out)
@@ -199,8 +220,10 @@ def _last_event(st: Status, t) -> str:
         return ""
     job = f" #{ev.job}" if ev.job is not None else ""
     done = " and applied it" if ev.applied else ""
-    out = ["<h3 class=sub>Latest event</h3>",
-           f"<p class=muted>Job{job} at {t(_when(ev.at))}: the worker planned {len(ev.groups)} group(s){done}.</p>"]
+    out = [
+        "<h3 class=sub>Latest event</h3>",
+        f"<p class=muted>Job{job} at {t(_when(ev.at))}: the worker planned {len(ev.groups)} group(s){done}.</p>",
+    ]
     if ev.note:
         out.append(f"<p class=muted>{t(ev.note)}</p>")
     if ev.groups:
@@ -231,9 +254,10 @@ def _group(g: PendingGroup, t) -> str:
         if g.outcome_reason:
             outcome += f" <span class=muted>{t(g.outcome_reason)}</span>"
     cls = ACTION_CLASS.get(g.action, "")
-    return (f"<li><span class='badge {cls}'>{t(g.action)}</span> <b class=name>{names}</b>{outcome}"
-            f"<div class=reason>{t(g.reason)}</div>"
-            + (f"<div class=muted>{meta}</div>" if meta else "") + "</li>")
+    return (
+        f"<li><span class='badge {cls}'>{t(g.action)}</span> <b class=name>{names}</b>{outcome}"
+        f"<div class=reason>{t(g.reason)}</div>" + (f"<div class=muted>{meta}</div>" if meta else "") + "</li>"
+    )
 
 
 def _runs(st: Status, t) -> str:
@@ -244,11 +268,14 @@ def _runs(st: Status, t) -> str:
         f"<td class=wide>{t(r.trigger or '-')}</td><td>{t(_when(r.started_at, short=True))}</td>"
         f"<td class=num>{human_bytes(r.bytes_copied)}</td><td class=num>{human_bytes(r.bytes_freed)}</td>"
         f"<td class='num wide'>{r.groups_done}{f' / {r.groups_failed} failed' if r.groups_failed else ''}</td></tr>"
-        for r in st.runs)
-    return ("<section><h2>Recent runs</h2><div class=scroll><table><thead><tr><th>#</th><th>outcome</th>"
-            "<th class=wide>trigger</th><th>started</th><th class=num>copied</th><th class=num>freed</th>"
-            "<th class='num wide'>groups</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table></div></section>")
+        for r in st.runs
+    )
+    return (
+        "<section><h2>Recent runs</h2><div class=scroll><table><thead><tr><th>#</th><th>outcome</th>"
+        "<th class=wide>trigger</th><th>started</th><th class=num>copied</th><th class=num>freed</th>"
+        "<th class='num wide'>groups</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></div></section>"
+    )
 
 
 def _queue(st: Status, t) -> str:
@@ -258,8 +285,10 @@ def _queue(st: Status, t) -> str:
     if st.dead_letters:
         out.append("<h3>Dead letters</h3><ul class=dead>")
         for d in st.dead_letters:
-            out.append(f"<li><b>#{d.id}</b> {t(d.key)} <span class=muted>({t(', '.join(d.kinds))}, "
-                       f"{d.attempts} tries, {t(_when(d.at))})</span><div class=reason>{t(d.error or '')}</div></li>")
+            out.append(
+                f"<li><b>#{d.id}</b> {t(d.key)} <span class=muted>({t(', '.join(d.kinds))}, "
+                f"{d.attempts} tries, {t(_when(d.at))})</span><div class=reason>{t(d.error or '')}</div></li>"
+            )
         out.append("</ul><p class=muted>Retry one with <code>qbhook queue retry ID</code>.</p>")
     out.append("</section>")
     return "".join(out)

@@ -99,9 +99,7 @@ def parse_qbt_hook(fields: Mapping[str, Any], *, received_at: float | None = Non
         raise BadRequest(f"event: must be 'added' or 'finished', got {raw_event[:40]!r}")
     # K (the torrent id qBittorrent's API keys on) first, so it becomes the subject.
     hashes = [
-        f.hash_value(value, name)
-        for name in ("K", "I", "J")
-        if (value := _qbt_field(fields, name)) not in ("", "-")
+        f.hash_value(value, name) for name in ("K", "I", "J") if (value := _qbt_field(fields, name)) not in ("", "-")
     ]
     if not hashes:
         raise BadRequest("K, I, J: no info hash given (all empty or '-')")

@@ -99,8 +99,7 @@ class JobQueue:
         now = self._now(now)
         with self._write() as c:
             row = c.execute(
-                "SELECT id FROM event_jobs WHERE state = 'pending' AND not_before <= ?"
-                " ORDER BY created_at, id LIMIT 1",
+                "SELECT id FROM event_jobs WHERE state = 'pending' AND not_before <= ? ORDER BY created_at, id LIMIT 1",
                 (now,),
             ).fetchone()
             if row is None:
@@ -124,8 +123,7 @@ class JobQueue:
         with self._write() as c:
             self._running(c, job_id, worker_id)
             c.execute(
-                "UPDATE event_jobs SET state = 'done', result = ?, finished_at = ?, updated_at = ?"
-                " WHERE id = ?",
+                "UPDATE event_jobs SET state = 'done', result = ?, finished_at = ?, updated_at = ? WHERE id = ?",
                 (text(result), now, now, job_id),
             )
 
@@ -162,7 +160,10 @@ class JobQueue:
                 job.id
                 for job in map(Job.from_row, rows)
                 if self._requeue(
-                    c, job, f"worker {job.worker_id!r} stopped without finishing (no heartbeat for {older_than_s:g} s)", now
+                    c,
+                    job,
+                    f"worker {job.worker_id!r} stopped without finishing (no heartbeat for {older_than_s:g} s)",
+                    now,
                 )
             ]
 
@@ -183,8 +184,10 @@ class JobQueue:
                 alive = worker_alive(job.worker_id, job.claimed_at)
                 if alive is False:
                     error = f"worker {job.worker_id!r} died without finishing"
-                elif alive is None and stale_after_s is not None and (
-                    (job.heartbeat_at or job.claimed_at or 0.0) < now - stale_after_s
+                elif (
+                    alive is None
+                    and stale_after_s is not None
+                    and ((job.heartbeat_at or job.claimed_at or 0.0) < now - stale_after_s)
                 ):
                     error = f"worker {job.worker_id!r} stopped without finishing (no heartbeat for {stale_after_s:g} s)"
                 else:
@@ -255,9 +258,7 @@ class JobQueue:
         with self._lock:
             c = self._conn
             if c.in_transaction:
-                raise QueueError(
-                    "the queue's connection is inside a transaction; give the queue its own connection"
-                )
+                raise QueueError("the queue's connection is inside a transaction; give the queue its own connection")
             # IMMEDIATE takes the write lock up front: two processes cannot both read "no
             # pending job for this key" and then both insert.
             c.execute("BEGIN IMMEDIATE")

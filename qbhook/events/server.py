@@ -80,8 +80,9 @@ def create_app(
     return app
 
 
-def _intake(parse: Callable[[], Event], enqueue: Enqueue, auth: AuthConfig, max_body: int, *,
-            query_token: bool) -> Response:
+def _intake(
+    parse: Callable[[], Event], enqueue: Enqueue, auth: AuthConfig, max_body: int, *, query_token: bool
+) -> Response:
     """One webhook: authenticate, parse, queue durably; 202 with the job, or one-line error."""
     try:
         _authenticate(auth, allow_query_token=query_token)
@@ -102,8 +103,15 @@ def _intake(parse: Callable[[], Event], enqueue: Enqueue, auth: AuthConfig, max_
     except Exception:
         log.exception("could not queue %s %s event; answering 503", event.source, event.kind)
         return _error(503, "could not queue the event (storage failed); nothing was recorded")
-    log.info("queued %s %s as job %s%s (%d hash(es), %d path(s))", event.source, event.kind, job_id,
-             " (coalesced)" if coalesced else "", len(event.hashes), len(event.paths))
+    log.info(
+        "queued %s %s as job %s%s (%d hash(es), %d path(s))",
+        event.source,
+        event.kind,
+        job_id,
+        " (coalesced)" if coalesced else "",
+        len(event.hashes),
+        len(event.paths),
+    )
     return _json(202, {"queued": job_id, "coalesced": bool(coalesced)})
 
 
@@ -199,9 +207,7 @@ def _fields_body(max_body: int) -> Any:
     if mimetype == "application/x-www-form-urlencoded":
         try:
             text = _read(max_body).decode("utf-8")
-            return dict(
-                parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=_MAX_FORM_FIELDS)
-            )
+            return dict(parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=_MAX_FORM_FIELDS))
         except UnicodeDecodeError:
             raise BadRequest("body: form fields are not UTF-8") from None
         except ValueError as err:
@@ -240,7 +246,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 CHANNEL_TIMEOUT_S = 30
 CLEANUP_INTERVAL_S = 5
 MAX_CONNECTIONS = 4096
-_FD_RESERVE = 64   # catalog, WAL, locks, logs, qBittorrent sessions, the listener
+_FD_RESERVE = 64  # catalog, WAL, locks, logs, qBittorrent sessions, the listener
 
 
 def waitress_options(*, threads: int = 4) -> dict[str, Any]:

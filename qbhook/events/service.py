@@ -41,13 +41,15 @@ JOIN_TIMEOUT_S = 600
 def listen(wsgi, host: str, port: int):
     """Bind the server socket now, or fail with one line naming the cause."""
     import waitress
+
     try:
         return waitress.create_server(wsgi, host=host, port=port, **waitress_options())
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
-            raise PortBusy(f"cannot listen on {host}:{port}: the address is already in use",
-                           hint="another `qbhook serve`, or another program, holds it; "
-                                "stop it or set server.port / --port") from None
+            raise PortBusy(
+                f"cannot listen on {host}:{port}: the address is already in use",
+                hint="another `qbhook serve`, or another program, holds it; stop it or set server.port / --port",
+            ) from None
         raise ConfigError("server.listen", f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     except (OverflowError, ValueError) as e:
         raise ConfigError("server.port", f"cannot listen on {host}:{port}: {e}") from None
@@ -62,12 +64,13 @@ class Service:
         auth = AuthConfig(username=srv.username, password=srv.password, token=srv.token)
         self.health = WorkerHealth()
         intake = JobQueue(connect(cfg.catalog, check_same_thread=False))
-        wsgi = create_app(enqueue=intake.enqueue, auth=auth, max_body=srv.max_body, health=self.health.report,
-                          views=views(cfg))
+        wsgi = create_app(
+            enqueue=intake.enqueue, auth=auth, max_body=srv.max_body, health=self.health.report, views=views(cfg)
+        )
         self.host = host
         self.server = listen(wsgi, host, port)
         self.stop = threading.Event()
-        self.roots = [p.path for p in cfg.pools]   # .qbhook-fsid markers are written only at these
+        self.roots = [p.path for p in cfg.pools]  # .qbhook-fsid markers are written only at these
         self.sweeper = sweeper
 
     @property
@@ -110,7 +113,7 @@ class Service:
             try:
                 cat = cat or self._open_catalog()
                 sweep(self.cfg, cat, self.clients, executor=self.executor_for(self.cfg, cat, self.clients))
-            except Exception as e:  # noqa: BLE001 - a failed sweep is retried at the next interval
+            except Exception as e:
                 log.error("sweep failed: %s", e)
 
     def run(self) -> None:
@@ -127,6 +130,7 @@ class Service:
             log.warning("signal %s: finishing the current step, then stopping", signum)
             self.stop.set()
             self.server.close()
+
         signal.signal(signal.SIGTERM, shutdown)
         signal.signal(signal.SIGINT, shutdown)
         try:

@@ -77,14 +77,14 @@ class PoolStatus:
     name: str
     role: str
     path: str
-    size: int | None              # None when statvfs failed (error says why)
+    size: int | None  # None when statvfs failed (error says why)
     free: int | None
     error: str | None
     segments: tuple[Segment, ...]  # disjoint parts of the used space
     blocked_groups: int
-    blocked_bytes: int | None      # None: the sweep that blocked them did not record sizes
-    orphaned_bytes: int | None     # None: not computed (see the module docstring)
-    hashed_bytes: int | None = None    # catalogued bytes with a valid hash (None: not computed)
+    blocked_bytes: int | None  # None: the sweep that blocked them did not record sizes
+    orphaned_bytes: int | None  # None: not computed (see the module docstring)
+    hashed_bytes: int | None = None  # catalogued bytes with a valid hash (None: not computed)
     unhashed_bytes: int | None = None
 
     @property
@@ -95,7 +95,7 @@ class PoolStatus:
 @dataclass(frozen=True)
 class PendingGroup:
     group_id: str
-    action: str                    # demote | promote | blocked | skip
+    action: str  # demote | promote | blocked | skip
     reason: str
     names: tuple[str, ...]
     source_pool: str | None
@@ -103,7 +103,7 @@ class PendingGroup:
     payload_bytes: int | None
     bytes_to_copy: int | None
     bytes_freed: int | None
-    outcome: str | None            # the group's journal status when a run touched it after the sweep
+    outcome: str | None  # the group's journal status when a run touched it after the sweep
     outcome_reason: str | None
 
 
@@ -111,7 +111,7 @@ class PendingGroup:
 class SweepStatus:
     at: float
     seconds: float | None
-    decisions: dict[str, int]      # action -> number of groups
+    decisions: dict[str, int]  # action -> number of groups
     bytes_to_copy: int
     bytes_freed: int
     pending: tuple[PendingGroup, ...]
@@ -171,9 +171,9 @@ class Totals:
     runs_by_status: dict[str, int]
     bytes_copied: int
     bytes_freed: int
-    groups_by_state: dict[str, int]   # journal group_state: done | failed | rolled_back | running
+    groups_by_state: dict[str, int]  # journal group_state: done | failed | rolled_back | running
     catalog_bytes: int
-    hashed_bytes: int                 # bytes of content whose hash is known and still valid
+    hashed_bytes: int  # bytes of content whose hash is known and still valid
     hashed_files: int
 
 
@@ -190,8 +190,13 @@ class StatusSource:
 
     def status(self) -> Status:
         with self._connect() as conn:
-            return gather(self.cfg, conn, breakdown=self._cached_breakdown(conn), now=self._clock(),
-                          hashed=self._cached("hashed", conn, lambda c: hashed_by_pool(c, self.cfg.pools)))
+            return gather(
+                self.cfg,
+                conn,
+                breakdown=self._cached_breakdown(conn),
+                now=self._clock(),
+                hashed=self._cached("hashed", conn, lambda c: hashed_by_pool(c, self.cfg.pools)),
+            )
 
     def totals(self) -> Totals:
         with self._connect() as conn:
@@ -229,14 +234,22 @@ class StatusSource:
 # ---------------------------------------------------------------------------- gathering
 
 
-def gather(cfg: Config, conn: sqlite3.Connection, *, breakdown: dict[str, dict[str, int]],
-           now: float, hashed: dict[str, dict[str, int]] | None = None) -> Status:
+def gather(
+    cfg: Config,
+    conn: sqlite3.Connection,
+    *,
+    breakdown: dict[str, dict[str, int]],
+    now: float,
+    hashed: dict[str, dict[str, int]] | None = None,
+) -> Status:
     sweep = _sweep(conn)
     pools = tuple(_pool(p, breakdown.get(p.name), sweep, (hashed or {}).get(p.name)) for p in cfg.pools)
     queue = JobQueue(conn)
     journal = Journal(conn)
-    dead = tuple(DeadLetter(j.id, j.coalesce_key, tuple(j.kinds), j.attempts, j.last_error, j.finished_at)
-                 for j in queue.list(states=["dead"], limit=DEAD_LETTERS))
+    dead = tuple(
+        DeadLetter(j.id, j.coalesce_key, tuple(j.kinds), j.attempts, j.last_error, j.finished_at)
+        for j in queue.list(states=["dead"], limit=DEAD_LETTERS)
+    )
     return Status(
         generated_at=now,
         pools=pools,
@@ -249,8 +262,9 @@ def gather(cfg: Config, conn: sqlite3.Connection, *, breakdown: dict[str, dict[s
     )
 
 
-def _pool(p: PoolConfig, counts: dict[str, int] | None, sweep: SweepStatus | None,
-          hashed: dict[str, int] | None = None) -> PoolStatus:
+def _pool(
+    p: PoolConfig, counts: dict[str, int] | None, sweep: SweepStatus | None, hashed: dict[str, int] | None = None
+) -> PoolStatus:
     size = free = None
     error = None
     try:
@@ -268,7 +282,13 @@ def _pool(p: PoolConfig, counts: dict[str, int] | None, sweep: SweepStatus | Non
     blocked = [g for g in (sweep.pending if sweep else ()) if g.action == "blocked" and g.source_pool == p.name]
     sizes = [g.payload_bytes for g in blocked]
     return PoolStatus(
-        name=p.name, role=p.role, path=str(p.path), size=size, free=free, error=error, segments=segments,
+        name=p.name,
+        role=p.role,
+        path=str(p.path),
+        size=size,
+        free=free,
+        error=error,
+        segments=segments,
         blocked_groups=len(blocked),
         blocked_bytes=sum(s for s in sizes if s is not None) if all(s is not None for s in sizes) else None,
         orphaned_bytes=None,
@@ -308,8 +328,7 @@ def catalog_breakdown(conn: sqlite3.Connection, pools: Iterable[PoolConfig]) -> 
             {"pool": p.name, **{f"prefix{i}": x for i, x in enumerate(prefixes)}},
         ).fetchone()
         library, duplicated, seed_all, other = (int(v) for v in row)
-        out[p.name] = {"library": library, "duplicated": duplicated, "seed_only": seed_all - duplicated,
-                       "other": other}
+        out[p.name] = {"library": library, "duplicated": duplicated, "seed_only": seed_all - duplicated, "other": other}
     return out
 
 
@@ -317,15 +336,15 @@ def hashed_by_pool(conn: sqlite3.Connection, pools: Iterable[PoolConfig]) -> dic
     """pool name -> {hashed_bytes, unhashed_bytes, hashed_files, unhashed_files}: catalogued
     inodes with a path on that pool, each counted once; "hashed" means a hash that is still
     valid for the inode's current size, mtime and ctime (what the next plan can use as is)."""
-    out = {p.name: {"hashed_bytes": 0, "unhashed_bytes": 0, "hashed_files": 0, "unhashed_files": 0}
-           for p in pools}
+    out = {p.name: {"hashed_bytes": 0, "unhashed_bytes": 0, "hashed_files": 0, "unhashed_files": 0} for p in pools}
     rows = conn.execute(
         f"""
         SELECT pool, hashed, COALESCE(SUM(size), 0), COUNT(*) FROM (
             SELECT DISTINCT pa.pool AS pool, i.id, i.size AS size, ({hash_valid("i")} OR i.size = 0) AS hashed
             FROM paths pa JOIN inodes i ON i.id = pa.inode)
         GROUP BY pool, hashed
-        """)
+        """
+    )
     for pool, hashed, size, files in rows:
         if pool in out:
             kind = "hashed" if hashed else "unhashed"
@@ -337,9 +356,12 @@ def hashed_by_pool(conn: sqlite3.Connection, pools: Iterable[PoolConfig]) -> dic
 def change_marker(conn: sqlite3.Connection) -> tuple:
     """Cheap values (primary keys, small tables) that move whenever a scan, a run step or an event job may
     have changed the catalog's paths: the breakdown is recomputed when they do."""
-    return tuple(conn.execute(
-        "SELECT (SELECT MAX(id) FROM scans), (SELECT MAX(id) FROM paths), (SELECT MAX(id) FROM steps),"
-        " (SELECT MAX(finished_at) FROM runs), (SELECT MAX(updated_at) FROM event_jobs)").fetchone())
+    return tuple(
+        conn.execute(
+            "SELECT (SELECT MAX(id) FROM scans), (SELECT MAX(id) FROM paths), (SELECT MAX(id) FROM steps),"
+            " (SELECT MAX(finished_at) FROM runs), (SELECT MAX(updated_at) FROM event_jobs)"
+        ).fetchone()
+    )
 
 
 def _sweep(conn: sqlite3.Connection) -> SweepStatus | None:
@@ -368,8 +390,13 @@ def _last_event(conn: sqlite3.Connection) -> EventPlan | None:
         return None
     raw = [g for g in info.get("groups") or [] if isinstance(g, dict)][:PENDING_SHOWN]
     outcomes = _group_outcomes(conn, [str(g.get("group_id", "")) for g in raw], since=at)
-    return EventPlan(at=at, job=_int(info.get("job")), applied="applied" in info, note=_str(info.get("note")),
-                     groups=tuple(_pending(g, outcomes.get(str(g.get("group_id", "")))) for g in raw))
+    return EventPlan(
+        at=at,
+        job=_int(info.get("job")),
+        applied="applied" in info,
+        note=_str(info.get("note")),
+        groups=tuple(_pending(g, outcomes.get(str(g.get("group_id", "")))) for g in raw),
+    )
 
 
 def _pending(g: dict[str, Any], outcome: tuple[str, str | None] | None) -> PendingGroup:
@@ -392,10 +419,12 @@ def _pending(g: dict[str, Any], outcome: tuple[str, str | None] | None) -> Pendi
 def _group_outcomes(conn: sqlite3.Connection, group_ids: list[str], since: float) -> dict[str, tuple[str, str | None]]:
     out: dict[str, tuple[str, str | None]] = {}
     for i in range(0, len(group_ids), 500):
-        chunk = group_ids[i:i + 500]
+        chunk = group_ids[i : i + 500]
         rows = conn.execute(
             f"SELECT group_id, status, reason FROM group_state WHERE updated_at >= ? "
-            f"AND group_id IN ({','.join('?' * len(chunk))})", (since, *chunk))
+            f"AND group_id IN ({','.join('?' * len(chunk))})",
+            (since, *chunk),
+        )
         out.update({r[0]: (r[1], r[2]) for r in rows})
     return out
 
@@ -403,9 +432,15 @@ def _group_outcomes(conn: sqlite3.Connection, group_ids: list[str], since: float
 def _run(r) -> RunStatus:
     s = r.summary or {}
     return RunStatus(
-        id=r.id, status=r.status, trigger=r.trigger, started_at=r.started_at, finished_at=r.finished_at,
-        bytes_copied=_int(s.get("bytes_copied")) or 0, bytes_freed=_int(s.get("bytes_freed")) or 0,
-        groups_done=len(s.get("groups_done") or ()), groups_failed=len(s.get("groups_failed") or ()),
+        id=r.id,
+        status=r.status,
+        trigger=r.trigger,
+        started_at=r.started_at,
+        finished_at=r.finished_at,
+        bytes_copied=_int(s.get("bytes_copied")) or 0,
+        bytes_freed=_int(s.get("bytes_freed")) or 0,
+        groups_done=len(s.get("groups_done") or ()),
+        groups_failed=len(s.get("groups_failed") or ()),
     )
 
 
@@ -422,8 +457,15 @@ def totals(conn: sqlite3.Connection, sums: tuple[int, int, int] | None = None) -
         freed += _int(s.get("bytes_freed")) or 0
     groups = dict(conn.execute("SELECT status, COUNT(*) FROM group_state GROUP BY status").fetchall())
     catalog_bytes, hashed_bytes, hashed_files = sums if sums is not None else catalog_sums(conn)
-    return Totals(runs_by_status=runs_by_status, bytes_copied=copied, bytes_freed=freed, groups_by_state=groups,
-                  catalog_bytes=catalog_bytes, hashed_bytes=hashed_bytes, hashed_files=hashed_files)
+    return Totals(
+        runs_by_status=runs_by_status,
+        bytes_copied=copied,
+        bytes_freed=freed,
+        groups_by_state=groups,
+        catalog_bytes=catalog_bytes,
+        hashed_bytes=hashed_bytes,
+        hashed_files=hashed_files,
+    )
 
 
 def catalog_sums(conn: sqlite3.Connection) -> tuple[int, int, int]:
@@ -431,7 +473,8 @@ def catalog_sums(conn: sqlite3.Connection) -> tuple[int, int, int]:
     the inodes (a full scan beats the partial hash index here: ~0.1 s per 300k inodes)."""
     row = conn.execute(
         f"SELECT COALESCE(SUM(size), 0), COALESCE(SUM(CASE WHEN {hash_valid()} THEN size END), 0),"
-        f" COALESCE(SUM({hash_valid()}), 0) FROM inodes").fetchone()
+        f" COALESCE(SUM({hash_valid()}), 0) FROM inodes"
+    ).fetchone()
     return int(row[0]), int(row[1]), int(row[2])
 
 
@@ -447,6 +490,7 @@ def report(cfg: Config, catalog) -> dict:
     """What ``qbhook status`` prints: queue, server health, last sweep, runs, pools, catalog, problems."""
     from qbhook.events.queue import JobQueue
     from qbhook.move.journal import Journal
+
     with reading(cfg.catalog):
         conn = catalog.conn
         check_tables(conn, cfg.catalog, CHECKED_TABLES)
@@ -463,8 +507,13 @@ def report(cfg: Config, catalog) -> dict:
     for p in cfg.pools:
         try:
             sv = os.statvfs(p.path)
-            pools[p.name] = {"path": str(p.path), "role": p.role, "size": sv.f_blocks * sv.f_frsize,
-                             "free": sv.f_bavail * sv.f_frsize, **hashed[p.name]}
+            pools[p.name] = {
+                "path": str(p.path),
+                "role": p.role,
+                "size": sv.f_blocks * sv.f_frsize,
+                "free": sv.f_bavail * sv.f_frsize,
+                **hashed[p.name],
+            }
         except OSError as e:
             pools[p.name] = {"path": str(p.path), "role": p.role, "error": e.strerror, **hashed[p.name]}
     server = server_health(cfg.server)
@@ -474,19 +523,33 @@ def report(cfg: Config, catalog) -> dict:
     if stuck and not server["answered"]:
         # With a server answering, waiting jobs are explained (its worker is busy with a
         # long move, or it says why it is not healthy above).
-        problems.append(f"{stuck} job(s) ready for over {STUCK_AFTER_S // 60} min and nothing processes them "
-                        "(is `qbhook serve` running?)")
+        problems.append(
+            f"{stuck} job(s) ready for over {STUCK_AFTER_S // 60} min and nothing processes them "
+            "(is `qbhook serve` running?)"
+        )
     data = {
         "healthy": not problems,
         "problems": problems,
         "server": server,
         "queue": counts,
-        "last_sweep": {"at": sweep_at, "plan": sweep_info.get("plan") if sweep_info else None,
-                       "pending": sweep_info.get("pending", []) if sweep_info else []},
-        "recent_runs": [{"id": r.id, "status": r.status, "trigger": r.trigger, "started_at": r.started_at,
-                         "finished_at": r.finished_at, "summary": r.summary} for r in runs],
+        "last_sweep": {
+            "at": sweep_at,
+            "plan": sweep_info.get("plan") if sweep_info else None,
+            "pending": sweep_info.get("pending", []) if sweep_info else [],
+        },
+        "recent_runs": [
+            {
+                "id": r.id,
+                "status": r.status,
+                "trigger": r.trigger,
+                "started_at": r.started_at,
+                "finished_at": r.finished_at,
+                "summary": r.summary,
+            }
+            for r in runs
+        ],
         "unfinished_runs": unfinished,
-        "leftover_views": leftover_views,     # views of rolled-back groups, removed by the next apply/sweep
+        "leftover_views": leftover_views,  # views of rolled-back groups, removed by the next apply/sweep
         "pools": pools,
         "catalog": catalog_counts,
     }
@@ -498,6 +561,7 @@ def server_health(srv) -> dict:
     """Ask the configured server's /healthz (no credentials needed) how its worker does."""
     import urllib.error
     import urllib.request
+
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(srv.listen, srv.listen)
     url = f"http://{f'[{host}]' if ':' in host else host}:{srv.port}/healthz"
     out = {"url": url, "answered": False, "ok": False, "reason": ""}
@@ -516,8 +580,11 @@ def server_health(srv) -> dict:
     if not isinstance(doc, dict) or code not in (200, 503):
         out["reason"] = f"HTTP {code} from something that is not qbhook"
         return out
-    out.update(answered=True, ok=code == 200 and doc.get("ok") is True,
-               reason=str(doc.get("worker") or doc.get("error") or "ok"))
+    out.update(
+        answered=True,
+        ok=code == 200 and doc.get("ok") is True,
+        reason=str(doc.get("worker") or doc.get("error") or "ok"),
+    )
     return out
 
 

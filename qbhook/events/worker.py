@@ -36,7 +36,7 @@ from qbhook.paths import normalize
 
 log = logging.getLogger(__name__)
 
-DEBOUNCE_S = 5.0     # "added" then "finished" seconds later: let them coalesce into one job
+DEBOUNCE_S = 5.0  # "added" then "finished" seconds later: let them coalesce into one job
 
 
 def host_path(cfg: Config, path: str) -> str:
@@ -89,16 +89,16 @@ def torrents_touching(cfg: Config, catalog: Catalog, infos, paths, rejected: lis
                     rejected.append(f"event path refused: {p} goes through a symlink: {link[0]} -> {link[1]}")
                 continue
             if _is_regular(p):
-                catalog.record_path(p, pool.name)   # an import just linked it: refresh the facts
+                catalog.record_path(p, pool.name)  # an import just linked it: refresh the facts
         row = catalog.inode_by_path(p)
         if row is not None:
             for x, _ in catalog.paths_of(row.id):
                 try:
                     related.add(normalize(os.fsdecode(x)))
                 except PathMapError:
-                    continue   # an odd spelling in an old catalog: not a path we look up
+                    continue  # an odd spelling in an old catalog: not a path we look up
             if not os.path.lexists(p):
-                catalog.forget_path(p)   # deleted by the *arr: drop the stale link
+                catalog.forget_path(p)  # deleted by the *arr: drop the stale link
         for r in related:
             for q in ancestors(r, roots):
                 candidates.update(by_content.get(q, ()))
@@ -123,17 +123,23 @@ def handle_job(cfg: Config, catalog: Catalog, clients, job, *, executor=None) ->
     for why in rejected:
         log.warning("job %s: %s", job.id, why)
     if not hashes:
-        return {"groups": [], "note": "no torrent in any configured client matches this event" +
-                (f" (unknown hashes: {', '.join(missing)})" if missing else ""),
-                **({"rejected_paths": rejected} if rejected else {})}
+        return {
+            "groups": [],
+            "note": "no torrent in any configured client matches this event"
+            + (f" (unknown hashes: {', '.join(missing)})" if missing else ""),
+            **({"rejected_paths": rejected} if rejected else {}),
+        }
     snap = build_snapshot(cfg, catalog, clients, hashes=sorted(hashes), infos=infos)
     plan = make_plan(snap, cfg.policy)
     maintain_tags(cfg, clients, snap, plan)
     # The torrent index learns these torrents from what was just read (no extra request).
     indexer.record_snapshot(catalog, infos, snap)
     TorrentIndex(catalog.conn).record_decisions(plan.groups)
-    result = {"groups": [{"group_id": g.group_id, "action": g.action, "reason": g.reason, "names": g.names}
-                         for g in plan.groups]}
+    result = {
+        "groups": [
+            {"group_id": g.group_id, "action": g.action, "reason": g.reason, "names": g.names} for g in plan.groups
+        ]
+    }
     if missing:
         result["unknown_hashes"] = missing
     if rejected:
@@ -166,14 +172,29 @@ def sweep(cfg: Config, catalog: Catalog, clients, *, executor=None, progress=Non
     TorrentIndex(catalog.conn).record_decisions(plan.groups)
     tagged = maintain_tags(cfg, clients, snap, plan)
     alerts.sweep_checks(cfg, catalog.conn, snap, plan)
-    out = {"started_at": t0, "scans": scans, "plan": plan.summary(),
-           "index": [r.as_dict() for r in synced], "index_listing": "live" if view is None else "index",
-           "pending": [{"group_id": g.group_id, "action": g.action, "reason": g.reason, "names": g.names,
-                        # sizes and pools: the status page charts blocked bytes per pool from these
-                        "source_pool": g.source_pool, "target_pool": g.target_pool,
-                        "payload_bytes": g.payload_bytes, "bytes_to_copy": g.bytes_to_copy,
-                        "bytes_freed": g.bytes_freed}
-                       for g in plan.groups if g.action in ("demote", "promote", "blocked", "skip")]}
+    out = {
+        "started_at": t0,
+        "scans": scans,
+        "plan": plan.summary(),
+        "index": [r.as_dict() for r in synced],
+        "index_listing": "live" if view is None else "index",
+        "pending": [
+            {
+                "group_id": g.group_id,
+                "action": g.action,
+                "reason": g.reason,
+                "names": g.names,
+                # sizes and pools: the status page charts blocked bytes per pool from these
+                "source_pool": g.source_pool,
+                "target_pool": g.target_pool,
+                "payload_bytes": g.payload_bytes,
+                "bytes_to_copy": g.bytes_to_copy,
+                "bytes_freed": g.bytes_freed,
+            }
+            for g in plan.groups
+            if g.action in ("demote", "promote", "blocked", "skip")
+        ],
+    }
     if executor is not None and cfg.policy.auto_apply and plan.actionable:
         out["applied"] = executor.apply(plan, trigger="sweeper").to_dict()
     out["tags_changed"] = tagged
@@ -245,7 +266,7 @@ class WorkerHealth:
 
     def failed(self, error: str) -> int:
         """Record a failed pass; returns how many failed in a row."""
-        error = " ".join(error.split())[:500]   # /healthz promises one line
+        error = " ".join(error.split())[:500]  # /healthz promises one line
         with self._lock:
             self._beat = self._clock()
             self._busy_since = None
@@ -263,19 +284,27 @@ class WorkerHealth:
     def report(self) -> Health:
         with self._lock:
             now = self._clock()
-            detail = {"doing": self._doing, "last_beat_s_ago": round(now - self._beat, 1),
-                      "failures_in_a_row": self._failures, "last_error": self._last_error}
+            detail = {
+                "doing": self._doing,
+                "last_beat_s_ago": round(now - self._beat, 1),
+                "failures_in_a_row": self._failures,
+                "last_error": self._last_error,
+            }
             if self._busy_since is not None:
                 detail["busy_s"] = round(now - self._busy_since, 1)
             if self._thread is not None and not self._thread.is_alive():
                 return Health(False, "worker thread has stopped; events are queued but not processed", detail)
             if self._failures >= self.fail_threshold:
                 since = now - (self._failing_since or now)
-                return Health(False, f"worker failing: {self._failures} attempts in a row over {since:.0f} s, "
-                                     f"last: {self._last_error}", detail)
+                return Health(
+                    False,
+                    f"worker failing: {self._failures} attempts in a row over {since:.0f} s, last: {self._last_error}",
+                    detail,
+                )
             if self._busy_since is None and now - self._beat > self.stall_after_s:
-                return Health(False, f"worker stalled: no progress for {now - self._beat:.0f} s "
-                                     f"(last: {self._doing})", detail)
+                return Health(
+                    False, f"worker stalled: no progress for {now - self._beat:.0f} s (last: {self._doing})", detail
+                )
             return Health(True, f"worker {self._doing}", detail)
 
 
@@ -294,9 +323,19 @@ class Worker:
     # during a long move, so a periodic check could take a live worker's job.
     STALE_AFTER_S = 3600.0
 
-    def __init__(self, cfg: Config, catalog: Catalog, clients, *, executor=None, debounce_s: float = DEBOUNCE_S,
-                 worker_id: str | None = None, health: WorkerHealth | None = None,
-                 retry_base_s: float = 1.0, retry_cap_s: float = 60.0):
+    def __init__(
+        self,
+        cfg: Config,
+        catalog: Catalog,
+        clients,
+        *,
+        executor=None,
+        debounce_s: float = DEBOUNCE_S,
+        worker_id: str | None = None,
+        health: WorkerHealth | None = None,
+        retry_base_s: float = 1.0,
+        retry_cap_s: float = 60.0,
+    ):
         self.cfg = cfg
         self.catalog = catalog
         self.clients = clients
@@ -310,7 +349,7 @@ class Worker:
         self.health = health or WorkerHealth()
         self.retry_base_s = retry_base_s
         self.retry_cap_s = retry_cap_s
-        self._unrecorded: tuple[int, str, str] | None = None   # (job id, "complete"|"fail", text)
+        self._unrecorded: tuple[int, str, str] | None = None  # (job id, "complete"|"fail", text)
         self._next_orphan_check = 0.0
         self._stale_checked = False
 
@@ -398,8 +437,13 @@ class Worker:
                 if failures == 1:
                     log.exception("worker pass failed; retrying in %.2g s", delay)
                 else:
-                    log.error("worker pass failed %d times in a row (%s: %s); retrying in %.2g s",
-                              failures, type(e).__name__, e, delay)
+                    log.error(
+                        "worker pass failed %d times in a row (%s: %s); retrying in %.2g s",
+                        failures,
+                        type(e).__name__,
+                        e,
+                        delay,
+                    )
                 stop.wait(delay)
                 continue
             if failures:

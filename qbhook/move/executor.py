@@ -66,8 +66,17 @@ if TYPE_CHECKING:
     from qbhook.clients.port import ClientPort
     from qbhook.config import Config
 
-__all__ = ["HANDLERS", "Executor", "ExecutorContext", "GroupOutcome", "RunSummary", "StepHandler", "Timing",
-           "build_executor", "relocate_budget"]
+__all__ = [
+    "HANDLERS",
+    "Executor",
+    "ExecutorContext",
+    "GroupOutcome",
+    "RunSummary",
+    "StepHandler",
+    "Timing",
+    "build_executor",
+    "relocate_budget",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -96,6 +105,7 @@ def _env_crash_hook() -> Hook | None:
     def hook(p: str, _gid: str, seq: int, _step: Step) -> None:
         if p == want_point and seq == want_seq:
             os.kill(os.getpid(), signal.SIGKILL)
+
     return hook
 
 
@@ -122,9 +132,10 @@ class ClientsByName(Protocol):
 @dataclass(frozen=True, slots=True)
 class Timing:
     """How long the executor waits, and how often it looks."""
-    lock_wait: bool | float = False            # for the executor lock: False fails at once
+
+    lock_wait: bool | float = False  # for the executor lock: False fails at once
     group_lock_wait: bool | float = 30.0
-    relocate_base_s: float = 300.0             # a move's budget: base + size / rate
+    relocate_base_s: float = 300.0  # a move's budget: base + size / rate
     relocate_rate_bps: float = 50e6
     poll_initial_s: float = 1.0
     poll_max_s: float = 15.0
@@ -140,6 +151,7 @@ class Timing:
 @dataclass(frozen=True, slots=True)
 class ExecutorContext:
     """Everything an Executor works with; built once by ``build_executor``."""
+
     cfg: Config
     catalog: Catalog
     clients: ClientsByName
@@ -165,19 +177,40 @@ class ExecutorContext:
         return self.seeding_roots + tuple(p.path for p in self.cfg.pools)
 
 
-def build_executor(cfg: Config, catalog: Catalog, clients: ClientsByName, journal: Journal | None = None, *,
-                   lock_wait: bool | float = False, notify: bool = False, hook: Hook | None = None,
-                   sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                   log: logging.Logger | None = None, stop_while_moving: bool = True, **timing) -> Executor:
+def build_executor(
+    cfg: Config,
+    catalog: Catalog,
+    clients: ClientsByName,
+    journal: Journal | None = None,
+    *,
+    lock_wait: bool | float = False,
+    notify: bool = False,
+    hook: Hook | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    log: logging.Logger | None = None,
+    stop_while_moving: bool = True,
+    **timing,
+) -> Executor:
     """THE way to make an Executor. ``lock_wait``: seconds to wait for a busy executor lock (False:
     fail at once; the CLI passes --wait, the worker waits out a running apply). ``notify``: report
     every run's summary (``qbhook.notify.watch``). ``timing``: fields of ``Timing``."""
-    ctx = ExecutorContext(cfg, catalog, clients, journal if journal is not None else Journal(catalog.conn),
-                          Timing(lock_wait=lock_wait, **timing), stop_while_moving, sleep, clock,
-                          hook if hook is not None else _env_crash_hook(), log or _log)
+    ctx = ExecutorContext(
+        cfg,
+        catalog,
+        clients,
+        journal if journal is not None else Journal(catalog.conn),
+        Timing(lock_wait=lock_wait, **timing),
+        stop_while_moving,
+        sleep,
+        clock,
+        hook if hook is not None else _env_crash_hook(),
+        log or _log,
+    )
     ex = Executor(ctx)
     if notify:
         from qbhook.notify import watch
+
         ex = watch(ex)
     return ex
 
@@ -189,13 +222,13 @@ def build_executor(cfg: Config, catalog: Catalog, clients: ClientsByName, journa
 class GroupOutcome:
     group_id: str
     action: str
-    status: GroupStatus              # done | failed | rolled_back | busy | planned
+    status: GroupStatus  # done | failed | rolled_back | busy | planned
     reason: str | None = None
     bytes_copied: int = 0
     bytes_freed: int = 0
     torrents_relocated: int = 0
-    needs_attention: bool = False    # rollback could not finish: resume will retry it
-    steps: list[dict] = field(default_factory=list)   # dry run: what would run
+    needs_attention: bool = False  # rollback could not finish: resume will retry it
+    steps: list[dict] = field(default_factory=list)  # dry run: what would run
 
     @property
     def failed(self) -> bool:
@@ -242,13 +275,23 @@ class RunSummary:
         return 0
 
     def counters(self) -> dict:
-        return {"bytes_copied": self.bytes_copied, "bytes_freed": self.bytes_freed,
-                "torrents_relocated": self.torrents_relocated, "groups_done": self.groups_done,
-                "groups_failed": self.groups_failed, "groups_busy": self.groups_busy}
+        return {
+            "bytes_copied": self.bytes_copied,
+            "bytes_freed": self.bytes_freed,
+            "torrents_relocated": self.torrents_relocated,
+            "groups_done": self.groups_done,
+            "groups_failed": self.groups_failed,
+            "groups_busy": self.groups_busy,
+        }
 
     def to_dict(self) -> dict:
-        return {"run_id": self.run_id, "dry_run": self.dry_run, "status": str(self.status), **self.counters(),
-                "groups": [{**asdict(g), "status": str(g.status)} for g in self.groups]}
+        return {
+            "run_id": self.run_id,
+            "dry_run": self.dry_run,
+            "status": str(self.status),
+            **self.counters(),
+            "groups": [{**asdict(g), "status": str(g.status)} for g in self.groups],
+        }
 
 
 # --------------------------------------------------------------------------- per-group state
@@ -257,9 +300,10 @@ class RunSummary:
 @dataclass
 class _Reloc:
     """One relocation of this run, with what is needed to undo it (``step.observed``)."""
+
     seq: int
     step_id: int
-    status: StepStatus          # journal status of its step
+    status: StepStatus  # journal status of its step
     step: Relocate
 
 
@@ -268,7 +312,7 @@ class _GroupRun:
     run_id: int
     plan: GroupPlan
     outcome: GroupOutcome
-    views: set = field(default_factory=set)          # (instance, torrent, save_path) verified in this run
+    views: set = field(default_factory=set)  # (instance, torrent, save_path) verified in this run
     relocs: list[_Reloc] = field(default_factory=list)
     deletes_started: bool = False
     synced: bool = False
@@ -276,6 +320,7 @@ class _GroupRun:
 
 class _At(NamedTuple):
     """Where a step is in the run: its sequence number and its journal row."""
+
     seq: int
     step_id: int
 
@@ -300,8 +345,15 @@ class Executor:
 
     # ------------------------------------------------------------------ entry points
 
-    def apply(self, plan: Plan, *, trigger: str = "cli", group_ids: Iterable[str] | None = None,
-              dry_run: bool = False, allow_unfinished: bool = False) -> RunSummary:
+    def apply(
+        self,
+        plan: Plan,
+        *,
+        trigger: str = "cli",
+        group_ids: Iterable[str] | None = None,
+        dry_run: bool = False,
+        allow_unfinished: bool = False,
+    ) -> RunSummary:
         wanted = set(group_ids) if group_ids is not None else None
         groups = [g for g in plan.groups if g.actionable and (wanted is None or g.group_id in wanted)]
         if dry_run:
@@ -314,8 +366,10 @@ class Executor:
             if pending and not allow_unfinished:
                 # A half-done group (view built, some torrents moved) must be finished or
                 # rolled back by its own journal before a new plan is laid over it.
-                raise UnsafeOperation(f"run(s) {', '.join(map(str, pending))} did not finish",
-                                      hint="run `qbhook resume` first (it finishes or rolls back what was in flight)")
+                raise UnsafeOperation(
+                    f"run(s) {', '.join(map(str, pending))} did not finish",
+                    hint="run `qbhook resume` first (it finishes or rolls back what was in flight)",
+                )
             run_id = self.journal.start_run(sub.to_dict(), trigger)
             self.log.info("run %d: %d group(s)", run_id, len(groups))
             return self._execute(run_id, sub, {})
@@ -346,22 +400,26 @@ class Executor:
     def _journaled_plan(r: RunRow) -> Plan:
         try:
             return Plan.from_dict(r.plan)
-        except (KeyError, TypeError, ValueError) as e:   # plan.StepFormatError is a ValueError
-            raise QbhookError(f"run {r.id}: its journaled plan cannot be read ({e})",
-                              hint="resume it with the qbhook version that started it") from None
+        except (KeyError, TypeError, ValueError) as e:  # plan.StepFormatError is a ValueError
+            raise QbhookError(
+                f"run {r.id}: its journaled plan cannot be read ({e})",
+                hint="resume it with the qbhook version that started it",
+            ) from None
 
     def _orphaned(self, r: RunRow, explicit: bool) -> bool:
         if r.status == RunStatus.INTERRUPTED or explicit:
             return True
         if r.host and r.host != socket.gethostname():
-            self.log.warning("run %d belongs to host %s; resume it there (or name it: qbhook resume --run %d)",
-                             r.id, r.host, r.id)
+            self.log.warning(
+                "run %d belongs to host %s; resume it there (or name it: qbhook resume --run %d)", r.id, r.host, r.id
+            )
             return False
         # We hold the executor lock, so our own pid's run is a crashed attempt of this process.
         if r.pid is None or r.pid == os.getpid() or not fsops.pid_alive(r.pid):
             return True
-        self.log.warning("run %d: its pid %d is alive (reused?); resume it by name: qbhook resume --run %d",
-                         r.id, r.pid, r.id)
+        self.log.warning(
+            "run %d: its pid %d is alive (reused?); resume it by name: qbhook resume --run %d", r.id, r.pid, r.id
+        )
         return False
 
     # ------------------------------------------------------------------ run
@@ -379,7 +437,7 @@ class Executor:
             self.journal.finish_run(run_id, RunStatus.INTERRUPTED, summary.counters())
             raise
         if any(g.needs_attention for g in summary.groups):
-            summary.status = RunStatus.INTERRUPTED       # resume retries the unfinished rollback
+            summary.status = RunStatus.INTERRUPTED  # resume retries the unfinished rollback
         elif summary.groups_failed:
             summary.status = RunStatus.FAILED
         self.journal.finish_run(run_id, summary.status, summary.counters())
@@ -391,18 +449,24 @@ class Executor:
         """Purge the held links whose grace period is over: only those the journal recorded."""
         held = [fsops.HeldLink(path, since, ino, key) for key, path, since, ino in self.journal.held_links()]
         try:
-            fsops.purge_holding(self.seeding_roots, self.cfg.policy.grace_period, held=held,
-                                on_purged=lambda h: self.journal.mark_purged(h.key))
+            fsops.purge_holding(
+                self.seeding_roots,
+                self.cfg.policy.grace_period,
+                held=held,
+                on_purged=lambda h: self.journal.mark_purged(h.key),
+            )
         except (QbhookError, OSError) as e:
             # The run itself is done; what could not be purged stays journaled for the next run.
             self.log.warning("holding purge: %s", e)
 
-    def _group(self, run_id: int, g: GroupPlan, numbered: list[tuple[int, Step]],
-               rows: dict[int, StepRow]) -> GroupOutcome:
+    def _group(
+        self, run_id: int, g: GroupPlan, numbered: list[tuple[int, Step]], rows: dict[int, StepRow]
+    ) -> GroupOutcome:
         outcome = GroupOutcome(g.group_id, g.action, GroupStatus.DONE)
         try:
-            lock = group_lock(self.cfg, g.group_id, self.timing.group_lock_wait, sleep=self.ctx.sleep,
-                              clock=self.ctx.clock).acquire()
+            lock = group_lock(
+                self.cfg, g.group_id, self.timing.group_lock_wait, sleep=self.ctx.sleep, clock=self.ctx.clock
+            ).acquire()
         except QbhookError as e:
             outcome.status, outcome.reason = GroupStatus.BUSY, str(e)
             # A resumed group with journaled steps must not be forgotten: keep the run open.
@@ -421,16 +485,23 @@ class Executor:
                         h.replay_failed(st, seq, step, row)
                 self._fail(st, failed.error or "failed earlier in this run")
                 return outcome
-            relocated = {(r.args.get("instance"), r.args.get("torrent")) for _s, step, r in mine
-                         if r is not None and isinstance(step, Relocate) and r.status == StepStatus.DONE}
+            relocated = {
+                (r.args.get("instance"), r.args.get("torrent"))
+                for _s, step, r in mine
+                if r is not None and isinstance(step, Relocate) and r.status == StepStatus.DONE
+            }
             for i, (seq, step, row) in enumerate(mine):
-                h = HANDLERS.get(type(step))     # None: _run_step fails the group safely
-                if (h is not None and row is not None and row.status == StepStatus.DONE
-                        and not h.redo(step, relocated, mine[i + 1:])):
+                h = HANDLERS.get(type(step))  # None: _run_step fails the group safely
+                if (
+                    h is not None
+                    and row is not None
+                    and row.status == StepStatus.DONE
+                    and not h.redo(step, relocated, mine[i + 1 :])
+                ):
                     h.replay(st, seq, step, row)
                     continue
                 if h is not None and row is not None and h.irreversible:
-                    st.deletes_started = True   # it may have acted before the crash
+                    st.deletes_started = True  # it may have acted before the crash
                 self._run_step(st, seq, step, row)
             self.journal.set_group(g.group_id, run_id, GroupStatus.DONE)
             self.log.info("group %s done", g.group_id)
@@ -524,17 +595,30 @@ class Executor:
         """
         made = {Copy.kind: "copied", Link.kind: "linked", MkEmpty.kind: "created"}
         for row in self.journal.steps(st.run_id):
-            if (row.group_id != st.plan.group_id or made.get(row.kind) is None or row.status != StepStatus.DONE
-                    or (row.result or {}).get("status") != made[row.kind]):
+            if (
+                row.group_id != st.plan.group_id
+                or made.get(row.kind) is None
+                or row.status != StepStatus.DONE
+                or (row.result or {}).get("status") != made[row.kind]
+            ):
                 continue
             dst = row.args.get("dst")
             try:
                 lst = os.lstat(dst)
             except (OSError, TypeError):
                 continue
-            self.journal.record_leftover(st.run_id, st.plan.group_id, {
-                "path": dst, "ino": lst.st_ino, "size": lst.st_size, "kind": row.kind,
-                "keep": row.args.get("src"), "blake3": row.args.get("blake3")})
+            self.journal.record_leftover(
+                st.run_id,
+                st.plan.group_id,
+                {
+                    "path": dst,
+                    "ino": lst.st_ino,
+                    "size": lst.st_size,
+                    "kind": row.kind,
+                    "keep": row.args.get("src"),
+                    "blake3": row.args.get("blake3"),
+                },
+            )
 
     # ------------------------------------------------------------------ filesystem steps
 
@@ -557,14 +641,16 @@ class Executor:
     def _link(self, st: _GroupRun, s: Link, _at: _At) -> dict:
         res = fsops.link_into(s.src, s.dst, roots=self.roots, size=s.size, blake3_hex=s.blake3, catalog=self.catalog)
         # A link changes the inode's ctime; own_change carries its cached hash over.
-        self.catalog.record_path(s.dst, self._pool_name(s.dst, st.plan.target_pool),
-                                 own_change=res["status"] in ("linked", "already"))
+        self.catalog.record_path(
+            s.dst, self._pool_name(s.dst, st.plan.target_pool), own_change=res["status"] in ("linked", "already")
+        )
         return res
 
     def _mkempty(self, st: _GroupRun, s: MkEmpty, _at: _At) -> dict:
         res = fsops.make_empty(s.dst, roots=self.roots)
-        self.catalog.record_path(s.dst, self._pool_name(s.dst, st.plan.target_pool),
-                                 own_change=res["status"] == "created")
+        self.catalog.record_path(
+            s.dst, self._pool_name(s.dst, st.plan.target_pool), own_change=res["status"] == "created"
+        )
         return res
 
     def _verify_view(self, st: _GroupRun, s: VerifyView, _at: _At) -> dict:
@@ -592,12 +678,15 @@ class Executor:
                 current_save = current_save or _norm(c.torrent(h).save_path)
                 old = os.path.join(current_save, lf.name)
                 if os.path.lexists(old) and os.lstat(old).st_size and not os.path.lexists(os.path.join(save, lf.name)):
-                    raise UnsafeOperation(f"torrent {h}: unwanted file {lf.name} exists at {current_save} but not in "
-                                          "the view: qBittorrent would copy it unverified")
+                    raise UnsafeOperation(
+                        f"torrent {h}: unwanted file {lf.name} exists at {current_save} but not in "
+                        "the view: qBittorrent would copy it unverified"
+                    )
                 continue
             if v[1] != lf.size:
-                raise VerificationFailed(f"torrent {h}: {lf.name} is {lf.size} bytes in qBittorrent, "
-                                         f"{v[1]} in the plan")
+                raise VerificationFailed(
+                    f"torrent {h}: {lf.name} is {lf.size} bytes in qBittorrent, {v[1]} in the plan"
+                )
         total = 0
         for full, size, blake3_hex in want.values():
             fsops.verify_file(full, size, blake3_hex, self.catalog, roots=self.roots)
@@ -612,10 +701,21 @@ class Executor:
             st.synced = True
         hold = str(st.run_id) if self.cfg.policy.grace_period > 0 else None
         res = fsops.safe_unlink(
-            s.path, fsid=s.fsid, ino=s.ino, size=s.size, blake3_hex=s.blake3,
-            keep_path=s.keep_path, keep_blake3=s.blake3, keep_fsid=s.keep_fsid, keep_ino=s.keep_ino,
-            seeding_links=s.seeding_links, seeding_roots=self.seeding_roots, keep_roots=self.roots,
-            catalog=self.catalog, hold_run=hold)
+            s.path,
+            fsid=s.fsid,
+            ino=s.ino,
+            size=s.size,
+            blake3_hex=s.blake3,
+            keep_path=s.keep_path,
+            keep_blake3=s.blake3,
+            keep_fsid=s.keep_fsid,
+            keep_ino=s.keep_ino,
+            seeding_links=s.seeding_links,
+            seeding_roots=self.seeding_roots,
+            keep_roots=self.roots,
+            catalog=self.catalog,
+            hold_run=hold,
+        )
         st.deletes_started = True
         self.catalog.forget_path(s.path)
         if res.get("nlink_before", 0) > 1:
@@ -636,10 +736,20 @@ class Executor:
 
     def _converge(self, st: _GroupRun, s: Converge, at: _At) -> dict:
         res = fsops.relink_over(
-            s.path, s.keep.path, fsid=s.fsid, ino=s.ino, size=s.size, mtime_ns=s.mtime_ns,
-            blake3_hex=s.blake3, keep_fsid=s.keep.fsid, keep_ino=s.keep.ino,
-            seeding_roots=self.seeding_roots, keep_roots=self.roots, catalog=self.catalog,
-            on_temp_link=lambda: self._hook("mid_act", st.plan.group_id, at.seq, s))
+            s.path,
+            s.keep.path,
+            fsid=s.fsid,
+            ino=s.ino,
+            size=s.size,
+            mtime_ns=s.mtime_ns,
+            blake3_hex=s.blake3,
+            keep_fsid=s.keep.fsid,
+            keep_ino=s.keep.ino,
+            seeding_roots=self.seeding_roots,
+            keep_roots=self.roots,
+            catalog=self.catalog,
+            on_temp_link=lambda: self._hook("mid_act", st.plan.group_id, at.seq, s),
+        )
         # The path is now a link of the kept inode, whose ctime the link changed: carry its hash over.
         # A convergence never leaves its pool: the plan's source pool names it (cfg.pool_of costs 0.5 ms).
         self.catalog.record_path(s.path, st.plan.source_pool or self._pool_name(s.path, None), own_change=True)
@@ -656,7 +766,7 @@ class Executor:
     def _client(self, instance: str) -> ClientPort:
         try:
             return self.ctx.clients[instance]
-        except KeyError:   # a plain mapping (tests); Clients raises its own QbtError naming what is configured
+        except KeyError:  # a plain mapping (tests); Clients raises its own QbtError naming what is configured
             raise QbtError(f"no torrent client named {instance!r}") from None
 
     def _tag(self, _st: _GroupRun, s: Tag, _at: _At) -> dict:
@@ -673,11 +783,20 @@ class Executor:
             return replace(s, observed=dict(row.args["_observed"]))
         t = self._client(s.instance).torrent(s.torrent)
         tag = self.cfg.policy.relocated_tag
-        return replace(s, observed={
-            "save_path": _norm(t.save_path), "state": t.state, "progress": t.progress,
-            "complete": t.is_complete, "stable": t.is_stable, "was_running": not t.is_stopped,
-            "download_path": t.download_path, "auto_tmm": t.auto_tmm,
-            "had_relocated_tag": bool(tag) and tag in t.tags})
+        return replace(
+            s,
+            observed={
+                "save_path": _norm(t.save_path),
+                "state": t.state,
+                "progress": t.progress,
+                "complete": t.is_complete,
+                "stable": t.is_stable,
+                "was_running": not t.is_stopped,
+                "download_path": t.download_path,
+                "auto_tmm": t.auto_tmm,
+                "had_relocated_tag": bool(tag) and tag in t.tags,
+            },
+        )
 
     def _verify_group(self, _st: _GroupRun, s: VerifyGroup, _at: _At) -> dict:
         problems = []
@@ -698,7 +817,7 @@ class Executor:
         h = s.torrent
         obs = s.observed or {}
         r = _Reloc(at.seq, at.step_id, StepStatus.INTENDED, s)
-        st.relocs.append(r)   # registered before acting: any failure from here on undoes it
+        st.relocs.append(r)  # registered before acting: any failure from here on undoes it
         from_path, to_path = _norm(s.from_path), _norm(s.to_path)
         budget = self.timing.budget(s.size)
         t0 = self.ctx.clock()
@@ -712,16 +831,17 @@ class Executor:
             issued = False
         elif where == from_path:
             if not t.is_complete:
-                raise UnsafeOperation(f"torrent {h} is not complete ({t.progress * 100:.1f}%): only complete "
-                                      "torrents are relocated")
+                raise UnsafeOperation(
+                    f"torrent {h} is not complete ({t.progress * 100:.1f}%): only complete torrents are relocated"
+                )
             if not t.is_stable:
                 raise UnsafeOperation(f"torrent {h} is {t.state}: waiting for a stable state first")
             if (s.instance, h, to_path) not in st.views:
                 raise UnsafeOperation(f"refusing to relocate {h}: its view at {to_path} was not verified in this run")
             if t.auto_tmm:
-                c.set_auto_management(h, False)   # turning ATM off never moves anything; turning it on might
+                c.set_auto_management(h, False)  # turning ATM off never moves anything; turning it on might
             if t.download_path and _norm(t.download_path) != to_path:
-                c.set_download_path(h, "")        # lesson 2: no stale incomplete folder left behind
+                c.set_download_path(h, "")  # lesson 2: no stale incomplete folder left behind
             if self.ctx.stop_while_moving and not t.is_stopped:
                 c.stop(h)
             c.set_location(h, to_path)
@@ -730,7 +850,7 @@ class Executor:
         else:
             raise UnsafeOperation(f"torrent {h} is at {t.save_path}, the plan expected {from_path} or {to_path}")
         if obs.get("was_running", True) and t.is_stopped:
-            c.start(h)   # only now: the recheck at the new place ended at 100%
+            c.start(h)  # only now: the recheck at the new place ended at 100%
         tag = self.cfg.policy.relocated_tag
         if tag:
             try:
@@ -738,11 +858,23 @@ class Executor:
             except QbtError as e:
                 self.log.warning("torrent %s relocated but not tagged %s: %s", h, tag, e)
         st.outcome.torrents_relocated += 1
-        return {"issued": issued, "state": t.state, "save_path": _norm(t.save_path),
-                "seconds": round(self.ctx.clock() - t0, 3)}
+        return {
+            "issued": issued,
+            "state": t.state,
+            "save_path": _norm(t.save_path),
+            "seconds": round(self.ctx.clock() - t0, 3),
+        }
 
-    def _wait(self, c: ClientPort, s: Relocate, at: str | None, budget: float, gid: str = "", seq: int = -1,
-              require_complete: bool = True):
+    def _wait(
+        self,
+        c: ClientPort,
+        s: Relocate,
+        at: str | None,
+        budget: float,
+        gid: str = "",
+        seq: int = -1,
+        require_complete: bool = True,
+    ):
         """Poll until the torrent is stable (at ``at``, if given) on ``settle_polls`` polls in a row.
 
         Raises VerificationFailed on error/missingFiles, on an incomplete torrent once its
@@ -753,8 +885,8 @@ class Executor:
         deadline = clock() + budget
         delay = tm.poll_initial_s
         settled = 0
-        rechecked_at = None        # when we asked for a recheck ourselves
-        checking_seen = False      # a checking state observed since then
+        rechecked_at = None  # when we asked for a recheck ourselves
+        checking_seen = False  # a checking state observed since then
         while True:
             t = c.torrent(h)
             if t.state in BAD_STATES:
@@ -766,7 +898,7 @@ class Executor:
             elif at is None:
                 return t
             elif _norm(t.save_path) != at:
-                settled = 0   # the move is still queued behind others
+                settled = 0  # the move is still queued behind others
             elif t.is_complete:
                 settled += 1
                 if settled >= max(1, tm.settle_polls):
@@ -778,7 +910,7 @@ class Executor:
                 c.recheck(h)
                 rechecked_at, checking_seen, settled = clock(), False, 0
             elif t.is_stopped and not checking_seen and clock() - rechecked_at < tm.recheck_grace_s:
-                settled = 0   # our recheck has not shown up yet (the API lags by its refresh interval)
+                settled = 0  # our recheck has not shown up yet (the API lags by its refresh interval)
             elif require_complete:
                 raise VerificationFailed(f"torrent {h} is at {t.progress * 100:.1f}% after the recheck at {at}")
             else:
@@ -786,9 +918,11 @@ class Executor:
                 if settled >= max(1, tm.settle_polls):
                     return t
             if clock() >= deadline:
-                raise VerificationFailed(f"torrent {h} did not settle{' at ' + at if at else ''} within "
-                                         f"{budget:.0f}s (state {t.state}, at {t.save_path})",
-                                         hint="qBittorrent may still be moving or checking; qbhook resume waits again")
+                raise VerificationFailed(
+                    f"torrent {h} did not settle{' at ' + at if at else ''} within "
+                    f"{budget:.0f}s (state {t.state}, at {t.save_path})",
+                    hint="qBittorrent may still be moving or checking; qbhook resume waits again",
+                )
             self._hook("poll", gid, seq, s)
             self.ctx.sleep(delay)
             delay = min(delay * 1.5, tm.poll_max_s)
@@ -809,7 +943,7 @@ class Executor:
         moved_back = False
         if where == to_path:
             if not t.is_stopped and (not t.is_complete or self.ctx.stop_while_moving):
-                c.stop(h)   # never leave an incomplete torrent running, nor let the recheck back start one
+                c.stop(h)  # never leave an incomplete torrent running, nor let the recheck back start one
             if t.download_path:
                 c.set_download_path(h, "")
             # The old files were never touched (nothing is deleted before verify_group), so the
@@ -817,21 +951,21 @@ class Executor:
             c.set_location(h, from_path)
             moved_back = True
         elif where != from_path:
-            raise UnsafeOperation(f"torrent {h} is at {t.save_path}, neither {from_path} nor {to_path}: "
-                                  "not moving it")
+            raise UnsafeOperation(f"torrent {h} is at {t.save_path}, neither {from_path} nor {to_path}: not moving it")
         # Also when it already is back (a resumed rollback): a stopped torrent may still wait for its recheck.
         t = self._wait(c, s, from_path, budget, require_complete=False)
         if not t.is_complete:
             if not t.is_stopped:
                 c.stop(h)
-            raise VerificationFailed(f"torrent {h} is back at {from_path} but at {t.progress * 100:.1f}%; "
-                                     "it is stopped and needs attention")
+            raise VerificationFailed(
+                f"torrent {h} is back at {from_path} but at {t.progress * 100:.1f}%; it is stopped and needs attention"
+            )
         if obs.get("was_running") and t.is_stopped:
             c.start(h)
         tag = self.cfg.policy.relocated_tag
         if tag and obs.get("had_relocated_tag") is False:
             try:
-                c.remove_tags(h, [tag])   # the tag says "qbhook moved this": after a rollback it did not
+                c.remove_tags(h, [tag])  # the tag says "qbhook moved this": after a rollback it did not
             except QbtError as e:
                 self.log.warning("torrent %s moved back but still tagged %s: %s", h, tag, e)
         return {"moved_back": moved_back, "state": t.state}
@@ -842,9 +976,15 @@ class Executor:
         """What apply would do; reads the filesystem (lstat) only, writes nothing."""
         summary = RunSummary(None, dry_run=True, status=RunStatus.PLANNED)
         for g in groups:
-            o = GroupOutcome(g.group_id, g.action, GroupStatus.PLANNED, g.reason, bytes_copied=g.bytes_to_copy,
-                             bytes_freed=g.bytes_freed,
-                             torrents_relocated=sum(1 for s in g.steps if isinstance(s, Relocate)))
+            o = GroupOutcome(
+                g.group_id,
+                g.action,
+                GroupStatus.PLANNED,
+                g.reason,
+                bytes_copied=g.bytes_to_copy,
+                bytes_freed=g.bytes_freed,
+                torrents_relocated=sum(1 for s in g.steps if isinstance(s, Relocate)),
+            )
             for s in g.steps:
                 o.steps.append({"kind": s.kind, "args": s.args, "now": _handler(s).probe(s)})
             summary.groups.append(o)
@@ -884,6 +1024,7 @@ class StepHandler:
     ``probe`` is the dry run's read-only look at the world. Undo: relocations register
     themselves in the group's state as they act; ``Executor._fail`` moves them back.
     """
+
     act: Callable[[Executor, _GroupRun, Step, _At], dict]
     probe: Callable[[Step], str] = _to_do
     replay: Callable[[_GroupRun, int, Step, StepRow], None] = _nothing
@@ -973,11 +1114,17 @@ HANDLERS: dict[type[Step], StepHandler] = {
     Link: StepHandler(Executor._link, probe=_probe_made),
     MkEmpty: StepHandler(Executor._mkempty, probe=_probe_made),
     VerifyView: StepHandler(Executor._verify_view, replay=_replay_view, redo=_redo_view),
-    Relocate: StepHandler(Executor._relocate, replay=_replay_relocate, replay_failed=_replay_relocate_failed,
-                          prepare=Executor._observe),
+    Relocate: StepHandler(
+        Executor._relocate, replay=_replay_relocate, replay_failed=_replay_relocate_failed, prepare=Executor._observe
+    ),
     VerifyGroup: StepHandler(Executor._verify_group, redo=_redo_group),
-    Delete: StepHandler(Executor._delete, probe=_probe_delete, replay=_replay_delete,
-                        replay_failed=_replay_delete_failed, irreversible=True),
+    Delete: StepHandler(
+        Executor._delete,
+        probe=_probe_delete,
+        replay=_replay_delete,
+        replay_failed=_replay_delete_failed,
+        irreversible=True,
+    ),
     PruneDirs: StepHandler(Executor._prune_dirs),
     Tag: StepHandler(Executor._tag),
     Converge: StepHandler(Executor._converge, probe=_probe_converge, replay=_replay_converge),

@@ -138,7 +138,7 @@ def _split_under(path, roots) -> tuple[bytes, list[bytes]]:
     if best is None:
         shown_roots = ", ".join(os.fsdecode(_p(r)) for r in roots) or "none configured"
         raise UnsafeOperation(f"{os.fsdecode(p)}: not inside a configured root ({shown_roots})")
-    return best, [c for c in norm[len(best.rstrip(b"/")):].split(b"/") if c]
+    return best, [c for c in norm[len(best.rstrip(b"/")) :].split(b"/") if c]
 
 
 class Dir:
@@ -216,23 +216,27 @@ class Dir:
         try:
             st = os.fstat(fd)
             if same_fs and st.st_dev != self.dev:
-                raise UnsafeOperation(f"{os.fsdecode(full)} is on another filesystem than its root: "
-                                      "refusing to act through a mount point")
+                raise UnsafeOperation(
+                    f"{os.fsdecode(full)} is on another filesystem than its root: refusing to act through a mount point"
+                )
             if own:
                 if st.st_uid != os.geteuid():
-                    raise UnsafeOperation(f"{os.fsdecode(full)} is owned by uid {st.st_uid}, not by qbhook "
-                                          f"(uid {os.geteuid()}): qbhook uses only folders it made itself",
-                                          hint="remove or rename it; qbhook recreates it")
+                    raise UnsafeOperation(
+                        f"{os.fsdecode(full)} is owned by uid {st.st_uid}, not by qbhook "
+                        f"(uid {os.geteuid()}): qbhook uses only folders it made itself",
+                        hint="remove or rename it; qbhook recreates it",
+                    )
                 if made or stat_mod.S_IMODE(st.st_mode) != OWN_DIR_MODE:
-                    os.fchmod(fd, OWN_DIR_MODE)   # mkdir's mode went through the umask
+                    os.fchmod(fd, OWN_DIR_MODE)  # mkdir's mode went through the umask
             elif made:
                 _own_like(fd, self.st)
                 st = os.fstat(fd)
         except BaseException:
             os.close(fd)
             raise
-        return Dir(fd, full, self.dev if same_fs else st.st_dev, st,
-                   self.fs_path if st.st_dev == self.st.st_dev else full)
+        return Dir(
+            fd, full, self.dev if same_fs else st.st_dev, st, self.fs_path if st.st_dev == self.st.st_dev else full
+        )
 
     def _open_checked(self, name: bytes, full: bytes) -> int:
         try:
@@ -247,15 +251,17 @@ class Dir:
         if st is not None and stat_mod.S_ISLNK(st.st_mode):
             what = "a symlink"
         elif st is None or stat_mod.S_ISDIR(st.st_mode):
-            what = "changing (swapped while being opened)"   # a symlink a moment ago, a folder (or gone) now
+            what = "changing (swapped while being opened)"  # a symlink a moment ago, a folder (or gone) now
         else:
             what = "not a folder"
-        return UnsafeOperation(f"{os.fsdecode(full)} is {what}: refusing to go through it",
-                               hint="qbhook never follows links below a configured root")
+        return UnsafeOperation(
+            f"{os.fsdecode(full)} is {what}: refusing to go through it",
+            hint="qbhook never follows links below a configured root",
+        )
 
 
 def _open_root(root: bytes) -> Dir:
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)   # the configured path itself is trusted
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the configured path itself is trusted
     st = os.fstat(fd)
     return Dir(fd, root.rstrip(b"/") or b"/", st.st_dev, st, root)
 
@@ -274,7 +280,8 @@ def _walk(root: bytes, parts: list[bytes], *, create: bool = False, same_fs: boo
 
 
 def _open_parent(path, roots, *, create: bool = False, same_fs: bool = True) -> tuple[Dir, bytes, list[bytes]]:
-    """(verified folder holding ``path``, entry name, components below the root). FileNotFoundError if a folder is missing."""
+    """(verified folder holding ``path``, entry name, components below the root).
+    FileNotFoundError if a folder is missing."""
     root, parts = _split_under(path, roots)
     if not parts:
         raise UnsafeOperation(f"{os.fsdecode(_p(path))} is a configured root, not an entry inside one")
@@ -429,8 +436,10 @@ def _check_free_space(folder: Dir, need: int) -> None:
         return
     free = vfs.f_bavail * vfs.f_frsize
     if free < need:
-        raise OSError(errno.ENOSPC, f"not enough space on the filesystem of {folder.show()}: "
-                                    f"needs {_human(need)}, {_human(free)} free")
+        raise OSError(
+            errno.ENOSPC,
+            f"not enough space on the filesystem of {folder.show()}: needs {_human(need)}, {_human(free)} free",
+        )
 
 
 def _write_all(fd: int, view: memoryview) -> None:
@@ -470,7 +479,7 @@ def _copy_hashing(src_fd: int, dst_fd: int) -> tuple[bytes, int]:
             try:
                 if not failure:
                     _write_all(dst_fd, memoryview(buf)[:n])
-            except BaseException as e:  # noqa: BLE001 - handed to the reading thread
+            except BaseException as e:
                 failure.append(e)
             free.put(buf)
 
@@ -498,7 +507,7 @@ def _copy_hashing(src_fd: int, dst_fd: int) -> tuple[bytes, int]:
 def _copy_metadata(sst: os.stat_result, dst_fd: int) -> None:
     if os.geteuid() == 0:
         try:
-            os.fchown(dst_fd, sst.st_uid, sst.st_gid)   # before chmod: chown clears set-id bits
+            os.fchown(dst_fd, sst.st_uid, sst.st_gid)  # before chmod: chown clears set-id bits
         except OSError:
             pass
     os.fchmod(dst_fd, stat_mod.S_IMODE(sst.st_mode))
@@ -510,8 +519,10 @@ def _existing_copy(d: Dir, name: bytes, st: os.stat_result, size: int, expected:
     if not stat_mod.S_ISREG(st.st_mode):
         raise UnsafeOperation(f"different content at {shown}: it exists and is not a regular file")
     if st.st_size != size or _content_digest(d, name, st, catalog) != expected:
-        raise UnsafeOperation(f"different content at {shown}: refusing to overwrite it",
-                              hint="the plan is stale or something else wrote there; re-plan")
+        raise UnsafeOperation(
+            f"different content at {shown}: refusing to overwrite it",
+            hint="the plan is stale or something else wrote there; re-plan",
+        )
     return {"status": "present", "bytes_written": 0, "blake3": expected.hex()}
 
 
@@ -534,8 +545,9 @@ def _open_source(src, roots) -> int:
             raise UnsafeOperation(f"copy source {os.fsdecode(_p(src))} is not a regular file") from None
 
 
-def copy_verified(src, dst, expected_blake3_hex, expected_size: int, *, roots, catalog=None,
-                  readback: bool = False) -> dict:
+def copy_verified(
+    src, dst, expected_blake3_hex, expected_size: int, *, roots, catalog=None, readback: bool = False
+) -> dict:
     """Copy ``src`` to ``dst`` (usually another pool), proving the bytes are the planned content.
 
     The data goes to ``<dst folder>/.qbhook-staging/<pid>.<name>`` (same folder, so the
@@ -595,19 +607,28 @@ def _checked_source(src_fd: int, expected_size: int, src_shown: str) -> os.stat_
     if not stat_mod.S_ISREG(sst.st_mode):
         raise UnsafeOperation(f"copy source {src_shown} is not a regular file")
     if sst.st_size != expected_size:
-        raise VerificationFailed(f"copy source {src_shown} has {sst.st_size} bytes, the plan says "
-                                 f"{expected_size}: it changed since planning")
+        raise VerificationFailed(
+            f"copy source {src_shown} has {sst.st_size} bytes, the plan says {expected_size}: it changed since planning"
+        )
     return sst
 
 
-def _write_staged(staging: Dir, candidate: bytes, src_fd: int, sst: os.stat_result, expected: bytes,
-                  expected_size: int, src_shown: str) -> int:
+def _write_staged(
+    staging: Dir,
+    candidate: bytes,
+    src_fd: int,
+    sst: os.stat_result,
+    expected: bytes,
+    expected_size: int,
+    src_shown: str,
+) -> int:
     """Create ``candidate`` in the staging folder (never an existing name), copy while hashing,
     prove the bytes are the planned content, copy the metadata, fsync. Returns bytes written.
     On any failure after creating it, the staged file is removed (a name it did not create is
     never touched: O_EXCL)."""
-    dst_fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                     dir_fd=staging.fd)
+    dst_fd = os.open(
+        candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=staging.fd
+    )
     try:
         try:
             digest, written = _copy_hashing(src_fd, dst_fd)
@@ -615,7 +636,8 @@ def _write_staged(staging: Dir, candidate: bytes, src_fd: int, sst: os.stat_resu
                 raise VerificationFailed(
                     f"copy of {src_shown} does not match the plan: read {written} bytes with blake3 "
                     f"{digest.hex()[:16]}..., expected {expected_size} bytes with {expected.hex()[:16]}...",
-                    hint="the source changed or is damaged; nothing was written to the destination")
+                    hint="the source changed or is damaged; nothing was written to the destination",
+                )
             _copy_metadata(sst, dst_fd)
             os.fsync(dst_fd)
         finally:
@@ -633,7 +655,7 @@ def _readback(staging: Dir, name: bytes, expected: bytes) -> None:
     fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=staging.fd)
     try:
         try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)   # read the disk, not the cache (best effort)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # read the disk, not the cache (best effort)
         except (OSError, AttributeError):
             pass
         digest = hashing.hash_fd(fd)
@@ -675,19 +697,24 @@ def link_into(src, dst, *, roots, size: int | None = None, blake3_hex=None, cata
                         return {"status": "already"}
                     if not stat_mod.S_ISREG(st.st_mode) or st.st_size != sst.st_size:
                         raise UnsafeOperation(f"different content at {dst_shown}: refusing to replace it")
-                    want = _digest(blake3_hex, sst.st_size) if (blake3_hex is not None or sst.st_size == 0) \
+                    want = (
+                        _digest(blake3_hex, sst.st_size)
+                        if (blake3_hex is not None or sst.st_size == 0)
                         else _content_digest(sdir, sname, sst, catalog)
+                    )
                     if _content_digest(ddir, dname, st, catalog) != want:
                         raise UnsafeOperation(f"different content at {dst_shown}: refusing to replace it")
                     return {"status": "present"}
                 try:
                     os.link(sname, dname, src_dir_fd=sdir.fd, dst_dir_fd=ddir.fd, follow_symlinks=False)
                 except FileExistsError:
-                    continue   # raced with another writer: judge what is there now
+                    continue  # raced with another writer: judge what is there now
                 except OSError as e:
                     if e.errno == errno.EXDEV:
-                        raise UnsafeOperation(f"cannot hardlink {src_shown} to {dst_shown}: "
-                                              "different filesystems (the plan should have copied)") from None
+                        raise UnsafeOperation(
+                            f"cannot hardlink {src_shown} to {dst_shown}: "
+                            "different filesystems (the plan should have copied)"
+                        ) from None
                     raise
                 return {"status": "linked"}
     raise UnsafeOperation(f"{dst_shown} keeps changing under us")
@@ -705,8 +732,9 @@ def make_empty(dst, *, roots) -> dict:
                     return {"status": "present"}
                 raise UnsafeOperation(f"different content at {shown}: refusing to replace it with an empty file")
             try:
-                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
-                             dir_fd=d.fd)
+                fd = os.open(
+                    name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=d.fd
+                )
             except FileExistsError:
                 continue
             try:
@@ -741,8 +769,10 @@ def _clean_stale_relink(d: Dir, tmp: bytes, keeper: os.stat_result) -> None:
     if st is None:
         return
     if not stat_mod.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (keeper.st_dev, keeper.st_ino):
-        raise UnsafeOperation(f"{d.show(tmp)} exists and is not a link of the copy to keep: not qbhook's, "
-                              "leaving it", hint="remove or rename it")
+        raise UnsafeOperation(
+            f"{d.show(tmp)} exists and is not a link of the copy to keep: not qbhook's, leaving it",
+            hint="remove or rename it",
+        )
     try:
         os.unlink(tmp, dir_fd=d.fd)
     except FileNotFoundError:
@@ -761,9 +791,22 @@ def _readable_by(st: os.stat_result, uid: int, gid: int) -> bool:
     return bool(mode & 0o004)
 
 
-def relink_over(path, keep_path, *, fsid, ino: int, size: int, blake3_hex, keep_fsid, keep_ino: int,
-                mtime_ns: int | None = None, seeding_roots, keep_roots=(), catalog,
-                on_temp_link: Callable[[], None] | None = None) -> dict:
+def relink_over(
+    path,
+    keep_path,
+    *,
+    fsid,
+    ino: int,
+    size: int,
+    blake3_hex,
+    keep_fsid,
+    keep_ino: int,
+    mtime_ns: int | None = None,
+    seeding_roots,
+    keep_roots=(),
+    catalog,
+    on_temp_link: Callable[[], None] | None = None,
+) -> dict:
     """Replace the seeding link ``path`` by a hardlink to the kept inode at ``keep_path`` (same dataset).
 
     Same-pool convergence (qbhook/decide/converge.py): the bytes at ``path`` stay the same, only
@@ -808,24 +851,58 @@ def relink_over(path, keep_path, *, fsid, ino: int, size: int, blake3_hex, keep_
         except (FileNotFoundError, NotADirectoryError):
             raise UnsafeOperation(f"refusing to relink {path_s}: the copy to keep, {keep_s}, is missing") from None
         except UnsafeOperation as e:
-            raise UnsafeOperation(f"refusing to relink {path_s}: the copy to keep cannot be trusted: "
-                                  f"{e.message}") from None
+            raise UnsafeOperation(
+                f"refusing to relink {path_s}: the copy to keep cannot be trusted: {e.message}"
+            ) from None
         with kdir:
-            return _relink_at(parent, parts[-1], path_s, kdir, kname, keep_s, fsid=fsid, ino=ino, size=size,
-                              mtime_ns=mtime_ns, blake3_hex=blake3_hex, keep_fsid=keep_fsid, keep_ino=keep_ino,
-                              catalog=catalog, on_temp_link=on_temp_link)
+            return _relink_at(
+                parent,
+                parts[-1],
+                path_s,
+                kdir,
+                kname,
+                keep_s,
+                fsid=fsid,
+                ino=ino,
+                size=size,
+                mtime_ns=mtime_ns,
+                blake3_hex=blake3_hex,
+                keep_fsid=keep_fsid,
+                keep_ino=keep_ino,
+                catalog=catalog,
+                on_temp_link=on_temp_link,
+            )
 
 
-def _relink_at(parent: Dir, name: bytes, path_s: str, kdir: Dir, kname: bytes, keep_s: str, *, fsid, ino, size,
-               mtime_ns, blake3_hex, keep_fsid, keep_ino, catalog, on_temp_link) -> dict:
+def _relink_at(
+    parent: Dir,
+    name: bytes,
+    path_s: str,
+    kdir: Dir,
+    kname: bytes,
+    keep_s: str,
+    *,
+    fsid,
+    ino,
+    size,
+    mtime_ns,
+    blake3_hex,
+    keep_fsid,
+    keep_ino,
+    catalog,
+    on_temp_link,
+) -> dict:
     # Long on purpose: each re-check of relink_over's rule list, in order, right before the rename.
     why = f"refusing to relink {path_s} onto {keep_s}"
     kst = kdir.lstat(kname)
     if kst is None:
         raise UnsafeOperation(f"{why}: the copy to keep is missing", hint="re-plan")
     if not stat_mod.S_ISREG(kst.st_mode) or kst.st_ino != keep_ino or not _fsid_matches(catalog, kdir, kst, keep_fsid):
-        raise UnsafeOperation(f"{why}: the copy to keep is no longer the planned file "
-                              f"(inode {kst.st_ino}, planned {keep_ino} on {keep_fsid})", hint="re-plan")
+        raise UnsafeOperation(
+            f"{why}: the copy to keep is no longer the planned file "
+            f"(inode {kst.st_ino}, planned {keep_ino} on {keep_fsid})",
+            hint="re-plan",
+        )
     tmp: bytes | None = _relink_name(name)
     _clean_stale_relink(parent, tmp, kst)
     st = parent.lstat(name)
@@ -836,19 +913,24 @@ def _relink_at(parent: Dir, name: bytes, path_s: str, kdir: Dir, kname: bytes, k
     if not stat_mod.S_ISREG(st.st_mode):
         raise UnsafeOperation(f"{why}: {path_s} is not a regular file")
     if st.st_ino != ino or not _fsid_matches(catalog, parent, st, fsid):
-        raise UnsafeOperation(f"{why}: {path_s} is no longer the planned file (inode {st.st_ino}, planned {ino} "
-                              f"on {fsid})", hint="re-plan")
+        raise UnsafeOperation(
+            f"{why}: {path_s} is no longer the planned file (inode {st.st_ino}, planned {ino} on {fsid})",
+            hint="re-plan",
+        )
     if st.st_size != size or kst.st_size != size:
         raise UnsafeOperation(f"{why}: sizes {st.st_size} and {kst.st_size}, planned {size}", hint="re-plan")
     if mtime_ns is not None and st.st_mtime_ns != mtime_ns:
         raise UnsafeOperation(f"{why}: {path_s} was modified since planning", hint="re-plan")
     if st.st_dev != kst.st_dev or parent.dev != st.st_dev:
-        raise UnsafeOperation(f"{why}: they are on different filesystems (a nested dataset?): a hardlink "
-                              "cannot join them")
+        raise UnsafeOperation(
+            f"{why}: they are on different filesystems (a nested dataset?): a hardlink cannot join them"
+        )
     if not _readable_by(kst, st.st_uid, st.st_gid):
-        raise UnsafeOperation(f"{why}: the copy to keep is not readable by uid {st.st_uid} (the owner of "
-                              f"{path_s}); the torrent client could not seed it",
-                              hint="make the library file group/world readable, or leave the duplicate")
+        raise UnsafeOperation(
+            f"{why}: the copy to keep is not readable by uid {st.st_uid} (the owner of "
+            f"{path_s}); the torrent client could not seed it",
+            hint="make the library file group/world readable, or leave the duplicate",
+        )
     want = _digest(blake3_hex, size)
     if _content_digest(parent, name, st, catalog) != want:
         raise UnsafeOperation(f"{why}: {path_s} no longer has the planned content", hint="re-plan")
@@ -872,7 +954,11 @@ def _relink_at(parent: Dir, name: bytes, path_s: str, kdir: Dir, kname: bytes, k
         # Last look at both, as close to the rename as Python gets, through the same descriptors.
         last, klast = parent.lstat(name), kdir.lstat(kname)
         if last is None or (last.st_dev, last.st_ino, last.st_size, last.st_mtime_ns) != (
-                st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns):
+            st.st_dev,
+            st.st_ino,
+            st.st_size,
+            st.st_mtime_ns,
+        ):
             raise UnsafeOperation(f"{why}: {path_s} changed during the checks")
         if klast is None or (klast.st_dev, klast.st_ino) != (kst.st_dev, kst.st_ino):
             raise UnsafeOperation(f"{why}: the copy to keep changed during the checks")
@@ -885,8 +971,7 @@ def _relink_at(parent: Dir, name: bytes, path_s: str, kdir: Dir, kname: bytes, k
             except FileNotFoundError:
                 pass
     os.fsync(parent.fd)
-    return {"status": "relinked", "bytes_freed": st.st_size if st.st_nlink == 1 else 0,
-            "nlink_before": st.st_nlink}
+    return {"status": "relinked", "bytes_freed": st.st_size if st.st_nlink == 1 else 0, "nlink_before": st.st_nlink}
 
 
 # --------------------------------------------------------------------------- delete
@@ -895,7 +980,7 @@ def _relink_at(parent: Dir, name: bytes, path_s: str, kdir: Dir, kname: bytes, k
 def _fsid_matches(catalog, d: Dir, st: os.stat_result, fsid) -> bool:
     path = d.fs_path_for(st)
     if path is None:
-        return False     # a file on another filesystem than its folder (a mount over it) is never the planned one
+        return False  # a file on another filesystem than its folder (a mount over it) is never the planned one
     fs = catalog.fs_for_path(path, st.st_dev)
     if isinstance(fsid, int):
         return fs == fsid
@@ -915,7 +1000,7 @@ def _link_entry(path, roots) -> tuple[tuple[int, int, bytes], os.stat_result] | 
     try:
         d, name, _parts = _open_parent(path, roots)
     except (UnsafeOperation, OSError):
-        return None   # outside every seeding root, or through a symlink: not a seeding link
+        return None  # outside every seeding root, or through a symlink: not a seeding link
     with d:
         st = d.lstat(name)
         return ((d.st.st_dev, d.st.st_ino, name), st) if st is not None else None
@@ -927,6 +1012,7 @@ class _Unlink:
 
     ``root``/``parts`` place ``path`` under its seeding root; ``shown`` is the path for messages.
     """
+
     path: object
     shown: str
     root: bytes
@@ -949,9 +1035,23 @@ class _Unlink:
         return UnsafeOperation(f"refusing to delete {self.shown}: {why}", hint=hint)
 
 
-def safe_unlink(path, *, fsid, ino: int, keep_path, keep_blake3=None, seeding_links=(), seeding_roots=(),
-                catalog, size: int | None = None, blake3_hex=None, keep_fsid=None, keep_ino: int | None = None,
-                hold_run=None, keep_roots=()) -> dict:
+def safe_unlink(
+    path,
+    *,
+    fsid,
+    ino: int,
+    keep_path,
+    keep_blake3=None,
+    seeding_links=(),
+    seeding_roots=(),
+    catalog,
+    size: int | None = None,
+    blake3_hex=None,
+    keep_fsid=None,
+    keep_ino: int | None = None,
+    hold_run=None,
+    keep_roots=(),
+) -> dict:
     """Remove one old link of a payload file, only if every fact the plan relied on still holds.
 
     Right before acting, re-checks: ``path`` is inside a seeding root, reached through real
@@ -976,8 +1076,25 @@ def safe_unlink(path, *, fsid, ino: int, keep_path, keep_blake3=None, seeding_li
         raise UnsafeOperation(f"refusing to delete {path_s}: it is a seeding root")
     if HOLDING_DIR.encode() in parts[:-1]:
         raise UnsafeOperation(f"refusing to delete {path_s}: it is in a holding folder")
-    u = _Unlink(path, path_s, root, parts, fsid, ino, size, blake3_hex, keep_path, keep_blake3, keep_fsid, keep_ino,
-                tuple(seeding_links), tuple(seeding_roots), tuple(keep_roots), catalog, hold_run)
+    u = _Unlink(
+        path,
+        path_s,
+        root,
+        parts,
+        fsid,
+        ino,
+        size,
+        blake3_hex,
+        keep_path,
+        keep_blake3,
+        keep_fsid,
+        keep_ino,
+        tuple(seeding_links),
+        tuple(seeding_roots),
+        tuple(keep_roots),
+        catalog,
+        hold_run,
+    )
     try:
         parent = _walk(root, parts[:-1])
     except (FileNotFoundError, NotADirectoryError):
@@ -1000,8 +1117,13 @@ def _absent(root: bytes, parts: list[bytes], ino: int, hold_run) -> dict:
             st = None
         if st is not None and stat_mod.S_ISREG(st.st_mode) and st.st_ino == ino:
             target = holding_path(b"/".join([root.rstrip(b"/"), *parts]), os.fsdecode(root), hold_run)
-            return {"status": "held", "bytes_freed": 0, "nlink_before": st.st_nlink + 1, "dev": st.st_dev,
-                    "held_at": os.fsdecode(target)}
+            return {
+                "status": "held",
+                "bytes_freed": 0,
+                "nlink_before": st.st_nlink + 1,
+                "dev": st.st_dev,
+                "held_at": os.fsdecode(target),
+            }
     return {"status": "absent", "bytes_freed": 0}
 
 
@@ -1030,8 +1152,9 @@ def _still_the_planned_file(u: _Unlink, parent: Dir, name: bytes) -> os.stat_res
     if not stat_mod.S_ISREG(st.st_mode):
         raise u.refuse("not a regular file")
     if st.st_ino != u.ino or not _fsid_matches(u.catalog, parent, st, u.fsid):
-        raise u.refuse(f"it is no longer the planned file (inode {st.st_ino}, planned {u.ino} on {u.fsid})",
-                       hint="re-plan")
+        raise u.refuse(
+            f"it is no longer the planned file (inode {st.st_ino}, planned {u.ino} on {u.fsid})", hint="re-plan"
+        )
     if u.size is not None and st.st_size != u.size:
         raise u.refuse(f"{st.st_size} bytes, planned {u.size}")
     return st
@@ -1059,9 +1182,11 @@ def _no_new_outside_link(u: _Unlink, parent: Dir, name: bytes, st: os.stat_resul
         if got is not None and (got[1].st_dev, got[1].st_ino) == (st.st_dev, st.st_ino):
             entries.add(got[0])
     if st.st_nlink > len(entries):
-        raise u.refuse(f"its inode has {st.st_nlink} links but only {len(entries)} are known seeding links - "
-                       "something outside the seeding folders (a library?) links it now",
-                       hint="re-plan: the group must stay where its library is")
+        raise u.refuse(
+            f"its inode has {st.st_nlink} links but only {len(entries)} are known seeding links - "
+            "something outside the seeding folders (a library?) links it now",
+            hint="re-plan: the group must stay where its library is",
+        )
 
 
 def _planned_content(u: _Unlink, st: os.stat_result) -> tuple[bytes, bytes]:
@@ -1119,8 +1244,12 @@ def _unlink_or_hold(u: _Unlink, parent: Dir, name: bytes, st: os.stat_result) ->
         held = _hold(parent, name, u.shown, st, u.root, u.parts, u.hold_run)
         return {"status": "held", "bytes_freed": 0, "nlink_before": st.st_nlink, "dev": st.st_dev, "held_at": held}
     os.unlink(name, dir_fd=parent.fd)
-    return {"status": "unlinked", "bytes_freed": st.st_size if st.st_nlink == 1 else 0, "nlink_before": st.st_nlink,
-            "dev": st.st_dev}
+    return {
+        "status": "unlinked",
+        "bytes_freed": st.st_size if st.st_nlink == 1 else 0,
+        "nlink_before": st.st_nlink,
+        "dev": st.st_dev,
+    }
 
 
 def _open_holding(root: bytes, run, rel_dirs: list[bytes], *, create: bool) -> Dir:
@@ -1177,13 +1306,17 @@ def hold_unreferenced(path, *, ino: int, size: int, max_nlink: int, mtime_ns: in
         if not stat_mod.S_ISREG(st.st_mode):
             raise UnsafeOperation(f"refusing to hold {path_s}: not a regular file")
         if (st.st_ino, st.st_size) != (ino, size):
-            raise UnsafeOperation(f"refusing to hold {path_s}: no longer the file decided on "
-                                  f"(inode {st.st_ino}, {st.st_size} bytes)", hint="list orphans again")
+            raise UnsafeOperation(
+                f"refusing to hold {path_s}: no longer the file decided on (inode {st.st_ino}, {st.st_size} bytes)",
+                hint="list orphans again",
+            )
         if st.st_mtime_ns != mtime_ns:
             raise UnsafeOperation(f"refusing to hold {path_s}: written since it was listed")
         if st.st_nlink > max_nlink:
-            raise UnsafeOperation(f"refusing to hold {path_s}: it has {st.st_nlink} links now, "
-                                  f"{max_nlink} when listed (a library or a torrent links it)")
+            raise UnsafeOperation(
+                f"refusing to hold {path_s}: it has {st.st_nlink} links now, "
+                f"{max_nlink} when listed (a library or a torrent links it)"
+            )
         held = _hold(parent, parts[-1], path_s, st, root, parts, run)
     return {"status": "held", "bytes_freed": 0, "held_at": held, "dev": st.st_dev}
 
@@ -1245,11 +1378,17 @@ class HeldLink:
     path: str
     since: float
     ino: int | None = None
-    key: object = None      # the caller's handle (the journal step id), handed back to on_purged
+    key: object = None  # the caller's handle (the journal step id), handed back to on_purged
 
 
-def purge_holding(seeding_roots, older_than_s: float, *, held: Iterable[HeldLink], now: float | None = None,
-                  on_purged: Callable[[HeldLink], None] | None = None) -> list[str]:
+def purge_holding(
+    seeding_roots,
+    older_than_s: float,
+    *,
+    held: Iterable[HeldLink],
+    now: float | None = None,
+    on_purged: Callable[[HeldLink], None] | None = None,
+) -> list[str]:
     """Unlink the ``held`` links whose grace period is over; returns the run folders that became empty and went.
 
     Only entries the journal recorded are touched, each through verified descriptors of
@@ -1341,7 +1480,7 @@ def prune_empty_dirs(root, stop_at, *, roots) -> list[str]:
         sbase, sparts = _split_under(stop_at, roots)
     except UnsafeOperation as e:
         raise UnsafeOperation(f"refusing to prune {root_s}: not inside {stop_s}: {e.message}") from None
-    if base != sbase or parts[:len(sparts)] != sparts:
+    if base != sbase or parts[: len(sparts)] != sparts:
         raise UnsafeOperation(f"refusing to prune {root_s}: not inside {stop_s}")
     removed: list[str] = []
     opened = [_open_root(base)]

@@ -31,7 +31,7 @@ class StepRow:
     seq: int
     group_id: str
     kind: str
-    args: dict               # the step's JSON args, without the version
+    args: dict  # the step's JSON args, without the version
     status: StepStatus
     result: dict | None
     error: str | None
@@ -66,18 +66,23 @@ class Journal:
         with Tx(self.conn) as c:
             cur = c.execute(
                 "INSERT INTO runs(started_at, status, trigger, pid, host, plan) VALUES (?, 'running', ?, ?, ?, ?)",
-                (time.time(), trigger, os.getpid(), socket.gethostname(), json.dumps(plan, sort_keys=True)))
+                (time.time(), trigger, os.getpid(), socket.gethostname(), json.dumps(plan, sort_keys=True)),
+            )
             return cur.lastrowid
 
     def finish_run(self, run: int, status: str, summary: dict) -> None:
         with Tx(self.conn) as c:
-            c.execute("UPDATE runs SET status=?, finished_at=?, summary=? WHERE id=?",
-                      (status, time.time(), json.dumps(summary, sort_keys=True), run))
+            c.execute(
+                "UPDATE runs SET status=?, finished_at=?, summary=? WHERE id=?",
+                (status, time.time(), json.dumps(summary, sort_keys=True), run),
+            )
 
     def adopt_run(self, run: int) -> None:
         """A resumer takes over a run whose process died."""
         with Tx(self.conn) as c:
-            c.execute("UPDATE runs SET pid=?, host=?, status='running' WHERE id=?", (os.getpid(), socket.gethostname(), run))
+            c.execute(
+                "UPDATE runs SET pid=?, host=?, status='running' WHERE id=?", (os.getpid(), socket.gethostname(), run)
+            )
 
     def unfinished_runs(self) -> list[RunRow]:
         rows = self.conn.execute("SELECT * FROM runs WHERE status IN ('running','interrupted') ORDER BY id").fetchall()
@@ -98,12 +103,15 @@ class Journal:
         with Tx(self.conn) as c:
             row = c.execute("SELECT id FROM steps WHERE run=? AND seq=?", (run, seq)).fetchone()
             if row:
-                c.execute("UPDATE steps SET status='intended', started_at=?, error=NULL WHERE id=?", (time.time(), row[0]))
+                c.execute(
+                    "UPDATE steps SET status='intended', started_at=?, error=NULL WHERE id=?", (time.time(), row[0])
+                )
                 return row[0]
             cur = c.execute(
-                "INSERT INTO steps(run, seq, group_id, kind, args, status, started_at) VALUES (?,?,?,?,?, 'intended', ?)",
-                (run, seq, group_id, step.kind, json.dumps(step.to_json()["args"], sort_keys=True),
-                 time.time()))
+                "INSERT INTO steps(run, seq, group_id, kind, args, status, started_at) VALUES (?,?,?,?,?, "
+                "'intended', ?)",
+                (run, seq, group_id, step.kind, json.dumps(step.to_json()["args"], sort_keys=True), time.time()),
+            )
             return cur.lastrowid
 
     def intend_record(self, run: int, seq: int, group_id: str, kind: str, args: dict) -> int:
@@ -113,8 +121,10 @@ class Journal:
         """
         with Tx(self.conn) as c:
             cur = c.execute(
-                "INSERT INTO steps(run, seq, group_id, kind, args, status, started_at) VALUES (?,?,?,?,?, 'intended', ?)",
-                (run, seq, group_id, kind, json.dumps(args, sort_keys=True), time.time()))
+                "INSERT INTO steps(run, seq, group_id, kind, args, status, started_at) VALUES (?,?,?,?,?, "
+                "'intended', ?)",
+                (run, seq, group_id, kind, json.dumps(args, sort_keys=True), time.time()),
+            )
             return cur.lastrowid
 
     def done(self, step_id: int, result: dict | None = None) -> None:
@@ -128,20 +138,31 @@ class Journal:
 
     def _close(self, step_id: int, status: str, result: Any, error: str | None) -> None:
         with Tx(self.conn) as c:
-            c.execute("UPDATE steps SET status=?, finished_at=?, result=?, error=? WHERE id=?",
-                      (status, time.time(), json.dumps(result, sort_keys=True) if result is not None else None, error, step_id))
+            c.execute(
+                "UPDATE steps SET status=?, finished_at=?, result=?, error=? WHERE id=?",
+                (
+                    status,
+                    time.time(),
+                    json.dumps(result, sort_keys=True) if result is not None else None,
+                    error,
+                    step_id,
+                ),
+            )
 
     def steps(self, run: int) -> list[StepRow]:
         rows = self.conn.execute(
-            "SELECT id, run, seq, group_id, kind, args, status, result, error FROM steps WHERE run=? ORDER BY seq", (run,)).fetchall()
+            "SELECT id, run, seq, group_id, kind, args, status, result, error FROM steps WHERE run=? ORDER BY seq",
+            (run,),
+        ).fetchall()
         return [self._step(r) for r in rows]
 
     @staticmethod
     def _step(r) -> StepRow:
         args = json.loads(r[5])
-        version = args.pop("v", 1)      # rows written before step versions have none: version 1
-        return StepRow(r[0], r[1], r[2], r[3], r[4], args, StepStatus(r[6]), json.loads(r[7]) if r[7] else None,
-                       r[8], version)
+        version = args.pop("v", 1)  # rows written before step versions have none: version 1
+        return StepRow(
+            r[0], r[1], r[2], r[3], r[4], args, StepStatus(r[6]), json.loads(r[7]) if r[7] else None, r[8], version
+        )
 
     # ------------------------------------------------------------------ holding
     def held_links(self) -> list[tuple[int, str, float, int | None]]:
@@ -153,7 +174,9 @@ class Journal:
         rows = self.conn.execute(
             "SELECT id, args, result, finished_at FROM steps WHERE kind=? AND status=? "
             "AND json_extract(result, '$.status')='held' AND json_extract(result, '$.purged_at') IS NULL "
-            "ORDER BY id", (Delete.kind, StepStatus.DONE.value)).fetchall()
+            "ORDER BY id",
+            (Delete.kind, StepStatus.DONE.value),
+        ).fetchall()
         out = []
         for sid, args, result, finished in rows:
             res, a = json.loads(result), json.loads(args)
@@ -179,13 +202,15 @@ class Journal:
             cur = c.execute(
                 "INSERT INTO steps(run, seq, group_id, kind, args, status, started_at, finished_at) "
                 "VALUES (?,?,?, 'leftover_view', ?, 'done', ?, ?)",
-                (run, max(top + 1, LEFTOVER_SEQ), group_id, json.dumps(view, sort_keys=True), time.time(), time.time()))
+                (run, max(top + 1, LEFTOVER_SEQ), group_id, json.dumps(view, sort_keys=True), time.time(), time.time()),
+            )
             return cur.lastrowid
 
     def leftover_views(self) -> list[tuple[int, dict]]:
         """(step id, recorded view) of every leftover view not yet removed or released."""
-        rows = self.conn.execute("SELECT id, args FROM steps WHERE kind='leftover_view' AND result IS NULL "
-                                 "ORDER BY id").fetchall()
+        rows = self.conn.execute(
+            "SELECT id, args FROM steps WHERE kind='leftover_view' AND result IS NULL ORDER BY id"
+        ).fetchall()
         return [(sid, json.loads(args)) for sid, args in rows]
 
     def leftover_done(self, step_id: int, result: dict) -> None:
@@ -195,10 +220,12 @@ class Journal:
     # ------------------------------------------------------------------ groups
     def set_group(self, group_id: str, run: int, status: str, reason: str | None = None) -> None:
         with Tx(self.conn) as c:
-            c.execute("INSERT INTO group_state(group_id, run, status, reason, updated_at) VALUES (?,?,?,?,?) "
-                      "ON CONFLICT(group_id) DO UPDATE SET run=excluded.run, status=excluded.status, "
-                      "reason=excluded.reason, updated_at=excluded.updated_at",
-                      (group_id, run, status, reason, time.time()))
+            c.execute(
+                "INSERT INTO group_state(group_id, run, status, reason, updated_at) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(group_id) DO UPDATE SET run=excluded.run, status=excluded.status, "
+                "reason=excluded.reason, updated_at=excluded.updated_at",
+                (group_id, run, status, reason, time.time()),
+            )
 
     def group_status(self, group_id: str) -> tuple[str, str | None] | None:
         r = self.conn.execute("SELECT status, reason FROM group_state WHERE group_id=?", (group_id,)).fetchone()
@@ -206,5 +233,6 @@ class Journal:
 
     @staticmethod
     def _run(r) -> RunRow:
-        return RunRow(r[0], r[1], r[2], RunStatus(r[3]), r[4], r[5], r[6], json.loads(r[7]),
-                      json.loads(r[8]) if r[8] else None)
+        return RunRow(
+            r[0], r[1], r[2], RunStatus(r[3]), r[4], r[5], r[6], json.loads(r[7]), json.loads(r[8]) if r[8] else None
+        )

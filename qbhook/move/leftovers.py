@@ -21,6 +21,7 @@ _log = logging.getLogger(__name__)
 def pending(catalog) -> list[dict]:
     """Leftover views still on disk as the journal knows them (for ``status``)."""
     from qbhook.move.journal import Journal
+
     return [v for _sid, v in Journal(catalog.conn).leftover_views()]
 
 
@@ -52,12 +53,19 @@ def remove_leftover_views(cfg, catalog, clients) -> list[dict]:
         for sid, v in reversed(views):
             path = os.path.normpath(v["path"])
             if path in refs.files or _under(path, refs.protected):
-                res = {"status": "in_use"}           # a torrent seeds from it now: it is no leftover
+                res = {"status": "in_use"}  # a torrent seeds from it now: it is no leftover
             else:
                 try:
-                    res = fsops.remove_leftover_view(path, ino=int(v["ino"]), size=int(v["size"]), keep=v.get("keep"),
-                                                     blake3_hex=v.get("blake3"), roots=seeding,
-                                                     keep_roots=tuple(p.path for p in cfg.pools), catalog=catalog)
+                    res = fsops.remove_leftover_view(
+                        path,
+                        ino=int(v["ino"]),
+                        size=int(v["size"]),
+                        keep=v.get("keep"),
+                        blake3_hex=v.get("blake3"),
+                        roots=seeding,
+                        keep_roots=tuple(p.path for p in cfg.pools),
+                        catalog=catalog,
+                    )
                 except (UnsafeOperation, OSError) as e:
                     res = {"status": "released", "reason": str(e)}
             if res["status"] == "removed":

@@ -19,7 +19,7 @@ import blake3
 
 from qbhook.errors import LockBusy
 
-__all__ = ["Lock", "lock_dir", "executor_lock", "group_lock"]
+__all__ = ["Lock", "executor_lock", "group_lock", "lock_dir"]
 
 _POLL_S = 0.05
 _MAX_POLL_S = 0.5
@@ -36,8 +36,9 @@ def lock_dir(cfg) -> Path:
 class Lock:
     """An exclusive flock on ``path``; a context manager. ``wait``: False, True or seconds."""
 
-    def __init__(self, path: str | os.PathLike, what: str, wait: bool | float = False,
-                 sleep=time.sleep, clock=time.monotonic):
+    def __init__(
+        self, path: str | os.PathLike, what: str, wait: bool | float = False, sleep=time.sleep, clock=time.monotonic
+    ):
         self.path = Path(path)
         self.what = what
         self.wait = wait
@@ -49,7 +50,7 @@ class Lock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self) -> "Lock":
+    def acquire(self) -> Lock:
         if self._fd is not None:
             raise RuntimeError(f"{self.what} is already held by this object")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,8 +77,10 @@ class Lock:
                 return
             except BlockingIOError:
                 if deadline is None or self._clock() >= deadline:
-                    raise LockBusy(f"{self.what} is held by {self._holder(fd)}",
-                                   hint="wait for it to finish, or check that process") from None
+                    raise LockBusy(
+                        f"{self.what} is held by {self._holder(fd)}",
+                        hint="wait for it to finish, or check that process",
+                    ) from None
             self._sleep(delay)
             delay = min(delay * 2, _MAX_POLL_S)
 
@@ -97,13 +100,13 @@ class Lock:
             return
         fd, self._fd = self._fd, None
         try:
-            os.ftruncate(fd, 0)   # no stale pid for the next reader
+            os.ftruncate(fd, 0)  # no stale pid for the next reader
         except OSError:
             pass
         finally:
-            os.close(fd)   # closing drops the flock
+            os.close(fd)  # closing drops the flock
 
-    def __enter__(self) -> "Lock":
+    def __enter__(self) -> Lock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

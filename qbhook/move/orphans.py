@@ -69,16 +69,16 @@ class Entry:
 class References:
     """What the clients say is in use, in host paths."""
 
-    files: frozenset[str]                 # files of complete torrents
-    protected: tuple[str, ...]            # folders/files never to call orphaned
-    torrents: int                         # how many torrents were listed, all clients
-    moving: tuple[str, ...] = ()          # torrents qBittorrent is relocating right now
+    files: frozenset[str]  # files of complete torrents
+    protected: tuple[str, ...]  # folders/files never to call orphaned
+    torrents: int  # how many torrents were listed, all clients
+    moving: tuple[str, ...] = ()  # torrents qBittorrent is relocating right now
 
 
 @dataclass(frozen=True)
 class Walk:
     entries: tuple[Entry, ...]
-    skipped: tuple[str, ...] = ()         # symlinks and mounts met (never followed)
+    skipped: tuple[str, ...] = ()  # symlinks and mounts met (never followed)
 
 
 # --------------------------------------------------------------------------- decision
@@ -94,15 +94,15 @@ class Orphan:
     dev: int
     nlink: int
     mtime_ns: int
-    kind: str                 # reclaimable | library
-    frees: int                # bytes freed if it goes (once per inode)
+    kind: str  # reclaimable | library
+    frees: int  # bytes freed if it goes (once per inode)
 
 
 @dataclass(frozen=True)
 class Item:
     path: str
     pool: str
-    kind: str                 # reclaimable | library
+    kind: str  # reclaimable | library
     folder: bool
     files: int
     bytes: int
@@ -122,7 +122,7 @@ class Report:
     orphans: list[Orphan]
     items: list[Item]
     pools: dict[str, PoolTotals]
-    counts: dict[str, int]                # entries per class (referenced, protected, young, ...)
+    counts: dict[str, int]  # entries per class (referenced, protected, young, ...)
     skipped: list[str] = field(default_factory=list)
     torrents: int = 0
     moving: tuple[str, ...] = ()
@@ -130,11 +130,15 @@ class Report:
     def as_dict(self) -> dict:
         return {
             "items": [asdict(i) for i in self.items],
-            "reclaimable": {"items": sum(i.kind == RECLAIMABLE for i in self.items),
-                            "bytes": sum(i.bytes for i in self.items if i.kind == RECLAIMABLE),
-                            "frees": sum(i.frees for i in self.items if i.kind == RECLAIMABLE)},
-            "library": {"items": sum(i.kind == LIBRARY for i in self.items),
-                        "bytes": sum(i.bytes for i in self.items if i.kind == LIBRARY)},
+            "reclaimable": {
+                "items": sum(i.kind == RECLAIMABLE for i in self.items),
+                "bytes": sum(i.bytes for i in self.items if i.kind == RECLAIMABLE),
+                "frees": sum(i.frees for i in self.items if i.kind == RECLAIMABLE),
+            },
+            "library": {
+                "items": sum(i.kind == LIBRARY for i in self.items),
+                "bytes": sum(i.bytes for i in self.items if i.kind == LIBRARY),
+            },
             "pools": {k: asdict(v) for k, v in self.pools.items()},
             "counts": dict(self.counts),
             "skipped": list(self.skipped),
@@ -158,8 +162,14 @@ def classify(e: Entry, refs: References, now: float, settle_seconds: float) -> s
     return None
 
 
-def decide(walk: Walk, refs: References, *, now: float, settle_seconds: float,
-           pool_roots: dict[str, tuple[str, ...]] | None = None) -> Report:
+def decide(
+    walk: Walk,
+    refs: References,
+    *,
+    now: float,
+    settle_seconds: float,
+    pool_roots: dict[str, tuple[str, ...]] | None = None,
+) -> Report:
     """The orphans of ``walk`` given ``refs`` (pure: no I/O)."""
     seen_links: dict[tuple[int, int], int] = defaultdict(int)
     for e in walk.entries:
@@ -211,8 +221,15 @@ def decide(walk: Walk, refs: References, *, now: float, settle_seconds: float,
             t.library_bytes += o.size
     for name in pool_roots or {}:
         pools.setdefault(name, PoolTotals())
-    return Report(orphans=orphans, items=_items(walk, status, orphans), pools=pools, counts=dict(counts),
-                  skipped=list(walk.skipped), torrents=refs.torrents, moving=refs.moving)
+    return Report(
+        orphans=orphans,
+        items=_items(walk, status, orphans),
+        pools=pools,
+        counts=dict(counts),
+        skipped=list(walk.skipped),
+        torrents=refs.torrents,
+        moving=refs.moving,
+    )
 
 
 def _items(walk: Walk, status: dict[str, str], orphans: list[Orphan]) -> list[Item]:
@@ -231,8 +248,17 @@ def _items(walk: Walk, status: dict[str, str], orphans: list[Orphan]) -> list[It
     items = []
     for path, members in sorted(grouped.items()):
         o = members[0]
-        items.append(Item(path=path, pool=o.pool, kind=o.kind, folder=path != o.path or len(members) > 1,
-                          files=len(members), bytes=sum(m.size for m in members), frees=sum(m.frees for m in members)))
+        items.append(
+            Item(
+                path=path,
+                pool=o.pool,
+                kind=o.kind,
+                folder=path != o.path or len(members) > 1,
+                files=len(members),
+                bytes=sum(m.size for m in members),
+                frees=sum(m.frees for m in members),
+            )
+        )
     return items
 
 
@@ -254,13 +280,18 @@ def _root_of(path: str, walk: Walk) -> str | None:
 def check_guards(report: Report, max_share: float) -> None:
     """Refuse when the listing cannot be trusted (see the module docstring)."""
     if report.torrents == 0:
-        raise OrphansRefused("refusing to look for orphans: the torrent clients list no torrents at all, "
-                             "so every file would look orphaned",
-                             hint="is the client's session loaded, and the right client configured?")
+        raise OrphansRefused(
+            "refusing to look for orphans: the torrent clients list no torrents at all, "
+            "so every file would look orphaned",
+            hint="is the client's session loaded, and the right client configured?",
+        )
     if report.moving:
         # A move leaves the old copy unreferenced until the client deletes it: not an orphan.
-        raise OrphansRefused(f"refusing to look for orphans while {len(report.moving)} torrent(s) are being moved "
-                             f"by their client ({', '.join(report.moving[:3])})", hint="try again when the move ended")
+        raise OrphansRefused(
+            f"refusing to look for orphans while {len(report.moving)} torrent(s) are being moved "
+            f"by their client ({', '.join(report.moving[:3])})",
+            hint="try again when the move ended",
+        )
     for name, t in sorted(report.pools.items()):
         if t.seeding_bytes and t.orphan_bytes > max_share * t.seeding_bytes:
             raise OrphansRefused(
@@ -268,7 +299,8 @@ def check_guards(report: Report, max_share: float) -> None:
                 f"({t.orphan_bytes:,} of {t.seeding_bytes:,} bytes) looks unreferenced, more than "
                 f"policy.orphans_max_share ({max_share:.0%})",
                 hint="check path_map, that every dataset is mounted and every client configured; "
-                     "raise policy.orphans_max_share only if this is really so")
+                "raise policy.orphans_max_share only if this is really so",
+            )
 
 
 # --------------------------------------------------------------------------- side effects (thin)
@@ -285,7 +317,7 @@ def walk_roots(cfg) -> Walk:
             try:
                 dev = os.stat(root_s).st_dev
             except OSError:
-                continue        # a missing root is `config check`'s to report; there is nothing in it
+                continue  # a missing root is `config check`'s to report; there is nothing in it
             stack = [root_s]
             while stack:
                 d = stack.pop()
@@ -306,12 +338,23 @@ def walk_roots(cfg) -> Walk:
                             skipped.append(de.path)
                         elif stat_mod.S_ISDIR(st.st_mode):
                             if st.st_dev != dev:
-                                skipped.append(de.path)     # a nested dataset: not this root's filesystem
+                                skipped.append(de.path)  # a nested dataset: not this root's filesystem
                             else:
                                 stack.append(de.path)
                         elif stat_mod.S_ISREG(st.st_mode):
-                            entries.append(Entry(de.path, pool.name, root_s, st.st_dev, st.st_ino, st.st_size,
-                                                 st.st_nlink, st.st_mtime_ns, st.st_ctime_ns))
+                            entries.append(
+                                Entry(
+                                    de.path,
+                                    pool.name,
+                                    root_s,
+                                    st.st_dev,
+                                    st.st_ino,
+                                    st.st_size,
+                                    st.st_nlink,
+                                    st.st_mtime_ns,
+                                    st.st_ctime_ns,
+                                )
+                            )
     return Walk(tuple(entries), tuple(skipped))
 
 
@@ -330,12 +373,15 @@ def references(clients) -> References:
                 listing = [(t, c.files(t.hash)) for t in c.torrents()]
             protected += _temp_paths(c)
         except QbtError as e:
-            raise OrphansRefused(f"refusing to look for orphans: client {label} cannot be listed: {e.message}",
-                                 hint="a client that cannot answer would make its torrents' data look orphaned"
-                                 ) from None
+            raise OrphansRefused(
+                f"refusing to look for orphans: client {label} cannot be listed: {e.message}",
+                hint="a client that cannot answer would make its torrents' data look orphaned",
+            ) from None
         except PathMapError as e:
-            raise OrphansRefused(f"refusing to look for orphans: client {label}: {e.message}",
-                                 hint="fix path_map: an unmapped path would make its data look orphaned") from None
+            raise OrphansRefused(
+                f"refusing to look for orphans: client {label}: {e.message}",
+                hint="fix path_map: an unmapped path would make its data look orphaned",
+            ) from None
         for t, fs in listing:
             n += 1
             if t.state == "moving":
@@ -367,16 +413,20 @@ def _temp_paths(client) -> list[str]:
     try:
         return [os.path.normpath(client.path_map.to_host(prefs["temp_path"]))]
     except PathMapError:
-        return []       # outside every mapped prefix: not below a seeding root qbhook knows
+        return []  # outside every mapped prefix: not below a seeding root qbhook knows
 
 
 def find_orphans(cfg, clients, *, now: float | None = None) -> Report:
     """List the clients first, then walk: a file added between the two is young, never orphaned."""
     refs = references(clients)
     walk = walk_roots(cfg)
-    report = decide(walk, refs, now=time.time() if now is None else now,
-                    settle_seconds=cfg.scan.settle_seconds,
-                    pool_roots={p.name: tuple(map(str, p.seeding_roots)) for p in cfg.pools})
+    report = decide(
+        walk,
+        refs,
+        now=time.time() if now is None else now,
+        settle_seconds=cfg.scan.settle_seconds,
+        pool_roots={p.name: tuple(map(str, p.seeding_roots)) for p in cfg.pools},
+    )
     check_guards(report, cfg.policy.orphans_max_share)
     return report
 
@@ -406,8 +456,10 @@ def quarantine(cfg, catalog, clients, *, lock_wait: float = 0) -> QuarantineResu
         unfinished = [r.id for r in journal.unfinished_runs()]
         if unfinished:
             # A crashed run's view files are unreferenced until its resume relocates onto them.
-            raise OrphansRefused(f"refusing to quarantine: run(s) {', '.join(map(str, unfinished))} did not finish",
-                                 hint="run `qbhook resume` first")
+            raise OrphansRefused(
+                f"refusing to quarantine: run(s) {', '.join(map(str, unfinished))} did not finish",
+                hint="run `qbhook resume` first",
+            )
         report = find_orphans(cfg, clients)
         todo = [o for o in report.orphans if o.kind == RECLAIMABLE]
         if not todo:
@@ -422,8 +474,9 @@ def quarantine(cfg, catalog, clients, *, lock_wait: float = 0) -> QuarantineResu
             args = {"path": o.path, "ino": o.ino, "size": o.size, "orphan": True}
             sid = journal.intend_record(run, seq, "orphans", Delete.kind, args)
             try:
-                out = fsops.hold_unreferenced(o.path, ino=o.ino, size=o.size, max_nlink=o.nlink,
-                                              mtime_ns=o.mtime_ns, roots=roots, run=run)
+                out = fsops.hold_unreferenced(
+                    o.path, ino=o.ino, size=o.size, max_nlink=o.nlink, mtime_ns=o.mtime_ns, roots=roots, run=run
+                )
             except (UnsafeOperation, OSError) as e:
                 journal.failed(sid, str(e))
                 res.failed[o.path] = str(e)
@@ -440,9 +493,11 @@ def quarantine(cfg, catalog, clients, *, lock_wait: float = 0) -> QuarantineResu
                     res.folders_removed += fsops.prune_empty_dirs(item.path, root, roots=roots)
                 except (UnsafeOperation, OSError):
                     pass
-        journal.finish_run(run, "failed" if res.failed else "done",
-                           {"orphans_held": len(res.held), "orphans_failed": len(res.failed),
-                            "bytes_held": res.bytes_held})
+        journal.finish_run(
+            run,
+            "failed" if res.failed else "done",
+            {"orphans_held": len(res.held), "orphans_failed": len(res.failed), "bytes_held": res.bytes_held},
+        )
         return res
 
 
@@ -472,5 +527,10 @@ def purge_expired(cfg, catalog, *, now: float | None = None, lock_wait: float = 
     journal = Journal(catalog.conn)
     with executor_lock(cfg, lock_wait):
         held = [fsops.HeldLink(path, since, ino, key) for key, path, since, ino in journal.held_links()]
-        return fsops.purge_holding(tuple(cfg.seeding_roots), cfg.policy.grace_period, held=held, now=now,
-                                   on_purged=lambda h: journal.mark_purged(h.key))
+        return fsops.purge_holding(
+            tuple(cfg.seeding_roots),
+            cfg.policy.grace_period,
+            held=held,
+            now=now,
+            on_purged=lambda h: journal.mark_purged(h.key),
+        )

@@ -40,8 +40,9 @@ def _say(msg: str = "") -> None:
 
 def _qbhook(cfg: Path, *args: str, check: bool = True, show: bool = False) -> subprocess.CompletedProcess:
     env = {**os.environ, "QBHOOK_DEMO_TOKEN": TOKEN}
-    r = subprocess.run([sys.executable, "-m", "qbhook", "--config", str(cfg), *args], env=env,
-                       capture_output=not show, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "qbhook", "--config", str(cfg), *args], env=env, capture_output=not show, text=True
+    )
     if check and r.returncode not in (0, 10):
         raise SystemExit(f"demo: `qbhook {' '.join(args)}` failed ({r.returncode}):\n{r.stdout or ''}{r.stderr or ''}")
     return r
@@ -51,23 +52,32 @@ def clean(base: Path) -> None:
     state = base / "state.json"
     if state.exists():
         data = json.loads(state.read_text())
-        pools = Pools(base_dir=Path(data["base_dir"]),
-                      pools={k: Pool(Path(v["mountpoint"]), v["zpool"], v["kind"]) for k, v in data["pools"].items()},
-                      nested={k: Path(v) for k, v in data.get("nested", {}).items()})
+        pools = Pools(
+            base_dir=Path(data["base_dir"]),
+            pools={k: Pool(Path(v["mountpoint"]), v["zpool"], v["kind"]) for k, v in data["pools"].items()},
+            nested={k: Path(v) for k, v in data.get("nested", {}).items()},
+        )
         try:
             destroy_pools(pools)
-        except Exception as e:  # noqa: BLE001 - best effort, say what is left
+        except Exception as e:
             _say(f"warning: could not destroy demo pools: {e}")
     if base.exists():
         shutil.rmtree(base, ignore_errors=True)
 
 
 def _save_state(base: Path, pools: Pools) -> None:
-    (base / "state.json").write_text(json.dumps({
-        "base_dir": str(pools.base_dir),
-        "pools": {k: {"mountpoint": str(p.mountpoint), "zpool": p.zpool, "kind": p.kind} for k, p in pools.pools.items()},
-        "nested": {k: str(v) for k, v in pools.nested.items()},
-    }))
+    (base / "state.json").write_text(
+        json.dumps(
+            {
+                "base_dir": str(pools.base_dir),
+                "pools": {
+                    k: {"mountpoint": str(p.mountpoint), "zpool": p.zpool, "kind": p.kind}
+                    for k, p in pools.pools.items()
+                },
+                "nested": {k: str(v) for k, v in pools.nested.items()},
+            }
+        )
+    )
 
 
 def _pool_of(save_path: str, sc: Scenario) -> str:
@@ -77,11 +87,27 @@ def _pool_of(save_path: str, sc: Scenario) -> str:
 def _inventory(client, sc: Scenario, rt: RtorrentClient | None = None) -> list[dict]:
     rows = []
     for t in client.torrents_info():
-        rows.append({"name": t["name"], "client": "qbt", "pool": _pool_of(t["save_path"], sc), "state": t["state"],
-                     "progress": t["progress"], "save_path": t["save_path"]})
+        rows.append(
+            {
+                "name": t["name"],
+                "client": "qbt",
+                "pool": _pool_of(t["save_path"], sc),
+                "state": t["state"],
+                "progress": t["progress"],
+                "save_path": t["save_path"],
+            }
+        )
     for t in rt.torrents() if rt is not None else ():
-        rows.append({"name": t.name, "client": "rt", "pool": _pool_of(t.save_path, sc), "state": t.state,
-                     "progress": t.progress, "save_path": t.save_path})
+        rows.append(
+            {
+                "name": t.name,
+                "client": "rt",
+                "pool": _pool_of(t.save_path, sc),
+                "state": t.state,
+                "progress": t.progress,
+                "save_path": t.save_path,
+            }
+        )
     return sorted(rows, key=lambda r: (r["name"], r["client"]))
 
 
@@ -102,8 +128,10 @@ def _print_inventory(title: str, rows: list[dict], sc: Scenario) -> None:
     _say(f"  {'torrent':42} {'client':6} {'pool':6} {'state':12} progress")
     for r in rows:
         _say(f"  {r['name'][:42]:42} {r['client']:6} {r['pool']:6} {r['state']:12} {r['progress'] * 100:.0f}%")
-    _say(f"  data on stash: {_used(sc.stash) / 2**20:.1f} MiB, on pool: {_used(sc.pool) / 2**20:.1f} MiB "
-         f"(hardlinks counted once)")
+    _say(
+        f"  data on stash: {_used(sc.stash) / 2**20:.1f} MiB, on pool: {_used(sc.pool) / 2**20:.1f} MiB "
+        f"(hardlinks counted once)"
+    )
 
 
 def run(base: Path) -> int:
@@ -171,8 +199,10 @@ def _report(cfg: Path, sc: Scenario, after: list[dict], with_rtorrent: bool) -> 
     _say(f"torrents at 100%: {len(after) - len(not_done)} of {len(after)}")
     stuck = _rtorrent_groups_not_demoted(sc, after) if with_rtorrent else []
     if with_rtorrent:
-        _say(f"rTorrent groups on the cold pool (mixed with qBittorrent, rTorrent only): "
-             f"{'all' if not stuck else 'NOT ' + ', '.join(stuck)}")
+        _say(
+            f"rTorrent groups on the cold pool (mixed with qBittorrent, rTorrent only): "
+            f"{'all' if not stuck else 'NOT ' + ', '.join(stuck)}"
+        )
     _say("\n== qbhook status ==")
     _qbhook(cfg, "status", show=True)
     return not not_done and not across and not stuck
@@ -197,14 +227,28 @@ def _radarr_imports_a_copy(sc: Scenario, port: int) -> str:
     lib.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(src, lib)
     h = sc.hashes["already_on_pool"][0]
-    payload = {"eventType": "Download", "instanceName": "Radarr", "applicationUrl": "",
-               "movie": {"id": 1, "title": "Doc B", "year": 2019, "folderPath": str(lib.parent)},
-               "movieFile": {"id": 1, "relativePath": lib.name, "path": str(lib), "sourcePath": str(src),
-                             "size": lib.stat().st_size},
-               "isUpgrade": False, "downloadClient": "qBittorrent", "downloadClientType": "qBittorrent",
-               "downloadId": h.upper()}
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/webhook/arr", data=json.dumps(payload).encode(),
-                                 headers={"Content-Type": "application/json", "X-Qbhook-Token": TOKEN})
+    payload = {
+        "eventType": "Download",
+        "instanceName": "Radarr",
+        "applicationUrl": "",
+        "movie": {"id": 1, "title": "Doc B", "year": 2019, "folderPath": str(lib.parent)},
+        "movieFile": {
+            "id": 1,
+            "relativePath": lib.name,
+            "path": str(lib),
+            "sourcePath": str(src),
+            "size": lib.stat().st_size,
+        },
+        "isUpgrade": False,
+        "downloadClient": "qBittorrent",
+        "downloadClientType": "qBittorrent",
+        "downloadId": h.upper(),
+    }
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/webhook/arr",
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json", "X-Qbhook-Token": TOKEN},
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         _say(f"POST /webhook/arr (Radarr Download) -> {resp.status} {resp.read().decode().strip()}")
     return h
@@ -219,8 +263,12 @@ def _rtorrent_groups_not_demoted(sc: Scenario, rows: list[dict]) -> list[str]:
 def _event_settled(cfg: Path) -> bool:
     st = json.loads(_qbhook(cfg, "--json", "status").stdout)
     q = st["queue"]
-    return q.get("done", 0) + q.get("dead", 0) >= 1 and not q.get("pending") and not q.get("running") \
+    return (
+        q.get("done", 0) + q.get("dead", 0) >= 1
+        and not q.get("pending")
+        and not q.get("running")
         and not st["unfinished_runs"]
+    )
 
 
 def _torrent_on(client, h: str, prefix: str) -> bool:

@@ -1,4 +1,5 @@
 """A real qbittorrent-nox for tests and the sandbox demo, offline and pre-configured."""
+
 from __future__ import annotations
 
 import ctypes
@@ -18,8 +19,7 @@ USERNAME = "admin"
 PASSWORD = "adminadmin"
 # PBKDF2 hash of "adminadmin" as qBittorrent stores it (see docs/reference qbittorrent.md)
 _PASSWORD_PBKDF2 = (
-    "ARQ77eY1NUZaQsuDHbIMCA==:0WMRkYTUWVT9wVvdDtHAjU9b3b7uB8NR1Gur2hmQCvCDpm39Q+"
-    "PsJRJPaCU51dEiz+dTzh8qbPsL8WkFljQYFQ=="
+    "ARQ77eY1NUZaQsuDHbIMCA==:0WMRkYTUWVT9wVvdDtHAjU9b3b7uB8NR1Gur2hmQCvCDpm39Q+PsJRJPaCU51dEiz+dTzh8qbPsL8WkFljQYFQ=="
 )
 
 
@@ -115,11 +115,15 @@ class QbtInstance(SupervisedDaemon):
         args = ["qbittorrent-nox", f"--profile={self.profile_dir}"]
         if _supports_confirm_legal_notice():
             args.append("--confirm-legal-notice")
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115  (closed by stop(), after the process ends)
         # Own session: a Ctrl-C in the test runner must not kill it before teardown runs.
         self.proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self._wait_up(timeout)
 
@@ -128,8 +132,7 @@ class QbtInstance(SupervisedDaemon):
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(
-                    f"qbittorrent-nox exited with {self.proc.returncode}; log {self.log_path}:\n"
-                    + self._log_tail()
+                    f"qbittorrent-nox exited with {self.proc.returncode}; log {self.log_path}:\n" + self._log_tail()
                 )
             try:
                 with urllib.request.urlopen(f"{self.url}/api/v2/app/version", timeout=2) as r:
@@ -152,7 +155,9 @@ class QbtInstance(SupervisedDaemon):
 
     def client(self) -> qbittorrentapi.Client:
         c = qbittorrentapi.Client(
-            host=self.url, username=self.username, password=self.password,
+            host=self.url,
+            username=self.username,
+            password=self.password,
             REQUESTS_ARGS={"timeout": (5, 30)},
         )
         c.auth_log_in()

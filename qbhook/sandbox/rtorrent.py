@@ -6,6 +6,7 @@ and ``-o import=RC`` for a generated rc. It is offline on purpose: DHT and PEX
 off, UDP trackers off, the listening port bound to loopback, and test torrents
 announce to a dead loopback URL. XML-RPC is served on an SCGI unix socket.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -24,8 +25,7 @@ from qbhook.sandbox.qbt import free_port
 __all__ = ["RtorrentInstance", "load_torrent", "rc_text"]
 
 
-def rc_text(session: Path, downloads: Path, socket_path: Path, port: int, log: Path,
-            extra: Iterable[str] = ()) -> str:
+def rc_text(session: Path, downloads: Path, socket_path: Path, port: int, log: Path, extra: Iterable[str] = ()) -> str:
     """The generated .rtorrent.rc (``extra`` lines are appended, e.g. event handlers)."""
     lines = [
         f"session.path.set = {session}",
@@ -104,14 +104,22 @@ class RtorrentInstance(SupervisedDaemon):
         self.extra_rc = list(extra_rc)
         for d in (self.session_dir, self.downloads_dir):
             d.mkdir(parents=True, exist_ok=True)
-        self.rc_path.write_text(rc_text(self.session_dir, self.downloads_dir, self.socket_path,
-                                        free_port(), self.base / "rtorrent-internal.log", self.extra_rc))
+        self.rc_path.write_text(
+            rc_text(
+                self.session_dir,
+                self.downloads_dir,
+                self.socket_path,
+                free_port(),
+                self.base / "rtorrent-internal.log",
+                self.extra_rc,
+            )
+        )
         self._launch(timeout)
         return self
 
     def _launch(self, timeout: float) -> None:
         try:
-            self.socket_path.unlink()   # a killed rtorrent leaves its socket behind
+            self.socket_path.unlink()  # a killed rtorrent leaves its socket behind
         except FileNotFoundError:
             pass
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
@@ -119,8 +127,13 @@ class RtorrentInstance(SupervisedDaemon):
         env = {**os.environ, "TERM": os.environ.get("TERM") or "xterm", "HOME": str(self.base)}
         self.proc = subprocess.Popen(
             ["rtorrent", "-n", "-o", f"import={self.rc_path}"],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-            cwd=self.base, start_new_session=True, preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.base,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self._wait_up(timeout)
 
@@ -164,8 +177,16 @@ class RtorrentInstance(SupervisedDaemon):
             rpc.call("d.erase", h)
 
 
-def load_torrent(rpc: ScgiRpc, torrent_bytes: bytes, directory: str, *, start: bool = True,
-                 base: bool = False, label: str = "", commands: Iterable[str] = ()) -> None:
+def load_torrent(
+    rpc: ScgiRpc,
+    torrent_bytes: bytes,
+    directory: str,
+    *,
+    start: bool = True,
+    base: bool = False,
+    label: str = "",
+    commands: Iterable[str] = (),
+) -> None:
     """Add a .torrent over data in ``directory``.
 
     ``base=False``: ``d.directory.set`` (for a multi-file item, the PARENT of its folder, and
@@ -174,8 +195,7 @@ def load_torrent(rpc: ScgiRpc, torrent_bytes: bytes, directory: str, *, start: b
     rTorrent hashes the data on load, so a complete payload ends complete.
     """
     method = "load.raw_start" if start else "load.raw"
-    cmds = [f"d.directory_base.set={_rc_quote(directory)}" if base
-            else f"d.directory.set={_rc_quote(directory)}"]
+    cmds = [f"d.directory_base.set={_rc_quote(directory)}" if base else f"d.directory.set={_rc_quote(directory)}"]
     if label:
         cmds.append(f"d.custom1.set={_rc_quote(label)}")
     cmds.extend(commands)

@@ -34,8 +34,8 @@ class Scenario:
     stash: Path
     pool: Path
     torrent_dir: Path
-    hashes: dict[str, list[str]] = field(default_factory=dict)   # case -> torrent hashes
-    library: dict[str, Path] = field(default_factory=dict)       # case -> library file
+    hashes: dict[str, list[str]] = field(default_factory=dict)  # case -> torrent hashes
+    library: dict[str, Path] = field(default_factory=dict)  # case -> library file
 
     @property
     def stash_seed(self) -> Path:
@@ -48,8 +48,10 @@ class Scenario:
     def config_dict(self, catalog: Path, qbt_url: str, password: str = "adminadmin", **policy) -> dict:
         return {
             "catalog": str(catalog),
-            "pools": {"stash": {"path": str(self.stash), "role": "primary"},
-                      "pool": {"path": str(self.pool), "role": "cold"}},
+            "pools": {
+                "stash": {"path": str(self.stash), "role": "primary"},
+                "pool": {"path": str(self.pool), "role": "cold"},
+            },
             "seeding_roots": {"stash": str(self.stash_seed), "pool": str(self.pool_seed)},
             "qbittorrent": {"url": qbt_url, "username": "admin", "password": password},
             "scan": {"settle_seconds": 0},
@@ -57,8 +59,12 @@ class Scenario:
         }
 
     def _add(self, client, case: str, path: Path, save: Path, *, tags=(NOHL,), category=None, name=None) -> str:
-        data = make_torrent(path, self.torrent_dir / f"{case}-{len(self.hashes.get(case, []))}.torrent", name=name,
-                            piece_size=256 * 1024)
+        data = make_torrent(
+            path,
+            self.torrent_dir / f"{case}-{len(self.hashes.get(case, []))}.torrent",
+            name=name,
+            piece_size=256 * 1024,
+        )
         h = add_and_wait_seeding(client, data, save, category=category, tags=list(tags))
         self.hashes.setdefault(case, []).append(h)
         return h
@@ -149,10 +155,11 @@ class Scenario:
         from qbhook.clients.rtorrent import RtorrentClient
         from qbhook.sandbox.rtorrent import load_torrent
 
-        data = make_torrent(path, self.torrent_dir / f"{case}-rt-{len(self.hashes.get(case, []))}.torrent",
-                            piece_size=256 * 1024)
+        data = make_torrent(
+            path, self.torrent_dir / f"{case}-rt-{len(self.hashes.get(case, []))}.torrent", piece_size=256 * 1024
+        )
         h = infohash(data)
-        load_torrent(rt.rpc(), data, str(save))   # rTorrent hashes the data on load
+        load_torrent(rt.rpc(), data, str(save))  # rTorrent hashes the data on load
         c = RtorrentClient("rt", rt.address)
         deadline = time.monotonic() + timeout
         while not ((t := c.torrent(h)).is_complete and not t.is_checking):

@@ -28,12 +28,17 @@ def wait_http(url: str, timeout: float = 30.0) -> bool:
     return False
 
 
-def start_serve(config: Path, port: int, env: dict[str, str] | None = None, *, log: Path | None = None,
-                timeout: float = 30.0) -> subprocess.Popen:
+def start_serve(
+    config: Path, port: int, env: dict[str, str] | None = None, *, log: Path | None = None, timeout: float = 30.0
+) -> subprocess.Popen:
     """`qbhook --config CONFIG serve --no-sweep`, returned once /healthz answers on PORT."""
-    out = open(log, "w") if log else subprocess.DEVNULL
-    proc = subprocess.Popen([sys.executable, "-m", "qbhook", "--config", str(config), "serve", "--no-sweep"],
-                            env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT if log else out)
+    out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115  (the server process owns it)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qbhook", "--config", str(config), "serve", "--no-sweep"],
+        env={**os.environ, **(env or {})},
+        stdout=out,
+        stderr=subprocess.STDOUT if log else out,
+    )
     if not wait_http(f"http://127.0.0.1:{port}/healthz", timeout):
         proc.kill()
         proc.wait()

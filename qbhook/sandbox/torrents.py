@@ -1,4 +1,5 @@
 """Test payloads and offline .torrent files, and adding them to a real qBittorrent."""
+
 from __future__ import annotations
 
 import io
@@ -40,8 +41,13 @@ def write_payload(root: Path, files: dict[str, int | bytes], seed: int = 0) -> l
 def make_torrent(path: Path, out: Path, name: str | None = None, piece_size: int | None = None) -> bytes:
     """Make a private v1 .torrent over path (file or folder), write it to out, return its bytes."""
     t = torf.Torrent(
-        path=Path(path), name=name, private=True, trackers=[DEAD_ANNOUNCE],
-        piece_size=piece_size, created_by=None, creation_date=None,
+        path=Path(path),
+        name=name,
+        private=True,
+        trackers=[DEAD_ANNOUNCE],
+        piece_size=piece_size,
+        created_by=None,
+        creation_date=None,
     )
     t.generate()
     data = t.dump()
@@ -54,13 +60,23 @@ def infohash(torrent_bytes: bytes) -> str:
     return torf.Torrent.read_stream(io.BytesIO(torrent_bytes)).infohash
 
 
-def add_and_wait_seeding(client, torrent_bytes: bytes, save_path: Path, category: str | None = None,
-                         tags: list[str] | str | None = None, timeout: float = 60) -> str:
+def add_and_wait_seeding(
+    client,
+    torrent_bytes: bytes,
+    save_path: Path,
+    category: str | None = None,
+    tags: list[str] | str | None = None,
+    timeout: float = 60,
+) -> str:
     """Add a torrent over existing data at save_path; wait until it checked to 100% and seeds."""
     h = infohash(torrent_bytes)
     res = client.torrents_add(
-        torrent_files=torrent_bytes, save_path=str(save_path), is_paused=False,
-        use_auto_torrent_management=False, category=category, tags=tags,
+        torrent_files=torrent_bytes,
+        save_path=str(save_path),
+        is_paused=False,
+        use_auto_torrent_management=False,
+        category=category,
+        tags=tags,
     )
     if res != "Ok.":
         raise RuntimeError(f"torrents_add refused {h}: {res!r} (already added?)")

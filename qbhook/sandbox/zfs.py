@@ -14,6 +14,7 @@ listener thread then blocks reading a garbage length while holding the lock ever
 needs (seen here with three test sessions at once: every stat on every pool hung). So every
 zfs/zpool command below runs under one machine-wide file lock, and with a timeout.
 """
+
 from __future__ import annotations
 
 import fcntl

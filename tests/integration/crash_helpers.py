@@ -29,21 +29,34 @@ def qbhook(cfg, *args, crash_at: str | None = None, timeout: float = 300) -> sub
     env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
     if crash_at is not None:
         env[CRASH_ENV] = crash_at
-    return subprocess.run([sys.executable, "-m", "qbhook", "--config", str(cfg), *args],
-                          check=False, capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "qbhook", "--config", str(cfg), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def qbhook_json(cfg, *args, ok=(0,), **kw) -> tuple[int, dict]:
     r = qbhook(cfg, "--json", *args, **kw)
     if r.returncode not in ok:
-        raise AssertionError(f"qbhook {' '.join(args)} -> exit {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}")
+        raise AssertionError(
+            f"qbhook {' '.join(args)} -> exit {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+        )
     return r.returncode, (json.loads(r.stdout) if r.stdout.strip() else {})
 
 
 def popen_qbhook(cfg, *args) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
-    return subprocess.Popen([sys.executable, "-m", "qbhook", "--config", str(cfg), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "qbhook", "--config", str(cfg), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 # --------------------------------------------------------------------------- the journal
@@ -56,24 +69,28 @@ def journal_rows(catalog: Path, sql: str, params=()) -> list[tuple]:
     conn = sqlite3.connect(f"file:{catalog}?mode=ro", uri=True, timeout=10)
     try:
         return conn.execute(sql, params).fetchall()
-    except sqlite3.OperationalError:   # tables not created yet
+    except sqlite3.OperationalError:  # tables not created yet
         return []
     finally:
         conn.close()
 
 
-def wait_for_step(catalog: Path, kind: str, status: str, proc: subprocess.Popen,
-                  timeout: float = 120) -> tuple[int, dict]:
+def wait_for_step(
+    catalog: Path, kind: str, status: str, proc: subprocess.Popen, timeout: float = 120
+) -> tuple[int, dict]:
     """Poll the steps table until a step of ``kind`` has ``status``; returns its (seq, args)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        rows = journal_rows(catalog, "SELECT seq, args FROM steps WHERE kind=? AND status=? ORDER BY seq",
-                            (kind, status))
+        rows = journal_rows(
+            catalog, "SELECT seq, args FROM steps WHERE kind=? AND status=? ORDER BY seq", (kind, status)
+        )
         if rows:
             return rows[0][0], json.loads(rows[0][1])
         if proc.poll() is not None:
-            raise AssertionError(f"qbhook exited ({proc.returncode}) before a {kind} step was {status}:\n"
-                                 f"{proc.stdout.read()}\n{proc.stderr.read()}")
+            raise AssertionError(
+                f"qbhook exited ({proc.returncode}) before a {kind} step was {status}:\n"
+                f"{proc.stdout.read()}\n{proc.stderr.read()}"
+            )
         time.sleep(0.02)
     raise AssertionError(f"no {kind} step became {status} within {timeout}s")
 
@@ -90,15 +107,23 @@ def wait_seeding_at(client, hashes, save_path_of, timeout: float = 60, anywhere:
         last = info
         good = len(info) == len(hashes) and all(
             (anywhere or os.path.normpath(info[h]["save_path"]) == os.path.normpath(str(save_path_of(h))))
-            and info[h]["progress"] == 1 and info[h]["state"] in SEEDING_STATES and info[h]["amount_left"] == 0
-            for h in hashes)
+            and info[h]["progress"] == 1
+            and info[h]["state"] in SEEDING_STATES
+            and info[h]["amount_left"] == 0
+            for h in hashes
+        )
         streak = streak + 1 if good else 0
         if streak >= 3:
             return info
         time.sleep(0.15)
-    raise AssertionError("torrents not seeding at their expected place: " + json.dumps(
-        {h: {k: last.get(h, {}).get(k) for k in ("save_path", "state", "progress")} for h in hashes}, indent=1)
-        + "\nexpected: " + json.dumps({h: str(save_path_of(h)) for h in hashes}, indent=1))
+    raise AssertionError(
+        "torrents not seeding at their expected place: "
+        + json.dumps(
+            {h: {k: last.get(h, {}).get(k) for k in ("save_path", "state", "progress")} for h in hashes}, indent=1
+        )
+        + "\nexpected: "
+        + json.dumps({h: str(save_path_of(h)) for h in hashes}, indent=1)
+    )
 
 
 # --------------------------------------------------------------------------- the pools
@@ -135,8 +160,11 @@ def leftovers(*roots: Path) -> list[str]:
     out = []
     for r in roots:
         for dirpath, dirs, files in os.walk(r):
-            out += [os.path.join(dirpath, n) for n in dirs + files
-                    if n in (STAGING_DIR, HOLDING_DIR) or n.startswith(RELINK_TEMP)]
+            out += [
+                os.path.join(dirpath, n)
+                for n in dirs + files
+                if n in (STAGING_DIR, HOLDING_DIR) or n.startswith(RELINK_TEMP)
+            ]
     return out
 
 
@@ -147,7 +175,7 @@ def tree_state(pools: dict[str, Path]) -> set[tuple]:
     for name, root in pools.items():
         for p, st in walk_files(root):
             rel = os.path.relpath(p, root)
-            if rel.startswith(".qbhook"):       # fsid markers and the like, not payload
+            if rel.startswith(".qbhook"):  # fsid markers and the like, not payload
                 continue
             e = by_inode.setdefault((name, st.st_dev, st.st_ino), [name, [], st.st_size, None])
             e[1].append(rel)
@@ -161,8 +189,10 @@ def torrents_state(client, hashes, pools: dict[str, Path]) -> dict[str, tuple]:
     out = {}
     for t in client.torrents_info(torrent_hashes="|".join(hashes)):
         sp = os.path.normpath(t["save_path"])
-        where = next(((n, os.path.relpath(sp, r)) for n, r in pools.items()
-                      if sp == str(r) or sp.startswith(str(r) + "/")), (None, sp))
+        where = next(
+            ((n, os.path.relpath(sp, r)) for n, r in pools.items() if sp == str(r) or sp.startswith(str(r) + "/")),
+            (None, sp),
+        )
         out[t["hash"]] = (*where, t["progress"], t["state"] in SEEDING_STATES)
     return out
 

@@ -47,9 +47,9 @@ class Bed:
     sc: Scenario
     cfg: Path
     catalog: Path
-    pools: object          # qbhook.sandbox.zfs.Pools
+    pools: object  # qbhook.sandbox.zfs.Pools
     qbt: QbtInstance
-    client: object         # qbittorrentapi.Client
+    client: object  # qbittorrentapi.Client
 
     @property
     def roots(self) -> dict[str, Path]:
@@ -134,8 +134,11 @@ def test_demote_three_siblings_copies_once_and_leaves_the_library_alone(bed):
     assert not (sc.stash_seed / "cross-seed").exists() and not (sc.stash_seed / "tv").exists()
     # the library file: same inode, same mtime, same bytes, still linked from its seed
     lib_after = os.stat(lib)
-    assert (lib_after.st_ino, lib_after.st_mtime_ns, lib_after.st_nlink) == \
-        (lib_before.st_ino, lib_before.st_mtime_ns, lib_before.st_nlink)
+    assert (lib_after.st_ino, lib_after.st_mtime_ns, lib_after.st_nlink) == (
+        lib_before.st_ino,
+        lib_before.st_mtime_ns,
+        lib_before.st_nlink,
+    )
     assert b3(lib) == lib_hash
     movie = sc.hashes["movie_in_library"][0]
     wait_seeding_at(client, [movie], lambda h: sc.stash_seed / "movies")
@@ -219,11 +222,13 @@ def run_in_process(cfg: Path, hook=None):
     from qbhook.cli.plan import compute_plan
     from qbhook.move.executor import build_executor
     from qbhook.move.journal import Journal
+
     app = App(str(cfg), False, 0)
     try:
         _snap, plan = compute_plan(app)
-        ex = build_executor(app.cfg, app.catalog, app.clients, Journal(app.catalog.conn), hook=hook,
-                      poll_initial_s=0.25, poll_max_s=1.0)
+        ex = build_executor(
+            app.cfg, app.catalog, app.clients, Journal(app.catalog.conn), hook=hook, poll_initial_s=0.25, poll_max_s=1.0
+        )
         return plan, ex.apply(plan)
     finally:
         app.catalog.close()
@@ -244,7 +249,8 @@ def test_library_link_made_after_verify_refuses_every_delete(bed):
         seen.append((point, step.kind))
         if point == "after_act" and step.kind == "verify_group":
             lib.parent.mkdir(parents=True, exist_ok=True)
-            os.link(stash_file, lib)          # what Radarr's import does
+            os.link(stash_file, lib)  # what Radarr's import does
+
     _plan, summary = run_in_process(bed.cfg, hook)
 
     assert ("after_act", "verify_group") in seen and ("before", "delete") in seen
@@ -276,7 +282,7 @@ def test_different_data_at_destination_blocks_and_moves_nothing(bed):
     before = {p: (os.stat(p).st_ino, b3(p)) for p in (stash_file, pool_file)}
     assert before[stash_file][1] != before[pool_file][1]
 
-    _rc, p = qbhook_json(bed.cfg, "plan", ok=(0,))          # 0: nothing actionable
+    _rc, p = qbhook_json(bed.cfg, "plan", ok=(0,))  # 0: nothing actionable
     g = _group_of(p, h)
     assert g["action"] == "blocked" and "different content already at destination" in g["reason"], g
     _rc, out = qbhook_json(bed.cfg, "apply", "--yes")
@@ -321,8 +327,24 @@ def build_converge(bed: Bed) -> list[str]:
 
 
 CASES = {
-    "demote": (build_pair, ["copy", "link", "verify_view", "verify_view", "relocate", "relocate", "verify_group",
-                            "tag", "tag", "delete", "delete", "prune_dirs", "prune_dirs"]),
+    "demote": (
+        build_pair,
+        [
+            "copy",
+            "link",
+            "verify_view",
+            "verify_view",
+            "relocate",
+            "relocate",
+            "verify_group",
+            "tag",
+            "tag",
+            "delete",
+            "delete",
+            "prune_dirs",
+            "prune_dirs",
+        ],
+    ),
     "promote": (build_promote, ["link", "verify_view", "relocate", "verify_group", "tag", "delete", "prune_dirs"]),
     "converge": (build_converge, ["converge"]),
 }
@@ -352,7 +374,7 @@ def baseline(kind: str, qbt, client, tmp_path_factory, zfs_available) -> tuple:
         assert out["groups_failed"] == {} and len(out["groups_done"]) == 1, out
         _BASELINE[kind] = (kinds, end_state(b, hashes))
     finally:
-        if hashes:   # same payloads, same info hashes: the test's own world adds them again
+        if hashes:  # same payloads, same info hashes: the test's own world adds them again
             client.torrents_delete(delete_files=False, torrent_hashes="|".join(hashes))
             deadline = time.monotonic() + 10
             while client.torrents_info(torrent_hashes="|".join(hashes)) and time.monotonic() < deadline:
@@ -366,10 +388,15 @@ def baseline(kind: str, qbt, client, tmp_path_factory, zfs_available) -> tuple:
 # killed while qBittorrent moves and rechecks, and killed right after a copy / an unlink
 # that the journal does not know about yet. (after_act of the other steps is covered by the
 # unit tests' fake matrix; here each costs a full real relocation, ~10 s.)
-EXTRA_POINTS = {("demote", "relocate"): "poll", ("promote", "relocate"): "poll",
-                ("demote", "copy"): "after_act", ("promote", "link"): "after_act", ("promote", "delete"): "after_act",
-                # killed between the temporary link and the rename over the old name
-                ("converge", "converge"): "mid_act"}
+EXTRA_POINTS = {
+    ("demote", "relocate"): "poll",
+    ("promote", "relocate"): "poll",
+    ("demote", "copy"): "after_act",
+    ("promote", "link"): "after_act",
+    ("promote", "delete"): "after_act",
+    # killed between the temporary link and the rename over the old name
+    ("converge", "converge"): "mid_act",
+}
 
 
 def _crash_points():
@@ -383,8 +410,9 @@ def _crash_points():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,seq,point", list(_crash_points()))
-def test_sigkill_at_step_then_resume_ends_like_an_uninterrupted_run(bed, kind, seq, point, tmp_path_factory,
-                                                                   zfs_available):
+def test_sigkill_at_step_then_resume_ends_like_an_uninterrupted_run(
+    bed, kind, seq, point, tmp_path_factory, zfs_available
+):
     kinds, expected = baseline(kind, bed.qbt, bed.client, tmp_path_factory, zfs_available)
     assert kinds == CASES[kind][1], "the planner's steps changed: update CASES"
     hashes = CASES[kind][0](bed)
@@ -403,7 +431,7 @@ def test_sigkill_at_step_then_resume_ends_like_an_uninterrupted_run(bed, kind, s
     _rc, res = qbhook_json(bed.cfg, "resume")
     assert [(s["run_id"], s["status"]) for s in res["runs"]] == [(run_id, "done")], res
     _rc, again = qbhook_json(bed.cfg, "apply", "--yes")
-    assert again["run_id"] is None, again          # nothing left to do
+    assert again["run_id"] is None, again  # nothing left to do
 
     assert end_state(bed, hashes) == expected
     assert contents_on_disk(*bed.roots.values()) >= contents_before
@@ -412,8 +440,9 @@ def test_sigkill_at_step_then_resume_ends_like_an_uninterrupted_run(bed, kind, s
     assert hist["run"]["status"] == "done"
     assert [s["status"] for s in hist["steps"]] == ["done"] * len(kinds)
     relocs = [s for s in hist["steps"] if s["kind"] == "relocate"]
-    assert all(s["result"]["save_path"].startswith(str(bed.roots["pool" if kind == "demote" else "stash"]))
-               for s in relocs)
+    assert all(
+        s["result"]["save_path"].startswith(str(bed.roots["pool" if kind == "demote" else "stash"])) for s in relocs
+    )
 
 
 # --------------------------------------------------------------------------- 7. qBittorrent dies mid-run
@@ -429,7 +458,7 @@ def test_qbittorrent_killed_during_relocate_then_resume_converges(bed, tmp_path_
     proc = popen_qbhook(bed.cfg, "--json", "apply", "--yes")
     try:
         seq, args = wait_for_step(bed.catalog, "relocate", "intended", proc)
-        assert seq == CASES["demote"][1].index("relocate")      # the group's first relocation
+        assert seq == CASES["demote"][1].index("relocate")  # the group's first relocation
         moving, to_path = args["torrent"], os.path.normpath(args["to_path"])
         # Kill once qbhook has stopped the torrent for its move and issued setLocation:
         # qBittorrent dies while it moves/rechecks, qbhook while it waits for that.
@@ -491,6 +520,7 @@ def small_pools(tmp_path, zfs_available):
 
 class _TwoPools:
     """Looks like one `Pools` to make_bed and Bed.used_bytes."""
+
     def __init__(self, parts):
         self.parts = parts
         self.pools = {n: p.pools[n] for n, p in parts.items()}
@@ -502,13 +532,13 @@ class _TwoPools:
 def _fill(bed: Bed, leave: int) -> Path:
     """Fill the cold pool until about ``leave`` bytes are free (outside the seeding root)."""
     filler = bed.sc.pool / "filler.bin"
-    bed.used_bytes("pool")                       # commit pending writes so statvfs is current
+    bed.used_bytes("pool")  # commit pending writes so statvfs is current
     vfs = os.statvfs(bed.sc.pool)
     n = vfs.f_bavail * vfs.f_frsize - leave
     with open(filler, "wb") as f:
         chunk = b"\xa5" * MiB
         while n > 0:
-            f.write(chunk[:min(n, MiB)])
+            f.write(chunk[: min(n, MiB)])
             n -= MiB
         f.flush()
         os.fsync(f.fileno())
@@ -530,12 +560,14 @@ def test_enospc_on_the_target_during_copy_fails_clean(small_pools, qbt, qbt_clie
     if check == "kernel_enospc":
         # Without qbhook's own free-space check the copy runs into the filesystem's ENOSPC mid-write.
         from qbhook.move import fsops
+
         monkeypatch.setattr(fsops, "_check_free_space", lambda folder, need: None)
     filled = []
 
     def hook(point, gid, seq, step):
         if point == "before" and step.kind == "copy" and not filled:
-            filled.append(_fill(bed, leave=4 * MiB))     # the space went away after planning
+            filled.append(_fill(bed, leave=4 * MiB))  # the space went away after planning
+
     plan, summary = run_in_process(bed.cfg, hook)
 
     g = _group_of(plan.to_dict(), h)

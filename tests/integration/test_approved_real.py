@@ -23,8 +23,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def bed(pools, qbt, qbt_client, tmp_path):
     b = make_bed(pools, qbt, qbt_client, tmp_path)
-    b.sc.seed_only_with_cross_seeds(qbt_client)   # group 1: three siblings, one copy
-    b.sc.already_on_pool(qbt_client)              # group 2: demotes onto identical pool data
+    b.sc.seed_only_with_cross_seeds(qbt_client)  # group 1: three siblings, one copy
+    b.sc.already_on_pool(qbt_client)  # group 2: demotes onto identical pool data
     return b
 
 
@@ -43,11 +43,12 @@ def _saved(bed, tmp_path) -> tuple[dict, dict[str, str]]:
 
 
 def _journaled_steps(bed, run_id: int, gid: str) -> list[dict]:
-    rows = journal_rows(bed.catalog, "SELECT kind, args FROM steps WHERE run=? AND group_id=? ORDER BY seq",
-                        (run_id, gid))
+    rows = journal_rows(
+        bed.catalog, "SELECT kind, args FROM steps WHERE run=? AND group_id=? ORDER BY seq", (run_id, gid)
+    )
     out = []
     for kind, args in rows:
-        a = {k: v for k, v in json.loads(args).items() if not k.startswith("_")}   # executor's own notes
+        a = {k: v for k, v in json.loads(args).items() if not k.startswith("_")}  # executor's own notes
         out.append({"kind": kind, "args": a})
     return out
 
@@ -56,7 +57,7 @@ def test_saved_plan_applies_exactly_its_steps(bed, tmp_path):
     doc, gids = _saved(bed, tmp_path)
     f = tmp_path / "approved.json"
 
-    rc, dry = qbhook_json(bed.cfg, "apply", "--plan", str(f))        # dry run: shows, changes nothing
+    rc, dry = qbhook_json(bed.cfg, "apply", "--plan", str(f))  # dry run: shows, changes nothing
     assert rc == 0 and dry["dry_run"] and dry["stale"] == {} and sorted(dry["valid"]) == sorted(gids.values())
     assert journal_rows(bed.catalog, "SELECT id FROM runs") == []
 
@@ -67,8 +68,11 @@ def test_saved_plan_applies_exactly_its_steps(bed, tmp_path):
         if g["group_id"] in gids.values():
             assert _journaled_steps(bed, out["run_id"], g["group_id"]) == g["steps"]
     sc = bed.sc
-    wait_seeding_at(bed.client, sc.hashes["siblings"] + sc.hashes["already_on_pool"][:1],
-                    lambda h: os.path.join(sc.pool_seed, os.path.relpath(_old_save(doc, h), sc.stash_seed)))
+    wait_seeding_at(
+        bed.client,
+        sc.hashes["siblings"] + sc.hashes["already_on_pool"][:1],
+        lambda h: os.path.join(sc.pool_seed, os.path.relpath(_old_save(doc, h), sc.stash_seed)),
+    )
     # applying it again: every group's facts moved (it was applied), so all are refused, nothing runs
     rc, again = qbhook_json(bed.cfg, "apply", "--plan", str(f), "--yes", ok=(6,))
     assert set(again["stale"]) == set(gids.values()) and again["groups_done"] == []
@@ -89,7 +93,7 @@ def test_group_whose_facts_changed_is_refused_and_the_other_still_applies(bed, t
     stash_file = sc.stash_seed / "movies/Doc.B.2019/doc.b.mkv"
     lib = sc.stash / MOVIES / "Doc B (2019)" / "Doc B (2019).mkv"
     lib.parent.mkdir(parents=True, exist_ok=True)
-    os.link(stash_file, lib)                                  # Radarr imports it after the review
+    os.link(stash_file, lib)  # Radarr imports it after the review
     ino = os.stat(stash_file).st_ino
 
     _rc, dry = qbhook_json(bed.cfg, "apply", "--plan", str(f), ok=(6,))

@@ -1,6 +1,7 @@
 """The catalog on real zfs-fuse pools: stable filesystem ids, datasets, links, unmounted pools,
 duplicate content and `qbhook find`, driven through the real CLI in a fresh process each time
 (as cron or a shell would run it) with a config file written by the test."""
+
 from __future__ import annotations
 
 import errno
@@ -38,13 +39,20 @@ class Bed:
         for root in (self.stash, self.pool):
             (root / SEED).mkdir(parents=True, exist_ok=True)
         self.config = tmp_path / "config.yaml"
-        self.config.write_text(yaml.safe_dump({
-            "catalog": str(self.catalog),
-            "pools": {"stash": {"path": str(self.stash), "role": "primary"},
-                      "pool": {"path": str(self.pool), "role": "cold"}},
-            "seeding_roots": {"stash": str(self.stash / SEED), "pool": str(self.pool / SEED)},
-            "scan": {"settle_seconds": 0, **(scan or {})},
-        }, sort_keys=False))
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "catalog": str(self.catalog),
+                    "pools": {
+                        "stash": {"path": str(self.stash), "role": "primary"},
+                        "pool": {"path": str(self.pool), "role": "cold"},
+                    },
+                    "seeding_roots": {"stash": str(self.stash / SEED), "pool": str(self.pool / SEED)},
+                    "scan": {"settle_seconds": 0, **(scan or {})},
+                },
+                sort_keys=False,
+            )
+        )
 
     @property
     def stash_ds(self) -> str:
@@ -59,8 +67,11 @@ class Bed:
         cmd = [sys.executable, "-m", "qbhook", "--config", str(self.config), *args]
         r = subprocess.run(cmd, capture_output=True, timeout=300, check=False)
         if expect is not None:
-            assert r.returncode == expect, (r.returncode, r.stdout.decode(errors="replace"),
-                                            r.stderr.decode(errors="replace"))
+            assert r.returncode == expect, (
+                r.returncode,
+                r.stdout.decode(errors="replace"),
+                r.stderr.decode(errors="replace"),
+            )
         return r
 
     def json(self, *args: str | bytes, expect: int = 0) -> dict:
@@ -73,11 +84,10 @@ class Bed:
         """Everything a scan may touch except the scans log itself (and filesystems.last_seen)."""
         with self.db() as c:
             out = {t: c.execute(f"SELECT * FROM {t} ORDER BY id").fetchall() for t in ("inodes", "paths")}
-            out["filesystems"] = c.execute("SELECT id, fsid, kind, fstype, source, mountpoint, dev, first_seen "
-                                           "FROM filesystems ORDER BY id").fetchall()
+            out["filesystems"] = c.execute(
+                "SELECT id, fsid, kind, fstype, source, mountpoint, dev, first_seen FROM filesystems ORDER BY id"
+            ).fetchall()
         return out
-
-
 
 
 def blob(tag: str, size: int) -> bytes:
@@ -106,9 +116,8 @@ def test_fsid_survives_remount_with_new_st_dev(bed):
     assert _scans(first) == {"stash": (2, 2, 0, 0), "pool": (1, 1, 0, 0)}
     assert first["hashing"]["hashed"] == 3
     before = bed.dump()
-    fs_rows = {r[1]: r for r in before["filesystems"]}       # fsid -> row
-    guids = {dataset_guid(bed.stash_ds), dataset_guid(bed.library_ds),
-             dataset_guid(bed.pools.pools["pool"].zpool)}
+    fs_rows = {r[1]: r for r in before["filesystems"]}  # fsid -> row
+    guids = {dataset_guid(bed.stash_ds), dataset_guid(bed.library_ds), dataset_guid(bed.pools.pools["pool"].zpool)}
     assert set(fs_rows) == {f"zfs:{g}" for g in guids}
     old_dev = os.stat(bed.stash).st_dev
 
@@ -142,8 +151,10 @@ def test_fsid_survives_remount_with_new_st_dev(bed):
     assert {r[1]: r[6] for r in after["filesystems"]}[f"zfs:{dataset_guid(bed.stash_ds)}"] == new_dev
     assert after["inodes"] == before["inodes"]
     assert after["paths"] == before["paths"]
-    for path, data, ds in ((s_file, blob("e01", 200 * KiB), bed.stash_ds),
-                           (l_file, blob("lib", 70 * KiB), bed.library_ds)):
+    for path, data, ds in (
+        (s_file, blob("e01", 200 * KiB), bed.stash_ds),
+        (l_file, blob("lib", 70 * KiB), bed.library_ds),
+    ):
         found = bed.json("find", path)
         assert found["blake3"] == b3(data)
         assert found["fsid"] == f"zfs:{dataset_guid(ds)}"
@@ -176,7 +187,7 @@ def test_long_running_catalog_follows_a_remount(bed):
 def test_nested_dataset_is_its_own_filesystem(bed):
     top = put(bed.stash / SEED / "Movie/m.mkv", blob("m", 64 * KiB))
     inner = put(bed.library / "Movies/Movie (2020)/m.mkv", blob("m", 64 * KiB))
-    bed.run("dupes")      # scan + hash what collides (find reports copies already hashed)
+    bed.run("dupes")  # scan + hash what collides (find reports copies already hashed)
     f_top, f_inner = bed.json("find", top), bed.json("find", inner)
     assert f_top["fsid"] == f"zfs:{dataset_guid(bed.stash_ds)}"
     assert f_inner["fsid"] == f"zfs:{dataset_guid(bed.library_ds)}"
@@ -201,16 +212,16 @@ def test_hardlinks_are_one_inode_counted_once(bed):
     out = bed.json("scan", "--hash")
     assert _scans(out)["stash"] == (3, 3, 0, 0)
     assert out["catalog"]["inodes"] == 1 and out["catalog"]["paths"] == 3
-    assert out["catalog"]["bytes"] == len(data)          # counted once, not three times
+    assert out["catalog"]["bytes"] == len(data)  # counted once, not three times
     assert out["hashing"]["hashed"] == 1
     f = bed.json("find", a)
     assert f["nlink"] == 3 and len(f["links"]) == 3 and f["unknown_links"] == 0 and f["copies"] == []
-    assert bed.json("dupes", "--no-scan")["sets"] == []   # links of one inode are not duplicates
+    assert bed.json("dupes", "--no-scan")["sets"] == []  # links of one inode are not duplicates
     # a link the catalog has not seen yet still counts in nlink, and is reported as unknown
     os.link(a, bed.stash / "elsewhere.mkv")
     f = bed.json("find", a)
     assert (f["nlink"], len(f["links"]), f["unknown_links"]) == (4, 3, 1)
-    assert _scans(bed.json("scan"))["stash"] == (4, 1, 0, 0)   # the new link (find already saw nlink 4)
+    assert _scans(bed.json("scan"))["stash"] == (4, 1, 0, 0)  # the new link (find already saw nlink 4)
     f = bed.json("find", a)
     assert (f["nlink"], len(f["links"]), f["unknown_links"]) == (4, 4, 0)
 
@@ -223,11 +234,11 @@ def test_fresh_files_are_not_cached_with_default_settle(zfs_pools, tmp_path):
     f = put(bed.stash / SEED / "dl/part.mkv", blob("v1", 64 * KiB))
     out = bed.json("scan", "--hash")
     assert out["hashing"]["hashed"] == 0 and out["hashing"]["unsettled"] == 1
-    with open(f, "r+b") as h:                                    # same size, same second
+    with open(f, "r+b") as h:  # same size, same second
         h.write(blob("v2", 64 * KiB))
     found = bed.json("find", f)
-    assert found["blake3"] is None                               # nothing stale was cached ...
-    old = os.stat(f).st_mtime_ns - 3600 * 10**9                  # ... and once settled it is
+    assert found["blake3"] is None  # nothing stale was cached ...
+    old = os.stat(f).st_mtime_ns - 3600 * 10**9  # ... and once settled it is
     os.utime(f, ns=(old, old))
     assert bed.json("find", f)["blake3"] == b3(blob("v2", 64 * KiB))
 
@@ -292,19 +303,19 @@ def test_scan_of_unmounted_pool_refuses_and_changes_nothing(bed, how):
 
 def test_dupes_across_and_within_pools(bed):
     S, P = bed.stash / SEED, bed.pool / SEED
-    across = blob("across", 1 << 20)                         # stash + pool: one set across pools
+    across = blob("across", 1 << 20)  # stash + pool: one set across pools
     a1 = put(S / "Movie.A/a.mkv", across)
     a2 = put(P / "Movie.A.copy/a.mkv", across)
-    within = blob("within", 100 * KiB + 7)                   # three inodes in pool "stash"
+    within = blob("within", 100 * KiB + 7)  # three inodes in pool "stash"
     w1 = put(S / "Show.B/b.mkv", within)
     w2 = put(bed.stash / "data/media/tv/B/b.mkv", within)
-    w3 = put(bed.library / "B/b.mkv", within)                # other dataset, same pool
-    linked = blob("linked", 256 * KiB)                       # 2 links + 1 separate copy
+    w3 = put(bed.library / "B/b.mkv", within)  # other dataset, same pool
+    linked = blob("linked", 256 * KiB)  # 2 links + 1 separate copy
     l1 = put(S / "Show.C/c.mkv", linked)
     os.makedirs(S / "Show.C.xseed")
     os.link(l1, S / "Show.C.xseed/c.mkv")
     l3 = put(P / "Show.C/c.mkv", linked)
-    only_links = blob("only-links", 80 * KiB)                # links only: no duplicate
+    only_links = blob("only-links", 80 * KiB)  # links only: no duplicate
     o1 = put(S / "Show.D/d.mkv", only_links)
     os.makedirs(S / "Show.D.xseed")
     os.link(o1, S / "Show.D.xseed/d.mkv")
@@ -314,7 +325,7 @@ def test_dupes_across_and_within_pools(bed):
     x1[32 * KiB] ^= 1
     put(S / "E/x0.bin", head_tail)
     put(P / "E/x1.bin", bytes(x1))
-    put(S / "F/empty0", b"")                                 # empty files are below min-size 1
+    put(S / "F/empty0", b"")  # empty files are below min-size 1
     put(P / "F/empty1", b"")
 
     d = bed.json("dupes")
@@ -331,7 +342,7 @@ def test_dupes_across_and_within_pools(bed):
     by_nlink = {c["nlink"]: c for c in sl["copies"]}
     assert sorted(by_nlink[2]["paths"]) == sorted([os.fsdecode(l1), str(S / "Show.C.xseed/c.mkv")])
     assert by_nlink[1]["paths"] == [os.fsdecode(l3)] and by_nlink[1]["pools"] == ["pool"]
-    assert [s["blake3"] for s in d["sets"]] == [b3(across), b3(linked), b3(within)]   # most reclaimable first
+    assert [s["blake3"] for s in d["sets"]] == [b3(across), b3(linked), b3(within)]  # most reclaimable first
 
     # Warm run: nothing is read again.
     with bed.db() as c:
@@ -363,7 +374,7 @@ def test_find_lists_every_link_and_the_copy_on_the_other_pool(bed):
     copy = put(bed.pool / SEED / "Show.S01/e01.mkv", data)
     os.makedirs(bed.pool / SEED / "Show.S01.xseed")
     os.link(copy, bed.pool / SEED / "Show.S01.xseed/e01.mkv")
-    bed.run("dupes")      # scan + hash what collides (find reports copies already hashed)
+    bed.run("dupes")  # scan + hash what collides (find reports copies already hashed)
 
     f = bed.json("find", lib_link)
     assert f["path"] == str(lib_link) and f["pool"] == "stash"
@@ -392,8 +403,8 @@ def test_weird_names_round_trip_on_zfs(bed):
     sroot = os.fsencode(bed.stash / SEED) + b"/W"
     proot = os.fsencode(bed.pool / SEED) + b"/W"
     for n in names:
-        put(sroot + b"/" + n, data + n)                      # one content per name ...
-        put(proot + b"/" + n, data + n)                      # ... present on both pools
+        put(sroot + b"/" + n, data + n)  # one content per name ...
+        put(proot + b"/" + n, data + n)  # ... present on both pools
     out = bed.json("scan")
     assert _scans(out) == {"stash": (4, 4, 0, 0), "pool": (4, 4, 0, 0)}
     with bed.db() as c:
@@ -404,7 +415,7 @@ def test_weird_names_round_trip_on_zfs(bed):
     d = bed.json("dupes")
     assert len(d["sets"]) == 4 and d["across_pools"] == 4
     for s in d["sets"]:
-        got = sorted(os.fsencode(p) for c in s["copies"] for p in c["paths"])   # JSON -> str -> raw bytes
+        got = sorted(os.fsencode(p) for c in s["copies"] for p in c["paths"])  # JSON -> str -> raw bytes
         (n,) = [n for n in names if got[0].endswith(b"/" + n)]
         assert got == sorted([sroot + b"/" + n, proot + b"/" + n])
         assert s["blake3"] == b3(data + n)
@@ -415,7 +426,7 @@ def test_weird_names_round_trip_on_zfs(bed):
         assert os.fsencode(f["path"]) == sroot + b"/" + n
         assert [os.fsencode(p) for c in f["copies"] for p in c["paths"]] == [proot + b"/" + n]
     human = bed.run("dupes", "--no-scan").stdout
-    assert b"'" + os.fsencode(bed.stash / SEED) + b"/W/new\\nline.mkv'" in human   # newline shown as \n
+    assert b"'" + os.fsencode(bed.stash / SEED) + b"/W/new\\nline.mkv'" in human  # newline shown as \n
 
 
 def test_find_reports_a_copy_nothing_hashed_yet(bed):
@@ -431,6 +442,7 @@ def test_big_file_on_zfs_fuse_is_hashed_by_the_mapping_worker(bed, monkeypatch):
     """Files of MMAP_MIN and more are hashed by mmap in a worker process; on a FUSE filesystem
     that must work too (not silently fall back to read()), and give BLAKE3 of the content."""
     from qbhook.catalog import hashing
+
     data = blob("big", hashing.MMAP_MIN + 12345)
     p = put(bed.stash / SEED / "Big/big.mkv", data)
     monkeypatch.setattr(hashing, "_idle", [])
@@ -438,6 +450,7 @@ def test_big_file_on_zfs_fuse_is_hashed_by_the_mapping_worker(bed, monkeypatch):
 
     def no_read_path(fd, hasher=None):
         raise AssertionError("the worker did not hash the file: read() path taken")
+
     monkeypatch.setattr(hashing, "hash_fd", no_read_path)
     try:
         res = hashing.hash_file(p)

@@ -57,9 +57,10 @@ def test_arr_copy_in_the_library_is_converged_and_the_torrent_keeps_seeding_in_p
     assert g["action"] == "converge" and "used by a library" in g["reason"], g
     assert g["bytes_to_copy"] == 0 and g["bytes_freed"] == 6 * MiB
     assert [(s["kind"], s["args"]["path"], s["args"]["keep"]["path"]) for s in g["steps"]] == [
-        ("converge", str(seed), str(lib))]
+        ("converge", str(seed), str(lib))
+    ]
     assert plan["summary"]["converge"] == 1
-    assert os.lstat(seed).st_ino != lib_before.st_ino          # plan is a dry run
+    assert os.lstat(seed).st_ino != lib_before.st_ino  # plan is a dry run
 
     _rc, out = qbhook_json(bed.cfg, "apply", "--yes")
     assert out["groups_failed"] == {} and len(out["groups_done"]) == 1, out

@@ -23,8 +23,13 @@ TOKEN = "e2e-token-" + "x" * 20
 
 
 def qbhook(cfg, *args, check=True):
-    r = subprocess.run([sys.executable, "-m", "qbhook", "--config", str(cfg), *args],
-                       capture_output=True, text=True, timeout=300, env={**os.environ, "QBHOOK_TOKEN": TOKEN})
+    r = subprocess.run(
+        [sys.executable, "-m", "qbhook", "--config", str(cfg), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "QBHOOK_TOKEN": TOKEN},
+    )
     if check and r.returncode not in (0, 10):
         raise AssertionError(f"qbhook {args} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
     return r
@@ -65,15 +70,18 @@ def test_hook_to_plan_and_sweeper_catches_missed_event(served, qbt_client):
     sc, cfg, hooks, proc = served
     r = qbhook(cfg, "setup", "qbittorrent", "--hook-path", str(hooks / "qbt-hook.sh"))
     assert "dry run" in r.stdout
-    assert not qbt_client.app_preferences()["autorun_on_torrent_added_enabled"]   # dry run changed nothing
+    assert not qbt_client.app_preferences()["autorun_on_torrent_added_enabled"]  # dry run changed nothing
     qbhook(cfg, "setup", "qbittorrent", "--hook-path", str(hooks / "qbt-hook.sh"), "--yes")
     prefs = qbt_client.app_preferences()
-    assert prefs["autorun_on_torrent_added_enabled"] and "qbt-hook.sh added" in prefs["autorun_on_torrent_added_program"]
+    assert (
+        prefs["autorun_on_torrent_added_enabled"] and "qbt-hook.sh added" in prefs["autorun_on_torrent_added_program"]
+    )
 
     save = sc.stash_seed / "movies"
     write_payload(save, {"Seed.Only.2022/seed.mkv": 1 << 20}, seed=7)
-    h = add_and_wait_seeding(qbt_client, make_torrent(save / "Seed.Only.2022", sc.torrent_dir / "a.torrent"),
-                             save, tags=[NOHL])
+    h = add_and_wait_seeding(
+        qbt_client, make_torrent(save / "Seed.Only.2022", sc.torrent_dir / "a.torrent"), save, tags=[NOHL]
+    )
     jobs = _wait_done_job(cfg)
     job = next(j for j in jobs if j["key"] == f"torrent:{h}")
     assert "torrent_added" in job["kinds"] or "torrent_finished" in job["kinds"]
@@ -82,8 +90,9 @@ def test_hook_to_plan_and_sweeper_catches_missed_event(served, qbt_client):
     # An event that never arrives: hooks off, another torrent added. The sweeper finds it.
     qbt_client.app_set_preferences({"autorun_on_torrent_added_enabled": False, "autorun_enabled": False})
     write_payload(save, {"Missed.2023/missed.mkv": 1 << 20}, seed=8)
-    h2 = add_and_wait_seeding(qbt_client, make_torrent(save / "Missed.2023", sc.torrent_dir / "b.torrent"),
-                              save, tags=[NOHL])
+    h2 = add_and_wait_seeding(
+        qbt_client, make_torrent(save / "Missed.2023", sc.torrent_dir / "b.torrent"), save, tags=[NOHL]
+    )
     time.sleep(1)
     assert not [j for j in json.loads(qbhook(cfg, "--json", "queue").stdout) if h2 in j["key"]]
     out = json.loads(qbhook(cfg, "--json", "sweep").stdout)
@@ -98,13 +107,17 @@ def test_hook_event_demotes_when_auto_apply_is_on(served, qbt_client):
     qbhook(cfg, "setup", "qbittorrent", "--hook-path", str(hooks / "qbt-hook.sh"), "--yes")
     save = sc.stash_seed / "movies"
     write_payload(save, {"Auto.2024/auto.mkv": 2 << 20, "Auto.2024/auto.nfo": 1000}, seed=9)
-    h = add_and_wait_seeding(qbt_client, make_torrent(save / "Auto.2024", sc.torrent_dir / "c.torrent"),
-                             save, tags=[NOHL])
+    h = add_and_wait_seeding(
+        qbt_client, make_torrent(save / "Auto.2024", sc.torrent_dir / "c.torrent"), save, tags=[NOHL]
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         t = qbt_client.torrents_info(torrent_hashes=h)[0]
-        if t["save_path"].rstrip("/") == str(sc.pool_seed / "movies") and t["progress"] == 1 \
-                and t["state"] in ("stalledUP", "uploading"):
+        if (
+            t["save_path"].rstrip("/") == str(sc.pool_seed / "movies")
+            and t["progress"] == 1
+            and t["state"] in ("stalledUP", "uploading")
+        ):
             break
         time.sleep(0.5)
     else:

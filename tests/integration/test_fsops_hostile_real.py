@@ -63,10 +63,10 @@ def test_demote_with_holding_symlinked_outside_touches_nothing_there(pools, qbt,
     _rc, out = qbhook_json(cfg, "apply", "--yes", ok=tuple(range(256)))
 
     _still_there(private, planted)
-    assert sorted(os.listdir(private)) == ["1", "old"]            # nothing held in there either
+    assert sorted(os.listdir(private)) == ["1", "old"]  # nothing held in there either
     assert out["groups_done"] == [] and len(out["groups_failed"]) == 1, out
     assert "symlink" in next(iter(out["groups_failed"].values()))
-    assert contents_on_disk(sc.stash, sc.pool) >= before          # no content lost anywhere
+    assert contents_on_disk(sc.stash, sc.pool) >= before  # no content lost anywhere
 
 
 def test_demote_purges_only_the_links_it_held(pools, qbt, qbt_client, tmp_path):
@@ -82,7 +82,7 @@ def test_demote_purges_only_the_links_it_held(pools, qbt, qbt_client, tmp_path):
 
     assert len(out["groups_done"]) == 1 and out["groups_failed"] == {}, out
     _still_there(hold, planted)
-    assert sorted(os.listdir(hold)) == ["99"]                      # this run's held links are gone
+    assert sorted(os.listdir(hold)) == ["99"]  # this run's held links are gone
     assert [p for p, _st in walk_files(sc.stash_seed / "tv")] == []
 
 
@@ -91,7 +91,7 @@ def test_demote_into_a_symlinked_view_folder_keeps_the_primary_copy(pools, qbt, 
     root. The demote used to build the views there, report done and delete the primary links."""
     sc, cfg = _bed(pools, qbt, tmp_path)
     sc.seed_only_with_cross_seeds(qbt_client)
-    elsewhere = sc.pool / "elsewhere"                              # same filesystem, outside the root
+    elsewhere = sc.pool / "elsewhere"  # same filesystem, outside the root
     elsewhere.mkdir()
     os.symlink(elsewhere, sc.pool_seed / "cross-seed")
     stash_files = {p: Path(p).read_bytes() for p, _st in walk_files(sc.stash_seed)}

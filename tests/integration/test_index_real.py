@@ -39,9 +39,13 @@ def bed(pools, qbt, qbt_client, tmp_path):
         "pools": {"stash": {"path": str(stash), "role": "primary"}, "pool": {"path": str(pool), "role": "cold"}},
         "seeding_roots": {"stash": str(stash / SEED), "pool": str(pool / SEED)},
         # identity mappings of the two pools only: anything else is unmappable
-        "qbittorrent": {"name": "qbt", "url": qbt.url, "username": "admin", "password": qbt.password,
-                        "path_map": [{"client": str(stash), "host": str(stash)},
-                                     {"client": str(pool), "host": str(pool)}]},
+        "qbittorrent": {
+            "name": "qbt",
+            "url": qbt.url,
+            "username": "admin",
+            "password": qbt.password,
+            "path_map": [{"client": str(stash), "host": str(stash)}, {"client": str(pool), "host": str(pool)}],
+        },
         "scan": {"settle_seconds": 0},
     }
     path = tmp_path / "config.yaml"
@@ -63,8 +67,9 @@ def bed(pools, qbt, qbt_client, tmp_path):
 
         def add(self, save, name, files, seed=0, **kw):
             write_payload(save, {f"{name}/{rel}": size for rel, size in files.items()}, seed=seed)
-            data = make_torrent(save / name, self.torrents / f"{name}-{time.monotonic_ns()}.torrent",
-                                piece_size=64 * 1024)
+            data = make_torrent(
+                save / name, self.torrents / f"{name}-{time.monotonic_ns()}.torrent", piece_size=64 * 1024
+            )
             return add_and_wait_seeding(qbt_client, data, save, **kw)
 
         def run(self, *args):
@@ -113,7 +118,9 @@ def test_added_changed_removed_follow_the_incremental_feed(bed, qbt_client):
     assert rep.mode == "incremental" and rep.files_fetched == 1
     assert _row(cat, h).save_path == str(dest)
     assert [f[4] for f in TorrentIndex(cat.conn).files("qbt", h)] == [
-        os.fsencode(dest / "Show.A/e01.mkv"), os.fsencode(dest / "Show.A/e02.mkv")]
+        os.fsencode(dest / "Show.A/e01.mkv"),
+        os.fsencode(dest / "Show.A/e02.mkv"),
+    ]
 
     # Removed: marked gone, row kept.
     qbt_client.torrents_delete(delete_files=False, torrent_hashes=h)
@@ -136,7 +143,7 @@ def test_qbittorrent_restart_gives_a_full_resync(bed, qbt):
     # The same client object: its rid means nothing to the new qBittorrent, which says full_update.
     rep = sync_client(cat, client)
     assert rep.mode == "full" and rep.gone == 0 and rep.added == 0
-    assert rep.files_fetched == 0          # the full listing is diffed: no file list re-read
+    assert rep.files_fetched == 0  # the full listing is diffed: no file list re-read
     assert _row(cat, h).gone_at is None
     assert sync_client(cat, client).mode == "incremental"
 
@@ -175,6 +182,7 @@ def test_one_payload_under_two_layouts_one_content_id_two_tree_ids(bed):
     shutil.copyfile(bed.stash_seed / "Pack/sub/y.bin", other / "y.bin")
     data = make_torrent(other, bed.torrents / "other.torrent", piece_size=64 * 1024)
     from qbhook.sandbox.torrents import add_and_wait_seeding as add
+
     b = add(bed.client()._api, data, bed.pool_seed)
     # A hardlinked cross-seed of the first, under a third layout: the same stored copy.
     xs = bed.stash_seed / "Pack.XS"
@@ -259,7 +267,7 @@ class _Counter:
     def __init__(self, client: QbtClient):
         self.n = 0
         self.paths: list[str] = []
-        client.version()                       # log in first: the session exists from here on
+        client.version()  # log in first: the session exists from here on
         client._api._session.hooks["response"].append(self._hook)
 
     def _hook(self, r, *a, **k):
@@ -270,6 +278,7 @@ class _Counter:
 def test_sweep_plans_from_the_index_and_records_decisions(bed):
     from qbhook.config import load_config
     from qbhook.events.worker import sweep
+
     hs = [bed.add(bed.stash_seed, f"Seed.{i}", {"a.bin": 20_000 + i, "b.bin": 10_000}, seed=i) for i in range(3)]
     cfg = load_config(bed.config)
     cat, client = bed.catalog(), bed.client()
@@ -295,17 +304,18 @@ def test_an_event_indexes_just_its_torrent_without_extra_requests(bed):
 
     from qbhook.config import load_config
     from qbhook.events.worker import handle_job
+
     a = bed.add(bed.stash_seed, "Ev.A", {"x.bin": 30_000}, seed=1)
     b = bed.add(bed.stash_seed, "Ev.B", {"y.bin": 30_000}, seed=2)
     cfg = load_config(bed.config)
     cat, client = bed.catalog(), bed.client()
     handle_job(cfg, cat, [client], SimpleNamespace(id=1, hashes=[a], paths=[]))
     rows = {t.hash: t for t in TorrentIndex(cat.conn).torrents()}
-    assert set(rows) == {a}                    # b was not part of the job: not touched
+    assert set(rows) == {a}  # b was not part of the job: not touched
     assert rows[a].files == 1 and rows[a].decision is not None and rows[a].save_path == str(bed.stash_seed)
     # the next sync takes the client's full record over the event's row, without re-reading files
     rep = sync_client(cat, client)
-    assert rep.added == 1 and rep.files_fetched == 1       # only b's list
+    assert rep.added == 1 and rep.files_fetched == 1  # only b's list
     assert {t.hash for t in TorrentIndex(cat.conn).torrents()} == {a, b}
     assert _row(cat, a).client_save_path == str(bed.stash_seed)
 
@@ -313,6 +323,7 @@ def test_an_event_indexes_just_its_torrent_without_extra_requests(bed):
 def test_explain_answers_from_the_index_with_qbittorrent_stopped(bed, qbt):
     from qbhook.config import load_config
     from qbhook.events.worker import sweep
+
     h = bed.add(bed.stash_seed, "Gone.Dark", {"g.mkv": 40_000, "g.nfo": 500}, seed=3)
     cfg = load_config(bed.config)
     cat = bed.catalog()
@@ -343,6 +354,7 @@ def test_sweep_from_the_index_decides_like_a_live_listing(pools, qbt, qbt_client
     from qbhook.config import load_config
     from qbhook.events.worker import sweep
     from qbhook.sandbox.scenario import Scenario
+
     sc = Scenario(stash=pools["stash"], pool=pools["pool"], torrent_dir=tmp_path / "torrents").build_all(qbt_client)
     cfgp = tmp_path / "config.yaml"
     cfgp.write_text(yaml.safe_dump(sc.config_dict(tmp_path / "catalog.sqlite", qbt.url)))
@@ -358,6 +370,7 @@ def test_sweep_from_the_index_decides_like_a_live_listing(pools, qbt, qbt_client
 
     def decisions(out):
         return sorted((g["group_id"], g["action"], g["reason"]) for g in out["pending"])
+
     assert indexed["plan"] == live["plan"]
     assert decisions(indexed) == decisions(live) and len(decisions(live)) >= 4
     cat.close()
@@ -365,6 +378,7 @@ def test_sweep_from_the_index_decides_like_a_live_listing(pools, qbt, qbt_client
 
 def test_explain_after_a_recent_full_scan_does_not_walk_the_pools(bed, monkeypatch):
     from qbhook.catalog import scan as scanner
+
     h = bed.add(bed.stash_seed, "Lib.E", {"e.mkv": 30_000}, seed=5)
     lib = bed.stash_seed.parent.parent / "movies" / "E.mkv"
     lib.parent.mkdir(parents=True)

@@ -22,7 +22,7 @@ from tests.timebox import timebox
 
 pytestmark = pytest.mark.integration
 
-LOOSE = 1000      # files per pool no torrent references: a walk would stat every one
+LOOSE = 1000  # files per pool no torrent references: a walk would stat every one
 
 
 class _Calls:
@@ -40,6 +40,7 @@ class _Calls:
         def lstat(*a, **k):
             self.lstat += 1
             return real_lstat(*a, **k)
+
         monkeypatch.setattr(os, "scandir", scandir)
         monkeypatch.setattr(os, "lstat", lstat)
 
@@ -78,10 +79,10 @@ def test_plan_and_apply_for_a_few_groups_never_walk_the_pools(bed, monkeypatch):
     # one torrent's group: its own files and links are re-stat-ed, nothing is walked
     data, err = _plan(bed, "--hash", hs[0])
     assert calls.scandir == 0, calls.scandir
-    assert calls.lstat < 100, calls.lstat             # vs. > 2,000 files in the pools
+    assert calls.lstat < 100, calls.lstat  # vs. > 2,000 files in the pools
     assert [g["torrents"] for g in data["groups"]] == [[hs[0]]]
     assert data["catalog"]["source"] == "catalog" and "no walk" in data["catalog"]["reason"]
-    assert err == ""                                  # --json: one document, the note is inside it
+    assert err == ""  # --json: one document, the note is inside it
     r = bed.run("plan", "--hash", hs[0])
     assert r.exit_code in (0, 10) and "no walk" in r.stderr and calls.scandir == 0
     gid = data["groups"][0]["group_id"]
@@ -122,7 +123,7 @@ def test_targeted_plan_still_sees_a_library_link_made_after_the_scan(bed):
     """Safety does not rest on the catalog: a link made since the last scan is not in it, yet
     the live link count shows it and the group stays where it is."""
     h = bed.add(bed.stash_seed, "Fresh.Lib", {"f.mkv": 40_000}, seed=9)
-    _config(bed, "policy", demote_require_tag=None)     # seed-only data demotes without a tag
+    _config(bed, "policy", demote_require_tag=None)  # seed-only data demotes without a tag
     assert bed.run("scan").exit_code == 0
     data, _ = _plan(bed, "--hash", h)
     assert data["groups"][0]["action"] == "demote"
@@ -142,11 +143,14 @@ def test_status_shows_hashed_and_unhashed_bytes_per_pool(bed):
     pools = json.loads(r.stdout)["pools"]
     assert (pools["stash"]["hashed_bytes"], pools["stash"]["unhashed_bytes"]) == (0, 70_000)
     assert (pools["pool"]["hashed_bytes"], pools["pool"]["unhashed_bytes"]) == (0, 30_000)
-    _config(bed, hash_budget=1)          # one file per run at most
+    _config(bed, hash_budget=1)  # one file per run at most
     r = bed.run("--json", "scan", "--hash")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["hash_budget"] == {"limit": 1, "deferred_files": 1,
-                                                   "deferred_bytes": json.loads(r.stdout)["hash_budget"]["deferred_bytes"]}
+    assert json.loads(r.stdout)["hash_budget"] == {
+        "limit": 1,
+        "deferred_files": 1,
+        "deferred_bytes": json.loads(r.stdout)["hash_budget"]["deferred_bytes"],
+    }
     assert json.loads(r.stdout)["hash_budget"]["deferred_bytes"] in (30_000, 70_000)
     pools = json.loads(bed.run("--json", "status").stdout)["pools"]
     assert pools["stash"]["hashed_bytes"] + pools["pool"]["hashed_bytes"] in (30_000, 70_000)
@@ -174,6 +178,7 @@ def test_a_fifo_in_a_seeding_root_is_never_opened(bed, monkeypatch):
         if isinstance(path, (str, bytes)) and os.fsencode(path) in fifos:
             opened.append(path)
         return real_open(path, *a, **k)
+
     monkeypatch.setattr(os, "open", watching_open)
     with timebox(120, "commands over a FIFO"):
         assert bed.run("scan", "--hash").exit_code == 0
@@ -205,7 +210,7 @@ def test_a_missing_index_is_rebuilt_from_the_client_and_a_scan_with_a_clear_mess
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
     assert [t["hash"] for t in data["torrents"]] == [h] and data["index"]["qbt"]["mode"] == "full"
-    assert data["torrents"][0]["files_resolved"] == 1       # the scan's inode, found again
+    assert data["torrents"][0]["files_resolved"] == 1  # the scan's inode, found again
     cat = Catalog.open(bed.catalog_path)
     assert TorrentIndex(cat.conn).files("qbt", h)[0][5] is not None
     cat.close()

@@ -33,6 +33,7 @@ def _roll_back_siblings_after_views(bed):
         if point == "after_act" and step.kind == "verify_group" and not lib.exists():
             lib.parent.mkdir(parents=True, exist_ok=True)
             os.link(src, lib)
+
     _plan, summary = run_in_process(bed.cfg, hook)
     (g,) = summary.groups
     assert g.status == "rolled_back", g
@@ -45,7 +46,7 @@ def test_rolled_back_views_are_journaled_shown_and_removed_by_the_next_apply(bed
     stash_before = {p: b3(p) for p, _st in walk_files(sc.stash_seed)}
     wait_seeding_at(bed.client, sc.hashes["siblings"], None, anywhere=True)
     views = sorted(p for p, _st in walk_files(sc.pool_seed))
-    assert len(views) == 6, views                        # 3 torrents x 2 episodes: 2 copies + 4 links
+    assert len(views) == 6, views  # 3 torrents x 2 episodes: 2 copies + 4 links
 
     _rc, st = qbhook_json(bed.cfg, "status", ok=(0, 1))
     assert sorted(st["leftover_views"]) == views
@@ -79,4 +80,4 @@ def test_a_view_changed_since_is_released_not_removed(bed):
         assert f.read() == b"theirs" * 1000
     assert {p: b3(p) for p, _st in walk_files(sc.stash_seed)} == stash_before
     _rc, st = qbhook_json(bed.cfg, "status", ok=(0, 1))
-    assert st["leftover_views"] == []                    # released or removed: no longer tracked
+    assert st["leftover_views"] == []  # released or removed: no longer tracked

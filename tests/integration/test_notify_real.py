@@ -44,8 +44,10 @@ def test_real_demotion_is_notified(bed, listener):
     assert len(out["groups_done"]) == 1 and out["groups_failed"] == {}, out
     (msg,) = listener.wait_for(lambda r: len(r) >= 1, timeout=10)
     assert msg["title"] == "qbhook: run finished" and msg["type"] == "info"
-    assert (f"run {out['run_id']} (cli) done: 1 group(s) done, 0 failed, 0 busy; copied 4.0 MiB, freed 4.0 MiB, "
-            f"3 torrent(s) relocated") == msg["message"]
+    assert (
+        f"run {out['run_id']} (cli) done: 1 group(s) done, 0 failed, 0 busy; copied 4.0 MiB, freed 4.0 MiB, "
+        f"3 torrent(s) relocated"
+    ) == msg["message"]
     assert elapsed < 120, elapsed
     wait_seeding_at(client, sc.hashes["siblings"][:1], lambda _h: sc.pool_seed / "tv")
 
@@ -65,16 +67,25 @@ def test_forced_rollback_is_notified_as_a_failure(bed, listener):
     def hook(point, _gid, _seq, step):
         if point == "after_act" and step.kind == "verify_group":
             lib.parent.mkdir(parents=True, exist_ok=True)
-            os.link(stash_file, lib)          # an *arr import between verify and delete
+            os.link(stash_file, lib)  # an *arr import between verify and delete
 
     prev = notify.install(None)
     app = App(str(bed.cfg), False, 0)
     try:
-        _snap, plan = compute_plan(app)       # loading the config starts the notifier (notify.configure)
+        _snap, plan = compute_plan(app)  # loading the config starts the notifier (notify.configure)
         assert notify.active() is not None
         # the executor as the CLI and serve make it: wrapped by notify.watch
-        ex = notify.watch(build_executor(app.cfg, app.catalog, app.clients, Journal(app.catalog.conn), hook=hook,
-                                   poll_initial_s=0.25, poll_max_s=1.0))
+        ex = notify.watch(
+            build_executor(
+                app.cfg,
+                app.catalog,
+                app.clients,
+                Journal(app.catalog.conn),
+                hook=hook,
+                poll_initial_s=0.25,
+                poll_max_s=1.0,
+            )
+        )
         summary = ex.apply(plan, trigger="cli")
         assert summary.status == "failed" and summary.groups[0].status == "rolled_back"
         assert notify.active().flush(20)
@@ -89,7 +100,7 @@ def test_forced_rollback_is_notified_as_a_failure(bed, listener):
     assert msg["title"] == "qbhook: group failed, run finished", msg
     gid = summary.groups[0].group_id
     lines = msg["message"].splitlines()
-    assert len(lines) == 2, lines           # one line per event, the error's hint folded in
+    assert len(lines) == 2, lines  # one line per event, the error's hint folded in
     assert "; hint: re-plan: the group must stay where its library is" in lines[0]
     assert lines[0].startswith(f"[FAILURE] group {gid} (demote) rolled back: delete failed: refusing to delete")
     assert lines[1].startswith(f"[FAILURE] run {summary.run_id} (cli) failed: 0 group(s) done, 1 failed")
@@ -117,8 +128,9 @@ def test_serve_worker_run_is_notified(pools, qbt, qbt_client, tmp_path, listener
     b.cfg.write_text(yaml.safe_dump(data))
     save = b.sc.stash_seed / "movies"
     write_payload(save, {"Served.2024/served.mkv": 1 << 20}, seed=21)
-    h = add_and_wait_seeding(qbt_client, make_torrent(save / "Served.2024", b.sc.torrent_dir / "s.torrent"),
-                             save, tags=["~noHL"])
+    h = add_and_wait_seeding(
+        qbt_client, make_torrent(save / "Served.2024", b.sc.torrent_dir / "s.torrent"), save, tags=["~noHL"]
+    )
     proc = start_serve(b.cfg, port, log=tmp_path / "serve.log")
     try:
         assert qbhook(b.cfg, "hook", "finished", h).returncode == 0
@@ -138,11 +150,11 @@ def test_sweep_reports_low_space_blocked_groups_and_atm_back_on(bed, listener):
     data = yaml.safe_load(bed.cfg.read_text())
     data["notify"].update(blocked_after="1s", free_space_below="1000TiB")
     bed.cfg.write_text(yaml.safe_dump(data))
-    sc.conflict_at_destination(client)          # blocked: different data at its pool path
+    sc.conflict_at_destination(client)  # blocked: different data at its pool path
     sc.seed_only_with_cross_seeds(client)
     _rc, out = qbhook_json(bed.cfg, "apply", "--yes")
     assert len(out["groups_done"]) == 1, out
-    listener.wait_for(lambda r: len(r) >= 1, timeout=10)        # the run's own message
+    listener.wait_for(lambda r: len(r) >= 1, timeout=10)  # the run's own message
     moved = sc.hashes["siblings"][0]
     wait_seeding_at(client, [moved], lambda _h: sc.pool_seed / "tv")
     # ATM on, in a category whose folder is where the torrent already is: qBittorrent moves
@@ -159,19 +171,20 @@ def test_sweep_reports_low_space_blocked_groups_and_atm_back_on(bed, listener):
         time.sleep(1.2)
         qbhook_json(bed.cfg, "sweep")
         second = listener.wait_for(lambda r: len(r) >= 3, timeout=15)[2]
-        qbhook_json(bed.cfg, "sweep")                                # nothing new: no message
+        qbhook_json(bed.cfg, "sweep")  # nothing new: no message
         time.sleep(3)
     finally:
         client.torrents_set_auto_management(enable=False, torrent_hashes=moved)
-        client.torrents_remove_categories(categories="atm-test")   # the qBittorrent is shared
+        client.torrents_remove_categories(categories="atm-test")  # the qBittorrent is shared
     assert len(listener.received) == 3, listener.received
 
     assert first["title"] == "qbhook: pool low on space (2), ATM switched back on", first
     lines = first["message"].splitlines()
     assert any(x.startswith("[WARNING] pool stash has ") and "below 1000.0 TiB" in x for x in lines), lines
     assert any(x.startswith("[WARNING] pool pool has ") for x in lines), lines
-    assert any(f"({moved[:12]}) was relocated by qbhook but has Automatic Torrent Management on again" in x
-               for x in lines), lines
+    assert any(
+        f"({moved[:12]}) was relocated by qbhook but has Automatic Torrent Management on again" in x for x in lines
+    ), lines
     (blocked,) = second["message"].splitlines()
     assert blocked.startswith("[WARNING] group ") and "blocked for" in blocked
     assert "different content already at destination" in blocked, blocked

@@ -49,16 +49,18 @@ def world(pools, qbt, qbt_client, tmp_path):
     sc = bed.sc
     sc.movie_in_library(bed.client)
     sc.seed_only_with_cross_seeds(bed.client)
-    sc.already_on_pool(bed.client)          # seeded data on the cold pool too (the share guard is per pool)
-    links = sc.pool / "data/media/torrents/cross-seed-links"     # the cold pool's second seeding root
+    sc.already_on_pool(bed.client)  # seeded data on the cold pool too (the share guard is per pool)
+    links = sc.pool / "data/media/torrents/cross-seed-links"  # the cold pool's second seeding root
     links.mkdir(parents=True)
-    _write_cfg(bed, _config(bed, seeding_roots={"stash": str(sc.stash_seed),
-                                                "pool": [str(sc.pool_seed), str(links)]}))
+    _write_cfg(bed, _config(bed, seeding_roots={"stash": str(sc.stash_seed), "pool": [str(sc.pool_seed), str(links)]}))
     # planted: a leftover folder (reclaimable), a stray file inside a torrent's folder
     # (reclaimable), a library-linked orphan, a part file, an orphan in the second root,
     # and a symlink to the library (never followed)
-    write_payload(sc.stash_seed / "old", {"Leftover.Movie/leftover.mkv": 300 * KiB,
-                                          "Leftover.Movie/leftover.nfo": 1 * KiB}, seed=21)
+    write_payload(
+        sc.stash_seed / "old",
+        {"Leftover.Movie/leftover.mkv": 300 * KiB, "Leftover.Movie/leftover.nfo": 1 * KiB},
+        seed=21,
+    )
     stray = sc.stash_seed / "movies/Movie.A.2020.1080p/sample.txt"
     stray.write_bytes(b"s" * 5000)
     write_payload(sc.stash_seed / "kept", {"Lib.G/lib.g.mkv": 200 * KiB}, seed=22)
@@ -78,17 +80,29 @@ def test_orphans_lists_reclaimable_and_library_apart_with_totals(world):
     _rc, out = qbhook_json(bed.cfg, "orphans")
     items = {os.path.relpath(i["path"], sc.stash if i["pool"] == "stash" else sc.pool): i for i in out["items"]}
     seed = "data/media/torrents/seeding"
-    assert set(items) == {f"{seed}/old", f"{seed}/movies/Movie.A.2020.1080p/sample.txt", f"{seed}/kept",
-                          "data/media/torrents/cross-seed-links/TrackerZ"}, items
+    assert set(items) == {
+        f"{seed}/old",
+        f"{seed}/movies/Movie.A.2020.1080p/sample.txt",
+        f"{seed}/kept",
+        "data/media/torrents/cross-seed-links/TrackerZ",
+    }, items
     old = items[f"{seed}/old"]
-    assert (old["kind"], old["folder"], old["files"], old["bytes"], old["frees"]) == \
-        ("reclaimable", True, 2, 301 * KiB, 301 * KiB)
+    assert (old["kind"], old["folder"], old["files"], old["bytes"], old["frees"]) == (
+        "reclaimable",
+        True,
+        2,
+        301 * KiB,
+        301 * KiB,
+    )
     assert items[f"{seed}/kept"]["kind"] == "library" and items[f"{seed}/kept"]["frees"] == 0
     assert items["data/media/torrents/cross-seed-links/TrackerZ"]["kind"] == "reclaimable"
-    assert out["reclaimable"] == {"items": 3, "bytes": 301 * KiB + 5000 + 100 * KiB,
-                                  "frees": 301 * KiB + 5000 + 100 * KiB}
+    assert out["reclaimable"] == {
+        "items": 3,
+        "bytes": 301 * KiB + 5000 + 100 * KiB,
+        "frees": 301 * KiB + 5000 + 100 * KiB,
+    }
     assert out["library"] == {"items": 1, "bytes": 200 * KiB}
-    assert out["counts"]["protected"] == 1                       # the part file
+    assert out["counts"]["protected"] == 1  # the part file
     assert str(sc.stash_seed / "movies-link") in out["skipped"]  # the symlink, not followed
     # a listing moves nothing
     assert w["stray"].exists() and w["part"].exists()
@@ -99,9 +113,12 @@ def test_quarantine_moves_only_reclaimable_into_holding_and_purge_frees_it(world
     sc, client = bed.sc, bed.client
     lib_before = os.stat(w["lib"])
     lib_hash = b3(w["lib"])
-    torrent_files = {p: b3(p) for h in sc.hashes["siblings"] + sc.hashes["movie_in_library"]
-                     for p, _st in walk_files(Path(bed.save_path(h)))
-                     if not p.endswith("sample.txt") and ".!qB" not in p}
+    torrent_files = {
+        p: b3(p)
+        for h in sc.hashes["siblings"] + sc.hashes["movie_in_library"]
+        for p, _st in walk_files(Path(bed.save_path(h)))
+        if not p.endswith("sample.txt") and ".!qB" not in p
+    }
 
     # without --yes: a dry run
     _rc, dry = qbhook_json(bed.cfg, "orphans", "--quarantine")
@@ -150,7 +167,7 @@ def test_every_guard_refuses_with_nothing_moved(world, case):
     sc = bed.sc
     d = _config(bed)
     if case == "unreachable":
-        d["qbittorrent"]["url"] = "http://127.0.0.1:9"        # nothing listens on discard
+        d["qbittorrent"]["url"] = "http://127.0.0.1:9"  # nothing listens on discard
         d["qbittorrent"]["timeout"] = 2
     elif case == "wrong_path_map":
         # the client's paths land in a folder that holds nothing: every file looks orphaned
@@ -184,9 +201,10 @@ def test_quarantine_refuses_while_a_run_is_unfinished(world):
     from qbhook.catalog.store import Catalog
     from qbhook.decide.plan import Plan
     from qbhook.move.journal import Journal
+
     cat = Catalog.open(bed.catalog, marker_roots=[sc.stash, sc.pool])
     try:
-        Journal(cat.conn).start_run(Plan(groups=[]).to_dict(), "cli")     # a crashed apply, say
+        Journal(cat.conn).start_run(Plan(groups=[]).to_dict(), "cli")  # a crashed apply, say
     finally:
         cat.close()
     before = tree_state({'stash': sc.stash, 'pool': sc.pool})
@@ -205,10 +223,9 @@ def test_qbittorrent_temp_path_is_never_orphaned(world):
     try:
         _rc, out = qbhook_json(bed.cfg, "orphans")
     finally:
-        client.app_set_preferences({"temp_path_enabled": before["temp_path_enabled"],
-                                    "temp_path": before["temp_path"]})
+        client.app_set_preferences({"temp_path_enabled": before["temp_path_enabled"], "temp_path": before["temp_path"]})
     assert not any(i["path"].startswith(str(temp)) for i in out["items"]), out["items"]
-    assert out["counts"]["protected"] == 2                  # the part file and the temp download
+    assert out["counts"]["protected"] == 2  # the part file and the temp download
     # without the setting the same file is an orphan (the test can fail)
     _rc, out = qbhook_json(bed.cfg, "orphans")
     assert any(i["path"].startswith(str(temp)) for i in out["items"])

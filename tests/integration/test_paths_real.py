@@ -34,7 +34,7 @@ def bed(pools, qbt, qbt_client, tmp_path):
     sc = Scenario(stash=pools["stash"], pool=pools["pool"], torrent_dir=tmp_path / "torrents")
     for d in (sc.stash_seed, sc.pool_seed):
         d.mkdir(parents=True, exist_ok=True)
-    outside = tmp_path / "outside"          # on neither pool
+    outside = tmp_path / "outside"  # on neither pool
     cases = {}
     # 1. a folder of the save path is a symlink to another folder inside the seeding root
     write_payload(sc.stash_seed / "real-movies", {"Inner.F/inner.mkv": 1 * MiB}, seed=11)
@@ -79,7 +79,7 @@ def test_symlink_in_a_save_path_or_destination_blocks_the_group_and_apply_moves_
     before = {"outside": tree(outside), "real-movies": tree(sc.stash_seed / "real-movies")}
     r = run(cfg, "--json", "apply", "--yes")
     assert r.exit_code == 0, r.output
-    assert (sc.pool_seed / "movies/Plain.I/plain.mkv").is_file()        # the run did act...
+    assert (sc.pool_seed / "movies/Plain.I/plain.mkv").is_file()  # the run did act...
     assert not (sc.stash_seed / "movies/Plain.I/plain.mkv").exists()
     # ...but on nothing reached through a symlink
     assert {"outside": tree(outside), "real-movies": tree(sc.stash_seed / "real-movies")} == before

@@ -28,7 +28,7 @@ def run(cfg, *args):
 def test_plan_decisions_on_the_real_bed(world):
     sc, cfg = world
     r = run(cfg, "--json", "plan")
-    assert r.exit_code == 10, r.output          # something is actionable
+    assert r.exit_code == 10, r.output  # something is actionable
     plan = json.loads(r.output)
     by_torrent = {h: g for g in plan["groups"] for h in g["torrents"]}
 
@@ -62,7 +62,9 @@ def test_plan_decisions_on_the_real_bed(world):
 def test_blocked_download_path_and_incomplete(world, qbt_client):
     sc, cfg = world
     h = sc.hashes["siblings"][0]
-    qbt_client.torrents_set_download_path(download_path=str(sc.stash / "data/media/torrents/incomplete"), torrent_hashes=h)
+    qbt_client.torrents_set_download_path(
+        download_path=str(sc.stash / "data/media/torrents/incomplete"), torrent_hashes=h
+    )
     plan = json.loads(run(cfg, "--json", "plan").output)
     g = next(g for g in plan["groups"] if h in g["torrents"])
     assert g["action"] == "blocked" and "download path" in g["reason"]
@@ -74,6 +76,7 @@ def test_blocked_download_path_and_incomplete(world, qbt_client):
         f.write(b"\0" * 300_000)
     qbt_client.torrents_recheck(torrent_hashes=h2)
     import time
+
     for _ in range(100):
         t = qbt_client.torrents_info(torrent_hashes=h2)[0]
         if not t["state"].startswith("checking") and t["progress"] < 1:

@@ -51,7 +51,6 @@ def pools(tmp_path):
     destroy_pools(p)
 
 
-
 class View:
     """Host folders and the client's spelling of them."""
 
@@ -125,9 +124,7 @@ def add_show(qbt_client, view: View, tmp_path: Path, category=None, tags=None) -
     write_payload(view.host_data / "torrents", SHOW)
     tb = make_torrent(view.host_data / "torrents" / "Show.S01", tmp_path / "show.torrent")
     # added with the CLIENT's path, like an *arr in a container would
-    return add_and_wait_seeding(
-        qbt_client, tb, view.client_data / "torrents", category=category, tags=tags
-    )
+    return add_and_wait_seeding(qbt_client, tb, view.client_data / "torrents", category=category, tags=tags)
 
 
 # -- a hybrid (v1+v2) torrent, made by hand: torf and mktorrent only make v1 ---------
@@ -181,8 +178,9 @@ def hybrid(qbt_client, view):
 def add_and_wait_seeding_hybrid(qbt_client, tb: bytes, save_path: Path, torrent_id: str) -> str:
     # the shared helper computes a v1 hash, but qBittorrent's id for a hybrid is the
     # truncated v2 hash, so wait here on the id instead
-    res = qbt_client.torrents_add(torrent_files=tb, save_path=str(save_path), is_paused=False,
-                                  use_auto_torrent_management=False)
+    res = qbt_client.torrents_add(
+        torrent_files=tb, save_path=str(save_path), is_paused=False, use_auto_torrent_management=False
+    )
     assert res == "Ok."
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

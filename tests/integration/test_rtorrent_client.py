@@ -51,7 +51,7 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int, int, str]]:
 def _wait_complete(client: RtorrentClient, h: str, timeout: float = 60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        t = client.find(h)   # None for a moment: load.raw_start may return before the item is listed
+        t = client.find(h)  # None for a moment: load.raw_start may return before the item is listed
         if t is not None and t.is_complete and not t.is_checking:
             return t
         time.sleep(0.1)
@@ -82,9 +82,15 @@ def bed(pools, tmp_path):
     write_payload(stash_t, {"movie.mkv": 400_000}, seed=1)
     multi = make_torrent(stash_t / "Show.X", tmp_path / "show.torrent")
     single = make_torrent(stash_t / "movie.mkv", tmp_path / "movie.torrent")
-    return {"stash_t": stash_t, "pool_t": pools["pool"] / "data" / "torrents",
-            "library": pools["pool"] / "data" / "media", "multi": multi, "single": single,
-            "hm": infohash(multi), "hs": infohash(single)}
+    return {
+        "stash_t": stash_t,
+        "pool_t": pools["pool"] / "data" / "torrents",
+        "library": pools["pool"] / "data" / "media",
+        "multi": multi,
+        "single": single,
+        "hm": infohash(multi),
+        "hs": infohash(single),
+    }
 
 
 def _load_seeding(rtorrent, client, bed):
@@ -148,7 +154,7 @@ def test_relocation_onto_a_bad_view_ends_stopped_and_incomplete_without_writing(
     _hardlinked_view(bed["stash_t"] / "Show.X", bed["library"] / "Show.X", bed["pool_t"] / "Show.X")
     bad = bed["library"] / "Show.X" / "e02.mkv"
     data = bytearray(bad.read_bytes())
-    data[100] ^= 0xFF   # same size, one wrong byte: only the hash check can tell
+    data[100] ^= 0xFF  # same size, one wrong byte: only the hash check can tell
     bad.write_bytes(bytes(data))
     before = _snapshot(bed["library"])
 
@@ -156,7 +162,7 @@ def test_relocation_onto_a_bad_view_ends_stopped_and_incomplete_without_writing(
     t = rt_client.wait_checked(bed["hm"])
     assert t.save_path == str(bed["pool_t"])
     assert not t.is_complete and t.state == "stoppedDL" and t.is_stopped, t
-    time.sleep(1)   # a started item would begin writing here; a stopped one must not
+    time.sleep(1)  # a started item would begin writing here; a stopped one must not
     assert _snapshot(bed["library"]) == before
     assert rt_client.torrent(bed["hm"]).state == "stoppedDL"
 
@@ -166,7 +172,7 @@ def test_relocation_refuses_a_missing_destination(rtorrent, rt_client, bed):
     with pytest.raises(UnsafeOperation, match="does not exist"):
         rt_client.set_location(bed["hm"], str(bed["pool_t"]))
     t = rt_client.torrent(bed["hm"])
-    assert (t.save_path, t.state) == (str(bed["stash_t"]), "stalledUP")   # untouched
+    assert (t.save_path, t.state) == (str(bed["stash_t"]), "stalledUP")  # untouched
 
 
 def test_label_and_tags_round_trip(rtorrent, rt_client, bed):
@@ -190,7 +196,7 @@ def test_label_and_tags_round_trip(rtorrent, rt_client, bed):
 def test_unknown_hashes_raise_unknown_torrent(rt_client, tmp_path):
     absent = "ab" * 20
     assert rt_client.find(absent) is None
-    assert rt_client.find("cd" * 32) is None   # a v2 hash never names an rTorrent item
+    assert rt_client.find("cd" * 32) is None  # a v2 hash never names an rTorrent item
     for action in (rt_client.torrent, rt_client.files, rt_client.stop, rt_client.start, rt_client.recheck):
         with pytest.raises(UnknownTorrent, match=absent):
             action(absent)
@@ -202,8 +208,9 @@ def test_unknown_hashes_raise_unknown_torrent(rt_client, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("session_saved", [False, True], ids=["unsaved", "saved-mid-check"])
-def test_killed_mid_recheck_raises_unreachable_and_a_restart_converges(rtorrent, rt_client, pools, tmp_path,
-                                                                        session_saved):
+def test_killed_mid_recheck_raises_unreachable_and_a_restart_converges(
+    rtorrent, rt_client, pools, tmp_path, session_saved
+):
     stash_t = pools["stash"] / "data" / "torrents"
     write_payload(stash_t / "Big", {"a.bin": 120 << 20, "b.bin": 40 << 20}, seed=7)
     torrent = make_torrent(stash_t / "Big", tmp_path / "big.torrent", piece_size=1 << 20)
@@ -215,7 +222,7 @@ def test_killed_mid_recheck_raises_unreachable_and_a_restart_converges(rtorrent,
 
     rt_client.set_location(h, str(view))
     if session_saved:
-        rtorrent.rpc().call("session.save")   # rTorrent's periodic save landing mid-check
+        rtorrent.rpc().call("session.save")  # rTorrent's periodic save landing mid-check
     hashing = rtorrent.rpc().call("d.hashing", h.upper())
     rtorrent.kill()
     assert hashing != 0, "the check ended before the kill: the test proves nothing"
@@ -232,10 +239,10 @@ def test_killed_mid_recheck_raises_unreachable_and_a_restart_converges(rtorrent,
     if session_saved:
         assert t.save_path == str(view)
     else:
-        assert t.save_path == str(stash_t)   # the relocation was never saved
+        assert t.save_path == str(stash_t)  # the relocation was never saved
         t = rt_client.wait_checked(h, budget=120)
         assert t.is_complete, t
-        rt_client.set_location(h, str(view))   # what the executor's resume does: issue it again
+        rt_client.set_location(h, str(view))  # what the executor's resume does: issue it again
     t = rt_client.wait_checked(h, budget=120)
     assert (t.save_path, t.is_complete) == (str(view), True), t
 
@@ -297,16 +304,17 @@ def test_finished_and_added_events_call_the_qbittorrent_hook_script(rtorrent, rt
         name = "Show, The (2020) [x]"
         seed_dir = tmp_path / "seed"
         write_payload(seed_dir / name, {"a.mkv": 2_000_000, "b.srt": 5_000}, seed=3)
-        t = torf.Torrent(path=seed_dir / name, trackers=[tracker.url], private=True,
-                         created_by=None, creation_date=None)
+        t = torf.Torrent(
+            path=seed_dir / name, trackers=[tracker.url], private=True, created_by=None, creation_date=None
+        )
         t.generate()
         data = t.dump()
         h = t.infohash
-        load_torrent(rtorrent.rpc(), data, str(seed_dir))   # the session rtorrent seeds
+        load_torrent(rtorrent.rpc(), data, str(seed_dir))  # the session rtorrent seeds
         _wait_complete(rt_client, h)
         deadline = time.monotonic() + 20
         while not any(tracker.peers.values()) and time.monotonic() < deadline:
-            time.sleep(0.1)   # the seeder announced: the leecher will be told about it
+            time.sleep(0.1)  # the seeder announced: the leecher will be told about it
 
         leecher.start(tmp_path / "leech", extra_rc=event_rc_lines(str(hooks / "qbt-hook.sh"), instance="rt2"))
         leech_dir = tmp_path / "leech-data"
@@ -340,6 +348,7 @@ def test_finished_and_added_events_call_the_qbittorrent_hook_script(rtorrent, rt
 
 # -- the unchanged executor driving rTorrent through the port -------------------------
 
+
 @dataclass
 class DemoteBed:
     cfg: object
@@ -354,8 +363,9 @@ class DemoteBed:
         from qbhook.move.executor import build_executor
         from qbhook.move.journal import Journal
 
-        return build_executor(self.cfg, self.catalog, self.clients, Journal(self.catalog.conn),
-                        poll_initial_s=0.2, poll_max_s=1, **kw)
+        return build_executor(
+            self.cfg, self.catalog, self.clients, Journal(self.catalog.conn), poll_initial_s=0.2, poll_max_s=1, **kw
+        )
 
     def plan(self):
         from qbhook.catalog.scan import scan_pool
@@ -396,7 +406,7 @@ def _demote_bed(rtorrent, rt_client, pools, tmp_path, qbt=None) -> DemoteBed:
         add_and_wait_seeding(qbt._api, t1, save, tags=["~noHL"])
     load_torrent(rtorrent.rpc(), t2, str(xs))
     hashes = [infohash(t1), infohash(t2)]
-    for h in hashes if qbt is None else hashes[1:]:   # rTorrent's items
+    for h in hashes if qbt is None else hashes[1:]:  # rTorrent's items
         _wait_complete(rt_client, h)
         rt_client.add_tags(h, ["~noHL"])
     clients = Clients([rt_client] if qbt is None else [qbt, rt_client])
@@ -413,13 +423,21 @@ def _bed(pools, tmp_path, clients, hashes, files) -> DemoteBed:
     stash, pool = pools["stash"], pools["pool"]
     seed_s, seed_p = stash / "data/media/torrents/seeding", pool / "data/media/torrents/seeding"
     cfg_path = tmp_path / "config.yaml"
-    cfg_path.write_text(yaml.safe_dump({
-        "catalog": str(tmp_path / "catalog.sqlite"),
-        "pools": {"stash": {"path": str(stash), "role": "primary"}, "pool": {"path": str(pool), "role": "cold"}},
-        "seeding_roots": {"stash": str(seed_s), "pool": str(seed_p)},
-        # the tests pass their clients directly (the CLI would build them from `clients:`)
-        "scan": {"settle_seconds": 0}, "policy": {"demote_require_tag": "~noHL"},
-    }))
+    cfg_path.write_text(
+        yaml.safe_dump(
+            {
+                "catalog": str(tmp_path / "catalog.sqlite"),
+                "pools": {
+                    "stash": {"path": str(stash), "role": "primary"},
+                    "pool": {"path": str(pool), "role": "cold"},
+                },
+                "seeding_roots": {"stash": str(seed_s), "pool": str(seed_p)},
+                # the tests pass their clients directly (the CLI would build them from `clients:`)
+                "scan": {"settle_seconds": 0},
+                "policy": {"demote_require_tag": "~noHL"},
+            }
+        )
+    )
     cfg = load_config(cfg_path)
     return DemoteBed(cfg, Catalog.open(cfg.catalog), clients, hashes, seed_s, seed_p, files)
 
@@ -435,8 +453,8 @@ def _assert_demoted(bed: DemoteBed, rt_client):
     for rel in bed.files:
         a = os.stat(bed.seed_p / "tv" / rel)
         b = os.stat(bed.seed_p / "cross-seed" / "TrackerA" / "Show.S01.REPACK" / Path(rel).name)
-        assert (a.st_ino, a.st_nlink) == (b.st_ino, 2)   # siblings share one physical copy
-    assert not any(p.is_file() for p in bed.seed_s.rglob("*"))   # the stash copy is gone
+        assert (a.st_ino, a.st_nlink) == (b.st_ino, 2)  # siblings share one physical copy
+    assert not any(p.is_file() for p in bed.seed_s.rglob("*"))  # the stash copy is gone
 
 
 @pytest.mark.slow
@@ -447,7 +465,7 @@ def test_executor_demotes_an_rtorrent_sibling_group_through_the_port(rtorrent, r
     assert [g.action for g in plan.groups] == ["demote"]
     summary = bed.executor().apply(plan)
     assert summary.status == "done" and summary.torrents_relocated == 2, summary.to_dict()
-    assert summary.bytes_copied == 3 << 20   # one copy for both siblings
+    assert summary.bytes_copied == 3 << 20  # one copy for both siblings
     _assert_demoted(bed, rt_client)
 
 
@@ -474,13 +492,12 @@ def test_executor_promotes_an_rtorrent_item_onto_a_library_copy(rtorrent, rt_cli
     assert [g.action for g in plan.groups] == ["promote"]
     summary = bed.executor().apply(plan)
 
-    assert summary.status == "done" and summary.bytes_copied == 0 and summary.torrents_relocated == 1, \
-        summary.to_dict()
+    assert summary.status == "done" and summary.bytes_copied == 0 and summary.torrents_relocated == 1, summary.to_dict()
     t = rt_client.torrent(h)
     assert (t.save_path, t.state, t.is_complete) == (str(bed.seed_s / "movies"), "stalledUP", True)
     seeded = os.stat(bed.seed_s / "movies/Film.C.2021/film.c.mkv")
-    assert (seeded.st_ino, seeded.st_nlink) == (lib_st.st_ino, 2)   # rTorrent seeds the library's inode
-    assert os.stat(lib).st_mtime_ns == lib_st.st_mtime_ns            # never written
+    assert (seeded.st_ino, seeded.st_nlink) == (lib_st.st_ino, 2)  # rTorrent seeds the library's inode
+    assert os.stat(lib).st_mtime_ns == lib_st.st_mtime_ns  # never written
     assert not pool_file.exists()
 
 
@@ -513,13 +530,14 @@ def test_rtorrent_killed_mid_move_then_resume_converges(rtorrent, rt_client, poo
         assert (by_hash[h].state, by_hash[h].is_complete) == ("stalledUP", True), by_hash[h]
     assert {p: _digest(p) for p in stash_files} == stash_files
     # ... and the next plan, with rTorrent up, completes the demotion.
-    plan = bed.plan()   # needs the ~noHL tags to have survived the kill
+    plan = bed.plan()  # needs the ~noHL tags to have survived the kill
     summary = bed.executor().apply(plan)
     assert summary.status == "done", summary.to_dict()
     _assert_demoted(bed, rt_client)
 
 
 # -- a container's view of paths (bind mounts), as with rTorrent in Docker -----------
+
 
 def test_path_map_container_view_lists_and_relocates_in_host_paths(rtorrent, pools, tmp_path):
     """rTorrent sees /ctr/data and /ctr/pool; the host sees the pools. Only host paths leave
@@ -541,16 +559,18 @@ def test_path_map_container_view_lists_and_relocates_in_host_paths(rtorrent, poo
         write_payload(host_data / "torrents" / "Show.X", SHOW)
         torrent = make_torrent(host_data / "torrents" / "Show.X", tmp_path / "show.torrent")
         h = infohash(torrent)
-        load_torrent(rtorrent.rpc(), torrent, str(client_data / "torrents"))   # the client's spelling
-        c = RtorrentClient("rt", rtorrent.address,
-                           PathMap([(str(client_data), str(host_data)), (str(client_pool), str(host_pool))]))
+        load_torrent(rtorrent.rpc(), torrent, str(client_data / "torrents"))  # the client's spelling
+        c = RtorrentClient(
+            "rt", rtorrent.address, PathMap([(str(client_data), str(host_data)), (str(client_pool), str(host_pool))])
+        )
         t = _wait_complete(c, h)
         assert (t.save_path, t.client_save_path) == (str(host_data / "torrents"), str(client_data / "torrents"))
         assert t.content_path == str(host_data / "torrents" / "Show.X")
 
-        _hardlinked_view(host_data / "torrents" / "Show.X", host_pool / "media" / "Show.X",
-                         host_pool / "torrents" / "Show.X")
-        c.set_location(h, str(host_pool / "torrents"))   # a HOST path in ...
+        _hardlinked_view(
+            host_data / "torrents" / "Show.X", host_pool / "media" / "Show.X", host_pool / "torrents" / "Show.X"
+        )
+        c.set_location(h, str(host_pool / "torrents"))  # a HOST path in ...
         # ... the client's spelling reaches rTorrent
         assert rtorrent.rpc().call("d.directory", h.upper()) == str(client_pool / "torrents" / "Show.X")
         t = c.wait_checked(h)
@@ -559,13 +579,14 @@ def test_path_map_container_view_lists_and_relocates_in_host_paths(rtorrent, poo
         with pytest.raises(PathMapError, match="under no path_map prefix"):
             c.set_location(h, str(tmp_path / "elsewhere"), require_existing=False)
     finally:
-        rtorrent.remove_all()   # let go of the files before the mounts go away
+        rtorrent.remove_all()  # let go of the files before the mounts go away
         for client in reversed(mounted):
             if subprocess.run(["umount", str(client)], check=False, capture_output=True).returncode:
                 subprocess.run(["umount", "-l", str(client)], check=True, capture_output=True)
 
 
 # -- mixed groups: one payload seeded by qBittorrent and rTorrent -----------------------
+
 
 @pytest.fixture
 def qbt_port(qbt, qbt_client):
@@ -594,8 +615,7 @@ def test_executor_demotes_a_mixed_qbittorrent_and_rtorrent_group(rtorrent, rt_cl
 
 
 @pytest.mark.slow
-def test_mixed_group_rtorrent_killed_mid_move_rolls_back_both_clients(rtorrent, rt_client, qbt_port, pools,
-                                                                      tmp_path):
+def test_mixed_group_rtorrent_killed_mid_move_rolls_back_both_clients(rtorrent, rt_client, qbt_port, pools, tmp_path):
     bed = _demote_bed(rtorrent, rt_client, pools, tmp_path, qbt=qbt_port)
     stash_files = {p: _digest(p) for p in bed.seed_s.rglob("*") if p.is_file()}
     plan = bed.plan()
@@ -604,7 +624,7 @@ def test_mixed_group_rtorrent_killed_mid_move_rolls_back_both_clients(rtorrent, 
 
     def kill_when_rtorrent_moves(point, gid, seq, step):
         if point == "poll" and step.args["torrent"] == bed.hashes[1] and not killed:
-            killed.append(qbt_port.torrent(bed.hashes[0]).save_path)   # where qBittorrent's is by now
+            killed.append(qbt_port.torrent(bed.hashes[0]).save_path)  # where qBittorrent's is by now
             rtorrent.kill()
 
     summary = bed.executor(hook=kill_when_rtorrent_moves).apply(plan)
@@ -612,7 +632,7 @@ def test_mixed_group_rtorrent_killed_mid_move_rolls_back_both_clients(rtorrent, 
     # the plan moves qBittorrent's torrent first: it had moved already, so the rollback must undo it
     assert order == ["qbt", "rt"] and killed == [str(bed.seed_p / "tv")], (order, killed)
     assert summary.status == "interrupted", summary.to_dict()
-    assert {p: _digest(p) for p in stash_files} == stash_files   # nothing deleted
+    assert {p: _digest(p) for p in stash_files} == stash_files  # nothing deleted
 
     rtorrent.restart()
     resumed = bed.executor().resume()
@@ -621,6 +641,5 @@ def test_mixed_group_rtorrent_killed_mid_move_rolls_back_both_clients(rtorrent, 
     qt = qbt_port.torrent(bed.hashes[0])
     rt = rt_client.torrent(bed.hashes[1])
     assert (qt.save_path, qt.is_complete, qt.is_stopped) == (str(bed.seed_s / "tv"), True, False), (order, qt)
-    assert (rt.save_path, rt.is_complete, rt.state) == (str(bed.seed_s / "cross-seed" / "TrackerA"), True,
-                                                        "stalledUP")
+    assert (rt.save_path, rt.is_complete, rt.state) == (str(bed.seed_s / "cross-seed" / "TrackerA"), True, "stalledUP")
     assert {p: _digest(p) for p in stash_files} == stash_files

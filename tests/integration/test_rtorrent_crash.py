@@ -84,16 +84,22 @@ def make_rt_bed(pools, rtorrent, tmp: Path) -> RtBed:
         (r / SEED).mkdir(parents=True, exist_ok=True)
     catalog = tmp / "catalog.sqlite"
     cfg = tmp / "config.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "catalog": str(catalog),
-        "pools": {"stash": {"path": str(roots["stash"]), "role": "primary"},
-                  "pool": {"path": str(roots["pool"]), "role": "cold"}},
-        "seeding_roots": {n: str(r / SEED) for n, r in roots.items()},
-        # no `qbittorrent:` key at all: the CLI builds its one client from `clients:`
-        "clients": [{"type": "rtorrent", "name": "rt", "scgi": rtorrent.address, "timeout": 30}],
-        "scan": {"settle_seconds": 0},
-        "policy": {"demote_require_tag": "~noHL"},
-    }))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "catalog": str(catalog),
+                "pools": {
+                    "stash": {"path": str(roots["stash"]), "role": "primary"},
+                    "pool": {"path": str(roots["pool"]), "role": "cold"},
+                },
+                "seeding_roots": {n: str(r / SEED) for n, r in roots.items()},
+                # no `qbittorrent:` key at all: the CLI builds its one client from `clients:`
+                "clients": [{"type": "rtorrent", "name": "rt", "scgi": rtorrent.address, "timeout": 30}],
+                "scan": {"settle_seconds": 0},
+                "policy": {"demote_require_tag": "~noHL"},
+            }
+        )
+    )
     return RtBed(cfg, catalog, roots, RtorrentClient("rt", rtorrent.address, retries=3), tmp)
 
 
@@ -115,8 +121,10 @@ def build_pair(bed: RtBed, rtorrent) -> list[str]:
     dst = xs / "Pair S01 (WEB)" / "Pair.S01E01.mkv"
     dst.parent.mkdir(parents=True, exist_ok=True)
     os.link(save / "Pair.S01/Pair.S01E01.mkv", dst)
-    return [_load(bed, rtorrent, save / "Pair.S01", save, "pair"),
-            _load(bed, rtorrent, xs / "Pair S01 (WEB)", xs, "pair-xs")]
+    return [
+        _load(bed, rtorrent, save / "Pair.S01", save, "pair"),
+        _load(bed, rtorrent, xs / "Pair S01 (WEB)", xs, "pair-xs"),
+    ]
 
 
 def build_promote(bed: RtBed, rtorrent) -> list[str]:
@@ -130,8 +138,24 @@ def build_promote(bed: RtBed, rtorrent) -> list[str]:
 
 
 CASES = {
-    "demote": (build_pair, ["copy", "link", "verify_view", "verify_view", "relocate", "relocate", "verify_group",
-                            "tag", "tag", "delete", "delete", "prune_dirs", "prune_dirs"]),
+    "demote": (
+        build_pair,
+        [
+            "copy",
+            "link",
+            "verify_view",
+            "verify_view",
+            "relocate",
+            "relocate",
+            "verify_group",
+            "tag",
+            "tag",
+            "delete",
+            "delete",
+            "prune_dirs",
+            "prune_dirs",
+        ],
+    ),
     "promote": (build_promote, ["link", "verify_view", "relocate", "verify_group", "tag", "delete", "prune_dirs"]),
 }
 
@@ -161,7 +185,8 @@ def wait_settled(rt: RtorrentClient, hashes, timeout: float = 60) -> dict:
     while time.monotonic() < deadline:
         last = {t.hash: t for t in rt.torrents(hashes=hashes)}
         good = len(last) == len(hashes) and all(
-            t.progress == 1 and t.state in SEEDING_STATES and not t.is_checking for t in last.values())
+            t.progress == 1 and t.state in SEEDING_STATES and not t.is_checking for t in last.values()
+        )
         streak = streak + 1 if good else 0
         if streak >= 3:
             return last
@@ -174,8 +199,10 @@ def torrents_state(rt: RtorrentClient, hashes, roots: dict[str, Path]) -> dict[s
     out = {}
     for t in rt.torrents(hashes=hashes):
         sp = os.path.normpath(t.save_path)
-        where = next(((n, os.path.relpath(sp, r)) for n, r in roots.items()
-                      if sp == str(r) or sp.startswith(str(r) + "/")), (None, sp))
+        where = next(
+            ((n, os.path.relpath(sp, r)) for n, r in roots.items() if sp == str(r) or sp.startswith(str(r) + "/")),
+            (None, sp),
+        )
         out[t.hash] = (*where, t.progress, t.state in SEEDING_STATES, tuple(sorted(t.tags)))
     return out
 
@@ -211,7 +238,7 @@ def baseline(kind: str, rtorrent, tmp_path_factory, zfs_available) -> tuple:
         assert out["groups_failed"] == {} and len(out["groups_done"]) == 1, out
         _BASELINE[kind] = (kinds, end_state(b, hashes))
     finally:
-        if hashes:   # same payloads, same info hashes: the test's own world loads them again
+        if hashes:  # same payloads, same info hashes: the test's own world loads them again
             _erase(rtorrent, hashes)
         destroy_pools(pools)
     return _BASELINE[kind]
@@ -220,7 +247,8 @@ def baseline(kind: str, rtorrent, tmp_path_factory, zfs_available) -> tuple:
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,seq,point", list(_crash_points()))
 def test_rtorrent_sigkill_at_relocation_step_then_resume_ends_like_an_uninterrupted_run(
-        rtorrent, rt_client, pools, tmp_path, tmp_path_factory, zfs_available, kind, seq, point):
+    rtorrent, rt_client, pools, tmp_path, tmp_path_factory, zfs_available, kind, seq, point
+):
     kinds, expected = baseline(kind, rtorrent, tmp_path_factory, zfs_available)
     assert kinds == CASES[kind][1], f"the planner's steps changed: update CASES and POINTS ({kinds})"
     bed = make_rt_bed(pools, rtorrent, tmp_path)
@@ -233,9 +261,9 @@ def test_rtorrent_sigkill_at_relocation_step_then_resume_ends_like_an_uninterrup
     assert len(runs) == 1 and runs[0][1] == "running"
     run_id = runs[0][0]
     rows = journal_rows(bed.catalog, "SELECT seq, kind, status FROM steps WHERE run=? ORDER BY seq", (run_id,))
-    if point == "before":   # killed before the step's intent: the journal ends at the previous step
+    if point == "before":  # killed before the step's intent: the journal ends at the previous step
         assert [x[2] for x in rows] == ["done"] * seq and [x[0] for x in rows] == list(range(seq))
-    else:                   # intent written, the act may or may not have happened: the ambiguous state
+    else:  # intent written, the act may or may not have happened: the ambiguous state
         assert [x[0] for x in rows] == list(range(seq + 1))
         assert [x[2] for x in rows] == ["done"] * seq + ["intended"] and rows[-1][1] == kinds[seq]
     # nothing deleted by the kill, whatever rTorrent was doing
@@ -244,7 +272,7 @@ def test_rtorrent_sigkill_at_relocation_step_then_resume_ends_like_an_uninterrup
     _rc, res = qbhook_json(bed.cfg, "resume")
     assert [(s["run_id"], s["status"]) for s in res["runs"]] == [(run_id, "done")], res
     _rc, again = qbhook_json(bed.cfg, "apply", "--yes")
-    assert again["run_id"] is None, again          # nothing left to do
+    assert again["run_id"] is None, again  # nothing left to do
 
     assert end_state(bed, hashes) == expected
     assert contents_on_disk(*bed.roots.values()) >= contents_before
@@ -261,7 +289,8 @@ def test_rtorrent_sigkill_at_relocation_step_then_resume_ends_like_an_uninterrup
 
 @pytest.mark.slow
 def test_mixed_group_sigkill_while_rtorrent_relocates_then_resume_demotes_both_clients(
-        rtorrent, rt_client, qbt, qbt_client, pools, tmp_path):
+    rtorrent, rt_client, qbt, qbt_client, pools, tmp_path
+):
     """The sandbox demo's two rTorrent cases (qbhook.sandbox.scenario.rtorrent_cases) through the real
     CLI configured with `qbittorrent:` and `clients:` side by side: qbhook is SIGKILLed while
     rTorrent's item of the mixed group is checking at its new place (qBittorrent's has moved
@@ -292,12 +321,13 @@ def test_mixed_group_sigkill_while_rtorrent_relocates_then_resume_demotes_both_c
     r = qbhook(cfg, "apply", "--yes", "--hash", mixed_rt, crash_at=f"{seq}:poll")
     assert r.returncode == -signal.SIGKILL, (r.returncode, r.stdout, r.stderr)
     assert os.path.normpath(qbt_client.torrents_info(torrent_hashes=mixed_qbt)[0]["save_path"]).startswith(
-        str(sc.pool))                                     # qBittorrent's item had moved already
+        str(sc.pool)
+    )  # qBittorrent's item had moved already
     assert contents_on_disk(*roots.values()) >= contents_before
 
     _rc, res = qbhook_json(cfg, "resume")
     assert [s["status"] for s in res["runs"]] == ["done"], res
-    _rc, rest = qbhook_json(cfg, "apply", "--yes")        # the rTorrent-only group
+    _rc, rest = qbhook_json(cfg, "apply", "--yes")  # the rTorrent-only group
     assert rest["groups_failed"] == {} and len(rest["groups_done"]) == 1, rest
     _rc, again = qbhook_json(cfg, "apply", "--yes")
     assert again["run_id"] is None, again

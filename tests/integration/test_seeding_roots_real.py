@@ -28,26 +28,34 @@ def test_second_root_links_are_seeding_data_and_map_root_to_root(pools, qbt, qbt
     bed = make_bed(pools, qbt, qbt_client, tmp_path)
     sc, client = bed.sc, bed.client
     d = yaml.safe_load(bed.cfg.read_text())
-    d["seeding_roots"] = {"stash": [str(sc.stash_seed), str(sc.stash / LINKS)],
-                          "pool": [str(sc.pool_seed), str(sc.pool / LINKS)]}
+    d["seeding_roots"] = {
+        "stash": [str(sc.stash_seed), str(sc.stash / LINKS)],
+        "pool": [str(sc.pool_seed), str(sc.pool / LINKS)],
+    }
     bed.cfg.write_text(yaml.safe_dump(d))
     (sc.pool / LINKS).mkdir(parents=True)
     save = sc.stash_seed / "tv"
     files = {"Show.S02.1080p/Show.S02E01.mkv": 2 * MiB, "Show.S02.1080p/Show.S02E02.mkv": 1 * MiB}
     write_payload(save, files, seed=41)
-    h1 = add_and_wait_seeding(client, make_torrent(save / "Show.S02.1080p", tmp_path / "t1.torrent",
-                                                   piece_size=256 * 1024), save, tags=[NOHL])
+    h1 = add_and_wait_seeding(
+        client, make_torrent(save / "Show.S02.1080p", tmp_path / "t1.torrent", piece_size=256 * 1024), save, tags=[NOHL]
+    )
     xs = sc.stash / LINKS / "TrackerA"
     for rel in files:
         dst = xs / "Show S02 (1080p)" / os.path.basename(rel)
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.link(save / rel, dst)
-    h2 = add_and_wait_seeding(client, make_torrent(xs / "Show S02 (1080p)", tmp_path / "t2.torrent",
-                                                   piece_size=256 * 1024), xs, tags=[NOHL], category="cross-seed")
+    h2 = add_and_wait_seeding(
+        client,
+        make_torrent(xs / "Show S02 (1080p)", tmp_path / "t2.torrent", piece_size=256 * 1024),
+        xs,
+        tags=[NOHL],
+        category="cross-seed",
+    )
 
     _rc, plan = qbhook_json(bed.cfg, "plan", ok=(0, 10))
     (g,) = [g for g in plan["groups"] if h1 in g["torrents"]]
-    assert g["action"] == "demote" and h2 in g["torrents"], g     # the link folder is no library
+    assert g["action"] == "demote" and h2 in g["torrents"], g  # the link folder is no library
 
     _rc, out = qbhook_json(bed.cfg, "apply", "--yes")
 

@@ -30,16 +30,21 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "page-e2e-token-" + "t" * 24
 PASSWORD = "page-e2e-basic-" + "p" * 20
-QBT_PASSWORD = "adminadmin"          # the bed's qBittorrent login: a secret for the page too
+QBT_PASSWORD = "adminadmin"  # the bed's qBittorrent login: a secret for the page too
 HOSTILE = "<script>alert(1)</script>"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 ENV = {"QBHOOK_TOKEN": TOKEN, "QBHOOK_PASSWORD": PASSWORD}
 
 
 def qbhook(cfg, *args):
-    r = subprocess.run([sys.executable, "-m", "qbhook", "--config", str(cfg), *args],
-                       check=False, capture_output=True, text=True, timeout=300,
-                       env={**os.environ, **ENV})
+    r = subprocess.run(
+        [sys.executable, "-m", "qbhook", "--config", str(cfg), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **ENV},
+    )
     if r.returncode not in (0, 10):
         raise AssertionError(f"qbhook {args} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
     return r
@@ -56,8 +61,9 @@ def get(url, headers=None):
 
 def metric(text: str, name: str, **labels) -> float:
     want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    m = re.search("^" + re.escape(name) + (r"\{" + re.escape(want) + r"\}" if want else "") + r" (\S+)$",
-                  text, re.MULTILINE)
+    m = re.search(
+        "^" + re.escape(name) + (r"\{" + re.escape(want) + r"\}" if want else "") + r" (\S+)$", text, re.MULTILINE
+    )
     assert m, f"{name} {labels} missing:\n{text}"
     return float(m.group(1))
 
@@ -71,11 +77,23 @@ def browser(tmp_path):
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
         opts.add_argument(flag)
-    driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log")))
+    driver = webdriver.Chrome(
+        options=opts, service=Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
+    )
     driver.set_page_load_timeout(30)
     yield driver
     driver.quit()
@@ -89,7 +107,8 @@ def screenshot(driver, url: str, width: int, out: Path) -> dict:
     driver.set_window_size(width, min(height + 120, 8000))
     facts = driver.execute_script(
         "return {scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,"
-        " scripts: document.scripts.length, title: document.title}")
+        " scripts: document.scripts.length, title: document.title}"
+    )
     driver.save_screenshot(str(out))
     return facts
 
@@ -99,18 +118,25 @@ def test_status_page_in_chromium_and_metrics_after_a_real_demotion(pools, qbt, q
     sc = Scenario(stash=pools["stash"], pool=pools["pool"], torrent_dir=tmp_path / "torrents")
     for d in (sc.stash_seed, sc.pool_seed, sc.stash / "data/media/movies"):
         d.mkdir(parents=True, exist_ok=True)
-    sc.movie_in_library(qbt_client)          # stays: library-linked
-    sc.conflict_at_destination(qbt_client)   # blocked: other data at its pool path
-    save = sc.stash_seed / "movies"          # demotable, and its name is hostile
+    sc.movie_in_library(qbt_client)  # stays: library-linked
+    sc.conflict_at_destination(qbt_client)  # blocked: other data at its pool path
+    save = sc.stash_seed / "movies"  # demotable, and its name is hostile
     write_payload(save, {"Hostile.2024/hostile.mkv": 2 << 20}, seed=11)
-    h = add_and_wait_seeding(qbt_client, make_torrent(save / "Hostile.2024", sc.torrent_dir / "h.torrent"),
-                             save, tags=[NOHL])
+    h = add_and_wait_seeding(
+        qbt_client, make_torrent(save / "Hostile.2024", sc.torrent_dir / "h.torrent"), save, tags=[NOHL]
+    )
     qbt_client.torrents_rename(torrent_hash=h, new_torrent_name=HOSTILE)
 
     port = free_port()
     data = sc.config_dict(tmp_path / "catalog.sqlite", qbt.url)
-    data["server"] = {"listen": "127.0.0.1", "port": port, "username": "admin", "password_env": "QBHOOK_PASSWORD",
-                      "token_env": "QBHOOK_TOKEN", "sweep_interval": 3600}
+    data["server"] = {
+        "listen": "127.0.0.1",
+        "port": port,
+        "username": "admin",
+        "password_env": "QBHOOK_PASSWORD",
+        "token_env": "QBHOOK_TOKEN",
+        "sweep_interval": 3600,
+    }
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(data))
     swept = json.loads(qbhook(cfg, "--json", "sweep").stdout)
@@ -144,20 +170,21 @@ def test_status_page_in_chromium_and_metrics_after_a_real_demotion(pools, qbt, q
         assert facts["title"] == "qbhook status" and facts["scripts"] == 0
         heads = [e.text for e in browser.find_elements("css selector", "article.pool h3")]
         assert sorted(heads) == ["pool cold", "stash primary"], heads
-        assert len(browser.find_elements("css selector", "svg.bar")) == 4   # capacity + kinds, per pool
+        assert len(browser.find_elements("css selector", "svg.bar")) == 4  # capacity + kinds, per pool
         assert "library-linked" in text and "orphaned" in text
-        stash = next(e.text for e in browser.find_elements("css selector", "article.pool")
-                     if e.text.startswith("stash"))
-        assert "blocked\n1 group(s), 1.0 MiB" in stash, stash   # sizes recorded by the sweep
+        stash = next(
+            e.text for e in browser.find_elements("css selector", "article.pool") if e.text.startswith("stash")
+        )
+        assert "blocked\n1 group(s), 1.0 MiB" in stash, stash  # sizes recorded by the sweep
         assert re.search(r"library-linked\n3\.0 MiB", stash), stash
         plan = browser.find_element("css selector", "ol.plan").text
-        assert HOSTILE in plan and "DEMOTE" in plan and "stash → pool" in plan   # shown as text, not run
+        assert HOSTILE in plan and "DEMOTE" in plan and "stash → pool" in plan  # shown as text, not run
         assert "BLOCKED" in plan
         assert not browser.find_elements("css selector", "main script")
         for secret in (TOKEN, PASSWORD, QBT_PASSWORD):
             assert secret not in source and secret not in before
         phone = screenshot(browser, base + "/", 390, tmp_path / "status-phone.png")
-        assert phone["scrollWidth"] <= phone["innerWidth"], phone   # no sideways scrolling on a phone
+        assert phone["scrollWidth"] <= phone["innerWidth"], phone  # no sideways scrolling on a phone
 
         # A real demotion, by another process: the page and /metrics read it from the database.
         qbhook(cfg, "apply", "--yes", "--hash", h)
@@ -169,7 +196,7 @@ def test_status_page_in_chromium_and_metrics_after_a_real_demotion(pools, qbt, q
         screenshot(browser, base + "/", 390, tmp_path / "status-after-apply-phone.png")
         after_desktop = screenshot(browser, base + "/", 1100, tmp_path / "status-after-apply.png")
         assert after_desktop["scripts"] == 0
-        if os.environ.get("QBHOOK_UPDATE_DOCS") == "1":   # refresh the README's screenshot on demand only
+        if os.environ.get("QBHOOK_UPDATE_DOCS") == "1":  # refresh the README's screenshot on demand only
             shutil.copy(tmp_path / "status-after-apply.png", REPO / "docs/status-page.png")
         runs = browser.find_element("css selector", "table").text
         assert "done" in runs and "2.0 MiB" in runs

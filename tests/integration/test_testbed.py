@@ -1,4 +1,5 @@
 """The test bed is real, and the facts in docs reference (testbed.md, qbittorrent.md) hold on it."""
+
 from __future__ import annotations
 
 import errno

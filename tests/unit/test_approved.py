@@ -59,7 +59,7 @@ def test_plan_id_is_a_content_hash():
     doc2, _ = saved_from(two_groups())
     assert doc1["plan_id"] == doc2["plan_id"]
     w = two_groups()
-    w.free["pool"] -= 1          # free space churns and is left out: the id stays
+    w.free["pool"] -= 1  # free space churns and is left out: the id stays
     doc3, _ = saved_from(w)
     assert doc3["plan_id"] == doc1["plan_id"]
     w.link(S + "/movies/Alpha/alpha.mkv", LIB + "/Alpha (2020).mkv")
@@ -70,7 +70,7 @@ def test_plan_id_is_a_content_hash():
 def test_library_link_added_refuses_that_group_only():
     w = two_groups()
     _doc, saved = saved_from(w)
-    w.link(S + "/movies/Alpha/alpha.mkv", LIB + "/Alpha (2020)/Alpha (2020).mkv")   # an *arr import
+    w.link(S + "/movies/Alpha/alpha.mkv", LIB + "/Alpha (2020)/Alpha (2020).mkv")  # an *arr import
     v = verdicts(saved, w)
     assert not v[A].ok and "decision changed: now STAY" in v[A].reason and "Alpha (2020).mkv" in v[A].reason
     assert v[B].ok
@@ -92,7 +92,7 @@ def test_a_stray_link_inside_the_seeding_root_makes_the_group_stale():
 def test_content_replaced_with_same_size_is_stale():
     w = two_groups()
     _doc, saved = saved_from(w)
-    w.inodes[w.paths[S + "/tv/Beta.S01/e2.mkv"]]["content"] = "XX"    # rewritten in place
+    w.inodes[w.paths[S + "/tv/Beta.S01/e2.mkv"]]["content"] = "XX"  # rewritten in place
     v = verdicts(saved, w)
     assert v[A].ok and not v[B].ok
 
@@ -126,11 +126,14 @@ def test_edited_file_is_refused():
         approved.parse(doc, POOLS)
 
 
-@pytest.mark.parametrize("mutate, match", [
-    (lambda d: d.update(format="something-else"), "not a qbhook plan"),
-    (lambda d: d.update(version=2), "version 2"),
-    (lambda d: d.clear(), "not a qbhook plan"),
-])
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda d: d.update(format="something-else"), "not a qbhook plan"),
+        (lambda d: d.update(version=2), "version 2"),
+        (lambda d: d.clear(), "not a qbhook plan"),
+    ],
+)
 def test_foreign_or_other_version_is_refused(mutate, match):
     doc, _ = saved_from(two_groups())
     mutate(doc)
@@ -148,7 +151,7 @@ def test_malformed_group_is_refused_in_one_line():
     doc, _ = saved_from(two_groups())
     del doc["groups"][0]["fingerprint"]
     body = {k: v for k, v in doc.items() if k != "plan_id"}
-    doc["plan_id"] = approved._digest(body)          # a consistent but malformed document
+    doc["plan_id"] = approved._digest(body)  # a consistent but malformed document
     with pytest.raises(PlanFileError, match="malformed group") as e:
         approved.parse(doc, POOLS)
     assert "\n" not in str(e.value)
@@ -159,7 +162,7 @@ def test_save_and_load_through_a_file(tmp_path):
     f = tmp_path / "plan.json"
     approved.save(f, doc)
     assert approved.load(f, POOLS).plan_id == doc["plan_id"]
-    assert [p.name for p in tmp_path.iterdir()] == ["plan.json"]       # no temp file left
+    assert [p.name for p in tmp_path.iterdir()] == ["plan.json"]  # no temp file left
     with pytest.raises(PlanFileError, match="does not exist"):
         approved.load(tmp_path / "nope.json", POOLS)
     (tmp_path / "bad.json").write_text("{not json")
@@ -167,19 +170,26 @@ def test_save_and_load_through_a_file(tmp_path):
         approved.load(tmp_path / "bad.json", POOLS)
 
 
-@pytest.mark.parametrize("content, code_match", [
-    ("{not json", "not JSON"),
-    (json.dumps({"format": "qbhook-plan", "version": 99}), "version 99"),
-    (json.dumps([1, 2]), "not a qbhook plan"),
-])
+@pytest.mark.parametrize(
+    "content, code_match",
+    [
+        ("{not json", "not JSON"),
+        (json.dumps({"format": "qbhook-plan", "version": 99}), "version 99"),
+        (json.dumps([1, 2]), "not a qbhook plan"),
+    ],
+)
 def test_cli_apply_plan_bad_file_is_one_line_exit_65_and_touches_nothing(tmp_path, content, code_match):
     cfg = tmp_path / "config.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "catalog": str(tmp_path / "catalog.sqlite"),
-        "pools": {"stash": {"path": "/stash", "role": "primary"}, "pool": {"path": "/pool", "role": "cold"}},
-        "seeding_roots": {"stash": S, "pool": P},
-        "qbittorrent": {"url": "http://127.0.0.1:9", "username": "admin", "password": "x"},
-    }))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "catalog": str(tmp_path / "catalog.sqlite"),
+                "pools": {"stash": {"path": "/stash", "role": "primary"}, "pool": {"path": "/pool", "role": "cold"}},
+                "seeding_roots": {"stash": S, "pool": P},
+                "qbittorrent": {"url": "http://127.0.0.1:9", "username": "admin", "password": "x"},
+            }
+        )
+    )
     f = tmp_path / "plan.json"
     f.write_text(content)
     r = CliRunner().invoke(main, ["--config", str(cfg), "apply", "--plan", str(f), "--yes"])
@@ -212,10 +222,13 @@ class _Executor:
 
     def apply(self, plan, *, trigger, dry_run):
         from qbhook.move.executor import GroupOutcome, RunSummary
+
         self.calls.append((plan, trigger, dry_run))
-        return RunSummary(None if dry_run else 1, dry_run=dry_run,
-                          groups=[GroupOutcome(g.group_id, g.action, "planned" if dry_run else "done")
-                                  for g in plan.groups])
+        return RunSummary(
+            None if dry_run else 1,
+            dry_run=dry_run,
+            groups=[GroupOutcome(g.group_id, g.action, "planned" if dry_run else "done") for g in plan.groups],
+        )
 
 
 class _Cfg:
@@ -225,13 +238,16 @@ class _Cfg:
 
 def _apply_saved(monkeypatch, saved, w: World, live, dry_run=False):
     import qbhook.decide.snapshot
+
     seen = {}
 
     def fake_build(cfg, catalog, clients, hashes=None, progress=None):
         seen["hashes"] = hashes
         snap = w.snapshot()
         from dataclasses import replace
+
         return replace(snap, torrents=tuple(t for t in snap.torrents if t.hash in set(hashes)))
+
     monkeypatch.setattr(qbhook.decide.snapshot, "build_snapshot", fake_build)
     ex = _Executor()
     run = approved.apply_saved(_Cfg(), None, [_Client(live)], ex, saved, dry_run=dry_run, scan=False)
@@ -243,8 +259,8 @@ def test_apply_saved_runs_only_the_groups_that_still_hold(monkeypatch):
     _doc, saved = saved_from(w)
     w.link(S + "/movies/Alpha/alpha.mkv", LIB + "/Alpha.mkv")
     run, ex, seen = _apply_saved(monkeypatch, saved, w, [A, B])
-    assert sorted(seen["hashes"]) == [A, B]                  # facts re-gathered for the plan's torrents only
-    (plan, trigger, dry), = ex.calls
+    assert sorted(seen["hashes"]) == [A, B]  # facts re-gathered for the plan's torrents only
+    ((plan, trigger, dry),) = ex.calls
     assert [g.torrents for g in plan.groups] == [[B]] and trigger == "approved-plan" and not dry
     assert plan.groups[0].steps == next(g for g in saved.plan.groups if B in g.torrents).steps
     assert run.exit_code == approved.EXIT_STALE == 6 and len(run.stale) == 1
@@ -256,9 +272,9 @@ def test_apply_saved_runs_only_the_groups_that_still_hold(monkeypatch):
 def test_apply_saved_dry_run_and_a_vanished_torrent(monkeypatch):
     w = two_groups()
     _doc, saved = saved_from(w)
-    run, ex, seen = _apply_saved(monkeypatch, saved, w, [B], dry_run=True)   # A was removed from qBittorrent
+    run, ex, seen = _apply_saved(monkeypatch, saved, w, [B], dry_run=True)  # A was removed from qBittorrent
     assert seen["hashes"] == [B]
-    (plan, _trigger, dry), = ex.calls
+    ((plan, _trigger, dry),) = ex.calls
     assert dry and [g.torrents for g in plan.groups] == [[B]]
     assert [v.reason for v in run.stale] == ["one of its torrents is gone from qBittorrent"]
 

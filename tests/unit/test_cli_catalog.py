@@ -3,6 +3,7 @@
 One filesystem (tmp_path) stands in for both pools; where `config check` insists on two
 filesystems, the test says which st_dev the pool has instead.
 """
+
 from __future__ import annotations
 
 import errno
@@ -36,8 +37,10 @@ class Env:
         self.config = tmp_path / "config.yaml"
         self.data = {
             "catalog": str(self.catalog),
-            "pools": {"stash": {"path": str(self.stash), "role": "primary"},
-                      "pool": {"path": str(self.pool), "role": "cold"}},
+            "pools": {
+                "stash": {"path": str(self.stash), "role": "primary"},
+                "pool": {"path": str(self.pool), "role": "cold"},
+            },
             "seeding_roots": {"stash": str(self.stash / SEED), "pool": str(self.pool / SEED)},
             "scan": {"settle_seconds": 0, "mass_delete_min_paths": 3},
         }
@@ -71,10 +74,9 @@ def two_filesystems(env, monkeypatch):
         if os.fspath(path) == str(env.pool):
             return os.stat_result((st.st_mode, st.st_ino, st.st_dev + 1, *tuple(st)[3:]))
         return st
+
     monkeypatch.setattr("qbhook.config.os.stat", fake)
     return env
-
-
 
 
 # --------------------------------------------------------------------------- config check
@@ -85,8 +87,12 @@ def test_config_check_ok(two_filesystems):
     r = env.run("config", "check")
     assert "config OK" in r.stderr and "PROBLEM" not in r.output
     shown = yaml.safe_load(r.stdout)
-    assert shown["pools"]["stash"] == {"path": str(env.stash), "role": "primary", "seeding_root": str(env.stash / SEED),
-                                       "seeding_roots": [str(env.stash / SEED)]}
+    assert shown["pools"]["stash"] == {
+        "path": str(env.stash),
+        "role": "primary",
+        "seeding_root": str(env.stash / SEED),
+        "seeding_roots": [str(env.stash / SEED)],
+    }
     assert shown["scan"]["settle_seconds"] == 0 and shown["source"] == str(env.config)
     d = env.json("config", "check")
     assert d["problems"] == [] and d["catalog"] == str(env.catalog)
@@ -95,23 +101,43 @@ def test_config_check_ok(two_filesystems):
 QBT = {"url": "http://127.0.0.1:8080", "password": "p"}
 
 
-@pytest.mark.parametrize("over, key", [
-    ({"qbittorrent": {**QBT, "timeout": "fast"}}, "qbittorrent.timeout"),
-    ({"qbittorrent": {**QBT, "timeout": -5}}, "qbittorrent.timeout"),
-    ({"policy": {"max_groups_per_run": float("nan")}}, "policy.max_groups_per_run"),
-    ({"policy": {"max_groups_per_run": 2.5}}, "policy.max_groups_per_run"),
-    ({"server": {"port": 99999}}, "server.port"),
-    ({"server": {"max_body": 0}}, "server.max_body"),
-    ({"server": {"sweep_interval": 0}}, "server.sweep_interval"),
-    ({"qbittorrent": {**QBT, "path_map": [{"client": "/data", "host": "/stash/data"},
-                                          {"client": "/data", "host": "/pool/data"}]}}, "qbittorrent.path_map"),
-    ({"qbittorrent": {**QBT, "path_map": [{"client": "/data", "host": "/stash/data"},
-                                          {"client": "/data/media", "host": "/pool/media"}]}}, "qbittorrent.path_map"),
-])
+@pytest.mark.parametrize(
+    "over, key",
+    [
+        ({"qbittorrent": {**QBT, "timeout": "fast"}}, "qbittorrent.timeout"),
+        ({"qbittorrent": {**QBT, "timeout": -5}}, "qbittorrent.timeout"),
+        ({"policy": {"max_groups_per_run": float("nan")}}, "policy.max_groups_per_run"),
+        ({"policy": {"max_groups_per_run": 2.5}}, "policy.max_groups_per_run"),
+        ({"server": {"port": 99999}}, "server.port"),
+        ({"server": {"max_body": 0}}, "server.max_body"),
+        ({"server": {"sweep_interval": 0}}, "server.sweep_interval"),
+        (
+            {
+                "qbittorrent": {
+                    **QBT,
+                    "path_map": [{"client": "/data", "host": "/stash/data"}, {"client": "/data", "host": "/pool/data"}],
+                }
+            },
+            "qbittorrent.path_map",
+        ),
+        (
+            {
+                "qbittorrent": {
+                    **QBT,
+                    "path_map": [
+                        {"client": "/data", "host": "/stash/data"},
+                        {"client": "/data/media", "host": "/pool/media"},
+                    ],
+                }
+            },
+            "qbittorrent.path_map",
+        ),
+    ],
+)
 def test_config_check_defects_are_one_line_78(two_filesystems, over, key):
     """Issue 9 (8) and 14: tracebacks, silent acceptance and a late exit 1 before; now exit 78 at check."""
     env = two_filesystems
-    env.run("config", "check")                       # the base config is clean
+    env.run("config", "check")  # the base config is clean
     env.save(**over)
     r = env.run("config", "check", expect=78)
     assert "Traceback" not in r.output and not isinstance(r.exception, Exception), r.exception
@@ -136,20 +162,27 @@ def test_config_check_reports_problems_with_78(env):
     r = env.run("config", "check", expect=78)
     assert f"PROBLEM: seeding_roots.pool: {env.pool / SEED} does not exist" in r.stderr
 
-    env.save(catalog=str(env.tmp / "nowhere/catalog.sqlite"), pools={
-        "stash": {"path": str(env.stash), "role": "primary"},
-        "pool": {"path": str(env.tmp / "unmounted"), "role": "cold"}},
-        seeding_roots={"stash": str(env.stash / SEED), "pool": str(env.tmp / "unmounted" / SEED)})
+    env.save(
+        catalog=str(env.tmp / "nowhere/catalog.sqlite"),
+        pools={
+            "stash": {"path": str(env.stash), "role": "primary"},
+            "pool": {"path": str(env.tmp / "unmounted"), "role": "cold"},
+        },
+        seeding_roots={"stash": str(env.stash / SEED), "pool": str(env.tmp / "unmounted" / SEED)},
+    )
     r = env.run("config", "check", expect=78)
     assert "pools.pool.path" in r.stderr and "is the pool mounted?" in r.stderr
     assert "catalog: folder" in r.stderr and "mkdir -p" in r.stderr
     assert "config OK" not in r.output
 
 
-@pytest.mark.parametrize("text, words", [
-    ("catalog: [unclosed", "is not valid YAML"),
-    ("- just\n- a list\n", "must contain a mapping"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("catalog: [unclosed", "is not valid YAML"),
+        ("- just\n- a list\n", "must contain a mapping"),
+    ],
+)
 def test_unreadable_config_is_78_without_traceback(env, text, words):
     env.config.write_text(text)
     r = env.run("config", "check", expect=78)
@@ -198,7 +231,7 @@ def test_secrets_are_masked_in_config_check(two_filesystems, tmp_path):
             assert s not in out
     d = json.loads(as_json.stdout)
     assert [q["password"] for q in d["qbittorrent"]] == ["********"] * 3
-    assert d["qbittorrent"][1]["password_env"] == "QBT_PW_TEST"          # where it comes from is shown
+    assert d["qbittorrent"][1]["password_env"] == "QBT_PW_TEST"  # where it comes from is shown
     assert d["qbittorrent"][2]["password_file"] == str(tmp_path / "qbt2.secret")
     assert d["server"]["password"] == "********" and d["server"]["token"] == "********"
     assert "********" in human.stdout
@@ -222,7 +255,9 @@ def test_scan_json_and_human(env):
     put(env.pool / SEED / "P/p.bin", b"p")
     d = env.json("scan")
     assert [(s["pool"], s["files_seen"], s["added"], s["status"]) for s in d["scans"]] == [
-        ("stash", 5, 5, "ok"), ("pool", 1, 1, "ok")]
+        ("stash", 5, 5, "ok"),
+        ("pool", 1, 1, "ok"),
+    ]
     assert d["catalog"]["paths"] == 6 and d["catalog"]["hashed"] == 0 and "hashing" not in d
     r = env.run("scan", "stash")
     assert r.stdout.startswith("stash: 5 files seen, 0 added, 0 changed, 0 removed (")
@@ -244,7 +279,7 @@ def test_scan_refuses_mass_delete_with_3(env):
         os.unlink(f)
     r = env.run("scan", expect=3)
     assert "would drop 10 of 10 known paths" in r.stderr and "--allow-mass-delete" in r.stderr
-    assert env.json("scan", "pool")["catalog"]["paths"] == 10      # nothing dropped
+    assert env.json("scan", "pool")["catalog"]["paths"] == 10  # nothing dropped
     d = env.json("scan", "--allow-mass-delete")
     assert d["scans"][0]["removed"] == 10 and d["catalog"]["paths"] == 0
 
@@ -269,14 +304,16 @@ def test_dupes(env):
     a = put(env.stash / SEED / "A/a.mkv", big)
     put(env.pool / SEED / "A/a.mkv", big)
     put(env.stash / "data/media/movies/a.mkv", big)
-    os.link(a, env.stash / SEED / "A.xseed.mkv")                   # a link: same copy
+    os.link(a, env.stash / SEED / "A.xseed.mkv")  # a link: same copy
     put(env.stash / SEED / "B/small.nfo", b"tiny")
     put(env.pool / SEED / "B/small.nfo", b"tiny")
-    put(env.stash / SEED / "C/other.mkv", os.urandom(100_000))     # same size, other content
+    put(env.stash / SEED / "C/other.mkv", os.urandom(100_000))  # same size, other content
 
     d = env.json("dupes")
     assert [(s["size"], len(s["copies"]), s["scope"], s["reclaimable_bytes"]) for s in d["sets"]] == [
-        (100_000, 3, "across-pools", 200_000), (4, 2, "across-pools", 4)]
+        (100_000, 3, "across-pools", 200_000),
+        (4, 2, "across-pools", 4),
+    ]
     assert d["reclaimable_bytes"] == 200_004 and d["across_pools"] == 2
     linked = next(c for c in d["sets"][0]["copies"] if c["nlink"] == 2)
     assert len(linked["paths"]) == 2 and linked["pools"] == ["stash"]
@@ -338,6 +375,7 @@ def test_find_read_error_is_reported_not_crashed(env, monkeypatch):
         if calls["n"] == 2:
             raise OSError(errno.EIO, "Input/output error")
         return real(fd, bufs)
+
     monkeypatch.setattr(hashing.os, "readv", failing)
     f = env.json("find", os.fsdecode(p))
     assert f["blake3"] is None and calls["n"] == 2
@@ -362,8 +400,13 @@ def test_version():
 
 
 def _subprocess(env, *args, **extra_env):
-    return subprocess.run([sys.executable, "-m", "qbhook", "--config", str(env.config), *args],
-                          capture_output=True, env={**os.environ, **extra_env}, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "qbhook", "--config", str(env.config), *args],
+        capture_output=True,
+        env={**os.environ, **extra_env},
+        timeout=120,
+        check=False,
+    )
 
 
 def test_invalid_utf8_names_in_json(env):
@@ -374,7 +417,8 @@ def test_invalid_utf8_names_in_json(env):
     assert r.returncode == 0, r.stderr
     (s,) = json.loads(r.stdout)["sets"]
     assert sorted(os.fsencode(p) for c in s["copies"] for p in c["paths"]) == sorted(
-        [name, os.fsencode(env.pool / SEED / "ok.bin")])
+        [name, os.fsencode(env.pool / SEED / "ok.bin")]
+    )
 
 
 def test_invalid_utf8_names_in_human_output_on_strict_utf8_terminal(env):
@@ -387,10 +431,15 @@ def test_invalid_utf8_names_in_human_output_on_strict_utf8_terminal(env):
 # --------------------------------------------------------------------------- non-regular files (issue 9, 7b)
 # Each runs `qbhook` in a child process with a timeout: on main these hung forever.
 
+
 def _bounded(env, *args, timeout=30):
     try:
-        return subprocess.run([sys.executable, "-m", "qbhook", "--config", str(env.config), *args],
-                              capture_output=True, timeout=timeout, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "qbhook", "--config", str(env.config), *args],
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"qbhook {' '.join(args)} still running after {timeout}s (opened a FIFO or device?)")
 
@@ -399,7 +448,7 @@ def _special_files(where: Path) -> list[Path]:
     where.mkdir(parents=True, exist_ok=True)
     os.mkfifo(where / "pipe")
     out = [where / "pipe"]
-    if os.geteuid() == 0:   # a character device with /dev/zero's numbers: reading it never ends
+    if os.geteuid() == 0:  # a character device with /dev/zero's numbers: reading it never ends
         os.mknod(where / "zero", 0o600 | stat.S_IFCHR, os.makedev(1, 5))
         out.append(where / "zero")
     return out
@@ -409,8 +458,10 @@ def test_find_refuses_fifo_and_device_instead_of_hanging(env):
     for p in _special_files(env.stash / SEED / "odd"):
         r = _bounded(env, "find", str(p))
         assert r.returncode == 2, (r.returncode, r.stderr)
-        assert r.stderr.decode().splitlines()[0] == f"qbhook: {p} is not a regular file; " \
-                                                    "the catalog records only regular files"
+        assert (
+            r.stderr.decode().splitlines()[0] == f"qbhook: {p} is not a regular file; "
+            "the catalog records only regular files"
+        )
     assert env.json("dupes", "--no-scan")["sets"] == []
 
 
@@ -424,7 +475,7 @@ def test_find_empty_file_after_a_fifo_was_catalogued(env):
     for p in _special_files(env.stash / SEED / "odd"):
         st = os.lstat(p)
         fs = cat.fs_for_path(os.fsencode(p), st.st_dev)
-        with Tx(cat.conn) as c:                 # what record_path did before it refused them
+        with Tx(cat.conn) as c:  # what record_path did before it refused them
             cat.upsert(c, "stash", os.fsencode(p), fs, st, None)
     cat.close()
     r = _bounded(env, "--json", "find", os.fsdecode(empty))
@@ -443,15 +494,21 @@ def test_scan_with_hash_skips_fifo_and_device(env):
 
 # --------------------------------------------------------------------------- damaged catalog (issue 9, 8)
 
+
 def _damage(catalog: Path, table: str | None) -> None:
     """Garbage over one table's root page, or ("*") over every table's and index's root page
     (the schema on page 1 survives: the catalog opens, reading fails), or (None) over every
     page but the first (opening fails). SQLite: 'database disk image is malformed'."""
     import sqlite3
+
     with sqlite3.connect(catalog) as c:
         page = c.execute("PRAGMA page_size").fetchone()[0]
-        roots = [r[0] for r in c.execute("SELECT rootpage FROM sqlite_master WHERE rootpage > 1 AND (name=? OR ?)",
-                                         (table, table == "*"))]
+        roots = [
+            r[0]
+            for r in c.execute(
+                "SELECT rootpage FROM sqlite_master WHERE rootpage > 1 AND (name=? OR ?)", (table, table == "*")
+            )
+        ]
     c.close()
     size = catalog.stat().st_size
     with open(catalog, "r+b") as f:
@@ -465,16 +522,25 @@ def _damage(catalog: Path, table: str | None) -> None:
             f.write(os.urandom(max(size - page, page)))
 
 
-COMMAND_READS = [(("find", "FILE"), "paths"), (("dupes", "--no-scan"), "inodes"), (("dupes",), "paths"),
-                 (("scan",), "paths"), (("scan", "--hash"), "inodes"),
-                 (("queue",), "event_jobs"), (("status",), "*")]   # issue 9: queue tracebacked, status exit 0
+COMMAND_READS = [
+    (("find", "FILE"), "paths"),
+    (("dupes", "--no-scan"), "inodes"),
+    (("dupes",), "paths"),
+    (("scan",), "paths"),
+    (("scan", "--hash"), "inodes"),
+    (("queue",), "event_jobs"),
+    (("status",), "*"),
+]  # issue 9: queue tracebacked, status exit 0
 
 
-@pytest.mark.parametrize("args, table", COMMAND_READS + [(args, None) for args, _ in COMMAND_READS],
-                         ids=lambda v: "-".join(v) if isinstance(v, tuple) else {None: "all-pages", "*": "all-roots"}.get(v, str(v)))
+@pytest.mark.parametrize(
+    "args, table",
+    COMMAND_READS + [(args, None) for args, _ in COMMAND_READS],
+    ids=lambda v: "-".join(v) if isinstance(v, tuple) else {None: "all-pages", "*": "all-roots"}.get(v, str(v)),
+)
 def test_damaged_catalog_is_one_line_error_with_exit_74(env, args, table):
     f = put(env.stash / SEED / "S/a.bin", b"a" * 5000)
-    assert _bounded(env, "scan").returncode == 0        # a child: its exit checkpoints the WAL
+    assert _bounded(env, "scan").returncode == 0  # a child: its exit checkpoints the WAL
     assert not os.path.exists(f"{env.catalog}-wal")
     _damage(env.catalog, table)
     args = tuple(os.fsdecode(f) if a == "FILE" else a for a in args)
@@ -483,5 +549,6 @@ def test_damaged_catalog_is_one_line_error_with_exit_74(env, args, table):
     assert r.returncode == 74, (r.returncode, err)
     assert "Traceback" not in err
     first = err.splitlines()[0]
-    assert first.startswith(f"qbhook: catalog {env.catalog}: ") and \
-        ("malformed" in first or "not a database" in first), first
+    assert first.startswith(f"qbhook: catalog {env.catalog}: ") and (
+        "malformed" in first or "not a database" in first
+    ), first

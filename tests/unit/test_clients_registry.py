@@ -5,6 +5,7 @@ failures name the instance and its type. The snapshot lists a client that offers
 ``torrents_with_files`` in one batch instead of asking ``files()`` per torrent, with the
 same facts as the per-torrent path.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -99,7 +100,7 @@ def test_snapshot_lists_a_batching_client_in_one_batch_with_the_same_facts(tmp_p
     batched = rt()
     snap = build_snapshot(cfg, catalog, Clients([batched]), now=1.0)
     methods = [m for m, *_ in batched._rpc.calls]
-    assert methods == ["d.multicall2", "system.multicall"]          # no per-item f.multicall
+    assert methods == ["d.multicall2", "system.multicall"]  # no per-item f.multicall
 
     per = PerTorrent(rt())
     snap2 = build_snapshot(cfg, catalog, [per], now=1.0)
@@ -119,4 +120,4 @@ def test_path_map_errors_name_the_rtorrent_instance():
         c.path_map.to_host("/elsewhere/x")
     assert str(ei.value).startswith("rTorrent 'seedbox' path /elsewhere/x is under no path_map prefix")
     with pytest.raises(PathMapError, match="^qBittorrent path /elsewhere/x"):
-        PathMap([("/data", "/stash/data")]).to_host("/elsewhere/x")   # qBittorrent's default label
+        PathMap([("/data", "/stash/data")]).to_host("/elsewhere/x")  # qBittorrent's default label

@@ -20,8 +20,12 @@ BASE = {
     "catalog": "/var/lib/qbhook/catalog.sqlite",
     "pools": {"stash": {"path": "/stash", "role": "primary"}, "pool": {"path": "/pool", "role": "cold"}},
     "seeding_roots": {"stash": "/stash/data/media/torrents/seeding", "pool": "/pool/data/media/torrents/seeding"},
-    "qbittorrent": {"url": "http://127.0.0.1:8080", "username": "admin", "password_env": "QBHOOK_QBT_PASSWORD",
-                    "path_map": [{"client": "/data/media", "host": "/stash/data/media"}]},
+    "qbittorrent": {
+        "url": "http://127.0.0.1:8080",
+        "username": "admin",
+        "password_env": "QBHOOK_QBT_PASSWORD",
+        "path_map": [{"client": "/data/media", "host": "/stash/data/media"}],
+    },
 }
 
 
@@ -46,24 +50,35 @@ def test_secrets_masked_in_describe():
     assert "s3cret" not in repr(cfg())
 
 
-@pytest.mark.parametrize("mutate, key, words", [
-    (lambda d: d.update(bogus=1), "bogus", "not a known setting"),
-    (lambda d: d["pools"]["stash"].update(role="hot"), "pools.stash.role", "must be one of"),
-    (lambda d: d["seeding_roots"].update(stash="/pool/x"), "seeding_roots.stash", "not inside pool"),
-    (lambda d: d["seeding_roots"].pop("pool"), "seeding_roots", "no entry for pool"),
-    (lambda d: (d["pools"]["pool"].update(path="/stash/sub"), d["seeding_roots"].update(pool="/stash/sub/s")),
-     "pools", "overlaps"),
-    (lambda d: d["pools"]["pool"].update(role="primary"), "pools", "exactly one"),
-    (lambda d: d.update(catalog="relative.sqlite"), "catalog", "absolute"),
-    (lambda d: d["qbittorrent"].update(url="ftp://x"), "qbittorrent.url", "http"),
-    (lambda d: d["qbittorrent"].update(password_env="NOPE"), "qbittorrent.password_env", "not set"),
-    (lambda d: d.update(policy={"auto_apply": "yes"}), "policy.auto_apply", "true or false"),
-    (lambda d: d.update(policy={"frobnicate": 1}), "policy.frobnicate", "not a known setting"),
-    (lambda d: d.update(scan={"mass_delete_max_share": 5}), "scan.mass_delete_max_share", "fraction"),
-    (lambda d: d["qbittorrent"]["path_map"].append({"client": "data", "host": "/x"}), "path_map[1].client", "absolute"),
-])
+@pytest.mark.parametrize(
+    "mutate, key, words",
+    [
+        (lambda d: d.update(bogus=1), "bogus", "not a known setting"),
+        (lambda d: d["pools"]["stash"].update(role="hot"), "pools.stash.role", "must be one of"),
+        (lambda d: d["seeding_roots"].update(stash="/pool/x"), "seeding_roots.stash", "not inside pool"),
+        (lambda d: d["seeding_roots"].pop("pool"), "seeding_roots", "no entry for pool"),
+        (
+            lambda d: (d["pools"]["pool"].update(path="/stash/sub"), d["seeding_roots"].update(pool="/stash/sub/s")),
+            "pools",
+            "overlaps",
+        ),
+        (lambda d: d["pools"]["pool"].update(role="primary"), "pools", "exactly one"),
+        (lambda d: d.update(catalog="relative.sqlite"), "catalog", "absolute"),
+        (lambda d: d["qbittorrent"].update(url="ftp://x"), "qbittorrent.url", "http"),
+        (lambda d: d["qbittorrent"].update(password_env="NOPE"), "qbittorrent.password_env", "not set"),
+        (lambda d: d.update(policy={"auto_apply": "yes"}), "policy.auto_apply", "true or false"),
+        (lambda d: d.update(policy={"frobnicate": 1}), "policy.frobnicate", "not a known setting"),
+        (lambda d: d.update(scan={"mass_delete_max_share": 5}), "scan.mass_delete_max_share", "fraction"),
+        (
+            lambda d: d["qbittorrent"]["path_map"].append({"client": "data", "host": "/x"}),
+            "path_map[1].client",
+            "absolute",
+        ),
+    ],
+)
 def test_errors_name_the_key(mutate, key, words):
     import copy
+
     d = copy.deepcopy(BASE)
     mutate(d)
     with pytest.raises(ConfigError) as ei:
@@ -73,8 +88,12 @@ def test_errors_name_the_key(mutate, key, words):
 
 def test_several_qbittorrent_instances_and_password_file(tmp_path):
     (tmp_path / "pw").write_text("fromfile\n")
-    c = cfg(qbittorrent=[{"name": "a", "url": "http://a:1", "password_file": str(tmp_path / "pw")},
-                         {"name": "b", "url": "http://b:1", "password": "inline"}])
+    c = cfg(
+        qbittorrent=[
+            {"name": "a", "url": "http://a:1", "password_file": str(tmp_path / "pw")},
+            {"name": "b", "url": "http://b:1", "password": "inline"},
+        ]
+    )
     assert [q.name for q in c.qbittorrent] == ["a", "b"]
     assert c.qbittorrent[0].password == "fromfile" and c.qbittorrent[1].password == "inline"
     with pytest.raises(ConfigError, match="duplicate"):
@@ -116,6 +135,7 @@ def test_not_a_mapping(tmp_path):
 # --------------------------------------------------------------------------- kinds, units, ranges
 # Issue 9 finding 8 and issue 14: each of these tracebacked or was accepted silently.
 
+
 def _load_text(tmp_path, text: str | bytes):
     p = tmp_path / "c.yaml"
     p.write_bytes(text if isinstance(text, bytes) else text.encode())
@@ -131,40 +151,59 @@ qbittorrent: {url: "http://127.0.0.1:8080", password_env: QBHOOK_QBT_PASSWORD%s}
 """
 
 
-@pytest.mark.parametrize("qbt, extra, key, words", [
-    (", timeout: fast", "", "qbittorrent.timeout", "cannot read 'fast' as a duration"),
-    (", timeout: -5", "", "qbittorrent.timeout", "must be greater than 0s"),
-    (", timeout: 0", "", "qbittorrent.timeout", "must be greater than 0s"),
-    (", timeout: .inf", "", "qbittorrent.timeout", "finite"),
-    (", timeout: '1e999s'", "", "qbittorrent.timeout", "cannot read"),
-    ("", "policy: {max_groups_per_run: .nan}", "policy.max_groups_per_run", "whole number"),
-    ("", "policy: {max_groups_per_run: 2.5}", "policy.max_groups_per_run", "whole number"),
-    ("", "policy: {max_groups_per_run: 0}", "policy.max_groups_per_run", "at least 1"),
-    ("", "policy: {min_seeding_age: .nan}", "policy.min_seeding_age", "finite"),
-    ("", "policy: {grace_period: -1h}", "policy.grace_period", "cannot read"),
-    ("", "policy: {promote_copy_max_bytes: 1.5}", "policy.promote_copy_max_bytes", "whole number of bytes"),
-    ("", "policy: {promote_copy_max_ratio: .nan}", "policy.promote_copy_max_ratio", "finite"),
-    ("", "scan: {mass_delete_min_paths: '100'}", "scan.mass_delete_min_paths", "whole number"),
-    ("", "scan: {settle_seconds: 99999999999}", "scan.settle_seconds", "at most"),
-    ("", "server: {port: 99999}", "server.port", "from 1 to 65535"),
-    ("", "server: {port: 0}", "server.port", "from 1 to 65535"),
-    ("", "server: {port: '8080'}", "server.port", "from 1 to 65535"),
-    ("", "server: {port: true}", "server.port", "from 1 to 65535"),
-    ("", "server: {max_body: 0}", "server.max_body", "greater than 0"),
-    ("", "server: {max_body: 10XB}", "server.max_body", "cannot read '10XB' as a size"),
-    ("", "server: {sweep_interval: 0}", "server.sweep_interval", "greater than 0s"),
-    ("", "server: {sweep_interval: 1y}", "server.sweep_interval", "cannot read"),
-    ("", "server: {token_file: [a]}", "server.token_file", "must be a string"),
-    ("", "lock_dir: \"/run/q\\0x\"", "lock_dir", "NUL"),
-    (", path_map: [{client: /data, host: /stash/data}, {client: /data/, host: /pool/data}]", "",
-     "qbittorrent.path_map", "client prefix /data is mapped twice"),
-    (", path_map: [{client: /data, host: /stash/data}, {client: /other, host: /stash/data}]", "",
-     "qbittorrent.path_map", "host prefix /stash/data is mapped twice"),
-    (", path_map: [{client: /data, host: /stash/data}, {client: /data/media, host: /pool/media}]", "",
-     "qbittorrent.path_map", "client prefix /data/media lies inside /data"),
-    (", path_map: [{client: /a, host: /stash}, {client: /b, host: /stash/sub}]", "",
-     "qbittorrent.path_map", "host prefix /stash/sub lies inside /stash"),
-])
+@pytest.mark.parametrize(
+    "qbt, extra, key, words",
+    [
+        (", timeout: fast", "", "qbittorrent.timeout", "cannot read 'fast' as a duration"),
+        (", timeout: -5", "", "qbittorrent.timeout", "must be greater than 0s"),
+        (", timeout: 0", "", "qbittorrent.timeout", "must be greater than 0s"),
+        (", timeout: .inf", "", "qbittorrent.timeout", "finite"),
+        (", timeout: '1e999s'", "", "qbittorrent.timeout", "cannot read"),
+        ("", "policy: {max_groups_per_run: .nan}", "policy.max_groups_per_run", "whole number"),
+        ("", "policy: {max_groups_per_run: 2.5}", "policy.max_groups_per_run", "whole number"),
+        ("", "policy: {max_groups_per_run: 0}", "policy.max_groups_per_run", "at least 1"),
+        ("", "policy: {min_seeding_age: .nan}", "policy.min_seeding_age", "finite"),
+        ("", "policy: {grace_period: -1h}", "policy.grace_period", "cannot read"),
+        ("", "policy: {promote_copy_max_bytes: 1.5}", "policy.promote_copy_max_bytes", "whole number of bytes"),
+        ("", "policy: {promote_copy_max_ratio: .nan}", "policy.promote_copy_max_ratio", "finite"),
+        ("", "scan: {mass_delete_min_paths: '100'}", "scan.mass_delete_min_paths", "whole number"),
+        ("", "scan: {settle_seconds: 99999999999}", "scan.settle_seconds", "at most"),
+        ("", "server: {port: 99999}", "server.port", "from 1 to 65535"),
+        ("", "server: {port: 0}", "server.port", "from 1 to 65535"),
+        ("", "server: {port: '8080'}", "server.port", "from 1 to 65535"),
+        ("", "server: {port: true}", "server.port", "from 1 to 65535"),
+        ("", "server: {max_body: 0}", "server.max_body", "greater than 0"),
+        ("", "server: {max_body: 10XB}", "server.max_body", "cannot read '10XB' as a size"),
+        ("", "server: {sweep_interval: 0}", "server.sweep_interval", "greater than 0s"),
+        ("", "server: {sweep_interval: 1y}", "server.sweep_interval", "cannot read"),
+        ("", "server: {token_file: [a]}", "server.token_file", "must be a string"),
+        ("", "lock_dir: \"/run/q\\0x\"", "lock_dir", "NUL"),
+        (
+            ", path_map: [{client: /data, host: /stash/data}, {client: /data/, host: /pool/data}]",
+            "",
+            "qbittorrent.path_map",
+            "client prefix /data is mapped twice",
+        ),
+        (
+            ", path_map: [{client: /data, host: /stash/data}, {client: /other, host: /stash/data}]",
+            "",
+            "qbittorrent.path_map",
+            "host prefix /stash/data is mapped twice",
+        ),
+        (
+            ", path_map: [{client: /data, host: /stash/data}, {client: /data/media, host: /pool/media}]",
+            "",
+            "qbittorrent.path_map",
+            "client prefix /data/media lies inside /data",
+        ),
+        (
+            ", path_map: [{client: /a, host: /stash}, {client: /b, host: /stash/sub}]",
+            "",
+            "qbittorrent.path_map",
+            "host prefix /stash/sub lies inside /stash",
+        ),
+    ],
+)
 def test_defects_are_one_line_errors_naming_the_key(tmp_path, qbt, extra, key, words):
     with pytest.raises(ConfigError) as ei:
         _load_text(tmp_path, BASE_YAML % (qbt, extra))
@@ -173,27 +212,56 @@ def test_defects_are_one_line_errors_naming_the_key(tmp_path, qbt, extra, key, w
     assert "\n" not in e.message and e.exit_code == 78
 
 
-@pytest.mark.parametrize("text, seconds", [
-    ("30", 30.0), ("30s", 30.0), ("2.5", 2.5), ("5m", 300.0), ("90min", 5400.0), ("2h", 7200.0),
-    ("1d", 86400.0), ("1.5d", 129600.0), ("1w", 604800.0), ("'30 s'", 30.0), ("30S", 30.0),
-])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("30", 30.0),
+        ("30s", 30.0),
+        ("2.5", 2.5),
+        ("5m", 300.0),
+        ("90min", 5400.0),
+        ("2h", 7200.0),
+        ("1d", 86400.0),
+        ("1.5d", 129600.0),
+        ("1w", 604800.0),
+        ("'30 s'", 30.0),
+        ("30S", 30.0),
+    ],
+)
 def test_durations_accept_numbers_and_units(tmp_path, text, seconds):
     c = _load_text(tmp_path, BASE_YAML % (f", timeout: {text}", f"server: {{sweep_interval: {text}}}"))
     assert c.qbittorrent[0].timeout == seconds and c.server.sweep_interval == seconds
 
 
-@pytest.mark.parametrize("text, n", [
-    ("262144", 262144), ("256KiB", 256 * 1024), ("500MB", 500 * 10**6), ("10GiB", 10 * 2**30),
-    ("1.5GiB", 3 * 2**29), ("2 TB", 2 * 10**12), ("64M", 64 * 2**20), ("1.0e+3", 1000),
-])
+@pytest.mark.parametrize(
+    "text, n",
+    [
+        ("262144", 262144),
+        ("256KiB", 256 * 1024),
+        ("500MB", 500 * 10**6),
+        ("10GiB", 10 * 2**30),
+        ("1.5GiB", 3 * 2**29),
+        ("2 TB", 2 * 10**12),
+        ("64M", 64 * 2**20),
+        ("1.0e+3", 1000),
+    ],
+)
 def test_sizes_accept_bytes_and_units(tmp_path, text, n):
     c = _load_text(tmp_path, BASE_YAML % ("", f"server: {{max_body: {text}}}"))
     assert c.server.max_body == n and isinstance(c.server.max_body, int)
 
 
 def test_nested_path_map_that_agrees_is_accepted():
-    c = cfg(qbittorrent={"url": "http://q:1", "password": "p", "path_map": [
-        {"client": "/data", "host": "/stash/data"}, {"client": "/data/media/", "host": "/stash/data/media"}]})
+    c = cfg(
+        qbittorrent={
+            "url": "http://q:1",
+            "password": "p",
+            "path_map": [
+                {"client": "/data", "host": "/stash/data"},
+                {"client": "/data/media/", "host": "/stash/data/media"},
+            ],
+        }
+    )
     assert c.qbittorrent[0].path_map == (("/data", "/stash/data"), ("/data/media", "/stash/data/media"))
 
 
@@ -215,17 +283,39 @@ def test_unreadable_secret_file_is_a_config_error(tmp_path):
     os.mkfifo(fifo)
     (tmp_path / "latin1").write_bytes(b"caf\xe9")
     for f, words in ((fifo, "not a regular file"), (tmp_path / "latin1", "not UTF-8")):
-        with timebox(5, "config load"), pytest.raises(ConfigError, match=words):   # a FIFO must not block
+        with timebox(5, "config load"), pytest.raises(ConfigError, match=words):  # a FIFO must not block
             cfg(qbittorrent={"url": "http://q:1", "password_file": str(f)})
 
 
 # Defaults of the *arr stack and its neighbours (issue 14): qbhook must not take any of them.
-TAKEN_PORTS = {8989, 7878, 8686, 8787, 9696, 6767, 8080, 8181, 7476, 2468, 7474, 8096, 5055, 5656,
-               32400, 9117, 9090, 6789, 6969, 9100, 3000}
+TAKEN_PORTS = {
+    8989,
+    7878,
+    8686,
+    8787,
+    9696,
+    6767,
+    8080,
+    8181,
+    7476,
+    2468,
+    7474,
+    8096,
+    5055,
+    5656,
+    32400,
+    9117,
+    9090,
+    6789,
+    6969,
+    9100,
+    3000,
+}
 
 
 def test_default_port_is_free_of_the_arr_stack():
     from qbhook.config import ServerConfig
+
     root = Path(__file__).resolve().parents[2]
     assert ServerConfig().port not in TAKEN_PORTS
     example = yaml.safe_load((root / "config.example.yaml").read_text())
@@ -248,7 +338,10 @@ def test_example_config_names_qbit_manages_real_nohardlinks_tag(monkeypatch):
 def test_every_setting_has_a_declared_kind():
     """A new dataclass field without a reader must fail loudly, not fall back to guessing."""
     from qbhook import config as config_mod
+
     for cls, table in ((config_mod.PolicyConfig, config_mod._POLICY), (config_mod.ScanConfig, config_mod._SCAN)):
         assert set(table) == {f.name for f in fields(cls)}
-    assert set(config_mod._SERVER) | set(config_mod._SERVER_SECRETS) == {f.name for f in fields(config_mod.ServerConfig)}
+    assert set(config_mod._SERVER) | set(config_mod._SERVER_SECRETS) == {
+        f.name for f in fields(config_mod.ServerConfig)
+    }
     assert set(config_mod._QBT) | set(config_mod._QBT_OTHER) == {f.name for f in fields(config_mod.QbtConfig)}

@@ -3,6 +3,7 @@
 Every defect is one ConfigError naming the key (exit 78 through the CLI, no traceback),
 and the CLI builds one client collection from every entry, whatever its type.
 """
+
 from __future__ import annotations
 
 import copy
@@ -24,8 +25,12 @@ BASE = {
     "seeding_roots": {"stash": "/stash/data/media/torrents/seeding", "pool": "/pool/data/media/torrents/seeding"},
     "qbittorrent": {"url": "http://127.0.0.1:8080", "password_env": "QBT_PW"},
     "clients": [
-        {"type": "rtorrent", "name": "rt", "scgi": "/run/rtorrent/rpc.sock",
-         "path_map": [{"client": "/downloads", "host": "/stash/data/media/torrents/seeding"}]},
+        {
+            "type": "rtorrent",
+            "name": "rt",
+            "scgi": "/run/rtorrent/rpc.sock",
+            "path_map": [{"client": "/downloads", "host": "/stash/data/media/torrents/seeding"}],
+        },
         {"type": "qbittorrent", "name": "qb2", "url": "http://10.0.0.2:8080", "password": "inline"},
         {"type": "rtorrent", "name": "rt-tcp", "scgi": "127.0.0.1:5000", "timeout": "2m"},
     ],
@@ -39,8 +44,12 @@ def parse(data):
 def test_clients_list_beside_the_qbittorrent_key():
     c = parse(BASE)
     assert [(x.type, x.name) for x in c.clients] == [
-        ("qbittorrent", "default"), ("qbittorrent", "qb2"), ("rtorrent", "rt"), ("rtorrent", "rt-tcp")]
-    assert [q.name for q in c.qbittorrent] == ["default", "qb2"]      # qBittorrent-only readers keep working
+        ("qbittorrent", "default"),
+        ("qbittorrent", "qb2"),
+        ("rtorrent", "rt"),
+        ("rtorrent", "rt-tcp"),
+    ]
+    assert [q.name for q in c.qbittorrent] == ["default", "qb2"]  # qBittorrent-only readers keep working
     assert all(isinstance(q, QbtConfig) for q in c.qbittorrent)
     rt, tcp = c.rtorrent
     assert isinstance(rt, RtorrentConfig) and rt.scgi == "/run/rtorrent/rpc.sock"
@@ -48,8 +57,7 @@ def test_clients_list_beside_the_qbittorrent_key():
     assert tcp.scgi == "127.0.0.1:5000" and tcp.timeout == 120.0 and tcp.path_map == ()
     assert c.qbittorrent[1].password == "inline"
     shown = describe(c)["clients"]
-    assert {"type": "rtorrent", "name": "rt-tcp", "scgi": "127.0.0.1:5000", "timeout": 120.0,
-            "path_map": []} in shown
+    assert {"type": "rtorrent", "name": "rt-tcp", "scgi": "127.0.0.1:5000", "timeout": 120.0, "path_map": []} in shown
     assert "inline" not in repr(describe(c)) and "s3cret" not in repr(describe(c))
 
 
@@ -60,28 +68,37 @@ def test_clients_alone_without_the_qbittorrent_key():
     assert c.qbittorrent == () and [x.name for x in c.clients] == ["rt"]
 
 
-@pytest.mark.parametrize("mutate, key, words", [
-    (lambda d: d.update(clients={"type": "rtorrent"}), "clients", "must be a list"),
-    (lambda d: d["clients"].append("rt"), "clients[3]", "must be a mapping"),
-    (lambda d: d["clients"][0].pop("type"), "clients[0].type", "must be one of qbittorrent, rtorrent"),
-    (lambda d: d["clients"][0].update(type="transmission"), "clients[0].type", "'transmission'"),
-    (lambda d: d["clients"][0].pop("name"), "clients[0].name", "is required"),
-    (lambda d: d["clients"][0].update(name="default"), "clients[0].name", "duplicate client name 'default'"),
-    (lambda d: d["clients"][2].update(name="rt"), "clients[2].name", "duplicate client name 'rt'"),
-    (lambda d: d["clients"][0].pop("scgi"), "clients[0].scgi", "is required"),
-    (lambda d: d["clients"][0].update(scgi="localhost"), "clients[0].scgi", "not an SCGI address"),
-    (lambda d: d["clients"][2].update(scgi="127.0.0.1:70000"), "clients[2].scgi", "not a TCP port"),
-    (lambda d: d["clients"][0].update(url="http://x"), "clients[0].url", "not a known setting"),
-    (lambda d: d["clients"][0].update(timeout=0), "clients[0].timeout", "greater than 0"),
-    (lambda d: d["clients"][0].update(timeout="soon"), "clients[0].timeout", "duration"),
-    (lambda d: d["clients"][0]["path_map"].append({"client": "rel", "host": "/x"}),
-     "clients[0].path_map[1].client", "absolute"),
-    (lambda d: d["clients"][0].update(path_map={"client": "/a"}), "clients[0].path_map", "must be a list"),
-    (lambda d: d["clients"][1].update(url="ftp://x"), "clients[1].url", "http(s) URL"),
-    (lambda d: (d["clients"][1].pop("password"), d["clients"][1].update(password_env="NOPE")),
-     "clients[1].password_env", "not set"),
-    (lambda d: d["clients"][1].update(scgi="/x"), "clients[1].scgi", "not a known setting"),
-])
+@pytest.mark.parametrize(
+    "mutate, key, words",
+    [
+        (lambda d: d.update(clients={"type": "rtorrent"}), "clients", "must be a list"),
+        (lambda d: d["clients"].append("rt"), "clients[3]", "must be a mapping"),
+        (lambda d: d["clients"][0].pop("type"), "clients[0].type", "must be one of qbittorrent, rtorrent"),
+        (lambda d: d["clients"][0].update(type="transmission"), "clients[0].type", "'transmission'"),
+        (lambda d: d["clients"][0].pop("name"), "clients[0].name", "is required"),
+        (lambda d: d["clients"][0].update(name="default"), "clients[0].name", "duplicate client name 'default'"),
+        (lambda d: d["clients"][2].update(name="rt"), "clients[2].name", "duplicate client name 'rt'"),
+        (lambda d: d["clients"][0].pop("scgi"), "clients[0].scgi", "is required"),
+        (lambda d: d["clients"][0].update(scgi="localhost"), "clients[0].scgi", "not an SCGI address"),
+        (lambda d: d["clients"][2].update(scgi="127.0.0.1:70000"), "clients[2].scgi", "not a TCP port"),
+        (lambda d: d["clients"][0].update(url="http://x"), "clients[0].url", "not a known setting"),
+        (lambda d: d["clients"][0].update(timeout=0), "clients[0].timeout", "greater than 0"),
+        (lambda d: d["clients"][0].update(timeout="soon"), "clients[0].timeout", "duration"),
+        (
+            lambda d: d["clients"][0]["path_map"].append({"client": "rel", "host": "/x"}),
+            "clients[0].path_map[1].client",
+            "absolute",
+        ),
+        (lambda d: d["clients"][0].update(path_map={"client": "/a"}), "clients[0].path_map", "must be a list"),
+        (lambda d: d["clients"][1].update(url="ftp://x"), "clients[1].url", "http(s) URL"),
+        (
+            lambda d: (d["clients"][1].pop("password"), d["clients"][1].update(password_env="NOPE")),
+            "clients[1].password_env",
+            "not set",
+        ),
+        (lambda d: d["clients"][1].update(scgi="/x"), "clients[1].scgi", "not a known setting"),
+    ],
+)
 def test_errors_name_the_key(mutate, key, words):
     d = copy.deepcopy(BASE)
     mutate(d)
@@ -114,7 +131,11 @@ def test_cli_builds_every_client_by_type(tmp_path, monkeypatch):
     clients = app.clients
     assert isinstance(clients, Clients)
     assert [(type(c), c.name) for c in clients] == [
-        (QbtClient, "default"), (QbtClient, "qb2"), (RtorrentClient, "rt"), (RtorrentClient, "rt-tcp")]
+        (QbtClient, "default"),
+        (QbtClient, "qb2"),
+        (RtorrentClient, "rt"),
+        (RtorrentClient, "rt-tcp"),
+    ]
     assert clients["rt"].address == "/run/rtorrent/rpc.sock"
     assert clients["rt"].path_map.to_host("/downloads/x") == "/stash/data/media/torrents/seeding/x"
     assert client_label(clients["rt-tcp"]) == "rTorrent 'rt-tcp'"
@@ -146,8 +167,10 @@ def test_setup_rtorrent_prints_the_rc_lines_and_setup_qbittorrent_skips_rtorrent
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
     assert lines[0] == "# rTorrent rt (/run/rtorrent/rpc.sock): add to .rtorrent.rc"
-    assert lines[1].startswith('method.set_key = event.download.inserted_new,qbhook_added,'
-                               '"execute.nothrow.bg=env,QBHOOK_INSTANCE=rt,/hooks/qbt-hook.sh,added,')
+    assert lines[1].startswith(
+        'method.set_key = event.download.inserted_new,qbhook_added,'
+        '"execute.nothrow.bg=env,QBHOOK_INSTANCE=rt,/hooks/qbt-hook.sh,added,'
+    )
     assert lines[2].startswith("method.set_key = event.download.finished,qbhook_finished,")
     r = CliRunner().invoke(main, ["--config", cfg, "setup", "rtorrent", "--hook-path", "/hooks/x y.sh"])
     assert r.exit_code == 5 and "cannot carry safely" in r.stderr and "Traceback" not in r.output
@@ -170,4 +193,4 @@ def test_event_paths_from_an_rtorrent_container_map_to_the_host():
 
     c = parse(BASE)
     assert host_path(c, "/downloads/Show/e1.mkv") == "/stash/data/media/torrents/seeding/Show/e1.mkv"
-    assert host_path(c, "/stash/data/x") == "/stash/data/x"      # already a host path
+    assert host_path(c, "/stash/data/x") == "/stash/data/x"  # already a host path

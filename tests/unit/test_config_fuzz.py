@@ -32,17 +32,45 @@ VALID = {
     "catalog": "/var/lib/qbhook/catalog.sqlite",
     "pools": {"stash": {"path": "/stash", "role": "primary"}, "pool": {"path": "/pool", "role": "cold"}},
     "seeding_roots": {"stash": "/stash/seed", "pool": "/pool/seed"},
-    "qbittorrent": {"url": "http://127.0.0.1:8080", "username": "admin", "password_env": "QBHOOK_QBT_PASSWORD",
-                    "path_map": [{"client": "/data", "host": "/stash/data"}], "timeout": 30},
-    "policy": {"demote_require_tag": "noHL", "demote_categories": [], "min_seeding_age": 0,
-               "tag_no_external_links": False, "promote_copy_max_bytes": "64MiB", "promote_copy_max_ratio": 0.01,
-               "auto_apply": False, "grace_period": 0, "relocated_tag": "qbhook-relocated", "max_groups_per_run": 50},
-    "scan": {"mass_delete_max_share": 0.1, "mass_delete_min_paths": 100, "settle_seconds": 60,
-             "ignore_names": [".zfs"]},
-    "server": {"listen": "127.0.0.1", "port": 9797, "username": "qbhook", "password": "p", "password_env": "X",
-               "token_env": "T", "token_file": "/nonexistent/tok", "sweep_interval": "6h", "max_body": 262144},
+    "qbittorrent": {
+        "url": "http://127.0.0.1:8080",
+        "username": "admin",
+        "password_env": "QBHOOK_QBT_PASSWORD",
+        "path_map": [{"client": "/data", "host": "/stash/data"}],
+        "timeout": 30,
+    },
+    "policy": {
+        "demote_require_tag": "noHL",
+        "demote_categories": [],
+        "min_seeding_age": 0,
+        "tag_no_external_links": False,
+        "promote_copy_max_bytes": "64MiB",
+        "promote_copy_max_ratio": 0.01,
+        "auto_apply": False,
+        "grace_period": 0,
+        "relocated_tag": "qbhook-relocated",
+        "max_groups_per_run": 50,
+    },
+    "scan": {
+        "mass_delete_max_share": 0.1,
+        "mass_delete_min_paths": 100,
+        "settle_seconds": 60,
+        "ignore_names": [".zfs"],
+    },
+    "server": {
+        "listen": "127.0.0.1",
+        "port": 9797,
+        "username": "qbhook",
+        "password": "p",
+        "password_env": "X",
+        "token_env": "T",
+        "token_file": "/nonexistent/tok",
+        "sweep_interval": "6h",
+        "max_body": 262144,
+    },
     "lock_dir": "/run/qbhook",
 }
+
 
 # Every key path of VALID, so each setting gets its turn.
 def _paths(d, prefix=()):
@@ -55,29 +83,59 @@ def _paths(d, prefix=()):
 KEY_PATHS = list(_paths(VALID)) + [("qbittorrent", "path_map", 0, "client"), ("qbittorrent", "path_map", 0, "host")]
 
 UNIT_WORDS = ["s", "m", "h", "d", "w", "min", "y", "b", "k", "kb", "KiB", "MB", "MiB", "GB", "GiB", "TiB", "XB", ""]
-unit_strings = st.builds(lambda n, sp, u: f"{n}{sp}{u}",
-                         st.one_of(st.integers(-10**20, 10**20).map(str),
-                                   st.floats(allow_nan=True, allow_infinity=True).map(repr),
-                                   st.sampled_from(["", ".", "1.", ".5", "1e3", "1_000", "0x10", "nan", "inf", "-0"])),
-                         st.sampled_from(["", " ", "  "]), st.sampled_from(UNIT_WORDS))
-paths = st.one_of(st.sampled_from(["/", "/stash", "/stash/seed", "/pool/x", "/data", "/data/", "/a/../b", "rel",
-                                   "//x//y/", "/x/./y", "/stash/data", "/pool/data"]),
-                  st.text(min_size=0, max_size=12).map(lambda s: "/" + s))
+unit_strings = st.builds(
+    lambda n, sp, u: f"{n}{sp}{u}",
+    st.one_of(
+        st.integers(-(10**20), 10**20).map(str),
+        st.floats(allow_nan=True, allow_infinity=True).map(repr),
+        st.sampled_from(["", ".", "1.", ".5", "1e3", "1_000", "0x10", "nan", "inf", "-0"]),
+    ),
+    st.sampled_from(["", " ", "  "]),
+    st.sampled_from(UNIT_WORDS),
+)
+paths = st.one_of(
+    st.sampled_from(
+        [
+            "/",
+            "/stash",
+            "/stash/seed",
+            "/pool/x",
+            "/data",
+            "/data/",
+            "/a/../b",
+            "rel",
+            "//x//y/",
+            "/x/./y",
+            "/stash/data",
+            "/pool/data",
+        ]
+    ),
+    st.text(min_size=0, max_size=12).map(lambda s: "/" + s),
+)
 scalars = st.one_of(
-    st.none(), st.booleans(),
-    st.integers(), st.integers(-2, 70000), st.sampled_from([0, 1, -1, 65535, 65536, 2**63, 2**64, 10**400]),
-    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, -0.0, 0.5, 1.0, 2.5, 1e308]),
-    unit_strings, paths,
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(-2, 70000),
+    st.sampled_from([0, 1, -1, 65535, 65536, 2**63, 2**64, 10**400]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, 0.5, 1.0, 2.5, 1e308]),
+    unit_strings,
+    paths,
     st.text(max_size=20),
-    st.dates(), st.datetimes(), st.binary(max_size=8),          # what !!timestamp and !!binary give
-    st.sampled_from(["primary", "cold", "hot", "http://x", "ftp://x", "true", "yes", "~", "null", "\0", "\ud800",
-                     "2001-13-45"]),
+    st.dates(),
+    st.datetimes(),
+    st.binary(max_size=8),  # what !!timestamp and !!binary give
+    st.sampled_from(
+        ["primary", "cold", "hot", "http://x", "ftp://x", "true", "yes", "~", "null", "\0", "\ud800", "2001-13-45"]
+    ),
 )
 values = st.recursive(
     scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=3),
-                            st.dictionaries(st.one_of(st.text(max_size=8), st.integers(), st.none(), st.booleans()),
-                                            inner, max_size=3)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.one_of(st.text(max_size=8), st.integers(), st.none(), st.booleans()), inner, max_size=3),
+    ),
     max_leaves=4,
 )
 
@@ -103,10 +161,11 @@ def _splice(doc, path, value):
 @st.composite
 def mutated_documents(draw) -> dict:
     import copy
+
     doc = copy.deepcopy(VALID)
     for _ in range(draw(st.integers(1, 3))):
         choice = draw(st.integers(0, 9))
-        if choice == 0:   # drop a key
+        if choice == 0:  # drop a key
             path = draw(st.sampled_from(KEY_PATHS))
             _splice(doc, path, None)
         elif choice == 1:  # an unknown key somewhere
@@ -122,10 +181,40 @@ def mutated_documents(draw) -> dict:
 random_text = st.one_of(
     st.text(max_size=200),
     st.binary(max_size=200).map(lambda b: b.decode("utf-8", "replace")),
-    st.lists(st.sampled_from(["catalog:", " /x", "\n", "pools:", "  ", "- ", "{", "}", "[", "]", ":", "&a", "*a",
-                              "<<: *a", "!!python/object:os.system", "? ", "%YAML 1.1", "---", "...", ".nan",
-                              "2001-13-45", "server:", "port:", "!!binary", "!!timestamp x", "'", '"']),
-             max_size=30).map("".join),
+    st.lists(
+        st.sampled_from(
+            [
+                "catalog:",
+                " /x",
+                "\n",
+                "pools:",
+                "  ",
+                "- ",
+                "{",
+                "}",
+                "[",
+                "]",
+                ":",
+                "&a",
+                "*a",
+                "<<: *a",
+                "!!python/object:os.system",
+                "? ",
+                "%YAML 1.1",
+                "---",
+                "...",
+                ".nan",
+                "2001-13-45",
+                "server:",
+                "port:",
+                "!!binary",
+                "!!timestamp x",
+                "'",
+                '"',
+            ]
+        ),
+        max_size=30,
+    ).map("".join),
 )
 
 
@@ -161,8 +250,12 @@ def _check(data) -> None:
         assert all(c.startswith("/") and h.startswith("/") for c, h in q.path_map)
 
 
-FUZZ = settings(max_examples=10_000, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=10_000,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @pytest.mark.slow

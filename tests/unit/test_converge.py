@@ -37,7 +37,7 @@ def _group(p, h):
 def test_arr_copy_in_the_library_on_the_same_pool_converges_onto_the_library_inode():
     w = World()
     w.payload(S + "/movies", {"Film/film.mkv": "F", "Film/film.nfo": "N"})
-    lib = w.file(LIB + "/Film (2021)/Film (2021).mkv", "F")         # an *arr import copied instead of linking
+    lib = w.file(LIB + "/Film (2021)/Film (2021).mkv", "F")  # an *arr import copied instead of linking
     w.torrent("a" * 40, S + "/movies", ["Film/film.mkv", "Film/film.nfo"])
     g = _plan(w).groups[0]
     assert g.action == "converge" and g.source_pool == g.target_pool == "stash"
@@ -63,7 +63,7 @@ def test_every_seeding_link_of_a_duplicate_is_relinked_and_its_bytes_count_once(
 def test_library_on_a_nested_dataset_is_never_a_keeper():
     w = World()
     w.payload(S + "/m", {"a.mkv": "A"})
-    w.file("/stash/data/media/nested/A.mkv", "A")        # other fsid: a hardlink cannot reach it
+    w.file("/stash/data/media/nested/A.mkv", "A")  # other fsid: a hardlink cannot reach it
     w.torrent("a" * 40, S + "/m", ["a.mkv"])
     g = _plan(w).groups[0]
     assert g.action == "demote" and not [s for s in g.steps if s.kind == "converge"]
@@ -72,15 +72,15 @@ def test_library_on_a_nested_dataset_is_never_a_keeper():
 def test_library_linked_inode_is_never_replaced_even_when_a_seed_only_copy_exists():
     w = World()
     w.payload(S + "/a", {"x.mkv": "X"})
-    w.link(S + "/a/x.mkv", LIB + "/X.mkv")                  # library-linked: the keeper
-    w.payload(S + "/b", {"x.mkv": "X"})                      # seed-only duplicate: the victim
+    w.link(S + "/a/x.mkv", LIB + "/X.mkv")  # library-linked: the keeper
+    w.payload(S + "/b", {"x.mkv": "X"})  # seed-only duplicate: the victim
     w.torrent("a" * 40, S + "/a", ["x.mkv"])
     w.torrent("b" * 40, S + "/b", ["x.mkv"])
     p = _plan(w)
     ga, gb = _group(p, "a" * 40), _group(p, "b" * 40)
     assert ga.action == "stay" and not ga.steps
     assert gb.action == "converge" and [s.args["path"] for s in gb.steps] == [S + "/b/x.mkv"]
-    assert gb.steps[0].args["keep"]["path"] == S + "/a/x.mkv"     # linked from the seeding name of the kept inode
+    assert gb.steps[0].args["keep"]["path"] == S + "/a/x.mkv"  # linked from the seeding name of the kept inode
 
 
 def test_seed_only_duplicates_on_the_cold_pool_keep_the_most_linked_inode():
@@ -111,11 +111,11 @@ def test_a_file_that_may_still_change_is_not_converged(kw):
 def test_converging_onto_an_inode_another_group_moves_away_waits():
     w = World()
     w.payload(S + "/h", {"x.bin": "X"})
-    w.link(S + "/h/x.bin", S + "/cross-seed/T/x.bin")         # two links: the kept inode
+    w.link(S + "/h/x.bin", S + "/cross-seed/T/x.bin")  # two links: the kept inode
     w.torrent("a" * 40, S + "/h", ["x.bin"])
     w.torrent("c" * 40, S + "/cross-seed/T", ["x.bin"])
     w.payload(S + "/g", {"x.bin": "X"})
-    w.torrent("b" * 40, S + "/g", ["x.bin"], tags=set())      # untagged: stays, so it would converge
+    w.torrent("b" * 40, S + "/g", ["x.bin"], tags=set())  # untagged: stays, so it would converge
     p = _plan(w, replace(POLICY, demote_require_tag="~noHL"))
     assert _group(p, "a" * 40).action == "demote"
     gb = _group(p, "b" * 40)
@@ -143,8 +143,9 @@ def fs2(tmp_path):
     for name in ("stash", "pool"):
         d = tmp_path / name
         d.mkdir()
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16M", "tmpfs", str(d)],
-                           check=False, capture_output=True, text=True)
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=16M", "tmpfs", str(d)], check=False, capture_output=True, text=True
+        )
         if r.returncode != 0:
             pytest.skip(f"cannot mount tmpfs (needs root): {r.stderr.strip()}")
         mounts.append(d)
@@ -163,9 +164,18 @@ def _dup(fs2, data=b"payload-bytes"):
     lib = write(stash / "movies/Film (2021)/Film (2021).mkv", data)
     vst, lst = os.lstat(victim), os.lstat(lib)
     fsid = cat.fsid(cat.fs_for_path(victim))
-    kw = {"fsid": fsid, "ino": vst.st_ino, "size": len(data), "mtime_ns": vst.st_mtime_ns, "blake3_hex": b3(data),
-          "keep_fsid": fsid, "keep_ino": lst.st_ino, "seeding_roots": [seed_s, seed_p], "keep_roots": [stash, pool],
-          "catalog": cat}
+    kw = {
+        "fsid": fsid,
+        "ino": vst.st_ino,
+        "size": len(data),
+        "mtime_ns": vst.st_mtime_ns,
+        "blake3_hex": b3(data),
+        "keep_fsid": fsid,
+        "keep_ino": lst.st_ino,
+        "seeding_roots": [seed_s, seed_p],
+        "keep_roots": [stash, pool],
+        "catalog": cat,
+    }
     return victim, lib, kw
 
 
@@ -183,7 +193,7 @@ def test_relink_over_puts_a_link_of_the_library_inode_over_the_seeding_copy(fs2)
     assert lst.st_nlink == 2 and lst.st_mtime_ns == lib_before.st_mtime_ns
     assert victim.read_bytes() == lib.read_bytes() == b"payload-bytes"
     assert _relink_leftovers(victim.parent) == []
-    assert fsops.relink_over(victim, lib, **kw)["status"] == "already"      # idempotent
+    assert fsops.relink_over(victim, lib, **kw)["status"] == "already"  # idempotent
 
 
 def test_relink_over_never_replaces_a_path_outside_the_seeding_roots(fs2):
@@ -211,10 +221,10 @@ def test_relink_over_rechecks_every_planned_fact(fs2):
         fsops.relink_over(victim, lib, **{**kw, "keep_ino": kw["keep_ino"] + 1})
     with pytest.raises(UnsafeOperation, match="modified since planning"):
         fsops.relink_over(victim, lib, **{**kw, "mtime_ns": kw["mtime_ns"] - 10**9})
-    other = write(stash / "movies/Other.mkv", b"PAYLOAD-BYTES")          # same size, other bytes
+    other = write(stash / "movies/Other.mkv", b"PAYLOAD-BYTES")  # same size, other bytes
     with pytest.raises(UnsafeOperation, match="planned content"):
         fsops.relink_over(victim, other, **{**kw, "keep_ino": os.lstat(other).st_ino})
-    cold = write(seed_p / "Film/film.mkv", b"payload-bytes")              # same bytes, other filesystem
+    cold = write(seed_p / "Film/film.mkv", b"payload-bytes")  # same bytes, other filesystem
     cfsid = cat.fsid(cat.fs_for_path(cold))
     with pytest.raises(UnsafeOperation, match="different filesystems"):
         fsops.relink_over(victim, cold, **{**kw, "keep_ino": os.lstat(cold).st_ino, "keep_fsid": cfsid})
@@ -238,7 +248,7 @@ def test_a_crash_between_the_temporary_link_and_the_rename_is_completed_by_the_n
     victim, lib, kw = _dup(fs2)
     vino = os.lstat(victim).st_ino
     pid = os.fork()
-    if pid == 0:     # the child dies (no cleanup, like SIGKILL) right after the temporary link
+    if pid == 0:  # the child dies (no cleanup, like SIGKILL) right after the temporary link
         try:
             fsops.relink_over(victim, lib, **kw, on_temp_link=lambda: os._exit(9))
         finally:
@@ -247,7 +257,7 @@ def test_a_crash_between_the_temporary_link_and_the_rename_is_completed_by_the_n
     assert os.waitstatus_to_exitcode(status) == 9
     left = _relink_leftovers(victim.parent)
     assert len(left) == 1 and os.lstat(victim.parent / left[0]).st_ino == os.lstat(lib).st_ino
-    assert os.lstat(victim).st_ino == vino                       # the old name is untouched
+    assert os.lstat(victim).st_ino == vino  # the old name is untouched
     r = fsops.relink_over(victim, lib, **kw)
     assert r["status"] == "relinked" and _relink_leftovers(victim.parent) == []
     assert os.lstat(victim).st_ino == os.lstat(lib).st_ino and os.lstat(lib).st_nlink == 2
@@ -267,10 +277,11 @@ def test_a_foreign_file_at_the_temporary_name_is_left_alone_and_the_relink_refus
 def test_the_real_planner_and_executor_converge_two_cross_seeded_links_onto_a_library_copy(tmpfs, tmp_path):  # noqa: F811
     from qbhook.catalog.scan import scan_pool
     from qbhook.decide.snapshot import build_snapshot
+
     w = te._make_world(tmpfs, tmp_path)
     try:
         movie = te.FILES[0][1]
-        lib = write(w.stash / "media/Movie (2020)/Movie (2020).mkv", movie)   # an *arr import's copy
+        lib = write(w.stash / "media/Movie (2020)/Movie (2020).mkv", movie)  # an *arr import's copy
         lib_before = os.lstat(lib)
         seeding = [os.path.join(w.save(h, "stash"), "Movie.2020/movie.mkv") for h in (te.H1, te.H2)]
         for t in w.qbt.t.values():
@@ -306,11 +317,21 @@ def test_a_failed_convergence_is_reported_failed_and_leaves_the_file(tmpfs, tmp_
         path = os.path.join(w.seed_s, "Movie.2020/movie.mkv")
         st = os.lstat(path)
         fsid = w.cat.fsid(w.cat.fs_for_path(path))
-        step = Step.of("converge", {"path": path, "fsid": fsid, "ino": st.st_ino, "size": len(movie),
-                                 "mtime_ns": st.st_mtime_ns, "blake3": b3(movie),
-                                 "keep": {"path": str(lib), "fsid": fsid, "ino": os.lstat(lib).st_ino + 1}})
-        g = GroupPlan("g1", [te.H1], ["Movie.2020"], "converge", "dup", source_pool="stash", target_pool="stash",
-                      steps=[step])
+        step = Step.of(
+            "converge",
+            {
+                "path": path,
+                "fsid": fsid,
+                "ino": st.st_ino,
+                "size": len(movie),
+                "mtime_ns": st.st_mtime_ns,
+                "blake3": b3(movie),
+                "keep": {"path": str(lib), "fsid": fsid, "ino": os.lstat(lib).st_ino + 1},
+            },
+        )
+        g = GroupPlan(
+            "g1", [te.H1], ["Movie.2020"], "converge", "dup", source_pool="stash", target_pool="stash", steps=[step]
+        )
         summary = w.executor().apply(Plan(groups=[g]))
         (o,) = summary.groups
         assert o.status == "failed" and "no longer the planned file" in o.reason and summary.exit_code == 5

@@ -29,8 +29,11 @@ def dup_worlds(draw):
     w = draw(base.worlds())
     for n in range(draw(st.integers(0, 4))):
         where = draw(st.sampled_from([LIB, NESTED, S + "/dups", P + "/dups"]))
-        w.file(posixpath.join(where, f"D{n}.bin"), draw(st.sampled_from(base.CONTENTS)),
-               size=draw(st.sampled_from([100, 1000])))
+        w.file(
+            posixpath.join(where, f"D{n}.bin"),
+            draw(st.sampled_from(base.CONTENTS)),
+            size=draw(st.sampled_from([100, 1000])),
+        )
     return w
 
 

@@ -24,7 +24,7 @@ def env(tmp_path):
     cat.close()
 
 
-@pytest.mark.parametrize("size", [20_000, 100_000])     # hashed at once / sampled first
+@pytest.mark.parametrize("size", [20_000, 100_000])  # hashed at once / sampled first
 def test_a_path_now_holding_another_inode_is_not_read_as_the_catalogued_one(env, size):
     cfg, cat, stash, pool = env
     x, y = os.urandom(size), os.urandom(size)
@@ -42,7 +42,7 @@ def test_a_path_now_holding_another_inode_is_not_read_as_the_catalogued_one(env,
 
 def test_many_small_files_read_by_the_pool_give_every_set(env, monkeypatch):
     cfg, cat, stash, pool = env
-    monkeypatch.setattr(dupes, "_BATCH", 3)            # several batches per chunk, chunks of 500
+    monkeypatch.setattr(dupes, "_BATCH", 3)  # several batches per chunk, chunks of 500
     contents = [os.urandom(1000 + i % 7 * 10_000) for i in range(700)]
     for i, data in enumerate(contents):
         put(stash / SEED / f"S{i % 13}/f{i}.bin", data)

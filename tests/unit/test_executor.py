@@ -27,7 +27,7 @@ class FakeTorrent:
     hash: str
     name: str
     save_path: str
-    files: list[tuple[str, int, int]]          # (name relative to save path, size, priority)
+    files: list[tuple[str, int, int]]  # (name relative to save path, size, priority)
     stopped: bool = False
     progress: float = 1.0
     download_path: str = ""
@@ -89,10 +89,23 @@ class FakeQbt:
 
     def _info(self, t: FakeTorrent) -> TorrentInfo:
         total = sum(s for _n, s, _p in t.files)
-        raw = {"hash": t.hash, "name": t.name, "save_path": t.save_path, "download_path": t.download_path,
-               "content_path": os.path.join(t.save_path, t.name), "root_path": "", "auto_tmm": t.auto_tmm,
-               "category": "", "tags": ", ".join(sorted(t.tags)), "state": self._state(t), "progress": t.progress,
-               "amount_left": 0 if t.progress >= 1 else 1, "size": total, "total_size": total, "has_metadata": True}
+        raw = {
+            "hash": t.hash,
+            "name": t.name,
+            "save_path": t.save_path,
+            "download_path": t.download_path,
+            "content_path": os.path.join(t.save_path, t.name),
+            "root_path": "",
+            "auto_tmm": t.auto_tmm,
+            "category": "",
+            "tags": ", ".join(sorted(t.tags)),
+            "state": self._state(t),
+            "progress": t.progress,
+            "amount_left": 0 if t.progress >= 1 else 1,
+            "size": total,
+            "total_size": total,
+            "has_metadata": True,
+        }
         return TorrentInfo.from_api(raw, PathMap(), self.name)
 
     # -- the QbtClient surface the executor (and the snapshot builder) uses
@@ -106,8 +119,10 @@ class FakeQbt:
 
     def files(self, h):
         t = self._get(h)
-        return [TorrentFile.from_api({"index": i, "name": n, "size": s, "progress": t.progress, "priority": p}, i)
-                for i, (n, s, p) in enumerate(t.files)]
+        return [
+            TorrentFile.from_api({"index": i, "name": n, "size": s, "progress": t.progress, "priority": p}, i)
+            for i, (n, s, p) in enumerate(t.files)
+        ]
 
     def set_location(self, h, path):
         t = self._get(h)
@@ -124,8 +139,9 @@ class FakeQbt:
         if t.stopped:
             t.script = [("moving", old)] * self.move_polls + [("unchecked", path)]
         else:
-            t.script = ([("moving", old)] * self.move_polls + [("checkingUP", path)] * self.check_polls
-                        + [("done", path)])
+            t.script = (
+                [("moving", old)] * self.move_polls + [("checkingUP", path)] * self.check_polls + [("done", path)]
+            )
 
     def set_download_path(self, h, path):
         t = self._get(h)
@@ -193,8 +209,11 @@ class Crash(BaseException):
 
 
 H1, H2 = "a" * 40, "b" * 40
-FILES = [("Movie.2020/movie.mkv", os.urandom(300_000)), ("Movie.2020/sub/en.srt", b"1\n00:00 --> 00:01\nhi\n"),
-         ("Movie.2020/empty.txt", b"")]
+FILES = [
+    ("Movie.2020/movie.mkv", os.urandom(300_000)),
+    ("Movie.2020/sub/en.srt", b"1\n00:00 --> 00:01\nhi\n"),
+    ("Movie.2020/empty.txt", b""),
+]
 
 
 def b3(data: bytes) -> str:
@@ -216,8 +235,9 @@ class World:
 
     def executor(self, **kw) -> Executor:
         kw.setdefault("poll_initial_s", 0.5)
-        return build_executor(self.cfg, self.cat, {"qbt": self.qbt}, self.journal, sleep=self.clock.sleep,
-                        clock=self.clock, **kw)
+        return build_executor(
+            self.cfg, self.cat, {"qbt": self.qbt}, self.journal, sleep=self.clock.sleep, clock=self.clock, **kw
+        )
 
     def save(self, h: str, pool: str) -> str:
         root = self.seed_s if pool == "stash" else self.seed_p
@@ -236,7 +256,7 @@ def _make_world(tmpfs, base, tag="") -> World:  # noqa: F811
         b = os.path.join(seed_s, "cross-seed", rel).encode()
         os.makedirs(os.path.dirname(b), exist_ok=True)
         os.link(a, b)
-    cat = Catalog.open(cfg.catalog, marker_roots=[stash, pool])   # as the CLI opens it: same fs identities
+    cat = Catalog.open(cfg.catalog, marker_roots=[stash, pool])  # as the CLI opens it: same fs identities
     qbt = FakeQbt()
     files = [(rel, len(data), 1) for rel, data in FILES]
     qbt.add(FakeTorrent(H1, "Movie.2020", seed_s, list(files), download_path="/stale/incomplete"))
@@ -266,30 +286,67 @@ def demote_plan(w: World) -> Plan:
             elif data in donors:
                 make.append(Step.of("link", {"src": donors[data], "dst": dst, "size": len(data), "blake3": b3(data)}))
             else:
-                make.append(Step.of("copy", {"src": os.path.join(old_save, rel), "dst": dst, "size": len(data),
-                                          "blake3": b3(data)}))
+                make.append(
+                    Step.of(
+                        "copy", {"src": os.path.join(old_save, rel), "dst": dst, "size": len(data), "blake3": b3(data)}
+                    )
+                )
                 donors[data] = dst
         views.append(Step.of("verify_view", {"torrent": h, "instance": "qbt", "save_path": new_save, "files": vf}))
-        relocs.append(Step.of("relocate", {"torrent": h, "instance": "qbt", "from_path": old_save, "to_path": new_save,
-                                        "size": sum(len(d) for _r, d in FILES)}))
+        relocs.append(
+            Step.of(
+                "relocate",
+                {
+                    "torrent": h,
+                    "instance": "qbt",
+                    "from_path": old_save,
+                    "to_path": new_save,
+                    "size": sum(len(d) for _r, d in FILES),
+                },
+            )
+        )
     make.sort(key=lambda s: 0 if s.kind == "copy" else 1)
     for h in (H1, H2):
         for rel, data in FILES:
             path = os.path.join(w.save(h, "stash"), rel)
             st = os.lstat(path)
-            deletes.append(Step.of("delete", {
-                "path": path, "fsid": w.cat.fsid(w.cat.fs_for_path(path)), "ino": st.st_ino, "size": len(data),
-                "blake3": b3(data), "keep": {"path": os.path.join(w.save(h, "pool"), rel)},
-                "seeding_links": sorted(os.path.join(w.save(x, "stash"), rel) for x in (H1, H2))}))
-    verify = Step.of("verify_group", {"torrents": [{"torrent": h, "instance": "qbt", "save_path": w.save(h, "pool")}
-                                                for h in (H1, H2)]})
-    tags = [Step.of("tag", {"torrent": h, "instance": "qbt", "add": ["demoted"], "remove": ["~noHL"]}) for h in (H1, H2)]
-    prunes = [Step.of("prune_dirs", {"root": os.path.join(w.save(h, "stash"), "Movie.2020"), "stop_at": w.seed_s})
-              for h in (H1, H2)]
-    g = GroupPlan(group_id="g1", torrents=[H1, H2], names=["Movie.2020", "Movie.2020"], action="demote",
-                  reason="seed-only", source_pool="stash", target_pool="pool",
-                  bytes_to_copy=sum(len(d) for _r, d in FILES), bytes_freed=sum(len(d) for _r, d in FILES),
-                  steps=make + views + relocs + [verify] + tags + deletes + prunes)
+            deletes.append(
+                Step.of(
+                    "delete",
+                    {
+                        "path": path,
+                        "fsid": w.cat.fsid(w.cat.fs_for_path(path)),
+                        "ino": st.st_ino,
+                        "size": len(data),
+                        "blake3": b3(data),
+                        "keep": {"path": os.path.join(w.save(h, "pool"), rel)},
+                        "seeding_links": sorted(os.path.join(w.save(x, "stash"), rel) for x in (H1, H2)),
+                    },
+                )
+            )
+    verify = Step.of(
+        "verify_group",
+        {"torrents": [{"torrent": h, "instance": "qbt", "save_path": w.save(h, "pool")} for h in (H1, H2)]},
+    )
+    tags = [
+        Step.of("tag", {"torrent": h, "instance": "qbt", "add": ["demoted"], "remove": ["~noHL"]}) for h in (H1, H2)
+    ]
+    prunes = [
+        Step.of("prune_dirs", {"root": os.path.join(w.save(h, "stash"), "Movie.2020"), "stop_at": w.seed_s})
+        for h in (H1, H2)
+    ]
+    g = GroupPlan(
+        group_id="g1",
+        torrents=[H1, H2],
+        names=["Movie.2020", "Movie.2020"],
+        action="demote",
+        reason="seed-only",
+        source_pool="stash",
+        target_pool="pool",
+        bytes_to_copy=sum(len(d) for _r, d in FILES),
+        bytes_freed=sum(len(d) for _r, d in FILES),
+        steps=make + views + relocs + [verify] + tags + deletes + prunes,
+    )
     return Plan(groups=[g], created_at=1.0)
 
 
@@ -313,8 +370,11 @@ def tree(root) -> dict:
 def end_state(w: World) -> dict:
     def rel(p):
         return p.replace(str(w.stash), "<stash>").replace(str(w.pool), "<pool>")
-    q = {h: (rel(t.save_path), t.stopped, t.progress, t.transient, sorted(t.tags), t.download_path, t.auto_tmm)
-         for h, t in w.qbt.t.items()}
+
+    q = {
+        h: (rel(t.save_path), t.stopped, t.progress, t.transient, sorted(t.tags), t.download_path, t.auto_tmm)
+        for h, t in w.qbt.t.items()
+    }
     return {"stash": tree(w.stash), "pool": tree(w.pool), "qbt": q, "violations": w.qbt.violations}
 
 
@@ -329,12 +389,12 @@ def assert_demoted(w: World, summary=None, hand_plan: bool = True) -> None:
             with open(os.path.join(w.save(h, "pool"), rel), "rb") as f:
                 assert f.read() == data
             assert not os.path.lexists(os.path.join(w.save(h, "stash"), rel))
-    assert w.qbt.t[H1].stopped is False and w.qbt.t[H2].stopped is True   # as they were
-    assert w.qbt.t[H1].download_path == ""                                  # no stale download path
+    assert w.qbt.t[H1].stopped is False and w.qbt.t[H2].stopped is True  # as they were
+    assert w.qbt.t[H1].download_path == ""  # no stale download path
     a = os.lstat(os.path.join(w.save(H1, "pool"), FILES[0][0]))
     b = os.lstat(os.path.join(w.save(H2, "pool"), FILES[0][0]))
-    assert a.st_ino == b.st_ino and a.st_nlink == 2                          # one copy, linked
-    assert os.listdir(w.seed_s) == []                                        # folders pruned
+    assert a.st_ino == b.st_ino and a.st_nlink == 2  # one copy, linked
+    assert os.listdir(w.seed_s) == []  # folders pruned
     assert w.qbt.violations == []
     if summary is not None:
         payload = sum(len(d) for _r, d in FILES)
@@ -369,6 +429,7 @@ def test_journal_rows_go_intended_then_done(world):
             run = world.journal.runs(1)[0]
             row = next(r for r in world.journal.steps(run.id) if r.seq == seq)
             seen.append((seq, step.kind, row.status))
+
     summary = world.executor(hook=hook).apply(plan)
     n = len(plan.groups[0].steps)
     assert [s for s, _k, _st in seen] == list(range(n))
@@ -412,7 +473,7 @@ def test_rerunning_a_finished_plan_is_a_no_op(world):
 def test_relocation_under_100_percent_rolls_everything_back(world):
     plan = demote_plan(world)
     before_stash = tree(world.stash)
-    world.qbt.fail_at[world.save(H2, "pool")] = 0.9       # second torrent's recheck ends at 90%
+    world.qbt.fail_at[world.save(H2, "pool")] = 0.9  # second torrent's recheck ends at 90%
     summary = world.executor().apply(plan)
     assert summary.exit_code == 5 and "g1" in summary.groups_failed
     assert "90.0%" in summary.groups_failed["g1"]
@@ -422,7 +483,7 @@ def test_relocation_under_100_percent_rolls_everything_back(world):
         t = world.qbt.t[h]
         assert t.save_path == world.save(h, "stash") and t.progress == 1.0 and t.transient is None
     assert world.qbt.t[H1].stopped is False and world.qbt.t[H2].stopped is True
-    assert tree(world.stash) == before_stash                    # nothing deleted
+    assert tree(world.stash) == before_stash  # nothing deleted
     assert world.qbt.violations == []
     rows = world.journal.steps(summary.run_id)
     by_kind = [(r.kind, r.status) for r in rows]
@@ -443,16 +504,16 @@ def test_incomplete_torrent_is_stopped_even_when_not_stopped_for_the_move(world)
     assert t.save_path == world.save(H1, "stash") and t.progress == 1.0 and t.stopped is False
     i_stop = world.qbt.calls.index(("stop", H1))
     i_back = world.qbt.calls.index(("set_location", H1, world.save(H1, "stash")))
-    assert i_stop < i_back                                    # stopped before anything else
+    assert i_stop < i_back  # stopped before anything else
     assert world.qbt.violations == []
 
 
 def test_timeout_fails_and_rolls_back(world):
-    world.qbt.move_polls = 10_000                             # a move that never ends within budget
+    world.qbt.move_polls = 10_000  # a move that never ends within budget
     summary = world.executor(relocate_base_s=30, poll_max_s=5).apply(demote_plan(world))
     assert summary.groups[0].status in ("failed", "rolled_back")
     assert "did not settle" in summary.groups_failed["g1"]
-    assert summary.groups[0].needs_attention                  # rollback cannot finish while it still moves
+    assert summary.groups[0].needs_attention  # rollback cannot finish while it still moves
     assert world.journal.run(summary.run_id).status == "interrupted"
     # later qBittorrent finishes; resume completes the rollback
     world.qbt.move_polls = 1
@@ -470,8 +531,9 @@ def test_bad_view_content_never_reaches_set_location(world):
 
     def hook(point, gid, seq, step):
         if point == "after_act" and step.kind == "copy" and step.args["dst"].endswith("movie.mkv"):
-            with open(step.args["dst"], "r+b") as f:      # bit rot / a racing writer, same size
+            with open(step.args["dst"], "r+b") as f:  # bit rot / a racing writer, same size
                 f.write(b"X")
+
     summary = world.executor(hook=hook).apply(plan)
     assert "different content" in summary.groups_failed["g1"]
     assert world.qbt.count("set_location") == 0
@@ -500,10 +562,11 @@ def test_external_link_appearing_before_delete_stops_and_rolls_back(world):
     def hook(point, gid, seq, step):
         if point == "before" and step.kind == "delete" and not os.path.exists(lib):
             os.makedirs(world.lib, exist_ok=True)
-            os.link(os.path.join(world.save(H1, "stash"), FILES[0][0]), lib)   # Radarr imports it now
+            os.link(os.path.join(world.save(H1, "stash"), FILES[0][0]), lib)  # Radarr imports it now
+
     summary = world.executor(hook=hook).apply(plan)
     assert "links" in summary.groups_failed["g1"]
-    assert summary.groups[0].status == "rolled_back"           # nothing was deleted yet: back to stash
+    assert summary.groups[0].status == "rolled_back"  # nothing was deleted yet: back to stash
     for h in (H1, H2):
         assert world.qbt.t[h].save_path == world.save(h, "stash")
         for rel, _d in FILES:
@@ -522,23 +585,24 @@ def test_failure_after_deletes_began_does_not_roll_back(world):
             if state["deletes"] == 2 and not os.path.exists(lib):
                 os.makedirs(world.lib, exist_ok=True)
                 os.link(os.path.join(world.save(H1, "stash"), FILES[1][0]), lib)
+
     summary = world.executor(hook=hook).apply(plan)
     g = summary.groups[0]
     assert g.status == "failed" and "after deletes began" in g.reason and not g.needs_attention
     for h in (H1, H2):
-        assert world.qbt.t[h].save_path == world.save(h, "pool")   # stays at the verified new place
+        assert world.qbt.t[h].save_path == world.save(h, "pool")  # stays at the verified new place
     assert os.path.exists(lib) and os.path.exists(os.path.join(world.save(H1, "stash"), FILES[1][0]))
 
 
 def test_rollback_that_cannot_finish_is_resumed(world):
     world.qbt.fail_at[world.save(H2, "pool")] = 0.9
-    world.qbt.refuse_set_location_to.add(world.save(H2, "stash"))   # qBittorrent refuses the way back
+    world.qbt.refuse_set_location_to.add(world.save(H2, "stash"))  # qBittorrent refuses the way back
     s1 = world.executor().apply(demote_plan(world))
     assert s1.groups[0].needs_attention and "ROLLBACK INCOMPLETE" in s1.groups[0].reason
     assert world.journal.run(s1.run_id).status == "interrupted"
-    assert world.qbt.t[H2].stopped is True                        # incomplete: never left running
+    assert world.qbt.t[H2].stopped is True  # incomplete: never left running
     with pytest.raises(UnsafeOperation, match="did not finish"):
-        world.executor().apply(demote_plan(world))               # no new plan over a half-done group
+        world.executor().apply(demote_plan(world))  # no new plan over a half-done group
     world.qbt.refuse_set_location_to.clear()
     out = world.executor().resume()
     assert out[0].groups[0].status == "rolled_back"
@@ -562,10 +626,11 @@ def test_crash_at_every_step_then_resume_reaches_the_same_end(world, k, point):
     def hook(p, gid, seq, step):
         if p == point and seq == k:
             raise Crash(f"{point} {k}")
+
     with pytest.raises(Crash):
         world.executor(hook=hook).apply(plan)
     run = world.journal.runs(1)[0]
-    assert run.status == "running"                     # looks exactly like a killed process
+    assert run.status == "running"  # looks exactly like a killed process
     # a new process: fresh locks (the crashed one's closed with it), same catalog, same qBittorrent
     out = world.executor().resume()
     assert len(out) == 1 and out[0].run_id == run.id
@@ -574,7 +639,7 @@ def test_crash_at_every_step_then_resume_reaches_the_same_end(world, k, point):
     assert world.journal.run(run.id).status == "done"
     assert [r.status for r in world.journal.steps(run.id)] == ["done"] * N_STEPS
     for h in (H1, H2):
-        assert world.qbt.count("set_location", h) == 1   # never issued twice
+        assert world.qbt.count("set_location", h) == 1  # never issued twice
     assert world.journal.unfinished_runs() == []
 
 
@@ -589,9 +654,11 @@ def test_crash_equals_uninterrupted_end_state(tmpfs, tmp_path):  # noqa: F811
         if crash_at is None:
             w.executor().apply(plan)
         else:
+
             def hook(p, gid, seq, step, k=crash_at):
                 if p == "after_act" and seq == k:
                     raise Crash()
+
             with pytest.raises(Crash):
                 w.executor(hook=hook).apply(plan)
             w.executor().resume()
@@ -610,6 +677,7 @@ def test_crash_while_moving_waits_instead_of_reissuing(world):
             polls["n"] += 1
             if polls["n"] == 1:
                 raise Crash("killed while qBittorrent moves")
+
     with pytest.raises(Crash):
         world.executor(hook=hook).apply(plan)
     assert world.qbt.count("set_location", H1) == 1
@@ -631,6 +699,7 @@ def test_crash_during_rollback_resumes_the_rollback(world):
         if p == "poll":
             rows = world.journal.steps(world.journal.runs(1)[0].id)
             state["failed_seen"] = any(r.status == "failed" for r in rows)
+
     with pytest.raises(Crash):
         world.executor(hook=hook).apply(plan)
     out = world.executor().resume()
@@ -671,6 +740,7 @@ def test_busy_group_is_skipped_not_failed(world):
 def test_grace_period_holds_old_links(tmpfs, tmp_path):  # noqa: F811
     w = _make_world(tmpfs, tmp_path, "g")
     from dataclasses import replace
+
     w.cfg = replace(w.cfg, policy=replace(w.cfg.policy, grace_period=3600.0))
     summary = w.executor().apply(demote_plan(w))
     assert summary.status == "done" and summary.bytes_freed == 0
@@ -687,20 +757,23 @@ def test_plan_from_the_real_planner_applies(world):
     snapshot = pytest.importorskip("qbhook.decide.snapshot")
     planner = pytest.importorskip("qbhook.decide.planner")
     from qbhook.catalog.scan import scan_pool
+
     for t in world.qbt.t.values():
         t.tags.add("~noHL")
-        t.download_path = ""          # the planner blocks stale download paths; the executor also clears them
+        t.download_path = ""  # the planner blocks stale download paths; the executor also clears them
     for p in world.cfg.pools:
         scan_pool(world.cat, p, world.cfg.scan)
     plan = planner.make_plan(snapshot.build_snapshot(world.cfg, world.cat, [world.qbt]), world.cfg.policy)
     assert [g.action for g in plan.groups] == ["demote"], [(g.action, g.reason) for g in plan.groups]
     from qbhook.move import fsops
+
     reads = []
     real_hash = fsops.hashing.hash_file
 
     def counting(path):
         reads.append(path)
         return real_hash(path)
+
     fsops.hashing.hash_file = counting
     try:
         summary = world.executor().apply(plan)
@@ -729,18 +802,46 @@ def single_torrent_group(w: World, gid: str = "g2") -> GroupPlan:
     st = os.lstat(src)
     steps = [
         Step.of("copy", {"src": str(src), "dst": dst, "size": len(data), "blake3": b3(data)}),
-        Step.of("verify_view", {"torrent": H3, "instance": "qbt", "save_path": w.seed_p,
-                             "files": [{"path": rel, "size": len(data), "blake3": b3(data)}]}),   # relative form
-        Step.of("relocate", {"torrent": H3, "instance": "qbt", "from_path": w.seed_s, "to_path": w.seed_p,
-                          "size": len(data)}),
+        Step.of(
+            "verify_view",
+            {
+                "torrent": H3,
+                "instance": "qbt",
+                "save_path": w.seed_p,
+                "files": [{"path": rel, "size": len(data), "blake3": b3(data)}],
+            },
+        ),  # relative form
+        Step.of(
+            "relocate",
+            {"torrent": H3, "instance": "qbt", "from_path": w.seed_s, "to_path": w.seed_p, "size": len(data)},
+        ),
         Step.of("verify_group", {"torrents": [{"torrent": H3, "instance": "qbt", "save_path": w.seed_p}]}),
-        Step.of("delete", {"path": str(src), "fsid": w.cat.fsid(w.cat.fs_for_path(src)), "ino": st.st_ino,
-                        "size": len(data), "blake3": b3(data), "keep": {"path": dst}, "seeding_links": [str(src)]}),
+        Step.of(
+            "delete",
+            {
+                "path": str(src),
+                "fsid": w.cat.fsid(w.cat.fs_for_path(src)),
+                "ino": st.st_ino,
+                "size": len(data),
+                "blake3": b3(data),
+                "keep": {"path": dst},
+                "seeding_links": [str(src)],
+            },
+        ),
         Step.of("prune_dirs", {"root": os.path.join(w.seed_s, "Other"), "stop_at": w.seed_s}),
     ]
-    return GroupPlan(group_id=gid, torrents=[H3], names=["Other"], action="demote", reason="seed-only",
-                     source_pool="stash", target_pool="pool", bytes_to_copy=len(data), bytes_freed=len(data),
-                     steps=steps)
+    return GroupPlan(
+        group_id=gid,
+        torrents=[H3],
+        names=["Other"],
+        action="demote",
+        reason="seed-only",
+        source_pool="stash",
+        target_pool="pool",
+        bytes_to_copy=len(data),
+        bytes_freed=len(data),
+        steps=steps,
+    )
 
 
 def test_a_failed_group_does_not_stop_the_next(world):
@@ -749,7 +850,7 @@ def test_a_failed_group_does_not_stop_the_next(world):
     plan.groups.append(GroupPlan(group_id="g3", torrents=[], names=[], action="stay", reason="library"))
     world.qbt.fail_at[world.save(H2, "pool")] = 0.9
     summary = world.executor().apply(plan)
-    assert [g.group_id for g in summary.groups] == ["g1", "g2"]          # 'stay' groups are not run
+    assert [g.group_id for g in summary.groups] == ["g1", "g2"]  # 'stay' groups are not run
     assert summary.groups_failed.keys() == {"g1"} and summary.groups_done == ["g2"]
     assert summary.exit_code == 5 and world.journal.run(summary.run_id).status == "failed"
     assert world.qbt.t[H3].save_path == world.seed_p and not os.path.exists(os.path.join(world.seed_s, "Other"))
@@ -773,12 +874,13 @@ def test_crash_in_second_group_resumes_only_what_is_left(world):
     def hook(p, gid, seq, step):
         if gid == "g2" and step.kind == "relocate" and p == "after_intend":
             raise Crash()
+
     with pytest.raises(Crash):
         world.executor(hook=hook).apply(plan)
     calls_before = world.qbt.count("set_location")
     out = world.executor().resume()
     assert out[0].groups_done == ["g1", "g2"]
-    assert world.qbt.count("set_location") == calls_before + 1      # only H3's move was left
+    assert world.qbt.count("set_location") == calls_before + 1  # only H3's move was left
     assert [r.status for r in world.journal.steps(out[0].run_id)] == ["done"] * (n1 + 6)
     assert_demoted(world)
 
@@ -791,23 +893,32 @@ def _cli_env(world, tmp_path, monkeypatch, plan):
 
     from qbhook import cli as cli_mod
     from qbhook.cli import plan as cli_plan
+
     cfgfile = tmp_path / "config.yaml"
-    cfgfile.write_text(yaml.safe_dump({
-        "catalog": str(world.cfg.catalog),
-        "pools": {"stash": {"path": str(world.stash), "role": "primary"},
-                  "pool": {"path": str(world.pool), "role": "cold"}},
-        "seeding_roots": {"stash": world.seed_s, "pool": world.seed_p},
-        "policy": {"relocated_tag": "qbhook-relocated"},
-    }))
+    cfgfile.write_text(
+        yaml.safe_dump(
+            {
+                "catalog": str(world.cfg.catalog),
+                "pools": {
+                    "stash": {"path": str(world.stash), "role": "primary"},
+                    "pool": {"path": str(world.pool), "role": "cold"},
+                },
+                "seeding_roots": {"stash": world.seed_s, "pool": world.seed_p},
+                "policy": {"relocated_tag": "qbhook-relocated"},
+            }
+        )
+    )
     monkeypatch.setattr(cli_plan, "compute_plan", lambda app, hashes=None, scan=True: (None, plan))
     monkeypatch.setattr(cli_mod.App, "clients", property(lambda self: {"qbt": world.qbt}))
     from qbhook.cli import apply as cli_apply
+
     real = cli_apply._executor
 
-    def fast(app, lock_wait):      # the real wiring, with the simulated clock
+    def fast(app, lock_wait):  # the real wiring, with the simulated clock
         ex = real(app, lock_wait)
         ex.sleep, ex.clock = world.clock.sleep, world.clock
         return ex
+
     monkeypatch.setattr(cli_apply, "_executor", fast)
     return str(cfgfile)
 
@@ -818,6 +929,7 @@ def test_cli_apply_dry_run_then_yes_then_history(world, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from qbhook.cli import main
+
     plan = demote_plan(world)
     cfg = _cli_env(world, tmp_path, monkeypatch, plan)
     r = CliRunner().invoke(main, ["--config", cfg, "apply"])
@@ -844,6 +956,7 @@ def test_cli_exit_codes_failed_group_and_busy_lock(world, tmp_path, monkeypatch)
     from click.testing import CliRunner
 
     from qbhook.cli import main
+
     cfg = _cli_env(world, tmp_path, monkeypatch, demote_plan(world))
     with executor_lock(world.cfg):
         r = CliRunner().invoke(main, ["--config", cfg, "apply", "--yes"])
@@ -859,7 +972,7 @@ def test_rollback_stops_a_complete_torrent_for_the_way_back_and_restarts_it(worl
     calls = [c for c in world.qbt.calls if c[1] == H1]
     back = calls.index(("set_location", H1, world.save(H1, "stash")))
     # stopped for the way back, rechecked there (qBittorrent would not on its own), then started
-    after = [c for c in calls[back + 1:] if c[0] != "remove_tags"]
+    after = [c for c in calls[back + 1 :] if c[0] != "remove_tags"]
     assert ("stop", H1) in calls[:back] and after == [("recheck", H1), ("start", H1)]
     assert world.qbt.t[H1].stopped is False
 
@@ -870,13 +983,14 @@ def test_resume_picks_dead_runs_and_leaves_live_foreign_ones(world):
     def hook(p, gid, seq, step):
         if p == "after_act" and seq == 3:
             raise Crash()
+
     with pytest.raises(Crash):
         world.executor(hook=hook).apply(plan)
     run = world.journal.runs(1)[0]
-    world.cat.conn.execute("UPDATE runs SET pid=1 WHERE id=?", (run.id,))   # pid 1 is alive: not ours to take
+    world.cat.conn.execute("UPDATE runs SET pid=1 WHERE id=?", (run.id,))  # pid 1 is alive: not ours to take
     assert world.executor().resume() == []
     assert world.journal.run(run.id).status == "running"
-    out = world.executor().resume(run.id)                                    # named explicitly: taken over
+    out = world.executor().resume(run.id)  # named explicitly: taken over
     assert out[0].status == "done" and world.journal.run(run.id).pid == os.getpid()
     assert_demoted(world)
     with pytest.raises(Exception, match="nothing to resume"):

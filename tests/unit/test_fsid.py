@@ -39,8 +39,9 @@ def tmpfs(tmp_path):
     def mount(name: str):
         d = tmp_path / name
         d.mkdir()
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4M", "tmpfs", str(d)],
-                           capture_output=True, text=True, check=False)
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=4M", "tmpfs", str(d)], capture_output=True, text=True, check=False
+        )
         if r.returncode != 0:
             pytest.skip(f"cannot mount tmpfs (needs root): {r.stderr.strip()}")
         mounts.append(d)
@@ -56,8 +57,8 @@ def test_marker_is_written_at_a_configured_pool_root_and_read_back(tmpfs):
     (pool / "seeding").mkdir()
     a = identify(pool / "seeding", marker_roots=[pool])
     assert a.kind == "marker" and (pool / MARKER_NAME).read_text().strip() == a.fsid.removeprefix("marker:")
-    assert identify(pool, marker_roots=[]).fsid == a.fsid           # read anywhere once it exists
-    assert sorted(p.name for p in pool.iterdir()) == sorted([MARKER_NAME, "seeding"])   # no temp file left
+    assert identify(pool, marker_roots=[]).fsid == a.fsid  # read anywhere once it exists
+    assert sorted(p.name for p in pool.iterdir()) == sorted([MARKER_NAME, "seeding"])  # no temp file left
 
 
 def test_marker_is_never_written_on_a_filesystem_that_is_not_a_configured_root(tmpfs):
@@ -94,6 +95,7 @@ def test_a_marker_that_is_a_symlink_is_neither_followed_nor_replaced(tmpfs, tmp_
 
 def test_catalog_marks_only_its_pool_roots(tmpfs, tmp_path):
     from qbhook.catalog.store import Catalog
+
     pool, other = tmpfs("pool"), tmpfs("other")
     (other / "f").write_bytes(b"x")
     cat = Catalog.open(tmp_path / "cat.sqlite", marker_roots=[pool])

@@ -27,8 +27,9 @@ def tmpfs(tmp_path):
     def mount(name: str, size: str = "64M"):
         d = tmp_path / name
         d.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)], capture_output=True, text=True
+        )
         if r.returncode != 0:
             pytest.skip(f"cannot mount tmpfs (needs root): {r.stderr.strip()}")
         mounts.append(d)
@@ -86,7 +87,7 @@ def test_copy_across_filesystems_verifies_and_preserves_metadata(fs2):
     dst = seed_p / "T/sub/movie.mkv"
     with pytest.raises(OSError) as e:
         os.link(src, seed_p / "probe")
-    assert e.value.errno == errno.EXDEV   # really two filesystems
+    assert e.value.errno == errno.EXDEV  # really two filesystems
 
     res = fsops.copy_verified(src, dst, b3(data), len(data), roots=(seed_s, seed_p))
     assert res == {"status": "copied", "bytes_written": len(data), "blake3": b3(data)}
@@ -94,7 +95,7 @@ def test_copy_across_filesystems_verifies_and_preserves_metadata(fs2):
     s, d = os.stat(src), os.stat(dst)
     assert stat.S_IMODE(d.st_mode) == 0o640 and d.st_mtime_ns == s.st_mtime_ns
     assert (d.st_uid, d.st_gid) == (s.st_uid, s.st_gid)
-    assert d.st_nlink == 1                           # the staged name is gone
+    assert d.st_nlink == 1  # the staged name is gone
     assert not os.path.exists(dst.parent / fsops.STAGING_DIR)
     assert src.read_bytes() == data and os.stat(src).st_mtime_ns == s.st_mtime_ns
 
@@ -109,7 +110,7 @@ def test_copy_is_idempotent_and_never_overwrites(fs2):
     assert again["status"] == "present" and again["bytes_written"] == 0
     assert os.lstat(dst).st_ino == ino
 
-    other = write(seed_p / "b.bin", b"PAYLOAD")      # same size, other content
+    other = write(seed_p / "b.bin", b"PAYLOAD")  # same size, other content
     with pytest.raises(UnsafeOperation, match="different content"):
         fsops.copy_verified(src, other, b3(b"payload"), 7, roots=(seed_s, seed_p))
     assert other.read_bytes() == b"PAYLOAD"
@@ -155,7 +156,7 @@ def test_copy_enospc_mid_write_removes_staging(tmpfs, monkeypatch):
         fsops.copy_verified(src, tiny / "d/f.bin", b3(data), len(data), roots=(big, tiny))
     assert e.value.errno == errno.ENOSPC
     assert not os.path.lexists(tiny / "d/f.bin") and staging_leftovers(tiny / "d") == []
-    assert os.statvfs(tiny).f_bfree == os.statvfs(tiny).f_blocks    # nothing left allocated
+    assert os.statvfs(tiny).f_bfree == os.statvfs(tiny).f_blocks  # nothing left allocated
     assert src.read_bytes() == data
 
 
@@ -170,6 +171,7 @@ def test_copy_simulated_write_error_after_first_chunk(fs2, monkeypatch):
         if len(calls) > 1:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, buf)
+
     monkeypatch.setattr(fsops.os, "write", failing_write)
     with pytest.raises(OSError, match="No space"):
         fsops.copy_verified(src, seed_p / "f.bin", b3(data), len(data), roots=(seed_s, seed_p))
@@ -185,7 +187,7 @@ def test_copy_cleans_stale_staging_of_dead_process(fs2):
     sdir.mkdir(parents=True)
     stale = sdir / f"{dead_pid()}.a.bin"
     stale.write_bytes(b"half")
-    other = sdir / f"{dead_pid()}.other.bin"        # another destination's leftover: not ours to judge here
+    other = sdir / f"{dead_pid()}.other.bin"  # another destination's leftover: not ours to judge here
     other.write_bytes(b"x")
     fsops.copy_verified(src, seed_p / "T/a.bin", b3(b"abc"), 3, roots=(seed_s, seed_p))
     assert not stale.exists() and other.exists()
@@ -222,7 +224,9 @@ def test_link_into_accepts_same_content_other_inode_and_refuses_different(fs2):
     src = write(seed_p / "A/f.bin", b"data")
     same = write(seed_p / "B/f.bin", b"data")
     assert fsops.link_into(src, same, blake3_hex=b3(b"data"), roots=(seed_s, seed_p))["status"] == "present"
-    assert fsops.link_into(src, same, roots=(seed_s, seed_p))["status"] == "present"  # content compared without a given hash
+    assert (
+        fsops.link_into(src, same, roots=(seed_s, seed_p))["status"] == "present"
+    )  # content compared without a given hash
     diff = write(seed_p / "C/f.bin", b"DATA")
     with pytest.raises(UnsafeOperation, match="different content"):
         fsops.link_into(src, diff, blake3_hex=b3(b"data"), roots=(seed_s, seed_p))
@@ -304,8 +308,17 @@ def _doomed(fs2, data=b"payload"):
     keep = write(seed_p / "A/f.bin", data)
     st = os.lstat(a)
     fsid = cat.fsid(cat.fs_for_path(a))
-    kw = dict(fsid=fsid, ino=st.st_ino, size=len(data), blake3_hex=b3(data), keep_path=str(keep),
-              keep_blake3=b3(data), seeding_links=[str(a), str(b)], seeding_roots=[seed_s, seed_p], catalog=cat)
+    kw = dict(
+        fsid=fsid,
+        ino=st.st_ino,
+        size=len(data),
+        blake3_hex=b3(data),
+        keep_path=str(keep),
+        keep_blake3=b3(data),
+        seeding_links=[str(a), str(b)],
+        seeding_roots=[seed_s, seed_p],
+        catalog=cat,
+    )
     return a, b, keep, kw
 
 
@@ -316,7 +329,7 @@ def test_safe_unlink_removes_known_links_then_frees(fs2):
     r2 = fsops.safe_unlink(b, **{**kw, "keep_path": str(keep)})
     assert r2["status"] == "unlinked" and r2["bytes_freed"] == 7 and not b.exists()
     assert keep.read_bytes() == b"payload"
-    assert fsops.safe_unlink(a, **kw)["status"] == "absent"      # idempotent
+    assert fsops.safe_unlink(a, **kw)["status"] == "absent"  # idempotent
 
 
 def test_safe_unlink_refuses_when_an_external_link_appeared(fs2):
@@ -324,7 +337,7 @@ def test_safe_unlink_refuses_when_an_external_link_appeared(fs2):
     a, b, keep, kw = _doomed(fs2)
     lib = stash / "media/movies/f.bin"
     lib.parent.mkdir(parents=True)
-    os.link(a, lib)                                   # a library picked it up after planning
+    os.link(a, lib)  # a library picked it up after planning
     with pytest.raises(UnsafeOperation, match="3 links but only 2"):
         fsops.safe_unlink(a, **kw)
     with pytest.raises(UnsafeOperation, match="links"):
@@ -338,14 +351,14 @@ def test_safe_unlink_refuses_when_an_external_link_appeared(fs2):
 def test_safe_unlink_does_not_count_one_link_twice_through_an_alias(fs2, tmp_path):
     stash, pool, seed_s, seed_p, cat = fs2
     a, b, keep, kw = _doomed(fs2)
-    alias = tmp_path / "alias"                         # the /data/media vs /stash/data/media trap
+    alias = tmp_path / "alias"  # the /data/media vs /stash/data/media trap
     alias.mkdir()
     subprocess.run(["mount", "--bind", str(seed_s), str(alias)], check=True)
     try:
         lib = stash / "media/f.bin"
         lib.parent.mkdir(parents=True)
-        os.link(a, lib)                                # nlink 3: a, b, lib
-        links = [str(a), str(alias / "A/f.bin"), str(b)]   # a listed twice under two spellings
+        os.link(a, lib)  # nlink 3: a, b, lib
+        links = [str(a), str(alias / "A/f.bin"), str(b)]  # a listed twice under two spellings
         with pytest.raises(UnsafeOperation, match="3 links but only 2"):
             fsops.safe_unlink(a, **{**kw, "seeding_links": links})
         assert a.exists()
@@ -393,7 +406,7 @@ def test_safe_unlink_refuses_outside_seeding_roots_and_wrong_identity(fs2):
 def test_safe_unlink_refuses_changed_content_of_doomed_file(fs2):
     a, b, keep, kw = _doomed(fs2)
     with open(a, "r+b") as f:
-        f.write(b"PAY")                               # same size, same inode, new content
+        f.write(b"PAY")  # same size, same inode, new content
     with pytest.raises(UnsafeOperation, match="content changed"):
         fsops.safe_unlink(a, **kw)
     assert a.exists()
@@ -423,8 +436,17 @@ def test_safe_unlink_empty_file_without_hash(fs2):
     e = write(seed_s / "A/empty", b"")
     k = write(seed_p / "A/empty", b"")
     st = os.lstat(e)
-    r = fsops.safe_unlink(e, fsid=cat.fsid(cat.fs_for_path(e)), ino=st.st_ino, size=0, keep_path=str(k),
-                          seeding_links=[str(e)], seeding_roots=[seed_s], keep_roots=[seed_p], catalog=cat)
+    r = fsops.safe_unlink(
+        e,
+        fsid=cat.fsid(cat.fs_for_path(e)),
+        ino=st.st_ino,
+        size=0,
+        keep_path=str(k),
+        seeding_links=[str(e)],
+        seeding_roots=[seed_s],
+        keep_roots=[seed_p],
+        catalog=cat,
+    )
     assert r["status"] == "unlinked" and not e.exists()
 
 
@@ -441,7 +463,7 @@ def test_prune_empty_dirs(fs2):
     assert str(seed_s / "cat/T") in removed
     (seed_s / "cat2/T").mkdir(parents=True)
     fsops.prune_empty_dirs(seed_s / "cat2/T", seed_s, roots=(seed_s, seed_p))
-    assert not (seed_s / "cat2").exists() and seed_s.exists()     # parents up to, never including, stop_at
+    assert not (seed_s / "cat2").exists() and seed_s.exists()  # parents up to, never including, stop_at
     write(seed_s / "full/T/f", b"f")
     fsops.prune_empty_dirs(seed_s / "full/T", seed_s, roots=(seed_s, seed_p))
     assert (seed_s / "full/T/f").exists()

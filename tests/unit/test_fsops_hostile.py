@@ -53,7 +53,7 @@ def test_holding_symlinked_to_an_outside_folder_is_refused_and_outside_untouched
     """Finding 1: <seeding root>/.qbhook-holding -> outside folder; an ordinary demote with a grace period
     must neither hold links there nor purge the outside folder's old content."""
     w = _grace(_make_world(tmpfs, tmp_path, "h"), 3600.0)
-    outside = w.stash / "private"            # same filesystem, outside every seeding root
+    outside = w.stash / "private"  # same filesystem, outside every seeding root
     write(outside / "1" / "secret.txt", b"not qbhook's")
     write(outside / "old-run" / "photo.jpg", b"family photo")
     _two_days_old(outside)
@@ -63,7 +63,7 @@ def test_holding_symlinked_to_an_outside_folder_is_refused_and_outside_untouched
 
     assert (outside / "1" / "secret.txt").read_bytes() == b"not qbhook's"
     assert (outside / "old-run" / "photo.jpg").read_bytes() == b"family photo"
-    assert sorted(os.listdir(outside)) == ["1", "old-run"]          # nothing held in there either
+    assert sorted(os.listdir(outside)) == ["1", "old-run"]  # nothing held in there either
     assert summary.status != "done"
     assert "symlink" in (summary.groups[0].reason or "")
     w.cat.close()
@@ -81,8 +81,8 @@ def test_holding_purge_removes_only_what_the_journal_held(tmpfs, tmp_path):
 
     assert Path(foreign).read_bytes() == b"another torrent"
     run_dir = os.path.join(w.seed_s, fsops.HOLDING_DIR, str(summary.run_id))
-    assert not os.path.lexists(run_dir)                              # our held links went, with their folders
-    assert w.journal.held_links() == []                              # ...and the journal says so
+    assert not os.path.lexists(run_dir)  # our held links went, with their folders
+    assert w.journal.held_links() == []  # ...and the journal says so
     for h in (H1, H2):
         for rel, data in FILES:
             assert Path(w.save(h, "pool"), rel).read_bytes() == data
@@ -105,7 +105,7 @@ def test_held_entry_replaced_by_another_file_is_left_alone(fs2):
     r = fsops.safe_unlink(a, **kw, hold_run=5)
     held = fsops.HeldLink(r["held_at"], time.time() - 10, ino=kw["ino"])
     os.unlink(r["held_at"])
-    write(r["held_at"], b"something else")                         # root put another file there
+    write(r["held_at"], b"something else")  # root put another file there
     with pytest.raises(UnsafeOperation, match="not the file qbhook held"):
         fsops.purge_holding([seed_s], 1, held=[held])
     assert Path(r["held_at"]).read_bytes() == b"something else"
@@ -122,9 +122,17 @@ def _doomed(fs2, data=b"payload" * 100):
     os.link(a, b)
     keep = write(seed_p / "A/f.bin", data)
     st = os.lstat(a)
-    kw = {"fsid": cat.fsid(cat.fs_for_path(a)), "ino": st.st_ino, "size": len(data), "blake3_hex": b3(data),
-          "keep_path": str(keep), "keep_blake3": b3(data), "seeding_links": [str(a), str(b)],
-          "seeding_roots": [seed_s, seed_p], "catalog": cat}
+    kw = {
+        "fsid": cat.fsid(cat.fs_for_path(a)),
+        "ino": st.st_ino,
+        "size": len(data),
+        "blake3_hex": b3(data),
+        "keep_path": str(keep),
+        "keep_blake3": b3(data),
+        "seeding_links": [str(a), str(b)],
+        "seeding_roots": [seed_s, seed_p],
+        "catalog": cat,
+    }
     return a, b, keep, kw
 
 
@@ -144,25 +152,26 @@ def test_parent_swapped_for_a_symlink_after_the_checks_does_not_redirect_the_unl
         out = real_digest(*args, **kwargs)
         st = next(x for x in args if isinstance(x, os.stat_result))
         if (st.st_dev, st.st_ino) == (doomed.st_dev, doomed.st_ino) and not swapped:
-            os.rename(a, outside / "f.bin")                      # same inode, same link count
+            os.rename(a, outside / "f.bin")  # same inode, same link count
             os.rename(a.parent, seed_s / "A.moved")
             os.symlink(outside, a.parent)
             swapped.append(True)
         return out
+
     monkeypatch.setattr(fsops, "_content_digest", digest_then_swap)
 
     res = fsops.safe_unlink(a, **kw)
 
     assert swapped
-    assert (outside / "f.bin").read_bytes() == keep.read_bytes()     # the outside name survived
-    assert res["status"] == "absent"                                  # the verified folder no longer has it
+    assert (outside / "f.bin").read_bytes() == keep.read_bytes()  # the outside name survived
+    assert res["status"] == "absent"  # the verified folder no longer has it
 
 
 def test_delete_through_a_symlinked_folder_is_refused_naming_it(fs2):
     _stash, _pool, seed_s, _seed_p, _cat = fs2
     a, _b, _keep, kw = _doomed(fs2)
     os.rename(seed_s / "A", seed_s / "A.real")
-    os.symlink(seed_s / "A.real", seed_s / "A")                  # even pointing inside the root
+    os.symlink(seed_s / "A.real", seed_s / "A")  # even pointing inside the root
     with pytest.raises(UnsafeOperation, match=r"A is a symlink"):
         fsops.safe_unlink(a, **kw)
     assert (seed_s / "A.real/f.bin").exists()
@@ -191,8 +200,9 @@ def test_view_through_a_symlinked_folder_in_the_cold_seeding_root_is_refused(fs2
     with pytest.raises(UnsafeOperation, match="cross-seed is a symlink"):
         fsops.link_into(src, seed_p / "cross-seed/B/f.bin", roots=[seed_s, seed_p])
     with pytest.raises(UnsafeOperation, match="cross-seed is a symlink"):
-        fsops.copy_verified(write(seed_s / "f.bin", b"data"), seed_p / "cross-seed/C/f.bin", b3(b"data"), 4,
-                            roots=[seed_s, seed_p])
+        fsops.copy_verified(
+            write(seed_s / "f.bin", b"data"), seed_p / "cross-seed/C/f.bin", b3(b"data"), 4, roots=[seed_s, seed_p]
+        )
     with pytest.raises(UnsafeOperation, match="cross-seed is a symlink"):
         fsops.make_empty(seed_p / "cross-seed/B/e.txt", roots=[seed_s, seed_p])
     with pytest.raises(UnsafeOperation, match="cross-seed is a symlink"):
@@ -210,8 +220,11 @@ def test_demote_into_symlinked_view_folders_keeps_the_primary_links(tmpfs, tmp_p
     # (Two levels above the files, so a same-filesystem check of staging vs. its folder, both
     # resolved through the link, cannot notice.)
     stash_save = w.save
-    w.save = lambda h, pool: stash_save(h, pool) if pool == "stash" else \
-        os.path.join(w.seed_p, "movies", *(["cross-seed"] if h == H2 else []))
+    w.save = lambda h, pool: (
+        stash_save(h, pool)
+        if pool == "stash"
+        else os.path.join(w.seed_p, "movies", *(["cross-seed"] if h == H2 else []))
+    )
     os.symlink(elsewhere, os.path.join(w.seed_p, "movies"))
 
     summary = w.executor().apply(demote_plan(w))
@@ -273,7 +286,7 @@ def test_a_hold_repeated_after_a_crash_still_reports_the_held_link(fs2):
     first = fsops.safe_unlink(a, **kw, hold_run=4)
     again = fsops.safe_unlink(a, **kw, hold_run=4)
     assert again["status"] == "held" and again["held_at"] == first["held_at"]
-    assert fsops.safe_unlink(a, **kw)["status"] == "absent"            # without a hold: just gone
+    assert fsops.safe_unlink(a, **kw)["status"] == "absent"  # without a hold: just gone
     removed = fsops.purge_holding([seed_s], 1, held=[fsops.HeldLink(again["held_at"], 0.0, kw["ino"])])
     assert removed == [str(seed_s / fsops.HOLDING_DIR / "4")]
 
@@ -287,6 +300,7 @@ def test_a_fifo_in_place_of_a_file_is_refused_without_hanging(fs2):
 
     def hung(*_a):
         raise TimeoutError("the open blocked on a FIFO")
+
     old_handler = signal.signal(signal.SIGALRM, hung)
     signal.alarm(5)
     try:

@@ -26,7 +26,7 @@ from qbhook.errors import UnsafeOperation, VerificationFailed
 from qbhook.move import fsops
 from tests.unit import test_fsops as _fx
 
-tmpfs = _fx.tmpfs   # pytest fixture: a fresh tmpfs per call, unmounted afterwards
+tmpfs = _fx.tmpfs  # pytest fixture: a fresh tmpfs per call, unmounted afterwards
 
 ATTEMPTS = 100_000
 BUDGET_S = 55.0
@@ -34,8 +34,15 @@ NAMES = [f"f{i}.bin" for i in range(8)]
 RENAME_EXCHANGE = 2
 AT_FDCWD = -100
 # What a refusal in this race may say; anything else is a bug and fails the test.
-REFUSALS = ("is a symlink", "is changing", "changed during", "no longer the planned file", "links but only",
-            "already holds another file", "keeps changing")
+REFUSALS = (
+    "is a symlink",
+    "is changing",
+    "changed during",
+    "no longer the planned file",
+    "links but only",
+    "already holds another file",
+    "keeps changing",
+)
 
 
 def _renameat2():
@@ -45,8 +52,9 @@ def _renameat2():
         fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
         return fn
 
-    def syscall(olddirfd, old, newdirfd, new, flags):     # glibc < 2.28: the raw syscall (316 on x86_64)
+    def syscall(olddirfd, old, newdirfd, new, flags):  # glibc < 2.28: the raw syscall (316 on x86_64)
         return libc.syscall(316, olddirfd, old, newdirfd, new, flags)
+
     return syscall
 
 
@@ -83,15 +91,15 @@ def test_swapping_folders_for_symlinks_never_lets_an_act_escape_the_roots(tmpfs,
     for d in (outside / "D", outside / "H" / "1" / "D"):
         for n in [*NAMES, *(f"v{n}" for n in NAMES), *(f"e{n}" for n in NAMES)]:
             (d / n).write_bytes(b"sentinel " + n.encode())
-            (d / f"p{n}" / "q").mkdir(parents=True)                 # empty folders prune_empty_dirs could reach
+            (d / f"p{n}" / "q").mkdir(parents=True)  # empty folders prune_empty_dirs could reach
     before = _tree(outside)
     keep_root.mkdir()
     for n in NAMES:
-        (seed / "K" / n).write_bytes(b"")                          # the verified copies to keep
-    os.symlink(outside / "D", seed / "L")                          # swapped with seed/D
+        (seed / "K" / n).write_bytes(b"")  # the verified copies to keep
+    os.symlink(outside / "D", seed / "L")  # swapped with seed/D
     hold = seed / fsops.HOLDING_DIR
     hold.mkdir(mode=0o700)
-    os.symlink(outside / "H", seed / "HL")                         # swapped with seed/.qbhook-holding
+    os.symlink(outside / "H", seed / "HL")  # swapped with seed/.qbhook-holding
     cat = Catalog.open(tmp_path / "cat.sqlite")
     fsid = cat.fsid(cat.fs_for_path(seed))
     roots = [seed]
@@ -100,8 +108,10 @@ def test_swapping_folders_for_symlinks_never_lets_an_act_escape_the_roots(tmpfs,
 
     ctx = mp.get_context("fork")
     stop, swaps = ctx.Event(), ctx.Value("q", 0)
-    procs = [ctx.Process(target=_swapper, args=(os.fsencode(seed / "D"), os.fsencode(seed / "L"), stop, swaps)),
-             ctx.Process(target=_swapper, args=(os.fsencode(hold), os.fsencode(seed / "HL"), stop, swaps))]
+    procs = [
+        ctx.Process(target=_swapper, args=(os.fsencode(seed / "D"), os.fsencode(seed / "L"), stop, swaps)),
+        ctx.Process(target=_swapper, args=(os.fsencode(hold), os.fsencode(seed / "HL"), stop, swaps)),
+    ]
     for p in procs:
         p.start()
     counts = {"done": 0, "refused": 0, "missing": 0, "pruned": 0}
@@ -123,9 +133,16 @@ def test_swapping_folders_for_symlinks_never_lets_an_act_escape_the_roots(tmpfs,
                         pass
                     ino = os.stat(n, dir_fd=real_d).st_ino
                     res = fsops.safe_unlink(
-                        f"{seed}/D/{n}", fsid=fsid, ino=ino, size=0, keep_path=f"{seed}/K/{n}",
-                        seeding_links=[f"{seed}/D/{n}"], seeding_roots=roots, catalog=cat,
-                        hold_run="1" if op == 1 else None)
+                        f"{seed}/D/{n}",
+                        fsid=fsid,
+                        ino=ino,
+                        size=0,
+                        keep_path=f"{seed}/K/{n}",
+                        seeding_links=[f"{seed}/D/{n}"],
+                        seeding_roots=roots,
+                        catalog=cat,
+                        hold_run="1" if op == 1 else None,
+                    )
                     if res.get("held_at"):
                         held.append(fsops.HeldLink(res["held_at"], 0.0, ino))
                 elif op == 2:
@@ -133,7 +150,7 @@ def test_swapping_folders_for_symlinks_never_lets_an_act_escape_the_roots(tmpfs,
                     fsops.purge_holding(roots, 0, held=list(held), now=1.0, on_purged=held.remove)
                 elif op == 3:
                     fsops.link_into(f"{seed}/K/{n}", f"{seed}/D/v{n}", roots=roots, size=0)
-                    os.unlink(f"v{n}", dir_fd=real_d)              # ready for the next round
+                    os.unlink(f"v{n}", dir_fd=real_d)  # ready for the next round
                 elif op == 4:
                     fsops.make_empty(f"{seed}/D/e{n}", roots=roots)
                     os.unlink(f"e{n}", dir_fd=real_d)

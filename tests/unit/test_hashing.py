@@ -90,7 +90,7 @@ def test_mtime_set_back_while_ctime_moves_must_rehash(env):
     ensure_hashes(cat, _ids(cat), settle_seconds=60)
     before = os.stat(a)
     time.sleep(0.01)
-    with open(a, "r+b") as f:   # same size, new content, then hide it behind the old mtime
+    with open(a, "r+b") as f:  # same size, new content, then hide it behind the old mtime
         f.write(b"BBBB")
     os.utime(a, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert os.stat(a).st_mtime_ns == before.st_mtime_ns and os.stat(a).st_ctime_ns != before.st_ctime_ns
@@ -119,6 +119,7 @@ def test_file_changing_while_hashed_is_not_cached(env, monkeypatch):
         with open(a, "ab") as f:  # a download appending while we read
             f.write(b"more")
         return real(fd, hasher)
+
     monkeypatch.setattr(hashing, "hash_fd", writer_during_read)
     r = ensure_hashes(cat, _ids(cat), settle_seconds=0)
     assert r.hashed == 0 and r.unsettled
@@ -140,6 +141,7 @@ def test_path_now_pointing_at_other_inode_is_not_trusted(env):
 # Issue 9 finding 7: opening a FIFO for reading blocks until a writer comes, and reading
 # /dev/zero never ends. Each check runs under a timebox so a regression fails, not hangs.
 
+
 def _specials(where):
     """A FIFO and, as root, a character device with /dev/zero's numbers (endless reads)."""
     where.mkdir(parents=True, exist_ok=True)
@@ -154,7 +156,7 @@ def _specials(where):
 
 
 def test_hash_and_sample_refuse_fifos_and_devices(tmp_path):
-    specials = _specials(tmp_path) + [tmp_path]       # and a folder
+    specials = _specials(tmp_path) + [tmp_path]  # and a folder
     for p in specials:
         for fn in (hash_file, hashing.sample_file):
             with timebox(5, f"{fn.__name__}({p.name})"), pytest.raises(hashing.NotRegularFile, match="not a regular"):
@@ -193,7 +195,7 @@ def test_ensure_hashes_skips_fifo_rows_left_by_older_catalogs(env):
     for p in _specials(seed / "odd"):
         st = os.lstat(p)
         fs = cat.fs_for_path(os.fsencode(p), st.st_dev)
-        with Tx(cat.conn) as c:    # what main's record_path did
+        with Tx(cat.conn) as c:  # what main's record_path did
             ids.append(cat.upsert(c, "stash", os.fsencode(p), fs, st, None))
 
     def child():
@@ -206,6 +208,7 @@ def test_ensure_hashes_skips_fifo_rows_left_by_older_catalogs(env):
 
 
 # ------------------------------------------------------------ big files: mmap in a worker process
+
 
 @pytest.fixture
 def workers(monkeypatch):
@@ -221,7 +224,7 @@ def workers(monkeypatch):
 def _zeros_digest(size: int) -> bytes:
     h, block = blake3.blake3(), bytes(16 * 2**20)
     for off in range(0, size, len(block)):
-        h.update(block[:min(len(block), size - off)])
+        h.update(block[: min(len(block), size - off)])
     return h.digest()
 
 
@@ -245,6 +248,7 @@ def _when_mapped(pid: int, path, action, timeout: float = 20.0) -> threading.Thr
                         return
             except OSError:
                 return
+
     t = threading.Thread(target=watch, daemon=True)
     t.start()
     return t
@@ -263,7 +267,7 @@ def test_big_file_is_hashed_in_a_worker_and_matches_reference(tmp_path, workers)
     data = os.urandom(3 * hashing.MMAP_MIN + 12345)
     res = hash_file(write(tmp_path / "big", data))
     assert res.digest == blake3.blake3(data).digest() and res.stable
-    assert [w.proc.pid for w in workers] == [pid]   # reused, not one process per file
+    assert [w.proc.pid for w in workers] == [pid]  # reused, not one process per file
 
 
 def test_file_truncated_while_mapped_kills_only_the_worker(env, tmp_path, workers, caplog):
@@ -281,10 +285,10 @@ def test_file_truncated_while_mapped_kills_only_the_worker(env, tmp_path, worker
     assert "hash worker died (SIGBUS)" in caplog.text
     assert r.hashed == 0 and len(r.unsettled) == 1
     assert cat.inode_by_path(big).hash is None
-    assert worker not in workers                     # the dead worker is not reused ...
+    assert worker not in workers  # the dead worker is not reused ...
     data = os.urandom(hashing.MMAP_MIN)
     assert hash_file(write(tmp_path / "next", data)).digest == blake3.blake3(data).digest()
-    assert len(workers) == 1 and workers[0] is not worker   # ... a new one takes over
+    assert len(workers) == 1 and workers[0] is not worker  # ... a new one takes over
 
 
 def test_worker_killed_mid_file_falls_back_to_read(tmp_path, workers, caplog):
@@ -319,7 +323,7 @@ def test_worker_ignores_modules_in_the_working_folder(tmp_path, workers, monkeyp
 def test_at_most_max_idle_workers_are_kept(tmp_path, workers):
     data = os.urandom(hashing.MMAP_MIN)
     p = write(tmp_path / "big", data)
-    with ThreadPoolExecutor(max_workers=4) as ex:   # four threads hashing at once: four workers
+    with ThreadPoolExecutor(max_workers=4) as ex:  # four threads hashing at once: four workers
         digests = list(ex.map(lambda _i: hash_file(p).digest, range(16)))
     assert digests == [blake3.blake3(data).digest()] * 16
     assert 1 <= len(workers) <= hashing.MAX_IDLE_WORKERS
@@ -335,6 +339,7 @@ def test_file_the_worker_cannot_map_is_read_and_the_worker_kept(tmp_path, worker
     def emptied_first(self, fd):
         os.truncate(big, 0)
         return real(self, fd)
+
     monkeypatch.setattr(hashing._Worker, "hash", emptied_first)
     res = hash_file(big)
     assert res.digest == hashing.EMPTY_HASH and not res.stable

@@ -82,8 +82,8 @@ def test_one_budget_is_shared_by_the_calls_of_a_run(env):
     budget = HashBudget(60_000)
     first = ensure_hashes(cat, ids[:2], settle_seconds=0, budget=budget)
     second = ensure_hashes(cat, ids[2:], settle_seconds=0, budget=budget)
-    assert (first.hashed, len(first.deferred)) == (2, 0)       # 0 then 50,000 < 60,000: both start
-    assert (second.hashed, len(second.deferred)) == (0, 2)     # 100,000 spent: nothing more
+    assert (first.hashed, len(first.deferred)) == (2, 0)  # 0 then 50,000 < 60,000: both start
+    assert (second.hashed, len(second.deferred)) == (0, 2)  # 100,000 spent: nothing more
     assert budget.as_dict() == {"limit": 60_000, "spent": 100_000, "deferred_files": 2, "deferred_bytes": 100_000}
 
 
@@ -110,10 +110,11 @@ def test_background_hashing_threads_run_idle_and_nice_and_the_caller_keeps_its_p
     def recording(path):
         seen.append(_thread_priority())
         return real(path)
+
     monkeypatch.setattr(hashing, "hash_file", recording)
     ensure_hashes(cat, ids, settle_seconds=0, background=True)
     assert seen and all(s == (hashing.BACKGROUND_NICE, (hashing.IOPRIO_CLASS_IDLE, 0)) for s in seen), seen
-    assert _thread_priority() == before          # the caller (the event server's thread) is untouched
+    assert _thread_priority() == before  # the caller (the event server's thread) is untouched
     # foreground hashing (a CLI plan the user waits for) keeps the normal priority
     seen.clear()
     cat.conn.execute("UPDATE inodes SET hash = NULL")
@@ -126,7 +127,7 @@ def test_background_mmap_workers_inherit_the_low_priority_and_are_kept_apart(env
     cfg, cat, seed = env
     big = _old(write(seed / "big.bin", b""))
     with open(big, "r+b") as f:
-        f.truncate(hashing.MMAP_MIN)             # sparse: hashed through a worker process
+        f.truncate(hashing.MMAP_MIN)  # sparse: hashed through a worker process
     _old(big)
     scan_pool(cat, cfg.primary, cfg.scan)
     ids = [r[0] for r in cat.conn.execute("SELECT id FROM inodes")]
@@ -177,14 +178,15 @@ def test_killed_hashing_loses_at_most_the_file_in_flight_and_resumes(env, tmp_pa
     cat.close()
     done = tmp_path / "done"
     # each file takes longer than STORE_INTERVAL: each is committed when it finishes
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW_HASHER, str(cfg.catalog), str(done),
-                             str(hashing.STORE_INTERVAL + 0.2)])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_HASHER, str(cfg.catalog), str(done), str(hashing.STORE_INTERVAL + 0.2)]
+    )
     try:
         deadline = time.monotonic() + 60
         while not done.exists() or len(done.read_text().splitlines()) < 3:
             assert proc.poll() is None and time.monotonic() < deadline, "the hashing child stopped early"
             time.sleep(0.05)
-        time.sleep(0.3)                      # well inside the 4th file
+        time.sleep(0.3)  # well inside the 4th file
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -192,7 +194,7 @@ def test_killed_hashing_loses_at_most_the_file_in_flight_and_resumes(env, tmp_pa
     cat = Catalog.open(cfg.catalog)
     stored = _hashed(cat)
     assert 3 <= finished < len(ids)
-    assert stored >= finished - 1, (stored, finished)   # at most the one in flight is lost
+    assert stored >= finished - 1, (stored, finished)  # at most the one in flight is lost
     rep = ensure_hashes(cat, ids, settle_seconds=0)
     assert (rep.cached, rep.hashed) == (stored, len(ids) - stored)
     for iid in ids:
@@ -210,7 +212,7 @@ def test_throughput_rate_and_eta():
     now[0] += 2.0
     t.add(200)
     assert t.rate() == 100.0 and t.eta() == 8.0
-    t.skip(300)                     # deferred by the budget: no longer waited for
+    t.skip(300)  # deferred by the budget: no longer waited for
     assert t.eta() == 5.0
     assert t.line() == "0.00/0.00 GiB, 100 B/s, ETA 5 s"
     big = Throughput(10 * 2**30, clock=lambda: now[0])
@@ -237,7 +239,7 @@ def test_terminal_progress_and_periodic_log_lines_show_rate_and_eta(env, monkeyp
     cfg, cat, seed = env
     ids = _files(cfg, cat, seed, 3, 50_000)
     tty = _Tty()
-    monkeypatch.setattr(hashing, "LOG_INTERVAL", 0.0)     # every file, instead of every 30 s
+    monkeypatch.setattr(hashing, "LOG_INTERVAL", 0.0)  # every file, instead of every 30 s
     with caplog.at_level(logging.INFO, logger="qbhook.catalog.hashing"):
         ensure_hashes(cat, ids, settle_seconds=0, progress=Progress(stream=tty, interval=0), budget=100_000)
     assert "hashing 1/3 files" in tty.text and "/s, ETA" in tty.text

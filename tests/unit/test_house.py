@@ -21,7 +21,7 @@ def _long_functions_without_reason(root: pathlib.Path) -> list[str]:
                 continue
             length = node.end_lineno - node.lineno + 1
             # the reason sits right after the signature (and docstring), in the first lines of the body
-            head = lines[node.lineno - 1: node.body[0].lineno + 12]
+            head = lines[node.lineno - 1 : node.body[0].lineno + 12]
             if length > MAX_LINES and not any(REASON in ln for ln in head):
                 out.append(f"{path.relative_to(root)}:{node.lineno} {node.name} ({length} lines)")
     return out

@@ -52,8 +52,9 @@ def _imports(mods: dict[str, pathlib.Path]) -> dict[str, set[str]]:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             targets = []
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("qbhook"):
-                targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module
-                           for a in node.names]
+                targets = [
+                    f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module for a in node.names
+                ]
             elif isinstance(node, ast.Import):
                 targets = [a.name for a in node.names if a.name.startswith("qbhook")]
             for t in targets:
@@ -65,9 +66,12 @@ def _imports(mods: dict[str, pathlib.Path]) -> dict[str, set[str]]:
 
 def _upward(root: pathlib.Path = ROOT) -> list[str]:
     mods = _modules(root)
-    return sorted(f"{a} ({_stage(a, root)}) imports {b} ({_stage(b, root)})"
-                  for a, bs in _imports(mods).items() for b in bs
-                  if _stage(b, root) not in ALLOWED[_stage(a, root)])
+    return sorted(
+        f"{a} ({_stage(a, root)}) imports {b} ({_stage(b, root)})"
+        for a, bs in _imports(mods).items()
+        for b in bs
+        if _stage(b, root) not in ALLOWED[_stage(a, root)]
+    )
 
 
 def test_imports_flow_one_way_between_stages():
@@ -76,14 +80,14 @@ def test_imports_flow_one_way_between_stages():
 
 def test_no_import_circle_between_modules():
     edges = _imports(_modules())
-    seen: dict[str, int] = {}          # 1: on the current path, 2: done
+    seen: dict[str, int] = {}  # 1: on the current path, 2: done
     circles = []
 
     def visit(m: str, path: list[str]) -> None:
         seen[m] = 1
         for n in sorted(edges[m]):
             if seen.get(n) == 1:
-                circles.append(" -> ".join(path[path.index(n):] + [n]))
+                circles.append(" -> ".join(path[path.index(n) :] + [n]))
             elif n not in seen:
                 visit(n, path + [n])
         seen[m] = 2

@@ -19,6 +19,7 @@ def cfg(tmp_path):
 def test_lock_dir_defaults_beside_the_catalog_and_honours_config(cfg, tmp_path):
     assert lock_dir(cfg) == tmp_path / "cat.sqlite.locks"
     from dataclasses import replace
+
     assert lock_dir(replace(cfg, lock_dir=tmp_path / "locks")) == tmp_path / "locks"
 
 
@@ -28,17 +29,24 @@ def test_second_holder_gets_lock_busy_naming_the_pid(cfg):
         with pytest.raises(LockBusy, match=f"held by pid {os.getpid()}") as e:
             executor_lock(cfg).acquire()
         assert e.value.exit_code == 75
-    with executor_lock(cfg):     # released: free again
+    with executor_lock(cfg):  # released: free again
         pass
 
 
 def test_lock_busy_across_processes_names_the_holder(cfg):
-    code = ("import sys, time\nfrom qbhook.move.locks import executor_lock\nfrom tests.helpers import make_config\n"
-            "from pathlib import Path\n"
-            f"cfg = make_config(Path({str(cfg.catalog)!r}), Path('/s'), Path('/p'))\n"
-            "with executor_lock(cfg):\n    print('ready', flush=True)\n    sys.stdin.readline()\n")
-    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    code = (
+        "import sys, time\nfrom qbhook.move.locks import executor_lock\nfrom tests.helpers import make_config\n"
+        "from pathlib import Path\n"
+        f"cfg = make_config(Path({str(cfg.catalog)!r}), Path('/s'), Path('/p'))\n"
+        "with executor_lock(cfg):\n    print('ready', flush=True)\n    sys.stdin.readline()\n"
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    )
     try:
         assert p.stdout.readline().strip() == "ready"
         with pytest.raises(LockBusy, match=f"pid {p.pid}"):
@@ -58,9 +66,9 @@ def test_wait_with_timeout_polls_then_gives_up(cfg):
     def sleep(s):
         slept.append(s)
         now[0] += s
-    with executor_lock(cfg):
-        with pytest.raises(LockBusy):
-            executor_lock(cfg, wait=2.0, sleep=sleep, clock=lambda: now[0]).acquire()
+
+    with executor_lock(cfg), pytest.raises(LockBusy):
+        executor_lock(cfg, wait=2.0, sleep=sleep, clock=lambda: now[0]).acquire()
     assert slept and sum(slept) >= 2.0 and max(slept) <= 0.5
 
 
@@ -69,15 +77,20 @@ def test_wait_succeeds_when_released_meanwhile(cfg):
 
     def sleep(s):
         holder.release()
+
     lock = executor_lock(cfg, wait=5.0, sleep=sleep).acquire()
     assert lock.held
     lock.release()
 
 
 def test_group_locks_are_per_group_and_independent_of_the_executor_lock(cfg):
-    with executor_lock(cfg), group_lock(cfg, "g1"), group_lock(cfg, "g/2: odd id"):
-        with pytest.raises(LockBusy, match="group g1"):
-            group_lock(cfg, "g1").acquire()
+    with (
+        executor_lock(cfg),
+        group_lock(cfg, "g1"),
+        group_lock(cfg, "g/2: odd id"),
+        pytest.raises(LockBusy, match="group g1"),
+    ):
+        group_lock(cfg, "g1").acquire()
     files = sorted(os.listdir(lock_dir(cfg)))
     assert "executor.lock" in files and all("/" not in f for f in files) and len(files) == 3
 
@@ -88,7 +101,7 @@ def test_release_is_idempotent_and_reacquire_guarded(tmp_path):
         lock.acquire()
     lock.release()
     lock.release()
-    assert (tmp_path / "x.lock").read_text() == ""     # no stale pid left for the next reader
+    assert (tmp_path / "x.lock").read_text() == ""  # no stale pid left for the next reader
 
 
 def test_blocking_wait_true(cfg):

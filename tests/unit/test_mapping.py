@@ -10,39 +10,46 @@ S = "/stash/data/media/torrents/seeding"
 P = "/pool/data/media/torrents/seeding"
 
 
-@pytest.mark.parametrize("src, expected", [
-    (S, P),
-    (S + "/", P),
-    (S + "/movies", P + "/movies"),
-    (S + "/movies/Some.Movie.2020", P + "/movies/Some.Movie.2020"),
-    (S + "/cross-seed", P + "/cross-seed"),
-    (S + "/cross-seed/TrackerA", P + "/cross-seed/TrackerA"),
-    (S + "/cross-seed/TrackerA/Some.Movie.2020.1080p", P + "/cross-seed/TrackerA/Some.Movie.2020.1080p"),
-    (S + "/tv/Show/Season 01", P + "/tv/Show/Season 01"),
-    (S + "//tv///x", P + "/tv/x"),
-    (S + "/seeding", P + "/seeding"),
-    (S + "/ weird name \n", P + "/ weird name \n"),
-])
+@pytest.mark.parametrize(
+    "src, expected",
+    [
+        (S, P),
+        (S + "/", P),
+        (S + "/movies", P + "/movies"),
+        (S + "/movies/Some.Movie.2020", P + "/movies/Some.Movie.2020"),
+        (S + "/cross-seed", P + "/cross-seed"),
+        (S + "/cross-seed/TrackerA", P + "/cross-seed/TrackerA"),
+        (S + "/cross-seed/TrackerA/Some.Movie.2020.1080p", P + "/cross-seed/TrackerA/Some.Movie.2020.1080p"),
+        (S + "/tv/Show/Season 01", P + "/tv/Show/Season 01"),
+        (S + "//tv///x", P + "/tv/x"),
+        (S + "/seeding", P + "/seeding"),
+        (S + "/ weird name \n", P + "/ weird name \n"),
+    ],
+)
 def test_maps_keeping_relative_path(src, expected):
     assert map_seeding_path(src, S, P) == expected
     assert map_seeding_path(expected, P, S) == src.rstrip("/").replace("//", "/").replace("//", "/") or S
 
 
-@pytest.mark.parametrize("bad", [
-    "/stash/data/media/torrents",              # parent of the root
-    "/stash/data/media/torrents/seeding2/x",   # prefix of a name, not a folder
-    "/pool/data/media/torrents/seeding/x",     # other pool
-    "relative/path",
-    S + "/../escape",
-    "/data/media/torrents/seeding/x",          # a container path: must be mapped to host first
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "/stash/data/media/torrents",  # parent of the root
+        "/stash/data/media/torrents/seeding2/x",  # prefix of a name, not a folder
+        "/pool/data/media/torrents/seeding/x",  # other pool
+        "relative/path",
+        S + "/../escape",
+        "/data/media/torrents/seeding/x",  # a container path: must be mapped to host first
+    ],
+)
 def test_refuses_anything_not_inside_the_source_root(bad):
     with pytest.raises(ValueError):
         map_seeding_path(bad, S, P)
 
 
-segment = st.text(st.characters(blacklist_characters="/\0", blacklist_categories=("Cs",)), min_size=1, max_size=12).filter(
-    lambda s: s not in (".", ".."))
+segment = st.text(
+    st.characters(blacklist_characters="/\0", blacklist_categories=("Cs",)), min_size=1, max_size=12
+).filter(lambda s: s not in (".", ".."))
 
 
 @given(st.lists(segment, min_size=0, max_size=6))
@@ -50,5 +57,5 @@ def test_round_trip_and_suffix_preserved(parts):
     path = "/".join([S] + parts)
     mapped = map_seeding_path(path, S, P)
     assert mapped.startswith(P)
-    assert mapped[len(P):] == path[len(S):]
+    assert mapped[len(P) :] == path[len(S) :]
     assert map_seeding_path(mapped, P, S) == path

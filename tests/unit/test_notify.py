@@ -63,8 +63,9 @@ def texts(n: Notifier, rec: Recorder) -> str:
 
 
 def test_compose_counts_kinds_and_takes_the_worst_severity():
-    title, body, sev = compose([Event("run", "run 1 done"), Event("group_failed", "g rolled back", "failure"),
-                                Event("run", "run 2 done")])
+    title, body, sev = compose(
+        [Event("run", "run 1 done"), Event("group_failed", "g rolled back", "failure"), Event("run", "run 2 done")]
+    )
     assert title == "qbhook: run finished (2), group failed"
     assert sev == "failure" and body.splitlines() == ["run 1 done", "[FAILURE] g rolled back", "run 2 done"]
 
@@ -93,7 +94,7 @@ def test_at_most_one_message_per_interval_the_rest_batched():
     n.emit(Event("run", "first"))
     deadline = time.monotonic() + 5
     while not rec.calls and time.monotonic() < deadline:
-        time.sleep(0.01)                  # the first message goes after the short gather
+        time.sleep(0.01)  # the first message goes after the short gather
     for i in range(3):
         n.emit(Event("dead_letter", f"later {i}", "failure"))
         time.sleep(0.05)
@@ -102,9 +103,9 @@ def test_at_most_one_message_per_interval_the_rest_batched():
         time.sleep(0.02)
     assert [c[2] for c in rec.calls] == ["first", "[FAILURE] later 0\n[FAILURE] later 1\n[FAILURE] later 2"]
     first_at, second_at = rec.calls[0][0], rec.calls[1][0]
-    assert first_at - t0 < 1.0                          # quiet before: not held for the interval
-    assert second_at - first_at >= interval - 0.01      # the rate limit held the rest back ...
-    assert rec.calls[1][3] == "failure"                 # ... and sent them as one message
+    assert first_at - t0 < 1.0  # quiet before: not held for the interval
+    assert second_at - first_at >= interval - 0.01  # the rate limit held the rest back ...
+    assert rec.calls[1][3] == "failure"  # ... and sent them as one message
     n.close(1)
 
 
@@ -145,7 +146,7 @@ def test_a_hanging_notifier_never_blocks_emit_and_overflow_is_dropped():
     # at most one queue's worth in the stuck batch plus a full queue got in; the rest were dropped
     assert 1000 - 2 * 50 <= n.dropped <= 1000 - 50
     t1 = time.monotonic()
-    assert n.flush(0.3) is False and time.monotonic() - t1 < 1.0     # bounded, even at exit
+    assert n.flush(0.3) is False and time.monotonic() - t1 < 1.0  # bounded, even at exit
     release.set()
     n.close(5)
 
@@ -167,6 +168,7 @@ def test_apprise_json_reaches_a_loopback_listener():
 def test_dead_port_and_hanging_listener_do_not_delay_the_executor(caplog):
     """The bounded-time promise: an apply that reports through a dead or wedged endpoint
     returns as fast as without a notifier; only the notifier thread waits."""
+
     class FakeExecutor:
         def apply(self, plan, **kw):
             return RunSummary(7, groups=[GroupOutcome("g1", "demote", "done", bytes_copied=10)])
@@ -184,10 +186,10 @@ def test_dead_port_and_hanging_listener_do_not_delay_the_executor(caplog):
             for _ in range(20):
                 ex.apply(None, trigger="worker")
             elapsed = time.monotonic() - t0
-            assert elapsed < 1.0, elapsed     # 20 runs; one hanging send alone takes apprise's 4 s timeout
-            assert n.flush(1.0) is False                        # the notifier itself is stuck on the hang
+            assert elapsed < 1.0, elapsed  # 20 runs; one hanging send alone takes apprise's 4 s timeout
+            assert n.flush(1.0) is False  # the notifier itself is stuck on the hang
             hang.close()
-            good.wait_for(lambda r: len(r) >= 1, timeout=30)   # the good URL still got it
+            good.wait_for(lambda r: len(r) >= 1, timeout=30)  # the good URL still got it
             assert "run 7 (worker) done" in good.received[0]["message"]
         finally:
             notify.install(prev)
@@ -199,10 +201,14 @@ def test_dead_port_and_hanging_listener_do_not_delay_the_executor(caplog):
 
 def test_run_finished_reports_the_run_and_each_failed_group(installed):
     n, rec = installed
-    s = RunSummary(12, status="failed", groups=[
-        GroupOutcome("g-ok", "demote", "done", bytes_copied=4 * 2**20, bytes_freed=4 * 2**20, torrents_relocated=3),
-        GroupOutcome("g-bad", "demote", "rolled_back", reason="delete failed: refusing to delete\n  hint: re-plan"),
-    ])
+    s = RunSummary(
+        12,
+        status="failed",
+        groups=[
+            GroupOutcome("g-ok", "demote", "done", bytes_copied=4 * 2**20, bytes_freed=4 * 2**20, torrents_relocated=3),
+            GroupOutcome("g-bad", "demote", "rolled_back", reason="delete failed: refusing to delete\n  hint: re-plan"),
+        ],
+    )
     ex = notify.watch(type("E", (), {"apply": lambda self, p, **kw: s, "resume": lambda self, r=None: [s]})())
     ex.apply(None, trigger="cli")
     body = texts(n, rec)
@@ -223,13 +229,17 @@ def test_dead_lettered_job_is_reported(installed, tmp_path):
     conn = sqlite3.connect(tmp_path / "q.sqlite", check_same_thread=False)
     conn.executescript(QUEUE_DDL)
     q = JobQueue(conn, max_attempts=1)
-    job_id, _ = q.enqueue(QEvent(kind="torrent_finished", source="qbittorrent", hashes=("a" * 40,), paths=(),
-                                 received_at=0.0), now=0.0)
+    job_id, _ = q.enqueue(
+        QEvent(kind="torrent_finished", source="qbittorrent", hashes=("a" * 40,), paths=(), received_at=0.0), now=0.0
+    )
     q.claim("w", now=1.0)
     assert q.fail(job_id, "qBittorrent unreachable", worker_id="w") == "dead"
     body = texts(n, rec)
-    assert f"event job {job_id} (torrent_finished: aaaaaaaaaaaa) is dead after 1 attempt(s): " \
-           f"qBittorrent unreachable" in body and f"qbhook queue retry {job_id}" in body
+    assert (
+        f"event job {job_id} (torrent_finished: aaaaaaaaaaaa) is dead after 1 attempt(s): qBittorrent unreachable"
+        in body
+        and f"qbhook queue retry {job_id}" in body
+    )
 
 
 def test_mass_delete_guard_is_reported(installed, tmp_path):
@@ -261,6 +271,7 @@ class _Cfg:
 
 def make_config_notify(**kw):
     from qbhook.config import NotifyConfig
+
     return NotifyConfig(urls=("json://x",), **kw)
 
 
@@ -280,11 +291,11 @@ def test_blocked_group_reported_once_after_blocked_after(installed, conn):
     snap = w.snapshot()
     plan = make_plan(snap, cfg.policy)
     assert plan.groups[0].action == "blocked"
-    assert alerts.sweep_checks(cfg, conn, snap, plan, now=1000) == []          # first seen
-    assert alerts.sweep_checks(cfg, conn, snap, plan, now=1000 + 3599) == []   # not yet
+    assert alerts.sweep_checks(cfg, conn, snap, plan, now=1000) == []  # first seen
+    assert alerts.sweep_checks(cfg, conn, snap, plan, now=1000 + 3599) == []  # not yet
     (ev,) = alerts.sweep_checks(cfg, conn, snap, plan, now=1000 + 3600)
     assert ev.kind == "blocked" and "(Half) blocked for 1.0 hours: Half: incomplete (50.0%)" in ev.text
-    assert alerts.sweep_checks(cfg, conn, snap, plan, now=1000 + 7200) == []   # once per episode
+    assert alerts.sweep_checks(cfg, conn, snap, plan, now=1000 + 7200) == []  # once per episode
     # unblocked, then blocked again: a new episode, its clock starts again
     w.torrents[0] = ("a" * 40, S + "/movies", ["Half/half.mkv"], {"name": "Half"})
     ok_snap = w.snapshot()
@@ -310,6 +321,7 @@ def test_low_free_space_reported_once_per_episode(installed, conn):
 
 def test_relocated_torrent_with_atm_back_on_is_reported(installed, conn):
     from dataclasses import replace
+
     w = World()
     w.payload(S + "/movies", {"M/m.mkv": "M"})
     w.link(S + "/movies/M/m.mkv", LIB + "/M.mkv")
@@ -320,7 +332,7 @@ def test_relocated_torrent_with_atm_back_on_is_reported(installed, conn):
     atm_on = replace(snap, torrents=tuple(replace(t, auto_tmm=True) for t in snap.torrents))
     plan = make_plan(snap, cfg.policy)
     assert alerts.sweep_checks(cfg, conn, snap, plan, now=1) == []
-    (ev,) = alerts.sweep_checks(cfg, conn, atm_on, plan, now=2)    # only the relocated one counts
+    (ev,) = alerts.sweep_checks(cfg, conn, atm_on, plan, now=2)  # only the relocated one counts
     assert ev.kind == "atm" and ev.text.startswith(f"torrent M ({'a' * 12}) was relocated by qbhook")
     assert alerts.sweep_checks(cfg, conn, atm_on, plan, now=3) == []
 
@@ -330,11 +342,15 @@ def test_atm_on_a_torrent_the_journal_relocated_counts_without_the_tag(installed
     from dataclasses import replace
 
     from qbhook.catalog.schema import JOURNAL_DDL
+
     conn.executescript(JOURNAL_DDL)
     conn.execute("INSERT INTO runs(id, started_at, status, plan) VALUES (1, 0, 'done', '{}')")
     for n, (h, status) in enumerate((("a" * 40, "done"), ("c" * 40, "undone"))):
-        conn.execute("INSERT INTO steps(run, seq, group_id, kind, args, status, started_at) "
-                     "VALUES (1, ?, 'g', 'relocate', ?, ?, 0)", (n, json.dumps({"torrent": h}), status))
+        conn.execute(
+            "INSERT INTO steps(run, seq, group_id, kind, args, status, started_at) "
+            "VALUES (1, ?, 'g', 'relocate', ?, ?, 0)",
+            (n, json.dumps({"torrent": h}), status),
+        )
     conn.commit()
     w = World()
     for h in ("a" * 40, "b" * 40, "c" * 40):
@@ -344,7 +360,7 @@ def test_atm_on_a_torrent_the_journal_relocated_counts_without_the_tag(installed
     snap = w.snapshot()
     atm_on = replace(snap, torrents=tuple(replace(t, auto_tmm=True) for t in snap.torrents))
     evs = alerts.sweep_checks(cfg, conn, atm_on, make_plan(snap, cfg.policy), now=1)
-    assert [e.text.split(" (")[0] for e in evs] == ["torrent a"]       # b never moved, c's move was undone
+    assert [e.text.split(" (")[0] for e in evs] == ["torrent a"]  # b never moved, c's move was undone
 
 
 def test_without_a_notifier_the_sweep_checks_do_nothing(conn):
@@ -362,16 +378,29 @@ def test_without_a_notifier_the_sweep_checks_do_nothing(conn):
 # ------------------------------------------------------------------ config
 
 
-BASE = {"catalog": "/var/lib/qbhook/c.sqlite",
-        "pools": {"stash": {"path": "/stash", "role": "primary"}, "pool": {"path": "/pool", "role": "cold"}},
-        "seeding_roots": {"stash": "/stash/seeding", "pool": "/pool/seeding"}}
+BASE = {
+    "catalog": "/var/lib/qbhook/c.sqlite",
+    "pools": {"stash": {"path": "/stash", "role": "primary"}, "pool": {"path": "/pool", "role": "cold"}},
+    "seeding_roots": {"stash": "/stash/seeding", "pool": "/pool/seeding"},
+}
 
 
 def test_notify_section_with_units_and_secret_sources(tmp_path):
     f = tmp_path / "urls"
     f.write_text("ntfy://ntfy.sh/topic-secret\njson://hooks.local/x\n")
-    cfg = parse_config({**BASE, "notify": {"urls": ["gotify://h/token1"], "urls_file": str(f), "min_interval": "10m",
-                                           "blocked_after": "2h", "free_space_below": "500GiB"}}, env={})
+    cfg = parse_config(
+        {
+            **BASE,
+            "notify": {
+                "urls": ["gotify://h/token1"],
+                "urls_file": str(f),
+                "min_interval": "10m",
+                "blocked_after": "2h",
+                "free_space_below": "500GiB",
+            },
+        },
+        env={},
+    )
     n = cfg.notify
     assert n.urls == ("gotify://h/token1", "ntfy://ntfy.sh/topic-secret", "json://hooks.local/x")
     assert (n.min_interval, n.blocked_after, n.free_space_below) == (600, 7200, 500 * 2**30)
@@ -383,13 +412,16 @@ def test_notify_section_with_units_and_secret_sources(tmp_path):
     assert parse_config(BASE, env={}).notify.urls == ()
 
 
-@pytest.mark.parametrize("section, key", [
-    ({"urls": "json://x"}, "notify.urls"),
-    ({"urls_env": "NOPE"}, "notify.urls_env"),
-    ({"min_interval": "soon"}, "notify.min_interval"),
-    ({"free_space_below": -1}, "notify.free_space_below"),
-    ({"colour": "red"}, "notify.colour"),
-])
+@pytest.mark.parametrize(
+    "section, key",
+    [
+        ({"urls": "json://x"}, "notify.urls"),
+        ({"urls_env": "NOPE"}, "notify.urls_env"),
+        ({"min_interval": "soon"}, "notify.min_interval"),
+        ({"free_space_below": -1}, "notify.free_space_below"),
+        ({"colour": "red"}, "notify.colour"),
+    ],
+)
 def test_notify_config_errors_name_the_key(section, key):
     with pytest.raises(ConfigError) as e:
         parse_config({**BASE, "notify": section}, env={})
@@ -413,7 +445,7 @@ def test_a_backlog_behind_a_slow_send_goes_out_as_one_message():
     rec = Recorder(hang=release)
     n = Notifier(rec, min_interval=0, gather_s=0)
     n.emit(Event("run", "first"))
-    time.sleep(0.2)                      # the sender is now stuck on "first"
+    time.sleep(0.2)  # the sender is now stuck on "first"
     for i in range(30):
         n.emit(Event("run", f"queued {i}"))
     release.set()

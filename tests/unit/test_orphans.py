@@ -31,8 +31,10 @@ def run(entries, r, settle=60):
 
 
 def test_unreferenced_files_are_orphans_and_referenced_ones_are_not():
-    rep = run([e("movies/A/a.mkv", 1), e("movies/A/a.nfo", 2), e("movies/A/extra.txt", 3, size=7)],
-              refs(files=["movies/A/a.mkv", "movies/A/a.nfo"]))
+    rep = run(
+        [e("movies/A/a.mkv", 1), e("movies/A/a.nfo", 2), e("movies/A/extra.txt", 3, size=7)],
+        refs(files=["movies/A/a.mkv", "movies/A/a.nfo"]),
+    )
     assert [(o.path, o.kind, o.frees) for o in rep.orphans] == [(f"{R}/movies/A/extra.txt", RECLAIMABLE, 7)]
     # the folder also holds referenced files: the item is the file, not the folder
     assert [(i.path, i.folder) for i in rep.items] == [(f"{R}/movies/A/extra.txt", False)]
@@ -52,7 +54,9 @@ def test_link_outside_the_roots_is_library_and_frees_nothing():
 
 
 def test_orphan_sharing_an_inode_with_a_torrent_file_is_reclaimable_but_frees_nothing():
-    rep = run([e("movies/A/a.mkv", 1, 50, nlink=2), e("stray/a-copy.mkv", 1, 50, nlink=2)], refs(files=["movies/A/a.mkv"]))
+    rep = run(
+        [e("movies/A/a.mkv", 1, 50, nlink=2), e("stray/a-copy.mkv", 1, 50, nlink=2)], refs(files=["movies/A/a.mkv"])
+    )
     (o,) = rep.orphans
     assert o.kind == RECLAIMABLE and o.frees == 0
 
@@ -63,8 +67,13 @@ def test_two_orphan_links_of_one_inode_free_its_size_once():
 
 
 def test_never_orphans_part_files_incomplete_torrents_young_files():
-    entries = [e("dl/Show/e1.mkv.!qB", 1), e("dl/Show/e2.mkv", 2), e("inc/Movie/m.mkv", 3),
-               e("new.mkv", 4, age_ns=int((NOW - 5) * 1e9)), e("temp/x.bin", 5)]
+    entries = [
+        e("dl/Show/e1.mkv.!qB", 1),
+        e("dl/Show/e2.mkv", 2),
+        e("inc/Movie/m.mkv", 3),
+        e("new.mkv", 4, age_ns=int((NOW - 5) * 1e9)),
+        e("temp/x.bin", 5),
+    ]
     rep = run(entries, refs(protected=["inc/Movie", "temp"]))
     assert [o.path for o in rep.orphans] == [f"{R}/dl/Show/e2.mkv"]
     assert rep.counts["protected"] == 3 and rep.counts["young"] == 1
@@ -86,7 +95,7 @@ def test_guard_no_torrents_refuses():
 def test_guard_share_of_a_pool_refuses_above_and_passes_at_the_limit():
     entries = [e("ref", 1, 80), e("orphan", 2, 20)]
     rep = run(entries, refs(files=["ref"]))
-    check_guards(rep, 0.2)                      # exactly 20%: allowed
+    check_guards(rep, 0.2)  # exactly 20%: allowed
     with pytest.raises(OrphansRefused) as ei:
         check_guards(rep, 0.19)
     assert "pool stash" in ei.value.message and "orphans_max_share" in ei.value.message

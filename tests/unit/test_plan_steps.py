@@ -43,26 +43,49 @@ V1 = {
     "copy": {"src": "/s/a", "dst": "/p/a", "size": 3, "blake3": "ab" * 32},
     "link": {"src": "/p/a", "dst": "/p/b", "size": 3, "blake3": "ab" * 32},
     "mkempty": {"dst": "/p/e"},
-    "verify_view": {"torrent": "c" * 40, "instance": "qbt", "save_path": "/p",
-                    "files": [{"path": "/p/a", "size": 3, "blake3": "ab" * 32}, {"path": "/p/e", "size": 0,
-                                                                             "blake3": None}]},
+    "verify_view": {
+        "torrent": "c" * 40,
+        "instance": "qbt",
+        "save_path": "/p",
+        "files": [{"path": "/p/a", "size": 3, "blake3": "ab" * 32}, {"path": "/p/e", "size": 0, "blake3": None}],
+    },
     "relocate": {"torrent": "c" * 40, "instance": "qbt", "from_path": "/s", "to_path": "/p", "size": 3},
     "verify_group": {"torrents": [{"torrent": "c" * 40, "instance": "qbt", "save_path": "/p"}]},
-    "delete": {"path": "/s/a", "fsid": "zfs:1", "ino": 7, "size": 3, "blake3": "ab" * 32, "keep": {"path": "/p/a"},
-               "seeding_links": ["/s/a", "/s/x/a"]},
+    "delete": {
+        "path": "/s/a",
+        "fsid": "zfs:1",
+        "ino": 7,
+        "size": 3,
+        "blake3": "ab" * 32,
+        "keep": {"path": "/p/a"},
+        "seeding_links": ["/s/a", "/s/x/a"],
+    },
     "prune_dirs": {"root": "/s/M", "stop_at": "/s"},
     "tag": {"torrent": "c" * 40, "instance": "qbt", "add": ["demoted"], "remove": []},
     # as the converge branch wrote it before it was ported onto typed steps
-    "converge": {"path": "/s/t/a", "fsid": "zfs:1", "ino": 8, "size": 3, "mtime_ns": 5, "blake3": "ab" * 32,
-                 "keep": {"path": "/s/lib/a", "fsid": "zfs:1", "ino": 9, "library": True}},
+    "converge": {
+        "path": "/s/t/a",
+        "fsid": "zfs:1",
+        "ino": 8,
+        "size": 3,
+        "mtime_ns": 5,
+        "blake3": "ab" * 32,
+        "keep": {"path": "/s/lib/a", "fsid": "zfs:1", "ino": 9, "library": True},
+    },
 }
 
 # What `describe_step` printed for those before the steps were typed (history and dry-run lines).
 V1_DESCRIBED = {
-    "copy": "/s/a -> /p/a", "link": "/p/a -> /p/b", "mkempty": "/p/e",
-    "verify_view": "cccccccccccc 2 files at /p", "relocate": "cccccccccccc /s -> /p",
-    "verify_group": "1 torrent(s)", "delete": "/s/a", "prune_dirs": "/s/M (up to /s)",
-    "tag": "cccccccccccc +['demoted'] -[]", "converge": "/s/t/a => link of /s/lib/a",
+    "copy": "/s/a -> /p/a",
+    "link": "/p/a -> /p/b",
+    "mkempty": "/p/e",
+    "verify_view": "cccccccccccc 2 files at /p",
+    "relocate": "cccccccccccc /s -> /p",
+    "verify_group": "1 torrent(s)",
+    "delete": "/s/a",
+    "prune_dirs": "/s/M (up to /s)",
+    "tag": "cccccccccccc +['demoted'] -[]",
+    "converge": "/s/t/a => link of /s/lib/a",
 }
 
 
@@ -78,9 +101,9 @@ def test_every_kind_has_one_class_and_one_dispatch_entry():
 
 @pytest.mark.parametrize("kind", sorted(V1))
 def test_v1_args_load_typed_and_round_trip_to_the_same_json(kind):
-    step = step_from_json({"kind": kind, "args": V1[kind]})          # no "v": version 1
+    step = step_from_json({"kind": kind, "args": V1[kind]})  # no "v": version 1
     assert type(step) is STEP_TYPES[kind] and step.kind == kind
-    assert step.args == V1[kind]                                      # same fields, same spelling
+    assert step.args == V1[kind]  # same fields, same spelling
     assert step.to_json() == {"kind": kind, "args": {**V1[kind], "v": STEP_VERSION}}
     assert step_from_json(json.loads(json.dumps(step.to_json()))) == step
     assert step.describe() == V1_DESCRIBED[kind] == describe_step(kind, V1[kind])
@@ -93,17 +116,20 @@ def test_fields_are_typed_not_dicts():
     v = Step.of("verify_view", V1["verify_view"])
     assert isinstance(v, VerifyView) and [f.size for f in v.files] == [3, 0]
     with pytest.raises(AttributeError):
-        d.path = "/elsewhere"                                        # frozen
+        d.path = "/elsewhere"  # frozen
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"kind": "copy", "args": {**V1["copy"], "v": 3}}, "version 3"),
-    ({"kind": "explode", "args": {}}, "unknown step kind 'explode'"),
-    ({"kind": "copy", "args": {"src": "/s/a"}}, "copy step lacks 'dst'"),
-    ({"kind": "delete", "args": {**V1["delete"], "ino": "seven"}}, "delete step has a malformed field"),
-    ({"kind": "tag", "args": {**V1["tag"], "add": "demoted"}}, "tag step has a malformed field"),
-    ({"kind": "copy"}, "lacks 'kind' or 'args'"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"kind": "copy", "args": {**V1["copy"], "v": 3}}, "version 3"),
+        ({"kind": "explode", "args": {}}, "unknown step kind 'explode'"),
+        ({"kind": "copy", "args": {"src": "/s/a"}}, "copy step lacks 'dst'"),
+        ({"kind": "delete", "args": {**V1["delete"], "ino": "seven"}}, "delete step has a malformed field"),
+        ({"kind": "tag", "args": {**V1["tag"], "add": "demoted"}}, "tag step has a malformed field"),
+        ({"kind": "copy"}, "lacks 'kind' or 'args'"),
+    ],
+)
 def test_unreadable_step_json_is_one_named_error(bad, match):
     with pytest.raises(StepFormatError, match=match):
         step_from_json(bad)
@@ -123,8 +149,7 @@ def _as_v1(doc: dict) -> dict:
     """The same plan file as today's qbhook saved it: steps without "v", the id over that body."""
     body = {k: v for k, v in doc.items() if k != "plan_id"}
     for g in body["groups"]:
-        g["steps"] = [{"kind": s["kind"], "args": {k: v for k, v in s["args"].items() if k != "v"}}
-                      for s in g["steps"]]
+        g["steps"] = [{"kind": s["kind"], "args": {k: v for k, v in s["args"].items() if k != "v"}} for s in g["steps"]]
     return {"plan_id": approved._digest(body), **body}
 
 
@@ -149,8 +174,10 @@ def test_saved_plan_with_an_unreadable_step_is_one_line_plan_file_error():
     snap = w.snapshot()
     doc = json.loads(json.dumps(approved.document(make_plan(snap, POLICY), snap, POOLS)))
     doc["groups"][0]["steps"][0]["args"]["v"] = 9
-    doc = {"plan_id": approved._digest({k: v for k, v in doc.items() if k != "plan_id"}),
-           **{k: v for k, v in doc.items() if k != "plan_id"}}
+    doc = {
+        "plan_id": approved._digest({k: v for k, v in doc.items() if k != "plan_id"}),
+        **{k: v for k, v in doc.items() if k != "plan_id"},
+    }
     with pytest.raises(PlanFileError, match="malformed group .*version 9") as e:
         approved.parse(doc, POOLS)
     assert "\n" not in str(e.value)
@@ -164,7 +191,7 @@ def test_journal_rows_carry_the_step_version_and_load_typed(world):  # noqa: F81
     summary = world.executor().apply(plan)
     rows = world.journal.steps(summary.run_id)
     assert len(rows) == N_STEPS and {r.version for r in rows} == {STEP_VERSION}
-    assert all("v" not in r.args for r in rows)                       # the version is not an arg
+    assert all("v" not in r.args for r in rows)  # the version is not an arg
     raw = world.cat.conn.execute("SELECT args FROM steps WHERE run=? ORDER BY seq", (summary.run_id,)).fetchall()
     assert all(json.loads(a)["v"] == STEP_VERSION for (a,) in raw)
     relocs = [r.step for r in rows if r.kind == "relocate"]
@@ -181,8 +208,7 @@ def _downgrade_run_to_v1(world, run_id: int) -> None:  # noqa: F811
     conn.execute("UPDATE steps SET args=json_remove(args, '$.v') WHERE run=?", (run_id,))
     plan = json.loads(conn.execute("SELECT plan FROM runs WHERE id=?", (run_id,)).fetchone()[0])
     for g in plan["groups"]:
-        g["steps"] = [{"kind": s["kind"], "args": {k: v for k, v in s["args"].items() if k != "v"}}
-                      for s in g["steps"]]
+        g["steps"] = [{"kind": s["kind"], "args": {k: v for k, v in s["args"].items() if k != "v"}} for s in g["steps"]]
     conn.execute("UPDATE runs SET plan=? WHERE id=?", (json.dumps(plan, sort_keys=True), run_id))
     conn.commit()
 
@@ -194,19 +220,20 @@ def test_a_v1_journal_left_by_a_crash_resumes_to_the_same_end(world):  # noqa: F
     def hook(p, gid, seq, step):
         if p == "after_intend" and seq == second_relocate:
             raise Crash("killed with one torrent moved and the next one intended")
+
     with pytest.raises(Crash):
         world.executor(hook=hook).apply(plan)
     run = world.journal.runs(1)[0]
     _downgrade_run_to_v1(world, run.id)
     rows = world.journal.steps(run.id)
     assert {r.version for r in rows} == {1} and rows[-1].status == StepStatus.INTENDED
-    assert isinstance(rows[-1].step, Relocate) and rows[-1].step.observed   # what v1 journaled is still read
+    assert isinstance(rows[-1].step, Relocate) and rows[-1].step.observed  # what v1 journaled is still read
 
     out = world.executor().resume()
     assert len(out) == 1 and out[0].status == RunStatus.DONE, out[0].groups_failed
     assert_demoted(world)
     for h in (H1, H2):
-        assert world.qbt.count("set_location", h) == 1                 # resumed, not re-issued
+        assert world.qbt.count("set_location", h) == 1  # resumed, not re-issued
 
 
 def test_an_unreadable_journaled_plan_is_a_one_line_error_not_a_traceback(world):  # noqa: F811
@@ -215,6 +242,7 @@ def test_an_unreadable_journaled_plan_is_a_one_line_error_not_a_traceback(world)
     def hook(p, gid, seq, step):
         if p == "before" and seq == 0:
             raise Crash()
+
     with pytest.raises(Crash):
         world.executor(hook=hook).apply(plan)
     run = world.journal.runs(1)[0]
@@ -224,6 +252,7 @@ def test_an_unreadable_journaled_plan_is_a_one_line_error_not_a_traceback(world)
     conn.execute("UPDATE runs SET plan=? WHERE id=?", (json.dumps(data), run.id))
     conn.commit()
     from qbhook.errors import QbhookError
+
     with pytest.raises(QbhookError, match=f"run {run.id}: its journaled plan cannot be read .*version 7"):
         world.executor().resume()
 
@@ -236,9 +265,9 @@ def test_one_factory_lock_wait_is_its_parameter(world):  # noqa: F811
     worker = build_executor(world.cfg, world.cat, {"qbt": world.qbt}, lock_wait=600.0, poll_initial_s=0.5)
     assert isinstance(cli.ctx, ExecutorContext) and cli.ctx.timing == Timing()
     assert worker.ctx.timing == Timing(lock_wait=600.0, poll_initial_s=0.5)
-    assert worker.ctx.journal.conn is world.cat.conn                  # the catalog's journal by default
+    assert worker.ctx.journal.conn is world.cat.conn  # the catalog's journal by default
     with pytest.raises(TypeError):
-        build_executor(world.cfg, world.cat, {}, lock_wiat=1.0)        # a misspelt knob is not ignored
+        build_executor(world.cfg, world.cat, {}, lock_wiat=1.0)  # a misspelt knob is not ignored
 
 
 def test_a_step_class_without_a_handler_fails_the_group_safely(world):  # noqa: F811
@@ -261,7 +290,7 @@ def test_a_step_class_without_a_handler_fails_the_group_safely(world):  # noqa: 
     o = summary.groups[0]
     assert o.status == GroupStatus.ROLLED_BACK and "cannot carry out a 'teleport' step" in o.reason
     for h in (H1, H2):
-        assert world.qbt.t[h].save_path == world.save(h, "stash")    # moved back, nothing deleted
+        assert world.qbt.t[h].save_path == world.save(h, "stash")  # moved back, nothing deleted
 
 
 def test_link_steps_order_after_their_copies_in_real_plans():

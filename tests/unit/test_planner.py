@@ -81,7 +81,10 @@ def test_demote_onto_identical_data_already_on_pool_copies_nothing():
     ga = next(g for g in p.groups if "a" * 40 in g.torrents)
     gb = next(g for g in p.groups if "b" * 40 in g.torrents)
     assert ga.action == "demote" and ga.bytes_to_copy == 0 and "copy" not in kinds(ga)
-    assert {s.args["src"] for s in ga.steps if s.kind == "link"} == {P + "/other/Film/film.mkv", P + "/other/Film/film.nfo"}
+    assert {s.args["src"] for s in ga.steps if s.kind == "link"} == {
+        P + "/other/Film/film.mkv",
+        P + "/other/Film/film.nfo",
+    }
     assert gb.action == "stay"  # no consumer on stash: the pool copy is the one to keep
 
 
@@ -89,12 +92,16 @@ def test_promote_when_an_arr_import_copied_the_file_into_the_library():
     w = World()
     w.payload(P + "/movies", {"Movie.2020/movie.mkv": "M"})
     w.torrent("a" * 40, P + "/movies", ["Movie.2020/movie.mkv"])
-    w.file(LIB + "/Movie (2020)/Movie (2020).mkv", "M")   # a copy (other inode) on the primary pool
+    w.file(LIB + "/Movie (2020)/Movie (2020).mkv", "M")  # a copy (other inode) on the primary pool
     g = only(plan(w))
     assert g.action == "promote" and g.bytes_to_copy == 0
     link = next(s for s in g.steps if s.kind == "link")
-    assert link.args == {"src": LIB + "/Movie (2020)/Movie (2020).mkv", "dst": S + "/movies/Movie.2020/movie.mkv",
-                         "size": 1000, "blake3": link.args["blake3"]}
+    assert link.args == {
+        "src": LIB + "/Movie (2020)/Movie (2020).mkv",
+        "dst": S + "/movies/Movie.2020/movie.mkv",
+        "size": 1000,
+        "blake3": link.args["blake3"],
+    }
     assert next(s for s in g.steps if s.kind == "delete").args["path"] == P + "/movies/Movie.2020/movie.mkv"
 
 
@@ -156,12 +163,15 @@ def test_duplicate_of_a_library_file_on_stash_is_not_demoted():
     assert [s.args["keep"]["path"] for s in g.steps] == [LIB + "/A/A.mkv"]
 
 
-@pytest.mark.parametrize("kw, words", [
-    ({"progress": 0.5}, "incomplete"),
-    ({"state": "checkingUP"}, "state checkingUP"),
-    ({"state": "moving"}, "state moving"),
-    ({"download_path": "/stash/data/media/torrents/incomplete"}, "download path"),
-])
+@pytest.mark.parametrize(
+    "kw, words",
+    [
+        ({"progress": 0.5}, "incomplete"),
+        ({"state": "checkingUP"}, "state checkingUP"),
+        ({"state": "moving"}, "state moving"),
+        ({"download_path": "/stash/data/media/torrents/incomplete"}, "download path"),
+    ],
+)
 def test_blocked_torrent_states(kw, words):
     w = World()
     w.payload(S + "/m", {"a.bin": "A"})
@@ -219,7 +229,7 @@ def test_blocked_not_enough_space_counts_each_inode_once():
     w.torrent("a" * 40, S + "/m", ["a.bin"])
     w.torrent("b" * 40, S + "/x", ["a.bin"])
     w.free["pool"] = 1000
-    assert only(plan(w)).action == "demote"   # 600 bytes once, not twice
+    assert only(plan(w)).action == "demote"  # 600 bytes once, not twice
     w.free["pool"] = 500
     g = only(plan(w))
     assert g.action == "blocked" and "free space" in g.reason
@@ -239,13 +249,13 @@ def test_groups_join_through_shared_paths_and_inodes_and_stay_together():
     w = World()
     w.payload(S + "/m", {"a.bin": "A", "b.bin": "B"})
     w.link(S + "/m/b.bin", S + "/y/b.bin")
-    w.link(S + "/y/b.bin", LIB + "/b.bin")     # library link through a sibling
+    w.link(S + "/y/b.bin", LIB + "/b.bin")  # library link through a sibling
     w.torrent("a" * 40, S + "/m", ["a.bin"])
-    w.torrent("b" * 40, S + "/m", ["a.bin", "b.bin"])      # shares a path with a
-    w.torrent("c" * 40, S + "/y", ["b.bin"])               # shares an inode with b
+    w.torrent("b" * 40, S + "/m", ["a.bin", "b.bin"])  # shares a path with a
+    w.torrent("c" * 40, S + "/y", ["b.bin"])  # shares an inode with b
     g = only(plan(w))
     assert sorted(g.torrents) == ["a" * 40, "b" * 40, "c" * 40]
-    assert g.action == "stay"   # one library link keeps the whole group
+    assert g.action == "stay"  # one library link keeps the whole group
 
 
 def test_batch_cap_skips_the_rest():
@@ -259,6 +269,7 @@ def test_batch_cap_skips_the_rest():
 
 def test_plan_is_json_round_trippable():
     from qbhook.decide.plan import Plan
+
     w = World()
     w.payload(S + "/m", {"a.bin": "A"})
     w.torrent("a" * 40, S + "/m", ["a.bin"])
@@ -268,13 +279,14 @@ def test_plan_is_json_round_trippable():
 
 def test_tag_maintenance_marks_exactly_the_unlinked_primary_groups():
     from qbhook.decide.planner import tag_changes
+
     w = World()
     w.payload(S + "/m", {"lib.mkv": "L", "seed.mkv": "S"})
     w.link(S + "/m/lib.mkv", LIB + "/lib.mkv")
-    w.torrent("a" * 40, S + "/m", ["lib.mkv"], tags={"~noHL"})   # wrongly tagged: has a library link
-    w.torrent("b" * 40, S + "/m", ["seed.mkv"], tags=set())       # seed-only, untagged
+    w.torrent("a" * 40, S + "/m", ["lib.mkv"], tags={"~noHL"})  # wrongly tagged: has a library link
+    w.torrent("b" * 40, S + "/m", ["seed.mkv"], tags=set())  # seed-only, untagged
     w.payload(P + "/m", {"cold.mkv": "C"})
-    w.torrent("c" * 40, P + "/m", ["cold.mkv"], tags=set())       # cold pool: not our business
+    w.torrent("c" * 40, P + "/m", ["cold.mkv"], tags=set())  # cold pool: not our business
     policy = replace(POLICY, tag_no_external_links=True)
     snap = w.snapshot()
     p = make_plan(snap, policy)
@@ -283,8 +295,9 @@ def test_tag_maintenance_marks_exactly_the_unlinked_primary_groups():
     assert next(g for g in p.groups if "b" * 40 in g.torrents).action == "demote"
 
 
-@pytest.mark.parametrize("spelling", ["//Movie/x.mkv", "/./Movie/x.mkv", "/Movie//x.mkv", "/Movie/x.mkv/",
-                                      "/Movie/./x.mkv"])
+@pytest.mark.parametrize(
+    "spelling", ["//Movie/x.mkv", "/./Movie/x.mkv", "/Movie//x.mkv", "/Movie/x.mkv/", "/Movie/./x.mkv"]
+)
 def test_second_spelling_of_a_seeding_link_does_not_hide_the_library_link(spelling):
     # Finding 7: an event spelled seeding//Movie/x.mkv got recorded as a second path of the inode;
     # counted as a second seeding link it cancelled the library link and the planner demoted.
@@ -299,15 +312,18 @@ def test_second_spelling_of_a_seeding_link_does_not_hide_the_library_link(spelli
 
 # A symlink below a pool root, as the snapshot builder reports it. Files under a symlinked folder
 # have no inode fact (the builder never stats through one); a symlinked file is not a file either.
-@pytest.mark.parametrize("where, link, expect, words", [
-    ("source folder", S + "/m/Movie", "blocked", "symlink in the source path: " + S + "/m/Movie -> /elsewhere"),
-    ("source save path", S + "/m", "blocked", "symlink in the source path: " + S + "/m -> /elsewhere"),
-    ("source file", S + "/m/Movie/a.bin", "blocked", "symlink in the source path: " + S + "/m/Movie/a.bin"),
-    ("destination folder", P + "/m/Movie", "blocked", "symlink in the destination path: " + P + "/m/Movie"),
-    ("destination save path", P + "/m", "blocked", "symlink in the destination path: " + P + "/m -> /elsewhere"),
-    ("unrelated folder", S + "/other", "demote", "no links outside the seeding tree"),
-    ("unrelated destination", P + "/other", "demote", "no links outside the seeding tree"),
-])
+@pytest.mark.parametrize(
+    "where, link, expect, words",
+    [
+        ("source folder", S + "/m/Movie", "blocked", "symlink in the source path: " + S + "/m/Movie -> /elsewhere"),
+        ("source save path", S + "/m", "blocked", "symlink in the source path: " + S + "/m -> /elsewhere"),
+        ("source file", S + "/m/Movie/a.bin", "blocked", "symlink in the source path: " + S + "/m/Movie/a.bin"),
+        ("destination folder", P + "/m/Movie", "blocked", "symlink in the destination path: " + P + "/m/Movie"),
+        ("destination save path", P + "/m", "blocked", "symlink in the destination path: " + P + "/m -> /elsewhere"),
+        ("unrelated folder", S + "/other", "demote", "no links outside the seeding tree"),
+        ("unrelated destination", P + "/other", "demote", "no links outside the seeding tree"),
+    ],
+)
 def test_symlink_in_a_torrent_path_blocks_the_group(where, link, expect, words):
     w = World()
     if not link.startswith(S + "/m"):

@@ -43,10 +43,14 @@ def worlds(draw):
         if stash_paths and draw(st.booleans()):
             w.link(draw(st.sampled_from(stash_paths)), f"{LIB}/L{len(w.paths)}.mkv")
         else:
-            w.file(f"{LIB}/C{len(w.paths)}.mkv", draw(st.sampled_from(CONTENTS)), size=draw(st.sampled_from([100, 1000])))
+            w.file(
+                f"{LIB}/C{len(w.paths)}.mkv", draw(st.sampled_from(CONTENTS)), size=draw(st.sampled_from([100, 1000]))
+            )
     # orphan data on the cold pool
     for _ in range(draw(st.integers(0, 2))):
-        w.file(f"{P}/orphans/O{len(w.paths)}.bin", draw(st.sampled_from(CONTENTS)), size=draw(st.sampled_from([100, 1000])))
+        w.file(
+            f"{P}/orphans/O{len(w.paths)}.bin", draw(st.sampled_from(CONTENTS)), size=draw(st.sampled_from([100, 1000]))
+        )
     return w
 
 
@@ -66,8 +70,12 @@ def _simulate(w: World, plan):
                 src = w.paths[a["src"]]
                 next_ino[0] += 1
                 key = (w.fs_of(a["dst"]), next_ino[0])
-                w.inodes[key] = {"size": w.inodes[src]["size"], "content": w.inodes[src]["content"],
-                                 "paths": {a["dst"]}, "unknown": 0}
+                w.inodes[key] = {
+                    "size": w.inodes[src]["size"],
+                    "content": w.inodes[src]["content"],
+                    "paths": {a["dst"]},
+                    "unknown": 0,
+                }
                 w.paths[a["dst"]] = key
             elif s.kind == "link":
                 assert a["src"] in w.paths, "link from a path that no longer exists"
@@ -117,7 +125,9 @@ def test_plans_are_safe(w, require_tag):
         tgt = snap.pool(g.target_pool)
         for s in g.steps:
             if s.kind == "copy":
-                existing = [k for k in snap.content.get((s.args["size"], s.args["blake3"]), ()) if k[0] == tgt.seeding_fsid]
+                existing = [
+                    k for k in snap.content.get((s.args["size"], s.args["blake3"]), ()) if k[0] == tgt.seeding_fsid
+                ]
                 assert not existing, f"copied content already on {tgt.name}"
         # promote never copies beyond the allowance
         if g.action == "promote":

@@ -29,20 +29,26 @@ def test_hold_moves_the_file_into_holding_of_its_root(root):
     assert res["status"] == "held" and not f.exists()
     assert (root / ".qbhook-holding/7/old/x.bin").read_bytes() == b"x" * 100
     # idempotent: a second attempt finds it held
-    again = fsops.hold_unreferenced(f, **_facts(root / ".qbhook-holding/7/old/x.bin"), max_nlink=1, roots=(root,), run=7)
+    again = fsops.hold_unreferenced(
+        f, **_facts(root / ".qbhook-holding/7/old/x.bin"), max_nlink=1, roots=(root,), run=7
+    )
     assert again["status"] == "held"
 
 
-@pytest.mark.parametrize("change, words", [
-    ("link", "links now"), ("write", "written since"),
-    ("swap", "no longer the file|written since"),   # the new file may get the freed inode number
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ("link", "links now"),
+        ("write", "written since"),
+        ("swap", "no longer the file|written since"),  # the new file may get the freed inode number
+    ],
+)
 def test_hold_refuses_when_the_file_changed_since_listing(root, tmp_path, change, words):
     f = root / "old/x.bin"
     f.write_bytes(b"x" * 100)
     facts = _facts(f)
     if change == "link":
-        os.link(f, tmp_path / "library.bin")          # a library linked it meanwhile
+        os.link(f, tmp_path / "library.bin")  # a library linked it meanwhile
     elif change == "write":
         os.utime(f, ns=(facts["mtime_ns"] + 10**9, facts["mtime_ns"] + 10**9))
     else:
@@ -86,8 +92,9 @@ def test_leftover_linked_view_goes_and_its_source_stays(root, tmp_path):
     view = root / "old/view.bin"
     os.link(src, view)
     f = _facts(view)
-    res = fsops.remove_leftover_view(view, ino=f["ino"], size=50, keep=src, blake3_hex=_b3(b"s" * 50),
-                                     roots=(root,), keep_roots=(tmp_path,))
+    res = fsops.remove_leftover_view(
+        view, ino=f["ino"], size=50, keep=src, blake3_hex=_b3(b"s" * 50), roots=(root,), keep_roots=(tmp_path,)
+    )
     assert res["status"] == "removed" and not view.exists() and src.read_bytes() == b"s" * 50
 
 
@@ -97,13 +104,19 @@ def test_leftover_copy_goes_only_while_nobody_links_it_and_its_source_verifies(r
     view = root / "old/copy.bin"
     view.write_bytes(b"s" * 50)
     f = _facts(view)
-    kw = {"ino": f["ino"], "size": 50, "keep": src, "blake3_hex": _b3(b"s" * 50), "roots": (root,),
-          "keep_roots": (tmp_path,)}
+    kw = {
+        "ino": f["ino"],
+        "size": 50,
+        "keep": src,
+        "blake3_hex": _b3(b"s" * 50),
+        "roots": (root,),
+        "keep_roots": (tmp_path,),
+    }
     os.link(view, tmp_path / "library.bin")
     with pytest.raises(UnsafeOperation, match="linked elsewhere"):
         fsops.remove_leftover_view(view, **kw)
     os.unlink(tmp_path / "library.bin")
-    src.write_bytes(b"t" * 50)                        # the source is no longer the same content
+    src.write_bytes(b"t" * 50)  # the source is no longer the same content
     with pytest.raises(UnsafeOperation):
         fsops.remove_leftover_view(view, **kw)
     assert view.exists()
@@ -120,6 +133,7 @@ def test_leftover_replaced_by_another_file_is_refused(root, tmp_path):
     view.unlink()
     view.write_bytes(b"s" * 50)
     with pytest.raises(UnsafeOperation, match="no longer the view"):
-        fsops.remove_leftover_view(view, ino=ino, size=50, keep=src, blake3_hex=_b3(b"s" * 50), roots=(root,),
-                                   keep_roots=(tmp_path,))
+        fsops.remove_leftover_view(
+            view, ino=ino, size=50, keep=src, blake3_hex=_b3(b"s" * 50), roots=(root,), keep_roots=(tmp_path,)
+        )
     assert view.exists()

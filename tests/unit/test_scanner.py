@@ -76,7 +76,7 @@ def test_vanished_paths_removed_and_mass_delete_guard(env):
         scan_pool(cat, cfg.primary, cfg.scan)
     assert cat.counts()["paths"] == 9  # nothing dropped
     assert scan_pool(cat, cfg.primary, cfg.scan, allow_mass_delete=True).removed == 9
-    assert cat.counts() ["inodes"] == 0
+    assert cat.counts()["inodes"] == 0
 
 
 def test_unreadable_folder_is_not_deleted(env, monkeypatch):
@@ -90,8 +90,9 @@ def test_unreadable_folder_is_not_deleted(env, monkeypatch):
         if os.fsdecode(path).endswith("locked"):
             raise PermissionError(13, "denied")
         return real(path)
+
     monkeypatch.setattr("qbhook.catalog.scan.os.scandir", fake)
-    monkeypatch.setattr("qbhook.catalog.scan.FIND_WALK", False)   # root reads any folder: the Python walk is told
+    monkeypatch.setattr("qbhook.catalog.scan.FIND_WALK", False)  # root reads any folder: the Python walk is told
     r = scan_pool(cat, cfg.primary, cfg.scan)
     assert r.removed == 0 and r.unreadable and cat.counts()["paths"] == 2
 
@@ -114,9 +115,12 @@ def test_nlink_change_is_noticed(env):
 
 
 def _rows(cat):
-    return sorted(cat.conn.execute(
-        "SELECT p.path, p.pool, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.nlink FROM paths p "
-        "JOIN inodes i ON i.id = p.inode"))
+    return sorted(
+        cat.conn.execute(
+            "SELECT p.path, p.pool, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.nlink FROM paths p "
+            "JOIN inodes i ON i.id = p.inode"
+        )
+    )
 
 
 def _find_only(monkeypatch):
@@ -124,6 +128,7 @@ def _find_only(monkeypatch):
 
     def no_python_walk(*a, **k):
         raise AssertionError("the Python walk ran")
+
     monkeypatch.setattr(scanner, "_python_walk", no_python_walk)
 
 
@@ -135,25 +140,25 @@ def test_find_rescan_agrees_with_the_python_walk(tmp_path, monkeypatch):
     files = [write(seed / f"t{i % 7}/sub/{i}.bin", b"%d" % i) for i in range(60)]
     odd = os.fsencode(seed) + b"/odd \n name\xff [*?].bin"
     write(odd, b"odd")
-    write(seed / "t1/.qbhook-staging/part", b"ignored")     # ScanConfig.ignore_names
-    write(seed / "t1/we[ir]d*", b"ignored too")              # a literal name, not a pattern ...
-    write(seed / "t1/weidx", b"kept")                        # ... so this one is catalogued
+    write(seed / "t1/.qbhook-staging/part", b"ignored")  # ScanConfig.ignore_names
+    write(seed / "t1/we[ir]d*", b"ignored too")  # a literal name, not a pattern ...
+    write(seed / "t1/weidx", b"kept")  # ... so this one is catalogued
     ignore = {"ignore_names": [".zfs", ".qbhook-holding", ".qbhook-staging", "we[ir]d*"]}
     cats = {}
     for name in ("find", "python"):
         cfg = make_config(tmp_path / f"{name}.sqlite", stash, pool, scan=ignore)
         cats[name] = (cfg, Catalog.open(cfg.catalog))
         scan_pool(cats[name][1], cfg.primary, cfg.scan)
-    os.unlink(files[0])                                            # vanished
-    write(seed / "t9/new.bin", b"new")                             # added
+    os.unlink(files[0])  # vanished
+    write(seed / "t9/new.bin", b"new")  # added
     os.makedirs(tmp_path / "outside")
-    os.link(files[1], tmp_path / "outside/extra-link")             # nlink + ctime only
-    with open(files[2], "r+b") as f:                               # same size, new content
+    os.link(files[1], tmp_path / "outside/extra-link")  # nlink + ctime only
+    with open(files[2], "r+b") as f:  # same size, new content
         f.write(b"Z")
-    os.chmod(files[3], 0o600)                                      # ctime only
-    os.rename(files[4], seed / "t0/renamed.bin")                   # a path moves
+    os.chmod(files[3], 0o600)  # ctime only
+    os.rename(files[4], seed / "t0/renamed.bin")  # a path moves
     os.unlink(odd)
-    write(odd, b"odd2")                                            # same name, new inode
+    write(odd, b"odd2")  # same name, new inode
     results = {}
     for name, (cfg, cat) in cats.items():
         with monkeypatch.context() as m:
@@ -199,12 +204,13 @@ def test_find_reporting_an_error_means_the_python_walk_decides(env, monkeypatch)
     def failing_cmd(root, ignore):
         calls.append(root)
         cmd = real_cmd(root, ignore)
-        return cmd[:2] + [b"/nonexistent-qbhook-test"] + cmd[2:]   # find: "No such file", exit 1
+        return cmd[:2] + [b"/nonexistent-qbhook-test"] + cmd[2:]  # find: "No such file", exit 1
 
     def fake(path):
         if os.fsdecode(path).endswith("locked"):
             raise PermissionError(13, "denied")
         return real_scandir(path)
+
     monkeypatch.setattr(scanner, "_find_cmd", failing_cmd)
     monkeypatch.setattr("qbhook.catalog.scan.os.scandir", fake)
     r = scan_pool(cat, cfg.primary, cfg.scan)
@@ -225,25 +231,26 @@ def test_a_long_lived_catalog_reuses_its_last_rescan_only_while_nothing_was_writ
     def counting(self, *a, **k):
         reads.append(1)
         yield from real(self, *a, **k)
+
     monkeypatch.setattr(Catalog, "iter_find_lines", counting)
     assert scan_pool(cat, cfg.primary, cfg.scan).changed == 0 and len(reads) == 1
     r = scan_pool(cat, cfg.primary, cfg.scan)
-    assert (r.files_seen, r.added, r.changed, r.removed) == (2, 0, 0, 0) and len(reads) == 1   # reused
+    assert (r.files_seen, r.added, r.changed, r.removed) == (2, 0, 0, 0) and len(reads) == 1  # reused
 
-    cat.forget_path(a)                                  # this connection writes: a is on disk again
+    cat.forget_path(a)  # this connection writes: a is on disk again
     r = scan_pool(cat, cfg.primary, cfg.scan)
     assert (r.added, r.changed, r.removed) == (1, 0, 0) and len(reads) == 2
 
-    assert scan_pool(cat, cfg.primary, cfg.scan).added == 0 and len(reads) == 3    # read after the write
-    assert scan_pool(cat, cfg.primary, cfg.scan).added == 0 and len(reads) == 3    # reused again
+    assert scan_pool(cat, cfg.primary, cfg.scan).added == 0 and len(reads) == 3  # read after the write
+    assert scan_pool(cat, cfg.primary, cfg.scan).added == 0 and len(reads) == 3  # reused again
 
-    other = Catalog.open(cfg.catalog)                   # another connection (another process, say)
+    other = Catalog.open(cfg.catalog)  # another connection (another process, say)
     other.forget_path(a)
     other.close()
     r = scan_pool(cat, cfg.primary, cfg.scan)
     assert (r.added, r.changed, r.removed) == (1, 0, 0) and len(reads) == 4
 
-    with cat.conn:                                      # a stat field rewritten behind the scanner
+    with cat.conn:  # a stat field rewritten behind the scanner
         cat.conn.execute("UPDATE inodes SET nlink = 7")
     r = scan_pool(cat, cfg.primary, cfg.scan)
     assert r.changed == 2 and cat.inode_by_path(a).nlink == 1
@@ -277,7 +284,7 @@ def test_a_stale_device_number_in_the_catalog_is_no_change(env, monkeypatch, sta
     with cat.conn:
         cat.conn.execute(f"UPDATE filesystems SET dev = {stale}")
     cat.close()
-    cat = Catalog.open(cfg.catalog)                     # a new process: no st_dev cached
+    cat = Catalog.open(cfg.catalog)  # a new process: no st_dev cached
     _find_only(monkeypatch)
     r = scan_pool(cat, cfg.primary, cfg.scan)
     assert (r.files_seen, r.added, r.changed, r.removed) == (1, 0, 0, 0)
@@ -293,6 +300,7 @@ def test_without_a_memory_file_the_python_walk_scans(env, monkeypatch):
 
     def no_memfd(*a, **k):
         raise OSError(24, "Too many open files")
+
     monkeypatch.setattr("qbhook.catalog.scan.os.memfd_create", no_memfd)
     write(stash / "data/media/torrents/seeding/t/b.mkv", b"b")
     r = scan_pool(cat, cfg.primary, cfg.scan)

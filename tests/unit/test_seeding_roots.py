@@ -25,21 +25,24 @@ def cfg(roots):
 def test_single_path_stays_valid_and_a_list_gives_every_root_build_root_first():
     c = cfg({"stash": "/stash/seed", "pool": ["/pool/seed", "/pool/xseed-links"]})
     assert c.primary.seeding_roots == (Path("/stash/seed"),)
-    assert c.cold.seeding_root == Path("/pool/seed")           # where new views are built
+    assert c.cold.seeding_root == Path("/pool/seed")  # where new views are built
     assert c.cold.seeding_roots == (Path("/pool/seed"), Path("/pool/xseed-links"))
     assert c.seeding_roots == (Path("/stash/seed"), Path("/pool/seed"), Path("/pool/xseed-links"))
     assert c.seeding_root_of("/pool/xseed-links/T/a.mkv").name == "pool"
     assert c.seeding_root_of("/pool/other/a.mkv") is None
 
 
-@pytest.mark.parametrize("roots, key, words", [
-    ({"stash": ["/stash/seed", "/stash/seed/xs"], "pool": "/pool/seed"}, "seeding_roots.stash[0]", "overlaps"),
-    ({"stash": ["/stash/seed", "/stash/seed"], "pool": "/pool/seed"}, "seeding_roots.stash[0]", "same folder"),
-    ({"stash": ["/stash/seed", "/pool/x"], "pool": "/pool/seed"}, "seeding_roots.stash[1]", "not inside pool"),
-    ({"stash": [], "pool": "/pool/seed"}, "seeding_roots.stash", "at least one"),
-    ({"stash": ["/stash/seed", "relative"], "pool": "/pool/seed"}, "seeding_roots.stash[1]", "absolute"),
-    ({"stash": ["/stash/seed", 5], "pool": "/pool/seed"}, "seeding_roots.stash[1]", "must be a path"),
-])
+@pytest.mark.parametrize(
+    "roots, key, words",
+    [
+        ({"stash": ["/stash/seed", "/stash/seed/xs"], "pool": "/pool/seed"}, "seeding_roots.stash[0]", "overlaps"),
+        ({"stash": ["/stash/seed", "/stash/seed"], "pool": "/pool/seed"}, "seeding_roots.stash[0]", "same folder"),
+        ({"stash": ["/stash/seed", "/pool/x"], "pool": "/pool/seed"}, "seeding_roots.stash[1]", "not inside pool"),
+        ({"stash": [], "pool": "/pool/seed"}, "seeding_roots.stash", "at least one"),
+        ({"stash": ["/stash/seed", "relative"], "pool": "/pool/seed"}, "seeding_roots.stash[1]", "absolute"),
+        ({"stash": ["/stash/seed", 5], "pool": "/pool/seed"}, "seeding_roots.stash[1]", "must be a path"),
+    ],
+)
 def test_bad_roots_are_one_line_config_errors_naming_the_key(roots, key, words):
     with pytest.raises(ConfigError) as ei:
         cfg(roots)
@@ -49,9 +52,17 @@ def test_bad_roots_are_one_line_config_errors_naming_the_key(roots, key, words):
 
 def test_nested_roots_exit_78_from_the_cli(tmp_path):
     import yaml
+
     p = tmp_path / "c.yaml"
-    p.write_text(yaml.safe_dump({**BASE, "catalog": str(tmp_path / "c.sqlite"),
-                                 "seeding_roots": {"stash": ["/stash/a", "/stash/a/b"], "pool": "/pool/s"}}))
+    p.write_text(
+        yaml.safe_dump(
+            {
+                **BASE,
+                "catalog": str(tmp_path / "c.sqlite"),
+                "seeding_roots": {"stash": ["/stash/a", "/stash/a/b"], "pool": "/pool/s"},
+            }
+        )
+    )
     r = CliRunner().invoke(main, ["--config", str(p), "config", "check"])
     first, *rest = r.output.splitlines()
     assert r.exit_code == 78 and "overlaps" in first and all(x.startswith("  hint:") for x in rest), r.output
@@ -72,7 +83,7 @@ def test_map_to_pool_keeps_the_root_index_and_falls_back_to_the_build_root():
     pool2 = _pf("pool", "/pool/seed", "/pool/links")
     pool1 = _pf("pool", "/pool/seed")
     assert map_to_pool("/stash/links/T/x", stash, pool2) == "/pool/links/T/x"
-    assert map_to_pool("/pool/links/T/x", pool2, stash) == "/stash/links/T/x"      # round trip
+    assert map_to_pool("/pool/links/T/x", pool2, stash) == "/stash/links/T/x"  # round trip
     assert map_to_pool("/stash/seed/movies", stash, pool2) == "/pool/seed/movies"
     assert map_to_pool("/stash/links/T/x", stash, pool1) == "/pool/seed/T/x"
     with pytest.raises(ValueError):

@@ -32,13 +32,22 @@ def bed(tmp_path):
     seed_s.mkdir(parents=True)
     cat = Catalog.open(cfg.catalog)
     qbt = FakeQbt()
-    yield SimpleNamespace(cfg=cfg, cat=cat, qbt=qbt, stash=stash, pool=pool, seed_s=seed_s, seed_p=seed_p,
-                          lib=stash / "media/movies", outside=tmp_path / "outside")
+    yield SimpleNamespace(
+        cfg=cfg,
+        cat=cat,
+        qbt=qbt,
+        stash=stash,
+        pool=pool,
+        seed_s=seed_s,
+        seed_p=seed_p,
+        lib=stash / "media/movies",
+        outside=tmp_path / "outside",
+    )
     cat.close()
 
 
 def torrent(bed, h, save, files):
-    name = files[0][0].split("/")[0]     # qBittorrent's content path is save path + this
+    name = files[0][0].split("/")[0]  # qBittorrent's content path is save path + this
     bed.qbt.add(FakeTorrent(h, name, str(save), [(rel, size, 1) for rel, size in files], tags={"~noHL"}))
 
 
@@ -70,7 +79,7 @@ def test_probe_finds_the_first_symlinked_folder_and_lstats_each_folder_once(tmp_
     r = str(root)
     assert probe.first_symlink(f"{r}/a/b/link/deeper/x.mkv", r) == (f"{r}/a/b/link", str(tmp_path / "else"))
     assert probe.first_symlink(f"{r}/a/b/file.mkv", r) is None
-    assert probe.first_symlink(f"{r}/a/b/link", r) is None          # the leaf is the caller's to lstat
+    assert probe.first_symlink(f"{r}/a/b/link", r) is None  # the leaf is the caller's to lstat
     assert probe.first_symlink(f"{r}/missing/x/y.mkv", r) is None
     assert probe.first_symlink("/elsewhere/x.mkv", r) is None
     assert sorted(calls) == sorted([f"{r}/a", f"{r}/a/b", f"{r}/a/b/link", f"{r}/missing"])
@@ -87,7 +96,7 @@ def test_symlinked_folder_in_the_source_path_blocks_and_nothing_outside_is_read(
     snap, plan = plan_of(bed)
     link = f"{bed.seed_s}/m/Movie"
     assert snap.symlinks == {link: str(bed.outside / "Movie")}
-    assert snap.torrents[0].files[0].inode is None          # never stat-ed through the link
+    assert snap.torrents[0].files[0].inode is None  # never stat-ed through the link
     g = group(plan, H)
     assert g.action == "blocked" and not g.steps
     assert g.reason.startswith(f"Movie: symlink in the source path: {link} -> {bed.outside / 'Movie'}")
@@ -108,7 +117,7 @@ def test_symlinked_folder_in_the_destination_path_blocks_the_demote(bed):
     torrent(bed, H, bed.seed_s / "d", [("Show/e.bin", 7)])
     _snap, plan = plan_of(bed)
     assert group(plan, H).action == "demote"
-    write(bed.outside / "Show/e.bin", b"another")      # what the link would make us see "at the destination"
+    write(bed.outside / "Show/e.bin", b"another")  # what the link would make us see "at the destination"
     os.symlink(bed.outside, bed.seed_p / "d")
     snap, plan = plan_of(bed)
     g = group(plan, H)
@@ -134,7 +143,7 @@ def library_linked_movie(bed):
 @pytest.mark.parametrize("spelling", ["m//Movie/x.mkv", "m/./Movie/x.mkv", "m/Movie//x.mkv"])
 def test_a_catalog_alias_spelling_does_not_hide_the_library_link(bed, spelling):
     library_linked_movie(bed)
-    bed.cat.record_path(f"{bed.seed_s}/{spelling}", "stash")    # what main's worker recorded for such an event
+    bed.cat.record_path(f"{bed.seed_s}/{spelling}", "stash")  # what main's worker recorded for such an event
     bed.cat.record_path(str(bed.lib / "Movie (2020)/Movie (2020).mkv"), "stash")
     _snap, plan = plan_of(bed)
     g = group(plan, H)
@@ -168,11 +177,14 @@ def test_event_path_spelled_oddly_is_one_path_and_the_library_file_stays(bed, sp
     assert sorted(p for p in all_catalog_paths(bed.cat) if "x.mkv" in p) == [f"{bed.seed_s}/m/Movie/x.mkv"]
 
 
-@pytest.mark.parametrize("raw, words", [
-    ("{seed}/m/../m/Movie/x.mkv", "'..'"),
-    ("{seed}/../../../etc/passwd", "'..'"),
-    ("m/Movie/x.mkv", "not an absolute path"),
-])
+@pytest.mark.parametrize(
+    "raw, words",
+    [
+        ("{seed}/m/../m/Movie/x.mkv", "'..'"),
+        ("{seed}/../../../etc/passwd", "'..'"),
+        ("m/Movie/x.mkv", "not an absolute path"),
+    ],
+)
 def test_event_path_with_dotdot_or_relative_is_refused_with_a_reason(bed, raw, words):
     library_linked_movie(bed)
     result = handle_job(bed.cfg, bed.cat, [bed.qbt], job(raw.format(seed=bed.seed_s)))
@@ -186,7 +198,8 @@ def test_event_path_through_a_symlinked_folder_is_refused_and_not_recorded(bed, 
     rejected: list[str] = []
     got = torrents_touching(bed.cfg, bed.cat, [], [f"{bed.seed_s}/via/Movie/x.mkv"], rejected)
     assert got == set()
-    assert rejected == [(f"event path refused: {bed.seed_s}/via/Movie/x.mkv goes through a symlink: "
-                         f"{bed.seed_s}/via -> {bed.outside}")]
+    assert rejected == [
+        (f"event path refused: {bed.seed_s}/via/Movie/x.mkv goes through a symlink: {bed.seed_s}/via -> {bed.outside}")
+    ]
     assert all_catalog_paths(bed.cat) == []
     assert not (bed.outside / MARKER_NAME).exists()

@@ -22,12 +22,12 @@ FS = {"stash": "zfs:111", "pool": "zfs:222", "lib-nested": "zfs:333"}
 
 @dataclass
 class World:
-    inodes: dict = field(default_factory=dict)     # key -> {"size", "content", "paths": set, "unknown": int}
-    paths: dict = field(default_factory=dict)      # path -> key
+    inodes: dict = field(default_factory=dict)  # key -> {"size", "content", "paths": set, "unknown": int}
+    paths: dict = field(default_factory=dict)  # path -> key
     torrents: list = field(default_factory=list)
     free: dict = field(default_factory=lambda: {"stash": 10**12, "pool": 10**12})
     hashed: bool = True
-    symlinks: dict = field(default_factory=dict)   # path -> link target, as the snapshot builder reports them
+    symlinks: dict = field(default_factory=dict)  # path -> link target, as the snapshot builder reports them
     _next: int = 100
 
     @staticmethod
@@ -38,7 +38,7 @@ class World:
 
     def file(self, path: str, content: str, size: int = 1000) -> tuple:
         self._next += 1
-        content = content if size else ""   # a zero-length file has one possible content
+        content = content if size else ""  # a zero-length file has one possible content
         key = (self.fs_of(path), self._next)
         self.inodes[key] = {"size": size, "content": content, "paths": {path}, "unknown": 0, "aliases": 0}
         self.paths[path] = key
@@ -82,12 +82,31 @@ class World:
                 key = self.paths.get(path)
                 size = self.inodes[key]["size"] if key else kw.get("size", 1000)
                 files.append(FileFact(n, rel, size, path, key, kw.get("priority", 1)))
-            ts.append(TorrentFact(hash=h, instance="default", name=kw.get("name", h), state=kw.get("state", "stalledUP"),
-                                  progress=kw.get("progress", 1.0), save_path=save, files=tuple(files),
-                                  category=kw.get("category", ""), tags=frozenset(kw.get("tags", {"~noHL"})),
-                                  download_path=kw.get("download_path", ""), completion_on=kw.get("completion_on", 1.0)))
-        pools = (PoolFact("stash", "primary", "/stash", S, FS["stash"], self.free["stash"]),
-                 PoolFact("pool", "cold", "/pool", P, FS["pool"], self.free["pool"]))
-        return Snapshot(torrents=tuple(ts), inodes=inodes, pools=pools,
-                        content={k: tuple(v) for k, v in content.items()},
-                        existing=dict(self.paths), now=now, symlinks=dict(self.symlinks))
+            ts.append(
+                TorrentFact(
+                    hash=h,
+                    instance="default",
+                    name=kw.get("name", h),
+                    state=kw.get("state", "stalledUP"),
+                    progress=kw.get("progress", 1.0),
+                    save_path=save,
+                    files=tuple(files),
+                    category=kw.get("category", ""),
+                    tags=frozenset(kw.get("tags", {"~noHL"})),
+                    download_path=kw.get("download_path", ""),
+                    completion_on=kw.get("completion_on", 1.0),
+                )
+            )
+        pools = (
+            PoolFact("stash", "primary", "/stash", S, FS["stash"], self.free["stash"]),
+            PoolFact("pool", "cold", "/pool", P, FS["pool"], self.free["pool"]),
+        )
+        return Snapshot(
+            torrents=tuple(ts),
+            inodes=inodes,
+            pools=pools,
+            content={k: tuple(v) for k, v in content.items()},
+            existing=dict(self.paths),
+            now=now,
+            symlinks=dict(self.symlinks),
+        )

@@ -42,7 +42,7 @@ from qbhook.errors import (
 from qbhook.pathmap import PathMap
 from qbhook.paths import normalize
 
-__all__ = ["QbtClient", "check_hash", "V5_API"]
+__all__ = ["V5_API", "QbtClient", "check_hash"]
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,7 @@ def _is_transient(exc: BaseException) -> bool:
         return True
     # HTTPError (all 4xx) and LoginFailed subclass APIConnectionError too,
     # but they are answers from qBittorrent, not a failure to get one.
-    return isinstance(exc, qba.APIConnectionError) and not isinstance(
-        exc, (qba.HTTPError, qba.LoginFailed)
-    )
+    return isinstance(exc, qba.APIConnectionError) and not isinstance(exc, (qba.HTTPError, qba.LoginFailed))
 
 
 def _error_text(exc: BaseException) -> str:
@@ -216,9 +214,7 @@ class QbtClient:
     def api_version(self, *, refresh: bool = False) -> str:
         """Web API version, e.g. ``2.8.19``; cached after the first call."""
         if self._api_version is None or refresh:
-            self._api_version = str(
-                self._call("app/webapiVersion", self._api.app_web_api_version)
-            ).strip()
+            self._api_version = str(self._call("app/webapiVersion", self._api.app_web_api_version)).strip()
         return self._api_version
 
     def is_v5(self) -> bool:
@@ -240,9 +236,7 @@ class QbtClient:
     # -- torrents: reading ---------------------------------------------
 
     def _raw_info(self, **filters: Any) -> list[dict[str, Any]]:
-        rows = self._call(
-            "torrents/info", self._api.torrents_info, SIMPLE_RESPONSES=True, **filters
-        )
+        rows = self._call("torrents/info", self._api.torrents_info, SIMPLE_RESPONSES=True, **filters)
         return [dict(r) for r in rows]
 
     def _to_info(self, raw: Mapping[str, Any]) -> TorrentInfo:
@@ -268,9 +262,7 @@ class QbtClient:
             return []
         return [self._to_info(r) for r in self._match_raw(wanted, filters)]
 
-    def _match_raw(
-        self, wanted: set[str], filters: Mapping[str, Any]
-    ) -> list[dict[str, Any]]:
+    def _match_raw(self, wanted: set[str], filters: Mapping[str, Any]) -> list[dict[str, Any]]:
         ids = sorted(h for h in wanted if len(h) == 40)
         rows = self._raw_info(torrent_hashes=ids, **filters) if ids else []
         found = set().union(*(_raw_hashes(r) for r in rows)) if rows else set()
@@ -279,11 +271,7 @@ class QbtClient:
         # qBittorrent filters on its torrent id only: the v1 hash of a hybrid
         # and full v2 hashes need a full listing.
         seen = {r["hash"] for r in rows}
-        extra = [
-            r
-            for r in self._raw_info(**filters)
-            if r["hash"] not in seen and _raw_hashes(r) & wanted
-        ]
+        extra = [r for r in self._raw_info(**filters) if r["hash"] not in seen and _raw_hashes(r) & wanted]
         return rows + extra
 
     def find(self, any_hash: str) -> TorrentInfo | None:
@@ -325,19 +313,15 @@ class QbtClient:
         The id is still checked to be a hash, so it can never be ``all`` or a ``|`` list.
         """
         h = check_hash(torrent_id)
-        rows = self._call("torrents/files", self._api.torrents_files, torrent_hash=h,
-                          SIMPLE_RESPONSES=True, torrent=h)
+        rows = self._call("torrents/files", self._api.torrents_files, torrent_hash=h, SIMPLE_RESPONSES=True, torrent=h)
         return [TorrentFile.from_api(r, i) for i, r in enumerate(rows)]
 
     def categories(self) -> dict[str, Category]:
         """Categories with the absolute save path ATM would use for each."""
-        raw = self._call(
-            "torrents/categories", self._api.torrents_categories, SIMPLE_RESPONSES=True
-        )
+        raw = self._call("torrents/categories", self._api.torrents_categories, SIMPLE_RESPONSES=True)
         default = self._raw_default_save_path()
         return {
-            name: self._category(name, str((c or {}).get("savePath") or ""), default)
-            for name, c in dict(raw).items()
+            name: self._category(name, str((c or {}).get("savePath") or ""), default) for name, c in dict(raw).items()
         }
 
     def _raw_default_save_path(self) -> str:
@@ -366,9 +350,7 @@ class QbtClient:
         if category:
             cat = self.categories().get(category)
             if cat is None:
-                raise UnsafeOperation(
-                    f"qBittorrent {self.name!r} has no category {category!r}"
-                )
+                raise UnsafeOperation(f"qBittorrent {self.name!r} has no category {category!r}")
         else:
             cat = self._category("", "", self._raw_default_save_path())
         if not cat.save_path:
@@ -380,9 +362,7 @@ class QbtClient:
 
     # -- torrents: acting ----------------------------------------------
 
-    def set_location(
-        self, any_hash: str, host_path: str, *, require_existing: bool = True
-    ) -> None:
+    def set_location(self, any_hash: str, host_path: str, *, require_existing: bool = True) -> None:
         """Move a torrent (qBittorrent's KeepExistingFiles move) to a host path.
 
         The destination must already exist on the host (lesson 1: a path only
@@ -392,8 +372,7 @@ class QbtClient:
         t = self.torrent(any_hash)
         if require_existing and not os.path.isdir(dest):
             raise UnsafeOperation(
-                f"refusing setLocation of {t.hash} ({t.name}): destination "
-                f"{dest} does not exist on the host",
+                f"refusing setLocation of {t.hash} ({t.name}): destination {dest} does not exist on the host",
                 hint="build the complete view at the destination first",
             )
         location = self.path_map.to_client(dest)
@@ -413,8 +392,7 @@ class QbtClient:
             # qBittorrent ignores it for ATM torrents, silently; a caller
             # would believe a stale download path was cleared (lesson 2).
             raise UnsafeOperation(
-                f"torrent {t.hash} ({t.name}) is under ATM: qBittorrent "
-                "would ignore setDownloadPath",
+                f"torrent {t.hash} ({t.name}) is under ATM: qBittorrent would ignore setDownloadPath",
                 hint="disable ATM for the torrent first",
             )
         self._call(
@@ -497,14 +475,14 @@ class QbtClient:
     def add_tags(self, any_hash: str, tags: Iterable[str]) -> None:
         tag_list = _check_tags(tags)
         if not tag_list:
-            self.torrent(any_hash)   # an unknown torrent is refused even with nothing to do
+            self.torrent(any_hash)  # an unknown torrent is refused even with nothing to do
             return
         self._act("torrents/addTags", self._api.torrents_add_tags, any_hash, tags=tag_list)
 
     def remove_tags(self, any_hash: str, tags: Iterable[str]) -> None:
         tag_list = _check_tags(tags)
         if not tag_list:
-            self.torrent(any_hash)   # an unknown torrent is refused even with nothing to do
+            self.torrent(any_hash)  # an unknown torrent is refused even with nothing to do
             return
         self._act("torrents/removeTags", self._api.torrents_remove_tags, any_hash, tags=tag_list)
 

@@ -14,13 +14,13 @@ from qbhook.errors import PathMapError
 from qbhook.pathmap import PathMap
 
 __all__ = [
-    "TorrentInfo",
-    "TorrentFile",
+    "CHECKING_STATES",
+    "STABLE_STATES",
     "Category",
+    "TorrentFile",
+    "TorrentInfo",
     "normalize_state",
     "parse_tags",
-    "STABLE_STATES",
-    "CHECKING_STATES",
 ]
 
 # qBittorrent 5 (Web API 2.11) renamed paused* to stopped*; callers only ever
@@ -78,8 +78,7 @@ def _host(path_map: PathMap, client_path: str | None, what: str, raw: Mapping) -
         return path_map.to_host(client_path)
     except PathMapError as exc:
         raise PathMapError(
-            f"torrent {raw.get('hash', '?')} ({raw.get('name', '?')}): "
-            f"{what}: {exc.message}",
+            f"torrent {raw.get('hash', '?')} ({raw.get('name', '?')}): {what}: {exc.message}",
             hint=exc.hint,
         ) from exc
 
@@ -117,9 +116,7 @@ class TorrentInfo:
     completion_on: int | None
 
     @classmethod
-    def from_api(
-        cls, raw: Mapping[str, Any], path_map: PathMap, instance: str
-    ) -> TorrentInfo:
+    def from_api(cls, raw: Mapping[str, Any], path_map: PathMap, instance: str) -> TorrentInfo:
         raw_state = str(raw.get("state", "unknown"))
         return cls(
             instance=instance,
@@ -128,9 +125,7 @@ class TorrentInfo:
             infohash_v2=_hash_or_none(raw.get("infohash_v2")),
             name=str(raw.get("name", "")),
             save_path=_host(path_map, raw.get("save_path"), "save_path", raw),
-            download_path=_host(
-                path_map, raw.get("download_path"), "download_path", raw
-            ),
+            download_path=_host(path_map, raw.get("download_path"), "download_path", raw),
             content_path=_host(path_map, raw.get("content_path"), "content_path", raw),
             root_path=_host(path_map, raw.get("root_path"), "root_path", raw),
             client_save_path=str(raw.get("save_path") or ""),

@@ -22,9 +22,24 @@ H1, H2, H3 = "a" * 40, "b" * 40, "c" * 40
 
 
 def _raw(name, save="/client/seed", **kw):
-    return {"name": name, "save_path": save, "content_path": f"{save}/{name}", "state": "stalledUP",
-            "progress": 1.0, "amount_left": 0, "size": 30, "total_size": 30, "category": "", "tags": "",
-            "infohash_v1": "", "infohash_v2": "", "auto_tmm": False, "added_on": 1, "completion_on": 2, **kw}
+    return {
+        "name": name,
+        "save_path": save,
+        "content_path": f"{save}/{name}",
+        "state": "stalledUP",
+        "progress": 1.0,
+        "amount_left": 0,
+        "size": 30,
+        "total_size": 30,
+        "category": "",
+        "tags": "",
+        "infohash_v1": "",
+        "infohash_v2": "",
+        "auto_tmm": False,
+        "added_on": 1,
+        "completion_on": 2,
+        **kw,
+    }
 
 
 class FakeQbt:
@@ -36,8 +51,7 @@ class FakeQbt:
         self.answers: list[dict] = []
         self.files_asked: list[str] = []
         self.rids: list[int] = []
-        self.file_lists = {H1: [("R1/a.bin", 10), ("R1/b.bin", 20)], H2: [("R2/x.bin", 30)],
-                           H3: [("R3/y.bin", 30)]}
+        self.file_lists = {H1: [("R1/a.bin", 10), ("R1/b.bin", 20)], H2: [("R2/x.bin", 30)], H3: [("R3/y.bin", 30)]}
 
     def maindata(self, rid=0):
         self.rids.append(rid)
@@ -71,12 +85,12 @@ def test_partial_records_merge_and_only_changed_file_lists_are_fetched(cat):
     assert (rep.mode, rep.added, rep.files_fetched) == ("full", 2, 2)
     assert _rows(cat)[H1].save_path == "/host/seed"
     rep = sync_client(cat, q)
-    assert q.rids == [0, 5]                                   # the stored rid is sent back
+    assert q.rids == [0, 5]  # the stored rid is sent back
     assert (rep.mode, rep.changed, rep.files_fetched) == ("incremental", 2, 1)
-    assert q.files_asked[-1] == H2                           # only the torrent whose path changed
+    assert q.files_asked[-1] == H2  # only the torrent whose path changed
     rows = _rows(cat)
     assert rows[H1].category == "tv" and rows[H1].tags == ("x", "y") and rows[H1].name == "R1"
-    assert rows[H2].save_path == "/host/moved" and rows[H2].name == "R2"   # merged, not replaced
+    assert rows[H2].save_path == "/host/moved" and rows[H2].name == "R2"  # merged, not replaced
     files = TorrentIndex(cat.conn).files("q", H2)
     assert files[0][4] == b"/host/moved/R2/x.bin"
     rep = sync_client(cat, q)
@@ -87,8 +101,10 @@ def test_partial_records_merge_and_only_changed_file_lists_are_fetched(cat):
 
 def test_full_update_marks_absent_torrents_gone_and_reuses_unchanged_file_lists(cat):
     q = FakeQbt()
-    q.answers = [{"rid": 1, "full_update": True, "torrents": {H1: _raw("R1"), H2: _raw("R2")}},
-                 {"rid": 1, "full_update": True, "torrents": {H2: _raw("R2"), H3: _raw("R3")}}]
+    q.answers = [
+        {"rid": 1, "full_update": True, "torrents": {H1: _raw("R1"), H2: _raw("R2")}},
+        {"rid": 1, "full_update": True, "torrents": {H2: _raw("R2"), H3: _raw("R3")}},
+    ]
     sync_client(cat, q)
     rep = sync_client(cat, q)
     assert (rep.mode, rep.added, rep.gone, rep.files_fetched) == ("full", 1, 1, 1)
@@ -105,14 +121,17 @@ def test_unmappable_torrent_is_kept_with_its_reason(cat):
     assert t.save_path is None and t.client_save_path == "/elsewhere" and "no path_map prefix" in t.map_error
     assert [f[4] for f in TorrentIndex(cat.conn).files("q", H1)] == [None, None]
     from qbhook.catalog.indexer import snapshot_view
+
     # the sweep must not plan from an index missing a torrent's paths: it lists live instead
     assert snapshot_view(cat, [q], [rep]) is None
 
 
 def test_inconsistent_index_is_rebuilt_with_a_reason(cat):
     q = FakeQbt()
-    q.answers = [{"rid": 3, "full_update": True, "torrents": {H1: _raw("R1")}},
-                 {"rid": 1, "full_update": True, "torrents": {H1: _raw("R1")}}]
+    q.answers = [
+        {"rid": 3, "full_update": True, "torrents": {H1: _raw("R1")}},
+        {"rid": 1, "full_update": True, "torrents": {H1: _raw("R1")}},
+    ]
     sync_client(cat, q)
     cat.conn.execute("UPDATE torrent_sync SET rid = 'garbage'")
     rep = sync_client(cat, q)
@@ -125,21 +144,31 @@ def test_payload_ids_follow_member_hashes_and_dupes_need_distinct_inodes(cat, tm
     q = FakeQbt()
     q.path_map = PathMap()
     seed = tmp_path / "seed"
-    q.file_lists = {H1: [("R1/a.bin", 3), ("R1/b.bin", 4)], H2: [("R2/b.bin", 4), ("R2/sub/a.bin", 3)],
-                    H3: [("R3/z/a.bin", 3), ("R3/b.bin", 4)]}
+    q.file_lists = {
+        H1: [("R1/a.bin", 3), ("R1/b.bin", 4)],
+        H2: [("R2/b.bin", 4), ("R2/sub/a.bin", 3)],
+        H3: [("R3/z/a.bin", 3), ("R3/b.bin", 4)],
+    }
     for rel, data in (("R1/a.bin", b"aaa"), ("R1/b.bin", b"bbbb"), ("R3/z/a.bin", b"aaa"), ("R3/b.bin", b"bbbb")):
         (seed / rel).parent.mkdir(parents=True, exist_ok=True)
         (seed / rel).write_bytes(data)
     (seed / "R2/sub").mkdir(parents=True)
     os.link(seed / "R1/b.bin", seed / "R2/b.bin")
     os.link(seed / "R1/a.bin", seed / "R2/sub/a.bin")
-    q.answers = [{"rid": 1, "full_update": True,
-                  "torrents": {h: _raw(n, save=str(seed)) for h, n in ((H1, "R1"), (H2, "R2"), (H3, "R3"))}},
-                 {"rid": 2}, {"rid": 3}]
+    q.answers = [
+        {
+            "rid": 1,
+            "full_update": True,
+            "torrents": {h: _raw(n, save=str(seed)) for h, n in ((H1, "R1"), (H2, "R2"), (H3, "R3"))},
+        },
+        {"rid": 2},
+        {"rid": 3},
+    ]
     sync_client(cat, q)
     assert all(t.content_id is None and t.files_hashed == 0 for t in _rows(cat).values())
 
     from qbhook.catalog.hashing import ensure_hashes
+
     for p in seed.rglob("*.bin"):
         cat.record_path(str(p), "stash")
     ensure_hashes(cat, [r[0] for r in cat.conn.execute("SELECT id FROM inodes")], settle_seconds=0)
@@ -180,11 +209,14 @@ class FakeListing:
 
 def test_listing_client_fetches_files_only_for_new_or_changed(cat):
     c = FakeListing()
-    c.infos = [TorrentInfo.from_api({"hash": h, **_raw(n, save="/s")}, c.path_map, "rt")
-               for h, n in ((H1, "A"), (H2, "B"))]
+    c.infos = [
+        TorrentInfo.from_api({"hash": h, **_raw(n, save="/s")}, c.path_map, "rt") for h, n in ((H1, "A"), (H2, "B"))
+    ]
     assert sync_client(cat, c).files_fetched == 2
-    c.infos = [TorrentInfo.from_api({"hash": H1, **_raw("A", save="/s", category="x")}, c.path_map, "rt"),
-               TorrentInfo.from_api({"hash": H2, **_raw("B", save="/t")}, c.path_map, "rt")]
+    c.infos = [
+        TorrentInfo.from_api({"hash": H1, **_raw("A", save="/s", category="x")}, c.path_map, "rt"),
+        TorrentInfo.from_api({"hash": H2, **_raw("B", save="/t")}, c.path_map, "rt"),
+    ]
     rep = sync_client(cat, c)
     assert (rep.mode, rep.changed, rep.files_fetched) == ("listing", 2, 1) and c.files_asked == [H1, H2, H2]
     c.infos = c.infos[:1]
@@ -193,17 +225,19 @@ def test_listing_client_fetches_files_only_for_new_or_changed(cat):
 
 def test_snapshot_view_serves_complete_torrents_files_from_the_index_and_asks_live_otherwise(cat):
     from qbhook.catalog.indexer import snapshot_view
+
     q = FakeQbt()
     q.files = lambda h: [TorrentFile(0, "live.bin", 1, 0.5, 1)]
-    q.answers = [{"rid": 1, "full_update": True,
-                  "torrents": {H1: _raw("R1"), H2: _raw("R2", progress=0.5, amount_left=15)}}]
+    q.answers = [
+        {"rid": 1, "full_update": True, "torrents": {H1: _raw("R1"), H2: _raw("R2", progress=0.5, amount_left=15)}}
+    ]
     rep = sync_client(cat, q)
     clients, infos = snapshot_view(cat, [q], [rep])
     assert {t.hash for t in infos} == {H1, H2} and infos[0].save_path.startswith("/host/")
     asked = len(q.files_asked)
-    assert [f.name for f in clients[0].files(H1)] == ["R1/a.bin", "R1/b.bin"]   # complete: from the index
+    assert [f.name for f in clients[0].files(H1)] == ["R1/a.bin", "R1/b.bin"]  # complete: from the index
     assert len(q.files_asked) == asked
-    assert [f.name for f in clients[0].files(H2)] == ["live.bin"]             # downloading: asked live
+    assert [f.name for f in clients[0].files(H2)] == ["live.bin"]  # downloading: asked live
     # a row only an event wrote has no client record: the sweep lists live
     cat.conn.execute("UPDATE torrents SET raw = '{\"_qbhook_event\": true}' WHERE hash = ?", (H1,))
     assert snapshot_view(cat, [q], [rep]) is None

@@ -108,8 +108,12 @@ def test_fuzz_argv_in_process():
     outcomes = {"accepted": 0, "refused": 0}
     started = time.process_time()
 
-    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=FUZZ_EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(values=qbt_argv, script_dashes=st.booleans())
     def case(values, script_dashes):
         want = expected(values)
@@ -126,8 +130,12 @@ def test_fuzz_argv_in_process():
             assert [os.fsencode(p) for p in got.paths] == ([content] if content else [])
         # HTTP, with the body the script sends.
         collect.events.clear()
-        resp = client.post("/hook/qbittorrent", data=script_form(values), headers={"X-Qbhook-Token": TOKEN},
-                           content_type="application/x-www-form-urlencoded")
+        resp = client.post(
+            "/hook/qbittorrent",
+            data=script_form(values),
+            headers={"X-Qbhook-Token": TOKEN},
+            content_type="application/x-www-form-urlencoded",
+        )
         if want is None:
             assert resp.status_code == 400 and "\n" not in resp.json["error"], resp.get_data()
             assert collect.events == []
@@ -193,18 +201,37 @@ def test_fuzz_argv_through_the_real_script(tmp_path):
     url = f"http://127.0.0.1:{server.server_address[1]}"
     runs = {}
 
-    @settings(max_examples=SCRIPT_EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(values=qbt_argv, extra=st.lists(argv_bytes, max_size=2), shell=st.sampled_from(shells),
-           client_name=st.sampled_from(clients))
+    @settings(
+        max_examples=SCRIPT_EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(
+        values=qbt_argv,
+        extra=st.lists(argv_bytes, max_size=2),
+        shell=st.sampled_from(shells),
+        client_name=st.sampled_from(clients),
+    )
     def case(values, extra, shell, client_name):
         server.bodies.clear()
-        env = {b"PATH": tool_dirs[client_name].encode(), b"QBHOOK_URL": url.encode(), b"QBHOOK_TOKEN": TOKEN.encode(),
-               b"QBHOOK_INSTANCE": values[12], b"HOME": str(tmp_path).encode()}
+        env = {
+            b"PATH": tool_dirs[client_name].encode(),
+            b"QBHOOK_URL": url.encode(),
+            b"QBHOOK_TOKEN": TOKEN.encode(),
+            b"QBHOOK_INSTANCE": values[12],
+            b"HOME": str(tmp_path).encode(),
+        }
         # Arguments past %Z are ignored, as qBittorrent's own command line may add some.
         argv = [*values[:12], *extra]
-        result = subprocess.run([shutil.which(shell), str(SCRIPT), *argv], env=env, cwd=tmp_path,
-                                capture_output=True, timeout=30, check=False)
+        result = subprocess.run(
+            [shutil.which(shell), str(SCRIPT), *argv],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
         runs[(shell, client_name)] = runs.get((shell, client_name), 0) + 1
         if values[0] not in (b"added", b"finished"):
             assert result.returncode == 0 and b"must be 'added' or 'finished'" in result.stderr

@@ -94,14 +94,19 @@ class Intake:
         assert self.conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         jobs = self.queue.list(limit=10**9)
         assert sum(j.event_count for j in jobs) == self.accepted
-        assert self.conn.execute(
-            "SELECT COUNT(*) FROM event_jobs WHERE state = 'pending' GROUP BY coalesce_key HAVING COUNT(*) > 1"
-        ).fetchall() == []
+        assert (
+            self.conn.execute(
+                "SELECT COUNT(*) FROM event_jobs WHERE state = 'pending' GROUP BY coalesce_key HAVING COUNT(*) > 1"
+            ).fetchall()
+            == []
+        )
         # The fuzz must reach the queue, not only the parsers' error paths.
         assert self.accepted >= min_accepted, self.statuses
         wall, cpu = time.perf_counter() - self.started[0], time.process_time() - self.started[1]
-        print(f"\n{sum(self.statuses.values())} requests, statuses {dict(sorted(self.statuses.items()))}, "
-              f"{len(jobs)} jobs; {wall:.0f} s wall, {cpu:.0f} s CPU")
+        print(
+            f"\n{sum(self.statuses.values())} requests, statuses {dict(sorted(self.statuses.items()))}, "
+            f"{len(jobs)} jobs; {wall:.0f} s wall, {cpu:.0f} s CPU"
+        )
 
 
 # -- strategies shared by the sources ---------------------------------------------------
@@ -165,25 +170,76 @@ def mutated(draw, docs):
 
 
 raw_bodies = st.binary(max_size=200) | st.sampled_from([b"", b" ", b"{", b"[]", b"null", b"1" * 5000, b"[" * 5000])
-content_types = st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded",
-                                 "multipart/form-data", "application/vnd.x+json", "image/png", None])
+content_types = st.sampled_from(
+    [
+        "application/json",
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+        "application/vnd.x+json",
+        "image/png",
+        None,
+    ]
+)
 
 
 # -- *arr -------------------------------------------------------------------------------
 
 ARR_FIXTURES = [load_fixture(n) for n in fixture_names() if not n.startswith("cross-seed")]
 ARR_URLS = ["/webhook/arr", "/webhook/sonarr", "/webhook/radarr", "/webhook/lidarr", "/webhook/readarr"]
-EVENT_TYPES = ["Test", "Download", "Rename", "EpisodeFileDelete", "MovieFileDelete", "BookFileDelete",
-               "TrackFileDelete", "SeriesDelete", "MovieDelete", "AlbumDelete", "AuthorDelete", "Grab", "Health"]
-file_obj = st.dictionaries(st.sampled_from(["path", "sourcePath", "relativePath", "previousPath", "recycleBinPath"]),
-                           path_text | json_scalar, max_size=2)
-ARR_KEYS = ["instanceName", "downloadId", "downloadClient", "downloadClientType", "isUpgrade", "deleteReason",
-            "series", "movie", "artist", "author", "episodeFile", "movieFile", "trackFile", "bookFile",
-            "trackFiles", "bookFiles", "episodeFiles", "renamedEpisodeFiles", "renamedMovieFiles",
-            "renamedTrackFiles", "deletedFiles", "sourcePath", "destinationPath"]
+EVENT_TYPES = [
+    "Test",
+    "Download",
+    "Rename",
+    "EpisodeFileDelete",
+    "MovieFileDelete",
+    "BookFileDelete",
+    "TrackFileDelete",
+    "SeriesDelete",
+    "MovieDelete",
+    "AlbumDelete",
+    "AuthorDelete",
+    "Grab",
+    "Health",
+]
+file_obj = st.dictionaries(
+    st.sampled_from(["path", "sourcePath", "relativePath", "previousPath", "recycleBinPath"]),
+    path_text | json_scalar,
+    max_size=2,
+)
+ARR_KEYS = [
+    "instanceName",
+    "downloadId",
+    "downloadClient",
+    "downloadClientType",
+    "isUpgrade",
+    "deleteReason",
+    "series",
+    "movie",
+    "artist",
+    "author",
+    "episodeFile",
+    "movieFile",
+    "trackFile",
+    "bookFile",
+    "trackFiles",
+    "bookFiles",
+    "episodeFiles",
+    "renamedEpisodeFiles",
+    "renamedMovieFiles",
+    "renamedTrackFiles",
+    "deletedFiles",
+    "sourcePath",
+    "destinationPath",
+]
 arr_value = st.one_of(
-    hashlike, path_text, json_scalar, file_obj, st.lists(file_obj, max_size=2),
-    st.fixed_dictionaries({"path": path_text}), st.fixed_dictionaries({"folderPath": path_text}),
+    hashlike,
+    path_text,
+    json_scalar,
+    file_obj,
+    st.lists(file_obj, max_size=2),
+    st.fixed_dictionaries({"path": path_text}),
+    st.fixed_dictionaries({"folderPath": path_text}),
 )
 arr_shaped = st.builds(
     lambda event_type, rest: {"eventType": event_type, **rest},
@@ -229,24 +285,41 @@ cross_seed_shaped = st.fixed_dictionaries(
                 "name": odd_text,
                 "infoHashes": st.lists(hashlike, max_size=4) | json_values,
                 "trackers": st.lists(odd_text, max_size=2),
-                "searchee": st.fixed_dictionaries({}, optional={
-                    "infoHash": hashlike | json_values, "path": path_text | json_values,
-                    "clientHost": odd_text | json_values, "source": odd_text,
-                }) | json_values,
+                "searchee": st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "infoHash": hashlike | json_values,
+                        "path": path_text | json_values,
+                        "clientHost": odd_text | json_values,
+                        "source": odd_text,
+                    },
+                )
+                | json_values,
             },
-        ) | json_values,
+        )
+        | json_values,
     },
 )
 
 
 # Mostly well-formed injections, so that the queue sees plenty of work.
-cross_seed_injected = st.fixed_dictionaries({"extra": st.fixed_dictionaries({
-    "event": st.just("RESULTS"),
-    "result": st.just("INJECTED"),
-    "infoHashes": st.lists(rand_hash | rand_hash | st.sampled_from([V1, V2, V1.upper()]) | hashlike, max_size=3),
-    "searchee": st.fixed_dictionaries({"infoHash": rand_hash | rand_hash | st.sampled_from([V1, V2]) | hashlike},
-                                      optional={"path": path_text, "clientHost": odd_text}),
-})})
+cross_seed_injected = st.fixed_dictionaries(
+    {
+        "extra": st.fixed_dictionaries(
+            {
+                "event": st.just("RESULTS"),
+                "result": st.just("INJECTED"),
+                "infoHashes": st.lists(
+                    rand_hash | rand_hash | st.sampled_from([V1, V2, V1.upper()]) | hashlike, max_size=3
+                ),
+                "searchee": st.fixed_dictionaries(
+                    {"infoHash": rand_hash | rand_hash | st.sampled_from([V1, V2]) | hashlike},
+                    optional={"path": path_text, "clientHost": odd_text},
+                ),
+            }
+        )
+    }
+)
 
 
 def test_fuzz_cross_seed_webhooks(tmp_path):
@@ -322,15 +395,32 @@ event_bytes = st.sampled_from([b"added", b"finished"] * 8 + [b"deleted", b"--hel
 # N (name), F (content path) and instance get the full range; the fields no parser reads
 # (L, G, R, D, C, Z) a few odd values, to keep the drawing cheap.
 minor_bytes = st.sampled_from([b"", b"tv-sonarr", b"a,b", b"caf\xe9", b"--", b"\n", b"\xff", b"3"])
-qbt_argv = st.tuples(event_bytes, hash_bytes, hash_bytes, hash_bytes, argv_bytes, minor_bytes, minor_bytes,
-                     argv_bytes, minor_bytes, minor_bytes, minor_bytes, minor_bytes, argv_bytes)
+qbt_argv = st.tuples(
+    event_bytes,
+    hash_bytes,
+    hash_bytes,
+    hash_bytes,
+    argv_bytes,
+    minor_bytes,
+    minor_bytes,
+    argv_bytes,
+    minor_bytes,
+    minor_bytes,
+    minor_bytes,
+    minor_bytes,
+    argv_bytes,
+)
 
 
 def form_junk(values):
-    return st.lists(st.tuples(st.sampled_from([*QBT_NAMES, *[n + ".hex" for n in QBT_NAMES], "x", ""]), argv_bytes),
-                    max_size=3).map(
-        lambda extra: script_form(values) + b"".join(
-            b"&" + k.encode() + b"=" + b"".join(b"%%%02x" % c for c in v) for k, v in extra))
+    return st.lists(
+        st.tuples(st.sampled_from([*QBT_NAMES, *[n + ".hex" for n in QBT_NAMES], "x", ""]), argv_bytes), max_size=3
+    ).map(
+        lambda extra: (
+            script_form(values)
+            + b"".join(b"&" + k.encode() + b"=" + b"".join(b"%%%02x" % c for c in v) for k, v in extra)
+        )
+    )
 
 
 def test_fuzz_qbittorrent_hook_bodies(tmp_path):
@@ -349,8 +439,9 @@ def test_fuzz_qbittorrent_hook_bodies(tmp_path):
             body, ctype = data.draw(form_junk(values)), "application/x-www-form-urlencoded"
         elif kind == "json":
             doc = {n: os.fsdecode(v) for n, v in zip(QBT_NAMES, values)}
-            doc.update(data.draw(st.dictionaries(st.sampled_from([*QBT_NAMES, "F.hex", "K.hex"]), json_values,
-                                                 max_size=2)))
+            doc.update(
+                data.draw(st.dictionaries(st.sampled_from([*QBT_NAMES, "F.hex", "K.hex"]), json_values, max_size=2))
+            )
             body, ctype = dump(doc), "application/json"
         elif kind == "multipart":
             body, ctype = data.draw(raw_bodies), "multipart/form-data; boundary=x"

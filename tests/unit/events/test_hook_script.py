@@ -187,7 +187,9 @@ def test_conf_next_to_script_is_read(server, tmp_path):
     shutil.copy(SCRIPT, hooks / "qbt-hook.sh")
     (hooks / "qbt-hook.conf").write_text(f"QBHOOK_URL={url(server)}\nQBHOOK_TOKEN=next-to-script\n")
     full_env = {"PATH": os.environ["PATH"]}
-    subprocess.run([DASH, str(hooks / "qbt-hook.sh"), *hook_args()], env=full_env, cwd=tmp_path, timeout=20, check=False)
+    subprocess.run(
+        [DASH, str(hooks / "qbt-hook.sh"), *hook_args()], env=full_env, cwd=tmp_path, timeout=20, check=False
+    )
     assert server.requests[0][1]["X-Qbhook-Token"] == "next-to-script"
 
 
@@ -199,8 +201,12 @@ def test_token_not_on_curl_command_line(server, tmp_path):
     real_curl = shutil.which("curl")
     (fake_bin / "curl").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >"{argv_log}"\nexec {real_curl} "$@"\n')
     (fake_bin / "curl").chmod(0o755)
-    run_hook(hook_args(), env={"QBHOOK_URL": url(server), "QBHOOK_TOKEN": "very-secret"}, cwd=tmp_path,
-             path=f"{fake_bin}:{os.environ['PATH']}")
+    run_hook(
+        hook_args(),
+        env={"QBHOOK_URL": url(server), "QBHOOK_TOKEN": "very-secret"},
+        cwd=tmp_path,
+        path=f"{fake_bin}:{os.environ['PATH']}",
+    )
     assert server.requests[0][1]["X-Qbhook-Token"] == "very-secret"
     assert "very-secret" not in argv_log.read_text()
 
@@ -247,8 +253,7 @@ def test_no_http_client_is_logged(tmp_path):
 def test_server_down_is_logged_and_exit_0(tmp_path):
     log = tmp_path / "hook.log"
     started = time.monotonic()
-    result = run_hook(hook_args(), env={"QBHOOK_URL": "http://127.0.0.1:9", "QBHOOK_HOOK_LOG": str(log)},
-                      cwd=tmp_path)
+    result = run_hook(hook_args(), env={"QBHOOK_URL": "http://127.0.0.1:9", "QBHOOK_HOOK_LOG": str(log)}, cwd=tmp_path)
     assert time.monotonic() - started < 4
     assert result.returncode == 0
     assert b"failed" in result.stderr
@@ -286,8 +291,12 @@ def test_direct_mode_runs_qbhook_with_the_same_arguments(server, tmp_path):
     (fake_bin / "qbhook").write_text(f"#!/bin/sh\nprintf '%s\\0' \"$@\" >'{out}'\n")
     (fake_bin / "qbhook").chmod(0o755)
     args = hook_args(name=NASTY[3] + NASTY[4])
-    result = run_hook(args, env={"QBHOOK_HOOK_MODE": "direct", "QBHOOK_URL": url(server)}, cwd=tmp_path,
-                      path=f"{fake_bin}:{os.environ['PATH']}")
+    result = run_hook(
+        args,
+        env={"QBHOOK_HOOK_MODE": "direct", "QBHOOK_URL": url(server)},
+        cwd=tmp_path,
+        path=f"{fake_bin}:{os.environ['PATH']}",
+    )
     assert result.returncode == 0 and result.stderr == b""
     assert out.read_bytes().split(b"\0")[:-1] == [b"hook", b"--"] + [a.encode() for a in args]
     assert server.requests == []
@@ -298,15 +307,17 @@ def test_direct_mode_failure_is_logged(tmp_path):
     fake_bin.mkdir()
     (fake_bin / "qbhook").write_text("#!/bin/sh\necho 'catalog locked' >&2\nexit 75\n")
     (fake_bin / "qbhook").chmod(0o755)
-    result = run_hook(hook_args(), env={"QBHOOK_HOOK_MODE": "direct"}, cwd=tmp_path,
-                      path=f"{fake_bin}:{os.environ['PATH']}")
+    result = run_hook(
+        hook_args(), env={"QBHOOK_HOOK_MODE": "direct"}, cwd=tmp_path, path=f"{fake_bin}:{os.environ['PATH']}"
+    )
     assert result.returncode == 0 and b"catalog locked" in result.stderr
 
 
 def test_direct_mode_without_qbhook_falls_back_to_http(server, tmp_path):
     path = _tool_dir(tmp_path, BASE_TOOLS + ["curl"])
-    result = run_hook(hook_args(), env={"QBHOOK_HOOK_MODE": "direct", "QBHOOK_URL": url(server)}, cwd=tmp_path,
-                      path=path)
+    result = run_hook(
+        hook_args(), env={"QBHOOK_HOOK_MODE": "direct", "QBHOOK_URL": url(server)}, cwd=tmp_path, path=path
+    )
     assert b"falling back to HTTP" in result.stderr
     assert len(server.requests) == 1
 
@@ -329,8 +340,9 @@ def live_qbhook():
 def test_end_to_end_against_the_real_app(live_qbhook, tmp_path):
     base, events = live_qbhook
     content = "/data/torrents/" + NASTY[3] + NASTY[4] + NASTY[10] + NASTY[13]
-    result = run_hook(hook_args(event="finished", content=content), env={"QBHOOK_URL": base, "QBHOOK_TOKEN": TOKEN},
-                      cwd=tmp_path)
+    result = run_hook(
+        hook_args(event="finished", content=content), env={"QBHOOK_URL": base, "QBHOOK_TOKEN": TOKEN}, cwd=tmp_path
+    )
     assert result.stderr == b""
     [event] = events
     assert (event.kind, event.hashes, event.paths) == ("torrent_finished", (V1,), (content,))
@@ -364,7 +376,7 @@ def test_works_with_standard_streams_closed(server, tmp_path):
             os.close(fd)
 
     env = {"PATH": os.environ["PATH"], "QBHOOK_URL": url(server), "QBHOOK_TOKEN": TOKEN}
-    proc = subprocess.Popen([DASH, str(SCRIPT), *hook_args()], env=env, cwd=tmp_path, preexec_fn=close_std_fds)  # noqa: PLW1509 - no threads touch fds 0-2
+    proc = subprocess.Popen([DASH, str(SCRIPT), *hook_args()], env=env, cwd=tmp_path, preexec_fn=close_std_fds)
     assert proc.wait(timeout=20) == 0
     [(_, headers, body)] = server.requests
     assert headers["X-Qbhook-Token"] == TOKEN
@@ -377,14 +389,32 @@ def test_works_with_standard_streams_closed(server, tmp_path):
 
 SHELLS = [s for s in ("dash", "bash") if shutil.which(s)]
 CLIENTS = ["curl", "wget"]
-ODD_NAMES = [b"--help", b"--", b"-x", b"-", b"line1\nline2\n", b"\n", b"caf\xe9 latin-1", b"\xff\xfe\x80",
-             b"cut \xe2\x82 short", b"surrogate \xed\xa0\x80", b"overlong \xc0\xaf", b"\xf4\x90\x80\x80 too big"]
+ODD_NAMES = [
+    b"--help",
+    b"--",
+    b"-x",
+    b"-",
+    b"line1\nline2\n",
+    b"\n",
+    b"caf\xe9 latin-1",
+    b"\xff\xfe\x80",
+    b"cut \xe2\x82 short",
+    b"surrogate \xed\xa0\x80",
+    b"overlong \xc0\xaf",
+    b"\xf4\x90\x80\x80 too big",
+]
 
 
 def run_with(shell, path, args, *, tmp_path, env, timeout=30):
     full_env = {"PATH": path, "HOME": str(tmp_path), **env}
-    return subprocess.run([shutil.which(shell), str(SCRIPT), *args], env=full_env, cwd=tmp_path,
-                          capture_output=True, check=False, timeout=timeout)
+    return subprocess.run(
+        [shutil.which(shell), str(SCRIPT), *args],
+        env=full_env,
+        cwd=tmp_path,
+        capture_output=True,
+        check=False,
+        timeout=timeout,
+    )
 
 
 class Drip:
@@ -445,8 +475,13 @@ def test_dripping_server_is_cut_off_within_5s(drip, tmp_path, shell, client):
     """Was 135 s with wget and a byte every 3 s: -T bounds each read, not the call."""
     log = tmp_path / "hook.log"
     started = time.monotonic()
-    result = run_with(shell, _tool_dir(tmp_path, BASE_TOOLS + [client]), hook_args(), tmp_path=tmp_path,
-                      env={"QBHOOK_URL": drip.url, "QBHOOK_TOKEN": TOKEN, "QBHOOK_HOOK_LOG": str(log)})
+    result = run_with(
+        shell,
+        _tool_dir(tmp_path, BASE_TOOLS + [client]),
+        hook_args(),
+        tmp_path=tmp_path,
+        env={"QBHOOK_URL": drip.url, "QBHOOK_TOKEN": TOKEN, "QBHOOK_HOOK_LOG": str(log)},
+    )
     elapsed = time.monotonic() - started
     assert drip.requests == 1
     assert elapsed < 5.0, f"{shell}/{client}: hook call took {elapsed:.1f} s"
@@ -497,17 +532,24 @@ def direct_qbhook(tmp_path):
     catalog = tmp_path / "var" / "catalog.sqlite"
     catalog.parent.mkdir()
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "catalog": str(catalog),
-        "pools": {"stash": {"path": str(tmp_path / "stash"), "role": "primary"},
-                  "pool": {"path": str(tmp_path / "pool"), "role": "cold"}},
-        "seeding_roots": {"stash": str(tmp_path / "stash/seeding"), "pool": str(tmp_path / "pool/seeding")},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "catalog": str(catalog),
+                "pools": {
+                    "stash": {"path": str(tmp_path / "stash"), "role": "primary"},
+                    "pool": {"path": str(tmp_path / "pool"), "role": "cold"},
+                },
+                "seeding_roots": {"stash": str(tmp_path / "stash/seeding"), "pool": str(tmp_path / "pool/seeding")},
+            }
+        )
+    )
     bin_dir = tmp_path / "qbin"
     bin_dir.mkdir()
     repo = SCRIPT.parents[1]
     (bin_dir / "qbhook").write_text(
-        f'#!/bin/sh\nPYTHONPATH="{repo}" exec "{sys.executable}" -m qbhook --config "{config}" "$@"\n')
+        f'#!/bin/sh\nPYTHONPATH="{repo}" exec "{sys.executable}" -m qbhook --config "{config}" "$@"\n'
+    )
     (bin_dir / "qbhook").chmod(0o755)
     return bin_dir, catalog
 
@@ -532,8 +574,14 @@ def test_direct_mode_queues_odd_names(direct_qbhook, tmp_path, shell):
         # Hashes differ per call so that no two events share (coalesce into) one job.
         args[1] = args[3] = (f"{names.index(name):040x}").encode()
         full_env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path), "QBHOOK_HOOK_MODE": "direct"}
-        result = subprocess.run([shutil.which(shell), str(SCRIPT), *args], env=full_env, cwd=tmp_path,
-                                capture_output=True, check=False, timeout=60)
+        result = subprocess.run(
+            [shutil.which(shell), str(SCRIPT), *args],
+            env=full_env,
+            cwd=tmp_path,
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
         assert result.returncode == 0 and result.stderr == b"", (name, result.stderr)
     assert queued_paths(catalog) == [b"/data/torrents/" + n for n in names]
 

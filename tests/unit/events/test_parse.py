@@ -151,8 +151,18 @@ def test_media_delete_without_deleted_files_flag():
 
 @pytest.mark.parametrize(
     "event_type",
-    ["Grab", "Health", "HealthRestored", "ApplicationUpdate", "ManualInteractionRequired",
-     "SeriesAdd", "Retag", "DownloadFailure", "ImportFailure", "SomethingNew"],
+    [
+        "Grab",
+        "Health",
+        "HealthRestored",
+        "ApplicationUpdate",
+        "ManualInteractionRequired",
+        "SeriesAdd",
+        "Retag",
+        "DownloadFailure",
+        "ImportFailure",
+        "SomethingNew",
+    ],
 )
 def test_other_event_types_are_ignored(event_type):
     payload = load_fixture("sonarr-grab.json")
@@ -309,9 +319,18 @@ def test_cross_seed_searchee_null():
 
 def qbt_fields(**overrides):
     fields = {
-        "event": "added", "I": V1.upper(), "J": "-", "K": V1, "N": "Some Name", "L": "tv-sonarr",
-        "G": "a,b", "F": "/data/torrents/tv/Some Name", "R": "/data/torrents/tv/Some Name",
-        "D": "/data/torrents/tv", "C": "3", "Z": "123456",
+        "event": "added",
+        "I": V1.upper(),
+        "J": "-",
+        "K": V1,
+        "N": "Some Name",
+        "L": "tv-sonarr",
+        "G": "a,b",
+        "F": "/data/torrents/tv/Some Name",
+        "R": "/data/torrents/tv/Some Name",
+        "D": "/data/torrents/tv",
+        "C": "3",
+        "Z": "123456",
     }
     fields.update(overrides)
     return fields

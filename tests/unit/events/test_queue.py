@@ -318,8 +318,10 @@ def test_threads_share_one_queue(q):
 
 def test_refuses_to_run_inside_callers_transaction(q, db):
     conn = q._conn
-    conn.execute("INSERT INTO event_jobs (coalesce_key, max_attempts, not_before, created_at, updated_at)"
-                 " VALUES ('x', 1, 0, 0, 0)")
+    conn.execute(
+        "INSERT INTO event_jobs (coalesce_key, max_attempts, not_before, created_at, updated_at)"
+        " VALUES ('x', 1, 0, 0, 0)"
+    )
     assert conn.in_transaction
     with pytest.raises(QueueError, match="inside a transaction"):
         q.enqueue(ev(H1))
@@ -405,9 +407,9 @@ def test_failed_commit_rolls_back_and_the_queue_keeps_working(db):
     q = JobQueue(_CommitFails(conn, 1))
     with pytest.raises(sqlite3.OperationalError, match="disk is full"):
         q.enqueue(ev(H1))
-    assert not conn.in_transaction        # not stuck inside the failed transaction
-    assert q.counts()["pending"] == 0     # nothing half-written
-    job_id, _ = q.enqueue(ev(H1))         # and the next write works
+    assert not conn.in_transaction  # not stuck inside the failed transaction
+    assert q.counts()["pending"] == 0  # nothing half-written
+    job_id, _ = q.enqueue(ev(H1))  # and the next write works
     assert q.get(job_id).state == "pending"
 
 
@@ -415,6 +417,6 @@ def test_ready_since_counts_jobs_waiting_too_long(q):
     q.enqueue(ev(H1), now=0.0)
     q.enqueue(ev(H2), now=500.0)
     q.enqueue(ev(H3), now=0.0)
-    q.claim("w", now=1.0)                 # claims the oldest, H1
-    assert q.ready_since(600, now=1000.0) == 1   # H3 only: H2 is younger, H1 is running
+    q.claim("w", now=1.0)  # claims the oldest, H1
+    assert q.ready_since(600, now=1000.0) == 1  # H3 only: H2 is younger, H1 is running
     assert q.ready_since(600, now=1200.0) == 2

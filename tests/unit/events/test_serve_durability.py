@@ -20,8 +20,10 @@ def server(tmp_path):
     port = free_port()
     cfg = {
         "catalog": str(tmp_path / "catalog.sqlite"),
-        "pools": {"stash": {"path": str(tmp_path / "stash"), "role": "primary"},
-                  "pool": {"path": str(tmp_path / "pool"), "role": "cold"}},
+        "pools": {
+            "stash": {"path": str(tmp_path / "stash"), "role": "primary"},
+            "pool": {"path": str(tmp_path / "pool"), "role": "cold"},
+        },
         "seeding_roots": {"stash": str(tmp_path / "stash/s"), "pool": str(tmp_path / "pool/s")},
         # Nothing answers here: the worker's jobs fail and back off, they are never lost.
         "qbittorrent": {"url": "http://127.0.0.1:1", "username": "admin", "password": "x", "timeout": 1},
@@ -31,6 +33,7 @@ def server(tmp_path):
 
     def start():
         return start_serve(tmp_path / "c.yaml", port, {"T": TOKEN})
+
     procs = []
     yield tmp_path / "catalog.sqlite", port, lambda: procs.append(start()) or procs[-1]
     for p in procs:
@@ -40,11 +43,22 @@ def server(tmp_path):
 
 
 def post(port, i):
-    body = json.dumps({"eventType": "Download", "instanceName": "Sonarr", "series": {"id": 1, "title": "S", "path": "/tv/S"},
-                       "episodes": [{"id": i}], "episodeFile": {"id": i, "path": f"/tv/S/e{i}.mkv"},
-                       "downloadClientType": "qBittorrent", "downloadId": f"{i:040X}"}).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/webhook/sonarr", data=body,
-                                 headers={"Content-Type": "application/json", "X-Qbhook-Token": TOKEN})
+    body = json.dumps(
+        {
+            "eventType": "Download",
+            "instanceName": "Sonarr",
+            "series": {"id": 1, "title": "S", "path": "/tv/S"},
+            "episodes": [{"id": i}],
+            "episodeFile": {"id": i, "path": f"/tv/S/e{i}.mkv"},
+            "downloadClientType": "qBittorrent",
+            "downloadId": f"{i:040X}",
+        }
+    ).encode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/webhook/sonarr",
+        data=body,
+        headers={"Content-Type": "application/json", "X-Qbhook-Token": TOKEN},
+    )
     with urllib.request.urlopen(req, timeout=10) as r:
         return r.status
 

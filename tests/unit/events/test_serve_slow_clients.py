@@ -26,11 +26,22 @@ SAMPLES = 60
 
 
 def post(port: int, i: int) -> float:
-    body = json.dumps({"eventType": "Download", "instanceName": "Sonarr", "series": {"id": 1, "title": "S", "path": "/tv/S"},
-                       "episodes": [{"id": i}], "episodeFile": {"id": i, "path": f"/tv/S/e{i}.mkv"},
-                       "downloadClientType": "qBittorrent", "downloadId": f"{i:040X}"}).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/webhook/sonarr", data=body,
-                                 headers={"Content-Type": "application/json", "X-Qbhook-Token": TOKEN})
+    body = json.dumps(
+        {
+            "eventType": "Download",
+            "instanceName": "Sonarr",
+            "series": {"id": 1, "title": "S", "path": "/tv/S"},
+            "episodes": [{"id": i}],
+            "episodeFile": {"id": i, "path": f"/tv/S/e{i}.mkv"},
+            "downloadClientType": "qBittorrent",
+            "downloadId": f"{i:040X}",
+        }
+    ).encode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/webhook/sonarr",
+        data=body,
+        headers={"Content-Type": "application/json", "X-Qbhook-Token": TOKEN},
+    )
     t0 = time.perf_counter()
     with urllib.request.urlopen(req, timeout=5) as r:
         assert r.status == 202
@@ -63,19 +74,21 @@ def test_500_idle_connections_do_not_slow_normal_requests(tmp_path):
     proc = start_serve(write_config(tmp_path, port), port, {"T": TOKEN})
     idle: list[socket.socket] = []
     try:
-        measure(port, 1_000)                     # warm-up (imports, first SQLite pages)
+        measure(port, 1_000)  # warm-up (imports, first SQLite pages)
         before = measure(port, 2_000)
         t0 = time.monotonic()
         idle = open_idle(port, IDLE)
         opened_s = time.monotonic() - t0
-        time.sleep(1.0)                          # let the server accept and buffer them all
+        time.sleep(1.0)  # let the server accept and buffer them all
         during = measure(port, 3_000)
         # Still open: nothing was refused or reset to make room.
         alive = sum(1 for s in idle if _open(s))
-        numbers = (f"p50 {before['p50'] * 1e3:.1f} ms / p99 {before['p99'] * 1e3:.1f} ms without, "
-                   f"p50 {during['p50'] * 1e3:.1f} ms / p99 {during['p99'] * 1e3:.1f} ms "
-                   f"(max {during['max'] * 1e3:.1f} ms) with {IDLE} idle connections "
-                   f"({alive} still open, opened in {opened_s:.2f} s)")
+        numbers = (
+            f"p50 {before['p50'] * 1e3:.1f} ms / p99 {before['p99'] * 1e3:.1f} ms without, "
+            f"p50 {during['p50'] * 1e3:.1f} ms / p99 {during['p99'] * 1e3:.1f} ms "
+            f"(max {during['max'] * 1e3:.1f} ms) with {IDLE} idle connections "
+            f"({alive} still open, opened in {opened_s:.2f} s)"
+        )
         print(numbers)
         assert alive == IDLE, numbers
         # Usual latency: same order as without them (bounds generous for a shared 2-core box).
@@ -90,9 +103,9 @@ def test_500_idle_connections_do_not_slow_normal_requests(tmp_path):
 def _open(s: socket.socket) -> bool:
     s.setblocking(False)
     try:
-        return s.recv(1, socket.MSG_PEEK) != b""     # b"": the server closed it
+        return s.recv(1, socket.MSG_PEEK) != b""  # b"": the server closed it
     except BlockingIOError:
-        return True                                  # nothing to read: still open
+        return True  # nothing to read: still open
     except OSError:
         return False
     finally:

@@ -40,8 +40,10 @@ def write_config(tmp_path: Path, port: int, qbt_url: str = "http://127.0.0.1:1",
         (tmp_path / d).mkdir(parents=True, exist_ok=True)
     cfg = {
         "catalog": str(tmp_path / "catalog.sqlite"),
-        "pools": {"stash": {"path": str(tmp_path / "stash"), "role": "primary"},
-                  "pool": {"path": str(tmp_path / "pool"), "role": "cold"}},
+        "pools": {
+            "stash": {"path": str(tmp_path / "stash"), "role": "primary"},
+            "pool": {"path": str(tmp_path / "pool"), "role": "cold"},
+        },
         "seeding_roots": {"stash": str(tmp_path / "stash/s"), "pool": str(tmp_path / "pool/s")},
         "qbittorrent": {"url": qbt_url, "username": "admin", "password": "x", "timeout": qbt_timeout},
         "server": {"listen": "127.0.0.1", "port": port, "token_env": "T"},
@@ -70,11 +72,22 @@ def get(port: int, path: str = "/healthz"):
 
 
 def post_event(port: int, i: int) -> int:
-    body = json.dumps({"eventType": "Download", "instanceName": "Sonarr", "series": {"id": 1, "title": "S", "path": "/tv/S"},
-                       "episodes": [{"id": i}], "episodeFile": {"id": i, "path": f"/tv/S/e{i}.mkv"},
-                       "downloadClientType": "qBittorrent", "downloadId": f"{i:040X}"}).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/webhook/sonarr", data=body,
-                                 headers={"Content-Type": "application/json", "X-Qbhook-Token": TOKEN})
+    body = json.dumps(
+        {
+            "eventType": "Download",
+            "instanceName": "Sonarr",
+            "series": {"id": 1, "title": "S", "path": "/tv/S"},
+            "episodes": [{"id": i}],
+            "episodeFile": {"id": i, "path": f"/tv/S/e{i}.mkv"},
+            "downloadClientType": "qBittorrent",
+            "downloadId": f"{i:040X}",
+        }
+    ).encode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/webhook/sonarr",
+        data=body,
+        headers={"Content-Type": "application/json", "X-Qbhook-Token": TOKEN},
+    )
     with urllib.request.urlopen(req, timeout=10) as r:
         return r.status
 
@@ -104,9 +117,14 @@ def test_port_opens_while_another_process_holds_the_executor_lock(tmp_path, proc
         procs.append(start_serve(config, port, {"T": TOKEN}, timeout=15))
         assert time.monotonic() - t0 < 15
         # Healthy while it waits: the worker is busy finishing what was in flight.
-        wait_for(lambda: get(port) == (200, {"ok": True, "worker": "worker finishing runs a previous process left "
-                                              "unfinished"}), 10, "the worker to wait in resume")
-        assert post_event(port, 1) == 202      # intake works while the worker waits
+        wait_for(
+            lambda: (
+                get(port) == (200, {"ok": True, "worker": "worker finishing runs a previous process left unfinished"})
+            ),
+            10,
+            "the worker to wait in resume",
+        )
+        assert post_event(port, 1) == 202  # intake works while the worker waits
     finally:
         lock.release()
     # Once the lock is free the worker gets past resume and into its loop.
@@ -120,8 +138,9 @@ def test_busy_port_is_a_one_line_error(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port))
         taken.listen()
-        run = subprocess.run(serve_cmd(config), check=False, env={**os.environ, "T": TOKEN},
-                             capture_output=True, text=True, timeout=60)
+        run = subprocess.run(
+            serve_cmd(config), check=False, env={**os.environ, "T": TOKEN}, capture_output=True, text=True, timeout=60
+        )
     assert run.returncode == 75, run.stderr
     assert "Traceback" not in run.stderr
     lines = [ln for ln in run.stderr.splitlines() if ln.startswith("qbhook: ")]
@@ -130,8 +149,14 @@ def test_busy_port_is_a_one_line_error(tmp_path):
 
 def test_unusable_listen_address_is_a_config_error(tmp_path):
     config = write_config(tmp_path, free_port())
-    run = subprocess.run(serve_cmd(config, "--listen", "192.0.2.1"), check=False, env={**os.environ, "T": TOKEN},
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        serve_cmd(config, "--listen", "192.0.2.1"),
+        check=False,
+        env={**os.environ, "T": TOKEN},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 78, run.stderr
     assert "Traceback" not in run.stderr
     assert "qbhook: config: server.listen: cannot listen on 192.0.2.1:" in run.stderr
@@ -158,6 +183,7 @@ def test_job_left_running_by_a_killed_server_is_requeued_at_once_on_restart(tmp_
                 return conn.execute("SELECT state, worker_id, attempts, last_error FROM event_jobs").fetchone()
             finally:
                 conn.close()
+
         wait_for(lambda: job()[0] == "running", 20, "the worker to claim the job")
         first_worker = job()[1]
         procs[0].send_signal(signal.SIGKILL)
@@ -177,7 +203,7 @@ def test_job_left_running_by_a_killed_server_is_requeued_at_once_on_restart(tmp_
             lock.release()
         _, worker, attempts, error = job()
         assert first_worker in error and worker != first_worker
-        assert attempts in (1, 2)      # 2 once the new worker claimed it again
+        assert attempts in (1, 2)  # 2 once the new worker claimed it again
         wait_for(lambda: job()[0] == "running" and job()[2] == 2, 20, "the new worker to take the job")
         stop_serve(procs[1], timeout=5)
 
@@ -233,7 +259,7 @@ def test_status_of_a_healthy_real_server_exits_zero(tmp_path, procs):
 
 def test_status_exits_non_zero_when_jobs_wait_and_no_server_runs(tmp_path):
     config = write_config(tmp_path, free_port())
-    assert cli(config, "status").exit_code == 0          # nothing waiting: no server needed
+    assert cli(config, "status").exit_code == 0  # nothing waiting: no server needed
     conn = sqlite3.connect(tmp_path / "catalog.sqlite")
     JobQueue(conn).enqueue(Event("qbittorrent", "torrent_added", hashes=("a" * 40,)), now=time.time() - 3600)
     conn.close()
@@ -259,14 +285,20 @@ def damage(db: Path) -> None:
 def test_damaged_catalog_is_a_one_line_error(tmp_path, command):
     config = write_config(tmp_path, free_port())
     conn = sqlite3.connect(tmp_path / "catalog.sqlite")
-    assert cli(config, "queue").exit_code == 0     # creates the catalog
+    assert cli(config, "queue").exit_code == 0  # creates the catalog
     q = JobQueue(conn)
     for i in range(300):
         q.enqueue(Event("qbittorrent", "torrent_added", hashes=(f"{i:040x}",), paths=(f"/data/{i}" * 20,)))
     conn.close()
     damage(tmp_path / "catalog.sqlite")
-    run = subprocess.run([sys.executable, "-m", "qbhook", "--config", str(config), *command],
-                         check=False, env={**os.environ, "T": TOKEN}, capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "qbhook", "--config", str(config), *command],
+        check=False,
+        env={**os.environ, "T": TOKEN},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     # 74: one exit code for a damaged catalog, whichever command meets it (ExitCode.CATALOG_DAMAGED)
     assert run.returncode == 74, run.stdout + run.stderr
     assert "Traceback" not in run.stderr and run.stdout == ""

@@ -51,8 +51,20 @@ def strip_time(event: Event) -> dict:
 
 
 def qbt_form(**overrides):
-    fields = {"event": "added", "I": V1, "J": "-", "K": V1, "N": "A Name", "L": "tv", "G": "",
-              "F": "/data/torrents/A Name", "R": "/data/torrents/A Name", "D": "/data/torrents", "C": "1", "Z": "9"}
+    fields = {
+        "event": "added",
+        "I": V1,
+        "J": "-",
+        "K": V1,
+        "N": "A Name",
+        "L": "tv",
+        "G": "",
+        "F": "/data/torrents/A Name",
+        "R": "/data/torrents/A Name",
+        "D": "/data/torrents",
+        "C": "1",
+        "Z": "9",
+    }
     fields.update(overrides)
     return fields
 
@@ -163,8 +175,9 @@ def test_qbt_form():
 
 def test_qbt_multipart():
     client, rec = make()
-    resp = client.post("/hook/qbittorrent", data=qbt_form(event="finished"), headers=HDR,
-                       content_type="multipart/form-data")
+    resp = client.post(
+        "/hook/qbittorrent", data=qbt_form(event="finished"), headers=HDR, content_type="multipart/form-data"
+    )
     assert resp.status_code == 202 and rec.events[0].kind == "torrent_finished"
 
 
@@ -183,16 +196,16 @@ def test_qbt_bad_hash_names_field():
 
 def test_qbt_form_not_utf8():
     client, _ = make()
-    resp = client.post("/hook/qbittorrent", data=b"event=added&N=%ff%fe", headers=HDR,
-                       content_type="application/x-www-form-urlencoded")
+    resp = client.post(
+        "/hook/qbittorrent", data=b"event=added&N=%ff%fe", headers=HDR, content_type="application/x-www-form-urlencoded"
+    )
     assert resp.status_code == 400 and "UTF-8" in resp.json["error"]
 
 
 def test_qbt_too_many_form_fields():
     client, _ = make()
     body = "&".join(f"x{i}=1" for i in range(500))
-    resp = client.post("/hook/qbittorrent", data=body, headers=HDR,
-                       content_type="application/x-www-form-urlencoded")
+    resp = client.post("/hook/qbittorrent", data=body, headers=HDR, content_type="application/x-www-form-urlencoded")
     assert resp.status_code == 400
 
 
@@ -314,8 +327,8 @@ def test_api_keys_never_reach_the_logs(caplog):
         client.post("/webhook/sonarr?apikey=guessed-key-123", json=body)
         client.post("/webhook/sonarr", json=body, headers={"X-Api-Key": "guessed-key-456"})
     logged = "\n".join(r.getMessage() for r in caplog.records)
-    assert logged    # the queued event was logged...
-    assert TOKEN not in logged and "guessed-key" not in logged   # ...without any key
+    assert logged  # the queued event was logged...
+    assert TOKEN not in logged and "guessed-key" not in logged  # ...without any key
 
 
 @pytest.mark.parametrize("auth", [AuthConfig(), AuthConfig(username="u"), AuthConfig(token="")])
@@ -354,6 +367,7 @@ def test_healthz_reports_the_worker():
 def test_healthz_survives_a_broken_probe():
     def probe():
         raise RuntimeError("boom")
+
     client = create_app(enqueue=Recorder(), auth=AuthConfig(token=TOKEN), health=probe).test_client()
     resp = client.get("/healthz")
     assert resp.status_code == 503 and "boom" in resp.json["error"]
@@ -419,7 +433,9 @@ def test_bad_json_is_400(data, fragment):
     assert rec.events == []
 
 
-@pytest.mark.parametrize("ctype", ["text/html", "application/x-www-form-urlencoded", "multipart/form-data", "image/png"])
+@pytest.mark.parametrize(
+    "ctype", ["text/html", "application/x-www-form-urlencoded", "multipart/form-data", "image/png"]
+)
 def test_wrong_content_type_on_json_endpoints(ctype):
     client, rec = make()
     for url in ("/webhook/arr", "/webhook/cross-seed"):
@@ -451,33 +467,92 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=15), children, max_size=5),
     max_leaves=30,
 )
-ARR_KEYS = ["eventType", "instanceName", "downloadId", "downloadClient", "downloadClientType", "isUpgrade",
-            "deletedFiles", "series", "movie", "artist", "author", "episodeFile", "movieFile", "trackFiles",
-            "bookFiles", "episodeFiles", "renamedEpisodeFiles", "sourcePath", "destinationPath", "deleteReason",
-            "extra", "event", "I", "J", "K", "F", "instance"]
-EVENT_TYPES = ["Test", "Download", "Rename", "EpisodeFileDelete", "MovieFileDelete", "BookFileDelete",
-               "SeriesDelete", "MovieDelete", "AlbumDelete", "Grab", "Health", "added", "finished"]
-file_obj = st.fixed_dictionaries({}, optional={k: json_values | st.text(max_size=30) for k in
-                                              ["path", "sourcePath", "relativePath", "previousPath", "recycleBinPath"]})
+ARR_KEYS = [
+    "eventType",
+    "instanceName",
+    "downloadId",
+    "downloadClient",
+    "downloadClientType",
+    "isUpgrade",
+    "deletedFiles",
+    "series",
+    "movie",
+    "artist",
+    "author",
+    "episodeFile",
+    "movieFile",
+    "trackFiles",
+    "bookFiles",
+    "episodeFiles",
+    "renamedEpisodeFiles",
+    "sourcePath",
+    "destinationPath",
+    "deleteReason",
+    "extra",
+    "event",
+    "I",
+    "J",
+    "K",
+    "F",
+    "instance",
+]
+EVENT_TYPES = [
+    "Test",
+    "Download",
+    "Rename",
+    "EpisodeFileDelete",
+    "MovieFileDelete",
+    "BookFileDelete",
+    "SeriesDelete",
+    "MovieDelete",
+    "AlbumDelete",
+    "Grab",
+    "Health",
+    "added",
+    "finished",
+]
+file_obj = st.fixed_dictionaries(
+    {},
+    optional={
+        k: json_values | st.text(max_size=30)
+        for k in ["path", "sourcePath", "relativePath", "previousPath", "recycleBinPath"]
+    },
+)
 hashlike = st.sampled_from([V1, V1.upper(), "-", "", "%K", "zz" * 20, "a" * 64]) | st.text(max_size=64)
 shaped = st.fixed_dictionaries(
     {"eventType": st.sampled_from(EVENT_TYPES) | json_values},
     optional={
         **{k: json_values for k in ARR_KEYS if k != "eventType"},
-        "downloadId": hashlike, "I": hashlike, "K": hashlike, "event": st.sampled_from(["added", "finished", "TEST", "RESULTS"]),
-        "episodeFile": file_obj | json_values, "trackFiles": st.lists(file_obj | json_values, max_size=3),
+        "downloadId": hashlike,
+        "I": hashlike,
+        "K": hashlike,
+        "event": st.sampled_from(["added", "finished", "TEST", "RESULTS"]),
+        "episodeFile": file_obj | json_values,
+        "trackFiles": st.lists(file_obj | json_values, max_size=3),
         "series": st.fixed_dictionaries({}, optional={"path": json_values | st.text()}) | json_values,
         "extra": st.fixed_dictionaries(
             {"event": st.sampled_from(["TEST", "RESULTS", "X"]) | json_values},
-            optional={"result": st.sampled_from(["INJECTED", "SAVED", "FAILURE"]) | json_values,
-                      "infoHashes": st.lists(hashlike, max_size=3) | json_values,
-                      "searchee": st.fixed_dictionaries({}, optional={"infoHash": hashlike | json_values,
-                                                                      "path": json_values}) | json_values},
-        ) | json_values,
+            optional={
+                "result": st.sampled_from(["INJECTED", "SAVED", "FAILURE"]) | json_values,
+                "infoHashes": st.lists(hashlike, max_size=3) | json_values,
+                "searchee": st.fixed_dictionaries(
+                    {}, optional={"infoHash": hashlike | json_values, "path": json_values}
+                )
+                | json_values,
+            },
+        )
+        | json_values,
     },
 )
-URLS = ["/webhook/arr", "/webhook/sonarr", "/webhook/radarr", "/webhook/lidarr", "/webhook/readarr",
-        "/webhook/cross-seed", "/hook/qbittorrent"]
+URLS = [
+    "/webhook/arr",
+    "/webhook/sonarr",
+    "/webhook/radarr",
+    "/webhook/lidarr",
+    "/webhook/readarr",
+    "/webhook/cross-seed",
+    "/hook/qbittorrent",
+]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -496,8 +571,12 @@ def test_fuzz_never_5xx_and_never_enqueues_on_4xx(payload, url):
 
 
 @settings(max_examples=200, deadline=None)
-@given(data=st.binary(max_size=300), ctype=st.sampled_from(
-    ["application/json", "application/x-www-form-urlencoded", "multipart/form-data", "text/plain", ""]))
+@given(
+    data=st.binary(max_size=300),
+    ctype=st.sampled_from(
+        ["application/json", "application/x-www-form-urlencoded", "multipart/form-data", "text/plain", ""]
+    ),
+)
 def test_fuzz_raw_bytes(data, ctype):
     client, rec = make()
     for url in ("/webhook/arr", "/hook/qbittorrent", "/webhook/cross-seed"):

@@ -32,9 +32,12 @@ SEED = "data/media/torrents/seeding"
 
 def _cfg(tmp_path):
     stash, pool = tmp_path / "stash", tmp_path / "pool"
-    cfg = make_config(tmp_path / "catalog.sqlite", stash, pool,
-                      qbt=[{"name": "main", "url": "http://127.0.0.1:1", "username": "admin",
-                            "password": "placeholder"}])
+    cfg = make_config(
+        tmp_path / "catalog.sqlite",
+        stash,
+        pool,
+        qbt=[{"name": "main", "url": "http://127.0.0.1:1", "username": "admin", "password": "placeholder"}],
+    )
     return dataclasses.replace(
         cfg,
         server=dataclasses.replace(cfg.server, username="admin", password=PASSWORD, token=TOKEN),
@@ -66,22 +69,52 @@ def world(tmp_path):
 
 
 def _sweep(cat, *, names, started_at=None):
-    state.put(cat.conn, "last_sweep", {
-        "started_at": started_at or time.time(), "seconds": 2.5,
-        "plan": {"stay": 4, "demote": 1, "promote": 0, "blocked": 1, "skip": 0,
-                 "bytes_to_copy": 500, "bytes_freed": 500},
-        "pending": [
-            {"group_id": "g-demote", "action": "demote", "reason": "no links outside the seeding tree",
-             "names": names, "source_pool": "stash", "target_pool": "pool", "payload_bytes": 500,
-             "bytes_to_copy": 500, "bytes_freed": 500},
-            {"group_id": "g-blocked", "action": "blocked", "reason": "torrent is checking",
-             "names": ["Blocked.Thing"], "source_pool": "stash", "target_pool": None, "payload_bytes": 1234,
-             "bytes_to_copy": 0, "bytes_freed": 0},
-        ]})
+    state.put(
+        cat.conn,
+        "last_sweep",
+        {
+            "started_at": started_at or time.time(),
+            "seconds": 2.5,
+            "plan": {
+                "stay": 4,
+                "demote": 1,
+                "promote": 0,
+                "blocked": 1,
+                "skip": 0,
+                "bytes_to_copy": 500,
+                "bytes_freed": 500,
+            },
+            "pending": [
+                {
+                    "group_id": "g-demote",
+                    "action": "demote",
+                    "reason": "no links outside the seeding tree",
+                    "names": names,
+                    "source_pool": "stash",
+                    "target_pool": "pool",
+                    "payload_bytes": 500,
+                    "bytes_to_copy": 500,
+                    "bytes_freed": 500,
+                },
+                {
+                    "group_id": "g-blocked",
+                    "action": "blocked",
+                    "reason": "torrent is checking",
+                    "names": ["Blocked.Thing"],
+                    "source_pool": "stash",
+                    "target_pool": None,
+                    "payload_bytes": 1234,
+                    "bytes_to_copy": 0,
+                    "bytes_freed": 0,
+                },
+            ],
+        },
+    )
 
 
 def _client(cfg):
     from qbhook.events.auth import AuthConfig
+
     auth = AuthConfig(username=cfg.server.username, password=cfg.server.password, token=cfg.server.token)
     app = create_app(enqueue=lambda e: (1, False), auth=auth, views=views(cfg))
     return app.test_client()
@@ -113,7 +146,7 @@ def test_page_and_metrics_refuse_without_credentials(world):
         assert c.get(path, headers={"X-Qbhook-Token": TOKEN}).status_code == 200
         assert c.get(path, headers=_basic("admin", PASSWORD)).status_code == 200
         assert c.get(path, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
-    assert c.get("/healthz").status_code == 200   # unchanged: liveness needs no credentials
+    assert c.get("/healthz").status_code == 200  # unchanged: liveness needs no credentials
 
 
 def test_page_refuses_everything_when_no_credentials_are_configured(world):
@@ -129,8 +162,11 @@ def test_page_shows_pools_breakdown_plan_runs_and_dead_letters(world):
     _sweep(cat, names=["Plain.Name.2024"])
     j = Journal(cat.conn)
     run = j.start_run({"groups": []}, trigger="sweeper")
-    j.finish_run(run, "done", {"bytes_copied": 5 * 2**20, "bytes_freed": 3 * 2**20, "groups_done": ["g-demote"],
-                               "groups_failed": {}})
+    j.finish_run(
+        run,
+        "done",
+        {"bytes_copied": 5 * 2**20, "bytes_freed": 3 * 2**20, "groups_done": ["g-demote"], "groups_failed": {}},
+    )
     j.set_group("g-demote", run, "done")
     q = JobQueue(cat.conn, max_attempts=1)
     job, _ = q.enqueue(Event(source="qbittorrent", kind="torrent_added", hashes=("a" * 40,)))
@@ -142,7 +178,7 @@ def test_page_shows_pools_breakdown_plan_runs_and_dead_letters(world):
     assert "<script" not in html.lower()
     for name in ("stash", "pool"):
         assert f"<h3>{name} <span" in html
-    assert html.count("<svg class=bar") == 4      # per pool: capacity, and used space by kind
+    assert html.count("<svg class=bar") == 4  # per pool: capacity, and used space by kind
     assert 'aria-label="stash used space: library-linked 2.9 KiB, seed-only, duplicated on another pool 1000 B' in html
     # The catalog's numbers, each category once: see the world fixture.
     assert "library-linked</span><b>2.9 KiB</b>" in html
@@ -154,7 +190,7 @@ def test_page_shows_pools_breakdown_plan_runs_and_dead_letters(world):
     assert "Plain.Name.2024" in html and "no links outside the seeding tree" in html
     assert "stash → pool" in html and "since then: done" in html
     assert "Blocked.Thing" in html and "torrent is checking" in html
-    assert "5.0 MiB" in html and "3.0 MiB" in html           # the run's bytes
+    assert "5.0 MiB" in html and "3.0 MiB" in html  # the run's bytes
     assert "connection refused" in html and "1 dead" in html  # the dead letter
 
 
@@ -162,9 +198,21 @@ def test_page_shows_the_workers_latest_event_plan_only_when_newer_than_the_sweep
     cfg, cat = world
     _sweep(cat, names=["Swept.Thing"])
     c = _client(cfg)
-    state.put(cat.conn, "last_event_plan", {"job": 7, "groups": [
-        {"group_id": "g-ev", "action": "stay", "reason": "linked outside the seeding tree: /lib/x.mkv",
-         "names": [f"Event.{HOSTILE}"]}]})
+    state.put(
+        cat.conn,
+        "last_event_plan",
+        {
+            "job": 7,
+            "groups": [
+                {
+                    "group_id": "g-ev",
+                    "action": "stay",
+                    "reason": "linked outside the seeding tree: /lib/x.mkv",
+                    "names": [f"Event.{HOSTILE}"],
+                }
+            ],
+        },
+    )
     html = c.get("/", headers={"X-Qbhook-Token": TOKEN}).get_data(as_text=True)
     assert "Latest event" in html and "Job #7" in html and "planned 1 group(s)." in html
     assert "Event.&lt;script&gt;" in html and "linked outside the seeding tree: /lib/x.mkv" in html
@@ -201,7 +249,7 @@ def test_secrets_of_finds_every_hidden_field(world):
     assert secrets_of(cfg) == {TOKEN, PASSWORD, QBT_PASSWORD}
 
     @dataclasses.dataclass(frozen=True)
-    class Notify:   # a section that forgot repr=False on its apprise URLs
+    class Notify:  # a section that forgot repr=False on its apprise URLs
         urls: tuple[str, ...] = ("tgram://bot-token/chat",)
         api_key: str = "k-123"
         token_env: str = "NOT_A_SECRET_NAME"
@@ -223,7 +271,7 @@ def test_metrics_are_read_from_the_database_at_scrape_time(world):
     assert _metric(before, "qbhook_copied_bytes_total") == 0
     assert _metric(before, "qbhook_runs", status="done") == 0
     assert _metric(before, "qbhook_queue_jobs", state="pending") == 0
-    assert not re.search("^qbhook_last_sweep_timestamp_seconds ", before, re.MULTILINE)   # never swept: no sample, not 0
+    assert not re.search("^qbhook_last_sweep_timestamp_seconds ", before, re.MULTILINE)  # never swept: no sample, not 0
     assert _metric(before, "qbhook_hashed_bytes") == 3000 + 1000 + 500 + 700 + 1000
     assert _metric(before, "qbhook_pool_size_bytes", pool="stash", role="primary") > 0
 
@@ -295,7 +343,7 @@ def test_page_without_any_sweep_or_run_says_so(tmp_path):
 
 
 def test_unreadable_catalog_is_a_one_line_503_not_a_traceback(tmp_path):
-    cfg = _cfg(tmp_path)   # its catalog file was never created
+    cfg = _cfg(tmp_path)  # its catalog file was never created
     c = _client(cfg)
     for path in ("/", "/metrics"):
         r = c.get(path, headers={"X-Qbhook-Token": TOKEN})
@@ -307,13 +355,16 @@ def test_unreadable_catalog_is_a_one_line_503_not_a_traceback(tmp_path):
 
 def test_hashed_and_unhashed_bytes_per_pool_on_the_page(world):
     from qbhook.events.status import hashed_by_pool
+
     cfg, cat = world
     # the fixture hashed everything; a new file on stash and a changed one on pool are not
     put(cfg.pools[0].path / SEED / "New/n.mkv", b"N" * 400)
     scan_pool(cat, cfg.pools[0], cfg.scan)
     with cat.conn:
-        cat.conn.execute("UPDATE inodes SET mtime_ns = mtime_ns + 1 WHERE size = 1000 AND id IN "
-                         "(SELECT inode FROM paths WHERE pool = 'pool')")
+        cat.conn.execute(
+            "UPDATE inodes SET mtime_ns = mtime_ns + 1 WHERE size = 1000 AND id IN "
+            "(SELECT inode FROM paths WHERE pool = 'pool')"
+        )
     got = hashed_by_pool(cat.conn, cfg.pools)
     # stash: 3000 (two links, counted once) + 1000 + 500 + 700 hashed, the new 400 not
     assert got["stash"] == {"hashed_bytes": 5200, "unhashed_bytes": 400, "hashed_files": 4, "unhashed_files": 1}

@@ -28,7 +28,7 @@ from qbhook.events.server import create_app
 from qbhook.events.worker import Worker, WorkerHealth
 
 H1, H2 = "1" * 40, "2" * 40
-LONG_ERROR = "qBittorrent said no: " + "x" * 40000   # needs new pages in the db: refused when it is "full"
+LONG_ERROR = "qBittorrent said no: " + "x" * 40000  # needs new pages in the db: refused when it is "full"
 
 
 def ev(h):
@@ -57,8 +57,9 @@ class Running:
     def __init__(self, catalog, monkeypatch, handle, **kw):
         monkeypatch.setattr(worker_mod, "handle_job", handle)
         self.health = WorkerHealth(fail_threshold=2, stall_after_s=30)
-        self.worker = Worker(None, catalog, [], debounce_s=0, health=self.health,
-                             retry_base_s=0.02, retry_cap_s=0.1, **kw)
+        self.worker = Worker(
+            None, catalog, [], debounce_s=0, health=self.health, retry_base_s=0.02, retry_cap_s=0.1, **kw
+        )
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.worker.loop, args=(self.stop,), kwargs={"idle_s": 0.02})
         self.health.attach(self.thread)
@@ -76,6 +77,7 @@ def running(catalog, monkeypatch):
     def start(handle, **kw):
         started.append(Running(catalog, monkeypatch, handle, **kw))
         return started[-1]
+
     yield start
     for r in started:
         r.close()
@@ -100,7 +102,7 @@ def test_full_disk_while_recording_a_failure_keeps_the_worker_alive_and_healthz_
     assert resp.status_code == 503
     assert "database or disk is full" in resp.json["error"] and "\n" not in resp.json["error"]
     assert r.thread.is_alive()
-    assert intake.get(bad).state == "running"    # outcome held back, not lost
+    assert intake.get(bad).state == "running"  # outcome held back, not lost
 
     # Intake still works meanwhile (its own connection), and the disk gets space again.
     other, _ = intake.enqueue(ev(H2))
@@ -126,6 +128,7 @@ def test_errors_while_claiming_are_retried_with_backoff(catalog, running, monkey
         if len(calls) <= 4:
             raise error
         return real_claim(self, *a, **kw)
+
     monkeypatch.setattr(JobQueue, "claim", flaky_claim)
     r = running(lambda *a, **kw: {"groups": []})
     wait_for(lambda: intake.get(job_id).state == "done", what="the job to be processed after the errors")
@@ -164,12 +167,12 @@ def test_health_model():
     report = h.report()
     assert not report.ok and report.reason.startswith("worker stalled: no progress for 61 s")
     h.busy("busy with job 7")
-    now[0] += 7200      # a long move is not a stall
+    now[0] += 7200  # a long move is not a stall
     assert h.report().ok and h.report().detail["busy_s"] == 7200
     h.beat("idle")
     for _ in range(2):
         h.failed("OperationalError: database or disk is full")
-    assert h.report().ok      # below the threshold: a failed pass or two is not an alarm
+    assert h.report().ok  # below the threshold: a failed pass or two is not an alarm
     h.failed("OperationalError: database or disk is full")
     assert not h.report().ok and "3 attempts in a row" in h.report().reason
     h.failed("RuntimeError: first line\n  second line")
@@ -210,9 +213,9 @@ def test_job_of_a_killed_worker_is_requeued_at_once_at_start(catalog, running, t
     started = time.monotonic()
     running(lambda *a, **kw: {"groups": []})
     wait_for(lambda: intake.get(job_id).state == "done", timeout=10, what="the orphaned job to run again")
-    assert time.monotonic() - started < 10      # not after an hour
+    assert time.monotonic() - started < 10  # not after an hour
     job = intake.get(job_id)
-    assert job.attempts == 2     # the killed run counted
+    assert job.attempts == 2  # the killed run counted
 
 
 def test_jobs_of_live_workers_are_left_alone(tmp_path):
@@ -220,10 +223,10 @@ def test_jobs_of_live_workers_are_left_alone(tmp_path):
     q = JobQueue(conn)
     a, _ = q.enqueue(ev(H1), now=0.0)
     b, _ = q.enqueue(ev(H2), now=0.0)
-    q.claim(worker_id(), now=1.0)                  # this very thread: alive
-    q.claim("otherhost:123:456", now=1.0)          # cannot be judged from here
+    q.claim(worker_id(), now=1.0)  # this very thread: alive
+    q.claim("otherhost:123:456", now=1.0)  # cannot be judged from here
     assert q.requeue_orphaned(stale_after_s=3600, now=100.0) == []
-    assert q.requeue_orphaned(stale_after_s=3600, now=5000.0) == [b]    # silent too long
+    assert q.requeue_orphaned(stale_after_s=3600, now=5000.0) == [b]  # silent too long
     assert q.get(a).state == "running"
 
 
@@ -265,7 +268,7 @@ def test_heartbeat_cutoff_applies_at_start_only(catalog, tmp_path):
     wk.requeue_orphans()
     assert q.get(old).state == "pending"
     long_move, _ = q.enqueue(ev(H2), now=0.0)
-    q.claim("otherhost:2:2", now=time.time() - 7200)   # e.g. claimed two hours ago
+    q.claim("otherhost:2:2", now=time.time() - 7200)  # e.g. claimed two hours ago
     assert q.get(long_move).state == "running"
     wk.requeue_orphans()
     assert q.get(long_move).state == "running"

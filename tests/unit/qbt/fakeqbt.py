@@ -52,15 +52,23 @@ class FakeQbt:
         rsps.add_callback(responses.POST, self.url("torrents/info"), callback=self._info)
         rsps.add_callback(responses.POST, self.url("torrents/files"), callback=self._files)
         for action in (
-            "setLocation", "setDownloadPath", "setAutoManagement", "recheck",
-            "addTags", "removeTags",
+            "setLocation",
+            "setDownloadPath",
+            "setAutoManagement",
+            "recheck",
+            "addTags",
+            "removeTags",
         ):
             rsps.add(responses.POST, self.url(f"torrents/{action}"), body="")
         v5 = tuple(int(p) for p in api.split(".")[:2]) >= (2, 11)
         # the routes that do not exist in a version answer 404, as recorded on 4.5.2
         for name, exists in (("stop", v5), ("start", v5), ("pause", not v5), ("resume", not v5)):
-            rsps.add(responses.POST, self.url(f"torrents/{name}"),
-                     body="" if exists else "Not Found", status=200 if exists else 404)
+            rsps.add(
+                responses.POST,
+                self.url(f"torrents/{name}"),
+                body="" if exists else "Not Found",
+                status=200 if exists else 404,
+            )
 
     def url(self, endpoint: str) -> str:
         return f"{self.base}/api/v2/{endpoint}"

@@ -42,9 +42,7 @@ def v4(rsps):
 
 @pytest.fixture
 def v5(rsps):
-    return FakeQbt(
-        rsps, api=rec.V5_API, version=rec.V5_VERSION, torrents=[rec.V5_SHOW, rec.V5_HYBRID]
-    )
+    return FakeQbt(rsps, api=rec.V5_API, version=rec.V5_VERSION, torrents=[rec.V5_SHOW, rec.V5_HYBRID])
 
 
 @pytest.fixture
@@ -61,8 +59,12 @@ def host_map(tmp_path):
 
 @pytest.mark.parametrize(
     ("api", "version", "is_v5"),
-    [(rec.V4_API, rec.V4_VERSION, False), (rec.V5_API, rec.V5_VERSION, True),
-     (rec.V515_API, "v5.2.0", True), ("2.10.4", "v4.6.7", False)],
+    [
+        (rec.V4_API, rec.V4_VERSION, False),
+        (rec.V5_API, rec.V5_VERSION, True),
+        (rec.V515_API, "v5.2.0", True),
+        ("2.10.4", "v4.6.7", False),
+    ],
 )
 def test_versions(rsps, api, version, is_v5):
     fake = FakeQbt(rsps, api=api, version=version)
@@ -176,7 +178,8 @@ def test_malformed_hash_never_reaches_qbittorrent(rsps, bad):
 def test_files(v4):
     files = make_client().files(rec.SHOW_ID)
     assert [(f.index, f.name, f.size) for f in files] == [
-        (0, "Show.S01/e01.mkv", 40000), (1, "Show.S01/e02.mkv", 30000),
+        (0, "Show.S01/e01.mkv", 40000),
+        (1, "Show.S01/e02.mkv", 30000),
         (2, "Show.S01/sub/e01.srt", 100),
     ]
 
@@ -204,9 +207,7 @@ def test_set_location_maps_host_to_client(rsps, host_map):
     pm, host = host_map
     fake = FakeQbt(rsps)
     make_client(path_map=pm).set_location(rec.SHOW_ID, f"{host}/pool/moved/")
-    assert fake.calls("torrents/setLocation") == [
-        {"hashes": rec.SHOW_ID, "location": "/data/pool/moved"}
-    ]
+    assert fake.calls("torrents/setLocation") == [{"hashes": rec.SHOW_ID, "location": "/data/pool/moved"}]
 
 
 def test_set_location_hybrid_by_v1_sends_the_id(rsps, host_map):
@@ -244,8 +245,7 @@ def test_set_location_refuses_unmapped_destination(rsps, tmp_path):
 def test_set_location_409_is_qbt_error_with_message(rsps, host_map):
     pm, host = host_map
     fake = FakeQbt(rsps)
-    rsps.replace(responses.POST, fake.url("torrents/setLocation"),
-                 body="Cannot make save path", status=409)
+    rsps.replace(responses.POST, fake.url("torrents/setLocation"), body="Cannot make save path", status=409)
     with pytest.raises(QbtError, match="Cannot make save path") as err:
         make_client(path_map=pm).set_location(rec.SHOW_ID, f"{host}/pool/moved")
     assert not isinstance(err.value, UnknownTorrent)
@@ -286,9 +286,7 @@ def test_atm_enable_refused_without_category_path(v4):
 
 def test_atm_enable_refused_when_paths_differ(v4):
     with pytest.raises(UnsafeOperation, match="current save path"):
-        make_client().set_auto_management(
-            rec.SHOW_ID, True, category_save_path="/stash/data/elsewhere"
-        )
+        make_client().set_auto_management(rec.SHOW_ID, True, category_save_path="/stash/data/elsewhere")
     assert v4.calls("torrents/setAutoManagement") == []
 
 
@@ -296,25 +294,19 @@ def test_atm_enable_refused_when_qbittorrent_disagrees(v4):
     # the caller claims the category path equals the save path; qBittorrent's
     # default save path (uncategorized torrent) says otherwise
     with pytest.raises(UnsafeOperation, match="qBittorrent's save path"):
-        make_client().set_auto_management(
-            rec.HYBRID_ID, True, category_save_path="/stash/data/torrents/single"
-        )
+        make_client().set_auto_management(rec.HYBRID_ID, True, category_save_path="/stash/data/torrents/single")
     assert v4.calls("torrents/setAutoManagement") == []
 
 
 def test_atm_enable_refused_for_incomplete(rsps):
     fake = FakeQbt(rsps, torrents=[{**rec.V4_SHOW, "progress": 0.5, "amount_left": 9}])
     with pytest.raises(UnsafeOperation, match="not complete"):
-        make_client().set_auto_management(
-            rec.SHOW_ID, True, category_save_path="/stash/data/torrents"
-        )
+        make_client().set_auto_management(rec.SHOW_ID, True, category_save_path="/stash/data/torrents")
     assert fake.calls("torrents/setAutoManagement") == []
 
 
 def test_atm_enable_allowed_when_nothing_would_move(v4):
-    make_client().set_auto_management(
-        rec.SHOW_ID, True, category_save_path="/stash/data/torrents/"
-    )
+    make_client().set_auto_management(rec.SHOW_ID, True, category_save_path="/stash/data/torrents/")
     assert v4.calls("torrents/setAutoManagement") == [{"hashes": rec.SHOW_ID, "enable": "True"}]
 
 
@@ -408,8 +400,7 @@ def _replace_info(rsps, fake, *bodies):
 def test_retries_5xx_then_succeeds(rsps):
     fake = FakeQbt(rsps)
     ok = {"json": [rec.V4_SHOW]}
-    _replace_info(rsps, fake, {"status": 502, "body": "Bad Gateway"},
-                  {"status": 500, "body": ""}, ok)
+    _replace_info(rsps, fake, {"status": 502, "body": "Bad Gateway"}, {"status": 500, "body": ""}, ok)
     assert make_client().torrent(rec.SHOW_ID).name == "Show.S01"
     assert len(fake.calls("torrents/info")) == 3
 
@@ -433,8 +424,13 @@ def test_connection_error_retried_then_reported(rsps):
 
 def test_connection_error_then_success(rsps):
     fake = FakeQbt(rsps)
-    _replace_info(rsps, fake, {"body": requests.ConnectionError("refused")},
-                  {"body": requests.ConnectionError("refused")}, {"json": []})
+    _replace_info(
+        rsps,
+        fake,
+        {"body": requests.ConnectionError("refused")},
+        {"body": requests.ConnectionError("refused")},
+        {"json": []},
+    )
     assert make_client(retries=2).torrents() == []
 
 
@@ -481,12 +477,21 @@ BASE2 = "http://qbt2.test:8080"
 def test_clients_find_across_instances(rsps):
     FakeQbt(rsps, torrents=[rec.V4_SHOW])
     FakeQbt(rsps, base=BASE2, api=rec.V5_API, torrents=[rec.V5_HYBRID])
-    clients = Clients.from_config([
-        {"name": "a", "url": BASE, "username": "admin", "password": "x",
-         "path_map": {"/data": "/stash/data"}},
-        {"name": "b", "url": BASE2, "username": "admin", "password": "x",
-         "path_map": [["/data", "/pool/data"]], "timeout": 5},
-    ], retries=1, backoff=0)
+    clients = Clients.from_config(
+        [
+            {"name": "a", "url": BASE, "username": "admin", "password": "x", "path_map": {"/data": "/stash/data"}},
+            {
+                "name": "b",
+                "url": BASE2,
+                "username": "admin",
+                "password": "x",
+                "path_map": [["/data", "/pool/data"]],
+                "timeout": 5,
+            },
+        ],
+        retries=1,
+        backoff=0,
+    )
     assert clients.names() == ["a", "b"]
     t = clients.torrent(rec.HYBRID_V1.upper())
     assert t.instance == "b" and t.save_path == "/pool/data/torrents/single"

@@ -73,8 +73,18 @@ def test_state_normalization(raw, norm):
 
 @pytest.mark.parametrize(
     "state",
-    ["moving", "checkingUP", "checkingDL", "checkingResumeData", "metaDL", "forcedMetaDL",
-     "error", "missingFiles", "unknown", "someFutureState"],
+    [
+        "moving",
+        "checkingUP",
+        "checkingDL",
+        "checkingResumeData",
+        "metaDL",
+        "forcedMetaDL",
+        "error",
+        "missingFiles",
+        "unknown",
+        "someFutureState",
+    ],
 )
 def test_unstable_states(state):
     t = info({**rec.V4_SHOW, "state": state})
@@ -83,8 +93,20 @@ def test_unstable_states(state):
 
 @pytest.mark.parametrize(
     "state",
-    ["uploading", "stalledUP", "queuedUP", "forcedUP", "pausedUP", "stoppedUP",
-     "downloading", "stalledDL", "queuedDL", "forcedDL", "pausedDL", "stoppedDL"],
+    [
+        "uploading",
+        "stalledUP",
+        "queuedUP",
+        "forcedUP",
+        "pausedUP",
+        "stoppedUP",
+        "downloading",
+        "stalledDL",
+        "queuedDL",
+        "forcedDL",
+        "pausedDL",
+        "stoppedDL",
+    ],
 )
 def test_stable_states(state):
     assert info({**rec.V4_SHOW, "state": state}).is_stable

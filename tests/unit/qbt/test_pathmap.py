@@ -201,9 +201,7 @@ def test_no_prefix_match_on_partial_component(pm, rel, junk):
     except PathMapError:
         return
     # if it mapped, it was through some other (whole-component) prefix
-    assert any(
-        (_under(sibling, rel) + "/").startswith(c.rstrip("/") + "/") for c, _ in pm.pairs
-    )
+    assert any((_under(sibling, rel) + "/").startswith(c.rstrip("/") + "/") for c, _ in pm.pairs)
     assert host
 
 
@@ -225,8 +223,9 @@ def test_normalize_one_canonical_spelling(comps, data):
 
 
 @settings(max_examples=300)
-@given(comps=st.lists(_comp, max_size=4), at=st.integers(min_value=0, max_value=4),
-       sep=st.sampled_from(["/", "//", "/./"]))
+@given(
+    comps=st.lists(_comp, max_size=4), at=st.integers(min_value=0, max_value=4), sep=st.sampled_from(["/", "//", "/./"])
+)
 def test_normalize_refuses_dotdot_wherever_it_is(comps, at, sep):
     parts = comps[:at] + [".."] + comps[at:]
     with pytest.raises(PathMapError, match="'..'"):

@@ -33,10 +33,50 @@ HS = "bbca7120a1a0ddef230d4b7e263e64f62614aa9b"
 
 # d.multicall2 rows as rtorrent 0.9.8 answered them on the test bed (fields in _ITEM_FIELDS order),
 # client paths under /data (the container's view).
-ROW_MULTI = [HM.upper(), "Show.X", "/data/torrents/Show.X", 1, 1, 1, 1, 0, 0, 1, 301000, 301000, 0, "tv",
-             "", 1796032163, 1796032163, 0, 0, "Tracker: [Couldn't connect to server]"]
-ROW_SINGLE = [HS.upper(), "single.mkv", "/data/torrents", 0, 1, 1, 1, 0, 0, 1, 200000, 200000, 0, "",
-              "", 1796032163, 1796032163, 0, 0, "Tracker: [Couldn't connect to server]"]
+ROW_MULTI = [
+    HM.upper(),
+    "Show.X",
+    "/data/torrents/Show.X",
+    1,
+    1,
+    1,
+    1,
+    0,
+    0,
+    1,
+    301000,
+    301000,
+    0,
+    "tv",
+    "",
+    1796032163,
+    1796032163,
+    0,
+    0,
+    "Tracker: [Couldn't connect to server]",
+]
+ROW_SINGLE = [
+    HS.upper(),
+    "single.mkv",
+    "/data/torrents",
+    0,
+    1,
+    1,
+    1,
+    0,
+    0,
+    1,
+    200000,
+    200000,
+    0,
+    "",
+    "",
+    1796032163,
+    1796032163,
+    0,
+    0,
+    "Tracker: [Couldn't connect to server]",
+]
 FILES_MULTI = [["a.mkv", 300000, 1, 19, 19], ["sub/b.srt", 1000, 0, 0, 1]]
 FILES_SINGLE = [["single.mkv", 200000, 1, 13, 13]]
 
@@ -58,7 +98,7 @@ class FakeRpc:
         self.rows = {r[0]: list(r) for r in rows}
         self.files = files or {}
         self.calls: list[tuple] = []
-        self.down = 0   # the next N calls find no socket
+        self.down = 0  # the next N calls find no socket
 
     def call(self, method, *params):
         self.calls.append((method, *params))
@@ -91,8 +131,17 @@ class FakeRpc:
         fields = [c for c, _ in _ITEM_FIELDS]
         if method in fields:
             return row[fields.index(method)]
-        if method in ("d.stop", "d.close", "d.start", "d.check_hash", "d.resume", "d.custom1.set",
-                      "d.custom.set", "d.directory_base.set", "d.save_full_session"):
+        if method in (
+            "d.stop",
+            "d.close",
+            "d.start",
+            "d.check_hash",
+            "d.resume",
+            "d.custom1.set",
+            "d.custom.set",
+            "d.directory_base.set",
+            "d.save_full_session",
+        ):
             if method == "d.directory_base.set":
                 row[fields.index("d.directory")] = params[1]
             if method == "d.custom.set":
@@ -102,27 +151,36 @@ class FakeRpc:
 
 
 def _client(rows=(ROW_MULTI, ROW_SINGLE), files=None, path_map=None, **kw):
-    c = RtorrentClient("rt", "/run/rt.sock", path_map if path_map is not None
-                       else PathMap([("/data", "/stash/data")]), sleep=lambda s: None, **kw)
+    c = RtorrentClient(
+        "rt",
+        "/run/rt.sock",
+        path_map if path_map is not None else PathMap([("/data", "/stash/data")]),
+        sleep=lambda s: None,
+        **kw,
+    )
     c._rpc = FakeRpc(rows, files if files is not None else {HM.upper(): FILES_MULTI, HS.upper(): FILES_SINGLE})
     return c
 
 
 # -- states -------------------------------------------------------------------
 
-@pytest.mark.parametrize("changes, state, raw", [
-    ({}, "stalledUP", "started"),
-    ({"up_rate": 512}, "uploading", "started"),
-    ({"completed_bytes": 1000, "left_bytes": 300000}, "stalledDL", "started"),
-    ({"completed_bytes": 1000, "left_bytes": 300000, "down_rate": 9}, "downloading", "started"),
-    ({"state": 0}, "stoppedUP", "stopped"),
-    ({"state": 0, "completed_bytes": 0, "left_bytes": 301000, "complete": 0}, "stoppedDL", "stopped"),
-    ({"is_open": 0}, "stoppedUP", "closed"),
-    ({"is_active": 0}, "stoppedUP", "paused"),
-    ({"hashing": 3}, "checkingUP", "hashing:3"),
-    ({"hashing": 1, "complete": 0}, "checkingDL", "hashing:1"),
-    ({"hashing": 3, "hashing_failed": 1}, "error", "hash_failed"),
-])
+
+@pytest.mark.parametrize(
+    "changes, state, raw",
+    [
+        ({}, "stalledUP", "started"),
+        ({"up_rate": 512}, "uploading", "started"),
+        ({"completed_bytes": 1000, "left_bytes": 300000}, "stalledDL", "started"),
+        ({"completed_bytes": 1000, "left_bytes": 300000, "down_rate": 9}, "downloading", "started"),
+        ({"state": 0}, "stoppedUP", "stopped"),
+        ({"state": 0, "completed_bytes": 0, "left_bytes": 301000, "complete": 0}, "stoppedDL", "stopped"),
+        ({"is_open": 0}, "stoppedUP", "closed"),
+        ({"is_active": 0}, "stoppedUP", "paused"),
+        ({"hashing": 3}, "checkingUP", "hashing:3"),
+        ({"hashing": 1, "complete": 0}, "checkingDL", "hashing:1"),
+        ({"hashing": 3, "hashing_failed": 1}, "error", "hash_failed"),
+    ],
+)
 def test_states_map_onto_the_qbittorrent_vocabulary(changes, state, raw):
     item = RtItem.from_row(_row(ROW_MULTI, **changes))
     assert (normalize_rt_state(item), item.raw_state) == (state, raw)
@@ -141,15 +199,21 @@ def test_tracker_messages_are_not_errors():
 
 # -- paths and names -------------------------------------------------------------
 
+
 def test_save_path_holds_the_content_for_both_kinds_in_host_paths():
     c = _client()
     m, s = c.torrent(HM), c.torrent(HS.upper())
     assert (m.save_path, m.content_path, m.root_path) == (
-        "/stash/data/torrents", "/stash/data/torrents/Show.X", "/stash/data/torrents/Show.X")
+        "/stash/data/torrents",
+        "/stash/data/torrents/Show.X",
+        "/stash/data/torrents/Show.X",
+    )
     assert (m.client_save_path, m.client_content_path) == ("/data/torrents", "/data/torrents/Show.X")
     assert (s.save_path, s.content_path, s.root_path) == ("/stash/data/torrents", "/stash/data/torrents/single.mkv", "")
     assert [(f.name, f.size, f.progress, f.wanted) for f in c.files(HM)] == [
-        ("Show.X/a.mkv", 300000, 1.0, True), ("Show.X/sub/b.srt", 1000, 0.0, False)]
+        ("Show.X/a.mkv", 300000, 1.0, True),
+        ("Show.X/sub/b.srt", 1000, 0.0, False),
+    ]
     assert [f.name for f in c.files(HS)] == ["single.mkv"]
     assert (m.infohash_v1, m.infohash_v2, m.hashes) == (HM, None, frozenset({HM}))
 
@@ -199,21 +263,23 @@ def test_an_item_erased_between_the_two_listing_calls_is_left_out():
 
 # -- relocation ------------------------------------------------------------------
 
+
 def _multicalls(c):
     return [(x["methodName"], *x["params"]) for m, *p in c._rpc.calls if m == "system.multicall" for x in p[0]]
 
 
 def test_relocation_is_one_multicall_stop_close_set_base_check(tmp_path):
     (tmp_path / "Show.X").mkdir()
-    c = _client(path_map=PathMap([("/data", str(tmp_path))]),
-                rows=[_row(ROW_MULTI, directory="/data/old/Show.X")])
+    c = _client(path_map=PathMap([("/data", str(tmp_path))]), rows=[_row(ROW_MULTI, directory="/data/old/Show.X")])
     c.set_location(HM, str(tmp_path))
     last = c._rpc.calls[-1]
     assert last[0] == "system.multicall"
     assert [(x["methodName"], *x["params"]) for x in last[1]] == [
-        ("d.stop", HM.upper()), ("d.close", HM.upper()),
-        ("d.directory_base.set", HM.upper(), "/data/Show.X"),   # the CLIENT's spelling
-        ("d.check_hash", HM.upper())]
+        ("d.stop", HM.upper()),
+        ("d.close", HM.upper()),
+        ("d.directory_base.set", HM.upper(), "/data/Show.X"),  # the CLIENT's spelling
+        ("d.check_hash", HM.upper()),
+    ]
 
 
 def test_single_file_relocation_sets_the_folder_holding_the_file(tmp_path):
@@ -226,7 +292,7 @@ def test_single_file_relocation_sets_the_folder_holding_the_file(tmp_path):
 def test_relocation_refuses_a_missing_destination_and_a_running_check(tmp_path):
     c = _client(path_map=PathMap())
     with pytest.raises(UnsafeOperation, match="does not exist on the host"):
-        c.set_location(HM, str(tmp_path))   # tmp_path/Show.X is missing
+        c.set_location(HM, str(tmp_path))  # tmp_path/Show.X is missing
     c = _client([_row(ROW_MULTI, hashing=3)], path_map=PathMap())
     with pytest.raises(UnsafeOperation, match="hash check is running"):
         c.set_location(HM, str(tmp_path), require_existing=False)
@@ -240,7 +306,8 @@ def test_wait_checked_returns_when_hashing_ends():
     def sleep(s):
         polls.append(s)
         if len(polls) == 3:
-            c._rpc.rows[HM.upper()][7] = 0   # d.hashing
+            c._rpc.rows[HM.upper()][7] = 0  # d.hashing
+
     c._sleep = sleep
     t = c.wait_checked(HM, budget=60)
     assert len(polls) == 3 and t.state == "stoppedUP" and t.is_complete
@@ -254,11 +321,12 @@ def test_wait_checked_fails_on_a_failed_check_and_on_an_exhausted_budget():
     c = _client([_row(ROW_MULTI, hashing=3, completed_bytes=1000)], clock=lambda: now[0])
     c._sleep = lambda s: now.__setitem__(0, now[0] + 10)
     with pytest.raises(VerificationFailed, match="did not end within its budget \\(1000 of 301000"):
-        c.wait_checked(HM)   # budget 30 s + size/50 MB/s
+        c.wait_checked(HM)  # budget 30 s + size/50 MB/s
     assert 30 <= now[0] <= 40
 
 
 # -- labels, tags, no-ATM ----------------------------------------------------------
+
 
 def test_labels_are_percent_encoded_like_rutorrent_and_tags_live_in_a_custom_key():
     c = _client()
@@ -268,12 +336,16 @@ def test_labels_are_percent_encoded_like_rutorrent_and_tags_live_in_a_custom_key
     assert c.torrent(HM).category == "tv, 4K"
     c._rpc.calls.clear()
     c.add_tags(HM, ["b", "a"])
-    c.add_tags(HM, ["a"])   # already there: no write
+    c.add_tags(HM, ["a"])  # already there: no write
     c.remove_tags(HM, ["b"])
     writes = [x for x in _multicalls(c) if x[0] in ("d.custom.set", "d.save_full_session")]
     # each write is saved to the session in the same request, or a crash would forget it
-    assert writes == [("d.custom.set", HM.upper(), "qbhook_tags", "a, b"), ("d.save_full_session", HM.upper()),
-                      ("d.custom.set", HM.upper(), "qbhook_tags", "a"), ("d.save_full_session", HM.upper())]
+    assert writes == [
+        ("d.custom.set", HM.upper(), "qbhook_tags", "a, b"),
+        ("d.save_full_session", HM.upper()),
+        ("d.custom.set", HM.upper(), "qbhook_tags", "a"),
+        ("d.save_full_session", HM.upper()),
+    ]
     assert c.torrent(HM).tags == frozenset({"a"})
     with pytest.raises(BadRequest, match="cannot contain ','"):
         c.add_tags(HM, ["a,b"])
@@ -281,8 +353,8 @@ def test_labels_are_percent_encoded_like_rutorrent_and_tags_live_in_a_custom_key
 
 def test_no_incomplete_folder_and_no_atm():
     c = _client()
-    c.set_download_path(HM, "")           # clearing: nothing to clear
-    c.set_auto_management(HM, False)      # off: it is never on
+    c.set_download_path(HM, "")  # clearing: nothing to clear
+    c.set_auto_management(HM, False)  # off: it is never on
     with pytest.raises(UnsafeOperation, match="no incomplete-data folder"):
         c.set_download_path(HM, "/stash/data/incomplete")
     with pytest.raises(UnsafeOperation, match="no automatic torrent management"):
@@ -291,16 +363,25 @@ def test_no_incomplete_folder_and_no_atm():
 
 # -- errors ----------------------------------------------------------------------
 
+
 def test_unknown_and_v2_hashes():
     c = _client()
     absent = "ab" * 20
     assert c.find(absent) is None and c.find("cd" * 32) is None
-    for action in (c.torrent, c.files, c.stop, c.start, c.recheck, lambda h: c.set_label(h, "x"),
-                   lambda h: c.add_tags(h, ["x"]), lambda h: c.set_location(h, "/x", require_existing=False)):
+    for action in (
+        c.torrent,
+        c.files,
+        c.stop,
+        c.start,
+        c.recheck,
+        lambda h: c.set_label(h, "x"),
+        lambda h: c.add_tags(h, ["x"]),
+        lambda h: c.set_location(h, "/x", require_existing=False),
+    ):
         with pytest.raises(UnknownTorrent, match=f"rTorrent 'rt' has no torrent {absent}"):
             action(absent)
     with pytest.raises(BadRequest):
-        c.torrent("all")   # never reaches rTorrent as a target
+        c.torrent("all")  # never reaches rTorrent as a target
     assert all("all" not in map(str, call) for call in c._rpc.calls)
 
 
@@ -312,7 +393,7 @@ def test_other_faults_are_rtorrent_errors_and_a_dead_socket_is_unreachable():
     assert not isinstance(err.value, UnknownTorrent) and isinstance(err.value, QbtError)
 
     c = _client(retries=3)
-    c._rpc.down = 2   # rtorrent coming back up: the third attempt answers
+    c._rpc.down = 2  # rtorrent coming back up: the third attempt answers
     assert c.torrent(HM).hash == HM
     c._rpc.down = 3
     with pytest.raises(RtorrentUnreachable, match="no answer") as err:
@@ -321,6 +402,7 @@ def test_other_faults_are_rtorrent_errors_and_a_dead_socket_is_unreachable():
 
 
 # -- the port ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("cls", [QbtClient, RtorrentClient])
 def test_both_adapters_satisfy_the_port_with_its_signatures(cls):
@@ -338,19 +420,41 @@ def test_an_instance_is_a_client_port():
 
 # -- events ------------------------------------------------------------------------
 
+
 def test_event_lines_call_the_hook_with_qbittorrents_argv_order():
     added, finished = event_rc_lines("/hooks/qbt-hook.sh", instance="seedbox-rt")
     assert added.startswith('method.set_key = event.download.inserted_new,qbhook_added,"execute.nothrow.bg=')
     argv = finished.split('execute.nothrow.bg=', 1)[1].rstrip('"').split(",")
-    assert argv == ["env", "QBHOOK_INSTANCE=seedbox-rt", "/hooks/qbt-hook.sh", "finished",
-                    "$d.hash=", "-", "$d.hash=", "$d.name=", "$d.custom1=", "$d.custom=qbhook_tags",
-                    "$d.base_path=", "$d.base_path=", "$d.directory=", "$d.size_files=", "$d.size_bytes="]
+    assert argv == [
+        "env",
+        "QBHOOK_INSTANCE=seedbox-rt",
+        "/hooks/qbt-hook.sh",
+        "finished",
+        "$d.hash=",
+        "-",
+        "$d.hash=",
+        "$d.name=",
+        "$d.custom1=",
+        "$d.custom=qbhook_tags",
+        "$d.base_path=",
+        "$d.base_path=",
+        "$d.directory=",
+        "$d.size_files=",
+        "$d.size_bytes=",
+    ]
 
 
-@pytest.mark.parametrize("script, instance", [
-    ("/hooks/my hook.sh", ""), ("/hooks/a,b.sh", ""), ('/hooks/"x".sh', ""), ("hooks/qbt-hook.sh", ""),
-    ("/hooks/qbt-hook.sh", "rt;rm -rf /"), ("/hooks/qbt-hook.sh", "a b"),
-])
+@pytest.mark.parametrize(
+    "script, instance",
+    [
+        ("/hooks/my hook.sh", ""),
+        ("/hooks/a,b.sh", ""),
+        ('/hooks/"x".sh', ""),
+        ("hooks/qbt-hook.sh", ""),
+        ("/hooks/qbt-hook.sh", "rt;rm -rf /"),
+        ("/hooks/qbt-hook.sh", "a b"),
+    ],
+)
 def test_event_lines_refuse_what_the_rc_syntax_cannot_carry(script, instance):
     with pytest.raises(UnsafeOperation):
         event_rc_lines(script, instance=instance)
@@ -358,11 +462,13 @@ def test_event_lines_refuse_what_the_rc_syntax_cannot_carry(script, instance):
 
 # -- config entries ------------------------------------------------------------------
 
+
 def test_from_config_builds_a_client_with_its_path_map():
     from qbhook.clients.rtorrent import from_config
 
-    c = from_config({"name": "seedbox", "url": "scgi://127.0.0.1:5000", "timeout": 7,
-                     "path_map": {"/data": "/stash/data"}})
+    c = from_config(
+        {"name": "seedbox", "url": "scgi://127.0.0.1:5000", "timeout": 7, "path_map": {"/data": "/stash/data"}}
+    )
     assert (c.name, c._rpc.sockaddr, c._rpc.timeout) == ("seedbox", ("127.0.0.1", 5000), 7.0)
     assert c.path_map == PathMap([("/data", "/stash/data")])
     with pytest.raises(RtorrentError, match="not an SCGI address"):

@@ -36,12 +36,15 @@ def test_request_is_a_netstring_of_headers_then_the_body():
     assert encode_request(b"<x/>") == b"24:CONTENT_LENGTH\x004\x00SCGI\x001\x00,<x/>"
 
 
-@pytest.mark.parametrize("address, expected", [
-    ("/run/rt.sock", (socket.AF_UNIX, "/run/rt.sock")),
-    ("scgi:///run/rt.sock", (socket.AF_UNIX, "/run/rt.sock")),
-    ("scgi://127.0.0.1:5000", (socket.AF_INET, ("127.0.0.1", 5000))),
-    ("localhost:5000", (socket.AF_INET, ("localhost", 5000))),
-])
+@pytest.mark.parametrize(
+    "address, expected",
+    [
+        ("/run/rt.sock", (socket.AF_UNIX, "/run/rt.sock")),
+        ("scgi:///run/rt.sock", (socket.AF_UNIX, "/run/rt.sock")),
+        ("scgi://127.0.0.1:5000", (socket.AF_INET, ("127.0.0.1", 5000))),
+        ("localhost:5000", (socket.AF_INET, ("localhost", 5000))),
+    ],
+)
 def test_addresses(address, expected):
     assert parse_address(address) == expected
 
@@ -57,11 +60,14 @@ def test_answer_body_follows_the_blank_line():
     assert split_response(b"Status: 200 OK\n\n<x/>") == b"<x/>"
 
 
-@pytest.mark.parametrize("raw, match", [
-    (b"Status: 200 OK\r\nContent-Type: text/xml", "without a header end"),
-    (b"Status: 500 Internal Server Error\r\n\r\n", "SCGI status 500"),
-    (RECORDED_ANSWER[:-20], "cut short"),
-])
+@pytest.mark.parametrize(
+    "raw, match",
+    [
+        (b"Status: 200 OK\r\nContent-Type: text/xml", "without a header end"),
+        (b"Status: 500 Internal Server Error\r\n\r\n", "SCGI status 500"),
+        (RECORDED_ANSWER[:-20], "cut short"),
+    ],
+)
 def test_broken_answers_are_unreachable_not_garbage(raw, match):
     with pytest.raises(ScgiUnreachable, match=match):
         split_response(raw)
@@ -99,9 +105,11 @@ class _FakeScgi:
 
 def test_call_round_trip_on_a_unix_socket(tmp_path):
     # rTorrent sends 64-bit values as <i8> (sizes above 2 GiB), which the stdlib cannot write
-    body = (b"<?xml version='1.0'?><methodResponse><params><param><value><array><data>"
-            b"<value><string>" + b"A" * 40 + b"</string></value><value><i8>1099511627776</i8></value>"
-            b"</data></array></value></param></params></methodResponse>")
+    body = (
+        b"<?xml version='1.0'?><methodResponse><params><param><value><array><data>"
+        b"<value><string>" + b"A" * 40 + b"</string></value><value><i8>1099511627776</i8></value>"
+        b"</data></array></value></param></params></methodResponse>"
+    )
     server = _FakeScgi(tmp_path / "s", lambda req: b"Status: 200 OK\r\n\r\n" + body)
     try:
         assert ScgiRpc(str(tmp_path / "s")).call("d.multicall2", "", "main", "d.hash=") == ["A" * 40, 1 << 40]
@@ -109,7 +117,7 @@ def test_call_round_trip_on_a_unix_socket(tmp_path):
         server.close()
     raw = server.requests[0]
     length, _, rest = raw.partition(b":")
-    headers, body = rest[: int(length)], rest[int(length) + 1:]
+    headers, body = rest[: int(length)], rest[int(length) + 1 :]
     assert headers.split(b"\0")[:4] == [b"CONTENT_LENGTH", str(len(body)).encode(), b"SCGI", b"1"]
     assert xmlrpc.client.loads(body) == (("", "main", "d.hash="), "d.multicall2")
 
