@@ -991,6 +991,7 @@ def check_paths(cfg: Config) -> list[str]:
 
 def describe(cfg: Config) -> dict:
     """The resolved configuration as plain data, secrets masked."""
+    # Long on purpose: one literal in the shape of the config file, a line per setting.
 
     def mask(v):
         return None if v is None else "********"

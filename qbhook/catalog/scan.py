@@ -63,6 +63,7 @@ def scan_pool(
     subtree: str | None = None,
 ) -> ScanResult:
     """Scan ``pool`` (or only ``subtree`` inside it) and bring the catalog up to date."""
+    # Long on purpose: open the scan's record, walk, apply the mass-delete guard, close the record, in order.
     root = os.fsencode(os.path.normpath(subtree or str(pool.path)))
     if not os.path.isdir(root):
         raise QbhookError(

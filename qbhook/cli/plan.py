@@ -204,33 +204,34 @@ def explain(app: App, torrent_hash, no_scan, from_index, max_scan_age):
             }
         )
 
-    def human(d):
-        g = d["group"]
-        click.echo(f"({d['catalog']})", err=True)
-        click.echo(f"group {g['group_id']}: {g['action'].upper()} - {g['reason']}")
-        for b in g["blockers"]:
-            click.echo(f"  blocked: {b}")
-        for t in d["torrents"]:
-            click.echo(
-                f"  torrent {t['hash']} {t['name']!r} [{t['state']}, {t['progress'] * 100:.0f}%] at {t['save_path']}"
-            )
-            click.echo(f"    tags: {', '.join(t['tags']) or '-'}; category: {t['category'] or '-'}")
-            click.echo(f"    content id: {t['content_id'] or '(not all files hashed)'}; tree id: {t['tree_id'] or '-'}")
-            for f in t["files"]:
-                if f["inode"] is None:
-                    click.echo(f"    {f['path']}: MISSING")
-                    continue
-                click.echo(
-                    f"    {f['path']}: inode {f['inode'][1]} on {f['inode'][0]}, {f['nlink']} link(s), "
-                    f"{f['external_links']} outside the seeding roots"
-                )
-                for o in f["other_links"]:
-                    click.echo(f"      library/other: {o}")
-                unknown = f["external_links"] - len(f["other_links"])
-                if unknown > 0:
-                    click.echo(f"      + {unknown} link(s) outside the scanned pools")
+    app.emit(data, _print_explain)
 
-    app.emit(data, human)
+
+def _print_explain(d: dict) -> None:
+    g = d["group"]
+    click.echo(f"({d['catalog']})", err=True)
+    click.echo(f"group {g['group_id']}: {g['action'].upper()} - {g['reason']}")
+    for b in g["blockers"]:
+        click.echo(f"  blocked: {b}")
+    for t in d["torrents"]:
+        click.echo(
+            f"  torrent {t['hash']} {t['name']!r} [{t['state']}, {t['progress'] * 100:.0f}%] at {t['save_path']}"
+        )
+        click.echo(f"    tags: {', '.join(t['tags']) or '-'}; category: {t['category'] or '-'}")
+        click.echo(f"    content id: {t['content_id'] or '(not all files hashed)'}; tree id: {t['tree_id'] or '-'}")
+        for f in t["files"]:
+            if f["inode"] is None:
+                click.echo(f"    {f['path']}: MISSING")
+                continue
+            click.echo(
+                f"    {f['path']}: inode {f['inode'][1]} on {f['inode'][0]}, {f['nlink']} link(s), "
+                f"{f['external_links']} outside the seeding roots"
+            )
+            for o in f["other_links"]:
+                click.echo(f"      library/other: {o}")
+            unknown = f["external_links"] - len(f["other_links"])
+            if unknown > 0:
+                click.echo(f"      + {unknown} link(s) outside the scanned pools")
 
 
 def payload_ids(t, snap) -> dict:

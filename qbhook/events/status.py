@@ -488,6 +488,7 @@ CHECKED_TABLES = ("event_jobs", "runs", "steps", "group_state", "state")
 
 def report(cfg: Config, catalog) -> dict:
     """What ``qbhook status`` prints: queue, server health, last sweep, runs, pools, catalog, problems."""
+    # Long on purpose: gathers the one document `status` prints, a few lines per part, in print order.
     from qbhook.events.queue import JobQueue
     from qbhook.move.journal import Journal
 

@@ -171,6 +171,7 @@ def decide(
     pool_roots: dict[str, tuple[str, ...]] | None = None,
 ) -> Report:
     """The orphans of ``walk`` given ``refs`` (pure: no I/O)."""
+    # Long on purpose: classify, credit each inode's bytes once, then group into items: one pass each, in order.
     seen_links: dict[tuple[int, int], int] = defaultdict(int)
     for e in walk.entries:
         seen_links[(e.dev, e.ino)] += 1
