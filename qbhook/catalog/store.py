@@ -490,6 +490,33 @@ class Catalog:
                     ent[1].append(r[9])
         return out
 
+    def inodes_and_paths_by_key(
+        self, keys: Iterable[tuple[int, int]]
+    ) -> dict[tuple[int, int], tuple[InodeRow, list[bytes]]]:
+        """inode_by_key() and the paths of paths_of() for many (fs, ino) keys, one query per fs and
+        500 inode numbers; keys the catalog does not know are absent from the answer."""
+        by_fs: dict[int, list[int]] = {}
+        for fs, ino in keys:
+            by_fs.setdefault(fs, []).append(ino)
+        out: dict[tuple[int, int], tuple[InodeRow, list[bytes]]] = {}
+        for fs, inos in by_fs.items():
+            for i in range(0, len(inos), 500):
+                chunk = inos[i : i + 500]
+                cur = self.conn.execute(
+                    f"SELECT i.id, i.fs, f.fsid, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.nlink, "
+                    f"CASE WHEN {HASH_VALID} THEN hash END, p.path "
+                    "FROM inodes i JOIN filesystems f ON f.id = i.fs LEFT JOIN paths p ON p.inode = i.id "
+                    f"WHERE i.fs = ? AND i.ino IN ({','.join('?' * len(chunk))}) ORDER BY i.id, p.path",
+                    [fs, *chunk],
+                )
+                for r in cur:
+                    ent = out.get((r[1], r[3]))
+                    if ent is None:
+                        ent = out[(r[1], r[3])] = (InodeRow(*r[:9]), [])
+                    if r[9] is not None:
+                        ent[1].append(r[9])
+        return out
+
     def inode_keys_and_paths(self, inode_ids: list[int]) -> dict[int, tuple[int, int, list[bytes]]]:
         """inode id -> (fs, ino, paths) for many inodes, one query per 500 ids: what a reader needs
         to find a path that still is the inode, without building an InodeRow per inode."""
@@ -532,6 +559,20 @@ class Catalog:
 
     def inode_ids_of_size(self, size: int) -> list[int]:
         return [r[0] for r in self.conn.execute("SELECT id FROM inodes WHERE size=?", (size,))]
+
+    def inodes_of_sizes(self, sizes: list[int]) -> list[tuple[int, int, str, int]]:
+        """(inode id, size, fsid, ino) of every inode of one of ``sizes``, one query per 500 sizes."""
+        out: list[tuple[int, int, str, int]] = []
+        for i in range(0, len(sizes), 500):
+            chunk = sizes[i : i + 500]
+            out.extend(
+                self.conn.execute(
+                    "SELECT i.id, i.size, f.fsid, i.ino FROM inodes i JOIN filesystems f ON f.id = i.fs "
+                    f"WHERE i.size IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+            )
+        return out
 
     def shared_sizes(self) -> set[int]:
         """Non-zero sizes held by more than one known inode (one scan of the size index)."""

@@ -72,11 +72,16 @@ class SymlinkProbe:
 
     def first_symlink(self, path: str, root: str) -> tuple[str, str] | None:
         """(directory, its link target) for the first symlink strictly between ``root`` and ``path``."""
+        found = self.verdict(path, root)
+        return None if found is _MISSING else found
+
+    def verdict(self, path: str, root: str) -> object:
+        """``first_symlink``, or ``_MISSING`` when a directory strictly between ``root`` and ``path``
+        was missing (or not a directory) when probed: then nothing was at ``path`` either."""
         base = root.rstrip("/")  # "" for "/"
         if not path.startswith(base + "/"):
             return None  # outside the root, or the root itself
-        found = self._answer(path.rpartition("/")[0], len(base))
-        return None if found is _MISSING else found
+        return self._answer(path.rpartition("/")[0], len(base))
 
     def _answer(self, d: str, base_len: int) -> object:
         if len(d) <= base_len:
@@ -202,20 +207,20 @@ class SnapshotBuilder:
         listed = self._listed_files.get((t.instance, t.hash))
         if listed is None:
             listed = next(c for c in self.clients if c.name == t.instance).files(t.hash)
-        files = []
-        for f in listed:
-            path = sys.intern(_canonical(posixpath.join(t.save_path, f.name)))  # shared with the inode facts' links
-            files.append(
-                FileFact(
-                    index=f.index,
-                    rel=f.name,
-                    size=f.size,
-                    path=path,
-                    inode=self._inode_at(path),
-                    priority=f.priority,
-                    progress=f.progress,
-                )
+        paths = [sys.intern(_canonical(posixpath.join(t.save_path, f.name))) for f in listed]  # shared with links
+        keys = self._inodes_at(paths, canonical=True)
+        files = [
+            FileFact(
+                index=f.index,
+                rel=f.name,
+                size=f.size,
+                path=path,
+                inode=key,
+                priority=f.priority,
+                progress=f.progress,
             )
+            for f, path, key in zip(listed, paths, keys)
+        ]
         return TorrentFact(
             hash=t.hash,
             instance=t.instance,
@@ -234,7 +239,50 @@ class SnapshotBuilder:
     def _inode_at(self, path: str) -> InodeKey | None:
         """Live identity of the file at ``path`` (None: missing, not a regular file, or reached through
         a symlink, which is then noted in ``self.symlinks``)."""
-        if self._through_symlink(path, note=True):
+        return self._inodes_at([path])[0]
+
+    def _inodes_at(self, paths: list[str], canonical: bool = False) -> list[InodeKey | None]:
+        """``_inode_at`` for many paths: each lstat-ed once, the catalog asked once for all of them.
+
+        The catalog rows are read in one batch before any is recorded; a row is used at most once
+        (``pop``), so an inode met twice here is re-read after the first one's ``record_path``.
+        """
+        seen: list[tuple[str, os.stat_result, int, InodeKey] | None] = []
+        for path in paths:
+            st = self._lstat_file(path, canonical=canonical)
+            if st is None:
+                seen.append(None)
+                continue
+            fs = self.catalog.fs_for_path(path, st.st_dev)
+            seen.append((path, st, fs, (self.catalog.fsid(fs), st.st_ino)))
+        todo = [s for s in seen if s is not None and self._stale(s[0], s[1], s[3])]
+        rows = self.catalog.inodes_and_paths_by_key({(fs, st.st_ino) for _p, st, fs, _k in todo}) if todo else {}
+        for path, st, fs, key in todo:
+            # An earlier path of this batch may have recorded the same inode (two names in one torrent).
+            if self._stale(path, st, key):
+                self._record(path, st, fs, key, rows.pop((fs, st.st_ino), None))
+        return [s[3] if s is not None else None for s in seen]
+
+    def _stale(self, path: str, st: os.stat_result, key: InodeKey) -> bool:
+        known = self.inodes.get(key)
+        # A link the catalog has not seen yet (a fresh cross-seed) must be counted as ours,
+        # or the inode would look linked from outside.
+        return known is None or path not in known.seeding_paths + known.other_paths or known.nlink != st.st_nlink
+
+    def _lstat_file(self, path: str, canonical: bool = False) -> os.stat_result | None:
+        """lstat of the regular file at ``path``; None if missing, not regular, or reached through a
+        symlink (noted in ``self.symlinks``)."""
+        # _through_symlink(path, note=True), with the probe's answer kept for the check below.
+        if not canonical and path != _canonical(path):
+            return None
+        root = self._pool_root(path)
+        found = None if root is None else self.probe.verdict(path, root)
+        if found is _MISSING:
+            # Its folder was missing when probed in this build (most destinations of an unchanged
+            # sweep): the lstat could only fail. The executor re-checks any destination it writes.
+            return None
+        if found is not None:
+            self.symlinks[found[0]] = found[1]
             return None
         try:
             st = os.lstat(path)
@@ -243,25 +291,22 @@ class SnapshotBuilder:
         if stat_mod.S_ISLNK(st.st_mode):
             self.symlinks[path] = _link_target(path)
             return None
-        if not stat_mod.S_ISREG(st.st_mode):
-            return None
-        fs = self.catalog.fs_for_path(path, st.st_dev)
-        key = (self.catalog.fsid(fs), st.st_ino)
-        known = self.inodes.get(key)
-        # A link the catalog has not seen yet (a fresh cross-seed) must be counted as ours,
-        # or the inode would look linked from outside.
-        if known is None or path not in known.seeding_paths + known.other_paths or known.nlink != st.st_nlink:
-            self._record(path, st, fs, key)
-        return key
+        return st if stat_mod.S_ISREG(st.st_mode) else None
 
-    def _through_symlink(self, path: str, note: bool = False) -> bool:
-        """Does ``path`` go through a symlinked directory below its pool's root (or is it not canonical)?"""
-        if path != _canonical(path):
-            return True
+    def _pool_root(self, path: str) -> str | None:
         # Plain string prefixes: cfg.pool_of (pathlib) cost ~0.5 ms per call, on every file and link.
-        root = next(
+        return next(
             (r for r in self._pool_roots if path.startswith(r) and path[len(r) : len(r) + 1] in ("/", "")), None
         )
+
+    def _through_symlink(self, path: str, note: bool = False, canonical: bool = False) -> bool:
+        """Does ``path`` go through a symlinked directory below its pool's root (or is it not canonical)?
+
+        ``canonical``: the caller got ``path`` from ``_canonical``/``normalize`` already, so
+        comparing it with its canonical form again could only say "same"."""
+        if not canonical and path != _canonical(path):
+            return True
+        root = self._pool_root(path)
         if root is None:
             return False
         hit = self.probe.first_symlink(path, root)
@@ -271,9 +316,14 @@ class SnapshotBuilder:
             self.symlinks[hit[0]] = hit[1]
         return True
 
-    def _record(self, path: str, st: os.stat_result, fs: int, key: InodeKey) -> None:
-        row = self.catalog.inode_by_key(fs, st.st_ino)
-        known_paths = {os.fsdecode(p) for p, _ in self.catalog.paths_of(row.id)} if row else set()
+    def _record(self, path: str, st: os.stat_result, fs: int, key: InodeKey, fetched=None) -> None:
+        """``fetched``: (row, paths) of this inode as read from the catalog in this build, before any
+        write of it (``Catalog.inodes_and_paths_by_key``); None: read it now."""
+        if fetched is None:
+            row = self.catalog.inode_by_key(fs, st.st_ino)
+            known_paths = {os.fsdecode(p) for p, _ in self.catalog.paths_of(row.id)} if row else set()
+        else:
+            row, known_paths = fetched[0], {os.fsdecode(p) for p in fetched[1]}
         if (
             row is None
             or path not in known_paths
@@ -285,13 +335,15 @@ class SnapshotBuilder:
             row = self.catalog.inode_by_key(fs, st.st_ino)
             known_paths = {os.fsdecode(p) for p, _ in self.catalog.paths_of(row.id)}
         self._inode_ids[key] = row.id
-        self.inodes[key] = self._inode_fact(key, row, st, known_paths)
+        self.inodes[key] = self._inode_fact(key, row, st, known_paths, path)
 
-    def _inode_fact(self, key: InodeKey, row, st: os.stat_result, known_paths: set[str]) -> InodeFact:
-        # Canonical spellings first (one link, one string), then only those that still are this inode.
+    def _inode_fact(self, key: InodeKey, row, st: os.stat_result, known_paths: set[str], at: str) -> InodeFact:
+        """``st``: the lstat just made of ``at`` (one of ``known_paths``, checked for symlinks)."""
+        # Canonical spellings first (one link, one string), then only those that still are this inode;
+        # ``at`` is that inode by the lstat just made, so it is not lstat-ed a second time.
         seeding, other = split_links(known_paths, self.roots)
-        seeding = tuple(sys.intern(p) for p in seeding if not self._through_symlink(p) and _is_inode(p, st))
-        other = tuple(sys.intern(p) for p in other if not self._through_symlink(p) and _is_inode(p, st))
+        seeding = tuple(sys.intern(p) for p in seeding if self._still_links(p, st, at))
+        other = tuple(sys.intern(p) for p in other if self._still_links(p, st, at))
         valid = (
             row.hash if (row.size, row.mtime_ns, row.ctime_ns) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns) else None
         )
@@ -305,6 +357,10 @@ class SnapshotBuilder:
             other_paths=other,
             mtime_ns=st.st_mtime_ns,
         )
+
+    def _still_links(self, p: str, st: os.stat_result, at: str) -> bool:
+        # split_links gave canonical spellings: only the symlink probe is left to ask.
+        return not self._through_symlink(p, canonical=True) and (p == at or _is_inode(p, st))
 
     def _links(self, key: InodeKey) -> tuple[str, ...]:
         i = self.inodes.get(key)
@@ -358,10 +414,10 @@ class SnapshotBuilder:
             budget=self.budget,
             background=self.background,
         )
-        for key, iid in self._inode_ids.items():
-            if iid not in inode_ids or key not in self.inodes:
-                continue
-            row = self.catalog.inode(iid)
+        wanted = {key: iid for key, iid in self._inode_ids.items() if iid in inode_ids and key in self.inodes}
+        rows = self.catalog.inodes_and_paths(sorted(set(wanted.values())))  # one query per 500, not one each
+        for key, iid in wanted.items():
+            row = rows[iid][0] if iid in rows else None
             old = self.inodes[key]
             if row is not None and row.hash is not None and (row.size, row.nlink) == (old.size, old.nlink):
                 self.inodes[key] = InodeFact(
@@ -376,14 +432,16 @@ class SnapshotBuilder:
                 )
 
     def _same_size_on(self, fsid: str, facts: list[InodeFact]) -> set[int]:
-        out: set[int] = set()
+        """Catalog inodes on ``fsid`` of the size of one of ``facts`` and not that fact itself."""
+        keys_of_size: dict[int, set[InodeKey]] = defaultdict(set)
         for i in facts:
-            if not i.size:
-                continue
-            for iid in self.catalog.inode_ids_of_size(i.size):
-                row = self.catalog.inode(iid)
-                if row and row.fsid == fsid and (row.fsid, row.ino) != i.key:
-                    out.add(iid)
+            if i.size:
+                keys_of_size[i.size].add(i.key)
+        out: set[int] = set()
+        for iid, size, row_fsid, ino in self.catalog.inodes_of_sizes(sorted(keys_of_size)):
+            # Some fact of this size is another inode than this row (the per-fact rule, in one pass).
+            if row_fsid == fsid and keys_of_size[size] != {(row_fsid, ino)}:
+                out.add(iid)
         return out
 
     # ------------------------------------------------------------ donors and destinations
@@ -420,7 +478,7 @@ class SnapshotBuilder:
                 key = (row.fsid, row.ino)
                 known = {os.fsdecode(x) for x, _ in self.catalog.paths_of(row.id)}
                 self._inode_ids[key] = row.id
-                self.inodes[key] = self._inode_fact(key, row, st, known)
+                self.inodes[key] = self._inode_fact(key, row, st, known, path)
                 return True
         return False
 

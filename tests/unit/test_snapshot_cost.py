@@ -1,0 +1,97 @@
+"""What an unchanged snapshot build costs (issue 11, docs/benchmarks.md §8), and that it stays live.
+
+The catalog is read in batches (one query per torrent, not three per file), each torrent file is
+lstat-ed exactly once per build (never zero: its link count and identity are re-read every time),
+and a destination under a folder that is not there is not lstat-ed at all.
+"""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import pytest
+
+from qbhook.catalog.store import Catalog
+from qbhook.decide.snapshot import build_snapshot
+from tests.helpers import make_config, write
+from tests.unit.test_executor import FakeQbt, FakeTorrent
+
+FILES = 40
+
+
+@pytest.fixture
+def bed(tmp_path):
+    stash, pool = tmp_path / "stash", tmp_path / "pool"
+    cfg = make_config(tmp_path / "cat.sqlite", stash, pool)
+    cfg.cold.seeding_root.mkdir(parents=True)
+    qbt = FakeQbt()
+    for n, h in enumerate(("a" * 40, "b" * 40, "c" * 40)):
+        save = cfg.primary.seeding_root / f"t{n}"
+        rels = [f"T{n}/f{j:02d}.bin" for j in range(FILES)]
+        for j, rel in enumerate(rels):
+            write(save / rel, b"x" * (100 * n + j + 1))
+        qbt.add(FakeTorrent(h, f"T{n}", str(save), [(rel, 100 * n + j + 1, 1) for j, rel in enumerate(rels)]))
+    lib = stash / "media/movies/T0"
+    lib.mkdir(parents=True)
+    os.link(cfg.primary.seeding_root / "t0/T0/f00.bin", lib / "f00.bin")  # t0 stays: a library link
+    cat = Catalog.open(cfg.catalog)
+    cat.record_path(str(lib / "f00.bin"), "stash")  # as a scan would have
+    yield SimpleNamespace(cfg=cfg, cat=cat, qbt=qbt, lib=lib)
+    cat.close()
+
+
+def build(bed):
+    return build_snapshot(bed.cfg, bed.cat, [bed.qbt])
+
+
+def test_an_unchanged_build_asks_the_catalog_per_torrent_not_per_file(bed):
+    first = build(bed)  # records every file and hashes what the demotions need
+    statements = []
+    bed.cat.conn.set_trace_callback(statements.append)
+    again = build(bed)
+    bed.cat.conn.set_trace_callback(None)
+    files = sum(len(t.files) for t in again.torrents)
+    assert files == 3 * FILES
+    # three per file before (inode_by_key, inode, paths_of) plus two per hashed inode: 440 here
+    assert len(statements) <= 3 + 3 * 2, statements
+    assert again.inodes == first.inodes and again.torrents == first.torrents
+
+
+def test_each_torrent_file_and_link_is_lstat_ed_exactly_once_per_build(bed, monkeypatch):
+    build(bed)
+    calls: list[str] = []
+    real = os.lstat
+    monkeypatch.setattr(os, "lstat", lambda p, *a, **k: calls.append(os.fsdecode(p)) or real(p, *a, **k))
+    snap = build(bed)
+    for t in snap.torrents:
+        for f in t.files:
+            assert calls.count(f.path) == 1, f.path
+    assert calls.count(str(bed.lib / "f00.bin")) == 1  # the library link is still checked to be that inode
+
+
+def test_a_file_replaced_between_builds_is_seen_by_the_next_build(bed):
+    snap = build(bed)
+    path = str(bed.cfg.primary.seeding_root / "t1/T1/f03.bin")
+    old = next(f.inode for t in snap.torrents for f in t.files if f.path == path)
+    write(path + ".new", b"y" * 104)  # same size, made while the old inode lives: a new inode number
+    os.replace(path + ".new", path)
+    os.link(path, path + ".extra")  # and a second link the catalog has not seen
+    snap = build(bed)
+    new = next(f.inode for t in snap.torrents for f in t.files if f.path == path)
+    assert new != old and new[1] == os.stat(path).st_ino
+    assert snap.inodes[new].nlink == 2  # the live link count, not the catalog's
+
+
+def test_a_destination_under_a_missing_folder_is_not_lstat_ed_and_an_existing_one_is_seen(bed, monkeypatch):
+    build(bed)
+    dst = str(bed.cfg.cold.seeding_root / "t1/T1/f00.bin")
+    calls: list[str] = []
+    real = os.lstat
+    monkeypatch.setattr(os, "lstat", lambda p, *a, **k: calls.append(os.fsdecode(p)) or real(p, *a, **k))
+    snap = build(bed)
+    assert dst in snap.existing and snap.existing[dst] is None
+    assert dst not in calls and str(bed.cfg.cold.seeding_root / "t1") in calls  # its folder was looked at
+    write(dst, b"z")
+    snap = build(bed)
+    assert snap.existing[dst] == (snap.existing[dst][0], os.stat(dst).st_ino)
