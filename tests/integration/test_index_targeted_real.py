@@ -26,12 +26,24 @@ LOOSE = 1000  # files per pool no torrent references: a walk would stat every on
 
 
 class _Calls:
-    """Counts os.scandir (folders walked) and os.lstat (files stat-ed) calls."""
+    """Counts folders walked (os.scandir calls, plus every folder a rescan's ``find`` walker
+    was started on: it walks the whole tree in its own process) and os.lstat calls."""
 
     def __init__(self, monkeypatch):
+        from qbhook.catalog import scan
+
         self.scandir = 0
         self.lstat = 0
         real_scandir, real_lstat = os.scandir, os.lstat
+        real_find_walk = scan._find_walk
+
+        def find_walk(catalog, pool, root, subtree, ignore):
+            walk = real_find_walk(catalog, pool, root, subtree, ignore)
+            if walk is not None:
+                self.scandir += sum(1 for _ in os.walk(root))  # the folders find went through
+            return walk
+
+        monkeypatch.setattr(scan, "_find_walk", find_walk)
 
         def scandir(*a, **k):
             self.scandir += 1
