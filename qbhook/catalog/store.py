@@ -392,23 +392,8 @@ class Catalog:
 
     # ------------------------------------------------------------ hashes
     def store_hash(self, inode_id: int, digest: bytes, st: os.stat_result) -> None:
-        with Tx(self.conn) as c:
-            c.execute(
-                "UPDATE inodes SET size=?, mtime_ns=?, ctime_ns=?, nlink=?, hash=?, hash_size=?, "
-                "hash_mtime_ns=?, hash_ctime_ns=?, hashed_at=? WHERE id=?",
-                (
-                    st.st_size,
-                    st.st_mtime_ns,
-                    st.st_ctime_ns,
-                    st.st_nlink,
-                    digest,
-                    st.st_size,
-                    st.st_mtime_ns,
-                    st.st_ctime_ns,
-                    time.time(),
-                    inode_id,
-                ),
-            )
+        """The hash of one inode, valid for the stat it was taken under (``store_hashes`` of one)."""
+        self.store_hashes([(inode_id, digest, st)])
 
     def store_hashes(self, rows: list[tuple[int, bytes, os.stat_result]]) -> None:
         """store_hash() for many inodes in one transaction (one commit, not one per file)."""
