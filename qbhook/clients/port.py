@@ -34,9 +34,27 @@ from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
 from qbhook.clients.qbt.model import TorrentFile, TorrentInfo
+from qbhook.errors import UnknownTorrent
 from qbhook.pathmap import PathMap
 
-__all__ = ["PORT_METHODS", "BatchListing", "ClientPort"]
+__all__ = ["PORT_METHODS", "BatchListing", "ClientPort", "FindOrRaise"]
+
+
+class FindOrRaise:
+    """``torrent()`` written once for every adapter: ``find()``, or the adapter's UnknownTorrent.
+
+    An adapter supplies ``find`` and ``_unknown`` (its own wording: which client, which name).
+    """
+
+    def torrent(self, any_hash: str) -> TorrentInfo:
+        """Like ``find`` but raises UnknownTorrent."""
+        info = self.find(any_hash)  # type: ignore[attr-defined]
+        if info is None:
+            raise self._unknown(any_hash)  # type: ignore[attr-defined]
+        return info
+
+    def _unknown(self, any_hash: str) -> UnknownTorrent:
+        return UnknownTorrent(f"no torrent {any_hash}")
 
 
 @runtime_checkable

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
+from qbhook.clients.port import FindOrRaise
 from qbhook.clients.qbt.client import (  # one rule for hashes and tags
     _check_tags,
     check_hash,
@@ -228,7 +229,7 @@ def _mc(method: str, *params: Any) -> dict[str, Any]:
     return {"methodName": method, "params": list(params)}
 
 
-class RtorrentClient:
+class RtorrentClient(FindOrRaise):
     """One rTorrent instance, seen in host paths (implements ClientPort)."""
 
     def __init__(
@@ -401,12 +402,6 @@ class RtorrentClient:
     def find(self, any_hash: str) -> TorrentInfo | None:
         item = self.item(any_hash)
         return self._info(item) if item is not None else None
-
-    def torrent(self, any_hash: str) -> TorrentInfo:
-        info = self.find(any_hash)
-        if info is None:
-            raise self._unknown(any_hash)
-        return info
 
     def files(self, any_hash: str) -> list[TorrentFile]:
         """Files, names relative to the save path (one system.multicall)."""

@@ -31,6 +31,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from qbhook.clients.port import FindOrRaise
 from qbhook.clients.qbt.model import Category, TorrentFile, TorrentInfo
 from qbhook.errors import (
     BadRequest,
@@ -88,7 +89,7 @@ def _error_text(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-class QbtClient:
+class QbtClient(FindOrRaise):
     """One qBittorrent instance, seen in host paths."""
 
     def __init__(
@@ -279,13 +280,6 @@ class QbtClient:
         h = check_hash(any_hash)
         rows = self._match_raw({h}, {})
         return self._to_info(rows[0]) if rows else None
-
-    def torrent(self, any_hash: str) -> TorrentInfo:
-        """Like ``find`` but raises UnknownTorrent."""
-        info = self.find(any_hash)
-        if info is None:
-            raise self._unknown(any_hash)
-        return info
 
     def files(self, any_hash: str) -> list[TorrentFile]:
         """Files of a torrent (``[]`` while it has no metadata)."""
