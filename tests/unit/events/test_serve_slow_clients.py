@@ -7,45 +7,26 @@ credentials needed to open them) while authenticated senders post events. Today'
 
 from __future__ import annotations
 
-import json
 import resource
 import socket
 import statistics
 import time
-import urllib.request
 
 import pytest
 
 from qbhook.sandbox.qbt import free_port
 from qbhook.sandbox.serve import start_serve, stop_serve
 
-from .test_serve_startup import TOKEN, write_config
+from .serve_helpers import TOKEN, post_sonarr, write_config
 
 IDLE = 500
 SAMPLES = 60
 
 
 def post(port: int, i: int) -> float:
-    body = json.dumps(
-        {
-            "eventType": "Download",
-            "instanceName": "Sonarr",
-            "series": {"id": 1, "title": "S", "path": "/tv/S"},
-            "episodes": [{"id": i}],
-            "episodeFile": {"id": i, "path": f"/tv/S/e{i}.mkv"},
-            "downloadClientType": "qBittorrent",
-            "downloadId": f"{i:040X}",
-        }
-    ).encode()
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/webhook/sonarr",
-        data=body,
-        headers={"Content-Type": "application/json", "X-Qbhook-Token": TOKEN},
-    )
-    t0 = time.perf_counter()
-    with urllib.request.urlopen(req, timeout=5) as r:
-        assert r.status == 202
-    return time.perf_counter() - t0
+    status, seconds = post_sonarr(port, i, timeout=5)
+    assert status == 202
+    return seconds
 
 
 def measure(port: int, first: int) -> dict[str, float]:

@@ -32,25 +32,7 @@ from qbhook.move.locks import Lock
 from qbhook.sandbox.qbt import free_port
 from qbhook.sandbox.serve import start_serve, stop_serve
 
-TOKEN = "startup-token-123456"
-
-
-def write_config(tmp_path: Path, port: int, qbt_url: str = "http://127.0.0.1:1", qbt_timeout: float = 1) -> Path:
-    for d in ("stash/s", "pool/s"):
-        (tmp_path / d).mkdir(parents=True, exist_ok=True)
-    cfg = {
-        "catalog": str(tmp_path / "catalog.sqlite"),
-        "pools": {
-            "stash": {"path": str(tmp_path / "stash"), "role": "primary"},
-            "pool": {"path": str(tmp_path / "pool"), "role": "cold"},
-        },
-        "seeding_roots": {"stash": str(tmp_path / "stash/s"), "pool": str(tmp_path / "pool/s")},
-        "qbittorrent": {"url": qbt_url, "username": "admin", "password": "x", "timeout": qbt_timeout},
-        "server": {"listen": "127.0.0.1", "port": port, "token_env": "T"},
-    }
-    path = tmp_path / "c.yaml"
-    path.write_text(json.dumps(cfg))
-    return path
+from .serve_helpers import TOKEN, post_sonarr, write_config
 
 
 @pytest.fixture
@@ -72,24 +54,7 @@ def get(port: int, path: str = "/healthz"):
 
 
 def post_event(port: int, i: int) -> int:
-    body = json.dumps(
-        {
-            "eventType": "Download",
-            "instanceName": "Sonarr",
-            "series": {"id": 1, "title": "S", "path": "/tv/S"},
-            "episodes": [{"id": i}],
-            "episodeFile": {"id": i, "path": f"/tv/S/e{i}.mkv"},
-            "downloadClientType": "qBittorrent",
-            "downloadId": f"{i:040X}",
-        }
-    ).encode()
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/webhook/sonarr",
-        data=body,
-        headers={"Content-Type": "application/json", "X-Qbhook-Token": TOKEN},
-    )
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return r.status
+    return post_sonarr(port, i)[0]
 
 
 def serve_cmd(config: Path, *extra: str) -> list[str]:
