@@ -20,6 +20,26 @@ from qbhook.sandbox.torrents import SEEDING_STATES
 MiB = 1024 * 1024
 RELINK_TEMP = os.fsdecode(RELINK_PREFIX)
 
+# The steps an uninterrupted apply plans for the crash beds' two shared cases, whichever client
+# seeds them (qBittorrent in test_apply_real, rTorrent in test_rtorrent_crash): a pair (a pack and
+# its cross-seed under another root name) demoted, and a single torrent promoted onto an *arr copy.
+DEMOTE_PAIR_STEPS = [
+    "copy",
+    "link",
+    "verify_view",
+    "verify_view",
+    "relocate",
+    "relocate",
+    "verify_group",
+    "tag",
+    "tag",
+    "delete",
+    "delete",
+    "prune_dirs",
+    "prune_dirs",
+]
+PROMOTE_STEPS = ["link", "verify_view", "relocate", "verify_group", "tag", "delete", "prune_dirs"]
+
 
 # --------------------------------------------------------------------------- the CLI
 

@@ -22,6 +22,8 @@ from qbhook.sandbox.torrents import write_payload
 from qbhook.sandbox.zfs import _run as zfs_run
 from qbhook.sandbox.zfs import create_pools, destroy_pools
 from tests.integration.crash_helpers import (
+    DEMOTE_PAIR_STEPS,
+    PROMOTE_STEPS,
     MiB,
     b3,
     contents_on_disk,
@@ -327,25 +329,8 @@ def build_converge(bed: Bed) -> list[str]:
 
 
 CASES = {
-    "demote": (
-        build_pair,
-        [
-            "copy",
-            "link",
-            "verify_view",
-            "verify_view",
-            "relocate",
-            "relocate",
-            "verify_group",
-            "tag",
-            "tag",
-            "delete",
-            "delete",
-            "prune_dirs",
-            "prune_dirs",
-        ],
-    ),
-    "promote": (build_promote, ["link", "verify_view", "relocate", "verify_group", "tag", "delete", "prune_dirs"]),
+    "demote": (build_pair, DEMOTE_PAIR_STEPS),
+    "promote": (build_promote, PROMOTE_STEPS),
     "converge": (build_converge, ["converge"]),
 }
 

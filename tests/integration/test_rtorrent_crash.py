@@ -47,6 +47,8 @@ from qbhook.sandbox.torrents import (
 )
 from qbhook.sandbox.zfs import create_pools, destroy_pools
 from tests.integration.crash_helpers import (
+    DEMOTE_PAIR_STEPS,
+    PROMOTE_STEPS,
     MiB,
     contents_on_disk,
     journal_rows,
@@ -138,25 +140,8 @@ def build_promote(bed: RtBed, rtorrent) -> list[str]:
 
 
 CASES = {
-    "demote": (
-        build_pair,
-        [
-            "copy",
-            "link",
-            "verify_view",
-            "verify_view",
-            "relocate",
-            "relocate",
-            "verify_group",
-            "tag",
-            "tag",
-            "delete",
-            "delete",
-            "prune_dirs",
-            "prune_dirs",
-        ],
-    ),
-    "promote": (build_promote, ["link", "verify_view", "relocate", "verify_group", "tag", "delete", "prune_dirs"]),
+    "demote": (build_pair, DEMOTE_PAIR_STEPS),
+    "promote": (build_promote, PROMOTE_STEPS),
 }
 
 # (case, step index) -> the kill points there (see the module docstring for why these)
