@@ -37,7 +37,9 @@ def test_partial_torrent_demotes_with_its_wanted_files_only(world):
         torrent_files=data, save_path=str(save), is_paused=True, use_auto_torrent_management=False, tags=[NOHL]
     )
     deadline = time.monotonic() + 30
-    while not client.torrents_files(torrent_hash=h):
+    while not client.torrents_info(torrent_hashes=h) or not client.torrents_files(
+        torrent_hash=h
+    ):  # listed, then metadata
         assert time.monotonic() < deadline
         time.sleep(0.1)
     client.torrents_file_priority(torrent_hash=h, file_ids=[2], priority=0)
