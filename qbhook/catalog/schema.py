@@ -207,4 +207,12 @@ CREATE INDEX torrent_files_path ON torrent_files(path);
 CREATE INDEX torrent_files_inode ON torrent_files(inode);
 """
 
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, QUEUE_DDL, JOURNAL_DDL, STATE_DDL, TORRENTS_DDL)
+# A torrent's content as last known, kept after its files vanish (``qbhook repair`` finds a copy
+# by it): each file's last valid BLAKE3 and the torrent's last complete content id. Written by
+# ``TorrentIndex.refresh`` whenever the files are hashed; never cleared by a file going missing.
+KEPT_HASHES_DDL = """
+ALTER TABLE torrent_files ADD COLUMN last_blake3 BLOB;
+ALTER TABLE torrents ADD COLUMN last_content_id TEXT;
+"""
+
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, QUEUE_DDL, JOURNAL_DDL, STATE_DDL, TORRENTS_DDL, KEPT_HASHES_DDL)

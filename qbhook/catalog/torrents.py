@@ -242,12 +242,14 @@ class TorrentIndex:
                 tid = c.execute("SELECT id FROM torrents WHERE instance=? AND hash=?", (instance, h)).fetchone()
                 if tid is None:
                     continue
+                kept = _kept_hashes_of(c, tid[0])
                 c.execute("DELETE FROM torrent_files WHERE torrent=?", (tid[0],))
                 c.executemany(
                     "INSERT INTO torrent_files(torrent, idx, rel, size, priority, path, inode) VALUES "
                     "(?,?,?,?,?,?,(SELECT inode FROM paths WHERE paths.path = ?))",
                     [(tid[0], f.index, f.rel, f.size, f.priority, f.path, f.path) for f in flist],
                 )
+                _restore_kept_hashes(c, tid[0], kept)
                 c.execute("UPDATE torrents SET ids_at=NULL WHERE id=?", (tid[0],))
             c.executemany(
                 "UPDATE torrents SET gone_at=? WHERE instance=? AND hash=? AND gone_at IS NULL",
@@ -307,6 +309,7 @@ class TorrentIndex:
                 changes,
             )
             c.execute("UPDATE torrents SET ids_at=? WHERE ids_at IS NULL AND gone_at IS NULL", (now,))
+            _keep_last_hashes(c)
         return len(changes)
 
     def record_decisions(self, groups: Iterable, now: float | None = None) -> None:
@@ -395,6 +398,61 @@ class TorrentIndex:
         ):
             out[(inst, h)].add(inode)
         return {k: frozenset(v) for k, v in out.items()}
+
+
+# ------------------------------------------------------------ last known content (qbhook repair)
+#
+# A torrent whose files vanished (missingFiles) can be rebuilt from another copy of its content
+# only if its content is still known: each file's last valid BLAKE3 (``last_blake3``) and the
+# torrent's last complete content id (``last_content_id``) are written whenever the files are
+# hashed and kept when they go missing; a new file list keeps them for files of the same
+# index, path and size.
+
+
+def _keep_last_hashes(c: sqlite3.Connection) -> None:
+    """Copy every file's valid hash (and every torrent's content id) into its last-known column."""
+    c.execute(
+        "UPDATE torrent_files SET last_blake3 = (SELECT i.hash FROM inodes i WHERE i.id = torrent_files.inode) "
+        f"WHERE inode IS NOT NULL AND EXISTS (SELECT 1 FROM inodes i WHERE i.id = torrent_files.inode "
+        f"AND i.size = torrent_files.size AND {_I_HASH_VALID} AND i.hash IS NOT torrent_files.last_blake3)"
+    )
+    c.execute(
+        "UPDATE torrents SET last_content_id = content_id "
+        "WHERE content_id IS NOT NULL AND last_content_id IS NOT content_id"
+    )
+
+
+def _kept_hashes_of(c: sqlite3.Connection, tid: int) -> dict[tuple[int, str, int], bytes]:
+    return {
+        (r[0], r[1], r[2]): r[3]
+        for r in c.execute(
+            "SELECT idx, rel, size, last_blake3 FROM torrent_files WHERE torrent=? AND last_blake3 IS NOT NULL",
+            (tid,),
+        )
+    }
+
+
+def _restore_kept_hashes(c: sqlite3.Connection, tid: int, kept: dict[tuple[int, str, int], bytes]) -> None:
+    c.executemany(
+        "UPDATE torrent_files SET last_blake3=? WHERE torrent=? AND idx=? AND rel=? AND size=?",
+        [(digest, tid, idx, rel, size) for (idx, rel, size), digest in kept.items()],
+    )
+
+
+def last_known_files(
+    conn: sqlite3.Connection, instance: str, torrent_hash: str
+) -> tuple[str | None, list[tuple[int, str, int, int, bytes | None]]]:
+    """(last content id, [(index, rel, size, priority, last BLAKE3 or None)]) of one torrent, as the
+    index last knew it (also after its files vanished); (None, []) for a torrent it does not hold."""
+    row = conn.execute(
+        "SELECT id, last_content_id FROM torrents WHERE instance=? AND hash=?", (instance, torrent_hash)
+    ).fetchone()
+    if row is None:
+        return None, []
+    files = conn.execute(
+        "SELECT idx, rel, size, priority, last_blake3 FROM torrent_files WHERE torrent=? ORDER BY idx", (row[0],)
+    ).fetchall()
+    return row[1], [(i, r, s, p, bytes(b) if b is not None else None) for i, r, s, p, b in files]
 
 
 def payload_duplicates(index: TorrentIndex) -> list[dict]:

@@ -9,5 +9,5 @@ port taken); 78 configuration problem.
 """
 
 # Each module registers its commands on ``main`` when imported (heavy imports stay inside the commands).
-from qbhook.cli import apply, catalog, config, demo, events, orphans, plan, torrents  # noqa: F401
+from qbhook.cli import apply, catalog, config, demo, events, orphans, plan, repair, torrents  # noqa: F401
 from qbhook.cli.app import App, main, pass_app  # noqa: F401  (the public entry point and its context)

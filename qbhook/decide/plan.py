@@ -24,6 +24,9 @@ One frozen, slotted class per step kind (all paths are host paths):
 - ``Converge``    path, fsid, ino, size, mtime_ns, blake3, keep: ConvergeKeep(path, fsid, ino, library)
                    same-pool convergence (``decide/converge.py``): replace the seeding link ``path``
                    by a hardlink to the kept inode, atomically (``fsops.relink_over``)
+- ``Repair``      torrent, instance, from_path, to_path, size   a missing torrent onto its verified view
+                   (``decide/repair.py``): stop, setLocation when the path changes, recheck,
+                   wait for 100 %, start; unlike ``Relocate`` it expects a torrent in ``missingFiles``
 
 What a step *does* lives in the executor's dispatch table (keyed by these classes); here a
 step only knows its fields, its one-line ``describe()`` and its JSON form.
@@ -57,6 +60,7 @@ class Action(enum.StrEnum):
     DEMOTE = "demote"
     PROMOTE = "promote"
     CONVERGE = "converge"
+    REPAIR = "repair"  # qbhook repair: a missing torrent rebuilt from a catalog copy (decide/repair.py)
     BLOCKED = "blocked"
     SKIP = "skip"
 
@@ -543,6 +547,30 @@ class Converge(Step):
         )
 
 
+@_kind
+@dataclass(frozen=True, slots=True)
+class Repair(Step):
+    """Point a torrent whose files went missing at its verified view ``to_path`` and recheck it to 100 %.
+
+    ``Relocate`` cannot say this: it moves only complete, stable torrents and fails on
+    ``missingFiles``, which is where a repair starts."""
+
+    kind: ClassVar[str] = "repair"
+    torrent: str
+    instance: str
+    from_path: str
+    to_path: str
+    size: int = 0
+
+    def describe(self) -> str:
+        where = self.to_path if self.to_path == self.from_path else f"{self.from_path} -> {self.to_path}"
+        return f"{self.torrent[:12]} recheck at {where}"
+
+    @classmethod
+    def from_args(cls, a):
+        return cls(a["torrent"], a["instance"], a["from_path"], a["to_path"], int(a.get("size") or 0))
+
+
 STEP_KINDS = tuple(STEP_TYPES)
 
 
@@ -592,7 +620,7 @@ class GroupPlan:
 
     @property
     def actionable(self) -> bool:
-        return self.action in (Action.DEMOTE, Action.PROMOTE, Action.CONVERGE)
+        return self.action in (Action.DEMOTE, Action.PROMOTE, Action.CONVERGE, Action.REPAIR)
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "steps"}

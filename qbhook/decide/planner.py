@@ -17,6 +17,12 @@ Per payload group it decides:
               written, the duplicate freed (``qbhook/decide/converge.py``);
 - **skip**    actionable but over this run's batch cap or waiting on another group.
 
+A partial torrent (files at priority 0, "skipped") is planned on its **wanted** files only
+(``wanted_only``): its skipped files are neither built nor required at the destination, and
+nothing of them at the source is deleted (qBittorrent may keep part files there). It moves
+when complete in its wanted files and nothing of a skipped file sits at the source (a
+setLocation would carry that along unverified).
+
 Converging identical payloads on both pools falls out of the same rules: the
 side nobody consumes demotes or promotes onto the other side's inodes with zero
 bytes copied.
@@ -29,6 +35,7 @@ import functools
 import gc
 import posixpath
 from collections.abc import Iterable
+from dataclasses import replace
 from itertools import pairwise
 
 from qbhook.catalog.identity import group_id
@@ -124,6 +131,7 @@ def decide(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], build
         action=Action.STAY,
         reason="",
     )
+    full, group = group, wanted_only(group)
     inodes = _group_inodes(snap, group)
     gp.payload_bytes = sum(i.size for i in inodes.values())
     gp.external_links = external_link_paths(inodes.values())
@@ -136,7 +144,7 @@ def decide(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], build
         return _blocked(gp, ["group spans both pools (files shared across pools?)"])
     src = snap.pool(pools.pop())
     gp.source_pool = src.name
-    through_links = symlink_blockers(snap, group, src)
+    through_links = symlink_blockers(snap, full, src)
     if through_links:
         return _blocked(gp, through_links)
 
@@ -197,9 +205,17 @@ def decide(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], build
             f"; copying {_b(missing_bytes)} of small extras" if missing_bytes else ""
         )
 
-    blockers = symlink_blockers(snap, group, src, tgt) + file_blockers(group, snap) + torrent_blockers(group)
+    blockers = (
+        symlink_blockers(snap, full, src, tgt)
+        + skipped_blockers(full, snap)
+        + file_blockers(group, snap)
+        + torrent_blockers(group)
+    )
     if blockers:
         return _blocked(gp, blockers)
+    skipped = sum(len(t.files) for t in full) - sum(len(t.files) for t in group)
+    if skipped:
+        gp.reason += f"; moves only the wanted files ({skipped} skipped at priority 0 stay as they are)"
     if not build:
         gp.action, gp.reason = Action.SKIP, _CAP_REASON.format(cap=policy.max_groups_per_run) + f" (would {gp.action})"
         return gp
@@ -253,13 +269,42 @@ def inodes_missing_or_unknown(group: list[TorrentFact], snap: Snapshot) -> bool:
     return any(f.inode is None or f.inode not in snap.inodes for t in group for f in t.files)
 
 
+def wanted_only(group: list[TorrentFact]) -> list[TorrentFact]:
+    """The group as the planner moves it: each torrent with only its wanted files (priority > 0).
+
+    The one home of the partial-torrent rule. A skipped file is not part of what qBittorrent
+    seeds: it is not built at the destination, not required there (``VerifyView`` lists only
+    the wanted files, and the executor checks them against the live list), and nothing of it
+    at the source is deleted. ``skipped_blockers`` reads the full group.
+    """
+    return [
+        t if all(f.priority for f in t.files) else replace(t, files=tuple(f for f in t.files if f.priority))
+        for t in group
+    ]
+
+
+def skipped_blockers(full: list[TorrentFact], snap: Snapshot) -> list[str]:
+    """Skipped files that stop a partial torrent from moving: nothing wanted at all, or bytes of a
+    skipped file at the source (setLocation would carry them along, unverified)."""
+    out = []
+    for t in full:
+        if t.files and not any(f.priority for f in t.files):
+            out.append(f"{t.name}: every file is skipped (priority 0): nothing to move")
+            continue
+        for f in t.files:
+            if f.priority == 0 and f.inode is not None and (i := snap.inodes.get(f.inode)) is not None and i.size:
+                out.append(
+                    f"{t.name}: skipped file (priority 0) has data at the source, qBittorrent would carry it "
+                    f"along unverified: {f.path}"
+                )
+    return out
+
+
 def file_blockers(group: list[TorrentFact], snap: Snapshot) -> list[str]:
     out = []
     for t in group:
         for f in t.files:
-            if f.priority == 0:
-                out.append(f"{t.name}: file not downloaded (priority 0), partial torrents are not moved: {f.rel}")
-            elif ".." in f.rel.split("/") or f.rel.startswith("/"):
+            if ".." in f.rel.split("/") or f.rel.startswith("/"):
                 out.append(f"{t.name}: unsafe file name {f.rel!r}")
             elif f.inode is None or f.inode not in snap.inodes:
                 out.append(f"{t.name}: missing file {f.path}")

@@ -374,8 +374,8 @@ class SnapshotBuilder:
         shared: set[int] | None = None
         for group in payload_groups(torrents):
             keys = {f.inode for t in group for f in t.files if f.inode in self.inodes}
-            if any(f.inode is None for t in group for f in t.files):
-                continue  # missing files: blocked whatever the hashes say
+            if any(f.inode is None and f.priority for t in group for f in t.files):
+                continue  # missing wanted files: blocked whatever the hashes say (skipped ones: planner.wanted_only)
             facts = [self.inodes[k] for k in keys]
             # Same-pool convergence (qbhook/decide/converge.py): a seed-only inode and the same-size
             # inodes on its own dataset, whatever the group decides otherwise.

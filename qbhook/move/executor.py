@@ -49,6 +49,7 @@ from qbhook.decide.plan import (
     Plan,
     PruneDirs,
     Relocate,
+    Repair,
     RunStatus,
     Step,
     StepStatus,
@@ -56,7 +57,7 @@ from qbhook.decide.plan import (
     VerifyGroup,
     VerifyView,
 )
-from qbhook.errors import QbhookError, QbtError, UnsafeOperation, VerificationFailed
+from qbhook.errors import PathMapError, QbhookError, QbtError, UnsafeOperation, VerificationFailed
 from qbhook.move import fsops
 from qbhook.move.journal import Journal, RunRow, StepRow
 from qbhook.move.locks import executor_lock, group_lock
@@ -84,6 +85,7 @@ EXIT_GROUP_FAILED = 5
 EXIT_BUSY = 75
 
 BAD_STATES = frozenset({"error", "missingFiles"})
+_RECHECK_LAG_S = 5.0  # qBittorrent's API shows a recheck within its refresh interval (1.5 s by default)
 
 Hook = Callable[[str, str, int, Step], None]
 
@@ -555,8 +557,10 @@ class Executor:
         """Close a failed group: undo its relocations unless deletes have begun."""
         o = st.outcome
         o.status, o.reason = GroupStatus.FAILED, reason
-        if st.plan.action == Action.CONVERGE:
-            # Nothing to undo: every relink is complete on its own (each name always held the same bytes).
+        if st.plan.action in (Action.CONVERGE, Action.REPAIR):
+            # Nothing to undo: every relink is complete on its own (each name always held the same bytes);
+            # a repair only added links of catalog copies for a torrent that was broken already, and
+            # left it stopped unless it reached 100 % (Executor._repair).
             self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.FAILED, reason)
             return
         if st.deletes_started:
@@ -865,6 +869,104 @@ class Executor:
             "seconds": round(self.ctx.clock() - t0, 3),
         }
 
+    def _repair(self, st: _GroupRun, s: Repair, at: _At) -> dict:
+        """A torrent in missingFiles onto its verified view: stop, setLocation if the path changes,
+        recheck, wait for 100 %, start. Idempotent: a resumed attempt reads where the torrent is."""
+        c = self._client(s.instance)
+        h = s.torrent
+        from_path, to_path = _norm(s.from_path), _norm(s.to_path)
+        if (s.instance, h, to_path) not in st.views:
+            raise UnsafeOperation(f"refusing to repair {h}: its view at {to_path} was not verified in this run")
+        t = self._transient(lambda: c.torrent(h))
+        where = _norm(t.save_path)
+        if where not in (from_path, to_path):
+            raise UnsafeOperation(f"torrent {h} is at {t.save_path}, the plan expected {from_path} or {to_path}")
+        if t.is_complete and t.is_stable and where == to_path:
+            issued = False  # a previous attempt got it there; only start it below
+        else:
+            # Stopped first: a recheck under 100 % must not download into the view, whose inodes
+            # are catalog copies (maybe library files). Started again only at 100 %.
+            if not t.is_stopped:
+                self._transient(lambda: c.stop(h))
+            if t.download_path and _norm(t.download_path) != to_path:
+                c.set_download_path(h, "")
+            if where != to_path:
+                if t.auto_tmm:
+                    c.set_auto_management(h, False)
+                c.set_location(h, to_path)
+                self._wait_moved(c, s, to_path, at)
+            self._transient(lambda: c.recheck(h))
+            issued = True
+            t = self._wait_rechecked(c, s, to_path, at)
+        if t.is_stopped:
+            self._transient(lambda: c.start(h))
+        return {"issued": issued, "state": t.state, "save_path": _norm(t.save_path)}
+
+    def _transient(self, fn: Callable[[], object]) -> object:
+        """``fn()``, asked again while qBittorrent 4.5.2 (observed) reports a relative content_path,
+        which it does while it moves a torrent out of missingFiles: a transition, not an answer."""
+        delay = self.timing.poll_initial_s
+        for _attempt in range(20):
+            try:
+                return fn()
+            except PathMapError:
+                self.ctx.sleep(delay)
+                delay = min(delay * 1.5, self.timing.poll_max_s)
+        return fn()
+
+    def _wait_moved(self, c: ClientPort, s: Repair, to_path: str, at: _At) -> None:
+        """Poll until qBittorrent says the torrent's save path is ``to_path`` and it no longer moves."""
+        deadline = self.ctx.clock() + self.timing.budget(s.size)
+        delay = self.timing.poll_initial_s
+        while True:
+            t = self._transient(lambda: c.torrent(s.torrent))
+            if _norm(t.save_path) == to_path and not t.is_moving:
+                return
+            if self.ctx.clock() >= deadline:
+                raise VerificationFailed(f"torrent {s.torrent} did not move to {to_path} (state {t.state})")
+            self._hook("poll", "", at.seq, s)
+            self.ctx.sleep(delay)
+            delay = min(delay * 1.5, self.timing.poll_max_s)
+
+    def _wait_rechecked(self, c: ClientPort, s: Repair, to_path: str, at: _At):
+        """Poll until the torrent is complete and stable at ``to_path`` on ``settle_polls`` polls in a
+        row. A ``missingFiles`` state is expected until the recheck shows up (the API lags), so it
+        fails only once a check was seen, or after ``recheck_grace_s`` without one."""
+        h, tm, clock = s.torrent, self.timing, self.ctx.clock
+        t0 = clock()
+        deadline = t0 + self.timing.budget(s.size)
+        delay, settled, checked = tm.poll_initial_s, 0, False
+        while True:
+            try:
+                t = c.torrent(h)
+            except PathMapError:
+                # qBittorrent 4.5.2 (observed) reports a relative content_path while it moves and
+                # checks a torrent out of missingFiles: a transition, not an answer.
+                t = None
+            if t is None or t.is_checking or t.is_moving:
+                checked, settled = True, 0
+            elif _norm(t.save_path) == to_path and t.is_stable and t.is_complete:
+                # A progress read before the recheck began may be the stale 100 % of before the files
+                # vanished: it counts once a check was seen, or after the API's refresh lag at least.
+                settled += checked or clock() - t0 >= min(_RECHECK_LAG_S, tm.recheck_grace_s)
+                if settled >= max(1, tm.settle_polls):
+                    return t
+            elif checked or clock() - t0 >= tm.recheck_grace_s:
+                if not t.is_stopped:
+                    c.stop(h)  # never leave an incomplete torrent running
+                raise VerificationFailed(
+                    f"torrent {h} is {t.state} at {t.progress * 100:.1f}% after the recheck at {t.save_path}; "
+                    "it is stopped and needs attention"
+                )
+            if clock() >= deadline:
+                raise VerificationFailed(
+                    f"torrent {h} did not finish its recheck at {to_path} (state {t.state if t else 'unreadable'})",
+                    hint="qBittorrent may still be checking; qbhook resume waits again",
+                )
+            self._hook("poll", "", at.seq, s)
+            self.ctx.sleep(delay)
+            delay = min(delay * 1.5, tm.poll_max_s)
+
     def _wait(
         self,
         c: ClientPort,
@@ -1128,6 +1230,7 @@ HANDLERS: dict[type[Step], StepHandler] = {
     PruneDirs: StepHandler(Executor._prune_dirs),
     Tag: StepHandler(Executor._tag),
     Converge: StepHandler(Executor._converge, probe=_probe_converge, replay=_replay_converge),
+    Repair: StepHandler(Executor._repair),
 }
 
 

@@ -72,6 +72,8 @@ V1 = {
         "blake3": "ab" * 32,
         "keep": {"path": "/s/lib/a", "fsid": "zfs:1", "ino": 9, "library": True},
     },
+    # new with qbhook repair (no version-1 form ever existed; its args are the same in both)
+    "repair": {"torrent": "c" * 40, "instance": "qbt", "from_path": "/s", "to_path": "/p", "size": 3},
 }
 
 # What `describe_step` printed for those before the steps were typed (history and dry-run lines).
@@ -86,6 +88,7 @@ V1_DESCRIBED = {
     "prune_dirs": "/s/M (up to /s)",
     "tag": "cccccccccccc +['demoted'] -[]",
     "converge": "/s/t/a => link of /s/lib/a",
+    "repair": "cccccccccccc recheck at /s -> /p",
 }
 
 

@@ -189,11 +189,38 @@ def test_blocked_missing_file_and_partial_and_unhashed():
     w = World()
     w.payload(S + "/m", {"a.bin": "A"})
     w.torrent("a" * 40, S + "/m", ["a.bin"], priority=0)
-    assert "priority 0" in only(plan(w)).reason
+    assert "every file is skipped (priority 0)" in only(plan(w)).reason
     w = World(hashed=False)
     w.payload(S + "/m", {"a.bin": "A"})
     w.torrent("a" * 40, S + "/m", ["a.bin"])
     assert "not hashed" in only(plan(w)).reason
+
+
+def test_partial_torrent_demotes_with_only_its_wanted_files():
+    w = World()
+    w.payload(S + "/m", {"Show/e1.mkv": "A", "Show/e2.mkv": "B"})
+    # e3 is skipped (priority 0) and was never downloaded: nothing at its path
+    w.torrent("a" * 40, S + "/m", ["Show/e1.mkv", "Show/e2.mkv", "Show/e3.mkv"], skipped=["Show/e3.mkv"])
+    g = only(plan(w))
+    assert g.action == "demote", g.reason
+    assert "moves only the wanted files (1 skipped at priority 0" in g.reason
+    made = [s.dst for s in g.steps if s.kind in ("copy", "link", "mkempty")]
+    assert made == [P + "/m/Show/e1.mkv", P + "/m/Show/e2.mkv"]
+    (view,) = [s for s in g.steps if s.kind == "verify_view"]
+    assert [f.path for f in view.files] == made  # the skipped file is not required at the destination
+    deleted = [s.path for s in g.steps if s.kind == "delete"]
+    assert deleted == [S + "/m/Show/e1.mkv", S + "/m/Show/e2.mkv"]  # nothing of the skipped file is deleted
+    (reloc,) = [s for s in g.steps if s.kind == "relocate"]
+    assert reloc.size == 2000 and g.bytes_to_copy == 2000 and g.bytes_freed == 2000
+
+
+def test_partial_torrent_with_bytes_of_a_skipped_file_at_the_source_is_blocked():
+    w = World()
+    w.payload(S + "/m", {"Show/e1.mkv": "A", "Show/e3.mkv": "C"})
+    w.torrent("a" * 40, S + "/m", ["Show/e1.mkv", "Show/e3.mkv"], skipped=["Show/e3.mkv"])
+    g = only(plan(w))
+    assert g.action == "blocked" and "skipped file (priority 0) has data at the source" in g.reason
+    assert S + "/m/Show/e3.mkv" in g.reason and not g.steps
 
 
 def test_blocked_outside_seeding_roots():

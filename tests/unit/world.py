@@ -81,7 +81,8 @@ class World:
                 path = posixpath.join(save, rel)
                 key = self.paths.get(path)
                 size = self.inodes[key]["size"] if key else kw.get("size", 1000)
-                files.append(FileFact(n, rel, size, path, key, kw.get("priority", 1)))
+                prio = 0 if rel in kw.get("skipped", ()) else kw.get("priority", 1)
+                files.append(FileFact(n, rel, size, path, key, prio))
             ts.append(
                 TorrentFact(
                     hash=h,

@@ -241,3 +241,47 @@ def test_snapshot_view_serves_complete_torrents_files_from_the_index_and_asks_li
     # a row only an event wrote has no client record: the sweep lists live
     cat.conn.execute("UPDATE torrents SET raw = '{\"_qbhook_event\": true}' WHERE hash = ?", (H1,))
     assert snapshot_view(cat, [q], [rep]) is None
+
+
+def test_last_known_hashes_outlive_the_files_and_a_refetched_file_list(cat, tmp_path):
+    """qbhook repair needs a vanished torrent's content: kept per file and per torrent, and kept
+    when its file list is fetched again (same index, path and size)."""
+    from qbhook.catalog.hashing import ensure_hashes
+    from qbhook.catalog.identity import content_id
+    from qbhook.catalog.torrents import last_known_files
+
+    q = FakeQbt()
+    seed = tmp_path / "host/seed"
+    q.path_map = PathMap([("/client", str(tmp_path / "host"))])
+    for rel, data in (("R1/a.bin", b"a" * 10), ("R1/b.bin", b"b" * 20)):
+        (seed / rel).parent.mkdir(parents=True, exist_ok=True)
+        (seed / rel).write_bytes(data)
+    q.answers = [
+        {"rid": 1, "full_update": True, "torrents": {H1: _raw("R1", save="/client/seed")}},
+        {"rid": 2},
+        {"rid": 3},
+        {"rid": 4, "torrents": {H1: {"name": "R1 renamed"}}},  # files_key changes: the list is fetched again
+    ]
+    sync_client(cat, q)
+    assert last_known_files(cat.conn, "q", H1) == (None, [(0, "R1/a.bin", 10, 1, None), (1, "R1/b.bin", 20, 1, None)])
+    for p in seed.rglob("*.bin"):
+        cat.record_path(str(p), "stash")
+    ensure_hashes(cat, [r[0] for r in cat.conn.execute("SELECT id FROM inodes")], settle_seconds=0)
+    sync_client(cat, q)
+    cid, files = last_known_files(cat.conn, "q", H1)
+    digests = {rel: d for _i, rel, _s, _p, d in files}
+    assert all(digests.values()) and cid == _rows(cat)[H1].content_id == content_id(
+        [(10, digests["R1/a.bin"]), (20, digests["R1/b.bin"])]
+    )
+
+    # the files vanish: the live ids drop, the last known ones stay
+    for p in seed.rglob("*.bin"):
+        p.unlink()
+        cat.forget_path(str(p))
+    sync_client(cat, q)
+    assert _rows(cat)[H1].content_id is None
+    assert last_known_files(cat.conn, "q", H1) == (cid, files)
+    sync_client(cat, q)  # and a fetched-again file list keeps them too
+    assert q.files_asked.count(H1) == 2
+    assert last_known_files(cat.conn, "q", H1) == (cid, files)
+    assert last_known_files(cat.conn, "q", "f" * 40) == (None, [])

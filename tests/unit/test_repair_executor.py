@@ -1,0 +1,97 @@
+"""The executor's ``repair`` step against the fake qBittorrent (the real one: tests/integration/test_repair_real.py):
+links of the library's inodes, stop before the recheck, start only at 100 %, a crash between the
+view and the recheck resumed, a recheck under 100 % left stopped."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from qbhook.decide.facts import PoolFact
+from qbhook.decide.repair import CatalogCopy, MissingTorrent, RepairFacts, RepairFile, plan_repairs
+from qbhook.move.executor import build_executor
+from tests.unit.test_executor import FILES, H1, Crash, b3, world  # noqa: F401  (fixture)
+from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
+
+
+def _lose_files(w) -> dict[str, str]:
+    """H1's seed files are deleted; the library kept a link of each (non-empty) one. -> rel: library path."""
+    lib = {}
+    for rel, data in FILES:
+        seed = os.path.join(w.seed_s, rel)
+        if data:
+            lib[rel] = os.path.join(w.lib, os.path.basename(rel))
+            os.makedirs(w.lib, exist_ok=True)
+            os.link(seed, lib[rel])
+        os.unlink(seed)
+        os.unlink(os.path.join(w.seed_s, "cross-seed", rel))
+    t = w.qbt.t[H1]
+    t.progress, t.download_path = 0.0, ""
+    del w.qbt.t["b" * 40]
+    return lib
+
+
+def _plan(w, lib: dict[str, str]):
+    fsid = w.cat.fsid(w.cat.fs_for_path(w.seed_s))
+    pools = (
+        PoolFact("stash", "primary", str(w.stash), w.seed_s, fsid, 0),
+        PoolFact("pool", "cold", str(w.pool), w.seed_p, w.cat.fsid(w.cat.fs_for_path(w.seed_p)), 0),
+    )
+    files = tuple(RepairFile(i, rel, len(d), 1, b3(d) if d else None) for i, (rel, d) in enumerate(FILES))
+    copies = {(len(d), b3(d)): (CatalogCopy(lib[rel], fsid, os.lstat(lib[rel]).st_ino),) for rel, d in FILES if d}
+    t = MissingTorrent(H1, "qbt", "Movie.2020", "downloading", w.seed_s, files)
+    plan, refused = plan_repairs(RepairFacts((t,), pools, copies, {}))
+    assert not refused and len(plan.groups) == 1
+    return plan
+
+
+def _linked_from_library(w, lib) -> None:
+    for rel, data in FILES:
+        st = os.lstat(os.path.join(w.seed_s, rel))
+        assert st.st_size == len(data)
+        if data:
+            assert st.st_ino == os.lstat(lib[rel]).st_ino and st.st_nlink == 2  # a link, not a copy
+
+
+def test_repair_links_the_library_inodes_rechecks_stopped_and_starts_at_100(world):  # noqa: F811
+    w = world
+    lib = _lose_files(w)
+    summary = w.executor().apply(_plan(w, lib))
+    assert summary.groups_done and not summary.groups_failed and summary.bytes_copied == 0
+    _linked_from_library(w, lib)
+    calls = [c[0] for c in w.qbt.calls]
+    assert calls == ["stop", "recheck", "start"]  # same save path: no setLocation
+    assert w.qbt.violations == []
+    assert not w.qbt.t[H1].stopped and w.qbt.t[H1].progress == 1.0
+
+
+def test_a_kill_between_view_and_recheck_is_resumed_to_the_same_end(world):  # noqa: F811
+    w = world
+    lib = _lose_files(w)
+    plan = _plan(w, lib)
+    seq = [s.kind for s in plan.groups[0].steps].index("repair")
+
+    def kill(point, _gid, at, _step):
+        if point == "after_intend" and at == seq:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        build_executor(
+            w.cfg, w.cat, {"qbt": w.qbt}, w.journal, sleep=w.clock.sleep, clock=w.clock, hook=kill, poll_initial_s=0.5
+        ).apply(plan)
+    assert w.qbt.calls == []  # the view is built and verified, qBittorrent not yet asked
+    (run,) = w.executor().resume()
+    assert run.groups_done and not run.groups_failed
+    _linked_from_library(w, lib)
+    assert [c[0] for c in w.qbt.calls] == ["stop", "recheck", "start"] and w.qbt.violations == []
+
+
+def test_a_recheck_under_100_percent_leaves_the_torrent_stopped(world):  # noqa: F811
+    w = world
+    lib = _lose_files(w)
+    w.qbt.fail_at[w.seed_s] = 0.5
+    summary = w.executor().apply(_plan(w, lib))
+    (why,) = summary.groups_failed.values()
+    assert "50.0%" in why and "stopped" in why
+    assert w.qbt.t[H1].stopped and w.qbt.count("start") == 0 and w.qbt.violations == []
