@@ -188,8 +188,7 @@ def driver(config: str, n: int) -> None:
     from qbhook.config import load_config
     from qbhook.decide.planner import make_plan
     from qbhook.decide.snapshot import build_snapshot
-    from qbhook.move.executor import Executor
-    from qbhook.move.journal import Journal
+    from qbhook.move.executor import build_executor
 
     t = {"start": time.perf_counter()}
     cfg = load_config(config)
@@ -202,7 +201,7 @@ def driver(config: str, n: int) -> None:
     t["snapshot"] = time.perf_counter()
     plan = make_plan(snap, cfg.policy)
     t["plan"] = time.perf_counter()
-    res = Executor(cfg, cat, {client.name: client}, Journal(cat.conn)).apply(plan)
+    res = build_executor(cfg, cat, {client.name: client}).apply(plan)
     t["apply"] = time.perf_counter()
     s = plan.summary()
     print(

@@ -385,6 +385,33 @@ class Catalog:
                 c.execute("UPDATE inodes SET hash_ctime_ns=? WHERE id=?", (st.st_ctime_ns, inode_id))
         return inode_id
 
+    def record_paths(self, items: list[tuple[str | bytes, str]], *, own_change: bool = False) -> int:
+        """``record_path`` for many (path, pool) in one transaction; returns how many were recorded.
+
+        A path that is gone or no longer a regular file is left for the next scan (a batch
+        records what it relinked; one entry swapped meanwhile must not undo the others).
+        """
+        todo = []
+        for path, pool in items:
+            bpath = os.fsencode(path)
+            try:
+                st = os.lstat(bpath)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                todo.append((bpath, pool, st, self.fs_for_path(bpath, st.st_dev)))  # may register: outside the Tx
+        if not todo:
+            return 0
+        with Tx(self.conn) as c:
+            for bpath, pool, st, fs in todo:
+                old = c.execute(
+                    "SELECT hash, hash_size, hash_mtime_ns FROM inodes WHERE fs=? AND ino=?", (fs, st.st_ino)
+                ).fetchone()
+                inode_id = self.upsert(c, pool, bpath, fs, st, None)
+                if own_change and old and old[0] is not None and old[1] == st.st_size and old[2] == st.st_mtime_ns:
+                    c.execute("UPDATE inodes SET hash_ctime_ns=? WHERE id=?", (st.st_ctime_ns, inode_id))
+        return len(todo)
+
     def forget_path(self, path: str | bytes) -> None:
         with Tx(self.conn) as c:
             c.execute("DELETE FROM paths WHERE path=?", (os.fsencode(path),))
