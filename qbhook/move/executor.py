@@ -680,7 +680,7 @@ class Executor:
         done_paths: list[tuple[str, str]] = []
         dead: dict[str, str] = {}
         with fsops.Relinker(self.seeding_roots, self.roots, self.catalog) as rl:
-            rl.prefetch((s.path, s.ino, s.keep.ino) for _g, _q, s in todo)
+            rl.prefetch((s.path, s.ino, s.keep.path, s.keep.ino) for _g, _q, s in todo)
             for g, seq, s in todo:
                 gid, sid = g.group_id, ids[seq]
                 if gid in dead:

@@ -338,11 +338,11 @@ def _content_digest(d: Dir, name: bytes, st: os.stat_result, catalog, rows: dict
     """BLAKE3 of the inode ``st`` at ``name`` in ``d``: the catalog's valid cached hash, else read it through ``d``."""
     if st.st_size == 0:
         return hashing.EMPTY_HASH
-    shown = d.show(name)
     fs_path = d.fs_path_for(st)
     row_id, cached = _cached_digest(catalog, fs_path, st, rows) if fs_path is not None else (None, None)
     if cached is not None:
         return cached
+    shown = d.show(name)
     fd = d.open_file(name)
     try:
         before = os.fstat(fd)
@@ -890,11 +890,14 @@ class Relinker:
         # As strings once: every relink places two paths under them.
         self.seeding_roots = tuple(os.fsdecode(_p(r)) for r in seeding_roots)
         self.keep_roots = tuple(os.fsdecode(_p(r)) for r in keep_roots)
+        self._keep_side = self.seeding_roots + self.keep_roots
         self.catalog = catalog
         self.sync_each = sync_each
         self.max_open = max(4, max_open)
         self._dirs: OrderedDict[tuple, Dir] = OrderedDict()
         self._rows: dict[tuple[int, int], object] = {}  # (fs row id, ino) -> InodeRow or None (not catalogued)
+        self._splits: dict = {}  # path -> (root, parts), placed once under the roots (prefetch) and reused
+        self._uses: dict[tuple[int, int], int] = {}  # kept inode -> relinks of this batch onto it still to come
         self._touched: set[bytes] = set()  # seeding roots whose filesystem holds a rename not yet synced
 
     def __enter__(self) -> Self:
@@ -910,8 +913,8 @@ class Relinker:
 
     # ------------------------------------------------------------ shared state
 
-    def prefetch(self, items: Iterable[tuple[str | bytes, int, int]]) -> None:
-        """Read the catalog rows of every (path, victim ino, keeper ino) of the batch in one go.
+    def prefetch(self, items: Iterable[tuple[str | bytes, int, str | bytes, int]]) -> None:
+        """Read the catalog rows of every (path, victim ino, keep path, keeper ino) of the batch in one go.
 
         The victim's folder is walked on its seeding root's filesystem and the keeper must be
         on the victim's (both are checked per file), so both inodes are looked up there.
@@ -920,9 +923,10 @@ class Relinker:
             return
         keys = set()
         fs_of_root: dict[bytes, int] = {}
-        for path, ino, keep_ino in items:
+        for path, ino, keep_path, keep_ino in items:
             try:
-                root, _parts = _split_under(path, self.seeding_roots)
+                root, _parts = self._split(path, self.seeding_roots)
+                self._split(keep_path, self._keep_side)
             except UnsafeOperation:
                 continue  # relink refuses it with its own message
             fs = fs_of_root.get(root)
@@ -934,10 +938,18 @@ class Relinker:
                 fs = fs_of_root[root] = self.catalog.fs_for_path(root, dev)
             keys.add((fs, int(ino)))
             keys.add((fs, int(keep_ino)))
+            self._uses[(fs, int(keep_ino))] = self._uses.get((fs, int(keep_ino)), 0) + 1
         found = self.catalog.inodes_and_paths_by_key(keys)
         for k in keys:
             ent = found.get(k)
             self._rows[k] = ent[0] if ent is not None else None
+
+    def _split(self, path, roots: tuple) -> tuple[bytes, list[bytes]]:
+        key = (path, roots)
+        hit = self._splits.get(key)
+        if hit is None:
+            hit = self._splits[key] = _split_under(path, roots)
+        return hit
 
     def _dir(self, root: bytes, parts: list[bytes], same_fs: bool) -> Dir:
         """The verified folder ``root/parts``, from the longest already open prefix down."""
@@ -982,6 +994,10 @@ class Relinker:
         if fs_path is None:
             return
         key = (self.catalog.fs_for_path(fs_path, kst_after.st_dev), kst_after.st_ino)
+        left = self._uses.get(key, 1) - 1
+        self._uses[key] = left
+        if left <= 0:
+            return  # no later relink of this batch looks at this row again
         row = self._rows.get(key)
         before = (kst_before.st_size, kst_before.st_mtime_ns, kst_before.st_ctime_ns)
         if (
@@ -1011,7 +1027,7 @@ class Relinker:
         """``relink_over`` of one file, through this batch's folders and rows (same checks, same result)."""
         path_s, keep_s = os.fsdecode(_p(path)), os.fsdecode(_p(keep_path))
         try:
-            root, parts = _split_under(path, self.seeding_roots)
+            root, parts = self._split(path, self.seeding_roots)
         except UnsafeOperation as e:
             shown_roots = ", ".join(self.seeding_roots) or "none configured"
             raise UnsafeOperation(
@@ -1026,7 +1042,7 @@ class Relinker:
         except (FileNotFoundError, NotADirectoryError):
             raise UnsafeOperation(f"refusing to relink {path_s}: its folder is gone", hint="re-plan") from None
         try:
-            kroot, kparts = _split_under(keep_path, self.seeding_roots + self.keep_roots)
+            kroot, kparts = self._split(keep_path, self._keep_side)
             if not kparts:
                 raise UnsafeOperation(f"{keep_s} is a configured root, not an entry inside one")
             kdir = self._dir(kroot, kparts[:-1], False)
