@@ -1010,22 +1010,8 @@ class Relinker:
 
     # ------------------------------------------------------------ one relink
 
-    def relink(
-        self,
-        path,
-        keep_path,
-        *,
-        fsid,
-        ino: int,
-        size: int,
-        blake3_hex,
-        keep_fsid,
-        keep_ino: int,
-        mtime_ns: int | None = None,
-        on_temp_link: Callable[[], None] | None = None,
-    ) -> dict:
-        """``relink_over`` of one file, through this batch's folders and rows (same checks, same result)."""
-        path_s, keep_s = os.fsdecode(_p(path)), os.fsdecode(_p(keep_path))
+    def _place(self, path, path_s: str, keep_path, keep_s: str) -> tuple[bytes, list[bytes], Dir, list[bytes], Dir]:
+        """(root, parts, verified folder) of the seeding entry and (parts, folder) of the kept one; refusals named."""
         try:
             root, parts = self._split(path, self.seeding_roots)
         except UnsafeOperation as e:
@@ -1052,6 +1038,25 @@ class Relinker:
             raise UnsafeOperation(
                 f"refusing to relink {path_s}: the copy to keep cannot be trusted: {e.message}"
             ) from None
+        return root, parts, parent, kparts, kdir
+
+    def relink(
+        self,
+        path,
+        keep_path,
+        *,
+        fsid,
+        ino: int,
+        size: int,
+        blake3_hex,
+        keep_fsid,
+        keep_ino: int,
+        mtime_ns: int | None = None,
+        on_temp_link: Callable[[], None] | None = None,
+    ) -> dict:
+        """``relink_over`` of one file, through this batch's folders and rows (same checks, same result)."""
+        path_s, keep_s = os.fsdecode(_p(path)), os.fsdecode(_p(keep_path))
+        root, parts, parent, kparts, kdir = self._place(path, path_s, keep_path, keep_s)
         res, kst = _relink_at(
             parent,
             parts[-1],
