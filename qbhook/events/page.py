@@ -131,7 +131,7 @@ def _summary(st: Status, t) -> str:
 def _orphaned(p: PoolStatus, now: float | None = None) -> str:
     """The last `qbhook orphans` run's figures for this pool, with their age; "unknown" when it never ran."""
     if p.orphaned_bytes is None or p.orphans_at is None:
-        return "unknown (run qbhook orphans)"
+        return "unknown"  # `qbhook orphans` never ran: only it computes this
     age = max((time.time() if now is None else now) - p.orphans_at, 0.0)
     return (
         f"{human_bytes(p.orphans_reclaimable or 0)} reclaimable · {human_bytes(p.orphans_library or 0)} "

@@ -410,7 +410,14 @@ class Executor:
         allow_unfinished: bool = False,
     ) -> RunSummary:
         wanted = set(group_ids) if group_ids is not None else None
-        groups = [g for g in plan.groups if g.actionable and (wanted is None or g.group_id in wanted)]
+        groups = [
+            g
+            for g in plan.groups
+            if g.actionable
+            and (wanted is None or g.group_id in wanted)
+            # policy.converge: false means never applied, whatever plan (an older saved one) says
+            and (g.action != Action.CONVERGE or self.cfg.policy.converge)
+        ]
         if dry_run:
             return self._dry_run(groups)
         if not groups:
