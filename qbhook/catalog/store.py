@@ -403,13 +403,19 @@ class Catalog:
         if not todo:
             return 0
         with Tx(self.conn) as c:
+            by_pool: dict[str, list] = {}
             for bpath, pool, st, fs in todo:
-                old = c.execute(
-                    "SELECT hash, hash_size, hash_mtime_ns FROM inodes WHERE fs=? AND ino=?", (fs, st.st_ino)
-                ).fetchone()
-                inode_id = self.upsert(c, pool, bpath, fs, st, None)
-                if own_change and old and old[0] is not None and old[1] == st.st_size and old[2] == st.st_mtime_ns:
-                    c.execute("UPDATE inodes SET hash_ctime_ns=? WHERE id=?", (st.st_ctime_ns, inode_id))
+                by_pool.setdefault(pool, []).append((bpath, fs, st))
+            for pool, rows in by_pool.items():
+                self.upsert_many(c, pool, rows, None)
+            if own_change:
+                # record_path's carry-over: the upsert left the hash columns alone, so "the hash was
+                # taken at this size and mtime" can be asked after it as well as before.
+                c.executemany(
+                    "UPDATE inodes SET hash_ctime_ns=? WHERE fs=? AND ino=? AND hash IS NOT NULL "
+                    "AND hash_size=? AND hash_mtime_ns=?",
+                    [(st.st_ctime_ns, fs, st.st_ino, st.st_size, st.st_mtime_ns) for _b, _p, st, fs in todo],
+                )
         return len(todo)
 
     def forget_path(self, path: str | bytes) -> None:
