@@ -33,8 +33,9 @@ through another inode gets the convergence instead, and afterwards rightly stays
 with that library. ``resolve_cross_group`` keeps a convergence from linking onto an
 inode another group of the same plan moves away.
 
-The executor carries out each ``converge`` step with ``move.fsops.relink_over``, which
-re-checks every fact above right before an atomic rename.
+The executor carries out the ``converge`` steps of consecutive converge groups in batches
+(``move.fsops.Relinker``, the batch form of ``relink_over``), which re-checks every fact
+above for each file right before its atomic rename.
 """
 
 from __future__ import annotations

@@ -20,9 +20,17 @@ Safety rules this module enforces:
   is resumable: after a crash, ``resume`` re-reads the world for the step that was
   ``intended`` and waits for a move in flight instead of issuing a second one.
 
+Same-pool convergence is the one exception to "one group at a time": consecutive converge
+groups of one pool run as a ``_Batch`` (one converge lock, one journal commit of every intent
+before the first relink, one of every outcome after one syncfs, folders and catalog rows read
+once through ``fsops.Relinker``), with every per-file check of ``fsops.relink_over`` kept and
+each group keeping its own outcome. ``policy.converge: false`` keeps converge groups out of
+any run.
+
 What each step kind does (act, resume accounting, undo, dry-run probe) is one ``StepHandler``
-in ``HANDLERS``, keyed by the step's class; nothing else here looks at a step's kind.
-Adding a kind: its class in qbhook/decide/plan.py, one ``StepHandler`` entry here.
+in ``HANDLERS``, keyed by the step's class; besides the converge batches (``_units``), nothing
+else here looks at a step's kind. Adding a kind: its class in qbhook/decide/plan.py, one
+``StepHandler`` entry here.
 """
 
 from __future__ import annotations

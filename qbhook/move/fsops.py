@@ -14,7 +14,7 @@ is opened with ``O_DIRECTORY|O_NOFOLLOW`` relative to its verified parent and
 deleted). Every check and the final act then name only the last entry,
 relative to that same descriptor (``fstatat(AT_SYMLINK_NOFOLLOW)``, then
 ``unlinkat``/``linkat``/``openat(O_NOFOLLOW)``/``mkdirat``; nothing is ever
-renamed over a name, except by ``relink_over``: same-pool convergence puts a link
+renamed over a name, except by ``relink_over`` (and its batch form ``Relinker``): same-pool convergence puts a link
 of proven-equal content over a seeding entry, atomically). Sources that are only
 read or linked from may cross a mount below a pool root (a nested dataset), never
 a symlink. A symlinked, swapped or foreign component makes the operation refuse (``UnsafeOperation``
