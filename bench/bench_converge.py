@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
 import sys
 import time
@@ -182,14 +183,13 @@ class StubClient:
         return self._files[h]
 
 
-def driver(config: str, n: int) -> None:
+def driver(config: str, n: int, prof=None) -> None:
     from qbhook.catalog.scan import scan_pool
     from qbhook.catalog.store import Catalog
     from qbhook.config import load_config
     from qbhook.decide.planner import make_plan
     from qbhook.decide.snapshot import build_snapshot
-    from qbhook.move.executor import Executor
-    from qbhook.move.journal import Journal
+    from qbhook.move.executor import build_executor
 
     t = {"start": time.perf_counter()}
     cfg = load_config(config)
@@ -202,7 +202,13 @@ def driver(config: str, n: int) -> None:
     t["snapshot"] = time.perf_counter()
     plan = make_plan(snap, cfg.policy)
     t["plan"] = time.perf_counter()
-    res = Executor(cfg, cat, {client.name: client}, Journal(cat.conn)).apply(plan)
+    ex = build_executor(cfg, cat, {client.name: client})
+    t["plan"] = time.perf_counter()
+    if prof is not None:
+        prof.enable()
+    res = ex.apply(plan)
+    if prof is not None:
+        prof.disable()
     t["apply"] = time.perf_counter()
     s = plan.summary()
     print(
@@ -221,6 +227,54 @@ def driver(config: str, n: int) -> None:
             }
         )
     )
+
+
+# --------------------------------------------------------------------------- profile (--profile)
+
+# Where the apply phase's time goes: (label, cProfile function names whose cumulative time counts).
+# Names absent from a version of the code (main's per-group path vs the batches) count 0.
+APPLY_PARTS = [
+    ("serialise the plan (to_dict, start_run)", ["start_run", "Plan.to_dict"]),
+    ("lock (group locks / converge lock)", ["group_lock", "converge_lock", "acquire", "release"]),
+    ("journal commits", ["intend", "done", "set_group", "intend_batch", "close_batch"]),
+    ("catalog (prefetch, record paths)", ["record_path", "record_paths", "prefetch"]),
+    ("folder fds (walk from the roots / cached)", ["_walk", "_open_parent", "_dir"]),
+    ("re-check content (cached hash or read)", ["_content_digest"]),
+    ("link + rename + fsync + syncfs", ["posix.link", "posix.rename", "posix.fsync", "sync_filesystem"]),
+]
+
+
+def _part_seconds(stats: dict) -> dict[str, float]:
+    """Cumulative seconds per qbhook function name (outermost to_dict: Plan's) and per posix builtin."""
+    out: dict[str, float] = {}
+    for (file, _line, name), (_cc, _nc, _tt, ct, _callers) in stats.items():
+        if "qbhook" in file:
+            key = "Plan.to_dict" if name == "to_dict" and file.endswith("plan.py") else name
+            out[key] = max(out.get(key, 0.0), ct) if key == "Plan.to_dict" else out.get(key, 0.0) + ct
+        elif file == "~" and "posix." in name:
+            key = name.strip("<>{}").split()[-1]
+            out[key] = out.get(key, 0.0) + ct
+    return out
+
+
+def profile(n: int, tmpdir: str) -> None:
+    """Phase wall times of one in-process run, and the apply phase under cProfile (its overhead included)."""
+    import cProfile
+    import pstats
+
+    base = workdir(tmpdir, "qbhook-bench-converge-prof-")
+    prof = cProfile.Profile()
+    try:
+        pool = base / "q"
+        generate(pool, n, seed=1)
+        cfg = write_config(base / "qb", pool, base / "cold")
+        driver(str(cfg), n, prof=prof)
+    finally:
+        cleanup(base, False)
+    secs = _part_seconds(pstats.Stats(prof).stats)
+    rows = [[label, f"{sum(secs.get(nm, 0.0) for nm in names):.2f}"] for label, names in APPLY_PARTS]
+    rows.append(["apply under cProfile (all of it)", f"{secs.get('apply', 0.0):.2f}"])
+    print(table(["apply phase, part (cProfile, cumulative)", "seconds"], rows))
 
 
 # --------------------------------------------------------------------------- zfs (optional)
@@ -267,12 +321,18 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=10_000, help="duplicate files (default 10,000)")
     ap.add_argument("--runs", type=int, default=3, help="rounds on fresh trees; medians reported")
     ap.add_argument("--tmpdir", default="/tmp")
-    ap.add_argument("--zfs", action="store_true", help="also one round on zfs-fuse pools")
+    ap.add_argument("--zfs", action="store_true", help="also --runs rounds on zfs-fuse pools")
+    ap.add_argument("--zfs-n", type=int, default=2000, help="duplicate files on zfs-fuse (default 2,000)")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="one in-process run under cProfile: seconds per phase")
     ap.add_argument("--driver", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.driver:
         driver(args.driver, args.n)
+        return 0
+    if args.profile:
+        print(f"machine: {machine()}")
+        profile(args.n, args.tmpdir)
         return 0
     require("jdupes")
     base = workdir(args.tmpdir, "qbhook-bench-converge-")
@@ -290,14 +350,23 @@ def main() -> int:
                 f"jdupes -L {rounds[-1]['jdupes']:.2f} s; both freed exactly {dup_bytes:,} bytes",
                 flush=True,
             )
-        zfs_row = None
+        zfs_rounds = []
         if args.zfs:
             pq, stop_q = zfs_pool(base, "q")
             pj, stop_j = zfs_pool(base, "j")
             try:
-                dup_bytes = generate(pq, args.n, seed=99)
-                assert generate(pj, args.n, seed=99) == dup_bytes
-                zfs_row = one_round(base, pq, pj, args.n, dup_bytes, "zfs")
+                for r in range(args.runs):  # fresh trees on the same two datasets, interleaved like above
+                    for p in (pq, pj):
+                        for sub in ("data", "qbhook-zfs"):
+                            shutil.rmtree(p / sub, ignore_errors=True)
+                    dup_bytes = generate(pq, args.zfs_n, seed=99 + r)
+                    assert generate(pj, args.zfs_n, seed=99 + r) == dup_bytes
+                    zfs_rounds.append(one_round(base, pq, pj, args.zfs_n, dup_bytes, f"zfs{r}"))
+                    print(
+                        f"zfs round {r + 1}: qbhook {zfs_rounds[-1]['qbhook']:.2f} s "
+                        f"(phases {zfs_rounds[-1]['phases']}), jdupes -L {zfs_rounds[-1]['jdupes']:.2f} s",
+                        flush=True,
+                    )
             finally:
                 stop_q()
                 stop_j()
@@ -320,21 +389,13 @@ def main() -> int:
             "-",
         ],
     ]
-    if zfs_row:
+    if zfs_rounds:
+        zm = {k: statistics.median(r[k] for r in zfs_rounds) for k in ("qbhook", "apply", "jdupes")}
+        rss_j, rss_q = zfs_rounds[-1]["jdupes_rss"] / 1024, zfs_rounds[-1]["qbhook_rss"] / 1024
         rows += [
-            ["zfs-fuse: jdupes -L -r", f"{zfs_row['jdupes']:.2f}", "1.00x", f"{zfs_row['jdupes_rss'] / 1024:.0f}"],
-            [
-                "zfs-fuse: qbhook whole",
-                f"{zfs_row['qbhook']:.2f}",
-                f"{zfs_row['qbhook'] / zfs_row['jdupes']:.2f}x",
-                f"{zfs_row['qbhook_rss'] / 1024:.0f}",
-            ],
-            [
-                "zfs-fuse: qbhook apply only",
-                f"{zfs_row['apply']:.2f}",
-                f"{zfs_row['apply'] / zfs_row['jdupes']:.2f}x",
-                "-",
-            ],
+            [f"zfs-fuse ({args.zfs_n:,}): jdupes -L -r", f"{zm['jdupes']:.2f}", "1.00x", f"{rss_j:.0f}"],
+            ["zfs-fuse: qbhook whole", f"{zm['qbhook']:.2f}", f"{zm['qbhook'] / zm['jdupes']:.2f}x", f"{rss_q:.0f}"],
+            ["zfs-fuse: qbhook apply only", f"{zm['apply']:.2f}", f"{zm['apply'] / zm['jdupes']:.2f}x", "-"],
         ]
     print()
     print(table(["what", "seconds (median)", "vs jdupes", "peak RSS MiB"], rows))

@@ -110,6 +110,9 @@ class PolicyConfig:
     # `orphans` refuses when unreferenced data would exceed this share of a pool's seeding
     # bytes: an unmounted dataset, a wrong path_map or a client outage looks like that.
     orphans_max_share: float = 0.2
+    # Same-pool convergence (decide/converge.py) is planned and applied; False: only reported
+    # ("would converge ... policy.converge is false"), never applied.
+    converge: bool = True
 
 
 @dataclass(frozen=True)
@@ -495,6 +498,7 @@ _POLICY: dict[str, Reader] = {
     "relocated_tag": text,
     "max_groups_per_run": count(minimum=1),
     "orphans_max_share": fraction(zero_ok=False, one_ok=True),
+    "converge": flag,
 }
 _SCAN: dict[str, Reader] = {
     "mass_delete_max_share": fraction(zero_ok=False, one_ok=True),

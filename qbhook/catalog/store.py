@@ -385,6 +385,39 @@ class Catalog:
                 c.execute("UPDATE inodes SET hash_ctime_ns=? WHERE id=?", (st.st_ctime_ns, inode_id))
         return inode_id
 
+    def record_paths(self, items: list[tuple[str | bytes, str]], *, own_change: bool = False) -> int:
+        """``record_path`` for many (path, pool) in one transaction; returns how many were recorded.
+
+        A path that is gone or no longer a regular file is left for the next scan (a batch
+        records what it relinked; one entry swapped meanwhile must not undo the others).
+        """
+        todo = []
+        for path, pool in items:
+            bpath = os.fsencode(path)
+            try:
+                st = os.lstat(bpath)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                todo.append((bpath, pool, st, self.fs_for_path(bpath, st.st_dev)))  # may register: outside the Tx
+        if not todo:
+            return 0
+        with Tx(self.conn) as c:
+            by_pool: dict[str, list] = {}
+            for bpath, pool, st, fs in todo:
+                by_pool.setdefault(pool, []).append((bpath, fs, st))
+            for pool, rows in by_pool.items():
+                self.upsert_many(c, pool, rows, None)
+            if own_change:
+                # record_path's carry-over: the upsert left the hash columns alone, so "the hash was
+                # taken at this size and mtime" can be asked after it as well as before.
+                c.executemany(
+                    "UPDATE inodes SET hash_ctime_ns=? WHERE fs=? AND ino=? AND hash IS NOT NULL "
+                    "AND hash_size=? AND hash_mtime_ns=?",
+                    [(st.st_ctime_ns, fs, st.st_ino, st.st_size, st.st_mtime_ns) for _b, _p, st, fs in todo],
+                )
+        return len(todo)
+
     def forget_path(self, path: str | bytes) -> None:
         with Tx(self.conn) as c:
             c.execute("DELETE FROM paths WHERE path=?", (os.fsencode(path),))

@@ -106,6 +106,7 @@ def status(app: App):
                 f"  catalogued: {_human_bytes(p['hashed_bytes'])} hashed ({p['hashed_files']:,} files), "
                 f"{_human_bytes(p['unhashed_bytes'])} not hashed ({p['unhashed_files']:,} files)"
             )
+        click.echo(_orphans_line(d["orphans"]))
         c = d["catalog"]
         click.echo(f"catalog: {c['paths']:,} paths, {c['inodes']:,} inodes ({c['hashed']:,} hashed)")
         for problem in d["problems"]:
@@ -117,6 +118,15 @@ def status(app: App):
 
 
 EXIT_UNHEALTHY = 1
+
+
+def _orphans_line(o: dict | None) -> str:
+    if o is None:
+        return "orphans: unknown (run `qbhook orphans`)"
+    return (
+        f"orphans (`qbhook orphans` at {_when(o['at'])}): {_human_bytes(o['reclaimable'])} reclaimable, "
+        f"{_human_bytes(o['library'])} still used by a library"
+    )
 
 
 def _when(ts) -> str:

@@ -48,7 +48,7 @@ def orphans(app: App, quarantine, yes):
         if res.failed:
             raise SystemExit(1)
         return
-    report = orph.find_orphans(cfg, app.clients)
+    report = orph.find_orphans(cfg, app.clients, catalog=app.catalog)
     data = report.as_dict()
     data["dry_run"] = True
 

@@ -117,8 +117,8 @@ def _steps_of(g: GroupPlan) -> list[dict]:
 # ------------------------------------------------------------------ the file
 
 
-def document(plan: Plan, snap: Snapshot, pools: dict[str, str]) -> dict:
-    """The saved form of ``plan``. ``pools``: pool name -> seeding root, to refuse another setup's file."""
+def document(plan: Plan, snap: Snapshot, pools: dict[str, list[str]]) -> dict:
+    """The saved form of ``plan``. ``pools``: pool name -> its seeding roots, to refuse another setup's file."""
     groups = []
     for g in plan.groups:
         d = g.to_dict()
@@ -157,12 +157,12 @@ def save(path: str | os.PathLike, doc: dict) -> None:
 @dataclass
 class SavedPlan:
     plan_id: str
-    pools: dict[str, str]
+    pools: dict[str, list[str]]
     plan: Plan
     fingerprints: dict[str, str]  # group_id -> fingerprint
 
 
-def load(path: str | os.PathLike, pools: dict[str, str]) -> SavedPlan:
+def load(path: str | os.PathLike, pools: dict[str, list[str]]) -> SavedPlan:
     """Read and check a saved plan; any defect is a PlanFileError naming it."""
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -177,7 +177,7 @@ def load(path: str | os.PathLike, pools: dict[str, str]) -> SavedPlan:
     return parse(doc, pools, str(path))
 
 
-def parse(doc, pools: dict[str, str], where: str = "plan file") -> SavedPlan:
+def parse(doc, pools: dict[str, list[str]], where: str = "plan file") -> SavedPlan:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise PlanFileError(
             f"{where} is not a qbhook plan (no \"format\": \"{FORMAT}\")", hint="make one with: qbhook plan --save FILE"
@@ -193,7 +193,7 @@ def parse(doc, pools: dict[str, str], where: str = "plan file") -> SavedPlan:
             f"{where} was changed after it was saved (its plan id does not match its content)",
             hint="make the plan again: qbhook plan --save FILE",
         )
-    if doc.get("pools") != pools:
+    if not same_pools(doc.get("pools"), pools):
         raise PlanFileError(
             f"{where} was made for other pools ({_pools_text(doc.get('pools'))}) than this "
             f"configuration's ({_pools_text(pools)})"
@@ -212,10 +212,30 @@ def parse(doc, pools: dict[str, str], where: str = "plan file") -> SavedPlan:
     return SavedPlan(doc["plan_id"], pools, plan, fps)
 
 
+def same_pools(saved, pools: dict[str, list[str]]) -> bool:
+    """Was the file made for these pools and seeding roots?
+
+    A file records every seeding root of each pool, in order (the first is where views are
+    built). Files saved before that recorded one path per pool, the first root, which is all
+    such a file can say: it matches when that path is this configuration's first root.
+    """
+    if not isinstance(saved, dict) or set(saved) != set(pools):
+        return False
+    for name, given in pools.items():
+        roots = [given] if isinstance(given, str) else list(given)  # one root may be given bare
+        v = saved[name]
+        if isinstance(v, str):
+            if not roots or v != roots[0]:
+                return False
+        elif v != roots:
+            return False
+    return True
+
+
 def _pools_text(pools) -> str:
     if not isinstance(pools, dict):
         return "unknown"
-    return ", ".join(f"{k}: {v}" for k, v in sorted(pools.items()))
+    return ", ".join(f"{k}: {v if isinstance(v, str) else ' + '.join(map(str, v))}" for k, v in sorted(pools.items()))
 
 
 # ------------------------------------------------------------------ re-validation
@@ -274,8 +294,9 @@ def _what_changed(g: GroupPlan, snap: Snapshot) -> str:
 # ------------------------------------------------------------------ apply
 
 
-def seeding_roots(cfg) -> dict[str, str]:
-    return {p.name: str(p.seeding_root) for p in cfg.pools}
+def seeding_roots(cfg) -> dict[str, list[str]]:
+    """Pool name -> every seeding root of the pool, in configured order (what a saved plan records)."""
+    return {p.name: [str(r) for r in p.seeding_roots] for p in cfg.pools}
 
 
 @dataclass

@@ -24,14 +24,18 @@ Rules:
   file is not wanted) waits: its bytes may still change.
 - ``bytes_freed`` counts each victim inode once (its last seeding link goes away).
 
+``policy.converge: false`` turns all of this into a report: the group keeps its decision and
+its reason says what converging would free (``report_only``); no step is ever planned.
+
 ``plan_group`` is called by the planner for groups that stay where they are; a
 group that would stay only because a library on its own pool uses the same content
 through another inode gets the convergence instead, and afterwards rightly stays
 with that library. ``resolve_cross_group`` keeps a convergence from linking onto an
 inode another group of the same plan moves away.
 
-The executor carries out each ``converge`` step with ``move.fsops.relink_over``, which
-re-checks every fact above right before an atomic rename.
+The executor carries out the ``converge`` steps of consecutive converge groups in batches
+(``move.fsops.Relinker``, the batch form of ``relink_over``), which re-checks every fact
+above for each file right before its atomic rename.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from qbhook.decide.facts import (
     TorrentFact,
 )
 from qbhook.decide.plan import Action, Converge, ConvergeKeep, Delete, GroupPlan, Step
+from qbhook.units import human_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +145,19 @@ def apply_to(gp: GroupPlan, conv: Convergence, why_stay: str) -> GroupPlan:
         f" ({conv.onto_library} onto a library's)" if conv.onto_library else ""
     )
     gp.reason = f"{what}; then stays: {why_stay}" if why_stay else what
+    return gp
+
+
+def report_only(gp: GroupPlan, conv: Convergence) -> GroupPlan:
+    """``policy.converge: false``: the group keeps its decision (it stays) and only says what converging would do.
+
+    No steps, nothing actionable: neither ``apply`` nor the event worker can carry it out.
+    """
+    what = f"{conv.inodes} duplicate inode(s) on {gp.source_pool}, {human_bytes(conv.bytes_freed)}" + (
+        f", {conv.onto_library} onto a library's copy" if conv.onto_library else ""
+    )
+    note = f"would converge {what} (policy.converge is false: report only)"
+    gp.reason = f"{gp.reason}; {note}" if gp.reason else note
     return gp
 
 

@@ -236,6 +236,9 @@ def _converge_instead(
     conv = converge.plan_group(snap, group)
     if conv is None:
         return
+    if not policy.converge:
+        converge.report_only(gp, conv)
+        return
     if not build:
         gp.action, gp.reason = Action.SKIP, _CAP_REASON.format(cap=policy.max_groups_per_run) + " (would converge)"
         return

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 
 from flask import Blueprint, Response
@@ -127,6 +128,24 @@ def _summary(st: Status, t) -> str:
     return f"<section><dl class=facts>{body}</dl></section>"
 
 
+def _orphaned(p: PoolStatus, now: float | None = None) -> str:
+    """The last `qbhook orphans` run's figures for this pool, with their age; "unknown" when it never ran."""
+    if p.orphaned_bytes is None or p.orphans_at is None:
+        return "unknown"  # `qbhook orphans` never ran: only it computes this
+    age = max((time.time() if now is None else now) - p.orphans_at, 0.0)
+    return (
+        f"{human_bytes(p.orphans_reclaimable or 0)} reclaimable · {human_bytes(p.orphans_library or 0)} "
+        f"used by a library ({_age(age)} ago, qbhook orphans)"
+    )
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
 def _pool(p: PoolStatus, t) -> str:
     head = f"<h3>{t(p.name)} <span class=tag>{t(p.role)}</span></h3><p class='muted path'>{t(p.path)}</p>"
     if p.error or p.size is None or p.free is None:
@@ -142,9 +161,7 @@ def _pool(p: PoolStatus, t) -> str:
         legend.append(_legend_item(None, "blocked", f"{p.blocked_groups} group(s), {size}"))
     else:
         legend.append(_legend_item(None, "blocked", "none", zero=True))
-    legend.append(
-        _legend_item(None, "orphaned", "unknown" if p.orphaned_bytes is None else human_bytes(p.orphaned_bytes))
-    )
+    legend.append(_legend_item(None, "orphaned", _orphaned(p), zero=p.orphaned_bytes == 0))
     if p.hashed_bytes is not None and p.unhashed_bytes is not None:
         legend.append(
             _legend_item(None, "hashed", f"{human_bytes(p.hashed_bytes)} · {human_bytes(p.unhashed_bytes)} not yet")

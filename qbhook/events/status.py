@@ -17,8 +17,10 @@ loses nothing and nothing can drift from the database:
 
   "Blocked" is the payload of the groups the last sweep could not move (they overlap the
   categories above, so they are reported beside the bar, not inside it). "Orphaned" (seed
-  data no torrent references) needs qBittorrent's torrent list at scan time and nothing
-  computes it yet: it is reported as unknown, never guessed.
+  data no torrent references) needs every client's torrent list, so only ``qbhook orphans``
+  computes it: the figures shown are that run's (``move.orphans.last_run``: reclaimable
+  bytes, bytes still used by a library) with their age; never run, it is "unknown", never
+  guessed.
 - the pending plan: the last sweep's decisions (``state`` key ``last_sweep``), each with the
   newest journal outcome of its group when a run touched it after that sweep;
 - runs: the journal's ``runs`` rows with their byte counters;
@@ -49,6 +51,8 @@ from qbhook.catalog.store import hash_valid
 from qbhook.config import Config, PoolConfig
 from qbhook.events.queue import JobQueue
 from qbhook.move.journal import Journal
+from qbhook.move.orphans import LastOrphans
+from qbhook.move.orphans import last_run as last_orphans
 
 BREAKDOWN_TTL_S = 60.0
 RECENT_RUNS = 10
@@ -83,9 +87,12 @@ class PoolStatus:
     segments: tuple[Segment, ...]  # disjoint parts of the used space
     blocked_groups: int
     blocked_bytes: int | None  # None: the sweep that blocked them did not record sizes
-    orphaned_bytes: int | None  # None: not computed (see the module docstring)
+    orphaned_bytes: int | None  # None: `qbhook orphans` never ran (see the module docstring)
     hashed_bytes: int | None = None  # catalogued bytes with a valid hash (None: not computed)
     unhashed_bytes: int | None = None
+    orphans_reclaimable: int | None = None  # of orphaned_bytes: what quarantining would free
+    orphans_library: int | None = None  # of orphaned_bytes: still used by a library (frees nothing)
+    orphans_at: float | None = None  # when `qbhook orphans` found them
 
     @property
     def used(self) -> int | None:
@@ -243,7 +250,8 @@ def gather(
     hashed: dict[str, dict[str, int]] | None = None,
 ) -> Status:
     sweep = _sweep(conn)
-    pools = tuple(_pool(p, breakdown.get(p.name), sweep, (hashed or {}).get(p.name)) for p in cfg.pools)
+    orphans = last_orphans(conn)
+    pools = tuple(_pool(p, breakdown.get(p.name), sweep, (hashed or {}).get(p.name), orphans) for p in cfg.pools)
     queue = JobQueue(conn)
     journal = Journal(conn)
     dead = tuple(
@@ -263,7 +271,11 @@ def gather(
 
 
 def _pool(
-    p: PoolConfig, counts: dict[str, int] | None, sweep: SweepStatus | None, hashed: dict[str, int] | None = None
+    p: PoolConfig,
+    counts: dict[str, int] | None,
+    sweep: SweepStatus | None,
+    hashed: dict[str, int] | None = None,
+    orphans: LastOrphans | None = None,
 ) -> PoolStatus:
     size = free = None
     error = None
@@ -279,6 +291,7 @@ def _pool(
             # Whatever statvfs counts as used that the catalog cannot name.
             parts["uncatalogued"] = max(size - free - sum(parts.values()), 0)
         segments = tuple(Segment(k, label, parts[k]) for k, label in SEGMENTS if k in parts)
+    o = orphans.pools.get(p.name) if orphans is not None else None
     blocked = [g for g in (sweep.pending if sweep else ()) if g.action == "blocked" and g.source_pool == p.name]
     sizes = [g.payload_bytes for g in blocked]
     return PoolStatus(
@@ -291,9 +304,12 @@ def _pool(
         segments=segments,
         blocked_groups=len(blocked),
         blocked_bytes=sum(s for s in sizes if s is not None) if all(s is not None for s in sizes) else None,
-        orphaned_bytes=None,
+        orphaned_bytes=(o.reclaimable + o.library) if o else None,
         hashed_bytes=hashed["hashed_bytes"] if hashed else None,
         unhashed_bytes=hashed["unhashed_bytes"] if hashed else None,
+        orphans_reclaimable=o.reclaimable if o else None,
+        orphans_library=o.library if o else None,
+        orphans_at=orphans.at if o else None,
     )
 
 
@@ -502,6 +518,7 @@ def report(cfg: Config, catalog) -> dict:
         stuck = queue.ready_since(STUCK_AFTER_S)
         unfinished = [r.id for r in Journal(conn).unfinished_runs()]
         leftover_views = [v["path"] for _sid, v in Journal(conn).leftover_views()]
+        orphans = last_orphans(conn)
         catalog_counts = catalog.counts()
         hashed = hashed_by_pool(conn, cfg.pools)
     pools = {}
@@ -551,6 +568,17 @@ def report(cfg: Config, catalog) -> dict:
         ],
         "unfinished_runs": unfinished,
         "leftover_views": leftover_views,  # views of rolled-back groups, removed by the next apply/sweep
+        # The last `qbhook orphans` run's totals (None: it never ran; nothing else computes them).
+        "orphans": None
+        if orphans is None
+        else {
+            "at": orphans.at,
+            "age_seconds": max(time.time() - orphans.at, 0.0),
+            "reclaimable": orphans.reclaimable,
+            "library": orphans.library,
+            "quarantine": orphans.held,
+            "pools": {k: dataclasses.asdict(v) for k, v in orphans.pools.items()},
+        },
         "pools": pools,
         "catalog": catalog_counts,
     }

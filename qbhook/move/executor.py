@@ -20,9 +20,17 @@ Safety rules this module enforces:
   is resumable: after a crash, ``resume`` re-reads the world for the step that was
   ``intended`` and waits for a move in flight instead of issuing a second one.
 
+Same-pool convergence is the one exception to "one group at a time": consecutive converge
+groups of one pool run as a ``_Batch`` (one converge lock, one journal commit of every intent
+before the first relink, one of every outcome after one syncfs, folders and catalog rows read
+once through ``fsops.Relinker``), with every per-file check of ``fsops.relink_over`` kept and
+each group keeping its own outcome. ``policy.converge: false`` keeps converge groups out of
+any run.
+
 What each step kind does (act, resume accounting, undo, dry-run probe) is one ``StepHandler``
-in ``HANDLERS``, keyed by the step's class; nothing else here looks at a step's kind.
-Adding a kind: its class in qbhook/decide/plan.py, one ``StepHandler`` entry here.
+in ``HANDLERS``, keyed by the step's class; besides the converge batches (``_units``), nothing
+else here looks at a step's kind. Adding a kind: its class in qbhook/decide/plan.py, one
+``StepHandler`` entry here.
 """
 
 from __future__ import annotations
@@ -60,7 +68,7 @@ from qbhook.decide.plan import (
 from qbhook.errors import PathMapError, QbhookError, QbtError, UnsafeOperation, VerificationFailed
 from qbhook.move import fsops
 from qbhook.move.journal import Journal, RunRow, StepRow
-from qbhook.move.locks import executor_lock, group_lock
+from qbhook.move.locks import converge_lock, executor_lock, group_lock
 
 if TYPE_CHECKING:
     from qbhook.catalog.store import Catalog
@@ -331,6 +339,61 @@ class _Failure(Exception):
     """A step failed; the group is already closed (rolled back, or marked failed)."""
 
 
+# Steps per converge batch: one journal commit before and one after each batch. Large enough
+# that commits stop mattering, small enough that a batch's intents stay a modest transaction.
+CONVERGE_BATCH_STEPS = 1000
+
+
+@dataclass
+class _Batch:
+    """Consecutive converge groups of one pool, carried out together (``Executor._converge_batch``).
+
+    One converge lock for the batch, one journal commit of every intent before the first
+    relink, the relinks (every check per file, through folders opened once), one syncfs,
+    then one commit of every outcome and group state. Crash-safe like one step at a time:
+    each relink is atomic and idempotent, and until the closing commit every step of the
+    batch reads ``intended``, so resume re-checks each against the world (a relinked path
+    answers "already"). Groups keep the plan's order and their own outcome: a failed step
+    fails its group (later steps of that group are not tried), never the batch.
+    """
+
+    pool: str
+    groups: list[tuple[GroupPlan, list[tuple[int, Step]]]] = field(default_factory=list)
+    steps: int = 0
+
+    def add(self, g: GroupPlan, numbered: list[tuple[int, Step]]) -> None:
+        self.groups.append((g, numbered))
+        self.steps += len(numbered)
+
+
+def _batchable(g: GroupPlan) -> bool:
+    return g.action == Action.CONVERGE and bool(g.steps) and all(isinstance(s, Converge) for s in g.steps)
+
+
+def _units(groups: list[GroupPlan]) -> Iterable[_Batch | tuple[GroupPlan, list[tuple[int, Step]]]]:
+    """The run's groups in plan order, numbered; runs of converge groups of one pool come as ``_Batch``es."""
+    seq = 0
+    batch: _Batch | None = None
+    for g in groups:
+        numbered = list(enumerate(g.steps, start=seq))
+        seq += len(g.steps)
+        pool = g.source_pool or ""
+        if _batchable(g):
+            if batch is not None and (batch.pool != pool or batch.steps + len(numbered) > CONVERGE_BATCH_STEPS):
+                yield batch
+                batch = None
+            if batch is None:
+                batch = _Batch(pool)
+            batch.add(g, numbered)
+            continue
+        if batch is not None:
+            yield batch
+            batch = None
+        yield g, numbered
+    if batch is not None:
+        yield batch
+
+
 # --------------------------------------------------------------------------- executor
 
 
@@ -357,7 +420,14 @@ class Executor:
         allow_unfinished: bool = False,
     ) -> RunSummary:
         wanted = set(group_ids) if group_ids is not None else None
-        groups = [g for g in plan.groups if g.actionable and (wanted is None or g.group_id in wanted)]
+        groups = [
+            g
+            for g in plan.groups
+            if g.actionable
+            and (wanted is None or g.group_id in wanted)
+            # policy.converge: false means never applied, whatever plan (an older saved one) says
+            and (g.action != Action.CONVERGE or self.cfg.policy.converge)
+        ]
         if dry_run:
             return self._dry_run(groups)
         if not groups:
@@ -428,12 +498,13 @@ class Executor:
 
     def _execute(self, run_id: int, plan: Plan, rows: dict[int, StepRow]) -> RunSummary:
         summary = RunSummary(run_id)
-        seq = 0
         try:
-            for g in plan.groups:
-                numbered = list(enumerate(g.steps, start=seq))
-                seq += len(g.steps)
-                summary.groups.append(self._group(run_id, g, numbered, rows))
+            for unit in _units(plan.groups):
+                if isinstance(unit, _Batch):
+                    summary.groups.extend(self._converge_batch(run_id, unit, rows))
+                else:
+                    g, numbered = unit
+                    summary.groups.append(self._group(run_id, g, numbered, rows))
         except (KeyboardInterrupt, SystemExit):
             summary.status = RunStatus.INTERRUPTED
             self.journal.finish_run(run_id, RunStatus.INTERRUPTED, summary.counters())
@@ -550,6 +621,122 @@ class Executor:
     def _hook(self, point: str, gid: str, seq: int, step: Step) -> None:
         if self.ctx.hook is not None:
             self.ctx.hook(point, gid, seq, step)
+
+    # ------------------------------------------------------------------ converge batches
+
+    def _converge_batch(self, run_id: int, b: _Batch, rows: dict[int, StepRow]) -> list[GroupOutcome]:
+        """Carry out consecutive converge groups of one pool together (see ``_Batch``)."""
+        outcomes = {g.group_id: GroupOutcome(g.group_id, g.action, GroupStatus.DONE) for g, _n in b.groups}
+        try:
+            lock = converge_lock(
+                self.cfg, b.pool, self.timing.group_lock_wait, sleep=self.ctx.sleep, clock=self.ctx.clock
+            ).acquire()
+        except QbhookError as e:
+            for g, numbered in b.groups:
+                o = outcomes[g.group_id]
+                o.status, o.reason = GroupStatus.BUSY, str(e)
+                o.needs_attention = any(seq in rows for seq, _s in numbered)
+            return list(outcomes.values())
+        try:
+            todo, closed = self._batch_todo(run_id, b, rows, outcomes)
+            live = [g.group_id for g, _n in b.groups if g.group_id not in closed]
+            for g, seq, step in todo:
+                self._hook("before", g.group_id, seq, step)
+            ids = self.journal.intend_batch(run_id, [(seq, g.group_id, s) for g, seq, s in todo], live)
+            closes, done_paths, dead = self._batch_act(todo, ids, outcomes)
+            # Each path now names its kept inode, whose ctime our link changed: carry its hash over.
+            self.catalog.record_paths(done_paths, own_change=True)
+            ends = []
+            for gid in live:
+                reason = dead.get(gid)
+                o = outcomes[gid]
+                if reason is None:
+                    ends.append((gid, run_id, GroupStatus.DONE, None))
+                else:
+                    o.status, o.reason = GroupStatus.FAILED, reason
+                    ends.append((gid, run_id, GroupStatus.FAILED, reason))
+            self.journal.close_batch(closes, ends)
+            self.log.info("converge batch on %s: %d group(s), %d step(s)", b.pool, len(b.groups), len(todo))
+        finally:
+            lock.release()
+        return list(outcomes.values())
+
+    def _batch_todo(
+        self, run_id: int, b: _Batch, rows: dict[int, StepRow], outcomes: dict[str, GroupOutcome]
+    ) -> tuple[list[tuple[GroupPlan, int, Converge]], set[str]]:
+        """The batch's steps still to do; a resumed attempt's done steps are counted, failed groups closed."""
+        todo = []
+        closed = set()
+        for g, numbered in b.groups:
+            mine = [(seq, step, rows.get(seq)) for seq, step in numbered]
+            failed = next((r for _q, _s, r in mine if r is not None and r.status == StepStatus.FAILED), None)
+            if failed is not None:
+                # It had failed when the run stopped: a convergence has nothing to undo, only the verdict remains.
+                reason = failed.error or "failed earlier in this run"
+                o = outcomes[g.group_id]
+                o.status, o.reason = GroupStatus.FAILED, reason
+                self.journal.set_group(g.group_id, run_id, GroupStatus.FAILED, reason)
+                closed.add(g.group_id)
+                continue
+            for seq, step, row in mine:
+                if row is not None and row.status == StepStatus.DONE:
+                    _replay_converge(_GroupRun(run_id, g, outcomes[g.group_id]), seq, step, row)
+                else:
+                    todo.append((g, seq, step))
+        return todo, closed
+
+    def _batch_act(
+        self, todo: list[tuple[GroupPlan, int, Converge]], ids: dict[int, int], outcomes: dict[str, GroupOutcome]
+    ) -> tuple[list, list[tuple[str, str]], dict[str, str]]:
+        """Relink each step (every check per file, ``fsops.Relinker``); the renames are synced before returning.
+
+        Returns the journal closes (step id, status, result, error), the (path, pool) now linked
+        to their kept inode, and the reason of each group that failed (its later steps are not tried).
+        """
+        closes: list[tuple[int, StepStatus, dict | None, str | None]] = []
+        done_paths: list[tuple[str, str]] = []
+        dead: dict[str, str] = {}
+        with fsops.Relinker(self.seeding_roots, self.roots, self.catalog) as rl:
+            rl.prefetch((s.path, s.ino, s.keep.path, s.keep.ino) for _g, _q, s in todo)
+            for g, seq, s in todo:
+                gid, sid = g.group_id, ids[seq]
+                if gid in dead:
+                    closes.append((sid, StepStatus.FAILED, None, "not tried: an earlier step of its group failed"))
+                    continue
+                self._hook("after_intend", gid, seq, s)
+                try:
+                    res = self._relink(rl, gid, seq, s)
+                except (QbhookError, OSError) as e:
+                    dead[gid] = f"{s.kind} failed: {e}"
+                    self.log.warning("group %s: %s", gid, dead[gid])
+                    closes.append((sid, StepStatus.FAILED, None, str(e)))
+                    continue
+                except Exception as e:  # a bug must still leave the batch journaled
+                    dead[gid] = f"{s.kind} failed with an internal error: {type(e).__name__}: {e}"
+                    self.log.error("group %s: %s\n%s", gid, dead[gid], traceback.format_exc())
+                    closes.append((sid, StepStatus.FAILED, None, dead[gid]))
+                    continue
+                self._hook("after_act", gid, seq, s)
+                closes.append((sid, StepStatus.DONE, res, None))
+                # A convergence never leaves its pool: the plan's source pool names it (cfg.pool_of costs 0.5 ms).
+                done_paths.append((s.path, g.source_pool or self._pool_name(s.path, None)))
+                outcomes[gid].bytes_freed += res.get("bytes_freed", 0)
+            rl.sync()  # before the journal says done: a rename lost to a power cut is redone by resume
+        return closes, done_paths, dead
+
+    def _relink(self, rl: fsops.Relinker, gid: str, seq: int, s: Converge) -> dict:
+        return rl.relink(
+            s.path,
+            s.keep.path,
+            fsid=s.fsid,
+            ino=s.ino,
+            size=s.size,
+            mtime_ns=s.mtime_ns,
+            blake3_hex=s.blake3,
+            keep_fsid=s.keep.fsid,
+            keep_ino=s.keep.ino,
+            on_temp_link=lambda: self._hook("mid_act", gid, seq, s),
+        )
 
     # ------------------------------------------------------------------ failure
 

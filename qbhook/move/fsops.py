@@ -14,7 +14,7 @@ is opened with ``O_DIRECTORY|O_NOFOLLOW`` relative to its verified parent and
 deleted). Every check and the final act then name only the last entry,
 relative to that same descriptor (``fstatat(AT_SYMLINK_NOFOLLOW)``, then
 ``unlinkat``/``linkat``/``openat(O_NOFOLLOW)``/``mkdirat``; nothing is ever
-renamed over a name, except by ``relink_over``: same-pool convergence puts a link
+renamed over a name, except by ``relink_over`` (and its batch form ``Relinker``): same-pool convergence puts a link
 of proven-equal content over a seeding entry, atomically). Sources that are only
 read or linked from may cross a mount below a pool root (a nested dataset), never
 a symlink. A symlinked, swapped or foreign component makes the operation refuse (``UnsafeOperation``
@@ -49,8 +49,9 @@ import queue
 import stat as stat_mod
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Self
 
 import blake3
@@ -64,6 +65,7 @@ __all__ = [
     "HOLDING_DIR",
     "STAGING_DIR",
     "HeldLink",
+    "Relinker",
     "copy_verified",
     "file_matches",
     "hold_unreferenced",
@@ -309,12 +311,21 @@ def _rmdir_quiet(d: Dir, name: bytes) -> bool:
 # --------------------------------------------------------------------------- content identity
 
 
-def _cached_digest(catalog, path, st: os.stat_result):
-    """(inode row id, valid cached digest or None) for the inode ``st`` describes."""
+def _cached_digest(catalog, path, st: os.stat_result, rows: dict | None = None):
+    """(inode row id, valid cached digest or None) for the inode ``st`` describes.
+
+    ``rows``: catalog rows a batch read beforehand (``Relinker.prefetch``), keyed (fs, ino).
+    """
     if catalog is None:
         return None, None
     fs = catalog.fs_for_path(path, st.st_dev)
-    row = catalog.inode_by_key(fs, st.st_ino)
+    key = (fs, st.st_ino)
+    if rows is not None and key in rows:
+        row = rows[key]
+    else:
+        row = catalog.inode_by_key(fs, st.st_ino)
+        if rows is not None:
+            rows[key] = row
     if row is None:
         return None, None
     # The row's hash is valid for the stat it recorded; the live file must still have that stat.
@@ -323,15 +334,15 @@ def _cached_digest(catalog, path, st: os.stat_result):
     return row.id, None
 
 
-def _content_digest(d: Dir, name: bytes, st: os.stat_result, catalog) -> bytes:
+def _content_digest(d: Dir, name: bytes, st: os.stat_result, catalog, rows: dict | None = None) -> bytes:
     """BLAKE3 of the inode ``st`` at ``name`` in ``d``: the catalog's valid cached hash, else read it through ``d``."""
     if st.st_size == 0:
         return hashing.EMPTY_HASH
-    shown = d.show(name)
     fs_path = d.fs_path_for(st)
-    row_id, cached = _cached_digest(catalog, fs_path, st) if fs_path is not None else (None, None)
+    row_id, cached = _cached_digest(catalog, fs_path, st, rows) if fs_path is not None else (None, None)
     if cached is not None:
         return cached
+    shown = d.show(name)
     fd = d.open_file(name)
     try:
         before = os.fstat(fd)
@@ -344,6 +355,8 @@ def _content_digest(d: Dir, name: bytes, st: os.stat_result, catalog) -> bytes:
         raise VerificationFailed(f"{shown} changed while it was being hashed; try again when it is quiet")
     if row_id is not None and res.settled(CACHE_MIN_AGE_S):
         catalog.store_hash(row_id, res.digest, res.after)
+        if rows is not None:  # a batch's copy of the row is older than the hash just stored
+            rows.pop((catalog.fs_for_path(fs_path, st.st_dev), st.st_ino), None)
     return res.digest
 
 
@@ -830,48 +843,245 @@ def relink_over(
     crashed attempt left behind (a link of the kept inode) is removed first.
     ``on_temp_link`` (tests) runs between the temporary link and the rename.
     Returns ``{status: relinked|already, bytes_freed, nlink_before}``.
+
+    One relink, fsynced on its own. Many at once: ``Relinker`` (the same checks per file).
     """
-    path_s, keep_s = os.fsdecode(_p(path)), os.fsdecode(_p(keep_path))
-    shown_roots = ", ".join(os.fsdecode(_p(r)) for r in seeding_roots) or "none configured"
-    try:
-        root, parts = _split_under(path, seeding_roots)
-    except UnsafeOperation as e:
-        raise UnsafeOperation(f"refusing to relink {path_s}: not inside a seeding root ({shown_roots}): {e}") from None
-    if not parts:
-        raise UnsafeOperation(f"refusing to relink {path_s}: it is a seeding root")
-    if {STAGING_DIR.encode(), HOLDING_DIR.encode()} & set(parts[:-1]) or parts[-1].startswith(RELINK_PREFIX):
-        raise UnsafeOperation(f"refusing to relink {path_s}: it is one of qbhook's own files")
-    try:
-        parent = _walk(root, parts[:-1])
-    except (FileNotFoundError, NotADirectoryError):
-        raise UnsafeOperation(f"refusing to relink {path_s}: its folder is gone", hint="re-plan") from None
-    with parent:
+    with Relinker(seeding_roots, keep_roots, catalog, sync_each=True) as r:
+        return r.relink(
+            path,
+            keep_path,
+            fsid=fsid,
+            ino=ino,
+            size=size,
+            mtime_ns=mtime_ns,
+            blake3_hex=blake3_hex,
+            keep_fsid=keep_fsid,
+            keep_ino=keep_ino,
+            on_temp_link=on_temp_link,
+        )
+
+
+class Relinker:
+    """``relink_over`` for a batch of relinks: every check of every file stays, the overhead goes.
+
+    What a batch shares, and why sharing it proves the same thing:
+
+    * **Verified folders, opened once.** A folder is opened component by component from its
+      root (``O_NOFOLLOW``, same filesystem) the first time a relink needs it and kept open
+      for the batch (at most ``max_open`` at once, least recently used closed first). A
+      held descriptor keeps naming the folder that was verified; what can happen to it
+      meanwhile (renamed elsewhere by a writer who may write it) is the race the module
+      docstring already accepts at any length of time: that writer could act on its
+      entries itself. Every check and act still names only the entry, relative to it.
+    * **Catalog rows, fetched once** (``prefetch``). A row says "this inode, with this
+      size, mtime and ctime, had this hash". That stays true after it is read; the hash is
+      used only while the live ``lstat`` still shows exactly that stat, as one by one. A
+      content change that restores size and mtime (``touch -d``) still changes the ctime,
+      which no user can set back: the row no longer applies and the file is read again.
+      After a relink, the kept inode's ctime moved because of our own link: its row is
+      carried over to the new ctime when size and mtime are unchanged, as
+      ``Catalog.record_path(own_change=True)`` did after each single relink.
+    * **One sync** (``sync``). Each rename is atomic; durability is needed only before the
+      journal says ``done`` (a rename lost to a power cut leaves the old name holding the
+      same bytes, and the journal still says ``intended``, so a resume does it again).
+    """
+
+    def __init__(self, seeding_roots, keep_roots=(), catalog=None, *, sync_each: bool = False, max_open: int = 256):
+        # As strings once: every relink places two paths under them.
+        self.seeding_roots = tuple(os.fsdecode(_p(r)) for r in seeding_roots)
+        self.keep_roots = tuple(os.fsdecode(_p(r)) for r in keep_roots)
+        self._keep_side = self.seeding_roots + self.keep_roots
+        self.catalog = catalog
+        self.sync_each = sync_each
+        self.max_open = max(4, max_open)
+        self._dirs: OrderedDict[tuple, Dir] = OrderedDict()
+        self._rows: dict[tuple[int, int], object] = {}  # (fs row id, ino) -> InodeRow or None (not catalogued)
+        self._splits: dict = {}  # path -> (root, parts), placed once under the roots (prefetch) and reused
+        self._uses: dict[tuple[int, int], int] = {}  # kept inode -> relinks of this batch onto it still to come
+        self._touched: set[bytes] = set()  # seeding roots whose filesystem holds a rename not yet synced
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        while self._dirs:
+            _key, d = self._dirs.popitem()
+            d.close()
+
+    # ------------------------------------------------------------ shared state
+
+    def prefetch(self, items: Iterable[tuple[str | bytes, int, str | bytes, int]]) -> None:
+        """Read the catalog rows of every (path, victim ino, keep path, keeper ino) of the batch in one go.
+
+        The victim's folder is walked on its seeding root's filesystem and the keeper must be
+        on the victim's (both are checked per file), so both inodes are looked up there.
+        """
+        if self.catalog is None:
+            return
+        keys = set()
+        fs_of_root: dict[bytes, int] = {}
+        for path, ino, keep_path, keep_ino in items:
+            try:
+                root, _parts = self._split(path, self.seeding_roots)
+                self._split(keep_path, self._keep_side)
+            except UnsafeOperation:
+                continue  # relink refuses it with its own message
+            fs = fs_of_root.get(root)
+            if fs is None:
+                try:
+                    dev = os.stat(root).st_dev
+                except OSError:
+                    continue
+                fs = fs_of_root[root] = self.catalog.fs_for_path(root, dev)
+            keys.add((fs, int(ino)))
+            keys.add((fs, int(keep_ino)))
+            self._uses[(fs, int(keep_ino))] = self._uses.get((fs, int(keep_ino)), 0) + 1
+        found = self.catalog.inodes_and_paths_by_key(keys)
+        for k in keys:
+            ent = found.get(k)
+            self._rows[k] = ent[0] if ent is not None else None
+
+    def _split(self, path, roots: tuple) -> tuple[bytes, list[bytes]]:
+        key = (path, roots)
+        hit = self._splits.get(key)
+        if hit is None:
+            hit = self._splits[key] = _split_under(path, roots)
+        return hit
+
+    def _dir(self, root: bytes, parts: list[bytes], same_fs: bool) -> Dir:
+        """The verified folder ``root/parts``, from the longest already open prefix down."""
+        key = (root, tuple(parts), same_fs)
+        d = self._dirs.get(key)
+        if d is not None:
+            self._dirs.move_to_end(key)
+            return d
+        n = len(parts)
+        base = None
+        while n > 0:
+            base = self._dirs.get((root, tuple(parts[:n]), same_fs))
+            if base is not None:
+                break
+            n -= 1
+        if base is None:
+            base = _open_root(root)
+            self._keep((root, (), same_fs), base)
+        for i in range(n, len(parts)):
+            base = base.sub(parts[i], same_fs=same_fs)
+            self._keep((root, tuple(parts[: i + 1]), same_fs), base)
+        return base
+
+    def _keep(self, key: tuple, d: Dir) -> None:
+        self._dirs[key] = d
+        self._dirs.move_to_end(key)
+        while len(self._dirs) > self.max_open:
+            _k, old = self._dirs.popitem(last=False)
+            old.close()
+
+    def sync(self) -> None:
+        """Make every rename of this batch durable (one syncfs per filesystem touched)."""
+        for root in sorted(self._touched):
+            sync_filesystem(root)
+        self._touched.clear()
+
+    def _carry_over(self, d: Dir, kst_before: os.stat_result, kst_after: os.stat_result | None) -> None:
+        # Our link changed the kept inode's ctime only: its hash stays valid when size and mtime did not move.
+        if self.catalog is None or kst_after is None:
+            return
+        fs_path = d.fs_path_for(kst_after)
+        if fs_path is None:
+            return
+        key = (self.catalog.fs_for_path(fs_path, kst_after.st_dev), kst_after.st_ino)
+        left = self._uses.get(key, 1) - 1
+        self._uses[key] = left
+        if left <= 0:
+            return  # no later relink of this batch looks at this row again
+        row = self._rows.get(key)
+        before = (kst_before.st_size, kst_before.st_mtime_ns, kst_before.st_ctime_ns)
+        if (
+            row is not None
+            and row.hash is not None
+            and (row.size, row.mtime_ns, row.ctime_ns) == before
+            and (kst_after.st_size, kst_after.st_mtime_ns) == (row.size, row.mtime_ns)
+        ):
+            self._rows[key] = replace(row, ctime_ns=kst_after.st_ctime_ns, nlink=kst_after.st_nlink)
+
+    # ------------------------------------------------------------ one relink
+
+    def _place(self, path, path_s: str, keep_path, keep_s: str) -> tuple[bytes, list[bytes], Dir, list[bytes], Dir]:
+        """(root, parts, verified folder) of the seeding entry and (parts, folder) of the kept one; refusals named."""
         try:
-            kdir, kname, _kparts = _open_parent(keep_path, tuple(seeding_roots) + tuple(keep_roots), same_fs=False)
+            root, parts = self._split(path, self.seeding_roots)
+        except UnsafeOperation as e:
+            shown_roots = ", ".join(self.seeding_roots) or "none configured"
+            raise UnsafeOperation(
+                f"refusing to relink {path_s}: not inside a seeding root ({shown_roots}): {e}"
+            ) from None
+        if not parts:
+            raise UnsafeOperation(f"refusing to relink {path_s}: it is a seeding root")
+        if {STAGING_DIR.encode(), HOLDING_DIR.encode()} & set(parts[:-1]) or parts[-1].startswith(RELINK_PREFIX):
+            raise UnsafeOperation(f"refusing to relink {path_s}: it is one of qbhook's own files")
+        try:
+            parent = self._dir(root, parts[:-1], True)
+        except (FileNotFoundError, NotADirectoryError):
+            raise UnsafeOperation(f"refusing to relink {path_s}: its folder is gone", hint="re-plan") from None
+        try:
+            kroot, kparts = self._split(keep_path, self._keep_side)
+            if not kparts:
+                raise UnsafeOperation(f"{keep_s} is a configured root, not an entry inside one")
+            kdir = self._dir(kroot, kparts[:-1], False)
         except (FileNotFoundError, NotADirectoryError):
             raise UnsafeOperation(f"refusing to relink {path_s}: the copy to keep, {keep_s}, is missing") from None
         except UnsafeOperation as e:
             raise UnsafeOperation(
                 f"refusing to relink {path_s}: the copy to keep cannot be trusted: {e.message}"
             ) from None
-        with kdir:
-            return _relink_at(
-                parent,
-                parts[-1],
-                path_s,
-                kdir,
-                kname,
-                keep_s,
-                fsid=fsid,
-                ino=ino,
-                size=size,
-                mtime_ns=mtime_ns,
-                blake3_hex=blake3_hex,
-                keep_fsid=keep_fsid,
-                keep_ino=keep_ino,
-                catalog=catalog,
-                on_temp_link=on_temp_link,
-            )
+        return root, parts, parent, kparts, kdir
+
+    def relink(
+        self,
+        path,
+        keep_path,
+        *,
+        fsid,
+        ino: int,
+        size: int,
+        blake3_hex,
+        keep_fsid,
+        keep_ino: int,
+        mtime_ns: int | None = None,
+        on_temp_link: Callable[[], None] | None = None,
+    ) -> dict:
+        """``relink_over`` of one file, through this batch's folders and rows (same checks, same result)."""
+        path_s, keep_s = os.fsdecode(_p(path)), os.fsdecode(_p(keep_path))
+        root, parts, parent, kparts, kdir = self._place(path, path_s, keep_path, keep_s)
+        res, kst = _relink_at(
+            parent,
+            parts[-1],
+            path_s,
+            kdir,
+            kparts[-1],
+            keep_s,
+            fsid=fsid,
+            ino=ino,
+            size=size,
+            mtime_ns=mtime_ns,
+            blake3_hex=blake3_hex,
+            keep_fsid=keep_fsid,
+            keep_ino=keep_ino,
+            catalog=self.catalog,
+            rows=self._rows,
+            on_temp_link=on_temp_link,
+        )
+        if res["status"] == "relinked":
+            if self.sync_each:
+                os.fsync(parent.fd)
+            else:
+                self._touched.add(root)
+            self._carry_over(kdir, kst, kdir.lstat(kparts[-1]))
+        return res
 
 
 def _relink_at(
@@ -890,8 +1100,9 @@ def _relink_at(
     keep_fsid,
     keep_ino,
     catalog,
+    rows,
     on_temp_link,
-) -> dict:
+) -> tuple[dict, os.stat_result]:
     # Long on purpose: each re-check of relink_over's rule list, in order, right before the rename.
     why = f"refusing to relink {path_s} onto {keep_s}"
     kst = kdir.lstat(kname)
@@ -909,7 +1120,7 @@ def _relink_at(
     if st is None:
         raise UnsafeOperation(f"{why}: {path_s} is missing", hint="re-plan")
     if (st.st_dev, st.st_ino) == (kst.st_dev, kst.st_ino):
-        return {"status": "already", "bytes_freed": 0, "nlink_before": st.st_nlink}
+        return {"status": "already", "bytes_freed": 0, "nlink_before": st.st_nlink}, kst
     if not stat_mod.S_ISREG(st.st_mode):
         raise UnsafeOperation(f"{why}: {path_s} is not a regular file")
     if st.st_ino != ino or not _fsid_matches(catalog, parent, st, fsid):
@@ -932,9 +1143,9 @@ def _relink_at(
             hint="make the library file group/world readable, or leave the duplicate",
         )
     want = _digest(blake3_hex, size)
-    if _content_digest(parent, name, st, catalog) != want:
+    if _content_digest(parent, name, st, catalog, rows) != want:
         raise UnsafeOperation(f"{why}: {path_s} no longer has the planned content", hint="re-plan")
-    if _content_digest(kdir, kname, kst, catalog) != want:
+    if _content_digest(kdir, kname, kst, catalog, rows) != want:
         raise UnsafeOperation(f"{why}: the copy to keep does not have the planned content", hint="re-plan")
 
     try:
@@ -970,8 +1181,8 @@ def _relink_at(
                 os.unlink(tmp, dir_fd=parent.fd)
             except FileNotFoundError:
                 pass
-    os.fsync(parent.fd)
-    return {"status": "relinked", "bytes_freed": st.st_size if st.st_nlink == 1 else 0, "nlink_before": st.st_nlink}
+    freed = st.st_size if st.st_nlink == 1 else 0
+    return {"status": "relinked", "bytes_freed": freed, "nlink_before": st.st_nlink}, kst
 
 
 # --------------------------------------------------------------------------- delete

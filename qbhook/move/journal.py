@@ -2,9 +2,11 @@
 
 A step row goes ``intended`` (committed, fsynced by SQLite's FULL sync) before
 the executor touches anything, then ``done`` with its result, or ``failed``
-with the error. After a crash, the rows of an unfinished run say exactly which
-step may have been half-done; the executor's resume logic re-checks that step
-against the world instead of guessing.
+with the error. A batch of same-pool convergence steps (``intend_batch``,
+``close_batch``) journals all its intents in one commit before it acts on any, and
+all its outcomes in one commit once its renames are durable. After a crash, the
+rows of an unfinished run say exactly which step may have been half-done; the
+executor's resume logic re-checks that step against the world instead of guessing.
 """
 
 from __future__ import annotations
@@ -114,6 +116,59 @@ class Journal:
             )
             return cur.lastrowid
 
+    def intend_batch(self, run: int, items: list[tuple[int, str, Step]], groups: list[str]) -> dict[int, int]:
+        """``intend`` for many steps and ``set_group(RUNNING)`` for their groups, in one commit.
+
+        A batch (same-pool convergence) journals every step it may act on before it acts on
+        any: after a crash anywhere in the batch, each of them reads ``intended`` (or ``done``
+        from an earlier attempt) and resume re-checks each against the world, exactly as for
+        a single intended step. Returns seq -> step row id.
+        """
+        now = time.time()
+        if not items:
+            return {}
+        lo, hi = min(q for q, _g, _s in items), max(q for q, _g, _s in items)
+        span = "SELECT seq, id FROM steps WHERE run=? AND seq BETWEEN ? AND ?"
+        with Tx(self.conn) as c:
+            have = dict(c.execute(span, (run, lo, hi)).fetchall())
+            wanted = {q for q, _g, _s in items}
+            c.executemany(
+                "UPDATE steps SET status='intended', started_at=?, error=NULL WHERE id=?",
+                [(now, sid) for q, sid in have.items() if q in wanted],
+            )
+            c.executemany(
+                "INSERT INTO steps(run, seq, group_id, kind, args, status, started_at) VALUES (?,?,?,?,?, "
+                "'intended', ?)",
+                [
+                    (run, seq, group_id, step.kind, json.dumps(step.to_json()["args"], sort_keys=True), now)
+                    for seq, group_id, step in items
+                    if seq not in have
+                ],
+            )
+            for group_id in groups:
+                self._set_group(c, group_id, run, "running", None, now)
+            ids = dict(c.execute(span, (run, lo, hi)).fetchall())
+        return {q: ids[q] for q in wanted}
+
+    def close_batch(
+        self,
+        closes: list[tuple[int, StepStatus, dict | None, str | None]],
+        groups: list[tuple[str, int, str, str | None]],
+    ) -> None:
+        """Close many steps (step id, status, result, error) and set their groups' states
+        (group id, run, status, reason), in one commit: what a batch did, written once it is durable."""
+        now = time.time()
+        with Tx(self.conn) as c:
+            c.executemany(
+                "UPDATE steps SET status=?, finished_at=?, result=?, error=? WHERE id=?",
+                [
+                    (str(status), now, json.dumps(result, sort_keys=True) if result is not None else None, error, sid)
+                    for sid, status, result, error in closes
+                ],
+            )
+            for group_id, run, status, reason in groups:
+                self._set_group(c, group_id, run, status, reason, now)
+
     def intend_record(self, run: int, seq: int, group_id: str, kind: str, args: dict) -> int:
         """Journal an act that is not a plan step (an orphan moved into holding) before doing it.
 
@@ -220,12 +275,16 @@ class Journal:
     # ------------------------------------------------------------------ groups
     def set_group(self, group_id: str, run: int, status: str, reason: str | None = None) -> None:
         with Tx(self.conn) as c:
-            c.execute(
-                "INSERT INTO group_state(group_id, run, status, reason, updated_at) VALUES (?,?,?,?,?) "
-                "ON CONFLICT(group_id) DO UPDATE SET run=excluded.run, status=excluded.status, "
-                "reason=excluded.reason, updated_at=excluded.updated_at",
-                (group_id, run, status, reason, time.time()),
-            )
+            self._set_group(c, group_id, run, status, reason, time.time())
+
+    @staticmethod
+    def _set_group(c: sqlite3.Connection, group_id: str, run: int, status: str, reason: str | None, now: float) -> None:
+        c.execute(
+            "INSERT INTO group_state(group_id, run, status, reason, updated_at) VALUES (?,?,?,?,?) "
+            "ON CONFLICT(group_id) DO UPDATE SET run=excluded.run, status=excluded.status, "
+            "reason=excluded.reason, updated_at=excluded.updated_at",
+            (group_id, run, str(status), reason, now),
+        )
 
     def group_status(self, group_id: str) -> tuple[str, str | None] | None:
         r = self.conn.execute("SELECT status, reason FROM group_state WHERE group_id=?", (group_id,)).fetchone()

@@ -29,6 +29,11 @@ root (same dataset) through ``fsops.hold_unreferenced``, each step journaled fir
 ``delete`` step that holds, exactly like a grace-period delete: the journal says what may
 be purged (``qbhook holding --purge-expired``), after ``policy.grace_period``. It never
 deletes anything itself.
+
+Each listing and each quarantine records its totals (reclaimable bytes it would free, bytes
+still used by a library, per pool) in the catalog's ``state`` under ``last_orphans``, so
+``status`` and the status page show the last run's figures with their age (``last_run``)
+instead of "unknown". A refused run records nothing: its figures are the ones not to trust.
 """
 
 from __future__ import annotations
@@ -417,8 +422,65 @@ def _temp_paths(client) -> list[str]:
         return []  # outside every mapped prefix: not below a seeding root qbhook knows
 
 
-def find_orphans(cfg, clients, *, now: float | None = None) -> Report:
-    """List the clients first, then walk: a file added between the two is young, never orphaned."""
+LAST_ORPHANS = "last_orphans"  # the catalog ``state`` key of the last run's totals
+
+
+@dataclass(frozen=True)
+class OrphanTotals:
+    """One pool's orphans as the last ``qbhook orphans`` run found them."""
+
+    reclaimable: int  # bytes quarantining would free
+    library: int  # bytes of orphans still used by a library (free nothing)
+
+
+@dataclass(frozen=True)
+class LastOrphans:
+    at: float  # when it ran (epoch seconds)
+    pools: dict[str, OrphanTotals]
+    held: bool  # a quarantine (its reclaimable figure is what was left after it)
+
+    @property
+    def reclaimable(self) -> int:
+        return sum(t.reclaimable for t in self.pools.values())
+
+    @property
+    def library(self) -> int:
+        return sum(t.library for t in self.pools.values())
+
+
+def record(conn, report: Report, held: Iterable[str] = (), *, now: float | None = None) -> None:
+    """Remember this run's totals per pool (``held``: paths a quarantine just moved away: no longer orphans)."""
+    from qbhook.catalog import state
+
+    gone = set(held)
+    pools = {name: {"reclaimable": 0, "library": 0} for name in report.pools}
+    for i in report.items:
+        t = pools.setdefault(i.pool, {"reclaimable": 0, "library": 0})
+        if i.kind == LIBRARY:
+            t["library"] += i.bytes
+        elif i.path not in gone and not any(h.startswith(i.path.rstrip("/") + "/") for h in gone):
+            t["reclaimable"] += i.frees
+    at = time.time() if now is None else now
+    state.put(conn, LAST_ORPHANS, {"at": at, "pools": pools, "held": bool(gone)})
+
+
+def last_run(conn) -> LastOrphans | None:
+    """The totals the last ``qbhook orphans`` run recorded, or None (never ran, or unreadable)."""
+    from qbhook.catalog import state
+
+    raw, _updated = state.get(conn, LAST_ORPHANS)
+    try:
+        pools = {str(k): OrphanTotals(int(v["reclaimable"]), int(v["library"])) for k, v in dict(raw["pools"]).items()}
+        return LastOrphans(float(raw["at"]), pools, bool(raw.get("held")))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def find_orphans(cfg, clients, *, now: float | None = None, catalog=None) -> Report:
+    """List the clients first, then walk: a file added between the two is young, never orphaned.
+
+    ``catalog``: record the totals (``record``) once the guards passed.
+    """
     refs = references(clients)
     walk = walk_roots(cfg)
     report = decide(
@@ -429,6 +491,8 @@ def find_orphans(cfg, clients, *, now: float | None = None) -> Report:
         pool_roots={p.name: tuple(map(str, p.seeding_roots)) for p in cfg.pools},
     )
     check_guards(report, cfg.policy.orphans_max_share)
+    if catalog is not None:
+        record(catalog.conn, report)
     return report
 
 
@@ -461,7 +525,7 @@ def quarantine(cfg, catalog, clients, *, lock_wait: float = 0) -> QuarantineResu
                 f"refusing to quarantine: run(s) {', '.join(map(str, unfinished))} did not finish",
                 hint="run `qbhook resume` first",
             )
-        report = find_orphans(cfg, clients)
+        report = find_orphans(cfg, clients, catalog=catalog)
         todo = [o for o in report.orphans if o.kind == RECLAIMABLE]
         if not todo:
             return QuarantineResult(None)
@@ -494,6 +558,7 @@ def quarantine(cfg, catalog, clients, *, lock_wait: float = 0) -> QuarantineResu
                     res.folders_removed += fsops.prune_empty_dirs(item.path, root, roots=roots)
                 except (UnsafeOperation, OSError):
                     pass
+        record(catalog.conn, report, res.held)
         journal.finish_run(
             run,
             "failed" if res.failed else "done",

@@ -106,6 +106,10 @@ def test_orphans_lists_reclaimable_and_library_apart_with_totals(world):
     assert str(sc.stash_seed / "movies-link") in out["skipped"]  # the symlink, not followed
     # a listing moves nothing
     assert w["stray"].exists() and w["part"].exists()
+    # and `status` shows this run's totals (unknown before the first run)
+    _rc, st = qbhook_json(bed.cfg, "status", ok=(0, 1))
+    assert st["orphans"]["reclaimable"] == out["reclaimable"]["frees"] and st["orphans"]["library"] == 200 * KiB
+    assert st["orphans"]["age_seconds"] < 120 and st["orphans"]["quarantine"] is False
 
 
 def test_quarantine_moves_only_reclaimable_into_holding_and_purge_frees_it(world):

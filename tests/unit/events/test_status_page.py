@@ -372,3 +372,35 @@ def test_hashed_and_unhashed_bytes_per_pool_on_the_page(world):
     html = _client(cfg).get("/", headers={"X-Qbhook-Token": TOKEN}).get_data(as_text=True)
     assert "hashed</span><b>5.1 KiB · 400 B not yet</b>" in html
     assert "hashed</span><b>0 B · 1000 B not yet</b>" in html
+
+
+def test_the_page_and_status_show_the_last_orphans_runs_totals_with_their_age(world):
+    from qbhook.events.status import report
+    from qbhook.move import orphans as orph
+
+    cfg, cat = world
+    html = _client(cfg).get("/", headers={"X-Qbhook-Token": TOKEN}).get_data(as_text=True)
+    assert "orphaned</span><b>unknown</b>" in html  # `qbhook orphans` never ran: never guessed
+    assert report(cfg, cat)["orphans"] is None
+
+    stash_root = str(cfg.pools[0].seeding_root)
+    items = [
+        orph.Item(stash_root + "/Gone", "stash", orph.RECLAIMABLE, True, 3, 4096, 4096),
+        orph.Item(stash_root + "/Held.mkv", "stash", orph.RECLAIMABLE, False, 1, 2048, 2048),
+        orph.Item(stash_root + "/Lib.mkv", "stash", orph.LIBRARY, False, 1, 1536, 0),
+    ]
+    rep = orph.Report([], items, {"stash": orph.PoolTotals(), "pool": orph.PoolTotals()}, {})
+    orph.record(cat.conn, rep, held=[stash_root + "/Held.mkv"], now=time.time() - 2 * 3600)
+    last = orph.last_run(cat.conn)
+    assert last.reclaimable == 4096 and last.library == 1536 and last.held  # the held file is no orphan now
+    assert last.pools["pool"] == orph.OrphanTotals(0, 0)
+
+    html = _client(cfg).get("/", headers={"X-Qbhook-Token": TOKEN}).get_data(as_text=True)
+    assert "orphaned</span><b>4.0 KiB reclaimable · 1.5 KiB used by a library (2 h ago, qbhook orphans)</b>" in html
+    assert "orphaned</span><b>0 B reclaimable · 0 B used by a library (2 h ago" in html  # the pool pool
+    doc = report(cfg, cat)["orphans"]
+    assert (doc["reclaimable"], doc["library"], doc["quarantine"]) == (4096, 1536, True)
+    assert 2 * 3600 - 60 < doc["age_seconds"] < 2 * 3600 + 600
+
+    state.put(cat.conn, orph.LAST_ORPHANS, {"pools": "garbage"})
+    assert orph.last_run(cat.conn) is None  # an unreadable record is unknown, not a traceback

@@ -1,0 +1,299 @@
+"""Same-pool convergence in batches: many groups under one lock and one journal commit each way,
+every file still re-checked right before its rename, crash-safe with a batch half done."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from qbhook.catalog.scan import scan_pool
+from qbhook.catalog.store import Catalog
+from qbhook.decide.plan import GroupPlan, Plan, Step
+from qbhook.decide.planner import make_plan
+from qbhook.decide.snapshot import build_snapshot
+from qbhook.move import fsops
+from qbhook.move.executor import build_executor
+from qbhook.move.journal import Journal
+from qbhook.move.locks import converge_lock, lock_dir
+from tests.helpers import b3, write
+from tests.unit import test_executor as te
+from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
+
+OLD_NS = (int(time.time()) - 3600) * 10**9  # settled: the scanner caches hashes of files this old
+
+
+@pytest.fixture
+def world(tmpfs, tmp_path):  # noqa: F811
+    w = te._make_world(tmpfs, tmp_path)
+    yield w
+    w.cat.close()
+
+
+def _cache(w, *paths) -> None:
+    """What a scan and the planner's hashing leave: each file catalogued with its hash, valid for its stat."""
+    for p in paths:
+        iid = w.cat.record_path(p, "stash")
+        w.cat.store_hash(iid, bytes.fromhex(b3(open(p, "rb").read())), os.lstat(p))  # noqa: SIM115
+
+
+def _dups(w, n: int, per_group: int = 1, cache: bool = False) -> tuple[Plan, list[tuple[str, str]]]:
+    """``n`` converge groups, each relinking ``per_group`` seeding copies onto one library file each."""
+    groups, pairs = [], []
+    fsid = w.cat.fsid(w.cat.fs_for_path(w.seed_s))
+    for i in range(n):
+        steps = []
+        for j in range(per_group):
+            data = f"payload {i}.{j} ".encode() * (50 + i)
+            seed = write(os.path.join(w.seed_s, f"conv/T{i}/f{j}.bin").encode(), data)
+            lib = write(os.path.join(str(w.stash), f"media/M{i}/f{j}.bin").encode(), data)
+            st, lst = os.lstat(seed), os.lstat(lib)
+            args = {
+                "path": os.fsdecode(seed),
+                "fsid": fsid,
+                "ino": st.st_ino,
+                "size": len(data),
+                "mtime_ns": st.st_mtime_ns,
+                "blake3": b3(data),
+                "keep": {"path": os.fsdecode(lib), "fsid": fsid, "ino": lst.st_ino, "library": True},
+            }
+            steps.append(Step.of("converge", args))
+            pairs.append((os.fsdecode(seed), os.fsdecode(lib)))
+            if cache:
+                _cache(w, seed, lib)
+        groups.append(GroupPlan(f"g{i}", [f"{i:040x}"], [f"T{i}"], "converge", "dup", "stash", "stash", steps=steps))
+    return Plan(groups=groups), pairs
+
+
+def _linked(seed: str, lib: str) -> bool:
+    a, b = os.lstat(seed), os.lstat(lib)
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _commits(conn, fn):
+    seen = []
+    conn.set_trace_callback(lambda sql: seen.append(sql) if sql.strip().upper() == "COMMIT" else None)
+    try:
+        return fn(), len(seen)
+    finally:
+        conn.set_trace_callback(None)
+
+
+def test_a_batch_of_groups_takes_one_lock_and_two_journal_commits_not_five_per_group(world, monkeypatch):
+    w = world
+    plan, pairs = _dups(w, 12, cache=True)
+
+    def no_reads(*_a, **_k):
+        raise AssertionError("a file was read although its catalogued hash is valid for its stat")
+
+    monkeypatch.setattr(fsops.hashing, "hash_fd", no_reads)
+    lib_before = {lib: os.lstat(lib) for _s, lib in pairs}
+    summary, commits = _commits(w.cat.conn, lambda: w.executor().apply(plan))
+    assert summary.status == "done" and sorted(summary.groups_done) == sorted(g.group_id for g in plan.groups)
+    assert all(_linked(s, lib) for s, lib in pairs)
+    assert summary.bytes_freed == sum(os.lstat(lib).st_size for _s, lib in pairs)
+    for lib, st in lib_before.items():  # library files: same inode, size, mtime; only linked from
+        now = os.lstat(lib)
+        assert (now.st_ino, now.st_size, now.st_mtime_ns, now.st_nlink) == (st.st_ino, st.st_size, st.st_mtime_ns, 2)
+    # start_run, the batch's intents, the catalog's record of the relinked paths, the batch's outcomes, finish_run
+    # (one step at a time: intent, done, group state twice and a catalog update per group)
+    assert commits <= 6, commits
+    assert [s.status for s in w.journal.steps(summary.run_id)] == ["done"] * 12
+    assert not [p for p in os.listdir(lock_dir(w.cfg)) if p.startswith("group-")]
+    # the catalog knows each seeding path as a link of the kept inode, with its hash still valid
+    for seed, lib in pairs:
+        row = w.cat.inode_by_path(seed)
+        assert row is not None and row.ino == os.lstat(lib).st_ino and row.hash is not None
+
+
+def test_one_kept_inode_for_many_copies_keeps_its_cached_hash_across_the_batch(world, monkeypatch):
+    # Each relink changes the kept inode's ctime; the batch carries its hash over (our own link),
+    # so the 2nd and 3rd copies are checked against the cached hash, not by reading the library file.
+    w = world
+    data = b"one library file, three seeding copies " * 40
+    lib = write(os.path.join(str(w.stash), "media/L/film.mkv").encode(), data)
+    seeds = [write(os.path.join(w.seed_s, f"conv/C{i}/film.mkv").encode(), data) for i in range(3)]
+    _cache(w, lib, *seeds)
+    fsid = w.cat.fsid(w.cat.fs_for_path(w.seed_s))
+    keep = {"path": os.fsdecode(lib), "fsid": fsid, "ino": os.lstat(lib).st_ino, "library": True}
+    groups = [
+        GroupPlan(
+            f"c{i}",
+            [f"{i:040x}"],
+            [f"C{i}"],
+            "converge",
+            "dup",
+            "stash",
+            "stash",
+            steps=[
+                Step.of(
+                    "converge",
+                    {
+                        "path": os.fsdecode(p),
+                        "fsid": fsid,
+                        "ino": os.lstat(p).st_ino,
+                        "size": len(data),
+                        "mtime_ns": os.lstat(p).st_mtime_ns,
+                        "blake3": b3(data),
+                        "keep": keep,
+                    },
+                )
+            ],
+        )
+        for i, p in enumerate(seeds)
+    ]
+    reads = []
+    real = fsops.hashing.hash_fd
+    monkeypatch.setattr(fsops.hashing, "hash_fd", lambda fd, *a, **k: reads.append(fd) or real(fd, *a, **k))
+    summary = w.executor().apply(Plan(groups=groups))
+    assert summary.status == "done" and summary.bytes_freed == 3 * len(data)
+    assert all(_linked(os.fsdecode(p), os.fsdecode(lib)) for p in seeds) and os.lstat(lib).st_nlink == 4
+    assert reads == []
+    row = w.cat.inode_by_path(lib)
+    assert row.hash is not None and row.ctime_ns == os.lstat(lib).st_ctime_ns  # valid for the live stat
+
+
+def test_a_failed_step_fails_its_own_group_and_the_rest_of_the_batch_converges(world):
+    w = world
+    plan, pairs = _dups(w, 4, per_group=2)
+    bad = plan.groups[1]
+    s0 = bad.steps[0]
+    bad.steps[0] = Step.of("converge", {**s0.args, "keep": {**s0.args["keep"], "ino": s0.keep.ino + 10_000}})
+    summary = w.executor().apply(plan)
+    assert summary.status == "failed" and summary.exit_code == 5
+    assert set(summary.groups_failed) == {"g1"} and "no longer the planned file" in summary.groups_failed["g1"]
+    assert sorted(summary.groups_done) == ["g0", "g2", "g3"]
+    assert [_linked(s, lib) for s, lib in pairs] == [True, True, False, False, True, True, True, True]
+    rows = {r.seq: (r.status, r.error) for r in w.journal.steps(summary.run_id)}
+    assert rows[2][0] == "failed" and rows[3] == ("failed", "not tried: an earlier step of its group failed")
+    assert w.journal.group_status("g1")[0] == "failed" and w.journal.group_status("g2")[0] == "done"
+
+
+def test_a_busy_converge_lock_leaves_the_batch_untouched(world):
+    w = world
+    plan, pairs = _dups(w, 3)
+    with converge_lock(w.cfg, "stash"):
+        summary = w.executor(group_lock_wait=0).apply(plan)
+    assert [g.status for g in summary.groups] == ["busy"] * 3 and summary.exit_code == 75
+    assert not any(_linked(s, lib) for s, lib in pairs)
+    assert w.journal.steps(summary.run_id) == []
+
+
+def test_a_batch_opens_each_folder_once(world, monkeypatch):
+    w = world
+    plan, pairs = _dups(w, 1, per_group=30)  # 30 seeding files in one folder, 30 library files in another
+    subs = []
+    real = fsops.Dir.sub
+
+    def counting(self, name, **kw):
+        subs.append(name)
+        return real(self, name, **kw)
+
+    monkeypatch.setattr(fsops.Dir, "sub", counting)
+    assert w.executor().apply(plan).status == "done"
+    assert all(_linked(s, lib) for s, lib in pairs)
+    # seed root -> conv -> T0, and stash root -> media -> M0: each opened once, not once per file
+    assert sorted(subs) == sorted([b"conv", b"T0", b"media", b"M0"]), subs
+
+
+# --------------------------------------------------------------------------- crash with a batch half done
+
+
+@pytest.mark.parametrize(
+    "seq,point,relinked_before",
+    [
+        (0, "after_intend", 0),  # the whole batch intended, nothing relinked
+        (1, "after_act", 2),  # killed right after the 2nd relink (its rename done, not journaled)
+        (2, "mid_act", 2),  # the 3rd file has its temporary link, not yet renamed over
+    ],
+)
+def test_sigkill_inside_a_batch_then_resume_ends_converged(world, seq, point, relinked_before):
+    w = world
+    plan, pairs = _dups(w, 4)
+    libs = {lib: (os.lstat(lib), open(lib, "rb").read()) for _s, lib in pairs}  # noqa: SIM115
+    pid = os.fork()
+    if pid == 0:  # the child applies with its own catalog connection and dies at the point, like SIGKILL
+        try:
+
+            def hook(p, _gid, s, _step):
+                if p == point and s == seq:
+                    os._exit(9)
+
+            cat = Catalog.open(w.cfg.catalog, marker_roots=[w.stash, w.pool])
+            build_executor(w.cfg, cat, {"qbt": w.qbt}, Journal(cat.conn), hook=hook).apply(plan)
+        finally:
+            os._exit(1)
+    _pid, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 9
+
+    (run,) = w.journal.unfinished_runs()
+    assert [r.status for r in w.journal.steps(run.id)] == ["intended"] * 4  # the batch's intents came first
+    assert [_linked(s, lib) for s, lib in pairs] == [i < relinked_before for i in range(4)]
+    if point == "mid_act":
+        left = [n for n in os.listdir(os.path.dirname(pairs[2][0])) if n.startswith(".qbhook-relink.")]
+        assert len(left) == 1
+
+    (res,) = w.executor().resume()
+    assert res.status == "done" and sorted(res.groups_done) == ["g0", "g1", "g2", "g3"]
+    assert all(_linked(s, lib) for s, lib in pairs)
+    assert [r.status for r in w.journal.steps(run.id)] == ["done"] * 4
+    assert [r.result["status"] for r in w.journal.steps(run.id)] == ["already"] * relinked_before + ["relinked"] * (
+        4 - relinked_before
+    )
+    for lib, (st, data) in libs.items():
+        now = os.lstat(lib)
+        assert (now.st_ino, now.st_size, now.st_mtime_ns) == (st.st_ino, st.st_size, st.st_mtime_ns)
+        assert open(lib, "rb").read() == data  # noqa: SIM115
+    for s, _lib in pairs:
+        assert not [n for n in os.listdir(os.path.dirname(s)) if n.startswith(".qbhook-relink.")]
+    assert w.executor().resume() == []
+
+
+# --------------------------------------------------------------------------- content changed, size and mtime restored
+
+
+def _planned_library_copy(w):
+    """The real scanner and planner: two cross-seeded links of a movie, an *arr copy of it in the library.
+    Every file is old, so the catalog caches the hashes the plan rests on."""
+    movie = te.FILES[0][1]
+    lib = write(w.stash / "media/Movie (2020)/Movie (2020).mkv", movie)
+    for dirpath, _d, files in os.walk(w.stash):
+        for f in files:
+            os.utime(os.path.join(dirpath, f), ns=(OLD_NS, OLD_NS))
+    for t in w.qbt.t.values():
+        t.download_path = ""
+    for p in w.cfg.pools:
+        scan_pool(w.cat, p, w.cfg.scan)
+    plan = make_plan(build_snapshot(w.cfg, w.cat, [w.qbt]), w.cfg.policy)
+    (g,) = plan.groups
+    assert g.action == "converge", g.reason
+    return plan, g, str(lib), movie
+
+
+@pytest.mark.parametrize("end", ["seeding copy", "library copy"])
+def test_content_changed_with_size_and_mtime_restored_is_not_replaced(world, end):
+    w = world
+    plan, g, lib, movie = _planned_library_copy(w)
+    seed = g.steps[0].path
+    target = seed if end == "seeding copy" else lib
+    row = w.cat.inode_by_path(target)
+    assert row is not None and row.hash is not None  # a cached hash exists: only the ctime can tell it is stale
+    before = os.lstat(target)
+    other = bytes(b ^ 0x5A for b in movie)  # same size, other bytes
+    with open(target, "r+b") as f:
+        f.write(other)
+    stamp = f"@{before.st_mtime_ns // 10**9}.{before.st_mtime_ns % 10**9:09d}"
+    subprocess.run(["touch", "-d", stamp, target], check=True)
+    after = os.lstat(target)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+    summary = w.executor().apply(plan)
+    (o,) = summary.groups
+    want = "no longer has the planned content" if end == "seeding copy" else "does not have the planned content"
+    assert o.status == "failed" and want in o.reason, o.reason
+    assert os.lstat(seed).st_ino == before.st_ino if end == "seeding copy" else os.lstat(seed).st_ino != before.st_ino
+    assert not _linked(seed, lib)  # not replaced
+    assert open(target, "rb").read() == other  # noqa: SIM115
+    assert os.lstat(lib).st_nlink == 1
