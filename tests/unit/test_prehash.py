@@ -199,6 +199,7 @@ def test_something_already_at_the_destination_is_hashed_not_copied_over(world): 
 def test_content_changed_between_copy_and_unlink_is_caught_and_nothing_is_unlinked(world):  # noqa: F811
     snap, plan = planned(world)
     steps = plan.groups[0].steps
+    assert all(s.blake3 is None for s in steps if isinstance(s, Copy | Delete) and s.size)  # nothing pre-hashed
     first_delete = next(i for i, s in enumerate(steps) if isinstance(s, Delete))
     big = os.path.join(world.save(H1, "stash"), FILES[0][0])
 
@@ -247,6 +248,7 @@ def test_crash_after_the_copy_before_its_hash_is_journaled_then_source_changes(w
 def test_crash_after_the_copy_resumes_with_the_hash_taken_again(world):  # noqa: F811
     snap, plan = planned(world)
     copies = [i for i, s in enumerate(plan.groups[0].steps) if isinstance(s, Copy)]
+    assert copies and all(plan.groups[0].steps[i].blake3 is None for i in copies)
 
     def hook(point, _gid, s, _step):
         if point == "after_act" and s == copies[-1]:
