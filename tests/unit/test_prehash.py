@@ -119,8 +119,9 @@ def test_no_same_size_candidate_reads_each_source_byte_once_and_ends_verified(wo
     assert all(r.result.get("source_hash_cached") for r in rows if r.kind == "copy")
 
 
-def test_today_a_hashed_plan_reads_twice(world, monkeypatch):  # noqa: F811
-    """The comparison point: with a same-size file on the target every source is hashed first."""
+def test_with_a_same_size_file_on_the_target_each_source_is_read_twice(world, monkeypatch):  # noqa: F811
+    """The comparison point (and the rule's other half): a file of the same size on the target
+    could be a donor, so the source is hashed first (one read), then copied (a second read)."""
     for rel, data in FILES[:2]:
         decoy = os.path.join(world.seed_p, "elsewhere", rel)
         os.makedirs(os.path.dirname(decoy), exist_ok=True)
