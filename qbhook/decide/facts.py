@@ -121,6 +121,9 @@ class Snapshot:
     now: float = 0.0
     # Symlinks met in torrent and destination paths below a pool root: path -> link target.
     symlinks: dict[str, str] = field(default_factory=dict)
+    # Inodes left unhashed on purpose: a demotion's source files with no file of their size on
+    # the target dataset (nothing to reuse), so the copy's own hash is their verification.
+    hash_at_copy: frozenset[InodeKey] = frozenset()
 
     def pool(self, name: str) -> PoolFact:
         return next(p for p in self.pools if p.name == name)

@@ -8,7 +8,9 @@ crash can tell "already done" from "not yet done" by looking at the world.
 
 One frozen, slotted class per step kind (all paths are host paths):
 
-- ``Copy``        src, dst, size, blake3     copy once onto the target dataset (staged, hashed, fsynced, renamed)
+- ``Copy``        src, dst, size, blake3     copy once onto the target dataset (staged, hashed, fsynced, renamed);
+                   blake3 None ("hash": "from_copy" in JSON): no pre-hash was planned, the copy's own
+                   hash becomes the content every later step of the group checks against
 - ``Link``        src, dst, size, blake3     hardlink dst to the donor inode at src (same dataset)
 - ``MkEmpty``     dst                        zero-length file (never link a 0-byte stub over data)
 - ``VerifyView``  torrent, instance, save_path, files: (ViewFile(path, size, blake3), ...)
@@ -196,6 +198,9 @@ class _FromSrc:
         return f"{self.src} -> {self.dst}"
 
 
+HASH_FROM_COPY = "from_copy"
+
+
 @_kind
 @dataclass(frozen=True, slots=True)
 class Copy(_FromSrc, Step):
@@ -204,11 +209,28 @@ class Copy(_FromSrc, Step):
     to_dir: str  # dst = to_dir + rel (to_dir ends with "/")
     rel: str
     size: int
-    blake3: str
+    # None: the snapshot did not pre-hash the source (nothing on the target has its size, so
+    # there is nothing to reuse); the executor takes the hash from the copy itself.
+    blake3: str | None
+
+    @property
+    def args(self) -> dict[str, Any]:
+        out = _FromSrc.args.fget(self)
+        if self.blake3 is None:
+            # Said out loud, not only a null: a plan that lost its hash by accident must not read
+            # as "no verification wanted" (``from_args`` refuses a null without the marker).
+            out["hash"] = HASH_FROM_COPY
+        return out
+
+    def describe(self) -> str:
+        return _FromSrc.describe(self) + (" (hash taken from the copy)" if self.blake3 is None else "")
 
     @classmethod
     def from_args(cls, a):
-        return cls(a["src"], *split_path(a["dst"]), int(a["size"]), a["blake3"])
+        step = cls(a["src"], *split_path(a["dst"]), int(a["size"]), a["blake3"])
+        if step.blake3 is None and a.get("hash") != HASH_FROM_COPY:
+            raise ValueError('blake3 is null without "hash": "from_copy"')
+        return step
 
 
 @_kind

@@ -313,7 +313,8 @@ def file_blockers(group: list[TorrentFact], snap: Snapshot) -> list[str]:
                 out.append(f"{t.name}: missing file {f.path}")
             elif snap.inodes[f.inode].size != f.size:
                 out.append(f"{t.name}: size on disk differs from the torrent's for {f.path}")
-            elif snap.inodes[f.inode].blake3 is None and f.size:
+            elif snap.inodes[f.inode].blake3 is None and f.size and f.inode not in snap.hash_at_copy:
+                # (in hash_at_copy: nothing to reuse on the target, the copy's own hash verifies it)
                 out.append(f"{t.name}: not hashed yet or changed since hashed: {f.path}")
     return out
 
@@ -450,7 +451,8 @@ def build_steps(
         hashes = []
         for f in t.files:
             inode = snap.inodes[f.inode]
-            ck = inode.content if f.size else (0, "")
+            # Unhashed (hash_at_copy): the inode itself stands for its content, copied once, linked after.
+            ck = (inode.content or f.inode) if f.size else (0, "")
             dst = base + f.rel  # for the checks; the steps keep (base, rel)
             hashes.append(inode.blake3)
             if dst in planned:

@@ -6,6 +6,13 @@ be that inode (a stale path would undercount external links and could demote a
 library's data), and hashes are computed only for groups whose decision needs
 them (field lessons 5, 10).
 
+A demotion hashes its source files first only where the hash can change the plan: a
+file with a file of its size on the target dataset may be reused instead of copied
+(and an existing destination must be compared), so it is hashed, with its candidates.
+A settled file with no such file is not: nothing could be reused, and the copy reads
+it anyway, so the copy's own hash is its verification (``Snapshot.hash_at_copy``,
+a ``Copy`` with no planned hash). One read of each byte instead of two.
+
 qbhook runs as root over trees that others (qBittorrent's container) can write,
 so a path is taken at its word only if no directory in it below the pool root
 is a symlink (``SymlinkProbe``, each directory lstat-ed once per snapshot):
@@ -140,6 +147,8 @@ class SnapshotBuilder:
         self.symlinks: dict[str, str] = {}  # symlinks met in torrent and destination paths -> target
         # (instance, hash) -> files, from a batched listing; others are asked per torrent
         self._listed_files: dict[tuple[str, str], list] = {}
+        # Demotion sources left unhashed on purpose (see the module docstring).
+        self._at_copy: set[InodeKey] = set()
 
     # ------------------------------------------------------------ public
     def build(self, hashes: Iterable[str] | None = None, now: float | None = None, infos=None) -> Snapshot:
@@ -161,6 +170,7 @@ class SnapshotBuilder:
             existing=existing,
             now=now,
             symlinks=dict(self.symlinks),
+            hash_at_copy=frozenset(k for k in self._at_copy if self.inodes[k].blake3 is None),
         )
 
     # ------------------------------------------------------------ torrents and files
@@ -394,13 +404,27 @@ class SnapshotBuilder:
             if src.pop() is primary:
                 if policy_blocks_demote(group, self.cfg.policy, now):
                     continue
-                need |= {self._inode_ids[k] for k in keys}
-                need |= self._same_size_on(cold.seeding_fsid, facts)
+                need |= self._demotion_hashes(facts, cold, now, need)
             else:
                 cands = self._same_size_on(primary.seeding_fsid, facts)
                 if cands:
                     need |= {self._inode_ids[k] for k in keys} | cands
         self._hash(need, progress=self.progress)
+
+    def _demotion_hashes(self, facts: list[InodeFact], cold: PoolFact, now: float, need: set[int]) -> set[int]:
+        """What a demotion must hash before planning: the files that could be reused from the target
+        (a file of their size is there) and those candidates. A settled file without one is left to
+        the copy (``self._at_copy``); an unsettled one is asked for, so it blocks as "not hashed yet"."""
+        cands = self._same_size_by_size(cold.seeding_fsid, facts)
+        out: set[int] = set().union(*cands.values())
+        settle_ns = self.cfg.scan.settle_seconds * 1e9
+        for i in facts:
+            iid = self._inode_ids[i.key]
+            if i.size in cands or i.blake3 is not None or iid in need or now * 1e9 - i.mtime_ns < settle_ns:
+                out.add(iid)
+            elif i.size:
+                self._at_copy.add(i.key)
+        return out
 
     def _hash(self, inode_ids: set[int], progress: Progress | None = None) -> None:
         """Hash what lacks a valid hash, then carry the new hashes into the facts of those inodes."""
@@ -433,15 +457,19 @@ class SnapshotBuilder:
 
     def _same_size_on(self, fsid: str, facts: list[InodeFact]) -> set[int]:
         """Catalog inodes on ``fsid`` of the size of one of ``facts`` and not that fact itself."""
+        return set().union(*self._same_size_by_size(fsid, facts).values())
+
+    def _same_size_by_size(self, fsid: str, facts: list[InodeFact]) -> dict[int, set[int]]:
+        """``_same_size_on``, per size: size -> those catalog inode ids (sizes without any left out)."""
         keys_of_size: dict[int, set[InodeKey]] = defaultdict(set)
         for i in facts:
             if i.size:
                 keys_of_size[i.size].add(i.key)
-        out: set[int] = set()
+        out: dict[int, set[int]] = defaultdict(set)
         for iid, size, row_fsid, ino in self.catalog.inodes_of_sizes(sorted(keys_of_size)):
             # Some fact of this size is another inode than this row (the per-fact rule, in one pass).
             if row_fsid == fsid and keys_of_size[size] != {(row_fsid, ino)}:
-                out.add(iid)
+                out[size].add(iid)
         return out
 
     # ------------------------------------------------------------ donors and destinations
@@ -503,6 +531,10 @@ class SnapshotBuilder:
                     existing[dst] = key
                     if key is not None and self.inodes[key].blake3 is None and self.inodes[key].size:
                         to_hash.add(self._inode_ids[key])
+                    if key is not None and f.inode in self._at_copy:
+                        # Something is already there: only hashes can say whether it is this file.
+                        self._at_copy.discard(f.inode)
+                        to_hash.add(self._inode_ids[f.inode])
         self._hash(to_hash)
         return existing
 

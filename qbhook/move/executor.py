@@ -326,6 +326,22 @@ class _GroupRun:
     relocs: list[_Reloc] = field(default_factory=list)
     deletes_started: bool = False
     synced: bool = False
+    # Content hashes this group learned from its copies (a ``Copy`` planned without one): target
+    # path -> hex. Later steps planned without a hash for that path check against it. Rebuilt on
+    # resume from the journaled results of the finished copies and links.
+    learned: dict[str, str] = field(default_factory=dict)
+
+    def content_of(self, path: str, planned: str | None, size: int, what: str) -> str | None:
+        """The hash a step must check ``path`` against: the planned one, else the one its copy learned."""
+        if planned is not None or not size:
+            return planned
+        got = self.learned.get(_norm(path))
+        if got is None:
+            raise UnsafeOperation(
+                f"{what}: no content hash for {path}: none was planned and no copy of this run made it",
+                hint="re-plan (the copy that would have hashed it did not run)",
+            )
+        return got
 
 
 class _At(NamedTuple):
@@ -807,7 +823,7 @@ class Executor:
                     "size": lst.st_size,
                     "kind": row.kind,
                     "keep": row.args.get("src"),
-                    "blake3": row.args.get("blake3"),
+                    "blake3": row.args.get("blake3") or (row.result or {}).get("blake3"),
                 },
             )
 
@@ -822,19 +838,28 @@ class Executor:
         raise UnsafeOperation(f"{path} is not inside any configured pool")
 
     def _copy(self, st: _GroupRun, s: Copy, _at: _At) -> dict:
+        # No planned hash (s.blake3 None): the copy hashes the source as it reads it, once, and
+        # that hash is the content every later step of the group checks (``_GroupRun.learned``).
         res = fsops.copy_verified(s.src, s.dst, s.blake3, s.size, roots=self.roots, catalog=self.catalog)
         inode_id = self.catalog.record_path(s.dst, self._pool_name(s.dst, st.plan.target_pool), own_change=True)
         # We know the content of the new inode: cache it, so verify_view costs a stat, not a read.
         self.catalog.store_hash(inode_id, bytes.fromhex(res["blake3"]), os.lstat(s.dst))
+        if s.blake3 is None:
+            st.learned[_norm(s.dst)] = res["blake3"]  # journaled with the result: a resume re-learns it
         st.outcome.bytes_copied += res["bytes_written"]
         return res
 
     def _link(self, st: _GroupRun, s: Link, _at: _At) -> dict:
-        res = fsops.link_into(s.src, s.dst, roots=self.roots, size=s.size, blake3_hex=s.blake3, catalog=self.catalog)
+        learned = st.learned.get(_norm(s.src)) if s.blake3 is None else None
+        blake3_hex = s.blake3 or learned
+        res = fsops.link_into(s.src, s.dst, roots=self.roots, size=s.size, blake3_hex=blake3_hex, catalog=self.catalog)
         # A link changes the inode's ctime; own_change carries its cached hash over.
         self.catalog.record_path(
             s.dst, self._pool_name(s.dst, st.plan.target_pool), own_change=res["status"] in ("linked", "already")
         )
+        if learned is not None:
+            st.learned[_norm(s.dst)] = learned
+            res = {**res, "blake3": learned}
         return res
 
     def _mkempty(self, st: _GroupRun, s: MkEmpty, _at: _At) -> dict:
@@ -854,7 +879,7 @@ class Executor:
             rel = os.path.relpath(full, save)
             if rel.startswith(".."):
                 raise UnsafeOperation(f"view file {full} is outside the save path {save}")
-            want[rel] = (full, int(f.size), f.blake3)
+            want[rel] = (full, int(f.size), st.content_of(full, f.blake3, int(f.size), "verify_view"))
         live = c.files(h)
         if not live:
             raise UnsafeOperation(f"torrent {h} has no metadata (no file list): cannot prove its view")
@@ -891,14 +916,17 @@ class Executor:
             fsops.sync_filesystem(_existing_parent(s.keep_path))
             st.synced = True
         hold = str(st.run_id) if self.cfg.policy.grace_period > 0 else None
+        # Planned without a hash: the one the copy took of this file's content (the kept copy's),
+        # so the doomed link must still hold exactly what was copied.
+        blake3_hex = st.content_of(s.keep_path, s.blake3, s.size or 0, f"refusing to delete {s.path}")
         res = fsops.safe_unlink(
             s.path,
             fsid=s.fsid,
             ino=s.ino,
             size=s.size,
-            blake3_hex=s.blake3,
+            blake3_hex=blake3_hex,
             keep_path=s.keep_path,
-            keep_blake3=s.blake3,
+            keep_blake3=blake3_hex,
             keep_fsid=s.keep_fsid,
             keep_ino=s.keep_ino,
             seeding_links=s.seeding_links,
@@ -1338,8 +1366,20 @@ def _probe_delete(s: Delete) -> str:
     return "already gone" if not os.path.lexists(s.path) else "to do"
 
 
-def _replay_copy(st: _GroupRun, _seq: int, _s: Copy, row: StepRow) -> None:
+def _replay_copy(st: _GroupRun, _seq: int, s: Copy, row: StepRow) -> None:
     st.outcome.bytes_copied += int((row.result or {}).get("bytes_written", 0))
+    _relearn(st, s, row)
+
+
+def _relearn(st: _GroupRun, s: Copy | Link, row: StepRow) -> None:
+    """A finished copy or link planned without a hash: learn its hash again from the journal."""
+    got = (row.result or {}).get("blake3")
+    if s.blake3 is None and isinstance(got, str):
+        st.learned[_norm(s.dst)] = got
+
+
+def _replay_link(st: _GroupRun, _seq: int, s: Link, row: StepRow) -> None:
+    _relearn(st, s, row)
 
 
 def _replay_copy_failed(st: _GroupRun, seq: int, s: Copy, row: StepRow) -> None:
@@ -1400,7 +1440,7 @@ def _probe_converge(s: Converge) -> str:
 
 HANDLERS: dict[type[Step], StepHandler] = {
     Copy: StepHandler(Executor._copy, probe=_probe_made, replay=_replay_copy, replay_failed=_replay_copy_failed),
-    Link: StepHandler(Executor._link, probe=_probe_made),
+    Link: StepHandler(Executor._link, probe=_probe_made, replay=_replay_link),
     MkEmpty: StepHandler(Executor._mkempty, probe=_probe_made),
     VerifyView: StepHandler(Executor._verify_view, replay=_replay_view, redo=_redo_view),
     Relocate: StepHandler(

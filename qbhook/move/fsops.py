@@ -570,12 +570,23 @@ def copy_verified(
     bytes_written, blake3}``. Any failure removes the staged file; the source is only read.
     Both ends are reached through verified folders below ``roots``; the staging folder is
     qbhook's own (0700, owned by it, on the destination's filesystem).
+
+    ``expected_blake3_hex`` None: the plan did not pre-hash the source (nothing on the target
+    could be reused). The content is then what the source holds: the same single pass hashes
+    it (one read of each byte), the source must not change while it is read (fstat before and
+    after: inode, size, mtime, ctime), and the result's ``blake3`` is that hash, which the caller
+    passes on to every later step. A settled source's hash is cached in the catalog for the
+    stat it was read under (``source_hash_cached``): the unlink of that source later proves it
+    unchanged by that stat, or reads it again. An existing ``dst`` (a resume after a crash) is
+    accepted only if it hashes like the source does now.
     """
-    expected = _digest(expected_blake3_hex, expected_size)
+    expected = None if expected_blake3_hex is None and expected_size else _digest(expected_blake3_hex, expected_size)
     parent, name, _parts = _open_parent(dst, roots, create=True)
     with parent:
         st = parent.lstat(name)
         if st is not None:
+            if expected is None:
+                expected = _source_digest(src, roots, catalog)
             return _existing_copy(parent, name, st, expected_size, expected, catalog)
         src_shown = os.fsdecode(_p(src))
         src_fd = _open_source(src, roots)
@@ -587,17 +598,19 @@ def copy_verified(
             _clean_stale_staging(staging, name)
             _check_free_space(staging, expected_size)
             candidate = _staging_name(name)
-            written = _write_staged(staging, candidate, src_fd, sst, expected, expected_size, src_shown)
+            written, digest = _write_staged(staging, candidate, src_fd, sst, expected, expected_size, src_shown)
             staged = candidate
             if readback:
-                _readback(staging, staged, expected)
+                _readback(staging, staged, digest)
             try:
                 os.link(staged, name, src_dir_fd=staging.fd, dst_dir_fd=parent.fd, follow_symlinks=False)
             except FileExistsError:
                 # Someone else put a file there while we copied: same content is fine, anything else is not ours.
-                result = _existing_copy(parent, name, parent.lstat(name), expected_size, expected, catalog)
+                result = _existing_copy(parent, name, parent.lstat(name), expected_size, digest, catalog)
             else:
-                result = {"status": "copied", "bytes_written": written, "blake3": expected.hex()}
+                result = {"status": "copied", "bytes_written": written, "blake3": digest.hex()}
+            if expected is None:
+                result["source_hash_cached"] = _remember_source_digest(catalog, src, src_fd, sst, digest)
             os.unlink(staged, dir_fd=staging.fd)
             staged = None
             os.fsync(parent.fd)
@@ -631,21 +644,24 @@ def _write_staged(
     candidate: bytes,
     src_fd: int,
     sst: os.stat_result,
-    expected: bytes,
+    expected: bytes | None,
     expected_size: int,
     src_shown: str,
-) -> int:
+) -> tuple[int, bytes]:
     """Create ``candidate`` in the staging folder (never an existing name), copy while hashing,
-    prove the bytes are the planned content, copy the metadata, fsync. Returns bytes written.
-    On any failure after creating it, the staged file is removed (a name it did not create is
-    never touched: O_EXCL)."""
+    prove the bytes are the planned content, copy the metadata, fsync. Returns (bytes written,
+    their hash). ``expected`` None: no planned content, so the source must instead be proven
+    unchanged over the copy (``_source_held_still``). On any failure after creating it, the
+    staged file is removed (a name it did not create is never touched: O_EXCL)."""
     dst_fd = os.open(
         candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=staging.fd
     )
     try:
         try:
             digest, written = _copy_hashing(src_fd, dst_fd)
-            if written != expected_size or digest != expected:
+            if expected is None:
+                _source_held_still(src_fd, sst, written, expected_size, src_shown)
+            elif written != expected_size or digest != expected:
                 raise VerificationFailed(
                     f"copy of {src_shown} does not match the plan: read {written} bytes with blake3 "
                     f"{digest.hex()[:16]}..., expected {expected_size} bytes with {expected.hex()[:16]}...",
@@ -661,7 +677,48 @@ def _write_staged(
         except FileNotFoundError:
             pass
         raise
-    return written
+    return written, digest
+
+
+def _source_held_still(src_fd: int, sst: os.stat_result, written: int, expected_size: int, src_shown: str) -> None:
+    """With no planned hash, the hash of what was read is the source's only if nothing wrote to
+    it meanwhile: same inode, size, mtime and ctime after the copy as before it."""
+    after = os.fstat(src_fd)
+    if written != expected_size or not hashing.HashResult(b"", sst, after).stable:
+        raise VerificationFailed(
+            f"copy source {src_shown} changed while it was copied ({written} bytes read, {expected_size} planned)",
+            hint="something is writing to it; nothing was written to the destination, try again when it is quiet",
+        )
+
+
+def _source_digest(src, roots, catalog) -> bytes:
+    """The source's content hash as it is now (the catalog's, if still valid for its stat, else read)."""
+    src_shown = os.fsdecode(_p(src))
+    try:
+        sdir, sname, _parts = _open_parent(src, roots, same_fs=False)
+    except (FileNotFoundError, NotADirectoryError):
+        raise VerificationFailed(f"copy source {src_shown} is missing") from None
+    with sdir:
+        sst = sdir.lstat(sname)
+        if sst is None:
+            raise VerificationFailed(f"copy source {src_shown} is missing")
+        if not stat_mod.S_ISREG(sst.st_mode):
+            raise UnsafeOperation(f"copy source {src_shown} is not a regular file")
+        return _content_digest(sdir, sname, sst, catalog)
+
+
+def _remember_source_digest(catalog, src, src_fd: int, sst: os.stat_result, digest: bytes) -> bool:
+    """Cache ``digest`` as the source inode's hash, for the stat it was read under, if it is settled
+    (a write in the same clock tick as its last one could leave the stat unchanged) and the catalog
+    knows the inode. True if cached."""
+    res = hashing.HashResult(digest, sst, os.fstat(src_fd))
+    if catalog is None or not res.settled(CACHE_MIN_AGE_S):
+        return False
+    row_id, _cached = _cached_digest(catalog, src, res.after)
+    if row_id is None:
+        return False
+    catalog.store_hash(row_id, digest, res.after)
+    return True
 
 
 def _readback(staging: Dir, name: bytes, expected: bytes) -> None:

@@ -271,26 +271,31 @@ def world(tmpfs, tmp_path):  # noqa: F811
     w.cat.close()
 
 
-def demote_plan(w: World) -> Plan:
-    """The plan the planner makes for two cross-seeded siblings (same shape as planner.build_steps)."""
+def demote_plan(w: World, hashed: bool = True) -> Plan:
+    """The plan the planner makes for two cross-seeded siblings (same shape as planner.build_steps).
+
+    ``hashed=False``: as planned without a pre-hash (``Snapshot.hash_at_copy``): the copies carry
+    "hash": "from_copy" and every later step of a non-empty file has no hash of its own."""
     make, views, relocs, deletes = [], [], [], []
     donors = {}
+
+    def h3(data: bytes) -> str | None:
+        return b3(data) if hashed or not data else None
+
     for h in (H1, H2):
         old_save, new_save = w.save(h, "stash"), w.save(h, "pool")
         vf = []
         for rel, data in FILES:
             dst = os.path.join(new_save, rel)
-            vf.append({"path": dst, "size": len(data), "blake3": b3(data)})
+            vf.append({"path": dst, "size": len(data), "blake3": h3(data)})
             if not data:
                 make.append(Step.of("mkempty", {"dst": dst}))
             elif data in donors:
-                make.append(Step.of("link", {"src": donors[data], "dst": dst, "size": len(data), "blake3": b3(data)}))
+                make.append(Step.of("link", {"src": donors[data], "dst": dst, "size": len(data), "blake3": h3(data)}))
             else:
-                make.append(
-                    Step.of(
-                        "copy", {"src": os.path.join(old_save, rel), "dst": dst, "size": len(data), "blake3": b3(data)}
-                    )
-                )
+                src = os.path.join(old_save, rel)
+                copy = {"src": src, "dst": dst, "size": len(data), "blake3": h3(data)}
+                make.append(Step.of("copy", copy if hashed else {**copy, "hash": "from_copy"}))
                 donors[data] = dst
         views.append(Step.of("verify_view", {"torrent": h, "instance": "qbt", "save_path": new_save, "files": vf}))
         relocs.append(
@@ -318,7 +323,7 @@ def demote_plan(w: World) -> Plan:
                         "fsid": w.cat.fsid(w.cat.fs_for_path(path)),
                         "ino": st.st_ino,
                         "size": len(data),
-                        "blake3": b3(data),
+                        "blake3": h3(data),
                         "keep": {"path": os.path.join(w.save(h, "pool"), rel)},
                         "seeding_links": sorted(os.path.join(w.save(x, "stash"), rel) for x in (H1, H2)),
                     },
@@ -617,10 +622,13 @@ def test_rollback_that_cannot_finish_is_resumed(world):
 N_STEPS = 3 * 2 + 2 + 2 + 1 + 2 + 6 + 2
 
 
+@pytest.mark.parametrize("hashed", [True, False], ids=["planned-hash", "hash-from-copy"])
 @pytest.mark.parametrize("point", ["before", "after_intend", "after_act"])
 @pytest.mark.parametrize("k", range(N_STEPS))
-def test_crash_at_every_step_then_resume_reaches_the_same_end(world, k, point):
-    plan = demote_plan(world)
+def test_crash_at_every_step_then_resume_reaches_the_same_end(world, k, point, hashed):
+    # hash-from-copy, after_act of a copy: the copy is made but its hash is not journaled yet;
+    # the resumed copy hashes the source again and accepts the copy only if it matches.
+    plan = demote_plan(world, hashed=hashed)
     assert len(plan.groups[0].steps) == N_STEPS
 
     def hook(p, gid, seq, step):
