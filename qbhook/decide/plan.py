@@ -25,6 +25,11 @@ One frozen, slotted class per step kind (all paths are host paths):
                    same-pool convergence (``decide/converge.py``): replace the seeding link ``path``
                    by a hardlink to the kept inode, atomically (``fsops.relink_over``)
 
+A planned group's ``steps`` is a ``StepList``: the per-file kinds (copy, link, mkempty,
+delete) are held as columns per torrent and built when read, so a million-file plan holds no
+object per file (issue 13); readers see the same typed steps, in order, and the same JSON.
+A plan read back from JSON holds a plain list.
+
 What a step *does* lives in the executor's dispatch table (keyed by these classes); here a
 step only knows its fields, its one-line ``describe()`` and its JSON form.
 
