@@ -8,22 +8,28 @@ duplicated across pools. Baseline printed alongside: the time to merely build th
 (allocating the same facts), so the ratio shows what deciding costs on top of holding the data.
 
     python bench/bench_plan.py [--torrents 50000] [--files-per-torrent 20] [--cap 0] [--compare DIR]
+                               [--runs 3] [--digest]
 
 ``--compare DIR`` also measures the qbhook package of another checkout (e.g. main before a
 change): each version runs in its own process (its own peak RSS), both in this one run, with
-the CPU model, the date and the load average printed.
+the CPU model, the date and the load average printed. With ``--runs N`` the rounds are
+interleaved (other, this, other, this, ...) and the medians reported, so that both versions
+see the same load. ``--digest`` also hashes each plan's JSON (after the peak is read), to show
+that two versions plan the same thing.
 
-Targets (issue 3, issue 13): under 10 s and under 1 GB, with no cap.
+Targets (issue 3, issue 13): under 10 s and under 1 GB (10^9 bytes, 953.7 MiB), with no cap.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import json
 import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -103,7 +109,10 @@ def build(n_torrents: int, per: int, seed: int = 1) -> Snapshot:
     )
 
 
-def measure(n_torrents: int, per: int, cap: int) -> dict:
+GB_KIB = 10**9 / 1024  # the 1 GB target in KiB (ru_maxrss unit): 953.7 MiB
+
+
+def measure(n_torrents: int, per: int, cap: int, digest: bool = False) -> dict:
     gc.collect()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
@@ -117,7 +126,11 @@ def measure(n_torrents: int, per: int, cap: int) -> dict:
     plan = make_plan(snap, PolicyConfig(max_groups_per_run=cap))
     t_plan = time.perf_counter() - t1
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    h = hashlib.sha256()
+    for g in plan.groups if digest else ():  # one group's JSON at a time: after the peak, and small
+        h.update(json.dumps(g.to_dict(), sort_keys=True).encode())
     return {
+        "digest": h.hexdigest()[:16] if digest else "",
         "torrents": len(snap.torrents),
         "files": n_files,
         "inodes": len(snap.inodes),
@@ -146,6 +159,7 @@ def _in_child(tree: str, a) -> dict:
             str(a.files_per_torrent),
             "--cap",
             str(a.cap),
+            *(["--digest"] if a.digest else []),
         ],
         env=env,
         check=True,
@@ -184,10 +198,25 @@ def _report(label: str, m: dict) -> None:
         f"{rss / 1024:.0f} MiB (at start {m['rss_start'] / 1024:.0f} MiB; peak while building the snapshot "
         f"{m['peak_build'] / 1024:.0f} MiB)"
     )
+    if m.get("digest"):
+        print(f"plan JSON sha256: {m['digest']}")
+    ok_t, ok_m = m["t_plan"] < 10, rss < GB_KIB
     print(
-        f"target < 10 s and < 1024 MiB: {'MET' if m['t_plan'] < 10 and rss < 1024 * 1024 else 'MISSED'}"
-        f" (time {'MET' if m['t_plan'] < 10 else 'MISSED'}, memory {'MET' if rss < 1024 * 1024 else 'MISSED'})"
+        f"target < 10 s and < 1 GB (953.7 MiB): {'MET' if ok_t and ok_m else 'MISSED'}"
+        f" (time {'MET' if ok_t else 'MISSED'}, memory {'MET' if ok_m else 'MISSED'})"
     )
+
+
+def _median(rounds: list[dict]) -> dict:
+    """The median of each number over the rounds (the last round's counts and digest)."""
+    out = dict(rounds[-1])
+    for k in ("t_build", "t_plan", "rss_snap", "peak_build", "peak", "rss_start"):
+        out[k] = statistics.median(r[k] for r in rounds)
+    return out
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -202,23 +231,37 @@ def main() -> None:
     )
     ap.add_argument("--compare", metavar="DIR", help="also measure the qbhook package in this checkout")
     ap.add_argument("--compare-label", default="other", help="name for the --compare rows (default 'other')")
+    ap.add_argument("--runs", type=int, default=1, help="rounds (interleaved with --compare); medians reported")
+    ap.add_argument("--digest", action="store_true", help="also hash each plan's JSON (same plan in both versions?)")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # a --compare child's answer
     a = ap.parse_args()
     if a.json:
-        print(json.dumps({**measure(a.torrents, a.files_per_torrent, a.cap), "cap": a.cap}))
+        print(json.dumps({**measure(a.torrents, a.files_per_torrent, a.cap, a.digest), "cap": a.cap}))
         return
-    print(
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {_cpu()}, load average "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
-    )
-    if not a.compare:
-        _report("this", {**measure(a.torrents, a.files_per_torrent, a.cap), "cap": a.cap})
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {_cpu()}, load average {_load()}")
+    if not a.compare and a.runs <= 1:
+        _report("this", {**measure(a.torrents, a.files_per_torrent, a.cap, a.digest), "cap": a.cap})
         return
     here = str(Path(__file__).resolve().parents[1])
-    # Other version first, then this one: each a fresh process, one after the other.
-    for label, tree in ((a.compare_label, a.compare), ("this", here)):
-        _report(label, _in_child(tree, a))
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    versions = ((a.compare_label, a.compare), ("this", here)) if a.compare else (("this", here),)
+    rounds: dict[str, list[dict]] = {label: [] for label, _ in versions}
+    # Other version first, then this one, round after round: each a fresh process.
+    for r in range(1, a.runs + 1):
+        for label, tree in versions:
+            m = _in_child(tree, a)
+            rounds[label].append(m)
+            print(
+                f"round {r} [{label}]: make_plan {m['t_plan']:.2f} s, build {m['t_build']:.2f} s, "
+                f"peak {m['peak'] / 1024:.0f} MiB, load {_load()}",
+                flush=True,
+            )
+    for label, _ in versions:
+        print(f"--- [{label}] median of {len(rounds[label])} round(s)")
+        _report(label, _median(rounds[label]))
+    if a.compare:
+        t_other, t_this = (statistics.median(m["t_plan"] for m in rounds[label]) for label, _ in versions)
+        print(f"make_plan this / {a.compare_label}: {t_this / t_other:.2f}x (medians)")
+    print(f"load average after: {_load()}")
 
 
 if __name__ == "__main__":

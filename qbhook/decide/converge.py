@@ -163,12 +163,21 @@ def report_only(gp: GroupPlan, conv: Convergence) -> GroupPlan:
 
 def resolve_cross_group(plans: list[GroupPlan]) -> None:
     """A convergence never links onto an inode that another group of the same plan deletes or moves."""
+    # Only inodes some convergence keeps can matter: a map of every moved inode (a million
+    # deletes in a big plan) was the planner's last peak of memory (issue 13).
+    kept = {
+        (s.keep.fsid, s.keep.ino)
+        for g in plans
+        if g.action == Action.CONVERGE
+        for s in g.steps
+        if isinstance(s, Converge)
+    }
     moved = {
         s.inode: g.group_id
         for g in plans
-        if g.action in (Action.DEMOTE, Action.PROMOTE)
+        if kept and g.action in (Action.DEMOTE, Action.PROMOTE)
         for s in g.steps
-        if isinstance(s, Delete)
+        if isinstance(s, Delete) and s.inode in kept
     }
     for g in plans:
         if g.action != Action.CONVERGE:
