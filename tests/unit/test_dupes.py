@@ -1,4 +1,4 @@
-"""find_duplicates: samples and small files are read by a pool of threads; what they read must
+"""find_duplicates: partials and small files are read through a window of open files; what they read must
 still be the catalogued inode, and the sets must be those of a one-file-at-a-time reader."""
 
 import os
@@ -42,7 +42,7 @@ def test_a_path_now_holding_another_inode_is_not_read_as_the_catalogued_one(env,
 
 def test_many_small_files_read_by_the_pool_give_every_set(env, monkeypatch):
     cfg, cat, stash, pool = env
-    monkeypatch.setattr(dupes, "_BATCH", 3)  # several batches per chunk, chunks of 500
+    monkeypatch.setattr(dupes, "LOOKAHEAD", 3)  # many more files than the window of open ones
     contents = [os.urandom(1000 + i % 7 * 10_000) for i in range(700)]
     for i, data in enumerate(contents):
         put(stash / SEED / f"S{i % 13}/f{i}.bin", data)
