@@ -91,16 +91,9 @@ _SHARED_SIZES = "(SELECT size FROM inodes WHERE size >= ? GROUP BY size HAVING c
 def find_duplicates(
     catalog: Catalog, *, settle_seconds: float = 60.0, min_size: int = 1, progress: Progress | None = None
 ) -> list[DupeSet]:
+    # Long on purpose: candidates, partials, full hashes and the sets, in order, over one read of the inodes.
     conn = catalog.conn
-    # A partial is valid while the inode's mtime and ctime are those it was taken under, and
-    # only if it is one (PARTIAL_LEN bytes: not an older version's head+tail sample).
-    rows = conn.execute(
-        f"SELECT id, size, CASE WHEN {HASH_VALID} THEN hash END, "
-        "CASE WHEN sample_mtime_ns = mtime_ns AND sample_ctime_ns = ctime_ns AND length(sample) = ? "
-        "THEN sample END "
-        f"FROM inodes WHERE size >= ? AND size IN {_SHARED_SIZES} ORDER BY size",
-        (PARTIAL_LEN, min_size, min_size),
-    ).fetchall()
+    rows = _candidates(conn, min_size)
     by_size: dict[int, list] = defaultdict(list)
     for r in rows:
         by_size[r[1]].append(r)
@@ -139,10 +132,33 @@ def find_duplicates(
     big = [i for i in need_full if size_of[i] >= MULTITHREAD_MIN]
     if big:
         ensure_hashes(catalog, big, settle_seconds=settle_seconds, progress=progress)
+    if need_full:
+        rows = _candidates(conn, min_size)  # the hashes just stored (a warm run stored none)
 
-    sets = [DupeSet(size, digest.hex(), copies) for size, digest, copies in _hash_groups(conn, min_size)]
+    sets = [DupeSet(size, digest.hex(), copies) for size, digest, copies in _hash_groups(conn, rows)]
     sets.sort(key=lambda s: (-s.reclaimable, s.hash))
     return sets
+
+
+def _candidates(conn, min_size: int) -> list[tuple[int, int, bytes | None, bytes | None, int, int, int]]:
+    """(id, size, valid hash, valid partial, fs, ino, nlink) of every inode of ``min_size`` or more
+    whose size another inode shares: one pass over the inodes table.
+
+    A hash is valid under hash_valid()'s rule; a partial while the inode's mtime and ctime are
+    those it was taken under, and only if it is one (PARTIAL_LEN bytes, not an older
+    version's head+tail sample). ``+size``: a plain table scan, not the size index (which
+    would fetch every row through the index when most inodes qualify).
+    """
+    rows = conn.execute(
+        f"SELECT id, size, CASE WHEN {HASH_VALID} THEN hash END, "
+        "CASE WHEN sample_mtime_ns = mtime_ns AND sample_ctime_ns = ctime_ns AND length(sample) = ? "
+        "THEN sample END, fs, ino, nlink FROM inodes WHERE +size >= ?",
+        (PARTIAL_LEN, min_size),
+    ).fetchall()
+    count: dict[int, int] = defaultdict(int)
+    for r in rows:
+        count[r[1]] += 1
+    return [r for r in rows if count[r[1]] > 1]
 
 
 def _locations(conn, min_size: int) -> dict[int, tuple[int, int, list[bytes]]]:
@@ -256,31 +272,45 @@ def _hash_small(catalog: Catalog, jobs: list[_Job], settle_seconds: float, progr
     catalog.store_stats(unsettled)
 
 
-def _hash_groups(conn, min_size: int):
-    """(size, digest, copies) for every content held by more than one inode: one query for all
-    sets (with every inode's fsid and paths) instead of two queries per copy."""
-    cur = conn.execute(
-        "SELECT i.size, i.hash, i.id, f.fsid, i.ino, i.nlink, p.path, p.pool FROM inodes i "
-        f"JOIN (SELECT size AS g_size, hash AS g_hash FROM inodes WHERE size >= ? AND {HASH_VALID} "
-        "      GROUP BY size, hash HAVING count(*) > 1) g ON i.size = g.g_size AND i.hash = g.g_hash "
-        "JOIN filesystems f ON f.id = i.fs LEFT JOIN paths p ON p.inode = i.id "
-        f"WHERE {HASH_VALID} ORDER BY i.size, i.hash, i.id, p.path",
-        (min_size,),
-    )
-    key, copies, copy = None, [], None
-    for size, digest, iid, fsid, ino, nlink, path, pool in cur:
-        if (size, digest) != key:
-            if key is not None:
-                yield key[0], key[1], _finish(copies)
-            key, copies, copy = (size, digest), [], None
-        if copy is None or copy.inode_id != iid:
-            copy = Copy(iid, fsid, ino, nlink, [], [])
-            copies.append(copy)
-        if path is not None:
-            copy.paths.append(os.fsdecode(path))
-            copy.pools.append(pool)
-    if key is not None:
-        yield key[0], key[1], _finish(copies)
+def _hash_groups(conn, rows: list):
+    """(size, digest, copies) for every content held by more than one inode, from the candidate
+    rows (see _candidates) and their paths: the sets need no query of their own."""
+    groups: dict[tuple[int, bytes], list] = defaultdict(list)
+    for r in rows:
+        if r[2] is not None:
+            groups[(r[1], r[2])].append(r)
+    groups = {k: sorted(g) for k, g in groups.items() if len(g) > 1}
+    want = {r[0] for g in groups.values() for r in g}
+    paths = _paths_of(conn, want)
+    fsids = dict(conn.execute("SELECT id, fsid FROM filesystems"))
+    for (size, digest), members in sorted(groups.items()):
+        copies = []
+        for iid, _size, _hash, _partial, fs, ino, nlink in members:
+            mine = sorted(paths.get(iid, ()))
+            copies.append(Copy(iid, fsids[fs], ino, nlink, [p for _path, p in mine], [os.fsdecode(p) for p, _ in mine]))
+        yield size, digest, _finish(copies)
+
+
+def _paths_of(conn, inode_ids: set[int]) -> dict[int, list[tuple[bytes, str]]]:
+    """inode id -> [(path, pool)]: one pass over the paths table when the inodes hold a good share
+    of it (cheaper than an index lookup each), else 500 inodes per indexed query."""
+    out: dict[int, list[tuple[bytes, str]]] = defaultdict(list)
+    if not inode_ids:
+        return out
+    top = conn.execute("SELECT max(id) FROM paths").fetchone()[0] or 0  # ~ the number of paths
+    if 3 * len(inode_ids) >= top:
+        for iid, path, pool in conn.execute("SELECT inode, path, pool FROM paths"):
+            if iid in inode_ids:
+                out[iid].append((path, pool))
+        return out
+    ids = list(inode_ids)
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        for iid, path, pool in conn.execute(
+            f"SELECT inode, path, pool FROM paths WHERE inode IN ({','.join('?' * len(chunk))})", chunk
+        ):
+            out[iid].append((path, pool))
+    return out
 
 
 def _finish(copies: list[Copy]) -> list[Copy]:
