@@ -7,9 +7,10 @@ file as separate inodes (within a pool and across the two), some files have extr
 and some files share a size (and for large ones head and tail) with a different content, so
 every tool has to read to tell them apart. Timed, each in its own process, warm page cache:
 
-  jdupes -r -q STASH POOL              (median of --runs; jdupes keeps no cache between runs)
+  jdupes -r -q STASH POOL              (median of 2 x --runs, one before each round of qbhook
+                                        runs; jdupes keeps no cache between runs)
   rdfind -dryrun true STASH POOL       (median of --runs)
-  qbhook dupes, first run              (empty catalog: scan + sample + hash; median of --runs,
+  qbhook dupes, first run              (empty catalog: scan + partial + full hash; median of --runs,
                                         each on a fresh catalog)
   qbhook dupes, warm run               (same catalog again: rescan, nothing re-read)
 
@@ -247,22 +248,28 @@ def main() -> int:
         dirs = [str(roots["stash"]), str(roots["pool"])]
         rows, res = [], {}
 
-        versions = [("qbhook", None)]
+        # Every qbhook process gets compiled bytecode, as an installed qbhook has: a private
+        # pycache (in the bench folder, nothing written into the checkouts) filled by an untimed
+        # run, even when PYTHONDONTWRITEBYTECODE is set (it would recompile stale modules each run).
+        def bytecode_env(env: dict | None) -> dict:
+            env = dict(env or os.environ)
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env["PYTHONPYCACHEPREFIX"] = str(base / "pycache")
+            return env
+
+        versions = [("qbhook", bytecode_env(None))]
         if args.compare:
-            versions.append((f"qbhook@{args.compare_label}", env_with_pythonpath(args.compare)))
+            versions.append((f"qbhook@{args.compare_label}", bytecode_env(env_with_pythonpath(args.compare))))
 
         def prepare() -> None:
             if args.cold:
                 drop_caches()
 
-        # jdupes
         jd_runs = []
-        for _ in range(args.runs):
+
+        def jdupes_round() -> None:
             prepare()
             jd_runs.append(run_rss(["jdupes", "-r", "-q", *dirs], stdout_path=str(base / "jdupes.txt")))
-        jd = statistics.median(r.seconds for r in jd_runs)
-        jd_sets, jd_bytes = summarize_paths(parse_jdupes(jd_runs[-1].stdout.decode(errors="surrogateescape")))
-        print(f"  jdupes: {jd:.2f}s, {jd_sets} sets", file=sys.stderr)
 
         # rdfind (writes its results file; -dryrun changes nothing)
         rd = rd_sets = rd_bytes = None
@@ -275,12 +282,16 @@ def main() -> int:
             rd_sets, rd_bytes = summarize_paths(parse_rdfind(base / "rdfind.txt"))
             print(f"  rdfind: {rd:.2f}s, {rd_sets} sets", file=sys.stderr)
 
-        # qbhook: first runs on fresh catalogs, then warm runs on the last one. Rounds interleave the
-        # versions (A B A B ...), so a burst of load from other processes hits each alike.
+        for _name, env in versions:  # fills the pycache; untimed
+            run_rss([sys.executable, "-m", "qbhook", "--version"], env=env)
+        # Rounds interleave jdupes and the qbhook versions (jdupes, A, B, jdupes, A, B, ...), so a
+        # burst of load from other processes hits each alike: first runs on fresh catalogs, then
+        # warm runs on the last one. jdupes' time is the median over all its rounds.
         firsts = {name: [] for name, _env in versions}
         first_rss = {name: [] for name, _env in versions}
         cfgs, outs = {}, {}
         for k in range(args.runs):
+            jdupes_round()
             for vi, (name, env) in enumerate(versions):
                 cat = base / f"catalog{vi}-{k}.sqlite"
                 if k:
@@ -296,6 +307,7 @@ def main() -> int:
                 outs[name] = json.loads((base / f"qbhook{vi}.json").read_text())
         warm_runs = {name: [] for name, _env in versions}
         for _ in range(args.runs):
+            jdupes_round()
             for vi, (name, env) in enumerate(versions):
                 prepare()
                 warm_runs[name].append(
@@ -305,6 +317,11 @@ def main() -> int:
                         env=env,
                     )
                 )
+        jd = statistics.median(r.seconds for r in jd_runs)
+        jd_sets, jd_bytes = summarize_paths(parse_jdupes(jd_runs[-1].stdout.decode(errors="surrogateescape")))
+        print(
+            f"  jdupes: {jd:.2f}s ({', '.join(f'{r.seconds:.2f}' for r in jd_runs)}), {jd_sets} sets", file=sys.stderr
+        )
         qres = {}
         for vi, (name, _env) in enumerate(versions):
             q, q2 = outs[name], json.loads((base / f"qbhook{vi}-warm.json").read_text())

@@ -1,43 +1,50 @@
 """Find content stored more than once as distinct inodes.
 
-Only sizes that collide are looked at; within a size, a cheap head+tail
-sample splits candidates before any full read; only sample collisions are
-fully hashed. Everything is cached per inode, so a second run reads nothing
-that has not changed.
+Only sizes that collide are looked at (a file alone in its size is never read); within a
+size, a partial hash of the first block (hashing.partial_fd, as jdupes does) splits
+candidates before any full read, and only partial collisions are fully hashed with BLAKE3.
+A set is reported only from full hashes: two files whose first blocks match but whose tails
+differ are never one set. Everything is cached per inode, so a second run reads nothing that
+has not changed.
 
-Samples and small files (under MULTITHREAD_MIN) are read by a few threads at once: each is
-a handful of system calls and one short read, so on one thread the first run mostly waits
-(for the disk, or for the interpreter between calls). Big files go through ensure_hashes:
-one sequential reader per filesystem, mmap workers for the biggest. A file is read through
-a path only if the descriptor opened there is the catalogued inode (same inode number, same
-filesystem), checked on that descriptor, so a path swapped meanwhile is never mistaken for it.
+Candidates are read on the calling thread, in path order, through a window of LOOKAHEAD
+files opened ahead and announced to the kernel (POSIX_FADV_WILLNEED): from a cold disk the
+kernel fetches them in parallel; from the page cache nothing waits. (Reading on a pool of
+Python threads was measured slower for files this small: every open, read and stat then
+waits for the interpreter lock.) Big files go through ensure_hashes: one sequential reader
+per filesystem, mmap workers for the biggest. A file is read through a path only if the
+descriptor opened there is the catalogued inode (same inode number, same filesystem),
+checked on that descriptor, so a path swapped meanwhile is never mistaken for it.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
 from qbhook.catalog.hashing import (
     MULTITHREAD_MIN,
-    SAMPLE_SIZE,
+    PARTIAL_LEN,
+    PARTIAL_SIZE,
     HashResult,
     ensure_hashes,
-    hash_file,
-    sample_file,
+    hash_fd,
+    open_regular,
+    partial_fd,
 )
 from qbhook.catalog.store import HASH_VALID, Catalog
 from qbhook.progress import Progress
 
-READ_THREADS = 4  # samples and small files read at once (page cache or an SSD: ~2x on 2 cores)
+FULL_AT_ONCE = 32 * 1024  # files up to this size are hashed whole at once: one read either way
+LOOKAHEAD = 64  # files opened (and announced to the kernel) ahead of the one being read
 STORE_EVERY = 5000  # small-file hashes are committed in batches of this many
-_BATCH = 32  # files per thread-pool task
 R = TypeVar("R")
+# (inode id, fs row, inode number, catalogued paths): what a reader needs to find the inode
+_Job = tuple[int, int, int, list[bytes]]
 
 
 @dataclass
@@ -78,116 +85,178 @@ class DupeSet:
         }
 
 
+_SHARED_SIZES = "(SELECT size FROM inodes WHERE size >= ? GROUP BY size HAVING count(*) > 1)"
+
+
 def find_duplicates(
     catalog: Catalog, *, settle_seconds: float = 60.0, min_size: int = 1, progress: Progress | None = None
 ) -> list[DupeSet]:
+    # Long on purpose: candidates, partials, full hashes and the sets, in order, over one read of the inodes.
     conn = catalog.conn
-    rows = conn.execute(
-        f"SELECT id, size, CASE WHEN {HASH_VALID} THEN hash END, "
-        "CASE WHEN sample_mtime_ns = mtime_ns AND sample_ctime_ns = ctime_ns THEN sample END "
-        "FROM inodes WHERE size >= ? AND size IN "
-        "(SELECT size FROM inodes WHERE size >= ? GROUP BY size HAVING count(*) > 1) ORDER BY size",
-        (min_size, min_size),
-    ).fetchall()
+    rows = _candidates(conn, min_size)
     by_size: dict[int, list] = defaultdict(list)
     for r in rows:
         by_size[r[1]].append(r)
 
     need_full: list[int] = []
-    samples_new: list[tuple[int, bytes, int, int]] = []
-    to_sample: dict[int, list] = {}
+    to_split: list[list] = []
     for size, members in by_size.items():
         if all(m[2] is not None for m in members):
             continue
-        if size <= 2 * SAMPLE_SIZE:
-            # The sample would read the whole file anyway.
+        if size <= FULL_AT_ONCE:
             need_full.extend(m[0] for m in members if m[2] is None)
-            continue
-        to_sample[size] = members
-    # Samples for every member that lacks a valid one, catalog rows read in chunks.
-    missing = [m[0] for members in to_sample.values() for m in members if m[3] is None]
+        else:
+            to_split.append(members)
+    missing = [m[0] for members in to_split for m in members if m[3] is None]
+    where = _locations(conn, min_size) if missing or need_full else {}
     fresh: dict[int, bytes] = {}
-    for iid, _path, (sample, st) in _read_each(catalog, missing, sample_file, lambda r: r[1]):
-        fresh[iid] = sample
-        samples_new.append((iid, sample, st.st_mtime_ns, st.st_ctime_ns))
-    for members in to_sample.values():
+    partials_new: list[tuple[int, bytes, int, int]] = []
+    for iid, _path, (partial, st) in _read_each(catalog, _jobs(where, missing), _partial):
+        fresh[iid] = partial
+        partials_new.append((iid, partial, st.st_mtime_ns, st.st_ctime_ns))
+    if partials_new:
+        catalog.store_samples(partials_new)
+    for members in to_split:
         keyed: dict[bytes, list] = defaultdict(list)
         for m in members:
-            sample = m[3] if m[3] is not None else fresh.get(m[0])
-            if sample is not None:
-                keyed[sample].append(m)
+            partial = m[3] if m[3] is not None else fresh.get(m[0])
+            if partial is not None:
+                keyed[partial].append(m)
         for group in keyed.values():
             if len(group) > 1:
                 need_full.extend(m[0] for m in group if m[2] is None)
-    if samples_new:
-        catalog.store_samples(samples_new)
     size_of = {r[0]: r[1] for r in rows}
     small = [i for i in need_full if size_of[i] < MULTITHREAD_MIN]
     if small:
-        _hash_small(catalog, small, settle_seconds, progress)
+        _hash_small(catalog, _jobs(where, small), settle_seconds, progress)
     big = [i for i in need_full if size_of[i] >= MULTITHREAD_MIN]
     if big:
         ensure_hashes(catalog, big, settle_seconds=settle_seconds, progress=progress)
+    if need_full:
+        rows = _candidates(conn, min_size)  # the hashes just stored (a warm run stored none)
 
-    sets = [DupeSet(size, digest.hex(), copies) for size, digest, copies in _hash_groups(conn, min_size)]
+    sets = [DupeSet(size, digest.hex(), copies) for size, digest, copies in _hash_groups(conn, rows)]
     sets.sort(key=lambda s: (-s.reclaimable, s.hash))
     return sets
 
 
-def _read_each(
-    catalog: Catalog,
-    inode_ids: list[int],
-    read: Callable[[bytes], R],
-    stat_of: Callable[[R], os.stat_result],
-    chunk: int = 500,
-) -> Iterator[tuple[int, bytes, R]]:
-    """``read(path)`` for each inode, on READ_THREADS threads: yields (inode id, path, result)
-    for the inodes one of whose catalogued paths still is that inode; the others are left out.
+def _candidates(conn, min_size: int) -> list[tuple[int, int, bytes | None, bytes | None, int, int, int]]:
+    """(id, size, valid hash, valid partial, fs, ino, nlink) of every inode of ``min_size`` or more
+    whose size another inode shares: one pass over the inodes table.
 
-    ``stat_of(result)`` is the fstat of the descriptor ``read`` opened (open_regular: never
-    through a symlink, never a FIFO or device). Its inode number is compared in the reading
-    thread, its filesystem here (the st_dev -> filesystem map lives in the catalog).
+    A hash is valid under hash_valid()'s rule; a partial while the inode's mtime and ctime are
+    those it was taken under, and only if it is one (PARTIAL_LEN bytes, not an older
+    version's head+tail sample). ``+size``: a plain table scan, not the size index (which
+    would fetch every row through the index when most inodes qualify).
     """
+    rows = conn.execute(
+        f"SELECT id, size, CASE WHEN {HASH_VALID} THEN hash END, "
+        "CASE WHEN sample_mtime_ns = mtime_ns AND sample_ctime_ns = ctime_ns AND length(sample) = ? "
+        "THEN sample END, fs, ino, nlink FROM inodes WHERE +size >= ?",
+        (PARTIAL_LEN, min_size),
+    ).fetchall()
+    count: dict[int, int] = defaultdict(int)
+    for r in rows:
+        count[r[1]] += 1
+    return [r for r in rows if count[r[1]] > 1]
 
-    def attempt(job: tuple[int, int, int, list[bytes]]):
-        iid, fs, ino, paths = job
+
+def _locations(conn, min_size: int) -> dict[int, tuple[int, int, list[bytes]]]:
+    """inode id -> (fs, ino, paths) of every candidate (an inode of a shared size): one query,
+    not one per few hundred inodes."""
+    out: dict[int, tuple[int, int, list[bytes]]] = {}
+    for iid, fs, ino, path in conn.execute(
+        "SELECT i.id, i.fs, i.ino, p.path FROM inodes i JOIN paths p ON p.inode = i.id "
+        f"WHERE i.size >= ? AND i.size IN {_SHARED_SIZES} ORDER BY p.path",
+        (min_size, min_size),
+    ):
+        ent = out.get(iid)
+        if ent is None:
+            ent = out[iid] = (fs, ino, [])
+        ent[2].append(path)
+    return out
+
+
+def _jobs(where: dict[int, tuple[int, int, list[bytes]]], inode_ids: list[int]) -> list[_Job]:
+    """Read jobs for these inodes, in the order of their first path (neighbours on disk are
+    read together); inodes with no catalogued path are left out."""
+    jobs = [(iid, *where[iid]) for iid in inode_ids if iid in where]
+    jobs.sort(key=lambda j: j[3][0])
+    return jobs
+
+
+def _partial(fd: int, st: os.stat_result) -> tuple[bytes, os.stat_result]:
+    return partial_fd(fd, st), st
+
+
+def _full(fd: int, st: os.stat_result) -> HashResult:
+    digest = hash_fd(fd)
+    return HashResult(digest, st, os.fstat(fd))
+
+
+def _read_each(
+    catalog: Catalog, jobs: list[_Job], read: Callable[[int, os.stat_result], R]
+) -> Iterator[tuple[int, bytes, R]]:
+    """``read(fd, fstat)`` for each job's inode: yields (inode id, path, result) for the inodes
+    one of whose catalogued paths still is that inode; the others are left out.
+
+    Each path is opened with open_regular (never through a symlink, never a FIFO or device)
+    and its descriptor's inode number and filesystem compared with the catalog's: the file
+    read is the one checked. LOOKAHEAD descriptors are kept open ahead of the one being read,
+    each announced with POSIX_FADV_WILLNEED (a cold disk serves them in parallel).
+    """
+    dev_fs: dict[int, int] = {}  # as a scan does: st_dev -> filesystem looked up once per call
+    window: deque[tuple[int, bytes, int, os.stat_result]] = deque()
+
+    def opened(job: _Job):
+        iid, want_fs, ino, paths = job
         for path in paths:
             try:
-                res = read(path)
+                fd, st = open_regular(path)
             except OSError:
                 continue
-            if stat_of(res).st_ino == ino:
-                return iid, fs, path, res
-        return iid, fs, None, None
+            fs = dev_fs.get(st.st_dev)
+            if fs is None and st.st_ino == ino:
+                fs = dev_fs[st.st_dev] = catalog.fs_for_path(path, st.st_dev)
+            if st.st_ino == ino and fs == want_fs:
+                try:
+                    os.posix_fadvise(fd, 0, PARTIAL_SIZE if read is _partial else 0, os.POSIX_FADV_WILLNEED)
+                except OSError:
+                    pass
+                return iid, path, fd, st
+            os.close(fd)
+        return None
 
-    def attempt_batch(jobs):
-        # A batch per task: a future per file costs more than sampling a page-cached file.
-        return [attempt(j) for j in jobs]
+    def finish(ent):
+        iid, path, fd, st = ent
+        try:
+            return iid, path, read(fd, st)
+        except OSError:
+            return None  # unreadable now: left out, as a path that is no longer the inode
+        finally:
+            os.close(fd)
 
-    dev_fs: dict[int, int] = {}  # as a scan does: st_dev -> filesystem looked up once per call
-    with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="dupes-read") as ex:
-        for i in range(0, len(inode_ids), chunk):
-            found = catalog.inode_keys_and_paths(inode_ids[i : i + chunk])
-            jobs = [(iid, *found[iid]) for iid in inode_ids[i : i + chunk] if iid in found]
-            batches = [jobs[k : k + _BATCH] for k in range(0, len(jobs), _BATCH)]
-            for done in ex.map(attempt_batch, batches):
-                for iid, want_fs, path, res in done:
-                    if path is None:
-                        continue
-                    dev = stat_of(res).st_dev
-                    fs = dev_fs.get(dev)
-                    if fs is None:
-                        fs = dev_fs[dev] = catalog.fs_for_path(path, dev)
-                    if fs == want_fs:
-                        yield iid, path, res
+    try:
+        for job in jobs:
+            ent = opened(job)
+            if ent is not None:
+                window.append(ent)
+            if len(window) > LOOKAHEAD and (done := finish(window.popleft())) is not None:
+                yield done
+        while window:
+            if (done := finish(window.popleft())) is not None:
+                yield done
+    finally:
+        for _iid, _path, fd, _st in window:
+            os.close(fd)
 
 
-def _hash_small(catalog: Catalog, inode_ids: list[int], settle_seconds: float, progress: Progress | None) -> None:
-    """Full hashes of small files, READ_THREADS at a time; cached only if settled (as ensure_hashes)."""
+def _hash_small(catalog: Catalog, jobs: list[_Job], settle_seconds: float, progress: Progress | None) -> None:
+    """Full hashes of small files; cached only if settled (as ensure_hashes)."""
     hashed: list[tuple[int, bytes, os.stat_result]] = []
     unsettled: list[tuple[int, os.stat_result]] = []
     now = time.time()
-    for done, (iid, _path, res) in enumerate(_read_each(catalog, inode_ids, hash_file, _before), 1):
+    for done, (iid, _path, res) in enumerate(_read_each(catalog, jobs, _full), 1):
         if res.settled(settle_seconds, now):
             hashed.append((iid, res.digest, res.after))
         else:
@@ -198,40 +267,50 @@ def _hash_small(catalog: Catalog, inode_ids: list[int], settle_seconds: float, p
             hashed.clear()
             unsettled.clear()
         if progress is not None and not done % 256:
-            progress.update(done, f"hashing small files {done:,}/{len(inode_ids):,}")
+            progress.update(done, f"hashing small files {done:,}/{len(jobs):,}")
     catalog.store_hashes(hashed)
     catalog.store_stats(unsettled)
 
 
-def _before(res: HashResult) -> os.stat_result:
-    return res.before
+def _hash_groups(conn, rows: list):
+    """(size, digest, copies) for every content held by more than one inode, from the candidate
+    rows (see _candidates) and their paths: the sets need no query of their own."""
+    groups: dict[tuple[int, bytes], list] = defaultdict(list)
+    for r in rows:
+        if r[2] is not None:
+            groups[(r[1], r[2])].append(r)
+    groups = {k: sorted(g) for k, g in groups.items() if len(g) > 1}
+    want = {r[0] for g in groups.values() for r in g}
+    paths = _paths_of(conn, want)
+    fsids = dict(conn.execute("SELECT id, fsid FROM filesystems"))
+    for (size, digest), members in sorted(groups.items()):
+        copies = []
+        for iid, _size, _hash, _partial, fs, ino, nlink in members:
+            mine = sorted(paths.get(iid, ()))
+            copies.append(Copy(iid, fsids[fs], ino, nlink, [p for _path, p in mine], [os.fsdecode(p) for p, _ in mine]))
+        yield size, digest, _finish(copies)
 
 
-def _hash_groups(conn, min_size: int):
-    """(size, digest, copies) for every content held by more than one inode: one query for all
-    sets (with every inode's fsid and paths) instead of two queries per copy."""
-    cur = conn.execute(
-        "SELECT i.size, i.hash, i.id, f.fsid, i.ino, i.nlink, p.path, p.pool FROM inodes i "
-        f"JOIN (SELECT size AS g_size, hash AS g_hash FROM inodes WHERE size >= ? AND {HASH_VALID} "
-        "      GROUP BY size, hash HAVING count(*) > 1) g ON i.size = g.g_size AND i.hash = g.g_hash "
-        "JOIN filesystems f ON f.id = i.fs LEFT JOIN paths p ON p.inode = i.id "
-        f"WHERE {HASH_VALID} ORDER BY i.size, i.hash, i.id, p.path",
-        (min_size,),
-    )
-    key, copies, copy = None, [], None
-    for size, digest, iid, fsid, ino, nlink, path, pool in cur:
-        if (size, digest) != key:
-            if key is not None:
-                yield key[0], key[1], _finish(copies)
-            key, copies, copy = (size, digest), [], None
-        if copy is None or copy.inode_id != iid:
-            copy = Copy(iid, fsid, ino, nlink, [], [])
-            copies.append(copy)
-        if path is not None:
-            copy.paths.append(os.fsdecode(path))
-            copy.pools.append(pool)
-    if key is not None:
-        yield key[0], key[1], _finish(copies)
+def _paths_of(conn, inode_ids: set[int]) -> dict[int, list[tuple[bytes, str]]]:
+    """inode id -> [(path, pool)]: one pass over the paths table when the inodes hold a good share
+    of it (cheaper than an index lookup each), else 500 inodes per indexed query."""
+    out: dict[int, list[tuple[bytes, str]]] = defaultdict(list)
+    if not inode_ids:
+        return out
+    top = conn.execute("SELECT max(id) FROM paths").fetchone()[0] or 0  # ~ the number of paths
+    if 3 * len(inode_ids) >= top:
+        for iid, path, pool in conn.execute("SELECT inode, path, pool FROM paths"):
+            if iid in inode_ids:
+                out[iid].append((path, pool))
+        return out
+    ids = list(inode_ids)
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        for iid, path, pool in conn.execute(
+            f"SELECT inode, path, pool FROM paths WHERE inode IN ({','.join('?' * len(chunk))})", chunk
+        ):
+            out[iid].append((path, pool))
+    return out
 
 
 def _finish(copies: list[Copy]) -> list[Copy]:

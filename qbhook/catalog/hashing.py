@@ -68,6 +68,10 @@ STORE_BATCH = 1000  # ensure_hashes: commit hashes in batches of this many files
 STORE_INTERVAL = 1.0
 LOG_INTERVAL = 30.0  # ensure_hashes logs its progress this often (under `serve`: the log)
 SAMPLE_SIZE = 16 * 1024
+# dupes' partial hash: the first block only, as jdupes does (one read per candidate, page-sized,
+# so a cold disk serves it with one request); its digest length marks it in the catalog.
+PARTIAL_SIZE = 4096
+PARTIAL_LEN = 16
 # Files at least this big are hashed by mmap in a worker process (bench/bench_hash.py: the
 # read() pipeline reaches ~0.6-0.9x b3sum depending on the CPU, the mapping ~1.0x). The round
 # trip to the worker costs ~0.2-0.3 ms: a page-cached 32 MiB file took 6.9 ms through the worker,
@@ -491,6 +495,21 @@ def hash_file(path: bytes | str) -> HashResult:
     finally:
         os.close(fd)
     return HashResult(digest, before, after)
+
+
+def partial_fd(fd: int, st: os.stat_result) -> bytes:
+    """The partial hash (PARTIAL_LEN bytes): BLAKE3 of the size and the first PARTIAL_SIZE bytes
+    of the open file ``fd`` whose fstat is ``st``.
+
+    Only ever used to split candidates: equal content always gives equal partials, so two
+    files with different partials differ; equal partials prove nothing (dupes then compares
+    full hashes). Shorter than sample_file()'s digest on purpose: the catalog's ``sample``
+    column may still hold head+tail samples of older versions, and a length check tells the
+    two kinds apart so they are never compared with each other.
+    """
+    h = blake3.blake3(st.st_size.to_bytes(8, "little"), max_threads=1)
+    h.update(os.pread(fd, PARTIAL_SIZE, 0))
+    return h.digest(length=PARTIAL_LEN)
 
 
 def sample_file(path: bytes | str) -> tuple[bytes, os.stat_result]:

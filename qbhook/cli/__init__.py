@@ -8,6 +8,6 @@ plan file; 74 catalog damaged or its disk failing; 75 busy (lock held, or serve'
 port taken); 78 configuration problem.
 """
 
-# Each module registers its commands on ``main`` when imported (heavy imports stay inside the commands).
-from qbhook.cli import apply, catalog, config, demo, events, orphans, plan, repair, torrents  # noqa: F401
+# Each module registers its commands on ``main`` when imported; ``main`` imports only the module
+# of the command being run (app.COMMAND_MODULES), so `qbhook dupes` starts without the rest.
 from qbhook.cli.app import App, main, pass_app  # noqa: F401  (the public entry point and its context)

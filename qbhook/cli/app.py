@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -93,8 +94,56 @@ def shown(path) -> str:
     return b.decode("utf-8", "backslashreplace")
 
 
+# The modules of qbhook.cli that register commands on ``main``, and which one holds each
+# command. Only the module of the command being run is imported: `qbhook dupes` then never
+# loads the planner, the executor, Flask or the client libraries (python -X importtime). A
+# command name not listed here loads every module, so a command added to a module without
+# updating this map still works (only not lazily); --help lists them all.
+CLI_MODULES = ("apply", "catalog", "config", "demo", "events", "orphans", "plan", "repair", "torrents")
+COMMAND_MODULES = {
+    "apply": "apply",
+    "resume": "apply",
+    "history": "apply",
+    "scan": "catalog",
+    "dupes": "catalog",
+    "find": "catalog",
+    "config": "config",
+    "demo": "demo",
+    "sweep": "events",
+    "status": "events",
+    "queue": "events",
+    "hook": "events",
+    "setup": "events",
+    "serve": "events",
+    "orphans": "orphans",
+    "holding": "orphans",
+    "plan": "plan",
+    "explain": "plan",
+    "repair": "repair",
+    "torrents": "torrents",
+}
+
+
+def load_commands(*modules: str) -> None:
+    """Import these modules of qbhook.cli (default: all), which registers their commands."""
+    for m in modules or CLI_MODULES:
+        importlib.import_module(f"qbhook.cli.{m}")
+
+
 class QbhookGroup(click.Group):
-    """Turns QbhookError into a message and its exit code instead of a traceback."""
+    """Turns QbhookError into a message and its exit code instead of a traceback; loads each
+    command's module only when that command is asked for (see COMMAND_MODULES)."""
+
+    def get_command(self, ctx, cmd_name):
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            load_commands(COMMAND_MODULES[cmd_name])
+        if cmd_name not in self.commands:
+            load_commands()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx):
+        load_commands()
+        return super().list_commands(ctx)
 
     def invoke(self, ctx):
         try:

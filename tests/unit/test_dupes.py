@@ -1,11 +1,13 @@
-"""find_duplicates: samples and small files are read by a pool of threads; what they read must
+"""find_duplicates: partials and small files are read through a window of open files; what they read must
 still be the catalogued inode, and the sets must be those of a one-file-at-a-time reader."""
 
 import os
+from pathlib import Path
 
+import blake3
 import pytest
 
-from qbhook.catalog import dupes
+from qbhook.catalog import dupes, hashing
 from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
 from tests.helpers import b3, make_config, put
@@ -42,7 +44,7 @@ def test_a_path_now_holding_another_inode_is_not_read_as_the_catalogued_one(env,
 
 def test_many_small_files_read_by_the_pool_give_every_set(env, monkeypatch):
     cfg, cat, stash, pool = env
-    monkeypatch.setattr(dupes, "_BATCH", 3)  # several batches per chunk, chunks of 500
+    monkeypatch.setattr(dupes, "LOOKAHEAD", 3)  # many more files than the window of open ones
     contents = [os.urandom(1000 + i % 7 * 10_000) for i in range(700)]
     for i, data in enumerate(contents):
         put(stash / SEED / f"S{i % 13}/f{i}.bin", data)
@@ -55,3 +57,71 @@ def test_many_small_files_read_by_the_pool_give_every_set(env, monkeypatch):
     assert sorted(s.hash for s in sets) == want
     assert all(s.scope == "across-pools" and len(s.copies) == 2 for s in sets)
     assert cat.counts()["hashed"] >= 2 * len(want)
+
+
+def test_same_first_block_different_tail_is_never_a_set_and_sets_carry_full_blake3(env):
+    """Partials (first 4 KiB) only split candidates: two files whose first blocks match but whose
+    tails differ are hashed in full and never reported together; every reported set carries the
+    full BLAKE3 of its content."""
+    cfg, cat, stash, pool = env
+    head = os.urandom(dupes.PARTIAL_SIZE)
+    a = head + os.urandom(100_000)
+    b = head + a[dupes.PARTIAL_SIZE : -1] + bytes([a[-1] ^ 1])  # same size and head, last byte differs
+    put(stash / SEED / "A/a.bin", a)
+    put(pool / SEED / "A/a.bin", a)
+    put(stash / SEED / "B/b.bin", b)
+    put(stash / SEED / "L/lonely.bin", os.urandom(100_001))  # a size of its own: never read
+    for p in cfg.pools:
+        scan_pool(cat, p, cfg.scan)
+    sets = dupes.find_duplicates(cat, settle_seconds=0)
+    assert [(s.hash, sorted(p for c in s.copies for p in c.paths)) for s in sets] == [
+        (b3(a), sorted([str(stash / SEED / "A/a.bin"), str(pool / SEED / "A/a.bin")]))
+    ]
+    stored = dict(cat.conn.execute("SELECT p.path, i.hash FROM inodes i JOIN paths p ON p.inode = i.id"))
+    assert stored[os.fsencode(stash / SEED / "B/b.bin")] == blake3.blake3(b).digest()  # tail told them apart
+    assert stored[os.fsencode(stash / SEED / "L/lonely.bin")] is None
+    lonely = cat.conn.execute(
+        "SELECT sample FROM inodes i JOIN paths p ON p.inode = i.id WHERE p.path = ?",
+        (os.fsencode(stash / SEED / "L/lonely.bin"),),
+    ).fetchone()[0]
+    assert lonely is None
+
+
+def test_an_older_versions_head_tail_sample_is_never_compared_with_a_partial(env):
+    """A catalog written by an older version holds 32-byte head+tail samples; comparing one with
+    a 16-byte partial of the same content would call equal files different and miss the set."""
+    cfg, cat, stash, pool = env
+    data = os.urandom(200_000)
+    x = put(stash / SEED / "X/x.bin", data)
+    put(pool / SEED / "X/x.bin", data)
+    for p in cfg.pools:
+        scan_pool(cat, p, cfg.scan)
+    old, st = hashing.sample_file(x)  # what the older version stored for x
+    iid = cat.inode_by_path(x).id
+    cat.store_samples([(iid, old, st.st_mtime_ns, st.st_ctime_ns)])
+    sets = dupes.find_duplicates(cat, settle_seconds=0)
+    assert [(s.hash, len(s.copies)) for s in sets] == [(b3(data), 2)]
+    lengths = {r[0] for r in cat.conn.execute("SELECT length(sample) FROM inodes")}
+    assert lengths == {dupes.PARTIAL_LEN}
+
+
+def test_the_read_window_closes_every_descriptor_even_when_left_early(env, monkeypatch):
+    cfg, cat, stash, pool = env
+    monkeypatch.setattr(dupes, "LOOKAHEAD", 4)
+    for i in range(20):
+        put(stash / SEED / f"F/{i}.bin", b"%d" % i * 50)
+    scan_pool(cat, cfg.pools[0], cfg.scan)
+    where = {
+        r[0]: (r[1], r[2], [r[3]])
+        for r in cat.conn.execute("SELECT i.id, i.fs, i.ino, p.path FROM inodes i JOIN paths p ON p.inode = i.id")
+    }
+    jobs = dupes._jobs(where, list(where))
+    before = len(os.listdir("/proc/self/fd"))
+    it = dupes._read_each(cat, jobs, dupes._full)
+    first = [next(it) for _ in range(3)]
+    assert len(os.listdir("/proc/self/fd")) <= before + 5  # at most LOOKAHEAD + 1 open at once
+    it.close()
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert [r[2].digest for r in first] == [blake3.blake3(Path(os.fsdecode(r[1])).read_bytes()).digest() for r in first]
+    assert len(list(dupes._read_each(cat, jobs, dupes._full))) == 20
+    assert len(os.listdir("/proc/self/fd")) == before
