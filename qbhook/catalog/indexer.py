@@ -63,10 +63,13 @@ class SyncReport:
     seconds: float = 0.0
     # listing clients: every present torrent, typed (maindata clients: typed on demand)
     infos: list[TorrentInfo] | None = field(default=None, repr=False)
+    # torrents whose planning facts (``_plan_facts``) changed, came, came back or went: what
+    # an incremental sweep re-plans (qbhook.events.worker). A full update lists them all.
+    touched: set[str] = field(default_factory=set, repr=False)
 
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
-        del d["infos"]
+        del d["infos"], d["touched"]
         return d
 
 
@@ -92,6 +95,42 @@ def _files_key(info: TorrentInfo | None, raw: Mapping[str, Any]) -> str:
             raw.get("state") in ("metaDL", "forcedMetaDL"),
         ]
     return json.dumps(key)
+
+
+# Record fields a decision never reads (speeds, ratios, peers, activity times) change on every
+# sync of a seeding torrent and must not make it look changed to the sweep; so does its state
+# between these, which only say whether peers are being served right now. Every other state
+# (stopped, checking, moving, error...) counts as itself.
+_ACTIVITY = {
+    **dict.fromkeys(("uploading", "stalledUP", "forcedUP", "queuedUP"), "seeding"),
+    **dict.fromkeys(("downloading", "stalledDL", "forcedDL", "queuedDL"), "downloading"),
+}
+
+
+def _plan_facts(rec: TorrentRecord) -> tuple:
+    """What the planner reads of a torrent's listing (qbhook.decide: TorrentFact), as one value.
+
+    ``state`` counts by ``_ACTIVITY``: uploading and stalledUP decide alike (neither is an
+    unstable state), and a seeding torrent flips between them all the time.
+    """
+    f = rec.fields
+    return (
+        rec.files_key,
+        f["name"],
+        f["category"],
+        f["tags"],
+        f["save_path"],
+        f["content_path"],
+        f["download_path"],
+        _ACTIVITY.get(f["state"], f["state"]),
+        f["progress"],
+        f["auto_tmm"],
+        f["size"],
+        f["total_size"],
+        f["has_metadata"],
+        f["completion_on"],
+        f["map_error"],
+    )
 
 
 def _record(raw: dict, info: TorrentInfo | None, map_error: str | None) -> TorrentRecord:
@@ -216,6 +255,8 @@ def _sync_maindata(idx: TorrentIndex, client, now: float | None) -> SyncReport:
             rep.added += 1
         elif part:
             rep.changed += 1
+        if old is None or old[0].get(_EVENT_MARK) or (part and _plan_facts(rec) != _old_facts(old, h, client)):
+            rep.touched.add(h)
         if old is None or old[1] != rec.files_key:
             to_fetch.append((rec, info))
     if full:
@@ -223,10 +264,18 @@ def _sync_maindata(idx: TorrentIndex, client, now: float | None) -> SyncReport:
     else:
         gone = {str(h).lower() for h in data.get("torrents_removed") or ()} & set(stored)
     rep.gone = len(gone)
+    rep.touched |= gone
     files = _fetch_files(client, to_fetch, by_id=True)
     rep.files_fetched = len(files)
     idx.apply(client.name, [r for r, _ in records], files, gone, rid=new_rid, mode=rep.mode, now=now)
     return rep
+
+
+def _old_facts(old: tuple[dict, str | None], h: str, client) -> tuple:
+    """``_plan_facts`` of a stored record (the one a maindata delta is merged into)."""
+    raw = {**old[0], "hash": h}
+    info, why = _typed(raw, client)
+    return _plan_facts(TorrentRecord(h, _record(raw, info, why).fields, raw, old[1] or ""))
 
 
 def _stored_infos(idx: TorrentIndex, client) -> list[TorrentInfo] | None:
@@ -264,6 +313,8 @@ def _sync_listing(idx: TorrentIndex, client, now: float | None) -> SyncReport:
             rep.added += 1
         elif old[0] != raw:
             rep.changed += 1
+        if old is None or old[0] != raw:
+            rep.touched.add(rec.hash)  # a listing holds planning facts only, nothing volatile
         if old is None or old[1] != rec.files_key:
             to_fetch.append((rec, info))
     if batched is not None:
@@ -273,6 +324,7 @@ def _sync_listing(idx: TorrentIndex, client, now: float | None) -> SyncReport:
     rep.files_fetched = len(files)
     gone = set(stored) - listed
     rep.gone = len(gone)
+    rep.touched |= gone
     idx.apply(client.name, [r for r, _ in records], files, gone, rid=0, mode="listing", now=now)
     rep.infos = list(infos)
     return rep
