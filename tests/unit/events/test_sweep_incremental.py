@@ -144,6 +144,10 @@ def test_an_unchanged_second_sweep_builds_no_snapshot_and_says_so(bed):
     assert second["index_listing"] == "none"
     # status still sees every group's decision: the ones not re-planned keep their last one
     assert second["plan"] == first["plan"]
+    from qbhook.events.status import report
+
+    shown = report(bed.cfg, bed.cat)["last_sweep"]
+    assert shown["full"] is False and shown["replanned"]["groups"] == 0 and shown["plan"]["stay"] == 3
 
 
 def test_a_category_change_re_plans_only_its_group(bed):
