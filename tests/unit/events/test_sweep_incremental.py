@@ -315,3 +315,28 @@ def test_a_chunk_that_splits_a_group_is_planned_again_whole(bed, monkeypatch):
     split = bed.sweep(cfg)
     assert bed.snapshots[-3:] == [[H1], [h4], sorted([H1, h4])]  # two chunks, then the whole group
     assert split["pending"] == whole["pending"] and split["replanned"]["groups"] == 1
+
+
+def test_the_index_refresh_runs_only_when_the_catalog_or_a_file_list_changed(bed, monkeypatch):
+    calls = []
+    real = TorrentIndex.refresh
+    monkeypatch.setattr(TorrentIndex, "refresh", lambda self, now=None: calls.append(1) or real(self, now))
+    three_staying(bed)
+    bed.sweep()
+    assert len(calls) == 1  # first sync: every file list written
+    bed.sweep()
+    assert len(calls) == 2  # the first sweep's snapshot stored hashes after that refresh
+    bed.sweep()
+    assert len(calls) == 2, "unchanged: nothing the refresh reads changed"
+    write(bed.seed_s / "Two/b.nfo", b"rewritten, same path, new ctime")
+    bed.sweep()
+    assert len(calls) == 3  # the scan recorded a changed inode
+    bed.sweep()
+    n = len(calls)
+    bed.cat.conn.execute("UPDATE inodes SET hashed_at = 5 WHERE id = (SELECT min(id) FROM inodes)")
+    bed.cat.conn.commit()
+    bed.sweep()
+    assert len(calls) == n + 1  # a hash stored by someone else (a hash worker)
+    bed.qbt.torrents_raw[H1]["name"] = "One.Renamed"  # its file list is fetched again
+    bed.sweep()
+    assert len(calls) == n + 2
