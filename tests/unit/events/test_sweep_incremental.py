@@ -340,3 +340,15 @@ def test_the_index_refresh_runs_only_when_the_catalog_or_a_file_list_changed(bed
     bed.qbt.torrents_raw[H1]["name"] = "One.Renamed"  # its file list is fetched again
     bed.sweep()
     assert len(calls) == n + 2
+
+
+def test_a_group_blocked_on_scan_settle_time_is_re_planned_and_demotes_once_hashed(bed):
+    """A file modified seconds ago is not hashed yet (scan.settle_seconds): blocked, re-planned each sweep."""
+    cfg = dataclasses.replace(bed.cfg, scan=dataclasses.replace(bed.cfg.scan, settle_seconds=2.0))
+    bed.payload(H1, bed.seed_s, "Busy", {"b.mkv": b"still settling" * 20}, category="movies")
+    bed.sweep(cfg)
+    assert bed.decision(H1).decision == "blocked" and "not hashed yet" in bed.decision(H1).decision_reason
+    time.sleep(2.2)  # nothing changes but the clock
+    out = bed.sweep(cfg)
+    assert out["replanned"]["why"] == {"not a settled stay": 1}
+    assert bed.decision(H1).decision == "demote"
