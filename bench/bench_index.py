@@ -53,21 +53,30 @@ PIECE = 16384
 
 
 def make_items(data: Path, n: int, files: int) -> list[tuple[str, bytes]]:
-    """n payloads of ``files`` files of 64-320 bytes each (sizes differ per file)."""
+    """n payloads of ``files`` files, each of a size no other file has (64 B + its number:
+    sparse, as media files mostly have sizes of their own). With a handful of shared sizes
+    every file would be a same-size candidate of thousands of others, which the snapshot
+    pre-hashes for convergence: the first sweep would hash every file."""
     out = []
+    k = 0
     for i in range(n):
         name = f"Item.{i:05d}"
         root = data / name
         root.mkdir(parents=True)
-        blob, entries = b"", []
+        blob, entries = [], []
         for j in range(files):
-            content = hashlib.sha256(f"{i}:{j}".encode()).digest() * (2 + j % 9)
+            k += 1
+            head = hashlib.sha256(f"{i}:{j}".encode()).digest()
+            size = 64 + k
             sub = f"d{j % 4}"
             (root / sub).mkdir(exist_ok=True)
-            (root / sub / f"f{j}.bin").write_bytes(content)
-            blob += content
-            entries.append({"length": len(content), "path": [sub, f"f{j}.bin"]})
-        pieces = b"".join(hashlib.sha1(blob[k : k + PIECE]).digest() for k in range(0, len(blob), PIECE))
+            with open(root / sub / f"f{j}.bin", "wb") as f:
+                f.write(head)
+                f.truncate(size)  # the rest reads as zeros without being written
+            blob.append(head + bytes(size - len(head)))
+            entries.append({"length": size, "path": [sub, f"f{j}.bin"]})
+        whole = b"".join(blob)
+        pieces = b"".join(hashlib.sha1(whole[p : p + PIECE]).digest() for p in range(0, len(whole), PIECE))
         info = {"name": name, "piece length": PIECE, "pieces": pieces, "files": entries, "private": 1}
         out.append((hashlib.sha1(bencode(info)).hexdigest(), bencode({"announce": DEAD_ANNOUNCE, "info": info})))
     return out
