@@ -560,6 +560,9 @@ def _plan_in_chunks(cfg: Config, catalog: Catalog, idx: TorrentIndex, clients, v
             snap = _snapshot(cfg, catalog, view[0], None, [t for t in view[1] if t.hash in members], budget, progress)
             incomplete |= _split_groups(idx, snap, members)
         part = make_plan(snap, cfg.policy)
+        # a group the closure pulled into two chunks (the index behind the disk) is planned once
+        have = {h for g in groups for h in g.torrents}
+        part = Plan(groups=[g for g in part.groups if not have.intersection(g.torrents)], created_at=part.created_at)
         groups.extend(part.groups)
         tagged += maintain_tags(cfg, clients, snap, part)
         seen = _AlertView(snap.pools, seen.torrents + [_AlertTorrent.of(t) for t in snap.torrents])
