@@ -18,7 +18,11 @@ HTTP requests qbhook's QbtClient really sends (a response hook on its requests s
    primary pool's seeding root (plain folders on one filesystem: the bench counts requests,
    not ZFS facts); a demote tag nobody has keeps the planner from hashing everything.
    Then the same sweep once more with the snapshot listing every file list live (what a
-   sweep did before the index), for a ratio measured in the same run.
+   sweep did before the index) and re-planning every group (``sweep.full_every: 0``, what a
+   sweep did before incremental re-planning), for a ratio measured in the same run; then
+   ``--rounds`` rounds of: a bare ``find`` of both pools, an unchanged sweep (target <= 1.5x
+   the find), and a sweep after 10 changes (5 torrents re-categorised, 5 given a library
+   hardlink: nlink only), interleaved.
 
     python bench/bench_index.py [--items 5000] [--files 36] [--baseline] [--sweep]
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import statistics
 import subprocess
 import sys
@@ -48,21 +53,30 @@ PIECE = 16384
 
 
 def make_items(data: Path, n: int, files: int) -> list[tuple[str, bytes]]:
-    """n payloads of ``files`` files of 64-320 bytes each (sizes differ per file)."""
+    """n payloads of ``files`` files, each of a size no other file has (64 B + its number:
+    sparse, as media files mostly have sizes of their own). With a handful of shared sizes
+    every file would be a same-size candidate of thousands of others, which the snapshot
+    pre-hashes for convergence: the first sweep would hash every file."""
     out = []
+    k = 0
     for i in range(n):
         name = f"Item.{i:05d}"
         root = data / name
         root.mkdir(parents=True)
-        blob, entries = b"", []
+        blob, entries = [], []
         for j in range(files):
-            content = hashlib.sha256(f"{i}:{j}".encode()).digest() * (2 + j % 9)
+            k += 1
+            head = hashlib.sha256(f"{i}:{j}".encode()).digest()
+            size = 64 + k
             sub = f"d{j % 4}"
             (root / sub).mkdir(exist_ok=True)
-            (root / sub / f"f{j}.bin").write_bytes(content)
-            blob += content
-            entries.append({"length": len(content), "path": [sub, f"f{j}.bin"]})
-        pieces = b"".join(hashlib.sha1(blob[k : k + PIECE]).digest() for k in range(0, len(blob), PIECE))
+            with open(root / sub / f"f{j}.bin", "wb") as f:
+                f.write(head)
+                f.truncate(size)  # the rest reads as zeros without being written
+            blob.append(head + bytes(size - len(head)))
+            entries.append({"length": size, "path": [sub, f"f{j}.bin"]})
+        whole = b"".join(blob)
+        pieces = b"".join(hashlib.sha1(whole[p : p + PIECE]).digest() for p in range(0, len(whole), PIECE))
         info = {"name": name, "piece length": PIECE, "pieces": pieces, "files": entries, "private": 1}
         out.append((hashlib.sha1(bencode(info)).hexdigest(), bencode({"announce": DEAD_ANNOUNCE, "info": info})))
     return out
@@ -196,6 +210,7 @@ def main() -> None:
         help="with --sweep: also run a real `qbhook serve` on the bed and read its RSS from /proc",
     )
     ap.add_argument("--rounds", type=int, default=3, help="rounds of unchanged sweep vs find (default 3)")
+    ap.add_argument("--profile", action="store_true", help="with --sweep: cProfile one more unchanged sweep")
     ap.add_argument("--base", default="/tmp")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
@@ -271,61 +286,95 @@ def main() -> None:
             cfg_path.write_text(yaml.safe_dump(conf))
             cfg = load_config(cfg_path)
             sweeps = []
-            for label in ("6. sweep (scan + sync + plan)", "   sweep again, unchanged"):
+
+            def mode(out):
+                kind = "full" if out["full"] else "incr."
+                listing = f"{out['index'][0]['mode']}/{out['index_listing']}"
+                return f"{listing}, {kind} re-plan of {out['replanned']['groups']} groups"
+
+            for label in ("6. sweep (scan + sync + plan), first", "   sweep again, unchanged"):
                 n2.n = 0
                 t0 = time.perf_counter()
                 out = sweep(cfg, cat, [c2])
                 dt = time.perf_counter() - t0
                 sweeps.append(out)
-                rows.append(
-                    [
-                        label,
-                        n2.n,
-                        f"{dt:.2f}",
-                        f"{out['index'][0]['mode']}/{out['index_listing']}",
-                        out["index"][0]["files_fetched"],
-                    ]
-                )
-            # The same sweep with the snapshot listing every torrent's files live, as before the index.
-            import qbhook.catalog.indexer as indexer_mod
+                rows.append([label, n2.n, f"{dt:.2f}", mode(out), out["index"][0]["files_fetched"]])
+            assert not sweeps[-1]["full"] and sweeps[-1]["replanned"]["groups"] == 0, sweeps[-1]["replanned"]
+            # The same sweep with the snapshot listing every torrent's files live, as before the
+            # index, and re-planning everything (sweep.full_every 0), as before incremental sweeps.
+            import dataclasses
 
+            import qbhook.catalog.indexer as indexer_mod
+            from qbhook.config import SweepConfig
+
+            cfg_full = dataclasses.replace(cfg, sweep=SweepConfig(full_every=0))
             real_view = indexer_mod.snapshot_view
             indexer_mod.snapshot_view = lambda *a, **k: None
             try:
                 n2.n = 0
                 t0 = time.perf_counter()
-                out = sweep(cfg, cat, [c2])
+                out = sweep(cfg_full, cat, [c2])
                 dt = time.perf_counter() - t0
             finally:
                 indexer_mod.snapshot_view = real_view
             rows.append(
                 [
-                    "   same sweep, files listed live (no index)",
+                    "   same sweep, full re-plan, files listed live (no index)",
                     n2.n,
                     f"{dt:.2f}",
-                    f"{out['index'][0]['mode']}/{out['index_listing']}",
+                    mode(out),
                     out["index"][0]["files_fetched"],
                 ]
             )
             assert out["plan"] == sweeps[-1]["plan"], "the index and the live listing must plan the same"
-            # An unchanged sweep against a bare `find` walk of both pools, rounds interleaved.
-            finds, unchanged = [], []
-            for _ in range(args.rounds):
+            sweep(cfg, cat, [c2])  # back to cfg: a config change re-plans everything once
+            # An unchanged sweep, and one after 10 changes, against a bare `find` walk of both
+            # pools, rounds interleaved. Changes per round: 5 torrents re-categorised, 5 torrents
+            # get a library hardlink to one of their files (nlink only: no torrent change).
+            lib = stash / "data/media/library"
+            finds, unchanged, changed, replanned, req_changed = [], [], [], [], []
+            for k in range(args.rounds):
                 t0 = time.perf_counter()
                 subprocess.run(
                     ["find", str(stash), str(pool), "-printf", "%i %s %T@ %p\n"], check=True, stdout=subprocess.DEVNULL
                 )
                 finds.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                sweep(cfg, cat, [c2])
+                out = sweep(cfg, cat, [c2])
                 unchanged.append(time.perf_counter() - t0)
-            f_med, s_med = statistics.median(finds), statistics.median(unchanged)
+                assert out["replanned"]["groups"] == 0, out["replanned"]
+                first = (len(items) // 2 + 10 * k) % max(len(items) - 10, 1)  # not the 10 of row 4
+                batch = [h for h, _ in items[first : first + 10]]
+                raw.torrents_create_category(name=f"bench{k}")
+                raw.torrents_set_category(category=f"bench{k}", torrent_hashes=batch[:5])
+                for j in range(len(batch[5:])):
+                    name = f"Item.{first + 5 + j:05d}"
+                    (lib / name).mkdir(parents=True, exist_ok=True)
+                    os.link(data / name / "d0" / "f0.bin", lib / name / "f0.bin")
+                time.sleep(1.5)  # let qBittorrent's state settle into the next sync answer
+                n2.n = 0
+                t0 = time.perf_counter()
+                out = sweep(cfg, cat, [c2])
+                changed.append(time.perf_counter() - t0)
+                req_changed.append(n2.n)
+                replanned.append(out["replanned"]["groups"])
+            f_med, s_med, c_med = statistics.median(finds), statistics.median(unchanged), statistics.median(changed)
             sweep_vs_find = (
                 f"unchanged sweep {s_med:.2f} s vs bare find of both pools {f_med:.2f} s "
                 f"(medians of {args.rounds}, interleaved): {s_med / f_med:.2f}x (target <= 1.5x: "
                 f"{'MET' if s_med / f_med <= 1.5 else 'MISSED'}); sweeps {_fmt(unchanged)}, "
-                f"finds {_fmt(finds)}"
+                f"finds {_fmt(finds)}\n"
+                f"sweep after 10 changes (5 categories, 5 library links): {c_med:.2f} s = {c_med / f_med:.2f}x find; "
+                f"{_fmt(changed)} s, groups re-planned {replanned}, HTTP requests {req_changed}"
             )
+            explain_base = s_med
+            if args.profile:
+                import cProfile
+                import pstats
+
+                prof = cProfile.Profile(time.process_time)
+                prof.runcall(sweep, cfg, cat, [c2])
+                pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
             # explain one torrent in its own process: right after the sweeps (recent full scan),
             # and forced to rescan (--max-scan-age 0), as explain did before; stat calls by strace.
             for label, extra in (
@@ -334,7 +383,8 @@ def main() -> None:
                 ("   reference: qbhook --json status (startup, imports)", ["status"]),
             ):
                 secs, stats = explain_cost(cfg_path, extra)
-                rows.append([label, "-", f"{secs:.2f}", f"{stats} stat calls", "-"])
+                ratio = f", {secs / explain_base:.2f}x the unchanged sweep" if label.startswith("7.") else ""
+                rows.append([label, "-", f"{secs:.2f}", f"{stats} stat calls{ratio}", "-"])
             print(f"sweep plans: {sweeps[-1]['plan']}")
             if args.serve:
                 serve_rss = serve_memory(cfg_path, work, cat)

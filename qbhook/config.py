@@ -147,6 +147,13 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class SweepConfig:
+    # An unchanged sweep re-plans only the groups whose inputs changed (qbhook.events.worker);
+    # every this often it re-plans everything anyway. 0: every sweep re-plans everything.
+    full_every: float = 6 * 3600.0
+
+
+@dataclass(frozen=True)
 class NotifyConfig:
     urls: tuple[str, ...] = field(repr=False, default=())  # apprise URLs (they carry tokens)
     urls_env: str | None = None
@@ -165,6 +172,7 @@ class Config:
     scan: ScanConfig = ScanConfig()
     server: ServerConfig = ServerConfig()
     notify: NotifyConfig = NotifyConfig()
+    sweep: SweepConfig = SweepConfig()
     lock_dir: Path | None = None
     source: Path | None = None
     rtorrent: tuple[RtorrentConfig, ...] = ()  # `clients:` entries of type rtorrent
@@ -301,6 +309,7 @@ def parse_config(data: Any, *, env: dict[str, str] | None = None, base_dir: Path
             "server",
             "lock_dir",
             "notify",
+            "sweep",
         ),
         "",
     )
@@ -313,6 +322,7 @@ def parse_config(data: Any, *, env: dict[str, str] | None = None, base_dir: Path
     scan = ScanConfig(**_parse_fields(_SCAN, data.get("scan"), "scan"))
     server = _parse_server(data.get("server"), env, base_dir)
     notify = _parse_notify(data.get("notify"), env, base_dir)
+    sweep = SweepConfig(**_parse_fields(_SWEEP, data.get("sweep"), "sweep"))
     lock_dir = _abs_path(data["lock_dir"], "lock_dir") if data.get("lock_dir") is not None else None
     return Config(
         catalog=catalog,
@@ -323,6 +333,7 @@ def parse_config(data: Any, *, env: dict[str, str] | None = None, base_dir: Path
         scan=scan,
         server=server,
         notify=notify,
+        sweep=sweep,
         lock_dir=lock_dir,
     )
 
@@ -529,6 +540,9 @@ _NOTIFY: dict[str, Reader] = {
     "free_space_below": size(),  # 0: never
 }
 _NOTIFY_OTHER = ("urls", "urls_env", "urls_file")
+_SWEEP: dict[str, Reader] = {
+    "full_every": duration(),  # 0: re-plan everything on every sweep
+}
 
 
 def _check_tables() -> None:
@@ -539,6 +553,7 @@ def _check_tables() -> None:
         (QbtConfig, _QBT, _QBT_OTHER),
         (RtorrentConfig, {"timeout": _RT_TIMEOUT}, ("name", "scgi", "path_map")),
         (NotifyConfig, _NOTIFY, _NOTIFY_OTHER),
+        (SweepConfig, _SWEEP, ()),
     ):
         missing = {f.name for f in fields(cls)} - set(table) - set(extra)
         assert not missing, f"{cls.__name__}: no reader for {sorted(missing)}"
@@ -1059,5 +1074,6 @@ def describe(cfg: Config) -> dict:
             "blocked_after": cfg.notify.blocked_after,
             "free_space_below": cfg.notify.free_space_below,
         },
+        "sweep": {f.name: getattr(cfg.sweep, f.name) for f in fields(cfg.sweep)},
         "lock_dir": str(cfg.lock_dir) if cfg.lock_dir else None,
     }

@@ -38,7 +38,7 @@ def sweep_cmd(app: App):
         s = d["plan"]
         click.echo(
             f"swept in {d['seconds']:.1f}s: {s['demote']} to demote, {s['promote']} to promote, "
-            f"{s['blocked']} blocked, {s['stay']} staying"
+            f"{s['blocked']} blocked, {s['stay']} staying{_replanned(d)}"
         )
         for g in d["pending"]:
             click.echo(f"  {g['action'].upper():8} {g['group_id']} {', '.join(g['names'][:2])}: {g['reason']}")
@@ -48,6 +48,17 @@ def sweep_cmd(app: App):
             click.echo("  (policy.auto_apply is off: run `qbhook apply --yes` to carry these out)")
 
     app.emit(out, human)
+
+
+def _replanned(sweep: dict) -> str:
+    """' (full re-plan)' / ' (re-planned 3 groups: ...)' of a sweep's result; '' before incremental sweeps."""
+    r = sweep.get("replanned")
+    if not isinstance(r, dict):
+        return ""
+    if sweep.get("full"):
+        return f" (full re-plan: {', '.join(r.get('why') or {})})"
+    why = ", ".join(f"{k}: {v}" for k, v in (r.get("why") or {}).items())
+    return f" (re-planned {r.get('groups', 0)} group(s){': ' + why if why else ''})"
 
 
 # ---------------------------------------------------------------- status
@@ -82,7 +93,7 @@ def status(app: App):
             s = ls["plan"]
             click.echo(
                 f"last sweep: {_when(ls['at'])}: {s['demote']} to demote, {s['promote']} to promote, "
-                f"{s['blocked']} blocked"
+                f"{s['blocked']} blocked{_replanned(ls)}"
             )
             for g in ls["pending"][:10]:
                 click.echo(f"  {g['action'].upper():8} {', '.join(g['names'][:2])}: {g['reason']}")

@@ -13,12 +13,12 @@ from qbhook.catalog import state
 from qbhook.units import human_bytes
 
 
-def sweep_checks(cfg, conn, snap, plan, now: float | None = None) -> list[notify.Event]:
+def sweep_checks(cfg, conn, snap, plan, now: float | None = None, *, partial: bool = False) -> list[notify.Event]:
     """What a full sweep notices: blocked too long, low free space, ATM back on a relocated torrent.
 
     Each condition is reported once when it starts; the memory of what was reported lives in
     the ``state`` table, so a restart does not repeat it. Returns the events emitted.
-    """
+    ``partial``: an incremental sweep's snap; a torrent outside it keeps what was reported."""
     n = getattr(cfg, "notify", None)
     if n is None or notify.active() is None:
         return []
@@ -67,6 +67,7 @@ def sweep_checks(cfg, conn, snap, plan, now: float | None = None) -> list[notify
     moved = _relocated_by_journal(conn, {t.hash for t in on}) if on else set()
     atm = sorted(t.hash for t in on if (tag and tag in t.tags) or t.hash in moved)
     names = {t.hash: t.name for t in snap.torrents}
+    atm = sorted({*atm, *(h for h in atm_before if h not in names)}) if partial else atm
     for h in atm:
         if h not in atm_before:
             report(

@@ -554,6 +554,9 @@ def report(cfg: Config, catalog) -> dict:
             "at": sweep_at,
             "plan": sweep_info.get("plan") if sweep_info else None,
             "pending": sweep_info.get("pending", []) if sweep_info else [],
+            # incremental sweeps: whether it re-planned every group, and how many groups and why
+            "full": sweep_info.get("full") if sweep_info else None,
+            "replanned": sweep_info.get("replanned") if sweep_info else None,
         },
         "recent_runs": [
             {

@@ -4,10 +4,47 @@ A job names torrents (hashes) and/or files (paths). The worker finds every
 torrent those touch, re-reads their facts, plans their groups and, with
 ``policy.auto_apply``, hands actionable groups to the executor. The sweeper is
 the same pipeline over everything, catching what events missed.
+
+**Incremental sweeps.** A sweep always scans both pools and syncs the torrent index; it
+then re-plans only the groups whose decision may have changed ("dirty"), through the same
+targeted path as a job (the snapshot's closure completes each to its whole group). When
+nothing is dirty there is no snapshot and no plan; ``replanned`` and ``full`` in the
+sweep's result (and its log line) say what was re-planned and why.
+
+Why skipping a group is sound. A decision (``qbhook.decide``) is a pure function of
+
+1. the group's torrent facts: save path, category, tags, state (stable or not), progress,
+   ATM, sizes, completion time, file list. Covered: the index sync reports every torrent
+   whose such facts changed, came or went (``SyncReport.touched``, volatile fields such as
+   speeds ignored); those torrents and the rest of their last group are dirty;
+2. inode facts: links (nlink and known paths), sizes, hashes, of the group's files and of
+   same-content files elsewhere (donors, library copies, converge partners). Covered: a scan
+   writes every path whose (inode, size, mtime, ctime, nlink) changed with its scan id
+   (``seen_scan``), so files whose inode a scan recorded after the last plan's mark, or that
+   were hashed after their torrent's decision, or that the catalog no longer has, are dirty;
+   so are files of the size of such an inode (content is size + hash; payload sizes only,
+   see ``_CONTENT_MIN_SIZE``). A library copy's deletion names no inode: the stay it
+   explains is re-planned every sweep (``_UNSETTLED_STAYS``);
+3. configuration. Covered: a changed config digest re-plans everything;
+4. time: ``min_seeding_age`` waits are re-planned every sweep (``_UNSETTLED_STAYS``);
+   settle time and hash budgets only ever block, and blocked is re-planned every sweep.
+
+Every decision other than a settled stay (demote, promote, converge, blocked, skip, a
+failed apply, none yet) is re-planned every sweep, so cross-group rules and the per-run
+cap see every actionable group. A skipped group's decision is a stay, which acts on
+nothing; the worst a missed input can do is delay a move until the next full re-plan.
+Everything is re-planned on the first sweep of a process, after a config change, a
+qBittorrent full update (restart, lost rid), an index rebuild, and every
+``sweep.full_every``. The executor still re-checks every file before it unlinks anything.
+
+A full re-plan plans the groups a chunk at a time (``_plan_in_chunks``), so a sweep's peak
+memory is one chunk's snapshot, not one of every file.
 """
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import json
 import logging
 import os
@@ -16,16 +53,20 @@ import sqlite3
 import stat as stat_mod
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 
 from qbhook.catalog import indexer, state
+from qbhook.catalog.hashing import HashBudget
 from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import TorrentIndex
 from qbhook.config import Config
+from qbhook.decide import converge
 from qbhook.decide.facts import ancestors
-from qbhook.decide.planner import make_plan, tag_changes
-from qbhook.decide.snapshot import SymlinkProbe, build_snapshot
+from qbhook.decide.plan import ACTIONS, Plan
+from qbhook.decide.planner import _apply_batch_cap, _resolve_cross_group, make_plan, tag_changes
+from qbhook.decide.snapshot import SnapshotBuilder, SymlinkProbe, build_snapshot
 from qbhook.errors import PathMapError, QbhookError, QueueError, UnknownTorrent
 from qbhook.events import alerts
 from qbhook.events.queue import JobQueue
@@ -152,56 +193,416 @@ def handle_job(cfg: Config, catalog: Catalog, clients, job, *, executor=None) ->
 
 
 def sweep(cfg: Config, catalog: Catalog, clients, *, executor=None, progress=None) -> dict:
-    """Incremental scan + plan everything (+ apply when policy allows)."""
+    """Incremental scan + sync, then re-plan what may have changed (+ apply when policy allows).
+
+    See the module docstring for which groups are re-planned and why the others may be skipped.
+    """
     t0 = time.time()
     clients = list(clients)
     leftovers = remove_leftover_views(cfg, catalog, clients) if executor is not None else []
     scans = [scan_pool(catalog, p, cfg.scan, progress=progress).as_dict() for p in cfg.pools]
     # The torrent index first (after the scans, so files resolve to fresh inodes): one request
     # per unchanged qBittorrent, then the snapshot takes its file lists from it.
-    clients = list(clients)
     synced = indexer.sync_all(catalog, clients)
-    view = indexer.snapshot_view(catalog, clients, synced)
-    # background hashing: idle I/O, nice 19, at most scan.hash_budget bytes per sweep
-    bg = {"progress": progress, "hash_budget": cfg.scan.hash_budget, "background": True}
-    if view is None:
-        snap = build_snapshot(cfg, catalog, clients, **bg)
-    else:
-        snap = build_snapshot(cfg, catalog, view[0], infos=view[1], **bg)
-    plan = make_plan(snap, cfg.policy)
-    TorrentIndex(catalog.conn).record_decisions(plan.groups)
-    tagged = maintain_tags(cfg, clients, snap, plan)
-    alerts.sweep_checks(cfg, catalog.conn, snap, plan)
+    memo = _ReplanMemo.load(catalog.conn)
+    full_why = _full_replan_reasons(cfg, memo, synced, t0)
+    mark = _scan_mark(catalog.conn)
+    idx = TorrentIndex(catalog.conn)
+    why: dict[str, int] = {}
+    dirty: set[str] | None = None if full_why else _dirty_torrents(catalog.conn, idx, memo, synced, why)
+    plan, tagged, listing = _replan(cfg, catalog, idx, clients, synced, dirty, progress)
+    groups = plan.groups if plan is not None else []
+    _ReplanMemo.store(catalog.conn, cfg, memo, full=dirty is None, started=t0, mark=mark)
     out = {
         "started_at": t0,
         "scans": scans,
-        "plan": plan.summary(),
+        # every group's current decision: re-planned now, or unchanged since it last was
+        "plan": _decision_counts(idx, plan),
+        "full": dirty is None,
+        "replanned": {
+            "groups": len(groups),
+            "torrents": sum(len(g.torrents) for g in groups),
+            "why": {r: 1 for r in full_why} if dirty is None else why,
+        },
         "index": [r.as_dict() for r in synced],
-        "index_listing": "live" if view is None else "index",
-        "pending": [
-            {
-                "group_id": g.group_id,
-                "action": g.action,
-                "reason": g.reason,
-                "names": g.names,
-                # sizes and pools: the status page charts blocked bytes per pool from these
-                "source_pool": g.source_pool,
-                "target_pool": g.target_pool,
-                "payload_bytes": g.payload_bytes,
-                "bytes_to_copy": g.bytes_to_copy,
-                "bytes_freed": g.bytes_freed,
-            }
-            for g in plan.groups
-            if g.action in ("demote", "promote", "blocked", "skip")
-        ],
+        "index_listing": listing,
+        "pending": _pending(groups),
     }
-    if executor is not None and cfg.policy.auto_apply and plan.actionable:
+    if executor is not None and cfg.policy.auto_apply and plan is not None and plan.actionable:
         out["applied"] = executor.apply(plan, trigger="sweeper").to_dict()
     out["tags_changed"] = tagged
     out["leftover_views"] = leftovers
     out["seconds"] = round(time.time() - t0, 3)
+    log.info(
+        "sweep: %s re-plan of %d group(s) %s in %.1f s",
+        "full" if dirty is None else "incremental",
+        len(groups),
+        json.dumps(out["replanned"]["why"], sort_keys=True),
+        out["seconds"],
+    )
     state.put(catalog.conn, "last_sweep", out)
     return out
+
+
+def _replan(cfg: Config, catalog: Catalog, idx: TorrentIndex, clients, synced, dirty: set[str] | None, progress):
+    """(plan or None, tags changed, where file lists came from) for ``dirty`` (None: everything)."""
+    if dirty is not None and not dirty:
+        return None, 0, "none"
+    # Typing every stored record for the view costs more than the rest of an unchanged sweep.
+    view = indexer.snapshot_view(catalog, clients, synced)
+    listing = "live" if view is None else "index"
+    if view is None and dirty:
+        view = (clients, [t for c in clients for t in c.torrents()])  # to know which hashes exist
+    if dirty:
+        dirty = dirty & {h for t in view[1] for h in t.hashes}  # gone since the sync: nothing to plan
+        if not dirty:
+            return None, 0, listing
+    if view is None:
+        snap = _snapshot(cfg, catalog, clients, None, None, HashBudget(cfg.scan.hash_budget), progress)
+        plan = make_plan(snap, cfg.policy)
+        tagged = maintain_tags(cfg, clients, snap, plan)
+        seen = _AlertView(snap.pools, [_AlertTorrent.of(t) for t in snap.torrents])
+        del snap
+    else:
+        plan, seen, tagged = _plan_in_chunks(cfg, catalog, idx, clients, view, dirty, progress)
+    idx.record_decisions(plan.groups)
+    alerts.sweep_checks(cfg, catalog.conn, seen, plan, partial=dirty is not None)
+    return plan, tagged, listing
+
+
+def _pending(groups) -> list[dict]:
+    return [
+        {
+            "group_id": g.group_id,
+            "action": g.action,
+            "reason": g.reason,
+            "names": g.names,
+            # sizes and pools: the status page charts blocked bytes per pool from these
+            "source_pool": g.source_pool,
+            "target_pool": g.target_pool,
+            "payload_bytes": g.payload_bytes,
+            "bytes_to_copy": g.bytes_to_copy,
+            "bytes_freed": g.bytes_freed,
+        }
+        for g in groups
+        if g.action in ("demote", "promote", "blocked", "skip")
+    ]
+
+
+# ------------------------------------------------------------------ what a sweep re-plans
+#
+# Set once per process: the first sweep of a process re-plans everything (nothing it keeps in
+# memory, such as the scan memo, is trusted across processes to have seen every change).
+_PROCESS = uuid.uuid4().hex
+_MEMO_KEY = "sweep.replan"
+# A scan still running (another process's `qbhook scan`) may not have written all its changes
+# yet: changes are taken as planned only up to the scan before it. One that never finished
+# (a killed process) stops holding the mark back after this long.
+_UNFINISHED_SCAN_S = 3600.0
+# Stays re-planned every sweep: ones that may end with time alone (min_seeding_age), and one
+# that rests on another inode's existence (a library's own copy of the content: its removal
+# is a deleted inode, which no changed-inode query can name).
+_UNSETTLED_STAYS = ("policy: completed less than", "same content is used by a library")
+# The same-size rule below only for files at least this big: payload files, whose sizes
+# rarely collide. Extras (nfo, srt, artwork) share small sizes by the thousand; a change
+# among them re-planning every group that has one would make every sweep a full one. What
+# this can delay is a stay becoming a promote/converge of small files alone: until the next
+# full re-plan (sweep.full_every), never a move.
+_CONTENT_MIN_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class _ReplanMemo:
+    """What the last sweep's plan covered (``state`` key ``sweep.replan``)."""
+
+    process: str | None = None
+    config: str | None = None
+    full_at: float | None = None  # last full re-plan
+    scan_mark: int = 0  # changes recorded by scans with ids up to this were planned
+
+    @classmethod
+    def load(cls, conn) -> _ReplanMemo:
+        raw, _ = state.get(conn, _MEMO_KEY, {})
+        if not isinstance(raw, dict):
+            return cls()
+        try:
+            return cls(
+                process=raw.get("process"),
+                config=raw.get("config"),
+                full_at=_float_or_none(raw.get("full_at")),
+                scan_mark=int(raw.get("scan_mark") or 0),
+            )
+        except (TypeError, ValueError):
+            return cls()  # unreadable: the next sweep is a full one
+
+    @staticmethod
+    def store(conn, cfg: Config, old: _ReplanMemo, *, full: bool, started: float, mark: int) -> None:
+        state.put(
+            conn,
+            _MEMO_KEY,
+            {
+                "process": _PROCESS,
+                "config": config_digest(cfg),
+                "full_at": started if full else old.full_at,
+                "scan_mark": mark,
+            },
+        )
+
+
+def _float_or_none(v) -> float | None:
+    return None if v is None else float(v)
+
+
+def config_digest(cfg: Config) -> str:
+    """A fingerprint of the loaded configuration (secrets are not part of its repr)."""
+    return hashlib.sha256(repr(cfg).encode()).hexdigest()
+
+
+def _full_replan_reasons(cfg: Config, memo: _ReplanMemo, synced, now: float) -> list[str]:
+    """Why this sweep must re-plan every group (empty: an incremental re-plan is enough)."""
+    why = []
+    if memo.process != _PROCESS:
+        why.append("first sweep of this process")
+    if memo.config != config_digest(cfg):
+        why.append("configuration changed")
+    for r in synced:
+        if r.mode == "full":
+            why.append(f"{r.instance}: full update from the client")
+        if r.rebuilt:
+            why.append(f"{r.instance}: torrent index rebuilt")
+    every = cfg.sweep.full_every
+    if every <= 0:
+        why.append("sweep.full_every is 0")
+    elif memo.full_at is None or now - memo.full_at >= every:
+        why.append("sweep.full_every elapsed")
+    return why
+
+
+def _scan_mark(conn) -> int:
+    """The highest scan id all of whose changes are in the catalog now."""
+    running = conn.execute(
+        "SELECT MIN(id) FROM scans WHERE finished_at IS NULL AND started_at > ?", (time.time() - _UNFINISHED_SCAN_S,)
+    ).fetchone()[0]
+    if running is not None:
+        return running - 1
+    return conn.execute("SELECT COALESCE(MAX(id), 0) FROM scans").fetchone()[0]
+
+
+def _dirty_torrents(conn, idx: TorrentIndex, memo: _ReplanMemo, synced, why: dict[str, int]) -> set[str]:
+    """Present torrents whose group must be re-planned (``why`` counts them per reason)."""
+    present = {r[0] for r in conn.execute("SELECT hash FROM torrents WHERE gone_at IS NULL")}
+
+    def add(reason: str, hashes) -> None:
+        hashes = (set(hashes) & present) - dirty  # counted under the first reason that names it
+        if hashes:
+            why[reason] = why.get(reason, 0) + len(hashes)
+            dirty.update(hashes)
+
+    dirty: set[str] = set()
+    add("torrent changed", {h for r in synced for h in r.touched})
+    add(
+        "not a settled stay",
+        (
+            r[0]
+            for r in conn.execute(
+                "SELECT hash FROM torrents WHERE gone_at IS NULL AND (decision IS NULL OR group_id IS NULL "
+                "OR decision != 'stay' OR " + " OR ".join("decision_reason LIKE ?" for _ in _UNSETTLED_STAYS) + ")",
+                [p + "%" for p in _UNSETTLED_STAYS],
+            )
+        ),
+    )
+    changed, same_size = _changed_files(conn, memo)
+    add("files changed", changed)
+    add("same size as a changed file", same_size)
+    # A torrent that changed or went leaves its old group: the rest of that group re-plans too.
+    gone_or_dirty = dirty | {h for r in synced for h in r.touched}
+    if gone_or_dirty:
+        rows = conn.execute("SELECT hash, group_id, gone_at FROM torrents WHERE group_id IS NOT NULL").fetchall()
+        old_groups = {g for h, g, _gone in rows if h in gone_or_dirty}
+        add("group-mate changed", (h for h, g, gone in rows if gone is None and g in old_groups))
+    return dirty
+
+
+def _changed_files(conn, memo: _ReplanMemo) -> tuple[set[str], set[str]]:
+    """(torrents with a changed file, torrents with a file the size of a changed payload file)."""
+    # Files whose inode a scan recorded since the last plan (new, changed size/mtime/ctime, a
+    # link made or removed: nlink), hashed after their torrent's decision, or that the catalog
+    # no longer has (inode NULL). Hashes the deciding sweep made itself are older than its
+    # decision: they were planned with.
+    changed = {
+        r[0]
+        for r in conn.execute(
+            "SELECT DISTINCT t.hash FROM torrent_files f JOIN torrents t ON t.id = f.torrent "
+            "LEFT JOIN inodes i ON i.id = f.inode WHERE t.gone_at IS NULL AND (f.inode IS NULL OR i.id IS NULL "
+            "OR i.seen_scan > ? OR i.hashed_at > coalesce(t.decided_at, 0))",
+            (memo.scan_mark,),
+        )
+    }
+    # Same-size content elsewhere can be a donor, a library copy or a converge partner of a
+    # group's file (content = size + hash): a new, changed or newly hashed inode of a payload
+    # size re-plans the torrents with a file of that size decided before it.
+    oldest = conn.execute("SELECT coalesce(MIN(decided_at), 0) FROM torrents WHERE gone_at IS NULL").fetchone()[0]
+    same_size = {
+        r[0]
+        for r in conn.execute(
+            "WITH s AS (SELECT size, MAX(CASE WHEN seen_scan > ? THEN 1e300 ELSE hashed_at END) AS at "
+            "FROM inodes WHERE size >= ? AND (seen_scan > ? OR hashed_at > ?) GROUP BY size) "
+            "SELECT DISTINCT t.hash FROM torrent_files f JOIN torrents t ON t.id = f.torrent "
+            "JOIN s ON s.size = f.size WHERE t.gone_at IS NULL AND s.at > coalesce(t.decided_at, 0)",
+            (memo.scan_mark, _CONTENT_MIN_SIZE, memo.scan_mark, oldest),
+        )
+    }
+    return changed, same_size
+
+
+def _decision_counts(idx: TorrentIndex, plan) -> dict:
+    """plan.summary()'s shape over every group: this plan's, plus the last decision of the rest."""
+    out = {a: 0 for a in ACTIONS}
+    planned = set()
+    if plan is not None:
+        for g in plan.groups:
+            out[str(g.action)] += 1
+            planned.add(g.group_id)
+    for gid, decision in idx.conn.execute(
+        "SELECT DISTINCT group_id, decision FROM torrents WHERE gone_at IS NULL AND group_id IS NOT NULL"
+    ):
+        if gid not in planned and decision in out:
+            planned.add(gid)
+            out[decision] += 1
+    actionable = plan.actionable if plan is not None else []
+    out["bytes_to_copy"] = sum(g.bytes_to_copy for g in actionable)
+    out["bytes_freed"] = sum(g.bytes_freed for g in actionable)
+    return out
+
+
+# ------------------------------------------------------------------ planning in chunks
+#
+# A snapshot holds a fact per file and per inode: at 180,000 files it was most of `serve`'s
+# peak memory. A decision is a function of its own group's facts (plus catalog content, read
+# per group), so groups can be planned a chunk at a time, each snapshot freed before the next;
+# only what crosses groups (a link from a path another group deletes, converging onto an
+# inode another group moves, the per-run cap) is resolved once over the merged plan, by the
+# planner's own rules.
+_CHUNK_TORRENTS = 1000
+
+
+@dataclass(frozen=True)
+class _AlertTorrent:
+    """What the sweep's alerts read of a torrent (not its files: those are what chunks free)."""
+
+    hash: str
+    name: str
+    auto_tmm: bool
+    tags: frozenset
+
+    @classmethod
+    def of(cls, t) -> _AlertTorrent:
+        return cls(t.hash, t.name, t.auto_tmm, t.tags)
+
+
+@dataclass(frozen=True)
+class _AlertView:
+    pools: tuple
+    torrents: list
+
+
+def _snapshot(cfg: Config, catalog: Catalog, clients, hashes, infos, budget: HashBudget, progress):
+    """build_snapshot with one hash budget for the whole sweep, whatever the number of chunks."""
+    # background hashing: idle I/O, nice 19, at most scan.hash_budget bytes per sweep
+    b = SnapshotBuilder(cfg, catalog, list(clients), progress=progress, background=True)
+    b.budget = budget
+    return b.build(hashes, infos=infos)
+
+
+def _chunks(idx: TorrentIndex, infos, hashes: set[str] | None) -> list[list[str] | None]:
+    """The torrents to plan, whole groups (as the index groups them) per chunk of ~_CHUNK_TORRENTS."""
+    wanted = [t for t in infos if hashes is None or t.hash in hashes]
+    if len(wanted) <= _CHUNK_TORRENTS:
+        return [None if hashes is None else sorted(t.hash for t in wanted)]
+    gid = idx.groups()
+    members: dict[str, list[str]] = {}
+    for t in wanted:
+        members.setdefault(gid.get((t.instance, t.hash), t.hash), []).append(t.hash)
+    out: list[list[str] | None] = [[]]
+    for hs in members.values():
+        if len(out[-1]) >= _CHUNK_TORRENTS:
+            out.append([])
+        out[-1].extend(hs)
+    return out
+
+
+def _plan_in_chunks(cfg: Config, catalog: Catalog, idx: TorrentIndex, clients, view, hashes, progress):
+    """(merged plan, what the alerts read, tags changed) for ``hashes`` (None: every torrent).
+
+    ``hashes`` given: each chunk is completed to whole groups by the snapshot's own closure.
+    Every torrent: a chunk is the index's groups as they are (the closure would query the
+    catalog for every file's links, doubling a full sweep), and ``_split_groups`` then checks
+    the chunk's inodes for a seeding link of a torrent outside it; such groups (the index
+    was behind the disk) are planned again through the closure.
+    """
+    budget = HashBudget(cfg.scan.hash_budget)
+    groups: list = []
+    seen = _AlertView((), [])
+    tagged = 0
+    now = time.time()
+    chunks = _chunks(idx, view[1], hashes)
+    incomplete: set[str] = set()
+    for n, chunk in enumerate(chunks + [None]):
+        if n == len(chunks):  # the pass for groups found incomplete
+            if not incomplete:
+                break
+            groups = [g for g in groups if not incomplete.intersection(g.torrents)]
+            snap = _snapshot(cfg, catalog, view[0], sorted(incomplete), view[1], budget, progress)
+        elif chunk is None or hashes is not None:
+            snap = _snapshot(cfg, catalog, view[0], chunk, view[1], budget, progress)
+        else:
+            members = set(chunk)
+            snap = _snapshot(cfg, catalog, view[0], None, [t for t in view[1] if t.hash in members], budget, progress)
+            incomplete |= _split_groups(idx, snap, members)
+        part = make_plan(snap, cfg.policy)
+        # a group the closure pulled into two chunks (the index behind the disk) is planned once
+        have = {h for g in groups for h in g.torrents}
+        part = Plan(groups=[g for g in part.groups if not have.intersection(g.torrents)], created_at=part.created_at)
+        groups.extend(part.groups)
+        tagged += maintain_tags(cfg, clients, snap, part)
+        seen = _AlertView(snap.pools, seen.torrents + [_AlertTorrent.of(t) for t in snap.torrents])
+        now = snap.now
+        del snap, part
+        gc.collect()  # the chunk's facts, before the next chunk builds its own
+    # make_plan's last three passes, over every chunk's groups (each chunk ran them on its own)
+    _resolve_cross_group(groups)
+    converge.resolve_cross_group(groups)
+    _apply_batch_cap(groups, cfg.policy.max_groups_per_run)
+    return Plan(groups=groups, created_at=now), seen, tagged
+
+
+def _split_groups(idx: TorrentIndex, snap, members: set[str]) -> set[str]:
+    """Torrents of ``snap`` whose files share an inode with a torrent outside ``members``."""
+    own = {f.path for t in snap.torrents for f in t.files}
+    by_inode: dict = {}
+    for t in snap.torrents:
+        for f in t.files:
+            if f.inode is not None:
+                by_inode.setdefault(f.inode, set()).add(t.hash)
+    out: set[str] = set()
+    for key, users in by_inode.items():
+        fact = snap.inodes.get(key)
+        extra = [p for p in (fact.seeding_paths if fact else ()) if p not in own]
+        if extra and _torrents_at(idx, extra) - members:
+            out |= users
+    return out
+
+
+def _torrents_at(idx: TorrentIndex, paths: list[str]) -> set[str]:
+    marks = ",".join("?" * len(paths))
+    return {
+        r[0]
+        for r in idx.conn.execute(
+            f"SELECT t.hash FROM torrent_files f JOIN torrents t ON t.id = f.torrent "
+            f"WHERE t.gone_at IS NULL AND f.path IN ({marks})",
+            [os.fsencode(p) for p in paths],
+        )
+    }
 
 
 def maintain_tags(cfg: Config, clients, snap, plan) -> int:

@@ -399,3 +399,62 @@ def test_explain_after_a_recent_full_scan_does_not_walk_the_pools(bed, monkeypat
     # too old for the caller: scanned again
     r = bed.run("explain", h, "--max-scan-age", "0")
     assert sorted(calls) == ["pool", "stash"]
+
+
+def test_incremental_sweeps_on_real_parts(bed, qbt_client, monkeypatch):
+    """Real qbittorrent-nox, real zfs-fuse pools: an unchanged sweep builds no snapshot; a library
+    hardlink (nlink only) and a category change each re-plan just their own group."""
+    import qbhook.events.worker as worker
+    from qbhook.config import load_config
+
+    built: list = []
+    real = worker._snapshot
+    monkeypatch.setattr(worker, "_snapshot", lambda *a, **k: built.append(a[3]) or real(*a, **k))
+    for name in ("tv", "movies"):
+        qbt_client.torrents_create_category(name=name)
+    film = bed.add(bed.stash_seed, "Film.Inc", {"film.mkv": 90_000}, seed=1, tags="~noHL", category="movies")
+    show = bed.add(bed.stash_seed, "Show.Inc", {"e1.mkv": 70_000}, seed=2, tags="~noHL", category="tv")
+    other = bed.add(bed.stash_seed, "Other.Inc", {"o.mkv": 60_000}, seed=3, tags="~noHL", category="tv")
+    data = yaml.safe_load(bed.config.read_text())
+    data["policy"] = {"demote_categories": ["movies"]}  # "movies" demotes, "tv" stays
+    bed.config.write_text(yaml.safe_dump(data))
+    cfg = load_config(bed.config)
+    cat, client = bed.catalog(), bed.client()
+    first = worker.sweep(cfg, cat, [client])
+    assert first["full"] and first["replanned"]["groups"] == 3 and len(built) == 1
+    assert _row(cat, film).decision == "demote" and _row(cat, show).decision == "stay"
+    other_decided = _row(cat, other).decided_at
+
+    second = worker.sweep(cfg, cat, [client])
+    # the demote is re-planned every sweep (it is not a settled stay); the two stays are not
+    assert second["replanned"] == {"groups": 1, "torrents": 1, "why": {"not a settled stay": 1}}
+    assert built[-1] == [film] and second["index"][0]["mode"] == "incremental"
+
+    # a library hardlink to the seed-only film: nlink changes, the torrent does not
+    lib = bed.stash_seed.parents[2] / "movies/Film (2020)"
+    lib.mkdir(parents=True)
+    os.link(bed.stash_seed / "Film.Inc/film.mkv", lib / "film.mkv")
+    third = worker.sweep(cfg, cat, [client])
+    assert third["replanned"]["groups"] == 1 and built[-1] == [film]
+    assert _row(cat, film).decision == "stay" and "linked outside" in _row(cat, film).decision_reason
+    fourth = worker.sweep(cfg, cat, [client])
+    assert fourth["replanned"]["groups"] == 0 and len(built) == 3, "unchanged: no snapshot at all"
+
+    # a category change re-plans only its torrent's group
+    qbt_client.torrents_set_category(category="movies", torrent_hashes=show)
+    deadline = time.monotonic() + 10
+    while True:
+        fifth = worker.sweep(cfg, cat, [client])
+        if fifth["replanned"]["groups"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert fifth["replanned"] == {"groups": 1, "torrents": 1, "why": {"torrent changed": 1}}
+    assert built[-1] == [show] and _row(cat, show).decision == "demote"
+    assert _row(cat, other).decision == "stay" and _row(cat, other).decided_at == other_decided  # never re-planned
+
+    # the library drops its link: nlink alone again, and the settled stay is re-planned to demote
+    os.unlink(lib / "film.mkv")
+    sixth = worker.sweep(cfg, cat, [client])
+    assert sixth["replanned"]["why"] == {"not a settled stay": 1, "files changed": 1}  # show's demote, film
+    assert _row(cat, film).decision == "demote"
+    cat.close()

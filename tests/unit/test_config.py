@@ -122,6 +122,16 @@ def test_example_config_loads(monkeypatch):
     assert c.primary.path == Path("/stash")
 
 
+def test_sweep_full_every_is_a_duration_defaulting_to_six_hours():
+    assert cfg().sweep.full_every == 6 * 3600
+    assert cfg(sweep={"full_every": "30m"}).sweep.full_every == 1800
+    assert cfg(sweep={"full_every": 0}).sweep.full_every == 0  # every sweep re-plans everything
+    with pytest.raises(ConfigError, match="sweep.full_every"):
+        cfg(sweep={"full_every": "soon"})
+    with pytest.raises(ConfigError, match="sweep"):
+        cfg(sweep={"full_evry": "1h"})
+
+
 def test_not_a_mapping(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("- a\n- b\n")

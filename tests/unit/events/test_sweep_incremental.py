@@ -1,0 +1,354 @@
+"""Incremental sweeps (qbhook.events.worker.sweep): an unchanged sweep plans nothing, a change
+re-plans just the groups it can affect, and the listed events re-plan everything.
+
+Real files and a real catalog in tmp_path, real scans; qBittorrent is a fake that answers
+``sync/maindata`` with real deltas (only the fields that changed since a response id).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import time
+
+import pytest
+
+import qbhook.events.worker as worker
+from qbhook.catalog.store import Catalog
+from qbhook.catalog.torrents import TorrentIndex
+from qbhook.clients.qbt.model import TorrentFile, TorrentInfo
+from qbhook.config import SweepConfig
+from qbhook.pathmap import PathMap
+from tests.helpers import make_config, write
+
+H1, H2, H3 = "1" * 40, "2" * 40, "3" * 40
+
+
+class LiveQbt:
+    """A qBittorrent whose ``maindata`` diffs its torrents against what it sent at each rid."""
+
+    def __init__(self, name: str = "default"):
+        self.name = name
+        self.path_map = PathMap([])
+        self.torrents_raw: dict[str, dict] = {}
+        self.file_lists: dict[str, list[tuple[str, int]]] = {}
+        self._sent: dict[int, dict] = {}
+        self._rid = 0
+
+    def add(self, h, save, name, files, **kw):
+        self.torrents_raw[h] = {
+            "name": name,
+            "save_path": str(save),
+            "content_path": f"{save}/{name}",
+            "state": "stalledUP",
+            "progress": 1.0,
+            "amount_left": 0,
+            "size": sum(s for _r, s in files),
+            "total_size": sum(s for _r, s in files),
+            "category": "",
+            "tags": "~noHL",  # the default policy's demote_require_tag
+            "auto_tmm": False,
+            "added_on": 1,
+            "completion_on": 2,
+            "upspeed": 0,
+            **kw,
+        }
+        self.file_lists[h] = [(f"{name}/{rel}", size) for rel, size in files]
+
+    def restart(self):
+        self._sent.clear()  # a restarted qBittorrent knows no earlier response id
+
+    def maindata(self, rid=0):
+        self._rid += 1
+        now = copy.deepcopy(self.torrents_raw)
+        old = self._sent.get(rid)
+        self._sent[self._rid] = now
+        if old is None:
+            return {"rid": self._rid, "full_update": True, "torrents": now}
+        delta = {}
+        for h, rec in now.items():
+            if h not in old:
+                delta[h] = rec
+            elif part := {k: v for k, v in rec.items() if old[h].get(k) != v}:
+                delta[h] = part
+        return {"rid": self._rid, "torrents": delta, "torrents_removed": [h for h in old if h not in now]}
+
+    def torrents(self, hashes=None, **_kw):
+        return [TorrentInfo.from_api({**r, "hash": h}, self.path_map, self.name) for h, r in self.torrents_raw.items()]
+
+    def files(self, h):
+        return [TorrentFile(i, rel, size, 1.0, 1) for i, (rel, size) in enumerate(self.file_lists[h])]
+
+    files_of_id = files
+
+
+@pytest.fixture
+def bed(tmp_path, monkeypatch):
+    stash, pool = tmp_path / "stash", tmp_path / "pool"
+    cfg = make_config(tmp_path / "cat.sqlite", stash, pool, policy={"demote_categories": ["movies"]})
+    for root in (cfg.primary.seeding_root, cfg.cold.seeding_root):
+        root.mkdir(parents=True)
+    cat = Catalog.open(cfg.catalog)
+    snapshots: list = []  # per snapshot: the hashes it was asked for; None: every torrent
+    real = worker._snapshot
+
+    def counted(cfg, cat, clients, hashes, infos, *rest):
+        asked = hashes
+        if hashes is None and infos is not None and len(infos) < len(b.qbt.torrents_raw):
+            asked = [t.hash for t in infos]  # a chunk of a full re-plan
+        snapshots.append(None if asked is None else sorted(asked))
+        return real(cfg, cat, clients, hashes, infos, *rest)
+
+    monkeypatch.setattr(worker, "_snapshot", counted)
+
+    class Bed:
+        pass
+
+    b = Bed()
+    b.cfg, b.cat, b.qbt, b.snapshots = cfg, cat, LiveQbt(), snapshots
+    b.seed_s, b.seed_p, b.lib = cfg.primary.seeding_root, cfg.cold.seeding_root, stash / "media/movies"
+    b.pool_lib = pool / "media/movies"
+
+    def payload(h, save, name, files, **kw):
+        for rel, data in files.items():
+            write(save / name / rel, data)
+        b.qbt.add(h, save, name, [(rel, len(data)) for rel, data in files.items()], **kw)
+
+    def sweep(cfg=None):
+        return worker.sweep(cfg or b.cfg, b.cat, [b.qbt])
+
+    def decision(h):
+        return next(t for t in TorrentIndex(b.cat.conn).torrents() if t.hash == h)
+
+    b.payload, b.sweep, b.decision = payload, sweep, decision
+    yield b
+    cat.close()
+
+
+def three_staying(bed):
+    """Three one-torrent groups on the primary pool, each a settled stay (category not allowed)."""
+    for h, name in ((H1, "One"), (H2, "Two"), (H3, "Three")):
+        bed.payload(h, bed.seed_s, name, {"a.bin": name.encode() * 10, "b.nfo": b"nfo " + name.encode()}, category="tv")
+
+
+def test_an_unchanged_second_sweep_builds_no_snapshot_and_says_so(bed):
+    three_staying(bed)
+    first = bed.sweep()
+    assert first["full"] and first["replanned"]["groups"] == 3
+    assert first["plan"]["stay"] == 3 and len(bed.snapshots) == 1
+    bed.qbt.torrents_raw[H1].update(upspeed=12345, state="uploading")  # volatile: not a planning fact
+    second = bed.sweep()
+    assert len(bed.snapshots) == 1, "an unchanged sweep must not build a snapshot"
+    assert not second["full"] and second["replanned"] == {"groups": 0, "torrents": 0, "why": {}}
+    assert second["index_listing"] == "none"
+    # status still sees every group's decision: the ones not re-planned keep their last one
+    assert second["plan"] == first["plan"]
+    from qbhook.events.status import report
+
+    shown = report(bed.cfg, bed.cat)["last_sweep"]
+    assert shown["full"] is False and shown["replanned"]["groups"] == 0 and shown["plan"]["stay"] == 3
+
+
+def test_a_category_change_re_plans_only_its_group(bed):
+    three_staying(bed)
+    bed.sweep()
+    assert bed.decision(H2).decision == "stay"
+    bed.qbt.torrents_raw[H2]["category"] = "movies"
+    out = bed.sweep()
+    assert bed.snapshots[-1] == [H2]  # the targeted path: only the changed torrent (and its group)
+    assert out["replanned"]["groups"] == 1 and out["replanned"]["why"] == {"torrent changed": 1}
+    assert bed.decision(H2).decision == "demote", bed.decision(H2).decision_reason
+    assert bed.decision(H1).decision == bed.decision(H3).decision == "stay"
+    assert out["plan"]["demote"] == 1 and out["plan"]["stay"] == 2
+
+
+def test_a_new_library_hardlink_flips_demote_to_stay(bed):
+    bed.payload(H1, bed.seed_s, "Film", {"film.mkv": b"film data" * 50}, category="movies")
+    bed.sweep()
+    assert bed.decision(H1).decision == "demote"
+    write(bed.lib / "Film (2020)/x", b"")  # the library folder exists; then only a link is made
+    os.link(bed.seed_s / "Film/film.mkv", bed.lib / "Film (2020)/film.mkv")
+    out = bed.sweep()
+    assert out["replanned"]["groups"] == 1
+    row = bed.decision(H1)
+    assert row.decision == "stay" and "linked outside the seeding tree" in row.decision_reason
+
+
+def test_a_link_count_change_alone_re_plans_a_settled_stay(bed):
+    """nlink only (no torrent change, no new file in the group): the scan's change mark reaches the group."""
+    bed.payload(H1, bed.seed_p, "Old", {"old.mkv": b"cold data" * 50})
+    bed.payload(H2, bed.seed_p, "Other", {"other.mkv": b"other data" * 50})
+    bed.sweep()
+    before, other = bed.decision(H1), bed.decision(H2)
+    assert before.decision == "stay" and "seed-only data on pool" in before.decision_reason
+    os.makedirs(bed.pool_lib)
+    os.link(bed.seed_p / "Old/old.mkv", bed.pool_lib / "old.mkv")
+    out = bed.sweep()
+    assert out["replanned"] == {"groups": 1, "torrents": 1, "why": {"files changed": 1}}
+    assert bed.snapshots[-1] == [H1]
+    after = bed.decision(H1)
+    assert after.decision == "stay" and "linked outside the seeding tree on the cold pool" in after.decision_reason
+    assert bed.decision(H2).decided_at == other.decided_at  # not re-planned
+
+
+def test_a_group_waiting_for_min_seeding_age_is_re_planned_and_demotes_once_old_enough(bed):
+    cfg = dataclasses.replace(bed.cfg, policy=dataclasses.replace(bed.cfg.policy, min_seeding_age=2.0))
+    bed.payload(H1, bed.seed_s, "Fresh", {"f.mkv": b"fresh" * 50}, category="movies", completion_on=int(time.time()))
+    bed.sweep(cfg)
+    assert bed.decision(H1).decision == "stay" and "completed less than" in bed.decision(H1).decision_reason
+    time.sleep(2.2)  # nothing changes but the clock
+    out = bed.sweep(cfg)
+    assert not out["full"] and out["replanned"]["why"] == {"not a settled stay": 1}
+    assert bed.decision(H1).decision == "demote"
+
+
+def test_full_every_zero_re_plans_everything_every_sweep(bed):
+    cfg = dataclasses.replace(bed.cfg, sweep=SweepConfig(full_every=0))
+    three_staying(bed)
+    bed.sweep(cfg)
+    out = bed.sweep(cfg)
+    assert out["full"] and out["replanned"]["groups"] == 3 and len(bed.snapshots) == 2
+    assert bed.snapshots[-1] is None  # every torrent, not a targeted list
+    assert "sweep.full_every is 0" in out["replanned"]["why"]
+
+
+def test_full_every_elapsed_re_plans_everything(bed, monkeypatch):
+    three_staying(bed)
+    bed.sweep()
+    assert not bed.sweep()["full"]
+    t = time.time()
+    monkeypatch.setattr(worker.time, "time", lambda: t + bed.cfg.sweep.full_every + 1)
+    out = bed.sweep()
+    assert out["full"] and "sweep.full_every elapsed" in out["replanned"]["why"]
+
+
+def test_a_config_change_forces_a_full_re_plan(bed):
+    three_staying(bed)
+    bed.sweep()
+    assert not bed.sweep()["full"]
+    cfg = dataclasses.replace(bed.cfg, policy=dataclasses.replace(bed.cfg.policy, demote_categories=("movies", "tv")))
+    out = bed.sweep(cfg)
+    assert out["full"] and out["replanned"]["why"] == {"configuration changed": 1}
+    assert out["plan"]["demote"] == 3  # the new policy, applied to groups nothing else touched
+
+
+def test_a_qbittorrent_restart_forces_a_full_re_plan(bed):
+    three_staying(bed)
+    bed.sweep()
+    assert not bed.sweep()["full"]
+    bed.qbt.restart()
+    out = bed.sweep()
+    assert out["full"] and out["replanned"]["why"] == {"default: full update from the client": 1}
+    assert out["replanned"]["groups"] == 3
+
+
+def test_the_first_sweep_of_a_process_is_full(bed, monkeypatch):
+    three_staying(bed)
+    bed.sweep()
+    monkeypatch.setattr(worker, "_PROCESS", "another process")
+    out = bed.sweep()
+    assert out["full"] and out["replanned"]["why"] == {"first sweep of this process": 1}
+
+
+def test_a_removed_torrent_re_plans_the_group_it_left(bed):
+    """Two torrents sharing files are one group; when one goes, the other is re-planned alone."""
+    bed.payload(H1, bed.seed_s, "Shared", {"s.mkv": b"shared" * 50}, category="tv")
+    bed.qbt.add(H2, bed.seed_s, "Shared", [("s.mkv", 300)], category="tv")  # a cross-seed of the same files
+    bed.sweep()
+    shared = bed.decision(H1).group_id
+    assert shared == bed.decision(H2).group_id
+    del bed.qbt.torrents_raw[H2]
+    out = bed.sweep()
+    assert out["replanned"]["groups"] == 1 and bed.snapshots[-1] == [H1]
+    assert out["replanned"]["why"] == {"group-mate changed": 1}
+    assert bed.decision(H1).group_id not in (None, shared)
+
+
+def test_a_file_hashed_after_the_decision_re_plans_its_group(bed):
+    three_staying(bed)
+    bed.sweep()
+    bed.cat.conn.execute(
+        "UPDATE inodes SET hashed_at = ? WHERE id = (SELECT inode FROM paths WHERE path = ?)",
+        (time.time() + 1, os.fsencode(bed.seed_s / "Two/a.bin")),
+    )
+    bed.cat.conn.commit()
+    out = bed.sweep()
+    assert out["replanned"]["why"] == {"files changed": 1} and bed.snapshots[-1] == [H2]
+
+
+def test_a_full_re_plan_in_chunks_decides_like_one_snapshot(bed, monkeypatch):
+    """Chunks bound a full sweep's memory; groups are never split and the decisions are the same."""
+    three_staying(bed)
+    bed.qbt.add(H3[:-1] + "4", bed.seed_s, "Three", [("a.bin", 50), ("b.nfo", 9)], category="tv")  # a cross-seed
+    bed.qbt.torrents_raw[H1]["category"] = "movies"
+    cfg = dataclasses.replace(bed.cfg, sweep=SweepConfig(full_every=0))
+    whole = bed.sweep(cfg)
+    assert bed.snapshots == [None]
+    monkeypatch.setattr(worker, "_CHUNK_TORRENTS", 2)
+    chunked = bed.sweep(cfg)
+    assert len(bed.snapshots) == 3 and all(len(c) <= 2 for c in bed.snapshots[1:])
+    assert sorted(h for c in bed.snapshots[1:] for h in c) == sorted(bed.qbt.torrents_raw)
+    assert [H3, H3[:-1] + "4"] in [sorted(c) for c in bed.snapshots[1:]]  # one group, one chunk
+    assert chunked["plan"] == whole["plan"] and chunked["plan"]["demote"] == 1 and chunked["plan"]["stay"] == 2
+
+    def decisions(out):
+        return sorted((g["group_id"], g["action"], g["reason"]) for g in out["pending"])
+
+    assert decisions(chunked) == decisions(whole)
+
+
+def test_a_chunk_that_splits_a_group_is_planned_again_whole(bed, monkeypatch):
+    """The index groups behind the disk (a hardlink made after the sync): the chunk sees a seeding
+    link of a torrent outside it, and that group is planned again as one, through the closure."""
+    h4 = H1[:-1] + "4"
+    bed.payload(H1, bed.seed_s, "Film", {"film.mkv": b"film" * 100}, category="movies")
+    write(bed.seed_s / "Film.Other/x", b"")
+    os.link(bed.seed_s / "Film/film.mkv", bed.seed_s / "Film.Other/film.mkv")
+    bed.qbt.add(h4, bed.seed_s, "Film.Other", [("film.mkv", 400)], category="movies")
+    cfg = dataclasses.replace(bed.cfg, sweep=SweepConfig(full_every=0))
+    whole = bed.sweep(cfg)
+    (g,) = whole["pending"]
+    assert g["action"] == "demote" and len(g["names"]) == 2
+    monkeypatch.setattr(worker, "_CHUNK_TORRENTS", 1)
+    monkeypatch.setattr(TorrentIndex, "groups", lambda self: {})  # every torrent its own group
+    split = bed.sweep(cfg)
+    assert bed.snapshots[-3:] == [[H1], [h4], sorted([H1, h4])]  # two chunks, then the whole group
+    assert split["pending"] == whole["pending"] and split["replanned"]["groups"] == 1
+
+
+def test_the_index_refresh_runs_only_when_the_catalog_or_a_file_list_changed(bed, monkeypatch):
+    calls = []
+    real = TorrentIndex.refresh
+    monkeypatch.setattr(TorrentIndex, "refresh", lambda self, now=None: calls.append(1) or real(self, now))
+    three_staying(bed)
+    bed.sweep()
+    assert len(calls) == 1  # first sync: every file list written
+    bed.sweep()
+    assert len(calls) == 2  # the first sweep's snapshot stored hashes after that refresh
+    bed.sweep()
+    assert len(calls) == 2, "unchanged: nothing the refresh reads changed"
+    write(bed.seed_s / "Two/b.nfo", b"rewritten, same path, new ctime")
+    bed.sweep()
+    assert len(calls) == 3  # the scan recorded a changed inode
+    bed.sweep()
+    n = len(calls)
+    bed.cat.conn.execute("UPDATE inodes SET hashed_at = 5 WHERE id = (SELECT min(id) FROM inodes)")
+    bed.cat.conn.commit()
+    bed.sweep()
+    assert len(calls) == n + 1  # a hash stored by someone else (a hash worker)
+    bed.qbt.torrents_raw[H1]["name"] = "One.Renamed"  # its file list is fetched again
+    bed.sweep()
+    assert len(calls) == n + 2
+
+
+def test_a_group_blocked_on_scan_settle_time_is_re_planned_and_demotes_once_hashed(bed):
+    """A file modified seconds ago is not hashed yet (scan.settle_seconds): blocked, re-planned each sweep."""
+    cfg = dataclasses.replace(bed.cfg, scan=dataclasses.replace(bed.cfg.scan, settle_seconds=2.0))
+    bed.payload(H1, bed.seed_s, "Busy", {"b.mkv": b"still settling" * 20}, category="movies")
+    bed.sweep(cfg)
+    assert bed.decision(H1).decision == "blocked" and "not hashed yet" in bed.decision(H1).decision_reason
+    time.sleep(2.2)  # nothing changes but the clock
+    out = bed.sweep(cfg)
+    assert out["replanned"]["why"] == {"not a settled stay": 1}
+    assert bed.decision(H1).decision == "demote"
