@@ -95,13 +95,20 @@ def make_plan(snap: Snapshot, policy: PolicyConfig) -> Plan:
                 _converge_instead(snap, policy, g, gp, build=room > 0)
             room -= gp.actionable
             plans.append(gp)
-        _resolve_cross_group(plans)
-        converge.resolve_cross_group(plans)
-        _apply_batch_cap(plans, policy.max_groups_per_run)
+        finish_run(plans, policy)
     finally:
         if was_enabled:
             gc.enable()
     return Plan(groups=plans, created_at=snap.now)
+
+
+def finish_run(plans: list[GroupPlan], policy: PolicyConfig) -> None:
+    """The passes that need every group of a run at once, in their order: groups waiting on
+    another group's move, convergences whose keeper another group moves, then the batch cap.
+    make_plan ends with them; a sweep that plans in chunks runs them once over all its chunks."""
+    _resolve_cross_group(plans)
+    converge.resolve_cross_group(plans)
+    _apply_batch_cap(plans, policy.max_groups_per_run)
 
 
 def _release_freed_heap() -> None:

@@ -62,10 +62,9 @@ from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import TorrentIndex
 from qbhook.config import Config
-from qbhook.decide import converge
 from qbhook.decide.facts import ancestors
 from qbhook.decide.plan import ACTIONS, Plan
-from qbhook.decide.planner import _apply_batch_cap, _resolve_cross_group, make_plan, tag_changes
+from qbhook.decide.planner import finish_run, make_plan, tag_changes
 from qbhook.decide.snapshot import SnapshotBuilder, SymlinkProbe, build_snapshot
 from qbhook.errors import PathMapError, QbhookError, QueueError, UnknownTorrent
 from qbhook.events import alerts
@@ -569,10 +568,7 @@ def _plan_in_chunks(cfg: Config, catalog: Catalog, idx: TorrentIndex, clients, v
         now = snap.now
         del snap, part
         gc.collect()  # the chunk's facts, before the next chunk builds its own
-    # make_plan's last three passes, over every chunk's groups (each chunk ran them on its own)
-    _resolve_cross_group(groups)
-    converge.resolve_cross_group(groups)
-    _apply_batch_cap(groups, cfg.policy.max_groups_per_run)
+    finish_run(groups, cfg.policy)  # make_plan's passes over every chunk's groups (each chunk ran them on its own)
     return Plan(groups=groups, created_at=now), seen, tagged
 
 
