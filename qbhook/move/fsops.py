@@ -50,7 +50,8 @@ import stat as stat_mod
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Self
 
@@ -693,18 +694,27 @@ def _source_held_still(src_fd: int, sst: os.stat_result, written: int, expected_
 
 def _source_digest(src, roots, catalog) -> bytes:
     """The source's content hash as it is now (the catalog's, if still valid for its stat, else read)."""
-    src_shown = os.fsdecode(_p(src))
-    try:
-        sdir, sname, _parts = _open_parent(src, roots, same_fs=False)
-    except (FileNotFoundError, NotADirectoryError):
-        raise VerificationFailed(f"copy source {src_shown} is missing") from None
-    with sdir:
-        sst = sdir.lstat(sname)
-        if sst is None:
-            raise VerificationFailed(f"copy source {src_shown} is missing")
-        if not stat_mod.S_ISREG(sst.st_mode):
-            raise UnsafeOperation(f"copy source {src_shown} is not a regular file")
+    with _regular_file(src, roots, "copy source") as (sdir, sname, sst):
         return _content_digest(sdir, sname, sst, catalog)
+
+
+@contextmanager
+def _regular_file(path, roots, what: str) -> Iterator[tuple[Dir, bytes, os.stat_result]]:
+    """(its verified folder, name, lstat) of the regular file at ``path`` below ``roots`` (reads may
+    cross a nested dataset); VerificationFailed if it is missing, UnsafeOperation if it is anything
+    but a regular file. ``what`` names it in the message ("copy source", "link source")."""
+    shown = os.fsdecode(_p(path))
+    try:
+        parent, name, _parts = _open_parent(path, roots, same_fs=False)
+    except (FileNotFoundError, NotADirectoryError):
+        raise VerificationFailed(f"{what} {shown} is missing") from None
+    with parent:
+        st = parent.lstat(name)
+        if st is None:
+            raise VerificationFailed(f"{what} {shown} is missing")
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise UnsafeOperation(f"{what} {shown} is not a regular file")
+        yield parent, name, st
 
 
 def _remember_source_digest(catalog, src, src_fd: int, sst: os.stat_result, digest: bytes) -> bool:
@@ -746,16 +756,7 @@ def link_into(src, dst, *, roots, size: int | None = None, blake3_hex=None, cata
     raises UnsafeOperation. Both ends are reached through verified folders below ``roots``.
     """
     src_shown, dst_shown = os.fsdecode(_p(src)), os.fsdecode(_p(dst))
-    try:
-        sdir, sname, _parts = _open_parent(src, roots, same_fs=False)
-    except (FileNotFoundError, NotADirectoryError):
-        raise VerificationFailed(f"link source {src_shown} is missing") from None
-    with sdir:
-        sst = sdir.lstat(sname)
-        if sst is None:
-            raise VerificationFailed(f"link source {src_shown} is missing")
-        if not stat_mod.S_ISREG(sst.st_mode):
-            raise UnsafeOperation(f"link source {src_shown} is not a regular file")
+    with _regular_file(src, roots, "link source") as (sdir, sname, sst):
         if size is not None and sst.st_size != size:
             raise VerificationFailed(f"link source {src_shown} has {sst.st_size} bytes, expected {size}")
         ddir, dname, _parts = _open_parent(dst, roots, create=True)
