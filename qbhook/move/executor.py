@@ -954,21 +954,9 @@ class Executor:
         return res
 
     def _converge(self, st: _GroupRun, s: Converge, at: _At) -> dict:
-        res = fsops.relink_over(
-            s.path,
-            s.keep.path,
-            fsid=s.fsid,
-            ino=s.ino,
-            size=s.size,
-            mtime_ns=s.mtime_ns,
-            blake3_hex=s.blake3,
-            keep_fsid=s.keep.fsid,
-            keep_ino=s.keep.ino,
-            seeding_roots=self.seeding_roots,
-            keep_roots=self.roots,
-            catalog=self.catalog,
-            on_temp_link=lambda: self._hook("mid_act", st.plan.group_id, at.seq, s),
-        )
+        # A batch of one, fsynced on its own (fsops.relink_over): the same call as a batch's.
+        with fsops.Relinker(self.seeding_roots, self.roots, self.catalog, sync_each=True) as rl:
+            res = self._relink(rl, st.plan.group_id, at.seq, s)
         # The path is now a link of the kept inode, whose ctime the link changed: carry its hash over.
         # A convergence never leaves its pool: the plan's source pool names it (cfg.pool_of costs 0.5 ms).
         self.catalog.record_path(s.path, st.plan.source_pool or self._pool_name(s.path, None), own_change=True)
