@@ -40,6 +40,7 @@ from qbhook.catalog.torrents import (
     TorrentIndex,
     TorrentRecord,
 )
+from qbhook.clients.port import ClientPort
 from qbhook.clients.qbt.model import TorrentFile, TorrentInfo
 from qbhook.errors import PathMapError, QbhookError, UnknownTorrent
 from qbhook.paths import normalize
@@ -254,7 +255,7 @@ def refresh_mark(catalog: Catalog) -> list:
     return [*inodes, *paths]
 
 
-def sync_all(catalog: Catalog, clients, *, now: float | None = None) -> list[SyncReport]:
+def sync_all(catalog: Catalog, clients: Iterable[ClientPort], *, now: float | None = None) -> list[SyncReport]:
     return [sync_client(catalog, c, now=now) for c in clients]
 
 
@@ -406,7 +407,7 @@ def record_snapshot(catalog: Catalog, infos: Iterable[TorrentInfo], snap, *, now
     return sum(len(r) for r, _ in per_instance.values())
 
 
-def try_sync_all(catalog: Catalog, clients) -> tuple[list[SyncReport], list[str]]:
+def try_sync_all(catalog: Catalog, clients: Iterable[ClientPort]) -> tuple[list[SyncReport], list[str]]:
     """sync_all, but an unreachable client is reported (its index kept as it was), not raised."""
     reports, errors = [], []
     for c in clients:
@@ -446,7 +447,9 @@ class IndexedFiles:
         return self._client.files(any_hash)
 
 
-def snapshot_view(catalog: Catalog, clients, reports: list[SyncReport]) -> tuple[list, list[TorrentInfo]] | None:
+def snapshot_view(
+    catalog: Catalog, clients: Iterable[ClientPort], reports: list[SyncReport]
+) -> tuple[list, list[TorrentInfo]] | None:
     """(clients serving file lists from the index, every torrent) for build_snapshot after a sync.
 
     None when the index cannot stand in for a listing (an unmappable torrent, a row known only

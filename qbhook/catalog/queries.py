@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from qbhook.catalog.indexer import try_sync_all
 from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import TorrentIndex, payload_duplicates
+from qbhook.clients.port import ClientPort
 from qbhook.config import Config, PoolConfig
 from qbhook.errors import UnknownTorrent
 
@@ -34,7 +35,7 @@ def last_full_scan_age(catalog: Catalog, pools: Iterable[PoolConfig]) -> float |
     return time.time() - min(finished) if finished else None
 
 
-def sync_index(catalog: Catalog, clients, offline: bool) -> tuple[dict, list[str]]:
+def sync_index(catalog: Catalog, clients: Iterable[ClientPort], offline: bool) -> tuple[dict, list[str]]:
     """Sync (unless offline); returns (freshness per instance, problems met)."""
     from qbhook.catalog.torrents import TorrentIndex
 
@@ -51,7 +52,7 @@ def sync_index(catalog: Catalog, clients, offline: bool) -> tuple[dict, list[str
 def list_torrents(
     cfg: Config,
     catalog: Catalog,
-    clients,
+    clients: Iterable[ClientPort],
     *,
     pool=None,
     state=None,
@@ -90,7 +91,7 @@ def list_torrents(
     return data
 
 
-def payload_copies(catalog: Catalog, clients, offline: bool) -> dict:
+def payload_copies(catalog: Catalog, clients: Iterable[ClientPort], offline: bool) -> dict:
     """``qbhook dupes --payloads``: whole payloads stored more than once, from the index."""
     _synced, problems = sync_index(catalog, clients, offline)
     sets = payload_duplicates(TorrentIndex(catalog.conn))

@@ -7,11 +7,13 @@ import json
 import logging
 import shlex
 import sys
+from collections.abc import Iterable
 
 import click
 
 from qbhook.catalog.db import check_tables, reading
 from qbhook.cli.app import App, main, pass_app
+from qbhook.clients.port import ClientPort
 from qbhook.events.status import CHECKED_TABLES
 from qbhook.units import human_bytes as _human_bytes
 
@@ -388,7 +390,7 @@ def serve(app: App, listen, port, no_sweep):
     click.echo("qbhook stopped", err=True)
 
 
-def _executor_for(cfg, catalog, clients):
+def _executor_for(cfg, catalog, clients: Iterable[ClientPort]):
     from qbhook.move.executor import build_executor
 
     # The worker waits out a running `qbhook apply` (which holds the executor lock) instead of failing.

@@ -27,9 +27,11 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from qbhook.clients.port import ClientPort
 from qbhook.decide.facts import Snapshot
 from qbhook.decide.plan import Delete, GroupPlan, Plan
 from qbhook.errors import PlanFileError
@@ -325,7 +327,7 @@ class SavedRun:
 def apply_saved(
     cfg,
     catalog,
-    clients,
+    clients: Iterable[ClientPort],
     executor,
     saved: SavedPlan,
     *,

@@ -5,6 +5,7 @@ the torrents of the groups asked for, gather live facts, decide. What the CLI's 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from qbhook.catalog import scan as scanner
@@ -12,6 +13,7 @@ from qbhook.catalog.indexer import try_sync_all
 from qbhook.catalog.queries import last_full_scan_age
 from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import TorrentIndex
+from qbhook.clients.port import ClientPort
 from qbhook.config import Config
 from qbhook.decide.facts import Snapshot
 from qbhook.decide.plan import Plan
@@ -97,7 +99,7 @@ def _ago(seconds: float) -> str:
     )
 
 
-def hashes_of_groups(catalog: Catalog, clients, group_ids) -> list[str] | None:
+def hashes_of_groups(catalog: Catalog, clients: Iterable[ClientPort], group_ids) -> list[str] | None:
     """The torrents of these payload groups, from the torrent index (synced first: one request
     per unchanged qBittorrent); None when a group is not in the index (plan everything then).
 
@@ -119,7 +121,13 @@ def hashes_of_groups(catalog: Catalog, clients, group_ids) -> list[str] | None:
 
 
 def plan_run(
-    cfg: Config, catalog: Catalog, clients, *, hashes=None, scan: bool | None = True, progress: Progress | None = None
+    cfg: Config,
+    catalog: Catalog,
+    clients: Iterable[ClientPort],
+    *,
+    hashes=None,
+    scan: bool | None = True,
+    progress: Progress | None = None,
 ) -> tuple[Snapshot, Plan, CatalogUse]:
     """Snapshot and plan (``hashes``: only their groups); ``scan``: see ``ready_catalog``."""
     from qbhook.decide.planner import make_plan

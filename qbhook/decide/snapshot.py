@@ -42,7 +42,7 @@ from collections.abc import Iterable
 
 from qbhook.catalog.hashing import HashBudget, ensure_hashes
 from qbhook.catalog.store import Catalog
-from qbhook.clients.port import BatchListing
+from qbhook.clients.port import BatchListing, ClientPort
 from qbhook.config import Config
 from qbhook.decide.facts import (
     FileFact,
@@ -125,7 +125,7 @@ class SnapshotBuilder:
         self,
         cfg: Config,
         catalog: Catalog,
-        clients,
+        clients: Iterable[ClientPort],
         *,
         progress: Progress | None = None,
         hash_budget: int = 0,
@@ -592,7 +592,7 @@ def _is_inode(path: str, st: os.stat_result) -> bool:
 def build_snapshot(
     cfg: Config,
     catalog: Catalog,
-    clients,
+    clients: Iterable[ClientPort],
     hashes=None,
     *,
     progress: Progress | None = None,

@@ -19,10 +19,11 @@ import errno
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from qbhook.catalog.db import connect
 from qbhook.catalog.store import Catalog
+from qbhook.clients.port import ClientPort
 from qbhook.config import Config
 from qbhook.errors import ConfigError, PortBusy, QbhookError
 from qbhook.events.auth import AuthConfig
@@ -58,7 +59,9 @@ def listen(wsgi, host: str, port: int):
 class Service:
     """One running ``serve``: built by ``open`` (port bound), run by ``run`` until a signal."""
 
-    def __init__(self, cfg: Config, clients, executor_for: Callable, *, host: str, port: int, sweeper: bool):
+    def __init__(
+        self, cfg: Config, clients: Iterable[ClientPort], executor_for: Callable, *, host: str, port: int, sweeper: bool
+    ):
         self.cfg, self.clients, self.executor_for = cfg, clients, executor_for
         srv = cfg.server
         auth = AuthConfig(username=srv.username, password=srv.password, token=srv.token)

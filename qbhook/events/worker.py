@@ -54,6 +54,7 @@ import stat as stat_mod
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from qbhook.catalog import indexer, state
@@ -61,6 +62,7 @@ from qbhook.catalog.hashing import HashBudget
 from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import TorrentIndex
+from qbhook.clients.port import ClientPort
 from qbhook.config import Config
 from qbhook.decide.facts import ancestors
 from qbhook.decide.plan import ACTIONS, Plan
@@ -152,7 +154,7 @@ def _is_regular(path: str) -> bool:
         return False
 
 
-def handle_job(cfg: Config, catalog: Catalog, clients, job, *, executor=None) -> dict:
+def handle_job(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job, *, executor=None) -> dict:
     """Plan (and maybe apply) the groups a job touches. Returns a JSON-able result."""
     infos = [t for c in clients for t in c.torrents()]
     known = {h for t in infos for h in t.hashes}
@@ -191,7 +193,7 @@ def handle_job(cfg: Config, catalog: Catalog, clients, job, *, executor=None) ->
     return result
 
 
-def sweep(cfg: Config, catalog: Catalog, clients, *, executor=None, progress=None) -> dict:
+def sweep(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], *, executor=None, progress=None) -> dict:
     """Incremental scan + sync, then re-plan what may have changed (+ apply when policy allows).
 
     See the module docstring for which groups are re-planned and why the others may be skipped.
@@ -243,7 +245,15 @@ def sweep(cfg: Config, catalog: Catalog, clients, *, executor=None, progress=Non
     return out
 
 
-def _replan(cfg: Config, catalog: Catalog, idx: TorrentIndex, clients, synced, dirty: set[str] | None, progress):
+def _replan(
+    cfg: Config,
+    catalog: Catalog,
+    idx: TorrentIndex,
+    clients: Iterable[ClientPort],
+    synced,
+    dirty: set[str] | None,
+    progress,
+):
     """(plan or None, tags changed, where file lists came from) for ``dirty`` (None: everything)."""
     if dirty is not None and not dirty:
         return None, 0, "none"
@@ -505,7 +515,9 @@ class _AlertView:
     torrents: list
 
 
-def _snapshot(cfg: Config, catalog: Catalog, clients, hashes, infos, budget: HashBudget, progress):
+def _snapshot(
+    cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], hashes, infos, budget: HashBudget, progress
+):
     """build_snapshot with one hash budget for the whole sweep, whatever the number of chunks."""
     # background hashing: idle I/O, nice 19, at most scan.hash_budget bytes per sweep
     b = SnapshotBuilder(cfg, catalog, list(clients), progress=progress, background=True)
@@ -530,7 +542,9 @@ def _chunks(idx: TorrentIndex, infos, hashes: set[str] | None) -> list[list[str]
     return out
 
 
-def _plan_in_chunks(cfg: Config, catalog: Catalog, idx: TorrentIndex, clients, view, hashes, progress):
+def _plan_in_chunks(
+    cfg: Config, catalog: Catalog, idx: TorrentIndex, clients: Iterable[ClientPort], view, hashes, progress
+):
     """(merged plan, what the alerts read, tags changed) for ``hashes`` (None: every torrent).
 
     ``hashes`` given: each chunk is completed to whole groups by the snapshot's own closure.
@@ -601,7 +615,7 @@ def _torrents_at(idx: TorrentIndex, paths: list[str]) -> set[str]:
     }
 
 
-def maintain_tags(cfg: Config, clients, snap, plan) -> int:
+def maintain_tags(cfg: Config, clients: Iterable[ClientPort], snap, plan) -> int:
     """policy.tag_no_external_links: keep demote_require_tag true to qbhook's own link facts."""
     tag = cfg.policy.demote_require_tag
     if not (cfg.policy.tag_no_external_links and tag):
@@ -724,7 +738,7 @@ class Worker:
         self,
         cfg: Config,
         catalog: Catalog,
-        clients,
+        clients: Iterable[ClientPort],
         *,
         executor=None,
         debounce_s: float = DEBOUNCE_S,

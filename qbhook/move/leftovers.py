@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 
+from qbhook.clients.port import ClientPort
 from qbhook.errors import OrphansRefused, QbhookError, UnsafeOperation
 
 _log = logging.getLogger(__name__)
@@ -25,7 +27,7 @@ def pending(catalog) -> list[dict]:
     return [v for _sid, v in Journal(catalog.conn).leftover_views()]
 
 
-def remove_leftover_views(cfg, catalog, clients) -> list[dict]:
+def remove_leftover_views(cfg, catalog, clients: Iterable[ClientPort]) -> list[dict]:
     """Remove the journal's leftover views that are still qbhook's and redundant; one result per view."""
     from qbhook.move import fsops
     from qbhook.move.journal import Journal

@@ -46,6 +46,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
+from qbhook.clients.port import ClientPort
 from qbhook.errors import OrphansRefused, PathMapError, QbtError, UnsafeOperation
 
 PART_SUFFIX = ".!qB"
@@ -364,7 +365,7 @@ def walk_roots(cfg) -> Walk:
     return Walk(tuple(entries), tuple(skipped))
 
 
-def references(clients) -> References:
+def references(clients: Iterable[ClientPort]) -> References:
     """Ask every client for every torrent and its files; any failure refuses (never a partial answer)."""
     files: set[str] = set()
     protected: list[str] = []
@@ -476,7 +477,7 @@ def last_run(conn) -> LastOrphans | None:
         return None
 
 
-def find_orphans(cfg, clients, *, now: float | None = None, catalog=None) -> Report:
+def find_orphans(cfg, clients: Iterable[ClientPort], *, now: float | None = None, catalog=None) -> Report:
     """List the clients first, then walk: a file added between the two is young, never orphaned.
 
     ``catalog``: record the totals (``record``) once the guards passed.
@@ -505,7 +506,7 @@ class QuarantineResult:
     folders_removed: list[str] = field(default_factory=list)
 
 
-def quarantine(cfg, catalog, clients, *, lock_wait: float = 0) -> QuarantineResult:
+def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float = 0) -> QuarantineResult:
     """Move every reclaimable orphan into holding, journaled first; under the executor lock.
 
     The listing is taken again under the lock, right before acting, so a torrent added since
