@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from qbhook.clients.rtorrent import RtorrentClient
+from qbhook.errors import QbhookError
 from qbhook.sandbox.qbt import QbtInstance, free_port
 from qbhook.sandbox.rtorrent import RtorrentInstance
 from qbhook.sandbox.scenario import MOVIES, Scenario
@@ -61,8 +63,31 @@ def clean(base: Path) -> None:
             destroy_pools(pools)
         except Exception as e:
             _say(f"warning: could not destroy demo pools: {e}")
+    # A sandbox left mounted when zfs-fuse was restarted (a reboot of the daemon, a test run)
+    # leaves dead FUSE mounts ("Transport endpoint is not connected") that rmtree cannot remove.
+    for mnt in _mounts_below(base):
+        subprocess.run(["umount", "-l", mnt], capture_output=True, check=False)
     if base.exists():
         shutil.rmtree(base, ignore_errors=True)
+    if base.exists():
+        raise QbhookError(
+            f"cannot clear the demo sandbox {base}: something in it cannot be removed",
+            hint=f"look for mounts below it (grep {base} /proc/mounts) and remove it by hand",
+        )
+
+
+def _mounts_below(base: Path, mounts: str = "/proc/self/mounts") -> list[str]:
+    """Mount points inside ``base``, deepest first (unescaped as /proc prints them: \\040 is a space)."""
+    prefix = str(base).rstrip("/") + "/"
+    out = []
+    with open(mounts, encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 1:
+                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
+                if point.startswith(prefix):
+                    out.append(point)
+    return sorted(out, key=len, reverse=True)
 
 
 def _save_state(base: Path, pools: Pools) -> None:
