@@ -89,6 +89,25 @@ def env_with_pythonpath(path: str | None) -> dict | None:
     return env
 
 
+def qbhook_versions(base: Path, compare: str | None, label: str) -> list[tuple[str, dict]]:
+    """(label, env) of each qbhook to time: this checkout, and ``compare`` (another checkout) if given.
+
+    Each runs with compiled bytecode, as an installed qbhook does: a private pycache under
+    ``base`` (nothing written into the checkouts), filled by an untimed first run, even when
+    PYTHONDONTWRITEBYTECODE is set (it would make every timed run recompile its modules)."""
+
+    def bytecode_env(env: dict | None) -> dict:
+        env = dict(env or os.environ)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(base / "pycache")
+        return env
+
+    versions = [("qbhook", bytecode_env(None))]
+    if compare:
+        versions.append((f"qbhook@{label}", bytecode_env(env_with_pythonpath(compare))))
+    return versions
+
+
 def median_of(fn, n: int) -> tuple[float, list[Run]]:
     """Call ``fn`` (returning a Run) n times; median wall seconds and all runs."""
     runs = [fn() for _ in range(n)]

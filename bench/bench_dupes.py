@@ -47,10 +47,10 @@ from _common import (
     cleanup,
     drop_caches,
     drop_caches_possible,
-    env_with_pythonpath,
     fstype_of,
     machine,
     qbhook_cmd,
+    qbhook_versions,
     require,
     rss_method,
     run_rss,
@@ -248,18 +248,7 @@ def main() -> int:
         dirs = [str(roots["stash"]), str(roots["pool"])]
         rows, res = [], {}
 
-        # Every qbhook process gets compiled bytecode, as an installed qbhook has: a private
-        # pycache (in the bench folder, nothing written into the checkouts) filled by an untimed
-        # run, even when PYTHONDONTWRITEBYTECODE is set (it would recompile stale modules each run).
-        def bytecode_env(env: dict | None) -> dict:
-            env = dict(env or os.environ)
-            env.pop("PYTHONDONTWRITEBYTECODE", None)
-            env["PYTHONPYCACHEPREFIX"] = str(base / "pycache")
-            return env
-
-        versions = [("qbhook", bytecode_env(None))]
-        if args.compare:
-            versions.append((f"qbhook@{args.compare_label}", bytecode_env(env_with_pythonpath(args.compare))))
+        versions = qbhook_versions(base, args.compare, args.compare_label)
 
         def prepare() -> None:
             if args.cold:

@@ -37,6 +37,7 @@ from _common import (
     fstype_of,
     machine,
     qbhook_cmd,
+    qbhook_versions,
     require,
     rss_method,
     run_rss,
@@ -144,19 +145,8 @@ def bench_root(label: str, base: Path, stash: Path, pool: Path, args) -> tuple[l
         file=sys.stderr,
     )
 
-    # qbhook versions to time: this checkout, and optionally another one (--compare DIR)
-    # Each qbhook process runs with compiled bytecode, as an installed qbhook does: a private
-    # pycache under the bench folder (nothing written into the checkouts), filled by the untimed
-    # --version run below even when PYTHONDONTWRITEBYTECODE is set in the environment.
-    def bytecode_env(env: dict | None) -> dict:
-        env = dict(env or os.environ)
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["PYTHONPYCACHEPREFIX"] = str(base / "pycache")
-        return env
-
-    versions = [("qbhook", bytecode_env(None))]
-    if args.compare:
-        versions.append((f"qbhook@{args.compare_label}", bytecode_env(env_with_pythonpath(args.compare))))
+    # this checkout, and optionally another one (--compare DIR); the --version run below fills the pycache
+    versions = qbhook_versions(base, args.compare, args.compare_label)
     find_cmd = ["find", str(stash), "-printf", "%i %s %T@ %p\n"]
     run_rss(find_cmd)  # warm the cache before anything is timed
 
