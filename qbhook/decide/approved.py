@@ -141,6 +141,9 @@ def document(plan: Plan, snap: Snapshot, pools: dict[str, list[str]]) -> dict:
 
 def save(path: str | os.PathLike, doc: dict) -> None:
     """Write atomically: a reader never sees half a plan."""
+    # Path strings, not the fd-relative helpers of move/fsops, on purpose: a plan file goes where
+    # the operator's own argument (`plan --save FILE`) says, never into a seeding tree the
+    # client's users can write; mkstemp creates the temporary name exclusively (O_EXCL).
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=".qbhook-plan.", dir=path.parent or ".")
