@@ -65,7 +65,7 @@ from qbhook.decide.plan import (
     VerifyGroup,
     VerifyView,
 )
-from qbhook.errors import PathMapError, QbhookError, QbtError, UnsafeOperation, VerificationFailed
+from qbhook.errors import QbhookError, QbtError, UnsafeOperation, VerificationFailed
 from qbhook.move import fsops
 from qbhook.move.journal import Journal, RunRow, StepRow
 from qbhook.move.locks import converge_lock, executor_lock, group_lock
@@ -1080,7 +1080,7 @@ class Executor:
         from_path, to_path = _norm(s.from_path), _norm(s.to_path)
         if (s.instance, h, to_path) not in st.views:
             raise UnsafeOperation(f"refusing to repair {h}: its view at {to_path} was not verified in this run")
-        t = self._transient(lambda: c.torrent(h))
+        t = c.torrent(h)
         where = _norm(t.save_path)
         if where not in (from_path, to_path):
             raise UnsafeOperation(f"torrent {h} is at {t.save_path}, the plan expected {from_path} or {to_path}")
@@ -1090,7 +1090,7 @@ class Executor:
             # Stopped first: a recheck under 100 % must not download into the view, whose inodes
             # are catalog copies (maybe library files). Started again only at 100 %.
             if not t.is_stopped:
-                self._transient(lambda: c.stop(h))
+                c.stop(h)
             if t.download_path and _norm(t.download_path) != to_path:
                 c.set_download_path(h, "")
             if where != to_path:
@@ -1098,31 +1098,19 @@ class Executor:
                     c.set_auto_management(h, False)
                 c.set_location(h, to_path)
                 self._wait_moved(c, s, to_path, at)
-            self._transient(lambda: c.recheck(h))
+            c.recheck(h)
             issued = True
             t = self._wait_rechecked(c, s, to_path, at)
         if t.is_stopped:
-            self._transient(lambda: c.start(h))
+            c.start(h)
         return {"issued": issued, "state": t.state, "save_path": _norm(t.save_path)}
-
-    def _transient(self, fn: Callable[[], object]) -> object:
-        """``fn()``, asked again while qBittorrent 4.5.2 (observed) reports a relative content_path,
-        which it does while it moves a torrent out of missingFiles: a transition, not an answer."""
-        delay = self.timing.poll_initial_s
-        for _attempt in range(20):
-            try:
-                return fn()
-            except PathMapError:
-                self.ctx.sleep(delay)
-                delay = min(delay * 1.5, self.timing.poll_max_s)
-        return fn()
 
     def _wait_moved(self, c: ClientPort, s: Repair, to_path: str, at: _At) -> None:
         """Poll until qBittorrent says the torrent's save path is ``to_path`` and it no longer moves."""
         deadline = self.ctx.clock() + self.timing.budget(s.size)
         delay = self.timing.poll_initial_s
         while True:
-            t = self._transient(lambda: c.torrent(s.torrent))
+            t = c.torrent(s.torrent)
             if _norm(t.save_path) == to_path and not t.is_moving:
                 return
             if self.ctx.clock() >= deadline:
@@ -1140,13 +1128,8 @@ class Executor:
         deadline = t0 + self.timing.budget(s.size)
         delay, settled, checked = tm.poll_initial_s, 0, False
         while True:
-            try:
-                t = c.torrent(h)
-            except PathMapError:
-                # qBittorrent 4.5.2 (observed) reports a relative content_path while it moves and
-                # checks a torrent out of missingFiles: a transition, not an answer.
-                t = None
-            if t is None or t.is_checking or t.is_moving:
+            t = c.torrent(h)
+            if t.is_checking or t.is_moving:
                 checked, settled = True, 0
             elif _norm(t.save_path) == to_path and t.is_stable and t.is_complete:
                 # A progress read before the recheck began may be the stale 100 % of before the files

@@ -70,6 +70,13 @@ def _time_or_none(value: Any) -> int | None:
     return value if 0 < value < 0xFFFFFFFF else None
 
 
+def _absolute(client_path: str | None) -> str | None:
+    """A content or root path as an answer: qBittorrent 4.5.2 (observed) reports a relative one
+    while it moves a torrent out of missingFiles; that is a transition, read as "not known now"
+    (empty) like a torrent without metadata, not as a path to map."""
+    return client_path if client_path and client_path.startswith("/") else None
+
+
 def _host(path_map: PathMap, client_path: str | None, what: str, raw: Mapping) -> str:
     """Map one path of a torrent, naming the torrent if it cannot be mapped."""
     if not client_path:
@@ -126,8 +133,8 @@ class TorrentInfo:
             name=str(raw.get("name", "")),
             save_path=_host(path_map, raw.get("save_path"), "save_path", raw),
             download_path=_host(path_map, raw.get("download_path"), "download_path", raw),
-            content_path=_host(path_map, raw.get("content_path"), "content_path", raw),
-            root_path=_host(path_map, raw.get("root_path"), "root_path", raw),
+            content_path=_host(path_map, _absolute(raw.get("content_path")), "content_path", raw),
+            root_path=_host(path_map, _absolute(raw.get("root_path")), "root_path", raw),
             client_save_path=str(raw.get("save_path") or ""),
             client_content_path=str(raw.get("content_path") or ""),
             auto_tmm=bool(raw.get("auto_tmm", False)),

@@ -169,3 +169,14 @@ def test_torrent_file_from_recorded():
 def test_torrent_file_without_index_uses_position():
     raw = {k: v for k, v in rec.V4_SHOW_FILES[1].items() if k != "index"}
     assert TorrentFile.from_api(raw, 7).index == 7
+
+
+def test_a_relative_content_path_reported_mid_move_reads_as_not_known_not_as_an_unmappable_path():
+    """qBittorrent 4.5.2 (observed, leaving missingFiles) reports content_path relative for a
+    while: the adapter reads it as "not known now" instead of raising PathMapError, so callers
+    polling a moving torrent need no special case (the repair step had one)."""
+    t = info({**rec.V4_SHOW, "content_path": "Show.S01", "state": "moving"})
+    assert t.content_path == "" and t.client_content_path == "Show.S01"
+    assert t.save_path == "/stash/data/torrents"
+    with pytest.raises(PathMapError):  # an absolute path outside the map still is an error
+        info({**rec.V4_SHOW, "content_path": "/elsewhere/Show.S01"})
