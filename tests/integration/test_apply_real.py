@@ -442,7 +442,10 @@ def test_qbittorrent_killed_during_relocate_then_resume_converges(bed, tmp_path_
     _kinds, expected = baseline("demote", bed.qbt, bed.client, tmp_path_factory, zfs_available)
     hashes = build_pair(bed)
     old_save = {h: bed.save_path(h) for h in hashes}
-    old_files = [p for p, _st in walk_files(bed.sc.stash_seed)]
+    # the pack and its cross-seed are two links of one inode: a rollback must leave them so
+    old_links = {p: (st.st_dev, st.st_ino) for p, st in walk_files(bed.sc.stash_seed)}
+    assert len(set(old_links.values())) == 1, old_links
+    old_files = list(old_links)
     contents_before = contents_on_disk(*bed.roots.values())
 
     proc = popen_qbhook(bed.cfg, "--json", "apply", "--yes")
@@ -480,6 +483,12 @@ def test_qbittorrent_killed_during_relocate_then_resume_converges(bed, tmp_path_
     assert run["status"] == "failed" and run["groups"][0]["status"] == "rolled_back", run
     # rolled back: both torrents seed from their old place again, at 100%
     wait_seeding_at(bed.client, hashes, old_save.__getitem__)
+    # ...from their very old links: a move back that replaced one with a copy (qBittorrent's
+    # Overwrite mode) would split the group in two and store the payload twice on the stash
+    now = {p: (st.st_dev, st.st_ino) for p, st in walk_files(bed.sc.stash_seed)}
+    assert now == old_links, "the rollback replaced an old link with a copy: " + json.dumps(
+        {p: [old_links.get(p), now.get(p)] for p in sorted(set(now) | set(old_links))}
+    )
     assert qbhook_json(bed.cfg, "resume")[1] == {"runs": []}
 
     # and the next apply does the whole move, ending exactly like an uninterrupted run
