@@ -438,15 +438,25 @@ def test_sigkill_at_step_then_resume_ends_like_an_uninterrupted_run(
 # --------------------------------------------------------------------------- 7. qBittorrent dies mid-run
 
 
+def moves_on_restart(qbt: QbtInstance) -> list[str]:
+    """The moves qBittorrent enqueued on its own after its last start, before any asked through
+    the Web UI (its log, which it writes in the profile)."""
+    log = qbt.profile_dir / "qBittorrent" / "data" / "logs" / "qbittorrent.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    since_start = text.rsplit(" started\n", 1)[-1]
+    return [ln for ln in since_start.split("WebUI Set location")[0].splitlines() if "Enqueued torrent move" in ln]
+
+
 def test_qbittorrent_killed_during_relocate_then_resume_converges(bed, tmp_path_factory, zfs_available):
     _kinds, expected = baseline("demote", bed.qbt, bed.client, tmp_path_factory, zfs_available)
     hashes = build_pair(bed)
     old_save = {h: bed.save_path(h) for h in hashes}
-    # the pack and its cross-seed are two links of one inode: a rollback must leave them so
+    # the pack and its cross-seed: two links of one inode
     old_links = {p: (st.st_dev, st.st_ino) for p, st in walk_files(bed.sc.stash_seed)}
     assert len(set(old_links.values())) == 1, old_links
     old_files = list(old_links)
     contents_before = contents_on_disk(*bed.roots.values())
+    stash_contents = contents_on_disk(bed.sc.stash_seed)
 
     proc = popen_qbhook(bed.cfg, "--json", "apply", "--yes")
     try:
@@ -483,17 +493,21 @@ def test_qbittorrent_killed_during_relocate_then_resume_converges(bed, tmp_path_
     assert run["status"] == "failed" and run["groups"][0]["status"] == "rolled_back", run
     # rolled back: both torrents seed from their old place again, at 100%
     wait_seeding_at(bed.client, hashes, old_save.__getitem__)
-    # ...from their very old links: a move back that replaced one with a copy (qBittorrent's
-    # Overwrite mode) would split the group in two and store the payload twice on the stash
-    now = {p: (st.st_dev, st.st_ino) for p, st in walk_files(bed.sc.stash_seed)}
-    assert now == old_links, "the rollback replaced an old link with a copy: " + json.dumps(
-        {p: [old_links.get(p), now.get(p)] for p in sorted(set(now) | set(old_links))}
-    )
     assert qbhook_json(bed.cfg, "resume")[1] == {"runs": []}
+    # Every old path is back with its bytes. They stay one inode unless qBittorrent itself split
+    # them on restart: killed between persisting the new save path and libtorrent finishing the
+    # move, its startup check moves the torrent in Overwrite mode (copy over the view, delete
+    # the old link), and the move back recreates that link as a copy. qbhook never splits them.
+    now = {p: (st.st_dev, st.st_ino) for p, st in walk_files(bed.sc.stash_seed)}
+    assert set(now) == set(old_links) and contents_on_disk(bed.sc.stash_seed) == stash_contents
+    qbt_moves = moves_on_restart(bed.qbt)
+    assert len(set(now.values())) == 1 or qbt_moves, (now, "split, and not by qBittorrent's restart")
 
-    # and the next apply does the whole move, ending exactly like an uninterrupted run
+    # and the next apply does the whole move, ending exactly like an uninterrupted run: one group,
+    # or one per stash inode when qBittorrent split the pair (the planner rightly sees two then)
     _rc, again = qbhook_json(bed.cfg, "apply", "--yes")
-    assert again["groups_failed"] == {} and len(again["groups_done"]) == 1, again
+    assert again["groups_failed"] == {} and len(again["groups_done"]) == len(set(now.values())), (again, qbt_moves)
+    assert again["torrents_relocated"] == 2, again
     assert end_state(bed, hashes) == expected
     assert contents_on_disk(*bed.roots.values()) >= contents_before
     assert leftovers(*bed.roots.values()) == []
