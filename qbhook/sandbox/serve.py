@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -29,12 +30,21 @@ def wait_http(url: str, timeout: float = 30.0) -> bool:
 
 
 def start_serve(
-    config: Path, port: int, env: dict[str, str] | None = None, *, log: Path | None = None, timeout: float = 30.0
+    config: Path,
+    port: int,
+    env: dict[str, str] | None = None,
+    *,
+    log: Path | None = None,
+    timeout: float = 30.0,
+    cli: Sequence[str] = ("-m", "qbhook"),
 ) -> subprocess.Popen:
-    """`qbhook --config CONFIG serve --no-sweep`, returned once /healthz answers on PORT."""
+    """`qbhook --config CONFIG serve --no-sweep`, returned once /healthz answers on PORT.
+
+    ``cli``: what follows the interpreter to run qbhook (the integration tests pass their
+    wrapper script, which only shortens the executor's poll spacing)."""
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115  (the server process owns it)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "qbhook", "--config", str(config), "serve", "--no-sweep"],
+        [sys.executable, *cli, "--config", str(config), "serve", "--no-sweep"],
         env={**os.environ, **(env or {})},
         stdout=out,
         stderr=subprocess.STDOUT if log else out,

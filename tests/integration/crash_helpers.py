@@ -43,6 +43,13 @@ PROMOTE_STEPS = ["link", "verify_view", "relocate", "verify_group", "tag", "dele
 
 # --------------------------------------------------------------------------- the CLI
 
+# The real CLI in its own process; qbhook_cli.py only shortens the executor's poll spacing.
+QBHOOK_CMD = (
+    ["-m", "qbhook"]
+    if os.environ.get("QBHOOK_TEST_DEFAULT_POLLS") == "1"
+    else [str(Path(__file__).with_name("qbhook_cli.py"))]
+)
+
 
 def qbhook(cfg, *args, crash_at: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``python -m qbhook --config CFG ARGS`` in a subprocess (the real CLI)."""
@@ -50,7 +57,7 @@ def qbhook(cfg, *args, crash_at: str | None = None, timeout: float = 300) -> sub
     if crash_at is not None:
         env[CRASH_ENV] = crash_at
     return subprocess.run(
-        [sys.executable, "-m", "qbhook", "--config", str(cfg), *args],
+        [sys.executable, *QBHOOK_CMD, "--config", str(cfg), *args],
         check=False,
         capture_output=True,
         text=True,

@@ -16,6 +16,7 @@ from qbhook.sandbox.qbt import free_port
 from qbhook.sandbox.scenario import NOHL, Scenario
 from qbhook.sandbox.serve import start_serve, stop_serve
 from qbhook.sandbox.torrents import add_and_wait_seeding, make_torrent, write_payload
+from tests.integration.crash_helpers import QBHOOK_CMD
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +51,7 @@ def served(request, pools, qbt, qbt_client, tmp_path):
     hooks.mkdir()
     shutil.copy(REPO / "hooks/qbt-hook.sh", hooks / "qbt-hook.sh")
     (hooks / "qbt-hook.conf").write_text(f"QBHOOK_URL=http://127.0.0.1:{port}\nQBHOOK_TOKEN={TOKEN}\n")
-    proc = start_serve(cfg, port, {"QBHOOK_TOKEN": TOKEN}, log=tmp_path / "serve.log")
+    proc = start_serve(cfg, port, {"QBHOOK_TOKEN": TOKEN}, log=tmp_path / "serve.log", cli=QBHOOK_CMD)
     yield sc, cfg, hooks, proc
     stop_serve(proc)
     qbt_client.app_set_preferences({"autorun_on_torrent_added_enabled": False, "autorun_enabled": False})

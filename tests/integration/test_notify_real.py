@@ -12,7 +12,7 @@ import yaml
 
 from qbhook import notify
 from qbhook.sandbox.scenario import MOVIES
-from tests.integration.crash_helpers import qbhook_json, wait_seeding_at
+from tests.integration.crash_helpers import QBHOOK_CMD, qbhook_json, wait_seeding_at
 from tests.integration.test_apply_real import make_bed
 from tests.listener import Listener, dead_port
 
@@ -131,7 +131,7 @@ def test_serve_worker_run_is_notified(pools, qbt, qbt_client, tmp_path, listener
     h = add_and_wait_seeding(
         qbt_client, make_torrent(save / "Served.2024", b.sc.torrent_dir / "s.torrent"), save, tags=["~noHL"]
     )
-    proc = start_serve(b.cfg, port, log=tmp_path / "serve.log")
+    proc = start_serve(b.cfg, port, log=tmp_path / "serve.log", cli=QBHOOK_CMD)
     try:
         assert qbhook(b.cfg, "hook", "finished", h).returncode == 0
         (msg,) = listener.wait_for(lambda r: len(r) >= 1, timeout=120)

@@ -25,6 +25,7 @@ from qbhook.sandbox.qbt import free_port
 from qbhook.sandbox.scenario import NOHL, Scenario
 from qbhook.sandbox.serve import start_serve, stop_serve
 from qbhook.sandbox.torrents import add_and_wait_seeding, make_torrent, write_payload
+from tests.integration.crash_helpers import QBHOOK_CMD
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -38,7 +39,7 @@ ENV = {"QBHOOK_TOKEN": TOKEN, "QBHOOK_PASSWORD": PASSWORD}
 
 def qbhook(cfg, *args):
     r = subprocess.run(
-        [sys.executable, "-m", "qbhook", "--config", str(cfg), *args],
+        [sys.executable, *QBHOOK_CMD, "--config", str(cfg), *args],
         check=False,
         capture_output=True,
         text=True,

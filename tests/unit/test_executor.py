@@ -918,16 +918,16 @@ def _cli_env(world, tmp_path, monkeypatch, plan):
     )
     monkeypatch.setattr(cli_plan, "compute_plan", lambda app, hashes=None, scan=True: (None, plan))
     monkeypatch.setattr(cli_mod.App, "clients", property(lambda self: {"qbt": world.qbt}))
-    from qbhook.cli import apply as cli_apply
+    from qbhook.move import executor as executor_mod
 
-    real = cli_apply._executor
-
-    def fast(app, lock_wait):  # the real wiring, with the simulated clock
-        ex = real(app, lock_wait)
-        ex.sleep, ex.clock = world.clock.sleep, world.clock
-        return ex
-
-    monkeypatch.setattr(cli_apply, "_executor", fast)
+    # The CLI's own wiring (cli.apply._executor -> build_executor), on the simulated clock:
+    # the fake client settles in simulated polls, so real sleeps would only cost wall time.
+    real = executor_mod.build_executor
+    monkeypatch.setattr(
+        executor_mod,
+        "build_executor",
+        lambda *a, **kw: real(*a, **{**kw, "sleep": world.clock.sleep, "clock": world.clock}),
+    )
     return str(cfgfile)
 
 
@@ -950,6 +950,7 @@ def test_cli_apply_dry_run_then_yes_then_history(world, tmp_path, monkeypatch):
     data = _json.loads(r.output)
     assert data["groups_done"] == ["g1"] and data["torrents_relocated"] == 2
     assert_demoted(world)
+    assert world.clock.now > 1000.0  # the executor waited on the simulated clock, not for real
 
     r = CliRunner().invoke(main, ["--config", cfg, "history"])
     assert r.exit_code == 0 and "run     1" in r.output and "done" in r.output
@@ -972,6 +973,7 @@ def test_cli_exit_codes_failed_group_and_busy_lock(world, tmp_path, monkeypatch)
     world.qbt.fail_at[world.save(H1, "pool")] = 0.5
     r = CliRunner().invoke(main, ["--config", cfg, "apply", "--yes"])
     assert r.exit_code == 5 and "FAILED g1" in r.output
+    assert world.clock.now > 1000.0  # polled on the simulated clock, not for real
 
 
 def test_rollback_stops_a_complete_torrent_for_the_way_back_and_restarts_it(world):
