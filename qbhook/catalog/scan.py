@@ -57,6 +57,37 @@ class ScanResult:
         }
 
 
+def scan_pools(
+    catalog: Catalog,
+    pools: list[PoolConfig],
+    scan_cfg: ScanConfig,
+    *,
+    progress: Progress | None = None,
+    allow_mass_delete: bool = False,
+) -> list[ScanResult]:
+    """scan_pool() of each pool, in order, with every pool's find started before any is compared.
+
+    Each find is its own process, so the walks of all pools overlap (on another core) while
+    this process compares one pool after the other. The first error stops it, as a loop over
+    scan_pool() would (the later pools' finds are stopped, their pools not scanned).
+    """
+    ignore = {os.fsencode(n) for n in scan_cfg.ignore_names}
+    runs: dict[str, _FindRun] = {}
+    try:
+        for pool in pools:
+            root = os.fsencode(os.path.normpath(str(pool.path)))
+            if FIND_WALK and FIND and os.path.isdir(root) and catalog.pool_has_paths(pool.name):
+                run = _start_find(pool.name, root, ignore)
+                if run is not None:
+                    runs[pool.name] = run
+        return [
+            _scan(catalog, pool, scan_cfg, progress, allow_mass_delete, None, runs.get(pool.name)) for pool in pools
+        ]
+    finally:
+        for run in runs.values():
+            run.close()  # each run is closed once: those already used were closed after their walk
+
+
 def scan_pool(
     catalog: Catalog,
     pool: PoolConfig,
@@ -67,6 +98,18 @@ def scan_pool(
     subtree: str | None = None,
 ) -> ScanResult:
     """Scan ``pool`` (or only ``subtree`` inside it) and bring the catalog up to date."""
+    return _scan(catalog, pool, scan_cfg, progress, allow_mass_delete, subtree, None)
+
+
+def _scan(
+    catalog: Catalog,
+    pool: PoolConfig,
+    scan_cfg: ScanConfig,
+    progress: Progress | None,
+    allow_mass_delete: bool,
+    subtree: str | None,
+    run: _FindRun | None,
+) -> ScanResult:
     # Long on purpose: open the scan's record, walk, apply the mass-delete guard, close the record, in order.
     root = os.fsencode(os.path.normpath(subtree or str(pool.path)))
     if not os.path.isdir(root):
@@ -86,7 +129,9 @@ def scan_pool(
     walk = None
     # A first scan writes every path anyway: only rescans gain from comparing find's lines.
     if FIND_WALK and FIND and catalog.pool_has_paths(pool.name):
-        walk = _find_walk(catalog, pool.name, root, subtree is not None, ignore)
+        walk = _find_walk(catalog, pool.name, root, subtree is not None, ignore, run)
+    elif run is not None:
+        run.close()
     if walk is None:
         walk = _python_walk(catalog, pool.name, root, subtree is not None, ignore, scan_id, progress)
     known_count, vanished, changes, unreadable, seen, added, changed, memo = walk
@@ -293,10 +338,32 @@ def _find_chunks(fd: int):
         yield b"", None
 
 
-def _find_walk(catalog: Catalog, pool: str, root: bytes, subtree: bool, ignore: set[bytes]) -> _Walk | None:
-    """The rescan with find as the walker; None when its answer cannot be trusted (see above)."""
+@dataclass
+class _FindRun:
+    """A find started on one root, writing into memory files; close() stops and releases it."""
+
+    proc: subprocess.Popen
+    cmd: list[bytes]
+    out: int
+    err: int
+    closed: bool = False
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.proc.returncode is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.out)
+        os.close(self.err)
+
+
+def _start_find(pool: str, root: bytes, ignore: set[bytes]) -> _FindRun | None:
+    """find on ``root`` in its own process, or None (then the caller walks in Python)."""
     # A memory file holds find's output (~210 bytes per path: shared memory, not this process's
-    # heap; read back 4 MiB at a time).
+    # heap; read back 4 MiB at a time). Not a pipe: a pipe would need this process to keep
+    # draining it, and every read would wait for the GIL held by the SQLite load.
     try:
         out = os.memfd_create("qbhook-scan", os.MFD_CLOEXEC)
     except (AttributeError, OSError) as e:
@@ -307,18 +374,6 @@ def _find_walk(catalog: Catalog, pool: str, root: bytes, subtree: bool, ignore: 
     except OSError:
         os.close(out)
         return None
-    try:
-        return _find_walk_fds(catalog, pool, root, subtree, ignore, out, err)
-    finally:
-        os.close(out)
-        os.close(err)
-
-
-def _find_walk_fds(
-    catalog: Catalog, pool: str, root: bytes, subtree: bool, ignore: set[bytes], out: int, err: int
-) -> _Walk | None:
-    # find writes into a memory file, not a pipe: a pipe would need this process to keep
-    # draining it, and every read would wait for the GIL held by the SQLite load below.
     cmd = _find_cmd(root, ignore)
     try:
         proc = subprocess.Popen(
@@ -326,7 +381,29 @@ def _find_walk_fds(
         )
     except OSError as e:
         log.info("scan of %s: cannot run %s (%s); walking in Python", pool, FIND, e)
+        os.close(out)
+        os.close(err)
         return None
+    return _FindRun(proc, cmd, out, err)
+
+
+def _find_walk(
+    catalog: Catalog, pool: str, root: bytes, subtree: bool, ignore: set[bytes], run: _FindRun | None = None
+) -> _Walk | None:
+    """The rescan with find as the walker (``run``: one already started on ``root``); None when
+    its answer cannot be trusted (see above)."""
+    run = run or _start_find(pool, root, ignore)
+    if run is None:
+        return None
+    try:
+        return _find_walk_run(catalog, pool, root, subtree, run)
+    finally:
+        run.close()
+
+
+def _find_walk_run(catalog: Catalog, pool: str, root: bytes, subtree: bool, run: _FindRun) -> _Walk | None:
+    # Long on purpose: the memo check, the catalog's lines while find walks, and the diff, in order.
+    proc, cmd, out, err = run.proc, run.cmd, run.out, run.err
     under = root if subtree else None
     try:
         # Read at the start: a memo saved at this generation describes the catalog as it is now.

@@ -255,3 +255,69 @@ def test_the_migration_adds_the_generation_to_an_existing_catalog(tmp_path):
         cat.conn.execute("INSERT INTO paths(path, inode, pool) VALUES (x'2f61', 1, 'p')")
     assert cat.generation() == 2
     cat.close()
+
+
+# ---------------------------------------------------------------- several pools at once
+
+
+@pytest.fixture
+def two_pools(tmp_path):
+    stash, pool = tmp_path / "stash", tmp_path / "pool"
+    files = {}
+    for name, root in (("stash", stash), ("pool", pool)):
+        files[name] = [write(root / f"data/media/torrents/seeding/t/{i}.bin", b"%d" % i) for i in range(6)]
+    cfg = make_config(tmp_path / "cat.sqlite", stash, pool, scan={"mass_delete_min_paths": 3})
+    cat = Catalog.open(cfg.catalog)
+    for p in cfg.pools:
+        scan_pool(cat, p, cfg.scan)
+    yield cfg, cat, files
+    cat.close()
+
+
+def test_scan_pools_starts_every_find_before_comparing_any(two_pools, monkeypatch, tmp_path):
+    cfg, cat, files = two_pools
+    events = []
+    real_start, real_walk = scanner._start_find, scanner._find_walk_run
+
+    def start(pool, root, ignore):
+        events.append(("start", pool))
+        return real_start(pool, root, ignore)
+
+    def walk(catalog, pool, *a):
+        events.append(("compare", pool))
+        return real_walk(catalog, pool, *a)
+
+    monkeypatch.setattr(scanner, "_start_find", start)
+    monkeypatch.setattr(scanner, "_find_walk_run", walk)
+    monkeypatch.setattr(scanner, "_python_walk", _no_python_walk)
+    os.link(files["pool"][2], tmp_path / "elsewhere.bin")  # one change, in the second pool
+    results = scanner.scan_pools(cat, list(cfg.pools), cfg.scan)
+    assert events == [("start", "stash"), ("start", "pool"), ("compare", "stash"), ("compare", "pool")]
+    assert [(r.pool, r.files_seen, r.added, r.changed, r.removed) for r in results] == [
+        ("stash", 6, 0, 0, 0),
+        ("pool", 6, 0, 1, 0),
+    ]
+    assert cat.inode_by_path(files["pool"][2]).nlink == 2
+
+
+def test_scan_pools_stops_at_a_refusal_and_stops_the_other_finds(two_pools, monkeypatch):
+    cfg, cat, files = two_pools
+    runs = []
+    real_start = scanner._start_find
+
+    def start(pool, root, ignore):
+        runs.append(real_start(pool, root, ignore))
+        return runs[-1]
+
+    monkeypatch.setattr(scanner, "_start_find", start)
+    for f in files["stash"]:
+        os.unlink(f)  # every file of the first pool gone: the mass-delete guard refuses
+    with pytest.raises(scanner.MassDeleteRefused):
+        scanner.scan_pools(cat, list(cfg.pools), cfg.scan)
+    assert len(runs) == 2 and all(r.closed and r.proc.returncode is not None for r in runs)
+    assert cat.conn.execute("SELECT count(*) FROM paths").fetchone()[0] == 12  # nothing dropped
+    assert cat.conn.execute("SELECT count(*) FROM scans WHERE pool = 'pool'").fetchone()[0] == 1  # not rescanned
+
+
+def _no_python_walk(*a, **k):
+    raise AssertionError("the Python walk ran")
