@@ -5,6 +5,12 @@ never follows symlinks, and compares each file's lstat with the catalog; only
 differences are written. Paths that vanished are dropped only if the share is
 plausible: an unmounted pool looks like an empty folder, and treating that as
 "everything was deleted" is how catalogs drift (field lesson 10).
+
+A rescan (the pool already has paths) lets GNU find do the walk and compares its lines with
+the catalog's; a rescan in a new process may instead compare one digest of find's output
+with the memo the last rescan persisted, while the catalog's write generation says nothing
+was written since. Both are described where they are defined below; any doubt falls back to
+the Python walk. Every file is stat'ed on every rescan, whichever way it is compared.
 """
 
 from __future__ import annotations
