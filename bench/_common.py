@@ -138,6 +138,18 @@ def write_config(
     return path
 
 
+def drop_scan_memos(catalog: Path) -> bool:
+    """Forget a catalog's persisted rescan memos (False: this qbhook version keeps none), so the
+    next rescan is the first after a write: it rebuilds the catalog's lines in SQLite."""
+    import sqlite3
+
+    with sqlite3.connect(catalog) as c:
+        if not c.execute("SELECT 1 FROM sqlite_master WHERE name = 'scan_memos'").fetchone():
+            return False
+        c.execute("DELETE FROM scan_memos")
+    return True
+
+
 def workdir(base: str, prefix: str) -> Path:
     """A fresh folder under ``base`` (default /tmp), removed by cleanup()."""
     Path(base).mkdir(parents=True, exist_ok=True)

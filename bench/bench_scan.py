@@ -8,6 +8,7 @@ afterwards), then measures, each run in its own process with a warm page cache:
   baseline  find ROOT -printf '%i %s %T@ %p\\n' > /dev/null     (median of --runs)
   qbhook    qbhook scan stash   on an empty catalog             (once: first scan)
   qbhook    qbhook scan stash   again, nothing changed          (median of --runs)
+  qbhook    the same after forgetting the persisted rescan memos (the first rescan after a write)
 
 and the peak RSS of the qbhook process (os.wait4 rusage), extrapolated to MB per 1M files
 (peak minus the RSS of `qbhook --version`, i.e. interpreter + imports).
@@ -33,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import (
     cleanup,
+    drop_scan_memos,
     env_with_pythonpath,
     fstype_of,
     machine,
@@ -150,9 +152,10 @@ def bench_root(label: str, base: Path, stash: Path, pool: Path, args) -> tuple[l
     find_cmd = ["find", str(stash), "-printf", "%i %s %T@ %p\n"]
     run_rss(find_cmd)  # warm the cache before anything is timed
 
-    cfgs, firsts, base_rss = {}, {}, {}
+    cfgs, cats, firsts, base_rss = {}, {}, {}, {}
     for name, env in versions:
-        cfgs[name] = write_config(base / f"config-{len(cfgs)}.yaml", base / f"catalog-{len(cfgs)}.sqlite", stash, pool)
+        cats[name] = base / f"catalog-{len(cfgs)}.sqlite"
+        cfgs[name] = write_config(base / f"config-{len(cfgs)}.yaml", cats[name], stash, pool)
         base_rss[name] = run_rss(qbhook_cmd(cfgs[name], "--version"), env=env).maxrss_kib
         r, res = scan_once(cfgs[name], env)
         assert res["added"] == info["paths"], (res, info)
@@ -160,6 +163,7 @@ def bench_root(label: str, base: Path, stash: Path, pool: Path, args) -> tuple[l
 
     # Rounds interleave find and the rescans so load from other processes hits all alike.
     finds, rescans, inner = [], {n: [] for n, _ in versions}, {n: [] for n, _ in versions}
+    unmemoed: dict[str, list] = {n: [] for n, _ in versions}
     walks, loads, sweeper = [], [], []
     catalog0 = base / "catalog-0.sqlite"
     for _ in range(args.runs):
@@ -184,6 +188,10 @@ def bench_root(label: str, base: Path, stash: Path, pool: Path, args) -> tuple[l
             )
         )
         for name, env in versions:
+            if drop_scan_memos(cats[name]):
+                r, res = scan_once(cfgs[name], env)
+                assert (res["added"], res["changed"], res["removed"]) == (0, 0, 0), res
+                unmemoed[name].append(r.seconds)
             r, res = scan_once(cfgs[name], env)
             assert (res["added"], res["changed"], res["removed"]) == (0, 0, 0), res
             rescans[name].append(r)
@@ -259,10 +267,23 @@ def bench_root(label: str, base: Path, stash: Path, pool: Path, args) -> tuple[l
             ],
             [label, "  of which in-process scan_pool()", f"{in_med:.3f}", f"{in_med / find_med:.2f}x", "-", "-"],
         ]
+        if unmemoed[name]:
+            un_med = statistics.median(unmemoed[name])
+            rows.append(
+                [
+                    label,
+                    f"{name} scan, unchanged rescan without a memo (the first after a write)",
+                    f"{un_med:.3f}",
+                    f"{un_med / find_med:.2f}x",
+                    "-",
+                    "-",
+                ]
+            )
         result[name] = {
             "first": first.seconds,
             "rescan": re_med,
             "rescan_inproc": in_med,
+            "rescan_no_memo": statistics.median(unmemoed[name]) if unmemoed[name] else None,
             "rss_base_mb": base_rss[name] / 1024,
             "rss_first_mb": rss_first / 1024,
             "rss_rescan_mb": rss_re / 1024,

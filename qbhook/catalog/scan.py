@@ -5,17 +5,27 @@ never follows symlinks, and compares each file's lstat with the catalog; only
 differences are written. Paths that vanished are dropped only if the share is
 plausible: an unmounted pool looks like an empty folder, and treating that as
 "everything was deleted" is how catalogs drift (field lesson 10).
+
+A rescan (the pool already has paths) lets GNU find do the walk and compares its lines with
+the catalog's; a rescan in a new process may instead compare one digest of find's output
+with the memo the last rescan persisted, while the catalog's write generation says nothing
+was written since. Both are described where they are defined below; any doubt falls back to
+the Python walk. Every file is stat'ed on every rescan, whichever way it is compared.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import mmap
 import os
 import re
 import stat as stat_mod
 import subprocess
 import time
 from dataclasses import dataclass, field
+
+import blake3
 
 from qbhook import notify
 from qbhook.catalog.db import Tx
@@ -53,6 +63,37 @@ class ScanResult:
         }
 
 
+def scan_pools(
+    catalog: Catalog,
+    pools: list[PoolConfig],
+    scan_cfg: ScanConfig,
+    *,
+    progress: Progress | None = None,
+    allow_mass_delete: bool = False,
+) -> list[ScanResult]:
+    """scan_pool() of each pool, in order, with every pool's find started before any is compared.
+
+    Each find is its own process, so the walks of all pools overlap (on another core) while
+    this process compares one pool after the other. The first error stops it, as a loop over
+    scan_pool() would (the later pools' finds are stopped, their pools not scanned).
+    """
+    ignore = {os.fsencode(n) for n in scan_cfg.ignore_names}
+    runs: dict[str, _FindRun] = {}
+    try:
+        for pool in pools:
+            root = os.fsencode(os.path.normpath(str(pool.path)))
+            if FIND_WALK and FIND and os.path.isdir(root) and catalog.pool_has_paths(pool.name):
+                run = _start_find(pool.name, root, ignore)
+                if run is not None:
+                    runs[pool.name] = run
+        return [
+            _scan(catalog, pool, scan_cfg, progress, allow_mass_delete, None, runs.get(pool.name)) for pool in pools
+        ]
+    finally:
+        for run in runs.values():
+            run.close()  # each run is closed once: those already used were closed after their walk
+
+
 def scan_pool(
     catalog: Catalog,
     pool: PoolConfig,
@@ -63,6 +104,18 @@ def scan_pool(
     subtree: str | None = None,
 ) -> ScanResult:
     """Scan ``pool`` (or only ``subtree`` inside it) and bring the catalog up to date."""
+    return _scan(catalog, pool, scan_cfg, progress, allow_mass_delete, subtree, None)
+
+
+def _scan(
+    catalog: Catalog,
+    pool: PoolConfig,
+    scan_cfg: ScanConfig,
+    progress: Progress | None,
+    allow_mass_delete: bool,
+    subtree: str | None,
+    run: _FindRun | None,
+) -> ScanResult:
     # Long on purpose: open the scan's record, walk, apply the mass-delete guard, close the record, in order.
     root = os.fsencode(os.path.normpath(subtree or str(pool.path)))
     if not os.path.isdir(root):
@@ -82,10 +135,12 @@ def scan_pool(
     walk = None
     # A first scan writes every path anyway: only rescans gain from comparing find's lines.
     if FIND_WALK and FIND and catalog.pool_has_paths(pool.name):
-        walk = _find_walk(catalog, pool.name, root, subtree is not None, ignore)
+        walk = _find_walk(catalog, pool.name, root, subtree is not None, ignore, run)
+    elif run is not None:
+        run.close()
     if walk is None:
         walk = _python_walk(catalog, pool.name, root, subtree is not None, ignore, scan_id, progress)
-    known_count, vanished, changes, unreadable, seen, added, changed = walk
+    known_count, vanished, changes, unreadable, seen, added, changed, memo = walk
     result.added, result.changed = added, changed
     result.files_seen = seen
     result.unreadable = [os.fsdecode(u) for u in unreadable]
@@ -96,8 +151,12 @@ def scan_pool(
         and not allow_mass_delete
     )
 
-    _flush(catalog, pool.name, changes, scan_id)
     with Tx(conn) as c:
+        # The memo may be saved only if nobody wrote since the walk read the catalog: this
+        # transaction holds the write lock, and the scan's own writes come after this read.
+        unwritten = memo is not None and catalog.generation() == memo.generation
+        if changes:
+            catalog.upsert_many(c, pool.name, changes, scan_id)
         if not refuse and vanished:
             catalog.remove_paths_named(c, list(vanished))
             catalog.drop_orphan_inodes(c)
@@ -109,6 +168,9 @@ def scan_pool(
             "WHERE id=?",
             (time.time(), result.status, seen, result.added, result.changed, result.removed, msg, scan_id),
         )
+        generation = catalog.generation()
+        if unwritten and not refuse and generation is not None:
+            _save_memo(catalog, c, pool.name, root if subtree is not None else None, memo, generation)
     if progress is not None:
         progress.done(f"{pool.name}: {seen:,} files, +{result.added} ~{result.changed} -{result.removed}")
     result.seconds = time.monotonic() - t0
@@ -125,8 +187,9 @@ def scan_pool(
 
 # What a walk hands back to scan_pool: catalog paths under the root before the walk, the
 # catalogued paths that are gone, (path, fs, stat) to write, folders that could not be read,
-# files seen, and how many of the writes are new paths / changed paths.
-_Walk = tuple[int, "list[bytes] | dict[bytes, int]", list, list[bytes], int, int, int]
+# files seen, how many of the writes are new paths / changed paths, and the memo to persist
+# once the writes are in (find walks only).
+_Walk = tuple[int, "list[bytes] | dict[bytes, int]", list, list[bytes], int, int, int, "_OutputMemo | None"]
 
 
 def _python_walk(
@@ -193,7 +256,7 @@ def _python_walk(
         vanished = {p: v for p, v in known.items() if not p.startswith(bad) and p not in unreadable_set}
     else:
         vanished = known
-    return known_count, vanished, changes, unreadable, seen, added, changed
+    return known_count, vanished, changes, unreadable, seen, added, changed, None
 
 
 # ---------------------------------------------------------------- the find fast path
@@ -281,10 +344,32 @@ def _find_chunks(fd: int):
         yield b"", None
 
 
-def _find_walk(catalog: Catalog, pool: str, root: bytes, subtree: bool, ignore: set[bytes]) -> _Walk | None:
-    """The rescan with find as the walker; None when its answer cannot be trusted (see above)."""
+@dataclass
+class _FindRun:
+    """A find started on one root, writing into memory files; close() stops and releases it."""
+
+    proc: subprocess.Popen
+    cmd: list[bytes]
+    out: int
+    err: int
+    closed: bool = False
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.proc.returncode is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.out)
+        os.close(self.err)
+
+
+def _start_find(pool: str, root: bytes, ignore: set[bytes]) -> _FindRun | None:
+    """find on ``root`` in its own process, or None (then the caller walks in Python)."""
     # A memory file holds find's output (~210 bytes per path: shared memory, not this process's
-    # heap; read back 4 MiB at a time).
+    # heap; read back 4 MiB at a time). Not a pipe: a pipe would need this process to keep
+    # draining it, and every read would wait for the GIL held by the SQLite load.
     try:
         out = os.memfd_create("qbhook-scan", os.MFD_CLOEXEC)
     except (AttributeError, OSError) as e:
@@ -295,49 +380,46 @@ def _find_walk(catalog: Catalog, pool: str, root: bytes, subtree: bool, ignore: 
     except OSError:
         os.close(out)
         return None
-    try:
-        return _find_walk_fds(catalog, pool, root, subtree, ignore, out, err)
-    finally:
-        os.close(out)
-        os.close(err)
-
-
-def _find_walk_fds(
-    catalog: Catalog, pool: str, root: bytes, subtree: bool, ignore: set[bytes], out: int, err: int
-) -> _Walk | None:
-    # Long on purpose: find, the catalog's expected lines and the diff share one try/finally that kills find.
-    # find writes into a memory file, not a pipe: a pipe would need this process to keep
-    # draining it, and every read would wait for the GIL held by the SQLite load below.
+    cmd = _find_cmd(root, ignore)
     try:
         proc = subprocess.Popen(
-            _find_cmd(root, ignore),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
-            cwd="/",
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"}, cwd="/"
         )
     except OSError as e:
         log.info("scan of %s: cannot run %s (%s); walking in Python", pool, FIND, e)
+        os.close(out)
+        os.close(err)
+        return None
+    return _FindRun(proc, cmd, out, err)
+
+
+def _find_walk(
+    catalog: Catalog, pool: str, root: bytes, subtree: bool, ignore: set[bytes], run: _FindRun | None = None
+) -> _Walk | None:
+    """The rescan with find as the walker (``run``: one already started on ``root``); None when
+    its answer cannot be trusted (see above)."""
+    run = run or _start_find(pool, root, ignore)
+    if run is None:
         return None
     try:
-        # The catalog's lines as hashes (SipHash of the bytes, keyed per process): reused from
-        # the last rescan by this Catalog if nothing it compares was written since.
-        key = (pool, root if subtree else None)
-        stamp = catalog.writes_stamp()
-        memo = catalog.scan_memo.get(key)
-        if stamp is not None and memo is not None and memo[0] == stamp:
-            _stamp, devs, known, known_count = memo
-        else:
-            catalog.scan_memo.pop(key, None)
-            devs = catalog.fs_devs()
-            known = set()
-            known_count = 0
-            for lines in catalog.iter_find_lines(pool, devs, root if subtree else None):
-                known_count += len(lines)
-                known.update(map(hash, lines))
-            if stamp is not None:
-                catalog.scan_memo[key] = (stamp, devs, known, known_count)
+        return _find_walk_run(catalog, pool, root, subtree, run)
+    finally:
+        run.close()
+
+
+def _find_walk_run(catalog: Catalog, pool: str, root: bytes, subtree: bool, run: _FindRun) -> _Walk | None:
+    # Long on purpose: the memo check, the catalog's lines while find walks, and the diff, in order.
+    proc, cmd, out, err = run.proc, run.cmd, run.out, run.err
+    under = root if subtree else None
+    try:
+        # Read at the start: a memo saved at this generation describes the catalog as it is now.
+        generation = catalog.generation()
+        devs = catalog.fs_devs()
+        memo = _load_memo(catalog, _memo_key(pool, under), _cmd_digest(cmd))
+        if memo is not None and (memo.generation != generation or memo.devs != devs):
+            memo = None
+        # Without a usable memo the catalog's lines are built while find walks (the other core).
+        expected = None if memo is not None else _expected_lines(catalog, pool, under, generation, devs)
         rc = proc.wait()
     finally:
         if proc.returncode is None:
@@ -347,33 +429,68 @@ def _find_walk_fds(
         why = os.pread(err, 300, 0).decode(errors="replace").strip().splitlines()
         log.info("scan of %s: find exited with %s (%s); walking in Python", pool, rc, why[0] if why else "no message")
         return None
+    size, digest, sample = _digest_output(out, set(devs.values()))
+    dev_fs = _devices_still_mapped(catalog, pool, devs, sample)
+    if dev_fs is None:
+        return None
+    if memo is not None:
+        if (size, digest) == (memo.size, memo.digest):
+            # Byte for byte what find printed when the catalog last matched it, at this very
+            # generation: every file's stat (link counts, ctimes) and every path is unchanged.
+            return memo.lines, [], [], [], memo.lines, 0, 0, None
+        expected = _expected_lines(catalog, pool, under, generation, devs)
+    known, known_count = expected
+    diff = _compare(catalog, pool, under, devs, known, out, dev_fs)
+    if diff is None:
+        return None
+    vanished, kept, seen, added, changed = diff
+    fresh = _OutputMemo(generation, devs, _cmd_digest(cmd), size, seen, digest) if generation is not None else None
+    return known_count, vanished, kept, [], seen, added, changed, fresh
 
-    # Compare, chunk by chunk (`known` is left as it is: it may be kept for the next rescan).
-    # Lines find printed that the catalog does not have are kept to be parsed; if every catalog
-    # line was matched and none is new, nothing changed.
-    fresh_lines: list[bytes] = []
-    sample: dict[int, bytes] = {}  # st_dev -> one line find printed for that device
-    want = {dev: b"%d " % dev for dev in devs.values()}
-    matched = seen = 0
-    for buf, lines in _find_chunks(out):
-        if lines is None:
-            log.info("scan of %s: find's output ends mid-line; walking in Python", pool)
-            return None
-        seen += len(lines)
-        for dev, pfx in list(want.items()):
-            at = 0 if buf.startswith(pfx) else buf.find(b"\0" + pfx) + 1
-            if at > 0 or buf.startswith(pfx):
-                end = buf.find(b"\0", at)
+
+def _expected_lines(
+    catalog: Catalog, pool: str, under: bytes | None, generation: int | None, devs: dict[int, int]
+) -> tuple[set[int], int]:
+    """The catalog's lines as hashes (SipHash of the bytes, keyed per process), and how many;
+    reused from this Catalog's last rescan if the write generation did not move since."""
+    key = (pool, under)
+    kept = catalog.scan_memo.get(key)
+    if generation is not None and kept is not None and kept[0] == generation and kept[1] == devs:
+        return kept[2], kept[3]
+    catalog.scan_memo.pop(key, None)
+    known: set[int] = set()
+    count = 0
+    for lines in catalog.iter_find_lines(pool, devs, under):
+        count += len(lines)
+        known.update(map(hash, lines))
+    if generation is not None:
+        catalog.scan_memo[key] = (generation, devs, known, count)
+    return known, count
+
+
+def _digest_output(out: int, devices: set[int]) -> tuple[int, bytes, dict[int, bytes]]:
+    """find's output: its size, its BLAKE3, and one line it printed for each of ``devices``."""
+    size = os.fstat(out).st_size
+    if size == 0:
+        return 0, blake3.blake3(b"").digest(), {}
+    with mmap.mmap(out, size, prot=mmap.PROT_READ) as mm:
+        digest = blake3.blake3(mm).digest()
+        sample: dict[int, bytes] = {}
+        for dev in devices:
+            pfx = b"%d " % dev
+            at = 0 if mm[: len(pfx)] == pfx else mm.find(b"\0" + pfx) + 1
+            if at > 0 or mm[: len(pfx)] == pfx:
+                end = mm.find(b"\0", at)
                 if end >= 0:
-                    sample[dev] = buf[at:end]
-                    del want[dev]
-        hs = set(map(hash, lines))
-        new = hs - known
-        matched += len(hs) - len(new)
-        if new:
-            fresh_lines.extend(ln for ln in lines if hash(ln) in new)
+                    sample[dev] = mm[at:end]
+    return size, digest, sample
 
-    # The catalog's lines used devs[fs] as each filesystem's st_dev; that must still be true.
+
+def _devices_still_mapped(
+    catalog: Catalog, pool: str, devs: dict[int, int], sample: dict[int, bytes]
+) -> dict[int, int] | None:
+    """st_dev -> filesystem for the devices find printed that the catalog's lines assumed (devs:
+    filesystem -> st_dev); None if one of them is now another filesystem (a remount)."""
     dev_fs: dict[int, int] = {}
     fs_of_dev = {dev: fs for fs, dev in devs.items()}
     for dev, line in sample.items():
@@ -385,8 +502,31 @@ def _find_walk_fds(
         if dev_fs[dev] != fs_of_dev[dev]:
             log.info("scan of %s: device %d is now another filesystem; walking in Python", pool, dev)
             return None
+    return dev_fs
+
+
+def _compare(
+    catalog: Catalog, pool: str, under: bytes | None, devs: dict[int, int], known: set[int], out: int, dev_fs: dict
+) -> tuple[list[bytes], list, int, int, int] | None:
+    """find's lines against the catalog's (``known``, left as it is: it may be kept for the next
+    rescan): (vanished paths, (path, fs, stat) to write, lines seen, added, changed). Lines find
+    printed that the catalog does not have are parsed; if every catalog line was matched and
+    none is new, nothing changed."""
+    # Long on purpose: match by hash, parse the new lines, name the gone ones, drop dev-only differences.
+    fresh_lines: list[bytes] = []
+    matched = seen = 0
+    for _buf, lines in _find_chunks(out):
+        if lines is None:
+            log.info("scan of %s: find's output ends mid-line; walking in Python", pool)
+            return None
+        seen += len(lines)
+        hs = set(map(hash, lines))
+        new = hs - known
+        matched += len(hs) - len(new)
+        if new:
+            fresh_lines.extend(ln for ln in lines if hash(ln) in new)
     if not fresh_lines and matched == len(known):
-        return known_count, [], [], [], seen, 0, 0
+        return [], [], seen, 0, 0
 
     changes: list[tuple[bytes, int, _FoundStat]] = []
     for line in fresh_lines:
@@ -406,7 +546,7 @@ def _find_walk_fds(
         for _buf, lines in _find_chunks(out):
             printed.update(map(hash, lines))
         unmatched = known - printed
-        for lines in catalog.iter_find_lines(pool, devs, root if subtree else None):
+        for lines in catalog.iter_find_lines(pool, devs, under):
             gone.update(ln.split(b" ", 6)[6] for ln in lines if hash(ln) in unmatched)
     vanished = list(gone.difference(p for p, _fs, _st in changes))
     # A path on both sides changed only if its (filesystem, stat) did, as the Python walk
@@ -419,7 +559,96 @@ def _find_walk_fds(
         if was.get(p) != (fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink)
     ]
     changed = sum(1 for p, _fs, _st in kept if p in gone)
-    return known_count, vanished, kept, [], seen, len(kept) - changed, changed
+    return vanished, kept, seen, len(kept) - changed, changed
+
+
+# ---------------------------------------------------------------- the persisted rescan memo
+#
+# A new process (the CLI's `qbhook scan`, `qbhook dupes`) has no in-process memo, and rebuilding
+# every catalog line in SQLite costs about as much as find's walk. So a rescan that found the
+# catalog equal to find's output leaves a memo in the catalog (table scan_memos): the write
+# generation at which that was true, the st_dev each filesystem row had, the find command, and
+# the size, line count and BLAKE3 of find's whole output. The next rescan runs find as always
+# (every file stat'ed: link counts and ctimes are in every line) and, if the generation and the
+# st_dev mapping are the memo's, compares only the digest of the output: equal bytes are the
+# same files with the same stat, and the catalog rows still are what matched them, since any
+# write to paths, inodes or filesystems, by any process, moves the generation (triggers in
+# schema.WRITE_GENERATION_DDL). Anything else (no memo, another version, a bad checksum, a
+# field of the wrong type, another generation, other devices, another output) compares line
+# by line as before; the devices find printed are checked against the catalog's filesystems
+# (fs_for_path) either way. The memo is only an optimisation: it never changes a result.
+# One whole-output digest (not one per line) because a per-line digest that is stable across
+# processes costs a Python call per line (Python's own hash() is salted per process), and the
+# lines themselves are ~200 bytes per path.
+
+_MEMO_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class _OutputMemo:
+    generation: int
+    devs: dict[int, int]  # filesystem row -> st_dev, as in the catalog's lines
+    cmd: bytes  # BLAKE3 of the find command (root, pruned names, format)
+    size: int
+    lines: int
+    digest: bytes
+
+
+def _memo_key(pool: str, under: bytes | None) -> bytes:
+    return pool.encode() + b"\0" + (under or b"")
+
+
+def _cmd_digest(cmd: list[bytes]) -> bytes:
+    return blake3.blake3(b"\0".join(cmd)).digest()
+
+
+def _encode_memo(m: _OutputMemo) -> bytes:
+    body = json.dumps(
+        {
+            "v": _MEMO_VERSION,
+            "generation": m.generation,
+            "devs": sorted(m.devs.items()),
+            "cmd": m.cmd.hex(),
+            "size": m.size,
+            "lines": m.lines,
+            "digest": m.digest.hex(),
+        },
+        separators=(",", ":"),
+    ).encode()
+    return body + blake3.blake3(body).digest()
+
+
+def _decode_memo(blob: bytes) -> _OutputMemo | None:
+    """The memo in ``blob``, or None for anything that is not exactly what _encode_memo wrote."""
+    body, check = blob[:-32], blob[-32:]
+    if len(blob) <= 32 or blake3.blake3(body).digest() != check:
+        return None
+    try:
+        d = json.loads(body)
+        if d["v"] != _MEMO_VERSION:
+            return None
+        devs = {int(fs): int(dev) for fs, dev in d["devs"]}
+        m = _OutputMemo(
+            d["generation"], devs, bytes.fromhex(d["cmd"]), d["size"], d["lines"], bytes.fromhex(d["digest"])
+        )
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not all(type(v) is int and v >= 0 for v in (m.generation, m.size, m.lines)) or len(m.digest) != 32:
+        return None
+    return m
+
+
+def _load_memo(catalog: Catalog, key: bytes, cmd: bytes) -> _OutputMemo | None:
+    blob = catalog.scan_memo_blob(key)
+    memo = _decode_memo(blob) if blob else None
+    return memo if memo is not None and memo.cmd == cmd else None
+
+
+def _save_memo(catalog: Catalog, c, pool: str, under: bytes | None, memo: _OutputMemo, generation: int) -> None:
+    """Called inside the scan's last transaction, after its writes: the catalog now matches
+    find's output, at ``generation`` (read in the same transaction)."""
+    fresh = _OutputMemo(generation, memo.devs, memo.cmd, memo.size, memo.lines, memo.digest)
+    catalog.put_scan_memo(c, _memo_key(pool, under), _encode_memo(fresh))
 
 
 def _flush(catalog: Catalog, pool: str, changes: list, scan_id: int) -> None:

@@ -215,4 +215,54 @@ ALTER TABLE torrent_files ADD COLUMN last_blake3 BLOB;
 ALTER TABLE torrents ADD COLUMN last_content_id TEXT;
 """
 
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, QUEUE_DDL, JOURNAL_DDL, STATE_DDL, TORRENTS_DDL, KEPT_HASHES_DDL)
+# The catalog's write generation: one counter that every write to a row a rescan compares moves,
+# by any connection in any process (permanent triggers; a rolled-back write rolls its bump back).
+# The conditions on UPDATE are the compared columns only, so a hash, a sample or last_seen
+# written leaves it alone. ``scan_memos`` holds, per scanned (pool, root), what the last rescan
+# established: at generation ``generation`` the catalog's rows were exactly what find printed,
+# a find output of ``size`` bytes and ``lines`` lines with BLAKE3 ``digest``
+# (catalog/scan.py). A memo whose generation is not the current one describes another catalog.
+WRITE_GENERATION_DDL = """
+CREATE TABLE catalog_writes (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    n           INTEGER NOT NULL
+);
+INSERT INTO catalog_writes(id, n) VALUES (1, 0);
+CREATE TRIGGER catalog_writes_paths_insert AFTER INSERT ON paths
+BEGIN UPDATE catalog_writes SET n = n + 1 WHERE id = 1; END;
+CREATE TRIGGER catalog_writes_paths_delete AFTER DELETE ON paths
+BEGIN UPDATE catalog_writes SET n = n + 1 WHERE id = 1; END;
+CREATE TRIGGER catalog_writes_paths_update AFTER UPDATE ON paths
+WHEN old.path IS NOT new.path OR old.inode IS NOT new.inode OR old.pool IS NOT new.pool
+BEGIN UPDATE catalog_writes SET n = n + 1 WHERE id = 1; END;
+CREATE TRIGGER catalog_writes_inodes_insert AFTER INSERT ON inodes
+BEGIN UPDATE catalog_writes SET n = n + 1 WHERE id = 1; END;
+CREATE TRIGGER catalog_writes_inodes_delete AFTER DELETE ON inodes
+BEGIN UPDATE catalog_writes SET n = n + 1 WHERE id = 1; END;
+CREATE TRIGGER catalog_writes_inodes_update AFTER UPDATE ON inodes
+WHEN old.id IS NOT new.id OR old.fs IS NOT new.fs OR old.ino IS NOT new.ino OR old.size IS NOT new.size
+    OR old.mtime_ns IS NOT new.mtime_ns OR old.ctime_ns IS NOT new.ctime_ns OR old.nlink IS NOT new.nlink
+BEGIN UPDATE catalog_writes SET n = n + 1 WHERE id = 1; END;
+CREATE TRIGGER catalog_writes_filesystems_insert AFTER INSERT ON filesystems
+BEGIN UPDATE catalog_writes SET n = n + 1 WHERE id = 1; END;
+CREATE TRIGGER catalog_writes_filesystems_delete AFTER DELETE ON filesystems
+BEGIN UPDATE catalog_writes SET n = n + 1 WHERE id = 1; END;
+CREATE TRIGGER catalog_writes_filesystems_update AFTER UPDATE ON filesystems
+WHEN old.id IS NOT new.id OR old.dev IS NOT new.dev
+BEGIN UPDATE catalog_writes SET n = n + 1 WHERE id = 1; END;
+
+CREATE TABLE scan_memos (
+    key         BLOB PRIMARY KEY,               -- pool name, NUL, the subtree scanned ('' = the whole pool)
+    memo        BLOB NOT NULL                   -- catalog/scan.py's encoding, with its own version and checksum
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (
+    SCHEMA_V1,
+    QUEUE_DDL,
+    JOURNAL_DDL,
+    STATE_DDL,
+    TORRENTS_DDL,
+    KEPT_HASHES_DDL,
+    WRITE_GENERATION_DDL,
+)

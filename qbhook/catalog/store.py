@@ -110,7 +110,6 @@ class Catalog:
         # still returns the stamp stored with it: a long-lived Catalog (the sweeper's) then
         # pays only for the walk on the next unchanged rescan.
         self.scan_memo: dict[tuple[str, bytes | None], tuple] = {}
-        self._writes_watched = False
 
     @classmethod
     def open(cls, path: str | Path, readonly: bool = False, marker_roots: Iterable[str | os.PathLike] = ()) -> Catalog:
@@ -252,51 +251,38 @@ class Catalog:
             count[dev] = count.get(dev, 0) + 1
         return {fs: dev for fs, dev in rows if count[dev] == 1}
 
-    # Temp triggers live in this connection only and fire for its own writes; PRAGMA
-    # data_version moves when any other connection (thread or process) commits.
-    _WATCHED = (
-        ("paths", "old.path IS NOT new.path OR old.inode IS NOT new.inode OR old.pool IS NOT new.pool"),
-        (
-            "inodes",
-            (
-                "old.fs IS NOT new.fs OR old.ino IS NOT new.ino OR old.size IS NOT new.size OR "
-                "old.mtime_ns IS NOT new.mtime_ns OR old.ctime_ns IS NOT new.ctime_ns OR old.nlink IS NOT new.nlink"
-            ),
-        ),
-        ("filesystems", "old.id IS NOT new.id OR old.dev IS NOT new.dev"),
-    )
+    def generation(self) -> int | None:
+        """The catalog's write generation: equal at two calls only if no row of paths, inodes or
+        filesystems that a rescan compares changed in between, by any connection in any process.
 
-    def writes_stamp(self) -> tuple[int, int] | None:
-        """A value that is equal at two calls only if no row of paths, inodes or filesystems that
-        a rescan compares changed in between, by this connection or any other; None if unknown.
-
-        Other connections: PRAGMA data_version (changes on every commit they make). This one:
-        a counter in a TEMP table, bumped by TEMP triggers on those tables (created at the first
-        call; a rolled-back write rolls its count back with it).
+        Permanent triggers (schema.WRITE_GENERATION_DDL) bump it in the writing transaction, so
+        a rolled-back write rolls its bump back. None where the table is missing (a read-only
+        connection to a catalog not yet migrated): then nothing may be assumed unchanged.
         """
         try:
-            if not self._writes_watched:
-                c = self.conn
-                c.execute("CREATE TEMP TABLE IF NOT EXISTS qbhook_catalog_writes (n INTEGER NOT NULL)")
-                if c.execute("SELECT count(*) FROM temp.qbhook_catalog_writes").fetchone()[0] == 0:
-                    c.execute("INSERT INTO temp.qbhook_catalog_writes VALUES (0)")
-                bump = "BEGIN UPDATE qbhook_catalog_writes SET n = n + 1; END"  # (temp: found first)
-                for table, changed in self._WATCHED:
-                    for event in ("INSERT", "DELETE"):
-                        c.execute(
-                            f"CREATE TEMP TRIGGER IF NOT EXISTS qbhook_w_{table}_{event.lower()} "
-                            f"AFTER {event} ON main.{table} {bump}"
-                        )
-                    c.execute(
-                        f"CREATE TEMP TRIGGER IF NOT EXISTS qbhook_w_{table}_update AFTER UPDATE ON "
-                        f"main.{table} WHEN {changed} {bump}"
-                    )
-                self._writes_watched = True
-            version = self.conn.execute("PRAGMA data_version").fetchone()[0]
-            count = self.conn.execute("SELECT n FROM temp.qbhook_catalog_writes").fetchone()[0]
+            row = self.conn.execute("SELECT n FROM catalog_writes WHERE id = 1").fetchone()
         except sqlite3.Error:
             return None
-        return version, count
+        return row[0] if row else None
+
+    def writes_stamp(self) -> int | None:
+        """What the in-process scan memo is keyed by: the write generation (see generation())."""
+        return self.generation()
+
+    def scan_memo_blob(self, key: bytes) -> bytes | None:
+        """The persisted rescan memo stored under ``key`` (scan.py encodes and checks it), or None."""
+        try:
+            row = self.conn.execute("SELECT memo FROM scan_memos WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error:
+            return None
+        return row[0] if row and isinstance(row[0], bytes) else None
+
+    def put_scan_memo(self, c: sqlite3.Connection, key: bytes, blob: bytes) -> None:
+        """Store a rescan memo under ``key``. Caller holds the transaction whose generation it names."""
+        c.execute(
+            "INSERT INTO scan_memos(key, memo) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET memo=excluded.memo",
+            (key, blob),
+        )
 
     def stat_rows(self, paths: list[bytes]) -> dict[bytes, tuple[int, int, int, int, int, int]]:
         """path -> (fs, ino, size, mtime_ns, ctime_ns, nlink) as catalogued, 500 paths per query."""

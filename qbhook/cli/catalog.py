@@ -16,14 +16,12 @@ from qbhook.units import human_bytes as _human_bytes
 def scan(app: App, pools, allow_mass_delete, do_hash):
     """Incrementally scan POOLS (default: all) into the catalog."""
     from qbhook.catalog.hashing import ensure_hashes
-    from qbhook.catalog.scan import scan_pool
+    from qbhook.catalog.scan import scan_pools
 
     cfg = app.cfg
     targets = [cfg.pool(n) for n in pools] if pools else list(cfg.pools)
-    results = []
-    for pool in targets:
-        res = scan_pool(app.catalog, pool, cfg.scan, progress=app.progress(), allow_mass_delete=allow_mass_delete)
-        results.append(res.as_dict())
+    scanned = scan_pools(app.catalog, targets, cfg.scan, progress=app.progress(), allow_mass_delete=allow_mass_delete)
+    results = [res.as_dict() for res in scanned]
     out = {"scans": results}
     if do_hash:
         ids = [r[0] for r in app.catalog.conn.execute("SELECT id FROM inodes")]
@@ -78,7 +76,7 @@ def scan(app: App, pools, allow_mass_delete, do_hash):
 def dupes(app: App, no_scan, min_size, payloads, offline):
     """List content stored more than once as distinct inodes, with the bytes converging would free."""
     from qbhook.catalog.dupes import find_duplicates
-    from qbhook.catalog.scan import scan_pool
+    from qbhook.catalog.scan import scan_pools
 
     cfg = app.cfg
     if payloads:
@@ -86,8 +84,7 @@ def dupes(app: App, no_scan, min_size, payloads, offline):
 
         return payload_dupes(app, offline)
     if not no_scan:
-        for pool in cfg.pools:
-            scan_pool(app.catalog, pool, cfg.scan, progress=app.progress())
+        scan_pools(app.catalog, list(cfg.pools), cfg.scan, progress=app.progress())
     sets = find_duplicates(
         app.catalog, settle_seconds=cfg.scan.settle_seconds, min_size=min_size, progress=app.progress()
     )

@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 
 from qbhook.catalog import indexer, state
 from qbhook.catalog.hashing import HashBudget
-from qbhook.catalog.scan import scan_pool
+from qbhook.catalog.scan import scan_pools
 from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import TorrentIndex
 from qbhook.clients.port import ClientPort
@@ -201,7 +201,7 @@ def sweep(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], *, execu
     t0 = time.time()
     clients = list(clients)
     leftovers = remove_leftover_views(cfg, catalog, clients) if executor is not None else []
-    scans = [scan_pool(catalog, p, cfg.scan, progress=progress).as_dict() for p in cfg.pools]
+    scans = [r.as_dict() for r in scan_pools(catalog, list(cfg.pools), cfg.scan, progress=progress)]
     # The torrent index first (after the scans, so files resolve to fresh inodes): one request
     # per unchanged qBittorrent, then the snapshot takes its file lists from it.
     synced = indexer.sync_all(catalog, clients)

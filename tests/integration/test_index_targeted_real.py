@@ -37,8 +37,8 @@ class _Calls:
         real_scandir, real_lstat = os.scandir, os.lstat
         real_find_walk = scan._find_walk
 
-        def find_walk(catalog, pool, root, subtree, ignore):
-            walk = real_find_walk(catalog, pool, root, subtree, ignore)
+        def find_walk(catalog, pool, root, subtree, ignore, *run):  # run: a find scan_pools started
+            walk = real_find_walk(catalog, pool, root, subtree, ignore, *run)
             if walk is not None:
                 self.scandir += sum(1 for _ in os.walk(root))  # the folders find went through
             return walk
