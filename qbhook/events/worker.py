@@ -39,6 +39,21 @@ qBittorrent full update (restart, lost rid), an index rebuild, and every
 
 A full re-plan plans the groups a chunk at a time (``_plan_in_chunks``), so a sweep's peak
 memory is one chunk's snapshot, not one of every file.
+
+**What an unchanged sweep waits for**, and what it no longer waits for: the ``find`` walks
+of the scans (the floor); qBittorrent computing its ``sync/maindata`` answer, which is now
+asked for before the scans and overlaps them (``_Prefetch``); an fsync per commit of the
+sweep's own records, now written under ``synchronous=NORMAL`` while every act (leftover
+views, the executor's journal) keeps FULL (``_Commits`` says why a power cut then still
+leaves a catalog the next sweep handles); and two joins over every file row, skipped when
+no inode was recorded or hashed since the oldest decision (``_changed_files``).
+
+**A sweep that dies part-way** leaves a catalog from which the next sweep is correct: a
+change a scan recorded stays above the re-plan memo's scan mark until a plan covers it;
+a maindata answer taken but not applied is asked for again from the older response id
+(qBittorrent answers with a full update, a full re-plan); a sync applied but not re-planned
+makes the next sweep a full one (``_synced_since``), since the sync reports each change once.
+Leftover-view removal and the executor are crash-safe on their own (journal first).
 """
 
 from __future__ import annotations
