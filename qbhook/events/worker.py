@@ -320,18 +320,25 @@ class _Commits:
     databases (not WAL) keep FULL: NORMAL could corrupt them.
     """
 
+    FULL = 2
+
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
-        self.level = int(conn.execute("PRAGMA synchronous").fetchone()[0])
+        # At least FULL, whatever the connection was left at: acts never run with less.
+        self.level = max(int(conn.execute("PRAGMA synchronous").fetchone()[0]), self.FULL)
         self.wal = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
+        conn.execute(f"PRAGMA synchronous = {self.level}")  # the sweep starts with acts (leftover views)
 
     def records(self) -> None:
-        if self.wal and self.level > 1:
+        if self.wal:
             self.conn.execute("PRAGMA synchronous = NORMAL")
 
     def acts(self) -> None:
-        if not self.conn.in_transaction:  # an error mid-transaction: its Tx rolls it back first
-            self.conn.execute(f"PRAGMA synchronous = {self.level}")
+        if self.conn.in_transaction:
+            # Only an error can leave one open here (a Tx rolls its own back): nothing of it
+            # was committed, and the level cannot change inside a transaction.
+            self.conn.execute("ROLLBACK")
+        self.conn.execute(f"PRAGMA synchronous = {self.level}")
 
 
 class _Prefetch:

@@ -403,6 +403,14 @@ def test_a_sweep_commits_its_records_without_fsync_and_acts_with_full_durability
     assert seen == {"scan": [1, 1], "leftovers": [2], "apply": [2]}
     assert _synchronous(bed.cat) == 2
     assert set(out["phase_seconds"]) == {"scans", "index", "choose", "plan", "apply"}
+    # a connection something left at NORMAL: the acts still run with FULL, and it ends FULL
+    bed.cat.conn.execute("PRAGMA synchronous = NORMAL")
+    bed.qbt.torrents_raw[H1]["category"] = ""
+    bed.sweep()
+    bed.qbt.torrents_raw[H1]["category"] = "movies"
+    bed.cat.conn.execute("PRAGMA synchronous = NORMAL")
+    worker.sweep(cfg, bed.cat, [bed.qbt], executor=Executor())
+    assert seen["apply"] == [2, 2] and seen["leftovers"] == [2, 2] and _synchronous(bed.cat) == 2
 
 
 def test_a_sweep_that_raises_leaves_the_connection_fully_durable(bed, monkeypatch):
