@@ -310,9 +310,9 @@ class _Commits:
     made under NORMAL, and in WAL mode it loses a *suffix* of them (frames are appended in
     commit order and the file is synced as a whole), never a middle one, and never corrupts
     the database (SQLite's documented guarantee for WAL + NORMAL). So the catalog after a power
-    cut is one an earlier moment of the sweep left, as if the process had died there, and
-    every FULL commit (the executor's journal, the event queue) also makes durable every
-    record committed before it. After a power cut the process is new: its first sweep
+    cut is one an earlier moment (of this sweep or an earlier one) left, as if the process had
+    died there; and every FULL commit (the executor's journal, the event queue) also makes
+    durable every record committed before it. After a power cut the process is new: its first sweep
     re-plans everything, a new qBittorrent session answers with a full update, and the scans
     compare the disk with whatever the catalog kept, so a lost record is found again. What
     must be durable before an act is: the executor's journal (``executor.apply`` runs under
