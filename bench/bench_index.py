@@ -332,7 +332,7 @@ def main() -> None:
             # pools, rounds interleaved. Changes per round: 5 torrents re-categorised, 5 torrents
             # get a library hardlink to one of their files (nlink only: no torrent change).
             lib = stash / "data/media/library"
-            finds, unchanged, changed, replanned, req_changed = [], [], [], [], []
+            finds, unchanged, changed, replanned, req_changed, phases = [], [], [], [], [], []
             for k in range(args.rounds):
                 t0 = time.perf_counter()
                 subprocess.run(
@@ -342,6 +342,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 out = sweep(cfg, cat, [c2])
                 unchanged.append(time.perf_counter() - t0)
+                phases.append(out["phase_seconds"])
                 assert out["replanned"]["groups"] == 0, out["replanned"]
                 first = (len(items) // 2 + 10 * k) % max(len(items) - 10, 1)  # not the 10 of row 4
                 batch = [h for h, _ in items[first : first + 10]]
@@ -364,6 +365,9 @@ def main() -> None:
                 f"(medians of {args.rounds}, interleaved): {s_med / f_med:.2f}x (target <= 1.5x: "
                 f"{'MET' if s_med / f_med <= 1.5 else 'MISSED'}); sweeps {_fmt(unchanged)}, "
                 f"finds {_fmt(finds)}\n"
+                f"unchanged sweep's wall time by phase (medians): "
+                + ", ".join(f"{k} {statistics.median(p.get(k, 0.0) for p in phases):.2f} s" for k in phases[0])
+                + "\n"
                 f"sweep after 10 changes (5 categories, 5 library links): {c_med:.2f} s = {c_med / f_med:.2f}x find; "
                 f"{_fmt(changed)} s, groups re-planned {replanned}, HTTP requests {req_changed}"
             )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import sqlite3
+import threading
 import time
 
 import pytest
@@ -19,10 +21,11 @@ from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import TorrentIndex
 from qbhook.clients.qbt.model import TorrentFile, TorrentInfo
 from qbhook.config import SweepConfig
+from qbhook.errors import QbhookError
 from qbhook.pathmap import PathMap
 from tests.helpers import make_config, write
 
-H1, H2, H3 = "1" * 40, "2" * 40, "3" * 40
+H1, H2, H3, H4 = "1" * 40, "2" * 40, "3" * 40, "4" * 40
 
 
 class LiveQbt:
@@ -35,6 +38,8 @@ class LiveQbt:
         self.file_lists: dict[str, list[tuple[str, int]]] = {}
         self._sent: dict[int, dict] = {}
         self._rid = 0
+        self.only_last_rid = False  # as real qBittorrent: an older response id gets a full update
+        self.asked = threading.Event()  # set when a maindata request arrives
 
     def add(self, h, save, name, files, **kw):
         self.torrents_raw[h] = {
@@ -60,9 +65,12 @@ class LiveQbt:
         self._sent.clear()  # a restarted qBittorrent knows no earlier response id
 
     def maindata(self, rid=0):
+        self.asked.set()
         self._rid += 1
         now = copy.deepcopy(self.torrents_raw)
         old = self._sent.get(rid)
+        if self.only_last_rid:
+            self._sent.clear()
         self._sent[self._rid] = now
         if old is None:
             return {"rid": self._rid, "full_update": True, "torrents": now}
@@ -352,3 +360,164 @@ def test_a_group_blocked_on_scan_settle_time_is_re_planned_and_demotes_once_hash
     out = bed.sweep(cfg)
     assert out["replanned"]["why"] == {"not a settled stay": 1}
     assert bed.decision(H1).decision == "demote"
+
+
+# ------------------------------------------------------------------ waiting, durability, crashes
+
+
+def _synchronous(cat) -> int:
+    return cat.conn.execute("PRAGMA synchronous").fetchone()[0]
+
+
+class _Applied:
+    def to_dict(self):
+        return {"applied": True}
+
+
+def test_a_sweep_commits_its_records_without_fsync_and_acts_with_full_durability(bed, monkeypatch):
+    """Scans, index and sweep state commit under synchronous=NORMAL; the leftover-view removal and
+    the executor (journal first, act second) see FULL; the connection ends FULL."""
+    seen: dict[str, list[int]] = {"scan": [], "leftovers": [], "apply": []}
+    real_scan = worker.scan_pool
+
+    def scan(cat, *a, **k):
+        seen["scan"].append(_synchronous(cat))
+        return real_scan(cat, *a, **k)
+
+    def leftovers(cfg, cat, clients):
+        seen["leftovers"].append(_synchronous(cat))
+        return []
+
+    class Executor:
+        def apply(self, plan, trigger):
+            seen["apply"].append(_synchronous(bed.cat))
+            return _Applied()
+
+    monkeypatch.setattr(worker, "scan_pool", scan)
+    monkeypatch.setattr(worker, "remove_leftover_views", leftovers)
+    cfg = dataclasses.replace(bed.cfg, policy=dataclasses.replace(bed.cfg.policy, auto_apply=True))
+    assert _synchronous(bed.cat) == 2  # FULL: how the catalog is opened
+    bed.payload(H1, bed.seed_s, "Film", {"film.mkv": b"film data" * 50}, category="movies")
+    out = worker.sweep(cfg, bed.cat, [bed.qbt], executor=Executor())
+    assert out["applied"] == {"applied": True} and out["plan"]["demote"] == 1
+    assert seen == {"scan": [1, 1], "leftovers": [2], "apply": [2]}
+    assert _synchronous(bed.cat) == 2
+    assert set(out["phase_seconds"]) == {"scans", "index", "choose", "plan", "apply"}
+    # a connection something left at NORMAL: the acts still run with FULL, and it ends FULL
+    bed.cat.conn.execute("PRAGMA synchronous = NORMAL")
+    bed.qbt.torrents_raw[H1]["category"] = ""
+    bed.sweep()
+    bed.qbt.torrents_raw[H1]["category"] = "movies"
+    bed.cat.conn.execute("PRAGMA synchronous = NORMAL")
+    worker.sweep(cfg, bed.cat, [bed.qbt], executor=Executor())
+    assert seen["apply"] == [2, 2] and seen["leftovers"] == [2, 2] and _synchronous(bed.cat) == 2
+
+
+def test_a_sweep_that_raises_leaves_the_connection_fully_durable(bed, monkeypatch):
+    three_staying(bed)
+
+    def broken(*_a, **_k):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(worker, "_full_replan_reasons", broken)
+    with pytest.raises(sqlite3.OperationalError):
+        bed.sweep()
+    assert _synchronous(bed.cat) == 2
+
+
+def test_a_sweep_that_failed_after_its_sync_leaves_the_change_to_the_next_sweep(bed, monkeypatch):
+    """The sync hands a torrent's change to the sweep that made it, once: if that sweep dies before
+    re-planning, the next one must not take the torrent as unchanged."""
+    three_staying(bed)
+    bed.sweep()
+    bed.sweep()
+    bed.qbt.torrents_raw[H2]["category"] = "movies"
+    real = worker._replan
+
+    def dies(*_a, **_k):
+        raise QbhookError("qBittorrent went away mid-sweep")
+
+    monkeypatch.setattr(worker, "_replan", dies)
+    with pytest.raises(QbhookError):
+        bed.sweep()
+    monkeypatch.setattr(worker, "_replan", real)
+    out = bed.sweep()
+    assert out["full"] and "index synced since the last plan" in out["replanned"]["why"]
+    assert bed.decision(H2).decision == "demote", bed.decision(H2).decision_reason
+    assert not bed.sweep()["full"]  # and back to incremental once planned
+
+
+@pytest.mark.parametrize("only_last_rid", [False, True], ids=["client keeps old rids", "real qBittorrent"])
+def test_a_sweep_that_failed_in_its_scans_leaves_both_changes_to_the_next_sweep(bed, monkeypatch, only_last_rid):
+    """The scans fail after the prefetched maindata answer was taken: neither the torrent change it
+    carried nor the link a scan recorded may be lost."""
+    bed.payload(H4, bed.seed_p, "Old", {"old.mkv": b"cold data" * 50})
+    three_staying(bed)
+    bed.qbt.only_last_rid = only_last_rid
+    bed.sweep()
+    bed.sweep()
+    bed.qbt.torrents_raw[H2]["category"] = "movies"
+    os.makedirs(bed.pool_lib)
+    os.link(bed.seed_p / "Old/old.mkv", bed.pool_lib / "old.mkv")
+    real = worker.scan_pool
+    calls = []
+
+    def dies_after_the_scans(cat, pool, *a, **k):
+        calls.append(pool.name)
+        result = real(cat, pool, *a, **k)  # the cold pool's scan records the new link, then
+        if len(calls) == 2:
+            raise QbhookError("the sweep dies before its sync")
+        return result
+
+    monkeypatch.setattr(worker, "scan_pool", dies_after_the_scans)
+    with pytest.raises(QbhookError):
+        bed.sweep()
+    monkeypatch.setattr(worker, "scan_pool", real)
+    bed.sweep()
+    assert bed.decision(H2).decision == "demote", bed.decision(H2).decision_reason
+    assert "linked outside the seeding tree on the cold pool" in bed.decision(H4).decision_reason
+
+
+def test_the_client_is_asked_while_the_pools_are_scanned(bed, monkeypatch):
+    """The maindata request (qBittorrent's wait) is under way before the first scan ends."""
+    three_staying(bed)
+    bed.sweep()
+    real = worker.scan_pool
+    during: list[bool] = []
+
+    def scan(*a, **k):
+        during.append(bed.qbt.asked.wait(5))  # main asked only after the scans: this timed out
+        return real(*a, **k)
+
+    bed.qbt.asked.clear()
+    monkeypatch.setattr(worker, "scan_pool", scan)
+    out = bed.sweep()
+    assert during[0], "no maindata request was sent while the scans ran"
+    assert out["replanned"]["groups"] == 0 and out["index"][0]["mode"] == "incremental"
+
+
+def test_the_free_space_alert_is_checked_by_a_sweep_that_plans_nothing(bed, monkeypatch):
+    from qbhook import notify
+    from qbhook.config import NotifyConfig
+
+    sent: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(notify, "active", lambda: object())
+    monkeypatch.setattr(notify, "emit", lambda kind, text, severity: sent.append((kind, text, severity)))
+    cfg = dataclasses.replace(bed.cfg, notify=NotifyConfig(urls=("json://x",), free_space_below=2**20))
+    three_staying(bed)
+    bed.sweep(cfg)
+    bed.sweep(cfg)
+    assert sent == []  # the test disk has more than 1 MiB free
+    real = os.statvfs
+
+    def nearly_full(path):
+        st = real(path)
+        return os.statvfs_result((st.f_bsize, 4096, st.f_blocks, 10, 10, *tuple(st)[5:]))
+
+    monkeypatch.setattr(os, "statvfs", nearly_full)
+    out = bed.sweep(cfg)
+    assert out["replanned"]["groups"] == 0 and bed.snapshots == [None]  # nothing planned: no snapshot
+    assert [k for k, _t, _s in sent] == ["free_space", "free_space"]
+    assert "pool stash has 40.0 KiB free" in sent[0][1]
+    bed.sweep(cfg)
+    assert len(sent) == 2  # once per episode, as on a sweep that plans
