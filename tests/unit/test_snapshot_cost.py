@@ -144,7 +144,7 @@ def _convergence_bed(tmp_path, n: int):
 def test_a_convergence_sweep_reads_the_catalog_in_batches_not_per_torrent_or_content(tmp_path, n):
     """The torrents' files, the donors of their contents and those donors' links are read in
     batches: an unchanged build's statements do not grow with the torrents (per torrent and per
-    content they did: 4 statements per pair, 10,000 pairs took seconds, docs/benchmarks.md §9)."""
+    content they grew by 6 statements per pair, and 10,000 pairs took seconds, docs/benchmarks.md §9)."""
     cfg, cat, qbt = _convergence_bed(tmp_path, n)
     try:
         first = build_snapshot(cfg, cat, [qbt])  # records and hashes both ends of every pair
