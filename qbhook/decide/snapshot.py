@@ -62,6 +62,7 @@ from qbhook.paths import normalize
 from qbhook.progress import Progress
 
 _UNSEEN = object()
+_LSTAT_BATCH = 2000  # paths lstat-ed before their catalog rows are read (_inodes_at)
 _MISSING = object()
 
 
@@ -264,6 +265,15 @@ class SnapshotBuilder:
         return self._inodes_at([path])[0]
 
     def _inodes_at(self, paths: list[str], canonical: bool = False) -> list[InodeKey | None]:
+        """``_inode_at`` for many paths, in batches of ``_LSTAT_BATCH``: the lstat results of a
+        batch are held until its catalog rows are read, and a whole sweep's files at once
+        (180,000 at field scale) would hold tens of MB of them for one query saved per batch."""
+        out: list[InodeKey | None] = []
+        for i in range(0, len(paths), _LSTAT_BATCH):
+            out.extend(self._inodes_at_batch(paths[i : i + _LSTAT_BATCH], canonical))
+        return out
+
+    def _inodes_at_batch(self, paths: list[str], canonical: bool) -> list[InodeKey | None]:
         """``_inode_at`` for many paths: each lstat-ed once, the catalog asked once for all of them.
 
         The catalog rows are read in one batch before any is recorded; a row is used at most once

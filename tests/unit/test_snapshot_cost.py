@@ -163,3 +163,21 @@ def test_a_convergence_sweep_reads_the_catalog_in_batches_not_per_torrent_or_con
         assert len(donors) == 2 and t.files[0].inode in donors
         lib = next(again.inodes[k] for k in donors if k != t.files[0].inode)
         assert lib.other_paths == (str(cfg.primary.path / f"media/movies/M{t.name[1:]}/m.bin"),)
+
+
+def test_files_split_over_several_lstat_batches_get_the_same_facts(tmp_path, monkeypatch):
+    """A sweep's files are lstat-ed in bounded batches (memory); each batch's facts are whole."""
+    import qbhook.decide.snapshot as snapshot_mod
+
+    cfg, cat, qbt = _convergence_bed(tmp_path, 7)
+    monkeypatch.setattr(snapshot_mod, "_LSTAT_BATCH", 3)  # 7 files: batches of 3, 3 and 1
+    try:
+        snap = build_snapshot(cfg, cat, [qbt])
+    finally:
+        cat.close()
+    assert len(snap.torrents) == 7
+    for t in snap.torrents:
+        f = t.files[0]
+        st = os.lstat(f.path)
+        assert f.inode == (f.inode[0], st.st_ino) and snap.inodes[f.inode].seeding_paths == (f.path,)
+        assert len(snap.content[snap.inodes[f.inode].content]) == 2  # its library copy found too
