@@ -183,7 +183,9 @@ class StubClient:
         return self._files[h]
 
 
-def driver(config: str, n: int, prof=None) -> None:
+def driver(config: str, n: int, prof=None, prof_before=None) -> None:
+    """One whole convergence in this process; ``prof``: a profiler enabled around the apply phase,
+    ``prof_before``: another around scan, snapshot and plan."""
     from qbhook.catalog.scan import scan_pool
     from qbhook.catalog.store import Catalog
     from qbhook.config import load_config
@@ -192,6 +194,8 @@ def driver(config: str, n: int, prof=None) -> None:
     from qbhook.move.executor import build_executor
 
     t = {"start": time.perf_counter()}
+    if prof_before is not None:
+        prof_before.enable()
     cfg = load_config(config)
     cat = Catalog.open(cfg.catalog)
     for p in cfg.pools:
@@ -204,6 +208,8 @@ def driver(config: str, n: int, prof=None) -> None:
     t["plan"] = time.perf_counter()
     ex = build_executor(cfg, cat, {client.name: client})
     t["plan"] = time.perf_counter()
+    if prof_before is not None:
+        prof_before.disable()
     if prof is not None:
         prof.enable()
     res = ex.apply(plan)
@@ -244,6 +250,19 @@ APPLY_PARTS = [
 ]
 
 
+# Where scan, snapshot and plan go (--profile): the same way, over the profile of those phases.
+BEFORE_PARTS = [
+    ("scan (catalog/scan.py)", ["scan_pool"]),
+    ("snapshot, all of it", ["build_snapshot"]),
+    ("  torrents' files: lstat, symlink probe, catalog rows", ["_torrent_facts"]),
+    ("  what to hash + hashing", ["_hash_what_decisions_need"]),
+    ("    of which ensure_hashes (reads both ends of every pair)", ["ensure_hashes"]),
+    ("  donor index (library copies, one batch)", ["_donor_index"]),
+    ("  destinations on the other pool", ["_destinations"]),
+    ("plan (make_plan)", ["make_plan"]),
+]
+
+
 def _part_seconds(stats: dict) -> dict[str, float]:
     """Cumulative seconds per qbhook function name (outermost to_dict: Plan's) and per posix builtin."""
     out: dict[str, float] = {}
@@ -257,20 +276,30 @@ def _part_seconds(stats: dict) -> dict[str, float]:
     return out
 
 
-def profile(n: int, tmpdir: str) -> None:
-    """Phase wall times of one in-process run, and the apply phase under cProfile (its overhead included)."""
+def profile(n: int, tmpdir: str, zfs: bool = False) -> None:
+    """Phase wall times of one in-process run (printed by the driver), then scan + snapshot + plan
+    and the apply phase, each under its own cProfile (its overhead included). ``zfs``: on a
+    zfs-fuse dataset instead of ``tmpdir``."""
     import cProfile
     import pstats
 
     base = workdir(tmpdir, "qbhook-bench-converge-prof-")
-    prof = cProfile.Profile()
+    prof, before = cProfile.Profile(), cProfile.Profile()
+    stop = None
     try:
         pool = base / "q"
+        if zfs:
+            pool, stop = zfs_pool(base, "prof")
         generate(pool, n, seed=1)
         cfg = write_config(base / "qb", pool, base / "cold")
-        driver(str(cfg), n, prof=prof)
+        driver(str(cfg), n, prof=prof, prof_before=before)
     finally:
+        if stop is not None:
+            stop()
         cleanup(base, False)
+    secs = _part_seconds(pstats.Stats(before).stats)
+    rows = [[label, f"{sum(secs.get(nm, 0.0) for nm in names):.2f}"] for label, names in BEFORE_PARTS]
+    print(table(["scan, snapshot, plan: part (cProfile, cumulative)", "seconds"], rows))
     secs = _part_seconds(pstats.Stats(prof).stats)
     rows = [[label, f"{sum(secs.get(nm, 0.0) for nm in names):.2f}"] for label, names in APPLY_PARTS]
     rows.append(["apply under cProfile (all of it)", f"{secs.get('apply', 0.0):.2f}"])
@@ -324,7 +353,11 @@ def main() -> int:
     ap.add_argument("--zfs", action="store_true", help="also --runs rounds on zfs-fuse pools")
     ap.add_argument("--zfs-n", type=int, default=2000, help="duplicate files on zfs-fuse (default 2,000)")
     ap.add_argument("--keep", action="store_true")
-    ap.add_argument("--profile", action="store_true", help="one in-process run under cProfile: seconds per phase")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="one in-process run under cProfile: seconds per phase and part (--zfs: on zfs-fuse)",
+    )
     ap.add_argument("--driver", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.driver:
@@ -332,7 +365,7 @@ def main() -> int:
         return 0
     if args.profile:
         print(f"machine: {machine()}")
-        profile(args.n, args.tmpdir)
+        profile(args.zfs_n if args.zfs else args.n, args.tmpdir, zfs=args.zfs)
         return 0
     require("jdupes")
     base = workdir(args.tmpdir, "qbhook-bench-converge-")

@@ -561,6 +561,24 @@ class Catalog:
         ]
         return [self.inode(i) for i in ids]
 
+    def inode_ids_with_contents(self, contents: Iterable[tuple[int, bytes]]) -> list[int]:
+        """Ids of the inodes whose valid hash and size are one of ``contents`` ((size, digest)
+        pairs): ``inodes_with_content`` for many, one query per 500 digests (the hash index)."""
+        wanted = set(contents)
+        digests = sorted({d for _s, d in wanted})
+        out: list[int] = []
+        for i in range(0, len(digests), 500):
+            chunk = digests[i : i + 500]
+            out.extend(
+                iid
+                for iid, size, digest in self.conn.execute(
+                    f"SELECT id, size, hash FROM inodes WHERE hash IN ({','.join('?' * len(chunk))}) AND {HASH_VALID}",
+                    chunk,
+                )
+                if (size, digest) in wanted
+            )
+        return sorted(out)
+
     def inode_ids_of_size(self, size: int) -> list[int]:
         return [r[0] for r in self.conn.execute("SELECT id FROM inodes WHERE size=?", (size,))]
 

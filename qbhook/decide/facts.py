@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 
 from qbhook.errors import PathMapError
 from qbhook.paths import is_within, normalize
@@ -151,16 +150,24 @@ def split_links(paths: Iterable[str], roots: Iterable[str]) -> tuple[tuple[str, 
     and demote it. A spelling that cannot be made canonical (relative, ``..``) is
     dropped: the inode then looks *more* linked from outside, never less.
     """
-    roots = tuple(roots)
+    # normalize() output is already what is_within's normpath would make of it, so each root is
+    # normpath-ed once here instead of both strings once per (path, root): this runs for every
+    # inode of every snapshot.
+    norm = tuple((r, _dir_prefix(r)) for r in map(os.path.normpath, roots))
     canon: set[str] = set()
     for p in paths:
         try:
             canon.add(normalize(p))
         except PathMapError:
             continue
-    seeding = tuple(sorted(p for p in canon if any(is_within(p, r) for r in roots)))
+    seeding = tuple(sorted(p for p in canon if any(p == r or p.startswith(pre) for r, pre in norm)))
     other = tuple(sorted(canon.difference(seeding)))
     return seeding, other
+
+
+def _dir_prefix(root: str) -> str:
+    """What a path strictly below the normpath-ed ``root`` starts with (whole components)."""
+    return root if root.endswith("/") else root + "/"  # "/" and "//" (normpath keeps a leading "//")
 
 
 def ancestors(path: str, roots: list[str]):
@@ -182,19 +189,21 @@ def map_seeding_path(path: str, src_root: str, dst_root: str) -> str:
     to the root (field lesson 4: a formula that dropped a prefix broke ~2,000
     torrents). Refuses anything that is not strictly inside ``src_root``.
     """
+    # Plain strings, not PurePosixPath: this runs for every torrent of every snapshot, and pathlib
+    # parsing was a quarter of a 10,000-torrent snapshot (docs/benchmarks.md section 9).
     for label, v in (("path", path), ("source root", src_root), ("target root", dst_root)):
         if not v.startswith("/"):
             raise ValueError(f"{label} must be absolute: {v!r}")
-        if ".." in PurePosixPath(v).parts:
+        if ".." in v.split("/"):
             raise ValueError(f"{label} must not contain '..': {v!r}")
-    p = PurePosixPath(os.path.normpath(path))
-    src = PurePosixPath(os.path.normpath(src_root))
-    dst = PurePosixPath(os.path.normpath(dst_root))
+    p, src, dst = os.path.normpath(path), os.path.normpath(src_root), os.path.normpath(dst_root)
     if p == src:
-        return str(dst)
-    if src not in p.parents:
+        return dst
+    src_prefix = _dir_prefix(src)
+    # normpath keeps a leading "//" (POSIX leaves its meaning open): it is not below "/".
+    if not p.startswith(src_prefix) or (src == "/" and p.startswith("//")):
         raise ValueError(f"{path} is not inside seeding root {src_root}")
-    return str(dst / p.relative_to(src))
+    return _dir_prefix(dst) + p[len(src_prefix) :]
 
 
 def map_to_pool(path: str, src: PoolFact, dst: PoolFact) -> str:

@@ -62,6 +62,7 @@ from qbhook.paths import normalize
 from qbhook.progress import Progress
 
 _UNSEEN = object()
+_LSTAT_BATCH = 2000  # paths lstat-ed before their catalog rows are read (_inodes_at)
 _MISSING = object()
 
 
@@ -157,7 +158,7 @@ class SnapshotBuilder:
         if infos is None:
             infos = self._list_all()
         chosen = self._closure(infos, hashes) if hashes else infos
-        torrents = [self._torrent_fact(t) for t in chosen]
+        torrents = self._torrent_facts(chosen)
         pools = tuple(self._pool_fact(p) for p in self.cfg.pools)
         self._hash_what_decisions_need(torrents, pools, now)
         content = self._donor_index(torrents)
@@ -214,22 +215,34 @@ class SnapshotBuilder:
         return list(seen.values())
 
     def _torrent_fact(self, t) -> TorrentFact:
-        listed = self._listed_files.get((t.instance, t.hash))
-        if listed is None:
-            listed = next(c for c in self.clients if c.name == t.instance).files(t.hash)
-        paths = [sys.intern(_canonical(posixpath.join(t.save_path, f.name))) for f in listed]  # shared with links
-        keys = self._inodes_at(paths, canonical=True)
+        return self._torrent_facts([t])[0]
+
+    def _torrent_facts(self, chosen) -> list[TorrentFact]:
+        """The facts of many torrents: every file of all of them lstat-ed, then the catalog asked
+        in one batch (``_inodes_at``), not one query per torrent."""
+        listed_all = []
+        for t in chosen:
+            listed = self._listed_files.get((t.instance, t.hash))
+            if listed is None:
+                listed = next(c for c in self.clients if c.name == t.instance).files(t.hash)
+            # interned: shared with the inodes' link tuples
+            listed_all.append((listed, [sys.intern(_canonical(posixpath.join(t.save_path, f.name))) for f in listed]))
+        keys = iter(self._inodes_at([p for _l, paths in listed_all for p in paths], canonical=True))
+        return [self._torrent_fact_of(t, listed, paths, keys) for t, (listed, paths) in zip(chosen, listed_all)]
+
+    def _torrent_fact_of(self, t, listed: list, paths: list[str], keys) -> TorrentFact:
+        """``keys``: an iterator over the inode keys of ``paths`` (and the next torrents' paths)."""
         files = [
             FileFact(
                 index=f.index,
                 rel=f.name,
                 size=f.size,
                 path=path,
-                inode=key,
+                inode=next(keys),
                 priority=f.priority,
                 progress=f.progress,
             )
-            for f, path, key in zip(listed, paths, keys)
+            for f, path in zip(listed, paths)
         ]
         return TorrentFact(
             hash=t.hash,
@@ -252,6 +265,15 @@ class SnapshotBuilder:
         return self._inodes_at([path])[0]
 
     def _inodes_at(self, paths: list[str], canonical: bool = False) -> list[InodeKey | None]:
+        """``_inode_at`` for many paths, in batches of ``_LSTAT_BATCH``: the lstat results of a
+        batch are held until its catalog rows are read, and a whole sweep's files at once
+        (180,000 at field scale) would hold tens of MB of them for one query saved per batch."""
+        out: list[InodeKey | None] = []
+        for i in range(0, len(paths), _LSTAT_BATCH):
+            out.extend(self._inodes_at_batch(paths[i : i + _LSTAT_BATCH], canonical))
+        return out
+
+    def _inodes_at_batch(self, paths: list[str], canonical: bool) -> list[InodeKey | None]:
         """``_inode_at`` for many paths: each lstat-ed once, the catalog asked once for all of them.
 
         The catalog rows are read in one batch before any is recorded; a row is used at most once
@@ -483,27 +505,38 @@ class SnapshotBuilder:
 
     # ------------------------------------------------------------ donors and destinations
     def _donor_index(self, torrents: list[TorrentFact]) -> dict:
-        content: dict = {}
+        """Every catalog inode (any pool) holding a content of the torrents' files, still there.
+
+        The catalog is read in batches, not per content: the ids of the inodes with a valid hash
+        of one of those contents (one query per 500), then those rows with their paths (one per
+        500 ids). Per content, it was three queries per inode and 10,000 contents cost seconds
+        (docs/benchmarks.md section 9)."""
         wanted = {
             self.inodes[f.inode].content
             for t in torrents
             for f in t.files
             if f.inode in self.inodes and self.inodes[f.inode].content
         }
-        for ck in wanted:
-            keys = []
-            for row in self.catalog.inodes_with_content(ck[0], bytes.fromhex(ck[1])):
-                key = (row.fsid, row.ino)
-                if key not in self.inodes and not self._adopt(row):
-                    continue
-                if self.inodes[key].content == ck:
-                    keys.append(key)
-            content[ck] = tuple(sorted(keys))
-        return content
+        if not wanted:
+            return {}
+        ids = self.catalog.inode_ids_with_contents((size, bytes.fromhex(h)) for size, h in wanted)
+        found: dict = defaultdict(list)
+        for row, paths in self.catalog.inodes_and_paths(ids).values():
+            ck = (row.size, row.hash.hex()) if row.hash is not None else None
+            if ck not in wanted:
+                continue
+            key = (row.fsid, row.ino)
+            if key not in self.inodes and not self._adopt(row, paths):
+                continue
+            if self.inodes[key].content == ck:
+                found[ck].append(key)
+        return {ck: tuple(sorted(found.get(ck, ()))) for ck in wanted}
 
-    def _adopt(self, row) -> bool:
-        """Bring a catalog inode into the snapshot if one of its paths still is that inode."""
-        for p, _pool in self.catalog.paths_of(row.id):
+    def _adopt(self, row, paths: list[bytes]) -> bool:
+        """Bring a catalog inode into the snapshot if one of its ``paths`` (all of its catalog
+        paths, read in this build) still is that inode."""
+        known = {os.fsdecode(x) for x in paths}
+        for p in paths:
             path = os.fsdecode(p)
             if self._through_symlink(path):
                 continue
@@ -513,7 +546,6 @@ class SnapshotBuilder:
                 continue
             if self.catalog.still_is(path, st, row):
                 key = (row.fsid, row.ino)
-                known = {os.fsdecode(x) for x, _ in self.catalog.paths_of(row.id)}
                 self._inode_ids[key] = row.id
                 self.inodes[key] = self._inode_fact(key, row, st, known, path)
                 return True
@@ -521,31 +553,41 @@ class SnapshotBuilder:
 
     def _destinations(self, torrents: list[TorrentFact], pools: tuple[PoolFact, ...]) -> dict:
         """What is at every path a plan could write to, right now."""
+        wanted: list[tuple[str, FileFact]] = []
+        # Torrents share save paths (a category's folder): each is placed and mapped once.
+        saves: dict[str, list[str]] = {}
+        for t in torrents:
+            new_saves = saves.get(t.save_path)
+            if new_saves is None:
+                new_saves = saves[t.save_path] = self._mapped_saves(t.save_path, pools)
+            wanted.extend((posixpath.join(new_save, f.rel), f) for new_save in new_saves for f in t.files)
+        keys = self._inodes_at([dst for dst, _f in wanted])  # lstat each, the catalog asked in one batch
         existing: dict[str, InodeKey | None] = {}
         to_hash: set[int] = set()
-        for t in torrents:
-            src = _pool_of(t.save_path, pools)
-            if src is None:
-                continue
-            for dst_pool in pools:
-                if dst_pool is src:
-                    continue
-                try:
-                    new_save = map_to_pool(t.save_path, src, dst_pool)
-                except ValueError:
-                    continue
-                for f in t.files:
-                    dst = posixpath.join(new_save, f.rel)
-                    key = self._inode_at(dst)
-                    existing[dst] = key
-                    if key is not None and self.inodes[key].blake3 is None and self.inodes[key].size:
-                        to_hash.add(self._inode_ids[key])
-                    if key is not None and f.inode in self._at_copy:
-                        # Something is already there: only hashes can say whether it is this file.
-                        self._at_copy.discard(f.inode)
-                        to_hash.add(self._inode_ids[f.inode])
+        for (dst, f), key in zip(wanted, keys):
+            existing[dst] = key
+            if key is not None and self.inodes[key].blake3 is None and self.inodes[key].size:
+                to_hash.add(self._inode_ids[key])
+            if key is not None and f.inode in self._at_copy:
+                # Something is already there: only hashes can say whether it is this file.
+                self._at_copy.discard(f.inode)
+                to_hash.add(self._inode_ids[f.inode])
         self._hash(to_hash)
         return existing
+
+    @staticmethod
+    def _mapped_saves(save_path: str, pools: tuple[PoolFact, ...]) -> list[str]:
+        """``save_path`` mapped onto every other pool that can take it (none: not in a seeding root)."""
+        src = _pool_of(save_path, pools)
+        out = []
+        for dst_pool in pools if src is not None else ():
+            if dst_pool is src:
+                continue
+            try:
+                out.append(map_to_pool(save_path, src, dst_pool))
+            except ValueError:
+                continue
+        return out
 
     # ------------------------------------------------------------ pools
     def _pool_fact(self, p) -> PoolFact:

@@ -1,7 +1,10 @@
 """map_seeding_path is the only formula that turns a path on one pool into one on the other."""
 
+import os
+from pathlib import PurePosixPath
+
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qbhook.decide.facts import map_seeding_path
@@ -59,3 +62,34 @@ def test_round_trip_and_suffix_preserved(parts):
     assert mapped.startswith(P)
     assert mapped[len(P) :] == path[len(S) :]
     assert map_seeding_path(mapped, P, S) == path
+
+
+def _reference(path: str, src_root: str, dst_root: str) -> str:
+    """The formula as first written, on PurePosixPath (too slow for every torrent of a sweep)."""
+    for v in (path, src_root, dst_root):
+        if not v.startswith("/") or ".." in PurePosixPath(v).parts:
+            raise ValueError(v)
+    p, src = PurePosixPath(os.path.normpath(path)), PurePosixPath(os.path.normpath(src_root))
+    dst = PurePosixPath(os.path.normpath(dst_root))
+    if p == src:
+        return str(dst)
+    if src not in p.parents:
+        raise ValueError(path)
+    return str(dst / p.relative_to(src))
+
+
+odd = st.lists(st.sampled_from(["", ".", "..", "a", "b", "seeding", " x"]), max_size=5).map("/".join)
+odd_path = st.tuples(st.sampled_from(["/", "//", "///", ""]), odd).map("".join)
+
+
+@settings(max_examples=500)
+@given(odd_path, odd_path, odd_path)
+def test_the_string_formula_answers_like_the_path_object_one(path, src, dst):
+    """Doubled and leading slashes, ".", "..", the root itself: same answer or same refusal."""
+    try:
+        want = _reference(path, src, dst)
+    except ValueError:
+        with pytest.raises(ValueError):
+            map_seeding_path(path, src, dst)
+        return
+    assert map_seeding_path(path, src, dst) == want

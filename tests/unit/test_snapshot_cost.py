@@ -121,3 +121,63 @@ def test_many_seed_only_files_of_one_size_cost_one_size_query_not_one_each(tmp_p
     assert sum(len(r) for r in rows) <= 2 * n, [len(r) for r in rows]
     # ... and the comparison still happened: every file of the shared size was hashed
     assert all(snap.inodes[f.inode].blake3 for t in snap.torrents for f in t.files)
+
+
+def _convergence_bed(tmp_path, n: int):
+    """N torrents, each one seed-only copy of a library file (the *arr copied instead of linking)."""
+    stash, pool = tmp_path / "stash", tmp_path / "pool"
+    cfg = make_config(tmp_path / "cat.sqlite", stash, pool)
+    cfg.cold.seeding_root.mkdir(parents=True)
+    qbt = FakeQbt()
+    cat = Catalog.open(cfg.catalog)
+    for k in range(n):
+        data = b"payload %05d " % k * (k + 1)
+        lib = write(stash / f"media/movies/M{k}/m.bin", data)
+        cat.record_path(str(lib), "stash")  # as a scan would have
+        save = cfg.primary.seeding_root / f"t{k}"
+        write(save / f"T{k}/m.bin", data)
+        qbt.add(FakeTorrent(f"{k:040x}", f"T{k}", str(save), [(f"T{k}/m.bin", len(data), 1)]))
+    return cfg, cat, qbt
+
+
+@pytest.mark.parametrize("n", [4, 24])
+def test_a_convergence_sweep_reads_the_catalog_in_batches_not_per_torrent_or_content(tmp_path, n):
+    """The torrents' files, the donors of their contents and those donors' links are read in
+    batches: an unchanged build's statements do not grow with the torrents (per torrent and per
+    content they grew by 6 statements per pair, and 10,000 pairs took seconds, docs/benchmarks.md §9)."""
+    cfg, cat, qbt = _convergence_bed(tmp_path, n)
+    try:
+        first = build_snapshot(cfg, cat, [qbt])  # records and hashes both ends of every pair
+        statements: list[str] = []
+        cat.conn.set_trace_callback(statements.append)
+        again = build_snapshot(cfg, cat, [qbt])
+        cat.conn.set_trace_callback(None)
+    finally:
+        cat.close()
+    assert len(statements) <= 8, statements
+    # ... and every pair is still seen whole: the library inode is a donor of its seeding copy
+    assert again.inodes == first.inodes and again.content == first.content
+    for t in again.torrents:
+        fact = again.inodes[t.files[0].inode]
+        donors = again.content[fact.content]
+        assert len(donors) == 2 and t.files[0].inode in donors
+        lib = next(again.inodes[k] for k in donors if k != t.files[0].inode)
+        assert lib.other_paths == (str(cfg.primary.path / f"media/movies/M{t.name[1:]}/m.bin"),)
+
+
+def test_files_split_over_several_lstat_batches_get_the_same_facts(tmp_path, monkeypatch):
+    """A sweep's files are lstat-ed in bounded batches (memory); each batch's facts are whole."""
+    import qbhook.decide.snapshot as snapshot_mod
+
+    cfg, cat, qbt = _convergence_bed(tmp_path, 7)
+    monkeypatch.setattr(snapshot_mod, "_LSTAT_BATCH", 3)  # 7 files: batches of 3, 3 and 1
+    try:
+        snap = build_snapshot(cfg, cat, [qbt])
+    finally:
+        cat.close()
+    assert len(snap.torrents) == 7
+    for t in snap.torrents:
+        f = t.files[0]
+        st = os.lstat(f.path)
+        assert f.inode == (f.inode[0], st.st_ino) and snap.inodes[f.inode].seeding_paths == (f.path,)
+        assert len(snap.content[snap.inodes[f.inode].content]) == 2  # its library copy found too
