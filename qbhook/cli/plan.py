@@ -239,7 +239,7 @@ def _decide_from_index(app: App, torrent_hash: str, scan: bool, limit: float):
     import time
 
     from qbhook.catalog.torrents import TorrentIndex
-    from qbhook.decide.explain import indexed_group
+    from qbhook.decide.explain import GroupCatalog, indexed_group
 
     names = [c.name for c in app.cfg.clients]
     synced = TorrentIndex(app.catalog.conn).synced()
@@ -260,7 +260,7 @@ def _decide_from_index(app: App, torrent_hash: str, scan: bool, limit: float):
     app.catalog_use = ready_catalog(app.cfg, app.catalog, targeted=True, scan=scan, progress=app.progress())
     snap = build_snapshot(
         app.cfg,
-        app.catalog,
+        GroupCatalog(app.catalog),
         view.clients,
         hashes=[torrent_hash],
         infos=view.infos,

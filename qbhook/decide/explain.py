@@ -15,6 +15,10 @@ list as the last sync (sweep, hook, ``qbhook torrents``) saw them. So:
   known link of its inode checked, so link counts are live (a library link made since the
   last scan shows as an outside link). Only the torrent records (state, tags, category,
   file lists) are as old as the index's last sync, and the answer says how old that is;
+* the snapshot asks the catalog which file sizes more than one inode has (same-pool
+  convergence candidates). For a whole sweep one pass over every inode is the cheap answer;
+  for one group it is the one step that grows with the catalog, so explain hands the
+  snapshot a catalog (``GroupCatalog``) that answers it per size asked, one indexed lookup each;
 * the index cannot stand in when the torrent is not in it, a member's paths could not be
   mapped, or a member's client is not configured: the caller then asks the clients, as
   before (``None`` here).
@@ -27,7 +31,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+import sqlite3
+from collections.abc import Iterable, Iterator, Set
 from dataclasses import dataclass
 
 from qbhook.catalog.store import Catalog
@@ -75,10 +80,12 @@ def indexed_group(catalog: Catalog, torrent_hash: str, instances: Iterable[str],
         return None
     h = torrent_hash.strip().lower()
     marks = ",".join("?" * len(names))
+    # One indexed lookup per spelling: with ORs SQLite walks every torrent of the instance.
     seed = conn.execute(
-        f"SELECT id FROM torrents WHERE gone_at IS NULL AND instance IN ({marks}) "
-        "AND (hash=? OR infohash_v1=? OR infohash_v2=?)",
-        [*names, h, h, h],
+        f"SELECT id FROM torrents WHERE instance IN ({marks}) AND hash=? AND gone_at IS NULL "
+        f"UNION SELECT id FROM torrents WHERE infohash_v1=? AND instance IN ({marks}) AND gone_at IS NULL "
+        f"UNION SELECT id FROM torrents WHERE infohash_v2=? AND instance IN ({marks}) AND gone_at IS NULL",
+        [*names, h, h, *names, h, *names],
     ).fetchall()
     if not seed:
         return None
@@ -224,6 +231,51 @@ def _info(r, raw: dict) -> TorrentInfo:
         added_on=r[19],
         completion_on=r[20],
     )
+
+
+class GroupCatalog:
+    """The catalog as explain's snapshot sees it: itself, but ``shared_sizes`` answers per size."""
+
+    def __init__(self, catalog: Catalog):
+        self._catalog = catalog
+
+    def __getattr__(self, name: str):
+        return getattr(self._catalog, name)
+
+    def shared_sizes(self) -> SharedSizes:
+        return SharedSizes(self._catalog.conn)
+
+
+class SharedSizes(Set):
+    """``Catalog.shared_sizes()`` as a set asked size by size: ``size in it`` is one lookup on the
+    size index (memoized). Iterating or sizing it reads every size once, as the catalog does."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self._conn = conn
+        self._known: dict[int, bool] = {}
+        self._all: frozenset[int] | None = None
+
+    def __contains__(self, size: object) -> bool:
+        if not isinstance(size, int) or size <= 0:
+            return False
+        if size not in self._known:
+            n = self._conn.execute("SELECT count(*) FROM (SELECT 1 FROM inodes WHERE size=? LIMIT 2)", (size,))
+            self._known[size] = n.fetchone()[0] > 1
+        return self._known[size]
+
+    def _every(self) -> frozenset[int]:
+        if self._all is None:
+            self._all = frozenset(
+                r[0]
+                for r in self._conn.execute("SELECT size FROM inodes WHERE size > 0 GROUP BY size HAVING count(*) > 1")
+            )
+        return self._all
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._every())
+
+    def __len__(self) -> int:
+        return len(self._every())
 
 
 def _chunks(items: Iterable) -> Iterable[list]:

@@ -15,7 +15,7 @@ import pytest
 from qbhook.catalog import scan as scanner
 from qbhook.catalog.indexer import sync_client
 from qbhook.catalog.store import Catalog
-from qbhook.decide.explain import IndexClient, indexed_group
+from qbhook.decide.explain import GroupCatalog, IndexClient, SharedSizes, indexed_group
 from qbhook.decide.planner import make_plan
 from qbhook.decide.snapshot import build_snapshot
 from tests.helpers import make_config, write
@@ -41,6 +41,7 @@ def bed(tmp_path):
     write(seed / "Movie.A/extra.srt", b"s" * 70)
     write(seed / "Show.D/d.mkv", b"D" * 5000)
     write(seed / "Show.E/e.mkv", b"E" * 6000)
+    write(stash / "data/media/other/e-copy.mkv", b"E" * 6000)  # E's size twice: a convergence candidate
     qbt = FakeQbt()
     files_a = [("Movie.A/a.mkv", 3000, 1), ("Movie.A/a.nfo", 40, 1)]
     qbt.add(FakeTorrent(A, "Movie.A", str(seed), files_a, tags={"~noHL"}))
@@ -109,3 +110,28 @@ def test_the_index_cannot_stand_in_for_an_unknown_gone_unmapped_or_unconfigured_
     bed.cat.conn.execute("UPDATE torrents SET map_error = 'unmappable', save_path = NULL WHERE hash = ?", (B,))
     assert _group(bed, A) is None  # a member's paths are unknown: the live listing reports it
     assert _group(bed, D) is not None  # other groups are not affected
+
+
+def test_shared_sizes_asked_size_by_size_answer_like_the_catalog(bed):
+    every = bed.cat.shared_sizes()
+    assert 6000 in every  # the bed has a size held twice
+    sizes = {r[0] for r in bed.cat.conn.execute("SELECT size FROM inodes")} | {0, -1, 12345}
+    lazy = SharedSizes(bed.cat.conn)
+    assert {s for s in sizes if s in lazy} == {s for s in sizes if s in every}
+    assert set(SharedSizes(bed.cat.conn)) == every and len(SharedSizes(bed.cat.conn)) == len(every)
+
+
+@pytest.mark.parametrize("h", [A, E])
+def test_explain_snapshot_reads_no_size_of_other_groups_and_decides_the_same(bed, h):
+    view = _group(bed, h)
+    statements: list[str] = []
+    bed.cat.conn.set_trace_callback(statements.append)
+    try:
+        snap = build_snapshot(bed.cfg, GroupCatalog(bed.cat), view.clients, hashes=[h], infos=view.infos)
+    finally:
+        bed.cat.conn.set_trace_callback(None)
+    assert not [q for q in statements if "GROUP BY size" in q]  # no pass over every inode
+    # first, on unhashed files: the files a convergence needs hashed were found through it
+    assert _decisions(snap, make_plan(snap, bed.cfg.policy)) == _decisions(*_plan(bed, view.clients, h, view.infos))
+    if h == E:
+        assert make_plan(snap, bed.cfg.policy).groups[0].action == "converge"
