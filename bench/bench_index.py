@@ -22,7 +22,11 @@ HTTP requests qbhook's QbtClient really sends (a response hook on its requests s
    sweep did before incremental re-planning), for a ratio measured in the same run; then
    ``--rounds`` rounds of: a bare ``find`` of both pools, an unchanged sweep (target <= 1.5x
    the find), and a sweep after 10 changes (5 torrents re-categorised, 5 given a library
-   hardlink: nlink only), interleaved.
+   hardlink: nlink only), interleaved;
+7. with ``--sweep``: ``explain HASH`` (answered from the index) against the unchanged sweep,
+   ``--rounds`` rounds interleaved: in its own process (compiled bytecode, as installed) and
+   in-process, and ``explain --live`` (every torrent listed from qBittorrent) the same way
+   (target: explain <= 0.1x the unchanged sweep, flat from 50k to 180k files).
 
     python bench/bench_index.py [--items 5000] [--files 36] [--baseline] [--sweep]
 """
@@ -40,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import cleanup, machine, table, workdir, write_config
+from bench._common import cleanup, machine, qbhook_versions, table, workdir, write_config
 from bench.bench_list_clients import bencode, load_qbt, wait_for
 from qbhook.catalog.indexer import sync_client
 from qbhook.catalog.store import Catalog
@@ -93,17 +97,19 @@ class Counter:
         self.n += 1
 
 
-def explain_cost(cfg_path: Path, args: list[str]) -> tuple[float, str]:
-    """Wall seconds of a qbhook command in its own process, and its stat-family calls (strace -c)."""
+def explain_cost(cfg_path: Path, args: list[str], env: dict | None = None, strace: bool = True) -> tuple[float, str]:
+    """Wall seconds of a qbhook command in its own process, and its stat-family calls (strace -c).
+
+    ``env``: the process environment (``bytecode_env``: compiled modules, as installed)."""
     import shutil
     import subprocess
     import tempfile
 
     cmd = [sys.executable, "-m", "qbhook", "--config", str(cfg_path), "--json", *args]
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=args[0] != "status", capture_output=True, cwd="/")  # status: 1 without a server
+    subprocess.run(cmd, check=args[0] != "status", capture_output=True, cwd="/", env=env)  # status: 1 without a server
     secs = time.perf_counter() - t0
-    if not shutil.which("strace"):
+    if not strace or not shutil.which("strace"):
         return secs, "?"
     with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
         subprocess.run(
@@ -111,9 +117,69 @@ def explain_cost(cfg_path: Path, args: list[str]) -> tuple[float, str]:
             check=False,
             capture_output=True,
             cwd="/",
+            env=env,
         )
         total = [ln for ln in out.read().splitlines() if ln.strip().endswith("total")]
     return secs, total[0].split()[3] if total else "?"
+
+
+def explain_rounds(cfg_path: Path, work: Path, h: str, run_sweep, rounds: int) -> tuple[list, str]:
+    """``explain HASH`` interleaved with unchanged sweeps (the issue's ratio is against the sweep).
+
+    Per round: an unchanged sweep (in-process, as the bench's other sweeps), explain in its own
+    process (as a user runs it: interpreter start, imports, config, catalog, answer; compiled
+    bytecode in a private pycache, as an installed qbhook has), the same in-process (click's
+    runner: config, catalog and answer, no interpreter start or imports), and ``explain --live``
+    (lists every torrent from qBittorrent, as explain did before the index answered it)."""
+    from click.testing import CliRunner
+
+    from bench._common import qbhook_versions
+    from qbhook.cli.app import main as cli_main
+
+    env = qbhook_versions(work, None, "")[0][1]
+    explain_cost(cfg_path, ["explain", h], env, strace=False)  # untimed: fills the pycache
+    explain_cost(cfg_path, ["explain", h, "--live"], env, strace=False)
+
+    def in_process(*extra: str) -> float:
+        t0 = time.perf_counter()
+        r = CliRunner().invoke(cli_main, ["--config", str(cfg_path), "--json", "explain", h, *extra])
+        assert r.exit_code == 0, r.output
+        return time.perf_counter() - t0
+
+    in_process()  # imports, once
+    sweeps, proc, inproc, live, live_in = [], [], [], [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        out = run_sweep()
+        sweeps.append(time.perf_counter() - t0)
+        assert out["replanned"]["groups"] == 0, out["replanned"]
+        proc.append(explain_cost(cfg_path, ["explain", h], env, strace=False)[0])
+        inproc.append(in_process())
+        live.append(explain_cost(cfg_path, ["explain", h, "--live"], env, strace=False)[0])
+        live_in.append(in_process("--live"))
+    _, stats = explain_cost(cfg_path, ["explain", h], env)
+    _, stats_live = explain_cost(cfg_path, ["explain", h, "--live"], env)
+    base = statistics.median(sweeps)
+
+    def row(label, xs, extra=""):
+        m = statistics.median(xs)
+        return [label, "-", f"{m:.3f}", f"{m / base:.3f}x the unchanged sweep{extra}; {_fmt(xs)}", "-"]
+
+    rows = [
+        [f"7. unchanged sweep (in-process), median of {rounds}", 1, f"{base:.3f}", _fmt(sweeps), 0],
+        row("   explain HASH, own process", proc, f", {stats} stat calls"),
+        row("   explain HASH, in-process", inproc),
+        row("   explain HASH --live, own process", live, f", {stats_live} stat calls"),
+        row("   explain HASH --live, in-process", live_in),
+    ]
+    p, i = statistics.median(proc), statistics.median(inproc)
+    verdict = (
+        f"explain HASH vs the unchanged sweep (medians of {rounds}, interleaved): own process "
+        f"{p:.3f} s = {p / base:.3f}x, in-process {i:.3f} s = {i / base:.3f}x (target <= 0.1x: own process "
+        f"{'MET' if p / base <= 0.1 else 'MISSED'}, in-process {'MET' if i / base <= 0.1 else 'MISSED'}); "
+        f"--live {statistics.median(live):.3f} s own process, {statistics.median(live_in):.3f} s in-process"
+    )
+    return rows, verdict
 
 
 def _fmt(xs: list[float]) -> str:
@@ -371,7 +437,6 @@ def main() -> None:
                 f"sweep after 10 changes (5 categories, 5 library links): {c_med:.2f} s = {c_med / f_med:.2f}x find; "
                 f"{_fmt(changed)} s, groups re-planned {replanned}, HTTP requests {req_changed}"
             )
-            explain_base = s_med
             if args.profile:
                 import cProfile
                 import pstats
@@ -379,16 +444,22 @@ def main() -> None:
                 prof = cProfile.Profile(time.process_time)
                 prof.runcall(sweep, cfg, cat, [c2])
                 pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
-            # explain one torrent in its own process: right after the sweeps (recent full scan),
-            # and forced to rescan (--max-scan-age 0), as explain did before; stat calls by strace.
+            ex_rows, explain_verdict = explain_rounds(
+                cfg_path, work, items[0][0], lambda: sweep(cfg, cat, [c2]), args.rounds
+            )
+            rows += ex_rows
+            # explain forced to rescan (--max-scan-age 0: walks both pools first, as explain did
+            # before a recent full scan was used), and `status` for the interpreter start alone.
+            env = qbhook_versions(work, None, "")[0][1]
             for label, extra in (
-                ("7. explain HASH (recent full scan)", ["explain", items[0][0]]),
-                ("   explain HASH --max-scan-age 0 (walks)", ["explain", items[0][0], "--max-scan-age", "0"]),
+                (
+                    "   explain HASH --max-scan-age 0 (walks), own process",
+                    ["explain", items[0][0], "--max-scan-age", "0"],
+                ),
                 ("   reference: qbhook --json status (startup, imports)", ["status"]),
             ):
-                secs, stats = explain_cost(cfg_path, extra)
-                ratio = f", {secs / explain_base:.2f}x the unchanged sweep" if label.startswith("7.") else ""
-                rows.append([label, "-", f"{secs:.2f}", f"{stats} stat calls{ratio}", "-"])
+                secs, stats = explain_cost(cfg_path, extra, env)
+                rows.append([label, "-", f"{secs:.2f}", f"{stats} stat calls", "-"])
             print(f"sweep plans: {sweeps[-1]['plan']}")
             if args.serve:
                 serve_rss = serve_memory(cfg_path, work, cat)
@@ -409,6 +480,7 @@ def main() -> None:
         print(table(["sync", "HTTP requests", "seconds", "mode", "file lists fetched"], rows))
         if args.sweep:
             print(f"\n{sweep_vs_find}")
+            print(f"\n{explain_verdict}")
             if args.serve:
                 print(f"\n{serve_rss}")
     finally:

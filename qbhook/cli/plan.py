@@ -134,7 +134,12 @@ def _print_plan(p, steps: bool) -> None:
     "--index",
     "from_index",
     is_flag=True,
-    help="Answer from the torrent index (no qBittorrent, no scan); also the fallback when it is down.",
+    help="Only the last recorded decision, from the torrent index (no new decision, no scan).",
+)
+@click.option(
+    "--live",
+    is_flag=True,
+    help="List the torrents from the clients (every torrent of each) instead of the torrent index.",
 )
 @click.option(
     "--max-scan-age",
@@ -142,11 +147,17 @@ def _print_plan(p, steps: bool) -> None:
     default=None,
     help="Seconds (default: scan.max_age): a full scan of every pool at most this old is used as "
     "is (the group's own files are re-stat-ed anyway); older, or never, and both pools are "
-    "scanned first.",
+    "scanned first. The same age for the torrent index: older, and it is synced first.",
 )
 @pass_app
-def explain(app: App, torrent_hash, no_scan, from_index, max_scan_age):
-    """Why TORRENT_HASH's group gets its decision: its torrents, files and every link found."""
+def explain(app: App, torrent_hash, no_scan, from_index, live, max_scan_age):
+    """Why TORRENT_HASH's group gets its decision: its torrents, files and every link found.
+
+    The decision is taken now: every file of the group is stat-ed live and every known link
+    checked. The torrents (state, tags, category, file lists) come from the torrent index,
+    as old as its last sync (said on stderr and in --json's ``index``), so qBittorrent may
+    be down; --live lists them from the clients instead.
+    """
     from qbhook.catalog.queries import last_full_scan_age
     from qbhook.cli.torrents import explain_from_index
     from qbhook.errors import QbtError
@@ -165,15 +176,25 @@ def explain(app: App, torrent_hash, no_scan, from_index, max_scan_age):
         if no_scan
         else f"catalog from a full scan {age:.0f} s ago; this group's files re-stat-ed"
     )
-    try:
-        snap, p = compute_plan(app, [torrent_hash], scan=scan)
-    except QbtError as e:
-        return explain_from_index(app, torrent_hash, f"live answer impossible: {e}")
+    decided = None if live else _decide_from_index(app, torrent_hash, scan, limit)
+    if decided is None:
+        try:
+            snap, p = compute_plan(app, [torrent_hash], scan=scan)
+        except QbtError as e:
+            return explain_from_index(app, torrent_hash, f"live answer impossible: {e}")
+        index = {"source": "clients", "reason": "torrents listed from the clients now"}
+    else:
+        snap, p, index = decided
+    app.emit(_explain_data(snap, p, torrent_hash, {"catalog": note, "index": index}), _print_explain)
+
+
+def _explain_data(snap, p, torrent_hash: str, notes: dict) -> dict:
+    """explain's answer: the group's decision, its torrents and every file's links."""
     h = torrent_hash.lower()
     # The snapshot holds only this torrent's group (closure over shared files); match v1/v2 spellings too.
     group = next((g for g in p.groups if h in g.torrents), p.groups[0])
     torrents = [t for t in snap.torrents if t.hash in group.torrents]
-    data = {"group": group.to_dict(), "torrents": [], "catalog": note}
+    data = {"group": group.to_dict(), "torrents": [], **notes}
     for t in torrents:
         files = []
         for f in t.files:
@@ -204,12 +225,59 @@ def explain(app: App, torrent_hash, no_scan, from_index, max_scan_age):
             }
         )
 
-    app.emit(data, _print_explain)
+    return data
+
+
+def _decide_from_index(app: App, torrent_hash: str, scan: bool, limit: float):
+    """(snapshot, plan, what the torrents came from) decided on the torrent index, or None when
+    the index cannot stand in (``qbhook.decide.explain``): the caller then asks the clients.
+
+    An index older than ``limit`` (or never synced) is synced first: one request per unchanged
+    qBittorrent. A client that cannot be reached then leaves the index as it was, and the
+    answer says so; explain still answers, with every file stat-ed live.
+    """
+    import time
+
+    from qbhook.catalog.torrents import TorrentIndex
+    from qbhook.decide.explain import GroupCatalog, indexed_group
+
+    names = [c.name for c in app.cfg.clients]
+    synced = TorrentIndex(app.catalog.conn).synced()
+    now = time.time()
+    problems: list[str] = []
+    if any((synced.get(n) or {}).get("synced_at") is None or now - synced[n]["synced_at"] > limit for n in names):
+        from qbhook.catalog.indexer import try_sync_all
+
+        _reports, errors = try_sync_all(app.catalog, app.clients)
+        problems = [f"cannot sync {e}" for e in errors]
+    view = indexed_group(app.catalog, torrent_hash, names, [str(r) for r in app.cfg.seeding_roots])
+    if view is None:
+        return None
+    from qbhook.decide.planner import make_plan
+    from qbhook.decide.planning import ready_catalog
+    from qbhook.decide.snapshot import build_snapshot
+
+    app.catalog_use = ready_catalog(app.cfg, app.catalog, targeted=True, scan=scan, progress=app.progress())
+    snap = build_snapshot(
+        app.cfg,
+        GroupCatalog(app.catalog),
+        view.clients,
+        hashes=[torrent_hash],
+        infos=view.infos,
+        progress=app.progress(),
+        hash_budget=app.cfg.scan.hash_budget,
+    )
+    now = time.time()
+    ages = {n: None if at is None else round(now - at, 1) for n, at in view.synced_at.items()}
+    said = ", ".join(f"{n} {'never synced' if a is None else f'synced {a:.0f} s ago'}" for n, a in ages.items())
+    reason = f"torrents from the index ({said}); files stat-ed now" + "".join(f"; {p}" for p in problems)
+    index = {"source": "index", "reason": reason, "synced_age_s": ages, "problems": problems}
+    return snap, make_plan(snap, app.cfg.policy), index
 
 
 def _print_explain(d: dict) -> None:
     g = d["group"]
-    click.echo(f"({d['catalog']})", err=True)
+    click.echo(f"({d['catalog']}; {d['index']['reason']})", err=True)
     click.echo(f"group {g['group_id']}: {g['action'].upper()} - {g['reason']}")
     for b in g["blockers"]:
         click.echo(f"  blocked: {b}")

@@ -320,31 +320,88 @@ def test_an_event_indexes_just_its_torrent_without_extra_requests(bed):
     assert _row(cat, a).client_save_path == str(bed.stash_seed)
 
 
-def test_explain_answers_from_the_index_with_qbittorrent_stopped(bed, qbt):
+def test_explain_decides_from_the_index_with_qbittorrent_stopped(bed, qbt):
+    """explain takes its decision now, from the index's torrents and a live stat of every file
+    of the group: with qBittorrent stopped, a library link made after the last scan and sync
+    still keeps the data where it is, and the answer says how old the index is."""
     from qbhook.config import load_config
     from qbhook.events.worker import sweep
 
-    h = bed.add(bed.stash_seed, "Gone.Dark", {"g.mkv": 40_000, "g.nfo": 500}, seed=3)
+    h = bed.add(bed.stash_seed, "Gone.Dark", {"g.mkv": 40_000, "g.nfo": 500}, seed=3, tags="~noHL")
     cfg = load_config(bed.config)
     cat = bed.catalog()
     sweep(cfg, cat, [bed.client()])
     decided = _row(cat, h).decision
+    assert decided not in (None, "stay")  # seed-only data on the primary pool
     qbt.stop()
     r = bed.run("--json", "explain", h)
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
-    assert d["source"] == "index" and "cannot reach qBittorrent" in d["why"]
-    assert d["group"]["decision"] == decided is not None and d["group"]["decided_at"]
-    (t,) = d["torrents"]
-    assert t["hash"] == h and t["index_age_s"] is not None
-    assert {f["rel"]: f["live"]["nlink"] for f in t["files"]} == {"Gone.Dark/g.mkv": 1, "Gone.Dark/g.nfo": 1}
-    assert all(f["live"]["same_inode"] for f in t["files"])
-    # human form: one note on stderr, the answer on stdout, no traceback
+    assert d["index"]["source"] == "index" and d["index"]["synced_age_s"]["qbt"] is not None
+    assert d["group"]["action"] == decided and [t["hash"] for t in d["torrents"]] == [h]
+    lib = bed.stash_seed.parent.parent / "movies" / "G.mkv"
+    lib.parent.mkdir(parents=True)
+    os.link(bed.stash_seed / "Gone.Dark/g.mkv", lib)  # after the scan and the sync
+    d = json.loads(bed.run("--json", "explain", h).stdout)
+    files = {os.path.basename(f["path"]): f for f in d["torrents"][0]["files"]}
+    assert d["group"]["action"] == "stay", d["group"]
+    assert (files["g.mkv"]["nlink"], files["g.mkv"]["external_links"]) == (2, 1)
+    # human form: where the torrents came from and how old, on stderr; no traceback
     r = bed.run("explain", h)
-    assert r.exit_code == 0 and "from the torrent index" in r.stderr and "last decision" in r.stdout
+    assert r.exit_code == 0 and "torrents from the index (qbt synced" in r.stderr and "STAY" in r.stdout
+    # an index older than asked for: the sync is tried, fails, and the answer says so
+    r = bed.run("--json", "explain", h, "--max-scan-age", "0")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["group"]["action"] == "stay" and any("cannot sync qbt" in p for p in d["index"]["problems"])
+    # --index: the last recorded decision only, with its age
+    d = json.loads(bed.run("--json", "explain", "--index", h).stdout)
+    assert d["source"] == "index" and d["group"]["decision"] == decided and d["torrents"][0]["index_age_s"] is not None
     # a hash the index never saw: one line, the unknown-torrent exit code
     r = bed.run("explain", "f" * 40)
     assert r.exit_code != 0 and "not in the torrent index" in r.stderr and "Traceback" not in r.output
+
+
+@pytest.mark.slow
+def test_explain_from_the_index_answers_like_a_live_listing_without_a_client(
+    pools, qbt, qbt_client, tmp_path, monkeypatch
+):
+    """The realistic scenario (library links, cross-seeds, conflicts, outside roots): for every
+    torrent, explain from the index gives the answer of explain --live, and builds no client
+    at all when the index could stand in (no request, no client library, no login)."""
+    from qbhook.clients.registry import Clients
+    from qbhook.config import load_config
+    from qbhook.events.worker import sweep
+    from qbhook.sandbox.scenario import Scenario
+
+    sc = Scenario(stash=pools["stash"], pool=pools["pool"], torrent_dir=tmp_path / "torrents").build_all(qbt_client)
+    cfgp = tmp_path / "config.yaml"
+    cfgp.write_text(yaml.safe_dump(sc.config_dict(tmp_path / "catalog.sqlite", qbt.url)))
+    cfg = load_config(cfgp)
+    cat = Catalog.open(cfg.catalog, marker_roots=[p.path for p in cfg.pools])
+    sweep(cfg, cat, [QbtClient("default", qbt.url, "admin", "adminadmin", retries=1)])
+    cat.close()
+    built: list[int] = []
+    real = Clients.from_config.__func__
+    monkeypatch.setattr(Clients, "from_config", classmethod(lambda cls, *a, **k: built.append(1) or real(cls, *a, **k)))
+
+    def explain(*args):
+        built.clear()
+        r = CliRunner().invoke(main, ["--config", str(cfgp), "--json", "explain", *args], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        d = json.loads(r.stdout)
+        d.pop("catalog")  # "full scan N s ago": the second may be a second later
+        return d.pop("index"), d, len(built)
+
+    from_index = 0
+    for h in sorted({h for hs in sc.hashes.values() for h in hs}):
+        (idx, d, clients), (live, d_live, _) = explain(h), explain(h, "--live")
+        assert live["source"] == "clients"
+        assert d == d_live, h
+        if idx["source"] == "index":
+            from_index += 1
+            assert clients == 0, h
+    assert from_index >= len(sc.hashes) // 2
 
 
 def test_sweep_from_the_index_decides_like_a_live_listing(pools, qbt, qbt_client, tmp_path, monkeypatch):

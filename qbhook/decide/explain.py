@@ -1,0 +1,288 @@
+"""``explain HASH`` decided from the torrent index: the group's torrents as the index holds
+them, every one of their paths re-stat-ed live, no client listing, no walk.
+
+Why: explain answers a question about one group. Listing every torrent of every client to
+find that group costs a request whose answer grows with the client (5,000 torrents), plus
+the client library and a login; the index already holds every torrent's record and file
+list as the last sync (sweep, hook, ``qbhook torrents``) saw them. So:
+
+* the group's torrents are found in the index with a few queries that touch only the
+  group: the torrents whose content path (or save path) is one of the group's paths or
+  their folders (the snapshot's closure rule), and those sharing a path or a catalog inode
+  with them, until nothing new is found. The answer is a superset of the group the
+  snapshot then forms from it, never a subset of what a full listing would give it. One
+  query is not bounded by the group: ``torrents`` has no index on content or save path, so
+  the folder rule reads every torrent row of the instance (about 10 ms at 5,000 torrents;
+  a magnet without metadata saved in a seeding root, or a torrent without a subfolder
+  there, belongs with every group under that root, so the rule cannot be dropped);
+* the snapshot is built as for ``plan --hash``: every file of the group is lstat-ed, every
+  known link of its inode checked, so link counts are live (a library link made since the
+  last scan shows as an outside link). Only the torrent records (state, tags, category,
+  file lists) are as old as the index's last sync, and the answer says how old that is;
+* the snapshot asks the catalog which file sizes more than one inode has (same-pool
+  convergence candidates). For a whole sweep one pass over every inode is the cheap answer;
+  for one group it is the one step that grows with the catalog, so explain hands the
+  snapshot a catalog (``GroupCatalog``) that answers it per size asked, one indexed lookup each;
+* the index cannot stand in when the torrent is not in it, a member's paths could not be
+  mapped, or a member's client is not configured: the caller then asks the clients, as
+  before (``None`` here).
+
+Read-only: nothing here writes the index or talks to a client. The files a decision needs
+hashed are hashed by the snapshot, as for ``plan --hash``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Set
+from dataclasses import dataclass
+
+from qbhook.catalog.store import Catalog
+from qbhook.clients.qbt.model import TorrentFile, TorrentInfo
+from qbhook.decide.facts import ancestors
+
+_CHUNK = 500  # ids per IN (...) list: under SQLite's 999-variable floor of old builds
+
+
+@dataclass(frozen=True)
+class IndexedGroup:
+    """What ``build_snapshot`` needs to decide one group without a client."""
+
+    infos: list[TorrentInfo]  # the candidate torrents (a superset of the group), typed from the index
+    clients: list[IndexClient]  # one per instance: file lists from the index
+    synced_at: dict[str, float | None]  # instance -> when its index was last synced
+
+
+class IndexClient:
+    """A client stand-in that answers ``files()`` from the index, for the snapshot builder.
+
+    Only ``name`` and ``files`` exist: the builder is given its torrents (``infos``), and
+    explain never acts, so any other call would be a bug and fails loudly (AttributeError).
+    The index keeps no per-file progress; every file gets its torrent's progress (the
+    planner reads only the torrent's).
+    """
+
+    def __init__(self, name: str, files: dict[str, list[TorrentFile]]):
+        self.name = name
+        self._files = files
+
+    def files(self, any_hash: str) -> list[TorrentFile]:
+        return self._files[any_hash.lower()]
+
+
+def indexed_group(catalog: Catalog, torrent_hash: str, instances: Iterable[str], roots: list[str]):
+    """The torrents of ``torrent_hash``'s group as the index holds them, or None (ask the clients).
+
+    ``instances``: the configured client names (rows of others are never used); ``roots``:
+    the seeding roots (where the folder rule of the closure stops).
+    """
+    conn = catalog.conn
+    names = sorted(set(instances))
+    if not names:
+        return None
+    h = torrent_hash.strip().lower()
+    marks = ",".join("?" * len(names))
+    # One indexed lookup per spelling: with ORs SQLite walks every torrent of the instance.
+    seed = conn.execute(
+        f"SELECT id FROM torrents WHERE instance IN ({marks}) AND hash=? AND gone_at IS NULL "
+        f"UNION SELECT id FROM torrents WHERE infohash_v1=? AND instance IN ({marks}) AND gone_at IS NULL "
+        f"UNION SELECT id FROM torrents WHERE infohash_v2=? AND instance IN ({marks}) AND gone_at IS NULL",
+        [*names, h, h, *names, h, *names],
+    ).fetchall()
+    if not seed:
+        return None
+    ids = _closure(catalog, {r[0] for r in seed}, names, roots)
+    return _typed(catalog, ids, names)
+
+
+def _closure(catalog: Catalog, seed: set[int], names: list[str], roots: list[str]) -> set[int]:
+    """Torrent row ids reachable from ``seed`` by a shared path, inode or folder (see the docstring)."""
+    conn = catalog.conn
+    marks = ",".join("?" * len(names))
+    seen: set[int] = set()
+    todo = set(seed)
+    while todo:
+        seen |= todo
+        paths: set[bytes] = set()
+        inodes: set[int] = set()
+        for chunk in _chunks(todo):
+            for path, inode in conn.execute(
+                f"SELECT path, inode FROM torrent_files WHERE torrent IN ({','.join('?' * len(chunk))})", chunk
+            ):
+                if path is not None:
+                    paths.add(path)
+                if inode is not None:
+                    inodes.add(inode)
+        inodes |= _live_inodes(catalog, paths)  # a path re-linked since the last refresh
+        links = set(paths)
+        for chunk in _chunks(inodes):
+            links.update(
+                r[0]
+                for r in conn.execute(f"SELECT path FROM paths WHERE inode IN ({','.join('?' * len(chunk))})", chunk)
+            )
+        folders = {a for p in links for a in ancestors(os.fsdecode(p), roots)}
+        found: set[int] = set()
+        for chunk in _chunks(folders):
+            q = ",".join("?" * len(chunk))
+            found.update(
+                r[0]
+                for r in conn.execute(
+                    f"SELECT id FROM torrents WHERE gone_at IS NULL AND instance IN ({marks}) AND "
+                    f"(content_path IN ({q}) OR (coalesce(content_path, '') = '' AND save_path IN ({q})))",
+                    [*names, *chunk, *chunk],
+                )
+            )
+        for col, keys in (("path", links), ("inode", inodes)):
+            for chunk in _chunks(keys):
+                found.update(
+                    r[0]
+                    for r in conn.execute(
+                        # CROSS JOIN: from the few matching files to their torrents; a plain
+                        # JOIN lets SQLite walk every torrent of the instance instead.
+                        f"SELECT f.torrent FROM torrent_files f CROSS JOIN torrents t ON t.id = f.torrent "
+                        f"WHERE f.{col} IN ({','.join('?' * len(chunk))}) AND t.gone_at IS NULL "
+                        f"AND t.instance IN ({marks})",
+                        [*chunk, *names],
+                    )
+                )
+        todo = found - seen
+    return seen
+
+
+def _live_inodes(catalog: Catalog, paths: set[bytes]) -> set[int]:
+    """Catalog inode ids of what is at these paths now (one lstat each; unknown ones left out)."""
+    keys = set()
+    for p in paths:
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue
+        keys.add((catalog.fs_for_path(p, st.st_dev), st.st_ino))
+    return {row.id for row, _paths in catalog.inodes_and_paths_by_key(keys).values()} if keys else set()
+
+
+def _typed(catalog: Catalog, ids: set[int], names: list[str]) -> IndexedGroup | None:
+    """TorrentInfo and file lists of these rows; None when one cannot stand in for the client."""
+    conn = catalog.conn
+    infos: list[TorrentInfo] = []
+    files: dict[str, dict[str, list[TorrentFile]]] = {n: {} for n in names}
+    tids: dict[int, tuple[str, str, float]] = {}
+    for chunk in _chunks(ids):
+        rows = conn.execute(
+            "SELECT id, instance, hash, infohash_v1, infohash_v2, name, save_path, download_path, content_path, "
+            "client_save_path, client_content_path, auto_tmm, category, tags, state, progress, size, total_size, "
+            "has_metadata, added_on, completion_on, map_error, raw "
+            f"FROM torrents WHERE id IN ({','.join('?' * len(chunk))})",
+            chunk,
+        ).fetchall()
+        for r in rows:
+            if r[21] is not None or not r[6]:
+                return None  # unmappable: the live listing reports it (and the planner blocks it)
+            progress = float(r[15] or 0.0)
+            infos.append(_info(r, json.loads(r[22] or "{}")))
+            tids[r[0]] = (r[1], r[2], progress)
+            files[r[1]][r[2]] = []
+    for chunk in _chunks(set(tids)):
+        for tid, i, rel, size, prio in conn.execute(
+            "SELECT torrent, idx, rel, size, priority FROM torrent_files "
+            f"WHERE torrent IN ({','.join('?' * len(chunk))}) ORDER BY torrent, idx",
+            chunk,
+        ):
+            inst, h, progress = tids[tid]
+            files[inst][h].append(TorrentFile(index=i, name=rel, size=size, progress=progress, priority=prio))
+    synced = {
+        r[0]: r[1]
+        for r in conn.execute(
+            f"SELECT instance, synced_at FROM torrent_sync WHERE instance IN ({','.join('?' * len(names))})", names
+        )
+    }
+    used = sorted({t.instance for t in infos})
+    return IndexedGroup(
+        infos=infos,
+        clients=[IndexClient(n, files[n]) for n in used],
+        synced_at={n: synced.get(n) for n in used},
+    )
+
+
+def _info(r, raw: dict) -> TorrentInfo:
+    """A TorrentInfo from an index row (host spellings, as the sync typed them) and its raw record."""
+    progress = float(r[15] or 0.0)
+    state = r[14] or "unknown"
+    return TorrentInfo(
+        instance=r[1],
+        hash=r[2],
+        infohash_v1=r[3],
+        infohash_v2=r[4],
+        name=r[5],
+        save_path=r[6],
+        download_path=r[7] or "",
+        content_path=r[8] or "",
+        root_path="",  # not indexed; nothing in deciding reads it
+        client_save_path=r[9] or "",
+        client_content_path=r[10] or "",
+        auto_tmm=bool(r[11]),
+        category=r[12] or "",
+        tags=frozenset(json.loads(r[13] or "[]")),
+        state=state,
+        raw_state=str(raw.get("raw_state") or raw.get("state") or state),
+        progress=progress,
+        amount_left=int(raw.get("amount_left", 0 if progress >= 1 else 1)),
+        size=int(r[16] or 0),
+        total_size=int(r[17] or 0),
+        has_metadata=bool(r[18]) if r[18] is not None else True,
+        added_on=r[19],
+        completion_on=r[20],
+    )
+
+
+class GroupCatalog:
+    """The catalog as explain's snapshot sees it: itself, but ``shared_sizes`` answers per size."""
+
+    def __init__(self, catalog: Catalog):
+        self._catalog = catalog
+
+    def __getattr__(self, name: str):
+        return getattr(self._catalog, name)
+
+    def shared_sizes(self) -> SharedSizes:
+        return SharedSizes(self._catalog.conn)
+
+
+class SharedSizes(Set):
+    """``Catalog.shared_sizes()`` as a set asked size by size: ``size in it`` is one lookup on the
+    size index (memoized). Iterating or sizing it reads every size once, as the catalog does."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self._conn = conn
+        self._known: dict[int, bool] = {}
+        self._all: frozenset[int] | None = None
+
+    def __contains__(self, size: object) -> bool:
+        if not isinstance(size, int) or size <= 0:
+            return False
+        if size not in self._known:
+            n = self._conn.execute("SELECT count(*) FROM (SELECT 1 FROM inodes WHERE size=? LIMIT 2)", (size,))
+            self._known[size] = n.fetchone()[0] > 1
+        return self._known[size]
+
+    def _every(self) -> frozenset[int]:
+        if self._all is None:
+            self._all = frozenset(
+                r[0]
+                for r in self._conn.execute("SELECT size FROM inodes WHERE size > 0 GROUP BY size HAVING count(*) > 1")
+            )
+        return self._all
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._every())
+
+    def __len__(self) -> int:
+        return len(self._every())
+
+
+def _chunks(items: Iterable) -> Iterable[list]:
+    seq = sorted(items)
+    for i in range(0, len(seq), _CHUNK):
+        yield seq[i : i + _CHUNK]
