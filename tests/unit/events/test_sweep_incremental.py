@@ -378,7 +378,7 @@ def test_a_sweep_commits_its_records_without_fsync_and_acts_with_full_durability
     """Scans, index and sweep state commit under synchronous=NORMAL; the leftover-view removal and
     the executor (journal first, act second) see FULL; the connection ends FULL."""
     seen: dict[str, list[int]] = {"scan": [], "leftovers": [], "apply": []}
-    real_scan = worker.scan_pool
+    real_scan = worker.scan_pools
 
     def scan(cat, *a, **k):
         seen["scan"].append(_synchronous(cat))
@@ -393,14 +393,14 @@ def test_a_sweep_commits_its_records_without_fsync_and_acts_with_full_durability
             seen["apply"].append(_synchronous(bed.cat))
             return _Applied()
 
-    monkeypatch.setattr(worker, "scan_pool", scan)
+    monkeypatch.setattr(worker, "scan_pools", scan)
     monkeypatch.setattr(worker, "remove_leftover_views", leftovers)
     cfg = dataclasses.replace(bed.cfg, policy=dataclasses.replace(bed.cfg.policy, auto_apply=True))
     assert _synchronous(bed.cat) == 2  # FULL: how the catalog is opened
     bed.payload(H1, bed.seed_s, "Film", {"film.mkv": b"film data" * 50}, category="movies")
     out = worker.sweep(cfg, bed.cat, [bed.qbt], executor=Executor())
     assert out["applied"] == {"applied": True} and out["plan"]["demote"] == 1
-    assert seen == {"scan": [1, 1], "leftovers": [2], "apply": [2]}
+    assert seen == {"scan": [1], "leftovers": [2], "apply": [2]}
     assert _synchronous(bed.cat) == 2
     assert set(out["phase_seconds"]) == {"scans", "index", "choose", "plan", "apply"}
     # a connection something left at NORMAL: the acts still run with FULL, and it ends FULL
@@ -459,20 +459,17 @@ def test_a_sweep_that_failed_in_its_scans_leaves_both_changes_to_the_next_sweep(
     bed.qbt.torrents_raw[H2]["category"] = "movies"
     os.makedirs(bed.pool_lib)
     os.link(bed.seed_p / "Old/old.mkv", bed.pool_lib / "old.mkv")
-    real = worker.scan_pool
-    calls = []
+    real = worker.scan_pools
 
-    def dies_after_the_scans(cat, pool, *a, **k):
-        calls.append(pool.name)
-        result = real(cat, pool, *a, **k)  # the cold pool's scan records the new link, then
-        if len(calls) == 2:
-            raise QbhookError("the sweep dies before its sync")
-        return result
+    def dies_after_the_scans(cat, pools, *a, **k):
+        results = real(cat, pools, *a, **k)  # the cold pool's scan records the new link, then
+        assert len(results) == 2
+        raise QbhookError("the sweep dies before its sync")
 
-    monkeypatch.setattr(worker, "scan_pool", dies_after_the_scans)
+    monkeypatch.setattr(worker, "scan_pools", dies_after_the_scans)
     with pytest.raises(QbhookError):
         bed.sweep()
-    monkeypatch.setattr(worker, "scan_pool", real)
+    monkeypatch.setattr(worker, "scan_pools", real)
     bed.sweep()
     assert bed.decision(H2).decision == "demote", bed.decision(H2).decision_reason
     assert "linked outside the seeding tree on the cold pool" in bed.decision(H4).decision_reason
@@ -482,7 +479,7 @@ def test_the_client_is_asked_while_the_pools_are_scanned(bed, monkeypatch):
     """The maindata request (qBittorrent's wait) is under way before the first scan ends."""
     three_staying(bed)
     bed.sweep()
-    real = worker.scan_pool
+    real = worker.scan_pools
     during: list[bool] = []
 
     def scan(*a, **k):
@@ -490,7 +487,7 @@ def test_the_client_is_asked_while_the_pools_are_scanned(bed, monkeypatch):
         return real(*a, **k)
 
     bed.qbt.asked.clear()
-    monkeypatch.setattr(worker, "scan_pool", scan)
+    monkeypatch.setattr(worker, "scan_pools", scan)
     out = bed.sweep()
     assert during[0], "no maindata request was sent while the scans ran"
     assert out["replanned"]["groups"] == 0 and out["index"][0]["mode"] == "incremental"
