@@ -415,7 +415,8 @@ def _find_walk_run(catalog: Catalog, pool: str, root: bytes, subtree: bool, run:
         # Read at the start: a memo saved at this generation describes the catalog as it is now.
         generation = catalog.generation()
         devs = catalog.fs_devs()
-        memo = _load_memo(catalog, _memo_key(pool, under), _cmd_digest(cmd))
+        cmd_digest = _cmd_digest(cmd)
+        memo = _load_memo(catalog, _memo_key(pool, under), cmd_digest)
         if memo is not None and (memo.generation != generation or memo.devs != devs):
             memo = None
         # Without a usable memo the catalog's lines are built while find walks (the other core).
@@ -444,7 +445,7 @@ def _find_walk_run(catalog: Catalog, pool: str, root: bytes, subtree: bool, run:
     if diff is None:
         return None
     vanished, kept, seen, added, changed = diff
-    fresh = _OutputMemo(generation, devs, _cmd_digest(cmd), size, seen, digest) if generation is not None else None
+    fresh = _OutputMemo(generation, devs, cmd_digest, size, seen, digest) if generation is not None else None
     return known_count, vanished, kept, [], seen, added, changed, fresh
 
 

@@ -222,6 +222,8 @@ ALTER TABLE torrents ADD COLUMN last_content_id TEXT;
 # established: at generation ``generation`` the catalog's rows were exactly what find printed,
 # a find output of ``size`` bytes and ``lines`` lines with BLAKE3 ``digest``
 # (catalog/scan.py). A memo whose generation is not the current one describes another catalog.
+# The nine triggers are spelled out, not generated from a table list: a migration's text is
+# frozen once shipped, and generating it from live code would let a later edit change it.
 WRITE_GENERATION_DDL = """
 CREATE TABLE catalog_writes (
     id          INTEGER PRIMARY KEY CHECK (id = 1),
