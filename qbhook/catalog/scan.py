@@ -479,8 +479,9 @@ def _digest_output(out: int, devices: set[int]) -> tuple[int, bytes, dict[int, b
         sample: dict[int, bytes] = {}
         for dev in devices:
             pfx = b"%d " % dev
-            at = 0 if mm[: len(pfx)] == pfx else mm.find(b"\0" + pfx) + 1
-            if at > 0 or mm[: len(pfx)] == pfx:
+            first = mm[: len(pfx)] == pfx
+            at = 0 if first else mm.find(b"\0" + pfx) + 1
+            if first or at > 0:
                 end = mm.find(b"\0", at)
                 if end >= 0:
                     sample[dev] = mm[at:end]
