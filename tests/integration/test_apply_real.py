@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from qbhook.move import fsops
 from qbhook.sandbox.qbt import QbtInstance
 from qbhook.sandbox.scenario import MOVIES, Scenario
 from qbhook.sandbox.torrents import write_payload
@@ -481,7 +482,11 @@ def test_qbittorrent_killed_during_relocate_then_resume_converges(bed, tmp_path_
     assert summary["status"] == "interrupted" and summary["bytes_freed"] == 0, summary
     (reason,) = summary["groups_failed"].values()
     assert "cannot reach qBittorrent" in reason and "qbhook resume" in reason, reason
-    assert all(os.path.exists(p) for p in old_files)
+    # Nothing deleted: each old link is at its place or, kept out of reach of qBittorrent's
+    # restart move, in the run's "-moving" holding folder until qBittorrent answers again.
+    (run_id,) = journal_rows(bed.catalog, "SELECT id FROM runs")[0]
+    hidden = {p: fsops.holding_path(p, str(bed.sc.stash_seed), fsops.moving_hold_key(run_id)) for p in old_files}
+    assert all(os.path.exists(p) or os.path.exists(hidden[p]) for p in old_files), hidden
     rows = journal_rows(bed.catalog, "SELECT seq, kind, status FROM steps ORDER BY seq")
     assert rows[-1] == (seq, "relocate", "failed"), rows
     assert journal_rows(bed.catalog, "SELECT status FROM runs") == [("interrupted",)]
@@ -494,19 +499,18 @@ def test_qbittorrent_killed_during_relocate_then_resume_converges(bed, tmp_path_
     # rolled back: both torrents seed from their old place again, at 100%
     wait_seeding_at(bed.client, hashes, old_save.__getitem__)
     assert qbhook_json(bed.cfg, "resume")[1] == {"runs": []}
-    # Every old path is back with its bytes. They stay one inode unless qBittorrent itself split
-    # them on restart: killed between persisting the new save path and libtorrent finishing the
-    # move, its startup check moves the torrent in Overwrite mode (copy over the view, delete
-    # the old link), and the move back recreates that link as a copy. qbhook never splits them.
+    # Every old path is back with its bytes, and the pair is still one inode. (Killed between
+    # persisting the new save path and libtorrent finishing the move, qBittorrent's startup check
+    # moves the torrent in Overwrite mode: copy over the view, delete the old link. It used to
+    # split the pair that way; with the old links hidden during the move it finds nothing to copy.)
     now = {p: (st.st_dev, st.st_ino) for p, st in walk_files(bed.sc.stash_seed)}
     assert set(now) == set(old_links) and contents_on_disk(bed.sc.stash_seed) == stash_contents
     qbt_moves = moves_on_restart(bed.qbt)
-    assert len(set(now.values())) == 1 or qbt_moves, (now, "split, and not by qBittorrent's restart")
+    assert len(set(now.values())) == 1, (now, qbt_moves)
 
-    # and the next apply does the whole move, ending exactly like an uninterrupted run: one group,
-    # or one per stash inode when qBittorrent split the pair (the planner rightly sees two then)
+    # and the next apply does the whole move, ending exactly like an uninterrupted run
     _rc, again = qbhook_json(bed.cfg, "apply", "--yes")
-    assert again["groups_failed"] == {} and len(again["groups_done"]) == len(set(now.values())), (again, qbt_moves)
+    assert again["groups_failed"] == {} and len(again["groups_done"]) == 1, (again, qbt_moves)
     assert again["torrents_relocated"] == 2, again
     assert end_state(bed, hashes) == expected
     assert contents_on_disk(*bed.roots.values()) >= contents_before
