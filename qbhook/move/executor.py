@@ -1310,6 +1310,12 @@ class Executor:
         c = self._client(s.instance)
         h = s.torrent
         budget = self.timing.budget(s.size)
+        t = c.torrent(h)
+        if not t.is_moving and _norm(t.save_path) == from_path and _storage_at(t, from_path):
+            # Never moved (killed between hiding and setLocation): nothing of qBittorrent's is
+            # pending, so they come back first; a torrent started meanwhile and now missing
+            # its files would otherwise keep the wait below failing.
+            self._unhide_old_links(run_id, c, s)
         t = self._wait(c, s, None, budget)
         where = _norm(t.save_path)
         moved_back = False

@@ -21,6 +21,7 @@ from tests.unit.test_executor import (
     FILES,
     H1,
     H2,
+    Crash,
     FakeQbt,
     _make_world,
     assert_demoted,
@@ -173,3 +174,33 @@ def test_hide_and_unhide_are_idempotent_and_never_replace_a_newcomer(tmpfs, tmp_
     assert os.stat(held).st_ino == ino and f.read_bytes() == b"someone else's"  # both kept
     with pytest.raises(UnsafeOperation, match="not inside a seeding root"):
         fsops.hide_during_move(str(root / "elsewhere"), roots=roots, run=9)
+
+
+def test_killed_between_hiding_and_set_location_then_started_by_hand_gets_its_links_back(restarting):
+    """qbhook dies after hiding the old links and before setLocation; someone then starts the
+    torrent, which finds its files gone (missingFiles). The resumed run fails the relocation (not
+    stable) and its rollback puts the links back first: nothing stays hidden behind a failure
+    that only a person can clear."""
+    w = restarting
+    w.qbt.restart_on.clear()
+    real_set_location = w.qbt.set_location
+
+    def killed(h, path):
+        w.qbt.set_location = real_set_location
+        raise Crash("killed before setLocation")
+
+    w.qbt.set_location = killed
+    with pytest.raises(Crash):
+        w.executor().apply(demote_plan(w))
+    old = [os.path.join(w.save(H1, "stash"), rel) for rel, _d in FILES]
+    assert not any(os.path.lexists(p) for p in old)  # hidden, as it should be during a move
+    t = w.qbt.t[H1]
+    t.stopped, t.transient = False, "missingFiles"  # started by hand: its files are gone
+
+    (summary,) = w.executor().resume()
+
+    # failed, and the rollback still waits for the torrent to leave missingFiles (a recheck)
+    assert summary.status == "interrupted" and "ROLLBACK INCOMPLETE" in summary.groups[0].reason
+    assert all(os.path.lexists(p) for p in old)
+    assert not os.path.lexists(os.path.join(w.seed_s, fsops.HOLDING_DIR))
+    assert w.qbt.count("set_location", H1) == 0
