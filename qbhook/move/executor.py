@@ -130,6 +130,14 @@ def _norm(path: str | None) -> str:
     return os.path.normpath(str(path))
 
 
+def _storage_at(t, path: str) -> bool:
+    """Whether libtorrent's files are at save path ``path``: qBittorrent reports ``save_path`` as
+    where it WANTS them and derives ``content_path`` from libtorrent's save path, where they ARE
+    (4.5.2: the two stay apart after a restart inside a move, until its own move runs)."""
+    cp = _norm(t.content_path)
+    return bool(cp) and (cp == path or cp.startswith(path.rstrip("/") + "/"))
+
+
 # --------------------------------------------------------------------------- context
 
 
@@ -423,6 +431,8 @@ class Executor:
         self.log = ctx.log
         self.seeding_roots = ctx.seeding_roots
         self.roots = ctx.roots
+        # old link -> the cached hash its hiding carried (``_hide_old_links``), until put back
+        self._carried: dict[str, dict] = {}
 
     # ------------------------------------------------------------------ entry points
 
@@ -777,7 +787,7 @@ class Executor:
             if r.status == StepStatus.UNDONE:
                 continue
             try:
-                result = self._undo_relocation(r)
+                result = self._undo_relocation(r, st.run_id)
             except (QbhookError, OSError) as e:
                 problems.append(f"{r.step.torrent}: {e}")
                 continue
@@ -1051,11 +1061,19 @@ class Executor:
                 c.set_download_path(h, "")  # lesson 2: no stale incomplete folder left behind
             if self.ctx.stop_while_moving and not t.is_stopped:
                 c.stop(h)
+            if self.ctx.stop_while_moving or t.is_stopped:
+                # Once stopped nothing reads them: out of reach of a restart move (``_hide_old_links``).
+                self._wait_stopped(c, s)
+                self._hide_old_links(st.run_id, c, s)
             c.set_location(h, to_path)
             issued = True
             t = self._wait(c, s, to_path, budget, st.plan.group_id, at.seq)
         else:
             raise UnsafeOperation(f"torrent {h} is at {t.save_path}, the plan expected {from_path} or {to_path}")
+        t = self._settle_storage(st.run_id, c, s, t, budget, at)
+        # Moved and settled: qBittorrent's save path and libtorrent's agree again, no restart
+        # move can follow, and the old links go back where the delete step expects them.
+        self._unhide_old_links(st.run_id, c, s)
         if obs.get("was_running", True) and t.is_stopped:
             c.start(h)  # only now: the recheck at the new place ended at 100%
         tag = self.cfg.policy.relocated_tag
@@ -1215,7 +1233,73 @@ class Executor:
             self.ctx.sleep(delay)
             delay = min(delay * 1.5, tm.poll_max_s)
 
-    def _undo_relocation(self, r: _Reloc) -> dict:
+    def _old_links(self, c: ClientPort, s: Relocate) -> list[str]:
+        """The torrent's wanted files at its old save path (skipped ones are never moved nor built)."""
+        return [os.path.join(_norm(s.from_path), f.name) for f in c.files(s.torrent) if f.wanted]
+
+    def _settle_storage(self, run_id: int, c: ClientPort, s: Relocate, t, budget: float, at: _At):
+        """The torrent at ``to_path`` in qBittorrent's eyes AND libtorrent's.
+
+        After qBittorrent restarted inside our move it may report the new save path and a
+        complete stopped torrent while libtorrent's files are still at the old place: its own
+        Overwrite move is pending and runs on the next check (a start would trigger it). Run it
+        now, stopped and with the old links hidden, through a recheck: it finds nothing to copy,
+        and the check after it (``_wait``) proves the view. Running, it is left alone (failed)."""
+        h, to_path = s.torrent, _norm(s.to_path)
+        if _storage_at(t, to_path):
+            return t
+        where = t.content_path or "a place qBittorrent does not report"
+        if not t.is_stopped:
+            raise UnsafeOperation(
+                f"torrent {h}: qBittorrent has it at {to_path} but its files are still at {where}, "
+                "and it is running: its own move would overwrite the view in place; not touching it"
+            )
+        self.log.warning("torrent %s: qBittorrent's own move to %s is pending (files at %s)", h, to_path, where)
+        self._hide_old_links(run_id, c, s)
+        c.recheck(h)
+        t = self._wait(c, s, to_path, budget, "", at.seq)
+        if not _storage_at(t, to_path):
+            raise VerificationFailed(f"torrent {h}: qBittorrent has it at {to_path} but its files are at {where}")
+        return t
+
+    def _wait_stopped(self, c: ClientPort, s: Relocate) -> None:
+        """Poll until qBittorrent shows the torrent stopped (its API lags a stop by its refresh interval)."""
+        tm, clock = self.timing, self.ctx.clock
+        deadline, delay = clock() + tm.recheck_grace_s, tm.poll_initial_s
+        while not (t := c.torrent(s.torrent)).is_stopped:
+            if clock() >= deadline:
+                raise VerificationFailed(f"torrent {s.torrent} did not stop (state {t.state}): not relocating it")
+            self.ctx.sleep(delay)  # no "poll" hook: the crash tests' poll point means "after setLocation"
+            delay = min(delay * 1.5, tm.poll_max_s)
+
+    def _hide_old_links(self, run_id: int, c: ClientPort, s: Relocate) -> int:
+        """Move the old links into this run's ``-moving`` holding folder before ``setLocation``.
+
+        If qBittorrent dies before libtorrent's move and its resume data catch up, it restarts
+        into a move of its own in Overwrite mode, which copies each old file INTO the file at
+        the new place: on a promote that is the library's inode (truncated and rewritten, seen
+        on 4.5.2). libtorrent skips files whose source is missing, so hidden old links make that
+        move a no-op. Our own setLocation keeps existing destination files either way. Nothing
+        is deleted: ``_unhide_old_links`` puts them back once the torrent has settled, and a
+        rollback puts them back before moving the torrent back."""
+        roots, n = self.ctx.seeding_roots, 0
+        for p in self._old_links(c, s):
+            res = fsops.hide_during_move(p, roots=roots, run=run_id, catalog=self.catalog)
+            n += res["status"] == "hidden"
+            if "carry" in res:
+                self._carried[p] = res["carry"]  # lost on a crash: the delete then reads the file again
+        return n
+
+    def _unhide_old_links(self, run_id: int, c: ClientPort, s: Relocate) -> int:
+        roots, n = self.ctx.seeding_roots, 0
+        for p in self._old_links(c, s):
+            res = fsops.unhide_after_move(
+                p, roots=roots, run=run_id, catalog=self.catalog, carry=self._carried.pop(p, None)
+            )
+            n += res["status"] == "restored"
+        return n
+
+    def _undo_relocation(self, r: _Reloc, run_id: int) -> dict:
         """Put a torrent back where this run found it, as it was (idempotent)."""
         s = r.step
         obs = s.observed or {}
@@ -1226,6 +1310,12 @@ class Executor:
         c = self._client(s.instance)
         h = s.torrent
         budget = self.timing.budget(s.size)
+        t = c.torrent(h)
+        if not t.is_moving and _norm(t.save_path) == from_path and _storage_at(t, from_path):
+            # Never moved (killed between hiding and setLocation): nothing of qBittorrent's is
+            # pending, so they come back first; a torrent started meanwhile and now missing
+            # its files would otherwise keep the wait below failing.
+            self._unhide_old_links(run_id, c, s)
         t = self._wait(c, s, None, budget)
         where = _norm(t.save_path)
         moved_back = False
@@ -1234,6 +1324,11 @@ class Executor:
                 c.stop(h)  # never leave an incomplete torrent running, nor let the recheck back start one
             if t.download_path:
                 c.set_download_path(h, "")
+            if _storage_at(t, to_path):
+                # libtorrent's files are at the view: the hidden old links come back first, so the
+                # move back finds them and keeps them. (Files still at the old place: qBittorrent's
+                # own move is pending; the setLocation below cancels it, and they come back after.)
+                self._unhide_old_links(run_id, c, s)
             # The old files were never touched (nothing is deleted before verify_group), so the
             # move back finds them in place, keeps them and rechecks.
             c.set_location(h, from_path)
@@ -1242,6 +1337,10 @@ class Executor:
             raise UnsafeOperation(f"torrent {h} is at {t.save_path}, neither {from_path} nor {to_path}: not moving it")
         # Also when it already is back (a resumed rollback): a stopped torrent may still wait for its recheck.
         t = self._wait(c, s, from_path, budget, require_complete=False)
+        # Back in qBittorrent's eyes and libtorrent's: no move of its own can follow. A check that
+        # ran while they were hidden saw nothing there: check again with them back.
+        if _storage_at(t, from_path) and self._unhide_old_links(run_id, c, s) and not t.is_complete:
+            t = self._wait(c, s, from_path, budget, require_complete=False)
         if not t.is_complete:
             if not t.is_stopped:
                 c.stop(h)

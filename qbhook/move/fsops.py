@@ -69,6 +69,7 @@ __all__ = [
     "Relinker",
     "copy_verified",
     "file_matches",
+    "hide_during_move",
     "hold_unreferenced",
     "holding_path",
     "link_into",
@@ -80,6 +81,7 @@ __all__ = [
     "remove_leftover_view",
     "safe_unlink",
     "sync_filesystem",
+    "unhide_after_move",
     "verify_file",
 ]
 
@@ -1588,6 +1590,156 @@ def hold_unreferenced(path, *, ino: int, size: int, max_nlink: int, mtime_ns: in
             )
         held = _hold(parent, parts[-1], path_s, st, root, parts, run)
     return {"status": "held", "bytes_freed": 0, "held_at": held, "dev": st.st_dev}
+
+
+# --------------------------------------------------------------------------- old links out of a move's reach
+
+
+def moving_hold_key(run) -> str:
+    """The holding sub-folder of one run's old links hidden while their torrent moves.
+
+    Not ``<run>`` itself: that one holds the grace-period deletes, which the journal lists and
+    ``purge_holding`` removes; a hidden link is never purged, only put back."""
+    return f"{run}-moving"
+
+
+def hide_during_move(path, *, roots, run, catalog=None) -> dict:
+    """Take one old link of a torrent out of its client's reach while the client moves the torrent.
+
+    qBittorrent persists a torrent's new save path before libtorrent has moved it; killed in
+    between, it restarts with the two apart and moves the torrent itself in Overwrite mode
+    (libtorrent ``always_replace_files``): across pools it opens each existing destination
+    file ``O_RDWR|O_CREAT`` (plus ``O_TRUNC`` when the source looks sparse) and copies into
+    it, then unlinks the source. Observed on 4.5.2 / libtorrent 2.0.8 on a promote: the
+    library file's inode truncated and rewritten in place. libtorrent skips a file whose
+    source is missing (ENOENT), so with the old link moved to
+    ``<root>/.qbhook-holding/<run>-moving/<rel>`` (a rename on the same filesystem, no byte
+    copied, nothing deleted) that move finds nothing to copy and the view stays untouched.
+
+    Through verified folder descriptors below one of ``roots``. Returns ``{status:
+    hidden|absent, held_at?, carry?}``; a link already hidden by an earlier attempt is
+    ``hidden``. Moving a name changes the inode's ctime, which voids the catalog's cached hash
+    (keyed on size, mtime, ctime): ``carry`` is that hash with the stat it was valid for, for
+    ``unhide_after_move`` to store again under the new ctime when nothing else changed (else the
+    delete step would read the whole old copy once more).
+    """
+    path_s = os.fsdecode(_p(path))
+    root, parts = _moving_place(path, roots, "hide")
+    key = moving_hold_key(run)
+    try:
+        parent = _walk(root, parts[:-1])
+    except (FileNotFoundError, NotADirectoryError):
+        return _hidden_or_absent(root, parts, key)
+    except UnsafeOperation as e:
+        raise UnsafeOperation(f"refusing to hide {path_s}: {e.message}", hint=e.hint) from None
+    with parent:
+        st = parent.lstat(parts[-1])
+        if st is None:
+            return _hidden_or_absent(root, parts, key)
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise UnsafeOperation(f"refusing to hide {path_s}: not a regular file")
+        fs_path = parent.fs_path_for(st)
+        row_id, digest = _cached_digest(catalog, fs_path, st) if fs_path is not None else (None, None)
+        held = _hold(parent, parts[-1], path_s, st, root, parts, key)
+    res = {"status": "hidden", "held_at": held}
+    if digest is not None:
+        res["carry"] = {"row": row_id, "blake3": digest.hex(), "stat": [st.st_ino, st.st_size, st.st_mtime_ns]}
+    return res
+
+
+def unhide_after_move(path, *, roots, run, catalog=None, carry: dict | None = None) -> dict:
+    """Put back a link ``hide_during_move`` took away (idempotent), then drop the emptied holding folders.
+
+    The folders above ``path`` are made again if the client's move removed them. If another
+    file now sits at ``path``, nothing is replaced: the held link stays and the step refuses,
+    naming where it is. ``carry`` (from ``hide_during_move``): the cached hash is stored again
+    for the restored inode if its inode, size and mtime are still those it was valid for.
+    Returns ``{status: restored|absent}``.
+    """
+    path_s = os.fsdecode(_p(path))
+    root, parts = _moving_place(path, roots, "put back")
+    key = moving_hold_key(run)
+    held = holding_path(b"/".join([root.rstrip(b"/"), *parts]), os.fsdecode(root), key)
+    try:
+        hold = _open_holding(root, key, parts[:-1], create=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return {"status": "absent"}
+    with hold:
+        hst = hold.lstat(parts[-1])
+        if hst is None:
+            status = "absent"
+        elif not stat_mod.S_ISREG(hst.st_mode):
+            raise UnsafeOperation(f"{held} is not the file qbhook hid there: leaving it")
+        else:
+            with _walk(root, parts[:-1], create=True) as parent:
+                _link_back(hold, parent, parts[-1], hst, path_s, held)
+                os.unlink(parts[-1], dir_fd=hold.fd)
+                _carry_hash(catalog, carry, parent.lstat(parts[-1]))
+            status = "restored"
+    _rmdir_chain(root, [HOLDING_DIR.encode(), os.fsencode(key), *parts[:-1]])
+    return {"status": status}
+
+
+def _moving_place(path, roots, verb: str) -> tuple[bytes, list[bytes]]:
+    path_s = os.fsdecode(_p(path))
+    try:
+        root, parts = _split_under(path, roots)
+    except UnsafeOperation as e:
+        raise UnsafeOperation(f"refusing to {verb} {path_s}: not inside a seeding root: {e.message}") from None
+    if not parts or {HOLDING_DIR.encode(), STAGING_DIR.encode()}.intersection(parts[:-1]):
+        raise UnsafeOperation(f"refusing to {verb} {path_s}: a seeding root or one of qbhook's own folders")
+    return root, parts
+
+
+def _hidden_or_absent(root: bytes, parts: list[bytes], key: str) -> dict:
+    try:
+        with _open_holding(root, key, parts[:-1], create=False) as hold:
+            st = hold.lstat(parts[-1])
+    except (UnsafeOperation, OSError):
+        st = None
+    if st is not None and stat_mod.S_ISREG(st.st_mode):
+        return {"status": "hidden", "held_at": holding_path(b"/".join([root.rstrip(b"/"), *parts]), root, key)}
+    return {"status": "absent"}
+
+
+def _carry_hash(catalog, carry: dict | None, st: os.stat_result | None) -> None:
+    # Only our own two renames happened to it while it sat in a 0700 folder of qbhook's (the
+    # torrent stopped first): same inode, size and mtime means the same bytes as when hashed.
+    if catalog is None or not carry or carry.get("row") is None or st is None:
+        return
+    if [st.st_ino, st.st_size, st.st_mtime_ns] == list(carry["stat"]):
+        catalog.store_hash(carry["row"], bytes.fromhex(carry["blake3"]), st)
+
+
+def _link_back(hold: Dir, parent: Dir, name: bytes, hst: os.stat_result, path_s: str, held: str) -> None:
+    if parent.dev != hst.st_dev:
+        raise UnsafeOperation(f"cannot put {path_s} back: its folder is on another filesystem now; it stays at {held}")
+    try:
+        os.link(name, name, src_dir_fd=hold.fd, dst_dir_fd=parent.fd, follow_symlinks=False)
+    except FileExistsError:
+        cur = parent.lstat(name)
+        if cur is None or (cur.st_dev, cur.st_ino) != (hst.st_dev, hst.st_ino):
+            raise UnsafeOperation(
+                f"cannot put {path_s} back: another file took its place; the old file stays at {held}",
+                hint="compare the two and remove one by hand",
+            ) from None
+
+
+def _rmdir_chain(root: bytes, chain: list[bytes]) -> None:
+    """rmdir the empty folders of ``chain`` below ``root``, deepest first, each through its verified parent."""
+    opened = [_open_root(root)]
+    try:
+        for n in chain:
+            try:
+                opened.append(opened[-1].sub(n, own=True))
+            except (FileNotFoundError, NotADirectoryError, UnsafeOperation):
+                return
+        for k in range(len(opened) - 1, 0, -1):
+            if not _rmdir_quiet(opened[k - 1], chain[k - 1]):
+                return
+    finally:
+        for d in opened:
+            d.close()
 
 
 def remove_leftover_view(path, *, ino: int, size: int, keep, blake3_hex, roots, keep_roots=(), catalog=None) -> dict:

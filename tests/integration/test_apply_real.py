@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from qbhook.move import fsops
 from qbhook.sandbox.qbt import QbtInstance
 from qbhook.sandbox.scenario import MOVIES, Scenario
 from qbhook.sandbox.torrents import write_payload
@@ -481,7 +482,11 @@ def test_qbittorrent_killed_during_relocate_then_resume_converges(bed, tmp_path_
     assert summary["status"] == "interrupted" and summary["bytes_freed"] == 0, summary
     (reason,) = summary["groups_failed"].values()
     assert "cannot reach qBittorrent" in reason and "qbhook resume" in reason, reason
-    assert all(os.path.exists(p) for p in old_files)
+    # Nothing deleted: each old link is at its place or, kept out of reach of qBittorrent's
+    # restart move, in the run's "-moving" holding folder until qBittorrent answers again.
+    (run_id,) = journal_rows(bed.catalog, "SELECT id FROM runs")[0]
+    hidden = {p: fsops.holding_path(p, str(bed.sc.stash_seed), fsops.moving_hold_key(run_id)) for p in old_files}
+    assert all(os.path.exists(p) or os.path.exists(hidden[p]) for p in old_files), hidden
     rows = journal_rows(bed.catalog, "SELECT seq, kind, status FROM steps ORDER BY seq")
     assert rows[-1] == (seq, "relocate", "failed"), rows
     assert journal_rows(bed.catalog, "SELECT status FROM runs") == [("interrupted",)]
@@ -494,24 +499,138 @@ def test_qbittorrent_killed_during_relocate_then_resume_converges(bed, tmp_path_
     # rolled back: both torrents seed from their old place again, at 100%
     wait_seeding_at(bed.client, hashes, old_save.__getitem__)
     assert qbhook_json(bed.cfg, "resume")[1] == {"runs": []}
-    # Every old path is back with its bytes. They stay one inode unless qBittorrent itself split
-    # them on restart: killed between persisting the new save path and libtorrent finishing the
-    # move, its startup check moves the torrent in Overwrite mode (copy over the view, delete
-    # the old link), and the move back recreates that link as a copy. qbhook never splits them.
+    # Every old path is back with its bytes, and the pair is still one inode. (Killed between
+    # persisting the new save path and libtorrent finishing the move, qBittorrent's startup check
+    # moves the torrent in Overwrite mode: copy over the view, delete the old link. It used to
+    # split the pair that way; with the old links hidden during the move it finds nothing to copy.)
     now = {p: (st.st_dev, st.st_ino) for p, st in walk_files(bed.sc.stash_seed)}
     assert set(now) == set(old_links) and contents_on_disk(bed.sc.stash_seed) == stash_contents
     qbt_moves = moves_on_restart(bed.qbt)
-    assert len(set(now.values())) == 1 or qbt_moves, (now, "split, and not by qBittorrent's restart")
+    assert len(set(now.values())) == 1, (now, qbt_moves)
 
-    # and the next apply does the whole move, ending exactly like an uninterrupted run: one group,
-    # or one per stash inode when qBittorrent split the pair (the planner rightly sees two then)
+    # and the next apply does the whole move, ending exactly like an uninterrupted run
     _rc, again = qbhook_json(bed.cfg, "apply", "--yes")
-    assert again["groups_failed"] == {} and len(again["groups_done"]) == len(set(now.values())), (again, qbt_moves)
+    assert again["groups_failed"] == {} and len(again["groups_done"]) == 1, (again, qbt_moves)
     assert again["torrents_relocated"] == 2, again
     assert end_state(bed, hashes) == expected
     assert contents_on_disk(*bed.roots.values()) >= contents_before
     assert leftovers(*bed.roots.values()) == []
     assert {r["status"] for r in qbhook_json(bed.cfg, "history")[1]["runs"]} == {"failed", "done"}
+
+
+def _bdecode(data: bytes, i: int = 0):
+    """(value, next index) of the bencoded value at ``data[i]`` (enough for a fastresume file)."""
+    c = data[i : i + 1]
+    if c == b"i":
+        end = data.index(b"e", i)
+        return int(data[i + 1 : end]), end + 1
+    if c in (b"l", b"d"):
+        items, i = [], i + 1
+        while data[i : i + 1] != b"e":
+            v, i = _bdecode(data, i)
+            items.append(v)
+        return (dict(zip(items[::2], items[1::2], strict=True)) if c == b"d" else items), i + 1
+    colon = data.index(b":", i)
+    n = int(data[i:colon])
+    return data[colon + 1 : colon + 1 + n], colon + 1 + n
+
+
+def _bencode(v) -> bytes:
+    if isinstance(v, int):
+        return b"i%de" % v
+    if isinstance(v, bytes):
+        return b"%d:%s" % (len(v), v)
+    if isinstance(v, list):
+        return b"l" + b"".join(map(_bencode, v)) + b"e"
+    return b"d" + b"".join(_bencode(k) + _bencode(v[k]) for k in sorted(v)) + b"e"
+
+
+def leave_qbittorrent_mid_move(qbt: QbtInstance, h: str, old_save: str, new_save: str) -> None:
+    """Make qBittorrent's resume data say what it says when killed between persisting a new save
+    path and libtorrent finishing the move: qBittorrent's ``qBt-savePath`` is the new place,
+    libtorrent's ``save_path`` still the old one, and the torrent not paused (the stop before the
+    move had not reached the resume data yet, or ``stop_while_moving`` is off). The kill can land
+    either side of that window; this makes the restart move certain instead of a race. (A paused
+    torrent's move waits for its next check: ``Executor._settle_storage``.)"""
+    fr = qbt.profile_dir / "qBittorrent" / "data" / "BT_backup" / f"{h}.fastresume"
+    d, _end = _bdecode(fr.read_bytes())
+    d[b"qBt-savePath"], d[b"save_path"] = os.fsencode(new_save), os.fsencode(old_save)
+    d[b"paused"] = 0
+    fr.write_bytes(_bencode(d))
+
+
+def inode_facts(p, ctime: bool = True) -> tuple:
+    """What a write into the file changes (ctime also moves with each link made or removed)."""
+    st = os.stat(p)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, b3(p)) + ((st.st_ctime_ns,) if ctime else ())
+
+
+@pytest.mark.slow
+def test_qbittorrent_restart_move_during_a_promote_never_writes_into_the_library(bed):
+    """qBittorrent killed mid-relocation restarts into a move of its own in Overwrite mode. On
+    4.5.2/libtorrent 2.0.8 that move opens each destination file O_RDWR|O_CREAT(|O_TRUNC when the
+    source looks sparse) and copies into it, then unlinks the source: on a promote the destination
+    is the library's inode. qbhook hides the old links while its move is pending (libtorrent skips
+    a missing source), so the library inode is never opened for writing: same inode, bytes, mtime
+    and ctime throughout, and the run rolls back and later completes with nothing lost."""
+    sc, client = bed.sc, bed.client
+    (h,) = build_promote(bed)
+    lib = sc.library["arr_copy"]
+    pool_file = sc.pool_seed / "movies/Film.C.2021/film.c.mkv"
+    old_save, new_save = str(sc.pool_seed / "movies"), str(sc.stash_seed / "movies")
+    pool_bytes = b3(pool_file)
+    lib_content = inode_facts(lib, ctime=False)
+
+    proc = popen_qbhook(bed.cfg, "--json", "apply", "--yes")
+    try:
+        wait_for_step(bed.catalog, "relocate", "intended", proc)
+        lib_before = inode_facts(lib)  # linked into the view by now: its ctime must not move again
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and bed.save_path(h) != new_save:
+            time.sleep(0.01)
+        assert bed.save_path(h) == new_save
+        bed.qbt.kill()
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 5, (proc.returncode, out, err)
+    assert json.loads(out)["bytes_freed"] == 0
+    assert inode_facts(lib) == lib_before
+
+    leave_qbittorrent_mid_move(bed.qbt, h, old_save, new_save)
+    bed.qbt.restart()
+    bed.client = client = bed.qbt.client()
+    log = bed.qbt.profile_dir / "qBittorrent" / "data" / "logs" / "qbittorrent.log"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        moved = client.torrents_info(torrent_hashes=h)[0]
+        done = "Moved torrent successfully" in log.read_text(errors="replace").rsplit(" started\n", 1)[-1]
+        if done and moved["state"] not in ("moving", "checkingDL", "checkingUP", "checkingResumeData", "unknown"):
+            break
+        time.sleep(0.1)
+    assert moves_on_restart(bed.qbt), "qBittorrent did not move the torrent on its own: nothing was tested"
+    # qBittorrent's own move ran and the library file was not opened for writing. (With the old
+    # file hidden its startup check found nothing at the old place: the torrent sits at 0 % at
+    # the view until qbhook's rollback stops and rechecks it.)
+    assert inode_facts(lib) == lib_before
+    assert os.path.normpath(moved["save_path"]) == new_save and moved["progress"] < 1, moved
+
+    _rc, res = qbhook_json(bed.cfg, "resume", ok=(0, 5))
+    (run,) = res["runs"]
+    assert run["status"] == "failed" and run["groups"][0]["status"] == "rolled_back", run
+    wait_seeding_at(client, [h], lambda _h: old_save)
+    assert b3(pool_file) == pool_bytes and inode_facts(lib, ctime=False) == lib_content
+    assert leftovers(*bed.roots.values()) == []
+
+    _rc, out = qbhook_json(bed.cfg, "apply", "--yes")
+    assert out["groups_failed"] == {} and out["torrents_relocated"] == 1, out
+    wait_seeding_at(client, [h], lambda _h: new_save)
+    seeded = os.stat(sc.stash_seed / "movies/Film.C.2021/film.c.mkv")
+    assert (seeded.st_dev, seeded.st_ino) == lib_content[:2] and not pool_file.exists()
+    assert inode_facts(lib, ctime=False) == lib_content
+    assert leftovers(*bed.roots.values()) == []
 
 
 # --------------------------------------------------------------------------- 8. ENOSPC on the target

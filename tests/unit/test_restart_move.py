@@ -1,0 +1,206 @@
+"""qBittorrent's own move after a restart inside ours must find nothing to copy.
+
+qBittorrent 4.5.2 persists a new save path before libtorrent has moved the files; restarted in
+between, it moves the torrent itself in Overwrite mode, which copies each old file INTO the file
+already at the new place (on a promote: the library's inode), then unlinks the old one. libtorrent
+skips a file whose source is missing, so the executor hides the old links while a move may be
+pending (``fsops.hide_during_move``) and puts them back only once qBittorrent's save path and
+libtorrent's agree (``content_path``). The real thing: integration/test_apply_real.py section 7.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import pytest
+
+from qbhook.errors import QbtError, UnsafeOperation
+from qbhook.move import fsops
+from tests.unit.test_executor import (
+    FILES,
+    H1,
+    H2,
+    Crash,
+    FakeQbt,
+    _make_world,
+    assert_demoted,
+    demote_plan,
+    end_state,
+)
+from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
+
+
+class RestartingQbt(FakeQbt):
+    """A FakeQbt that "dies and restarts" inside the first setLocation of ``restart_on``: its save
+    path says the new place while libtorrent's files stay at the old one (``content_path``), until
+    the next recheck or start runs its own Overwrite move: for each file whose source exists, copy
+    it INTO the existing destination file (same inode, like libtorrent's ``copy_file``), then
+    unlink the source."""
+
+    def __init__(self, restart_on: set[str]):
+        super().__init__()
+        self.restart_on = set(restart_on)
+        self.storage: dict[str, str] = {}  # torrent -> libtorrent's save path, while it differs
+        self.overwritten: list[str] = []
+        self.hidden_at_set_location: dict[str, list[bool]] = {}
+        self.refuse_recheck = 0
+
+    def set_location(self, h, path):
+        t = self._get(h)
+        if self.storage.get(t.hash) == path:  # back to where libtorrent's files are: no move at all
+            self.calls.append(("set_location", t.hash, path))
+            del self.storage[t.hash]
+            t.save_path, t.script = path, []
+            return
+        old = t.save_path
+        self.hidden_at_set_location.setdefault(t.hash, []).extend(
+            not os.path.lexists(os.path.join(old, n)) for n, _s, p in t.files if p
+        )
+        super().set_location(h, path)
+        if t.hash in self.restart_on:
+            self.restart_on.discard(t.hash)
+            self.storage[t.hash] = old
+            t.script, t.save_path = [], path  # qBittorrent's new save path persisted, the move lost
+
+    def _info(self, t):
+        info = super()._info(t)
+        if t.hash in self.storage:
+            return replace(info, content_path=os.path.join(self.storage[t.hash], t.name))
+        return info
+
+    def _own_move(self, t) -> None:
+        old = self.storage.pop(t.hash, None)
+        for n, _s, _p in t.files if old is not None else ():
+            src, dst = os.path.join(old, n), os.path.join(t.save_path, n)
+            if os.path.exists(src):
+                with open(src, "rb") as f, open(dst, "r+b") as g:
+                    g.write(f.read())
+                self.overwritten.append(dst)
+                os.unlink(src)
+
+    def recheck(self, h):
+        if self.refuse_recheck:
+            self.refuse_recheck -= 1
+            raise QbtError("fake: recheck refused (HTTP 500)")
+        self._own_move(self._get(h))
+        super().recheck(h)
+
+    def start(self, h):
+        self._own_move(self._get(h))
+        super().start(h)
+
+
+@pytest.fixture
+def restarting(tmpfs, tmp_path):  # noqa: F811
+    w = _make_world(tmpfs, tmp_path)
+    q = RestartingQbt({H1, H2})
+    q.t = w.qbt.t
+    w.qbt = q
+    yield w
+    w.cat.close()
+
+
+def test_old_links_are_hidden_at_every_set_location_and_the_run_ends_as_before(restarting):
+    """The plain run: every old link is out of reach when setLocation is issued, and the end
+    state (old links deleted, torrents on the pool, no holding folder left) is unchanged."""
+    w = restarting
+    w.qbt.restart_on.clear()
+
+    summary = w.executor().apply(demote_plan(w))
+
+    assert summary.status == "done", summary.groups_failed
+    assert w.qbt.hidden_at_set_location == {H1: [True] * len(FILES), H2: [True] * len(FILES)}
+    assert_demoted(w, summary)
+    assert not os.path.lexists(os.path.join(w.seed_s, fsops.HOLDING_DIR))
+
+
+def test_restart_inside_the_move_runs_qbittorrents_own_move_with_nothing_to_copy(restarting):
+    """qBittorrent restarted inside each setLocation: it says the new place, libtorrent's files are
+    at the old one, and its next check or start would copy every old file into the view in place.
+    The executor runs that move itself (recheck) while the old links are hidden: nothing is copied,
+    the view's inodes are never written, and the run ends exactly like an uninterrupted one."""
+    w = restarting
+    plan = demote_plan(w)
+    summary = w.executor().apply(plan)
+
+    assert w.qbt.overwritten == [], "qBittorrent's own move wrote into the view"
+    assert summary.status == "done", summary.groups_failed
+    assert w.qbt.storage == {}  # libtorrent's files are at the new place, as qBittorrent says
+    assert_demoted(w, summary)
+    assert not os.path.lexists(os.path.join(w.seed_s, fsops.HOLDING_DIR))
+
+
+def test_rollback_with_the_move_still_pending_cancels_it_and_puts_the_links_back(restarting):
+    """The relocation fails while qBittorrent's own move is pending (its recheck is refused):
+    moving back to where libtorrent's files are cancels that move, the hidden links return, and
+    the view was never written into."""
+    w = restarting
+    before = end_state(w)
+    w.qbt.refuse_recheck = 1
+
+    summary = w.executor().apply(demote_plan(w))
+
+    assert summary.status == "failed" and summary.groups[0].status == "rolled_back", summary.groups[0].reason
+    assert w.qbt.overwritten == [] and w.qbt.storage == {} and w.qbt.violations == []
+    for h in (H1, H2):
+        assert w.qbt.t[h].save_path == w.save(h, "stash")
+    assert end_state(w)["stash"] == before["stash"]  # every old link back: same content, same link structure
+    assert not os.path.lexists(os.path.join(w.seed_s, fsops.HOLDING_DIR))
+
+
+def test_hide_and_unhide_are_idempotent_and_never_replace_a_newcomer(tmpfs, tmp_path):  # noqa: F811
+    root = tmpfs("pool")
+    seed = root / "seed"
+    (seed / "Show").mkdir(parents=True)
+    f = seed / "Show" / "e01.mkv"
+    f.write_bytes(b"x" * 1000)
+    ino = f.stat().st_ino
+    roots = (str(seed),)
+
+    assert fsops.hide_during_move(str(f), roots=roots, run=7)["status"] == "hidden"
+    assert not f.exists()
+    assert fsops.hide_during_move(str(f), roots=roots, run=7)["status"] == "hidden"  # a resumed attempt
+    os.rmdir(seed / "Show")  # qBittorrent's move removes the emptied folder
+    assert fsops.unhide_after_move(str(f), roots=roots, run=7)["status"] == "restored"
+    assert f.stat().st_ino == ino and not (seed / fsops.HOLDING_DIR).exists()
+    assert fsops.unhide_after_move(str(f), roots=roots, run=7)["status"] == "absent"
+
+    fsops.hide_during_move(str(f), roots=roots, run=8)
+    f.write_bytes(b"someone else's")  # a new file took the name meanwhile
+    with pytest.raises(UnsafeOperation, match="another file took its place"):
+        fsops.unhide_after_move(str(f), roots=roots, run=8)
+    held = fsops.holding_path(str(f), str(seed), fsops.moving_hold_key(8))
+    assert os.stat(held).st_ino == ino and f.read_bytes() == b"someone else's"  # both kept
+    with pytest.raises(UnsafeOperation, match="not inside a seeding root"):
+        fsops.hide_during_move(str(root / "elsewhere"), roots=roots, run=9)
+
+
+def test_killed_between_hiding_and_set_location_then_started_by_hand_gets_its_links_back(restarting):
+    """qbhook dies after hiding the old links and before setLocation; someone then starts the
+    torrent, which finds its files gone (missingFiles). The resumed run fails the relocation (not
+    stable) and its rollback puts the links back first: nothing stays hidden behind a failure
+    that only a person can clear."""
+    w = restarting
+    w.qbt.restart_on.clear()
+    real_set_location = w.qbt.set_location
+
+    def killed(h, path):
+        w.qbt.set_location = real_set_location
+        raise Crash("killed before setLocation")
+
+    w.qbt.set_location = killed
+    with pytest.raises(Crash):
+        w.executor().apply(demote_plan(w))
+    old = [os.path.join(w.save(H1, "stash"), rel) for rel, _d in FILES]
+    assert not any(os.path.lexists(p) for p in old)  # hidden, as it should be during a move
+    t = w.qbt.t[H1]
+    t.stopped, t.transient = False, "missingFiles"  # started by hand: its files are gone
+
+    (summary,) = w.executor().resume()
+
+    # failed, and the rollback still waits for the torrent to leave missingFiles (a recheck)
+    assert summary.status == "interrupted" and "ROLLBACK INCOMPLETE" in summary.groups[0].reason
+    assert all(os.path.lexists(p) for p in old)
+    assert not os.path.lexists(os.path.join(w.seed_s, fsops.HOLDING_DIR))
+    assert w.qbt.count("set_location", H1) == 0
