@@ -220,3 +220,23 @@ def test_explain_from_the_index_loads_no_client_library_scanner_or_server(bed):
 
 def command_modules_loaded(mods: set[str]) -> list[str]:
     return sorted(set(command_modules()) & mods)
+
+
+def test_the_hook_qbittorrent_runs_per_event_loads_no_planner_journal_or_client(bed):
+    """`qbhook hook added ...` (qBittorrent runs it once per torrent event) parses its values
+    and enqueues one job: it loads the event queue, and not the status report's imports (the
+    planner's types, the journal, the orphan finder), the clients, the executor or the server."""
+    values = [HASH, "", "", "Movie.A", "", "", "/x/Movie.A", "/x", "/x", "2", "3040"]
+    code, out, mods = run_probe("--config", str(bed), "--json", "hook", "added", *values)
+    assert code == 0, out
+    assert json.loads(out)["queued"]
+    never = [n for n in NEVER if n != "qbhook.events"]
+    assert loaded(mods, (*never, *HOOK_NEVER, "qbhook.decide", "qbhook.catalog.scan", "qbhook.clients")) == []
+
+
+# Of qbhook.events, what enqueueing one hook call never needs: the status report (the journal,
+# the planner's types), the worker, the web server, its pages and metrics, the alerts.
+HOOK_NEVER = tuple(
+    f"qbhook.events.{m}"
+    for m in ("status", "worker", "server", "service", "views", "page", "metrics", "alerts", "auth")
+)
