@@ -123,21 +123,27 @@ def explain_cost(cfg_path: Path, args: list[str], env: dict | None = None, strac
     return secs, total[0].split()[3] if total else "?"
 
 
-def explain_rounds(cfg_path: Path, work: Path, h: str, run_sweep, rounds: int) -> tuple[list, str]:
+def explain_rounds(
+    cfg_path: Path, work: Path, h: str, run_sweep, rounds: int, compare: str | None = None, label: str = "other"
+) -> tuple[list, str]:
     """``explain HASH`` interleaved with unchanged sweeps (the issue's ratio is against the sweep).
 
     Per round: an unchanged sweep (in-process, as the bench's other sweeps), explain in its own
     process (as a user runs it: interpreter start, imports, config, catalog, answer; compiled
     bytecode in a private pycache, as an installed qbhook has), the same in-process (click's
     runner: config, catalog and answer, no interpreter start or imports), and ``explain --live``
-    (lists every torrent from qBittorrent, as explain did before the index answered it)."""
+    (lists every torrent from qBittorrent, as explain did before the index answered it).
+    ``compare``: also time explain in its own process with the qbhook package in that folder
+    (another checkout), in the same rounds."""
     from click.testing import CliRunner
 
     from bench._common import qbhook_versions
     from qbhook.cli.app import main as cli_main
 
-    env = qbhook_versions(work, None, "")[0][1]
-    explain_cost(cfg_path, ["explain", h], env, strace=False)  # untimed: fills the pycache
+    versions = qbhook_versions(work, compare, label)
+    env = versions[0][1]
+    for _, v_env in versions:
+        explain_cost(cfg_path, ["explain", h], v_env, strace=False)  # untimed: fills the pycache
     explain_cost(cfg_path, ["explain", h, "--live"], env, strace=False)
 
     def in_process(*extra: str) -> float:
@@ -148,12 +154,15 @@ def explain_rounds(cfg_path: Path, work: Path, h: str, run_sweep, rounds: int) -
 
     in_process()  # imports, once
     sweeps, proc, inproc, live, live_in = [], [], [], [], []
+    other = {name: [] for name, _ in versions[1:]}
     for _ in range(rounds):
         t0 = time.perf_counter()
         out = run_sweep()
         sweeps.append(time.perf_counter() - t0)
         assert out["replanned"]["groups"] == 0, out["replanned"]
         proc.append(explain_cost(cfg_path, ["explain", h], env, strace=False)[0])
+        for name, v_env in versions[1:]:
+            other[name].append(explain_cost(cfg_path, ["explain", h], v_env, strace=False)[0])
         inproc.append(in_process())
         live.append(explain_cost(cfg_path, ["explain", h, "--live"], env, strace=False)[0])
         live_in.append(in_process("--live"))
@@ -168,6 +177,7 @@ def explain_rounds(cfg_path: Path, work: Path, h: str, run_sweep, rounds: int) -
     rows = [
         [f"7. unchanged sweep (in-process), median of {rounds}", 1, f"{base:.3f}", _fmt(sweeps), 0],
         row("   explain HASH, own process", proc, f", {stats} stat calls"),
+        *(row(f"   explain HASH, own process, {name}", xs) for name, xs in other.items()),
         row("   explain HASH, in-process", inproc),
         row("   explain HASH --live, own process", live, f", {stats_live} stat calls"),
         row("   explain HASH --live, in-process", live_in),
@@ -277,6 +287,8 @@ def main() -> None:
     )
     ap.add_argument("--rounds", type=int, default=3, help="rounds of unchanged sweep vs find (default 3)")
     ap.add_argument("--profile", action="store_true", help="with --sweep: cProfile one more unchanged sweep")
+    ap.add_argument("--compare", metavar="DIR", help="with --sweep: also time explain with the qbhook in DIR")
+    ap.add_argument("--compare-label", default="other")
     ap.add_argument("--base", default="/tmp")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
@@ -445,7 +457,13 @@ def main() -> None:
                 prof.runcall(sweep, cfg, cat, [c2])
                 pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
             ex_rows, explain_verdict = explain_rounds(
-                cfg_path, work, items[0][0], lambda: sweep(cfg, cat, [c2]), args.rounds
+                cfg_path,
+                work,
+                items[0][0],
+                lambda: sweep(cfg, cat, [c2]),
+                args.rounds,
+                args.compare,
+                args.compare_label,
             )
             rows += ex_rows
             # explain forced to rescan (--max-scan-age 0: walks both pools first, as explain did

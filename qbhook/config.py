@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import socket
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
@@ -225,6 +224,8 @@ def parse_address(address: str) -> tuple[int, Any]:
 
     Returns ``(socket family, sockaddr)``.
     """
+    import socket  # here: ~5 ms of every command's start-up, and only rTorrent clients need it
+
     addr = address.strip()
     addr = addr.removeprefix("scgi://")
     if addr.startswith("/"):

@@ -29,20 +29,16 @@ A home server keeps serving while qbhook hashes (``ensure_hashes``):
 from __future__ import annotations
 
 import atexit
-import ctypes
 import errno
 import logging
 import os
-import platform
 import queue
 import signal
-import socket
 import stat
 import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -101,6 +97,11 @@ BACKGROUND_NICE = 19
 
 
 def _ioprio_call(which: int, *args: int) -> int:
+    # ctypes and platform load here, not at the top: every command that imports this module
+    # (explain builds a snapshot) would pay for them, and only background hashing calls this.
+    import ctypes
+    import platform
+
     nrs = _IOPRIO_SYSCALLS.get(platform.machine())
     if nrs is None:
         raise OSError(errno.ENOSYS, f"ioprio syscalls unknown on {platform.machine()}")
@@ -356,6 +357,8 @@ class _Worker:
     """One mmap-hashing worker process and the parent's end of its socket."""
 
     def __init__(self):
+        import socket  # here: only a hashing run starts workers (start-up cost of every command)
+
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             # -I (isolated): no working folder or PYTHON* variables on the import path. The daemon
@@ -390,6 +393,8 @@ class _Worker:
     def hash(self, fd: int) -> bytes | None:
         """Digest of the file behind ``fd``; b"" if the worker could not map it (it lives on),
         None if the worker died or its answer was cut short (it must not be reused)."""
+        import socket
+
         try:
             socket.send_fds(self.sock, [b"h"], [fd])
             reply = self._recv(_REPLY)
@@ -656,6 +661,8 @@ def ensure_hashes(
             except BaseException as e:
                 results.put((iid, None, e))
                 return
+
+    from concurrent.futures import ThreadPoolExecutor  # only a run that hashes needs the pool
 
     with ThreadPoolExecutor(max_workers=min(len(todo), 8), thread_name_prefix="hash") as ex:
         for items in todo.values():

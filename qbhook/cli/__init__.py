@@ -9,5 +9,6 @@ port taken); 78 configuration problem.
 """
 
 # Each module registers its commands on ``main`` when imported; ``main`` imports only the module
-# of the command being run (app.COMMAND_MODULES), so `qbhook dupes` starts without the rest.
+# of the command being run (app.COMMANDS), so `qbhook dupes` starts without the rest, and
+# `qbhook --help` lists every command from that table without importing any.
 from qbhook.cli.app import App, main, pass_app  # noqa: F401  (the public entry point and its context)

@@ -1,22 +1,26 @@
-"""The click group ``main``, the ``App`` every command receives, and shared options."""
+"""The click group ``main``, the ``App`` every command receives, and shared options.
+
+Start-up is paid by every command, so this module imports only click and the error hierarchy:
+the config (PyYAML), the catalog (sqlite3), notifications and logging load when a command
+first needs them, and a command's module loads only when that command runs (COMMAND_MODULES).
+`qbhook --version` and `qbhook --help` import no command module and read no file
+(tests/unit/test_startup.py holds every command's import set to that).
+"""
 
 from __future__ import annotations
 
 import importlib
-import json
-import logging
 import os
-import sqlite3
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
-from qbhook import notify
-from qbhook.catalog.db import sqlite_failure
-from qbhook.config import Config, find_config_path, load_config
+from qbhook import __version__
 from qbhook.errors import QbhookError
 
-log = logging.getLogger("qbhook")
+if TYPE_CHECKING:
+    from qbhook.config import Config
 
 
 class App:
@@ -30,8 +34,15 @@ class App:
     @property
     def cfg(self) -> Config:
         if self._cfg is None:
+            from qbhook.config import find_config_path, load_config
+
             self._cfg = load_config(find_config_path(self.config_path))
-            notify.configure(self._cfg)  # no-op without notify.urls
+            # notify.configure is a no-op without notify.urls unless a notifier already runs,
+            # which needs qbhook.notify imported: only then is the module worth loading.
+            if self._cfg.notify.urls or "qbhook.notify" in sys.modules:
+                from qbhook import notify
+
+                notify.configure(self._cfg)
         return self._cfg
 
     @property
@@ -60,6 +71,8 @@ class App:
 
     def emit(self, data, human=None) -> None:
         if self.as_json:
+            import json
+
             # Compact: indent= switches json to its slow pure-Python encoder on big outputs.
             click.echo(json.dumps(data, sort_keys=True, default=str, separators=(",", ":")))
         elif human is not None:
@@ -94,34 +107,63 @@ def shown(path) -> str:
     return b.decode("utf-8", "backslashreplace")
 
 
-# The modules of qbhook.cli that register commands on ``main``, and which one holds each
-# command. Only the module of the command being run is imported: `qbhook dupes` then never
-# loads the planner, the executor, Flask or the client libraries (python -X importtime). A
-# command name not listed here loads every module, so a command added to a module without
-# updating this map still works (only not lazily); --help lists them all.
+# The modules of qbhook.cli that register commands on ``main``; which one holds each command, and
+# the first paragraph of its help (what `qbhook --help` lists). Only the module of the command
+# being run is imported: `qbhook dupes` then never loads the planner, the executor, Flask or
+# the client libraries, and `qbhook --help` lists every command from this table without
+# importing any (python -X importtime). A command name not listed here loads every module, so
+# a command added to a module without updating this table still runs (only not lazily);
+# tests/unit/test_startup.py checks the table against the real commands.
 CLI_MODULES = ("apply", "catalog", "config", "demo", "events", "orphans", "plan", "repair", "torrents")
-COMMAND_MODULES = {
-    "apply": "apply",
-    "resume": "apply",
-    "history": "apply",
-    "scan": "catalog",
-    "dupes": "catalog",
-    "find": "catalog",
-    "config": "config",
-    "demo": "demo",
-    "sweep": "events",
-    "status": "events",
-    "queue": "events",
-    "hook": "events",
-    "setup": "events",
-    "serve": "events",
-    "orphans": "orphans",
-    "holding": "orphans",
-    "plan": "plan",
-    "explain": "plan",
-    "repair": "repair",
-    "torrents": "torrents",
+COMMANDS = {
+    "apply": ("apply", "Plan, then (with --yes) move payload groups between the pools."),
+    "resume": ("apply", "Finish runs that crashed or were interrupted, re-checking the step that was in flight."),
+    "history": ("apply", "Past runs from the journal (newest first), or one run's steps."),
+    "scan": ("catalog", "Incrementally scan POOLS (default: all) into the catalog."),
+    "dupes": (
+        "catalog",
+        "List content stored more than once as distinct inodes, with the bytes converging would free.",
+    ),
+    "find": ("catalog", "Show every link of PATH's inode and every known copy of its content (both pools)."),
+    "config": ("config", "Inspect the configuration."),
+    "demo": (
+        "demo",
+        "Build a sandbox (two real pools, a real qBittorrent and, when installed, rTorrent; sample "
+        "torrents) and run qbhook end to end.",
+    ),
+    "sweep": (
+        "events",
+        "Scan, classify every group, plan (and apply when policy.auto_apply). Safe from cron/systemd.",
+    ),
+    "status": (
+        "events",
+        "Queue depth, server and worker health, last sweep, pending plans, recent runs, pool usage.",
+    ),
+    "queue": ("events", "List queued event jobs (dead letters show their error)."),
+    "hook": (
+        "events",
+        "Enqueue a qBittorrent hook call directly (no server): qbhook hook added %I %J %K %N %L %G %F %R %D %C %Z",
+    ),
+    "setup": ("events", "Wire qbhook into other programs."),
+    "serve": (
+        "events",
+        "Run the webhook server, the queue worker and a periodic sweeper until stopped (SIGTERM/SIGINT).",
+    ),
+    "orphans": ("orphans", "Files under the seeding roots that no torrent of any configured client references."),
+    "holding": ("orphans", "Links waiting in holding folders (journal-recorded), and when each may be purged."),
+    "plan": ("plan", "Show what qbhook would do for every payload group. Changes nothing."),
+    "explain": ("plan", "Why TORRENT_HASH's group gets its decision: its torrents, files and every link found."),
+    "repair": (
+        "repair",
+        "Rebuild torrents in missingFiles from copies the catalog holds: hardlinks on one dataset, "
+        "setLocation if the save path changes, recheck to 100 %. No bytes are copied.",
+    ),
+    "torrents": (
+        "torrents",
+        "List indexed torrents with their pool, payload group, payload id and last known decision.",
+    ),
 }
+COMMAND_MODULES = {name: module for name, (module, _) in COMMANDS.items()}
 
 
 def load_commands(*modules: str) -> None:
@@ -132,7 +174,7 @@ def load_commands(*modules: str) -> None:
 
 class QbhookGroup(click.Group):
     """Turns QbhookError into a message and its exit code instead of a traceback; loads each
-    command's module only when that command is asked for (see COMMAND_MODULES)."""
+    command's module only when that command is asked for (see COMMANDS)."""
 
     def get_command(self, ctx, cmd_name):
         if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
@@ -142,15 +184,34 @@ class QbhookGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
     def list_commands(self, ctx):
-        load_commands()
-        return super().list_commands(ctx)
+        return sorted(set(self.commands) | set(COMMANDS))
+
+    def format_commands(self, ctx, formatter):
+        """click's listing (Group.format_commands), each command not loaded yet standing in as
+        its summary from COMMANDS: the same text, and `qbhook --help` imports no command module."""
+        commands = []
+        for name in self.list_commands(ctx):
+            cmd = self.commands.get(name) or click.Command(name, help=COMMANDS[name][1])
+            if not cmd.hidden:
+                commands.append((name, cmd))
+        if commands:
+            limit = formatter.width - 6 - max(len(name) for name, _ in commands)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, cmd.get_short_help_str(limit)) for name, cmd in commands])
 
     def invoke(self, ctx):
         try:
             try:
                 return super().invoke(ctx)
-            except sqlite3.DatabaseError as e:
-                # One-line error naming the catalog (exit 74 when damaged); bugs keep their traceback.
+            except Exception as e:
+                # A catalog error becomes one line naming the catalog (exit 74 when damaged); bugs
+                # keep their traceback. Only a loaded sqlite3 can have raised one, and a command
+                # that never opened the catalog (--help, config) need not import it to check.
+                sqlite3 = sys.modules.get("sqlite3")
+                if sqlite3 is None or not isinstance(e, sqlite3.DatabaseError):
+                    raise
+                from qbhook.catalog.db import sqlite_failure
+
                 cfg = getattr(ctx.obj, "_cfg", None)
                 err = sqlite_failure(e, cfg.catalog if cfg is not None else None)
                 if err is None:
@@ -161,21 +222,33 @@ class QbhookGroup(click.Group):
             ctx.exit(e.exit_code)
 
 
+def _flush_notifications() -> None:
+    """Give pending notifications a bounded wait when a command ends. Nothing can be pending
+    unless qbhook.notify was imported (a notifier lives there), so this never imports it."""
+    notify = sys.modules.get("qbhook.notify")
+    if notify is not None:
+        notify.flush_pending()
+
+
 @click.group(cls=QbhookGroup)
 @click.option(
     "--config", "-c", "config_path", envvar="QBHOOK_CONFIG", help="Config file (default /etc/qbhook/config.yaml)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
-@click.version_option(package_name="qbhook")
+# The version is the package's own constant (asserted equal to the installed metadata by a
+# test): click would otherwise import importlib.metadata and read the dist-info, ~20 ms.
+@click.version_option(version=__version__, package_name="qbhook")
 @click.pass_context
 def main(ctx, config_path, as_json, verbose):
     """qbhook keeps torrent seed data on the right pool: libraries' data on the
     primary pool, seed-only data on the cold pool, one physical copy each."""
+    import logging
+
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     ctx.obj = App(config_path, as_json, verbose)
-    ctx.call_on_close(notify.flush_pending)  # bounded wait for pending notifications
+    ctx.call_on_close(_flush_notifications)
 
 
 # ---------------------------------------------------------------- config

@@ -15,7 +15,6 @@ from qbhook.units import human_bytes as _human_bytes
 @pass_app
 def scan(app: App, pools, allow_mass_delete, do_hash):
     """Incrementally scan POOLS (default: all) into the catalog."""
-    from qbhook.catalog.hashing import ensure_hashes
     from qbhook.catalog.scan import scan_pools
 
     cfg = app.cfg
@@ -24,6 +23,10 @@ def scan(app: App, pools, allow_mass_delete, do_hash):
     results = [res.as_dict() for res in scanned]
     out = {"scans": results}
     if do_hash:
+        # Here, not at the top: the hashing machinery (threads, ctypes, the worker pool) is
+        # ~10 ms of imports a plain rescan never uses.
+        from qbhook.catalog.hashing import ensure_hashes
+
         ids = [r[0] for r in app.catalog.conn.execute("SELECT id FROM inodes")]
         # background: idle I/O and nice 19 in the hashing threads; at most scan.hash_budget bytes
         rep = ensure_hashes(

@@ -8,14 +8,16 @@ import logging
 import shlex
 import sys
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import click
 
 from qbhook.catalog.db import check_tables, reading
 from qbhook.cli.app import App, main, pass_app
-from qbhook.clients.port import ClientPort
-from qbhook.events.status import CHECKED_TABLES
 from qbhook.units import human_bytes as _human_bytes
+
+if TYPE_CHECKING:
+    from qbhook.clients.port import ClientPort
 
 log = logging.getLogger("qbhook.serve")
 
@@ -157,6 +159,10 @@ def queue(ctx, states, limit):
         return
     from qbhook.events.queue import JobQueue
 
+    # Here, not at the top: qbhook.events.status (the journal, the planner's types) is ~40% of
+    # the imports of `qbhook hook`, which qBittorrent runs once per torrent event.
+    from qbhook.events.status import CHECKED_TABLES
+
     app: App = ctx.obj
     with reading(app.cfg.catalog):
         check_tables(app.catalog.conn, app.cfg.catalog, CHECKED_TABLES)
@@ -195,6 +201,7 @@ def queue(ctx, states, limit):
 def queue_retry(app: App, job_id):
     """Put a dead job back in the queue."""
     from qbhook.events.queue import JobQueue
+    from qbhook.events.status import CHECKED_TABLES
 
     with reading(app.cfg.catalog):
         check_tables(app.catalog.conn, app.cfg.catalog, CHECKED_TABLES)

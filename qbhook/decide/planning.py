@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from qbhook.catalog import scan as scanner
 from qbhook.catalog.indexer import try_sync_all
 from qbhook.catalog.queries import last_full_scan_age
 from qbhook.catalog.store import Catalog
@@ -80,6 +79,9 @@ def ready_catalog(
             "scanned", f"pools scanned now: last full scan {_ago(age)} ago, older than scan.max_age {_ago(limit)}", age
         )
     if use.source == "scanned":
+        # Imported here: explain and plan on a recent catalog never walk (start-up cost).
+        from qbhook.catalog import scan as scanner
+
         for pool in cfg.pools:
             # through the module: one name to patch for whoever counts the walks (tests, benchmarks)
             scanner.scan_pool(catalog, pool, cfg.scan, progress=progress)

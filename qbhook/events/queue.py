@@ -18,7 +18,6 @@ into: its worker may already be past the point where new facts would matter.
 from __future__ import annotations
 
 import os
-import socket
 import sqlite3
 import threading
 import time
@@ -365,6 +364,8 @@ def worker_id() -> str:
     owner still runs. ``start`` (the process's start tick since boot) tells a restarted
     process apart from its predecessor even with the same pid, as a container's PID 1;
     ``pidns`` says which pid namespace the pid means (containers sharing a host name)."""
+    import socket  # here: `qbhook hook` enqueues without claiming (start-up cost per event)
+
     _, start = _process_state(os.getpid())
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{start or '-'}:{_pid_namespace()}"
 
@@ -377,6 +378,8 @@ def worker_alive(worker: str | None, claimed_at: float | None = None) -> bool | 
         return None
     host, pid, ident = fields[0], int(fields[1]), int(fields[2])
     claimed_start = fields[3] if len(fields) >= 4 and fields[3] != "-" else None
+    import socket
+
     if host != socket.gethostname():
         return None
     if len(fields) == 5 and fields[4] != _pid_namespace():
