@@ -344,6 +344,13 @@ def test_the_index_refresh_runs_only_when_the_catalog_or_a_file_list_changed(bed
     bed.cat.conn.execute("UPDATE inodes SET hashed_at = 5 WHERE id = (SELECT min(id) FROM inodes)")
     bed.cat.conn.commit()
     bed.sweep()
+    assert len(calls) == n, "a time written alone (a re-hash to the same digest) changes no payload id"
+    bed.cat.conn.execute(
+        "UPDATE inodes SET hash = randomblob(32), hash_size = size, hash_mtime_ns = mtime_ns, "
+        "hash_ctime_ns = ctime_ns, hashed_at = 6 WHERE id = (SELECT min(id) FROM inodes)"
+    )
+    bed.cat.conn.commit()
+    bed.sweep()
     assert len(calls) == n + 1  # a hash stored by someone else (a hash worker)
     bed.qbt.torrents_raw[H1]["name"] = "One.Renamed"  # its file list is fetched again
     bed.sweep()
