@@ -17,9 +17,14 @@ How each kind of client is followed:
 A torrent whose paths cannot be mapped is stored with the reason (``map_error``) instead of
 failing the sync. An index that contradicts itself (unreadable record, orphaned rows, a
 garbled sync position) is dropped for that instance and rebuilt by a full sync, and the
-report says so. After a sync, file paths are re-resolved to catalog inodes and payload
-ids recomputed (``TorrentIndex.refresh``, catalog-only) when a file list was written or the
-catalog's paths or inodes changed since the last refresh (``refresh_mark``).
+report says so. Each contradiction is looked for where it costs nothing extra, so that an
+unchanged client costs one request and no pass over the index: the sync position and the
+file rows a new torrent could adopt before every sync (``TorrentIndex.check``, two index
+lookups), a stored record when an answer merges into it (only those are decoded), every
+orphaned file row at each full listing (``check_all``). After a sync, file paths are
+re-resolved to catalog inodes and payload ids recomputed (``TorrentIndex.refresh``,
+catalog-only) when a file list was written or the catalog's paths, inodes or hashes changed
+since the last refresh (``refresh_mark``: two counters).
 """
 
 from __future__ import annotations
@@ -230,7 +235,7 @@ def sync_client(catalog: Catalog, client, *, now: float | None = None) -> SyncRe
         # the instance's index and list it whole (a maindata answer from rid 0 is a full one).
         rebuilt = _rebuild(idx, client.name, e)
         rep = sync(idx, client, now)
-    rep.rebuilt = rebuilt
+    rep.rebuilt = rebuilt or rep.rebuilt
     # The refresh re-reads every file row (seconds at 180,000 files, more than the rest of an
     # unchanged sweep): only when a file list was written or the catalog changed under them.
     mark = refresh_mark(catalog)
@@ -295,10 +300,17 @@ def _sync_maindata(idx: TorrentIndex, client, now: float | None) -> SyncReport:
     rep = SyncReport(client.name, "full" if full else "incremental", rid=new_rid)
     records, to_fetch = [], []
     incoming = {str(h).lower(): dict(v or {}) for h, v in dict(data.get("torrents") or {}).items()}
-    if full:
-        idx.check_all(client.name)  # every record is read below anyway
-    # Only the records this answer merges into are read: an unchanged client decodes none.
-    stored = idx.raw_records(client.name, incoming)
+    try:
+        if full:
+            idx.check_all(client.name)  # every record is read below anyway
+        # Only the records this answer merges into are read: an unchanged client decodes none.
+        stored = idx.raw_records(client.name, incoming)
+    except IndexInconsistent as e:
+        if not full:
+            raise  # a delta needs what it merges into: the caller asks for a full answer
+        # A full answer merges into nothing: drop the stored index and take it as a first sync.
+        rep.rebuilt = _rebuild(idx, client.name, e)
+        stored = {}
     rep.listed = len(incoming)
     for h, part in incoming.items():
         old = stored.get(h)

@@ -361,7 +361,6 @@ def test_a_file_row_a_new_torrent_would_adopt_is_found_by_the_cheap_check(cat):
         {"rid": 1, "full_update": True, "torrents": {H1: _raw("R1")}},
         {"rid": 1, "full_update": True, "torrents": {H1: _raw("R1")}},
         {"rid": 2, "full_update": True, "torrents": {H1: _raw("R1")}},
-        {"rid": 3, "full_update": True, "torrents": {H1: _raw("R1")}},
     ]
     sync_client(cat, q)
     top = cat.conn.execute("SELECT max(id) FROM torrents").fetchone()[0]
@@ -376,7 +375,8 @@ def test_a_file_row_a_new_torrent_would_adopt_is_found_by_the_cheap_check(cat):
     cat.conn.execute("INSERT INTO torrent_files(torrent, idx, rel, size, priority) VALUES (0, 0, 'x', 1, 1)")
     cat.conn.execute("UPDATE torrent_sync SET rid = 0")  # as after a qBittorrent restart: a full answer
     rep = sync_client(cat, q)
-    assert rep.rebuilt and "belong to no torrent" in rep.rebuilt and q.rids == [0, 0, 0, 0]
+    assert rep.rebuilt and "belong to no torrent" in rep.rebuilt and q.rids == [0, 0, 0]  # that answer, rebuilt
+    assert rep.added == 1 and TorrentIndex(cat.conn).files("q", H1)[0][1] == "R1/a.bin"
     assert cat.conn.execute("SELECT count(*) FROM torrent_files WHERE torrent = 0").fetchone()[0] == 0
 
 
@@ -400,3 +400,22 @@ def test_refresh_mark_moves_on_hash_and_path_writes_only(cat, tmp_path):
     assert refresh_mark(cat) == m2
     cat.conn.execute("UPDATE inodes SET hash = x'02'")  # anyone's hash write counts
     assert refresh_mark(cat) != m2
+
+
+def test_a_re_plan_meeting_an_unreadable_record_lists_live_and_the_next_sync_rebuilds(cat):
+    """The sweep's view types every stored record for a re-plan: an unreadable one makes it list
+    live this time (no traceback) and the next sync ask for a full answer, which it rebuilds
+    the index from (no further request: a full answer merges into nothing)."""
+    from qbhook.catalog.indexer import snapshot_view
+
+    q = FakeQbt()
+    q.answers = [
+        {"rid": 4, "full_update": True, "torrents": {H1: _raw("R1"), H2: _raw("R2")}},
+        {"rid": 5, "full_update": True, "torrents": {H1: _raw("R1"), H2: _raw("R2")}},
+    ]
+    rep = sync_client(cat, q)
+    cat.conn.execute("UPDATE torrents SET raw = '[1, 2]' WHERE hash = ?", (H2,))  # JSON, not a record
+    assert snapshot_view(cat, [q], [rep]) is None
+    rep = sync_client(cat, q)
+    assert q.rids == [0, 0] and rep.mode == "full" and rep.rebuilt and "not readable" in rep.rebuilt
+    assert snapshot_view(cat, [q], [rep]) is not None
