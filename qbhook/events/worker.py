@@ -240,11 +240,10 @@ def _sweep(cfg: Config, catalog: Catalog, clients: list[ClientPort], commits: _C
     clock.lap("index")
     full_why = _full_replan_reasons(cfg, memo, synced, t0) + behind
     mark = _scan_mark(catalog.conn)
-    # Read before the questions below: a write after it makes the next sweep look again.
-    generation = catalog.generation()
+    generation = catalog.generation()  # before the questions below: a later write makes the next sweep look again
     idx = TorrentIndex(catalog.conn)
     why: dict[str, int] = {}
-    dirty: set[str] | None = None if full_why else _dirty_torrents(catalog.conn, idx, memo, synced, why, generation)
+    dirty = None if full_why else _dirty_torrents(catalog.conn, idx, memo, synced, why, generation)
     clock.lap("choose")
     plan, tagged, listing = _replan(cfg, catalog, idx, clients, synced, dirty, progress)
     if plan is None:  # no snapshot to read the pools from: the checks that need no plan
