@@ -266,7 +266,9 @@ CREATE TABLE scan_memos (
 # (catalog/indexer.py ``refresh_mark``). The indexes: the last full scan of a pool and the
 # oldest unfinished scan (``scans`` gains two rows per sweep, forever); torrents by content
 # and save path (explain's folder rule); inodes recorded or hashed since a mark (the sweep's
-# "did anything change" question, catalog-wide).
+# "did anything change" question, catalog-wide). The hashed_at index holds hashed inodes only:
+# a first scan inserts every inode unhashed, and indexing those NULLs made it ~60% slower
+# (measured at 50,000 files; ~10% with the partial index).
 LOOKUP_INDEXES_DDL = """
 CREATE TABLE catalog_hash_writes (
     id          INTEGER PRIMARY KEY CHECK (id = 1),
@@ -282,7 +284,7 @@ CREATE INDEX scans_unfinished ON scans(started_at) WHERE finished_at IS NULL;
 CREATE INDEX torrents_content_path ON torrents(content_path);
 CREATE INDEX torrents_save_path ON torrents(save_path);
 CREATE INDEX inodes_seen_scan ON inodes(seen_scan);
-CREATE INDEX inodes_hashed_at ON inodes(hashed_at);
+CREATE INDEX inodes_hashed_at ON inodes(hashed_at) WHERE hashed_at IS NOT NULL;
 """
 
 MIGRATIONS: tuple[str, ...] = (
