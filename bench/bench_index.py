@@ -26,9 +26,14 @@ HTTP requests qbhook's QbtClient really sends (a response hook on its requests s
 7. with ``--sweep``: ``explain HASH`` (answered from the index) against the unchanged sweep,
    ``--rounds`` rounds interleaved: in its own process (compiled bytecode, as installed) and
    in-process, and ``explain --live`` (every torrent listed from qBittorrent) the same way
-   (target: explain <= 0.1x the unchanged sweep, flat from 50k to 180k files).
+   (target: explain <= 0.1x the unchanged sweep, flat from 50k to 180k files);
+8. with ``--sweep --compare TREE`` (another checkout, e.g. main's): unchanged sweeps of this
+   checkout and of TREE, each in a process of its own (compiled bytecode, its own copy of the
+   catalog, its own qBittorrent session), ``--rounds`` rounds interleaved with a bare ``find``
+   of both pools (the order of the two alternates per round): the before/after ratio in one
+   run, with each version's phase times.
 
-    python bench/bench_index.py [--items 5000] [--files 36] [--baseline] [--sweep]
+    python bench/bench_index.py [--items 5000] [--files 36] [--baseline] [--sweep] [--compare TREE]
 """
 
 from __future__ import annotations
@@ -266,6 +271,136 @@ def serve_memory(cfg_path: Path, work: Path, cat: Catalog, sweeps: int = 2, time
     )
 
 
+# One qbhook version's sweeps, in a process of its own: the first two sweeps (a full re-plan:
+# new process, new qBittorrent session) untimed, then one unchanged sweep per line read.
+_SWEEP_CHILD = """
+import json, sys, time
+from qbhook.catalog.store import Catalog
+from qbhook.clients.qbt.client import QbtClient
+from qbhook.config import load_config
+from qbhook.events.worker import sweep
+
+cfg = load_config(sys.argv[1])
+q = json.loads(sys.argv[2])
+cat = Catalog.open(cfg.catalog)
+client = QbtClient("qbt", q["url"], q["username"], q["password"], timeout=600)
+sweep(cfg, cat, [client])
+sweep(cfg, cat, [client])
+print("ready", flush=True)
+for _line in sys.stdin:
+    t0 = time.perf_counter()
+    out = sweep(cfg, cat, [client])
+    secs = time.perf_counter() - t0
+    print(json.dumps({"s": secs, "phases": out["phase_seconds"], "groups": out["replanned"]["groups"]}), flush=True)
+"""
+
+# What migration 8 (schema.LOOKUP_INDEXES_DDL) added, undone on the catalog copy an older
+# checkout opens (it refuses a schema newer than its own).
+_LOOKUPS_DDL_UNDONE = (
+    "DROP TRIGGER IF EXISTS catalog_hash_writes_update",
+    "DROP TABLE IF EXISTS catalog_hash_writes",
+    "DROP INDEX IF EXISTS scans_ok_pool_root",
+    "DROP INDEX IF EXISTS scans_unfinished",
+    "DROP INDEX IF EXISTS torrents_content_path",
+    "DROP INDEX IF EXISTS torrents_save_path",
+    "DROP INDEX IF EXISTS inodes_seen_scan",
+    "DROP INDEX IF EXISTS inodes_hashed_at",
+)
+
+
+def compare_sweeps(work: Path, cfg_path: Path, qbt: QbtInstance, tree: str, stash: Path, pool: Path, rounds: int):
+    """Row 8: unchanged sweeps of this checkout and of ``tree``, interleaved with a bare find."""
+    import json
+    import sqlite3
+
+    import yaml
+
+    conf = yaml.safe_load(cfg_path.read_text())
+    here = str(Path(__file__).resolve().parents[1])
+    creds = json.dumps({"url": qbt.url, "username": qbt.username, "password": qbt.password})
+    children: dict[str, subprocess.Popen] = {}
+    for label, path in (("before", os.path.abspath(tree)), ("after", here)):
+        db = work / f"catalog-{label}.sqlite"
+        with sqlite3.connect(conf["catalog"]) as a, sqlite3.connect(db) as b:
+            a.backup(b)  # a consistent copy, WAL included
+        version = _schema_version(path)
+        with sqlite3.connect(db) as c:
+            if c.execute("PRAGMA user_version").fetchone()[0] > version:
+                for stmt in _LOOKUPS_DDL_UNDONE:
+                    c.execute(stmt)
+                c.execute(f"PRAGMA user_version = {version}")
+        ccfg = work / f"config-{label}.yaml"
+        ccfg.write_text(yaml.safe_dump({**conf, "catalog": str(db)}))
+        env = qbhook_versions(work / f"pyc-{label}", None, label)[0][1]
+        env["PYTHONPATH"] = path  # this checkout's qbhook or the other's, never the installed one
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _SWEEP_CHILD, str(ccfg), creds],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd="/",
+            env=env,
+        )
+        children[label] = proc
+        line = proc.stdout.readline()
+        if line.strip() != "ready":
+            raise SystemExit(f"the {label} sweep process did not start: {line!r}")
+    finds: list[float] = []
+    runs: dict[str, list[dict]] = {k: [] for k in children}
+    try:
+        for k in range(rounds):
+            t0 = time.perf_counter()
+            subprocess.run(
+                ["find", str(stash), str(pool), "-printf", "%i %s %T@ %p\n"], check=True, stdout=subprocess.DEVNULL
+            )
+            finds.append(time.perf_counter() - t0)
+            for label in ("before", "after") if k % 2 == 0 else ("after", "before"):
+                proc = children[label]
+                proc.stdin.write("sweep\n")
+                proc.stdin.flush()
+                out = json.loads(proc.stdout.readline())
+                assert out["groups"] == 0, (label, out)
+                runs[label].append(out)
+    finally:
+        for proc in children.values():
+            proc.stdin.close()
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    f = statistics.median(finds)
+    rows, lines = [], []
+    for label in ("before", "after"):
+        xs = [r["s"] for r in runs[label]]
+        m = statistics.median(xs)
+        phases = ", ".join(
+            f"{p} {statistics.median(r['phases'].get(p, 0.0) for r in runs[label]):.3f}"
+            for p in runs[label][0]["phases"]
+        )
+        who = "this checkout" if label == "after" else tree
+        rows.append(
+            [f"8. unchanged sweep, {label} ({who})", 1, f"{m:.3f}", f"{m / f:.2f}x find; {phases}; {_fmt(xs)}", 0]
+        )
+        lines.append(f"{label}: {m:.3f} s = {m / f:.2f}x a bare find ({phases})")
+    rows.append(["   bare find of both pools (same rounds)", "-", f"{f:.3f}", _fmt(finds), "-"])
+    verdict = (
+        f"before/after, unchanged sweeps each in a process of its own (medians of {rounds}, interleaved "
+        f"with a bare find of {f:.3f} s): " + "; ".join(lines)
+    )
+    return rows, verdict
+
+
+def _schema_version(tree: str) -> int:
+    """How many migrations the checkout at ``tree`` has (read from its source, not imported)."""
+    import ast
+
+    text = (Path(tree) / "qbhook/catalog/schema.py").read_text()
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "MIGRATIONS":
+            return len(node.value.elts)
+    raise SystemExit(f"{tree}: no MIGRATIONS in qbhook/catalog/schema.py")
+
+
 def measured(label: str, fn, counter: Counter) -> list:
     counter.n = 0
     t0 = time.perf_counter()
@@ -287,7 +422,12 @@ def main() -> None:
     )
     ap.add_argument("--rounds", type=int, default=3, help="rounds of unchanged sweep vs find (default 3)")
     ap.add_argument("--profile", action="store_true", help="with --sweep: cProfile one more unchanged sweep")
-    ap.add_argument("--compare", metavar="DIR", help="with --sweep: also time explain with the qbhook in DIR")
+    ap.add_argument(
+        "--compare",
+        metavar="TREE",
+        help="with --sweep: another checkout (e.g. main's): time its explain in its own process and its"
+        " unchanged sweeps (row 8) in the same rounds",
+    )
     ap.add_argument("--compare-label", default="other")
     ap.add_argument("--base", default="/tmp")
     ap.add_argument("--keep", action="store_true")
@@ -478,6 +618,10 @@ def main() -> None:
             ):
                 secs, stats = explain_cost(cfg_path, extra, env)
                 rows.append([label, "-", f"{secs:.2f}", f"{stats} stat calls", "-"])
+            compare_verdict = None
+            if args.compare:
+                cmp_rows, compare_verdict = compare_sweeps(work, cfg_path, qbt, args.compare, stash, pool, args.rounds)
+                rows += cmp_rows
             print(f"sweep plans: {sweeps[-1]['plan']}")
             if args.serve:
                 serve_rss = serve_memory(cfg_path, work, cat)
@@ -499,6 +643,8 @@ def main() -> None:
         if args.sweep:
             print(f"\n{sweep_vs_find}")
             print(f"\n{explain_verdict}")
+            if compare_verdict:
+                print(f"\n{compare_verdict}")
             if args.serve:
                 print(f"\n{serve_rss}")
     finally:

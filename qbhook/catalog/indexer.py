@@ -17,9 +17,14 @@ How each kind of client is followed:
 A torrent whose paths cannot be mapped is stored with the reason (``map_error``) instead of
 failing the sync. An index that contradicts itself (unreadable record, orphaned rows, a
 garbled sync position) is dropped for that instance and rebuilt by a full sync, and the
-report says so. After a sync, file paths are re-resolved to catalog inodes and payload
-ids recomputed (``TorrentIndex.refresh``, catalog-only) when a file list was written or the
-catalog's paths or inodes changed since the last refresh (``refresh_mark``).
+report says so. Each contradiction is looked for where it costs nothing extra, so that an
+unchanged client costs one request and no pass over the index: the sync position and the
+file rows a new torrent could adopt before every sync (``TorrentIndex.check``, two index
+lookups), a stored record when an answer merges into it (only those are decoded), every
+orphaned file row at each full listing (``check_all``). After a sync, file paths are
+re-resolved to catalog inodes and payload ids recomputed (``TorrentIndex.refresh``,
+catalog-only) when a file list was written or the catalog's paths, inodes or hashes changed
+since the last refresh (``refresh_mark``: two counters).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
+import sqlite3
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -219,12 +225,17 @@ def sync_client(catalog: Catalog, client, *, now: float | None = None) -> SyncRe
     try:
         idx.check(client.name)
     except IndexInconsistent as e:
-        rebuilt = f"torrent index of {client.name!r} was inconsistent ({e}); rebuilt from the client"
-        log.warning("%s", rebuilt)
-        idx.reset(client.name)
+        rebuilt = _rebuild(idx, client.name, e)
     # qBittorrent's sync/maindata is incremental (rid); a client without it is listed whole.
-    rep = _sync_maindata(idx, client, now) if hasattr(client, "maindata") else _sync_listing(idx, client, now)
-    rep.rebuilt = rebuilt
+    sync = _sync_maindata if hasattr(client, "maindata") else _sync_listing
+    try:
+        rep = sync(idx, client, now)
+    except IndexInconsistent as e:
+        # Found while reading what the answer merges into, before anything was written: drop
+        # the instance's index and list it whole (a maindata answer from rid 0 is a full one).
+        rebuilt = _rebuild(idx, client.name, e)
+        rep = sync(idx, client, now)
+    rep.rebuilt = rebuilt or rep.rebuilt
     # The refresh re-reads every file row (seconds at 180,000 files, more than the rest of an
     # unchanged sweep): only when a file list was written or the catalog changed under them.
     mark = refresh_mark(catalog)
@@ -235,6 +246,13 @@ def sync_client(catalog: Catalog, client, *, now: float | None = None) -> SyncRe
     return rep
 
 
+def _rebuild(idx: TorrentIndex, instance: str, why: IndexInconsistent) -> str:
+    said = f"torrent index of {instance!r} was inconsistent ({why}); rebuilt from the client"
+    log.warning("%s", said)
+    idx.reset(instance)
+    return said
+
+
 _REFRESH_KEY = "index.refresh_mark"
 _P = 1_000_000_007  # sums of row terms modulo a prime: exact integers, no float rounding
 
@@ -243,16 +261,31 @@ def refresh_mark(catalog: Catalog) -> list:
     """A fingerprint of what ``TorrentIndex.refresh`` reads besides the file rows: which inode
     each catalog path names, and whether each inode's hash is valid.
 
-    A path added, removed or pointed elsewhere changes the paths part (count, max id, sum of
-    inode ids); a new hash changes ``hashed_at``; anything that can invalidate a hash (size,
-    mtime) changes the inode's ctime, which the kernel sets on every data or metadata change.
-    Two lean table scans: ~10x cheaper than the refresh they spare.
+    Two counters, no table scan: the catalog's write generation (``Catalog.generation``) moves
+    on every path added, removed or pointed elsewhere and on every inode added, removed or
+    changed in size, mtime or ctime (what a hash's validity is checked against); the hash
+    write count (``_hash_writes``) moves whenever a hash or the stat it was taken under
+    is written. A catalog without them (not migrated: read-only) is summed as before: which
+    inode each path names (count, max id, sum of inode ids), each inode's ctime, its hashed_at.
     """
+    generation, hashes = catalog.generation(), _hash_writes(catalog)
+    if generation is not None and hashes is not None:
+        return ["writes", generation, hashes]
     inodes = catalog.conn.execute(
         "SELECT count(*), coalesce(max(id), 0), coalesce(sum(ctime_ns % ?), 0), total(hashed_at) FROM inodes", (_P,)
     ).fetchone()
     paths = catalog.conn.execute("SELECT count(*), coalesce(max(id), 0), coalesce(sum(inode), 0) FROM paths").fetchone()
     return [*inodes, *paths]
+
+
+def _hash_writes(catalog: Catalog) -> int | None:
+    """How many times a hash (or the stat it was taken under) was written, by anyone; None on a
+    catalog without the counter (schema.LOOKUP_INDEXES_DDL)."""
+    try:
+        row = catalog.conn.execute("SELECT n FROM catalog_hash_writes WHERE id = 1").fetchone()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None
 
 
 def sync_all(catalog: Catalog, clients: Iterable[ClientPort], *, now: float | None = None) -> list[SyncReport]:
@@ -264,10 +297,20 @@ def _sync_maindata(idx: TorrentIndex, client, now: float | None) -> SyncReport:
     data = client.maindata(rid)
     full = bool(data.get("full_update")) or rid == 0
     new_rid = int(data.get("rid", 0))
-    stored = idx.raw_records(client.name)
     rep = SyncReport(client.name, "full" if full else "incremental", rid=new_rid)
     records, to_fetch = [], []
     incoming = {str(h).lower(): dict(v or {}) for h, v in dict(data.get("torrents") or {}).items()}
+    try:
+        if full:
+            idx.check_all(client.name)  # every record is read below anyway
+        # Only the records this answer merges into are read: an unchanged client decodes none.
+        stored = idx.raw_records(client.name, incoming)
+    except IndexInconsistent as e:
+        if not full:
+            raise  # a delta needs what it merges into: the caller asks for a full answer
+        # A full answer merges into nothing: drop the stored index and take it as a first sync.
+        rep.rebuilt = _rebuild(idx, client.name, e)
+        stored = {}
     rep.listed = len(incoming)
     for h, part in incoming.items():
         old = stored.get(h)
@@ -288,9 +331,9 @@ def _sync_maindata(idx: TorrentIndex, client, now: float | None) -> SyncReport:
         if old is None or old[1] != rec.files_key:
             to_fetch.append((rec, info))
     if full:
-        gone = set(stored) - set(incoming)
+        gone = idx.present_hashes(client.name) - set(incoming)
     else:
-        gone = {str(h).lower() for h in data.get("torrents_removed") or ()} & set(stored)
+        gone = idx.present_hashes(client.name, {str(h).lower() for h in data.get("torrents_removed") or ()})
     rep.gone = len(gone)
     rep.touched |= gone
     files = _fetch_files(client, to_fetch, by_id=True)
@@ -309,7 +352,14 @@ def _old_facts(old: tuple[dict, str | None], h: str, client) -> tuple:
 def _stored_infos(idx: TorrentIndex, client) -> list[TorrentInfo] | None:
     """Every present torrent of ``client`` typed from its merged record (None if one cannot be)."""
     out = []
-    for h, (raw, _key) in idx.raw_records(client.name).items():
+    try:
+        stored = idx.raw_records(client.name)
+    except IndexInconsistent as e:
+        # Planned from a live listing this time; the next sync lists every torrent and rebuilds.
+        log.warning("torrent index of %r: %s; listing live, the next sync rebuilds it", client.name, e)
+        idx.forget_position(client.name)
+        return None
+    for h, (raw, _key) in stored.items():
         if raw.get(_EVENT_MARK):
             return None  # known only from an event so far: no full record to type
         info, _why = _typed({**raw, "hash": h}, client)
@@ -320,8 +370,12 @@ def _stored_infos(idx: TorrentIndex, client) -> list[TorrentInfo] | None:
 
 
 def _sync_listing(idx: TorrentIndex, client, now: float | None) -> SyncReport:
-    """Clients without an incremental feed: one batched listing, files only where needed."""
-    stored = idx.raw_records(client.name)
+    """Clients without an incremental feed: one batched listing, files only where needed.
+
+    Every listed record is compared with the stored one as text (the way ``apply`` writes it),
+    not decoded: a record that no longer reads is simply replaced."""
+    idx.check_all(client.name)
+    stored = idx.raw_texts(client.name)
     rep = SyncReport(client.name, "listing", rid=0)
     batched = None
     if not stored and hasattr(client, "torrents_with_files"):
@@ -337,11 +391,12 @@ def _sync_listing(idx: TorrentIndex, client, now: float | None) -> SyncReport:
         listed.add(rec.hash)
         records.append((rec, info))
         old = stored.get(rec.hash)
+        text = json.dumps(raw, sort_keys=True)
         if old is None:
             rep.added += 1
-        elif old[0] != raw:
+        elif old[0] != text:
             rep.changed += 1
-        if old is None or old[0] != raw:
+        if old is None or old[0] != text:
             rep.touched.add(rec.hash)  # a listing holds planning facts only, nothing volatile
         if old is None or old[1] != rec.files_key:
             to_fetch.append((rec, info))

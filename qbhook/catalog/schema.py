@@ -259,6 +259,34 @@ CREATE TABLE scan_memos (
 );
 """
 
+# Lookups that grew with the catalog or with time, for the sweep and explain (issue 11):
+# ``catalog_hash_writes`` counts writes of a hash or of the stat it was taken under (a trigger,
+# like the write generation's, so any connection's write moves it): with the write generation it
+# tells the torrent index whether payload ids can have changed without a pass over the inodes
+# (catalog/indexer.py ``refresh_mark``). The indexes: the last full scan of a pool and the
+# oldest unfinished scan (``scans`` gains two rows per sweep, forever); torrents by content
+# and save path (explain's folder rule); inodes recorded or hashed since a mark (the sweep's
+# "did anything change" question, catalog-wide). The hashed_at index holds hashed inodes only:
+# a first scan inserts every inode unhashed, and indexing those NULLs made it ~60% slower
+# (measured at 50,000 files; ~10% with the partial index).
+LOOKUP_INDEXES_DDL = """
+CREATE TABLE catalog_hash_writes (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    n           INTEGER NOT NULL
+);
+INSERT INTO catalog_hash_writes(id, n) VALUES (1, 0);
+CREATE TRIGGER catalog_hash_writes_update AFTER UPDATE ON inodes
+WHEN old.hash IS NOT new.hash OR old.hash_size IS NOT new.hash_size
+    OR old.hash_mtime_ns IS NOT new.hash_mtime_ns OR old.hash_ctime_ns IS NOT new.hash_ctime_ns
+BEGIN UPDATE catalog_hash_writes SET n = n + 1 WHERE id = 1; END;
+CREATE INDEX scans_ok_pool_root ON scans(pool, root, finished_at) WHERE status = 'ok';
+CREATE INDEX scans_unfinished ON scans(started_at) WHERE finished_at IS NULL;
+CREATE INDEX torrents_content_path ON torrents(content_path);
+CREATE INDEX torrents_save_path ON torrents(save_path);
+CREATE INDEX inodes_seen_scan ON inodes(seen_scan);
+CREATE INDEX inodes_hashed_at ON inodes(hashed_at) WHERE hashed_at IS NOT NULL;
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     SCHEMA_V1,
     QUEUE_DDL,
@@ -267,4 +295,5 @@ MIGRATIONS: tuple[str, ...] = (
     TORRENTS_DDL,
     KEPT_HASHES_DDL,
     WRITE_GENERATION_DDL,
+    LOOKUP_INDEXES_DDL,
 )

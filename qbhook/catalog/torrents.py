@@ -154,17 +154,28 @@ class TorrentIndex:
         }
 
     def check(self, instance: str) -> None:
-        """Raise IndexInconsistent when the stored index of ``instance`` cannot be merged into."""
+        """Raise IndexInconsistent when the stored index of ``instance`` cannot be synced into.
+
+        Cheap on purpose (two index lookups, no record decoded): it runs before every sync, and
+        an unchanged sync must cost next to nothing. What it proves: the sync position is a
+        response id, and no file row can be adopted by a torrent inserted later. SQLite gives a
+        new row the largest id + 1, so a file row pointing at an id above every torrent's would
+        become the next torrent's; one below it points at a deleted id, never handed out again,
+        and every read reaches file rows through a torrent's id (``check_all`` still counts
+        those at each full listing). A stored record that cannot be read is found when a sync
+        merges into it (``raw_records``), which rebuilds the index then.
+        """
         self.sync_state(instance)
-        for h, raw in self.conn.execute(
-            "SELECT hash, raw FROM torrents WHERE instance=? AND gone_at IS NULL", (instance,)
-        ):
-            try:
-                ok = isinstance(json.loads(raw), dict)
-            except (TypeError, ValueError):
-                ok = False
-            if not ok:
-                raise IndexInconsistent(f"stored record of torrent {h} is not readable")
+        top_file, top_torrent = self.conn.execute(
+            "SELECT (SELECT max(torrent) FROM torrent_files), (SELECT coalesce(max(id), 0) FROM torrents)"
+        ).fetchone()
+        if top_file is not None and top_file > top_torrent:
+            raise IndexInconsistent(f"file rows belong to torrent id {top_file}, which does not exist")
+
+    def check_all(self, instance: str) -> None:
+        """``check``, and no file row without its torrent: for syncs that read every record anyway
+        (a full update, a listing), where one pass over the file rows is small beside the rest."""
+        self.check(instance)
         orphans = self.conn.execute(
             "SELECT count(*) FROM torrent_files f WHERE NOT EXISTS (SELECT 1 FROM torrents t WHERE t.id = f.torrent)"
         ).fetchone()[0]
@@ -182,20 +193,52 @@ class TorrentIndex:
             c.execute("DELETE FROM torrents WHERE instance=?", (instance,))
             c.execute("DELETE FROM torrent_sync WHERE instance=?", (instance,))
 
-    def raw_records(self, instance: str) -> dict[str, tuple[dict, str | None]]:
-        """hash -> (raw record, files_key) of every present torrent of ``instance``."""
-        return {
-            r[0]: (json.loads(r[1]), r[2])
-            for r in self.conn.execute(
-                "SELECT hash, raw, files_key FROM torrents WHERE instance=? AND gone_at IS NULL", (instance,)
-            )
-        }
+    def raw_records(self, instance: str, only: Iterable[str] | None = None) -> dict[str, tuple[dict, str | None]]:
+        """hash -> (raw record, files_key) of the present torrents of ``instance`` (``only``: of
+        these hashes; the others are not read). Raises IndexInconsistent on a record that is
+        not a JSON object: nothing can be merged into it."""
+        out: dict[str, tuple[dict, str | None]] = {}
+        for h, text, key in self._raw_rows(instance, only):
+            try:
+                raw = json.loads(text)
+            except (TypeError, ValueError):
+                raw = None
+            if not isinstance(raw, dict):
+                raise IndexInconsistent(f"stored record of torrent {h} is not readable")
+            out[h] = (raw, key)
+        return out
 
-    def present_hashes(self, instance: str) -> set[str]:
-        return {
-            r[0]
-            for r in self.conn.execute("SELECT hash FROM torrents WHERE instance=? AND gone_at IS NULL", (instance,))
-        }
+    def raw_texts(self, instance: str) -> dict[str, tuple[str, str | None]]:
+        """hash -> (raw record as stored, files_key), undecoded: ``apply`` writes each record as
+        ``json.dumps(raw, sort_keys=True)``, so equal records are equal texts."""
+        return {h: (text, key) for h, text, key in self._raw_rows(instance, None)}
+
+    def _raw_rows(self, instance: str, only: Iterable[str] | None):
+        sql = "SELECT hash, raw, files_key FROM torrents WHERE instance=? AND gone_at IS NULL"
+        if only is None:
+            yield from self.conn.execute(sql, (instance,))
+            return
+        wanted = sorted(set(only))
+        for at in range(0, len(wanted), 500):
+            chunk = wanted[at : at + 500]
+            yield from self.conn.execute(f"{sql} AND hash IN ({','.join('?' * len(chunk))})", (instance, *chunk))
+
+    def forget_position(self, instance: str) -> None:
+        """Make the next sync of ``instance`` a full one (rid 0): its answer lists every torrent."""
+        with Tx(self.conn) as c:
+            c.execute("UPDATE torrent_sync SET rid = 0 WHERE instance=?", (instance,))
+
+    def present_hashes(self, instance: str, only: Iterable[str] | None = None) -> set[str]:
+        """Hashes of the present torrents of ``instance`` (``only``: those among these hashes)."""
+        sql = "SELECT hash FROM torrents WHERE instance=? AND gone_at IS NULL"
+        if only is None:
+            return {r[0] for r in self.conn.execute(sql, (instance,))}
+        wanted, out = sorted(set(only)), set()
+        for at in range(0, len(wanted), 500):
+            chunk = wanted[at : at + 500]
+            q = f"{sql} AND hash IN ({','.join('?' * len(chunk))})"
+            out.update(r[0] for r in self.conn.execute(q, (instance, *chunk)))
+        return out
 
     # ------------------------------------------------------------ writing
     def apply(

@@ -7,6 +7,7 @@ and re-stat the group's files: a link made after the last scan and sync still co
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from types import SimpleNamespace
 
@@ -135,3 +136,116 @@ def test_explain_snapshot_reads_no_size_of_other_groups_and_decides_the_same(bed
     assert _decisions(snap, make_plan(snap, bed.cfg.policy)) == _decisions(*_plan(bed, view.clients, h, view.infos))
     if h == E:
         assert make_plan(snap, bed.cfg.policy).groups[0].action == "converge"
+
+
+# ------------------------------------------------------------------ other clients and hash spellings
+V2_PURE = "7" * 64  # a v2-only torrent: qBittorrent's id for it is the v2 hash truncated to 40
+V2_HYBRID = "8" * 64  # a hybrid torrent: id = its v1 hash, the v2 hash on the side
+
+
+class FakeQbtV2(FakeQbt):
+    """The executor's fake qBittorrent, with the v1/v2 fields qBittorrent 4.4+ lists."""
+
+    def __init__(self):
+        super().__init__()
+        self.v2: dict[str, str] = {}  # id -> v2 hash
+
+    def _info(self, t):
+        info = super()._info(t)
+        v2 = self.v2.get(t.hash)
+        if v2 is None:
+            return info
+        v1 = None if v2.startswith(t.hash) else t.hash  # v2-only: no v1 hash at all
+        return dataclasses.replace(info, infohash_v1=v1, infohash_v2=v2)
+
+
+@pytest.mark.parametrize("asked", ["v2 of a v2-only torrent", "v2 of a hybrid", "v1 of a hybrid"])
+def test_explain_finds_a_torrent_by_its_v2_or_hybrid_hash_and_decides_like_a_live_listing(bed, asked):
+    seed = bed.seed
+    write(seed / "Doc.V2/v.mkv", b"V" * 7000)
+    write(seed / "Doc.HY/h.mkv", b"H" * 8000)
+    qbt = FakeQbtV2()
+    qbt.v2 = {V2_PURE[:40]: V2_PURE, "9" * 40: V2_HYBRID}
+    for t in bed.qbt.t.values():
+        qbt.add(t)
+    qbt.add(FakeTorrent(V2_PURE[:40], "Doc.V2", str(seed), [("Doc.V2/v.mkv", 7000, 1)], tags={"~noHL"}))
+    qbt.add(FakeTorrent("9" * 40, "Doc.HY", str(seed), [("Doc.HY/h.mkv", 8000, 1)], tags={"~noHL"}))
+    for p in bed.cfg.pools:
+        scanner.scan_pool(bed.cat, p, bed.cfg.scan)
+    sync_client(bed.cat, qbt)
+    h, own = {
+        "v2 of a v2-only torrent": (V2_PURE, V2_PURE[:40]),
+        "v2 of a hybrid": (V2_HYBRID, "9" * 40),
+        "v1 of a hybrid": ("9" * 40, "9" * 40),
+    }[asked]
+    view = _group(bed, h.upper())  # any case, as a user pastes it
+    assert view is not None and {t.hash for t in view.infos} == {own}
+    (info,) = view.infos
+    assert info.infohash_v2 == qbt.v2[own] and info.infohash_v1 == (None if own == V2_PURE[:40] else own)
+    snap, plan = _plan(bed, view.clients, h, infos=view.infos)
+    assert _decisions(snap, plan) == _decisions(*_plan(bed, [qbt], h))
+    assert plan.groups[0].torrents == [own] and plan.groups[0].action == "demote"  # seed-only on the primary
+
+
+HR = "da7416fba531f00aaef182555dd82eeafb3a22fe"  # an rTorrent item (recorded-shape answers)
+
+
+def test_explain_answers_for_an_rtorrent_item_and_groups_it_with_qbittorrents_cross_seeds(bed):
+    """rTorrent has no incremental feed: its index comes from the batched listing. An rTorrent
+    item hardlinked with qBittorrent's A and B (a cross-seed in another client) is one group;
+    explain finds all three from the index and decides like live listings of both clients."""
+    from qbhook.clients.rtorrent import RtorrentClient
+    from qbhook.pathmap import PathMap
+    from tests.unit.rtorrent.test_adapter import ROW_MULTI, FakeRpc, _row
+
+    rt_dir = bed.seed / "rt/Movie.A"
+    rt_dir.mkdir(parents=True)
+    for f in ("a.mkv", "a.nfo"):
+        os.link(bed.seed / "Movie.A" / f, rt_dir / f)
+    for p in bed.cfg.pools:
+        scanner.scan_pool(bed.cat, p, bed.cfg.scan)
+    row = _row(
+        ROW_MULTI,
+        hash=HR.upper(),
+        name="Movie.A",
+        directory=str(rt_dir),
+        completed_bytes=3040,
+        size_bytes=3040,
+        custom1="",
+    )
+    rt = RtorrentClient("rt", "/run/rt.sock", PathMap(), sleep=lambda s: None)
+    rt._rpc = FakeRpc([row], {HR.upper(): [["a.mkv", 3000, 1, 1, 1], ["a.nfo", 40, 1, 1, 1]]})
+    rep = sync_client(bed.cat, rt)
+    assert (rep.mode, rep.added, rep.unmappable) == ("listing", 1, [])
+    roots = [str(r) for r in bed.cfg.seeding_roots]
+    view = indexed_group(bed.cat, HR, ["qbt", "rt"], roots)
+    assert view is not None and {(t.instance, t.hash) for t in view.infos} >= {("rt", HR), ("qbt", A), ("qbt", B)}
+    assert {c.name for c in view.clients} == {"qbt", "rt"}
+    rt_files = next(c for c in view.clients if c.name == "rt").files(HR)
+    assert [f.name for f in rt_files] == ["Movie.A/a.mkv", "Movie.A/a.nfo"]  # relative to the save path
+    snap, plan = _plan(bed, view.clients, HR, infos=view.infos)
+    live = _plan(bed, [bed.qbt, rt], HR)
+    assert _decisions(snap, plan) == _decisions(*live)
+    (g,) = [g for g in plan.groups if HR in g.torrents]
+    assert {A, B, HR} <= set(g.torrents)
+    # rTorrent not configured: the index cannot stand in (the caller asks the clients)
+    assert indexed_group(bed.cat, HR, ["qbt"], roots) is None
+
+
+def test_the_folder_rule_searches_the_path_indexes(bed):
+    """C (a single file inside A's folder) finds A's group by the folder rule only: its query
+    must search the content and save path indexes, not read every torrent of the instance."""
+    from tests.unit.catalog.test_torrent_index import _plans_of
+
+    statements: list[str] = []
+    bed.cat.conn.set_trace_callback(statements.append)
+    try:
+        view = _group(bed, C)
+    finally:
+        bed.cat.conn.set_trace_callback(None)
+    assert {A, B, C} == {t.hash for t in view.infos}
+    folder = [q for q in statements if "content_path IN" in q]
+    plans = _plans_of(bed.cat, folder)
+    assert folder and any("torrents_content_path" in p for p in plans), plans
+    assert any("torrents_save_path" in p for p in plans), plans
+    assert not [p for p in plans if p.startswith("SCAN ") or "sqlite_autoindex_torrents" in p], plans

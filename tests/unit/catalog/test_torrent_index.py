@@ -285,3 +285,137 @@ def test_last_known_hashes_outlive_the_files_and_a_refetched_file_list(cat, tmp_
     assert q.files_asked.count(H1) == 2
     assert last_known_files(cat.conn, "q", H1) == (cid, files)
     assert last_known_files(cat.conn, "q", "f" * 40) == (None, [])
+
+
+# ------------------------------------------------------------------ an unchanged sync reads nothing
+def _plans_of(cat, statements: list[str]) -> list[str]:
+    """SQLite's plan of every SELECT in ``statements`` (expanded by the trace callback), one
+    line per step; a SELECT of scalar subqueries has a ``SCAN CONSTANT ROW`` step, left out."""
+    out = []
+    for sql in statements:
+        if sql.lstrip().upper().startswith(("SELECT", "WITH")):
+            steps = [r[3] for r in cat.conn.execute("EXPLAIN QUERY PLAN " + sql)]
+            out += [f"{step}  <- {sql[:120]}" for step in steps if step != "SCAN CONSTANT ROW"]
+    return out
+
+
+def test_an_unchanged_sync_decodes_no_stored_record_and_scans_no_table(cat, monkeypatch):
+    """The sweep's index phase when qBittorrent reports nothing: no record decoded (counted on
+    json.loads, by the stored texts), no table read whole (SQLite's plans), one request."""
+    import json
+
+    q = FakeQbt()
+    q.answers = [
+        {"rid": 1, "full_update": True, "torrents": {H1: _raw("R1"), H2: _raw("R2"), H3: _raw("R3")}},
+        {"rid": 2},
+        {"rid": 3, "torrents": {H2: {"category": "tv"}}},
+    ]
+    sync_client(cat, q)
+    stored = {r[0] for r in cat.conn.execute("SELECT raw FROM torrents")}
+    real_loads = json.loads
+    decoded: list[str] = []
+
+    def counting_loads(s, *a, **k):
+        if s in stored:
+            decoded.append(s)
+        return real_loads(s, *a, **k)
+
+    monkeypatch.setattr(json, "loads", counting_loads)
+    statements: list[str] = []
+    cat.conn.set_trace_callback(statements.append)
+    rep = sync_client(cat, q)
+    cat.conn.set_trace_callback(None)
+    assert (rep.mode, rep.changed, rep.touched, rep.files_fetched) == ("incremental", 0, set(), 0)
+    assert decoded == []  # main decoded all three twice (the check, then the merge base)
+    scans = [p for p in _plans_of(cat, statements) if p.startswith("SCAN ")]
+    assert scans == [], scans
+
+    # a change decodes the one record it merges into, and is seen
+    rep = sync_client(cat, q)
+    assert len(decoded) == 1 and real_loads(decoded[0])["name"] == "R2"
+    assert rep.touched == {H2} and _rows(cat)[H2].category == "tv" and q.rids == [0, 1, 2]
+
+
+def test_an_unreadable_record_is_found_when_merged_into_and_the_index_rebuilt(cat):
+    q = FakeQbt()
+    q.answers = [
+        {"rid": 1, "full_update": True, "torrents": {H1: _raw("R1"), H2: _raw("R2")}},
+        {"rid": 2},
+        {"rid": 3, "torrents": {H1: {"category": "tv"}}},
+        {"rid": 9, "full_update": True, "torrents": {H1: _raw("R1", category="tv"), H2: _raw("R2")}},
+    ]
+    sync_client(cat, q)
+    cat.conn.execute("UPDATE torrents SET raw = 'not json{' WHERE hash = ?", (H1,))
+    rep = sync_client(cat, q)  # nothing merged into it: not read, nothing to rebuild
+    assert rep.rebuilt is None and rep.mode == "incremental"
+    rep = sync_client(cat, q)  # a delta for it: rebuilt from a full listing (rid 0), one more request
+    assert rep.rebuilt and "not readable" in rep.rebuilt and q.rids == [0, 1, 2, 0]
+    assert rep.mode == "full" and _rows(cat)[H1].category == "tv" and _rows(cat)[H2].gone_at is None
+
+
+def test_a_file_row_a_new_torrent_would_adopt_is_found_by_the_cheap_check(cat):
+    """File rows pointing above every torrent id would become the next torrent's: caught before
+    any request; ones pointing at a deleted id in the middle are counted at each full listing."""
+    q = FakeQbt()
+    q.answers = [
+        {"rid": 1, "full_update": True, "torrents": {H1: _raw("R1")}},
+        {"rid": 1, "full_update": True, "torrents": {H1: _raw("R1")}},
+        {"rid": 2, "full_update": True, "torrents": {H1: _raw("R1")}},
+    ]
+    sync_client(cat, q)
+    top = cat.conn.execute("SELECT max(id) FROM torrents").fetchone()[0]
+    cat.conn.execute("PRAGMA foreign_keys = OFF")
+    cat.conn.execute(
+        "INSERT INTO torrent_files(torrent, idx, rel, size, priority) VALUES (?, 0, 'x', 1, 1)", (top + 1,)
+    )
+    rep = sync_client(cat, q)
+    assert rep.rebuilt and f"torrent id {top + 1}" in rep.rebuilt and q.rids == [0, 0]
+    assert rep.mode == "full" and TorrentIndex(cat.conn).files("q", H1)[0][1] == "R1/a.bin"
+    # an orphan below the top id: harmless to reads, dropped at the next full listing
+    cat.conn.execute("INSERT INTO torrent_files(torrent, idx, rel, size, priority) VALUES (0, 0, 'x', 1, 1)")
+    cat.conn.execute("UPDATE torrent_sync SET rid = 0")  # as after a qBittorrent restart: a full answer
+    rep = sync_client(cat, q)
+    assert rep.rebuilt and "belong to no torrent" in rep.rebuilt and q.rids == [0, 0, 0]  # that answer, rebuilt
+    assert rep.added == 1 and TorrentIndex(cat.conn).files("q", H1)[0][1] == "R1/a.bin"
+    assert cat.conn.execute("SELECT count(*) FROM torrent_files WHERE torrent = 0").fetchone()[0] == 0
+
+
+def test_refresh_mark_moves_on_hash_and_path_writes_only(cat, tmp_path):
+    """What the refresh reads: paths -> inodes and hash validity. The mark is two counters (no
+    table pass); a hash written with an older clock still moves it."""
+    from qbhook.catalog.indexer import refresh_mark
+
+    f = tmp_path / "seed/a.bin"
+    f.parent.mkdir()
+    f.write_bytes(b"abc")
+    m0 = refresh_mark(cat)
+    inode = cat.record_path(str(f), "stash")
+    m1 = refresh_mark(cat)
+    assert m1 != m0
+    st = os.lstat(f)
+    cat.store_hash(inode, b"\x01" * 32, st)
+    m2 = refresh_mark(cat)
+    assert m2 != m1
+    cat.conn.execute("UPDATE inodes SET hashed_at = 0, sample = x'00'")  # a clock step back; a sample
+    assert refresh_mark(cat) == m2
+    cat.conn.execute("UPDATE inodes SET hash = x'02'")  # anyone's hash write counts
+    assert refresh_mark(cat) != m2
+
+
+def test_a_re_plan_meeting_an_unreadable_record_lists_live_and_the_next_sync_rebuilds(cat):
+    """The sweep's view types every stored record for a re-plan: an unreadable one makes it list
+    live this time (no traceback) and the next sync ask for a full answer, which it rebuilds
+    the index from (no further request: a full answer merges into nothing)."""
+    from qbhook.catalog.indexer import snapshot_view
+
+    q = FakeQbt()
+    q.answers = [
+        {"rid": 4, "full_update": True, "torrents": {H1: _raw("R1"), H2: _raw("R2")}},
+        {"rid": 5, "full_update": True, "torrents": {H1: _raw("R1"), H2: _raw("R2")}},
+    ]
+    rep = sync_client(cat, q)
+    cat.conn.execute("UPDATE torrents SET raw = '[1, 2]' WHERE hash = ?", (H2,))  # JSON, not a record
+    assert snapshot_view(cat, [q], [rep]) is None
+    rep = sync_client(cat, q)
+    assert q.rids == [0, 0] and rep.mode == "full" and rep.rebuilt and "not readable" in rep.rebuilt
+    assert snapshot_view(cat, [q], [rep]) is not None

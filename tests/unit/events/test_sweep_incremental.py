@@ -344,6 +344,13 @@ def test_the_index_refresh_runs_only_when_the_catalog_or_a_file_list_changed(bed
     bed.cat.conn.execute("UPDATE inodes SET hashed_at = 5 WHERE id = (SELECT min(id) FROM inodes)")
     bed.cat.conn.commit()
     bed.sweep()
+    assert len(calls) == n, "a time written alone (a re-hash to the same digest) changes no payload id"
+    bed.cat.conn.execute(
+        "UPDATE inodes SET hash = randomblob(32), hash_size = size, hash_mtime_ns = mtime_ns, "
+        "hash_ctime_ns = ctime_ns, hashed_at = 6 WHERE id = (SELECT min(id) FROM inodes)"
+    )
+    bed.cat.conn.commit()
+    bed.sweep()
     assert len(calls) == n + 1  # a hash stored by someone else (a hash worker)
     bed.qbt.torrents_raw[H1]["name"] = "One.Renamed"  # its file list is fetched again
     bed.sweep()
@@ -518,3 +525,45 @@ def test_the_free_space_alert_is_checked_by_a_sweep_that_plans_nothing(bed, monk
     assert "pool stash has 40.0 KiB free" in sent[0][1]
     bed.sweep(cfg)
     assert len(sent) == 2  # once per episode, as on a sweep that plans
+
+
+# ------------------------------------------------------------------ what an unchanged sweep reads
+def test_an_unchanged_sweep_reads_no_file_row_and_no_stored_record(bed, monkeypatch):
+    """After the index sync, choosing what to re-plan must not pass over every file row (the
+    dropped-inode join) nor decode the torrents' stored records when nothing changed."""
+    import json
+
+    from tests.unit.catalog.test_torrent_index import _plans_of
+
+    three_staying(bed)
+    bed.sweep()
+    bed.sweep()
+    stored = {r[0] for r in bed.cat.conn.execute("SELECT raw FROM torrents")}
+    real_loads, decoded = json.loads, []
+    monkeypatch.setattr(json, "loads", lambda s, *a, **k: (s in stored and decoded.append(s)) or real_loads(s, *a, **k))
+    statements: list[str] = []
+    bed.cat.conn.set_trace_callback(statements.append)
+    try:
+        out = bed.sweep()
+    finally:
+        bed.cat.conn.set_trace_callback(None)
+    assert out["replanned"]["groups"] == 0 and decoded == []
+    plans = _plans_of(bed.cat, [q for q in statements if "torrent_files" in q])
+    assert plans and not [p for p in plans if p.startswith("SCAN ")], plans
+
+
+def test_an_inode_dropped_under_a_file_row_is_still_seen_by_the_next_sweep(bed):
+    """The pass over every file row runs when the catalog was written since the last plan: an
+    inode row removed (here with foreign keys off, as a damaged catalog) re-plans its torrent."""
+    three_staying(bed)
+    bed.sweep()
+    bed.sweep()
+    inode = bed.cat.conn.execute(
+        "SELECT f.inode FROM torrent_files f JOIN torrents t ON t.id = f.torrent WHERE t.hash = ?", (H2,)
+    ).fetchone()[0]
+    bed.cat.conn.execute("PRAGMA foreign_keys = OFF")
+    bed.cat.conn.execute("DELETE FROM inodes WHERE id = ?", (inode,))
+    bed.cat.conn.execute("PRAGMA foreign_keys = ON")
+    bed.cat.conn.commit()
+    out = bed.sweep()
+    assert out["replanned"]["why"].get("files changed") == 1 and out["replanned"]["torrents"] == 1
