@@ -34,11 +34,12 @@ import json
 import os
 import sqlite3
 import time
-import zlib
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
+
+from blake3 import blake3
 
 from qbhook import __version__
 from qbhook.catalog.db import Tx
@@ -161,9 +162,12 @@ def _kept_report(conn, min_size: int, stamp: tuple[int, int]) -> str | None:
             "SELECT report FROM dupes_memos WHERE min_size = ? AND writes = ? AND content = ? AND format = ?",
             (min_size, *stamp, MEMO_FORMAT),
         ).fetchone()
-        return zlib.decompress(row[0]).decode() if row and isinstance(row[0], bytes) else None
-    except (sqlite3.Error, zlib.error, UnicodeDecodeError):
-        return None  # a damaged memo is recomputed, never trusted
+        blob = row[0] if row else None
+        if not isinstance(blob, bytes) or blake3(memoryview(blob)[32:]).digest() != blob[:32]:
+            return None  # none, or damaged: recomputed, never trusted
+        return blob[32:].decode()
+    except (sqlite3.Error, UnicodeDecodeError):
+        return None
 
 
 def _keep_report(conn, min_size: int, stamp: tuple[int, int], text: str) -> None:
@@ -172,7 +176,8 @@ def _keep_report(conn, min_size: int, stamp: tuple[int, int], text: str) -> None
     read before computing, and every row read in between was the state they name. Reports
     kept at other counters can never match again and are dropped. The memo is an optimisation
     only: a busy or read-only catalog just keeps none."""
-    blob = zlib.compress(text.encode(), 1)
+    raw = text.encode()
+    blob = blake3(raw).digest() + raw  # checked on every reuse (1 ms for 4 MB; zlib took 30-50)
     try:
         with Tx(conn) as c:
             if _stamp(c) != stamp:

@@ -266,8 +266,8 @@ CREATE TABLE scan_memos (
 # any write to those hash, partial and fsid columns, by any connection in any process, and kept
 # apart from the write generation so that storing hashes does not void the rescan memo.
 # ``dupes_memos`` holds the last report per --min-size, valid only while both counters are the
-# ones stored with it (catalog/dupes.py; the report is zlib-compressed, so a damaged one fails
-# its checksum and is recomputed). Triggers spelled out, for the reason given above.
+# ones stored with it (catalog/dupes.py; the report's text follows its BLAKE3, so a damaged one
+# fails the check and is recomputed). Triggers spelled out, for the reason given above.
 DUPES_MEMO_DDL = """
 CREATE TABLE content_writes (
     id          INTEGER PRIMARY KEY CHECK (id = 1),
@@ -289,7 +289,7 @@ CREATE TABLE dupes_memos (
     writes      INTEGER NOT NULL,               -- catalog_writes.n the report was computed at
     content     INTEGER NOT NULL,               -- content_writes.n the report was computed at
     format      TEXT NOT NULL,                  -- catalog/dupes.py's MEMO_FORMAT
-    report      BLOB NOT NULL                   -- zlib of the report's JSON text
+    report      BLOB NOT NULL                   -- BLAKE3 (32 bytes) of the report's JSON text, then the text
 );
 """
 
