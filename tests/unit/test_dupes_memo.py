@@ -13,6 +13,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -162,3 +163,23 @@ def test_a_report_is_kept_only_at_the_counters_it_was_computed_at(env):
     assert cat.conn.execute("SELECT count(*) FROM dupes_memos").fetchone()[0] == 0
     dupes._keep_report(cat.conn, 1, dupes._stamp(cat.conn), "fresh")
     assert dupes._kept_report(cat.conn, 1, dupes._stamp(cat.conn)) == "fresh"
+
+
+def test_a_busy_catalog_gets_the_report_at_once_and_keeps_none(env):
+    """Keeping the report is the only write a warm run makes: while another connection holds
+    the write lock it is skipped at once (not after the 60 s busy wait), and the report is
+    the same; the connection's busy wait is left as it was."""
+    cfg, cat, stash, pool, x, y = env
+    dupes.duplicates_report(cat, settle_seconds=0)  # hashes stored: the next run reads nothing
+    other = sqlite3.connect(cfg.catalog, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        text = dupes.duplicates_report(cat, settle_seconds=0)
+        assert time.monotonic() - started < 5
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert text == _computed(cat) and _sets(text) == [(b3(x), 2)]
+    assert cat.conn.execute("SELECT count(*) FROM dupes_memos").fetchone()[0] == 0
+    assert cat.conn.execute("PRAGMA busy_timeout").fetchone()[0] == 60000
