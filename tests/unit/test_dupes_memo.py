@@ -183,3 +183,29 @@ def test_a_busy_catalog_gets_the_report_at_once_and_keeps_none(env):
     assert text == _computed(cat) and _sets(text) == [(b3(x), 2)]
     assert cat.conn.execute("SELECT count(*) FROM dupes_memos").fetchone()[0] == 0
     assert cat.conn.execute("PRAGMA busy_timeout").fetchone()[0] == 60000
+
+
+def test_migration_8_adds_the_content_counter_to_an_existing_catalog(tmp_path):
+    """A catalog at version 7 gains content_writes (from 0) and dupes_memos; a hash written
+    afterwards moves the counter, a stat-only write moves only the write generation."""
+    from qbhook.catalog.db import connect, migrations
+
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path, isolation_level=None)
+    for version, script in enumerate(migrations()[:7]):
+        old.executescript(script)
+        old.execute(f"PRAGMA user_version = {version + 1}")
+    old.execute("INSERT INTO filesystems(fsid, kind, first_seen, last_seen) VALUES ('x', 'mount', 0, 0)")
+    old.execute("INSERT INTO inodes(fs, ino, size, mtime_ns, ctime_ns, nlink) VALUES (1, 2, 3, 4, 5, 1)")
+    old.close()
+    cat = Catalog(connect(path))
+    try:
+        generation, content = dupes._stamp(cat.conn)
+        assert content == 0
+        cat.conn.execute("UPDATE inodes SET hash = x'00', hash_size = 3, hash_mtime_ns = 4, hash_ctime_ns = 5")
+        assert dupes._stamp(cat.conn) == (generation, 1)
+        cat.conn.execute("UPDATE inodes SET nlink = 2")
+        assert dupes._stamp(cat.conn) == (generation + 1, 1)
+        assert cat.conn.execute("SELECT count(*) FROM dupes_memos").fetchone()[0] == 0
+    finally:
+        cat.close()
