@@ -15,17 +15,34 @@ waits for the interpreter lock.) Big files go through ensure_hashes: one sequent
 per filesystem, mmap workers for the biggest. A file is read through a path only if the
 descriptor opened there is the catalogued inode (same inode number, same filesystem),
 checked on that descriptor, so a path swapped meanwhile is never mistaken for it.
+
+The report (duplicates_report: the sets, their total and how many span pools, as JSON text) is
+kept in the catalog (table dupes_memos) when computing it read no file: it is then a function
+of the catalog's rows alone, and of --min-size. It is reused while two counters are the ones
+stored with it: the write generation (paths, inodes' stat columns, filesystems: moved by any
+rescan that changed anything) and content_writes (inodes' hash and partial columns, fsids).
+Triggers move both in the writing transaction, for every connection in every process, so any
+write that could change the report voids it. A computation that read a file (a missing hash
+or partial, a file still settling or unreadable) depends on the disk and the clock: it is
+never kept. The memo lives in the database it describes, so a restored older catalog brings
+its own.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
+from blake3 import blake3
+
+from qbhook import __version__
+from qbhook.catalog.db import Tx
 from qbhook.catalog.hashing import (
     MULTITHREAD_MIN,
     PARTIAL_LEN,
@@ -42,6 +59,9 @@ from qbhook.progress import Progress
 FULL_AT_ONCE = 32 * 1024  # files up to this size are hashed whole at once: one read either way
 LOOKAHEAD = 64  # files opened (and announced to the kernel) ahead of the one being read
 STORE_EVERY = 5000  # small-file hashes are committed in batches of this many
+# Keys the kept report besides the counters: a change to what find_duplicates or the report
+# contain must change this (the package version is part of it for released changes).
+MEMO_FORMAT = f"{__version__}/1"
 R = TypeVar("R")
 # (inode id, fs row, inode number, catalogued paths): what a reader needs to find the inode
 _Job = tuple[int, int, int, list[bytes]]
@@ -91,6 +111,99 @@ _SHARED_SIZES = "(SELECT size FROM inodes WHERE size >= ? GROUP BY size HAVING c
 def find_duplicates(
     catalog: Catalog, *, settle_seconds: float = 60.0, min_size: int = 1, progress: Progress | None = None
 ) -> list[DupeSet]:
+    """Every content held by two or more inodes of ``min_size`` or more, most bytes to free first."""
+    return _find_duplicates(catalog, settle_seconds, min_size, progress)[0]
+
+
+def report(sets: list[DupeSet]) -> dict:
+    """What `qbhook dupes` prints (as JSON, or for people)."""
+    return {
+        "sets": [s.as_dict() for s in sets],
+        "reclaimable_bytes": sum(s.reclaimable for s in sets),
+        "across_pools": sum(1 for s in sets if s.scope == "across-pools"),
+    }
+
+
+def report_text(data: dict) -> str:
+    """The report's JSON text: compact and key-sorted, as the CLI's --json prints everything."""
+    return json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
+
+
+def duplicates_report(
+    catalog: Catalog, *, settle_seconds: float = 60.0, min_size: int = 1, progress: Progress | None = None
+) -> str:
+    """report_text(report(find_duplicates(...))), reused from the catalog while no write could
+    have changed it (see the module docstring), and kept when computing it read no file."""
+    stamp = _stamp(catalog.conn)
+    if stamp is not None and (kept := _kept_report(catalog.conn, min_size, stamp)) is not None:
+        return kept
+    sets, read_nothing = _find_duplicates(catalog, settle_seconds, min_size, progress)
+    text = report_text(report(sets))
+    if read_nothing and stamp is not None:
+        _keep_report(catalog.conn, min_size, stamp, text)
+    return text
+
+
+def _stamp(conn) -> tuple[int, int] | None:
+    """(write generation, content_writes) in one statement (one snapshot); None where either
+    table is missing (a read-only connection to a catalog not yet migrated)."""
+    try:
+        row = conn.execute(
+            "SELECT (SELECT n FROM catalog_writes WHERE id = 1), (SELECT n FROM content_writes WHERE id = 1)"
+        ).fetchone()
+    except sqlite3.Error:
+        return None
+    return (row[0], row[1]) if row and None not in row else None
+
+
+def _kept_report(conn, min_size: int, stamp: tuple[int, int]) -> str | None:
+    try:
+        row = conn.execute(
+            "SELECT report FROM dupes_memos WHERE min_size = ? AND writes = ? AND content = ? AND format = ?",
+            (min_size, *stamp, MEMO_FORMAT),
+        ).fetchone()
+        blob = row[0] if row else None
+        if not isinstance(blob, bytes) or blake3(memoryview(blob)[32:]).digest() != blob[:32]:
+            return None  # none, or damaged: recomputed, never trusted
+        return blob[32:].decode()
+    except (sqlite3.Error, UnicodeDecodeError):
+        return None
+
+
+def _keep_report(conn, min_size: int, stamp: tuple[int, int], text: str) -> None:
+    """Store ``text`` as the report at ``stamp``, only if the counters still read ``stamp`` in the
+    writing transaction: they only ever grow, so equal means no write landed since they were
+    read before computing, and every row read in between was the state they name. Reports
+    kept at other counters can never match again and are dropped. The memo is an optimisation
+    only: a busy or read-only catalog just keeps none, at once (a report that wrote nothing
+    before must not now wait for another writer's lock)."""
+    raw = text.encode()
+    blob = blake3(raw).digest() + raw  # checked on every reuse (1 ms for 4 MB; zlib took 30-50)
+    try:
+        wait_ms = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+        conn.execute("PRAGMA busy_timeout = 0")
+    except sqlite3.Error:
+        return
+    try:
+        with Tx(conn) as c:
+            if _stamp(c) != stamp:
+                return
+            c.execute("DELETE FROM dupes_memos WHERE writes != ? OR content != ? OR min_size = ?", (*stamp, min_size))
+            c.execute(
+                "INSERT INTO dupes_memos(min_size, writes, content, format, report) VALUES (?, ?, ?, ?, ?)",
+                (min_size, *stamp, MEMO_FORMAT, blob),
+            )
+    except sqlite3.Error:
+        return
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(wait_ms)}")
+
+
+def _find_duplicates(
+    catalog: Catalog, settle_seconds: float, min_size: int, progress: Progress | None
+) -> tuple[list[DupeSet], bool]:
+    """find_duplicates' sets, and whether no file had to be read for them (then they follow from
+    the catalog's rows alone)."""
     # Long on purpose: candidates, partials, full hashes and the sets, in order, over one read of the inodes.
     conn = catalog.conn
     rows = _candidates(conn, min_size)
@@ -108,10 +221,10 @@ def find_duplicates(
         else:
             to_split.append(members)
     missing = [m[0] for members in to_split for m in members if m[3] is None]
-    where = _locations(conn, min_size) if missing or need_full else {}
+    where = _locations(conn, min_size) if missing or need_full else None
     fresh: dict[int, bytes] = {}
     partials_new: list[tuple[int, bytes, int, int]] = []
-    for iid, _path, (partial, st) in _read_each(catalog, _jobs(where, missing), _partial):
+    for iid, _path, (partial, st) in _read_each(catalog, _jobs(where or {}, missing), _partial):
         fresh[iid] = partial
         partials_new.append((iid, partial, st.st_mtime_ns, st.st_ctime_ns))
     if partials_new:
@@ -125,10 +238,14 @@ def find_duplicates(
         for group in keyed.values():
             if len(group) > 1:
                 need_full.extend(m[0] for m in group if m[2] is None)
+    if need_full and where is None:
+        # Every partial was cached but some collide without full hashes (an earlier run found the
+        # files still settling, or stopped before hashing): their locations are needed now.
+        where = _locations(conn, min_size)
     size_of = {r[0]: r[1] for r in rows}
     small = [i for i in need_full if size_of[i] < MULTITHREAD_MIN]
     if small:
-        _hash_small(catalog, _jobs(where, small), settle_seconds, progress)
+        _hash_small(catalog, _jobs(where or {}, small), settle_seconds, progress)
     big = [i for i in need_full if size_of[i] >= MULTITHREAD_MIN]
     if big:
         ensure_hashes(catalog, big, settle_seconds=settle_seconds, progress=progress)
@@ -137,7 +254,7 @@ def find_duplicates(
 
     sets = [DupeSet(size, digest.hex(), copies) for size, digest, copies in _hash_groups(conn, rows)]
     sets.sort(key=lambda s: (-s.reclaimable, s.hash))
-    return sets
+    return sets, not (missing or need_full)
 
 
 def _candidates(conn, min_size: int) -> list[tuple[int, int, bytes | None, bytes | None, int, int, int]]:

@@ -287,6 +287,40 @@ CREATE INDEX inodes_seen_scan ON inodes(seen_scan);
 CREATE INDEX inodes_hashed_at ON inodes(hashed_at) WHERE hashed_at IS NOT NULL;
 """
 
+# Migration 9.
+# What `qbhook dupes` reports is a function of the catalog's rows alone whenever it had nothing
+# to read: the paths, the inodes' stat columns (the write generation above), their hash and
+# partial columns, and each filesystem's fsid. ``content_writes`` is a second counter, moved by
+# any write to those hash, partial and fsid columns, by any connection in any process, and kept
+# apart from the write generation so that storing hashes does not void the rescan memo.
+# ``dupes_memos`` holds the last report per --min-size, valid only while both counters are the
+# ones stored with it (catalog/dupes.py; the report's text follows its BLAKE3, so a damaged one
+# fails the check and is recomputed). Triggers spelled out, for the reason given above.
+DUPES_MEMO_DDL = """
+CREATE TABLE content_writes (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    n           INTEGER NOT NULL
+);
+INSERT INTO content_writes(id, n) VALUES (1, 0);
+CREATE TRIGGER content_writes_inodes_update AFTER UPDATE ON inodes
+WHEN old.hash IS NOT new.hash OR old.hash_size IS NOT new.hash_size
+    OR old.hash_mtime_ns IS NOT new.hash_mtime_ns OR old.hash_ctime_ns IS NOT new.hash_ctime_ns
+    OR old.sample IS NOT new.sample OR old.sample_mtime_ns IS NOT new.sample_mtime_ns
+    OR old.sample_ctime_ns IS NOT new.sample_ctime_ns
+BEGIN UPDATE content_writes SET n = n + 1 WHERE id = 1; END;
+CREATE TRIGGER content_writes_filesystems_update AFTER UPDATE ON filesystems
+WHEN old.fsid IS NOT new.fsid
+BEGIN UPDATE content_writes SET n = n + 1 WHERE id = 1; END;
+
+CREATE TABLE dupes_memos (
+    min_size    INTEGER PRIMARY KEY,
+    writes      INTEGER NOT NULL,               -- catalog_writes.n the report was computed at
+    content     INTEGER NOT NULL,               -- content_writes.n the report was computed at
+    format      TEXT NOT NULL,                  -- catalog/dupes.py's MEMO_FORMAT
+    report      BLOB NOT NULL                   -- BLAKE3 (32 bytes) of the report's JSON text, then the text
+);
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     SCHEMA_V1,
     QUEUE_DDL,
@@ -296,4 +330,5 @@ MIGRATIONS: tuple[str, ...] = (
     KEPT_HASHES_DDL,
     WRITE_GENERATION_DDL,
     LOOKUP_INDEXES_DDL,
+    DUPES_MEMO_DDL,
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from qbhook.cli.app import App, SizeParam, main, pass_app, shown
@@ -78,7 +80,7 @@ def scan(app: App, pools, allow_mass_delete, do_hash):
 @pass_app
 def dupes(app: App, no_scan, min_size, payloads, offline):
     """List content stored more than once as distinct inodes, with the bytes converging would free."""
-    from qbhook.catalog.dupes import find_duplicates
+    from qbhook.catalog.dupes import duplicates_report
     from qbhook.catalog.scan import scan_pools
 
     cfg = app.cfg
@@ -88,14 +90,14 @@ def dupes(app: App, no_scan, min_size, payloads, offline):
         return payload_dupes(app, offline)
     if not no_scan:
         scan_pools(app.catalog, list(cfg.pools), cfg.scan, progress=app.progress())
-    sets = find_duplicates(
+    # The report's JSON text (kept in the catalog while nothing it depends on was written):
+    # --json prints it as is, byte for byte what app.emit would print for the parsed report.
+    text = duplicates_report(
         app.catalog, settle_seconds=cfg.scan.settle_seconds, min_size=min_size, progress=app.progress()
     )
-    data = {
-        "sets": [s.as_dict() for s in sets],
-        "reclaimable_bytes": sum(s.reclaimable for s in sets),
-        "across_pools": sum(1 for s in sets if s.scope == "across-pools"),
-    }
+    if app.as_json:
+        click.echo(text)
+        return
 
     def human(d):
         if not d["sets"]:
@@ -115,7 +117,7 @@ def dupes(app: App, no_scan, min_size, payloads, offline):
             f"({d['across_pools']} across pools)"
         )
 
-    app.emit(data, human)
+    human(json.loads(text))
 
 
 @main.command()

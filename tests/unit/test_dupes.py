@@ -125,3 +125,20 @@ def test_the_read_window_closes_every_descriptor_even_when_left_early(env, monke
     assert [r[2].digest for r in first] == [blake3.blake3(Path(os.fsdecode(r[1])).read_bytes()).digest() for r in first]
     assert len(list(dupes._read_each(cat, jobs, dupes._full))) == 20
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_sets_whose_partials_were_cached_by_an_earlier_run_are_still_hashed(env):
+    """A first run that found the files still settling stores their partials but no full hash;
+    the next run has nothing left to sample and must still hash the colliding ones (it once
+    looked up no file locations then, and silently reported no set)."""
+    cfg, cat, stash, pool = env
+    data = os.urandom(50_000)  # above FULL_AT_ONCE: partial first
+    put(stash / SEED / "A/a.bin", data)
+    put(pool / SEED / "A/a.bin", data)
+    put(stash / SEED / "B/b.bin", os.urandom(50_000))
+    for p in cfg.pools:
+        scan_pool(cat, p, cfg.scan)
+    assert dupes.find_duplicates(cat, settle_seconds=3600) == []  # just written: not settled
+    assert cat.conn.execute("SELECT count(*) FROM inodes WHERE sample IS NOT NULL").fetchone()[0] == 3
+    sets = dupes.find_duplicates(cat, settle_seconds=0)
+    assert [(s.hash, len(s.copies)) for s in sets] == [(b3(data), 2)]
