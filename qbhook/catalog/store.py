@@ -521,6 +521,26 @@ class Catalog:
                         ent[1].append(r[9])
         return out
 
+    def inodes_by_key(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], InodeRow]:
+        """inode_by_key() for many (fs, ino) keys, one query per fs and 500 inode numbers, without
+        the paths (half the time of ``inodes_and_paths_by_key`` for a relink batch's prefetch)."""
+        by_fs: dict[int, list[int]] = {}
+        for fs, ino in keys:
+            by_fs.setdefault(fs, []).append(ino)
+        out: dict[tuple[int, int], InodeRow] = {}
+        for fs, inos in by_fs.items():
+            for i in range(0, len(inos), 500):
+                chunk = inos[i : i + 500]
+                for r in self.conn.execute(
+                    f"SELECT i.id, i.fs, f.fsid, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.nlink, "
+                    f"CASE WHEN {HASH_VALID} THEN hash END "
+                    "FROM inodes i JOIN filesystems f ON f.id = i.fs "
+                    f"WHERE i.fs = ? AND i.ino IN ({','.join('?' * len(chunk))})",
+                    [fs, *chunk],
+                ):
+                    out[(r[1], r[3])] = InodeRow(*r)
+        return out
+
     def inode_keys_and_paths(self, inode_ids: list[int]) -> dict[int, tuple[int, int, list[bytes]]]:
         """inode id -> (fs, ino, paths) for many inodes, one query per 500 ids: what a reader needs
         to find a path that still is the inode, without building an InodeRow per inode."""

@@ -312,14 +312,16 @@ def _rmdir_quiet(d: Dir, name: bytes) -> bool:
 # --------------------------------------------------------------------------- content identity
 
 
-def _cached_digest(catalog, path, st: os.stat_result, rows: dict | None = None):
+def _cached_digest(catalog, path, st: os.stat_result, rows: dict | None = None, fs: int | None = None):
     """(inode row id, valid cached digest or None) for the inode ``st`` describes.
 
     ``rows``: catalog rows a batch read beforehand (``Relinker.prefetch``), keyed (fs, ino).
+    ``fs``: the catalog's filesystem row of ``path`` when the caller just looked it up.
     """
     if catalog is None:
         return None, None
-    fs = catalog.fs_for_path(path, st.st_dev)
+    if fs is None:
+        fs = catalog.fs_for_path(path, st.st_dev)
     key = (fs, st.st_ino)
     if rows is not None and key in rows:
         row = rows[key]
@@ -335,12 +337,16 @@ def _cached_digest(catalog, path, st: os.stat_result, rows: dict | None = None):
     return row.id, None
 
 
-def _content_digest(d: Dir, name: bytes, st: os.stat_result, catalog, rows: dict | None = None) -> bytes:
-    """BLAKE3 of the inode ``st`` at ``name`` in ``d``: the catalog's valid cached hash, else read it through ``d``."""
+def _content_digest(
+    d: Dir, name: bytes, st: os.stat_result, catalog, rows: dict | None = None, fs: int | None = None
+) -> bytes:
+    """BLAKE3 of the inode ``st`` at ``name`` in ``d``: the catalog's valid cached hash, else read it through ``d``.
+
+    ``fs``: ``_fs_row`` of this entry, when the caller already has it."""
     if st.st_size == 0:
         return hashing.EMPTY_HASH
     fs_path = d.fs_path_for(st)
-    row_id, cached = _cached_digest(catalog, fs_path, st, rows) if fs_path is not None else (None, None)
+    row_id, cached = _cached_digest(catalog, fs_path, st, rows, fs) if fs_path is not None else (None, None)
     if cached is not None:
         return cached
     shown = d.show(name)
@@ -821,6 +827,7 @@ def make_empty(dst, *, roots) -> dict:
 
 
 RELINK_PREFIX = b".qbhook-relink."
+_OWN_DIRS = frozenset({STAGING_DIR.encode(), HOLDING_DIR.encode()})  # a relink never replaces a name below these
 
 
 def _relink_name(name: bytes) -> bytes:
@@ -997,21 +1004,21 @@ class Relinker:
             keys.add((fs, int(ino)))
             keys.add((fs, int(keep_ino)))
             self._uses[(fs, int(keep_ino))] = self._uses.get((fs, int(keep_ino)), 0) + 1
-        found = self.catalog.inodes_and_paths_by_key(keys)
+        found = self.catalog.inodes_by_key(keys)  # the rows only: a relink never reads the paths
         for k in keys:
-            ent = found.get(k)
-            self._rows[k] = ent[0] if ent is not None else None
+            self._rows[k] = found.get(k)
 
-    def _split(self, path, roots: tuple) -> tuple[bytes, list[bytes]]:
+    def _split(self, path, roots: tuple) -> tuple[bytes, tuple[bytes, ...]]:
         key = (path, roots)
         hit = self._splits.get(key)
         if hit is None:
-            hit = self._splits[key] = _split_under(path, roots)
+            root, parts = _split_under(path, roots)
+            hit = self._splits[key] = (root, tuple(parts))  # a tuple: the folder cache's key as is
         return hit
 
-    def _dir(self, root: bytes, parts: list[bytes], same_fs: bool) -> Dir:
+    def _dir(self, root: bytes, parts: tuple[bytes, ...], same_fs: bool) -> Dir:
         """The verified folder ``root/parts``, from the longest already open prefix down."""
-        key = (root, tuple(parts), same_fs)
+        key = (root, parts, same_fs)
         d = self._dirs.get(key)
         if d is not None:
             self._dirs.move_to_end(key)
@@ -1019,7 +1026,7 @@ class Relinker:
         n = len(parts)
         base = None
         while n > 0:
-            base = self._dirs.get((root, tuple(parts[:n]), same_fs))
+            base = self._dirs.get((root, parts[:n], same_fs))
             if base is not None:
                 break
             n -= 1
@@ -1028,7 +1035,7 @@ class Relinker:
             self._keep((root, (), same_fs), base)
         for i in range(n, len(parts)):
             base = base.sub(parts[i], same_fs=same_fs)
-            self._keep((root, tuple(parts[: i + 1]), same_fs), base)
+            self._keep((root, parts[: i + 1], same_fs), base)
         return base
 
     def _keep(self, key: tuple, d: Dir) -> None:
@@ -1068,7 +1075,9 @@ class Relinker:
 
     # ------------------------------------------------------------ one relink
 
-    def _place(self, path, path_s: str, keep_path, keep_s: str) -> tuple[bytes, list[bytes], Dir, list[bytes], Dir]:
+    def _place(
+        self, path, path_s: str, keep_path, keep_s: str
+    ) -> tuple[bytes, tuple[bytes, ...], Dir, tuple[bytes, ...], Dir]:
         """(root, parts, verified folder) of the seeding entry and (parts, folder) of the kept one; refusals named."""
         try:
             root, parts = self._split(path, self.seeding_roots)
@@ -1079,7 +1088,7 @@ class Relinker:
             ) from None
         if not parts:
             raise UnsafeOperation(f"refusing to relink {path_s}: it is a seeding root")
-        if {STAGING_DIR.encode(), HOLDING_DIR.encode()} & set(parts[:-1]) or parts[-1].startswith(RELINK_PREFIX):
+        if not _OWN_DIRS.isdisjoint(parts[:-1]) or parts[-1].startswith(RELINK_PREFIX):
             raise UnsafeOperation(f"refusing to relink {path_s}: it is one of qbhook's own files")
         try:
             parent = self._dir(root, parts[:-1], True)
@@ -1166,7 +1175,9 @@ def _relink_at(
     kst = kdir.lstat(kname)
     if kst is None:
         raise UnsafeOperation(f"{why}: the copy to keep is missing", hint="re-plan")
-    if not stat_mod.S_ISREG(kst.st_mode) or kst.st_ino != keep_ino or not _fsid_matches(catalog, kdir, kst, keep_fsid):
+    # Each end's filesystem row, looked up once and used by both its identity and its content check.
+    kfs = _fs_row(catalog, kdir, kst)
+    if not stat_mod.S_ISREG(kst.st_mode) or kst.st_ino != keep_ino or not _fs_is(catalog, kfs, keep_fsid):
         raise UnsafeOperation(
             f"{why}: the copy to keep is no longer the planned file "
             f"(inode {kst.st_ino}, planned {keep_ino} on {keep_fsid})",
@@ -1181,7 +1192,8 @@ def _relink_at(
         return {"status": "already", "bytes_freed": 0, "nlink_before": st.st_nlink}, kst
     if not stat_mod.S_ISREG(st.st_mode):
         raise UnsafeOperation(f"{why}: {path_s} is not a regular file")
-    if st.st_ino != ino or not _fsid_matches(catalog, parent, st, fsid):
+    sfs = _fs_row(catalog, parent, st)
+    if st.st_ino != ino or not _fs_is(catalog, sfs, fsid):
         raise UnsafeOperation(
             f"{why}: {path_s} is no longer the planned file (inode {st.st_ino}, planned {ino} on {fsid})",
             hint="re-plan",
@@ -1201,9 +1213,9 @@ def _relink_at(
             hint="make the library file group/world readable, or leave the duplicate",
         )
     want = _digest(blake3_hex, size)
-    if _content_digest(parent, name, st, catalog, rows) != want:
+    if _content_digest(parent, name, st, catalog, rows, sfs) != want:
         raise UnsafeOperation(f"{why}: {path_s} no longer has the planned content", hint="re-plan")
-    if _content_digest(kdir, kname, kst, catalog, rows) != want:
+    if _content_digest(kdir, kname, kst, catalog, rows, kfs) != want:
         raise UnsafeOperation(f"{why}: the copy to keep does not have the planned content", hint="re-plan")
 
     try:
@@ -1246,14 +1258,23 @@ def _relink_at(
 # --------------------------------------------------------------------------- delete
 
 
-def _fsid_matches(catalog, d: Dir, st: os.stat_result, fsid) -> bool:
+def _fs_row(catalog, d: Dir, st: os.stat_result) -> int | None:
+    """The catalog's filesystem row of an entry of ``d`` with stat ``st``; None if on another filesystem than ``d``."""
     path = d.fs_path_for(st)
-    if path is None:
+    return None if path is None else catalog.fs_for_path(path, st.st_dev)
+
+
+def _fs_is(catalog, fs: int | None, fsid) -> bool:
+    """Is filesystem row ``fs`` the planned ``fsid`` (a row id or an fsid string)?"""
+    if fs is None:
         return False  # a file on another filesystem than its folder (a mount over it) is never the planned one
-    fs = catalog.fs_for_path(path, st.st_dev)
     if isinstance(fsid, int):
         return fs == fsid
     return catalog.fsid(fs) == fsid
+
+
+def _fsid_matches(catalog, d: Dir, st: os.stat_result, fsid) -> bool:
+    return _fs_is(catalog, _fs_row(catalog, d, st), fsid)
 
 
 def holding_path(path, seeding_root, run) -> str:

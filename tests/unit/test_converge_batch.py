@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from dataclasses import fields
 
 import pytest
 
 from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
+from qbhook.decide import plan as plan_mod
 from qbhook.decide.plan import GroupPlan, Plan, Step
 from qbhook.decide.planner import make_plan
 from qbhook.decide.snapshot import build_snapshot
@@ -297,3 +299,36 @@ def test_content_changed_with_size_and_mtime_restored_is_not_replaced(world, end
     assert not _linked(seed, lib)  # not replaced
     assert open(target, "rb").read() == other  # noqa: SIM115
     assert os.lstat(lib).st_nlink == 1
+
+
+# --------------------------------------------------------------------------- what the speed-ups must not change
+
+
+def test_a_converge_steps_spelled_out_args_are_the_generic_field_walk(world):
+    # Converge.args is written out for speed; it must stay exactly Step.args's field walk (a new
+    # field forgotten there would silently drop out of the journal and of saved plans).
+    plan, _pairs = _dups(world, 3, per_group=2)
+    for s in (s for g in plan.groups for s in g.steps):
+        generic = {f.name: plan_mod._plain(getattr(s, f.name)) for f in fields(s)}
+        assert s.args == generic
+        assert Step.of("converge", s.to_json()["args"]) == s
+    lone = Step.of("converge", {**plan.groups[0].steps[0].args, "mtime_ns": None})
+    assert lone.args == {f.name: plan_mod._plain(getattr(lone, f.name)) for f in fields(lone)}
+
+
+def test_the_batch_prefetch_reads_the_same_rows_as_the_one_by_one_lookup(world):
+    # Relinker.prefetch reads rows without their paths (Catalog.inodes_by_key); each row, hash
+    # validity included, must be what inode_by_key answers for it, and unknown keys stay absent.
+    w = world
+    _plan, pairs = _dups(w, 3, cache=True)
+    stale = pairs[0][0]
+    os.utime(stale, ns=(OLD_NS, OLD_NS))  # mtime and ctime move: its cached hash no longer applies
+    w.cat.record_path(stale, "stash")  # once the catalog has seen the new stat
+    fs = w.cat.fs_for_path(w.seed_s)
+    keys = [(fs, os.lstat(p).st_ino) for pair in pairs for p in pair] + [(fs, 10**12)]
+    got = w.cat.inodes_by_key(keys)
+    assert set(got) == set(keys[:-1])
+    for fs_, ino in keys[:-1]:
+        assert got[(fs_, ino)] == w.cat.inode_by_key(fs_, ino)
+    assert got[(fs, os.lstat(stale).st_ino)].hash is None  # a hash is valid only for the stat it was taken at
+    assert sum(r.hash is not None for r in got.values()) == len(keys) - 2
