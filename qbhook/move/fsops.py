@@ -857,6 +857,29 @@ def _clean_stale_relink(d: Dir, tmp: bytes, keeper: os.stat_result) -> None:
         pass
 
 
+def _link_temp(kdir: Dir, kname: bytes, parent: Dir, tmp: bytes, keeper: os.stat_result, why: str) -> None:
+    """Link the kept inode as ``tmp`` in ``parent``, through both verified descriptors.
+
+    The name is normally free, so it is only looked at when the link finds it taken: a crashed
+    attempt's leftover (a link of the kept inode) is removed and the link made again; anything
+    else there is not qbhook's and the relink refuses (``_clean_stale_relink``). One lstat per
+    relink fewer than looking first, which on a FUSE dataset is a round trip to the daemon.
+    """
+    for again in (False, True):
+        try:
+            os.link(kname, tmp, src_dir_fd=kdir.fd, dst_dir_fd=parent.fd, follow_symlinks=False)
+            return
+        except FileExistsError:
+            if again:
+                taken = f"the temporary name {parent.show(tmp)} is taken by another file"
+                raise UnsafeOperation(f"{why}: {taken}") from None
+            _clean_stale_relink(parent, tmp, keeper)
+        except OSError as e:
+            if e.errno == errno.EXDEV:
+                raise UnsafeOperation(f"{why}: different filesystems") from None
+            raise
+
+
 def _readable_by(st: os.stat_result, uid: int, gid: int) -> bool:
     """Can the owner (uid, gid) of the replaced file read the kept inode? (mode bits; ACLs not consulted)"""
     if uid == 0:
@@ -1051,18 +1074,21 @@ class Relinker:
             sync_filesystem(root)
         self._touched.clear()
 
-    def _carry_over(self, d: Dir, kst_before: os.stat_result, kst_after: os.stat_result | None) -> None:
+    def _carry_over(self, d: Dir, kname: bytes, kst_before: os.stat_result) -> None:
         # Our link changed the kept inode's ctime only: its hash stays valid when size and mtime did not move.
-        if self.catalog is None or kst_after is None:
+        if self.catalog is None:
             return
-        fs_path = d.fs_path_for(kst_after)
+        fs_path = d.fs_path_for(kst_before)
         if fs_path is None:
             return
-        key = (self.catalog.fs_for_path(fs_path, kst_after.st_dev), kst_after.st_ino)
+        key = (self.catalog.fs_for_path(fs_path, kst_before.st_dev), kst_before.st_ino)
         left = self._uses.get(key, 1) - 1
         self._uses[key] = left
         if left <= 0:
-            return  # no later relink of this batch looks at this row again
+            return  # no later relink of this batch looks at this row again: no need for its new stat
+        kst_after = d.lstat(kname)
+        if kst_after is None or (kst_after.st_dev, kst_after.st_ino) != (kst_before.st_dev, kst_before.st_ino):
+            return  # the name no longer is the kept inode: leave the row alone (the next relink re-checks)
         row = self._rows.get(key)
         before = (kst_before.st_size, kst_before.st_mtime_ns, kst_before.st_ctime_ns)
         if (
@@ -1147,7 +1173,7 @@ class Relinker:
                 os.fsync(parent.fd)
             else:
                 self._touched.add(root)
-            self._carry_over(kdir, kst, kdir.lstat(kparts[-1]))
+            self._carry_over(kdir, kparts[-1], kst)
         return res
 
 
@@ -1184,11 +1210,11 @@ def _relink_at(
             hint="re-plan",
         )
     tmp: bytes | None = _relink_name(name)
-    _clean_stale_relink(parent, tmp, kst)
     st = parent.lstat(name)
     if st is None:
         raise UnsafeOperation(f"{why}: {path_s} is missing", hint="re-plan")
     if (st.st_dev, st.st_ino) == (kst.st_dev, kst.st_ino):
+        _clean_stale_relink(parent, tmp, kst)  # what an earlier attempt may have left beside it
         return {"status": "already", "bytes_freed": 0, "nlink_before": st.st_nlink}, kst
     if not stat_mod.S_ISREG(st.st_mode):
         raise UnsafeOperation(f"{why}: {path_s} is not a regular file")
@@ -1218,14 +1244,7 @@ def _relink_at(
     if _content_digest(kdir, kname, kst, catalog, rows, kfs) != want:
         raise UnsafeOperation(f"{why}: the copy to keep does not have the planned content", hint="re-plan")
 
-    try:
-        os.link(kname, tmp, src_dir_fd=kdir.fd, dst_dir_fd=parent.fd, follow_symlinks=False)
-    except FileExistsError:
-        raise UnsafeOperation(f"{why}: the temporary name {parent.show(tmp)} is taken by another file") from None
-    except OSError as e:
-        if e.errno == errno.EXDEV:
-            raise UnsafeOperation(f"{why}: different filesystems") from None
-        raise
+    _link_temp(kdir, kname, parent, tmp, kst, why)
     try:
         tst = parent.lstat(tmp)
         if tst is None or (tst.st_dev, tst.st_ino) != (kst.st_dev, kst.st_ino):

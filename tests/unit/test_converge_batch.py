@@ -332,3 +332,30 @@ def test_the_batch_prefetch_reads_the_same_rows_as_the_one_by_one_lookup(world):
         assert got[(fs_, ino)] == w.cat.inode_by_key(fs_, ino)
     assert got[(fs, os.lstat(stale).st_ino)].hash is None  # a hash is valid only for the stat it was taken at
     assert sum(r.hash is not None for r in got.values()) == len(keys) - 2
+
+
+def test_a_relink_looks_at_its_two_ends_five_times_not_seven(world, monkeypatch):
+    # Every check stays (the keeper, the victim, the fresh temporary link, then both once more
+    # right before the rename); what went: a look for a crashed attempt's temporary name (the
+    # link itself finds it taken) and a look at the keeper after the rename when no later relink
+    # of the batch uses its row. On a FUSE dataset each lstat is a round trip to the daemon.
+    w = world
+    plan, pairs = _dups(w, 6, cache=True)
+    looks = []
+    real = fsops.Dir.lstat
+    monkeypatch.setattr(fsops.Dir, "lstat", lambda self, name: looks.append(name) or real(self, name))
+    assert w.executor().apply(plan).status == "done"
+    assert all(_linked(s, lib) for s, lib in pairs)
+    assert len(looks) == 5 * len(pairs), looks
+
+
+def test_a_leftover_temporary_link_beside_an_already_converged_name_is_removed(world):
+    w = world
+    plan, pairs = _dups(w, 2)
+    assert w.executor().apply(plan).status == "done"
+    seed, lib = pairs[0]
+    leftover = os.path.join(os.path.dirname(seed), ".qbhook-relink." + os.path.basename(seed))
+    os.link(lib, leftover)  # what a crash between an attempt's link and its rename, then a rename by hand, leaves
+    again = w.executor().apply(plan)
+    assert again.status == "done" and again.bytes_freed == 0
+    assert not os.path.exists(leftover) and _linked(seed, lib) and os.lstat(lib).st_nlink == 2
