@@ -250,7 +250,9 @@ APPLY_PARTS = [
     ("catalog (prefetch, record paths)", ["record_path", "record_paths", "prefetch"]),
     ("folder fds (walk from the roots / cached)", ["_walk", "_open_parent", "_dir"]),
     ("re-check content (cached hash or read)", ["_content_digest"]),
+    ("lstat (fstatat through the held folder)", ["posix.stat", "posix.lstat"]),
     ("link + rename + fsync + syncfs", ["posix.link", "posix.rename", "posix.fsync", "sync_filesystem"]),
+    ("journal: plan JSON, intents, outcomes", ["start_run", "intend_batch", "close_batch"]),
 ]
 
 

@@ -13,7 +13,7 @@ import select
 import sqlite3
 import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -371,17 +371,26 @@ class Catalog:
                 c.execute("UPDATE inodes SET hash_ctime_ns=? WHERE id=?", (st.st_ctime_ns, inode_id))
         return inode_id
 
-    def record_paths(self, items: list[tuple[str | bytes, str]], *, own_change: bool = False) -> int:
+    def record_paths(
+        self,
+        items: list[tuple[str | bytes, str]],
+        *,
+        own_change: bool = False,
+        stats: Mapping[str | bytes, os.stat_result] | None = None,
+    ) -> int:
         """``record_path`` for many (path, pool) in one transaction; returns how many were recorded.
 
         A path that is gone or no longer a regular file is left for the next scan (a batch
         records what it relinked; one entry swapped meanwhile must not undo the others).
+        ``stats``: the caller's lstat of some of the paths, taken after its own change through
+        the folder it acted in (a relink batch's): used instead of resolving each path again.
         """
         todo = []
         for path, pool in items:
             bpath = os.fsencode(path)
+            st = stats.get(path) if stats else None
             try:
-                st = os.lstat(bpath)
+                st = st or os.lstat(bpath)
             except FileNotFoundError:
                 continue
             if stat.S_ISREG(st.st_mode):

@@ -987,6 +987,7 @@ class Relinker:
         self._splits: dict = {}  # path -> (root, parts), placed once under the roots (prefetch) and reused
         self._uses: dict[tuple[int, int], int] = {}  # kept inode -> relinks of this batch onto it still to come
         self._touched: set[bytes] = set()  # seeding roots whose filesystem holds a rename not yet synced
+        self.after: dict = {}  # relinked path -> its lstat right after the rename (through its folder)
 
     def __enter__(self) -> Self:
         return self
@@ -1074,21 +1075,18 @@ class Relinker:
             sync_filesystem(root)
         self._touched.clear()
 
-    def _carry_over(self, d: Dir, kname: bytes, kst_before: os.stat_result) -> None:
+    def _carry_over(self, d: Dir, kst_before: os.stat_result, kst_after: os.stat_result) -> None:
         # Our link changed the kept inode's ctime only: its hash stays valid when size and mtime did not move.
         if self.catalog is None:
             return
-        fs_path = d.fs_path_for(kst_before)
+        fs_path = d.fs_path_for(kst_after)
         if fs_path is None:
             return
-        key = (self.catalog.fs_for_path(fs_path, kst_before.st_dev), kst_before.st_ino)
+        key = (self.catalog.fs_for_path(fs_path, kst_after.st_dev), kst_after.st_ino)
         left = self._uses.get(key, 1) - 1
         self._uses[key] = left
         if left <= 0:
-            return  # no later relink of this batch looks at this row again: no need for its new stat
-        kst_after = d.lstat(kname)
-        if kst_after is None or (kst_after.st_dev, kst_after.st_ino) != (kst_before.st_dev, kst_before.st_ino):
-            return  # the name no longer is the kept inode: leave the row alone (the next relink re-checks)
+            return  # no later relink of this batch looks at this row again
         row = self._rows.get(key)
         before = (kst_before.st_size, kst_before.st_mtime_ns, kst_before.st_ctime_ns)
         if (
@@ -1173,7 +1171,13 @@ class Relinker:
                 os.fsync(parent.fd)
             else:
                 self._touched.add(root)
-            self._carry_over(kdir, kparts[-1], kst)
+            # The name now: the kept inode, with the ctime and link count our link and rename left.
+            # For the catalog (``after``, recorded without resolving the path again) and for later
+            # relinks of this batch onto the same inode (``_carry_over``).
+            now = parent.lstat(parts[-1])
+            if now is not None and (now.st_dev, now.st_ino) == (kst.st_dev, kst.st_ino):
+                self.after[path] = now
+                self._carry_over(kdir, kst, now)
         return res
 
 

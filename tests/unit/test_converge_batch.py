@@ -10,6 +10,7 @@ from dataclasses import fields
 
 import pytest
 
+from qbhook.catalog import store as store_mod
 from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
 from qbhook.decide import plan as plan_mod
@@ -334,19 +335,33 @@ def test_the_batch_prefetch_reads_the_same_rows_as_the_one_by_one_lookup(world):
     assert sum(r.hash is not None for r in got.values()) == len(keys) - 2
 
 
-def test_a_relink_looks_at_its_two_ends_five_times_not_seven(world, monkeypatch):
-    # Every check stays (the keeper, the victim, the fresh temporary link, then both once more
-    # right before the rename); what went: a look for a crashed attempt's temporary name (the
-    # link itself finds it taken) and a look at the keeper after the rename when no later relink
-    # of the batch uses its row. On a FUSE dataset each lstat is a round trip to the daemon.
+def test_a_relink_looks_through_its_held_folders_six_times_and_never_resolves_a_path_again(world, monkeypatch):
+    # Every check stays (the keeper, the victim, the fresh temporary link, both once more right
+    # before the rename) and one look after it, which the catalog records and the batch's later
+    # relinks onto the same inode reuse. What went: a look for a crashed attempt's temporary name
+    # (the link itself finds it taken), a second look at the keeper after the rename, and the
+    # catalog's lstat of each relinked path by name (on a FUSE dataset a round trip per folder).
     w = world
     plan, pairs = _dups(w, 6, cache=True)
-    looks = []
+    looks, by_path = [], []
     real = fsops.Dir.lstat
     monkeypatch.setattr(fsops.Dir, "lstat", lambda self, name: looks.append(name) or real(self, name))
+    real_lstat = store_mod.os.lstat
+
+    def path_lstat(p, *a, **k):
+        by_path.append(p)
+        return real_lstat(p, *a, **k)
+
+    monkeypatch.setattr(store_mod.os, "lstat", path_lstat)
     assert w.executor().apply(plan).status == "done"
+    monkeypatch.undo()
     assert all(_linked(s, lib) for s, lib in pairs)
-    assert len(looks) == 5 * len(pairs), looks
+    assert len(looks) == 6 * len(pairs), looks
+    assert not {os.fsencode(s) for s, _lib in pairs} & {os.fsencode(p) for p in by_path}
+    for seed, lib in pairs:  # what the catalog recorded is the live stat, hash carried over
+        row, st = w.cat.inode_by_path(seed), os.lstat(seed)
+        assert (row.ino, row.nlink, row.ctime_ns) == (os.lstat(lib).st_ino, st.st_nlink, st.st_ctime_ns)
+        assert row.hash is not None
 
 
 def test_a_leftover_temporary_link_beside_an_already_converged_name_is_removed(world):
