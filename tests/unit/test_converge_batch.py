@@ -9,6 +9,8 @@ import time
 from dataclasses import fields
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hst
 
 from qbhook.catalog import store as store_mod
 from qbhook.catalog.scan import scan_pool
@@ -17,6 +19,7 @@ from qbhook.decide import plan as plan_mod
 from qbhook.decide.plan import GroupPlan, Plan, Step
 from qbhook.decide.planner import make_plan
 from qbhook.decide.snapshot import build_snapshot
+from qbhook.errors import UnsafeOperation
 from qbhook.move import fsops
 from qbhook.move.executor import build_executor
 from qbhook.move.journal import Journal
@@ -374,3 +377,37 @@ def test_a_leftover_temporary_link_beside_an_already_converged_name_is_removed(w
     again = w.executor().apply(plan)
     assert again.status == "done" and again.bytes_freed == 0
     assert not os.path.exists(leftover) and _linked(seed, lib) and os.lstat(lib).st_nlink == 2
+
+
+def _split_reference(path, roots):
+    """fsops._split_under before its fast path: every path through normpath."""
+    p = os.fsencode(path)
+    if not p.startswith(b"/") or b".." in p.split(b"/"):
+        return None
+    norm = b"/" + os.path.normpath(p).lstrip(b"/")
+    best = None
+    for rb in (b"/" + os.path.normpath(os.fsencode(r)).lstrip(b"/") for r in roots):
+        if (norm == rb or norm.startswith(rb.rstrip(b"/") + b"/")) and (best is None or len(rb) > len(best)):
+            best = rb
+    if best is None:
+        return None
+    return best, [c for c in norm[len(best.rstrip(b"/")) :].split(b"/") if c]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    hst.lists(hst.sampled_from(["", ".", "..", "a", "b", "seed", "s.", ".q", "x/"]), max_size=7),
+    hst.sampled_from(["/", "//", "/./"]),
+    hst.sampled_from(["", "/", "/."]),
+)
+def test_placing_a_path_under_the_roots_answers_like_normpath_did(parts, lead, tail):
+    # _split_under skips normpath for a path that is already normal; it must decide exactly as before
+    # (the same root, the same components, the same refusals) for paths that are not.
+    path = lead + "/".join(parts) + tail
+    roots = ("/a", "/a/seed", "/b/", "//b/s.")
+    want = _split_reference(path, roots)
+    try:
+        got = fsops._split_under(path, roots)
+    except UnsafeOperation:
+        got = None
+    assert got == want, path
