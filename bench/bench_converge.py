@@ -20,7 +20,10 @@ of the duplicates' sizes, every seeding path ends as a link of its library file'
 and no library file changed (inode, size, mtime). qbhook's own ``bytes_freed`` must equal
 that sum too.
 
-Target (issue 12): qbhook within 1.5x jdupes -L on the same tree.
+Target (issue 12): qbhook within 1.5x jdupes -L on the same tree (wall clock). Each tool's CPU
+seconds (user + system, threads and children included, from the kernel's accounting of the
+reaped process) are reported beside it: on a machine other jobs load, the wall clock of a
+single-threaded run moves with the load by 2x either way, its CPU seconds much less.
 
   python bench/bench_converge.py                 # 10,000 duplicates on --tmpdir (tmpfs or disk)
   python bench/bench_converge.py -n 2000 --zfs   # also on a zfs-fuse pool
@@ -29,9 +32,11 @@ Target (issue 12): qbhook within 1.5x jdupes -L on the same tree.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import sys
@@ -194,20 +199,20 @@ def driver(config: str, n: int, prof=None, prof_before=None) -> None:
     from qbhook.move.executor import build_executor
 
     t = {"start": time.perf_counter()}
+    cpu = {"start": time.process_time()}  # the whole process: the hashing threads too
     if prof_before is not None:
         prof_before.enable()
     cfg = load_config(config)
     cat = Catalog.open(cfg.catalog)
     for p in cfg.pools:
         scan_pool(cat, p, cfg.scan)
-    t["scan"] = time.perf_counter()
+    t["scan"], cpu["scan"] = time.perf_counter(), time.process_time()
     client = StubClient(Path(next(p.seeding_root for p in cfg.pools if p.role == "primary")), n)
     snap = build_snapshot(cfg, cat, [client])
-    t["snapshot"] = time.perf_counter()
+    t["snapshot"], cpu["snapshot"] = time.perf_counter(), time.process_time()
     plan = make_plan(snap, cfg.policy)
-    t["plan"] = time.perf_counter()
     ex = build_executor(cfg, cat, {client.name: client})
-    t["plan"] = time.perf_counter()
+    t["plan"], cpu["plan"] = time.perf_counter(), time.process_time()
     if prof_before is not None:
         prof_before.disable()
     if prof is not None:
@@ -215,8 +220,9 @@ def driver(config: str, n: int, prof=None, prof_before=None) -> None:
     res = ex.apply(plan)
     if prof is not None:
         prof.disable()
-    t["apply"] = time.perf_counter()
+    t["apply"], cpu["apply"] = time.perf_counter(), time.process_time()
     s = plan.summary()
+    steps = ["start", "scan", "snapshot", "plan", "apply"]
     print(
         json.dumps(
             {
@@ -226,10 +232,8 @@ def driver(config: str, n: int, prof=None, prof_before=None) -> None:
                 "failed": res.groups_failed,
                 "status": res.status,
                 "steps": sum(len(g.steps) for g in plan.groups),
-                "seconds": {
-                    k: round(t[k] - t[prev], 3)
-                    for prev, k in zip(["start", "scan", "snapshot", "plan"], ["scan", "snapshot", "plan", "apply"])
-                },
+                "seconds": {k: round(t[k] - t[prev], 3) for prev, k in itertools.pairwise(steps)},
+                "cpu_seconds": {k: round(cpu[k] - cpu[prev], 3) for prev, k in itertools.pairwise(steps)},
             }
         )
     )
@@ -246,7 +250,9 @@ APPLY_PARTS = [
     ("catalog (prefetch, record paths)", ["record_path", "record_paths", "prefetch"]),
     ("folder fds (walk from the roots / cached)", ["_walk", "_open_parent", "_dir"]),
     ("re-check content (cached hash or read)", ["_content_digest"]),
+    ("lstat (fstatat through the held folder)", ["posix.stat", "posix.lstat"]),
     ("link + rename + fsync + syncfs", ["posix.link", "posix.rename", "posix.fsync", "sync_filesystem"]),
+    ("journal: plan JSON, intents, outcomes", ["start_run", "intend_batch", "close_batch"]),
 ]
 
 
@@ -317,30 +323,72 @@ def zfs_pool(base: Path, name: str) -> tuple[Path, callable]:
     return root, lambda: destroy_pools(pools)
 
 
+def _summary_rows(rounds: list[dict], where: str, n: int) -> tuple[list[list[str]], dict]:
+    """Table rows (wall and CPU medians, ratios to jdupes's) for one kind of pool, and the medians."""
+    keys = ("qbhook", "apply", "jdupes", "qbhook_cpu", "apply_cpu", "jdupes_cpu")
+    med = {k: statistics.median(r[k] for r in rounds) for k in keys}
+    pre = f"{where} ({n:,}): " if where else f"({n:,}): "
+
+    def row(label: str, key: str, rss: str) -> list[str]:
+        return [
+            pre + label,
+            f"{med[key]:.2f}",
+            f"{med[key] / med['jdupes']:.2f}x",
+            f"{med[key + '_cpu']:.2f}",
+            f"{med[key + '_cpu'] / med['jdupes_cpu']:.2f}x",
+            rss,
+        ]
+
+    rows = [
+        row("jdupes -L -r", "jdupes", f"{rounds[-1]['jdupes_rss'] / 1024:.0f}"),
+        row("qbhook scan+hash+plan+apply", "qbhook", f"{rounds[-1]['qbhook_rss'] / 1024:.0f}"),
+        row("qbhook apply only (same process)", "apply", "-"),
+    ]
+    return rows, med
+
+
 # --------------------------------------------------------------------------- main
+
+
+def _load() -> str:
+    return f"load {os.getloadavg()[0]:.1f}"
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of every child this process has reaped so far."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def one_round(base: Path, pool_q: Path, pool_j: Path, n: int, dup_bytes: int, label: str) -> dict:
     before_q, before_j = distinct(pool_q), distinct(pool_j)
     lib_q = library_facts(pool_q, n)
     cfg = write_config(base / f"qbhook-{label}", pool_q, base / f"cold-{label}")
+    c0 = _children_cpu()
     q = run_rss(
         [sys.executable, str(Path(__file__).resolve()), "--driver", str(cfg), "-n", str(n)],
         stdout_path=str(base / f"driver-{label}.json"),
     )
+    q_cpu = _children_cpu() - c0
     out = json.loads(q.stdout)
     assert out["status"] == "done" and not out["failed"], out
     assert out["converge_groups"] == n, out
     assert out["bytes_freed"] == out["planned_bytes_freed"] == dup_bytes, (out, dup_bytes)
     check(pool_q, n, before_q, lib_q, dup_bytes, "qbhook")
+    c0 = _children_cpu()
     j = run_rss(["jdupes", "-L", "-r", "-q", str(pool_j)])
+    j_cpu = _children_cpu() - c0
     check(pool_j, n, before_j, {}, dup_bytes, "jdupes")
     return {
         "qbhook": q.seconds,
+        "qbhook_cpu": q_cpu,
         "qbhook_rss": q.maxrss_kib,
         "apply": out["seconds"]["apply"],
+        "apply_cpu": out["cpu_seconds"]["apply"],
         "phases": out["seconds"],
+        "phases_cpu": out["cpu_seconds"],
         "jdupes": j.seconds,
+        "jdupes_cpu": j_cpu,
         "jdupes_rss": j.maxrss_kib,
     }
 
@@ -379,8 +427,10 @@ def main() -> int:
             assert generate(pj, args.n, seed=r) == dup_bytes
             rounds.append(one_round(base, pq, pj, args.n, dup_bytes, f"r{r}"))
             print(
-                f"round {r + 1}: qbhook {rounds[-1]['qbhook']:.2f} s (phases {rounds[-1]['phases']}), "
-                f"jdupes -L {rounds[-1]['jdupes']:.2f} s; both freed exactly {dup_bytes:,} bytes",
+                f"round {r + 1}: qbhook {rounds[-1]['qbhook']:.2f} s, {rounds[-1]['qbhook_cpu']:.2f} CPU s "
+                f"(phases {rounds[-1]['phases']}, CPU {rounds[-1]['phases_cpu']}), "
+                f"jdupes -L {rounds[-1]['jdupes']:.2f} s, {rounds[-1]['jdupes_cpu']:.2f} CPU s; "
+                f"both freed exactly {dup_bytes:,} bytes, {_load()}",
                 flush=True,
             )
         zfs_rounds = []
@@ -396,8 +446,10 @@ def main() -> int:
                     assert generate(pj, args.zfs_n, seed=99 + r) == dup_bytes
                     zfs_rounds.append(one_round(base, pq, pj, args.zfs_n, dup_bytes, f"zfs{r}"))
                     print(
-                        f"zfs round {r + 1}: qbhook {zfs_rounds[-1]['qbhook']:.2f} s "
-                        f"(phases {zfs_rounds[-1]['phases']}), jdupes -L {zfs_rounds[-1]['jdupes']:.2f} s",
+                        f"zfs round {r + 1}: qbhook {zfs_rounds[-1]['qbhook']:.2f} s, "
+                        f"{zfs_rounds[-1]['qbhook_cpu']:.2f} CPU s (phases {zfs_rounds[-1]['phases']}), "
+                        f"jdupes -L {zfs_rounds[-1]['jdupes']:.2f} s, {zfs_rounds[-1]['jdupes_cpu']:.2f} CPU s, "
+                        f"{_load()}",
                         flush=True,
                     )
             finally:
@@ -406,36 +458,16 @@ def main() -> int:
     finally:
         cleanup(base, args.keep)
 
-    med = {k: statistics.median(r[k] for r in rounds) for k in ("qbhook", "apply", "jdupes")}
-    rows = [
-        ["jdupes -L -r", f"{med['jdupes']:.2f}", "1.00x", f"{rounds[-1]['jdupes_rss'] / 1024:.0f}"],
-        [
-            "qbhook: scan+hash+plan+apply",
-            f"{med['qbhook']:.2f}",
-            f"{med['qbhook'] / med['jdupes']:.2f}x",
-            f"{rounds[-1]['qbhook_rss'] / 1024:.0f}",
-        ],
-        [
-            "qbhook: apply only (in the same process)",
-            f"{med['apply']:.2f}",
-            f"{med['apply'] / med['jdupes']:.2f}x",
-            "-",
-        ],
-    ]
+    rows, med = _summary_rows(rounds, fstype_of(Path(args.tmpdir)), args.n)
     if zfs_rounds:
-        zm = {k: statistics.median(r[k] for r in zfs_rounds) for k in ("qbhook", "apply", "jdupes")}
-        rss_j, rss_q = zfs_rounds[-1]["jdupes_rss"] / 1024, zfs_rounds[-1]["qbhook_rss"] / 1024
-        rows += [
-            [f"zfs-fuse ({args.zfs_n:,}): jdupes -L -r", f"{zm['jdupes']:.2f}", "1.00x", f"{rss_j:.0f}"],
-            ["zfs-fuse: qbhook whole", f"{zm['qbhook']:.2f}", f"{zm['qbhook'] / zm['jdupes']:.2f}x", f"{rss_q:.0f}"],
-            ["zfs-fuse: qbhook apply only", f"{zm['apply']:.2f}", f"{zm['apply'] / zm['jdupes']:.2f}x", "-"],
-        ]
+        rows += _summary_rows(zfs_rounds, "zfs-fuse", args.zfs_n)[0]
     print()
-    print(table(["what", "seconds (median)", "vs jdupes", "peak RSS MiB"], rows))
+    print(table(["what", "wall s (median)", "vs jdupes", "CPU s (median)", "vs jdupes", "peak RSS MiB"], rows))
     ratio = med["qbhook"] / med["jdupes"]
     print(
         f"\ntarget qbhook <= 1.5x jdupes -L: {verdict(ratio <= 1.5)} ({ratio:.2f}x whole pipeline, "
-        f"{med['apply'] / med['jdupes']:.2f}x apply only)"
+        f"{med['apply'] / med['jdupes']:.2f}x apply only; CPU seconds "
+        f"{med['qbhook_cpu'] / med['jdupes_cpu']:.2f}x and {med['apply_cpu'] / med['jdupes_cpu']:.2f}x)"
     )
     return 0
 

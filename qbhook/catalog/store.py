@@ -13,7 +13,7 @@ import select
 import sqlite3
 import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -371,17 +371,26 @@ class Catalog:
                 c.execute("UPDATE inodes SET hash_ctime_ns=? WHERE id=?", (st.st_ctime_ns, inode_id))
         return inode_id
 
-    def record_paths(self, items: list[tuple[str | bytes, str]], *, own_change: bool = False) -> int:
+    def record_paths(
+        self,
+        items: list[tuple[str | bytes, str]],
+        *,
+        own_change: bool = False,
+        stats: Mapping[str | bytes, os.stat_result] | None = None,
+    ) -> int:
         """``record_path`` for many (path, pool) in one transaction; returns how many were recorded.
 
         A path that is gone or no longer a regular file is left for the next scan (a batch
         records what it relinked; one entry swapped meanwhile must not undo the others).
+        ``stats``: the caller's lstat of some of the paths, taken after its own change through
+        the folder it acted in (a relink batch's): used instead of resolving each path again.
         """
         todo = []
         for path, pool in items:
             bpath = os.fsencode(path)
+            st = stats.get(path) if stats else None
             try:
-                st = os.lstat(bpath)
+                st = st or os.lstat(bpath)
             except FileNotFoundError:
                 continue
             if stat.S_ISREG(st.st_mode):
@@ -519,6 +528,26 @@ class Catalog:
                         ent = out[(r[1], r[3])] = (InodeRow(*r[:9]), [])
                     if r[9] is not None:
                         ent[1].append(r[9])
+        return out
+
+    def inodes_by_key(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], InodeRow]:
+        """inode_by_key() for many (fs, ino) keys, one query per fs and 500 inode numbers, without
+        the paths (half the time of ``inodes_and_paths_by_key`` for a relink batch's prefetch)."""
+        by_fs: dict[int, list[int]] = {}
+        for fs, ino in keys:
+            by_fs.setdefault(fs, []).append(ino)
+        out: dict[tuple[int, int], InodeRow] = {}
+        for fs, inos in by_fs.items():
+            for i in range(0, len(inos), 500):
+                chunk = inos[i : i + 500]
+                for r in self.conn.execute(
+                    f"SELECT i.id, i.fs, f.fsid, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.nlink, "
+                    f"CASE WHEN {HASH_VALID} THEN hash END "
+                    "FROM inodes i JOIN filesystems f ON f.id = i.fs "
+                    f"WHERE i.fs = ? AND i.ino IN ({','.join('?' * len(chunk))})",
+                    [fs, *chunk],
+                ):
+                    out[(r[1], r[3])] = InodeRow(*r)
         return out
 
     def inode_keys_and_paths(self, inode_ids: list[int]) -> dict[int, tuple[int, int, list[bytes]]]:

@@ -558,6 +558,21 @@ class Converge(Step):
     blake3: str
     keep: ConvergeKeep
 
+    @property
+    def args(self) -> dict[str, Any]:
+        # Step.args spelled out: a convergence plans one step per duplicate (10,000s per run), each
+        # serialised for the run's plan and again for its journal row, and the generic field walk
+        # was most of that cost. tests/unit/test_converge_batch.py checks both give the same dict.
+        return {
+            "path": self.path,
+            "fsid": self.fsid,
+            "ino": self.ino,
+            "size": self.size,
+            "mtime_ns": self.mtime_ns,
+            "blake3": self.blake3,
+            "keep": self.keep.to_json(),
+        }
+
     def describe(self) -> str:
         return f"{self.path} => link of {self.keep.path}"
 

@@ -669,9 +669,9 @@ class Executor:
             for g, seq, step in todo:
                 self._hook("before", g.group_id, seq, step)
             ids = self.journal.intend_batch(run_id, [(seq, g.group_id, s) for g, seq, s in todo], live)
-            closes, done_paths, dead = self._batch_act(todo, ids, outcomes)
+            closes, done_paths, after, dead = self._batch_act(todo, ids, outcomes)
             # Each path now names its kept inode, whose ctime our link changed: carry its hash over.
-            self.catalog.record_paths(done_paths, own_change=True)
+            self.catalog.record_paths(done_paths, own_change=True, stats=after)
             ends = []
             for gid in live:
                 reason = dead.get(gid)
@@ -713,11 +713,12 @@ class Executor:
 
     def _batch_act(
         self, todo: list[tuple[GroupPlan, int, Converge]], ids: dict[int, int], outcomes: dict[str, GroupOutcome]
-    ) -> tuple[list, list[tuple[str, str]], dict[str, str]]:
+    ) -> tuple[list, list[tuple[str, str]], dict, dict[str, str]]:
         """Relink each step (every check per file, ``fsops.Relinker``); the renames are synced before returning.
 
         Returns the journal closes (step id, status, result, error), the (path, pool) now linked
-        to their kept inode, and the reason of each group that failed (its later steps are not tried).
+        to their kept inode, the lstat of each relinked path right after its rename (for the
+        catalog) and the reason of each group that failed (its later steps are not tried).
         """
         closes: list[tuple[int, StepStatus, dict | None, str | None]] = []
         done_paths: list[tuple[str, str]] = []
@@ -748,7 +749,7 @@ class Executor:
                 done_paths.append((s.path, g.source_pool or self._pool_name(s.path, None)))
                 outcomes[gid].bytes_freed += res.get("bytes_freed", 0)
             rl.sync()  # before the journal says done: a rename lost to a power cut is redone by resume
-        return closes, done_paths, dead
+        return closes, done_paths, rl.after, dead
 
     def _relink(self, rl: fsops.Relinker, gid: str, seq: int, s: Converge) -> dict:
         return rl.relink(

@@ -127,16 +127,24 @@ def _norm_roots(roots: tuple) -> tuple[bytes, ...]:
     return tuple(b"/" + os.path.normpath(os.fsencode(r)).lstrip(b"/") for r in roots)
 
 
+def _is_normal(p: bytes) -> bool:
+    """True when ``os.path.normpath`` would return the absolute, ``..``-free path ``p`` unchanged:
+    no empty component (``//``), no ``.`` component and no trailing slash."""
+    return b"//" not in p and b"/./" not in p and not p.endswith((b"/", b"/."))
+
+
 def _split_under(path, roots) -> tuple[bytes, list[bytes]]:
     """(configured root, components below it) of ``path``, decided lexically; refuses ``..`` and outsiders."""
-    p = os.fsencode(_p(path))
+    p = os.fsencode(path)
     if not p.startswith(b"/"):
         raise UnsafeOperation(f"{os.fsdecode(p)}: not an absolute path")
     if b".." in p.split(b"/"):
         raise UnsafeOperation(f"{os.fsdecode(p)}: a '..' component is never followed")
-    norm = b"/" + os.path.normpath(p).lstrip(b"/")
+    # normpath is pure Python here and most of this function's cost; a path already normal skips it
+    # (a relink batch places 20,000 of them).
+    norm = p if _is_normal(p) else b"/" + os.path.normpath(p).lstrip(b"/")
     best = None
-    for rb in _norm_roots(tuple(os.fspath(r) for r in roots)):
+    for rb in _norm_roots(roots if isinstance(roots, tuple) else tuple(roots)):
         base = rb.rstrip(b"/")
         if (norm == rb or norm.startswith(base + b"/")) and (best is None or len(rb) > len(best)):
             best = rb
@@ -314,14 +322,16 @@ def _rmdir_quiet(d: Dir, name: bytes) -> bool:
 # --------------------------------------------------------------------------- content identity
 
 
-def _cached_digest(catalog, path, st: os.stat_result, rows: dict | None = None):
+def _cached_digest(catalog, path, st: os.stat_result, rows: dict | None = None, fs: int | None = None):
     """(inode row id, valid cached digest or None) for the inode ``st`` describes.
 
     ``rows``: catalog rows a batch read beforehand (``Relinker.prefetch``), keyed (fs, ino).
+    ``fs``: the catalog's filesystem row of ``path`` when the caller just looked it up.
     """
     if catalog is None:
         return None, None
-    fs = catalog.fs_for_path(path, st.st_dev)
+    if fs is None:
+        fs = catalog.fs_for_path(path, st.st_dev)
     key = (fs, st.st_ino)
     if rows is not None and key in rows:
         row = rows[key]
@@ -337,12 +347,16 @@ def _cached_digest(catalog, path, st: os.stat_result, rows: dict | None = None):
     return row.id, None
 
 
-def _content_digest(d: Dir, name: bytes, st: os.stat_result, catalog, rows: dict | None = None) -> bytes:
-    """BLAKE3 of the inode ``st`` at ``name`` in ``d``: the catalog's valid cached hash, else read it through ``d``."""
+def _content_digest(
+    d: Dir, name: bytes, st: os.stat_result, catalog, rows: dict | None = None, fs: int | None = None
+) -> bytes:
+    """BLAKE3 of the inode ``st`` at ``name`` in ``d``: the catalog's valid cached hash, else read it through ``d``.
+
+    ``fs``: ``_fs_row`` of this entry, when the caller already has it."""
     if st.st_size == 0:
         return hashing.EMPTY_HASH
     fs_path = d.fs_path_for(st)
-    row_id, cached = _cached_digest(catalog, fs_path, st, rows) if fs_path is not None else (None, None)
+    row_id, cached = _cached_digest(catalog, fs_path, st, rows, fs) if fs_path is not None else (None, None)
     if cached is not None:
         return cached
     shown = d.show(name)
@@ -823,6 +837,7 @@ def make_empty(dst, *, roots) -> dict:
 
 
 RELINK_PREFIX = b".qbhook-relink."
+_OWN_DIRS = frozenset({STAGING_DIR.encode(), HOLDING_DIR.encode()})  # a relink never replaces a name below these
 
 
 def _relink_name(name: bytes) -> bytes:
@@ -850,6 +865,29 @@ def _clean_stale_relink(d: Dir, tmp: bytes, keeper: os.stat_result) -> None:
         os.unlink(tmp, dir_fd=d.fd)
     except FileNotFoundError:
         pass
+
+
+def _link_temp(kdir: Dir, kname: bytes, parent: Dir, tmp: bytes, keeper: os.stat_result, why: str) -> None:
+    """Link the kept inode as ``tmp`` in ``parent``, through both verified descriptors.
+
+    The name is normally free, so it is only looked at when the link finds it taken: a crashed
+    attempt's leftover (a link of the kept inode) is removed and the link made again; anything
+    else there is not qbhook's and the relink refuses (``_clean_stale_relink``). One lstat per
+    relink fewer than looking first, which on a FUSE dataset is a round trip to the daemon.
+    """
+    for again in (False, True):
+        try:
+            os.link(kname, tmp, src_dir_fd=kdir.fd, dst_dir_fd=parent.fd, follow_symlinks=False)
+            return
+        except FileExistsError:
+            if again:
+                taken = f"the temporary name {parent.show(tmp)} is taken by another file"
+                raise UnsafeOperation(f"{why}: {taken}") from None
+            _clean_stale_relink(parent, tmp, keeper)
+        except OSError as e:
+            if e.errno == errno.EXDEV:
+                raise UnsafeOperation(f"{why}: different filesystems") from None
+            raise
 
 
 def _readable_by(st: os.stat_result, uid: int, gid: int) -> bool:
@@ -959,6 +997,7 @@ class Relinker:
         self._splits: dict = {}  # path -> (root, parts), placed once under the roots (prefetch) and reused
         self._uses: dict[tuple[int, int], int] = {}  # kept inode -> relinks of this batch onto it still to come
         self._touched: set[bytes] = set()  # seeding roots whose filesystem holds a rename not yet synced
+        self.after: dict = {}  # relinked path -> its lstat right after the rename (through its folder)
 
     def __enter__(self) -> Self:
         return self
@@ -999,21 +1038,21 @@ class Relinker:
             keys.add((fs, int(ino)))
             keys.add((fs, int(keep_ino)))
             self._uses[(fs, int(keep_ino))] = self._uses.get((fs, int(keep_ino)), 0) + 1
-        found = self.catalog.inodes_and_paths_by_key(keys)
+        found = self.catalog.inodes_by_key(keys)  # the rows only: a relink never reads the paths
         for k in keys:
-            ent = found.get(k)
-            self._rows[k] = ent[0] if ent is not None else None
+            self._rows[k] = found.get(k)
 
-    def _split(self, path, roots: tuple) -> tuple[bytes, list[bytes]]:
+    def _split(self, path, roots: tuple) -> tuple[bytes, tuple[bytes, ...]]:
         key = (path, roots)
         hit = self._splits.get(key)
         if hit is None:
-            hit = self._splits[key] = _split_under(path, roots)
+            root, parts = _split_under(path, roots)
+            hit = self._splits[key] = (root, tuple(parts))  # a tuple: the folder cache's key as is
         return hit
 
-    def _dir(self, root: bytes, parts: list[bytes], same_fs: bool) -> Dir:
+    def _dir(self, root: bytes, parts: tuple[bytes, ...], same_fs: bool) -> Dir:
         """The verified folder ``root/parts``, from the longest already open prefix down."""
-        key = (root, tuple(parts), same_fs)
+        key = (root, parts, same_fs)
         d = self._dirs.get(key)
         if d is not None:
             self._dirs.move_to_end(key)
@@ -1021,7 +1060,7 @@ class Relinker:
         n = len(parts)
         base = None
         while n > 0:
-            base = self._dirs.get((root, tuple(parts[:n]), same_fs))
+            base = self._dirs.get((root, parts[:n], same_fs))
             if base is not None:
                 break
             n -= 1
@@ -1030,7 +1069,7 @@ class Relinker:
             self._keep((root, (), same_fs), base)
         for i in range(n, len(parts)):
             base = base.sub(parts[i], same_fs=same_fs)
-            self._keep((root, tuple(parts[: i + 1]), same_fs), base)
+            self._keep((root, parts[: i + 1], same_fs), base)
         return base
 
     def _keep(self, key: tuple, d: Dir) -> None:
@@ -1046,9 +1085,9 @@ class Relinker:
             sync_filesystem(root)
         self._touched.clear()
 
-    def _carry_over(self, d: Dir, kst_before: os.stat_result, kst_after: os.stat_result | None) -> None:
+    def _carry_over(self, d: Dir, kst_before: os.stat_result, kst_after: os.stat_result) -> None:
         # Our link changed the kept inode's ctime only: its hash stays valid when size and mtime did not move.
-        if self.catalog is None or kst_after is None:
+        if self.catalog is None:
             return
         fs_path = d.fs_path_for(kst_after)
         if fs_path is None:
@@ -1070,7 +1109,9 @@ class Relinker:
 
     # ------------------------------------------------------------ one relink
 
-    def _place(self, path, path_s: str, keep_path, keep_s: str) -> tuple[bytes, list[bytes], Dir, list[bytes], Dir]:
+    def _place(
+        self, path, path_s: str, keep_path, keep_s: str
+    ) -> tuple[bytes, tuple[bytes, ...], Dir, tuple[bytes, ...], Dir]:
         """(root, parts, verified folder) of the seeding entry and (parts, folder) of the kept one; refusals named."""
         try:
             root, parts = self._split(path, self.seeding_roots)
@@ -1081,7 +1122,7 @@ class Relinker:
             ) from None
         if not parts:
             raise UnsafeOperation(f"refusing to relink {path_s}: it is a seeding root")
-        if {STAGING_DIR.encode(), HOLDING_DIR.encode()} & set(parts[:-1]) or parts[-1].startswith(RELINK_PREFIX):
+        if not _OWN_DIRS.isdisjoint(parts[:-1]) or parts[-1].startswith(RELINK_PREFIX):
             raise UnsafeOperation(f"refusing to relink {path_s}: it is one of qbhook's own files")
         try:
             parent = self._dir(root, parts[:-1], True)
@@ -1140,7 +1181,13 @@ class Relinker:
                 os.fsync(parent.fd)
             else:
                 self._touched.add(root)
-            self._carry_over(kdir, kst, kdir.lstat(kparts[-1]))
+            # The name now: the kept inode, with the ctime and link count our link and rename left.
+            # For the catalog (``after``, recorded without resolving the path again) and for later
+            # relinks of this batch onto the same inode (``_carry_over``).
+            now = parent.lstat(parts[-1])
+            if now is not None and (now.st_dev, now.st_ino) == (kst.st_dev, kst.st_ino):
+                self.after[path] = now
+                self._carry_over(kdir, kst, now)
         return res
 
 
@@ -1168,22 +1215,25 @@ def _relink_at(
     kst = kdir.lstat(kname)
     if kst is None:
         raise UnsafeOperation(f"{why}: the copy to keep is missing", hint="re-plan")
-    if not stat_mod.S_ISREG(kst.st_mode) or kst.st_ino != keep_ino or not _fsid_matches(catalog, kdir, kst, keep_fsid):
+    # Each end's filesystem row, looked up once and used by both its identity and its content check.
+    kfs = _fs_row(catalog, kdir, kst)
+    if not stat_mod.S_ISREG(kst.st_mode) or kst.st_ino != keep_ino or not _fs_is(catalog, kfs, keep_fsid):
         raise UnsafeOperation(
             f"{why}: the copy to keep is no longer the planned file "
             f"(inode {kst.st_ino}, planned {keep_ino} on {keep_fsid})",
             hint="re-plan",
         )
     tmp: bytes | None = _relink_name(name)
-    _clean_stale_relink(parent, tmp, kst)
     st = parent.lstat(name)
     if st is None:
         raise UnsafeOperation(f"{why}: {path_s} is missing", hint="re-plan")
     if (st.st_dev, st.st_ino) == (kst.st_dev, kst.st_ino):
+        _clean_stale_relink(parent, tmp, kst)  # what an earlier attempt may have left beside it
         return {"status": "already", "bytes_freed": 0, "nlink_before": st.st_nlink}, kst
     if not stat_mod.S_ISREG(st.st_mode):
         raise UnsafeOperation(f"{why}: {path_s} is not a regular file")
-    if st.st_ino != ino or not _fsid_matches(catalog, parent, st, fsid):
+    sfs = _fs_row(catalog, parent, st)
+    if st.st_ino != ino or not _fs_is(catalog, sfs, fsid):
         raise UnsafeOperation(
             f"{why}: {path_s} is no longer the planned file (inode {st.st_ino}, planned {ino} on {fsid})",
             hint="re-plan",
@@ -1203,19 +1253,12 @@ def _relink_at(
             hint="make the library file group/world readable, or leave the duplicate",
         )
     want = _digest(blake3_hex, size)
-    if _content_digest(parent, name, st, catalog, rows) != want:
+    if _content_digest(parent, name, st, catalog, rows, sfs) != want:
         raise UnsafeOperation(f"{why}: {path_s} no longer has the planned content", hint="re-plan")
-    if _content_digest(kdir, kname, kst, catalog, rows) != want:
+    if _content_digest(kdir, kname, kst, catalog, rows, kfs) != want:
         raise UnsafeOperation(f"{why}: the copy to keep does not have the planned content", hint="re-plan")
 
-    try:
-        os.link(kname, tmp, src_dir_fd=kdir.fd, dst_dir_fd=parent.fd, follow_symlinks=False)
-    except FileExistsError:
-        raise UnsafeOperation(f"{why}: the temporary name {parent.show(tmp)} is taken by another file") from None
-    except OSError as e:
-        if e.errno == errno.EXDEV:
-            raise UnsafeOperation(f"{why}: different filesystems") from None
-        raise
+    _link_temp(kdir, kname, parent, tmp, kst, why)
     try:
         tst = parent.lstat(tmp)
         if tst is None or (tst.st_dev, tst.st_ino) != (kst.st_dev, kst.st_ino):
@@ -1248,14 +1291,23 @@ def _relink_at(
 # --------------------------------------------------------------------------- delete
 
 
-def _fsid_matches(catalog, d: Dir, st: os.stat_result, fsid) -> bool:
+def _fs_row(catalog, d: Dir, st: os.stat_result) -> int | None:
+    """The catalog's filesystem row of an entry of ``d`` with stat ``st``; None if on another filesystem than ``d``."""
     path = d.fs_path_for(st)
-    if path is None:
+    return None if path is None else catalog.fs_for_path(path, st.st_dev)
+
+
+def _fs_is(catalog, fs: int | None, fsid) -> bool:
+    """Is filesystem row ``fs`` the planned ``fsid`` (a row id or an fsid string)?"""
+    if fs is None:
         return False  # a file on another filesystem than its folder (a mount over it) is never the planned one
-    fs = catalog.fs_for_path(path, st.st_dev)
     if isinstance(fsid, int):
         return fs == fsid
     return catalog.fsid(fs) == fsid
+
+
+def _fsid_matches(catalog, d: Dir, st: os.stat_result, fsid) -> bool:
+    return _fs_is(catalog, _fs_row(catalog, d, st), fsid)
 
 
 def holding_path(path, seeding_root, run) -> str:

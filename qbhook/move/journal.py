@@ -145,8 +145,7 @@ class Journal:
                     if seq not in have
                 ],
             )
-            for group_id in groups:
-                self._set_group(c, group_id, run, "running", None, now)
+            self._set_groups(c, [(group_id, run, "running", None) for group_id in groups], now)
             ids = dict(c.execute(span, (run, lo, hi)).fetchall())
         return {q: ids[q] for q in wanted}
 
@@ -166,8 +165,7 @@ class Journal:
                     for sid, status, result, error in closes
                 ],
             )
-            for group_id, run, status, reason in groups:
-                self._set_group(c, group_id, run, status, reason, now)
+            self._set_groups(c, groups, now)
 
     def intend_record(self, run: int, seq: int, group_id: str, kind: str, args: dict) -> int:
         """Journal an act that is not a plan step (an orphan moved into holding) before doing it.
@@ -277,14 +275,20 @@ class Journal:
         with Tx(self.conn) as c:
             self._set_group(c, group_id, run, status, reason, time.time())
 
+    _SET_GROUP = (
+        "INSERT INTO group_state(group_id, run, status, reason, updated_at) VALUES (?,?,?,?,?) "
+        "ON CONFLICT(group_id) DO UPDATE SET run=excluded.run, status=excluded.status, "
+        "reason=excluded.reason, updated_at=excluded.updated_at"
+    )
+
     @staticmethod
     def _set_group(c: sqlite3.Connection, group_id: str, run: int, status: str, reason: str | None, now: float) -> None:
-        c.execute(
-            "INSERT INTO group_state(group_id, run, status, reason, updated_at) VALUES (?,?,?,?,?) "
-            "ON CONFLICT(group_id) DO UPDATE SET run=excluded.run, status=excluded.status, "
-            "reason=excluded.reason, updated_at=excluded.updated_at",
-            (group_id, run, str(status), reason, now),
-        )
+        c.execute(Journal._SET_GROUP, (group_id, run, str(status), reason, now))
+
+    @staticmethod
+    def _set_groups(c: sqlite3.Connection, groups: list[tuple[str, int, str, str | None]], now: float) -> None:
+        """``_set_group`` for a batch's (group id, run, status, reason), as one statement."""
+        c.executemany(Journal._SET_GROUP, [(g, run, str(status), reason, now) for g, run, status, reason in groups])
 
     def group_status(self, group_id: str) -> tuple[str, str | None] | None:
         r = self.conn.execute("SELECT status, reason FROM group_state WHERE group_id=?", (group_id,)).fetchone()

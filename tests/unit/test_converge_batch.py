@@ -6,14 +6,20 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from dataclasses import fields
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hst
 
+from qbhook.catalog import store as store_mod
 from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
+from qbhook.decide import plan as plan_mod
 from qbhook.decide.plan import GroupPlan, Plan, Step
 from qbhook.decide.planner import make_plan
 from qbhook.decide.snapshot import build_snapshot
+from qbhook.errors import UnsafeOperation
 from qbhook.move import fsops
 from qbhook.move.executor import build_executor
 from qbhook.move.journal import Journal
@@ -297,3 +303,111 @@ def test_content_changed_with_size_and_mtime_restored_is_not_replaced(world, end
     assert not _linked(seed, lib)  # not replaced
     assert open(target, "rb").read() == other  # noqa: SIM115
     assert os.lstat(lib).st_nlink == 1
+
+
+# --------------------------------------------------------------------------- what the speed-ups must not change
+
+
+def test_a_converge_steps_spelled_out_args_are_the_generic_field_walk(world):
+    # Converge.args is written out for speed; it must stay exactly Step.args's field walk (a new
+    # field forgotten there would silently drop out of the journal and of saved plans).
+    plan, _pairs = _dups(world, 3, per_group=2)
+    for s in (s for g in plan.groups for s in g.steps):
+        generic = {f.name: plan_mod._plain(getattr(s, f.name)) for f in fields(s)}
+        assert s.args == generic
+        assert Step.of("converge", s.to_json()["args"]) == s
+    lone = Step.of("converge", {**plan.groups[0].steps[0].args, "mtime_ns": None})
+    assert lone.args == {f.name: plan_mod._plain(getattr(lone, f.name)) for f in fields(lone)}
+
+
+def test_the_batch_prefetch_reads_the_same_rows_as_the_one_by_one_lookup(world):
+    # Relinker.prefetch reads rows without their paths (Catalog.inodes_by_key); each row, hash
+    # validity included, must be what inode_by_key answers for it, and unknown keys stay absent.
+    w = world
+    _plan, pairs = _dups(w, 3, cache=True)
+    stale = pairs[0][0]
+    os.utime(stale, ns=(OLD_NS, OLD_NS))  # mtime and ctime move: its cached hash no longer applies
+    w.cat.record_path(stale, "stash")  # once the catalog has seen the new stat
+    fs = w.cat.fs_for_path(w.seed_s)
+    keys = [(fs, os.lstat(p).st_ino) for pair in pairs for p in pair] + [(fs, 10**12)]
+    got = w.cat.inodes_by_key(keys)
+    assert set(got) == set(keys[:-1])
+    for fs_, ino in keys[:-1]:
+        assert got[(fs_, ino)] == w.cat.inode_by_key(fs_, ino)
+    assert got[(fs, os.lstat(stale).st_ino)].hash is None  # a hash is valid only for the stat it was taken at
+    assert sum(r.hash is not None for r in got.values()) == len(keys) - 2
+
+
+def test_a_relink_looks_through_its_held_folders_six_times_and_never_resolves_a_path_again(world, monkeypatch):
+    # Every check stays (the keeper, the victim, the fresh temporary link, both once more right
+    # before the rename) and one look after it, which the catalog records and the batch's later
+    # relinks onto the same inode reuse. What went: a look for a crashed attempt's temporary name
+    # (the link itself finds it taken), a second look at the keeper after the rename, and the
+    # catalog's lstat of each relinked path by name (on a FUSE dataset a round trip per folder).
+    w = world
+    plan, pairs = _dups(w, 6, cache=True)
+    looks, by_path = [], []
+    real = fsops.Dir.lstat
+    monkeypatch.setattr(fsops.Dir, "lstat", lambda self, name: looks.append(name) or real(self, name))
+    real_lstat = store_mod.os.lstat
+
+    def path_lstat(p, *a, **k):
+        by_path.append(p)
+        return real_lstat(p, *a, **k)
+
+    monkeypatch.setattr(store_mod.os, "lstat", path_lstat)
+    assert w.executor().apply(plan).status == "done"
+    monkeypatch.undo()
+    assert all(_linked(s, lib) for s, lib in pairs)
+    assert len(looks) == 6 * len(pairs), looks
+    assert not {os.fsencode(s) for s, _lib in pairs} & {os.fsencode(p) for p in by_path}
+    for seed, lib in pairs:  # what the catalog recorded is the live stat, hash carried over
+        row, st = w.cat.inode_by_path(seed), os.lstat(seed)
+        assert (row.ino, row.nlink, row.ctime_ns) == (os.lstat(lib).st_ino, st.st_nlink, st.st_ctime_ns)
+        assert row.hash is not None
+
+
+def test_a_leftover_temporary_link_beside_an_already_converged_name_is_removed(world):
+    w = world
+    plan, pairs = _dups(w, 2)
+    assert w.executor().apply(plan).status == "done"
+    seed, lib = pairs[0]
+    leftover = os.path.join(os.path.dirname(seed), ".qbhook-relink." + os.path.basename(seed))
+    os.link(lib, leftover)  # what a crash between an attempt's link and its rename, then a rename by hand, leaves
+    again = w.executor().apply(plan)
+    assert again.status == "done" and again.bytes_freed == 0
+    assert not os.path.exists(leftover) and _linked(seed, lib) and os.lstat(lib).st_nlink == 2
+
+
+def _split_reference(path, roots):
+    """fsops._split_under before its fast path: every path through normpath."""
+    p = os.fsencode(path)
+    if not p.startswith(b"/") or b".." in p.split(b"/"):
+        return None
+    norm = b"/" + os.path.normpath(p).lstrip(b"/")
+    best = None
+    for rb in (b"/" + os.path.normpath(os.fsencode(r)).lstrip(b"/") for r in roots):
+        if (norm == rb or norm.startswith(rb.rstrip(b"/") + b"/")) and (best is None or len(rb) > len(best)):
+            best = rb
+    if best is None:
+        return None
+    return best, [c for c in norm[len(best.rstrip(b"/")) :].split(b"/") if c]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    hst.lists(hst.sampled_from(["", ".", "..", "a", "b", "seed", "s.", ".q", "x/"]), max_size=7),
+    hst.sampled_from(["/", "//", "/./"]),
+    hst.sampled_from(["", "/", "/."]),
+)
+def test_placing_a_path_under_the_roots_answers_like_normpath_did(parts, lead, tail):
+    # _split_under skips normpath for a path that is already normal; it must decide exactly as before
+    # (the same root, the same components, the same refusals) for paths that are not.
+    path = lead + "/".join(parts) + tail
+    roots = ("/a", "/a/seed", "/b/", "//b/s.")
+    want = _split_reference(path, roots)
+    try:
+        got = fsops._split_under(path, roots)
+    except UnsafeOperation:
+        got = None
+    assert got == want, path
