@@ -19,6 +19,12 @@ of them asking which client it is. The rules every adapter keeps:
 * ``set_location`` starts a relocation onto data that is already there and a
   hash check of it, and returns; the caller polls ``torrent()`` until it is
   stable, complete and at the new place (the executor's ``_wait``);
+* ``relocation_moves_files`` (a class attribute) says whether the client itself
+  may move file data on a relocation: qBittorrent does (libtorrent's
+  ``move_storage``, and its own Overwrite move after a restart inside one), so
+  the executor hides the old links from it while it moves; rTorrent only
+  repoints the item, and a hash check that finds its files hidden leaves it
+  refusing ``d.start``. A client that does not say is taken to move files;
 * failures are QbhookErrors: UnknownTorrent, the client's QbtError subclass
   (unreachable / refused), UnsafeOperation for a refused unsafe request.
 

@@ -232,6 +232,12 @@ def _mc(method: str, *params: Any) -> dict[str, Any]:
 class RtorrentClient(FindOrRaise):
     """One rTorrent instance, seen in host paths (implements ClientPort)."""
 
+    # d.directory_base.set repoints the item and never copies a file (clients/port.py). Hiding
+    # its old links would only make a restart's hash check find them missing: rTorrent then
+    # clears the item's state ("Download registered as completed, but hash check returned
+    # unfinished chunks") and ignores d.start even after a good recheck (0.9.8, seen).
+    relocation_moves_files = False
+
     def __init__(
         self,
         name: str,

@@ -1282,8 +1282,11 @@ class Executor:
         on 4.5.2). libtorrent skips files whose source is missing, so hidden old links make that
         move a no-op. Our own setLocation keeps existing destination files either way. Nothing
         is deleted: ``_unhide_old_links`` puts them back once the torrent has settled, and a
-        rollback puts them back before moving the torrent back."""
+        rollback puts them back before moving the torrent back. Only for a client that moves
+        files itself (``relocation_moves_files``; unknown: assumed to)."""
         roots, n = self.ctx.seeding_roots, 0
+        if not getattr(c, "relocation_moves_files", True):
+            return 0
         for p in self._old_links(c, s):
             res = fsops.hide_during_move(p, roots=roots, run=run_id, catalog=self.catalog)
             n += res["status"] == "hidden"

@@ -92,6 +92,8 @@ def _error_text(exc: BaseException) -> str:
 class QbtClient(FindOrRaise):
     """One qBittorrent instance, seen in host paths."""
 
+    relocation_moves_files = True  # libtorrent moves the storage (clients/port.py)
+
     def __init__(
         self,
         name: str,
