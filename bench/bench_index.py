@@ -294,17 +294,25 @@ for _line in sys.stdin:
     print(json.dumps({"s": secs, "phases": out["phase_seconds"], "groups": out["replanned"]["groups"]}), flush=True)
 """
 
-# What migration 8 (schema.LOOKUP_INDEXES_DDL) added, undone on the catalog copy an older
-# checkout opens (it refuses a schema newer than its own).
-_LOOKUPS_DDL_UNDONE = (
-    "DROP TRIGGER IF EXISTS catalog_hash_writes_update",
-    "DROP TABLE IF EXISTS catalog_hash_writes",
-    "DROP INDEX IF EXISTS scans_ok_pool_root",
-    "DROP INDEX IF EXISTS scans_unfinished",
-    "DROP INDEX IF EXISTS torrents_content_path",
-    "DROP INDEX IF EXISTS torrents_save_path",
-    "DROP INDEX IF EXISTS inodes_seen_scan",
-    "DROP INDEX IF EXISTS inodes_hashed_at",
+# What migrations 8 and 9 (schema.LOOKUP_INDEXES_DDL, DUPES_MEMO_DDL) added, undone on the
+# catalog copy an older checkout opens (it refuses a schema newer than its own), newest first:
+# (the user_version the migration leads to, its statements undone).
+_MIGRATIONS_UNDONE = (
+    (9, ("DROP TABLE IF EXISTS dupes_memos",)),
+    (
+        8,
+        (
+            "DROP TRIGGER IF EXISTS content_writes_inodes_update",
+            "DROP TRIGGER IF EXISTS content_writes_filesystems_update",
+            "DROP TABLE IF EXISTS content_writes",
+            "DROP INDEX IF EXISTS scans_ok_pool_root",
+            "DROP INDEX IF EXISTS scans_unfinished",
+            "DROP INDEX IF EXISTS torrents_content_path",
+            "DROP INDEX IF EXISTS torrents_save_path",
+            "DROP INDEX IF EXISTS inodes_seen_scan",
+            "DROP INDEX IF EXISTS inodes_hashed_at",
+        ),
+    ),
 )
 
 
@@ -326,8 +334,9 @@ def compare_sweeps(work: Path, cfg_path: Path, qbt: QbtInstance, tree: str, stas
         version = _schema_version(path)
         with sqlite3.connect(db) as c:
             if c.execute("PRAGMA user_version").fetchone()[0] > version:
-                for stmt in _LOOKUPS_DDL_UNDONE:
-                    c.execute(stmt)
+                for to_version, stmts in _MIGRATIONS_UNDONE:
+                    for stmt in stmts if to_version > version else ():
+                        c.execute(stmt)
                 c.execute(f"PRAGMA user_version = {version}")
         ccfg = work / f"config-{label}.yaml"
         ccfg.write_text(yaml.safe_dump({**conf, "catalog": str(db)}))

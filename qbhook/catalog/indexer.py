@@ -279,10 +279,11 @@ def refresh_mark(catalog: Catalog) -> list:
 
 
 def _hash_writes(catalog: Catalog) -> int | None:
-    """How many times a hash (or the stat it was taken under) was written, by anyone; None on a
-    catalog without the counter (schema.LOOKUP_INDEXES_DDL)."""
+    """How many times a hash or partial (or the stat it was taken under), or an fsid, was
+    written, by anyone; None on a catalog without the counter (schema.LOOKUP_INDEXES_DDL). A
+    partial write moves it too: the index then refreshes once more than it needs, never less."""
     try:
-        row = catalog.conn.execute("SELECT n FROM catalog_hash_writes WHERE id = 1").fetchone()
+        row = catalog.conn.execute("SELECT n FROM content_writes WHERE id = 1").fetchone()
     except sqlite3.Error:
         return None
     return row[0] if row else None

@@ -259,44 +259,20 @@ CREATE TABLE scan_memos (
 );
 """
 
-# Lookups that grew with the catalog or with time, for the sweep and explain (issue 11):
-# ``catalog_hash_writes`` counts writes of a hash or of the stat it was taken under (a trigger,
-# like the write generation's, so any connection's write moves it): with the write generation it
-# tells the torrent index whether payload ids can have changed without a pass over the inodes
-# (catalog/indexer.py ``refresh_mark``). The indexes: the last full scan of a pool and the
-# oldest unfinished scan (``scans`` gains two rows per sweep, forever); torrents by content
-# and save path (explain's folder rule); inodes recorded or hashed since a mark (the sweep's
-# "did anything change" question, catalog-wide). The hashed_at index holds hashed inodes only:
-# a first scan inserts every inode unhashed, and indexing those NULLs made it ~60% slower
-# (measured at 50,000 files; ~10% with the partial index).
+# Lookups that grew with the catalog or with time, for the sweep, explain and dupes (issues 11,
+# 13). ``content_writes`` counts writes to what a file's content is known by: an inode's hash or
+# partial (sample) and the stat each was taken under, and a filesystem's fsid. A trigger moves
+# it, like the write generation's, so any connection's write in any process moves it; it is
+# kept apart from the write generation so that storing hashes does not void the rescan memo.
+# With the write generation it tells the torrent index whether payload ids can have changed
+# without a pass over the inodes (catalog/indexer.py ``refresh_mark``) and tells a kept dupes
+# report that it is stale (migration 9, catalog/dupes.py). The indexes: the last full scan of
+# a pool and the oldest unfinished scan (``scans`` gains two rows per sweep, forever); torrents
+# by content and save path (explain's folder rule); inodes recorded or hashed since a mark (the
+# sweep's "did anything change" question, catalog-wide). The hashed_at index holds hashed
+# inodes only: a first scan inserts every inode unhashed, and indexing those NULLs made it ~60%
+# slower (measured at 50,000 files; ~10% with the partial index).
 LOOKUP_INDEXES_DDL = """
-CREATE TABLE catalog_hash_writes (
-    id          INTEGER PRIMARY KEY CHECK (id = 1),
-    n           INTEGER NOT NULL
-);
-INSERT INTO catalog_hash_writes(id, n) VALUES (1, 0);
-CREATE TRIGGER catalog_hash_writes_update AFTER UPDATE ON inodes
-WHEN old.hash IS NOT new.hash OR old.hash_size IS NOT new.hash_size
-    OR old.hash_mtime_ns IS NOT new.hash_mtime_ns OR old.hash_ctime_ns IS NOT new.hash_ctime_ns
-BEGIN UPDATE catalog_hash_writes SET n = n + 1 WHERE id = 1; END;
-CREATE INDEX scans_ok_pool_root ON scans(pool, root, finished_at) WHERE status = 'ok';
-CREATE INDEX scans_unfinished ON scans(started_at) WHERE finished_at IS NULL;
-CREATE INDEX torrents_content_path ON torrents(content_path);
-CREATE INDEX torrents_save_path ON torrents(save_path);
-CREATE INDEX inodes_seen_scan ON inodes(seen_scan);
-CREATE INDEX inodes_hashed_at ON inodes(hashed_at) WHERE hashed_at IS NOT NULL;
-"""
-
-# Migration 9.
-# What `qbhook dupes` reports is a function of the catalog's rows alone whenever it had nothing
-# to read: the paths, the inodes' stat columns (the write generation above), their hash and
-# partial columns, and each filesystem's fsid. ``content_writes`` is a second counter, moved by
-# any write to those hash, partial and fsid columns, by any connection in any process, and kept
-# apart from the write generation so that storing hashes does not void the rescan memo.
-# ``dupes_memos`` holds the last report per --min-size, valid only while both counters are the
-# ones stored with it (catalog/dupes.py; the report's text follows its BLAKE3, so a damaged one
-# fails the check and is recomputed). Triggers spelled out, for the reason given above.
-DUPES_MEMO_DDL = """
 CREATE TABLE content_writes (
     id          INTEGER PRIMARY KEY CHECK (id = 1),
     n           INTEGER NOT NULL
@@ -311,7 +287,21 @@ BEGIN UPDATE content_writes SET n = n + 1 WHERE id = 1; END;
 CREATE TRIGGER content_writes_filesystems_update AFTER UPDATE ON filesystems
 WHEN old.fsid IS NOT new.fsid
 BEGIN UPDATE content_writes SET n = n + 1 WHERE id = 1; END;
+CREATE INDEX scans_ok_pool_root ON scans(pool, root, finished_at) WHERE status = 'ok';
+CREATE INDEX scans_unfinished ON scans(started_at) WHERE finished_at IS NULL;
+CREATE INDEX torrents_content_path ON torrents(content_path);
+CREATE INDEX torrents_save_path ON torrents(save_path);
+CREATE INDEX inodes_seen_scan ON inodes(seen_scan);
+CREATE INDEX inodes_hashed_at ON inodes(hashed_at) WHERE hashed_at IS NOT NULL;
+"""
 
+# What `qbhook dupes` reports is a function of the catalog's rows alone whenever it had nothing
+# to read: the paths, the inodes' stat columns (the write generation above), their hash and
+# partial columns, and each filesystem's fsid (content_writes, migration 8). ``dupes_memos``
+# holds the last report per --min-size, valid only while both counters are the ones stored with
+# it (catalog/dupes.py; the report's text follows its BLAKE3, so a damaged one fails the check
+# and is recomputed).
+DUPES_MEMO_DDL = """
 CREATE TABLE dupes_memos (
     min_size    INTEGER PRIMARY KEY,
     writes      INTEGER NOT NULL,               -- catalog_writes.n the report was computed at

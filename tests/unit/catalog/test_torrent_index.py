@@ -380,9 +380,11 @@ def test_a_file_row_a_new_torrent_would_adopt_is_found_by_the_cheap_check(cat):
     assert cat.conn.execute("SELECT count(*) FROM torrent_files WHERE torrent = 0").fetchone()[0] == 0
 
 
-def test_refresh_mark_moves_on_hash_and_path_writes_only(cat, tmp_path):
+def test_refresh_mark_moves_on_content_and_path_writes_only(cat, tmp_path):
     """What the refresh reads: paths -> inodes and hash validity. The mark is two counters (no
-    table pass); a hash written with an older clock still moves it."""
+    table pass): the write generation and content_writes, which a partial write moves too (one
+    refresh more than needed, never one less); a hash written with an older clock still moves
+    it, a clock column alone does not."""
     from qbhook.catalog.indexer import refresh_mark
 
     f = tmp_path / "seed/a.bin"
@@ -396,10 +398,13 @@ def test_refresh_mark_moves_on_hash_and_path_writes_only(cat, tmp_path):
     cat.store_hash(inode, b"\x01" * 32, st)
     m2 = refresh_mark(cat)
     assert m2 != m1
-    cat.conn.execute("UPDATE inodes SET hashed_at = 0, sample = x'00'")  # a clock step back; a sample
+    cat.conn.execute("UPDATE inodes SET hashed_at = 0")  # a clock step back
     assert refresh_mark(cat) == m2
+    cat.conn.execute("UPDATE inodes SET sample = x'00'")  # a partial counts (the counter dupes shares)
+    m3 = refresh_mark(cat)
+    assert m3 != m2
     cat.conn.execute("UPDATE inodes SET hash = x'02'")  # anyone's hash write counts
-    assert refresh_mark(cat) != m2
+    assert refresh_mark(cat) != m3
 
 
 def test_a_re_plan_meeting_an_unreadable_record_lists_live_and_the_next_sync_rebuilds(cat):
