@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import pytest
 
+from qbhook import notify
 from qbhook.errors import QbtError, UnsafeOperation
 from qbhook.move import fsops
 from tests.unit.test_executor import (
@@ -29,6 +30,7 @@ from tests.unit.test_executor import (
     end_state,
 )
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
+from tests.unit.test_notify import Recorder
 
 
 class RestartingQbt(FakeQbt):
@@ -320,3 +322,91 @@ def test_rollback_puts_shared_paths_back_and_restarts_the_sharer(tmpfs, tmp_path
         assert not os.path.lexists(os.path.join(w.seed_s, fsops.HOLDING_DIR))
     finally:
         w.cat.close()
+
+
+# --------------------------------------------------------------------------- the backstop
+
+
+class WritingQbt(FakeQbt):
+    """What qBittorrent's restart move does to an existing destination (4.5.2, strace): opened
+    O_RDWR|O_TRUNC and the same bytes copied back in. Inside ``set_location`` to ``write_to``."""
+
+    def __init__(self, write_to: str):
+        super().__init__()
+        self.write_to = write_to
+
+    def set_location(self, h, path):
+        super().set_location(h, path)
+        if path == self.write_to:
+            for n, _s, _p in self._get(h).files:
+                with open(os.path.join(path, n), "r+b") as f:
+                    data = f.read()
+                    f.seek(0)
+                    f.truncate()
+                    f.write(data)
+
+
+@pytest.fixture
+def alerts():
+    rec = Recorder()
+    n = notify.Notifier(rec, min_interval=0.05, gather_s=0.01)
+    prev = notify.install(n)
+    yield n, rec
+    notify.install(prev)
+    n.close(1)
+
+
+def _assert_stopped_where_it_is(w, summary, alerts):
+    (g,) = summary.groups
+    assert g.status == "failed" and "VIEW FILE CHANGED" in g.reason and "no rollback, no delete" in g.reason
+    assert not g.needs_attention  # nothing for resume to retry: a person looks first
+    status, reason = w.journal.group_status("g1")
+    assert status == "failed" and "VIEW FILE CHANGED" in reason
+    assert summary.bytes_freed == 0
+    for h in (H1, H2):
+        for rel, _d in FILES:
+            assert os.path.lexists(os.path.join(w.save(h, "stash"), rel))  # every old link kept
+    assert all(t.stopped for t in w.qbt.t.values())  # none may download into the changed files
+    n, rec = alerts
+    assert n.flush(5)
+    assert any(sev == "failure" and "VIEW FILE CHANGED" in body for _t, _title, body, sev in rec.calls), rec.calls
+
+
+def test_a_write_into_the_view_during_the_move_stops_the_group_before_any_delete(tmpfs, tmp_path, alerts):  # noqa: F811
+    """The backstop: something (here qBittorrent's Overwrite copy) wrote into a view file after
+    verify_view. On a promote that file is the library's. The group stops where it is: no delete,
+    no rollback over the written files, its torrents stopped, journaled, and an alert."""
+    w = _make_world(tmpfs, tmp_path)
+    q = WritingQbt(w.save(H1, "pool"))
+    q.t = w.qbt.t
+    w.qbt = q
+    try:
+        summary = w.executor().apply(demote_plan(w))
+
+        _assert_stopped_where_it_is(w, summary, alerts)
+        assert q.count("set_location", H2) == 0  # the check after H1's move stopped the group
+    finally:
+        w.cat.close()
+
+
+def test_the_backstop_holds_across_a_resume_from_the_journal(restarting, alerts):
+    """Killed after both relocations, a view file written meanwhile: the resumed run checks
+    against what verify_view journaled, not against what it finds now."""
+    world = restarting
+    world.qbt.restart_on.clear()
+
+    def hook(point, gid, seq, step):
+        if point == "before" and step.kind == "verify_group":
+            raise Crash("killed before verify_group")
+
+    with pytest.raises(Crash):
+        world.executor(hook=hook).apply(demote_plan(world))
+    view = os.path.join(world.save(H2, "pool"), FILES[0][0])
+    with open(view, "r+b") as f:
+        data = f.read()
+        f.seek(0)
+        f.write(data)
+
+    (summary,) = world.executor().resume()
+
+    _assert_stopped_where_it_is(world, summary, alerts)
