@@ -1077,30 +1077,7 @@ class Executor:
             t = self._wait(c, s, to_path, budget, st.plan.group_id, at.seq)
             issued = False
         elif where == from_path:
-            if not t.is_complete:
-                raise UnsafeOperation(
-                    f"torrent {h} is not complete ({t.progress * 100:.1f}%): only complete torrents are relocated"
-                )
-            if not t.is_stable:
-                raise UnsafeOperation(f"torrent {h} is {t.state}: waiting for a stable state first")
-            if (s.instance, h, to_path) not in st.views:
-                raise UnsafeOperation(f"refusing to relocate {h}: its view at {to_path} was not verified in this run")
-            if t.auto_tmm:
-                c.set_auto_management(h, False)  # turning ATM off never moves anything; turning it on might
-            if t.download_path and _norm(t.download_path) != to_path:
-                c.set_download_path(h, "")  # lesson 2: no stale incomplete folder left behind
-            # Always stopped first, and its old links hidden (``_hide_old_links``): a running
-            # torrent is no exception, since qBittorrent's restart move runs AT ONCE for a
-            # running torrent and would copy into the view's inodes (library files on a promote).
-            # Stopped, it also cannot download during the recheck at its new place; it is
-            # started again only after 100%. Torrents of the group that seed from the very same
-            # old paths are stopped while those are hidden (``_stop_sharers``).
-            if not t.is_stopped:
-                c.stop(h)
-            self._wait_stopped(c, s.torrent)
-            r.sharers = self._stop_sharers(st, c, s)
-            self._hide_old_links(st.run_id, c, s)
-            c.set_location(h, to_path)
+            self._issue_move(st, c, s, r, t)
             issued = True
             t = self._wait(c, s, to_path, budget, st.plan.group_id, at.seq)
         else:
@@ -1127,6 +1104,34 @@ class Executor:
             "save_path": _norm(t.save_path),
             "seconds": round(self.ctx.clock() - t0, 3),
         }
+
+    def _issue_move(self, st: _GroupRun, c: ClientPort, s: Relocate, r: _Reloc, t) -> None:
+        """The checks before a move from the old place, the torrent stopped, the links hidden, setLocation."""
+        h, to_path = s.torrent, _norm(s.to_path)
+        if not t.is_complete:
+            raise UnsafeOperation(
+                f"torrent {h} is not complete ({t.progress * 100:.1f}%): only complete torrents are relocated"
+            )
+        if not t.is_stable:
+            raise UnsafeOperation(f"torrent {h} is {t.state}: waiting for a stable state first")
+        if (s.instance, h, to_path) not in st.views:
+            raise UnsafeOperation(f"refusing to relocate {h}: its view at {to_path} was not verified in this run")
+        if t.auto_tmm:
+            c.set_auto_management(h, False)  # turning ATM off never moves anything; turning it on might
+        if t.download_path and _norm(t.download_path) != to_path:
+            c.set_download_path(h, "")  # lesson 2: no stale incomplete folder left behind
+        # Always stopped first, and its old links hidden (``_hide_old_links``): a running
+        # torrent is no exception, since qBittorrent's restart move runs AT ONCE for a
+        # running torrent and would copy into the view's inodes (library files on a promote).
+        # Stopped, it also cannot download during the recheck at its new place; it is
+        # started again only after 100%. Torrents of the group that seed from the very same
+        # old paths are stopped while those are hidden (``_stop_sharers``).
+        if not t.is_stopped:
+            c.stop(h)
+        self._wait_stopped(c, s.torrent)
+        r.sharers = self._stop_sharers(st, c, s)
+        self._hide_old_links(st.run_id, c, s)
+        c.set_location(h, to_path)
 
     def _repair(self, st: _GroupRun, s: Repair, at: _At) -> dict:
         """A torrent in missingFiles onto its verified view: stop, setLocation if the path changes,
