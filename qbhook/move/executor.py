@@ -94,6 +94,8 @@ EXIT_GROUP_FAILED = 5
 EXIT_BUSY = 75
 
 BAD_STATES = frozenset({"error", "missingFiles"})
+# In the journaled reason of a group the view backstop stopped (``status`` looks for it).
+VIEW_CHANGED = "VIEW FILE CHANGED"
 _RECHECK_LAG_S = 5.0  # qBittorrent's API shows a recheck within its refresh interval (1.5 s by default)
 
 Hook = Callable[[str, str, int, Step], None]
@@ -1392,7 +1394,7 @@ class Executor:
             return
         st.view_changed = True
         raise VerificationFailed(
-            f"VIEW FILE CHANGED after verify_view (library files are view files on a promote): "
+            f"{VIEW_CHANGED} after verify_view (library files are view files on a promote): "
             f"{', '.join(changed[:5])}{' and more' if len(changed) > 5 else ''}; group stopped, nothing deleted",
             hint="compare those files with their library copies before anything else; qbhook will not touch this group",
         )

@@ -17,6 +17,7 @@ import pytest
 
 from qbhook import notify
 from qbhook.errors import QbtError, UnsafeOperation
+from qbhook.events.status import report
 from qbhook.move import fsops
 from tests.unit.test_executor import (
     FILES,
@@ -367,6 +368,8 @@ def _assert_stopped_where_it_is(w, summary, alerts):
         for rel, _d in FILES:
             assert os.path.lexists(os.path.join(w.save(h, "stash"), rel))  # every old link kept
     assert all(t.stopped for t in w.qbt.t.values())  # none may download into the changed files
+    problems = report(w.cfg, w.cat)["problems"]  # `qbhook status` says it, and exits unhealthy
+    assert any(p.startswith("group g1 stopped: ") and "VIEW FILE CHANGED" in p for p in problems), problems
     n, rec = alerts
     assert n.flush(5)
     assert any(sev == "failure" and "VIEW FILE CHANGED" in body for _t, _title, body, sev in rec.calls), rec.calls
