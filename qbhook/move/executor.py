@@ -1131,7 +1131,7 @@ class Executor:
         if not t.is_stopped:
             c.stop(h)
         self._wait_stopped(c, s.torrent)
-        r.sharers = self._stop_sharers(st, c, s)
+        self._stop_sharers(st, c, s, r.sharers)
         self._hide_old_links(st.run_id, c, s)
         c.set_location(h, to_path)
 
@@ -1344,25 +1344,25 @@ class Executor:
             n += res["status"] == "restored"
         return n
 
-    def _stop_sharers(self, st: _GroupRun, c: ClientPort, s: Relocate) -> list[str]:
+    def _stop_sharers(self, st: _GroupRun, c: ClientPort, s: Relocate, stopped: list[str]) -> None:
         """Stop the group's other torrents that still seed from any of ``s``'s old paths.
 
         Cross-seeds of one save path share not only inodes but paths: hiding ``s``'s old links
         takes their files away too, and a running one would go to missingFiles (or error) on its
         next read. Stopped, it reads nothing until ``_start_sharers`` runs with the links back.
         A sibling with its own paths (other links of the same inodes) is not touched: hiding a
-        path leaves the inode's other links where they are."""
-        mine, stopped = set(self._old_links(c, s)), []
+        path leaves the inode's other links where they are. Each is noted in ``stopped`` before it
+        is stopped, so a failure part-way still starts the ones already stopped (the rollback)."""
+        mine = set(self._old_links(c, s))
         for o in st.plan.steps:
             if not isinstance(o, Relocate) or o.instance != s.instance or o.torrent == s.torrent:
                 continue
             t = c.torrent(o.torrent)
             if t.is_stopped or not _storage_at(t, _norm(o.from_path)) or not mine & set(self._old_links(c, o)):
                 continue
-            c.stop(o.torrent)
             stopped.append(o.torrent)
+            c.stop(o.torrent)
             self._wait_stopped(c, o.torrent)
-        return stopped
 
     def _start_sharers(self, c: ClientPort, r: _Reloc) -> None:
         """Start again the torrents ``_stop_sharers`` stopped, now that their paths are back."""
