@@ -550,10 +550,8 @@ def leave_qbittorrent_mid_move(qbt: QbtInstance, h: str, old_save: str, new_save
     path and libtorrent finishing the move: qBittorrent's ``qBt-savePath`` is the new place,
     libtorrent's ``save_path`` still the old one. The kill can land either side of that window;
     this makes the restart move certain instead of a race. ``running``: also say the torrent is
-    not paused (as if the stop before the move had not reached the resume data), which makes
-    qBittorrent move it at once on start; otherwise ``paused`` stays as qBittorrent wrote it and
-    the move waits for the torrent's next check (``Executor._settle_storage``). Returns the keys
-    as qBittorrent wrote them at the kill."""
+    not paused (as if the stop before the move had not reached the resume data); otherwise
+    ``paused`` stays as qBittorrent wrote it. Returns the keys as qBittorrent wrote them at the kill."""
     fr = qbt.profile_dir / "qBittorrent" / "data" / "BT_backup" / f"{h}.fastresume"
     d, _end = _bdecode(fr.read_bytes())
     written = {k: d.get(k.encode()) for k in ("paused", "auto_managed", "qBt-savePath", "save_path")}
@@ -580,10 +578,11 @@ def test_qbittorrent_restart_move_during_a_promote_never_writes_into_the_library
     a missing source), so the library inode is never opened for writing: same inode, bytes, mtime
     and ctime throughout, and the run rolls back and later completes with nothing lost.
 
-    ``running``: the restart finds the torrent not paused and moves it at once. ``paused_as_written``:
-    the ``paused`` flag as qBittorrent wrote it at the kill (qbhook stopped the torrent and saw it
-    stopped before its setLocation, whose resume data carry the new save path): that write says
-    paused, so the move waits and qbhook's resume cancels it by moving back."""
+    ``running``: the restart finds the torrent not paused. ``paused_as_written``: the ``paused``
+    flag as qBittorrent wrote it at the kill (qbhook stopped the torrent and saw it stopped before
+    its setLocation): 1. On 4.5.2 both restart into the move at once (measured: "Enqueued torrent
+    move" at startup, pausedDL 0 % at the view within 3 s when paused); the old links are hidden
+    either way, so neither writes into the library."""
     sc, client = bed.sc, bed.client
     (h,) = build_promote(bed)
     lib = sc.library["arr_copy"]
@@ -611,7 +610,6 @@ def test_qbittorrent_restart_move_during_a_promote_never_writes_into_the_library
     assert inode_facts(lib) == lib_before
 
     written = leave_qbittorrent_mid_move(bed.qbt, h, old_save, new_save, running=at_restart == "running")
-    print("fastresume as qBittorrent wrote it at the kill:", written)
     if os.fsdecode(written["qBt-savePath"] or b"") == new_save:
         # The resume data that carry the new save path were written after qbhook saw the torrent
         # stopped: they say paused, so a restart never finds it running (the stop is not lost).
@@ -619,32 +617,31 @@ def test_qbittorrent_restart_move_during_a_promote_never_writes_into_the_library
     bed.qbt.restart()
     bed.client = client = bed.qbt.client()
     log = bed.qbt.profile_dir / "qBittorrent" / "data" / "logs" / "qbittorrent.log"
-    if at_restart == "paused_as_written":
-        assert written["paused"] == 1, written
-        time.sleep(3)  # what a start would do at once, it would have done by now
-        moved = client.torrents_info(torrent_hashes=h)[0]
-        assert not moves_on_restart(bed.qbt) and inode_facts(lib) == lib_before, moved
-        # 4.5.2: the new save path with the files still at the old place (content_path), the move deferred
-        assert os.path.normpath(moved["save_path"]) == new_save, moved
-        assert os.path.normpath(moved["content_path"]).startswith(old_save + "/"), moved
-    deadline = time.monotonic() + (30 if at_restart == "running" else 0)
+    assert at_restart == "running" or written["paused"] == 1, written
+    deadline = time.monotonic() + (30 if at_restart == "running" else 5)
     while time.monotonic() < deadline:
         moved = client.torrents_info(torrent_hashes=h)[0]
         done = "Moved torrent successfully" in log.read_text(errors="replace").rsplit(" started\n", 1)[-1]
         if done and moved["state"] not in ("moving", "checkingDL", "checkingUP", "checkingResumeData", "unknown"):
             break
         time.sleep(0.1)
-    if at_restart == "running":
+    assert inode_facts(lib) == lib_before
+    assert os.path.normpath(moved["save_path"]) == new_save, moved
+    if at_restart == "running" or moves_on_restart(bed.qbt):
+        # Its own move ran at startup (always when running; in some runs also when paused, measured
+        # on 4.5.2) and the library file was not opened for writing. (With the old file hidden its
+        # startup check found nothing at the old place: the torrent sits at 0 % at the view until
+        # qbhook's rollback stops and rechecks it.)
         assert moves_on_restart(bed.qbt), "qBittorrent did not move the torrent on its own: nothing was tested"
-        # qBittorrent's own move ran and the library file was not opened for writing. (With the old
-        # file hidden its startup check found nothing at the old place: the torrent sits at 0 % at
-        # the view until qbhook's rollback stops and rechecks it.)
-        assert inode_facts(lib) == lib_before
-        assert os.path.normpath(moved["save_path"]) == new_save and moved["progress"] < 1, moved
+        assert moved["progress"] < 1 and os.path.normpath(moved["content_path"]).startswith(new_save + "/"), moved
+    else:
+        # Paused, the move deferred (the other outcome measured): libtorrent's files still at the old
+        # place; qbhook's resume moves it back to them, which cancels that move.
+        assert os.path.normpath(moved["content_path"]).startswith(old_save + "/"), moved
 
     _rc, res = qbhook_json(bed.cfg, "resume", ok=(0, 5))
     (run,) = res["runs"]
-    assert run["status"] == "failed" and run["groups"][0]["status"] == "rolled_back", run
+    assert run["status"] == "failed" and run["groups"][0]["status"] == "rolled_back", (run["groups"][0].get("reason"), moved)
     wait_seeding_at(client, [h], lambda _h: old_save)
     assert b3(pool_file) == pool_bytes and inode_facts(lib, ctime=False) == lib_content
     assert leftovers(*bed.roots.values()) == []
