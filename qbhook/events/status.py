@@ -506,6 +506,7 @@ def report(cfg: Config, catalog) -> dict:
     """What ``qbhook status`` prints: queue, server health, last sweep, runs, pools, catalog, problems."""
     # Long on purpose: gathers the one document `status` prints, a few lines per part, in print order.
     from qbhook.events.queue import JobQueue
+    from qbhook.move.executor import VIEW_CHANGED
     from qbhook.move.journal import Journal
 
     with reading(cfg.catalog):
@@ -518,6 +519,12 @@ def report(cfg: Config, catalog) -> dict:
         stuck = queue.ready_since(STUCK_AFTER_S)
         unfinished = [r.id for r in Journal(conn).unfinished_runs()]
         leftover_views = [v["path"] for _sid, v in Journal(conn).leftover_views()]
+        # Groups the executor's view backstop stopped (something wrote into a view file: a library
+        # file on a promote); they stay a problem until a person re-runs them to done.
+        view_changed = conn.execute(
+            "SELECT group_id, reason FROM group_state WHERE status = 'failed' AND reason LIKE ? ORDER BY group_id",
+            ("%" + VIEW_CHANGED + "%",),
+        ).fetchall()
         orphans = last_orphans(conn)
         catalog_counts = catalog.counts()
         hashed = hashed_by_pool(conn, cfg.pools)
@@ -535,7 +542,7 @@ def report(cfg: Config, catalog) -> dict:
         except OSError as e:
             pools[p.name] = {"path": str(p.path), "role": p.role, "error": e.strerror, **hashed[p.name]}
     server = server_health(cfg.server)
-    problems = []
+    problems = [f"group {gid} stopped: {reason}" for gid, reason in view_changed]
     if server["answered"] and not server["ok"]:
         problems.append(f"server unhealthy: {server['reason']}")
     if stuck and not server["answered"]:

@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from qbhook import notify as _notify
 from qbhook.decide.plan import (
     Action,
     Converge,
@@ -93,6 +94,8 @@ EXIT_GROUP_FAILED = 5
 EXIT_BUSY = 75
 
 BAD_STATES = frozenset({"error", "missingFiles"})
+# In the journaled reason of a group the view backstop stopped (``status`` looks for it).
+VIEW_CHANGED = "VIEW FILE CHANGED"
 _RECHECK_LAG_S = 5.0  # qBittorrent's API shows a recheck within its refresh interval (1.5 s by default)
 
 Hook = Callable[[str, str, int, Step], None]
@@ -175,10 +178,6 @@ class ExecutorContext:
     clients: ClientsByName
     journal: Journal
     timing: Timing = Timing()
-    # A stopped torrent cannot download during the recheck at its new place, so a recheck
-    # under 100% can never write into the view (whose inodes may be library files on a
-    # promote). It is started again only after 100%.
-    stop_while_moving: bool = True
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
     hook: Hook | None = None
@@ -207,7 +206,6 @@ def build_executor(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     log: logging.Logger | None = None,
-    stop_while_moving: bool = True,
     **timing,
 ) -> Executor:
     """THE way to make an Executor. ``lock_wait``: seconds to wait for a busy executor lock (False:
@@ -219,7 +217,6 @@ def build_executor(
         clients,
         journal if journal is not None else Journal(catalog.conn),
         Timing(lock_wait=lock_wait, **timing),
-        stop_while_moving,
         sleep,
         clock,
         hook if hook is not None else _env_crash_hook(),
@@ -323,6 +320,10 @@ class _Reloc:
     step_id: int
     status: StepStatus  # journal status of its step
     step: Relocate
+    # Other torrents of the group seeding from the same old paths, stopped by this relocation
+    # while those paths were hidden; started again once they are back. Not journaled: after a
+    # crash they stay stopped (safe: a stopped torrent reads and writes nothing).
+    sharers: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -334,6 +335,10 @@ class _GroupRun:
     relocs: list[_Reloc] = field(default_factory=list)
     deletes_started: bool = False
     synced: bool = False
+    # Every view file as verify_view proved it: path -> (dev, ino, size, mtime_ns, ctime_ns).
+    # Journaled with verify_view's result, so a resumed run checks against the same facts.
+    seen: dict[str, tuple] = field(default_factory=dict)
+    view_changed: bool = False  # the backstop tripped: no rollback, no delete, an alert
     # Content hashes this group learned from its copies (a ``Copy`` planned without one): target
     # path -> hex. Later steps planned without a hash for that path check against it. Rebuilt on
     # resume from the journaled results of the finished copies and links.
@@ -777,6 +782,9 @@ class Executor:
             # left it stopped unless it reached 100 % (Executor._repair).
             self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.FAILED, reason)
             return
+        if st.view_changed:
+            self._stop_where_it_is(st, reason)
+            return
         if st.deletes_started:
             # Old links are partly gone: the new place is the only complete one, and it
             # was verified (verify_group precedes every delete). Stay there.
@@ -804,6 +812,26 @@ class Executor:
             o.status = GroupStatus.ROLLED_BACK
             self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.ROLLED_BACK, reason)
             self._record_leftover_views(st)
+
+    def _stop_where_it_is(self, st: _GroupRun, reason: str) -> None:
+        """The backstop tripped: stop the group's torrents, move nothing, delete nothing, alert.
+
+        A rollback would move torrents again over files something already wrote into; a person
+        decides. The group is journaled failed with the reason (``status``, ``explain`` and the
+        run's summary say it), not needing attention: a resumed run must not try again."""
+        o = st.outcome
+        o.reason = f"{reason} (stopped where it is: no rollback, no delete)"
+        for r in st.relocs:
+            try:
+                c = self._client(r.step.instance)
+                if not c.torrent(r.step.torrent).is_stopped:
+                    c.stop(r.step.torrent)
+            except QbhookError as e:
+                o.reason += f"; could not stop {r.step.torrent}: {e}"
+        o.torrents_relocated = sum(1 for r in st.relocs if r.status == StepStatus.DONE)
+        self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.FAILED, o.reason)
+        self.log.error("group %s: %s", st.plan.group_id, o.reason)
+        _notify.emit("guard", f"group {st.plan.group_id}: {o.reason}", "failure")
 
     def _record_leftover_views(self, st: _GroupRun) -> None:
         """Journal each view file this group made on its target pool, for ``move.leftovers`` to remove.
@@ -914,12 +942,14 @@ class Executor:
                 raise VerificationFailed(
                     f"torrent {h}: {lf.name} is {lf.size} bytes in qBittorrent, {v[1]} in the plan"
                 )
-        total = 0
+        total, seen = 0, {}
         for full, size, blake3_hex in want.values():
             fsops.verify_file(full, size, blake3_hex, self.catalog, roots=self.roots)
+            seen[full] = _facts(full)
             total += size
         st.views.add((s.instance, h, save))
-        return {"files": len(want), "bytes": total}
+        st.seen.update(seen)
+        return {"files": len(want), "bytes": total, "seen": {p: list(f) for p, f in seen.items()}}
 
     def _delete(self, st: _GroupRun, s: Delete, _at: _At) -> dict:
         if not st.synced:
@@ -1016,7 +1046,8 @@ class Executor:
             },
         )
 
-    def _verify_group(self, _st: _GroupRun, s: VerifyGroup, _at: _At) -> dict:
+    def _verify_group(self, st: _GroupRun, s: VerifyGroup, _at: _At) -> dict:
+        self._check_views_unchanged(st)  # the last look before the first delete
         problems = []
         for x in s.torrents:
             t = self._client(x.instance).torrent(x.torrent)
@@ -1048,25 +1079,7 @@ class Executor:
             t = self._wait(c, s, to_path, budget, st.plan.group_id, at.seq)
             issued = False
         elif where == from_path:
-            if not t.is_complete:
-                raise UnsafeOperation(
-                    f"torrent {h} is not complete ({t.progress * 100:.1f}%): only complete torrents are relocated"
-                )
-            if not t.is_stable:
-                raise UnsafeOperation(f"torrent {h} is {t.state}: waiting for a stable state first")
-            if (s.instance, h, to_path) not in st.views:
-                raise UnsafeOperation(f"refusing to relocate {h}: its view at {to_path} was not verified in this run")
-            if t.auto_tmm:
-                c.set_auto_management(h, False)  # turning ATM off never moves anything; turning it on might
-            if t.download_path and _norm(t.download_path) != to_path:
-                c.set_download_path(h, "")  # lesson 2: no stale incomplete folder left behind
-            if self.ctx.stop_while_moving and not t.is_stopped:
-                c.stop(h)
-            if self.ctx.stop_while_moving or t.is_stopped:
-                # Once stopped nothing reads them: out of reach of a restart move (``_hide_old_links``).
-                self._wait_stopped(c, s)
-                self._hide_old_links(st.run_id, c, s)
-            c.set_location(h, to_path)
+            self._issue_move(st, c, s, r, t)
             issued = True
             t = self._wait(c, s, to_path, budget, st.plan.group_id, at.seq)
         else:
@@ -1075,6 +1088,9 @@ class Executor:
         # Moved and settled: qBittorrent's save path and libtorrent's agree again, no restart
         # move can follow, and the old links go back where the delete step expects them.
         self._unhide_old_links(st.run_id, c, s)
+        self._start_sharers(c, r)
+        # Before it may run again: qBittorrent never wrote into the view since verify_view.
+        self._check_views_unchanged(st)
         if obs.get("was_running", True) and t.is_stopped:
             c.start(h)  # only now: the recheck at the new place ended at 100%
         tag = self.cfg.policy.relocated_tag
@@ -1090,6 +1106,34 @@ class Executor:
             "save_path": _norm(t.save_path),
             "seconds": round(self.ctx.clock() - t0, 3),
         }
+
+    def _issue_move(self, st: _GroupRun, c: ClientPort, s: Relocate, r: _Reloc, t) -> None:
+        """The checks before a move from the old place, the torrent stopped, the links hidden, setLocation."""
+        h, to_path = s.torrent, _norm(s.to_path)
+        if not t.is_complete:
+            raise UnsafeOperation(
+                f"torrent {h} is not complete ({t.progress * 100:.1f}%): only complete torrents are relocated"
+            )
+        if not t.is_stable:
+            raise UnsafeOperation(f"torrent {h} is {t.state}: waiting for a stable state first")
+        if (s.instance, h, to_path) not in st.views:
+            raise UnsafeOperation(f"refusing to relocate {h}: its view at {to_path} was not verified in this run")
+        if t.auto_tmm:
+            c.set_auto_management(h, False)  # turning ATM off never moves anything; turning it on might
+        if t.download_path and _norm(t.download_path) != to_path:
+            c.set_download_path(h, "")  # lesson 2: no stale incomplete folder left behind
+        # Always stopped first, and its old links hidden (``_hide_old_links``): a running
+        # torrent is no exception, since qBittorrent's restart move runs AT ONCE for a
+        # running torrent and would copy into the view's inodes (library files on a promote).
+        # Stopped, it also cannot download during the recheck at its new place; it is
+        # started again only after 100%. Torrents of the group that seed from the very same
+        # old paths are stopped while those are hidden (``_stop_sharers``).
+        if not t.is_stopped:
+            c.stop(h)
+        self._wait_stopped(c, s.torrent)
+        self._stop_sharers(st, c, s, r.sharers)
+        self._hide_old_links(st.run_id, c, s)
+        c.set_location(h, to_path)
 
     def _repair(self, st: _GroupRun, s: Repair, at: _At) -> dict:
         """A torrent in missingFiles onto its verified view: stop, setLocation if the path changes,
@@ -1263,13 +1307,13 @@ class Executor:
             raise VerificationFailed(f"torrent {h}: qBittorrent has it at {to_path} but its files are at {where}")
         return t
 
-    def _wait_stopped(self, c: ClientPort, s: Relocate) -> None:
+    def _wait_stopped(self, c: ClientPort, h: str) -> None:
         """Poll until qBittorrent shows the torrent stopped (its API lags a stop by its refresh interval)."""
         tm, clock = self.timing, self.ctx.clock
         deadline, delay = clock() + tm.recheck_grace_s, tm.poll_initial_s
-        while not (t := c.torrent(s.torrent)).is_stopped:
+        while not (t := c.torrent(h)).is_stopped:
             if clock() >= deadline:
-                raise VerificationFailed(f"torrent {s.torrent} did not stop (state {t.state}): not relocating it")
+                raise VerificationFailed(f"torrent {h} did not stop (state {t.state}): not relocating it")
             self.ctx.sleep(delay)  # no "poll" hook: the crash tests' poll point means "after setLocation"
             delay = min(delay * 1.5, tm.poll_max_s)
 
@@ -1303,6 +1347,61 @@ class Executor:
             n += res["status"] == "restored"
         return n
 
+    def _stop_sharers(self, st: _GroupRun, c: ClientPort, s: Relocate, stopped: list[str]) -> None:
+        """Stop the group's other torrents that still seed from any of ``s``'s old paths.
+
+        Cross-seeds of one save path share not only inodes but paths: hiding ``s``'s old links
+        takes their files away too, and a running one would go to missingFiles (or error) on its
+        next read. Stopped, it reads nothing until ``_start_sharers`` runs with the links back.
+        A sibling with its own paths (other links of the same inodes) is not touched: hiding a
+        path leaves the inode's other links where they are. Each is noted in ``stopped`` before it
+        is stopped, so a failure part-way still starts the ones already stopped (the rollback)."""
+        mine = set(self._old_links(c, s))
+        for o in st.plan.steps:
+            if not isinstance(o, Relocate) or o.instance != s.instance or o.torrent == s.torrent:
+                continue
+            t = c.torrent(o.torrent)
+            if t.is_stopped or not _storage_at(t, _norm(o.from_path)) or not mine & set(self._old_links(c, o)):
+                continue
+            stopped.append(o.torrent)
+            c.stop(o.torrent)
+            self._wait_stopped(c, o.torrent)
+
+    def _start_sharers(self, c: ClientPort, r: _Reloc) -> None:
+        """Start again the torrents ``_stop_sharers`` stopped, now that their paths are back."""
+        while r.sharers:
+            h = r.sharers[0]
+            t = c.torrent(h)
+            if t.is_stopped and t.is_complete and t.is_stable:
+                c.start(h)
+            r.sharers.pop(0)
+
+    def _check_views_unchanged(self, st: _GroupRun) -> None:
+        """The backstop: every view file still has the inode, size, mtime and ctime verify_view saw.
+
+        Nothing after verify_view may write into a view file (qBittorrent's move keeps existing
+        files, its recheck only reads): a change means something wrote into it, and on a promote
+        a view file IS a library file. The content hash verify_view proved stays valid exactly
+        while these facts do (the catalog's cache keys on them), so no re-read is needed. A
+        change stops the group where it is (``_fail``: no rollback, no delete, its torrents
+        stopped so none downloads into the changed files) with an alert."""
+        changed = []
+        for path, facts in st.seen.items():
+            try:
+                now = _facts(path)
+            except OSError as e:
+                now = (e.strerror,)
+            if now != tuple(facts):
+                changed.append(path)
+        if not changed:
+            return
+        st.view_changed = True
+        raise VerificationFailed(
+            f"{VIEW_CHANGED} after verify_view (library files are view files on a promote): "
+            f"{', '.join(changed[:5])}{' and more' if len(changed) > 5 else ''}; group stopped, nothing deleted",
+            hint="compare those files with their library copies before anything else; qbhook will not touch this group",
+        )
+
     def _undo_relocation(self, r: _Reloc, run_id: int) -> dict:
         """Put a torrent back where this run found it, as it was (idempotent)."""
         s = r.step
@@ -1324,7 +1423,7 @@ class Executor:
         where = _norm(t.save_path)
         moved_back = False
         if where == to_path:
-            if not t.is_stopped and (not t.is_complete or self.ctx.stop_while_moving):
+            if not t.is_stopped:
                 c.stop(h)  # never leave an incomplete torrent running, nor let the recheck back start one
             if t.download_path:
                 c.set_download_path(h, "")
@@ -1345,6 +1444,8 @@ class Executor:
         # ran while they were hidden saw nothing there: check again with them back.
         if _storage_at(t, from_path) and self._unhide_old_links(run_id, c, s) and not t.is_complete:
             t = self._wait(c, s, from_path, budget, require_complete=False)
+        if _storage_at(t, from_path):
+            self._start_sharers(c, r)
         if not t.is_complete:
             if not t.is_stopped:
                 c.stop(h)
@@ -1461,8 +1562,16 @@ def _replay_copy_failed(st: _GroupRun, seq: int, s: Copy, row: StepRow) -> None:
         _replay_copy(st, seq, s, row)
 
 
-def _replay_view(st: _GroupRun, _seq: int, s: VerifyView, _row: StepRow) -> None:
+def _replay_view(st: _GroupRun, _seq: int, s: VerifyView, row: StepRow) -> None:
     st.views.add((s.instance, s.torrent, _norm(s.save_path)))
+    st.seen.update({p: tuple(f) for p, f in ((row.result or {}).get("seen") or {}).items()})
+
+
+def _facts(path: str) -> tuple:
+    """What any write into a file changes: a write or truncate moves mtime and ctime (the kernel
+    sets ctime; no unprivileged user can set it back), a replacement changes the inode."""
+    st = os.lstat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _redo_view(s: VerifyView, relocated: set, _later: list) -> bool:

@@ -545,18 +545,21 @@ def _bencode(v) -> bytes:
     return b"d" + b"".join(_bencode(k) + _bencode(v[k]) for k in sorted(v)) + b"e"
 
 
-def leave_qbittorrent_mid_move(qbt: QbtInstance, h: str, old_save: str, new_save: str) -> None:
+def leave_qbittorrent_mid_move(qbt: QbtInstance, h: str, old_save: str, new_save: str, running: bool) -> dict:
     """Make qBittorrent's resume data say what it says when killed between persisting a new save
     path and libtorrent finishing the move: qBittorrent's ``qBt-savePath`` is the new place,
-    libtorrent's ``save_path`` still the old one, and the torrent not paused (the stop before the
-    move had not reached the resume data yet, or ``stop_while_moving`` is off). The kill can land
-    either side of that window; this makes the restart move certain instead of a race. (A paused
-    torrent's move waits for its next check: ``Executor._settle_storage``.)"""
+    libtorrent's ``save_path`` still the old one. The kill can land either side of that window;
+    this makes the restart move certain instead of a race. ``running``: also say the torrent is
+    not paused (as if the stop before the move had not reached the resume data); otherwise
+    ``paused`` stays as qBittorrent wrote it. Returns the keys as qBittorrent wrote them at the kill."""
     fr = qbt.profile_dir / "qBittorrent" / "data" / "BT_backup" / f"{h}.fastresume"
     d, _end = _bdecode(fr.read_bytes())
+    written = {k: d.get(k.encode()) for k in ("paused", "auto_managed", "qBt-savePath", "save_path")}
     d[b"qBt-savePath"], d[b"save_path"] = os.fsencode(new_save), os.fsencode(old_save)
-    d[b"paused"] = 0
+    if running:
+        d[b"paused"] = 0
     fr.write_bytes(_bencode(d))
+    return written
 
 
 def inode_facts(p, ctime: bool = True) -> tuple:
@@ -566,13 +569,20 @@ def inode_facts(p, ctime: bool = True) -> tuple:
 
 
 @pytest.mark.slow
-def test_qbittorrent_restart_move_during_a_promote_never_writes_into_the_library(bed):
+@pytest.mark.parametrize("at_restart", ["running", "paused_as_written"])
+def test_qbittorrent_restart_move_during_a_promote_never_writes_into_the_library(bed, at_restart):
     """qBittorrent killed mid-relocation restarts into a move of its own in Overwrite mode. On
     4.5.2/libtorrent 2.0.8 that move opens each destination file O_RDWR|O_CREAT(|O_TRUNC when the
     source looks sparse) and copies into it, then unlinks the source: on a promote the destination
     is the library's inode. qbhook hides the old links while its move is pending (libtorrent skips
     a missing source), so the library inode is never opened for writing: same inode, bytes, mtime
-    and ctime throughout, and the run rolls back and later completes with nothing lost."""
+    and ctime throughout, and the run rolls back and later completes with nothing lost.
+
+    ``running``: the restart finds the torrent not paused. ``paused_as_written``: the ``paused``
+    flag as qBittorrent wrote it at the kill (qbhook stopped the torrent and saw it stopped before
+    its setLocation): 1. On 4.5.2 both restart into the move at once (measured: "Enqueued torrent
+    move" at startup, pausedDL 0 % at the view within 3 s when paused); the old links are hidden
+    either way, so neither writes into the library."""
     sc, client = bed.sc, bed.client
     (h,) = build_promote(bed)
     lib = sc.library["arr_copy"]
@@ -599,32 +609,52 @@ def test_qbittorrent_restart_move_during_a_promote_never_writes_into_the_library
     assert json.loads(out)["bytes_freed"] == 0
     assert inode_facts(lib) == lib_before
 
-    leave_qbittorrent_mid_move(bed.qbt, h, old_save, new_save)
+    written = leave_qbittorrent_mid_move(bed.qbt, h, old_save, new_save, running=at_restart == "running")
+    if os.fsdecode(written["qBt-savePath"] or b"") == new_save:
+        # The resume data that carry the new save path were written after qbhook saw the torrent
+        # stopped: they say paused, so a restart never finds it running (the stop is not lost).
+        assert written["paused"] == 1, written
     bed.qbt.restart()
     bed.client = client = bed.qbt.client()
     log = bed.qbt.profile_dir / "qBittorrent" / "data" / "logs" / "qbittorrent.log"
-    deadline = time.monotonic() + 30
+    assert at_restart == "running" or written["paused"] == 1, written
+    deadline = time.monotonic() + (30 if at_restart == "running" else 5)
     while time.monotonic() < deadline:
         moved = client.torrents_info(torrent_hashes=h)[0]
         done = "Moved torrent successfully" in log.read_text(errors="replace").rsplit(" started\n", 1)[-1]
         if done and moved["state"] not in ("moving", "checkingDL", "checkingUP", "checkingResumeData", "unknown"):
             break
         time.sleep(0.1)
-    assert moves_on_restart(bed.qbt), "qBittorrent did not move the torrent on its own: nothing was tested"
-    # qBittorrent's own move ran and the library file was not opened for writing. (With the old
-    # file hidden its startup check found nothing at the old place: the torrent sits at 0 % at
-    # the view until qbhook's rollback stops and rechecks it.)
     assert inode_facts(lib) == lib_before
-    assert os.path.normpath(moved["save_path"]) == new_save and moved["progress"] < 1, moved
+    assert os.path.normpath(moved["save_path"]) == new_save, moved
+    if at_restart == "running" or moves_on_restart(bed.qbt):
+        # Its own move ran at startup (always when running; in some runs also when paused, measured
+        # on 4.5.2) and the library file was not opened for writing. (With the old file hidden its
+        # startup check found nothing at the old place: the torrent sits at 0 % at the view until
+        # qbhook's rollback stops and rechecks it.)
+        assert moves_on_restart(bed.qbt), "qBittorrent did not move the torrent on its own: nothing was tested"
+        assert moved["progress"] < 1 and os.path.normpath(moved["content_path"]).startswith(new_save + "/"), moved
+    else:
+        # Paused, the move deferred (the other outcome measured): libtorrent's files still at the old
+        # place; qbhook's resume moves it back to them, which cancels that move.
+        assert os.path.normpath(moved["content_path"]).startswith(old_save + "/"), moved
 
     _rc, res = qbhook_json(bed.cfg, "resume", ok=(0, 5))
     (run,) = res["runs"]
-    assert run["status"] == "failed" and run["groups"][0]["status"] == "rolled_back", run
+    if at_restart == "paused_as_written" and run["status"] == "interrupted":
+        # Seen once in 19 runs, cause not yet found: the rollback ended incomplete and said so (nothing
+        # deleted, the library untouched); the next resume, as it asks, finishes it.
+        assert "ROLLBACK INCOMPLETE" in run["groups"][0]["reason"], run
+        assert inode_facts(lib, ctime=False) == lib_content
+        _rc, res = qbhook_json(bed.cfg, "resume", ok=(0, 5))
+        (run,) = res["runs"]
+    assert run["status"] == "failed" and run["groups"][0]["status"] == "rolled_back", run["groups"][0]
     wait_seeding_at(client, [h], lambda _h: old_save)
     assert b3(pool_file) == pool_bytes and inode_facts(lib, ctime=False) == lib_content
     assert leftovers(*bed.roots.values()) == []
 
     _rc, out = qbhook_json(bed.cfg, "apply", "--yes")
+    # the view backstop did not trip on a normal move: same inode, size, mtime and ctime after it
     assert out["groups_failed"] == {} and out["torrents_relocated"] == 1, out
     wait_seeding_at(client, [h], lambda _h: new_save)
     seeded = os.stat(sc.stash_seed / "movies/Film.C.2021/film.c.mkv")

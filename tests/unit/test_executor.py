@@ -501,9 +501,11 @@ def test_relocation_under_100_percent_rolls_everything_back(world):
     assert "qbhook-relocated" not in world.qbt.t[H1].tags
 
 
-def test_incomplete_torrent_is_stopped_even_when_not_stopped_for_the_move(world):
+def test_incomplete_torrent_is_stopped_before_the_move_and_started_only_back_at_100(world):
+    # Every relocation stops its torrent first (the old knob to keep it running is gone: a
+    # running torrent's links cannot be hidden from qBittorrent's restart move).
     world.qbt.fail_at[world.save(H1, "pool")] = 0.5
-    summary = world.executor(stop_while_moving=False).apply(demote_plan(world))
+    summary = world.executor().apply(demote_plan(world))
     assert summary.groups[0].status == "rolled_back"
     t = world.qbt.t[H1]
     assert t.save_path == world.save(H1, "stash") and t.progress == 1.0 and t.stopped is False

@@ -15,7 +15,9 @@ from dataclasses import replace
 
 import pytest
 
+from qbhook import notify
 from qbhook.errors import QbtError, UnsafeOperation
+from qbhook.events.status import report
 from qbhook.move import fsops
 from tests.unit.test_executor import (
     FILES,
@@ -29,6 +31,7 @@ from tests.unit.test_executor import (
     end_state,
 )
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
+from tests.unit.test_notify import Recorder
 
 
 class RestartingQbt(FakeQbt):
@@ -204,3 +207,209 @@ def test_killed_between_hiding_and_set_location_then_started_by_hand_gets_its_li
     assert all(os.path.lexists(p) for p in old)
     assert not os.path.lexists(os.path.join(w.seed_s, fsops.HOLDING_DIR))
     assert w.qbt.count("set_location", H1) == 0
+
+
+# --------------------------------------------------------------------------- a running torrent
+
+
+def test_a_running_torrent_is_stopped_and_its_links_hidden_before_set_location(restarting):
+    """qBittorrent runs a restart move AT ONCE for a torrent that comes back running, so a running
+    torrent gets no exception: stopped (and seen stopped) first, its old links hidden, then
+    setLocation; restarted inside the move, nothing is copied into the view."""
+    w = restarting
+    w.qbt.restart_on = {H1}
+    assert w.qbt.t[H1].stopped is False  # H1 seeds; H2 is stopped
+
+    summary = w.executor().apply(demote_plan(w))
+
+    assert summary.status == "done", summary.groups_failed
+    assert w.qbt.overwritten == []
+    assert w.qbt.hidden_at_set_location[H1] == [True] * len(FILES)
+    calls = w.qbt.calls
+    assert calls.index(("stop", H1)) < calls.index(("set_location", H1, w.save(H1, "pool")))
+    assert w.qbt.t[H1].stopped is False  # started again once at 100 % at the new place
+    assert_demoted(w, summary)
+
+
+# --------------------------------------------------------------------------- cross-seeds of one path
+
+
+class SharingQbt(RestartingQbt):
+    """Also notes a running torrent whose files are missing at its save path (qBittorrent would
+    flag it missingFiles, or error, at its next read) on every poll."""
+
+    def torrent(self, h):
+        for t in self.t.values():
+            if t.stopped or t.script or t.transient:
+                continue
+            gone = [n for n, _s, p in t.files if p and not os.path.lexists(os.path.join(t.save_path, n))]
+            if gone:
+                self.violations.append(f"{t.hash} runs with {gone[0]} missing at {t.save_path}")
+        return super().torrent(h)
+
+
+def _same_path_plan(w):
+    """Both torrents seed the very same paths (one save path, same names): the plan the planner
+    makes for them, with each file built, verified and deleted once."""
+    for rel, _d in FILES:
+        os.unlink(os.path.join(w.seed_s, "cross-seed", rel))  # H2 no longer has paths of its own
+    w.qbt.t[H2].save_path = w.seed_s
+    w.save = lambda _h, pool: w.seed_s if pool == "stash" else w.seed_p
+    plan = demote_plan(w)
+    (g,) = plan.groups
+    seen, steps = set(), []
+    for s in g.steps:
+        key = (s.kind, s.args.get("dst") or s.args.get("path") or s.args.get("root"))
+        if s.kind in ("copy", "link", "mkempty", "delete", "prune_dirs") and key in seen:
+            continue
+        seen.add(key)
+        if s.kind == "delete":
+            s = type(s).of("delete", {**s.args, "seeding_links": sorted(set(s.args["seeding_links"]))})
+        steps.append(s)
+    return replace(plan, groups=[replace(g, steps=steps)])
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["plain", "restart-move"])
+def test_cross_seeds_of_one_path_never_run_with_their_files_hidden(tmpfs, tmp_path, restart):  # noqa: F811
+    """H1 and H2 seed from the SAME paths. Hiding H1's old links hides H2's files too: H2 (running)
+    is stopped for that window and started again once they are back, then moves itself the same
+    way. Restarted inside each move, qBittorrent's own moves find nothing to copy either."""
+    w = _make_world(tmpfs, tmp_path)
+    q = SharingQbt({H1, H2} if restart else set())
+    q.t = w.qbt.t
+    w.qbt = q
+    try:
+        q.t[H2].stopped = False
+        plan = _same_path_plan(w)
+
+        summary = w.executor().apply(plan)
+
+        assert summary.status == "done", summary.groups_failed
+        assert q.violations == [] and q.overwritten == []
+        calls = q.calls
+        first_move = calls.index(("set_location", H1, w.seed_p))
+        assert calls.index(("stop", H2)) < first_move < calls.index(("start", H2))
+        for h in (H1, H2):
+            assert q.t[h].save_path == w.seed_p and q.t[h].stopped is False
+        for rel, data in FILES:
+            assert not os.path.lexists(os.path.join(w.seed_s, rel))
+            with open(os.path.join(w.seed_p, rel), "rb") as f:
+                assert f.read() == data
+        assert not os.path.lexists(os.path.join(w.seed_s, fsops.HOLDING_DIR))
+    finally:
+        w.cat.close()
+
+
+def test_rollback_puts_shared_paths_back_and_restarts_the_sharer(tmpfs, tmp_path):  # noqa: F811
+    """H1's relocation fails (under 100 % at the new place) while H2, seeding from the same paths,
+    was stopped for it: the rollback puts every path back once and starts H2 again."""
+    w = _make_world(tmpfs, tmp_path)
+    q = SharingQbt(set())
+    q.t = w.qbt.t
+    w.qbt = q
+    try:
+        q.t[H2].stopped = False
+        plan = _same_path_plan(w)
+        before = {rel: os.lstat(os.path.join(w.seed_s, rel)).st_ino for rel, _d in FILES}
+        q.fail_at[w.seed_p] = 0.5
+
+        summary = w.executor().apply(plan)
+
+        assert summary.groups[0].status == "rolled_back", summary.groups[0].reason
+        assert q.violations == []
+        assert {rel: os.lstat(os.path.join(w.seed_s, rel)).st_ino for rel, _d in FILES} == before
+        for h in (H1, H2):
+            assert q.t[h].save_path == w.seed_s and q.t[h].stopped is False, h
+        assert not os.path.lexists(os.path.join(w.seed_s, fsops.HOLDING_DIR))
+    finally:
+        w.cat.close()
+
+
+# --------------------------------------------------------------------------- the backstop
+
+
+class WritingQbt(FakeQbt):
+    """What qBittorrent's restart move does to an existing destination (4.5.2, strace): opened
+    O_RDWR|O_TRUNC and the same bytes copied back in. Inside ``set_location`` to ``write_to``."""
+
+    def __init__(self, write_to: str):
+        super().__init__()
+        self.write_to = write_to
+
+    def set_location(self, h, path):
+        super().set_location(h, path)
+        if path == self.write_to:
+            for n, _s, _p in self._get(h).files:
+                with open(os.path.join(path, n), "r+b") as f:
+                    data = f.read()
+                    f.seek(0)
+                    f.truncate()
+                    f.write(data)
+
+
+@pytest.fixture
+def alerts():
+    rec = Recorder()
+    n = notify.Notifier(rec, min_interval=0.05, gather_s=0.01)
+    prev = notify.install(n)
+    yield n, rec
+    notify.install(prev)
+    n.close(1)
+
+
+def _assert_stopped_where_it_is(w, summary, alerts):
+    (g,) = summary.groups
+    assert g.status == "failed" and "VIEW FILE CHANGED" in g.reason and "no rollback, no delete" in g.reason
+    assert not g.needs_attention  # nothing for resume to retry: a person looks first
+    status, reason = w.journal.group_status("g1")
+    assert status == "failed" and "VIEW FILE CHANGED" in reason
+    assert summary.bytes_freed == 0
+    for h in (H1, H2):
+        for rel, _d in FILES:
+            assert os.path.lexists(os.path.join(w.save(h, "stash"), rel))  # every old link kept
+    assert all(t.stopped for t in w.qbt.t.values())  # none may download into the changed files
+    problems = report(w.cfg, w.cat)["problems"]  # `qbhook status` says it, and exits unhealthy
+    assert any(p.startswith("group g1 stopped: ") and "VIEW FILE CHANGED" in p for p in problems), problems
+    n, rec = alerts
+    assert n.flush(5)
+    assert any(sev == "failure" and "VIEW FILE CHANGED" in body for _t, _title, body, sev in rec.calls), rec.calls
+
+
+def test_a_write_into_the_view_during_the_move_stops_the_group_before_any_delete(tmpfs, tmp_path, alerts):  # noqa: F811
+    """The backstop: something (here qBittorrent's Overwrite copy) wrote into a view file after
+    verify_view. On a promote that file is the library's. The group stops where it is: no delete,
+    no rollback over the written files, its torrents stopped, journaled, and an alert."""
+    w = _make_world(tmpfs, tmp_path)
+    q = WritingQbt(w.save(H1, "pool"))
+    q.t = w.qbt.t
+    w.qbt = q
+    try:
+        summary = w.executor().apply(demote_plan(w))
+
+        _assert_stopped_where_it_is(w, summary, alerts)
+        assert q.count("set_location", H2) == 0  # the check after H1's move stopped the group
+    finally:
+        w.cat.close()
+
+
+def test_the_backstop_holds_across_a_resume_from_the_journal(restarting, alerts):
+    """Killed after both relocations, a view file written meanwhile: the resumed run checks
+    against what verify_view journaled, not against what it finds now."""
+    world = restarting
+    world.qbt.restart_on.clear()
+
+    def hook(point, gid, seq, step):
+        if point == "before" and step.kind == "verify_group":
+            raise Crash("killed before verify_group")
+
+    with pytest.raises(Crash):
+        world.executor(hook=hook).apply(demote_plan(world))
+    view = os.path.join(world.save(H2, "pool"), FILES[0][0])
+    with open(view, "r+b") as f:
+        data = f.read()
+        f.seek(0)
+        f.write(data)
+
+    (summary,) = world.executor().resume()
+
+    _assert_stopped_where_it_is(world, summary, alerts)
