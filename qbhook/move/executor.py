@@ -141,6 +141,13 @@ def _storage_at(t, path: str) -> bool:
     return bool(cp) and (cp == path or cp.startswith(path.rstrip("/") + "/"))
 
 
+def _hides_from(c) -> bool:
+    """Whether old links are hidden from client ``c`` while it relocates: only from one that moves
+    files itself (clients/port.py ``relocation_moves_files``); a client that does not say is
+    taken to."""
+    return getattr(c, "relocation_moves_files", True)
+
+
 # --------------------------------------------------------------------------- context
 
 
@@ -1329,7 +1336,7 @@ class Executor:
         rollback puts them back before moving the torrent back. Only for a client that moves
         files itself (``relocation_moves_files``; unknown: assumed to)."""
         roots, n = self.ctx.seeding_roots, 0
-        if not getattr(c, "relocation_moves_files", True):
+        if not _hides_from(c):
             return 0
         for p in self._old_links(c, s):
             res = fsops.hide_during_move(p, roots=roots, run=run_id, catalog=self.catalog)
@@ -1355,7 +1362,10 @@ class Executor:
         next read. Stopped, it reads nothing until ``_start_sharers`` runs with the links back.
         A sibling with its own paths (other links of the same inodes) is not touched: hiding a
         path leaves the inode's other links where they are. Each is noted in ``stopped`` before it
-        is stopped, so a failure part-way still starts the ones already stopped (the rollback)."""
+        is stopped, so a failure part-way still starts the ones already stopped (the rollback).
+        Nothing is hidden from a client that does not move files itself: nothing to stop."""
+        if not _hides_from(c):
+            return
         mine = set(self._old_links(c, s))
         for o in st.plan.steps:
             if not isinstance(o, Relocate) or o.instance != s.instance or o.torrent == s.torrent:
