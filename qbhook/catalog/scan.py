@@ -443,9 +443,11 @@ def _find_walk_run(catalog: Catalog, pool: str, root: bytes, subtree: bool, run:
         memo = _load_memo(catalog, _memo_key(pool, under), cmd_digest)
         if memo is not None and (memo.generation != generation or memo.devs != devs):
             memo = None
-        # Without a usable memo the catalog's lines are built while find walks (the other core).
+        # Without a usable memo the catalog's lines are built while find walks (the other core);
+        # with one, find's output is hashed as it grows, so little is left once find exits.
         expected = None if memo is not None else _expected_lines(catalog, pool, under, generation, devs)
-        rc = proc.wait()
+        hashed = _Hashed()
+        rc = _wait_hashing(proc, out, hashed) if memo is not None else proc.wait()
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -454,7 +456,7 @@ def _find_walk_run(catalog: Catalog, pool: str, root: bytes, subtree: bool, run:
         why = os.pread(err, 300, 0).decode(errors="replace").strip().splitlines()
         log.info("scan of %s: find exited with %s (%s); walking in Python", pool, rc, why[0] if why else "no message")
         return None
-    size, digest, sample = _digest_output(out, set(devs.values()))
+    size, digest, sample = _digest_output(out, set(devs.values()), hashed)
     dev_fs = _devices_still_mapped(catalog, pool, devs, sample)
     if dev_fs is None:
         return None
@@ -493,13 +495,47 @@ def _expected_lines(
     return known, count
 
 
-def _digest_output(out: int, devices: set[int]) -> tuple[int, bytes, dict[int, bytes]]:
-    """find's output: its size, its BLAKE3, and one line it printed for each of ``devices``."""
+@dataclass(slots=True)
+class _Hashed:
+    """The BLAKE3 of find's output so far: its first ``upto`` bytes."""
+
+    hasher: blake3.blake3 = field(default_factory=blake3.blake3)
+    upto: int = 0
+
+
+def _wait_hashing(proc: subprocess.Popen, out: int, hashed: _Hashed) -> int:
+    """Wait for find while hashing what it has written so far; its exit status.
+
+    find only appends to the memory file, and the kernel raises a shared-memory file's size
+    only after the bytes below it are copied in, so every byte below the size read here is
+    final: hashing them now gives the digest a single pass after find's exit would."""
+    while True:
+        try:
+            rc = proc.wait(timeout=0.01)
+        except subprocess.TimeoutExpired:
+            rc = None
+        size = os.fstat(out).st_size
+        while hashed.upto < size:
+            part = os.pread(out, min(_FIND_CHUNK, size - hashed.upto), hashed.upto)
+            if not part:
+                break
+            hashed.hasher.update(part)
+            hashed.upto += len(part)
+        if rc is not None:
+            return rc
+
+
+def _digest_output(out: int, devices: set[int], hashed: _Hashed | None = None) -> tuple[int, bytes, dict[int, bytes]]:
+    """find's output: its size, its BLAKE3 (continuing ``hashed``, the part already hashed
+    while find ran), and one line it printed for each of ``devices``."""
+    hashed = hashed or _Hashed()
     size = os.fstat(out).st_size
     if size == 0:
         return 0, blake3.blake3(b"").digest(), {}
     with mmap.mmap(out, size, prot=mmap.PROT_READ) as mm:
-        digest = blake3.blake3(mm).digest()
+        with memoryview(mm) as view, view[hashed.upto :] as rest:
+            hashed.hasher.update(rest)
+        digest = hashed.hasher.digest()
         sample: dict[int, bytes] = {}
         for dev in devices:
             pfx = b"%d " % dev

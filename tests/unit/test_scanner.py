@@ -344,6 +344,29 @@ def test_files_with_ignored_names_stay_out_of_every_find_rescan(tmp_path, monkey
         cat.close()
 
 
+def test_hashing_finds_output_while_it_runs_gives_the_one_pass_digest():
+    # The memo's digest is taken while find still writes: a writer that appends in bursts,
+    # read between them, must give exactly the digest of the whole output read once at the end.
+    import subprocess
+    import sys
+
+    import blake3
+
+    out = os.memfd_create("t")
+    try:
+        writer = "import os,time\nfor i in range(12):\n os.write(1, bytes([65+i])*300001)\n time.sleep(0.02)"
+        proc = subprocess.Popen([sys.executable, "-c", writer], stdout=out)
+        hashed = scanner._Hashed()
+        assert scanner._wait_hashing(proc, out, hashed) == 0
+        whole = b"".join(bytes([65 + i]) * 300001 for i in range(12))
+        assert hashed.upto == len(whole)
+        size, digest, _sample = scanner._digest_output(out, set(), hashed)
+        assert (size, digest) == (len(whole), blake3.blake3(whole).digest())
+        assert scanner._digest_output(out, set()) == (size, digest, {})
+    finally:
+        os.close(out)
+
+
 @pytest.mark.parametrize("stale", ["dev + 12345", "NULL"])
 def test_a_stale_device_number_in_the_catalog_is_no_change(env, monkeypatch, stale):
     # After a reboot or remount the st_dev recorded for a filesystem may be wrong or unknown:
