@@ -164,10 +164,17 @@ def bench_root(label: str, base: Path, stash: Path, pool: Path, args) -> tuple[l
     # Rounds interleave find and the rescans so load from other processes hits all alike.
     finds, rescans, inner = [], {n: [] for n, _ in versions}, {n: [] for n, _ in versions}
     unmemoed: dict[str, list] = {n: [] for n, _ in versions}
-    walks, loads, sweeper = [], [], []
+    walks, loads, sweeper, own_finds = [], [], [], []
     catalog0 = base / "catalog-0.sqlite"
+    # The find command this checkout's scanner runs (its prune and fields), as it runs it.
+    from qbhook.catalog.scan import _find_cmd
+    from qbhook.config import ScanConfig
+
+    own_find = _find_cmd(os.fsencode(stash), {os.fsencode(n) for n in ScanConfig().ignore_names})
+    own_env = {"LC_ALL": "C", "PATH": "/usr/bin:/bin"}
     for _ in range(args.runs):
         finds.append(run_rss(find_cmd))
+        own_finds.append(run_rss(own_find, env=own_env).seconds)
         walks.append(run_rss([sys.executable, "-c", FLOOR_WALK, str(stash)]).seconds)
         loads.append(
             float(
@@ -199,8 +206,17 @@ def bench_root(label: str, base: Path, stash: Path, pool: Path, args) -> tuple[l
     find_med = statistics.median(r.seconds for r in finds)
     paths = info["paths"]
     walk_med, load_med = statistics.median(walks), statistics.median(loads)
+    own_med = statistics.median(own_finds)
     rows = [
         [label, "find -printf (baseline)", f"{find_med:.3f}", "1.00x", "-", "-"],
+        [
+            label,
+            "floor: the scanner's own find (its prune and fields, to /dev/null)",
+            f"{own_med:.3f}",
+            f"{own_med / find_med:.2f}x",
+            "-",
+            "-",
+        ],
         [
             label,
             "floor: bare Python walk (scandir + lstat, own process)",
@@ -234,6 +250,7 @@ def bench_root(label: str, base: Path, stash: Path, pool: Path, args) -> tuple[l
         "paths": paths,
         "find": find_med,
         "floor_walk": walk_med,
+        "floor_own_find": own_med,
         "floor_load": load_med,
         "sweeper_rescan": sweep_med,
     }

@@ -276,6 +276,97 @@ def test_find_prunes_the_default_ignored_folders_by_exact_name(env, monkeypatch)
     assert names == {b"a.mkv", b".qbhook-stagingX", b".hidden"}
 
 
+def test_find_tests_ignored_names_on_folders_only():
+    # Three -name tests on every file were a third of a bare find's time: the command tests
+    # the names behind `-type d`, with an empty -printf between them so that find's optimiser
+    # (which moves name tests first) keeps that order. Files with those names go to Python.
+    cmd = scanner._find_cmd(b"/r", {b".zfs", b".qbhook-staging"})
+    first_name = cmd.index(b"-name")
+    assert cmd[first_name - 5 : first_name] == [b"-type", b"d", b"-printf", b"", b"("]
+    assert cmd[-4:] == [b"-type", b"f", b"-printf", Catalog.FIND_LINE_FORMAT]
+
+
+def test_ignored_file_lines_are_dropped_exactly():
+    ends = (b"/.zfs", b"/we[ir]d*")
+    lines = [
+        b"1 2 3 4.0 5.0 1 /r/t/.zfs",  # an ignored file name: dropped
+        b"1 2 3 4.0 5.0 1 /r/t/.zfsX",  # a longer name: kept
+        b"1 2 3 4.0 5.0 1 /r/t/x.zfs",  # a name ending like one, without the "/": kept
+        b"1 2 3 4.0 5.0 1 /r/we[ir]d*",  # a literal name, not a pattern: dropped
+        b"1 2 3 4.0 5.0 1 /r/weidx",
+    ]
+    buf = b"\0".join(lines) + b"\0" + b"1 2 3 4.0 5.0 1 /r/carry/.zfs"  # an incomplete last line
+    kept = scanner._ignored_lines(buf, lines, ends)
+    assert kept == [lines[1], lines[2], lines[4]]
+    clean = lines[1:3]
+    assert scanner._ignored_lines(b"\0".join(clean) + b"\0/.zfs", clean, ends) is clean  # no per-line pass
+
+
+def test_files_with_ignored_names_stay_out_of_every_find_rescan(tmp_path, monkeypatch):
+    # Regular files named like an ignored folder, at any depth, appearing before and after a
+    # memo was saved: every rescan (line by line, then from the memo) agrees with the Python walk.
+    stash, pool = tmp_path / "stash", tmp_path / "pool"
+    seed = stash / "data/media/torrents/seeding"
+    write(seed / "t/a.mkv", b"a")
+    write(seed / "t/.zfs", b"a file named .zfs")
+    write(seed / ".qbhook-holding", b"a file at the top")
+    write(seed / "t/deep/er/.qbhook-staging", b"deeper")
+    write(seed / "t/.qbhook-staging/part", b"in an ignored folder")
+    cats = {}
+    for name in ("find", "python"):
+        cfg = make_config(tmp_path / f"{name}.sqlite", stash, pool)
+        cats[name] = (cfg, Catalog.open(cfg.catalog))
+        scan_pool(cats[name][1], cfg.primary, cfg.scan)  # first scans: the Python walk
+
+    def rescan_both():
+        out = {}
+        for name, (cfg, cat) in cats.items():
+            with monkeypatch.context() as m:
+                if name == "find":
+                    _find_only(m)
+                else:
+                    m.setattr(scanner, "FIND_WALK", False)
+                r = scan_pool(cat, cfg.primary, cfg.scan)
+            out[name] = (r.files_seen, r.added, r.changed, r.removed)
+        assert out["find"] == out["python"]
+        assert _rows(cats["find"][1]) == _rows(cats["python"][1])
+        return out["find"]
+
+    assert rescan_both() == (1, 0, 0, 0)  # line by line; saves a memo
+    assert rescan_both() == (1, 0, 0, 0)  # the memo
+    write(seed / "u/.zfs", b"new, ignored")  # find's output changes, the catalog must not
+    write(seed / "u/b.mkv", b"b")
+    assert rescan_both() == (2, 1, 0, 0)
+    assert rescan_both() == (2, 0, 0, 0)
+    names = {os.path.basename(p) for p, *_ in _rows(cats["find"][1])}
+    assert names == {b"a.mkv", b"b.mkv"}
+    for _cfg, cat in cats.values():
+        cat.close()
+
+
+def test_hashing_finds_output_while_it_runs_gives_the_one_pass_digest():
+    # The memo's digest is taken while find still writes: a writer that appends in bursts,
+    # read between them, must give exactly the digest of the whole output read once at the end.
+    import subprocess
+    import sys
+
+    import blake3
+
+    out = os.memfd_create("t")
+    try:
+        writer = "import os,time\nfor i in range(12):\n os.write(1, bytes([65+i])*300001)\n time.sleep(0.02)"
+        proc = subprocess.Popen([sys.executable, "-c", writer], stdout=out)
+        hashed = scanner._Hashed()
+        assert scanner._wait_hashing(proc, out, hashed) == 0
+        whole = b"".join(bytes([65 + i]) * 300001 for i in range(12))
+        assert hashed.upto == len(whole)
+        size, digest, _sample = scanner._digest_output(out, set(), hashed)
+        assert (size, digest) == (len(whole), blake3.blake3(whole).digest())
+        assert scanner._digest_output(out, set()) == (size, digest, {})
+    finally:
+        os.close(out)
+
+
 @pytest.mark.parametrize("stale", ["dev + 12345", "NULL"])
 def test_a_stale_device_number_in_the_catalog_is_no_change(env, monkeypatch, stale):
     # After a reboot or remount the st_dev recorded for a filesystem may be wrong or unknown:
