@@ -495,7 +495,15 @@ def test_qbittorrent_killed_during_relocate_then_resume_converges(bed, tmp_path_
     bed.client = bed.qbt.client()
     _rc, res = qbhook_json(bed.cfg, "resume", ok=(0, 5))
     (run,) = res["runs"]
-    assert run["status"] == "failed" and run["groups"][0]["status"] == "rolled_back", run
+    if run["status"] == "interrupted":
+        # Seen once in CI at load ~6 (2026-12-01; passes alone and under two CPU burners, cause
+        # not found): the rollback ended incomplete and said so, nothing deleted; the next
+        # resume, as it asks, finishes it. The same allowance as the promote restart test's.
+        assert "ROLLBACK INCOMPLETE" in run["groups"][0]["reason"], run["groups"][0]
+        assert all(os.path.exists(p) or os.path.exists(hidden[p]) for p in old_files), hidden
+        _rc, res = qbhook_json(bed.cfg, "resume", ok=(0, 5))
+        (run,) = res["runs"]
+    assert run["status"] == "failed" and run["groups"][0]["status"] == "rolled_back", run["groups"][0]
     # rolled back: both torrents seed from their old place again, at 100%
     wait_seeding_at(bed.client, hashes, old_save.__getitem__)
     assert qbhook_json(bed.cfg, "resume")[1] == {"runs": []}
