@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import resource
 import sqlite3
 import threading
 import time
@@ -68,7 +69,10 @@ from qbhook.catalog.store import HASH_VALID, Catalog
 from qbhook.progress import Progress
 
 FULL_AT_ONCE = 32 * 1024  # files up to this size are hashed whole at once: one read either way
-LOOKAHEAD = 64  # files opened (and announced to the kernel) ahead of the one being read
+# Files opened (and announced to the kernel) ahead of the one being read: a cold first run on
+# bench_dupes' tree was faster at 256 than at 64 in 5 of 6 paired rounds (§3 of
+# docs/benchmarks.md); capped at a quarter of the descriptor limit (_window).
+LOOKAHEAD = 256
 STORE_EVERY = 2000  # small-file hashes are handed to the helper (committed) in batches of this many
 # Keys the kept report besides the counters: a change to what find_duplicates or the report
 # contain must change this (the package version is part of it for released changes).
@@ -368,6 +372,7 @@ def _read_each(
     """
     dev_fs: dict[int, int] = {}  # as a scan does: st_dev -> filesystem looked up once per call
     window: deque[tuple[int, bytes, int, os.stat_result]] = deque()
+    ahead = _window()
 
     def opened(job: _Job):
         iid, want_fs, ino, paths = job
@@ -402,7 +407,7 @@ def _read_each(
             ent = opened(job)
             if ent is not None:
                 window.append(ent)
-            if len(window) > LOOKAHEAD and (done := finish(window.popleft())) is not None:
+            if len(window) > ahead and (done := finish(window.popleft())) is not None:
                 yield done
         while window:
             if (done := finish(window.popleft())) is not None:
@@ -410,6 +415,13 @@ def _read_each(
     finally:
         for _iid, _path, fd, _st in window:
             os.close(fd)
+
+
+def _window() -> int:
+    """LOOKAHEAD, or a quarter of this process's descriptor limit if that is less: an open that
+    fails for want of descriptors would leave that file out of the run."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return LOOKAHEAD if soft == resource.RLIM_INFINITY else max(1, min(LOOKAHEAD, soft // 4))
 
 
 def _hash_small(

@@ -227,3 +227,29 @@ def test_a_small_file_that_grew_after_its_stat_is_hashed_whole_and_not_stable(tm
         os.close(fd)
     assert res.digest == blake3.blake3(Path(os.fsdecode(path)).read_bytes()).digest()
     assert not res.stable
+
+
+def test_the_read_window_stays_within_a_quarter_of_the_descriptor_limit(env, monkeypatch):
+    """Under a low RLIMIT_NOFILE the window shrinks instead of failing opens (a file whose open
+    fails is left out of the run): every set is still found."""
+    import resource
+
+    cfg, cat, stash, pool = env
+    contents = _copies(stash, pool, [1000 + i for i in range(40)])
+    for p in cfg.pools:
+        scan_pool(cat, p, cfg.scan)
+    monkeypatch.setattr(resource, "getrlimit", lambda what: (64, 64))
+    assert dupes._window() == 16
+    peak = 0
+    real = hashing.open_regular
+
+    def counting(path):
+        nonlocal peak
+        peak = max(peak, len(os.listdir("/proc/self/fd")))
+        return real(path)
+
+    monkeypatch.setattr(dupes, "open_regular", counting)
+    before = len(os.listdir("/proc/self/fd"))
+    sets = dupes.find_duplicates(cat, settle_seconds=0)
+    assert sorted(s.hash for s in sets) == sorted(b3(d) for d in contents)
+    assert peak <= before + 16 + 8  # the window, plus the helper's catalog connection
