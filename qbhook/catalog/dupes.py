@@ -73,6 +73,7 @@ FULL_AT_ONCE = 32 * 1024  # files up to this size are hashed whole at once: one 
 # bench_dupes' tree was faster at 256 than at 64 in 5 of 6 paired rounds (§3 of
 # docs/benchmarks.md); capped at a quarter of the descriptor limit (_window).
 LOOKAHEAD = 256
+BIG_JOB = 4 << 30  # bytes of big files per piece of work handed to the helper
 STORE_EVERY = 2000  # small-file hashes are handed to the helper (committed) in batches of this many
 # Keys the kept report besides the counters: a change to what find_duplicates or the report
 # contain must change this (the package version is part of it for released changes).
@@ -248,9 +249,12 @@ def _find_duplicates(
         if partials_new:
             writes.put(("samples", partials_new))
         _full_hashes(catalog, writes, conn, rows, where, to_split, fresh, need_full, min_size, settle_seconds, progress)
-    finally:
+    except BaseException:
         if helper is not None:
-            helper.finish()  # joined before anything reads back what it wrote; re-raises its error
+            helper.finish(abandon=True)  # Ctrl-C or an error here: what is still queued is not started
+        raise
+    if helper is not None:
+        helper.finish()  # joined before anything reads back what it wrote; re-raises its error
     if need_full:
         rows = _candidates(conn, min_size)  # the hashes just stored (a warm run stored none)
 
@@ -289,9 +293,14 @@ def _full_hashes(
         where = _locations(conn, min_size)
     size_of = {r[0]: r[1] for r in rows}
     big = [i for i in need_full if size_of[i] >= MULTITHREAD_MIN]
-    if big:
-        # The big files' progress (bytes, ETA) is the one worth showing; two writers would garble it.
-        writes.put(("big", (big, settle_seconds, progress)))
+    # The big files' progress (bytes, ETA) is the one worth showing; two writers would garble it.
+    # Handed over BIG_JOB bytes at a time: a run given up stops after the piece in hand.
+    start = taken = 0
+    for k, iid in enumerate(big):
+        taken += size_of[iid]
+        if taken >= BIG_JOB or k == len(big) - 1:
+            writes.put(("big", (big[start : k + 1], settle_seconds, progress)))
+            start, taken = k + 1, 0
     small = [i for i in need_full if size_of[i] < MULTITHREAD_MIN]
     if small:
         _hash_small(catalog, writes, _jobs(where or {}, small), settle_seconds, None if big else progress)
@@ -478,12 +487,14 @@ class _Helper:
     are writers of one WAL database, each commit its own transaction (the main one may still
     register a filesystem meanwhile: SQLite's lock and busy timeout order the two). finish()
     joins it and re-raises what stopped it; once it failed, later work is not done (the
-    caller gets that error, as it would have at the failing commit itself).
+    caller gets that error, as it would have at the failing commit itself). finish(abandon=True)
+    (the caller is leaving on an error or Ctrl-C) lets the piece in hand end and drops the rest.
     """
 
     def __init__(self, path: str, marker_roots: tuple[str, ...]):
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._error: BaseException | None = None
+        self._abandoned = False
         self._thread = threading.Thread(
             target=self._run, args=(path, marker_roots), name="qbhook-dupes-writer", daemon=True
         )
@@ -505,7 +516,8 @@ class _Helper:
             return
         try:
             while (job := self._jobs.get()) is not None:
-                _do(catalog, job)
+                if not self._abandoned:
+                    _do(catalog, job)
         except BaseException as e:
             self._error = e
         finally:
@@ -516,10 +528,11 @@ class _Helper:
             raise self._error
         self._jobs.put(job)
 
-    def finish(self) -> None:
+    def finish(self, abandon: bool = False) -> None:
+        self._abandoned = abandon
         self._jobs.put(None)
         self._thread.join()
-        if self._error is not None:
+        if self._error is not None and not abandon:
             raise self._error
 
 

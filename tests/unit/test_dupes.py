@@ -4,6 +4,7 @@ still be the catalogued inode, and the sets must be those of a one-file-at-a-tim
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import blake3
@@ -253,3 +254,39 @@ def test_the_read_window_stays_within_a_quarter_of_the_descriptor_limit(env, mon
     sets = dupes.find_duplicates(cat, settle_seconds=0)
     assert sorted(s.hash for s in sets) == sorted(b3(d) for d in contents)
     assert peak <= before + 16 + 8  # the window, plus the helper's catalog connection
+
+
+def test_a_run_given_up_lets_the_helper_end_its_piece_and_drops_the_rest(env, monkeypatch):
+    """Ctrl-C or an error on the calling thread: the big files' piece in hand is finished (and its
+    hashes kept), the pieces still queued are never started, and the error reaches the caller."""
+    cfg, cat, stash, pool = env
+    _copies(stash, pool, [2 * hashing.MULTITHREAD_MIN, 2 * hashing.MULTITHREAD_MIN + 4096, 3000])
+    for p in cfg.pools:
+        scan_pool(cat, p, cfg.scan)
+    monkeypatch.setattr(dupes, "BIG_JOB", 1)  # one big file per piece: four pieces
+    helpers, calls = [], []
+    real_start, real_ensure = dupes._Helper.start, dupes.ensure_hashes
+    monkeypatch.setattr(
+        dupes._Helper, "start", classmethod(lambda cls, c: helpers.append(real_start(c)) or helpers[-1])
+    )
+
+    def ensure(c, ids, **kw):
+        calls.append(ids)
+        deadline = time.monotonic() + 10
+        while len(calls) == 1 and not helpers[0]._abandoned and time.monotonic() < deadline:
+            time.sleep(0.01)  # the first piece is still in hand when the caller gives up
+        return real_ensure(c, ids, **kw)
+
+    def give_up(*_a, **_k):
+        deadline = time.monotonic() + 10
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.01)  # the helper has taken the first piece
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dupes, "ensure_hashes", ensure)
+    monkeypatch.setattr(dupes, "_hash_small", give_up)
+    with pytest.raises(KeyboardInterrupt):
+        dupes.find_duplicates(cat, settle_seconds=0)
+    assert len(calls) == 1 and helpers[0]._abandoned
+    assert cat.counts()["hashed"] == 1
+    assert not any(t.name == "qbhook-dupes-writer" for t in threading.enumerate())
