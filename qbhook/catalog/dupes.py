@@ -11,10 +11,19 @@ Candidates are read on the calling thread, in path order, through a window of LO
 files opened ahead and announced to the kernel (POSIX_FADV_WILLNEED): from a cold disk the
 kernel fetches them in parallel; from the page cache nothing waits. (Reading on a pool of
 Python threads was measured slower for files this small: every open, read and stat then
-waits for the interpreter lock.) Big files go through ensure_hashes: one sequential reader
-per filesystem, mmap workers for the biggest. A file is read through a path only if the
-descriptor opened there is the catalogued inode (same inode number, same filesystem),
-checked on that descriptor, so a path swapped meanwhile is never mistaken for it.
+waits for the interpreter lock.) A file under MULTITHREAD_MIN is read with one pread of its
+size plus one byte. Big files go through ensure_hashes: one sequential reader per filesystem,
+mmap workers for the biggest.
+
+The catalog writes of a run that reads (partials, hashes) and the big files' ensure_hashes run
+on one helper thread with a connection of its own (_Helper), in the order they were handed
+over, while the calling thread reads and hashes the small files: SQLite and BLAKE3 on big
+buffers release the interpreter lock, so the two overlap on a second core. Nothing is decided
+from what the helper writes before it has finished: the sets are read back after it joined.
+
+A file is read through a path only if the descriptor opened there is the catalogued inode
+(same inode number, same filesystem), checked on that descriptor, so a path swapped meanwhile
+is never mistaken for it.
 
 The report (duplicates_report: the sets, their total and how many span pools, as JSON text) is
 kept in the catalog (table dupes_memos) when computing it read no file: it is then a function
@@ -32,7 +41,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import resource
 import sqlite3
+import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
@@ -57,8 +69,12 @@ from qbhook.catalog.store import HASH_VALID, Catalog
 from qbhook.progress import Progress
 
 FULL_AT_ONCE = 32 * 1024  # files up to this size are hashed whole at once: one read either way
-LOOKAHEAD = 64  # files opened (and announced to the kernel) ahead of the one being read
-STORE_EVERY = 5000  # small-file hashes are committed in batches of this many
+# Files opened (and announced to the kernel) ahead of the one being read: a cold first run on
+# bench_dupes' tree was faster at 256 than at 64 in 5 of 6 paired rounds (§3 of
+# docs/benchmarks.md); capped at a quarter of the descriptor limit (_window).
+LOOKAHEAD = 256
+BIG_JOB = 4 << 30  # bytes of big files per piece of work handed to the helper
+STORE_EVERY = 2000  # small-file hashes are handed to the helper (committed) in batches of this many
 # Keys the kept report besides the counters: a change to what find_duplicates or the report
 # contain must change this (the package version is part of it for released changes).
 MEMO_FORMAT = f"{__version__}/1"
@@ -227,8 +243,41 @@ def _find_duplicates(
     for iid, _path, (partial, st) in _read_each(catalog, _jobs(where or {}, missing), _partial):
         fresh[iid] = partial
         partials_new.append((iid, partial, st.st_mtime_ns, st.st_ctime_ns))
-    if partials_new:
-        catalog.store_samples(partials_new)
+    helper = _Helper.start(catalog) if partials_new or need_full else None
+    writes = helper or _Inline(catalog)
+    try:
+        if partials_new:
+            writes.put(("samples", partials_new))
+        _full_hashes(catalog, writes, conn, rows, where, to_split, fresh, need_full, min_size, settle_seconds, progress)
+    except BaseException:
+        if helper is not None:
+            helper.finish(abandon=True)  # Ctrl-C or an error here: what is still queued is not started
+        raise
+    if helper is not None:
+        helper.finish()  # joined before anything reads back what it wrote; re-raises its error
+    if need_full:
+        rows = _candidates(conn, min_size)  # the hashes just stored (a warm run stored none)
+
+    sets = [DupeSet(size, digest.hex(), copies) for size, digest, copies in _hash_groups(conn, rows)]
+    sets.sort(key=lambda s: (-s.reclaimable, s.hash))
+    return sets, not (missing or need_full)
+
+
+def _full_hashes(
+    catalog: Catalog,
+    writes: _Helper | _Inline,
+    conn,
+    rows: list,
+    where: dict | None,
+    to_split: list[list],
+    fresh: dict[int, bytes],
+    need_full: list[int],
+    min_size: int,
+    settle_seconds: float,
+    progress: Progress | None,
+) -> None:
+    """Full hashes of the partial collisions and of the small candidates (``need_full``, extended
+    here): big files handed to ``writes`` (ensure_hashes on the helper), small ones read here."""
     for members in to_split:
         keyed: dict[bytes, list] = defaultdict(list)
         for m in members:
@@ -243,18 +292,18 @@ def _find_duplicates(
         # files still settling, or stopped before hashing): their locations are needed now.
         where = _locations(conn, min_size)
     size_of = {r[0]: r[1] for r in rows}
+    big = [i for i in need_full if size_of[i] >= MULTITHREAD_MIN]
+    # The big files' progress (bytes, ETA) is the one worth showing; two writers would garble it.
+    # Handed over BIG_JOB bytes at a time: a run given up stops after the piece in hand.
+    start = taken = 0
+    for k, iid in enumerate(big):
+        taken += size_of[iid]
+        if taken >= BIG_JOB or k == len(big) - 1:
+            writes.put(("big", (big[start : k + 1], settle_seconds, progress)))
+            start, taken = k + 1, 0
     small = [i for i in need_full if size_of[i] < MULTITHREAD_MIN]
     if small:
-        _hash_small(catalog, _jobs(where or {}, small), settle_seconds, progress)
-    big = [i for i in need_full if size_of[i] >= MULTITHREAD_MIN]
-    if big:
-        ensure_hashes(catalog, big, settle_seconds=settle_seconds, progress=progress)
-    if need_full:
-        rows = _candidates(conn, min_size)  # the hashes just stored (a warm run stored none)
-
-    sets = [DupeSet(size, digest.hex(), copies) for size, digest, copies in _hash_groups(conn, rows)]
-    sets.sort(key=lambda s: (-s.reclaimable, s.hash))
-    return sets, not (missing or need_full)
+        _hash_small(catalog, writes, _jobs(where or {}, small), settle_seconds, None if big else progress)
 
 
 def _candidates(conn, min_size: int) -> list[tuple[int, int, bytes | None, bytes | None, int, int, int]]:
@@ -307,6 +356,14 @@ def _partial(fd: int, st: os.stat_result) -> tuple[bytes, os.stat_result]:
 
 
 def _full(fd: int, st: os.stat_result) -> HashResult:
+    size = st.st_size
+    if size < MULTITHREAD_MIN:
+        # One read of size + 1 bytes from offset 0 (the descriptor was just opened): getting exactly
+        # st_size bytes is the whole file as fstat'ed before the read; anything else (it grew or
+        # shrank meanwhile) goes the usual way, and the stat after the read decides as always.
+        data = os.pread(fd, size + 1, 0)
+        if len(data) == size:
+            return HashResult(blake3(data, max_threads=1).digest(), st, os.fstat(fd))
     digest = hash_fd(fd)
     return HashResult(digest, st, os.fstat(fd))
 
@@ -324,6 +381,7 @@ def _read_each(
     """
     dev_fs: dict[int, int] = {}  # as a scan does: st_dev -> filesystem looked up once per call
     window: deque[tuple[int, bytes, int, os.stat_result]] = deque()
+    ahead = _window()
 
     def opened(job: _Job):
         iid, want_fs, ino, paths = job
@@ -358,7 +416,7 @@ def _read_each(
             ent = opened(job)
             if ent is not None:
                 window.append(ent)
-            if len(window) > LOOKAHEAD and (done := finish(window.popleft())) is not None:
+            if len(window) > ahead and (done := finish(window.popleft())) is not None:
                 yield done
         while window:
             if (done := finish(window.popleft())) is not None:
@@ -368,8 +426,17 @@ def _read_each(
             os.close(fd)
 
 
-def _hash_small(catalog: Catalog, jobs: list[_Job], settle_seconds: float, progress: Progress | None) -> None:
-    """Full hashes of small files; cached only if settled (as ensure_hashes)."""
+def _window() -> int:
+    """LOOKAHEAD, or a quarter of this process's descriptor limit if that is less: an open that
+    fails for want of descriptors would leave that file out of the run."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return LOOKAHEAD if soft == resource.RLIM_INFINITY else max(1, min(LOOKAHEAD, soft // 4))
+
+
+def _hash_small(
+    catalog: Catalog, writes: _Helper | _Inline, jobs: list[_Job], settle_seconds: float, progress: Progress | None
+) -> None:
+    """Full hashes of small files; cached only if settled (as ensure_hashes), stored by ``writes``."""
     hashed: list[tuple[int, bytes, os.stat_result]] = []
     unsettled: list[tuple[int, os.stat_result]] = []
     now = time.time()
@@ -379,14 +446,94 @@ def _hash_small(catalog: Catalog, jobs: list[_Job], settle_seconds: float, progr
         else:
             unsettled.append((iid, res.after))
         if len(hashed) + len(unsettled) >= STORE_EVERY:
-            catalog.store_hashes(hashed)
-            catalog.store_stats(unsettled)
-            hashed.clear()
-            unsettled.clear()
+            writes.put(("hashes", (hashed, unsettled)))
+            hashed, unsettled = [], []
         if progress is not None and not done % 256:
             progress.update(done, f"hashing small files {done:,}/{len(jobs):,}")
-    catalog.store_hashes(hashed)
-    catalog.store_stats(unsettled)
+    if hashed or unsettled:
+        writes.put(("hashes", (hashed, unsettled)))
+
+
+def _do(catalog: Catalog, job: tuple[str, object]) -> None:
+    """One piece of catalog work handed over by _find_duplicates (see _Helper)."""
+    kind, arg = job
+    if kind == "samples":
+        catalog.store_samples(arg)
+    elif kind == "hashes":
+        hashed, unsettled = arg
+        catalog.store_hashes(hashed)
+        catalog.store_stats(unsettled)
+    else:  # "big"
+        ids, settle_seconds, progress = arg
+        ensure_hashes(catalog, ids, settle_seconds=settle_seconds, progress=progress)
+
+
+class _Inline:
+    """_Helper's interface, doing each piece of work at once on the calling thread (no second
+    connection can be opened: a catalog in memory)."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+
+    def put(self, job: tuple[str, object]) -> None:
+        _do(self.catalog, job)
+
+
+class _Helper:
+    """A thread with a connection of its own to the catalog's file that does the handed-over work
+    (_do) in order: stored partials and hashes, and the big files' ensure_hashes.
+
+    A second connection because a SQLite connection belongs to the thread that opened it; both
+    are writers of one WAL database, each commit its own transaction (the main one may still
+    register a filesystem meanwhile: SQLite's lock and busy timeout order the two). finish()
+    joins it and re-raises what stopped it; once it failed, later work is not done (the
+    caller gets that error, as it would have at the failing commit itself). finish(abandon=True)
+    (the caller is leaving on an error or Ctrl-C) lets the piece in hand end and drops the rest.
+    """
+
+    def __init__(self, path: str, marker_roots: tuple[str, ...]):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._abandoned = False
+        self._thread = threading.Thread(
+            target=self._run, args=(path, marker_roots), name="qbhook-dupes-writer", daemon=True
+        )
+        self._thread.start()
+
+    @classmethod
+    def start(cls, catalog: Catalog) -> _Helper | None:
+        try:
+            path = next((r[2] for r in catalog.conn.execute("PRAGMA database_list") if r[1] == "main"), "")
+        except sqlite3.Error:
+            return None
+        return cls(path, catalog.marker_roots) if path else None
+
+    def _run(self, path: str, marker_roots: tuple[str, ...]) -> None:
+        try:
+            catalog = Catalog.open(path, marker_roots=marker_roots)
+        except BaseException as e:
+            self._error = e
+            return
+        try:
+            while (job := self._jobs.get()) is not None:
+                if not self._abandoned:
+                    _do(catalog, job)
+        except BaseException as e:
+            self._error = e
+        finally:
+            catalog.close()
+
+    def put(self, job: tuple[str, object]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._jobs.put(job)
+
+    def finish(self, abandon: bool = False) -> None:
+        self._abandoned = abandon
+        self._jobs.put(None)
+        self._thread.join()
+        if self._error is not None and not abandon:
+            raise self._error
 
 
 def _hash_groups(conn, rows: list):

@@ -2,12 +2,16 @@
 still be the catalogued inode, and the sets must be those of a one-file-at-a-time reader."""
 
 import os
+import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import blake3
 import pytest
 
 from qbhook.catalog import dupes, hashing
+from qbhook.catalog.db import connect
 from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
 from tests.helpers import b3, make_config, put
@@ -142,3 +146,147 @@ def test_sets_whose_partials_were_cached_by_an_earlier_run_are_still_hashed(env)
     assert cat.conn.execute("SELECT count(*) FROM inodes WHERE sample IS NOT NULL").fetchone()[0] == 3
     sets = dupes.find_duplicates(cat, settle_seconds=0)
     assert [(s.hash, len(s.copies)) for s in sets] == [(b3(data), 2)]
+
+
+def _copies(stash: Path, pool: Path, sizes: list[int]) -> list[bytes]:
+    """One content per size, stored once in each pool (two inodes each)."""
+    contents = [os.urandom(n) for n in sizes]
+    for i, data in enumerate(contents):
+        put(stash / SEED / f"D{i}/f.bin", data)
+        put(pool / SEED / f"D{i}/f.bin", data)
+    return contents
+
+
+def test_big_files_are_hashed_on_the_helper_while_the_caller_reads_the_small_ones(env, monkeypatch):
+    """The overlap a first run relies on: ensure_hashes (big files) runs on the helper thread, not
+    the caller's; everything it and the small files' reads stored is in the catalog once
+    find_duplicates returns, and the sets are those of the contents."""
+    cfg, cat, stash, pool = env
+    contents = _copies(stash, pool, [2 * hashing.MULTITHREAD_MIN, 3000, 70_000])
+    for p in cfg.pools:
+        scan_pool(cat, p, cfg.scan)
+    threads = []
+    real = dupes.ensure_hashes
+    monkeypatch.setattr(dupes, "ensure_hashes", lambda *a, **k: threads.append(threading.get_ident()) or real(*a, **k))
+    sets = dupes.find_duplicates(cat, settle_seconds=0)
+    assert threads and threading.get_ident() not in threads
+    assert sorted(s.hash for s in sets) == sorted(b3(d) for d in contents)
+    other = Catalog.open(cfg.catalog)  # another connection sees every hash committed
+    try:
+        assert other.counts()["hashed"] == 2 * len(contents)
+    finally:
+        other.close()
+    assert not any(t.name == "qbhook-dupes-writer" for t in threading.enumerate())
+
+
+def test_a_write_that_fails_on_the_helper_stops_the_run_with_its_error(env, monkeypatch):
+    """A commit the helper thread could not make is the run's error, raised to the caller once the
+    helper has stopped: never a report built on hashes that were silently not stored."""
+    cfg, cat, stash, pool = env
+    _copies(stash, pool, [3000, 5000])
+    for p in cfg.pools:
+        scan_pool(cat, p, cfg.scan)
+    real = Catalog.store_hashes
+
+    def store_hashes(self, rows):
+        if threading.current_thread() is not threading.main_thread():
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(self, rows)
+
+    monkeypatch.setattr(Catalog, "store_hashes", store_hashes)
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        dupes.find_duplicates(cat, settle_seconds=0)
+    assert not any(t.name == "qbhook-dupes-writer" for t in threading.enumerate())
+
+
+def test_a_catalog_in_memory_hashes_on_the_calling_thread(tmp_path):
+    """No second connection can reach a catalog in memory: the work is then done inline."""
+    stash, pool = tmp_path / "stash", tmp_path / "pool"
+    cfg = make_config(tmp_path / "cat.sqlite", stash, pool)
+    contents = _copies(stash, pool, [3000, 70_000])
+    cat = Catalog(connect(":memory:"))
+    try:
+        for p in cfg.pools:
+            scan_pool(cat, p, cfg.scan)
+        sets = dupes.find_duplicates(cat, settle_seconds=0)
+        assert sorted(s.hash for s in sets) == sorted(b3(d) for d in contents)
+        assert cat.counts()["hashed"] == 4
+    finally:
+        cat.close()
+
+
+def test_a_small_file_that_grew_after_its_stat_is_hashed_whole_and_not_stable(tmp_path):
+    """The one-pread read of a small file takes it whole only when it got exactly the fstat'ed size:
+    a file appended to meanwhile is hashed to its end and reported unstable (never cached)."""
+    path = put(tmp_path / "f.bin", os.urandom(5000))
+    fd, st = hashing.open_regular(path)
+    try:
+        with open(path, "ab") as f:
+            f.write(b"more")
+        res = dupes._full(fd, st)
+    finally:
+        os.close(fd)
+    assert res.digest == blake3.blake3(Path(os.fsdecode(path)).read_bytes()).digest()
+    assert not res.stable
+
+
+def test_the_read_window_stays_within_a_quarter_of_the_descriptor_limit(env, monkeypatch):
+    """Under a low RLIMIT_NOFILE the window shrinks instead of failing opens (a file whose open
+    fails is left out of the run): every set is still found."""
+    import resource
+
+    cfg, cat, stash, pool = env
+    contents = _copies(stash, pool, [1000 + i for i in range(40)])
+    for p in cfg.pools:
+        scan_pool(cat, p, cfg.scan)
+    monkeypatch.setattr(resource, "getrlimit", lambda what: (64, 64))
+    assert dupes._window() == 16
+    peak = 0
+    real = hashing.open_regular
+
+    def counting(path):
+        nonlocal peak
+        peak = max(peak, len(os.listdir("/proc/self/fd")))
+        return real(path)
+
+    monkeypatch.setattr(dupes, "open_regular", counting)
+    before = len(os.listdir("/proc/self/fd"))
+    sets = dupes.find_duplicates(cat, settle_seconds=0)
+    assert sorted(s.hash for s in sets) == sorted(b3(d) for d in contents)
+    assert peak <= before + 16 + 8  # the window, plus the helper's catalog connection
+
+
+def test_a_run_given_up_lets_the_helper_end_its_piece_and_drops_the_rest(env, monkeypatch):
+    """Ctrl-C or an error on the calling thread: the big files' piece in hand is finished (and its
+    hashes kept), the pieces still queued are never started, and the error reaches the caller."""
+    cfg, cat, stash, pool = env
+    _copies(stash, pool, [2 * hashing.MULTITHREAD_MIN, 2 * hashing.MULTITHREAD_MIN + 4096, 3000])
+    for p in cfg.pools:
+        scan_pool(cat, p, cfg.scan)
+    monkeypatch.setattr(dupes, "BIG_JOB", 1)  # one big file per piece: four pieces
+    helpers, calls = [], []
+    real_start, real_ensure = dupes._Helper.start, dupes.ensure_hashes
+    monkeypatch.setattr(
+        dupes._Helper, "start", classmethod(lambda cls, c: helpers.append(real_start(c)) or helpers[-1])
+    )
+
+    def ensure(c, ids, **kw):
+        calls.append(ids)
+        deadline = time.monotonic() + 10
+        while len(calls) == 1 and not helpers[0]._abandoned and time.monotonic() < deadline:
+            time.sleep(0.01)  # the first piece is still in hand when the caller gives up
+        return real_ensure(c, ids, **kw)
+
+    def give_up(*_a, **_k):
+        deadline = time.monotonic() + 10
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.01)  # the helper has taken the first piece
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dupes, "ensure_hashes", ensure)
+    monkeypatch.setattr(dupes, "_hash_small", give_up)
+    with pytest.raises(KeyboardInterrupt):
+        dupes.find_duplicates(cat, settle_seconds=0)
+    assert len(calls) == 1 and helpers[0]._abandoned
+    assert cat.counts()["hashed"] == 1
+    assert not any(t.name == "qbhook-dupes-writer" for t in threading.enumerate())
