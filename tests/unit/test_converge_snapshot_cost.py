@@ -12,6 +12,7 @@ stored only if the descriptor opened is the inode that was located.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -76,7 +77,7 @@ def test_a_convergence_build_looks_at_and_reads_each_end_of_a_pair_once(bed, mon
         step = next(s for g in plan.groups for s in g.steps if s.args["path"] == path)
         assert step.args["keep"]["ino"] == os.lstat(lib).st_ino
         assert snap.inodes[next(f.inode for t in snap.torrents for f in t.files if f.path == path)].blake3 == b3(
-            open(path, "rb").read()
+            Path(path).read_bytes()
         )
 
 
@@ -133,7 +134,7 @@ def test_a_located_inode_is_hashed_without_another_lookup_and_only_if_it_still_i
     monkeypatch.undo()
     assert a not in lstats and b not in lstats
     assert rep.hashed == 1 and rep.missing == [rb.id]
-    assert bed.cat.inode(ra.id).hash.hex() == b3(open(a, "rb").read())
+    assert bed.cat.inode(ra.id).hash.hex() == b3(Path(a).read_bytes())
     assert bed.cat.inode(rb.id).hash is None
     digest, path, after = rep.digests[ra.id]
     assert digest == bed.cat.inode(ra.id).hash and path == a and after.st_ino == sa.st_ino
