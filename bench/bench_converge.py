@@ -426,7 +426,13 @@ def one_round(
     if pool_c is not None:
         c = run_qbhook(base, pool_c, n, dup_bytes, label + "-compare", code=code)
         out.update(
-            other=c["seconds"], other_cpu=c["cpu"], other_apply=c["apply"], other_phases=c["phases"], other_rss=c["rss"]
+            other=c["seconds"],
+            other_cpu=c["cpu"],
+            other_apply=c["apply"],
+            other_apply_cpu=c["apply_cpu"],
+            other_phases=c["phases"],
+            other_phases_cpu=c["phases_cpu"],
+            other_rss=c["rss"],
         )
     return out
 
@@ -437,24 +443,43 @@ def _round_line(r: dict) -> str:
         f"jdupes -L {r['jdupes']:.2f} s, {r['jdupes_cpu']:.2f} CPU s"
     )
     if "other" in r:
-        line += f"; compared qbhook {r['other']:.2f} s, {r['other_cpu']:.2f} CPU s (phases {r['other_phases']})"
+        line += (
+            f"; compared qbhook {r['other']:.2f} s, {r['other_cpu']:.2f} CPU s "
+            f"(phases {r['other_phases']}, CPU {r['other_phases_cpu']})"
+        )
     return line
 
 
 def _compare_rows(rounds: list[dict], where: str) -> list[list[str]]:
-    med = {k: statistics.median(r[k] for r in rounds) for k in ("qbhook", "other", "jdupes", "apply", "other_apply")}
-    return [
+    """Medians of this tree and the compared one, wall and CPU, whole and per phase."""
+
+    def med(*path: str) -> float:
+        def get(r):
+            for k in path:
+                r = r[k]
+            return r
+
+        return statistics.median(get(r) for r in rounds)
+
+    jd = med("jdupes")
+    rows = [
         [
-            f"{where}: whole, this tree vs compared",
-            f"{med['qbhook']:.2f} vs {med['other']:.2f}",
-            f"{med['qbhook'] / med['jdupes']:.2f}x vs {med['other'] / med['jdupes']:.2f}x",
-        ],
-        [
-            f"{where}: apply, this tree vs compared",
-            f"{med['apply']:.2f} vs {med['other_apply']:.2f}",
-            f"{med['apply'] / med['jdupes']:.2f}x vs {med['other_apply'] / med['jdupes']:.2f}x",
-        ],
+            f"{where}: whole",
+            f"{med('qbhook'):.2f} / {med('qbhook_cpu'):.2f}",
+            f"{med('other'):.2f} / {med('other_cpu'):.2f}",
+            f"{med('qbhook') / jd:.2f}x vs {med('other') / jd:.2f}x",
+        ]
     ]
+    for ph in ("scan", "snapshot", "plan", "apply"):
+        rows.append(
+            [
+                f"{where}: {ph}",
+                f"{med('phases', ph):.2f} / {med('phases_cpu', ph):.2f}",
+                f"{med('other_phases', ph):.2f} / {med('other_phases_cpu', ph):.2f}",
+                "",
+            ]
+        )
+    return rows
 
 
 def main() -> int:
@@ -536,7 +561,7 @@ def main() -> int:
         if zfs_rounds:
             cmp_rows += _compare_rows(zfs_rounds, "zfs-fuse")
         print(f"\nthis tree vs {args.compare} (same rounds, medians):")
-        print(table(["what", "wall s", "vs jdupes"], cmp_rows))
+        print(table(["what", "this tree: wall / CPU s", "compared: wall / CPU s", "vs jdupes"], cmp_rows))
     ratio = med["qbhook"] / med["jdupes"]
     print(
         f"\ntarget qbhook <= 1.5x jdupes -L: {verdict(ratio <= 1.5)} ({ratio:.2f}x whole pipeline, "

@@ -401,8 +401,9 @@ class SnapshotBuilder:
         )
 
     def _still_links(self, p: str, st: os.stat_result, at: str) -> bool:
-        # split_links gave canonical spellings: only the symlink probe is left to ask.
-        return not self._through_symlink(p, canonical=True) and (p == at or _is_inode(p, st))
+        # split_links gave canonical spellings: only the symlink probe is left to ask. ``at`` was
+        # probed and lstat-ed by the caller (``_lstat_file``, ``_adopt``): asking again is a no-op.
+        return p == at or (not self._through_symlink(p, canonical=True) and _is_inode(p, st))
 
     def _links(self, key: InodeKey) -> tuple[str, ...]:
         i = self.inodes.get(key)
