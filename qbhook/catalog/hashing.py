@@ -247,12 +247,17 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def hash_fd(fd: int, hasher=None) -> bytes:
-    """BLAKE3 of everything readable from ``fd``'s current offset to EOF."""
-    try:
-        size = os.fstat(fd).st_size
-    except OSError:
-        size = 0
+def hash_fd(fd: int, hasher=None, size: int | None = None) -> bytes:
+    """BLAKE3 of everything readable from ``fd``'s current offset to EOF.
+
+    ``size``: the file's size from an fstat the caller just made (it only sizes the buffers:
+    the read goes to EOF whatever it says). On zfs-fuse every fstat is a round trip to the
+    daemon (its attribute cache is off by default)."""
+    if size is None:
+        try:
+            size = os.fstat(fd).st_size
+        except OSError:
+            size = 0
     # Multithreaded hashing pays off only for big inputs; on small files its overhead is
     # bigger than the hashing (bench/bench_dupes.py: ~30 us more per 100 KB file).
     h = hasher or blake3.blake3(max_threads=blake3.blake3.AUTO if size >= MULTITHREAD_MIN else 1)
@@ -499,7 +504,7 @@ def hash_file(path: bytes | str) -> HashResult:
             # The mapping never moved the shared file offset, but say where the read starts.
             if before.st_size >= MMAP_MIN:
                 os.lseek(fd, 0, os.SEEK_SET)
-            digest = hash_fd(fd)
+            digest = hash_fd(fd, size=before.st_size)
         after = os.fstat(fd)
     finally:
         os.close(fd)
