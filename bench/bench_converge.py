@@ -52,6 +52,7 @@ from _common import (
     cleanup,
     fstype_of,
     machine,
+    qbhook_versions,
     require,
     run_rss,
     table,
@@ -375,7 +376,21 @@ def _children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def run_qbhook(base: Path, pool: Path, n: int, dup_bytes: int, label: str, code: str | None = None) -> dict:
+def bytecode_env(base: Path, trees: list[str]) -> dict:
+    """The drivers' environment: compiled bytecode, as an installed qbhook has, in a private
+    pycache under ``base`` filled here, untimed, for each checkout in ``trees`` (with
+    PYTHONDONTWRITEBYTECODE set, every timed run recompiled each module whose .pyc was stale:
+    up to 0.4 s for qbhook/decide/plan.py alone at load 5)."""
+    env = qbhook_versions(base, None, "")[0][1]
+    code = "import compileall, sys; [compileall.compile_dir(d, quiet=1) for d in sys.argv[1:]]"
+    dirs = [str(Path(tree).resolve() / "qbhook") for tree in trees] + [str(Path(__file__).resolve().parent)]
+    run_rss([sys.executable, "-c", code, *dirs], env=env)
+    return env
+
+
+def run_qbhook(
+    base: Path, pool: Path, n: int, dup_bytes: int, label: str, code: str | None = None, env: dict | None = None
+) -> dict:
     """One whole convergence in its own process (``code``: another checkout's qbhook), checked."""
     before, lib = distinct(pool), library_facts(pool, n)
     cfg = write_config(base / f"qbhook-{label}", pool, base / f"cold-{label}")
@@ -383,7 +398,7 @@ def run_qbhook(base: Path, pool: Path, n: int, dup_bytes: int, label: str, code:
     sizes.write_text(json.dumps(seeding_sizes(pool, n)))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--driver", str(cfg), "-n", str(n), "--sizes", str(sizes)]
     c0 = _children_cpu()
-    q = run_rss(cmd + (["--code", code] if code else []), stdout_path=str(base / f"driver-{label}.json"))
+    q = run_rss(cmd + (["--code", code] if code else []), stdout_path=str(base / f"driver-{label}.json"), env=env)
     q_cpu = _children_cpu() - c0
     out = json.loads(q.stdout)
     assert out["status"] == "done" and not out["failed"], out
@@ -402,10 +417,18 @@ def run_qbhook(base: Path, pool: Path, n: int, dup_bytes: int, label: str, code:
 
 
 def one_round(
-    base: Path, pool_q: Path, pool_j: Path, n: int, dup_bytes: int, label: str, pool_c: Path | None = None, code=None
+    base: Path,
+    pool_q: Path,
+    pool_j: Path,
+    n: int,
+    dup_bytes: int,
+    label: str,
+    pool_c: Path | None = None,
+    code=None,
+    env: dict | None = None,
 ) -> dict:
     """qbhook, jdupes, then (``pool_c``) the other checkout's qbhook, each on its own identical tree."""
-    q = run_qbhook(base, pool_q, n, dup_bytes, label)
+    q = run_qbhook(base, pool_q, n, dup_bytes, label, env=env)
     before_j = distinct(pool_j)
     c0 = _children_cpu()
     j = run_rss(["jdupes", "-L", "-r", "-q", str(pool_j)])
@@ -424,7 +447,7 @@ def one_round(
         "jdupes_rss": j.maxrss_kib,
     }
     if pool_c is not None:
-        c = run_qbhook(base, pool_c, n, dup_bytes, label + "-compare", code=code)
+        c = run_qbhook(base, pool_c, n, dup_bytes, label + "-compare", code=code, env=env)
         out.update(
             other=c["seconds"],
             other_cpu=c["cpu"],
@@ -516,6 +539,7 @@ def main() -> int:
     print(f"machine: {machine()}")
     print(f"tree: {args.n:,} duplicate pairs on {fstype_of(base)} ({base}); {tool_version(['jdupes', '--version'])}")
     rounds = []
+    env = bytecode_env(base, [str(Path(__file__).resolve().parents[1])] + ([args.compare] if args.compare else []))
     try:
         for r in range(args.runs):
             pq, pj, pc = base / f"q{r}", base / f"j{r}", (base / f"c{r}" if args.compare else None)
@@ -523,7 +547,7 @@ def main() -> int:
             assert generate(pj, args.n, seed=r) == dup_bytes
             if pc is not None:
                 assert generate(pc, args.n, seed=r) == dup_bytes
-            rounds.append(one_round(base, pq, pj, args.n, dup_bytes, f"r{r}", pc, args.compare))
+            rounds.append(one_round(base, pq, pj, args.n, dup_bytes, f"r{r}", pc, args.compare, env))
             print(
                 f"round {r + 1}: {_round_line(rounds[-1])}; each freed exactly {dup_bytes:,} bytes, {_load()}",
                 flush=True,
@@ -542,7 +566,7 @@ def main() -> int:
                     assert generate(pj, args.zfs_n, seed=99 + r) == dup_bytes
                     if pc is not None:
                         assert generate(pc, args.zfs_n, seed=99 + r) == dup_bytes
-                    zfs_rounds.append(one_round(base, pq, pj, args.zfs_n, dup_bytes, f"zfs{r}", pc, args.compare))
+                    zfs_rounds.append(one_round(base, pq, pj, args.zfs_n, dup_bytes, f"zfs{r}", pc, args.compare, env))
                     print(f"zfs round {r + 1}: {_round_line(zfs_rounds[-1])}, {_load()}", flush=True)
             finally:
                 stop_q()

@@ -67,6 +67,8 @@ LOG_INTERVAL = 30.0  # ensure_hashes logs its progress this often (under `serve`
 # seconds (a slow disk still reports progress and commits on time).
 RESULT_BATCH = 64
 RESULT_INTERVAL = 0.1
+SMALL_FILE = 1024 * 1024  # ensure_hashes: files below this are read by SMALL_READERS threads per filesystem
+SMALL_READERS = 2
 SAMPLE_SIZE = 16 * 1024
 # dupes' partial hash: the first block only, as jdupes does (one read per candidate, page-sized,
 # so a cold disk serves it with one request); its digest length marks it in the catalog.
@@ -716,8 +718,9 @@ def ensure_hashes(
 
     from concurrent.futures import ThreadPoolExecutor  # only a run that hashes needs the pool
 
-    with ThreadPoolExecutor(max_workers=min(len(todo), 8), thread_name_prefix="hash") as ex:
-        for items in todo.values():
+    readers = [part for items in todo.values() for part in _split_small(items)]
+    with ThreadPoolExecutor(max_workers=min(len(readers), 8), thread_name_prefix="hash") as ex:
+        for items in readers:
             ex.submit(worker, items)
         try:
             while done < total:
@@ -772,3 +775,18 @@ def ensure_hashes(
 
 
 _DEFERRED = object()
+
+
+def _split_small(items: list) -> list[list]:
+    """One filesystem's files as reading threads: its big files in order on one thread (one
+    sequential reader per device), its small files (< SMALL_FILE) shared by SMALL_READERS threads.
+
+    Reading a small file is mostly round trips (open, fstat, a read or two, close), not transfer:
+    on zfs-fuse each is a request to the daemon, and a second reader keeps it busy while the
+    first waits (2,000 pairs: the hashing's wall time, docs/benchmarks.md section 9). A disk
+    seeks per small file anyway; two outstanding requests let it order them."""
+    small = [it for it in items if it[2] < SMALL_FILE]
+    if len(small) < 2 * RESULT_BATCH:
+        return [items]
+    big = [it for it in items if it[2] >= SMALL_FILE]
+    return [part for part in ([big] + [small[k::SMALL_READERS] for k in range(SMALL_READERS)]) if part]

@@ -12,6 +12,8 @@ stored only if the descriptor opened is the inode that was located.
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -54,9 +56,18 @@ def bed(tmp_path):
 
 
 def _count_calls(monkeypatch, module, name: str) -> list[str]:
+    """Paths passed to ``module.name`` by qbhook's snapshot and hashing code. Not counted: the
+    filesystem identification's realpath, which runs again whenever the machine's mount table
+    changes (another process mounting anything) and has nothing to do with the files' count."""
     calls: list[str] = []
     real = getattr(module, name)
-    monkeypatch.setattr(module, name, lambda p, *a, **k: calls.append(os.fsdecode(p)) or real(p, *a, **k))
+
+    def counting(p, *a, **k):
+        if sys._getframe(1).f_code.co_filename.endswith(("snapshot.py", "hashing.py", "store.py", "scan.py")):
+            calls.append(os.fsdecode(p))
+        return real(p, *a, **k)
+
+    monkeypatch.setattr(module, name, counting)
     return calls
 
 
@@ -138,3 +149,22 @@ def test_a_located_inode_is_hashed_without_another_lookup_and_only_if_it_still_i
     assert bed.cat.inode(rb.id).hash is None
     digest, path, after = rep.digests[ra.id]
     assert digest == bed.cat.inode(ra.id).hash and path == a and after.st_ino == sa.st_ino
+
+
+def test_small_files_of_one_filesystem_are_read_by_two_threads_and_big_ones_by_one_in_order(bed, monkeypatch):
+    """On zfs-fuse a small file's read is round trips to the daemon: a second reader keeps it busy.
+    Big files stay one sequential reader per filesystem, in the order given."""
+    items = [(i, f"/p{i}", 10 if i % 3 else hashing.SMALL_FILE + i, 1, i) for i in range(3 * hashing.RESULT_BATCH)]
+    parts = hashing._split_small(items)
+    big = [it for it in items if it[2] >= hashing.SMALL_FILE]
+    assert parts[0] == big and len(parts) == 1 + hashing.SMALL_READERS
+    assert sorted(it for p in parts[1:] for it in p) == [it for it in items if it[2] < hashing.SMALL_FILE]
+    assert hashing._split_small(items[:10]) == [items[:10]]  # a handful: not worth a second thread
+
+    threads: list[str] = []
+    real = hashing.hash_file
+    monkeypatch.setattr(hashing, "RESULT_BATCH", 2)  # the bed's 24 files count as "many"
+    monkeypatch.setattr(hashing, "hash_file", lambda p: threads.append(threading.current_thread().name) or real(p))
+    ids = [r[0] for r in bed.cat.conn.execute("SELECT id FROM inodes")]
+    rep = ensure_hashes(bed.cat, ids, settle_seconds=0)
+    assert rep.hashed == 2 * PAIRS and len(set(threads)) == hashing.SMALL_READERS
