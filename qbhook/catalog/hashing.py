@@ -146,7 +146,8 @@ class HashBudget:
     """Bytes one run may still hash (``scan.hash_budget``; 0 = unlimited), shared by its threads.
 
     A file is started only while the bytes started so far are below the limit, so a run reads
-    at most the budget plus one file per filesystem; a file bigger than the whole budget is
+    at most the budget plus one file per reading thread (one per filesystem, two more for its
+    small files: under 1 MiB each); a file bigger than the whole budget is
     still hashed when it comes first (otherwise it would never be).
     """
 

@@ -162,9 +162,18 @@ def test_small_files_of_one_filesystem_are_read_by_two_threads_and_big_ones_by_o
     assert hashing._split_small(items[:10]) == [items[:10]]  # a handful: not worth a second thread
 
     threads: list[str] = []
+    both = threading.Event()  # each reader waits (5 s at most) until another one has started
     real = hashing.hash_file
+
+    def hash_file(p):
+        threads.append(threading.current_thread().name)
+        if len(set(threads)) > 1:
+            both.set()
+        both.wait(5)
+        return real(p)
+
     monkeypatch.setattr(hashing, "RESULT_BATCH", 2)  # the bed's 24 files count as "many"
-    monkeypatch.setattr(hashing, "hash_file", lambda p: threads.append(threading.current_thread().name) or real(p))
+    monkeypatch.setattr(hashing, "hash_file", hash_file)
     ids = [r[0] for r in bed.cat.conn.execute("SELECT id FROM inodes")]
     rep = ensure_hashes(bed.cat, ids, settle_seconds=0)
     assert rep.hashed == 2 * PAIRS and len(set(threads)) == hashing.SMALL_READERS
