@@ -426,8 +426,14 @@ def one_round(
     pool_c: Path | None = None,
     code=None,
     env: dict | None = None,
+    other_first: bool = False,
 ) -> dict:
-    """qbhook, jdupes, then (``pool_c``) the other checkout's qbhook, each on its own identical tree."""
+    """qbhook, jdupes, then (``pool_c``) the other checkout's qbhook, each on its own identical tree.
+
+    ``other_first``: the other checkout runs first instead (main alternates it per round: the
+    first run after the trees were written may share the disk with their write-back)."""
+    if pool_c is not None and other_first:
+        c = run_qbhook(base, pool_c, n, dup_bytes, label + "-compare", code=code, env=env)
     q = run_qbhook(base, pool_q, n, dup_bytes, label, env=env)
     before_j = distinct(pool_j)
     c0 = _children_cpu()
@@ -447,7 +453,8 @@ def one_round(
         "jdupes_rss": j.maxrss_kib,
     }
     if pool_c is not None:
-        c = run_qbhook(base, pool_c, n, dup_bytes, label + "-compare", code=code, env=env)
+        if not other_first:
+            c = run_qbhook(base, pool_c, n, dup_bytes, label + "-compare", code=code, env=env)
         out.update(
             other=c["seconds"],
             other_cpu=c["cpu"],
@@ -547,7 +554,7 @@ def main() -> int:
             assert generate(pj, args.n, seed=r) == dup_bytes
             if pc is not None:
                 assert generate(pc, args.n, seed=r) == dup_bytes
-            rounds.append(one_round(base, pq, pj, args.n, dup_bytes, f"r{r}", pc, args.compare, env))
+            rounds.append(one_round(base, pq, pj, args.n, dup_bytes, f"r{r}", pc, args.compare, env, r % 2 == 1))
             print(
                 f"round {r + 1}: {_round_line(rounds[-1])}; each freed exactly {dup_bytes:,} bytes, {_load()}",
                 flush=True,
@@ -566,7 +573,9 @@ def main() -> int:
                     assert generate(pj, args.zfs_n, seed=99 + r) == dup_bytes
                     if pc is not None:
                         assert generate(pc, args.zfs_n, seed=99 + r) == dup_bytes
-                    zfs_rounds.append(one_round(base, pq, pj, args.zfs_n, dup_bytes, f"zfs{r}", pc, args.compare, env))
+                    zfs_rounds.append(
+                        one_round(base, pq, pj, args.zfs_n, dup_bytes, f"zfs{r}", pc, args.compare, env, r % 2 == 1)
+                    )
                     print(f"zfs round {r + 1}: {_round_line(zfs_rounds[-1])}, {_load()}", flush=True)
             finally:
                 stop_q()
