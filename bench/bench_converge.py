@@ -27,6 +27,8 @@ single-threaded run moves with the load by 2x either way, its CPU seconds much l
 
   python bench/bench_converge.py                 # 10,000 duplicates on --tmpdir (tmpfs or disk)
   python bench/bench_converge.py -n 2000 --zfs   # also on a zfs-fuse pool
+  python bench/bench_converge.py --compare TREE  # also another checkout's qbhook (e.g. main's), on a
+                                                 # third identical tree, in the same rounds
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from _common import (
     cleanup,
     fstype_of,
     machine,
+    qbhook_versions,
     require,
     run_rss,
     table,
@@ -138,12 +141,21 @@ def write_config(base: Path, pool: Path, cold: Path) -> Path:
     return path
 
 
+def seeding_sizes(pool: Path, n: int) -> list[int]:
+    """The size of each seeding file T<i>: what the stub client lists (read before the timed run)."""
+    return [os.lstat(pool / f"{SEED_REL}/movies/T{i}/m{i}.bin").st_size for i in range(n)]
+
+
 class StubClient:
-    """One complete, seeding torrent per seeding folder T<i> (what qBittorrent would list)."""
+    """One complete, seeding torrent per seeding folder T<i> (what qBittorrent would list).
+
+    ``sizes``: each torrent's file size, as a client knows it from its own state. Without them
+    the stub lstat-s each file, which a real client's listing does not do (on zfs-fuse 2,000
+    FUSE lookups that no qbhook code asked for, timed as part of the snapshot)."""
 
     name = "bench"
 
-    def __init__(self, seed_root: Path, n: int):
+    def __init__(self, seed_root: Path, n: int, sizes: list[int] | None = None):
         from qbhook.clients.qbt.model import TorrentFile, TorrentInfo
 
         self._files = {}
@@ -151,7 +163,7 @@ class StubClient:
         movies = str(seed_root / "movies")
         for i in range(n):
             h = f"{i:040x}"
-            size = os.lstat(seed_root / f"movies/T{i}/m{i}.bin").st_size
+            size = sizes[i] if sizes is not None else os.lstat(seed_root / f"movies/T{i}/m{i}.bin").st_size
             self._files[h] = [TorrentFile(index=0, name=f"T{i}/m{i}.bin", size=size, progress=1.0, priority=1)]
             self._infos.append(
                 TorrentInfo(
@@ -188,9 +200,10 @@ class StubClient:
         return self._files[h]
 
 
-def driver(config: str, n: int, prof=None, prof_before=None) -> None:
+def driver(config: str, n: int, prof=None, prof_before=None, sizes: str | None = None) -> None:
     """One whole convergence in this process; ``prof``: a profiler enabled around the apply phase,
-    ``prof_before``: another around scan, snapshot and plan."""
+    ``prof_before``: another around scan, snapshot and plan; ``sizes``: a JSON file of the
+    seeding files' sizes for the stub client (``seeding_sizes``)."""
     from qbhook.catalog.scan import scan_pool
     from qbhook.catalog.store import Catalog
     from qbhook.config import load_config
@@ -207,7 +220,8 @@ def driver(config: str, n: int, prof=None, prof_before=None) -> None:
     for p in cfg.pools:
         scan_pool(cat, p, cfg.scan)
     t["scan"], cpu["scan"] = time.perf_counter(), time.process_time()
-    client = StubClient(Path(next(p.seeding_root for p in cfg.pools if p.role == "primary")), n)
+    listed = json.loads(Path(sizes).read_text()) if sizes else None
+    client = StubClient(Path(next(p.seeding_root for p in cfg.pools if p.role == "primary")), n, listed)
     snap = build_snapshot(cfg, cat, [client])
     t["snapshot"], cpu["snapshot"] = time.perf_counter(), time.process_time()
     plan = make_plan(snap, cfg.policy)
@@ -298,7 +312,9 @@ def profile(n: int, tmpdir: str, zfs: bool = False) -> None:
             pool, stop = zfs_pool(base, "prof")
         generate(pool, n, seed=1)
         cfg = write_config(base / "qb", pool, base / "cold")
-        driver(str(cfg), n, prof=prof, prof_before=before)
+        sizes = base / "sizes.json"
+        sizes.write_text(json.dumps(seeding_sizes(pool, n)))
+        driver(str(cfg), n, prof=prof, prof_before=before, sizes=str(sizes))
     finally:
         if stop is not None:
             stop()
@@ -360,37 +376,140 @@ def _children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def one_round(base: Path, pool_q: Path, pool_j: Path, n: int, dup_bytes: int, label: str) -> dict:
-    before_q, before_j = distinct(pool_q), distinct(pool_j)
-    lib_q = library_facts(pool_q, n)
-    cfg = write_config(base / f"qbhook-{label}", pool_q, base / f"cold-{label}")
+def bytecode_env(base: Path, trees: list[str]) -> dict:
+    """The drivers' environment: compiled bytecode, as an installed qbhook has, in a private
+    pycache under ``base`` filled here, untimed, for each checkout in ``trees`` (with
+    PYTHONDONTWRITEBYTECODE set, every timed run recompiled each module whose .pyc was stale:
+    up to 0.4 s for qbhook/decide/plan.py alone at load 5)."""
+    env = qbhook_versions(base, None, "")[0][1]
+    code = "import compileall, sys; [compileall.compile_dir(d, quiet=1) for d in sys.argv[1:]]"
+    dirs = [str(Path(tree).resolve() / "qbhook") for tree in trees] + [str(Path(__file__).resolve().parent)]
+    run_rss([sys.executable, "-c", code, *dirs], env=env)
+    return env
+
+
+def run_qbhook(
+    base: Path, pool: Path, n: int, dup_bytes: int, label: str, code: str | None = None, env: dict | None = None
+) -> dict:
+    """One whole convergence in its own process (``code``: another checkout's qbhook), checked."""
+    before, lib = distinct(pool), library_facts(pool, n)
+    cfg = write_config(base / f"qbhook-{label}", pool, base / f"cold-{label}")
+    sizes = base / f"sizes-{label}.json"
+    sizes.write_text(json.dumps(seeding_sizes(pool, n)))
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--driver", str(cfg), "-n", str(n), "--sizes", str(sizes)]
     c0 = _children_cpu()
-    q = run_rss(
-        [sys.executable, str(Path(__file__).resolve()), "--driver", str(cfg), "-n", str(n)],
-        stdout_path=str(base / f"driver-{label}.json"),
-    )
+    q = run_rss(cmd + (["--code", code] if code else []), stdout_path=str(base / f"driver-{label}.json"), env=env)
     q_cpu = _children_cpu() - c0
     out = json.loads(q.stdout)
     assert out["status"] == "done" and not out["failed"], out
     assert out["converge_groups"] == n, out
     assert out["bytes_freed"] == out["planned_bytes_freed"] == dup_bytes, (out, dup_bytes)
-    check(pool_q, n, before_q, lib_q, dup_bytes, "qbhook")
-    c0 = _children_cpu()
-    j = run_rss(["jdupes", "-L", "-r", "-q", str(pool_j)])
-    j_cpu = _children_cpu() - c0
-    check(pool_j, n, before_j, {}, dup_bytes, "jdupes")
+    check(pool, n, before, lib, dup_bytes, "qbhook")
     return {
-        "qbhook": q.seconds,
-        "qbhook_cpu": q_cpu,
-        "qbhook_rss": q.maxrss_kib,
+        "seconds": q.seconds,
+        "cpu": q_cpu,
+        "rss": q.maxrss_kib,
         "apply": out["seconds"]["apply"],
         "apply_cpu": out["cpu_seconds"]["apply"],
         "phases": out["seconds"],
         "phases_cpu": out["cpu_seconds"],
+    }
+
+
+def one_round(
+    base: Path,
+    pool_q: Path,
+    pool_j: Path,
+    n: int,
+    dup_bytes: int,
+    label: str,
+    pool_c: Path | None = None,
+    code=None,
+    env: dict | None = None,
+    other_first: bool = False,
+) -> dict:
+    """qbhook, jdupes, then (``pool_c``) the other checkout's qbhook, each on its own identical tree.
+
+    ``other_first``: the other checkout runs first instead (main alternates it per round: the
+    first run after the trees were written may share the disk with their write-back)."""
+    if pool_c is not None and other_first:
+        c = run_qbhook(base, pool_c, n, dup_bytes, label + "-compare", code=code, env=env)
+    q = run_qbhook(base, pool_q, n, dup_bytes, label, env=env)
+    before_j = distinct(pool_j)
+    c0 = _children_cpu()
+    j = run_rss(["jdupes", "-L", "-r", "-q", str(pool_j)])
+    j_cpu = _children_cpu() - c0
+    check(pool_j, n, before_j, {}, dup_bytes, "jdupes")
+    out = {
+        "qbhook": q["seconds"],
+        "qbhook_cpu": q["cpu"],
+        "qbhook_rss": q["rss"],
+        "apply": q["apply"],
+        "apply_cpu": q["apply_cpu"],
+        "phases": q["phases"],
+        "phases_cpu": q["phases_cpu"],
         "jdupes": j.seconds,
         "jdupes_cpu": j_cpu,
         "jdupes_rss": j.maxrss_kib,
     }
+    if pool_c is not None:
+        if not other_first:
+            c = run_qbhook(base, pool_c, n, dup_bytes, label + "-compare", code=code, env=env)
+        out.update(
+            other=c["seconds"],
+            other_cpu=c["cpu"],
+            other_apply=c["apply"],
+            other_apply_cpu=c["apply_cpu"],
+            other_phases=c["phases"],
+            other_phases_cpu=c["phases_cpu"],
+            other_rss=c["rss"],
+        )
+    return out
+
+
+def _round_line(r: dict) -> str:
+    line = (
+        f"qbhook {r['qbhook']:.2f} s, {r['qbhook_cpu']:.2f} CPU s (phases {r['phases']}, CPU {r['phases_cpu']}), "
+        f"jdupes -L {r['jdupes']:.2f} s, {r['jdupes_cpu']:.2f} CPU s"
+    )
+    if "other" in r:
+        line += (
+            f"; compared qbhook {r['other']:.2f} s, {r['other_cpu']:.2f} CPU s "
+            f"(phases {r['other_phases']}, CPU {r['other_phases_cpu']})"
+        )
+    return line
+
+
+def _compare_rows(rounds: list[dict], where: str) -> list[list[str]]:
+    """Medians of this tree and the compared one, wall and CPU, whole and per phase."""
+
+    def med(*path: str) -> float:
+        def get(r):
+            for k in path:
+                r = r[k]
+            return r
+
+        return statistics.median(get(r) for r in rounds)
+
+    jd = med("jdupes")
+    rows = [
+        [
+            f"{where}: whole",
+            f"{med('qbhook'):.2f} / {med('qbhook_cpu'):.2f}",
+            f"{med('other'):.2f} / {med('other_cpu'):.2f}",
+            f"{med('qbhook') / jd:.2f}x vs {med('other') / jd:.2f}x",
+        ]
+    ]
+    for ph in ("scan", "snapshot", "plan", "apply"):
+        rows.append(
+            [
+                f"{where}: {ph}",
+                f"{med('phases', ph):.2f} / {med('phases_cpu', ph):.2f}",
+                f"{med('other_phases', ph):.2f} / {med('other_phases_cpu', ph):.2f}",
+                "",
+            ]
+        )
+    return rows
 
 
 def main() -> int:
@@ -406,10 +525,17 @@ def main() -> int:
         action="store_true",
         help="one in-process run under cProfile: seconds per phase and part (--zfs: on zfs-fuse)",
     )
+    ap.add_argument(
+        "--compare", metavar="TREE", help="also time the qbhook in TREE (another checkout) on a third tree, same rounds"
+    )
     ap.add_argument("--driver", help=argparse.SUPPRESS)
+    ap.add_argument("--sizes", help=argparse.SUPPRESS)
+    ap.add_argument("--code", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.driver:
-        driver(args.driver, args.n)
+        if args.code:  # before any qbhook import: the other checkout's package shadows this one
+            sys.path.insert(0, os.path.abspath(args.code))
+        driver(args.driver, args.n, sizes=args.sizes)
         return 0
     if args.profile:
         print(f"machine: {machine()}")
@@ -420,41 +546,41 @@ def main() -> int:
     print(f"machine: {machine()}")
     print(f"tree: {args.n:,} duplicate pairs on {fstype_of(base)} ({base}); {tool_version(['jdupes', '--version'])}")
     rounds = []
+    env = bytecode_env(base, [str(Path(__file__).resolve().parents[1])] + ([args.compare] if args.compare else []))
     try:
         for r in range(args.runs):
-            pq, pj = base / f"q{r}", base / f"j{r}"
+            pq, pj, pc = base / f"q{r}", base / f"j{r}", (base / f"c{r}" if args.compare else None)
             dup_bytes = generate(pq, args.n, seed=r)
             assert generate(pj, args.n, seed=r) == dup_bytes
-            rounds.append(one_round(base, pq, pj, args.n, dup_bytes, f"r{r}"))
+            if pc is not None:
+                assert generate(pc, args.n, seed=r) == dup_bytes
+            rounds.append(one_round(base, pq, pj, args.n, dup_bytes, f"r{r}", pc, args.compare, env, r % 2 == 1))
             print(
-                f"round {r + 1}: qbhook {rounds[-1]['qbhook']:.2f} s, {rounds[-1]['qbhook_cpu']:.2f} CPU s "
-                f"(phases {rounds[-1]['phases']}, CPU {rounds[-1]['phases_cpu']}), "
-                f"jdupes -L {rounds[-1]['jdupes']:.2f} s, {rounds[-1]['jdupes_cpu']:.2f} CPU s; "
-                f"both freed exactly {dup_bytes:,} bytes, {_load()}",
+                f"round {r + 1}: {_round_line(rounds[-1])}; each freed exactly {dup_bytes:,} bytes, {_load()}",
                 flush=True,
             )
         zfs_rounds = []
         if args.zfs:
             pq, stop_q = zfs_pool(base, "q")
             pj, stop_j = zfs_pool(base, "j")
+            pc, stop_c = zfs_pool(base, "c") if args.compare else (None, lambda: None)
             try:
-                for r in range(args.runs):  # fresh trees on the same two datasets, interleaved like above
-                    for p in (pq, pj):
+                for r in range(args.runs):  # fresh trees on the same datasets, interleaved like above
+                    for p in (pq, pj, pc) if pc is not None else (pq, pj):
                         for sub in ("data", "qbhook-zfs"):
                             shutil.rmtree(p / sub, ignore_errors=True)
                     dup_bytes = generate(pq, args.zfs_n, seed=99 + r)
                     assert generate(pj, args.zfs_n, seed=99 + r) == dup_bytes
-                    zfs_rounds.append(one_round(base, pq, pj, args.zfs_n, dup_bytes, f"zfs{r}"))
-                    print(
-                        f"zfs round {r + 1}: qbhook {zfs_rounds[-1]['qbhook']:.2f} s, "
-                        f"{zfs_rounds[-1]['qbhook_cpu']:.2f} CPU s (phases {zfs_rounds[-1]['phases']}), "
-                        f"jdupes -L {zfs_rounds[-1]['jdupes']:.2f} s, {zfs_rounds[-1]['jdupes_cpu']:.2f} CPU s, "
-                        f"{_load()}",
-                        flush=True,
+                    if pc is not None:
+                        assert generate(pc, args.zfs_n, seed=99 + r) == dup_bytes
+                    zfs_rounds.append(
+                        one_round(base, pq, pj, args.zfs_n, dup_bytes, f"zfs{r}", pc, args.compare, env, r % 2 == 1)
                     )
+                    print(f"zfs round {r + 1}: {_round_line(zfs_rounds[-1])}, {_load()}", flush=True)
             finally:
                 stop_q()
                 stop_j()
+                stop_c()
     finally:
         cleanup(base, args.keep)
 
@@ -463,6 +589,12 @@ def main() -> int:
         rows += _summary_rows(zfs_rounds, "zfs-fuse", args.zfs_n)[0]
     print()
     print(table(["what", "wall s (median)", "vs jdupes", "CPU s (median)", "vs jdupes", "peak RSS MiB"], rows))
+    if args.compare:
+        cmp_rows = _compare_rows(rounds, fstype_of(Path(args.tmpdir)))
+        if zfs_rounds:
+            cmp_rows += _compare_rows(zfs_rounds, "zfs-fuse")
+        print(f"\nthis tree vs {args.compare} (same rounds, medians):")
+        print(table(["what", "this tree: wall / CPU s", "compared: wall / CPU s", "vs jdupes"], cmp_rows))
     ratio = med["qbhook"] / med["jdupes"]
     print(
         f"\ntarget qbhook <= 1.5x jdupes -L: {verdict(ratio <= 1.5)} ({ratio:.2f}x whole pipeline, "

@@ -63,6 +63,12 @@ STORE_BATCH = 1000  # ensure_hashes: commit hashes in batches of this many files
 # is done (a kill loses at most the file in flight), and small files still share one commit.
 STORE_INTERVAL = 1.0
 LOG_INTERVAL = 30.0  # ensure_hashes logs its progress this often (under `serve`: the log)
+# A reading thread hands its results back in batches of this many files, or after this many
+# seconds (a slow disk still reports progress and commits on time).
+RESULT_BATCH = 64
+RESULT_INTERVAL = 0.1
+SMALL_FILE = 1024 * 1024  # ensure_hashes: files below this are read by SMALL_READERS threads per filesystem
+SMALL_READERS = 2
 SAMPLE_SIZE = 16 * 1024
 # dupes' partial hash: the first block only, as jdupes does (one read per candidate, page-sized,
 # so a cold disk serves it with one request); its digest length marks it in the catalog.
@@ -140,7 +146,8 @@ class HashBudget:
     """Bytes one run may still hash (``scan.hash_budget``; 0 = unlimited), shared by its threads.
 
     A file is started only while the bytes started so far are below the limit, so a run reads
-    at most the budget plus one file per filesystem; a file bigger than the whole budget is
+    at most the budget plus one file per reading thread (one per filesystem, two more for its
+    small files: under 1 MiB each); a file bigger than the whole budget is
     still hashed when it comes first (otherwise it would never be).
     """
 
@@ -243,12 +250,17 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def hash_fd(fd: int, hasher=None) -> bytes:
-    """BLAKE3 of everything readable from ``fd``'s current offset to EOF."""
-    try:
-        size = os.fstat(fd).st_size
-    except OSError:
-        size = 0
+def hash_fd(fd: int, hasher=None, size: int | None = None) -> bytes:
+    """BLAKE3 of everything readable from ``fd``'s current offset to EOF.
+
+    ``size``: the file's size from an fstat the caller just made (it only sizes the buffers:
+    the read goes to EOF whatever it says). On zfs-fuse every fstat is a round trip to the
+    daemon (its attribute cache is off by default)."""
+    if size is None:
+        try:
+            size = os.fstat(fd).st_size
+        except OSError:
+            size = 0
     # Multithreaded hashing pays off only for big inputs; on small files its overhead is
     # bigger than the hashing (bench/bench_dupes.py: ~30 us more per 100 KB file).
     h = hasher or blake3.blake3(max_threads=blake3.blake3.AUTO if size >= MULTITHREAD_MIN else 1)
@@ -495,7 +507,7 @@ def hash_file(path: bytes | str) -> HashResult:
             # The mapping never moved the shared file offset, but say where the read starts.
             if before.st_size >= MMAP_MIN:
                 os.lseek(fd, 0, os.SEEK_SET)
-            digest = hash_fd(fd)
+            digest = hash_fd(fd, size=before.st_size)
         after = os.fstat(fd)
     finally:
         os.close(fd)
@@ -539,11 +551,28 @@ class EnsureReport:
     missing: list[int] = None  # inode ids with no readable path that still is that inode
     deferred: list[int] = None  # inode ids left unhashed: the run's hash budget was spent
     deferred_bytes: int = 0
+    # keep_digests=True: inode id -> (digest, path read, fstat after the read) of each hash stored
+    digests: dict[int, tuple[bytes, bytes | str, os.stat_result]] = None
 
     def __post_init__(self):
         self.unsettled = self.unsettled or []
         self.missing = self.missing or []
         self.deferred = self.deferred or []
+        self.digests = self.digests if self.digests is not None else {}
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where a caller found a catalog inode in this run: ``path`` was lstat-ed and had the inode
+    number ``ino`` on device ``dev`` of catalog filesystem ``fs`` (``Catalog.still_is``), and the
+    catalog's hash was not valid for that lstat. ``ensure_hashes`` then neither reads the row nor
+    looks at the path again before opening it; the descriptor it opens must still be that inode."""
+
+    fs: int
+    path: bytes | str
+    dev: int
+    ino: int
+    size: int
 
 
 def _locate(catalog: Catalog, inode_id: int):
@@ -593,6 +622,8 @@ def ensure_hashes(
     progress: Progress | None = None,
     budget: HashBudget | int | None = None,
     background: bool = False,
+    located: dict[int, Located] | None = None,
+    keep_digests: bool = False,
 ) -> EnsureReport:
     """Make sure every inode in ``inode_ids`` has a valid cached hash, hashing only what lacks one.
 
@@ -600,13 +631,20 @@ def ensure_hashes(
     stay on this thread. ``budget``: a ``HashBudget`` shared by the calls of one run, or a
     byte count for this call (0/None: unlimited); files it leaves out are ``deferred``.
     ``background``: the reading threads (not the caller's) run at idle I/O and nice 19.
+    ``located``: inodes the caller found unhashed (``Located``), hashed without another lookup.
+    ``keep_digests``: the report keeps each stored hash (``EnsureReport.digests``). A hash is
+    stored only if the file opened is the inode located (else the inode is ``missing``).
     """
     # Long on purpose: one loop owns the reader threads, the shared budget and the commit cadence.
     if not isinstance(budget, HashBudget):
         budget = HashBudget(budget or 0)
+    located = located or {}
     report = EnsureReport()
-    todo: dict[int, list[tuple[int, bytes, int]]] = {}
-    for iid, row, path, st in _locate_many(catalog, list(dict.fromkeys(inode_ids))):
+    todo: dict[int, list[tuple[int, bytes | str, int, int, int]]] = {}
+    for iid, loc in located.items():
+        todo.setdefault(loc.fs, []).append((iid, loc.path, loc.size, loc.dev, loc.ino))
+    rest = [i for i in dict.fromkeys(inode_ids) if i not in located]
+    for iid, row, path, st in _locate_many(catalog, rest):
         if row is None or path is None:
             report.missing.append(iid)
             continue
@@ -617,12 +655,12 @@ def ensure_hashes(
         ):
             report.cached += 1
             continue
-        todo.setdefault(row.fs, []).append((iid, path, st.st_size))
+        todo.setdefault(row.fs, []).append((iid, path, st.st_size, st.st_dev, st.st_ino))
     if not todo:
         return report
 
     total = sum(len(v) for v in todo.values())
-    total_bytes = sum(size for v in todo.values() for _i, _p, size in v)
+    total_bytes = sum(item[2] for v in todo.values() for item in v)
     done = 0
     meter = Throughput(total_bytes)
     # Results stream back as each file is done and are written in batches: one commit per
@@ -648,55 +686,75 @@ def ensure_hashes(
         if background:
             _background.on = True
             lower_this_thread()
-        for iid, path, size in items:
-            if stop.is_set():
-                return
-            if not budget.take(size):
-                results.put((iid, _DEFERRED, size))
-                continue
-            try:
-                results.put((iid, hash_file(path), None))
-            except OSError as e:
-                results.put((iid, None, e))
-            except BaseException as e:
-                results.put((iid, None, e))
-                return
+        # Results go back in small batches, not one queue hand-off per file: each hand-off wakes
+        # the caller's thread, which then contends with this one for the interpreter lock
+        # (20,000 small files: ~0.4 s of waiting, docs/benchmarks.md section 9).
+        batch: list = []
+        last = time.monotonic()
+        try:
+            for iid, path, size, dev, ino in items:
+                if stop.is_set():
+                    return
+                if not budget.take(size):
+                    batch.append((iid, _DEFERRED, size))
+                else:
+                    try:
+                        res = hash_file(path)
+                    except OSError as e:
+                        batch.append((iid, None, e))
+                    except BaseException as e:
+                        batch.append((iid, None, e))
+                        return
+                    else:
+                        # The file opened must be the inode located: a path string is not identity.
+                        same = (res.before.st_dev, res.before.st_ino) == (dev, ino)
+                        batch.append((iid, res, path) if same else (iid, None, None))
+                now = time.monotonic()
+                if len(batch) >= RESULT_BATCH or now - last >= RESULT_INTERVAL:
+                    results.put(batch)
+                    batch, last = [], now
+        finally:
+            if batch:
+                results.put(batch)
 
     from concurrent.futures import ThreadPoolExecutor  # only a run that hashes needs the pool
 
-    with ThreadPoolExecutor(max_workers=min(len(todo), 8), thread_name_prefix="hash") as ex:
-        for items in todo.values():
+    readers = [part for items in todo.values() for part in _split_small(items)]
+    with ThreadPoolExecutor(max_workers=min(len(readers), 8), thread_name_prefix="hash") as ex:
+        for items in readers:
             ex.submit(worker, items)
         try:
             while done < total:
-                iid, res, err = results.get()
-                done += 1
-                if res is _DEFERRED:
-                    report.deferred.append(iid)
-                    report.deferred_bytes += err
-                    meter.skip(err)
-                    continue
-                if err is not None and not isinstance(err, OSError):
-                    raise err
-                if res is None:
-                    report.missing.append(iid)
-                    continue
-                report.bytes_read += res.after.st_size
-                meter.add(res.after.st_size)
-                if res.settled(settle_seconds):
-                    hashed.append((iid, res.digest, res.after))
-                    report.hashed += 1
-                else:
-                    stats.append((iid, res.after))
-                    report.unsettled.append(iid)
-                now = time.monotonic()
-                if len(hashed) + len(stats) >= STORE_BATCH or now - last_store >= STORE_INTERVAL:
+                for iid, res, extra in results.get():  # extra: bytes deferred, the error, or the path read
+                    done += 1
+                    if res is _DEFERRED:
+                        report.deferred.append(iid)
+                        report.deferred_bytes += extra
+                        meter.skip(extra)
+                        continue
+                    if isinstance(extra, BaseException) and not isinstance(extra, OSError):
+                        raise extra
+                    if res is None:
+                        report.missing.append(iid)
+                        continue
+                    report.bytes_read += res.after.st_size
+                    meter.add(res.after.st_size)
+                    if res.settled(settle_seconds):
+                        hashed.append((iid, res.digest, res.after))
+                        report.hashed += 1
+                        if keep_digests:
+                            report.digests[iid] = (res.digest, extra, res.after)
+                    else:
+                        stats.append((iid, res.after))
+                        report.unsettled.append(iid)
+                    now = time.monotonic()
+                    if now - last_log >= LOG_INTERVAL:
+                        last_log = now
+                        log.info("hashing: %d/%d files, %s", done, total, meter.line())
+                    if progress is not None:
+                        progress.update(done, f"hashing {done:,}/{total:,} files, {meter.line()}")
+                if len(hashed) + len(stats) >= STORE_BATCH or time.monotonic() - last_store >= STORE_INTERVAL:
                     store()
-                if now - last_log >= LOG_INTERVAL:
-                    last_log = now
-                    log.info("hashing: %d/%d files, %s", done, total, meter.line())
-                if progress is not None:
-                    progress.update(done, f"hashing {done:,}/{total:,} files, {meter.line()}")
         finally:
             stop.set()
             store()
@@ -718,3 +776,18 @@ def ensure_hashes(
 
 
 _DEFERRED = object()
+
+
+def _split_small(items: list) -> list[list]:
+    """One filesystem's files as reading threads: its big files in order on one thread (one
+    sequential reader per device), its small files (< SMALL_FILE) shared by SMALL_READERS threads.
+
+    Reading a small file is mostly round trips (open, fstat, a read or two, close), not transfer:
+    on zfs-fuse each is a request to the daemon, and a second reader keeps it busy while the
+    first waits (2,000 pairs: the hashing's wall time, docs/benchmarks.md section 9). A disk
+    seeks per small file anyway; two outstanding requests let it order them."""
+    small = [it for it in items if it[2] < SMALL_FILE]
+    if len(small) < 2 * RESULT_BATCH:
+        return [items]
+    big = [it for it in items if it[2] >= SMALL_FILE]
+    return [part for part in ([big] + [small[k::SMALL_READERS] for k in range(SMALL_READERS)]) if part]

@@ -40,7 +40,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 
-from qbhook.catalog.hashing import HashBudget, ensure_hashes
+from qbhook.catalog.hashing import HashBudget, Located, ensure_hashes
 from qbhook.catalog.store import Catalog
 from qbhook.clients.port import BatchListing, ClientPort
 from qbhook.config import Config
@@ -150,6 +150,12 @@ class SnapshotBuilder:
         self._listed_files: dict[tuple[str, str], list] = {}
         # Demotion sources left unhashed on purpose (see the module docstring).
         self._at_copy: set[InodeKey] = set()
+        # Inodes of this snapshot without a valid hash, where this build lstat-ed them: hashing
+        # one opens that path (and checks it still is that inode) instead of looking it up again.
+        self._unhashed_at: dict[InodeKey, Located] = {}
+        # Catalog inodes hashed by this build that are not in it (yet): id -> (path read, its fstat
+        # after the read), so a donor among them is adopted without another lstat (``_adopt``).
+        self._hashed_at: dict[int, tuple[bytes | str, os.stat_result]] = {}
 
     # ------------------------------------------------------------ public
     def build(self, hashes: Iterable[str] | None = None, now: float | None = None, infos=None) -> Snapshot:
@@ -379,6 +385,10 @@ class SnapshotBuilder:
         valid = (
             row.hash if (row.size, row.mtime_ns, row.ctime_ns) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns) else None
         )
+        if valid is None:
+            self._unhashed_at[key] = Located(row.fs, at, st.st_dev, st.st_ino, st.st_size)
+        else:
+            self._unhashed_at.pop(key, None)
         return InodeFact(
             fsid=key[0],
             ino=key[1],
@@ -391,8 +401,9 @@ class SnapshotBuilder:
         )
 
     def _still_links(self, p: str, st: os.stat_result, at: str) -> bool:
-        # split_links gave canonical spellings: only the symlink probe is left to ask.
-        return not self._through_symlink(p, canonical=True) and (p == at or _is_inode(p, st))
+        # split_links gave canonical spellings: only the symlink probe is left to ask. ``at`` was
+        # probed and lstat-ed by the caller (``_lstat_file``, ``_adopt``): asking again is a no-op.
+        return p == at or (not self._through_symlink(p, canonical=True) and _is_inode(p, st))
 
     def _links(self, key: InodeKey) -> tuple[str, ...]:
         i = self.inodes.get(key)
@@ -446,29 +457,49 @@ class SnapshotBuilder:
         return out
 
     def _hash(self, inode_ids: set[int], progress: Progress | None = None) -> None:
-        """Hash what lacks a valid hash, then carry the new hashes into the facts of those inodes."""
+        """Hash what lacks a valid hash, then carry the new hashes into the facts of those inodes.
+
+        An inode of this snapshot already has its answer: a hash valid for the lstat of this
+        build (nothing to do), or the path and lstat it was found at (``ensure_hashes`` opens
+        that path and checks it still is that inode: no second catalog read nor lstat). Only
+        catalog inodes outside the snapshot are looked up by ``ensure_hashes``. The digests come
+        back with the report, so no row is read again to learn them."""
         if not inode_ids:
             return
-        ensure_hashes(
+        known = {iid: key for key, iid in self._inode_ids.items() if iid in inode_ids and key in self.inodes}
+        located = {iid: self._unhashed_at[key] for iid, key in known.items() if key in self._unhashed_at}
+        rest = sorted(
+            iid
+            for iid in inode_ids
+            if iid not in located and (iid not in known or self.inodes[known[iid]].blake3 is None)
+        )
+        if not rest and not located:
+            return
+        report = ensure_hashes(
             self.catalog,
-            sorted(inode_ids),
+            rest,
             settle_seconds=self.cfg.scan.settle_seconds,
             progress=progress,
             budget=self.budget,
             background=self.background,
+            located=located,
+            keep_digests=True,
         )
-        wanted = {key: iid for key, iid in self._inode_ids.items() if iid in inode_ids and key in self.inodes}
-        rows = self.catalog.inodes_and_paths(sorted(set(wanted.values())))  # one query per 500, not one each
-        for key, iid in wanted.items():
-            row = rows[iid][0] if iid in rows else None
+        for iid, (digest, path, after) in report.digests.items():
+            key = known.get(iid)
+            if key is None:
+                self._hashed_at[iid] = (path, after)
+                continue
             old = self.inodes[key]
-            if row is not None and row.hash is not None and (row.size, row.nlink) == (old.size, old.nlink):
+            # Still the file this build saw (the read's own stat check made the hash valid for ``after``).
+            if (after.st_size, after.st_nlink, after.st_mtime_ns) == (old.size, old.nlink, old.mtime_ns):
+                self._unhashed_at.pop(key, None)
                 self.inodes[key] = InodeFact(
                     old.fsid,
                     old.ino,
                     old.size,
                     old.nlink,
-                    row.hash.hex(),
+                    digest.hex(),
                     old.seeding_paths,
                     old.other_paths,
                     old.mtime_ns,
@@ -521,7 +552,14 @@ class SnapshotBuilder:
             return {}
         ids = self.catalog.inode_ids_with_contents((size, bytes.fromhex(h)) for size, h in wanted)
         found: dict = defaultdict(list)
-        for row, paths in self.catalog.inodes_and_paths(ids).values():
+        # Inodes of this snapshot are known by their facts (this build's lstat and hash): their rows
+        # are not read again; only the others' are, to adopt them.
+        key_of = {iid: key for key, iid in self._inode_ids.items() if key in self.inodes}
+        for iid in ids:
+            key = key_of.get(iid)
+            if key is not None and self.inodes[key].content in wanted:
+                found[self.inodes[key].content].append(key)
+        for row, paths in self.catalog.inodes_and_paths([i for i in ids if i not in key_of]).values():
             ck = (row.size, row.hash.hex()) if row.hash is not None else None
             if ck not in wanted:
                 continue
@@ -536,6 +574,16 @@ class SnapshotBuilder:
         """Bring a catalog inode into the snapshot if one of its ``paths`` (all of its catalog
         paths, read in this build) still is that inode."""
         known = {os.fsdecode(x) for x in paths}
+        read = self._hashed_at.get(row.id)
+        if read is not None:
+            # Hashed in this build through this path: the descriptor read was this inode (checked
+            # by ensure_hashes) and its fstat serves as this path's lstat.
+            path, st = os.fsdecode(read[0]), read[1]
+            if path in known and not self._through_symlink(path) and self.catalog.still_is(path, st, row):
+                key = (row.fsid, row.ino)
+                self._inode_ids[key] = row.id
+                self.inodes[key] = self._inode_fact(key, row, st, known, path)
+                return True
         for p in paths:
             path = os.fsdecode(p)
             if self._through_symlink(path):

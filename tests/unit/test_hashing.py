@@ -115,10 +115,10 @@ def test_file_changing_while_hashed_is_not_cached(env, monkeypatch):
     scan_pool(cat, cfg.primary, cfg.scan)
     real = hashing.hash_fd
 
-    def writer_during_read(fd, hasher=None):
+    def writer_during_read(fd, hasher=None, **kw):
         with open(a, "ab") as f:  # a download appending while we read
             f.write(b"more")
-        return real(fd, hasher)
+        return real(fd, hasher, **kw)
 
     monkeypatch.setattr(hashing, "hash_fd", writer_during_read)
     r = ensure_hashes(cat, _ids(cat), settle_seconds=0)
