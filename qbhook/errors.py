@@ -81,6 +81,11 @@ class MassDeleteRefused(CatalogError):
     exit_code = ExitCode.GUARD_REFUSED
 
 
+class OutOfDescriptors(QbhookError):
+    """The process ran out of file descriptors: a file it could not open would be left out
+    of an answer that must be whole (a duplicate set missing a copy), so it stops instead."""
+
+
 class FilesystemIdError(QbhookError):
     """A filesystem's stable identity cannot be determined."""
 

@@ -39,6 +39,7 @@ its own.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import queue
@@ -66,6 +67,7 @@ from qbhook.catalog.hashing import (
     partial_fd,
 )
 from qbhook.catalog.store import HASH_VALID, Catalog
+from qbhook.errors import OutOfDescriptors
 from qbhook.progress import Progress
 
 FULL_AT_ONCE = 32 * 1024  # files up to this size are hashed whole at once: one read either way
@@ -388,8 +390,15 @@ def _read_each(
         for path in paths:
             try:
                 fd, st = open_regular(path)
-            except OSError:
-                continue
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE):
+                    # Not this file's fault: leaving it out would silently drop it (and its
+                    # copies' set) from the report.
+                    raise OutOfDescriptors(
+                        f"too many open files while opening {os.fsdecode(path)}: stopped rather than leave it out",
+                        hint="raise the open-file limit (ulimit -n) and run it again",
+                    ) from None
+                continue  # gone, replaced or unreadable now: as a path no longer the inode
             fs = dev_fs.get(st.st_dev)
             if fs is None and st.st_ino == ino:
                 fs = dev_fs[st.st_dev] = catalog.fs_for_path(path, st.st_dev)

@@ -290,3 +290,30 @@ def test_a_run_given_up_lets_the_helper_end_its_piece_and_drops_the_rest(env, mo
     assert len(calls) == 1 and helpers[0]._abandoned
     assert cat.counts()["hashed"] == 1
     assert not any(t.name == "qbhook-dupes-writer" for t in threading.enumerate())
+
+
+def test_running_out_of_descriptors_stops_the_run_instead_of_leaving_a_file_out(env, monkeypatch):
+    """EMFILE is not the file's fault: leaving that file out would drop its whole set from the
+    report without a word. The run stops with a one-line error naming the limit instead."""
+    import errno
+
+    from qbhook.errors import OutOfDescriptors
+
+    cfg, cat, stash, pool = env
+    data = os.urandom(50_000)
+    put(stash / SEED / "A/a.mkv", data)
+    victim = put(pool / SEED / "A/a.mkv", data)
+    for p in cfg.pools:
+        scan_pool(cat, p, cfg.scan)
+    real = dupes.open_regular
+
+    def open_regular(path, *a, **k):
+        if os.fsencode(path) == os.fsencode(victim):
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(dupes, "open_regular", open_regular)
+    with pytest.raises(OutOfDescriptors, match="too many open files while opening .*a.mkv"):
+        dupes.find_duplicates(cat, settle_seconds=0)
+    monkeypatch.setattr(dupes, "open_regular", real)
+    assert [len(s.copies) for s in dupes.find_duplicates(cat, settle_seconds=0)] == [2]
