@@ -328,8 +328,9 @@ class _Reloc:
     status: StepStatus  # journal status of its step
     step: Relocate
     # Other torrents of the group seeding from the same old paths, stopped by this relocation
-    # while those paths were hidden; started again once they are back. Not journaled: after a
-    # crash they stay stopped (safe: a stopped torrent reads and writes nothing).
+    # while those paths were hidden (each was running: a stopped one is left alone); started
+    # again once they are back. Journaled in the step's args (``_sharers``) before each stop and
+    # after each start, so a resume or a rollback after a crash starts exactly these again.
     sharers: list[str] = field(default_factory=list)
 
 
@@ -1072,7 +1073,8 @@ class Executor:
         c = self._client(s.instance)
         h = s.torrent
         obs = s.observed or {}
-        r = _Reloc(at.seq, at.step_id, StepStatus.INTENDED, s)
+        # A resumed relocation may have stopped sharers before the crash: the journal says which.
+        r = _Reloc(at.seq, at.step_id, StepStatus.INTENDED, s, self.journal.sharers(at.step_id))
         st.relocs.append(r)  # registered before acting: any failure from here on undoes it
         from_path, to_path = _norm(s.from_path), _norm(s.to_path)
         budget = self.timing.budget(s.size)
@@ -1138,7 +1140,7 @@ class Executor:
         if not t.is_stopped:
             c.stop(h)
         self._wait_stopped(c, s.torrent)
-        self._stop_sharers(st, c, s, r.sharers)
+        self._stop_sharers(st, c, s, r)
         self._hide_old_links(st.run_id, c, s)
         c.set_location(h, to_path)
 
@@ -1354,37 +1356,45 @@ class Executor:
             n += res["status"] == "restored"
         return n
 
-    def _stop_sharers(self, st: _GroupRun, c: ClientPort, s: Relocate, stopped: list[str]) -> None:
+    def _stop_sharers(self, st: _GroupRun, c: ClientPort, s: Relocate, r: _Reloc) -> None:
         """Stop the group's other torrents that still seed from any of ``s``'s old paths.
 
         Cross-seeds of one save path share not only inodes but paths: hiding ``s``'s old links
         takes their files away too, and a running one would go to missingFiles (or error) on its
         next read. Stopped, it reads nothing until ``_start_sharers`` runs with the links back.
         A sibling with its own paths (other links of the same inodes) is not touched: hiding a
-        path leaves the inode's other links where they are. Each is noted in ``stopped`` before it
-        is stopped, so a failure part-way still starts the ones already stopped (the rollback).
-        Nothing is hidden from a client that does not move files itself: nothing to stop."""
+        path leaves the inode's other links where they are. Each is noted in ``r.sharers`` and
+        journaled before it is stopped (journal first, act second), so a failure part-way, or a
+        kill, still starts the ones already stopped: the rollback, or the resumed relocation,
+        reads them back. Nothing is hidden from a client that does not move files itself."""
         if not _hides_from(c):
             return
         mine = set(self._old_links(c, s))
         for o in st.plan.steps:
             if not isinstance(o, Relocate) or o.instance != s.instance or o.torrent == s.torrent:
                 continue
+            if o.torrent in r.sharers:
+                continue  # stopped by this relocation before a crash; the resumed one starts it
             t = c.torrent(o.torrent)
             if t.is_stopped or not _storage_at(t, _norm(o.from_path)) or not mine & set(self._old_links(c, o)):
                 continue
-            stopped.append(o.torrent)
+            r.sharers.append(o.torrent)
+            self.journal.set_sharers(r.step_id, r.sharers)
             c.stop(o.torrent)
             self._wait_stopped(c, o.torrent)
 
     def _start_sharers(self, c: ClientPort, r: _Reloc) -> None:
-        """Start again the torrents ``_stop_sharers`` stopped, now that their paths are back."""
+        """Start again the torrents ``_stop_sharers`` stopped, now that their paths are back.
+
+        Each leaves the journal only once started (act, then record): killed in between, the
+        next run finds it running and leaves it so; never forgotten while stopped."""
         while r.sharers:
             h = r.sharers[0]
             t = c.torrent(h)
             if t.is_stopped and t.is_complete and t.is_stable:
                 c.start(h)
             r.sharers.pop(0)
+            self.journal.set_sharers(r.step_id, r.sharers)
 
     def _check_views_unchanged(self, st: _GroupRun) -> None:
         """The backstop: every view file still has the inode, size, mtime and ctime verify_view saw.
@@ -1595,7 +1605,7 @@ def _redo_group(_s: VerifyGroup, _relocated: set, later: list) -> bool:
 
 
 def _reloc_of(seq: int, row: StepRow) -> _Reloc:
-    return _Reloc(seq, row.id, row.status, row.step)
+    return _Reloc(seq, row.id, row.status, row.step, list(row.args.get("_sharers") or ()))
 
 
 def _replay_relocate(st: _GroupRun, seq: int, _s: Relocate, row: StepRow) -> None:

@@ -202,6 +202,21 @@ class Journal:
                 ),
             )
 
+    def set_sharers(self, step_id: int, sharers: list[str]) -> None:
+        """Record, in a relocate step's args (``_sharers``), the torrents its relocation has stopped
+        and not yet started again: written before each stop and after each start, so a resumed run
+        or a rollback after a crash starts exactly those (``close`` never touches args)."""
+        with Tx(self.conn) as c:
+            c.execute(
+                "UPDATE steps SET args=json_set(args, '$._sharers', json(?)) WHERE id=?",
+                (json.dumps(list(sharers)), step_id),
+            )
+
+    def sharers(self, step_id: int) -> list[str]:
+        """The torrents ``set_sharers`` last recorded for this step (none for a step never run)."""
+        r = self.conn.execute("SELECT json_extract(args, '$._sharers') FROM steps WHERE id=?", (step_id,)).fetchone()
+        return list(json.loads(r[0])) if r and r[0] else []
+
     def steps(self, run: int) -> list[StepRow]:
         rows = self.conn.execute(
             "SELECT id, run, seq, group_id, kind, args, status, result, error FROM steps WHERE run=? ORDER BY seq",

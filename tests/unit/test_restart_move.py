@@ -325,6 +325,80 @@ def test_rollback_puts_shared_paths_back_and_restarts_the_sharer(tmpfs, tmp_path
         w.cat.close()
 
 
+@pytest.mark.parametrize("kill", ["before-set-location", "moving"])
+def test_a_sharer_stopped_before_a_kill_runs_again_after_the_resume(tmpfs, tmp_path, kill):  # noqa: F811
+    """qbhook is killed while H2 (running, seeding H1's very paths) is stopped for H1's move:
+    before setLocation, or while the move is polled. The journal recorded H2 before its stop, so
+    the resumed run starts it again once the paths are back, and the group ends as without the kill."""
+    w = _make_world(tmpfs, tmp_path)
+    q = SharingQbt(set())
+    q.t = w.qbt.t
+    w.qbt = q
+    try:
+        q.t[H2].stopped = False
+        plan = _same_path_plan(w)
+        real_set_location = q.set_location
+
+        def killed(h, path):
+            q.set_location = real_set_location
+            raise Crash("killed before setLocation")
+
+        def hook(point, gid, seq, step):
+            if point == "poll" and step.torrent == H1:
+                raise Crash("killed while the move runs")
+
+        if kill == "before-set-location":
+            q.set_location = killed
+        with pytest.raises(Crash):
+            w.executor(hook=hook if kill == "moving" else None).apply(plan)
+        assert q.t[H2].stopped is True  # stopped for H1's move when the kill came
+
+        (summary,) = w.executor().resume()
+
+        assert summary.status == "done", summary.groups_failed
+        assert q.violations == []
+        for h in (H1, H2):
+            assert q.t[h].save_path == w.seed_p and q.t[h].stopped is False, h
+        assert not os.path.lexists(os.path.join(w.seed_s, fsops.HOLDING_DIR))
+    finally:
+        w.cat.close()
+
+
+def test_a_rollback_resumed_after_a_kill_starts_the_sharer_it_stopped(tmpfs, tmp_path):  # noqa: F811
+    """Killed during the rollback of H1's failed move, with H2 still stopped for it: the resumed
+    rollback reads H2 from the journal and starts it once the shared paths are back."""
+    w = _make_world(tmpfs, tmp_path)
+    q = SharingQbt(set())
+    q.t = w.qbt.t
+    w.qbt = q
+    try:
+        q.t[H2].stopped = False
+        plan = _same_path_plan(w)
+        q.fail_at[w.seed_p] = 0.5
+        real_set_location = q.set_location
+
+        def killed_on_the_way_back(h, path):
+            if path == w.seed_s:
+                q.set_location = real_set_location
+                raise Crash("killed as the rollback moves H1 back")
+            real_set_location(h, path)
+
+        q.set_location = killed_on_the_way_back
+        with pytest.raises(Crash):
+            w.executor().apply(plan)
+        assert q.t[H2].stopped is True
+
+        (summary,) = w.executor().resume()
+
+        assert summary.groups[0].status == "rolled_back", summary.groups[0].reason
+        assert q.violations == []
+        for h in (H1, H2):
+            assert q.t[h].save_path == w.seed_s and q.t[h].stopped is False, h
+        assert not os.path.lexists(os.path.join(w.seed_s, fsops.HOLDING_DIR))
+    finally:
+        w.cat.close()
+
+
 # --------------------------------------------------------------------------- the backstop
 
 
