@@ -185,7 +185,12 @@ def explain(app: App, torrent_hash, no_scan, from_index, live, max_scan_age):
         index = {"source": "clients", "reason": "torrents listed from the clients now"}
     else:
         snap, p, index = decided
-    app.emit(_explain_data(snap, p, torrent_hash, {"catalog": note, "index": index}), _print_explain)
+    from qbhook.decide.explain import backstop_stops
+
+    data = _explain_data(snap, p, torrent_hash, {"catalog": note, "index": index})
+    g = data["group"]
+    data["backstop"] = backstop_stops(app.catalog.conn, g["group_id"], [torrent_hash, *g["torrents"]])
+    app.emit(data, _print_explain)
 
 
 def _explain_data(snap, p, torrent_hash: str, notes: dict) -> dict:
@@ -281,6 +286,9 @@ def _print_explain(d: dict) -> None:
     click.echo(f"group {g['group_id']}: {g['action'].upper()} - {g['reason']}")
     for b in g["blockers"]:
         click.echo(f"  blocked: {b}")
+    for v in d.get("backstop", ()):
+        click.echo(f"  STOPPED BY THE VIEW BACKSTOP in run {v['run']} (group {v['group_id']}): {v['reason']}")
+        click.echo(f"    what to do: {v['todo']}")
     for t in d["torrents"]:
         click.echo(
             f"  torrent {t['hash']} {t['name']!r} [{t['state']}, {t['progress'] * 100:.0f}%] at {t['save_path']}"

@@ -27,6 +27,9 @@ list as the last sync (sweep, hook, ``qbhook torrents``) saw them. So:
   mapped, or a member's client is not configured: the caller then asks the clients, as
   before (``None`` here).
 
+The view backstop's verdict on the group, if it stopped it, is read from the journal
+(``backstop_stops``): explain says it with what to do, as ``status`` does.
+
 Read-only: nothing here writes the index or talks to a client. The files a decision needs
 hashed are hashed by the snapshot, as for ``plan --hash``.
 """
@@ -45,6 +48,19 @@ from qbhook.decide.facts import ancestors
 
 _CHUNK = 500  # ids per IN (...) list: under SQLite's 999-variable floor of old builds
 
+# What the executor's view backstop writes into the journaled reason of a group it stopped.
+# Defined here, not in ``qbhook.move.executor`` (which takes it from here): explain reads it and
+# must not load the executor (the layers forbid it, and its start-up is measured).
+VIEW_CHANGED = "VIEW FILE CHANGED"
+
+BACKSTOP_TODO = (
+    "something wrote into a view file after qbhook verified it (on a promote a view file is a "
+    "library file): compare the files named with their library copies, and restore any that "
+    "changed, before anything else. The group's torrents were left stopped where they were; "
+    "nothing was deleted or moved back, and qbhook will not retry on its own. Once the files "
+    "match, a run of the group that ends done (qbhook apply --hash HASH) clears it from status."
+)
+
 
 @dataclass(frozen=True)
 class IndexedGroup:
@@ -53,6 +69,39 @@ class IndexedGroup:
     infos: list[TorrentInfo]  # the candidate torrents (a superset of the group), typed from the index
     clients: list[IndexClient]  # one per instance: file lists from the index
     synced_at: dict[str, float | None]  # instance -> when its index was last synced
+
+
+def backstop_stops(conn: sqlite3.Connection, group_id: str, hashes: Iterable[str]) -> list[dict]:
+    """The view backstop's standing verdicts on this group, from the journal (``status`` lists
+    the same rows as problems): a group journaled failed with ``VIEW_CHANGED`` that is this
+    group (same id: same members) or whose steps in that run named one of ``hashes`` (the
+    members may have changed since). Usually none: one lookup on the small group table."""
+    rows = conn.execute(
+        "SELECT group_id, run, reason, updated_at FROM group_state WHERE status = 'failed' AND reason LIKE ? "
+        "ORDER BY updated_at",
+        ("%" + VIEW_CHANGED + "%",),
+    ).fetchall()
+    hs = sorted({h.strip().lower() for h in hashes})
+    found = []
+    for gid, run, reason, at in rows:
+        if gid == group_id or _named_in_run(conn, run, gid, hs):
+            found.append({"group_id": gid, "run": run, "reason": reason, "at": at, "todo": BACKSTOP_TODO})
+    return found
+
+
+def _named_in_run(conn: sqlite3.Connection, run: int, group_id: str, hashes: list[str]) -> bool:
+    """Whether a journaled step of ``group_id`` in ``run`` acted on one of these torrents."""
+    if not hashes:
+        return False
+    marks = ",".join("?" * len(hashes))
+    return (
+        conn.execute(
+            "SELECT 1 FROM steps WHERE run = ? AND group_id = ? "
+            f"AND lower(json_extract(args, '$.torrent')) IN ({marks}) LIMIT 1",
+            (run, group_id, *hashes),
+        ).fetchone()
+        is not None
+    )
 
 
 class IndexClient:

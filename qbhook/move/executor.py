@@ -46,6 +46,9 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from qbhook import notify as _notify
+
+# In the journaled reason of a group the view backstop stopped (``status`` and ``explain`` look for it).
+from qbhook.decide.explain import VIEW_CHANGED
 from qbhook.decide.plan import (
     Action,
     Converge,
@@ -94,8 +97,6 @@ EXIT_GROUP_FAILED = 5
 EXIT_BUSY = 75
 
 BAD_STATES = frozenset({"error", "missingFiles"})
-# In the journaled reason of a group the view backstop stopped (``status`` looks for it).
-VIEW_CHANGED = "VIEW FILE CHANGED"
 _RECHECK_LAG_S = 5.0  # qBittorrent's API shows a recheck within its refresh interval (1.5 s by default)
 
 Hook = Callable[[str, str, int, Step], None]

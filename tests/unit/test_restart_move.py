@@ -16,6 +16,7 @@ from dataclasses import replace
 import pytest
 
 from qbhook import notify
+from qbhook.decide.explain import BACKSTOP_TODO, backstop_stops
 from qbhook.errors import QbtError, UnsafeOperation
 from qbhook.events.status import report
 from qbhook.move import fsops
@@ -443,6 +444,10 @@ def _assert_stopped_where_it_is(w, summary, alerts):
             assert os.path.lexists(os.path.join(w.save(h, "stash"), rel))  # every old link kept
     assert all(t.stopped for t in w.qbt.t.values())  # none may download into the changed files
     problems = report(w.cfg, w.cat)["problems"]  # `qbhook status` says it, and exits unhealthy
+    for h in (H1, H2):  # and `explain` for each of its torrents, found by the steps that named them
+        (v,) = backstop_stops(w.cat.conn, "its-id-since", [h])
+        assert v["group_id"] == "g1" and v["reason"] == reason and v["todo"] == BACKSTOP_TODO
+    assert backstop_stops(w.cat.conn, "g1", []) != [] and backstop_stops(w.cat.conn, "g2", ["f" * 40]) == []
     assert any(p.startswith("group g1 stopped: ") and "VIEW FILE CHANGED" in p for p in problems), problems
     n, rec = alerts
     assert n.flush(5)

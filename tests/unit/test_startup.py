@@ -214,8 +214,46 @@ def test_explain_from_the_index_loads_no_client_library_scanner_or_server(bed):
     assert code == 0, out
     answer = json.loads(out)
     assert answer["index"]["source"] == "index" and answer["group"]["torrents"] == [HASH]
+    assert answer["backstop"] == []  # no verdict journaled for this group
     assert loaded(mods, (*NEVER, "qbhook.catalog.scan", "qbhook.catalog.dupes")) == []
     assert command_modules_loaded(mods) == ["qbhook.cli.plan", "qbhook.cli.torrents"]
+
+
+def test_explain_says_the_view_backstops_verdict_from_the_journal_without_loading_the_executor(bed):
+    """A group the view backstop stopped (journaled failed, "VIEW FILE CHANGED") is named by
+    `explain` for its torrents, text and --json, with what to do; found by the torrent its steps
+    named, though the group's id has changed since. Other failures and other groups' verdicts
+    are not shown, and reading the journal loads neither the executor nor the journal module."""
+    from qbhook.decide.explain import BACKSTOP_TODO
+    from qbhook.decide.plan import Relocate
+    from qbhook.move.journal import Journal
+
+    catalog = yaml.safe_load(bed.read_text())["catalog"]
+    cat = Catalog.open(catalog)
+    try:
+        j = Journal(cat.conn)
+        run = j.start_run({})
+        for gid, h, reason in (
+            ("g-before", HASH, "relocate failed: VIEW FILE CHANGED after verify_view: /x/a.mkv; group stopped"),
+            ("g-other", "b" * 40, "relocate failed: VIEW FILE CHANGED after verify_view: /x/b.mkv"),
+            ("g-plain", HASH, "copy failed: disk full"),
+        ):
+            j.intend(run, len(gid), gid, Relocate(h, "qbt", "/x", "/y"))
+            j.set_group(gid, run, "failed", reason)
+    finally:
+        cat.close()
+
+    code, out, mods = run_probe("--config", str(bed), "--json", "explain", HASH)
+
+    assert code == 0, out
+    (v,) = json.loads(out)["backstop"]
+    assert v["group_id"] == "g-before" and v["run"] == run and v["reason"].endswith("/x/a.mkv; group stopped")
+    assert v["todo"] == BACKSTOP_TODO
+    assert loaded(mods, (*NEVER, "qbhook.catalog.scan", "qbhook.catalog.dupes")) == []
+    r = CliRunner().invoke(main, ["--config", str(bed), "explain", HASH])
+    assert r.exit_code == 0, r.output
+    assert f"STOPPED BY THE VIEW BACKSTOP in run {run} (group g-before): relocate failed: VIEW FILE" in r.output
+    assert "what to do: something wrote into a view file" in r.output and "g-other" not in r.output
 
 
 def command_modules_loaded(mods: set[str]) -> list[str]:
