@@ -1374,13 +1374,12 @@ class Executor:
         for o in st.plan.steps:
             if not isinstance(o, Relocate) or o.instance != s.instance or o.torrent == s.torrent:
                 continue
-            if o.torrent in r.sharers:
-                continue  # stopped by this relocation before a crash; the resumed one starts it
             t = c.torrent(o.torrent)
             if t.is_stopped or not _storage_at(t, _norm(o.from_path)) or not mine & set(self._old_links(c, o)):
-                continue
-            r.sharers.append(o.torrent)
-            self.journal.set_sharers(r.step_id, r.sharers)
+                continue  # (one stopped before a crash is journaled already: the resumed move starts it)
+            if o.torrent not in r.sharers:  # else started by hand since the crash: stopped again
+                r.sharers.append(o.torrent)
+                self.journal.set_sharers(r.step_id, r.sharers)
             c.stop(o.torrent)
             self._wait_stopped(c, o.torrent)
 

@@ -326,11 +326,12 @@ def test_rollback_puts_shared_paths_back_and_restarts_the_sharer(tmpfs, tmp_path
         w.cat.close()
 
 
-@pytest.mark.parametrize("kill", ["before-set-location", "moving"])
+@pytest.mark.parametrize("kill", ["before-set-location", "moving", "then-started-by-hand"])
 def test_a_sharer_stopped_before_a_kill_runs_again_after_the_resume(tmpfs, tmp_path, kill):  # noqa: F811
     """qbhook is killed while H2 (running, seeding H1's very paths) is stopped for H1's move:
     before setLocation, or while the move is polled. The journal recorded H2 before its stop, so
-    the resumed run starts it again once the paths are back, and the group ends as without the kill."""
+    the resumed run starts it again once the paths are back, and the group ends as without the kill.
+    Started by hand after a kill before setLocation, H2 is stopped again before H1's move."""
     w = _make_world(tmpfs, tmp_path)
     q = SharingQbt(set())
     q.t = w.qbt.t
@@ -348,16 +349,23 @@ def test_a_sharer_stopped_before_a_kill_runs_again_after_the_resume(tmpfs, tmp_p
             if point == "poll" and step.torrent == H1:
                 raise Crash("killed while the move runs")
 
-        if kill == "before-set-location":
+        if kill != "moving":
             q.set_location = killed
         with pytest.raises(Crash):
             w.executor(hook=hook if kill == "moving" else None).apply(plan)
         assert q.t[H2].stopped is True  # stopped for H1's move when the kill came
+        if kill == "then-started-by-hand":
+            q.t[H2].stopped = False
+            q.calls.clear()
 
         (summary,) = w.executor().resume()
 
         assert summary.status == "done", summary.groups_failed
-        assert q.violations == []
+        if kill == "then-started-by-hand":  # it ran with its files hidden until the resume stopped it
+            assert q.calls.index(("stop", H2)) < q.calls.index(("set_location", H1, w.seed_p))
+            assert q.calls.count(("start", H2)) >= 1
+        else:
+            assert q.violations == []
         for h in (H1, H2):
             assert q.t[h].save_path == w.seed_p and q.t[h].stopped is False, h
         assert not os.path.lexists(os.path.join(w.seed_s, fsops.HOLDING_DIR))
