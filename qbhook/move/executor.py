@@ -46,9 +46,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from qbhook import notify as _notify
-
-# In the journaled reason of a group the view backstop stopped (``status`` and ``explain`` look for it).
-from qbhook.decide.explain import VIEW_CHANGED
+from qbhook.decide.explain import VIEW_CHANGED  # in a backstop-stopped group's reason (status, explain)
 from qbhook.decide.plan import (
     Action,
     Converge,
