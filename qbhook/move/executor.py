@@ -1248,6 +1248,7 @@ class Executor:
         checking_seen = False  # a checking state observed since then
         while True:
             t = c.torrent(h)
+            self._trace(logging.DEBUG, "poll", t)
             if t.state in BAD_STATES:
                 raise VerificationFailed(f"torrent {h} went to state {t.state} at {t.save_path}")
             if t.is_checking:
@@ -1285,6 +1286,20 @@ class Executor:
             self._hook("poll", gid, seq, s)
             self.ctx.sleep(delay)
             delay = min(delay * 1.5, tm.poll_max_s)
+
+    def _trace(self, level: int, what: str, t) -> None:
+        """One line per look at a torrent (``-vv`` shows each poll): the sequence of states is what a
+        failure seen only under load must be read from (design.md, "A rollback that needs two resumes")."""
+        self.log.log(
+            level,
+            "%s %s: %s at %s (files %s), %.1f%%",
+            what,
+            t.hash,
+            t.state,
+            t.save_path,
+            t.content_path,
+            t.progress * 100,
+        )
 
     def _old_links(self, c: ClientPort, s: Relocate) -> list[str]:
         """The torrent's wanted files at its old save path (skipped ones are never moved nor built)."""
@@ -1432,6 +1447,7 @@ class Executor:
         h = s.torrent
         budget = self.timing.budget(s.size)
         t = c.torrent(h)
+        self._trace(logging.INFO, "rollback", t)
         if not t.is_moving and _norm(t.save_path) == from_path and _storage_at(t, from_path):
             # Never moved (killed between hiding and setLocation): nothing of qBittorrent's is
             # pending, so they come back first; a torrent started meanwhile and now missing

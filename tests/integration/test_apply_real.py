@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -448,6 +449,25 @@ def moves_on_restart(qbt: QbtInstance) -> list[str]:
     return [ln for ln in since_start.split("WebUI Set location")[0].splitlines() if "Enqueued torrent move" in ln]
 
 
+def resume_traced(cfg) -> tuple[dict, str]:
+    """``qbhook -vv resume``: its one run, and the rollback's trace from its log (what it found,
+    then each poll of its waits: state, save path, where the files are, progress)."""
+    r = qbhook(cfg, "--json", "-vv", "resume")
+    assert r.returncode in (0, 5), (r.returncode, r.stdout, r.stderr[-4000:])
+    (run,) = json.loads(r.stdout)["runs"]
+    trace = [ln for ln in r.stderr.splitlines() if " qbhook." in ln and (" rollback " in ln or " poll " in ln)]
+    return run, "\n".join(trace[-60:])
+
+
+def first_resume_incomplete(run: dict, trace: str) -> None:
+    """A first resume whose rollback ended incomplete (seen 1 in 19 runs, and once in CI at load ~6;
+    cause not found, see design.md "A rollback that needs two resumes"): it must say so, and its
+    reason and trace go into the test report as a warning for the next look at the cause."""
+    reason = run["groups"][0]["reason"]
+    assert "ROLLBACK INCOMPLETE" in reason, run["groups"][0]
+    warnings.warn(f"first resume ended incomplete: {reason}\n{trace}", stacklevel=2)
+
+
 def test_qbittorrent_killed_during_relocate_then_resume_converges(bed, tmp_path_factory, zfs_available):
     _kinds, expected = baseline("demote", bed.qbt, bed.client, tmp_path_factory, zfs_available)
     hashes = build_pair(bed)
@@ -493,17 +513,15 @@ def test_qbittorrent_killed_during_relocate_then_resume_converges(bed, tmp_path_
 
     bed.qbt.restart()
     bed.client = bed.qbt.client()
-    _rc, res = qbhook_json(bed.cfg, "resume", ok=(0, 5))
-    (run,) = res["runs"]
+    run, trace = resume_traced(bed.cfg)
     if run["status"] == "interrupted":
         # Seen once in CI at load ~6 (2026-12-01; passes alone and under two CPU burners, cause
         # not found): the rollback ended incomplete and said so, nothing deleted; the next
         # resume, as it asks, finishes it. The same allowance as the promote restart test's.
-        assert "ROLLBACK INCOMPLETE" in run["groups"][0]["reason"], run["groups"][0]
+        first_resume_incomplete(run, trace)
         assert all(os.path.exists(p) or os.path.exists(hidden[p]) for p in old_files), hidden
-        _rc, res = qbhook_json(bed.cfg, "resume", ok=(0, 5))
-        (run,) = res["runs"]
-    assert run["status"] == "failed" and run["groups"][0]["status"] == "rolled_back", run["groups"][0]
+        run, trace = resume_traced(bed.cfg)
+    assert run["status"] == "failed" and run["groups"][0]["status"] == "rolled_back", (run["groups"][0], trace)
     # rolled back: both torrents seed from their old place again, at 100%
     wait_seeding_at(bed.client, hashes, old_save.__getitem__)
     assert qbhook_json(bed.cfg, "resume")[1] == {"runs": []}
@@ -647,16 +665,14 @@ def test_qbittorrent_restart_move_during_a_promote_never_writes_into_the_library
         # place; qbhook's resume moves it back to them, which cancels that move.
         assert os.path.normpath(moved["content_path"]).startswith(old_save + "/"), moved
 
-    _rc, res = qbhook_json(bed.cfg, "resume", ok=(0, 5))
-    (run,) = res["runs"]
+    run, trace = resume_traced(bed.cfg)
     if at_restart == "paused_as_written" and run["status"] == "interrupted":
         # Seen once in 19 runs, cause not yet found: the rollback ended incomplete and said so (nothing
         # deleted, the library untouched); the next resume, as it asks, finishes it.
-        assert "ROLLBACK INCOMPLETE" in run["groups"][0]["reason"], run
+        first_resume_incomplete(run, trace)
         assert inode_facts(lib, ctime=False) == lib_content
-        _rc, res = qbhook_json(bed.cfg, "resume", ok=(0, 5))
-        (run,) = res["runs"]
-    assert run["status"] == "failed" and run["groups"][0]["status"] == "rolled_back", run["groups"][0]
+        run, trace = resume_traced(bed.cfg)
+    assert run["status"] == "failed" and run["groups"][0]["status"] == "rolled_back", (run["groups"][0], trace)
     wait_seeding_at(client, [h], lambda _h: old_save)
     assert b3(pool_file) == pool_bytes and inode_facts(lib, ctime=False) == lib_content
     assert leftovers(*bed.roots.values()) == []

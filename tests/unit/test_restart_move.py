@@ -10,6 +10,7 @@ libtorrent's agree (``content_path``). The real thing: integration/test_apply_re
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import replace
 
@@ -500,3 +501,29 @@ def test_the_backstop_holds_across_a_resume_from_the_journal(restarting, alerts)
     (summary,) = world.executor().resume()
 
     _assert_stopped_where_it_is(world, summary, alerts)
+
+
+# --------------------------------------------------------------------------- the rollback's trace
+
+
+def test_the_rollback_logs_what_it_finds_and_each_poll_of_its_waits(restarting, caplog):
+    """A rollback that ends incomplete only under load (design.md, "A rollback that needs two
+    resumes") is read from its log: what it found (info) and, at ``-vv``, every poll of its waits
+    with the state, qBittorrent's save path, where the files are, and the progress."""
+    w = restarting
+    w.qbt.refuse_recheck = 1  # the relocation fails while qBittorrent's own move is pending
+
+    with caplog.at_level(logging.DEBUG, logger="qbhook.move.executor"):
+        summary = w.executor().apply(demote_plan(w))
+
+    assert summary.groups[0].status == "rolled_back", summary.groups[0].reason
+    found = [r for r in caplog.records if r.getMessage().startswith(f"rollback {H1}:")]
+    assert [r.levelno for r in found] == [logging.INFO]
+    # the pending own move shows: qBittorrent says the pool, the files are still on the stash
+    assert f"at {w.save(H1, 'pool')} (files {os.path.join(w.save(H1, 'stash'), w.qbt.t[H1].name)})" in (
+        found[0].getMessage()
+    )
+    polls = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"poll {H1}:")]
+    back = [m for m in polls if f" at {w.save(H1, 'stash')} " in m]  # the wait after the move back
+    assert back and all(m.startswith(f"poll {H1}: stopped") and m.endswith("%") for m in back), polls
+    assert all(r.levelno == logging.DEBUG for r in caplog.records if r.getMessage().startswith("poll "))
