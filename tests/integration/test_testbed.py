@@ -154,7 +154,9 @@ def test_setlocation_onto_prelinked_destination_keeps_it(pools, qbt_client, tmp_
     assert info["auto_tmm"] is False  # setLocation always turns ATM off
     assert {f: (dest_dir / f.relative_to(src_dir)).stat().st_ino for f in src_files} == dest_inodes
     assert {f: f.stat().st_ino for f in src_files} == src_inodes  # sources left in place
-    assert states[0] == "moving" and "checkingUP" in states and states[-1] in SEEDING_STATES, states
+    # "moving" is seen only when the 10 ms poll lands inside it: a same-pool move of hardlinks
+    # can end before the first poll (seen once in CI: ['checkingUP', 'stalledUP']).
+    assert states[0] in ("moving", "checkingUP") and "checkingUP" in states and states[-1] in SEEDING_STATES, states
     assert set(states) <= {"moving", "checkingUP"} | SEEDING_STATES, states
 
 
