@@ -1589,12 +1589,8 @@ def _hold(parent: Dir, name: bytes, path_s: str, st: os.stat_result, root: bytes
     with hold:
         if hold.dev != st.st_dev:
             raise UnsafeOperation(f"cannot hold {path_s}: {hold.show()} is on another filesystem")
-        try:
-            os.link(name, name, src_dir_fd=parent.fd, dst_dir_fd=hold.fd, follow_symlinks=False)
-        except FileExistsError:
-            tst = hold.lstat(name)
-            if tst is None or (tst.st_dev, tst.st_ino) != (st.st_dev, st.st_ino):
-                raise UnsafeOperation(f"cannot hold {path_s}: {target} already holds another file") from None
+        if not _link_same(parent, hold, name, st):
+            raise UnsafeOperation(f"cannot hold {path_s}: {target} already holds another file")
         os.unlink(name, dir_fd=parent.fd)
     return os.fsdecode(target)
 
@@ -1766,15 +1762,22 @@ def _carry_hash(catalog, carry: dict | None, st: os.stat_result | None) -> None:
 def _link_back(hold: Dir, parent: Dir, name: bytes, hst: os.stat_result, path_s: str, held: str) -> None:
     if parent.dev != hst.st_dev:
         raise UnsafeOperation(f"cannot put {path_s} back: its folder is on another filesystem now; it stays at {held}")
+    if not _link_same(hold, parent, name, hst):
+        raise UnsafeOperation(
+            f"cannot put {path_s} back: another file took its place; the old file stays at {held}",
+            hint="compare the two and remove one by hand",
+        )
+
+
+def _link_same(src: Dir, dst: Dir, name: bytes, st: os.stat_result) -> bool:
+    """Link ``src/name`` (the inode ``st``) as ``dst/name``; True also when that name already is
+    this inode (an earlier attempt got that far), False when it holds another file."""
     try:
-        os.link(name, name, src_dir_fd=hold.fd, dst_dir_fd=parent.fd, follow_symlinks=False)
+        os.link(name, name, src_dir_fd=src.fd, dst_dir_fd=dst.fd, follow_symlinks=False)
     except FileExistsError:
-        cur = parent.lstat(name)
-        if cur is None or (cur.st_dev, cur.st_ino) != (hst.st_dev, hst.st_ino):
-            raise UnsafeOperation(
-                f"cannot put {path_s} back: another file took its place; the old file stays at {held}",
-                hint="compare the two and remove one by hand",
-            ) from None
+        cur = dst.lstat(name)
+        return cur is not None and (cur.st_dev, cur.st_ino) == (st.st_dev, st.st_ino)
+    return True
 
 
 def _rmdir_chain(root: bytes, chain: list[bytes]) -> None:
