@@ -28,6 +28,7 @@ class Run:
     returncode: int
     stdout: bytes
     stderr: bytes
+    cpu: float = 0.0  # user + system CPU seconds of the command (and its children, GNU time's too)
 
 
 GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
@@ -69,7 +70,7 @@ def run_rss(
     out = Path(stdout_path).read_bytes() if stdout_path else b""
     if check and proc.returncode != 0:
         raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err.decode(errors='replace')[-2000:]}")
-    return Run(dt, maxrss, proc.returncode, out, err)
+    return Run(dt, maxrss, proc.returncode, out, err, ru.ru_utime + ru.ru_stime)
 
 
 def rss_method() -> str:

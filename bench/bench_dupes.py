@@ -16,6 +16,9 @@ every tool has to read to tell them apart. Timed, each in its own process, warm 
   qbhook dupes, warm, no rescan memo   (the same, after forgetting the persisted rescan memos:
                                         a warm run right after any catalog write)
 
+CPU-s: user + system seconds of each run (medians), from wait4(): on a shared machine a ratio of
+wall times moves with the load, the CPU a run spends much less.
+
 Correctness cross-check: the number of duplicate sets and the reclaimable bytes must agree.
 jdupes without -H never matches two hardlinks of one inode (they are "the same file"), which
 is qbhook's rule too (duplicates are distinct inodes); with -H it would also report link-only
@@ -294,6 +297,7 @@ def main() -> int:
         # burst of load from other processes hits each alike: first runs on fresh catalogs, then
         # warm runs on the last one. jdupes' time is the median over all its rounds.
         firsts = {name: [] for name, _env in versions}
+        first_cpu = {name: [] for name, _env in versions}
         first_rss = {name: [] for name, _env in versions}
         cfgs, outs, cfgs_catalog = {}, {}, {}
         for k in range(args.runs):
@@ -310,6 +314,7 @@ def main() -> int:
                     qbhook_cmd(cfgs[name], "--json", "dupes"), stdout_path=str(base / f"qbhook{vi}.json"), env=env
                 )
                 firsts[name].append(r.seconds)
+                first_cpu[name].append(r.cpu)
                 first_rss[name].append(r.maxrss_kib)
                 outs[name] = json.loads((base / f"qbhook{vi}.json").read_text())
         warm_runs = {name: [] for name, _env in versions}
@@ -335,8 +340,11 @@ def main() -> int:
                 )
         jd = statistics.median(r.seconds for r in jd_runs)
         jd_sets, jd_bytes = summarize_paths(parse_jdupes(jd_runs[-1].stdout.decode(errors="surrogateescape")))
+        jd_cpu = statistics.median(r.cpu for r in jd_runs)
         print(
-            f"  jdupes: {jd:.2f}s ({', '.join(f'{r.seconds:.2f}' for r in jd_runs)}), {jd_sets} sets", file=sys.stderr
+            f"  jdupes: {jd:.2f}s ({', '.join(f'{r.seconds:.2f}' for r in jd_runs)}), "
+            f"{jd_cpu:.2f} CPU-s, {jd_sets} sets",
+            file=sys.stderr,
         )
         qres = {}
         for vi, (name, _env) in enumerate(versions):
@@ -346,6 +354,7 @@ def main() -> int:
             )
             qres[name] = {
                 "first": statistics.median(firsts[name]),
+                "first_cpu": statistics.median(first_cpu[name]),
                 "warm": statistics.median(r.seconds for r in warm_runs[name]),
                 "sets": len(q["sets"]),
                 "bytes": q["reclaimable_bytes"],
@@ -354,8 +363,8 @@ def main() -> int:
                 "warm_no_memo": statistics.median(unmemoed[name]) if unmemoed[name] else None,
             }
             print(
-                f"  {name}: first {qres[name]['first']:.2f}s, warm {qres[name]['warm']:.2f}s, "
-                f"{qres[name]['sets']} sets",
+                f"  {name}: first {qres[name]['first']:.2f}s ({', '.join(f'{x:.2f}' for x in firsts[name])}; "
+                f"{qres[name]['first_cpu']:.2f} CPU-s), warm {qres[name]['warm']:.2f}s, {qres[name]['sets']} sets",
                 file=sys.stderr,
             )
         q_sets, q_bytes = qres["qbhook"]["sets"], qres["qbhook"]["bytes"]
@@ -367,6 +376,7 @@ def main() -> int:
             [
                 "jdupes -r -q (baseline)",
                 f"{jd:.2f}",
+                f"{jd_cpu:.2f}",
                 "1.00x",
                 str(jd_sets),
                 f"{jd_bytes:,}",
@@ -379,6 +389,7 @@ def main() -> int:
                 [
                     "rdfind -dryrun true",
                     f"{rd:.2f}",
+                    f"{statistics.median(r.cpu for r in rd_runs):.2f}",
                     f"{jd / rd:.2f}x",
                     str(rd_sets),
                     f"{rd_bytes:,}",
@@ -391,6 +402,7 @@ def main() -> int:
                 [
                     f"{name} dupes, first run (empty catalog)",
                     f"{q['first']:.2f}",
+                    f"{q['first_cpu']:.2f}",
                     f"{jd / q['first']:.2f}x",
                     str(q["sets"]),
                     f"{q['bytes']:,}",
@@ -402,6 +414,7 @@ def main() -> int:
                 [
                     f"{name} dupes, warm run",
                     f"{q['warm']:.2f}",
+                    f"{statistics.median(r.cpu for r in warm_runs[name]):.2f}",
                     f"{jd / q['warm']:.2f}x",
                     str(q["sets"]),
                     f"{q['bytes']:,}",
@@ -414,6 +427,7 @@ def main() -> int:
                     [
                         f"{name} dupes, warm run, the first after a write (no rescan memo, no kept report)",
                         f"{q['warm_no_memo']:.2f}",
+                        "-",
                         f"{jd / q['warm_no_memo']:.2f}x",
                         "-",
                         "-",
@@ -431,7 +445,17 @@ def main() -> int:
         )
         print(
             table(
-                ["what", "seconds", "speed vs jdupes", "dup sets", "reclaimable bytes", "peak RSS MB", "target"], rows
+                [
+                    "what",
+                    "seconds",
+                    "CPU-s",
+                    "speed vs jdupes",
+                    "dup sets",
+                    "reclaimable bytes",
+                    "peak RSS MB",
+                    "target",
+                ],
+                rows,
             )
         )
         print(f"\ncross-check (sets and reclaimable bytes equal for all tools): {'OK' if agree else 'MISMATCH'}")
@@ -441,6 +465,7 @@ def main() -> int:
             "links": info["links"],
             "cold": args.cold,
             "jdupes": jd,
+            "jdupes_cpu": jd_cpu,
             "rdfind": rd,
             "qbhook": qres,
             "sets": {"jdupes": jd_sets, "rdfind": rd_sets},
