@@ -4,8 +4,10 @@
 Every CLI command is a new process. This times, each in its own process and in interleaved
 rounds (so a burst of load from other jobs hits every variant alike), medians of ``--runs``:
 
-  floors   python -c pass; python -c 'import click'; python -c 'import click, yaml, sqlite3, logging'
-           (what any command that reads its YAML config and opens the catalog must load)
+  floors   python -c pass; python -c 'import click'; python -c 'import click, sqlite3, logging'
+           (what any command that reads its config and opens the catalog must load, now that a
+           plain config is read without PyYAML: qbhook.config_yaml); the same with yaml (the
+           floor before that, and still the one of a config only PyYAML can read)
   qbhook   --version; --help; scan --help; explain --help
   scan     an unchanged `qbhook scan` of a small generated tree (``--files``, default 20,000)
            against `find -printf '%i %s %T@ %p\\n'` of the same tree: at this size start-up is
@@ -24,6 +26,7 @@ model, the load average and each row's module count (python -X importtime).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -35,11 +38,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import cleanup, machine, qbhook_versions, table, workdir, write_config
 
 
-def _run(cmd: list[str], env: dict | None) -> float:
+def _run(cmd: list[str], env: dict | None) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, from wait4) of ``cmd`` in its own process.
+
+    On a shared machine the CPU time moves much less with other jobs' load than the wall time
+    (a process waiting for a core is not charged for it), so both are reported."""
     t0 = time.perf_counter()
     # cwd "/": `python -m` puts the working folder first on sys.path, shadowing --compare's PYTHONPATH
-    subprocess.run(cmd, env=env, cwd="/", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-    return time.perf_counter() - t0
+    proc = subprocess.Popen(cmd, env=env, cwd="/", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _pid, _status, ru = os.wait4(proc.pid, 0)
+    proc.returncode = 0  # reaped here: keep Popen from waiting for it again
+    return time.perf_counter() - t0, ru.ru_utime + ru.ru_stime
 
 
 def _modules(cmd: list[str], env: dict | None) -> int:
@@ -80,6 +89,12 @@ def main() -> None:
             ("floor", "python -c 'import click'", [py, "-c", "import click"], plain_env),
             (
                 "floor",
+                "python -c 'import click, sqlite3, logging'",
+                [py, "-c", "import click, sqlite3, logging"],
+                plain_env,
+            ),
+            (
+                "floor",
                 "python -c 'import click, yaml, sqlite3, logging'",
                 [py, "-c", "import click, yaml, sqlite3, logging"],
                 plain_env,
@@ -109,19 +124,37 @@ def main() -> None:
         for _, _, cmd, env in rows:  # untimed: compiles every module into the private pycache
             _run(cmd, env)
         times: list[list[float]] = [[] for _ in rows]
+        cpu: list[list[float]] = [[] for _ in rows]
+        loads = [os.getloadavg()[0]]
         for _ in range(args.runs):
             for i, (_, _, cmd, env) in enumerate(rows):
-                times[i].append(_run(cmd, env))
+                wall, used = _run(cmd, env)
+                times[i].append(wall)
+                cpu[i].append(used)
+            loads.append(os.getloadavg()[0])
 
         print(f"machine: {machine()}")
-        print(f"rounds: {args.runs}, interleaved; medians; each command in its own process\n")
+        print(
+            f"rounds: {args.runs}, interleaved; medians; each command in its own process; "
+            f"load average (1 min) during the rounds {min(loads):.1f}-{max(loads):.1f}\n"
+        )
         med = [statistics.median(t) for t in times]
         first = {}  # group -> median of the group's first row (this checkout, or find for scan)
         out = []
-        for (group, label, cmd, env), m, t in zip(rows, med, times, strict=True):
+        for (group, label, cmd, env), m, t, c in zip(rows, med, times, cpu, strict=True):
             base = first.setdefault(group, m)
             mods = "-" if cmd[0] != py else str(_modules(cmd, env))
-            out.append([group, label, f"{m * 1000:.1f}", f"{min(t) * 1000:.1f}", f"{m / base:.2f}x", mods])
+            out.append(
+                [
+                    group,
+                    label,
+                    f"{m * 1000:.1f}",
+                    f"{min(t) * 1000:.1f}",
+                    f"{statistics.median(c) * 1000:.0f} / {min(c) * 1000:.0f}",
+                    f"{m / base:.2f}x",
+                    mods,
+                ]
+            )
         print(
             table(
                 [
@@ -129,6 +162,7 @@ def main() -> None:
                     "version",
                     "median ms",
                     "min ms",
+                    "CPU ms median / min",
                     "vs first row of its group",
                     "imports (-X importtime lines)",
                 ],
