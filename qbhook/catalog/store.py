@@ -136,6 +136,22 @@ class Catalog:
         if cached is not None:
             return cached
         ident = fsid_mod.identify(os.fsdecode(path), marker_roots=self.marker_roots)
+        mountpoint = os.fsencode(ident.mountpoint)
+        # A row that already says all of this is not written again: every new process asks this
+        # once per filesystem, and a write here would take the catalog's write lock (an explain
+        # waiting behind a sweep's transaction) and fsync for nothing. last_seen is then the
+        # last time the row changed, which nothing reads as more than information.
+        row = self.conn.execute(
+            "SELECT id, fstype, source, mountpoint, dev FROM filesystems WHERE fsid = ?", (ident.fsid,)
+        ).fetchone()
+        if row is not None and tuple(row[1:]) == (ident.fstype, ident.source, mountpoint, dev):
+            taken = self.conn.execute(
+                "SELECT 1 FROM filesystems WHERE dev = ? AND fsid != ? LIMIT 1", (dev, ident.fsid)
+            ).fetchone()
+            if taken is None:
+                self._dev_cache[dev] = row[0]
+                self._fsid_cache[row[0]] = ident.fsid
+                return row[0]
         now = time.time()
         with Tx(self.conn) as c:
             # st_dev numbers get reused: whoever had this dev before no longer does.
@@ -145,7 +161,7 @@ class Catalog:
                 "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(fsid) DO UPDATE SET dev=excluded.dev, "
                 "mountpoint=excluded.mountpoint, source=excluded.source, fstype=excluded.fstype, "
                 "last_seen=excluded.last_seen",
-                (ident.fsid, ident.kind, ident.fstype, ident.source, os.fsencode(ident.mountpoint), dev, now, now),
+                (ident.fsid, ident.kind, ident.fstype, ident.source, mountpoint, dev, now, now),
             )
             fs = c.execute("SELECT id FROM filesystems WHERE fsid = ?", (ident.fsid,)).fetchone()[0]
         self._dev_cache[dev] = fs

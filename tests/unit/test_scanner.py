@@ -398,3 +398,25 @@ def test_without_a_memory_file_the_python_walk_scans(env, monkeypatch):
     write(stash / "data/media/torrents/seeding/t/b.mkv", b"b")
     r = scan_pool(cat, cfg.primary, cfg.scan)
     assert (r.files_seen, r.added, r.changed, r.removed) == (2, 1, 0, 0)
+
+
+def test_a_new_process_that_finds_its_filesystem_row_current_writes_nothing(env):
+    # Every process asks fs_for_path once per filesystem. When the row already says what the
+    # lookup found, rewriting it would take the catalog's write lock (an explain behind a
+    # sweep's transaction) and fsync for nothing; when the device number moved it is written.
+    cfg, cat, stash = env
+    a = write(stash / "data/media/torrents/seeding/t/a.mkv", b"a")
+    scan_pool(cat, cfg.primary, cfg.scan)
+    fs = cat.fs_for_path(a)
+    cat.close()
+    cat = Catalog.open(cfg.catalog)  # a new process: no st_dev cached
+    before = cat.conn.total_changes
+    assert cat.fs_for_path(a) == fs and cat.fsid(fs)
+    assert cat.conn.total_changes == before
+    with cat.conn:
+        cat.conn.execute("UPDATE filesystems SET dev = dev + 12345")
+    cat.close()
+    cat = Catalog.open(cfg.catalog)
+    assert cat.fs_for_path(a) == fs
+    assert cat.conn.execute("SELECT dev FROM filesystems WHERE id = ?", (fs,)).fetchone()[0] == os.stat(a).st_dev
+    cat.close()
