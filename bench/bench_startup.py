@@ -4,10 +4,10 @@
 Every CLI command is a new process. This times, each in its own process and in interleaved
 rounds (so a burst of load from other jobs hits every variant alike), medians of ``--runs``:
 
-  floors   python -c pass; python -c 'import click'; python -c 'import click, sqlite3, logging'
-           (what any command that reads its config and opens the catalog must load, now that a
-           plain config is read without PyYAML: qbhook.config_yaml); the same with yaml (the
-           floor before that, and still the one of a config only PyYAML can read)
+  floors   python -c pass; python -c 'import click'; python -c 'import click, yaml, sqlite3, logging'
+           (what any command that reads its YAML config and opens the catalog must load); the
+           same without yaml (what PyYAML's import costs: a config reader without it was
+           measured and not merged, docs/benchmarks.md §1)
   qbhook   --version; --help; scan --help; explain --help
   scan     an unchanged `qbhook scan` of a small generated tree (``--files``, default 20,000)
            against `find -printf '%i %s %T@ %p\\n'` of the same tree: at this size start-up is
