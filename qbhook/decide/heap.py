@@ -21,13 +21,21 @@ from contextlib import contextmanager
 
 @contextmanager
 def collector_paused() -> Iterator[None]:
-    """The cyclic collector off inside the block, and back to what it was after (nesting is fine)."""
+    """The cyclic collector off inside the block, and back to what it was after (nesting is fine).
+
+    What the block allocated goes straight to the oldest generation when the pause ends: left
+    young, the first pass after the pause walked all of it (0.1-0.24 s after a 10,000-pair
+    snapshot) to find no garbage. Freezing and unfreezing moves whole lists, it walks nothing;
+    a cycle among those objects is collected by the next full pass."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if was_enabled:
+            if not gc.get_freeze_count():  # else unfreezing would end someone else's freeze early
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 
