@@ -22,7 +22,8 @@ that sum too.
 
 Target (issue 12): qbhook within 1.5x jdupes -L on the same tree (wall clock). Each tool's CPU
 seconds (user + system, threads and children included, from the kernel's accounting of the
-reaped process) are reported beside it: on a machine other jobs load, the wall clock of a
+reaped process) are reported beside it, and the seconds the driver spent in the cyclic garbage
+collector's passes per phase: on a machine other jobs load, the wall clock of a
 single-threaded run moves with the load by 2x either way, its CPU seconds much less.
 
   python bench/bench_converge.py                 # 10,000 duplicates on --tmpdir (tmpfs or disk)
@@ -200,6 +201,22 @@ class StubClient:
         return self._files[h]
 
 
+def _collector_clock():
+    """A function returning the wall seconds this process spent in cyclic collector passes since now."""
+    import gc
+
+    spent, began = [0.0], [0.0]
+
+    def on_pass(phase: str, _info: dict) -> None:
+        if phase == "start":
+            began[0] = time.perf_counter()
+        else:
+            spent[0] += time.perf_counter() - began[0]
+
+    gc.callbacks.append(on_pass)
+    return lambda: spent[0]
+
+
 def driver(config: str, n: int, prof=None, prof_before=None, sizes: str | None = None) -> None:
     """One whole convergence in this process; ``prof``: a profiler enabled around the apply phase,
     ``prof_before``: another around scan, snapshot and plan; ``sizes``: a JSON file of the
@@ -213,20 +230,22 @@ def driver(config: str, n: int, prof=None, prof_before=None, sizes: str | None =
 
     t = {"start": time.perf_counter()}
     cpu = {"start": time.process_time()}  # the whole process: the hashing threads too
+    gcs = {"start": 0.0}
+    gc_total = _collector_clock()  # seconds spent in the cyclic collector's passes so far
     if prof_before is not None:
         prof_before.enable()
     cfg = load_config(config)
     cat = Catalog.open(cfg.catalog)
     for p in cfg.pools:
         scan_pool(cat, p, cfg.scan)
-    t["scan"], cpu["scan"] = time.perf_counter(), time.process_time()
+    t["scan"], cpu["scan"], gcs["scan"] = time.perf_counter(), time.process_time(), gc_total()
     listed = json.loads(Path(sizes).read_text()) if sizes else None
     client = StubClient(Path(next(p.seeding_root for p in cfg.pools if p.role == "primary")), n, listed)
     snap = build_snapshot(cfg, cat, [client])
-    t["snapshot"], cpu["snapshot"] = time.perf_counter(), time.process_time()
+    t["snapshot"], cpu["snapshot"], gcs["snapshot"] = time.perf_counter(), time.process_time(), gc_total()
     plan = make_plan(snap, cfg.policy)
     ex = build_executor(cfg, cat, {client.name: client})
-    t["plan"], cpu["plan"] = time.perf_counter(), time.process_time()
+    t["plan"], cpu["plan"], gcs["plan"] = time.perf_counter(), time.process_time(), gc_total()
     if prof_before is not None:
         prof_before.disable()
     if prof is not None:
@@ -234,7 +253,7 @@ def driver(config: str, n: int, prof=None, prof_before=None, sizes: str | None =
     res = ex.apply(plan)
     if prof is not None:
         prof.disable()
-    t["apply"], cpu["apply"] = time.perf_counter(), time.process_time()
+    t["apply"], cpu["apply"], gcs["apply"] = time.perf_counter(), time.process_time(), gc_total()
     s = plan.summary()
     steps = ["start", "scan", "snapshot", "plan", "apply"]
     print(
@@ -248,6 +267,7 @@ def driver(config: str, n: int, prof=None, prof_before=None, sizes: str | None =
                 "steps": sum(len(g.steps) for g in plan.groups),
                 "seconds": {k: round(t[k] - t[prev], 3) for prev, k in itertools.pairwise(steps)},
                 "cpu_seconds": {k: round(cpu[k] - cpu[prev], 3) for prev, k in itertools.pairwise(steps)},
+                "gc_seconds": {k: round(gcs[k] - gcs[prev], 3) for prev, k in itertools.pairwise(steps)},
             }
         )
     )
@@ -408,6 +428,7 @@ def run_qbhook(
     return {
         "seconds": q.seconds,
         "cpu": q_cpu,
+        "gc": out["gc_seconds"],
         "rss": q.maxrss_kib,
         "apply": out["seconds"]["apply"],
         "apply_cpu": out["cpu_seconds"]["apply"],
@@ -448,6 +469,7 @@ def one_round(
         "apply_cpu": q["apply_cpu"],
         "phases": q["phases"],
         "phases_cpu": q["phases_cpu"],
+        "phases_gc": q["gc"],
         "jdupes": j.seconds,
         "jdupes_cpu": j_cpu,
         "jdupes_rss": j.maxrss_kib,
@@ -462,6 +484,7 @@ def one_round(
             other_apply_cpu=c["apply_cpu"],
             other_phases=c["phases"],
             other_phases_cpu=c["phases_cpu"],
+            other_phases_gc=c["gc"],
             other_rss=c["rss"],
         )
     return out
@@ -469,13 +492,14 @@ def one_round(
 
 def _round_line(r: dict) -> str:
     line = (
-        f"qbhook {r['qbhook']:.2f} s, {r['qbhook_cpu']:.2f} CPU s (phases {r['phases']}, CPU {r['phases_cpu']}), "
+        f"qbhook {r['qbhook']:.2f} s, {r['qbhook_cpu']:.2f} CPU s (phases {r['phases']}, CPU {r['phases_cpu']}, "
+        f"collector passes {r['phases_gc']}), "
         f"jdupes -L {r['jdupes']:.2f} s, {r['jdupes_cpu']:.2f} CPU s"
     )
     if "other" in r:
         line += (
             f"; compared qbhook {r['other']:.2f} s, {r['other_cpu']:.2f} CPU s "
-            f"(phases {r['other_phases']}, CPU {r['other_phases_cpu']})"
+            f"(phases {r['other_phases']}, CPU {r['other_phases_cpu']}, collector passes {r['other_phases_gc']})"
         )
     return line
 

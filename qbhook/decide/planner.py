@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import gc
 import posixpath
 from collections.abc import Iterable
 from dataclasses import replace
@@ -53,6 +52,7 @@ from qbhook.decide.facts import (
     map_to_pool,
 )
 from qbhook.decide.grouping import payload_groups
+from qbhook.decide.heap import collector_paused
 from qbhook.decide.plan import (
     MAKE_COPY,
     MAKE_EMPTY,
@@ -81,9 +81,7 @@ from qbhook.units import human_bytes as _b
 
 def make_plan(snap: Snapshot, policy: PolicyConfig) -> Plan:
     # Millions of small, long-lived objects and no cycles: the cyclic GC would only rescan them.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_paused():
         plans = []
         room = policy.max_groups_per_run or float("inf")
         groups = payload_groups(snap.torrents)
@@ -96,9 +94,6 @@ def make_plan(snap: Snapshot, policy: PolicyConfig) -> Plan:
             room -= gp.actionable
             plans.append(gp)
         finish_run(plans, policy)
-    finally:
-        if was_enabled:
-            gc.enable()
     return Plan(groups=plans, created_at=snap.now)
 
 

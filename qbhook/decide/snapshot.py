@@ -56,6 +56,7 @@ from qbhook.decide.facts import (
     split_links,
 )
 from qbhook.decide.grouping import payload_groups
+from qbhook.decide.heap import collector_paused
 from qbhook.decide.policy import policy_blocks_demote
 from qbhook.errors import PathMapError, QbhookError
 from qbhook.paths import normalize
@@ -692,7 +693,8 @@ def build_snapshot(
     background: bool = False,
 ) -> Snapshot:
     """``hash_budget``: bytes this snapshot may hash (0: no limit); ``background``: hash at idle
-    I/O and nice 19 (``qbhook.hashing``)."""
-    return SnapshotBuilder(
-        cfg, catalog, list(clients), progress=progress, hash_budget=hash_budget, background=background
-    ).build(hashes, now=now, infos=infos)
+    I/O and nice 19 (``qbhook.hashing``). Built with the cyclic collector paused (``decide.heap``)."""
+    with collector_paused():
+        return SnapshotBuilder(
+            cfg, catalog, list(clients), progress=progress, hash_budget=hash_budget, background=background
+        ).build(hashes, now=now, infos=infos)

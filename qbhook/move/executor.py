@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from qbhook import notify as _notify
 from qbhook.decide.explain import VIEW_CHANGED  # in a backstop-stopped group's reason (status, explain)
+from qbhook.decide.heap import heap_frozen
 from qbhook.decide.plan import (
     Action,
     Converge,
@@ -471,7 +472,8 @@ class Executor:
         if not groups:
             return RunSummary(None)
         sub = Plan(groups=groups, created_at=plan.created_at)
-        with executor_lock(self.cfg, self.timing.lock_wait, sleep=self.ctx.sleep, clock=self.ctx.clock):
+        # heap_frozen: no collection walks the plan again during the run (decide.heap)
+        with executor_lock(self.cfg, self.timing.lock_wait, sleep=self.ctx.sleep, clock=self.ctx.clock), heap_frozen():
             pending = [r.id for r in self.journal.unfinished_runs()]
             if pending and not allow_unfinished:
                 # A half-done group (view built, some torrents moved) must be finished or

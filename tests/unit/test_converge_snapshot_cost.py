@@ -177,3 +177,27 @@ def test_small_files_of_one_filesystem_are_read_by_two_threads_and_big_ones_by_o
     ids = [r[0] for r in bed.cat.conn.execute("SELECT id FROM inodes")]
     rep = ensure_hashes(bed.cat, ids, settle_seconds=0)
     assert rep.hashed == 2 * PAIRS and len(set(threads)) == hashing.SMALL_READERS
+
+
+def test_placing_many_inodes_links_normalizes_the_roots_once(monkeypatch):
+    from qbhook.decide import facts
+
+    roots = ["/p/seeding/", "/p/seeding2"]
+    cache = getattr(facts, "_root_prefixes", None)
+    if cache is not None:
+        cache.cache_clear()  # this configuration's roots not met yet
+    calls: list[str] = []
+    real = os.path.normpath
+
+    def counting(p):
+        if sys._getframe(1).f_code.co_filename.endswith("facts.py"):
+            calls.append(p)
+        return real(p)
+
+    monkeypatch.setattr(os.path, "normpath", counting)
+    answers = [facts.split_links([f"/p/seeding/T{k}/f", f"/p/lib/M{k}/f", "/p/seeding2//x"], roots) for k in range(50)]
+    monkeypatch.undo()
+    # the answers themselves: each path on its side, canonical (the doubled slash gone)
+    assert answers[7] == (("/p/seeding/T7/f", "/p/seeding2/x"), ("/p/lib/M7/f",))
+    # on the base: both roots normpath-ed again for every inode (100 calls)
+    assert sorted(calls) == sorted(roots), calls
