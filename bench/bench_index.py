@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -274,7 +275,7 @@ def serve_memory(cfg_path: Path, work: Path, cat: Catalog, sweeps: int = 2, time
 # One qbhook version's sweeps, in a process of its own: the first two sweeps (a full re-plan:
 # new process, new qBittorrent session) untimed, then one unchanged sweep per line read.
 _SWEEP_CHILD = """
-import json, sys, time
+import json, resource, sys, time
 from qbhook.catalog.store import Catalog
 from qbhook.clients.qbt.client import QbtClient
 from qbhook.config import load_config
@@ -284,14 +285,50 @@ cfg = load_config(sys.argv[1])
 q = json.loads(sys.argv[2])
 cat = Catalog.open(cfg.catalog)
 client = QbtClient("qbt", q["url"], q["username"], q["password"], timeout=600)
+client.version()  # logs in: the session (and its response hook) exists from here on
+md = {"bytes": 0}
+client._api._session.hooks["response"].append(lambda r, *a, **k: md.update(bytes=md["bytes"] + len(r.content)))
+real_maindata = client.maindata
+
+
+def maindata(rid=0):
+    t0 = time.perf_counter()
+    data = real_maindata(rid)
+    md.update(s=time.perf_counter() - t0, n=len(data.get("torrents") or {}), full=bool(data.get("full_update")))
+    return data
+
+
+client.maindata = maindata  # the sweep's prefetch thread calls it: its own wall time, the answer's size
+
+
+def cpu(who):
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
 sweep(cfg, cat, [client])
 sweep(cfg, cat, [client])
 print("ready", flush=True)
 for _line in sys.stdin:
+    md["bytes"] = 0
+    own, kids = cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     out = sweep(cfg, cat, [client])
     secs = time.perf_counter() - t0
-    print(json.dumps({"s": secs, "phases": out["phase_seconds"], "groups": out["replanned"]["groups"]}), flush=True)
+    own, kids = cpu(resource.RUSAGE_SELF) - own, cpu(resource.RUSAGE_CHILDREN) - kids
+    print(
+        json.dumps(
+            {
+                "s": secs,
+                "phases": out["phase_seconds"],
+                "groups": out["replanned"]["groups"],
+                "cpu": own,
+                "finds_cpu": kids,
+                "maindata": dict(md),
+            }
+        ),
+        flush=True,
+    )
 """
 
 # What migrations 8 and 9 (schema.LOOKUP_INDEXES_DDL, DUPES_MEMO_DDL) added, undone on the
@@ -316,8 +353,20 @@ _MIGRATIONS_UNDONE = (
 )
 
 
-def compare_sweeps(work: Path, cfg_path: Path, qbt: QbtInstance, tree: str, stash: Path, pool: Path, rounds: int):
-    """Row 8: unchanged sweeps of this checkout and of ``tree``, interleaved with a bare find."""
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def compare_sweeps(
+    work: Path, cfg_path: Path, qbt: QbtInstance, trees: list[tuple[str, str]], stash: Path, pool: Path, rounds: int
+):
+    """Row 8: unchanged sweeps of this checkout and of each (label, tree), interleaved with a bare find.
+
+    Per sweep: wall, the sweep process's own CPU, its children's (the scans' finds), qBittorrent's
+    CPU over the same span (read from /proc before and after), and the maindata answer (its
+    wall seen from the prefetch, torrents in it, full or not, bytes of every response)."""
     import json
     import sqlite3
 
@@ -327,7 +376,7 @@ def compare_sweeps(work: Path, cfg_path: Path, qbt: QbtInstance, tree: str, stas
     here = str(Path(__file__).resolve().parents[1])
     creds = json.dumps({"url": qbt.url, "username": qbt.username, "password": qbt.password})
     children: dict[str, subprocess.Popen] = {}
-    for label, path in (("before", os.path.abspath(tree)), ("after", here)):
+    for label, path in [*((lb, os.path.abspath(t)) for lb, t in trees), ("this", here)]:
         db = work / f"catalog-{label}.sqlite"
         with sqlite3.connect(conf["catalog"]) as a, sqlite3.connect(db) as b:
             a.backup(b)  # a consistent copy, WAL included
@@ -354,20 +403,50 @@ def compare_sweeps(work: Path, cfg_path: Path, qbt: QbtInstance, tree: str, stas
         line = proc.stdout.readline()
         if line.strip() != "ready":
             raise SystemExit(f"the {label} sweep process did not start: {line!r}")
+    from qbhook.catalog.scan import _find_cmd
+    from qbhook.config import ScanConfig
+
+    ignore = {os.fsencode(n) for n in ScanConfig().ignore_names}
+    scanner_cmds = [_find_cmd(os.fsencode(str(p)), ignore) for p in (stash, pool) if p.is_dir()]
     finds: list[float] = []
+    finds_cpu: list[float] = []
+    scanner: list[float] = []
+    scanner_cpu: list[float] = []
+    loads: list[float] = []
     runs: dict[str, list[dict]] = {k: [] for k in children}
+    order = list(children)
+
+    def kids_cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
     try:
         for k in range(rounds):
-            t0 = time.perf_counter()
+            loads.append(os.getloadavg()[0])
+            c0, t0 = kids_cpu(), time.perf_counter()
             subprocess.run(
                 ["find", str(stash), str(pool), "-printf", "%i %s %T@ %p\n"], check=True, stdout=subprocess.DEVNULL
             )
             finds.append(time.perf_counter() - t0)
-            for label in ("before", "after") if k % 2 == 0 else ("after", "before"):
+            finds_cpu.append(kids_cpu() - c0)
+            # The scanner's own finds (its fields and prune), one per pool at once as scan_pools
+            # runs them, output discarded: what of the scans phase is find itself.
+            c0, t0 = kids_cpu(), time.perf_counter()
+            procs = [
+                subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"})
+                for cmd in scanner_cmds
+            ]
+            for p in procs:
+                p.wait()
+            scanner.append(time.perf_counter() - t0)
+            scanner_cpu.append(kids_cpu() - c0)
+            for label in order[k % len(order) :] + order[: k % len(order)]:  # each goes first in turn
                 proc = children[label]
+                q0 = _cpu_of(qbt.pid)
                 proc.stdin.write("sweep\n")
                 proc.stdin.flush()
                 out = json.loads(proc.stdout.readline())
+                out["qbt_cpu"] = _cpu_of(qbt.pid) - q0
                 assert out["groups"] == 0, (label, out)
                 runs[label].append(out)
     finally:
@@ -379,22 +458,31 @@ def compare_sweeps(work: Path, cfg_path: Path, qbt: QbtInstance, tree: str, stas
                 proc.kill()
     f = statistics.median(finds)
     rows, lines = [], []
-    for label in ("before", "after"):
-        xs = [r["s"] for r in runs[label]]
+    for label in children:
+        rs = runs[label]
+        xs = [r["s"] for r in rs]
         m = statistics.median(xs)
-        phases = ", ".join(
-            f"{p} {statistics.median(r['phases'].get(p, 0.0) for r in runs[label]):.3f}"
-            for p in runs[label][0]["phases"]
+        phases = ", ".join(f"{p} {statistics.median(r['phases'].get(p, 0.0) for r in rs):.3f}" for p in rs[0]["phases"])
+        md = rs[-1]["maindata"]
+        cpu = (
+            f"CPU-s qbhook {statistics.median(r['cpu'] for r in rs):.3f}, finds "
+            f"{statistics.median(r['finds_cpu'] for r in rs):.3f}, "
+            f"qBittorrent {statistics.median(r['qbt_cpu'] for r in rs):.3f}; "
+            f"maindata {statistics.median(r['maindata'].get('s', 0.0) for r in rs):.3f} s, "
+            f"{md.get('n')} torrents, full {md.get('full')}, {md.get('bytes')} bytes"
         )
-        who = "this checkout" if label == "after" else tree
         rows.append(
-            [f"8. unchanged sweep, {label} ({who})", 1, f"{m:.3f}", f"{m / f:.2f}x find; {phases}; {_fmt(xs)}", 0]
+            [f"8. unchanged sweep, {label}", 1, f"{m:.3f}", f"{m / f:.2f}x find; {phases}; {cpu}; {_fmt(xs)}", 0]
         )
-        lines.append(f"{label}: {m:.3f} s = {m / f:.2f}x a bare find ({phases})")
-    rows.append(["   bare find of both pools (same rounds)", "-", f"{f:.3f}", _fmt(finds), "-"])
+        lines.append(f"{label}: {m:.3f} s = {m / f:.2f}x a bare find ({phases}; {cpu})")
+    fc, sw, sc = statistics.median(finds_cpu), statistics.median(scanner), statistics.median(scanner_cpu)
+    rows.append(["   bare find of both pools (same rounds)", "-", f"{f:.3f}", f"CPU-s {fc:.3f}; {_fmt(finds)}", "-"])
+    rows.append(["   the scanner's finds, output discarded", "-", f"{sw:.3f}", f"CPU-s {sc:.3f}; {_fmt(scanner)}", "-"])
     verdict = (
-        f"before/after, unchanged sweeps each in a process of its own (medians of {rounds}, interleaved "
-        f"with a bare find of {f:.3f} s): " + "; ".join(lines)
+        f"unchanged sweeps each in a process of its own (medians of {rounds}, interleaved with a bare find of "
+        f"{f:.3f} s, {fc:.3f} CPU-s, and the scanner's own finds with their output discarded, {sw:.3f} s = "
+        f"{sw / f:.2f}x, {sc:.3f} CPU-s; load average 1 min {min(loads):.1f}-{max(loads):.1f}):\n  "
+        + "\n  ".join(lines)
     )
     return rows, verdict
 
@@ -434,10 +522,13 @@ def main() -> None:
     ap.add_argument(
         "--compare",
         metavar="TREE",
+        action="append",
+        default=[],
         help="with --sweep: another checkout (e.g. main's): time its explain in its own process and its"
-        " unchanged sweeps (row 8) in the same rounds",
+        " unchanged sweeps (row 8) in the same rounds; repeat for more checkouts (row 8 only)",
     )
-    ap.add_argument("--compare-label", default="other")
+    ap.add_argument("--compare-label", default="other", help="the first --compare's label (the others: folder name)")
+    ap.add_argument("--no-explain", action="store_true", help="with --sweep: skip row 7 and the explain rows")
     ap.add_argument("--base", default="/tmp")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
@@ -605,31 +696,34 @@ def main() -> None:
                 prof = cProfile.Profile(time.process_time)
                 prof.runcall(sweep, cfg, cat, [c2])
                 pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
-            ex_rows, explain_verdict = explain_rounds(
-                cfg_path,
-                work,
-                items[0][0],
-                lambda: sweep(cfg, cat, [c2]),
-                args.rounds,
-                args.compare,
-                args.compare_label,
-            )
-            rows += ex_rows
-            # explain forced to rescan (--max-scan-age 0: walks both pools first, as explain did
-            # before a recent full scan was used), and `status` for the interpreter start alone.
-            env = qbhook_versions(work, None, "")[0][1]
-            for label, extra in (
-                (
-                    "   explain HASH --max-scan-age 0 (walks), own process",
-                    ["explain", items[0][0], "--max-scan-age", "0"],
-                ),
-                ("   reference: qbhook --json status (startup, imports)", ["status"]),
-            ):
-                secs, stats = explain_cost(cfg_path, extra, env)
-                rows.append([label, "-", f"{secs:.2f}", f"{stats} stat calls", "-"])
+            explain_verdict = "explain: not run (--no-explain)"
+            if not args.no_explain:
+                ex_rows, explain_verdict = explain_rounds(
+                    cfg_path,
+                    work,
+                    items[0][0],
+                    lambda: sweep(cfg, cat, [c2]),
+                    args.rounds,
+                    args.compare[0] if args.compare else None,
+                    args.compare_label,
+                )
+                rows += ex_rows
+                # explain forced to rescan (--max-scan-age 0: walks both pools first, as explain did
+                # before a recent full scan was used), and `status` for the interpreter start alone.
+                env = qbhook_versions(work, None, "")[0][1]
+                for label, extra in (
+                    (
+                        "   explain HASH --max-scan-age 0 (walks), own process",
+                        ["explain", items[0][0], "--max-scan-age", "0"],
+                    ),
+                    ("   reference: qbhook --json status (startup, imports)", ["status"]),
+                ):
+                    secs, stats = explain_cost(cfg_path, extra, env)
+                    rows.append([label, "-", f"{secs:.2f}", f"{stats} stat calls", "-"])
             compare_verdict = None
             if args.compare:
-                cmp_rows, compare_verdict = compare_sweeps(work, cfg_path, qbt, args.compare, stash, pool, args.rounds)
+                trees = [(args.compare_label if i == 0 else Path(t).name, t) for i, t in enumerate(args.compare)]
+                cmp_rows, compare_verdict = compare_sweeps(work, cfg_path, qbt, trees, stash, pool, args.rounds)
                 rows += cmp_rows
             print(f"sweep plans: {sweeps[-1]['plan']}")
             if args.serve:

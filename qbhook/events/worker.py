@@ -348,15 +348,20 @@ class _Commits:
 class _Prefetch:
     """A client whose next ``sync/maindata`` request is sent in the background before the scans.
 
-    qBittorrent takes most of an unchanged sync's time to compute its answer (0.7 s at 5,000
-    torrents) while the sweep would wait for the ``find`` walks of the scans: the two waits
-    overlap. The answer is the client's state when asked, before the scans, which is what a
-    sync right after the scans could also have seen had the client changed a moment later;
-    its changes are applied after the scans (files resolve to fresh inodes) and the next
-    sync reports what changed since. Only that one request, from the response id the index
-    held, is answered from the prefetch; anything else (the index was reset or moved) asks
-    the client. A sweep that fails before its sync has spent that response: the next one
-    asks from the older id, which qBittorrent answers with a full update (a full re-plan).
+    qBittorrent takes most of an unchanged sync's time to compute its answer while the sweep
+    would wait for the ``find`` walks of the scans: the two waits overlap. qBittorrent 4.x
+    serializes every torrent on every request and diffs against the session's last answer
+    (0.41-0.47 CPU-s at 5,000 torrents for an empty 9-byte diff, docs/benchmarks.md §8); 5.x
+    keeps a per-session snapshot updated from torrent events, so there an unchanged answer costs
+    little. Asked after the scans instead, the whole wait adds to the sweep (measured: 2.5-2.6x
+    a bare ``find`` at 180k files against 1.7-1.9x with the prefetch). The answer is the
+    client's state when asked, before the scans, which is what a sync right after the scans
+    could also have seen had the client changed a moment later; its changes are applied after
+    the scans (files resolve to fresh inodes) and the next sync reports what changed since. Only
+    that one request, from the response id the index held, is answered from the prefetch;
+    anything else (the index was reset or moved) asks the client. A sweep that fails before its
+    sync has spent that response: the next one asks from the older id, which qBittorrent answers
+    with a full update (a full re-plan).
     """
 
     def __init__(self, client, rid: int):
