@@ -530,13 +530,28 @@ def main() -> None:
     ap.add_argument("--compare-label", default="other", help="the first --compare's label (the others: folder name)")
     ap.add_argument("--no-explain", action="store_true", help="with --sweep: skip row 7 and the explain rows")
     ap.add_argument("--base", default="/tmp")
+    ap.add_argument(
+        "--zfs",
+        action="store_true",
+        help="the two pools on zfs-fuse datasets (issue 11's field-scale bed; root, zfs-fuse running)",
+    )
+    ap.add_argument("--zfs-size", default="8G", help="size of each sparse zfs-fuse pool image (default 8G)")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
 
     work = workdir(args.base, "qbhook-bench-index-")
     qbt = QbtInstance()
+    zpools = None
     try:
-        stash, pool = work / "stash", work / "pool"
+        if args.zfs:
+            from qbhook.sandbox.zfs import create_pools, ensure_zfs_fuse
+
+            if not ensure_zfs_fuse():
+                raise SystemExit("zfs-fuse is not available (run scripts/install-system-deps.sh as root)")
+            zpools = create_pools(work / "bed", size=args.zfs_size, kind="zfs")
+            stash, pool = zpools["stash"], zpools["pool"]
+        else:
+            stash, pool = work / "stash", work / "pool"
         data = stash / "data/media/torrents/seeding"
         cfg_path = write_config(work / "config.yaml", work / "catalog.sqlite", stash, pool)
         t0 = time.perf_counter()
@@ -752,6 +767,10 @@ def main() -> None:
                 print(f"\n{serve_rss}")
     finally:
         qbt.stop()
+        if zpools is not None and not args.keep:
+            from qbhook.sandbox.zfs import destroy_pools
+
+            destroy_pools(zpools)
         cleanup(work, args.keep)
 
 
