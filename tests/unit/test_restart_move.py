@@ -198,8 +198,8 @@ def test_hide_and_unhide_are_idempotent_and_never_replace_a_newcomer(tmpfs, tmp_
 def test_killed_between_hiding_and_set_location_then_started_by_hand_gets_its_links_back(restarting):
     """qbhook dies after hiding the old links and before setLocation; someone then starts the
     torrent, which finds its files gone (missingFiles). The resumed run fails the relocation (not
-    stable) and its rollback puts the links back first: nothing stays hidden behind a failure
-    that only a person can clear."""
+    stable) and its rollback puts the links back first, then stops it and clears missingFiles
+    with a recheck (the flag outlives the files' return): one resume ends it as it was."""
     w = restarting
     w.qbt.restart_on.clear()
     real_set_location = w.qbt.set_location
