@@ -1235,11 +1235,14 @@ class Executor:
         gid: str = "",
         seq: int = -1,
         require_complete: bool = True,
+        recheck_missing: bool = False,
     ):
         """Poll until the torrent is stable (at ``at``, if given) on ``settle_polls`` polls in a row.
 
         Raises VerificationFailed on error/missingFiles, on an incomplete torrent once its
         recheck at ``at`` is over (when ``require_complete``), and when the budget runs out.
+        ``recheck_missing`` (the rollback, whose old links are back where libtorrent's files
+        are): missingFiles is a settled state, cleared by a recheck (``_missing_files``).
         """
         h = s.torrent
         tm, clock = self.timing, self.ctx.clock
@@ -1251,11 +1254,17 @@ class Executor:
         while True:
             t = c.torrent(h)
             self._trace(logging.DEBUG, "poll", t)
-            if t.state in BAD_STATES:
+            if t.state in BAD_STATES and not (recheck_missing and t.state == "missingFiles"):
                 raise VerificationFailed(f"torrent {h} went to state {t.state} at {t.save_path}")
             if t.is_checking:
                 checking_seen = True
-            if not t.is_stable:
+            if t.state == "missingFiles":
+                if at is None:
+                    return t  # nothing in flight: what the rollback needs to know
+                if self._missing_files(c, t, at, rechecked_at, checking_seen):
+                    rechecked_at, checking_seen = clock(), False
+                settled = 0
+            elif not t.is_stable:
                 settled = 0
             elif at is None:
                 return t
@@ -1280,14 +1289,34 @@ class Executor:
                 if settled >= max(1, tm.settle_polls):
                     return t
             if clock() >= deadline:
-                raise VerificationFailed(
-                    f"torrent {h} did not settle{' at ' + at if at else ''} within "
-                    f"{budget:.0f}s (state {t.state}, at {t.save_path})",
-                    hint="qBittorrent may still be moving or checking; qbhook resume waits again",
-                )
+                raise _unsettled(t, at, budget)
             self._hook("poll", gid, seq, s)
             self.ctx.sleep(delay)
             delay = min(delay * 1.5, tm.poll_max_s)
+
+    def _missing_files(self, c: ClientPort, t, at: str, rechecked_at: float | None, checking_seen: bool) -> bool:
+        """A rollback's torrent in missingFiles at ``at``: recheck it once (True when asked now).
+
+        qBittorrent (4.5.2) restarted while the old links were hidden flags the torrent
+        missingFiles and keeps the flag, stopped or not, until a recheck or a start clears it:
+        the links coming back changes nothing by itself, so every resume would see it again. A
+        recheck is safe once qBittorrent's save path and libtorrent's are both ``at`` (no move of
+        its own can follow) and it is stopped first (the state hides whether it runs; a recheck
+        of a stopped torrent leaves it stopped). The API shows the old state until the check
+        shows up (its refresh lag), hence the grace; a check that ran and still ends here
+        means the files really are missing."""
+        h, tm = t.hash, self.timing
+        if _norm(t.save_path) != at or not _storage_at(t, at):
+            raise VerificationFailed(
+                f"torrent {h} went to state missingFiles at {t.save_path} (files {t.content_path})"
+            )
+        if rechecked_at is None:
+            c.stop(h)
+            c.recheck(h)
+            return True
+        if checking_seen or self.ctx.clock() - rechecked_at >= tm.recheck_grace_s:
+            raise VerificationFailed(f"torrent {h} is still missingFiles at {at} after a recheck")
+        return False  # our recheck has not shown up yet
 
     def _trace(self, level: int, what: str, t) -> None:
         """One line per look at a torrent (``-vv`` shows each poll): the sequence of states is what a
@@ -1372,6 +1401,14 @@ class Executor:
             n += res["status"] == "restored"
         return n
 
+    def _unhide_if_home(self, run_id: int, c: ClientPort, s: Relocate, t) -> None:
+        """Put the old links back if ``t`` is at the old place in qBittorrent's eyes and libtorrent's,
+        and not moving: no move of qBittorrent's own can follow then (its save path is where the files
+        are), and any check from here on must find them, not missingFiles or 0 %."""
+        from_path = _norm(s.from_path)
+        if not t.is_moving and _norm(t.save_path) == from_path and _storage_at(t, from_path):
+            self._unhide_old_links(run_id, c, s)
+
     def _stop_sharers(self, st: _GroupRun, c: ClientPort, s: Relocate, r: _Reloc) -> None:
         """Stop the group's other torrents that still seed from any of ``s``'s old paths.
 
@@ -1450,12 +1487,10 @@ class Executor:
         budget = self.timing.budget(s.size)
         t = c.torrent(h)
         self._trace(logging.INFO, "rollback", t)
-        if not t.is_moving and _norm(t.save_path) == from_path and _storage_at(t, from_path):
-            # Never moved (killed between hiding and setLocation): nothing of qBittorrent's is
-            # pending, so they come back first; a torrent started meanwhile and now missing
-            # its files would otherwise keep the wait below failing.
-            self._unhide_old_links(run_id, c, s)
-        t = self._wait(c, s, None, budget)
+        # Never moved (killed between hiding and setLocation, or qBittorrent killed before its new
+        # save path was written): nothing of qBittorrent's is pending, so they come back first.
+        self._unhide_if_home(run_id, c, s, t)
+        t = self._wait(c, s, None, budget, recheck_missing=True)
         where = _norm(t.save_path)
         moved_back = False
         if where == to_path:
@@ -1474,8 +1509,9 @@ class Executor:
             moved_back = True
         elif where != from_path:
             raise UnsafeOperation(f"torrent {h} is at {t.save_path}, neither {from_path} nor {to_path}: not moving it")
+        self._unhide_if_home(run_id, c, s, c.torrent(h))  # before any check: hidden, it finds nothing
         # Also when it already is back (a resumed rollback): a stopped torrent may still wait for its recheck.
-        t = self._wait(c, s, from_path, budget, require_complete=False)
+        t = self._wait(c, s, from_path, budget, require_complete=False, recheck_missing=True)
         # Back in qBittorrent's eyes and libtorrent's: no move of its own can follow. A check that
         # ran while they were hidden saw nothing there: check again with them back.
         if _storage_at(t, from_path) and self._unhide_old_links(run_id, c, s) and not t.is_complete:
@@ -1520,6 +1556,14 @@ class Executor:
 
 
 # --------------------------------------------------------------------------- the dispatch table
+
+
+def _unsettled(t, at: str | None, budget: float) -> VerificationFailed:
+    return VerificationFailed(
+        f"torrent {t.hash} did not settle{' at ' + at if at else ''} within "
+        f"{budget:.0f}s (state {t.state}, at {t.save_path})",
+        hint="qBittorrent may still be moving or checking; qbhook resume waits again",
+    )
 
 
 def _nothing(*_a) -> None:

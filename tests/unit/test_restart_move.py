@@ -50,6 +50,7 @@ class RestartingQbt(FakeQbt):
         self.overwritten: list[str] = []
         self.hidden_at_set_location: dict[str, list[bool]] = {}
         self.refuse_recheck = 0
+        self.checked_hidden: list[str] = []
 
     def set_location(self, h, path):
         t = self._get(h)
@@ -88,8 +89,21 @@ class RestartingQbt(FakeQbt):
         if self.refuse_recheck:
             self.refuse_recheck -= 1
             raise QbtError("fake: recheck refused (HTTP 500)")
-        self._own_move(self._get(h))
+        t = self._get(h)
+        self._own_move(t)
+        if t.transient == "missingFiles" and not t.script:
+            # 4.5.2 clears the flag at once (forceRecheck); its API shows it until the next refresh.
+            self.calls.append(("recheck", t.hash))
+            t.script = [("missingFiles", None)] + [("checkingUP", None)] * self.check_polls + [("done", None)]
+            return
         super().recheck(h)
+
+    def _tick(self, t) -> None:
+        ending = bool(t.script) and t.script[0][0] == "done"
+        super()._tick(t)
+        if ending and any(p and not os.path.lexists(os.path.join(t.save_path, n)) for n, _s, p in t.files):
+            self.checked_hidden.append(t.hash)  # a check finds nothing where a link is hidden
+            t.progress = 0.0
 
     def start(self, h):
         self._own_move(self._get(h))
@@ -184,8 +198,8 @@ def test_hide_and_unhide_are_idempotent_and_never_replace_a_newcomer(tmpfs, tmp_
 def test_killed_between_hiding_and_set_location_then_started_by_hand_gets_its_links_back(restarting):
     """qbhook dies after hiding the old links and before setLocation; someone then starts the
     torrent, which finds its files gone (missingFiles). The resumed run fails the relocation (not
-    stable) and its rollback puts the links back first: nothing stays hidden behind a failure
-    that only a person can clear."""
+    stable) and its rollback puts the links back first, then stops it and clears missingFiles
+    with a recheck (the flag outlives the files' return): one resume ends it as it was."""
     w = restarting
     w.qbt.restart_on.clear()
     real_set_location = w.qbt.set_location
@@ -204,11 +218,85 @@ def test_killed_between_hiding_and_set_location_then_started_by_hand_gets_its_li
 
     (summary,) = w.executor().resume()
 
-    # failed, and the rollback still waits for the torrent to leave missingFiles (a recheck)
-    assert summary.status == "interrupted" and "ROLLBACK INCOMPLETE" in summary.groups[0].reason
+    # failed (not stable), and the rollback stopped it and cleared missingFiles with a recheck
+    # once the links were back; at 100 % it runs again, as it did before the run
+    assert summary.groups[0].status == "rolled_back", summary.groups[0].reason
     assert all(os.path.lexists(p) for p in old)
     assert not os.path.lexists(os.path.join(w.seed_s, fsops.HOLDING_DIR))
-    assert w.qbt.count("set_location", H1) == 0
+    assert w.qbt.count("set_location", H1) == 0 and w.qbt.checked_hidden == [] and w.qbt.violations == []
+    assert w.qbt.calls.index(("stop", H1)) < w.qbt.calls.index(("recheck", H1)) < w.qbt.calls.index(("start", H1))
+    assert (t.progress, t.transient, t.stopped) == (1.0, None, False)
+
+
+# --------------------------------------------------------------------------- qBittorrent killed in the move
+
+
+class DyingQbt(RestartingQbt):
+    """qBittorrent killed right after it accepted H1's setLocation: unreachable until ``restart``,
+    which brings H1 back the way 4.5.2 did under load (section 7 of test_apply_real.py, traced):
+    stopped and in missingFiles, since its files were hidden when it loaded them. ``lost``: the
+    kill came before the new save path reached the resume data (both save paths the old place);
+    ``deferred``: after (qBittorrent's save path the new place, libtorrent's files the old one)."""
+
+    def __init__(self):
+        super().__init__(set())
+        self.down, self.kill_in = False, {H1}
+
+    def set_location(self, h, path):
+        super().set_location(h, path)
+        if h in self.kill_in:
+            self.kill_in.discard(h)
+            self.down = True
+
+    def torrent(self, h):
+        if self.down:
+            raise QbtError("fake: cannot reach qBittorrent (connection refused)")
+        return super().torrent(h)
+
+    def restart(self, old_save: str, new_save: str, resume_data: str) -> None:
+        t = self.t[H1]
+        self.down, t.script, t.stopped, t.transient = False, [], True, "missingFiles"
+        if resume_data == "lost":
+            t.save_path = old_save
+        else:
+            t.save_path, self.storage[H1] = new_save, old_save
+
+
+@pytest.mark.parametrize("resume_data", ["lost", "deferred"])
+def test_qbittorrent_killed_in_the_move_rolls_back_in_one_resume(tmpfs, tmp_path, resume_data):  # noqa: F811
+    """The "ROLLBACK INCOMPLETE" of section 7 (design.md, "A rollback that needs two resumes"):
+    killed inside H1's move, qBittorrent comes back with H1 in missingFiles, which its links
+    coming back does not clear: every resume used to fail on it. One resume now finishes the
+    rollback: moved back to where libtorrent's files are (cancelling a pending move of its own),
+    links back, stopped, rechecked with them in place, started again only at 100 %; nothing
+    copied into the view, nothing deleted."""
+    w = _make_world(tmpfs, tmp_path)
+    q = DyingQbt()
+    q.t = w.qbt.t
+    w.qbt = q
+    try:
+        before = end_state(w)
+        old_save, new_save = w.save(H1, "stash"), w.save(H1, "pool")
+
+        summary = w.executor().apply(demote_plan(w))
+
+        assert summary.status == "interrupted" and "ROLLBACK INCOMPLETE" in summary.groups[0].reason
+        q.restart(old_save, new_save, resume_data)
+        n = len(q.calls)
+        (summary,) = w.executor().resume()
+
+        assert summary.groups[0].status == "rolled_back", summary.groups[0].reason
+        assert not summary.groups[0].needs_attention
+        t = q.t[H1]
+        assert (t.save_path, t.progress, t.transient, t.stopped) == (old_save, 1.0, None, False)
+        assert q.storage == {} and q.overwritten == [] and q.checked_hidden == [] and q.violations == []
+        now = q.calls[n:]
+        assert now.index(("stop", H1)) < now.index(("recheck", H1)) < now.index(("start", H1)), now
+        assert end_state(w)["stash"] == before["stash"]  # every old link back, nothing deleted
+        assert not os.path.lexists(os.path.join(w.seed_s, fsops.HOLDING_DIR))
+        assert w.executor().resume() == []
+    finally:
+        w.cat.close()
 
 
 # --------------------------------------------------------------------------- a running torrent
