@@ -94,12 +94,17 @@ def payload_dupes(app: App, offline: bool) -> None:
 def explain_from_index(app: App, torrent_hash: str, why: str | None) -> None:
     """``explain`` answered from the torrent index: no client, no scan; says how old it is."""
     from qbhook.catalog.queries import explain_from_index as answer
+    from qbhook.decide.explain import backstop_stops
 
     data = answer(app.catalog, torrent_hash, why)
     now = data.pop("now")
     for t in data["torrents"]:
         for f in t["files"]:
             f["path"] = shown(f["path"]) if f["path"] else None
+    # The backstop's verdict is the journal's, not the client's: an answer without a client
+    # says it as the live one does (a stopped group must not look merely undecided).
+    planned = data["group"]["planned_group_id"] or ""
+    data["backstop"] = backstop_stops(app.catalog.conn, planned, [torrent_hash, *(t["hash"] for t in data["torrents"])])
 
     def human(d):
         g = d["group"]
@@ -109,6 +114,9 @@ def explain_from_index(app: App, torrent_hash: str, why: str | None) -> None:
             f"group {g['group_id']}: last decision {(g['decision'] or 'none').upper()}"
             f"{' - ' + g['decision_reason'] if g['decision_reason'] else ''}{when}"
         )
+        for v in d["backstop"]:
+            click.echo(f"  STOPPED BY THE VIEW BACKSTOP in run {v['run']} (group {v['group_id']}): {v['reason']}")
+            click.echo(f"    what to do: {v['todo']}")
         for t in d["torrents"]:
             age = f"{t['index_age_s']:.0f} s old" if t["index_age_s"] is not None else "never synced"
             click.echo(

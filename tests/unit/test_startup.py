@@ -254,6 +254,13 @@ def test_explain_says_the_view_backstops_verdict_from_the_journal_without_loadin
     assert r.exit_code == 0, r.output
     assert f"STOPPED BY THE VIEW BACKSTOP in run {run} (group g-before): relocate failed: VIEW FILE" in r.output
     assert "what to do: something wrote into a view file" in r.output and "g-other" not in r.output
+    # The answer without a client (--index, or qBittorrent down) says the same verdict.
+    r = CliRunner().invoke(main, ["--config", str(bed), "explain", "--index", HASH])
+    assert r.exit_code == 0, r.output
+    assert f"STOPPED BY THE VIEW BACKSTOP in run {run} (group g-before): relocate failed: VIEW FILE" in r.output
+    assert "g-other" not in r.output
+    r = CliRunner().invoke(main, ["--config", str(bed), "--json", "explain", "--index", HASH])
+    assert [v["group_id"] for v in json.loads(r.output)["backstop"]] == ["g-before"]
 
 
 def command_modules_loaded(mods: set[str]) -> list[str]:
