@@ -34,9 +34,14 @@ def _conf(webui_port: int, listen_port: int, downloads: Path) -> str:
     # Queueing off, so many seeding test torrents never sit in queuedUP.
     # RefreshInterval: torrent states reach the API only at this period (default 1500 ms), which
     # hides short states like checkingUP and slows every wait.
+    # FileLogger: qBittorrent rolls its log over at 65 KiB by default; tests read it for what
+    # happened since a restart, so it is kept in one file.
     return f"""\
 [LegalNotice]
 Accepted=true
+
+[Application]
+FileLogger\\MaxSizeBytes=52428800
 
 [BitTorrent]
 Session\\DHTEnabled=false
