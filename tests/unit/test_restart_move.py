@@ -338,6 +338,17 @@ class SharingQbt(RestartingQbt):
         return super().torrent(h)
 
 
+def _sharing_world(mount, tmp_path):
+    """A world where H2, running, seeds H1's very paths, on a client that notes a running torrent
+    missing its files; with the plan for it (``_same_path_plan``)."""
+    w = _make_world(mount, tmp_path)
+    q = SharingQbt(set())
+    q.t = w.qbt.t
+    w.qbt = q
+    q.t[H2].stopped = False
+    return w, q, _same_path_plan(w)
+
+
 def _same_path_plan(w):
     """Both torrents seed the very same paths (one save path, same names): the plan the planner
     makes for them, with each file built, verified and deleted once."""
@@ -393,13 +404,8 @@ def test_cross_seeds_of_one_path_never_run_with_their_files_hidden(tmpfs, tmp_pa
 def test_rollback_puts_shared_paths_back_and_restarts_the_sharer(tmpfs, tmp_path):  # noqa: F811
     """H1's relocation fails (under 100 % at the new place) while H2, seeding from the same paths,
     was stopped for it: the rollback puts every path back once and starts H2 again."""
-    w = _make_world(tmpfs, tmp_path)
-    q = SharingQbt(set())
-    q.t = w.qbt.t
-    w.qbt = q
+    w, q, plan = _sharing_world(tmpfs, tmp_path)
     try:
-        q.t[H2].stopped = False
-        plan = _same_path_plan(w)
         before = {rel: os.lstat(os.path.join(w.seed_s, rel)).st_ino for rel, _d in FILES}
         q.fail_at[w.seed_p] = 0.5
 
@@ -421,13 +427,8 @@ def test_a_sharer_stopped_before_a_kill_runs_again_after_the_resume(tmpfs, tmp_p
     before setLocation, or while the move is polled. The journal recorded H2 before its stop, so
     the resumed run starts it again once the paths are back, and the group ends as without the kill.
     Started by hand after a kill before setLocation, H2 is stopped again before H1's move."""
-    w = _make_world(tmpfs, tmp_path)
-    q = SharingQbt(set())
-    q.t = w.qbt.t
-    w.qbt = q
+    w, q, plan = _sharing_world(tmpfs, tmp_path)
     try:
-        q.t[H2].stopped = False
-        plan = _same_path_plan(w)
         real_set_location = q.set_location
 
         def killed(h, path):
@@ -465,13 +466,8 @@ def test_a_sharer_stopped_before_a_kill_runs_again_after_the_resume(tmpfs, tmp_p
 def test_a_rollback_resumed_after_a_kill_starts_the_sharer_it_stopped(tmpfs, tmp_path):  # noqa: F811
     """Killed during the rollback of H1's failed move, with H2 still stopped for it: the resumed
     rollback reads H2 from the journal and starts it once the shared paths are back."""
-    w = _make_world(tmpfs, tmp_path)
-    q = SharingQbt(set())
-    q.t = w.qbt.t
-    w.qbt = q
+    w, q, plan = _sharing_world(tmpfs, tmp_path)
     try:
-        q.t[H2].stopped = False
-        plan = _same_path_plan(w)
         q.fail_at[w.seed_p] = 0.5
         real_set_location = q.set_location
 
