@@ -548,13 +548,8 @@ def main() -> None:
 
             if not ensure_zfs_fuse():
                 raise SystemExit("zfs-fuse is not available (run scripts/install-system-deps.sh as root)")
-            zpools = create_pools(work / "bed", size=args.zfs_size, kind="zfs")
-            from qbhook.sandbox.zfs import _run
-
-            for p in zpools.pools.values():
-                # the bed's files are a 32-byte head and zeros; a single-block ZFS file allocates
-                # its whole block unless compression turns the zeros into holes
-                _run("zfs", "set", "compression=on", p.zpool)
+            # the bed's files are a 32-byte head and zeros: compression keeps them holes
+            zpools = create_pools(work / "bed", size=args.zfs_size, kind="zfs", compression=True)
             stash, pool = zpools["stash"], zpools["pool"]
         else:
             stash, pool = work / "stash", work / "pool"

@@ -106,12 +106,15 @@ def create_pools(
     size: str = "512M",
     nested: dict[str, str] | None = None,
     kind: str | None = None,
+    compression: bool = False,
 ) -> Pools:
     """Create one filesystem per logical name, mounted at base_dir/<name>.
 
     nested={"stash": "data/media/library"} adds a separate filesystem at that path inside
     "stash"; the folders above it stay plain folders of the parent, as on a typical
     /stash/data/media/library layout. kind=None picks zfs when zfs-fuse runs, else tmpfs.
+    compression (zfs): on, so blocks of zeros are stored as holes; a ZFS file of one block
+    otherwise allocates the whole block, however sparse it was written (the benches' beds).
     """
     base_dir = Path(base_dir).resolve()
     if kind is None:
@@ -129,6 +132,8 @@ def create_pools(
                 # zpool needs an absolute vdev path; -f because it is a file, not a disk
                 _run("zpool", "create", "-f", "-m", str(mnt), zpool, str(img))
                 pools.pools[logical] = Pool(mnt, zpool, "zfs")
+                if compression:
+                    _run("zfs", "set", "compression=on", zpool)
             elif kind == "tmpfs":
                 mnt.mkdir(parents=True, exist_ok=True)
                 _run("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt))
