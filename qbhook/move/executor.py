@@ -70,7 +70,7 @@ from qbhook.decide.plan import (
 )
 from qbhook.errors import QbhookError, QbtError, UnsafeOperation, VerificationFailed
 from qbhook.move import fsops
-from qbhook.move.journal import Journal, RunRow, StepRow
+from qbhook.move.journal import Journal, RunRow, StepRow, sharers_of
 from qbhook.move.locks import converge_lock, executor_lock, group_lock
 
 if TYPE_CHECKING:
@@ -1665,7 +1665,7 @@ def _redo_group(_s: VerifyGroup, _relocated: set, later: list) -> bool:
 
 
 def _reloc_of(seq: int, row: StepRow) -> _Reloc:
-    return _Reloc(seq, row.id, row.status, row.step, list(row.args.get("_sharers") or ()))
+    return _Reloc(seq, row.id, row.status, row.step, sharers_of(row.args))
 
 
 def _replay_relocate(st: _GroupRun, seq: int, _s: Relocate, row: StepRow) -> None:

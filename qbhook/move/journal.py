@@ -59,6 +59,11 @@ class RunRow:
     summary: dict | None
 
 
+def sharers_of(args: dict) -> list[str]:
+    """The sharers ``Journal.set_sharers`` recorded in a relocate step's args."""
+    return list(args.get("_sharers") or ())
+
+
 class Journal:
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
@@ -214,8 +219,8 @@ class Journal:
 
     def sharers(self, step_id: int) -> list[str]:
         """The torrents ``set_sharers`` last recorded for this step (none for a step never run)."""
-        r = self.conn.execute("SELECT json_extract(args, '$._sharers') FROM steps WHERE id=?", (step_id,)).fetchone()
-        return list(json.loads(r[0])) if r and r[0] else []
+        r = self.conn.execute("SELECT args FROM steps WHERE id=?", (step_id,)).fetchone()
+        return sharers_of(json.loads(r[0])) if r else []
 
     def steps(self, run: int) -> list[StepRow]:
         rows = self.conn.execute(
