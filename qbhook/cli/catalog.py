@@ -82,19 +82,25 @@ def dupes(app: App, no_scan, min_size, payloads, offline):
     """List content stored more than once as distinct inodes, with the bytes converging would free."""
     from qbhook.catalog.dupes import duplicates_report
     from qbhook.catalog.scan import scan_pools
+    from qbhook.decide.heap import collector_paused
 
     cfg = app.cfg
     if payloads:
         from qbhook.cli.torrents import payload_dupes
 
         return payload_dupes(app, offline)
-    if not no_scan:
-        scan_pools(app.catalog, list(cfg.pools), cfg.scan, progress=app.progress())
-    # The report's JSON text (kept in the catalog while nothing it depends on was written):
-    # --json prints it as is, byte for byte what app.emit would print for the parsed report.
-    text = duplicates_report(
-        app.catalog, settle_seconds=cfg.scan.settle_seconds, min_size=min_size, progress=app.progress()
-    )
+    # The collector paused (decide.heap): a first run holds a few objects per file (walked
+    # stats, candidate rows, paths) with no cycle among them, and each full pass walked them
+    # all again to free nothing (~5 passes, 0.1-0.2 CPU-s on bench_dupes' tree: §3 of
+    # docs/benchmarks.md).
+    with collector_paused():
+        if not no_scan:
+            scan_pools(app.catalog, list(cfg.pools), cfg.scan, progress=app.progress())
+        # The report's JSON text (kept in the catalog while nothing it depends on was written):
+        # --json prints it as is, byte for byte what app.emit would print for the parsed report.
+        text = duplicates_report(
+            app.catalog, settle_seconds=cfg.scan.settle_seconds, min_size=min_size, progress=app.progress()
+        )
     if app.as_json:
         click.echo(text)
         return

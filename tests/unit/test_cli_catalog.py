@@ -326,6 +326,30 @@ def test_dupes(env):
     assert "2 duplicated contents, 195.3 KiB reclaimable (2 across pools)" in human
 
 
+def test_dupes_scans_and_reports_with_the_collector_paused(env, monkeypatch):
+    """The dupes command keeps the cyclic collector off its scan and report (decide.heap: they hold
+    a few cycle-free objects per file that every full pass walked again) and turns it back on."""
+    import gc
+
+    from qbhook.catalog import dupes, scan
+
+    seen = []
+    for mod, name in ((scan, "scan_pools"), (dupes, "duplicates_report")):
+        real = getattr(mod, name)
+
+        def spy(*a, _real=real, _name=name, **k):
+            seen.append((_name, gc.isenabled()))
+            return _real(*a, **k)
+
+        monkeypatch.setattr(mod, name, spy)
+    put(env.stash / SEED / "A/a", b"same")
+    put(env.pool / SEED / "A/a", b"same")
+    assert gc.isenabled()
+    assert len(env.json("dupes")["sets"]) == 1
+    assert seen == [("scan_pools", False), ("duplicates_report", False)]
+    assert gc.isenabled()
+
+
 def test_dupes_no_scan_on_empty_catalog(env):
     put(env.stash / SEED / "A/a", b"same")
     put(env.pool / SEED / "A/a", b"same")
