@@ -123,9 +123,6 @@ class DupeSet:
         }
 
 
-_SHARED_SIZES = "(SELECT size FROM inodes WHERE size >= ? GROUP BY size HAVING count(*) > 1)"
-
-
 def find_duplicates(
     catalog: Catalog, *, settle_seconds: float = 60.0, min_size: int = 1, progress: Progress | None = None
 ) -> list[DupeSet]:
@@ -239,7 +236,7 @@ def _find_duplicates(
         else:
             to_split.append(members)
     missing = [m[0] for members in to_split for m in members if m[3] is None]
-    where = _locations(conn, min_size) if missing or need_full else None
+    where = _locations(conn, rows) if missing or need_full else None
     fresh: dict[int, bytes] = {}
     partials_new: list[tuple[int, bytes, int, int]] = []
     for iid, _path, (partial, st) in _read_each(catalog, _jobs(where or {}, missing), _partial):
@@ -292,7 +289,7 @@ def _full_hashes(
     if need_full and where is None:
         # Every partial was cached but some collide without full hashes (an earlier run found the
         # files still settling, or stopped before hashing): their locations are needed now.
-        where = _locations(conn, min_size)
+        where = _locations(conn, rows)
     size_of = {r[0]: r[1] for r in rows}
     big = [i for i in need_full if size_of[i] >= MULTITHREAD_MIN]
     # The big files' progress (bytes, ETA) is the one worth showing; two writers would garble it.
@@ -329,19 +326,17 @@ def _candidates(conn, min_size: int) -> list[tuple[int, int, bytes | None, bytes
     return [r for r in rows if count[r[1]] > 1]
 
 
-def _locations(conn, min_size: int) -> dict[int, tuple[int, int, list[bytes]]]:
-    """inode id -> (fs, ino, paths) of every candidate (an inode of a shared size): one query,
-    not one per few hundred inodes."""
+def _locations(conn, rows: list) -> dict[int, tuple[int, int, list[bytes]]]:
+    """inode id -> (fs, ino, paths in path order) of every candidate (``rows``, as _candidates
+    returns them): their paths in one pass (_paths_of), the inodes' fields from the rows in hand.
+    (A join of inodes and paths ordered by path, as before, took 0.17-0.21 CPU-s for the 30,000
+    candidate paths of bench_dupes' tree; this 0.12-0.15: docs/benchmarks.md §3.)"""
+    paths = _paths_of(conn, {r[0] for r in rows})
     out: dict[int, tuple[int, int, list[bytes]]] = {}
-    for iid, fs, ino, path in conn.execute(
-        "SELECT i.id, i.fs, i.ino, p.path FROM inodes i JOIN paths p ON p.inode = i.id "
-        f"WHERE i.size >= ? AND i.size IN {_SHARED_SIZES} ORDER BY p.path",
-        (min_size, min_size),
-    ):
-        ent = out.get(iid)
-        if ent is None:
-            ent = out[iid] = (fs, ino, [])
-        ent[2].append(path)
+    for r in rows:
+        mine = paths.get(r[0])
+        if mine:
+            out[r[0]] = (r[4], r[5], sorted(p for p, _pool in mine))
     return out
 
 
