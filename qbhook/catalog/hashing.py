@@ -77,9 +77,12 @@ PARTIAL_LEN = 16
 # Files at least this big are hashed by mmap in a worker process (bench/bench_hash.py: the
 # read() pipeline reaches ~0.6-0.9x b3sum depending on the CPU, the mapping ~1.0x). The round
 # trip to the worker costs ~0.2-0.3 ms: a page-cached 32 MiB file took 6.9 ms through the worker,
-# 6.6 ms mapped in-process and 12.2 ms on the read() path (medians of 30, Intel Xeon). Smaller
-# files stay on the read() path, whose buffers and pipeline are tuned for them.
-MMAP_MIN = 2 * PIPELINE_MIN
+# 6.6 ms mapped in-process and 12.2 ms on the read() path (medians of 30, Intel Xeon). At 8 MiB
+# the worker still wins (1.8 vs 6.5 ms; 16 MiB 4.5 vs 9.4 ms), at 4 MiB it no longer does (1.8
+# ms both), and the copy it saves is CPU: bench_dupes' 8-48 MiB files (2 GB) took 0.54-0.76 CPU-s
+# from 8 MiB vs 0.73-0.98 from 32 MiB (docs/benchmarks.md §3, 2026-12-01 10:21). Smaller files
+# stay on the read() path, whose buffers are tuned for them.
+MMAP_MIN = 8 * 1024 * 1024
 MMAP_WORKERS = True  # False: always use the read() path (e.g. for comparison in benchmarks)
 MMAP_CHUNK = 64 * 1024 * 1024  # the worker hashes the mapping in chunks, asking the kernel for the next one
 MAX_IDLE_WORKERS = 2  # idle workers kept for the next file (~15 MB each); more are stopped

@@ -381,8 +381,10 @@ def test_find(env):
     assert f"blake3: {b3(data)}" in human and "same content elsewhere:" in human
 
 
-def test_find_large_file_hash_matches_reference(env):
-    """Files of PIPELINE_MIN and more are read on a helper thread: the digest must not change."""
+def test_find_large_file_hash_matches_reference(env, monkeypatch):
+    """Files of PIPELINE_MIN and more are read on a helper thread (when not mapped by a worker):
+    the digest must not change."""
+    monkeypatch.setattr(hashing, "MMAP_WORKERS", False)
     data = os.urandom(hashing.PIPELINE_MIN + 3 * hashing.BUF_SIZE + 12345)
     p = put(env.pool / SEED / "big.bin", data)
     f = env.json("find", os.fsdecode(p))
@@ -390,6 +392,7 @@ def test_find_large_file_hash_matches_reference(env):
 
 
 def test_find_read_error_is_reported_not_crashed(env, monkeypatch):
+    monkeypatch.setattr(hashing, "MMAP_WORKERS", False)  # a read() error, not a worker's
     p = put(env.pool / SEED / "bad.bin", os.urandom(hashing.PIPELINE_MIN + 1))
     calls = {"n": 0}
     real = os.readv
