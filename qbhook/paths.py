@@ -35,5 +35,19 @@ def normalize(path: str) -> str:
 
 def is_within(path: str | os.PathLike, root: str | os.PathLike) -> bool:
     """Lexical containment on whole path components (``/a/bc`` is not inside ``/a/b``)."""
-    p, r = os.path.normpath(os.fspath(path)), os.path.normpath(os.fspath(root))
+    p, r = os.fspath(path), os.fspath(root)
+    # normpath (a Python function around the C one) is most of this function's cost, and a
+    # snapshot and its plan ask this for every torrent and file: a spelling it would return
+    # unchanged skips it (``_normpath_keeps``).
+    if not _normpath_keeps(p):
+        p = os.path.normpath(p)
+    if not _normpath_keeps(r):
+        r = os.path.normpath(r)
     return p == r or p.startswith(r + "/") or r == "/"
+
+
+def _normpath_keeps(p) -> bool:
+    """True only when ``os.path.normpath(p) == p``: an absolute str with no empty component
+    (``//``, a trailing ``/``) and no component that starts with a dot (so no ``.`` or ``..``;
+    ``/.hidden`` is sent to normpath too, which keeps it). Leaves ``/`` itself to normpath."""
+    return isinstance(p, str) and p[:1] == "/" and p[-1] != "/" and "//" not in p and "/." not in p

@@ -58,6 +58,10 @@ BUF_SIZE = 4 * 1024 * 1024
 PIPELINE_MIN = 4 * BUF_SIZE
 PIPELINE_BUFFERS = 2
 MULTITHREAD_MIN = 1024 * 1024  # smaller files are hashed on one thread
+# Below this a file is read in one request that the kernel's first readahead window (128 KiB
+# by default) already covers: a "sequential" hint would change nothing, and it is a system
+# call per file (20,000 of a convergence's small files, docs/benchmarks.md section 9).
+FADVISE_MIN = 128 * 1024
 STORE_BATCH = 1000  # ensure_hashes: commit hashes in batches of this many files ...
 # ... or after this many seconds: a file that took longer than this is committed as soon as it
 # is done (a kill loses at most the file in flight), and small files still share one commit.
@@ -267,10 +271,11 @@ def hash_fd(fd: int, hasher=None, size: int | None = None) -> bytes:
     # Multithreaded hashing pays off only for big inputs; on small files its overhead is
     # bigger than the hashing (bench/bench_dupes.py: ~30 us more per 100 KB file).
     h = hasher or blake3.blake3(max_threads=blake3.blake3.AUTO if size >= MULTITHREAD_MIN else 1)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-    except (OSError, AttributeError):
-        pass
+    if size >= FADVISE_MIN:
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        except (OSError, AttributeError):
+            pass
     if size >= PIPELINE_MIN:
         _hash_pipelined(fd, h)
         return h.digest()

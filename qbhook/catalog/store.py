@@ -333,15 +333,31 @@ class Catalog:
         )
         return inode_id
 
+    # record_path's carry-over (``own_change``), as part of the inode's upsert: where the row
+    # already holds a hash taken at the new size and mtime, it is moved to the new ctime (the
+    # old row's columns, unqualified, are read before any SET applies).
+    _CARRY_HASH = (
+        ", hash_ctime_ns=CASE WHEN hash IS NOT NULL AND hash_size=excluded.size "
+        "AND hash_mtime_ns=excluded.mtime_ns THEN excluded.ctime_ns ELSE hash_ctime_ns END"
+    )
+
     def upsert_many(
-        self, c: sqlite3.Connection, pool: str, rows: list[tuple[bytes, int, os.stat_result]], scan_id: int | None
+        self,
+        c: sqlite3.Connection,
+        pool: str,
+        rows: list[tuple[bytes, int, os.stat_result]],
+        scan_id: int | None,
+        *,
+        carry_hash: bool = False,
     ) -> None:
         """upsert() for many (path, fs, stat) at once: two executemany calls instead of two
-        statements per path. Caller holds a transaction. Same end state as upserting one by one."""
+        statements per path. Caller holds a transaction. Same end state as upserting one by one.
+        ``carry_hash``: record_path's ``own_change`` carry-over too, in the same statement."""
         c.executemany(
             "INSERT INTO inodes(fs, ino, size, mtime_ns, ctime_ns, nlink, seen_scan) VALUES (?,?,?,?,?,?,?) "
             "ON CONFLICT(fs, ino) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
-            "ctime_ns=excluded.ctime_ns, nlink=excluded.nlink, seen_scan=excluded.seen_scan",
+            "ctime_ns=excluded.ctime_ns, nlink=excluded.nlink, seen_scan=excluded.seen_scan"
+            + (self._CARRY_HASH if carry_hash else ""),
             [(fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, scan_id) for _p, fs, st in rows],
         )
         c.executemany(
@@ -418,15 +434,8 @@ class Catalog:
             for bpath, pool, st, fs in todo:
                 by_pool.setdefault(pool, []).append((bpath, fs, st))
             for pool, rows in by_pool.items():
-                self.upsert_many(c, pool, rows, None)
-            if own_change:
-                # record_path's carry-over: the upsert left the hash columns alone, so "the hash was
-                # taken at this size and mtime" can be asked after it as well as before.
-                c.executemany(
-                    "UPDATE inodes SET hash_ctime_ns=? WHERE fs=? AND ino=? AND hash IS NOT NULL "
-                    "AND hash_size=? AND hash_mtime_ns=?",
-                    [(st.st_ctime_ns, fs, st.st_ino, st.st_size, st.st_mtime_ns) for _b, _p, st, fs in todo],
-                )
+                # own_change: record_path's carry-over, inside the upsert (one statement per path, not two)
+                self.upsert_many(c, pool, rows, None, carry_hash=own_change)
         return len(todo)
 
     def forget_path(self, path: str | bytes) -> None:

@@ -138,7 +138,7 @@ def _split_under(path, roots) -> tuple[bytes, list[bytes]]:
     p = os.fsencode(path)
     if not p.startswith(b"/"):
         raise UnsafeOperation(f"{os.fsdecode(p)}: not an absolute path")
-    if b".." in p.split(b"/"):
+    if b"/.." in p and b".." in p.split(b"/"):  # an absolute path's ".." follows a "/": split only then
         raise UnsafeOperation(f"{os.fsdecode(p)}: a '..' component is never followed")
     # normpath is pure Python here and most of this function's cost; a path already normal skips it
     # (a relink batch places 20,000 of them).
@@ -157,18 +157,23 @@ def _split_under(path, roots) -> tuple[bytes, list[bytes]]:
 class Dir:
     """An open folder verified on the way down from a configured root; acts name entries relative to ``fd``."""
 
-    __slots__ = ("dev", "fd", "fs_path", "path", "st")
+    __slots__ = ("_fs_path_s", "dev", "fd", "fs_path", "path", "st")
 
-    def __init__(self, fd: int, path: bytes, dev: int, st: os.stat_result, fs_path: bytes):
+    def __init__(
+        self, fd: int, path: bytes, dev: int, st: os.stat_result, fs_path: bytes, fs_path_s: str | None = None
+    ):
         self.fd, self.path, self.dev, self.st = fd, path, dev, st
         # A path on this folder's filesystem that no writer can swap (the configured root, or
         # the mount point crossed on the way down), for code that identifies filesystems by
         # path: resolving this folder's own path again could meet a symlink swapped in since.
         self.fs_path = fs_path
+        # Its str, decoded once and handed down to the folders below on the same filesystem
+        # (a relink asks for it three times, and every folder of a walk has the same one).
+        self._fs_path_s = os.fsdecode(fs_path) if fs_path_s is None else fs_path_s
 
     def fs_path_for(self, st: os.stat_result) -> str | None:
         """fs_path for an entry of this folder with stat ``st``; None if the entry is on another filesystem."""
-        return os.fsdecode(self.fs_path) if st.st_dev == self.st.st_dev else None
+        return self._fs_path_s if st.st_dev == self.st.st_dev else None
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -247,9 +252,9 @@ class Dir:
         except BaseException:
             os.close(fd)
             raise
-        return Dir(
-            fd, full, self.dev if same_fs else st.st_dev, st, self.fs_path if st.st_dev == self.st.st_dev else full
-        )
+        if st.st_dev == self.st.st_dev:
+            return Dir(fd, full, self.dev if same_fs else st.st_dev, st, self.fs_path, self._fs_path_s)
+        return Dir(fd, full, self.dev if same_fs else st.st_dev, st, full)
 
     def _open_checked(self, name: bytes, full: bytes) -> int:
         try:

@@ -74,6 +74,38 @@ def test_own_rename_and_link_do_not_force_rehash(env):
     assert (r.hashed, r.cached) == (0, 1)
 
 
+def test_a_batch_record_of_own_links_carries_the_hash_over_as_one_record_each_does(env):
+    """record_paths(own_change=True), the relink batch's record, keeps a hash exactly where
+    record_path(own_change=True) would: on the linked inode whose size and mtime did not move,
+    not on one whose content changed, and not without ``own_change``."""
+    cfg, cat, stash = env
+    a = old(write(stash / "a", b"content"))
+    changed = old(write(stash / "changed", b"before"))
+    foreign = old(write(stash / "foreign", b"other"))
+    scan_pool(cat, cfg.primary, cfg.scan)
+    ensure_hashes(cat, _ids(cat), settle_seconds=60)
+    time.sleep(0.01)
+    os.link(a, stash / "b")
+    os.link(a, stash / "b2")
+    write(changed, b"after!")  # same size, new mtime: the hash must not survive
+    os.link(foreign, stash / "foreign2")
+    n = cat.record_paths(
+        [(str(stash / "b"), "stash"), (str(stash / "b2"), "stash"), (str(changed), "stash")], own_change=True
+    )
+    assert n == 3
+    cat.record_paths([(str(stash / "foreign2"), "stash")])
+    valid = dict(
+        cat.conn.execute(
+            "SELECT p.path, i.hash IS NOT NULL AND i.hash_size = i.size AND i.hash_mtime_ns = i.mtime_ns "
+            "AND i.hash_ctime_ns = i.ctime_ns FROM paths p JOIN inodes i ON i.id = p.inode"
+        ).fetchall()
+    )
+    assert valid[os.fsencode(stash / "a")] and valid[os.fsencode(stash / "b2")]
+    assert not valid[os.fsencode(changed)] and not valid[os.fsencode(foreign)]
+    r = ensure_hashes(cat, _ids(cat), settle_seconds=0)
+    assert (r.hashed, r.cached) == (2, 1)
+
+
 def test_foreign_link_changes_ctime_and_forces_rehash(env):
     cfg, cat, stash = env
     a = old(write(stash / "a", b"content"))

@@ -1,0 +1,36 @@
+"""qbhook.paths: the shortcuts that skip ``os.path.normpath`` must answer exactly as it would."""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+from qbhook.paths import _normpath_keeps, is_within
+
+# Every spelling of up to seven tokens over these: slashes, dots, dot-dots, names, a hidden name.
+_TOKENS = ["/", ".", "..", "a", ".h"]
+
+
+def _spellings():
+    for n in range(1, 8):
+        for t in itertools.product(_TOKENS, repeat=n):
+            yield "".join(t)
+
+
+def test_a_spelling_said_to_be_kept_is_what_normpath_returns():
+    kept = [s for s in _spellings() if _normpath_keeps(s)]
+    assert kept  # the shortcut is taken for something
+    assert all(os.path.normpath(s) == s for s in kept), [s for s in kept if os.path.normpath(s) != s][:5]
+    assert not _normpath_keeps("/") and not _normpath_keeps(b"/a") and not _normpath_keeps("a/b")
+
+
+def test_is_within_answers_as_it_would_with_normpath_on_both_sides():
+    def slow(path, root):
+        p, r = os.path.normpath(path), os.path.normpath(root)
+        return p == r or p.startswith(r + "/") or r == "/"
+
+    roots = ["/", "/a", "/a/", "//a", "/a/./b", "/a/b", "/a/.h", "/a/b/.."]
+    paths = [s for s in _spellings() if s.startswith("/")][:3000] + ["/a/b/c", "/a/bc", "/a/.h/x", "/a/b/../c"]
+    for root in roots:
+        for path in paths:
+            assert is_within(path, root) == slow(path, root), (path, root)
