@@ -19,6 +19,7 @@ from pathlib import Path
 
 from qbhook.catalog import fsid as fsid_mod
 from qbhook.catalog.db import Tx, connect
+from qbhook.catalog.findwalk import FIND_LINE_FORMAT
 from qbhook.errors import NotRegularFile
 
 
@@ -208,7 +209,7 @@ class Catalog:
     # The line `find -printf FIND_LINE_FORMAT` prints for a file, rebuilt from a catalog row: the
     # scanner's fast path (scanner._find_walk) compares these instead of stat results. Times are
     # printed by GNU find as seconds, '.', nine digits of nanoseconds and a trailing '0'.
-    FIND_LINE_FORMAT = b"%D %i %s %T@ %C@ %n %p\\0"
+    FIND_LINE_FORMAT = FIND_LINE_FORMAT  # its one home: catalog.findwalk
     # Seconds are floored (tv_sec, as find prints them, also before 1970); SQLite's / and %
     # truncate toward zero, hence the adjusted nanoseconds for negative times.
     _FIND_LINE_SQL = (

@@ -17,11 +17,22 @@ from qbhook.units import human_bytes as _human_bytes
 @pass_app
 def scan(app: App, pools, allow_mass_delete, do_hash):
     """Incrementally scan POOLS (default: all) into the catalog."""
-    from qbhook.catalog.scan import scan_pools
+    from qbhook.catalog import findwalk
 
     cfg = app.cfg
     targets = [cfg.pool(n) for n in pools] if pools else list(cfg.pools)
-    scanned = scan_pools(app.catalog, targets, cfg.scan, progress=app.progress(), allow_mass_delete=allow_mass_delete)
+    # The walks start as soon as the roots are known: the scanner's imports and the catalog's
+    # opening then run on one core while find walks on the other. A first scan stops its find
+    # unread; any error on the way (an unreachable catalog) stops and reaps them all here.
+    runs = findwalk.start_finds(targets, cfg.scan)
+    try:
+        from qbhook.catalog.scan import scan_pools
+
+        scanned = scan_pools(
+            app.catalog, targets, cfg.scan, progress=app.progress(), allow_mass_delete=allow_mass_delete, runs=runs
+        )
+    finally:
+        findwalk.close_all(runs)
     results = [res.as_dict() for res in scanned]
     out = {"scans": results}
     if do_hash:
