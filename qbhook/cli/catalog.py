@@ -28,8 +28,13 @@ def scan(app: App, pools, allow_mass_delete, do_hash):
     try:
         from qbhook.catalog.scan import scan_pools
 
+        catalog = app.catalog
+        # Counted while find walks; reported as they are if nothing was written since (an
+        # unchanged rescan), else counted again. With --hash this process writes hashes, which
+        # the mark does not follow: those runs always count after.
+        before = None if do_hash else catalog.counts_marked()
         scanned = scan_pools(
-            app.catalog, targets, cfg.scan, progress=app.progress(), allow_mass_delete=allow_mass_delete, runs=runs
+            catalog, targets, cfg.scan, progress=app.progress(), allow_mass_delete=allow_mass_delete, runs=runs
         )
     finally:
         findwalk.close_all(runs)
@@ -62,7 +67,7 @@ def scan(app: App, pools, allow_mass_delete, do_hash):
             "deferred_files": len(rep.deferred),
             "deferred_bytes": rep.deferred_bytes,
         }
-    out["catalog"] = app.catalog.counts()
+    out["catalog"] = catalog.counts(since=before)
 
     def human(d):
         for r in d["scans"]:
