@@ -127,6 +127,8 @@ def start_finds(
     try:
         for pool in pools:
             root = pool_root(pool.path)
+            if pool.name in runs:
+                continue  # a pool named twice: its second scan starts its own find (scan._scan)
             if FIND and os.path.isdir(root) and (wanted is None or wanted(pool.name)):
                 run = start_find(pool.name, root, ignore)
                 if run is not None:

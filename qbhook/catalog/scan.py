@@ -133,6 +133,8 @@ def _scan(
     result = ScanResult(pool=pool.name, scan_id=scan_id)
     ignore = findwalk.ignore_set(scan_cfg)
 
+    if run is not None and run.closed:
+        run = None  # used by an earlier scan of the same pool (a pool named twice): its fds are gone
     walk = None
     # A first scan writes every path anyway: only rescans gain from comparing find's lines.
     if FIND_WALK and findwalk.FIND and catalog.pool_has_paths(pool.name):

@@ -344,6 +344,17 @@ def test_scan_that_cannot_open_its_catalog_kills_and_reaps_the_finds_it_started(
     assert not missing.parent.exists()
 
 
+def test_scan_of_a_pool_named_twice_scans_it_twice(env, monkeypatch):
+    # One find per pool is started early; the second scan of the pool must not reuse the first
+    # one's closed memory files (a traceback, or another file's bytes under a reused fd number).
+    put(env.stash / SEED / "T/a.bin", b"a")
+    env.run("scan")
+    runs = _recorded_finds(monkeypatch)
+    d = env.json("scan", "stash", "stash")
+    assert [(s["pool"], s["files_seen"], s["changed"]) for s in d["scans"]] == [("stash", 1, 0), ("stash", 1, 0)]
+    assert len(runs) == 2 and all(r.closed and r.proc.returncode is not None for r in runs)
+
+
 def test_scan_of_an_unknown_pool_starts_no_find(env, monkeypatch):
     runs = _recorded_finds(monkeypatch)
     env.run("scan", "stash", "tank", expect=78)
