@@ -10,7 +10,9 @@ A rescan (the pool already has paths) lets GNU find do the walk and compares its
 the catalog's; a rescan in a new process may instead compare one digest of find's output
 with the memo the last rescan persisted, while the catalog's write generation says nothing
 was written since. Both are described where they are defined below; any doubt falls back to
-the Python walk. Every file is stat'ed on every rescan, whichever way it is compared.
+the Python walk. Every file is stat'ed on every rescan, whichever way it is compared. find's
+command and process live in catalog/findwalk.py, so that a command can start the walks before
+it imports this module or opens the catalog (scan_pools(runs=...)).
 """
 
 from __future__ import annotations
