@@ -41,32 +41,7 @@ def scan(app: App, pools, allow_mass_delete, do_hash):
     results = [res.as_dict() for res in scanned]
     out = {"scans": results}
     if do_hash:
-        # Here, not at the top: the hashing machinery (threads, ctypes, the worker pool) is
-        # ~10 ms of imports a plain rescan never uses.
-        from qbhook.catalog.hashing import ensure_hashes
-
-        ids = [r[0] for r in app.catalog.conn.execute("SELECT id FROM inodes")]
-        # background: idle I/O and nice 19 in the hashing threads; at most scan.hash_budget bytes
-        rep = ensure_hashes(
-            app.catalog,
-            ids,
-            settle_seconds=cfg.scan.settle_seconds,
-            progress=app.progress(),
-            budget=cfg.scan.hash_budget,
-            background=True,
-        )
-        out["hashing"] = {
-            "hashed": rep.hashed,
-            "cached": rep.cached,
-            "bytes_read": rep.bytes_read,
-            "unsettled": len(rep.unsettled),
-            "missing": len(rep.missing),
-        }
-        out["hash_budget"] = {
-            "limit": cfg.scan.hash_budget,
-            "deferred_files": len(rep.deferred),
-            "deferred_bytes": rep.deferred_bytes,
-        }
+        out.update(_hash_missing(app))
     out["catalog"] = catalog.counts(since=before)
 
     def human(d):
@@ -86,6 +61,39 @@ def scan(app: App, pools, allow_mass_delete, do_hash):
             )
 
     app.emit(out, human)
+
+
+def _hash_missing(app: App) -> dict:
+    """`scan --hash`: hash every inode lacking a valid hash; the output's hashing sections."""
+    # Here, not at the top: the hashing machinery (threads, ctypes, the worker pool) is
+    # ~10 ms of imports a plain rescan never uses.
+    from qbhook.catalog.hashing import ensure_hashes
+
+    cfg = app.cfg
+    ids = [r[0] for r in app.catalog.conn.execute("SELECT id FROM inodes")]
+    # background: idle I/O and nice 19 in the hashing threads; at most scan.hash_budget bytes
+    rep = ensure_hashes(
+        app.catalog,
+        ids,
+        settle_seconds=cfg.scan.settle_seconds,
+        progress=app.progress(),
+        budget=cfg.scan.hash_budget,
+        background=True,
+    )
+    return {
+        "hashing": {
+            "hashed": rep.hashed,
+            "cached": rep.cached,
+            "bytes_read": rep.bytes_read,
+            "unsettled": len(rep.unsettled),
+            "missing": len(rep.missing),
+        },
+        "hash_budget": {
+            "limit": cfg.scan.hash_budget,
+            "deferred_files": len(rep.deferred),
+            "deferred_bytes": rep.deferred_bytes,
+        },
+    }
 
 
 @main.command()
