@@ -403,7 +403,7 @@ def compare_sweeps(
         line = proc.stdout.readline()
         if line.strip() != "ready":
             raise SystemExit(f"the {label} sweep process did not start: {line!r}")
-    from qbhook.catalog.scan import _find_cmd
+    from qbhook.catalog.findwalk import find_cmd as _find_cmd
     from qbhook.config import ScanConfig
 
     ignore = {os.fsencode(n) for n in ScanConfig().ignore_names}

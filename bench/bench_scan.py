@@ -167,7 +167,7 @@ def bench_root(label: str, base: Path, stash: Path, pool: Path, args) -> tuple[l
     walks, loads, sweeper, own_finds = [], [], [], []
     catalog0 = base / "catalog-0.sqlite"
     # The find command this checkout's scanner runs (its prune and fields), as it runs it.
-    from qbhook.catalog.scan import _find_cmd
+    from qbhook.catalog.findwalk import find_cmd as _find_cmd
     from qbhook.config import ScanConfig
 
     own_find = _find_cmd(os.fsencode(stash), {os.fsencode(n) for n in ScanConfig().ignore_names})

@@ -10,7 +10,9 @@ A rescan (the pool already has paths) lets GNU find do the walk and compares its
 the catalog's; a rescan in a new process may instead compare one digest of find's output
 with the memo the last rescan persisted, while the catalog's write generation says nothing
 was written since. Both are described where they are defined below; any doubt falls back to
-the Python walk. Every file is stat'ed on every rescan, whichever way it is compared.
+the Python walk. Every file is stat'ed on every rescan, whichever way it is compared. find's
+command and process live in catalog/findwalk.py, so that a command can start the walks before
+it imports this module or opens the catalog (scan_pools(runs=...)).
 """
 
 from __future__ import annotations
@@ -19,16 +21,19 @@ import json
 import logging
 import mmap
 import os
-import re
+import select
 import stat as stat_mod
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import blake3
 
 from qbhook import notify
+from qbhook.catalog import findwalk
 from qbhook.catalog.db import Tx
+from qbhook.catalog.findwalk import FindRun
 from qbhook.catalog.store import Catalog
 from qbhook.config import PoolConfig, ScanConfig
 from qbhook.errors import MassDeleteRefused, QbhookError
@@ -70,28 +75,26 @@ def scan_pools(
     *,
     progress: Progress | None = None,
     allow_mass_delete: bool = False,
+    runs: dict[str, FindRun] | None = None,
 ) -> list[ScanResult]:
     """scan_pool() of each pool, in order, with every pool's find started before any is compared.
 
     Each find is its own process, so the walks of all pools overlap (on another core) while
     this process compares one pool after the other. The first error stops it, as a loop over
     scan_pool() would (the later pools' finds are stopped, their pools not scanned).
+
+    ``runs``: finds the caller already started on these pools' roots (findwalk.start_finds,
+    e.g. before the catalog was opened); they are used as if started here, and closed here on
+    every path out. Without it, a find is started for each pool that has catalogued paths.
     """
-    ignore = {os.fsencode(n) for n in scan_cfg.ignore_names}
-    runs: dict[str, _FindRun] = {}
+    if runs is None:
+        runs = findwalk.start_finds(pools, scan_cfg, catalog.pool_has_paths) if FIND_WALK else {}
     try:
-        for pool in pools:
-            root = os.fsencode(os.path.normpath(str(pool.path)))
-            if FIND_WALK and FIND and os.path.isdir(root) and catalog.pool_has_paths(pool.name):
-                run = _start_find(pool.name, root, ignore)
-                if run is not None:
-                    runs[pool.name] = run
         return [
             _scan(catalog, pool, scan_cfg, progress, allow_mass_delete, None, runs.get(pool.name)) for pool in pools
         ]
     finally:
-        for run in runs.values():
-            run.close()  # each run is closed once: those already used were closed after their walk
+        findwalk.close_all(runs)  # those already used were closed after their walk
 
 
 def scan_pool(
@@ -114,10 +117,10 @@ def _scan(
     progress: Progress | None,
     allow_mass_delete: bool,
     subtree: str | None,
-    run: _FindRun | None,
+    run: FindRun | None,
 ) -> ScanResult:
     # Long on purpose: open the scan's record, walk, apply the mass-delete guard, close the record, in order.
-    root = os.fsencode(os.path.normpath(subtree or str(pool.path)))
+    root = findwalk.pool_root(subtree or pool.path)
     if not os.path.isdir(root):
         raise QbhookError(
             f"cannot scan pool {pool.name}: {os.fsdecode(root)} is not a folder",
@@ -130,11 +133,13 @@ def _scan(
             "INSERT INTO scans(pool, root, started_at) VALUES (?,?,?)", (pool.name, root, time.time())
         ).lastrowid
     result = ScanResult(pool=pool.name, scan_id=scan_id)
-    ignore = {os.fsencode(n) for n in scan_cfg.ignore_names}
+    ignore = findwalk.ignore_set(scan_cfg)
 
+    if run is not None and run.closed:
+        run = None  # used by an earlier scan of the same pool (a pool named twice): its fds are gone
     walk = None
     # A first scan writes every path anyway: only rescans gain from comparing find's lines.
-    if FIND_WALK and FIND and catalog.pool_has_paths(pool.name):
+    if FIND_WALK and findwalk.FIND and catalog.pool_has_paths(pool.name):
         walk = _find_walk(catalog, pool.name, root, subtree is not None, ignore, run)
     elif run is not None:
         run.close()
@@ -278,10 +283,8 @@ def _python_walk(
 # filesystem mapping assumed for the catalog's lines must hold now (checked with fs_for_path
 # on a path find printed for that device). Otherwise the scan falls back to the Python walk.
 
-FIND = next((p for p in ("/usr/bin/find", "/bin/find") if os.access(p, os.X_OK)), None)
 FIND_WALK = True  # False: always walk in Python (e.g. to compare in benchmarks)
 _FIND_CHUNK = 4 * 1024 * 1024
-_GLOB_SPECIAL = re.compile(rb"([*?\\[\]\\])")
 
 
 @dataclass(slots=True)
@@ -294,27 +297,6 @@ class _FoundStat:
     st_mtime_ns: int
     st_ctime_ns: int
     st_nlink: int
-
-
-def _find_cmd(root: bytes, ignore: set[bytes]) -> list[bytes]:
-    # -H: the root itself may be a symlink (os.scandir(root) follows it too), nothing below is
-    # followed. -mindepth 1: tests apply below the root only, as the Python walk's name filter.
-    #
-    # Ignored names are tested on folders only, and pruned there; a regular file with an
-    # ignored name is printed and dropped in Python (_ignored_lines). Each -name costs find an
-    # fnmatch per entry: three of them on every file were ~0.2 CPU-s per 220,000
-    # paths (a bare find: ~0.45 CPU-s). `-type d` reads the entry's d_type (no stat), but find's
-    # optimiser moves name tests in front of it, so the empty `-printf ''` between them (an
-    # action that writes nothing) is there to keep that order: find never reorders across an
-    # action. Folders and files are the only two kinds the walk keeps: symlinks and special
-    # files with an ignored name are neither descended nor printed, as before.
-    cmd = [os.fsencode(FIND), b"-H", root, b"-mindepth", b"1"]
-    if ignore:
-        names: list[bytes] = []
-        for n in sorted(ignore):
-            names += [b"-o", b"-name", _GLOB_SPECIAL.sub(rb"\\\1", n)]
-        cmd += [b"-type", b"d", b"-printf", b"", b"(", *names[1:], b")", b"-prune", b"-o"]
-    return cmd + [b"-type", b"f", b"-printf", Catalog.FIND_LINE_FORMAT]
 
 
 def _ignored_lines(buf: bytes, lines: list[bytes], ends: tuple[bytes, ...]) -> list[bytes]:
@@ -365,64 +347,12 @@ def _find_chunks(fd: int):
         yield b"", None
 
 
-@dataclass
-class _FindRun:
-    """A find started on one root, writing into memory files; close() stops and releases it."""
-
-    proc: subprocess.Popen
-    cmd: list[bytes]
-    out: int
-    err: int
-    ends: tuple[bytes, ...] = ()  # b"/NAME" of each ignored name: see _ignored_lines
-    closed: bool = False
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self.proc.returncode is None:
-            self.proc.kill()
-            self.proc.wait()
-        os.close(self.out)
-        os.close(self.err)
-
-
-def _start_find(pool: str, root: bytes, ignore: set[bytes]) -> _FindRun | None:
-    """find on ``root`` in its own process, or None (then the caller walks in Python)."""
-    # A memory file holds find's output (~210 bytes per path: shared memory, not this process's
-    # heap; read back 4 MiB at a time). Not a pipe: a pipe would need this process to keep
-    # draining it, and every read would wait for the GIL held by the SQLite load.
-    try:
-        out = os.memfd_create("qbhook-scan", os.MFD_CLOEXEC)
-    except (AttributeError, OSError) as e:
-        log.info("scan of %s: no memory file for find's output (%s); walking in Python", pool, e)
-        return None
-    try:
-        err = os.memfd_create("qbhook-scan-err", os.MFD_CLOEXEC)
-    except OSError:
-        os.close(out)
-        return None
-    cmd = _find_cmd(root, ignore)
-    try:
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"}, cwd="/"
-        )
-    except OSError as e:
-        log.info("scan of %s: cannot run %s (%s); walking in Python", pool, FIND, e)
-        os.close(out)
-        os.close(err)
-        return None
-    # A name holding "/" is never an entry's name (the Python walk compares entry names).
-    ends = tuple(b"/" + n for n in sorted(ignore) if n and b"/" not in n)
-    return _FindRun(proc, cmd, out, err, ends)
-
-
 def _find_walk(
-    catalog: Catalog, pool: str, root: bytes, subtree: bool, ignore: set[bytes], run: _FindRun | None = None
+    catalog: Catalog, pool: str, root: bytes, subtree: bool, ignore: set[bytes], run: FindRun | None = None
 ) -> _Walk | None:
     """The rescan with find as the walker (``run``: one already started on ``root``); None when
     its answer cannot be trusted (see above)."""
-    run = run or _start_find(pool, root, ignore)
+    run = run or findwalk.start_find(pool, root, ignore)
     if run is None:
         return None
     try:
@@ -431,7 +361,7 @@ def _find_walk(
         run.close()
 
 
-def _find_walk_run(catalog: Catalog, pool: str, root: bytes, subtree: bool, run: _FindRun) -> _Walk | None:
+def _find_walk_run(catalog: Catalog, pool: str, root: bytes, subtree: bool, run: FindRun) -> _Walk | None:
     # Long on purpose: the memo check, the catalog's lines while find walks, and the diff, in order.
     proc, cmd, out, err = run.proc, run.cmd, run.out, run.err
     under = root if subtree else None
@@ -447,7 +377,10 @@ def _find_walk_run(catalog: Catalog, pool: str, root: bytes, subtree: bool, run:
         # with one, find's output is hashed as it grows, so little is left once find exits.
         expected = None if memo is not None else _expected_lines(catalog, pool, under, generation, devs)
         hashed = _Hashed()
-        rc = _wait_hashing(proc, out, hashed) if memo is not None else proc.wait()
+        if memo is not None:
+            rc = _wait_hashing(proc, out, hashed, lambda line: _identify_early(catalog, line, devs))
+        else:
+            rc = proc.wait()
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -503,26 +436,62 @@ class _Hashed:
     upto: int = 0
 
 
-def _wait_hashing(proc: subprocess.Popen, out: int, hashed: _Hashed) -> int:
-    """Wait for find while hashing what it has written so far; its exit status.
+def _wait_hashing(
+    proc: subprocess.Popen, out: int, hashed: _Hashed, first_line: Callable[[bytes], None] | None = None
+) -> int:
+    """Wait for find while hashing what it has written so far; its exit status. ``first_line``
+    is called once with the first complete line find printed, while find still walks.
 
     find only appends to the memory file, and the kernel raises a shared-memory file's size
     only after the bytes below it are copied in, so every byte below the size read here is
     final: hashing them now gives the digest a single pass after find's exit would."""
-    while True:
-        try:
-            rc = proc.wait(timeout=0.01)
-        except subprocess.TimeoutExpired:
-            rc = None
-        size = os.fstat(out).st_size
-        while hashed.upto < size:
-            part = os.pread(out, min(_FIND_CHUNK, size - hashed.upto), hashed.upto)
-            if not part:
-                break
-            hashed.hasher.update(part)
-            hashed.upto += len(part)
-        if rc is not None:
-            return rc
+    # A pidfd turns readable when find exits: the wait ends then, not at the next poll of a
+    # sleep loop (subprocess's timed wait polls waitpid with growing sleeps).
+    try:
+        pidfd = os.pidfd_open(proc.pid) if proc.returncode is None else None
+    except (AttributeError, OSError):
+        pidfd = None
+    try:
+        while True:
+            if pidfd is not None:
+                select.select([pidfd], [], [], 0.01)
+                rc = proc.poll()
+            else:
+                try:
+                    rc = proc.wait(timeout=0.01)
+                except subprocess.TimeoutExpired:
+                    rc = None
+            size = os.fstat(out).st_size
+            while hashed.upto < size:
+                part = os.pread(out, min(_FIND_CHUNK, size - hashed.upto), hashed.upto)
+                if not part:
+                    break
+                if first_line is not None and (end := part.find(b"\0")) >= 0 and not hashed.upto:
+                    first_line(part[:end])
+                    first_line = None
+                hashed.hasher.update(part)
+                hashed.upto += len(part)
+            if rc is not None:
+                return rc
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _identify_early(catalog: Catalog, line: bytes, devs: dict[int, int]) -> None:
+    """Look up the filesystem of the first file find printed while find still walks.
+
+    It is the very call _devices_still_mapped makes after the walk for that device (its sample
+    of a device is the first line printed for it), which then is answered from this Catalog's
+    cache, itself dropped if the mount table changes meanwhile (Catalog.fs_for_path). A new
+    process's first lookup forks blkid (zfs on ZFS): 5-25 ms no longer after the walk."""
+    try:
+        dev, rest = line.split(b" ", 1)
+        path = rest.split(b" ", 5)[5]
+        if int(dev) in devs.values():
+            catalog.fs_for_path(path, int(dev))
+    except (ValueError, IndexError, OSError):
+        pass  # the check after the walk asks again, and decides
 
 
 def _digest_output(out: int, devices: set[int], hashed: _Hashed | None = None) -> tuple[int, bytes, dict[int, bytes]]:
@@ -568,7 +537,7 @@ def _devices_still_mapped(
 
 
 def _compare(
-    catalog: Catalog, pool: str, under: bytes | None, devs: dict[int, int], known: set[int], run: _FindRun, dev_fs: dict
+    catalog: Catalog, pool: str, under: bytes | None, devs: dict[int, int], known: set[int], run: FindRun, dev_fs: dict
 ) -> tuple[list[bytes], list, int, int, int] | None:
     """find's lines against the catalog's (``known``, left as it is: it may be kept for the next
     rescan): (vanished paths, (path, fs, stat) to write, lines seen, added, changed). Lines find

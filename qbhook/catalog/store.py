@@ -19,6 +19,7 @@ from pathlib import Path
 
 from qbhook.catalog import fsid as fsid_mod
 from qbhook.catalog.db import Tx, connect
+from qbhook.catalog.findwalk import FIND_LINE_FORMAT
 from qbhook.errors import NotRegularFile
 
 
@@ -33,6 +34,14 @@ def hash_valid(alias: str = "") -> str:
 
 
 HASH_VALID = hash_valid()
+
+
+@dataclass(frozen=True)
+class CountsMark:
+    """Catalog.counts() as read at one moment, with the marks that tell whether they still hold."""
+
+    counts: dict
+    mark: tuple[int, int] | None
 
 
 def stat_signature(fs: int, ino: int, size: int, mtime_ns: int, ctime_ns: int, nlink: int) -> int:
@@ -208,7 +217,7 @@ class Catalog:
     # The line `find -printf FIND_LINE_FORMAT` prints for a file, rebuilt from a catalog row: the
     # scanner's fast path (scanner._find_walk) compares these instead of stat results. Times are
     # printed by GNU find as seconds, '.', nine digits of nanoseconds and a trailing '0'.
-    FIND_LINE_FORMAT = b"%D %i %s %T@ %C@ %n %p\\0"
+    FIND_LINE_FORMAT = FIND_LINE_FORMAT  # its one home: catalog.findwalk
     # Seconds are floored (tv_sec, as find prints them, also before 1970); SQLite's / and %
     # truncate toward zero, hence the adjusted nanoseconds for negative times.
     _FIND_LINE_SQL = (
@@ -656,7 +665,14 @@ class Catalog:
             r[0] for r in self.conn.execute("SELECT size FROM inodes WHERE size > 0 GROUP BY size HAVING count(*) > 1")
         }
 
-    def counts(self) -> dict:
+    def counts(self, since: CountsMark | None = None) -> dict:
+        """How many filesystems, inodes, paths and valid hashes the catalog holds, and their bytes.
+
+        ``since``: counts_marked() taken earlier on this connection; its counts are returned when
+        they still hold (see there) instead of counting again (the size sum reads every inode:
+        ~15 ms at 200,000)."""
+        if since is not None and since.mark is not None and since.mark == self._write_mark():
+            return dict(since.counts)
         c = self.conn
         return {
             "filesystems": c.execute("SELECT count(*) FROM filesystems").fetchone()[0],
@@ -665,3 +681,22 @@ class Catalog:
             "hashed": c.execute(f"SELECT count(*) FROM inodes WHERE {HASH_VALID}").fetchone()[0],
             "bytes": c.execute("SELECT coalesce(sum(size),0) FROM inodes").fetchone()[0],
         }
+
+    def counts_marked(self) -> CountsMark:
+        """counts() now, and what tells later whether they still hold, read in one transaction.
+
+        They hold while ``PRAGMA data_version`` is unchanged (it moves when any other connection,
+        in any process, commits anything) and generation() is (it moves when this connection
+        writes a paths, inodes or filesystems row). One write neither sees is this connection's
+        own hash columns (store_hashes): a caller that hashes in between must not pass it."""
+        self.conn.execute("BEGIN")
+        try:
+            return CountsMark(self.counts(), self._write_mark())
+        finally:
+            self.conn.execute("COMMIT")
+
+    def _write_mark(self) -> tuple[int, int] | None:
+        generation = self.generation()
+        if generation is None:
+            return None  # no generation to tell this connection's writes: count again
+        return self.conn.execute("PRAGMA data_version").fetchone()[0], generation

@@ -17,41 +17,32 @@ from qbhook.units import human_bytes as _human_bytes
 @pass_app
 def scan(app: App, pools, allow_mass_delete, do_hash):
     """Incrementally scan POOLS (default: all) into the catalog."""
-    from qbhook.catalog.scan import scan_pools
+    from qbhook.catalog import findwalk
 
     cfg = app.cfg
     targets = [cfg.pool(n) for n in pools] if pools else list(cfg.pools)
-    scanned = scan_pools(app.catalog, targets, cfg.scan, progress=app.progress(), allow_mass_delete=allow_mass_delete)
+    # The walks start as soon as the roots are known: the scanner's imports and the catalog's
+    # opening then run on one core while find walks on the other. A first scan stops its find
+    # unread; any error on the way (an unreachable catalog) stops and reaps them all here.
+    runs = findwalk.start_finds(targets, cfg.scan)
+    try:
+        from qbhook.catalog.scan import scan_pools
+
+        catalog = app.catalog
+        # Counted while find walks; reported as they are if nothing was written since (an
+        # unchanged rescan), else counted again. With --hash this process writes hashes, which
+        # the mark does not follow: those runs always count after.
+        before = None if do_hash else catalog.counts_marked()
+        scanned = scan_pools(
+            catalog, targets, cfg.scan, progress=app.progress(), allow_mass_delete=allow_mass_delete, runs=runs
+        )
+    finally:
+        findwalk.close_all(runs)
     results = [res.as_dict() for res in scanned]
     out = {"scans": results}
     if do_hash:
-        # Here, not at the top: the hashing machinery (threads, ctypes, the worker pool) is
-        # ~10 ms of imports a plain rescan never uses.
-        from qbhook.catalog.hashing import ensure_hashes
-
-        ids = [r[0] for r in app.catalog.conn.execute("SELECT id FROM inodes")]
-        # background: idle I/O and nice 19 in the hashing threads; at most scan.hash_budget bytes
-        rep = ensure_hashes(
-            app.catalog,
-            ids,
-            settle_seconds=cfg.scan.settle_seconds,
-            progress=app.progress(),
-            budget=cfg.scan.hash_budget,
-            background=True,
-        )
-        out["hashing"] = {
-            "hashed": rep.hashed,
-            "cached": rep.cached,
-            "bytes_read": rep.bytes_read,
-            "unsettled": len(rep.unsettled),
-            "missing": len(rep.missing),
-        }
-        out["hash_budget"] = {
-            "limit": cfg.scan.hash_budget,
-            "deferred_files": len(rep.deferred),
-            "deferred_bytes": rep.deferred_bytes,
-        }
-    out["catalog"] = app.catalog.counts()
+        out.update(_hash_missing(app))
+    out["catalog"] = catalog.counts(since=before)
 
     def human(d):
         for r in d["scans"]:
@@ -70,6 +61,39 @@ def scan(app: App, pools, allow_mass_delete, do_hash):
             )
 
     app.emit(out, human)
+
+
+def _hash_missing(app: App) -> dict:
+    """`scan --hash`: hash every inode lacking a valid hash; the output's hashing sections."""
+    # Here, not at the top: the hashing machinery (threads, ctypes, the worker pool) is
+    # ~10 ms of imports a plain rescan never uses.
+    from qbhook.catalog.hashing import ensure_hashes
+
+    cfg = app.cfg
+    ids = [r[0] for r in app.catalog.conn.execute("SELECT id FROM inodes")]
+    # background: idle I/O and nice 19 in the hashing threads; at most scan.hash_budget bytes
+    rep = ensure_hashes(
+        app.catalog,
+        ids,
+        settle_seconds=cfg.scan.settle_seconds,
+        progress=app.progress(),
+        budget=cfg.scan.hash_budget,
+        background=True,
+    )
+    return {
+        "hashing": {
+            "hashed": rep.hashed,
+            "cached": rep.cached,
+            "bytes_read": rep.bytes_read,
+            "unsettled": len(rep.unsettled),
+            "missing": len(rep.missing),
+        },
+        "hash_budget": {
+            "limit": cfg.scan.hash_budget,
+            "deferred_files": len(rep.deferred),
+            "deferred_bytes": rep.deferred_bytes,
+        },
+    }
 
 
 @main.command()

@@ -290,6 +290,77 @@ def test_scan_missing_pool_folder_is_1_with_hint(env):
     assert "cannot scan pool pool" in r.stderr and "is the pool mounted?" in r.stderr
 
 
+def _recorded_finds(monkeypatch, cmd=None) -> list:
+    """Every find the scan starts, as started (``cmd``: run this instead of find)."""
+    from qbhook.catalog import findwalk
+
+    runs, real = [], findwalk.start_find
+    if cmd is not None:
+        monkeypatch.setattr(findwalk, "find_cmd", lambda root, ignore: cmd)
+
+    def start(pool, root, ignore):
+        runs.append(real(pool, root, ignore))
+        return runs[-1]
+
+    monkeypatch.setattr(findwalk, "start_find", start)
+    return runs
+
+
+def test_scan_starts_the_finds_before_opening_the_catalog_and_closes_them_all(env, monkeypatch):
+    # The walks start as soon as the config names the roots; a first scan stops them unread,
+    # a rescan uses them; either way each is reaped and the result is the scanner's own.
+    from qbhook.catalog.store import Catalog
+
+    put(env.stash / SEED / "T/a.bin", b"a")
+    put(env.pool / SEED / "P/p.bin", b"p")
+    runs = _recorded_finds(monkeypatch)
+    order, real_open = [], Catalog.open.__func__
+    monkeypatch.setattr(
+        Catalog, "open", classmethod(lambda cls, *a, **k: order.append(len(runs)) or real_open(cls, *a, **k))
+    )
+    first = env.json("scan")
+    assert order == [2] and [s["added"] for s in first["scans"]] == [1, 1]
+    assert len(runs) == 2 and all(r.closed and r.proc.returncode is not None for r in runs)
+    os.link(env.stash / SEED / "T/a.bin", env.tmp / "elsewhere.bin")  # a link count changes
+    again = env.json("scan")
+    assert [(s["files_seen"], s["added"], s["changed"], s["removed"]) for s in again["scans"]] == [
+        (1, 0, 1, 0),
+        (1, 0, 0, 0),
+    ]
+    assert len(runs) == 4 and all(r.closed and r.proc.returncode is not None for r in runs)
+
+
+def test_scan_that_cannot_open_its_catalog_kills_and_reaps_the_finds_it_started(env, monkeypatch):
+    # An unreachable catalog is still a one-line error that changes nothing, and a walk started
+    # before the catalog was opened is killed, not left running (a find that would take 60 s).
+    put(env.stash / SEED / "T/a.bin", b"a")
+    env.run("scan")
+    runs = _recorded_finds(monkeypatch, cmd=[b"/bin/sleep", b"60"])
+    missing = env.tmp / "no/such/dir/catalog.sqlite"
+    env.save(catalog=str(missing))
+    r = env.run("scan", expect=1)
+    assert "catalog folder" in r.stderr and r.stdout == ""
+    assert len(runs) == 2 and all(run.closed and run.proc.returncode == -9 for run in runs)
+    assert not missing.parent.exists()
+
+
+def test_scan_of_a_pool_named_twice_scans_it_twice(env, monkeypatch):
+    # One find per pool is started early; the second scan of the pool must not reuse the first
+    # one's closed memory files (a traceback, or another file's bytes under a reused fd number).
+    put(env.stash / SEED / "T/a.bin", b"a")
+    env.run("scan")
+    runs = _recorded_finds(monkeypatch)
+    d = env.json("scan", "stash", "stash")
+    assert [(s["pool"], s["files_seen"], s["changed"]) for s in d["scans"]] == [("stash", 1, 0), ("stash", 1, 0)]
+    assert len(runs) == 2 and all(r.closed and r.proc.returncode is not None for r in runs)
+
+
+def test_scan_of_an_unknown_pool_starts_no_find(env, monkeypatch):
+    runs = _recorded_finds(monkeypatch)
+    env.run("scan", "stash", "tank", expect=78)
+    assert runs == []
+
+
 def test_catalog_folder_missing(env):
     env.save(catalog=str(env.tmp / "no/such/dir/catalog.sqlite"))
     r = env.run("scan", expect=1)

@@ -2,6 +2,7 @@ import os
 
 import pytest
 
+from qbhook.catalog import findwalk
 from qbhook.catalog import scan as scanner
 from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
@@ -198,7 +199,7 @@ def test_find_reporting_an_error_means_the_python_walk_decides(env, monkeypatch)
     write(stash / "locked/a", b"a")
     write(stash / "open/b", b"b")
     scan_pool(cat, cfg.primary, cfg.scan)
-    real_cmd, real_scandir = scanner._find_cmd, os.scandir
+    real_cmd, real_scandir = findwalk.find_cmd, os.scandir
     calls = []
 
     def failing_cmd(root, ignore):
@@ -211,7 +212,7 @@ def test_find_reporting_an_error_means_the_python_walk_decides(env, monkeypatch)
             raise PermissionError(13, "denied")
         return real_scandir(path)
 
-    monkeypatch.setattr(scanner, "_find_cmd", failing_cmd)
+    monkeypatch.setattr(findwalk, "find_cmd", failing_cmd)
     monkeypatch.setattr("qbhook.catalog.scan.os.scandir", fake)
     r = scan_pool(cat, cfg.primary, cfg.scan)
     assert calls and r.removed == 0 and r.unreadable and cat.counts()["paths"] == 2
@@ -280,7 +281,7 @@ def test_find_tests_ignored_names_on_folders_only():
     # Three -name tests on every file were a third of a bare find's time: the command tests
     # the names behind `-type d`, with an empty -printf between them so that find's optimiser
     # (which moves name tests first) keeps that order. Files with those names go to Python.
-    cmd = scanner._find_cmd(b"/r", {b".zfs", b".qbhook-staging"})
+    cmd = findwalk.find_cmd(b"/r", {b".zfs", b".qbhook-staging"})
     first_name = cmd.index(b"-name")
     assert cmd[first_name - 5 : first_name] == [b"-type", b"d", b"-printf", b"", b"("]
     assert cmd[-4:] == [b"-type", b"f", b"-printf", Catalog.FIND_LINE_FORMAT]

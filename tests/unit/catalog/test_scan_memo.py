@@ -17,6 +17,7 @@ import sys
 import blake3
 import pytest
 
+from qbhook.catalog import findwalk
 from qbhook.catalog import fsid as fsid_mod
 from qbhook.catalog import scan as scanner
 from qbhook.catalog.db import connect, migrations
@@ -277,7 +278,7 @@ def two_pools(tmp_path):
 def test_scan_pools_starts_every_find_before_comparing_any(two_pools, monkeypatch, tmp_path):
     cfg, cat, files = two_pools
     events = []
-    real_start, real_walk = scanner._start_find, scanner._find_walk_run
+    real_start, real_walk = findwalk.start_find, scanner._find_walk_run
 
     def start(pool, root, ignore):
         events.append(("start", pool))
@@ -287,7 +288,7 @@ def test_scan_pools_starts_every_find_before_comparing_any(two_pools, monkeypatc
         events.append(("compare", pool))
         return real_walk(catalog, pool, *a)
 
-    monkeypatch.setattr(scanner, "_start_find", start)
+    monkeypatch.setattr(findwalk, "start_find", start)
     monkeypatch.setattr(scanner, "_find_walk_run", walk)
     monkeypatch.setattr(scanner, "_python_walk", _no_python_walk)
     os.link(files["pool"][2], tmp_path / "elsewhere.bin")  # one change, in the second pool
@@ -303,13 +304,13 @@ def test_scan_pools_starts_every_find_before_comparing_any(two_pools, monkeypatc
 def test_scan_pools_stops_at_a_refusal_and_stops_the_other_finds(two_pools, monkeypatch):
     cfg, cat, files = two_pools
     runs = []
-    real_start = scanner._start_find
+    real_start = findwalk.start_find
 
     def start(pool, root, ignore):
         runs.append(real_start(pool, root, ignore))
         return runs[-1]
 
-    monkeypatch.setattr(scanner, "_start_find", start)
+    monkeypatch.setattr(findwalk, "start_find", start)
     for f in files["stash"]:
         os.unlink(f)  # every file of the first pool gone: the mass-delete guard refuses
     with pytest.raises(scanner.MassDeleteRefused):
