@@ -17,6 +17,7 @@ Targets: unchanged rescan <= 1.5x find; < 500 MB per 1M files.
   python bench/bench_scan.py                 # ext4 (/tmp), 200k files
   python bench/bench_scan.py --zfs           # also on a zfs-fuse pool (needs root + zfs-fuse)
   python bench/bench_scan.py --files 20000   # quick run
+  python bench/bench_scan.py --runs 3 --cli-rounds 30 --compare DIR   # + 30 short A/B rounds of the CLI rescan
 """
 
 from __future__ import annotations
@@ -203,6 +204,19 @@ def bench_root(label: str, base: Path, stash: Path, pool: Path, args) -> tuple[l
             assert (res["added"], res["changed"], res["removed"]) == (0, 0, 0), res
             rescans[name].append(r)
             inner[name].append(res["seconds"])
+    # --cli-rounds: the CLI rescan alone against find, many short rounds in alternating order.
+    # A full round above runs seven commands, so each rescan meets whatever the others left in
+    # the caches; here only find and the rescans alternate, as a user's repeated `qbhook scan`.
+    cli_finds, cli_rescans = [], {n: [] for n, _ in versions}
+    for i in range(args.cli_rounds):
+        order = [("find", None), *versions]
+        for name, env in order if i % 2 == 0 else order[::-1]:
+            if name == "find":
+                cli_finds.append(run_rss(find_cmd).seconds)
+            else:
+                r, res = scan_once(cfgs[name], env)
+                assert (res["added"], res["changed"], res["removed"]) == (0, 0, 0), res
+                cli_rescans[name].append(r.seconds)
     find_med = statistics.median(r.seconds for r in finds)
     paths = info["paths"]
     walk_med, load_med = statistics.median(walks), statistics.median(loads)
@@ -311,6 +325,31 @@ def bench_root(label: str, base: Path, stash: Path, pool: Path, args) -> tuple[l
             f"find {find_med:.3f}s",
             file=sys.stderr,
         )
+    if cli_finds:
+        cli_find = statistics.median(cli_finds)
+        rows.append([label, f"find -printf, {args.cli_rounds} CLI rounds", f"{cli_find:.3f}", "1.00x", "-", "-"])
+        result["cli_rounds"] = {"rounds": args.cli_rounds, "find": cli_find}
+        for name, _env in versions:
+            med = statistics.median(cli_rescans[name])
+            rows.append(
+                [
+                    label,
+                    f"{name} scan, unchanged rescan, {args.cli_rounds} CLI rounds",
+                    f"{med:.3f}",
+                    f"{med / cli_find:.2f}x",
+                    "-",
+                    f"<= {RESCAN_TARGET}x: {verdict(med / cli_find <= RESCAN_TARGET)}",
+                ]
+            )
+            result["cli_rounds"][name] = med
+        if len(versions) > 1:
+            (a, _), (b, _) = versions[0], versions[1]
+            diffs = [x - y for x, y in zip(cli_rescans[a], cli_rescans[b], strict=True)]
+            print(
+                f"[{label}] CLI rounds: {a} - {b} paired median {statistics.median(diffs) * 1000:+.0f} ms, "
+                f"{a} faster in {sum(d < 0 for d in diffs)} of {len(diffs)}",
+                file=sys.stderr,
+            )
     return rows, result
 
 
@@ -332,6 +371,12 @@ def main() -> int:
     ap.add_argument("--zfs-only", action="store_true", help="only the zfs-fuse run")
     ap.add_argument("--zfs-size", default="4G", help="size of the sparse zfs-fuse pool image (default 4G)")
     ap.add_argument("--keep", action="store_true", help="keep the generated tree")
+    ap.add_argument(
+        "--cli-rounds",
+        type=int,
+        default=0,
+        help="also N short rounds of only find and the CLI rescan(s), in alternating order (e.g. 30)",
+    )
     ap.add_argument(
         "--compare",
         metavar="DIR",
