@@ -19,7 +19,6 @@ from pathlib import Path
 
 from qbhook.catalog import fsid as fsid_mod
 from qbhook.catalog.db import Tx, connect
-from qbhook.catalog.findwalk import FIND_LINE_FORMAT
 from qbhook.errors import NotRegularFile
 
 
@@ -214,10 +213,9 @@ class Catalog:
             out.update({r[0]: hash(r[1:]) for r in rows})  # == stat_signature(*r[1:])
         return out
 
-    # The line `find -printf FIND_LINE_FORMAT` prints for a file, rebuilt from a catalog row: the
+    # The line `find -printf findwalk.FIND_LINE_FORMAT` prints for a file, rebuilt from a catalog row: the
     # scanner's fast path (scanner._find_walk) compares these instead of stat results. Times are
     # printed by GNU find as seconds, '.', nine digits of nanoseconds and a trailing '0'.
-    FIND_LINE_FORMAT = FIND_LINE_FORMAT  # its one home: catalog.findwalk
     # Seconds are floored (tv_sec, as find prints them, also before 1970); SQLite's / and %
     # truncate toward zero, hence the adjusted nanoseconds for negative times.
     _FIND_LINE_SQL = (
@@ -230,7 +228,7 @@ class Catalog:
 
     @staticmethod
     def find_line(dev: int, ino: int, size: int, mtime_ns: int, ctime_ns: int, nlink: int, path: bytes) -> bytes:
-        """The line find prints for these fields (FIND_LINE_FORMAT, without the NUL); Python twin of the SQL."""
+        """The line find prints for these fields (findwalk.FIND_LINE_FORMAT, no NUL); Python twin of the SQL."""
         return (
             b"%d %d %d %d.%09d0 %d.%09d0 %d "
             % (
@@ -325,14 +323,35 @@ class Catalog:
     def pool_has_paths(self, pool: str) -> bool:
         return self.conn.execute("SELECT 1 FROM paths WHERE pool = ? LIMIT 1", (pool,)).fetchone() is not None
 
+    # The inode's upsert, shared by upsert() and upsert_many().
+    _UPSERT_INODE = (
+        "INSERT INTO inodes(fs, ino, size, mtime_ns, ctime_ns, nlink, seen_scan) VALUES (?,?,?,?,?,?,?) "
+        "ON CONFLICT(fs, ino) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
+        "ctime_ns=excluded.ctime_ns, nlink=excluded.nlink, seen_scan=excluded.seen_scan"
+    )
+    # The hash carry-over of a change qbhook made itself (record_path's ``own_change``), as part of
+    # the inode's upsert: where the row already holds a hash taken at the new size and mtime, it is
+    # moved to the new ctime (the old row's columns, unqualified, are read before any SET applies).
+    _CARRY_HASH = (
+        ", hash_ctime_ns=CASE WHEN hash IS NOT NULL AND hash_size=excluded.size "
+        "AND hash_mtime_ns=excluded.mtime_ns THEN excluded.ctime_ns ELSE hash_ctime_ns END"
+    )
+
     def upsert(
-        self, c: sqlite3.Connection, pool: str, path: bytes, fs: int, st: os.stat_result, scan_id: int | None
+        self,
+        c: sqlite3.Connection,
+        pool: str,
+        path: bytes,
+        fs: int,
+        st: os.stat_result,
+        scan_id: int | None,
+        *,
+        carry_hash: bool = False,
     ) -> int:
-        """Record that ``path`` is a link to the inode described by ``st``. Caller holds a transaction."""
+        """Record that ``path`` is a link to the inode described by ``st``. Caller holds a transaction.
+        ``carry_hash``: the hash carry-over of a change qbhook made itself (_CARRY_HASH)."""
         inode_id = c.execute(
-            "INSERT INTO inodes(fs, ino, size, mtime_ns, ctime_ns, nlink, seen_scan) VALUES (?,?,?,?,?,?,?) "
-            "ON CONFLICT(fs, ino) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
-            "ctime_ns=excluded.ctime_ns, nlink=excluded.nlink, seen_scan=excluded.seen_scan RETURNING id",
+            self._UPSERT_INODE + (self._CARRY_HASH if carry_hash else "") + " RETURNING id",
             (fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, scan_id),
         ).fetchone()[0]
         c.execute(
@@ -341,14 +360,6 @@ class Catalog:
             (path, inode_id, pool, scan_id),
         )
         return inode_id
-
-    # record_path's carry-over (``own_change``), as part of the inode's upsert: where the row
-    # already holds a hash taken at the new size and mtime, it is moved to the new ctime (the
-    # old row's columns, unqualified, are read before any SET applies).
-    _CARRY_HASH = (
-        ", hash_ctime_ns=CASE WHEN hash IS NOT NULL AND hash_size=excluded.size "
-        "AND hash_mtime_ns=excluded.mtime_ns THEN excluded.ctime_ns ELSE hash_ctime_ns END"
-    )
 
     def upsert_many(
         self,
@@ -363,10 +374,7 @@ class Catalog:
         statements per path. Caller holds a transaction. Same end state as upserting one by one.
         ``carry_hash``: record_path's ``own_change`` carry-over too, in the same statement."""
         c.executemany(
-            "INSERT INTO inodes(fs, ino, size, mtime_ns, ctime_ns, nlink, seen_scan) VALUES (?,?,?,?,?,?,?) "
-            "ON CONFLICT(fs, ino) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
-            "ctime_ns=excluded.ctime_ns, nlink=excluded.nlink, seen_scan=excluded.seen_scan"
-            + (self._CARRY_HASH if carry_hash else ""),
+            self._UPSERT_INODE + (self._CARRY_HASH if carry_hash else ""),
             [(fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, scan_id) for _p, fs, st in rows],
         )
         c.executemany(
@@ -404,13 +412,7 @@ class Catalog:
             raise NotRegularFile(f"{os.fsdecode(bpath)} is not a regular file; the catalog records only regular files")
         fs = self.fs_for_path(bpath, st.st_dev)
         with Tx(self.conn) as c:
-            old = c.execute(
-                "SELECT hash, hash_size, hash_mtime_ns FROM inodes WHERE fs=? AND ino=?", (fs, st.st_ino)
-            ).fetchone()
-            inode_id = self.upsert(c, pool, bpath, fs, st, None)
-            if own_change and old and old[0] is not None and old[1] == st.st_size and old[2] == st.st_mtime_ns:
-                c.execute("UPDATE inodes SET hash_ctime_ns=? WHERE id=?", (st.st_ctime_ns, inode_id))
-        return inode_id
+            return self.upsert(c, pool, bpath, fs, st, None, carry_hash=own_change)
 
     def record_paths(
         self,
@@ -443,7 +445,6 @@ class Catalog:
             for bpath, pool, st, fs in todo:
                 by_pool.setdefault(pool, []).append((bpath, fs, st))
             for pool, rows in by_pool.items():
-                # own_change: record_path's carry-over, inside the upsert (one statement per path, not two)
                 self.upsert_many(c, pool, rows, None, carry_hash=own_change)
         return len(todo)
 

@@ -284,7 +284,7 @@ def test_find_tests_ignored_names_on_folders_only():
     cmd = findwalk.find_cmd(b"/r", {b".zfs", b".qbhook-staging"})
     first_name = cmd.index(b"-name")
     assert cmd[first_name - 5 : first_name] == [b"-type", b"d", b"-printf", b"", b"("]
-    assert cmd[-4:] == [b"-type", b"f", b"-printf", Catalog.FIND_LINE_FORMAT]
+    assert cmd[-4:] == [b"-type", b"f", b"-printf", findwalk.FIND_LINE_FORMAT]
 
 
 def test_ignored_file_lines_are_dropped_exactly():
