@@ -566,6 +566,13 @@ def main() -> int:
         profile(args.zfs_n if args.zfs else args.n, args.tmpdir, zfs=args.zfs)
         return 0
     require("jdupes")
+    if args.zfs:
+        from qbhook.sandbox.zfs import ensure_zfs_fuse
+
+        # checked before the ext4 rounds: a daemon that is not running would otherwise end the
+        # bench with zpool's traceback minutes in (bench_scan and bench_index check it the same way)
+        if not ensure_zfs_fuse():
+            raise SystemExit("--zfs: the zfs-fuse daemon does not answer and could not be started")
     base = workdir(args.tmpdir, "qbhook-bench-converge-")
     print(f"machine: {machine()}")
     print(f"tree: {args.n:,} duplicate pairs on {fstype_of(base)} ({base}); {tool_version(['jdupes', '--version'])}")
