@@ -258,12 +258,9 @@ def find_config_path(explicit: str | os.PathLike | None) -> Path:
 
 def load_config(path: str | os.PathLike, env: dict[str, str] | None = None) -> Config:
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(None, f"file {path} does not exist") from None
-    except OSError as e:
-        raise ConfigError(None, f"cannot read {path}: {e.strerror}") from None
+    if not os.path.lexists(path):
+        raise ConfigError(None, f"file {path} does not exist")
+    raw = _read_regular_file(path, None, _MAX_CONFIG_BYTES)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -868,21 +865,38 @@ def _secret(spec: dict, name: str, env: dict, base_dir: Path | None, key: str, a
     return value, env_name, (Path(file_name) if file_name else None)
 
 
-def _read_secret_file(p: Path, key: str) -> str:
-    # O_NONBLOCK: a FIFO or device named here must not hang qbhook at startup.
+_MAX_CONFIG_BYTES = 1024 * 1024  # a commented config is a few KiB; more is not one
+_MAX_SECRET_BYTES = 64 * 1024
+
+
+def _read_regular_file(p: Path, key: str | None, limit: int) -> bytes:
+    """The bytes of the regular file ``p`` (at most ``limit``; more is an error): the one way
+    qbhook reads the config file and secret files. O_NONBLOCK and the fstat check: a FIFO or
+    device named here must not hang qbhook at startup (a FIFO nobody writes blocks open()
+    and read() forever) nor feed it /dev/zero."""
     try:
         fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise ConfigError(key, f"cannot read {p}: {e.strerror}") from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ConfigError(key, f"cannot read {p}: Is a directory")
+        if not stat.S_ISREG(mode):
             raise ConfigError(key, f"{p} is not a regular file")
         with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(64 * 1024)
+            data = f.read(limit + 1)
     except OSError as e:
         raise ConfigError(key, f"cannot read {p}: {e.strerror}") from None
     finally:
         os.close(fd)
+    if len(data) > limit:
+        raise ConfigError(key, f"{p} is larger than {limit // 1024} KiB: not a file qbhook reads")
+    return data
+
+
+def _read_secret_file(p: Path, key: str) -> str:
+    data = _read_regular_file(p, key, _MAX_SECRET_BYTES)
     try:
         return data.decode("utf-8").strip()
     except UnicodeDecodeError:

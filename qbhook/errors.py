@@ -105,7 +105,13 @@ class QbtError(QbhookError):
 
 
 class UnknownTorrent(QbtError):
-    """No torrent with that hash exists in any configured qBittorrent."""
+    """No torrent with that hash exists in any configured qBittorrent.
+
+    A QbtError, so the executor and worker handle it with other client answers, but the
+    client did answer: a hash a user named that no client has is bad input (exit 2), not
+    an unreachable client (exit 4)."""
+
+    exit_code = ExitCode.BAD_INPUT
 
 
 class RtorrentError(QbtError):

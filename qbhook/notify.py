@@ -200,10 +200,17 @@ def apprise_sender(urls: Iterable[str]) -> Sender:
     import apprise
 
     ap = apprise.Apprise()
-    for n, u in enumerate(urls, start=1):
-        if not ap.add(u):
-            # Never echo the URL: it usually carries a token.
-            raise ValueError(f"entry {n} is not a URL apprise understands")
+    # Never echo the URL: it usually carries a token. apprise itself logs "Unsupported URL: <the
+    # URL>" at ERROR for each one it cannot read, which printed the secret (and a few lines
+    # above qbhook's one-line error): its logger is off while it reads them.
+    apprise_log = logging.getLogger("apprise")
+    was_disabled, apprise_log.disabled = apprise_log.disabled, True
+    try:
+        for n, u in enumerate(urls, start=1):
+            if not ap.add(u):
+                raise ValueError(f"entry {n} is not a URL apprise understands")
+    finally:
+        apprise_log.disabled = was_disabled
     kinds = {
         "info": apprise.NotifyType.INFO,
         "warning": apprise.NotifyType.WARNING,

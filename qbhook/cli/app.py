@@ -101,6 +101,62 @@ class SizeParam(click.ParamType):
             self.fail(f"{value!r} is not a size (examples: 1000, 64KiB, 1M, 2GB)", param, ctx)
 
 
+class SettingParam(click.ParamType):
+    """A command-line value read by the reader of the setting it stands for (qbhook.config's
+    ``duration``, ``count``, ``port``, ``text``): the same units and bounds as in the file, one
+    home for each rule. Out of range, NaN, a number SQLite cannot hold, an empty or non-UTF-8
+    string: a one-line usage error (exit 2) before the command opens anything."""
+
+    def __init__(self, name: str, reader: str, *, whole: bool = False, **bounds):
+        self.name = name
+        self._reader = (reader, bounds)  # built on first use: qbhook.config imports PyYAML
+        self._whole = whole  # a whole number: the text is read as an int first
+
+    def convert(self, value, param, ctx):
+        from qbhook import config
+        from qbhook.errors import ConfigError
+
+        kind, bounds = self._reader
+        read = getattr(config, kind)
+        read = read(**bounds) if kind in ("duration", "count") else read
+        if self._whole and isinstance(value, str):
+            try:
+                value = int(value)
+            except ValueError:
+                self.fail(f"{shown(value)!r} is not a whole number", param, ctx)
+        key = param.name if param is not None else self.name
+        try:
+            return read(value, key)
+        except ConfigError as e:
+            self.fail(e.message.removeprefix(f"config: {key}: "), param, ctx)
+
+
+SECONDS = SettingParam("seconds", "duration")  # 30, 30s, 5m, 2h: finite, >= 0, at most ten years
+ROW_ID = SettingParam("id", "count", whole=True, minimum=1)  # a run or job id: SQLite's 64-bit range
+COUNT = SettingParam("count", "count", whole=True)  # a limit: 0 and up, within SQLite's range
+PORT = SettingParam("port", "port", whole=True)  # 1-65535, as server.port
+TEXT = SettingParam("text", "text")  # non-empty UTF-8 without NUL, as a text setting
+
+
+class TorrentHash(click.ParamType):
+    """A torrent's info hash, lower-cased: the catalog and the clients' answers spell it in lower
+    case, users and rTorrent may not. Anything else (``zz``, non-UTF-8 bytes, which SQLite could
+    not even encode) is a usage error before any client or catalog is asked. The rule is
+    ``qbhook.clients.qbt.model.is_info_hash``."""
+
+    name = "hash"
+
+    def convert(self, value, param, ctx):
+        from qbhook.clients.qbt.model import is_info_hash
+
+        if isinstance(value, str) and is_info_hash(value.lower()):
+            return value.lower()
+        self.fail(f"not a torrent info hash (40 or 64 hex digits): {shown(value)[:80]!r}", param, ctx)
+
+
+TORRENT_HASH = TorrentHash()
+
+
 def shown(path) -> str:
     """A path as text a terminal can print: undecodable bytes appear as \\xNN, never crash."""
     b = os.fsencode(path)

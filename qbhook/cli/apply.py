@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from qbhook.cli.app import App, main, pass_app
+from qbhook.cli.app import COUNT, ROW_ID, SECONDS, TEXT, TORRENT_HASH, App, main, pass_app
 from qbhook.decide.plan import describe_step
 from qbhook.units import human_bytes as _human_bytes
 
@@ -29,8 +29,10 @@ def _lock_wait(wait: float | None):
 
 @main.command()
 @click.option("--yes", is_flag=True, help="Really do it. Without --yes: print the steps, change nothing.")
-@click.option("--group", "group_ids", multiple=True, help="Only this payload group (repeatable).")
-@click.option("--hash", "hashes", multiple=True, help="Only the group(s) of these torrents (repeatable).")
+@click.option("--group", "group_ids", multiple=True, type=TEXT, help="Only this payload group (repeatable).")
+@click.option(
+    "--hash", "hashes", multiple=True, type=TORRENT_HASH, help="Only the group(s) of these torrents (repeatable)."
+)
 @click.option(
     "--scan/--no-scan",
     "scan",
@@ -38,7 +40,9 @@ def _lock_wait(wait: float | None):
     help="Scan the pools before planning, or use the catalog as is. Default: scan when the last "
     "full scan is older than scan.max_age; --hash/--group never walk the pools.",
 )
-@click.option("--wait", type=float, default=0, help="Seconds to wait for a busy executor lock (default: fail at once).")
+@click.option(
+    "--wait", type=SECONDS, default=0, help="Seconds to wait for a busy executor lock (default: fail at once)."
+)
 @click.option(
     "--plan",
     "plan_file",
@@ -106,8 +110,8 @@ def _apply_saved(app: App, plan_file, yes, no_scan, wait):
 
 
 @main.command()
-@click.option("--run", "run_id", type=int, help="Resume this run (even if its pid looks alive).")
-@click.option("--wait", type=float, default=0, help="Seconds to wait for a busy executor lock.")
+@click.option("--run", "run_id", type=ROW_ID, help="Resume this run (even if its pid looks alive).")
+@click.option("--wait", type=SECONDS, default=0, help="Seconds to wait for a busy executor lock.")
 @pass_app
 def resume(app: App, run_id, wait):
     """Finish runs that crashed or were interrupted, re-checking the step that was in flight."""
@@ -127,8 +131,8 @@ def resume(app: App, run_id, wait):
 
 
 @main.command()
-@click.option("--run", "run_id", type=int, help="Show one run with all its steps.")
-@click.option("--limit", default=20, show_default=True, help="How many recent runs to list.")
+@click.option("--run", "run_id", type=ROW_ID, help="Show one run with all its steps.")
+@click.option("--limit", type=COUNT, default=20, show_default=True, help="How many recent runs to list.")
 @pass_app
 def history(app: App, run_id, limit):
     """Past runs from the journal (newest first), or one run's steps."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from qbhook.catalog.db import check_tables, reading
-from qbhook.cli.app import App, main, pass_app
+from qbhook.cli.app import COUNT, PORT, ROW_ID, TEXT, App, main, pass_app
 from qbhook.units import human_bytes as _human_bytes
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ def _when(ts) -> str:
 # ---------------------------------------------------------------- queue
 @main.group(invoke_without_command=True)
 @click.option("--state", "states", multiple=True, type=click.Choice(["pending", "running", "done", "dead"]))
-@click.option("--limit", default=30)
+@click.option("--limit", type=COUNT, default=30)
 @click.pass_context
 def queue(ctx, states, limit):
     """List queued event jobs (dead letters show their error)."""
@@ -196,7 +196,7 @@ def queue(ctx, states, limit):
 
 
 @queue.command("retry")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=ROW_ID)
 @pass_app
 def queue_retry(app: App, job_id):
     """Put a dead job back in the queue."""
@@ -361,8 +361,8 @@ def _which(name: str) -> str | None:
 
 # ---------------------------------------------------------------- serve
 @main.command()
-@click.option("--listen", default=None, help="Address to bind (default: server.listen, 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port (default: server.port, 9797).")
+@click.option("--listen", type=TEXT, default=None, help="Address to bind (default: server.listen, 127.0.0.1).")
+@click.option("--port", type=PORT, default=None, help="Port (default: server.port, 9797).")
 @click.option("--no-sweep", is_flag=True, help="Do not run the periodic sweeper in this process.")
 @pass_app
 def serve(app: App, listen, port, no_sweep):
@@ -390,7 +390,12 @@ def serve(app: App, listen, port, no_sweep):
             err=True,
         )
     service = Service(
-        cfg, clients, _executor_for, host=listen or srv.listen, port=port or srv.port, sweeper=not no_sweep
+        cfg,
+        clients,
+        _executor_for,
+        host=srv.listen if listen is None else listen,
+        port=srv.port if port is None else port,
+        sweeper=not no_sweep,
     )
     click.echo(f"qbhook serving on http://{service.host}:{service.port}", err=True)
     service.run()

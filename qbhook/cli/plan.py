@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from qbhook.cli.app import App, main, pass_app
+from qbhook.cli.app import SECONDS, TEXT, TORRENT_HASH, App, main, pass_app
 from qbhook.decide.plan import describe_step
 from qbhook.errors import ExitCode
 from qbhook.units import human_bytes as _human_bytes
@@ -43,8 +43,16 @@ def catalog_note(app: App) -> dict:
 
 
 @main.command()
-@click.option("--hash", "hashes", multiple=True, help="Only the group(s) of these torrents (no walk of the pools).")
-@click.option("--group", "group_ids", multiple=True, help="Only this payload group (repeatable; no walk of the pools).")
+@click.option(
+    "--hash",
+    "hashes",
+    multiple=True,
+    type=TORRENT_HASH,
+    help="Only the group(s) of these torrents (no walk of the pools).",
+)
+@click.option(
+    "--group", "group_ids", multiple=True, type=TEXT, help="Only this payload group (repeatable; no walk of the pools)."
+)
 @click.option(
     "--scan/--no-scan",
     "scan",
@@ -128,7 +136,7 @@ def _print_plan(p, steps: bool) -> None:
 
 
 @main.command()
-@click.argument("torrent_hash")
+@click.argument("torrent_hash", type=TORRENT_HASH)
 @click.option("--no-scan", is_flag=True, help="Skip the incremental catalog scan first.")
 @click.option(
     "--index",
@@ -143,7 +151,7 @@ def _print_plan(p, steps: bool) -> None:
 )
 @click.option(
     "--max-scan-age",
-    type=float,
+    type=SECONDS,
     default=None,
     help="Seconds (default: scan.max_age): a full scan of every pool at most this old is used as "
     "is (the group's own files are re-stat-ed anyway); older, or never, and both pools are "

@@ -12,18 +12,15 @@ torrent cannot be repaired (the reason is printed), 5 a repair failed.
 from __future__ import annotations
 
 import os
-import re
 import stat
 import sys
 import time
 
 import click
 
-from qbhook.cli.app import App, main, pass_app
+from qbhook.cli.app import SECONDS, TORRENT_HASH, App, main, pass_app
 from qbhook.errors import ExitCode, QbhookError
 from qbhook.units import human_bytes as _human_bytes
-
-_HASH = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
 
 
 class RepairInputError(QbhookError):
@@ -33,10 +30,12 @@ class RepairInputError(QbhookError):
 
 
 @main.command()
-@click.argument("torrent_hash", required=False)
+@click.argument("torrent_hash", required=False, type=TORRENT_HASH)
 @click.option("--yes", is_flag=True, help="Really do it. Without --yes: print the repairs, change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout (as qbhook --json).")
-@click.option("--wait", type=float, default=0, help="Seconds to wait for a busy executor lock (default: fail at once).")
+@click.option(
+    "--wait", type=SECONDS, default=0, help="Seconds to wait for a busy executor lock (default: fail at once)."
+)
 @pass_app
 def repair(app: App, torrent_hash, yes, as_json, wait):
     """Rebuild torrents in missingFiles from copies the catalog holds: hardlinks on one dataset,
@@ -46,11 +45,7 @@ def repair(app: App, torrent_hash, yes, as_json, wait):
     from qbhook.move.executor import build_executor
 
     app.as_json = app.as_json or as_json
-    want = None
-    if torrent_hash is not None:
-        want = torrent_hash.strip().lower()
-        if not _HASH.match(want):
-            raise RepairInputError(f"{torrent_hash!r} is not a torrent info hash (40 or 64 hex digits)")
+    want = torrent_hash  # TORRENT_HASH: checked and lower-cased
     try_sync_all(app.catalog, app.clients)  # keeps the last known hashes of files still there
     facts = gather(app, want)
     plan, refused = plan_repairs(facts)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
-import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -32,7 +31,7 @@ from tenacity import (
 )
 
 from qbhook.clients.port import FindOrRaise
-from qbhook.clients.qbt.model import Category, TorrentFile, TorrentInfo
+from qbhook.clients.qbt.model import Category, TorrentFile, TorrentInfo, is_info_hash
 from qbhook.errors import (
     BadRequest,
     PathMapError,
@@ -54,8 +53,6 @@ V5_API = (2, 11)
 
 DEFAULT_TIMEOUT = 30.0
 
-_HASH_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
-
 # qBittorrent rewrites these characters when it derives a folder from a
 # category name; rather than guess its exact rule, refuse to predict.
 _CATEGORY_PATH_UNSAFE = set(':?"*<>|\\')
@@ -64,7 +61,7 @@ _CATEGORY_PATH_UNSAFE = set(':?"*<>|\\')
 def check_hash(value: str) -> str:
     """Lower-cased v1/v2/id hash, or BadRequest for anything else."""
     h = str(value).strip().lower()
-    if not _HASH_RE.fullmatch(h):
+    if not is_info_hash(h):
         raise BadRequest(f"not a torrent hash (40 or 64 hex digits): {value!r}")
     return h
 

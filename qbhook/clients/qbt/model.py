@@ -6,6 +6,7 @@ one consistent view, and a newer view is a new object.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,9 +20,19 @@ __all__ = [
     "Category",
     "TorrentFile",
     "TorrentInfo",
+    "is_info_hash",
     "normalize_state",
     "parse_tags",
 ]
+
+# A torrent's id as qbhook keeps it (the catalog, plans, the clients' answers): a v1 (40) or v2
+# (64) info hash in lower-case hex. Users and rTorrent may write upper case: lower it first.
+_INFO_HASH = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+def is_info_hash(text: str) -> bool:
+    return _INFO_HASH.fullmatch(text) is not None
+
 
 # qBittorrent 5 (Web API 2.11) renamed paused* to stopped*; callers only ever
 # see the new names so one state machine serves both major versions.

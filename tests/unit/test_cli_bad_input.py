@@ -1,0 +1,155 @@
+"""Bad input never gives a traceback: every command, in-process, against what a user or a
+hostile tree can hand it.
+
+The rule (README, "Exit codes"): bad input is one line naming the cause (plus an optional hint
+line) and an exit code of ``qbhook.errors.ExitCode``, and it changes nothing. Each case below
+was a traceback, a hang, a wrong exit code or a silently accepted value before its fix; a case
+asserts the exit code, the line that names the cause and that nothing was created, so a later
+change cannot bring one back. Usage errors (a value of the wrong kind on the command line) are
+click's: exit 2 with ``Error: Invalid value for '<option>': <why>`` under the usage line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from qbhook.cli import main
+from qbhook.errors import ExitCode
+from tests.unit.test_cli_catalog import Env
+from tests.unit.test_startup import HASH, bed  # noqa: F401  (the fixture: a catalog with a synced index)
+
+BIG = str(10**23)  # past SQLite's 64-bit integers: was an OverflowError from sqlite3
+NOT_UTF8 = os.fsdecode(b"\xff\xfe")  # what Python makes of non-UTF-8 bytes in argv
+
+
+@pytest.fixture
+def env(tmp_path):
+    return Env(tmp_path)
+
+
+# Each: the arguments, and what the one error line must say. None of them may open the catalog.
+USAGE = [
+    (["history", "--run", BIG], "Invalid value for '--run': must be at most 9223372036854775807"),
+    (["history", "--limit", BIG], "Invalid value for '--limit': must be at most 9223372036854775807"),
+    (["history", "--limit", "-1"], "Invalid value for '--limit': must be at least 0"),
+    (["resume", "--run", "0"], "Invalid value for '--run': must be at least 1"),
+    (["resume", "--run", BIG], "Invalid value for '--run': must be at most"),
+    (["queue", "--limit", BIG], "Invalid value for '--limit': must be at most"),
+    (["queue", "retry", BIG], "Invalid value for 'JOB_ID': must be at most"),
+    (["queue", "retry", "x"], "Invalid value for 'JOB_ID': 'x' is not a whole number"),
+    # --port 99999 bound port 34463 (the kernel keeps the low 16 bits); --port 0 and --listen ''
+    # fell back to the config's values as if not given.
+    (["serve", "--port", "99999"], "Invalid value for '--port': must be a TCP port number from 1 to 65535"),
+    (["serve", "--port", "0"], "Invalid value for '--port': must be a TCP port number from 1 to 65535"),
+    (["serve", "--listen", ""], "Invalid value for '--listen': must not be empty"),
+    (["apply", "--wait", "nan"], "Invalid value for '--wait': cannot read 'nan' as a duration"),
+    (["apply", "--wait", "-1"], "Invalid value for '--wait': cannot read '-1' as a duration"),
+    (["resume", "--wait", "inf"], "Invalid value for '--wait': cannot read 'inf' as a duration"),
+    (["repair", "--wait", "1e400"], "Invalid value for '--wait': cannot read '1e400' as a duration"),
+    (["explain", HASH, "--max-scan-age", "nan"], "Invalid value for '--max-scan-age': cannot read 'nan'"),
+    # A hash goes to SQLite and to the clients: non-UTF-8 text was a UnicodeEncodeError there.
+    (["explain", NOT_UTF8], "Invalid value for 'TORRENT_HASH': not a torrent info hash"),
+    (["explain", "zz"], "Invalid value for 'TORRENT_HASH': not a torrent info hash (40 or 64 hex digits): 'zz'"),
+    (["plan", "--hash", "-x"], "Invalid value for '--hash': not a torrent info hash"),
+    (["apply", "--hash", NOT_UTF8], "Invalid value for '--hash': not a torrent info hash"),
+    (["repair", "g" * 40], "Invalid value for '[TORRENT_HASH]': not a torrent info hash"),
+    (["plan", "--group", ""], "Invalid value for '--group': must not be empty"),
+    (["apply", "--group", NOT_UTF8], "Invalid value for '--group': is not valid text"),
+]
+
+
+@pytest.mark.parametrize("args, why", USAGE, ids=[" ".join(a)[:40] for a, _ in USAGE])
+def test_a_bad_argument_is_a_usage_error_before_anything_opens(env, args, why):
+    for as_json in ([], ["--json"]):
+        r = env.run(*as_json, *args, expect=None)
+        assert r.exit_code == ExitCode.BAD_INPUT, (r.exit_code, r.output, r.exception)
+        assert r.stdout == "" and r.stderr.splitlines()[-1].startswith("Error: " + why), r.stderr
+    assert not env.catalog.exists()  # refused before the catalog was opened (or created)
+
+
+def test_a_good_value_of_each_kind_still_passes(env):
+    """The same options take what they always took, units included, and 0 where it means 0."""
+    assert env.run("history", "--limit", "0").exit_code == 0
+    assert env.run("history", "--limit", "3", "--run", "7", expect=None).stderr.startswith("qbhook: ")
+    assert env.run("queue", "--limit", "5").exit_code == 0
+    r = env.run("explain", HASH.upper(), "--index", "--max-scan-age", "5m", expect=None)
+    assert r.stderr == f"qbhook: torrent {HASH} is not in the torrent index\n"
+
+
+def test_an_upper_case_hash_finds_the_indexed_torrent(bed):  # noqa: F811
+    """rTorrent and users write hashes in upper case; the index keeps them lower-cased (the
+    hash type lower-cases it, and must not refuse it)."""
+    r = CliRunner().invoke(main, ["--config", str(bed), "--json", "explain", HASH.upper(), "--index"])
+    assert r.exit_code == 0, (r.output, r.exception)
+    answer = json.loads(r.stdout)
+    assert [t["hash"] for t in answer["torrents"]] == [HASH]
+
+
+def test_a_hash_no_client_has_is_bad_input_not_an_unreachable_client(bed):  # noqa: F811
+    r = CliRunner().invoke(main, ["--config", str(bed), "explain", "f" * 40, "--index"])
+    assert r.exit_code == ExitCode.BAD_INPUT, (r.exit_code, r.output, r.exception)
+    assert r.stderr == f"qbhook: torrent {'f' * 40} is not in the torrent index\n"
+
+
+# ------------------------------------------------------------------ the config file
+
+
+class _Hung(Exception):
+    pass
+
+
+@pytest.fixture
+def alarm():
+    """Fail (instead of hanging the suite) if a command blocks for 5 s."""
+
+    def hung(*_):
+        raise _Hung("blocked for 5 s")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(5)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])  # device: /dev/null read as empty
+def test_a_config_that_is_not_a_regular_file_is_one_line_and_never_blocks(env, alarm, kind):
+    """A FIFO nobody writes blocked open() forever (qbhook -c /some/fifo never returned)."""
+    path = {"fifo": env.tmp / "fifo.yaml", "device": Path("/dev/null"), "directory": env.tmp}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    r = CliRunner().invoke(main, ["--config", str(path), "status"])
+    assert r.exit_code == ExitCode.CONFIG, (r.exit_code, r.output, r.exception)
+    want = f"cannot read {path}: Is a directory" if kind == "directory" else f"{path} is not a regular file"
+    assert r.stderr == f"qbhook: config: {want}\n"
+    assert not env.catalog.exists()
+
+
+def test_an_oversized_config_is_refused_unread(env):
+    big = env.tmp / "big.yaml"
+    with open(big, "wb") as f:
+        f.truncate(64 * 1024 * 1024)  # sparse: costs nothing, and was read whole into memory
+    r = CliRunner().invoke(main, ["--config", str(big), "status"])
+    assert (
+        r.exit_code == ExitCode.CONFIG
+        and r.stderr == f"qbhook: config: {big} is larger than 1024 KiB: not a file qbhook reads\n"
+    )
+
+
+def test_an_unreadable_notify_url_is_one_line_and_never_logged(env, caplog):
+    """apprise logged "Unsupported URL: <the URL>" at ERROR, above qbhook's line: the token in
+    the URL went to the log qbhook promises never to echo it to."""
+    caplog.set_level(logging.DEBUG)
+    env.save(notify={"urls": ["json://127.0.0.1:1/ok", "bogus://secret-token@host"]})
+    r = env.run("status", expect=None)
+    assert r.exit_code == ExitCode.CONFIG, (r.exit_code, r.output, r.exception)
+    assert r.stderr.splitlines()[0] == "qbhook: config: notify.urls: entry 2 is not a URL apprise understands"
+    assert "secret-token" not in r.output + caplog.text
+    assert not [x for x in caplog.records if x.name.startswith("apprise") and x.levelno >= logging.WARNING]
