@@ -111,7 +111,10 @@ def gather(app: App, want: str | None):
             raise RepairInputError(
                 f"torrent {info.name} ({want}) is not missing any file (state {info.state}): nothing to repair"
             )
-    copies = _copies(catalog, {(f.size, f.blake3) for t in torrents for f in t.files if f.priority and f.size})
+    # Only content with a known hash can have copies: a file never hashed before it went missing
+    # is plan_repairs' "content unknown" refusal (bytes.fromhex(None) was a traceback here).
+    known = {(f.size, f.blake3) for t in torrents for f in t.files if f.priority and f.size and f.blake3 is not None}
+    copies = _copies(catalog, known)
     present = {p: _present(catalog, p) for t in torrents for p in view_paths(t, pools)}
     return RepairFacts(tuple(torrents), pools, copies, present, now=time.time())
 

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,106 @@ def test_an_unreadable_notify_url_is_one_line_and_never_logged(env, caplog):
     assert r.stderr.splitlines()[0] == "qbhook: config: notify.urls: entry 2 is not a URL apprise understands"
     assert "secret-token" not in r.output + caplog.text
     assert not [x for x in caplog.records if x.name.startswith("apprise") and x.levelno >= logging.WARNING]
+
+
+# ------------------------------------------------------------------ a hostile tree, a client that answers
+
+SWAPPED = f"{101:040x}"  # its file was replaced by a folder before it was ever hashed
+EVIL = f"{100:040x}"  # its folder is a symlink to /etc
+ODD = [b"new\nline", "café \u202e rtl".encode(), b"-rf", b"--json", b"glob*?[x]\\", b"cr\rtab\t\x7f", b"L" * 250]
+
+
+@pytest.fixture
+def hostile(env, monkeypatch):
+    """Both pools hold what a less trusted user can make: names with newlines, control and
+    bidi characters, glob characters, leading dashes, 250 bytes; a FIFO, a socket, a symlink
+    loop, a torrent folder that is a symlink out of the pool, a file swapped for a folder,
+    a world-writable .qbhook-staging, a .qbhook-holding that is a symlink, an orphan whose
+    name is not UTF-8. A stub qBittorrent seeds the torrents; the catalog is scanned."""
+    from qbhook.clients import registry
+    from tests.helpers import put
+    from tests.unit.test_executor import FakeQbt, FakeTorrent
+
+    env.save(
+        qbittorrent={"name": "qbt", "url": "http://127.0.0.1:9", "username": "u", "password": "p"},
+        policy={"demote_require_tag": None},
+    )
+    seed, cold = os.fsencode(env.stash / "data/media/torrents/seeding"), os.fsencode(env.pool)
+
+    class Qbt(FakeQbt):
+        def find(self, any_hash):  # the real adapters' lookup, which `repair HASH` uses
+            return self.torrent(any_hash) if any_hash.lower() in self.t else None
+
+    qbt = Qbt()
+    for i, name in enumerate(ODD, start=1):
+        put(os.path.join(seed, name, b"f.bin"), b"data%d" % i)
+        qbt.add(FakeTorrent(f"{i:040x}", name.decode(), os.fsdecode(seed), [(name.decode() + "/f.bin", 5, 1)]))
+    os.symlink("/etc", os.path.join(seed, b"evil"))
+    qbt.add(FakeTorrent(EVIL, "evil", os.fsdecode(seed), [("evil/passwd", os.path.getsize("/etc/passwd"), 1)]))
+    put(os.path.join(seed, b"swapped", b"f.bin", b"x"))
+    qbt.add(FakeTorrent(SWAPPED, "swapped", os.fsdecode(seed), [("swapped/f.bin", 5, 1)]))
+    put(os.path.join(seed, b"orphan\n\xff\xfe", b"o.bin"), b"orphan")
+    os.mkfifo(os.path.join(seed, b"fifo"))
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(os.path.join(seed, b"sock"))
+    os.symlink(b"loop2", os.path.join(seed, b"loop1"))
+    os.symlink(b"loop1", os.path.join(seed, b"loop2"))
+    os.mkdir(os.path.join(seed, b".qbhook-staging"), 0o777)
+    os.symlink(b"/etc", os.path.join(cold, b"data/media/torrents/seeding/.qbhook-holding"))
+    monkeypatch.setattr(registry.Clients, "from_config", classmethod(lambda cls, entries, **kw: cls([qbt])))
+    env.run("scan")
+    yield env
+    sock.close()
+
+
+def _tree(env) -> dict:
+    """Every entry under both pools: (mode, inode, size, mtime, links); what must not change."""
+    out = {}
+    for root in (env.stash, env.pool):
+        for top, dirs, files in os.walk(os.fsencode(root)):
+            for name in dirs + files:
+                p = os.path.join(top, name)
+                st = os.lstat(p)
+                out[p] = (st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns, st.st_nlink)
+    return out
+
+
+# Read-only and dry-run commands over the hostile tree: the exit code each gives (plan: 10,
+# something would move), and no change on disk, with and without --json.
+READ_ONLY = [
+    (["scan"], 0),
+    (["dupes"], 0),
+    (["plan", "--steps"], ExitCode.ACTIONABLE),
+    (["plan", "--hash", EVIL], 0),
+    (["apply"], 0),
+    (["apply", "--hash", f"{1:040x}"], 0),
+    (["orphans"], 0),
+    (["orphans", "--quarantine"], 0),
+    (["explain", EVIL], 0),
+    (["explain", SWAPPED], 0),
+    (["torrents"], 0),
+    (["dupes", "--payloads"], 0),
+    (["status"], 0),
+    (["history"], 0),
+    (["holding"], 0),
+    # the swapped file was never hashed: bytes.fromhex(None) was a traceback before "content unknown"
+    (["repair"], 0),
+    (["repair", SWAPPED], ExitCode.FAILURE),
+]
+
+
+@pytest.mark.parametrize("args, code", READ_ONLY, ids=[" ".join(a)[:30] for a, _ in READ_ONLY])
+def test_read_only_and_dry_run_commands_over_a_hostile_tree(hostile, args, code):
+    before = _tree(hostile)
+    for as_json in ([], ["--json"]):
+        r = hostile.run(*as_json, *args, expect=None)
+        assert r.exit_code == code, (r.exit_code, r.output, r.exception)
+        if code not in (0, ExitCode.ACTIONABLE):
+            assert r.stderr.startswith("qbhook: ") and len(r.stderr.splitlines()) <= 2, r.stderr
+    assert _tree(hostile) == before
+
+
+def test_a_repair_of_content_never_hashed_says_so(hostile):
+    r = hostile.run("repair", SWAPPED, expect=ExitCode.FAILURE)
+    why = "content unknown: swapped/f.bin never hashed before going missing"
+    assert r.stderr == f"qbhook: cannot repair swapped ({SWAPPED}): {why}\n"
