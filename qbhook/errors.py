@@ -95,7 +95,10 @@ class PathMapError(QbhookError):
 
 
 class PathOutsideRoots(QbhookError):
-    """A path lies outside every configured pool / seeding root."""
+    """A path lies outside every configured pool / seeding root (``qbhook find /etc/passwd``,
+    or a symlink in a pool that leads out of it): bad input, as a path that does not exist."""
+
+    exit_code = ExitCode.BAD_INPUT
 
 
 class QbtError(QbhookError):

@@ -257,3 +257,12 @@ def test_a_repair_of_content_never_hashed_says_so(hostile):
     r = hostile.run("repair", SWAPPED, expect=ExitCode.FAILURE)
     why = "content unknown: swapped/f.bin never hashed before going missing"
     assert r.stderr == f"qbhook: cannot repair swapped ({SWAPPED}): {why}\n"
+
+
+def test_find_through_a_symlink_out_of_the_pools_is_bad_input(hostile):
+    """`find` resolves its argument: a link in a pool to /etc/passwd names a file outside every
+    pool, refused as bad input (exit 2, as a path that does not exist), never recorded."""
+    link = hostile.stash / "data/media/torrents/seeding/evil/passwd"
+    r = hostile.run("find", str(link), expect=ExitCode.BAD_INPUT)
+    assert r.stderr.splitlines()[0] == f"qbhook: {link} is not inside any configured pool"
+    assert "/etc/passwd" not in hostile.run("--json", "dupes", "--no-scan").stdout
