@@ -11,7 +11,9 @@ names with newlines or invalid UTF-8 are legal on ZFS and must round-trip.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,6 +61,19 @@ def connect(path: str | Path, *, readonly: bool = False, check_same_thread: bool
         raise CatalogError(
             f"catalog folder {path.parent} does not exist",
             hint=f"create it (mkdir -p {path.parent}) or set 'catalog:' in the config",
+        )
+    # SQLite opens whatever the path names: a folder was "unable to open database file", a FIFO
+    # "damaged" (exit 74), /dev/null a ROLLBACK error that hid the real one. stat, not open: a
+    # FIFO's stat never blocks.
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = None  # a new catalog: SQLite creates it
+    except OSError as e:
+        raise CatalogError(f"cannot open catalog {path}: {e.strerror}") from None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise CatalogError(
+            f"catalog {path} is not a regular file", hint="point 'catalog:' in the config at a file (qbhook creates it)"
         )
     try:
         if readonly:

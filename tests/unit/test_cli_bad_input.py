@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 from pathlib import Path
 
 import pytest
@@ -266,3 +267,19 @@ def test_find_through_a_symlink_out_of_the_pools_is_bad_input(hostile):
     r = hostile.run("find", str(link), expect=ExitCode.BAD_INPUT)
     assert r.stderr.splitlines()[0] == f"qbhook: {link} is not inside any configured pool"
     assert "/etc/passwd" not in hostile.run("--json", "dupes", "--no-scan").stdout
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_catalog_that_is_not_a_regular_file_is_one_line_and_left_alone(env, alarm, kind):
+    """SQLite opened whatever `catalog:` named: a folder gave "unable to open database file", a
+    FIFO "damaged" (exit 74), /dev/null a ROLLBACK error hiding the real one (and, as root, a
+    /dev/null-journal file)."""
+    where = env.tmp / "odd"
+    os.mkfifo(where) if kind == "fifo" else where.mkdir()
+    env.save(catalog=str(where))
+    for args in (["status"], ["--json", "scan"], ["history"]):
+        r = env.run(*args, expect=ExitCode.FAILURE)
+        assert r.stderr.splitlines()[0] == f"qbhook: catalog {where} is not a regular file", r.stderr
+        assert len(r.stderr.splitlines()) == 2 and r.stdout == ""
+    assert sorted(os.listdir(env.tmp)) == ["config.yaml", "odd", "pool", "stash", "var"]
+    assert (stat.S_ISFIFO if kind == "fifo" else stat.S_ISDIR)(os.lstat(where).st_mode)
