@@ -18,9 +18,16 @@ from qbhook.units import human_bytes as _human_bytes
 def scan(app: App, pools, allow_mass_delete, do_hash):
     """Incrementally scan POOLS (default: all) into the catalog."""
     from qbhook.catalog import findwalk
+    from qbhook.errors import ConfigError
 
     cfg = app.cfg
-    targets = [cfg.pool(n) for n in pools] if pools else list(cfg.pools)
+    try:
+        targets = [cfg.pool(n) for n in pools] if pools else list(cfg.pools)
+    except ConfigError as e:
+        # The name came from the command line, not the file: a usage error (exit 2), not 78.
+        raise click.BadParameter(
+            f"{e.message.removeprefix('config: pools: ')} ({e.hint})", param_hint="POOLS"
+        ) from None
     # The walks start as soon as the roots are known: the scanner's imports and the catalog's
     # opening then run on one core while find walks on the other. A first scan stops its find
     # unread; any error on the way (an unreachable catalog) stops and reaps them all here.

@@ -267,9 +267,11 @@ def test_scan_json_and_human(env):
     assert env.json("scan", "--hash")["hashing"]["cached"] == 6
 
 
-def test_scan_unknown_pool_is_78(env):
-    r = env.run("scan", "tank", expect=78)
-    assert "no pool named 'tank'" in r.stderr and "known pools: stash, pool" in r.stderr
+def test_scan_unknown_pool_is_bad_input(env):
+    """The name comes from the command line, not the config file: a usage error (2), not 78."""
+    r = env.run("scan", "stash", "tank", expect=2)
+    assert "Error: Invalid value for POOLS: no pool named 'tank' (known pools: stash, pool)" in r.stderr
+    assert not env.catalog.exists()
 
 
 def test_scan_refuses_mass_delete_with_3(env):
@@ -357,7 +359,7 @@ def test_scan_of_a_pool_named_twice_scans_it_twice(env, monkeypatch):
 
 def test_scan_of_an_unknown_pool_starts_no_find(env, monkeypatch):
     runs = _recorded_finds(monkeypatch)
-    env.run("scan", "stash", "tank", expect=78)
+    env.run("scan", "stash", "tank", expect=2)
     assert runs == []
 
 
