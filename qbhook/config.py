@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
@@ -35,6 +34,7 @@ from typing import Any
 import yaml
 
 from qbhook.errors import ConfigError, PathMapError
+from qbhook.files import NotReadable, read_regular_file
 from qbhook.paths import is_within
 
 DEFAULT_CONFIG_PATHS = ("/etc/qbhook/config.yaml",)
@@ -870,29 +870,11 @@ _MAX_SECRET_BYTES = 64 * 1024
 
 
 def _read_regular_file(p: Path, key: str | None, limit: int) -> bytes:
-    """The bytes of the regular file ``p`` (at most ``limit``; more is an error): the one way
-    qbhook reads the config file and secret files. O_NONBLOCK and the fstat check: a FIFO or
-    device named here must not hang qbhook at startup (a FIFO nobody writes blocks open()
-    and read() forever) nor feed it /dev/zero."""
+    """The config file's or a secret file's bytes (qbhook.files: regular files only, bounded)."""
     try:
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as e:
-        raise ConfigError(key, f"cannot read {p}: {e.strerror}") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise ConfigError(key, f"cannot read {p}: Is a directory")
-        if not stat.S_ISREG(mode):
-            raise ConfigError(key, f"{p} is not a regular file")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(limit + 1)
-    except OSError as e:
-        raise ConfigError(key, f"cannot read {p}: {e.strerror}") from None
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise ConfigError(key, f"{p} is larger than {limit // 1024} KiB: not a file qbhook reads")
-    return data
+        return read_regular_file(p, limit)
+    except NotReadable as e:
+        raise ConfigError(key, str(e)) from None
 
 
 def _read_secret_file(p: Path, key: str) -> str:

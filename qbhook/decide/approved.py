@@ -40,6 +40,9 @@ FORMAT = "qbhook-plan"
 # The document's version. Each step inside carries its own (``"v"``, qbhook.decide.plan); files saved
 # before steps had one (no ``"v"``) read as step version 1, the same fields.
 VERSION = 1
+# A saved plan is JSON of its groups and steps: megabytes for thousands of groups. Far more is
+# a wrong path, not a plan (and is never read whole into memory).
+MAX_PLAN_BYTES = 256 * 2**20
 
 # Exit code of ``apply --plan`` when at least one saved group was refused as stale
 # (the others ran). Distinct from 5 (a group failed while running).
@@ -169,14 +172,20 @@ class SavedPlan:
 
 def load(path: str | os.PathLike, pools: dict[str, list[str]]) -> SavedPlan:
     """Read and check a saved plan; any defect is a PlanFileError naming it."""
+    from qbhook.files import NotReadable, read_regular_file
+
+    if not os.path.lexists(path):
+        raise PlanFileError(f"plan file {path} does not exist")
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PlanFileError(f"plan file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise PlanFileError(f"cannot read plan file {path}: {getattr(e, 'strerror', None) or e}") from None
+        text = read_regular_file(path, MAX_PLAN_BYTES).decode("utf-8")
+    except NotReadable as e:  # a FIFO blocked here forever, /dev/zero never ended
+        raise PlanFileError(f"plan file: {e}") from None
+    except UnicodeDecodeError as e:
+        raise PlanFileError(f"cannot read plan file {path}: {e}") from None
     try:
         doc = json.loads(text)
+    except RecursionError:  # [[[[... was a RecursionError traceback
+        raise PlanFileError(f"plan file {path} is not a qbhook plan (JSON nested too deeply)") from None
     except ValueError as e:
         raise PlanFileError(f"plan file {path} is not JSON ({e.msg} at line {e.lineno})") from None
     return parse(doc, pools, str(path))

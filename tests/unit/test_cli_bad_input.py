@@ -141,7 +141,7 @@ def test_an_oversized_config_is_refused_unread(env):
     r = CliRunner().invoke(main, ["--config", str(big), "status"])
     assert (
         r.exit_code == ExitCode.CONFIG
-        and r.stderr == f"qbhook: config: {big} is larger than 1024 KiB: not a file qbhook reads\n"
+        and r.stderr == f"qbhook: config: {big} is larger than 1 MiB: not a file qbhook reads\n"
     )
 
 
@@ -283,3 +283,23 @@ def test_a_catalog_that_is_not_a_regular_file_is_one_line_and_left_alone(env, al
         assert len(r.stderr.splitlines()) == 2 and r.stdout == ""
     assert sorted(os.listdir(env.tmp)) == ["config.yaml", "odd", "pool", "stash", "var"]
     assert (stat.S_ISFIFO if kind == "fifo" else stat.S_ISDIR)(os.lstat(where).st_mode)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "deep", "device"])
+def test_a_saved_plan_that_is_no_plan_is_exit_65_and_never_blocks(hostile, alarm, kind):
+    """`apply --plan` read its file whole: a FIFO blocked forever, JSON nested 100,000 deep was a
+    RecursionError traceback. Same reader as the config file (qbhook.files)."""
+    path = {"fifo": hostile.tmp / "plan.fifo", "deep": hostile.tmp / "deep.json", "device": Path("/dev/null")}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "deep":
+        path.write_text("[" * 100_000)
+    before = _tree(hostile)
+    r = hostile.run("apply", "--plan", str(path), "--yes", expect=65)
+    want = {
+        "fifo": f"qbhook: plan file: {path} is not a regular file",
+        "deep": f"qbhook: plan file {path} is not a qbhook plan (JSON nested too deeply)",
+        "device": f"qbhook: plan file: {path} is not a regular file",
+    }[kind]
+    assert r.stderr.splitlines() == [want] and r.stdout == ""
+    assert _tree(hostile) == before

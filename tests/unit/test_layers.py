@@ -3,7 +3,7 @@
 Every ``import`` in ``qbhook/``, including the ones inside functions (a lazy import is still a
 dependency), is read with ``ast``. A module may import its own stage and the stages below it:
 
-    house (errors, paths, pathmap, units, progress, notify, config)
+    house (errors, files, paths, pathmap, units, progress, notify, config)
       < clients < catalog < decide < move < events < cli
     sandbox (the demo's real clients and pools) sits beside, on house and clients only.
 """
