@@ -240,7 +240,11 @@ def parse_address(address: str) -> tuple[int, Any]:
 
 
 def find_config_path(explicit: str | os.PathLike | None) -> Path:
-    if explicit:
+    if explicit is not None:
+        # `-c "$CFG"` with CFG unset: falling through to /etc/qbhook/config.yaml would run
+        # against a config nobody named.
+        if not os.fspath(explicit):
+            raise ConfigError(None, "--config names no file (an empty path)")
         return Path(explicit)
     env = os.environ.get("QBHOOK_CONFIG")
     if env:

@@ -303,3 +303,15 @@ def test_a_saved_plan_that_is_no_plan_is_exit_65_and_never_blocks(hostile, alarm
     }[kind]
     assert r.stderr.splitlines() == [want] and r.stdout == ""
     assert _tree(hostile) == before
+
+
+def test_an_empty_config_path_is_refused_not_replaced_by_the_default(env, monkeypatch):
+    """`qbhook -c "$CFG" ...` with CFG unset ran against /etc/qbhook/config.yaml, a config
+    nobody named on that command line."""
+    monkeypatch.setattr("qbhook.config.DEFAULT_CONFIG_PATHS", (str(env.config),))
+    monkeypatch.delenv("QBHOOK_CONFIG", raising=False)
+    r = CliRunner().invoke(main, ["-c", "", "history"])
+    assert r.exit_code == ExitCode.CONFIG, (r.exit_code, r.output, r.exception)
+    assert r.stderr == "qbhook: config: --config names no file (an empty path)\n"
+    assert not env.catalog.exists()
+    assert CliRunner().invoke(main, ["history"]).exit_code == 0  # the default itself still works
