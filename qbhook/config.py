@@ -448,7 +448,11 @@ def fraction(*, zero_ok: bool, one_ok: bool) -> Reader:
     interval = f"{'[' if zero_ok else '('}0, 1{']' if one_ok else ')'}"
 
     def read(value: Any, key: str) -> float:
-        v = float(_number(value, key, f"a fraction in {interval}, e.g. 0.1 for 10%"))
+        n = _number(value, key, f"a fraction in {interval}, e.g. 0.1 for 10%")
+        try:
+            v = float(n)
+        except OverflowError:  # an int past float's range (10**400): out of the interval anyway
+            v = math.inf
         if v < 0 or v > 1 or (v == 0 and not zero_ok) or (v == 1 and not one_ok):
             raise ConfigError(key, f"must be a fraction in {interval}, e.g. 0.1 for 10% (got {_got(value)})")
         return v

@@ -69,6 +69,8 @@ def test_secrets_masked_in_describe():
         (lambda d: d.update(policy={"auto_apply": "yes"}), "policy.auto_apply", "true or false"),
         (lambda d: d.update(policy={"frobnicate": 1}), "policy.frobnicate", "not a known setting"),
         (lambda d: d.update(scan={"mass_delete_max_share": 5}), "scan.mass_delete_max_share", "fraction"),
+        # an int past float's range: float() raised OverflowError, a traceback (found by the fuzz)
+        (lambda d: d.update(policy={"promote_copy_max_ratio": 10**400}), "policy.promote_copy_max_ratio", "fraction"),
         (
             lambda d: d["qbittorrent"]["path_map"].append({"client": "data", "host": "/x"}),
             "path_map[1].client",
