@@ -52,7 +52,15 @@ def listen(wsgi, host: str, port: int):
                 hint="another `qbhook serve`, or another program, holds it; stop it or set server.port / --port",
             ) from None
         raise ConfigError("server.listen", f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-    except (OverflowError, ValueError) as e:
+    except ValueError as e:
+        # waitress's "Invalid host/port specified": the port is checked (1-65535) before it gets
+        # here, from the file and from --port alike, so the host did not resolve.
+        raise ConfigError(
+            "server.listen",
+            f"cannot listen on {host}:{port}: {e}",
+            hint="server.listen (or --listen) must be an address or name of this machine, e.g. 127.0.0.1",
+        ) from None
+    except OverflowError as e:
         raise ConfigError("server.port", f"cannot listen on {host}:{port}: {e}") from None
 
 

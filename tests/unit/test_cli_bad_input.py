@@ -315,3 +315,11 @@ def test_an_empty_config_path_is_refused_not_replaced_by_the_default(env, monkey
     assert r.stderr == "qbhook: config: --config names no file (an empty path)\n"
     assert not env.catalog.exists()
     assert CliRunner().invoke(main, ["history"]).exit_code == 0  # the default itself still works
+
+
+def test_serve_on_a_name_that_does_not_resolve_names_the_listen_address(hostile):
+    """waitress's "Invalid host/port specified" was reported as `server.port` though the port was
+    fine (checked before) and the host was what did not resolve."""
+    r = hostile.run("serve", "--listen", "nosuch.invalid", "--port", "9", "--no-sweep", expect=ExitCode.CONFIG)
+    assert r.stderr.splitlines()[-2].startswith("qbhook: config: server.listen: cannot listen on nosuch.invalid:9")
+    assert r.stderr.splitlines()[-1].startswith("  hint: server.listen (or --listen) must be an address")
