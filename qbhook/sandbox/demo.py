@@ -50,7 +50,26 @@ def _qbhook(cfg: Path, *args: str, check: bool = True, show: bool = False) -> su
     return r
 
 
+# Written first into a new sandbox: `clean` removes only a folder that holds it (or the
+# state.json of a sandbox made before it existed), or an empty one.
+MARKER = ".qbhook-demo"
+
+
+def is_sandbox(base: Path) -> bool:
+    """True when ``base`` may be removed as a demo sandbox: missing, empty, or made by the demo."""
+    if not base.is_dir() or base.is_symlink():
+        return not os.path.lexists(base)
+    return (base / MARKER).is_file() or (base / "state.json").is_file() or not any(base.iterdir())
+
+
 def clean(base: Path) -> None:
+    # The demo runs as root and --dir is typed by hand: `--dir /srv` unmounted everything below
+    # /srv and removed it. Only a folder the demo made is ever cleared.
+    if not is_sandbox(base):
+        raise QbhookError(
+            f"{base} is not a demo sandbox (no {MARKER} in it): refusing to clear it",
+            hint="give --dir a new or empty folder, or the folder of an earlier demo",
+        )
     state = base / "state.json"
     if state.exists():
         data = json.loads(state.read_text())
@@ -164,6 +183,7 @@ def run(base: Path) -> int:
     _say(f"qbhook demo: sandbox in {base}")
     clean(base)
     base.mkdir(parents=True)
+    (base / MARKER).write_text("made by qbhook demo; `qbhook demo --clean` removes this folder\n")
     zfs = ensure_zfs_fuse()
     pools = create_pools(base / "bed", nested={"stash": "data/media/library"}, kind="zfs" if zfs else "tmpfs")
     _save_state(base, pools)

@@ -6,10 +6,13 @@ made the rebuild's mkdir raise a traceback ("File exists").
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from qbhook.errors import QbhookError
 from qbhook.sandbox import demo
+from tests.helpers import put
 
 
 def test_mounts_below_the_sandbox_are_listed_deepest_first_and_unescaped(tmp_path):
@@ -31,14 +34,40 @@ def test_mounts_below_the_sandbox_are_listed_deepest_first_and_unescaped(tmp_pat
 def test_a_sandbox_that_cannot_be_removed_is_a_one_line_error_not_a_traceback(tmp_path, monkeypatch):
     base = tmp_path / "sandbox"
     base.mkdir()
+    (base / demo.MARKER).write_text("")
     monkeypatch.setattr(demo.shutil, "rmtree", lambda *a, **k: None)  # as a dead mount makes it fail
     monkeypatch.setattr(demo, "_mounts_below", lambda b: [])
     with pytest.raises(QbhookError, match="cannot clear the demo sandbox"):
         demo.clean(base)
 
 
-def test_clean_removes_a_plain_sandbox(tmp_path):
+@pytest.mark.parametrize("mark", [demo.MARKER, "state.json"])  # state.json: a sandbox from before the marker
+def test_clean_removes_a_sandbox_the_demo_made(tmp_path, mark):
     base = tmp_path / "sandbox"
     (base / "bed").mkdir(parents=True)
+    (base / mark).write_text(json.dumps({"base_dir": str(base / "bed"), "pools": {}}))
     demo.clean(base)
     assert not base.exists()
+
+
+def test_clean_removes_an_empty_folder_and_accepts_a_missing_one(tmp_path):
+    (tmp_path / "empty").mkdir()
+    demo.clean(tmp_path / "empty")
+    demo.clean(tmp_path / "never-made")
+    assert not (tmp_path / "empty").exists()
+
+
+@pytest.mark.parametrize("kind", ["folder", "symlink", "file"])
+def test_clean_refuses_a_folder_the_demo_did_not_make_and_leaves_it_whole(tmp_path, monkeypatch, kind):
+    """`qbhook demo --dir /srv` (as root, --dir typed by hand) unmounted everything below /srv
+    and removed it: rebuilding "from scratch" cleared whatever folder --dir named."""
+    mine = tmp_path / "srv"
+    put(mine / "data/keep.bin", b"precious")
+    base = {"folder": mine, "symlink": tmp_path / "link", "file": mine / "data/keep.bin"}[kind]
+    if kind == "symlink":
+        base.symlink_to(mine)
+    unmounted = []
+    monkeypatch.setattr(demo, "_mounts_below", lambda b: unmounted.append(b) or [])
+    with pytest.raises(QbhookError, match="is not a demo sandbox .* refusing to clear it"):
+        demo.clean(base)
+    assert unmounted == [] and (mine / "data/keep.bin").read_bytes() == b"precious"
