@@ -171,7 +171,11 @@ def _closure(catalog: Catalog, seed: set[int], names: list[str], roots: list[str
                 r[0]
                 for r in conn.execute(f"SELECT path FROM paths WHERE inode IN ({','.join('?' * len(chunk))})", chunk)
             )
-        folders = {a for p in links for a in ancestors(os.fsdecode(p), roots)}
+        # The index's torrent paths are the clients' text, always UTF-8 (it stores nothing else),
+        # so a folder whose name is not UTF-8 (a link a user named with other bytes) is no
+        # torrent's folder: leaving it out changes no answer. SQLite could not even bind it
+        # (UnicodeEncodeError: explain failed on any group with such a link).
+        folders = {a for p in links for a in ancestors(os.fsdecode(p), roots) if _is_utf8(a)}
         found: set[int] = set()
         for chunk in _chunks(folders):
             found.update(r[0] for r in conn.execute(folder_sql(len(names), len(chunk)), [*names, *chunk, *chunk]))
@@ -190,6 +194,14 @@ def _closure(catalog: Catalog, seed: set[int], names: list[str], roots: list[str
                 )
         todo = found - seen
     return seen
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes, held as lone surrogates (os.fsdecode)
+        return False
+    return True
 
 
 def folder_sql(instances: int, folders: int) -> str:

@@ -177,7 +177,7 @@ def hostile(env, monkeypatch):
 
     env.save(
         qbittorrent={"name": "qbt", "url": "http://127.0.0.1:9", "username": "u", "password": "p"},
-        policy={"demote_require_tag": None},
+        policy={"demote_require_tag": None, "orphans_max_share": 0.9},  # orphans lists, never refuses
     )
     seed, cold = os.fsencode(env.stash / "data/media/torrents/seeding"), os.fsencode(env.pool)
 
@@ -194,6 +194,12 @@ def hostile(env, monkeypatch):
     put(os.path.join(seed, b"swapped", b"f.bin", b"x"))
     qbt.add(FakeTorrent(SWAPPED, "swapped", os.fsdecode(seed), [("swapped/f.bin", 5, 1)]))
     put(os.path.join(seed, b"orphan\n\xff\xfe", b"o.bin"), b"orphan")
+    # a library link and a second seeding name that are not UTF-8: explain's SQL could not bind
+    # them, and plan/explain printed them raw (UnicodeEncodeError on a UTF-8 terminal)
+    library = os.fsencode(env.stash / "data/media/library")
+    os.makedirs(library)
+    os.link(os.path.join(seed, ODD[0], b"f.bin"), os.path.join(library, b"lib\xff\xfe.bin"))
+    os.link(os.path.join(seed, ODD[2], b"f.bin"), os.path.join(seed, b"other\xff.bin"))
     os.mkfifo(os.path.join(seed, b"fifo"))
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(os.path.join(seed, b"sock"))
@@ -231,6 +237,9 @@ READ_ONLY = [
     (["orphans"], 0),
     (["orphans", "--quarantine"], 0),
     (["explain", EVIL], 0),
+    (["explain", f"{1:040x}"], 0),  # linked from the library under a non-UTF-8 name
+    (["explain", f"{3:040x}"], 0),  # a second seeding name that is not UTF-8
+    (["plan", "--steps", "--hash", f"{1:040x}"], 0),
     (["explain", SWAPPED], 0),
     (["torrents"], 0),
     (["dupes", "--payloads"], 0),
