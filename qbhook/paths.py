@@ -11,7 +11,7 @@ import os
 
 from qbhook.errors import PathMapError
 
-__all__ = ["is_within", "normalize"]
+__all__ = ["is_within", "normalize", "shown", "shown_or_none"]
 
 
 def normalize(path: str) -> str:
@@ -51,3 +51,18 @@ def _normpath_keeps(p) -> bool:
     (``//``, a trailing ``/``) and no component that starts with a dot (so no ``.`` or ``..``;
     ``/.hidden`` is sent to normpath too, which keeps it). Leaves ``/`` itself to normpath."""
     return isinstance(p, str) and p[:1] == "/" and p[-1] != "/" and "//" not in p and "/." not in p
+
+
+def shown(text) -> str:
+    """A path, or text naming paths, as text anything can store and print: bytes that are not
+    UTF-8 (held as lone surrogates by ``os.fsdecode``) appear as ``\\xNN``, never raise.
+
+    The one rule for every human-readable line qbhook prints or stores (a decision's reason, a
+    step's error): SQLite and a UTF-8 terminal refuse lone surrogates, so a file a user named
+    with other bytes made a sweep, an explain or a journal write a UnicodeEncodeError.
+    """
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def shown_or_none(text: str | None) -> str | None:
+    return None if text is None else shown(text)

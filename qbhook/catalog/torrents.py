@@ -39,6 +39,7 @@ from qbhook.catalog.db import Tx
 from qbhook.catalog.identity import components
 from qbhook.catalog.identity import group_id as make_group_id
 from qbhook.catalog.store import hash_valid
+from qbhook.paths import shown
 
 # the hash-valid rule (store.hash_valid), qualified for joins with the torrents tables (which have a ``hash`` too).
 _I_HASH_VALID = hash_valid("i")
@@ -358,7 +359,7 @@ class TorrentIndex:
     def record_decisions(self, groups: Iterable, now: float | None = None) -> None:
         """Remember each planned group's decision on its torrents (any instance holding the hash)."""
         now = time.time() if now is None else now
-        rows = [(g.group_id, g.action, g.reason, now, h) for g in groups for h in g.torrents]
+        rows = [(g.group_id, g.action, shown(g.reason), now, h) for g in groups for h in g.torrents]
         with Tx(self.conn) as c:
             c.executemany(
                 "UPDATE torrents SET group_id=?, decision=?, decision_reason=?, decided_at=? WHERE hash=?", rows

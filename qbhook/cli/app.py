@@ -10,7 +10,6 @@ first needs them, and a command's module loads only when that command runs (COMM
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -18,6 +17,7 @@ import click
 
 from qbhook import __version__
 from qbhook.errors import QbhookError
+from qbhook.paths import shown
 
 if TYPE_CHECKING:
     from qbhook.config import Config
@@ -155,12 +155,6 @@ class TorrentHash(click.ParamType):
 
 
 TORRENT_HASH = TorrentHash()
-
-
-def shown(path) -> str:
-    """A path as text a terminal can print: undecodable bytes appear as \\xNN, never crash."""
-    b = os.fsencode(path)
-    return b.decode("utf-8", "backslashreplace")
 
 
 # The modules of qbhook.cli that register commands on ``main``; which one holds each command, and

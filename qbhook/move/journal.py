@@ -21,6 +21,7 @@ from typing import Any
 
 from qbhook.catalog.db import Tx
 from qbhook.decide.plan import Delete, RunStatus, Step, StepStatus, check_version
+from qbhook.paths import shown_or_none
 
 # Leftover-view rows are numbered from here, past any plan's own steps.
 LEFTOVER_SEQ = 1_000_000
@@ -170,7 +171,7 @@ class Journal:
             c.executemany(
                 "UPDATE steps SET status=?, finished_at=?, result=?, error=? WHERE id=?",
                 [
-                    (str(status), now, _dumps_sorted(result) if result is not None else None, error, sid)
+                    (str(status), now, _dumps_sorted(result) if result is not None else None, shown_or_none(error), sid)
                     for sid, status, result, error in closes
                 ],
             )
@@ -206,7 +207,7 @@ class Journal:
                     status,
                     time.time(),
                     _dumps_sorted(result) if result is not None else None,
-                    error,
+                    shown_or_none(error),
                     step_id,
                 ),
             )
@@ -307,12 +308,14 @@ class Journal:
 
     @staticmethod
     def _set_group(c: sqlite3.Connection, group_id: str, run: int, status: str, reason: str | None, now: float) -> None:
-        c.execute(Journal._SET_GROUP, (group_id, run, str(status), reason, now))
+        c.execute(Journal._SET_GROUP, (group_id, run, str(status), shown_or_none(reason), now))
 
     @staticmethod
     def _set_groups(c: sqlite3.Connection, groups: list[tuple[str, int, str, str | None]], now: float) -> None:
         """``_set_group`` for a batch's (group id, run, status, reason), as one statement."""
-        c.executemany(Journal._SET_GROUP, [(g, run, str(status), reason, now) for g, run, status, reason in groups])
+        c.executemany(
+            Journal._SET_GROUP, [(g, run, str(status), shown_or_none(reason), now) for g, run, status, reason in groups]
+        )
 
     def group_status(self, group_id: str) -> tuple[str, str | None] | None:
         r = self.conn.execute("SELECT status, reason FROM group_state WHERE group_id=?", (group_id,)).fetchone()

@@ -243,6 +243,9 @@ READ_ONLY = [
     (["explain", SWAPPED], 0),
     (["torrents"], 0),
     (["dupes", "--payloads"], 0),
+    # a decision whose reason names the non-UTF-8 library link: recording it in the index was a
+    # UnicodeEncodeError, so every sweep (serve's too) failed while that link existed
+    (["sweep"], 0),
     (["status"], 0),
     (["history"], 0),
     (["holding"], 0),
@@ -332,3 +335,24 @@ def test_serve_on_a_name_that_does_not_resolve_names_the_listen_address(hostile)
     r = hostile.run("serve", "--listen", "nosuch.invalid", "--port", "9", "--no-sweep", expect=ExitCode.CONFIG)
     assert r.stderr.splitlines()[-2].startswith("qbhook: config: server.listen: cannot listen on nosuch.invalid:9")
     assert r.stderr.splitlines()[-1].startswith("  hint: server.listen (or --listen) must be an address")
+
+
+def test_the_journal_records_an_error_naming_a_path_that_is_not_utf8(tmp_path):
+    """fsops names the entry it refuses (`<path> is a symlink: refusing to go through it`); with a
+    name a user made of other bytes, journaling that failure was a UnicodeEncodeError mid-run."""
+    from qbhook.catalog.store import Catalog
+    from qbhook.decide.plan import Relocate
+    from qbhook.move.journal import Journal
+
+    bad = os.fsdecode(b"/pool/seed/x\xff/a.mkv")
+    cat = Catalog.open(tmp_path / "catalog.sqlite")
+    try:
+        j = Journal(cat.conn)
+        run = j.start_run({})
+        step = j.intend(run, 1, "g", Relocate(HASH, "qbt", "/x", "/y"))
+        j.failed(step, f"{bad} is a symlink: refusing to go through it")
+        j.set_group("g", run, "failed", f"relocate failed: {bad}")
+        assert [s.error for s in j.steps(run)] == ["/pool/seed/x\\xff/a.mkv is a symlink: refusing to go through it"]
+        assert j.group_status("g") == ("failed", "relocate failed: /pool/seed/x\\xff/a.mkv")
+    finally:
+        cat.close()
