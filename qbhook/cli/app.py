@@ -17,7 +17,6 @@ import click
 
 from qbhook import __version__
 from qbhook.errors import QbhookError
-from qbhook.paths import shown
 
 if TYPE_CHECKING:
     from qbhook.config import Config
@@ -214,6 +213,14 @@ COMMANDS = {
     ),
 }
 COMMAND_MODULES = {name: module for name, (module, _) in COMMANDS.items()}
+
+
+def shown(text) -> str:
+    """``qbhook.paths.shown`` (the rule lives there), imported on first use: `qbhook --version`
+    and `--help` import nothing beyond this module and the errors."""
+    from qbhook.paths import shown as rule
+
+    return rule(text)
 
 
 def load_commands(*modules: str) -> None:
