@@ -7,11 +7,12 @@ on verified directory descriptors, never on these strings.
 
 from __future__ import annotations
 
+import codecs
 import os
 
 from qbhook.errors import PathMapError
 
-__all__ = ["is_within", "normalize", "shown", "shown_or_none"]
+__all__ = ["SHOWN_ERRORS", "is_within", "normalize", "shown", "shown_or_none"]
 
 
 def normalize(path: str) -> str:
@@ -66,3 +67,19 @@ def shown(text) -> str:
 
 def shown_or_none(text: str | None) -> str | None:
     return None if text is None else shown(text)
+
+
+def _shown_errors(err: UnicodeError) -> tuple[str, int]:
+    """``shown`` as a codec error handler: a lone surrogate written to a text stream becomes
+    ``\\xNN`` (the byte it stands for), the same text ``shown`` gives; anything else still fails."""
+    if isinstance(err, UnicodeEncodeError):
+        bad = err.object[err.start : err.end]
+        if all(0xDC80 <= ord(c) <= 0xDCFF for c in bad):
+            return "".join(f"\\x{ord(c) - 0xDC00:02x}" for c in bad), err.end
+    raise err
+
+
+#: The error handler the CLI sets on stdout and stderr (qbhook.cli.app.main): a line nobody
+#: passed through ``shown`` (a step, a reason, a path read back from the journal) still prints.
+SHOWN_ERRORS = "qbhook-shown"
+codecs.register_error(SHOWN_ERRORS, _shown_errors)

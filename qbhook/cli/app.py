@@ -302,6 +302,14 @@ def main(ctx, config_path, as_json, verbose):
     primary pool, seed-only data on the cold pool, one physical copy each."""
     import logging
 
+    from qbhook.paths import SHOWN_ERRORS
+
+    # Paths may hold bytes that are not UTF-8 and reach many printers (plan, apply, history, sweep,
+    # status...): on a UTF-8 terminal Python's stdout refuses them and the whole answer was lost
+    # to a UnicodeEncodeError. One rule for every line: such a byte prints as \\xNN (paths.shown).
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors=SHOWN_ERRORS)
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     ctx.obj = App(config_path, as_json, verbose)

@@ -200,6 +200,7 @@ def hostile(env, monkeypatch):
     os.makedirs(library)
     os.link(os.path.join(seed, ODD[0], b"f.bin"), os.path.join(library, b"lib\xff\xfe.bin"))
     os.link(os.path.join(seed, ODD[2], b"f.bin"), os.path.join(seed, b"other\xff.bin"))
+    put(os.path.join(library, b"copy\xff.bin"), b"data4")  # a library copy: ODD[3] converges onto it
     os.mkfifo(os.path.join(seed, b"fifo"))
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(os.path.join(seed, b"sock"))
@@ -356,3 +357,12 @@ def test_the_journal_records_an_error_naming_a_path_that_is_not_utf8(tmp_path):
         assert j.group_status("g") == ("failed", "relocate failed: /pool/seed/x\\xff/a.mkv")
     finally:
         cat.close()
+
+
+def test_a_step_naming_a_path_that_is_not_utf8_prints_it_as_escaped_bytes(hostile):
+    """apply's dry run printed the converge step onto the library copy raw: UnicodeEncodeError on
+    a UTF-8 terminal (as history would for the journaled step). Every line now shows such a byte
+    as \\xNN, the text `shown` gives."""
+    r = hostile.run("apply", "--hash", f"{4:040x}")
+    assert "library/copy\\xff.bin" in r.stdout and "converge" in r.stdout, r.stdout
+    assert "library/copy\\xff.bin" in hostile.run("plan", "--steps", "--hash", f"{4:040x}", expect=10).stdout
