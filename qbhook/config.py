@@ -150,6 +150,9 @@ class SweepConfig:
     # An unchanged sweep re-plans only the groups whose inputs changed (qbhook.events.worker);
     # every this often it re-plans everything anyway. 0: every sweep re-plans everything.
     full_every: float = 6 * 3600.0
+    # After each sweep, finished event jobs and scan records older than this are deleted: both
+    # tables otherwise grow with every event and sweep for as long as `serve` runs.
+    keep_history: float = 7 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -548,6 +551,7 @@ _NOTIFY: dict[str, Reader] = {
 _NOTIFY_OTHER = ("urls", "urls_env", "urls_file")
 _SWEEP: dict[str, Reader] = {
     "full_every": duration(),  # 0: re-plan everything on every sweep
+    "keep_history": duration(),  # 0: keep only what a sweep still needs
 }
 
 

@@ -693,6 +693,33 @@ def _flush(catalog: Catalog, pool: str, changes: list, scan_id: int) -> None:
     changes.clear()
 
 
+# Scan records kept whatever their age. `last_scans` shows the newest few; and a new record's
+# id is SQLite's max(id) + 1, so keeping the newest keeps ids growing, which ``seen_scan`` and
+# the sweep's re-plan mark (worker._scan_mark) compare.
+KEEP_SCANS = 20
+
+
+def prune_scans(conn, pools, older_than_s: float, *, keep_last: int | None = None, now: float | None = None) -> int:
+    """Delete scan records that ended (or, unfinished, started) over ``older_than_s`` ago.
+
+    A record is one row per scan: each sweep writes one per pool and each event one per
+    subtree it rescans, so without this the table grows with every sweep and event for as
+    long as `serve` runs. Never deleted: the newest ``keep_last`` records, and the newest
+    successful whole-pool scan of each of ``pools`` (``queries.last_full_scan_age`` reads it)."""
+    cutoff = (time.time() if now is None else now) - older_than_s
+    keep_last = KEEP_SCANS if keep_last is None else keep_last
+    roots = [(p.name, findwalk.pool_root(p.path)) for p in pools]
+    keep_full = " UNION ".join("SELECT max(id) FROM scans WHERE pool = ? AND root = ? AND status = 'ok'" for _ in roots)
+    with Tx(conn) as c:
+        cur = c.execute(
+            "DELETE FROM scans WHERE coalesce(finished_at, started_at) < ?"
+            " AND id < (SELECT coalesce(min(id), 0) FROM (SELECT id FROM scans ORDER BY id DESC LIMIT ?))"
+            + (f" AND id NOT IN ({keep_full})" if roots else ""),
+            (cutoff, keep_last, *(x for r in roots for x in r)),
+        )
+        return cur.rowcount
+
+
 def last_scans(catalog: Catalog, limit: int = 10) -> list[dict]:
     rows = catalog.conn.execute(
         "SELECT id, pool, started_at, finished_at, status, files_seen, added, changed, removed, message "

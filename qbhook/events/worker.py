@@ -77,7 +77,7 @@ from dataclasses import dataclass, field
 
 from qbhook.catalog import indexer, state
 from qbhook.catalog.hashing import HashBudget
-from qbhook.catalog.scan import scan_pools
+from qbhook.catalog.scan import prune_scans, scan_pools
 from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import IndexInconsistent, TorrentIndex
 from qbhook.clients.port import ClientPort
@@ -271,8 +271,7 @@ def _sweep(cfg: Config, catalog: Catalog, clients: list[ClientPort], commits: _C
         out["applied"] = executor.apply(plan, trigger="sweeper").to_dict()
         clock.lap("apply")
         commits.records()
-    out["tags_changed"] = tagged
-    out["leftover_views"] = leftovers
+    out.update(tags_changed=tagged, leftover_views=leftovers, pruned=housekeep(cfg, catalog.conn))
     out["seconds"] = round(time.time() - t0, 3)
     out["phase_seconds"] = clock.laps
     log.info(
@@ -284,6 +283,15 @@ def _sweep(cfg: Config, catalog: Catalog, clients: list[ClientPort], commits: _C
     )
     state.put(catalog.conn, "last_sweep", out)
     return out
+
+
+def housekeep(cfg: Config, conn: sqlite3.Connection) -> dict[str, int]:
+    """Forget the history that only grows with time (``sweep.keep_history``): event jobs done
+    that long ago and scan records that old (``scan.prune_scans`` keeps what is still read).
+    Dead jobs stay (a person has to see them), and so does the journal (``qbhook history``).
+    Runs after every sweep: `serve`'s and cron's `qbhook sweep` alike."""
+    keep = cfg.sweep.keep_history
+    return {"jobs": JobQueue(conn).prune(keep), "scans": prune_scans(conn, cfg.pools, keep)}
 
 
 class _Phases:

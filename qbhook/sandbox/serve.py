@@ -37,14 +37,16 @@ def start_serve(
     log: Path | None = None,
     timeout: float = 30.0,
     cli: Sequence[str] = ("-m", "qbhook"),
+    sweep: bool = False,
 ) -> subprocess.Popen:
-    """`qbhook --config CONFIG serve --no-sweep`, returned once /healthz answers on PORT.
+    """`qbhook --config CONFIG serve --no-sweep` (``sweep``: with its sweeper), returned once
+    /healthz answers on PORT.
 
     ``cli``: what follows the interpreter to run qbhook (the integration tests pass their
     wrapper script, which only shortens the executor's poll spacing)."""
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115  (the server process owns it)
     proc = subprocess.Popen(
-        [sys.executable, *cli, "--config", str(config), "serve", "--no-sweep"],
+        [sys.executable, *cli, "--config", str(config), "serve", *([] if sweep else ["--no-sweep"])],
         env={**os.environ, **(env or {})},
         stdout=out,
         stderr=subprocess.STDOUT if log else out,

@@ -124,6 +124,13 @@ def test_example_config_loads(monkeypatch):
     assert c.primary.path == Path("/stash")
 
 
+def test_sweep_keep_history_is_a_duration_defaulting_to_seven_days():
+    assert cfg().sweep.keep_history == 7 * 86400
+    assert cfg(sweep={"keep_history": "2d"}).sweep.keep_history == 2 * 86400
+    with pytest.raises(ConfigError, match="sweep.keep_history"):
+        cfg(sweep={"keep_history": "forever"})
+
+
 def test_sweep_full_every_is_a_duration_defaulting_to_six_hours():
     assert cfg().sweep.full_every == 6 * 3600
     assert cfg(sweep={"full_every": "30m"}).sweep.full_every == 1800

@@ -1,0 +1,145 @@
+"""A short soak of a real `qbhook serve` (server + worker + sweeper) against a real qBittorrent:
+after many sweeps and events its open descriptors and threads are no more than after the first.
+
+The long measurement is bench/bench_soak.py (docs/benchmarks.md section 11); this is its
+deterministic part, counts only (RSS is not deterministic). Counts are read at a quiet moment:
+just after a sweep ended (``last_sweep`` rewritten), with no job pending or running, as the
+smallest of a few samples, so a request or a sweep in flight never counts. A sweep that leaked
+one descriptor or one thread fails it: SWEEPS more at the end than at the start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from qbhook.sandbox.qbt import free_port
+from qbhook.sandbox.serve import start_serve, stop_serve
+from qbhook.sandbox.torrents import add_and_wait_seeding, make_torrent, write_payload
+from tests.integration.crash_helpers import QBHOOK_CMD
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "soak-token-0123456789"
+SWEEPS = 8  # after the first: each one must leave the counts where they were
+
+
+def counts(pid: int) -> tuple[int, int]:
+    """(open descriptors, threads) of ``pid``: the smallest of five samples 50 ms apart."""
+    fds, threads = [], []
+    for _ in range(5):
+        fds.append(len(os.listdir(f"/proc/{pid}/fd")))
+        status = Path(f"/proc/{pid}/status").read_text()
+        threads.append(int(next(ln for ln in status.splitlines() if ln.startswith("Threads:")).split()[1]))
+        time.sleep(0.05)
+    return min(fds), min(threads)
+
+
+def post(port: int, path: str, body: bytes, ctype: str) -> int:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=body, headers={"Content-Type": ctype, "X-Qbhook-Token": TOKEN}
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.status
+
+
+def events(port: int, h: str, content: str, i: int) -> None:
+    """One of each: qBittorrent's added and finished hook calls, a Radarr import, a cross-seed injection."""
+    for kind in ("added", "finished"):
+        form = {"event": kind, "I": h, "J": "-", "K": h, "N": "n", "F": content}
+        assert (
+            post(port, "/hook/qbittorrent", urllib.parse.urlencode(form).encode(), "application/x-www-form-urlencoded")
+            == 202
+        )
+    radarr = {
+        "eventType": "Download",
+        "movie": {"id": i, "title": "M", "folderPath": "/movies/M"},
+        "movieFile": {"id": i, "relativePath": "m.mkv", "path": "/movies/M/m.mkv"},
+        "downloadClient": "qBittorrent",
+        "downloadId": h.upper(),
+    }
+    assert post(port, "/webhook/radarr", json.dumps(radarr).encode(), "application/json") == 202
+    xseed = {"extra": {"event": "RESULTS", "result": "INJECTED", "infoHashes": [h], "searchee": {"infoHash": h}}}
+    assert (
+        post(port, "/webhook/cross-seed", json.dumps({"title": "t", "body": "b", **xseed}).encode(), "application/json")
+        == 202
+    )
+
+
+def after_next_sweep(catalog: Path, *, idle: bool = True, timeout: float = 30) -> None:
+    """Return just after a sweep ended (``idle``: one that ended with no job pending or running).
+
+    A job waits a few seconds for more events about its torrent before it runs, so the rounds
+    in between do not wait for the queue: their jobs run during the later sweeps."""
+
+    def read():
+        with sqlite3.connect(f"file:{catalog}?mode=ro", uri=True, timeout=10) as c:
+            row = c.execute("SELECT value FROM state WHERE key = 'last_sweep'").fetchone()
+            busy = c.execute("SELECT count(*) FROM event_jobs WHERE state IN ('pending', 'running')").fetchone()[0]
+        c.close()
+        return row, busy
+
+    before, _ = read()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now, busy = read()
+        if now != before and not (idle and busy):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no sweep ended with an empty queue within {timeout} s")
+
+
+def test_serve_keeps_its_descriptors_and_threads_over_sweeps_and_events(qbt, qbt_client, tmp_path):
+    stash, pool = tmp_path / "stash", tmp_path / "pool"
+    seed = stash / "data/media/torrents/seeding"
+    (pool / "data/media/torrents/seeding").mkdir(parents=True)
+    hashes = []
+    for i in range(3):
+        write_payload(seed, {f"Item.{i}/a.mkv": 4096 + i, f"Item.{i}/b.nfo": 64 + i}, seed=i)
+        hashes.append(
+            add_and_wait_seeding(qbt_client, make_torrent(seed / f"Item.{i}", tmp_path / f"{i}.torrent"), seed)
+        )
+    port = free_port()
+    catalog = tmp_path / "catalog.sqlite"
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "catalog": str(catalog),
+                "pools": {
+                    "stash": {"path": str(stash), "role": "primary"},
+                    "pool": {"path": str(pool), "role": "cold"},
+                },
+                "seeding_roots": {"stash": str(seed), "pool": str(pool / "data/media/torrents/seeding")},
+                "scan": {"settle_seconds": 0},
+                "qbittorrent": {"url": qbt.url, "username": qbt.username, "password": qbt.password},
+                # 2 s: room between two sweeps for the samples
+                "server": {"listen": "127.0.0.1", "port": port, "token": TOKEN, "sweep_interval": "2s"},
+            }
+        )
+    )
+    proc = start_serve(cfg, port, log=tmp_path / "serve.log", cli=QBHOOK_CMD, sweep=True)
+    try:
+        # The first sweep and one event of each kind open what stays open (catalog connections,
+        # the worker's client session): the counts after them are the baseline.
+        events(port, hashes[0], str(seed / "Item.0"), 0)
+        after_next_sweep(catalog)
+        after_next_sweep(catalog)
+        first = counts(proc.pid)
+        for k in range(SWEEPS):
+            events(port, hashes[k % 3], str(seed / f"Item.{k % 3}"), k + 1)
+            after_next_sweep(catalog, idle=False)
+        after_next_sweep(catalog)
+        last = counts(proc.pid)
+        assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+        assert last <= first, f"(fds, threads) after the first sweep {first}, after {SWEEPS} more {last}"
+    finally:
+        stop_serve(proc)
