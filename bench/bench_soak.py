@@ -377,6 +377,7 @@ def main() -> None:
         heads = ["figure", "first third (median)", "last third (median)", "max", "slope (2nd half)", "verdict"]
         print(table(heads, rows))
         print(f"verdict: serve {'stays bounded' if bounded else 'GROWS'} over this soak (computed from the rows above)")
+        print("load average at the end: " + " / ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1/5/15 min)")
     finally:
         if proc is not None:
             proc.send_signal(signal.SIGTERM)
