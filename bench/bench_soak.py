@@ -93,6 +93,9 @@ def catalog_sample(catalog: Path) -> dict[str, float]:
         for table_name, key in (("event_jobs", "job_rows"), ("scans", "scan_rows"), ("runs", "run_rows")):
             out[key] = c.execute(f"SELECT count(*) FROM {table_name}").fetchone()[0]
         out["journal_rows"] = out["run_rows"] + c.execute("SELECT count(*) FROM steps").fetchone()[0]
+        # the last sweep's start: counts sweeps (the scans rows do not, once pruned)
+        row = c.execute("SELECT json_extract(value, '$.started_at') FROM state WHERE key = 'last_sweep'").fetchone()
+        out["sweep_started"] = row[0] if row and row[0] else 0
     c.close()
     return out
 
@@ -340,8 +343,7 @@ def main() -> None:
             sender.send()
             time.sleep(max(0.0, 1 / args.events_per_s - (time.monotonic() - now)))
         wall = time.monotonic() - t0
-        last = catalog_sample(catalog)
-        sweeps = (last["scan_rows"] - 2) // 2  # one scans row per pool per sweep
+        sweeps = len({s["sweep_started"] for _, s in samples}) - 1  # seen once each: --every < the sweep interval
         print(
             f"`qbhook serve` soak: {wall / 60:.1f} min, {args.items} torrents x {args.files} files, sweep every "
             f"{args.sweep_interval} s: {sweeps:.0f} sweeps, {sum(sender.sent.values())} events accepted "
