@@ -19,8 +19,10 @@ class ExitCode(enum.IntEnum):
     BAD_INPUT = 2  # usage / malformed event or argument
     GUARD_REFUSED = 3  # a safety guard refused (e.g. mass delete)
     QBT_UNREACHABLE = 4
-    UNSAFE = 5  # an operation that could lose data was refused
+    UNSAFE = 5  # an operation that could lose data was refused (a group failed safely)
+    STALE = 6  # `apply --plan`: some saved groups were refused as stale (the others ran)
     ACTIONABLE = 10  # `plan`: there are groups to act on
+    DATA_ERROR = 65  # EX_DATAERR: a saved plan file is not a usable plan
     CATALOG_DAMAGED = 74  # EX_IOERR: the catalog cannot be read or written
     BUSY = 75  # EX_TEMPFAIL: a lock is held
     CONFIG = 78  # EX_CONFIG
@@ -138,7 +140,7 @@ class LockBusy(QbhookError):
 class PortBusy(QbhookError):
     """The address ``serve`` should listen on is taken (another serve, another program)."""
 
-    exit_code = 75  # EX_TEMPFAIL
+    exit_code = ExitCode.BUSY
 
 
 class UnsafeOperation(QbhookError):
@@ -173,4 +175,4 @@ class QueueError(QbhookError):
 class PlanFileError(QbhookError):
     """A saved plan file is unreadable, malformed, edited, of another version or for other pools."""
 
-    exit_code = 65  # EX_DATAERR
+    exit_code = ExitCode.DATA_ERROR

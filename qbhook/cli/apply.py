@@ -14,6 +14,7 @@ import click
 
 from qbhook.cli.app import COUNT, ROW_ID, SECONDS, TEXT, TORRENT_HASH, App, main, pass_app
 from qbhook.decide.plan import describe_step
+from qbhook.errors import ExitCode
 from qbhook.units import human_bytes as _human_bytes
 
 
@@ -127,7 +128,8 @@ def resume(app: App, run_id, wait):
 
     app.emit(data, human)
     codes = [s.exit_code for s in summaries]
-    sys.exit(5 if 5 in codes else 75 if 75 in codes else 0)
+    worst = next((c for c in (ExitCode.UNSAFE, ExitCode.BUSY) if c in codes), ExitCode.OK)
+    sys.exit(int(worst))
 
 
 @main.command()

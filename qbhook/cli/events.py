@@ -14,6 +14,7 @@ import click
 
 from qbhook.catalog.db import check_tables, reading
 from qbhook.cli.app import COUNT, PORT, ROW_ID, TEXT, App, main, pass_app
+from qbhook.errors import ExitCode
 from qbhook.units import human_bytes as _human_bytes
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ def status(app: App):
         sys.exit(EXIT_UNHEALTHY)
 
 
-EXIT_UNHEALTHY = 1
+EXIT_UNHEALTHY = ExitCode.FAILURE  # `status` found a problem
 
 
 def _orphans_line(o: dict | None) -> str:

@@ -12,6 +12,7 @@ import time
 import click
 
 from qbhook.cli.app import App, main, pass_app, shown
+from qbhook.errors import ExitCode
 from qbhook.units import human_bytes
 
 
@@ -46,7 +47,7 @@ def orphans(app: App, quarantine, yes):
 
         app.emit(data, human)
         if res.failed:
-            raise SystemExit(1)
+            raise SystemExit(ExitCode.FAILURE)
         return
     report = orph.find_orphans(cfg, app.clients, catalog=app.catalog)
     data = report.as_dict()

@@ -34,7 +34,7 @@ from pathlib import Path
 from qbhook.clients.port import ClientPort
 from qbhook.decide.facts import Snapshot
 from qbhook.decide.plan import Delete, GroupPlan, Plan
-from qbhook.errors import PlanFileError
+from qbhook.errors import ExitCode, PlanFileError
 
 FORMAT = "qbhook-plan"
 # The document's version. Each step inside carries its own (``"v"``, qbhook.decide.plan); files saved
@@ -46,7 +46,7 @@ MAX_PLAN_BYTES = 256 * 2**20
 
 # Exit code of ``apply --plan`` when at least one saved group was refused as stale
 # (the others ran). Distinct from 5 (a group failed while running).
-EXIT_STALE = 6
+EXIT_STALE = ExitCode.STALE
 
 
 # ------------------------------------------------------------------ fingerprints

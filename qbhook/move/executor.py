@@ -68,7 +68,7 @@ from qbhook.decide.plan import (
     VerifyGroup,
     VerifyView,
 )
-from qbhook.errors import QbhookError, QbtError, UnsafeOperation, VerificationFailed
+from qbhook.errors import ExitCode, QbhookError, QbtError, UnsafeOperation, VerificationFailed
 from qbhook.move import fsops
 from qbhook.move.journal import Journal, RunRow, StepRow, sharers_of
 from qbhook.move.locks import converge_lock, executor_lock, group_lock
@@ -92,8 +92,8 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-EXIT_GROUP_FAILED = 5
-EXIT_BUSY = 75
+EXIT_GROUP_FAILED = ExitCode.UNSAFE
+EXIT_BUSY = ExitCode.BUSY
 
 BAD_STATES = frozenset({"error", "missingFiles"})
 _RECHECK_LAG_S = 5.0  # qBittorrent's API shows a recheck within its refresh interval (1.5 s by default)

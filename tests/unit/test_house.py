@@ -41,3 +41,37 @@ def test_the_check_sees_a_long_function(tmp_path):
     assert _long_functions_without_reason(tmp_path) == [f"m.py:1 long ({MAX_LINES + 1} lines)"]
     (tmp_path / "m.py").write_text(f"def long():\n    {REASON} a test\n{body}\n")
     assert _long_functions_without_reason(tmp_path) == []
+
+
+def _exit_numbers_outside_exitcode(root: pathlib.Path) -> list[str]:
+    """Places that give an exit status as a bare number: ``exit_code = 65``, ``SystemExit(1)``,
+    ``sys.exit(5 if ...)``. Every status is a member of ``qbhook.errors.ExitCode`` (0 aside)."""
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            numbers: list[ast.AST] = []
+            if isinstance(node, ast.Assign) and any(
+                getattr(t, "id", getattr(t, "attr", "")) in ("exit_code",) or getattr(t, "id", "").startswith("EXIT_")
+                for t in node.targets
+            ):
+                numbers = [node.value]
+            elif isinstance(node, ast.Call) and (
+                getattr(node.func, "id", "") == "SystemExit" or getattr(node.func, "attr", "") == "exit"
+            ):
+                numbers = list(node.args)
+            for n in numbers:
+                for leaf in ast.walk(n):
+                    if isinstance(leaf, ast.Constant) and type(leaf.value) is int and leaf.value != 0:
+                        out.append(f"{path.relative_to(root)}:{leaf.lineno}")
+    return sorted(out)
+
+
+def test_every_exit_status_is_named_in_exitcode():
+    # borg's rule: all codes named in one place (qbhook/errors.py), so README's list and the code agree
+    assert _exit_numbers_outside_exitcode(ROOT) == []
+
+
+def test_the_exit_status_check_sees_a_bare_number(tmp_path):
+    (tmp_path / "m.py").write_text("import sys\nclass E:\n    exit_code = 65\nsys.exit(5 if x else 0)\nEXIT_X = 6\n")
+    assert _exit_numbers_outside_exitcode(tmp_path) == ["m.py:3", "m.py:4", "m.py:5"]
