@@ -54,15 +54,29 @@ def _normpath_keeps(p) -> bool:
     return isinstance(p, str) and p[:1] == "/" and p[-1] != "/" and "//" not in p and "/." not in p
 
 
+# Characters a name may hold that a terminal acts on instead of showing: C0 controls (ESC starts
+# escape sequences that can rewrite the screen or the title, CR and BS overwrite what was
+# printed, a newline forges a line), DEL, C1 controls (0x9b is CSI on 8-bit terminals) and the
+# bidirectional overrides and isolates (U+202A-U+202E, U+2066-U+2069), which show a name
+# reversed. Anyone who can write in a pool can name a file so: shown prints them as escapes.
+_ACTIVE = {
+    **{c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)},
+    **{c: f"\\u{c:04x}" for c in (*range(0x80, 0xA0), 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))},
+}
+
+
 def shown(text) -> str:
     """A path, or text naming paths, as text anything can store and print: bytes that are not
-    UTF-8 (held as lone surrogates by ``os.fsdecode``) appear as ``\\xNN``, never raise.
+    UTF-8 (held as lone surrogates by ``os.fsdecode``) appear as ``\\xNN``, never raise, and
+    characters a terminal would act on (_ACTIVE: controls, bidirectional overrides) as
+    ``\\xNN`` / ``\\uNNNN``.
 
     The one rule for every human-readable line qbhook prints or stores (a decision's reason, a
     step's error): SQLite and a UTF-8 terminal refuse lone surrogates, so a file a user named
-    with other bytes made a sweep, an explain or a journal write a UnicodeEncodeError.
+    with other bytes made a sweep, an explain or a journal write a UnicodeEncodeError; and a
+    name holding ESC sequences printed raw would run them in the terminal of whoever reads it.
     """
-    return os.fsencode(text).decode("utf-8", "backslashreplace")
+    return os.fsencode(text).decode("utf-8", "backslashreplace").translate(_ACTIVE)
 
 
 def shown_or_none(text: str | None) -> str | None:

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from qbhook.cli.app import COUNT, ROW_ID, SECONDS, TEXT, TORRENT_HASH, App, main, pass_app
+from qbhook.cli.app import COUNT, ROW_ID, SECONDS, TEXT, TORRENT_HASH, App, main, pass_app, shown
 from qbhook.decide.plan import describe_step
 from qbhook.errors import ExitCode
 from qbhook.units import human_bytes as _human_bytes
@@ -103,7 +103,7 @@ def _apply_saved(app: App, plan_file, yes, no_scan, wait):
             f"{len(run.stale)} stale"
         )
         for v in run.stale:
-            click.echo(f"STALE      {v.group_id}  - refused: {v.reason}")
+            click.echo(shown(f"STALE      {v.group_id}  - refused: {v.reason}"))
         _print_summary(run.summary)
 
     app.emit(run.to_dict(), human)
@@ -168,9 +168,9 @@ def history(app: App, run_id, limit):
             _print_run_line(d["run"])
             for s in d["steps"]:
                 line = f"  {s['seq']:4} {s['status']:9} {s['kind']:12} {describe_step(s['kind'], s['args'])}"
-                click.echo(line)
+                click.echo(shown(line))  # steps and errors name paths (paths.shown)
                 if s["error"]:
-                    click.echo(f"       error: {s['error']}")
+                    click.echo(shown(f"       error: {s['error']}"))
 
         app.emit(data, human)
         return
@@ -226,14 +226,19 @@ def _print_summary(s) -> None:
         click.echo("nothing to do")
         return
     for g in s.groups:
+        # reasons and steps name paths: what a terminal acts on is shown as escapes (paths.shown)
         click.echo(
-            f"{g.status.upper():11} {g.action:8} {g.group_id}"
-            + (f"  - {g.reason}" if g.reason and g.status != "planned" else "")
+            shown(
+                f"{g.status.upper():11} {g.action:8} {g.group_id}"
+                + (f"  - {g.reason}" if g.reason and g.status != "planned" else "")
+            )
         )
         for st in g.steps:
             click.echo(
-                f"    {st['kind']:12} {describe_step(st['kind'], st['args'])}"
-                + (f"  [{st['now']}]" if st.get("now") and st["now"] != "to do" else "")
+                shown(
+                    f"    {st['kind']:12} {describe_step(st['kind'], st['args'])}"
+                    + (f"  [{st['now']}]" if st.get("now") and st["now"] != "to do" else "")
+                )
             )
     verb = "would copy" if s.dry_run else "copied"
     click.echo(
@@ -245,4 +250,4 @@ def _print_summary(s) -> None:
     if s.dry_run:
         click.echo("dry run: nothing changed. Run again with --yes to apply.")
     for gid, reason in s.groups_failed.items():
-        click.echo(f"FAILED {gid}: {reason}", err=True)
+        click.echo(shown(f"FAILED {gid}: {reason}"), err=True)

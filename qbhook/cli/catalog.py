@@ -58,7 +58,7 @@ def scan(app: App, pools, allow_mass_delete, do_hash):
                 f"{r['removed']:,} removed ({r['seconds']:.1f}s)"
             )
             for u in r["unreadable"]:
-                click.echo(f"  unreadable (kept as is): {u}", err=True)
+                click.echo(f"  unreadable (kept as is): {shown(u)}", err=True)
         if "hashing" in d:
             h = d["hashing"]
             left = d["hash_budget"]["deferred_files"]
@@ -148,7 +148,7 @@ def dupes(app: App, no_scan, min_size, payloads, offline):
             for c in s["copies"]:
                 click.echo(f"    inode {c['inode']} on {c['fsid']} (links: {c['nlink']})")
                 for p in c["paths"]:
-                    click.echo(f"        {shown(p)!r}" if "\n" in p else f"        {shown(p)}")
+                    click.echo(f"        {shown(p)}")
         click.echo(
             f"{len(d['sets'])} duplicated contents, {_human_bytes(d['reclaimable_bytes'])} reclaimable "
             f"({d['across_pools']} across pools)"

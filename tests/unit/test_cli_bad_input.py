@@ -162,6 +162,7 @@ def test_an_unreadable_notify_url_is_one_line_and_never_logged(env, caplog):
 SWAPPED = f"{101:040x}"  # its file was replaced by a folder before it was ever hashed
 EVIL = f"{100:040x}"  # its folder is a symlink to /etc
 ODD = [b"new\nline", "café \u202e rtl".encode(), b"-rf", b"--json", b"glob*?[x]\\", b"cr\rtab\t\x7f", b"L" * 250]
+ODD.append(b"esc\x1b]0;pwned\x07\xc2\x9b2J")  # sets a terminal's title; CSI (U+009B) clears it
 
 
 @pytest.fixture
@@ -265,6 +266,19 @@ def test_read_only_and_dry_run_commands_over_a_hostile_tree(hostile, args, code)
         if code not in (0, ExitCode.ACTIONABLE):
             assert r.stderr.startswith("qbhook: ") and len(r.stderr.splitlines()) <= 2, r.stderr
     assert _tree(hostile) == before
+
+
+# What a terminal acts on instead of showing (paths._ACTIVE): none of it may reach the screen raw.
+ACTIVE = ["\x1b", "\x07", "\r", "\x7f", "\x9b", "\u202e"]
+
+
+@pytest.mark.parametrize("args", [["torrents"], ["plan", "--steps"], ["apply"], ["explain", f"{8:040x}"]])
+def test_names_a_terminal_would_act_on_are_printed_as_escapes(hostile, args):
+    r = hostile.run(*args, expect=None)
+    assert r.exit_code in (0, ExitCode.ACTIONABLE), (r.exit_code, r.output, r.exception)
+    out = r.output + r.stderr
+    assert "esc\\x1b]0;pwned\\x07\\u009b2J" in out  # the name, shown
+    assert [c for c in ACTIVE if c in out] == []
 
 
 def test_a_repair_of_content_never_hashed_says_so(hostile):

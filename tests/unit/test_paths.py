@@ -34,3 +34,12 @@ def test_is_within_answers_as_it_would_with_normpath_on_both_sides():
     for root in roots:
         for path in paths:
             assert is_within(path, root) == slow(path, root), (path, root)
+
+
+def test_shown_makes_what_a_terminal_acts_on_visible_and_keeps_the_rest():
+    from qbhook.paths import shown
+
+    assert shown("a\x1b[2Jb\rc\nd\x7f") == "a\\x1b[2Jb\\x0dc\\x0ad\\x7f"
+    assert shown("\u202egnp.exe \u2066x\u2069 \x9b") == "\\u202egnp.exe \\u2066x\\u2069 \\u009b"
+    assert shown(os.fsdecode(b"ok\xff")) == "ok\\xff"
+    assert shown("café 日本 [x]*?") == "café 日本 [x]*?"  # printable text, glob characters: as they are
