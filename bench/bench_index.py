@@ -57,6 +57,7 @@ from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import TorrentIndex
 from qbhook.clients.qbt.client import QbtClient
 from qbhook.sandbox.qbt import QbtInstance
+from qbhook.sandbox.serve import stop_serve
 from qbhook.sandbox.torrents import DEAD_ANNOUNCE
 
 PIECE = 16384
@@ -219,7 +220,6 @@ def serve_memory(cfg_path: Path, work: Path, cat: Catalog, sweeps: int = 2, time
     (each scans both pools, syncs the index from qBittorrent and plans), and read its RSS from
     /proc/PID/status: VmHWM is the peak, VmRSS the size after the last sweep. Only the serve
     process itself (the hash workers, if any ran, are separate processes)."""
-    import signal
 
     import yaml
 
@@ -257,12 +257,7 @@ def serve_memory(cfg_path: Path, work: Path, cat: Catalog, sweeps: int = 2, time
             raise SystemExit("qbhook serve did not finish its sweeps in time")
         st = _proc_status(proc.pid)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_serve(proc, timeout=120)
     hwm = st.get("VmHWM", max(samples, default=0))
     return (
         f"qbhook serve (pid {proc.pid}) after {sweeps} sweeps of this bed: peak RSS (VmHWM) "

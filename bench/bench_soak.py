@@ -35,7 +35,6 @@ import http.client
 import json
 import os
 import random
-import signal
 import socket
 import sqlite3
 import statistics
@@ -52,7 +51,7 @@ from bench._common import cleanup, machine, table, workdir, write_config
 from bench.bench_index import make_items
 from bench.bench_list_clients import load_qbt, wait_for
 from qbhook.sandbox.qbt import QbtInstance
-from qbhook.sandbox.serve import wait_http
+from qbhook.sandbox.serve import stop_serve, wait_http
 
 TOKEN = "soak-token-0123456789"
 
@@ -382,12 +381,7 @@ def main() -> None:
         print("load average at the end: " + " / ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1/5/15 min)")
     finally:
         if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_serve(proc, timeout=120)
         qbt.stop()
         cleanup(work, args.keep)
 
