@@ -10,7 +10,7 @@ import blake3
 from qbhook.config import Config, parse_config
 
 
-def make_config(
+def config_data(
     catalog: Path,
     stash: Path,
     pool: Path,
@@ -20,7 +20,9 @@ def make_config(
     policy: dict | None = None,
     scan: dict | None = None,
     server: dict | None = None,
-) -> Config:
+) -> dict:
+    """A test's config as the file holds it: two pools, their seeding roots, settle time 0; for a
+    process of its own, ``yaml.safe_dump`` it to a file (make_config parses it in-process)."""
     data = {
         "catalog": str(catalog),
         "pools": {"stash": {"path": str(stash), "role": "primary"}, "pool": {"path": str(pool), "role": "cold"}},
@@ -33,7 +35,12 @@ def make_config(
         data["policy"] = policy
     if server is not None:
         data["server"] = server
-    return parse_config(data, env={})
+    return data
+
+
+def make_config(catalog: Path, stash: Path, pool: Path, **kw) -> Config:
+    """``config_data`` parsed, as qbhook reads its file."""
+    return parse_config(config_data(catalog, stash, pool, **kw), env={})
 
 
 def put(path: Path | bytes, data: bytes = b"x") -> bytes:

@@ -24,6 +24,7 @@ import yaml
 from qbhook.sandbox.qbt import free_port
 from qbhook.sandbox.serve import start_serve, stop_serve
 from qbhook.sandbox.torrents import add_and_wait_seeding, make_torrent, write_payload
+from tests.helpers import config_data
 from tests.integration.crash_helpers import QBHOOK_CMD
 
 pytestmark = pytest.mark.integration
@@ -112,18 +113,14 @@ def test_serve_keeps_its_descriptors_and_threads_over_sweeps_and_events(qbt, qbt
     cfg = tmp_path / "config.yaml"
     cfg.write_text(
         yaml.safe_dump(
-            {
-                "catalog": str(catalog),
-                "pools": {
-                    "stash": {"path": str(stash), "role": "primary"},
-                    "pool": {"path": str(pool), "role": "cold"},
-                },
-                "seeding_roots": {"stash": str(seed), "pool": str(pool / "data/media/torrents/seeding")},
-                "scan": {"settle_seconds": 0},
-                "qbittorrent": {"url": qbt.url, "username": qbt.username, "password": qbt.password},
+            config_data(
+                catalog,
+                stash,
+                pool,
+                qbt={"url": qbt.url, "username": qbt.username, "password": qbt.password},
                 # 2 s: room between two sweeps for the samples
-                "server": {"listen": "127.0.0.1", "port": port, "token": TOKEN, "sweep_interval": "2s"},
-            }
+                server={"listen": "127.0.0.1", "port": port, "token": TOKEN, "sweep_interval": "2s"},
+            )
         )
     )
     proc = start_serve(cfg, port, log=tmp_path / "serve.log", cli=QBHOOK_CMD, sweep=True)

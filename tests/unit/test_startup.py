@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from qbhook.catalog.indexer import sync_client
 from qbhook.catalog.store import Catalog
 from qbhook.cli import app, main
-from tests.helpers import put
+from tests.helpers import config_data, put
 from tests.unit.test_executor import FakeQbt, FakeTorrent
 
 SEED = "data/media/torrents/seeding"
@@ -166,21 +166,9 @@ def bed(tmp_path):
     put(pool / SEED / "Show.B/b.mkv", b"B" * 5000)
     config = tmp_path / "config.yaml"
     catalog = tmp_path / "catalog.sqlite"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "catalog": str(catalog),
-                "pools": {
-                    "stash": {"path": str(stash), "role": "primary"},
-                    "pool": {"path": str(pool), "role": "cold"},
-                },
-                "seeding_roots": {"stash": str(stash / SEED), "pool": str(pool / SEED)},
-                "scan": {"settle_seconds": 0},
-                # port 9 (discard): nothing answers; the index must be enough
-                "qbittorrent": {"name": "qbt", "url": "http://127.0.0.1:9", "username": "u", "password": "p"},
-            }
-        )
-    )
+    # port 9 (discard): nothing answers; the index must be enough
+    nobody = {"name": "qbt", "url": "http://127.0.0.1:9", "username": "u", "password": "p"}
+    config.write_text(yaml.safe_dump(config_data(catalog, stash, pool, seeding=SEED, qbt=nobody)))
     r = CliRunner().invoke(main, ["--config", str(config), "--json", "scan"])
     assert r.exit_code == 0, r.output
     qbt = FakeQbt()
