@@ -223,6 +223,12 @@ def shown(text) -> str:
     return rule(text)
 
 
+def echo_shown(line: str, err: bool = False) -> None:
+    """Print a human line that names paths or carries reasons: what ``shown`` makes of it (bytes
+    that are not UTF-8 and what a terminal would act on, as escapes), never the raw text."""
+    click.echo(shown(line), err=err)
+
+
 def load_commands(*modules: str) -> None:
     """Import these modules of qbhook.cli (default: all), which registers their commands."""
     for m in modules or CLI_MODULES:

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from qbhook.cli.app import COUNT, ROW_ID, SECONDS, TEXT, TORRENT_HASH, App, main, pass_app, shown
+from qbhook.cli.app import COUNT, ROW_ID, SECONDS, TEXT, TORRENT_HASH, App, echo_shown, main, pass_app
 from qbhook.decide.plan import describe_step
 from qbhook.errors import ExitCode
 from qbhook.units import human_bytes as _human_bytes
@@ -103,7 +103,7 @@ def _apply_saved(app: App, plan_file, yes, no_scan, wait):
             f"{len(run.stale)} stale"
         )
         for v in run.stale:
-            click.echo(shown(f"STALE      {v.group_id}  - refused: {v.reason}"))
+            echo_shown(f"STALE      {v.group_id}  - refused: {v.reason}")
         _print_summary(run.summary)
 
     app.emit(run.to_dict(), human)
@@ -168,9 +168,9 @@ def history(app: App, run_id, limit):
             _print_run_line(d["run"])
             for s in d["steps"]:
                 line = f"  {s['seq']:4} {s['status']:9} {s['kind']:12} {describe_step(s['kind'], s['args'])}"
-                click.echo(shown(line))  # steps and errors name paths (paths.shown)
+                echo_shown(line)  # steps and errors name paths
                 if s["error"]:
-                    click.echo(shown(f"       error: {s['error']}"))
+                    echo_shown(f"       error: {s['error']}")
 
         app.emit(data, human)
         return
@@ -226,19 +226,15 @@ def _print_summary(s) -> None:
         click.echo("nothing to do")
         return
     for g in s.groups:
-        # reasons and steps name paths: what a terminal acts on is shown as escapes (paths.shown)
-        click.echo(
-            shown(
-                f"{g.status.upper():11} {g.action:8} {g.group_id}"
-                + (f"  - {g.reason}" if g.reason and g.status != "planned" else "")
-            )
+        # reasons and steps name paths
+        echo_shown(
+            f"{g.status.upper():11} {g.action:8} {g.group_id}"
+            + (f"  - {g.reason}" if g.reason and g.status != "planned" else "")
         )
         for st in g.steps:
-            click.echo(
-                shown(
-                    f"    {st['kind']:12} {describe_step(st['kind'], st['args'])}"
-                    + (f"  [{st['now']}]" if st.get("now") and st["now"] != "to do" else "")
-                )
+            echo_shown(
+                f"    {st['kind']:12} {describe_step(st['kind'], st['args'])}"
+                + (f"  [{st['now']}]" if st.get("now") and st["now"] != "to do" else "")
             )
     verb = "would copy" if s.dry_run else "copied"
     click.echo(
@@ -250,4 +246,4 @@ def _print_summary(s) -> None:
     if s.dry_run:
         click.echo("dry run: nothing changed. Run again with --yes to apply.")
     for gid, reason in s.groups_failed.items():
-        click.echo(shown(f"FAILED {gid}: {reason}"), err=True)
+        echo_shown(f"FAILED {gid}: {reason}", err=True)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from qbhook.catalog.db import check_tables, reading
-from qbhook.cli.app import COUNT, PORT, ROW_ID, TEXT, App, main, pass_app, shown
+from qbhook.cli.app import COUNT, PORT, ROW_ID, TEXT, App, echo_shown, main, pass_app
 from qbhook.errors import ExitCode
 from qbhook.units import human_bytes as _human_bytes
 
@@ -46,7 +46,7 @@ def sweep_cmd(app: App):
             f"{s['blocked']} blocked, {s['stay']} staying{_replanned(d)}"
         )
         for g in d["pending"]:
-            click.echo(shown(f"  {g['action'].upper():8} {g['group_id']} {', '.join(g['names'][:2])}: {g['reason']}"))
+            echo_shown(f"  {g['action'].upper():8} {g['group_id']} {', '.join(g['names'][:2])}: {g['reason']}")
         if "applied" in d:
             click.echo(f"  applied: {json.dumps(d['applied'].get('counters', {}))}")
         elif s["demote"] + s["promote"] and not app.cfg.policy.auto_apply:
@@ -101,7 +101,7 @@ def status(app: App):
                 f"{s['blocked']} blocked{_replanned(ls)}"
             )
             for g in ls["pending"][:10]:
-                click.echo(shown(f"  {g['action'].upper():8} {', '.join(g['names'][:2])}: {g['reason']}"))
+                echo_shown(f"  {g['action'].upper():8} {', '.join(g['names'][:2])}: {g['reason']}")
         else:
             click.echo("last sweep: never (run `qbhook sweep`)")
         if d["unfinished_runs"]:

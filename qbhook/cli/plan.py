@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from qbhook.cli.app import SECONDS, TEXT, TORRENT_HASH, App, main, pass_app, shown
+from qbhook.cli.app import SECONDS, TEXT, TORRENT_HASH, App, echo_shown, main, pass_app
 from qbhook.decide.plan import describe_step
 from qbhook.errors import ExitCode
 from qbhook.units import human_bytes as _human_bytes
@@ -118,13 +118,13 @@ def _print_plan(p, steps: bool) -> None:
             f"{g.action.upper():8} {g.group_id}  {len(g.torrents)} torrent(s), {_human_bytes(g.payload_bytes)}{extra}"
         )
         for n in g.names[:5]:
-            _echo(f"           - {n}")
+            echo_shown(f"           - {n}")
         if len(g.names) > 5:
             click.echo(f"           ... and {len(g.names) - 5} more")
-        _echo(f"           why: {g.reason}")  # reasons and steps name paths
+        echo_shown(f"           why: {g.reason}")  # reasons and steps name paths
         if steps:
             for s in g.steps:
-                _echo(f"             {s.kind:12} {describe_step(s.kind, s.args)}")
+                echo_shown(f"             {s.kind:12} {describe_step(s.kind, s.args)}")
     s = p.summary()
     click.echo(
         f"\n{s['demote']} to demote, {s['promote']} to promote, {s['converge']} to converge, {s['blocked']} "
@@ -288,38 +288,34 @@ def _decide_from_index(app: App, torrent_hash: str, scan: bool, limit: float):
     return snap, make_plan(snap, app.cfg.policy), index
 
 
-def _echo(line: str) -> None:
-    """A line naming paths: bytes that are not UTF-8 (a link a user named so) appear as \\xNN.
-    Printed raw they were a UnicodeEncodeError, and the whole answer was lost."""
-    click.echo(shown(line))
-
-
 def _print_explain(d: dict) -> None:
     g = d["group"]
     click.echo(f"({d['catalog']}; {d['index']['reason']})", err=True)
-    _echo(f"group {g['group_id']}: {g['action'].upper()} - {g['reason']}")
+    echo_shown(f"group {g['group_id']}: {g['action'].upper()} - {g['reason']}")
     for b in g["blockers"]:
-        _echo(f"  blocked: {b}")
+        echo_shown(f"  blocked: {b}")
     for v in d.get("backstop", ()):
-        _echo(f"  STOPPED BY THE VIEW BACKSTOP in run {v['run']} (group {v['group_id']}): {v['reason']}")
-        _echo(f"    what to do: {v['todo']}")
+        echo_shown(f"  STOPPED BY THE VIEW BACKSTOP in run {v['run']} (group {v['group_id']}): {v['reason']}")
+        echo_shown(f"    what to do: {v['todo']}")
     for t in d["torrents"]:
-        _echo(f"  torrent {t['hash']} {t['name']!r} [{t['state']}, {t['progress'] * 100:.0f}%] at {t['save_path']}")
-        _echo(f"    tags: {', '.join(t['tags']) or '-'}; category: {t['category'] or '-'}")
-        _echo(f"    content id: {t['content_id'] or '(not all files hashed)'}; tree id: {t['tree_id'] or '-'}")
+        echo_shown(
+            f"  torrent {t['hash']} {t['name']!r} [{t['state']}, {t['progress'] * 100:.0f}%] at {t['save_path']}"
+        )
+        echo_shown(f"    tags: {', '.join(t['tags']) or '-'}; category: {t['category'] or '-'}")
+        echo_shown(f"    content id: {t['content_id'] or '(not all files hashed)'}; tree id: {t['tree_id'] or '-'}")
         for f in t["files"]:
             if f["inode"] is None:
-                _echo(f"    {f['path']}: MISSING")
+                echo_shown(f"    {f['path']}: MISSING")
                 continue
-            _echo(
+            echo_shown(
                 f"    {f['path']}: inode {f['inode'][1]} on {f['inode'][0]}, {f['nlink']} link(s), "
                 f"{f['external_links']} outside the seeding roots"
             )
             for o in f["other_links"]:
-                _echo(f"      library/other: {o}")
+                echo_shown(f"      library/other: {o}")
             unknown = f["external_links"] - len(f["other_links"])
             if unknown > 0:
-                _echo(f"      + {unknown} link(s) outside the scanned pools")
+                echo_shown(f"      + {unknown} link(s) outside the scanned pools")
 
 
 def payload_ids(t, snap) -> dict:
