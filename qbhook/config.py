@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from qbhook.errors import ConfigError, PathMapError
-from qbhook.files import NotReadable, read_regular_file
+from qbhook.files import Missing, NotReadable, read_regular_file
 from qbhook.paths import is_within
 
 DEFAULT_CONFIG_PATHS = ("/etc/qbhook/config.yaml",)
@@ -265,9 +265,12 @@ def find_config_path(explicit: str | os.PathLike | None) -> Path:
 
 def load_config(path: str | os.PathLike, env: dict[str, str] | None = None) -> Config:
     path = Path(path)
-    if not os.path.lexists(path):
-        raise ConfigError(None, f"file {path} does not exist")
-    raw = _read_regular_file(path, None, _MAX_CONFIG_BYTES)
+    try:
+        raw = read_regular_file(path, _MAX_CONFIG_BYTES)
+    except Missing:
+        raise ConfigError(None, f"file {path} does not exist") from None
+    except NotReadable as e:
+        raise ConfigError(None, str(e)) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -881,16 +884,12 @@ _MAX_CONFIG_BYTES = 1024 * 1024  # a commented config is a few KiB; more is not 
 _MAX_SECRET_BYTES = 64 * 1024
 
 
-def _read_regular_file(p: Path, key: str | None, limit: int) -> bytes:
-    """The config file's or a secret file's bytes (qbhook.files: regular files only, bounded)."""
+def _read_secret_file(p: Path, key: str) -> str:
+    """A secret file's text (qbhook.files: regular files only, bounded), as the config is read."""
     try:
-        return read_regular_file(p, limit)
+        data = read_regular_file(p, _MAX_SECRET_BYTES)
     except NotReadable as e:
         raise ConfigError(key, str(e)) from None
-
-
-def _read_secret_file(p: Path, key: str) -> str:
-    data = _read_regular_file(p, key, _MAX_SECRET_BYTES)
     try:
         return data.decode("utf-8").strip()
     except UnicodeDecodeError:

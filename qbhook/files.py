@@ -11,11 +11,15 @@ from __future__ import annotations
 import os
 import stat
 
-__all__ = ["NotReadable", "read_regular_file"]
+__all__ = ["Missing", "NotReadable", "read_regular_file"]
 
 
 class NotReadable(Exception):
     """The path cannot be read as that file: the message says why, naming the path."""
+
+
+class Missing(NotReadable):
+    """Nothing at all is at the path (a dangling symlink is something: plain NotReadable)."""
 
 
 def read_regular_file(path: str | os.PathLike, limit: int) -> bytes:
@@ -23,7 +27,9 @@ def read_regular_file(path: str | os.PathLike, limit: int) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
-        raise NotReadable(f"cannot read {os.fsdecode(path)}: {e.strerror}") from None
+        # the second look happens only on this error path, to tell "nothing there" from the rest
+        kind = Missing if isinstance(e, FileNotFoundError) and not os.path.lexists(path) else NotReadable
+        raise kind(f"cannot read {os.fsdecode(path)}: {e.strerror}") from None
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):

@@ -172,12 +172,12 @@ class SavedPlan:
 
 def load(path: str | os.PathLike, pools: dict[str, list[str]]) -> SavedPlan:
     """Read and check a saved plan; any defect is a PlanFileError naming it."""
-    from qbhook.files import NotReadable, read_regular_file
+    from qbhook.files import Missing, NotReadable, read_regular_file
 
-    if not os.path.lexists(path):
-        raise PlanFileError(f"plan file {path} does not exist")
     try:
         text = read_regular_file(path, MAX_PLAN_BYTES).decode("utf-8")
+    except Missing:
+        raise PlanFileError(f"plan file {path} does not exist") from None
     except NotReadable as e:  # a FIFO blocked here forever, /dev/zero never ended
         raise PlanFileError(f"plan file: {e}") from None
     except UnicodeDecodeError as e:
