@@ -14,6 +14,10 @@ process, warm page cache:
                                        N journaled converge steps, each re-checked through
                                        verified folder descriptors and renamed over atomically
   qbhook converge, apply only          the same process's apply phase (reported from inside)
+  floor (--floor)                      bench/converge_floor.py: a minimal Python convergence with
+                                       a catalog and a journal, no torrents, groups or plan: what
+                                       the language and the kinds of work cost, apart from
+                                       qbhook's machinery (on a fourth identical tree)
 
 Correctness, asserted for both tools: the pool's distinct inodes shrink by exactly the sum
 of the duplicates' sizes, every seeding path ends as a link of its library file's inode,
@@ -30,6 +34,7 @@ single-threaded run moves with the load by 2x either way, its CPU seconds much l
   python bench/bench_converge.py -n 2000 --zfs   # also on a zfs-fuse pool
   python bench/bench_converge.py --compare TREE  # also another checkout's qbhook (e.g. main's), on a
                                                  # third identical tree, in the same rounds
+  python bench/bench_converge.py --floor         # also the floor script, in the same rounds
 """
 
 from __future__ import annotations
@@ -380,6 +385,9 @@ def _summary_rows(rounds: list[dict], where: str, n: int) -> tuple[list[list[str
         row("qbhook scan+hash+plan+apply", "qbhook", f"{rounds[-1]['qbhook_rss'] / 1024:.0f}"),
         row("qbhook apply only (same process)", "apply", "-"),
     ]
+    if "floor" in rounds[0]:
+        med.update({k: statistics.median(r[k] for r in rounds) for k in ("floor", "floor_cpu")})
+        rows.append(row("floor: minimal Python, catalog + journal", "floor", f"{rounds[-1]['floor_rss'] / 1024:.0f}"))
     return rows, med
 
 
@@ -437,6 +445,20 @@ def run_qbhook(
     }
 
 
+def run_floor(base: Path, pool: Path, n: int, dup_bytes: int, label: str) -> dict:
+    """bench/converge_floor.py on its own tree, in its own process, checked like the others."""
+    before = distinct(pool)
+    db = base / f"floor-{label}.sqlite"
+    c0 = _children_cpu()
+    script = str(Path(__file__).resolve().parent / "converge_floor.py")
+    f = run_rss([sys.executable, script, str(pool), str(db)], stdout_path=str(base / f"floor-{label}.json"))
+    f_cpu = _children_cpu() - c0
+    out = json.loads(f.stdout)
+    assert out["bytes_freed"] == dup_bytes, (out, dup_bytes)
+    check(pool, n, before, {}, dup_bytes, "floor")
+    return {"floor": f.seconds, "floor_cpu": f_cpu, "floor_rss": f.maxrss_kib}
+
+
 def one_round(
     base: Path,
     pool_q: Path,
@@ -448,6 +470,7 @@ def one_round(
     code=None,
     env: dict | None = None,
     other_first: bool = False,
+    pool_f: Path | None = None,
 ) -> dict:
     """qbhook, jdupes, then (``pool_c``) the other checkout's qbhook, each on its own identical tree.
 
@@ -474,6 +497,8 @@ def one_round(
         "jdupes_cpu": j_cpu,
         "jdupes_rss": j.maxrss_kib,
     }
+    if pool_f is not None:
+        out.update(run_floor(base, pool_f, n, dup_bytes, label))
     if pool_c is not None:
         if not other_first:
             c = run_qbhook(base, pool_c, n, dup_bytes, label + "-compare", code=code, env=env)
@@ -496,6 +521,8 @@ def _round_line(r: dict) -> str:
         f"collector passes {r['phases_gc']}), "
         f"jdupes -L {r['jdupes']:.2f} s, {r['jdupes_cpu']:.2f} CPU s"
     )
+    if "floor" in r:
+        line += f", floor {r['floor']:.2f} s, {r['floor_cpu']:.2f} CPU s"
     if "other" in r:
         line += (
             f"; compared qbhook {r['other']:.2f} s, {r['other_cpu']:.2f} CPU s "
@@ -552,6 +579,9 @@ def main() -> int:
     ap.add_argument(
         "--compare", metavar="TREE", help="also time the qbhook in TREE (another checkout) on a third tree, same rounds"
     )
+    ap.add_argument(
+        "--floor", action="store_true", help="also time bench/converge_floor.py on a fourth tree, same rounds"
+    )
     ap.add_argument("--driver", help=argparse.SUPPRESS)
     ap.add_argument("--sizes", help=argparse.SUPPRESS)
     ap.add_argument("--code", help=argparse.SUPPRESS)
@@ -581,11 +611,13 @@ def main() -> int:
     try:
         for r in range(args.runs):
             pq, pj, pc = base / f"q{r}", base / f"j{r}", (base / f"c{r}" if args.compare else None)
+            pf = base / f"f{r}" if args.floor else None
             dup_bytes = generate(pq, args.n, seed=r)
             assert generate(pj, args.n, seed=r) == dup_bytes
-            if pc is not None:
-                assert generate(pc, args.n, seed=r) == dup_bytes
-            rounds.append(one_round(base, pq, pj, args.n, dup_bytes, f"r{r}", pc, args.compare, env, r % 2 == 1))
+            for p in (pc, pf):
+                if p is not None:
+                    assert generate(p, args.n, seed=r) == dup_bytes
+            rounds.append(one_round(base, pq, pj, args.n, dup_bytes, f"r{r}", pc, args.compare, env, r % 2 == 1, pf))
             print(
                 f"round {r + 1}: {_round_line(rounds[-1])}; each freed exactly {dup_bytes:,} bytes, {_load()}",
                 flush=True,
@@ -595,23 +627,27 @@ def main() -> int:
             pq, stop_q = zfs_pool(base, "q")
             pj, stop_j = zfs_pool(base, "j")
             pc, stop_c = zfs_pool(base, "c") if args.compare else (None, lambda: None)
+            pf, stop_f = zfs_pool(base, "f") if args.floor else (None, lambda: None)
             try:
                 for r in range(args.runs):  # fresh trees on the same datasets, interleaved like above
-                    for p in (pq, pj, pc) if pc is not None else (pq, pj):
+                    for p in (pq, pj, pc, pf):
                         for sub in ("data", "qbhook-zfs"):
-                            shutil.rmtree(p / sub, ignore_errors=True)
+                            if p is not None:
+                                shutil.rmtree(p / sub, ignore_errors=True)
                     dup_bytes = generate(pq, args.zfs_n, seed=99 + r)
                     assert generate(pj, args.zfs_n, seed=99 + r) == dup_bytes
-                    if pc is not None:
-                        assert generate(pc, args.zfs_n, seed=99 + r) == dup_bytes
+                    for p in (pc, pf):
+                        if p is not None:
+                            assert generate(p, args.zfs_n, seed=99 + r) == dup_bytes
                     zfs_rounds.append(
-                        one_round(base, pq, pj, args.zfs_n, dup_bytes, f"zfs{r}", pc, args.compare, env, r % 2 == 1)
+                        one_round(base, pq, pj, args.zfs_n, dup_bytes, f"zfs{r}", pc, args.compare, env, r % 2 == 1, pf)
                     )
                     print(f"zfs round {r + 1}: {_round_line(zfs_rounds[-1])}, {_load()}", flush=True)
             finally:
                 stop_q()
                 stop_j()
                 stop_c()
+                stop_f()
     finally:
         cleanup(base, args.keep)
 
@@ -626,6 +662,12 @@ def main() -> int:
             cmp_rows += _compare_rows(zfs_rounds, "zfs-fuse")
         print(f"\nthis tree vs {args.compare} (same rounds, medians):")
         print(table(["what", "this tree: wall / CPU s", "compared: wall / CPU s", "vs jdupes"], cmp_rows))
+    if "floor" in med:
+        print(
+            f"floor (a minimal Python convergence with a catalog and a journal): {med['floor'] / med['jdupes']:.2f}x "
+            f"jdupes -L in wall, {med['floor_cpu'] / med['jdupes_cpu']:.2f}x in CPU seconds; qbhook "
+            f"{med['qbhook_cpu'] / med['floor_cpu']:.2f}x the floor's CPU seconds"
+        )
     ratio = med["qbhook"] / med["jdupes"]
     print(
         f"\ntarget qbhook <= 1.5x jdupes -L: {verdict(ratio <= 1.5)} ({ratio:.2f}x whole pipeline, "
