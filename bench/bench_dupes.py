@@ -15,6 +15,10 @@ every tool has to read to tell them apart. Timed, each in its own process, warm 
   qbhook dupes, warm run               (same catalog again: rescan, nothing re-read)
   qbhook dupes, warm, no rescan memo   (the same, after forgetting the persisted rescan memos:
                                         a warm run right after any catalog write)
+  floor (--floor)                      bench/dupes_floor.py: a minimal Python duplicate finder
+                                        that keeps a catalog (walk, partial and full BLAKE3, a
+                                        row per path): what the language and the kinds of work
+                                        cost, apart from qbhook's machinery (median of --runs)
 
 CPU-s: user + system seconds of each run (medians), from wait4(): on a shared machine a ratio of
 wall times moves with the load, the CPU a run spends much less.
@@ -250,6 +254,7 @@ def main() -> int:
     )
     ap.add_argument("--compare-label", default="other", help="name for the --compare rows (default 'other')")
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
+    ap.add_argument("--floor", action="store_true", help="also time bench/dupes_floor.py in the same rounds")
     args = ap.parse_args()
     require("jdupes", *(() if args.no_rdfind else ("rdfind",)))
     if args.cold and not drop_caches_possible():
@@ -300,8 +305,17 @@ def main() -> int:
         first_cpu = {name: [] for name, _env in versions}
         first_rss = {name: [] for name, _env in versions}
         cfgs, outs, cfgs_catalog = {}, {}, {}
+        floor_runs, floor_out = [], None
+        floor_script = str(Path(__file__).resolve().parent / "dupes_floor.py")
         for k in range(args.runs):
             jdupes_round()
+            if args.floor:
+                fdb = base / f"floor-{k}.sqlite"
+                prepare()
+                floor_runs.append(
+                    run_rss([sys.executable, floor_script, str(fdb), *dirs], stdout_path=str(base / "floor.json"))
+                )
+                floor_out = json.loads(floor_runs[-1].stdout)
             for vi, (name, env) in enumerate(versions):
                 cat = base / f"catalog{vi}-{k}.sqlite"
                 if k:
@@ -369,8 +383,10 @@ def main() -> int:
             )
         q_sets, q_bytes = qres["qbhook"]["sets"], qres["qbhook"]["bytes"]
 
-        agree = all(q["sets"] == jd_sets and q["bytes"] == jd_bytes for q in qres.values()) and (
-            rd_sets is None or (q_sets == rd_sets and q_bytes == rd_bytes)
+        agree = (
+            all(q["sets"] == jd_sets and q["bytes"] == jd_bytes for q in qres.values())
+            and (rd_sets is None or (q_sets == rd_sets and q_bytes == rd_bytes))
+            and (floor_out is None or (floor_out["sets"], floor_out["reclaimable_bytes"]) == (jd_sets, jd_bytes))
         )
         rows.append(
             [
@@ -395,6 +411,22 @@ def main() -> int:
                     f"{rd_bytes:,}",
                     f"{max(r.maxrss_kib for r in rd_runs) / 1024:.0f}",
                     "-",
+                ]
+            )
+        if floor_runs:
+            fl = statistics.median(r.seconds for r in floor_runs)
+            fl_cpu = statistics.median(r.cpu for r in floor_runs)
+            rows.append(
+                [
+                    "floor: minimal Python, catalog rows",
+                    f"{fl:.2f}",
+                    f"{fl_cpu:.2f}",
+                    f"{jd / fl:.2f}x",
+                    str(floor_out["sets"]),
+                    f"{floor_out['reclaimable_bytes']:,}",
+                    f"{max(r.maxrss_kib for r in floor_runs) / 1024:.0f}",
+                    f"CPU {jd_cpu / fl_cpu:.2f}x jdupes'; qbhook's first run "
+                    f"{qres['qbhook']['first_cpu'] / fl_cpu:.2f}x the floor's CPU",
                 ]
             )
         for name, q in qres.items():
