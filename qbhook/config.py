@@ -150,8 +150,11 @@ class SweepConfig:
     # An unchanged sweep re-plans only the groups whose inputs changed (qbhook.events.worker);
     # every this often it re-plans everything anyway. 0: every sweep re-plans everything.
     full_every: float = 6 * 3600.0
-    # After each sweep, finished event jobs and scan records older than this are deleted: both
-    # tables otherwise grow with every event and sweep for as long as `serve` runs.
+    # After each sweep, finished event jobs, scan records and torrents gone from their client
+    # (index rows and file rows) older than this are deleted: these tables otherwise grow with
+    # every event, sweep and removed torrent for as long as `serve` runs. One knob for all: each
+    # is the same question (how long a running qbhook remembers what is over), and gone file
+    # rows are read by every index refresh, so a longer default would cost each sweep.
     keep_history: float = 7 * 86400.0
 
 

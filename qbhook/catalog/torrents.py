@@ -4,7 +4,9 @@ Model:
 
 * one ``torrents`` row per (client instance, torrent id), never deleted by a sync: a torrent
   the client no longer lists gets ``gone_at`` (and loses it again if it comes back), so
-  questions about it can still be answered after it was removed;
+  questions about it can still be answered after it was removed; ``prune_gone`` deletes it
+  (with its file rows) once it has been gone for the retention and a plan has followed the
+  sync that saw it go. A torrent that comes back after that is a new row;
 * ``raw`` is the client's own record (for qBittorrent the merged ``sync/maindata`` entry):
   maindata sends only the fields that changed, so the full record must be kept to merge into;
   the typed columns are derived from it and may be rebuilt from it at any time;
@@ -193,6 +195,35 @@ class TorrentIndex:
             )
             c.execute("DELETE FROM torrents WHERE instance=?", (instance,))
             c.execute("DELETE FROM torrent_sync WHERE instance=?", (instance,))
+
+    def prune_gone(self, older_than_s: float, planned: dict[str, float], *, now: float | None = None) -> int:
+        """Delete the torrents gone for over ``older_than_s`` and their file rows (one transaction).
+
+        ``planned``: instance -> the ``synced_at`` of the last sync a completed plan followed (the
+        sweep's re-plan memo). A row goes only if the sync that marked it gone is at or before
+        that one: that plan re-planned the group it left (an incremental re-plan finds its former
+        group-mates through this row's ``group_id``, a full one re-plans every present torrent),
+        so no later plan needs the row. ``gone_at`` and
+        ``synced_at`` are the same ``now`` of the same transaction (``apply``), so ``<=`` is
+        exact. An instance missing from ``planned`` keeps its rows. Returns the torrents deleted.
+        """
+        cutoff = (time.time() if now is None else now) - older_than_s
+        # gone_at <= a number is never true of NULL: the partial index torrents_gone answers it
+        sel = "SELECT id FROM torrents WHERE instance = ? AND gone_at <= ? AND gone_at < ?"
+        due = [
+            (instance, synced_at, cutoff)
+            for instance, synced_at in sorted(planned.items())
+            if isinstance(synced_at, int | float)  # a memo that does not say: keep them
+            and self.conn.execute(f"SELECT EXISTS ({sel})", (instance, synced_at, cutoff)).fetchone()[0]
+        ]
+        if not due:
+            return 0  # the usual sweep: no write transaction
+        pruned = 0
+        with Tx(self.conn) as c:
+            for args in due:
+                c.execute(f"DELETE FROM torrent_files WHERE torrent IN ({sel})", args)
+                pruned += c.execute(f"DELETE FROM torrents WHERE id IN ({sel})", args).rowcount
+        return pruned
 
     def raw_records(self, instance: str, only: Iterable[str] | None = None) -> dict[str, tuple[dict, str | None]]:
         """hash -> (raw record, files_key) of the present torrents of ``instance`` (``only``: of

@@ -18,7 +18,11 @@ from qbhook.cli.app import App, main, pass_app, shown
 @click.option("--category", help="Only torrents of this category.")
 @click.option("--group", "group", help="Only torrents of this payload group (id or its prefix).")
 @click.option("--decision", help="Only torrents whose last known decision is this (stay, demote, ...; 'none').")
-@click.option("--gone", is_flag=True, help="Include torrents the client no longer has.")
+@click.option(
+    "--gone",
+    is_flag=True,
+    help="Include torrents the client no longer has (a sweep forgets them sweep.keep_history after they went).",
+)
 @click.option("--offline", is_flag=True, help="Do not contact any client; answer from the index as it is.")
 @pass_app
 def torrents(app: App, pool, state, category, group, decision, gone, offline):

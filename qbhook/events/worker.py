@@ -237,6 +237,10 @@ def _sweep(cfg: Config, catalog: Catalog, clients: list[ClientPort], commits: _C
     memo = _ReplanMemo.load(catalog.conn)
     behind = _synced_since(catalog.conn, memo)  # read before this sync moves it
     synced = indexer.sync_all(catalog, fetching)
+    # The sync this plan follows, read now: a sync by another command while this sweep plans is
+    # not in its plan, so the memo must not say it was (the next sweep re-plans it whole), and
+    # the rows it marked gone are kept for that sweep (housekeep).
+    followed = _sync_times(catalog.conn)
     clock.lap("index")
     full_why = _full_replan_reasons(cfg, memo, synced, t0) + behind
     mark = _scan_mark(catalog.conn)
@@ -249,7 +253,9 @@ def _sweep(cfg: Config, catalog: Catalog, clients: list[ClientPort], commits: _C
     if plan is None:  # no snapshot to read the pools from: the checks that need no plan
         alerts.pool_checks(cfg, catalog.conn, _pool_space(cfg))
     groups = plan.groups if plan is not None else []
-    _ReplanMemo.store(catalog.conn, cfg, memo, full=dirty is None, started=t0, mark=mark, generation=generation)
+    _ReplanMemo.store(
+        catalog.conn, cfg, memo, full=dirty is None, started=t0, mark=mark, generation=generation, synced=followed
+    )
     clock.lap("plan")
     out = {
         "started_at": t0,
@@ -287,11 +293,18 @@ def _sweep(cfg: Config, catalog: Catalog, clients: list[ClientPort], commits: _C
 
 def housekeep(cfg: Config, conn: sqlite3.Connection) -> dict[str, int]:
     """Forget the history that only grows with time (``sweep.keep_history``): event jobs done
-    that long ago and scan records that old (``scan.prune_scans`` keeps what is still read).
-    Dead jobs stay (a person has to see them), and so does the journal (``qbhook history``).
-    Runs after every sweep: `serve`'s and cron's `qbhook sweep` alike."""
+    that long ago, scan records that old (``scan.prune_scans`` keeps what is still read), and
+    torrents gone from their client that long ago, once the last stored plan has followed the
+    sync that saw them go (``TorrentIndex.prune_gone``; its former group-mates are re-planned
+    by then). Dead jobs stay (a person has to see them), and so does the journal (``qbhook
+    history``). Runs after every sweep: `serve`'s and cron's `qbhook sweep` alike."""
     keep = cfg.sweep.keep_history
-    return {"jobs": JobQueue(conn).prune(keep), "scans": prune_scans(conn, cfg.pools, keep)}
+    planned = _ReplanMemo.load(conn).synced or {}
+    return {
+        "jobs": JobQueue(conn).prune(keep),
+        "scans": prune_scans(conn, cfg.pools, keep),
+        "torrents": TorrentIndex(conn).prune_gone(keep, planned),
+    }
 
 
 class _Phases:
@@ -526,7 +539,15 @@ class _ReplanMemo:
 
     @staticmethod
     def store(
-        conn, cfg: Config, old: _ReplanMemo, *, full: bool, started: float, mark: int, generation: int | None
+        conn,
+        cfg: Config,
+        old: _ReplanMemo,
+        *,
+        full: bool,
+        started: float,
+        mark: int,
+        generation: int | None,
+        synced: dict,
     ) -> None:
         state.put(
             conn,
@@ -536,7 +557,7 @@ class _ReplanMemo:
                 "config": config_digest(cfg),
                 "full_at": started if full else old.full_at,
                 "scan_mark": mark,
-                "synced": _sync_times(conn),
+                "synced": synced,
                 "generation": generation,
             },
         )
