@@ -28,6 +28,13 @@ class ExitCode(enum.IntEnum):
     CONFIG = 78  # EX_CONFIG
 
 
+# The logger of transient failures a client adapter retries (qBittorrent, rTorrent). A one-shot
+# command ends in one error line that says what the retries came to, so there they are heard
+# only with -v (cli.app.main); `serve` logs them, since a daemon should say it is retrying
+# (cli.events.serve). A name, not a logger: this module is imported by every command at start-up.
+RETRY_LOG = "qbhook.retry"
+
+
 class QbhookError(Exception):
     """Base class: an expected failure with a user-facing message."""
 

@@ -316,8 +316,13 @@ def main(ctx, config_path, as_json, verbose):
     for stream in (sys.stdout, sys.stderr):
         if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors=SHOWN_ERRORS)
+    from qbhook.errors import RETRY_LOG
+
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # A client's retries are heard with -v only: a one-shot command's error line says what they
+    # came to (bad input and an unreachable client are one line). `serve` hears them (cli.events).
+    logging.getLogger(RETRY_LOG).setLevel(logging.NOTSET if verbose else logging.ERROR)
     ctx.obj = App(config_path, as_json, verbose)
     ctx.call_on_close(_flush_notifications)
 

@@ -14,7 +14,7 @@ import click
 
 from qbhook.catalog.db import check_tables, reading
 from qbhook.cli.app import COUNT, PORT, ROW_ID, TEXT, App, echo_shown, main, pass_app
-from qbhook.errors import ExitCode
+from qbhook.errors import RETRY_LOG, ExitCode
 from qbhook.units import human_bytes as _human_bytes
 
 if TYPE_CHECKING:
@@ -384,6 +384,8 @@ def serve(app: App, listen, port, no_sweep):
     hashing_log = logging.getLogger("qbhook.catalog.hashing")
     if hashing_log.getEffectiveLevel() > logging.INFO:
         hashing_log.setLevel(logging.INFO)
+    # A daemon says it is retrying a client (one-shot commands only say what the retries came to).
+    logging.getLogger(RETRY_LOG).setLevel(logging.NOTSET)
     if not (srv.password or srv.token):
         click.echo(
             "qbhook: warning: no server credentials configured (server.password_env / token_env); "

@@ -55,6 +55,7 @@ from qbhook.clients.qbt.client import (  # one rule for hashes and tags
 from qbhook.clients.qbt.model import TorrentFile, TorrentInfo, parse_tags
 from qbhook.clients.scgi import ScgiRpc, ScgiUnreachable
 from qbhook.errors import (
+    RETRY_LOG,
     PathMapError,
     RtorrentError,
     RtorrentUnreachable,
@@ -76,6 +77,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+retry_log = logging.getLogger(RETRY_LOG)
 
 #: d.custom key holding qbhook's tags for an item.
 TAGS_KEY = "qbhook_tags"
@@ -280,11 +282,12 @@ class RtorrentClient(FindOrRaise):
                 raise self._fault(what, fault, torrent) from None
             except ScgiUnreachable as exc:
                 if attempt >= self._retries:
+                    # One line, as qBittorrent's: the retries a one-shot command does not log are counted.
                     raise RtorrentUnreachable(
-                        f"rTorrent {self.name!r} ({self.address}): {what}: no answer: {exc}",
-                        hint="is rtorrent running, and is network.scgi.open_local/open_port this address?",
+                        f"rTorrent {self.name!r} ({self.address}): {what}: no answer ({attempt} attempts): {exc} "
+                        "(is rtorrent running, and is network.scgi.open_local/open_port this address?)"
                     ) from None
-                log.warning("rTorrent %s: %s: attempt %d failed (%s); retrying", self.name, what, attempt, exc)
+                retry_log.warning("rTorrent %s: %s: attempt %d failed (%s); retrying", self.name, what, attempt, exc)
                 self._sleep(delay)
                 delay = min(delay * 2, 5.0)
         raise AssertionError("unreachable")

@@ -380,9 +380,10 @@ def references(clients: Iterable[ClientPort]) -> References:
                 listing = [(t, c.files(t.hash)) for t in c.torrents()]
             protected += _temp_paths(c)
         except QbtError as e:
+            # One line, as every unreachable client: the why is in it, not on a hint line.
             raise OrphansRefused(
-                f"refusing to look for orphans: client {label} cannot be listed: {e.message}",
-                hint="a client that cannot answer would make its torrents' data look orphaned",
+                f"refusing to look for orphans: client {label} cannot be listed "
+                f"(its torrents' data would look orphaned): {e.message}"
             ) from None
         except PathMapError as e:
             raise OrphansRefused(

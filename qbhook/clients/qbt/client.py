@@ -33,6 +33,7 @@ from tenacity import (
 from qbhook.clients.port import FindOrRaise
 from qbhook.clients.qbt.model import Category, TorrentFile, TorrentInfo, is_info_hash
 from qbhook.errors import (
+    RETRY_LOG,
     BadRequest,
     PathMapError,
     QbtError,
@@ -45,6 +46,7 @@ from qbhook.paths import normalize
 __all__ = ["V5_API", "QbtClient", "check_hash"]
 
 log = logging.getLogger(__name__)
+retry_log = logging.getLogger(RETRY_LOG)
 
 T = TypeVar("T")
 
@@ -86,6 +88,25 @@ def _error_text(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def _cause_text(exc: BaseException) -> str:
+    """What a failure to connect came down to, e.g. ``Connection refused``.
+
+    qbittorrent-api's message wraps requests' and urllib3's reprs (a 400-character line with
+    an object address); the socket's own error at the end of the exception chain names the
+    cause. Without an OSError in the chain, the library's message as it is."""
+    seen: set[int] = set()
+    cause: BaseException | None = None
+    at: BaseException | None = exc
+    while at is not None and id(at) not in seen:
+        seen.add(id(at))
+        if isinstance(at, OSError):
+            cause = at
+        at = at.__cause__ or at.__context__
+    if cause is None:
+        return _error_text(exc)
+    return (cause.strerror or _error_text(cause)).strip()
+
+
 class QbtClient(FindOrRaise):
     """One qBittorrent instance, seen in host paths."""
 
@@ -113,8 +134,9 @@ class QbtClient(FindOrRaise):
         self._logged_in = False
         self._api_version: str | None = None
         self._api = self._make_api(url, username, password, api_key, timeout)
+        self._attempts = max(1, retries)
         self._retrying = Retrying(
-            stop=stop_after_attempt(max(1, retries)),
+            stop=stop_after_attempt(self._attempts),
             wait=wait_exponential(multiplier=backoff, max=max_backoff),
             retry=retry_if_exception(_is_transient),
             before_sleep=self._log_retry,
@@ -150,11 +172,13 @@ class QbtClient(FindOrRaise):
 
     def _log_retry(self, state: Any) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        log.warning(
-            "qBittorrent %s: attempt %d failed (%s); retrying",
+        retry_log.warning(
+            "qBittorrent %s (%s): attempt %d of %d failed (%s); retrying",
             self.name,
+            self.url,
             state.attempt_number,
-            exc,
+            self._attempts,
+            _cause_text(exc) if exc is not None else "?",
         )
 
     def _attempt(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -194,10 +218,10 @@ class QbtClient(FindOrRaise):
             status = getattr(exc, "http_status_code", None) or _status_of(exc)
             return QbtError(f"{where}: {what} refused (HTTP {status}): {_error_text(exc)}")
         if isinstance(exc, qba.APIConnectionError):
-            return QbtError(
-                f"{where}: {what}: cannot reach qBittorrent: {_error_text(exc)}",
-                hint="is it running, and is the url right?",
-            )
+            # One line (no hint line): the url and the socket's error say what to check, and
+            # the retries a one-shot command does not log are counted here.
+            tries = f"{self._attempts} attempts" if self._attempts > 1 else "1 attempt"
+            return QbtError(f"{where}: {what}: cannot reach qBittorrent ({tries}): {_cause_text(exc)}")
         if isinstance(exc, NotImplementedError):
             return QbtError(f"{where}: {what} needs a newer qBittorrent: {exc}")
         return QbtError(f"{where}: {what} failed: {_error_text(exc)}")
