@@ -235,12 +235,7 @@ def _sweep(cfg: Config, catalog: Catalog, clients: list[ClientPort], commits: _C
     # The torrent index first (after the scans, so files resolve to fresh inodes): one request
     # per unchanged qBittorrent, then the snapshot takes its file lists from it.
     memo = _ReplanMemo.load(catalog.conn)
-    behind = _synced_since(catalog.conn, memo)  # read before this sync moves it
-    synced = indexer.sync_all(catalog, fetching)
-    # The sync this plan follows, read now: a sync by another command while this sweep plans is
-    # not in its plan, so the memo must not say it was (the next sweep re-plans it whole), and
-    # the rows it marked gone are kept for that sweep (housekeep).
-    followed = _sync_times(catalog.conn)
+    synced, followed, behind = _sync_index(catalog, fetching, memo)
     clock.lap("index")
     full_why = _full_replan_reasons(cfg, memo, synced, t0) + behind
     mark = _scan_mark(catalog.conn)
@@ -254,7 +249,7 @@ def _sweep(cfg: Config, catalog: Catalog, clients: list[ClientPort], commits: _C
         alerts.pool_checks(cfg, catalog.conn, _pool_space(cfg))
     groups = plan.groups if plan is not None else []
     _ReplanMemo.store(
-        catalog.conn, cfg, memo, full=dirty is None, started=t0, mark=mark, generation=generation, synced=followed
+        catalog.conn, cfg, memo, followed, full=dirty is None, started=t0, mark=mark, generation=generation
     )
     clock.lap("plan")
     out = {
@@ -542,12 +537,12 @@ class _ReplanMemo:
         conn,
         cfg: Config,
         old: _ReplanMemo,
+        synced: dict,
         *,
         full: bool,
         started: float,
         mark: int,
         generation: int | None,
-        synced: dict,
     ) -> None:
         state.put(
             conn,
@@ -590,6 +585,18 @@ def _full_replan_reasons(cfg: Config, memo: _ReplanMemo, synced, now: float) -> 
     elif memo.full_at is None or now - memo.full_at >= every:
         why.append("sweep.full_every elapsed")
     return why
+
+
+def _sync_index(catalog: Catalog, fetching, memo: _ReplanMemo) -> tuple[list, dict, list[str]]:
+    """(the sync's reports, each instance's ``synced_at`` right after it, ``_synced_since``
+    read before it moved them).
+
+    The times are the sync this sweep's plan follows, read before it plans: a sync by another
+    command while the sweep plans is not in its plan, so the memo must not say it was (the next
+    sweep re-plans it whole), and the rows it marked gone are kept for that sweep (``housekeep``)."""
+    behind = _synced_since(catalog.conn, memo)
+    synced = indexer.sync_all(catalog, fetching)
+    return synced, _sync_times(catalog.conn), behind
 
 
 def _sync_times(conn) -> dict:
