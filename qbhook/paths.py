@@ -8,11 +8,12 @@ on verified directory descriptors, never on these strings.
 from __future__ import annotations
 
 import codecs
+import logging
 import os
 
 from qbhook.errors import PathMapError
 
-__all__ = ["SHOWN_ERRORS", "is_within", "normalize", "shown", "shown_or_none"]
+__all__ = ["SHOWN_ERRORS", "ShownFormatter", "is_within", "normalize", "shown", "shown_or_none"]
 
 
 def normalize(path: str) -> str:
@@ -76,11 +77,32 @@ def shown(text) -> str:
     with other bytes made a sweep, an explain or a journal write a UnicodeEncodeError; and a
     name holding ESC sequences printed raw would run them in the terminal of whoever reads it.
     """
+    # Every _ACTIVE character is one str.isprintable refuses (categories Cc and Cf), and so is a
+    # lone surrogate (Cs): a printable str has nothing to escape and is returned as it is (in C,
+    # 12x faster than the translation below; every human line the CLI prints comes here).
+    if isinstance(text, str) and text.isprintable():
+        return text
     return os.fsencode(text).decode("utf-8", "backslashreplace").translate(_ACTIVE)
 
 
 def shown_or_none(text: str | None) -> str | None:
     return None if text is None else shown(text)
+
+
+class ShownFormatter(logging.Formatter):
+    """Log lines by the same rule as printed ones: a name a log line carries (a torrent's, a
+    path, a client's answer) reaches stderr or the journal as ``shown`` makes it, so a newline
+    in it cannot forge a record and ESC cannot reach a terminal. A traceback keeps its line
+    breaks; each of its lines is shown."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return shown(super().formatMessage(record))
+
+    def formatException(self, ei) -> str:
+        return "\n".join(shown(line) for line in super().formatException(ei).split("\n"))
+
+    def formatStack(self, stack_info: str) -> str:
+        return "\n".join(shown(line) for line in super().formatStack(stack_info).split("\n"))
 
 
 def _shown_errors(err: UnicodeError) -> tuple[str, int]:

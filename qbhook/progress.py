@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 import time
 
+from qbhook.paths import shown
+
 
 class Progress:
     def __init__(self, stream=None, enabled: bool | None = None, interval: float = 0.25):
@@ -29,6 +31,7 @@ class Progress:
         self._write(text)
 
     def _write(self, text: str) -> None:
+        text = shown(text)  # a pool's name: the rule of every human line (the \r is ours)
         pad = max(self._width - len(text), 0)
         self.stream.write("\r" + text + " " * pad)
         self.stream.flush()

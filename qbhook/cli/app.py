@@ -73,7 +73,7 @@ class App:
             import json
 
             # Compact: indent= switches json to its slow pure-Python encoder on big outputs.
-            click.echo(json.dumps(data, sort_keys=True, default=str, separators=(",", ":")))
+            echo_json(json.dumps(data, sort_keys=True, default=str, separators=(",", ":")))
         elif human is not None:
             human(data)
 
@@ -223,10 +223,19 @@ def shown(text) -> str:
     return rule(text)
 
 
-def echo_shown(line: str, err: bool = False) -> None:
-    """Print a human line that names paths or carries reasons: what ``shown`` makes of it (bytes
-    that are not UTF-8 and what a terminal would act on, as escapes), never the raw text."""
+def echo_shown(line: str = "", err: bool = False) -> None:
+    """Print a human line: what ``shown`` makes of it (bytes that are not UTF-8 and what a
+    terminal would act on, as escapes), never the raw text. The one printer of every human line
+    of qbhook.cli (tests/unit/test_house.py holds its modules to it), so a name from the
+    filesystem or a client cannot reach a terminal raw, whichever line it ends up in. A line
+    break in ``line`` is escaped too: print several lines with several calls."""
     click.echo(shown(line), err=err)
+
+
+def echo_json(text: str) -> None:
+    """Print ``--json`` output as it is: JSON escapes every control character already, and a
+    program reading it must get the names' exact text back."""
+    click.echo(text)
 
 
 def load_commands(*modules: str) -> None:
@@ -281,7 +290,10 @@ class QbhookGroup(click.Group):
                     raise
                 raise err from None
         except QbhookError as e:
-            click.echo(f"qbhook: {e}", err=True)
+            # an error names paths and client answers: shown, the hint on a line of its own
+            echo_shown(f"qbhook: {e.message}", err=True)
+            if e.hint:
+                echo_shown(f"  hint: {e.hint}", err=True)
             ctx.exit(e.exit_code)
 
 
@@ -308,7 +320,7 @@ def main(ctx, config_path, as_json, verbose):
     primary pool, seed-only data on the cold pool, one physical copy each."""
     import logging
 
-    from qbhook.paths import SHOWN_ERRORS
+    from qbhook.paths import SHOWN_ERRORS, ShownFormatter
 
     # Paths may hold bytes that are not UTF-8 and reach many printers (plan, apply, history, sweep,
     # status...): on a UTF-8 terminal Python's stdout refuses them and the whole answer was lost
@@ -319,7 +331,9 @@ def main(ctx, config_path, as_json, verbose):
     from qbhook.errors import RETRY_LOG
 
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(ShownFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     # A client's retries are heard with -v only: a one-shot command's error line says what they
     # came to (bad input and an unreachable client are one line). `serve` hears them (cli.events).
     logging.getLogger(RETRY_LOG).setLevel(logging.NOTSET if verbose else logging.ERROR)

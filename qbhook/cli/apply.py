@@ -98,7 +98,7 @@ def _apply_saved(app: App, plan_file, yes, no_scan, wait):
     )
 
     def human(_d):
-        click.echo(
+        echo_shown(
             f"plan {run.plan_id[:12]}: {len(run.verdicts) - len(run.stale)} group(s) still valid, "
             f"{len(run.stale)} stale"
         )
@@ -121,9 +121,9 @@ def resume(app: App, run_id, wait):
 
     def human(_d):
         if not summaries:
-            click.echo("no unfinished runs")
+            echo_shown("no unfinished runs")
         for s in summaries:
-            click.echo(f"run {s.run_id}:")
+            echo_shown(f"run {s.run_id}:")
             _print_summary(s)
 
     app.emit(data, human)
@@ -178,7 +178,7 @@ def history(app: App, run_id, limit):
 
     def human_list(d):
         if not d["runs"]:
-            click.echo("no runs yet")
+            echo_shown("no runs yet")
         for r in d["runs"]:
             _print_run_line(r)
 
@@ -215,7 +215,7 @@ def _print_run_line(r: dict) -> None:
             f"  copied {_human_bytes(s.get('bytes_copied', 0))}, freed {_human_bytes(s.get('bytes_freed', 0))}, "
             f"{s.get('torrents_relocated', 0)} relocated, {len(s.get('groups_failed') or {})} failed"
         )
-    click.echo(
+    echo_shown(
         f"run {r['id']:5}  {_when(r['started_at'])}  {r['status']:11} {r['trigger'] or '-':8} "
         f"{len(r['groups'])} group(s){extra}"
     )
@@ -223,7 +223,7 @@ def _print_run_line(r: dict) -> None:
 
 def _print_summary(s) -> None:
     if not s.groups:
-        click.echo("nothing to do")
+        echo_shown("nothing to do")
         return
     for g in s.groups:
         # reasons and steps name paths
@@ -237,13 +237,13 @@ def _print_summary(s) -> None:
                 + (f"  [{st['now']}]" if st.get("now") and st["now"] != "to do" else "")
             )
     verb = "would copy" if s.dry_run else "copied"
-    click.echo(
+    echo_shown(
         f"\n{verb} {_human_bytes(s.bytes_copied)}, {'would free' if s.dry_run else 'freed'} "
         f"{_human_bytes(s.bytes_freed)}, {s.torrents_relocated} torrent(s) "
         f"{'to relocate' if s.dry_run else 'relocated'}; {len(s.groups_done)} group(s) done, "
         f"{len(s.groups_failed)} failed, {len(s.groups_busy)} busy"
     )
     if s.dry_run:
-        click.echo("dry run: nothing changed. Run again with --yes to apply.")
+        echo_shown("dry run: nothing changed. Run again with --yes to apply.")
     for gid, reason in s.groups_failed.items():
         echo_shown(f"FAILED {gid}: {reason}", err=True)

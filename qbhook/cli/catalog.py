@@ -6,7 +6,7 @@ import json
 
 import click
 
-from qbhook.cli.app import App, SizeParam, main, pass_app, shown
+from qbhook.cli.app import App, SizeParam, echo_json, echo_shown, main, pass_app, shown
 from qbhook.units import human_bytes as _human_bytes
 
 
@@ -53,16 +53,16 @@ def scan(app: App, pools, allow_mass_delete, do_hash):
 
     def human(d):
         for r in d["scans"]:
-            click.echo(
+            echo_shown(
                 f"{r['pool']}: {r['files_seen']:,} files seen, {r['added']:,} added, {r['changed']:,} changed, "
                 f"{r['removed']:,} removed ({r['seconds']:.1f}s)"
             )
             for u in r["unreadable"]:
-                click.echo(f"  unreadable (kept as is): {shown(u)}", err=True)
+                echo_shown(f"  unreadable (kept as is): {shown(u)}", err=True)
         if "hashing" in d:
             h = d["hashing"]
             left = d["hash_budget"]["deferred_files"]
-            click.echo(
+            echo_shown(
                 f"hashing: {h['hashed']:,} hashed, {h['cached']:,} cached, {h['unsettled']} still changing"
                 + (f", {left:,} left for the next run (scan.hash_budget spent)" if left else "")
             )
@@ -133,23 +133,23 @@ def dupes(app: App, no_scan, min_size, payloads, offline):
             app.catalog, settle_seconds=cfg.scan.settle_seconds, min_size=min_size, progress=app.progress()
         )
     if app.as_json:
-        click.echo(text)
+        echo_json(text)
         return
 
     def human(d):
         if not d["sets"]:
-            click.echo("no duplicate content found")
+            echo_shown("no duplicate content found")
             return
         for s in d["sets"]:
-            click.echo(
+            echo_shown(
                 f"{_human_bytes(s['size'])} x{len(s['copies'])} {s['scope']} "
                 f"(frees {_human_bytes(s['reclaimable_bytes'])}) blake3:{s['blake3'][:16]}"
             )
             for c in s["copies"]:
-                click.echo(f"    inode {c['inode']} on {c['fsid']} (links: {c['nlink']})")
+                echo_shown(f"    inode {c['inode']} on {c['fsid']} (links: {c['nlink']})")
                 for p in c["paths"]:
-                    click.echo(f"        {shown(p)}")
-        click.echo(
+                    echo_shown(f"        {shown(p)}")
+        echo_shown(
             f"{len(d['sets'])} duplicated contents, {_human_bytes(d['reclaimable_bytes'])} reclaimable "
             f"({d['across_pools']} across pools)"
         )
@@ -167,19 +167,19 @@ def find(app: App, path):
     data = locate(app.catalog, app.cfg, path)
 
     def human(d):
-        click.echo(
+        echo_shown(
             f"{shown(d['path'])}: {_human_bytes(d['size'])}, inode {d['inode']} on {d['fsid']}, {d['nlink']} links"
         )
-        click.echo(f"  blake3: {d['blake3'] or '(not hashed)'}")
-        click.echo("  links of this inode:")
+        echo_shown(f"  blake3: {d['blake3'] or '(not hashed)'}")
+        echo_shown("  links of this inode:")
         for p in d["links"]:
-            click.echo(f"    {shown(p)}")
+            echo_shown(f"    {shown(p)}")
         if d["unknown_links"]:
-            click.echo(f"    ... and {d['unknown_links']} link(s) outside the scanned pools")
-        click.echo("  same content elsewhere:" if d["copies"] else "  no other copy of this content is known")
+            echo_shown(f"    ... and {d['unknown_links']} link(s) outside the scanned pools")
+        echo_shown("  same content elsewhere:" if d["copies"] else "  no other copy of this content is known")
         for c in d["copies"]:
-            click.echo(f"    inode {c['inode']} on {c['fsid']} ({c['nlink']} links):")
+            echo_shown(f"    inode {c['inode']} on {c['fsid']} ({c['nlink']} links):")
             for p in c["paths"]:
-                click.echo(f"      {shown(p)}")
+                echo_shown(f"      {shown(p)}")
 
     app.emit(data, human)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import sys
 
-import click
-
-from qbhook.cli.app import App, main, pass_app
+from qbhook.cli.app import App, echo_shown, main, pass_app
 from qbhook.config import check_paths, describe
 from qbhook.errors import ExitCode
 
@@ -28,11 +26,12 @@ def config_check(app: App):
     def human(d):
         import yaml
 
-        click.echo(yaml.safe_dump({k: v for k, v in d.items() if k != "problems"}, sort_keys=False).rstrip())
+        for line in yaml.safe_dump({k: v for k, v in d.items() if k != "problems"}, sort_keys=False).splitlines():
+            echo_shown(line)
         for p in problems:
-            click.echo(f"PROBLEM: {p}", err=True)
+            echo_shown(f"PROBLEM: {p}", err=True)
         if not problems:
-            click.echo("config OK", err=True)
+            echo_shown("config OK", err=True)
 
     app.emit(data, human)
     if problems:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from qbhook.cli.app import main
+from qbhook.cli.app import echo_shown, main
 
 DEFAULT_DIR = "/var/tmp/qbhook-demo"
 
@@ -32,6 +32,6 @@ def demo(base, clean):
         raise click.ClickException("the demo mounts pools and must run as root (try: sudo scripts/demo)")
     if clean:
         demo_mod.clean(Path(base))
-        click.echo(f"removed {base}")
+        echo_shown(f"removed {base}")
         return
     sys.exit(demo_mod.run(Path(base)))

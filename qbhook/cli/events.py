@@ -41,16 +41,16 @@ def sweep_cmd(app: App):
 
     def human(d):
         s = d["plan"]
-        click.echo(
+        echo_shown(
             f"swept in {d['seconds']:.1f}s: {s['demote']} to demote, {s['promote']} to promote, "
             f"{s['blocked']} blocked, {s['stay']} staying{_replanned(d)}"
         )
         for g in d["pending"]:
             echo_shown(f"  {g['action'].upper():8} {g['group_id']} {', '.join(g['names'][:2])}: {g['reason']}")
         if "applied" in d:
-            click.echo(f"  applied: {json.dumps(d['applied'].get('counters', {}))}")
+            echo_shown(f"  applied: {json.dumps(d['applied'].get('counters', {}))}")
         elif s["demote"] + s["promote"] and not app.cfg.policy.auto_apply:
-            click.echo("  (policy.auto_apply is off: run `qbhook apply --yes` to carry these out)")
+            echo_shown("  (policy.auto_apply is off: run `qbhook apply --yes` to carry these out)")
 
     app.emit(out, human)
 
@@ -85,48 +85,48 @@ def status(app: App):
     def human(d):
         srv = d["server"]
         if srv["answered"]:
-            click.echo(f"server: {'ok' if srv['ok'] else 'UNHEALTHY'} at {srv['url']}: {srv['reason']}")
+            echo_shown(f"server: {'ok' if srv['ok'] else 'UNHEALTHY'} at {srv['url']}: {srv['reason']}")
         else:
-            click.echo(f"server: not answering at {srv['url']} ({srv['reason']})")
+            echo_shown(f"server: not answering at {srv['url']} ({srv['reason']})")
         q = d["queue"]
-        click.echo(
+        echo_shown(
             f"queue: {q.get('pending', 0)} pending, {q.get('running', 0)} running, "
             f"{q.get('dead', 0)} dead, {q.get('done', 0)} done"
         )
         ls = d["last_sweep"]
         if ls["at"]:
             s = ls["plan"]
-            click.echo(
+            echo_shown(
                 f"last sweep: {_when(ls['at'])}: {s['demote']} to demote, {s['promote']} to promote, "
                 f"{s['blocked']} blocked{_replanned(ls)}"
             )
             for g in ls["pending"][:10]:
                 echo_shown(f"  {g['action'].upper():8} {', '.join(g['names'][:2])}: {g['reason']}")
         else:
-            click.echo("last sweep: never (run `qbhook sweep`)")
+            echo_shown("last sweep: never (run `qbhook sweep`)")
         if d["unfinished_runs"]:
-            click.echo(f"UNFINISHED runs: {d['unfinished_runs']} (run `qbhook resume`)")
+            echo_shown(f"UNFINISHED runs: {d['unfinished_runs']} (run `qbhook resume`)")
         if d["leftover_views"]:
-            click.echo(
+            echo_shown(
                 f"{len(d['leftover_views'])} leftover view file(s) of rolled-back groups "
                 "(the next `apply --yes` or sweep removes them once verified)"
             )
         for r in d["recent_runs"]:
-            click.echo(f"run {r['id']}: {r['status']} ({r['trigger']}, {_when(r['started_at'])})")
+            echo_shown(f"run {r['id']}: {r['status']} ({r['trigger']}, {_when(r['started_at'])})")
         for name, p in d["pools"].items():
             if "error" in p:
-                click.echo(f"pool {name}: {p['path']}: {p['error']}")
+                echo_shown(f"pool {name}: {p['path']}: {p['error']}")
             else:
-                click.echo(f"pool {name} ({p['role']}): {_human_bytes(p['free'])} free of {_human_bytes(p['size'])}")
-            click.echo(
+                echo_shown(f"pool {name} ({p['role']}): {_human_bytes(p['free'])} free of {_human_bytes(p['size'])}")
+            echo_shown(
                 f"  catalogued: {_human_bytes(p['hashed_bytes'])} hashed ({p['hashed_files']:,} files), "
                 f"{_human_bytes(p['unhashed_bytes'])} not hashed ({p['unhashed_files']:,} files)"
             )
-        click.echo(_orphans_line(d["orphans"]))
+        echo_shown(_orphans_line(d["orphans"]))
         c = d["catalog"]
-        click.echo(f"catalog: {c['paths']:,} paths, {c['inodes']:,} inodes ({c['hashed']:,} hashed)")
+        echo_shown(f"catalog: {c['paths']:,} paths, {c['inodes']:,} inodes ({c['hashed']:,} hashed)")
         for problem in d["problems"]:
-            click.echo(f"PROBLEM: {problem}", err=True)
+            echo_shown(f"PROBLEM: {problem}", err=True)
 
     app.emit(data, human)
     if data["problems"]:
@@ -186,12 +186,12 @@ def queue(ctx, states, limit):
 
     def human(rows):
         for r in rows:
-            click.echo(
+            echo_shown(
                 f"#{r['id']:<6} {r['state']:8} {r['key'][:40]:40} {','.join(r['kinds'])} x{r['events']} "
                 f"tries {r['attempts']}" + (f"\n        error: {r['error']}" if r["error"] else "")
             )
         if not rows:
-            click.echo("queue is empty")
+            echo_shown("queue is empty")
 
     app.emit(data, human)
 
@@ -207,7 +207,7 @@ def queue_retry(app: App, job_id):
     with reading(app.cfg.catalog):
         check_tables(app.catalog.conn, app.cfg.catalog, CHECKED_TABLES)
         new = JobQueue(app.catalog.conn).retry_dead(job_id)
-    app.emit({"requeued": new}, lambda d: click.echo(f"job {job_id} requeued as {new}"))
+    app.emit({"requeued": new}, lambda d: echo_shown(f"job {job_id} requeued as {new}"))
 
 
 # ---------------------------------------------------------------- hook (direct mode)
@@ -293,15 +293,17 @@ def setup_qbittorrent(app: App, mode, hook_path, qbhook_path, instance, yes):
 
     def human(rows):
         for r in rows:
-            click.echo(f"qBittorrent {r['instance']}:")
+            echo_shown(f"qBittorrent {r['instance']}:")
             if not r["change"]:
-                click.echo("  already wired, nothing to change")
+                echo_shown("  already wired, nothing to change")
             for k, v in r["change"].items():
-                click.echo(f"  {k}:\n    now: {r['current'].get(k)!r}\n    new: {v!r}")
+                echo_shown(f"  {k}:")
+                echo_shown(f"    now: {r['current'].get(k)!r}")
+                echo_shown(f"    new: {v!r}")
             if r["change"] and not r["applied"]:
-                click.echo("  dry run: re-run with --yes to apply")
+                echo_shown("  dry run: re-run with --yes to apply")
         if mode == "http":
-            click.echo(
+            echo_shown(
                 "Make hooks/qbt-hook.sh available inside the qBittorrent container at that path, and set "
                 "QBHOOK_URL and QBHOOK_TOKEN (or QBHOOK_TOKEN_FILE) in a qbt-hook.conf next to it."
             )
@@ -347,9 +349,9 @@ def setup_rtorrent(app: App, hook_path, instance):
 
     def human(rows):
         for r in rows:
-            click.echo(f"# rTorrent {r['instance']} ({r['address']}): add to .rtorrent.rc")
+            echo_shown(f"# rTorrent {r['instance']} ({r['address']}): add to .rtorrent.rc")
             for line in r["lines"]:
-                click.echo(line)
+                echo_shown(line)
 
     app.emit(out, human)
 
@@ -387,7 +389,7 @@ def serve(app: App, listen, port, no_sweep):
     # A daemon says it is retrying a client (one-shot commands only say what the retries came to).
     logging.getLogger(RETRY_LOG).setLevel(logging.NOTSET)
     if not (srv.password or srv.token):
-        click.echo(
+        echo_shown(
             "qbhook: warning: no server credentials configured (server.password_env / token_env); "
             "every event endpoint will refuse requests",
             err=True,
@@ -400,9 +402,9 @@ def serve(app: App, listen, port, no_sweep):
         port=srv.port if port is None else port,
         sweeper=not no_sweep,
     )
-    click.echo(f"qbhook serving on http://{service.host}:{service.port}", err=True)
+    echo_shown(f"qbhook serving on http://{service.host}:{service.port}", err=True)
     service.run()
-    click.echo("qbhook stopped", err=True)
+    echo_shown("qbhook stopped", err=True)
 
 
 def _executor_for(cfg, catalog, clients: Iterable[ClientPort]):

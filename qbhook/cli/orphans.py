@@ -11,7 +11,7 @@ import time
 
 import click
 
-from qbhook.cli.app import App, main, pass_app, shown
+from qbhook.cli.app import App, echo_shown, main, pass_app, shown
 from qbhook.errors import ExitCode
 from qbhook.units import human_bytes
 
@@ -38,8 +38,8 @@ def orphans(app: App, quarantine, yes):
 
         def human(d):
             for p, why in d["failed"].items():
-                click.echo(f"not moved: {shown(p)}: {why}", err=True)
-            click.echo(
+                echo_shown(f"not moved: {shown(p)}: {why}", err=True)
+            echo_shown(
                 f"{len(d['held'])} file(s) moved into holding ({human_bytes(d['bytes_held'])} to free "
                 f"once purged), run {d['run_id']}; purge after {d['grace_period']:g}s with "
                 "`qbhook holding --purge-expired`"
@@ -61,17 +61,17 @@ def orphans(app: App, quarantine, yes):
             items = [i for i in d["items"] if i["kind"] == kind]
             if not items:
                 continue
-            click.echo(f"{title}:")
+            echo_shown(f"{title}:")
             for i in items:
                 what = f"{i['files']} files" if i["folder"] else "file"
-                click.echo(f"  {human_bytes(i['bytes']):>10}  {shown(i['path'])}{'/' if i['folder'] else ''} ({what})")
+                echo_shown(f"  {human_bytes(i['bytes']):>10}  {shown(i['path'])}{'/' if i['folder'] else ''} ({what})")
         r, lib = d["reclaimable"], d["library"]
-        click.echo(
+        echo_shown(
             f"{r['items']} reclaimable item(s), {human_bytes(r['frees'])} to free; "
             f"{lib['items']} item(s) still used by a library ({human_bytes(lib['bytes'])})"
         )
         if quarantine:
-            click.echo("dry run: add --yes to move the reclaimable ones into holding", err=True)
+            echo_shown("dry run: add --yes to move the reclaimable ones into holding", err=True)
 
     app.emit(data, human)
 
@@ -98,8 +98,8 @@ def holding(app: App, purge_expired):
     def human(d):
         for h in d["held"]:
             when = "expired" if h["expired"] else f"expires in {h['expires'] - now:.0f}s"
-            click.echo(f"  {shown(h['path'])} ({when})")
-        click.echo(
+            echo_shown(f"  {shown(h['path'])} ({when})")
+        echo_shown(
             f"{len(d['held'])} link(s) in holding" + (f"; {len(purged)} folder(s) purged" if purge_expired else "")
         )
 

@@ -38,7 +38,7 @@ def catalog_note(app: App) -> dict:
     if use is None:
         return {}
     if not app.as_json:
-        click.echo(f"qbhook: {use.reason}", err=True)
+        echo_shown(f"qbhook: {use.reason}", err=True)
     return {"catalog": use.as_dict()}
 
 
@@ -84,7 +84,7 @@ def plan(app: App, hashes, group_ids, scan, steps, save_to):
     saved = _save(app, snap, p, save_to) if save_to else None
     app.emit({**p.to_dict(), **note, **({"plan_id": saved} if saved else {})}, lambda d: _print_plan(p, steps))
     if saved:
-        click.echo(
+        echo_shown(
             f"plan {saved[:12]} saved to {save_to}; apply it with: qbhook apply --plan {save_to} --yes", err=app.as_json
         )
     sys.exit(EXIT_ACTIONABLE if p.actionable else 0)
@@ -114,25 +114,25 @@ def _print_plan(p, steps: bool) -> None:
         extra = ""
         if g.actionable:
             extra = f"  copy {_human_bytes(g.bytes_to_copy)}, frees {_human_bytes(g.bytes_freed)} on {g.source_pool}"
-        click.echo(
+        echo_shown(
             f"{g.action.upper():8} {g.group_id}  {len(g.torrents)} torrent(s), {_human_bytes(g.payload_bytes)}{extra}"
         )
         for n in g.names[:5]:
             echo_shown(f"           - {n}")
         if len(g.names) > 5:
-            click.echo(f"           ... and {len(g.names) - 5} more")
+            echo_shown(f"           ... and {len(g.names) - 5} more")
         echo_shown(f"           why: {g.reason}")  # reasons and steps name paths
         if steps:
             for s in g.steps:
                 echo_shown(f"             {s.kind:12} {describe_step(s.kind, s.args)}")
     s = p.summary()
-    click.echo(
+    echo_shown(
         f"\n{s['demote']} to demote, {s['promote']} to promote, {s['converge']} to converge, {s['blocked']} "
         f"blocked, {s['skip']} skipped, "
         f"{s['stay']} staying; {_human_bytes(s['bytes_to_copy'])} to copy, {_human_bytes(s['bytes_freed'])} to free"
     )
     if p.actionable:
-        click.echo("dry run: nothing changed. Apply with: qbhook apply --yes")
+        echo_shown("dry run: nothing changed. Apply with: qbhook apply --yes")
 
 
 @main.command()
@@ -290,7 +290,7 @@ def _decide_from_index(app: App, torrent_hash: str, scan: bool, limit: float):
 
 def _print_explain(d: dict) -> None:
     g = d["group"]
-    click.echo(f"({d['catalog']}; {d['index']['reason']})", err=True)
+    echo_shown(f"({d['catalog']}; {d['index']['reason']})", err=True)
     echo_shown(f"group {g['group_id']}: {g['action'].upper()} - {g['reason']}")
     for b in g["blockers"]:
         echo_shown(f"  blocked: {b}")

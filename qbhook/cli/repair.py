@@ -18,7 +18,7 @@ import time
 
 import click
 
-from qbhook.cli.app import SECONDS, TORRENT_HASH, App, main, pass_app
+from qbhook.cli.app import SECONDS, TORRENT_HASH, App, echo_shown, main, pass_app
 from qbhook.errors import ExitCode, QbhookError
 from qbhook.units import human_bytes as _human_bytes
 
@@ -65,26 +65,26 @@ def repair(app: App, torrent_hash, yes, as_json, wait):
 
 def _print(d: dict, yes: bool) -> None:
     for g in d["repairs"]:
-        click.echo(f"repair {g['names'][0]} ({g['torrents'][0][:12]}): {g['reason']}")
+        echo_shown(f"repair {g['names'][0]} ({g['torrents'][0][:12]}): {g['reason']}")
         if not yes:
             from qbhook.decide.plan import describe_step
 
             for s in g["steps"]:
-                click.echo(f"    {s['kind']:<12} {describe_step(s['kind'], s['args'])}")
+                echo_shown(f"    {s['kind']:<12} {describe_step(s['kind'], s['args'])}")
     for r in d["unrepairable"]:
-        click.echo(f"cannot repair {r['name']} ({r['hash'][:12]}): {r['reason']}")
+        echo_shown(f"cannot repair {r['name']} ({r['hash'][:12]}): {r['reason']}")
     run = d["run"]
     if not d["repairs"] and not d["unrepairable"]:
-        click.echo("no torrent is missing its files")
+        echo_shown("no torrent is missing its files")
     elif not yes:
-        click.echo("dry run: nothing changed (run with --yes to repair)")
+        echo_shown("dry run: nothing changed (run with --yes to repair)")
     else:
         failed = run["groups_failed"]
-        click.echo(
+        echo_shown(
             f"{len(run['groups_done'])} repaired, {len(failed)} failed, {_human_bytes(run['bytes_copied'])} copied"
         )
         for gid, why in failed.items():
-            click.echo(f"  {gid}: {why}")
+            echo_shown(f"  {gid}: {why}")
 
 
 # ------------------------------------------------------------------ gathering the facts (I/O)

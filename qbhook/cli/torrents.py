@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from qbhook.cli.app import App, main, pass_app, shown
+from qbhook.cli.app import App, echo_shown, main, pass_app, shown
 
 
 @main.command()
@@ -45,25 +45,25 @@ def torrents(app: App, pool, state, category, group, decision, gone, offline):
 
     def human(d):
         if not d["torrents"]:
-            click.echo("no indexed torrent matches")
+            echo_shown("no indexed torrent matches")
         for r in d["torrents"]:
             pid = r["content_id"][:16] if r["content_id"] else f"(hashed {r['files_hashed']}/{r['files']})"
             dec = r["decision"] or "-"
             where = r["pool"] or ("unmapped: " + r["map_error"] if r["map_error"] else "no pool")
-            click.echo(
+            echo_shown(
                 f"{r['hash'][:12]} {r['state'] or '?':<11} {where:<8} group {(r['group'] or '-')[:12]} "
                 f"payload {pid} {dec:<8} {shown(r['name'])}" + (" [gone]" if r["gone_at"] else "")
             )
         for name, s in d["index"].items():
             age = f"{s['age_s']:.0f} s ago" if s["age_s"] is not None else "never"
-            click.echo(f"index of {name}: synced {age} ({s['mode']})", err=True)
+            echo_shown(f"index of {name}: synced {age} ({s['mode']})", err=True)
 
     app.emit(data, human)
 
 
 def _problems(data: dict) -> None:
     for p in data["problems"]:
-        click.echo(f"qbhook: {p}", err=True)
+        echo_shown(f"qbhook: {p}", err=True)
 
 
 def payload_dupes(app: App, offline: bool) -> None:
@@ -76,21 +76,21 @@ def payload_dupes(app: App, offline: bool) -> None:
 
     def human(d):
         if not d["payloads"]:
-            click.echo("no payload is stored more than once (among fully hashed torrents)")
+            echo_shown("no payload is stored more than once (among fully hashed torrents)")
             return
         for s in d["payloads"]:
             lay = f", {s['layouts']} layouts" if s["layouts"] > 1 else ""
-            click.echo(
+            echo_shown(
                 f"payload {s['content_id'][:16]} {human_bytes(s['size'])} stored x{s['copies']}{lay} "
                 f"(frees {human_bytes(s['reclaimable_bytes'])})"
             )
             for c in s["stored"]:
                 for t in c["torrents"]:
-                    click.echo(
+                    echo_shown(
                         f"    {t['hash'][:12]} tree {t['tree_id'][:12]} {shown(t['name'])} "
                         f"at {shown(t['save_path'] or '?')}"
                     )
-        click.echo(f"{len(d['payloads'])} payload(s), {human_bytes(d['reclaimable_bytes'])} reclaimable")
+        echo_shown(f"{len(d['payloads'])} payload(s), {human_bytes(d['reclaimable_bytes'])} reclaimable")
 
     app.emit(data, human)
 
@@ -112,21 +112,21 @@ def explain_from_index(app: App, torrent_hash: str, why: str | None) -> None:
 
     def human(d):
         g = d["group"]
-        click.echo(f"from the torrent index ({d['why'] or 'as asked'}):", err=True)
+        echo_shown(f"from the torrent index ({d['why'] or 'as asked'}):", err=True)
         when = f", decided {now - g['decided_at']:.0f} s ago" if g["decided_at"] else ""
-        click.echo(
+        echo_shown(
             f"group {g['group_id']}: last decision {(g['decision'] or 'none').upper()}"
             f"{' - ' + g['decision_reason'] if g['decision_reason'] else ''}{when}"
         )
         for v in d["backstop"]:
-            click.echo(f"  STOPPED BY THE VIEW BACKSTOP in run {v['run']} (group {v['group_id']}): {v['reason']}")
-            click.echo(f"    what to do: {v['todo']}")
+            echo_shown(f"  STOPPED BY THE VIEW BACKSTOP in run {v['run']} (group {v['group_id']}): {v['reason']}")
+            echo_shown(f"    what to do: {v['todo']}")
         for t in d["torrents"]:
             age = f"{t['index_age_s']:.0f} s old" if t["index_age_s"] is not None else "never synced"
-            click.echo(
+            echo_shown(
                 f"  torrent {t['hash']} {t['name']!r} [{t['state']}] at {t['save_path'] or '(unmapped)'} (index {age})"
             )
-            click.echo(f"    content id: {t['content_id'] or '(not all files hashed)'}; tree id: {t['tree_id'] or '-'}")
+            echo_shown(f"    content id: {t['content_id'] or '(not all files hashed)'}; tree id: {t['tree_id'] or '-'}")
             for f in t["files"]:
                 lv = f["live"]
                 state = (
@@ -136,6 +136,6 @@ def explain_from_index(app: App, torrent_hash: str, why: str | None) -> None:
                     if lv
                     else "no host path"
                 )
-                click.echo(f"    {f['path'] or f['rel']}: {state}")
+                echo_shown(f"    {f['path'] or f['rel']}: {state}")
 
     app.emit(data, human)

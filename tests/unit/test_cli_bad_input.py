@@ -17,6 +17,8 @@ import os
 import signal
 import socket
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -380,3 +382,68 @@ def test_a_step_naming_a_path_that_is_not_utf8_prints_it_as_escaped_bytes(hostil
     r = hostile.run("apply", "--hash", f"{4:040x}")
     assert "library/copy\\xff.bin" in r.stdout and "converge" in r.stdout, r.stdout
     assert "library/copy\\xff.bin" in hostile.run("plan", "--steps", "--hash", f"{4:040x}", expect=10).stdout
+
+
+# The hostile names as shown: a newline, a bidi override and ESC/BEL/CSI, each escaped.
+SHOWN_ODD = {1: "new\\x0aline", 2: "café \\u202e rtl", 8: "esc\\x1b]0;pwned\\x07\\u009b2J"}
+
+
+@pytest.mark.parametrize(
+    "args, names",
+    [
+        (["torrents"], [1, 2, 8]),
+        (["plan", "--steps"], [1, 2, 8]),
+        (["explain", f"{1:040x}"], [1]),
+        (["explain", f"{2:040x}"], [2]),
+        (["explain", f"{8:040x}"], [8]),
+        (["status"], [2, 8]),  # the groups the last sweep left to act on (1 stays)
+    ],
+    ids=lambda v: " ".join(v)[:20] if isinstance(v, list) and isinstance(v[0], str) else None,
+)
+def test_a_name_with_a_newline_esc_or_a_bidi_override_is_shown_escaped_on_every_line(hostile, args, names):
+    """Every human line goes through one printer (cli.app.echo_shown; test_house holds the CLI
+    to it): a newline in a name cannot forge a line, nor ESC or U+202E act on the terminal."""
+    if args == ["status"]:
+        hostile.run("sweep", expect=None)  # status names the groups the last sweep left pending
+    r = hostile.run(*args, expect=None)
+    assert r.exit_code in (0, ExitCode.ACTIONABLE), (r.exit_code, r.output, r.exception)
+    for stream in (r.stdout, r.stderr):
+        assert [c for c in ACTIVE if c in stream] == [], stream
+        assert not any(line.startswith("line") for line in stream.splitlines()), stream  # no forged line
+    for i in names:
+        assert SHOWN_ODD[i] in r.stdout, (i, r.stdout)
+
+
+def test_status_shows_a_pool_path_with_a_newline_esc_and_a_bidi_override_escaped(env):
+    """status' pool line printed the configured path raw (a pool that is gone names it)."""
+    bad = str(env.tmp / "gone\x1b[2J\nline \u202e x")
+    seeding = {"stash": str(env.stash / "data/media/torrents/seeding"), "pool": bad + "/s"}
+    env.save(pools={**env.data["pools"], "pool": {"path": bad, "role": "cold"}}, seeding_roots=seeding)
+    r = env.run("status", expect=None)
+    assert [c for c in ACTIVE + ["\x1b"] if c in r.stdout + r.stderr] == [], r.stdout
+    assert "gone\\x1b[2J\\x0aline \\u202e x: No such file or directory" in r.stdout, r.stdout
+    assert not any(line.startswith("line") for line in r.stdout.splitlines()), r.stdout
+
+
+def test_log_lines_name_things_by_the_same_rule(tmp_path):
+    """A log line carrying a name (a job's rejected path, a torrent's name) reaches stderr or the
+    journal as paths.shown makes it; a traceback keeps its line breaks. Its own interpreter:
+    logging is configured once per process, as `qbhook` runs."""
+    env = Env(tmp_path)
+    code = (
+        "import logging, sys\n"
+        "from qbhook.cli import main\n"
+        "try:\n    main(['--config', sys.argv[1], 'config', 'check'], standalone_mode=False)\n"
+        "except SystemExit:\n    pass  # one filesystem for both pools: a PROBLEM line, exit 78\n"
+        "log = logging.getLogger('qbhook.events.worker')\n"
+        "log.warning('job 1: %s', 'esc\\x1b]0;t\\x07 new\\nline \\u202e \\udcff')\n"
+        "try:\n    raise ValueError('bad \\x1b[2J name')\nexcept ValueError:\n    log.exception('failed')\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(env.config)], capture_output=True, text=True, errors="replace", timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    assert "job 1: esc\\x1b]0;t\\x07 new\\x0aline \\u202e \\xff" in r.stderr, r.stderr
+    assert "ValueError: bad \\x1b[2J name" in r.stderr and "Traceback (most recent call last):\n" in r.stderr
+    assert [c for c in ACTIVE + ["\x1b"] if c in r.stderr] == [], r.stderr
+    assert not any(line.startswith("line") for line in r.stderr.splitlines()), r.stderr

@@ -75,3 +75,56 @@ def test_every_exit_status_is_named_in_exitcode():
 def test_the_exit_status_check_sees_a_bare_number(tmp_path):
     (tmp_path / "m.py").write_text("import sys\nclass E:\n    exit_code = 65\nsys.exit(5 if x else 0)\nEXIT_X = 6\n")
     assert _exit_numbers_outside_exitcode(tmp_path) == ["m.py:3", "m.py:4", "m.py:5"]
+
+
+# The printers a qbhook.cli module may call directly, each in app.py: echo_shown (every human
+# line, through paths.shown) and echo_json (--json output, escaped by json.dumps already).
+PRINTERS = {"echo_shown", "echo_json"}
+
+
+def _bare_printers(root: pathlib.Path) -> list[str]:
+    """Calls that write to stdout/stderr without ``paths.shown`` in the CLI's modules: click.echo
+    / click.secho / print / sys.stdout.write / sys.stderr.write outside the PRINTERS."""
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        inside: dict[int, str] = {}  # line -> the innermost function holding it
+        for fn in ast.walk(tree):  # outer functions first: an inner one overwrites their lines
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                inside.update(dict.fromkeys(range(fn.lineno, fn.end_lineno + 1), fn.name))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
+            bare = (
+                (isinstance(f, ast.Name) and f.id == "print")
+                or (
+                    isinstance(f, ast.Attribute)
+                    and f.attr in ("echo", "secho")
+                    and getattr(f.value, "id", "") == "click"
+                )
+                or (
+                    isinstance(f, ast.Attribute)
+                    and f.attr == "write"
+                    and isinstance(f.value, ast.Attribute)
+                    and f.value.attr in ("stdout", "stderr")
+                )
+            )
+            if bare and inside.get(node.lineno) not in PRINTERS:
+                out.append(f"{path.relative_to(root)}:{node.lineno}")
+    return out
+
+
+def test_every_human_line_of_the_cli_goes_through_echo_shown():
+    """A name from the filesystem or a client reaches some line of some command: one printer for
+    all of them (cli.app.echo_shown) instead of a shown() at each place a name might appear."""
+    assert _bare_printers(ROOT / "cli") == []
+
+
+def test_the_printer_check_sees_a_bare_echo(tmp_path):
+    (tmp_path / "m.py").write_text(
+        "import click, sys\n"
+        "def echo_shown(line):\n    click.echo(line)\n"
+        "def f(name):\n    click.echo(name)\n    print(name)\n    sys.stderr.write(name)\n    echo_shown(name)\n"
+    )
+    assert _bare_printers(tmp_path) == ["m.py:5", "m.py:6", "m.py:7"]

@@ -43,3 +43,18 @@ def test_shown_makes_what_a_terminal_acts_on_visible_and_keeps_the_rest():
     assert shown("\u202egnp.exe \u2066x\u2069 \x9b") == "\\u202egnp.exe \\u2066x\\u2069 \\u009b"
     assert shown(os.fsdecode(b"ok\xff")) == "ok\\xff"
     assert shown("café 日本 [x]*?") == "café 日本 [x]*?"  # printable text, glob characters: as they are
+
+
+def test_shown_returns_a_printable_str_as_it_is_and_translates_everything_else():
+    """The fast path (str.isprintable) must never skip a character the translation escapes:
+    every code point below U+3000 (all of _ACTIVE) and the surrogates, alone and inside a name."""
+    from qbhook.paths import _ACTIVE, shown
+
+    def slow(t):
+        return os.fsencode(t).decode("utf-8", "backslashreplace").translate(_ACTIVE)
+
+    for cp in [*range(0x3000), *range(0xDC80, 0xDD00), 0xFEFF, 0xE000, 0x10FFFF]:
+        for text in (chr(cp), f"name {chr(cp)}.mkv"):
+            assert shown(text) == slow(text), hex(cp)
+    assert max(_ACTIVE) < 0x3000
+    assert shown("Show.S01E01 café.mkv") == "Show.S01E01 café.mkv"
