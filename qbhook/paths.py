@@ -82,7 +82,20 @@ def shown(text) -> str:
     # 12x faster than the translation below; every human line the CLI prints comes here).
     if isinstance(text, str) and text.isprintable():
         return text
-    return os.fsencode(text).decode("utf-8", "backslashreplace").translate(_ACTIVE)
+    try:
+        raw = os.fsencode(text)
+    except UnicodeEncodeError:
+        # A surrogate outside U+DC80..U+DCFF stands for no byte: no file name holds one, but a
+        # client's JSON may ("\ud800" is valid JSON): it is shown as \uNNNN, never raised.
+        return "".join(_one_surrogate(c) for c in text).translate(_ACTIVE)
+    return raw.decode("utf-8", "backslashreplace").translate(_ACTIVE)
+
+
+def _one_surrogate(c: str) -> str:
+    o = ord(c)
+    if 0xDC80 <= o <= 0xDCFF:
+        return f"\\x{o - 0xDC00:02x}"
+    return f"\\u{o:04x}" if 0xD800 <= o <= 0xDFFF else c
 
 
 def shown_or_none(text: str | None) -> str | None:

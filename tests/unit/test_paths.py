@@ -45,6 +45,18 @@ def test_shown_makes_what_a_terminal_acts_on_visible_and_keeps_the_rest():
     assert shown("café 日本 [x]*?") == "café 日本 [x]*?"  # printable text, glob characters: as they are
 
 
+def test_shown_never_raises_on_a_surrogate_no_file_name_holds():
+    """A client's JSON may carry "\\ud800" (json.loads gives a lone surrogate that stands for no
+    byte, unlike U+DC80..U+DCFF from os.fsdecode): shown names it, it does not raise."""
+    import json
+
+    from qbhook.paths import shown
+
+    name = json.loads('"evil\\ud800 \\udfff\\u001b[2J name"')
+    assert shown(name) == "evil\\ud800 \\udfff\\x1b[2J name"
+    assert shown(os.fsdecode(b"x\xff") + "\ud800") == "x\\xff\\ud800"
+
+
 def test_shown_returns_a_printable_str_as_it_is_and_translates_everything_else():
     """The fast path (str.isprintable) must never skip a character the translation escapes:
     every code point below U+3000 (all of _ACTIVE) and the surrogates, alone and inside a name."""
