@@ -808,8 +808,26 @@ def link_into(src, dst, *, roots, size: int | None = None, blake3_hex=None, cata
                             "different filesystems (the plan should have copied)"
                         ) from None
                     raise
+                # The new name must be the source's inode before anyone records or builds on it:
+                # a writer of the folder could rename another file over it right after the link.
+                _made_is(ddir, dname, sst, dst_shown)
                 return {"status": "linked"}
     raise UnsafeOperation(f"{dst_shown} keeps changing under us")
+
+
+def _made_is(d: Dir, name: bytes, want: os.stat_result, shown: str) -> os.stat_result:
+    """The lstat of ``name`` in ``d`` right after qbhook made it, if it is the inode ``want``.
+
+    Taken through the verified folder the act used. Another inode there means a writer swapped
+    the entry after the act: what the act vouches for (a link of a known inode, with a known
+    hash) is not what the name holds, so nothing may be recorded or built on it."""
+    now = d.lstat(name)
+    if now is None or (now.st_dev, now.st_ino) != (want.st_dev, want.st_ino):
+        raise UnsafeOperation(
+            f"{shown} changed right after qbhook made it: it is not the file qbhook linked there",
+            hint="something is renaming files in that folder; look at it, then re-plan",
+        )
+    return now
 
 
 def make_empty(dst, *, roots) -> dict:
@@ -1595,7 +1613,10 @@ def _hold(parent: Dir, name: bytes, path_s: str, st: os.stat_result, root: bytes
         if hold.dev != st.st_dev:
             raise UnsafeOperation(f"cannot hold {path_s}: {hold.show()} is on another filesystem")
         if not _link_same(parent, hold, name, st):
-            raise UnsafeOperation(f"cannot hold {path_s}: {target} already holds another file")
+            raise UnsafeOperation(
+                f"cannot hold {path_s}: {target} already holds another file "
+                "(or the entry was swapped for another file while it was being held)"
+            )
         os.unlink(name, dir_fd=parent.fd)
     return os.fsdecode(target)
 
@@ -1780,9 +1801,12 @@ def _link_same(src: Dir, dst: Dir, name: bytes, st: os.stat_result) -> bool:
     try:
         os.link(name, name, src_dir_fd=src.fd, dst_dir_fd=dst.fd, follow_symlinks=False)
     except FileExistsError:
-        cur = dst.lstat(name)
-        return cur is not None and (cur.st_dev, cur.st_ino) == (st.st_dev, st.st_ino)
-    return True
+        pass
+    # Looked at after a fresh link too: the caller unlinks the other name next, and if a writer
+    # renamed another file over this one meanwhile, that would leave no link of ``st`` but the
+    # swapped-in file standing where the journal says ``st`` is.
+    cur = dst.lstat(name)
+    return cur is not None and (cur.st_dev, cur.st_ino) == (st.st_dev, st.st_ino)
 
 
 def _rmdir_chain(root: bytes, chain: list[bytes]) -> None:

@@ -310,3 +310,55 @@ def test_a_fifo_in_place_of_a_file_is_refused_without_hanging(fs2):
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old_handler)
     assert not (seed_p / "T/a.bin").exists()
+
+
+# --------------------------------------------------------------------------- a name swapped right after a link
+
+
+def _swap_after_link(monkeypatch, dst_name: str, intruder) -> list:
+    """Make the next os.link whose new name is ``dst_name`` succeed, then rename ``intruder`` over that
+    name at once: what a writer of the folder can do between linkat and qbhook's next look."""
+    real_link = os.link
+    swapped = []
+
+    def link_then_swap(src, dst, *args, **kwargs):
+        real_link(src, dst, *args, **kwargs)
+        if os.fsdecode(dst) == dst_name and not swapped:
+            os.rename(intruder, os.path.join(f"/proc/self/fd/{kwargs['dst_dir_fd']}", dst_name))
+            swapped.append(True)
+
+    monkeypatch.setattr(os, "link", link_then_swap)
+    return swapped
+
+
+def test_link_into_refuses_a_name_swapped_right_after_the_link(fs2, monkeypatch):
+    """Finding C: link_into said ``linked`` whatever the new name held after the link, and the executor
+    then recorded (and carried a hash onto) the swapped-in file."""
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    src = write(seed_s / "A/f.bin", b"payload")
+    intruder = write(seed_s / "B/g.bin", b"evil!!!")
+    swapped = _swap_after_link(monkeypatch, "f.bin", intruder)
+    with pytest.raises(UnsafeOperation, match="changed right after qbhook made it"):
+        fsops.link_into(src, seed_s / "view/f.bin", roots=(seed_s,))
+    assert swapped
+    assert Path(seed_s / "view/f.bin").read_bytes() == b"evil!!!"  # left as the writer made it
+
+
+def test_a_hold_of_an_entry_swapped_right_after_its_last_look_keeps_it_in_place(fs2, monkeypatch):
+    """Finding C: the entry swapped between the last look and the link into holding. The hold used to
+    link the swapped-in file into holding and unlink its only seeding name, journaling the planned inode."""
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    a, _b, _keep, kw = _doomed(fs2)
+    intruder = write(seed_s / "C/g.bin", b"payload" * 100)  # same size and content: no other check objects
+    real_last_look = fsops._same_inode_still
+
+    def last_look_then_swap(parent, name, st, u):
+        ok = real_last_look(parent, name, st, u)
+        os.rename(intruder, a)
+        return ok
+
+    monkeypatch.setattr(fsops, "_same_inode_still", last_look_then_swap)
+    with pytest.raises(UnsafeOperation, match="swapped"):
+        fsops.safe_unlink(a, **kw, hold_run=5)
+    assert os.lstat(a).st_ino == os.lstat(fsops.holding_path(a, seed_s, 5)).st_ino != kw["ino"]
+    assert a.read_bytes() == b"payload" * 100  # the swapped-in file keeps its seeding name
