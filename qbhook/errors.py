@@ -163,6 +163,11 @@ class VerificationFailed(UnsafeOperation):
     """Content, size or torrent state did not verify; nothing was deleted."""
 
 
+class LastCopyKept(UnsafeOperation):
+    """A held link is the last link of its inode and its copy to keep no longer verifies: it was not
+    purged, and needs a person (it may be the only copy left of that content)."""
+
+
 class OrphansRefused(QbhookError):
     """``orphans`` refused: a client unreachable or empty, or far too much looks unreferenced."""
 

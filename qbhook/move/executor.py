@@ -68,7 +68,7 @@ from qbhook.decide.plan import (
     VerifyGroup,
     VerifyView,
 )
-from qbhook.errors import ExitCode, QbhookError, QbtError, UnsafeOperation, VerificationFailed
+from qbhook.errors import ExitCode, LastCopyKept, QbhookError, QbtError, UnsafeOperation, VerificationFailed
 from qbhook.move import fsops
 from qbhook.move.journal import Journal, RunRow, StepRow, sharers_of
 from qbhook.move.locks import converge_lock, executor_lock, group_lock
@@ -560,17 +560,20 @@ class Executor:
 
     def _purge_holding(self) -> None:
         """Purge the held links whose grace period is over: only those the journal recorded."""
-        held = [fsops.HeldLink(path, since, ino, key) for key, path, since, ino in self.journal.held_links()]
         try:
             fsops.purge_holding(
                 self.seeding_roots,
                 self.cfg.policy.grace_period,
-                held=held,
+                held=self.journal.held_links(),
                 on_purged=lambda h: self.journal.mark_purged(h.key),
+                catalog=self.catalog,
+                keep_roots=self.roots,
             )
         except (QbhookError, OSError) as e:
             # The run itself is done; what could not be purged stays journaled for the next run.
             self.log.warning("holding purge: %s", e)
+            if isinstance(e, LastCopyKept):  # a person must look: it may be the only copy left
+                _notify.emit("guard", f"holding purge: {e}", "failure")
 
     def _group(
         self, run_id: int, g: GroupPlan, numbered: list[tuple[int, Step]], rows: dict[int, StepRow]
@@ -986,6 +989,9 @@ class Executor:
             hold_run=hold,
         )
         st.deletes_started = True
+        if res["status"] == "held" and s.blake3 is None:
+            # The purge re-proves the kept copy before removing a last link: with the content proved here.
+            res = {**res, "blake3": blake3_hex}
         self.catalog.forget_path(s.path)
         if res.get("nlink_before", 0) > 1:
             # Unlinking changed the inode's ctime; its other links keep their cached hash.

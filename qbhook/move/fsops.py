@@ -58,7 +58,7 @@ from typing import Self
 import blake3
 
 from qbhook.catalog import hashing
-from qbhook.errors import UnsafeOperation, VerificationFailed
+from qbhook.errors import LastCopyKept, UnsafeOperation, VerificationFailed
 from qbhook.units import human_bytes as _human
 
 __all__ = [
@@ -1878,12 +1878,22 @@ def remove_leftover_view(path, *, ino: int, size: int, keep, blake3_hex, roots, 
 
 @dataclass(frozen=True)
 class HeldLink:
-    """One link the journal recorded as moved into holding: where, since when, which inode."""
+    """One link the journal recorded as moved into holding: where, since when, which inode, and
+    the facts of the delete that held it (the copy it was deleted in favour of, and the content).
+
+    ``keep_path`` None and ``orphan`` False: a held link whose delete step named no copy to keep
+    (journaled before these facts were carried): its last link is never purged.
+    """
 
     path: str
     since: float
     ino: int | None = None
     key: object = None  # the caller's handle (the journal step id), handed back to on_purged
+    keep_path: str | None = None
+    keep_fsid: object = None
+    size: int | None = None
+    blake3_hex: str | None = None
+    orphan: bool = False  # quarantined by ``qbhook orphans``: no copy to keep, by the user's choice
 
 
 def purge_holding(
@@ -1893,36 +1903,44 @@ def purge_holding(
     held: Iterable[HeldLink],
     now: float | None = None,
     on_purged: Callable[[HeldLink], None] | None = None,
+    catalog=None,
+    keep_roots=(),
 ) -> list[str]:
     """Unlink the ``held`` links whose grace period is over; returns the run folders that became empty and went.
 
     Only entries the journal recorded are touched, each through verified descriptors of
     qbhook's own holding folders (a symlinked or foreign ``.qbhook-holding`` is refused);
     emptied folders are removed with rmdir, never by removing whatever is there. An entry
-    already gone counts as purged. Problems with one entry do not stop the others; they
-    are raised together at the end.
+    already gone counts as purged. A held link that is the last link of its inode is
+    unlinked only if its delete's copy to keep (below ``seeding_roots`` or ``keep_roots``)
+    still verifies, by the delete's own check (``_keep_holds_same_content``): the grace
+    period is exactly when a user may remove that copy. Else it stays, journaled, and is
+    reported (``LastCopyKept``). Problems with one entry do not stop the others; they are
+    raised together at the end (``LastCopyKept`` when every problem is a kept last copy).
     """
     now = time.time() if now is None else now
     removed: list[str] = []
     problems: list[str] = []
+    all_kept = True
     for h in held:
         if now - h.since < older_than_s:
             continue
         try:
-            run_gone = _purge_one(h, seeding_roots)
+            run_gone = _purge_one(h, tuple(seeding_roots), tuple(keep_roots), catalog)
         except (UnsafeOperation, OSError) as e:
             problems.append(f"{h.path}: {e}")
+            all_kept = all_kept and isinstance(e, LastCopyKept)
             continue
         if on_purged is not None:
             on_purged(h)
         if run_gone is not None and run_gone not in removed:
             removed.append(run_gone)
     if problems:
-        raise UnsafeOperation("holding purge left some entries: " + "; ".join(problems))
+        raise (LastCopyKept if all_kept else UnsafeOperation)("holding purge left some entries: " + "; ".join(problems))
     return removed
 
 
-def _purge_one(h: HeldLink, seeding_roots) -> str | None:
+def _purge_one(h: HeldLink, seeding_roots: tuple, keep_roots: tuple, catalog) -> str | None:
     """Unlink one held entry, then rmdir the holding folders it leaves empty; the run folder's path if it went."""
     root, parts = _split_under(h.path, seeding_roots)
     if len(parts) < 3 or parts[0] != HOLDING_DIR.encode():
@@ -1941,6 +1959,10 @@ def _purge_one(h: HeldLink, seeding_roots) -> str | None:
             if st is not None:
                 if not stat_mod.S_ISREG(st.st_mode) or (h.ino is not None and st.st_ino != h.ino):
                     raise UnsafeOperation(f"{h.path} is not the file qbhook held there: leaving it")
+                # Another link keeps the data; an empty file holds none; an orphan is what the user
+                # chose to reclaim. Any other last link needs its second copy proven first.
+                if st.st_nlink == 1 and st.st_size and not h.orphan:
+                    _another_copy_still(h, root, parts, st, seeding_roots, keep_roots, catalog)
                 os.unlink(name, dir_fd=d.fd)
         # Folders this purge emptied go, deepest first, each named through its verified parent.
         run_gone = None
@@ -1953,6 +1975,33 @@ def _purge_one(h: HeldLink, seeding_roots) -> str | None:
     finally:
         for d in opened:
             d.close()
+
+
+def _another_copy_still(
+    h: HeldLink, root: bytes, parts: list[bytes], st: os.stat_result, seeding_roots: tuple, keep_roots: tuple, catalog
+) -> None:
+    """The held link ``st`` is its inode's last: its delete's copy to keep must still verify, or it stays.
+
+    The delete's own check, on the journaled facts. Not the planned keep *inode*: a later
+    convergence may have relinked the keep path to another inode of the same content, which
+    is as good a second copy (the content is what is proven, and the filesystem when known).
+    The held file itself is not re-read: since the hold it sat in a 0700 folder of qbhook's,
+    reachable by no other name (one link).
+    """
+    kept = f"kept {h.path}, the last copy of its content"
+    if h.keep_path is None:
+        raise LastCopyKept(f"{kept}: its delete recorded no copy to keep", hint="remove it by hand once checked")
+    u = _Unlink(
+        h.path, h.path, root, parts, None, st.st_ino, h.size, h.blake3_hex, h.keep_path, h.blake3_hex,
+        h.keep_fsid, None, (), seeding_roots, keep_roots, catalog, None,
+    )  # fmt: skip
+    try:
+        _keep_holds_same_content(u, st, _planned_content(u, st)[0])
+    except UnsafeOperation as e:
+        raise LastCopyKept(
+            f"{kept}: {e.message}",
+            hint=f"its copy at {h.keep_path} is gone or changed; restore from {h.path}, or remove it by hand",
+        ) from None
 
 
 # --------------------------------------------------------------------------- folders

@@ -21,6 +21,7 @@ from typing import Any
 
 from qbhook.catalog.db import Tx
 from qbhook.decide.plan import Delete, RunStatus, Step, StepStatus, check_version
+from qbhook.move.fsops import HeldLink
 from qbhook.paths import shown_or_none
 
 # Leftover-view rows are numbered from here, past any plan's own steps.
@@ -243,8 +244,9 @@ class Journal:
         )
 
     # ------------------------------------------------------------------ holding
-    def held_links(self) -> list[tuple[int, str, float, int | None]]:
-        """(step id, held_at, held since, inode) of every link a delete moved into holding and no purge removed.
+    def held_links(self) -> list[HeldLink]:
+        """Every link a delete moved into holding and no purge removed, keyed by its step id, with
+        the delete's facts the purge re-checks before removing a last link (``HeldLink``).
 
         The journal, not the holding folder's contents, says what may be purged: whatever else
         sits there (planted, or another tool's) is never qbhook's to delete.
@@ -258,8 +260,21 @@ class Journal:
         out = []
         for sid, args, result, finished in rows:
             res, a = json.loads(result), json.loads(args)
-            ino = a.get("ino")
-            out.append((sid, res["held_at"], finished or 0.0, int(ino) if ino is not None else None))
+            ino, size, keep = a.get("ino"), a.get("size"), a.get("keep") or {}
+            out.append(
+                HeldLink(
+                    res["held_at"],
+                    finished or 0.0,
+                    int(ino) if ino is not None else None,
+                    sid,
+                    keep_path=keep.get("path"),
+                    keep_fsid=keep.get("fsid"),
+                    size=int(size) if size is not None else None,
+                    # Planned without a hash: the one the delete proved (journaled with its result).
+                    blake3_hex=a.get("blake3") or res.get("blake3"),
+                    orphan=bool(a.get("orphan")),
+                )
+            )
         return out
 
     def mark_purged(self, step_id: int) -> None:

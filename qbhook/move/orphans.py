@@ -583,7 +583,7 @@ def holding(cfg, catalog) -> list[Held]:
     from qbhook.move.journal import Journal
 
     grace = cfg.policy.grace_period
-    return [Held(sid, path, since, since + grace, ino) for sid, path, since, ino in Journal(catalog.conn).held_links()]
+    return [Held(h.key, h.path, h.since, h.since + grace, h.ino) for h in Journal(catalog.conn).held_links()]
 
 
 def purge_expired(cfg, catalog, *, now: float | None = None, lock_wait: float = 0) -> list[str]:
@@ -594,11 +594,12 @@ def purge_expired(cfg, catalog, *, now: float | None = None, lock_wait: float = 
 
     journal = Journal(catalog.conn)
     with executor_lock(cfg, lock_wait):
-        held = [fsops.HeldLink(path, since, ino, key) for key, path, since, ino in journal.held_links()]
         return fsops.purge_holding(
             tuple(cfg.seeding_roots),
             cfg.policy.grace_period,
-            held=held,
+            held=journal.held_links(),
             now=now,
             on_purged=lambda h: journal.mark_purged(h.key),
+            catalog=catalog,
+            keep_roots=tuple(p.path for p in cfg.pools),
         )

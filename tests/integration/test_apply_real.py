@@ -158,6 +158,44 @@ def test_demote_three_siblings_copies_once_and_leaves_the_library_alone(bed):
     assert again["run_id"] is None and again["bytes_copied"] == 0
 
 
+def _set_grace(bed: Bed, seconds: float) -> None:
+    d = yaml.safe_load(bed.cfg.read_text())
+    d.setdefault("policy", {})["grace_period"] = seconds
+    bed.cfg.write_text(yaml.safe_dump(d))
+
+
+def test_holding_purge_keeps_the_last_copy_when_the_new_one_went_in_the_grace_window(bed):
+    """Finding B on the real parts: a demote with a grace period holds the stash links; in the grace
+    window the user removes the torrents with their files (the pool copy, the only other one); the
+    purge must keep one held link of each inode (the last copy) and say so, not unlink it."""
+    sc, client = bed.sc, bed.client
+    sc.seed_only_with_cross_seeds(client)
+    sibs = sc.hashes["siblings"]
+    _set_grace(bed, 3600)
+    payload = {b3(p): p for h in sibs for p, _st in walk_files(Path(bed.save_path(h)))}
+    _rc, out = qbhook_json(bed.cfg, "apply", "--yes")
+    assert len(out["groups_done"]) == 1 and out["groups_failed"] == {}, out
+    holding = sc.stash_seed / fsops.HOLDING_DIR
+    assert {b3(p) for p, _st in walk_files(holding)} == set(payload)
+
+    client.torrents_delete(delete_files=True, torrent_hashes="|".join(sibs))  # "remove torrent and files"
+    deadline = time.time() + 60
+    while any(True for _ in walk_files(sc.pool_seed)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(True for _ in walk_files(sc.pool_seed))
+    _set_grace(bed, 0.5)
+    time.sleep(1)
+
+    r = qbhook(bed.cfg, "holding", "--purge-expired")
+
+    assert r.returncode != 0 and "last copy of its content" in r.stderr, (r.returncode, r.stdout, r.stderr)
+    kept = list(walk_files(holding))
+    assert {b3(p) for p, _st in kept} == set(payload)  # every content survives...
+    assert len(kept) == len(payload) and all(st.st_nlink == 1 for _p, st in kept)  # ...as its one last link
+    _rc, still = qbhook_json(bed.cfg, "holding")
+    assert sorted(h["path"] for h in still["held"]) == sorted(str(p) for p, _st in kept)
+
+
 # --------------------------------------------------------------------------- 2 + 4. demote onto an existing copy
 
 

@@ -64,6 +64,18 @@ def old(path, age_s: float = 3600):
     return path
 
 
+def held_link(res: dict, since: float, kw: dict) -> fsops.HeldLink:
+    """The HeldLink the journal gives back for a delete held with ``safe_unlink(**kw)`` that returned ``res``."""
+    return fsops.HeldLink(
+        res["held_at"],
+        since,
+        kw["ino"],
+        keep_path=str(kw["keep_path"]),
+        size=kw.get("size"),
+        blake3_hex=kw.get("keep_blake3") or kw.get("blake3_hex"),
+    )
+
+
 def staging_leftovers(folder) -> list:
     d = os.path.join(folder, fsops.STAGING_DIR)
     return os.listdir(d) if os.path.isdir(d) else []
@@ -424,7 +436,7 @@ def test_safe_unlink_holding_folder_and_purge(fs2):
     # ... known to a delete of the same run, so the sibling can go too.
     r2 = fsops.safe_unlink(b, **kw, hold_run=7)
     assert r2["status"] == "held" and (seed_s / fsops.HOLDING_DIR / "7/cross-seed/B/f.bin").exists()
-    held = [fsops.HeldLink(r["held_at"], time.time()) for r in (r1, r2)]
+    held = [held_link(r, time.time(), kw) for r in (r1, r2)]
     assert fsops.purge_holding([seed_s, seed_p], 3600, held=held) == []
     removed = fsops.purge_holding([seed_s, seed_p], 3600, held=held, now=time.time() + 7200)
     assert removed == [str(seed_s / fsops.HOLDING_DIR / "7")]

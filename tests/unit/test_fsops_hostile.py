@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from qbhook.errors import UnsafeOperation
+from qbhook.errors import LastCopyKept, UnsafeOperation
 from qbhook.move import fsops
 from tests.helpers import write
 from tests.unit import test_fsops as _fx
 from tests.unit.test_executor import FILES, H1, H2, _make_world, demote_plan
-from tests.unit.test_fsops import b3, dead_pid, old
+from tests.unit.test_fsops import b3, dead_pid, held_link, old
 
 # pytest fixtures shared with test_fsops (two tmpfs pools with seeding roots and a catalog)
 tmpfs, fs2 = _fx.tmpfs, _fx.fs2
@@ -273,7 +273,7 @@ def test_own_folders_are_made_0700_and_go_away(fs2):
     for d in (seed_s / fsops.HOLDING_DIR, seed_s / fsops.HOLDING_DIR / "3", seed_s / fsops.HOLDING_DIR / "3/A"):
         st = os.lstat(d)
         assert (st.st_mode & 0o7777, st.st_uid) == (0o700, os.geteuid()), d
-    removed = fsops.purge_holding([seed_s], 1, held=[fsops.HeldLink(r["held_at"], time.time() - 5, kw["ino"])])
+    removed = fsops.purge_holding([seed_s], 1, held=[held_link(r, time.time() - 5, kw)])
     assert removed == [str(seed_s / fsops.HOLDING_DIR / "3")] and not (seed_s / fsops.HOLDING_DIR).exists()
 
 
@@ -287,7 +287,7 @@ def test_a_hold_repeated_after_a_crash_still_reports_the_held_link(fs2):
     again = fsops.safe_unlink(a, **kw, hold_run=4)
     assert again["status"] == "held" and again["held_at"] == first["held_at"]
     assert fsops.safe_unlink(a, **kw)["status"] == "absent"  # without a hold: just gone
-    removed = fsops.purge_holding([seed_s], 1, held=[fsops.HeldLink(again["held_at"], 0.0, kw["ino"])])
+    removed = fsops.purge_holding([seed_s], 1, held=[held_link(again, 0.0, kw)])
     assert removed == [str(seed_s / fsops.HOLDING_DIR / "4")]
 
 
@@ -362,3 +362,69 @@ def test_a_hold_of_an_entry_swapped_right_after_its_last_look_keeps_it_in_place(
         fsops.safe_unlink(a, **kw, hold_run=5)
     assert os.lstat(a).st_ino == os.lstat(fsops.holding_path(a, seed_s, 5)).st_ino != kw["ino"]
     assert a.read_bytes() == b"payload" * 100  # the swapped-in file keeps its seeding name
+
+
+# --------------------------------------------------------------------------- the purge of a last copy
+
+
+@pytest.mark.parametrize("hashed", [True, False])
+def test_purge_keeps_a_held_last_copy_whose_new_copy_went_in_the_grace_window(tmpfs, tmp_path, hashed):
+    """Finding B, the exact sequence: a demote with a grace period holds the old links on the stash; in
+    the grace window the user removes the torrent's files on the pool (the new copy); the next run's
+    purge used to unlink the held links, the last copy of the data. Now it keeps them, journaled,
+    says so, and purges them once the copy to keep verifies again."""
+    w = _grace(_make_world(tmpfs, tmp_path, "b"), 3600.0)
+    summary = w.executor().apply(demote_plan(w, hashed=hashed))
+    assert summary.status == "done", summary.groups[0].reason
+    held = w.journal.held_links()
+    assert len(held) == 2 * len(FILES) and all(h.keep_path and (h.blake3_hex or not h.size) for h in held)
+    lost = {}
+    for h in (H1, H2):  # "remove torrent and files" of both torrents on the pool
+        for rel, data in FILES:
+            p = os.path.join(w.save(h, "pool"), rel)
+            if os.path.exists(p):
+                lost[p] = data
+                os.unlink(p)
+
+    w = _grace(w, 0.001)
+    w.executor()._purge_holding()  # what the next run does after its groups
+
+    # Of each inode's two held links (one per sibling torrent) the first goes (the other keeps the data),
+    # the last stays; an empty file holds no data and goes.
+    left = w.journal.held_links()
+    assert sorted(h.ino for h in left) == sorted({h.ino for h in held if h.size})
+    for h in left:
+        assert os.path.exists(h.path), h.path
+    # The user puts the pool copies back (same content): the purge verifies them and goes ahead.
+    for p, data in lost.items():
+        write(p, data)
+    w.executor()._purge_holding()
+    assert w.journal.held_links() == []
+    assert not os.path.lexists(os.path.join(w.seed_s, fsops.HOLDING_DIR))
+    w.cat.close()
+
+
+def test_purge_of_a_last_copy_whose_copy_changed_is_refused_and_reported(fs2):
+    """Finding B at the fsops boundary: the copy to keep holds other bytes now; the last held link stays
+    and the refusal is a LastCopyKept (what the executor notifies as needing a person)."""
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    a, b, keep, kw = _doomed(fs2)
+    os.unlink(b)  # one link: the held name will be the last
+    r = fsops.safe_unlink(a, **{**kw, "seeding_links": [str(a)]}, hold_run=6)
+    keep.write_bytes(b"X" * len(keep.read_bytes()))
+    with pytest.raises(LastCopyKept, match="last copy of its content"):
+        fsops.purge_holding([seed_s], 1, held=[held_link(r, 0.0, kw)], catalog=kw["catalog"])
+    assert Path(r["held_at"]).read_bytes() == b"payload" * 100
+
+
+def test_purge_of_a_quarantined_orphan_needs_no_copy_to_keep(fs2):
+    """Orphans are unreferenced data the user chose to reclaim: their last link goes without a second copy."""
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    o = write(seed_s / "old/o.bin", b"orphan")
+    st = os.lstat(o)
+    r = fsops.hold_unreferenced(
+        o, ino=st.st_ino, size=st.st_size, max_nlink=1, mtime_ns=st.st_mtime_ns, roots=(seed_s,), run=8
+    )
+    h = fsops.HeldLink(r["held_at"], 0.0, st.st_ino, orphan=True)
+    assert fsops.purge_holding([seed_s], 1, held=[h]) == [str(seed_s / fsops.HOLDING_DIR / "8")]
+    assert not os.path.lexists(r["held_at"])

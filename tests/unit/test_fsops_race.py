@@ -144,7 +144,7 @@ def test_swapping_folders_for_symlinks_never_lets_an_act_escape_the_roots(tmpfs,
                         hold_run="1" if op == 1 else None,
                     )
                     if res.get("held_at"):
-                        held.append(fsops.HeldLink(res["held_at"], 0.0, ino))
+                        held.append(fsops.HeldLink(res["held_at"], 0.0, ino, keep_path=f"{seed}/K/{n}", size=0))
                 elif op == 2:
                     # As the executor does with the journal: an entry once purged is forgotten.
                     fsops.purge_holding(roots, 0, held=list(held), now=1.0, on_purged=held.remove)
