@@ -336,6 +336,14 @@ class Catalog:
         ", hash_ctime_ns=CASE WHEN hash IS NOT NULL AND hash_size=excluded.size "
         "AND hash_mtime_ns=excluded.mtime_ns THEN excluded.ctime_ns ELSE hash_ctime_ns END"
     )
+    # The same, when the caller has the inode's stat from right before its act: the hash must have
+    # been valid for exactly that stat. Size and mtime alone would also carry a hash that went stale
+    # before the act (bytes rewritten, ``touch -d`` back to the old mtime: only the ctime tells).
+    _CARRY_HASH_FROM = (
+        ", hash_ctime_ns=CASE WHEN hash IS NOT NULL AND hash_size=excluded.size "
+        "AND hash_mtime_ns=excluded.mtime_ns AND hash_size=? AND hash_mtime_ns=? AND hash_ctime_ns=? "
+        "THEN excluded.ctime_ns ELSE hash_ctime_ns END"
+    )
 
     def upsert(
         self,
@@ -347,13 +355,19 @@ class Catalog:
         scan_id: int | None,
         *,
         carry_hash: bool = False,
+        before: os.stat_result | None = None,
     ) -> int:
         """Record that ``path`` is a link to the inode described by ``st``. Caller holds a transaction.
-        ``carry_hash``: the hash carry-over of a change qbhook made itself (_CARRY_HASH)."""
-        inode_id = c.execute(
-            self._UPSERT_INODE + (self._CARRY_HASH if carry_hash else "") + " RETURNING id",
-            (fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, scan_id),
-        ).fetchone()[0]
+        ``carry_hash``: the hash carry-over of a change qbhook made itself (_CARRY_HASH; with
+        ``before``, the inode's stat right before that change, _CARRY_HASH_FROM)."""
+        values: tuple = (fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, scan_id)
+        carry = ""
+        if carry_hash and before is not None:
+            carry = self._CARRY_HASH_FROM
+            values += (before.st_size, before.st_mtime_ns, before.st_ctime_ns)
+        elif carry_hash:
+            carry = self._CARRY_HASH
+        inode_id = c.execute(self._UPSERT_INODE + carry + " RETURNING id", values).fetchone()[0]
         c.execute(
             "INSERT INTO paths(path, inode, pool, seen_scan) VALUES (?,?,?,?) "
             "ON CONFLICT(path) DO UPDATE SET inode=excluded.inode, pool=excluded.pool, seen_scan=excluded.seen_scan",
@@ -397,22 +411,33 @@ class Catalog:
             "DELETE FROM inodes WHERE NOT EXISTS (SELECT 1 FROM paths WHERE paths.inode = inodes.id)"
         ).rowcount
 
-    def record_path(self, path: str | bytes, pool: str, *, own_change: bool = False) -> int:
-        """Re-stat one path and record it (after qbhook linked/renamed it).
+    def record_path(
+        self,
+        path: str | bytes,
+        pool: str,
+        *,
+        own_change: bool = False,
+        st: os.stat_result | None = None,
+        before: os.stat_result | None = None,
+    ) -> int:
+        """Record one path (after qbhook linked/renamed it): ``st`` if given, else re-stat it.
 
-        ``own_change=True`` says qbhook itself caused the metadata change (link,
-        rename): if size and mtime are unchanged, the hash stays valid and is
-        carried over to the new ctime instead of forcing a rehash.
+        ``st``: the lstat the caller's act took through the folder it acted in, proven to be the
+        inode it acted on (``fsops.Act.after``); a path looked up again by name may by then be
+        another file a writer of that folder renamed in. ``own_change=True`` says qbhook itself
+        caused the metadata change (link, rename): if size and mtime are unchanged, the hash
+        stays valid and is carried over to the new ctime instead of forcing a rehash; with
+        ``before`` (the inode right before the act) only if the hash was valid for it.
         """
         bpath = os.fsencode(path)
-        st = os.lstat(bpath)
+        st = st or os.lstat(bpath)
         if not stat.S_ISREG(st.st_mode):
             # The catalog holds regular files only: a FIFO recorded here once made every
             # later hash of "size 0 candidates" open it and hang.
             raise NotRegularFile(f"{os.fsdecode(bpath)} is not a regular file; the catalog records only regular files")
         fs = self.fs_for_path(bpath, st.st_dev)
         with Tx(self.conn) as c:
-            return self.upsert(c, pool, bpath, fs, st, None, carry_hash=own_change)
+            return self.upsert(c, pool, bpath, fs, st, None, carry_hash=own_change, before=before)
 
     def record_paths(
         self,
@@ -427,25 +452,29 @@ class Catalog:
         records what it relinked; one entry swapped meanwhile must not undo the others).
         ``stats``: the caller's lstat of some of the paths, taken after its own change through
         the folder it acted in (a relink batch's): used instead of resolving each path again.
+        With ``stats``, ``own_change`` carries hashes only for the paths it has a stat for: a
+        path looked up again by name may be another file by now, whose stale hash a carry
+        would make valid again (the others are recorded as seen, their hashes as they were).
         """
         todo = []
         for path, pool in items:
             bpath = os.fsencode(path)
             st = stats.get(path) if stats else None
+            carry = own_change and (stats is None or st is not None)
             try:
                 st = st or os.lstat(bpath)
             except FileNotFoundError:
                 continue
             if stat.S_ISREG(st.st_mode):
-                todo.append((bpath, pool, st, self.fs_for_path(bpath, st.st_dev)))  # may register: outside the Tx
+                todo.append((bpath, pool, st, self.fs_for_path(bpath, st.st_dev), carry))  # may register: outside Tx
         if not todo:
             return 0
         with Tx(self.conn) as c:
-            by_pool: dict[str, list] = {}
-            for bpath, pool, st, fs in todo:
-                by_pool.setdefault(pool, []).append((bpath, fs, st))
-            for pool, rows in by_pool.items():
-                self.upsert_many(c, pool, rows, None, carry_hash=own_change)
+            by_pool: dict[tuple[str, bool], list] = {}
+            for bpath, pool, st, fs, carry in todo:
+                by_pool.setdefault((pool, carry), []).append((bpath, fs, st))
+            for (pool, carry), rows in by_pool.items():
+                self.upsert_many(c, pool, rows, None, carry_hash=carry)
         return len(todo)
 
     def forget_path(self, path: str | bytes) -> None:

@@ -892,33 +892,40 @@ class Executor:
         # No planned hash (s.blake3 None): the copy hashes the source as it reads it, once, and
         # that hash is the content every later step of the group checks (``_GroupRun.learned``).
         res = fsops.copy_verified(s.src, s.dst, s.blake3, s.size, roots=self.roots, catalog=self.catalog)
-        inode_id = self.catalog.record_path(s.dst, self._pool_name(s.dst, st.plan.target_pool), own_change=True)
         # We know the content of the new inode: cache it, so verify_view costs a stat, not a read.
-        self.catalog.store_hash(inode_id, bytes.fromhex(res["blake3"]), os.lstat(s.dst))
+        # Against the stat the copy proved it for (res.after), never the path looked up again.
+        inode_id = self.catalog.record_path(s.dst, self._pool_name(s.dst, st.plan.target_pool), st=res.after)
+        self.catalog.store_hash(inode_id, bytes.fromhex(res["blake3"]), res.after)
         if s.blake3 is None:
             st.learned[_norm(s.dst)] = res["blake3"]  # journaled with the result: a resume re-learns it
         st.outcome.bytes_copied += res["bytes_written"]
-        return res
+        return dict(res)
 
     def _link(self, st: _GroupRun, s: Link, _at: _At) -> dict:
         learned = st.learned.get(_norm(s.src)) if s.blake3 is None else None
         blake3_hex = s.blake3 or learned
-        res = fsops.link_into(s.src, s.dst, roots=self.roots, size=s.size, blake3_hex=blake3_hex, catalog=self.catalog)
-        # A link changes the inode's ctime; own_change carries its cached hash over.
+        act = fsops.link_into(s.src, s.dst, roots=self.roots, size=s.size, blake3_hex=blake3_hex, catalog=self.catalog)
+        # Our link changed the inode's ctime: its cached hash is carried over if it was valid for the
+        # source right before the link (act.before). ``already`` (an earlier attempt's link) has no
+        # such stat: its hash, if stale, is re-proven by a read at verify_view.
         self.catalog.record_path(
-            s.dst, self._pool_name(s.dst, st.plan.target_pool), own_change=res["status"] in ("linked", "already")
+            s.dst,
+            self._pool_name(s.dst, st.plan.target_pool),
+            own_change=act.status is fsops.ActStatus.LINKED,
+            st=act.after,
+            before=act.before,
         )
+        res = dict(act)
         if learned is not None:
             st.learned[_norm(s.dst)] = learned
-            res = {**res, "blake3": learned}
+            res["blake3"] = learned
         return res
 
     def _mkempty(self, st: _GroupRun, s: MkEmpty, _at: _At) -> dict:
-        res = fsops.make_empty(s.dst, roots=self.roots)
-        self.catalog.record_path(
-            s.dst, self._pool_name(s.dst, st.plan.target_pool), own_change=res["status"] == "created"
-        )
-        return res
+        act = fsops.make_empty(s.dst, roots=self.roots)
+        # An empty file's content needs no cached hash (fsops knows it): nothing to carry over.
+        self.catalog.record_path(s.dst, self._pool_name(s.dst, st.plan.target_pool), st=act.after)
+        return dict(act)
 
     def _verify_view(self, st: _GroupRun, s: VerifyView, _at: _At) -> dict:
         c = self._client(s.instance)
@@ -956,8 +963,8 @@ class Executor:
                 )
         total, seen = 0, {}
         for full, size, blake3_hex in want.values():
-            fsops.verify_file(full, size, blake3_hex, self.catalog, roots=self.roots)
-            seen[full] = _facts(full)
+            # The facts of the very stat the content was proven for, not a second look by name.
+            seen[full] = _facts_of(fsops.verify_file(full, size, blake3_hex, self.catalog, roots=self.roots))
             total += size
         st.views.add((s.instance, h, save))
         st.seen.update(seen)
@@ -1005,7 +1012,8 @@ class Executor:
                 if (pst.st_dev, pst.st_ino) == (res.get("dev"), s.ino):
                     pool = self.cfg.pool_of(p)
                     if pool is not None:
-                        self.catalog.record_path(p, pool.name, own_change=True)
+                        # That very stat, proven to be the inode whose content the delete checked.
+                        self.catalog.record_path(p, pool.name, own_change=True, st=pst)
         st.outcome.bytes_freed += res.get("bytes_freed", 0)
         return res
 
@@ -1013,9 +1021,11 @@ class Executor:
         # A batch of one, fsynced on its own (fsops.relink_over): the same call as a batch's.
         with fsops.Relinker(self.seeding_roots, self.roots, self.catalog, sync_each=True) as rl:
             res = self._relink(rl, st.plan.group_id, at.seq, s)
-        # The path is now a link of the kept inode, whose ctime the link changed: carry its hash over.
+        # The path is now a link of the kept inode, whose ctime the link changed: carry its hash over,
+        # onto the stat the relink took through its folder (rl.after), as a batch does.
         # A convergence never leaves its pool: the plan's source pool names it (cfg.pool_of costs 0.5 ms).
-        self.catalog.record_path(s.path, st.plan.source_pool or self._pool_name(s.path, None), own_change=True)
+        pool = st.plan.source_pool or self._pool_name(s.path, None)
+        self.catalog.record_paths([(s.path, pool)], own_change=True, stats=rl.after)
         st.outcome.bytes_freed += res.get("bytes_freed", 0)
         return res
 
@@ -1656,7 +1666,10 @@ def _replay_view(st: _GroupRun, _seq: int, s: VerifyView, row: StepRow) -> None:
 def _facts(path: str) -> tuple:
     """What any write into a file changes: a write or truncate moves mtime and ctime (the kernel
     sets ctime; no unprivileged user can set it back), a replacement changes the inode."""
-    st = os.lstat(path)
+    return _facts_of(os.lstat(path))
+
+
+def _facts_of(st: os.stat_result) -> tuple:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 

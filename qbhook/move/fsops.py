@@ -50,9 +50,10 @@ import stat as stat_mod
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Self
 
 import blake3
@@ -65,6 +66,8 @@ __all__ = [
     "COPY_BUF",
     "HOLDING_DIR",
     "STAGING_DIR",
+    "Act",
+    "ActStatus",
     "HeldLink",
     "Relinker",
     "copy_verified",
@@ -96,6 +99,53 @@ CACHE_MIN_AGE_S = 2.0
 OWN_DIR_MODE = 0o700
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+# --------------------------------------------------------------------------- what an act made
+
+
+class ActStatus(StrEnum):
+    """What ``copy_verified``, ``link_into`` or ``make_empty`` found or did at its destination."""
+
+    COPIED = "copied"  # new inode, written and proven here
+    LINKED = "linked"  # a new name of the source inode
+    CREATED = "created"  # a new empty file
+    ALREADY = "already"  # the name already was the source inode (an earlier attempt linked it)
+    PRESENT = "present"  # another inode already there, proven to hold the planned content
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Act(Mapping):
+    """The result of one act: its status, the stat it vouches for, and the facts the journal keeps.
+
+    ``after`` is the destination's lstat taken through the verified folder the act used, right
+    after the act, and proven to be the inode the act made, linked or content-checked: the caller
+    records *that* stat (and caches a hash against it), never one looked up again by name, where
+    a writer of the folder may have renamed another file in meanwhile. ``before`` (LINKED only)
+    is the source's lstat right before the link: a cached hash may be carried over the link's
+    ctime change only if it was valid for it. As a mapping it is what the journal records
+    (``{"status": ..., **facts}``, JSON); ``dict(act)`` gives that.
+    """
+
+    status: ActStatus
+    after: os.stat_result
+    facts: dict = field(default_factory=dict)
+    before: os.stat_result | None = None
+
+    def __getitem__(self, key: str):
+        return self.status.value if key == "status" else self.facts[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield "status"
+        yield from self.facts
+
+    def __len__(self) -> int:
+        return 1 + len(self.facts)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Mapping) and dict(self) == dict(other)
+
+    __hash__ = None  # a mapping compares by value, like a dict
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -382,47 +432,56 @@ def _content_digest(
     return res.digest
 
 
-def _check_file(d: Dir, name: bytes, size: int, expected: bytes, catalog) -> str | None:
-    """None if ``name`` in ``d`` is a regular file with that size and content, else why not."""
+def _checked_stat(d: Dir, name: bytes, size: int, expected: bytes, catalog) -> tuple[str | None, os.stat_result]:
+    """(None, the stat the content was proven for) if ``name`` in ``d`` is a regular file with that
+    size and content, else (why not, ...)."""
     st = d.lstat(name)
     shown = d.show(name)
     if st is None:
-        return f"{shown} is missing"
+        return f"{shown} is missing", st
     if not stat_mod.S_ISREG(st.st_mode):
-        return f"{shown} is not a regular file"
+        return f"{shown} is not a regular file", st
     if st.st_size != size:
-        return f"{shown} has {st.st_size} bytes, expected {size}"
+        return f"{shown} has {st.st_size} bytes, expected {size}", st
     digest = _content_digest(d, name, st, catalog)
     if digest != expected:
-        return f"{shown} has different content (blake3 {digest.hex()[:16]}..., expected {expected.hex()[:16]}...)"
-    return None
+        return f"{shown} has different content (blake3 {digest.hex()[:16]}..., expected {expected.hex()[:16]}...)", st
+    return None, st
 
 
-def _check_path(path, size: int, expected: bytes, catalog, roots) -> str | None:
-    try:
-        parent, name, _parts = _open_parent(path, roots, same_fs=False)
-    except (FileNotFoundError, NotADirectoryError):
-        return f"{os.fsdecode(_p(path))} is missing"
-    with parent:
-        return _check_file(parent, name, size, expected, catalog)
+def _check_file(d: Dir, name: bytes, size: int, expected: bytes, catalog) -> str | None:
+    """None if ``name`` in ``d`` is a regular file with that size and content, else why not."""
+    return _checked_stat(d, name, size, expected, catalog)[0]
 
 
-def verify_file(path, size: int, blake3_hex, catalog=None, *, roots) -> bool:
-    """True if ``path`` holds exactly the expected content; VerificationFailed (saying why) otherwise.
+def verify_file(path, size: int, blake3_hex, catalog=None, *, roots) -> os.stat_result:
+    """The stat ``path`` was verified under, if it holds exactly the expected content;
+    VerificationFailed (saying why) otherwise.
 
     Uses the catalog's cached hash of the inode when it is still valid for the
     live stat, so verifying a freshly copied or linked view costs a stat, not a read.
-    The file is reached through verified folders below one of ``roots``.
+    The file is reached through verified folders below one of ``roots``. The stat returned is
+    the one the proof holds for (what a caller compares later), not a second look by name.
     """
-    problem = _check_path(path, size, _digest(blake3_hex, size), catalog, roots)
+    shown = os.fsdecode(_p(path))
+    try:
+        parent, name, _parts = _open_parent(path, roots, same_fs=False)
+    except (FileNotFoundError, NotADirectoryError):
+        raise VerificationFailed(f"{shown} is missing") from None
+    with parent:
+        problem, st = _checked_stat(parent, name, size, _digest(blake3_hex, size), catalog)
     if problem:
         raise VerificationFailed(problem)
-    return True
+    return st
 
 
 def file_matches(path, size: int, blake3_hex, catalog=None, *, roots) -> bool:
     """Like verify_file but answers False instead of raising (missing counts as no match)."""
-    return _check_path(path, size, _digest(blake3_hex, size), catalog, roots) is None
+    try:
+        verify_file(path, size, blake3_hex, catalog, roots=roots)
+    except VerificationFailed:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- copy
@@ -549,8 +608,10 @@ def _copy_metadata(sst: os.stat_result, dst_fd: int) -> None:
     os.utime(dst_fd, ns=(sst.st_atime_ns, sst.st_mtime_ns))
 
 
-def _existing_copy(d: Dir, name: bytes, st: os.stat_result, size: int, expected: bytes, catalog) -> dict:
+def _existing_copy(d: Dir, name: bytes, st: os.stat_result | None, size: int, expected: bytes, catalog) -> Act:
     shown = d.show(name)
+    if st is None:
+        raise UnsafeOperation(f"{shown} keeps changing under us")
     if not stat_mod.S_ISREG(st.st_mode):
         raise UnsafeOperation(f"different content at {shown}: it exists and is not a regular file")
     if st.st_size != size or _content_digest(d, name, st, catalog) != expected:
@@ -558,7 +619,8 @@ def _existing_copy(d: Dir, name: bytes, st: os.stat_result, size: int, expected:
             f"different content at {shown}: refusing to overwrite it",
             hint="the plan is stale or something else wrote there; re-plan",
         )
-    return {"status": "present", "bytes_written": 0, "blake3": expected.hex()}
+    # ``st`` is the stat the content was proven for (the cache keys on it, a read checks it).
+    return Act(ActStatus.PRESENT, st, {"bytes_written": 0, "blake3": expected.hex()})
 
 
 def _open_source(src, roots) -> int:
@@ -582,14 +644,16 @@ def _open_source(src, roots) -> int:
 
 def copy_verified(
     src, dst, expected_blake3_hex, expected_size: int, *, roots, catalog=None, readback: bool = False
-) -> dict:
+) -> Act:
     """Copy ``src`` to ``dst`` (usually another pool), proving the bytes are the planned content.
 
     The data goes to ``<dst folder>/.qbhook-staging/<pid>.<name>`` (same folder, so the
     same dataset: the final link is atomic), is hashed while copied, fsynced, gets the
     source's mode, owner and mtime, and only then is hardlinked to ``dst`` - link()
-    never replaces an existing name, rename() would. Returns ``{status: copied|present,
-    bytes_written, blake3}``. Any failure removes the staged file; the source is only read.
+    never replaces an existing name, rename() would. Returns an ``Act`` (``{status:
+    copied|present, bytes_written, blake3}``; ``after``: ``dst`` right after, proven to be the
+    inode written, with the size and mtime it was written with). Any failure removes the
+    staged file; the source is only read.
     Both ends are reached through verified folders below ``roots``; the staging folder is
     qbhook's own (0700, owned by it, on the destination's filesystem).
 
@@ -620,7 +684,7 @@ def copy_verified(
             _clean_stale_staging(staging, name)
             _check_free_space(staging, expected_size)
             candidate = _staging_name(name)
-            written, digest = _write_staged(staging, candidate, src_fd, sst, expected, expected_size, src_shown)
+            written, digest, wst = _write_staged(staging, candidate, src_fd, sst, expected, expected_size, src_shown)
             staged = candidate
             if readback:
                 _readback(staging, staged, digest)
@@ -630,11 +694,19 @@ def copy_verified(
                 # Someone else put a file there while we copied: same content is fine, anything else is not ours.
                 result = _existing_copy(parent, name, parent.lstat(name), expected_size, digest, catalog)
             else:
-                result = {"status": "copied", "bytes_written": written, "blake3": digest.hex()}
-            if expected is None:
-                result["source_hash_cached"] = _remember_source_digest(catalog, src, src_fd, sst, digest)
+                result = None
             os.unlink(staged, dir_fd=staging.fd)
             staged = None
+            if result is None:
+                # Looked at once the staging name went (its unlink moves the ctime too): the name is
+                # the inode written, and nothing wrote to it since (size and mtime as written), so
+                # the hash proven here is its content's, for this stat.
+                after = _made_is(parent, name, wst, os.fsdecode(_p(dst)))
+                if (after.st_size, after.st_mtime_ns) != (wst.st_size, wst.st_mtime_ns):
+                    raise UnsafeOperation(f"{os.fsdecode(_p(dst))} was written to right after qbhook copied it")
+                result = Act(ActStatus.COPIED, after, {"bytes_written": written, "blake3": digest.hex()})
+            if expected is None:
+                result.facts["source_hash_cached"] = _remember_source_digest(catalog, src, src_fd, sst, digest)
             os.fsync(parent.fd)
             return result
         finally:
@@ -669,12 +741,12 @@ def _write_staged(
     expected: bytes | None,
     expected_size: int,
     src_shown: str,
-) -> tuple[int, bytes]:
+) -> tuple[int, bytes, os.stat_result]:
     """Create ``candidate`` in the staging folder (never an existing name), copy while hashing,
     prove the bytes are the planned content, copy the metadata, fsync. Returns (bytes written,
-    their hash). ``expected`` None: no planned content, so the source must instead be proven
-    unchanged over the copy (``_source_held_still``). On any failure after creating it, the
-    staged file is removed (a name it did not create is never touched: O_EXCL)."""
+    their hash, the staged file's fstat once complete). ``expected`` None: no planned content,
+    so the source must instead be proven unchanged over the copy (``_source_held_still``). On
+    any failure after creating it, the staged file is removed (a name it did not create is never touched: O_EXCL)."""
     dst_fd = os.open(
         candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=staging.fd
     )
@@ -691,6 +763,7 @@ def _write_staged(
                 )
             _copy_metadata(sst, dst_fd)
             os.fsync(dst_fd)
+            wst = os.fstat(dst_fd)
         finally:
             os.close(dst_fd)
     except BaseException:
@@ -699,7 +772,7 @@ def _write_staged(
         except FileNotFoundError:
             pass
         raise
-    return written, digest
+    return written, digest, wst
 
 
 def _source_held_still(src_fd: int, sst: os.stat_result, written: int, expected_size: int, src_shown: str) -> None:
@@ -769,12 +842,14 @@ def _readback(staging: Dir, name: bytes, expected: bytes) -> None:
 # --------------------------------------------------------------------------- link / empty
 
 
-def link_into(src, dst, *, roots, size: int | None = None, blake3_hex=None, catalog=None) -> dict:
+def link_into(src, dst, *, roots, size: int | None = None, blake3_hex=None, catalog=None) -> Act:
     """Hardlink ``dst`` to the inode at ``src`` (same dataset), creating folders.
 
-    Returns ``{status: linked|already|present}``: ``already`` if ``dst`` is that inode,
+    Returns an ``Act`` with status ``linked``, ``already`` if ``dst`` is that inode,
     ``present`` if it is another inode with the same content. Anything else at ``dst``
     raises UnsafeOperation. Both ends are reached through verified folders below ``roots``.
+    ``after`` is ``dst``'s lstat proven to be that inode; ``before`` (linked) the source's
+    lstat right before the link.
     """
     src_shown, dst_shown = os.fsdecode(_p(src)), os.fsdecode(_p(dst))
     with _regular_file(src, roots, "link source") as (sdir, sname, sst):
@@ -786,7 +861,7 @@ def link_into(src, dst, *, roots, size: int | None = None, blake3_hex=None, cata
                 st = ddir.lstat(dname)
                 if st is not None:
                     if (st.st_dev, st.st_ino) == (sst.st_dev, sst.st_ino):
-                        return {"status": "already"}
+                        return Act(ActStatus.ALREADY, st)
                     if not stat_mod.S_ISREG(st.st_mode) or st.st_size != sst.st_size:
                         raise UnsafeOperation(f"different content at {dst_shown}: refusing to replace it")
                     want = (
@@ -796,7 +871,7 @@ def link_into(src, dst, *, roots, size: int | None = None, blake3_hex=None, cata
                     )
                     if _content_digest(ddir, dname, st, catalog) != want:
                         raise UnsafeOperation(f"different content at {dst_shown}: refusing to replace it")
-                    return {"status": "present"}
+                    return Act(ActStatus.PRESENT, st)
                 try:
                     os.link(sname, dname, src_dir_fd=sdir.fd, dst_dir_fd=ddir.fd, follow_symlinks=False)
                 except FileExistsError:
@@ -810,8 +885,7 @@ def link_into(src, dst, *, roots, size: int | None = None, blake3_hex=None, cata
                     raise
                 # The new name must be the source's inode before anyone records or builds on it:
                 # a writer of the folder could rename another file over it right after the link.
-                _made_is(ddir, dname, sst, dst_shown)
-                return {"status": "linked"}
+                return Act(ActStatus.LINKED, _made_is(ddir, dname, sst, dst_shown), before=sst)
     raise UnsafeOperation(f"{dst_shown} keeps changing under us")
 
 
@@ -830,8 +904,9 @@ def _made_is(d: Dir, name: bytes, want: os.stat_result, shown: str) -> os.stat_r
     return now
 
 
-def make_empty(dst, *, roots) -> dict:
-    """A zero-length file at ``dst``; never replaces an existing non-empty file (lesson 8)."""
+def make_empty(dst, *, roots) -> Act:
+    """A zero-length file at ``dst``; never replaces an existing non-empty file (lesson 8).
+    An ``Act`` (``created`` or ``present``) whose ``after`` is the empty file's lstat."""
     shown = os.fsdecode(_p(dst))
     d, name, _parts = _open_parent(dst, roots, create=True)
     with d:
@@ -839,7 +914,7 @@ def make_empty(dst, *, roots) -> dict:
             st = d.lstat(name)
             if st is not None:
                 if stat_mod.S_ISREG(st.st_mode) and st.st_size == 0:
-                    return {"status": "present"}
+                    return Act(ActStatus.PRESENT, st)
                 raise UnsafeOperation(f"different content at {shown}: refusing to replace it with an empty file")
             try:
                 fd = os.open(
@@ -850,9 +925,10 @@ def make_empty(dst, *, roots) -> dict:
             try:
                 # Owned like its folder (qBittorrent's user), not like qbhook.
                 _own_like(fd, d.st, mode=0o644)
+                made = os.fstat(fd)
             finally:
                 os.close(fd)
-            return {"status": "created"}
+            return Act(ActStatus.CREATED, _made_is(d, name, made, shown))
     raise UnsafeOperation(f"{shown} keeps changing under us")
 
 

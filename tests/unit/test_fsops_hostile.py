@@ -428,3 +428,74 @@ def test_purge_of_a_quarantined_orphan_needs_no_copy_to_keep(fs2):
     h = fsops.HeldLink(r["held_at"], 0.0, st.st_ino, orphan=True)
     assert fsops.purge_holding([seed_s], 1, held=[h]) == [str(seed_s / fsops.HOLDING_DIR / "8")]
     assert not os.path.lexists(r["held_at"])
+
+
+# --------------------------------------------------------------------------- a stale hash carried over an act
+
+
+def test_a_hash_gone_stale_before_a_link_is_not_carried_over_it(tmpfs, tmp_path):
+    """Finding A: a writer rewrites the fresh pool copy's bytes (same size) and sets its old mtime back
+    before the link step; only its ctime tells. The link's carry-over used to look at size and mtime
+    only and made the stale hash valid again for the new ctime: verify_view then passed on the cache,
+    and the group deleted the stash originals, leaving only the rewritten bytes. The carry now needs
+    the hash valid for the source's stat right before the link: verify_view reads, and refuses."""
+    w = _make_world(tmpfs, tmp_path, "a")
+    plan = demote_plan(w)
+    rewritten = []
+
+    def hook(point, gid, seq, step):
+        if point == "before" and step.kind == "link" and not rewritten and os.path.getsize(step.src) > 1000:
+            st = os.lstat(step.src)
+            with open(step.src, "r+b") as f:
+                f.write(b"\0" * 64)
+            os.utime(step.src, ns=(st.st_atime_ns, st.st_mtime_ns))
+            rewritten.append(step.src)
+
+    summary = w.executor(hook=hook).apply(plan)
+
+    assert rewritten
+    assert summary.status != "done" and "different content" in (summary.groups[0].reason or "")
+    _primary_links_intact(w)  # nothing deleted on the stash
+    w.cat.close()
+
+
+def test_a_converge_already_done_carries_no_hash_onto_a_path_looked_up_again(fs2):
+    """Finding A, batch side: a path with no stat of the relink's own (``already``, or swapped) is
+    recorded as seen, without the own-change carry that would make its stale hash valid again."""
+    _stash, _pool, seed_s, _seed_p, cat = fs2
+    g = write(seed_s / "G.bin", b"payload" * 100)
+    cat.record_path(g, "stash")
+    row = cat.inode_by_path(str(g))
+    cat.store_hash(row.id, bytes.fromhex(b3(b"payload" * 100)), os.lstat(g))
+    old = os.lstat(g)
+    with open(g, "r+b") as f:
+        f.write(b"EVIL")
+    os.utime(g, ns=(old.st_atime_ns, old.st_mtime_ns))  # size and mtime as hashed, ctime moved
+    cat.record_paths([(str(g), "stash")], own_change=True, stats={})
+    assert cat.inode_by_path(str(g)).hash is None  # stale, and still known to be
+
+
+def test_copy_refuses_a_name_swapped_right_after_the_copy_is_linked_in(fs2, monkeypatch):
+    """Finding A: the copy's hash is cached against the stat the copy returns; a file renamed over the
+    new name right after the link must not be that stat (it was: the executor lstat-ed by name)."""
+    _stash, _pool, seed_s, seed_p, _cat = fs2
+    data = b"payload" * 100
+    src = write(seed_s / "A/f.bin", data)
+    intruder = write(seed_p / "B/g.bin", b"X" * len(data))
+    swapped = _swap_after_link(monkeypatch, "f.bin", intruder)
+    with pytest.raises(UnsafeOperation, match="changed right after qbhook made it"):
+        fsops.copy_verified(src, seed_p / "view/f.bin", b3(data), len(data), roots=(seed_s, seed_p))
+    assert swapped
+
+
+def test_an_act_result_is_the_journaled_mapping_and_carries_the_stat_it_proved(fs2):
+    _stash, _pool, seed_s, seed_p, _cat = fs2
+    data = b"payload" * 100
+    src = write(seed_s / "A/f.bin", data)
+    res = fsops.copy_verified(src, seed_p / "view/f.bin", b3(data), len(data), roots=(seed_s, seed_p))
+    assert res.status is fsops.ActStatus.COPIED
+    assert dict(res) == {"status": "copied", "bytes_written": 700, "blake3": b3(data)}
+    now = os.lstat(seed_p / "view/f.bin")
+    assert (res.after.st_ino, res.after.st_ctime_ns) == (now.st_ino, now.st_ctime_ns)
+    ln = fsops.link_into(src, seed_s / "B/f.bin", roots=(seed_s,))
+    assert ln.status is fsops.ActStatus.LINKED and ln.before.st_ino == ln.after.st_ino == os.lstat(src).st_ino
