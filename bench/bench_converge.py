@@ -162,7 +162,7 @@ class StubClient:
     name = "bench"
 
     def __init__(self, seed_root: Path, n: int, sizes: list[int] | None = None):
-        from qbhook.clients.qbt.model import TorrentFile, TorrentInfo
+        from qbhook.clients.model import TorrentFile, TorrentInfo
 
         self._files = {}
         self._infos = []

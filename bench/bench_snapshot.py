@@ -34,7 +34,7 @@ sys.path.insert(0, os.environ.get("QBHOOK_BENCH_TREE") or str(Path(__file__).res
 
 from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
-from qbhook.clients.qbt.model import TorrentFile, TorrentInfo
+from qbhook.clients.model import TorrentFile, TorrentInfo
 from qbhook.config import parse_config
 from qbhook.decide.snapshot import build_snapshot
 from qbhook.pathmap import PathMap

@@ -46,8 +46,8 @@ from qbhook.catalog.torrents import (
     TorrentIndex,
     TorrentRecord,
 )
+from qbhook.clients.model import TorrentFile, TorrentInfo
 from qbhook.clients.port import ClientPort
-from qbhook.clients.qbt.model import TorrentFile, TorrentInfo
 from qbhook.errors import PathMapError, QbhookError, UnknownTorrent
 from qbhook.paths import normalize
 
@@ -167,7 +167,7 @@ def _record(raw: dict, info: TorrentInfo | None, map_error: str | None) -> Torre
         }
         return TorrentRecord(info.hash, fields, raw, _files_key(info, raw))
     # Unmappable: keep what the client said (client spellings only) and the reason.
-    from qbhook.clients.qbt.model import normalize_state, parse_tags
+    from qbhook.clients.model import normalize_state, parse_tags
 
     h = str(raw["hash"]).lower()
     fields = {

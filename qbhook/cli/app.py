@@ -141,12 +141,12 @@ class TorrentHash(click.ParamType):
     """A torrent's info hash, lower-cased: the catalog and the clients' answers spell it in lower
     case, users and rTorrent may not. Anything else (``zz``, non-UTF-8 bytes, which SQLite could
     not even encode) is a usage error before any client or catalog is asked. The rule is
-    ``qbhook.clients.qbt.model.is_info_hash``."""
+    ``qbhook.clients.model.is_info_hash``."""
 
     name = "hash"
 
     def convert(self, value, param, ctx):
-        from qbhook.clients.qbt.model import is_info_hash
+        from qbhook.clients.model import is_info_hash
 
         if isinstance(value, str) and is_info_hash(value.lower()):
             return value.lower()

@@ -4,7 +4,7 @@ Written down from what they call today (snapshot.py, worker.py, executor.py),
 so an adapter that satisfies it can stand in for ``QbtClient`` without either
 of them asking which client it is. The rules every adapter keeps:
 
-* records are the typed snapshots of ``qbhook.clients.qbt.model`` (``TorrentInfo``,
+* records are the typed snapshots of ``qbhook.clients.model`` (``TorrentInfo``,
   ``TorrentFile``), every path a HOST path through the adapter's ``PathMap``;
   a path it cannot map raises PathMapError, never passes through;
 * ``TorrentInfo.state`` uses qBittorrent 5's normalized vocabulary
@@ -39,7 +39,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
-from qbhook.clients.qbt.model import TorrentFile, TorrentInfo
+from qbhook.clients.model import TorrentFile, TorrentInfo
 from qbhook.errors import UnknownTorrent
 from qbhook.pathmap import PathMap
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from qbhook.clients.model import TorrentInfo
 from qbhook.clients.port import ClientPort
-from qbhook.clients.qbt.model import TorrentInfo
 from qbhook.errors import QbtError, UnknownTorrent
 
 __all__ = ["Clients", "client_label", "client_type"]

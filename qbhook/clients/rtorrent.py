@@ -19,7 +19,7 @@ The model (verified on Debian's rtorrent 0.9.8, see docs/rtorrent.md):
 * Completion is ``d.completed_bytes == d.size_bytes`` (``d.left_bytes`` 0);
   ``d.complete`` is a stored flag that lags until a hash check ends.
 * States map onto qBittorrent 5's names (the normalized model of
-  ``qbhook.clients.qbt.model``): hash failed -> ``error``; ``d.hashing`` != 0 ->
+  ``qbhook.clients.model``): hash failed -> ``error``; ``d.hashing`` != 0 ->
   ``checkingUP``/``checkingDL``; closed, stopped (``d.state`` 0) or paused
   (started but inactive) -> ``stoppedUP``/``stoppedDL``; started and active ->
   ``uploading``/``stalledUP`` or ``downloading``/``stalledDL`` by rate.
@@ -47,12 +47,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
-from qbhook.clients.port import FindOrRaise
-from qbhook.clients.qbt.client import (  # one rule for hashes and tags
-    _check_tags,
+from qbhook.clients.model import (  # one rule for hashes and tags
+    TorrentFile,
+    TorrentInfo,
     check_hash,
+    check_tags,
+    parse_tags,
 )
-from qbhook.clients.qbt.model import TorrentFile, TorrentInfo, parse_tags
+from qbhook.clients.port import FindOrRaise
 from qbhook.clients.scgi import ScgiRpc, ScgiUnreachable
 from qbhook.errors import (
     RETRY_LOG,
@@ -574,7 +576,7 @@ class RtorrentClient(FindOrRaise):
         # rTorrent writes d.custom values to its session only when it saves the session
         # (every 20 min by default): without d.save_full_session a crash forgets the tag
         # (observed: a killed rtorrent came back without a freshly set tag).
-        wanted = _check_tags(tags)
+        wanted = check_tags(tags)
         item = self.item(any_hash)
         if item is None:
             raise self._unknown(any_hash)

@@ -43,7 +43,7 @@ from collections.abc import Iterable, Iterator, Set
 from dataclasses import dataclass
 
 from qbhook.catalog.store import Catalog
-from qbhook.clients.qbt.model import TorrentFile, TorrentInfo
+from qbhook.clients.model import TorrentFile, TorrentInfo
 from qbhook.decide.facts import ancestors
 
 _CHUNK = 500  # ids per IN (...) list: under SQLite's 999-variable floor of old builds

@@ -9,7 +9,7 @@ import blake3
 import pytest
 
 from qbhook.catalog.store import Catalog
-from qbhook.clients.qbt.model import TorrentFile, TorrentInfo
+from qbhook.clients.model import TorrentFile, TorrentInfo
 from qbhook.decide.plan import GroupPlan, Plan, Step
 from qbhook.errors import LockBusy, QbtError, UnknownTorrent, UnsafeOperation
 from qbhook.move.executor import Executor, build_executor

@@ -110,3 +110,34 @@ def test_the_guard_sees_a_lazy_upward_import(tmp_path):
     (tmp_path / "cli" / "app.py").write_text("main = None\n")
     (tmp_path / "catalog" / "scan.py").write_text("def f():\n    from qbhook.cli.app import main\n")
     assert _upward(tmp_path) == ["qbhook.catalog.scan (catalog) imports qbhook.cli.app (cli)"]
+
+
+# The one module outside the qBittorrent adapter that may import it: the registry constructs it.
+ADAPTER_BUILDERS = {"qbhook.clients.registry"}
+
+
+def _adapter_importers(root: pathlib.Path = ROOT) -> list[str]:
+    """Modules outside ``clients/qbt`` that import ``qbhook.clients.qbt.*`` (besides the registry).
+
+    The port's records and the shared hash and tag rules live in ``qbhook.clients.model``: a
+    module that reaches into the adapter for them makes everything above depend on qBittorrent.
+    """
+    return sorted(
+        f"{a} imports {b}"
+        for a, bs in _imports(_modules(root)).items()
+        for b in bs
+        if b.startswith("qbhook.clients.qbt") and not a.startswith("qbhook.clients.qbt") and a not in ADAPTER_BUILDERS
+    )
+
+
+def test_only_the_registry_imports_the_qbittorrent_adapter():
+    assert _adapter_importers() == []
+
+
+def test_the_adapter_guard_sees_a_reach_into_qbt(tmp_path):
+    """rtorrent.py taking the tag rule from qbt's client (what the guard is for) is reported."""
+    (tmp_path / "clients" / "qbt").mkdir(parents=True)
+    (tmp_path / "clients" / "qbt" / "client.py").write_text("def check_tags(t):\n    return t\n")
+    (tmp_path / "clients" / "registry.py").write_text("from qbhook.clients.qbt.client import check_tags\n")
+    (tmp_path / "clients" / "rtorrent.py").write_text("from qbhook.clients.qbt.client import check_tags\n")
+    assert _adapter_importers(tmp_path) == ["qbhook.clients.rtorrent imports qbhook.clients.qbt.client"]

@@ -30,11 +30,11 @@ from tenacity import (
     wait_exponential,
 )
 
+from qbhook.clients.model import TorrentFile, TorrentInfo, check_hash, check_tags
 from qbhook.clients.port import FindOrRaise
-from qbhook.clients.qbt.model import Category, TorrentFile, TorrentInfo, is_info_hash
+from qbhook.clients.qbt.model import Category
 from qbhook.errors import (
     RETRY_LOG,
-    BadRequest,
     PathMapError,
     QbtError,
     UnknownTorrent,
@@ -43,7 +43,7 @@ from qbhook.errors import (
 from qbhook.pathmap import PathMap
 from qbhook.paths import normalize
 
-__all__ = ["V5_API", "QbtClient", "check_hash"]
+__all__ = ["V5_API", "QbtClient"]
 
 log = logging.getLogger(__name__)
 retry_log = logging.getLogger(RETRY_LOG)
@@ -58,14 +58,6 @@ DEFAULT_TIMEOUT = 30.0
 # qBittorrent rewrites these characters when it derives a folder from a
 # category name; rather than guess its exact rule, refuse to predict.
 _CATEGORY_PATH_UNSAFE = set(':?"*<>|\\')
-
-
-def check_hash(value: str) -> str:
-    """Lower-cased v1/v2/id hash, or BadRequest for anything else."""
-    h = str(value).strip().lower()
-    if not is_info_hash(h):
-        raise BadRequest(f"not a torrent hash (40 or 64 hex digits): {value!r}")
-    return h
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -490,14 +482,14 @@ class QbtClient(FindOrRaise):
         self._act("torrents/recheck", self._api.torrents_recheck, any_hash)
 
     def add_tags(self, any_hash: str, tags: Iterable[str]) -> None:
-        tag_list = _check_tags(tags)
+        tag_list = check_tags(tags)
         if not tag_list:
             self.torrent(any_hash)  # an unknown torrent is refused even with nothing to do
             return
         self._act("torrents/addTags", self._api.torrents_add_tags, any_hash, tags=tag_list)
 
     def remove_tags(self, any_hash: str, tags: Iterable[str]) -> None:
-        tag_list = _check_tags(tags)
+        tag_list = check_tags(tags)
         if not tag_list:
             self.torrent(any_hash)  # an unknown torrent is refused even with nothing to do
             return
@@ -521,20 +513,6 @@ def _status_of(exc: BaseException) -> int | str:
 def _raw_hashes(raw: Mapping[str, Any]) -> set[str]:
     keys = ("hash", "infohash_v1", "infohash_v2")
     return {str(raw[k]).lower() for k in keys if raw.get(k)}
-
-
-def _check_tags(tags: Iterable[str]) -> list[str]:
-    if isinstance(tags, str):
-        tags = [tags]
-    out = []
-    for tag in tags:
-        tag = tag.strip()
-        if "," in tag:
-            # qBittorrent splits on ',' and would add two tags instead
-            raise BadRequest(f"a tag cannot contain ',': {tag!r}")
-        if tag:
-            out.append(tag)
-    return out
 
 
 def _effective_category_path(name: str, raw_path: str, default: str) -> str | None:

@@ -15,7 +15,7 @@ import pytest
 from qbhook.catalog.indexer import sync_client
 from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import TorrentIndex, payload_duplicates
-from qbhook.clients.qbt.model import TorrentFile, TorrentInfo
+from qbhook.clients.model import TorrentFile, TorrentInfo
 from qbhook.pathmap import PathMap
 
 H1, H2, H3 = "a" * 40, "b" * 40, "c" * 40

@@ -19,7 +19,7 @@ import pytest
 import qbhook.events.worker as worker
 from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import TorrentIndex
-from qbhook.clients.qbt.model import TorrentFile, TorrentInfo
+from qbhook.clients.model import TorrentFile, TorrentInfo
 from qbhook.config import SweepConfig
 from qbhook.errors import QbhookError
 from qbhook.pathmap import PathMap

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from qbhook.clients.qbt.model import (
+from qbhook.clients.model import (
     TorrentFile,
     TorrentInfo,
     normalize_state,
