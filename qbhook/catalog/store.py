@@ -654,6 +654,18 @@ class Catalog:
         ]
         return [self.inode(i) for i in ids]
 
+    def inode_ids_with_stored_hash(self, size: int, digest: bytes) -> list[int]:
+        """Ids of the inodes of ``size`` whose stored hash is ``digest``, valid or not.
+
+        Unlike ``inodes_with_content`` this keeps a hash taken before the inode's ctime moved (a
+        link added or removed, as when a torrent's own link vanished): candidates for a caller
+        that confirms each by hashing the file again (``qbhook.decide.repair_facts``)."""
+        return [r[0] for r in self.conn.execute("SELECT id FROM inodes WHERE size=? AND hash=?", (size, digest))]
+
+    def inode_ids(self) -> list[int]:
+        """Every inode's id (``scan --hash`` hands them all to ``ensure_hashes``)."""
+        return [r[0] for r in self.conn.execute("SELECT id FROM inodes")]
+
     def inode_ids_with_contents(self, contents: Iterable[tuple[int, bytes]]) -> list[int]:
         """Ids of the inodes whose valid hash and size are one of ``contents`` ((size, digest)
         pairs): ``inodes_with_content`` for many, one query per 500 digests (the hash index)."""

@@ -77,7 +77,7 @@ def _hash_missing(app: App) -> dict:
     from qbhook.catalog.hashing import ensure_hashes
 
     cfg = app.cfg
-    ids = [r[0] for r in app.catalog.conn.execute("SELECT id FROM inodes")]
+    ids = app.catalog.inode_ids()
     # background: idle I/O and nice 19 in the hashing threads; at most scan.hash_budget bytes
     rep = ensure_hashes(
         app.catalog,

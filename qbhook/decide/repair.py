@@ -1,6 +1,6 @@
 """Repair (``qbhook repair``): a torrent whose files went missing, rebuilt from a copy the catalog holds.
 
-No I/O: facts in (``RepairFacts``, gathered and verified live by ``qbhook.cli.repair``), a plan
+No I/O: facts in (``RepairFacts``, gathered and verified live by ``qbhook.decide.repair_facts``), a plan
 and the refusals out. Rules:
 
 - Only the torrent's **wanted** files count (priority > 0, as in ``planner.wanted_only``).

@@ -128,3 +128,40 @@ def test_the_printer_check_sees_a_bare_echo(tmp_path):
         "def f(name):\n    click.echo(name)\n    print(name)\n    sys.stderr.write(name)\n    echo_shown(name)\n"
     )
     assert _bare_printers(tmp_path) == ["m.py:5", "m.py:6", "m.py:7"]
+
+
+_SQL_WORDS = ("SELECT ", "INSERT ", "UPDATE ", "DELETE ", "REPLACE ", "CREATE ", "DROP ", "PRAGMA ")
+
+
+def _raw_sql_in_cli(root: pathlib.Path) -> list[str]:
+    """SQL the CLI runs itself: a call of ``execute``/``executemany``/``executescript``, or a
+    string that starts like a statement. A command asks the catalog (``Catalog`` and the
+    catalog modules' methods), which is where each query and its rule has its one home."""
+    out = []
+    for path in sorted((root / "cli").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") in (
+                "execute",
+                "executemany",
+                "executescript",
+            ):
+                out.append(f"{path.relative_to(root)}:{node.lineno} {node.func.attr}()")
+            elif (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and node.value.lstrip().upper().startswith(_SQL_WORDS)
+            ):
+                out.append(f"{path.relative_to(root)}:{node.lineno} {node.value.split()[0]}")
+    return out
+
+
+def test_no_raw_sql_in_the_cli():
+    assert _raw_sql_in_cli(ROOT) == []
+
+
+def test_the_sql_check_sees_a_query_in_a_command(tmp_path):
+    (tmp_path / "cli").mkdir()
+    (tmp_path / "cli" / "scan.py").write_text(
+        'def f(conn):\n    q = "SELECT id FROM inodes"\n    return conn.execute(q)\n'
+    )
+    assert _raw_sql_in_cli(tmp_path) == ["cli/scan.py:2 SELECT", "cli/scan.py:3 execute()"]
