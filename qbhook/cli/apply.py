@@ -61,20 +61,20 @@ def apply(app: App, yes, group_ids, hashes, scan, wait, plan_file):
         if group_ids or hashes:
             raise click.UsageError("--plan applies the saved plan as a whole; it takes no --group or --hash")
         return _apply_saved(app, plan_file, yes, scan is False, wait)
-    from qbhook.cli.plan import catalog_note, compute_plan, hashes_of_groups
+    from qbhook.cli.plan import catalog_note
+    from qbhook.decide.planning import plan_groups
 
     if yes:
         # Views a rolled-back group left behind go first (verified), so the plan sees the pools as they are.
         from qbhook.move.leftovers import remove_leftover_views
 
         remove_leftover_views(app.cfg, app.catalog, app.clients)
-    targets = list(hashes)
-    if group_ids:
-        # only these groups' files are stat-ed; a group the index does not know: plan everything
-        found = hashes_of_groups(app, group_ids)
-        targets = None if found is None else targets + found
-    _snap, plan = compute_plan(app, targets or None, scan=scan)
-    note = catalog_note(app)
+    # only these groups' files are stat-ed; a group the index does not know: plan everything
+    run = plan_groups(
+        app.cfg, app.catalog, app.clients, hashes=hashes, group_ids=group_ids, scan=scan, progress=app.progress()
+    )
+    plan = run.plan
+    note = catalog_note(app, run.catalog_use)
     summary = _executor(app, _lock_wait(wait)).apply(
         plan, trigger="cli", group_ids=list(group_ids) or None, dry_run=not yes
     )

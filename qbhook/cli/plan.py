@@ -14,27 +14,9 @@ from qbhook.units import human_bytes as _human_bytes
 EXIT_ACTIONABLE = ExitCode.ACTIONABLE
 
 
-def hashes_of_groups(app: App, group_ids) -> list[str] | None:
-    from qbhook.decide.planning import hashes_of_groups as of_groups
-
-    return of_groups(app.catalog, app.clients, group_ids)
-
-
-def compute_plan(app: App, hashes=None, scan: bool | None = True):
-    """Snapshot and plan (``hashes``: only their groups); what the catalog rested on is kept
-    in ``app.catalog_use`` for ``catalog_note``."""
-    from qbhook.decide.planning import plan_run
-
-    snap, plan, app.catalog_use = plan_run(
-        app.cfg, app.catalog, app.clients, hashes=hashes, scan=scan, progress=app.progress()
-    )
-    return snap, plan
-
-
-def catalog_note(app: App) -> dict:
-    """What the catalog rested on: one line on stderr, or (``--json``) the ``catalog`` key only,
-    so machine output stays one document."""
-    use = getattr(app, "catalog_use", None)
+def catalog_note(app: App, use) -> dict:
+    """What the catalog rested on (``CatalogUse``): one line on stderr, or (``--json``) the
+    ``catalog`` key only, so machine output stays one document."""
     if use is None:
         return {}
     if not app.as_json:
@@ -73,14 +55,15 @@ def plan(app: App, hashes, group_ids, scan, steps, save_to):
 
     Exit code 0: nothing to do; 10: some groups would demote or promote.
     """
-    targets = list(hashes)
-    if group_ids:
-        found = hashes_of_groups(app, group_ids)
-        targets = None if found is None else targets + found
-    snap, p = compute_plan(app, targets or None, scan=scan)
+    from qbhook.decide.planning import plan_groups
+
+    run = plan_groups(
+        app.cfg, app.catalog, app.clients, hashes=hashes, group_ids=group_ids, scan=scan, progress=app.progress()
+    )
+    snap, p = run.snapshot, run.plan
     if group_ids:
         p = only_groups(p, group_ids)
-    note = catalog_note(app)
+    note = catalog_note(app, run.catalog_use)
     saved = _save(app, snap, p, save_to) if save_to else None
     app.emit({**p.to_dict(), **note, **({"plan_id": saved} if saved else {})}, lambda d: _print_plan(p, steps))
     if saved:
@@ -166,126 +149,24 @@ def explain(app: App, torrent_hash, no_scan, from_index, live, max_scan_age):
     as old as its last sync (said on stderr and in --json's ``index``), so qBittorrent may
     be down; --live lists them from the clients instead.
     """
-    from qbhook.catalog.queries import last_full_scan_age
     from qbhook.cli.torrents import explain_from_index
-    from qbhook.errors import QbtError
+    from qbhook.decide.planning import explain_group
 
     if from_index:
         return explain_from_index(app, torrent_hash, None)
-    # explain changes nothing, so a recent catalog is enough: a link made since shows as a
-    # link "outside the scanned pools" (counted, not named), never as no link.
-    age = last_full_scan_age(app.catalog, app.cfg.pools)
-    limit = app.cfg.scan.max_age if max_scan_age is None else max_scan_age
-    scan = not no_scan and (age is None or age > limit)
-    note = (
-        "pools scanned now"
-        if scan
-        else "catalog as is (--no-scan)"
-        if no_scan
-        else f"catalog from a full scan {age:.0f} s ago; this group's files re-stat-ed"
-    )
-    decided = None if live else _decide_from_index(app, torrent_hash, scan, limit)
-    if decided is None:
-        try:
-            snap, p = compute_plan(app, [torrent_hash], scan=scan)
-        except QbtError as e:
-            return explain_from_index(app, torrent_hash, f"live answer impossible: {e}")
-        index = {"source": "clients", "reason": "torrents listed from the clients now"}
-    else:
-        snap, p, index = decided
-    from qbhook.decide.explain import backstop_stops
-
-    data = _explain_data(snap, p, torrent_hash, {"catalog": note, "index": index})
-    g = data["group"]
-    data["backstop"] = backstop_stops(app.catalog.conn, g["group_id"], [torrent_hash, *g["torrents"]])
-    app.emit(data, _print_explain)
-
-
-def _explain_data(snap, p, torrent_hash: str, notes: dict) -> dict:
-    """explain's answer: the group's decision, its torrents and every file's links."""
-    h = torrent_hash.lower()
-    # The snapshot holds only this torrent's group (closure over shared files); match v1/v2 spellings too.
-    group = next((g for g in p.groups if h in g.torrents), p.groups[0])
-    torrents = [t for t in snap.torrents if t.hash in group.torrents]
-    data = {"group": group.to_dict(), "torrents": [], **notes}
-    for t in torrents:
-        files = []
-        for f in t.files:
-            i = snap.inodes.get(f.inode) if f.inode else None
-            files.append(
-                {
-                    "path": f.path,
-                    "size": f.size,
-                    "inode": list(f.inode) if f.inode else None,
-                    "nlink": i.nlink if i else None,
-                    "external_links": i.external_links if i else None,
-                    "seeding_links": list(i.seeding_paths) if i else [],
-                    "other_links": list(i.other_paths) if i else [],
-                    "blake3": i.blake3 if i else None,
-                }
-            )
-        data["torrents"].append(
-            {
-                "hash": t.hash,
-                "name": t.name,
-                "state": t.state,
-                "progress": t.progress,
-                "save_path": t.save_path,
-                "tags": sorted(t.tags),
-                "category": t.category,
-                **payload_ids(t, snap),
-                "files": files,
-            }
-        )
-
-    return data
-
-
-def _decide_from_index(app: App, torrent_hash: str, scan: bool, limit: float):
-    """(snapshot, plan, what the torrents came from) decided on the torrent index, or None when
-    the index cannot stand in (``qbhook.decide.explain``): the caller then asks the clients.
-
-    An index older than ``limit`` (or never synced) is synced first: one request per unchanged
-    qBittorrent. A client that cannot be reached then leaves the index as it was, and the
-    answer says so; explain still answers, with every file stat-ed live.
-    """
-    import time
-
-    from qbhook.catalog.torrents import TorrentIndex
-    from qbhook.decide.explain import GroupCatalog, indexed_group
-
-    names = [c.name for c in app.cfg.clients]
-    synced = TorrentIndex(app.catalog.conn).synced()
-    now = time.time()
-    problems: list[str] = []
-    if any((synced.get(n) or {}).get("synced_at") is None or now - synced[n]["synced_at"] > limit for n in names):
-        from qbhook.catalog.indexer import try_sync_all
-
-        _reports, errors = try_sync_all(app.catalog, app.clients)
-        problems = [f"cannot sync {e}" for e in errors]
-    view = indexed_group(app.catalog, torrent_hash, names, [str(r) for r in app.cfg.seeding_roots])
-    if view is None:
-        return None
-    from qbhook.decide.planner import make_plan
-    from qbhook.decide.planning import ready_catalog
-    from qbhook.decide.snapshot import build_snapshot
-
-    app.catalog_use = ready_catalog(app.cfg, app.catalog, targeted=True, scan=scan, progress=app.progress())
-    snap = build_snapshot(
+    r = explain_group(
         app.cfg,
-        GroupCatalog(app.catalog),
-        view.clients,
-        hashes=[torrent_hash],
-        infos=view.infos,
+        app.catalog,
+        lambda: app.clients,
+        torrent_hash,
+        no_scan=no_scan,
+        live=live,
+        max_scan_age=max_scan_age,
         progress=app.progress(),
-        hash_budget=app.cfg.scan.hash_budget,
     )
-    now = time.time()
-    ages = {n: None if at is None else round(now - at, 1) for n, at in view.synced_at.items()}
-    said = ", ".join(f"{n} {'never synced' if a is None else f'synced {a:.0f} s ago'}" for n, a in ages.items())
-    reason = f"torrents from the index ({said}); files stat-ed now" + "".join(f"; {p}" for p in problems)
-    index = {"source": "index", "reason": reason, "synced_age_s": ages, "problems": problems}
-    return snap, make_plan(snap, app.cfg.policy), index
+    if r.live_error is not None:
+        return explain_from_index(app, torrent_hash, f"live answer impossible: {r.live_error}")
+    app.emit(r.data, _print_explain)
 
 
 def _print_explain(d: dict) -> None:
@@ -316,18 +197,3 @@ def _print_explain(d: dict) -> None:
             unknown = f["external_links"] - len(f["other_links"])
             if unknown > 0:
                 echo_shown(f"      + {unknown} link(s) outside the scanned pools")
-
-
-def payload_ids(t, snap) -> dict:
-    """Layout-independent content id and layout-bound tree id (None until every file is hashed)."""
-    from qbhook.catalog.hashing import EMPTY_HASH
-    from qbhook.catalog.identity import content_id, tree_id
-
-    idents = []
-    for f in t.files:
-        i = snap.inodes.get(f.inode) if f.inode else None
-        digest = EMPTY_HASH if f.size == 0 else (bytes.fromhex(i.blake3) if i and i.blake3 else None)
-        if digest is None:
-            return {"content_id": None, "tree_id": None}
-        idents.append((f.rel, (f.size, digest)))
-    return {"content_id": content_id(x for _, x in idents), "tree_id": tree_id(idents)}

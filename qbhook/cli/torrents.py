@@ -97,18 +97,13 @@ def payload_dupes(app: App, offline: bool) -> None:
 
 def explain_from_index(app: App, torrent_hash: str, why: str | None) -> None:
     """``explain`` answered from the torrent index: no client, no scan; says how old it is."""
-    from qbhook.catalog.queries import explain_from_index as answer
-    from qbhook.decide.explain import backstop_stops
+    from qbhook.decide.explain import index_answer
 
-    data = answer(app.catalog, torrent_hash, why)
+    data = index_answer(app.catalog, torrent_hash, why)
     now = data.pop("now")
     for t in data["torrents"]:
         for f in t["files"]:
             f["path"] = shown(f["path"]) if f["path"] else None
-    # The backstop's verdict is the journal's, not the client's: an answer without a client
-    # says it as the live one does (a stopped group must not look merely undecided).
-    planned = data["group"]["planned_group_id"] or ""
-    data["backstop"] = backstop_stops(app.catalog.conn, planned, [torrent_hash, *(t["hash"] for t in data["torrents"])])
 
     def human(d):
         g = d["group"]

@@ -30,6 +30,12 @@ list as the last sync (sweep, hook, ``qbhook torrents``) saw them. So:
 The view backstop's verdict on the group, if it stopped it, is read from the journal
 (``backstop_stops``): explain says it with what to do, as ``status`` does.
 
+The answer itself is shaped here too: ``explain_data`` (a decision taken now: the group, its
+torrents, every file's links) and ``index_answer`` (``explain --index``: the last recorded
+decision, from the index alone). The decision chain that feeds ``explain_data`` (sync a stale
+index, scan, snapshot, plan, the index -> clients fallback) is
+``qbhook.decide.planning.explain_group``.
+
 Read-only: nothing here writes the index or talks to a client. The files a decision needs
 hashed are hashed by the snapshot, as for ``plan --hash``.
 """
@@ -42,6 +48,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Set
 from dataclasses import dataclass
 
+from qbhook.catalog.queries import explain_from_index
 from qbhook.catalog.store import Catalog
 from qbhook.clients.model import TorrentFile, TorrentInfo
 from qbhook.decide.facts import ancestors
@@ -351,3 +358,72 @@ def _chunks(items: Iterable) -> Iterable[list]:
     seq = sorted(items)
     for i in range(0, len(seq), _CHUNK):
         yield seq[i : i + _CHUNK]
+
+
+# ------------------------------------------------------------------ the answer
+def explain_data(catalog: Catalog, snap, p, torrent_hash: str, notes: dict) -> dict:
+    """explain's answer: the group's decision, its torrents, every file's links, and the view
+    backstop's verdict on the group (``backstop_stops``)."""
+    h = torrent_hash.lower()
+    # The snapshot holds only this torrent's group (closure over shared files); match v1/v2 spellings too.
+    group = next((g for g in p.groups if h in g.torrents), p.groups[0])
+    torrents = [t for t in snap.torrents if t.hash in group.torrents]
+    data = {"group": group.to_dict(), "torrents": [], **notes}
+    for t in torrents:
+        files = []
+        for f in t.files:
+            i = snap.inodes.get(f.inode) if f.inode else None
+            files.append(
+                {
+                    "path": f.path,
+                    "size": f.size,
+                    "inode": list(f.inode) if f.inode else None,
+                    "nlink": i.nlink if i else None,
+                    "external_links": i.external_links if i else None,
+                    "seeding_links": list(i.seeding_paths) if i else [],
+                    "other_links": list(i.other_paths) if i else [],
+                    "blake3": i.blake3 if i else None,
+                }
+            )
+        data["torrents"].append(
+            {
+                "hash": t.hash,
+                "name": t.name,
+                "state": t.state,
+                "progress": t.progress,
+                "save_path": t.save_path,
+                "tags": sorted(t.tags),
+                "category": t.category,
+                **payload_ids(t, snap),
+                "files": files,
+            }
+        )
+    g = data["group"]
+    data["backstop"] = backstop_stops(catalog.conn, g["group_id"], [torrent_hash, *g["torrents"]])
+    return data
+
+
+def payload_ids(t, snap) -> dict:
+    """Layout-independent content id and layout-bound tree id (None until every file is hashed)."""
+    from qbhook.catalog.hashing import EMPTY_HASH
+    from qbhook.catalog.identity import content_id, tree_id
+
+    idents = []
+    for f in t.files:
+        i = snap.inodes.get(f.inode) if f.inode else None
+        digest = EMPTY_HASH if f.size == 0 else (bytes.fromhex(i.blake3) if i and i.blake3 else None)
+        if digest is None:
+            return {"content_id": None, "tree_id": None}
+        idents.append((f.rel, (f.size, digest)))
+    return {"content_id": content_id(x for _, x in idents), "tree_id": tree_id(idents)}
+
+
+def index_answer(catalog: Catalog, torrent_hash: str, why: str | None) -> dict:
+    """``explain`` answered from the torrent index (``catalog.queries.explain_from_index``: no
+    client, no scan, with ``now`` for the ages), and the view backstop's verdict on the group."""
+    data = explain_from_index(catalog, torrent_hash, why)
+    # The backstop's verdict is the journal's, not the client's: an answer without a client
+    # says it as the live one does (a stopped group must not look merely undecided).
+    planned = data["group"]["planned_group_id"] or ""
+    data["backstop"] = backstop_stops(catalog.conn, planned, [torrent_hash, *(t["hash"] for t in data["torrents"])])
+    return data

@@ -1,11 +1,17 @@
 """Planning a run: get the catalog ready (scan the pools, or reuse a recent full scan), pick
 the torrents of the groups asked for, gather live facts, decide. What the CLI's ``plan``,
 ``apply`` and ``explain`` share; each says what the catalog rested on (``CatalogUse``).
+
+Each command makes one call here: ``plan`` and ``apply`` ``plan_groups`` (a ``PlanRun``: the
+plan, the snapshot it was decided on, what the catalog rested on), ``explain``
+``explain_group`` (an ``ExplainResult``: decided on the torrent index when it can stand in,
+else on the clients' listing; ``qbhook.decide.explain`` says why and shapes the answer).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from qbhook.catalog.indexer import try_sync_all
@@ -16,6 +22,7 @@ from qbhook.clients.port import ClientPort
 from qbhook.config import Config
 from qbhook.decide.facts import Snapshot
 from qbhook.decide.plan import Plan
+from qbhook.errors import QbtError
 from qbhook.progress import Progress
 
 
@@ -138,3 +145,144 @@ def plan_run(
     use = ready_catalog(cfg, catalog, targeted=bool(hashes), scan=scan, progress=progress)
     snap = build_snapshot(cfg, catalog, clients, hashes=hashes, progress=progress, hash_budget=cfg.scan.hash_budget)
     return snap, make_plan(snap, cfg.policy), use
+
+
+@dataclass(frozen=True)
+class PlanRun:
+    """A plan with what it was decided on: the snapshot (``plan --save`` keeps its facts) and
+    what the catalog rested on (said on stderr, or in ``--json``'s ``catalog``)."""
+
+    snapshot: Snapshot
+    plan: Plan
+    catalog_use: CatalogUse
+
+
+def plan_groups(
+    cfg: Config,
+    catalog: Catalog,
+    clients: Iterable[ClientPort],
+    *,
+    hashes: Iterable[str] = (),
+    group_ids: Iterable[str] = (),
+    scan: bool | None = None,
+    progress: Progress | None = None,
+) -> PlanRun:
+    """``plan``'s and ``apply``'s decision: the groups of ``hashes`` and ``group_ids`` (none:
+    every group), ``scan`` as ``ready_catalog`` takes it.
+
+    Only the named groups' files are stat-ed; a group the torrent index does not know makes
+    it a plan of everything (``hashes_of_groups``).
+    """
+    targets: list[str] | None = list(hashes)
+    group_ids = list(group_ids)
+    if group_ids:
+        found = hashes_of_groups(catalog, clients, group_ids)
+        targets = None if found is None else targets + found
+    snap, plan, use = plan_run(cfg, catalog, clients, hashes=targets or None, scan=scan, progress=progress)
+    return PlanRun(snap, plan, use)
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    """``explain``'s answer (``data``, shaped by ``qbhook.decide.explain.explain_data``), or
+    ``live_error``: the clients could not be listed, so only the torrent index can answer."""
+
+    data: dict | None
+    live_error: str | None = None
+
+
+def explain_group(
+    cfg: Config,
+    catalog: Catalog,
+    open_clients: Callable[[], Iterable[ClientPort]],
+    torrent_hash: str,
+    *,
+    no_scan: bool = False,
+    live: bool = False,
+    max_scan_age: float | None = None,
+    progress: Progress | None = None,
+) -> ExplainResult:
+    """Why ``torrent_hash``'s group gets its decision, decided now.
+
+    The catalog is scanned first only when the last full scan is older than ``max_scan_age``
+    (default ``scan.max_age``) and not ``no_scan``. The torrents come from the torrent index
+    (``_decide_from_index``) unless ``live`` or the index cannot stand in; then from the
+    clients' listing, and a client that cannot answer that is ``live_error``.
+
+    ``open_clients`` is called only when a client is asked (an index to sync, or a live
+    listing): building the clients loads their libraries, which an answer from a recent index
+    never needs (``tests/unit/test_startup.py``).
+    """
+    # explain changes nothing, so a recent catalog is enough: a link made since shows as a
+    # link "outside the scanned pools" (counted, not named), never as no link.
+    age = last_full_scan_age(catalog, cfg.pools)
+    limit = cfg.scan.max_age if max_scan_age is None else max_scan_age
+    scan = not no_scan and (age is None or age > limit)
+    note = (
+        "pools scanned now"
+        if scan
+        else "catalog as is (--no-scan)"
+        if no_scan
+        else f"catalog from a full scan {age:.0f} s ago; this group's files re-stat-ed"
+    )
+    decided = None if live else _decide_from_index(cfg, catalog, open_clients, torrent_hash, scan, limit, progress)
+    if decided is None:
+        try:
+            snap, p, _use = plan_run(cfg, catalog, open_clients(), hashes=[torrent_hash], scan=scan, progress=progress)
+        except QbtError as e:
+            return ExplainResult(None, live_error=str(e))
+        index = {"source": "clients", "reason": "torrents listed from the clients now"}
+    else:
+        snap, p, index = decided
+    from qbhook.decide.explain import explain_data
+
+    return ExplainResult(explain_data(catalog, snap, p, torrent_hash, {"catalog": note, "index": index}))
+
+
+def _decide_from_index(
+    cfg: Config,
+    catalog: Catalog,
+    open_clients: Callable[[], Iterable[ClientPort]],
+    torrent_hash: str,
+    scan: bool,
+    limit: float,
+    progress: Progress | None,
+) -> tuple[Snapshot, Plan, dict] | None:
+    """(snapshot, plan, what the torrents came from) decided on the torrent index, or None when
+    the index cannot stand in (``qbhook.decide.explain``): the caller then asks the clients.
+
+    An index older than ``limit`` (or never synced) is synced first: one request per unchanged
+    qBittorrent. A client that cannot be reached then leaves the index as it was, and the
+    answer says so; explain still answers, with every file stat-ed live.
+    """
+    from qbhook.decide.explain import GroupCatalog, indexed_group
+
+    names = [c.name for c in cfg.clients]
+    synced = TorrentIndex(catalog.conn).synced()
+    now = time.time()
+    problems: list[str] = []
+    if any((synced.get(n) or {}).get("synced_at") is None or now - synced[n]["synced_at"] > limit for n in names):
+        _reports, errors = try_sync_all(catalog, open_clients())
+        problems = [f"cannot sync {e}" for e in errors]
+    view = indexed_group(catalog, torrent_hash, names, [str(r) for r in cfg.seeding_roots])
+    if view is None:
+        return None
+    from qbhook.decide.planner import make_plan
+    from qbhook.decide.snapshot import build_snapshot
+
+    ready_catalog(cfg, catalog, targeted=True, scan=scan, progress=progress)
+    snap = build_snapshot(
+        cfg,
+        GroupCatalog(catalog),
+        view.clients,
+        hashes=[torrent_hash],
+        infos=view.infos,
+        progress=progress,
+        hash_budget=cfg.scan.hash_budget,
+    )
+    now = time.time()
+    ages = {n: None if at is None else round(now - at, 1) for n, at in view.synced_at.items()}
+    said = ", ".join(f"{n} {'never synced' if a is None else f'synced {a:.0f} s ago'}" for n, a in ages.items())
+    reason = f"torrents from the index ({said}); files stat-ed now" + "".join(f"; {p}" for p in problems)
+    index = {"source": "index", "reason": reason, "synced_age_s": ages, "problems": problems}
+    return snap, make_plan(snap, cfg.policy), index

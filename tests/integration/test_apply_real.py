@@ -261,13 +261,13 @@ def run_in_process(cfg: Path, hook=None):
     """Plan and apply in this process with the real QbtClient, catalog and journal (as the CLI
     wires them), so a test hook can change the world between two steps."""
     from qbhook.cli import App
-    from qbhook.cli.plan import compute_plan
+    from qbhook.decide.planning import plan_run
     from qbhook.move.executor import build_executor
     from qbhook.move.journal import Journal
 
     app = App(str(cfg), False, 0)
     try:
-        _snap, plan = compute_plan(app)
+        _snap, plan, _use = plan_run(app.cfg, app.catalog, app.clients)
         ex = build_executor(
             app.cfg, app.catalog, app.clients, Journal(app.catalog.conn), hook=hook, poll_initial_s=0.25, poll_max_s=1.0
         )

@@ -54,7 +54,7 @@ def test_real_demotion_is_notified(bed, listener):
 
 def test_forced_rollback_is_notified_as_a_failure(bed, listener):
     from qbhook.cli import App
-    from qbhook.cli.plan import compute_plan
+    from qbhook.decide.planning import plan_run
     from qbhook.move.executor import build_executor
     from qbhook.move.journal import Journal
 
@@ -72,7 +72,8 @@ def test_forced_rollback_is_notified_as_a_failure(bed, listener):
     prev = notify.install(None)
     app = App(str(bed.cfg), False, 0)
     try:
-        _snap, plan = compute_plan(app)  # loading the config starts the notifier (notify.configure)
+        # loading the config starts the notifier (notify.configure)
+        _snap, plan, _use = plan_run(app.cfg, app.catalog, app.clients)
         assert notify.active() is not None
         # the executor as the CLI and serve make it: wrapped by notify.watch
         ex = notify.watch(

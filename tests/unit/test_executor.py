@@ -902,7 +902,7 @@ def _cli_env(world, tmp_path, monkeypatch, plan):
     import yaml
 
     from qbhook import cli as cli_mod
-    from qbhook.cli import plan as cli_plan
+    from qbhook.decide import planning
 
     cfgfile = tmp_path / "config.yaml"
     cfgfile.write_text(
@@ -918,7 +918,7 @@ def _cli_env(world, tmp_path, monkeypatch, plan):
             }
         )
     )
-    monkeypatch.setattr(cli_plan, "compute_plan", lambda app, hashes=None, scan=True: (None, plan))
+    monkeypatch.setattr(planning, "plan_groups", lambda *a, **kw: planning.PlanRun(None, plan, None))
     monkeypatch.setattr(cli_mod.App, "clients", property(lambda self: {"qbt": world.qbt}))
     from qbhook.move import executor as executor_mod
 
