@@ -238,6 +238,16 @@ def echo_json(text: str) -> None:
     click.echo(text)
 
 
+def catalog_note(app: App, use) -> dict:
+    """What the catalog rested on (``CatalogUse``): one line on stderr, or (``--json``) the
+    ``catalog`` key only, so machine output stays one document."""
+    if use is None:
+        return {}
+    if not app.as_json:
+        echo_shown(f"qbhook: {use.reason}", err=True)
+    return {"catalog": use.as_dict()}
+
+
 def load_commands(*modules: str) -> None:
     """Import these modules of qbhook.cli (default: all), which registers their commands."""
     for m in modules or CLI_MODULES:

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from qbhook.cli.app import COUNT, ROW_ID, SECONDS, TEXT, TORRENT_HASH, App, echo_shown, main, pass_app
+from qbhook.cli.app import COUNT, ROW_ID, SECONDS, TEXT, TORRENT_HASH, App, catalog_note, echo_shown, main, pass_app
 from qbhook.decide.plan import describe_step
 from qbhook.errors import ExitCode
 from qbhook.units import human_bytes as _human_bytes
@@ -61,7 +61,6 @@ def apply(app: App, yes, group_ids, hashes, scan, wait, plan_file):
         if group_ids or hashes:
             raise click.UsageError("--plan applies the saved plan as a whole; it takes no --group or --hash")
         return _apply_saved(app, plan_file, yes, scan is False, wait)
-    from qbhook.cli.plan import catalog_note
     from qbhook.decide.planning import plan_groups
 
     if yes:

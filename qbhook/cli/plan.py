@@ -6,22 +6,12 @@ import sys
 
 import click
 
-from qbhook.cli.app import SECONDS, TEXT, TORRENT_HASH, App, echo_shown, main, pass_app
+from qbhook.cli.app import SECONDS, TEXT, TORRENT_HASH, App, catalog_note, echo_shown, main, pass_app
 from qbhook.decide.plan import describe_step
 from qbhook.errors import ExitCode
 from qbhook.units import human_bytes as _human_bytes
 
 EXIT_ACTIONABLE = ExitCode.ACTIONABLE
-
-
-def catalog_note(app: App, use) -> dict:
-    """What the catalog rested on (``CatalogUse``): one line on stderr, or (``--json``) the
-    ``catalog`` key only, so machine output stays one document."""
-    if use is None:
-        return {}
-    if not app.as_json:
-        echo_shown(f"qbhook: {use.reason}", err=True)
-    return {"catalog": use.as_dict()}
 
 
 @main.command()
