@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from qbhook.cli.app import SECONDS, TEXT, TORRENT_HASH, App, catalog_note, echo_shown, main, pass_app
+from qbhook.cli.app import SECONDS, TEXT, TORRENT_HASH, App, catalog_note, echo_shown, main, pass_app, shown
 from qbhook.decide.plan import describe_step
 from qbhook.errors import ExitCode
 from qbhook.units import human_bytes as _human_bytes
@@ -139,7 +139,6 @@ def explain(app: App, torrent_hash, no_scan, from_index, live, max_scan_age):
     as old as its last sync (said on stderr and in --json's ``index``), so qBittorrent may
     be down; --live lists them from the clients instead.
     """
-    from qbhook.cli.torrents import explain_from_index
     from qbhook.decide.planning import explain_group
 
     if from_index:
@@ -157,6 +156,47 @@ def explain(app: App, torrent_hash, no_scan, from_index, live, max_scan_age):
     if r.live_error is not None:
         return explain_from_index(app, torrent_hash, f"live answer impossible: {r.live_error}")
     app.emit(r.data, _print_explain)
+
+
+def explain_from_index(app: App, torrent_hash: str, why: str | None) -> None:
+    """``explain`` answered from the torrent index: no client, no scan; says how old it is."""
+    from qbhook.decide.explain import index_answer
+
+    data = index_answer(app.catalog, torrent_hash, why)
+    now = data.pop("now")
+    for t in data["torrents"]:
+        for f in t["files"]:
+            f["path"] = shown(f["path"]) if f["path"] else None
+
+    def human(d):
+        g = d["group"]
+        echo_shown(f"from the torrent index ({d['why'] or 'as asked'}):", err=True)
+        when = f", decided {now - g['decided_at']:.0f} s ago" if g["decided_at"] else ""
+        echo_shown(
+            f"group {g['group_id']}: last decision {(g['decision'] or 'none').upper()}"
+            f"{' - ' + g['decision_reason'] if g['decision_reason'] else ''}{when}"
+        )
+        for v in d["backstop"]:
+            echo_shown(f"  STOPPED BY THE VIEW BACKSTOP in run {v['run']} (group {v['group_id']}): {v['reason']}")
+            echo_shown(f"    what to do: {v['todo']}")
+        for t in d["torrents"]:
+            age = f"{t['index_age_s']:.0f} s old" if t["index_age_s"] is not None else "never synced"
+            echo_shown(
+                f"  torrent {t['hash']} {t['name']!r} [{t['state']}] at {t['save_path'] or '(unmapped)'} (index {age})"
+            )
+            echo_shown(f"    content id: {t['content_id'] or '(not all files hashed)'}; tree id: {t['tree_id'] or '-'}")
+            for f in t["files"]:
+                lv = f["live"]
+                state = (
+                    "MISSING"
+                    if lv and lv["nlink"] is None
+                    else f"{lv['nlink']} link(s) now" + ("" if lv["same_inode"] else ", not the indexed inode")
+                    if lv
+                    else "no host path"
+                )
+                echo_shown(f"    {f['path'] or f['rel']}: {state}")
+
+    app.emit(data, human)
 
 
 def _print_explain(d: dict) -> None:
