@@ -248,6 +248,13 @@ def catalog_note(app: App, use) -> dict:
     return {"catalog": use.as_dict()}
 
 
+def echo_problems(data: dict) -> None:
+    """The ``problems`` of an answer from the torrent index (a client that could not be synced),
+    one line each on stderr (``torrents``, ``dupes --payloads``)."""
+    for p in data["problems"]:
+        echo_shown(f"qbhook: {p}", err=True)
+
+
 def load_commands(*modules: str) -> None:
     """Import these modules of qbhook.cli (default: all), which registers their commands."""
     for m in modules or CLI_MODULES:

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from qbhook.cli.app import App, SizeParam, echo_json, echo_shown, main, pass_app, shown
+from qbhook.cli.app import App, SizeParam, echo_json, echo_problems, echo_shown, main, pass_app, shown
 from qbhook.units import human_bytes as _human_bytes
 
 
@@ -117,8 +117,6 @@ def dupes(app: App, no_scan, min_size, payloads, offline):
 
     cfg = app.cfg
     if payloads:
-        from qbhook.cli.torrents import payload_dupes
-
         return payload_dupes(app, offline)
     # The collector paused (decide.heap): a first run holds a few objects per file (walked
     # stats, candidate rows, paths) with no cycle among them, and each full pass walked them
@@ -181,5 +179,34 @@ def find(app: App, path):
             echo_shown(f"    inode {c['inode']} on {c['fsid']} ({c['nlink']} links):")
             for p in c["paths"]:
                 echo_shown(f"      {shown(p)}")
+
+    app.emit(data, human)
+
+
+def payload_dupes(app: App, offline: bool) -> None:
+    """``qbhook dupes --payloads``: whole payloads stored more than once, from the index."""
+    from qbhook.catalog.queries import payload_copies
+    from qbhook.units import human_bytes
+
+    data = payload_copies(app.catalog, app.clients, offline)
+    echo_problems(data)
+
+    def human(d):
+        if not d["payloads"]:
+            echo_shown("no payload is stored more than once (among fully hashed torrents)")
+            return
+        for s in d["payloads"]:
+            lay = f", {s['layouts']} layouts" if s["layouts"] > 1 else ""
+            echo_shown(
+                f"payload {s['content_id'][:16]} {human_bytes(s['size'])} stored x{s['copies']}{lay} "
+                f"(frees {human_bytes(s['reclaimable_bytes'])})"
+            )
+            for c in s["stored"]:
+                for t in c["torrents"]:
+                    echo_shown(
+                        f"    {t['hash'][:12]} tree {t['tree_id'][:12]} {shown(t['name'])} "
+                        f"at {shown(t['save_path'] or '?')}"
+                    )
+        echo_shown(f"{len(d['payloads'])} payload(s), {human_bytes(d['reclaimable_bytes'])} reclaimable")
 
     app.emit(data, human)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from qbhook.cli.app import App, echo_shown, main, pass_app, shown
+from qbhook.cli.app import App, echo_problems, echo_shown, main, pass_app, shown
 
 
 @main.command()
@@ -41,7 +41,7 @@ def torrents(app: App, pool, state, category, group, decision, gone, offline):
         gone=gone,
         offline=offline,
     )
-    _problems(data)
+    echo_problems(data)
 
     def human(d):
         if not d["torrents"]:
@@ -57,39 +57,5 @@ def torrents(app: App, pool, state, category, group, decision, gone, offline):
         for name, s in d["index"].items():
             age = f"{s['age_s']:.0f} s ago" if s["age_s"] is not None else "never"
             echo_shown(f"index of {name}: synced {age} ({s['mode']})", err=True)
-
-    app.emit(data, human)
-
-
-def _problems(data: dict) -> None:
-    for p in data["problems"]:
-        echo_shown(f"qbhook: {p}", err=True)
-
-
-def payload_dupes(app: App, offline: bool) -> None:
-    """``qbhook dupes --payloads``: whole payloads stored more than once, from the index."""
-    from qbhook.catalog.queries import payload_copies
-    from qbhook.units import human_bytes
-
-    data = payload_copies(app.catalog, app.clients, offline)
-    _problems(data)
-
-    def human(d):
-        if not d["payloads"]:
-            echo_shown("no payload is stored more than once (among fully hashed torrents)")
-            return
-        for s in d["payloads"]:
-            lay = f", {s['layouts']} layouts" if s["layouts"] > 1 else ""
-            echo_shown(
-                f"payload {s['content_id'][:16]} {human_bytes(s['size'])} stored x{s['copies']}{lay} "
-                f"(frees {human_bytes(s['reclaimable_bytes'])})"
-            )
-            for c in s["stored"]:
-                for t in c["torrents"]:
-                    echo_shown(
-                        f"    {t['hash'][:12]} tree {t['tree_id'][:12]} {shown(t['name'])} "
-                        f"at {shown(t['save_path'] or '?')}"
-                    )
-        echo_shown(f"{len(d['payloads'])} payload(s), {human_bytes(d['reclaimable_bytes'])} reclaimable")
 
     app.emit(data, human)
