@@ -112,6 +112,11 @@ def test_the_guard_sees_a_lazy_upward_import(tmp_path):
     assert _upward(tmp_path) == ["qbhook.catalog.scan (catalog) imports qbhook.cli.app (cli)"]
 
 
+def _within(module: str, package: str) -> bool:
+    """``module`` is ``package`` or inside it (``qbhook.clients`` is not inside ``qbhook.cli``)."""
+    return module == package or module.startswith(package + ".")
+
+
 # The one module outside the qBittorrent adapter that may import it: the registry constructs it.
 ADAPTER_BUILDERS = {"qbhook.clients.registry"}
 
@@ -126,7 +131,7 @@ def _adapter_importers(root: pathlib.Path = ROOT) -> list[str]:
         f"{a} imports {b}"
         for a, bs in _imports(_modules(root)).items()
         for b in bs
-        if b.startswith("qbhook.clients.qbt") and not a.startswith("qbhook.clients.qbt") and a not in ADAPTER_BUILDERS
+        if _within(b, "qbhook.clients.qbt") and not _within(a, "qbhook.clients.qbt") and a not in ADAPTER_BUILDERS
     )
 
 
@@ -141,3 +146,32 @@ def test_the_adapter_guard_sees_a_reach_into_qbt(tmp_path):
     (tmp_path / "clients" / "registry.py").write_text("from qbhook.clients.qbt.client import check_tags\n")
     (tmp_path / "clients" / "rtorrent.py").write_text("from qbhook.clients.qbt.client import check_tags\n")
     assert _adapter_importers(tmp_path) == ["qbhook.clients.rtorrent imports qbhook.clients.qbt.client"]
+
+
+# What every command module may take from the CLI: the shared pieces (App, the parameter types,
+# the printers both sides use). The package's __init__ re-exports them.
+CLI_SHARED = {"qbhook.cli.app", "qbhook.cli"}
+
+
+def _command_cross_imports(root: pathlib.Path = ROOT) -> list[str]:
+    """Command modules importing another command module: the work one command shares with
+    another is library work (decide.planning, decide.explain ...) or a piece of cli/app.py."""
+    return sorted(
+        f"{a} imports {b}"
+        for a, bs in _imports(_modules(root)).items()
+        for b in bs
+        if _within(a, "qbhook.cli") and a not in CLI_SHARED and _within(b, "qbhook.cli") and b not in CLI_SHARED
+    )
+
+
+def test_command_modules_import_only_the_shared_cli_pieces():
+    assert _command_cross_imports() == []
+
+
+def test_the_command_guard_sees_one_command_borrowing_another(tmp_path):
+    """apply taking compute_plan from plan (what the guard is for) is reported; app is allowed."""
+    (tmp_path / "cli").mkdir()
+    (tmp_path / "cli" / "app.py").write_text("main = None\n")
+    (tmp_path / "cli" / "plan.py").write_text("from qbhook.cli.app import main\n\ndef compute_plan():\n    pass\n")
+    (tmp_path / "cli" / "apply.py").write_text("def f():\n    from qbhook.cli.plan import compute_plan\n")
+    assert _command_cross_imports(tmp_path) == ["qbhook.cli.apply imports qbhook.cli.plan"]
