@@ -90,31 +90,64 @@ def read_mounts() -> list[Mount]:
         return parse_mountinfo(f.read())
 
 
-def mount_for(path: str | os.PathLike, mounts: list[Mount] | None = None) -> Mount:
-    """The mount that holds ``path``: same st_dev, longest mountpoint prefix."""
-    real = os.path.realpath(path)
-    dev = os.lstat(real).st_dev
-    mounts = read_mounts() if mounts is None else mounts
-    best = None
-    for m in mounts:
-        if m.dev != dev:
+def _is_at_or_below(path: str, top: str) -> bool:
+    return path == top or top == "/" or path.startswith(top.rstrip("/") + "/")
+
+
+def _root_devs(roots: Iterable[str | os.PathLike]) -> list[tuple[str, int]]:
+    """(absolute path, st_dev) of each configured root that is a real folder (never followed)."""
+    out = []
+    for root in roots:
+        path = os.path.abspath(os.fspath(root))
+        try:
+            st = os.lstat(path)
+        except OSError:
             continue
-        mp = m.mountpoint.rstrip("/") or "/"
-        if (real == mp or real.startswith(mp + "/") or mp == "/") and (
-            best is None or len(mp) > len(best.mountpoint.rstrip("/") or "/")
-        ):
-            best = m
-    if best is None:
-        # Some FUSE filesystems report a st_dev that differs from mountinfo's; fall back to prefix only.
+        if stat.S_ISDIR(st.st_mode):
+            out.append((path, st.st_dev))
+    return out
+
+
+def mount_for_dev(dev: int, mounts: list[Mount] | None = None, roots: Iterable[str | os.PathLike] = ()) -> Mount:
+    """The mount of the filesystem whose st_dev is ``dev``.
+
+    Identified by the number alone, never by resolving a caller's path: a data path can hold a
+    folder a writer swapped for a symlink, and following it would name another filesystem.
+    Several mounts of one filesystem (bind mounts) share the number: the one holding a
+    configured root (``roots``) wins, then the filesystem's own root (mountinfo root "/"), then
+    the first listed, so the answer does not depend on which path asked. A FUSE filesystem
+    whose st_dev differs from mountinfo's is found by a stat of the mount points themselves
+    (kernel-listed paths), then by a configured root on that device.
+    """
+    mounts = read_mounts() if mounts is None else mounts
+    rdevs = _root_devs(roots)
+    same = [m for m in mounts if m.dev == dev]
+    if not same:
         for m in mounts:
-            mp = m.mountpoint.rstrip("/") or "/"
-            if (real == mp or real.startswith(mp + "/") or mp == "/") and (
-                best is None or len(mp) > len(best.mountpoint.rstrip("/") or "/")
-            ):
-                best = m
-    if best is None:
-        raise FilesystemIdError(f"cannot find the mount holding {path}")
-    return best
+            try:
+                if os.lstat(m.mountpoint).st_dev == dev:
+                    same.append(m)
+            except OSError:
+                continue
+    if not same:
+        # Last resort: the mount holding a configured root on that device (trusted config, not data).
+        for path, rdev in rdevs:
+            if rdev == dev:
+                same = [
+                    max(
+                        (m for m in mounts if _is_at_or_below(path, m.mountpoint)),
+                        key=lambda m: len(m.mountpoint.rstrip("/")),
+                        default=None,
+                    )
+                ]
+                same = [m for m in same if m is not None]
+                break
+    if not same:
+        raise FilesystemIdError(f"cannot find the mount of device {os.major(dev)}:{os.minor(dev)}")
+    holding_root = [m for m in same if any(rdev == dev and _is_at_or_below(p, m.mountpoint) for p, rdev in rdevs)]
+    if holding_root:
+        return max(holding_root, key=lambda m: len(m.mountpoint.rstrip("/")))
+    return next((m for m in same if m.root == "/"), same[0])
 
 
 def zfs_guid(dataset: str) -> str | None:
@@ -232,15 +265,25 @@ def _marker_id(mountpoint: str, create: bool, marker_roots: Iterable[str | os.Pa
 
 
 def identify(
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     *,
+    dev: int | None = None,
     create_marker: bool = True,
     mounts: list[Mount] | None = None,
     marker_roots: Iterable[str | os.PathLike] = (),
 ) -> FsIdentity:
-    """``marker_roots``: the configured pool roots, the only directories a marker may be written in."""
-    m = mount_for(path, mounts)
-    dev = os.lstat(os.path.realpath(path)).st_dev
+    """The identity of the filesystem with st_dev ``dev`` (or, without it, of ``path``'s stat).
+
+    ``marker_roots``: the configured pool roots, the only directories a marker may be written
+    in, and the tie-break between bind mounts of one filesystem (mount_for_dev).
+    """
+    if dev is None:
+        if path is None:
+            raise TypeError("identify needs a path or a dev")
+        dev = os.stat(path).st_dev
+    marker_roots = tuple(marker_roots)
+    mounts = read_mounts() if mounts is None else mounts
+    m = mount_for_dev(dev, mounts, marker_roots)
     if m.fstype in ZFS_TYPES:
         guid = zfs_guid(m.source)
         if guid:
@@ -248,7 +291,7 @@ def identify(
     u = device_uuid(m.source)
     if u:
         return FsIdentity(f"uuid:{u}", "uuid", m.fstype, m.source, m.mountpoint, dev)
-    top = m if m.root == "/" else next((x for x in (mounts or read_mounts()) if x.dev == m.dev and x.root == "/"), None)
+    top = m if m.root == "/" else next((x for x in mounts if x.dev == m.dev and x.root == "/"), None)
     if top is not None:
         # A bind mount of a subfolder shares the marker of the filesystem's real root.
         mk = _marker_id(top.mountpoint, create_marker, marker_roots)

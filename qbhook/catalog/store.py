@@ -135,7 +135,13 @@ class Catalog:
         return st.st_ino == row.ino and self.fs_for_path(path, st.st_dev) == row.fs
 
     def fs_for_path(self, path: str | bytes | os.PathLike, dev: int | None = None) -> int:
-        """Row id of the filesystem holding ``path`` (registering it, re-mapping st_dev if it moved)."""
+        """Row id of the filesystem holding ``path`` (registering it, re-mapping st_dev if it moved).
+
+        ``dev``: the st_dev of the caller's lstat of ``path``; the filesystem is identified by
+        that number alone (fsid.mount_for_dev), ``path`` is only lstat-ed when it is not given.
+        A path is never resolved here: callers hand in paths writers control, and a folder
+        swapped for a symlink would otherwise re-map this st_dev to whatever it points at.
+        """
         if dev is None:
             dev = os.lstat(path).st_dev
         if self._mounts.changed():
@@ -143,7 +149,7 @@ class Catalog:
         cached = self._dev_cache.get(dev)
         if cached is not None:
             return cached
-        ident = fsid_mod.identify(os.fsdecode(path), marker_roots=self.marker_roots)
+        ident = fsid_mod.identify(dev=dev, marker_roots=self.marker_roots)
         mountpoint = os.fsencode(ident.mountpoint)
         # A row that already says all of this is not written again: every new process asks this
         # once per filesystem, and a write here would take the catalog's write lock (an explain

@@ -623,15 +623,17 @@ def _existing_copy(d: Dir, name: bytes, st: os.stat_result | None, size: int, ex
     return Act(ActStatus.PRESENT, st, {"bytes_written": 0, "blake3": expected.hex()})
 
 
-def _open_source(src, roots) -> int:
-    """The copy source, opened read-only through verified folders (reads may cross a nested dataset)."""
+def _open_source(src, roots) -> tuple[int, str | None]:
+    """The copy source, opened read-only through verified folders (reads may cross a nested
+    dataset), and its folder's fs_path (Dir.fs_path_for: None if the file is on another filesystem)."""
     try:
         parent, name, _parts = _open_parent(src, roots, same_fs=False)
     except (FileNotFoundError, NotADirectoryError):
         raise VerificationFailed(f"copy source {os.fsdecode(_p(src))} is missing") from None
     with parent:
         try:
-            return parent.open_file(name, os.O_RDONLY)
+            fd = parent.open_file(name, os.O_RDONLY)
+            return fd, parent.fs_path_for(os.fstat(fd))
         except FileNotFoundError:
             raise VerificationFailed(f"copy source {os.fsdecode(_p(src))} is missing") from None
         except OSError as e:
@@ -675,7 +677,7 @@ def copy_verified(
                 expected = _source_digest(src, roots, catalog)
             return _existing_copy(parent, name, st, expected_size, expected, catalog)
         src_shown = os.fsdecode(_p(src))
-        src_fd = _open_source(src, roots)
+        src_fd, src_fs_path = _open_source(src, roots)
         staging = None
         staged = None
         try:
@@ -706,7 +708,7 @@ def copy_verified(
                     raise UnsafeOperation(f"{os.fsdecode(_p(dst))} was written to right after qbhook copied it")
                 result = Act(ActStatus.COPIED, after, {"bytes_written": written, "blake3": digest.hex()})
             if expected is None:
-                result.facts["source_hash_cached"] = _remember_source_digest(catalog, src, src_fd, sst, digest)
+                result.facts["source_hash_cached"] = _remember_source_digest(catalog, src_fs_path, src_fd, sst, digest)
             os.fsync(parent.fd)
             return result
         finally:
@@ -811,14 +813,15 @@ def _regular_file(path, roots, what: str) -> Iterator[tuple[Dir, bytes, os.stat_
         yield parent, name, st
 
 
-def _remember_source_digest(catalog, src, src_fd: int, sst: os.stat_result, digest: bytes) -> bool:
+def _remember_source_digest(catalog, fs_path: str | None, src_fd: int, sst: os.stat_result, digest: bytes) -> bool:
     """Cache ``digest`` as the source inode's hash, for the stat it was read under, if it is settled
     (a write in the same clock tick as its last one could leave the stat unchanged) and the catalog
-    knows the inode. True if cached."""
+    knows the inode. ``fs_path``: the source folder's Dir.fs_path_for, never the source path (a
+    writer controls that one). True if cached."""
     res = hashing.HashResult(digest, sst, os.fstat(src_fd))
-    if catalog is None or not res.settled(CACHE_MIN_AGE_S):
+    if catalog is None or fs_path is None or not res.settled(CACHE_MIN_AGE_S):
         return False
-    row_id, _cached = _cached_digest(catalog, src, res.after)
+    row_id, _cached = _cached_digest(catalog, fs_path, res.after)
     if row_id is None:
         return False
     catalog.store_hash(row_id, digest, res.after)

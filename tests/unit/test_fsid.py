@@ -106,3 +106,47 @@ def test_catalog_marks_only_its_pool_roots(tmpfs, tmp_path):
         assert (pool / MARKER_NAME).is_file()
     finally:
         cat.close()
+
+
+def test_a_symlinked_folder_in_the_asked_path_does_not_re_map_the_device(tmpfs, tmp_path):
+    # Review finding: on a dev-cache miss (any mount change clears it) fs_for_path identified the
+    # filesystem by resolving the caller's path; a folder swapped for a symlink to another
+    # filesystem then mapped the pool's st_dev to that one for the whole process.
+    from qbhook.catalog.store import Catalog
+
+    pool, other = tmpfs("pool"), tmpfs("other")
+    (pool / "seeding/d").mkdir(parents=True)
+    (pool / "seeding/d/f").write_bytes(b"x")
+    (other / "f").write_bytes(b"y")
+    path = pool / "seeding/d/f"
+    st = os.lstat(path)
+    cat = Catalog.open(tmp_path / "cat.sqlite", marker_roots=[pool])
+    try:
+        fs = cat.fs_for_path(path, st.st_dev)
+        (pool / "seeding/d/f").unlink()
+        (pool / "seeding/d").rmdir()
+        os.symlink(other, pool / "seeding/d")
+        tmpfs("third")  # a mount change: the dev cache is dropped, the next ask identifies again
+        assert cat.fs_for_path(path, st.st_dev) == fs
+        assert cat.fsid(fs) == "marker:" + (pool / MARKER_NAME).read_text().strip()
+        devs = {f.fsid: f.dev for f in cat.filesystems()}
+        assert devs[cat.fsid(fs)] == st.st_dev and list(devs.values()).count(st.st_dev) == 1
+        assert not (other / MARKER_NAME).exists()
+    finally:
+        cat.close()
+
+
+def test_bind_mounts_of_one_filesystem_resolve_to_the_one_holding_the_configured_root(tmpfs, tmp_path):
+    pool = tmpfs("pool")
+    (pool / "seeding").mkdir()
+    bind = tmp_path / "bind"
+    bind.mkdir()
+    if subprocess.run(["mount", "--bind", str(pool / "seeding"), str(bind)], check=False).returncode != 0:
+        pytest.skip("cannot bind mount")
+    try:
+        dev = os.lstat(pool).st_dev
+        assert identify(dev=dev, marker_roots=[pool]).mountpoint == str(pool)
+        # Asked through the bind mount's path: still the same filesystem, the same answer.
+        assert identify(bind, marker_roots=[pool]) == identify(pool, marker_roots=[pool])
+    finally:
+        subprocess.run(["umount", "-l", str(bind)], check=False)

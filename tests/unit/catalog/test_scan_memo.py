@@ -175,7 +175,7 @@ def test_a_remount_that_gives_the_device_to_another_filesystem_is_not_trusted(en
     cfg, files, reads, mp = env
     real = fsid_mod.identify
 
-    def replica(path, **k):
+    def replica(path=None, **k):
         ident = real(path, **k)
         return dataclasses.replace(ident, fsid=ident.fsid + "-replica")
 
