@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qbhook.errors import FilesystemIdError
+from qbhook.paths import is_within
 
 MARKER_NAME = ".qbhook-fsid"
 ZFS_TYPES = ("zfs", "fuse.zfs")
@@ -90,10 +91,6 @@ def read_mounts() -> list[Mount]:
         return parse_mountinfo(f.read())
 
 
-def _is_at_or_below(path: str, top: str) -> bool:
-    return path == top or top == "/" or path.startswith(top.rstrip("/") + "/")
-
-
 def _root_devs(roots: Iterable[str | os.PathLike]) -> list[tuple[str, int]]:
     """(absolute path, st_dev) of each configured root that is a real folder (never followed)."""
     out = []
@@ -135,7 +132,7 @@ def mount_for_dev(dev: int, mounts: list[Mount] | None = None, roots: Iterable[s
             if rdev == dev:
                 same = [
                     max(
-                        (m for m in mounts if _is_at_or_below(path, m.mountpoint)),
+                        (m for m in mounts if is_within(path, m.mountpoint)),
                         key=lambda m: len(m.mountpoint.rstrip("/")),
                         default=None,
                     )
@@ -144,7 +141,7 @@ def mount_for_dev(dev: int, mounts: list[Mount] | None = None, roots: Iterable[s
                 break
     if not same:
         raise FilesystemIdError(f"cannot find the mount of device {os.major(dev)}:{os.minor(dev)}")
-    holding_root = [m for m in same if any(rdev == dev and _is_at_or_below(p, m.mountpoint) for p, rdev in rdevs)]
+    holding_root = [m for m in same if any(rdev == dev and is_within(p, m.mountpoint) for p, rdev in rdevs)]
     if holding_root:
         return max(holding_root, key=lambda m: len(m.mountpoint.rstrip("/")))
     return next((m for m in same if m.root == "/"), same[0])

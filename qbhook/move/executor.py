@@ -72,6 +72,7 @@ from qbhook.errors import ExitCode, LastCopyKept, QbhookError, QbtError, UnsafeO
 from qbhook.move import fsops
 from qbhook.move.journal import Journal, RunRow, StepRow, sharers_of
 from qbhook.move.locks import converge_lock, executor_lock, group_lock
+from qbhook.paths import is_within
 
 if TYPE_CHECKING:
     from qbhook.catalog.store import Catalog
@@ -934,9 +935,11 @@ class Executor:
         want: dict[str, tuple[str, int, str | None]] = {}
         for f in s.files:
             full = _norm(f.path if os.path.isabs(f.path) else os.path.join(save, f.path))
-            rel = os.path.relpath(full, save)
-            if rel.startswith(".."):
+            # Containment by whole components (paths.is_within): a string test on the relpath
+            # would refuse a legitimate top-level "..nfo" the planner accepted, every sweep.
+            if not is_within(full, save):
                 raise UnsafeOperation(f"view file {full} is outside the save path {save}")
+            rel = os.path.relpath(full, save)
             want[rel] = (full, int(f.size), st.content_of(full, f.blake3, int(f.size), "verify_view"))
         live = c.files(h)
         if not live:

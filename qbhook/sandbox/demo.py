@@ -27,6 +27,7 @@ import yaml
 
 from qbhook.clients.rtorrent import RtorrentClient
 from qbhook.errors import QbhookError
+from qbhook.paths import is_within
 from qbhook.sandbox.qbt import QbtInstance, free_port
 from qbhook.sandbox.rtorrent import RtorrentInstance
 from qbhook.sandbox.scenario import MOVIES, Scenario
@@ -125,7 +126,7 @@ def _save_state(base: Path, pools: Pools) -> None:
 
 
 def _pool_of(save_path: str, sc: Scenario) -> str:
-    return "stash" if save_path.startswith(str(sc.stash)) else "pool" if save_path.startswith(str(sc.pool)) else "?"
+    return "stash" if is_within(save_path, sc.stash) else "pool" if is_within(save_path, sc.pool) else "?"
 
 
 def _inventory(client, sc: Scenario, rt: RtorrentClient | None = None) -> list[dict]:
@@ -316,9 +317,9 @@ def _event_settled(cfg: Path) -> bool:
     )
 
 
-def _torrent_on(client, h: str, prefix: str) -> bool:
+def _torrent_on(client, h: str, root: str) -> bool:
     t = client.torrents_info(torrent_hashes=h)
-    return bool(t) and t[0]["save_path"].startswith(prefix) and t[0]["progress"] == 1
+    return bool(t) and is_within(t[0]["save_path"], root) and t[0]["progress"] == 1
 
 
 def _wait_for(pred, timeout: float, what: str) -> None:

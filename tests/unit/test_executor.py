@@ -1009,3 +1009,29 @@ def test_resume_picks_dead_runs_and_leaves_live_foreign_ones(world):
         world.executor().resume(run.id)
     with pytest.raises(Exception, match="no run 999"):
         world.executor().resume(999)
+
+
+def test_a_top_level_file_named_dot_dot_nfo_demotes(world):
+    # Review finding: verify_view refused a file whose path relative to the save path merely
+    # starts with ".." ("..nfo"), while the planner (by path component) accepted it: every
+    # sweep copied the payload, the view check refused, the group rolled back, forever.
+    planner = pytest.importorskip("qbhook.decide.planner")
+    from qbhook.catalog.scan import scan_pool
+    from qbhook.decide import snapshot
+
+    data = b"release notes\n"
+    a = write(os.path.join(world.seed_s, "..nfo").encode(), data)
+    os.link(a, os.path.join(world.seed_s, "cross-seed", "..nfo").encode())
+    for t in world.qbt.t.values():
+        t.files.append(("..nfo", len(data), 1))
+        t.tags.add("~noHL")
+        t.download_path = ""
+    for p in world.cfg.pools:
+        scan_pool(world.cat, p, world.cfg.scan)
+    plan = planner.make_plan(snapshot.build_snapshot(world.cfg, world.cat, [world.qbt]), world.cfg.policy)
+    assert [g.action for g in plan.groups] == ["demote"], [(g.action, g.reason) for g in plan.groups]
+    summary = world.executor().apply(plan)
+    assert summary.status == "done", summary.groups_failed
+    for h in (H1, H2):
+        with open(os.path.join(world.save(h, "pool"), "..nfo"), "rb") as f:
+            assert f.read() == data
