@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from qbhook import numbers
 from qbhook.errors import ConfigError, PathMapError
 from qbhook.files import Missing, NotReadable, read_regular_file
 from qbhook.paths import is_within
@@ -358,7 +359,8 @@ def parse_config(data: Any, *, env: dict[str, str] | None = None, base_dir: Path
 Reader = Callable[[Any, str], Any]
 
 _MAX_SECONDS = 10 * 365 * 86400.0  # ten years: longer is a typo, and overflows timers
-_MAX_INT = 2**63 - 1  # what SQLite (and every C timer) can hold
+_MAX_INT = numbers.MAX_INT
+_got = numbers.shown  # a value as quoted in a message
 
 
 def _number(value: Any, key: str, what: str) -> float | int:
@@ -367,17 +369,6 @@ def _number(value: Any, key: str, what: str) -> float | int:
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(key, f"must be a finite number (got {_got(value)})")
     return value
-
-
-def _got(value: Any, limit: int = 60) -> str:
-    """A value as quoted in a message: repr, shortened, never raising (ints past 4300 digits do)."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
-        return "a number with more than 30 digits"
-    try:
-        text = repr(value)
-    except Exception:
-        return type(value).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _bounds(v: float, key: str, lo: float, hi: float, lo_open: bool, unit: str = "") -> None:
@@ -444,10 +435,10 @@ def count(*, minimum: int = 0, maximum: int = _MAX_INT) -> Reader:
     """A whole number: 2.5 is an error, not 2."""
 
     def read(value: Any, key: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(key, f"must be a whole number (got {_got(value)})")
-        _bounds(value, key, minimum, maximum, False)
-        return value
+        try:
+            return numbers.whole(value, minimum, maximum)
+        except ValueError as e:
+            raise ConfigError(key, str(e)) from None
 
     return read
 

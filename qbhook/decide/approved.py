@@ -218,7 +218,7 @@ def parse(doc, pools: dict[str, list[str]], where: str = "plan file") -> SavedPl
         plan = Plan.from_dict(
             {
                 "groups": [{k: v for k, v in g.items() if k != "fingerprint"} for g in groups],
-                "created_at": float(doc.get("created_at") or 0.0),
+                "created_at": doc.get("created_at") or 0.0,  # bounded by Plan.from_dict
             }
         )
     except (KeyError, TypeError, ValueError) as e:

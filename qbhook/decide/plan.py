@@ -58,6 +58,8 @@ from dataclasses import asdict, dataclass, field, fields
 from itertools import islice
 from typing import Any, ClassVar
 
+from qbhook.numbers import MAX_INT, MIN_INT, finite, whole
+
 STEP_VERSION = 2  # written into every step's args as "v"; readers accept 1 and 2
 
 
@@ -165,8 +167,17 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def _opt_int(v: Any) -> int | None:
-    return None if v is None else int(v)
+def _int(v: Any, name: str, lo: int = 0) -> int:
+    """A whole number of a step or group field, bounded (numbers.whole): a saved plan or a
+    journal row is input, and int() took 1e999 (OverflowError) or 10**30 (past SQLite)."""
+    try:
+        return whole(v, lo)
+    except ValueError as e:
+        raise ValueError(f"{name} {e}") from None
+
+
+def _opt_int(v: Any, name: str, lo: int = 0) -> int | None:
+    return None if v is None else _int(v, name, lo)
 
 
 def _strs(v: Any) -> tuple[str, ...]:
@@ -233,7 +244,7 @@ class Copy(_FromSrc, Step):
 
     @classmethod
     def from_args(cls, a):
-        step = cls(a["src"], *split_path(a["dst"]), int(a["size"]), a["blake3"])
+        step = cls(a["src"], *split_path(a["dst"]), _int(a["size"], "size"), a["blake3"])
         if step.blake3 is None and a.get("hash") != HASH_FROM_COPY:
             raise ValueError('blake3 is null without "hash": "from_copy"')
         return step
@@ -251,7 +262,7 @@ class Link(_FromSrc, Step):
 
     @classmethod
     def from_args(cls, a):
-        return cls(a["src"], *split_path(a["dst"]), _opt_int(a.get("size")), a.get("blake3"))
+        return cls(a["src"], *split_path(a["dst"]), _opt_int(a.get("size"), "size"), a.get("blake3"))
 
 
 @_kind
@@ -339,7 +350,9 @@ class VerifyView(Step):
         base = a["save_path"] + "/"
         # Stored relative when below the save path, as the planner stores them (see split_path).
         files = (
-            ViewFile(p[len(base) :] if (p := f["path"]).startswith(base) else p, int(f["size"]), f.get("blake3"))
+            ViewFile(
+                p[len(base) :] if (p := f["path"]).startswith(base) else p, _int(f["size"], "size"), f.get("blake3")
+            )
             for f in a["files"]
         )
         return cls.of_files(a["torrent"], a["instance"], a["save_path"], files)
@@ -382,7 +395,7 @@ class Relocate(Step):
             a["instance"],
             a["from_path"],
             a["to_path"],
-            int(a.get("size") or 0),
+            _int(a.get("size") or 0, "size"),
             dict(obs) if obs else None,
         )
 
@@ -486,11 +499,11 @@ class Delete(Step):
     @classmethod
     def from_args(cls, a):
         k = a["keep"]
-        keep_id = (k.get("fsid"), _opt_int(k.get("ino")))
+        keep_id = (k.get("fsid"), _opt_int(k.get("ino"), "keep ino"))
         return cls(
             a["path"],
-            (a["fsid"], int(a["ino"])),
-            _opt_int(a.get("size")),
+            (a["fsid"], _int(a["ino"], "ino")),
+            _opt_int(a.get("size"), "size"),
             a.get("blake3"),
             *split_path(k["path"]),
             _strs(a.get("seeding_links")),
@@ -582,11 +595,11 @@ class Converge(Step):
         return cls(
             a["path"],
             a["fsid"],
-            int(a["ino"]),
-            int(a["size"]),
-            _opt_int(a.get("mtime_ns")),
+            _int(a["ino"], "ino"),
+            _int(a["size"], "size"),
+            _opt_int(a.get("mtime_ns"), "mtime_ns", MIN_INT),
             a["blake3"],
-            ConvergeKeep(k["path"], k["fsid"], int(k["ino"]), bool(k.get("library"))),
+            ConvergeKeep(k["path"], k["fsid"], _int(k["ino"], "keep ino"), bool(k.get("library"))),
         )
 
 
@@ -611,7 +624,7 @@ class Repair(Step):
 
     @classmethod
     def from_args(cls, a):
-        return cls(a["torrent"], a["instance"], a["from_path"], a["to_path"], int(a.get("size") or 0))
+        return cls(a["torrent"], a["instance"], a["from_path"], a["to_path"], _int(a.get("size") or 0, "size"))
 
 
 STEP_KINDS = tuple(STEP_TYPES)
@@ -879,6 +892,9 @@ class GroupPlan:
     def from_dict(cls, d: dict) -> GroupPlan:
         d = dict(d)
         d["action"] = Action(d["action"])
+        for name in ("bytes_to_copy", "bytes_freed", "payload_bytes"):
+            if name in d:
+                d[name] = _int(d[name], name)
         d["steps"] = [step_from_json(s) for s in d.get("steps", [])]
         return cls(**d)
 
@@ -908,4 +924,8 @@ class Plan:
 
     @classmethod
     def from_dict(cls, d: dict) -> Plan:
-        return cls(groups=[GroupPlan.from_dict(g) for g in d["groups"]], created_at=d.get("created_at", 0.0))
+        try:
+            created_at = finite(d.get("created_at", 0.0), 0.0, MAX_INT)
+        except ValueError as e:
+            raise ValueError(f"created_at {e}") from None
+        return cls(groups=[GroupPlan.from_dict(g) for g in d["groups"]], created_at=created_at)

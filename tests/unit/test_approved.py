@@ -179,6 +179,43 @@ def test_save_and_load_through_a_file(tmp_path):
     ],
 )
 def test_cli_apply_plan_bad_file_is_one_line_exit_65_and_touches_nothing(tmp_path, content, code_match):
+    _assert_refused(tmp_path, content, code_match)
+
+
+def _resealed(edit) -> str:
+    """A saved plan of two_groups() changed by ``edit(doc)`` and given the plan_id of its new
+    content (sha256 of the body, as approved.document computes it): only the field check can
+    catch it, not the tamper check."""
+    doc, _ = saved_from(two_groups())
+    edit(doc)
+    doc["plan_id"] = approved._digest({k: v for k, v in doc.items() if k != "plan_id"})
+    return json.dumps(doc)
+
+
+def _copy_args(doc) -> dict:
+    return next(s["args"] for g in doc["groups"] for s in g["steps"] if s["kind"] == "copy")
+
+
+@pytest.mark.parametrize(
+    "edit, code_match",
+    [
+        # float(10**400) was an OverflowError traceback
+        (lambda d: d.update(created_at=10**400), "created_at"),
+        (lambda d: d.update(created_at=-1), "created_at"),
+        # JSON 1e999 reads as infinity: int(inf) was an OverflowError traceback
+        (lambda d: _copy_args(d).update(size=1e999), "size"),
+        (lambda d: _copy_args(d).update(size=10**30), "size"),  # past SQLite's INTEGER
+        (lambda d: _copy_args(d).update(size=-5), "size"),
+        (lambda d: _copy_args(d).update(size=True), "size"),
+        (lambda d: d["groups"][0].update(bytes_to_copy=1e999), "bytes_to_copy"),
+        (lambda d: d["groups"][0].update(bytes_freed="lots"), "bytes_freed"),
+    ],
+)
+def test_cli_apply_plan_with_a_crafted_number_is_one_line_exit_65(tmp_path, edit, code_match):
+    _assert_refused(tmp_path, _resealed(edit), code_match)
+
+
+def _assert_refused(tmp_path, content: str, code_match: str) -> None:
     cfg = tmp_path / "config.yaml"
     cfg.write_text(
         yaml.safe_dump(
