@@ -8,8 +8,10 @@ on verified directory descriptors, never on these strings.
 from __future__ import annotations
 
 import codecs
+import functools
 import logging
 import os
+from collections.abc import Callable
 
 from qbhook.errors import PathMapError
 
@@ -46,6 +48,20 @@ def is_within(path: str | os.PathLike, root: str | os.PathLike) -> bool:
     if not _normpath_keeps(r):
         r = os.path.normpath(r)
     return p == r or p.startswith(r + "/") or r == "/"
+
+
+@functools.lru_cache(maxsize=16)
+def within_any(roots: tuple[str, ...]) -> Callable[[str], bool]:
+    """``is_within(p, r)`` for any ``r`` of ``roots``, as one test for many paths: each root is
+    normpath-ed once here instead of once per (path, root) (a snapshot asks for every inode)."""
+    pairs = tuple((r, "/" if r == "/" else r + "/") for r in map(os.path.normpath, roots))
+
+    def test(p: str) -> bool:
+        if not _normpath_keeps(p):
+            p = os.path.normpath(p)
+        return any(p == r or p.startswith(pre) for r, pre in pairs)
+
+    return test
 
 
 def _normpath_keeps(p) -> bool:

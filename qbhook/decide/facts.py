@@ -11,13 +11,12 @@ string: two spellings of one link counted twice would hide a library link
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from qbhook.errors import PathMapError
-from qbhook.paths import is_within, normalize
+from qbhook.paths import is_within, normalize, within_any
 
 InodeKey = tuple[str, int]  # (stable filesystem id, inode number)
 ContentKey = tuple[int, str]  # (size, blake3 hex)
@@ -151,27 +150,17 @@ def split_links(paths: Iterable[str], roots: Iterable[str]) -> tuple[tuple[str, 
     and demote it. A spelling that cannot be made canonical (relative, ``..``) is
     dropped: the inode then looks *more* linked from outside, never less.
     """
-    # normalize() output is already what is_within's normpath would make of it, so each root is
-    # normpath-ed once (per set of roots, ``_root_prefixes``) instead of both strings once per
-    # (path, root): this runs for every inode of every snapshot.
-    norm = _root_prefixes(tuple(roots))
+    # One test per set of roots (paths.within_any): this runs for every inode of every snapshot.
+    inside = within_any(tuple(roots))
     canon: set[str] = set()
     for p in paths:
         try:
             canon.add(normalize(p))
         except PathMapError:
             continue
-    seeding = tuple(sorted(p for p in canon if any(p == r or p.startswith(pre) for r, pre in norm)))
+    seeding = tuple(sorted(filter(inside, canon)))
     other = tuple(sorted(canon.difference(seeding)))
     return seeding, other
-
-
-@functools.lru_cache(maxsize=16)
-def _root_prefixes(roots: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    """(normpath-ed root, what a path strictly below it starts with) of each root: one set of
-    roots per configuration, asked for every inode (two normpaths each, 10% of a snapshot's
-    ``_inode_fact`` at 2,000 pairs)."""
-    return tuple((r, _dir_prefix(r)) for r in map(os.path.normpath, roots))
 
 
 def _dir_prefix(root: str) -> str:

@@ -139,7 +139,7 @@ def _storage_at(t, path: str) -> bool:
     where it WANTS them and derives ``content_path`` from libtorrent's save path, where they ARE
     (4.5.2: the two stay apart after a restart inside a move, until its own move runs)."""
     cp = _norm(t.content_path)
-    return bool(cp) and (cp == path or cp.startswith(path.rstrip("/") + "/"))
+    return bool(cp) and is_within(cp, path)
 
 
 def _hides_from(c) -> bool:

@@ -91,6 +91,16 @@ __all__ = [
 # Both names are in ScanConfig.ignore_names, so the scanner never catalogues them.
 STAGING_DIR = ".qbhook-staging"
 HOLDING_DIR = ".qbhook-holding"
+_OWN_DIRS = frozenset({STAGING_DIR.encode(), HOLDING_DIR.encode()})
+
+
+def in_own_folder(dirs: Iterable[bytes]) -> bool:
+    """The one home of "never act inside qbhook's own folders": is an entry whose folders below
+    its root are ``dirs`` (``parts[:-1]``) inside a staging or holding folder? Those hold
+    copies in flight and held links, which only the code that made them may touch."""
+    return not _OWN_DIRS.isdisjoint(dirs)
+
+
 COPY_BUF = 8 * 1024 * 1024
 NAME_MAX = 255
 # A hash computed while the file's mtime is this fresh could miss a write in the
@@ -939,7 +949,6 @@ def make_empty(dst, *, roots) -> Act:
 
 
 RELINK_PREFIX = b".qbhook-relink."
-_OWN_DIRS = frozenset({STAGING_DIR.encode(), HOLDING_DIR.encode()})  # a relink never replaces a name below these
 
 
 def _relink_name(name: bytes) -> bytes:
@@ -1224,7 +1233,7 @@ class Relinker:
             ) from None
         if not parts:
             raise UnsafeOperation(f"refusing to relink {path_s}: it is a seeding root")
-        if not _OWN_DIRS.isdisjoint(parts[:-1]) or parts[-1].startswith(RELINK_PREFIX):
+        if in_own_folder(parts[:-1]) or parts[-1].startswith(RELINK_PREFIX):
             raise UnsafeOperation(f"refusing to relink {path_s}: it is one of qbhook's own files")
         try:
             parent = self._dir(root, parts[:-1], True)
@@ -1499,8 +1508,8 @@ def safe_unlink(
         raise UnsafeOperation(f"refusing to delete {path_s}: not inside a seeding root ({shown_roots}): {e}") from None
     if not parts:
         raise UnsafeOperation(f"refusing to delete {path_s}: it is a seeding root")
-    if HOLDING_DIR.encode() in parts[:-1]:
-        raise UnsafeOperation(f"refusing to delete {path_s}: it is in a holding folder")
+    if in_own_folder(parts[:-1]):
+        raise UnsafeOperation(f"refusing to delete {path_s}: it is in one of qbhook's own folders")
     u = _Unlink(
         path,
         path_s,
@@ -1714,8 +1723,7 @@ def hold_unreferenced(path, *, ino: int, size: int, max_nlink: int, mtime_ns: in
         root, parts = _split_under(path, roots)
     except UnsafeOperation as e:
         raise UnsafeOperation(f"refusing to hold {path_s}: not inside a seeding root: {e.message}") from None
-    own = {HOLDING_DIR.encode(), STAGING_DIR.encode()}
-    if not parts or own.intersection(parts[:-1]):
+    if not parts or in_own_folder(parts[:-1]):
         raise UnsafeOperation(f"refusing to hold {path_s}: a seeding root or one of qbhook's own folders")
     try:
         parent = _walk(root, parts[:-1])
@@ -1839,7 +1847,7 @@ def _moving_place(path, roots, verb: str) -> tuple[bytes, list[bytes]]:
         root, parts = _split_under(path, roots)
     except UnsafeOperation as e:
         raise UnsafeOperation(f"refusing to {verb} {path_s}: not inside a seeding root: {e.message}") from None
-    if not parts or {HOLDING_DIR.encode(), STAGING_DIR.encode()}.intersection(parts[:-1]):
+    if not parts or in_own_folder(parts[:-1]):
         raise UnsafeOperation(f"refusing to {verb} {path_s}: a seeding root or one of qbhook's own folders")
     return root, parts
 
@@ -1916,7 +1924,7 @@ def remove_leftover_view(path, *, ino: int, size: int, keep, blake3_hex, roots, 
     """
     path_s = os.fsdecode(_p(path))
     root, parts = _split_under(path, roots)
-    if not parts or HOLDING_DIR.encode() in parts[:-1]:
+    if not parts or in_own_folder(parts[:-1]):
         raise UnsafeOperation(f"refusing to remove {path_s}: not a view below a seeding root")
     try:
         parent = _walk(root, parts[:-1])

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 from qbhook.clients.port import ClientPort
 from qbhook.errors import OrphansRefused, QbhookError, UnsafeOperation
+from qbhook.paths import is_within
 
 _log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def remove_leftover_views(cfg, catalog, clients: Iterable[ClientPort]) -> list[d
                     res = {"status": "released", "reason": str(e)}
             if res["status"] == "removed":
                 catalog.forget_path(path)
-                root = next((r for r in seeding if path.startswith(str(r).rstrip("/") + "/")), None)
+                root = next((r for r in seeding if is_within(os.path.dirname(path), r)), None)  # strictly below r
                 if root is not None:
                     try:
                         fsops.prune_empty_dirs(os.path.dirname(path), root, roots=seeding)

@@ -48,6 +48,7 @@ from dataclasses import asdict, dataclass, field
 
 from qbhook.clients.port import ClientPort
 from qbhook.errors import OrphansRefused, PathMapError, QbtError, UnsafeOperation
+from qbhook.paths import is_within
 
 PART_SUFFIX = ".!qB"
 REFERENCED, PROTECTED, YOUNG, RECLAIMABLE, LIBRARY = "referenced", "protected", "young", "reclaimable", "library"
@@ -153,7 +154,7 @@ class Report:
 
 
 def _under(path: str, prefixes: Iterable[str]) -> bool:
-    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes)
+    return any(is_within(path, p) for p in prefixes)
 
 
 def classify(e: Entry, refs: References, now: float, settle_seconds: float) -> str | None:
@@ -275,13 +276,14 @@ def _dirs_below_root(path: str, root: str | None):
         return
     root = root.rstrip("/")
     d = posixpath.dirname(path)
-    while d != root and d.startswith(root + "/"):
+    while d != root and is_within(d, root):
         yield d
         d = posixpath.dirname(d)
 
 
 def _root_of(path: str, walk: Walk) -> str | None:
-    return next((e.root for e in walk.entries if path.startswith(e.root.rstrip("/") + "/")), None)
+    # strictly below: its folder is within the root
+    return next((e.root for e in walk.entries if is_within(posixpath.dirname(path), e.root)), None)
 
 
 def check_guards(report: Report, max_share: float) -> None:
@@ -460,7 +462,7 @@ def record(conn, report: Report, held: Iterable[str] = (), *, now: float | None 
         t = pools.setdefault(i.pool, {"reclaimable": 0, "library": 0})
         if i.kind == LIBRARY:
             t["library"] += i.bytes
-        elif i.path not in gone and not any(h.startswith(i.path.rstrip("/") + "/") for h in gone):
+        elif i.path not in gone and not any(is_within(posixpath.dirname(h), i.path) for h in gone):
             t["reclaimable"] += i.frees
     at = time.time() if now is None else now
     state.put(conn, LAST_ORPHANS, {"at": at, "pools": pools, "held": bool(gone)})
@@ -555,7 +557,7 @@ def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float 
         # Folders the quarantine emptied go (rmdir only: anything left in them stays).
         for item in report.items:
             if item.kind == RECLAIMABLE and item.folder:
-                root = next(o.root for o in todo if o.path.startswith(item.path + "/"))
+                root = next(o.root for o in todo if is_within(posixpath.dirname(o.path), item.path))
                 try:
                     res.folders_removed += fsops.prune_empty_dirs(item.path, root, roots=roots)
                 except (UnsafeOperation, OSError):

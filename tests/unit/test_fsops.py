@@ -507,3 +507,17 @@ def test_new_folders_and_empty_files_belong_to_the_seeding_tree_owner(fs2):
     assert (e.st_uid, e.st_gid, stat.S_IMODE(e.st_mode)) == (1234, 2345, 0o644)
     a = os.stat(seed_p / "T/deep/a.bin")
     assert (a.st_uid, a.st_gid) == (1234, 2345)
+
+
+def test_safe_unlink_refuses_a_path_inside_a_staging_folder(fs2):
+    # Review finding: safe_unlink refused paths in .qbhook-holding only; a staged copy in
+    # flight (.qbhook-staging) is qbhook's own file too (fsops.in_own_folder, one home).
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    a, b, _keep, kw = _doomed(fs2)
+    staged = seed_s / ".qbhook-staging/f.bin"
+    staged.parent.mkdir(mode=0o700)
+    os.link(a, staged)
+    kw = {**kw, "seeding_links": [str(a), str(b), str(staged)]}
+    with pytest.raises(UnsafeOperation, match="own folders"):
+        fsops.safe_unlink(staged, **kw)
+    assert staged.exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 
-from qbhook.paths import _normpath_keeps, is_within
+from qbhook.paths import _normpath_keeps, is_within, within_any
 
 # Every spelling of up to seven tokens over these: slashes, dots, dot-dots, names, a hidden name.
 _TOKENS = ["/", ".", "..", "a", ".h"]
@@ -70,3 +70,12 @@ def test_shown_returns_a_printable_str_as_it_is_and_translates_everything_else()
             assert shown(text) == slow(text), hex(cp)
     assert max(_ACTIVE) < 0x3000
     assert shown("Show.S01E01 café.mkv") == "Show.S01E01 café.mkv"
+
+
+def test_within_any_answers_as_is_within_does():
+    roots = ("/a/b", "/c/", "//d", "/")
+    paths = ["/a/b", "/a/bc", "/a/b/x", "/a/./b/x", "/a/b/../c", "/c", "/c/x", "//d/x", "/d/x", "/e", "//", "/a/b/"]
+    for k in range(len(roots)):
+        test = within_any(roots[:k])
+        for p in paths:
+            assert test(p) == any(is_within(p, r) for r in roots[:k]), (roots[:k], p)

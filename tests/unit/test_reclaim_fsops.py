@@ -137,3 +137,18 @@ def test_leftover_replaced_by_another_file_is_refused(root, tmp_path):
             view, ino=ino, size=50, keep=src, blake3_hex=_b3(b"s" * 50), roots=(root,), keep_roots=(tmp_path,)
         )
     assert view.exists()
+
+
+def test_leftover_view_inside_a_staging_folder_is_refused(root, tmp_path):
+    # Review finding: remove_leftover_view refused .qbhook-holding only, not .qbhook-staging.
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"s" * 50)
+    view = root / ".qbhook-staging/view.bin"
+    view.parent.mkdir(mode=0o700)
+    os.link(src, view)
+    f = _facts(view)
+    with pytest.raises(UnsafeOperation, match="not a view"):
+        fsops.remove_leftover_view(
+            view, ino=f["ino"], size=50, keep=src, blake3_hex=_b3(b"s" * 50), roots=(root,), keep_roots=(tmp_path,)
+        )
+    assert view.exists()
