@@ -126,6 +126,21 @@ class UnknownTorrent(QbtError):
     exit_code = ExitCode.BAD_INPUT
 
 
+class UnknownRun(QbhookError, KeyError):
+    """The journal has no run with the id a person named (``resume --run``, ``history --run``):
+    bad input (exit 2). Also a KeyError, what a lookup by id raises.
+
+    The message is the one home of its wording; str() is the message, not KeyError's repr."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+    def __init__(self, run_id: int):
+        super().__init__(f"there is no run {run_id} in the journal")
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class RtorrentError(QbtError):
     """rTorrent refused a request (an XML-RPC fault other than an unknown hash).
 

@@ -137,15 +137,11 @@ def resume(app: App, run_id, wait):
 @pass_app
 def history(app: App, run_id, limit):
     """Past runs from the journal (newest first), or one run's steps."""
-    from qbhook.errors import QbhookError
     from qbhook.move.journal import Journal
 
     j = Journal(app.catalog.conn)
     if run_id is not None:
-        try:
-            r = j.run(run_id)
-        except KeyError:
-            raise QbhookError(f"there is no run {run_id} in the journal") from None
+        r = j.run(run_id)  # UnknownRun (exit 2) if there is none
         steps = j.steps(run_id)
         data = {
             "run": _run_dict(r),

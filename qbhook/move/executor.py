@@ -491,10 +491,7 @@ class Executor:
         """Finish unfinished runs: re-check the step that was in flight, then carry on."""
         with executor_lock(self.cfg, self.timing.lock_wait, sleep=self.ctx.sleep, clock=self.ctx.clock):
             if run_id is not None:
-                try:
-                    runs = [self.journal.run(run_id)]
-                except KeyError:
-                    raise QbhookError(f"there is no run {run_id} in the journal") from None
+                runs = [self.journal.run(run_id)]  # UnknownRun (exit 2) if there is none
                 if runs[0].status not in (RunStatus.RUNNING, RunStatus.INTERRUPTED):
                     raise QbhookError(f"run {run_id} is {runs[0].status}: nothing to resume")
             else:

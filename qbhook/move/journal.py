@@ -21,6 +21,7 @@ from typing import Any
 
 from qbhook.catalog.db import Tx
 from qbhook.decide.plan import Delete, RunStatus, Step, StepStatus, check_version
+from qbhook.errors import UnknownRun
 from qbhook.move.fsops import HeldLink
 from qbhook.paths import shown_or_none
 
@@ -104,7 +105,7 @@ class Journal:
     def run(self, run: int) -> RunRow:
         r = self.conn.execute("SELECT * FROM runs WHERE id=?", (run,)).fetchone()
         if r is None:
-            raise KeyError(run)
+            raise UnknownRun(run)
         return self._run(r)
 
     def runs(self, limit: int = 20) -> list[RunRow]:

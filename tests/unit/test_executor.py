@@ -1035,3 +1035,17 @@ def test_a_top_level_file_named_dot_dot_nfo_demotes(world):
     for h in (H1, H2):
         with open(os.path.join(world.save(h, "pool"), "..nfo"), "rb") as f:
             assert f.read() == data
+
+
+@pytest.mark.parametrize("command", [["resume", "--run", "999"], ["history", "--run", "999"]])
+def test_cli_a_run_that_does_not_exist_is_bad_input(world, tmp_path, monkeypatch, command):
+    # Review finding: written twice (executor.resume, cli history) and exiting 1; a run id a
+    # person typed that the journal lacks is bad input (errors.UnknownRun, exit 2).
+    from click.testing import CliRunner
+
+    from qbhook.cli import main
+
+    cfg = _cli_env(world, tmp_path, monkeypatch, demote_plan(world))
+    r = CliRunner().invoke(main, ["--config", cfg, *command])
+    assert r.exit_code == 2, r.output
+    assert r.output.splitlines() == ["qbhook: there is no run 999 in the journal"]
