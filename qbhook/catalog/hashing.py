@@ -174,10 +174,6 @@ class HashBudget:
             self.spent += size
             return True
 
-    @property
-    def exhausted(self) -> bool:
-        return bool(self.limit) and self.spent >= self.limit
-
     def as_dict(self) -> dict:
         return {
             "limit": self.limit,

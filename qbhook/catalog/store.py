@@ -404,11 +404,6 @@ class Catalog:
             [(path, fs, st.st_ino, pool, scan_id) for path, fs, st in rows],
         )
 
-    def remove_paths(self, c: sqlite3.Connection, path_ids: list[int]) -> None:
-        for i in range(0, len(path_ids), 500):
-            chunk = path_ids[i : i + 500]
-            c.execute(f"DELETE FROM paths WHERE id IN ({','.join('?' * len(chunk))})", chunk)
-
     def remove_paths_named(self, c: sqlite3.Connection, paths: list[bytes]) -> None:
         c.executemany("DELETE FROM paths WHERE path = ?", ((p,) for p in paths))
 
@@ -618,23 +613,6 @@ class Catalog:
                     [fs, *chunk],
                 ):
                     out[(r[1], r[3])] = InodeRow(*r)
-        return out
-
-    def inode_keys_and_paths(self, inode_ids: list[int]) -> dict[int, tuple[int, int, list[bytes]]]:
-        """inode id -> (fs, ino, paths) for many inodes, one query per 500 ids: what a reader needs
-        to find a path that still is the inode, without building an InodeRow per inode."""
-        out: dict[int, tuple[int, int, list[bytes]]] = {}
-        for i in range(0, len(inode_ids), 500):
-            chunk = inode_ids[i : i + 500]
-            for iid, fs, ino, path in self.conn.execute(
-                "SELECT i.id, i.fs, i.ino, p.path FROM inodes i JOIN paths p ON p.inode = i.id "
-                f"WHERE i.id IN ({','.join('?' * len(chunk))}) ORDER BY i.id, p.path",
-                chunk,
-            ):
-                ent = out.get(iid)
-                if ent is None:
-                    ent = out[iid] = (fs, ino, [])
-                ent[2].append(path)
         return out
 
     def inode_by_path(self, path: str | bytes) -> InodeRow | None:

@@ -185,7 +185,8 @@ def map_seeding_path(path: str, src_root: str, dst_root: str) -> str:
     Keeps the path relative to the seeding root exactly, so cross-seed link
     folders (``seeding/cross-seed/<tracker>/...``) stay where they were relative
     to the root (field lesson 4: a formula that dropped a prefix broke ~2,000
-    torrents). Refuses anything that is not strictly inside ``src_root``.
+    torrents). The root itself maps onto ``dst_root`` (a torrent saved directly in the
+    seeding root); anything else not inside ``src_root`` is refused (ValueError).
     """
     # Plain strings, not PurePosixPath: this runs for every torrent of every snapshot, and pathlib
     # parsing was a quarter of a 10,000-torrent snapshot (docs/benchmarks.md section 9).
