@@ -162,7 +162,10 @@ class StubClient:
     name = "bench"
 
     def __init__(self, seed_root: Path, n: int, sizes: list[int] | None = None):
-        from qbhook.clients.model import TorrentFile, TorrentInfo
+        try:
+            from qbhook.clients.model import TorrentFile, TorrentInfo
+        except ImportError:  # --compare with a checkout from before clients/model.py (6f0355a's parent and older)
+            from qbhook.clients.qbt.model import TorrentFile, TorrentInfo
 
         self._files = {}
         self._infos = []
