@@ -717,6 +717,11 @@ class CopyRun(_Run):
             if k == c:
                 yield _new_copy(f.path, base, f.rel, f.size, h)
 
+    def copied(self) -> Iterator[tuple[int, str | None]]:
+        """(size, BLAKE3 or None) of each copied file, from the columns."""
+        c = MAKE_COPY[0]
+        return ((f.size, h) for f, h, k in zip(self.files, self.hashes, self.codes, strict=True) if k == c)
+
 
 class MakeRun(_Run):
     """Links (from ``srcs``, in file order) and empty files of one torrent; ``codes`` one byte per file."""
@@ -834,6 +839,14 @@ class StepList(MutableSequence):
             elif isinstance(p, MakeRun):
                 yield from p.link_srcs()
 
+    def copied(self) -> Iterator[tuple[int, str | None]]:
+        """(size, BLAKE3 or None) of every Copy step."""
+        for p in self._parts:
+            if isinstance(p, Copy):
+                yield p.size, p.blake3
+            elif isinstance(p, CopyRun):
+                yield from p.copied()
+
     def deleted_paths(self) -> Iterator[str]:
         """The ``path`` of every Delete step."""
         for p in self._parts:
@@ -848,6 +861,13 @@ def links_from(steps: Iterable[Step]) -> Iterator[str]:
     if isinstance(steps, StepList):
         return steps.links_from()
     return (s.src for s in steps if isinstance(s, Link))
+
+
+def copied(steps: Iterable[Step]) -> Iterator[tuple[int, str | None]]:
+    """(size, BLAKE3 or None) of every Copy in ``steps`` (from the columns when it is a StepList)."""
+    if isinstance(steps, StepList):
+        return steps.copied()
+    return ((s.size, s.blake3) for s in steps if isinstance(s, Copy))
 
 
 def deleted_paths(steps: Iterable[Step]) -> Iterator[str]:

@@ -72,6 +72,7 @@ from qbhook.decide.plan import (
     Tag,
     VerifyGroup,
     VerifyView,
+    copied,
     deleted_paths,
     links_from,
 )
@@ -591,7 +592,8 @@ def _links_of(
 
 
 def _resolve_cross_group(plans: list[GroupPlan]) -> None:
-    """A group may not link from a path that another group in the same plan deletes."""
+    """A group may not link from a path that another group in the same plan deletes, nor copy a
+    content that an earlier group of the same plan copies to the same pool (``_copied_once``)."""
     # Only paths some group links from can matter: a map of every deleted path (a million
     # entries, built when every step already exists) was the planner's peak memory.
     # Read from the steps' columns (links_from, deleted_paths): no step object is built here.
@@ -606,6 +608,35 @@ def _resolve_cross_group(plans: list[GroupPlan]) -> None:
                 g.action, g.steps = Action.SKIP, []
                 g.reason = f"waits for group {other}, which moves the data this group would link from"
                 break
+    _copied_once(plans)
+
+
+def _copied_once(plans: list[GroupPlan]) -> None:
+    """One copy of a content per target pool and run: a later group that would copy a content an
+    earlier actionable group of this plan copies to the same pool waits for the next run.
+
+    Each group's donors are what is on the target when the snapshot was taken, so two groups of
+    one content (a second download of a release, a re-grab beside the first: other inodes, no
+    shared path) both copied it, and the run left it twice on the target until a later run
+    converged it (found by tests/integration/test_world_scenarios.py, seed 9). Waiting instead
+    of linking from the earlier group's copy keeps each group's steps its own (a failed or
+    rolled-back earlier group leaves nothing another group depends on); the next run finds the
+    copy on the target as a donor and links to it, copying nothing. Only copies with a planned
+    hash can be matched: a demoting file with a same-content file on its own dataset is hashed
+    for convergence (``Snapshot._hash_what_decisions_need``), so equal contents are known here.
+    """
+    first: dict[tuple[str | None, int, str], str] = {}
+    for g in plans:
+        if not g.actionable:
+            continue
+        mine = {(g.target_pool, size, h) for size, h in copied(g.steps) if h is not None}
+        other = next((first[k] for k in sorted(mine) if first.get(k, g.group_id) != g.group_id), None)
+        if other is not None:
+            g.action, g.steps = Action.SKIP, []
+            g.reason = f"waits for group {other}, which copies the same content to {g.target_pool} in this run"
+            continue
+        for k in mine:
+            first.setdefault(k, g.group_id)
 
 
 def _apply_batch_cap(plans: list[GroupPlan], cap: int) -> None:

@@ -294,6 +294,33 @@ def test_batch_cap_skips_the_rest():
     assert [g.action for g in p.groups] == ["demote", "demote", "skip"]
 
 
+def test_two_groups_of_one_content_copy_it_to_the_pool_once_per_run():
+    # a release downloaded twice (a re-grab beside the first: other inodes, no shared path) is two
+    # groups; both demoting in one run copied it twice (scenario seed 9): the later one waits
+    w = World()
+    w.payload(S + "/tv", {"Show/e1.mkv": "E1", "Show/e2.mkv": "E2"})
+    w.torrent("a" * 40, S + "/tv", ["Show/e1.mkv", "Show/e2.mkv"])
+    w.payload(S + "/movies", {"Show.RE/e1.mkv": "E1", "Show.RE/e2.mkv": "E2"})
+    w.torrent("b" * 40, S + "/movies", ["Show.RE/e1.mkv", "Show.RE/e2.mkv"])
+    w.payload(S + "/other", {"Other/o.mkv": "O"})  # another content demotes beside them
+    w.torrent("c" * 40, S + "/other", ["Other/o.mkv"])
+    p = plan(w)
+    first, second = (next(g for g in p.groups if h * 40 in g.torrents) for h in "ab")
+    other = next(g for g in p.groups if "c" * 40 in g.torrents)
+    done, waits = (first, second) if p.groups.index(first) < p.groups.index(second) else (second, first)
+    assert done.action == "demote" and kinds(done).count("copy") == 2
+    assert waits.action == "skip" and not waits.steps
+    assert waits.reason == f"waits for group {done.group_id}, which copies the same content to pool in this run"
+    assert other.action == "demote" and kinds(other).count("copy") == 1
+    assert p.summary()["bytes_to_copy"] == 3000
+    # the next run: the first copy is on the pool, so the waiting group links to it, copying nothing
+    for rel, c in (("Show/e1.mkv", "E1"), ("Show/e2.mkv", "E2")):
+        w.file(P + "/x/" + rel, c)
+    w.torrent("d" * 40, P + "/x", ["Show/e1.mkv", "Show/e2.mkv"], tags=set())
+    again = next(g for g in plan(w).groups if "b" * 40 in g.torrents or "a" * 40 in g.torrents)
+    assert again.action == "demote" and "copy" not in kinds(again)
+
+
 def test_plan_is_json_round_trippable():
     from qbhook.decide.plan import Plan
 
