@@ -11,7 +11,8 @@ maintains the ``~noHL`` tag itself (``policy.tag_no_external_links``). Payloads 
 
 The steps (``World.STEPS``), each what a real component of the stack does:
 
-* ``add``: a completed download, ATM on in a category (sometimes ATM off, sometimes one file);
+* ``add``: a completed download, ATM on in a category (sometimes ATM off, sometimes one file),
+  often imported by its *arr at once (by hardlink, sometimes by copy);
 * ``arr_link``: an *arr import by hardlink into the library (a copy when the file is on the
   other pool, as the *arr does across filesystems: a promote case);
 * ``arr_copy``: an *arr import by COPY on the same dataset (a convergence case), sometimes onto
@@ -222,10 +223,13 @@ class World:
             write_payload(save, files, seed=self.n)
             path = save / name
         h = self._add(path, save, category=cat, atm=atm)
-        return f"add {h[:8]} {path.name} category={cat} atm={atm}"
+        line = f"add {h[:8]} {path.name} category={cat} atm={atm}"
+        if self.rng.random() < 0.4:  # the *arr that grabbed it imports at completion, before any qbhook run
+            line += "; " + self._import(copy=self.rng.random() < 0.2, torrent=h)
+        return line
 
-    def _import(self, copy: bool, nested: bool = False) -> str:
-        t = self._pick_torrent()
+    def _import(self, copy: bool, nested: bool = False, torrent: str | None = None) -> str:
+        t = self.torrents()[torrent] if torrent else self._pick_torrent()
         if t is None:
             return "no torrent to import"
         src = Path(self.rng.choice(sorted(p for p, prio in t.files if prio)))
