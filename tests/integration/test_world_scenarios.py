@@ -85,7 +85,7 @@ def _seeds_from_env(default: list[int]) -> list[int]:
 
 
 SEEDS = _seeds_from_env([1, 2, 3])
-STEPS = int(os.environ.get("QBHOOK_SCENARIO_STEPS", "7"))
+STEPS = int(os.environ.get("QBHOOK_SCENARIO_STEPS", "6"))
 
 
 # --------------------------------------------------------------------------- reading the world
