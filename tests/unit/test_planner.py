@@ -294,6 +294,26 @@ def test_batch_cap_skips_the_rest():
     assert [g.action for g in p.groups] == ["demote", "demote", "skip"]
 
 
+@pytest.mark.parametrize("bits", [8, 1 << 23])
+def test_one_copy_per_run_is_exact_whatever_the_prefilter_bitmap_shares(monkeypatch, bits):
+    """_copied_once's bitmaps only choose which keys the exact map checks: with 8 bits, 20
+    contents must share bits (pigeonhole), and still only the second group of the one content two
+    groups hold waits; different contents never do."""
+    from qbhook.decide import planner
+
+    monkeypatch.setattr(planner, "_COPY_BITS", bits)
+    w = World()
+    contents = ["X", "X"] + [f"C{k}" for k in range(18)]
+    for k, content in enumerate(contents):
+        w.payload(S + f"/{k}", {f"R{k}/f.mkv": content})
+        w.torrent(f"{k:040x}", S + f"/{k}", [f"R{k}/f.mkv"])
+    p = plan(w)
+    actions = {int(g.torrents[0], 16): g.action for g in p.groups}
+    assert sorted(actions.values()) == ["demote"] * 19 + ["skip"], actions
+    assert {k for k, a in actions.items() if a == "skip"} <= {0, 1}
+    assert p.summary()["bytes_to_copy"] == 19 * 1000
+
+
 def test_two_groups_of_one_content_copy_it_to_the_pool_once_per_run():
     # a release downloaded twice (a re-grab beside the first: other inodes, no shared path) is two
     # groups; both demoting in one run copied it twice (scenario seed 9): the later one waits
