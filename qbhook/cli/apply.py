@@ -232,8 +232,9 @@ def _print_summary(s) -> None:
                 + (f"  [{st['now']}]" if st.get("now") and st["now"] != "to do" else "")
             )
     verb = "would copy" if s.dry_run else "copied"
+    echo_shown()
     echo_shown(
-        f"\n{verb} {_human_bytes(s.bytes_copied)}, {'would free' if s.dry_run else 'freed'} "
+        f"{verb} {_human_bytes(s.bytes_copied)}, {'would free' if s.dry_run else 'freed'} "
         f"{_human_bytes(s.bytes_freed)}, {s.torrents_relocated} torrent(s) "
         f"{'to relocate' if s.dry_run else 'relocated'}; {len(s.groups_done)} group(s) done, "
         f"{len(s.groups_failed)} failed, {len(s.groups_busy)} busy"

@@ -188,8 +188,10 @@ def queue(ctx, states, limit):
         for r in rows:
             echo_shown(
                 f"#{r['id']:<6} {r['state']:8} {r['key'][:40]:40} {','.join(r['kinds'])} x{r['events']} "
-                f"tries {r['attempts']}" + (f"\n        error: {r['error']}" if r["error"] else "")
+                f"tries {r['attempts']}"
             )
+            if r["error"]:
+                echo_shown(f"        error: {r['error']}")
         if not rows:
             echo_shown("queue is empty")
 

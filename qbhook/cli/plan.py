@@ -99,8 +99,9 @@ def _print_plan(p, steps: bool) -> None:
             for s in g.steps:
                 echo_shown(f"             {s.kind:12} {describe_step(s.kind, s.args)}")
     s = p.summary()
+    echo_shown()
     echo_shown(
-        f"\n{s['demote']} to demote, {s['promote']} to promote, {s['converge']} to converge, {s['blocked']} "
+        f"{s['demote']} to demote, {s['promote']} to promote, {s['converge']} to converge, {s['blocked']} "
         f"blocked, {s['skip']} skipped, "
         f"{s['stay']} staying; {_human_bytes(s['bytes_to_copy'])} to copy, {_human_bytes(s['bytes_freed'])} to free"
     )

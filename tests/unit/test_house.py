@@ -130,6 +130,34 @@ def test_the_printer_check_sees_a_bare_echo(tmp_path):
     assert _bare_printers(tmp_path) == ["m.py:5", "m.py:6", "m.py:7"]
 
 
+def _line_breaks_in_shown_lines(root: pathlib.Path) -> list[str]:
+    """echo_shown calls whose own text (a literal, or an f-string's literal parts) holds a line
+    break: shown escapes it, so the user saw "\\x0a4 to demote" where a blank line was meant."""
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "echo_shown":
+                for part in ast.walk(node):
+                    if isinstance(part, ast.Constant) and isinstance(part.value, str) and "\n" in part.value:
+                        out.append(f"{path.relative_to(root)}:{node.lineno}")
+                        break
+    return out
+
+
+def test_no_human_line_carries_its_own_line_break():
+    """A blank line or a second line is its own echo_shown call (the escaping cannot tell a
+    format's line break from one in a name)."""
+    assert _line_breaks_in_shown_lines(ROOT / "cli") == []
+
+
+def test_the_line_break_check_sees_one(tmp_path):
+    (tmp_path / "m.py").write_text(
+        'def f(n):\n    echo_shown(f"\\n{n} to demote")\n    echo_shown()\n'
+        '    echo_shown(f"{n} x" + ("\\nerr" if n else ""))\n'
+    )
+    assert _line_breaks_in_shown_lines(tmp_path) == ["m.py:2", "m.py:4"]
+
+
 _SQL_WORDS = ("SELECT ", "INSERT ", "UPDATE ", "DELETE ", "REPLACE ", "CREATE ", "DROP ", "PRAGMA ")
 
 
