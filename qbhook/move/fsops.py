@@ -464,6 +464,16 @@ def _check_file(d: Dir, name: bytes, size: int, expected: bytes, catalog) -> str
     return _checked_stat(d, name, size, expected, catalog)[0]
 
 
+def _reading_parent(path, roots, label: str) -> tuple[Dir, bytes]:
+    """The verified folder (reads may cross a nested dataset) and name of a file to read;
+    VerificationFailed "<label> is missing" if a folder on the way is not there."""
+    try:
+        parent, name, _parts = _open_parent(path, roots, same_fs=False)
+    except (FileNotFoundError, NotADirectoryError):
+        raise VerificationFailed(f"{label} is missing") from None
+    return parent, name
+
+
 def verify_file(path, size: int, blake3_hex, catalog=None, *, roots) -> os.stat_result:
     """The stat ``path`` was verified under, if it holds exactly the expected content;
     VerificationFailed (saying why) otherwise.
@@ -473,11 +483,7 @@ def verify_file(path, size: int, blake3_hex, catalog=None, *, roots) -> os.stat_
     The file is reached through verified folders below one of ``roots``. The stat returned is
     the one the proof holds for (what a caller compares later), not a second look by name.
     """
-    shown = os.fsdecode(_p(path))
-    try:
-        parent, name, _parts = _open_parent(path, roots, same_fs=False)
-    except (FileNotFoundError, NotADirectoryError):
-        raise VerificationFailed(f"{shown} is missing") from None
+    parent, name = _reading_parent(path, roots, os.fsdecode(_p(path)))
     with parent:
         problem, st = _checked_stat(parent, name, size, _digest(blake3_hex, size), catalog)
     if problem:
@@ -636,10 +642,7 @@ def _existing_copy(d: Dir, name: bytes, st: os.stat_result | None, size: int, ex
 def _open_source(src, roots) -> tuple[int, str | None]:
     """The copy source, opened read-only through verified folders (reads may cross a nested
     dataset), and its folder's fs_path (Dir.fs_path_for: None if the file is on another filesystem)."""
-    try:
-        parent, name, _parts = _open_parent(src, roots, same_fs=False)
-    except (FileNotFoundError, NotADirectoryError):
-        raise VerificationFailed(f"copy source {os.fsdecode(_p(src))} is missing") from None
+    parent, name = _reading_parent(src, roots, f"copy source {os.fsdecode(_p(src))}")
     with parent:
         try:
             fd = parent.open_file(name, os.O_RDONLY)
@@ -810,10 +813,7 @@ def _regular_file(path, roots, what: str) -> Iterator[tuple[Dir, bytes, os.stat_
     cross a nested dataset); VerificationFailed if it is missing, UnsafeOperation if it is anything
     but a regular file. ``what`` names it in the message ("copy source", "link source")."""
     shown = os.fsdecode(_p(path))
-    try:
-        parent, name, _parts = _open_parent(path, roots, same_fs=False)
-    except (FileNotFoundError, NotADirectoryError):
-        raise VerificationFailed(f"{what} {shown} is missing") from None
+    parent, name = _reading_parent(path, roots, f"{what} {shown}")
     with parent:
         st = parent.lstat(name)
         if st is None:
