@@ -31,24 +31,11 @@ import time
 from collections import defaultdict
 
 import blake3
+from dupes_floor import walk  # the same walk (this folder is on sys.path when run as a script)
 
 SEED_REL = "data/media/torrents/seeding"
 BATCH = 1000
 _NOFOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def walk(root: str) -> list[tuple[str, int, int, int, int]]:
-    """(path, dev, ino, size, mtime_ns) of every regular file below ``root``."""
-    out, stack = [], [root]
-    while stack:
-        with os.scandir(stack.pop()) as it:
-            for e in it:
-                if e.is_dir(follow_symlinks=False):
-                    stack.append(e.path)
-                elif e.is_file(follow_symlinks=False):
-                    st = e.stat(follow_symlinks=False)
-                    out.append((e.path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
-    return out
 
 
 def hash_candidates(files) -> dict[str, bytes]:
@@ -98,7 +85,7 @@ def relink(s, k) -> bool:
 
 def main(root: str, db: str) -> dict:
     t0 = time.perf_counter()
-    files = walk(root)
+    files = walk([root])
     hashes = hash_candidates(files)
     con = sqlite3.connect(db, isolation_level=None)
     con.execute("PRAGMA journal_mode=WAL")
