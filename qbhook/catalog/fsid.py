@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from qbhook.dirfd import DIR_FLAGS
 from qbhook.errors import FilesystemIdError
 from qbhook.paths import is_within
 
@@ -185,7 +186,6 @@ def device_uuid(source: str) -> str | None:
 
 
 _MARKER_VALUE = re.compile(r"[0-9A-Za-z-]{1,64}")
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _read_marker(dfd: int) -> tuple[bool, str | None]:
@@ -212,7 +212,7 @@ def _is_configured_root(dfd: int, roots: Iterable[str | os.PathLike]) -> bool:
     st = os.fstat(dfd)
     for root in roots:
         try:
-            rfd = os.open(os.fspath(root), _DIR_FLAGS)
+            rfd = os.open(os.fspath(root), DIR_FLAGS)
         except OSError:
             continue  # missing, or a symlink: never a root to write into
         try:
@@ -246,7 +246,7 @@ def _write_marker(dfd: int) -> None:
 def _marker_id(mountpoint: str, create: bool, marker_roots: Iterable[str | os.PathLike] = ()) -> str | None:
     """The marker id at ``mountpoint``; written first when absent and ``mountpoint`` is a configured root."""
     try:
-        dfd = os.open(mountpoint, _DIR_FLAGS)
+        dfd = os.open(mountpoint, DIR_FLAGS)
     except OSError:
         return None
     try:

@@ -59,6 +59,7 @@ from typing import Self
 import blake3
 
 from qbhook.catalog import hashing
+from qbhook.dirfd import NotAFolder, open_below
 from qbhook.errors import LastCopyKept, UnsafeOperation, VerificationFailed
 from qbhook.units import human_bytes as _human
 
@@ -108,7 +109,6 @@ NAME_MAX = 255
 CACHE_MIN_AGE_S = 2.0
 OWN_DIR_MODE = 0o700
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 # --------------------------------------------------------------------------- what an act made
@@ -277,7 +277,7 @@ class Dir:
         full = self.path.rstrip(b"/") + b"/" + name
         made = False
         try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=self.fd)
+            fd = open_below(self.fd, name)
         except FileNotFoundError:
             if not create:
                 raise
@@ -287,10 +287,8 @@ class Dir:
             except FileExistsError:
                 pass
             fd = self._open_checked(name, full)
-        except OSError as e:
-            if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise self._refusal(name, full) from None
-            raise
+        except NotAFolder as e:
+            raise _refusal(e, full) from None
         try:
             st = os.fstat(fd)
             if same_fs and st.st_dev != self.dev:
@@ -318,24 +316,23 @@ class Dir:
 
     def _open_checked(self, name: bytes, full: bytes) -> int:
         try:
-            return os.open(name, _DIR_FLAGS, dir_fd=self.fd)
-        except OSError as e:
-            if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise self._refusal(name, full) from None
-            raise
+            return open_below(self.fd, name)
+        except NotAFolder as e:
+            raise _refusal(e, full) from None
 
-    def _refusal(self, name: bytes, full: bytes) -> UnsafeOperation:
-        st = self.lstat(name)
-        if st is not None and stat_mod.S_ISLNK(st.st_mode):
-            what = "a symlink"
-        elif st is None or stat_mod.S_ISDIR(st.st_mode):
-            what = "changing (swapped while being opened)"  # a symlink a moment ago, a folder (or gone) now
-        else:
-            what = "not a folder"
-        return UnsafeOperation(
-            f"{os.fsdecode(full)} is {what}: refusing to go through it",
-            hint="qbhook never follows links below a configured root",
-        )
+
+_REFUSED_AS = {
+    "symlink": "a symlink",
+    "changing": "changing (swapped while being opened)",
+    "other": "not a folder",
+}
+
+
+def _refusal(e: NotAFolder, full: bytes) -> UnsafeOperation:
+    return UnsafeOperation(
+        f"{os.fsdecode(full)} is {_REFUSED_AS[e.kind]}: refusing to go through it",
+        hint="qbhook never follows links below a configured root",
+    )
 
 
 def _open_root(root: bytes) -> Dir:

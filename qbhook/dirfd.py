@@ -1,0 +1,186 @@
+"""Reading facts below a configured root through verified directory descriptors.
+
+The model (the rule ``move.fsops`` acts by, here for reading): a configured root is trusted
+admin config and opened as given; every folder below it is opened with
+``O_DIRECTORY|O_NOFOLLOW`` relative to its verified parent (``open_below``, the one step
+both this reader and fsops' ``Dir.sub`` take); a fact of an entry (its lstat, its bytes) is
+read relative to the descriptor of its folder, never by resolving the path string again. So
+the folder checked is the folder read: a folder swapped for a symlink after it was opened is
+not followed (the descriptor still is the folder that was checked, inside the root), and one
+swapped before is refused (``FolderRefused``, naming it and what it is); a missing folder
+means nothing is at the path.
+
+``FolderReader`` keeps the descriptors it opened (a bounded number, least recently used
+closed first), so a snapshot opens each folder once and lstat-s each file with one
+``fstatat`` relative to its folder's descriptor, as the symlink probe it replaces lstat-ed
+each folder once. It never writes, and it never crosses a symlink; whether a mount point
+may be crossed is the caller's to decide (reads may cross a nested dataset, like fsops'
+reads; ``move.orphans`` checks ``st_dev`` on the descriptors it opens).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as stat_mod
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from qbhook.paths import normalize
+
+__all__ = ["DIR_FLAGS", "FolderReader", "FolderRefused", "NotAFolder", "open_below"]
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# A snapshot's folders kept open at most (each costs a descriptor; the soft limit is often 1024).
+MAX_OPEN = 256
+
+
+class NotAFolder(Exception):
+    """``open_below`` met something else than a folder: ``kind`` is ``symlink`` (``target``: where
+    it points), ``changing`` (a symlink when opened, a folder or nothing now: swapped meanwhile)
+    or ``other`` (a file, a FIFO ...)."""
+
+    def __init__(self, name, kind: str, target: str | None = None):
+        super().__init__(name, kind, target)
+        self.name, self.kind, self.target = name, kind, target
+
+
+def open_below(parent_fd: int, name: str | bytes) -> int:
+    """The descriptor of the folder ``name`` in the verified folder ``parent_fd``, never through a
+    symlink: NotAFolder saying what is there instead; FileNotFoundError if nothing is."""
+    try:
+        return os.open(name, DIR_FLAGS, dir_fd=parent_fd)
+    except OSError as e:
+        if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+    # O_NOFOLLOW|O_DIRECTORY refused it: say what it is (this second look only explains a refusal).
+    try:
+        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        st = None
+    if st is not None and stat_mod.S_ISLNK(st.st_mode):
+        try:
+            target = os.fsdecode(os.readlink(name, dir_fd=parent_fd))
+        except OSError:
+            target = "?"
+        raise NotAFolder(name, "symlink", target)
+    if st is None or stat_mod.S_ISDIR(st.st_mode):
+        raise NotAFolder(name, "changing")  # a symlink a moment ago, a folder (or gone) now
+    raise NotAFolder(name, "other")
+
+
+class FolderRefused(Exception):
+    """A folder on the way to a path below a root is a symlink (or was swapped while opened):
+    nothing below it is read. ``folder``: its path; ``target``: where the symlink points."""
+
+    def __init__(self, folder: str, kind: str, target: str | None):
+        self.folder, self.kind, self.target = folder, kind, target or "?"
+        what = f"a symlink to {self.target}" if kind == "symlink" else "changing (swapped while being opened)"
+        super().__init__(f"{folder} is {what}: refusing to go through it")
+
+
+class FolderReader:
+    """Read-only facts of paths below ``roots``, each folder reached by an ``open_below`` walk.
+
+    Paths are absolute; each is placed under the longest root that holds it (by text: ``..``
+    is never followed, ``normalize`` refuses it). Use as a context manager, or ``close()``:
+    the descriptors it keeps are closed then.
+    """
+
+    def __init__(self, roots: Iterable[str | os.PathLike], *, max_open: int = MAX_OPEN):
+        self._roots = sorted({normalize(os.fspath(r)) for r in roots}, key=len, reverse=True)
+        self._fds: OrderedDict[str, int] = OrderedDict()
+        # folders found missing (None) or refused, for the reader's life: asked again, the same answer
+        self._verdicts: dict[str, FolderRefused | None] = {}
+        self._max_open = max(2, max_open)
+
+    def __enter__(self) -> FolderReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        fds, self._fds = self._fds, OrderedDict()
+        for fd in fds.values():
+            os.close(fd)
+
+    def root_of(self, path: str) -> str | None:
+        """The root ``path`` is placed under (None: under no root)."""
+        return next((r for r in self._roots if path == r or path.startswith(r.rstrip("/") + "/")), None)
+
+    def folder(self, path: str) -> int | None:
+        """The verified descriptor of the folder ``path`` (None: missing, or not a folder, when
+        first asked); FolderRefused if it or a folder above it (below its root) is a symlink.
+        ValueError for a path under no root. The descriptor stays the reader's: never close it."""
+        path = normalize(path)
+        root = self.root_of(path)
+        if root is None:
+            raise ValueError(f"{path}: not below any of {', '.join(self._roots)}")
+        return self._folder(path, root)
+
+    def lstat(self, path: str) -> os.stat_result | None:
+        """lstat of ``path``, taken relative to its verified folder (a symlink at ``path`` itself is
+        returned as such, not followed); None if nothing is there. FolderRefused as ``folder``."""
+        d, name = self.place(path)
+        if d is None:
+            return None
+        try:
+            return os.stat(name, dir_fd=d, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def readlink(self, path: str) -> str:
+        """Where the symlink ``path`` points ("?" if it no longer is one), read through its folder."""
+        d, name = self.place(path)
+        try:
+            return os.fsdecode(os.readlink(name, dir_fd=d)) if d is not None else "?"
+        except OSError:
+            return "?"
+
+    def place(self, path: str) -> tuple[int | None, str]:
+        """(verified descriptor of ``path``'s folder or None if missing, its last component)."""
+        path = normalize(path)
+        root = self.root_of(path)
+        if root is None or path == root:
+            raise ValueError(f"{path}: not an entry below any of {', '.join(self._roots)}")
+        parent, _, name = path.rpartition("/")
+        return self._folder(parent or "/", root), name
+
+    def _folder(self, d: str, root: str) -> int | None:
+        fd = self._fds.get(d)
+        if fd is not None:
+            self._fds.move_to_end(d)
+            return fd
+        if d in self._verdicts:
+            v = self._verdicts[d]
+            if v is None:
+                return None
+            raise v
+        if d == root:
+            try:
+                fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the configured root: trusted
+            except (FileNotFoundError, NotADirectoryError):
+                fd = None
+        else:
+            parent, _, name = d.rpartition("/")
+            pfd = self._folder(parent or "/", root)
+            fd = None if pfd is None else self._open_below(pfd, name, d)
+        if fd is None:
+            self._verdicts[d] = None
+            return None
+        self._fds[d] = fd
+        while len(self._fds) > self._max_open:
+            os.close(self._fds.popitem(last=False)[1])
+        return fd
+
+    def _open_below(self, pfd: int, name: str, d: str) -> int | None:
+        try:
+            return open_below(pfd, name)
+        except FileNotFoundError:
+            return None
+        except NotAFolder as e:
+            if e.kind == "other":
+                return None  # a file where a folder would be: nothing is below it
+            self._verdicts[d] = FolderRefused(d, e.kind, e.target)
+            raise self._verdicts[d] from None
