@@ -221,14 +221,15 @@ class NotRegularFile(OSError):
     """The path is a FIFO, device, socket or folder: qbhook never reads those."""
 
 
-def open_regular(path: bytes | str) -> tuple[int, os.stat_result]:
+def open_regular(path: bytes | str, dir_fd: int | None = None) -> tuple[int, os.stat_result]:
     """Open ``path`` for reading only if it is a regular file (never through a symlink).
 
     Returns the descriptor and its fstat. The type is checked on the opened descriptor, so
     a file swapped for a FIFO between a caller's lstat and this open is still refused, and
     nothing is read before the check. Costs no extra system call: callers use the stat.
+    ``dir_fd``: ``path`` is a name in that verified folder (``qbhook.dirfd``), not resolved again.
     """
-    fd = os.open(path, _READ_FLAGS)
+    fd = os.open(path, _READ_FLAGS, dir_fd=dir_fd)
     try:
         st = os.fstat(fd)
     except BaseException:
@@ -501,8 +502,9 @@ def _hash_in_worker(fd: int, path) -> bytes | None:
     return None
 
 
-def hash_file(path: bytes | str) -> HashResult:
-    fd, before = open_regular(path)
+def hash_file(path: bytes | str, dir_fd: int | None = None) -> HashResult:
+    """BLAKE3 of the regular file ``path`` (``dir_fd``: a name in that folder, as ``open_regular``)."""
+    fd, before = open_regular(path, dir_fd)
     try:
         digest = None
         if MMAP_WORKERS and before.st_size >= MMAP_MIN:  # open_regular checked S_ISREG

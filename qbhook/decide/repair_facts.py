@@ -31,7 +31,8 @@ from qbhook.decide.repair import (
     plan_repairs,
     view_paths,
 )
-from qbhook.errors import ExitCode, QbhookError
+from qbhook.dirfd import FolderReader, FolderRefused
+from qbhook.errors import ExitCode, PathMapError, QbhookError
 
 if TYPE_CHECKING:
     from qbhook.clients.registry import Clients
@@ -61,6 +62,11 @@ def repair_plan(cfg, catalog: Catalog, clients: Clients, want: str | None) -> tu
 
 def gather(cfg, catalog: Catalog, clients: Clients, want: str | None) -> RepairFacts:
     """The repair's facts, read live (``want``: only that torrent; it must exist and miss files)."""
+    with FolderReader(str(p.path) for p in cfg.pools) as reader:
+        return _gather(cfg, catalog, clients, want, reader)
+
+
+def _gather(cfg, catalog: Catalog, clients: Clients, want: str | None, reader: FolderReader) -> RepairFacts:
     pools = tuple(_pool_fact(catalog, p) for p in cfg.pools)
     if want is not None:
         infos = clients.find_all(want)
@@ -70,7 +76,7 @@ def gather(cfg, catalog: Catalog, clients: Clients, want: str | None) -> RepairF
         infos = [t for c in clients for t in c.torrents()]
     torrents = []
     for info in infos:
-        t = _missing_torrent(catalog, clients, info)
+        t = _missing_torrent(catalog, clients, info, reader)
         if t is not None:
             torrents.append(t)
         elif want is not None:
@@ -80,8 +86,8 @@ def gather(cfg, catalog: Catalog, clients: Clients, want: str | None) -> RepairF
     # Only content with a known hash can have copies: a file never hashed before it went missing
     # is plan_repairs' "content unknown" refusal (bytes.fromhex(None) was a traceback here).
     known = {(f.size, f.blake3) for t in torrents for f in t.files if f.priority and f.size and f.blake3 is not None}
-    copies = _copies(catalog, known)
-    present = {p: _present(catalog, p) for t in torrents for p in view_paths(t, pools)}
+    copies = _copies(catalog, reader, known)
+    present = {p: _present(catalog, reader, p) for t in torrents for p in view_paths(t, pools)}
     return RepairFacts(tuple(torrents), pools, copies, present, now=time.time())
 
 
@@ -98,12 +104,14 @@ def _pool_fact(catalog: Catalog, p) -> PoolFact:
     )
 
 
-def _missing_torrent(catalog: Catalog, clients: Clients, info: TorrentInfo) -> MissingTorrent | None:
+def _missing_torrent(
+    catalog: Catalog, clients: Clients, info: TorrentInfo, reader: FolderReader
+) -> MissingTorrent | None:
     """The torrent with its files' last known content, or None when nothing of it is missing."""
     if not info.has_metadata or not info.save_path:
         return None
     live = clients[info.instance].files(info.hash)
-    gone = [f for f in live if f.wanted and not _is_file(os.path.join(info.save_path, f.name))]
+    gone = [f for f in live if f.wanted and not _is_file(reader, os.path.join(info.save_path, f.name))]
     if info.state != "missingFiles" and not gone:
         return None
     _cid, known = last_known_files(catalog.conn, info.instance, info.hash)
@@ -118,18 +126,35 @@ def _missing_torrent(catalog: Catalog, clients: Clients, info: TorrentInfo) -> M
     )
 
 
-def _is_file(path: str) -> bool:
+def _is_file(reader: FolderReader, path: str) -> bool:
+    st = _lstat(reader, path)
+    return isinstance(st, os.stat_result) and stat.S_ISREG(st.st_mode)
+
+
+def _lstat(reader: FolderReader, path: str) -> os.stat_result | FolderRefused | None:
+    """lstat of ``path`` through its verified folder: None if nothing is there, FolderRefused
+    (returned, not raised) if a folder on the way is a symlink. A path under no pool is
+    lstat-ed as it is: nothing there is inside the roots, and a repair acts only inside them."""
     try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
+        return reader.lstat(path)
+    except FolderRefused as e:
+        return e
+    except PathMapError:
+        return None  # ".." or relative: never looked up
+    except ValueError:
+        pass
+    try:
+        return os.lstat(path)
     except OSError:
-        return False
+        return None
 
 
-def _copies(catalog: Catalog, contents) -> dict:
+def _copies(catalog: Catalog, reader: FolderReader, contents) -> dict:
     """(size, blake3) -> catalog inodes holding it, each at a path lstat-ed just now that still is
     that inode. A hash taken before the inode's ctime moved (a link added or removed, as when the
-    torrent's own link vanished) is confirmed by hashing the file again; ``verify_view`` checks
-    the content once more before qBittorrent is asked anything."""
+    torrent's own link vanished) is confirmed by hashing the file again, opened in the folder
+    the lstat was taken in; ``verify_view`` checks the content once more before qBittorrent is
+    asked anything."""
     out = {}
     for size, digest in contents:
         found = []
@@ -139,39 +164,44 @@ def _copies(catalog: Catalog, contents) -> dict:
             for path, _pool in catalog.paths_of(inode_id):
                 p = os.fsdecode(path)
                 try:
-                    st = os.lstat(p)
-                except OSError:
+                    d, name = reader.place(p)
+                    st = None if d is None else os.stat(name, dir_fd=d, follow_symlinks=False)
+                except (FolderRefused, PathMapError, ValueError, OSError):
+                    continue  # through a symlinked folder, under no pool, or gone: not a copy here
+                if st is None:
                     continue
                 if not (stat.S_ISREG(st.st_mode) and st.st_size == size and catalog.still_is(p, st, row)):
                     continue
                 valid = row.hash == want and (st.st_mtime_ns, st.st_ctime_ns) == (row.mtime_ns, row.ctime_ns)
-                if valid or _hashes_to(p, want):
+                if valid or _hashes_to(d, name, st, want):
                     found.append(CatalogCopy(p, row.fsid, row.ino))
                 break
         out[(size, digest)] = tuple(found)
     return out
 
 
-def _hashes_to(path: str, want: bytes) -> bool:
+def _hashes_to(d: int, name: str, st: os.stat_result, want: bytes) -> bool:
+    """Does the file ``name`` in the verified folder ``d``, still the inode ``st``, hash to ``want``?"""
     # Here, not at the top: the hashing machinery (threads, ctypes, the worker pool) is ~10 ms
     # of imports a repair whose stored hashes are all still valid never uses.
     from qbhook.catalog.hashing import hash_file
 
     try:
-        res = hash_file(path)
+        res = hash_file(name, dir_fd=d)
     except OSError:
         return False
-    return res.stable and res.digest == want
+    same = (res.before.st_dev, res.before.st_ino) == (st.st_dev, st.st_ino)
+    return same and res.stable and res.digest == want
 
 
-def _present(catalog: Catalog, path: str) -> Present | None:
+def _present(catalog: Catalog, reader: FolderReader, path: str) -> Present | None:
     """What is at a view path now: None (nothing), or its inode with a valid stored hash."""
-    try:
-        st = os.lstat(path)
-    except OSError:
+    st = _lstat(reader, path)
+    if st is None:
         return None
-    if not stat.S_ISREG(st.st_mode):
-        return Present("", st.st_ino, -1, None)  # a folder or symlink: never the wanted content
+    if isinstance(st, FolderRefused) or not stat.S_ISREG(st.st_mode):
+        # a folder or symlink, or a path through a symlinked folder: never the wanted content
+        return Present("", 0 if isinstance(st, FolderRefused) else st.st_ino, -1, None)
     fs = catalog.fs_for_path(path, st.st_dev)
     row = catalog.inode_by_key(fs, st.st_ino)
     ok = (

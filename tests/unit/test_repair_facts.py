@@ -17,7 +17,9 @@ import pytest
 from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
 from qbhook.decide.repair_facts import _copies
+from qbhook.dirfd import FolderReader
 from tests.helpers import make_config, write
+from tests.swap import swap_after_first_look
 
 DATA = b"the lost content" * 64
 
@@ -43,9 +45,14 @@ def _key() -> tuple[int, str]:
     return (len(DATA), blake3.blake3(DATA).hexdigest())
 
 
+def copies(cfg, cat) -> tuple:
+    with FolderReader(str(p.path) for p in cfg.pools) as reader:
+        return _copies(cat, reader, {_key()})[_key()]
+
+
 def test_a_copy_with_a_valid_hash_is_found(env):
-    _cfg, cat, lib = env
-    assert [c.path for c in _copies(cat, {_key()})[_key()]] == [str(lib)]
+    cfg, cat, lib = env
+    assert [c.path for c in copies(cfg, cat)] == [str(lib)]
 
 
 def test_a_copy_whose_hash_went_stale_by_a_link_change_is_confirmed_by_hashing_again(env):
@@ -56,11 +63,25 @@ def test_a_copy_whose_hash_went_stale_by_a_link_change_is_confirmed_by_hashing_a
     scan_pool(cat, cfg.primary, cfg.scan)
     size, digest = _key()
     assert cat.inodes_with_content(size, bytes.fromhex(digest)) == []  # stale: not "valid"
-    assert [c.path for c in _copies(cat, {_key()})[_key()]] == [str(lib)]
+    assert [c.path for c in copies(cfg, cat)] == [str(lib)]
 
 
 def test_a_file_whose_bytes_changed_is_not_a_copy(env):
     cfg, cat, lib = env
     lib.write_bytes(DATA[:-1] + b"!")  # same size, other content
     scan_pool(cat, cfg.primary, cfg.scan)
-    assert _copies(cat, {_key()})[_key()] == ()
+    assert copies(cfg, cat) == ()
+
+
+def test_a_folder_swapped_for_a_symlink_after_the_lstat_is_not_hashed_through(env, tmp_path, monkeypatch):
+    """The library file's bytes changed (its stored hash is stale, so it is hashed again); right
+    after its lstat, its folder is swapped for a symlink to an outside folder holding the lost
+    content. Hashed by path, the outside file made the changed file "a copy"; hashed through the
+    folder the lstat was taken in, it is the changed file, and no copy."""
+    cfg, cat, lib = env
+    lib.write_bytes(DATA[:-1] + b"!")  # same size, other content: the stored hash is stale
+    scan_pool(cat, cfg.primary, cfg.scan)
+    write(tmp_path / "outside" / lib.name, DATA)
+    looked = swap_after_first_look(monkeypatch, lib, lib.parent, tmp_path / "outside")
+    assert copies(cfg, cat) == ()
+    assert looked  # the swap did happen between the lstat and the hash
