@@ -47,6 +47,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from qbhook.clients.port import ClientPort
+from qbhook.dirfd import NotAFolder, open_below
 from qbhook.errors import OrphansRefused, PathMapError, QbtError, UnsafeOperation
 from qbhook.paths import is_within
 
@@ -316,7 +317,12 @@ def check_guards(report: Report, max_share: float) -> None:
 
 
 def walk_roots(cfg) -> Walk:
-    """Every regular file below every seeding root (lstat only; symlinks and mounts are not entered)."""
+    """Every regular file below every seeding root (lstat only; symlinks and mounts are not entered).
+
+    Each folder is listed through its own descriptor, opened below its verified parent
+    (``dirfd.open_below``) and checked to be on the root's filesystem: a folder swapped for a
+    symlink after its parent was listed is refused there (skipped, named), never listed.
+    """
     ignore = set(cfg.scan.ignore_names)
     entries: list[Entry] = []
     skipped: list[str] = []
@@ -324,47 +330,99 @@ def walk_roots(cfg) -> Walk:
         for root in pool.seeding_roots:
             root_s = os.path.normpath(str(root))
             try:
-                dev = os.stat(root_s).st_dev
+                fd = os.open(root_s, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the configured root: trusted
             except OSError:
                 continue  # a missing root is `config check`'s to report; there is nothing in it
-            stack = [root_s]
-            while stack:
-                d = stack.pop()
-                try:
-                    it = os.scandir(d)
-                except OSError:
-                    skipped.append(d)
-                    continue
-                with it:
-                    for de in it:
-                        if de.name in ignore:
-                            continue
-                        try:
-                            st = de.stat(follow_symlinks=False)
-                        except OSError:
-                            continue
-                        if stat_mod.S_ISLNK(st.st_mode):
-                            skipped.append(de.path)
-                        elif stat_mod.S_ISDIR(st.st_mode):
-                            if st.st_dev != dev:
-                                skipped.append(de.path)  # a nested dataset: not this root's filesystem
-                            else:
-                                stack.append(de.path)
-                        elif stat_mod.S_ISREG(st.st_mode):
-                            entries.append(
-                                Entry(
-                                    de.path,
-                                    pool.name,
-                                    root_s,
-                                    st.st_dev,
-                                    st.st_ino,
-                                    st.st_size,
-                                    st.st_nlink,
-                                    st.st_mtime_ns,
-                                    st.st_ctime_ns,
-                                )
-                            )
+            _walk_root(fd, root_s, pool.name, ignore, entries, skipped)
     return Walk(tuple(entries), tuple(skipped))
+
+
+def _walk_root(root_fd: int, root_s: str, pool: str, ignore: set[str], entries: list, skipped: list) -> None:
+    """``walk_roots`` below one root: depth first, holding one descriptor per level (a folder's
+    subfolders are opened one at a time, after its listing is closed)."""
+    dev = os.fstat(root_fd).st_dev
+    stack: list[tuple[int, str, list[str]]] = []  # (open folder, its path, subfolders not entered yet)
+    fd, d = root_fd, root_s
+    try:
+        while True:
+            if fd is not None:
+                subdirs = _list(fd, d, pool, root_s, dev, ignore, entries, skipped)
+                stack.append((fd, d, subdirs))
+            if not stack:
+                return
+            pfd, pd, subdirs = stack[-1]
+            if not subdirs:
+                os.close(pfd)
+                stack.pop()
+                fd = None
+                continue
+            name = subdirs.pop()
+            d = _join(pd, name)
+            try:
+                fd = open_below(pfd, name)
+            except (NotAFolder, OSError):
+                skipped.append(d)  # swapped for a symlink (or gone) since the listing: never entered
+                fd = None
+                continue
+            if os.fstat(fd).st_dev != dev:  # swapped for a mount point since the listing
+                os.close(fd)
+                skipped.append(d)
+                fd = None
+    except BaseException:
+        if fd is not None and (not stack or stack[-1][0] != fd):
+            os.close(fd)
+        raise
+    finally:
+        for open_fd, _d, _subdirs in stack:  # left early (an error): close what is still open
+            os.close(open_fd)
+
+
+def _list(
+    fd: int, d: str, pool: str, root_s: str, dev: int, ignore: set[str], entries: list, skipped: list
+) -> list[str]:
+    """The folder open at ``fd`` (path ``d``): its regular files into ``entries``, what is not
+    entered into ``skipped``; returns its subfolders on the root's filesystem, by name."""
+    subdirs: list[str] = []
+    try:
+        it = os.scandir(fd)
+    except OSError:
+        skipped.append(d)
+        return subdirs
+    with it:
+        for de in it:
+            if de.name in ignore:
+                continue
+            path = _join(d, de.name)
+            try:
+                st = de.stat(follow_symlinks=False)  # fstatat on the listed folder's descriptor
+            except OSError:
+                continue
+            if stat_mod.S_ISLNK(st.st_mode):
+                skipped.append(path)
+            elif stat_mod.S_ISDIR(st.st_mode):
+                if st.st_dev != dev:
+                    skipped.append(path)  # a nested dataset: not this root's filesystem
+                else:
+                    subdirs.append(de.name)
+            elif stat_mod.S_ISREG(st.st_mode):
+                entries.append(
+                    Entry(
+                        path,
+                        pool,
+                        root_s,
+                        st.st_dev,
+                        st.st_ino,
+                        st.st_size,
+                        st.st_nlink,
+                        st.st_mtime_ns,
+                        st.st_ctime_ns,
+                    )
+                )
+    return subdirs
+
+
+def _join(d: str, name: str) -> str:
+    return d + "/" + name if d != "/" else "/" + name
 
 
 def references(clients: Iterable[ClientPort]) -> References:

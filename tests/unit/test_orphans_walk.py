@@ -1,0 +1,48 @@
+"""The orphans walk (``qbhook.move.orphans.walk_roots``) on real folders: it lists only what is
+below the seeding roots, whatever a writer of those folders swaps in while it walks."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from qbhook.move.orphans import walk_roots
+from tests.helpers import make_config, write
+from tests.swap import swap_after_listing
+
+
+@pytest.fixture
+def bed(tmp_path):
+    stash, pool = tmp_path / "stash", tmp_path / "pool"
+    cfg = make_config(tmp_path / "cat.sqlite", stash, pool)
+    for p in cfg.pools:
+        p.seeding_root.mkdir(parents=True)
+    write(tmp_path / "outside/Show/secret.bin", b"not ours")
+    return cfg, cfg.primary.seeding_root, tmp_path / "outside"
+
+
+def test_files_are_listed_a_symlinked_folder_is_skipped_and_no_descriptor_is_left_open(bed):
+    cfg, seed, outside = bed
+    write(seed / "m/Movie/a.bin", b"movie")
+    os.symlink(outside, seed / "m/link")
+    before = len(os.listdir("/proc/self/fd"))
+    walk = walk_roots(cfg)
+    assert len(os.listdir("/proc/self/fd")) == before  # every folder's descriptor closed
+    assert [e.path for e in walk.entries] == [f"{seed}/m/Movie/a.bin"]
+    assert walk.skipped == (f"{seed}/m/link",)
+
+
+def test_a_folder_swapped_for_a_symlink_after_its_parent_was_listed_is_skipped_and_named(bed, monkeypatch):
+    """``Show`` is a real folder when its parent is listed, a symlink to an outside folder when
+    the walk enters it. Entered by path, the outside file was listed as an orphan below the root
+    (its "reclaimable" line a user may act on by hand); opened below its verified parent, it is
+    refused and named."""
+    cfg, seed, outside = bed
+    write(seed / "d/Show/e.bin", b"episode")
+    swapped = swap_after_listing(monkeypatch, seed / "d", seed / "d/Show", outside / "Show")
+    walk = walk_roots(cfg)
+    assert swapped
+    outside_ino = os.stat(outside / "Show/secret.bin").st_ino
+    assert not [e.path for e in walk.entries if e.ino == outside_ino or "secret" in e.path]
+    assert f"{seed}/d/Show" in walk.skipped
