@@ -7,6 +7,7 @@ import os
 from qbhook.catalog.hashing import ensure_hashes
 from qbhook.catalog.store import Catalog
 from qbhook.config import Config
+from qbhook.dirfd import FolderReader, FolderRefused
 from qbhook.errors import PathOutsideRoots
 
 
@@ -18,8 +19,17 @@ def locate(catalog: Catalog, cfg: Config, path: str) -> dict:
             f"{path} is not inside any configured pool",
             hint="pools: " + ", ".join(f"{p.name}={p.path}" for p in cfg.pools),
         )
-    # Identity is (filesystem, inode): refresh this path's row from the live file first.
-    inode_id = catalog.record_path(real, pool.name)
+    # Identity is (filesystem, inode): refresh this path's row from the live file first, lstat-ed
+    # in its folder opened below the pool's root. realpath resolved the path a person gave; the
+    # folders it went through may be swapped since, and are not resolved again.
+    with FolderReader([str(pool.path)]) as reader:
+        try:
+            st = reader.lstat(real)
+        except FolderRefused as e:
+            raise PathOutsideRoots(f"{path}: {e}", hint="qbhook never follows links below a configured root") from None
+    if st is None:
+        raise PathOutsideRoots(f"{path}: no such file (any more)")
+    inode_id = catalog.record_path(real, pool.name, st=st)
     # Copies are found by content: hash this inode and every same-size candidate (cheap when
     # cached; only same-size files can be copies).
     size = catalog.inode(inode_id).size
