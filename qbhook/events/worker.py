@@ -85,7 +85,8 @@ from qbhook.config import Config
 from qbhook.decide.facts import ancestors
 from qbhook.decide.plan import ACTIONS, Plan
 from qbhook.decide.planner import finish_run, make_plan, tag_changes
-from qbhook.decide.snapshot import SnapshotBuilder, SymlinkProbe, build_snapshot
+from qbhook.decide.snapshot import SnapshotBuilder, build_snapshot
+from qbhook.dirfd import FolderReader, FolderRefused
 from qbhook.errors import PathMapError, QbhookError, QueueError, UnknownTorrent
 from qbhook.events import alerts
 from qbhook.events.queue import JobQueue
@@ -124,14 +125,20 @@ def torrents_touching(cfg: Config, catalog: Catalog, infos, paths, rejected: lis
     """Hashes of torrents whose files are, or share an inode with, any of ``paths``.
 
     A path that cannot be made canonical, or that goes through a symlink below its pool's
-    root, is not looked up nor recorded; its reason is appended to ``rejected``.
+    root, is not looked up nor recorded; its reason is appended to ``rejected``. A path in a
+    pool is lstat-ed once, in its folder opened below the pool's root (``dirfd.FolderReader``),
+    and that one lstat is what is recorded and what says whether it is gone.
     """
+    with FolderReader(str(p.path) for p in cfg.pools) as reader:
+        return _torrents_touching(cfg, catalog, infos, paths, rejected, reader)
+
+
+def _torrents_touching(cfg: Config, catalog: Catalog, infos, paths, rejected, reader: FolderReader) -> set[str]:
     roots = [str(r) for r in cfg.seeding_roots]
     by_content: dict[str, list] = {}
     for t in infos:
         by_content.setdefault(posixpath.normpath(t.content_path or t.save_path), []).append(t.hash)
     candidates: set[str] = set()
-    symlinks = SymlinkProbe()
     for raw in paths:
         try:
             p = host_path(cfg, raw)
@@ -141,15 +148,20 @@ def torrents_touching(cfg: Config, catalog: Catalog, infos, paths, rejected: lis
             continue
         related = {p}
         pool = cfg.pool_of(p)
-        if pool is not None:
-            link = symlinks.first_symlink(p, str(pool.path))
-            if link is not None:
+        gone = False
+        if pool is not None and p != os.path.normpath(str(pool.path)):
+            try:
+                st = reader.lstat(p)
+            except FolderRefused as e:
                 # Recording it would stat (and identify) whatever filesystem the link points to.
                 if rejected is not None:
-                    rejected.append(f"event path refused: {p} goes through a symlink: {link[0]} -> {link[1]}")
+                    rejected.append(f"event path refused: {p} goes through a symlink: {e.folder} -> {e.target}")
                 continue
-            if _is_regular(p):
-                catalog.record_path(p, pool.name)  # an import just linked it: refresh the facts
+            if st is not None and stat_mod.S_ISREG(st.st_mode):
+                catalog.record_path(p, pool.name, st=st)  # an import just linked it: refresh the facts
+            gone = st is None
+        else:
+            gone = not os.path.lexists(p)  # not in a pool: nothing there is read
         row = catalog.inode_by_path(p)
         if row is not None:
             for x, _ in catalog.paths_of(row.id):
@@ -157,19 +169,12 @@ def torrents_touching(cfg: Config, catalog: Catalog, infos, paths, rejected: lis
                     related.add(normalize(os.fsdecode(x)))
                 except PathMapError:
                     continue  # an odd spelling in an old catalog: not a path we look up
-            if not os.path.lexists(p):
+            if gone:
                 catalog.forget_path(p)  # deleted by the *arr: drop the stale link
         for r in related:
             for q in ancestors(r, roots):
                 candidates.update(by_content.get(q, ()))
     return candidates
-
-
-def _is_regular(path: str) -> bool:
-    try:
-        return stat_mod.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 def handle_job(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job, *, executor=None) -> dict:

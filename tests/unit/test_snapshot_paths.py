@@ -17,6 +17,7 @@ from qbhook.decide.planner import make_plan
 from qbhook.decide.snapshot import SymlinkProbe, build_snapshot
 from qbhook.events.worker import handle_job, torrents_touching
 from tests.helpers import make_config, write
+from tests.swap import swap_after_first_look
 from tests.unit.test_executor import FakeQbt, FakeTorrent
 
 H = "a" * 40
@@ -203,3 +204,21 @@ def test_event_path_through_a_symlinked_folder_is_refused_and_not_recorded(bed, 
     ]
     assert all_catalog_paths(bed.cat) == []
     assert not (bed.outside / MARKER_NAME).exists()
+
+
+# --------------------------------------------------------------------------- swapped between check and read
+
+
+def test_event_path_whose_folder_is_swapped_after_the_check_never_records_the_outside_file(bed, monkeypatch):
+    """``Movie`` is a real folder when the event's path is checked, a symlink to an outside
+    folder right after. Looked up by path again (is it a file? record it), the outside file was
+    recorded as this pool's; read through the folder descriptor checked, it is the pool's file."""
+    inside = write(bed.seed_s / "m/Movie/x.mkv", b"movie")
+    write(bed.outside / "Movie/x.mkv", b"not ours")
+    folder = bed.seed_s / "m/Movie"
+    swapped = swap_after_first_look(monkeypatch, folder, folder, bed.outside / "Movie")
+    inside_ino = os.stat(inside).st_ino
+    torrents_touching(bed.cfg, bed.cat, [], [str(inside)], [])
+    assert swapped
+    row = bed.cat.inode_by_path(str(inside))
+    assert row is not None and row.ino == inside_ino != os.stat(bed.outside / "Movie/x.mkv").st_ino
