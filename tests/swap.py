@@ -90,3 +90,22 @@ def swap_after_listing(monkeypatch, parent: Path, folder: Path, outside: Path) -
 
     monkeypatch.setattr(os, "scandir", scandir)
     return done
+
+
+def record_looks(monkeypatch) -> list[str]:
+    """Every path looked at from now on by ``os.lstat``, ``os.stat`` or ``os.open`` (by its path,
+    or by a name relative to a folder descriptor), as a full path, in order."""
+    calls: list[str] = []
+
+    def wrap(name, real):
+        def look(path, *args, dir_fd=None, **kw):
+            where = _where(path, dir_fd)
+            if where is not None:
+                calls.append(where)
+            return real(path, *args, dir_fd=dir_fd, **kw)
+
+        monkeypatch.setattr(os, name, look)
+
+    for name in ("lstat", "stat", "open"):
+        wrap(name, getattr(os, name))
+    return calls

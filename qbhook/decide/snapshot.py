@@ -14,8 +14,10 @@ it anyway, so the copy's own hash is its verification (``Snapshot.hash_at_copy``
 a ``Copy`` with no planned hash). One read of each byte instead of two.
 
 qbhook runs as root over trees that others (qBittorrent's container) can write,
-so a path is taken at its word only if no directory in it below the pool root
-is a symlink (``SymlinkProbe``, each directory lstat-ed once per snapshot):
+so a path below a pool root is read only through its folders, each opened below its
+verified parent once per snapshot (``dirfd.FolderReader``): a file is lstat-ed relative
+to its folder's descriptor, never by its path string after a check of its folders, so a
+folder swapped for a symlink between the two cannot redirect the read. A symlinked folder:
 
 - a torrent file under a symlinked folder (or itself a symlink) is not stat-ed,
   recorded nor hashed: its inode is unknown and the symlink is reported in
@@ -58,68 +60,12 @@ from qbhook.decide.facts import (
 from qbhook.decide.grouping import payload_groups
 from qbhook.decide.heap import collector_paused
 from qbhook.decide.policy import policy_blocks_demote
+from qbhook.dirfd import FolderReader, FolderRefused
 from qbhook.errors import PathMapError, QbhookError
 from qbhook.paths import is_within, normalize
 from qbhook.progress import Progress
 
-_UNSEEN = object()
 _LSTAT_BATCH = 2000  # paths lstat-ed before their catalog rows are read (_inodes_at)
-_MISSING = object()
-
-
-class SymlinkProbe:
-    """Finds the first symlinked directory of a path below its root; each directory lstat-ed once.
-
-    Paths and roots are canonical (``qbt.pathmap.normalize``). Only directories are probed:
-    the caller lstat-s the leaf itself anyway, and caching every file would cost a string per
-    file for nothing. The answer is cached per directory, so a file costs one dict lookup.
-    """
-
-    def __init__(self) -> None:
-        # directory -> (first symlinked directory at or above it, its target) | None | _MISSING
-        self._answers: dict[str, object] = {}
-
-    def first_symlink(self, path: str, root: str) -> tuple[str, str] | None:
-        """(directory, its link target) for the first symlink strictly between ``root`` and ``path``."""
-        found = self.verdict(path, root)
-        return None if found is _MISSING else found
-
-    def verdict(self, path: str, root: str) -> object:
-        """``first_symlink``, or ``_MISSING`` when a directory strictly between ``root`` and ``path``
-        was missing (or not a directory) when probed: then nothing was at ``path`` either."""
-        base = root.rstrip("/")  # "" for "/"
-        if not path.startswith(base + "/"):
-            return None  # outside the root, or the root itself
-        return self._answer(path.rpartition("/")[0], len(base))
-
-    def _answer(self, d: str, base_len: int) -> object:
-        if len(d) <= base_len:
-            return None
-        found = self._answers.get(d, _UNSEEN)
-        if found is _UNSEEN:
-            found = self._answer(d.rpartition("/")[0], base_len)
-            if found is None:  # nothing above: look at this directory itself
-                own = _probe_dir(d)
-                found = own if own is _MISSING or own is None else (d, own)
-            self._answers[d] = found
-        return found
-
-
-def _probe_dir(path: str) -> object:
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return _MISSING
-    if stat_mod.S_ISLNK(st.st_mode):
-        return _link_target(path)
-    return None if stat_mod.S_ISDIR(st.st_mode) else _MISSING
-
-
-def _link_target(path: str) -> str:
-    try:
-        return os.readlink(path)
-    except OSError:
-        return "?"
 
 
 class SnapshotBuilder:
@@ -144,8 +90,10 @@ class SnapshotBuilder:
         self.inodes: dict[InodeKey, InodeFact] = {}
         self._inode_ids: dict[InodeKey, int] = {}
         self.roots = [str(r) for r in cfg.seeding_roots]
-        self.probe = SymlinkProbe()
         self._pool_roots = sorted((_canonical(str(p.path)).rstrip("/") for p in cfg.pools), key=len, reverse=True)
+        # Every folder below a pool root this build reads in; its descriptors are closed when the
+        # build ends (the reader opens them again if it is asked anything later).
+        self.reader = FolderReader(str(p.path) for p in cfg.pools)
         self.symlinks: dict[str, str] = {}  # symlinks met in torrent and destination paths -> target
         # (instance, hash) -> files, from a batched listing; others are asked per torrent
         self._listed_files: dict[tuple[str, str], list] = {}
@@ -161,6 +109,12 @@ class SnapshotBuilder:
     # ------------------------------------------------------------ public
     def build(self, hashes: Iterable[str] | None = None, now: float | None = None, infos=None) -> Snapshot:
         """``infos``: every torrent of every instance, when the caller already listed them."""
+        try:
+            return self._build(hashes, now, infos)
+        finally:
+            self.reader.close()
+
+    def _build(self, hashes: Iterable[str] | None, now: float | None, infos) -> Snapshot:
         now = time.time() if now is None else now
         if infos is None:
             infos = self._list_all()
@@ -311,47 +265,48 @@ class SnapshotBuilder:
     def _lstat_file(self, path: str, canonical: bool = False) -> os.stat_result | None:
         """lstat of the regular file at ``path``; None if missing, not regular, or reached through a
         symlink (noted in ``self.symlinks``)."""
-        # _through_symlink(path, note=True), with the probe's answer kept for the check below.
         if not canonical and path != _canonical(path):
             return None
-        root = self._pool_root(path)
-        found = None if root is None else self.probe.verdict(path, root)
-        if found is _MISSING:
-            # Its folder was missing when probed in this build (most destinations of an unchanged
-            # sweep): the lstat could only fail. The executor re-checks any destination it writes.
-            return None
-        if found is not None:
-            self.symlinks[found[0]] = found[1]
-            return None
-        try:
-            st = os.lstat(path)
-        except OSError:
+        st = self._lstat(path, note=True)
+        if st is None:
             return None
         if stat_mod.S_ISLNK(st.st_mode):
-            self.symlinks[path] = _link_target(path)
+            self.symlinks[path] = self.reader.readlink(path)
             return None
         return st if stat_mod.S_ISREG(st.st_mode) else None
+
+    def _lstat(self, path: str, note: bool = False) -> os.stat_result | None:
+        """lstat of ``path`` (canonical) through its folder's verified descriptor; None if nothing
+        is there or a folder on the way is a symlink (noted in ``self.symlinks`` with ``note``).
+        A path under no pool is lstat-ed as it is: no root to place it under (the planner blocks
+        such a torrent as outside the seeding roots)."""
+        try:
+            return self.reader.lstat(path)
+        except FolderRefused as e:
+            if note:
+                self.symlinks[e.folder] = e.target
+            return None
+        except ValueError:
+            pass  # under no pool (or a pool's root itself)
+        try:
+            return os.lstat(path)
+        except OSError:
+            return None
+
+    def _folder_verified(self, path: str) -> bool:
+        """Is ``path`` canonical, and its folder (under a pool) there and reached without a symlink?"""
+        if path != _canonical(path):
+            return False
+        if self._pool_root(path) is None:
+            return True
+        try:
+            return self.reader.place(path)[0] is not None
+        except (FolderRefused, ValueError):
+            return False
 
     def _pool_root(self, path: str) -> str | None:
         # Plain strings (paths.is_within): cfg.pool_of (pathlib) cost ~0.5 ms per call, on every file and link.
         return next((r for r in self._pool_roots if is_within(path, r)), None)
-
-    def _through_symlink(self, path: str, note: bool = False, canonical: bool = False) -> bool:
-        """Does ``path`` go through a symlinked directory below its pool's root (or is it not canonical)?
-
-        ``canonical``: the caller got ``path`` from ``_canonical``/``normalize`` already, so
-        comparing it with its canonical form again could only say "same"."""
-        if not canonical and path != _canonical(path):
-            return True
-        root = self._pool_root(path)
-        if root is None:
-            return False
-        hit = self.probe.first_symlink(path, root)
-        if hit is None:
-            return False
-        if note:
-            self.symlinks[hit[0]] = hit[1]
-        return True
 
     def _record(self, path: str, st: os.stat_result, fs: int, key: InodeKey, fetched=None) -> None:
         """``fetched``: (row, paths) of this inode as read from the catalog in this build, before any
@@ -368,7 +323,7 @@ class SnapshotBuilder:
             != (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink)
         ):
             pool = self.cfg.pool_of(path)
-            self.catalog.record_path(path, pool.name if pool else "?")
+            self.catalog.record_path(path, pool.name if pool else "?", st=st)  # this build's lstat, not another
             row = self.catalog.inode_by_key(fs, st.st_ino)
             known_paths = {os.fsdecode(p) for p, _ in self.catalog.paths_of(row.id)}
         self._inode_ids[key] = row.id
@@ -400,9 +355,12 @@ class SnapshotBuilder:
         )
 
     def _still_links(self, p: str, st: os.stat_result, at: str) -> bool:
-        # split_links gave canonical spellings: only the symlink probe is left to ask. ``at`` was
-        # probed and lstat-ed by the caller (``_lstat_file``, ``_adopt``): asking again is a no-op.
-        return p == at or (not self._through_symlink(p, canonical=True) and _is_inode(p, st))
+        # split_links gave canonical spellings. ``at`` was lstat-ed by the caller (``_lstat_file``,
+        # ``_adopt``) through its verified folder: asking again is a no-op.
+        if p == at:
+            return True
+        s = self._lstat(p)
+        return s is not None and s.st_ino == st.st_ino and s.st_dev == st.st_dev
 
     def _links(self, key: InodeKey) -> tuple[str, ...]:
         i = self.inodes.get(key)
@@ -578,20 +536,17 @@ class SnapshotBuilder:
             # Hashed in this build through this path: the descriptor read was this inode (checked
             # by ensure_hashes) and its fstat serves as this path's lstat.
             path, st = os.fsdecode(read[0]), read[1]
-            if path in known and not self._through_symlink(path) and self.catalog.still_is(path, st, row):
+            if path in known and self._folder_verified(path) and self.catalog.still_is(path, st, row):
                 key = (row.fsid, row.ino)
                 self._inode_ids[key] = row.id
                 self.inodes[key] = self._inode_fact(key, row, st, known, path)
                 return True
         for p in paths:
             path = os.fsdecode(p)
-            if self._through_symlink(path):
+            if path != _canonical(path):
                 continue
-            try:
-                st = os.lstat(path)
-            except OSError:
-                continue
-            if self.catalog.still_is(path, st, row):
+            st = self._lstat(path)
+            if st is not None and self.catalog.still_is(path, st, row):
                 key = (row.fsid, row.ino)
                 self._inode_ids[key] = row.id
                 self.inodes[key] = self._inode_fact(key, row, st, known, path)
@@ -663,19 +618,11 @@ def _pool_of(path: str, pools: tuple[PoolFact, ...]) -> PoolFact | None:
 
 def _canonical(path: str) -> str:
     """``normalize(path)``, or ``path`` unchanged when it cannot be (relative, ``..``): such a path is
-    never looked up (``_through_symlink`` treats it as unsafe) and the planner blocks its file name."""
+    never looked up (``_lstat_file`` treats it as unsafe) and the planner blocks its file name."""
     try:
         return normalize(path)
     except PathMapError:
         return path
-
-
-def _is_inode(path: str, st: os.stat_result) -> bool:
-    try:
-        s = os.lstat(path)
-    except OSError:
-        return False
-    return s.st_ino == st.st_ino and s.st_dev == st.st_dev
 
 
 def build_snapshot(

@@ -15,6 +15,7 @@ import pytest
 from qbhook.catalog.store import Catalog
 from qbhook.decide.snapshot import build_snapshot
 from tests.helpers import make_config, write
+from tests.swap import record_looks
 from tests.unit.test_executor import FakeQbt, FakeTorrent
 
 FILES = 40
@@ -60,9 +61,7 @@ def test_an_unchanged_build_asks_the_catalog_per_torrent_not_per_file(bed):
 
 def test_each_torrent_file_and_link_is_lstat_ed_exactly_once_per_build(bed, monkeypatch):
     build(bed)
-    calls: list[str] = []
-    real = os.lstat
-    monkeypatch.setattr(os, "lstat", lambda p, *a, **k: calls.append(os.fsdecode(p)) or real(p, *a, **k))
+    calls = record_looks(monkeypatch)  # by path or relative to its folder's descriptor
     snap = build(bed)
     for t in snap.torrents:
         for f in t.files:
@@ -86,9 +85,7 @@ def test_a_file_replaced_between_builds_is_seen_by_the_next_build(bed):
 def test_a_destination_under_a_missing_folder_is_not_lstat_ed_and_an_existing_one_is_seen(bed, monkeypatch):
     build(bed)
     dst = str(bed.cfg.cold.seeding_root / "t1/T1/f00.bin")
-    calls: list[str] = []
-    real = os.lstat
-    monkeypatch.setattr(os, "lstat", lambda p, *a, **k: calls.append(os.fsdecode(p)) or real(p, *a, **k))
+    calls = record_looks(monkeypatch)
     snap = build(bed)
     assert dst in snap.existing and snap.existing[dst] is None
     assert dst not in calls and str(bed.cfg.cold.seeding_root / "t1") in calls  # its folder was looked at

@@ -14,7 +14,7 @@ import pytest
 from qbhook.catalog.fsid import MARKER_NAME
 from qbhook.catalog.store import Catalog
 from qbhook.decide.planner import make_plan
-from qbhook.decide.snapshot import SymlinkProbe, build_snapshot
+from qbhook.decide.snapshot import build_snapshot
 from qbhook.events.worker import handle_job, torrents_touching
 from tests.helpers import make_config, write
 from tests.swap import swap_after_first_look
@@ -63,27 +63,6 @@ def group(plan, h):
 
 def all_catalog_paths(cat) -> list[str]:
     return [os.fsdecode(r[0]) for r in cat.conn.execute("SELECT path FROM paths")]
-
-
-# --------------------------------------------------------------------------- the probe
-
-
-def test_probe_finds_the_first_symlinked_folder_and_lstats_each_folder_once(tmp_path, monkeypatch):
-    root = tmp_path / "root"
-    (root / "a/b").mkdir(parents=True)
-    (tmp_path / "else").mkdir()
-    os.symlink(tmp_path / "else", root / "a/b/link")
-    calls = []
-    real = os.lstat
-    monkeypatch.setattr(os, "lstat", lambda p, *a, **k: calls.append(str(p)) or real(p, *a, **k))
-    probe = SymlinkProbe()
-    r = str(root)
-    assert probe.first_symlink(f"{r}/a/b/link/deeper/x.mkv", r) == (f"{r}/a/b/link", str(tmp_path / "else"))
-    assert probe.first_symlink(f"{r}/a/b/file.mkv", r) is None
-    assert probe.first_symlink(f"{r}/a/b/link", r) is None  # the leaf is the caller's to lstat
-    assert probe.first_symlink(f"{r}/missing/x/y.mkv", r) is None
-    assert probe.first_symlink("/elsewhere/x.mkv", r) is None
-    assert sorted(calls) == sorted([f"{r}/a", f"{r}/a/b", f"{r}/a/b/link", f"{r}/missing"])
 
 
 # --------------------------------------------------------------------------- symlinks block
@@ -222,3 +201,36 @@ def test_event_path_whose_folder_is_swapped_after_the_check_never_records_the_ou
     assert swapped
     row = bed.cat.inode_by_path(str(inside))
     assert row is not None and row.ino == inside_ino != os.stat(bed.outside / "Movie/x.mkv").st_ino
+
+
+def test_torrent_folder_swapped_after_its_check_never_puts_the_outside_file_in_the_snapshot(bed, monkeypatch):
+    """``Movie`` is a real folder when the build checks it, a symlink to an outside folder right
+    after. The probe kept its verdict and lstat-ed the file by path: the outside file's inode
+    became the torrent's file (and the catalog's). Read through the descriptor checked, the
+    torrent's file is the one that was in the folder checked."""
+    inside = write(bed.seed_s / "m/Movie/a.bin", b"inside data!")
+    write(bed.outside / "Movie/a.bin", b"outside data")
+    torrent(bed, H, bed.seed_s / "m", [("Movie/a.bin", 12)])
+    folder = bed.seed_s / "m/Movie"
+    swapped = swap_after_first_look(monkeypatch, folder, folder, bed.outside / "Movie")
+    inside_ino, outside_ino = os.stat(inside).st_ino, os.stat(bed.outside / "Movie/a.bin").st_ino
+    snap = build_snapshot(bed.cfg, bed.cat, [bed.qbt])
+    assert swapped
+    assert snap.torrents[0].files[0].inode[1] == inside_ino
+    assert outside_ino not in {k[1] for k in snap.inodes}
+    assert bed.cat.conn.execute("SELECT count(*) FROM inodes WHERE ino = ?", (outside_ino,)).fetchone()[0] == 0
+
+
+def test_torrent_folder_swapped_before_it_is_opened_blocks_naming_it(bed, monkeypatch):
+    """Swapped right after the build looked at its parent: the folder is a symlink when opened,
+    refused and reported as the group's blocker, and nothing below it is read."""
+    write(bed.seed_s / "m/Movie/a.bin", b"inside data!")
+    write(bed.outside / "Movie/a.bin", b"outside data")
+    torrent(bed, H, bed.seed_s / "m", [("Movie/a.bin", 12)])
+    folder = bed.seed_s / "m/Movie"
+    swapped = swap_after_first_look(monkeypatch, bed.seed_s / "m", folder, bed.outside / "Movie")
+    snap, plan = plan_of(bed)
+    assert swapped
+    assert snap.symlinks == {str(folder): str(bed.outside / "Movie")}
+    assert snap.torrents[0].files[0].inode is None
+    assert f"symlink in the source path: {folder} -> {bed.outside / 'Movie'}" in group(plan, H).reason
