@@ -89,10 +89,14 @@ class FolderReader:
 
     def __init__(self, roots: Iterable[str | os.PathLike], *, max_open: int = MAX_OPEN):
         self._roots = sorted({normalize(os.fspath(r)) for r in roots}, key=len, reverse=True)
+        self._prefixes = [(r, r.rstrip("/") + "/") for r in self._roots]
         self._fds: OrderedDict[str, int] = OrderedDict()
         # folders found missing (None) or refused, for the reader's life: asked again, the same answer
         self._verdicts: dict[str, FolderRefused | None] = {}
         self._max_open = max(2, max_open)
+        # The folder the last path was placed in, (path, descriptor): a torrent's files are asked
+        # for one after another, and this skips normalising and placing each one again.
+        self._last: tuple[str, int] | None = None
 
     def __enter__(self) -> FolderReader:
         return self
@@ -101,13 +105,17 @@ class FolderReader:
         self.close()
 
     def close(self) -> None:
+        self._last = None
         fds, self._fds = self._fds, OrderedDict()
         for fd in fds.values():
             os.close(fd)
 
     def root_of(self, path: str) -> str | None:
         """The root ``path`` is placed under (None: under no root)."""
-        return next((r for r in self._roots if path == r or path.startswith(r.rstrip("/") + "/")), None)
+        for r, prefix in self._prefixes:
+            if path.startswith(prefix) or path == r:
+                return r
+        return None
 
     def folder(self, path: str) -> int | None:
         """The verified descriptor of the folder ``path`` (None: missing, or not a folder, when
@@ -140,12 +148,18 @@ class FolderReader:
 
     def place(self, path: str) -> tuple[int | None, str]:
         """(verified descriptor of ``path``'s folder or None if missing, its last component)."""
+        parent, _, name = path.rpartition("/")
+        last = self._last
+        if last is not None and parent == last[0] and name not in ("", ".", "..") and "\0" not in name:
+            return last[1], name  # the folder just placed in: canonical, below a root, and open
         path = normalize(path)
         root = self.root_of(path)
         if root is None or path == root:
             raise ValueError(f"{path}: not an entry below any of {', '.join(self._roots)}")
         parent, _, name = path.rpartition("/")
-        return self._folder(parent or "/", root), name
+        fd = self._folder(parent or "/", root)
+        self._last = None if fd is None else (parent, fd)
+        return fd, name
 
     def _folder(self, d: str, root: str) -> int | None:
         fd = self._fds.get(d)
@@ -171,7 +185,10 @@ class FolderReader:
             return None
         self._fds[d] = fd
         while len(self._fds) > self._max_open:
-            os.close(self._fds.popitem(last=False)[1])
+            old = self._fds.popitem(last=False)[1]
+            if self._last is not None and self._last[1] == old:
+                self._last = None
+            os.close(old)
         return fd
 
     def _open_below(self, pfd: int, name: str, d: str) -> int | None:

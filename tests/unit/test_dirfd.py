@@ -1,0 +1,104 @@
+"""The read-only fact reader on verified directory descriptors (``qbhook.dirfd``)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from qbhook.dirfd import FolderReader, FolderRefused, NotAFolder, open_below
+from tests.helpers import write
+from tests.swap import record_looks, swap
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "root"
+    write(root / "a/b/f.bin", b"inside")
+    write(tmp_path / "else/f.bin", b"outside")
+    os.symlink(tmp_path / "else", root / "a/link")
+    return root, tmp_path / "else"
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_files_are_lstat_ed_through_folders_each_opened_once(tree, monkeypatch):
+    root, _else = tree
+    ino = os.lstat(root / "a/b/f.bin").st_ino
+    looks = record_looks(monkeypatch)
+    with FolderReader([root]) as r:
+        assert r.lstat(f"{root}/a/b/f.bin").st_ino == ino
+        assert r.lstat(f"{root}/a/b/g.bin") is None
+        assert r.lstat(f"{root}/a/b/f.bin").st_size == 6
+    assert looks[:3] == [str(root), f"{root}/a", f"{root}/a/b"]  # each folder opened once, then only the files
+    assert looks[3:] == [f"{root}/a/b/f.bin", f"{root}/a/b/g.bin", f"{root}/a/b/f.bin"]
+
+
+def test_a_symlinked_folder_is_refused_naming_it_and_its_target_and_a_leaf_symlink_is_returned(tree):
+    root, outside = tree
+    with FolderReader([root]) as r:
+        with pytest.raises(FolderRefused, match=f"^{root}/a/link is a symlink to {outside}: refusing") as e:
+            r.lstat(f"{root}/a/link/f.bin")
+        assert (e.value.folder, e.value.target) == (f"{root}/a/link", str(outside))
+        with pytest.raises(FolderRefused):
+            r.folder(f"{root}/a/link/deeper")  # the same answer below it
+        st = r.lstat(f"{root}/a/link")  # the leaf is the caller's: a symlink, not followed
+        assert st is not None and os.path.islink(root / "a/link") and st.st_mode == os.lstat(root / "a/link").st_mode
+        assert r.readlink(f"{root}/a/link") == str(outside)
+
+
+def test_missing_folders_a_file_in_a_folders_place_and_paths_outside_the_roots(tree, tmp_path):
+    root, _else = tree
+    with FolderReader([root]) as r:
+        assert r.lstat(f"{root}/nope/x/f.bin") is None
+        assert r.lstat(f"{root}/a/b/f.bin/x") is None  # a file where a folder would be
+        with pytest.raises(ValueError):
+            r.lstat(str(tmp_path / "else/f.bin"))
+        with pytest.raises(ValueError):
+            r.lstat(str(root))
+
+
+def test_a_folder_swapped_after_it_was_opened_is_still_read_as_the_folder_opened(tree):
+    """The reader's descriptor is the folder it checked; a symlink swapped into its place later is
+    not followed (the outside file is never what the reader sees)."""
+    root, outside = tree
+    with FolderReader([root]) as r:
+        inside = r.lstat(f"{root}/a/b/f.bin")
+        swap(root / "a/b", outside)
+        assert r.lstat(f"{root}/a/b/f.bin").st_ino == inside.st_ino != os.stat(outside / "f.bin").st_ino
+
+
+def test_descriptors_are_bounded_and_closed(tree):
+    root, _else = tree
+    for n in range(10):
+        write(root / f"t{n}/f.bin", b"x")
+    before = open_fds()
+    r = FolderReader([root], max_open=3)
+    for _ in range(2):  # the second round reopens what was closed, and finds the same files
+        for n in range(10):
+            assert r.lstat(f"{root}/t{n}/f.bin") is not None
+            assert open_fds() - before <= 3
+    r.close()
+    assert open_fds() == before
+    assert r.lstat(f"{root}/t0/f.bin") is not None  # usable again after close: it reopens
+    r.close()
+
+
+def test_open_below_says_what_is_there_instead_of_a_folder(tree):
+    root, outside = tree
+    fd = os.open(root / "a", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.close(open_below(fd, "b"))
+        with pytest.raises(NotAFolder) as e:
+            open_below(fd, "link")
+        assert (e.value.kind, e.value.target) == ("symlink", str(outside))
+        write(root / "a/file", b"x")
+        with pytest.raises(NotAFolder) as e:
+            open_below(fd, "file")
+        assert e.value.kind == "other"
+        with pytest.raises(FileNotFoundError):
+            open_below(fd, "missing")
+    finally:
+        os.close(fd)
