@@ -138,6 +138,21 @@ class FolderReader:
         except (FileNotFoundError, NotADirectoryError):
             return None
 
+    def lstat_any(self, path: str) -> os.stat_result | None:
+        """``lstat`` for a path below a root; a path under no root (or a root itself) is lstat-ed
+        by its string, as it always was: there is no root to verify its folders against, and
+        nothing there is inside the roots (callers refuse to act on such a path)."""
+        try:
+            return self.lstat(path)
+        except FolderRefused:
+            raise
+        except ValueError:
+            pass
+        try:
+            return os.lstat(path)
+        except OSError:
+            return None
+
     def readlink(self, path: str) -> str:
         """Where the symlink ``path`` points ("?" if it no longer is one), read through its folder."""
         d, name = self.place(path)

@@ -136,17 +136,11 @@ def _lstat(reader: FolderReader, path: str) -> os.stat_result | FolderRefused | 
     (returned, not raised) if a folder on the way is a symlink. A path under no pool is
     lstat-ed as it is: nothing there is inside the roots, and a repair acts only inside them."""
     try:
-        return reader.lstat(path)
+        return reader.lstat_any(path)
     except FolderRefused as e:
         return e
     except PathMapError:
         return None  # ".." or relative: never looked up
-    except ValueError:
-        pass
-    try:
-        return os.lstat(path)
-    except OSError:
-        return None
 
 
 def _copies(catalog: Catalog, reader: FolderReader, contents) -> dict:

@@ -281,16 +281,10 @@ class SnapshotBuilder:
         A path under no pool is lstat-ed as it is: no root to place it under (the planner blocks
         such a torrent as outside the seeding roots)."""
         try:
-            return self.reader.lstat(path)
+            return self.reader.lstat_any(path)
         except FolderRefused as e:
             if note:
                 self.symlinks[e.folder] = e.target
-            return None
-        except ValueError:
-            pass  # under no pool (or a pool's root itself)
-        try:
-            return os.lstat(path)
-        except OSError:
             return None
 
     def _folder_verified(self, path: str) -> bool:

@@ -58,6 +58,11 @@ def test_missing_folders_a_file_in_a_folders_place_and_paths_outside_the_roots(t
             r.lstat(str(tmp_path / "else/f.bin"))
         with pytest.raises(ValueError):
             r.lstat(str(root))
+        # lstat_any: what is under no root is lstat-ed by its string (no root to verify it against)
+        assert r.lstat_any(str(tmp_path / "else/f.bin")).st_size == 7
+        assert r.lstat_any(str(tmp_path / "nothing")) is None
+        with pytest.raises(FolderRefused):
+            r.lstat_any(f"{root}/a/link/f.bin")
 
 
 def test_a_folder_swapped_after_it_was_opened_is_still_read_as_the_folder_opened(tree):
