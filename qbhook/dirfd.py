@@ -31,8 +31,12 @@ from qbhook.paths import normalize
 __all__ = ["DIR_FLAGS", "FolderReader", "FolderRefused", "NotAFolder", "open_below"]
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-# A snapshot's folders kept open at most (each costs a descriptor; the soft limit is often 1024).
-MAX_OPEN = 256
+# Folders a reader keeps open at most. Each costs a descriptor, and ``serve`` sizes its
+# connection limit to the descriptor limit less a small reserve (events.server._FD_RESERVE, 64):
+# a snapshot built under ``serve`` must stay well inside it. A torrent's files are asked for one
+# after another, so a few open folders serve nearly every lookup; one evicted is opened again
+# (and checked again) when asked for.
+MAX_OPEN = 32
 
 
 class NotAFolder(Exception):
