@@ -147,9 +147,7 @@ class FolderReader:
         by its string, as it always was: there is no root to verify its folders against, and
         nothing there is inside the roots (callers refuse to act on such a path)."""
         try:
-            return self.lstat(path)
-        except FolderRefused:
-            raise
+            return self.lstat(path)  # FolderRefused goes to the caller
         except ValueError:
             pass
         try:
