@@ -1,4 +1,7 @@
 import os
+import sqlite3
+import threading
+import time
 
 import pytest
 
@@ -421,3 +424,119 @@ def test_a_new_process_that_finds_its_filesystem_row_current_writes_nothing(env)
     assert cat.fs_for_path(a) == fs
     assert cat.conn.execute("SELECT dev FROM filesystems WHERE id = ?", (fs,)).fetchone()[0] == os.stat(a).st_dev
     cat.close()
+
+
+def _writer_threads():
+    return [t for t in threading.enumerate() if t.name == "qbhook-scan-writer"]
+
+
+def _many(stash, n):
+    for i in range(n):
+        write(stash / f"data/media/torrents/seeding/t{i % 7}/{i}.bin", b"%d" % i)
+
+
+def test_a_first_scans_full_batches_are_written_by_a_writer_thread_before_the_scan_is_recorded(env, monkeypatch):
+    """The walk hands full batches to a thread of its own; every batch is committed before the
+    scan's last rows and its finished record, and the rows are those an inline scan writes."""
+    cfg, cat, stash = env
+    _many(stash, 40)
+    monkeypatch.setattr(scanner, "BATCH", 7)
+    real, seen = Catalog.upsert_many, []
+
+    def upsert_many(self, c, pool, rows, scan_id, **kw):
+        finished = c.execute("SELECT finished_at FROM scans WHERE id = ?", (scan_id,)).fetchone()[0]
+        seen.append((threading.current_thread() is threading.main_thread(), len(rows), finished))
+        return real(self, c, pool, rows, scan_id, **kw)
+
+    monkeypatch.setattr(Catalog, "upsert_many", upsert_many)
+    r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert (r.files_seen, r.added, r.status) == (40, 40, "ok")
+    assert seen == [(False, 7, None)] * 5 + [(True, 5, None)]  # 5 full batches on the writer, the rest inline
+    assert not _writer_threads()
+    threaded = _rows(cat)
+    monkeypatch.setattr(scanner, "BATCH", 1000)
+    other = Catalog.open(cfg.catalog.parent / "inline.sqlite")
+    try:
+        scan_pool(other, cfg.primary, cfg.scan)
+        assert _rows(other) == threaded
+    finally:
+        other.close()
+
+
+def test_a_scan_with_fewer_files_than_a_batch_starts_no_writer(env, monkeypatch):
+    cfg, cat, stash = env
+    _many(stash, 5)
+    started = []
+    monkeypatch.setattr(scanner.CatalogThread, "start", classmethod(lambda cls, *a, **k: started.append(a)))
+    assert scan_pool(cat, cfg.primary, cfg.scan).added == 5
+    assert not started
+
+
+def test_a_batch_the_writer_could_not_commit_is_the_scans_error(env, monkeypatch):
+    """Never a scan recorded finished over rows that were silently not written; the walk, held
+    back by a full queue, is not left waiting for a writer that stopped."""
+    cfg, cat, stash = env
+    _many(stash, 60)
+    monkeypatch.setattr(scanner, "BATCH", 3)
+    monkeypatch.setattr(scanner, "WRITER_QUEUE", 1)
+    real = Catalog.upsert_many
+
+    def upsert_many(self, *a, **kw):
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(0.05)  # the walk fills the queue meanwhile
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Catalog, "upsert_many", upsert_many)
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        scan_pool(cat, cfg.primary, cfg.scan)
+    assert not _writer_threads()
+    assert cat.conn.execute("SELECT count(*) FROM scans WHERE finished_at IS NOT NULL").fetchone()[0] == 0
+    assert cat.conn.execute("SELECT count(*) FROM paths").fetchone()[0] == 0
+
+
+def test_the_walk_waits_for_the_writer_instead_of_queueing_every_batch(env, monkeypatch):
+    """Memory stays bounded on a first scan of a huge pool: at most WRITER_QUEUE full batches
+    wait, plus the one being written."""
+    cfg, cat, stash = env
+    _many(stash, 60)
+    monkeypatch.setattr(scanner, "BATCH", 3)
+    monkeypatch.setattr(scanner, "WRITER_QUEUE", 2)
+    real_hand, real_flush = scanner._hand_over, scanner._flush
+    handed, written, most = [0], [0], [0]
+
+    def hand_over(*a):
+        handed[0] += 1
+        most[0] = max(most[0], handed[0] - written[0])
+        return real_hand(*a)
+
+    def flush(*a):
+        time.sleep(0.01)
+        real_flush(*a)
+        written[0] += 1
+
+    monkeypatch.setattr(scanner, "_hand_over", hand_over)
+    monkeypatch.setattr(scanner, "_flush", flush)
+    assert scan_pool(cat, cfg.primary, cfg.scan).added == 60
+    assert handed[0] == 20 and most[0] <= 2 + 1 + 1  # queued, in hand, and the one being handed over
+    assert cat.conn.execute("SELECT count(*) FROM paths").fetchone()[0] == 60
+
+
+def test_an_interrupted_walk_stops_its_writer_and_keeps_only_whole_batches(env, monkeypatch):
+    cfg, cat, stash = env
+    _many(stash, 2100)
+    monkeypatch.setattr(scanner, "BATCH", 100)
+
+    class Stop:
+        def update(self, n, text):
+            if n >= 2048:
+                raise KeyboardInterrupt
+
+        def done(self, text):
+            pass
+
+    with pytest.raises(KeyboardInterrupt):
+        scan_pool(cat, cfg.primary, cfg.scan, progress=Stop())
+    assert not _writer_threads()
+    assert cat.conn.execute("SELECT count(*) FROM paths").fetchone()[0] % 100 == 0
+    assert cat.conn.execute("SELECT count(*) FROM scans WHERE finished_at IS NOT NULL").fetchone()[0] == 0
