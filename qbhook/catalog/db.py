@@ -95,6 +95,9 @@ def connect(path: str | Path, *, readonly: bool = False, check_same_thread: bool
 
 
 def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to the newest version: every pending step in one transaction, so a new
+    catalog costs one commit (one fsync at ``synchronous=FULL``) instead of one per step, and a
+    crash mid-way leaves the version it started from, never a step half-applied."""
     steps = migrations()
     current = conn.execute("PRAGMA user_version").fetchone()[0]
     if current > len(steps):
@@ -102,20 +105,21 @@ def migrate(conn: sqlite3.Connection) -> int:
             f"catalog schema version {current} is newer than this qbhook understands ({len(steps)})",
             hint="upgrade qbhook, or point 'catalog:' at a new file",
         )
-    for version in range(current, len(steps)):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            # Re-read inside the write lock: another process may have migrated meanwhile.
-            if conn.execute("PRAGMA user_version").fetchone()[0] != version:
-                conn.execute("ROLLBACK")
-                continue
+    if current == len(steps):
+        return current
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Re-read inside the write lock: another process may have migrated meanwhile.
+        current = conn.execute("PRAGMA user_version").fetchone()[0]
+        for version in range(current, len(steps)):
             for stmt in _statements(steps[version]):
                 conn.execute(stmt)
-            conn.execute(f"PRAGMA user_version = {version + 1}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        if current < len(steps):
+            conn.execute(f"PRAGMA user_version = {len(steps)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
     return len(steps)
 
 
