@@ -84,14 +84,15 @@ def holding(app: App, purge_expired):
     from qbhook.move import orphans as orph
 
     cfg = app.cfg
-    purged: list[str] = []
-    if purge_expired:
-        purged = orph.purge_expired(cfg, app.catalog)
+    purge = orph.purge_expired(cfg, app.catalog, lambda: app.clients) if purge_expired else orph.Purge()
     now = time.time()
     held = orph.holding(cfg, app.catalog)
     data = {
-        "held": [{"path": h.path, "since": h.since, "expires": h.expires, "expired": h.expires <= now} for h in held],
-        "purged_folders": purged,
+        "held": [
+            {"path": h.path, "origin": h.origin, "since": h.since, "expires": h.expires, "expired": h.expires <= now}
+            for h in held
+        ],
+        **purge.as_dict(),
         "grace_period": cfg.policy.grace_period,
     }
 
@@ -99,8 +100,20 @@ def holding(app: App, purge_expired):
         for h in d["held"]:
             when = "expired" if h["expired"] else f"expires in {h['expires'] - now:.0f}s"
             echo_shown(f"  {shown(h['path'])} ({when})")
+        for k in purge.kept:
+            echo_shown(f"qbhook: {k.line()}", err=True)
         echo_shown(
-            f"{len(d['held'])} link(s) in holding" + (f"; {len(purged)} folder(s) purged" if purge_expired else "")
+            f"{len(d['held'])} link(s) in holding"
+            + (f"; {len(purge.folders)} folder(s) purged" if purge_expired else "")
         )
 
     app.emit(data, human)
+    # What the purge could not do, as every command's error (one line, its exit code), after the
+    # answer: a refusal of the orphans' purge did not stop the purge of the other held links.
+    problems = [e for e in (purge.refused, purge.error) if e is not None]
+    for e in problems[:-1]:
+        echo_shown(f"qbhook: {getattr(e, 'message', e)}", err=True)
+    if problems:
+        raise problems[-1]
+    if purge.kept:
+        raise SystemExit(ExitCode.UNSAFE)  # each one needs a person: put it back, or remove it

@@ -68,7 +68,7 @@ from qbhook.decide.plan import (
     VerifyGroup,
     VerifyView,
 )
-from qbhook.errors import ExitCode, LastCopyKept, QbhookError, QbtError, UnsafeOperation, VerificationFailed
+from qbhook.errors import ExitCode, QbhookError, QbtError, UnsafeOperation, VerificationFailed
 from qbhook.move import fsops
 from qbhook.move.journal import Journal, RunRow, StepRow, sharers_of
 from qbhook.move.locks import converge_lock, executor_lock, group_lock
@@ -156,6 +156,12 @@ class ClientsByName(Protocol):
     """``qbhook.clients.registry.Clients``, or a plain mapping in tests."""
 
     def __getitem__(self, name: str) -> ClientPort: ...
+
+
+def _every_client(clients: ClientsByName) -> list[ClientPort]:
+    """Every client of ``clients``: a ``Clients`` iterates its adapters, a plain mapping its names."""
+    values = getattr(clients, "values", None)
+    return list(values() if values is not None else clients)
 
 
 @dataclass(frozen=True, slots=True)
@@ -557,21 +563,18 @@ class Executor:
         return summary
 
     def _purge_holding(self) -> None:
-        """Purge the held links whose grace period is over: only those the journal recorded."""
-        try:
-            fsops.purge_holding(
-                self.seeding_roots,
-                self.cfg.policy.grace_period,
-                held=self.journal.held_links(),
-                on_purged=lambda h: self.journal.mark_purged(h.key),
-                catalog=self.catalog,
-                keep_roots=self.roots,
-            )
-        except (QbhookError, OSError) as e:
-            # The run itself is done; what could not be purged stays journaled for the next run.
-            self.log.warning("holding purge: %s", e)
-            if isinstance(e, LastCopyKept):  # a person must look: it may be the only copy left
-                _notify.emit("guard", f"holding purge: {e}", "failure")
+        """Purge the held links whose grace period is over (``orphans.purge_held``: only those the
+        journal recorded, orphans only when no torrent uses their place again)."""
+        from qbhook.move.orphans import purge_held
+
+        out = purge_held(self.cfg, self.catalog, self.journal, lambda: _every_client(self.ctx.clients))
+        # The run itself is done; what was not purged stays journaled for the next run.
+        for k in out.kept:
+            self.log.warning("holding purge: %s", k.line())
+        if out.refused is not None:
+            self.log.warning("holding purge: %s; next time", out.refused.message)
+        if out.error is not None:
+            self.log.warning("holding purge: %s", out.error)
 
     def _group(
         self, run_id: int, g: GroupPlan, numbered: list[tuple[int, Step]], rows: dict[int, StepRow]

@@ -1977,6 +1977,11 @@ class HeldLink:
     size: int | None = None
     blake3_hex: str | None = None
     orphan: bool = False  # quarantined by ``qbhook orphans``: no copy to keep, by the user's choice
+    origin: str | None = None  # where the link was before it was held (its delete's path)
+
+    def expired(self, grace_s: float, now: float) -> bool:
+        """Whether its grace period is over: the one rule of what a purge may consider."""
+        return now - self.since >= grace_s
 
 
 def purge_holding(
@@ -2006,7 +2011,7 @@ def purge_holding(
     problems: list[str] = []
     all_kept = True
     for h in held:
-        if now - h.since < older_than_s:
+        if not h.expired(older_than_s, now):
             continue
         try:
             run_gone = _purge_one(h, tuple(seeding_roots), tuple(keep_roots), catalog)

@@ -274,6 +274,7 @@ class Journal:
                     # Planned without a hash: the one the delete proved (journaled with its result).
                     blake3_hex=a.get("blake3") or res.get("blake3"),
                     orphan=bool(a.get("orphan")),
+                    origin=a.get("path"),
                 )
             )
         return out

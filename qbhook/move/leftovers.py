@@ -33,7 +33,7 @@ def remove_leftover_views(cfg, catalog, clients: Iterable[ClientPort]) -> list[d
     from qbhook.move import fsops
     from qbhook.move.journal import Journal
     from qbhook.move.locks import executor_lock
-    from qbhook.move.orphans import _under, references
+    from qbhook.move.orphans import in_use, references
 
     journal = Journal(catalog.conn)
     views = journal.leftover_views()
@@ -55,7 +55,7 @@ def remove_leftover_views(cfg, catalog, clients: Iterable[ClientPort]) -> list[d
         # Newest first: links onto a copy go before the copy, which then has its one link left.
         for sid, v in reversed(views):
             path = os.path.normpath(v["path"])
-            if path in refs.files or _under(path, refs.protected):
+            if in_use(path, refs) is not None:
                 res = {"status": "in_use"}  # a torrent seeds from it now: it is no leftover
             else:
                 try:

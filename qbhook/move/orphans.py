@@ -30,6 +30,11 @@ root (same dataset) through ``fsops.hold_unreferenced``, each step journaled fir
 be purged (``qbhook holding --purge-expired``), after ``policy.grace_period``. It never
 deletes anything itself.
 
+The purge (``purge_held``, also the executor's after a run) asks the clients again first
+(``screen_held``): an expired orphan whose original path a torrent uses again (re-added in
+the grace period, or a cross-seed match injected onto it) is kept in holding and reported,
+and a listing that cannot be trusted refuses the purge of every orphan (by the same guards).
+
 Each listing and each quarantine records its totals (reclaimable bytes it would free, bytes
 still used by a library, per pool) in the catalog's ``state`` under ``last_orphans``, so
 ``status`` and the status page show the last run's figures with their age (``last_run``)
@@ -43,13 +48,17 @@ import posixpath
 import stat as stat_mod
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from qbhook.clients.port import ClientPort
 from qbhook.dirfd import NotAFolder, open_below
-from qbhook.errors import OrphansRefused, PathMapError, QbtError, UnsafeOperation
+from qbhook.errors import LastCopyKept, OrphansRefused, PathMapError, QbhookError, QbtError, UnsafeOperation
 from qbhook.paths import is_within
+
+if TYPE_CHECKING:
+    from qbhook.move.fsops import HeldLink
 
 PART_SUFFIX = ".!qB"
 REFERENCED, PROTECTED, YOUNG, RECLAIMABLE, LIBRARY = "referenced", "protected", "young", "reclaimable", "library"
@@ -158,12 +167,24 @@ def _under(path: str, prefixes: Iterable[str]) -> bool:
     return any(is_within(path, p) for p in prefixes)
 
 
+def in_use(path: str, refs: References) -> str | None:
+    """REFERENCED when ``path`` is a file of a complete torrent, PROTECTED when it is a part file or
+    lies where an incomplete torrent keeps its data, None when no torrent uses it.
+
+    The one rule of "a torrent uses this path": the orphan walk (``classify``), the cleanup of
+    leftover views and the purge of quarantined orphans (``screen_held``) all ask it."""
+    if path in refs.files:
+        return REFERENCED
+    if path.endswith(PART_SUFFIX) or _under(path, refs.protected):
+        return PROTECTED
+    return None
+
+
 def classify(e: Entry, refs: References, now: float, settle_seconds: float) -> str | None:
     """REFERENCED / PROTECTED / YOUNG for an entry that is not an orphan, None for an orphan."""
-    if e.path in refs.files:
-        return REFERENCED
-    if e.path.endswith(PART_SUFFIX) or _under(e.path, refs.protected):
-        return PROTECTED
+    used = in_use(e.path, refs)
+    if used is not None:
+        return used
     # ctime too: a file linked or renamed into place keeps its old mtime
     if now - max(e.mtime_ns, e.ctime_ns) / 1e9 < settle_seconds:
         return YOUNG
@@ -287,21 +308,29 @@ def _root_of(path: str, walk: Walk) -> str | None:
     return next((e.root for e in walk.entries if is_within(posixpath.dirname(path), e.root)), None)
 
 
-def check_guards(report: Report, max_share: float) -> None:
-    """Refuse when the listing cannot be trusted (see the module docstring)."""
-    if report.torrents == 0:
+LOOK = "look for orphans"  # what a refusal refuses: the listing and the quarantine...
+PURGE = "purge quarantined orphans"  # ...or the purge of quarantined orphans (``screen_held``)
+
+
+def check_listing(torrents: int, moving: tuple[str, ...], doing: str = LOOK) -> None:
+    """Refuse when the clients' listing cannot say what is unreferenced (see the module docstring)."""
+    if torrents == 0:
         raise OrphansRefused(
-            "refusing to look for orphans: the torrent clients list no torrents at all, "
-            "so every file would look orphaned",
+            f"refusing to {doing}: the torrent clients list no torrents at all, so every file would look orphaned",
             hint="is the client's session loaded, and the right client configured?",
         )
-    if report.moving:
+    if moving:
         # A move leaves the old copy unreferenced until the client deletes it: not an orphan.
         raise OrphansRefused(
-            f"refusing to look for orphans while {len(report.moving)} torrent(s) are being moved "
-            f"by their client ({', '.join(report.moving[:3])})",
+            f"refusing to {doing} while {len(moving)} torrent(s) are being moved "
+            f"by their client ({', '.join(moving[:3])})",
             hint="try again when the move ended",
         )
+
+
+def check_guards(report: Report, max_share: float) -> None:
+    """Refuse when the listing cannot be trusted (see the module docstring)."""
+    check_listing(report.torrents, report.moving)
     for name, t in sorted(report.pools.items()):
         if t.seeding_bytes and t.orphan_bytes > max_share * t.seeding_bytes:
             raise OrphansRefused(
@@ -425,7 +454,7 @@ def _join(d: str, name: str) -> str:
     return d + "/" + name if d != "/" else "/" + name
 
 
-def references(clients: Iterable[ClientPort]) -> References:
+def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
     """Ask every client for every torrent and its files; any failure refuses (never a partial answer)."""
     files: set[str] = set()
     protected: list[str] = []
@@ -442,12 +471,12 @@ def references(clients: Iterable[ClientPort]) -> References:
         except QbtError as e:
             # One line, as every unreachable client: the why is in it, not on a hint line.
             raise OrphansRefused(
-                f"refusing to look for orphans: client {label} cannot be listed "
+                f"refusing to {doing}: client {label} cannot be listed "
                 f"(its torrents' data would look orphaned): {e.message}"
             ) from None
         except PathMapError as e:
             raise OrphansRefused(
-                f"refusing to look for orphans: client {label}: {e.message}",
+                f"refusing to {doing}: client {label}: {e.message}",
                 hint="fix path_map: an unmapped path would make its data look orphaned",
             ) from None
         for t, fs in listing:
@@ -636,6 +665,7 @@ class Held:
     since: float
     expires: float
     ino: int | None
+    origin: str | None  # where it was before it was held
 
 
 def holding(cfg, catalog) -> list[Held]:
@@ -643,23 +673,124 @@ def holding(cfg, catalog) -> list[Held]:
     from qbhook.move.journal import Journal
 
     grace = cfg.policy.grace_period
-    return [Held(h.key, h.path, h.since, h.since + grace, h.ino) for h in Journal(catalog.conn).held_links()]
+    return [Held(h.key, h.path, h.since, h.since + grace, h.ino, h.origin) for h in Journal(catalog.conn).held_links()]
 
 
-def purge_expired(cfg, catalog, *, now: float | None = None, lock_wait: float = 0) -> list[str]:
-    """Purge held links past ``policy.grace_period`` (fsops' journal-recorded purge); the folders that went."""
+@dataclass(frozen=True)
+class KeptOrphan:
+    """A quarantined orphan whose grace period is over, kept in holding: a torrent uses its place again."""
+
+    held: str  # where it waits
+    origin: str  # where it was quarantined from
+
+    def line(self) -> str:
+        return f"kept {self.held} in holding: a torrent uses its place {self.origin} again (put it back by hand)"
+
+    def as_dict(self) -> dict:
+        return {"held": self.held, "origin": self.origin}
+
+
+@dataclass(frozen=True)
+class Screen:
+    """What of the held links a purge may go on with, after the clients were asked about the orphans."""
+
+    purgeable: tuple[HeldLink, ...]  # for ``fsops.purge_holding`` (which applies its own rules)
+    kept: tuple[KeptOrphan, ...] = ()
+    refused: OrphansRefused | None = None  # why no quarantined orphan is purged this time
+
+
+def screen_held(
+    held: Iterable[HeldLink], clients: Callable[[], Iterable[ClientPort]], *, grace: float, now: float
+) -> Screen:
+    """Ask the clients, right before a purge, whether a torrent uses a quarantined orphan's place again.
+
+    An orphan was unreferenced when it was quarantined; in the grace period the user may re-add
+    its torrent, or cross-seed inject a match onto that path, and the held file is then the
+    torrent's data. So an expired orphan is purged only if no torrent of any client uses its
+    original path now (``in_use``, the orphan walk's own rule, on ``references``' listing).
+    A listing that cannot say (a client unreachable or unmapped, no torrents at all, a torrent
+    being moved: ``check_listing``) refuses the purge of every orphan, never a guess. Held links
+    of a demote or another delete are no orphans: they pass on untouched, to the purge's rule
+    for them (the copy to keep must still verify). Clients are listed only when an orphan is due.
+    """
+    held = tuple(held)
+    due = [h for h in held if h.orphan and h.expired(grace, now)]
+    if not due:
+        return Screen(held)
+    try:
+        refs = references(clients(), PURGE)
+        check_listing(refs.torrents, refs.moving, PURGE)
+    except QbhookError as e:  # also no client configured, or two with one name: nothing to ask
+        refused = e if isinstance(e, OrphansRefused) else OrphansRefused(f"refusing to {PURGE}: {e.message}")
+        return Screen(tuple(h for h in held if not h.orphan), refused=refused)
+    kept: dict[object, KeptOrphan] = {}
+    for h in due:
+        # A quarantine always journals the orphan's path; without one there is nothing to check.
+        origin = os.path.normpath(h.origin) if h.origin else None
+        if origin is None or in_use(origin, refs) is not None:
+            kept[h.key] = KeptOrphan(h.path, origin or "(not recorded)")
+    return Screen(tuple(h for h in held if h.key not in kept), tuple(kept.values()))
+
+
+@dataclass
+class Purge:
+    """What one purge of holding did and left."""
+
+    folders: list[str] = field(default_factory=list)  # holding run folders that became empty and went
+    kept: list[KeptOrphan] = field(default_factory=list)  # orphans a torrent uses again
+    refused: OrphansRefused | None = None  # no orphan was purged: the clients could not be asked
+    error: Exception | None = None  # what ``fsops.purge_holding`` left (``LastCopyKept``: a person must look)
+
+    def as_dict(self) -> dict:
+        return {
+            "purged_folders": self.folders,
+            "kept_in_use": [k.as_dict() for k in self.kept],
+            "orphans_refused": self.refused.message if self.refused is not None else None,
+        }
+
+
+def purge_held(
+    cfg, catalog, journal, clients: Callable[[], Iterable[ClientPort]], *, now: float | None = None
+) -> Purge:
+    """The purge of held links whose grace period is over, under the executor lock the caller holds.
+
+    The one purge of holding: ``qbhook holding --purge-expired`` and the executor after a run.
+    Orphans first pass ``screen_held``; then ``fsops.purge_holding`` unlinks what the journal
+    recorded, keeping a last copy whose copy to keep no longer verifies. What needs a person (a
+    kept orphan, a kept last copy) is also notified; a refusal is the caller's to report.
+    """
+    from qbhook import notify
     from qbhook.move import fsops
-    from qbhook.move.journal import Journal
-    from qbhook.move.locks import executor_lock
 
-    journal = Journal(catalog.conn)
-    with executor_lock(cfg, lock_wait):
-        return fsops.purge_holding(
+    now = time.time() if now is None else now
+    grace = cfg.policy.grace_period
+    screen = screen_held(journal.held_links(), clients, grace=grace, now=now)
+    out = Purge(kept=list(screen.kept), refused=screen.refused)
+    for k in screen.kept:
+        notify.emit("guard", f"holding purge: {k.line()}", "failure")
+    try:
+        out.folders = fsops.purge_holding(
             tuple(cfg.seeding_roots),
-            cfg.policy.grace_period,
-            held=journal.held_links(),
+            grace,
+            held=screen.purgeable,
             now=now,
             on_purged=lambda h: journal.mark_purged(h.key),
             catalog=catalog,
             keep_roots=tuple(p.path for p in cfg.pools),
         )
+    except (QbhookError, OSError) as e:
+        out.error = e  # what could not be purged stays journaled for the next purge
+        if isinstance(e, LastCopyKept):  # it may be the only copy left
+            notify.emit("guard", f"holding purge: {e}", "failure")
+    return out
+
+
+def purge_expired(
+    cfg, catalog, clients: Callable[[], Iterable[ClientPort]], *, now: float | None = None, lock_wait: float = 0
+) -> Purge:
+    """``purge_held`` under the executor lock (``qbhook holding --purge-expired``)."""
+    from qbhook.move.journal import Journal
+    from qbhook.move.locks import executor_lock
+
+    with executor_lock(cfg, lock_wait):
+        return purge_held(cfg, catalog, Journal(catalog.conn), clients, now=now)

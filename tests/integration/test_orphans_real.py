@@ -7,13 +7,14 @@ that every guard refuses with nothing moved."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from qbhook.sandbox.scenario import MOVIES
-from qbhook.sandbox.torrents import write_payload
+from qbhook.sandbox.torrents import add_and_wait_seeding, infohash, make_torrent, write_payload
 from tests.integration.crash_helpers import (
     b3,
     qbhook,
@@ -233,3 +234,88 @@ def test_qbittorrent_temp_path_is_never_orphaned(world):
     # without the setting the same file is an orphan (the test can fail)
     _rc, out = qbhook_json(bed.cfg, "orphans")
     assert any(i["path"].startswith(str(temp)) for i in out["items"])
+
+
+# --------------------------------------------------------------------------- the purge asks the clients again
+
+
+def _gone_then_quarantined(pools, qbt, qbt_client, tmp_path):
+    """A torrent the user removed (its files kept), its data quarantined with a grace period:
+    (bed, the .torrent's bytes, the orphan's path, where it is held)."""
+    bed = make_bed(pools, qbt, qbt_client, tmp_path)
+    sc, client = bed.sc, bed.client
+    sc.movie_in_library(client)  # the client lists a torrent: "no torrents" does not refuse
+    _write_cfg(bed, _config(bed, policy={"grace_period": "1h", "orphans_max_share": 1.0}))
+    save = sc.stash_seed / "movies"
+    write_payload(save, {"Gone.2019/gone.mkv": 300 * KiB}, seed=61)
+    data = make_torrent(save / "Gone.2019", tmp_path / "gone.torrent", piece_size=256 * KiB)
+    h = add_and_wait_seeding(client, data, save)
+    client.torrents_delete(delete_files=False, torrent_hashes=h)  # "remove torrent", files kept
+    _wait(lambda: not client.torrents_info(torrent_hashes=h))
+    orphan = save / "Gone.2019/gone.mkv"
+    _rc, out = qbhook_json(bed.cfg, "orphans", "--quarantine", "--yes")
+    assert out["held"] == [str(orphan)] and not orphan.exists(), out
+    (held,) = [Path(x["path"]) for x in qbhook_json(bed.cfg, "holding")[1]["held"]]
+    assert held.exists() and b3(held)
+    return bed, data, orphan, held
+
+
+def _wait(cond, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while not cond():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def _expire(bed) -> None:
+    _write_cfg(bed, _config(bed, policy={"grace_period": 0.5}))
+    time.sleep(1)
+
+
+def test_holding_purge_keeps_a_quarantined_orphan_whose_torrent_was_re_added_in_the_grace_window(
+    pools, qbt, qbt_client, tmp_path
+):
+    """The user re-adds the torrent in the grace window: qBittorrent finds its files missing, and the
+    held file is the only copy of its data. The purge must ask the client, keep it, and say so."""
+    bed, data, orphan, held = _gone_then_quarantined(pools, qbt, qbt_client, tmp_path)
+    content = b3(held)
+    client = bed.client
+    h = infohash(data)
+    res = client.torrents_add(
+        torrent_files=data, save_path=str(orphan.parent.parent), is_paused=True, use_auto_torrent_management=False
+    )
+    assert res == "Ok.", res
+    _wait(lambda: bool(client.torrents_info(torrent_hashes=h)))
+    _expire(bed)
+
+    r = qbhook(bed.cfg, "holding", "--purge-expired")
+
+    assert r.returncode == 5, (r.returncode, r.stdout, r.stderr)
+    line = f"qbhook: kept {held} in holding: a torrent uses its place {orphan} again"
+    assert any(x.startswith(line) for x in r.stderr.splitlines()), r.stderr
+    assert held.exists() and b3(held) == content
+    _rc, out = qbhook_json(bed.cfg, "holding", "--purge-expired", ok=(5,))
+    assert out["kept_in_use"] == [{"held": str(held), "origin": str(orphan)}], out
+    assert [x["path"] for x in out["held"]] == [str(held)] and out["orphans_refused"] is None
+
+    # the torrent removed again: nothing uses the place any more and the purge lets it go
+    client.torrents_delete(delete_files=False, torrent_hashes=h)
+    _wait(lambda: not client.torrents_info(torrent_hashes=h))
+    _rc, out = qbhook_json(bed.cfg, "holding", "--purge-expired")
+    assert out["held"] == [] and out["kept_in_use"] == [] and not held.exists()
+
+
+def test_holding_purge_of_orphans_refuses_with_the_client_unreachable(pools, qbt, qbt_client, tmp_path):
+    bed, _data, _orphan, held = _gone_then_quarantined(pools, qbt, qbt_client, tmp_path)
+    _expire(bed)
+    d = _config(bed)
+    d["qbittorrent"]["url"] = "http://127.0.0.1:9"  # nothing listens on discard
+    d["qbittorrent"]["timeout"] = 2
+    _write_cfg(bed, d)
+
+    r = qbhook(bed.cfg, "holding", "--purge-expired")
+
+    assert r.returncode == 3, (r.returncode, r.stdout, r.stderr)
+    refusals = [x for x in r.stderr.splitlines() if x.startswith("qbhook: refusing to purge quarantined orphans")]
+    assert len(refusals) == 1 and "cannot be listed" in refusals[0], r.stderr
+    assert "Traceback" not in r.stderr and held.exists()

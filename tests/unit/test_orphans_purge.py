@@ -1,0 +1,204 @@
+"""The purge of quarantined orphans asks the clients first (qbhook.move.orphans.screen_held / purge_held).
+
+The decision over made-up held links and a simulated client, then the executor's purge after a run
+on real files (tmpfs): an orphan whose place a torrent uses again stays in holding, reported and
+notified; a client that cannot be listed keeps every orphan and purges the demote's held links by
+their own rule."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+
+import pytest
+
+from qbhook import notify
+from qbhook.errors import ConfigError, QbtError
+from qbhook.move import orphans
+from qbhook.move.fsops import HOLDING_DIR, HeldLink
+from qbhook.move.orphans import screen_held
+from tests.helpers import write
+from tests.unit.test_executor import FakeQbt, FakeTorrent, _make_world, demote_plan
+from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
+
+NOW = 1_000_000.0
+GRACE = 60.0
+S = "/stash/seed"
+H3, H4 = "c" * 40, "d" * 40
+
+
+def held(key, origin, *, orphan=True, age=3600.0) -> HeldLink:
+    return HeldLink(f"{S}/{HOLDING_DIR}/7/{key}", NOW - age, 1, key, orphan=orphan, origin=origin)
+
+
+def client(*torrents: FakeTorrent) -> FakeQbt:
+    q = FakeQbt()
+    for t in torrents:
+        q.add(t)
+    return q
+
+
+def other_torrent() -> FakeTorrent:
+    """A torrent elsewhere: the client lists something, so 'no torrents' does not refuse."""
+    return FakeTorrent(H4, "Other", f"{S}/tv", [("Other/o.mkv", 5, 1)])
+
+
+def screen(links, *clients):
+    return screen_held(links, lambda: list(clients), grace=GRACE, now=NOW)
+
+
+def test_an_expired_orphan_no_torrent_uses_goes_and_one_a_torrent_uses_again_stays():
+    gone, back, demote = (
+        held("gone", f"{S}/old/gone.mkv"),
+        held("back", f"{S}/movies/A/a.mkv"),
+        held("d", None, orphan=False),
+    )
+    readded = FakeTorrent(H3, "A", f"{S}/movies", [("A/a.mkv", 5, 1)])  # complete again: its file is a.mkv
+
+    out = screen([gone, back, demote], client(readded, other_torrent()))
+
+    assert [h.key for h in out.purgeable] == ["gone", "d"] and out.refused is None
+    assert [(k.held, k.origin) for k in out.kept] == [(back.path, f"{S}/movies/A/a.mkv")]
+    assert "a torrent uses its place" in out.kept[0].line()
+
+
+def test_a_re_added_torrent_still_checking_or_missing_its_files_keeps_the_orphan_too():
+    """Re-added after the quarantine, its files are not there: it is incomplete, and its whole
+    content folder is in use (the orphan walk's PROTECTED), not only complete torrents' files."""
+    back = held("back", f"{S}/movies/A/a.mkv")
+    readded = FakeTorrent(H3, "A", f"{S}/movies", [("A/a.mkv", 5, 1)], progress=0.0)
+    out = screen([back], client(readded))
+    assert out.purgeable == () and [k.held for k in out.kept] == [back.path]
+
+
+def test_a_single_file_torrent_injected_onto_the_path_keeps_it():
+    """cross-seed injecting a match whose one file is the orphan's path (its save path its folder)."""
+    back = held("back", f"{S}/old/b.mkv")
+    injected = FakeTorrent(H3, "b.mkv", f"{S}/old", [("b.mkv", 5, 1)], progress=0.0, stopped=True)
+    assert [k.held for k in screen([back], client(injected, other_torrent())).kept] == [back.path]
+
+
+def test_the_clients_are_asked_only_when_an_orphan_is_due():
+    def never():
+        raise AssertionError("a client was asked with no orphan to purge")
+
+    links = [held("young", f"{S}/old/y.mkv", age=GRACE / 2), held("d", None, orphan=False)]
+    out = screen_held(links, never, grace=GRACE, now=NOW)
+    assert out.purgeable == tuple(links) and out.kept == () and out.refused is None
+
+
+def unreachable() -> FakeQbt:
+    q = client(other_torrent())
+
+    def torrents(*_a, **_k):
+        raise QbtError("cannot reach qBittorrent at http://127.0.0.1:9")
+
+    q.torrents = torrents
+    return q
+
+
+@pytest.mark.parametrize(
+    "clients, why",
+    [
+        (lambda: [unreachable()], "cannot be listed"),
+        (lambda: [client()], "no torrents at all"),
+        (lambda: [client(replace(other_torrent(), transient="moving"))], "being moved"),
+        (lambda: (_ for _ in ()).throw(ConfigError("clients", "no torrent client configured")), "no torrent client"),
+    ],
+    ids=["unreachable", "no_torrents", "moving", "no_client"],
+)
+def test_a_listing_that_cannot_say_refuses_every_orphan_and_passes_the_others(clients, why):
+    orphan, young, demote = held("o", f"{S}/old/o.mkv"), held("y", f"{S}/y", age=1), held("d", None, orphan=False)
+    out = screen_held([orphan, young, demote], clients, grace=GRACE, now=NOW)
+    assert [h.key for h in out.purgeable] == ["d"] and out.kept == ()
+    msg = out.refused.message
+    assert msg.startswith("refusing to purge quarantined orphans") and why in msg and "\n" not in msg, msg
+
+
+def test_an_orphan_whose_quarantine_recorded_no_path_is_kept():
+    out = screen([held("o", None)], client(other_torrent()))
+    assert out.purgeable == () and [k.origin for k in out.kept] == ["(not recorded)"]
+
+
+# --------------------------------------------------------------------------- the executor's purge, real files
+
+
+@pytest.fixture
+def world(tmpfs, tmp_path):  # noqa: F811
+    w = _make_world(tmpfs, tmp_path)
+    w.cfg = replace(w.cfg, policy=replace(w.cfg.policy, grace_period=3600.0, orphans_max_share=1.0))
+    yield w
+    w.cat.close()
+
+
+def quarantine_one(w, rel="old/Gone.2019/gone.mkv", data=b"orphaned bytes" * 100) -> tuple[str, str]:
+    """Plant an orphan and quarantine it (``qbhook orphans --quarantine --yes``); (its path, held path)."""
+    path = write(os.path.join(w.seed_s, rel), data)
+    res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    assert res.held == [path] and res.failed == {}, res
+    (h,) = [h for h in w.journal.held_links() if h.orphan]
+    assert h.origin == path and os.path.exists(h.path) and not os.path.exists(path)
+    return path, h.path
+
+
+def expire(w):
+    w.cfg = replace(w.cfg, policy=replace(w.cfg.policy, grace_period=0.001))
+    time.sleep(0.01)
+
+
+@pytest.fixture
+def notified(monkeypatch):
+    seen: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(notify, "emit", lambda kind, text, severity="info": seen.append((kind, text, severity)))
+    return seen
+
+
+def test_executor_purge_keeps_an_orphan_whose_torrent_was_re_added_in_the_grace_window(world, notified, caplog):
+    w = world
+    path, at = quarantine_one(w)
+    # in the grace window the user re-adds the torrent: qBittorrent finds no files (0 %)
+    w.qbt.add(FakeTorrent(H3, "Gone.2019", os.path.join(w.seed_s, "old"), [("Gone.2019/gone.mkv", 1400, 1)], 0, True))
+    expire(w)
+
+    w.executor()._purge_holding()  # what the next run does after its groups
+
+    assert os.path.exists(at) and [h.path for h in w.journal.held_links()] == [at]
+    assert [(k, s) for k, _t, s in notified] == [("guard", "failure")] and path in notified[0][1]
+    assert any(f"a torrent uses its place {path} again" in r.getMessage() for r in caplog.records)
+    # the torrent removed again: the next purge lets the orphan go
+    del w.qbt.t[H3]
+    w.executor()._purge_holding()
+    assert w.journal.held_links() == [] and not os.path.lexists(at)
+
+
+def test_cli_purge_reports_the_kept_orphan(world, notified):
+    """``qbhook holding --purge-expired``'s own call (orphans.purge_expired): the kept orphan is in its answer."""
+    w = world
+    path, at = quarantine_one(w)
+    w.qbt.add(FakeTorrent(H3, "Gone.2019", os.path.join(w.seed_s, "old"), [("Gone.2019/gone.mkv", 1400, 1)]))
+    expire(w)
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    assert out.as_dict()["kept_in_use"] == [{"held": at, "origin": path}] and out.error is None
+    assert out.refused is None and os.path.exists(at) and len(notified) == 1
+
+
+def test_executor_purge_with_the_client_unreachable_keeps_orphans_and_purges_the_demote_by_its_rule(
+    world, notified, caplog
+):
+    w = world
+    summary = w.executor().apply(demote_plan(w))
+    assert summary.status == "done", summary.groups[0].reason
+    demoted = [h for h in w.journal.held_links() if not h.orphan]
+    assert demoted and all(os.path.exists(h.path) for h in demoted)
+    _path, at = quarantine_one(w)
+    w.qbt.torrents = unreachable().torrents
+    expire(w)
+
+    w.executor()._purge_holding()
+
+    # the demote's held links went (their copies on the pool verify); the orphan stays, refused
+    assert [h.path for h in w.journal.held_links()] == [at] and os.path.exists(at)
+    assert not any(os.path.lexists(h.path) for h in demoted)
+    assert any("refusing to purge quarantined orphans" in r.getMessage() for r in caplog.records)
+    assert notified == []  # a refusal is postponed to the next purge, not a kept copy
