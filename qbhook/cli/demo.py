@@ -30,8 +30,9 @@ def demo(base, clean):
         ) from None
     if os.geteuid() != 0:
         raise click.ClickException("the demo mounts pools and must run as root (try: sudo scripts/demo)")
+    # The demo's lines through the CLI's one printer of human lines (the sandbox cannot import it).
     if clean:
-        demo_mod.clean(Path(base))
+        demo_mod.clean(Path(base), echo_shown)
         echo_shown(f"removed {base}")
         return
-    sys.exit(demo_mod.run(Path(base)))
+    sys.exit(demo_mod.run(Path(base), echo_shown))

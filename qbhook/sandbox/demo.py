@@ -9,6 +9,11 @@ When ``rtorrent`` is installed (scripts/demo installs it), a real headless
 rTorrent runs beside qBittorrent, configured through ``clients:``, with a
 payload seeded by both clients (one mixed group) and one seeded by rTorrent
 alone; the before/after tables show every item of both clients.
+
+Every line the demo prints goes through the ``say`` it is given (``Say``): the CLI passes its
+one printer of human lines (``cli.app.echo_shown``, the ``paths.shown`` escaping), so a name
+from a pool or a client reaches the terminal by the same rule as in every other command, and
+this package never imports the CLI. One call is one line: a blank line is ``say("")``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -36,18 +42,26 @@ from qbhook.sandbox.zfs import Pool, Pools, create_pools, destroy_pools, ensure_
 
 TOKEN = "demo-token-not-secret"
 
+Say = Callable[[str], None]  # prints one human line (the CLI's echo_shown)
 
-def _say(msg: str = "") -> None:
-    print(msg, flush=True)
+
+class DemoFailed(QbhookError):
+    """A step of the demo failed; ``output``: the lines of the qbhook call that failed, if any."""
+
+    def __init__(self, message: str, output: str = ""):
+        super().__init__(f"demo: {message}")
+        self.output = output
 
 
 def _qbhook(cfg: Path, *args: str, check: bool = True, show: bool = False) -> subprocess.CompletedProcess:
+    """Run ``qbhook ARGS`` on the sandbox's config; ``show``: its own lines (escaped by its own
+    printer) go straight to the terminal, else they are captured."""
     env = {**os.environ, "QBHOOK_DEMO_TOKEN": TOKEN}
     r = subprocess.run(
         [sys.executable, "-m", "qbhook", "--config", str(cfg), *args], env=env, capture_output=not show, text=True
     )
     if check and r.returncode not in (0, 10):
-        raise SystemExit(f"demo: `qbhook {' '.join(args)}` failed ({r.returncode}):\n{r.stdout or ''}{r.stderr or ''}")
+        raise DemoFailed(f"`qbhook {' '.join(args)}` failed ({r.returncode})", f"{r.stdout or ''}{r.stderr or ''}")
     return r
 
 
@@ -63,7 +77,7 @@ def is_sandbox(base: Path) -> bool:
     return (base / MARKER).is_file() or (base / "state.json").is_file() or not any(base.iterdir())
 
 
-def clean(base: Path) -> None:
+def clean(base: Path, say: Say) -> None:
     # The demo runs as root and --dir is typed by hand: `--dir /srv` unmounted everything below
     # /srv and removed it. Only a folder the demo made is ever cleared.
     if not is_sandbox(base):
@@ -82,7 +96,7 @@ def clean(base: Path) -> None:
         try:
             destroy_pools(pools)
         except Exception as e:
-            _say(f"warning: could not destroy demo pools: {e}")
+            say(f"warning: could not destroy demo pools: {e}")
     # A sandbox left mounted when zfs-fuse was restarted (a reboot of the daemon, a test run)
     # leaves dead FUSE mounts ("Transport endpoint is not connected") that rmtree cannot remove.
     for mnt in _mounts_below(base):
@@ -168,65 +182,81 @@ def _used(path: Path) -> int:
     return total
 
 
-def _print_inventory(title: str, rows: list[dict], sc: Scenario) -> None:
-    _say(f"\n== {title} ==")
-    _say(f"  {'torrent':42} {'client':6} {'pool':6} {'state':12} progress")
+def _heading(say: Say, title: str) -> None:
+    say("")
+    say(f"== {title} ==")
+
+
+def _print_inventory(say: Say, title: str, rows: list[dict], sc: Scenario) -> None:
+    _heading(say, title)
+    say(f"  {'torrent':42} {'client':6} {'pool':6} {'state':12} progress")
     for r in rows:
-        _say(f"  {r['name'][:42]:42} {r['client']:6} {r['pool']:6} {r['state']:12} {r['progress'] * 100:.0f}%")
-    _say(
+        say(f"  {r['name'][:42]:42} {r['client']:6} {r['pool']:6} {r['state']:12} {r['progress'] * 100:.0f}%")
+    say(
         f"  data on stash: {_used(sc.stash) / 2**20:.1f} MiB, on pool: {_used(sc.pool) / 2**20:.1f} MiB "
         f"(hardlinks counted once)"
     )
 
 
-def run(base: Path) -> int:
+def run(base: Path, say: Say) -> int:
+    """Build the sandbox in ``base`` and run the story; 0 when it proved what it shows."""
     base = base.resolve()
-    _say(f"qbhook demo: sandbox in {base}")
-    clean(base)
+    say(f"qbhook demo: sandbox in {base}")
+    try:
+        return _run(base, say)
+    except DemoFailed as e:
+        for line in e.output.splitlines():  # the failed call's own lines, then the error
+            say(line)
+        raise
+
+
+def _run(base: Path, say: Say) -> int:
+    clean(base, say)
     base.mkdir(parents=True)
     (base / MARKER).write_text("made by qbhook demo; `qbhook demo --clean` removes this folder\n")
     zfs = ensure_zfs_fuse()
     pools = create_pools(base / "bed", nested={"stash": "data/media/library"}, kind="zfs" if zfs else "tmpfs")
     _save_state(base, pools)
-    _say(f"pools: stash at {pools['stash']}, pool at {pools['pool']} ({pools.kind})")
+    say(f"pools: stash at {pools['stash']}, pool at {pools['pool']} ({pools.kind})")
     qbt = QbtInstance().start(base / "qbittorrent")
     server = rtorrent = rt = None
     try:
         client = qbt.client()
-        _say(f"qBittorrent {client.app_version()} on {qbt.url} (admin/adminadmin)")
+        say(f"qBittorrent {client.app_version()} on {qbt.url} (admin/adminadmin)")
         sc = Scenario(stash=pools["stash"], pool=pools["pool"], torrent_dir=base / "torrents").build_all(client)
         if shutil.which("rtorrent"):
             rtorrent = RtorrentInstance().start(base / "rtorrent")
             rt = RtorrentClient("rt", rtorrent.address)
-            _say(f"rTorrent {rt.version()} on SCGI socket {rtorrent.address}")
+            say(f"rTorrent {rt.version()} on SCGI socket {rtorrent.address}")
             sc.rtorrent_cases(client, rtorrent)
         else:
-            _say("rtorrent is not installed: the demo runs with qBittorrent only (scripts/demo installs it)")
+            say("rtorrent is not installed: the demo runs with qBittorrent only (scripts/demo installs it)")
         cfg, port = _write_config(base, sc, qbt.url, rtorrent)
         before = _inventory(client, sc, rt)
-        _print_inventory("before", before, sc)
+        _print_inventory(say, "before", before, sc)
 
-        _say("\n== qbhook scan ==")
+        _heading(say, "qbhook scan")
         _qbhook(cfg, "scan", show=True)
-        _say("\n== qbhook plan (dry run: nothing changes) ==")
+        _heading(say, "qbhook plan (dry run: nothing changes)")
         _qbhook(cfg, "plan", "--no-scan", show=True)
-        _say("\n== qbhook apply --yes ==")
+        _heading(say, "qbhook apply --yes")
         _qbhook(cfg, "apply", "--yes", "--no-scan", show=True, check=False)
 
-        _say("\n== an *arr import arrives as a webhook ==")
+        _heading(say, "an *arr import arrives as a webhook")
         server = start_serve(cfg, port, {"QBHOOK_DEMO_TOKEN": TOKEN}, log=base / "serve.log")
-        h = _radarr_imports_a_copy(sc, port)
+        h = _radarr_imports_a_copy(say, sc, port)
         _wait_for(lambda: _event_settled(cfg), 300, "the worker to finish the webhook's job")
         job = json.loads(_qbhook(cfg, "--json", "queue", "--state", "done").stdout)[0]
         for g in (job.get("result") or {}).get("groups", []):
-            _say(f"worker: {g['action'].upper()} {', '.join(g['names'])}: {g['reason']}")
+            say(f"worker: {g['action'].upper()} {', '.join(g['names'])}: {g['reason']}")
         if not _torrent_on(client, h, str(sc.stash)):
-            _say("demo: the imported torrent was not promoted; see `qbhook history` and serve.log")
+            say("demo: the imported torrent was not promoted; see `qbhook history` and serve.log")
 
         after = _inventory(client, sc, rt)
-        _print_inventory("after", after, sc)
-        ok = _report(cfg, sc, after, rt is not None)
-        _say(f"\nsandbox kept in {base} (config: {cfg}); remove it with: qbhook demo --clean")
+        _print_inventory(say, "after", after, sc)
+        ok = _report(say, cfg, sc, after, rt is not None)
+        say("")
+        say(f"sandbox kept in {base} (config: {cfg}); remove it with: qbhook demo --clean")
         return 0 if ok else 1
     finally:
         if server is not None:
@@ -236,20 +266,21 @@ def run(base: Path) -> int:
         qbt.stop()
 
 
-def _report(cfg: Path, sc: Scenario, after: list[dict], with_rtorrent: bool) -> bool:
+def _report(say: Say, cfg: Path, sc: Scenario, after: list[dict], with_rtorrent: bool) -> bool:
     """What the demo proves, printed: no duplicates across pools, every torrent at 100 %."""
     dupes = json.loads(_qbhook(cfg, "--json", "dupes").stdout)
     across = [s for s in dupes["sets"] if s["scope"] == "across-pools"]
-    _say(f"\nduplicates across pools left: {len(across)}")
+    say("")
+    say(f"duplicates across pools left: {len(across)}")
     not_done = [r for r in after if r["progress"] < 1]
-    _say(f"torrents at 100%: {len(after) - len(not_done)} of {len(after)}")
+    say(f"torrents at 100%: {len(after) - len(not_done)} of {len(after)}")
     stuck = _rtorrent_groups_not_demoted(sc, after) if with_rtorrent else []
     if with_rtorrent:
-        _say(
+        say(
             f"rTorrent groups on the cold pool (mixed with qBittorrent, rTorrent only): "
             f"{'all' if not stuck else 'NOT ' + ', '.join(stuck)}"
         )
-    _say("\n== qbhook status ==")
+    _heading(say, "qbhook status")
     _qbhook(cfg, "status", show=True)
     return not not_done and not across and not stuck
 
@@ -265,7 +296,7 @@ def _write_config(base: Path, sc: Scenario, qbt_url: str, rtorrent) -> tuple[Pat
     return cfg, port
 
 
-def _radarr_imports_a_copy(sc: Scenario, port: int) -> str:
+def _radarr_imports_a_copy(say: Say, sc: Scenario, port: int) -> str:
     """Radarr imports the demoted documentary by copying it into the library (another filesystem)
     and posts its Download webhook; returns the torrent's hash."""
     src = next(sc.pool_seed.rglob("doc.b.mkv"))
@@ -296,7 +327,7 @@ def _radarr_imports_a_copy(sc: Scenario, port: int) -> str:
         headers={"Content-Type": "application/json", "X-Qbhook-Token": TOKEN},
     )
     with urllib.request.urlopen(req, timeout=10) as resp:
-        _say(f"POST /webhook/arr (Radarr Download) -> {resp.status} {resp.read().decode().strip()}")
+        say(f"POST /webhook/arr (Radarr Download) -> {resp.status} {resp.read().decode().strip()}")
     return h
 
 
@@ -328,4 +359,4 @@ def _wait_for(pred, timeout: float, what: str) -> None:
         if pred():
             return
         time.sleep(0.5)
-    raise SystemExit(f"demo: timed out waiting for {what}")
+    raise DemoFailed(f"timed out waiting for {what}")

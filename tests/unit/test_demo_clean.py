@@ -7,12 +7,18 @@ made the rebuild's mkdir raise a traceback ("File exists").
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from qbhook.errors import QbhookError
 from qbhook.sandbox import demo
 from tests.helpers import put
+
+
+def _quiet(line: str) -> None:
+    """clean's printer where it has nothing to say (no pool to destroy, or it refuses)."""
+    raise AssertionError(f"clean said {line!r}")
 
 
 def test_mounts_below_the_sandbox_are_listed_deepest_first_and_unescaped(tmp_path):
@@ -38,7 +44,7 @@ def test_a_sandbox_that_cannot_be_removed_is_a_one_line_error_not_a_traceback(tm
     monkeypatch.setattr(demo.shutil, "rmtree", lambda *a, **k: None)  # as a dead mount makes it fail
     monkeypatch.setattr(demo, "_mounts_below", lambda b: [])
     with pytest.raises(QbhookError, match="cannot clear the demo sandbox"):
-        demo.clean(base)
+        demo.clean(base, _quiet)
 
 
 @pytest.mark.parametrize("mark", [demo.MARKER, "state.json"])  # state.json: a sandbox from before the marker
@@ -46,14 +52,14 @@ def test_clean_removes_a_sandbox_the_demo_made(tmp_path, mark):
     base = tmp_path / "sandbox"
     (base / "bed").mkdir(parents=True)
     (base / mark).write_text(json.dumps({"base_dir": str(base / "bed"), "pools": {}}))
-    demo.clean(base)
+    demo.clean(base, _quiet)
     assert not base.exists()
 
 
 def test_clean_removes_an_empty_folder_and_accepts_a_missing_one(tmp_path):
     (tmp_path / "empty").mkdir()
-    demo.clean(tmp_path / "empty")
-    demo.clean(tmp_path / "never-made")
+    demo.clean(tmp_path / "empty", _quiet)
+    demo.clean(tmp_path / "never-made", _quiet)
     assert not (tmp_path / "empty").exists()
 
 
@@ -69,5 +75,29 @@ def test_clean_refuses_a_folder_the_demo_did_not_make_and_leaves_it_whole(tmp_pa
     unmounted = []
     monkeypatch.setattr(demo, "_mounts_below", lambda b: unmounted.append(b) or [])
     with pytest.raises(QbhookError, match="is not a demo sandbox .* refusing to clear it"):
-        demo.clean(base)
+        demo.clean(base, _quiet)
     assert unmounted == [] and (mine / "data/keep.bin").read_bytes() == b"precious"
+
+
+def test_the_demo_s_lines_reach_the_terminal_through_the_cli_s_escaping(tmp_path, monkeypatch):
+    """`qbhook demo` prints through echo_shown (the sandbox takes it as ``say``): a pool's name with an
+    escape sequence in it, in clean's warning, prints escaped, as in every other command."""
+    from click.testing import CliRunner
+
+    from qbhook.cli.app import main
+
+    base = tmp_path / "sandbox"
+    base.mkdir()
+    (base / "state.json").write_text(json.dumps({"base_dir": str(base / "bed"), "pools": {}}))
+
+    def destroy(_pools):
+        raise RuntimeError("zpool qbt\x1b[2Jstash is busy")
+
+    monkeypatch.setattr(demo, "destroy_pools", destroy)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)  # the demo's own check; nothing here needs root
+    r = CliRunner().invoke(main, ["demo", "--clean", "--dir", str(base)])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines() == [
+        "warning: could not destroy demo pools: zpool qbt\\x1b[2Jstash is busy",
+        f"removed {base}",
+    ]

@@ -121,6 +121,12 @@ def test_every_human_line_of_the_cli_goes_through_echo_shown():
     assert _bare_printers(ROOT / "cli") == []
 
 
+def test_the_sandbox_prints_nothing_itself():
+    """`qbhook demo`'s lines (pool, torrent and path names among them) go through the ``say`` the CLI
+    hands the sandbox (echo_shown), never a print of its own (the sandbox cannot import the CLI)."""
+    assert _bare_printers(ROOT / "sandbox") == []
+
+
 def test_the_printer_check_sees_a_bare_echo(tmp_path):
     (tmp_path / "m.py").write_text(
         "import click, sys\n"
@@ -130,13 +136,17 @@ def test_the_printer_check_sees_a_bare_echo(tmp_path):
     assert _bare_printers(tmp_path) == ["m.py:5", "m.py:6", "m.py:7"]
 
 
+# The names a human line is printed by: the CLI's printer, and the sandbox's callback to it.
+LINE_PRINTERS = {"echo_shown", "say"}
+
+
 def _line_breaks_in_shown_lines(root: pathlib.Path) -> list[str]:
-    """echo_shown calls whose own text (a literal, or an f-string's literal parts) holds a line
-    break: shown escapes it, so the user saw "\\x0a4 to demote" where a blank line was meant."""
+    """echo_shown (or say) calls whose own text (a literal, or an f-string's literal parts) holds a
+    line break: shown escapes it, so the user saw "\\x0a4 to demote" where a blank line was meant."""
     out = []
     for path in sorted(root.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "echo_shown":
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") in LINE_PRINTERS:
                 for part in ast.walk(node):
                     if isinstance(part, ast.Constant) and isinstance(part.value, str) and "\n" in part.value:
                         out.append(f"{path.relative_to(root)}:{node.lineno}")
@@ -146,16 +156,18 @@ def _line_breaks_in_shown_lines(root: pathlib.Path) -> list[str]:
 
 def test_no_human_line_carries_its_own_line_break():
     """A blank line or a second line is its own echo_shown call (the escaping cannot tell a
-    format's line break from one in a name)."""
+    format's line break from one in a name); the demo's ``say`` too."""
     assert _line_breaks_in_shown_lines(ROOT / "cli") == []
+    assert _line_breaks_in_shown_lines(ROOT / "sandbox") == []
 
 
 def test_the_line_break_check_sees_one(tmp_path):
     (tmp_path / "m.py").write_text(
         'def f(n):\n    echo_shown(f"\\n{n} to demote")\n    echo_shown()\n'
         '    echo_shown(f"{n} x" + ("\\nerr" if n else ""))\n'
+        '    say(f"\\n== {n} ==")\n'
     )
-    assert _line_breaks_in_shown_lines(tmp_path) == ["m.py:2", "m.py:4"]
+    assert _line_breaks_in_shown_lines(tmp_path) == ["m.py:2", "m.py:4", "m.py:5"]
 
 
 _SQL_WORDS = ("SELECT ", "INSERT ", "UPDATE ", "DELETE ", "REPLACE ", "CREATE ", "DROP ", "PRAGMA ")
