@@ -1,7 +1,7 @@
 """``qbhook orphans`` and ``qbhook holding``: data no torrent references, and what waits in holding.
 
 ``orphans`` lists (dry run); ``orphans --quarantine --yes`` moves the reclaimable ones into
-holding (never deletes); ``holding --purge-expired`` purges what the journal recorded as held
+holding (never deletes); ``holding --purge-expired --yes`` purges what the journal recorded as held
 once ``policy.grace_period`` is over. The rules live in ``qbhook.move.orphans``.
 """
 
@@ -42,7 +42,7 @@ def orphans(app: App, quarantine, yes):
             echo_shown(
                 f"{len(d['held'])} file(s) moved into holding ({human_bytes(d['bytes_held'])} to free "
                 f"once purged), run {d['run_id']}; purge after {d['grace_period']:g}s with "
-                "`qbhook holding --purge-expired`"
+                "`qbhook holding --purge-expired --yes`"
             )
 
         app.emit(data, human)
@@ -77,14 +77,21 @@ def orphans(app: App, quarantine, yes):
 
 
 @main.command()
-@click.option("--purge-expired", is_flag=True, help="Purge held links whose grace period is over.")
+@click.option("--purge-expired", is_flag=True, help="Purge held links whose grace period is over (with --yes).")
+@click.option("--yes", is_flag=True, help="Really purge (without it --purge-expired only shows what is due).")
 @pass_app
-def holding(app: App, purge_expired):
-    """Links waiting in holding folders (journal-recorded), and when each may be purged."""
+def holding(app: App, purge_expired, yes):
+    """Links waiting in holding folders (journal-recorded), and when each may be purged.
+
+    A purge deletes, so like every other act it is a dry run until --yes.
+
+    Example: qbhook holding --purge-expired --yes
+    """
     from qbhook.move import orphans as orph
 
     cfg = app.cfg
-    purge = orph.purge_expired(cfg, app.catalog, lambda: app.clients) if purge_expired else orph.Purge()
+    purging = purge_expired and yes
+    purge = orph.purge_expired(cfg, app.catalog, lambda: app.clients) if purging else orph.Purge()
     now = time.time()
     held = orph.holding(cfg, app.catalog)
     data = {
@@ -94,6 +101,7 @@ def holding(app: App, purge_expired):
         ],
         **purge.as_dict(),
         "grace_period": cfg.policy.grace_period,
+        "dry_run": not purging,
     }
 
     def human(d):
@@ -103,9 +111,11 @@ def holding(app: App, purge_expired):
         for k in purge.kept:
             echo_shown(f"qbhook: {k.line()}", err=True)
         echo_shown(
-            f"{len(d['held'])} link(s) in holding"
-            + (f"; {len(purge.folders)} folder(s) purged" if purge_expired else "")
+            f"{len(d['held'])} link(s) in holding" + (f"; {len(purge.folders)} folder(s) purged" if purging else "")
         )
+        if purge_expired and not yes:
+            due = sum(1 for h in d["held"] if h["expired"])
+            echo_shown(f"dry run: {due} link(s) due; add --yes to purge them", err=True)
 
     app.emit(data, human)
     # What the purge could not do, as every command's error (one line, its exit code), after the

@@ -27,7 +27,7 @@ unreferenced until resume relocates onto them).
 Quarantine moves reclaimable orphan files into the holding folder of their own seeding
 root (same dataset) through ``fsops.hold_unreferenced``, each step journaled first as a
 ``delete`` step that holds, exactly like a grace-period delete: the journal says what may
-be purged (``qbhook holding --purge-expired``), after ``policy.grace_period``. It never
+be purged (``qbhook holding --purge-expired --yes``), after ``policy.grace_period``. It never
 deletes anything itself.
 
 The purge (``purge_held``, also the executor's after a run) asks the clients again first
@@ -754,7 +754,7 @@ def purge_held(
 ) -> Purge:
     """The purge of held links whose grace period is over, under the executor lock the caller holds.
 
-    The one purge of holding: ``qbhook holding --purge-expired`` and the executor after a run.
+    The one purge of holding: ``qbhook holding --purge-expired --yes`` and the executor after a run.
     Orphans first pass ``screen_held``; then ``fsops.purge_holding`` unlinks what the journal
     recorded, keeping a last copy whose copy to keep no longer verifies. What needs a person (a
     kept orphan, a kept last copy) is also notified; a refusal is the caller's to report.
@@ -788,7 +788,7 @@ def purge_held(
 def purge_expired(
     cfg, catalog, clients: Callable[[], Iterable[ClientPort]], *, now: float | None = None, lock_wait: float = 0
 ) -> Purge:
-    """``purge_held`` under the executor lock (``qbhook holding --purge-expired``)."""
+    """``purge_held`` under the executor lock (``qbhook holding --purge-expired --yes``)."""
     from qbhook.move.journal import Journal
     from qbhook.move.locks import executor_lock
 

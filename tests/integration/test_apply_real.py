@@ -186,7 +186,7 @@ def test_holding_purge_keeps_the_last_copy_when_the_new_one_went_in_the_grace_wi
     _set_grace(bed, 0.5)
     time.sleep(1)
 
-    r = qbhook(bed.cfg, "holding", "--purge-expired")
+    r = qbhook(bed.cfg, "holding", "--purge-expired", "--yes")
 
     assert r.returncode != 0 and "last copy of its content" in r.stderr, (r.returncode, r.stdout, r.stderr)
     kept = list(walk_files(holding))

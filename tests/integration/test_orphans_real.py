@@ -149,7 +149,11 @@ def test_quarantine_moves_only_reclaimable_into_holding_and_purge_frees_it(world
     # listed in holding, then purged through the journal (grace_period 0: expired at once)
     _rc, h = qbhook_json(bed.cfg, "holding")
     assert len(h["held"]) == 4 and all(x["expired"] for x in h["held"])
-    _rc, p = qbhook_json(bed.cfg, "holding", "--purge-expired")
+    # a purge deletes: without --yes it is a dry run like every other act
+    _rc, dry = qbhook_json(bed.cfg, "holding", "--purge-expired")
+    assert dry["dry_run"] is True and len(dry["held"]) == 4 and held.exists()
+    _rc, p = qbhook_json(bed.cfg, "holding", "--purge-expired", "--yes")
+    assert p["dry_run"] is False
     assert p["held"] == [] and not held.exists()
     # nothing reclaimable is left; the library orphan still is listed
     _rc, again = qbhook_json(bed.cfg, "orphans")
@@ -161,7 +165,7 @@ def test_grace_period_keeps_held_files_until_it_is_over(world):
     _write_cfg(bed, _config(bed, policy={"grace_period": "1h"}))
     _rc, out = qbhook_json(bed.cfg, "orphans", "--quarantine", "--yes")
     assert len(out["held"]) == 4
-    _rc, p = qbhook_json(bed.cfg, "holding", "--purge-expired")
+    _rc, p = qbhook_json(bed.cfg, "holding", "--purge-expired", "--yes")
     assert len(p["held"]) == 4 and not any(x["expired"] for x in p["held"])
     assert (bed.sc.stash_seed / ".qbhook-holding" / str(out["run_id"]) / "old").exists()
 
@@ -288,20 +292,20 @@ def test_holding_purge_keeps_a_quarantined_orphan_whose_torrent_was_re_added_in_
     _wait(lambda: bool(client.torrents_info(torrent_hashes=h)))
     _expire(bed)
 
-    r = qbhook(bed.cfg, "holding", "--purge-expired")
+    r = qbhook(bed.cfg, "holding", "--purge-expired", "--yes")
 
     assert r.returncode == 5, (r.returncode, r.stdout, r.stderr)
     line = f"qbhook: kept {held} in holding: a torrent uses its place {orphan} again"
     assert any(x.startswith(line) for x in r.stderr.splitlines()), r.stderr
     assert held.exists() and b3(held) == content
-    _rc, out = qbhook_json(bed.cfg, "holding", "--purge-expired", ok=(5,))
+    _rc, out = qbhook_json(bed.cfg, "holding", "--purge-expired", "--yes", ok=(5,))
     assert out["kept_in_use"] == [{"held": str(held), "origin": str(orphan)}], out
     assert [x["path"] for x in out["held"]] == [str(held)] and out["orphans_refused"] is None
 
     # the torrent removed again: nothing uses the place any more and the purge lets it go
     client.torrents_delete(delete_files=False, torrent_hashes=h)
     _wait(lambda: not client.torrents_info(torrent_hashes=h))
-    _rc, out = qbhook_json(bed.cfg, "holding", "--purge-expired")
+    _rc, out = qbhook_json(bed.cfg, "holding", "--purge-expired", "--yes")
     assert out["held"] == [] and out["kept_in_use"] == [] and not held.exists()
 
 
@@ -313,7 +317,7 @@ def test_holding_purge_of_orphans_refuses_with_the_client_unreachable(pools, qbt
     d["qbittorrent"]["timeout"] = 2
     _write_cfg(bed, d)
 
-    r = qbhook(bed.cfg, "holding", "--purge-expired")
+    r = qbhook(bed.cfg, "holding", "--purge-expired", "--yes")
 
     assert r.returncode == 3, (r.returncode, r.stdout, r.stderr)
     refusals = [x for x in r.stderr.splitlines() if x.startswith("qbhook: refusing to purge quarantined orphans")]
