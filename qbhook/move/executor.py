@@ -849,8 +849,12 @@ class Executor:
     def _record_leftover_views(self, st: _GroupRun) -> None:
         """Journal each view file this group made on its target pool, for ``move.leftovers`` to remove.
 
-        Only what this run made (copied, linked, created), with the inode it has now: the
-        remover later acts only on that same inode, and only while its content lives elsewhere.
+        Only what this run made (copied, linked, created), with the inode, size and ctime the act
+        proved (``_made``, journaled with its result), not a stat looked up again by name now:
+        a writer of that folder may have renamed another file in since. The remover later acts
+        only on that same inode, only while it still holds what the act proved, and only while
+        its content lives elsewhere. A result without those facts (journaled by an older qbhook)
+        records nothing: that view stays where it is.
         """
         made = {Copy.kind: "copied", Link.kind: "linked", MkEmpty.kind: "created"}
         for row in self.journal.steps(st.run_id):
@@ -861,21 +865,20 @@ class Executor:
                 or (row.result or {}).get("status") != made[row.kind]
             ):
                 continue
-            dst = row.args.get("dst")
-            try:
-                lst = os.lstat(dst)
-            except (OSError, TypeError):
+            proven, dst = row.result or {}, row.args.get("dst")
+            if not isinstance(dst, str) or not all(isinstance(proven.get(k), int) for k in ("ino", "size", "ctime_ns")):
                 continue
             self.journal.record_leftover(
                 st.run_id,
                 st.plan.group_id,
                 {
                     "path": dst,
-                    "ino": lst.st_ino,
-                    "size": lst.st_size,
+                    "ino": proven["ino"],
+                    "size": proven["size"],
+                    "ctime_ns": proven["ctime_ns"],
                     "kind": row.kind,
                     "keep": row.args.get("src"),
-                    "blake3": row.args.get("blake3") or (row.result or {}).get("blake3"),
+                    "blake3": row.args.get("blake3") or proven.get("blake3"),
                 },
             )
 
@@ -900,7 +903,7 @@ class Executor:
         if s.blake3 is None:
             st.learned[_norm(s.dst)] = res["blake3"]  # journaled with the result: a resume re-learns it
         st.outcome.bytes_copied += res["bytes_written"]
-        return dict(res)
+        return _made(res)
 
     def _link(self, st: _GroupRun, s: Link, _at: _At) -> dict:
         learned = st.learned.get(_norm(s.src)) if s.blake3 is None else None
@@ -916,7 +919,7 @@ class Executor:
             st=act.after,
             before=act.before,
         )
-        res = dict(act)
+        res = _made(act)
         if learned is not None:
             st.learned[_norm(s.dst)] = learned
             res["blake3"] = learned
@@ -926,7 +929,7 @@ class Executor:
         act = fsops.make_empty(s.dst, roots=self.roots)
         # An empty file's content needs no cached hash (fsops knows it): nothing to carry over.
         self.catalog.record_path(s.dst, self._pool_name(s.dst, st.plan.target_pool), st=act.after)
-        return dict(act)
+        return _made(act)
 
     def _verify_view(self, st: _GroupRun, s: VerifyView, _at: _At) -> dict:
         c = self._client(s.instance)
@@ -1638,6 +1641,13 @@ def _probe_made(s: Copy | Link | MkEmpty) -> str:
 
 def _probe_delete(s: Delete) -> str:
     return "already gone" if not os.path.lexists(s.path) else "to do"
+
+
+def _made(act: fsops.Act) -> dict:
+    """What the journal keeps of an act that put a view file in place: its result, and the inode,
+    size and ctime its ``after`` stat proved that result for (``_record_leftover_views`` hands them
+    to the leftover remover, which removes only that inode, unchanged since or re-proven)."""
+    return {**act, "ino": act.after.st_ino, "size": act.after.st_size, "ctime_ns": act.after.st_ctime_ns}
 
 
 def _replay_copy(st: _GroupRun, _seq: int, s: Copy, row: StepRow) -> None:

@@ -1909,14 +1909,25 @@ def _rmdir_chain(root: bytes, chain: list[bytes]) -> None:
             d.close()
 
 
-def remove_leftover_view(path, *, ino: int, size: int, keep, blake3_hex, roots, keep_roots=(), catalog=None) -> dict:
+def remove_leftover_view(
+    path, *, ino: int, size: int, keep, blake3_hex, roots, keep_roots=(), catalog=None, ctime_ns: int | None = None
+) -> dict:
     """Unlink one view file a rolled-back group left behind, only if it is still qbhook's and redundant.
 
     Re-checked right before, through verified folder descriptors below one of ``roots``:
     ``path`` is still the recorded inode and size; its content lives elsewhere: either
     ``keep`` is the same inode (a linked view: only a name goes), or the view is a copy
-    nobody linked since (one link) and ``keep`` (below ``roots`` or ``keep_roots``) holds the
-    same verified content; an empty file needs no copy. ``absent`` if already gone.
+    nobody linked since (one link) that still holds the planned content and ``keep`` (below
+    ``roots`` or ``keep_roots``) holds the same verified content; an empty file needs no copy.
+    ``absent`` if already gone.
+
+    A copy is the only copy of whatever it holds now: something qbhook does not know of (another
+    client, ``rsync --inplace``, a person) may have rewritten it in place at the same size, so its
+    own content is proven too, not only its inode, size and the kept copy's. ``ctime_ns``: the
+    view's ctime when the act that made it proved its content (``Act.after``, journaled with it):
+    every write moves ctime and nobody can set it back, so the same ctime is that proof still
+    holding, one stat; another ctime (a link onto it came and went, or a write) costs a hash, the
+    catalog's cached one when valid, else a read.
     """
     path_s = os.fsdecode(_p(path))
     root, parts = _split_under(path, roots)
@@ -1945,7 +1956,12 @@ def remove_leftover_view(path, *, ino: int, size: int, keep, blake3_hex, roots, 
                 if not same:
                     if st.st_nlink != 1:
                         raise UnsafeOperation(f"refusing to remove {path_s}: linked elsewhere since it was made")
-                    problem = _check_file(kdir, kname, size, _digest(blake3_hex, size), catalog)
+                    want = _digest(blake3_hex, size)
+                    if st.st_ctime_ns != ctime_ns and _content_digest(parent, parts[-1], st, catalog) != want:
+                        raise UnsafeOperation(
+                            f"refusing to remove {path_s}: its content changed since qbhook made it (kept, not tracked)"
+                        )
+                    problem = _check_file(kdir, kname, size, want, catalog)
                     if problem:
                         raise VerificationFailed(f"refusing to remove {path_s}: its source does not verify: {problem}")
         elif size or st.st_nlink != 1:
@@ -1953,7 +1969,9 @@ def remove_leftover_view(path, *, ino: int, size: int, keep, blake3_hex, roots, 
         last = parent.lstat(parts[-1])
         if last is None:
             return {"status": "absent"}
-        if (last.st_ino, last.st_nlink, last.st_size) != (st.st_ino, st.st_nlink, st.st_size):
+        # ctime too: a write while the checks ran moves it (and voids the content proof above).
+        checked = (st.st_ino, st.st_nlink, st.st_size, st.st_ctime_ns)
+        if (last.st_ino, last.st_nlink, last.st_size, last.st_ctime_ns) != checked:
             raise UnsafeOperation(f"refusing to remove {path_s}: it changed during the checks")
         os.unlink(parts[-1], dir_fd=parent.fd)
     return {"status": "removed", "bytes_freed": size if st.st_nlink == 1 else 0}

@@ -2,8 +2,9 @@
 
 The executor journals each view file of a group it rolls back (``Journal.record_leftover``:
 path, inode, source, content). The next run (``apply --yes``, the sweeper) removes each one
-through ``fsops.remove_leftover_view`` once it is verified to be the very inode qbhook made
-and its content still lives elsewhere, and no torrent of any client uses the path now. A
+through ``fsops.remove_leftover_view`` once it is verified to be the very inode qbhook made,
+still holding the content qbhook proved it held, that content still lives elsewhere, and no
+torrent of any client uses the path now. A
 client that cannot be listed postpones the cleanup (never a guess); a view that changed is
 released (kept, and no longer tracked), never removed.
 """
@@ -68,6 +69,7 @@ def remove_leftover_views(cfg, catalog, clients: Iterable[ClientPort]) -> list[d
                         roots=seeding,
                         keep_roots=tuple(p.path for p in cfg.pools),
                         catalog=catalog,
+                        ctime_ns=v.get("ctime_ns"),  # absent in a view an older qbhook journaled: a hash
                     )
                 except (UnsafeOperation, OSError) as e:
                     res = {"status": "released", "reason": str(e)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from unittest.mock import ANY
 
 import blake3
 import pytest
@@ -1049,3 +1050,31 @@ def test_cli_a_run_that_does_not_exist_is_bad_input(world, tmp_path, monkeypatch
     r = CliRunner().invoke(main, ["--config", cfg, *command])
     assert r.exit_code == 2, r.output
     assert r.output.splitlines() == ["qbhook: there is no run 999 in the journal"]
+
+
+def test_a_rolled_back_view_is_journaled_with_the_inode_the_copy_made_not_a_later_lookup(world):
+    # Review finding: the leftover record took the view's inode from an lstat by name after the
+    # rollback. A writer of that folder who renames their own file over the copy meanwhile got
+    # *their* file recorded as qbhook's, for the leftover remover to delete.
+    plan = demote_plan(world)
+    lib = os.path.join(world.lib, "Movie (2020).mkv")
+    dst = os.path.join(world.save(H1, "pool"), FILES[0][0])
+    made = {}
+
+    def hook(point, gid, seq, step):
+        if point == "before" and step.kind == "delete" and not made:
+            os.makedirs(world.lib, exist_ok=True)
+            os.link(os.path.join(world.save(H1, "stash"), FILES[0][0]), lib)  # the delete refuses: rollback
+            made["ino"] = os.lstat(dst).st_ino
+            theirs = dst + ".theirs"
+            with open(theirs, "wb") as f:
+                f.write(b"t" * len(FILES[0][1]))  # same size, other bytes
+            os.rename(theirs, dst)
+
+    summary = world.executor(hook=hook).apply(plan)
+    assert summary.groups[0].status == "rolled_back"
+    (view,) = [v for _sid, v in world.journal.leftover_views() if v["path"] == dst]
+    (copy,) = [r for r in world.journal.steps(summary.run_id) if r.kind == "copy" and r.args["dst"] == dst]
+    # the copy's own proven stat (Act.after), journaled with its result
+    assert (view["ino"], view["ctime_ns"]) == (copy.result["ino"], copy.result["ctime_ns"]) == (made["ino"], ANY)
+    assert view["ino"] != os.lstat(dst).st_ino

@@ -152,3 +152,56 @@ def test_leftover_view_inside_a_staging_folder_is_refused(root, tmp_path):
             view, ino=f["ino"], size=50, keep=src, blake3_hex=_b3(b"s" * 50), roots=(root,), keep_roots=(tmp_path,)
         )
     assert view.exists()
+
+
+def _copy_view(root, tmp_path, data=b"s" * 50):
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    view = root / "old/copy.bin"
+    view.write_bytes(data)
+    st = os.lstat(view)
+    kw = {"ino": st.st_ino, "size": len(data), "keep": src, "blake3_hex": _b3(data), "roots": (root,)}
+    return view, st, {**kw, "keep_roots": (tmp_path,)}
+
+
+def test_leftover_copy_rewritten_in_place_at_the_same_size_is_kept(root, tmp_path):
+    # Review finding: only the inode, the size and the *kept* copy were checked, so a view
+    # something else rewrote in place (rsync --inplace, another client; mtime put back) was
+    # unlinked, and with it the only copy of the new bytes.
+    view, st, kw = _copy_view(root, tmp_path)
+    with open(view, "r+b") as f:
+        f.write(b"n" * 50)
+    os.utime(view, ns=(st.st_atime_ns, st.st_mtime_ns))
+    for ctime_ns in (None, st.st_ctime_ns):  # whatever ctime the journal holds, the new one differs
+        with pytest.raises(UnsafeOperation, match="content changed since qbhook made it"):
+            fsops.remove_leftover_view(view, **kw, ctime_ns=ctime_ns)
+        assert view.read_bytes() == b"n" * 50
+
+
+def test_leftover_copy_with_the_ctime_its_act_proved_costs_no_read(root, tmp_path, monkeypatch):
+    view, st, kw = _copy_view(root, tmp_path)
+    read = []
+    real = fsops.hashing.hash_fd
+    monkeypatch.setattr(fsops.hashing, "hash_fd", lambda fd: read.append(os.fstat(fd).st_ino) or real(fd))
+    assert fsops.remove_leftover_view(view, **kw, ctime_ns=st.st_ctime_ns)["status"] == "removed"
+    assert st.st_ino not in read and not view.exists()
+    # another ctime (a link onto the copy came and went): the view is read, and goes if it verifies
+    view, st, kw = _copy_view(root, tmp_path)
+    assert fsops.remove_leftover_view(view, **kw, ctime_ns=st.st_ctime_ns - 1)["status"] == "removed"
+    assert st.st_ino in read
+
+
+def test_leftover_copy_written_while_the_checks_ran_is_kept(root, tmp_path, monkeypatch):
+    view, st, kw = _copy_view(root, tmp_path)
+    real = fsops._check_file
+
+    def check_then_write(*a, **k):
+        problem = real(*a, **k)
+        with open(view, "r+b") as f:  # same size, same inode, same link count: only ctime moves
+            f.write(b"w" * 50)
+        return problem
+
+    monkeypatch.setattr(fsops, "_check_file", check_then_write)
+    with pytest.raises(UnsafeOperation, match="changed during the checks"):
+        fsops.remove_leftover_view(view, **kw, ctime_ns=st.st_ctime_ns)
+    assert view.read_bytes() == b"w" * 50
