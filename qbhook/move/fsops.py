@@ -1671,7 +1671,7 @@ def _same_inode_still(parent: Dir, name: bytes, st: os.stat_result, u: _Unlink) 
 
 def _unlink_or_hold(u: _Unlink, parent: Dir, name: bytes, st: os.stat_result) -> dict:
     if u.hold_run is not None:
-        held = _hold(parent, name, u.shown, st, u.root, u.parts, u.hold_run)
+        held, _ = _hold(parent, name, u.shown, st, u.root, u.parts, u.hold_run)
         return {"status": "held", "bytes_freed": 0, "nlink_before": st.st_nlink, "dev": st.st_dev, "held_at": held}
     os.unlink(name, dir_fd=parent.fd)
     return {
@@ -1687,7 +1687,11 @@ def _open_holding(root: bytes, run, rel_dirs: list[bytes], *, create: bool) -> D
     return _walk(root, [HOLDING_DIR.encode(), os.fsencode(str(run)), *rel_dirs], create=create, own=True)
 
 
-def _hold(parent: Dir, name: bytes, path_s: str, st: os.stat_result, root: bytes, parts: list[bytes], run) -> str:
+def _hold(
+    parent: Dir, name: bytes, path_s: str, st: os.stat_result, root: bytes, parts: list[bytes], run, *, look=False
+) -> tuple[str, os.stat_result | None]:
+    """Move ``name`` (the inode ``st``) into holding; (where it is held, and with ``look`` its lstat
+    there right after, through the holding folder: None if that is not ``st``'s inode)."""
     target = holding_path(b"/".join([root.rstrip(b"/"), *parts]), os.fsdecode(root), run)
     try:
         hold = _open_holding(root, run, parts[:-1], create=True)
@@ -1702,7 +1706,10 @@ def _hold(parent: Dir, name: bytes, path_s: str, st: os.stat_result, root: bytes
                 "(or the entry was swapped for another file while it was being held)"
             )
         os.unlink(name, dir_fd=parent.fd)
-    return os.fsdecode(target)
+        held = hold.lstat(name) if look else None
+    if held is not None and (held.st_dev, held.st_ino) != (st.st_dev, st.st_ino):
+        held = None
+    return os.fsdecode(target), held
 
 
 def hold_unreferenced(path, *, ino: int, size: int, max_nlink: int, mtime_ns: int, roots, run) -> dict:
@@ -1745,7 +1752,7 @@ def hold_unreferenced(path, *, ino: int, size: int, max_nlink: int, mtime_ns: in
                 f"refusing to hold {path_s}: it has {st.st_nlink} links now, "
                 f"{max_nlink} when listed (a library or a torrent links it)"
             )
-        held = _hold(parent, parts[-1], path_s, st, root, parts, run)
+        held, _ = _hold(parent, parts[-1], path_s, st, root, parts, run)
     return {"status": "held", "bytes_freed": 0, "held_at": held, "dev": st.st_dev}
 
 
@@ -1776,9 +1783,10 @@ def hide_during_move(path, *, roots, run, catalog=None) -> dict:
     Through verified folder descriptors below one of ``roots``. Returns ``{status:
     hidden|absent, held_at?, carry?}``; a link already hidden by an earlier attempt is
     ``hidden``. Moving a name changes the inode's ctime, which voids the catalog's cached hash
-    (keyed on size, mtime, ctime): ``carry`` is that hash with the stat it was valid for, for
-    ``unhide_after_move`` to store again under the new ctime when nothing else changed (else the
-    delete step would read the whole old copy once more).
+    (keyed on size, mtime, ctime): ``carry`` is that hash with the held link's stat right after
+    the hide (its ctime the one our renames gave it), for ``unhide_after_move`` to store again
+    under the new ctime when nothing else changed (else the delete step would read the whole
+    old copy once more).
     """
     path_s = os.fsdecode(_p(path))
     root, parts = _moving_place(path, roots, "hide")
@@ -1797,10 +1805,16 @@ def hide_during_move(path, *, roots, run, catalog=None) -> dict:
             raise UnsafeOperation(f"refusing to hide {path_s}: not a regular file")
         fs_path = parent.fs_path_for(st)
         row_id, digest = _cached_digest(catalog, fs_path, st) if fs_path is not None else (None, None)
-        held = _hold(parent, parts[-1], path_s, st, root, parts, key)
+        # The held link's stat right after our link and unlink (one lstat, only when there is a
+        # hash to carry): its ctime is the one nothing but our own renames gave it.
+        held, hst = _hold(parent, parts[-1], path_s, st, root, parts, key, look=digest is not None)
     res = {"status": "hidden", "held_at": held}
-    if digest is not None:
-        res["carry"] = {"row": row_id, "blake3": digest.hex(), "stat": [st.st_ino, st.st_size, st.st_mtime_ns]}
+    if digest is not None and hst is not None and (hst.st_size, hst.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+        res["carry"] = {
+            "row": row_id,
+            "blake3": digest.hex(),
+            "stat": [hst.st_ino, hst.st_size, hst.st_mtime_ns, hst.st_ctime_ns],
+        }
     return res
 
 
@@ -1810,7 +1824,7 @@ def unhide_after_move(path, *, roots, run, catalog=None, carry: dict | None = No
     The folders above ``path`` are made again if the client's move removed them. If another
     file now sits at ``path``, nothing is replaced: the held link stays and the step refuses,
     naming where it is. ``carry`` (from ``hide_during_move``): the cached hash is stored again
-    for the restored inode if its inode, size and mtime are still those it was valid for.
+    for the restored inode if nothing but our own renames touched it (``_carry_hash``).
     Returns ``{status: restored|absent}``.
     """
     path_s = os.fsdecode(_p(path))
@@ -1831,7 +1845,7 @@ def unhide_after_move(path, *, roots, run, catalog=None, carry: dict | None = No
             with _walk(root, parts[:-1], create=True) as parent:
                 _link_back(hold, parent, parts[-1], hst, path_s, held)
                 os.unlink(parts[-1], dir_fd=hold.fd)
-                _carry_hash(catalog, carry, parent.lstat(parts[-1]))
+                _carry_hash(catalog, carry, hst, parent.lstat(parts[-1]))
             status = "restored"
     _rmdir_chain(root, [HOLDING_DIR.encode(), os.fsencode(key), *parts[:-1]])
     return {"status": status}
@@ -1859,12 +1873,23 @@ def _hidden_or_absent(root: bytes, parts: list[bytes], key: str) -> dict:
     return {"status": "absent"}
 
 
-def _carry_hash(catalog, carry: dict | None, st: os.stat_result | None) -> None:
-    # Only our own two renames happened to it while it sat in a 0700 folder of qbhook's (the
-    # torrent stopped first): same inode, size and mtime means the same bytes as when hashed.
+def _carry_hash(catalog, carry: dict | None, hst: os.stat_result, st: os.stat_result | None) -> None:
+    """Store ``carry``'s hash again for ``st`` (the link put back) if nothing but our own renames
+    touched the inode since it was hashed.
+
+    The held link sat in a 0700 folder of qbhook's, but an inode with other links (a library's,
+    a cross-seed's) can be rewritten through them meanwhile and its mtime set back (``rsync -t``,
+    a tagger): only ctime tells, since nobody can set it back. So ``hst``, the held link's stat
+    right before we linked it back, must have the very ctime it had right after the hide
+    (``carry["stat"]``); then same inode, size and mtime after our link-back and unlink means the
+    same bytes as when hashed. Any other ctime: no carry, the next check reads the file again.
+    """
     if catalog is None or not carry or carry.get("row") is None or st is None:
         return
-    if [st.st_ino, st.st_size, st.st_mtime_ns] == list(carry["stat"]):
+    held = list(carry["stat"])
+    if [hst.st_ino, hst.st_size, hst.st_mtime_ns, hst.st_ctime_ns] != held:
+        return
+    if [st.st_ino, st.st_size, st.st_mtime_ns] == held[:3]:
         catalog.store_hash(carry["row"], bytes.fromhex(carry["blake3"]), st)
 
 

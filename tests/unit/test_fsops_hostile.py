@@ -499,3 +499,42 @@ def test_an_act_result_is_the_journaled_mapping_and_carries_the_stat_it_proved(f
     assert (res.after.st_ino, res.after.st_ctime_ns) == (now.st_ino, now.st_ctime_ns)
     ln = fsops.link_into(src, seed_s / "B/f.bin", roots=(seed_s,))
     assert ln.status is fsops.ActStatus.LINKED and ln.before.st_ino == ln.after.st_ino == os.lstat(src).st_ino
+
+
+def _hash_valid_now(cat, path) -> bool:
+    row, st = cat.inode_by_path(str(path)), os.lstat(path)
+    return row.hash is not None and (row.size, row.mtime_ns, row.ctime_ns) == (
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+    )
+
+
+def test_a_hidden_link_rewritten_through_another_link_gets_no_hash_carried_back(fs2):
+    """Review finding 2: the hash carried over a hide/unhide was put back when inode, size and mtime
+    matched. An inode with other links can be rewritten through them while one link is hidden, its
+    mtime set back (rsync -t, a tagger): only its ctime tells, and the stale hash then backed the
+    delete check. The carry now needs the held link's ctime as it was right after the hide."""
+    stash, _pool, seed_s, _seed_p, cat = fs2
+    data = b"payload" * 100
+    g = write(seed_s / "Show" / "e01.mkv", data)
+    lib = stash / "library-e01.mkv"
+    os.link(g, lib)
+    cat.record_path(g, "stash")
+    cat.store_hash(cat.inode_by_path(str(g)).id, bytes.fromhex(b3(data)), os.lstat(g))
+    roots = (str(seed_s),)
+
+    # untouched while hidden: the hash comes back valid (no re-read at the delete)
+    hidden = fsops.hide_during_move(str(g), roots=roots, run=1, catalog=cat)
+    assert fsops.unhide_after_move(str(g), roots=roots, run=1, catalog=cat, carry=hidden["carry"])["status"] == (
+        "restored"
+    )
+    assert _hash_valid_now(cat, g)
+
+    hidden = fsops.hide_during_move(str(g), roots=roots, run=2, catalog=cat)
+    old = os.lstat(lib)
+    with open(lib, "r+b") as f:  # through the library's link, same size
+        f.write(b"EVIL")
+    os.utime(lib, ns=(old.st_atime_ns, old.st_mtime_ns))  # size and mtime as hashed, ctime moved
+    fsops.unhide_after_move(str(g), roots=roots, run=2, catalog=cat, carry=hidden["carry"])
+    assert g.read_bytes().startswith(b"EVIL") and not _hash_valid_now(cat, g)  # the next check reads it
