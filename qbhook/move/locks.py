@@ -11,24 +11,35 @@ instead of one group lock per group (10,000 lock files cost a second of a 2-seco
 job). That keeps the rule: every writer of a group is an executor, which holds the
 executor lock for its whole run, so no other writer can touch a converging group
 meanwhile; the converge lock only names what the batch is doing to whoever waits.
+
+A lock file must be a regular file with one link, opened without following a symlink
+(``_open_lock_file``): qbhook often runs as root, and writing the pid truncates the file, so
+a ``lock_dir`` another user can write (``/run/lock`` is mode 1777) could otherwise point
+``executor.lock`` at any file on the system and have it emptied. ``lock_dir`` itself is
+admin config and is followed as given; it should not be writable by others (README).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import socket
+import stat
 import time
 from pathlib import Path
 
 import blake3
 
-from qbhook.errors import LockBusy
+from qbhook.errors import LockBusy, UnsafeOperation
 
 __all__ = ["Lock", "converge_lock", "executor_lock", "group_lock", "lock_dir"]
 
 _POLL_S = 0.05
 _MAX_POLL_S = 0.5
+# O_NOFOLLOW: a symlink planted at the lock's name fails (ELOOP) instead of being opened;
+# O_NONBLOCK: a FIFO planted there opens at once (then is refused) instead of hanging.
+_OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def lock_dir(cfg) -> Path:
@@ -60,7 +71,7 @@ class Lock:
         if self._fd is not None:
             raise RuntimeError(f"{self.what} is already held by this object")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = _open_lock_file(self.path)
         try:
             self._lock(fd)
             os.ftruncate(fd, 0)
@@ -117,6 +128,34 @@ class Lock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _open_lock_file(path: Path) -> int:
+    """``path`` opened read-write (made if missing), proven a regular file with one link.
+
+    A symlink or a hard link at that name would make the pid write (and the truncate on release)
+    land on a file that is not qbhook's; anything but a regular file is not a lock file.
+    UnsafeOperation naming the path, one line."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS, 0o644)
+    except OSError as e:
+        what = {errno.ELOOP: "a symbolic link", errno.EISDIR: "a folder"}.get(e.errno)
+        if what is None:
+            raise
+        raise UnsafeOperation(
+            f"refusing to use lock file {path}: it is {what} (lock_dir must not be writable by others)"
+        ) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            what = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"a file with {st.st_nlink} links"
+            raise UnsafeOperation(
+                f"refusing to use lock file {path}: it is {what} (lock_dir must not be writable by others)"
+            )
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def executor_lock(cfg, wait: bool | float = False, **kw) -> Lock:

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from qbhook.errors import LockBusy
+from qbhook.errors import LockBusy, UnsafeOperation
 from qbhook.move.locks import Lock, executor_lock, group_lock, lock_dir
 from tests.helpers import make_config
 
@@ -110,3 +110,27 @@ def test_blocking_wait_true(cfg):
     with executor_lock(cfg, wait=True):
         pass
     assert time.monotonic() - t0 < 1
+
+
+@pytest.mark.parametrize("planted", ["symlink", "hardlink", "fifo", "folder"])
+def test_a_lock_file_that_is_not_a_plain_file_of_ours_is_refused_and_nothing_is_written(cfg, tmp_path, planted):
+    # Review finding 3: the lock file was opened following a symlink and truncated for the pid;
+    # with lock_dir somewhere others can write (/run/lock), qbhook as root emptied any file.
+    victim = tmp_path / "shadow"
+    victim.write_bytes(b"root:secret\n")
+    locks = lock_dir(cfg)
+    locks.mkdir()
+    name = locks / "executor.lock"
+    if planted == "symlink":
+        name.symlink_to(victim)
+    elif planted == "hardlink":
+        os.link(victim, name)
+    elif planted == "fifo":
+        os.mkfifo(name)
+    else:
+        name.mkdir()
+    with pytest.raises(UnsafeOperation, match=f"lock file {name}: it is .*lock_dir must not be writable") as e:
+        executor_lock(cfg).acquire()
+    assert "\n" not in str(e.value)
+    assert victim.read_bytes() == b"root:secret\n"
+    assert os.listdir(tmp_path / "cat.sqlite.locks") == ["executor.lock"]
