@@ -6,6 +6,7 @@ view that changed since is released, never removed."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +82,28 @@ def test_a_view_changed_since_is_released_not_removed(bed):
     assert {p: b3(p) for p, _st in walk_files(sc.stash_seed)} == stash_before
     _rc, st = qbhook_json(bed.cfg, "status", ok=(0, 1))
     assert st["leftover_views"] == []  # released or removed: no longer tracked
+
+
+def test_a_copy_rewritten_in_place_at_the_same_size_is_released_not_removed(bed):
+    # Review finding 1: the remover checked the copy's inode and size and the stash source's
+    # content, never the copy's own: rewritten in place (rsync --inplace, another client, mtime
+    # put back), it was unlinked with the only copy of its new bytes.
+    sc = bed.sc
+    _roll_back_siblings_after_views(bed)
+    views = sorted(p for p, st in walk_files(sc.pool_seed))
+    by_ino: dict[int, list[str]] = {}
+    for p in views:
+        by_ino.setdefault(os.lstat(p).st_ino, []).append(p)
+    names = next(v for v in by_ino.values() if len(v) > 1)  # a copy and the links made onto it
+    st = os.lstat(names[0])
+    with open(names[0], "r+b") as f:
+        f.write(b"mine" * 16)
+    os.utime(names[0], ns=(st.st_atime_ns, st.st_mtime_ns))
+    theirs = Path(names[0]).read_bytes()
+
+    qbhook_json(bed.cfg, "apply", "--yes", ok=(0, 5))
+
+    left = [p for p in names if os.path.exists(p)]
+    assert left and all(Path(p).read_bytes() == theirs for p in left)
+    _rc, status = qbhook_json(bed.cfg, "status", ok=(0, 1))
+    assert status["leftover_views"] == []  # released: kept, no longer tracked
