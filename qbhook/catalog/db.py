@@ -107,8 +107,7 @@ def migrate(conn: sqlite3.Connection) -> int:
         )
     if current == len(steps):
         return current
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with Tx(conn):  # keeps a failed step's own error (see Tx and rollback)
         # Re-read inside the write lock: another process may have migrated meanwhile.
         current = conn.execute("PRAGMA user_version").fetchone()[0]
         for version in range(current, len(steps)):
@@ -116,10 +115,6 @@ def migrate(conn: sqlite3.Connection) -> int:
                 conn.execute(stmt)
         if current < len(steps):
             conn.execute(f"PRAGMA user_version = {len(steps)}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return len(steps)
 
 
@@ -138,7 +133,14 @@ def _statements(script: str) -> list[str]:
 
 
 class Tx:
-    """``with Tx(conn):`` = BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error)."""
+    """``with Tx(conn):`` = BEGIN IMMEDIATE ... COMMIT, and ``rollback`` on any error, the
+    COMMIT's own included: the connection always leaves the block outside a transaction.
+
+    A refused COMMIT (a deferred foreign key, a full disk, an I/O error) leaves SQLite inside
+    the transaction; left there, the connection's next BEGIN fails, and ``serve``'s worker,
+    whose job queue shares the connection and refuses to start inside a transaction, failed
+    every later pass until a restart, its job left 'running'. Costs no statement on success.
+    """
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
@@ -148,8 +150,32 @@ class Tx:
         return self.conn
 
     def __exit__(self, exc_type, exc, tb):
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is not None:
+            rollback(self.conn)
+            return False
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:
+            rollback(self.conn)
+            raise
         return False
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """End a failed transaction without hiding why it failed: the one home of that rule.
+
+    After SQLITE_FULL or an I/O error SQLite may already have rolled the transaction back
+    itself; a ROLLBACK then raises "cannot rollback - no transaction is active", which would
+    replace "database or disk is full" (exit 74) with a plain catalog error (exit 1). So:
+    only when a transaction is still open (``in_transaction`` asks SQLite, no statement), and
+    a ROLLBACK that fails anyway gives way to the error the caller is handling.
+    """
+    if not conn.in_transaction:
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
 
 
 @contextmanager

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from qbhook import notify
+from qbhook.catalog.db import Tx
 from qbhook.catalog.schema import (
     QUEUE_DDL,  # re-exported: the queue's table, for callers building one
 )
@@ -258,17 +259,11 @@ class JobQueue:
             c = self._conn
             if c.in_transaction:
                 raise QueueError("the queue's connection is inside a transaction; give the queue its own connection")
-            # IMMEDIATE takes the write lock up front: two processes cannot both read "no
-            # pending job for this key" and then both insert.
-            c.execute("BEGIN IMMEDIATE")
-            try:
+            # Tx's BEGIN IMMEDIATE takes the write lock up front: two processes cannot both
+            # read "no pending job for this key" and then both insert. A refused COMMIT rolls
+            # back there too, so a full disk never leaves every later call refused.
+            with Tx(c):
                 yield c
-                # Inside the try: a COMMIT refused by a full disk must roll back too, or
-                # the connection stays in a transaction and every later call is refused.
-                c.commit()
-            except BaseException:
-                _rollback(c)
-                raise
 
     @staticmethod
     def _get(c: sqlite3.Connection, job_id: int) -> Job | None:
@@ -347,16 +342,6 @@ class JobQueue:
         values.update(overrides)
         assignments = ", ".join(f"{name} = ?" for name in values)
         c.execute(f"UPDATE event_jobs SET {assignments} WHERE id = ?", (*values.values(), target.id))
-
-
-def _rollback(c: sqlite3.Connection) -> None:
-    # After SQLITE_FULL or an I/O error SQLite may already have rolled back; a failing
-    # ROLLBACK must not hide the error that caused it.
-    try:
-        if c.in_transaction:
-            c.rollback()
-    except sqlite3.Error:
-        pass
 
 
 def worker_id() -> str:

@@ -76,6 +76,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from qbhook.catalog import indexer, state
+from qbhook.catalog.db import rollback
 from qbhook.catalog.hashing import HashBudget
 from qbhook.catalog.scan import prune_scans, scan_pools
 from qbhook.catalog.store import Catalog
@@ -359,10 +360,9 @@ class _Commits:
             self.conn.execute("PRAGMA synchronous = NORMAL")
 
     def acts(self) -> None:
-        if self.conn.in_transaction:
-            # Only an error can leave one open here (a Tx rolls its own back): nothing of it
-            # was committed, and the level cannot change inside a transaction.
-            self.conn.execute("ROLLBACK")
+        # Only an error outside a Tx can leave one open here (a Tx ends its own): nothing of
+        # it was committed, and the level cannot change inside a transaction.
+        rollback(self.conn)
         self.conn.execute(f"PRAGMA synchronous = {self.level}")
 
 

@@ -9,9 +9,13 @@ from __future__ import annotations
 import errno
 import json
 import os
+import resource
+import signal
+import sqlite3
 import stat
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -701,3 +705,36 @@ def test_every_command_is_in_the_lazy_map_under_the_module_that_defines_it():
     assert defined == app.COMMAND_MODULES
     modules = {m.name for m in pkgutil.iter_modules(cli_pkg.__path__)} - {"app", "__main__"}
     assert set(app.CLI_MODULES) == modules
+
+
+def test_disk_failing_mid_scan_is_one_line_error_with_exit_74(env, monkeypatch):
+    """A write the disk refuses in the middle of a transaction: SQLite rolls the transaction back
+    itself, and the ROLLBACK that followed raised "cannot rollback - no transaction is active",
+    which replaced the cause (exit 1, "the catalog is damaged" never said)."""
+    put(env.stash / SEED / "S/a.bin", b"a")
+    env.run("scan")
+    with closing(sqlite3.connect(env.catalog)) as conn:  # everything into the file, the WAL emptied
+        assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+    for i in range(1500):
+        put(env.stash / SEED / f"S/{i:04d}-{'n' * 150}.bin", b"b")
+    real = sqlite3.connect
+
+    def small_cache(*args, **kwargs):
+        conn = real(*args, **kwargs)
+        conn.execute("PRAGMA cache_size = 8")  # pages: the scan's changes spill to the WAL mid-transaction
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", small_cache)
+    # The disk refuses writes past the catalog's size (EFBIG: SQLite's "disk I/O error"); only
+    # the catalog's files are written while the limit holds (CliRunner keeps the output).
+    limit = os.path.getsize(env.catalog)
+    old = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old[1]))
+    try:
+        r = env.run("scan", expect=None)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old)
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert r.exit_code == 74, (r.exit_code, r.output, r.exception)
+    assert r.output.splitlines()[0] == f"qbhook: catalog {env.catalog}: disk I/O error", r.output

@@ -395,11 +395,11 @@ class _CommitFails:
     def __getattr__(self, name):
         return getattr(self._conn, name)
 
-    def commit(self):
-        if self.times:
+    def execute(self, sql, *args):
+        if sql == "COMMIT" and self.times:
             self.times -= 1
             raise sqlite3.OperationalError("database or disk is full")
-        self._conn.commit()
+        return self._conn.execute(sql, *args)
 
 
 def test_failed_commit_rolls_back_and_the_queue_keeps_working(db):

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from qbhook.catalog.db import connect
+from qbhook.catalog.db import Tx, connect
 from qbhook.catalog.store import Catalog
 from qbhook.errors import QbhookError
 from qbhook.events import worker as worker_mod
@@ -272,3 +272,26 @@ def test_heartbeat_cutoff_applies_at_start_only(catalog, tmp_path):
     assert q.get(long_move).state == "running"
     wk.requeue_orphans()
     assert q.get(long_move).state == "running"
+
+
+def test_a_refused_commit_inside_a_job_fails_that_job_only(catalog, running, tmp_path):
+    """A transaction whose COMMIT SQLite refuses (here a deferred foreign key) used to leave the
+    worker's connection inside it: the queue, sharing that connection, then refused every call,
+    the job stayed 'running' and every later pass failed until a restart."""
+    intake = JobQueue(connect(tmp_path / "catalog.sqlite", check_same_thread=False))
+    bad, _ = intake.enqueue(ev(H1))
+
+    def handle(cfg, cat, clients, job, executor=None):
+        if job.id == bad:
+            with Tx(cat.conn) as c:
+                c.execute("PRAGMA defer_foreign_keys = ON")
+                c.execute("INSERT INTO paths (path, inode, pool) VALUES (x'2f61', 424242, 'stash')")
+        return {"groups": []}
+
+    r = running(handle)
+    wait_for(lambda: intake.get(bad).state != "running" and intake.get(bad).attempts, what="the failure to be recorded")
+    job = intake.get(bad)
+    assert job.state == "pending" and job.last_error == "catalog error: FOREIGN KEY constraint failed"
+    fine, _ = intake.enqueue(ev(H2))
+    wait_for(lambda: intake.get(fine).state == "done", what="the next job to be processed")
+    assert r.thread.is_alive() and not catalog.conn.in_transaction
