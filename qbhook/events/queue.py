@@ -61,6 +61,7 @@ class JobQueue:
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self._clock = clock
+        self._buried: list[tuple[Job, str | None]] = []  # jobs the current _write made dead
 
     # -- intake ----------------------------------------------------------------------
 
@@ -262,8 +263,14 @@ class JobQueue:
             # Tx's BEGIN IMMEDIATE takes the write lock up front: two processes cannot both
             # read "no pending job for this key" and then both insert. A refused COMMIT rolls
             # back there too, so a full disk never leaves every later call refused.
+            self._buried = []
             with Tx(c):
                 yield c
+            # After the commit, never inside it: a COMMIT refused after a burial undoes it, and
+            # a "dead" alert would name a job that is still running or pending.
+            buried, self._buried = self._buried, []
+            for job, error in buried:
+                notify.dead_letter(job, error)
 
     @staticmethod
     def _get(c: sqlite3.Connection, job_id: int) -> Job | None:
@@ -289,14 +296,13 @@ class JobQueue:
         self._back_to_pending(c, job, now, job.attempts, error, now)
         return True
 
-    @staticmethod
-    def _bury(c: sqlite3.Connection, job: Job, error: str | None, now: float) -> None:
+    def _bury(self, c: sqlite3.Connection, job: Job, error: str | None, now: float) -> None:
         c.execute(
             "UPDATE event_jobs SET state = 'dead', last_error = ?, finished_at = ?, updated_at = ?,"
             " worker_id = NULL WHERE id = ?",
             (text(error), now, now, job.id),
         )
-        notify.dead_letter(job, error)
+        self._buried.append((job, error))  # its notice goes out once this is committed (_write)
 
     def _back_to_pending(
         self, c: sqlite3.Connection, job: Job, not_before: float, attempts: int, error: str | None, now: float

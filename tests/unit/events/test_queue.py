@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from qbhook import notify
 from qbhook.errors import QueueError
 from qbhook.events import _job
 from qbhook.events.model import Event
@@ -420,3 +421,38 @@ def test_ready_since_counts_jobs_waiting_too_long(q):
     q.claim("w", now=1.0)  # claims the oldest, H1
     assert q.ready_since(600, now=1000.0) == 1  # H3 only: H2 is younger, H1 is running
     assert q.ready_since(600, now=1200.0) == 2
+
+
+def test_a_dead_letter_notice_goes_out_once_the_job_is_dead_for_everyone(db, monkeypatch):
+    conn = connect(db)
+    q = JobQueue(conn, max_attempts=1)
+    seen = []
+
+    def notice(job, error):
+        # What any other reader (status, `queue`, a retry) sees when the alert goes out.
+        with sqlite3.connect(db) as other:
+            seen.append(
+                (job.id, error, other.execute("SELECT state FROM event_jobs WHERE id = ?", (job.id,)).fetchone())
+            )
+
+    monkeypatch.setattr(notify, "dead_letter", notice)
+    a, _ = q.enqueue(ev(H1), now=0.0)
+    q.claim("w", now=0.0)
+    assert q.fail(a, "boom", now=1.0) == "dead"
+    assert seen == [(a, "boom", ("dead",))]
+
+
+def test_no_dead_letter_notice_when_the_burial_is_not_committed(db, monkeypatch):
+    conn = connect(db)
+    failing = _CommitFails(conn, 0)
+    q = JobQueue(failing, max_attempts=1)
+    seen = []
+    monkeypatch.setattr(notify, "dead_letter", lambda job, error: seen.append((job.id, error)))
+    a, _ = q.enqueue(ev(H1), now=0.0)
+    q.claim("w", now=0.0)
+    failing.times = 1
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        q.fail(a, "boom", now=1.0)
+    assert seen == [] and q.get(a).state == "running"  # nothing announced: the job is not dead
+    assert q.fail(a, "boom again", now=2.0) == "dead"
+    assert seen == [(a, "boom again")]
