@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from qbhook.events.model import Event
 
 # One hot key must not grow a row without bound; past these caps the job is flagged
-# ``truncated`` and the worker should look wider than the lists it got.
+# ``truncated``, and the worker sweeps instead of planning the names kept (worker._swept).
 MAX_KEPT_EVENTS = 100
 MAX_JOB_HASHES = 2000
 MAX_JOB_PATHS = 20000

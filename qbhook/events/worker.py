@@ -3,7 +3,8 @@
 A job names torrents (hashes) and/or files (paths). The worker finds every
 torrent those touch, re-reads their facts, plans their groups and, with
 ``policy.auto_apply``, hands actionable groups to the executor. The sweeper is
-the same pipeline over everything, catching what events missed.
+the same pipeline over everything, catching what events missed; a job whose lists were
+capped (``truncated``: it cannot name everything its events did) runs a sweep (``_swept``).
 
 **Incremental sweeps.** A sweep always scans both pools and syncs the torrent index; it
 then re-plans only the groups whose decision may have changed ("dirty"), through the same
@@ -180,6 +181,8 @@ def _torrents_touching(cfg: Config, catalog: Catalog, infos, paths, rejected, re
 
 def handle_job(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job, *, executor=None) -> dict:
     """Plan (and maybe apply) the groups a job touches. Returns a JSON-able result."""
+    if job.truncated:
+        return _swept(cfg, catalog, clients, job, executor)
     infos = [t for c in clients for t in c.torrents()]
     known = {h for t in infos for h in t.hashes}
     hashes = {h for h in job.hashes if h in known}
@@ -213,6 +216,25 @@ def handle_job(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job
     if executor is not None and cfg.policy.auto_apply and plan.actionable:
         summary = executor.apply(plan, trigger="worker")
         result["applied"] = summary.to_dict()
+    state.put(catalog.conn, "last_event_plan", {"job": job.id, **result})
+    return result
+
+
+def _swept(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job, executor) -> dict:
+    """A job whose lists were capped (``events._job``: a hot subject's burst of events) lost the
+    torrents and files named past the caps, and nothing says which: the worker sweeps instead.
+    The sweep's scans record every file those events changed and its index sync every torrent,
+    so it re-plans (and, with ``auto_apply``, applies) their groups and the kept names' alike.
+    Waiting for the sweeper instead could take ``server.sweep_interval`` (hours), or for ever
+    under ``serve --no-sweep``."""
+    out = sweep(cfg, catalog, clients, executor=executor)
+    result = {
+        "groups": out["pending"],
+        "note": f"more events than one job keeps ({job.event_count}): swept instead of planning the names kept",
+        "sweep": {"full": out["full"], "replanned": out["replanned"]},
+    }
+    if "applied" in out:
+        result["applied"] = out["applied"]
     state.put(catalog.conn, "last_event_plan", {"job": job.id, **result})
     return result
 

@@ -309,7 +309,7 @@ def test_an_event_indexes_just_its_torrent_without_extra_requests(bed):
     b = bed.add(bed.stash_seed, "Ev.B", {"y.bin": 30_000}, seed=2)
     cfg = load_config(bed.config)
     cat, client = bed.catalog(), bed.client()
-    handle_job(cfg, cat, [client], SimpleNamespace(id=1, hashes=[a], paths=[]))
+    handle_job(cfg, cat, [client], SimpleNamespace(id=1, hashes=[a], paths=[], truncated=False))
     rows = {t.hash: t for t in TorrentIndex(cat.conn).torrents()}
     assert set(rows) == {a}  # b was not part of the job: not touched
     assert rows[a].files == 1 and rows[a].decision is not None and rows[a].save_path == str(bed.stash_seed)

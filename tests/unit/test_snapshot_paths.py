@@ -144,7 +144,7 @@ def test_a_path_through_a_symlinked_folder_is_not_a_second_link(bed):
 
 
 def job(*paths):
-    return SimpleNamespace(id=1, hashes=(), paths=tuple(paths))
+    return SimpleNamespace(id=1, hashes=(), paths=tuple(paths), truncated=False)
 
 
 @pytest.mark.parametrize("spelling", ["m//Movie/x.mkv", "m/./Movie/x.mkv", "m/Movie/x.mkv/", "m/Movie//x.mkv"])

@@ -22,6 +22,9 @@ from qbhook.catalog.torrents import TorrentIndex
 from qbhook.clients.model import TorrentFile, TorrentInfo
 from qbhook.config import SweepConfig
 from qbhook.errors import QbhookError
+from qbhook.events import _job
+from qbhook.events.model import Event
+from qbhook.events.queue import JobQueue
 from qbhook.pathmap import PathMap
 from tests.helpers import make_config, write
 
@@ -567,3 +570,21 @@ def test_an_inode_dropped_under_a_file_row_is_still_seen_by_the_next_sweep(bed):
     bed.cat.conn.commit()
     out = bed.sweep()
     assert out["replanned"]["why"].get("files changed") == 1 and out["replanned"]["torrents"] == 1
+
+
+def test_a_truncated_job_re_plans_what_fell_past_its_lists(bed, monkeypatch):
+    """A burst of events past a job's caps (``events._job``) keeps only the first names: the
+    worker must look wider than the lists, or the torrents named past the caps wait for the
+    next sweep (hours) or, with ``serve --no-sweep``, for ever."""
+    three_staying(bed)
+    bed.sweep()
+    bed.payload(H4, bed.seed_s, "Four", {"a.bin": b"four" * 10}, category="movies")
+    monkeypatch.setattr(_job, "MAX_JOB_HASHES", 1)
+    queue = JobQueue(bed.cat.conn)
+    queue.enqueue(Event("cross-seed", "torrent_added", hashes=(H1, H4)), now=0.0)
+    job = queue.claim("w", now=0.0)
+    assert job.hashes == (H1,) and job.truncated  # H4 fell past the cap
+    result = worker.handle_job(bed.cfg, bed.cat, [bed.qbt], job)
+    assert bed.decision(H4).decision == "demote", result
+    assert result["sweep"]["replanned"]["groups"] == 1 and "swept" in result["note"]
+    assert [g["names"] for g in result["groups"]] == [["Four"]]
