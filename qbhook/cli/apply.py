@@ -61,28 +61,29 @@ def apply(app: App, yes, group_ids, hashes, scan, wait, plan_file):
         if group_ids or hashes:
             raise click.UsageError("--plan applies the saved plan as a whole; it takes no --group or --hash")
         return _apply_saved(app, plan_file, yes, scan is False, wait)
-    from qbhook.decide.planning import plan_groups
+    from qbhook.move.run import apply_planned
 
-    if yes:
-        # Views a rolled-back group left behind go first (verified), so the plan sees the pools as they are.
-        from qbhook.move.leftovers import remove_leftover_views
-
-        remove_leftover_views(app.cfg, app.catalog, app.clients)
     # only these groups' files are stat-ed; a group the index does not know: plan everything
-    run = plan_groups(
-        app.cfg, app.catalog, app.clients, hashes=hashes, group_ids=group_ids, scan=scan, progress=app.progress()
+    done = apply_planned(
+        app.cfg,
+        app.catalog,
+        app.clients,
+        _executor(app, _lock_wait(wait)),
+        hashes=hashes,
+        group_ids=group_ids,
+        scan=scan,
+        dry_run=not yes,
+        progress=app.progress(),
     )
-    plan = run.plan
-    note = catalog_note(app, run.catalog_use)
-    summary = _executor(app, _lock_wait(wait)).apply(
-        plan, trigger="cli", group_ids=list(group_ids) or None, dry_run=not yes
-    )
+    note = catalog_note(app, done.planned.catalog_use)
+    summary = done.summary
     app.emit({**summary.to_dict(), **note}, lambda d: _print_summary(summary))
     sys.exit(summary.exit_code)
 
 
 def _apply_saved(app: App, plan_file, yes, no_scan, wait):
-    from qbhook.decide.approved import apply_saved, load, seeding_roots
+    from qbhook.decide.approved import load, seeding_roots
+    from qbhook.move.run import apply_saved
 
     saved = load(plan_file, seeding_roots(app.cfg))  # a bad file fails before anything is touched
     run = apply_saved(

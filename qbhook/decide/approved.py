@@ -14,11 +14,11 @@ the decision and the steps are compared separately, and the executor re-checks
 space and state right before it acts.
 
 ``qbhook apply --plan FILE --yes`` re-gathers facts for the plan's groups only,
-plans them again and, per group, applies the saved group only when the fresh
+plans them again and, per group, approves the saved group only when the fresh
 decision, the fresh steps and the fresh fingerprint all equal the saved ones.
 Any difference refuses that group, with one line saying which fact moved; the
-other groups still apply. The rule: an approval covers the world as it was
-shown, never a world that has changed since.
+other groups still apply (``move.run.apply_saved`` runs the executor on them). The
+rule: an approval covers the world as it was shown, never a world that has changed since.
 """
 
 from __future__ import annotations
@@ -336,19 +336,11 @@ class SavedRun:
         }
 
 
-def apply_saved(
-    cfg,
-    catalog,
-    clients: Iterable[ClientPort],
-    executor,
-    saved: SavedPlan,
-    *,
-    dry_run: bool,
-    scan: bool = True,
-    progress=None,
-    trigger: str = "approved-plan",
-) -> SavedRun:
-    """Re-gather facts for the saved plan's groups only, re-validate each, apply the ones that hold."""
+def revalidate_saved(
+    cfg, catalog, clients: Iterable[ClientPort], saved: SavedPlan, *, scan: bool = True, progress=None
+) -> tuple[list[Verdict], Plan]:
+    """Re-gather facts for the saved plan's groups only and re-validate each: the verdicts, and
+    the plan of the groups that hold (what ``move.run.apply_saved`` applies)."""
     from qbhook.catalog.scan import scan_pool
     from qbhook.decide.planner import make_plan
     from qbhook.decide.snapshot import build_snapshot
@@ -370,6 +362,4 @@ def apply_saved(
             keep = Plan(groups=[g for g in groups if g.group_id not in gone], created_at=saved.plan.created_at)
             verdicts += revalidate(SavedPlan(saved.plan_id, saved.pools, keep, saved.fingerprints), snap, fresh)
     ok = [v.group_id for v in verdicts if v.ok]
-    approved = Plan(groups=[g for g in groups if g.group_id in ok], created_at=saved.plan.created_at)
-    summary = executor.apply(approved, trigger=trigger, dry_run=dry_run)
-    return SavedRun(saved.plan_id, verdicts, summary)
+    return verdicts, Plan(groups=[g for g in groups if g.group_id in ok], created_at=saved.plan.created_at)

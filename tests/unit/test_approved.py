@@ -13,6 +13,8 @@ from qbhook.config import PolicyConfig
 from qbhook.decide import approved
 from qbhook.decide.planner import make_plan
 from qbhook.errors import PlanFileError
+from qbhook.move import leftovers
+from qbhook.move.run import apply_saved
 from tests.unit.world import LIB, P, S, World
 
 POLICY = PolicyConfig()
@@ -257,7 +259,7 @@ class _Executor:
     def __init__(self):
         self.calls = []
 
-    def apply(self, plan, *, trigger, dry_run):
+    def apply(self, plan, *, trigger, dry_run, group_ids=None):
         from qbhook.move.executor import GroupOutcome, RunSummary
 
         self.calls.append((plan, trigger, dry_run))
@@ -280,6 +282,7 @@ def _apply_saved(monkeypatch, saved, w: World, live, dry_run=False):
 
     def fake_build(cfg, catalog, clients, hashes=None, progress=None):
         seen["hashes"] = hashes
+        seen["order"].append("snapshot")
         snap = w.snapshot()
         from dataclasses import replace
 
@@ -287,7 +290,9 @@ def _apply_saved(monkeypatch, saved, w: World, live, dry_run=False):
 
     monkeypatch.setattr(qbhook.decide.snapshot, "build_snapshot", fake_build)
     ex = _Executor()
-    run = approved.apply_saved(_Cfg(), None, [_Client(live)], ex, saved, dry_run=dry_run, scan=False)
+    seen["order"] = []
+    monkeypatch.setattr(leftovers, "remove_leftover_views", lambda *a: seen["order"].append("leftovers") or [])
+    run = apply_saved(_Cfg(), None, [_Client(live)], ex, saved, dry_run=dry_run, scan=False)
     return run, ex, seen
 
 
@@ -314,6 +319,17 @@ def test_apply_saved_dry_run_and_a_vanished_torrent(monkeypatch):
     ((plan, _trigger, dry),) = ex.calls
     assert dry and [g.torrents for g in plan.groups] == [[B]]
     assert [v.reason for v in run.stale] == ["one of its torrents is gone from qBittorrent"]
+
+
+def test_apply_saved_removes_leftover_views_before_it_re_gathers_facts_and_not_on_a_dry_run(monkeypatch):
+    """As `apply --yes` does: the saved groups are re-validated against the pools as they are
+    (before, `apply --plan --yes` never removed leftover views)."""
+    w = two_groups()
+    _doc, saved = saved_from(w)
+    run, ex, seen = _apply_saved(monkeypatch, saved, w, [A, B])
+    assert seen["order"] == ["leftovers", "snapshot"] and len(ex.calls) == 1 and run.exit_code == 0
+    run, ex, seen = _apply_saved(monkeypatch, saved, w, [A, B], dry_run=True)
+    assert seen["order"] == ["snapshot"] and ex.calls[0][2] is True
 
 
 def test_apply_saved_with_nothing_changed_exits_0(monkeypatch):

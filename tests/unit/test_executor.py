@@ -1078,3 +1078,26 @@ def test_a_rolled_back_view_is_journaled_with_the_inode_the_copy_made_not_a_late
     # the copy's own proven stat (Act.after), journaled with its result
     assert (view["ino"], view["ctime_ns"]) == (copy.result["ino"], copy.result["ctime_ns"]) == (made["ino"], ANY)
     assert view["ino"] != os.lstat(dst).st_ino
+
+
+@pytest.mark.parametrize("saved", [False, True], ids=["apply", "apply --plan"])
+def test_cli_apply_removes_leftover_views_first_only_when_it_may_change_things(world, tmp_path, monkeypatch, saved):
+    """One order for both: `apply --plan FILE --yes` skipped the removal `apply --yes` did."""
+    from click.testing import CliRunner
+
+    from qbhook.cli import main
+    from qbhook.decide import approved
+    from qbhook.decide.plan import Plan
+    from qbhook.move import leftovers
+
+    cfg = _cli_env(world, tmp_path, monkeypatch, Plan(groups=[], created_at=0.0))
+    calls = []
+    monkeypatch.setattr(leftovers, "remove_leftover_views", lambda *a, **kw: calls.append("leftovers") or [])
+    monkeypatch.setattr(
+        approved, "load", lambda *a: approved.SavedPlan("0" * 64, {}, Plan(groups=[], created_at=0.0), {})
+    )
+    args = ["apply", "--plan", str(tmp_path / "plan.json")] if saved else ["apply"]
+    r = CliRunner().invoke(main, ["--config", cfg, *args])
+    assert r.exit_code == 0 and calls == [], r.output  # a dry run removes nothing
+    r = CliRunner().invoke(main, ["--config", cfg, *args, "--yes"])
+    assert r.exit_code == 0 and calls == ["leftovers"], r.output
