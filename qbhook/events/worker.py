@@ -93,7 +93,7 @@ from qbhook.errors import PathMapError, QbhookError, QueueError, UnknownTorrent
 from qbhook.events import alerts
 from qbhook.events.queue import JobQueue
 from qbhook.events.queue import worker_id as queue_worker_id
-from qbhook.move.leftovers import remove_leftover_views
+from qbhook.move.run import run_apply
 from qbhook.pathmap import PathMap
 from qbhook.paths import normalize
 
@@ -255,7 +255,44 @@ def sweep(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], *, execu
 def _sweep(cfg: Config, catalog: Catalog, clients: list[ClientPort], commits: _Commits, executor, progress) -> dict:
     t0 = time.time()
     clock = _Phases()
-    leftovers = remove_leftover_views(cfg, catalog, clients) if executor is not None else []
+
+    def replan() -> tuple[tuple[dict, list], Plan | None]:
+        out, plan, tagged = _scan_sync_replan(cfg, catalog, clients, commits, progress, t0, clock)
+        if not (cfg.policy.auto_apply and plan is not None and plan.actionable):
+            return (out, tagged), None
+        commits.acts()  # the executor's journal: durable before each act (synchronous=FULL)
+        return (out, tagged), plan
+
+    if executor is None:  # nothing may be acted on: no leftover view removed, no plan applied
+        ((out, tagged), _), leftovers = replan(), []
+    else:
+        # move.run's order, as `apply --yes`: leftover views first (under acts(): _Commits
+        # starts there), so the scans see the pools as they are; then the re-plan and the executor.
+        done = run_apply(cfg, catalog, clients, executor, replan, dry_run=False, trigger="sweeper")
+        (out, tagged), leftovers = done.planned, done.leftovers
+        if done.summary is not None:
+            out["applied"] = done.summary.to_dict()
+            clock.lap("apply")
+            commits.records()
+    out.update(tags_changed=tagged, leftover_views=leftovers, pruned=housekeep(cfg, catalog.conn))
+    out["seconds"] = round(time.time() - t0, 3)
+    out["phase_seconds"] = clock.laps
+    log.info(
+        "sweep: %s re-plan of %d group(s) %s in %.1f s",
+        "full" if out["full"] else "incremental",
+        out["replanned"]["groups"],
+        json.dumps(out["replanned"]["why"], sort_keys=True),
+        out["seconds"],
+    )
+    state.put(catalog.conn, "last_sweep", out)
+    return out
+
+
+def _scan_sync_replan(
+    cfg: Config, catalog: Catalog, clients: list[ClientPort], commits: _Commits, progress, t0: float, clock: _Phases
+) -> tuple[dict, Plan | None, list]:
+    """The sweep's plan source: scans, index sync, the re-plan of what may have changed. Returns
+    the sweep's result so far, the plan (None: nothing dirty, no snapshot) and the tag changes."""
     fetching = [_Prefetch.start(catalog, c) for c in clients]  # qBittorrent answers while the pools are walked
     commits.records()
     scans = [r.as_dict() for r in scan_pools(catalog, list(cfg.pools), cfg.scan, progress=progress)]
@@ -295,23 +332,7 @@ def _sweep(cfg: Config, catalog: Catalog, clients: list[ClientPort], commits: _C
         "index_listing": listing,
         "pending": _pending(groups),
     }
-    if executor is not None and cfg.policy.auto_apply and plan is not None and plan.actionable:
-        commits.acts()  # the executor's journal: durable before each act (synchronous=FULL)
-        out["applied"] = executor.apply(plan, trigger="sweeper").to_dict()
-        clock.lap("apply")
-        commits.records()
-    out.update(tags_changed=tagged, leftover_views=leftovers, pruned=housekeep(cfg, catalog.conn))
-    out["seconds"] = round(time.time() - t0, 3)
-    out["phase_seconds"] = clock.laps
-    log.info(
-        "sweep: %s re-plan of %d group(s) %s in %.1f s",
-        "full" if dirty is None else "incremental",
-        len(groups),
-        json.dumps(out["replanned"]["why"], sort_keys=True),
-        out["seconds"],
-    )
-    state.put(catalog.conn, "last_sweep", out)
-    return out
+    return out, plan, tagged
 
 
 def housekeep(cfg: Config, conn: sqlite3.Connection) -> dict[str, int]:

@@ -25,6 +25,7 @@ from qbhook.errors import QbhookError
 from qbhook.events import _job
 from qbhook.events.model import Event
 from qbhook.events.queue import JobQueue
+from qbhook.move import leftovers as move_leftovers
 from qbhook.pathmap import PathMap
 from tests.helpers import make_config, write
 
@@ -399,12 +400,13 @@ def test_a_sweep_commits_its_records_without_fsync_and_acts_with_full_durability
         return []
 
     class Executor:
-        def apply(self, plan, trigger):
+        def apply(self, plan, trigger, group_ids=None, dry_run=False):
+            assert (trigger, group_ids, dry_run) == ("sweeper", None, False)
             seen["apply"].append(_synchronous(bed.cat))
             return _Applied()
 
     monkeypatch.setattr(worker, "scan_pools", scan)
-    monkeypatch.setattr(worker, "remove_leftover_views", leftovers)
+    monkeypatch.setattr(move_leftovers, "remove_leftover_views", leftovers)
     cfg = dataclasses.replace(bed.cfg, policy=dataclasses.replace(bed.cfg.policy, auto_apply=True))
     assert _synchronous(bed.cat) == 2  # FULL: how the catalog is opened
     bed.payload(H1, bed.seed_s, "Film", {"film.mkv": b"film data" * 50}, category="movies")
