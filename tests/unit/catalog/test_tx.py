@@ -104,3 +104,16 @@ def test_a_migration_step_whose_commit_is_refused_changes_nothing(conn, monkeypa
     assert not conn.in_transaction
     assert conn.execute("PRAGMA user_version").fetchone()[0] == version
     assert conn.execute("SELECT count(*) FROM paths").fetchone()[0] == 0
+
+
+def test_a_transaction_costs_begin_and_commit_and_nothing_more(conn):
+    """Tx is on every hot path: rolling back on a refused COMMIT must add no statement."""
+    seen: list[str] = []
+    conn.set_trace_callback(seen.append)
+    with Tx(conn) as c:
+        c.execute("INSERT INTO state (key, value, updated_at) VALUES ('k', 'v', 0)")
+    with pytest.raises(ZeroDivisionError), Tx(conn) as c:
+        c.execute("INSERT INTO state (key, value, updated_at) VALUES ('j', 'v', 0)")
+        1 / 0  # noqa: B018
+    conn.set_trace_callback(None)
+    assert [s.split()[0] for s in seen] == ["BEGIN", "INSERT", "COMMIT", "BEGIN", "INSERT", "ROLLBACK"]
