@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from qbhook.errors import PathMapError
 
-__all__ = ["SHOWN_ERRORS", "ShownFormatter", "is_within", "normalize", "shown", "shown_or_none"]
+__all__ = ["SHOWN_ERRORS", "ShownFormatter", "is_within", "normalize", "root_holding", "shown", "shown_or_none"]
 
 
 def normalize(path: str) -> str:
@@ -62,6 +62,25 @@ def within_any(roots: tuple[str, ...]) -> Callable[[str], bool]:
         return any(p == r or p.startswith(pre) for r, pre in pairs)
 
     return test
+
+
+@functools.lru_cache(maxsize=16)
+def root_holding(roots: tuple[str, ...]) -> Callable[[str], str | None]:
+    """``next((r for r in roots if is_within(p, r)), None)`` as one function of ``p``: the first of
+    ``roots`` (as given) that holds ``p``, each root normpath-ed once here instead of once per call
+    (a snapshot asks which pool holds each of its files, the planner which seeding root holds
+    each torrent). ``is_within``'s rule exactly, root ``/`` included: tests/unit/test_paths.py."""
+    norm = tuple((r, n, n + "/", n == "/") for r in roots for n in [r if _normpath_keeps(r) else os.path.normpath(r)])
+
+    def first(p: str) -> str | None:
+        if not _normpath_keeps(p):
+            p = os.path.normpath(p)
+        for r, n, pre, top in norm:
+            if p == n or p.startswith(pre) or top:
+                return r
+        return None
+
+    return first
 
 
 def _normpath_keeps(p) -> bool:

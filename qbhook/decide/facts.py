@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from qbhook.errors import PathMapError
-from qbhook.paths import is_within, normalize, within_any
+from qbhook.paths import is_within, normalize, root_holding, within_any
 
 InodeKey = tuple[str, int]  # (stable filesystem id, inode number)
 ContentKey = tuple[int, str]  # (size, blake3 hex)
@@ -105,7 +105,7 @@ class PoolFact:
 
     def root_of(self, path: str) -> str | None:
         """The seeding root of this pool that holds ``path`` (None: none does)."""
-        return next((r for r in self.seeding_roots if is_within(path, r)), None)
+        return root_holding(self.seeding_roots)(path)  # is_within's rule, the roots normalised once
 
 
 @dataclass(frozen=True)

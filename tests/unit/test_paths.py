@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 
-from qbhook.paths import _normpath_keeps, is_within, within_any
+from qbhook.paths import _normpath_keeps, is_within, root_holding, within_any
 
 # Every spelling of up to seven tokens over these: slashes, dots, dot-dots, names, a hidden name.
 _TOKENS = ["/", ".", "..", "a", ".h"]
@@ -79,3 +79,15 @@ def test_within_any_answers_as_is_within_does():
         test = within_any(roots[:k])
         for p in paths:
             assert test(p) == any(is_within(p, r) for r in roots[:k]), (roots[:k], p)
+
+
+def test_root_holding_names_the_first_root_is_within_would():
+    # The roots in every order, "/" and "" among them (normpath makes "" "."): the first holder, as given.
+    roots = ("/a/b", "/a", "/c/", "//d", "/a/./b/", "", "/")
+    paths = [s for s in _spellings() if s.startswith("/")][:2000] + ["/a/b/c", "/a/bc", "/c", "/c/x", "//d/x", "/d/x"]
+    paths += ["a", ".", "a/b", "./a"]  # relative spellings: only "" (".") and "/" can hold them
+    for k in range(len(roots) + 1):
+        for order in (roots[:k], roots[:k][::-1]):
+            first = root_holding(order)
+            for p in paths:
+                assert first(p) == next((r for r in order if is_within(p, r)), None), (order, p)
