@@ -10,6 +10,8 @@ counting still frees every acyclic object at once, and a cycle made meanwhile (a
 traceback) goes at the first pass after the pause. A run works on a plan already built, and may
 last (a move waits on the torrent client): it leaves what is alive at its start out of every
 pass (``heap_frozen``) instead of pausing, so what the run itself allocates is still collected.
+Inside a run, a same-pool convergence batch (``Executor._converge_batch``) pauses again: it is
+bounded (at most a thousand relinks), waits on no client, and keeps what it allocates to its end.
 """
 
 from __future__ import annotations

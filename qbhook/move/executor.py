@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from qbhook import notify as _notify
 from qbhook.decide.explain import VIEW_CHANGED  # in a backstop-stopped group's reason (status, explain)
-from qbhook.decide.heap import heap_frozen
+from qbhook.decide.heap import collector_paused, heap_frozen
 from qbhook.decide.plan import (
     Action,
     Converge,
@@ -669,7 +669,16 @@ class Executor:
     # ------------------------------------------------------------------ converge batches
 
     def _converge_batch(self, run_id: int, b: _Batch, rows: dict[int, StepRow]) -> list[GroupOutcome]:
-        """Carry out consecutive converge groups of one pool together (see ``_Batch``)."""
+        """Carry out consecutive converge groups of one pool together (see ``_Batch``).
+
+        With the cyclic collector paused (``decide.heap``): a batch is at most
+        CONVERGE_BATCH_STEPS relinks, waits on no torrent client, and keeps nearly all it
+        allocates (each step's result and lstat, its journal rows) to its end, so the passes
+        that started inside it freed nothing (docs/benchmarks.md section 9)."""
+        with collector_paused():
+            return self._converge_batch_paused(run_id, b, rows)
+
+    def _converge_batch_paused(self, run_id: int, b: _Batch, rows: dict[int, StepRow]) -> list[GroupOutcome]:
         outcomes = {g.group_id: GroupOutcome(g.group_id, g.action, GroupStatus.DONE) for g, _n in b.groups}
         try:
             lock = converge_lock(

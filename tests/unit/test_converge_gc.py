@@ -15,6 +15,7 @@ import weakref
 from qbhook.decide import snapshot as snapshot_mod
 from qbhook.decide.heap import collector_paused, heap_frozen
 from qbhook.decide.snapshot import build_snapshot
+from qbhook.move import executor as executor_mod
 from qbhook.move import fsops
 from tests.unit.test_converge_batch import _dups, _linked, world  # noqa: F401  (fixture)
 from tests.unit.test_converge_snapshot_cost import PAIRS, bed  # noqa: F401  (fixture)
@@ -74,6 +75,24 @@ def test_a_run_keeps_the_plan_out_of_every_collection_and_hands_it_back(world, m
     assert summary.status == "done" and all(_linked(s, lib) for s, lib in pairs)
     assert seen == [True] * len(pairs)
     assert gc.get_freeze_count() == 0 and any(o is group for o in gc.get_objects(2))  # handed back
+
+
+def test_a_converge_batch_runs_no_collection_pass(world, monkeypatch):  # noqa: F811
+    # A batch's relinks keep what they allocate to the batch's end: no pass starts inside one, and
+    # the collector is on again after it. Thresholds low enough that any pass would be seen.
+    w = world
+    plan, pairs = _dups(w, 12)
+    old = gc.get_threshold()
+    gc.set_threshold(10, 2, 2)
+    seen, cb = _collections_inside(monkeypatch, executor_mod.Executor, "_converge_batch_paused")
+    try:
+        summary = w.executor().apply(plan)
+    finally:
+        gc.callbacks.remove(cb)
+        gc.set_threshold(*old)
+    assert summary.status == "done" and all(_linked(s, lib) for s, lib in pairs)
+    assert seen == [], f"collection passes during the batch, by generation: {seen}"
+    assert gc.isenabled() and gc.get_freeze_count() == 0
 
 
 def test_a_frozen_run_still_collects_the_cycles_it_makes():
