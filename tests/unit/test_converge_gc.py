@@ -78,13 +78,13 @@ def test_a_run_keeps_the_plan_out_of_every_collection_and_hands_it_back(world, m
 
 
 def test_a_converge_batch_runs_no_collection_pass(world, monkeypatch):  # noqa: F811
-    # A batch's relinks keep what they allocate to the batch's end: no pass starts inside one, and
+    # A batch's relinks keep what they allocate to the batch's end: no pass starts among them, and
     # the collector is on again after it. Thresholds low enough that any pass would be seen.
     w = world
     plan, pairs = _dups(w, 12)
     old = gc.get_threshold()
     gc.set_threshold(10, 2, 2)
-    seen, cb = _collections_inside(monkeypatch, executor_mod.Executor, "_converge_batch_paused")
+    seen, cb = _collections_inside(monkeypatch, executor_mod.Executor, "_batch_act")
     try:
         summary = w.executor().apply(plan)
     finally:
