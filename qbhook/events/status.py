@@ -597,7 +597,12 @@ def report(cfg: Config, catalog) -> dict:
 
 
 def server_health(srv) -> dict:
-    """Ask the configured server's /healthz (no credentials needed) how its worker does."""
+    """Ask the configured server's /healthz (no credentials needed) how its worker does.
+
+    Whatever holds the port is not trusted to speak HTTP: an SSH banner or a TLS port answers
+    with a status line urllib cannot read (``http.client.HTTPException``, neither an OSError nor
+    a ValueError); that is "not qbhook", one line, never a traceback."""
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -611,6 +616,9 @@ def server_health(srv) -> dict:
         body, code = e.read(4096), e.code
     except (OSError, ValueError) as e:
         out["reason"] = str(getattr(e, "reason", None) or e)
+        return out
+    except http.client.HTTPException as e:
+        out["reason"] = f"something that is not an HTTP server holds port {srv.port} ({type(e).__name__})"
         return out
     try:
         doc = json.loads(body)
