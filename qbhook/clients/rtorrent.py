@@ -55,7 +55,7 @@ from qbhook.clients.model import (  # one rule for hashes and tags
     parse_tags,
 )
 from qbhook.clients.port import FindOrRaise
-from qbhook.clients.scgi import ScgiRpc, ScgiUnreachable
+from qbhook.clients.scgi import ScgiRefused, ScgiRpc, ScgiUnreachable
 from qbhook.errors import (
     RETRY_LOG,
     PathMapError,
@@ -282,6 +282,8 @@ class RtorrentClient(FindOrRaise):
                 return self._rpc.call(method, *params)
             except xmlrpc.client.Fault as fault:
                 raise self._fault(what, fault, torrent) from None
+            except ScgiRefused as exc:  # too large or too slow: not retried (scgi module docstring)
+                raise RtorrentError(f"rTorrent {self.name!r}: {what}: {exc}") from None
             except ScgiUnreachable as exc:
                 if attempt >= self._retries:
                     # One line, as qBittorrent's: the retries a one-shot command does not log are counted.

@@ -13,22 +13,41 @@ for it, so this is the whole transport. Failures are split by meaning:
 * ``ScgiUnreachable``: no connection, or it broke before a full answer
   (rTorrent not running, killed mid-call, wrong socket path);
 * ``xmlrpc.client.Fault``: rTorrent answered with an XML-RPC fault
-  (unknown hash, unknown command, bad argument).
+  (unknown hash, unknown command, bad argument);
+* ``ScgiRefused``: the peer's answer broke a limit, so it was not read to the end: more than
+  ``MAX_ANSWER_BYTES``, or not complete within the call's deadline. The socket's timeout
+  bounds each recv only, so without these a wrong address or a peer sending a byte every
+  29 s would hold the worker forever, or fill its memory. Not retried: a second try would
+  meet the same peer.
 """
 
 from __future__ import annotations
 
 import socket
+import time
 import xmlrpc.client
+from collections.abc import Callable
 from typing import Any
 
 from qbhook.config import parse_address
 
-__all__ = ["ScgiRpc", "ScgiUnreachable", "parse_address"]
+__all__ = ["MAX_ANSWER_BYTES", "ScgiRefused", "ScgiRpc", "ScgiUnreachable", "parse_address"]
+
+#: Largest answer read. The largest one qbhook asks for is the listing of every item
+#: (``d.multicall2``, 20 fields, under 2 KB of XML an item: about 20 MB for 10,000 items);
+#: file lists come in batches that stay a few MB (rtorrent._FILES_BATCH). More is not rTorrent.
+MAX_ANSWER_BYTES = 64 << 20
+
+#: A whole call (connect, send, every recv) ends within this many times the socket timeout.
+DEADLINE_TIMEOUTS = 4
 
 
 class ScgiUnreachable(OSError):
     """The SCGI endpoint could not be reached or hung up mid-answer."""
+
+
+class ScgiRefused(Exception):
+    """The answer broke a limit (size, deadline) and was not read to the end."""
 
 
 def encode_request(body: bytes) -> bytes:
@@ -57,16 +76,26 @@ def split_response(raw: bytes) -> bytes:
 class ScgiRpc:
     """Calls XML-RPC methods on one SCGI endpoint; one connection per call."""
 
-    def __init__(self, address: str, *, timeout: float = 30.0):
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float = 30.0,
+        max_bytes: int = MAX_ANSWER_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.address = address
         self.family, self.sockaddr = parse_address(address)
         self.timeout = timeout
+        self.deadline_s = DEADLINE_TIMEOUTS * timeout
+        self.max_bytes = max_bytes
+        self._clock = clock
 
     def __repr__(self) -> str:
         return f"ScgiRpc({self.address!r})"
 
     def call(self, method: str, *params: Any) -> Any:
-        """Call ``method``; raises xmlrpc.client.Fault or ScgiUnreachable."""
+        """Call ``method``; raises xmlrpc.client.Fault, ScgiUnreachable or ScgiRefused."""
         body = xmlrpc.client.dumps(tuple(params), methodname=method, allow_none=False)
         raw = self._exchange(encode_request(body.encode("utf-8")))
         try:
@@ -78,17 +107,42 @@ class ScgiRpc:
         return result[0] if len(result) == 1 else result
 
     def _exchange(self, request: bytes) -> bytes:
+        deadline = self._clock() + self.deadline_s
+        chunks: list[bytes] = []
+        total = 0
         try:
             with socket.socket(self.family, socket.SOCK_STREAM) as sock:
                 sock.settimeout(self.timeout)
                 sock.connect(self.sockaddr)
                 sock.sendall(request)
                 sock.shutdown(socket.SHUT_WR)
-                chunks = []
-                while chunk := sock.recv(1 << 16):
+                while True:
+                    left = deadline - self._clock()
+                    if left <= 0:
+                        raise self._late(total)
+                    sock.settimeout(min(self.timeout, left))
+                    chunk = sock.recv(1 << 16)
+                    if not chunk:
+                        break
+                    total += len(chunk)
+                    if total > self.max_bytes:
+                        raise ScgiRefused(
+                            f"{self.address}: answer larger than {self.max_bytes:,} bytes, not read further: "
+                            "is this rTorrent's SCGI address?"
+                        )
                     chunks.append(chunk)
+        except TimeoutError as exc:
+            if self._clock() >= deadline:
+                raise self._late(total) from exc
+            raise ScgiUnreachable(f"{self.address}: {exc.strerror or exc}") from exc
         except OSError as exc:
             raise ScgiUnreachable(f"{self.address}: {exc.strerror or exc}") from exc
         if not chunks:
             raise ScgiUnreachable(f"{self.address}: connection closed without an answer")
         return b"".join(chunks)
+
+    def _late(self, total: int) -> ScgiRefused:
+        return ScgiRefused(
+            f"{self.address}: no complete answer within {self.deadline_s:.0f} s ({total} bytes so far): "
+            "is this rTorrent's SCGI address?"
+        )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 import xmlrpc.client
 
 import pytest
 
 from qbhook.clients.scgi import (
+    ScgiRefused,
     ScgiRpc,
     ScgiUnreachable,
     encode_request,
@@ -151,3 +153,77 @@ def test_answer_cut_mid_document_is_unreachable(tmp_path):
             ScgiRpc(str(tmp_path / "s")).call("d.name", "AB" * 20)
     finally:
         server.close()
+
+
+# -- finding 6: the answer is read within limits ----------------------------------------------
+
+
+class _Trickle:
+    """A unix-socket peer that answers with ``size`` bytes, one ``step`` every ``every`` s."""
+
+    def __init__(self, path, *, size: int, step: int, every: float):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.bind(str(path))
+        self.sock.listen()
+        self.stop = threading.Event()
+        self.size, self.step, self.every = size, step, every
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            sent = 0
+            try:
+                while sent < self.size and not self.stop.is_set():
+                    conn.sendall(b"x" * self.step)
+                    sent += self.step
+                    if self.every:
+                        time.sleep(self.every)
+            except OSError:
+                return  # the reader gave up: what the limits are for
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+
+
+def test_an_endless_answer_stops_at_the_size_cap(tmp_path):
+    peer = _Trickle(tmp_path / "s", size=10 << 20, step=1 << 16, every=0)
+    try:
+        with pytest.raises(ScgiRefused, match="larger than 100,000 bytes") as err:
+            ScgiRpc(str(tmp_path / "s"), max_bytes=100_000).call("system.client_version")
+    finally:
+        peer.close()
+    assert "\n" not in str(err.value)
+
+
+def test_a_peer_trickling_bytes_stops_at_the_deadline(tmp_path):
+    # each recv gets a byte well within the socket timeout: only the overall deadline ends it
+    peer = _Trickle(tmp_path / "s", size=10_000, step=1, every=0.05)
+    rpc = ScgiRpc(str(tmp_path / "s"), timeout=0.5)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(ScgiRefused, match=r"no complete answer within 2 s \(\d+ bytes so far\)"):
+            rpc.call("system.client_version")
+    finally:
+        peer.close()
+    assert time.monotonic() - t0 < 10
+
+
+def test_the_adapter_says_so_in_one_line_and_does_not_retry(tmp_path):
+    from qbhook.clients.rtorrent import RtorrentClient
+    from qbhook.errors import RtorrentError, RtorrentUnreachable
+
+    peer = _Trickle(tmp_path / "s", size=10 << 20, step=1 << 16, every=0)
+    client = RtorrentClient("rt", str(tmp_path / "s"), sleep=lambda s: pytest.fail("retried"))
+    client._rpc.max_bytes = 100_000
+    try:
+        with pytest.raises(RtorrentError) as err:
+            client.version()
+    finally:
+        peer.close()
+    assert not isinstance(err.value, RtorrentUnreachable)
+    assert str(err.value).startswith("rTorrent 'rt': system.client_version: ") and "\n" not in str(err.value)
