@@ -6,7 +6,8 @@ see, and the sweeper catches the missed change later.
 
 ``/healthz`` (no credentials) answers 200 while the worker makes progress and 503 with
 a one-line reason while it is stalled or failing: intake alone still answering 202 is
-not health, since nothing queued would be processed.
+not health, since nothing queued would be processed. The reason never holds an error's
+text (anyone may ask): the server's log, and the status page behind credentials, have it.
 
 Connections are cheap to hold open, so their number and idle time are bounded (see
 ``waitress_options``): slow or idle clients must not starve the senders that matter.
@@ -42,7 +43,7 @@ _MAX_FORM_FIELDS = 200
 
 class HealthReport(Protocol):
     ok: bool
-    reason: str
+    public: str  # without error text: /healthz answers anyone (qbhook.events.worker.Health)
 
 
 class _Refused(Exception):
@@ -146,12 +147,13 @@ def _health_route(app: Flask, health: Callable[[], HealthReport] | None) -> None
             return jsonify(ok=True)
         try:
             report = health()
-        except Exception as err:  # the probe must answer whatever broke
+        except Exception:  # the probe must answer whatever broke; what broke goes to the log only
             log.exception("health check failed")
-            return _json(503, {"ok": False, "error": f"health check failed: {err!r}"})
+            return _json(503, {"ok": False, "error": "health check failed (see the server's log)"})
+        # No credentials here: never an error's text (paths, names, URLs), only its public line.
         if report.ok:
-            return jsonify(ok=True, worker=report.reason)
-        return _json(503, {"ok": False, "error": report.reason})
+            return jsonify(ok=True, worker=report.public)
+        return _json(503, {"ok": False, "error": report.public})
 
 
 def _error_handlers(app: Flask, max_body: int) -> None:

@@ -544,7 +544,7 @@ def report(cfg: Config, catalog) -> dict:
     server = server_health(cfg.server)
     problems = [f"group {gid} stopped: {reason}" for gid, reason in view_changed]
     if server["answered"] and not server["ok"]:
-        problems.append(f"server unhealthy: {server['reason']}")
+        problems.append(f"server unhealthy: {server['reason']} (its log says why)")
     if stuck and not server["answered"]:
         # With a server answering, waiting jobs are explained (its worker is busy with a
         # long move, or it says why it is not healthy above).

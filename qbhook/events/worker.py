@@ -944,10 +944,16 @@ def maintain_tags(cfg: Config, clients: Iterable[ClientPort], snap, plan) -> int
 
 @dataclass(frozen=True)
 class Health:
-    """What /healthz and ``qbhook status`` say about the worker: ok, and one line why."""
+    """What the worker's health is: ok, one line why (``reason``, may hold the last error's text)
+    and the same without any error text (``public``).
+
+    /healthz answers anyone, without credentials, so it shows ``public`` only: an error's text
+    names catalog paths, torrent names and client URLs, which the status page and /metrics
+    show only redacted, behind credentials. The reason is in the server's log."""
 
     ok: bool
     reason: str
+    public: str
     detail: dict = field(default_factory=dict)
 
 
@@ -1018,19 +1024,17 @@ class WorkerHealth:
             if self._busy_since is not None:
                 detail["busy_s"] = round(now - self._busy_since, 1)
             if self._thread is not None and not self._thread.is_alive():
-                return Health(False, "worker thread has stopped; events are queued but not processed", detail)
+                stopped = "worker thread has stopped; events are queued but not processed"
+                return Health(False, stopped, stopped, detail)
             if self._failures >= self.fail_threshold:
                 since = now - (self._failing_since or now)
-                return Health(
-                    False,
-                    f"worker failing: {self._failures} attempts in a row over {since:.0f} s, last: {self._last_error}",
-                    detail,
-                )
+                failing = f"worker failing: {self._failures} attempts in a row over {since:.0f} s"
+                return Health(False, f"{failing}, last: {self._last_error}", failing, detail)
             if self._busy_since is None and now - self._beat > self.stall_after_s:
-                return Health(
-                    False, f"worker stalled: no progress for {now - self._beat:.0f} s (last: {self._doing})", detail
-                )
-            return Health(True, f"worker {self._doing}", detail)
+                # ``doing`` is always one of the loop's own fixed phrases (beat/busy), never error text
+                stalled = f"worker stalled: no progress for {now - self._beat:.0f} s (last: {self._doing})"
+                return Health(False, stalled, stalled, detail)
+            return Health(True, f"worker {self._doing}", f"worker {self._doing}", detail)
 
 
 class Worker:
