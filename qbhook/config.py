@@ -822,6 +822,10 @@ def _parse_server(raw: Any, env: dict, base_dir: Path | None) -> ServerConfig:
     raw = raw or {}
     password, pw_env, _ = _secret(raw, "password", env, base_dir, "server", allow_file=False)
     token, tok_env, tok_file = _secret(raw, "token", env, base_dir, "server")
+    if (password or pw_env) and not kw.get("username"):
+        # HTTP Basic checks both: without a username the password accepts nothing, and every
+        # event endpoint would answer 503 "no credentials configured" (qbhook.events.auth).
+        raise ConfigError("server.password", "a password needs server.username too (or use token_env)")
     return ServerConfig(
         password=password, password_env=pw_env, token=token, token_env=tok_env, token_file=tok_file, **kw
     )

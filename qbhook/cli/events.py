@@ -379,6 +379,7 @@ def serve(app: App, listen, port, no_sweep):
 
     Example: qbhook serve --listen 0.0.0.0 --port 9797
     """
+    from qbhook.events.auth import AuthConfig
     from qbhook.events.service import Service
 
     cfg = app.cfg
@@ -390,7 +391,7 @@ def serve(app: App, listen, port, no_sweep):
         hashing_log.setLevel(logging.INFO)
     # A daemon says it is retrying a client (one-shot commands only say what the retries came to).
     logging.getLogger(RETRY_LOG).setLevel(logging.NOTSET)
-    if not (srv.password or srv.token):
+    if not AuthConfig.of_server(srv).configured:  # the rule the endpoints answer 503 by
         echo_shown(
             "qbhook: warning: no server credentials configured (server.password_env / token_env); "
             "every event endpoint will refuse requests",

@@ -30,8 +30,15 @@ class AuthConfig:
     password: str | None = field(default=None, repr=False)
     token: str | None = field(default=None, repr=False)
 
+    @classmethod
+    def of_server(cls, srv) -> AuthConfig:
+        """The credentials of ``server:`` in the config (a ``qbhook.config.ServerConfig``)."""
+        return cls(username=srv.username, password=srv.password, token=srv.token)
+
     @property
     def configured(self) -> bool:
+        """The one rule for "some request can be accepted": ``serve`` warns by it too. HTTP Basic
+        needs both halves; a password alone is a config error (``qbhook.config``)."""
         return bool(self.token) or bool(self.username and self.password)
 
     def allows(self, headers: Mapping[str, str], query_token: str | None = None, api_key: str | None = None) -> bool:

@@ -72,7 +72,7 @@ class Service:
     ):
         self.cfg, self.clients, self.executor_for = cfg, clients, executor_for
         srv = cfg.server
-        auth = AuthConfig(username=srv.username, password=srv.password, token=srv.token)
+        auth = AuthConfig.of_server(srv)
         self.health = WorkerHealth()
         intake = JobQueue(connect(cfg.catalog, check_same_thread=False))
         wsgi = create_app(

@@ -38,3 +38,45 @@ def test_status_against_an_ssh_banner_is_one_line_not_a_traceback():
         srv.close()
     assert out["answered"] is False and out["ok"] is False
     assert "not an HTTP server" in out["reason"] and "\n" not in out["reason"]
+
+
+# -- finding 12: one rule for "credentials configured" ----------------------------------------
+
+_CONFIG = """\
+catalog: {catalog}
+pools: {{stash: {{path: /stash, role: primary}}, pool: {{path: /pool, role: cold}}}}
+seeding_roots: {{stash: /stash/seed, pool: /pool/seed}}
+qbittorrent: {{url: "http://127.0.0.1:8080"}}
+server: {server}
+"""
+
+
+def _load(tmp_path, server: str):
+    from qbhook.config import load_config
+
+    p = tmp_path / "c.yaml"
+    p.write_text(_CONFIG.format(catalog=tmp_path / "c.sqlite", server=server))
+    return load_config(p, env={"PW": "pw", "TOK": "tok"})
+
+
+def test_a_server_password_without_a_username_is_a_one_line_config_error(tmp_path):
+    """Main accepted it without a warning (serve warned only without password and token) while
+    every endpoint answered 503 "no credentials configured": HTTP Basic needs both."""
+    import pytest
+
+    from qbhook.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, "{password_env: PW}")
+    assert "server.password" in str(e.value) and "username" in str(e.value) and "\n" not in str(e.value)
+    # Either half of a working pair, or a token, is accepted; serve's warning and the
+    # endpoints read the same rule.
+    from qbhook.events.auth import AuthConfig
+
+    for server, configured in (
+        ("{username: u, password_env: PW}", True),
+        ("{token_env: TOK}", True),
+        ("{username: u}", False),
+        ("{}", False),
+    ):
+        assert AuthConfig.of_server(_load(tmp_path, server).server).configured is configured, server
