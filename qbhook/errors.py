@@ -141,6 +141,13 @@ class UnknownRun(QbhookError, KeyError):
         return self.message
 
 
+class UnreadableRecord(QbtError):
+    """A client reported a torrent or file record qbhook cannot read: a field of the wrong kind
+    (``"size": null``), a hash that is not one, a name that is a path. One line naming the
+    torrent and the field; what it means for a listing is the reader's to decide
+    (``qbhook.clients.model``, ``qbhook.catalog.indexer``)."""
+
+
 class RtorrentError(QbtError):
     """rTorrent refused a request (an XML-RPC fault other than an unknown hash).
 

@@ -9,28 +9,38 @@ reads the API-shaped record, which is also the shape the torrent index stores fo
 a hash is v1/v2 hex in lower case (``check_hash``), tags are comma-joined and cannot contain
 ',' (``parse_tags``, ``check_tags``).
 
+A client's answer is input like any other: every record is checked where it enters, here
+(``from_api``; rTorrent's rows in ``clients.rtorrent.RtItem.from_row`` with the same rules).
+A hash must be one (a row whose id is ``all`` would otherwise reach a ``hashes=`` parameter),
+numbers must be numbers, paths text, and a name used as a path component one component
+(``is_path_component``). A record that is not is ``UnreadableRecord``: one line naming the
+torrent and the field, never a half-typed torrent.
+
 Snapshots are taken once and never refreshed in place: a decision is made on
 one consistent view, and a newer view is a new object.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from qbhook.errors import BadRequest, PathMapError
+from qbhook.errors import BadRequest, PathMapError, UnreadableRecord
 from qbhook.pathmap import PathMap
 
 __all__ = [
     "CHECKING_STATES",
     "STABLE_STATES",
+    "RecordFields",
     "TorrentFile",
     "TorrentInfo",
     "check_hash",
     "check_tags",
     "is_info_hash",
+    "is_path_component",
     "normalize_state",
     "parse_tags",
 ]
@@ -102,16 +112,61 @@ def check_tags(tags: Iterable[str]) -> list[str]:
     return out
 
 
-def _hash_or_none(value: Any) -> str | None:
-    return str(value).lower() if value else None
+def is_path_component(name: str) -> bool:
+    """One folder entry's name: not empty, no '/', not '.' or '..', no NUL. A client's name for
+    a torrent's content (rTorrent's ``d.name`` of a single file) is joined under its save path:
+    ``/etc/shadow`` or ``../x`` there would name a file outside it."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\0" not in name
 
 
-def _time_or_none(value: Any) -> int | None:
-    # qBittorrent reports "never" as -1, 0 or 2**32-1 depending on version
-    if value is None:
-        return None
-    value = int(value)
-    return value if 0 < value < 0xFFFFFFFF else None
+class RecordFields:
+    """Reads one client record's fields; the first that does not read is UnreadableRecord."""
+
+    def __init__(self, raw: Mapping[str, Any], what: str):
+        self.raw = raw
+        self.what = what
+
+    def bad(self, key: str, value: Any, why: str = "") -> UnreadableRecord:
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        return UnreadableRecord(f"{self.what}: unreadable record: {key} = {shown}{f' ({why})' if why else ''}")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.raw.get(key, default)
+
+    def number(self, key: str, kind: type, default: Any) -> Any:
+        value = self.raw.get(key, default)
+        # bool is an int to Python, and a float would be truncated by int(): both are other kinds
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self.bad(key, value, "not a number")
+        if kind is int and value != int(value):
+            raise self.bad(key, value, "not a whole number")
+        return kind(value)
+
+    def text(self, key: str, default: str = "") -> str:
+        """A string field; absent or null is ``default``."""
+        value = self.raw.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise self.bad(key, value, "not text")
+        return value
+
+    def hash(self, key: str, length: int | None = None) -> str | None:
+        """A hash field (None when absent or empty), lower-cased; ``length``: 40 (v1) or 64 (v2)."""
+        value = self.raw.get(key)
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str) or not is_info_hash(value.lower()) or (length and len(value) != length):
+            raise self.bad(key, value, "not a torrent hash")
+        return value.lower()
+
+    def time(self, key: str) -> int | None:
+        # qBittorrent reports "never" as -1, 0 or 2**32-1 depending on version
+        if self.raw.get(key) is None:
+            return None
+        value = self.number(key, int, None)
+        return value if 0 < value < 0xFFFFFFFF else None
 
 
 def _absolute(client_path: str | None) -> str | None:
@@ -168,31 +223,42 @@ class TorrentInfo:
 
     @classmethod
     def from_api(cls, raw: Mapping[str, Any], path_map: PathMap, instance: str) -> TorrentInfo:
-        raw_state = str(raw.get("state", "unknown"))
+        """Type one API-shaped record; UnreadableRecord names the torrent and the first bad field,
+        PathMapError a path that cannot be mapped."""
+        if not isinstance(raw, Mapping):
+            raise UnreadableRecord(f"{instance}: a torrent record that is not a mapping: {raw!r:.80}")
+        f = RecordFields(raw, f"{instance}: torrent {str(raw.get('hash', '?'))[:70]}")
+        h = f.hash("hash")
+        if h is None:
+            raise f.bad("hash", raw.get("hash"), "missing")
+        f.what = f"{instance}: torrent {h}"
+        raw_state = f.text("state", "unknown")
+        paths = {k: f.text(k) for k in ("save_path", "download_path", "content_path", "root_path")}
+        size = f.number("size", int, 0)
         return cls(
             instance=instance,
-            hash=str(raw["hash"]).lower(),
-            infohash_v1=_hash_or_none(raw.get("infohash_v1")),
-            infohash_v2=_hash_or_none(raw.get("infohash_v2")),
-            name=str(raw.get("name", "")),
-            save_path=_host(path_map, raw.get("save_path"), "save_path", raw),
-            download_path=_host(path_map, raw.get("download_path"), "download_path", raw),
-            content_path=_host(path_map, _absolute(raw.get("content_path")), "content_path", raw),
-            root_path=_host(path_map, _absolute(raw.get("root_path")), "root_path", raw),
-            client_save_path=str(raw.get("save_path") or ""),
-            client_content_path=str(raw.get("content_path") or ""),
+            hash=h,
+            infohash_v1=f.hash("infohash_v1", 40),
+            infohash_v2=f.hash("infohash_v2", 64),
+            name=f.text("name"),
+            save_path=_host(path_map, paths["save_path"], "save_path", raw),
+            download_path=_host(path_map, paths["download_path"], "download_path", raw),
+            content_path=_host(path_map, _absolute(paths["content_path"]), "content_path", raw),
+            root_path=_host(path_map, _absolute(paths["root_path"]), "root_path", raw),
+            client_save_path=paths["save_path"],
+            client_content_path=paths["content_path"],
             auto_tmm=bool(raw.get("auto_tmm", False)),
-            category=str(raw.get("category") or ""),
-            tags=parse_tags(raw.get("tags")),
+            category=f.text("category"),
+            tags=parse_tags(f.text("tags")),
             state=normalize_state(raw_state),
             raw_state=raw_state,
-            progress=float(raw.get("progress", 0.0)),
-            amount_left=int(raw.get("amount_left", 0)),
-            size=int(raw.get("size", 0)),
-            total_size=int(raw.get("total_size", raw.get("size", 0))),
+            progress=f.number("progress", float, 0.0),
+            amount_left=f.number("amount_left", int, 0),
+            size=size,
+            total_size=f.number("total_size", int, size),
             has_metadata=_has_metadata(raw, raw_state),
-            added_on=_time_or_none(raw.get("added_on")),
-            completion_on=_time_or_none(raw.get("completion_on")),
+            added_on=f.time("added_on"),
+            completion_on=f.time("completion_on"),
         )
 
     def matches(self, any_hash: str) -> bool:
@@ -244,13 +310,23 @@ class TorrentFile:
     priority: int
 
     @classmethod
-    def from_api(cls, raw: Mapping[str, Any], position: int) -> TorrentFile:
+    def from_api(cls, raw: Mapping[str, Any], position: int, torrent: str = "?") -> TorrentFile:
+        """Type one file record of ``torrent``; UnreadableRecord names the file and the bad field.
+
+        The name is kept as the client spelled it: a '..' in it is not a path to look up, and
+        ``catalog.indexer`` and the planner refuse it where it would be joined."""
+        if not isinstance(raw, Mapping):
+            raise UnreadableRecord(f"torrent {torrent}: file {position}: a record that is not a mapping: {raw!r:.80}")
+        f = RecordFields(raw, f"torrent {torrent}: file {position}")
+        name = f.text("name")
+        if not name:
+            raise f.bad("name", raw.get("name"), "missing")
         return cls(
-            index=int(raw.get("index", position)),
-            name=str(raw["name"]),
-            size=int(raw["size"]),
-            progress=float(raw.get("progress", 0.0)),
-            priority=int(raw.get("priority", 1)),
+            index=f.number("index", int, position),
+            name=name,
+            size=f.number("size", int, None),
+            progress=f.number("progress", float, 0.0),
+            priority=f.number("priority", int, 1),
         )
 
     @property

@@ -47,11 +47,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
-from qbhook.clients.model import (  # one rule for hashes and tags
+from qbhook.clients.model import (  # one rule for hashes, tags and a record's fields
+    RecordFields,
     TorrentFile,
     TorrentInfo,
     check_hash,
     check_tags,
+    is_path_component,
     parse_tags,
 )
 from qbhook.clients.port import FindOrRaise
@@ -62,6 +64,7 @@ from qbhook.errors import (
     RtorrentError,
     RtorrentUnreachable,
     UnknownTorrent,
+    UnreadableRecord,
     UnsafeOperation,
     VerificationFailed,
 )
@@ -111,6 +114,21 @@ _ITEM_FIELDS: tuple[tuple[str, str | None], ...] = (
     ("d.message", None),
 )
 
+_FIELD_NAMES = tuple(cmd for cmd, _ in _ITEM_FIELDS)
+
+
+def _flag(f: RecordFields) -> Callable[[str], bool]:
+    """rTorrent's flags are the integers 0 and 1."""
+
+    def read(key: str) -> bool:
+        value = f.number(key, int, None)
+        if value not in (0, 1):
+            raise f.bad(key, value, "not 0 or 1")
+        return bool(value)
+
+    return read
+
+
 _FILE_FIELDS = ("f.path=", "f.size_bytes=", "f.priority=", "f.completed_chunks=", "f.size_chunks=")
 
 # f.multicall requests per system.multicall: one answer stays a few MB at most.
@@ -148,52 +166,44 @@ class RtItem:
     message: str
 
     @classmethod
-    def from_row(cls, row: Sequence[Any]) -> RtItem:
-        if len(row) != len(_ITEM_FIELDS):
-            raise RtorrentError(f"rTorrent answered {len(row)} fields for an item, expected {len(_ITEM_FIELDS)}")
-        (
-            h,
-            name,
-            directory,
-            multi,
-            state,
-            is_open,
-            active,
-            hashing,
-            failed,
-            complete,
-            done,
-            size,
-            left,
-            custom1,
-            tags,
-            loaded,
-            finished,
-            up,
-            down,
-            message,
-        ) = row
+    def from_row(cls, row: Sequence[Any], instance: str = "?") -> RtItem:
+        """Type one item row (``_ITEM_FIELDS`` order) by ``clients.model``'s rules: the hash is
+        one, numbers are whole numbers, text is text, and a single file's name is one path
+        component (it is joined under the save path). Else UnreadableRecord naming the field."""
+        where = f"rTorrent {instance!r}"
+        if not isinstance(row, (list, tuple)) or len(row) != len(_ITEM_FIELDS):
+            raise UnreadableRecord(f"{where}: an item row that is not {len(_ITEM_FIELDS)} fields: {row!r:.80}")
+        f = RecordFields(dict(zip(_FIELD_NAMES, row, strict=True)), f"{where}: item {str(row[0])[:70]}")
+        h = f.hash("d.hash", 40)  # rTorrent knows v1 hashes only
+        if h is None:
+            raise f.bad("d.hash", row[0], "missing")
+        f.what = f"{where}: item {h}"
+        flag = _flag(f)
+        multi = flag("d.is_multi_file")
+        name = f.text("d.name")
+        if not multi and not is_path_component(name):
+            raise f.bad("d.name", name, "a single file's name must be one path component")
         return cls(
-            hash=str(h).lower(),
-            name=str(name),
-            directory=str(directory),
-            is_multi_file=bool(multi),
-            state=int(state),
-            is_open=bool(is_open),
-            is_active=bool(active),
-            hashing=int(hashing),
-            hashing_failed=bool(failed),
-            complete=bool(complete),
-            completed_bytes=int(done),
-            size_bytes=int(size),
-            left_bytes=int(left),
-            custom1=str(custom1),
-            tags_raw=str(tags),
-            load_date=int(loaded),
-            finished=int(finished),
-            up_rate=int(up),
-            down_rate=int(down),
-            message=str(message),
+            hash=h,
+            name=name,
+            directory=f.text("d.directory"),
+            is_multi_file=multi,
+            state=f.number("d.state", int, None),
+            is_open=flag("d.is_open"),
+            is_active=flag("d.is_active"),
+            hashing=f.number("d.hashing", int, None),
+            hashing_failed=flag("d.hashing_failed"),
+            complete=flag("d.complete"),
+            completed_bytes=f.number("d.completed_bytes", int, None),
+            size_bytes=f.number("d.size_bytes", int, None),
+            left_bytes=f.number("d.left_bytes", int, None),
+            custom1=f.text("d.custom1"),
+            tags_raw=f.text("d.custom"),
+            load_date=f.number("d.load_date", int, None),
+            finished=f.number("d.timestamp.finished", int, None),
+            up_rate=f.number("d.up.rate", int, None),
+            down_rate=f.number("d.down.rate", int, None),
+            message=f.text("d.message"),
         )
 
     @property
@@ -317,6 +327,9 @@ class RtorrentClient(FindOrRaise):
             out.append(answer[0] if isinstance(answer, list) and len(answer) == 1 else answer)
         return out
 
+    def _where(self, h: str) -> str:
+        return f"rTorrent {self.name!r}: item {h}"
+
     def _unknown(self, any_hash: str) -> UnknownTorrent:
         return UnknownTorrent(f"rTorrent {self.name!r} has no torrent {any_hash}")
 
@@ -329,7 +342,9 @@ class RtorrentClient(FindOrRaise):
         """Every item as rTorrent reports it (one d.multicall2)."""
         fields = [f"{cmd}={arg}" if arg else f"{cmd}=" for cmd, arg in _ITEM_FIELDS]
         rows = self._call("list items", "d.multicall2", "", "main", *fields)
-        return [RtItem.from_row(r) for r in rows]
+        if not isinstance(rows, list):
+            raise UnreadableRecord(f"rTorrent {self.name!r}: list items: not a list of rows: {rows!r:.80}")
+        return [RtItem.from_row(r, self.name) for r in rows]
 
     def item(self, any_hash: str) -> RtItem | None:
         """One item by hash (one system.multicall), None if rTorrent has no such item."""
@@ -342,7 +357,10 @@ class RtorrentClient(FindOrRaise):
             row = self._multicall(f"read item {h}", calls, torrent=h)
         except UnknownTorrent:
             return None
-        return RtItem.from_row(row)
+        item = RtItem.from_row(row, self.name)
+        if item.hash != h:
+            raise UnreadableRecord(f"rTorrent {self.name!r}: asked for item {h}, the answer is item {item.hash}")
+        return item
 
     def _info(self, item: RtItem) -> TorrentInfo:
         client_save, content_leaf = self._split(item)
@@ -429,7 +447,7 @@ class RtorrentClient(FindOrRaise):
             torrent=any_hash,
         )
         prefix = posixpath.basename(normalize(str(directory))) if multi else ""
-        return _files(rows, prefix)
+        return _files(rows, prefix, self._where(h))
 
     def torrents_with_files(self) -> list[tuple[TorrentInfo, list[TorrentFile]]]:
         """Every item with its files: one d.multicall2 + one system.multicall per 500 items."""
@@ -439,6 +457,8 @@ class RtorrentClient(FindOrRaise):
             chunk = items[start : start + _FILES_BATCH]
             calls = [_mc("f.multicall", it.hash.upper(), "", *_FILE_FIELDS) for it in chunk]
             answers = self._call("list files", "system.multicall", calls)
+            if not isinstance(answers, list) or len(answers) != len(calls):
+                raise RtorrentError(f"rTorrent {self.name!r}: list files: malformed multicall answer")
             for it, answer in zip(chunk, answers, strict=True):
                 if isinstance(answer, dict):
                     if int(answer.get("faultCode", 0)) == FAULT_UNKNOWN_HASH:
@@ -448,9 +468,11 @@ class RtorrentClient(FindOrRaise):
                         xmlrpc.client.Fault(int(answer.get("faultCode", 0)), str(answer.get("faultString", ""))),
                         None,
                     )
+                if not isinstance(answer, list) or len(answer) != 1:
+                    raise RtorrentError(f"rTorrent {self.name!r}: list files of {it.hash}: malformed answer")
                 info = self._info(it)
                 prefix = posixpath.basename(normalize(it.directory)) if it.is_multi_file else ""
-                out.append((info, _files(answer[0], prefix)))
+                out.append((info, _files(answer[0], prefix, self._where(it.hash))))
         return out
 
     def _resolve(self, any_hash: str) -> str:
@@ -459,7 +481,10 @@ class RtorrentClient(FindOrRaise):
         if len(h) != 40:
             raise self._unknown(any_hash)
         got = self._call(f"resolve {h}", "d.hash", h.upper(), torrent=any_hash)
-        return str(got).lower()
+        if not isinstance(got, str) or got.lower() != h:
+            # every call after this names the item by this id: it must be the one asked for
+            raise UnreadableRecord(f"rTorrent {self.name!r}: asked for item {h}, the answer is {got!r:.80}")
+        return h
 
     # -- acting ---------------------------------------------------------
 
@@ -596,18 +621,29 @@ class RtorrentClient(FindOrRaise):
         """Nothing to release: one connection per call."""
 
 
-def _files(rows: Iterable[Sequence[Any]], prefix: str) -> list[TorrentFile]:
+def _files(rows: Any, prefix: str, where: str) -> list[TorrentFile]:
+    """Typed file rows (``_FILE_FIELDS`` order); UnreadableRecord names the file and the field.
+
+    A path is kept as rTorrent spelled it: a '..' in it is never joined (``catalog.indexer``
+    and the planner refuse it)."""
+    if not isinstance(rows, list):
+        raise UnreadableRecord(f"{where}: file list is not a list: {rows!r:.80}")
     out = []
     for index, row in enumerate(rows):
-        path, size, priority, done_chunks, chunks = row
-        name = f"{prefix}/{path}" if prefix else str(path)
+        if not isinstance(row, (list, tuple)) or len(row) != len(_FILE_FIELDS):
+            raise UnreadableRecord(f"{where}: file {index}: not {len(_FILE_FIELDS)} fields: {row!r:.80}")
+        f = RecordFields(dict(zip(_FILE_FIELDS, row, strict=True)), f"{where}: file {index}")
+        path = f.text("f.path=")
+        if not path:
+            raise f.bad("f.path", row[0], "missing")
+        chunks = f.number("f.size_chunks=", int, None)
         out.append(
             TorrentFile(
                 index=index,
-                name=name,
-                size=int(size),
-                progress=(int(done_chunks) / int(chunks)) if int(chunks) else 1.0,
-                priority=int(priority),
+                name=f"{prefix}/{path}" if prefix else path,
+                size=f.number("f.size_bytes=", int, None),
+                progress=(f.number("f.completed_chunks=", int, None) / chunks) if chunks else 1.0,
+                priority=f.number("f.priority=", int, None),
             )
         )
     return out

@@ -5,7 +5,8 @@ Rules this module enforces for everything above it:
 * every path in and out goes through the instance's ``PathMap`` (lesson 1);
 * actions take any spelling of a torrent's hash and act on the id qBittorrent
   reported, so a caller-supplied string never reaches a ``hashes=`` parameter
-  (``all`` or ``a|b`` there would act on other torrents);
+  (``all`` or ``a|b`` there would act on other torrents); nor does a reported one
+  unchecked: ``TorrentInfo.from_api`` refuses a record whose id is not a hash;
 * qBittorrent skips unknown hashes silently, so actions confirm the torrent
   exists first and raise ``UnknownTorrent``;
 * transient failures (connection, 5xx) are retried with bounded exponential
@@ -38,6 +39,7 @@ from qbhook.errors import (
     PathMapError,
     QbtError,
     UnknownTorrent,
+    UnreadableRecord,
     UnsafeOperation,
 )
 from qbhook.pathmap import PathMap
@@ -253,6 +255,8 @@ class QbtClient(FindOrRaise):
 
     def _raw_info(self, **filters: Any) -> list[dict[str, Any]]:
         rows = self._call("torrents/info", self._api.torrents_info, SIMPLE_RESPONSES=True, **filters)
+        if not isinstance(rows, list) or not all(isinstance(r, Mapping) for r in rows):
+            raise UnreadableRecord(f"qBittorrent {self.name!r}: torrents/info: not a list of torrent records")
         return [dict(r) for r in rows]
 
     def _to_info(self, raw: Mapping[str, Any]) -> TorrentInfo:
@@ -286,8 +290,8 @@ class QbtClient(FindOrRaise):
             return rows
         # qBittorrent filters on its torrent id only: the v1 hash of a hybrid
         # and full v2 hashes need a full listing.
-        seen = {r["hash"] for r in rows}
-        extra = [r for r in self._raw_info(**filters) if r["hash"] not in seen and _raw_hashes(r) & wanted]
+        seen = {r.get("hash") for r in rows}
+        extra = [r for r in self._raw_info(**filters) if r.get("hash") not in seen and _raw_hashes(r) & wanted]
         return rows + extra
 
     def find(self, any_hash: str) -> TorrentInfo | None:
@@ -306,7 +310,7 @@ class QbtClient(FindOrRaise):
             SIMPLE_RESPONSES=True,
             torrent=any_hash,
         )
-        return [TorrentFile.from_api(r, i) for i, r in enumerate(rows)]
+        return _file_list(rows, t.hash)
 
     def maindata(self, rid: int = 0) -> dict[str, Any]:
         """Raw ``sync/maindata`` since response ``rid`` (0: everything); CLIENT paths inside.
@@ -314,7 +318,10 @@ class QbtClient(FindOrRaise):
         Torrents come keyed by id with only the fields that changed unless ``full_update``;
         the torrent index (qbhook.catalog.indexer) merges and maps them.
         """
-        return dict(self._call("sync/maindata", self._api.sync_maindata, rid=int(rid)))
+        data = self._call("sync/maindata", self._api.sync_maindata, rid=int(rid))
+        if not isinstance(data, Mapping):
+            raise UnreadableRecord(f"qBittorrent {self.name!r}: sync/maindata: not a mapping")
+        return dict(data)
 
     def files_of_id(self, torrent_id: str) -> list[TorrentFile]:
         """``files`` for an id qBittorrent itself just reported: one request, no lookup first.
@@ -323,7 +330,7 @@ class QbtClient(FindOrRaise):
         """
         h = check_hash(torrent_id)
         rows = self._call("torrents/files", self._api.torrents_files, torrent_hash=h, SIMPLE_RESPONSES=True, torrent=h)
-        return [TorrentFile.from_api(r, i) for i, r in enumerate(rows)]
+        return _file_list(rows, h)
 
     def categories(self) -> dict[str, Category]:
         """Categories with the absolute save path ATM would use for each."""
@@ -503,6 +510,12 @@ class QbtClient(FindOrRaise):
                 self._api.auth_log_out()
             except qba.APIError:
                 pass
+
+
+def _file_list(rows: Any, torrent: str) -> list[TorrentFile]:
+    if not isinstance(rows, list):
+        raise UnreadableRecord(f"torrent {torrent}: torrents/files: not a list of file records")
+    return [TorrentFile.from_api(r, i, torrent) for i, r in enumerate(rows)]
 
 
 def _status_of(exc: BaseException) -> int | str:

@@ -1,0 +1,169 @@
+"""A client's answer is hostile input: checked where it enters (``clients.model``), one line
+naming the torrent and the field when it does not read, never a traceback, never a half-typed
+torrent (findings 3 and 5).
+
+What an unreadable record means: the torrent index keeps it as not known (``map_error``), so
+``sync``, ``torrents`` and ``dupes --payloads`` go on with the others; the sweep, the event
+jobs and ``orphans`` list live and refuse on it, as on an unmappable torrent, since a torrent
+that cannot be read could hold files that would otherwise look unreferenced, or belong to a
+group that would be planned without it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from qbhook.clients.model import TorrentFile, TorrentInfo
+from qbhook.errors import OrphansRefused, QbtError, UnreadableRecord
+from qbhook.pathmap import PathMap
+from tests.unit.catalog.test_torrent_index import H1, H2, _raw
+from tests.unit.rtorrent.test_adapter import HM, HS, ROW_MULTI, ROW_SINGLE, _client, _row
+
+# -- the one home: TorrentInfo.from_api / TorrentFile.from_api ------------------------------
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"size": None}, "size = None"),
+        ({"progress": "x"}, "progress = 'x'"),
+        ({"progress": float("nan")}, "progress = nan"),
+        ({"amount_left": 1.5}, "amount_left = 1.5"),
+        ({"added_on": "yesterday"}, "added_on = 'yesterday'"),
+        ({"save_path": 7}, "save_path = 7"),
+        ({"tags": ["a"]}, "tags = ['a']"),
+        ({"infohash_v1": "zz"}, "infohash_v1 = 'zz'"),
+        ({"infohash_v2": H1}, "infohash_v2 = "),  # a v1 length where a v2 hash belongs
+    ],
+)
+def test_a_field_that_does_not_read_is_one_line_naming_torrent_and_field(change, field):
+    with pytest.raises(UnreadableRecord) as err:
+        TorrentInfo.from_api({"hash": H1, **_raw("R1"), **change}, PathMap(), "q")
+    text = str(err.value)
+    assert text.startswith(f"q: torrent {H1}: unreadable record: {field}") and "\n" not in text
+
+
+@pytest.mark.parametrize("bad", ["zz", "all", f"{H1}|{H2}", None, 12, ""])
+def test_a_reported_id_that_is_not_a_hash_is_refused(bad):
+    raw = {**_raw("R1"), "hash": bad}
+    if bad is None:
+        del raw["hash"]
+    with pytest.raises(UnreadableRecord, match=r"unreadable record: hash = "):
+        TorrentInfo.from_api(raw, PathMap(), "q")
+
+
+def test_a_well_formed_record_still_reads_and_upper_case_is_lowered():
+    t = TorrentInfo.from_api({**_raw("R1"), "hash": H1.upper(), "infohash_v1": H1.upper()}, PathMap(), "q")
+    assert t.hash == H1 and t.infohash_v1 == H1 and t.size == 30 and t.progress == 1.0
+
+
+@pytest.mark.parametrize(
+    "raw, field",
+    [
+        ({"name": "a", "size": None}, "size = None"),
+        ({"name": "a", "size": "1"}, "size = '1'"),
+        ({"size": 1}, "name = None"),
+        ("a", "not a mapping"),
+    ],
+)
+def test_a_file_record_that_does_not_read_names_torrent_file_and_field(raw, field):
+    with pytest.raises(UnreadableRecord) as err:
+        TorrentFile.from_api(raw, 3, H1)
+    assert str(err.value).startswith(f"torrent {H1}: file 3: ") and field in str(err.value)
+
+
+# -- qBittorrent: the id it reported reaches hashes= only checked ----------------------------
+
+
+def test_a_row_whose_id_is_all_never_reaches_an_action(rsps_fake):
+    from tests.unit.qbt import recorded as rec
+
+    fake, client = rsps_fake
+    fake.torrents = [{**rec.V4_HYBRID, "hash": "all"}]
+    with pytest.raises(UnreadableRecord, match="unreadable record: hash = 'all'"):
+        client.stop(rec.HYBRID_V1)  # its v1 hash matches: main sent hashes=all
+    assert fake.calls("torrents/pause") == [] and fake.calls("torrents/stop") == []
+
+
+@pytest.fixture
+def rsps_fake():
+    import responses
+
+    from tests.unit.qbt.fakeqbt import FakeQbt as FakeWebApi
+    from tests.unit.qbt.test_client import make_client
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as r:
+        yield FakeWebApi(r), make_client()
+
+
+# -- rTorrent: rows are typed by the same rules -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "base, changes, field",
+    [
+        (ROW_MULTI, {"hash": "zz"}, "d.hash = 'zz'"),
+        (ROW_MULTI, {"hash": "all"}, "d.hash = 'all'"),
+        (ROW_SINGLE, {"name": "/etc/shadow"}, "d.name = '/etc/shadow'"),
+        (ROW_SINGLE, {"name": "../../x"}, "d.name = '../../x'"),
+        (ROW_SINGLE, {"name": ".."}, "d.name = '..'"),
+        (ROW_MULTI, {"state": "x"}, "d.state = 'x'"),
+        (ROW_MULTI, {"size_bytes": None}, "d.size_bytes = None"),
+        (ROW_MULTI, {"is_multi_file": 2}, "d.is_multi_file = 2"),
+        (ROW_MULTI, {"directory": 5}, "d.directory = 5"),
+    ],
+)
+def test_an_unreadable_item_row_is_one_line_not_a_traceback(base, changes, field):
+    c = _client([_row(base, **changes)])
+    with pytest.raises(UnreadableRecord) as err:
+        c.torrents()
+    assert "rTorrent 'rt': item " in str(err.value) and field in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_row_of_the_wrong_length_or_kind_is_one_line():
+    for rows in ([ROW_MULTI[:-1]], ["x"], 5):
+        c = _client()
+        c._rpc.rows = {}
+        c._rpc.call = lambda method, *params, rows=rows: rows
+        with pytest.raises(UnreadableRecord):
+            c.torrents()
+
+
+def test_a_multi_file_items_name_is_not_a_path_and_may_hold_a_slash():
+    # d.name of a multi-file item is never joined: the content folder is d.directory's own name
+    c = _client([_row(ROW_MULTI, name="Show/X")])
+    (t,) = c.torrents()
+    assert t.content_path == "/stash/data/torrents/Show.X"
+
+
+def test_unreadable_file_rows_and_a_short_multicall_answer_are_one_line():
+    c = _client(files={HM.upper(): [["a.mkv", "big", 1, 19, 19]], HS.upper(): [["single.mkv", 200000, 1, 13, 13]]})
+    with pytest.raises(UnreadableRecord, match=r"item [0-9a-f]{40}: file 0: unreadable record: f.size_bytes= = 'big'"):
+        c.files(HM)
+    with pytest.raises(UnreadableRecord, match="file 0: not 5 fields"):
+        _client(files={HM.upper(): [["a.mkv", 1]]}).files(HM)
+    c = _client()
+    real = c._rpc.call
+    c._rpc.call = lambda method, *p: real(method, *p)[:1] if method == "system.multicall" else real(method, *p)
+    with pytest.raises(QbtError, match="list files: malformed multicall answer"):
+        c.torrents_with_files()
+
+
+def test_an_action_goes_only_to_the_item_asked_for():
+    c = _client()
+    real = c._rpc.call
+    c._rpc.call = lambda method, *p: "ALL" if method == "d.hash" else real(method, *p)
+    with pytest.raises(UnreadableRecord, match=f"asked for item {HM}"):
+        c.stop(HM)
+    assert not any(call[0] == "d.stop" for call in c._rpc.calls)
+
+
+# -- orphans: an unreadable torrent refuses, it never makes its files look unreferenced ---------
+
+
+def test_orphans_refuse_when_a_torrent_cannot_be_read():
+    from qbhook.move.orphans import references
+
+    c = _client([ROW_MULTI, _row(ROW_SINGLE, size_bytes="?")])
+    with pytest.raises(OrphansRefused, match=r"client rt cannot be listed .*d.size_bytes = '\?'"):
+        references([c])
