@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import posixpath
 import sqlite3
 import time
@@ -46,9 +47,9 @@ from qbhook.catalog.torrents import (
     TorrentIndex,
     TorrentRecord,
 )
-from qbhook.clients.model import TorrentFile, TorrentInfo
+from qbhook.clients.model import TorrentFile, TorrentInfo, check_hash, is_info_hash
 from qbhook.clients.port import ClientPort
-from qbhook.errors import PathMapError, QbhookError, UnknownTorrent
+from qbhook.errors import PathMapError, QbhookError, UnknownTorrent, UnreadableRecord
 from qbhook.paths import normalize
 
 log = logging.getLogger(__name__)
@@ -166,41 +167,68 @@ def _record(raw: dict, info: TorrentInfo | None, map_error: str | None) -> Torre
             "map_error": None,
         }
         return TorrentRecord(info.hash, fields, raw, _files_key(info, raw))
-    # Unmappable: keep what the client said (client spellings only) and the reason.
+    # Unmappable or unreadable: keep what the client said that reads (client spellings only;
+    # a field that does not read is NULL) and the reason. ``map_error`` set is what makes every
+    # reader treat the row as not known (snapshot_view, decide.explain): it is never planned
+    # from, and it is still a torrent of this client, so its files are never unreferenced.
     from qbhook.clients.model import normalize_state, parse_tags
 
-    h = str(raw["hash"]).lower()
+    def read(convert, key: str, *default):
+        try:
+            return convert(raw.get(key, *default))
+        except (QbhookError, TypeError, ValueError, OverflowError):
+            return None
+
     fields = {
-        "infohash_v1": (str(raw.get("infohash_v1")).lower() or None) if raw.get("infohash_v1") else None,
-        "infohash_v2": (str(raw.get("infohash_v2")).lower() or None) if raw.get("infohash_v2") else None,
-        "name": str(raw.get("name", "")),
-        "category": str(raw.get("category") or ""),
-        "tags": json.dumps(sorted(parse_tags(raw.get("tags")))),
+        "infohash_v1": read(_hash_text, "infohash_v1"),
+        "infohash_v2": read(_hash_text, "infohash_v2"),
+        "name": _text(raw.get("name")),
+        "category": _text(raw.get("category")),
+        "tags": json.dumps(sorted(parse_tags(_text(raw.get("tags"))))),
         "save_path": None,
-        "client_save_path": str(raw.get("save_path") or ""),
+        "client_save_path": _text(raw.get("save_path")),
         "content_path": None,
-        "client_content_path": str(raw.get("content_path") or ""),
+        "client_content_path": _text(raw.get("content_path")),
         "download_path": None,
-        "state": normalize_state(str(raw.get("state", "unknown"))),
-        "progress": float(raw.get("progress", 0.0)),
+        "state": normalize_state(_text(raw.get("state")) or "unknown"),
+        "progress": read(_finite, "progress", 0.0),
         "auto_tmm": int(bool(raw.get("auto_tmm"))),
-        "size": int(raw.get("size", 0)),
-        "total_size": int(raw.get("total_size", raw.get("size", 0))),
+        "size": read(_whole, "size", 0),
+        "total_size": read(_whole, "total_size", raw.get("size", 0)),
         "has_metadata": None,
         "added_on": None,
         "completion_on": None,
         "map_error": map_error,
     }
-    return TorrentRecord(h, fields, raw, _files_key(None, raw))
+    return TorrentRecord(check_hash(str(raw["hash"])), fields, raw, _files_key(None, raw))
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _hash_text(value: Any) -> str | None:
+    return check_hash(value) if isinstance(value, str) and value else None
+
+
+def _finite(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(value)
+    return float(value)
+
+
+def _whole(value: Any) -> int:
+    if _finite(value) != int(value):
+        raise ValueError(value)
+    return int(value)
 
 
 def _typed(raw: dict, client) -> tuple[TorrentInfo | None, str | None]:
+    """The record typed, or None and why not (one line naming the torrent and the field)."""
     try:
         return TorrentInfo.from_api(raw, client.path_map, client.name), None
-    except PathMapError as e:
-        return None, str(e)
-    except (KeyError, TypeError, ValueError) as e:
-        return None, f"unreadable record from the client: {e!r}"
+    except (PathMapError, UnreadableRecord) as e:
+        return None, e.message
 
 
 def _file_records(info: TorrentInfo | None, files: Iterable[TorrentFile]) -> list[FileRecord]:
@@ -296,11 +324,20 @@ def sync_all(catalog: Catalog, clients: Iterable[ClientPort], *, now: float | No
 def _sync_maindata(idx: TorrentIndex, client, now: float | None) -> SyncReport:
     rid, _synced, _full = idx.sync_state(client.name)
     data = client.maindata(rid)
+    torrents = (data.get("torrents") or {}) if isinstance(data, Mapping) else None
+    new_rid = data.get("rid", 0) if isinstance(data, Mapping) else None
+    if (
+        not isinstance(torrents, Mapping)
+        or not all(isinstance(v, Mapping) or v is None for v in torrents.values())
+        or isinstance(new_rid, bool)
+        or not isinstance(new_rid, int)
+    ):
+        # the shape of the whole answer, not one torrent's record: nothing in it can be trusted
+        raise UnreadableRecord(f"{client.name}: sync/maindata: an answer of the wrong shape, nothing synced")
     full = bool(data.get("full_update")) or rid == 0
-    new_rid = int(data.get("rid", 0))
     rep = SyncReport(client.name, "full" if full else "incremental", rid=new_rid)
     records, to_fetch = [], []
-    incoming = {str(h).lower(): dict(v or {}) for h, v in dict(data.get("torrents") or {}).items()}
+    incoming = {str(h).lower(): dict(v or {}) for h, v in torrents.items()}
     try:
         if full:
             idx.check_all(client.name)  # every record is read below anyway
@@ -314,6 +351,13 @@ def _sync_maindata(idx: TorrentIndex, client, now: float | None) -> SyncReport:
         stored = {}
     rep.listed = len(incoming)
     for h, part in incoming.items():
+        if not is_info_hash(h):
+            # Not an id any request could name: nothing to store or fetch. Reported, so the sweep
+            # lists live and refuses on it (snapshot_view) rather than plan without it.
+            why = f"{client.name}: a torrent record keyed {h[:70]!r}, not a torrent hash: skipped"
+            log.warning("torrent index: %s", why)
+            rep.unmappable.append(why)
+            continue
         old = stored.get(h)
         # an event-made row has no client record to merge into: take what the client sends
         raw = part if full or old is None or old[0].get(_EVENT_MARK) else {**old[0], **part}
@@ -322,6 +366,7 @@ def _sync_maindata(idx: TorrentIndex, client, now: float | None) -> SyncReport:
         rec = _record(raw, info, why)
         records.append((rec, info))
         if why is not None:
+            log.warning("torrent index: %s", why)
             rep.unmappable.append(f"{h}: {why}")
         if old is None:
             rep.added += 1
@@ -337,7 +382,7 @@ def _sync_maindata(idx: TorrentIndex, client, now: float | None) -> SyncReport:
         gone = idx.present_hashes(client.name, {str(h).lower() for h in data.get("torrents_removed") or ()})
     rep.gone = len(gone)
     rep.touched |= gone
-    files = _fetch_files(client, to_fetch, by_id=True)
+    files = _fetch_files(client, to_fetch, by_id=True, unreadable=rep.unmappable)
     rep.files_fetched = len(files)
     idx.apply(client.name, [r for r, _ in records], files, gone, rid=new_rid, mode=rep.mode, now=now)
     return rep
@@ -404,7 +449,7 @@ def _sync_listing(idx: TorrentIndex, client, now: float | None) -> SyncReport:
     if batched is not None:
         files = {t.hash: _file_records(t, fl) for t, fl in batched}
     else:
-        files = _fetch_files(client, to_fetch, by_id=False)
+        files = _fetch_files(client, to_fetch, by_id=False, unreadable=rep.unmappable)
     rep.files_fetched = len(files)
     gone = set(stored) - listed
     rep.gone = len(gone)
@@ -422,14 +467,20 @@ def _info_raw(info: TorrentInfo) -> dict:
 
 
 def _fetch_files(
-    client, wanted: list[tuple[TorrentRecord, TorrentInfo | None]], *, by_id: bool
+    client, wanted: list[tuple[TorrentRecord, TorrentInfo | None]], *, by_id: bool, unreadable: list[str]
 ) -> dict[str, list[FileRecord]]:
+    """File lists of ``wanted``; a list the client answers unreadably is left out and reported
+    in ``unreadable`` (the sync report's ``unmappable``: the sweep then lists live, and refuses)."""
     out: dict[str, list[FileRecord]] = {}
     for rec, info in wanted:
         try:
             flist = client.files_of_id(rec.hash) if by_id else client.files(rec.hash)
         except UnknownTorrent:
             continue  # removed meanwhile: the next sync reports it gone
+        except UnreadableRecord as e:
+            log.warning("torrent index: %s", e.message)
+            unreadable.append(f"{rec.hash}: {e.message}")
+            continue
         out[rec.hash] = _file_records(info, flist)
     return out
 
