@@ -145,7 +145,9 @@ class UnreadableRecord(QbtError):
     """A client reported a torrent or file record qbhook cannot read: a field of the wrong kind
     (``"size": null``), a hash that is not one, a name that is a path. One line naming the
     torrent and the field; what it means for a listing is the reader's to decide
-    (``qbhook.clients.model``, ``qbhook.catalog.indexer``)."""
+    (``qbhook.clients.model``, ``qbhook.catalog.indexer``). The client answered: not exit 4."""
+
+    exit_code = ExitCode.FAILURE
 
 
 class RtorrentError(QbtError):

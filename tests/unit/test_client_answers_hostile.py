@@ -167,3 +167,15 @@ def test_orphans_refuse_when_a_torrent_cannot_be_read():
     c = _client([ROW_MULTI, _row(ROW_SINGLE, size_bytes="?")])
     with pytest.raises(OrphansRefused, match=r"client rt cannot be listed .*d.size_bytes = '\?'"):
         references([c])
+
+
+def test_an_event_job_meeting_an_unreadable_torrent_refuses_in_one_line():
+    """It read every client's listing with a traceback (ValueError); a job is now refused with
+    one line the queue records and retries, and nothing is planned without that torrent."""
+    from qbhook.events.worker import handle_job
+
+    job = type("Job", (), {"id": 1, "hashes": (HM,), "paths": ()})()  # what the queue hands over
+    c = _client([ROW_MULTI, _row(ROW_SINGLE, left_bytes=None)])
+    with pytest.raises(UnreadableRecord) as err:
+        handle_job(None, None, [c], job)
+    assert "d.left_bytes = None" in str(err.value) and "\n" not in str(err.value)
