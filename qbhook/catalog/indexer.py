@@ -324,16 +324,7 @@ def sync_all(catalog: Catalog, clients: Iterable[ClientPort], *, now: float | No
 def _sync_maindata(idx: TorrentIndex, client, now: float | None) -> SyncReport:
     rid, _synced, _full = idx.sync_state(client.name)
     data = client.maindata(rid)
-    torrents = (data.get("torrents") or {}) if isinstance(data, Mapping) else None
-    new_rid = data.get("rid", 0) if isinstance(data, Mapping) else None
-    if (
-        not isinstance(torrents, Mapping)
-        or not all(isinstance(v, Mapping) or v is None for v in torrents.values())
-        or isinstance(new_rid, bool)
-        or not isinstance(new_rid, int)
-    ):
-        # the shape of the whole answer, not one torrent's record: nothing in it can be trusted
-        raise UnreadableRecord(f"{client.name}: sync/maindata: an answer of the wrong shape, nothing synced")
+    torrents, new_rid = _maindata_shape(client.name, data)
     full = bool(data.get("full_update")) or rid == 0
     rep = SyncReport(client.name, "full" if full else "incremental", rid=new_rid)
     records, to_fetch = [], []
@@ -386,6 +377,21 @@ def _sync_maindata(idx: TorrentIndex, client, now: float | None) -> SyncReport:
     rep.files_fetched = len(files)
     idx.apply(client.name, [r for r, _ in records], files, gone, rid=new_rid, mode=rep.mode, now=now)
     return rep
+
+
+def _maindata_shape(instance: str, data: Any) -> tuple[Mapping[str, Any], int]:
+    """(torrents by id, the new rid) of a maindata answer, or UnreadableRecord: the shape of the
+    whole answer is wrong, not one torrent's record, so nothing in it can be trusted."""
+    torrents = (data.get("torrents") or {}) if isinstance(data, Mapping) else None
+    new_rid = data.get("rid", 0) if isinstance(data, Mapping) else None
+    if (
+        not isinstance(torrents, Mapping)
+        or not all(isinstance(v, Mapping) or v is None for v in torrents.values())
+        or isinstance(new_rid, bool)
+        or not isinstance(new_rid, int)
+    ):
+        raise UnreadableRecord(f"{instance}: sync/maindata: an answer of the wrong shape, nothing synced")
+    return torrents, new_rid
 
 
 def _old_facts(old: tuple[dict, str | None], h: str, client) -> tuple:

@@ -224,7 +224,7 @@ def test_secrets_are_masked_in_config_check(two_filesystems, tmp_path):
             {"name": "env", "url": "http://127.0.0.1:8081", "password_env": "QBT_PW_TEST"},
             {"name": "file", "url": "http://127.0.0.1:8082", "password_file": "qbt2.secret"},
         ],
-        server={"password": "srv-pass-9", "token_env": "QBHOOK_TOKEN_TEST"},
+        server={"username": "srv", "password": "srv-pass-9", "token_env": "QBHOOK_TOKEN_TEST"},
     )
     secrets = ("inline-hunter2", "env-pass-77", "filepass-123", "srv-pass-9", "tok-abc-555")
     environ = {"QBT_PW_TEST": "env-pass-77", "QBHOOK_TOKEN_TEST": "tok-abc-555"}
