@@ -11,13 +11,18 @@ from qbhook.events.status import server_health
 
 
 def _banner_server(banner: bytes) -> tuple[socket.socket, threading.Thread]:
-    """A TCP port held by something that is not HTTP (an SSH daemon's banner)."""
+    """A TCP port held by something that is not HTTP (an SSH daemon's banner), for one connection.
+
+    One and done, in its own thread, which closes the socket: a thread left blocked in accept()
+    on a socket closed from outside would keep its fd number, and answer with the banner on
+    whatever socket a later test gets under that number."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen()
+    srv.settimeout(30)
 
     def serve():
-        while True:
+        with srv:
             try:
                 conn, _ = srv.accept()
             except OSError:
@@ -31,11 +36,10 @@ def _banner_server(banner: bytes) -> tuple[socket.socket, threading.Thread]:
 
 
 def test_status_against_an_ssh_banner_is_one_line_not_a_traceback():
-    srv, _ = _banner_server(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
-    try:
-        out = server_health(ServerConfig(listen="127.0.0.1", port=srv.getsockname()[1]))
-    finally:
-        srv.close()
+    srv, thread = _banner_server(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
+    out = server_health(ServerConfig(listen="127.0.0.1", port=srv.getsockname()[1]))
+    thread.join(timeout=30)
+    assert not thread.is_alive()
     assert out["answered"] is False and out["ok"] is False
     assert "not an HTTP server" in out["reason"] and "\n" not in out["reason"]
 
