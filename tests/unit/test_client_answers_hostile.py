@@ -174,7 +174,7 @@ def test_an_event_job_meeting_an_unreadable_torrent_refuses_in_one_line():
     one line the queue records and retries, and nothing is planned without that torrent."""
     from qbhook.events.worker import handle_job
 
-    job = type("Job", (), {"id": 1, "hashes": (HM,), "paths": ()})()  # what the queue hands over
+    job = type("Job", (), {"id": 1, "hashes": (HM,), "paths": (), "truncated": False})()  # what the queue hands over
     c = _client([ROW_MULTI, _row(ROW_SINGLE, left_bytes=None)])
     with pytest.raises(UnreadableRecord) as err:
         handle_job(None, None, [c], job)

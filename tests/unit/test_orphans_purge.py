@@ -158,7 +158,16 @@ def test_executor_purge_keeps_an_orphan_whose_torrent_was_re_added_in_the_grace_
     w = world
     path, at = quarantine_one(w)
     # in the grace window the user re-adds the torrent: qBittorrent finds no files (0 %)
-    w.qbt.add(FakeTorrent(H3, "Gone.2019", os.path.join(w.seed_s, "old"), [("Gone.2019/gone.mkv", 1400, 1)], 0, True))
+    w.qbt.add(
+        FakeTorrent(
+            H3,
+            "Gone.2019",
+            os.path.join(w.seed_s, "old"),
+            [("Gone.2019/gone.mkv", 1400, 1)],
+            progress=0.0,
+            stopped=True,
+        )
+    )
     expire(w)
 
     w.executor()._purge_holding()  # what the next run does after its groups
