@@ -43,6 +43,14 @@ def make_config(catalog: Path, stash: Path, pool: Path, **kw) -> Config:
     return parse_config(config_data(catalog, stash, pool, **kw), env={})
 
 
+def seeded_config(tmp_path: Path, **kw) -> Config:
+    """``make_config`` with /stash and /pool under ``tmp_path`` and each pool's seeding root made."""
+    cfg = make_config(tmp_path / "cat.sqlite", tmp_path / "stash", tmp_path / "pool", **kw)
+    for p in cfg.pools:
+        p.seeding_root.mkdir(parents=True)
+    return cfg
+
+
 def put(path: Path | bytes, data: bytes = b"x") -> bytes:
     """Write ``data`` at ``path`` (str or raw bytes, parents created); return the path as bytes."""
     p = os.fsencode(path)

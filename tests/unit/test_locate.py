@@ -10,16 +10,13 @@ import pytest
 from qbhook.catalog.locate import locate
 from qbhook.catalog.store import Catalog
 from qbhook.errors import PathOutsideRoots
-from tests.helpers import make_config, write
+from tests.helpers import seeded_config, write
 from tests.swap import swap_after_first_look
 
 
 @pytest.fixture
 def bed(tmp_path):
-    stash, pool = tmp_path / "stash", tmp_path / "pool"
-    cfg = make_config(tmp_path / "cat.sqlite", stash, pool)
-    for p in cfg.pools:
-        p.seeding_root.mkdir(parents=True)
+    cfg = seeded_config(tmp_path)
     cat = Catalog.open(cfg.catalog)
     yield cfg, cat, cfg.primary.seeding_root, tmp_path / "outside"
     cat.close()

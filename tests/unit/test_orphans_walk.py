@@ -8,16 +8,13 @@ import os
 import pytest
 
 from qbhook.move.orphans import walk_roots
-from tests.helpers import make_config, write
+from tests.helpers import seeded_config, write
 from tests.swap import swap_after_listing
 
 
 @pytest.fixture
 def bed(tmp_path):
-    stash, pool = tmp_path / "stash", tmp_path / "pool"
-    cfg = make_config(tmp_path / "cat.sqlite", stash, pool)
-    for p in cfg.pools:
-        p.seeding_root.mkdir(parents=True)
+    cfg = seeded_config(tmp_path)
     write(tmp_path / "outside/Show/secret.bin", b"not ours")
     return cfg, cfg.primary.seeding_root, tmp_path / "outside"
 
