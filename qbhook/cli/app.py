@@ -223,6 +223,14 @@ def shown(text) -> str:
     return rule(text)
 
 
+def when(ts) -> str:
+    """A time stamp in a human line: local time to the second, ``-`` for none (the terminal's
+    user reads their own clock; the status page, read from anywhere, says UTC)."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
 def echo_shown(line: str = "", err: bool = False) -> None:
     """Print a human line: what ``shown`` makes of it (bytes that are not UTF-8 and what a
     terminal would act on, as escapes), never the raw text. The one printer of every human line

@@ -7,12 +7,23 @@ stopped before deleting), 75 a lock is busy (another qbhook is working).
 
 from __future__ import annotations
 
-import datetime as _dt
 import sys
 
 import click
 
-from qbhook.cli.app import COUNT, ROW_ID, SECONDS, TEXT, TORRENT_HASH, App, catalog_note, echo_shown, main, pass_app
+from qbhook.cli.app import (
+    COUNT,
+    ROW_ID,
+    SECONDS,
+    TEXT,
+    TORRENT_HASH,
+    App,
+    catalog_note,
+    echo_shown,
+    main,
+    pass_app,
+    when,
+)
 from qbhook.decide.plan import describe_step
 from qbhook.errors import ExitCode
 from qbhook.units import human_bytes as _human_bytes
@@ -199,10 +210,6 @@ def _run_dict(r) -> dict:
     }
 
 
-def _when(ts) -> str:
-    return _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
-
-
 def _print_run_line(r: dict) -> None:
     s = r["summary"] or {}
     extra = ""
@@ -212,7 +219,7 @@ def _print_run_line(r: dict) -> None:
             f"{s.get('torrents_relocated', 0)} relocated, {len(s.get('groups_failed') or {})} failed"
         )
     echo_shown(
-        f"run {r['id']:5}  {_when(r['started_at'])}  {r['status']:11} {r['trigger'] or '-':8} "
+        f"run {r['id']:5}  {when(r['started_at'])}  {r['status']:11} {r['trigger'] or '-':8} "
         f"{len(r['groups'])} group(s){extra}"
     )
 

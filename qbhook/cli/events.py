@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import logging
 import shlex
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from qbhook.catalog.db import check_tables, reading
-from qbhook.cli.app import COUNT, PORT, ROW_ID, TEXT, App, echo_shown, main, pass_app
+from qbhook.cli.app import COUNT, PORT, ROW_ID, TEXT, App, echo_shown, main, pass_app, when
 from qbhook.errors import RETRY_LOG, ExitCode
 from qbhook.units import human_bytes as _human_bytes
 
@@ -97,7 +96,7 @@ def status(app: App):
         if ls["at"]:
             s = ls["plan"]
             echo_shown(
-                f"last sweep: {_when(ls['at'])}: {s['demote']} to demote, {s['promote']} to promote, "
+                f"last sweep: {when(ls['at'])}: {s['demote']} to demote, {s['promote']} to promote, "
                 f"{s['blocked']} blocked{_replanned(ls)}"
             )
             for g in ls["pending"][:10]:
@@ -112,7 +111,7 @@ def status(app: App):
                 "(the next `apply --yes` or sweep removes them once verified)"
             )
         for r in d["recent_runs"]:
-            echo_shown(f"run {r['id']}: {r['status']} ({r['trigger']}, {_when(r['started_at'])})")
+            echo_shown(f"run {r['id']}: {r['status']} ({r['trigger']}, {when(r['started_at'])})")
         for name, p in d["pools"].items():
             if "error" in p:
                 echo_shown(f"pool {name}: {p['path']}: {p['error']}")
@@ -140,13 +139,9 @@ def _orphans_line(o: dict | None) -> str:
     if o is None:
         return "orphans: unknown (run `qbhook orphans`)"
     return (
-        f"orphans (`qbhook orphans` at {_when(o['at'])}): {_human_bytes(o['reclaimable'])} reclaimable, "
+        f"orphans (`qbhook orphans` at {when(o['at'])}): {_human_bytes(o['reclaimable'])} reclaimable, "
         f"{_human_bytes(o['library'])} still used by a library"
     )
-
-
-def _when(ts) -> str:
-    return _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
 
 
 # ---------------------------------------------------------------- queue
