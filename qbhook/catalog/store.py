@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qbhook.catalog import fsid as fsid_mod
-from qbhook.catalog.db import Tx, connect
+from qbhook.catalog.db import Tx, connect, rollback
 from qbhook.errors import NotRegularFile
 
 
@@ -717,9 +717,14 @@ class Catalog:
         own hash columns (store_hashes): a caller that hashes in between must not pass it."""
         self.conn.execute("BEGIN")
         try:
-            return CountsMark(self.counts(), self._write_mark())
-        finally:
-            self.conn.execute("COMMIT")
+            mark = CountsMark(self.counts(), self._write_mark())
+        except BaseException:
+            # Not COMMIT in a finally: after an I/O error SQLite may have ended the transaction
+            # itself, and "cannot commit - no transaction is active" would replace the real error.
+            rollback(self.conn)
+            raise
+        self.conn.execute("COMMIT")
+        return mark
 
     def _write_mark(self) -> tuple[int, int] | None:
         generation = self.generation()

@@ -78,3 +78,20 @@ class _NoCounting:
     def execute(self, sql, *a):
         assert "count(" not in sql and "sum(" not in sql, sql
         return self._conn.execute(sql, *a)
+
+
+def test_a_failed_read_keeps_its_own_error_and_leaves_no_transaction(env, monkeypatch):
+    """A read that fails after SQLite ended the transaction itself (an I/O error does): the
+    caller sees that error, not "cannot commit - no transaction is active"."""
+    import sqlite3
+
+    _cfg, cat, _files = env
+
+    def failing_counts():
+        cat.conn.execute("ROLLBACK")  # what SQLite does on its own after SQLITE_IOERR
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(cat, "counts", failing_counts)
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        cat.counts_marked()
+    assert not cat.conn.in_transaction
