@@ -181,7 +181,7 @@ def _torrents_touching(cfg: Config, catalog: Catalog, infos, paths, rejected, re
 
 def handle_job(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job, *, executor=None) -> dict:
     """Plan (and maybe apply) the groups a job touches. Returns a JSON-able result."""
-    if job.truncated:
+    if job.truncated or not (job.hashes or job.paths):
         return _swept(cfg, catalog, clients, job, executor)
     infos = [t for c in clients for t in c.torrents()]
     known = {h for t in infos for h in t.hashes}
@@ -221,8 +221,10 @@ def handle_job(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job
 
 
 def _swept(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job, executor) -> dict:
-    """A job whose lists were capped (``events._job``: a hot subject's burst of events) lost the
-    torrents and files named past the caps, and nothing says which: the worker sweeps instead.
+    """A job that names no torrent and no file (``sweep:<source>``, e.g. an *arr's media deleted
+    without its paths) means "something changed, look around" (``Event.coalesce_key``), and a
+    job whose lists were capped (``events._job``: a hot subject's burst of events) lost the
+    torrents and files named past the caps, and nothing says which: the worker sweeps for both.
     The sweep's scans record every file those events changed and its index sync every torrent,
     so it re-plans (and, with ``auto_apply``, applies) their groups and the kept names' alike.
     Waiting for the sweeper instead could take ``server.sweep_interval`` (hours), or for ever
@@ -230,7 +232,11 @@ def _swept(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job, ex
     out = sweep(cfg, catalog, clients, executor=executor)
     result = {
         "groups": out["pending"],
-        "note": f"more events than one job keeps ({job.event_count}): swept instead of planning the names kept",
+        "note": (
+            f"more events than one job keeps ({job.event_count}): swept instead of planning the names kept"
+            if job.truncated
+            else "the event names no torrent and no file: swept (a look around)"
+        ),
         "sweep": {"full": out["full"], "replanned": out["replanned"]},
     }
     if "applied" in out:

@@ -590,3 +590,20 @@ def test_a_truncated_job_re_plans_what_fell_past_its_lists(bed, monkeypatch):
     assert bed.decision(H4).decision == "demote", result
     assert result["sweep"]["replanned"]["groups"] == 1 and "swept" in result["note"]
     assert [g["names"] for g in result["groups"]] == [["Four"]]
+
+
+def test_a_job_naming_no_torrent_and_no_file_looks_around(bed):
+    """``sweep:<source>`` jobs (``Event.coalesce_key``: an *arr's media deleted without its
+    paths) mean "something changed, look around"; the worker answered "no torrent matches" and
+    planned nothing, so a library file deleted that way left its torrent staying until the next
+    sweep (hours, or never under ``serve --no-sweep``)."""
+    three_staying(bed)
+    bed.sweep()
+    bed.payload(H4, bed.seed_s, "Four", {"a.bin": b"four" * 10}, category="movies")
+    queue = JobQueue(bed.cat.conn)
+    queue.enqueue(Event("radarr", "media_deleted"), now=0.0)
+    job = queue.claim("w", now=0.0)
+    assert job.hashes == () and job.paths == () and not job.truncated
+    result = worker.handle_job(bed.cfg, bed.cat, [bed.qbt], job)
+    assert bed.decision(H4).decision == "demote", result
+    assert "look around" in result["note"] and result["sweep"]["replanned"]["groups"] == 1
