@@ -1660,11 +1660,20 @@ def _content_unchanged(u: _Unlink, parent: Dir, name: bytes, st: os.stat_result,
 
 
 def _same_inode_still(parent: Dir, name: bytes, st: os.stat_result, u: _Unlink) -> bool:
-    """Last look, as close to the unlink as Python gets, through the same folder descriptor."""
+    """Last look, as close to the unlink as Python gets, through the same folder descriptor.
+
+    ctime too: a write while the content was checked (same inode, size and links; a writer can
+    put mtime back, never ctime) would otherwise unlink bytes no check has seen."""
     last = parent.lstat(name)
     if last is None:
         return False
-    if (last.st_dev, last.st_ino, last.st_nlink) != (st.st_dev, st.st_ino, st.st_nlink):
+    if (last.st_dev, last.st_ino, last.st_nlink, last.st_size, last.st_ctime_ns) != (
+        st.st_dev,
+        st.st_ino,
+        st.st_nlink,
+        st.st_size,
+        st.st_ctime_ns,
+    ):
         raise u.refuse("it changed during the checks")
     return True
 

@@ -344,6 +344,24 @@ def test_safe_unlink_removes_known_links_then_frees(fs2):
     assert fsops.safe_unlink(a, **kw)["status"] == "absent"  # idempotent
 
 
+def test_safe_unlink_refuses_a_link_written_while_its_content_was_checked(fs2, monkeypatch):
+    """Same inode, size and link count, mtime put back: only ctime tells the last look that the
+    bytes it is about to unlink are not the ones the content check saw."""
+    a, _b, _keep, kw = _doomed(fs2)
+    real = fsops._content_unchanged
+
+    def check_then_write(u, parent, name, st, doomed):
+        real(u, parent, name, st, doomed)
+        with open(a, "r+b") as f:
+            f.write(b"PAYLOAD")
+        os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    monkeypatch.setattr(fsops, "_content_unchanged", check_then_write)
+    with pytest.raises(UnsafeOperation, match="changed during the checks"):
+        fsops.safe_unlink(a, **kw)
+    assert a.read_bytes() == b"PAYLOAD"
+
+
 def test_safe_unlink_refuses_when_an_external_link_appeared(fs2):
     stash, *_ = fs2
     a, b, keep, kw = _doomed(fs2)
