@@ -82,6 +82,14 @@ class App:
 
         return Progress(enabled=None if not self.as_json else sys.stderr.isatty())
 
+    def executor(self, wait: float = 0):
+        """The journaled executor of a one-shot command; ``wait``: seconds to wait for its lock
+        (``wait_option``; 0 fails at once). It notifies, as every run does."""
+        from qbhook.move.executor import build_executor
+
+        lock_wait = float(wait) if wait else False
+        return build_executor(self.cfg, self.catalog, self.clients, lock_wait=lock_wait, notify=True)
+
 
 pass_app = click.make_pass_decorator(App)
 
@@ -135,6 +143,11 @@ ROW_ID = SettingParam("id", "count", whole=True, minimum=1)  # a run or job id: 
 COUNT = SettingParam("count", "count", whole=True)  # a limit: 0 and up, within SQLite's range
 PORT = SettingParam("port", "port", whole=True)  # 1-65535, as server.port
 TEXT = SettingParam("text", "text")  # non-empty UTF-8 without NUL, as a text setting
+
+# The executor's lock, for every command that runs it (apply, resume, repair): App.executor(wait).
+wait_option = click.option(
+    "--wait", type=SECONDS, default=0, help="Seconds to wait for a busy executor lock (default: fail at once)."
+)
 
 
 class TorrentHash(click.ParamType):

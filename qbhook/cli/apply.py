@@ -14,7 +14,6 @@ import click
 from qbhook.cli.app import (
     COUNT,
     ROW_ID,
-    SECONDS,
     TEXT,
     TORRENT_HASH,
     App,
@@ -22,21 +21,12 @@ from qbhook.cli.app import (
     echo_shown,
     main,
     pass_app,
+    wait_option,
     when,
 )
 from qbhook.decide.plan import describe_step
 from qbhook.errors import ExitCode
 from qbhook.units import human_bytes as _human_bytes
-
-
-def _executor(app: App, lock_wait):
-    from qbhook.move.executor import build_executor
-
-    return build_executor(app.cfg, app.catalog, app.clients, lock_wait=lock_wait, notify=True)
-
-
-def _lock_wait(wait: float | None):
-    return False if not wait else float(wait)
 
 
 @main.command()
@@ -52,9 +42,7 @@ def _lock_wait(wait: float | None):
     help="Scan the pools before planning, or use the catalog as is. Default: scan when the last "
     "full scan is older than scan.max_age; --hash/--group never walk the pools.",
 )
-@click.option(
-    "--wait", type=SECONDS, default=0, help="Seconds to wait for a busy executor lock (default: fail at once)."
-)
+@wait_option
 @click.option(
     "--plan",
     "plan_file",
@@ -79,7 +67,7 @@ def apply(app: App, yes, group_ids, hashes, scan, wait, plan_file):
         app.cfg,
         app.catalog,
         app.clients,
-        _executor(app, _lock_wait(wait)),
+        app.executor(wait),
         hashes=hashes,
         group_ids=group_ids,
         scan=scan,
@@ -101,7 +89,7 @@ def _apply_saved(app: App, plan_file, yes, no_scan, wait):
         app.cfg,
         app.catalog,
         app.clients,
-        _executor(app, _lock_wait(wait)),
+        app.executor(wait),
         saved,
         dry_run=not yes,
         scan=not no_scan,
@@ -123,11 +111,11 @@ def _apply_saved(app: App, plan_file, yes, no_scan, wait):
 
 @main.command()
 @click.option("--run", "run_id", type=ROW_ID, help="Resume this run (even if its pid looks alive).")
-@click.option("--wait", type=SECONDS, default=0, help="Seconds to wait for a busy executor lock.")
+@wait_option
 @pass_app
 def resume(app: App, run_id, wait):
     """Finish runs that crashed or were interrupted, re-checking the step that was in flight."""
-    summaries = _executor(app, _lock_wait(wait)).resume(run_id)
+    summaries = app.executor(wait).resume(run_id)
     data = {"runs": [s.to_dict() for s in summaries]}
 
     def human(_d):

@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from qbhook.cli.app import SECONDS, TORRENT_HASH, App, echo_shown, main, pass_app
+from qbhook.cli.app import TORRENT_HASH, App, echo_shown, main, pass_app, wait_option
 from qbhook.units import human_bytes as _human_bytes
 
 
@@ -21,20 +21,16 @@ from qbhook.units import human_bytes as _human_bytes
 @click.argument("torrent_hash", required=False, type=TORRENT_HASH)
 @click.option("--yes", is_flag=True, help="Really do it. Without --yes: print the repairs, change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout (as qbhook --json).")
-@click.option(
-    "--wait", type=SECONDS, default=0, help="Seconds to wait for a busy executor lock (default: fail at once)."
-)
+@wait_option
 @pass_app
 def repair(app: App, torrent_hash, yes, as_json, wait):
     """Rebuild torrents in missingFiles from copies the catalog holds: hardlinks on one dataset,
     setLocation if the save path changes, recheck to 100 %. No bytes are copied."""
     from qbhook.decide.repair_facts import repair_plan
-    from qbhook.move.executor import build_executor
 
     app.as_json = app.as_json or as_json
     plan, refused = repair_plan(app.cfg, app.catalog, app.clients, torrent_hash)  # TORRENT_HASH: lower-cased
-    ex = build_executor(app.cfg, app.catalog, app.clients, lock_wait=False if not wait else float(wait), notify=True)
-    summary = ex.apply(plan, trigger="repair", dry_run=not yes)
+    summary = app.executor(wait).apply(plan, trigger="repair", dry_run=not yes)
     out = {
         "dry_run": not yes,
         "repairs": [g.to_dict() for g in plan.groups],

@@ -18,14 +18,15 @@ import runpy, sqlite3, sys
 from types import SimpleNamespace
 
 runpy.run_path(sys.argv[1])  # the wrapper's patch, without running the CLI
-from qbhook.cli import apply, events, repair
+from qbhook.cli import events
+from qbhook.cli.app import App
 from qbhook.config import load_config
 
 cfg = load_config(sys.argv[2])
 catalog = SimpleNamespace(conn=sqlite3.connect(":memory:"))
 app = SimpleNamespace(cfg=cfg, catalog=catalog, clients={})
 built = {
-    "apply": apply._executor(app, False),
+    "apply, resume, repair": App.executor(app, 0),
     "serve worker": events._executor_for(cfg, catalog, {}),
 }
 for name, ex in built.items():
@@ -54,4 +55,4 @@ def test_wrapper_shortens_the_polls_of_every_executor_the_cli_builds(tmp_path):
         [sys.executable, "-c", CHECK, str(WRAPPER), str(cfg)], capture_output=True, text=True, check=False
     )
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines() == ["apply 0.25 1.0", "serve worker 0.25 1.0"], r.stdout
+    assert r.stdout.splitlines() == ["apply, resume, repair 0.25 1.0", "serve worker 0.25 1.0"], r.stdout
