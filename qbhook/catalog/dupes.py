@@ -42,8 +42,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import queue
 import resource
 import sqlite3
+import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
@@ -65,7 +67,6 @@ from qbhook.catalog.hashing import (
     partial_fd,
 )
 from qbhook.catalog.store import HASH_VALID, Catalog
-from qbhook.catalog.writer import CatalogThread
 from qbhook.errors import OutOfDescriptors
 from qbhook.progress import Progress
 
@@ -482,16 +483,61 @@ class _Inline:
         _do(self.catalog, job)
 
 
-class _Helper(CatalogThread):
-    """The helper of a run that reads (writer.CatalogThread): stored partials and hashes, and the
-    big files' ensure_hashes (_do), in the order handed over."""
+class _Helper:
+    """A thread with a connection of its own to the catalog's file that does the handed-over work
+    (_do) in order: stored partials and hashes, and the big files' ensure_hashes.
+
+    A second connection because a SQLite connection belongs to the thread that opened it; both
+    are writers of one WAL database, each commit its own transaction (the main one may still
+    register a filesystem meanwhile: SQLite's lock and busy timeout order the two). finish()
+    joins it and re-raises what stopped it; once it failed, later work is not done (the
+    caller gets that error, as it would have at the failing commit itself). finish(abandon=True)
+    (the caller is leaving on an error or Ctrl-C) lets the piece in hand end and drops the rest.
+    """
+
+    def __init__(self, path: str, marker_roots: tuple[str, ...]):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._abandoned = False
+        self._thread = threading.Thread(
+            target=self._run, args=(path, marker_roots), name="qbhook-dupes-writer", daemon=True
+        )
+        self._thread.start()
 
     @classmethod
-    def start(cls, catalog: Catalog, name: str = "qbhook-dupes-writer", queued: int = 0) -> _Helper | None:
-        return super().start(catalog, name, queued)
+    def start(cls, catalog: Catalog) -> _Helper | None:
+        try:
+            path = next((r[2] for r in catalog.conn.execute("PRAGMA database_list") if r[1] == "main"), "")
+        except sqlite3.Error:
+            return None
+        return cls(path, catalog.marker_roots) if path else None
 
-    def put(self, job: tuple[str, object]) -> None:  # type: ignore[override]
-        super().put(lambda catalog: _do(catalog, job))
+    def _run(self, path: str, marker_roots: tuple[str, ...]) -> None:
+        try:
+            catalog = Catalog.open(path, marker_roots=marker_roots)
+        except BaseException as e:
+            self._error = e
+            return
+        try:
+            while (job := self._jobs.get()) is not None:
+                if not self._abandoned:
+                    _do(catalog, job)
+        except BaseException as e:
+            self._error = e
+        finally:
+            catalog.close()
+
+    def put(self, job: tuple[str, object]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._jobs.put(job)
+
+    def finish(self, abandon: bool = False) -> None:
+        self._abandoned = abandon
+        self._jobs.put(None)
+        self._thread.join()
+        if self._error is not None and not abandon:
+            raise self._error
 
 
 def _hash_groups(conn, rows: list):

@@ -6,11 +6,6 @@ differences are written. Paths that vanished are dropped only if the share is
 plausible: an unmounted pool looks like an empty folder, and treating that as
 "everything was deleted" is how catalogs drift (field lesson 10).
 
-The Python walk writes its changes in batches; full batches are committed by a writer thread
-with its own connection (writer.CatalogThread, at most WRITER_QUEUE waiting) while the walk
-goes on, and the walk joins it before the scan's last batch and its finished record are
-committed, in one transaction as before: a scan is never recorded finished before its rows.
-
 A rescan (the pool already has paths) lets GNU find do the walk and compares its lines with
 the catalog's; a rescan in a new process may instead compare one digest of find's output
 with the memo the last rescan persisted, while the catalog's write generation says nothing
@@ -40,7 +35,6 @@ from qbhook.catalog import findwalk
 from qbhook.catalog.db import Tx
 from qbhook.catalog.findwalk import FindRun
 from qbhook.catalog.store import Catalog
-from qbhook.catalog.writer import CatalogThread
 from qbhook.config import PoolConfig, ScanConfig
 from qbhook.errors import MassDeleteRefused, QbhookError
 from qbhook.progress import Progress
@@ -221,54 +215,44 @@ def _python_walk(
     S_ISREG = stat_mod.S_ISREG
     seen = added = changed = 0
 
-    # Full batches are written by a thread of their own (_hand_over) while the walk goes on.
-    writer: CatalogThread | None = None
-    try:
-        stack = [root]
-        while stack:
-            d = stack.pop()
-            try:
-                it = os.scandir(d)
-            except OSError:
-                unreadable.append(d)
-                continue
-            with it:
-                for entry in it:
-                    if entry.name in ignore:
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        try:
+            it = os.scandir(d)
+        except OSError:
+            unreadable.append(d)
+            continue
+        with it:
+            for entry in it:
+                if entry.name in ignore:
+                    continue
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
                         continue
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(entry.path)
-                            continue
-                        st = entry.stat(follow_symlinks=False)
-                    except OSError:
-                        unreadable.append(entry.path)
-                        continue
-                    if not S_ISREG(st.st_mode):
-                        continue  # symlinks, sockets, fifos: never followed, never catalogued
-                    seen += 1
-                    fs = dev_fs.get(st.st_dev)
-                    if fs is None:
-                        fs = dev_fs[st.st_dev] = catalog.fs_for_path(entry.path, st.st_dev)
-                    rec = known.pop(entry.path, None)
-                    # inline stat_signature(): this line runs once per file
-                    if rec != hash((fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink)):
-                        changes.append((entry.path, fs, st))
-                        if len(changes) >= BATCH:
-                            writer = _hand_over(catalog, writer, pool, changes, scan_id)
-                            changes = []
-                        if rec is None:
-                            added += 1
-                        else:
-                            changed += 1
-                    if progress is not None and not seen & 1023:
-                        progress.update(seen, f"{pool}: {seen:,} files")
-    except BaseException:
-        if writer is not None:
-            writer.finish(abandon=True)  # Ctrl-C or an error: what is still queued is not started
-        raise
-    if writer is not None:
-        writer.finish()  # every batch committed before the scan's last one and its record; re-raises
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    unreadable.append(entry.path)
+                    continue
+                if not S_ISREG(st.st_mode):
+                    continue  # symlinks, sockets, fifos: never followed, never catalogued
+                seen += 1
+                fs = dev_fs.get(st.st_dev)
+                if fs is None:
+                    fs = dev_fs[st.st_dev] = catalog.fs_for_path(entry.path, st.st_dev)
+                rec = known.pop(entry.path, None)
+                # inline stat_signature(): this line runs once per file
+                if rec != hash((fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink)):
+                    changes.append((entry.path, fs, st))
+                    if len(changes) >= 5000:
+                        _flush(catalog, pool, changes, scan_id)
+                    if rec is None:
+                        added += 1
+                    else:
+                        changed += 1
+                if progress is not None and not seen & 1023:
+                    progress.update(seen, f"{pool}: {seen:,} files")
 
     # Keep rows below folders we could not read: unknown is not deleted.
     if unreadable:
@@ -707,29 +691,6 @@ def _flush(catalog: Catalog, pool: str, changes: list, scan_id: int) -> None:
     with Tx(catalog.conn) as c:
         catalog.upsert_many(c, pool, changes, scan_id)
     changes.clear()
-
-
-# A walk's changes are written BATCH at a time; at most WRITER_QUEUE full batches wait for the
-# writer thread (the walk then waits for it: memory stays bounded on first scans of huge pools).
-BATCH = 5000
-WRITER_QUEUE = 2
-
-
-def _hand_over(
-    catalog: Catalog, writer: CatalogThread | None, pool: str, changes: list, scan_id: int
-) -> CatalogThread | None:
-    """Write one full batch of a walk's changes: on a writer thread (started with the first
-    batch, so that a walk of fewer files starts none), or inline where the catalog cannot be
-    opened twice. A first scan is nearly all writes: SQLite's steps and its commit's wait for
-    the disk then run beside the walk's scandir and lstat, on the second core
-    (docs/benchmarks.md section 3, 2026-12-01 20:xx). Returns the writer, for the next batch."""
-    if writer is None:
-        writer = CatalogThread.start(catalog, "qbhook-scan-writer", queued=WRITER_QUEUE)
-    if writer is None:
-        _flush(catalog, pool, changes, scan_id)
-    else:
-        writer.put(lambda own: _flush(own, pool, changes, scan_id))
-    return writer
 
 
 # Scan records kept whatever their age. `last_scans` shows the newest few; and a new record's
