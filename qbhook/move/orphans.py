@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING
 from qbhook.clients.port import ClientPort
 from qbhook.dirfd import NotAFolder, open_below
 from qbhook.errors import LastCopyKept, OrphansRefused, PathMapError, QbhookError, QbtError, UnsafeOperation
-from qbhook.paths import is_within
+from qbhook.paths import is_within, within_any
 
 if TYPE_CHECKING:
     from qbhook.move.fsops import HeldLink
@@ -163,10 +163,6 @@ class Report:
         }
 
 
-def _under(path: str, prefixes: Iterable[str]) -> bool:
-    return any(is_within(path, p) for p in prefixes)
-
-
 def in_use(path: str, refs: References) -> str | None:
     """REFERENCED when ``path`` is a file of a complete torrent, PROTECTED when it is a part file or
     lies where an incomplete torrent keeps its data, None when no torrent uses it.
@@ -175,7 +171,7 @@ def in_use(path: str, refs: References) -> str | None:
     leftover views and the purge of quarantined orphans (``screen_held``) all ask it."""
     if path in refs.files:
         return REFERENCED
-    if path.endswith(PART_SUFFIX) or _under(path, refs.protected):
+    if path.endswith(PART_SUFFIX) or within_any(refs.protected)(path):
         return PROTECTED
     return None
 
