@@ -18,7 +18,9 @@ every tool has to read to tell them apart. Timed, each in its own process, warm 
   floor (--floor)                      bench/dupes_floor.py: a minimal Python duplicate finder
                                         that keeps a catalog (walk, partial and full BLAKE3, a
                                         row per path): what the language and the kinds of work
-                                        cost, apart from qbhook's machinery (median of --runs)
+                                        cost, apart from qbhook's machinery (median of --runs);
+                                        and the same with its hashing in two processes beside
+                                        the catalog writes (dupes_floor.py --two): both cores
 
 CPU-s: user + system seconds of each run (medians), from wait4(): on a shared machine a ratio of
 wall times moves with the load, the CPU a run spends much less.
@@ -306,16 +308,27 @@ def main() -> int:
         first_rss = {name: [] for name, _env in versions}
         cfgs, outs, cfgs_catalog = {}, {}, {}
         floor_runs, floor_out = [], None
+        floor2_runs, floor2_out = [], None
         floor_script = str(Path(__file__).resolve().parent / "dupes_floor.py")
         for k in range(args.runs):
             jdupes_round()
             if args.floor:
-                fdb = base / f"floor-{k}.sqlite"
                 prepare()
                 floor_runs.append(
-                    run_rss([sys.executable, floor_script, str(fdb), *dirs], stdout_path=str(base / "floor.json"))
+                    run_rss(
+                        [sys.executable, floor_script, str(base / f"floor-{k}.sqlite"), *dirs],
+                        stdout_path=str(base / "floor.json"),
+                    )
                 )
                 floor_out = json.loads(floor_runs[-1].stdout)
+                prepare()
+                floor2_runs.append(
+                    run_rss(
+                        [sys.executable, floor_script, "--two", str(base / f"floor2-{k}.sqlite"), *dirs],
+                        stdout_path=str(base / "floor2.json"),
+                    )
+                )
+                floor2_out = json.loads(floor2_runs[-1].stdout)
             for vi, (name, env) in enumerate(versions):
                 cat = base / f"catalog{vi}-{k}.sqlite"
                 if k:
@@ -386,7 +399,10 @@ def main() -> int:
         agree = (
             all(q["sets"] == jd_sets and q["bytes"] == jd_bytes for q in qres.values())
             and (rd_sets is None or (q_sets == rd_sets and q_bytes == rd_bytes))
-            and (floor_out is None or (floor_out["sets"], floor_out["reclaimable_bytes"]) == (jd_sets, jd_bytes))
+            and all(
+                out is None or (out["sets"], out["reclaimable_bytes"]) == (jd_sets, jd_bytes)
+                for out in (floor_out, floor2_out)
+            )
         )
         rows.append(
             [
@@ -427,6 +443,20 @@ def main() -> int:
                     f"{max(r.maxrss_kib for r in floor_runs) / 1024:.0f}",
                     f"CPU {jd_cpu / fl_cpu:.2f}x jdupes'; qbhook's first run "
                     f"{qres['qbhook']['first_cpu'] / fl_cpu:.2f}x the floor's CPU",
+                ]
+            )
+        if floor2_runs:
+            fl2 = statistics.median(r.seconds for r in floor2_runs)
+            rows.append(
+                [
+                    "floor on both cores: hashing in two processes",
+                    f"{fl2:.2f}",
+                    f"{statistics.median(r.cpu for r in floor2_runs):.2f}",
+                    f"{jd / fl2:.2f}x",
+                    str(floor2_out["sets"]),
+                    f"{floor2_out['reclaimable_bytes']:,}",
+                    f"{max(r.maxrss_kib for r in floor2_runs) / 1024:.0f}",
+                    "the most a two-core design of the floor's work gains",
                 ]
             )
         for name, q in qres.items():
