@@ -530,6 +530,15 @@ def main() -> int:
             "jdupes_cpu": jd_cpu,
             "rdfind": rd,
             "qbhook": qres,
+            "floor": [
+                {
+                    "two_processes": two,
+                    "seconds": statistics.median(r.seconds for r in runs),
+                    "cpu": statistics.median(r.cpu for r in runs),
+                }
+                for two, runs in ((False, floor_runs), (True, floor2_runs))
+                if runs
+            ],
             "sets": {"jdupes": jd_sets, "rdfind": rd_sets},
             "reclaimable": {"jdupes": jd_bytes, "rdfind": rd_bytes},
             "agree": agree,
