@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import posixpath
 import sqlite3
 import time
@@ -171,12 +170,20 @@ def _record(raw: dict, info: TorrentInfo | None, map_error: str | None) -> Torre
     # a field that does not read is NULL) and the reason. ``map_error`` set is what makes every
     # reader treat the row as not known (snapshot_view, decide.explain): it is never planned
     # from, and it is still a torrent of this client, so its files are never unreferenced.
-    from qbhook.clients.model import normalize_state, parse_tags
+    from qbhook.clients.model import RecordFields, normalize_state, parse_tags
+
+    numbers = RecordFields(raw, "")  # the one rule of what a number in a client record is
 
     def read(convert, key: str, *default):
         try:
             return convert(raw.get(key, *default))
-        except (QbhookError, TypeError, ValueError, OverflowError):
+        except (QbhookError, TypeError, ValueError):
+            return None
+
+    def number(key: str, kind: type, default):
+        try:
+            return numbers.number(key, kind, default)
+        except QbhookError:  # UnreadableRecord: NULL, as any field that does not read
             return None
 
     fields = {
@@ -191,10 +198,10 @@ def _record(raw: dict, info: TorrentInfo | None, map_error: str | None) -> Torre
         "client_content_path": _text(raw.get("content_path")),
         "download_path": None,
         "state": normalize_state(_text(raw.get("state")) or "unknown"),
-        "progress": read(_finite, "progress", 0.0),
+        "progress": number("progress", float, 0.0),
         "auto_tmm": int(bool(raw.get("auto_tmm"))),
-        "size": read(_whole, "size", 0),
-        "total_size": read(_whole, "total_size", raw.get("size", 0)),
+        "size": number("size", int, 0),
+        "total_size": number("total_size", int, raw.get("size", 0)),
         "has_metadata": None,
         "added_on": None,
         "completion_on": None,
@@ -211,16 +218,6 @@ def _hash_text(value: Any) -> str | None:
     return check_hash(value) if isinstance(value, str) and value else None
 
 
-def _finite(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(value)
-    return float(value)
-
-
-def _whole(value: Any) -> int:
-    if _finite(value) != int(value):
-        raise ValueError(value)
-    return int(value)
 
 
 def _typed(raw: dict, client) -> tuple[TorrentInfo | None, str | None]:

@@ -119,6 +119,9 @@ def is_path_component(name: str) -> bool:
     return bool(name) and name not in (".", "..") and "/" not in name and "\0" not in name
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 class RecordFields:
     """Reads one client record's fields; the first that does not read is UnreadableRecord."""
 
@@ -137,10 +140,20 @@ class RecordFields:
     def number(self, key: str, kind: type, default: Any) -> Any:
         value = self.raw.get(key, default)
         # bool is an int to Python, and a float would be truncated by int(): both are other kinds
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.bad(key, value, "not a number")
+        try:
+            finite = math.isfinite(value)  # an int past a float's range raises OverflowError here
+        except OverflowError:
+            finite = False
+        if not finite:
             raise self.bad(key, value, "not a number")
         if kind is int and value != int(value):
             raise self.bad(key, value, "not a whole number")
+        # Every number ends in an SQLite INTEGER or REAL column, or in arithmetic with one; an int
+        # past 64 bits would stop the whole index sync there (OverflowError), not this record.
+        if kind is int and not _INT64_MIN <= int(value) <= _INT64_MAX:
+            raise self.bad(key, value, "out of range")
         return kind(value)
 
     def text(self, key: str, default: str = "") -> str:

@@ -28,6 +28,10 @@ from tests.unit.rtorrent.test_adapter import HM, HS, ROW_MULTI, ROW_SINGLE, _cli
         ({"size": None}, "size = None"),
         ({"progress": "x"}, "progress = 'x'"),
         ({"progress": float("nan")}, "progress = nan"),
+        ({"size": 2**64}, "size = 18446744073709551616 (out of range)"),
+        ({"size": -(2**63) - 1}, "size = -9223372036854775809 (out of range)"),
+        ({"size": 1e300}, "size = 1e+300 (out of range)"),
+        ({"added_on": 10**400}, "added_on = 1000"),  # past a float's range
         ({"amount_left": 1.5}, "amount_left = 1.5"),
         ({"added_on": "yesterday"}, "added_on = 'yesterday'"),
         ({"save_path": 7}, "save_path = 7"),
@@ -62,6 +66,7 @@ def test_a_well_formed_record_still_reads_and_upper_case_is_lowered():
     [
         ({"name": "a", "size": None}, "size = None"),
         ({"name": "a", "size": "1"}, "size = '1'"),
+        ({"name": "a", "size": 2**64}, "size = 18446744073709551616 (out of range)"),
         ({"size": 1}, "name = None"),
         ("a", "not a mapping"),
     ],
@@ -109,6 +114,7 @@ def rsps_fake():
         (ROW_SINGLE, {"name": ".."}, "d.name = '..'"),
         (ROW_MULTI, {"state": "x"}, "d.state = 'x'"),
         (ROW_MULTI, {"size_bytes": None}, "d.size_bytes = None"),
+        (ROW_MULTI, {"size_bytes": 2**64}, "d.size_bytes = 18446744073709551616 (out of range)"),
         (ROW_MULTI, {"is_multi_file": 2}, "d.is_multi_file = 2"),
         (ROW_MULTI, {"directory": 5}, "d.directory = 5"),
     ],

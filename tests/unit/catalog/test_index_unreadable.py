@@ -22,7 +22,17 @@ def cat(tmp_path):
     c.close()
 
 
-@pytest.mark.parametrize("bad", [{"size": None}, {"progress": "x"}, {"infohash_v1": "zz"}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"size": None},
+        {"progress": "x"},
+        {"infohash_v1": "zz"},
+        # past SQLite's 64-bit INTEGER: stopped the whole sync with an OverflowError (review 3, s19)
+        {"size": 2**64},
+        {"added_on": 10**400},  # past a float's range: OverflowError inside the finiteness check
+    ],
+)
 def test_one_unreadable_record_is_kept_as_not_known_and_the_sync_goes_on(cat, bad, caplog):
     q = FakeQbt()
     q.answers = [{"rid": 1, "full_update": True, "torrents": {H1: _raw("R1", **bad), H2: _raw("R2")}}]
