@@ -5,8 +5,9 @@ path, inode, source, content). The next run (``apply --yes``, the sweeper) remov
 through ``fsops.remove_leftover_view`` once it is verified to be the very inode qbhook made,
 still holding the content qbhook proved it held, that content still lives elsewhere, and no
 torrent of any client uses the path now. A
-client that cannot be listed postpones the cleanup (never a guess); a view that changed is
-released (kept, and no longer tracked), never removed.
+client that cannot be listed postpones the cleanup (never a guess), and so does a listing that
+cannot say what is unused (no torrents at all, a torrent being moved: ``orphans.check_listing``);
+a view that changed is released (kept, and no longer tracked), never removed.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def remove_leftover_views(cfg, catalog, clients: Iterable[ClientPort]) -> list[d
     from qbhook.move import fsops
     from qbhook.move.journal import Journal
     from qbhook.move.locks import executor_lock
-    from qbhook.move.orphans import in_use, references
+    from qbhook.move.orphans import LEFTOVERS, check_listing, in_use, references
 
     journal = Journal(catalog.conn)
     views = journal.leftover_views()
@@ -47,7 +48,10 @@ def remove_leftover_views(cfg, catalog, clients: Iterable[ClientPort]) -> list[d
         return []
     try:
         try:
-            refs = references(clients)
+            refs = references(clients, LEFTOVERS)
+            # A listing of no torrents (a client still loading its session) or with a torrent being
+            # moved cannot say a view is unused: the orphan walk's refusals, for the same reason.
+            check_listing(refs.torrents, refs.moving, LEFTOVERS)
         except OrphansRefused as e:
             _log.warning("leftover views kept for now: %s", e.message)
             return []

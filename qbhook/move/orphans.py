@@ -306,6 +306,7 @@ def _root_of(path: str, walk: Walk) -> str | None:
 
 LOOK = "look for orphans"  # what a refusal refuses: the listing and the quarantine...
 PURGE = "purge quarantined orphans"  # ...or the purge of quarantined orphans (``screen_held``)
+LEFTOVERS = "remove leftover views"  # ...or the removal of a rolled-back group's views (``leftovers``)
 
 
 def check_listing(torrents: int, moving: tuple[str, ...], doing: str = LOOK) -> None:
