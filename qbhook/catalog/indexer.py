@@ -218,8 +218,6 @@ def _hash_text(value: Any) -> str | None:
     return check_hash(value) if isinstance(value, str) and value else None
 
 
-
-
 def _typed(raw: dict, client) -> tuple[TorrentInfo | None, str | None]:
     """The record typed, or None and why not (one line naming the torrent and the field)."""
     try:
