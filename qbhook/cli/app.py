@@ -144,10 +144,14 @@ COUNT = SettingParam("count", "count", whole=True)  # a limit: 0 and up, within 
 PORT = SettingParam("port", "port", whole=True)  # 1-65535, as server.port
 TEXT = SettingParam("text", "text")  # non-empty UTF-8 without NUL, as a text setting
 
-# The executor's lock, for every command that runs it (apply, resume, repair): App.executor(wait).
-wait_option = click.option(
-    "--wait", type=SECONDS, default=0, help="Seconds to wait for a busy executor lock (default: fail at once)."
-)
+
+def wait_option(default: float = 0):
+    """``--wait``: the executor's lock, for every command that takes it (apply, resume, repair, sweep,
+    holding --purge-expired): seconds to wait for it when busy, handed to App.executor(wait)."""
+    told = "fail at once" if not default else f"{default:g} s"
+    return click.option(
+        "--wait", type=SECONDS, default=default, help=f"Seconds to wait for a busy executor lock (default: {told})."
+    )
 
 
 class TorrentHash(click.ParamType):

@@ -42,7 +42,7 @@ from qbhook.units import human_bytes as _human_bytes
     help="Scan the pools before planning, or use the catalog as is. Default: scan when the last "
     "full scan is older than scan.max_age; --hash/--group never walk the pools.",
 )
-@wait_option
+@wait_option()
 @click.option(
     "--plan",
     "plan_file",
@@ -111,7 +111,7 @@ def _apply_saved(app: App, plan_file, yes, no_scan, wait):
 
 @main.command()
 @click.option("--run", "run_id", type=ROW_ID, help="Resume this run (even if its pid looks alive).")
-@wait_option
+@wait_option()
 @pass_app
 def resume(app: App, run_id, wait):
     """Finish runs that crashed or were interrupted, re-checking the step that was in flight."""

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from qbhook.catalog.db import check_tables, reading
-from qbhook.cli.app import COUNT, PORT, ROW_ID, TEXT, App, echo_shown, main, pass_app, when
+from qbhook.cli.app import COUNT, PORT, ROW_ID, TEXT, App, echo_shown, main, pass_app, wait_option, when
 from qbhook.errors import RETRY_LOG, ExitCode
 from qbhook.units import human_bytes as _human_bytes
 
@@ -21,22 +21,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("qbhook.serve")
 
+# How long serve's worker and a `qbhook sweep` wait for the executor lock a running `qbhook apply`
+# holds: they are unattended (cron, systemd) and would otherwise fail where waiting is right.
+SERVE_LOCK_WAIT = 600.0
 HOOK_ARGS = ("%I", "%J", "%K", "%N", "%L", "%G", "%F", "%R", "%D", "%C", "%Z")
 HOOK_FIELDS = ("I", "J", "K", "N", "L", "G", "F", "R", "D", "C", "Z")
 
 
-def _executor(app: App):
-    return _executor_for(app.cfg, app.catalog, app.clients)
-
-
 # ---------------------------------------------------------------- sweep
 @main.command("sweep")
+@wait_option(default=SERVE_LOCK_WAIT)
 @pass_app
-def sweep_cmd(app: App):
-    """Scan, classify every group, plan (and apply when policy.auto_apply). Safe from cron/systemd."""
+def sweep_cmd(app: App, wait):
+    """Scan, classify every group, plan (and apply when policy.auto_apply). Safe from cron/systemd:
+    by default it waits out a running `qbhook apply`, as serve's worker does.
+
+    Example: qbhook sweep --wait 0
+    """
     from qbhook.events.worker import sweep
 
-    out = sweep(app.cfg, app.catalog, app.clients, executor=_executor(app), progress=app.progress())
+    out = sweep(app.cfg, app.catalog, app.clients, executor=app.executor(wait), progress=app.progress())
 
     def human(d):
         s = d["plan"]
@@ -409,4 +413,4 @@ def _executor_for(cfg, catalog, clients: Iterable[ClientPort]):
     from qbhook.move.executor import build_executor
 
     # The worker waits out a running `qbhook apply` (which holds the executor lock) instead of failing.
-    return build_executor(cfg, catalog, clients, lock_wait=600.0, notify=True)
+    return build_executor(cfg, catalog, clients, lock_wait=SERVE_LOCK_WAIT, notify=True)

@@ -11,7 +11,7 @@ import time
 
 import click
 
-from qbhook.cli.app import App, echo_shown, main, pass_app, shown
+from qbhook.cli.app import App, echo_shown, main, pass_app, shown, wait_option
 from qbhook.errors import ExitCode
 from qbhook.units import human_bytes
 
@@ -79,8 +79,9 @@ def orphans(app: App, quarantine, yes):
 @main.command()
 @click.option("--purge-expired", is_flag=True, help="Purge held links whose grace period is over (with --yes).")
 @click.option("--yes", is_flag=True, help="Really purge (without it --purge-expired only shows what is due).")
+@wait_option()
 @pass_app
-def holding(app: App, purge_expired, yes):
+def holding(app: App, purge_expired, yes, wait):
     """Links waiting in holding folders (journal-recorded), and when each may be purged.
 
     A purge deletes, so like every other act it is a dry run until --yes.
@@ -91,7 +92,7 @@ def holding(app: App, purge_expired, yes):
 
     cfg = app.cfg
     purging = purge_expired and yes
-    purge = orph.purge_expired(cfg, app.catalog, lambda: app.clients) if purging else orph.Purge()
+    purge = orph.purge_expired(cfg, app.catalog, lambda: app.clients, lock_wait=wait) if purging else orph.Purge()
     now = time.time()
     held = orph.holding(cfg, app.catalog)
     data = {

@@ -21,7 +21,7 @@ from qbhook.units import human_bytes as _human_bytes
 @click.argument("torrent_hash", required=False, type=TORRENT_HASH)
 @click.option("--yes", is_flag=True, help="Really do it. Without --yes: print the repairs, change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout (as qbhook --json).")
-@wait_option
+@wait_option()
 @pass_app
 def repair(app: App, torrent_hash, yes, as_json, wait):
     """Rebuild torrents in missingFiles from copies the catalog holds: hardlinks on one dataset,
