@@ -174,21 +174,15 @@ def _record(raw: dict, info: TorrentInfo | None, map_error: str | None) -> Torre
 
     numbers = RecordFields(raw, "")  # the one rule of what a number in a client record is
 
-    def read(convert, key: str, *default):
+    def read(get):
         try:
-            return convert(raw.get(key, *default))
-        except (QbhookError, TypeError, ValueError):
-            return None
-
-    def number(key: str, kind: type, default):
-        try:
-            return numbers.number(key, kind, default)
-        except QbhookError:  # UnreadableRecord: NULL, as any field that does not read
+            return get()
+        except (QbhookError, TypeError, ValueError):  # e.g. UnreadableRecord: NULL
             return None
 
     fields = {
-        "infohash_v1": read(_hash_text, "infohash_v1"),
-        "infohash_v2": read(_hash_text, "infohash_v2"),
+        "infohash_v1": read(lambda: _hash_text(raw.get("infohash_v1"))),
+        "infohash_v2": read(lambda: _hash_text(raw.get("infohash_v2"))),
         "name": _text(raw.get("name")),
         "category": _text(raw.get("category")),
         "tags": json.dumps(sorted(parse_tags(_text(raw.get("tags"))))),
@@ -198,10 +192,10 @@ def _record(raw: dict, info: TorrentInfo | None, map_error: str | None) -> Torre
         "client_content_path": _text(raw.get("content_path")),
         "download_path": None,
         "state": normalize_state(_text(raw.get("state")) or "unknown"),
-        "progress": number("progress", float, 0.0),
+        "progress": read(lambda: numbers.number("progress", float, 0.0)),
         "auto_tmm": int(bool(raw.get("auto_tmm"))),
-        "size": number("size", int, 0),
-        "total_size": number("total_size", int, raw.get("size", 0)),
+        "size": read(lambda: numbers.number("size", int, 0)),
+        "total_size": read(lambda: numbers.number("total_size", int, raw.get("size", 0))),
         "has_metadata": None,
         "added_on": None,
         "completion_on": None,
