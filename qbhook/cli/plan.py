@@ -11,8 +11,6 @@ from qbhook.decide.plan import describe_step
 from qbhook.errors import ExitCode
 from qbhook.units import human_bytes as _human_bytes
 
-EXIT_ACTIONABLE = ExitCode.ACTIONABLE
-
 
 @main.command()
 @click.option(
@@ -60,7 +58,7 @@ def plan(app: App, hashes, group_ids, scan, steps, save_to):
         echo_shown(
             f"plan {saved[:12]} saved to {save_to}; apply it with: qbhook apply --plan {save_to} --yes", err=app.as_json
         )
-    sys.exit(EXIT_ACTIONABLE if p.actionable else 0)
+    sys.exit(ExitCode.ACTIONABLE if p.actionable else ExitCode.OK)
 
 
 def only_groups(p, group_ids):

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from qbhook.clients.port import ClientPort
 from qbhook.decide.plan import Plan
 from qbhook.move import leftovers
+
+if TYPE_CHECKING:  # the executor is built by the caller; this module only hands it the plan
+    from qbhook.move.executor import RunSummary
 
 T = TypeVar("T")
 
@@ -28,7 +31,7 @@ T = TypeVar("T")
 class Applied(Generic[T]):
     planned: T  # what the plan source returned for its caller
     leftovers: list[dict]  # one result per leftover view handled (move.leftovers)
-    summary: object | None  # executor.RunSummary; None: the source had nothing to apply
+    summary: RunSummary | None  # None: the source had nothing to apply
 
 
 def run_apply(

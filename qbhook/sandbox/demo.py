@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from qbhook.clients.rtorrent import RtorrentClient
-from qbhook.errors import QbhookError
+from qbhook.errors import ExitCode, QbhookError
 from qbhook.paths import is_within
 from qbhook.sandbox.qbt import QbtInstance, free_port
 from qbhook.sandbox.rtorrent import RtorrentInstance
@@ -198,8 +198,8 @@ def _print_inventory(say: Say, title: str, rows: list[dict], sc: Scenario) -> No
     )
 
 
-def run(base: Path, say: Say) -> int:
-    """Build the sandbox in ``base`` and run the story; 0 when it proved what it shows."""
+def run(base: Path, say: Say) -> ExitCode:
+    """Build the sandbox in ``base`` and run the story; OK when it proved what it shows."""
     base = base.resolve()
     say(f"qbhook demo: sandbox in {base}")
     try:
@@ -257,7 +257,7 @@ def _run(base: Path, say: Say) -> int:
         ok = _report(say, cfg, sc, after, rt is not None)
         say("")
         say(f"sandbox kept in {base} (config: {cfg}); remove it with: qbhook demo --clean")
-        return 0 if ok else 1
+        return ExitCode.OK if ok else ExitCode.FAILURE
     finally:
         if server is not None:
             stop_serve(server)
