@@ -33,8 +33,9 @@ HOOK_FIELDS = ("I", "J", "K", "N", "L", "G", "F", "R", "D", "C", "Z")
 @wait_option(default=SERVE_LOCK_WAIT)
 @pass_app
 def sweep_cmd(app: App, wait):
-    """Scan, classify every group, plan (and apply when policy.auto_apply). Safe from cron/systemd:
-    by default it waits out a running `qbhook apply`, as serve's worker does.
+    """Scan, classify every group, plan (and apply when policy.auto_apply). Safe from cron/systemd.
+
+    By default it waits out a running `qbhook apply` (--wait), as serve's worker does.
 
     Example: qbhook sweep --wait 0
     """
