@@ -142,18 +142,33 @@ class FolderReader:
         except (FileNotFoundError, NotADirectoryError):
             return None
 
-    def lstat_any(self, path: str) -> os.stat_result | None:
-        """``lstat`` for a path below a root; a path under no root (or a root itself) is lstat-ed
-        by its string, as it always was: there is no root to verify its folders against, and
-        nothing there is inside the roots (callers refuse to act on such a path)."""
+    def place_any(self, path: str) -> tuple[int | None, str] | None:
+        """``place`` for any path: (its folder's verified descriptor, its name) below a root, None if
+        that folder is missing; FolderRefused as ``folder``. A path under no root (or a root
+        itself) is ``(None, path)``: read by its string, as it always was. There is no root to
+        verify its folders against, and nothing there is inside the roots (callers refuse to
+        act on such a path). The one home of that rule: ``lstat_any`` and ``ensure_hashes`` ask here."""
         try:
-            return self.lstat(path)  # FolderRefused goes to the caller
+            d, name = self.place(path)
         except ValueError:
-            pass
-        try:
-            return os.lstat(path)
-        except OSError:
+            return None, path
+        return None if d is None else (d, name)
+
+    def lstat_any(self, path: str) -> os.stat_result | None:
+        """``lstat`` for a path below a root; a path under no root is lstat-ed by its string
+        (``place_any``). None if nothing is there; FolderRefused goes to the caller."""
+        where = self.place_any(path)
+        if where is None:
             return None
+        d, name = where
+        try:
+            return os.stat(name, dir_fd=d, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError:
+            if d is None:
+                return None  # under no root: any failure means "nothing to read there", as before
+            raise
 
     def readlink(self, path: str) -> str:
         """Where the symlink ``path`` points ("?" if it no longer is one), read through its folder."""

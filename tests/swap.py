@@ -14,7 +14,9 @@ import os
 from pathlib import Path
 
 
-def _where(path, dir_fd) -> str | None:
+def full_path(path, dir_fd=None) -> str | None:
+    """The path a call looked at: ``path`` itself, or the name ``path`` in the folder ``dir_fd``
+    (as that folder is named now); None for a call on a descriptor."""
     if isinstance(path, int):
         return None
     p = os.fsdecode(os.fspath(path))
@@ -41,7 +43,7 @@ def swap_after_first_look(monkeypatch, watched: Path, folder: Path, outside: Pat
     def wrap(name, real):
         def look(path, *args, dir_fd=None, **kw):
             out = real(path, *args, dir_fd=dir_fd, **kw)
-            if not done and _where(path, dir_fd) == target:
+            if not done and full_path(path, dir_fd) == target:
                 done.append(name)
                 swap(folder, outside)
             return out
@@ -99,7 +101,7 @@ def record_looks(monkeypatch) -> list[str]:
 
     def wrap(name, real):
         def look(path, *args, dir_fd=None, **kw):
-            where = _where(path, dir_fd)
+            where = full_path(path, dir_fd)
             if where is not None:
                 calls.append(where)
             return real(path, *args, dir_fd=dir_fd, **kw)

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING
 
 import blake3
 
+from qbhook.dirfd import FolderReader, FolderRefused
 from qbhook.progress import Throughput
 
 if TYPE_CHECKING:  # annotations only: `import qbhook.catalog.hashing` stays light for short-lived callers
@@ -581,24 +582,11 @@ class Located:
     size: int
 
 
-def _locate(catalog: Catalog, inode_id: int):
-    """A path that still is this inode right now (path strings are not identity)."""
-    row = catalog.inode(inode_id)
-    if row is None:
-        return None, None
-    for path, _pool in catalog.paths_of(inode_id):
-        try:
-            st = os.lstat(path)
-        except OSError:
-            continue
-        if catalog.still_is(path, st, row):
-            return row, path
-    return row, None
-
-
-def _locate_many(catalog: Catalog, inode_ids: list[int], chunk: int = 500):
-    """_locate() for many inodes, reading the catalog in chunks: yields (inode id, row, path,
-    lstat of path) with path and lstat None when no path still is that inode (row None: unknown id)."""
+def _locate_many(catalog: Catalog, inode_ids: list[int], reader: FolderReader, chunk: int = 500):
+    """A path that still is each inode right now (path strings are not identity), reading the
+    catalog in chunks: yields (inode id, row, path, lstat of path) with path and lstat None when
+    no path still is that inode (row None: unknown id). Each path is lstat-ed in its folder's
+    verified descriptor (``reader``); a path reached through a symlinked folder is not that inode."""
     for i in range(0, len(inode_ids), chunk):
         ids = inode_ids[i : i + chunk]
         found = catalog.inodes_and_paths(ids)
@@ -610,10 +598,10 @@ def _locate_many(catalog: Catalog, inode_ids: list[int], chunk: int = 500):
             row, paths = ent
             for path in paths:
                 try:
-                    st = os.lstat(path)
-                except OSError:
+                    st = reader.lstat_any(os.fsdecode(path))
+                except (OSError, FolderRefused):
                     continue
-                if catalog.still_is(path, st, row):
+                if st is not None and catalog.still_is(path, st, row):
                     yield iid, row, path, st
                     break
             else:
@@ -630,6 +618,7 @@ def ensure_hashes(
     background: bool = False,
     located: dict[int, Located] | None = None,
     keep_digests: bool = False,
+    reader: FolderReader | None = None,
 ) -> EnsureReport:
     """Make sure every inode in ``inode_ids`` has a valid cached hash, hashing only what lacks one.
 
@@ -640,7 +629,33 @@ def ensure_hashes(
     ``located``: inodes the caller found unhashed (``Located``), hashed without another lookup.
     ``keep_digests``: the report keeps each stored hash (``EnsureReport.digests``). A hash is
     stored only if the file opened is the inode located (else the inode is ``missing``).
+
+    Every path below a pool root is looked at and opened in its folder's verified descriptor,
+    walked from the root (``qbhook.dirfd``), never by its string: a folder swapped for a symlink
+    cannot send the read outside. ``reader``: the caller's (a snapshot's, its folders already
+    open); by default one on the catalog's pool roots (``Catalog.marker_roots``), closed at the end.
     """
+    if reader is not None:
+        return _ensure_hashes(
+            catalog, inode_ids, settle_seconds, progress, budget, background, located, keep_digests, reader
+        )
+    with FolderReader(catalog.marker_roots) as own:
+        return _ensure_hashes(
+            catalog, inode_ids, settle_seconds, progress, budget, background, located, keep_digests, own
+        )
+
+
+def _ensure_hashes(
+    catalog: Catalog,
+    inode_ids,
+    settle_seconds: float,
+    progress: Progress | None,
+    budget: HashBudget | int | None,
+    background: bool,
+    located: dict[int, Located] | None,
+    keep_digests: bool,
+    reader: FolderReader,
+) -> EnsureReport:
     # Long on purpose: one loop owns the reader threads, the shared budget and the commit cadence.
     if not isinstance(budget, HashBudget):
         budget = HashBudget(budget or 0)
@@ -650,7 +665,7 @@ def ensure_hashes(
     for iid, loc in located.items():
         todo.setdefault(loc.fs, []).append((iid, loc.path, loc.size, loc.dev, loc.ino))
     rest = [i for i in dict.fromkeys(inode_ids) if i not in located]
-    for iid, row, path, st in _locate_many(catalog, rest):
+    for iid, row, path, st in _locate_many(catalog, rest, reader):
         if row is None or path is None:
             report.missing.append(iid)
             continue
@@ -687,6 +702,31 @@ def ensure_hashes(
         last_store = time.monotonic()
 
     stop = threading.Event()  # set when we leave early: workers stop after their current file
+    # The reader is not thread-safe, and it closes its least recently used descriptor when it
+    # opens one too many: a reading thread places its file under this lock and keeps its own
+    # duplicate of the folder's descriptor for the open (a descriptor number closed by another
+    # thread could be reused for an unrelated folder meanwhile).
+    place_lock = threading.Lock()
+
+    def hash_placed(path: bytes | str) -> HashResult | None:
+        """hash_file of ``path`` opened in its folder's verified descriptor; None if that folder
+        is gone, or is (or is below) a folder swapped for a symlink: nothing there is read."""
+        with place_lock:
+            try:
+                where = reader.place_any(os.fsdecode(path))
+            except FolderRefused as e:
+                log.debug("not hashing %s: %s", os.fsdecode(path), e)
+                return None
+            if where is None:
+                return None
+            d, name = where
+            if d is not None:
+                d = os.dup(d)
+        try:
+            return hash_file(name, dir_fd=d)
+        finally:
+            if d is not None:
+                os.close(d)
 
     def worker(items):
         if background:
@@ -705,7 +745,7 @@ def ensure_hashes(
                     batch.append((iid, _DEFERRED, size))
                 else:
                     try:
-                        res = hash_file(path)
+                        res = hash_placed(path)
                     except OSError as e:
                         batch.append((iid, None, e))
                     except BaseException as e:
@@ -713,7 +753,7 @@ def ensure_hashes(
                         return
                     else:
                         # The file opened must be the inode located: a path string is not identity.
-                        same = (res.before.st_dev, res.before.st_ino) == (dev, ino)
+                        same = res is not None and (res.before.st_dev, res.before.st_ino) == (dev, ino)
                         batch.append((iid, res, path) if same else (iid, None, None))
                 now = time.monotonic()
                 if len(batch) >= RESULT_BATCH or now - last >= RESULT_INTERVAL:

@@ -107,7 +107,9 @@ class _MountWatch:
 class Catalog:
     def __init__(self, conn: sqlite3.Connection, marker_roots: Iterable[str | os.PathLike] = ()):
         self.conn = conn
-        # The configured pool roots: the only directories fsid may write a .qbhook-fsid marker in.
+        # The configured pool roots: the only directories fsid may write a .qbhook-fsid marker in,
+        # and the roots ensure_hashes walks verified folders from (a path under none is read by
+        # its string: a catalog opened without them, as in tests, reads as before).
         self.marker_roots = tuple(os.fspath(r) for r in marker_roots)
         # st_dev -> filesystem row: valid only until the next mount/unmount (a remount can hand
         # one filesystem's old st_dev to another), so it is dropped whenever the mount table moves.

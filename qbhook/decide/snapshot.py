@@ -438,6 +438,7 @@ class SnapshotBuilder:
             background=self.background,
             located=located,
             keep_digests=True,
+            reader=self.reader,  # the folders this build opened: not opened (nor checked) again
         )
         for iid, (digest, path, after) in report.digests.items():
             key = known.get(iid)

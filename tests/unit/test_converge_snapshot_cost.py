@@ -26,6 +26,7 @@ from qbhook.catalog.store import Catalog
 from qbhook.decide.planner import make_plan
 from qbhook.decide.snapshot import build_snapshot
 from tests.helpers import b3, make_config, write
+from tests.swap import full_path
 from tests.unit.test_executor import FakeQbt, FakeTorrent
 
 PAIRS = 12
@@ -48,7 +49,7 @@ def bed(tmp_path):
         qbt.add(FakeTorrent(f"{k:040x}", f"T{k}", str(save), [(f"m{k}.bin", len(data), 1)]))
         seeding.append(str(save / f"m{k}.bin"))
         library.append(str(lib))
-    cat = Catalog.open(cfg.catalog)
+    cat = Catalog.open(cfg.catalog, marker_roots=[p.path for p in cfg.pools])  # as the CLI: reads walk from the roots
     for p in cfg.pools:
         scan_pool(cat, p, cfg.scan)
     yield SimpleNamespace(cfg=cfg, cat=cat, qbt=qbt, seeding=seeding, library=library)
@@ -64,7 +65,7 @@ def _count_calls(monkeypatch, module, name: str) -> list[str]:
 
     def counting(p, *a, **k):
         if sys._getframe(1).f_code.co_filename.endswith(("snapshot.py", "hashing.py", "store.py", "scan.py")):
-            calls.append(os.fsdecode(p))
+            calls.append(full_path(p, k.get("dir_fd")))
         return real(p, *a, **k)
 
     monkeypatch.setattr(module, name, counting)
@@ -113,11 +114,11 @@ def test_a_path_swapped_for_another_file_before_it_is_opened_gets_no_hash(bed, m
     row = bed.cat.inode_by_key(bed.cat.fs_for_path(victim), os.lstat(victim).st_ino)
     real = hashing.hash_file
 
-    def swap_then_hash(path):
-        if os.fsdecode(path) == victim:
+    def swap_then_hash(path, dir_fd=None):
+        if full_path(path, dir_fd) == victim:
             os.rename(victim, victim + ".old")  # keeps the located inode alive under another name
             os.link(other, victim)
-        return real(path)
+        return real(path, dir_fd=dir_fd)
 
     monkeypatch.setattr(hashing, "hash_file", swap_then_hash)
     rep = ensure_hashes(bed.cat, [row.id], settle_seconds=0)
@@ -165,12 +166,12 @@ def test_small_files_of_one_filesystem_are_read_by_two_threads_and_big_ones_by_o
     both = threading.Event()  # each reader waits (5 s at most) until another one has started
     real = hashing.hash_file
 
-    def hash_file(p):
+    def hash_file(p, dir_fd=None):
         threads.append(threading.current_thread().name)
         if len(set(threads)) > 1:
             both.set()
         both.wait(5)
-        return real(p)
+        return real(p, dir_fd=dir_fd)
 
     monkeypatch.setattr(hashing, "RESULT_BATCH", 2)  # the bed's 24 files count as "many"
     monkeypatch.setattr(hashing, "hash_file", hash_file)

@@ -63,6 +63,14 @@ def test_missing_folders_a_file_in_a_folders_place_and_paths_outside_the_roots(t
         assert r.lstat_any(str(tmp_path / "nothing")) is None
         with pytest.raises(FolderRefused):
             r.lstat_any(f"{root}/a/link/f.bin")
+        # place_any, the rule's home: a name in a verified folder below a root, the string elsewhere
+        d, name = r.place_any(f"{root}/a/b/f.bin")
+        assert name == "f.bin" and os.path.samestat(os.fstat(d), os.stat(root / "a/b"))
+        assert r.place_any(str(tmp_path / "else/f.bin")) == (None, str(tmp_path / "else/f.bin"))
+        assert r.place_any(str(root)) == (None, str(root))
+        assert r.place_any(f"{root}/nope/x/f.bin") is None
+        with pytest.raises(FolderRefused):
+            r.place_any(f"{root}/a/link/f.bin")
 
 
 def test_a_folder_swapped_after_it_was_opened_is_still_read_as_the_folder_opened(tree):

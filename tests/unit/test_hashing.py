@@ -16,6 +16,7 @@ from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
 from qbhook.errors import NotRegularFile
 from tests.helpers import make_config, write
+from tests.swap import swap, swap_after_first_look
 from tests.timebox import run_bounded, timebox
 
 
@@ -25,7 +26,7 @@ def env(tmp_path):
     for p in (stash, pool):
         (p / "data/media/torrents/seeding").mkdir(parents=True)
     cfg = make_config(tmp_path / "cat.sqlite", stash, pool)
-    cat = Catalog.open(cfg.catalog)
+    cat = Catalog.open(cfg.catalog, marker_roots=[p.path for p in cfg.pools])  # as the CLI: reads walk from the roots
     yield cfg, cat, stash
     cat.close()
 
@@ -176,6 +177,80 @@ def test_path_now_pointing_at_other_inode_is_not_trusted(env):
 # --------------------------------------------------------------------------- only regular files
 # Issue 9 finding 7: opening a FIFO for reading blocks until a writer comes, and reading
 # /dev/zero never ends. Each check runs under a timebox so a regression fails, not hangs.
+
+
+def _record_opened(monkeypatch) -> list[tuple[int, int]]:
+    """(st_dev, st_ino) of every file or folder ``os.open`` opens from now on: what was opened,
+    whatever path string or folder descriptor named it."""
+    opened: list[tuple[int, int]] = []
+    real = os.open
+
+    def recording(path, flags, *a, dir_fd=None, **kw):
+        fd = real(path, flags, *a, dir_fd=dir_fd, **kw)
+        st = os.fstat(fd)
+        opened.append((st.st_dev, st.st_ino))
+        return fd
+
+    monkeypatch.setattr(os, "open", recording)
+    return opened
+
+
+@pytest.fixture
+def show(env, tmp_path):
+    """A settled file in ``d/Show`` of the stash pool, in the catalog, and an outside folder with
+    a file of the same name and another content."""
+    cfg, cat, stash = env
+    inside = old(write(stash / "d/Show/e.bin", b"inside"))
+    outside = write(tmp_path / "outside/Show/e.bin", b"outside!")
+    iid = cat.record_path(os.fsencode(inside), "stash")
+    return cat, inside, outside, iid
+
+
+def test_a_folder_swapped_after_the_lookup_is_not_followed_by_the_read(show, monkeypatch):
+    """``Show`` becomes a symlink to an outside folder right after ensure_hashes' first look at the
+    file (its lstat). Opened by its path string (main), the read went through the symlink: the
+    outside file was opened and read, and only the same-inode check kept its hash out (the inode
+    was left unhashed). Opened in the descriptor of the folder looked at, the read is the inode
+    looked at (its folder renamed aside, still inside the root): hashed, nothing outside opened."""
+    cat, inside, outside, iid = show
+    swapped = swap_after_first_look(monkeypatch, inside, inside.parent, outside.parent)
+    opened = _record_opened(monkeypatch)
+    rep = ensure_hashes(cat, [iid], settle_seconds=0)
+    monkeypatch.undo()
+    assert swapped and os.path.islink(inside.parent)
+    st = os.stat(outside)
+    assert (st.st_dev, st.st_ino) not in opened
+    assert (rep.hashed, rep.missing) == (1, [])
+    assert cat.inode(iid).hash == blake3.blake3(b"inside").digest()
+
+
+def test_a_located_file_whose_folder_is_now_a_symlink_is_not_opened(show, monkeypatch):
+    """The caller (a snapshot) lstat-ed the file, then ``Show`` was swapped for a symlink before
+    ensure_hashes opens it. Main opened the outside file by its path (refused only after, by
+    inode); walked from the root, the symlink is refused and nothing below it is opened."""
+    cat, inside, outside, iid = show
+    st = os.lstat(inside)
+    loc = hashing.Located(cat.inode(iid).fs, str(inside), st.st_dev, st.st_ino, st.st_size)
+    swap(inside.parent, outside.parent)
+    opened = _record_opened(monkeypatch)
+    rep = ensure_hashes(cat, [], settle_seconds=0, located={iid: loc})
+    monkeypatch.undo()
+    out = os.stat(outside)
+    assert (out.st_dev, out.st_ino) not in opened
+    assert (rep.hashed, rep.missing) == (0, [iid])
+    assert cat.inode(iid).hash is None
+
+
+def test_a_path_under_no_pool_root_is_still_read_by_its_string(show, tmp_path):
+    """A catalog opened without pool roots (nothing to walk from): paths are read as before."""
+    cat, inside, _outside, iid = show
+    bare = Catalog.open(cat.conn.execute("PRAGMA database_list").fetchone()[2])
+    try:
+        assert bare.marker_roots == ()
+        rep = ensure_hashes(bare, [iid], settle_seconds=0)
+        assert rep.hashed == 1 and bare.inode(iid).hash == blake3.blake3(b"inside").digest()
+    finally:
+        bare.close()
 
 
 def _specials(where):

@@ -38,7 +38,7 @@ def env(tmp_path):
     for p in (stash, pool):
         (p / "data/media/torrents/seeding").mkdir(parents=True)
     cfg = make_config(tmp_path / "cat.sqlite", stash, pool)
-    cat = Catalog.open(cfg.catalog)
+    cat = Catalog.open(cfg.catalog, marker_roots=[p.path for p in cfg.pools])  # as the CLI: reads walk from the roots
     yield cfg, cat, stash / "data/media/torrents/seeding"
     cat.close()
 
@@ -107,9 +107,9 @@ def test_background_hashing_threads_run_idle_and_nice_and_the_caller_keeps_its_p
     seen = []
     real = hashing.hash_file
 
-    def recording(path):
+    def recording(path, dir_fd=None):
         seen.append(_thread_priority())
-        return real(path)
+        return real(path, dir_fd=dir_fd)
 
     monkeypatch.setattr(hashing, "hash_file", recording)
     ensure_hashes(cat, ids, settle_seconds=0, background=True)
@@ -160,9 +160,9 @@ _SLOW_HASHER = textwrap.dedent("""
     real = hashing.hash_file
     done = open(sys.argv[2], "a", buffering=1)
 
-    def slow(path):
+    def slow(path, dir_fd=None):
         time.sleep(float(sys.argv[3]))
-        res = real(path)
+        res = real(path, dir_fd=dir_fd)
         done.write("x\\n")          # this file's hash is computed (not yet stored)
         return res
     hashing.hash_file = slow
