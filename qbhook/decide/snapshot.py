@@ -64,6 +64,7 @@ from qbhook.dirfd import FolderReader, FolderRefused
 from qbhook.errors import PathMapError, QbhookError
 from qbhook.paths import normalize, root_holding
 from qbhook.progress import Progress
+from qbhook.space import space_of
 
 _LSTAT_BATCH = 2000  # paths lstat-ed before their catalog rows are read (_inodes_at)
 
@@ -595,7 +596,7 @@ class SnapshotBuilder:
         if not os.path.isdir(root):
             raise QbhookError(f"seeding root {root} of pool {p.name} does not exist", hint="is the pool mounted?")
         fs = self.catalog.fs_for_path(root)
-        sv = os.statvfs(root)
+        space = space_of(root)  # an OSError here stops the build, as a missing root does above
         for extra in p.more_seeding_roots:
             if not os.path.isdir(extra):
                 raise QbhookError(f"seeding root {extra} of pool {p.name} does not exist", hint="is the pool mounted?")
@@ -605,7 +606,7 @@ class SnapshotBuilder:
             path=str(p.path),
             seeding_root=root,
             seeding_fsid=self.catalog.fsid(fs),
-            free_bytes=sv.f_bavail * sv.f_frsize,
+            free_bytes=space.avail,
             more_seeding_roots=tuple(str(r) for r in p.more_seeding_roots),
         )
 

@@ -3,7 +3,7 @@
 Everything here is read at request time from what qbhook already persists, so a restart
 loses nothing and nothing can drift from the database:
 
-- pools: size and free space from ``statvfs``; the breakdown of used space from the
+- pools: size and free space from ``statvfs`` (``space.space_of``); the breakdown of used space from the
   catalog (each inode counted once, by the links the last scan saw):
 
   * library-linked: seed data that also has a link outside the seeding root (or more
@@ -53,6 +53,7 @@ from qbhook.events.queue import JobQueue
 from qbhook.move.journal import Journal
 from qbhook.move.orphans import LastOrphans
 from qbhook.move.orphans import last_run as last_orphans
+from qbhook.space import space_of
 
 BREAKDOWN_TTL_S = 60.0
 RECENT_RUNS = 10
@@ -280,8 +281,8 @@ def _pool(
     size = free = None
     error = None
     try:
-        sv = os.statvfs(p.path)
-        size, free = sv.f_blocks * sv.f_frsize, sv.f_bavail * sv.f_frsize
+        space = space_of(p.path)
+        size, free = space.size, space.avail
     except OSError as e:
         error = f"{p.path}: {e.strerror}"
     segments: tuple[Segment, ...] = ()
@@ -531,12 +532,12 @@ def report(cfg: Config, catalog) -> dict:
     pools = {}
     for p in cfg.pools:
         try:
-            sv = os.statvfs(p.path)
+            space = space_of(p.path)
             pools[p.name] = {
                 "path": str(p.path),
                 "role": p.role,
-                "size": sv.f_blocks * sv.f_frsize,
-                "free": sv.f_bavail * sv.f_frsize,
+                "size": space.size,
+                "free": space.avail,
                 **hashed[p.name],
             }
         except OSError as e:

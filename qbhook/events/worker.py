@@ -96,6 +96,7 @@ from qbhook.events.queue import worker_id as queue_worker_id
 from qbhook.move.run import run_apply
 from qbhook.pathmap import PathMap
 from qbhook.paths import normalize
+from qbhook.space import space_of
 
 log = logging.getLogger(__name__)
 
@@ -472,14 +473,14 @@ class _Prefetch:
 
 
 def _pool_space(cfg: Config) -> list[alerts.PoolSpace]:
-    """Free space of each pool's seeding root (statvfs, as the snapshot reads it)."""
+    """Free space of each pool's seeding root (``space.space_of``, as the snapshot reads it)."""
     out = []
     for p in cfg.pools:
         try:
-            sv = os.statvfs(p.seeding_root)
+            avail = space_of(p.seeding_root).avail
         except OSError:
             continue  # not there: the scan of that pool has said so
-        out.append(alerts.PoolSpace(p.name, sv.f_bavail * sv.f_frsize))
+        out.append(alerts.PoolSpace(p.name, avail))
     return out
 
 
