@@ -6,16 +6,21 @@ deterministic part, counts only (RSS is not deterministic). Counts are read at a
 just after a sweep ended (``last_sweep`` rewritten), with no job pending or running, as the
 smallest of a few samples, so a request or a sweep in flight never counts. A sweep that leaked
 one descriptor or one thread fails it: SWEEPS more at the end than at the start.
+
+A failure lists every descriptor that came or went, with what it is (a file's path, a pipe, a
+socket's addresses and state), so it explains itself.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import sqlite3
 import time
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -32,16 +37,104 @@ pytestmark = pytest.mark.integration
 TOKEN = "soak-token-0123456789"
 SWEEPS = 8  # after the first: each one must leave the counts where they were
 
+_TCP_STATES = {"01": "ESTABLISHED", "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "0A": "LISTEN"}
 
-def counts(pid: int) -> tuple[int, int]:
-    """(open descriptors, threads) of ``pid``: the smallest of five samples 50 ms apart."""
-    fds, threads = [], []
+
+def _address(hexaddr: str) -> tuple[str, int]:
+    """An address of /proc/net/tcp{,6}: the IP as 32-bit words in host (little-endian) order."""
+    ip, port = hexaddr.split(":")
+    raw = b"".join(bytes.fromhex(ip[i : i + 8])[::-1] for i in range(0, len(ip), 8))
+    addr = ipaddress.ip_address(raw)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return str(addr), int(port, 16)
+
+
+@dataclass(frozen=True)
+class Sock:
+    kind: str  # tcp, tcp6, udp, udp6, unix
+    local: tuple[str, int] | str
+    remote: tuple[str, int] | None
+    state: str
+
+    def __str__(self) -> str:
+        if self.kind == "unix":
+            return f"unix socket {self.local or '(unnamed)'}"
+        loc = f"{self.local[0]}:{self.local[1]}"
+        rem = f" -> {self.remote[0]}:{self.remote[1]}" if self.remote and self.remote[1] else ""
+        return f"{self.kind} socket {loc}{rem} {self.state}"
+
+
+def _sockets(pid: int) -> dict[str, Sock]:
+    """socket inode -> what it is, from the tables of ``pid``'s network namespace."""
+    out: dict[str, Sock] = {}
+    for kind in ("tcp", "tcp6", "udp", "udp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{kind}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for ln in lines:
+            f = ln.split()
+            state = _TCP_STATES.get(f[3], f[3]) if kind.startswith("tcp") else ""
+            out[f[9]] = Sock(kind, _address(f[1]), _address(f[2]), state)
+    try:
+        for ln in Path(f"/proc/{pid}/net/unix").read_text().splitlines()[1:]:
+            f = ln.split()
+            out[f[6]] = Sock("unix", f[7] if len(f) > 7 else "", None, "")
+    except OSError:
+        pass
+    return out
+
+
+def descriptors(pid: int) -> dict[int, str | Sock]:
+    """Every open descriptor of ``pid``: its link target (a path, ``pipe:[...]``, ``anon_inode:...``),
+    a socket as what it is (``Sock``: addresses and state), or the bare ``socket:[inode]``."""
+    out: dict[int, str | Sock] = {}
+    socks: dict[str, Sock] | None = None
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue  # closed between the listing and the look
+        if target.startswith("socket:["):
+            socks = _sockets(pid) if socks is None else socks
+            out[int(name)] = socks.get(target[8:-1], target)
+        else:
+            out[int(name)] = target
+    return out
+
+
+@dataclass(frozen=True)
+class Sample:
+    fds: dict[int, str | Sock]
+    threads: int
+
+
+def counts(pid: int) -> Sample:
+    """``pid``'s open descriptors (the fewest of five samples 50 ms apart) and threads (the fewest)."""
+    samples, threads = [], []
     for _ in range(5):
-        fds.append(len(os.listdir(f"/proc/{pid}/fd")))
+        samples.append(descriptors(pid))
         status = Path(f"/proc/{pid}/status").read_text()
         threads.append(int(next(ln for ln in status.splitlines() if ln.startswith("Threads:")).split()[1]))
         time.sleep(0.05)
-    return min(fds), min(threads)
+    return Sample(min(samples, key=len), min(threads))
+
+
+def difference(first: Sample, last: Sample) -> str:
+    """What came and what went between two samples, each descriptor with what it is."""
+    came = [f"  fd {n}: {d}" for n, d in sorted(last.fds.items()) if first.fds.get(n) != d]
+    went = [f"  fd {n}: {d}" for n, d in sorted(first.fds.items()) if last.fds.get(n) != d]
+    return "\n".join(
+        [
+            f"(fds, threads) after the first sweep {(len(first.fds), first.threads)}, "
+            f"after {SWEEPS} more {(len(last.fds), last.threads)}"
+        ]
+        + ["opened since:"]
+        + (came or ["  none"])
+        + ["closed since:"]
+        + (went or ["  none"])
+    )
 
 
 def post(port: int, path: str, body: bytes, ctype: str) -> int:
@@ -137,6 +230,6 @@ def test_serve_keeps_its_descriptors_and_threads_over_sweeps_and_events(qbt, qbt
         after_next_sweep(catalog)
         last = counts(proc.pid)
         assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
-        assert last <= first, f"(fds, threads) after the first sweep {first}, after {SWEEPS} more {last}"
+        assert (len(last.fds), last.threads) <= (len(first.fds), first.threads), difference(first, last)
     finally:
         stop_serve(proc)
