@@ -7,8 +7,10 @@ just after a sweep ended (``last_sweep`` rewritten), with no job pending or runn
 smallest of a few samples, so a request or a sweep in flight never counts. A sweep that leaked
 one descriptor or one thread fails it: SWEEPS more at the end than at the start.
 
-A failure lists every descriptor that came or went, with what it is (a file's path, a pipe, a
-socket's addresses and state), so it explains itself.
+One kind of descriptor may be more at the end, up to a bound, without a leak: keep-alive
+connections to qBittorrent (``QBT_CONNECTIONS``). A failure lists every descriptor that came
+or went, with what it is (a file's path, a pipe, a socket's addresses and state), so it
+explains itself.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import socket
 import sqlite3
 import time
 import urllib.parse
@@ -36,6 +39,18 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "soak-token-0123456789"
 SWEEPS = 8  # after the first: each one must leave the counts where they were
+# serve's worker and sweeper share one client object per qBittorrent, so one requests session
+# and its urllib3 pool (requests' default: up to 10 idle connections per host). The pool opens
+# a connection whenever a request finds none idle, and keeps each one when it is returned:
+# after two requests overlap, two keep-alive sockets stay open for good (measured: a shared
+# QbtClient session asked by N threads at once keeps N connections, and no more after any
+# number of rounds one at a time). What may ask one qBittorrent at the same moment: the worker,
+# the sweeper, and each one's sync/maindata prefetch thread while it sweeps
+# (events.worker._Prefetch; the worker sweeps for a job naming no torrent): 4. On a loaded
+# machine the worker's job and the sweeper's prefetch overlap now and then, which is how one CI
+# run saw 17 descriptors after the first sweep and 18 after 8 more. A leak (a connection or a
+# session per sweep) passes this bound within the test's sweeps.
+QBT_CONNECTIONS = 4
 
 _TCP_STATES = {"01": "ESTABLISHED", "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "0A": "LISTEN"}
 
@@ -119,6 +134,13 @@ def counts(pid: int) -> Sample:
         threads.append(int(next(ln for ln in status.splitlines() if ln.startswith("Threads:")).split()[1]))
         time.sleep(0.05)
     return Sample(min(samples, key=len), min(threads))
+
+
+def to_qbt(qbt_url: str):
+    """A predicate: is this descriptor a TCP connection to qBittorrent's web UI?"""
+    u = urllib.parse.urlsplit(qbt_url)
+    where = (socket.gethostbyname(u.hostname), u.port)
+    return lambda d: isinstance(d, Sock) and d.kind.startswith("tcp") and d.remote == where
 
 
 def difference(first: Sample, last: Sample) -> str:
@@ -230,6 +252,13 @@ def test_serve_keeps_its_descriptors_and_threads_over_sweeps_and_events(qbt, qbt
         after_next_sweep(catalog)
         last = counts(proc.pid)
         assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
-        assert (len(last.fds), last.threads) <= (len(first.fds), first.threads), difference(first, last)
+        # Keep-alive connections to qBittorrent may be more, up to QBT_CONNECTIONS; every other
+        # descriptor, and the threads, no more than after the first sweep.
+        is_qbt = to_qbt(qbt.url)
+        qbt_conns = sum(1 for d in last.fds.values() if is_qbt(d))
+        others = [sum(1 for d in s.fds.values() if not is_qbt(d)) for s in (first, last)]
+        why = difference(first, last)
+        assert qbt_conns <= QBT_CONNECTIONS, f"{qbt_conns} connections to qBittorrent\n{why}"
+        assert others[1] <= others[0] and last.threads <= first.threads, why
     finally:
         stop_serve(proc)
