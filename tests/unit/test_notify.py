@@ -147,8 +147,11 @@ def test_a_hanging_notifier_never_blocks_emit_and_overflow_is_dropped():
     # emit blocking on the stuck send would never return (release is set below); the bound
     # only has to tell "returns" from "hangs", with room for a loaded machine.
     assert elapsed < 3.0, elapsed
-    # at most one queue's worth in the stuck batch plus a full queue got in; the rest were dropped
-    assert 1000 - 2 * 50 <= n.dropped <= 1000 - 50
+    # The queue stays bounded and what does not fit is dropped. How many the stuck batch took is
+    # the scheduler's: the sender drains what is waiting into its batch while emit refills the
+    # queue, so under load it took more than one queue's worth (a lower bound of 900 dropped
+    # failed at load 2.7); a full queue after it did get in.
+    assert n._q.qsize() <= 50 and 1 <= n.dropped <= 1000 - 50
     t1 = time.monotonic()
     assert n.flush(0.3) is False and time.monotonic() - t1 < 1.0  # bounded, even at exit
     release.set()
