@@ -141,21 +141,25 @@ def _sets_of(files: list, hashes: dict[str, bytes]) -> list[list[tuple]]:
 def main(db: str, roots: list[str], two: bool = False) -> dict:
     t0 = time.perf_counter()
     files = walk(roots)
+    phases = {"walk": time.perf_counter() - t0}
     if two:
         kids = _forked(files)
         con = _catalog(db)
         con.execute("BEGIN")
         con.executemany("INSERT INTO paths VALUES (?,?,?,?,?,NULL)", ((os.fsencode(f[0]), *f[1:]) for f in files))
+        phases["rows, beside the hashing"] = time.perf_counter() - t0 - phases["walk"]
         hashes: dict[str, bytes] = {}
         for pid, r in kids:
             with os.fdopen(r, "rb") as got:
                 hashes.update(pickle.loads(got.read()))
             os.waitpid(pid, 0)
+        phases["waiting for the hashes"] = time.perf_counter() - t0 - sum(phases.values())
         con.executemany("UPDATE paths SET hash = ? WHERE path = ?", ((d, os.fsencode(p)) for p, d in hashes.items()))
         con.execute("COMMIT")
         sets = _sets_of(files, hashes)
     else:
         sets, hashes = duplicate_sets(files, Hasher())
+        phases["hashing"] = time.perf_counter() - t0 - phases["walk"]
         con = _catalog(db)
         with con:
             con.execute("BEGIN")
@@ -163,6 +167,7 @@ def main(db: str, roots: list[str], two: bool = False) -> dict:
                 "INSERT INTO paths VALUES (?,?,?,?,?,?)",
                 ((os.fsencode(f[0]), *f[1:], hashes.get(f[0])) for f in files),
             )
+    phases["the rest"] = time.perf_counter() - t0 - sum(phases.values())
     ru = resource.getrusage(resource.RUSAGE_SELF)
     kids_ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
@@ -170,6 +175,7 @@ def main(db: str, roots: list[str], two: bool = False) -> dict:
         "reclaimable_bytes": sum(s[0][3] * (len(s) - 1) for s in sets),
         "seconds": round(time.perf_counter() - t0, 3),
         "cpu_seconds": round(ru.ru_utime + ru.ru_stime + kids_ru.ru_utime + kids_ru.ru_stime, 3),
+        "phases": {k: round(v, 3) for k, v in phases.items()},  # wall seconds, in order
     }
 
 
