@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from qbhook import numbers
+from qbhook.dirfd import SeedingRoot
 from qbhook.errors import ConfigError, PathMapError
 from qbhook.files import Missing, NotReadable, read_regular_file
 from qbhook.paths import is_within
@@ -55,6 +56,13 @@ class PoolConfig:
         """Every seeding root of this pool, the build root first. Each one is "seeding tree":
         links there do not count as a library's, and fsops may act below it."""
         return (self.seeding_root, *self.more_seeding_roots)
+
+    @property
+    def anchored_seeding_roots(self) -> tuple[SeedingRoot, ...]:
+        """``seeding_roots``, each with this pool's root: the form to hand to code that opens them
+        (``move.fsops``, the orphan walk), which then walks down from the pool root, never
+        following a seeding root (or a folder above it) swapped for a symlink."""
+        return tuple(SeedingRoot(str(r), str(self.path)) for r in self.seeding_roots)
 
 
 @dataclass(frozen=True)
@@ -224,6 +232,11 @@ class Config:
     def seeding_roots(self) -> tuple[Path, ...]:
         """Every seeding root of every pool (each pool's build root first)."""
         return tuple(r for p in self.pools for r in p.seeding_roots)
+
+    @property
+    def anchored_seeding_roots(self) -> tuple[SeedingRoot, ...]:
+        """``seeding_roots`` as ``PoolConfig.anchored_seeding_roots``: what fsops acts below."""
+        return tuple(r for p in self.pools for r in p.anchored_seeding_roots)
 
 
 def parse_address(address: str) -> tuple[int, Any]:

@@ -1,7 +1,10 @@
 """Reading facts below a configured root through verified directory descriptors.
 
-The model (the rule ``move.fsops`` acts by, here for reading): a configured root is trusted
-admin config and opened as given; every folder below it is opened with
+The model (the rule ``move.fsops`` acts by, here for reading): a pool root is the configured
+mount point, trusted admin config and opened as given (a mount point cannot be renamed while
+mounted); a seeding root is a folder inside its pool that writers of the pool could swap, so it
+is opened from its pool root down (``open_root`` with a ``SeedingRoot``), never by its path
+string; every folder below a root is opened with
 ``O_DIRECTORY|O_NOFOLLOW`` relative to its verified parent (``open_below``, the one step
 both this reader and fsops' ``Dir.sub`` take); a fact of an entry (its lstat, its bytes) is
 read relative to the descriptor of its folder, never by resolving the path string again. So
@@ -25,10 +28,11 @@ import os
 import stat as stat_mod
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from qbhook.paths import normalize
 
-__all__ = ["DIR_FLAGS", "FolderReader", "FolderRefused", "NotAFolder", "open_below"]
+__all__ = ["DIR_FLAGS", "FolderReader", "FolderRefused", "NotAFolder", "SeedingRoot", "open_below", "open_root"]
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # Folders a reader keeps open at most. Each costs a descriptor, and ``serve`` sizes its
@@ -71,6 +75,73 @@ def open_below(parent_fd: int, name: str | bytes) -> int:
     if st is None or stat_mod.S_ISDIR(st.st_mode):
         raise NotAFolder(name, "changing")  # a symlink a moment ago, a folder (or gone) now
     raise NotAFolder(name, "other")
+
+
+@dataclass(frozen=True, slots=True)
+class SeedingRoot:
+    """A configured seeding root (``path``) with the configured pool root that holds it (``pool``).
+
+    A seeding root is a folder inside its pool, and the folders on the way to it can be renamed
+    and replaced by whoever may write in the pool: so it is opened from its pool root down
+    (``open_root``), never by its path string. Path-like (``os.fspath``, ``str``: its path), so
+    it goes wherever a root path goes; it is never equal to a plain path, so a cache keyed by
+    roots never mistakes an anchored root for one opened by path.
+    """
+
+    path: str
+    pool: str
+
+    def __post_init__(self) -> None:
+        path, pool = normalize(os.fspath(self.path)), normalize(os.fspath(self.pool))
+        if not path.startswith(pool.rstrip("/") + "/"):
+            raise ValueError(f"seeding root {path} is not inside its pool root {pool}")
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "pool", pool)
+
+    def __fspath__(self) -> str:
+        return self.path
+
+    def __str__(self) -> str:
+        return self.path
+
+
+def open_root(root: str | bytes | os.PathLike, pool: str | bytes | os.PathLike | None = None) -> int:
+    """The descriptor of the configured folder ``root`` (the one home of opening a root).
+
+    ``pool`` None: ``root`` is a pool root, the configured mount point, opened by its path (a
+    mount point cannot be renamed while mounted: EBUSY). Otherwise ``root`` lies below the pool
+    root ``pool``: that is opened by path and every folder from it down to ``root`` with
+    ``open_below``, so a seeding root (or a folder between) swapped for a symlink is refused,
+    ``FolderRefused`` naming it, never followed. FileNotFoundError / NotADirectoryError: no
+    folder there.
+    """
+    root_b = os.fsencode(root)
+    if pool is None:
+        return os.open(root_b, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the configured mount point: trusted
+    pool_b = os.fsencode(pool).rstrip(b"/")
+    if not root_b.startswith(pool_b + b"/"):
+        raise ValueError(f"{os.fsdecode(root_b)} is not inside {os.fsdecode(pool_b) or '/'}")
+    fd = os.open(pool_b or b"/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    here = pool_b
+    try:
+        for name in root_b[len(pool_b) + 1 :].split(b"/"):
+            if name in (b"", b"."):
+                continue
+            if name == b"..":
+                raise ValueError(f"{os.fsdecode(root_b)}: a '..' component is never followed")
+            here += b"/" + name
+            try:
+                nfd = open_below(fd, name)
+            except NotAFolder as e:
+                if e.kind == "other":
+                    raise NotADirectoryError(errno.ENOTDIR, "not a folder", os.fsdecode(here)) from None
+                raise FolderRefused(os.fsdecode(here), e.kind, e.target) from None
+            os.close(fd)
+            fd = nfd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class FolderRefused(Exception):
@@ -205,7 +276,7 @@ class FolderReader:
             raise v
         if d == root:
             try:
-                fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the configured root: trusted
+                fd = open_root(d)  # a pool root: the configured mount point, trusted
             except (FileNotFoundError, NotADirectoryError):
                 fd = None
         else:

@@ -199,8 +199,9 @@ class ExecutorContext:
 
     @property
     def seeding_roots(self) -> tuple:
-        """Writes and deletes happen only below these (through verified folder descriptors)."""
-        return tuple(self.cfg.seeding_roots)
+        """Writes and deletes happen only below these (through verified folder descriptors, each
+        opened from its pool root down: ``dirfd.SeedingRoot``)."""
+        return self.cfg.anchored_seeding_roots
 
     @property
     def roots(self) -> tuple:

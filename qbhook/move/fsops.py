@@ -7,8 +7,10 @@ done and says so instead of doing it again or failing.
 
 The dirfd rule (qbhook runs as root over trees less-trusted users can write):
 a path is first placed lexically under one configured root (``..`` refused,
-``//`` and ``.`` normalised away; a path under no root is refused). The root
-itself is trusted admin config and opened as given; every component below it
+``//`` and ``.`` normalised away; a path under no root is refused). A pool root
+is trusted admin config and opened as given; a seeding root (``dirfd.SeedingRoot``,
+``Config.anchored_seeding_roots``) is opened from its pool root down, like the
+folders below it (``dirfd.open_root``); every component below a root
 is opened with ``O_DIRECTORY|O_NOFOLLOW`` relative to its verified parent and
 ``fstat``-ed (a real folder, on the root's filesystem for anything written or
 deleted). Every check and the final act then name only the last entry,
@@ -59,7 +61,7 @@ from typing import Self
 import blake3
 
 from qbhook.catalog import hashing
-from qbhook.dirfd import NotAFolder, open_below
+from qbhook.dirfd import FolderRefused, NotAFolder, SeedingRoot, open_below, open_root
 from qbhook.errors import LastCopyKept, UnsafeOperation, VerificationFailed
 from qbhook.units import human_bytes as _human
 
@@ -180,10 +182,24 @@ def _digest(hex_or_bytes, size: int) -> bytes:
 # --------------------------------------------------------------------------- verified folders
 
 
+class _Root(bytes):
+    """A configured root, normalised, as ``_split_under`` places paths under it; ``pool``: the pool
+    root a seeding root is opened from (``dirfd.SeedingRoot``), None for a root opened by path."""
+
+    pool: bytes | None
+
+
+def _root(r) -> _Root:
+    out = _Root(b"/" + os.path.normpath(os.fsencode(r)).lstrip(b"/"))
+    out.pool = os.fsencode(r.pool) if isinstance(r, SeedingRoot) else None
+    return out
+
+
 @functools.lru_cache(maxsize=64)
-def _norm_roots(roots: tuple) -> tuple[bytes, ...]:
-    """The configured roots, normalised once (they are asked about for every path)."""
-    return tuple(b"/" + os.path.normpath(os.fsencode(r)).lstrip(b"/") for r in roots)
+def _norm_roots(roots: tuple) -> tuple[_Root, ...]:
+    """The configured roots, normalised once (they are asked about for every path). The cache
+    key tells a ``SeedingRoot`` from a plain path (they never compare equal)."""
+    return tuple(_root(r) for r in roots)
 
 
 def _is_normal(p: bytes) -> bool:
@@ -335,7 +351,15 @@ def _refusal(e: NotAFolder, full: bytes) -> UnsafeOperation:
 
 
 def _open_root(root: bytes) -> Dir:
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the configured path itself is trusted
+    """The configured root ``root`` (as ``_split_under`` returned it): a seeding root from its pool
+    root down (``dirfd.open_root``: a swapped one is refused), any other root by its path."""
+    pool = getattr(root, "pool", None)
+    try:
+        fd = open_root(root, pool)
+    except FolderRefused as e:
+        raise UnsafeOperation(
+            f"configured root {os.fsdecode(root)}: {e}", hint="qbhook never follows links below a pool root"
+        ) from None
     st = os.fstat(fd)
     return Dir(fd, root.rstrip(b"/") or b"/", st.st_dev, st, root)
 
@@ -1066,6 +1090,11 @@ def relink_over(
         )
 
 
+def _as_root(r) -> str | SeedingRoot:
+    """A root as a str, or as the ``SeedingRoot`` it is (its pool root goes with it to ``_open_root``)."""
+    return r if isinstance(r, SeedingRoot) else os.fsdecode(_p(r))
+
+
 class Relinker:
     """``relink_over`` for a batch of relinks: every check of every file stays, the overhead goes.
 
@@ -1093,8 +1122,8 @@ class Relinker:
 
     def __init__(self, seeding_roots, keep_roots=(), catalog=None, *, sync_each: bool = False, max_open: int = 256):
         # As strings once: every relink places two paths under them.
-        self.seeding_roots = tuple(os.fsdecode(_p(r)) for r in seeding_roots)
-        self.keep_roots = tuple(os.fsdecode(_p(r)) for r in keep_roots)
+        self.seeding_roots = tuple(_as_root(r) for r in seeding_roots)
+        self.keep_roots = tuple(_as_root(r) for r in keep_roots)
         self._keep_side = self.seeding_roots + self.keep_roots
         self.catalog = catalog
         self.sync_each = sync_each
@@ -1137,9 +1166,9 @@ class Relinker:
                 continue  # relink refuses it with its own message
             fs = fs_of_root.get(root)
             if fs is None:
-                try:
-                    dev = os.stat(root).st_dev
-                except OSError:
+                try:  # the root's st_dev through its verified descriptor: never by following its path
+                    dev = self._dir(root, (), True).st.st_dev
+                except (OSError, UnsafeOperation):
                     continue
                 fs = fs_of_root[root] = self.catalog.fs_for_path(root, dev)
             keys.add((fs, int(ino)))
@@ -1189,7 +1218,8 @@ class Relinker:
     def sync(self) -> None:
         """Make every rename of this batch durable (one syncfs per filesystem touched)."""
         for root in sorted(self._touched):
-            sync_filesystem(root)
+            with _open_root(root) as d:  # the root's filesystem, not one a symlink swapped in points at
+                _syncfs(d.fd)
         self._touched.clear()
 
     def _carry_over(self, d: Dir, kst_before: os.stat_result, kst_after: os.stat_result) -> None:
@@ -1223,7 +1253,7 @@ class Relinker:
         try:
             root, parts = self._split(path, self.seeding_roots)
         except UnsafeOperation as e:
-            shown_roots = ", ".join(self.seeding_roots) or "none configured"
+            shown_roots = ", ".join(map(str, self.seeding_roots)) or "none configured"
             raise UnsafeOperation(
                 f"refusing to relink {path_s}: not inside a seeding root ({shown_roots}): {e}"
             ) from None
@@ -2204,16 +2234,21 @@ _libc = None
 
 def sync_filesystem(path) -> None:
     """Flush the whole filesystem holding ``path`` (syncfs), so new links are on disk before old ones go."""
-    global _libc
     fd = os.open(_p(path), os.O_RDONLY | os.O_CLOEXEC)
     try:
-        try:
-            if _libc is None:
-                _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            if _libc.syncfs(fd) == 0:
-                return
-        except (OSError, AttributeError):
-            pass
-        os.sync()
+        _syncfs(fd)
     finally:
         os.close(fd)
+
+
+def _syncfs(fd: int) -> None:
+    """Flush the filesystem of the open ``fd`` (a plain sync where syncfs is missing)."""
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        if _libc.syncfs(fd) == 0:
+            return
+    except (OSError, AttributeError):
+        pass
+    os.sync()

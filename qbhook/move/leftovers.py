@@ -55,7 +55,7 @@ def remove_leftover_views(cfg, catalog, clients: Iterable[ClientPort]) -> list[d
         except OrphansRefused as e:
             _log.warning("leftover views kept for now: %s", e.message)
             return []
-        seeding = tuple(cfg.seeding_roots)
+        seeding = cfg.anchored_seeding_roots
         out = []
         # Newest first: links onto a copy go before the copy, which then has its one link left.
         for sid, v in reversed(views):

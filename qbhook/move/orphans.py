@@ -53,7 +53,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from qbhook.clients.port import ClientPort
-from qbhook.dirfd import NotAFolder, open_below
+from qbhook.dirfd import FolderRefused, NotAFolder, open_below, open_root
 from qbhook.errors import LastCopyKept, OrphansRefused, PathMapError, QbhookError, QbtError, UnsafeOperation
 from qbhook.paths import is_within, within_any
 
@@ -345,7 +345,9 @@ def check_guards(report: Report, max_share: float) -> None:
 def walk_roots(cfg) -> Walk:
     """Every regular file below every seeding root (lstat only; symlinks and mounts are not entered).
 
-    Each folder is listed through its own descriptor, opened below its verified parent
+    Each seeding root is opened from its pool root down (``dirfd.open_root``: one swapped for a
+    symlink refuses the walk, ``OrphansRefused`` naming it). Each folder is listed through its
+    own descriptor, opened below its verified parent
     (``dirfd.open_below``) and checked to be on the root's filesystem: a folder swapped for a
     symlink after its parent was listed is refused there (skipped, named), never listed.
     """
@@ -353,13 +355,18 @@ def walk_roots(cfg) -> Walk:
     entries: list[Entry] = []
     skipped: list[str] = []
     for pool in cfg.pools:
-        for root in pool.seeding_roots:
-            root_s = os.path.normpath(str(root))
+        for root in pool.anchored_seeding_roots:
             try:
-                fd = os.open(root_s, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the configured root: trusted
+                fd = open_root(root.path, root.pool)  # from the pool root down: never through a symlink
+            except FolderRefused as e:
+                # Not skipped: the walk would then say nothing about a whole root, and whatever a
+                # caller decides from it (the share guard) would be decided without it.
+                raise OrphansRefused(
+                    f"refusing: seeding root {root.path}: {e}", hint="qbhook never follows links below a pool root"
+                ) from None
             except OSError:
                 continue  # a missing root is `config check`'s to report; there is nothing in it
-            _walk_root(fd, root_s, pool.name, ignore, entries, skipped)
+            _walk_root(fd, root.path, pool.name, ignore, entries, skipped)
     return Walk(tuple(entries), tuple(skipped))
 
 
@@ -619,7 +626,7 @@ def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float 
             return QuarantineResult(None)
         run = journal.start_run(Plan(groups=[]).to_dict(), "orphans")
         res = QuarantineResult(run)
-        roots = tuple(cfg.seeding_roots)
+        roots = cfg.anchored_seeding_roots
         links = defaultdict(int)
         for o in todo:
             links[(o.dev, o.ino)] += 1
@@ -767,7 +774,7 @@ def purge_held(
         notify.emit("guard", f"holding purge: {k.line()}", "failure")
     try:
         out.folders = fsops.purge_holding(
-            tuple(cfg.seeding_roots),
+            cfg.anchored_seeding_roots,
             grace,
             held=screen.purgeable,
             now=now,
