@@ -10,8 +10,9 @@ both this reader and fsops' ``Dir.sub`` take); a fact of an entry (its lstat, it
 read relative to the descriptor of its folder, never by resolving the path string again. So
 the folder checked is the folder read: a folder swapped for a symlink after it was opened is
 not followed (the descriptor still is the folder that was checked, inside the root), and one
-swapped before is refused (``FolderRefused``, naming it and what it is); a missing folder
-means nothing is at the path.
+swapped before is refused (``FolderRefused``, naming it and what it is); a missing folder (or
+a name too long for any filesystem, or a folder root may not enter: ``_NOTHING_THERE``) means
+nothing is at the path.
 
 ``FolderReader`` keeps the descriptors it opened (a bounded number, least recently used
 closed first), so a snapshot opens each folder once and lstat-s each file with one
@@ -35,6 +36,11 @@ from qbhook.paths import normalize
 __all__ = ["DIR_FLAGS", "FolderReader", "FolderRefused", "NotAFolder", "SeedingRoot", "open_below", "open_root"]
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# What a reader's step takes as "nothing there": missing, a file where a folder would be, a name
+# no filesystem holds (ENAMETOOLONG: a torrent may name anything), a folder root cannot enter
+# (EACCES: on a root-squashing mount). Raised out of a snapshot, one torrent's odd name would
+# fail every snapshot of every torrent; as "nothing there" the planner blocks that torrent alone.
+_NOTHING_THERE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.EACCES})
 # Folders a reader keeps open at most. Each costs a descriptor, and ``serve`` sizes its
 # connection limit to the descriptor limit less a small reserve (events.server._FD_RESERVE, 64):
 # a snapshot built under ``serve`` must stay well inside it. A torrent's files are asked for one
@@ -210,8 +216,10 @@ class FolderReader:
             return None
         try:
             return os.stat(name, dir_fd=d, follow_symlinks=False)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+        except OSError as e:
+            if e.errno in _NOTHING_THERE:
+                return None
+            raise
 
     def place_any(self, path: str) -> tuple[int | None, str] | None:
         """``place`` for any path: (its folder's verified descriptor, its name) below a root, None if
@@ -277,7 +285,9 @@ class FolderReader:
         if d == root:
             try:
                 fd = open_root(d)  # a pool root: the configured mount point, trusted
-            except (FileNotFoundError, NotADirectoryError):
+            except OSError as e:
+                if e.errno not in _NOTHING_THERE:
+                    raise
                 fd = None
         else:
             parent, _, name = d.rpartition("/")
@@ -297,8 +307,10 @@ class FolderReader:
     def _open_below(self, pfd: int, name: str, d: str) -> int | None:
         try:
             return open_below(pfd, name)
-        except FileNotFoundError:
-            return None
+        except OSError as e:
+            if e.errno in _NOTHING_THERE:
+                return None
+            raise
         except NotAFolder as e:
             if e.kind == "other":
                 return None  # a file where a folder would be: nothing is below it

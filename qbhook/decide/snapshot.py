@@ -244,20 +244,48 @@ class SnapshotBuilder:
         (``pop``), so an inode met twice here is re-read after the first one's ``record_path``.
         """
         seen: list[tuple[str, os.stat_result, int, InodeKey] | None] = []
+        outside: list[tuple[int, InodeKey]] = []  # (index in seen, key) of paths under no pool
         for path in paths:
             st = self._lstat_file(path, canonical=canonical)
             if st is None:
                 seen.append(None)
                 continue
             fs = self.catalog.fs_for_path(path, st.st_dev)
-            seen.append((path, st, fs, (self.catalog.fsid(fs), st.st_ino)))
+            key = (self.catalog.fsid(fs), st.st_ino)
+            if self._pool_root(path) is None:
+                self._outside(path, st, key)
+                seen.append(None)
+                outside.append((len(seen) - 1, key))
+                continue
+            seen.append((path, st, fs, key))
         todo = [s for s in seen if s is not None and self._stale(s[0], s[1], s[3])]
         rows = self.catalog.inodes_and_paths_by_key({(fs, st.st_ino) for _p, st, fs, _k in todo}) if todo else {}
         for path, st, fs, key in todo:
             # An earlier path of this batch may have recorded the same inode (two names in one torrent).
             if self._stale(path, st, key):
                 self._record(path, st, fs, key, rows.pop((fs, st.st_ino), None))
-        return [s[3] if s is not None else None for s in seen]
+        out = [s[3] if s is not None else None for s in seen]
+        for i, key in outside:
+            out[i] = key
+        return out
+
+    def _outside(self, path: str, st: os.stat_result, key: InodeKey) -> None:
+        """A file under no pool (a torrent saved outside them: its save path is the client user's
+        choice): a fact of this snapshot only, for the planner to block that torrent with its
+        reason. Never recorded in the catalog: a catalogued inode is one ``find`` and the hashing
+        read as root, and nothing outside the pools is qbhook's to read. It has no catalog row,
+        so nothing hashes it; it counts as linked from outside (``other_paths``), so nothing
+        converges it either. An inode already known from a pool path keeps that fact."""
+        if key not in self.inodes:
+            self.inodes[key] = InodeFact(
+                fsid=key[0],
+                ino=key[1],
+                size=st.st_size,
+                nlink=st.st_nlink,
+                blake3=None,
+                other_paths=(sys.intern(path),),
+                mtime_ns=st.st_mtime_ns,
+            )
 
     def _stale(self, path: str, st: os.stat_result, key: InodeKey) -> bool:
         known = self.inodes.get(key)
@@ -282,12 +310,16 @@ class SnapshotBuilder:
         """lstat of ``path`` (canonical) through its folder's verified descriptor; None if nothing
         is there or a folder on the way is a symlink (noted in ``self.symlinks`` with ``note``).
         A path under no pool is lstat-ed as it is: no root to place it under (the planner blocks
-        such a torrent as outside the seeding roots)."""
+        such a torrent as outside the seeding roots). A path with ``..`` (a torrent may name its
+        files so: ``TorrentFile`` keeps them for the planner to refuse) is never looked up: None,
+        as in ``repair_facts._lstat``; raised, it would fail the snapshot of every torrent."""
         try:
             return self.reader.lstat_any(path)
         except FolderRefused as e:
             if note:
                 self.symlinks[e.folder] = e.target
+            return None
+        except PathMapError:
             return None
 
     def _folder_verified(self, path: str) -> bool:

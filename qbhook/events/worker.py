@@ -160,6 +160,10 @@ def _torrents_touching(cfg: Config, catalog: Catalog, infos, paths, rejected, re
                 if rejected is not None:
                     rejected.append(f"event path refused: {p} goes through a symlink: {e.folder} -> {e.target}")
                 continue
+            except PathMapError as e:  # host_path made it canonical; kept as the snapshot's _lstat
+                if rejected is not None:
+                    rejected.append(f"event path refused: {e}")
+                continue
             if st is not None and stat_mod.S_ISREG(st.st_mode):
                 catalog.record_path(p, pool.name, st=st)  # an import just linked it: refresh the facts
             gone = st is None

@@ -115,3 +115,43 @@ def test_open_below_says_what_is_there_instead_of_a_folder(tree):
             open_below(fd, "missing")
     finally:
         os.close(fd)
+
+
+def test_a_name_too_long_for_any_filesystem_is_nothing_there(tree):
+    """ENAMETOOLONG (a torrent may name a folder or file 300 bytes long) is "nothing there", in
+    a folder step and in the last lstat: raised, one torrent would fail every snapshot."""
+    root, _else = tree
+    long = "L" * 300
+    with FolderReader([root]) as r:
+        assert r.lstat(f"{root}/a/{long}/f.bin") is None
+        assert r.lstat(f"{root}/a/b/{long}") is None
+        assert r.folder(f"{root}/a/{long}") is None
+        assert r.lstat(f"{root}/a/b/f.bin").st_size == 6  # the reader goes on
+
+
+def test_a_folder_root_cannot_enter_is_nothing_there_and_other_errors_still_raise(tree, monkeypatch):
+    """EACCES (a root-squashing mount) is "nothing there"; an error that says something is wrong
+    with the disk (EIO) is still raised, never read as "missing". (As root EACCES cannot be made
+    with modes: the open is made to fail.)"""
+    import errno
+
+    from qbhook import dirfd
+
+    root, _else = tree
+    real = dirfd.open_below
+
+    def failing(code):
+        def open_below(pfd, name):
+            if name == "b":
+                raise OSError(code, os.strerror(code))
+            return real(pfd, name)
+
+        return open_below
+
+    monkeypatch.setattr(dirfd, "open_below", failing(errno.EACCES))
+    with FolderReader([root]) as r:
+        assert r.lstat(f"{root}/a/b/f.bin") is None
+    monkeypatch.setattr(dirfd, "open_below", failing(errno.EIO))
+    with FolderReader([root]) as r, pytest.raises(OSError) as e:
+        r.lstat(f"{root}/a/b/f.bin")
+    assert e.value.errno == errno.EIO

@@ -234,3 +234,55 @@ def test_torrent_folder_swapped_before_it_is_opened_blocks_naming_it(bed, monkey
     assert snap.symlinks == {str(folder): str(bed.outside / "Movie")}
     assert snap.torrents[0].files[0].inode is None
     assert f"symlink in the source path: {folder} -> {bed.outside / 'Movie'}" in group(plan, H).reason
+
+
+# --------------------------------------------------------------------------- odd torrents, outside files
+# One odd torrent must not stop every snapshot (and so every plan, apply and sweep of serve): a
+# folder name over NAME_MAX (ENAMETOOLONG), a file name with ``..`` (PathMapError: the planner
+# refuses it), an event path with a too-long name are each "nothing there" for that path; the
+# torrent is blocked with its reason and the others still plan. A torrent saved outside every
+# pool is kept in the snapshot's facts only, never catalogued (``find`` would hash it as root).
+
+LONG = "L" * 300  # over NAME_MAX (255 bytes)
+
+
+def _healthy(bed):
+    write(bed.seed_s / "ok/Movie/a.bin", b"movie")
+    torrent(bed, H2, bed.seed_s / "ok", [("Movie/a.bin", 5)])
+
+
+def test_a_too_long_folder_name_blocks_that_torrent_only(bed):
+    _healthy(bed)
+    (bed.seed_s / "odd").mkdir()  # the long name is asked of a real folder
+    torrent(bed, H, bed.seed_s / "odd", [(f"{LONG}/a.bin", 5)])
+    _snap, plan = plan_of(bed)
+    assert group(plan, H).action == "blocked"
+    assert group(plan, H2).action != "blocked"
+
+
+def test_a_dotdot_file_name_blocks_that_torrent_with_its_reason_only(bed):
+    _healthy(bed)
+    write(bed.seed_s / "odd/R/x.bin", b"x")
+    torrent(bed, H, bed.seed_s / "odd", [("R/../../x.bin", 1)])
+    _snap, plan = plan_of(bed)
+    g = group(plan, H)
+    assert g.action == "blocked" and "unsafe file name 'R/../../x.bin'" in g.reason
+    assert group(plan, H2).action != "blocked"
+
+
+def test_an_event_path_with_a_too_long_name_is_nothing_there(bed):
+    _healthy(bed)
+    got = torrents_touching(bed.cfg, bed.cat, [], [f"{bed.seed_s}/ok/{LONG}/x.bin"])
+    assert got == set()
+
+
+def test_a_torrent_saved_outside_every_pool_is_blocked_and_never_catalogued(bed):
+    _healthy(bed)
+    write(bed.outside / "Out/o.bin", b"outside")
+    torrent(bed, H, bed.outside, [("Out/o.bin", 7)])
+    snap, plan = plan_of(bed)
+    g = group(plan, H)
+    assert g.action == "blocked" and g.reason
+    assert not [p for p in all_catalog_paths(bed.cat) if str(bed.outside) in p]
+    assert group(plan, H2).action != "blocked"
+    assert [t for t in snap.torrents if t.hash == H]  # still in the facts
