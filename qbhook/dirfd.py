@@ -42,8 +42,8 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # fail every snapshot of every torrent; as "nothing there" the planner blocks that torrent alone.
 _NOTHING_THERE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.EACCES})
 # Folders a reader keeps open at most. Each costs a descriptor, and ``serve`` sizes its
-# connection limit to the descriptor limit less a small reserve (events.server._FD_RESERVE, 64):
-# a snapshot built under ``serve`` must stay well inside it. A torrent's files are asked for one
+# connection limit to the descriptor limit less a reserve that counts two readers at once
+# (events.server.FD_BUDGET: the worker's and the sweeper's snapshots). A torrent's files are asked for one
 # after another, so a few open folders serve nearly every lookup; one evicted is opened again
 # (and checked again) when asked for.
 MAX_OPEN = 32

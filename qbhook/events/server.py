@@ -25,10 +25,12 @@ from urllib.parse import parse_qsl
 from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from qbhook import dirfd
 from qbhook.errors import BadRequest
 from qbhook.events.auth import API_KEY_HEADER, API_KEY_PARAM, TOKEN_HEADER, AuthConfig
 from qbhook.events.model import Event
 from qbhook.events.parse import ARR_APPS, parse_arr, parse_cross_seed, parse_qbt_hook
+from qbhook.move import fsops
 
 __all__ = ["TOKEN_HEADER", "AuthConfig", "create_app", "waitress_options"]
 
@@ -248,7 +250,29 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 CHANNEL_TIMEOUT_S = 30
 CLEANUP_INTERVAL_S = 5
 MAX_CONNECTIONS = 4096
-_FD_RESERVE = 64  # catalog, WAL, locks, logs, qBittorrent sessions, the listener
+
+# The descriptors serve keeps for itself besides its connections, each term named by what holds
+# them at once (the one home of this arithmetic; tests/unit/events/test_fd_budget.py checks each
+# term against its user's own bound). The worker and the sweeper are two threads that may each
+# build a snapshot, hash and hold a catalog connection at the same time; only one executor acts at
+# a time (the executor lock), so its folders count once.
+_SNAPSHOT_THREADS = 2  # the worker and the sweeper
+_HASH_READERS = 8  # catalog.hashing.ensure_hashes' reader threads at most (min(len(readers), 8))
+FD_BUDGET: dict[str, int] = {
+    # each snapshot's FolderReader keeps up to MAX_OPEN folders
+    "snapshot folders": _SNAPSHOT_THREADS * dirfd.MAX_OPEN,
+    # the executor's Relinker keeps up to RELINK_MAX_OPEN verified folders
+    "relink folders": fsops.RELINK_MAX_OPEN,
+    # a copy's source and staged file, its walked parents, staging/holding folders, a read-back
+    "executor files": 16,
+    # per reader thread: the file, its mmap worker's socket and the worker's pipes
+    "hashing": _SNAPSHOT_THREADS * _HASH_READERS * 3,
+    # db, -wal, -shm per SQLite connection: worker, sweeper, intake, dupes, one per waitress thread
+    "catalog": 3 * (4 + 4),
+    # client sessions (keep-alive sockets per client and thread), locks, logs, listener, waitress' trigger
+    "clients, locks, logs, listener": 32,
+}
+_FD_RESERVE = sum(FD_BUDGET.values())
 
 
 def waitress_options(*, threads: int = 4) -> dict[str, Any]:

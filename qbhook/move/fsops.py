@@ -1090,6 +1090,11 @@ def relink_over(
         )
 
 
+# Folders a Relinker keeps open at most (each a descriptor; serve's budget counts them:
+# events.server.FD_BUDGET). A batch relinks file after file of few folders.
+RELINK_MAX_OPEN = 256
+
+
 def _as_root(r) -> str | SeedingRoot:
     """A root as a str, or as the ``SeedingRoot`` it is (its pool root goes with it to ``_open_root``)."""
     return r if isinstance(r, SeedingRoot) else os.fsdecode(_p(r))
@@ -1120,7 +1125,9 @@ class Relinker:
       same bytes, and the journal still says ``intended``, so a resume does it again).
     """
 
-    def __init__(self, seeding_roots, keep_roots=(), catalog=None, *, sync_each: bool = False, max_open: int = 256):
+    def __init__(
+        self, seeding_roots, keep_roots=(), catalog=None, *, sync_each: bool = False, max_open: int = RELINK_MAX_OPEN
+    ):
         # As strings once: every relink places two paths under them.
         self.seeding_roots = tuple(_as_root(r) for r in seeding_roots)
         self.keep_roots = tuple(_as_root(r) for r in keep_roots)
