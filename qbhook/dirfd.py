@@ -233,20 +233,22 @@ class FolderReader:
             return None, path
         return None if d is None else (d, name)
 
-    def lstat_any(self, path: str) -> os.stat_result | None:
+    def lstat_any(self, path: str, outside: set[str] | None = None) -> os.stat_result | None:
         """``lstat`` for a path below a root; a path under no root is lstat-ed by its string
-        (``place_any``). None if nothing is there; FolderRefused goes to the caller."""
+        (``place_any``) and added to ``outside`` when given (the snapshot keeps those out of the
+        catalog). None if nothing is there; FolderRefused goes to the caller."""
         where = self.place_any(path)
         if where is None:
             return None
         d, name = where
+        if d is None and outside is not None:
+            outside.add(path)
         try:
             return os.stat(name, dir_fd=d, follow_symlinks=False)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError:
-            if d is None:
-                return None  # under no root: any failure means "nothing to read there", as before
+        except OSError as e:
+            # under no root: any failure means "nothing to read there", as before
+            if d is None or e.errno in _NOTHING_THERE:
+                return None
             raise
 
     def readlink(self, path: str) -> str:
