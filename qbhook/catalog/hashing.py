@@ -74,6 +74,9 @@ RESULT_BATCH = 64
 RESULT_INTERVAL = 0.1
 SMALL_FILE = 1024 * 1024  # ensure_hashes: files below this are read by SMALL_READERS threads per filesystem
 SMALL_READERS = 2
+# ensure_hashes' reading threads at most, all filesystems together (serve's descriptor reserve
+# counts them: events.server.FD_BUDGET)
+READER_THREADS = 8
 SAMPLE_SIZE = 16 * 1024
 # dupes' partial hash: the first block only, as jdupes does (one read per candidate, page-sized,
 # so a cold disk serves it with one request); its digest length marks it in the catalog.
@@ -766,7 +769,7 @@ def _ensure_hashes(
     from concurrent.futures import ThreadPoolExecutor  # only a run that hashes needs the pool
 
     readers = [part for items in todo.values() for part in _split_small(items)]
-    with ThreadPoolExecutor(max_workers=min(len(readers), 8), thread_name_prefix="hash") as ex:
+    with ThreadPoolExecutor(max_workers=min(len(readers), READER_THREADS), thread_name_prefix="hash") as ex:
         for items in readers:
             ex.submit(worker, items)
         try:

@@ -26,6 +26,7 @@ from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from qbhook import dirfd
+from qbhook.catalog import hashing
 from qbhook.errors import BadRequest
 from qbhook.events.auth import API_KEY_HEADER, API_KEY_PARAM, TOKEN_HEADER, AuthConfig
 from qbhook.events.model import Event
@@ -257,7 +258,7 @@ MAX_CONNECTIONS = 4096
 # build a snapshot, hash and hold a catalog connection at the same time; only one executor acts at
 # a time (the executor lock), so its folders count once.
 _SNAPSHOT_THREADS = 2  # the worker and the sweeper
-_HASH_READERS = 8  # catalog.hashing.ensure_hashes' reader threads at most (min(len(readers), 8))
+_HASH_READERS = hashing.READER_THREADS  # ensure_hashes' reader threads at most
 FD_BUDGET: dict[str, int] = {
     # each snapshot's FolderReader keeps up to MAX_OPEN folders
     "snapshot folders": _SNAPSHOT_THREADS * dirfd.MAX_OPEN,

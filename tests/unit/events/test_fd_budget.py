@@ -4,8 +4,6 @@ Relinker's folders, ensure_hashes' threads) either moves the reserve with it or 
 
 from __future__ import annotations
 
-import inspect
-
 from qbhook import dirfd
 from qbhook.catalog import hashing
 from qbhook.events import server
@@ -24,6 +22,6 @@ def test_each_term_is_the_bound_its_user_keeps():
         assert server.FD_BUDGET["snapshot folders"] == server._SNAPSHOT_THREADS * reader._max_open
     with fsops.Relinker(()) as rl:  # the executor's, as built
         assert server.FD_BUDGET["relink folders"] == rl.max_open
-    # ensure_hashes bounds its reader threads by this literal: a change there must come here too.
-    assert f"min(len(readers), {server._HASH_READERS})" in inspect.getsource(hashing.ensure_hashes)
+    # ensure_hashes bounds its reader threads by the named READER_THREADS, which the budget counts
+    assert server._HASH_READERS == hashing.READER_THREADS
     assert server.FD_BUDGET["hashing"] == server._SNAPSHOT_THREADS * server._HASH_READERS * 3
