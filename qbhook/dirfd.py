@@ -191,6 +191,11 @@ class FolderReader:
         for fd in fds.values():
             os.close(fd)
 
+    @property
+    def roots(self) -> tuple[str, ...]:
+        """The roots this reader walks from (normalised)."""
+        return tuple(self._roots)
+
     def root_of(self, path: str) -> str | None:
         """The root ``path`` is placed under (None: under no root)."""
         for r, prefix in self._prefixes:

@@ -77,6 +77,7 @@ SMALL_READERS = 2
 # ensure_hashes' reading threads at most, all filesystems together (serve's descriptor reserve
 # counts them: events.server.FD_BUDGET)
 READER_THREADS = 8
+THREAD_FOLDERS = 4  # folders each reading thread keeps open (its own FolderReader), counted there too
 SAMPLE_SIZE = 16 * 1024
 # dupes' partial hash: the first block only, as jdupes does (one read per candidate, page-sized,
 # so a cold disk serves it with one request); its digest length marks it in the catalog.
@@ -705,31 +706,23 @@ def _ensure_hashes(
         last_store = time.monotonic()
 
     stop = threading.Event()  # set when we leave early: workers stop after their current file
-    # The reader is not thread-safe, and it closes its least recently used descriptor when it
-    # opens one too many: a reading thread places its file under this lock and keeps its own
-    # duplicate of the folder's descriptor for the open (a descriptor number closed by another
-    # thread could be reused for an unrelated folder meanwhile).
-    place_lock = threading.Lock()
 
-    def hash_placed(path: bytes | str) -> HashResult | None:
+    # The reader is not thread-safe: each reading thread places its files in a reader of its own
+    # on the same roots (a few folders: its items come in path order), so no thread waits for
+    # another's placing and no descriptor is closed under another thread (a shared reader behind
+    # a lock cost ~0.6 CPU-s per 20,000 files of bench_converge's snapshot, docs/benchmarks.md §9).
+    def hash_placed(mine: FolderReader, path: bytes | str) -> HashResult | None:
         """hash_file of ``path`` opened in its folder's verified descriptor; None if that folder
         is gone, or is (or is below) a folder swapped for a symlink: nothing there is read."""
-        with place_lock:
-            try:
-                where = reader.place_any(os.fsdecode(path))
-            except FolderRefused as e:
-                log.debug("not hashing %s: %s", os.fsdecode(path), e)
-                return None
-            if where is None:
-                return None
-            d, name = where
-            if d is not None:
-                d = os.dup(d)
         try:
-            return hash_file(name, dir_fd=d)
-        finally:
-            if d is not None:
-                os.close(d)
+            where = mine.place_any(os.fsdecode(path))
+        except FolderRefused as e:
+            log.debug("not hashing %s: %s", os.fsdecode(path), e)
+            return None
+        if where is None:
+            return None
+        d, name = where
+        return hash_file(name, dir_fd=d)
 
     def worker(items):
         if background:
@@ -740,6 +733,7 @@ def _ensure_hashes(
         # (20,000 small files: ~0.4 s of waiting, docs/benchmarks.md section 9).
         batch: list = []
         last = time.monotonic()
+        mine = FolderReader(reader.roots, max_open=THREAD_FOLDERS)
         try:
             for iid, path, size, dev, ino in items:
                 if stop.is_set():
@@ -748,7 +742,7 @@ def _ensure_hashes(
                     batch.append((iid, _DEFERRED, size))
                 else:
                     try:
-                        res = hash_placed(path)
+                        res = hash_placed(mine, path)
                     except OSError as e:
                         batch.append((iid, None, e))
                     except BaseException as e:
@@ -763,6 +757,7 @@ def _ensure_hashes(
                     results.put(batch)
                     batch, last = [], now
         finally:
+            mine.close()
             if batch:
                 results.put(batch)
 

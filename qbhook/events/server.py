@@ -266,8 +266,8 @@ FD_BUDGET: dict[str, int] = {
     "relink folders": fsops.RELINK_MAX_OPEN,
     # a copy's source and staged file, its walked parents, staging/holding folders, a read-back
     "executor files": 16,
-    # per reader thread: the file, its mmap worker's socket and the worker's pipes
-    "hashing": _SNAPSHOT_THREADS * _HASH_READERS * 3,
+    # per reader thread: the file, its mmap worker's socket and the worker's pipes, its folders
+    "hashing": _SNAPSHOT_THREADS * _HASH_READERS * (3 + hashing.THREAD_FOLDERS),
     # db, -wal, -shm per SQLite connection: worker, sweeper, intake, dupes, one per waitress thread
     "catalog": 3 * (4 + 4),
     # client sessions (keep-alive sockets per client and thread), locks, logs, listener, waitress' trigger

@@ -24,4 +24,4 @@ def test_each_term_is_the_bound_its_user_keeps():
         assert server.FD_BUDGET["relink folders"] == rl.max_open
     # ensure_hashes bounds its reader threads by the named READER_THREADS, which the budget counts
     assert server._HASH_READERS == hashing.READER_THREADS
-    assert server.FD_BUDGET["hashing"] == server._SNAPSHOT_THREADS * server._HASH_READERS * 3
+    assert server.FD_BUDGET["hashing"] == server._SNAPSHOT_THREADS * server._HASH_READERS * (3 + hashing.THREAD_FOLDERS)
