@@ -989,7 +989,7 @@ class Executor:
     def _delete(self, st: _GroupRun, s: Delete, _at: _At) -> dict:
         if not st.synced:
             # New links must be on disk before old ones go, whatever a power cut does.
-            fsops.sync_filesystem(_existing_parent(s.keep_path))
+            fsops.sync_filesystem(s.keep_path, (*self.seeding_roots, *self.roots))
             st.synced = True
         hold = str(st.run_id) if self.cfg.policy.grace_period > 0 else None
         # Planned without a hash: the one the copy took of this file's content (the kept copy's),
@@ -1764,10 +1764,3 @@ HANDLERS: dict[type[Step], StepHandler] = {
     Converge: StepHandler(Executor._converge, probe=_probe_converge, replay=_replay_converge),
     Repair: StepHandler(Executor._repair),
 }
-
-
-def _existing_parent(path: str) -> str:
-    p = os.path.dirname(str(path))
-    while p and not os.path.isdir(p):
-        p = os.path.dirname(p)
-    return p or "/"

@@ -2239,13 +2239,26 @@ def prune_empty_dirs(root, stop_at, *, roots) -> list[str]:
 _libc = None
 
 
-def sync_filesystem(path) -> None:
-    """Flush the whole filesystem holding ``path`` (syncfs), so new links are on disk before old ones go."""
-    fd = os.open(_p(path), os.O_RDONLY | os.O_CLOEXEC)
+def sync_filesystem(path, roots) -> None:
+    """Flush the whole filesystem holding ``path`` (syncfs), so new links are on disk before old ones go.
+
+    The folder flushed is ``path``'s nearest existing folder, reached by the verified walk from its
+    configured root among ``roots``, never by the path string: a folder swapped for a symlink onto
+    another filesystem would flush that one and leave the new links unflushed. A folder swapped
+    on the way is refused (UnsafeOperation), before anything is deleted."""
+    root, parts = _split_under(path, roots)
+    d = _open_root(root)
     try:
-        _syncfs(fd)
+        for name in parts[:-1]:
+            try:
+                nxt = d.sub(name, same_fs=False)
+            except FileNotFoundError:
+                break  # the nearest existing folder holds the new links' filesystem's entry
+            d.close()
+            d = nxt
+        _syncfs(d.fd)
     finally:
-        os.close(fd)
+        d.close()
 
 
 def _syncfs(fd: int) -> None:

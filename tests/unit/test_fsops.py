@@ -503,9 +503,32 @@ def test_prune_empty_dirs(fs2):
         fsops.prune_empty_dirs(seed_p / "x", seed_s, roots=(seed_s, seed_p))
 
 
+def test_sync_filesystem_flushes_the_nearest_existing_folder_reached_from_the_root(fs2, monkeypatch):
+    stash, pool, seed_s, seed_p, cat = fs2
+    (seed_p / "tv").mkdir()
+    flushed = []
+    monkeypatch.setattr(fsops, "_syncfs", lambda fd: flushed.append(os.fstat(fd)))
+    fsops.sync_filesystem(seed_p / "tv" / "new" / "e1.mkv", (seed_s, seed_p))  # "new" not made yet
+    tv = os.stat(seed_p / "tv")
+    assert [(st.st_dev, st.st_ino) for st in flushed] == [(tv.st_dev, tv.st_ino)]
+
+
+def test_sync_filesystem_never_follows_a_folder_swapped_for_a_symlink(fs2, monkeypatch):
+    """A folder of the pool's seeding root is a symlink onto the other filesystem: found by its
+    path string (7270715), the flush went to that filesystem and the new links on this one were
+    left unflushed before the old ones were deleted. Walked from the root it is refused."""
+    stash, pool, seed_s, seed_p, cat = fs2
+    (seed_p / "tv").symlink_to(seed_s)
+    flushed = []
+    monkeypatch.setattr(fsops, "_syncfs", lambda fd: flushed.append(os.fstat(fd).st_dev))
+    with pytest.raises(UnsafeOperation):
+        fsops.sync_filesystem(seed_p / "tv" / "e1.mkv", (seed_s, seed_p))
+    assert flushed == []
+
+
 def test_sync_filesystem_runs(fs2):
     stash, pool, seed_s, seed_p, cat = fs2
-    fsops.sync_filesystem(seed_p)
+    fsops.sync_filesystem(seed_p / "x", (seed_s, seed_p))
 
 
 def test_new_folders_and_empty_files_belong_to_the_seeding_tree_owner(fs2):
