@@ -127,7 +127,7 @@ def open_root(root: str | bytes | os.PathLike, pool: str | bytes | os.PathLike |
     pool_b = os.fsencode(pool).rstrip(b"/")
     if not root_b.startswith(pool_b + b"/"):
         raise ValueError(f"{os.fsdecode(root_b)} is not inside {os.fsdecode(pool_b) or '/'}")
-    fd = os.open(pool_b or b"/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = open_root(pool_b or b"/")
     here = pool_b
     try:
         for name in root_b[len(pool_b) + 1 :].split(b"/"):

@@ -39,6 +39,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -639,13 +640,9 @@ def ensure_hashes(
     cannot send the read outside. ``reader``: the caller's (a snapshot's, its folders already
     open); by default one on the catalog's pool roots (``Catalog.marker_roots``), closed at the end.
     """
-    if reader is not None:
+    with nullcontext(reader) if reader is not None else FolderReader(catalog.marker_roots) as looking:
         return _ensure_hashes(
-            catalog, inode_ids, settle_seconds, progress, budget, background, located, keep_digests, reader
-        )
-    with FolderReader(catalog.marker_roots) as own:
-        return _ensure_hashes(
-            catalog, inode_ids, settle_seconds, progress, budget, background, located, keep_digests, own
+            catalog, inode_ids, settle_seconds, progress, budget, background, located, keep_digests, looking
         )
 
 

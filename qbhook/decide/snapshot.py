@@ -246,31 +246,27 @@ class SnapshotBuilder:
         The catalog rows are read in one batch before any is recorded; a row is used at most once
         (``pop``), so an inode met twice here is re-read after the first one's ``record_path``.
         """
-        seen: list[tuple[str, os.stat_result, int, InodeKey] | None] = []
-        outside: list[tuple[int, InodeKey]] = []  # (index in seen, key) of paths under no pool
+        keys: list[InodeKey | None] = []
+        seen: list[tuple[str, os.stat_result, int, InodeKey]] = []  # the pools' files, to record
         for path in paths:
             st = self._lstat_file(path, canonical=canonical)
             if st is None:
-                seen.append(None)
+                keys.append(None)
                 continue
             fs = self.catalog.fs_for_path(path, st.st_dev)
             key = (self.catalog.fsid(fs), st.st_ino)
+            keys.append(key)
             if path in self._outside:  # lstat-ed by its string just now: under no pool
                 self._outside_fact(path, st, key)
-                seen.append(None)
-                outside.append((len(seen) - 1, key))
-                continue
-            seen.append((path, st, fs, key))
-        todo = [s for s in seen if s is not None and self._stale(s[0], s[1], s[3])]
+            else:
+                seen.append((path, st, fs, key))
+        todo = [s for s in seen if self._stale(s[0], s[1], s[3])]
         rows = self.catalog.inodes_and_paths_by_key({(fs, st.st_ino) for _p, st, fs, _k in todo}) if todo else {}
         for path, st, fs, key in todo:
             # An earlier path of this batch may have recorded the same inode (two names in one torrent).
             if self._stale(path, st, key):
                 self._record(path, st, fs, key, rows.pop((fs, st.st_ino), None))
-        out = [s[3] if s is not None else None for s in seen]
-        for i, key in outside:
-            out[i] = key
-        return out
+        return keys
 
     def _outside_fact(self, path: str, st: os.stat_result, key: InodeKey) -> None:
         """A file under no pool (a torrent saved outside them: its save path is the client user's

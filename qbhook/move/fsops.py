@@ -1704,13 +1704,11 @@ def _same_inode_still(parent: Dir, name: bytes, st: os.stat_result, u: _Unlink) 
     last = parent.lstat(name)
     if last is None:
         return False
-    if (last.st_dev, last.st_ino, last.st_nlink, last.st_size, last.st_ctime_ns) != (
-        st.st_dev,
-        st.st_ino,
-        st.st_nlink,
-        st.st_size,
-        st.st_ctime_ns,
-    ):
+
+    def facts(s: os.stat_result) -> tuple:
+        return s.st_dev, s.st_ino, s.st_nlink, s.st_size, s.st_ctime_ns
+
+    if facts(last) != facts(st):
         raise u.refuse("it changed during the checks")
     return True
 
