@@ -68,6 +68,7 @@ from qbhook.decide.plan import (
     VerifyGroup,
     VerifyView,
 )
+from qbhook.dirfd import FolderReader, FolderRefused
 from qbhook.errors import ExitCode, QbhookError, QbtError, UnsafeOperation, VerificationFailed
 from qbhook.move import fsops
 from qbhook.move.journal import Journal, RunRow, StepRow, sharers_of
@@ -207,6 +208,12 @@ class ExecutorContext:
     def roots(self) -> tuple:
         """Link donors and kept copies may also live elsewhere in a pool."""
         return self.seeding_roots + tuple(p.path for p in self.cfg.pools)
+
+    def reader(self) -> FolderReader:
+        """A fresh reader of facts below the pools, each folder reached from its pool root by the
+        verified walk (``dirfd.FolderReader``; a path under no pool is read by its string). One per
+        look: a reader keeps its folders' verdicts for its life, and a look must see the world now."""
+        return FolderReader(str(p.path) for p in self.cfg.pools)
 
 
 def build_executor(
@@ -960,23 +967,28 @@ class Executor:
         # The torrent's own file list, not the plan's, decides what must be there: a file
         # missing from the view would be copied by qBittorrent itself (lesson 1).
         current_save = None
-        for lf in live:
-            v = want.get(_norm(lf.name))
-            if v is None:
-                if lf.wanted:
-                    raise UnsafeOperation(f"torrent {h} has file {lf.name} that the view at {save} lacks")
-                current_save = current_save or _norm(c.torrent(h).save_path)
-                old = os.path.join(current_save, lf.name)
-                if os.path.lexists(old) and os.lstat(old).st_size and not os.path.lexists(os.path.join(save, lf.name)):
-                    raise UnsafeOperation(
-                        f"torrent {h}: unwanted file {lf.name} exists at {current_save} but not in "
-                        "the view: qBittorrent would copy it unverified"
+        with self.ctx.reader() as reader:  # opens a folder only if an unwanted file is asked about
+            for lf in live:
+                v = want.get(_norm(lf.name))
+                if v is None:
+                    if lf.wanted:
+                        raise UnsafeOperation(f"torrent {h} has file {lf.name} that the view at {save} lacks")
+                    current_save = current_save or _norm(c.torrent(h).save_path)
+                    # Both facts through verified folders: a folder of either path swapped for a
+                    # symlink could make the old file look absent (or present in the view), and
+                    # qBittorrent would then copy it unverified. Such a folder refuses the step.
+                    what = f"torrent {h}: cannot check unwanted file {lf.name}"
+                    old = _look(reader, os.path.join(current_save, lf.name), what)
+                    if old is not None and old.st_size and _look(reader, os.path.join(save, lf.name), what) is None:
+                        raise UnsafeOperation(
+                            f"torrent {h}: unwanted file {lf.name} exists at {current_save} but not in "
+                            "the view: qBittorrent would copy it unverified"
+                        )
+                    continue
+                if v[1] != lf.size:
+                    raise VerificationFailed(
+                        f"torrent {h}: {lf.name} is {lf.size} bytes in qBittorrent, {v[1]} in the plan"
                     )
-                continue
-            if v[1] != lf.size:
-                raise VerificationFailed(
-                    f"torrent {h}: {lf.name} is {lf.size} bytes in qBittorrent, {v[1]} in the plan"
-                )
         total, seen = 0, {}
         for full, size, blake3_hex in want.values():
             # The facts of the very stat the content was proven for, not a second look by name.
@@ -1684,6 +1696,16 @@ def _replay_copy_failed(st: _GroupRun, seq: int, s: Copy, row: StepRow) -> None:
 def _replay_view(st: _GroupRun, _seq: int, s: VerifyView, row: StepRow) -> None:
     st.views.add((s.instance, s.torrent, _norm(s.save_path)))
     st.seen.update({p: tuple(f) for p, f in ((row.result or {}).get("seen") or {}).items()})
+
+
+def _look(reader: FolderReader, path: str, what: str) -> os.stat_result | None:
+    """lstat of ``path`` through its verified folder (``FolderReader.lstat_any``: a path under no
+    pool by its string), None if nothing is there. A folder on the way that is a symlink refuses
+    the step, naming it: it never answers "nothing there" (what is behind it is not the pool's)."""
+    try:
+        return reader.lstat_any(path)
+    except FolderRefused as e:
+        raise UnsafeOperation(f"{what}: {e}", hint="qbhook never follows links below a pool root") from None
 
 
 def _facts(path: str) -> tuple:
