@@ -69,7 +69,7 @@ from qbhook.decide.plan import (
     VerifyView,
 )
 from qbhook.dirfd import FolderReader, FolderRefused
-from qbhook.errors import ExitCode, QbhookError, QbtError, UnsafeOperation, VerificationFailed
+from qbhook.errors import ExitCode, PathMapError, QbhookError, QbtError, UnsafeOperation, VerificationFailed
 from qbhook.move import fsops
 from qbhook.move.journal import Journal, RunRow, StepRow, sharers_of
 from qbhook.move.locks import converge_lock, executor_lock, group_lock
@@ -604,10 +604,11 @@ class Executor:
             failed = next((row for _s, _st, row in mine if row is not None and row.status == StepStatus.FAILED), None)
             if failed is not None:
                 # The group had already failed when the run stopped: only the rollback may remain.
-                for seq, step, row in mine:
-                    h = HANDLERS.get(type(step))
-                    if row is not None and h is not None:
-                        h.replay_failed(st, seq, step, row)
+                with self.ctx.reader() as reader:
+                    for seq, step, row in mine:
+                        h = HANDLERS.get(type(step))
+                        if row is not None and h is not None:
+                            h.replay_failed(st, seq, step, row, reader)
                 self._fail(st, failed.error or "failed earlier in this run")
                 return outcome
             relocated = {
@@ -1029,19 +1030,22 @@ class Executor:
             res = {**res, "blake3": blake3_hex}
         self.catalog.forget_path(s.path)
         if res.get("nlink_before", 0) > 1:
-            # Unlinking changed the inode's ctime; its other links keep their cached hash.
-            for p in s.seeding_links:
-                if p == s.path:
-                    continue
-                try:
-                    pst = os.lstat(p)
-                except OSError:
-                    continue
-                if (pst.st_dev, pst.st_ino) == (res.get("dev"), s.ino):
-                    pool = self.cfg.pool_of(p)
-                    if pool is not None:
-                        # That very stat, proven to be the inode whose content the delete checked.
-                        self.catalog.record_path(p, pool.name, own_change=True, st=pst)
+            # Unlinking changed the inode's ctime; its other links keep their cached hash. Each is
+            # looked at through its verified folder: one behind a symlinked folder is not provably
+            # that pool's file, and is left for the next scan.
+            with self.ctx.reader() as reader:
+                for p in s.seeding_links:
+                    if p == s.path:
+                        continue
+                    try:
+                        pst = reader.lstat_any(p)
+                    except (OSError, FolderRefused, PathMapError):
+                        continue
+                    if pst is not None and (pst.st_dev, pst.st_ino) == (res.get("dev"), s.ino):
+                        pool = self.cfg.pool_of(p)
+                        if pool is not None:
+                            # That very stat, proven to be the inode whose content the delete checked.
+                            self.catalog.record_path(p, pool.name, own_change=True, st=pst)
         st.outcome.bytes_freed += res.get("bytes_freed", 0)
         return res
 
@@ -1502,13 +1506,19 @@ class Executor:
         change stops the group where it is (``_fail``: no rollback, no delete, its torrents
         stopped so none downloads into the changed files) with an alert."""
         changed = []
-        for path, facts in st.seen.items():
-            try:
-                now = _facts(path)
-            except OSError as e:
-                now = (e.strerror,)
-            if now != tuple(facts):
-                changed.append(path)
+        with self.ctx.reader() as reader:
+            for path, facts in st.seen.items():
+                # Through its verified folder: a folder swapped for a symlink (even to the very
+                # folder, moved aside) is a change, never "the same facts" read through it.
+                try:
+                    got = reader.lstat_any(path)
+                    now = ("gone",) if got is None else _facts_of(got)
+                except FolderRefused:
+                    now = ("refused",)
+                except OSError as e:
+                    now = (e.strerror,)
+                if now != tuple(facts):
+                    changed.append(path)
         if not changed:
             return
         st.view_changed = True
@@ -1593,8 +1603,9 @@ class Executor:
                 bytes_freed=g.bytes_freed,
                 torrents_relocated=sum(1 for s in g.steps if isinstance(s, Relocate)),
             )
-            for s in g.steps:
-                o.steps.append({"kind": s.kind, "args": s.args, "now": _handler(s).probe(s)})
+            with self.ctx.reader() as reader:
+                for s in g.steps:
+                    o.steps.append({"kind": s.kind, "args": s.args, "now": _handler(s).probe(reader, s)})
             summary.groups.append(o)
         return summary
 
@@ -1622,7 +1633,7 @@ def _as_planned(_ex: Executor, s: Step, _row: StepRow | None) -> Step:
     return s
 
 
-def _to_do(_s: Step) -> str:
+def _to_do(_reader: FolderReader, _s: Step) -> str:
     return "to do"
 
 
@@ -1637,14 +1648,15 @@ class StepHandler:
     finished step is repeated anyway (cheap read-only checks of a world that may have changed).
     ``prepare`` may add what was observed to the step before its intent is journaled;
     ``irreversible``: once intended, the group may be past the point of moving back.
-    ``probe`` is the dry run's read-only look at the world. Undo: relocations register
+    ``probe`` is the dry run's read-only look at the world; it and ``replay_failed`` look
+    through the ``FolderReader`` they are given (``ExecutorContext.reader``). Undo: relocations register
     themselves in the group's state as they act; ``Executor._fail`` moves them back.
     """
 
     act: Callable[[Executor, _GroupRun, Step, _At], dict]
-    probe: Callable[[Step], str] = _to_do
+    probe: Callable[[FolderReader, Step], str] = _to_do
     replay: Callable[[_GroupRun, int, Step, StepRow], None] = _nothing
-    replay_failed: Callable[[_GroupRun, int, Step, StepRow], None] = _nothing
+    replay_failed: Callable[[_GroupRun, int, Step, StepRow, FolderReader], None] = _nothing
     redo: Callable[[Step, set, list], bool] = _never
     prepare: Callable[[Executor, Step, StepRow | None], Step] = _as_planned
     irreversible: bool = False
@@ -1657,12 +1669,26 @@ def _handler(step: Step) -> StepHandler:
         raise UnsafeOperation(f"this qbhook cannot carry out a {step.kind!r} step") from None
 
 
-def _probe_made(s: Copy | Link | MkEmpty) -> str:
-    return "something already there" if os.path.lexists(s.dst) else "to do"
+def _probe_stat(reader: FolderReader, path: str) -> os.stat_result | str | None:
+    """The dry run's look at ``path`` through its verified folder: its lstat, None if nothing is
+    there (or it cannot be read), or why it is refused (a folder on the way is a symlink: the
+    act would refuse it too, so the dry run says so instead of "to do" or "already gone")."""
+    try:
+        return reader.lstat_any(path)
+    except FolderRefused as e:
+        return f"refused: {e}"
+    except (OSError, PathMapError):
+        return None
 
 
-def _probe_delete(s: Delete) -> str:
-    return "already gone" if not os.path.lexists(s.path) else "to do"
+def _probe_made(reader: FolderReader, s: Copy | Link | MkEmpty) -> str:
+    st = _probe_stat(reader, s.dst)
+    return st if isinstance(st, str) else "to do" if st is None else "something already there"
+
+
+def _probe_delete(reader: FolderReader, s: Delete) -> str:
+    st = _probe_stat(reader, s.path)
+    return st if isinstance(st, str) else "already gone" if st is None else "to do"
 
 
 def _made(act: fsops.Act) -> dict:
@@ -1688,7 +1714,7 @@ def _replay_link(st: _GroupRun, _seq: int, s: Link, row: StepRow) -> None:
     _relearn(st, s, row)
 
 
-def _replay_copy_failed(st: _GroupRun, seq: int, s: Copy, row: StepRow) -> None:
+def _replay_copy_failed(st: _GroupRun, seq: int, s: Copy, row: StepRow, _reader: FolderReader) -> None:
     if row.status == StepStatus.DONE:
         _replay_copy(st, seq, s, row)
 
@@ -1708,13 +1734,9 @@ def _look(reader: FolderReader, path: str, what: str) -> os.stat_result | None:
         raise UnsafeOperation(f"{what}: {e}", hint="qbhook never follows links below a pool root") from None
 
 
-def _facts(path: str) -> tuple:
+def _facts_of(st: os.stat_result) -> tuple:
     """What any write into a file changes: a write or truncate moves mtime and ctime (the kernel
     sets ctime; no unprivileged user can set it back), a replacement changes the inode."""
-    return _facts_of(os.lstat(path))
-
-
-def _facts_of(st: os.stat_result) -> tuple:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
@@ -1737,7 +1759,7 @@ def _replay_relocate(st: _GroupRun, seq: int, _s: Relocate, row: StepRow) -> Non
     st.outcome.torrents_relocated += 1
 
 
-def _replay_relocate_failed(st: _GroupRun, seq: int, _s: Relocate, row: StepRow) -> None:
+def _replay_relocate_failed(st: _GroupRun, seq: int, _s: Relocate, row: StepRow, _reader: FolderReader) -> None:
     if row.status in (StepStatus.DONE, StepStatus.FAILED):
         st.relocs.append(_reloc_of(seq, row))
 
@@ -1747,10 +1769,16 @@ def _replay_delete(st: _GroupRun, _seq: int, _s: Delete, row: StepRow) -> None:
     st.outcome.bytes_freed += int((row.result or {}).get("bytes_freed", 0))
 
 
-def _replay_delete_failed(st: _GroupRun, _seq: int, s: Delete, row: StepRow) -> None:
-    # A failed delete raised before unlinking, unless what failed came after it:
-    # the world (is the path still there?) decides, not the row.
-    gone = not os.path.lexists(s.path)
+def _replay_delete_failed(st: _GroupRun, _seq: int, s: Delete, row: StepRow, reader: FolderReader) -> None:
+    # A failed delete raised before unlinking, unless what failed came after it: the world (is
+    # the path still there?) decides, not the row. Read through its verified folder: a folder
+    # swapped for a symlink to a folder holding a file of that name proves nothing, and taken
+    # as "still there" it rolled the group back onto old paths a delete had already emptied.
+    # Unproven means "deletes may have begun": the group stays at its verified new place.
+    try:
+        gone = reader.lstat_any(s.path) is None
+    except (OSError, FolderRefused, PathMapError):
+        gone = True
     st.deletes_started = st.deletes_started or row.status in (StepStatus.DONE, StepStatus.INTENDED) or gone
 
 
@@ -1758,11 +1786,13 @@ def _replay_converge(st: _GroupRun, _seq: int, _s: Converge, row: StepRow) -> No
     st.outcome.bytes_freed += int((row.result or {}).get("bytes_freed", 0))
 
 
-def _probe_converge(s: Converge) -> str:
-    try:
-        return "to do" if os.lstat(s.path).st_ino == s.ino else "already relinked or changed"
-    except OSError:
+def _probe_converge(reader: FolderReader, s: Converge) -> str:
+    st = _probe_stat(reader, s.path)
+    if isinstance(st, str):
+        return st
+    if st is None:
         return "gone"
+    return "to do" if st.st_ino == s.ino else "already relinked or changed"
 
 
 HANDLERS: dict[type[Step], StepHandler] = {
