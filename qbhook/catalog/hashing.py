@@ -638,9 +638,9 @@ def ensure_hashes(
     Every path below a pool root is looked at and opened in its folder's verified descriptor,
     walked from the root (``qbhook.dirfd``), never by its string: a folder swapped for a symlink
     cannot send the read outside. ``reader``: the caller's (a snapshot's, its folders already
-    open); by default one on the catalog's pool roots (``Catalog.marker_roots``), closed at the end.
+    open); by default the catalog's (``Catalog.reader``: on its pool roots), closed at the end.
     """
-    with nullcontext(reader) if reader is not None else FolderReader(catalog.marker_roots) as looking:
+    with nullcontext(reader) if reader is not None else catalog.reader() as looking:
         return _ensure_hashes(
             catalog, inode_ids, settle_seconds, progress, budget, background, located, keep_digests, looking
         )

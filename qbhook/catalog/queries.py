@@ -17,7 +17,8 @@ from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import TorrentIndex, payload_duplicates
 from qbhook.clients.port import ClientPort
 from qbhook.config import Config, PoolConfig
-from qbhook.errors import UnknownTorrent
+from qbhook.dirfd import FolderReader, FolderRefused
+from qbhook.errors import PathMapError, UnknownTorrent
 
 
 def last_full_scan_age(catalog: Catalog, pools: Iterable[PoolConfig]) -> float | None:
@@ -119,36 +120,9 @@ def explain_from_index(catalog: Catalog, torrent_hash: str, why: str | None, now
     synced = idx.synced()
     now = time.time() if now is None else now
     out_t = []
-    for t in members:
-        files = []
-        for _i, rel, size, _prio, path, inode in idx.files(t.instance, t.hash):
-            row = catalog.inode(inode) if inode else None
-            live = None
-            if path is not None:
-                try:
-                    st = os.lstat(path)
-                    live = {"same_inode": bool(row) and catalog.still_is(path, st, row), "nlink": st.st_nlink}
-                except OSError:
-                    live = {"same_inode": False, "nlink": None}
-            files.append(
-                {
-                    "rel": rel,
-                    "size": size,
-                    "path": path,
-                    "inode": [row.fsid, row.ino] if row else None,
-                    "catalog_nlink": row.nlink if row else None,
-                    "blake3": row.hash.hex() if row and row.hash else None,
-                    "live": live,
-                }
-            )
-        s = synced.get(t.instance, {})
-        out_t.append(
-            {
-                **t.as_dict(),
-                "files": files,
-                "index_age_s": round(now - s["synced_at"], 1) if s.get("synced_at") else None,
-            }
-        )
+    with catalog.reader() as reader:
+        for t in members:
+            out_t.append(_indexed_torrent(catalog, idx, reader, t, synced, now))
     first = hit[0]
     data = {
         "source": "index",
@@ -164,3 +138,40 @@ def explain_from_index(catalog: Catalog, torrent_hash: str, why: str | None, now
         "now": now,
     }
     return data
+
+
+def _indexed_torrent(catalog: Catalog, idx: TorrentIndex, reader: FolderReader, t, synced: dict, now: float) -> dict:
+    """One torrent of ``explain_from_index``: its index record, each file with its catalog inode
+    and what is at its path now (``_live``)."""
+    files = []
+    for _i, rel, size, _prio, path, inode in idx.files(t.instance, t.hash):
+        row = catalog.inode(inode) if inode else None
+        files.append(
+            {
+                "rel": rel,
+                "size": size,
+                "path": path,
+                "inode": [row.fsid, row.ino] if row else None,
+                "catalog_nlink": row.nlink if row else None,
+                "blake3": row.hash.hex() if row and row.hash else None,
+                "live": None if path is None else _live(catalog, reader, path, row),
+            }
+        )
+    s = synced.get(t.instance, {})
+    return {
+        **t.as_dict(),
+        "files": files,
+        "index_age_s": round(now - s["synced_at"], 1) if s.get("synced_at") else None,
+    }
+
+
+def _live(catalog: Catalog, reader: FolderReader, path, row) -> dict:
+    """Whether ``path`` still is the indexed inode, and its links, looked at through its verified
+    folder (``Catalog.reader``): behind a folder swapped for a symlink it is not that file."""
+    try:
+        st = reader.lstat_any(os.fsdecode(path))
+    except (OSError, FolderRefused, PathMapError):
+        st = None
+    if st is None:
+        return {"same_inode": False, "nlink": None}
+    return {"same_inode": bool(row) and catalog.still_is(path, st, row), "nlink": st.st_nlink}

@@ -8,6 +8,7 @@ is known under every name it has.
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import sqlite3
@@ -19,7 +20,8 @@ from pathlib import Path
 
 from qbhook.catalog import fsid as fsid_mod
 from qbhook.catalog.db import Tx, connect, rollback
-from qbhook.errors import NotRegularFile
+from qbhook.dirfd import FolderReader, FolderRefused
+from qbhook.errors import NotRegularFile, PathMapError, PathOutsideRoots
 
 
 def hash_valid(alias: str = "") -> str:
@@ -128,6 +130,34 @@ class Catalog:
     def close(self) -> None:
         self._mounts.close()
         self.conn.close()
+
+    def reader(self) -> FolderReader:
+        """A reader of facts below the catalog's pool roots (``marker_roots``), each folder reached
+        by the verified walk (``dirfd.FolderReader``): the one way the catalog looks at a path it
+        was given no stat for. Without roots (a catalog opened so in tests) every path is under
+        none, and read by its string as before."""
+        return FolderReader(self.marker_roots)
+
+    def _pool_lstat(self, reader: FolderReader, bpath: bytes) -> os.stat_result:
+        """lstat of a path a caller gave no stat for, through ``reader`` (``Catalog.reader``).
+
+        FileNotFoundError if nothing is there; PathOutsideRoots if it is not provably a pool's
+        file: a folder on the way is a symlink (what is behind it may be outside the pool), or
+        the path is under none of the pool roots the catalog knows. Such a path is never
+        recorded as a pool's file."""
+        path = os.fsdecode(bpath)
+        outside: set[str] = set()
+        try:
+            st = reader.lstat_any(path, outside)
+        except (FolderRefused, PathMapError) as e:
+            raise PathOutsideRoots(f"{path} is not recorded: {e}") from None
+        if outside and reader.roots:
+            raise PathOutsideRoots(
+                f"{path} is not recorded: it is under none of the pool roots {', '.join(reader.roots)}"
+            )
+        if st is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        return st
 
     # ------------------------------------------------------------ filesystems
     def still_is(self, path: str | bytes | os.PathLike, st: os.stat_result, row: InodeRow) -> bool:
@@ -423,7 +453,9 @@ class Catalog:
         st: os.stat_result | None = None,
         before: os.stat_result | None = None,
     ) -> int:
-        """Record one path (after qbhook linked/renamed it): ``st`` if given, else re-stat it.
+        """Record one path (after qbhook linked/renamed it): ``st`` if given, else its lstat taken
+        through its verified folder below the pool roots (``_pool_lstat``: PathOutsideRoots for a
+        path behind a symlinked folder or under no pool root, FileNotFoundError if gone).
 
         ``st``: the lstat the caller's act took through the folder it acted in, proven to be the
         inode it acted on (``fsops.Act.after``); a path looked up again by name may by then be
@@ -433,7 +465,9 @@ class Catalog:
         ``before`` (the inode right before the act) only if the hash was valid for it.
         """
         bpath = os.fsencode(path)
-        st = st or os.lstat(bpath)
+        if st is None:
+            with self.reader() as reader:
+                st = self._pool_lstat(reader, bpath)
         if not stat.S_ISREG(st.st_mode):
             # The catalog holds regular files only: a FIFO recorded here once made every
             # later hash of "size 0 candidates" open it and hang.
@@ -458,18 +492,22 @@ class Catalog:
         With ``stats``, ``own_change`` carries hashes only for the paths it has a stat for: a
         path looked up again by name may be another file by now, whose stale hash a carry
         would make valid again (the others are recorded as seen, their hashes as they were).
+        A path without a stat is looked at through its verified folder (``_pool_lstat``); one
+        not provably a pool's file is left out, like a gone one.
         """
         todo = []
-        for path, pool in items:
-            bpath = os.fsencode(path)
-            st = stats.get(path) if stats else None
-            carry = own_change and (stats is None or st is not None)
-            try:
-                st = st or os.lstat(bpath)
-            except FileNotFoundError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                todo.append((bpath, pool, st, self.fs_for_path(bpath, st.st_dev), carry))  # may register: outside Tx
+        with self.reader() as reader:
+            for path, pool in items:
+                bpath = os.fsencode(path)
+                st = stats.get(path) if stats else None
+                carry = own_change and (stats is None or st is not None)
+                try:
+                    st = st or self._pool_lstat(reader, bpath)
+                except (FileNotFoundError, PathOutsideRoots):
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    # may register a filesystem: outside the Tx
+                    todo.append((bpath, pool, st, self.fs_for_path(bpath, st.st_dev), carry))
         if not todo:
             return 0
         with Tx(self.conn) as c:

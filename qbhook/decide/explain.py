@@ -52,6 +52,8 @@ from qbhook.catalog.queries import explain_from_index
 from qbhook.catalog.store import Catalog
 from qbhook.clients.model import TorrentFile, TorrentInfo
 from qbhook.decide.facts import ancestors
+from qbhook.dirfd import FolderRefused
+from qbhook.errors import PathMapError
 
 _CHUNK = 500  # ids per IN (...) list: under SQLite's 999-variable floor of old builds
 
@@ -224,14 +226,18 @@ def folder_sql(instances: int, folders: int) -> str:
 
 
 def _live_inodes(catalog: Catalog, paths: set[bytes]) -> set[int]:
-    """Catalog inode ids of what is at these paths now (one lstat each; unknown ones left out)."""
+    """Catalog inode ids of what is at these paths now (one lstat each, through its verified
+    folder: ``Catalog.reader``; unknown ones left out, and so is one behind a symlinked folder,
+    whose inode is not that path's)."""
     keys = set()
-    for p in paths:
-        try:
-            st = os.lstat(p)
-        except OSError:
-            continue
-        keys.add((catalog.fs_for_path(p, st.st_dev), st.st_ino))
+    with catalog.reader() as reader:
+        for p in paths:
+            try:
+                st = reader.lstat_any(os.fsdecode(p))
+            except (OSError, FolderRefused, PathMapError):
+                continue
+            if st is not None:
+                keys.add((catalog.fs_for_path(p, st.st_dev), st.st_ino))
     return {row.id for row, _paths in catalog.inodes_and_paths_by_key(keys).values()} if keys else set()
 
 
