@@ -318,6 +318,20 @@ GONE_INDEX_DDL = """
 CREATE INDEX torrents_gone ON torrents(instance, gone_at) WHERE gone_at IS NOT NULL;
 """
 
+# Older versions catalogued the files of a torrent saved outside every pool, with pool '?' (the
+# snapshot recorded whatever it lstat-ed by its string); such a file is now a snapshot fact only,
+# never catalogued (docs/design.md, r11), but the rows already written still fed ``find`` and
+# ``dupes``, which could read and hash them. Removed once here, with every inode left without a
+# path (the catalog holds no such inode otherwise: ``Catalog.forget_path`` and the scans drop
+# them the same way). Each DELETE fires the write generation's triggers (migration 7): the scan
+# and dupes memos computed over those rows no longer match, and the torrent index, whose inode
+# column keeps no foreign key, looks its files up again. The rows are a cache of the disk: were
+# a pool configured under the name '?', its next scan would record its files again.
+OUTSIDE_ROWS_DDL = """
+DELETE FROM paths WHERE pool = '?';
+DELETE FROM inodes WHERE NOT EXISTS (SELECT 1 FROM paths WHERE paths.inode = inodes.id);
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     SCHEMA_V1,
     QUEUE_DDL,
@@ -329,4 +343,5 @@ MIGRATIONS: tuple[str, ...] = (
     LOOKUP_INDEXES_DDL,
     DUPES_MEMO_DDL,
     GONE_INDEX_DDL,
+    OUTSIDE_ROWS_DDL,
 )

@@ -197,6 +197,7 @@ def test_migration_9_adds_the_content_counter_to_an_existing_catalog(tmp_path):
         old.execute(f"PRAGMA user_version = {version + 1}")
     old.execute("INSERT INTO filesystems(fsid, kind, first_seen, last_seen) VALUES ('x', 'mount', 0, 0)")
     old.execute("INSERT INTO inodes(fs, ino, size, mtime_ns, ctime_ns, nlink) VALUES (1, 2, 3, 4, 5, 1)")
+    old.execute("INSERT INTO paths(path, inode, pool) VALUES (x'2f61', 1, 'p')")  # an inode has a path (migration 11)
     old.close()
     cat = Catalog(connect(path))
     try:

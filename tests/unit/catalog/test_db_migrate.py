@@ -42,3 +42,41 @@ def test_a_step_that_fails_leaves_the_version_it_started_from(tmp_path, monkeypa
         migrate(conn)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == start
     assert _tables(conn) == before  # none of the steps after ``start`` is half-applied
+
+
+def test_migration_11_removes_the_rows_of_files_outside_every_pool(tmp_path):
+    """A catalog at version 10 holding what older versions wrote for a torrent saved outside every
+    pool (pool '?'): those paths go, with every inode left without a path; an inode that also
+    has a pool's path keeps it; the write generation moves, so no memo over those rows holds."""
+    from qbhook.catalog.store import Catalog
+
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path, isolation_level=None)
+    for version, script in enumerate(migrations()[:10]):
+        old.executescript(script)
+        old.execute(f"PRAGMA user_version = {version + 1}")
+    old.execute("INSERT INTO filesystems(fsid, kind, first_seen, last_seen) VALUES ('x', 'mount', 0, 0)")
+    for ino in (1, 2, 3):
+        old.execute(
+            f"INSERT INTO inodes(id, fs, ino, size, mtime_ns, ctime_ns, nlink) VALUES ({ino}, 1, {ino}, 3, 4, 5, 1)"
+        )
+    rows = [
+        (b"/stash/seed/a", 1, "stash"),
+        (b"/elsewhere/b", 2, "?"),
+        (b"/elsewhere/c", 3, "?"),
+        (b"/stash/lib/c", 3, "stash"),
+    ]
+    old.executemany("INSERT INTO paths(path, inode, pool) VALUES (?, ?, ?)", rows)
+    before = old.execute("SELECT n FROM catalog_writes").fetchone()[0]
+    old.close()
+    cat = Catalog(db.connect(path))
+    try:
+        assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations()) == 11
+        assert sorted(cat.conn.execute("SELECT path, inode, pool FROM paths")) == [
+            (b"/stash/lib/c", 3, "stash"),
+            (b"/stash/seed/a", 1, "stash"),
+        ]
+        assert [r[0] for r in cat.conn.execute("SELECT id FROM inodes ORDER BY id")] == [1, 3]
+        assert cat.generation() > before
+    finally:
+        cat.close()
