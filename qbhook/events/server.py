@@ -264,7 +264,8 @@ FD_BUDGET: dict[str, int] = {
     "snapshot folders": _SNAPSHOT_THREADS * dirfd.MAX_OPEN,
     # the executor's Relinker keeps up to RELINK_MAX_OPEN verified folders
     "relink folders": fsops.RELINK_MAX_OPEN,
-    # a copy's source and staged file, its walked parents, staging/holding folders, a read-back
+    # a copy's source and staged file, its walked parents, staging/holding folders, a read-back:
+    # measured at 8 at a demote's peak, at any folder depth (tests/unit/test_executor_fds.py)
     "executor files": 16,
     # per reader thread: the file, its mmap worker's socket and the worker's pipes, its folders
     "hashing": _SNAPSHOT_THREADS * _HASH_READERS * (3 + hashing.THREAD_FOLDERS),

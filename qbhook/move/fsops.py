@@ -282,6 +282,18 @@ class Dir:
             raise UnsafeOperation(f"{self.show(name)} is not a regular file")
         return fd
 
+    def up(self, expect: os.stat_result) -> Dir | None:
+        """This folder's parent, reached through its own ``..`` and proven to be the folder
+        ``expect`` describes (the one walked through on the way down); None when it is not (this
+        folder was moved elsewhere meanwhile). Lets a walk back up hold two descriptors, not one
+        per level: a torrent's folders can be as deep as its paths allow."""
+        fd = os.open(b"..", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (expect.st_dev, expect.st_ino):
+            os.close(fd)
+            return None
+        return Dir(fd, os.path.dirname(self.path) or b"/", self.dev, st, self.fs_path, self._fs_path_s)
+
     def sub(self, name: bytes, *, create: bool = False, same_fs: bool = True, own: bool = False) -> Dir:
         """The verified child folder ``name`` (made if missing and ``create``): never a symlink.
 
@@ -375,6 +387,48 @@ def _walk(root: bytes, parts: list[bytes], *, create: bool = False, same_fs: boo
         d.close()
         raise
     return d
+
+
+def _descend(root: bytes, chain: list[bytes], *, own: bool) -> tuple[Dir, list[os.stat_result]]:
+    """As far down ``chain`` below ``root`` as its folders exist: (the deepest folder reached, the
+    stat of every folder on the way, the root's first). One descriptor open at the end, whatever
+    the depth; ``_rmdir_up`` climbs back through ``Dir.up``, checked against these stats."""
+    d = _open_root(root)
+    stats = [d.st]
+    try:
+        for n in chain:
+            try:
+                nxt = d.sub(n, own=own)
+            except (FileNotFoundError, NotADirectoryError):
+                break
+            d.close()
+            d = nxt
+            stats.append(d.st)
+    except BaseException:
+        d.close()
+        raise
+    return d, stats
+
+
+def _rmdir_up(d: Dir, chain: list[bytes], stats: list[os.stat_result]) -> int:
+    """rmdir the empty folders ``_descend`` reached, deepest first, each through its verified
+    parent; stops at the first that stays (not empty, or its parent is not the one walked
+    through). Closes ``d``; returns how many went."""
+    k, removed = len(stats) - 1, 0  # d is chain[k - 1], k levels below the root
+    try:
+        while k > 0:
+            parent = d.up(stats[k - 1])
+            if parent is None:
+                break
+            d.close()
+            d = parent
+            if not _rmdir_quiet(d, chain[k - 1]):
+                break
+            removed += 1
+            k -= 1
+    finally:
+        d.close()
+    return removed
 
 
 def _open_parent(path, roots, *, create: bool = False, same_fs: bool = True) -> tuple[Dir, bytes, list[bytes]]:
@@ -1963,19 +2017,14 @@ def _link_same(src: Dir, dst: Dir, name: bytes, st: os.stat_result) -> bool:
 
 def _rmdir_chain(root: bytes, chain: list[bytes]) -> None:
     """rmdir the empty folders of ``chain`` below ``root``, deepest first, each through its verified parent."""
-    opened = [_open_root(root)]
     try:
-        for n in chain:
-            try:
-                opened.append(opened[-1].sub(n, own=True))
-            except (FileNotFoundError, NotADirectoryError, UnsafeOperation):
-                return
-        for k in range(len(opened) - 1, 0, -1):
-            if not _rmdir_quiet(opened[k - 1], chain[k - 1]):
-                return
-    finally:
-        for d in opened:
-            d.close()
+        d, stats = _descend(root, chain, own=True)
+    except UnsafeOperation:
+        return
+    if len(stats) == len(chain) + 1:
+        _rmdir_up(d, chain, stats)
+    else:
+        d.close()
 
 
 def remove_leftover_view(
@@ -2121,15 +2170,9 @@ def _purge_one(h: HeldLink, seeding_roots: tuple, keep_roots: tuple, catalog) ->
     if len(parts) < 3 or parts[0] != HOLDING_DIR.encode():
         raise UnsafeOperation(f"{h.path} is not inside a holding folder: not purging it")
     chain, name = parts[:-1], parts[-1]
-    opened = [_open_root(root)]
+    d, stats = _descend(root, chain, own=True)
     try:
-        for n in chain:
-            try:
-                opened.append(opened[-1].sub(n, own=True))
-            except (FileNotFoundError, NotADirectoryError):
-                break
-        if len(opened) == len(chain) + 1:
-            d = opened[-1]
+        if len(stats) == len(chain) + 1:
             st = d.lstat(name)
             if st is not None:
                 if not stat_mod.S_ISREG(st.st_mode) or (h.ino is not None and st.st_ino != h.ino):
@@ -2139,17 +2182,15 @@ def _purge_one(h: HeldLink, seeding_roots: tuple, keep_roots: tuple, catalog) ->
                 if st.st_nlink == 1 and st.st_size and not h.orphan:
                     _another_copy_still(h, root, parts, st, seeding_roots, keep_roots, catalog)
                 os.unlink(name, dir_fd=d.fd)
-        # Folders this purge emptied go, deepest first, each named through its verified parent.
-        run_gone = None
-        for k in range(len(opened) - 1, 0, -1):
-            if not _rmdir_quiet(opened[k - 1], chain[k - 1]):
-                break
-            if k == 2:
-                run_gone = opened[k].show()
-        return run_gone
-    finally:
-        for d in opened:
-            d.close()
+    except BaseException:
+        d.close()
+        raise
+    # Folders this purge emptied go, deepest first, each named through its verified parent.
+    removed = _rmdir_up(d, chain, stats)
+    # chain is holding, run, ...: the run's folder went when the walk reached it and every level
+    # from the deepest reached up to it went (all but the holding folder's own)
+    run_gone = len(stats) >= 3 and removed >= len(stats) - 2
+    return os.fsdecode(b"/".join([root.rstrip(b"/"), *chain[:2]])) if run_gone else None
 
 
 def _another_copy_still(
