@@ -609,6 +609,10 @@ def _parse_pools(data: dict) -> tuple[PoolConfig, ...]:
         key = f"pools.{name}"
         if not isinstance(name, str) or not name:
             raise ConfigError(key, f"pool names must be non-empty strings (got {_got(name)})")
+        if name == "?":
+            # Catalog rows of pool "?" were older versions' files outside every pool; migration 11
+            # deletes them, so a pool of that name would lose its rows once.
+            raise ConfigError(key, "the pool name '?' is reserved", hint="name the pool after its dataset, e.g. stash")
         if not isinstance(spec, dict):
             raise ConfigError(key, "must be a mapping with 'path' and 'role'")
         _no_unknown(spec, ("path", "role"), key)

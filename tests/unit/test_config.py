@@ -63,6 +63,15 @@ def test_secrets_masked_in_describe():
             "overlaps",
         ),
         (lambda d: d["pools"]["pool"].update(role="primary"), "pools", "exactly one"),
+        # '?' marked older versions' rows for files outside every pool: migration 11 deletes them
+        (
+            lambda d: (
+                d["pools"].update({"?": d["pools"].pop("pool")}),
+                d["seeding_roots"].update({"?": d["seeding_roots"].pop("pool")}),
+            ),
+            "pools.?",
+            "reserved",
+        ),
         (lambda d: d.update(catalog="relative.sqlite"), "catalog", "absolute"),
         (lambda d: d["qbittorrent"].update(url="ftp://x"), "qbittorrent.url", "http"),
         (lambda d: d["qbittorrent"].update(password_env="NOPE"), "qbittorrent.password_env", "not set"),
