@@ -47,6 +47,9 @@ _NOTHING_THERE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, err
 # after another, so a few open folders serve nearly every lookup; one evicted is opened again
 # (and checked again) when asked for.
 MAX_OPEN = 32
+# A reader made for a few looks (the executor's checks of one step, the catalog's look at a path
+# it was given no stat for): nothing to cache across, so it keeps few folders, whatever the depth.
+LOOK_MAX_OPEN = 4
 
 
 class NotAFolder(Exception):

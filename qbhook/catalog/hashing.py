@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 
 import blake3
 
-from qbhook.dirfd import FolderReader, FolderRefused
+from qbhook.dirfd import MAX_OPEN, FolderReader, FolderRefused
 from qbhook.progress import Throughput
 
 if TYPE_CHECKING:  # annotations only: `import qbhook.catalog.hashing` stays light for short-lived callers
@@ -638,9 +638,10 @@ def ensure_hashes(
     Every path below a pool root is looked at and opened in its folder's verified descriptor,
     walked from the root (``qbhook.dirfd``), never by its string: a folder swapped for a symlink
     cannot send the read outside. ``reader``: the caller's (a snapshot's, its folders already
-    open); by default the catalog's (``Catalog.reader``: on its pool roots), closed at the end.
+    open); by default the catalog's (``Catalog.reader``: on its pool roots, with the full folder
+    cache: it locates many files, in path order), closed at the end.
     """
-    with nullcontext(reader) if reader is not None else catalog.reader() as looking:
+    with nullcontext(reader) if reader is not None else catalog.reader(MAX_OPEN) as looking:
         return _ensure_hashes(
             catalog, inode_ids, settle_seconds, progress, budget, background, located, keep_digests, looking
         )

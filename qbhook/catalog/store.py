@@ -20,7 +20,7 @@ from pathlib import Path
 
 from qbhook.catalog import fsid as fsid_mod
 from qbhook.catalog.db import Tx, connect, rollback
-from qbhook.dirfd import FolderReader, FolderRefused
+from qbhook.dirfd import LOOK_MAX_OPEN, FolderReader, FolderRefused
 from qbhook.errors import NotRegularFile, PathMapError, PathOutsideRoots
 
 
@@ -131,12 +131,13 @@ class Catalog:
         self._mounts.close()
         self.conn.close()
 
-    def reader(self) -> FolderReader:
+    def reader(self, max_open: int = LOOK_MAX_OPEN) -> FolderReader:
         """A reader of facts below the catalog's pool roots (``marker_roots``), each folder reached
         by the verified walk (``dirfd.FolderReader``): the one way the catalog looks at a path it
         was given no stat for. Without roots (a catalog opened so in tests) every path is under
-        none, and read by its string as before."""
-        return FolderReader(self.marker_roots)
+        none, and read by its string as before. ``max_open``: few folders by default (a few looks);
+        a caller that locates many files in path order asks for more."""
+        return FolderReader(self.marker_roots, max_open=max_open)
 
     def _pool_lstat(self, reader: FolderReader, bpath: bytes) -> os.stat_result:
         """lstat of a path a caller gave no stat for, through ``reader`` (``Catalog.reader``).

@@ -68,7 +68,7 @@ from qbhook.decide.plan import (
     VerifyGroup,
     VerifyView,
 )
-from qbhook.dirfd import FolderReader, FolderRefused
+from qbhook.dirfd import LOOK_MAX_OPEN, FolderReader, FolderRefused
 from qbhook.errors import ExitCode, PathMapError, QbhookError, QbtError, UnsafeOperation, VerificationFailed
 from qbhook.move import fsops
 from qbhook.move.journal import Journal, RunRow, StepRow, sharers_of
@@ -213,7 +213,7 @@ class ExecutorContext:
         """A fresh reader of facts below the pools, each folder reached from its pool root by the
         verified walk (``dirfd.FolderReader``; a path under no pool is read by its string). One per
         look: a reader keeps its folders' verdicts for its life, and a look must see the world now."""
-        return FolderReader(str(p.path) for p in self.cfg.pools)
+        return FolderReader((str(p.path) for p in self.cfg.pools), max_open=LOOK_MAX_OPEN)
 
 
 def build_executor(
