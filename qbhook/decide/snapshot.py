@@ -67,6 +67,8 @@ from qbhook.progress import Progress
 from qbhook.space import space_of
 
 _LSTAT_BATCH = 2000  # paths lstat-ed before their catalog rows are read (_inodes_at)
+# The fsid of a file under no pool: its st_dev, never a catalog id, so it can equal no pool's key.
+_OUTSIDE_FSID = "outside:"
 
 
 class SnapshotBuilder:
@@ -253,13 +255,18 @@ class SnapshotBuilder:
             if st is None:
                 keys.append(None)
                 continue
+            if path in self._outside:  # lstat-ed by its string just now: under no pool
+                # Keyed without the catalog: identifying its filesystem would register it (a
+                # filesystems row, maybe a ``zfs get``) and can fail outright (a btrfs nested
+                # subvolume's st_dev is in no mountinfo line), failing the snapshot of every torrent.
+                key = (f"{_OUTSIDE_FSID}{st.st_dev}", st.st_ino)
+                keys.append(key)
+                self._outside_fact(path, st, key)
+                continue
             fs = self.catalog.fs_for_path(path, st.st_dev)
             key = (self.catalog.fsid(fs), st.st_ino)
             keys.append(key)
-            if path in self._outside:  # lstat-ed by its string just now: under no pool
-                self._outside_fact(path, st, key)
-            else:
-                seen.append((path, st, fs, key))
+            seen.append((path, st, fs, key))
         todo = [s for s in seen if self._stale(s[0], s[1], s[3])]
         rows = self.catalog.inodes_and_paths_by_key({(fs, st.st_ino) for _p, st, fs, _k in todo}) if todo else {}
         for path, st, fs, key in todo:
@@ -274,7 +281,9 @@ class SnapshotBuilder:
         reason. Never recorded in the catalog: a catalogued inode is one ``find`` and the hashing
         read as root, and nothing outside the pools is qbhook's to read. It has no catalog row,
         so nothing hashes it; it counts as linked from outside (``other_paths``), so nothing
-        converges it either. An inode already known from a pool path keeps that fact."""
+        converges it either. Its key is its own (``_OUTSIDE_FSID`` and its st_dev), never a pool
+        inode's: a pool file hard-linked to it still counts that link (its nlink) as one from
+        outside, so that torrent stays too."""
         if key not in self.inodes:
             self.inodes[key] = InodeFact(
                 fsid=key[0],

@@ -15,6 +15,7 @@ from qbhook.catalog.fsid import MARKER_NAME
 from qbhook.catalog.store import Catalog
 from qbhook.decide.planner import make_plan
 from qbhook.decide.snapshot import build_snapshot
+from qbhook.errors import FilesystemIdError
 from qbhook.events.worker import handle_job, torrents_touching
 from tests.helpers import make_config, write
 from tests.swap import swap_after_first_look
@@ -286,3 +287,26 @@ def test_a_torrent_saved_outside_every_pool_is_blocked_and_never_catalogued(bed)
     assert not [p for p in all_catalog_paths(bed.cat) if str(bed.outside) in p]
     assert group(plan, H2).action != "blocked"
     assert [t for t in snap.torrents if t.hash == H]  # still in the facts
+
+
+def test_a_torrent_saved_on_an_unidentifiable_filesystem_blocks_only_itself(bed, monkeypatch):
+    """The outside file's filesystem is never identified: a btrfs nested subvolume's st_dev is in
+    no mountinfo line (``mount_for_dev`` raises), and identifying it would register it anyway."""
+    _healthy(bed)
+    write(bed.outside / "Out/o.bin", b"outside")
+    torrent(bed, H, bed.outside, [("Out/o.bin", 7)])
+    asked: list[str] = []
+    real = bed.cat.fs_for_path
+
+    def fs_for_path(path, dev=None):
+        asked.append(os.fsdecode(path))
+        if os.fsdecode(path).startswith(str(bed.outside)):
+            raise FilesystemIdError("cannot find the mount of device 0:99")
+        return real(path, dev)
+
+    monkeypatch.setattr(bed.cat, "fs_for_path", fs_for_path)
+    _snap, plan = plan_of(bed)
+    g = group(plan, H)
+    assert g.action == "blocked" and "outside every seeding root" in g.reason
+    assert group(plan, H2).action != "blocked"
+    assert asked and not [p for p in asked if p.startswith(str(bed.outside))]  # so no filesystems row for it
