@@ -1193,7 +1193,11 @@ class Relinker:
         self._rows: dict[tuple[int, int], object] = {}  # (fs row id, ino) -> InodeRow or None (not catalogued)
         self._splits: dict = {}  # path -> (root, parts), placed once under the roots (prefetch) and reused
         self._uses: dict[tuple[int, int], int] = {}  # kept inode -> relinks of this batch onto it still to come
-        self._touched: set[bytes] = set()  # seeding roots whose filesystem holds a rename not yet synced
+        # Seeding root -> a descriptor (a dup: the LRU may close the folder) of a folder this batch
+        # verified on it, whose filesystem holds a rename not yet synced. ``sync`` flushes through
+        # it, never through the root's path again: a root swapped since would refuse it after
+        # every relink had succeeded. Counted in ``max_open``.
+        self._touched: dict[bytes, int] = {}
         self.after: dict = {}  # relinked path -> its lstat right after the rename (through its folder)
 
     def __enter__(self) -> Self:
@@ -1206,6 +1210,8 @@ class Relinker:
         while self._dirs:
             _key, d = self._dirs.popitem()
             d.close()
+        while self._touched:  # a batch that ended without its sync (an error): nothing left to flush for
+            os.close(self._touched.popitem()[1])
 
     # ------------------------------------------------------------ shared state
 
@@ -1272,16 +1278,23 @@ class Relinker:
     def _keep(self, key: tuple, d: Dir) -> None:
         self._dirs[key] = d
         self._dirs.move_to_end(key)
-        while len(self._dirs) > self.max_open:
+        self._trim()
+
+    def _trim(self) -> None:
+        # ``max_open`` bounds every descriptor of the batch, the sync's (``_touched``) included;
+        # the folder used last always stays (its caller may be about to use it).
+        while len(self._dirs) > max(1, self.max_open - len(self._touched)):
             _k, old = self._dirs.popitem(last=False)
             old.close()
 
     def sync(self) -> None:
         """Make every rename of this batch durable (one syncfs per filesystem touched)."""
-        for root in sorted(self._touched):
-            with _open_root(root) as d:  # the root's filesystem, not one a symlink swapped in points at
-                _syncfs(d.fd)
-        self._touched.clear()
+        while self._touched:
+            _root, fd = self._touched.popitem()
+            try:
+                _syncfs(fd)
+            finally:
+                os.close(fd)
 
     def _carry_over(self, d: Dir, kst_before: os.stat_result, kst_after: os.stat_result) -> None:
         # Our link changed the kept inode's ctime only: its hash stays valid when size and mtime did not move.
@@ -1377,8 +1390,9 @@ class Relinker:
         if res["status"] == "relinked":
             if self.sync_each:
                 os.fsync(parent.fd)
-            else:
-                self._touched.add(root)
+            elif root not in self._touched:
+                self._touched[root] = os.dup(parent.fd)  # the folder the rename was made in: its filesystem
+                self._trim()
             # The name now: the kept inode, with the ctime and link count our link and rename left.
             # For the catalog (``after``, recorded without resolving the path again) and for later
             # relinks of this batch onto the same inode (``_carry_over``).

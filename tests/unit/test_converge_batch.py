@@ -7,6 +7,7 @@ import os
 import subprocess
 import time
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -25,6 +26,7 @@ from qbhook.move.executor import build_executor
 from qbhook.move.journal import Journal
 from qbhook.move.locks import converge_lock, lock_dir
 from tests.helpers import b3, write
+from tests.swap import swap
 from tests.unit import test_executor as te
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 
@@ -202,6 +204,33 @@ def test_a_batch_opens_each_folder_once(world, monkeypatch):
     assert all(_linked(s, lib) for s, lib in pairs)
     # seed root -> conv -> T0, and stash root -> media -> M0: each opened once, not once per file
     assert sorted(subs) == sorted([b"conv", b"T0", b"media", b"M0"]), subs
+
+
+def test_a_seeding_root_swapped_after_the_last_relink_still_lets_the_batch_sync_and_close(world, tmp_path):
+    """The sync flushes the filesystem through a folder the batch verified, never by walking to the
+    root again: a root swapped for a symlink after every relink succeeded would refuse that walk,
+    leaving the journal open and the catalog unrecorded for work that was all done."""
+    w = world
+    plan, pairs = _dups(w, 3)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    relinked: list[str] = []
+
+    def hook(point, gid, _seq, _step):
+        if point == "after_act":
+            relinked.append(gid)
+            if len(relinked) == 3:  # the batch's last relink
+                swap(Path(w.seed_s), outside)
+
+    summary = w.executor(hook=hook).apply(plan)
+    assert os.path.islink(w.seed_s) and len(relinked) == 3
+    assert summary.status == "done" and sorted(summary.groups_done) == ["g0", "g1", "g2"]
+    assert [s.status for s in w.journal.steps(summary.run_id)] == ["done"] * 3
+    assert w.journal.unfinished_runs() == []
+    assert os.listdir(outside) == []  # nothing made or moved there
+    for seed, lib in pairs:  # the catalog recorded each relinked name as its kept inode's
+        row = w.cat.inode_by_path(seed)
+        assert row is not None and row.ino == os.lstat(lib).st_ino
 
 
 # --------------------------------------------------------------------------- crash with a batch half done
