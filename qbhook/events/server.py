@@ -267,6 +267,8 @@ FD_BUDGET: dict[str, int] = {
     # a copy's source and staged file, its walked parents, staging/holding folders, a read-back:
     # measured at 8 at a demote's peak, at any folder depth (tests/unit/test_executor_fds.py)
     "executor files": 16,
+    # the folders a prune of empty folders holds open below its start (under the executor lock)
+    "pruned folders": fsops.PRUNE_MAX_DEPTH,
     # per reader thread: the file, its mmap worker's socket and the worker's pipes, its folders
     "hashing": _SNAPSHOT_THREADS * _HASH_READERS * (3 + hashing.THREAD_FOLDERS),
     # db, -wal, -shm per SQLite connection: worker, sweeper, intake, dupes, one per waitress thread

@@ -2237,8 +2237,19 @@ def _another_copy_still(
 # --------------------------------------------------------------------------- folders
 
 
-def _prune_below(d: Dir, removed: list[str]) -> None:
-    """rmdir every empty folder below ``d``, deepest first; symlinks and other mounts are never entered."""
+# How deep below a pruned folder ``_prune_below`` goes. Each level holds its verified descriptor
+# (the way back up is that chain, never ``..``) and a frame, so a writer's chain of thousands of
+# nested empty folders would raise RecursionError in every caller and exhaust serve's descriptors
+# (events.server.FD_BUDGET counts this bound). Torrents nest a handful of levels; folders deeper
+# than this are left, empty, as the writer made them (their parents are then not empty either).
+PRUNE_MAX_DEPTH = 32
+
+
+def _prune_below(d: Dir, removed: list[str], depth: int = PRUNE_MAX_DEPTH) -> None:
+    """rmdir every empty folder below ``d``, deepest first, down to ``depth`` levels; symlinks and
+    other mounts are never entered."""
+    if depth <= 0:
+        return
     with os.scandir(d.fd) as it:
         subdirs = [os.fsencode(e.name) for e in it if e.is_dir(follow_symlinks=False)]
     for name in subdirs:
@@ -2247,7 +2258,7 @@ def _prune_below(d: Dir, removed: list[str]) -> None:
         except (UnsafeOperation, OSError):
             continue
         with sub:
-            _prune_below(sub, removed)
+            _prune_below(sub, removed, depth - 1)
         if _rmdir_quiet(d, name):
             removed.append(d.show(name))
 

@@ -503,6 +503,39 @@ def test_prune_empty_dirs(fs2):
         fsops.prune_empty_dirs(seed_p / "x", seed_s, roots=(seed_s, seed_p))
 
 
+def test_a_chain_of_thousands_of_nested_empty_folders_is_pruned_to_a_bounded_depth(fs2, monkeypatch):
+    """A writer's 1,200 nested empty folders: no RecursionError, and the descriptors held at once
+    stay bounded (each level holds its verified folder open); the deep chain is left as it is."""
+    stash, pool, seed_s, seed_p, cat = fs2
+    (seed_s / "T/empty/a").mkdir(parents=True)
+    deep = seed_s / "T/deep"
+    deep.mkdir()
+    fd = os.open(deep, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(1200):  # one level at a time, relative to the last: past any path length
+            os.mkdir("d", dir_fd=fd)
+            nxt = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    finally:
+        os.close(fd)
+    before = len(os.listdir("/proc/self/fd"))
+    most = [0]
+    real = fsops.Dir.sub
+
+    def counting(self, name, **kw):
+        out = real(self, name, **kw)
+        most[0] = max(most[0], len(os.listdir("/proc/self/fd")) - before)
+        return out
+
+    monkeypatch.setattr(fsops.Dir, "sub", counting)
+    removed = fsops.prune_empty_dirs(seed_s / "T", seed_s, roots=(seed_s, seed_p))
+    assert not (seed_s / "T/empty").exists() and str(seed_s / "T/empty/a") in removed
+    assert (seed_s / "T/deep").is_dir()  # left: its deepest folders are below the bound
+    assert 0 < most[0] <= fsops.PRUNE_MAX_DEPTH + 4, most[0]  # + the root and the walk down to T
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
 def test_sync_filesystem_flushes_the_nearest_existing_folder_reached_from_the_root(fs2, monkeypatch):
     stash, pool, seed_s, seed_p, cat = fs2
     (seed_p / "tv").mkdir()
