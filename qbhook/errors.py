@@ -192,6 +192,11 @@ class LastCopyKept(UnsafeOperation):
     purged, and needs a person (it may be the only copy left of that content)."""
 
 
+class ViewReleased(UnsafeOperation):
+    """A leftover view is no longer the file qbhook made and left (another inode, linked since, its
+    content changed): it is kept and no longer tracked. Any other refusal keeps it for the next run."""
+
+
 class OrphansRefused(QbhookError):
     """``orphans`` refused: a client unreachable or empty, or far too much looks unreferenced."""
 

@@ -62,7 +62,7 @@ import blake3
 
 from qbhook.catalog import hashing
 from qbhook.dirfd import FolderRefused, NotAFolder, SeedingRoot, open_below, open_root
-from qbhook.errors import LastCopyKept, UnsafeOperation, VerificationFailed
+from qbhook.errors import LastCopyKept, UnsafeOperation, VerificationFailed, ViewReleased
 from qbhook.units import human_bytes as _human
 
 __all__ = [
@@ -2060,11 +2060,15 @@ def remove_leftover_view(
     every write moves ctime and nobody can set it back, so the same ctime is that proof still
     holding, one stat; another ctime (a link onto it came and went, or a write) costs a hash, the
     catalog's cached one when valid, else a read.
+
+    ``ViewReleased``: the view's own verdict, for good (it is not, or no longer, a redundant file
+    qbhook made). Any other refusal (a root or folder refused, the source gone or not verifying,
+    a change during the checks) or OSError may pass: the caller keeps the view for another try.
     """
     path_s = os.fsdecode(_p(path))
     root, parts = _split_under(path, roots)
     if not parts or in_own_folder(parts[:-1]):
-        raise UnsafeOperation(f"refusing to remove {path_s}: not a view below a seeding root")
+        raise ViewReleased(f"refusing to remove {path_s}: not a view below a seeding root")
     try:
         parent = _walk(root, parts[:-1])
     except (FileNotFoundError, NotADirectoryError):
@@ -2074,7 +2078,7 @@ def remove_leftover_view(
         if st is None:
             return {"status": "absent"}
         if not stat_mod.S_ISREG(st.st_mode) or (st.st_ino, st.st_size) != (ino, size):
-            raise UnsafeOperation(f"refusing to remove {path_s}: it is no longer the view qbhook made")
+            raise ViewReleased(f"refusing to remove {path_s}: it is no longer the view qbhook made")
         if size and keep is not None:
             try:
                 kdir, kname, _kp = _open_parent(keep, tuple(roots) + tuple(keep_roots), same_fs=False)
@@ -2087,17 +2091,17 @@ def remove_leftover_view(
                 same = (kst.st_dev, kst.st_ino) == (st.st_dev, st.st_ino)
                 if not same:
                     if st.st_nlink != 1:
-                        raise UnsafeOperation(f"refusing to remove {path_s}: linked elsewhere since it was made")
+                        raise ViewReleased(f"refusing to remove {path_s}: linked elsewhere since it was made")
                     want = _digest(blake3_hex, size)
                     if st.st_ctime_ns != ctime_ns and _content_digest(parent, parts[-1], st, catalog) != want:
-                        raise UnsafeOperation(
+                        raise ViewReleased(
                             f"refusing to remove {path_s}: its content changed since qbhook made it (kept, not tracked)"
                         )
                     problem = _check_file(kdir, kname, size, want, catalog)
                     if problem:
                         raise VerificationFailed(f"refusing to remove {path_s}: its source does not verify: {problem}")
         elif size or st.st_nlink != 1:
-            raise UnsafeOperation(f"refusing to remove {path_s}: no other copy of its content is known")
+            raise ViewReleased(f"refusing to remove {path_s}: no other copy of its content is known")
         last = parent.lstat(parts[-1])
         if last is None:
             return {"status": "absent"}
