@@ -44,11 +44,6 @@ VERSION = 1
 # a wrong path, not a plan (and is never read whole into memory).
 MAX_PLAN_BYTES = 256 * 2**20
 
-# Exit code of ``apply --plan`` when at least one saved group was refused as stale
-# (the others ran). Distinct from 5 (a group failed while running).
-EXIT_STALE = ExitCode.STALE
-
-
 # ------------------------------------------------------------------ fingerprints
 
 
@@ -324,8 +319,9 @@ class SavedRun:
         return [v for v in self.verdicts if not v.ok]
 
     @property
-    def exit_code(self) -> int:
-        return self.summary.exit_code or (EXIT_STALE if self.stale else 0)
+    def exit_code(self) -> ExitCode:
+        # A group failed or busy while running says more than a stale one refused before (the others ran).
+        return self.summary.exit_code or (ExitCode.STALE if self.stale else ExitCode.OK)
 
     def to_dict(self) -> dict:
         return {

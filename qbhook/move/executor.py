@@ -94,9 +94,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-EXIT_GROUP_FAILED = ExitCode.UNSAFE
-EXIT_BUSY = ExitCode.BUSY
-
 BAD_STATES = frozenset({"error", "missingFiles"})
 _RECHECK_LAG_S = 5.0  # qBittorrent's API shows a recheck within its refresh interval (1.5 s by default)
 
@@ -304,12 +301,12 @@ class RunSummary:
         return {g.group_id: g.reason or "busy" for g in self.groups if g.status == GroupStatus.BUSY}
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         if self.groups_failed:
-            return EXIT_GROUP_FAILED
+            return ExitCode.UNSAFE
         if self.groups_busy:
-            return EXIT_BUSY
-        return 0
+            return ExitCode.BUSY
+        return ExitCode.OK
 
     def counters(self) -> dict:
         return {

@@ -12,7 +12,7 @@ from qbhook.cli import main
 from qbhook.config import PolicyConfig
 from qbhook.decide import approved
 from qbhook.decide.planner import make_plan
-from qbhook.errors import PlanFileError
+from qbhook.errors import ExitCode, PlanFileError
 from qbhook.move import leftovers
 from qbhook.move.run import apply_saved
 from tests.unit.world import LIB, P, S, World
@@ -305,7 +305,7 @@ def test_apply_saved_runs_only_the_groups_that_still_hold(monkeypatch):
     ((plan, trigger, dry),) = ex.calls
     assert [g.torrents for g in plan.groups] == [[B]] and trigger == "approved-plan" and not dry
     assert plan.groups[0].steps == next(g for g in saved.plan.groups if B in g.torrents).steps
-    assert run.exit_code == approved.EXIT_STALE == 6 and len(run.stale) == 1
+    assert run.exit_code == ExitCode.STALE == 6 and len(run.stale) == 1
     d = run.to_dict()
     (reason,) = d["stale"].values()
     assert reason.startswith("decision changed: now STAY") and len(d["valid"]) == 1

@@ -44,25 +44,29 @@ def test_the_check_sees_a_long_function(tmp_path):
 
 
 def _exit_numbers_outside_exitcode(root: pathlib.Path) -> list[str]:
-    """Places that give an exit status as a bare number: ``exit_code = 65``, ``SystemExit(1)``,
-    ``sys.exit(5 if ...)``. Every status is a member of ``qbhook.errors.ExitCode`` (0 aside)."""
+    """Places that give an exit status as a bare number or by a second name: ``exit_code = 65``,
+    ``SystemExit(1)``, ``sys.exit(5 if ...)``, ``return 0`` in an ``exit_code`` property, any
+    ``EXIT_X = ...``. Every status is a member of ``qbhook.errors.ExitCode``, named there only."""
     out = []
     for path in sorted(root.rglob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
         for node in ast.walk(tree):
             numbers: list[ast.AST] = []
-            if isinstance(node, ast.Assign) and any(
-                getattr(t, "id", getattr(t, "attr", "")) in ("exit_code",) or getattr(t, "id", "").startswith("EXIT_")
-                for t in node.targets
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", "").startswith("EXIT_") for t in node.targets):
+                out.append(f"{path.relative_to(root)}:{node.lineno}")  # a second name, whatever its value
+            elif isinstance(node, ast.Assign) and any(
+                getattr(t, "id", getattr(t, "attr", "")) == "exit_code" for t in node.targets
             ):
                 numbers = [node.value]
             elif isinstance(node, ast.Call) and (
                 getattr(node.func, "id", "") == "SystemExit" or getattr(node.func, "attr", "") == "exit"
             ):
                 numbers = list(node.args)
+            elif isinstance(node, ast.FunctionDef) and node.name == "exit_code":
+                numbers = [r.value for r in ast.walk(node) if isinstance(r, ast.Return) and r.value is not None]
             for n in numbers:
                 for leaf in ast.walk(n):
-                    if isinstance(leaf, ast.Constant) and type(leaf.value) is int and leaf.value != 0:
+                    if isinstance(leaf, ast.Constant) and type(leaf.value) is int:
                         out.append(f"{path.relative_to(root)}:{leaf.lineno}")
     return sorted(out)
 
@@ -73,8 +77,11 @@ def test_every_exit_status_is_named_in_exitcode():
 
 
 def test_the_exit_status_check_sees_a_bare_number(tmp_path):
-    (tmp_path / "m.py").write_text("import sys\nclass E:\n    exit_code = 65\nsys.exit(5 if x else 0)\nEXIT_X = 6\n")
-    assert _exit_numbers_outside_exitcode(tmp_path) == ["m.py:3", "m.py:4", "m.py:5"]
+    (tmp_path / "m.py").write_text(
+        "import sys\nclass E:\n    exit_code = 65\nsys.exit(5 if x else 0)\nEXIT_X = 6\nEXIT_Y = E.BUSY\n"
+        "class S:\n    def exit_code(self):\n        return E.BUSY if x else 0\n"
+    )
+    assert _exit_numbers_outside_exitcode(tmp_path) == ["m.py:3", "m.py:4", "m.py:4", "m.py:5", "m.py:6", "m.py:9"]
 
 
 # The printers a qbhook.cli module may call directly, each in app.py: echo_shown (every human
