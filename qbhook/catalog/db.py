@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
-from qbhook.catalog.schema import MIGRATIONS
+from qbhook.catalog.schema import FIRST_TABLES, MIGRATIONS
 from qbhook.errors import CatalogDamaged, CatalogError, LockBusy, QbhookError
 
 
@@ -83,6 +83,12 @@ def connect(path: str | Path, *, readonly: bool = False, check_same_thread: bool
         else:
             conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=check_same_thread)
         conn.execute("PRAGMA busy_timeout = 60000")
+        if _foreign(conn):  # asked before the first write: WAL mode is one
+            conn.close()
+            raise CatalogError(
+                f"catalog {path} is a SQLite file but not a qbhook catalog",
+                hint="point 'catalog:' in the config at a qbhook catalog or at a path where none exists yet",
+            )
         if not readonly:
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
@@ -92,6 +98,20 @@ def connect(path: str | Path, *, readonly: bool = False, check_same_thread: bool
     if not readonly:
         migrate(conn)
     return conn
+
+
+def _foreign(conn: sqlite3.Connection) -> bool:
+    """Whether the open file is another program's database, asked before anything is written.
+
+    SQLite opens any database file, and migrating one whose user_version is 0 added our tables
+    to it (a browser's history, say) after switching it to WAL. A qbhook catalog at version 0
+    has nothing in it (each migration step and its version are one transaction, ever since the
+    first release); at any later version it has the first step's tables (``FIRST_TABLES``; no
+    step drops one). A missing or zero-byte file has neither: a new catalog.
+    """
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    return bool(names) if version == 0 else not FIRST_TABLES.issubset(names)
 
 
 def migrate(conn: sqlite3.Connection) -> int:

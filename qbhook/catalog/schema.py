@@ -6,6 +6,8 @@ never reorder; append. The DDL lives here, beside its order, so the connection c
 modules import their table's DDL from here, never the other way round.
 """
 
+import re
+
 SCHEMA_V1 = """
 CREATE TABLE filesystems (
     id          INTEGER PRIMARY KEY,
@@ -331,6 +333,10 @@ OUTSIDE_ROWS_DDL = """
 DELETE FROM paths WHERE pool = '?';
 DELETE FROM inodes WHERE NOT EXISTS (SELECT 1 FROM paths WHERE paths.inode = inodes.id);
 """
+
+# The tables every qbhook catalog has held since its first migration, and no later step drops:
+# how ``catalog.db`` tells a qbhook catalog from another program's SQLite file before it writes.
+FIRST_TABLES: frozenset[str] = frozenset(re.findall(r"^CREATE TABLE (\w+)", SCHEMA_V1, re.MULTILINE))
 
 MIGRATIONS: tuple[str, ...] = (
     SCHEMA_V1,
