@@ -27,6 +27,16 @@ from qbhook.cli.app import App, echo_problems, echo_shown, main, pass_app, shown
 @pass_app
 def torrents(app: App, pool, state, category, group, decision, gone, offline):
     """List indexed torrents with their pool, payload group, payload id and last known decision."""
+    # Each filter is checked against the values it can match: an unknown pool or decision
+    # matched nothing and said "no indexed torrent matches", exit 0, as if the name were right.
+    # Only the config knows the pools, so click's Choice cannot check --pool; --decision's values
+    # come from the planner, imported only when it is given (that module costs ~40 ms at start).
+    if pool is not None:
+        _one_of(pool, [p.name for p in app.cfg.pools] + ["none"], "--pool")
+    if decision is not None:
+        from qbhook.decide.plan import ACTIONS
+
+        _one_of(decision, [*ACTIONS, "none"], "--decision")
     from qbhook.catalog.queries import list_torrents
 
     data = list_torrents(
@@ -59,3 +69,14 @@ def torrents(app: App, pool, state, category, group, decision, gone, offline):
             echo_shown(f"index of {name}: synced {age} ({s['mode']})", err=True)
 
     app.emit(data, human)
+
+
+def _one_of(value: str, known: list[str], option: str) -> None:
+    """A usage error (exit 2) naming the known values unless ``value`` is one, worded as click's Choice."""
+    if value not in known:
+        names = ", ".join(f"'{shown(k)}'" for k in known)
+        raise click.BadParameter(
+            f"'{shown(value)}' is not one of {names}.",
+            ctx=click.get_current_context(),
+            param_hint=f"'{option}'",
+        )
