@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
@@ -34,7 +35,7 @@ from typing import Any
 import yaml
 
 from qbhook import numbers
-from qbhook.dirfd import SeedingRoot
+from qbhook.dirfd import FolderRefused, SeedingRoot, open_root
 from qbhook.errors import ConfigError, PathMapError
 from qbhook.files import Missing, NotReadable, read_regular_file
 from qbhook.paths import is_within
@@ -1001,12 +1002,21 @@ def check_paths(cfg: Config) -> list[str]:
     """Problems with the pools on this machine (empty list: all good)."""
     problems = []
     for p in cfg.pools:
+        if p.path.is_symlink():
+            # A pool root is opened as given, but it is meant to be the mount point itself: the
+            # filesystem marker is never written through a link (catalog.fsid), and what the
+            # link names can change under the catalog's recorded paths.
+            problems.append(
+                f"pools.{p.name}.path: {p.path} is a symlink to {_link_target(p.path)}: "
+                "name the pool's mount point itself"
+            )
         if not p.path.is_dir():
             problems.append(f"pools.{p.name}.path: {p.path} does not exist or is not a folder (is the pool mounted?)")
         else:
             for r in p.seeding_roots:
-                if not r.is_dir():
-                    problems.append(f"seeding_roots.{p.name}: {r} does not exist (create it, or fix the path)")
+                why = _seeding_root_problem(p, r)
+                if why:
+                    problems.append(f"seeding_roots.{p.name}: {why}")
     if all(p.path.is_dir() for p in cfg.pools):
         devs = {}
         for p in cfg.pools:
@@ -1028,7 +1038,71 @@ def check_paths(cfg: Config) -> list[str]:
     parent = cfg.catalog.parent
     if not parent.is_dir():
         problems.append(f"catalog: folder {parent} does not exist (create it: mkdir -p {parent})")
+    else:
+        try:
+            mode = os.stat(cfg.catalog).st_mode  # followed, as catalog.db opens it
+        except FileNotFoundError:
+            mode = None  # a new catalog: the first command creates it
+        except OSError as e:
+            problems.append(f"catalog: cannot look at {cfg.catalog}: {e.strerror}")
+            mode = None
+        if mode is not None and not stat.S_ISREG(mode):
+            problems.append(f"catalog: {cfg.catalog} is not a regular file (name a file; qbhook creates it)")
+    if cfg.lock_dir is not None:
+        problems.extend(_lock_dir_problems(cfg.lock_dir))
     return problems
+
+
+def _link_target(path: Path) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "?"
+
+
+def _seeding_root_problem(pool: PoolConfig, root: Path) -> str | None:
+    """Why ``root`` cannot be read or moved in, asked the way every reader and mover opens it
+    (``dirfd.open_root`` from the pool root down): a symlink on the way, even one into the
+    other pool, is refused there, and `config check` (which asked ``is_dir``, following it)
+    said nothing while a scan of it saw 0 files."""
+    if root == pool.path:
+        return None  # the pool root itself: checked above
+    try:
+        os.close(open_root(root, pool.path))
+    except FolderRefused as e:
+        return f"{e}: qbhook reads and moves nothing through it (a scan sees 0 files); name the real folder"
+    except (FileNotFoundError, NotADirectoryError):
+        return f"{root} does not exist (create it, or fix the path)"
+    except OSError as e:
+        return f"cannot open {root}: {e.strerror}"
+    return None
+
+
+def _lock_dir_problems(path: Path) -> list[str]:
+    """A lock folder another user can write, or owns (and so can chmod), is named here and not
+    refused at load: every lock file is opened without following a link and must be a regular
+    file with one link (move.locks), so such a user cannot have qbhook truncate another file;
+    what is left is a denial of service (they create the lock file first, or hold its lock, and
+    every qbhook waits or refuses). Missing: qbhook creates it, nothing to say yet."""
+    try:
+        st = os.stat(path)  # followed: lock_dir is admin config, used as given
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        return [f"lock_dir: cannot look at {path}: {e.strerror}"]
+    if not stat.S_ISDIR(st.st_mode):
+        return [f"lock_dir: {path} is not a folder"]
+    why = []
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        why.append(f"mode {stat.S_IMODE(st.st_mode):04o} lets other users write it")
+    if st.st_uid not in (0, os.geteuid()):
+        why.append(f"it is owned by uid {st.st_uid}")
+    if not why:
+        return []
+    return [
+        f"lock_dir: {path}: {' and '.join(why)}; it must be a folder other users cannot write "
+        "(not /run/lock or /tmp): another user could hold qbhook's locks and stop it"
+    ]
 
 
 def describe(cfg: Config) -> dict:

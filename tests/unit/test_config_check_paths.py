@@ -1,0 +1,126 @@
+"""`config check` names the paths every command would refuse or misuse, before they are used.
+
+It asked ``is_dir()``, which follows symlinks: a seeding root that was a symlink (even into the
+other pool) passed, and `scan` then saw 0 files there and said nothing; a `catalog:` that was a
+folder passed (only its parent was looked at); a `lock_dir` of /tmp passed, though the README
+says other users must not be able to write it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from qbhook.config import check_paths, load_config
+from qbhook.errors import ExitCode
+from tests.unit.test_cli_catalog import SEED, Env
+
+
+@pytest.fixture
+def env(tmp_path):
+    return Env(tmp_path)
+
+
+def problems(env: Env) -> list[str]:
+    return check_paths(load_config(env.config))
+
+
+def others(found: list[str]) -> list[str]:
+    """Leave out the one problem every Env has: both pools on tmp_path's filesystem."""
+    return [p for p in found if "same filesystem" not in p]
+
+
+def test_a_good_env_has_no_other_problem(env):
+    assert others(problems(env)) == []
+
+
+def test_a_seeding_root_that_is_a_symlink_into_the_other_pool_is_a_problem(env):
+    root = env.stash / SEED
+    shutil.rmtree(root)
+    os.symlink(env.pool / SEED, root)
+    assert others(problems(env)) == [
+        f"seeding_roots.stash: {root} is a symlink to {env.pool / SEED}: refusing to go through it: "
+        "qbhook reads and moves nothing through it (a scan sees 0 files); name the real folder"
+    ]
+    r = env.run("config", "check", expect=ExitCode.CONFIG)
+    assert f"PROBLEM: seeding_roots.stash: {root} is a symlink to" in r.stderr
+
+
+def test_a_symlinked_folder_between_pool_root_and_seeding_root_is_a_problem(env):
+    between = env.stash / "data/media"
+    real = env.stash / "elsewhere"
+    os.rename(between, real)
+    os.symlink(real, between)
+    assert others(problems(env)) == [
+        f"seeding_roots.stash: {between} is a symlink to {real}: refusing to go through it: "
+        "qbhook reads and moves nothing through it (a scan sees 0 files); name the real folder"
+    ]
+
+
+def test_a_pool_root_that_is_a_symlink_is_a_problem(env):
+    real = env.tmp / "real-pool"
+    os.rename(env.pool, real)
+    os.symlink(real, env.pool)
+    assert others(problems(env)) == [
+        f"pools.pool.path: {env.pool} is a symlink to {real}: name the pool's mount point itself"
+    ]
+
+
+def test_a_missing_seeding_root_is_still_named(env):
+    shutil.rmtree(env.pool / SEED)
+    assert others(problems(env)) == [
+        f"seeding_roots.pool: {env.pool / SEED} does not exist (create it, or fix the path)"
+    ]
+
+
+def test_a_catalog_that_is_a_folder_is_a_problem(env):
+    env.catalog.mkdir()
+    assert others(problems(env)) == [f"catalog: {env.catalog} is not a regular file (name a file; qbhook creates it)"]
+
+
+def test_a_catalog_file_or_none_yet_is_fine(env):
+    assert others(problems(env)) == []
+    env.catalog.write_bytes(b"")
+    assert others(problems(env)) == []
+
+
+@pytest.mark.parametrize("mode", [0o1777, 0o777, 0o770, 0o720, 0o702])
+def test_a_lock_dir_others_can_write_is_a_problem_sticky_or_not(env, mode):
+    locks = env.tmp / "locks"
+    locks.mkdir()
+    os.chmod(locks, mode)
+    env.save(lock_dir=str(locks))
+    assert others(problems(env)) == [
+        f"lock_dir: {locks}: mode {mode:04o} lets other users write it; it must be a folder other users "
+        "cannot write (not /run/lock or /tmp): another user could hold qbhook's locks and stop it"
+    ]
+    load_config(env.config)  # named, not refused: the config still loads
+
+
+def test_lock_dir_tmp_is_a_problem(env):
+    env.save(lock_dir="/tmp")
+    assert [p for p in problems(env) if p.startswith("lock_dir: /tmp: mode 1777 lets other users write it")]
+
+
+@pytest.mark.parametrize("mode", [0o755, 0o700])
+def test_a_lock_dir_only_its_owner_can_write_or_a_missing_one_is_fine(env, mode):
+    locks = env.tmp / "locks"
+    env.save(lock_dir=str(locks))
+    assert others(problems(env)) == []  # missing: qbhook creates it
+    locks.mkdir()
+    os.chmod(locks, mode)
+    assert others(problems(env)) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user takes root")
+def test_a_lock_dir_another_user_owns_is_a_problem(env):
+    locks = env.tmp / "locks"
+    locks.mkdir(mode=0o755)
+    os.chown(locks, 12345, -1)
+    env.save(lock_dir=str(locks))
+    assert others(problems(env)) == [
+        f"lock_dir: {locks}: it is owned by uid 12345; it must be a folder other users cannot write "
+        "(not /run/lock or /tmp): another user could hold qbhook's locks and stop it"
+    ]
