@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from qbhook.errors import BadRequest
+from qbhook.paths import shown
 
 # PATH_MAX is 4096 bytes; twice that in characters leaves room for any real path or name.
 MAX_STRING_CHARS = 8192
@@ -35,7 +36,7 @@ def hash_value(value: object, where: str) -> str:
     if not isinstance(value, str):
         raise BadRequest(f"{where}: expected an info hash string, got {_type_name(value)}")
     if not is_hash(value):
-        raise BadRequest(f"{where}: not an info hash (40 or 64 hex digits): {_clip(value)!r}")
+        raise BadRequest(f"{where}: not an info hash (40 or 64 hex digits): {quoted(value)}")
     return value.lower()
 
 
@@ -110,7 +111,7 @@ def hex_bytes(value: object, where: str) -> str:
     if len(value) > 2 * MAX_STRING_CHARS:
         raise BadRequest(f"{where}: longer than {2 * MAX_STRING_CHARS} hex digits")
     if not _HEX_RE.fullmatch(value):
-        raise BadRequest(f"{where}: not an even number of hex digits: {_clip(value)!r}")
+        raise BadRequest(f"{where}: not an even number of hex digits: {quoted(value)}")
     return bytes.fromhex(value).decode("utf-8", "surrogateescape")
 
 
@@ -129,6 +130,13 @@ def _type_name(value: object) -> str:
         list: "a list",
         dict: "an object",
     }.get(type(value), type(value).__name__)
+
+
+def quoted(text: str) -> str:
+    """A sender's value in an error line, clipped and quoted, by the display rule of every line
+    (``paths.shown``): a non-UTF-8 byte reads ``\\xff``, as in every other message; ``repr``
+    spelled it ``\\udcff``, Python's inner name for it."""
+    return f"'{shown(_clip(text))}'"
 
 
 def _clip(text: str, limit: int = 80) -> str:

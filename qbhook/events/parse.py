@@ -96,7 +96,7 @@ def parse_qbt_hook(fields: Mapping[str, Any], *, received_at: float | None = Non
         raise BadRequest("body: expected form fields or a JSON object")
     raw_event = _qbt_field(fields, "event")
     if raw_event not in _QBT_EVENTS:
-        raise BadRequest(f"event: must be 'added' or 'finished', got {raw_event[:40]!r}")
+        raise BadRequest(f"event: must be 'added' or 'finished', got {f.quoted(raw_event)}")
     # K (the torrent id qBittorrent's API keys on) first, so it becomes the subject.
     hashes = [
         f.hash_value(value, name) for name in ("K", "I", "J") if (value := _qbt_field(fields, name)) not in ("", "-")
