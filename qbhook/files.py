@@ -1,9 +1,14 @@
-"""Reading a file a person pointed qbhook at (the config, a secret file, a saved plan).
+"""Reading (and replacing) a file a person pointed qbhook at (the config, a secret file, a saved plan).
 
 One rule for all of them: a regular file, opened without blocking, read up to a bound. A FIFO
 nobody writes would block open() and read() forever, a device such as /dev/zero would never
 end, and a file far larger than any such file can be is a wrong path, not input. Callers turn
 the failure into their own error class (ConfigError, PlanFileError) with the message as is.
+
+Replacing one (``plan --save FILE``) has its rule here too: qbhook writes a new file and renames
+it over the name, so whatever was at the name is gone. That is only right for a regular file:
+as root, ``--save /dev/null`` replaced /dev/null, and a FIFO another program reads from became a
+file nobody reads (``check_replaceable``).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import os
 import stat
 
-__all__ = ["Missing", "NotReadable", "read_regular_file"]
+__all__ = ["Missing", "NotReadable", "NotReplaceable", "check_replaceable", "decode_text", "kind", "read_regular_file"]
 
 
 class NotReadable(Exception):
@@ -45,6 +50,51 @@ def read_regular_file(path: str | os.PathLike, limit: int) -> bytes:
     if len(data) > limit:
         raise NotReadable(f"{os.fsdecode(path)} is larger than {_size(limit)}: not a file qbhook reads")
     return data
+
+
+class NotReplaceable(Exception):
+    """Something other than a regular file is at a path qbhook would replace: the message says
+    what, naming the path."""
+
+
+def check_replaceable(path: str | os.PathLike) -> None:
+    """Refuse (NotReplaceable) a path where something other than a regular file is.
+
+    lstat, so a symbolic link is refused too: the rename would replace the link, not the file
+    it points to, which is never what naming it meant. Nothing there, or a regular file: fine.
+    A path that cannot even be looked at is left to the write, which names its own error."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode):
+        what = "a symbolic link (name the file itself)" if stat.S_ISLNK(mode) else kind(mode)
+        raise NotReplaceable(f"{os.fsdecode(path)} is {what}, not a regular file: refusing to replace it")
+
+
+def kind(mode: int) -> str:
+    """What a file of ``mode`` is, for a message (``a FIFO``); the rule of every such message."""
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISLNK, "a symbolic link"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def decode_text(data: bytes, path: str | os.PathLike) -> str:
+    """``data`` (read from ``path``) as UTF-8 text; else NotReadable naming the first byte that is
+    not and its line, never the decoder's own words ('utf-8' codec can't decode byte...)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise NotReadable(f"{os.fsdecode(path)} is not UTF-8 text (byte {data[e.start]:#04x} on line {line})") from None
 
 
 def _size(n: int) -> str:

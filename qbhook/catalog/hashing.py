@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING
 import blake3
 
 from qbhook.dirfd import MAX_OPEN, FolderReader, FolderRefused
+from qbhook.files import kind
 from qbhook.progress import Throughput
 
 if TYPE_CHECKING:  # annotations only: `import qbhook.catalog.hashing` stays light for short-lived callers
@@ -243,21 +244,8 @@ def open_regular(path: bytes | str, dir_fd: int | None = None) -> tuple[int, os.
         raise
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise NotRegularFile(errno.EINVAL, f"not a regular file ({_kind(st.st_mode)})", os.fsdecode(path))
+        raise NotRegularFile(errno.EINVAL, f"not a regular file ({kind(st.st_mode)})", os.fsdecode(path))
     return fd, st
-
-
-def _kind(mode: int) -> str:
-    for test, name in (
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISDIR, "a folder"),
-    ):
-        if test(mode):
-            return name
-    return "not a regular file"
 
 
 def hash_fd(fd: int, hasher=None, size: int | None = None) -> bytes:

@@ -154,6 +154,31 @@ def wait_option(default: float = 0):
     )
 
 
+class FilePath(click.Path):
+    """A file named on the command line (``apply --plan``, ``plan --save``). An empty name is a
+    usage error, as ``-c ''`` is: ``--plan "$UNSET"`` ran the whole-catalog apply instead.
+    ``replace``: qbhook will write a new file over the name, so something other than a regular
+    file there (a FIFO, /dev/null, a symlink) is refused before anything runs
+    (``qbhook.files.check_replaceable``, which ``decide.approved.save`` applies again)."""
+
+    def __init__(self, *, replace: bool = False):
+        super().__init__(dir_okay=False)
+        self._replace = replace
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value:
+            self.fail("names no file (an empty path)", param, ctx)
+        value = super().convert(value, param, ctx)
+        if self._replace:
+            from qbhook.files import NotReplaceable, check_replaceable
+
+            try:
+                check_replaceable(value)
+            except NotReplaceable as e:
+                self.fail(shown(str(e)), param, ctx)
+        return value
+
+
 class TorrentHash(click.ParamType):
     """A torrent's info hash, lower-cased: the catalog and the clients' answers spell it in lower
     case, users and rTorrent may not. Anything else (``zz``, non-UTF-8 bytes, which SQLite could

@@ -17,6 +17,7 @@ from qbhook.cli.app import (
     TEXT,
     TORRENT_HASH,
     App,
+    FilePath,
     catalog_note,
     echo_shown,
     main,
@@ -46,7 +47,7 @@ from qbhook.units import human_bytes as _human_bytes
 @click.option(
     "--plan",
     "plan_file",
-    type=click.Path(dir_okay=False),
+    type=FilePath(),
     help="Apply exactly this saved plan (qbhook plan --save), refusing groups whose facts changed.",
 )
 @pass_app

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from qbhook.cli.app import SECONDS, TEXT, TORRENT_HASH, App, catalog_note, echo_shown, main, pass_app, shown
+from qbhook.cli.app import SECONDS, TEXT, TORRENT_HASH, App, FilePath, catalog_note, echo_shown, main, pass_app, shown
 from qbhook.decide.plan import describe_step
 from qbhook.errors import ExitCode
 from qbhook.units import human_bytes as _human_bytes
@@ -34,7 +34,7 @@ from qbhook.units import human_bytes as _human_bytes
 @click.option(
     "--save",
     "save_to",
-    type=click.Path(dir_okay=False),
+    type=FilePath(replace=True),
     help="Also write the plan to this file, for `qbhook apply --plan FILE` after review.",
 )
 @pass_app

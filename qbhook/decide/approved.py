@@ -34,7 +34,7 @@ from pathlib import Path
 from qbhook.clients.port import ClientPort
 from qbhook.decide.facts import Snapshot
 from qbhook.decide.plan import Delete, GroupPlan, Plan
-from qbhook.errors import ExitCode, PlanFileError
+from qbhook.errors import ExitCode, NotRegularFile, PlanFileError
 
 FORMAT = "qbhook-plan"
 # The document's version. Each step inside carries its own (``"v"``, qbhook.decide.plan); files saved
@@ -142,7 +142,13 @@ def save(path: str | os.PathLike, doc: dict) -> None:
     # Path strings, not the fd-relative helpers of move/fsops, on purpose: a plan file goes where
     # the operator's own argument (`plan --save FILE`) says, never into a seeding tree the
     # client's users can write; mkstemp creates the temporary name exclusively (O_EXCL).
+    from qbhook.files import NotReplaceable, check_replaceable
+
     path = Path(path)
+    try:
+        check_replaceable(path)  # before anything is written: the rename replaces what is there
+    except NotReplaceable as e:
+        raise NotRegularFile(f"cannot save the plan: {e}") from None
     try:
         fd, tmp = tempfile.mkstemp(prefix=".qbhook-plan.", dir=path.parent or ".")
     except OSError as e:
@@ -167,16 +173,14 @@ class SavedPlan:
 
 def load(path: str | os.PathLike, pools: dict[str, list[str]]) -> SavedPlan:
     """Read and check a saved plan; any defect is a PlanFileError naming it."""
-    from qbhook.files import Missing, NotReadable, read_regular_file
+    from qbhook.files import Missing, NotReadable, decode_text, read_regular_file
 
     try:
-        text = read_regular_file(path, MAX_PLAN_BYTES).decode("utf-8")
+        text = decode_text(read_regular_file(path, MAX_PLAN_BYTES), path)
     except Missing:
         raise PlanFileError(f"plan file {path} does not exist") from None
-    except NotReadable as e:  # a FIFO blocked here forever, /dev/zero never ended
+    except NotReadable as e:  # a FIFO blocked here forever, /dev/zero never ended; binary bytes
         raise PlanFileError(f"plan file: {e}") from None
-    except UnicodeDecodeError as e:
-        raise PlanFileError(f"cannot read plan file {path}: {e}") from None
     try:
         doc = json.loads(text)
     except RecursionError:  # [[[[... was a RecursionError traceback

@@ -1,0 +1,104 @@
+"""Hostile input at the edges of a command: the files it is told to write or read, the lock
+folder, its own standard output, an interrupt. Same rule as test_cli_bad_input: one line naming
+the cause, an ExitCode, nothing changed, never a traceback. Each case was found by a sweep of
+hostile input and failed before its fix."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from qbhook.errors import ExitCode, NotRegularFile
+from tests.unit.test_cli_catalog import Env
+
+
+@pytest.fixture
+def env(tmp_path):
+    return Env(tmp_path)
+
+
+# ------------------------------------------------------------------ plan --save, apply --plan
+
+
+def _make(kind: str, path: Path) -> None:
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":  # what /dev/null is, made where replacing it harms nothing
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    elif kind == "symlink":
+        target = path.with_name("target.json")
+        target.write_text("{}")
+        os.symlink(target, path)
+    else:
+        path.mkdir()
+
+
+WHAT = {
+    "fifo": "is a FIFO",
+    "device": "is a character device",
+    "symlink": "is a symbolic link (name the file itself)",
+    "folder": "is a directory",  # click.Path's own words (dir_okay=False)
+}
+
+
+@pytest.mark.parametrize("kind", list(WHAT))
+def test_plan_save_over_something_not_a_regular_file_is_refused_before_anything_runs(env, kind):
+    """`plan --save FIFO` exited 0 with the FIFO replaced by a 0600 file; as root `--save /dev/null`
+    replaced /dev/null (the sweep replaced /dev/full once)."""
+    where = env.tmp / "target"
+    _make(kind, where)
+    before = os.lstat(where)
+    r = env.run("plan", "--save", str(where), expect=ExitCode.BAD_INPUT)
+    assert r.stdout == ""
+    assert r.stderr.splitlines()[-1].startswith("Error: Invalid value for '--save': "), r.stderr
+    assert WHAT[kind] in r.stderr.splitlines()[-1], r.stderr
+    after = os.lstat(where)
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+    assert not env.catalog.exists()  # refused at the command line: no scan, no catalog
+    assert [p.name for p in env.tmp.iterdir() if p.name.startswith(".qbhook-plan.")] == []
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "symlink"])
+def test_saving_a_plan_over_something_not_a_regular_file_is_refused(tmp_path, kind):
+    """The API keeps the rule too (a FIFO made after the command line was read)."""
+    from qbhook.decide.approved import save
+
+    where = tmp_path / "target"
+    _make(kind, where)
+    before = os.lstat(where)
+    with pytest.raises(NotRegularFile, match=f"cannot save the plan: {where} {WHAT[kind][:8]}"):
+        save(where, {"format": "qbhook-plan"})
+    after = os.lstat(where)
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["target"] + (["target.json"] if kind == "symlink" else [])
+    )
+
+
+def test_saving_a_plan_over_a_regular_file_still_replaces_it(tmp_path):
+    from qbhook.decide.approved import save
+
+    where = tmp_path / "plan.json"
+    where.write_text("old")
+    save(where, {"format": "qbhook-plan"})
+    assert '"qbhook-plan"' in where.read_text()
+
+
+@pytest.mark.parametrize("option", [["plan", "--save", ""], ["apply", "--yes", "--plan", ""]])
+def test_an_empty_file_path_is_refused_not_ignored(env, option):
+    """`apply --yes --plan "$UNSET"` ran the whole-catalog apply instead of refusing."""
+    r = env.run(*option, expect=ExitCode.BAD_INPUT)
+    name = option[-2]
+    assert r.stderr.splitlines()[-1] == f"Error: Invalid value for '{name}': names no file (an empty path)"
+    assert r.stdout == "" and not env.catalog.exists()
+
+
+def test_a_plan_file_that_is_not_utf8_names_the_byte_not_the_decoder(env):
+    path = env.tmp / "plan.bin"
+    path.write_bytes(b'{"a":\n1}\n\xb4\x00binary')
+    r = env.run("apply", "--plan", str(path), "--yes", expect=ExitCode.DATA_ERROR)
+    assert r.stderr == f"qbhook: plan file: {path} is not UTF-8 text (byte 0xb4 on line 3)\n"
+    assert r.stdout == ""
