@@ -23,7 +23,10 @@ class ExitCode(enum.IntEnum):
     STALE = 6  # `apply --plan`: some saved groups were refused as stale (the others ran)
     ACTIONABLE = 10  # `plan`: there are groups to act on
     DATA_ERROR = 65  # EX_DATAERR: a saved plan file is not a usable plan
-    CATALOG_DAMAGED = 74  # EX_IOERR: the catalog cannot be read or written
+    # EX_IOERR: something qbhook must read or write cannot be: the catalog (damaged, its disk
+    # failing), the lock folder, standard output (a full disk behind `>file`).
+    IO_ERROR = 74
+    CATALOG_DAMAGED = 74  # the same code under the name the catalog's errors use (an enum alias)
     BUSY = 75  # EX_TEMPFAIL: a lock is held
     CONFIG = 78  # EX_CONFIG
 
@@ -166,6 +169,13 @@ class LockBusy(QbhookError):
     """Another qbhook process holds the lock we need."""
 
     exit_code = ExitCode.BUSY
+
+
+class LockFileError(QbhookError):
+    """The lock folder or a lock file in it cannot be made, opened or written (a read-only or
+    immutable folder, a regular file where the folder should be): the I/O exit code, 74."""
+
+    exit_code = ExitCode.IO_ERROR
 
 
 class PortBusy(QbhookError):

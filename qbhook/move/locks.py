@@ -31,7 +31,7 @@ from pathlib import Path
 
 import blake3
 
-from qbhook.errors import LockBusy, UnsafeOperation
+from qbhook.errors import LockBusy, LockFileError, UnsafeOperation
 
 __all__ = ["Lock", "converge_lock", "executor_lock", "group_lock", "lock_dir"]
 
@@ -70,12 +70,15 @@ class Lock:
     def acquire(self) -> Lock:
         if self._fd is not None:
             raise RuntimeError(f"{self.what} is already held by this object")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _make_lock_dir(self.path.parent)
         fd = _open_lock_file(self.path)
         try:
             self._lock(fd)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()} {time.time():.0f}\n".encode(), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()} {socket.gethostname()} {time.time():.0f}\n".encode(), 0)
+            except OSError as e:
+                raise LockFileError(f"cannot write lock file {self.path}: {e.strerror}", hint=_HINT) from None
         except BaseException:
             os.close(fd)
             raise
@@ -130,18 +133,32 @@ class Lock:
         self.release()
 
 
+_HINT = "lock_dir (default: beside the catalog) must be a folder qbhook can write"
+
+
+def _make_lock_dir(path: Path) -> None:
+    """The lock folder, made if missing; LockFileError naming it and the cause if it cannot be
+    (a read-only or immutable parent, a regular file at that name): one line, not a traceback."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # exist_ok still raises this when the name is not a folder
+        raise LockFileError(f"cannot use lock folder {path}: it is not a folder", hint=_HINT) from None
+    except OSError as e:
+        raise LockFileError(f"cannot make lock folder {path}: {e.strerror}", hint=_HINT) from None
+
+
 def _open_lock_file(path: Path) -> int:
     """``path`` opened read-write (made if missing), proven a regular file with one link.
 
     A symlink or a hard link at that name would make the pid write (and the truncate on release)
     land on a file that is not qbhook's; anything but a regular file is not a lock file.
-    UnsafeOperation naming the path, one line."""
+    UnsafeOperation naming the path, one line; any other failure to open it, LockFileError."""
     try:
         fd = os.open(path, _OPEN_FLAGS, 0o644)
     except OSError as e:
         what = {errno.ELOOP: "a symbolic link", errno.EISDIR: "a folder"}.get(e.errno)
-        if what is None:
-            raise
+        if what is None:  # a read-only or immutable lock folder (EACCES, EPERM, EROFS), a full disk
+            raise LockFileError(f"cannot open lock file {path}: {e.strerror}", hint=_HINT) from None
         raise UnsafeOperation(
             f"refusing to use lock file {path}: it is {what} (lock_dir must not be writable by others)"
         ) from None

@@ -102,3 +102,18 @@ def test_a_plan_file_that_is_not_utf8_names_the_byte_not_the_decoder(env):
     r = env.run("apply", "--plan", str(path), "--yes", expect=ExitCode.DATA_ERROR)
     assert r.stderr == f"qbhook: plan file: {path} is not UTF-8 text (byte 0xb4 on line 3)\n"
     assert r.stdout == ""
+
+
+# ------------------------------------------------------------------ the lock folder
+
+
+def test_a_lock_dir_that_is_a_regular_file_is_one_line_not_a_traceback(env):
+    """`holding --purge-expired --yes` (and resume, orphans --quarantine) ended in a
+    FileExistsError traceback; an unwritable folder in a PermissionError one (test_locks)."""
+    locks = env.tmp / "locks"
+    locks.write_text("x")
+    env.save(lock_dir=str(locks))
+    r = env.run("holding", "--purge-expired", "--yes", expect=ExitCode.IO_ERROR)
+    assert r.stderr.splitlines()[0] == f"qbhook: cannot use lock folder {locks}: it is not a folder", r.stderr
+    assert r.stderr.splitlines()[1].startswith("  hint: lock_dir") and len(r.stderr.splitlines()) == 2
+    assert locks.read_text() == "x"

@@ -1,3 +1,4 @@
+import errno
 import os
 import subprocess
 import sys
@@ -5,7 +6,7 @@ import time
 
 import pytest
 
-from qbhook.errors import LockBusy, UnsafeOperation
+from qbhook.errors import ExitCode, LockBusy, LockFileError, UnsafeOperation
 from qbhook.move.locks import Lock, executor_lock, group_lock, lock_dir
 from tests.helpers import make_config
 
@@ -134,3 +135,63 @@ def test_a_lock_file_that_is_not_a_plain_file_of_ours_is_refused_and_nothing_is_
     assert "\n" not in str(e.value)
     assert victim.read_bytes() == b"root:secret\n"
     assert os.listdir(tmp_path / "cat.sqlite.locks") == ["executor.lock"]
+
+
+# A lock folder qbhook cannot use was a PermissionError or FileExistsError traceback from resume,
+# holding --purge-expired, orphans --quarantine. Tests run as root, which a read-only folder does
+# not stop: the refusal the kernel gives a non-root user (EACCES) or any user of an immutable
+# folder (EPERM) is injected instead.
+
+
+def test_a_regular_file_where_the_lock_folder_should_be_is_one_line_naming_it(cfg):
+    locks = lock_dir(cfg)
+    locks.write_text("not a folder")
+    with pytest.raises(LockFileError) as e:
+        executor_lock(cfg).acquire()
+    assert e.value.message == f"cannot use lock folder {locks}: it is not a folder"
+    assert e.value.exit_code == ExitCode.IO_ERROR
+    assert locks.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EPERM, errno.EROFS])
+def test_a_lock_folder_that_cannot_be_made_is_one_line_naming_it(cfg, monkeypatch, code):
+    def refuse(path, mode=0o777):
+        raise OSError(code, os.strerror(code), path)
+
+    monkeypatch.setattr(os, "mkdir", refuse)
+    with pytest.raises(LockFileError) as e:
+        executor_lock(cfg).acquire()
+    assert e.value.message == f"cannot make lock folder {lock_dir(cfg)}: {os.strerror(code)}"
+    assert e.value.exit_code == ExitCode.IO_ERROR
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC])
+def test_a_lock_file_that_cannot_be_opened_is_one_line_naming_it(cfg, monkeypatch, code):
+    lock_dir(cfg).mkdir()
+    real_open = os.open
+
+    def refuse(path, flags, *a, **kw):
+        if str(path).endswith(".lock"):
+            raise OSError(code, os.strerror(code), path)
+        return real_open(path, flags, *a, **kw)
+
+    monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(LockFileError) as e:
+        group_lock(cfg, "g1").acquire()
+    assert e.value.message.startswith(f"cannot open lock file {lock_dir(cfg)}/group-g1-")
+    assert e.value.message.endswith(f".lock: {os.strerror(code)}")
+    assert "\n" not in e.value.message and e.value.exit_code == ExitCode.IO_ERROR
+
+
+def test_a_lock_file_that_cannot_be_written_is_one_line_and_leaves_no_descriptor(cfg, monkeypatch):
+    def full(fd, data, offset):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "pwrite", full)
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(LockFileError, match=f"cannot write lock file {lock_dir(cfg)}/executor.lock: No space"):
+        executor_lock(cfg).acquire()
+    assert len(os.listdir("/proc/self/fd")) == before
+    monkeypatch.undo()
+    with executor_lock(cfg):  # the failed attempt let go of its flock
+        pass
