@@ -29,6 +29,7 @@ class ExitCode(enum.IntEnum):
     CATALOG_DAMAGED = 74  # the same code under the name the catalog's errors use (an enum alias)
     BUSY = 75  # EX_TEMPFAIL: a lock is held
     CONFIG = 78  # EX_CONFIG
+    INTERRUPTED = 130  # 128 + SIGINT: a shell's status for a command stopped by Ctrl-C
 
 
 # The logger of transient failures a client adapter retries (qBittorrent, rTorrent). A one-shot
@@ -174,6 +175,13 @@ class LockBusy(QbhookError):
 class LockFileError(QbhookError):
     """The lock folder or a lock file in it cannot be made, opened or written (a read-only or
     immutable folder, a regular file where the folder should be): the I/O exit code, 74."""
+
+    exit_code = ExitCode.IO_ERROR
+
+
+class OutputError(QbhookError):
+    """Standard output cannot be written (a full disk behind ``>file``, an I/O error); a reader
+    that went away (EPIPE) is not one: the command ends quietly, as click does."""
 
     exit_code = ExitCode.IO_ERROR
 

@@ -9,14 +9,17 @@ first needs them, and a command's module loads only when that command runs (COMM
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
+import os
 import sys
 from typing import TYPE_CHECKING
 
 import click
 
 from qbhook import __version__
-from qbhook.errors import QbhookError
+from qbhook.errors import ExitCode, OutputError, QbhookError
 
 if TYPE_CHECKING:
     from qbhook.config import Config
@@ -279,13 +282,66 @@ def echo_shown(line: str = "", err: bool = False) -> None:
     of qbhook.cli (tests/unit/test_house.py holds its modules to it), so a name from the
     filesystem or a client cannot reach a terminal raw, whichever line it ends up in. A line
     break in ``line`` is escaped too: print several lines with several calls."""
-    click.echo(shown(line), err=err)
+    with _writing(err):
+        click.echo(shown(line), err=err)
 
 
 def echo_json(text: str) -> None:
     """Print ``--json`` output as it is: JSON escapes every control character already, and a
     program reading it must get the names' exact text back."""
-    click.echo(text)
+    with _writing(False):
+        click.echo(text)
+
+
+@contextlib.contextmanager
+def _writing(err: bool):
+    """Around a click.echo: a standard output that cannot be written (a full disk behind
+    ``>file``, an I/O error) is OutputError, one line on stderr and exit 74, not an OSError
+    traceback. EPIPE goes on to click's main, which exits quietly (a reader such as ``head``
+    went away). A failing stderr is left alone: there is nowhere to say so."""
+    try:
+        yield
+    except OSError as e:
+        if err or e.errno == errno.EPIPE:
+            raise
+        _discard_stdout()
+        raise OutputError(f"cannot write to standard output: {e.strerror}") from None
+
+
+def _discard_stdout() -> None:
+    """Point descriptor 1 at /dev/null: what stays in stdout's buffer would fail again when
+    Python flushes it at exit (an "Exception ignored" message, and exit status 120)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # a stream without a descriptor (a test runner's): nothing to flush
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
+def _report(ctx, e: QbhookError):
+    """End the command on ``e``: its message (and hint) on stderr, shown, then its exit code."""
+    echo_shown(f"qbhook: {e.message}", err=True)
+    if e.hint:
+        echo_shown(f"  hint: {e.hint}", err=True)
+    ctx.exit(e.exit_code)
+
+
+def _print_version(ctx, _param, value) -> None:
+    """``--version``, as click's version_option prints it, through the CLI's printer (``--version
+    >/dev/full`` was an OSError traceback). The package's own constant: click would import
+    importlib.metadata and read the dist-info, ~20 ms (a test holds it equal to the metadata)."""
+    if not value or ctx.resilient_parsing:
+        return
+    try:
+        # printed as is, as JSON is: our own text, and shown() would import qbhook.paths
+        echo_json(f"{ctx.find_root().info_name}, version {__version__}")
+    except OutputError as e:
+        _report(ctx, e)
+    ctx.exit()
 
 
 def catalog_note(app: App, use) -> dict:
@@ -358,10 +414,13 @@ class QbhookGroup(click.Group):
                 raise err from None
         except QbhookError as e:
             # an error names paths and client answers: shown, the hint on a line of its own
-            echo_shown(f"qbhook: {e.message}", err=True)
-            if e.hint:
-                echo_shown(f"  hint: {e.hint}", err=True)
-            ctx.exit(e.exit_code)
+            _report(ctx, e)
+        except KeyboardInterrupt:
+            # click's main said "Aborted!" and exited 1, as for any failure; an interrupt is
+            # 130 by convention (128 + SIGINT). The executor has journaled its run as interrupted.
+            echo_shown("", err=True)  # ends the line the terminal's ^C echo is on
+            echo_shown("qbhook: interrupted", err=True)
+            ctx.exit(ExitCode.INTERRUPTED)
 
 
 def _flush_notifications() -> None:
@@ -378,9 +437,14 @@ def _flush_notifications() -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
-# The version is the package's own constant (asserted equal to the installed metadata by a
-# test): click would otherwise import importlib.metadata and read the dist-info, ~20 ms.
-@click.version_option(version=__version__, package_name="qbhook")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
 @click.pass_context
 def main(ctx, config_path, as_json, verbose):
     """qbhook keeps torrent seed data on the right pool: libraries' data on the

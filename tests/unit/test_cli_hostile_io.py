@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,50 @@ def test_a_lock_dir_that_is_a_regular_file_is_one_line_not_a_traceback(env):
     assert r.stderr.splitlines()[0] == f"qbhook: cannot use lock folder {locks}: it is not a folder", r.stderr
     assert r.stderr.splitlines()[1].startswith("  hint: lock_dir") and len(r.stderr.splitlines()) == 2
     assert locks.read_text() == "x"
+
+
+# ------------------------------------------------------------------ standard output, an interrupt
+
+
+@pytest.mark.parametrize("args", [["--version"], ["history"], ["status"], ["--json", "status"], ["scan"]])
+def test_a_standard_output_that_cannot_be_written_is_one_line_exit_74(env, args):
+    """`qbhook history >/dev/full` ended in `OSError: [Errno 28] No space left on device`. A real
+    process, so Python's own flush at exit is part of the test (it exits 120 if that fails)."""
+    with open("/dev/full", "w") as full:
+        r = subprocess.run(
+            [sys.executable, "-m", "qbhook", "--config", str(env.config), *args],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert r.returncode == ExitCode.IO_ERROR, r.stderr
+    assert r.stderr.splitlines()[-1] == "qbhook: cannot write to standard output: No space left on device"
+    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
+
+
+def test_a_reader_that_goes_away_still_ends_quietly(env):
+    """EPIPE is not an output error: `qbhook ... | head` that stops reading ends without a word."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "qbhook", "--config", str(env.config), "--json", "status"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    p.stdout.close()  # the reader is gone before a byte was written
+    err = p.stderr.read()
+    assert p.wait(timeout=60) != ExitCode.IO_ERROR
+    assert "cannot write" not in err and "Traceback" not in err, err
+
+
+def test_an_interrupt_is_exit_130_with_one_line(env, monkeypatch):
+    """SIGINT during `scan` printed click's "Aborted!" and exited 1, as any failure."""
+    import qbhook.catalog.scan
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(qbhook.catalog.scan, "scan_pools", interrupted)
+    r = env.run("scan", expect=ExitCode.INTERRUPTED)
+    assert r.stderr.splitlines()[-1] == "qbhook: interrupted" and "Aborted" not in r.stderr
+    assert ExitCode.INTERRUPTED == 130
