@@ -231,6 +231,13 @@ class QueueError(QbhookError):
     """The event job queue refused an operation (unknown job, wrong state)."""
 
 
+class NotADeadJob(QueueError):
+    """``queue retry JOB_ID`` named a job that is unknown or not dead: bad input (exit 2), as an
+    unknown run of ``history --run`` / ``resume --run`` is, not a failure of the queue."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
 class PlanFileError(QbhookError):
     """A saved plan file is unreadable, malformed, edited, of another version or for other pools."""
 

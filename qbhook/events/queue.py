@@ -29,7 +29,7 @@ from qbhook.catalog.db import Tx
 from qbhook.catalog.schema import (
     QUEUE_DDL,  # re-exported: the queue's table, for callers building one
 )
-from qbhook.errors import QueueError
+from qbhook.errors import NotADeadJob, QueueError
 from qbhook.events._job import COLUMNS, Job, Parts, text
 from qbhook.events.model import Event
 
@@ -206,7 +206,7 @@ class JobQueue:
         with self._write() as c:
             job = self._get(c, job_id)
             if job is None or job.state != "dead":
-                raise QueueError(f"job {job_id} is {'unknown' if job is None else job.state}, not dead")
+                raise NotADeadJob(f"job {job_id} is {'unknown' if job is None else job.state}, not dead")
             return self._back_to_pending(c, job, now, 0, job.last_error, now)
 
     def get(self, job_id: int) -> Job | None:

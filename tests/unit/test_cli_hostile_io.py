@@ -166,3 +166,13 @@ def test_an_interrupt_is_exit_130_with_one_line(env, monkeypatch):
     r = env.run("scan", expect=ExitCode.INTERRUPTED)
     assert r.stderr.splitlines()[-1] == "qbhook: interrupted" and "Aborted" not in r.stderr
     assert ExitCode.INTERRUPTED == 130
+
+
+# ------------------------------------------------------------------ exit codes of bad input
+
+
+def test_queue_retry_of_an_unknown_job_is_bad_input_as_an_unknown_run_is(env):
+    """It exited 1 (QueueError's default) where `history --run 424242` exits 2."""
+    r = env.run("queue", "retry", "424242", expect=ExitCode.BAD_INPUT)
+    assert r.stderr == "qbhook: job 424242 is unknown, not dead\n"
+    assert env.run("history", "--run", "424242", expect=ExitCode.BAD_INPUT).stderr.startswith("qbhook: there is no run")
