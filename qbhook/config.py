@@ -37,7 +37,7 @@ import yaml
 from qbhook import numbers
 from qbhook.dirfd import FolderRefused, SeedingRoot, open_root
 from qbhook.errors import ConfigError, PathMapError
-from qbhook.files import Missing, NotReadable, read_regular_file
+from qbhook.files import Missing, NotReadable, decode_text, read_regular_file
 from qbhook.paths import is_within
 
 DEFAULT_CONFIG_PATHS = ("/etc/qbhook/config.yaml",)
@@ -290,12 +290,9 @@ def load_config(path: str | os.PathLike, env: dict[str, str] | None = None) -> C
     except NotReadable as e:
         raise ConfigError(None, str(e)) from None
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise ConfigError(
-            None, f"{path} is not UTF-8 text (byte {raw[e.start]:#04x} on line {line})", hint="save the file as UTF-8"
-        ) from None
+        text = decode_text(raw, path)
+    except NotReadable as e:
+        raise ConfigError(None, str(e), hint="save the file as UTF-8") from None
     data = parse_yaml(text, str(path))
     cfg = parse_config(data, env=os.environ if env is None else env, base_dir=path.parent)
     return replace(cfg, source=path)
@@ -909,6 +906,7 @@ def _read_secret_file(p: Path, key: str) -> str:
     try:
         return data.decode("utf-8").strip()
     except UnicodeDecodeError:
+        # Not files.decode_text: its message names the offending byte, and this file is a secret.
         raise ConfigError(key, f"{p} is not UTF-8 text") from None
 
 

@@ -26,7 +26,6 @@ class ExitCode(enum.IntEnum):
     # EX_IOERR: something qbhook must read or write cannot be: the catalog (damaged, its disk
     # failing), the lock folder, standard output (a full disk behind `>file`).
     IO_ERROR = 74
-    CATALOG_DAMAGED = 74  # the same code under the name the catalog's errors use (an enum alias)
     BUSY = 75  # EX_TEMPFAIL: a lock is held
     CONFIG = 78  # EX_CONFIG
     INTERRUPTED = 130  # 128 + SIGINT: a shell's status for a command stopped by Ctrl-C
@@ -79,7 +78,14 @@ class CatalogError(QbhookError):
 class CatalogDamaged(CatalogError):
     """SQLite reported the catalog file unreadable or unwritable (corrupt page, full disk)."""
 
-    exit_code = ExitCode.CATALOG_DAMAGED
+    exit_code = ExitCode.IO_ERROR
+
+
+class CatalogUnwritable(CatalogError):
+    """SQLite cannot open or write the catalog where it is (a read-only or full folder, a file
+    the process may not write): the I/O exit code, 74, with no word of damage."""
+
+    exit_code = ExitCode.IO_ERROR
 
 
 class NotRegularFile(QbhookError):

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from qbhook.catalog.schema import FIRST_TABLES, MIGRATIONS
-from qbhook.errors import CatalogDamaged, CatalogError, LockBusy, QbhookError
+from qbhook.errors import CatalogDamaged, CatalogError, CatalogUnwritable, LockBusy, QbhookError
 
 
 def migrations() -> list[str]:
@@ -28,6 +28,9 @@ def migrations() -> list[str]:
 
 
 _DAMAGE = ("malformed", "not a database", "disk i/o error", "disk is full", "corrupt")
+# SQLITE_CANTOPEN and SQLITE_READONLY: the file or its folder may not be written (a read-only
+# folder for the -wal and -shm files, a file owned by another user); nothing is damaged.
+_UNWRITABLE = ("unable to open database file", "readonly database")
 
 
 def sqlite_failure(e: BaseException, path: str | Path | None) -> QbhookError | None:
@@ -35,9 +38,10 @@ def sqlite_failure(e: BaseException, path: str | Path | None) -> QbhookError | N
 
     A damaged page ("database disk image is malformed"), "file is not a database", a full
     disk or an I/O error describe the catalog file or its disk; a held lock means another
-    qbhook is writing; other operational failures (cannot open, read-only) are plain
-    catalog errors. Integrity and programming errors are bugs in qbhook: None, so the
-    caller lets them keep their traceback.
+    qbhook is writing; a file or folder that may not be opened or written is the I/O exit code
+    too, without a word of damage; other operational failures are plain catalog errors.
+    Integrity and programming errors are bugs in qbhook: None, so the caller lets them keep
+    their traceback.
     """
     if not (type(e) is sqlite3.DatabaseError or isinstance(e, (sqlite3.OperationalError, sqlite3.InternalError))):
         return None
@@ -51,6 +55,10 @@ def sqlite_failure(e: BaseException, path: str | Path | None) -> QbhookError | N
             f"{where}: {detail}",
             hint="check the disk; if the file is damaged, restore it from a backup or move it "
             "aside ('qbhook scan' rebuilds a new catalog, but run history is lost)",
+        )
+    if any(w in low for w in _UNWRITABLE):
+        return CatalogUnwritable(
+            f"{where}: {detail}", hint="check that the catalog's folder exists and qbhook may write in it"
         )
     return CatalogError(f"{where}: {detail}")
 

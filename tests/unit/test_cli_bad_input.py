@@ -447,3 +447,28 @@ def test_log_lines_name_things_by_the_same_rule(tmp_path):
     assert "ValueError: bad \\x1b[2J name" in r.stderr and "Traceback (most recent call last):\n" in r.stderr
     assert [c for c in ACTIVE + ["\x1b"] if c in r.stderr] == [], r.stderr
     assert not any(line.startswith("line") for line in r.stderr.splitlines()), r.stderr
+
+
+def test_a_catalog_qbhook_may_not_write_is_the_io_exit_code_without_a_word_of_damage(env):
+    """SQLite's "unable to open database file" (a read-only or immutable folder: the -wal and
+    -shm files cannot be made) was a plain catalog error, exit 1; ExitCode names 74 for a file
+    that cannot be read or written. Nothing is damaged, so the line says so in no word."""
+    import sqlite3
+
+    from qbhook.catalog.db import sqlite_failure
+
+    for text in ("unable to open database file", "attempt to write a readonly database"):
+        err = sqlite_failure(sqlite3.OperationalError(text), "/x/catalog.sqlite")
+        assert err is not None and err.exit_code == ExitCode.IO_ERROR
+        assert "damag" not in str(err).lower() and "restore" not in (err.hint or "").lower()
+    folder = env.tmp / "ro"
+    folder.mkdir()
+    env.save(catalog=str(folder / "catalog.sqlite"))
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported here: the real folder case needs it (root ignores modes)")
+    try:
+        r = env.run("history", expect=ExitCode.IO_ERROR)
+        assert r.stderr.splitlines()[0].startswith(f"qbhook: catalog {folder / 'catalog.sqlite'}: "), r.stderr
+        assert len(r.stderr.splitlines()) == 2
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)

@@ -264,7 +264,7 @@ def test_damaged_catalog_is_a_one_line_error(tmp_path, command):
         text=True,
         timeout=60,
     )
-    # 74: one exit code for a damaged catalog, whichever command meets it (ExitCode.CATALOG_DAMAGED)
+    # 74: one exit code for a damaged catalog, whichever command meets it (ExitCode.IO_ERROR)
     assert run.returncode == 74, run.stdout + run.stderr
     assert "Traceback" not in run.stderr and run.stdout == ""
     first, *rest = run.stderr.splitlines()
