@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from qbhook import numbers
-from qbhook.dirfd import FolderRefused, SeedingRoot, open_root
+from qbhook.dirfd import FolderRefused, SeedingRoot, loose_folders_above, open_root, symlink_on_the_way
 from qbhook.errors import ConfigError, PathMapError
 from qbhook.files import Missing, NotReadable, decode_text, read_regular_file
 from qbhook.paths import is_within
@@ -615,6 +615,7 @@ def _parse_pools(data: dict) -> tuple[PoolConfig, ...]:
             raise ConfigError(key, "must be a mapping with 'path' and 'role'")
         _no_unknown(spec, ("path", "role"), key)
         path = _abs_path(_required(spec, "path", key), f"{key}.path")
+        _refuse_symlink_in(path, f"{key}.path")
         role = _required(spec, "role", key)
         if not isinstance(role, str) or role not in ROLES:
             raise ConfigError(f"{key}.role", f"must be one of {', '.join(ROLES)} (got {_got(role)})")
@@ -649,6 +650,24 @@ def _parse_pools(data: dict) -> tuple[PoolConfig, ...]:
                 )
     _check_roots_apart(pools)
     return tuple(pools)
+
+
+def _refuse_symlink_in(path: Path, key: str) -> None:
+    """A pool path through a symlink (``/data -> /mnt/data``) is refused at load: ``dirfd.open_root``
+    walks to a pool root without following any, so it would refuse every use of it anyway.
+    Refused rather than resolved: resolving once would adopt whatever the link points at when
+    qbhook starts (a link a non-root user may have made) and pin that for the process's life,
+    while torrents' save paths, the clients' path maps and the catalog keep naming the
+    configured text; the configured path must be the folder itself. (A path not there yet, an
+    unmounted pool, is judged when it is walked.)"""
+    found = symlink_on_the_way(path)
+    if found is not None:
+        link, target = found
+        raise ConfigError(
+            key,
+            f"{link} is a symlink to {target}: configure the real path (qbhook never follows a symlink to a pool)",
+            hint=f"e.g. path: {os.path.realpath(path)}",
+        )
 
 
 def _seeding_roots_of(raw: Any, name: str, pool_path: Path) -> list[Path]:
@@ -994,6 +1013,20 @@ def _abs_path(v: Any, key: str) -> Path:
 
 
 # --------------------------------------------------------------------------- checks
+
+
+def path_warnings(cfg: Config) -> list[str]:
+    """Folders above a pool root that a non-root user could rename an entry in, one line each
+    (``dirfd.loose_folders_above``). A warning, not a refusal: NAS layouts vary (a pool inside a
+    dataset whose root an apps user owns is common) and while qbhook runs the walk from ``/`` and
+    the pin of each pool root still refuse a swap; only a swap made before qbhook started would
+    go unseen, and this names where one could be made."""
+    return [
+        f"pools.{p.name}.path: {folder} is above {p.path}: a pool root swapped there before qbhook "
+        "starts would go unnoticed (make that folder root's and not writable by others)"
+        for p in cfg.pools
+        for folder in loose_folders_above(p.path)
+    ]
 
 
 def check_paths(cfg: Config) -> list[str]:

@@ -1,10 +1,17 @@
 """Reading facts below a configured root through verified directory descriptors.
 
 The model (the rule ``move.fsops`` acts by, here for reading): a pool root is the configured
-mount point, trusted admin config and opened as given (a mount point cannot be renamed while
-mounted); a seeding root is a folder inside its pool that writers of the pool could swap, so it
-is opened from its pool root down (``open_root`` with a ``SeedingRoot``), never by its path
-string; every folder below a root is opened with
+folder (config refuses a pool path through a symlink), opened from ``/`` down one component at
+a time without following a symlink, and pinned: the folder first opened is the only one a
+later open accepts (``open_root``). Neither a mount point nor a plain folder is trusted to stay
+put: a folder above a mount point may be renamed while it is mounted (the mount moves with
+it), and a plain-folder pool in a dataset an apps user can write may be renamed away and a
+symlink put at its name; the walk refuses the symlink, the pin refuses another folder. A swap
+before the process started is out of the pin's reach: ``loose_folders_above`` names the
+folders where one could be made (``qbhook config check`` and ``serve`` warn). A seeding root
+is a folder inside its pool that writers of the pool could swap, so it is opened from its pool
+root down (``open_root`` with a ``SeedingRoot``), never by its path string; every folder below
+a root is opened with
 ``O_DIRECTORY|O_NOFOLLOW`` relative to its verified parent (``open_below``, the one step
 both this reader and fsops' ``Dir.sub`` take); a fact of an entry (its lstat, its bytes) is
 read relative to the descriptor of its folder, never by resolving the path string again. So
@@ -33,7 +40,18 @@ from dataclasses import dataclass
 
 from qbhook.paths import normalize
 
-__all__ = ["DIR_FLAGS", "FolderReader", "FolderRefused", "NotAFolder", "SeedingRoot", "open_below", "open_root"]
+__all__ = [
+    "DIR_FLAGS",
+    "FolderReader",
+    "FolderRefused",
+    "NotAFolder",
+    "SeedingRoot",
+    "loose_folders_above",
+    "open_below",
+    "open_root",
+    "open_walked",
+    "symlink_on_the_way",
+]
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # What a reader's step takes as "nothing there": missing, a file where a folder would be, a name
@@ -114,30 +132,27 @@ class SeedingRoot:
         return self.path
 
 
-def open_root(root: str | bytes | os.PathLike, pool: str | bytes | os.PathLike | None = None) -> int:
-    """The descriptor of the configured folder ``root`` (the one home of opening a root).
+def open_walked(path: str | bytes | os.PathLike) -> int:
+    """The descriptor of the folder at the absolute ``path``, reached from ``/`` one component at a
+    time with ``open_below``: a symlink anywhere on the way is refused (``FolderRefused`` naming
+    that folder), never followed. FileNotFoundError / NotADirectoryError (naming the path so far):
+    no folder there. No pin: for a folder that is not a configured root (a mount point of the
+    mount table, ``catalog.fsid``); a configured root is opened by ``open_root``."""
+    path_b = os.fsencode(path)
+    if not path_b.startswith(b"/"):
+        raise ValueError(f"{os.fsdecode(path_b)}: not an absolute path")
+    return _descend(os.open(b"/", DIR_FLAGS), b"", path_b)
 
-    ``pool`` None: ``root`` is a pool root, the configured mount point, opened by its path (a
-    mount point cannot be renamed while mounted: EBUSY). Otherwise ``root`` lies below the pool
-    root ``pool``: that is opened by path and every folder from it down to ``root`` with
-    ``open_below``, so a seeding root (or a folder between) swapped for a symlink is refused,
-    ``FolderRefused`` naming it, never followed. FileNotFoundError / NotADirectoryError: no
-    folder there.
-    """
-    root_b = os.fsencode(root)
-    if pool is None:
-        return os.open(root_b, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the configured mount point: trusted
-    pool_b = os.fsencode(pool).rstrip(b"/")
-    if not root_b.startswith(pool_b + b"/"):
-        raise ValueError(f"{os.fsdecode(root_b)} is not inside {os.fsdecode(pool_b) or '/'}")
-    fd = open_root(pool_b or b"/")
-    here = pool_b
+
+def _descend(fd: int, here: bytes, rest: bytes) -> int:
+    """Walk from the open folder ``fd`` (at ``here``) down ``rest`` with ``open_below``; the
+    descriptor reached (``fd`` is consumed either way)."""
     try:
-        for name in root_b[len(pool_b) + 1 :].split(b"/"):
+        for name in rest.split(b"/"):
             if name in (b"", b"."):
                 continue
             if name == b"..":
-                raise ValueError(f"{os.fsdecode(root_b)}: a '..' component is never followed")
+                raise ValueError(f"{os.fsdecode(here + b'/' + rest)}: a '..' component is never followed")
             here += b"/" + name
             try:
                 nfd = open_below(fd, name)
@@ -145,6 +160,9 @@ def open_root(root: str | bytes | os.PathLike, pool: str | bytes | os.PathLike |
                 if e.kind == "other":
                     raise NotADirectoryError(errno.ENOTDIR, "not a folder", os.fsdecode(here)) from None
                 raise FolderRefused(os.fsdecode(here), e.kind, e.target) from None
+            except OSError as e:
+                # the path so far, not the bare name, in the error
+                raise OSError(e.errno, e.strerror, os.fsdecode(here)) from None
             os.close(fd)
             fd = nfd
     except BaseException:
@@ -153,12 +171,110 @@ def open_root(root: str | bytes | os.PathLike, pool: str | bytes | os.PathLike |
     return fd
 
 
+# Each pool root's (st_dev, st_ino) as first opened by this process. A swap *while* qbhook runs
+# (the pool root renamed away and a symlink or another folder put at its name; or a folder above
+# a mount point renamed, which the kernel allows, the mount moving with it) lands a later open on
+# another folder: refused, never acted in. One dict lookup and the fstat every open takes anyway.
+# A pool exported and imported again may come back with another st_dev: refused the same way
+# until qbhook restarts (the hint says so); a swap before the process started is what
+# ``loose_folders_above`` warns of.
+_PINS: dict[bytes, tuple[int, int]] = {}
+
+
+def open_root(root: str | bytes | os.PathLike, pool: str | bytes | os.PathLike | None = None) -> int:
+    """The descriptor of the configured folder ``root`` (the one home of opening a root).
+
+    ``pool`` None: ``root`` is a pool root, opened from ``/`` down (``open_walked``: a symlink
+    anywhere on the way is refused, ``FolderRefused`` naming it; config refuses a pool path
+    through a symlink, so the configured path is the real one) and pinned: the first open in
+    this process records the folder's (st_dev, st_ino), and a later open landing on another
+    folder is ``FolderRefused`` ("no longer the folder it was at start"). Otherwise ``root``
+    lies below the pool root ``pool``: that is opened so, and every folder from it down to
+    ``root`` with ``open_below``, so a seeding root (or a folder between) swapped for a symlink
+    is refused, named, never followed. FileNotFoundError / NotADirectoryError: no folder there.
+    """
+    root_b = os.fsencode(root)
+    if pool is None:
+        key = b"/" + root_b.strip(b"/")
+        fd = open_walked(key)
+        try:
+            st = os.fstat(fd)
+            seen = _PINS.setdefault(key, (st.st_dev, st.st_ino))
+            if seen != (st.st_dev, st.st_ino):
+                raise FolderRefused(os.fsdecode(key), "replaced", None)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+    pool_b = os.fsencode(pool).rstrip(b"/")
+    if not root_b.startswith(pool_b + b"/"):
+        raise ValueError(f"{os.fsdecode(root_b)} is not inside {os.fsdecode(pool_b) or '/'}")
+    if b".." in root_b[len(pool_b) + 1 :].split(b"/"):
+        raise ValueError(f"{os.fsdecode(root_b)}: a '..' component is never followed")
+    return _descend(open_root(pool_b or b"/"), pool_b, root_b[len(pool_b) + 1 :])
+
+
+def symlink_on_the_way(path: str | os.PathLike) -> tuple[str, str] | None:
+    """The first folder on the way to the absolute ``path`` (itself included) that is a symlink,
+    as (that folder, where it points); None if there is none (or the path stops existing first).
+    Config asks this of a pool path at load: ``open_root`` never follows such a folder."""
+    here = ""
+    for name in os.fspath(path).split("/"):
+        if name in ("", "."):
+            continue
+        here += "/" + name
+        try:
+            st = os.lstat(here)
+        except OSError:
+            return None  # missing (not mounted yet): open_root's walk judges it when it is there
+        if stat_mod.S_ISLNK(st.st_mode):
+            try:
+                return here, os.readlink(here)
+            except OSError:
+                return here, "?"
+    return None
+
+
+def loose_folders_above(root: str | os.PathLike) -> list[str]:
+    """The folders above the pool root ``root`` that a user other than root could rename or
+    replace an entry in, each as "<folder> (<why>)": one not owned by root, or one writable by
+    its group or others, unless it is sticky and the entry on the way is root's (then only root
+    may rename it). Such a user could swap the pool root before qbhook starts, which the pin
+    cannot see (while qbhook runs, the walk and the pin still hold). Missing folders end the
+    look: there is nothing to judge yet."""
+    parts = [n for n in os.fspath(root).split("/") if n not in ("", ".")]
+    loose = []
+    folder = "/"
+    for name in parts:
+        child = folder.rstrip("/") + "/" + name
+        try:
+            st, cst = os.lstat(folder), os.lstat(child)
+        except OSError:
+            break
+        writable = st.st_mode & (stat_mod.S_IWGRP | stat_mod.S_IWOTH)
+        if st.st_uid != 0:
+            loose.append(f"{folder} (owned by uid {st.st_uid})")
+        elif writable and not (st.st_mode & stat_mod.S_ISVTX and cst.st_uid == 0):
+            who = "others" if st.st_mode & stat_mod.S_IWOTH else f"group {st.st_gid}"
+            sticky = ", sticky but the entry is not root's" if st.st_mode & stat_mod.S_ISVTX else ""
+            loose.append(f"{folder} (writable by {who}{sticky})")
+        folder = child
+    return loose
+
+
 class FolderRefused(Exception):
-    """A folder on the way to a path below a root is a symlink (or was swapped while opened):
-    nothing below it is read. ``folder``: its path; ``target``: where the symlink points."""
+    """A folder on the way to a path below a root is a symlink (or was swapped while opened), or a
+    pool root is no longer the folder it was when first opened (``kind`` "replaced"): nothing
+    below it is read. ``folder``: its path; ``target``: where the symlink points."""
 
     def __init__(self, folder: str, kind: str, target: str | None):
         self.folder, self.kind, self.target = folder, kind, target or "?"
+        if kind == "replaced":  # open_root's pin
+            super().__init__(
+                f"pool root {folder} is no longer the folder it was at start: refusing to use it "
+                "(restart qbhook if the pool was remounted)"
+            )
+            return
         what = f"a symlink to {self.target}" if kind == "symlink" else "changing (swapped while being opened)"
         super().__init__(f"{folder} is {what}: refusing to go through it")
 
@@ -294,7 +410,7 @@ class FolderReader:
             raise v
         if d == root:
             try:
-                fd = open_root(d)  # a pool root: the configured mount point, trusted
+                fd = open_root(d)  # a pool root: walked from / and pinned
             except OSError as e:
                 if e.errno not in _NOTHING_THERE:
                     raise

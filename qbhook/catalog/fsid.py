@@ -12,8 +12,9 @@ order of preference:
 st_dev is kept only as the *current* mapping to that identity.
 
 The marker is written only where qbhook owns the tree: the mount root must be
-exactly a configured pool root (same (st_dev, st_ino) as that root, both opened
-``O_DIRECTORY|O_NOFOLLOW``), and the marker and its temporary file are created
+exactly a configured pool root (same (st_dev, st_ino) as that root, opened by
+``dirfd.open_root``: walked from ``/`` without following a symlink, and pinned; the mount
+root walked the same way), and the marker and its temporary file are created
 relative to that directory descriptor, never through a symlink. A path that
 leads onto another filesystem (an event through a symlinked folder) therefore
 never leaves a file there. An existing marker is read anywhere, but only a
@@ -31,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qbhook.dirfd import DIR_FLAGS
+from qbhook.dirfd import FolderRefused, open_root, open_walked
 from qbhook.errors import FilesystemIdError
 from qbhook.paths import is_within
 
@@ -212,9 +213,9 @@ def _is_configured_root(dfd: int, roots: Iterable[str | os.PathLike]) -> bool:
     st = os.fstat(dfd)
     for root in roots:
         try:
-            rfd = os.open(os.fspath(root), DIR_FLAGS)
-        except OSError:
-            continue  # missing, or a symlink: never a root to write into
+            rfd = open_root(root)  # walked from / and pinned: the one way a pool root is opened
+        except (OSError, ValueError, FolderRefused):
+            continue  # missing, through a symlink, or swapped: never a root to write into
         try:
             rst = os.fstat(rfd)
         finally:
@@ -246,8 +247,8 @@ def _write_marker(dfd: int) -> None:
 def _marker_id(mountpoint: str, create: bool, marker_roots: Iterable[str | os.PathLike] = ()) -> str | None:
     """The marker id at ``mountpoint``; written first when absent and ``mountpoint`` is a configured root."""
     try:
-        dfd = os.open(mountpoint, DIR_FLAGS)
-    except OSError:
+        dfd = open_walked(mountpoint)  # any mount point, not only a pool root: walked, never pinned
+    except (OSError, ValueError, FolderRefused):
         return None
     try:
         present, val = _read_marker(dfd)

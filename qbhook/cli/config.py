@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from qbhook.cli.app import App, echo_shown, main, pass_app
-from qbhook.config import check_paths, describe
+from qbhook.config import check_paths, describe, path_warnings
 from qbhook.errors import ExitCode
 
 
@@ -20,14 +20,20 @@ def config_check(app: App):
     """Validate the config and the pools it names; print it resolved (secrets masked)."""
     cfg = app.cfg
     problems = check_paths(cfg)
+    warnings = path_warnings(cfg)
     data = describe(cfg)
     data["problems"] = problems
+    data["warnings"] = warnings
 
     def human(d):
         import yaml
 
-        for line in yaml.safe_dump({k: v for k, v in d.items() if k != "problems"}, sort_keys=False).splitlines():
+        for line in yaml.safe_dump(
+            {k: v for k, v in d.items() if k not in ("problems", "warnings")}, sort_keys=False
+        ).splitlines():
             echo_shown(line)
+        for w in warnings:
+            echo_shown(f"WARNING: {w}", err=True)
         for p in problems:
             echo_shown(f"PROBLEM: {p}", err=True)
         if not problems:

@@ -376,6 +376,7 @@ def serve(app: App, listen, port, no_sweep):
 
     Example: qbhook serve --listen 0.0.0.0 --port 9797
     """
+    from qbhook.config import path_warnings
     from qbhook.events.auth import AuthConfig
     from qbhook.events.service import Service
 
@@ -394,6 +395,8 @@ def serve(app: App, listen, port, no_sweep):
             "every event endpoint will refuse requests",
             err=True,
         )
+    for w in path_warnings(cfg):  # a pool root swapped before this start is not caught by the pin
+        echo_shown(f"qbhook: warning: {w}", err=True)
     service = Service(
         cfg,
         clients,

@@ -8,7 +8,8 @@ done and says so instead of doing it again or failing.
 The dirfd rule (qbhook runs as root over trees less-trusted users can write):
 a path is first placed lexically under one configured root (``..`` refused,
 ``//`` and ``.`` normalised away; a path under no root is refused). A pool root
-is trusted admin config and opened as given; a seeding root (``dirfd.SeedingRoot``,
+is walked to from ``/`` without following a symlink and pinned to the folder first opened
+(``dirfd.open_root``); a seeding root (``dirfd.SeedingRoot``,
 ``Config.anchored_seeding_roots``) is opened from its pool root down, like the
 folders below it (``dirfd.open_root``); every component below a root
 is opened with ``O_DIRECTORY|O_NOFOLLOW`` relative to its verified parent and
@@ -184,7 +185,7 @@ def _digest(hex_or_bytes, size: int) -> bytes:
 
 class _Root(bytes):
     """A configured root, normalised, as ``_split_under`` places paths under it; ``pool``: the pool
-    root a seeding root is opened from (``dirfd.SeedingRoot``), None for a root opened by path."""
+    root a seeding root is opened from (``dirfd.SeedingRoot``), None for a pool root (walked from ``/`` and pinned)."""
 
     pool: bytes | None
 
@@ -364,7 +365,8 @@ def _refusal(e: NotAFolder, full: bytes) -> UnsafeOperation:
 
 def _open_root(root: bytes) -> Dir:
     """The configured root ``root`` (as ``_split_under`` returned it): a seeding root from its pool
-    root down (``dirfd.open_root``: a swapped one is refused), any other root by its path."""
+    root down, any other root as a pool root, walked from ``/`` and pinned (``dirfd.open_root``: a
+    swapped one is refused)."""
     pool = getattr(root, "pool", None)
     try:
         fd = open_root(root, pool)

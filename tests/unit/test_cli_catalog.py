@@ -102,6 +102,16 @@ def test_config_check_ok(two_filesystems):
     assert d["problems"] == [] and d["catalog"] == str(env.catalog)
 
 
+def test_config_check_warns_of_a_folder_above_a_pool_root_others_can_write_and_still_passes(two_filesystems):
+    env = two_filesystems
+    os.chmod(env.tmp, 0o777)  # anyone could rename stash away and put another folder at its name
+    r = env.run("config", "check")
+    assert "config OK" in r.stderr and "PROBLEM" not in r.output
+    assert f"WARNING: pools.stash.path: {env.tmp} (writable by others) is above {env.stash}" in r.stderr
+    d = env.json("config", "check")
+    assert d["problems"] == [] and len(d["warnings"]) == 2  # both pools sit in it
+
+
 QBT = {"url": "http://127.0.0.1:8080", "password": "p"}
 
 

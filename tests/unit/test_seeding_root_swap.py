@@ -4,8 +4,8 @@ folder: nothing below it is read or acted on (``dirfd.open_root`` via ``SeedingR
 Before, the seeding root was opened by its path ("the configured root: trusted"): the orphan
 walk listed the outside folder's files as orphans of the root, and the quarantine moved them
 into ``<outside>/.qbhook-holding/``, whence the purge deletes them after the grace period.
-Only the pool root (the configured mount point, which cannot be renamed while mounted) is
-opened by path now; each folder from it down is opened with ``O_NOFOLLOW``.
+Each folder from the pool root down is opened with ``O_NOFOLLOW`` now (the pool root itself:
+``test_pool_root_trust.py``).
 """
 
 from __future__ import annotations
