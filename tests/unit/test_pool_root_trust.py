@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from qbhook.config import path_warnings
+from qbhook import config
 from qbhook.dirfd import FolderRefused, open_root
 from qbhook.errors import ConfigError, OrphansRefused
 from qbhook.move.orphans import walk_roots
@@ -78,7 +78,7 @@ def test_plain_folder_pools_in_tmp_work_and_raise_no_warning(nested):
     write(cfg.cold.seeding_root / "x.bin")
     for _ in range(2):  # a second open lands on the pinned folder
         assert [os.path.basename(p) for p in _listed(walk_roots(cfg))] == ["x.bin"]
-    assert path_warnings(cfg) == []  # /tmp is sticky and root's; the folders below it root's
+    assert config.path_warnings(cfg) == []  # /tmp is sticky and root's; the folders below it root's
 
 
 def test_config_check_warns_naming_a_folder_above_a_pool_root_others_can_write(nested, tmp_path):
@@ -86,13 +86,13 @@ def test_config_check_warns_naming_a_folder_above_a_pool_root_others_can_write(n
     tank = cfg.primary.path.parent
     os.chmod(tank, 0o777)
     os.chown(tank.parent, 1000, 0)
-    warnings = path_warnings(cfg)
+    warnings = config.path_warnings(cfg)
     assert len(warnings) == 2 and all("\n" not in w for w in warnings)
     assert f"{tank.parent} (owned by uid 1000)" in warnings[0] and f"{tank} (writable by others)" in warnings[1]
     os.chmod(tank, 0o1777)  # sticky, and the pool root is root's: only root may rename it
-    assert len(path_warnings(cfg)) == 1
+    assert len(config.path_warnings(cfg)) == 1
     os.chown(cfg.primary.path, 1000, 0)  # sticky, but its owner may rename the pool root
-    assert "sticky but the entry is not root's" in path_warnings(cfg)[1]
+    assert "sticky but the entry is not root's" in config.path_warnings(cfg)[1]
 
 
 def test_a_pool_path_through_a_symlink_is_refused_at_load_saying_to_configure_the_real_path(tmp_path):
