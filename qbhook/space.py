@@ -3,10 +3,14 @@
 ``statvfs`` counts in fragments of ``f_frsize`` bytes: ``f_blocks`` in all, ``f_bfree`` free,
 ``f_bavail`` free to an unprivileged writer (less any blocks the filesystem reserves for root;
 ZFS reserves none, ext4 5% by default). qbhook reports and decides on ``avail``: the room a
-copy, or qBittorrent writing as its own user, can really use. A root that cannot be read
-(missing, not mounted, no permission) raises OSError: each caller decides what that means
-for it (``status`` shows the error, the sweeper's free-space check skips the pool, a
-snapshot refuses to plan).
+copy, or qBittorrent writing as its own user, can really use. A root is read through the
+descriptor ``dirfd.open_root`` gives (``space_at``), never by its path string: a seeding root
+swapped for a symlink by a writer of its pool would otherwise report (and let the planner
+and the "pool low" alerts decide on) the space of wherever the symlink points. A root that
+cannot be read (missing, not mounted, no permission) raises OSError, one swapped for a symlink
+or another folder ``dirfd.FolderRefused``: each caller decides what that means for it
+(``status`` shows the error, the sweeper's free-space check skips the pool, a snapshot
+refuses to plan).
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-__all__ = ["Space", "space_of"]
+from qbhook.dirfd import open_root
+
+__all__ = ["Space", "space_at", "space_of"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +32,20 @@ class Space:
     avail: int  # free to an unprivileged writer: what qbhook reports as "free"
 
 
-def space_of(root: str | os.PathLike) -> Space:
-    """The space of the filesystem holding ``root``; OSError if it cannot be read."""
+def space_of(root: int | str | os.PathLike) -> Space:
+    """The space of the filesystem holding ``root``, a descriptor (what ``space_at`` passes) or a
+    path; OSError if it cannot be read."""
     sv = os.statvfs(root)
     return Space(sv.f_blocks * sv.f_frsize, sv.f_bfree * sv.f_frsize, sv.f_bavail * sv.f_frsize)
+
+
+def space_at(root: str | os.PathLike, pool: str | os.PathLike | None = None) -> tuple[Space, os.stat_result]:
+    """(``space_of``, ``fstat``) of the configured folder ``root`` read through its descriptor from
+    ``dirfd.open_root`` (``pool``: the pool root a seeding root lies in; None: ``root`` is a pool
+    root); the fstat gives its st_dev for ``Catalog.fs_for_path``. OSError: no folder there;
+    ``FolderRefused``: swapped, never followed."""
+    fd = open_root(root, pool)
+    try:
+        return space_of(fd), os.fstat(fd)
+    finally:
+        os.close(fd)

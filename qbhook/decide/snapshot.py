@@ -64,7 +64,7 @@ from qbhook.dirfd import FolderReader, FolderRefused
 from qbhook.errors import PathMapError, QbhookError
 from qbhook.paths import normalize, root_holding
 from qbhook.progress import Progress
-from qbhook.space import space_of
+from qbhook.space import Space, space_at
 
 _LSTAT_BATCH = 2000  # paths lstat-ed before their catalog rows are read (_inodes_at)
 # The fsid of a file under no pool: its st_dev, never a catalog id, so it can equal no pool's key.
@@ -632,14 +632,13 @@ class SnapshotBuilder:
 
     # ------------------------------------------------------------ pools
     def _pool_fact(self, p) -> PoolFact:
+        """The pool's facts, each seeding root read through its descriptor from its pool root down
+        (``space.space_at``): a missing one, or one swapped for a symlink or another folder, stops
+        the build (its free space and filesystem would be another folder's)."""
         root = str(p.seeding_root)
-        if not os.path.isdir(root):
-            raise QbhookError(f"seeding root {root} of pool {p.name} does not exist", hint="is the pool mounted?")
-        fs = self.catalog.fs_for_path(root)
-        space = space_of(root)  # an OSError here stops the build, as a missing root does above
-        for extra in p.more_seeding_roots:
-            if not os.path.isdir(extra):
-                raise QbhookError(f"seeding root {extra} of pool {p.name} does not exist", hint="is the pool mounted?")
+        read = [_root_space(r, p) for r in p.seeding_roots]  # each one: a missing or swapped one stops the build
+        space, st = read[0]  # the build root's
+        fs = self.catalog.fs_for_path(root, st.st_dev)
         return PoolFact(
             name=p.name,
             role=p.role,
@@ -649,6 +648,19 @@ class SnapshotBuilder:
             free_bytes=space.avail,
             more_seeding_roots=tuple(str(r) for r in p.more_seeding_roots),
         )
+
+
+def _root_space(root, p) -> tuple[Space, os.stat_result]:
+    """``space.space_at`` of the seeding root ``root`` of pool ``p``; a missing or swapped one is a
+    QbhookError naming it (any other OSError stops the build too)."""
+    try:
+        return space_at(root, p.path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise QbhookError(f"seeding root {root} of pool {p.name} does not exist", hint="is the pool mounted?") from None
+    except FolderRefused as e:
+        raise QbhookError(
+            f"seeding root {root} of pool {p.name}: {e}", hint="qbhook never follows links below a pool root"
+        ) from None
 
 
 def _pool_of(path: str, pools: tuple[PoolFact, ...]) -> PoolFact | None:

@@ -3,8 +3,9 @@
 Everything here is read at request time from what qbhook already persists, so a restart
 loses nothing and nothing can drift from the database:
 
-- pools: size and free space from ``statvfs`` (``space.space_of``); the breakdown of used space from the
-  catalog (each inode counted once, by the links the last scan saw):
+- pools: size and free space from ``statvfs`` (``space.space_at``: through the pool root's
+  descriptor); the breakdown of used space from the catalog (each inode counted once, by the
+  links the last scan saw):
 
   * library-linked: seed data that also has a link outside the seeding root (or more
     links than the catalog knows: something unseen uses it), so it has to stay;
@@ -49,11 +50,12 @@ from qbhook.catalog import state
 from qbhook.catalog.db import check_tables, connect, reading
 from qbhook.catalog.store import hash_valid
 from qbhook.config import Config, PoolConfig
+from qbhook.dirfd import FolderRefused
 from qbhook.events.queue import JobQueue
 from qbhook.move.journal import Journal
 from qbhook.move.orphans import LastOrphans
 from qbhook.move.orphans import last_run as last_orphans
-from qbhook.space import space_of
+from qbhook.space import space_at
 
 BREAKDOWN_TTL_S = 60.0
 RECENT_RUNS = 10
@@ -281,10 +283,12 @@ def _pool(
     size = free = None
     error = None
     try:
-        space = space_of(p.path)
+        space = space_at(p.path)[0]  # the pool root, walked to and pinned
         size, free = space.size, space.avail
     except OSError as e:
         error = f"{p.path}: {e.strerror}"
+    except FolderRefused as e:
+        error = str(e)
     segments: tuple[Segment, ...] = ()
     if counts is not None:
         parts = dict(counts)
@@ -532,7 +536,7 @@ def report(cfg: Config, catalog) -> dict:
     pools = {}
     for p in cfg.pools:
         try:
-            space = space_of(p.path)
+            space = space_at(p.path)[0]
             pools[p.name] = {
                 "path": str(p.path),
                 "role": p.role,
@@ -540,8 +544,9 @@ def report(cfg: Config, catalog) -> dict:
                 "free": space.avail,
                 **hashed[p.name],
             }
-        except OSError as e:
-            pools[p.name] = {"path": str(p.path), "role": p.role, "error": e.strerror, **hashed[p.name]}
+        except (OSError, FolderRefused) as e:
+            why = e.strerror if isinstance(e, OSError) else str(e)
+            pools[p.name] = {"path": str(p.path), "role": p.role, "error": why, **hashed[p.name]}
     server = server_health(cfg.server)
     problems = [f"group {gid} stopped: {reason}" for gid, reason in view_changed]
     if server["answered"] and not server["ok"]:

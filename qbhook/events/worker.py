@@ -96,7 +96,7 @@ from qbhook.events.queue import worker_id as queue_worker_id
 from qbhook.move.run import run_apply
 from qbhook.pathmap import PathMap
 from qbhook.paths import normalize
-from qbhook.space import space_of
+from qbhook.space import space_at
 
 log = logging.getLogger(__name__)
 
@@ -477,13 +477,17 @@ class _Prefetch:
 
 
 def _pool_space(cfg: Config) -> list[alerts.PoolSpace]:
-    """Free space of each pool's seeding root (``space.space_of``, as the snapshot reads it)."""
+    """Free space of each pool's seeding root (``space.space_at``, from its pool root down, as the
+    snapshot reads it)."""
     out = []
     for p in cfg.pools:
         try:
-            avail = space_of(p.seeding_root).avail
+            avail = space_at(p.seeding_root, p.path)[0].avail
         except OSError:
             continue  # not there: the scan of that pool has said so
+        except FolderRefused as e:
+            log.warning("pool %s: %s", p.name, e)  # swapped: its space would be another folder's
+            continue
         out.append(alerts.PoolSpace(p.name, avail))
     return out
 

@@ -10,12 +10,16 @@ import shutil
 
 import pytest
 
+from qbhook import space as space_mod
 from qbhook.catalog.store import Catalog
 from qbhook.decide.snapshot import build_snapshot
+from qbhook.dirfd import FolderRefused
+from qbhook.errors import QbhookError
 from qbhook.events import status
 from qbhook.events.worker import _pool_space
 from qbhook.space import Space, space_of
 from tests.helpers import seeded_config
+from tests.swap import swap
 
 
 def test_space_is_what_the_filesystem_reports_in_bytes(tmp_path):
@@ -39,8 +43,10 @@ def unreadable(tmp_path, monkeypatch):
     real = os.statvfs
 
     def statvfs(path):
-        if os.fspath(path).startswith(bad):
-            raise OSError(errno.EIO, os.strerror(errno.EIO), os.fspath(path))
+        # a root's descriptor (space_at's way), or a path
+        where = os.readlink(f"/proc/self/fd/{path}") if isinstance(path, int) else os.fspath(path)
+        if where.startswith(bad):
+            raise OSError(errno.EIO, os.strerror(errno.EIO), where)
         return real(path)
 
     monkeypatch.setattr(os, "statvfs", statvfs)
@@ -75,3 +81,40 @@ def test_a_snapshot_stops_on_a_pool_it_cannot_read(unreadable):
     finally:
         cat.close()
     assert e.value.errno == errno.EIO
+
+
+@pytest.fixture
+def swapped(tmp_path):
+    """A config whose cold pool's seeding root a writer of that pool swapped for a symlink to an
+    outside folder (here on the same filesystem; on a NAS, any other one with its own free space)."""
+    cfg = seeded_config(tmp_path)
+    (tmp_path / "outside").mkdir()
+    swap(cfg.cold.seeding_root, tmp_path / "outside")
+    return cfg
+
+
+def test_the_sweepers_free_space_check_skips_a_swapped_seeding_root(swapped):
+    """Read by its path, the swapped root's space was the outside folder's: the writer chose the
+    free space the "pool low" alerts and the planner saw."""
+    assert [p.name for p in _pool_space(swapped)] == [swapped.primary.name]
+
+
+def test_a_snapshot_stops_on_a_swapped_seeding_root_naming_it(swapped):
+    cat = Catalog.open(swapped.catalog)
+    try:
+        with pytest.raises(QbhookError) as e:
+            build_snapshot(swapped, cat, [])
+    finally:
+        cat.close()
+    root = swapped.cold.seeding_root
+    assert "\n" not in e.value.message
+    assert e.value.message.startswith(f"seeding root {root} of pool {swapped.cold.name}: {root} is a symlink to")
+
+
+def test_space_at_reads_through_the_descriptor_of_a_seeding_root_opened_from_its_pool_root(tmp_path):
+    cfg = seeded_config(tmp_path)
+    space, st = space_mod.space_at(cfg.primary.seeding_root, cfg.primary.path)
+    assert st.st_ino == os.stat(cfg.primary.seeding_root).st_ino and space.size == space_of(tmp_path).size
+    swap(cfg.primary.seeding_root, tmp_path)
+    with pytest.raises(FolderRefused):
+        space_mod.space_at(cfg.primary.seeding_root, cfg.primary.path)
