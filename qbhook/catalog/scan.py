@@ -1,7 +1,8 @@
 """Incremental scan of a pool into the catalog.
 
-Walks with os.scandir on bytes paths (names that are not UTF-8 round-trip),
-never follows symlinks, and compares each file's lstat with the catalog; only
+Walks with os.scandir through each folder's descriptor, opened below its parent's
+(``dirfd.open_below``; names that are not UTF-8 round-trip as bytes paths), never
+follows symlinks, and compares each file's lstat with the catalog; only
 differences are written. Paths that vanished are dropped only if the share is
 plausible: an unmounted pool looks like an empty folder, and treating that as
 "everything was deleted" is how catalogs drift (field lesson 10).
@@ -36,6 +37,7 @@ from qbhook.catalog.db import Tx
 from qbhook.catalog.findwalk import FindRun
 from qbhook.catalog.store import Catalog
 from qbhook.config import PoolConfig, ScanConfig
+from qbhook.dirfd import FolderRefused, NotAFolder, open_below, open_root
 from qbhook.errors import MassDeleteRefused, QbhookError
 from qbhook.progress import Progress
 
@@ -144,7 +146,7 @@ def _scan(
     elif run is not None:
         run.close()
     if walk is None:
-        walk = _python_walk(catalog, pool.name, root, subtree is not None, ignore, scan_id, progress)
+        walk = _python_walk(catalog, pool, root, subtree is not None, ignore, scan_id, progress)
     known_count, vanished, changes, unreadable, seen, added, changed, memo = walk
     result.added, result.changed = added, changed
     result.files_seen = seen
@@ -197,11 +199,41 @@ def _scan(
 _Walk = tuple[int, "list[bytes] | dict[bytes, int]", list, list[bytes], int, int, int, "_OutputMemo | None"]
 
 
+def _open_walk_root(pool_cfg: PoolConfig, root: bytes) -> int:
+    """The descriptor the Python walk starts from: the pool root (``dirfd.open_root``: walked to
+    from ``/``, pinned), or a subtree opened from it down; a folder on the way swapped for a
+    symlink is a QbhookError naming it. OSError: no folder there."""
+    pool_path = os.fsencode(findwalk.pool_root(pool_cfg.path))
+    try:
+        return open_root(root, None if root == pool_path else pool_path)
+    except ValueError as e:  # a subtree outside the pool, or through '..'
+        raise QbhookError(f"cannot scan pool {pool_cfg.name}: {e}") from None
+    except FolderRefused as e:
+        raise QbhookError(
+            f"cannot scan pool {pool_cfg.name}: {e}", hint="qbhook never follows links below a pool root"
+        ) from None
+
+
 def _python_walk(
-    catalog: Catalog, pool: str, root: bytes, subtree: bool, ignore: set[bytes], scan_id: int, progress: Progress | None
+    catalog: Catalog,
+    pool_cfg: PoolConfig,
+    root: bytes,
+    subtree: bool,
+    ignore: set[bytes],
+    scan_id: int,
+    progress: Progress | None,
 ) -> _Walk:
-    """os.scandir + lstat of every entry, compared with the catalog's stat signatures."""
+    """os.scandir + lstat of every entry, compared with the catalog's stat signatures.
+
+    Each folder is listed through its own descriptor, opened below its parent's with
+    ``dirfd.open_below`` (depth first, one descriptor per level, a folder's subfolders opened
+    one at a time after its listing is closed), and each entry lstat-ed relative to it: a
+    folder swapped for a symlink after its parent was listed is never followed (it is
+    unreadable: its rows are kept, as for any folder that cannot be read). The catalog keeps
+    path strings; only the descent goes by descriptor.
+    """
     # Long on purpose: the walk's hot loop keeps its state in locals (measured: the rescan's floor).
+    pool = pool_cfg.name
     # path -> signature of (fs, ino, size, mtime_ns, ctime_ns, nlink): one int per path keeps
     # the rescan's memory and per-file work small (see store.stat_signature).
     known = catalog.load_pool_signatures(pool)
@@ -215,44 +247,81 @@ def _python_walk(
     S_ISREG = stat_mod.S_ISREG
     seen = added = changed = 0
 
-    stack = [root]
-    while stack:
-        d = stack.pop()
-        try:
-            it = os.scandir(d)
-        except OSError:
-            unreadable.append(d)
-            continue
-        with it:
-            for entry in it:
-                if entry.name in ignore:
-                    continue
+    fsencode = os.fsencode
+    try:
+        fd: int | None = _open_walk_root(pool_cfg, root)
+    except OSError:
+        fd = None
+        unreadable.append(root)
+    d = root
+    # (open folder, its path, names of its subfolders not entered yet), one per level
+    frames: list[tuple[int, bytes, list[bytes]]] = []
+    try:
+        while True:
+            if fd is not None:
+                subdirs: list[bytes] = []
+                prefix = d.rstrip(b"/") + b"/"
                 try:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-                        continue
-                    st = entry.stat(follow_symlinks=False)
+                    it = os.scandir(fd)  # str names (a descriptor's listing): fsencode gives back the bytes
                 except OSError:
-                    unreadable.append(entry.path)
-                    continue
-                if not S_ISREG(st.st_mode):
-                    continue  # symlinks, sockets, fifos: never followed, never catalogued
-                seen += 1
-                fs = dev_fs.get(st.st_dev)
-                if fs is None:
-                    fs = dev_fs[st.st_dev] = catalog.fs_for_path(entry.path, st.st_dev)
-                rec = known.pop(entry.path, None)
-                # inline stat_signature(): this line runs once per file
-                if rec != hash((fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink)):
-                    changes.append((entry.path, fs, st))
-                    if len(changes) >= 5000:
-                        _flush(catalog, pool, changes, scan_id)
-                    if rec is None:
-                        added += 1
-                    else:
-                        changed += 1
-                if progress is not None and not seen & 1023:
-                    progress.update(seen, f"{pool}: {seen:,} files")
+                    unreadable.append(d)
+                    os.close(fd)
+                else:
+                    frames.append((fd, d, subdirs))
+                    with it:
+                        for entry in it:
+                            name = fsencode(entry.name)
+                            if name in ignore:
+                                continue
+                            path = prefix + name
+                            try:
+                                if entry.is_dir(follow_symlinks=False):
+                                    subdirs.append(name)
+                                    continue
+                                st = entry.stat(follow_symlinks=False)  # fstatat relative to fd
+                            except OSError:
+                                unreadable.append(path)
+                                continue
+                            if not S_ISREG(st.st_mode):
+                                continue  # symlinks, sockets, fifos: never followed, never catalogued
+                            seen += 1
+                            fs = dev_fs.get(st.st_dev)
+                            if fs is None:
+                                fs = dev_fs[st.st_dev] = catalog.fs_for_path(path, st.st_dev)
+                            rec = known.pop(path, None)
+                            # inline stat_signature(): this line runs once per file
+                            if rec != hash((fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink)):
+                                changes.append((path, fs, st))
+                                if len(changes) >= 5000:
+                                    _flush(catalog, pool, changes, scan_id)
+                                if rec is None:
+                                    added += 1
+                                else:
+                                    changed += 1
+                            if progress is not None and not seen & 1023:
+                                progress.update(seen, f"{pool}: {seen:,} files")
+                    subdirs.reverse()  # entered in listing order
+            fd = None
+            if not frames:
+                break
+            pfd, pd, todo = frames[-1]
+            if not todo:
+                frames.pop()
+                os.close(pfd)
+                continue
+            name = todo.pop()
+            d = pd.rstrip(b"/") + b"/" + name
+            try:
+                fd = open_below(pfd, name)
+            except NotAFolder:
+                # a symlink (or a file) now, a folder when listed: swapped meanwhile, never followed
+                log.warning("scan of pool %s: %s changed while listed; not entered", pool, os.fsdecode(d))
+                unreadable.append(d)
+            except OSError:
+                unreadable.append(d)
+    finally:
+        for f, _d, _todo in frames:
+            os.close(f)
 
     # Keep rows below folders we could not read: unknown is not deleted.
     if unreadable:

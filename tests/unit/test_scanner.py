@@ -8,6 +8,12 @@ from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
 from qbhook.errors import MassDeleteRefused, QbhookError
 from tests.helpers import make_config, write
+from tests.swap import swap, swap_after_listing
+
+
+def _listed(path) -> str:
+    """The folder an ``os.scandir`` call lists: by its path, or by a descriptor (the walk's way)."""
+    return os.readlink(f"/proc/self/fd/{path}") if isinstance(path, int) else os.fsdecode(path)
 
 
 @pytest.fixture
@@ -88,7 +94,7 @@ def test_unreadable_folder_is_not_deleted(env, monkeypatch):
     real = os.scandir
 
     def fake(path):
-        if os.fsdecode(path).endswith("locked"):
+        if _listed(path).endswith("locked"):
             raise PermissionError(13, "denied")
         return real(path)
 
@@ -208,7 +214,7 @@ def test_find_reporting_an_error_means_the_python_walk_decides(env, monkeypatch)
         return cmd[:2] + [b"/nonexistent-qbhook-test"] + cmd[2:]  # find: "No such file", exit 1
 
     def fake(path):
-        if os.fsdecode(path).endswith("locked"):
+        if _listed(path).endswith("locked"):
             raise PermissionError(13, "denied")
         return real_scandir(path)
 
@@ -421,3 +427,34 @@ def test_a_new_process_that_finds_its_filesystem_row_current_writes_nothing(env)
     assert cat.fs_for_path(a) == fs
     assert cat.conn.execute("SELECT dev FROM filesystems WHERE id = ?", (fs,)).fetchone()[0] == os.stat(a).st_dev
     cat.close()
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["first-scan", "rescan"])
+def test_a_folder_swapped_for_a_symlink_after_its_parent_was_listed_is_not_walked_into(
+    env, tmp_path, monkeypatch, first
+):
+    """The Python walk (a first scan; a rescan when find is missing or in doubt) descended by the
+    path string (``os.scandir(entry.path)``): a folder swapped for a symlink after its parent was
+    listed was followed, and the outside files got catalog rows under pool paths."""
+    cfg, cat, stash = env
+    seed = stash / "data/media/torrents/seeding"
+    write(seed / "T/ours.bin", b"ours")
+    write(tmp_path / "outside/secret.bin", b"not ours")
+    if not first:
+        scan_pool(cat, cfg.primary, cfg.scan)
+        monkeypatch.setattr(scanner, "FIND_WALK", False)  # find missing: the Python walk rescans
+    done = swap_after_listing(monkeypatch, seed, seed / "T", tmp_path / "outside")
+    r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert done == [str(seed)]  # swapped between the listing of seed and the descent into T
+    assert cat.inode_by_path(seed / "T/secret.bin") is None  # nothing outside catalogued
+    assert os.fsencode(seed / "T") in [os.fsencode(u) for u in r.unreadable]  # not entered: its rows kept
+    assert (cat.inode_by_path(seed / "T/ours.bin") is not None) == (not first)
+
+
+def test_a_pool_root_swapped_for_a_symlink_is_not_scanned(env, tmp_path):
+    cfg, cat, stash = env
+    write(tmp_path / "outside/secret.bin", b"not ours")
+    swap(stash, tmp_path / "outside")
+    with pytest.raises(QbhookError, match=f"{stash} is a symlink to {tmp_path}/outside"):
+        scan_pool(cat, cfg.primary, cfg.scan)
+    assert cat.counts()["paths"] == 0
