@@ -42,8 +42,9 @@ def pool_root(path: str | os.PathLike | bytes) -> bytes:
 
 
 def find_cmd(root: bytes, ignore: set[bytes]) -> list[bytes]:
-    # -H: the root itself may be a symlink (os.scandir(root) follows it too), nothing below is
-    # followed. -mindepth 1: tests apply below the root only, as the Python walk's name filter.
+    # -P: nothing is followed, the root included (a scan refuses a root reached through a
+    # symlink: scan._walk_root_identity checks it before and after find). -mindepth 1: tests
+    # apply below the root only, as the Python walk's name filter.
     #
     # Ignored names are tested on folders only, and pruned there; a regular file with an
     # ignored name is printed and dropped in Python (scan._ignored_lines). Each -name costs find
@@ -54,7 +55,7 @@ def find_cmd(root: bytes, ignore: set[bytes]) -> list[bytes]:
     # action. Folders and files are the only two kinds the walk keeps: symlinks and special
     # files with an ignored name are neither descended nor printed, as before.
     assert FIND is not None
-    cmd = [os.fsencode(FIND), b"-H", root, b"-mindepth", b"1"]
+    cmd = [os.fsencode(FIND), b"-P", root, b"-mindepth", b"1"]
     if ignore:
         names: list[bytes] = []
         for n in sorted(ignore):

@@ -123,11 +123,7 @@ def _scan(
 ) -> ScanResult:
     # Long on purpose: open the scan's record, walk, apply the mass-delete guard, close the record, in order.
     root = findwalk.pool_root(subtree or pool.path)
-    if not os.path.isdir(root):
-        raise QbhookError(
-            f"cannot scan pool {pool.name}: {os.fsdecode(root)} is not a folder",
-            hint="is the pool mounted? check 'pools' in the config",
-        )
+    started_on = _walk_root_identity(pool, root)  # walked to and pinned: a swapped root is refused here
     t0 = time.monotonic()
     conn = catalog.conn
     with Tx(conn) as c:
@@ -143,6 +139,10 @@ def _scan(
     # A first scan writes every path anyway: only rescans gain from comparing find's lines.
     if FIND_WALK and findwalk.FIND and catalog.pool_has_paths(pool.name):
         walk = _find_walk(catalog, pool.name, root, subtree is not None, ignore, run)
+        # find was given the path (-P: a root that is a symlink is not followed); its lines are
+        # the root's only if the path still leads, by the verified walk, to the folder checked
+        if walk is not None and _walk_root_identity(pool, root) != started_on:
+            raise QbhookError(f"cannot scan pool {pool.name}: {os.fsdecode(root)} changed while it was scanned")
     elif run is not None:
         run.close()
     if walk is None:
@@ -197,6 +197,23 @@ def _scan(
 # files seen, how many of the writes are new paths / changed paths, and the memo to persist
 # once the writes are in (find walks only).
 _Walk = tuple[int, "list[bytes] | dict[bytes, int]", list, list[bytes], int, int, int, "_OutputMemo | None"]
+
+
+def _walk_root_identity(pool_cfg: PoolConfig, root: bytes) -> tuple[int, int]:
+    """(st_dev, st_ino) of the folder a scan of ``root`` walks, opened by ``_open_walk_root``; a
+    root that is not there is the QbhookError that asks whether the pool is mounted."""
+    try:
+        fd = _open_walk_root(pool_cfg, root)
+    except OSError:
+        raise QbhookError(
+            f"cannot scan pool {pool_cfg.name}: {os.fsdecode(root)} is not a folder",
+            hint="is the pool mounted? check 'pools' in the config",
+        ) from None
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return st.st_dev, st.st_ino
 
 
 def _open_walk_root(pool_cfg: PoolConfig, root: bytes) -> int:

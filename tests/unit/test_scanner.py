@@ -451,10 +451,38 @@ def test_a_folder_swapped_for_a_symlink_after_its_parent_was_listed_is_not_walke
     assert (cat.inode_by_path(seed / "T/ours.bin") is not None) == (not first)
 
 
-def test_a_pool_root_swapped_for_a_symlink_is_not_scanned(env, tmp_path):
+@pytest.mark.parametrize("first", [True, False], ids=["first-scan", "find-rescan"])
+def test_a_pool_root_swapped_for_a_symlink_is_not_scanned(env, tmp_path, first):
+    """The Python walk listed the root by its path, and find was told -H: both followed it."""
     cfg, cat, stash = env
+    write(stash / "ours.bin", b"ours")
+    if not first:
+        scan_pool(cat, cfg.primary, cfg.scan)
     write(tmp_path / "outside/secret.bin", b"not ours")
     swap(stash, tmp_path / "outside")
     with pytest.raises(QbhookError, match=f"{stash} is a symlink to {tmp_path}/outside"):
         scan_pool(cat, cfg.primary, cfg.scan)
-    assert cat.counts()["paths"] == 0
+    assert cat.inode_by_path(stash / "secret.bin") is None
+    assert cat.counts()["paths"] == (0 if first else 1)
+
+
+def test_a_subtree_swapped_for_another_folder_before_find_walked_it_is_not_recorded(env, tmp_path, monkeypatch):
+    """find walks the path it was given: its lines count only if the path still leads, by the
+    verified walk, to the folder checked before it ran."""
+    cfg, cat, stash = env
+    sub = stash / "data/media/torrents/seeding/T"
+    write(sub / "ours.bin", b"ours")
+    scan_pool(cat, cfg.primary, cfg.scan)
+    write(tmp_path / "outside/secret.bin", b"not ours")
+    real = scanner._find_walk
+
+    def swap_then_find_walk(*a, **kw):
+        # after the check, before find starts: find walks the outside folder now at the path
+        os.rename(sub, tmp_path / "T.aside")
+        os.rename(tmp_path / "outside", sub)  # a real folder: no symlink for any walk to refuse
+        return real(*a, **kw)
+
+    monkeypatch.setattr(scanner, "_find_walk", swap_then_find_walk)
+    with pytest.raises(QbhookError, match="changed while it was scanned"):
+        scan_pool(cat, cfg.primary, cfg.scan, subtree=str(sub))
+    assert cat.inode_by_path(sub / "secret.bin") is None and cat.inode_by_path(sub / "ours.bin") is not None
