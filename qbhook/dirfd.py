@@ -209,8 +209,6 @@ def open_root(root: str | bytes | os.PathLike, pool: str | bytes | os.PathLike |
     pool_b = os.fsencode(pool).rstrip(b"/")
     if not root_b.startswith(pool_b + b"/"):
         raise ValueError(f"{os.fsdecode(root_b)} is not inside {os.fsdecode(pool_b) or '/'}")
-    if b".." in root_b[len(pool_b) + 1 :].split(b"/"):
-        raise ValueError(f"{os.fsdecode(root_b)}: a '..' component is never followed")
     return _descend(open_root(pool_b or b"/"), pool_b, root_b[len(pool_b) + 1 :])
 
 
