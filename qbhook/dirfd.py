@@ -147,12 +147,13 @@ def open_walked(path: str | bytes | os.PathLike) -> int:
 def _descend(fd: int, here: bytes, rest: bytes) -> int:
     """Walk from the open folder ``fd`` (at ``here``) down ``rest`` with ``open_below``; the
     descriptor reached (``fd`` is consumed either way)."""
+    full = here.rstrip(b"/") + b"/" + rest.lstrip(b"/")
     try:
         for name in rest.split(b"/"):
             if name in (b"", b"."):
                 continue
             if name == b"..":
-                raise ValueError(f"{os.fsdecode(here + b'/' + rest)}: a '..' component is never followed")
+                raise ValueError(f"{os.fsdecode(full)}: a '..' component is never followed")
             here += b"/" + name
             try:
                 nfd = open_below(fd, name)

@@ -159,3 +159,13 @@ def test_a_folder_root_cannot_enter_is_nothing_there_and_other_errors_still_rais
     with FolderReader([root]) as r, pytest.raises(OSError) as e:
         r.lstat(f"{root}/a/b/f.bin")
     assert e.value.errno == errno.EIO
+
+
+def test_a_dotdot_on_the_way_to_a_root_is_refused_naming_the_whole_path(tmp_path):
+    from qbhook.dirfd import open_root, open_walked
+
+    (tmp_path / "p/a").mkdir(parents=True)
+    with pytest.raises(ValueError, match=f"^{tmp_path}/p/a/../a: a '..' component is never followed"):
+        open_root(f"{tmp_path}/p/a/../a", f"{tmp_path}/p")
+    with pytest.raises(ValueError, match=f"^{tmp_path}/../x: a '..'"):
+        open_walked(f"{tmp_path}/../x")
