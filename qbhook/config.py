@@ -1033,14 +1033,7 @@ def check_paths(cfg: Config) -> list[str]:
     """Problems with the pools on this machine (empty list: all good)."""
     problems = []
     for p in cfg.pools:
-        if p.path.is_symlink():
-            # A pool root is opened as given, but it is meant to be the mount point itself: the
-            # filesystem marker is never written through a link (catalog.fsid), and what the
-            # link names can change under the catalog's recorded paths.
-            problems.append(
-                f"pools.{p.name}.path: {p.path} is a symlink to {_link_target(p.path)}: "
-                "name the pool's mount point itself"
-            )
+        # A pool path through a symlink never gets here: loading the config refuses it.
         if not p.path.is_dir():
             problems.append(f"pools.{p.name}.path: {p.path} does not exist or is not a folder (is the pool mounted?)")
         else:
@@ -1082,13 +1075,6 @@ def check_paths(cfg: Config) -> list[str]:
     if cfg.lock_dir is not None:
         problems.extend(_lock_dir_problems(cfg.lock_dir))
     return problems
-
-
-def _link_target(path: Path) -> str:
-    try:
-        return os.readlink(path)
-    except OSError:
-        return "?"
 
 
 def _seeding_root_problem(pool: PoolConfig, root: Path) -> str | None:
