@@ -391,6 +391,12 @@ def _summary_rows(rounds: list[dict], where: str, n: int) -> tuple[list[list[str
     if "floor" in rounds[0]:
         med.update({k: statistics.median(r[k] for r in rounds) for k in ("floor", "floor_cpu")})
         rows.append(row("floor: minimal Python, catalog + journal", "floor", f"{rounds[-1]['floor_rss'] / 1024:.0f}"))
+    if "safe" in rounds[0]:
+        med.update({k: statistics.median(r[k] for r in rounds) for k in ("safe", "safe_cpu")})
+        rows.append(row("safe floor: the floor + the design's checks", "safe", f"{rounds[-1]['safe_rss'] / 1024:.0f}"))
+    if "safe2" in rounds[0]:
+        med.update({k: statistics.median(r[k] for r in rounds) for k in ("safe2", "safe2_cpu")})
+        rows.append(row("safe floor on two cores (--two)", "safe2", f"{rounds[-1]['safe2_rss'] / 1024:.0f}"))
     return rows, med
 
 
@@ -462,6 +468,25 @@ def run_floor(base: Path, pool: Path, n: int, dup_bytes: int, label: str) -> dic
     return {"floor": f.seconds, "floor_cpu": f_cpu, "floor_rss": f.maxrss_kib}
 
 
+def run_safe_floor(base: Path, pool: Path, n: int, dup_bytes: int, label: str, two: bool = False) -> dict:
+    """bench/converge_safe_floor.py (``two``: with --two) on its own tree, in its own process,
+    checked like qbhook (library files unchanged), given the stub client's sizes as qbhook's driver is."""
+    key = "safe2" if two else "safe"
+    before, lib = distinct(pool), library_facts(pool, n)
+    db = base / f"{key}-{label}.sqlite"
+    sizes = base / f"sizes-{key}-{label}.json"
+    sizes.write_text(json.dumps(seeding_sizes(pool, n)))
+    c0 = _children_cpu()
+    script = str(Path(__file__).resolve().parent / "converge_safe_floor.py")
+    cmd = [sys.executable, script, *(["--two"] if two else []), str(pool), str(db), str(sizes)]
+    f = run_rss(cmd, stdout_path=str(base / f"{key}-{label}.json"))
+    f_cpu = _children_cpu() - c0  # its forked children included: reaped by it, counted in its rusage
+    out = json.loads(f.stdout)
+    assert out["bytes_freed"] == dup_bytes, (out, dup_bytes)
+    check(pool, n, before, lib, dup_bytes, "qbhook")  # "qbhook": also asserts no library file changed
+    return {key: f.seconds, f"{key}_cpu": f_cpu, f"{key}_rss": f.maxrss_kib, f"{key}_phases": out["phases"]}
+
+
 def one_round(
     base: Path,
     pool_q: Path,
@@ -474,6 +499,8 @@ def one_round(
     env: dict | None = None,
     other_first: bool = False,
     pool_f: Path | None = None,
+    pool_s: Path | None = None,
+    pool_s2: Path | None = None,
 ) -> dict:
     """qbhook, jdupes, then (``pool_c``) the other checkout's qbhook, each on its own identical tree.
 
@@ -502,6 +529,10 @@ def one_round(
     }
     if pool_f is not None:
         out.update(run_floor(base, pool_f, n, dup_bytes, label))
+    if pool_s is not None:
+        out.update(run_safe_floor(base, pool_s, n, dup_bytes, label))
+    if pool_s2 is not None:
+        out.update(run_safe_floor(base, pool_s2, n, dup_bytes, label, two=True))
     if pool_c is not None:
         if not other_first:
             c = run_qbhook(base, pool_c, n, dup_bytes, label + "-compare", code=code, env=env)
@@ -526,6 +557,10 @@ def _round_line(r: dict) -> str:
     )
     if "floor" in r:
         line += f", floor {r['floor']:.2f} s, {r['floor_cpu']:.2f} CPU s"
+    if "safe" in r:
+        line += f", safe floor {r['safe']:.2f} s, {r['safe_cpu']:.2f} CPU s (phases {r['safe_phases']})"
+    if "safe2" in r:
+        line += f", on two cores {r['safe2']:.2f} s, {r['safe2_cpu']:.2f} CPU s (phases {r['safe2_phases']})"
     if "other" in r:
         line += (
             f"; compared qbhook {r['other']:.2f} s, {r['other_cpu']:.2f} CPU s "
@@ -585,6 +620,12 @@ def main() -> int:
     ap.add_argument(
         "--floor", action="store_true", help="also time bench/converge_floor.py on a fourth tree, same rounds"
     )
+    ap.add_argument(
+        "--safe-floor",
+        action="store_true",
+        help="also time bench/converge_safe_floor.py (the floor plus the design's safety checks) on its own tree, "
+        "and its --two (both cores) on another",
+    )
     ap.add_argument("--driver", help=argparse.SUPPRESS)
     ap.add_argument("--sizes", help=argparse.SUPPRESS)
     ap.add_argument("--code", help=argparse.SUPPRESS)
@@ -615,12 +656,19 @@ def main() -> int:
         for r in range(args.runs):
             pq, pj, pc = base / f"q{r}", base / f"j{r}", (base / f"c{r}" if args.compare else None)
             pf = base / f"f{r}" if args.floor else None
+            ps = base / f"s{r}" if args.safe_floor else None
+            ps2 = base / f"t{r}" if args.safe_floor else None
             dup_bytes = generate(pq, args.n, seed=r)
             assert generate(pj, args.n, seed=r) == dup_bytes
-            for p in (pc, pf):
+            for p in (pc, pf, ps, ps2):
                 if p is not None:
                     assert generate(p, args.n, seed=r) == dup_bytes
-            rounds.append(one_round(base, pq, pj, args.n, dup_bytes, f"r{r}", pc, args.compare, env, r % 2 == 1, pf))
+            # Written back before any tool runs: else the first tool's syncfs (qbhook's, once per
+            # batch) writes every fresh tree's data, and the others find a clean disk.
+            os.sync()
+            rounds.append(
+                one_round(base, pq, pj, args.n, dup_bytes, f"r{r}", pc, args.compare, env, r % 2 == 1, pf, ps, ps2)
+            )
             print(
                 f"round {r + 1}: {_round_line(rounds[-1])}; each freed exactly {dup_bytes:,} bytes, {_load()}",
                 flush=True,
@@ -642,6 +690,7 @@ def main() -> int:
                     for p in (pc, pf):
                         if p is not None:
                             assert generate(p, args.zfs_n, seed=99 + r) == dup_bytes
+                    os.sync()
                     zfs_rounds.append(
                         one_round(base, pq, pj, args.zfs_n, dup_bytes, f"zfs{r}", pc, args.compare, env, r % 2 == 1, pf)
                     )
@@ -670,6 +719,12 @@ def main() -> int:
             f"floor (a minimal Python convergence with a catalog and a journal): {med['floor'] / med['jdupes']:.2f}x "
             f"jdupes -L in wall, {med['floor_cpu'] / med['jdupes_cpu']:.2f}x in CPU seconds; qbhook "
             f"{med['qbhook_cpu'] / med['floor_cpu']:.2f}x the floor's CPU seconds"
+        )
+    if "safe" in med:
+        print(
+            f"safe floor (the floor plus the design's safety checks): {med['safe'] / med['jdupes']:.2f}x "
+            f"jdupes -L in wall, {med['safe_cpu'] / med['jdupes_cpu']:.2f}x in CPU seconds; on two cores "
+            f"{med['safe2'] / med['jdupes']:.2f}x in wall, {med['safe2_cpu'] / med['jdupes_cpu']:.2f}x in CPU seconds"
         )
     ratio = med["qbhook"] / med["jdupes"]
     print(
