@@ -468,7 +468,61 @@ def run_floor(base: Path, pool: Path, n: int, dup_bytes: int, label: str) -> dic
     return {"floor": f.seconds, "floor_cpu": f_cpu, "floor_rss": f.maxrss_kib}
 
 
-def run_safe_floor(base: Path, pool: Path, n: int, dup_bytes: int, label: str, two: bool = False) -> dict:
+SAFE_BATCH: list[int | None] = [None]  # --safe-batch, for every safe-floor run of this process
+
+
+def floors_only(base: Path, n: int, runs: int) -> None:
+    """``--floors-only``: per round, jdupes, the floor and the safe floor on one and on two cores,
+    each on its own fresh identical tree, in an order reversed every other round; per-round
+    ratios to that round's jdupes, then their medians."""
+    rows = []
+    for r in range(runs):
+        pools = {k: base / f"{k}{r}" for k in ("jdupes", "floor", "safe", "safe2")}
+        dup_bytes = generate(pools["jdupes"], n, seed=r)
+        for k in ("floor", "safe", "safe2"):
+            assert generate(pools[k], n, seed=r) == dup_bytes
+        os.sync()  # every tool starts on a clean, cached tree
+        out: dict[str, tuple[float, float]] = {}
+        for k in list(pools)[:: -1 if r % 2 else 1]:
+            if k == "jdupes":
+                before, c0 = distinct(pools[k]), _children_cpu()
+                j = run_rss(["jdupes", "-L", "-r", "-q", str(pools[k])])
+                out[k] = (j.seconds, _children_cpu() - c0)
+                check(pools[k], n, before, {}, dup_bytes, "jdupes")
+            elif k == "floor":
+                f = run_floor(base, pools[k], n, dup_bytes, f"o{r}")
+                out[k] = (f["floor"], f["floor_cpu"])
+            else:
+                f = run_safe_floor(base, pools[k], n, dup_bytes, f"o{r}", two=k == "safe2", batch=SAFE_BATCH[0])
+                out[k] = (f[k], f[f"{k}_cpu"])
+            shutil.rmtree(pools[k])
+        j = out["jdupes"][0]
+        print(
+            f"round {r + 1}: "
+            + ", ".join(f"{k} {s:.2f} s ({s / j:.2f}x), {c:.2f} CPU s" for k, (s, c) in out.items())
+            + f", {_load()}",
+            flush=True,
+        )
+        rows.append(out)
+    print()
+    body = []
+    for k in ("jdupes", "floor", "safe", "safe2"):
+        ratios = [o[k][0] / o["jdupes"][0] for o in rows]
+        body.append(
+            [
+                k,
+                f"{statistics.median(o[k][0] for o in rows):.2f}",
+                f"{statistics.median(ratios):.2f}x",
+                ", ".join(f"{x:.2f}" for x in ratios),
+                f"{statistics.median(o[k][1] for o in rows):.2f}",
+            ]
+        )
+    print(table(["what", "wall s (median)", "vs jdupes (median of rounds)", "per round", "CPU s (median)"], body))
+
+
+def run_safe_floor(
+    base: Path, pool: Path, n: int, dup_bytes: int, label: str, two: bool = False, batch: int | None = None
+) -> dict:
     """bench/converge_safe_floor.py (``two``: with --two) on its own tree, in its own process,
     checked like qbhook (library files unchanged), given the stub client's sizes as qbhook's driver is."""
     key = "safe2" if two else "safe"
@@ -478,7 +532,8 @@ def run_safe_floor(base: Path, pool: Path, n: int, dup_bytes: int, label: str, t
     sizes.write_text(json.dumps(seeding_sizes(pool, n)))
     c0 = _children_cpu()
     script = str(Path(__file__).resolve().parent / "converge_safe_floor.py")
-    cmd = [sys.executable, script, *(["--two"] if two else []), str(pool), str(db), str(sizes)]
+    cmd = [sys.executable, script, *(["--two"] if two else []), *(["--batch", str(batch)] if batch else [])]
+    cmd += [str(pool), str(db), str(sizes)]
     f = run_rss(cmd, stdout_path=str(base / f"{key}-{label}.json"))
     f_cpu = _children_cpu() - c0  # its forked children included: reaped by it, counted in its rusage
     out = json.loads(f.stdout)
@@ -530,9 +585,9 @@ def one_round(
     if pool_f is not None:
         out.update(run_floor(base, pool_f, n, dup_bytes, label))
     if pool_s is not None:
-        out.update(run_safe_floor(base, pool_s, n, dup_bytes, label))
+        out.update(run_safe_floor(base, pool_s, n, dup_bytes, label, batch=SAFE_BATCH[0]))
     if pool_s2 is not None:
-        out.update(run_safe_floor(base, pool_s2, n, dup_bytes, label, two=True))
+        out.update(run_safe_floor(base, pool_s2, n, dup_bytes, label, two=True, batch=SAFE_BATCH[0]))
     if pool_c is not None:
         if not other_first:
             c = run_qbhook(base, pool_c, n, dup_bytes, label + "-compare", code=code, env=env)
@@ -626,6 +681,17 @@ def main() -> int:
         help="also time bench/converge_safe_floor.py (the floor plus the design's safety checks) on its own tree, "
         "and its --two (both cores) on another",
     )
+    ap.add_argument(
+        "--safe-batch",
+        type=int,
+        default=None,
+        help="relinks per batch for the safe floor (default 1,000, qbhook's): each pays a durable commit and a syncfs",
+    )
+    ap.add_argument(
+        "--floors-only",
+        action="store_true",
+        help="no qbhook: jdupes, the floor and the safe floor (one core, two cores) in alternating order per round",
+    )
     ap.add_argument("--driver", help=argparse.SUPPRESS)
     ap.add_argument("--sizes", help=argparse.SUPPRESS)
     ap.add_argument("--code", help=argparse.SUPPRESS)
@@ -649,6 +715,14 @@ def main() -> int:
             raise SystemExit("--zfs: the zfs-fuse daemon does not answer and could not be started")
     base = workdir(args.tmpdir, "qbhook-bench-converge-")
     print(f"machine: {machine()}")
+    SAFE_BATCH[0] = args.safe_batch
+    if args.floors_only:
+        print(f"tree: {args.n:,} pairs on {fstype_of(base)} ({base}); {tool_version(['jdupes', '--version'])}")
+        try:
+            floors_only(base, args.n, args.runs)
+        finally:
+            cleanup(base, args.keep)
+        return 0
     print(f"tree: {args.n:,} duplicate pairs on {fstype_of(base)} ({base}); {tool_version(['jdupes', '--version'])}")
     rounds = []
     env = bytecode_env(base, [str(Path(__file__).resolve().parents[1])] + ([args.compare] if args.compare else []))

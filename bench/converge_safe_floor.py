@@ -29,7 +29,10 @@ two forked children while this process writes the catalog rows, and each batch's
 split by victim inode between a forked child and this process, after the batch's intents are
 committed and before its ``syncfs``.
 
-  python bench/converge_safe_floor.py [--two] POOL CATALOG SIZES_JSON     # prints one JSON line
+``--batch N``: relinks per batch (default 1,000, qbhook's): each batch costs one durable commit
+of its intents, one of its outcomes, one ``syncfs`` and (``--two``) one fork.
+
+  python bench/converge_safe_floor.py [--two] [--batch N] POOL CATALOG SIZES_JSON   # one JSON line
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ import blake3
 from dupes_floor import walk  # the same walk (this folder is on sys.path when run as a script)
 
 SEED_REL = "data/media/torrents/seeding"
-BATCH = 1000
+BATCH = 1000  # qbhook's converge batch; --batch N to measure another
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR = os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
 STABLE = {"uploading", "stalledUP", "pausedUP", "stoppedUP", "queuedUP", "forcedUP"}
@@ -292,7 +295,7 @@ def act(folders: Folders, items, replaced, hashes) -> tuple[list, int, dict]:
     return done, freed, counts
 
 
-def main(root: str, db: str, sizes_json: str, two: bool = False) -> dict:
+def main(root: str, db: str, sizes_json: str, two: bool = False, batch: int = BATCH) -> dict:
     t0 = time.perf_counter()
     phases = {}
 
@@ -330,20 +333,20 @@ def main(root: str, db: str, sizes_json: str, two: bool = False) -> dict:
     pairs = pairs_to_converge(files, hashes, seeded, seed)
     mark("torrents + pairs")
     freed, next_id, replaced = 0, 1, defaultdict(int)
-    for b in range(0, len(pairs), BATCH):
-        batch = pairs[b : b + BATCH]
-        jids = range(next_id, next_id + len(batch))
-        next_id += len(batch)
+    for b in range(0, len(pairs), batch):
+        items_b = pairs[b : b + batch]
+        jids = range(next_id, next_id + len(items_b))
+        next_id += len(items_b)
         with con:
             con.execute("BEGIN")
             con.executemany(
                 "INSERT INTO journal VALUES (?,?,?,?,'intent')",
                 (
                     (i, os.fsencode(s[0]), ids[(s[1], s[2])], ids[(k[1], k[2])])
-                    for i, (s, k, _f, _n) in zip(jids, batch, strict=True)
+                    for i, (s, k, _f, _n) in zip(jids, items_b, strict=True)
                 ),
             )
-        items = list(zip(jids, batch, strict=True))
+        items = list(zip(jids, items_b, strict=True))
         if two:  # half the batch (split by victim inode) in a forked child, the other half here
             halves: list[list] = [[], []]
             for it in items:
@@ -385,7 +388,14 @@ def main(root: str, db: str, sizes_json: str, two: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    argv = [a for a in sys.argv[1:] if a != "--two"]
-    if len(argv) != 3:
+    argv, two, batch = sys.argv[1:], False, BATCH
+    if "--two" in argv:
+        argv.remove("--two")
+        two = True
+    if "--batch" in argv:
+        i = argv.index("--batch")
+        batch = int(argv[i + 1])
+        del argv[i : i + 2]
+    if len(argv) != 3 or batch < 1:
         sys.exit(__doc__.rsplit("\n\n", 1)[-1].strip())
-    print(json.dumps(main(*argv, two="--two" in sys.argv[1:])))
+    print(json.dumps(main(*argv, two=two, batch=batch)))
