@@ -21,6 +21,7 @@ from qbhook.catalog import dupes
 from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
 from tests.helpers import b3, make_config, put
+from tests.unit.catalog.old import catalog_at
 
 SEED = "data/media/torrents/seeding"
 
@@ -188,13 +189,10 @@ def test_a_busy_catalog_gets_the_report_at_once_and_keeps_none(env):
 def test_migration_9_adds_the_content_counter_to_an_existing_catalog(tmp_path):
     """A catalog at version 7 (through migrations 8 and 9) gains content_writes (from 0) and dupes_memos; a hash written
     afterwards moves the counter, a stat-only write moves only the write generation."""
-    from qbhook.catalog.db import connect, migrations
+    from qbhook.catalog.db import connect
 
     path = tmp_path / "old.sqlite"
-    old = sqlite3.connect(path, isolation_level=None)
-    for version, script in enumerate(migrations()[:7]):
-        old.executescript(script)
-        old.execute(f"PRAGMA user_version = {version + 1}")
+    old = catalog_at(path, 7)
     old.execute("INSERT INTO filesystems(fsid, kind, first_seen, last_seen) VALUES ('x', 'mount', 0, 0)")
     old.execute("INSERT INTO inodes(fs, ino, size, mtime_ns, ctime_ns, nlink) VALUES (1, 2, 3, 4, 5, 1)")
     old.execute("INSERT INTO paths(path, inode, pool) VALUES (x'2f61', 1, 'p')")  # an inode has a path (migration 11)

@@ -6,6 +6,7 @@ import pytest
 
 from qbhook.catalog import db
 from qbhook.catalog.db import migrate, migrations
+from tests.unit.catalog.old import catalog_at
 
 
 def _raw(path):
@@ -51,10 +52,7 @@ def test_migration_11_removes_the_rows_of_files_outside_every_pool(tmp_path):
     from qbhook.catalog.store import Catalog
 
     path = tmp_path / "old.sqlite"
-    old = sqlite3.connect(path, isolation_level=None)
-    for version, script in enumerate(migrations()[:10]):
-        old.executescript(script)
-        old.execute(f"PRAGMA user_version = {version + 1}")
+    old = catalog_at(path, 10)
     old.execute("INSERT INTO filesystems(fsid, kind, first_seen, last_seen) VALUES ('x', 'mount', 0, 0)")
     for ino in (1, 2, 3):
         old.execute(

@@ -14,6 +14,7 @@ import pytest
 from qbhook.catalog.db import connect, migrations
 from qbhook.catalog.schema import FIRST_TABLES
 from qbhook.errors import CatalogError, ExitCode
+from tests.unit.catalog.old import catalog_at
 from tests.unit.test_cli_catalog import Env
 
 
@@ -66,10 +67,7 @@ def test_a_missing_or_zero_byte_file_is_a_new_catalog(tmp_path, start):
 @pytest.mark.parametrize("version", [1, 5])
 def test_an_old_qbhook_catalog_still_migrates(tmp_path, version):
     path = tmp_path / "old.sqlite"
-    with closing(sqlite3.connect(path, isolation_level=None)) as old:
-        for step, script in enumerate(migrations()[:version]):
-            old.executescript(script)
-            old.execute(f"PRAGMA user_version = {step + 1}")
+    catalog_at(path, version).close()
     with closing(connect(path)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations())
 

@@ -20,10 +20,11 @@ import pytest
 from qbhook.catalog import findwalk
 from qbhook.catalog import fsid as fsid_mod
 from qbhook.catalog import scan as scanner
-from qbhook.catalog.db import connect, migrations
+from qbhook.catalog.db import connect
 from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
 from tests.helpers import make_config, write
+from tests.unit.catalog.old import catalog_at
 
 _PYTHON_WALK = scanner._python_walk
 
@@ -243,10 +244,7 @@ def test_a_subtree_scan_keeps_its_own_memo(env):
 
 def test_the_migration_adds_the_generation_to_an_existing_catalog(tmp_path):
     path = tmp_path / "old.sqlite"
-    old = sqlite3.connect(path, isolation_level=None)
-    for version, script in enumerate(migrations()[:6]):
-        old.executescript(script)
-        old.execute(f"PRAGMA user_version = {version + 1}")
+    old = catalog_at(path, 6)
     old.execute("INSERT INTO filesystems(fsid, kind, first_seen, last_seen) VALUES ('x', 'mount', 0, 0)")
     old.close()
     cat = Catalog(connect(path))
