@@ -179,7 +179,14 @@ def _descend(fd: int, here: bytes, rest: bytes) -> int:
 # A pool exported and imported again may come back with another st_dev: refused the same way
 # until qbhook restarts (the hint says so); a swap before the process started is what
 # ``loose_folders_above`` warns of.
-_PINS: dict[bytes, tuple[int, int]] = {}
+_PINS: dict[bytes, tuple[int, int, bool]] = {}  # (st_dev, st_ino, a mount point when pinned)
+
+
+def _mount_point(fd: int, st: os.stat_result) -> bool:
+    """The open folder ``fd`` (``st``) is the root of a filesystem mounted there: its parent is on
+    another device. Only root can mount (a user's FUSE mount is closed to root without
+    ``allow_other``), so a writer of the folder above cannot make one."""
+    return os.stat(b"..", dir_fd=fd, follow_symlinks=False).st_dev != st.st_dev
 
 
 def open_root(root: str | bytes | os.PathLike, pool: str | bytes | os.PathLike | None = None) -> int:
@@ -189,7 +196,8 @@ def open_root(root: str | bytes | os.PathLike, pool: str | bytes | os.PathLike |
     anywhere on the way is refused, ``FolderRefused`` naming it; config refuses a pool path
     through a symlink, so the configured path is the real one) and pinned: the first open in
     this process records the folder's (st_dev, st_ino), and a later open landing on another
-    folder is ``FolderRefused`` ("no longer the folder it was at start"). Otherwise ``root``
+    folder is ``FolderRefused`` ("no longer the folder it was at start"), unless both are mount
+    points with the same root inode number (a remount: a new st_dev, which only root can make). Otherwise ``root``
     lies below the pool root ``pool``: that is opened so, and every folder from it down to
     ``root`` with ``open_below``, so a seeding root (or a folder between) swapped for a symlink
     is refused, named, never followed. FileNotFoundError / NotADirectoryError: no folder there.
@@ -200,9 +208,17 @@ def open_root(root: str | bytes | os.PathLike, pool: str | bytes | os.PathLike |
         fd = open_walked(key)
         try:
             st = os.fstat(fd)
-            seen = _PINS.setdefault(key, (st.st_dev, st.st_ino))
-            if seen != (st.st_dev, st.st_ino):
-                raise FolderRefused(os.fsdecode(key), "replaced", None)
+            pin = _PINS.get(key)
+            if pin is None:
+                _PINS[key] = (st.st_dev, st.st_ino, _mount_point(fd, st))
+            elif pin[:2] != (st.st_dev, st.st_ino):
+                # A pool exported and imported again (or remounted) comes back with another st_dev:
+                # the same mount point, a filesystem mounted there again, with its root's inode
+                # number. serve keeps running across that (integration/test_catalog_zfs.py); which
+                # filesystem it is, the catalog knows by its GUID. Anything else is a swap.
+                if not (pin[2] and st.st_ino == pin[1] and _mount_point(fd, st)):
+                    raise FolderRefused(os.fsdecode(key), "replaced", None)
+                _PINS[key] = (st.st_dev, st.st_ino, True)
         except BaseException:
             os.close(fd)
             raise

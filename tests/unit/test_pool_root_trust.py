@@ -104,3 +104,40 @@ def test_a_pool_path_through_a_symlink_is_refused_at_load_saying_to_configure_th
     msg = e.value.message
     assert "\n" not in msg and f"{tmp_path}/data is a symlink to {real}: configure the real path" in msg
     assert e.value.hint == f"e.g. path: {real}/stash"
+
+
+def test_a_pool_remounted_with_a_new_device_number_is_followed_but_a_plain_folder_there_is_not(tmp_path):
+    """serve keeps running across a pool exported and imported again: the same mount point, a
+    filesystem mounted there again with a new st_dev (integration/test_catalog_zfs.py's remount
+    test failed on the pin alone). Only root can mount, so the pin follows a mount point that
+    comes back with its root's inode number; a plain folder left there (the pool unmounted, or a
+    folder a writer renamed in) is still refused."""
+    import subprocess
+
+    from qbhook import dirfd
+
+    pool, aside = tmp_path / "stash", tmp_path / "aside"
+    pool.mkdir()
+    aside.mkdir()
+
+    def mount(where):
+        cmd = ["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(where)]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount tmpfs (needs root): {r.stderr.strip()}")
+
+    mount(pool)
+    try:
+        os.close(dirfd.open_root(pool))  # pinned: a mount point
+        first = os.stat(pool).st_dev
+        # the first filesystem moved aside keeps its device number, so the next one gets another
+        subprocess.run(["mount", "--move", str(pool), str(aside)], check=True)
+        mount(pool)
+        assert os.stat(pool).st_dev != first
+        os.close(dirfd.open_root(pool))  # followed: a mount point again, the same root inode number
+        subprocess.run(["umount", str(pool)], check=True)
+        with pytest.raises(dirfd.FolderRefused):  # the bare folder under it: not a mount point
+            dirfd.open_root(pool)
+    finally:
+        for where in (pool, aside):
+            subprocess.run(["umount", "-l", str(where)], capture_output=True)
