@@ -71,10 +71,12 @@ def blueprint(source: StatusSource, redact: Redact) -> Blueprint:
 
 
 def unavailable(err: Exception, redact: Redact) -> Response:
-    """The catalog could not be read (missing, locked, corrupt): one line, no traceback."""
-    log.error("status: cannot read the catalog: %s", err)
+    """The catalog could not be read (missing, locked, corrupt): one line, no traceback. A
+    QbhookError's message only: its hint is a line of its own (a damaged or unwritable catalog)."""
+    what = err.message if isinstance(err, QbhookError) else str(err)
+    log.error("status: cannot read the catalog: %s", what)
     return Response(
-        redact(f"status unavailable: cannot read the catalog ({err})\n"),
+        redact(f"status unavailable: cannot read the catalog ({what})\n"),
         status=503,
         mimetype="text/plain",
         headers={"Cache-Control": "no-store"},
