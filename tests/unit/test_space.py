@@ -73,14 +73,19 @@ def test_the_sweepers_free_space_check_skips_a_pool_it_cannot_read(unreadable):
     assert [(p.name, p.free_bytes > 0) for p in _pool_space(cfg)] == [(cfg.primary.name, True)]
 
 
-def test_a_snapshot_stops_on_a_pool_it_cannot_read(unreadable):
-    cat = Catalog.open(unreadable.catalog)
+def _snapshot_error(cfg, kind: type[BaseException]) -> BaseException:
+    """What building a snapshot of ``cfg`` raised (it must raise ``kind``)."""
+    cat = Catalog.open(cfg.catalog)
     try:
-        with pytest.raises(OSError) as e:
-            build_snapshot(unreadable, cat, [])
+        with pytest.raises(kind) as e:
+            build_snapshot(cfg, cat, [])
     finally:
         cat.close()
-    assert e.value.errno == errno.EIO
+    return e.value
+
+
+def test_a_snapshot_stops_on_a_pool_it_cannot_read(unreadable):
+    assert _snapshot_error(unreadable, OSError).errno == errno.EIO
 
 
 @pytest.fixture
@@ -100,15 +105,10 @@ def test_the_sweepers_free_space_check_skips_a_swapped_seeding_root(swapped):
 
 
 def test_a_snapshot_stops_on_a_swapped_seeding_root_naming_it(swapped):
-    cat = Catalog.open(swapped.catalog)
-    try:
-        with pytest.raises(QbhookError) as e:
-            build_snapshot(swapped, cat, [])
-    finally:
-        cat.close()
+    message = _snapshot_error(swapped, QbhookError).message
     root = swapped.cold.seeding_root
-    assert "\n" not in e.value.message
-    assert e.value.message.startswith(f"seeding root {root} of pool {swapped.cold.name}: {root} is a symlink to")
+    assert "\n" not in message
+    assert message.startswith(f"seeding root {root} of pool {swapped.cold.name}: {root} is a symlink to")
 
 
 def test_space_at_reads_through_the_descriptor_of_a_seeding_root_opened_from_its_pool_root(tmp_path):
