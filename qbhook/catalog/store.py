@@ -98,7 +98,9 @@ class _MountWatch:
     def changed(self) -> bool:
         if self._poll is None:
             return True
-        return any(ev & (select.POLLPRI | select.POLLERR) for _fd, ev in self._poll.poll(0))
+        # Asked before every filesystem lookup (four per relink): no generator when nothing happened.
+        events = self._poll.poll(0)
+        return bool(events) and any(ev & (select.POLLPRI | select.POLLERR) for _fd, ev in events)
 
     def close(self) -> None:
         if self._poll is not None:

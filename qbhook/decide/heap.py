@@ -20,6 +20,17 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+# ``heap_frozen`` blocks this process has open. While one is, a freeze is in place, and the
+# pause below knows it without asking ``gc.get_freeze_count()``: that call counts the permanent
+# generation object by object (~11 ms once a 10,000-pair snapshot and plan are frozen, once per
+# converge batch: docs/benchmarks.md section 9, 2026-12-02 06:00). A forked child inherits this
+# count together with the frozen heap it describes. Only what the collector walks depends on it.
+_frozen_here = 0
+
+
+def _freeze_in_place() -> bool:
+    return _frozen_here > 0 or gc.get_freeze_count() > 0
+
 
 @contextmanager
 def collector_paused() -> Iterator[None]:
@@ -35,7 +46,7 @@ def collector_paused() -> Iterator[None]:
         yield
     finally:
         if was_enabled:
-            if not gc.get_freeze_count():  # else unfreezing would end someone else's freeze early
+            if not _freeze_in_place():  # else unfreezing would end someone else's freeze early
                 gc.freeze()
                 gc.unfreeze()
             gc.enable()
@@ -49,11 +60,14 @@ def heap_frozen() -> Iterator[None]:
     block allocates (its cycles are still freed), but no pass walks the plan again. They go
     back to the oldest generation after the block. Inside another freeze, a no-op: that one
     owns the frozen objects."""
-    if gc.get_freeze_count():
+    global _frozen_here
+    if _freeze_in_place():
         yield
         return
     gc.freeze()
+    _frozen_here += 1
     try:
         yield
     finally:
+        _frozen_here -= 1
         gc.unfreeze()

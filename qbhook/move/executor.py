@@ -699,8 +699,10 @@ class Executor:
         try:
             todo, closed = self._batch_todo(run_id, b, rows, outcomes)
             live = [g.group_id for g, _n in b.groups if g.group_id not in closed]
-            for g, seq, step in todo:
-                self._hook("before", g.group_id, seq, step)
+            hook = self.ctx.hook
+            if hook is not None:  # test hooks: unset (every real run), not even a call per step
+                for g, seq, step in todo:
+                    hook("before", g.group_id, seq, step)
             ids = self.journal.intend_batch(run_id, [(seq, g.group_id, s) for g, seq, s in todo], live)
             closes, done_paths, after, dead = self._batch_act(todo, ids, outcomes)
             # Each path now names its kept inode, whose ctime our link changed: carry its hash over.
@@ -756,6 +758,7 @@ class Executor:
         closes: list[tuple[int, StepStatus, dict | None, str | None]] = []
         done_paths: list[tuple[str, str]] = []
         dead: dict[str, str] = {}
+        hook = self.ctx.hook  # test hooks: when unset (every real run), no call and no closure per step
         with fsops.Relinker(self.seeding_roots, self.roots, self.catalog) as rl:
             rl.prefetch((s.path, s.ino, s.keep.path, s.keep.ino) for _g, _q, s in todo)
             for g, seq, s in todo:
@@ -763,9 +766,10 @@ class Executor:
                 if gid in dead:
                     closes.append((sid, StepStatus.FAILED, None, "not tried: an earlier step of its group failed"))
                     continue
-                self._hook("after_intend", gid, seq, s)
+                if hook is not None:
+                    hook("after_intend", gid, seq, s)
                 try:
-                    res = self._relink(rl, gid, seq, s)
+                    res = self._relink(rl, gid, seq, s, hook)
                 except (QbhookError, OSError) as e:
                     dead[gid] = f"{s.kind} failed: {e}"
                     self.log.warning("group %s: %s", gid, dead[gid])
@@ -776,7 +780,8 @@ class Executor:
                     self.log.error("group %s: %s\n%s", gid, dead[gid], traceback.format_exc())
                     closes.append((sid, StepStatus.FAILED, None, dead[gid]))
                     continue
-                self._hook("after_act", gid, seq, s)
+                if hook is not None:
+                    hook("after_act", gid, seq, s)
                 closes.append((sid, StepStatus.DONE, res, None))
                 # A convergence never leaves its pool: the plan's source pool names it (cfg.pool_of costs 0.5 ms).
                 done_paths.append((s.path, g.source_pool or self._pool_name(s.path, None)))
@@ -784,7 +789,7 @@ class Executor:
             rl.sync()  # before the journal says done: a rename lost to a power cut is redone by resume
         return closes, done_paths, rl.after, dead
 
-    def _relink(self, rl: fsops.Relinker, gid: str, seq: int, s: Converge) -> dict:
+    def _relink(self, rl: fsops.Relinker, gid: str, seq: int, s: Converge, hook: Hook | None) -> dict:
         return rl.relink(
             s.path,
             s.keep.path,
@@ -795,7 +800,7 @@ class Executor:
             blake3_hex=s.blake3,
             keep_fsid=s.keep.fsid,
             keep_ino=s.keep.ino,
-            on_temp_link=lambda: self._hook("mid_act", gid, seq, s),
+            on_temp_link=None if hook is None else lambda: hook("mid_act", gid, seq, s),
         )
 
     # ------------------------------------------------------------------ failure
@@ -1049,7 +1054,7 @@ class Executor:
     def _converge(self, st: _GroupRun, s: Converge, at: _At) -> dict:
         # A batch of one, fsynced on its own (fsops.relink_over): the same call as a batch's.
         with fsops.Relinker(self.seeding_roots, self.roots, self.catalog, sync_each=True) as rl:
-            res = self._relink(rl, st.plan.group_id, at.seq, s)
+            res = self._relink(rl, st.plan.group_id, at.seq, s, self.ctx.hook)
         # The path is now a link of the kept inode, whose ctime the link changed: carry its hash over,
         # onto the stat the relink took through its folder (rl.after), as a batch does.
         # A convergence never leaves its pool: the plan's source pool names it (cfg.pool_of costs 0.5 ms).

@@ -209,8 +209,24 @@ def _is_normal(p: bytes) -> bool:
     return b"//" not in p and b"/./" not in p and not p.endswith((b"/", b"/."))
 
 
+@functools.lru_cache(maxsize=64)
+def _root_order(roots: tuple) -> tuple[tuple[_Root, bytes], ...]:
+    """(root, the prefix of every path below it) of each configured root, longest root first and
+    equal lengths in the configured order: the first root a path starts with is then the one
+    ``_split_under`` places it under (the longest holding it, the first of equal ones)."""
+    order = [(rb, rb.rstrip(b"/") + b"/") for rb in _norm_roots(roots)]
+    order.sort(key=lambda e: -len(e[0]))  # stable: ties keep the configured order
+    return tuple(order)
+
+
 def _split_under(path, roots) -> tuple[bytes, list[bytes]]:
     """(configured root, components below it) of ``path``, decided lexically; refuses ``..`` and outsiders."""
+    roots = roots if isinstance(roots, tuple) else tuple(roots)
+    return _split_ordered(path, _root_order(roots), roots)
+
+
+def _split_ordered(path, order: tuple[tuple[_Root, bytes], ...], roots: tuple) -> tuple[bytes, list[bytes]]:
+    """``_split_under`` with the roots' ``_root_order`` at hand (a batch computes it once, not per path)."""
     p = os.fsencode(path)
     if not p.startswith(b"/"):
         raise UnsafeOperation(f"{os.fsdecode(p)}: not an absolute path")
@@ -219,15 +235,11 @@ def _split_under(path, roots) -> tuple[bytes, list[bytes]]:
     # normpath is pure Python here and most of this function's cost; a path already normal skips it
     # (a relink batch places 20,000 of them).
     norm = p if _is_normal(p) else b"/" + os.path.normpath(p).lstrip(b"/")
-    best = None
-    for rb in _norm_roots(roots if isinstance(roots, tuple) else tuple(roots)):
-        base = rb.rstrip(b"/")
-        if (norm == rb or norm.startswith(base + b"/")) and (best is None or len(rb) > len(best)):
-            best = rb
-    if best is None:
-        shown_roots = ", ".join(os.fsdecode(_p(r)) for r in roots) or "none configured"
-        raise UnsafeOperation(f"{os.fsdecode(p)}: not inside a configured root ({shown_roots})")
-    return best, [c for c in norm[len(best.rstrip(b"/")) :].split(b"/") if c]
+    for rb, prefix in order:
+        if norm.startswith(prefix) or norm == rb:
+            return rb, [c for c in norm[len(prefix) - 1 :].split(b"/") if c]
+    shown_roots = ", ".join(os.fsdecode(_p(r)) for r in roots) or "none configured"
+    raise UnsafeOperation(f"{os.fsdecode(p)}: not inside a configured root ({shown_roots})")
 
 
 class Dir:
@@ -1188,12 +1200,18 @@ class Relinker:
         self.seeding_roots = tuple(_as_root(r) for r in seeding_roots)
         self.keep_roots = tuple(_as_root(r) for r in keep_roots)
         self._keep_side = self.seeding_roots + self.keep_roots
+        # Each side's roots in ``_split_under``'s order, computed once: asked per path, the roots'
+        # cache key alone (a tuple of SeedingRoot dataclasses) cost more than placing the path.
+        self._seed_order = _root_order(self.seeding_roots)
+        self._keep_order = _root_order(self._keep_side)
         self.catalog = catalog
         self.sync_each = sync_each
         self.max_open = max(4, max_open)
         self._dirs: OrderedDict[tuple, Dir] = OrderedDict()
         self._rows: dict[tuple[int, int], object] = {}  # (fs row id, ino) -> InodeRow or None (not catalogued)
-        self._splits: dict = {}  # path -> (root, parts), placed once under the roots (prefetch) and reused
+        # path -> (root, parts) on each side, placed once under its roots (prefetch) and reused
+        self._seed_splits: dict = {}
+        self._keep_splits: dict = {}
         self._uses: dict[tuple[int, int], int] = {}  # kept inode -> relinks of this batch onto it still to come
         # Seeding root -> a descriptor (a dup: the LRU may close the folder) of a folder this batch
         # verified on it, whose filesystem holds a rename not yet synced. ``sync`` flushes through
@@ -1229,8 +1247,8 @@ class Relinker:
         fs_of_root: dict[bytes, int] = {}
         for path, ino, keep_path, keep_ino in items:
             try:
-                root, _parts = self._split(path, self.seeding_roots)
-                self._split(keep_path, self._keep_side)
+                root, _parts = self._split_seed(path)
+                self._split_keep(keep_path)
             except UnsafeOperation:
                 continue  # relink refuses it with its own message
             fs = fs_of_root.get(root)
@@ -1247,29 +1265,41 @@ class Relinker:
         for k in keys:
             self._rows[k] = found.get(k)
 
-    def _split(self, path, roots: tuple) -> tuple[bytes, tuple[bytes, ...]]:
-        key = (path, roots)
-        hit = self._splits.get(key)
+    def _split_seed(self, path) -> tuple[bytes, tuple[bytes, ...]]:
+        """``_split_under(path, seeding_roots)``, once per path."""
+        hit = self._seed_splits.get(path)
         if hit is None:
-            root, parts = _split_under(path, roots)
-            hit = self._splits[key] = (root, tuple(parts))  # a tuple: the folder cache's key as is
+            root, parts = _split_ordered(path, self._seed_order, self.seeding_roots)
+            hit = self._seed_splits[path] = (root, tuple(parts))  # a tuple: the folder cache's key as is
+        return hit
+
+    def _split_keep(self, path) -> tuple[bytes, tuple[bytes, ...]]:
+        """``_split_under(path, seeding_roots + keep_roots)``, once per path."""
+        hit = self._keep_splits.get(path)
+        if hit is None:
+            root, parts = _split_ordered(path, self._keep_order, self._keep_side)
+            hit = self._keep_splits[path] = (root, tuple(parts))
         return hit
 
     def _dir(self, root: bytes, parts: tuple[bytes, ...], same_fs: bool) -> Dir:
         """The verified folder ``root/parts``, from the longest already open prefix down."""
+        dirs = self._dirs
         key = (root, parts, same_fs)
-        d = self._dirs.get(key)
+        d = dirs.get(key)
         if d is not None:
-            self._dirs.move_to_end(key)
+            dirs.move_to_end(key)
             return d
-        n = len(parts)
+        # The longest open prefix below the full path (which just missed), the root itself included.
+        n = len(parts) - 1
         base = None
-        while n > 0:
-            base = self._dirs.get((root, parts[:n], same_fs))
+        while n >= 0:
+            base = dirs.get((root, parts[:n], same_fs))
             if base is not None:
+                dirs.move_to_end((root, parts[:n], same_fs))
                 break
             n -= 1
         if base is None:
+            n = 0
             base = _open_root(root)
             self._keep((root, (), same_fs), base)
         for i in range(n, len(parts)):
@@ -1278,9 +1308,13 @@ class Relinker:
         return base
 
     def _keep(self, key: tuple, d: Dir) -> None:
-        self._dirs[key] = d
-        self._dirs.move_to_end(key)
-        self._trim()
+        # Only keys that just missed come here: a new key goes in last, the most recently used.
+        # ``_trim``'s bound, inline: a batch over many small folders closes one per folder it opens.
+        dirs = self._dirs
+        dirs[key] = d
+        cap = self.max_open - len(self._touched)
+        while len(dirs) > cap and len(dirs) > 1:
+            dirs.popitem(last=False)[1].close()
 
     def _trim(self) -> None:
         # ``max_open`` bounds every descriptor of the batch, the sync's (``_touched``) included;
@@ -1327,7 +1361,7 @@ class Relinker:
     ) -> tuple[bytes, tuple[bytes, ...], Dir, tuple[bytes, ...], Dir]:
         """(root, parts, verified folder) of the seeding entry and (parts, folder) of the kept one; refusals named."""
         try:
-            root, parts = self._split(path, self.seeding_roots)
+            root, parts = self._split_seed(path)
         except UnsafeOperation as e:
             shown_roots = ", ".join(map(str, self.seeding_roots)) or "none configured"
             raise UnsafeOperation(
@@ -1342,7 +1376,7 @@ class Relinker:
         except (FileNotFoundError, NotADirectoryError):
             raise UnsafeOperation(f"refusing to relink {path_s}: its folder is gone", hint="re-plan") from None
         try:
-            kroot, kparts = self._split(keep_path, self._keep_side)
+            kroot, kparts = self._split_keep(keep_path)
             if not kparts:
                 raise UnsafeOperation(f"{keep_s} is a configured root, not an entry inside one")
             kdir = self._dir(kroot, kparts[:-1], False)
@@ -1369,7 +1403,9 @@ class Relinker:
         on_temp_link: Callable[[], None] | None = None,
     ) -> dict:
         """``relink_over`` of one file, through this batch's folders and rows (same checks, same result)."""
-        path_s, keep_s = os.fsdecode(_p(path)), os.fsdecode(_p(keep_path))
+        # A plan's paths are str already: decoded only when given otherwise (bytes, a PathLike).
+        path_s = path if type(path) is str else os.fsdecode(_p(path))
+        keep_s = keep_path if type(keep_path) is str else os.fsdecode(_p(keep_path))
         root, parts, parent, kparts, kdir = self._place(path, path_s, keep_path, keep_s)
         res, kst = _relink_at(
             parent,

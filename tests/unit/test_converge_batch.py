@@ -3,6 +3,7 @@ every file still re-checked right before its rename, crash-safe with a batch hal
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -428,15 +429,75 @@ def _split_reference(path, roots):
     hst.lists(hst.sampled_from(["", ".", "..", "a", "b", "seed", "s.", ".q", "x/"]), max_size=7),
     hst.sampled_from(["/", "//", "/./"]),
     hst.sampled_from(["", "/", "/."]),
+    hst.sampled_from([("/a", "/a/seed", "/b/", "//b/s."), ("/a/seed", "/", "/a"), ("/b/s.", "/b/", "/a/", "/a")]),
 )
-def test_placing_a_path_under_the_roots_answers_like_normpath_did(parts, lead, tail):
-    # _split_under skips normpath for a path that is already normal; it must decide exactly as before
-    # (the same root, the same components, the same refusals) for paths that are not.
+def test_placing_a_path_under_the_roots_answers_like_normpath_did(parts, lead, tail, roots):
+    # _split_under skips normpath for a path that is already normal and tries the roots longest
+    # first; it must decide exactly as before (the same root, the same components, the same
+    # refusals) for every path and every order of the roots, "/" and a root given twice included.
     path = lead + "/".join(parts) + tail
-    roots = ("/a", "/a/seed", "/b/", "//b/s.")
     want = _split_reference(path, roots)
     try:
         got = fsops._split_under(path, roots)
     except UnsafeOperation:
         got = None
     assert got == want, path
+
+
+_JSON = hst.recursive(
+    hst.none()
+    | hst.booleans()
+    | hst.integers(min_value=-(2**80), max_value=2**80)
+    | hst.floats()
+    | hst.text(max_size=8),
+    lambda inner: hst.lists(inner, max_size=4) | hst.dictionaries(hst.text(max_size=5), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_JSON)
+def test_the_journal_writes_exactly_what_json_dumps_sorted_writes(doc):
+    # The journal's encoder is built once (journal._sorted_encoder); old and new journals must
+    # hold the same text for the same document, NaN, infinities, -0.0, big ints and escapes included.
+    from qbhook.move import journal as journal_mod
+
+    assert journal_mod._dumps_sorted.__qualname__ == "_sorted_encoder.<locals>.encode"  # the fast path is in use
+    assert journal_mod._dumps_sorted(doc) == json.dumps(doc, sort_keys=True)
+
+
+def test_the_journal_encoder_refuses_what_json_refuses():
+    from qbhook.move import journal as journal_mod
+
+    with pytest.raises(TypeError):
+        journal_mod._dumps_sorted({"a": object()})
+    with pytest.raises(TypeError):
+        journal_mod._dumps_sorted({1: 2, "a": 3})  # unorderable keys, as with sort_keys=True
+
+
+_TEXT = hst.text(max_size=12)  # any str: quotes, backslashes, controls, non-ASCII, surrogates
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    _TEXT,
+    _TEXT,
+    hst.integers(min_value=0, max_value=2**64),
+    hst.integers(min_value=0, max_value=2**63),
+    hst.none() | hst.integers(min_value=-(2**63), max_value=2**63),
+    _TEXT,
+    _TEXT,
+    _TEXT,
+    hst.integers(min_value=0, max_value=2**64),
+    hst.booleans(),
+)
+def test_a_converge_steps_journal_text_is_the_general_one(path, fsid, ino, size, mtime, b3hex, kpath, kfsid, kino, lib):
+    # journal._args_json spells a converge step's args out (10,000 rows per 10,000 relinks); it
+    # must write exactly what the general path writes, so a replay reads either the same way.
+    from qbhook.move import journal as journal_mod
+
+    step = plan_mod.Converge(path, fsid, ino, size, mtime, b3hex, plan_mod.ConvergeKeep(kpath, kfsid, kino, lib))
+    want = journal_mod._dumps_sorted(step.to_json()["args"])
+    assert journal_mod._args_json(step) == want
+    odd = plan_mod.Converge(path, fsid, True, size, mtime, b3hex, step.keep)  # a bool where an int goes
+    assert journal_mod._args_json(odd) == journal_mod._dumps_sorted(odd.to_json()["args"])
