@@ -494,7 +494,7 @@ class Executor:
                     f"run(s) {', '.join(map(str, pending))} did not finish",
                     hint="run `qbhook resume` first (it finishes or rolls back what was in flight)",
                 )
-            run_id = self.journal.start_run(sub.to_dict(), trigger)
+            run_id = self.journal.start_run(sub, trigger)
             self.log.info("run %d: %d group(s)", run_id, len(groups))
             return self._execute(run_id, sub, {})
 

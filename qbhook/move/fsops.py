@@ -1213,6 +1213,7 @@ class Relinker:
         self._seed_splits: dict = {}
         self._keep_splits: dict = {}
         self._uses: dict[tuple[int, int], int] = {}  # kept inode -> relinks of this batch onto it still to come
+        self._shared = False  # does any kept inode have more than one relink of this batch onto it?
         # Seeding root -> a descriptor (a dup: the LRU may close the folder) of a folder this batch
         # verified on it, whose filesystem holds a rename not yet synced. ``sync`` flushes through
         # it, never through the root's path again: a root swapped since would refuse it after
@@ -1261,6 +1262,7 @@ class Relinker:
             keys.add((fs, int(ino)))
             keys.add((fs, int(keep_ino)))
             self._uses[(fs, int(keep_ino))] = self._uses.get((fs, int(keep_ino)), 0) + 1
+        self._shared = any(n > 1 for n in self._uses.values())
         found = self.catalog.inodes_by_key(keys)  # the rows only: a relink never reads the paths
         for k in keys:
             self._rows[k] = found.get(k)
@@ -1334,7 +1336,9 @@ class Relinker:
 
     def _carry_over(self, d: Dir, kst_before: os.stat_result, kst_after: os.stat_result) -> None:
         # Our link changed the kept inode's ctime only: its hash stays valid when size and mtime did not move.
-        if self.catalog is None:
+        # Only a kept inode this batch relinks onto more than once is looked at again (``_uses``):
+        # when the batch has none, no row is carried and the filesystem lookup is skipped.
+        if self.catalog is None or not self._shared:
             return
         fs_path = d.fs_path_for(kst_after)
         if fs_path is None:

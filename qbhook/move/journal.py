@@ -17,11 +17,22 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from qbhook.catalog.db import Tx
-from qbhook.decide.plan import STEP_VERSION, Converge, Delete, RunStatus, Step, StepStatus, check_version
+from qbhook.decide.plan import (
+    STEP_VERSION,
+    Converge,
+    ConvergeKeep,
+    Delete,
+    GroupPlan,
+    Plan,
+    RunStatus,
+    Step,
+    StepStatus,
+    check_version,
+)
 from qbhook.errors import UnknownRun
 from qbhook.move.fsops import HeldLink
 from qbhook.paths import shown_or_none
@@ -70,37 +81,114 @@ _quoted = json.encoder.encode_basestring_ascii  # a str as the encoder above wri
 _STEP_V = _dumps_sorted(STEP_VERSION)  # the "v" every step's args carry (Step.to_json)
 
 
+# The fields the spelled-out texts below write, as the dataclasses had them when they were
+# written: a field added to either class turns the spelled-out path off (``_spelled``), never
+# leaves it out of the journal.
+_CONVERGE_FIELDS = ("path", "fsid", "ino", "size", "mtime_ns", "blake3", "keep")
+_KEEP_FIELDS = ("path", "fsid", "ino", "library")
+_GROUP_FIELDS = (
+    "group_id", "torrents", "names", "action", "reason", "source_pool", "target_pool", "bytes_to_copy",
+    "bytes_freed", "payload_bytes", "external_links", "blockers", "steps",
+)  # fmt: skip
+_spelled = (
+    tuple(f.name for f in fields(Converge)) == _CONVERGE_FIELDS
+    and tuple(f.name for f in fields(ConvergeKeep)) == _KEEP_FIELDS
+    and tuple(f.name for f in fields(GroupPlan)) == _GROUP_FIELDS
+)
+
+
+def _converge_args(step: Converge) -> str | None:
+    """``_dumps_sorted(step.to_json()["args"])`` of a converge step, spelled out (keys in sorted
+    order); None unless every field has the exact type the encoder writes that way (str, int,
+    a bool for ``library``)."""
+    k = step.keep
+    m = step.mtime_ns
+    if not (
+        type(step.path) is str
+        and type(step.fsid) is str
+        and type(step.blake3) is str
+        and type(k) is ConvergeKeep
+        and type(k.path) is str
+        and type(k.fsid) is str
+        and type(step.ino) is int
+        and type(step.size) is int
+        and type(k.ino) is int
+        and type(k.library) is bool
+        and (m is None or type(m) is int)
+    ):
+        return None
+    return (
+        f'{{"blake3": {_quoted(step.blake3)}, "fsid": {_quoted(step.fsid)}, "ino": {step.ino}, '
+        f'"keep": {{"fsid": {_quoted(k.fsid)}, "ino": {k.ino}, "library": {"true" if k.library else "false"}, '
+        f'"path": {_quoted(k.path)}}}, "mtime_ns": {"null" if m is None else m}, '
+        f'"path": {_quoted(step.path)}, "size": {step.size}, "v": {_STEP_V}}}'
+    )
+
+
 def _args_json(step: Step) -> str:
     """The journal's text of a step's args: ``_dumps_sorted(step.to_json()["args"])``.
 
-    A converge step (one per duplicate: 10,000 rows per 10,000 relinks) is spelled out, keys in
-    sorted order, when every field has the exact type the encoder would write that way (str,
-    int, a bool for ``library``); the text is the same byte for byte
-    (``tests/unit/test_converge_batch.py`` compares both over generated steps: a field added to
-    ``Converge.args`` and not here fails it). Any other step, or an odd type, goes the general way.
+    A converge step (one per duplicate: 10,000 rows per 10,000 relinks) is spelled out
+    (``_converge_args``); the text is the same byte for byte (``tests/unit/test_converge_batch.py``
+    compares both over generated steps). Any other step, or an odd type, goes the general way.
     """
-    if type(step) is Converge:
-        k = step.keep
-        m = step.mtime_ns
-        if (
-            type(step.path) is str
-            and type(step.fsid) is str
-            and type(step.blake3) is str
-            and type(k.path) is str
-            and type(k.fsid) is str
-            and type(step.ino) is int
-            and type(step.size) is int
-            and type(k.ino) is int
-            and type(k.library) is bool
-            and (m is None or type(m) is int)
-        ):
-            return (
-                f'{{"blake3": {_quoted(step.blake3)}, "fsid": {_quoted(step.fsid)}, "ino": {step.ino}, '
-                f'"keep": {{"fsid": {_quoted(k.fsid)}, "ino": {k.ino}, "library": {"true" if k.library else "false"}, '
-                f'"path": {_quoted(k.path)}}}, "mtime_ns": {"null" if m is None else m}, '
-                f'"path": {_quoted(step.path)}, "size": {step.size}, "v": {_STEP_V}}}'
-            )
+    if _spelled and type(step) is Converge:
+        text = _converge_args(step)
+        if text is not None:
+            return text
     return _dumps_sorted(step.to_json()["args"])
+
+
+def _str_list(items) -> str:
+    if not items:
+        return "[]"
+    if all(type(x) is str for x in items):
+        return "[" + ", ".join(map(_quoted, items)) + "]"
+    return _dumps_sorted(list(items))
+
+
+def _opt_str(v) -> str | None:
+    return "null" if v is None else _quoted(v) if type(v) is str else None
+
+
+def _group_json(g: GroupPlan) -> str:
+    """``_dumps_sorted(g.to_dict())``: a group of converge steps spelled out (as ``_converge_args``),
+    any other the general way."""
+    steps = []
+    if _spelled and type(g.group_id) is str and type(g.reason) is str:
+        for s in g.steps:
+            text = _converge_args(s) if type(s) is Converge else None
+            if text is None:
+                break
+            steps.append('{"args": ' + text + ', "kind": "converge"}')
+        else:
+            src, dst = _opt_str(g.source_pool), _opt_str(g.target_pool)
+            numbers = (g.bytes_freed, g.bytes_to_copy, g.payload_bytes)
+            if src is not None and dst is not None and all(type(n) is int for n in numbers):
+                return (
+                    f'{{"action": {_quoted(str(g.action))}, "blockers": {_str_list(g.blockers)}, '
+                    f'"bytes_freed": {g.bytes_freed}, "bytes_to_copy": {g.bytes_to_copy}, '
+                    f'"external_links": {_str_list(g.external_links)}, "group_id": {_quoted(g.group_id)}, '
+                    f'"names": {_str_list(g.names)}, "payload_bytes": {g.payload_bytes}, '
+                    f'"reason": {_quoted(g.reason)}, "source_pool": {src}, "steps": [{", ".join(steps)}], '
+                    f'"target_pool": {dst}, "torrents": {_str_list(g.torrents)}}}'
+                )
+    return _dumps_sorted(g.to_dict())
+
+
+def plan_json(plan: Plan) -> str:
+    """The journal's text of a run's plan: ``_dumps_sorted(plan.to_dict())``, byte for byte.
+
+    A convergence journals one group of one step per duplicate; building every group's dict and
+    then encoding it was 0.2-0.45 CPU-s per 10,000 (docs/benchmarks.md section 9): a group of
+    converge steps is written straight from its fields instead (``_group_json``), every other
+    group the general way. ``tests/unit/test_converge_batch.py`` compares both over generated plans.
+    """
+    groups = ", ".join(_group_json(g) for g in plan.groups)
+    return (
+        f'{{"created_at": {_dumps_sorted(plan.created_at)}, "groups": [{groups}], '
+        f'"summary": {_dumps_sorted(plan.summary())}}}'
+    )
 
 
 @dataclass
@@ -146,11 +234,13 @@ class Journal:
         self.conn = conn
 
     # ------------------------------------------------------------------ runs
-    def start_run(self, plan: dict, trigger: str = "cli") -> int:
+    def start_run(self, plan: dict | Plan, trigger: str = "cli") -> int:
+        """A new run, journaling its plan (a ``Plan``, or its ``to_dict()``: the same text)."""
+        text = plan_json(plan) if isinstance(plan, Plan) else _dumps_sorted(plan)
         with Tx(self.conn) as c:
             cur = c.execute(
                 "INSERT INTO runs(started_at, status, trigger, pid, host, plan) VALUES (?, 'running', ?, ?, ?, ?)",
-                (time.time(), trigger, os.getpid(), socket.gethostname(), _dumps_sorted(plan)),
+                (time.time(), trigger, os.getpid(), socket.gethostname(), text),
             )
             return cur.lastrowid
 

@@ -496,8 +496,48 @@ def test_a_converge_steps_journal_text_is_the_general_one(path, fsid, ino, size,
     # must write exactly what the general path writes, so a replay reads either the same way.
     from qbhook.move import journal as journal_mod
 
+    assert journal_mod._spelled  # the spelled-out path is the one in use for these classes
     step = plan_mod.Converge(path, fsid, ino, size, mtime, b3hex, plan_mod.ConvergeKeep(kpath, kfsid, kino, lib))
     want = journal_mod._dumps_sorted(step.to_json()["args"])
     assert journal_mod._args_json(step) == want
     odd = plan_mod.Converge(path, fsid, True, size, mtime, b3hex, step.keep)  # a bool where an int goes
     assert journal_mod._args_json(odd) == journal_mod._dumps_sorted(odd.to_json()["args"])
+
+
+_STEP = hst.builds(
+    plan_mod.Converge,
+    _TEXT,
+    _TEXT,
+    hst.integers(min_value=0, max_value=2**64),
+    hst.integers(min_value=0, max_value=2**63),
+    hst.none() | hst.integers(min_value=0, max_value=2**63),
+    _TEXT,
+    hst.builds(plan_mod.ConvergeKeep, _TEXT, _TEXT, hst.integers(min_value=0, max_value=2**64), hst.booleans()),
+)
+_GROUP = hst.builds(
+    GroupPlan,
+    _TEXT,
+    hst.lists(_TEXT, max_size=3),
+    hst.lists(_TEXT, max_size=3),
+    hst.sampled_from(list(plan_mod.Action)),
+    _TEXT,
+    hst.none() | _TEXT,
+    hst.none() | _TEXT,
+    hst.integers(min_value=0, max_value=2**63),
+    hst.integers(min_value=0, max_value=2**63),
+    hst.integers(min_value=0, max_value=2**63),
+    hst.lists(_TEXT, max_size=2),
+    hst.lists(_TEXT, max_size=2),
+    hst.lists(_STEP | hst.builds(plan_mod.PruneDirs, _TEXT, _TEXT), max_size=3),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(hst.lists(_GROUP, max_size=4), hst.floats(min_value=0, max_value=2e9))
+def test_a_plans_journal_text_is_its_to_dict_encoded(groups, created):
+    # journal.plan_json writes converge groups straight from their fields (a run journals one per
+    # duplicate); resume reads the text back with Plan.from_dict, so it must be the general text.
+    from qbhook.move import journal as journal_mod
+
+    plan = Plan(groups=groups, created_at=created)
+    assert journal_mod.plan_json(plan) == journal_mod._dumps_sorted(plan.to_dict())
