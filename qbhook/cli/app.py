@@ -299,6 +299,10 @@ def _writing(err: bool):
     ``>file``, an I/O error) is OutputError, one line on stderr and exit 74, not an OSError
     traceback. EPIPE goes on to click's main, which exits quietly (a reader such as ``head``
     went away). A failing stderr is left alone: there is nowhere to say so."""
+    if not err and sys.stdout is None:
+        # Started with descriptor 1 closed (`>&-`): Python made no stdout and click.echo would
+        # drop the output without a word, exit 0, as if it had been written.
+        raise OutputError("cannot write to standard output: it is closed")
     try:
         yield
     except OSError as e:
@@ -330,18 +334,52 @@ def _report(ctx, e: QbhookError):
     ctx.exit(e.exit_code)
 
 
+def _print_and_exit(ctx, text: str) -> None:
+    """Print qbhook's own text (help, version) through the CLI's printer, then end the command:
+    a standard output that cannot be written is one line and exit 74 there too. Printed as is,
+    as JSON is: no name from outside is in it, and shown() would import qbhook.paths."""
+    try:
+        echo_json(text)
+    except OutputError as e:
+        _report(ctx, e)
+    ctx.exit()
+
+
 def _print_version(ctx, _param, value) -> None:
     """``--version``, as click's version_option prints it, through the CLI's printer (``--version
     >/dev/full`` was an OSError traceback). The package's own constant: click would import
     importlib.metadata and read the dist-info, ~20 ms (a test holds it equal to the metadata)."""
-    if not value or ctx.resilient_parsing:
-        return
-    try:
-        # printed as is, as JSON is: our own text, and shown() would import qbhook.paths
-        echo_json(f"{ctx.find_root().info_name}, version {__version__}")
-    except OutputError as e:
-        _report(ctx, e)
-    ctx.exit()
+    if value and not ctx.resilient_parsing:
+        _print_and_exit(ctx, f"{ctx.find_root().info_name}, version {__version__}")
+
+
+def _print_help(ctx, _param, value) -> None:
+    """``--help``: click's help page, printed by ``_print_and_exit`` instead of click's own
+    callback, whose bare click.echo made ``qbhook --help >/dev/full`` an OSError traceback."""
+    if value and not ctx.resilient_parsing:
+        _print_and_exit(ctx, ctx.get_help())
+
+
+class OwnHelp:
+    """A click command or group whose ``--help`` prints through ``_print_help``. Every command of
+    qbhook is one: ``main`` is, and it makes its commands and groups with these classes
+    (``command_class``, ``group_class``), and theirs in turn (tests/unit/test_cli_hostile_io.py
+    runs ``--help`` of every command into /dev/full)."""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.callback = _print_help  # the option is click's (names, help text), cached per command
+        return option
+
+
+class QbhookCommand(OwnHelp, click.Command):
+    pass
+
+
+class QbhookSubgroup(OwnHelp, click.Group):
+    command_class = QbhookCommand
+    group_class = type  # its own groups are of this class too
 
 
 def catalog_note(app: App, use) -> dict:
@@ -367,9 +405,12 @@ def load_commands(*modules: str) -> None:
         importlib.import_module(f"qbhook.cli.{m}")
 
 
-class QbhookGroup(click.Group):
+class QbhookGroup(OwnHelp, click.Group):
     """Turns QbhookError into a message and its exit code instead of a traceback; loads each
     command's module only when that command is asked for (see COMMANDS)."""
+
+    command_class = QbhookCommand
+    group_class = QbhookSubgroup
 
     def get_command(self, ctx, cmd_name):
         if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:

@@ -141,6 +141,72 @@ def test_a_standard_output_that_cannot_be_written_is_one_line_exit_74(env, args)
     assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
 
 
+def _qbhook(env, *args, stdout, shell_redirect: str = ""):
+    cmd = [sys.executable, "-m", "qbhook", "--config", str(env.config), *args]
+    if shell_redirect:  # a redirection only a shell can make (`>&-`), the process exec-ed by it
+        cmd = ["sh", "-c", f'exec "$0" "$@" {shell_redirect}', *cmd]
+    return subprocess.run(cmd, stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=60)
+
+
+HELP = [
+    ["--help"],
+    ["plan", "--help"],
+    ["config", "--help"],
+    ["config", "check", "--help"],
+    ["queue", "retry", "--help"],
+]
+
+
+@pytest.mark.parametrize("args", HELP)
+def test_help_into_a_full_disk_is_one_line_exit_74(env, args):
+    """`qbhook --help >/dev/full` (and a command's, a group's, a sub-command's) ended in click's
+    own echo raising `OSError: [Errno 28]`, a traceback and exit 1."""
+    with open("/dev/full", "w") as full:
+        r = _qbhook(env, *args, stdout=full)
+    assert r.returncode == ExitCode.IO_ERROR, r.stderr
+    assert r.stderr == "qbhook: cannot write to standard output: No space left on device\n", r.stderr
+
+
+@pytest.mark.parametrize("args", [*HELP, ["--version"], ["--json", "history"], ["scan"]])
+def test_a_closed_standard_output_is_one_line_exit_74(env, args):
+    """`qbhook ... >&-`: Python starts without a stdout and click.echo dropped every line
+    without a word, exit 0, as if the output had been written."""
+    env.run("scan")  # `history` reads a catalog that exists
+    r = _qbhook(env, *args, stdout=None, shell_redirect=">&-")
+    assert r.returncode == ExitCode.IO_ERROR, r.stderr
+    assert r.stderr == "qbhook: cannot write to standard output: it is closed\n", r.stderr
+
+
+def test_help_still_prints_the_help_page(env):
+    r = _qbhook(env, "config", "check", "--help", stdout=subprocess.PIPE)
+    assert r.returncode == 0 and r.stderr == ""
+    assert r.stdout.startswith("Usage: ") and "config check [OPTIONS]" in r.stdout.splitlines()[0]
+    assert "--help" in r.stdout
+
+
+def test_every_command_prints_its_help_through_the_cli_printer():
+    """What holds `--help >/dev/full` for the commands the subprocess tests above do not run: each
+    command and group is an OwnHelp (a command made by plain @click.command and added would
+    not be), and its help option calls the printer."""
+    import click
+
+    from qbhook.cli.app import OwnHelp, _print_help, load_commands, main
+
+    load_commands()
+    seen = []
+
+    def walk(cmd, ctx):
+        assert isinstance(cmd, OwnHelp), ctx.command_path
+        assert cmd.get_help_option(ctx).callback is _print_help, ctx.command_path
+        seen.append(ctx.command_path)
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                walk(sub, click.Context(sub, info_name=name, parent=ctx))
+
+    walk(main, click.Context(main, info_name="qbhook"))
+    assert {"qbhook plan", "qbhook config check", "qbhook queue retry", "qbhook setup qbittorrent"} <= set(seen)
+
+
 def test_a_reader_that_goes_away_still_ends_quietly(env):
     """EPIPE is not an output error: `qbhook ... | head` that stops reading ends without a word."""
     p = subprocess.Popen(
