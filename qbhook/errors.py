@@ -23,6 +23,10 @@ class ExitCode(enum.IntEnum):
     STALE = 6  # `apply --plan`: some saved groups were refused as stale (the others ran)
     ACTIONABLE = 10  # `plan`: there are groups to act on
     DATA_ERROR = 65  # EX_DATAERR: a saved plan file is not a usable plan
+    # EX_NOINPUT: what a command only reads does not exist: the catalog, for a command that only
+    # reads it (status, history, plan...), which creates none. Not 74: nothing is failing, and a
+    # monitor can tell "not set up yet (or `catalog:` names the wrong file)" from a damaged disk.
+    NO_INPUT = 66
     # EX_IOERR: something qbhook must read or write cannot be: the catalog (damaged, its disk
     # failing), the lock folder, standard output (a full disk behind `>file`).
     IO_ERROR = 74
@@ -73,6 +77,17 @@ def _one_line(text: str) -> str:
 
 class CatalogError(QbhookError):
     """The catalog database cannot be opened, migrated or trusted."""
+
+
+class CatalogMissing(CatalogError):
+    """A command that only reads the catalog found none at its path: it makes none (an empty
+    catalog there would answer "nothing" for pools that may simply not be mounted, or at a
+    path mistyped in ``catalog:``); ``qbhook scan`` makes one."""
+
+    exit_code = ExitCode.NO_INPUT
+
+    def __init__(self, path):
+        super().__init__(f"there is no catalog yet at {path} (`qbhook scan` makes one)")
 
 
 class CatalogDamaged(CatalogError):

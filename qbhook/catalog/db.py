@@ -17,9 +17,10 @@ import stat
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from qbhook.catalog.schema import FIRST_TABLES, MIGRATIONS
-from qbhook.errors import CatalogDamaged, CatalogError, CatalogUnwritable, LockBusy, QbhookError
+from qbhook.errors import CatalogDamaged, CatalogError, CatalogMissing, CatalogUnwritable, LockBusy, QbhookError
 
 
 def migrations() -> list[str]:
@@ -63,9 +64,18 @@ def sqlite_failure(e: BaseException, path: str | Path | None) -> QbhookError | N
     return CatalogError(f"{where}: {detail}")
 
 
-def connect(path: str | Path, *, readonly: bool = False, check_same_thread: bool = True) -> sqlite3.Connection:
+def connect(
+    path: str | Path, *, readonly: bool = False, create: bool = True, check_same_thread: bool = True
+) -> sqlite3.Connection:
+    """The catalog at ``path``, migrated to the newest schema unless ``readonly``.
+
+    ``create``: a missing catalog is made (with its tables); else, and always when ``readonly``,
+    it is ``CatalogMissing`` and nothing is made, neither the file nor its folder. SQLite is
+    then told not to create it either (``mode=rw``/``ro``): a file removed after the stat below
+    is still not made anew."""
     path = Path(path)
-    if not readonly and not path.parent.is_dir():
+    create = create and not readonly
+    if create and not path.parent.is_dir():
         raise CatalogError(
             f"catalog folder {path.parent} does not exist",
             hint=f"create it (mkdir -p {path.parent}) or set 'catalog:' in the config",
@@ -76,6 +86,8 @@ def connect(path: str | Path, *, readonly: bool = False, check_same_thread: bool
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
+        if not create:
+            raise CatalogMissing(path) from None
         mode = None  # a new catalog: SQLite creates it
     except OSError as e:
         raise CatalogError(f"cannot open catalog {path}: {e.strerror}") from None
@@ -84,12 +96,12 @@ def connect(path: str | Path, *, readonly: bool = False, check_same_thread: bool
             f"catalog {path} is not a regular file", hint="point 'catalog:' in the config at a file (qbhook creates it)"
         )
     try:
-        if readonly:
-            conn = sqlite3.connect(
-                f"file:{path}?mode=ro", uri=True, timeout=60, isolation_level=None, check_same_thread=check_same_thread
-            )
-        else:
+        if create:
             conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=check_same_thread)
+        else:
+            # A URI names the file percent-encoded: a '?', '#' or '%' in the path is part of it.
+            uri = f"file:{quote(os.fsencode(path))}?mode={'ro' if readonly else 'rw'}"
+            conn = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None, check_same_thread=check_same_thread)
         conn.execute("PRAGMA busy_timeout = 60000")
         if _foreign(conn):  # asked before the first write: WAL mode is one
             conn.close()

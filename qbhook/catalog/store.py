@@ -126,8 +126,15 @@ class Catalog:
         self.scan_memo: dict[tuple[str, bytes | None], tuple] = {}
 
     @classmethod
-    def open(cls, path: str | Path, readonly: bool = False, marker_roots: Iterable[str | os.PathLike] = ()) -> Catalog:
-        return cls(connect(path, readonly=readonly), marker_roots=marker_roots)
+    def open(
+        cls,
+        path: str | Path,
+        readonly: bool = False,
+        marker_roots: Iterable[str | os.PathLike] = (),
+        create: bool = True,
+    ) -> Catalog:
+        """The catalog at ``path`` (``db.connect``: ``create=False`` makes none, CatalogMissing)."""
+        return cls(connect(path, readonly=readonly, create=create), marker_roots=marker_roots)
 
     def close(self) -> None:
         self._mounts.close()

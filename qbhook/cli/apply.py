@@ -63,10 +63,11 @@ def apply(app: App, yes, group_ids, hashes, scan, wait, plan_file):
         return _apply_saved(app, plan_file, yes, scan is False, wait)
     from qbhook.move.run import apply_planned
 
+    catalog = app.open_catalog(writes=yes or scan is not False)
     # only these groups' files are stat-ed; a group the index does not know: plan everything
     done = apply_planned(
         app.cfg,
-        app.catalog,
+        catalog,
         app.clients,
         app.executor(wait),
         hashes=hashes,
@@ -88,7 +89,7 @@ def _apply_saved(app: App, plan_file, yes, no_scan, wait):
     saved = load(plan_file, seeding_roots(app.cfg))  # a bad file fails before anything is touched
     run = apply_saved(
         app.cfg,
-        app.catalog,
+        app.open_catalog(writes=yes or not no_scan),
         app.clients,
         app.executor(wait),
         saved,
@@ -140,7 +141,7 @@ def history(app: App, run_id, limit):
     """Past runs from the journal (newest first), or one run's steps."""
     from qbhook.move.journal import Journal
 
-    j = Journal(app.catalog.conn)
+    j = Journal(app.open_catalog(writes=False).conn)
     if run_id is not None:
         r = j.run(run_id)  # UnknownRun (exit 2) if there is none
         steps = j.steps(run_id)

@@ -116,6 +116,7 @@ def dupes(app: App, no_scan, min_size, payloads, offline):
     from qbhook.decide.heap import collector_paused
 
     cfg = app.cfg
+    app.open_catalog(writes=not (payloads or no_scan))  # its scan writes
     if payloads:
         return payload_dupes(app, offline)
     # The collector paused (decide.heap): a first run holds a few objects per file (walked
@@ -162,7 +163,7 @@ def find(app: App, path):
     """Show every link of PATH's inode and every known copy of its content (both pools)."""
     from qbhook.catalog.locate import locate
 
-    data = locate(app.catalog, app.cfg, path)
+    data = locate(app.open_catalog(writes=False), app.cfg, path)
 
     def human(d):
         echo_shown(

@@ -84,7 +84,7 @@ def status(app: App):
     """
     from qbhook.events.status import report
 
-    data = report(app.cfg, app.catalog)
+    data = report(app.cfg, app.open_catalog(writes=False))
 
     def human(d):
         srv = d["server"]
@@ -162,6 +162,7 @@ def queue(ctx, states, limit):
     from qbhook.events.status import CHECKED_TABLES
 
     app: App = ctx.obj
+    app.open_catalog(writes=False)
     with reading(app.cfg.catalog):
         check_tables(app.catalog.conn, app.cfg.catalog, CHECKED_TABLES)
         jobs = JobQueue(app.catalog.conn).list(states=list(states) or None, limit=limit)
@@ -203,6 +204,7 @@ def queue_retry(app: App, job_id):
     from qbhook.events.queue import JobQueue
     from qbhook.events.status import CHECKED_TABLES
 
+    app.open_catalog(writes=False)  # it changes only a dead job that must be there already
     with reading(app.cfg.catalog):
         check_tables(app.catalog.conn, app.cfg.catalog, CHECKED_TABLES)
         new = JobQueue(app.catalog.conn).retry_dead(job_id)

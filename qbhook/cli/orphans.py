@@ -49,7 +49,7 @@ def orphans(app: App, quarantine, yes):
         if res.failed:
             raise SystemExit(ExitCode.FAILURE)
         return
-    report = orph.find_orphans(cfg, app.clients, catalog=app.catalog)
+    report = orph.find_orphans(cfg, app.clients, catalog=_catalog_if_any(app))
     data = report.as_dict()
     data["dry_run"] = True
 
@@ -76,6 +76,17 @@ def orphans(app: App, quarantine, yes):
     app.emit(data, human)
 
 
+def _catalog_if_any(app: App):
+    """The catalog the listing records its totals in (for ``status``), None if there is none yet:
+    the listing itself needs none, and a catalog made only to hold them would be an empty one."""
+    from qbhook.errors import CatalogMissing
+
+    try:
+        return app.open_catalog(writes=False)
+    except CatalogMissing:
+        return None
+
+
 @main.command()
 @click.option("--purge-expired", is_flag=True, help="Purge held links whose grace period is over (with --yes).")
 @click.option("--yes", is_flag=True, help="Really purge (without it --purge-expired only shows what is due).")
@@ -92,9 +103,10 @@ def holding(app: App, purge_expired, yes, wait):
 
     cfg = app.cfg
     purging = purge_expired and yes
-    purge = orph.purge_expired(cfg, app.catalog, lambda: app.clients, lock_wait=wait) if purging else orph.Purge()
+    catalog = app.open_catalog(writes=purging)
+    purge = orph.purge_expired(cfg, catalog, lambda: app.clients, lock_wait=wait) if purging else orph.Purge()
     now = time.time()
-    held = orph.holding(cfg, app.catalog)
+    held = orph.holding(cfg, catalog)
     data = {
         "held": [
             {"path": h.path, "origin": h.origin, "since": h.since, "expires": h.expires, "expired": h.expires <= now}

@@ -46,7 +46,13 @@ def plan(app: App, hashes, group_ids, scan, steps, save_to):
     from qbhook.decide.planning import plan_groups
 
     run = plan_groups(
-        app.cfg, app.catalog, app.clients, hashes=hashes, group_ids=group_ids, scan=scan, progress=app.progress()
+        app.cfg,
+        app.open_catalog(writes=scan is not False),
+        app.clients,
+        hashes=hashes,
+        group_ids=group_ids,
+        scan=scan,
+        progress=app.progress(),
     )
     snap, p = run.snapshot, run.plan
     if group_ids:
@@ -140,6 +146,7 @@ def explain(app: App, torrent_hash, no_scan, from_index, live, max_scan_age):
     """
     from qbhook.decide.planning import explain_group
 
+    app.open_catalog(writes=not (no_scan or from_index))  # its scan writes
     if from_index:
         return explain_from_index(app, torrent_hash, None)
     r = explain_group(

@@ -29,7 +29,8 @@ def repair(app: App, torrent_hash, yes, as_json, wait):
     from qbhook.decide.repair_facts import repair_plan
 
     app.as_json = app.as_json or as_json
-    plan, refused = repair_plan(app.cfg, app.catalog, app.clients, torrent_hash)  # TORRENT_HASH: lower-cased
+    catalog = app.open_catalog(writes=yes)
+    plan, refused = repair_plan(app.cfg, catalog, app.clients, torrent_hash)  # TORRENT_HASH: lower-cased
     summary = app.executor(wait).apply(plan, trigger="repair", dry_run=not yes)
     out = {
         "dry_run": not yes,

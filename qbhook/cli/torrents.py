@@ -41,7 +41,7 @@ def torrents(app: App, pool, state, category, group, decision, gone, offline):
 
     data = list_torrents(
         app.cfg,
-        app.catalog,
+        app.open_catalog(writes=False),
         app.clients,
         pool=pool,
         state=state,

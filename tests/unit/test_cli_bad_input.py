@@ -80,6 +80,7 @@ def test_a_bad_argument_is_a_usage_error_before_anything_opens(env, args, why):
 
 def test_a_good_value_of_each_kind_still_passes(env):
     """The same options take what they always took, units included, and 0 where it means 0."""
+    env.run("scan")  # a catalog to read (history, queue, explain and status make none)
     assert env.run("history", "--limit", "0").exit_code == 0
     assert env.run("history", "--limit", "3", "--run", "7", expect=None).stderr.startswith("qbhook: ")
     assert env.run("queue", "--limit", "5").exit_code == 0
@@ -343,7 +344,10 @@ def test_an_empty_config_path_is_refused_not_replaced_by_the_default(env, monkey
     assert r.exit_code == ExitCode.CONFIG, (r.exit_code, r.output, r.exception)
     assert r.stderr == "qbhook: config: --config names no file (an empty path)\n"
     assert not env.catalog.exists()
-    assert CliRunner().invoke(main, ["history"]).exit_code == 0  # the default itself still works
+    r = CliRunner().invoke(main, ["history"])  # the default itself still works: its catalog is the one named
+    assert r.exit_code == ExitCode.NO_INPUT and r.stderr == f"qbhook: there is no catalog yet at {env.catalog}" + (
+        " (`qbhook scan` makes one)\n"
+    )
 
 
 def test_serve_on_a_name_that_does_not_resolve_names_the_listen_address(hostile):
@@ -416,6 +420,7 @@ def test_a_name_with_a_newline_esc_or_a_bidi_override_is_shown_escaped_on_every_
 
 def test_status_shows_a_pool_path_with_a_newline_esc_and_a_bidi_override_escaped(env):
     """status' pool line printed the configured path raw (a pool that is gone names it)."""
+    env.run("scan")  # a catalog to read (history, queue, explain and status make none)
     bad = str(env.tmp / "gone\x1b[2J\nline \u202e x")
     seeding = {"stash": str(env.stash / "data/media/torrents/seeding"), "pool": bad + "/s"}
     env.save(pools={**env.data["pools"], "pool": {"path": bad, "role": "cold"}}, seeding_roots=seeding)
@@ -467,7 +472,7 @@ def test_a_catalog_qbhook_may_not_write_is_the_io_exit_code_without_a_word_of_da
     if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
         pytest.skip("chattr +i is not supported here: the real folder case needs it (root ignores modes)")
     try:
-        r = env.run("history", expect=ExitCode.IO_ERROR)
+        r = env.run("scan", expect=ExitCode.IO_ERROR)  # a command that makes the catalog
         assert r.stderr.splitlines()[0].startswith(f"qbhook: catalog {folder / 'catalog.sqlite'}: "), r.stderr
         assert len(r.stderr.splitlines()) == 2
     finally:

@@ -438,6 +438,7 @@ def test_dupes_scans_and_reports_with_the_collector_paused(env, monkeypatch):
 
 
 def test_dupes_no_scan_on_empty_catalog(env):
+    env.run("scan")  # the empty catalog (dupes --no-scan makes none)
     put(env.stash / SEED / "A/a", b"same")
     put(env.pool / SEED / "A/a", b"same")
     assert env.run("dupes", "--no-scan").stdout == "no duplicate content found\n"
@@ -471,6 +472,7 @@ def test_find(env):
 def test_find_large_file_hash_matches_reference(env, monkeypatch):
     """Files of PIPELINE_MIN and more are read on a helper thread (when not mapped by a worker):
     the digest must not change."""
+    env.run("scan")  # a catalog to read: find makes none
     monkeypatch.setattr(hashing, "MMAP_WORKERS", False)
     data = os.urandom(hashing.PIPELINE_MIN + 3 * hashing.BUF_SIZE + 12345)
     p = put(env.pool / SEED / "big.bin", data)
@@ -479,6 +481,7 @@ def test_find_large_file_hash_matches_reference(env, monkeypatch):
 
 
 def test_find_read_error_is_reported_not_crashed(env, monkeypatch):
+    env.run("scan")  # a catalog to read: find makes none
     monkeypatch.setattr(hashing, "MMAP_WORKERS", False)  # a read() error, not a worker's
     p = put(env.pool / SEED / "bad.bin", os.urandom(hashing.PIPELINE_MIN + 1))
     calls = {"n": 0}
@@ -498,6 +501,7 @@ def test_find_read_error_is_reported_not_crashed(env, monkeypatch):
 
 
 def test_find_outside_pools_and_missing_file(env):
+    env.run("scan")  # a catalog to read: find makes none
     outside = put(env.tmp / "elsewhere/x.bin")
     r = env.run("find", os.fsdecode(outside), expect=2)
     assert "is not inside any configured pool" in r.stderr and "pools: stash=" in r.stderr
@@ -569,6 +573,7 @@ def _special_files(where: Path) -> list[Path]:
 
 
 def test_find_refuses_fifo_and_device_instead_of_hanging(env):
+    env.run("scan")  # a catalog to read: find makes none
     for p in _special_files(env.stash / SEED / "odd"):
         r = _bounded(env, "find", str(p))
         assert r.returncode == 2, (r.returncode, r.stderr)

@@ -128,6 +128,7 @@ def test_a_lock_dir_that_is_a_regular_file_is_one_line_not_a_traceback(env):
 def test_a_standard_output_that_cannot_be_written_is_one_line_exit_74(env, args):
     """`qbhook history >/dev/full` ended in `OSError: [Errno 28] No space left on device`. A real
     process, so Python's own flush at exit is part of the test (it exits 120 if that fails)."""
+    env.run("scan")  # a catalog to read (history, status and queue make none)
     with open("/dev/full", "w") as full:
         r = subprocess.run(
             [sys.executable, "-m", "qbhook", "--config", str(env.config), *args],
@@ -239,6 +240,7 @@ def test_an_interrupt_is_exit_130_with_one_line(env, monkeypatch):
 
 def test_queue_retry_of_an_unknown_job_is_bad_input_as_an_unknown_run_is(env):
     """It exited 1 (QueueError's default) where `history --run 424242` exits 2."""
+    env.run("scan")  # a catalog to read (history, status and queue make none)
     r = env.run("queue", "retry", "424242", expect=ExitCode.BAD_INPUT)
     assert r.stderr == "qbhook: job 424242 is unknown, not dead\n"
     assert env.run("history", "--run", "424242", expect=ExitCode.BAD_INPUT).stderr.startswith("qbhook: there is no run")

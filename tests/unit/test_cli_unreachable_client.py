@@ -48,6 +48,8 @@ def down(tmp_path_factory) -> tuple[str, dict]:
     config = write_config(tmp, free_port(), qbt_url=url)
     env = {**os.environ, "T": "x"}
     env.pop("QBHOOK_CONFIG", None)
+    # the catalog the commands that only read need (they make none), made before they run at once
+    subprocess.run([sys.executable, "-m", "qbhook", "--config", str(config), "scan"], env=env, check=True)
     procs = {}
     for args, _ in ONE_SHOT:  # each waits out its backoff (~3.5 s): in parallel
         cmd = [sys.executable, "-m", "qbhook", "--config", str(config), *args]

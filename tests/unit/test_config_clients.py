@@ -12,6 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from qbhook.catalog.store import Catalog
 from qbhook.cli import App, main
 from qbhook.clients.qbt.client import QbtClient
 from qbhook.clients.registry import Clients, client_label
@@ -183,6 +184,7 @@ def test_an_unreachable_rtorrent_is_exit_4_naming_the_instance(tmp_path):
     d = copy.deepcopy({k: v for k, v in BASE.items() if k != "qbittorrent"})
     d["catalog"] = str(tmp_path / "catalog.sqlite")
     d["clients"] = [{"type": "rtorrent", "name": "seedbox", "scgi": str(tmp_path / "gone.sock")}]
+    Catalog.open(d["catalog"]).close()  # one to plan from (plan makes none)
     r = CliRunner().invoke(main, ["--config", str(_write(tmp_path, d)), "plan", "--no-scan"])
     assert r.exit_code == 4 and "Traceback" not in r.output, r.output
     assert r.stderr.startswith(f"qbhook: rTorrent 'seedbox' ({tmp_path / 'gone.sock'}): list items: no answer (")

@@ -201,6 +201,7 @@ def test_status_shows_an_unhealthy_server_and_exits_non_zero(tmp_path):
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         config = write_config(tmp_path, httpd.server_address[1])
+        assert cli(config, "scan").exit_code == 0  # a catalog for status to read (it makes none)
         res = cli(config, "status")
         assert res.exit_code == 1
         assert "server: UNHEALTHY" in res.output and "disk I/O error" in res.output
@@ -224,6 +225,7 @@ def test_status_of_a_healthy_real_server_exits_zero(tmp_path, procs):
 
 def test_status_exits_non_zero_when_jobs_wait_and_no_server_runs(tmp_path):
     config = write_config(tmp_path, free_port())
+    assert cli(config, "scan").exit_code == 0  # a catalog for status to read (it makes none)
     assert cli(config, "status").exit_code == 0  # nothing waiting: no server needed
     conn = sqlite3.connect(tmp_path / "catalog.sqlite")
     JobQueue(conn).enqueue(Event("qbittorrent", "torrent_added", hashes=("a" * 40,)), now=time.time() - 3600)

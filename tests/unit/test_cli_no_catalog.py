@@ -1,0 +1,105 @@
+"""A command that only reads the catalog makes none (``App.open_catalog``): before the first
+scan, with the pools not mounted or ``catalog:`` mistyped, `status`, `history`, `queue`,
+`find`, `torrents` and every `--no-scan` made an empty catalog that then answered "nothing" as if
+it were the real one. Each says in one line that there is no catalog yet and what makes one,
+exit ExitCode.NO_INPUT, and leaves no file (nor folder) behind. A command that writes into it
+still makes it: a scan (scan, and plan, explain, dupes, a dry-run apply, which scan first when
+there is no catalog), a run, events."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from qbhook.errors import ExitCode
+from tests.unit.test_cli_catalog import SEED, Env
+
+HASH = "1" * 40
+
+READERS = [
+    ["status"],
+    ["--json", "status"],
+    ["history"],
+    ["history", "--run", "1"],
+    ["torrents", "--offline"],
+    ["find", "{file}"],
+    ["explain", HASH, "--no-scan"],
+    ["explain", HASH, "--index"],
+    ["dupes", "--no-scan"],
+    ["dupes", "--payloads", "--offline"],
+    ["holding"],
+    ["holding", "--purge-expired"],  # a dry run
+    ["queue"],
+    ["queue", "retry", "1"],
+    ["plan", "--no-scan"],
+    ["apply", "--no-scan"],  # a dry run
+    ["repair"],  # a dry run
+]
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = Env(tmp_path)
+    e.file = e.stash / SEED / "a.bin"
+    e.file.write_bytes(b"a")
+    return e
+
+
+def _left(folder) -> list[str]:
+    return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
+
+@pytest.mark.parametrize("args", READERS, ids=" ".join)
+def test_a_command_that_only_reads_makes_no_catalog(env, args):
+    r = env.run(*[a.format(file=env.file) for a in args], expect=ExitCode.NO_INPUT)
+    assert r.stderr == f"qbhook: there is no catalog yet at {env.catalog} (`qbhook scan` makes one)\n"
+    assert r.stdout == ""
+    assert _left(env.catalog.parent) == []  # no catalog, no -wal or -shm beside it
+
+
+def test_nor_the_catalogs_folder(env):
+    where = env.tmp / "typo" / "catalog.sqlite"
+    env.save(catalog=str(where))
+    r = env.run("status", expect=ExitCode.NO_INPUT)
+    assert r.stderr == f"qbhook: there is no catalog yet at {where} (`qbhook scan` makes one)\n"
+    assert not where.parent.exists()
+
+
+def test_once_a_scan_made_it_they_read_it(env):
+    env.run("scan")
+    assert env.catalog.exists()
+    assert env.run("history").stdout == "no runs yet\n"
+    assert env.json("dupes", "--no-scan")["sets"] == []
+
+
+@pytest.mark.parametrize("args", [["scan"], ["dupes"], ["holding", "--purge-expired", "--yes"]])
+def test_a_command_that_writes_still_makes_it(env, args):
+    env.run(*args)
+    assert env.catalog.exists()
+
+
+def test_a_command_that_scans_first_makes_it_with_what_it_scanned(env, monkeypatch):
+    """plan with no catalog scans first (planning.ready_catalog: no full scan on record), as
+    `qbhook scan` would: that catalog is no empty one. The client it then asks is stubbed."""
+    from qbhook.catalog.store import Catalog
+    from qbhook.cli.app import App
+
+    monkeypatch.setattr(App, "clients", property(lambda self: []))
+    env.run("plan")
+    cat = Catalog.open(env.catalog, create=False)
+    try:
+        assert cat.counts()["paths"] == 1  # env.file, scanned
+    finally:
+        cat.close()
+
+
+def test_a_catalog_whose_name_needs_escaping_in_a_uri_is_still_found(env):
+    """The catalog is opened by a SQLite URI when it must not be made (mode=rw): a '?', '#' or
+    '%' in its path is the name's, not the URI's."""
+    where = env.tmp / "odd?name#1%20x" / "catalog.sqlite"
+    where.parent.mkdir()
+    env.save(catalog=str(where))
+    env.run("scan")
+    assert env.run("history").exit_code == 0
+    assert _left(where.parent)[0] == "catalog.sqlite" and not (env.tmp / "odd").exists()
