@@ -236,6 +236,17 @@ class ViewReleased(UnsafeOperation):
     content changed): it is kept and no longer tracked. Any other refusal keeps it for the next run."""
 
 
+class ViewUnproven(UnsafeOperation):
+    """A leftover view's source (the copy whose content it repeats) is gone or no longer verifies:
+    nothing proves the content lives elsewhere, so the view may be its last copy. Never removed;
+    the view waits for a person (``move.leftovers``). ``source``: what the source was when
+    refused (``fsops.source_seen``), None if gone."""
+
+    def __init__(self, message: str, source: list[int] | None = None):
+        super().__init__(message)
+        self.source = source
+
+
 class OrphansRefused(QbhookError):
     """``orphans`` refused: a client unreachable or empty, or far too much looks unreferenced."""
 

@@ -523,7 +523,11 @@ def report(cfg: Config, catalog) -> dict:
         counts = queue.counts()
         stuck = queue.ready_since(STUCK_AFTER_S)
         unfinished = [r.id for r in Journal(conn).unfinished_runs()]
-        leftover_views = [v["path"] for _sid, v in Journal(conn).leftover_views()]
+        tracked = Journal(conn).leftover_tracked()
+        leftover_views = [v["path"] for _sid, v, why in tracked if why is None]
+        # Views whose source is gone or does not verify: kept (maybe the last copy), not tried
+        # again, a person's to look at (move.leftovers).
+        waiting = [{"path": v["path"], "reason": why} for _sid, v, why in tracked if why is not None]
         # Groups the executor's view backstop stopped (something wrote into a view file: a library
         # file on a promote); they stay a problem until a person re-runs them to done.
         view_changed = conn.execute(
@@ -549,6 +553,11 @@ def report(cfg: Config, catalog) -> dict:
             pools[p.name] = {"path": str(p.path), "role": p.role, "error": why, **hashed[p.name]}
     server = server_health(cfg.server)
     problems = [f"group {gid} stopped: {reason}" for gid, reason in view_changed]
+    problems += [
+        f"leftover view kept, maybe the last copy of its content: {w['reason']} "
+        "(remove or move it yourself once you know)"
+        for w in waiting
+    ]
     if server["answered"] and not server["ok"]:
         problems.append(f"server unhealthy: {server['reason']} (its log says why)")
     if stuck and not server["answered"]:
@@ -584,6 +593,7 @@ def report(cfg: Config, catalog) -> dict:
         ],
         "unfinished_runs": unfinished,
         "leftover_views": leftover_views,  # views of rolled-back groups, removed by the next apply/sweep
+        "leftover_views_waiting": waiting,  # ...whose source is gone or does not verify: a person's (problems)
         # The last `qbhook orphans` run's totals (None: it never ran; nothing else computes them).
         "orphans": None
         if orphans is None

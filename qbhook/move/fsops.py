@@ -63,7 +63,7 @@ import blake3
 
 from qbhook.catalog import hashing
 from qbhook.dirfd import FolderRefused, NotAFolder, SeedingRoot, open_below, open_root
-from qbhook.errors import LastCopyKept, UnsafeOperation, VerificationFailed, ViewReleased
+from qbhook.errors import LastCopyKept, UnsafeOperation, VerificationFailed, ViewReleased, ViewUnproven
 from qbhook.units import human_bytes as _human
 
 __all__ = [
@@ -80,6 +80,7 @@ __all__ = [
     "hold_unreferenced",
     "holding_path",
     "link_into",
+    "look_at_leftover_view",
     "make_empty",
     "pid_alive",
     "prune_empty_dirs",
@@ -87,6 +88,7 @@ __all__ = [
     "relink_over",
     "remove_leftover_view",
     "safe_unlink",
+    "source_seen",
     "sync_filesystem",
     "unhide_after_move",
     "verify_file",
@@ -2108,8 +2110,10 @@ def remove_leftover_view(
     catalog's cached one when valid, else a read.
 
     ``ViewReleased``: the view's own verdict, for good (it is not, or no longer, a redundant file
-    qbhook made). Any other refusal (a root or folder refused, the source gone or not verifying,
-    a change during the checks) or OSError may pass: the caller keeps the view for another try.
+    qbhook made). ``ViewUnproven``: its source is gone or does not verify (the view may be the last
+    copy of its content; the caller leaves it to a person). Any other refusal (a root or folder
+    refused, a change during the checks) or OSError may pass: the caller keeps the view for
+    another try.
     """
     path_s = os.fsdecode(_p(path))
     root, parts = _split_under(path, roots)
@@ -2129,11 +2133,11 @@ def remove_leftover_view(
             try:
                 kdir, kname, _kp = _open_parent(keep, tuple(roots) + tuple(keep_roots), same_fs=False)
             except (FileNotFoundError, NotADirectoryError):
-                raise UnsafeOperation(f"refusing to remove {path_s}: its source {keep} is gone") from None
+                raise ViewUnproven(f"refusing to remove {path_s}: its source {keep} is gone") from None
             with kdir:
                 kst = kdir.lstat(kname)
                 if kst is None:
-                    raise UnsafeOperation(f"refusing to remove {path_s}: its source {keep} is gone")
+                    raise ViewUnproven(f"refusing to remove {path_s}: its source {keep} is gone")
                 same = (kst.st_dev, kst.st_ino) == (st.st_dev, st.st_ino)
                 if not same:
                     if st.st_nlink != 1:
@@ -2145,7 +2149,10 @@ def remove_leftover_view(
                         )
                     problem = _check_file(kdir, kname, size, want, catalog)
                     if problem:
-                        raise VerificationFailed(f"refusing to remove {path_s}: its source does not verify: {problem}")
+                        raise ViewUnproven(
+                            f"refusing to remove {path_s}: its source {keep} does not verify: {problem}",
+                            source_seen(kst),
+                        )
         elif size or st.st_nlink != 1:
             raise ViewReleased(f"refusing to remove {path_s}: no other copy of its content is known")
         last = parent.lstat(parts[-1])
@@ -2157,6 +2164,39 @@ def remove_leftover_view(
             raise UnsafeOperation(f"refusing to remove {path_s}: it changed during the checks")
         os.unlink(parts[-1], dir_fd=parent.fd)
     return {"status": "removed", "bytes_freed": size if st.st_nlink == 1 else 0}
+
+
+def source_seen(st: os.stat_result | None) -> list[int] | None:
+    """What a leftover view's source was, as the journal keeps it for a view waiting for a person
+    (``ViewUnproven.source``): inode, size and ctime (every write, rename or new link moves
+    ctime), None when there was none. Another value later: the source changed, worth a new try."""
+    return None if st is None else [st.st_ino, st.st_size, st.st_ctime_ns]
+
+
+def look_at_leftover_view(path, *, ino: int, size: int, keep, roots, keep_roots=()) -> tuple[str, list[int] | None]:
+    """A look, acting on nothing, at a leftover view waiting for a person and at its source, by the
+    same verified walks ``remove_leftover_view`` takes: (``absent`` | ``changed`` | ``there``, its
+    source's ``source_seen``). ``changed``: another inode or size at its name. A root or folder
+    refused, an OSError: raised, the caller leaves the view as it is."""
+    root, parts = _split_under(path, roots)
+    if not parts:
+        raise UnsafeOperation(f"{os.fsdecode(_p(path))} is a configured root, not a view inside one")
+    try:
+        parent = _walk(root, parts[:-1])
+    except (FileNotFoundError, NotADirectoryError):
+        state = "absent"
+    else:
+        with parent:
+            st = parent.lstat(parts[-1])
+        state = "absent" if st is None else "there" if (st.st_ino, st.st_size) == (ino, size) else "changed"
+    if state != "there" or keep is None:
+        return state, None
+    try:
+        kdir, kname, _kp = _open_parent(keep, tuple(roots) + tuple(keep_roots), same_fs=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return state, None
+    with kdir:
+        return state, source_seen(kdir.lstat(kname))
 
 
 @dataclass(frozen=True)

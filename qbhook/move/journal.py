@@ -461,12 +461,37 @@ class Journal:
             )
             return cur.lastrowid
 
-    def leftover_views(self) -> list[tuple[int, dict]]:
-        """(step id, recorded view) of every leftover view not yet removed or released."""
+    def leftover_tracked(self) -> list[tuple[int, dict, str | None]]:
+        """(step id, recorded view, why it waits for a person or None) of every leftover view not
+        yet removed or released: one read of the steps (no index on kind: a run reads them once)."""
         rows = self.conn.execute(
-            "SELECT id, args FROM steps WHERE kind='leftover_view' AND result IS NULL ORDER BY id"
+            "SELECT id, args, error FROM steps WHERE kind='leftover_view' AND result IS NULL ORDER BY id"
         ).fetchall()
-        return [(sid, json.loads(args)) for sid, args in rows]
+        return [(sid, json.loads(args), error) for sid, args, error in rows]
+
+    def leftover_views(self) -> list[tuple[int, dict]]:
+        """(step id, recorded view) of every leftover view a run still tries to remove: tracked and
+        not waiting for a person (``leftover_waiting``)."""
+        return [(sid, view) for sid, view, why in self.leftover_tracked() if why is None]
+
+    def leftover_waiting(self) -> list[tuple[int, dict, str]]:
+        """(step id, recorded view, why) of every leftover view waiting for a person: its source was
+        gone or did not verify (``leftover_needs_person``). Still tracked (``result`` NULL)."""
+        return [(sid, view, why) for sid, view, why in self.leftover_tracked() if why is not None]
+
+    def leftover_needs_person(self, step_id: int, why: str, source: list[int] | None) -> None:
+        """Stop trying to remove this view: ``why`` goes in the step's error (``status`` and
+        ``history`` show it), what its source was (``fsops.source_seen``) in its args, so a later
+        look can tell when the source changed (``leftover_retry``)."""
+        with Tx(self.conn) as c:
+            (args,) = c.execute("SELECT args FROM steps WHERE id=?", (step_id,)).fetchone()
+            view = {**json.loads(args), "source_seen": source}
+            c.execute("UPDATE steps SET error=?, args=? WHERE id=?", (shown_or_none(why), _dumps_sorted(view), step_id))
+
+    def leftover_retry(self, step_id: int) -> None:
+        """Put a view waiting for a person back among those a run tries to remove."""
+        with Tx(self.conn) as c:
+            c.execute("UPDATE steps SET error=NULL WHERE id=?", (step_id,))
 
     def leftover_done(self, step_id: int, result: dict) -> None:
         with Tx(self.conn) as c:

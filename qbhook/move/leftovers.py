@@ -8,8 +8,17 @@ torrent of any client uses the path now. A
 client that cannot be listed postpones the cleanup (never a guess), and so does a listing that
 cannot say what is unused (no torrents at all, a torrent being moved: ``orphans.check_listing``);
 a view that changed is released (kept, and no longer tracked), never removed. A refusal that
-says nothing about the view (its root or a folder refused, its source gone or not verifying) or
-an OSError keeps it for the next run.
+says nothing about the view (its root or a folder refused, a change during the checks) or an
+OSError keeps it for the next run.
+
+A view whose source is gone or does not verify (``ViewUnproven``) may be the last copy of its
+content: it is never removed, and trying again every run only logged the same line forever.
+It waits for a person instead (``Journal.leftover_needs_person``): one warning when it is found,
+then ``status`` names it and why (a problem: exit 1, and in ``--json``), until one of them
+changes, which each run sees by a look that acts on nothing (``fsops.look_at_leftover_view``):
+the view gone or another file at its name (the person removed or replaced it) ends its tracking;
+its source back or changed (a pool mounted again, the file restored) puts it back among the
+views a run tries to remove, verified as any other.
 """
 
 from __future__ import annotations
@@ -19,12 +28,13 @@ import os
 from collections.abc import Iterable
 
 from qbhook.clients.port import ClientPort
-from qbhook.errors import OrphansRefused, QbhookError, UnsafeOperation, ViewReleased
+from qbhook.errors import OrphansRefused, QbhookError, UnsafeOperation, ViewReleased, ViewUnproven
 from qbhook.paths import is_within
 
 _log = logging.getLogger(__name__)
 
 KEPT = "kept"  # a view's result that is no verdict: still pending, tried again next run
+NEEDS_PERSON = "needs_person"  # its source is gone or does not verify: kept, not tried again (see above)
 
 
 def pending(catalog) -> list[dict]:
@@ -41,14 +51,16 @@ def remove_leftover_views(cfg, catalog, clients: Iterable[ClientPort]) -> list[d
     from qbhook.move.orphans import LEFTOVERS, check_listing, in_use, references
 
     journal = Journal(catalog.conn)
-    views = journal.leftover_views()
+    tracked = journal.leftover_tracked()
+    out, again = _look_at_waiting(cfg, journal, [(sid, v, why) for sid, v, why in tracked if why is not None])
+    views = sorted([(sid, v) for sid, v, why in tracked if why is None] + again, key=lambda sv: sv[0])
     if not views:
-        return []
+        return out
     try:
         lock = executor_lock(cfg, False).acquire()
     except QbhookError as e:
         _log.info("leftover views: %s; next time", e)
-        return []
+        return out
     try:
         try:
             refs = references(clients, LEFTOVERS)
@@ -57,19 +69,56 @@ def remove_leftover_views(cfg, catalog, clients: Iterable[ClientPort]) -> list[d
             check_listing(refs.torrents, refs.moving, LEFTOVERS)
         except OrphansRefused as e:
             _log.warning("leftover views kept for now: %s", e.message)
-            return []
-        out = []
+            return out
         # Newest first: links onto a copy go before the copy, which then has its one link left.
         for sid, v in reversed(views):
             path = os.path.normpath(v["path"])
             # In use: a torrent seeds from it now, it is no leftover.
             res = {"status": "in_use"} if in_use(path, refs) is not None else _remove_one(cfg, catalog, path, v)
-            if res["status"] != KEPT:
+            if res["status"] == NEEDS_PERSON:
+                journal.leftover_needs_person(sid, res["reason"], res.pop("source_seen"))
+            elif res["status"] != KEPT:
                 journal.leftover_done(sid, res)
             out.append({"path": path, **res})
         return out
     finally:
         lock.release()
+
+
+def _look_at_waiting(cfg, journal, waiting) -> tuple[list[dict], list[tuple[int, dict]]]:
+    """The views waiting for a person: a look at each (no lock, no client: nothing is acted on),
+    its tracking ended if it went or was replaced, back among the pending if its source changed.
+    Silent unless something changed: a view left as it was is not reported again. Returns the
+    results and the views to try again."""
+    from qbhook.move import fsops
+
+    out, again = [], []
+    for sid, v, why in waiting:
+        path = os.path.normpath(v["path"])
+        try:
+            state, source = fsops.look_at_leftover_view(
+                path,
+                ino=int(v["ino"]),
+                size=int(v["size"]),
+                keep=v.get("keep"),
+                roots=cfg.anchored_seeding_roots,
+                keep_roots=tuple(p.path for p in cfg.pools),
+            )
+        except (UnsafeOperation, OSError):
+            continue  # a root or folder refused, EIO: no news, it keeps waiting
+        if state != "there":
+            res = (
+                {"status": "absent"}
+                if state == "absent"
+                else {"status": "released", "reason": f"another file took its name while it waited ({why})"}
+            )
+            journal.leftover_done(sid, res)
+            out.append({"path": path, **res})
+        elif source != v.get("source_seen"):
+            _log.info("leftover view %s: its source changed since (%s); trying it again", path, why)
+            journal.leftover_retry(sid)
+            again.append((sid, v))
+    return out, again
 
 
 def _remove_one(cfg, catalog, path: str, v: dict) -> dict:
@@ -91,6 +140,14 @@ def _remove_one(cfg, catalog, path: str, v: dict) -> dict:
         )
     except ViewReleased as e:
         return {"status": "released", "reason": str(e)}
+    except ViewUnproven as e:
+        _log.warning(
+            "leftover view %s kept: %s; it may be the last copy of its content: `qbhook status` lists it "
+            "until you remove or move it, or its source changes",
+            path,
+            e,
+        )
+        return {"status": NEEDS_PERSON, "reason": str(e), "source_seen": e.source}
     except (UnsafeOperation, OSError) as e:
         # A root swapped for a moment, a folder refused, EIO or EMFILE: nothing about the view
         # itself. Releasing it would leave its duplicate data untracked for good.

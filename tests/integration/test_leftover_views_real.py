@@ -5,13 +5,14 @@ view that changed since is released, never removed."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
 from qbhook.sandbox.scenario import MOVIES
-from tests.integration.crash_helpers import b3, qbhook_json, wait_seeding_at, walk_files
+from tests.integration.crash_helpers import b3, journal_rows, qbhook, qbhook_json, wait_seeding_at, walk_files
 from tests.integration.test_apply_real import make_bed, run_in_process
 
 pytestmark = pytest.mark.integration
@@ -107,3 +108,31 @@ def test_a_copy_rewritten_in_place_at_the_same_size_is_released_not_removed(bed)
     assert left and all(Path(p).read_bytes() == theirs for p in left)
     _rc, status = qbhook_json(bed.cfg, "status", ok=(0, 1))
     assert status["leftover_views"] == []  # released: kept, no longer tracked
+
+
+def test_a_copy_whose_source_is_gone_waits_for_a_person_tried_once_and_kept(bed):
+    """Its content may live nowhere else now: the view was tried (and a line logged) on every run
+    forever. Now: one warning, kept, a `status` problem naming it; the next run neither tries
+    it nor logs it."""
+    sc = bed.sc
+    _roll_back_siblings_after_views(bed)
+    recorded = [
+        json.loads(a) for (a,) in journal_rows(bed.catalog, "SELECT args FROM steps WHERE kind='leftover_view'")
+    ]
+    copy = next(v for v in recorded if v["keep"].startswith(str(sc.stash)))  # a copy: its source on the stash
+    os.unlink(copy["keep"])  # its source gone: nothing proves the copy is redundant any more
+    with open(copy["path"], "rb") as f:
+        held = f.read()
+
+    first = qbhook(bed.cfg, "apply", "--yes")
+    assert first.returncode in (0, 5), first.stderr
+    assert [ln for ln in first.stderr.splitlines() if "may be the last copy" in ln and copy["path"] in ln], first.stderr
+    second = qbhook(bed.cfg, "apply", "--yes")
+    assert "leftover view" not in second.stderr, second.stderr  # not tried again, not logged again
+
+    with open(copy["path"], "rb") as f:
+        assert f.read() == held  # kept
+    _rc, st = qbhook_json(bed.cfg, "status", ok=(1,))  # a problem: it needs a person
+    assert [w["path"] for w in st["leftover_views_waiting"]] == [copy["path"]]
+    assert "is gone" in st["leftover_views_waiting"][0]["reason"] and st["leftover_views"] == []
+    assert [p for p in st["problems"] if copy["path"] in p], st["problems"]

@@ -7,6 +7,7 @@ on its own verdict; a root refused for a moment or an OSError keeps it for the n
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from types import SimpleNamespace
 
@@ -25,8 +26,8 @@ def bed(tmp_path, monkeypatch):
     cat = Catalog.open(cfg.catalog)
     view = str(next(p for p in cfg.pools if p.name == "pool").seeding_root / "tv" / "e1.mkv")
     monkeypatch.setattr(
-        "qbhook.move.journal.Journal.leftover_views",
-        lambda self: [(1, {"path": view, "ino": 7, "size": 3, "keep": None, "blake3": None})],
+        "qbhook.move.journal.Journal.leftover_tracked",
+        lambda self: [(1, {"path": view, "ino": 7, "size": 3, "keep": None, "blake3": None}, None)],
     )
     removed: list[str] = []
     monkeypatch.setattr(fsops, "remove_leftover_view", lambda path, **kw: removed.append(path) or {"status": "gone"})
@@ -70,7 +71,7 @@ def real(tmp_path, monkeypatch):
     os.link(src, view)  # a linked view: its source is the same inode
     st = os.lstat(view)
     recorded = {"path": str(view), "ino": st.st_ino, "size": 3, "keep": str(src), "blake3": b3(b"abc")}
-    monkeypatch.setattr("qbhook.move.journal.Journal.leftover_views", lambda self: [(1, dict(recorded))])
+    monkeypatch.setattr("qbhook.move.journal.Journal.leftover_tracked", lambda self: [(1, dict(recorded), None)])
     done: list[dict] = []
     monkeypatch.setattr("qbhook.move.journal.Journal.leftover_done", lambda self, sid, res: done.append(res))
     monkeypatch.setattr(orphans, "references", lambda clients, doing=orphans.LOOK: References(frozenset(), (), 3))
@@ -107,3 +108,103 @@ def test_a_view_that_is_no_longer_the_one_qbhook_made_is_released(real):
     (res,) = leftovers.remove_leftover_views(real.cfg, real.cat, [])
     assert res["status"] == "released" and "no longer the view" in res["reason"]
     assert [r["status"] for r in real.done] == ["released"] and open(real.view, "rb").read() == b"new"  # noqa: SIM115
+
+
+# --------------------------------------------------------------------------- a view whose source is gone
+
+
+@pytest.fixture
+def unproven(tmp_path, monkeypatch):
+    """A copy view (its one link) on the pool's seeding root whose source is gone, journaled for
+    real; every try of the checked removal counted."""
+    from qbhook.move.journal import Journal
+
+    cfg = seeded_config(tmp_path)
+    cat = Catalog.open(cfg.catalog)
+    seed = next(p for p in cfg.pools if p.name == "pool").seeding_root
+    view = write(seed / "tv/e1.mkv", b"abc")
+    src = next(p for p in cfg.pools if p.name == "stash").path / "media/e1.mkv"  # never written: gone
+    st = os.lstat(view)
+    journal = Journal(cat.conn)
+    run = journal.start_run({}, "test")
+    facts = {"ino": st.st_ino, "size": 3, "keep": str(src), "blake3": b3(b"abc"), "ctime_ns": st.st_ctime_ns}
+    journal.record_leftover(run, "g1", {"path": str(view), **facts})
+    monkeypatch.setattr(orphans, "references", lambda clients, doing=orphans.LOOK: References(frozenset(), (), 3))
+    tries: list[str] = []
+    real = fsops.remove_leftover_view
+    monkeypatch.setattr(fsops, "remove_leftover_view", lambda path, **kw: tries.append(path) or real(path, **kw))
+    yield SimpleNamespace(cfg=cfg, cat=cat, journal=journal, view=view, src=src, tries=tries)
+    cat.close()
+
+
+def _run(u, caplog) -> tuple[list[dict], list[str]]:
+    """One run's leftover cleanup: its results and the lines it logged."""
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="qbhook.move.leftovers"):
+        out = leftovers.remove_leftover_views(u.cfg, u.cat, [])
+    return out, [r.getMessage() for r in caplog.records]
+
+
+def test_a_view_whose_source_is_gone_waits_for_a_person_instead_of_being_tried_every_run(unproven, caplog):
+    """It was tried (and logged) on every run forever: nothing can ever prove its content lives
+    elsewhere. Now one warning, then it waits, kept, and `status` names it as a problem."""
+    from qbhook.events.status import report
+
+    u = unproven
+    (res,), logged = _run(u, caplog)
+    assert res["status"] == leftovers.NEEDS_PERSON and f"its source {u.src} is gone" in res["reason"]
+    assert len(logged) == 1 and "may be the last copy" in logged[0]
+    for _ in range(3):
+        assert _run(u, caplog) == ([], [])  # not tried, not logged
+    assert u.tries == [str(u.view)] and u.view.read_bytes() == b"abc"  # tried once, kept
+    data = report(u.cfg, u.cat)
+    assert data["leftover_views"] == []
+    assert data["leftover_views_waiting"] == [{"path": str(u.view), "reason": res["reason"]}]
+    assert [p for p in data["problems"] if "leftover view" in p] == [
+        f"leftover view kept, maybe the last copy of its content: {res['reason']} "
+        "(remove or move it yourself once you know)"
+    ]
+
+
+def test_a_waiting_view_the_person_removed_is_no_longer_tracked(unproven, caplog):
+    from qbhook.events.status import report
+
+    u = unproven
+    _run(u, caplog)
+    os.unlink(u.view)
+    assert _run(u, caplog)[0] == [{"path": str(u.view), "status": "absent"}]
+    assert u.journal.leftover_waiting() == [] and u.journal.leftover_views() == []
+    assert report(u.cfg, u.cat)["leftover_views_waiting"] == []
+
+
+def test_a_waiting_view_replaced_by_another_file_is_released_never_removed(unproven, caplog):
+    u = unproven
+    _run(u, caplog)
+    os.unlink(u.view)
+    write(u.view, b"mine")
+    ((res,), _logged) = _run(u, caplog)
+    assert res["status"] == "released" and res["reason"].startswith("another file took its name")
+    assert u.view.read_bytes() == b"mine"
+    assert u.journal.leftover_waiting() == [] and len(u.tries) == 1
+
+
+def test_a_waiting_view_is_tried_again_once_its_source_is_back(unproven, caplog):
+    """A pool mounted again, the file restored: the source changed, so the view is verified anew
+    (and removed, its content living in the source again)."""
+    u = unproven
+    _run(u, caplog)
+    write(u.src, b"abc")
+    ((res,), _logged) = _run(u, caplog)
+    assert res["status"] == "removed" and not u.view.exists() and u.src.read_bytes() == b"abc"
+    assert len(u.tries) == 2 and u.journal.leftover_waiting() == []
+
+
+def test_a_source_that_does_not_verify_waits_until_it_changes(unproven, caplog):
+    u = unproven
+    write(u.src, b"xyz")  # same size, other content: the view may hold the only "abc"
+    (res,), _logged = _run(u, caplog)
+    assert res["status"] == leftovers.NEEDS_PERSON and "does not verify" in res["reason"]
+    assert _run(u, caplog) == ([], []) and u.view.read_bytes() == b"abc"
+    write(u.src, b"abc")  # rewritten (a new ctime): worth a new try
+    ((res,), _logged) = _run(u, caplog)
+    assert res["status"] == "removed" and len(u.tries) == 2
