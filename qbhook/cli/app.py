@@ -56,13 +56,13 @@ class App:
     def open_catalog(self, *, writes: bool):
         """The command's catalog. ``writes``: the command puts something of its own in it: a scan
         (scan; plan, explain, dupes and a dry-run apply unless ``--no-scan``: with no catalog
-        they scan first), a run (every ``--yes``, resume, sweep), events (hook, serve); only
-        then is one made if there is none. A command that only reads (status, history, queue,
-        find, torrents, ``--no-scan``...) makes none: CatalogMissing (one line,
-        ExitCode.NO_INPUT), neither file nor folder made, so a command run before the first
-        scan, with the pools not mounted or ``catalog:`` mistyped does not leave an empty
-        catalog that answers "nothing" later as if it were the real one. Called before anything
-        else opens the catalog; ``catalog`` then returns this one."""
+        they scan first), a run (every ``--yes``, resume, sweep), events (hook, serve), the
+        totals of ``orphans``; only then is one made if there is none. A command that only
+        reads (status, history, queue, find, torrents, ``--no-scan``...) makes none:
+        CatalogMissing (one line, ExitCode.NO_INPUT), neither file nor folder made, so a command
+        run before the first scan, with the pools not mounted or ``catalog:`` mistyped does not
+        leave an empty catalog that answers "nothing" later as if it were the real one. Called
+        before anything else opens the catalog; ``catalog`` then returns this one."""
         if self._catalog is None:
             from qbhook.catalog.store import Catalog
 

@@ -49,7 +49,8 @@ def orphans(app: App, quarantine, yes):
         if res.failed:
             raise SystemExit(ExitCode.FAILURE)
         return
-    report = orph.find_orphans(cfg, app.clients, catalog=_catalog_if_any(app))
+    # It records its totals for `status` (move.orphans.record): it writes, so it makes a catalog.
+    report = orph.find_orphans(cfg, app.clients, catalog=app.catalog)
     data = report.as_dict()
     data["dry_run"] = True
 
@@ -74,17 +75,6 @@ def orphans(app: App, quarantine, yes):
             echo_shown("dry run: add --yes to move the reclaimable ones into holding", err=True)
 
     app.emit(data, human)
-
-
-def _catalog_if_any(app: App):
-    """The catalog the listing records its totals in (for ``status``), None if there is none yet:
-    the listing itself needs none, and a catalog made only to hold them would be an empty one."""
-    from qbhook.errors import CatalogMissing
-
-    try:
-        return app.open_catalog(writes=False)
-    except CatalogMissing:
-        return None
 
 
 @main.command()
