@@ -368,6 +368,29 @@ class Catalog:
                 out[r[0]] = r[1:]
         return out
 
+    def inode_keys_at(self, paths: list[bytes]) -> dict[bytes, tuple[str, int]]:
+        """path -> (fsid, ino) of the inode catalogued at it; a path not catalogued is absent. 500 per query."""
+        out: dict[bytes, tuple[str, int]] = {}
+        for i in range(0, len(paths), 500):
+            chunk = paths[i : i + 500]
+            for path, fs, ino in self.conn.execute(
+                "SELECT p.path, i.fs, i.ino FROM paths p JOIN inodes i ON i.id = p.inode "
+                f"WHERE p.path IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ):
+                out[path] = (self.fsid(fs), ino)
+        return out
+
+    def inode_mtimes(self, inode_ids: Iterable[int]) -> dict[int, int]:
+        """inode id -> its catalogued mtime (ns), 500 ids per query."""
+        ids = list(inode_ids)
+        out: dict[int, int] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update(self.conn.execute(f"SELECT id, mtime_ns FROM inodes WHERE id IN ({marks})", chunk))
+        return out
+
     def pool_has_paths(self, pool: str) -> bool:
         return self.conn.execute("SELECT 1 FROM paths WHERE pool = ? LIMIT 1", (pool,)).fetchone() is not None
 

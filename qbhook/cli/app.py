@@ -227,6 +227,10 @@ COMMANDS = {
     "apply": ("apply", "Plan, then (with --yes) move payload groups between the pools."),
     "resume": ("apply", "Finish runs that crashed or were interrupted, re-checking the step that was in flight."),
     "history": ("apply", "Past runs from the journal (newest first), or one run's steps."),
+    "converge": (
+        "apply",
+        "Relink seeding files that duplicate another inode on their dataset onto it, in one pass.",
+    ),
     "scan": ("catalog", "Incrementally scan POOLS (default: all) into the catalog."),
     "dupes": (
         "catalog",

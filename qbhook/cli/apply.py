@@ -1,4 +1,5 @@
-"""``qbhook apply``, ``qbhook resume`` and ``qbhook history``: carry out plans, finish them, look back.
+"""``qbhook apply``, ``qbhook converge``, ``qbhook resume`` and ``qbhook history``: carry out plans,
+finish them, look back.
 
 ``apply`` is a dry run unless ``--yes`` is given (lesson 4: a plan is shown before
 anything happens). Exit codes: 0 ok, 5 a group failed (safely: rolled back or
@@ -79,6 +80,49 @@ def apply(app: App, yes, group_ids, hashes, scan, wait, plan_file):
     note = catalog_note(app, done.planned.catalog_use)
     summary = done.summary
     app.emit({**summary.to_dict(), **note}, lambda d: _print_summary(summary))
+    sys.exit(summary.exit_code)
+
+
+@main.command()
+@click.option("--yes", is_flag=True, help="Really do it. Without --yes: print the steps, change nothing.")
+@click.option(
+    "--scan/--no-scan",
+    "scan",
+    default=None,
+    help="Scan the pools first, or use the catalog as is. Default: scan when the last full scan is "
+    "older than scan.max_age.",
+)
+@wait_option()
+@pass_app
+def converge(app: App, yes, scan, wait):
+    """Relink seeding files that duplicate another inode on their dataset onto it, in one pass.
+
+    What `apply` does for the converge groups of a plan, for every group at once, over the
+    catalog's duplicate sets: a library's inode is kept first, only names inside seeding roots
+    are replaced, each re-checked (inode, size, content) right before its atomic rename. No
+    torrent is relocated or rechecked. Exit codes as `apply`: 0 ok, 5 a group failed, 75 busy.
+
+    Example: qbhook converge && qbhook converge --yes
+    """
+    from qbhook.move.run import apply_converged
+
+    done = apply_converged(
+        app.cfg, app.catalog, app.clients, app.executor(wait), scan=scan, dry_run=not yes, progress=app.progress()
+    )
+    run = done.planned
+    note = catalog_note(app, run.catalog_use)
+    summary = done.summary
+    counts = {"duplicate_sets": run.duplicate_sets, "torrents": run.torrents}
+
+    def human(_d):
+        if not app.as_json:
+            echo_shown(
+                f"qbhook: {run.duplicate_sets} duplicate set(s) in the catalog, {run.torrents} torrent(s) listed",
+                err=True,
+            )
+        _print_summary(summary)
+
+    app.emit({**summary.to_dict(), **counts, **note}, human)
     sys.exit(summary.exit_code)
 
 

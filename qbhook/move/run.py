@@ -1,10 +1,11 @@
-"""Carrying out a plan, in one order for every caller: ``apply``, ``apply --plan`` and the sweep.
+"""Carrying out a plan, in one order for every caller: ``apply``, ``apply --plan``, ``converge`` and the sweep.
 
 1. Unless it is a dry run, leftover views a rolled-back group left behind are removed first
    (each verified, ``move.leftovers``), so the plan is made from the pools as they are.
-2. The plan source makes the plan: a fresh plan of the asked groups (``apply``), a saved plan
-   re-validated against fresh facts (``apply --plan``), the sweep's re-plan. It returns what its
-   caller reports and the plan to apply, or None when there is nothing to apply.
+2. The plan source makes the plan: a fresh plan of the asked groups (``apply``), the convergence
+   pass's plan (``converge``), a saved plan re-validated against fresh facts (``apply --plan``),
+   the sweep's re-plan. It returns what its caller reports and the plan to apply, or None when
+   there is nothing to apply.
 3. The executor applies that plan (journal first; a dry run says what would run).
 
 Command modules and the sweep call this instead of chaining the steps themselves: before,
@@ -68,6 +69,18 @@ def apply_planned(
     return run_apply(
         cfg, catalog, clients, executor, source, dry_run=dry_run, trigger="cli", group_ids=list(group_ids) or None
     )
+
+
+def apply_converged(cfg, catalog, clients, executor, *, scan=None, dry_run: bool, progress=None) -> Applied:
+    """``qbhook converge``: the set-based convergence pass (``decide.converge_pass``), applied.
+    ``planned`` is the ``ConvergeRun``."""
+    from qbhook.decide.converge_pass import plan_convergence
+
+    def source():
+        run = plan_convergence(cfg, catalog, clients, scan=scan, progress=progress)
+        return run, run.plan
+
+    return run_apply(cfg, catalog, clients, executor, source, dry_run=dry_run, trigger="converge")
 
 
 def apply_saved(

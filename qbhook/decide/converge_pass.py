@@ -1,0 +1,228 @@
+"""Same-pool convergence as one pass over the catalog's duplicate sets: ``qbhook converge``.
+
+The planner converges group by group, on a snapshot that lstat-s every torrent file and every
+known link of its inode, because it also decides moves, and a move rests on "no link outside
+the seeding tree", which a stale catalog could fake. A pass that only converges needs much
+less, and does its work set by set instead of group by group:
+
+1. the catalog made current (``planning.ready_catalog``: a scan unless a recent one is on record);
+2. the content index from the catalog (``catalog.dupes.find_duplicates``: sizes that collide,
+   a partial hash, then BLAKE3 of what still collides, each cached per inode), one set per
+   content held by two or more inodes;
+3. the clients' torrents, each file placed on its inode through the catalog's paths (one
+   query, no lstat), and grouped into payload groups (``decide.grouping``);
+4. for each group that uses an inode of a set, ``decide.converge.plan_group``: the rules of a
+   convergence (which inode is kept, which may be replaced, which must wait) have one home,
+   and this pass hands them facts of the same shape as the snapshot does;
+5. the executor carries out the ``converge`` steps, in batches, journaled first.
+
+Why facts from the catalog are enough for a convergence, and not for a move: a convergence
+never deletes content and never touches a name outside the seeding roots. Right before each
+rename the executor re-checks, through folders walked from the pool root (``fsops.Relinker``),
+that the seeding name still is the planned inode (filesystem, inode, size, mtime), that both
+ends still have the planned content, and that both are on one filesystem. A stale row can
+therefore only make a step refused (the file changed: re-plan) or free fewer bytes than said
+(a link made since the scan keeps the replaced inode alive); it cannot replace a library's
+name or lose the last copy of a content: a relink replaces a name by a link of the same bytes.
+
+``policy.converge: false`` makes the pass a report (each group says what it would free, no step).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from qbhook.catalog.dupes import DupeSet, find_duplicates
+from qbhook.catalog.identity import group_id
+from qbhook.catalog.store import Catalog
+from qbhook.clients.port import BatchListing, ClientPort
+from qbhook.config import Config
+from qbhook.decide import converge
+from qbhook.decide.facts import FileFact, InodeFact, InodeKey, PoolFact, Snapshot, TorrentFact, split_links
+from qbhook.decide.grouping import payload_groups
+from qbhook.decide.heap import collector_paused
+from qbhook.decide.plan import Action, GroupPlan, Plan
+from qbhook.decide.planning import CatalogUse, ready_catalog
+from qbhook.errors import PathMapError
+from qbhook.paths import normalize, root_holding
+from qbhook.progress import Progress
+
+
+@dataclass(frozen=True)
+class ConvergeRun:
+    """What ``qbhook converge`` decided on: the plan (converge groups only), what the catalog rested
+    on, and how many duplicate sets the catalog holds (most may be a library's own copies, which
+    are never replaced)."""
+
+    plan: Plan
+    catalog_use: CatalogUse
+    duplicate_sets: int
+    torrents: int  # torrents listed by the clients
+
+
+def plan_convergence(
+    cfg: Config,
+    catalog: Catalog,
+    clients: Iterable[ClientPort],
+    *,
+    scan: bool | None = None,
+    progress: Progress | None = None,
+    now: float | None = None,
+) -> ConvergeRun:
+    """Steps 1-4 of the module docstring: the converge plan of every group that has something to converge."""
+    use = ready_catalog(cfg, catalog, targeted=False, scan=scan, progress=progress)
+    sets = find_duplicates(catalog, settle_seconds=cfg.scan.settle_seconds, progress=progress)
+    torrents = _torrent_facts(catalog, list(clients))
+    mtimes = catalog.inode_mtimes(c.inode_id for s in sets for c in s.copies)
+    with collector_paused():  # many small long-lived facts, no cycles (decide.heap)
+        snap = convergence_snapshot(sets, torrents, _pools(cfg), mtimes, time.time() if now is None else now)
+        plan = convergence_plan(snap, cfg.policy.converge)
+    return ConvergeRun(plan, use, len(sets), len(torrents))
+
+
+def convergence_snapshot(
+    sets: Iterable[DupeSet],
+    torrents: Iterable[TorrentFact],
+    pools: tuple[PoolFact, ...],
+    mtimes: dict[int, int],
+    now: float,
+) -> Snapshot:
+    """The facts ``converge.plan_group`` reads, for the inodes of ``sets`` only. No I/O.
+
+    An inode's links are split at the seeding roots as the snapshot splits them
+    (``facts.split_links``); its link count is the catalog's (``mtimes``: inode id -> mtime, the
+    catalog's too), both from the last scan.
+    """
+    roots = [p.seeding_root for p in pools] + list(_more_roots(pools))
+    inodes: dict[InodeKey, InodeFact] = {}
+    content: dict = {}
+    for s in sets:
+        keys = []
+        for c in s.copies:
+            seeding, other = split_links(c.paths, roots)
+            fact = InodeFact(
+                fsid=c.fsid,
+                ino=c.ino,
+                size=s.size,
+                nlink=c.nlink,
+                blake3=s.hash,
+                seeding_paths=tuple(sys.intern(p) for p in seeding),
+                other_paths=tuple(sys.intern(p) for p in other),
+                mtime_ns=mtimes.get(c.inode_id, 0),
+            )
+            inodes[fact.key] = fact
+            keys.append(fact.key)
+        content[(s.size, s.hash)] = tuple(keys)
+    return Snapshot(torrents=tuple(torrents), inodes=inodes, pools=pools, content=content, now=now)
+
+
+def convergence_plan(snap: Snapshot, enabled: bool = True) -> Plan:
+    """A ``converge`` group for every payload group with a duplicate to replace (``converge.plan_group``),
+    in group order; with ``enabled`` False each says what it would free and has no step."""
+    root_of = root_holding(tuple(p.seeding_root for p in snap.pools) + _more_roots(snap.pools))
+    pool_of_root = {p.seeding_root: p.name for p in snap.pools} | {
+        r: p.name for p in snap.pools for r in p.more_seeding_roots
+    }
+    plans = []
+    inodes = snap.inodes
+    for group in payload_groups(snap.torrents):
+        if not any(f.inode in inodes for t in group for f in t.files if f.inode is not None):
+            continue  # no file of this group is one of the duplicates: nothing to look at
+        conv = converge.plan_group(snap, group)
+        if conv is None:
+            continue
+        root = root_of(conv.steps[0].path)
+        gp = GroupPlan(
+            group_id=group_id(t.hash for t in group),
+            torrents=[t.hash for t in group],
+            names=[t.name for t in group],
+            action=Action.STAY,
+            reason="",
+            source_pool=pool_of_root.get(root) if root else None,
+        )
+        if enabled:
+            converge.apply_to(gp, conv, "")
+        else:
+            converge.report_only(gp, conv)
+        plans.append(gp)
+    return Plan(groups=plans, created_at=snap.now)
+
+
+def _more_roots(pools: tuple[PoolFact, ...]) -> tuple[str, ...]:
+    return tuple(r for p in pools for r in p.more_seeding_roots)
+
+
+def _pools(cfg: Config) -> tuple[PoolFact, ...]:
+    # Only names and roots matter to a convergence (its steps never leave their filesystem):
+    # no free space, no fsid is read here, so a pool's root is not opened for them.
+    return tuple(
+        PoolFact(
+            name=p.name,
+            role=p.role,
+            path=str(p.path),
+            seeding_root=str(p.seeding_root),
+            seeding_fsid="",
+            free_bytes=0,
+            more_seeding_roots=tuple(str(r) for r in p.more_seeding_roots),
+        )
+        for p in cfg.pools
+    )
+
+
+def _torrent_facts(catalog: Catalog, clients: list[ClientPort]) -> list[TorrentFact]:
+    """Every torrent of every client, each file placed on the inode the catalog knows at its path
+    (None: not catalogued, e.g. under a symlinked folder, which the scan never follows)."""
+    listed = []
+    for c in clients:
+        if isinstance(c, BatchListing):
+            listed.extend(c.torrents_with_files())
+        else:
+            listed.extend((t, c.files(t.hash)) for t in c.torrents())
+    paths = [[_joined(t.save_path, f.name) for f in files] for t, files in listed]
+    where = catalog.inode_keys_at([os.fsencode(p) for ps in paths for p in ps])
+    out = []
+    for (t, files), ps in zip(listed, paths, strict=True):
+        facts = tuple(
+            FileFact(
+                index=f.index,
+                rel=f.name,
+                size=f.size,
+                path=p,
+                inode=where.get(os.fsencode(p)),
+                priority=f.priority,
+                progress=f.progress,
+            )
+            for f, p in zip(files, ps, strict=True)
+        )
+        out.append(
+            TorrentFact(
+                hash=t.hash,
+                instance=t.instance,
+                name=t.name,
+                state=t.state,
+                progress=t.progress,
+                save_path=t.save_path,
+                files=facts,
+                category=t.category or "",
+                tags=frozenset(t.tags),
+                auto_tmm=bool(t.auto_tmm),
+                download_path=t.download_path or "",
+                completion_on=float(t.completion_on or 0),
+            )
+        )
+    return out
+
+
+def _joined(save_path: str, name: str) -> str:
+    # The snapshot's spelling of a torrent file (``snapshot._canonical``): one that cannot be made
+    # canonical (relative, ``..``) stays as given, matches no catalogued path and is never replaced.
+    p = posixpath.join(save_path, name)
+    try:
+        return sys.intern(normalize(p))
+    except PathMapError:
+        return p

@@ -1,0 +1,197 @@
+"""The set-based convergence pass (qbhook/decide/converge_pass.py, ``qbhook converge``).
+
+Its rules are ``decide.converge``'s (guarded by test_converge.py and
+test_converge_properties.py); what is tested here is that the pass hands them the facts the
+snapshot would: over random worlds it plans every convergence the planner plans (and the
+planner only converges groups that stay), and everything it plans is safe; on real files
+through the catalog and the executor, it does the same relinks as the planner and is done
+after one run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from hypothesis import HealthCheck, given, settings
+
+import tests.unit.test_planner_properties as base
+from qbhook.catalog.dupes import Copy, DupeSet
+from qbhook.config import PolicyConfig
+from qbhook.decide.converge_pass import convergence_plan, convergence_snapshot, plan_convergence
+from qbhook.decide.planner import make_plan
+from tests.helpers import write
+from tests.unit import test_executor as te
+from tests.unit.test_converge_properties import _inside_seeding, _relink, dup_worlds
+from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
+from tests.unit.world import World
+
+
+def _pass_snapshot(w: World):
+    """The pass's facts of world ``w``: its duplicate sets as the catalog's dupes finds them
+    (contents held by two or more inodes with a path), its torrents as listed."""
+    snap = w.snapshot()
+    by_content: dict = {}
+    for key, i in w.inodes.items():
+        if i["paths"]:
+            by_content.setdefault((i["size"], i["content"]), []).append(key)
+    sets, mtimes = [], {}
+    for n, ((size, _c), keys) in enumerate(sorted(by_content.items())):
+        if len(keys) < 2:
+            continue
+        copies = []
+        for m, key in enumerate(sorted(keys)):
+            fact = snap.inodes[key]
+            inode_id = n * 1000 + m
+            mtimes[inode_id] = fact.mtime_ns
+            copies.append(Copy(inode_id, key[0], key[1], fact.nlink, [], sorted(w.inodes[key]["paths"])))
+        sets.append(DupeSet(size, snap.inodes[keys[0]].blake3, copies))
+    return convergence_snapshot(sets, snap.torrents, snap.pools, mtimes, snap.now)
+
+
+def _steps(plan) -> set:
+    return {
+        (s.args["path"], s.args["fsid"], s.args["ino"], s.args["keep"]["fsid"], s.args["keep"]["ino"])
+        for g in plan.groups
+        if g.action == "converge"
+        for s in g.steps
+    }
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dup_worlds())
+def test_the_pass_plans_every_convergence_the_planner_plans_and_only_safe_ones(w):
+    planned = make_plan(w.snapshot(), PolicyConfig())
+    plan = convergence_plan(_pass_snapshot(w))
+    assert _steps(planned) <= _steps(plan)
+    assert all(g.action == "converge" and g.steps for g in plan.groups)
+
+    library_before = {p: k for p, k in w.paths.items() if not _inside_seeding(p)}
+    contents_before = {base._content(w, k) for k in w.inodes if w.inodes[k]["paths"]}
+    for g in plan.groups:
+        victims = {(s.args["fsid"], s.args["ino"]) for s in g.steps}
+        for s in g.steps:
+            _relink(w, s.args)  # asserts: inside the seeding roots, same dataset, same content, no library inode
+        assert all(not w.inodes[k]["paths"] for k in victims)
+        assert g.bytes_freed == sum(w.inodes[k]["size"] for k in victims)
+    assert {p: w.paths.get(p) for p in library_before} == library_before, "a library file changed"
+    assert {base._content(w, k) for k in w.inodes if w.inodes[k]["paths"]} == contents_before
+
+
+def test_the_property_sees_the_pass_converge_more_than_the_planner():
+    """Over the worlds above the pass converges in some (else the property proves nothing), and in
+    some converges groups the planner does not (groups that move: converging first frees the same)."""
+    seen = []
+
+    @settings(max_examples=200, deadline=None, database=None)
+    @given(dup_worlds())
+    def count(w):
+        ours, theirs = _steps(convergence_plan(_pass_snapshot(w))), _steps(make_plan(w.snapshot(), PolicyConfig()))
+        seen.append((bool(ours), ours > theirs))
+
+    count()
+    assert sum(a for a, _ in seen) >= 10 and sum(b for _, b in seen) >= 1, seen
+
+
+def test_policy_converge_false_makes_the_pass_a_report():
+    w = World()
+    w.payload(base.S + "/movies", {"Film/film.mkv": "F"})
+    w.file(base.LIB + "/Film (2021)/Film (2021).mkv", "F")
+    w.torrent("a" * 40, base.S + "/movies", ["Film/film.mkv"])
+    (g,) = convergence_plan(_pass_snapshot(w), enabled=False).groups
+    assert g.action == "stay" and not g.steps and "would converge 1 duplicate inode(s)" in g.reason
+    (g,) = convergence_plan(_pass_snapshot(w)).groups
+    assert g.action == "converge" and len(g.steps) == 1 and g.source_pool == "stash"
+
+
+def test_a_file_a_torrent_still_writes_is_left_to_a_later_pass():
+    w = World()
+    w.payload(base.S + "/movies", {"Film/film.mkv": "F"})
+    w.file(base.LIB + "/Film (2021)/Film (2021).mkv", "F")
+    w.torrent("a" * 40, base.S + "/movies", ["Film/film.mkv"])
+    w.torrent("b" * 40, base.S + "/movies", ["Film/film.mkv"], state="downloading", progress=0.5)
+    assert convergence_plan(_pass_snapshot(w)).groups == []
+
+
+# --------------------------------------------------------------------------- real files
+
+
+def _library_copy(w):
+    """An *arr import's copy of the world's movie in the library, the two cross-seeded torrents
+    complete and settled; the pools scanned. Returns (library path, its lstat, the seeding paths)."""
+    from qbhook.catalog.scan import scan_pool
+
+    movie = te.FILES[0][1]
+    lib = write(w.stash / "media/Movie (2020)/Movie (2020).mkv", movie)
+    seeding = sorted(os.path.join(w.save(h, "stash"), "Movie.2020/movie.mkv") for h in (te.H1, te.H2))
+    for t in w.qbt.t.values():
+        t.download_path = ""
+    old = 1_600_000_000 * 10**9  # settled: an hour-old default settle time is long past
+    for p in [lib, *seeding]:
+        os.utime(p, ns=(old, old))
+    for p in w.cfg.pools:
+        scan_pool(w.cat, p, w.cfg.scan)
+    return lib, os.lstat(lib), seeding
+
+
+def test_the_pass_relinks_what_the_planner_would_through_the_executor_and_is_then_done(tmpfs, tmp_path):  # noqa: F811
+    from qbhook.decide.snapshot import build_snapshot
+    from qbhook.move.run import apply_converged
+
+    w = te._make_world(tmpfs, tmp_path)
+    try:
+        lib, lib_before, seeding = _library_copy(w)
+        planner = make_plan(build_snapshot(w.cfg, w.cat, [w.qbt]), w.cfg.policy)
+        run = plan_convergence(w.cfg, w.cat, [w.qbt], scan=False)
+        assert _steps(run.plan) == _steps(planner) and len(_steps(run.plan)) == 2
+        (g,) = run.plan.groups
+        assert g.group_id == planner.groups[0].group_id and g.bytes_freed == len(te.FILES[0][1])
+
+        dry = apply_converged(w.cfg, w.cat, [w.qbt], w.executor(), scan=False, dry_run=True)
+        assert dry.summary.dry_run and w.journal.runs() == []
+        assert {os.lstat(p).st_ino for p in seeding} != {lib_before.st_ino}
+
+        done = apply_converged(w.cfg, w.cat, [w.qbt], w.executor(), scan=False, dry_run=False)
+        s = done.summary
+        assert s.status == "done" and s.bytes_freed == len(te.FILES[0][1]) and s.torrents_relocated == 0
+        assert [(x.kind, x.status) for x in w.journal.steps(s.run_id)] == [("converge", "done")] * 2
+        assert {os.lstat(p).st_ino for p in seeding} == {lib_before.st_ino}
+        after = os.lstat(lib)
+        assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+            lib_before.st_ino,
+            lib_before.st_size,
+            lib_before.st_mtime_ns,
+        )
+        assert not [c for c in w.qbt.calls if c[0] in ("set_location", "stop", "recheck")]
+
+        again = apply_converged(w.cfg, w.cat, [w.qbt], w.executor(), scan=True, dry_run=False)
+        assert again.planned.plan.groups == [] and not again.summary.groups
+    finally:
+        w.cat.close()
+
+
+def test_cli_converge_is_a_dry_run_until_yes(tmpfs, tmp_path, monkeypatch):  # noqa: F811
+    from click.testing import CliRunner
+
+    from qbhook import cli as cli_mod
+    from qbhook.cli import main
+    from qbhook.clients.registry import Clients
+
+    w = te._make_world(tmpfs, tmp_path)
+    try:
+        _lib, lib_before, seeding = _library_copy(w)
+        cfg = te._cli_env(w, tmp_path, monkeypatch, None)
+        monkeypatch.setattr(cli_mod.App, "clients", property(lambda self: Clients([w.qbt])))
+        r = CliRunner().invoke(main, ["--config", cfg, "converge", "--no-scan"])
+        assert r.exit_code == 0, r.output
+        assert "dry run: nothing changed" in r.output and "converge" in r.output and seeding[0] in r.output
+        assert {os.lstat(p).st_ino for p in seeding} != {lib_before.st_ino}
+
+        r = CliRunner().invoke(main, ["--config", cfg, "--json", "converge", "--yes", "--no-scan"])
+        assert r.exit_code == 0, r.output
+        data = json.loads(r.output)
+        assert data["bytes_freed"] == len(te.FILES[0][1]) and data["duplicate_sets"] >= 1
+        assert data["catalog"]["source"] == "as-is"
+        assert {os.lstat(p).st_ino for p in seeding} == {lib_before.st_ino}
+    finally:
+        w.cat.close()
