@@ -225,10 +225,12 @@ def _collector_clock():
     return lambda: spent[0]
 
 
-def driver(config: str, n: int, prof=None, prof_before=None, sizes: str | None = None) -> None:
+def driver(config: str, n: int, prof=None, prof_before=None, sizes: str | None = None, set_pass: bool = False) -> None:
     """One whole convergence in this process; ``prof``: a profiler enabled around the apply phase,
     ``prof_before``: another around scan, snapshot and plan; ``sizes``: a JSON file of the
-    seeding files' sizes for the stub client (``seeding_sizes``)."""
+    seeding files' sizes for the stub client (``seeding_sizes``); ``set_pass``: ``qbhook converge``'s
+    set-based pass (``decide.converge_pass.plan_convergence`` after the scan, timed as "snapshot";
+    its "plan" phase is then only the executor's construction) instead of snapshot + make_plan."""
     from qbhook.catalog.scan import scan_pool
     from qbhook.catalog.store import Catalog
     from qbhook.config import load_config
@@ -249,9 +251,15 @@ def driver(config: str, n: int, prof=None, prof_before=None, sizes: str | None =
     t["scan"], cpu["scan"], gcs["scan"] = time.perf_counter(), time.process_time(), gc_total()
     listed = json.loads(Path(sizes).read_text()) if sizes else None
     client = StubClient(Path(next(p.seeding_root for p in cfg.pools if p.role == "primary")), n, listed)
-    snap = build_snapshot(cfg, cat, [client])
-    t["snapshot"], cpu["snapshot"], gcs["snapshot"] = time.perf_counter(), time.process_time(), gc_total()
-    plan = make_plan(snap, cfg.policy)
+    if set_pass:
+        from qbhook.decide.converge_pass import plan_convergence
+
+        plan = plan_convergence(cfg, cat, [client], scan=False).plan
+        t["snapshot"], cpu["snapshot"], gcs["snapshot"] = time.perf_counter(), time.process_time(), gc_total()
+    else:
+        snap = build_snapshot(cfg, cat, [client])
+        t["snapshot"], cpu["snapshot"], gcs["snapshot"] = time.perf_counter(), time.process_time(), gc_total()
+        plan = make_plan(snap, cfg.policy)
     ex = build_executor(cfg, cat, {client.name: client})
     t["plan"], cpu["plan"], gcs["plan"] = time.perf_counter(), time.process_time(), gc_total()
     if prof_before is not None:
@@ -425,6 +433,9 @@ def bytecode_env(base: Path, trees: list[str]) -> dict:
     return env
 
 
+SET_PASS = [False]  # --pass: this checkout's qbhook runs the set-based pass (a compared checkout never)
+
+
 def run_qbhook(
     base: Path, pool: Path, n: int, dup_bytes: int, label: str, code: str | None = None, env: dict | None = None
 ) -> dict:
@@ -435,7 +446,8 @@ def run_qbhook(
     sizes.write_text(json.dumps(seeding_sizes(pool, n)))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--driver", str(cfg), "-n", str(n), "--sizes", str(sizes)]
     c0 = _children_cpu()
-    q = run_rss(cmd + (["--code", code] if code else []), stdout_path=str(base / f"driver-{label}.json"), env=env)
+    cmd += ["--code", code] if code else (["--pass"] if SET_PASS[0] else [])
+    q = run_rss(cmd, stdout_path=str(base / f"driver-{label}.json"), env=env)
     q_cpu = _children_cpu() - c0
     out = json.loads(q.stdout)
     assert out["status"] == "done" and not out["failed"], out
@@ -692,6 +704,13 @@ def main() -> int:
         action="store_true",
         help="no qbhook: jdupes, the floor and the safe floor (one core, two cores) in alternating order per round",
     )
+    ap.add_argument(
+        "--pass",
+        dest="set_pass",
+        action="store_true",
+        help="this checkout's qbhook converges with the set-based pass (qbhook converge); --compare TREE keeps "
+        "TREE's per-group snapshot + plan",
+    )
     ap.add_argument("--driver", help=argparse.SUPPRESS)
     ap.add_argument("--sizes", help=argparse.SUPPRESS)
     ap.add_argument("--code", help=argparse.SUPPRESS)
@@ -699,7 +718,7 @@ def main() -> int:
     if args.driver:
         if args.code:  # before any qbhook import: the other checkout's package shadows this one
             sys.path.insert(0, os.path.abspath(args.code))
-        driver(args.driver, args.n, sizes=args.sizes)
+        driver(args.driver, args.n, sizes=args.sizes, set_pass=args.set_pass)
         return 0
     if args.profile:
         print(f"machine: {machine()}")
@@ -716,6 +735,7 @@ def main() -> int:
     base = workdir(args.tmpdir, "qbhook-bench-converge-")
     print(f"machine: {machine()}")
     SAFE_BATCH[0] = args.safe_batch
+    SET_PASS[0] = args.set_pass
     if args.floors_only:
         print(f"tree: {args.n:,} pairs on {fstype_of(base)} ({base}); {tool_version(['jdupes', '--version'])}")
         try:

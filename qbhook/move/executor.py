@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from qbhook import notify as _notify
+from qbhook.catalog.identity import components
 from qbhook.decide.explain import VIEW_CHANGED  # in a backstop-stopped group's reason (status, explain)
 from qbhook.decide.heap import collector_paused, heap_frozen
 from qbhook.decide.plan import (
@@ -71,6 +72,7 @@ from qbhook.decide.plan import (
 from qbhook.dirfd import LOOK_MAX_OPEN, FolderReader, FolderRefused
 from qbhook.errors import ExitCode, PathMapError, QbhookError, QbtError, UnsafeOperation, VerificationFailed
 from qbhook.move import fsops
+from qbhook.move.forked import ChildFailed, Forked, may_fork
 from qbhook.move.journal import Journal, RunRow, StepRow, sharers_of
 from qbhook.move.locks import converge_lock, executor_lock, group_lock
 from qbhook.paths import is_within
@@ -388,9 +390,17 @@ class _Failure(Exception):
     """A step failed; the group is already closed (rolled back, or marked failed)."""
 
 
-# Steps per converge batch: one journal commit before and one after each batch. Large enough
-# that commits stop mattering, small enough that a batch's intents stay a modest transaction.
-CONVERGE_BATCH_STEPS = 1000
+# Steps per converge batch: one durable journal commit before and one after each batch, one
+# syncfs, one fork (``FORK_MIN_STEPS``). Large enough that those stop mattering (on a disk
+# mounted ``discard`` nine more of them cost 0.3-0.5 s per 10,000 relinks: docs/benchmarks.md
+# section 9, the safe floor), small enough that a batch's intents stay a modest transaction
+# (~3 MB) and its results a modest heap. Safe at any size: a relink onto a kept inode destroys
+# no content whatever a crash leaves, and resume probes each intended step (``_probe_converge``);
+# what the size bounds is the work one crash leaves to probe.
+CONVERGE_BATCH_STEPS = 10_000
+# A batch at least this long is relinked on two cores (``Executor._two_cores``): a fork, a second
+# catalog connection and the results pickled back cost ~10-20 ms, ~100 relinks' worth.
+FORK_MIN_STEPS = 500
 
 
 @dataclass
@@ -413,6 +423,32 @@ class _Batch:
     def add(self, g: GroupPlan, numbered: list[tuple[int, Step]]) -> None:
         self.groups.append((g, numbered))
         self.steps += len(numbered)
+
+
+def _halves(todo: list[tuple[GroupPlan, int, Converge]]) -> tuple[list, list] | None:
+    """``todo`` split in two for ``Executor._two_cores``, each in plan order: no group and no kept
+    inode in both halves, the halves as even in steps as whole components allow. None when
+    everything is one component (nothing to share)."""
+    gids: dict[str, int] = {}
+    for g, _q, _s in todo:
+        gids.setdefault(g.group_id, len(gids))
+    comp = components(len(gids), ((gids[g.group_id], (s.keep.fsid, s.keep.ino)) for g, _q, s in todo))
+    size: dict[int, int] = {}
+    for g, _q, _s in todo:
+        c = comp[gids[g.group_id]]
+        size[c] = size.get(c, 0) + 1
+    if len(size) < 2:
+        return None
+    side: dict[int, int] = {}
+    load = [0, 0]
+    for c, n in sorted(size.items(), key=lambda kv: (-kv[1], kv[0])):
+        k = 0 if load[0] <= load[1] else 1
+        side[c] = k
+        load[k] += n
+    out: tuple[list, list] = ([], [])
+    for item in todo:
+        out[side[comp[gids[item[0].group_id]]]].append(item)
+    return out
 
 
 def _batchable(g: GroupPlan) -> bool:
@@ -554,7 +590,8 @@ class Executor:
                 else:
                     g, numbered = unit
                     summary.groups.append(self._group(run_id, g, numbered, rows))
-        except (KeyboardInterrupt, SystemExit):
+        except (KeyboardInterrupt, SystemExit, ChildFailed):
+            # A converge batch's second core failing leaves its steps intended, as a crash would.
             summary.status = RunStatus.INTERRUPTED
             self.journal.finish_run(run_id, RunStatus.INTERRUPTED, summary.counters())
             raise
@@ -754,12 +791,55 @@ class Executor:
         Returns the journal closes (step id, status, result, error), the (path, pool) now linked
         to their kept inode, the lstat of each relinked path right after its rename (for the
         catalog) and the reason of each group that failed (its later steps are not tried).
+        A large batch is split between this process and a forked child (``_two_cores``).
         """
+        halves = _halves(todo) if len(todo) >= FORK_MIN_STEPS and self.ctx.hook is None and may_fork() else None
+        done = self._act(todo, ids, self.catalog) if halves is None else self._two_cores(halves, ids)
+        closes, done_paths, after, dead, freed = done
+        for gid, n in freed.items():
+            outcomes[gid].bytes_freed += n
+        return closes, done_paths, after, dead
+
+    def _two_cores(self, halves: tuple[list, list], ids: dict[int, int]) -> tuple:
+        """``_act`` of one half here and of the other in a forked child (``move.forked``), merged.
+
+        The halves never share a group (a failed step stops the rest of its group) nor a kept
+        inode (each relink onto it moves its ctime, which the other process would see as a
+        change and read the file again to re-check): ``_halves``. The child opens its own
+        catalog connection. Until the batch's closing commit every step of it reads
+        ``intended``, so a child that fails leaves what a crash leaves: ``ChildFailed`` stops
+        the run, and ``qbhook resume`` re-checks each step against the world."""
+        cfg, roots = self.cfg, self.catalog.marker_roots
+
+        def theirs():
+            cat = type(self.catalog).open(cfg.catalog, marker_roots=roots)
+            try:
+                return self._act(halves[1], ids, cat)
+            finally:
+                cat.close()
+
+        kid = Forked(theirs)
+        try:
+            mine = self._act(halves[0], ids, self.catalog)
+        finally:
+            other = kid.result()  # always reaped, even when this half raised
+        closes, done_paths, after, dead, freed = mine
+        closes += other[0]
+        done_paths += other[1]
+        after.update(other[2])
+        dead.update(other[3])
+        for gid, n in other[4].items():
+            freed[gid] = freed.get(gid, 0) + n
+        return closes, done_paths, after, dead, freed
+
+    def _act(self, todo: list[tuple[GroupPlan, int, Converge]], ids: dict[int, int], catalog: Catalog) -> tuple:
+        """The relinks of ``todo`` through one ``Relinker`` on ``catalog``: ``_batch_act``'s four
+        answers plus the bytes each group freed."""
         closes: list[tuple[int, StepStatus, dict | None, str | None]] = []
         done_paths: list[tuple[str, str]] = []
         dead: dict[str, str] = {}
-        hook = self.ctx.hook  # test hooks: when unset (every real run), no call and no closure per step
-        with fsops.Relinker(self.seeding_roots, self.roots, self.catalog) as rl:
+        freed: dict[str, int] = {}
+        with fsops.Relinker(self.seeding_roots, self.roots, catalog) as rl:
             rl.prefetch((s.path, s.ino, s.keep.path, s.keep.ino) for _g, _q, s in todo)
             for g, seq, s in todo:
                 gid, sid = g.group_id, ids[seq]
@@ -785,9 +865,9 @@ class Executor:
                 closes.append((sid, StepStatus.DONE, res, None))
                 # A convergence never leaves its pool: the plan's source pool names it (cfg.pool_of costs 0.5 ms).
                 done_paths.append((s.path, g.source_pool or self._pool_name(s.path, None)))
-                outcomes[gid].bytes_freed += res.get("bytes_freed", 0)
+                freed[gid] = freed.get(gid, 0) + res.get("bytes_freed", 0)
             rl.sync()  # before the journal says done: a rename lost to a power cut is redone by resume
-        return closes, done_paths, rl.after, dead
+        return closes, done_paths, rl.after, dead, freed
 
     def _relink(self, rl: fsops.Relinker, gid: str, seq: int, s: Converge, hook: Hook | None) -> dict:
         return rl.relink(

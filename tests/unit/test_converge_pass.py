@@ -80,10 +80,11 @@ def test_the_pass_plans_every_convergence_the_planner_plans_and_only_safe_ones(w
 
 def test_the_property_sees_the_pass_converge_more_than_the_planner():
     """Over the worlds above the pass converges in some (else the property proves nothing), and in
-    some converges groups the planner does not (groups that move: converging first frees the same)."""
+    some converges groups the planner does not (groups that move: converging first frees the same).
+    Derandomized: a count over examples must not depend on which ones a run draws."""
     seen = []
 
-    @settings(max_examples=200, deadline=None, database=None)
+    @settings(max_examples=200, deadline=None, database=None, derandomize=True)
     @given(dup_worlds())
     def count(w):
         ours, theirs = _steps(convergence_plan(_pass_snapshot(w))), _steps(make_plan(w.snapshot(), PolicyConfig()))

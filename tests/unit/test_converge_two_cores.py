@@ -1,0 +1,146 @@
+"""A large converge batch relinked on two cores (``Executor._two_cores``, ``move.forked``): the same
+outcome as on one, no group or kept inode shared between the halves, and a child that fails or
+is killed leaves what a crash leaves, which ``resume`` finishes."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import threading
+
+import pytest
+
+from qbhook.decide.plan import ConvergeKeep, GroupPlan
+from qbhook.move import executor as ex_mod
+from qbhook.move import fsops
+from qbhook.move.executor import Executor, _halves
+from qbhook.move.forked import ChildFailed, Forked
+from tests.unit.test_converge_batch import _dups, _linked, world  # noqa: F401  (fixture)
+from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
+
+
+class _S:  # the two fields _halves reads of a Converge step
+    def __init__(self, keep):
+        self.keep = ConvergeKeep("/k", "fs", keep, True)
+
+
+def _todo(spec):
+    """[(group id, kept inode)] -> todo items in that order."""
+    groups: dict[str, GroupPlan] = {}
+    out = []
+    for seq, (gid, keep) in enumerate(spec):
+        g = groups.setdefault(gid, GroupPlan(gid, [], [], "converge", ""))
+        out.append((g, seq, _S(keep)))
+    return out
+
+
+def test_halves_never_split_a_group_or_a_kept_inode_and_keep_plan_order():
+    todo = _todo([("a", 1), ("b", 2), ("a", 3), ("c", 3), ("d", 4), ("e", 5), ("f", 6), ("g", 6)])
+    left, right = _halves(todo)
+    assert sorted(left + right, key=lambda t: t[1]) == todo
+    for half in (left, right):
+        assert [t[1] for t in half] == sorted(t[1] for t in half)
+    side = {}
+    for k, half in enumerate((left, right)):
+        for g, _q, s in half:
+            assert side.setdefault(g.group_id, k) == k, "a group in both halves"
+            assert side.setdefault(("keep", s.keep.ino), k) == k, "a kept inode in both halves"
+    assert abs(len(left) - len(right)) <= 2  # components {a,c} 3 steps, {f,g} 2, then single steps
+    assert _halves(_todo([("a", 1), ("b", 1), ("c", 1)])) is None  # one component: nothing to share
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Forks counted; every ``_act`` call appends its pid to a file (a child cannot append to a list here)."""
+    forks = []
+    real_forked, real_act = ex_mod.Forked, Executor._act
+    monkeypatch.setattr(ex_mod, "FORK_MIN_STEPS", 4)
+    monkeypatch.setattr(ex_mod, "Forked", lambda work: forks.append(1) or real_forked(work))
+    return forks, real_act
+
+
+def test_a_large_batch_is_relinked_on_two_cores_with_the_outcome_of_one(world, counted, monkeypatch, tmp_path):  # noqa: F811
+    forks, real_act = counted
+    pids = tmp_path / "pids"
+
+    def act(self, todo, ids, catalog):
+        with open(pids, "a") as f:
+            f.write(f"{os.getpid()} {len(todo)}\n")
+        return real_act(self, todo, ids, catalog)
+
+    monkeypatch.setattr(Executor, "_act", act)
+    w = world
+    plan, pairs = _dups(w, 12, per_group=2, cache=True)
+    summary = w.executor().apply(plan)
+    assert forks == [1]
+    calls = [line.split() for line in pids.read_text().splitlines()]
+    assert len({pid for pid, _n in calls}) == 2 and sum(int(n) for _p, n in calls) == 24
+    assert summary.status == "done" and len(summary.groups_done) == 12
+    assert summary.bytes_freed == sum(os.lstat(lib).st_size for _s, lib in pairs)
+    assert all(_linked(s, lib) for s, lib in pairs)
+    assert {r.status for r in w.journal.steps(summary.run_id)} == {"done"}
+    for s, lib in pairs:  # the catalog recorded every relinked path, the child's half too
+        assert w.cat.inode_by_path(s).ino == os.lstat(lib).st_ino
+
+
+def test_no_fork_while_another_thread_runs(world, counted):  # noqa: F811
+    forks, _ = counted
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        plan, pairs = _dups(world, 8)
+        assert world.executor().apply(plan).status == "done"
+    finally:
+        stop.set()
+        t.join()
+    assert forks == [] and all(_linked(s, lib) for s, lib in pairs)
+
+
+@pytest.mark.parametrize("how", ["raises", "killed"])
+def test_a_failed_second_core_stops_the_run_and_resume_finishes_it(world, counted, monkeypatch, how):  # noqa: F811
+    """``raises``: the child's syncfs fails (EIO) after its relinks; ``killed``: SIGKILL after its first."""
+    forks, _ = counted
+    parent = os.getpid()
+    real_relink, real_sync = Executor._relink, fsops.Relinker.sync
+
+    def relink(self, rl, gid, seq, s):
+        res = real_relink(self, rl, gid, seq, s)
+        if os.getpid() != parent and how == "killed":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return res
+
+    def sync(self):
+        if os.getpid() != parent:
+            raise OSError(errno.EIO, "syncfs: Input/output error")
+        return real_sync(self)
+
+    monkeypatch.setattr(Executor, "_relink", relink)
+    monkeypatch.setattr(fsops.Relinker, "sync", sync)
+    w = world
+    plan, pairs = _dups(w, 8)
+    with pytest.raises(ChildFailed) as e:
+        w.executor().apply(plan)
+    assert forks == [1]
+    msg = "failed: OSError: [Errno 5] syncfs" if how == "raises" else "ended without an answer"
+    assert msg in e.value.message and "\n" not in e.value.message
+    (run,) = w.journal.unfinished_runs()
+    assert run.status == "interrupted" and {r.status for r in w.journal.steps(run.id)} == {"intended"}
+    linked = sum(_linked(s, lib) for s, lib in pairs)
+    assert linked == 8 if how == "raises" else 1 <= linked < 8  # killed: the parent's half and the child's first
+
+    monkeypatch.setattr(Executor, "_relink", real_relink)
+    monkeypatch.setattr(fsops.Relinker, "sync", real_sync)
+    (res,) = w.executor().resume()
+    assert res.status == "done" and len(res.groups_done) == 8
+    assert all(_linked(s, lib) for s, lib in pairs)
+    assert {r.status for r in w.journal.steps(run.id)} == {"done"}
+
+
+def test_forked_returns_the_childs_answer_and_reaps_it():
+    kid = Forked(lambda: {"pid": os.getpid(), "big": b"x" * (1 << 20)})  # more than a pipe holds
+    got = kid.result()
+    assert got["pid"] != os.getpid() and len(got["big"]) == 1 << 20
+    with pytest.raises(ChildProcessError):
+        os.waitpid(kid.pid, os.WNOHANG)
