@@ -117,7 +117,7 @@ def converge(app: App, yes, scan, wait):
     def human(_d):
         if not app.as_json:
             echo_shown(
-                f"qbhook: {run.duplicate_sets} duplicate set(s) in the catalog, {run.torrents} torrent(s) listed",
+                f"qbhook: {run.duplicate_sets} duplicate set(s) in the catalog, {run.torrents} torrent(s) may use one",
                 err=True,
             )
         _print_summary(summary)

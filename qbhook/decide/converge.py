@@ -86,8 +86,13 @@ def candidates(snap: Snapshot, inode: InodeFact) -> list[InodeKey]:
     )
 
 
+def settled(progress: float, state: str) -> bool:
+    """A torrent that neither downloads, checks nor moves: it writes none of its files."""
+    return progress >= 1 and state not in UNSTABLE_STATES
+
+
 def _settled(t: TorrentFact) -> bool:
-    return t.progress >= 1 and t.state not in UNSTABLE_STATES
+    return settled(t.progress, t.state)
 
 
 def plan_group(snap: Snapshot, group: list[TorrentFact]) -> Convergence | None:

@@ -9,8 +9,9 @@ less, and does its work set by set instead of group by group:
 2. the content index from the catalog (``catalog.dupes.find_duplicates``: sizes that collide,
    a partial hash, then BLAKE3 of what still collides, each cached per inode), one set per
    content held by two or more inodes;
-3. the clients' torrents, each file placed on its inode through the catalog's paths (one
-   query, no lstat), and grouped into payload groups (``decide.grouping``);
+3. the clients' torrents that may use a duplicate (a settled torrent whose content lies at no
+   duplicate's path is left out before its file list is asked for), each file placed on its
+   inode through the catalog's paths (no lstat), grouped into payload groups (``decide.grouping``);
 4. for each group that uses an inode of a set, ``decide.converge.plan_group``: the rules of a
    convergence (which inode is kept, which may be replaced, which must wait) have one home,
    and this pass hands them facts of the same shape as the snapshot does;
@@ -62,7 +63,7 @@ class ConvergeRun:
     plan: Plan
     catalog_use: CatalogUse
     duplicate_sets: int
-    torrents: int  # torrents listed by the clients
+    torrents: int  # torrents whose files were looked at (those that may use a duplicate: _uses_none)
 
 
 def plan_convergence(
@@ -77,7 +78,7 @@ def plan_convergence(
     """Steps 1-4 of the module docstring: the converge plan of every group that has something to converge."""
     use = ready_catalog(cfg, catalog, targeted=False, scan=scan, progress=progress)
     sets = find_duplicates(catalog, settle_seconds=cfg.scan.settle_seconds, progress=progress)
-    torrents = _torrent_facts(catalog, list(clients))
+    torrents = _torrent_facts(catalog, list(clients), _held_under(sets))
     mtimes = catalog.inode_mtimes(c.inode_id for s in sets for c in s.copies)
     with collector_paused():  # many small long-lived facts, no cycles (decide.heap)
         snap = convergence_snapshot(sets, torrents, _pools(cfg), mtimes, time.time() if now is None else now)
@@ -174,15 +175,45 @@ def _pools(cfg: Config) -> tuple[PoolFact, ...]:
     )
 
 
-def _torrent_facts(catalog: Catalog, clients: list[ClientPort]) -> list[TorrentFact]:
-    """Every torrent of every client, each file placed on the inode the catalog knows at its path
-    (None: not catalogued, e.g. under a symlinked folder, which the scan never follows)."""
+def _held_under(sets: Iterable[DupeSet]) -> frozenset[str]:
+    """Every path of a duplicate and every folder above one: a torrent whose content lies at none
+    of them uses no duplicate."""
+    out: set[str] = set()
+    for s in sets:
+        for c in s.copies:
+            for p in c.paths:
+                while p not in out and p != "/":
+                    out.add(p)
+                    p = posixpath.dirname(p)
+    return frozenset(out)
+
+
+def _uses_none(t, held: frozenset[str]) -> bool:
+    """True when torrent ``t`` (a listing's ``TorrentInfo``) surely uses no path in ``held``, so its
+    file list need not be asked for: it is settled (``converge.settled``: it writes none of its
+    files, and its files all lie under its content path, one file or the root folder, or the
+    save path for a torrent without one) and its content path is at none of ``held``. A torrent
+    that may write is always listed in full: the rules make a duplicate it writes wait."""
+    if not converge.settled(t.progress, t.state) or not t.content_path:
+        return False
+    try:
+        content = normalize(t.content_path)
+    except PathMapError:
+        return False
+    return content not in held
+
+
+def _torrent_facts(catalog: Catalog, clients: list[ClientPort], held: frozenset[str]) -> list[TorrentFact]:
+    """The torrents of every client that may use a path in ``held`` (``_uses_none``), each file placed
+    on the inode the catalog knows at its path (None: not catalogued, e.g. under a symlinked
+    folder, which the scan never follows). A client's file list is asked for only for those: at
+    field scale that is a request per torrent with a duplicate, not one per torrent."""
     listed = []
     for c in clients:
-        if isinstance(c, BatchListing):
+        if isinstance(c, BatchListing):  # one listing of everything: nothing to save
             listed.extend(c.torrents_with_files())
         else:
-            listed.extend((t, c.files(t.hash)) for t in c.torrents())
+            listed.extend((t, c.files(t.hash)) for t in c.torrents() if not _uses_none(t, held))
     paths = [[_joined(t.save_path, f.name) for f in files] for t, files in listed]
     where = catalog.inode_keys_at([os.fsencode(p) for ps in paths for p in ps])
     out = []

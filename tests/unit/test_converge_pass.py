@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 
 import tests.unit.test_planner_properties as base
 from qbhook.catalog.dupes import Copy, DupeSet
+from qbhook.catalog.scan import scan_pool
 from qbhook.config import PolicyConfig
 from qbhook.decide.converge_pass import convergence_plan, convergence_snapshot, plan_convergence
 from qbhook.decide.planner import make_plan
@@ -194,5 +195,34 @@ def test_cli_converge_is_a_dry_run_until_yes(tmpfs, tmp_path, monkeypatch):  # n
         assert data["bytes_freed"] == len(te.FILES[0][1]) and data["duplicate_sets"] >= 1
         assert data["catalog"]["source"] == "as-is"
         assert {os.lstat(p).st_ino for p in seeding} == {lib_before.st_ino}
+    finally:
+        w.cat.close()
+
+
+def test_only_torrents_that_may_use_a_duplicate_have_their_files_listed(tmpfs, tmp_path, monkeypatch):  # noqa: F811
+    """A settled torrent whose content lies at no duplicate's path costs no file listing; one that may
+    still write is always listed, and a duplicate it writes waits."""
+    w = te._make_world(tmpfs, tmp_path)
+    try:
+        other = write(os.path.join(w.seed_s, "Other/other.bin").encode(), b"only one copy of this")
+        w.qbt.add(te.FakeTorrent("c" * 40, "Other", w.seed_s, [("Other/other.bin", 21, 1)]))
+        w.qbt.add(te.FakeTorrent("d" * 40, "Late", w.seed_s, [("Late/late.bin", 5, 1)], progress=0.5))
+        _lib, lib_before, seeding = _library_copy(w)
+        asked = []
+        real = w.qbt.files
+        monkeypatch.setattr(w.qbt, "files", lambda h: asked.append(h) or real(h))
+        run = plan_convergence(w.cfg, w.cat, [w.qbt], scan=False)
+        assert sorted(asked) == sorted([te.H1, te.H2, "d" * 40]) and run.torrents == 3
+        assert len(_steps(run.plan)) == 2 and os.path.exists(other)
+
+        # the same duplicate, now also the file of a torrent that is still downloading elsewhere
+        late = os.path.join(w.seed_s, "Late/movie.mkv")
+        os.makedirs(os.path.dirname(late))
+        os.link(seeding[0], late)
+        w.qbt.t["d" * 40].files = [("Late/movie.mkv", len(te.FILES[0][1]), 1)]
+        for p in w.cfg.pools:
+            scan_pool(w.cat, p, w.cfg.scan)
+        assert plan_convergence(w.cfg, w.cat, [w.qbt], scan=False).plan.groups == []
+        assert {os.lstat(p).st_ino for p in seeding} != {lib_before.st_ino}
     finally:
         w.cat.close()
