@@ -83,3 +83,37 @@ def test_arr_copy_in_the_library_is_converged_and_the_torrent_keeps_seeding_in_p
     assert ar._group_of(again, h)["action"] == "stay"
     _rc, nothing = qbhook_json(bed.cfg, "apply", "--yes")
     assert nothing["run_id"] is None
+
+
+def test_qbhook_converge_relinks_an_arr_copy_in_one_pass_and_the_torrent_keeps_seeding(world):
+    """``qbhook converge``: the set-based pass over the catalog's duplicate sets (decide/converge_pass.py)."""
+    bed = world
+    sc, client = bed.sc, bed.client
+    save = sc.stash_seed / "movies"
+    write_payload(save, {"Copy.P.2024/copy.p.mkv": 5 * MiB, "Copy.P.2024/copy.p.nfo": 900}, seed=43)
+    h = sc._add(client, "conv-pass", save / "Copy.P.2024", save)
+    seed = save / "Copy.P.2024/copy.p.mkv"
+    lib = sc.stash / MOVIES / "Copy P (2024)" / "Copy P (2024).mkv"
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(seed, lib)
+    lib_before = os.lstat(lib)
+    digest = b3(seed)
+
+    _rc, dry = qbhook_json(bed.cfg, "converge")
+    assert dry["dry_run"] and dry["duplicate_sets"] >= 1, dry
+    steps = [(s["kind"], s["args"]["path"], s["args"]["keep"]["path"]) for g in dry["groups"] for s in g["steps"]]
+    assert ("converge", str(seed), str(lib)) in steps
+    assert os.lstat(seed).st_ino != lib_before.st_ino  # a dry run
+
+    _rc, out = qbhook_json(bed.cfg, "converge", "--yes")
+    assert out["groups_failed"] == {} and out["bytes_freed"] >= 5 * MiB and out["torrents_relocated"] == 0, out
+    st, lst = os.lstat(seed), os.lstat(lib)
+    assert (st.st_dev, st.st_ino) == (lib_before.st_dev, lib_before.st_ino) and lst.st_nlink == 2
+    assert (lst.st_mtime_ns, lst.st_size) == (lib_before.st_mtime_ns, lib_before.st_size) and b3(lib) == digest
+    assert leftovers(*bed.roots.values()) == []
+    wait_seeding_at(client, [h], lambda _h: save)
+    client.torrents_recheck(torrent_hashes=h)
+    wait_seeding_at(client, [h], lambda _h: save, timeout=90)
+
+    _rc, again = qbhook_json(bed.cfg, "converge", "--yes")
+    assert again["run_id"] is None and again["bytes_freed"] == 0, again
