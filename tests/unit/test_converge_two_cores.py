@@ -13,7 +13,7 @@ import pytest
 
 from qbhook.decide.plan import ConvergeKeep, GroupPlan
 from qbhook.move import executor as ex_mod
-from qbhook.move import fsops
+from qbhook.move import forked, fsops
 from qbhook.move.executor import Executor, _halves
 from qbhook.move.forked import ChildFailed, Forked
 from tests.unit.test_converge_batch import _dups, _linked, world  # noqa: F401  (fixture)
@@ -52,10 +52,12 @@ def test_halves_never_split_a_group_or_a_kept_inode_and_keep_plan_order():
 
 @pytest.fixture
 def counted(monkeypatch):
-    """Forks counted; every ``_act`` call appends its pid to a file (a child cannot append to a list here)."""
+    """Forks counted, allowed from 4 steps on, and whatever threads earlier tests left behind (the
+    suite's own, not the executor's: ``may_fork`` is tested on its own below)."""
     forks = []
     real_forked, real_act = ex_mod.Forked, Executor._act
     monkeypatch.setattr(ex_mod, "FORK_MIN_STEPS", 4)
+    monkeypatch.setattr(ex_mod, "may_fork", lambda: True)
     monkeypatch.setattr(ex_mod, "Forked", lambda work: forks.append(1) or real_forked(work))
     return forks, real_act
 
@@ -84,17 +86,24 @@ def test_a_large_batch_is_relinked_on_two_cores_with_the_outcome_of_one(world, c
         assert w.cat.inode_by_path(s).ino == os.lstat(lib).st_ino
 
 
-def test_no_fork_while_another_thread_runs(world, counted):  # noqa: F811
-    forks, _ = counted
-    stop = threading.Event()
-    t = threading.Thread(target=stop.wait)
-    t.start()
-    try:
-        plan, pairs = _dups(world, 8)
-        assert world.executor().apply(plan).status == "done"
-    finally:
-        stop.set()
-        t.join()
+def test_no_fork_while_another_thread_runs(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    assert forked.may_fork()
+    monkeypatch.setattr(threading, "active_count", lambda: 2)  # e.g. the notifier's sender, serve's threads
+    assert not forked.may_fork()
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0})  # one core: nothing to gain
+    assert not forked.may_fork()
+
+
+def test_the_executor_asks_may_fork(world, monkeypatch):  # noqa: F811
+    forks = []
+    monkeypatch.setattr(ex_mod, "FORK_MIN_STEPS", 4)
+    monkeypatch.setattr(ex_mod, "may_fork", lambda: False)
+    monkeypatch.setattr(ex_mod, "Forked", lambda work: forks.append(1))
+    plan, pairs = _dups(world, 8)
+    assert world.executor().apply(plan).status == "done"
     assert forks == [] and all(_linked(s, lib) for s, lib in pairs)
 
 
