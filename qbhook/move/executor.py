@@ -810,6 +810,7 @@ class Executor:
         ``intended``, so a child that fails leaves what a crash leaves: ``ChildFailed`` stops
         the run, and ``qbhook resume`` re-checks each step against the world."""
         cfg, roots = self.cfg, self.catalog.marker_roots
+        self.log.info("converge batch on two cores: %d + %d step(s)", len(halves[0]), len(halves[1]))
 
         def theirs():
             cat = type(self.catalog).open(cfg.catalog, marker_roots=roots)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 
 import tests.unit.test_planner_properties as base
@@ -226,3 +227,27 @@ def test_only_torrents_that_may_use_a_duplicate_have_their_files_listed(tmpfs, t
         assert {os.lstat(p).st_ino for p in seeding} != {lib_before.st_ino}
     finally:
         w.cat.close()
+
+
+@pytest.mark.parametrize(
+    "progress,state,content,skipped",
+    [
+        (1.0, "stalledUP", "/s/seeding/movies/Other", True),  # settled, content at no duplicate
+        (1.0, "stalledUP", "/s/seeding/movies/Film", False),  # its root folder holds a duplicate
+        (1.0, "stalledUP", "/s/seeding/movies", False),  # no root folder: content is the save path
+        (1.0, "stalledUP", "/s/seeding/movies/Film/film.mkv", False),  # a single-file torrent: the file
+        (1.0, "stalledUP", "", False),  # no content path given: listed to be sure
+        (1.0, "stalledUP", "relative/Other", False),  # not a canonical path: listed to be sure
+        (0.5, "downloading", "/elsewhere/Other", False),  # may write: always listed
+        (1.0, "checkingUP", "/s/seeding/movies/Other", False),
+        (1.0, "moving", "/s/seeding/movies/Other", False),
+    ],
+)
+def test_which_torrents_have_their_files_listed(progress, state, content, skipped):
+    from types import SimpleNamespace
+
+    from qbhook.decide.converge_pass import _held_under, _uses_none
+
+    held = _held_under([DupeSet(5, "ab" * 32, [Copy(1, "fs", 7, 1, [], ["/s/seeding/movies/Film/film.mkv"])])])
+    t = SimpleNamespace(progress=progress, state=state, content_path=content)
+    assert _uses_none(t, held) is skipped
