@@ -39,15 +39,24 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from qbhook.catalog.dupes import DupeSet, find_duplicates
-from qbhook.catalog.identity import group_id
 from qbhook.catalog.store import Catalog
 from qbhook.clients.port import BatchListing, ClientPort
 from qbhook.config import Config
 from qbhook.decide import converge
-from qbhook.decide.facts import FileFact, InodeFact, InodeKey, PoolFact, Snapshot, TorrentFact, split_links
+from qbhook.decide.facts import (
+    FileFact,
+    InodeFact,
+    InodeKey,
+    PoolFact,
+    Snapshot,
+    TorrentFact,
+    canonical_path,
+    split_links,
+)
 from qbhook.decide.grouping import payload_groups
 from qbhook.decide.heap import collector_paused
-from qbhook.decide.plan import Action, GroupPlan, Plan
+from qbhook.decide.plan import Plan
+from qbhook.decide.planner import staying
 from qbhook.decide.planning import CatalogUse, ready_catalog
 from qbhook.errors import PathMapError
 from qbhook.paths import normalize, root_holding
@@ -138,14 +147,8 @@ def convergence_plan(snap: Snapshot, enabled: bool = True) -> Plan:
         if conv is None:
             continue
         root = root_of(conv.steps[0].path)
-        gp = GroupPlan(
-            group_id=group_id(t.hash for t in group),
-            torrents=[t.hash for t in group],
-            names=[t.name for t in group],
-            action=Action.STAY,
-            reason="",
-            source_pool=pool_of_root.get(root) if root else None,
-        )
+        gp = staying(group)
+        gp.source_pool = pool_of_root.get(root) if root else None
         if enabled:
             converge.apply_to(gp, conv, "")
         else:
@@ -214,46 +217,12 @@ def _torrent_facts(catalog: Catalog, clients: list[ClientPort], held: frozenset[
             listed.extend(c.torrents_with_files())
         else:
             listed.extend((t, c.files(t.hash)) for t in c.torrents() if not _uses_none(t, held))
-    paths = [[_joined(t.save_path, f.name) for f in files] for t, files in listed]
+    # The snapshot's spelling: one that cannot be made canonical (relative, ``..``) matches no catalogued path.
+    paths = [[sys.intern(canonical_path(posixpath.join(t.save_path, f.name))) for f in files] for t, files in listed]
     where = catalog.inode_keys_at([os.fsencode(p) for ps in paths for p in ps])
-    out = []
-    for (t, files), ps in zip(listed, paths, strict=True):
-        facts = tuple(
-            FileFact(
-                index=f.index,
-                rel=f.name,
-                size=f.size,
-                path=p,
-                inode=where.get(os.fsencode(p)),
-                priority=f.priority,
-                progress=f.progress,
-            )
-            for f, p in zip(files, ps, strict=True)
+    return [
+        TorrentFact.listed(
+            t, tuple(FileFact.listed(f, p, where.get(os.fsencode(p))) for f, p in zip(files, ps, strict=True))
         )
-        out.append(
-            TorrentFact(
-                hash=t.hash,
-                instance=t.instance,
-                name=t.name,
-                state=t.state,
-                progress=t.progress,
-                save_path=t.save_path,
-                files=facts,
-                category=t.category or "",
-                tags=frozenset(t.tags),
-                auto_tmm=bool(t.auto_tmm),
-                download_path=t.download_path or "",
-                completion_on=float(t.completion_on or 0),
-            )
-        )
-    return out
-
-
-def _joined(save_path: str, name: str) -> str:
-    # The snapshot's spelling of a torrent file (``snapshot._canonical``): one that cannot be made
-    # canonical (relative, ``..``) stays as given, matches no catalogued path and is never replaced.
-    p = posixpath.join(save_path, name)
-    try:
-        return sys.intern(normalize(p))
-    except PathMapError:
-        return p
+        for (t, files), ps in zip(listed, paths, strict=True)
+    ]

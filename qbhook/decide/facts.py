@@ -72,6 +72,11 @@ class FileFact:
     priority: int = 1
     progress: float = 1.0
 
+    @classmethod
+    def listed(cls, f, path: str, inode: InodeKey | None) -> FileFact:
+        """The fact of a client's listed file ``f`` (``clients.model.TorrentFile``) at host ``path``."""
+        return cls(f.index, f.name, f.size, path, inode, f.priority, f.progress)
+
 
 @dataclass(frozen=True, slots=True)
 class TorrentFact:
@@ -87,6 +92,24 @@ class TorrentFact:
     auto_tmm: bool = False
     download_path: str = ""  # host path, "" when unset
     completion_on: float = 0.0
+
+    @classmethod
+    def listed(cls, t, files: tuple[FileFact, ...]) -> TorrentFact:
+        """The fact of a client's listed torrent ``t`` (``clients.model.TorrentInfo``) with its files' facts."""
+        return cls(
+            hash=t.hash,
+            instance=t.instance,
+            name=t.name,
+            state=t.state,
+            progress=t.progress,
+            save_path=t.save_path,
+            files=files,
+            category=t.category or "",
+            tags=frozenset(t.tags),
+            auto_tmm=bool(t.auto_tmm),
+            download_path=t.download_path or "",
+            completion_on=float(t.completion_on or 0),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +163,15 @@ class Snapshot:
             if p.root_of(path) is not None:
                 return p
         return None
+
+
+def canonical_path(path: str) -> str:
+    """``normalize(path)``, or ``path`` unchanged when it cannot be (relative, ``..``): such a path is
+    never looked up (``_lstat_file`` treats it as unsafe) and the planner blocks its file name."""
+    try:
+        return normalize(path)
+    except PathMapError:
+        return path
 
 
 def split_links(paths: Iterable[str], roots: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -131,15 +131,20 @@ def _malloc_trim():
 # ------------------------------------------------------------------ per group
 
 
-def decide(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], build: bool = True) -> GroupPlan:
-    # Long on purpose: reads top to bottom as the README's decision table, one branch per row.
-    gp = GroupPlan(
+def staying(group: list[TorrentFact]) -> GroupPlan:
+    """A payload group's plan before any decision: it stays, for no reason yet."""
+    return GroupPlan(
         group_id=group_id(t.hash for t in group),
         torrents=[t.hash for t in group],
         names=[t.name for t in group],
         action=Action.STAY,
         reason="",
     )
+
+
+def decide(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], build: bool = True) -> GroupPlan:
+    # Long on purpose: reads top to bottom as the README's decision table, one branch per row.
+    gp = staying(group)
     full, group = group, wanted_only(group)
     inodes = _group_inodes(snap, group)
     gp.payload_bytes = sum(i.size for i in inodes.values())

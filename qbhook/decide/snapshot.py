@@ -54,6 +54,7 @@ from qbhook.decide.facts import (
     Snapshot,
     TorrentFact,
     ancestors,
+    canonical_path,
     map_to_pool,
     split_links,
 )
@@ -62,7 +63,7 @@ from qbhook.decide.heap import collector_paused
 from qbhook.decide.policy import policy_blocks_demote
 from qbhook.dirfd import FolderReader, FolderRefused
 from qbhook.errors import PathMapError, QbhookError
-from qbhook.paths import normalize, root_holding
+from qbhook.paths import root_holding
 from qbhook.progress import Progress
 from qbhook.space import Space, space_at
 
@@ -94,7 +95,7 @@ class SnapshotBuilder:
         self._inode_ids: dict[InodeKey, int] = {}
         self.roots = [str(r) for r in cfg.seeding_roots]
         self._pool_roots = tuple(
-            sorted((_canonical(str(p.path)).rstrip("/") for p in cfg.pools), key=len, reverse=True)
+            sorted((canonical_path(str(p.path)).rstrip("/") for p in cfg.pools), key=len, reverse=True)
         )
         # Every folder below a pool root this build reads in; its descriptors are closed when the
         # build ends (the reader opens them again if it is asked anything later).
@@ -195,38 +196,15 @@ class SnapshotBuilder:
             if listed is None:
                 listed = next(c for c in self.clients if c.name == t.instance).files(t.hash)
             # interned: shared with the inodes' link tuples
-            listed_all.append((listed, [sys.intern(_canonical(posixpath.join(t.save_path, f.name))) for f in listed]))
+            listed_all.append(
+                (listed, [sys.intern(canonical_path(posixpath.join(t.save_path, f.name))) for f in listed])
+            )
         keys = iter(self._inodes_at([p for _l, paths in listed_all for p in paths], canonical=True))
         return [self._torrent_fact_of(t, listed, paths, keys) for t, (listed, paths) in zip(chosen, listed_all)]
 
     def _torrent_fact_of(self, t, listed: list, paths: list[str], keys) -> TorrentFact:
         """``keys``: an iterator over the inode keys of ``paths`` (and the next torrents' paths)."""
-        files = [
-            FileFact(
-                index=f.index,
-                rel=f.name,
-                size=f.size,
-                path=path,
-                inode=next(keys),
-                priority=f.priority,
-                progress=f.progress,
-            )
-            for f, path in zip(listed, paths)
-        ]
-        return TorrentFact(
-            hash=t.hash,
-            instance=t.instance,
-            name=t.name,
-            state=t.state,
-            progress=t.progress,
-            save_path=t.save_path,
-            files=tuple(files),
-            category=t.category or "",
-            tags=frozenset(t.tags),
-            auto_tmm=bool(t.auto_tmm),
-            download_path=t.download_path or "",
-            completion_on=float(t.completion_on or 0),
-        )
+        return TorrentFact.listed(t, tuple(FileFact.listed(f, path, next(keys)) for f, path in zip(listed, paths)))
 
     def _inode_at(self, path: str) -> InodeKey | None:
         """Live identity of the file at ``path`` (None: missing, not a regular file, or reached through
@@ -304,7 +282,7 @@ class SnapshotBuilder:
     def _lstat_file(self, path: str, canonical: bool = False) -> os.stat_result | None:
         """lstat of the regular file at ``path``; None if missing, not regular, or reached through a
         symlink (noted in ``self.symlinks``)."""
-        if not canonical and path != _canonical(path):
+        if not canonical and path != canonical_path(path):
             return None
         st = self._lstat(path, note=True)
         if st is None:
@@ -332,7 +310,7 @@ class SnapshotBuilder:
 
     def _folder_verified(self, path: str) -> bool:
         """Is ``path`` canonical, and its folder (under a pool) there and reached without a symlink?"""
-        if path != _canonical(path):
+        if path != canonical_path(path):
             return False
         if self._pool_root(path) is None:
             return True
@@ -582,7 +560,7 @@ class SnapshotBuilder:
                 return True
         for p in paths:
             path = os.fsdecode(p)
-            if path != _canonical(path):
+            if path != canonical_path(path):
                 continue
             st = self._lstat(path)
             if st is not None and self.catalog.still_is(path, st, row):
@@ -665,15 +643,6 @@ def _root_space(root, p) -> tuple[Space, os.stat_result]:
 
 def _pool_of(path: str, pools: tuple[PoolFact, ...]) -> PoolFact | None:
     return next((p for p in pools if p.root_of(path) is not None), None)
-
-
-def _canonical(path: str) -> str:
-    """``normalize(path)``, or ``path`` unchanged when it cannot be (relative, ``..``): such a path is
-    never looked up (``_lstat_file`` treats it as unsafe) and the planner blocks its file name."""
-    try:
-        return normalize(path)
-    except PathMapError:
-        return path
 
 
 def build_snapshot(

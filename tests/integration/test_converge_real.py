@@ -33,16 +33,25 @@ def world(pools, qbt, qbt_client, tmp_path):
     return ar.make_bed(pools, qbt, qbt_client, tmp_path)
 
 
+def _arr_copy(bed, folder: str, title: str, size: int, nfo: int, seed: int):
+    """A torrent seeding ``folder`` (a video of ``size`` and an .nfo) under the stash's movies, whose
+    video an *arr import copied into the library as ``title``: (hash, save path, seeding file, library file)."""
+    sc = bed.sc
+    save = sc.stash_seed / "movies"
+    name = folder.lower()
+    write_payload(save, {f"{folder}/{name}.mkv": size, f"{folder}/{name}.nfo": nfo}, seed=seed)
+    h = sc._add(bed.client, folder, save / folder, save)
+    src = save / folder / f"{name}.mkv"
+    lib = sc.stash / MOVIES / title / f"{title}.mkv"
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, lib)
+    return h, save, src, lib
+
+
 def test_arr_copy_in_the_library_is_converged_and_the_torrent_keeps_seeding_in_place(world):
     bed = world
     sc, client = bed.sc, bed.client
-    save = sc.stash_seed / "movies"
-    write_payload(save, {"Copy.H.2023/copy.h.mkv": 6 * MiB, "Copy.H.2023/copy.h.nfo": 1500}, seed=41)
-    h = sc._add(client, "conv", save / "Copy.H.2023", save)
-    seed = save / "Copy.H.2023/copy.h.mkv"
-    lib = sc.stash / MOVIES / "Copy H (2023)" / "Copy H (2023).mkv"
-    lib.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(seed, lib)
+    h, save, seed, lib = _arr_copy(bed, "Copy.H.2023", "Copy H (2023)", 6 * MiB, 1500, 41)
     # the same bytes on the nested library dataset: another filesystem, never a keeper
     nested = sc.stash / "data/media/library/Copy H (2023).mkv"
     nested.parent.mkdir(parents=True, exist_ok=True)
@@ -88,14 +97,8 @@ def test_arr_copy_in_the_library_is_converged_and_the_torrent_keeps_seeding_in_p
 def test_qbhook_converge_relinks_an_arr_copy_in_one_pass_and_the_torrent_keeps_seeding(world):
     """``qbhook converge``: the set-based pass over the catalog's duplicate sets (decide/converge_pass.py)."""
     bed = world
-    sc, client = bed.sc, bed.client
-    save = sc.stash_seed / "movies"
-    write_payload(save, {"Copy.P.2024/copy.p.mkv": 5 * MiB, "Copy.P.2024/copy.p.nfo": 900}, seed=43)
-    h = sc._add(client, "conv-pass", save / "Copy.P.2024", save)
-    seed = save / "Copy.P.2024/copy.p.mkv"
-    lib = sc.stash / MOVIES / "Copy P (2024)" / "Copy P (2024).mkv"
-    lib.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(seed, lib)
+    client = bed.client
+    h, save, seed, lib = _arr_copy(bed, "Copy.P.2024", "Copy P (2024)", 5 * MiB, 900, 43)
     lib_before = os.lstat(lib)
     digest = b3(seed)
 
