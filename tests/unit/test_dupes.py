@@ -317,3 +317,68 @@ def test_running_out_of_descriptors_stops_the_run_instead_of_leaving_a_file_out(
         dupes.find_duplicates(cat, settle_seconds=0)
     monkeypatch.setattr(dupes, "open_regular", real)
     assert [len(s.copies) for s in dupes.find_duplicates(cat, settle_seconds=0)] == [2]
+
+
+def test_half_the_small_files_hashed_by_a_forked_child_give_the_same_sets_and_stored_hashes(env, monkeypatch):
+    """``_fork_small``: the child's hashes come back and are stored by this process's helper; the sets
+    and the catalog's hashes are those of a run on one core. (Forking is allowed here whatever
+    threads earlier tests left: ``forked.may_fork``'s own rule is tested in test_converge_two_cores.)"""
+    cfg, cat, stash, pool = env
+    contents = [os.urandom(500 + i * 37) for i in range(60)]
+    for i, data in enumerate(contents):
+        put(stash / SEED / f"S{i % 7}/f{i}.bin", data)
+        if i % 2 == 0:
+            put(pool / SEED / f"S{i % 7}/f{i}.bin", data)
+    for p in cfg.pools:
+        scan_pool(cat, p, cfg.scan)
+    forks = []
+    real = dupes.Forked
+    monkeypatch.setattr(dupes, "FORK_MIN_FILES", 10)
+    monkeypatch.setattr(dupes, "may_fork", lambda: True)
+    monkeypatch.setattr(dupes, "Forked", lambda work: forks.append(1) or real(work))
+    sets = dupes.find_duplicates(cat, settle_seconds=0)
+    assert forks == [1]
+    assert sorted(s.hash for s in sets) == sorted(b3(d) for i, d in enumerate(contents) if i % 2 == 0)
+    stored = dict(cat.conn.execute("SELECT ino, hash FROM inodes WHERE hash IS NOT NULL"))
+    for i, data in enumerate(contents):
+        if i % 2 == 0:
+            for root in (stash, pool):
+                assert stored[os.lstat(root / SEED / f"S{i % 7}/f{i}.bin").st_ino].hex() == b3(data)
+    # a second run reads nothing: every hash, the child's too, was stored
+    read, real_read = [], dupes._read_each
+
+    def counting(*a, **kw):
+        for x in real_read(*a, **kw):
+            read.append(x[1])
+            yield x
+
+    monkeypatch.setattr(dupes, "_read_each", counting)
+    assert sorted(s.hash for s in dupes.find_duplicates(cat, settle_seconds=0)) == sorted(s.hash for s in sets)
+    assert read == []
+
+
+def test_a_child_that_fails_stops_the_run_with_one_line(env, monkeypatch):
+    cfg, cat, stash, pool = env
+    for i in range(30):
+        data = os.urandom(300 + i)
+        put(stash / SEED / f"f{i}.bin", data)
+        put(pool / SEED / f"f{i}.bin", data)
+    for p in cfg.pools:
+        scan_pool(cat, p, cfg.scan)
+    parent = os.getpid()
+    real = dupes._hash_small
+
+    def broken(*a, **kw):
+        if os.getpid() != parent:
+            raise OSError(5, "Input/output error")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(dupes, "FORK_MIN_FILES", 10)
+    monkeypatch.setattr(dupes, "may_fork", lambda: True)
+    monkeypatch.setattr(dupes, "_hash_small", broken)
+    from qbhook.forked import ChildFailed
+
+    with pytest.raises(ChildFailed, match="the work on the second core failed: OSError"):
+        dupes.find_duplicates(cat, settle_seconds=0)
+    monkeypatch.setattr(dupes, "_hash_small", real)
+    assert len(dupes.find_duplicates(cat, settle_seconds=0)) == 30  # nothing half-stored stands in the way
