@@ -39,7 +39,6 @@ its own.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -69,7 +68,6 @@ from qbhook.catalog.hashing import (
 )
 from qbhook.catalog.store import HASH_VALID, Catalog
 from qbhook.errors import OutOfDescriptors
-from qbhook.forked import Forked, may_fork
 from qbhook.progress import Progress
 
 FULL_AT_ONCE = 32 * 1024  # files up to this size are hashed whole at once: one read either way
@@ -78,9 +76,6 @@ FULL_AT_ONCE = 32 * 1024  # files up to this size are hashed whole at once: one 
 # docs/benchmarks.md); capped at a quarter of the descriptor limit (_window).
 LOOKAHEAD = 256
 BIG_JOB = 4 << 30  # bytes of big files per piece of work handed to the helper
-# From this many small files to hash, half are read by a forked child (_fork_small): a fork, a
-# catalog connection and the results pickled back cost ~10-20 ms, a few hundred files' worth.
-FORK_MIN_FILES = 2000
 STORE_EVERY = 2000  # small-file hashes are handed to the helper (committed) in batches of this many
 # Keys the kept report besides the counters: a change to what find_duplicates or the report
 # contain must change this (the package version is part of it for released changes).
@@ -247,82 +242,24 @@ def _find_duplicates(
     for iid, _path, (partial, st) in _read_each(catalog, _jobs(where or {}, missing), _partial):
         fresh[iid] = partial
         partials_new.append((iid, partial, st.st_mtime_ns, st.st_ctime_ns))
-    # Before the helper thread starts: a fork is made only from a single-threaded process.
-    kid, taken = _fork_small(catalog, where, need_full, rows, settle_seconds)
-    mine = [i for i in need_full if i not in taken]
     helper = _Helper.start(catalog) if partials_new or need_full else None
     writes = helper or _Inline(catalog)
     try:
         if partials_new:
             writes.put(("samples", partials_new))
-        _full_hashes(catalog, writes, conn, rows, where, to_split, fresh, mine, min_size, settle_seconds, progress)
-        if kid is not None:
-            got, kid = kid.result(), None
-            for job in got:
-                writes.put(job)
+        _full_hashes(catalog, writes, conn, rows, where, to_split, fresh, need_full, min_size, settle_seconds, progress)
     except BaseException:
-        if kid is not None:
-            with contextlib.suppress(Exception):
-                kid.result()  # reaped, whatever it did: its hashes are simply not stored
         if helper is not None:
             helper.finish(abandon=True)  # Ctrl-C or an error here: what is still queued is not started
         raise
     if helper is not None:
         helper.finish()  # joined before anything reads back what it wrote; re-raises its error
-    need_full = mine + sorted(taken)
     if need_full:
         rows = _candidates(conn, min_size)  # the hashes just stored (a warm run stored none)
 
     sets = [DupeSet(size, digest.hex(), copies) for size, digest, copies in _hash_groups(conn, rows)]
     sets.sort(key=lambda s: (-s.reclaimable, s.hash))
     return sets, not (missing or need_full)
-
-
-class _Collect:
-    """_Helper's interface in a forked child: the work is kept, for the parent to hand over."""
-
-    def __init__(self):
-        self.jobs: list[tuple[str, object]] = []
-
-    def put(self, job: tuple[str, object]) -> None:
-        self.jobs.append(job)
-
-
-def _fork_small(
-    catalog: Catalog, where: dict | None, need_full: list[int], rows: list, settle_seconds: float
-) -> tuple[Forked | None, set[int]]:
-    """The second half (in path order) of the small files ``need_full`` holds, read and hashed by a
-    forked child (``qbhook.forked``) on its own catalog connection while this process reads the
-    first: (the child, the inode ids it took), or (None, empty) when there are too few to gain or
-    forking is not safe here. The child stores nothing: its hashes come back as the work
-    ``_hash_small`` would have handed to the helper, and go through the helper in this process."""
-    if where is None or not need_full or not may_fork():
-        return None, set()
-    size_of = {r[0]: r[1] for r in rows}
-    jobs = _jobs(where, [i for i in need_full if size_of[i] < MULTITHREAD_MIN])
-    path = _catalog_path(catalog)
-    if len(jobs) < FORK_MIN_FILES or not path:
-        return None, set()
-    half, roots = jobs[len(jobs) // 2 :], catalog.marker_roots
-
-    def theirs() -> list[tuple[str, object]]:
-        cat = Catalog.open(path, marker_roots=roots)
-        try:
-            out = _Collect()
-            _hash_small(cat, out, half, settle_seconds, None)
-            return out.jobs
-        finally:
-            cat.close()
-
-    return Forked(theirs), {j[0] for j in half}
-
-
-def _catalog_path(catalog: Catalog) -> str:
-    """The catalog's file ("" for one in memory, which no second connection can open)."""
-    try:
-        return next((r[2] for r in catalog.conn.execute("PRAGMA database_list") if r[1] == "main"), "")
-    except sqlite3.Error:
-        return ""
 
 
 def _full_hashes(
@@ -569,7 +506,10 @@ class _Helper:
 
     @classmethod
     def start(cls, catalog: Catalog) -> _Helper | None:
-        path = _catalog_path(catalog)
+        try:
+            path = next((r[2] for r in catalog.conn.execute("PRAGMA database_list") if r[1] == "main"), "")
+        except sqlite3.Error:
+            return None
         return cls(path, catalog.marker_roots) if path else None
 
     def _run(self, path: str, marker_roots: tuple[str, ...]) -> None:

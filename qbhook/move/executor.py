@@ -71,8 +71,8 @@ from qbhook.decide.plan import (
 )
 from qbhook.dirfd import LOOK_MAX_OPEN, FolderReader, FolderRefused
 from qbhook.errors import ExitCode, PathMapError, QbhookError, QbtError, UnsafeOperation, VerificationFailed
-from qbhook.forked import ChildFailed, Forked, may_fork
 from qbhook.move import fsops
+from qbhook.move.forked import ChildFailed, Forked, may_fork
 from qbhook.move.journal import Journal, RunRow, StepRow, sharers_of
 from qbhook.move.locks import converge_lock, executor_lock, group_lock
 from qbhook.paths import is_within
@@ -801,7 +801,7 @@ class Executor:
         return closes, done_paths, after, dead
 
     def _two_cores(self, halves: tuple[list, list], ids: dict[int, int]) -> tuple:
-        """``_act`` of one half here and of the other in a forked child (``qbhook.forked``), merged.
+        """``_act`` of one half here and of the other in a forked child (``move.forked``), merged.
 
         The halves never share a group (a failed step stops the rest of its group) nor a kept
         inode (each relink onto it moves its ctime, which the other process would see as a

@@ -1,4 +1,4 @@
-"""A large converge batch relinked on two cores (``Executor._two_cores``, ``qbhook.forked``): the same
+"""A large converge batch relinked on two cores (``Executor._two_cores``, ``move.forked``): the same
 outcome as on one, no group or kept inode shared between the halves, and a child that fails or
 is killed leaves what a crash leaves, which ``resume`` finishes."""
 
@@ -13,10 +13,9 @@ import pytest
 
 from qbhook.decide.plan import ConvergeKeep, GroupPlan
 from qbhook.move import executor as ex_mod
-from qbhook import forked
-from qbhook.move import fsops
+from qbhook.move import forked, fsops
 from qbhook.move.executor import Executor, _halves
-from qbhook.forked import ChildFailed, Forked
+from qbhook.move.forked import ChildFailed, Forked
 from tests.unit.test_converge_batch import _dups, _linked, world  # noqa: F401  (fixture)
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 
