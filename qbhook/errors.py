@@ -274,3 +274,9 @@ class PlanFileError(QbhookError):
     """A saved plan file is unreadable, malformed, edited, of another version or for other pools."""
 
     exit_code = ExitCode.DATA_ERROR
+
+
+class ChildFailed(QbhookError):
+    """The work on the second core (a forked child, ``move.forked``) failed; the run stops as a crash would."""
+
+    exit_code = ExitCode.FAILURE

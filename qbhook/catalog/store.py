@@ -108,6 +108,41 @@ class _MountWatch:
             self._poll = None
 
 
+UNKNOWN_FS = -1  # FrozenCatalog's row id of a filesystem it was not told about: no catalogued file is on it
+
+
+class FrozenCatalog:
+    """The answers a batch of relinks asks of the catalog, read beforehand by ``Catalog.frozen``, for
+    a forked child that must not touch SQLite.
+
+    Why not a connection of its own: while the parent's connection, inherited, lives in the child's
+    process image, SQLite counts a new one as a second connection of the same process and takes no
+    file lock for it; its writes can then be checkpointed away by another process (review 21,
+    reproduced). So: a device the parent did not look up is ``UNKNOWN_FS`` (no planned file is on
+    it: the relink refuses), an inode row not read is "not catalogued" (the file is read and
+    hashed), and a hash computed is kept in ``stored`` for the parent to write.
+    """
+
+    def __init__(self, devs: dict[int, int], fsids: dict[int, str], rows: dict):
+        self.devs, self.fsids, self.rows = devs, fsids, rows
+        self.stored: list[tuple[int, bytes, os.stat_result]] = []
+
+    def fs_for_path(self, _path, dev: int | None = None) -> int:
+        return self.devs.get(dev, UNKNOWN_FS) if dev is not None else UNKNOWN_FS
+
+    def fsid(self, fs: int) -> str:
+        return self.fsids.get(fs, "?")
+
+    def inode_by_key(self, fs: int, ino: int):
+        return self.rows.get((fs, ino))
+
+    def inodes_by_key(self, keys: Iterable[tuple[int, int]]) -> dict:
+        return {k: r for k in keys if (r := self.rows.get(k)) is not None}
+
+    def store_hash(self, inode_id: int, digest: bytes, st: os.stat_result) -> None:
+        self.stored.append((inode_id, bytes(digest), st))
+
+
 class Catalog:
     def __init__(self, conn: sqlite3.Connection, marker_roots: Iterable[str | os.PathLike] = ()):
         self.conn = conn
@@ -223,6 +258,13 @@ class Catalog:
         self._dev_cache[dev] = fs
         self._fsid_cache[fs] = ident.fsid
         return fs
+
+    def frozen(self, rows: dict) -> FrozenCatalog:
+        """A ``FrozenCatalog`` of the filesystems this connection has looked up and ``rows`` ((fs, ino) -> row)."""
+        if self._mounts.changed():
+            self._dev_cache.clear()  # as fs_for_path would: a device number may name another filesystem now
+        devs = dict(self._dev_cache)
+        return FrozenCatalog(devs, {fs: self.fsid(fs) for fs in set(devs.values())}, dict(rows))
 
     def fsid(self, fs: int) -> str:
         if fs not in self._fsid_cache:

@@ -35,6 +35,7 @@ else here looks at a step's kind. Adding a kind: its class in qbhook/decide/plan
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -70,9 +71,17 @@ from qbhook.decide.plan import (
     VerifyView,
 )
 from qbhook.dirfd import LOOK_MAX_OPEN, FolderReader, FolderRefused
-from qbhook.errors import ExitCode, PathMapError, QbhookError, QbtError, UnsafeOperation, VerificationFailed
+from qbhook.errors import (
+    ChildFailed,
+    ExitCode,
+    PathMapError,
+    QbhookError,
+    QbtError,
+    UnsafeOperation,
+    VerificationFailed,
+)
 from qbhook.move import fsops
-from qbhook.move.forked import ChildFailed, Forked, may_fork
+from qbhook.move.forked import Forked, may_fork
 from qbhook.move.journal import Journal, RunRow, StepRow, sharers_of
 from qbhook.move.locks import converge_lock, executor_lock, group_lock
 from qbhook.paths import is_within
@@ -794,36 +803,50 @@ class Executor:
         A large batch is split between this process and a forked child (``_two_cores``).
         """
         halves = _halves(todo) if len(todo) >= FORK_MIN_STEPS and self.ctx.hook is None and may_fork() else None
-        done = self._act(todo, ids, self.catalog) if halves is None else self._two_cores(halves, ids)
+        done = self._one_core(todo, ids) if halves is None else self._two_cores(halves, ids)
         closes, done_paths, after, dead, freed = done
         for gid, n in freed.items():
             outcomes[gid].bytes_freed += n
         return closes, done_paths, after, dead
+
+    def _relinker(self, todo: list[tuple[GroupPlan, int, Converge]]) -> fsops.Relinker:
+        rl = fsops.Relinker(self.seeding_roots, self.roots, self.catalog)
+        rl.prefetch((s.path, s.ino, s.keep.path, s.keep.ino) for _g, _q, s in todo)
+        return rl
+
+    def _one_core(self, todo: list[tuple[GroupPlan, int, Converge]], ids: dict[int, int]) -> tuple:
+        with self._relinker(todo) as rl:
+            return self._act(todo, ids, rl)
 
     def _two_cores(self, halves: tuple[list, list], ids: dict[int, int]) -> tuple:
         """``_act`` of one half here and of the other in a forked child (``move.forked``), merged.
 
         The halves never share a group (a failed step stops the rest of its group) nor a kept
         inode (each relink onto it moves its ctime, which the other process would see as a
-        change and read the file again to re-check): ``_halves``. The child opens its own
-        catalog connection. Until the batch's closing commit every step of it reads
-        ``intended``, so a child that fails leaves what a crash leaves: ``ChildFailed`` stops
-        the run, and ``qbhook resume`` re-checks each step against the world."""
-        cfg, roots = self.cfg, self.catalog.marker_roots
-        self.log.info("converge batch on two cores: %d + %d step(s)", len(halves[0]), len(halves[1]))
-
-        def theirs():
-            cat = type(self.catalog).open(cfg.catalog, marker_roots=roots)
-            try:
-                return self._act(halves[1], ids, cat)
-            finally:
-                cat.close()
-
-        kid = Forked(theirs)
+        change and read the file again to re-check): ``_halves``. The child never touches
+        SQLite: its half's catalog rows are read here before the fork, and the hashes it
+        computes come back to be written here (``Relinker.frozen``). Until the batch's closing
+        commit every step of it reads ``intended``, so a child that fails leaves what a crash
+        leaves: ``ChildFailed`` stops the run, and ``qbhook resume`` re-checks each step. A
+        fork that fails (no memory, a pids limit) relinks the batch on this core instead."""
+        theirs = self._relinker(halves[1]).frozen()
         try:
-            mine = self._act(halves[0], ids, self.catalog)
-        finally:
-            other = kid.result()  # always reaped, even when this half raised
+            kid = Forked(lambda: (*self._act(halves[1], ids, theirs), theirs.catalog.stored))
+        except OSError as e:
+            theirs.close()
+            self.log.warning("converge batch: no second process (%s); relinking on this one", e)
+            return self._one_core(sorted(halves[0] + halves[1], key=lambda t: t[1]), ids)
+        theirs.close()  # the child has its own copies of the half's folders
+        self.log.info("converge batch on two cores: %d + %d step(s)", len(halves[0]), len(halves[1]))
+        try:
+            mine = self._one_core(halves[0], ids)
+        except BaseException:
+            with contextlib.suppress(ChildFailed):  # Ctrl-C reaches both: the interruption is the news
+                kid.result()
+            raise
+        *other, stored = kid.result()
+        for inode_id, digest, st in stored:
+            self.catalog.store_hash(inode_id, digest, st)
         closes, done_paths, after, dead, freed = mine
         closes += other[0]
         done_paths += other[1]
@@ -833,41 +856,37 @@ class Executor:
             freed[gid] = freed.get(gid, 0) + n
         return closes, done_paths, after, dead, freed
 
-    def _act(self, todo: list[tuple[GroupPlan, int, Converge]], ids: dict[int, int], catalog: Catalog) -> tuple:
-        """The relinks of ``todo`` through one ``Relinker`` on ``catalog``: ``_batch_act``'s four
+    def _act(self, todo: list[tuple[GroupPlan, int, Converge]], ids: dict[int, int], rl: fsops.Relinker) -> tuple:
+        """The relinks of ``todo`` through ``rl`` (prefetched for them), synced: ``_batch_act``'s four
         answers plus the bytes each group freed."""
         closes: list[tuple[int, StepStatus, dict | None, str | None]] = []
         done_paths: list[tuple[str, str]] = []
         dead: dict[str, str] = {}
         freed: dict[str, int] = {}
-        with fsops.Relinker(self.seeding_roots, self.roots, catalog) as rl:
-            rl.prefetch((s.path, s.ino, s.keep.path, s.keep.ino) for _g, _q, s in todo)
-            for g, seq, s in todo:
-                gid, sid = g.group_id, ids[seq]
-                if gid in dead:
-                    closes.append((sid, StepStatus.FAILED, None, "not tried: an earlier step of its group failed"))
-                    continue
-                if hook is not None:
-                    hook("after_intend", gid, seq, s)
-                try:
-                    res = self._relink(rl, gid, seq, s, hook)
-                except (QbhookError, OSError) as e:
-                    dead[gid] = f"{s.kind} failed: {e}"
-                    self.log.warning("group %s: %s", gid, dead[gid])
-                    closes.append((sid, StepStatus.FAILED, None, str(e)))
-                    continue
-                except Exception as e:  # a bug must still leave the batch journaled
-                    dead[gid] = f"{s.kind} failed with an internal error: {type(e).__name__}: {e}"
-                    self.log.error("group %s: %s\n%s", gid, dead[gid], traceback.format_exc())
-                    closes.append((sid, StepStatus.FAILED, None, dead[gid]))
-                    continue
-                if hook is not None:
-                    hook("after_act", gid, seq, s)
-                closes.append((sid, StepStatus.DONE, res, None))
-                # A convergence never leaves its pool: the plan's source pool names it (cfg.pool_of costs 0.5 ms).
-                done_paths.append((s.path, g.source_pool or self._pool_name(s.path, None)))
-                freed[gid] = freed.get(gid, 0) + res.get("bytes_freed", 0)
-            rl.sync()  # before the journal says done: a rename lost to a power cut is redone by resume
+        for g, seq, s in todo:
+            gid, sid = g.group_id, ids[seq]
+            if gid in dead:
+                closes.append((sid, StepStatus.FAILED, None, "not tried: an earlier step of its group failed"))
+                continue
+            self._hook("after_intend", gid, seq, s)
+            try:
+                res = self._relink(rl, gid, seq, s)
+            except (QbhookError, OSError) as e:
+                dead[gid] = f"{s.kind} failed: {e}"
+                self.log.warning("group %s: %s", gid, dead[gid])
+                closes.append((sid, StepStatus.FAILED, None, str(e)))
+                continue
+            except Exception as e:  # a bug must still leave the batch journaled
+                dead[gid] = f"{s.kind} failed with an internal error: {type(e).__name__}: {e}"
+                self.log.error("group %s: %s\n%s", gid, dead[gid], traceback.format_exc())
+                closes.append((sid, StepStatus.FAILED, None, dead[gid]))
+                continue
+            self._hook("after_act", gid, seq, s)
+            closes.append((sid, StepStatus.DONE, res, None))
+            # A convergence never leaves its pool: the plan's source pool names it (cfg.pool_of costs 0.5 ms).
+            done_paths.append((s.path, g.source_pool or self._pool_name(s.path, None)))
+            freed[gid] = freed.get(gid, 0) + res.get("bytes_freed", 0)
+        rl.sync()  # before the journal says done: a rename lost to a power cut is redone by resume
         return closes, done_paths, rl.after, dead, freed
 
     def _relink(self, rl: fsops.Relinker, gid: str, seq: int, s: Converge, hook: Hook | None) -> dict:

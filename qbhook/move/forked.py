@@ -7,12 +7,18 @@ thread, docs/benchmarks.md section 9); a forked child runs beside the parent on 
 Rules, because a fork copies a process mid-flight:
 
 - **Only from a single-threaded process** (``may_fork``): a lock another thread held at the
-  fork (logging's, SQLite's, the allocator's) would stay locked forever in the child. The CLI
-  is single-threaded when it acts; ``serve`` (webhook server, worker, sweeper threads) never forks.
+  fork (logging's, SQLite's, the allocator's) would stay locked forever in the child, and a
+  native thread pool started before the fork is gone in the child while its library still
+  thinks it runs (BLAKE3's, once a file of MULTITHREAD_MIN or more was hashed: the child's next
+  such hash waited forever, review 21). So the threads are counted by the kernel
+  (``/proc/self/task``), native ones included, not by ``threading``. The CLI is single-threaded
+  when it relinks small files; ``serve`` (webhook server, worker, sweeper threads) never forks.
 - **The child shares nothing it did not open itself**: the work opens its own catalog
   connection (an SQLite connection must never be used across a fork), and the child leaves
   with ``os._exit``, so no inherited object is finalized twice (the parent's connection,
   buffered files).
+- **A child never outlives its parent** (``PR_SET_PDEATHSIG``): it holds copies of the parent's
+  lock descriptors, and an orphaned child would keep qbhook's locks taken.
 - **A failed child is a failed batch, not a guess**: its exception comes back as one line and
   is raised in the parent (``ChildFailed``); a child killed by a signal, or that sent nothing,
   too. Whatever it did before is what a crash leaves, and the journal's replay is made for that.
@@ -20,28 +26,50 @@ Rules, because a fork copies a process mid-flight:
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pickle
+import signal
 import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from qbhook.errors import QbhookError
+from qbhook.errors import ChildFailed
 
 T = TypeVar("T")
 
 
-class ChildFailed(QbhookError):
-    """The work on the second core failed."""
+_RESUME = "qbhook resume re-checks each step it left"
 
 
 def may_fork() -> bool:
-    """True when forking is safe here and can help: one thread, and two cores to run on."""
+    """True when forking is safe here and can help: one thread (native ones counted), two cores."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
-    return cores >= 2 and threading.active_count() == 1
+    return cores >= 2 and threading.active_count() == 1 and _kernel_threads() == 1
+
+
+def _kernel_threads() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 0  # no /proc: unknown, so no fork
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child: SIGKILL when the parent dies (and now, if it already has)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 class Forked(Generic[T]):
@@ -49,10 +77,17 @@ class Forked(Generic[T]):
 
     def __init__(self, work: Callable[[], T]):
         r, w = os.pipe()
-        pid = os.fork()
+        parent = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(r)
+            os.close(w)
+            raise
         if pid == 0:  # the child: never returns
             code = 0
             try:
+                _die_with_parent(parent)
                 os.close(r)
                 try:
                     payload = ("ok", work())
@@ -72,7 +107,9 @@ class Forked(Generic[T]):
         try:
             kind, value = pickle.loads(data)
         except Exception:
-            raise ChildFailed(f"the work on the second core ended without an answer (wait status {status})") from None
+            raise ChildFailed(
+                f"the work on the second core ended without an answer (wait status {status})", hint=_RESUME
+            ) from None
         if kind != "ok":
-            raise ChildFailed(f"the work on the second core failed: {value}")
+            raise ChildFailed(f"the work on the second core failed: {value}", hint=_RESUME)
         return value

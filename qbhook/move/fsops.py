@@ -1273,9 +1273,17 @@ class Relinker:
         for k in keys:
             self._rows[k] = found.get(k)
 
-    def _split_seed(self, path) -> tuple[bytes, tuple[bytes, ...]]:
-        """``_split_under(path, seeding_roots)``, once per path."""
-        hit = self._seed_splits.get(path)
+    def frozen(self) -> Self:
+        """This batch, its catalog replaced by a frozen view of what ``prefetch`` read
+        (``Catalog.frozen``): for a forked child, which must not use SQLite. The hashes it
+        computes wait in ``self.catalog.stored`` for the parent to write."""
+        if self.catalog is not None:
+            self.catalog = self.catalog.frozen(self._rows)
+        return self
+
+    def _split(self, path, roots: tuple) -> tuple[bytes, tuple[bytes, ...]]:
+        key = (path, roots)
+        hit = self._splits.get(key)
         if hit is None:
             root, parts = _split_ordered(path, self._seed_order, self.seeding_roots)
             hit = self._seed_splits[path] = (root, tuple(parts))  # a tuple: the folder cache's key as is

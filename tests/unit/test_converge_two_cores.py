@@ -4,6 +4,7 @@ is killed leaves what a crash leaves, which ``resume`` finishes."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import signal
@@ -12,10 +13,11 @@ import threading
 import pytest
 
 from qbhook.decide.plan import ConvergeKeep, GroupPlan
+from qbhook.errors import ChildFailed
 from qbhook.move import executor as ex_mod
 from qbhook.move import forked, fsops
 from qbhook.move.executor import Executor, _halves
-from qbhook.move.forked import ChildFailed, Forked
+from qbhook.move.forked import Forked
 from tests.unit.test_converge_batch import _dups, _linked, world  # noqa: F401  (fixture)
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 
@@ -89,8 +91,12 @@ def test_a_large_batch_is_relinked_on_two_cores_with_the_outcome_of_one(world, c
 def test_no_fork_while_another_thread_runs(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
     monkeypatch.setattr(threading, "active_count", lambda: 1)
+    monkeypatch.setattr(forked, "_kernel_threads", lambda: 1)
     assert forked.may_fork()
     monkeypatch.setattr(threading, "active_count", lambda: 2)  # e.g. the notifier's sender, serve's threads
+    assert not forked.may_fork()
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    monkeypatch.setattr(forked, "_kernel_threads", lambda: 3)  # a native pool (BLAKE3's) Python does not see
     assert not forked.may_fork()
     monkeypatch.setattr(threading, "active_count", lambda: 1)
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0})  # one core: nothing to gain
@@ -153,3 +159,84 @@ def test_forked_returns_the_childs_answer_and_reaps_it():
     assert got["pid"] != os.getpid() and len(got["big"]) == 1 << 20
     with pytest.raises(ChildProcessError):
         os.waitpid(kid.pid, os.WNOHANG)
+
+
+def test_the_kernel_counts_a_native_thread_pool_python_does_not():
+    """BLAKE3's multi-threaded hashing starts native threads: after it, ``threading`` still sees one
+    thread, the kernel more, and may_fork says no (a child would wait forever on the pool)."""
+    import blake3
+
+    blake3.blake3(b"x" * (1 << 22), max_threads=blake3.blake3.AUTO).digest()
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: BLAKE3 starts no pool")
+    assert forked._kernel_threads() > threading.active_count()
+    assert not forked.may_fork()
+
+
+def test_the_child_never_opens_sqlite_and_its_hashes_are_stored_here(world, counted, monkeypatch):  # noqa: F811
+    """The child's half reads the catalog rows the parent read for it (``Relinker.frozen``); a hash it
+    has to compute (a kept file whose ctime moved) is written by the parent."""
+    import sqlite3
+
+    from qbhook.catalog.store import Catalog
+    from tests.unit.test_converge_batch import _cache
+
+    parent = os.getpid()
+    real_connect = sqlite3.connect
+
+    def connect(*a, **kw):
+        if os.getpid() != parent:
+            raise AssertionError("SQLite opened in the forked child")
+        return real_connect(*a, **kw)
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    w = world
+    plan, pairs = _dups(w, 8)
+    old = 1_600_000_000 * 10**9
+    for s, lib in pairs:
+        os.utime(s, ns=(old, old))
+        os.utime(lib, ns=(old, old))
+        _cache(w, s, lib)
+        os.chmod(lib, 0o644)  # its ctime moves: the cached hash no longer applies, the relink reads it
+    for g in plan.groups:
+        g.steps = [dataclasses.replace(st, mtime_ns=old) for st in g.steps]
+    stored = []
+    real_store = Catalog.store_hash
+    monkeypatch.setattr(Catalog, "store_hash", lambda self, *a: stored.append(a[0]) or real_store(self, *a))
+    summary = w.executor().apply(plan)
+    assert summary.status == "done" and counted[0] == [1]
+    assert all(_linked(s, lib) for s, lib in pairs)
+    keepers = {w.cat.inode_by_path(lib).id for _s, lib in pairs}
+    assert keepers <= set(stored)  # both halves' kept files, the child's written here
+
+
+def test_a_fork_that_fails_relinks_the_batch_on_this_core(world, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(ex_mod, "FORK_MIN_STEPS", 4)
+    monkeypatch.setattr(ex_mod, "may_fork", lambda: True)
+
+    def no_fork(_work):
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(ex_mod, "Forked", no_fork)
+    plan, pairs = _dups(world, 8)
+    summary = world.executor().apply(plan)
+    assert summary.status == "done" and len(summary.groups_done) == 8
+    assert all(_linked(s, lib) for s, lib in pairs)
+
+
+def test_ctrl_c_in_this_half_is_an_interruption_not_a_child_failure(world, counted, monkeypatch):  # noqa: F811
+    parent = os.getpid()
+    real_relink = Executor._relink
+
+    def relink(self, rl, gid, seq, s):
+        if os.getpid() == parent:
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGINT)  # what the terminal sends the whole process group
+        return real_relink(self, rl, gid, seq, s)
+
+    monkeypatch.setattr(Executor, "_relink", relink)
+    plan, _pairs = _dups(world, 8)
+    with pytest.raises(KeyboardInterrupt):
+        world.executor().apply(plan)
+    (run,) = world.journal.unfinished_runs()
+    assert run.status == "interrupted"
