@@ -89,8 +89,8 @@ def apply(app: App, yes, group_ids, hashes, scan, wait, plan_file):
     "--scan/--no-scan",
     "scan",
     default=None,
-    help="Scan the pools first, or use the catalog as is. Default: scan when the last full scan is "
-    "older than scan.max_age.",
+    help="Scan the pools first (the default: the pass decides on the catalog's paths), or use the "
+    "catalog as is (a path gone since the last scan fails its group).",
 )
 @wait_option()
 @pass_app

@@ -5,7 +5,8 @@ known link of its inode, because it also decides moves, and a move rests on "no 
 the seeding tree", which a stale catalog could fake. A pass that only converges needs much
 less, and does its work set by set instead of group by group:
 
-1. the catalog made current (``planning.ready_catalog``: a scan unless a recent one is on record);
+1. the catalog made current (``planning.ready_catalog``: a scan, unless ``--no-scan``; a plan
+   reuses a recent scan because it re-stats every file it decides on, this pass does not);
 2. the content index from the catalog (``catalog.dupes.find_duplicates``: sizes that collide,
    a partial hash, then BLAKE3 of what still collides, each cached per inode), one set per
    content held by two or more inodes;
@@ -41,7 +42,7 @@ from dataclasses import dataclass
 from qbhook.catalog.dupes import DupeSet, find_duplicates
 from qbhook.catalog.store import Catalog
 from qbhook.clients.port import BatchListing, ClientPort
-from qbhook.config import Config
+from qbhook.config import Config, PolicyConfig
 from qbhook.decide import converge
 from qbhook.decide.facts import (
     FileFact,
@@ -56,7 +57,7 @@ from qbhook.decide.facts import (
 from qbhook.decide.grouping import payload_groups
 from qbhook.decide.heap import collector_paused
 from qbhook.decide.plan import Plan
-from qbhook.decide.planner import staying
+from qbhook.decide.planner import finish_run, staying
 from qbhook.decide.planning import CatalogUse, ready_catalog
 from qbhook.errors import PathMapError
 from qbhook.paths import normalize, root_holding
@@ -85,13 +86,17 @@ def plan_convergence(
     now: float | None = None,
 ) -> ConvergeRun:
     """Steps 1-4 of the module docstring: the converge plan of every group that has something to converge."""
-    use = ready_catalog(cfg, catalog, targeted=False, scan=scan, progress=progress)
+    # Scanned unless --no-scan, whatever the last scan's age: the pass decides on the catalog's paths
+    # without re-stat-ing them as a plan does, and a path gone since would fail its group.
+    use = ready_catalog(cfg, catalog, targeted=False, scan=scan is not False, progress=progress)
+    if scan is None:
+        use = CatalogUse("scanned", "pools scanned now (converge decides on the catalog's paths)", use.full_scan_age_s)
     sets = find_duplicates(catalog, settle_seconds=cfg.scan.settle_seconds, progress=progress)
     torrents = _torrent_facts(catalog, list(clients), _held_under(sets))
     mtimes = catalog.inode_mtimes(c.inode_id for s in sets for c in s.copies)
     with collector_paused():  # many small long-lived facts, no cycles (decide.heap)
         snap = convergence_snapshot(sets, torrents, _pools(cfg), mtimes, time.time() if now is None else now)
-        plan = convergence_plan(snap, cfg.policy.converge)
+        plan = convergence_plan(snap, cfg.policy)
     return ConvergeRun(plan, use, len(sets), len(torrents))
 
 
@@ -131,9 +136,11 @@ def convergence_snapshot(
     return Snapshot(torrents=tuple(torrents), inodes=inodes, pools=pools, content=content, now=now)
 
 
-def convergence_plan(snap: Snapshot, enabled: bool = True) -> Plan:
+def convergence_plan(snap: Snapshot, policy: PolicyConfig | None = None) -> Plan:
     """A ``converge`` group for every payload group with a duplicate to replace (``converge.plan_group``),
-    in group order; with ``enabled`` False each says what it would free and has no step."""
+    in group order, under the planner's last passes (``planner.finish_run``: the batch cap
+    ``policy.max_groups_per_run``); with ``policy.converge`` false each only says what it would free."""
+    policy = PolicyConfig() if policy is None else policy
     root_of = root_holding(tuple(p.seeding_root for p in snap.pools) + _more_roots(snap.pools))
     pool_of_root = {p.seeding_root: p.name for p in snap.pools} | {
         r: p.name for p in snap.pools for r in p.more_seeding_roots
@@ -149,11 +156,12 @@ def convergence_plan(snap: Snapshot, enabled: bool = True) -> Plan:
         root = root_of(conv.steps[0].path)
         gp = staying(group)
         gp.source_pool = pool_of_root.get(root) if root else None
-        if enabled:
+        if policy.converge:
             converge.apply_to(gp, conv, "")
         else:
             converge.report_only(gp, conv)
         plans.append(gp)
+    finish_run(plans, policy)
     return Plan(groups=plans, created_at=snap.now)
 
 

@@ -101,10 +101,20 @@ def test_policy_converge_false_makes_the_pass_a_report():
     w.payload(base.S + "/movies", {"Film/film.mkv": "F"})
     w.file(base.LIB + "/Film (2021)/Film (2021).mkv", "F")
     w.torrent("a" * 40, base.S + "/movies", ["Film/film.mkv"])
-    (g,) = convergence_plan(_pass_snapshot(w), enabled=False).groups
+    (g,) = convergence_plan(_pass_snapshot(w), PolicyConfig(converge=False)).groups
     assert g.action == "stay" and not g.steps and "would converge 1 duplicate inode(s)" in g.reason
     (g,) = convergence_plan(_pass_snapshot(w)).groups
     assert g.action == "converge" and len(g.steps) == 1 and g.source_pool == "stash"
+
+
+def test_the_pass_keeps_the_run_cap():
+    w = World()
+    for n in "FG":
+        w.payload(base.S + "/movies", {f"{n}/{n}.mkv": n})
+        w.file(f"{base.LIB}/{n} (2021)/{n}.mkv", n)
+        w.torrent(n.lower() * 40, base.S + "/movies", [f"{n}/{n}.mkv"])
+    groups = convergence_plan(_pass_snapshot(w), PolicyConfig(max_groups_per_run=1)).groups
+    assert [g.action for g in groups] == ["converge", "skip"] and "max_groups_per_run" in groups[1].reason
 
 
 def test_a_file_a_torrent_still_writes_is_left_to_a_later_pass():
