@@ -84,6 +84,9 @@ STABLE_STATES = frozenset(
         "stoppedDL",
     }
 )
+# The stable states of a complete torrent: it reads its files to seed and writes none of them.
+# (A torrent at 100 % in a downloading state is finishing: not one of these.)
+SEEDING_STATES = frozenset({"uploading", "stalledUP", "queuedUP", "forcedUP", "stoppedUP"})
 
 
 def normalize_state(raw: str) -> str:

@@ -42,8 +42,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from qbhook.clients.model import SEEDING_STATES
 from qbhook.decide.facts import (
-    UNSTABLE_STATES,
     ContentKey,
     InodeFact,
     InodeKey,
@@ -87,8 +87,9 @@ def candidates(snap: Snapshot, inode: InodeFact) -> list[InodeKey]:
 
 
 def settled(progress: float, state: str) -> bool:
-    """A torrent that neither downloads, checks nor moves: it writes none of its files."""
-    return progress >= 1 and state not in UNSTABLE_STATES
+    """A complete torrent in a state known to write none of its files (``clients.model.SEEDING_STATES``,
+    a whitelist: a state a client adds later waits until someone decides, review 21)."""
+    return progress >= 1 and state in SEEDING_STATES
 
 
 def _settled(t: TorrentFact) -> bool:

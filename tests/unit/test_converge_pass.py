@@ -117,13 +117,18 @@ def test_the_pass_keeps_the_run_cap():
     assert [g.action for g in groups] == ["converge", "skip"] and "max_groups_per_run" in groups[1].reason
 
 
-def test_a_file_a_torrent_still_writes_is_left_to_a_later_pass():
+@pytest.mark.parametrize(
+    "kw", [{"state": "downloading", "progress": 0.5}, {"state": "someStateOfQbt6"}, {"state": "forcedDL"}]
+)
+def test_a_file_a_torrent_may_still_write_is_left_to_a_later_pass(kw):
+    """A whitelist (``clients.model.SEEDING_STATES``): a state not known to write nothing waits."""
     w = World()
     w.payload(base.S + "/movies", {"Film/film.mkv": "F"})
     w.file(base.LIB + "/Film (2021)/Film (2021).mkv", "F")
     w.torrent("a" * 40, base.S + "/movies", ["Film/film.mkv"])
-    w.torrent("b" * 40, base.S + "/movies", ["Film/film.mkv"], state="downloading", progress=0.5)
+    w.torrent("b" * 40, base.S + "/movies", ["Film/film.mkv"], **kw)
     assert convergence_plan(_pass_snapshot(w)).groups == []
+    assert not [g for g in make_plan(w.snapshot(), PolicyConfig()).groups if g.action == "converge"]
 
 
 # --------------------------------------------------------------------------- real files
@@ -251,6 +256,8 @@ def test_only_torrents_that_may_use_a_duplicate_have_their_files_listed(tmpfs, t
         (0.5, "downloading", "/elsewhere/Other", False),  # may write: always listed
         (1.0, "checkingUP", "/s/seeding/movies/Other", False),
         (1.0, "moving", "/s/seeding/movies/Other", False),
+        (1.0, "someStateOfQbt6", "/s/seeding/movies/Other", False),  # unknown: may write, listed
+        (1.0, "stalledDL", "/s/seeding/movies/Other", False),  # 100 % but still finishing
     ],
 )
 def test_which_torrents_have_their_files_listed(progress, state, content, skipped):
