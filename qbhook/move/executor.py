@@ -863,14 +863,16 @@ class Executor:
         done_paths: list[tuple[str, str]] = []
         dead: dict[str, str] = {}
         freed: dict[str, int] = {}
+        hook = self.ctx.hook  # test hooks: when unset (every real run), no call and no closure per step
         for g, seq, s in todo:
             gid, sid = g.group_id, ids[seq]
             if gid in dead:
                 closes.append((sid, StepStatus.FAILED, None, "not tried: an earlier step of its group failed"))
                 continue
-            self._hook("after_intend", gid, seq, s)
+            if hook is not None:
+                hook("after_intend", gid, seq, s)
             try:
-                res = self._relink(rl, gid, seq, s)
+                res = self._relink(rl, gid, seq, s, hook)
             except (QbhookError, OSError) as e:
                 dead[gid] = f"{s.kind} failed: {e}"
                 self.log.warning("group %s: %s", gid, dead[gid])
@@ -881,7 +883,8 @@ class Executor:
                 self.log.error("group %s: %s\n%s", gid, dead[gid], traceback.format_exc())
                 closes.append((sid, StepStatus.FAILED, None, dead[gid]))
                 continue
-            self._hook("after_act", gid, seq, s)
+            if hook is not None:
+                hook("after_act", gid, seq, s)
             closes.append((sid, StepStatus.DONE, res, None))
             # A convergence never leaves its pool: the plan's source pool names it (cfg.pool_of costs 0.5 ms).
             done_paths.append((s.path, g.source_pool or self._pool_name(s.path, None)))

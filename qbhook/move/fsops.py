@@ -1281,9 +1281,9 @@ class Relinker:
             self.catalog = self.catalog.frozen(self._rows)
         return self
 
-    def _split(self, path, roots: tuple) -> tuple[bytes, tuple[bytes, ...]]:
-        key = (path, roots)
-        hit = self._splits.get(key)
+    def _split_seed(self, path) -> tuple[bytes, tuple[bytes, ...]]:
+        """``_split_under(path, seeding_roots)``, once per path."""
+        hit = self._seed_splits.get(path)
         if hit is None:
             root, parts = _split_ordered(path, self._seed_order, self.seeding_roots)
             hit = self._seed_splits[path] = (root, tuple(parts))  # a tuple: the folder cache's key as is

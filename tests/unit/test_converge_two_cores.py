@@ -120,8 +120,8 @@ def test_a_failed_second_core_stops_the_run_and_resume_finishes_it(world, counte
     parent = os.getpid()
     real_relink, real_sync = Executor._relink, fsops.Relinker.sync
 
-    def relink(self, rl, gid, seq, s):
-        res = real_relink(self, rl, gid, seq, s)
+    def relink(self, rl, gid, seq, s, hook=None):
+        res = real_relink(self, rl, gid, seq, s, hook)
         if os.getpid() != parent and how == "killed":
             os.kill(os.getpid(), signal.SIGKILL)
         return res
@@ -228,11 +228,11 @@ def test_ctrl_c_in_this_half_is_an_interruption_not_a_child_failure(world, count
     parent = os.getpid()
     real_relink = Executor._relink
 
-    def relink(self, rl, gid, seq, s):
+    def relink(self, rl, gid, seq, s, hook=None):
         if os.getpid() == parent:
             raise KeyboardInterrupt
         os.kill(os.getpid(), signal.SIGINT)  # what the terminal sends the whole process group
-        return real_relink(self, rl, gid, seq, s)
+        return real_relink(self, rl, gid, seq, s, hook)
 
     monkeypatch.setattr(Executor, "_relink", relink)
     plan, _pairs = _dups(world, 8)
