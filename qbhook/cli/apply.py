@@ -106,8 +106,9 @@ def converge(app: App, yes, scan, wait):
     """
     from qbhook.move.run import apply_converged
 
+    catalog = app.open_catalog(writes=yes or scan is not False)  # --no-scan dry run: only reads
     done = apply_converged(
-        app.cfg, app.catalog, app.clients, app.executor(wait), scan=scan, dry_run=not yes, progress=app.progress()
+        app.cfg, catalog, app.clients, app.executor(wait), scan=scan, dry_run=not yes, progress=app.progress()
     )
     run = done.planned
     note = catalog_note(app, run.catalog_use)

@@ -34,6 +34,7 @@ READERS = [
     ["queue", "retry", "1"],
     ["plan", "--no-scan"],
     ["apply", "--no-scan"],  # a dry run
+    ["converge", "--no-scan"],  # a dry run
     ["repair"],  # a dry run
 ]
 
