@@ -102,7 +102,10 @@ def converge(app: App, yes, scan, wait):
     are replaced, each re-checked (inode, size, content) right before its atomic rename. No
     torrent is relocated or rechecked. Exit codes as `apply`: 0 ok, 5 a group failed, 75 busy.
 
-    Example: qbhook converge && qbhook converge --yes
+    \b
+    Example:
+      qbhook converge            # what it would relink, and the bytes it would free
+      qbhook converge --yes      # do it
     """
     from qbhook.move.run import apply_converged
 

@@ -13,10 +13,12 @@ Rules, because a fork copies a process mid-flight:
   such hash waited forever, review 21). So the threads are counted by the kernel
   (``/proc/self/task``), native ones included, not by ``threading``. The CLI is single-threaded
   when it relinks small files; ``serve`` (webhook server, worker, sweeper threads) never forks.
-- **The child shares nothing it did not open itself**: the work opens its own catalog
-  connection (an SQLite connection must never be used across a fork), and the child leaves
-  with ``os._exit``, so no inherited object is finalized twice (the parent's connection,
-  buffered files).
+- **The child touches no SQLite**: an inherited connection must never be used across a fork,
+  and one opened in the child takes no real file lock while the inherited one lives in its
+  process image (review 21: its writes can be checkpointed away). The work reads what the
+  parent read for it (``catalog.store.FrozenCatalog``) and hands back what is to be written.
+  The child leaves with ``os._exit``, so no inherited object is finalized twice (the parent's
+  connection, buffered files).
 - **A child never outlives its parent** (``PR_SET_PDEATHSIG``): it holds copies of the parent's
   lock descriptors, and an orphaned child would keep qbhook's locks taken.
 - **A failed child is a failed batch, not a guess**: its exception comes back as one line and
