@@ -55,10 +55,11 @@ class App:
 
     def open_catalog(self, *, writes: bool):
         """The command's catalog. ``writes``: the command puts something of its own in it: a scan
-        (scan; plan, explain, dupes and a dry-run apply unless ``--no-scan``: with no catalog
-        they scan first), a run (every ``--yes``, resume, sweep), events (hook, serve), the
-        totals of ``orphans``; only then is one made if there is none. A command that only
-        reads (status, history, queue, find, torrents, ``--no-scan``...) makes none:
+        (scan; plan, explain, dupes, converge and a dry-run apply unless ``--no-scan``: with no
+        catalog they scan first), a sync of the torrent index (torrents, dupes --payloads, unless
+        ``--offline``), a run (every ``--yes``, resume, sweep), events (hook, serve), the totals
+        of ``orphans``; only then is one made if there is none. A command that only reads
+        (status, history, queue, find, ``--offline``, ``--no-scan``...) makes none:
         CatalogMissing (one line, ExitCode.NO_INPUT), neither file nor folder made, so a command
         run before the first scan, with the pools not mounted or ``catalog:`` mistyped does not
         leave an empty catalog that answers "nothing" later as if it were the real one. Called

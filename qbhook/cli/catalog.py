@@ -116,7 +116,8 @@ def dupes(app: App, no_scan, min_size, payloads, offline):
     from qbhook.decide.heap import collector_paused
 
     cfg = app.cfg
-    app.open_catalog(writes=not (payloads or no_scan))  # its scan writes
+    # Its scan writes, and so does --payloads' sync of the torrent index; --no-scan / --offline only read.
+    app.open_catalog(writes=not (offline if payloads else no_scan))
     if payloads:
         return payload_dupes(app, offline)
     # The collector paused (decide.heap): a first run holds a few objects per file (walked

@@ -41,7 +41,7 @@ def torrents(app: App, pool, state, category, group, decision, gone, offline):
 
     data = list_torrents(
         app.cfg,
-        app.open_catalog(writes=False),
+        app.open_catalog(writes=not offline),  # a sync writes the torrent index; --offline only reads
         app.clients,
         pool=pool,
         state=state,
