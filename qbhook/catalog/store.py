@@ -411,17 +411,8 @@ class Catalog:
         return out
 
     def inode_keys_at(self, paths: list[bytes]) -> dict[bytes, tuple[str, int]]:
-        """path -> (fsid, ino) of the inode catalogued at it; a path not catalogued is absent. 500 per query."""
-        out: dict[bytes, tuple[str, int]] = {}
-        for i in range(0, len(paths), 500):
-            chunk = paths[i : i + 500]
-            for path, fs, ino in self.conn.execute(
-                "SELECT p.path, i.fs, i.ino FROM paths p JOIN inodes i ON i.id = p.inode "
-                f"WHERE p.path IN ({','.join('?' * len(chunk))})",
-                chunk,
-            ):
-                out[path] = (self.fsid(fs), ino)
-        return out
+        """path -> (fsid, ino) of the inode catalogued at it (``stat_rows``); a path not catalogued is absent."""
+        return {path: (self.fsid(row[0]), row[1]) for path, row in self.stat_rows(paths).items()}
 
     def inode_mtimes(self, inode_ids: Iterable[int]) -> dict[int, int]:
         """inode id -> its catalogued mtime (ns), 500 ids per query."""

@@ -60,7 +60,7 @@ from qbhook.decide.plan import Plan
 from qbhook.decide.planner import finish_run, staying
 from qbhook.decide.planning import CatalogUse, ready_catalog
 from qbhook.errors import PathMapError
-from qbhook.paths import normalize, root_holding
+from qbhook.paths import normalize
 from qbhook.progress import Progress
 
 
@@ -113,7 +113,7 @@ def convergence_snapshot(
     (``facts.split_links``); its link count is the catalog's (``mtimes``: inode id -> mtime, the
     catalog's too), both from the last scan.
     """
-    roots = [p.seeding_root for p in pools] + list(_more_roots(pools))
+    roots = [r for p in pools for r in p.seeding_roots]
     inodes: dict[InodeKey, InodeFact] = {}
     content: dict = {}
     for s in sets:
@@ -141,10 +141,6 @@ def convergence_plan(snap: Snapshot, policy: PolicyConfig | None = None) -> Plan
     in group order, under the planner's last passes (``planner.finish_run``: the batch cap
     ``policy.max_groups_per_run``); with ``policy.converge`` false each only says what it would free."""
     policy = PolicyConfig() if policy is None else policy
-    root_of = root_holding(tuple(p.seeding_root for p in snap.pools) + _more_roots(snap.pools))
-    pool_of_root = {p.seeding_root: p.name for p in snap.pools} | {
-        r: p.name for p in snap.pools for r in p.more_seeding_roots
-    }
     plans = []
     inodes = snap.inodes
     for group in payload_groups(snap.torrents):
@@ -153,9 +149,9 @@ def convergence_plan(snap: Snapshot, policy: PolicyConfig | None = None) -> Plan
         conv = converge.plan_group(snap, group)
         if conv is None:
             continue
-        root = root_of(conv.steps[0].path)
         gp = staying(group)
-        gp.source_pool = pool_of_root.get(root) if root else None
+        pool = snap.seeding_pool_of(conv.steps[0].path)  # every step of a convergence is on one dataset
+        gp.source_pool = pool.name if pool else None
         if policy.converge:
             converge.apply_to(gp, conv, "")
         else:
@@ -163,10 +159,6 @@ def convergence_plan(snap: Snapshot, policy: PolicyConfig | None = None) -> Plan
         plans.append(gp)
     finish_run(plans, policy)
     return Plan(groups=plans, created_at=snap.now)
-
-
-def _more_roots(pools: tuple[PoolFact, ...]) -> tuple[str, ...]:
-    return tuple(r for p in pools for r in p.more_seeding_roots)
 
 
 def _pools(cfg: Config) -> tuple[PoolFact, ...]:
