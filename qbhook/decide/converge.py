@@ -12,7 +12,13 @@ Rules:
 - **Kept inode** per (dataset, content): a library's inode first (it has links
   outside the seeding roots), else the one with most links, then the oldest (mtime),
   then the lowest inode number. The choice depends only on the snapshot's content
-  index, so every group picks the same one and a kept inode is never replaced.
+  index and torrents, so every group picks the same one and a kept inode is never replaced.
+- An inode with no link outside the seeding roots that no torrent of the snapshot uses
+  (an unclaimed file in a seeding root: a leftover, or a file in an incomplete folder
+  being written by something qbhook cannot place) is never kept: whatever writes it is
+  unseen, and a victim linked onto it would share its changing bytes. It is left out of
+  the choice (the other copies may still converge among themselves); it is never a
+  victim either (a victim is a file of the group's torrents).
 - **Replaced** (a victim): an inode of a torrent of this group, non-empty, hashed,
   with no link outside the seeding roots (every link of it is a known seeding link,
   so replacing them all frees it; a library file is never a victim), on the same
@@ -20,8 +26,17 @@ Rules:
   reach it). *Every* known seeding link of a victim is relinked, each one a step.
 - Only names inside seeding roots are ever replaced; the kept inode is only linked
   from. Library files are never modified, renamed or relinked.
-- A victim read or written by a torrent that is not complete and stable (or whose
-  file is not wanted) waits: its bytes may still change.
+- An inode that may still change waits, whether it would be the victim or the kept
+  inode (then its victims wait): one that a torrent of the snapshot (any group) uses
+  while it is not settled (``settled``: complete, in a state known to write nothing),
+  or has at priority 0, or that is linked at a path where a torrent that is not settled
+  may be writing (``Snapshot.write_paths``, made by ``write_paths`` for both builders:
+  its file names under its save path and its download path, each also resolved through
+  symlinks), since qBittorrent writes an incomplete torrent into its download path and
+  a symlinked save path names a catalogued folder under another spelling. Replacing a
+  victim by a link to a changing inode would hand a settled torrent (and maybe a
+  library) those bytes. A group whose duplicates all wait stays and says so
+  (``note_waiting``).
 - ``bytes_freed`` counts each victim inode once (its last seeding link goes away).
 
 ``policy.converge: false`` turns all of this into a report: the group keeps its decision and
@@ -40,6 +55,7 @@ above for each file right before its atomic rename.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from qbhook.clients.model import SEEDING_STATES
@@ -49,6 +65,7 @@ from qbhook.decide.facts import (
     InodeKey,
     Snapshot,
     TorrentFact,
+    may_write_at,
 )
 from qbhook.decide.plan import Action, Converge, ConvergeKeep, Delete, GroupPlan, Step
 from qbhook.units import human_bytes
@@ -60,6 +77,56 @@ class Convergence:
     bytes_freed: int  # victim inodes whose last seeding link goes, each counted once
     inodes: int  # victim inodes
     onto_library: int  # of those, converged onto an inode a library uses
+    waiting: int = 0  # duplicate inodes of the group left for later: they or their kept inode may change
+
+
+@dataclass(frozen=True, slots=True)
+class _Usage:
+    """Who uses the inodes that convergence may keep, across every group of one snapshot."""
+
+    busy: frozenset[InodeKey]  # used by a torrent that is not settled, or at priority 0
+    claimed: frozenset[InodeKey]  # duplicated inodes some torrent of the snapshot uses
+
+
+_USAGE = "converge.usage"  # its key in Snapshot.derived
+
+
+def _usage(snap: Snapshot) -> _Usage:
+    """``_Usage`` of ``snap``, built on first use and kept in ``snap.derived``: a group's kept inode is
+    often another group's file, so this looks at every torrent, once per snapshot (the pass plans
+    10,000 groups). Only inodes of a content held twice are kept in ``claimed`` (a keeper is one)."""
+    got = snap.derived.get(_USAGE)
+    if got is None:
+        dup = {k for keys in snap.content.values() if len(keys) > 1 for k in keys}
+        busy: set[InodeKey] = set()
+        claimed: set[InodeKey] = set()
+        for t in snap.torrents:
+            if not _settled(t):
+                busy.update(f.inode for f in t.files if f.inode is not None)
+            else:
+                busy.update(f.inode for f in t.files if f.inode is not None and not f.priority)
+            claimed.update(f.inode for f in t.files if f.inode in dup)
+        got = snap.derived[_USAGE] = _Usage(frozenset(busy), frozenset(claimed))
+    return got
+
+
+def write_paths(torrents: Iterable[TorrentFact], resolve: Callable[[str], str] | None = None) -> frozenset[str]:
+    """``Snapshot.write_paths``, for both builders (the snapshot and the pass): where each torrent
+    that is not settled may be writing (``facts.may_write_at``: under its save and download paths,
+    with ``resolve``, ``facts.resolve_links``, also through symlinks). A settled torrent costs nothing."""
+    out: set[str] = set()
+    for t in torrents:
+        if not _settled(t):
+            out |= may_write_at((t.save_path, t.download_path), (f.rel for f in t.files), resolve)
+    return frozenset(out)
+
+
+def _may_change(snap: Snapshot, use: _Usage, inode: InodeFact) -> bool:
+    """The rule of the module docstring: a torrent that may write uses ``inode``, or may write at one of its links."""
+    if inode.key in use.busy:
+        return True
+    w = snap.write_paths
+    return bool(w) and any(p in w for p in inode.seeding_paths + inode.other_paths)
 
 
 def keeper(snap: Snapshot, keys: list[InodeKey]) -> InodeKey:
@@ -97,27 +164,34 @@ def _settled(t: TorrentFact) -> bool:
 
 
 def plan_group(snap: Snapshot, group: list[TorrentFact]) -> Convergence | None:
-    """The converge steps for ``group``'s duplicate inodes, or None when there is nothing to converge."""
+    """The converge steps for ``group``'s duplicate inodes, or None when it has no duplicate to converge
+    now or later (a Convergence without steps: its duplicates all wait, ``Convergence.waiting``)."""
     users: dict[InodeKey, list[tuple[TorrentFact, int]]] = {}
     for t in group:
         for f in t.files:
             if f.inode is not None and f.inode in snap.inodes:
                 users.setdefault(f.inode, []).append((t, f.priority))
     steps: list[Step] = []
-    freed = n = onto_library = 0
+    freed = n = onto_library = waiting = 0
     for key in sorted(users):
         inode = snap.inodes[key]
         if inode.size == 0 or inode.content is None or inode.external_links or not inode.seeding_paths:
             continue
-        if not all(_settled(t) and prio != 0 for t, prio in users[key]):
-            continue
         keys = candidates(snap, inode)
         if len(keys) < 2:
             continue
+        if not all(_settled(t) and prio != 0 for t, prio in users[key]):
+            waiting += 1
+            continue
+        use = _usage(snap)
+        keys = [c for c in keys if c == key or snap.inodes[c].external_links or c in use.claimed]
         k = keeper(snap, keys)
         if k == key:
             continue  # this one is kept; the others converge onto it from their own groups
         kept = snap.inodes[k]
+        if _may_change(snap, use, inode) or _may_change(snap, use, kept):
+            waiting += 1
+            continue
         # Link from a seeding name of the kept inode when it has one (qbhook's own ground), else its library name.
         keep_path = min(kept.seeding_paths) if kept.seeding_paths else min(kept.other_paths)
         for p in inode.seeding_paths:
@@ -135,13 +209,33 @@ def plan_group(snap: Snapshot, group: list[TorrentFact]) -> Convergence | None:
         freed += inode.size
         n += 1
         onto_library += bool(kept.external_links)
-    if not steps:
+    if not steps and not waiting:
         return None
-    return Convergence(tuple(steps), freed, n, onto_library)
+    return Convergence(tuple(steps), freed, n, onto_library, waiting)
+
+
+def waiting_note(conv: Convergence) -> str:
+    """Why some of a group's duplicates are not converged now ("" when none waits)."""
+    if not conv.waiting:
+        return ""
+    return (
+        f"{conv.waiting} duplicate inode(s) wait to converge: a torrent that is not settled"
+        " (or has the file at priority 0) may still write them or the copy they would be linked onto"
+    )
+
+
+def note_waiting(gp: GroupPlan, conv: Convergence) -> GroupPlan:
+    """A group that stays because all its duplicates wait says so (``waiting_note``)."""
+    note = waiting_note(conv)
+    if note:
+        gp.reason = f"{gp.reason}; {note}" if gp.reason else note
+    return gp
 
 
 def apply_to(gp: GroupPlan, conv: Convergence, why_stay: str) -> GroupPlan:
     """Turn a staying group into a converging one (same pool, nothing copied, nothing relocated)."""
+    if not conv.steps:
+        return note_waiting(gp, conv)
     gp.action = Action.CONVERGE
     gp.target_pool = gp.source_pool
     gp.steps = list(conv.steps)
@@ -151,7 +245,7 @@ def apply_to(gp: GroupPlan, conv: Convergence, why_stay: str) -> GroupPlan:
         f" ({conv.onto_library} onto a library's)" if conv.onto_library else ""
     )
     gp.reason = f"{what}; then stays: {why_stay}" if why_stay else what
-    return gp
+    return note_waiting(gp, conv)
 
 
 def report_only(gp: GroupPlan, conv: Convergence) -> GroupPlan:
@@ -159,12 +253,14 @@ def report_only(gp: GroupPlan, conv: Convergence) -> GroupPlan:
 
     No steps, nothing actionable: neither ``apply`` nor the event worker can carry it out.
     """
+    if not conv.steps:
+        return note_waiting(gp, conv)
     what = f"{conv.inodes} duplicate inode(s) on {gp.source_pool}, {human_bytes(conv.bytes_freed)}" + (
         f", {conv.onto_library} onto a library's copy" if conv.onto_library else ""
     )
     note = f"would converge {what} (policy.converge is false: report only)"
     gp.reason = f"{gp.reason}; {note}" if gp.reason else note
-    return gp
+    return note_waiting(gp, conv)
 
 
 def resolve_cross_group(plans: list[GroupPlan]) -> None:

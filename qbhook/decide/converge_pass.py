@@ -13,6 +13,10 @@ less, and does its work set by set instead of group by group:
 3. the clients' torrents that may use a duplicate (a settled torrent whose content lies at no
    duplicate's path is left out before its file list is asked for), each file placed on its
    inode through the catalog's paths (no lstat), grouped into payload groups (``decide.grouping``);
+   every torrent that may still write is listed in full, and the places it may write at
+   (``converge.write_paths``: its save and download paths, each also resolved through
+   symlinks, the only reads of the filesystem here, to classify) make whatever duplicate
+   is linked there wait;
 4. for each group that uses an inode of a set, ``decide.converge.plan_group``: the rules of a
    convergence (which inode is kept, which may be replaced, which must wait) have one home,
    and this pass hands them facts of the same shape as the snapshot does;
@@ -52,6 +56,7 @@ from qbhook.decide.facts import (
     Snapshot,
     TorrentFact,
     canonical_path,
+    resolve_links,
     split_links,
 )
 from qbhook.decide.grouping import payload_groups
@@ -94,8 +99,12 @@ def plan_convergence(
     sets = find_duplicates(catalog, settle_seconds=cfg.scan.settle_seconds, progress=progress)
     torrents = _torrent_facts(catalog, list(clients), _held_under(sets))
     mtimes = catalog.inode_mtimes(c.inode_id for s in sets for c in s.copies)
+    # Read-only symlink resolution, to classify: the pass's only reads of the filesystem besides the catalog.
+    writes = converge.write_paths(torrents, resolve_links)
     with collector_paused():  # many small long-lived facts, no cycles (decide.heap)
-        snap = convergence_snapshot(sets, torrents, _pools(cfg), mtimes, time.time() if now is None else now)
+        snap = convergence_snapshot(
+            sets, torrents, _pools(cfg), mtimes, time.time() if now is None else now, write_paths=writes
+        )
         plan = convergence_plan(snap, cfg.policy)
     return ConvergeRun(plan, use, len(sets), len(torrents))
 
@@ -106,12 +115,15 @@ def convergence_snapshot(
     pools: tuple[PoolFact, ...],
     mtimes: dict[int, int],
     now: float,
+    write_paths: frozenset[str] = frozenset(),
 ) -> Snapshot:
     """The facts ``converge.plan_group`` reads, for the inodes of ``sets`` only. No I/O.
 
     An inode's links are split at the seeding roots as the snapshot splits them
     (``facts.split_links``); its link count is the catalog's (``mtimes``: inode id -> mtime, the
-    catalog's too), both from the last scan.
+    catalog's too), both from the last scan. ``write_paths``: ``converge.write_paths`` of the
+    torrents, matched against the catalog's links of the duplicates (a link made since the scan
+    is not seen: the pass scans first unless ``--no-scan``).
     """
     roots = [r for p in pools for r in p.seeding_roots]
     inodes: dict[InodeKey, InodeFact] = {}
@@ -133,7 +145,9 @@ def convergence_snapshot(
             inodes[fact.key] = fact
             keys.append(fact.key)
         content[(s.size, s.hash)] = tuple(keys)
-    return Snapshot(torrents=tuple(torrents), inodes=inodes, pools=pools, content=content, now=now)
+    return Snapshot(
+        torrents=tuple(torrents), inodes=inodes, pools=pools, content=content, now=now, write_paths=write_paths
+    )
 
 
 def convergence_plan(snap: Snapshot, policy: PolicyConfig | None = None) -> Plan:
@@ -147,8 +161,8 @@ def convergence_plan(snap: Snapshot, policy: PolicyConfig | None = None) -> Plan
         if not any(f.inode in inodes for t in group for f in t.files if f.inode is not None):
             continue  # no file of this group is one of the duplicates: nothing to look at
         conv = converge.plan_group(snap, group)
-        if conv is None:
-            continue
+        if conv is None or not conv.steps:
+            continue  # nothing to converge, or every duplicate waits (a later pass takes it)
         gp = staying(group)
         pool = snap.seeding_pool_of(conv.steps[0].path)  # every step of a convergence is on one dataset
         gp.source_pool = pool.name if pool else None

@@ -1,7 +1,8 @@
 """What the planner knows: plain, immutable facts gathered by the snapshot builder.
 
-Nothing here does I/O. A fact is as true as the moment it was read; the
-executor re-checks every fact it depends on right before it acts.
+Nothing here does I/O but ``resolve_links`` (read-only lstat/readlink, for the builders to
+classify a writer's paths; see ``may_write_at``). A fact is as true as the moment it was read;
+the executor re-checks every fact it depends on right before it acts.
 
 Paths in facts are spelled canonically (``qbt.pathmap.normalize``: absolute, no
 ``//``, no ``.``, no trailing slash, never a ``..``), so that one link is one
@@ -12,7 +13,9 @@ string: two spellings of one link counted twice would hide a library link
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import posixpath
+import stat as stat_mod
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from qbhook.errors import PathMapError
@@ -146,6 +149,12 @@ class Snapshot:
     # Inodes left unhashed on purpose: a demotion's source files with no file of their size on
     # the target dataset (nothing to reuse), so the copy's own hash is their verification.
     hash_at_copy: frozenset[InodeKey] = frozenset()
+    # Every path at which a torrent that may still write (not settled) could be writing one of its
+    # files, each spelling (``may_write_at``): what is linked there may change under a convergence.
+    write_paths: frozenset[str] = frozenset()
+    # Indexes derived from the facts above by the rule that reads them, built on its first use and
+    # kept for this snapshot (``converge._usage``): once per snapshot, not once per group.
+    derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     def pool(self, name: str) -> PoolFact:
         return next(p for p in self.pools if p.name == name)
@@ -172,6 +181,59 @@ def canonical_path(path: str) -> str:
         return normalize(path)
     except PathMapError:
         return path
+
+
+def may_write_at(bases: Iterable[str], names: Iterable[str], resolve: Callable[[str], str] | None = None) -> set[str]:
+    """Every canonical path at which a torrent with the file ``names`` may be writing, under each of
+    ``bases`` (its save path and its download path: qBittorrent writes an incomplete torrent into
+    the download path when one is set, and reports it nowhere in the file list).
+
+    With ``resolve`` (``resolve_links``) each base and each file is also spelled as it resolves
+    through symlinks: a save path through a symlinked folder names, resolved, a folder that the
+    catalog knows by its real spelling only (the scan never follows a symlink), and a file that
+    is a symlink is written at its target. Only to classify (what is linked at such a path
+    waits): nothing is ever read or done through these paths. A folder is resolved once.
+    """
+    names = list(names)
+    out: set[str] = set()
+    folders: dict[str, str] = {}
+    for base in dict.fromkeys(b for b in bases if b):
+        # A relative base names no place on the host (the planner blocks such a torrent): resolved, it
+        # would be read against qbhook's own working folder.
+        resolving = resolve is not None and base.startswith("/")
+        for b in dict.fromkeys((base, resolve(base)) if resolving else (base,)):
+            for name in names:
+                p = canonical_path(posixpath.join(b, name))
+                out.add(p)
+                if not resolving:
+                    continue
+                folder, leaf = posixpath.split(p)
+                real = folders.get(folder)
+                if real is None:
+                    real = folders[folder] = resolve(folder)
+                out.add(canonical_path(_resolve_leaf(posixpath.join(real, leaf), resolve)))
+    return out
+
+
+def resolve_links(path: str) -> str:
+    """``path`` with every symlink on it resolved (``os.path.realpath``, not strict), or ``path`` itself
+    when it cannot be read. Read-only (lstat, readlink), never followed to act: a classification."""
+    try:
+        return os.path.realpath(path)
+    except (OSError, ValueError):  # a NUL in a hostile name, a loop the resolution gives up on
+        return path
+
+
+def _resolve_leaf(path: str, resolve: Callable[[str], str]) -> str:
+    """``path`` (in a resolved folder) resolved when it is itself a symlink: one lstat, not one per folder.
+    Another ``resolve`` than ``resolve_links`` (a test's model of the links) is asked for the whole path."""
+    if resolve is not resolve_links:
+        return resolve(path)
+    try:
+        st = os.lstat(path)
+    except (OSError, ValueError):
+        return path
+    return resolve_links(path) if stat_mod.S_ISLNK(st.st_mode) else path
 
 
 def split_links(paths: Iterable[str], roots: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:

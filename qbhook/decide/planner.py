@@ -252,6 +252,9 @@ def _converge_instead(
     conv = converge.plan_group(snap, group)
     if conv is None:
         return
+    if not conv.steps:  # every duplicate waits: the group stays, and says why
+        converge.note_waiting(gp, conv)
+        return
     if not policy.converge:
         converge.report_only(gp, conv)
         return

@@ -46,6 +46,7 @@ from qbhook.catalog.hashing import HashBudget, Located, ensure_hashes
 from qbhook.catalog.store import Catalog
 from qbhook.clients.port import BatchListing, ClientPort
 from qbhook.config import Config
+from qbhook.decide import converge
 from qbhook.decide.facts import (
     FileFact,
     InodeFact,
@@ -56,6 +57,7 @@ from qbhook.decide.facts import (
     ancestors,
     canonical_path,
     map_to_pool,
+    resolve_links,
     split_links,
 )
 from qbhook.decide.grouping import payload_groups
@@ -129,6 +131,7 @@ class SnapshotBuilder:
             infos = self._list_all()
         chosen = self._closure(infos, hashes) if hashes else infos
         torrents = self._torrent_facts(chosen)
+        write_paths = self._write_paths(torrents)
         pools = tuple(self._pool_fact(p) for p in self.cfg.pools)
         self._hash_what_decisions_need(torrents, pools, now)
         content = self._donor_index(torrents)
@@ -142,6 +145,7 @@ class SnapshotBuilder:
             now=now,
             symlinks=dict(self.symlinks),
             hash_at_copy=frozenset(k for k in self._at_copy if self.inodes[k].blake3 is None),
+            write_paths=write_paths,
         )
 
     # ------------------------------------------------------------ torrents and files
@@ -205,6 +209,16 @@ class SnapshotBuilder:
     def _torrent_fact_of(self, t, listed: list, paths: list[str], keys) -> TorrentFact:
         """``keys``: an iterator over the inode keys of ``paths`` (and the next torrents' paths)."""
         return TorrentFact.listed(t, tuple(FileFact.listed(f, path, next(keys)) for f, path in zip(listed, paths)))
+
+    def _write_paths(self, torrents: list[TorrentFact]) -> frozenset[str]:
+        """``Snapshot.write_paths`` (``converge.write_paths``, resolved through symlinks). Those under a
+        pool that are not listed files (already lstat-ed) are lstat-ed too, so that an inode linked
+        there, even by a link the catalog has not seen yet, is in this snapshot with that link."""
+        out = converge.write_paths(torrents, resolve_links)
+        if out:
+            listed = {f.path for t in torrents if not converge.settled(t.progress, t.state) for f in t.files}
+            self._inodes_at(sorted(p for p in out - listed if self._pool_root(p) is not None), canonical=True)
+        return out
 
     def _inode_at(self, path: str) -> InodeKey | None:
         """Live identity of the file at ``path`` (None: missing, not a regular file, or reached through
