@@ -133,6 +133,134 @@ def test_batch_cap_counts_a_convergence():
     assert p.summary()["converge"] == 1 and p.summary()["bytes_freed"] == 1000
 
 
+# --------------------------------------------------------------------------- what may change waits (victim or kept)
+# Each world has a settled group "b" with a duplicate that would converge but for another torrent
+# (another group) that may still write the kept inode, or write where it cannot be placed.
+# test_converge_pass.py runs the same worlds through the pass.
+
+UNSETTLED = [
+    {"state": "downloading", "progress": 0.5},
+    {"state": "checkingUP"},
+    {"state": "moving"},
+    {"state": "missingFiles"},
+    {"state": "error"},
+    {"state": "metaDL", "progress": 0.0},
+    {"state": "someStateOfQbt6"},
+    {"priority": 0},
+]
+
+
+def library_keeper_used_by(**kw) -> World:
+    """The kept inode is a library's, also the file of torrent "a" (its own group) with ``kw``."""
+    w = World()
+    w.payload(S + "/a", {"x.mkv": "X"})
+    w.link(S + "/a/x.mkv", LIB + "/X.mkv")
+    w.payload(S + "/b", {"x.mkv": "X"})  # the victim
+    w.torrent("a" * 40, S + "/a", ["x.mkv"], **kw)
+    w.torrent("b" * 40, S + "/b", ["x.mkv"])
+    return w
+
+
+def seed_only_keeper_used_by(**kw) -> World:
+    """The kept inode is seed-only (two links: most linked), one of them torrent "c"'s with ``kw``."""
+    w = World()
+    w.payload(P + "/a", {"x.bin": "X"})
+    w.link(P + "/a/x.bin", P + "/cross-seed/T/x.bin")
+    w.payload(P + "/b", {"x.bin": "X"})  # the victim
+    w.torrent("a" * 40, P + "/a", ["x.bin"])
+    w.torrent("c" * 40, P + "/cross-seed/T", ["x.bin"], **kw)
+    w.torrent("b" * 40, P + "/b", ["x.bin"])
+    return w
+
+
+def download_path_holds_the_keeper() -> World:
+    """Torrent "a" downloads into a download path in the seeding root, where a file of its name is
+    the most linked copy (a cross-seed "c" of the incomplete folder): it is not kept."""
+    w = World()
+    w.payload(P + "/incomplete", {"R/x.bin": "X"})
+    w.link(P + "/incomplete/R/x.bin", P + "/cross-seed/T/R/x.bin")
+    w.payload(P + "/b", {"R/x.bin": "X"})  # would be the victim
+    w.torrent("a" * 40, P + "/a", ["R/x.bin"], state="downloading", progress=0.5, download_path=P + "/incomplete")
+    w.torrent("c" * 40, P + "/cross-seed/T", ["R/x.bin"])
+    w.torrent("b" * 40, P + "/b", ["R/x.bin"])
+    return w
+
+
+def download_path_holds_the_victim() -> World:
+    """A file equal to a library file lies at torrent "a"'s download path, where settled "b" (a
+    cross-seed of the incomplete folder) seeds it: it may be rewritten, so it is not replaced."""
+    w = World()
+    w.payload(S + "/incomplete", {"R/x.mkv": "X"})
+    w.file(LIB + "/X.mkv", "X")
+    w.torrent("a" * 40, S + "/movies", ["R/x.mkv"], state="downloading", progress=0.5, download_path=S + "/incomplete")
+    w.torrent("b" * 40, S + "/incomplete", ["R/x.mkv"])
+    return w
+
+
+def symlinked_save_path_writes_the_victim() -> World:
+    """Torrent "a" downloads through a symlinked folder onto the seeding file of settled "b"."""
+    w = World()
+    w.payload(S + "/movies", {"R/x.mkv": "X"})
+    w.file(LIB + "/X.mkv", "X")
+    w.symlinks[S + "/alias"] = S + "/movies"
+    w.torrent("a" * 40, S + "/alias", ["R/x.mkv"], state="downloading", progress=0.5)
+    w.torrent("b" * 40, S + "/movies", ["R/x.mkv"])
+    return w
+
+
+def symlinked_save_path_writes_the_keeper() -> World:
+    """Torrent "a" checks (rewrites) through a symlinked folder the most linked seed-only copy."""
+    w = World()
+    w.payload(P + "/movies", {"R/x.bin": "X"})
+    w.link(P + "/movies/R/x.bin", P + "/cross-seed/T/R/x.bin")
+    w.payload(P + "/b", {"R/x.bin": "X"})  # would be the victim
+    w.symlinks[P + "/alias"] = P + "/movies"
+    w.torrent("a" * 40, P + "/alias", ["R/x.bin"], state="checkingDL")
+    w.torrent("c" * 40, P + "/cross-seed/T", ["R/x.bin"])
+    w.torrent("b" * 40, P + "/b", ["R/x.bin"])
+    return w
+
+
+WAITING_WORLDS = {
+    **{f"library keeper, {kw}": (lambda kw=kw: library_keeper_used_by(**kw)) for kw in UNSETTLED},
+    **{f"seed-only keeper, {kw}": (lambda kw=kw: seed_only_keeper_used_by(**kw)) for kw in UNSETTLED},
+    "download path holds the keeper": download_path_holds_the_keeper,
+    "download path holds the victim": download_path_holds_the_victim,
+    "symlinked save path writes the victim": symlinked_save_path_writes_the_victim,
+    "symlinked save path writes the keeper": symlinked_save_path_writes_the_keeper,
+}
+
+
+@pytest.mark.parametrize("name", list(WAITING_WORLDS))
+def test_a_duplicate_whose_kept_inode_or_itself_may_still_be_written_waits_and_says_so(name):
+    p = _plan(WAITING_WORLDS[name]())
+    assert not [g for g in p.groups if g.action == "converge"], [(g.action, g.reason) for g in p.groups]
+    assert not [s for g in p.groups for s in g.steps if s.kind == "converge"]
+    gb = _group(p, "b" * 40)
+    assert gb.action == "stay" and "1 duplicate inode(s) wait to converge" in gb.reason, gb.reason
+
+
+@pytest.mark.parametrize("make", [library_keeper_used_by, seed_only_keeper_used_by])
+def test_a_kept_inode_whose_torrents_are_all_settled_is_converged_onto_as_before(make):
+    p = _plan(make())
+    gb = _group(p, "b" * 40)
+    assert gb.action == "converge" and len(gb.steps) == 1 and "wait" not in gb.reason, gb.reason
+
+
+def test_an_unclaimed_seed_only_file_is_never_kept_and_the_claimed_copies_converge_among_themselves():
+    w = World()
+    u = w.file(P + "/incomplete/R/x.bin", "X")  # no torrent names it: something unseen may be writing it
+    w.link(P + "/incomplete/R/x.bin", P + "/incomplete/R/x-again.bin")  # most linked: it would be kept
+    w.payload(P + "/b", {"x.bin": "X"})
+    w.payload(P + "/d", {"x.bin": "X"})
+    w.torrent("b" * 40, P + "/b", ["x.bin"])
+    w.torrent("d" * 40, P + "/d", ["x.bin"])
+    p = _plan(w)
+    keeps = {(s.args["keep"]["fsid"], s.args["keep"]["ino"]) for g in p.groups for s in g.steps}
+    assert keeps == {w.paths[P + "/b/x.bin"]} and u not in keeps
+    assert [g.action for g in p.groups] == ["stay", "converge"]
+
+
 # --------------------------------------------------------------------------- fsops.relink_over
 
 

@@ -24,7 +24,8 @@ from qbhook.decide.converge_pass import convergence_plan, convergence_snapshot, 
 from qbhook.decide.planner import make_plan
 from tests.helpers import write
 from tests.unit import test_executor as te
-from tests.unit.test_converge_properties import _inside_seeding, _relink, dup_worlds
+from tests.unit.test_converge import WAITING_WORLDS, library_keeper_used_by, seed_only_keeper_used_by
+from tests.unit.test_converge_properties import _inside_seeding, _relink, dup_worlds, may_change
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 from tests.unit.world import World
 
@@ -48,7 +49,7 @@ def _pass_snapshot(w: World):
             mtimes[inode_id] = fact.mtime_ns
             copies.append(Copy(inode_id, key[0], key[1], fact.nlink, [], sorted(w.inodes[key]["paths"])))
         sets.append(DupeSet(size, snap.inodes[keys[0]].blake3, copies))
-    return convergence_snapshot(sets, snap.torrents, snap.pools, mtimes, snap.now)
+    return convergence_snapshot(sets, snap.torrents, snap.pools, mtimes, snap.now, write_paths=snap.write_paths)
 
 
 def _steps(plan) -> set:
@@ -70,8 +71,11 @@ def test_the_pass_plans_every_convergence_the_planner_plans_and_only_safe_ones(w
 
     library_before = {p: k for p, k in w.paths.items() if not _inside_seeding(p)}
     contents_before = {base._content(w, k) for k in w.inodes if w.inodes[k]["paths"]}
+    busy = may_change(w)
     for g in plan.groups:
         victims = {(s.args["fsid"], s.args["ino"]) for s in g.steps}
+        kept = {(s.args["keep"]["fsid"], s.args["keep"]["ino"]) for s in g.steps}
+        assert not (victims | kept) & busy, "converged an inode a torrent may still write"
         for s in g.steps:
             _relink(w, s.args)  # asserts: inside the seeding roots, same dataset, same content, no library inode
         assert all(not w.inodes[k]["paths"] for k in victims)
@@ -129,6 +133,19 @@ def test_a_file_a_torrent_may_still_write_is_left_to_a_later_pass(kw):
     w.torrent("b" * 40, base.S + "/movies", ["Film/film.mkv"], **kw)
     assert convergence_plan(_pass_snapshot(w)).groups == []
     assert not [g for g in make_plan(w.snapshot(), PolicyConfig()).groups if g.action == "converge"]
+
+
+@pytest.mark.parametrize("name", list(WAITING_WORLDS))
+def test_the_pass_leaves_a_duplicate_whose_kept_inode_or_itself_may_still_be_written(name):
+    """test_converge.py's worlds where a torrent (of another group) may still write the kept inode,
+    or writes through a download path or a symlinked save path: the pass plans nothing there."""
+    assert convergence_plan(_pass_snapshot(WAITING_WORLDS[name]())).groups == []
+
+
+@pytest.mark.parametrize("make", [library_keeper_used_by, seed_only_keeper_used_by])
+def test_the_pass_converges_onto_a_kept_inode_whose_torrents_are_all_settled(make):
+    (g,) = convergence_plan(_pass_snapshot(make())).groups
+    assert g.action == "converge" and g.torrents == ["b" * 40] and len(g.steps) == 1
 
 
 # --------------------------------------------------------------------------- real files
@@ -240,6 +257,50 @@ def test_only_torrents_that_may_use_a_duplicate_have_their_files_listed(tmpfs, t
             scan_pool(w.cat, p, w.cfg.scan)
         assert plan_convergence(w.cfg, w.cat, [w.qbt], scan=False).plan.groups == []
         assert {os.lstat(p).st_ino for p in seeding} != {lib_before.st_ino}
+    finally:
+        w.cat.close()
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "a downloading torrent's file is the kept copy",  # its file list places it: the kept inode's users
+        "a download path holds the kept copy",  # written there, listed at its save path
+        "a download path holds the victims",
+        "a symlinked save path reaches the victims",  # the catalog knows them by their real spelling only
+    ],
+)
+def test_what_a_torrent_may_still_write_waits_in_the_snapshot_and_in_the_pass(tmpfs, tmp_path, how):  # noqa: F811
+    """On real files, through the snapshot builder and the planner, and through the pass: a torrent
+    that is still downloading writes the kept copy or the replaced one, placed by its file list or
+    only by its download path or a symlink; nothing is converged, and the planner says why."""
+    from qbhook.decide.snapshot import build_snapshot
+
+    w = te._make_world(tmpfs, tmp_path)
+    try:
+        lib, lib_before, seeding = _library_copy(w)
+        size = len(te.FILES[0][1])
+        library, seed = os.path.dirname(os.path.dirname(lib)), w.seed_s
+        save, download, name = {
+            "a downloading torrent's file is the kept copy": (library, "", "Movie (2020)/Movie (2020).mkv"),
+            "a download path holds the kept copy": (seed + "/Late", library, "Movie (2020)/Movie (2020).mkv"),
+            "a download path holds the victims": (seed + "/Late", seed, "Movie.2020/movie.mkv"),
+            "a symlinked save path reaches the victims": (seed + "/alias", "", "Movie.2020/movie.mkv"),
+        }[how]
+        if "symlink" in how:
+            os.symlink(seed, save)
+        w.qbt.add(te.FakeTorrent("d" * 40, "Late", save, [(name, size, 1)], progress=0.5, download_path=download))
+
+        planner = make_plan(build_snapshot(w.cfg, w.cat, [w.qbt]), w.cfg.policy)
+        assert not [g for g in planner.groups if g.action == "converge"], [(g.action, g.reason) for g in planner.groups]
+        (g,) = [g for g in planner.groups if te.H1 in g.torrents]
+        assert g.action == "stay" and "1 duplicate inode(s) wait to converge" in g.reason, g.reason
+        assert plan_convergence(w.cfg, w.cat, [w.qbt], scan=False).plan.groups == []
+        assert {os.lstat(p).st_ino for p in seeding} != {lib_before.st_ino} and os.lstat(lib).st_nlink == 1
+
+        w.qbt.t["d" * 40].progress = 1.0  # settled: now it converges as before
+        done = _steps(plan_convergence(w.cfg, w.cat, [w.qbt], scan=False).plan)
+        assert done == _steps(make_plan(build_snapshot(w.cfg, w.cat, [w.qbt]), w.cfg.policy)) and len(done) == 2
     finally:
         w.cat.close()
 

@@ -16,12 +16,25 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tests.unit.test_planner_properties as base
+from qbhook.clients.model import SEEDING_STATES
 from qbhook.config import PolicyConfig
 from qbhook.decide.plan import Plan
 from qbhook.decide.planner import make_plan
 from tests.unit.world import LIB, P, S, World
 
 NESTED = "/stash/data/media/nested"
+
+
+# What makes a torrent one that may still write (converge.settled, priority 0), or write where
+# its file list does not say (a download path in a seeding root).
+MAY_WRITE = [
+    {"state": "downloading", "progress": 0.5},
+    {"state": "checkingUP"},
+    {"state": "someStateOfQbt6"},
+    {"priority": 0},
+    {"state": "downloading", "progress": 0.5, "download_path": S + "/dups"},
+    {"state": "checkingDL", "download_path": P + "/dups"},
+]
 
 
 @st.composite
@@ -34,7 +47,33 @@ def dup_worlds(draw):
             draw(st.sampled_from(base.CONTENTS)),
             size=draw(st.sampled_from([100, 1000])),
         )
+    # Now and then one torrent may still write: the duplicates it uses (kept or replaced) wait.
+    if draw(st.integers(0, 2)) == 0:
+        h, save, rels, kw = w.torrents[draw(st.integers(0, len(w.torrents) - 1))]
+        kw.update(draw(st.sampled_from(MAY_WRITE)))
+        if "download_path" in kw:  # a file of its name in its download path, equal to something
+            for rel in rels:
+                if draw(st.booleans()):
+                    path = posixpath.join(kw["download_path"], rel)
+                    if path not in w.paths:
+                        w.file(path, draw(st.sampled_from(base.CONTENTS)), size=draw(st.sampled_from([100, 1000])))
     return w
+
+
+def may_change(w: World) -> set:
+    """The inodes a torrent of ``w`` may still write, found from the world itself (not the snapshot):
+    those at its files under its save and download paths, when it is not settled or has them at
+    priority 0. No convergence may replace one nor link onto one."""
+    out = set()
+    for _h, save, rels, kw in w.torrents:
+        settled = kw.get("progress", 1.0) >= 1 and kw.get("state", "stalledUP") in SEEDING_STATES
+        for base_path in (save, kw.get("download_path", "")):
+            for rel in rels if base_path else ():
+                skipped = rel in kw.get("skipped", ()) or kw.get("priority", 1) == 0
+                key = w.paths.get(posixpath.join(base_path, rel))
+                if key is not None and (not settled or skipped):
+                    out.add(key)
+    return out
 
 
 def _inside_seeding(path: str) -> bool:
@@ -62,6 +101,7 @@ def test_convergence_never_touches_libraries_contents_or_paths_outside_the_seedi
     policy = replace(PolicyConfig(), demote_require_tag="~noHL" if require_tag else None)
     snap = w.snapshot()
     plan = make_plan(snap, policy)
+    busy = may_change(w)
 
     library_before = {p: k for p, k in w.paths.items() if not _inside_seeding(p)}
     library_content = {k: base._content(w, k) for k in library_before.values()}
@@ -74,6 +114,8 @@ def test_convergence_never_touches_libraries_contents_or_paths_outside_the_seedi
         assert g.bytes_to_copy == 0 and g.source_pool == g.target_pool
         assert {s.kind for s in g.steps} == {"converge"}
         victims = {(s.args["fsid"], s.args["ino"]) for s in g.steps}
+        kept = {(s.args["keep"]["fsid"], s.args["keep"]["ino"]) for s in g.steps}
+        assert not (victims | kept) & busy, "converged an inode a torrent may still write"
         for s in g.steps:
             _relink(w, s.args)
         # every victim inode lost its last link, and the plan counted each once

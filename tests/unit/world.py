@@ -5,6 +5,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass, field
 
+from qbhook.decide import converge
 from qbhook.decide.facts import (
     FileFact,
     InodeFact,
@@ -63,6 +64,13 @@ class World:
         for rel, content in files.items():
             self.file(posixpath.join(save, rel), content, size)
 
+    def resolve(self, path: str) -> str:
+        """``path`` with the symlinks of ``self.symlinks`` (folders) resolved, as ``facts.resolve_links`` would."""
+        for link, target in self.symlinks.items():
+            if path == link or path.startswith(link + "/"):
+                return target + path[len(link) :]
+        return path
+
     def snapshot(self, now: float = 1_000_000.0) -> Snapshot:
         roots = (S, P)
         inodes = {}
@@ -103,6 +111,7 @@ class World:
             PoolFact("pool", "cold", "/pool", P, FS["pool"], self.free["pool"]),
         )
         return Snapshot(
+            write_paths=converge.write_paths(ts, self.resolve),  # as the builders make them, through self.symlinks
             torrents=tuple(ts),
             inodes=inodes,
             pools=pools,
