@@ -154,7 +154,7 @@ class Snapshot:
     write_paths: frozenset[str] = frozenset()
     # Indexes derived from the facts above by the rule that reads them, built on its first use and
     # kept for this snapshot (``converge._usage``): once per snapshot, not once per group.
-    derived: dict = field(default_factory=dict, repr=False, compare=False)
+    derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def pool(self, name: str) -> PoolFact:
         return next(p for p in self.pools if p.name == name)
