@@ -31,6 +31,12 @@ therefore only make a step refused (the file changed: re-plan) or free fewer byt
 (a link made since the scan keeps the replaced inode alive); it cannot replace a library's
 name or lose the last copy of a content: a relink replaces a name by a link of the same bytes.
 
+What a torrent may still write is read from the catalog's links too (step 3), and there a
+stale catalog errs the other way: a link made since the scan at a place a torrent writes is
+not seen, and the executor's checks cannot catch it (the bytes are still equal when it
+relinks). That is why the pass scans first unless told ``--no-scan``; the planner's snapshot
+lstat-s those places instead.
+
 ``policy.converge: false`` makes the pass a report (each group says what it would free, no step).
 """
 
