@@ -305,6 +305,33 @@ def test_what_a_torrent_may_still_write_waits_in_the_snapshot_and_in_the_pass(tm
         w.cat.close()
 
 
+def test_a_link_made_since_the_scan_where_a_torrent_writes_is_seen_by_the_snapshot_and_by_a_scanning_pass(
+    tmpfs,  # noqa: F811
+    tmp_path,
+):
+    """The library copy gets a new link in a torrent's download path after the scan (the torrent
+    is checking it): the snapshot lstat-s the places a torrent may write and sees it; the pass
+    reads the catalog, so it sees it after its scan (its default), as its docstring says."""
+    from qbhook.decide.snapshot import build_snapshot
+
+    w = te._make_world(tmpfs, tmp_path)
+    try:
+        lib, lib_before, seeding = _library_copy(w)
+        incomplete = os.path.join(w.seed_s, "incomplete/Late")
+        os.makedirs(incomplete)
+        os.link(lib, os.path.join(incomplete, "late.mkv"))
+        late = te.FakeTorrent("d" * 40, "Late", w.seed_s + "/Late", [("late.mkv", len(te.FILES[0][1]), 1)])
+        late.transient, late.download_path = "checkingDL", incomplete
+        w.qbt.add(late)
+
+        planner = make_plan(build_snapshot(w.cfg, w.cat, [w.qbt]), w.cfg.policy)
+        assert not [g for g in planner.groups if g.action == "converge"], [(g.action, g.reason) for g in planner.groups]
+        assert plan_convergence(w.cfg, w.cat, [w.qbt]).plan.groups == []
+        assert {os.lstat(p).st_ino for p in seeding} != {lib_before.st_ino}
+    finally:
+        w.cat.close()
+
+
 @pytest.mark.parametrize(
     "progress,state,content,skipped",
     [
