@@ -261,6 +261,22 @@ def test_an_unclaimed_seed_only_file_is_never_kept_and_the_claimed_copies_conver
     assert [g.action for g in p.groups] == ["stay", "converge"]
 
 
+def test_the_places_a_torrent_may_write_are_spelled_through_symlinks_and_hostile_names_raise_nothing(tmp_path):
+    from qbhook.decide.facts import may_write_at, resolve_links
+
+    real = tmp_path / "seeding/movies"
+    (real / "R").mkdir(parents=True)
+    (tmp_path / "seeding/alias").symlink_to(real)  # a symlinked save path
+    (real / "R/x.mkv").symlink_to(tmp_path / "seeding/other.mkv")  # a file that is a symlink: written at its target
+    (tmp_path / "seeding/loop").symlink_to(tmp_path / "seeding/loop")
+    alias, loop = str(tmp_path / "seeding/alias"), str(tmp_path / "seeding/loop")
+    got = may_write_at([alias, "", "relative/dl", loop], ["R/x.mkv", "R/y.mkv", "f\x00x", "../../up"], resolve_links)
+    assert {alias + "/R/x.mkv", str(real / "R/y.mkv"), str(tmp_path / "seeding/other.mkv")} <= got
+    assert "relative/dl/R/y.mkv" in got  # kept as given, never resolved against qbhook's own folder
+    assert not [p for p in got if p.startswith(os.getcwd() + "/relative")]
+    assert may_write_at([alias], ["R/y.mkv"]) == {alias + "/R/y.mkv"}  # no resolve: as given only
+
+
 # --------------------------------------------------------------------------- fsops.relink_over
 
 
