@@ -113,7 +113,7 @@ def _usage(snap: Snapshot) -> _Usage:
 def write_paths(torrents: Iterable[TorrentFact], resolve: Callable[[str], str] | None = None) -> frozenset[str]:
     """``Snapshot.write_paths``, for both builders (the snapshot and the pass): where each torrent
     that is not settled may be writing (``facts.may_write_at``: under its save and download paths,
-    with ``resolve``, ``facts.resolve_links``, also through symlinks). A settled torrent costs nothing."""
+    with ``resolve``, a ``facts.LinkResolver``, also through symlinks). A settled torrent costs nothing."""
     out: set[str] = set()
     for t in torrents:
         if not _settled(t):

@@ -58,11 +58,11 @@ from qbhook.decide.facts import (
     FileFact,
     InodeFact,
     InodeKey,
+    LinkResolver,
     PoolFact,
     Snapshot,
     TorrentFact,
     canonical_path,
-    resolve_links,
     split_links,
 )
 from qbhook.decide.grouping import payload_groups
@@ -106,7 +106,7 @@ def plan_convergence(
     torrents = _torrent_facts(catalog, list(clients), _held_under(sets))
     mtimes = catalog.inode_mtimes(c.inode_id for s in sets for c in s.copies)
     # Read-only symlink resolution, to classify: the pass's only reads of the filesystem besides the catalog.
-    writes = converge.write_paths(torrents, resolve_links)
+    writes = converge.write_paths(torrents, LinkResolver())
     with collector_paused():  # many small long-lived facts, no cycles (decide.heap)
         snap = convergence_snapshot(
             sets, torrents, _pools(cfg), mtimes, time.time() if now is None else now, write_paths=writes

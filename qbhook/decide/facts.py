@@ -1,6 +1,6 @@
 """What the planner knows: plain, immutable facts gathered by the snapshot builder.
 
-Nothing here does I/O but ``resolve_links`` (read-only lstat/readlink, for the builders to
+Nothing here does I/O but ``LinkResolver`` (read-only lstat/readlink, for the builders to
 classify a writer's paths; see ``may_write_at``). A fact is as true as the moment it was read;
 the executor re-checks every fact it depends on right before it acts.
 
@@ -188,15 +188,15 @@ def may_write_at(bases: Iterable[str], names: Iterable[str], resolve: Callable[[
     ``bases`` (its save path and its download path: qBittorrent writes an incomplete torrent into
     the download path when one is set, and reports it nowhere in the file list).
 
-    With ``resolve`` (``resolve_links``) each base and each file is also spelled as it resolves
+    With ``resolve`` (a ``LinkResolver``) each base and each file is also spelled as it resolves
     through symlinks: a save path through a symlinked folder names, resolved, a folder that the
     catalog knows by its real spelling only (the scan never follows a symlink), and a file that
     is a symlink is written at its target. Only to classify (what is linked at such a path
-    waits): nothing is ever read or done through these paths. A folder is resolved once.
+    waits): nothing is ever read or done through these paths. A ``LinkResolver`` resolves each
+    folder once per build, so a file costs one lstat.
     """
     names = list(names)
     out: set[str] = set()
-    folders: dict[str, str] = {}
     for base in dict.fromkeys(b for b in bases if b):
         # A relative base names no place on the host (the planner blocks such a torrent): resolved, it
         # would be read against qbhook's own working folder.
@@ -205,35 +205,108 @@ def may_write_at(bases: Iterable[str], names: Iterable[str], resolve: Callable[[
             for name in names:
                 p = canonical_path(posixpath.join(b, name))
                 out.add(p)
-                if not resolving:
-                    continue
-                folder, leaf = posixpath.split(p)
-                real = folders.get(folder)
-                if real is None:
-                    real = folders[folder] = resolve(folder)
-                out.add(canonical_path(_resolve_leaf(posixpath.join(real, leaf), resolve)))
+                if resolving:
+                    out.add(canonical_path(resolve(p)))
     return out
 
 
+# The kernel's limit on symlinks followed in one path lookup (MAXSYMLINKS, then ELOOP).
+MAX_LINK_HOPS = 40
+# Components looked at in one resolution, a link's target's included: PATH_MAX (4096) spells at most
+# 2048, and a real folder has a few dozen. A hostile target (``b/b/b/...`` with ``b -> .``) stops here.
+MAX_LINK_PARTS = 2048
+
+
+class LinkResolver:
+    """``resolve_links`` with the folders it resolved kept, for one snapshot or pass build: the files of
+    10,000 torrents share a few thousand folders, each resolved once. A new build makes a new one (a
+    folder may have been relinked since). Read-only, iterative (a chain of links costs no recursion).
+    """
+
+    def __init__(self) -> None:
+        self.folders: dict[str, str] = {}  # an absolute folder, as given -> resolved
+
+    def __call__(self, path: str) -> str:
+        """``path`` with every symlink on it resolved (as ``os.path.realpath``, not strict: from the first
+        missing component on, the rest is kept as spelled), or ``path`` itself when that cannot be done:
+        a relative path, a NUL, more than ``MAX_LINK_HOPS`` links or ``MAX_LINK_PARTS`` components (a
+        loop, a hostile chain). ``path`` itself then matches nothing more: the conservative answer."""
+        if not path.startswith("/") or "\x00" in path:
+            return path
+        parts = [c for c in path.split("/") if c and c != "."]
+        # The longest folder of ``path`` already resolved in this build: only the rest is looked at.
+        done, real = 0, "/"
+        for i in range(len(parts) - 1, 0, -1):
+            got = self.folders.get("/" + "/".join(parts[:i]))
+            if got is not None:
+                done, real = i, got
+                break
+        budget = _Budget()
+        for i in range(done, len(parts)):
+            real = _resolve_part(real, parts[i], budget)
+            if real is None:
+                return path
+            if i < len(parts) - 1:
+                self.folders["/" + "/".join(parts[: i + 1])] = real
+        return real
+
+
+class _Budget:
+    """What is left of one resolution's ``MAX_LINK_HOPS`` and ``MAX_LINK_PARTS``; once a component is
+    missing, the rest is only spelled (every lstat under it would fail)."""
+
+    __slots__ = ("hops", "missing", "parts")
+
+    def __init__(self) -> None:
+        self.hops, self.parts, self.missing = MAX_LINK_HOPS, MAX_LINK_PARTS, False
+
+
+def _resolve_part(real: str, part: str, budget: _Budget) -> str | None:
+    """``real`` (resolved) joined with ``part``, resolved; a link's target's components are worked
+    off a stack, not by recursion. None when a budget runs out or a read fails but for a missing name."""
+    todo = [part]
+    while todo:
+        c = todo.pop()
+        budget.parts -= 1
+        if budget.parts < 0:
+            return None
+        if c in ("", "."):
+            continue
+        if c == "..":
+            real = posixpath.dirname(real)
+            continue
+        nxt = posixpath.join(real, c)
+        if budget.missing:
+            real = nxt
+            continue
+        try:
+            st = os.lstat(nxt)
+        except (FileNotFoundError, NotADirectoryError):
+            budget.missing = True  # not there (yet): spelled as given from here on
+            real = nxt
+            continue
+        except (OSError, ValueError):
+            return None
+        if not stat_mod.S_ISLNK(st.st_mode):
+            real = nxt
+            continue
+        budget.hops -= 1
+        if budget.hops < 0:
+            return None
+        try:
+            target = os.readlink(nxt)
+        except (OSError, ValueError):
+            return None
+        if target.startswith("/"):
+            real = "/"
+        todo.extend(reversed(target.split("/")))
+    return real
+
+
 def resolve_links(path: str) -> str:
-    """``path`` with every symlink on it resolved (``os.path.realpath``, not strict), or ``path`` itself
-    when it cannot be read. Read-only (lstat, readlink), never followed to act: a classification."""
-    try:
-        return os.path.realpath(path)
-    except (OSError, ValueError):  # a NUL in a hostile name, a loop the resolution gives up on
-        return path
-
-
-def _resolve_leaf(path: str, resolve: Callable[[str], str]) -> str:
-    """``path`` (in a resolved folder) resolved when it is itself a symlink: one lstat, not one per folder.
-    Another ``resolve`` than ``resolve_links`` (a test's model of the links) is asked for the whole path."""
-    if resolve is not resolve_links:
-        return resolve(path)
-    try:
-        st = os.lstat(path)
-    except (OSError, ValueError):
-        return path
-    return resolve_links(path) if stat_mod.S_ISLNK(st.st_mode) else path
+    """``path`` with every symlink on it resolved, or ``path`` itself when it cannot be (``LinkResolver``,
+    keeping nothing: a builder uses one ``LinkResolver`` for all its paths)."""
+    return LinkResolver()(path)
 
 
 def split_links(paths: Iterable[str], roots: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:

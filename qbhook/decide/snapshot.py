@@ -51,13 +51,13 @@ from qbhook.decide.facts import (
     FileFact,
     InodeFact,
     InodeKey,
+    LinkResolver,
     PoolFact,
     Snapshot,
     TorrentFact,
     ancestors,
     canonical_path,
     map_to_pool,
-    resolve_links,
     split_links,
 )
 from qbhook.decide.grouping import payload_groups
@@ -211,10 +211,11 @@ class SnapshotBuilder:
         return TorrentFact.listed(t, tuple(FileFact.listed(f, path, next(keys)) for f, path in zip(listed, paths)))
 
     def _write_paths(self, torrents: list[TorrentFact]) -> frozenset[str]:
-        """``Snapshot.write_paths`` (``converge.write_paths``, resolved through symlinks). Those under a
-        pool that are not listed files (already lstat-ed) are lstat-ed too, so that an inode linked
-        there, even by a link the catalog has not seen yet, is in this snapshot with that link."""
-        out = converge.write_paths(torrents, resolve_links)
+        """``Snapshot.write_paths`` (``converge.write_paths``, resolved through symlinks by one
+        ``facts.LinkResolver`` for the build). Those under a pool that are not listed files (already
+        lstat-ed) are lstat-ed too, so that an inode linked there, even by a link the catalog has not
+        seen yet, is in this snapshot with that link."""
+        out = converge.write_paths(torrents, LinkResolver())  # one per build: each folder resolved once
         if out:
             listed = {f.path for t in torrents if not converge.settled(t.progress, t.state) for f in t.files}
             self._inodes_at(sorted(p for p in out - listed if self._pool_root(p) is not None), canonical=True)

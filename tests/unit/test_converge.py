@@ -277,6 +277,45 @@ def test_the_places_a_torrent_may_write_are_spelled_through_symlinks_and_hostile
     assert may_write_at([alias], ["R/y.mkv"]) == {alias + "/R/y.mkv"}  # no resolve: as given only
 
 
+def test_a_chain_of_a_thousand_links_or_a_folder_linked_to_itself_resolves_to_itself_promptly(tmp_path):
+    """A hostile download folder: ``os.path.realpath`` recursed once per link (RecursionError at ~1000)
+    and looked at every ``b`` of ``b/b/b/...``. The resolver stops at the kernel's 40 hops."""
+    import time
+
+    from qbhook.decide.facts import LinkResolver, may_write_at, resolve_links
+
+    for i in range(1000):
+        (tmp_path / f"l{i}").symlink_to(f"l{i + 1}")
+    (tmp_path / "b").symlink_to(".")
+    (tmp_path / "deep").symlink_to("/".join(["b"] * 1500) + "/x")
+    chain, deep = str(tmp_path / "l0"), str(tmp_path / "deep")
+    spelled = str(tmp_path) + "/" + "/".join(["b"] * 1500) + "/y"
+    t0 = time.monotonic()
+    for p in (chain, deep, spelled, chain + "/R/x.mkv"):
+        assert resolve_links(p) == p  # not resolvable: as given, matching nothing more
+    assert may_write_at([chain, deep], ["R/x.mkv"], LinkResolver()) == {chain + "/R/x.mkv", deep + "/R/x.mkv"}
+    assert time.monotonic() - t0 < 2
+    (tmp_path / "real").mkdir()
+    (tmp_path / "hop").symlink_to("b/b/real")  # a few hops are followed as before
+    assert resolve_links(str(tmp_path / "hop/z")) == str(tmp_path / "real/z")
+
+
+def test_a_link_resolver_resolves_each_folder_once_per_build(tmp_path, monkeypatch):
+    import qbhook.decide.facts as facts
+
+    (tmp_path / "real/R").mkdir(parents=True)
+    (tmp_path / "alias").symlink_to(tmp_path / "real")
+    seen: list[str] = []
+    lstat = os.lstat
+    monkeypatch.setattr(facts.os, "lstat", lambda p: seen.append(p) or lstat(p))
+    res = facts.LinkResolver()
+    names = [f"R/f{i}.mkv" for i in range(50)]
+    got = facts.may_write_at([str(tmp_path / "alias")], names, res)
+    assert str(tmp_path / "real/R/f7.mkv") in got
+    assert len(seen) < 2 * len(names) + 2 * len(tmp_path.parts) + 10  # not a walk from / per file
+    assert seen.count(str(tmp_path / "alias")) <= 2  # the base, then its folder for every file
+
+
 # --------------------------------------------------------------------------- fsops.relink_over
 
 
