@@ -33,6 +33,7 @@ from qbhook.pathmap import PathMap
 
 __all__ = [
     "CHECKING_STATES",
+    "PART_SUFFIX",
     "STABLE_STATES",
     "RecordFields",
     "TorrentFile",
@@ -65,6 +66,11 @@ def check_hash(value: str) -> str:
 # qBittorrent 5 (Web API 2.11) renamed paused* to stopped*; callers only ever
 # see the new names so one state machine serves both major versions.
 _STATE_ALIASES = {"pausedUP": "stoppedUP", "pausedDL": "stoppedDL"}
+
+# qBittorrent's "append .!qB extension to incomplete files": a file being written is named
+# ``name + PART_SUFFIX``, and renamed (same inode) to ``name`` once complete. The orphan walk
+# protects such a file; convergence counts it among the places an unsettled torrent writes.
+PART_SUFFIX = ".!qB"
 
 CHECKING_STATES = frozenset({"checkingUP", "checkingDL", "checkingResumeData"})
 

@@ -18,6 +18,7 @@ import stat as stat_mod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from qbhook.clients.model import PART_SUFFIX
 from qbhook.errors import PathMapError
 from qbhook.paths import is_within, normalize, root_holding, within_any
 
@@ -186,7 +187,9 @@ def canonical_path(path: str) -> str:
 def may_write_at(bases: Iterable[str], names: Iterable[str], resolve: Callable[[str], str] | None = None) -> set[str]:
     """Every canonical path at which a torrent with the file ``names`` may be writing, under each of
     ``bases`` (its save path and its download path: qBittorrent writes an incomplete torrent into
-    the download path when one is set, and reports it nowhere in the file list).
+    the download path when one is set, and reports it nowhere in the file list), each also as
+    ``name + PART_SUFFIX``: the name qBittorrent writes an incomplete file under when told to
+    append ``.!qB``, the same inode as ``name`` once it is renamed.
 
     With ``resolve`` (a ``LinkResolver``) each base and each file is also spelled as it resolves
     through symlinks: a save path through a symlinked folder names, resolved, a folder that the
@@ -195,7 +198,7 @@ def may_write_at(bases: Iterable[str], names: Iterable[str], resolve: Callable[[
     waits): nothing is ever read or done through these paths. A ``LinkResolver`` resolves each
     folder once per build, so a file costs one lstat.
     """
-    names = list(names)
+    names = [n for name in names for n in (name, name + PART_SUFFIX)]
     out: set[str] = set()
     for base in dict.fromkeys(b for b in bases if b):
         # A relative base names no place on the host (the planner blocks such a torrent): resolved, it

@@ -52,6 +52,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
+from qbhook.clients.model import PART_SUFFIX
 from qbhook.clients.port import ClientPort
 from qbhook.dirfd import FolderRefused, NotAFolder, open_below, open_root
 from qbhook.errors import LastCopyKept, OrphansRefused, PathMapError, QbhookError, QbtError, UnsafeOperation
@@ -60,7 +61,6 @@ from qbhook.paths import is_within, within_any
 if TYPE_CHECKING:
     from qbhook.move.fsops import HeldLink
 
-PART_SUFFIX = ".!qB"
 REFERENCED, PROTECTED, YOUNG, RECLAIMABLE, LIBRARY = "referenced", "protected", "young", "reclaimable", "library"
 
 

@@ -221,6 +221,19 @@ def symlinked_save_path_writes_the_keeper() -> World:
     return w
 
 
+def part_file_is_the_keeper() -> World:
+    """Torrent "a" downloads with qBittorrent's ``.!qB`` suffix: its file is written at ``x.bin.!qB``
+    (the same inode is renamed ``x.bin`` once complete), the most linked copy (a cross-seed "c")."""
+    w = World()
+    w.payload(P + "/a", {"R/x.bin.!qB": "X"})
+    w.link(P + "/a/R/x.bin.!qB", P + "/cross-seed/T/R/x.bin")
+    w.payload(P + "/b", {"R/x.bin": "X"})  # would be the victim
+    w.torrent("a" * 40, P + "/a", ["R/x.bin"], state="downloading", progress=0.5)
+    w.torrent("c" * 40, P + "/cross-seed/T", ["R/x.bin"])
+    w.torrent("b" * 40, P + "/b", ["R/x.bin"])
+    return w
+
+
 WAITING_WORLDS = {
     **{f"library keeper, {kw}": (lambda kw=kw: library_keeper_used_by(**kw)) for kw in UNSETTLED},
     **{f"seed-only keeper, {kw}": (lambda kw=kw: seed_only_keeper_used_by(**kw)) for kw in UNSETTLED},
@@ -228,6 +241,7 @@ WAITING_WORLDS = {
     "download path holds the victim": download_path_holds_the_victim,
     "symlinked save path writes the victim": symlinked_save_path_writes_the_victim,
     "symlinked save path writes the keeper": symlinked_save_path_writes_the_keeper,
+    "a part file (.!qB) is the keeper": part_file_is_the_keeper,
 }
 
 
@@ -274,7 +288,9 @@ def test_the_places_a_torrent_may_write_are_spelled_through_symlinks_and_hostile
     assert {alias + "/R/x.mkv", str(real / "R/y.mkv"), str(tmp_path / "seeding/other.mkv")} <= got
     assert "relative/dl/R/y.mkv" in got  # kept as given, never resolved against qbhook's own folder
     assert not [p for p in got if p.startswith(os.getcwd() + "/relative")]
-    assert may_write_at([alias], ["R/y.mkv"]) == {alias + "/R/y.mkv"}  # no resolve: as given only
+    assert may_write_at([alias], ["R/y.mkv"]) == {alias + "/R/y.mkv", alias + "/R/y.mkv.!qB"}  # no resolve: as given
+    # qBittorrent's incomplete-file suffix, under every base and spelling
+    assert {str(real / "R/y.mkv.!qB"), alias + "/R/y.mkv.!qB", "relative/dl/R/y.mkv.!qB"} <= got
 
 
 def test_a_chain_of_a_thousand_links_or_a_folder_linked_to_itself_resolves_to_itself_promptly(tmp_path):
@@ -293,7 +309,8 @@ def test_a_chain_of_a_thousand_links_or_a_folder_linked_to_itself_resolves_to_it
     t0 = time.monotonic()
     for p in (chain, deep, spelled, chain + "/R/x.mkv"):
         assert resolve_links(p) == p  # not resolvable: as given, matching nothing more
-    assert may_write_at([chain, deep], ["R/x.mkv"], LinkResolver()) == {chain + "/R/x.mkv", deep + "/R/x.mkv"}
+    got = may_write_at([chain, deep], ["R/x.mkv"], LinkResolver())
+    assert got == {b + "/R/x.mkv" + s for b in (chain, deep) for s in ("", ".!qB")}
     assert time.monotonic() - t0 < 2
     (tmp_path / "real").mkdir()
     (tmp_path / "hop").symlink_to("b/b/real")  # a few hops are followed as before
@@ -312,7 +329,8 @@ def test_a_link_resolver_resolves_each_folder_once_per_build(tmp_path, monkeypat
     names = [f"R/f{i}.mkv" for i in range(50)]
     got = facts.may_write_at([str(tmp_path / "alias")], names, res)
     assert str(tmp_path / "real/R/f7.mkv") in got
-    assert len(seen) < 2 * len(names) + 2 * len(tmp_path.parts) + 10  # not a walk from / per file
+    # One lstat per file and spelling (as given and resolved, with and without .!qB), not a walk from /.
+    assert len(seen) < 4 * len(names) + 2 * len(tmp_path.parts) + 10
     assert seen.count(str(tmp_path / "alias")) <= 2  # the base, then its folder for every file
 
 
