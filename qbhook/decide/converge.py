@@ -37,6 +37,16 @@ Rules:
   victim by a link to a changing inode would hand a settled torrent (and maybe a
   library) those bytes. A group whose duplicates all wait stays and says so
   (``note_waiting``).
+- **Unseen writers**: a torrent that is not settled with a wanted file (priority not 0) that
+  the snapshot could not place (``FileFact.inode`` None) may be writing an inode qbhook
+  cannot see it write: its save path through a symlink whose target is a container's path
+  (``/data/...``, nothing on the host), a download folder outside the pool roots, a file
+  the catalog has not seen (the pass places files by the catalog's paths only). Every
+  duplicate inode, victim or kept, whose size is the size of one of those unplaced files
+  waits. A torrent still downloading has files not yet on disk, and those count too (qbhook
+  cannot tell "not yet written" from "written where it cannot look"): a duplicate of exactly
+  such a size waits until that torrent settles. That is conservative (it only delays), and
+  rare: two files of one byte size that are not the same content.
 - ``bytes_freed`` counts each victim inode once (its last seeding link goes away).
 
 ``policy.converge: false`` turns all of this into a report: the group keeps its decision and
@@ -86,6 +96,7 @@ class _Usage:
 
     busy: frozenset[InodeKey]  # used by a torrent that is not settled, or at priority 0
     claimed: frozenset[InodeKey]  # duplicated inodes some torrent of the snapshot uses
+    unseen_sizes: frozenset[int]  # sizes of the wanted files of unsettled torrents the snapshot could not place
 
 
 _USAGE = "converge.usage"  # its key in Snapshot.derived
@@ -100,13 +111,15 @@ def _usage(snap: Snapshot) -> _Usage:
         dup = {k for keys in snap.content.values() if len(keys) > 1 for k in keys}
         busy: set[InodeKey] = set()
         claimed: set[InodeKey] = set()
+        unseen: set[int] = set()
         for t in snap.torrents:
             if not _settled(t):
                 busy.update(f.inode for f in t.files if f.inode is not None)
+                unseen.update(f.size for f in t.files if f.inode is None and f.priority != 0)
             else:
                 busy.update(f.inode for f in t.files if f.inode is not None and not f.priority)
             claimed.update(f.inode for f in t.files if f.inode in dup)
-        got = snap.derived[_USAGE] = _Usage(frozenset(busy), frozenset(claimed))
+        got = snap.derived[_USAGE] = _Usage(frozenset(busy), frozenset(claimed), frozenset(unseen))
     return got
 
 
@@ -122,8 +135,9 @@ def write_paths(torrents: Iterable[TorrentFact], resolve: Callable[[str], str] |
 
 
 def _may_change(snap: Snapshot, use: _Usage, inode: InodeFact) -> bool:
-    """The rule of the module docstring: a torrent that may write uses ``inode``, or may write at one of its links."""
-    if inode.key in use.busy:
+    """The rules of the module docstring: a torrent that may write uses ``inode``, or may write at one of
+    its links, or has a file of its size that the snapshot could not place (an unseen writer)."""
+    if inode.key in use.busy or inode.size in use.unseen_sizes:
         return True
     w = snap.write_paths
     return bool(w) and any(p in w for p in inode.seeding_paths + inode.other_paths)
@@ -220,7 +234,8 @@ def waiting_note(conv: Convergence) -> str:
         return ""
     return (
         f"{conv.waiting} duplicate inode(s) wait to converge: a torrent that is not settled"
-        " (or has the file at priority 0) may still write them or the copy they would be linked onto"
+        " (or has the file at priority 0) may still write them or the copy they would be linked onto,"
+        " or has a file of their size that qbhook cannot place"
     )
 
 

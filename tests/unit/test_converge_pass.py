@@ -24,7 +24,13 @@ from qbhook.decide.converge_pass import convergence_plan, convergence_snapshot, 
 from qbhook.decide.planner import make_plan
 from tests.helpers import write
 from tests.unit import test_executor as te
-from tests.unit.test_converge import WAITING_WORLDS, library_keeper_used_by, seed_only_keeper_used_by
+from tests.unit.test_converge import (
+    UNSEEN_BUT_HARMLESS,
+    WAITING_WORLDS,
+    library_keeper_used_by,
+    seed_only_keeper_used_by,
+    unseen_writer,
+)
 from tests.unit.test_converge_properties import _inside_seeding, _relink, dup_worlds, may_change
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 from tests.unit.world import World
@@ -140,6 +146,12 @@ def test_the_pass_leaves_a_duplicate_whose_kept_inode_or_itself_may_still_be_wri
     """test_converge.py's worlds where a torrent (of another group) may still write the kept inode,
     or writes through a download path or a symlinked save path: the pass plans nothing there."""
     assert convergence_plan(_pass_snapshot(WAITING_WORLDS[name]())).groups == []
+
+
+@pytest.mark.parametrize("name", list(UNSEEN_BUT_HARMLESS))
+def test_the_pass_is_not_held_back_by_an_unplaced_file_of_a_settled_torrent_or_of_another_size(name):
+    plan = convergence_plan(_pass_snapshot(unseen_writer(**UNSEEN_BUT_HARMLESS[name])))
+    assert [(g.torrents, g.action) for g in plan.groups] == [(["b" * 40], "converge")]
 
 
 @pytest.mark.parametrize("make", [library_keeper_used_by, seed_only_keeper_used_by])

@@ -63,17 +63,27 @@ def dup_worlds(draw):
 def may_change(w: World) -> set:
     """The inodes a torrent of ``w`` may still write, found from the world itself (not the snapshot):
     those at its files under its save and download paths, when it is not settled or has them at
-    priority 0. No convergence may replace one nor link onto one."""
+    priority 0, and every inode of the size of a wanted file it has that is nowhere to be found at its
+    save path (an unseen writer: it may be writing that size where qbhook cannot look). No
+    convergence may replace one nor link onto one."""
     out = set()
+    unseen_sizes = set()
     for _h, save, rels, kw in w.torrents:
         settled = kw.get("progress", 1.0) >= 1 and kw.get("state", "stalledUP") in SEEDING_STATES
+        if not settled:
+            unseen_sizes.update(
+                kw.get("size", 1000)
+                for rel in rels
+                if posixpath.join(save, rel) not in w.paths
+                and not (rel in kw.get("skipped", ()) or kw.get("priority", 1) == 0)
+            )
         for base_path in (save, kw.get("download_path", "")):
             for rel in rels if base_path else ():
                 skipped = rel in kw.get("skipped", ()) or kw.get("priority", 1) == 0
                 key = w.paths.get(posixpath.join(base_path, rel))
                 if key is not None and (not settled or skipped):
                     out.add(key)
-    return out
+    return out | {k for k, i in w.inodes.items() if i["size"] in unseen_sizes}
 
 
 def _inside_seeding(path: str) -> bool:
