@@ -194,14 +194,15 @@ def plan_group(snap: Snapshot, group: list[TorrentFact]) -> Convergence | None:
         keys = candidates(snap, inode)
         if len(keys) < 2:
             continue
-        if not all(_settled(t) and prio != 0 for t, prio in users[key]):
-            waiting += 1
-            continue
         use = _usage(snap)
         keys = [c for c in keys if c == key or snap.inodes[c].external_links or c in use.claimed]
         k = keeper(snap, keys)
         if k == key:
             continue  # this one is kept; the others converge onto it from their own groups
+        # Only now: an inode that is kept never converges, so it is not "waiting" however busy it is.
+        if not all(_settled(t) and prio != 0 for t, prio in users[key]):
+            waiting += 1
+            continue
         kept = snap.inodes[k]
         if _may_change(snap, use, inode) or _may_change(snap, use, kept):
             waiting += 1

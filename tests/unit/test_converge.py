@@ -281,6 +281,16 @@ def test_a_duplicate_whose_kept_inode_or_itself_may_still_be_written_waits_and_s
     assert gb.action == "stay" and "1 duplicate inode(s) wait to converge" in gb.reason, gb.reason
 
 
+@pytest.mark.parametrize("kw", UNSETTLED, ids=str)
+def test_a_group_whose_own_inode_is_the_kept_one_is_not_said_to_wait(kw):
+    """Torrent "c" (not settled) uses the kept inode: "b" waits for it, but "c" itself has nothing
+    that would ever converge, so its reason does not count a waiting duplicate."""
+    p = _plan(seed_only_keeper_used_by(**kw))
+    assert "wait to converge" in _group(p, "b" * 40).reason
+    gc = _group(p, "c" * 40)
+    assert "wait to converge" not in gc.reason and not gc.steps, gc.reason
+
+
 @pytest.mark.parametrize("make", [library_keeper_used_by, seed_only_keeper_used_by])
 def test_a_kept_inode_whose_torrents_are_all_settled_is_converged_onto_as_before(make):
     p = _plan(make())
