@@ -47,6 +47,12 @@ Rules:
   cannot tell "not yet written" from "written where it cannot look"): a duplicate of exactly
   such a size waits until that torrent settles. That is conservative (it only delays), and
   rare: two files of one byte size that are not the same content.
+- **Writers outside a partial snapshot** (an event's closure, a sweep's chunk of torrents):
+  the builder lists every torrent, and each one left out that is not settled lends its
+  content's places (``write_prefixes``: its content path, the same name under its save and
+  download paths, each also resolved through symlinks and with ``.!qB``) to
+  ``Snapshot.write_prefixes``; a duplicate linked at or under one waits, as if that torrent
+  were in the snapshot (its file list is not asked for: a folder is enough to wait).
 - ``bytes_freed`` counts each victim inode once (its last seeding link goes away).
 
 ``policy.converge: false`` turns all of this into a report: the group keeps its decision and
@@ -65,19 +71,22 @@ above for each file right before its atomic rename.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from qbhook.clients.model import SEEDING_STATES
+from qbhook.clients.model import PART_SUFFIX, SEEDING_STATES
 from qbhook.decide.facts import (
     ContentKey,
     InodeFact,
     InodeKey,
     Snapshot,
     TorrentFact,
+    canonical_path,
     may_write_at,
 )
 from qbhook.decide.plan import Action, Converge, ConvergeKeep, Delete, GroupPlan, Step
+from qbhook.paths import is_within
 from qbhook.units import human_bytes
 
 
@@ -134,13 +143,51 @@ def write_paths(torrents: Iterable[TorrentFact], resolve: Callable[[str], str] |
     return frozenset(out)
 
 
+def write_prefixes(infos: Iterable, resolve: Callable[[str], str] | None = None) -> frozenset[str]:
+    """``Snapshot.write_prefixes``: where each of ``infos`` (``clients.model.TorrentInfo``, host paths:
+    torrents a partial snapshot leaves out) that is not settled keeps its content: its content path,
+    the same name under its save path and its download path (qBittorrent reports one while the data
+    is in the other), each also with ``.!qB`` (a single file being written) and resolved through
+    symlinks by ``resolve``. A torrent without a content path (no metadata yet) has no file to write."""
+    out: set[str] = set()
+    for t in infos:
+        if settled(t.progress, t.state) or not t.content_path.startswith("/"):
+            continue
+        content = canonical_path(t.content_path)
+        places = {content}
+        for base in (t.save_path, t.download_path):
+            if base.startswith("/") and is_within(content, canonical_path(base)):
+                rel = posixpath.relpath(content, canonical_path(base))
+                places.update(canonical_path(posixpath.join(b, rel)) for b in (t.save_path, t.download_path) if b)
+                break
+        for p in places:
+            for q in (p, p + PART_SUFFIX):
+                out.add(q)
+                if resolve is not None and q.startswith("/"):
+                    out.add(canonical_path(resolve(q)))
+    return frozenset(out)
+
+
+def _at_or_under(path: str, prefixes: frozenset[str]) -> bool:
+    """``path`` or one of its folders is in ``prefixes``: a walk up its few components, not a scan of them."""
+    while True:
+        if path in prefixes:
+            return True
+        parent = posixpath.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+
+
 def _may_change(snap: Snapshot, use: _Usage, inode: InodeFact) -> bool:
     """The rules of the module docstring: a torrent that may write uses ``inode``, or may write at one of
-    its links, or has a file of its size that the snapshot could not place (an unseen writer)."""
+    its links, or has a file of its size that the snapshot could not place (an unseen writer), or is
+    not in this snapshot and keeps its content where one of its links is."""
     if inode.key in use.busy or inode.size in use.unseen_sizes:
         return True
-    w = snap.write_paths
-    return bool(w) and any(p in w for p in inode.seeding_paths + inode.other_paths)
+    links = inode.seeding_paths + inode.other_paths
+    w, pre = snap.write_paths, snap.write_prefixes
+    return (bool(w) and any(p in w for p in links)) or (bool(pre) and any(_at_or_under(p, pre) for p in links))
 
 
 def keeper(snap: Snapshot, keys: list[InodeKey]) -> InodeKey:

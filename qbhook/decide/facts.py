@@ -153,6 +153,10 @@ class Snapshot:
     # Every path at which a torrent that may still write (not settled) could be writing one of its
     # files, each spelling (``may_write_at``): what is linked there may change under a convergence.
     write_paths: frozenset[str] = frozenset()
+    # Where a torrent that may still write but is not in this snapshot (a partial build: an event's
+    # closure, a sweep's chunk) keeps its content (``converge.write_prefixes``): what is linked at or
+    # under one of these may change under a convergence.
+    write_prefixes: frozenset[str] = frozenset()
     # Indexes derived from the facts above by the rule that reads them, built on its first use and
     # kept for this snapshot (``converge._usage``): once per snapshot, not once per group.
     derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)

@@ -118,20 +118,30 @@ class SnapshotBuilder:
         self._hashed_at: dict[int, tuple[bytes | str, os.stat_result]] = {}
 
     # ------------------------------------------------------------ public
-    def build(self, hashes: Iterable[str] | None = None, now: float | None = None, infos=None) -> Snapshot:
-        """``infos``: every torrent of every instance, when the caller already listed them."""
+    def build(
+        self, hashes: Iterable[str] | None = None, now: float | None = None, infos=None, listing=None
+    ) -> Snapshot:
+        """``infos``: every torrent of every instance, when the caller already listed them, or the part
+        of them to build (a sweep's chunk), then with ``listing``, every torrent: those left out may
+        still write where this snapshot's torrents are (``Snapshot.write_prefixes``)."""
         try:
-            return self._build(hashes, now, infos)
+            return self._build(hashes, now, infos, listing)
         finally:
             self.reader.close()
 
-    def _build(self, hashes: Iterable[str] | None, now: float | None, infos) -> Snapshot:
+    def _build(self, hashes: Iterable[str] | None, now: float | None, infos, listing=None) -> Snapshot:
         now = time.time() if now is None else now
         if infos is None:
             infos = self._list_all()
         chosen = self._closure(infos, hashes) if hashes else infos
         torrents = self._torrent_facts(chosen)
-        write_paths = self._write_paths(torrents)
+        resolve = LinkResolver()  # one per build: each folder resolved once
+        write_paths = self._write_paths(torrents, resolve)
+        # A partial build (an event's closure, a sweep's chunk) still sees where the torrents it leaves
+        # out may be writing: from the listing alone, no file list asked for.
+        inside = {(t.instance, t.hash) for t in chosen}
+        everyone = infos if listing is None else listing
+        write_prefixes = converge.write_prefixes((t for t in everyone if (t.instance, t.hash) not in inside), resolve)
         pools = tuple(self._pool_fact(p) for p in self.cfg.pools)
         self._hash_what_decisions_need(torrents, pools, now)
         content = self._donor_index(torrents)
@@ -146,6 +156,7 @@ class SnapshotBuilder:
             symlinks=dict(self.symlinks),
             hash_at_copy=frozenset(k for k in self._at_copy if self.inodes[k].blake3 is None),
             write_paths=write_paths,
+            write_prefixes=write_prefixes,
         )
 
     # ------------------------------------------------------------ torrents and files
@@ -210,12 +221,12 @@ class SnapshotBuilder:
         """``keys``: an iterator over the inode keys of ``paths`` (and the next torrents' paths)."""
         return TorrentFact.listed(t, tuple(FileFact.listed(f, path, next(keys)) for f, path in zip(listed, paths)))
 
-    def _write_paths(self, torrents: list[TorrentFact]) -> frozenset[str]:
+    def _write_paths(self, torrents: list[TorrentFact], resolve: LinkResolver) -> frozenset[str]:
         """``Snapshot.write_paths`` (``converge.write_paths``, resolved through symlinks by one
         ``facts.LinkResolver`` for the build). Those under a pool that are not listed files (already
         lstat-ed) are lstat-ed too, so that an inode linked there, even by a link the catalog has not
         seen yet, is in this snapshot with that link."""
-        out = converge.write_paths(torrents, LinkResolver())  # one per build: each folder resolved once
+        out = converge.write_paths(torrents, resolve)
         if out:
             listed = {f.path for t in torrents if not converge.settled(t.progress, t.state) for f in t.files}
             self._inodes_at(sorted(p for p in out - listed if self._pool_root(p) is not None), canonical=True)

@@ -845,13 +845,21 @@ class _AlertView:
 
 
 def _snapshot(
-    cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], hashes, infos, budget: HashBudget, progress
+    cfg: Config,
+    catalog: Catalog,
+    clients: Iterable[ClientPort],
+    hashes,
+    infos,
+    budget: HashBudget,
+    progress,
+    listing=None,
 ):
-    """build_snapshot with one hash budget for the whole sweep, whatever the number of chunks."""
+    """build_snapshot with one hash budget for the whole sweep, whatever the number of chunks.
+    ``listing``: every torrent, when ``infos`` is a chunk of them (``SnapshotBuilder.build``)."""
     # background hashing: idle I/O, nice 19, at most scan.hash_budget bytes per sweep
     b = SnapshotBuilder(cfg, catalog, list(clients), progress=progress, background=True)
     b.budget = budget
-    return b.build(hashes, infos=infos)
+    return b.build(hashes, infos=infos, listing=listing)
 
 
 def _chunks(idx: TorrentIndex, infos, hashes: set[str] | None) -> list[list[str] | None]:
@@ -899,7 +907,10 @@ def _plan_in_chunks(
             snap = _snapshot(cfg, catalog, view[0], chunk, view[1], budget, progress)
         else:
             members = set(chunk)
-            snap = _snapshot(cfg, catalog, view[0], None, [t for t in view[1] if t.hash in members], budget, progress)
+            # The whole listing too: a torrent of another chunk that may still write makes what is linked
+            # where it keeps its content wait (converge.write_prefixes), as it would in one snapshot.
+            part_infos = [t for t in view[1] if t.hash in members]
+            snap = _snapshot(cfg, catalog, view[0], None, part_infos, budget, progress, listing=view[1])
             incomplete |= _split_groups(idx, snap, members)
         part = make_plan(snap, cfg.policy)
         # a group the closure pulled into two chunks (the index behind the disk) is planned once

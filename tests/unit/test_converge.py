@@ -281,6 +281,39 @@ def test_a_duplicate_whose_kept_inode_or_itself_may_still_be_written_waits_and_s
     assert gb.action == "stay" and "1 duplicate inode(s) wait to converge" in gb.reason, gb.reason
 
 
+def _left_out(**kw):
+    """A torrent's listing (``clients.model.TorrentInfo``'s fields that ``converge.write_prefixes`` reads)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        **{"state": "downloading", "progress": 0.5, "save_path": S + "/late", "download_path": ""} | kw
+    )
+
+
+@pytest.mark.parametrize(
+    ("kw", "waits"),
+    [
+        ({"content_path": S + "/movies"}, True),  # the victim's folder
+        ({"content_path": S + "/movies/R/x.mkv"}, True),  # the victim itself
+        ({"content_path": S + "/late/R", "download_path": S + "/movies"}, True),  # the same name, downloading
+        ({"content_path": S + "/movies", "state": "stalledUP", "progress": 1.0}, False),  # settled
+        ({"content_path": S + "/movie"}, False),  # a name that only starts alike
+        ({"content_path": ""}, False),  # no metadata yet: no file to write
+        ({"content_path": "relative/movies"}, False),
+    ],
+)
+def test_a_torrent_left_out_of_the_snapshot_makes_what_is_linked_under_its_content_wait(kw, waits):
+    from qbhook.decide import converge
+
+    w = World()
+    w.payload(S + "/movies", {"R/x.mkv": "X"})
+    w.file(LIB + "/X.mkv", "X")
+    w.torrent("b" * 40, S + "/movies", ["R/x.mkv"])
+    snap = replace(w.snapshot(), write_prefixes=converge.write_prefixes([_left_out(**kw)]))
+    gb = _group(make_plan(snap, POLICY), "b" * 40)
+    assert (gb.action == "stay" and "wait to converge" in gb.reason) if waits else gb.action == "converge", gb.reason
+
+
 @pytest.mark.parametrize("kw", UNSETTLED, ids=str)
 def test_a_group_whose_own_inode_is_the_kept_one_is_not_said_to_wait(kw):
     """Torrent "c" (not settled) uses the kept inode: "b" waits for it, but "c" itself has nothing

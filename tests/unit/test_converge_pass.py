@@ -317,6 +317,71 @@ def test_what_a_torrent_may_still_write_waits_in_the_snapshot_and_in_the_pass(tm
         w.cat.close()
 
 
+@pytest.mark.parametrize("partial", ["an event's closure", "a sweep's chunk"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "its content path holds the kept copy",
+        "its download path holds the kept copy",  # the content path says the save path
+        "its download path holds the victims",
+        "a symlinked save path reaches the victims",
+        "its part file is the kept copy",
+    ],
+)
+def test_a_writer_left_out_of_a_partial_snapshot_still_makes_what_it_may_write_wait(
+    tmpfs,  # noqa: F811
+    tmp_path,
+    how,
+    partial,
+):
+    """An event's closure or a sweep's chunk (``events.worker._plan_in_chunks``: the chunk's listing
+    and the whole one) builds a snapshot of some torrents only: torrent "d", still downloading, is
+    not in it (it shares no catalogued file with H1), yet it writes the kept copy or the replaced
+    one. The builder lends its content's places to the snapshot (``Snapshot.write_prefixes``), so
+    nothing is converged until it settles."""
+    from qbhook.decide.snapshot import SnapshotBuilder
+
+    def build_snapshot(cfg, cat, clients, hashes):
+        if partial == "an event's closure":
+            return SnapshotBuilder(cfg, cat, clients).build(hashes)
+        listing = [t for c in clients for t in c.torrents()]
+        chunk = [t for t in listing if t.hash in (te.H1, te.H2)]
+        return SnapshotBuilder(cfg, cat, clients).build(infos=chunk, listing=listing)
+
+    w = te._make_world(tmpfs, tmp_path)
+    try:
+        lib, _lib_before, _seeding = _library_copy(w)
+        size = len(te.FILES[0][1])
+        library, seed = os.path.dirname(os.path.dirname(lib)), w.seed_s
+        save, download, name, file = {
+            "its content path holds the kept copy": (library, "", "Movie (2020)", "Movie (2020)/Movie (2020).mkv"),
+            "its download path holds the kept copy": (seed + "/Late", library, "Movie (2020)", "Movie (2020)/M.mkv"),
+            "its download path holds the victims": (seed + "/Late", seed, "Movie.2020", "Movie.2020/movie.mkv"),
+            "a symlinked save path reaches the victims": (seed + "/alias", "", "Movie.2020", "Movie.2020/movie.mkv"),
+            "its part file is the kept copy": (os.path.dirname(lib), "", "Other.mkv", "Other.mkv"),
+        }[how]
+        if "symlink" in how:
+            os.symlink(seed, save)
+        if "part file" in how:  # a single-file torrent writing "Other.mkv.!qB", a link of the library's copy
+            os.link(lib, os.path.join(save, file + ".!qB"))
+            for p in w.cfg.pools:
+                scan_pool(w.cat, p, w.cfg.scan)
+        w.qbt.add(te.FakeTorrent("d" * 40, name, save, [(file, size, 1)], progress=0.5, download_path=download))
+
+        snap = build_snapshot(w.cfg, w.cat, [w.qbt], hashes=[te.H1])
+        assert "d" * 40 not in {t.hash for t in snap.torrents}  # left out: only its places are known
+        planner = make_plan(snap, w.cfg.policy)
+        assert not [g for g in planner.groups if g.action == "converge"], [(g.action, g.reason) for g in planner.groups]
+        (g,) = [g for g in planner.groups if te.H1 in g.torrents]
+        assert g.action == "stay" and "1 duplicate inode(s) wait to converge" in g.reason, g.reason
+
+        w.qbt.t["d" * 40].progress = 1.0  # settled: now it converges as before
+        planner = make_plan(build_snapshot(w.cfg, w.cat, [w.qbt], hashes=[te.H1]), w.cfg.policy)
+        assert [g.action for g in planner.groups if te.H1 in g.torrents] == ["converge"]
+    finally:
+        w.cat.close()
+
+
 def test_a_link_made_since_the_scan_where_a_torrent_writes_is_seen_by_the_snapshot_and_by_a_scanning_pass(
     tmpfs,  # noqa: F811
     tmp_path,

@@ -105,12 +105,12 @@ def bed(tmp_path, monkeypatch):
     snapshots: list = []  # per snapshot: the hashes it was asked for; None: every torrent
     real = worker._snapshot
 
-    def counted(cfg, cat, clients, hashes, infos, *rest):
+    def counted(cfg, cat, clients, hashes, infos, *rest, **kw):
         asked = hashes
         if hashes is None and infos is not None and len(infos) < len(b.qbt.torrents_raw):
             asked = [t.hash for t in infos]  # a chunk of a full re-plan
         snapshots.append(None if asked is None else sorted(asked))
-        return real(cfg, cat, clients, hashes, infos, *rest)
+        return real(cfg, cat, clients, hashes, infos, *rest, **kw)
 
     monkeypatch.setattr(worker, "_snapshot", counted)
 
