@@ -607,3 +607,31 @@ def test_a_job_naming_no_torrent_and_no_file_looks_around(bed):
     result = worker.handle_job(bed.cfg, bed.cat, [bed.qbt], job)
     assert bed.decision(H4).decision == "demote", result
     assert "look around" in result["note"] and result["sweep"]["replanned"]["groups"] == 1
+
+
+def test_a_chunk_sees_a_writer_of_another_chunk_before_converging(bed, monkeypatch):
+    """A full re-plan in chunks (one torrent each): "Film" stays on the primary pool with a library
+    copy of its file (another inode), so it would converge onto it; torrent H4, in another chunk,
+    is still downloading into that library folder (it may rewrite the copy). The chunk's snapshot
+    gets the whole listing, so "Film" waits as it does in one snapshot (converge.write_prefixes)."""
+    data = b"film data" * 50
+    bed.payload(H1, bed.seed_s, "Film", {"film.mkv": data}, category="tv")
+    write(bed.lib / "Film (2020)/film.mkv", data)
+    bed.qbt.add(H4, bed.lib, "Film (2020)", [("film.mkv", len(data))], state="downloading", progress=0.5)
+    old = 1_600_000_000 * 10**9  # settled files: an hour-old default settle time is long past
+    for p in (bed.seed_s / "Film/film.mkv", bed.lib / "Film (2020)/film.mkv"):
+        os.utime(p, ns=(old, old))
+    cfg = dataclasses.replace(bed.cfg, sweep=SweepConfig(full_every=0))
+    whole = bed.sweep(cfg)
+    assert bed.snapshots == [None]
+    monkeypatch.setattr(worker, "_CHUNK_TORRENTS", 1)
+    monkeypatch.setattr(TorrentIndex, "groups", lambda self: {})  # every torrent its own group
+    chunked = bed.sweep(cfg)
+    assert [H1] in bed.snapshots[1:] and [H4] in bed.snapshots[1:]  # not one snapshot
+    row = bed.decision(H1)
+    assert row.decision == "stay" and "wait to converge" in row.decision_reason, row.decision_reason
+    assert chunked["plan"] == whole["plan"] and chunked["plan"]["converge"] == 0
+
+    bed.qbt.torrents_raw[H4].update(state="stalledUP", progress=1.0, amount_left=0)  # settled: it converges
+    bed.sweep(cfg)
+    assert bed.decision(H1).decision == "converge", bed.decision(H1).decision_reason
