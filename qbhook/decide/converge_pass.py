@@ -16,7 +16,9 @@ less, and does its work set by set instead of group by group:
    every torrent that may still write is listed in full, and the places it may write at
    (``converge.write_paths``: its save and download paths, each also resolved through
    symlinks, the only reads of the filesystem here, to classify) make whatever duplicate
-   is linked there wait;
+   is linked there wait; a file of such a torrent that the catalog does not place (not yet
+   written, in its download path, behind a symlink) makes every duplicate of its size wait
+   (converge's "unseen writers": conservative, it only delays);
 4. for each group that uses an inode of a set, ``decide.converge.plan_group``: the rules of a
    convergence (which inode is kept, which may be replaced, which must wait) have one home,
    and this pass hands them facts of the same shape as the snapshot does;
