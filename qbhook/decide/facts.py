@@ -222,39 +222,44 @@ MAX_LINK_HOPS = 40
 # Components looked at in one resolution, a link's target's included: PATH_MAX (4096) spells at most
 # 2048, and a real folder has a few dozen. A hostile target (``b/b/b/...`` with ``b -> .``) stops here.
 MAX_LINK_PARTS = 2048
+# Components of a path asked about: a media path has a few dozen; a longer one (a hostile name) is
+# answered as given rather than walked and kept.
+MAX_PATH_PARTS = 256
 
 
 class LinkResolver:
     """``resolve_links`` with the folders it resolved kept, for one snapshot or pass build: the files of
     10,000 torrents share a few thousand folders, each resolved once. A new build makes a new one (a
     folder may have been relinked since). Read-only, iterative (a chain of links costs no recursion).
+    Only the folder of each path asked about is kept (not each of its ancestors): the cache grows
+    like the paths asked about, however deep a hostile tree is.
     """
 
     def __init__(self) -> None:
-        self.folders: dict[str, str] = {}  # an absolute folder, as given -> resolved
+        self.folders: dict[str, str] = {}  # the folder of a path asked about, as given -> resolved
 
     def __call__(self, path: str) -> str:
         """``path`` with every symlink on it resolved (as ``os.path.realpath``, not strict: from the first
         missing component on, the rest is kept as spelled), or ``path`` itself when that cannot be done:
-        a relative path, a NUL, more than ``MAX_LINK_HOPS`` links or ``MAX_LINK_PARTS`` components (a
-        loop, a hostile chain). ``path`` itself then matches nothing more: the conservative answer."""
+        a relative path, a NUL, more than ``MAX_PATH_PARTS`` components, more than ``MAX_LINK_HOPS``
+        links or ``MAX_LINK_PARTS`` components followed (a loop, a hostile chain). ``path`` itself
+        then matches nothing more: the conservative answer."""
         if not path.startswith("/") or "\x00" in path:
             return path
         parts = [c for c in path.split("/") if c and c != "."]
-        # The longest folder of ``path`` already resolved in this build: only the rest is looked at.
-        done, real = 0, "/"
-        for i in range(len(parts) - 1, 0, -1):
-            got = self.folders.get("/" + "/".join(parts[:i]))
-            if got is not None:
-                done, real = i, got
-                break
+        if len(parts) > MAX_PATH_PARTS:
+            return path
+        folder = "/" + "/".join(parts[:-1])
+        real = self.folders.get(folder)
+        start = len(parts) - 1 if real is not None else 0  # folder resolved in this build: the name only
+        real = "/" if real is None else real
         budget = _Budget()
-        for i in range(done, len(parts)):
+        for i in range(start, len(parts)):
             real = _resolve_part(real, parts[i], budget)
             if real is None:
                 return path
-            if i < len(parts) - 1:
-                self.folders["/" + "/".join(parts[: i + 1])] = real
+            if i == len(parts) - 2:
+                self.folders[folder] = real
         return real
 
 
