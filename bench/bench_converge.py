@@ -433,7 +433,9 @@ def bytecode_env(base: Path, trees: list[str]) -> dict:
     return env
 
 
-SET_PASS = [False]  # --pass: this checkout's qbhook runs the set-based pass (a compared checkout never)
+# --pass: this checkout's qbhook runs the set-based pass, and so does a compared checkout that has it
+# (qbhook/decide/converge_pass.py; an older one runs its per-group pipeline)
+SET_PASS = [False]
 
 
 def run_qbhook(
@@ -446,7 +448,9 @@ def run_qbhook(
     sizes.write_text(json.dumps(seeding_sizes(pool, n)))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--driver", str(cfg), "-n", str(n), "--sizes", str(sizes)]
     c0 = _children_cpu()
-    cmd += ["--code", code] if code else (["--pass"] if SET_PASS[0] else [])
+    cmd += ["--code", code] if code else []
+    if SET_PASS[0] and (code is None or (Path(code) / "qbhook/decide/converge_pass.py").exists()):
+        cmd.append("--pass")
     q = run_rss(cmd, stdout_path=str(base / f"driver-{label}.json"), env=env)
     q_cpu = _children_cpu() - c0
     out = json.loads(q.stdout)
@@ -708,8 +712,8 @@ def main() -> int:
         "--pass",
         dest="set_pass",
         action="store_true",
-        help="this checkout's qbhook converges with the set-based pass (qbhook converge); --compare TREE keeps "
-        "TREE's per-group snapshot + plan",
+        help="this checkout's qbhook converges with the set-based pass (qbhook converge); so does --compare "
+        "TREE's if it has the pass, else its per-group snapshot + plan",
     )
     ap.add_argument("--driver", help=argparse.SUPPRESS)
     ap.add_argument("--sizes", help=argparse.SUPPRESS)

@@ -407,9 +407,17 @@ class _Failure(Exception):
 # no content whatever a crash leaves, and resume probes each intended step (``_probe_converge``);
 # what the size bounds is the work one crash leaves to probe.
 CONVERGE_BATCH_STEPS = 10_000
-# A batch at least this long is relinked on two cores (``Executor._two_cores``): a fork, a second
-# catalog connection and the results pickled back cost ~10-20 ms, ~100 relinks' worth.
+# A batch at least this long is relinked in FORK_PARTS processes (``Executor._forked``): a fork,
+# the part's catalog rows read for it and its results pickled back cost ~10-20 ms, ~100 relinks'
+# worth.
 FORK_MIN_STEPS = 500
+# Processes per large batch (this one and FORK_PARTS - 1 forked children), only where ``may_fork``
+# (two cores or more). More than the two cores: a rename that frees an inode waits on the disk
+# (~100 us on ext4 mounted ``discard``, a FUSE round trip on zfs-fuse) and a third process overlaps
+# those waits; 10,000 relinks' apply phase took ~0.7 s less than in two (docs/benchmarks.md §9).
+FORK_PARTS = 3
+# This process's part against a child's: it also writes the journal and the catalog before and after.
+PARENT_SHARE = 0.8
 
 
 @dataclass
@@ -434,9 +442,10 @@ class _Batch:
         self.steps += len(numbered)
 
 
-def _halves(todo: list[tuple[GroupPlan, int, Converge]]) -> tuple[list, list] | None:
-    """``todo`` split in two for ``Executor._two_cores``, each in plan order: no group and no kept
-    inode in both halves, the halves as even in steps as whole components allow. None when
+def _parts(todo: list[tuple[GroupPlan, int, Converge]], n: int) -> list[list] | None:
+    """``todo`` split in ``n`` for ``Executor._forked``, each in plan order: no group and no kept
+    inode in two parts, the parts as even in steps as whole components allow (the first, this
+    process's, a little lighter: it also writes the journal and the catalog). None when
     everything is one component (nothing to share)."""
     gids: dict[str, int] = {}
     for g, _q, _s in todo:
@@ -448,13 +457,15 @@ def _halves(todo: list[tuple[GroupPlan, int, Converge]]) -> tuple[list, list] | 
         size[c] = size.get(c, 0) + 1
     if len(size) < 2:
         return None
+    n = min(n, len(size))
     side: dict[int, int] = {}
-    load = [0, 0]
-    for c, n in sorted(size.items(), key=lambda kv: (-kv[1], kv[0])):
-        k = 0 if load[0] <= load[1] else 1
-        side[c] = k
-        load[k] += n
-    out: tuple[list, list] = ([], [])
+    cap = [PARENT_SHARE] + [1.0] * (n - 1)
+    load = [0] * n
+    for c, k in sorted(size.items(), key=lambda kv: (-kv[1], kv[0])):
+        i = min(range(n), key=lambda j: (load[j] + k) / cap[j])
+        side[c] = i
+        load[i] += k
+    out: list[list] = [[] for _ in range(n)]
     for item in todo:
         out[side[comp[gids[item[0].group_id]]]].append(item)
     return out
@@ -802,8 +813,10 @@ class Executor:
         catalog) and the reason of each group that failed (its later steps are not tried).
         A large batch is split between this process and a forked child (``_two_cores``).
         """
-        halves = _halves(todo) if len(todo) >= FORK_MIN_STEPS and self.ctx.hook is None and may_fork() else None
-        done = self._one_core(todo, ids) if halves is None else self._two_cores(halves, ids)
+        parts = (
+            _parts(todo, FORK_PARTS) if len(todo) >= FORK_MIN_STEPS and self.ctx.hook is None and may_fork() else None
+        )
+        done = self._one_core(todo, ids) if parts is None else self._forked(parts, ids)
         closes, done_paths, after, dead, freed = done
         for gid, n in freed.items():
             outcomes[gid].bytes_freed += n
@@ -818,42 +831,59 @@ class Executor:
         with self._relinker(todo) as rl:
             return self._act(todo, ids, rl)
 
-    def _two_cores(self, halves: tuple[list, list], ids: dict[int, int]) -> tuple:
-        """``_act`` of one half here and of the other in a forked child (``move.forked``), merged.
+    def _forked(self, parts: list[list], ids: dict[int, int]) -> tuple:
+        """``_act`` of the first part here and of each other part in a forked child (``move.forked``), merged.
 
-        The halves never share a group (a failed step stops the rest of its group) nor a kept
-        inode (each relink onto it moves its ctime, which the other process would see as a
-        change and read the file again to re-check): ``_halves``. The child never touches
-        SQLite: its half's catalog rows are read here before the fork, and the hashes it
+        The parts never share a group (a failed step stops the rest of its group) nor a kept
+        inode (each relink onto it moves its ctime, which another process would see as a
+        change and read the file again to re-check): ``_parts``. A child never touches
+        SQLite: its part's catalog rows are read here before the fork, and the hashes it
         computes come back to be written here (``Relinker.frozen``). Until the batch's closing
         commit every step of it reads ``intended``, so a child that fails leaves what a crash
         leaves: ``ChildFailed`` stops the run, and ``qbhook resume`` re-checks each step. A
-        fork that fails (no memory, a pids limit) relinks the batch on this core instead."""
-        theirs = self._relinker(halves[1]).frozen()
+        fork that fails (no memory, a pids limit) leaves that part to this process."""
+        kids: list[Forked] = []
+        here = list(parts[0])
+        for part in parts[1:]:
+            theirs = self._relinker(part).frozen()
+            try:
+                kids.append(
+                    Forked(lambda part=part, theirs=theirs: (*self._act(part, ids, theirs), theirs.catalog.stored))
+                )
+            except OSError as e:
+                self.log.warning("converge batch: no other process (%s); relinking its part on this one", e)
+                here += part
+            finally:
+                theirs.close()  # a child has its own copies of its part's folders
+        here.sort(key=lambda t: t[1])
+        self.log.info(
+            "converge batch in %d process(es): %s step(s)", len(kids) + 1, " + ".join(str(len(p)) for p in parts)
+        )
         try:
-            kid = Forked(lambda: (*self._act(halves[1], ids, theirs), theirs.catalog.stored))
-        except OSError as e:
-            theirs.close()
-            self.log.warning("converge batch: no second process (%s); relinking on this one", e)
-            return self._one_core(sorted(halves[0] + halves[1], key=lambda t: t[1]), ids)
-        theirs.close()  # the child has its own copies of the half's folders
-        self.log.info("converge batch on two cores: %d + %d step(s)", len(halves[0]), len(halves[1]))
-        try:
-            mine = self._one_core(halves[0], ids)
+            mine = self._one_core(here, ids)
         except BaseException:
-            with contextlib.suppress(ChildFailed):  # Ctrl-C reaches both: the interruption is the news
-                kid.result()
+            for kid in kids:
+                with contextlib.suppress(ChildFailed):  # Ctrl-C reaches all: the interruption is the news
+                    kid.result()
             raise
-        *other, stored = kid.result()
-        for inode_id, digest, st in stored:
-            self.catalog.store_hash(inode_id, digest, st)
         closes, done_paths, after, dead, freed = mine
-        closes += other[0]
-        done_paths += other[1]
-        after.update(other[2])
-        dead.update(other[3])
-        for gid, n in other[4].items():
-            freed[gid] = freed.get(gid, 0) + n
+        failed: ChildFailed | None = None
+        for kid in kids:  # every child reaped and its hashes kept, even when one of them failed
+            try:
+                *other, stored = kid.result()
+            except ChildFailed as e:
+                failed = failed or e
+                continue
+            for inode_id, digest, st in stored:
+                self.catalog.store_hash(inode_id, digest, st)
+            closes += other[0]
+            done_paths += other[1]
+            after.update(other[2])
+            dead.update(other[3])
+            for gid, n in other[4].items():
+                freed[gid] = freed.get(gid, 0) + n
+        if failed is not None:
+            raise failed
         return closes, done_paths, after, dead, freed
 
     def _act(self, todo: list[tuple[GroupPlan, int, Converge]], ids: dict[int, int], rl: fsops.Relinker) -> tuple:

@@ -1,11 +1,12 @@
-"""A large converge batch relinked on two cores (``Executor._two_cores``, ``move.forked``): the same
-outcome as on one, no group or kept inode shared between the halves, and a child that fails or
-is killed leaves what a crash leaves, which ``resume`` finishes."""
+"""A large converge batch relinked in several processes (``Executor._forked``, ``qbhook.forked``):
+the same outcome as in one, no group or kept inode shared between the parts, and a child that
+fails or is killed leaves what a crash leaves, which ``resume`` finishes."""
 
 from __future__ import annotations
 
 import dataclasses
 import errno
+import itertools
 import os
 import signal
 import threading
@@ -16,13 +17,13 @@ from qbhook.decide.plan import ConvergeKeep, GroupPlan
 from qbhook.errors import ChildFailed
 from qbhook.move import executor as ex_mod
 from qbhook.move import forked, fsops
-from qbhook.move.executor import Executor, _halves
+from qbhook.move.executor import Executor, _parts
 from qbhook.move.forked import Forked
 from tests.unit.test_converge_batch import _dups, _linked, world  # noqa: F401  (fixture)
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 
 
-class _S:  # the two fields _halves reads of a Converge step
+class _S:  # the two fields _parts reads of a Converge step
     def __init__(self, keep):
         self.keep = ConvergeKeep("/k", "fs", keep, True)
 
@@ -37,19 +38,30 @@ def _todo(spec):
     return out
 
 
-def test_halves_never_split_a_group_or_a_kept_inode_and_keep_plan_order():
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_parts_never_split_a_group_or_a_kept_inode_and_keep_plan_order(n, monkeypatch):
+    monkeypatch.setattr(ex_mod, "PARENT_SHARE", 1.0)  # even parts: the arithmetic below
     todo = _todo([("a", 1), ("b", 2), ("a", 3), ("c", 3), ("d", 4), ("e", 5), ("f", 6), ("g", 6)])
-    left, right = _halves(todo)
-    assert sorted(left + right, key=lambda t: t[1]) == todo
-    for half in (left, right):
-        assert [t[1] for t in half] == sorted(t[1] for t in half)
+    parts = _parts(todo, n)
+    assert len(parts) == n
+    assert sorted(itertools.chain(*parts), key=lambda t: t[1]) == todo
+    for part in parts:
+        assert [t[1] for t in part] == sorted(t[1] for t in part)
     side = {}
-    for k, half in enumerate((left, right)):
-        for g, _q, s in half:
-            assert side.setdefault(g.group_id, k) == k, "a group in both halves"
-            assert side.setdefault(("keep", s.keep.ino), k) == k, "a kept inode in both halves"
-    assert abs(len(left) - len(right)) <= 2  # components {a,c} 3 steps, {f,g} 2, then single steps
-    assert _halves(_todo([("a", 1), ("b", 1), ("c", 1)])) is None  # one component: nothing to share
+    for k, part in enumerate(parts):
+        for g, _q, s in part:
+            assert side.setdefault(g.group_id, k) == k, "a group in two parts"
+            assert side.setdefault(("keep", s.keep.ino), k) == k, "a kept inode in two parts"
+    # components {a,c} 3 steps, {f,g} 2, then single steps
+    assert max(map(len, parts)) - min(map(len, parts)) <= (2 if n == 2 else 3)
+    assert _parts(_todo([("a", 1), ("b", 1), ("c", 1)]), n) is None  # one component: nothing to share
+    assert len(_parts(_todo([("a", 1), ("b", 2)]), n)) == 2  # never more parts than components
+
+
+def test_this_process_takes_a_smaller_part():
+    todo = _todo([(str(i), i) for i in range(100)])
+    parts = _parts(todo, 3)
+    assert len(parts[0]) < len(parts[1]) == len(parts[2]) and sum(map(len, parts)) == 100
 
 
 @pytest.fixture
@@ -59,13 +71,22 @@ def counted(monkeypatch):
     forks = []
     real_forked, real_act = ex_mod.Forked, Executor._act
     monkeypatch.setattr(ex_mod, "FORK_MIN_STEPS", 4)
+    monkeypatch.setattr(ex_mod, "FORK_PARTS", 2)
     monkeypatch.setattr(ex_mod, "may_fork", lambda: True)
     monkeypatch.setattr(ex_mod, "Forked", lambda work: forks.append(1) or real_forked(work))
     return forks, real_act
 
 
-def test_a_large_batch_is_relinked_on_two_cores_with_the_outcome_of_one(world, counted, monkeypatch, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("parts", [2, 3])
+def test_a_large_batch_is_relinked_in_several_processes_with_the_outcome_of_one(
+    world,  # noqa: F811
+    counted,
+    monkeypatch,
+    tmp_path,
+    parts,
+):
     forks, real_act = counted
+    monkeypatch.setattr(ex_mod, "FORK_PARTS", parts)
     pids = tmp_path / "pids"
 
     def act(self, todo, ids, catalog):
@@ -77,9 +98,9 @@ def test_a_large_batch_is_relinked_on_two_cores_with_the_outcome_of_one(world, c
     w = world
     plan, pairs = _dups(w, 12, per_group=2, cache=True)
     summary = w.executor().apply(plan)
-    assert forks == [1]
+    assert forks == [1] * (parts - 1)
     calls = [line.split() for line in pids.read_text().splitlines()]
-    assert len({pid for pid, _n in calls}) == 2 and sum(int(n) for _p, n in calls) == 24
+    assert len({pid for pid, _n in calls}) == parts and sum(int(n) for _p, n in calls) == 24
     assert summary.status == "done" and len(summary.groups_done) == 12
     assert summary.bytes_freed == sum(os.lstat(lib).st_size for _s, lib in pairs)
     assert all(_linked(s, lib) for s, lib in pairs)
@@ -113,10 +134,12 @@ def test_the_executor_asks_may_fork(world, monkeypatch):  # noqa: F811
     assert forks == [] and all(_linked(s, lib) for s, lib in pairs)
 
 
+@pytest.mark.parametrize("parts", [2, 3])
 @pytest.mark.parametrize("how", ["raises", "killed"])
-def test_a_failed_second_core_stops_the_run_and_resume_finishes_it(world, counted, monkeypatch, how):  # noqa: F811
+def test_a_failed_second_core_stops_the_run_and_resume_finishes_it(world, counted, monkeypatch, how, parts):  # noqa: F811
     """``raises``: the child's syncfs fails (EIO) after its relinks; ``killed``: SIGKILL after its first."""
     forks, _ = counted
+    monkeypatch.setattr(ex_mod, "FORK_PARTS", parts)
     parent = os.getpid()
     real_relink, real_sync = Executor._relink, fsops.Relinker.sync
 
@@ -137,7 +160,9 @@ def test_a_failed_second_core_stops_the_run_and_resume_finishes_it(world, counte
     plan, pairs = _dups(w, 8)
     with pytest.raises(ChildFailed) as e:
         w.executor().apply(plan)
-    assert forks == [1]
+    assert forks == [1] * (parts - 1)
+    with pytest.raises(ChildProcessError):  # every child reaped, the failed ones and any other
+        os.waitpid(-1, os.WNOHANG)
     msg = "failed: OSError: [Errno 5] syncfs" if how == "raises" else "ended without an answer"
     assert msg in e.value.message and "\n" not in e.value.message
     (run,) = w.journal.unfinished_runs()
