@@ -35,7 +35,6 @@ else here looks at a step's kind. Adding a kind: its class in qbhook/decide/plan
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -471,6 +470,25 @@ def _parts(todo: list[tuple[GroupPlan, int, Converge]], n: int) -> list[list] | 
     return out
 
 
+def _collect(kids: list[Forked], log: logging.Logger) -> tuple[list, ChildFailed | None]:
+    """Every child's answer, in order, and the first failure (the others logged); every child reaped,
+    whatever is raised while waiting (a second Ctrl-C kills and reaps the ones left)."""
+    answers: list = []
+    failed: ChildFailed | None = None
+    try:
+        for kid in kids:
+            try:
+                answers.append(kid.result())
+            except ChildFailed as e:
+                if failed is not None:
+                    log.warning("converge batch: another process failed too: %s", e.message)
+                failed = failed or e
+    finally:
+        for kid in kids:
+            kid.stop()
+    return answers, failed
+
+
 def _batchable(g: GroupPlan) -> bool:
     return g.action == Action.CONVERGE and bool(g.steps) and all(isinstance(s, Converge) for s in g.steps)
 
@@ -811,7 +829,7 @@ class Executor:
         Returns the journal closes (step id, status, result, error), the (path, pool) now linked
         to their kept inode, the lstat of each relinked path right after its rename (for the
         catalog) and the reason of each group that failed (its later steps are not tried).
-        A large batch is split between this process and a forked child (``_two_cores``).
+        A large batch is split between this process and forked children (``_forked``).
         """
         parts = (
             _parts(todo, FORK_PARTS) if len(todo) >= FORK_MIN_STEPS and self.ctx.hook is None and may_fork() else None
@@ -824,7 +842,11 @@ class Executor:
 
     def _relinker(self, todo: list[tuple[GroupPlan, int, Converge]]) -> fsops.Relinker:
         rl = fsops.Relinker(self.seeding_roots, self.roots, self.catalog)
-        rl.prefetch((s.path, s.ino, s.keep.path, s.keep.ino) for _g, _q, s in todo)
+        try:
+            rl.prefetch((s.path, s.ino, s.keep.path, s.keep.ino) for _g, _q, s in todo)
+        except BaseException:
+            rl.close()  # its folders, opened so far
+            raise
         return rl
 
     def _one_core(self, todo: list[tuple[GroupPlan, int, Converge]], ids: dict[int, int]) -> tuple:
@@ -837,43 +859,42 @@ class Executor:
         The parts never share a group (a failed step stops the rest of its group) nor a kept
         inode (each relink onto it moves its ctime, which another process would see as a
         change and read the file again to re-check): ``_parts``. A child never touches
-        SQLite: its part's catalog rows are read here before the fork, and the hashes it
-        computes come back to be written here (``Relinker.frozen``). Until the batch's closing
-        commit every step of it reads ``intended``, so a child that fails leaves what a crash
-        leaves: ``ChildFailed`` stops the run, and ``qbhook resume`` re-checks each step. A
-        fork that fails (no memory, a pids limit) leaves that part to this process."""
+        SQLite: its part's catalog rows are read here before the first fork (nothing but forks
+        runs between them), and the hashes it computes come back to be written here
+        (``Relinker.frozen``). Until the batch's closing commit every step of it reads
+        ``intended``, so a child that fails leaves what a crash leaves: ``ChildFailed`` stops the
+        run, and ``qbhook resume`` re-checks each step. A fork that fails (no memory, a pids
+        limit) leaves its part to this process. Every child is reaped on every way out."""
+        frozen: list[fsops.Relinker] = []
         kids: list[Forked] = []
         here = list(parts[0])
-        for part in parts[1:]:
-            theirs = self._relinker(part).frozen()
-            try:
-                kids.append(
-                    Forked(lambda part=part, theirs=theirs: (*self._act(part, ids, theirs), theirs.catalog.stored))
-                )
-            except OSError as e:
-                self.log.warning("converge batch: no other process (%s); relinking its part on this one", e)
-                here += part
-            finally:
-                theirs.close()  # a child has its own copies of its part's folders
+        try:
+            for part in parts[1:]:
+                frozen.append(self._relinker(part).frozen())
+            for part, theirs in zip(parts[1:], frozen, strict=True):
+                try:
+                    kids.append(Forked(lambda p=part, rl=theirs: (*self._act(p, ids, rl), rl.catalog.stored)))
+                except OSError as e:
+                    self.log.warning("converge batch: no other process (%s); relinking its part on this one", e)
+                    here += part
+        except BaseException:
+            for kid in kids:
+                kid.stop()
+            raise
+        finally:
+            for theirs in frozen:
+                theirs.close()  # this process's copies: each child has its own
         here.sort(key=lambda t: t[1])
-        self.log.info(
-            "converge batch in %d process(es): %s step(s)", len(kids) + 1, " + ".join(str(len(p)) for p in parts)
-        )
+        self.log.info("converge batch in %d process(es): %d step(s) here", len(kids) + 1, len(here))
         try:
             mine = self._one_core(here, ids)
         except BaseException:
-            for kid in kids:
-                with contextlib.suppress(ChildFailed):  # Ctrl-C reaches all: the interruption is the news
-                    kid.result()
+            # Their parts end (or they are killed on a second Ctrl-C); the error in hand is the news.
+            _collect(kids, self.log)
             raise
+        answers, failed = _collect(kids, self.log)
         closes, done_paths, after, dead, freed = mine
-        failed: ChildFailed | None = None
-        for kid in kids:  # every child reaped and its hashes kept, even when one of them failed
-            try:
-                *other, stored = kid.result()
-            except ChildFailed as e:
-                failed = failed or e
-                continue
+        for *other, stored in answers:
             for inode_id, digest, st in stored:
                 self.catalog.store_hash(inode_id, digest, st)
             closes += other[0]

@@ -28,6 +28,7 @@ Rules, because a fork copies a process mid-flight:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import pickle
@@ -100,12 +101,23 @@ class Forked(Generic[T]):
             finally:
                 os._exit(code)
         os.close(w)
-        self.pid, self._r = pid, r
+        self.pid: int | None = pid
+        self._r: int | None = r
 
     def result(self) -> T:
-        with os.fdopen(self._r, "rb") as back:
-            data = back.read()
+        """The child's answer, once; the child reaped. Interrupted while waiting (Ctrl-C), the child is
+        killed and reaped before the interruption goes on."""
+        r, self._r = self._r, None
+        if r is None:
+            raise ChildFailed("the work on the second core was already collected", hint=_RESUME)
+        try:
+            with os.fdopen(r, "rb") as back:
+                data = back.read()
+        except BaseException:
+            self._kill()
+            raise
         _, status = os.waitpid(self.pid, 0)
+        self.pid = None
         try:
             kind, value = pickle.loads(data)
         except Exception:
@@ -115,3 +127,19 @@ class Forked(Generic[T]):
         if kind != "ok":
             raise ChildFailed(f"the work on the second core failed: {value}", hint=_RESUME)
         return value
+
+    def stop(self) -> None:
+        """Kill and reap the child unless ``result()`` already did: for a caller leaving on an error."""
+        if self._r is not None:
+            os.close(self._r)
+            self._r = None
+        self._kill()
+
+    def _kill(self) -> None:
+        if self.pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+        self.pid = None

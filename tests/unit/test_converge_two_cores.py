@@ -10,6 +10,7 @@ import itertools
 import os
 import signal
 import threading
+import time
 
 import pytest
 
@@ -180,10 +181,49 @@ def test_a_failed_second_core_stops_the_run_and_resume_finishes_it(world, counte
 
 def test_forked_returns_the_childs_answer_and_reaps_it():
     kid = Forked(lambda: {"pid": os.getpid(), "big": b"x" * (1 << 20)})  # more than a pipe holds
+    pid = kid.pid
     got = kid.result()
-    assert got["pid"] != os.getpid() and len(got["big"]) == 1 << 20
+    assert got["pid"] == pid != os.getpid() and len(got["big"]) == 1 << 20
     with pytest.raises(ChildProcessError):
-        os.waitpid(kid.pid, os.WNOHANG)
+        os.waitpid(pid, os.WNOHANG)
+    with pytest.raises(ChildFailed, match="already collected"):
+        kid.result()
+    kid.stop()  # nothing left to stop: no error
+
+
+def test_a_stopped_child_is_killed_and_reaped():
+    kid = Forked(lambda: time.sleep(60))
+    pid = kid.pid
+    kid.stop()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def test_a_failure_while_forking_the_second_child_stops_and_reaps_the_first(world, counted, monkeypatch):  # noqa: F811
+    """Something other than a failed fork (here Ctrl-C) while the children are started: the ones
+    already running are killed and reaped, nothing is left behind, and resume finishes the batch."""
+    forks, _ = counted
+    monkeypatch.setattr(ex_mod, "FORK_PARTS", 3)
+    real_forked = forked.Forked
+    made = []
+
+    def second_is_interrupted(work):
+        if made:
+            raise KeyboardInterrupt
+        made.append(real_forked(work))
+        return made[-1]
+
+    monkeypatch.setattr(ex_mod, "Forked", second_is_interrupted)
+    w = world
+    plan, pairs = _dups(w, 12)
+    with pytest.raises(KeyboardInterrupt):  # the run is journaled interrupted, then the interruption goes on
+        w.executor().apply(plan)
+    assert made and made[0].pid is None  # the first child: killed and reaped
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
+    monkeypatch.setattr(ex_mod, "Forked", real_forked)
+    (res,) = w.executor().resume()
+    assert res.status == "done" and all(_linked(s, lib) for s, lib in pairs)
 
 
 def test_the_kernel_counts_a_native_thread_pool_python_does_not():
