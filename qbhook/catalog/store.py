@@ -259,11 +259,19 @@ class Catalog:
         self._fsid_cache[fs] = ident.fsid
         return fs
 
-    def frozen(self, rows: dict) -> FrozenCatalog:
-        """A ``FrozenCatalog`` of the filesystems this connection has looked up and ``rows`` ((fs, ino) -> row)."""
+    def frozen(self, rows: dict, root_devs: dict[bytes, int]) -> FrozenCatalog:
+        """A ``FrozenCatalog`` of ``rows`` ((fs, ino) -> row) and of the filesystems this connection knows,
+        those of ``root_devs`` (root -> its st_dev, as the batch's prefetch met them) looked up now.
+
+        Looked up now, not only taken from the cache: a mount table that moved since the prefetch (a
+        container started or stopped) empties the cache, and a child handed no filesystem refuses every
+        relink of its part as "on another filesystem" (seen in bench_converge while a test suite
+        mounted tmpfs beside it: a third of the groups failed)."""
         if self._mounts.changed():
             self._dev_cache.clear()  # as fs_for_path would: a device number may name another filesystem now
-        devs = dict(self._dev_cache)
+        # Each identified by its number alone, as the prefetch did (fs_for_path never follows the root's path).
+        looked = {dev: self.fs_for_path(root, dev) for root, dev in root_devs.items()}
+        devs = {**self._dev_cache, **looked}
         return FrozenCatalog(devs, {fs: self.fsid(fs) for fs in set(devs.values())}, dict(rows))
 
     def fsid(self, fs: int) -> str:

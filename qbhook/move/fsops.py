@@ -1218,6 +1218,7 @@ class Relinker:
         # path -> (root, parts) on each side, placed once under its roots (prefetch) and reused
         self._seed_splits: dict = {}
         self._keep_splits: dict = {}
+        self._root_devs: dict[bytes, int] = {}  # root -> st_dev, as prefetch met them (``frozen`` looks them up again)
         self._uses: dict[tuple[int, int], int] = {}  # kept inode -> relinks of this batch onto it still to come
         self._shared = False  # does any kept inode have more than one relink of this batch onto it?
         # Seeding root -> a descriptor (a dup: the LRU may close the folder) of a folder this batch
@@ -1265,6 +1266,7 @@ class Relinker:
                 except (OSError, UnsafeOperation):
                     continue
                 fs = fs_of_root[root] = self.catalog.fs_for_path(root, dev)
+                self._root_devs[root] = dev
             keys.add((fs, int(ino)))
             keys.add((fs, int(keep_ino)))
             self._uses[(fs, int(keep_ino))] = self._uses.get((fs, int(keep_ino)), 0) + 1
@@ -1278,7 +1280,7 @@ class Relinker:
         (``Catalog.frozen``): for a forked child, which must not use SQLite. The hashes it
         computes wait in ``self.catalog.stored`` for the parent to write."""
         if self.catalog is not None:
-            self.catalog = self.catalog.frozen(self._rows)
+            self.catalog = self.catalog.frozen(self._rows, self._root_devs)
         return self
 
     def _split_seed(self, path) -> tuple[bytes, tuple[bytes, ...]]:

@@ -305,3 +305,24 @@ def test_ctrl_c_in_this_half_is_an_interruption_not_a_child_failure(world, count
         world.executor().apply(plan)
     (run,) = world.journal.unfinished_runs()
     assert run.status == "interrupted"
+
+
+def test_a_mount_table_that_moved_before_the_fork_leaves_the_child_its_filesystems(world, counted, monkeypatch):  # noqa: F811
+    """A container started between the batch's prefetch and the fork moves the mount table, which empties
+    the catalog's device cache: the child must still be handed its part's filesystems (looked up again),
+    else it refuses every relink of its part as "on another filesystem"."""
+    from qbhook.catalog.store import Catalog
+
+    real_frozen = Catalog.frozen
+
+    def frozen_after_a_mount(self, *a, **kw):
+        monkeypatch.setattr(self._mounts, "changed", lambda: True)  # from now on, as if it moved each time
+        return real_frozen(self, *a, **kw)
+
+    monkeypatch.setattr(Catalog, "frozen", frozen_after_a_mount)
+    w = world
+    plan, pairs = _dups(w, 8)
+    summary = w.executor().apply(plan)
+    assert counted[0] == [1]
+    assert summary.status == "done" and len(summary.groups_done) == 8, summary.groups_failed
+    assert all(_linked(s, lib) for s, lib in pairs)
