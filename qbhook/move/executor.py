@@ -629,7 +629,7 @@ class Executor:
                     g, numbered = unit
                     summary.groups.append(self._group(run_id, g, numbered, rows))
         except (KeyboardInterrupt, SystemExit, ChildFailed):
-            # A converge batch's second core failing leaves its steps intended, as a crash would.
+            # A converge batch's child failing leaves its steps intended, as a crash would.
             summary.status = RunStatus.INTERRUPTED
             self.journal.finish_run(run_id, RunStatus.INTERRUPTED, summary.counters())
             raise

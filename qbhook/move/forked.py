@@ -1,4 +1,4 @@
-"""Work on the second core: a function run in a forked child, its result pickled back.
+"""Work in another process: a function run in a forked child, its result pickled back.
 
 Python threads do not help the executor's per-file work (each relink is a dozen system calls
 and as many lines of Python, serialized by the interpreter lock: measured slower than one
@@ -109,7 +109,7 @@ class Forked(Generic[T]):
         killed and reaped before the interruption goes on."""
         r, self._r = self._r, None
         if r is None:
-            raise ChildFailed("the work on the second core was already collected", hint=_RESUME)
+            raise ChildFailed("the work in another process was already collected", hint=_RESUME)
         try:
             with os.fdopen(r, "rb") as back:
                 data = back.read()
@@ -122,10 +122,10 @@ class Forked(Generic[T]):
             kind, value = pickle.loads(data)
         except Exception:
             raise ChildFailed(
-                f"the work on the second core ended without an answer (wait status {status})", hint=_RESUME
+                f"the work in another process ended without an answer (wait status {status})", hint=_RESUME
             ) from None
         if kind != "ok":
-            raise ChildFailed(f"the work on the second core failed: {value}", hint=_RESUME)
+            raise ChildFailed(f"the work in another process failed: {value}", hint=_RESUME)
         return value
 
     def stop(self) -> None:
