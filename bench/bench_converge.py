@@ -436,6 +436,7 @@ def bytecode_env(base: Path, trees: list[str]) -> dict:
 # --pass: this checkout's qbhook runs the set-based pass, and so does a compared checkout that has it
 # (qbhook/decide/converge_pass.py; an older one runs its per-group pipeline)
 SET_PASS = [False]
+FORK_PARTS = [0]  # --fork-parts N: this checkout's executor relinks a batch in N processes (0: its default)
 
 
 def run_qbhook(
@@ -451,6 +452,8 @@ def run_qbhook(
     cmd += ["--code", code] if code else []
     if SET_PASS[0] and (code is None or (Path(code) / "qbhook/decide/converge_pass.py").exists()):
         cmd.append("--pass")
+    if FORK_PARTS[0] and code is None:
+        cmd += ["--fork-parts", str(FORK_PARTS[0])]
     q = run_rss(cmd, stdout_path=str(base / f"driver-{label}.json"), env=env)
     q_cpu = _children_cpu() - c0
     out = json.loads(q.stdout)
@@ -715,6 +718,14 @@ def main() -> int:
         help="this checkout's qbhook converges with the set-based pass (qbhook converge); so does --compare "
         "TREE's if it has the pass, else its per-group snapshot + plan",
     )
+    ap.add_argument(
+        "--fork-parts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="this checkout's executor relinks a large batch in N processes instead of its FORK_PARTS "
+        "(compare two counts with --compare pointing at this same checkout)",
+    )
     ap.add_argument("--driver", help=argparse.SUPPRESS)
     ap.add_argument("--sizes", help=argparse.SUPPRESS)
     ap.add_argument("--code", help=argparse.SUPPRESS)
@@ -722,6 +733,10 @@ def main() -> int:
     if args.driver:
         if args.code:  # before any qbhook import: the other checkout's package shadows this one
             sys.path.insert(0, os.path.abspath(args.code))
+        if args.fork_parts:
+            from qbhook.move import executor
+
+            executor.FORK_PARTS = args.fork_parts
         driver(args.driver, args.n, sizes=args.sizes, set_pass=args.set_pass)
         return 0
     if args.profile:
@@ -740,6 +755,7 @@ def main() -> int:
     print(f"machine: {machine()}")
     SAFE_BATCH[0] = args.safe_batch
     SET_PASS[0] = args.set_pass
+    FORK_PARTS[0] = args.fork_parts
     if args.floors_only:
         print(f"tree: {args.n:,} pairs on {fstype_of(base)} ({base}); {tool_version(['jdupes', '--version'])}")
         try:
