@@ -162,9 +162,12 @@ class Scenario:
         load_torrent(rt.rpc(), data, str(save))  # rTorrent hashes the data on load
         c = RtorrentClient("rt", rt.address)
         deadline = time.monotonic() + timeout
-        while not ((t := c.torrent(h)).is_complete and not t.is_checking):
+        # load.raw_start returns before rTorrent lists the item on a loaded machine, so
+        # "not listed yet" is waited out like "still hashing", up to the same deadline.
+        while not ((t := c.find(h)) is not None and t.is_complete and not t.is_checking):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"rTorrent item {h} not complete after {timeout}s: {t.state} {t.progress:.0%}")
+                seen = "not listed" if t is None else f"{t.state} {t.progress:.0%}"
+                raise TimeoutError(f"rTorrent item {h} not complete after {timeout}s: {seen}")
             time.sleep(0.1)
         if tags:
             c.add_tags(h, list(tags))
