@@ -34,6 +34,7 @@ import os
 import pickle
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -51,7 +52,18 @@ def may_fork() -> bool:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
-    return cores >= 2 and threading.active_count() == 1 and _kernel_threads() == 1
+    if cores < 2 or threading.active_count() != 1:
+        return False
+    # A thread Python has joined (a Relinker's releasing threads, ended by its drain) can still be
+    # listed for a moment while the kernel reaps it: wait that out, briefly. A native pool stays.
+    deadline = time.monotonic() + JOINED_THREAD_GRACE
+    while (n := _kernel_threads()) > 1 and time.monotonic() < deadline:
+        time.sleep(0.002)
+    return n == 1
+
+
+# Seconds ``may_fork`` waits for joined threads to leave the kernel's list.
+JOINED_THREAD_GRACE = 0.05
 
 
 def _kernel_threads() -> int:

@@ -1,0 +1,139 @@
+"""A relink lets go of the inode it replaced on a releasing thread (``fsops._Releaser``): freeing it
+can wait on the disk, and that wait moves off the batch's loop. Nothing else changes: the name
+holds the kept inode at once, every replaced inode is freed before the batch's sync, and no
+descriptor or thread outlives the batch."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from qbhook.move import forked, fsops
+from tests.unit.test_converge_batch import _dups, _linked, world  # noqa: F401  (fixture)
+from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
+
+
+def _held_deleted(under: str) -> list[str]:
+    """This process's descriptors of files under ``under`` whose last name is gone (what a held,
+    replaced inode shows; SQLite's unlinked temporary files live elsewhere)."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(under) and target.endswith(" (deleted)"):
+            out.append(target)
+    return out
+
+
+def test_replaced_inodes_are_held_until_the_batch_syncs_and_then_freed(world, monkeypatch):  # noqa: F811
+    w = world
+    plan, pairs = _dups(w, 6)
+    gate = threading.Event()
+    real_release = fsops._release_all
+
+    def slow_release(q):
+        gate.wait(10)  # the disk's wait, as long as the test likes
+        real_release(q)
+
+    monkeypatch.setattr(fsops, "_release_all", slow_release)
+    seen = {}
+    real_sync = fsops.Relinker.sync
+
+    def sync(self):
+        # Every rename is done: each name already holds its kept inode, the replaced ones are still held.
+        seen["linked"] = all(_linked(s, lib) for s, lib in pairs)
+        seen["held"] = len(_held_deleted(w.seed_s))
+        gate.set()
+        real_sync(self)
+        seen["after"] = len(_held_deleted(w.seed_s))
+
+    monkeypatch.setattr(fsops.Relinker, "sync", sync)
+    threads = threading.active_count()
+    summary = w.executor().apply(plan)
+    assert summary.status == "done"
+    assert seen == {"linked": True, "held": 6, "after": 0}
+    assert summary.bytes_freed == sum(os.lstat(lib).st_size for _s, lib in pairs)
+    assert threading.active_count() == threads  # the releasing threads ended with the batch
+    assert _held_deleted(w.seed_s) == []
+
+
+def test_an_inode_with_another_link_is_not_held(world, monkeypatch):  # noqa: F811
+    # Replacing one of two links frees nothing: there is no wait to move, so no descriptor is taken.
+    w = world
+    plan, pairs = _dups(w, 3)
+    for seed, _lib in pairs:
+        os.link(seed, seed + ".sibling")
+    holds = []
+    real = fsops._hold_entry
+    monkeypatch.setattr(fsops, "_hold_entry", lambda d, name: holds.append(name) or real(d, name))
+    summary = w.executor().apply(plan)
+    assert summary.status == "done" and all(_linked(s, lib) for s, lib in pairs)
+    assert holds == [] and summary.bytes_freed == 0
+
+
+def test_a_failed_rename_lets_go_of_what_it_held(world, monkeypatch):  # noqa: F811
+    w = world
+    plan, pairs = _dups(w, 2)
+    real_rename = os.rename
+
+    def failing(src, dst, **kw):
+        if isinstance(src, bytes) and src.startswith(fsops.RELINK_PREFIX):
+            raise OSError(5, "Input/output error")
+        return real_rename(src, dst, **kw)
+
+    before = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "rename", failing)
+    summary = w.executor().apply(plan)
+    monkeypatch.setattr(os, "rename", real_rename)
+    assert summary.status == "failed" and set(summary.groups_failed) == {"g0", "g1"}
+    assert not any(_linked(s, lib) for s, lib in pairs)
+    assert len(os.listdir("/proc/self/fd")) == before  # nothing held, nothing leaked
+
+
+def test_without_a_thread_to_be_had_the_relink_lets_go_itself(world, monkeypatch):  # noqa: F811
+    w = world
+    plan, pairs = _dups(w, 3)
+
+    def no_thread(self):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    summary = w.executor().apply(plan)
+    assert summary.status == "done" and all(_linked(s, lib) for s, lib in pairs)
+    assert summary.bytes_freed == sum(os.lstat(lib).st_size for _s, lib in pairs)
+    assert _held_deleted(w.seed_s) == []
+
+
+def test_a_full_queue_makes_the_relink_wait_so_few_descriptors_are_held(monkeypatch, tmp_path):
+    rel = fsops._Releaser(depth=2, threads=1)
+    gate = threading.Event()
+    real_release = fsops._release_all
+    monkeypatch.setattr(fsops, "_release_all", lambda q: (gate.wait(10), real_release(q)))
+    fds = [os.open(tmp_path, os.O_PATH) for _ in range(3)]
+    for fd in fds[:2]:
+        rel.put(fd)  # the thread takes none yet (gated): the queue holds these two
+    put = threading.Thread(target=rel.put, args=(fds[2],))
+    put.start()
+    put.join(0.2)
+    assert put.is_alive()  # waiting for room
+    gate.set()
+    put.join(10)
+    rel.drain()
+    assert not put.is_alive() and rel._running == []
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)  # closed by the releaser
+
+
+def test_may_fork_waits_briefly_for_a_joined_thread_to_leave_the_kernels_list(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    listed = iter([2, 2, 1])
+    monkeypatch.setattr(forked, "_kernel_threads", lambda: next(listed, 1))
+    assert forked.may_fork()
+    monkeypatch.setattr(forked, "_kernel_threads", lambda: 2)  # a native pool: it stays, so no fork
+    assert not forked.may_fork()
