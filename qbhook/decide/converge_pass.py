@@ -99,17 +99,24 @@ def plan_convergence(
     now: float | None = None,
 ) -> ConvergeRun:
     """Steps 1-4 of the module docstring: the converge plan of every group that has something to converge."""
-    # Scanned unless --no-scan, whatever the last scan's age: the pass decides on the catalog's paths
-    # without re-stat-ing them as a plan does, and a path gone since would fail its group.
-    use = ready_catalog(cfg, catalog, targeted=False, scan=scan is not False, progress=progress)
-    if scan is None:
-        use = CatalogUse("scanned", "pools scanned now (converge decides on the catalog's paths)", use.full_scan_age_s)
-    sets = find_duplicates(catalog, settle_seconds=cfg.scan.settle_seconds, progress=progress)
-    torrents = _torrent_facts(catalog, list(clients), _held_under(sets))
-    mtimes = catalog.inode_mtimes(c.inode_id for s in sets for c in s.copies)
-    # Read-only symlink resolution, to classify: the pass's only reads of the filesystem besides the catalog.
-    writes = converge.write_paths(torrents, LinkResolver())
-    with collector_paused():  # many small long-lived facts, no cycles (decide.heap)
+    # The collector paused throughout (decide.heap), as ``qbhook dupes`` pauses it: the scan's
+    # stats, the candidate rows, the sets, the torrents' facts and the plan are a few objects per
+    # file, alive to the end, with no cycle among them. Left on, its passes walked them again
+    # and again to free nothing: 0.5-0.75 s of this pass at 10,000 duplicate pairs
+    # (bench_converge's gc_seconds, docs/benchmarks.md section 9).
+    with collector_paused():
+        # Scanned unless --no-scan, whatever the last scan's age: the pass decides on the catalog's
+        # paths without re-stat-ing them as a plan does, and a path gone since would fail its group.
+        use = ready_catalog(cfg, catalog, targeted=False, scan=scan is not False, progress=progress)
+        if scan is None:
+            use = CatalogUse(
+                "scanned", "pools scanned now (converge decides on the catalog's paths)", use.full_scan_age_s
+            )
+        sets = find_duplicates(catalog, settle_seconds=cfg.scan.settle_seconds, progress=progress)
+        torrents = _torrent_facts(catalog, list(clients), _held_under(sets))
+        mtimes = catalog.inode_mtimes(c.inode_id for s in sets for c in s.copies)
+        # Read-only symlink resolution, to classify: the pass's only reads of the filesystem besides the catalog.
+        writes = converge.write_paths(torrents, LinkResolver())
         snap = convergence_snapshot(
             sets, torrents, _pools(cfg), mtimes, time.time() if now is None else now, write_paths=writes
         )

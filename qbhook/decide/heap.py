@@ -5,7 +5,8 @@ all alive to the end, with no garbage cycle among them. The collector still star
 whenever allocations outnumber frees by 700, and its older passes walk every live object again,
 the whole snapshot and plan included: 0.08 s of the snapshot at 2,000 duplicate pairs, ~0.9 s
 at 10,000, and as much of the apply phase, every pass freeing nothing (docs/benchmarks.md
-section 9). So the snapshot is built with the collector paused (``collector_paused``): reference
+section 9). So the snapshot is built with the collector paused (``collector_paused``), and so is
+``qbhook converge``'s pass from its scan to its plan (``converge_pass.plan_convergence``): reference
 counting still frees every acyclic object at once, and a cycle made meanwhile (an exception's
 traceback) goes at the first pass after the pause. A run works on a plan already built, and may
 last (a move waits on the torrent client): it leaves what is alive at its start out of every
