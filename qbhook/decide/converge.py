@@ -30,10 +30,11 @@ Rules:
   inode (then its victims wait): one that a torrent of the snapshot (any group) uses
   while it is not settled (``settled``: complete, in a state known to write nothing),
   or has at priority 0, or that is linked at a path where a torrent that is not settled
-  may be writing (``Snapshot.write_paths``, made by ``write_paths`` for both builders:
-  its file names under its save path and its download path, each also resolved through
-  symlinks), since qBittorrent writes an incomplete torrent into its download path and
-  a symlinked save path names a catalogued folder under another spelling. Replacing a
+  may be writing, or where a settled one has a file at priority 0 (``Snapshot.write_paths``,
+  made by ``write_paths`` for both builders: those file names under its save path and its
+  download path, each also resolved through symlinks), since qBittorrent writes an
+  incomplete torrent into its download path, a skipped file once its priority is raised,
+  and a symlinked save path names a catalogued folder under another spelling. Replacing a
   victim by a link to a changing inode would hand a settled torrent (and maybe a
   library) those bytes. A group whose duplicates all wait stays and says so
   (``note_waiting``).
@@ -135,11 +136,16 @@ def _usage(snap: Snapshot) -> _Usage:
 def write_paths(torrents: Iterable[TorrentFact], resolve: Callable[[str], str] | None = None) -> frozenset[str]:
     """``Snapshot.write_paths``, for both builders (the snapshot and the pass): where each torrent
     that is not settled may be writing (``facts.may_write_at``: under its save and download paths,
-    with ``resolve``, a ``facts.LinkResolver``, also through symlinks). A settled torrent costs nothing."""
+    with ``resolve``, a ``facts.LinkResolver``, also through symlinks), and where a settled one has
+    a file at priority 0 (raising its priority makes the client write into whatever is there; a
+    placed one is in ``_usage``'s busy set, this covers one the snapshot could not place, e.g.
+    through a symlinked folder). A settled torrent with every file wanted costs nothing."""
     out: set[str] = set()
     for t in torrents:
         if not _settled(t):
             out |= may_write_at((t.save_path, t.download_path), (f.rel for f in t.files), resolve)
+        elif skipped := [f.rel for f in t.files if not f.priority]:
+            out |= may_write_at((t.save_path, t.download_path), skipped, resolve)
     return frozenset(out)
 
 

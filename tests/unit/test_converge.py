@@ -221,6 +221,32 @@ def symlinked_save_path_writes_the_keeper() -> World:
     return w
 
 
+def symlinked_save_path_skips_the_victim() -> World:
+    """Settled torrent "a" has its file at priority 0 through a symlinked folder: the snapshot cannot
+    place it (a symlink is never followed), and raising its priority makes qBittorrent write into
+    what is there, the seeding file of settled "b"."""
+    w = World()
+    w.payload(S + "/movies", {"R/x.mkv": "X"})
+    w.file(LIB + "/X.mkv", "X")
+    w.symlinks[S + "/alias"] = S + "/movies"
+    w.torrent("a" * 40, S + "/alias", ["R/x.mkv"], priority=0)
+    w.torrent("b" * 40, S + "/movies", ["R/x.mkv"])
+    return w
+
+
+def symlinked_save_path_skips_the_keeper() -> World:
+    """The same for the most linked seed-only copy, which would be kept."""
+    w = World()
+    w.payload(P + "/movies", {"R/x.bin": "X"})
+    w.link(P + "/movies/R/x.bin", P + "/cross-seed/T/R/x.bin")
+    w.payload(P + "/b", {"R/x.bin": "X"})  # would be the victim
+    w.symlinks[P + "/alias"] = P + "/movies"
+    w.torrent("a" * 40, P + "/alias", ["R/x.bin"], priority=0)
+    w.torrent("c" * 40, P + "/cross-seed/T", ["R/x.bin"])
+    w.torrent("b" * 40, P + "/b", ["R/x.bin"])
+    return w
+
+
 def part_file_is_the_keeper() -> World:
     """Torrent "a" downloads with qBittorrent's ``.!qB`` suffix: its file is written at ``x.bin.!qB``
     (the same inode is renamed ``x.bin`` once complete), the most linked copy (a cross-seed "c")."""
@@ -254,6 +280,8 @@ WAITING_WORLDS = {
     "download path holds the victim": download_path_holds_the_victim,
     "symlinked save path writes the victim": symlinked_save_path_writes_the_victim,
     "symlinked save path writes the keeper": symlinked_save_path_writes_the_keeper,
+    "a skipped file through a symlinked save path is the victim": symlinked_save_path_skips_the_victim,
+    "a skipped file through a symlinked save path is the keeper": symlinked_save_path_skips_the_keeper,
     "a part file (.!qB) is the keeper": part_file_is_the_keeper,
     "an unseen writer has a file of the victim's size": unseen_writer,
 }
