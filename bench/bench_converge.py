@@ -303,6 +303,8 @@ APPLY_PARTS = [
     ("lstat (fstatat through the held folder)", ["posix.stat", "posix.lstat"]),
     ("link + rename + fsync + syncfs", ["posix.link", "posix.rename", "posix.fsync", "sync_filesystem"]),
     ("journal: plan JSON, intents, outcomes", ["start_run", "intend_batch", "close_batch"]),
+    ("waiting for the releasing threads (drain)", ["drain"]),
+    ("waiting for the other processes (_collect)", ["_collect"]),
 ]
 
 
@@ -316,6 +318,12 @@ BEFORE_PARTS = [
     ("  donor index (library copies, one batch)", ["_donor_index"]),
     ("  destinations on the other pool", ["_destinations"]),
     ("plan (make_plan)", ["make_plan"]),
+    ("the set-based pass (--pass), all of it", ["plan_convergence"]),
+    ("  find_duplicates (sizes, partials, hashes)", ["find_duplicates"]),
+    ("    of which small files read and hashed here", ["_hash_small"]),
+    ("  torrents' files placed on their inodes", ["_torrent_facts"]),
+    ("  facts of the duplicate sets", ["convergence_snapshot"]),
+    ("  payload groups and plan_group per group", ["convergence_plan"]),
 ]
 
 
@@ -332,10 +340,10 @@ def _part_seconds(stats: dict) -> dict[str, float]:
     return out
 
 
-def profile(n: int, tmpdir: str, zfs: bool = False) -> None:
+def profile(n: int, tmpdir: str, zfs: bool = False, set_pass: bool = False) -> None:
     """Phase wall times of one in-process run (printed by the driver), then scan + snapshot + plan
     and the apply phase, each under its own cProfile (its overhead included). ``zfs``: on a
-    zfs-fuse dataset instead of ``tmpdir``."""
+    zfs-fuse dataset instead of ``tmpdir``; ``set_pass``: the set-based pass (``--pass``)."""
     import cProfile
     import pstats
 
@@ -350,7 +358,7 @@ def profile(n: int, tmpdir: str, zfs: bool = False) -> None:
         cfg = write_config(base / "qb", pool, base / "cold")
         sizes = base / "sizes.json"
         sizes.write_text(json.dumps(seeding_sizes(pool, n)))
-        driver(str(cfg), n, prof=prof, prof_before=before, sizes=str(sizes))
+        driver(str(cfg), n, prof=prof, prof_before=before, sizes=str(sizes), set_pass=set_pass)
     finally:
         if stop is not None:
             stop()
@@ -741,7 +749,7 @@ def main() -> int:
         return 0
     if args.profile:
         print(f"machine: {machine()}")
-        profile(args.zfs_n if args.zfs else args.n, args.tmpdir, zfs=args.zfs)
+        profile(args.zfs_n if args.zfs else args.n, args.tmpdir, zfs=args.zfs, set_pass=args.set_pass)
         return 0
     require("jdupes")
     if args.zfs:
