@@ -157,21 +157,33 @@ def write_prefixes(infos: Iterable, resolve: Callable[[str], str] | None = None)
     symlinks by ``resolve``. A torrent without a content path (no metadata yet) has no file to write."""
     out: set[str] = set()
     for t in infos:
-        if settled(t.progress, t.state) or not t.content_path.startswith("/"):
-            continue
-        content = canonical_path(t.content_path)
-        places = {content}
-        for base in (t.save_path, t.download_path):
-            if base.startswith("/") and is_within(content, canonical_path(base)):
-                rel = posixpath.relpath(content, canonical_path(base))
-                places.update(canonical_path(posixpath.join(b, rel)) for b in (t.save_path, t.download_path) if b)
-                break
-        for p in places:
-            for q in (p, p + PART_SUFFIX):
-                out.add(q)
-                if resolve is not None and q.startswith("/"):
-                    out.add(canonical_path(resolve(q)))
+        if not settled(t.progress, t.state):
+            out |= content_places(t, resolve)
     return frozenset(out)
+
+
+def content_places(t, resolve: Callable[[str], str] | None = None) -> set[str]:
+    """Where torrent ``t`` (a ``clients.model.TorrentInfo``, host paths) keeps its content, from its
+    listing alone: its content path, the same name under its save path and its download path, each
+    also with ``.!qB`` and resolved through symlinks by ``resolve``. Empty without a content path
+    (no metadata yet: no file to write). ``write_prefixes`` for a torrent that may write;
+    ``converge_pass`` to tell whether a settled one may use a duplicate at all."""
+    if not t.content_path.startswith("/"):
+        return set()
+    content = canonical_path(t.content_path)
+    places = {content}
+    for base in (t.save_path, t.download_path):
+        if base.startswith("/") and is_within(content, canonical_path(base)):
+            rel = posixpath.relpath(content, canonical_path(base))
+            places.update(canonical_path(posixpath.join(b, rel)) for b in (t.save_path, t.download_path) if b)
+            break
+    out: set[str] = set()
+    for p in places:
+        for q in (p, p + PART_SUFFIX):
+            out.add(q)
+            if resolve is not None and q.startswith("/"):
+                out.add(canonical_path(resolve(q)))
+    return out
 
 
 def _at_or_under(path: str, prefixes: frozenset[str]) -> bool:

@@ -220,19 +220,23 @@ def _held_under(sets: Iterable[DupeSet]) -> frozenset[str]:
     return frozenset(out)
 
 
-def _uses_none(t, held: frozenset[str]) -> bool:
+def _uses_none(t, held: frozenset[str], resolve: LinkResolver) -> bool:
     """True when torrent ``t`` (a listing's ``TorrentInfo``) surely uses no path in ``held``, so its
     file list need not be asked for: it is settled (``converge.settled``: it writes none of its
     files, and its files all lie under its content path, one file or the root folder, or the
-    save path for a torrent without one) and its content path is at none of ``held``. A torrent
-    that may write is always listed in full: the rules make a duplicate it writes wait."""
+    save path for a torrent without one) and none of its content's places
+    (``converge.content_places``: the content path, its spelling under the download path, each
+    resolved through symlinks) is in ``held``. Resolved, because the catalog knows a folder by
+    its real spelling only: a settled torrent saved through a symlinked folder may have a file
+    at priority 0 there, which it writes once the priority is raised (``converge.write_paths``).
+    A torrent that may write is always listed in full: the rules make a duplicate it writes wait."""
     if not converge.settled(t.progress, t.state) or not t.content_path:
         return False
     try:
-        content = normalize(t.content_path)
+        normalize(t.content_path)
     except PathMapError:
         return False
-    return content not in held
+    return held.isdisjoint(converge.content_places(t, resolve))
 
 
 def _torrent_facts(catalog: Catalog, clients: list[ClientPort], held: frozenset[str]) -> list[TorrentFact]:
@@ -241,11 +245,12 @@ def _torrent_facts(catalog: Catalog, clients: list[ClientPort], held: frozenset[
     folder, which the scan never follows). A client's file list is asked for only for those: at
     field scale that is a request per torrent with a duplicate, not one per torrent."""
     listed = []
+    resolve = LinkResolver()  # read-only, to classify: each folder resolved once for every listing
     for c in clients:
         if isinstance(c, BatchListing):  # one listing of everything: nothing to save
             listed.extend(c.torrents_with_files())
         else:
-            listed.extend((t, c.files(t.hash)) for t in c.torrents() if not _uses_none(t, held))
+            listed.extend((t, c.files(t.hash)) for t in c.torrents() if not _uses_none(t, held, resolve))
     # The snapshot's spelling: one that cannot be made canonical (relative, ``..``) matches no catalogued path.
     paths = [[sys.intern(canonical_path(posixpath.join(t.save_path, f.name))) for f in files] for t, files in listed]
     where = catalog.inode_keys_at([os.fsencode(p) for ps in paths for p in ps])

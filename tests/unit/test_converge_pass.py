@@ -21,6 +21,7 @@ from qbhook.catalog.dupes import Copy, DupeSet
 from qbhook.catalog.scan import scan_pool
 from qbhook.config import PolicyConfig
 from qbhook.decide.converge_pass import convergence_plan, convergence_snapshot, plan_convergence
+from qbhook.decide.facts import LinkResolver
 from qbhook.decide.planner import make_plan
 from tests.helpers import write
 from tests.unit import test_executor as te
@@ -431,5 +432,24 @@ def test_which_torrents_have_their_files_listed(progress, state, content, skippe
     from qbhook.decide.converge_pass import _held_under, _uses_none
 
     held = _held_under([DupeSet(5, "ab" * 32, [Copy(1, "fs", 7, 1, [], ["/s/seeding/movies/Film/film.mkv"])])])
-    t = SimpleNamespace(progress=progress, state=state, content_path=content)
-    assert _uses_none(t, held) is skipped
+    t = SimpleNamespace(progress=progress, state=state, content_path=content, save_path="", download_path="")
+    assert _uses_none(t, held, LinkResolver()) is skipped
+
+
+def test_a_settled_torrent_saved_through_a_symlink_with_a_skipped_duplicate_is_listed_and_waits(tmpfs, tmp_path):  # noqa: F811
+    # Settled torrent "c" is saved through a symlinked folder and skips (priority 0) what is, resolved,
+    # the seeding copy of a library file: raising its priority writes into whatever that name holds.
+    # Its content path is no catalogued spelling, so the pass must resolve it to ask for its files.
+    w = te._make_world(tmpfs, tmp_path)
+    try:
+        lib, lib_before, seeding = _library_copy(w)
+        alias = os.path.join(w.seed_s, "alias")
+        os.symlink(w.seed_s, alias)
+        files = [(rel, len(data), 0 if rel.endswith("movie.mkv") else 1) for rel, data in te.FILES]
+        w.qbt.add(te.FakeTorrent("c" * 40, "Movie.2020", alias, files))
+        run = plan_convergence(w.cfg, w.cat, [w.qbt], scan=False)
+        assert run.torrents == 3  # "c" was listed with its files
+        assert _steps(run.plan) == set(), [(g.action, g.reason) for g in run.plan.groups]
+        # (a group whose duplicates all wait plans nothing: the pass lists only groups with steps)
+    finally:
+        w.cat.close()
