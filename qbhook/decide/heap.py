@@ -8,7 +8,9 @@ at 10,000, and as much of the apply phase, every pass freeing nothing (docs/benc
 section 9). So the snapshot is built with the collector paused (``collector_paused``), and so is
 ``qbhook converge``'s pass from its scan to its plan (``converge_pass.plan_convergence``): reference
 counting still frees every acyclic object at once, and a cycle made meanwhile (an exception's
-traceback) goes at the first pass after the pause. A run works on a plan already built, and may
+traceback, a retry policy's copy) goes at the next full pass after the pause, or, when the pause
+ends inside a run that froze the heap, once that run's freeze ends: a few MB at most (tenacity's
+~10 objects per client call, 5,000 torrents). A run works on a plan already built, and may
 last (a move waits on the torrent client): it leaves what is alive at its start out of every
 pass (``heap_frozen``) instead of pausing, so what the run itself allocates is still collected.
 Inside a run, a same-pool convergence batch (``Executor._converge_batch``) pauses again: it is

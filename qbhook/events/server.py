@@ -264,8 +264,9 @@ FD_BUDGET: dict[str, int] = {
     "snapshot folders": _SNAPSHOT_THREADS * dirfd.MAX_OPEN,
     # the executor's Relinker keeps up to RELINK_MAX_OPEN verified folders
     "relink folders": fsops.RELINK_MAX_OPEN,
-    # and holds up to RELEASE_DEPTH replaced inodes for its releasing threads, plus one each closes
-    "relink releases": fsops.RELEASE_DEPTH + fsops.RELEASE_THREADS,
+    # and holds replaced inodes for its releasing threads: its queue, one being closed per thread,
+    # and the one a relink holds while it waits for room (fsops._Releaser)
+    "relink releases": fsops.RELEASE_DEPTH + fsops.RELEASE_THREADS + 1,
     # a copy's source and staged file, its walked parents, staging/holding folders, a read-back:
     # measured at 8 at a demote's peak, at any folder depth (tests/unit/test_executor_fds.py)
     "executor files": 16,

@@ -1167,8 +1167,8 @@ def relink_over(
 # Folders a Relinker keeps open at most (each a descriptor; serve's budget counts them:
 # events.server.FD_BUDGET). A batch relinks file after file of few folders.
 RELINK_MAX_OPEN = 256
-# Replaced inodes a Relinker holds at most, waiting for ``_Releaser``'s thread to let them go
-# (each a descriptor; serve's budget counts them, the one being closed included).
+# Replaced inodes a Relinker's queue holds at most, waiting for ``_Releaser``'s threads to let them
+# go (each a descriptor; serve's budget counts them, with the ones being closed and the one in hand).
 RELEASE_DEPTH = 64
 # Threads letting go of them: a discarding disk overlaps a few frees at once (bench/relink_waits.py:
 # 10,000 frees took 3.9 s in one process, 2.7 s in three, 2.0 s in eight, on ext4 mounted discard).
@@ -1183,15 +1183,18 @@ class _Releaser:
     synchronously (``ext4_free_blocks`` -> ``blkdev_issue_discard``, ~0.1-1 ms; docs/benchmarks.md
     section 9). A rename over the last link would pay that inside the batch's loop, once per
     file, one after the other. Instead the relink holds an ``O_PATH`` descriptor of the entry
-    it is about to replace, and this thread closes it: the last reference, and its wait, move
+    it is about to replace, and a releasing thread closes it: the last reference, and its wait, move
     here, overlapping the next relinks' checks and each other. Nothing about the world changes: the name
     already holds the kept inode; only *when* the old inode's blocks return differs, and
-    ``drain`` (called by ``Relinker.sync`` before its syncfs, and by ``close``) waits for all.
+    ``drain`` (called by ``Relinker.sync`` before its syncfs, and by ``close``) waits for all (on
+    ext4 the blocks are then free; ZFS may free a large file's blocks later still, on its own).
 
     The threads start at the first descriptor and end at ``drain``: a Relinker made before a
     fork (``Relinker.frozen``) has none, and a process that forks next has none left
     (``forked.may_fork`` asks for one kernel thread). A full queue makes ``put`` wait, so at
-    most RELEASE_DEPTH + RELEASE_THREADS descriptors are held.
+    most RELEASE_DEPTH + RELEASE_THREADS + 1 descriptors are held (the queue, one being closed
+    per thread, and the one waiting to be queued). A descriptor that cannot be queued (Ctrl-C
+    while waiting) is closed at once; an interrupted ``drain`` can be called again.
     """
 
     def __init__(self, depth: int = RELEASE_DEPTH, threads: int = RELEASE_THREADS) -> None:
@@ -1201,31 +1204,41 @@ class _Releaser:
         self._running: list[threading.Thread] = []
 
     def put(self, fd: int) -> None:
-        if self._q is None:
-            self._q = queue.Queue(self.depth)
-            for i in range(self.threads):
-                t = threading.Thread(target=_release_all, args=(self._q,), name=f"qbhook-release-{i}", daemon=True)
-                try:
-                    t.start()
-                except RuntimeError:  # no more threads to be had (a pids limit): the ones started do
-                    break
-                self._running.append(t)
-            if not self._running:
-                self._q = None
-                os.close(fd)  # let go here, as without a releaser
+        try:
+            if self._q is None:
+                self._start()
+            if self._q is None:
+                os.close(fd)  # no thread to be had (a pids limit): let go here, as without a releaser
                 return
-        self._q.put(fd)
+            self._q.put(fd)
+        except BaseException:
+            os.close(fd)  # not queued (Ctrl-C while the queue was full): never left open
+            raise
+
+    def _start(self) -> None:
+        q: queue.Queue = queue.Queue(self.depth)
+        for i in range(self.threads):
+            t = threading.Thread(target=_release_all, args=(q,), name=f"qbhook-release-{i}", daemon=True)
+            self._running.append(t)  # before it runs: drain must find every thread that may
+            try:
+                t.start()
+            except RuntimeError:  # no more threads to be had: the ones started do
+                self._running.pop()
+                break
+        if self._running:
+            self._q = q
 
     def drain(self) -> None:
-        """Every held inode let go (its blocks freed) and the threads ended."""
+        """Every held inode let go (its blocks freed) and the threads ended. Interrupted, it can be
+        called again: the state is cleared only once every thread has ended."""
         q, running = self._q, self._running
         if q is None:
             return
-        self._q, self._running = None, []
         for _t in running:
-            q.put(None)
+            q.put(None)  # one end marker per thread; a repeated drain adds more, which none reads
         for t in running:
             t.join()
+        self._q, self._running = None, []
 
 
 def _release_all(q: queue.Queue) -> None:
@@ -1305,8 +1318,13 @@ class Relinker:
         self.close()
 
     def close(self) -> None:
-        if self._release is not None:
-            self._release.drain()
+        try:
+            if self._release is not None:
+                self._release.drain()
+        finally:
+            self._close_folders()
+
+    def _close_folders(self) -> None:
         while self._dirs:
             _key, d = self._dirs.popitem()
             d.close()

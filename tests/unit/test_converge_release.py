@@ -6,7 +6,9 @@ descriptor or thread outlives the batch."""
 from __future__ import annotations
 
 import os
+import queue
 import threading
+import time
 
 import pytest
 
@@ -108,12 +110,26 @@ def test_without_a_thread_to_be_had_the_relink_lets_go_itself(world, monkeypatch
     assert _held_deleted(w.seed_s) == []
 
 
+def _open_on(paths) -> set[str]:
+    """Which of ``paths`` this process holds a descriptor on (by what /proc says it names)."""
+    names = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            names.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
+    return {str(p) for p in paths} & names
+
+
 def test_a_full_queue_makes_the_relink_wait_so_few_descriptors_are_held(monkeypatch, tmp_path):
     rel = fsops._Releaser(depth=2, threads=1)
     gate = threading.Event()
     real_release = fsops._release_all
     monkeypatch.setattr(fsops, "_release_all", lambda q: (gate.wait(10), real_release(q)))
-    fds = [os.open(tmp_path, os.O_PATH) for _ in range(3)]
+    files = [tmp_path / f"f{i}" for i in range(3)]
+    for f in files:
+        f.write_bytes(b"x")
+    fds = [os.open(f, os.O_PATH) for f in files]
     for fd in fds[:2]:
         rel.put(fd)  # the thread takes none yet (gated): the queue holds these two
     put = threading.Thread(target=rel.put, args=(fds[2],))
@@ -123,10 +139,33 @@ def test_a_full_queue_makes_the_relink_wait_so_few_descriptors_are_held(monkeypa
     gate.set()
     put.join(10)
     rel.drain()
-    assert not put.is_alive() and rel._running == []
-    for fd in fds:
-        with pytest.raises(OSError):
-            os.fstat(fd)  # closed by the releaser
+    assert not put.is_alive() and rel._running == [] and rel._q is None
+    assert _open_on(files) == set()  # all three let go
+
+
+def test_a_descriptor_that_cannot_be_queued_is_closed_not_left_open(monkeypatch, tmp_path):
+    # Ctrl-C while the queue is full: the relink's rename is done, its held inode must not stay open.
+    rel = fsops._Releaser(depth=1, threads=1)
+    gate = threading.Event()
+    real_release = fsops._release_all
+    monkeypatch.setattr(fsops, "_release_all", lambda q: (gate.wait(10), real_release(q)))
+    f = tmp_path / "held"
+    f.write_bytes(b"x")
+    rel.put(os.open(tmp_path, os.O_PATH))  # fills the queue
+    real_put = queue.Queue.put
+
+    def interrupted(self, item, *a, **k):
+        if item is not None:
+            raise KeyboardInterrupt
+        return real_put(self, item, *a, **k)
+
+    monkeypatch.setattr(queue.Queue, "put", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        rel.put(os.open(f, os.O_PATH))
+    assert _open_on([f]) == set()
+    gate.set()
+    rel.drain()
+    assert rel._running == []
 
 
 def test_may_fork_waits_briefly_for_a_joined_thread_to_leave_the_kernels_list(monkeypatch):
@@ -136,4 +175,6 @@ def test_may_fork_waits_briefly_for_a_joined_thread_to_leave_the_kernels_list(mo
     monkeypatch.setattr(forked, "_kernel_threads", lambda: next(listed, 1))
     assert forked.may_fork()
     monkeypatch.setattr(forked, "_kernel_threads", lambda: 2)  # a native pool: it stays, so no fork
+    start = time.monotonic()
     assert not forked.may_fork()
+    assert time.monotonic() - start < forked.JOINED_THREAD_GRACE + 0.5  # and it gives up promptly
