@@ -233,10 +233,11 @@ def _uses_none(t, held: frozenset[str], resolve: LinkResolver) -> bool:
     if not converge.settled(t.progress, t.state) or not t.content_path:
         return False
     try:
-        normalize(t.content_path)
+        content = normalize(t.content_path)
     except PathMapError:
         return False
-    return held.isdisjoint(converge.content_places(t, resolve))
+    # The common answer first, with no lstat: a torrent with a duplicate holds it at its own spelling.
+    return content not in held and held.isdisjoint(converge.content_places(t, resolve))
 
 
 def _torrent_facts(catalog: Catalog, clients: list[ClientPort], held: frozenset[str]) -> list[TorrentFact]:
