@@ -57,6 +57,16 @@ def dup_worlds(draw):
                     path = posixpath.join(kw["download_path"], rel)
                     if path not in w.paths:
                         w.file(path, draw(st.sampled_from(base.CONTENTS)), size=draw(st.sampled_from([100, 1000])))
+    # Now and then a torrent is saved through a symlinked folder (an alias of its real save folder):
+    # the scan and the snapshot never follow it, so its files are placed on no inode.
+    if draw(st.booleans()):
+        k = draw(st.integers(0, len(w.torrents) - 1))
+        h, save, rels, kw = w.torrents[k]
+        alias = save + ".alias"
+        w.symlinks[alias] = save
+        w.torrents[k] = (h, alias, rels, kw)
+        if draw(st.booleans()):  # settled, but skipping its files: raising the priority writes them
+            kw.setdefault("priority", 0)
     return w
 
 
@@ -80,7 +90,8 @@ def may_change(w: World) -> set:
         for base_path in (save, kw.get("download_path", "")):
             for rel in rels if base_path else ():
                 skipped = rel in kw.get("skipped", ()) or kw.get("priority", 1) == 0
-                key = w.paths.get(posixpath.join(base_path, rel))
+                at = posixpath.join(base_path, rel)
+                key = w.paths.get(at) or w.paths.get(w.resolve(at))  # through a symlinked folder too
                 if key is not None and (not settled or skipped):
                     out.add(key)
     return out | {k for k, i in w.inodes.items() if i["size"] in unseen_sizes}
