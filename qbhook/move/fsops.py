@@ -1186,8 +1186,8 @@ class _Releaser:
     it is about to replace, and a releasing thread closes it: the last reference, and its wait, move
     here, overlapping the next relinks' checks and each other. Nothing about the world changes: the name
     already holds the kept inode; only *when* the old inode's blocks return differs, and
-    ``drain`` (called by ``Relinker.sync`` before its syncfs, and by ``close``) waits for all (on
-    ext4 the blocks are then free; ZFS may free a large file's blocks later still, on its own).
+    ``drain`` (called by ``Relinker.sync`` before its syncfs, and by ``close``) waits for all.
+    Not on ZFS (``Relinker._hold_for``): it frees a removed file's blocks later, on its own.
 
     The threads start at the first descriptor and end at ``drain``: a Relinker made before a
     fork (``Relinker.frozen``) has none, and a process that forks next has none left
@@ -1299,6 +1299,7 @@ class Relinker:
         self._seed_splits: dict = {}
         self._keep_splits: dict = {}
         self._root_devs: dict[bytes, int] = {}  # root -> st_dev, as prefetch met them (``frozen`` looks them up again)
+        self._no_hold: set[bytes] = set()  # seeding roots on ZFS, as prefetch met them (``_hold_for``)
         self._uses: dict[tuple[int, int], int] = {}  # kept inode -> relinks of this batch onto it still to come
         self._shared = False  # does any kept inode have more than one relink of this batch onto it?
         # Seeding root -> a descriptor (a dup: the LRU may close the folder) of a folder this batch
@@ -1357,6 +1358,8 @@ class Relinker:
                     continue
                 fs = fs_of_root[root] = self.catalog.fs_for_path(root, dev)
                 self._root_devs[root] = dev
+                if self.catalog.fsid(fs).startswith("zfs:"):
+                    self._no_hold.add(root)
             keys.add((fs, int(ino)))
             keys.add((fs, int(keep_ino)))
             self._uses[(fs, int(keep_ino))] = self._uses.get((fs, int(keep_ino)), 0) + 1
@@ -1364,6 +1367,15 @@ class Relinker:
         found = self.catalog.inodes_by_key(keys)  # the rows only: a relink never reads the paths
         for k in keys:
             self._rows[k] = found.get(k)
+
+    def _hold_for(self, root: bytes) -> Callable[[int], None] | None:
+        """Where a replaced inode is held for the releasing threads: not on ZFS, which frees a removed
+        file's blocks in a later transaction group of its own, so the rename waits for nothing
+        there and a hold would only cost an open (on zfs-fuse the apply phase took ~11 % longer
+        with it: docs/benchmarks.md section 9)."""
+        if self._release is None or root in self._no_hold:
+            return None
+        return self._release.put
 
     def frozen(self) -> Self:
         """This batch, its catalog replaced by a frozen view of what ``prefetch`` read
@@ -1537,7 +1549,7 @@ class Relinker:
             catalog=self.catalog,
             rows=self._rows,
             on_temp_link=on_temp_link,
-            hold=None if self._release is None else self._release.put,
+            hold=self._hold_for(root),
         )
         if res["status"] == "relinked":
             if self.sync_each:
