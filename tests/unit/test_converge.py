@@ -197,51 +197,27 @@ def download_path_holds_the_victim() -> World:
     return w
 
 
-def symlinked_save_path_writes_the_victim() -> World:
-    """Torrent "a" downloads through a symlinked folder onto the seeding file of settled "b"."""
+def symlinked_save_path_writes_the_victim(**kw) -> World:
+    """Torrent "a" downloads (or with ``kw`` otherwise may write) through a symlinked folder onto the
+    seeding file of settled "b"."""
     w = World()
     w.payload(S + "/movies", {"R/x.mkv": "X"})
     w.file(LIB + "/X.mkv", "X")
     w.symlinks[S + "/alias"] = S + "/movies"
-    w.torrent("a" * 40, S + "/alias", ["R/x.mkv"], state="downloading", progress=0.5)
+    w.torrent("a" * 40, S + "/alias", ["R/x.mkv"], **(kw or {"state": "downloading", "progress": 0.5}))
     w.torrent("b" * 40, S + "/movies", ["R/x.mkv"])
     return w
 
 
-def symlinked_save_path_writes_the_keeper() -> World:
-    """Torrent "a" checks (rewrites) through a symlinked folder the most linked seed-only copy."""
+def symlinked_save_path_writes_the_keeper(**kw) -> World:
+    """Torrent "a" checks (rewrites), or with ``kw`` otherwise may write, through a symlinked folder
+    the most linked seed-only copy."""
     w = World()
     w.payload(P + "/movies", {"R/x.bin": "X"})
     w.link(P + "/movies/R/x.bin", P + "/cross-seed/T/R/x.bin")
     w.payload(P + "/b", {"R/x.bin": "X"})  # would be the victim
     w.symlinks[P + "/alias"] = P + "/movies"
-    w.torrent("a" * 40, P + "/alias", ["R/x.bin"], state="checkingDL")
-    w.torrent("c" * 40, P + "/cross-seed/T", ["R/x.bin"])
-    w.torrent("b" * 40, P + "/b", ["R/x.bin"])
-    return w
-
-
-def symlinked_save_path_skips_the_victim() -> World:
-    """Settled torrent "a" has its file at priority 0 through a symlinked folder: the snapshot cannot
-    place it (a symlink is never followed), and raising its priority makes qBittorrent write into
-    what is there, the seeding file of settled "b"."""
-    w = World()
-    w.payload(S + "/movies", {"R/x.mkv": "X"})
-    w.file(LIB + "/X.mkv", "X")
-    w.symlinks[S + "/alias"] = S + "/movies"
-    w.torrent("a" * 40, S + "/alias", ["R/x.mkv"], priority=0)
-    w.torrent("b" * 40, S + "/movies", ["R/x.mkv"])
-    return w
-
-
-def symlinked_save_path_skips_the_keeper() -> World:
-    """The same for the most linked seed-only copy, which would be kept."""
-    w = World()
-    w.payload(P + "/movies", {"R/x.bin": "X"})
-    w.link(P + "/movies/R/x.bin", P + "/cross-seed/T/R/x.bin")
-    w.payload(P + "/b", {"R/x.bin": "X"})  # would be the victim
-    w.symlinks[P + "/alias"] = P + "/movies"
-    w.torrent("a" * 40, P + "/alias", ["R/x.bin"], priority=0)
+    w.torrent("a" * 40, P + "/alias", ["R/x.bin"], **(kw or {"state": "checkingDL"}))
     w.torrent("c" * 40, P + "/cross-seed/T", ["R/x.bin"])
     w.torrent("b" * 40, P + "/b", ["R/x.bin"])
     return w
@@ -280,8 +256,14 @@ WAITING_WORLDS = {
     "download path holds the victim": download_path_holds_the_victim,
     "symlinked save path writes the victim": symlinked_save_path_writes_the_victim,
     "symlinked save path writes the keeper": symlinked_save_path_writes_the_keeper,
-    "a skipped file through a symlinked save path is the victim": symlinked_save_path_skips_the_victim,
-    "a skipped file through a symlinked save path is the keeper": symlinked_save_path_skips_the_keeper,
+    # Settled, with its file at priority 0 through the symlink: raising the priority writes it, and the
+    # snapshot cannot place it (a symlink is never followed).
+    "a skipped file through a symlinked save path is the victim": lambda: symlinked_save_path_writes_the_victim(
+        priority=0
+    ),
+    "a skipped file through a symlinked save path is the keeper": lambda: symlinked_save_path_writes_the_keeper(
+        priority=0
+    ),
     "a part file (.!qB) is the keeper": part_file_is_the_keeper,
     "an unseen writer has a file of the victim's size": unseen_writer,
 }
