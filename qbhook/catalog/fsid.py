@@ -38,6 +38,7 @@ from qbhook.paths import is_within
 
 MARKER_NAME = ".qbhook-fsid"
 ZFS_TYPES = ("zfs", "fuse.zfs")
+ZFS_PREFIX = "zfs:"  # the fsid of a ZFS dataset: this and its GUID
 
 
 @dataclass(frozen=True)
@@ -262,6 +263,11 @@ def _marker_id(mountpoint: str, create: bool, marker_roots: Iterable[str | os.Pa
         os.close(dfd)
 
 
+def is_zfs(fsid: str) -> bool:
+    """Whether ``fsid`` is one ``identify`` made for a ZFS dataset (keyed by its GUID)."""
+    return fsid.startswith(ZFS_PREFIX)
+
+
 def identify(
     path: str | os.PathLike | None = None,
     *,
@@ -285,7 +291,7 @@ def identify(
     if m.fstype in ZFS_TYPES:
         guid = zfs_guid(m.source)
         if guid:
-            return FsIdentity(f"zfs:{guid}", "zfs", m.fstype, m.source, m.mountpoint, dev)
+            return FsIdentity(f"{ZFS_PREFIX}{guid}", "zfs", m.fstype, m.source, m.mountpoint, dev)
     u = device_uuid(m.source)
     if u:
         return FsIdentity(f"uuid:{u}", "uuid", m.fstype, m.source, m.mountpoint, dev)

@@ -62,6 +62,7 @@ from typing import Self
 import blake3
 
 from qbhook.catalog import hashing
+from qbhook.catalog.fsid import is_zfs
 from qbhook.dirfd import FolderRefused, NotAFolder, SeedingRoot, open_below, open_root
 from qbhook.errors import LastCopyKept, UnsafeOperation, VerificationFailed, ViewReleased, ViewUnproven
 from qbhook.units import human_bytes as _human
@@ -1358,7 +1359,7 @@ class Relinker:
                     continue
                 fs = fs_of_root[root] = self.catalog.fs_for_path(root, dev)
                 self._root_devs[root] = dev
-                if self.catalog.fsid(fs).startswith("zfs:"):
+                if is_zfs(self.catalog.fsid(fs)):
                     self._no_hold.add(root)
             keys.add((fs, int(ino)))
             keys.add((fs, int(keep_ino)))
