@@ -142,10 +142,9 @@ def write_paths(torrents: Iterable[TorrentFact], resolve: Callable[[str], str] |
     through a symlinked folder). A settled torrent with every file wanted costs nothing."""
     out: set[str] = set()
     for t in torrents:
-        if not _settled(t):
-            out |= may_write_at((t.save_path, t.download_path), (f.rel for f in t.files), resolve)
-        elif skipped := [f.rel for f in t.files if not f.priority]:
-            out |= may_write_at((t.save_path, t.download_path), skipped, resolve)
+        settled_t = _settled(t)
+        if names := [f.rel for f in t.files if not settled_t or not f.priority]:
+            out |= may_write_at((t.save_path, t.download_path), names, resolve)
     return frozenset(out)
 
 
