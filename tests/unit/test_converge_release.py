@@ -17,31 +17,41 @@ from tests.unit.test_converge_batch import _dups, _linked, world  # noqa: F401  
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 
 
-def _held_deleted(under: str) -> list[str]:
-    """This process's descriptors of files under ``under`` whose last name is gone (what a held,
-    replaced inode shows; SQLite's unlinked temporary files live elsewhere)."""
+def _fd_targets() -> list[str]:
+    """What each of this process's descriptors names, as /proc says it."""
     out = []
     for fd in os.listdir("/proc/self/fd"):
         try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
+            out.append(os.readlink(f"/proc/self/fd/{fd}"))
         except OSError:
             continue
-        if target.startswith(under) and target.endswith(" (deleted)"):
-            out.append(target)
     return out
+
+
+def _held_deleted(under: str) -> list[str]:
+    """This process's descriptors of files under ``under`` whose last name is gone (what a held,
+    replaced inode shows; SQLite's unlinked temporary files live elsewhere)."""
+    return [t for t in _fd_targets() if t.startswith(under) and t.endswith(" (deleted)")]
+
+
+def _gated(monkeypatch) -> threading.Event:
+    """The releasing threads wait for the returned event before letting go of anything: the disk's
+    wait, as long as the test likes (10 s at most)."""
+    gate = threading.Event()
+    real_release = fsops._release_all
+
+    def slow_release(q):
+        gate.wait(10)
+        real_release(q)
+
+    monkeypatch.setattr(fsops, "_release_all", slow_release)
+    return gate
 
 
 def test_replaced_inodes_are_held_until_the_batch_syncs_and_then_freed(world, monkeypatch):  # noqa: F811
     w = world
     plan, pairs = _dups(w, 6)
-    gate = threading.Event()
-    real_release = fsops._release_all
-
-    def slow_release(q):
-        gate.wait(10)  # the disk's wait, as long as the test likes
-        real_release(q)
-
-    monkeypatch.setattr(fsops, "_release_all", slow_release)
+    gate = _gated(monkeypatch)
     seen = {}
     real_sync = fsops.Relinker.sync
 
@@ -129,20 +139,12 @@ def test_without_a_thread_to_be_had_the_relink_lets_go_itself(world, monkeypatch
 
 def _open_on(paths) -> set[str]:
     """Which of ``paths`` this process holds a descriptor on (by what /proc says it names)."""
-    names = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            names.add(os.readlink(f"/proc/self/fd/{fd}"))
-        except OSError:
-            pass
-    return {str(p) for p in paths} & names
+    return {str(p) for p in paths} & set(_fd_targets())
 
 
 def test_a_full_queue_makes_the_relink_wait_so_few_descriptors_are_held(monkeypatch, tmp_path):
     rel = fsops._Releaser(depth=2, threads=1)
-    gate = threading.Event()
-    real_release = fsops._release_all
-    monkeypatch.setattr(fsops, "_release_all", lambda q: (gate.wait(10), real_release(q)))
+    gate = _gated(monkeypatch)
     files = [tmp_path / f"f{i}" for i in range(3)]
     for f in files:
         f.write_bytes(b"x")
@@ -163,9 +165,7 @@ def test_a_full_queue_makes_the_relink_wait_so_few_descriptors_are_held(monkeypa
 def test_a_descriptor_that_cannot_be_queued_is_closed_not_left_open(monkeypatch, tmp_path):
     # Ctrl-C while the queue is full: the relink's rename is done, its held inode must not stay open.
     rel = fsops._Releaser(depth=1, threads=1)
-    gate = threading.Event()
-    real_release = fsops._release_all
-    monkeypatch.setattr(fsops, "_release_all", lambda q: (gate.wait(10), real_release(q)))
+    gate = _gated(monkeypatch)
     f = tmp_path / "held"
     f.write_bytes(b"x")
     rel.put(os.open(tmp_path, os.O_PATH))  # fills the queue
