@@ -277,6 +277,6 @@ class PlanFileError(QbhookError):
 
 
 class ChildFailed(QbhookError):
-    """The work in another process (a forked child, ``move.forked``) failed; the run stops as a crash would."""
+    """The work in another process (a forked child, ``qbhook.forked``) failed; the run stops as a crash would."""
 
     exit_code = ExitCode.FAILURE

@@ -21,6 +21,13 @@ over, while the calling thread reads and hashes the small files: SQLite and BLAK
 buffers release the interpreter lock, so the two overlap on a second core. Nothing is decided
 from what the helper writes before it has finished: the sets are read back after it joined.
 
+With FORK_MIN_SMALL or more small files to hash and two cores, a forked child (qbhook.forked)
+reads and hashes the second half of them, forked before the helper thread starts. The child
+only reads files: it never touches the catalog, so it cannot tell which filesystem a st_dev
+is. It sends back each file's st_dev with its hash and stat, and this process keeps an answer
+only once that st_dev is the inode's filesystem; what the child could not answer for (read on
+another filesystem, or the child failed) is read again here.
+
 A file is read through a path only if the descriptor opened there is the catalogued inode
 (same inode number, same filesystem), checked on that descriptor, so a path swapped meanwhile
 is never mistaken for it.
@@ -41,6 +48,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import queue
 import resource
@@ -50,7 +58,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from blake3 import blake3
 
@@ -67,7 +75,8 @@ from qbhook.catalog.hashing import (
     partial_fd,
 )
 from qbhook.catalog.store import HASH_VALID, Catalog
-from qbhook.errors import OutOfDescriptors
+from qbhook.errors import ChildFailed, OutOfDescriptors
+from qbhook.forked import Forked, may_fork
 from qbhook.progress import Progress
 
 FULL_AT_ONCE = 32 * 1024  # files up to this size are hashed whole at once: one read either way
@@ -77,10 +86,14 @@ FULL_AT_ONCE = 32 * 1024  # files up to this size are hashed whole at once: one 
 LOOKAHEAD = 256
 BIG_JOB = 4 << 30  # bytes of big files per piece of work handed to the helper
 STORE_EVERY = 2000  # small-file hashes are handed to the helper (committed) in batches of this many
+# Small files to hash from which half go to a forked child (``_share``): a fork of a process this
+# size and the answers pickled back cost ~20-40 ms, what ~1,000 small files take to read and hash.
+FORK_MIN_SMALL = 4000
 # Keys the kept report besides the counters: a change to what find_duplicates or the report
 # contain must change this (the package version is part of it for released changes).
 MEMO_FORMAT = f"{__version__}/1"
 R = TypeVar("R")
+log = logging.getLogger(__name__)
 # (inode id, fs row, inode number, catalogued paths): what a reader needs to find the inode
 _Job = tuple[int, int, int, list[bytes]]
 
@@ -239,16 +252,38 @@ def _find_duplicates(
     where = _locations(conn, rows) if missing or need_full else None
     fresh: dict[int, bytes] = {}
     partials_new: list[tuple[int, bytes, int, int]] = []
-    for iid, _path, (partial, st) in _read_each(catalog, _jobs(where or {}, missing), _partial):
+    on_fs = _on_fs(catalog)
+    for iid, _path, (partial, st) in _read_each(_jobs(where or {}, missing), _partial, on_fs):
         fresh[iid] = partial
         partials_new.append((iid, partial, st.st_mtime_ns, st.st_ctime_ns))
+    _add_partial_collisions(to_split, fresh, need_full)
+    if need_full and where is None:
+        # Every partial was cached but some collide without full hashes (an earlier run found the
+        # files still settling, or stopped before hashing): their locations are needed now.
+        where = _locations(conn, rows)
+    size_of = {r[0]: r[1] for r in rows}
+    big = [i for i in need_full if size_of[i] >= MULTITHREAD_MIN]
+    now = time.time()
+    # Forked before the helper thread starts: a fork is only safe from a single-threaded process.
+    mine, other = _share(
+        _jobs(where or {}, [i for i in need_full if size_of[i] < MULTITHREAD_MIN]), settle_seconds, now
+    )
     helper = _Helper.start(catalog) if partials_new or need_full else None
     writes = helper or _Inline(catalog)
     try:
         if partials_new:
             writes.put(("samples", partials_new))
-        _full_hashes(catalog, writes, conn, rows, where, to_split, fresh, need_full, min_size, settle_seconds, progress)
+        _hand_over_big(writes, big, size_of, settle_seconds, progress)
+        # The big files' progress (bytes, ETA) is the one worth showing; two writers would garble it.
+        small_progress = None if big else progress
+        if mine:
+            _hash_small(writes, mine, on_fs, settle_seconds, now, small_progress)
+        if other is not None:
+            _take_theirs(writes, other, on_fs, settle_seconds, now, small_progress)
+            other = None
     except BaseException:
+        if other is not None:
+            other[0].stop()
         if helper is not None:
             helper.finish(abandon=True)  # Ctrl-C or an error here: what is still queued is not started
         raise
@@ -262,21 +297,9 @@ def _find_duplicates(
     return sets, not (missing or need_full)
 
 
-def _full_hashes(
-    catalog: Catalog,
-    writes: _Helper | _Inline,
-    conn,
-    rows: list,
-    where: dict | None,
-    to_split: list[list],
-    fresh: dict[int, bytes],
-    need_full: list[int],
-    min_size: int,
-    settle_seconds: float,
-    progress: Progress | None,
-) -> None:
-    """Full hashes of the partial collisions and of the small candidates (``need_full``, extended
-    here): big files handed to ``writes`` (ensure_hashes on the helper), small ones read here."""
+def _add_partial_collisions(to_split: list[list], fresh: dict[int, bytes], need_full: list[int]) -> None:
+    """Extend ``need_full`` with the inodes without a full hash whose partial another inode of
+    their size shares (``fresh``: partials read in this run; the rows carry the cached ones)."""
     for members in to_split:
         keyed: dict[bytes, list] = defaultdict(list)
         for m in members:
@@ -286,23 +309,19 @@ def _full_hashes(
         for group in keyed.values():
             if len(group) > 1:
                 need_full.extend(m[0] for m in group if m[2] is None)
-    if need_full and where is None:
-        # Every partial was cached but some collide without full hashes (an earlier run found the
-        # files still settling, or stopped before hashing): their locations are needed now.
-        where = _locations(conn, rows)
-    size_of = {r[0]: r[1] for r in rows}
-    big = [i for i in need_full if size_of[i] >= MULTITHREAD_MIN]
-    # The big files' progress (bytes, ETA) is the one worth showing; two writers would garble it.
-    # Handed over BIG_JOB bytes at a time: a run given up stops after the piece in hand.
+
+
+def _hand_over_big(
+    writes: _Helper | _Inline, big: list[int], size_of: dict[int, int], settle_seconds: float, progress
+) -> None:
+    """The big files' full hashes, handed to ``writes`` (ensure_hashes on the helper) BIG_JOB bytes
+    at a time: a run given up stops after the piece in hand."""
     start = taken = 0
     for k, iid in enumerate(big):
         taken += size_of[iid]
         if taken >= BIG_JOB or k == len(big) - 1:
             writes.put(("big", (big[start : k + 1], settle_seconds, progress)))
             start, taken = k + 1, 0
-    small = [i for i in need_full if size_of[i] < MULTITHREAD_MIN]
-    if small:
-        _hash_small(catalog, writes, _jobs(where or {}, small), settle_seconds, None if big else progress)
 
 
 def _candidates(conn, min_size: int) -> list[tuple[int, int, bytes | None, bytes | None, int, int, int]]:
@@ -365,18 +384,38 @@ def _full(fd: int, st: os.stat_result) -> HashResult:
     return HashResult(digest, st, os.fstat(fd))
 
 
+def _on_fs(catalog: Catalog) -> Callable[[bytes, int, int], bool]:
+    """``on_fs(path, st_dev, fs)``: whether that st_dev is the catalog's filesystem ``fs``, each
+    st_dev looked up once (as a scan does)."""
+    dev_fs: dict[int, int] = {}
+
+    def on_fs(path: bytes, dev: int, want_fs: int) -> bool:
+        fs = dev_fs.get(dev)
+        if fs is None:
+            fs = dev_fs[dev] = catalog.fs_for_path(path, dev)
+        return fs == want_fs
+
+    return on_fs
+
+
+def _unchecked(_path: bytes, _dev: int, _want_fs: int) -> bool:
+    """``_read_each``'s filesystem check left to the caller (a forked child has no catalog to ask:
+    the parent checks each answer's st_dev, ``_take_theirs``)."""
+    return True
+
+
 def _read_each(
-    catalog: Catalog, jobs: list[_Job], read: Callable[[int, os.stat_result], R]
+    jobs: list[_Job], read: Callable[[int, os.stat_result], R], on_fs: Callable[[bytes, int, int], bool]
 ) -> Iterator[tuple[int, bytes, R]]:
     """``read(fd, fstat)`` for each job's inode: yields (inode id, path, result) for the inodes
     one of whose catalogued paths still is that inode; the others are left out.
 
     Each path is opened with open_regular (never through a symlink, never a FIFO or device)
-    and its descriptor's inode number and filesystem compared with the catalog's: the file
-    read is the one checked. LOOKAHEAD descriptors are kept open ahead of the one being read,
-    each announced with POSIX_FADV_WILLNEED (a cold disk serves them in parallel).
+    and its descriptor's inode number and filesystem (``on_fs``, see ``_on_fs``) compared with
+    the catalog's: the file read is the one checked. LOOKAHEAD descriptors are kept open ahead
+    of the one being read, each announced with POSIX_FADV_WILLNEED (a cold disk serves them in
+    parallel).
     """
-    dev_fs: dict[int, int] = {}  # as a scan does: st_dev -> filesystem looked up once per call
     window: deque[tuple[int, bytes, int, os.stat_result]] = deque()
     ahead = _window()
 
@@ -394,10 +433,7 @@ def _read_each(
                         hint="raise the open-file limit (ulimit -n) and run it again",
                     ) from None
                 continue  # gone, replaced or unreadable now: as a path no longer the inode
-            fs = dev_fs.get(st.st_dev)
-            if fs is None and st.st_ino == ino:
-                fs = dev_fs[st.st_dev] = catalog.fs_for_path(path, st.st_dev)
-            if st.st_ino == ino and fs == want_fs:
+            if st.st_ino == ino and on_fs(path, st.st_dev, want_fs):
                 try:
                     os.posix_fadvise(fd, 0, PARTIAL_SIZE if read is _partial else 0, os.POSIX_FADV_WILLNEED)
                 except OSError:
@@ -438,13 +474,17 @@ def _window() -> int:
 
 
 def _hash_small(
-    catalog: Catalog, writes: _Helper | _Inline, jobs: list[_Job], settle_seconds: float, progress: Progress | None
+    writes: _Helper | _Inline,
+    jobs: list[_Job],
+    on_fs: Callable[[bytes, int, int], bool],
+    settle_seconds: float,
+    now: float,
+    progress: Progress | None,
 ) -> None:
     """Full hashes of small files; cached only if settled (as ensure_hashes), stored by ``writes``."""
     hashed: list[tuple[int, bytes, os.stat_result]] = []
     unsettled: list[tuple[int, os.stat_result]] = []
-    now = time.time()
-    for done, (iid, _path, res) in enumerate(_read_each(catalog, jobs, _full), 1):
+    for done, (iid, _path, res) in enumerate(_read_each(jobs, _full, on_fs), 1):
         if res.settled(settle_seconds, now):
             hashed.append((iid, res.digest, res.after))
         else:
@@ -456,6 +496,86 @@ def _hash_small(
             progress.update(done, f"hashing small files {done:,}/{len(jobs):,}")
     if hashed or unsettled:
         writes.put(("hashes", (hashed, unsettled)))
+
+
+class _Stat(NamedTuple):
+    """What the catalog stores of a stat after a hash (``Catalog.store_hashes``/``store_stats``):
+    sent back from a forked child instead of an ``os.stat_result``, whose pickling alone cost
+    0.3 s per 10,000 files."""
+
+    st_size: int
+    st_mtime_ns: int
+    st_ctime_ns: int
+    st_nlink: int
+
+
+# (inode id, path read, its st_dev, digest or None if not settled, size, mtime_ns, ctime_ns, nlink)
+_Answer = tuple[int, bytes, int, bytes | None, int, int, int, int]
+
+
+def _share(jobs: list[_Job], settle_seconds: float, now: float) -> tuple[list[_Job], tuple[Forked, list[_Job]] | None]:
+    """The small files to hash here, and the other process hashing the rest (None: all here).
+
+    Reading and hashing a small file is system calls and interpreter work, on one core; a forked
+    child takes the second half of the jobs (path order: neighbours on disk stay together) when
+    there are FORK_MIN_SMALL or more and forking is safe (``forked.may_fork``: one thread, two
+    cores). The child only reads files: it never opens the catalog and checks no filesystem
+    (``_unchecked``); what it sends back is checked and written here (``_take_theirs``)."""
+    if len(jobs) < FORK_MIN_SMALL or not may_fork():
+        return jobs, None
+    half = len(jobs) // 2
+    theirs = jobs[half:]
+    try:
+        kid = Forked(lambda: _hashed_unchecked(theirs, settle_seconds, now))
+    except OSError as e:
+        log.info("hashing small files in one process: no fork (%s)", e)
+        return jobs, None
+    return jobs[:half], (kid, theirs)
+
+
+def _hashed_unchecked(jobs: list[_Job], settle_seconds: float, now: float) -> list[_Answer]:
+    """In the forked child: each job's full hash and stat, with the st_dev its file was read on."""
+    out: list[_Answer] = []
+    for iid, path, res in _read_each(jobs, _full, _unchecked):
+        a = res.after
+        digest = res.digest if res.settled(settle_seconds, now) else None
+        out.append((iid, path, res.before.st_dev, digest, a.st_size, a.st_mtime_ns, a.st_ctime_ns, a.st_nlink))
+    return out
+
+
+def _take_theirs(
+    writes: _Helper | _Inline,
+    other: tuple[Forked, list[_Job]],
+    on_fs: Callable[[bytes, int, int], bool],
+    settle_seconds: float,
+    now: float,
+    progress: Progress | None,
+) -> None:
+    """The forked child's hashes (``_share``), stored once each answer's file is found on its
+    inode's filesystem; the jobs it could not answer for are hashed here: those whose file it
+    read on another filesystem, or all of them if it failed (it only read, so nothing is lost)."""
+    kid, jobs = other
+    try:
+        answers = kid.result()
+    except ChildFailed as e:
+        log.warning("hashing small files: %s; hashing its %d file(s) here", e.message, len(jobs))
+        _hash_small(writes, jobs, on_fs, settle_seconds, now, progress)
+        return
+    want = {job[0]: job[1] for job in jobs}
+    hashed: list[tuple[int, bytes, _Stat]] = []
+    unsettled: list[tuple[int, _Stat]] = []
+    redo: set[int] = set()
+    for iid, path, dev, digest, *st in answers:
+        if not on_fs(path, dev, want[iid]):
+            redo.add(iid)
+        elif digest is None:
+            unsettled.append((iid, _Stat(*st)))
+        else:
+            hashed.append((iid, digest, _Stat(*st)))
+    if hashed or unsettled:
+        writes.put(("hashes", (hashed, unsettled)))
+    if redo:
+        _hash_small(writes, [job for job in jobs if job[0] in redo], on_fs, settle_seconds, now, None)
 
 
 def _do(catalog: Catalog, job: tuple[str, object]) -> None:

@@ -79,8 +79,8 @@ from qbhook.errors import (
     UnsafeOperation,
     VerificationFailed,
 )
+from qbhook.forked import Forked, may_fork
 from qbhook.move import fsops
-from qbhook.move.forked import Forked, may_fork
 from qbhook.move.journal import Journal, RunRow, StepRow, sharers_of
 from qbhook.move.locks import converge_lock, executor_lock, group_lock
 from qbhook.paths import is_within
@@ -854,7 +854,7 @@ class Executor:
             return self._act(todo, ids, rl)
 
     def _forked(self, parts: list[list], ids: dict[int, int]) -> tuple:
-        """``_act`` of the first part here and of each other part in a forked child (``move.forked``), merged.
+        """``_act`` of the first part here and of each other part in a forked child (``qbhook.forked``), merged.
 
         The parts never share a group (a failed step stops the rest of its group) nor a kept
         inode (each relink onto it moves its ctime, which another process would see as a

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from qbhook.move import forked, fsops
+from qbhook import forked
+from qbhook.move import fsops
 from tests.unit.test_converge_batch import _dups, _linked, world  # noqa: F401  (fixture)
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 

@@ -14,12 +14,13 @@ import time
 
 import pytest
 
+from qbhook import forked
 from qbhook.decide.plan import ConvergeKeep, GroupPlan
 from qbhook.errors import ChildFailed
+from qbhook.forked import Forked
 from qbhook.move import executor as ex_mod
-from qbhook.move import forked, fsops
+from qbhook.move import fsops
 from qbhook.move.executor import Executor, _parts
-from qbhook.move.forked import Forked
 from tests.unit.test_converge_batch import _dups, _linked, world  # noqa: F401  (fixture)
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 

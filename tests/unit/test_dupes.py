@@ -121,13 +121,13 @@ def test_the_read_window_closes_every_descriptor_even_when_left_early(env, monke
     }
     jobs = dupes._jobs(where, list(where))
     before = len(os.listdir("/proc/self/fd"))
-    it = dupes._read_each(cat, jobs, dupes._full)
+    it = dupes._read_each(jobs, dupes._full, dupes._on_fs(cat))
     first = [next(it) for _ in range(3)]
     assert len(os.listdir("/proc/self/fd")) <= before + 5  # at most LOOKAHEAD + 1 open at once
     it.close()
     assert len(os.listdir("/proc/self/fd")) == before
     assert [r[2].digest for r in first] == [blake3.blake3(Path(os.fsdecode(r[1])).read_bytes()).digest() for r in first]
-    assert len(list(dupes._read_each(cat, jobs, dupes._full))) == 20
+    assert len(list(dupes._read_each(jobs, dupes._full, dupes._on_fs(cat)))) == 20
     assert len(os.listdir("/proc/self/fd")) == before
 
 
