@@ -859,31 +859,30 @@ class Executor:
         The parts never share a group (a failed step stops the rest of its group) nor a kept
         inode (each relink onto it moves its ctime, which another process would see as a
         change and read the file again to re-check): ``_parts``. A child never touches
-        SQLite: its part's catalog rows are read here before the first fork (nothing but forks
-        runs between them), and the hashes it computes come back to be written here
-        (``Relinker.frozen``). Until the batch's closing commit every step of it reads
-        ``intended``, so a child that fails leaves what a crash leaves: ``ChildFailed`` stops the
-        run, and ``qbhook resume`` re-checks each step. A fork that fails (no memory, a pids
-        limit) leaves its part to this process. Every child is reaped on every way out."""
-        frozen: list[fsops.Relinker] = []
+        SQLite: its part's catalog rows are read here right before its fork, and the hashes it
+        computes come back to be written here (``Relinker.frozen``). Until the batch's closing
+        commit every step of it reads ``intended``, so a child that fails leaves what a crash
+        leaves: ``ChildFailed`` stops the run, and ``qbhook resume`` re-checks each step. A fork
+        that fails (no memory, a pids limit) leaves its part to this process. Every child is
+        reaped on every way out."""
         kids: list[Forked] = []
         here = list(parts[0])
         try:
             for part in parts[1:]:
-                frozen.append(self._relinker(part).frozen())
-            for part, theirs in zip(parts[1:], frozen, strict=True):
+                # Each child forked as soon as its rows are read: it relinks while the next part's
+                # rows are read (parts share no inode, so no child changes another part's rows).
+                theirs = self._relinker(part).frozen()
                 try:
                     kids.append(Forked(lambda p=part, rl=theirs: (*self._act(p, ids, rl), rl.catalog.stored)))
                 except OSError as e:
                     self.log.warning("converge batch: no other process (%s); relinking its part on this one", e)
                     here += part
+                finally:
+                    theirs.close()  # this process's copy: the child has its own
         except BaseException:
             for kid in kids:
                 kid.stop()
             raise
-        finally:
-            for theirs in frozen:
-                theirs.close()  # this process's copies: each child has its own
         here.sort(key=lambda t: t[1])
         self.log.info("converge batch in %d process(es): %d step(s) here", len(kids) + 1, len(here))
         try:
