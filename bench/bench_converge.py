@@ -320,7 +320,7 @@ BEFORE_PARTS = [
     ("plan (make_plan)", ["make_plan"]),
     ("the set-based pass (--pass), all of it", ["plan_convergence"]),
     ("  find_duplicates (sizes, partials, hashes)", ["find_duplicates"]),
-    ("    of which small files read and hashed here", ["_hash_small"]),
+    ("    of which small files read and hashed here (and taken from the child)", ["_hash_small", "_take_theirs"]),
     ("  torrents' files placed on their inodes", ["_torrent_facts"]),
     ("  facts of the duplicate sets", ["convergence_snapshot"]),
     ("  payload groups and plan_group per group", ["convergence_plan"]),

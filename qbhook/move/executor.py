@@ -779,9 +779,7 @@ class Executor:
                 for g, seq, step in todo:
                     hook("before", g.group_id, seq, step)
             ids = self.journal.intend_batch(run_id, [(seq, g.group_id, s) for g, seq, s in todo], live)
-            closes, done_paths, after, dead = self._batch_act(todo, ids, outcomes)
-            # Each path now names its kept inode, whose ctime our link changed: carry its hash over.
-            self.catalog.record_paths(done_paths, own_change=True, stats=after)
+            closes, dead = self._batch_act(todo, ids, outcomes)
             ends = []
             for gid in live:
                 reason = dead.get(gid)
@@ -823,22 +821,30 @@ class Executor:
 
     def _batch_act(
         self, todo: list[tuple[GroupPlan, int, Converge]], ids: dict[int, int], outcomes: dict[str, GroupOutcome]
-    ) -> tuple[list, list[tuple[str, str]], dict, dict[str, str]]:
-        """Relink each step (every check per file, ``fsops.Relinker``); the renames are synced before returning.
+    ) -> tuple[list, dict[str, str]]:
+        """Relink each step (every check per file, ``fsops.Relinker``); the renames are synced and
+        the relinked paths recorded in the catalog (``_record``) before returning.
 
-        Returns the journal closes (step id, status, result, error), the (path, pool) now linked
-        to their kept inode, the lstat of each relinked path right after its rename (for the
-        catalog) and the reason of each group that failed (its later steps are not tried).
-        A large batch is split between this process and forked children (``_forked``).
+        Returns the journal closes (step id, status, result, error) and the reason of each group
+        that failed (its later steps are not tried). A large batch is split between this
+        process and forked children (``_forked``).
         """
         parts = (
             _parts(todo, FORK_PARTS) if len(todo) >= FORK_MIN_STEPS and self.ctx.hook is None and may_fork() else None
         )
-        done = self._one_core(todo, ids) if parts is None else self._forked(parts, ids)
-        closes, done_paths, after, dead, freed = done
+        if parts is None:
+            closes, done_paths, after, dead, freed = self._one_core(todo, ids)
+            self._record(done_paths, after)
+        else:
+            closes, dead, freed = self._forked(parts, ids)
         for gid, n in freed.items():
             outcomes[gid].bytes_freed += n
-        return closes, done_paths, after, dead
+        return closes, dead
+
+    def _record(self, done_paths: list[tuple[str, str]], after: dict) -> None:
+        """The relinked (path, pool)s in the catalog, from the lstat taken right after each rename:
+        each path now names its kept inode, whose ctime our link changed, so its hash is carried over."""
+        self.catalog.record_paths(done_paths, own_change=True, stats=after)
 
     def _relinker(self, todo: list[tuple[GroupPlan, int, Converge]]) -> fsops.Relinker:
         rl = fsops.Relinker(self.seeding_roots, self.roots, self.catalog)
@@ -886,13 +892,15 @@ class Executor:
         here.sort(key=lambda t: t[1])
         self.log.info("converge batch in %d process(es): %d step(s) here", len(kids) + 1, len(here))
         try:
-            mine = self._one_core(here, ids)
+            closes, done_paths, after, dead, freed = self._one_core(here, ids)
+            # Recorded while the children still relink (they finish last: this part is the lighter).
+            self._record(done_paths, after)
         except BaseException:
             # Their parts end (or they are killed on a second Ctrl-C); the error in hand is the news.
             _collect(kids, self.log)
             raise
         answers, failed = _collect(kids, self.log)
-        closes, done_paths, after, dead, freed = mine
+        done_paths, after = [], {}
         for *other, stored in answers:
             for inode_id, digest, st in stored:
                 self.catalog.store_hash(inode_id, digest, st)
@@ -902,13 +910,15 @@ class Executor:
             dead.update(other[3])
             for gid, n in other[4].items():
                 freed[gid] = freed.get(gid, 0) + n
+        self._record(done_paths, after)
         if failed is not None:
             raise failed
-        return closes, done_paths, after, dead, freed
+        return closes, dead, freed
 
     def _act(self, todo: list[tuple[GroupPlan, int, Converge]], ids: dict[int, int], rl: fsops.Relinker) -> tuple:
-        """The relinks of ``todo`` through ``rl`` (prefetched for them), synced: ``_batch_act``'s four
-        answers plus the bytes each group freed."""
+        """The relinks of ``todo`` through ``rl`` (prefetched for them), synced: the journal closes,
+        the (path, pool)s relinked and their lstat after the rename (``_record``), the reason of
+        each group that failed, and the bytes each group freed."""
         closes: list[tuple[int, StepStatus, dict | None, str | None]] = []
         done_paths: list[tuple[str, str]] = []
         dead: dict[str, str] = {}
