@@ -268,18 +268,20 @@ def _find_duplicates(
     mine, other = _share(
         _jobs(where or {}, [i for i in need_full if size_of[i] < MULTITHREAD_MIN]), settle_seconds, now
     )
-    helper = _Helper.start(catalog) if partials_new or need_full else None
-    writes = helper or _Inline(catalog)
+    helper = None
     try:
+        helper = _Helper.start(catalog) if partials_new or need_full else None
+        writes = helper or _Inline(catalog)
         if partials_new:
             writes.put(("samples", partials_new))
         _hand_over_big(writes, big, size_of, settle_seconds, progress)
         # The big files' progress (bytes, ETA) is the one worth showing; two writers would garble it.
         small_progress = None if big else progress
         if mine:
-            _hash_small(writes, mine, on_fs, settle_seconds, now, small_progress)
+            _hash_small(writes, mine, on_fs, settle_seconds, now, small_progress, elsewhere=other)
         if other is not None:
-            _take_theirs(writes, other, on_fs, settle_seconds, now, small_progress)
+            # A fresh lookup of st_devs: the catalog re-maps them if the mounts moved since the child read.
+            _take_theirs(writes, other, _on_fs(catalog), settle_seconds, now, small_progress)
             other = None
     except BaseException:
         if other is not None:
@@ -480,8 +482,11 @@ def _hash_small(
     settle_seconds: float,
     now: float,
     progress: Progress | None,
+    elsewhere: tuple[Forked, list[_Job]] | None = None,
 ) -> None:
-    """Full hashes of small files; cached only if settled (as ensure_hashes), stored by ``writes``."""
+    """Full hashes of small files; cached only if settled (as ensure_hashes), stored by ``writes``.
+    ``elsewhere``: the other process hashing the rest (``_share``), named in the progress."""
+    also = f" (and {len(elsewhere[1]):,} in another process)" if elsewhere else ""
     hashed: list[tuple[int, bytes, os.stat_result]] = []
     unsettled: list[tuple[int, os.stat_result]] = []
     for done, (iid, _path, res) in enumerate(_read_each(jobs, _full, on_fs), 1):
@@ -493,7 +498,7 @@ def _hash_small(
             writes.put(("hashes", (hashed, unsettled)))
             hashed, unsettled = [], []
         if progress is not None and not done % 256:
-            progress.update(done, f"hashing small files {done:,}/{len(jobs):,}")
+            progress.update(done, f"hashing small files {done:,}/{len(jobs):,}{also}")
     if hashed or unsettled:
         writes.put(("hashes", (hashed, unsettled)))
 

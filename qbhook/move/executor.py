@@ -876,7 +876,7 @@ class Executor:
         try:
             for part in parts[1:]:
                 # Each child forked as soon as its rows are read: it relinks while the next part's
-                # rows are read (parts share no inode, so no child changes another part's rows).
+                # rows are read (a child writes no catalog row, and no file of another part).
                 theirs = self._relinker(part).frozen()
                 try:
                     kids.append(Forked(lambda p=part, rl=theirs: (*self._act(p, ids, rl), rl.catalog.stored)))
@@ -886,8 +886,9 @@ class Executor:
                 finally:
                     theirs.close()  # this process's copy: the child has its own
         except BaseException:
-            for kid in kids:
-                kid.stop()
+            # The children forked so far end their parts (or are killed on a second Ctrl-C), as
+            # when this process's own part fails below; the error in hand is the news.
+            _collect(kids, self.log)
             raise
         here.sort(key=lambda t: t[1])
         self.log.info("converge batch in %d process(es): %d step(s) here", len(kids) + 1, len(here))

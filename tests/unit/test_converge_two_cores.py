@@ -223,7 +223,8 @@ def test_a_stopped_child_is_killed_and_reaped():
 
 def test_a_failure_while_forking_the_second_child_stops_and_reaps_the_first(world, counted, monkeypatch):  # noqa: F811
     """Something other than a failed fork (here Ctrl-C) while the children are started: the ones
-    already running are killed and reaped, nothing is left behind, and resume finishes the batch."""
+    already running end their parts (as when this process's own part fails) and are reaped,
+    nothing is left behind, and resume finishes the batch."""
     forks, _ = counted
     monkeypatch.setattr(ex_mod, "FORK_PARTS", 3)
     real_forked = forked.Forked
@@ -241,7 +242,7 @@ def test_a_failure_while_forking_the_second_child_stops_and_reaps_the_first(worl
     plan, pairs = _dups(w, 12)
     with pytest.raises(KeyboardInterrupt):  # the run is journaled interrupted, then the interruption goes on
         w.executor().apply(plan)
-    assert made and made[0].pid is None and _all_reaped(pids)  # the first child: killed and reaped
+    assert made and made[0].pid is None and _all_reaped(pids)  # the first child: collected and reaped
     monkeypatch.setattr(ex_mod, "Forked", real_forked)
     (res,) = w.executor().resume()
     assert res.status == "done" and all(_linked(s, lib) for s, lib in pairs)

@@ -54,10 +54,12 @@ def _sets(sets) -> list[tuple[str, int]]:
     return sorted((s.hash, len(s.copies)) for s in sets)
 
 
-def test_a_child_hashes_half_and_the_sets_are_those_of_one_process(tree, monkeypatch):
+def test_a_child_hashes_half_and_the_sets_are_those_of_one_process(tree, monkeypatch, caplog):
     cat, contents, forks = tree
-    sets = dupes.find_duplicates(cat, settle_seconds=0)
+    with caplog.at_level(logging.INFO, logger="qbhook.catalog.dupes"):
+        sets = dupes.find_duplicates(cat, settle_seconds=0)
     assert len(forks) == 1 and forks[0].pid is None  # one child, reaped
+    assert "hashing its" not in caplog.text  # its answers were taken, not hashed again here
     assert _sets(sets) == sorted((b3(d), 2) for d in contents)
     both = _stored(cat)
     assert len(both) == 2 * N
@@ -91,9 +93,9 @@ def test_an_answer_read_on_another_filesystem_is_not_taken_and_is_hashed_here(tr
     redone = []
     real_small = dupes._hash_small
 
-    def hash_small(writes, jobs, *a):
+    def hash_small(writes, jobs, *a, **k):
         redone.append([j[0] for j in jobs])
-        return real_small(writes, jobs, *a)
+        return real_small(writes, jobs, *a, **k)
 
     monkeypatch.setattr(dupes, "_hashed_unchecked", child)
     monkeypatch.setattr(dupes, "_on_fs", on_fs)
@@ -150,3 +152,31 @@ def test_no_child_below_the_threshold_or_where_forking_is_unsafe(tree, monkeypat
     monkeypatch.setattr(forked, "JOINED_THREAD_GRACE", 0.0)
     assert _sets(dupes.find_duplicates(cat, settle_seconds=0)) == sorted((b3(d), 2) for d in contents)
     assert forks == []
+
+
+def test_files_still_settling_in_the_childs_half_get_their_stat_stored_and_no_hash(tree):
+    """As in one process: a file written less than settle_seconds ago is hashed for this run's sets
+    but its hash is not kept (it may still change); its stat is stored."""
+    cat, contents, forks = tree
+    before = {r[0]: r[1:] for r in cat.conn.execute("SELECT id, size, mtime_ns FROM inodes")}
+    sets = dupes.find_duplicates(cat, settle_seconds=3600)
+    assert len(forks) == 1
+    assert _stored(cat) == {}  # neither half kept a hash
+    assert {r[0]: r[1:] for r in cat.conn.execute("SELECT id, size, mtime_ns FROM inodes")} == before
+    assert _sets(sets) == []  # no set from hashes not kept: they are read again once settled
+
+
+def test_a_writer_thread_that_cannot_start_stops_the_child(tree, monkeypatch):
+    """The child is forked before the catalog writer thread starts: a failure to start it (no more
+    threads under a pids limit) must not leave the child behind."""
+    cat, _contents, forks = tree
+
+    def no_thread(cls, catalog):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(dupes._Helper, "start", classmethod(no_thread))
+    with pytest.raises(RuntimeError):
+        dupes.find_duplicates(cat, settle_seconds=0)
+    (kid,) = forks
+    with pytest.raises(ChildProcessError):
+        os.waitpid(kid.first_pid, os.WNOHANG)
