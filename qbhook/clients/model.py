@@ -293,6 +293,14 @@ class TorrentInfo:
         return frozenset(h for h in (self.hash, self.infohash_v1, self.infohash_v2) if h)
 
     @property
+    def skips_files(self) -> bool:
+        """Some file is at priority 0: qBittorrent lists the wanted files' size (``size``) below the
+        total (``total_size``). Such a file is written once someone raises its priority, so a
+        torrent that skips files may still write where its content is. rTorrent's listing does not
+        tell (its ``total_size`` is its ``size``): only its file list does."""
+        return self.has_metadata and self.size < self.total_size
+
+    @property
     def is_complete(self) -> bool:
         """All wanted data present: files at priority 0 do not count."""
         return self.has_metadata and self.progress >= 1.0 and self.amount_left == 0

@@ -49,11 +49,13 @@ Rules:
   such a size waits until that torrent settles. That is conservative (it only delays), and
   rare: two files of one byte size that are not the same content.
 - **Writers outside a partial snapshot** (an event's closure, a sweep's chunk of torrents):
-  the builder lists every torrent, and each one left out that is not settled lends its
-  content's places (``write_prefixes``: its content path, the same name under its save and
-  download paths, each also resolved through symlinks and with ``.!qB``) to
-  ``Snapshot.write_prefixes``; a duplicate linked at or under one waits, as if that torrent
-  were in the snapshot (its file list is not asked for: a folder is enough to wait).
+  the builder lists every torrent, and each one left out that is not settled, or is settled
+  but skips files (``TorrentInfo.skips_files``: its listing has no file priorities, and a
+  skipped file is written once its priority is raised), lends its content's places
+  (``write_prefixes``: its content path, the same name under its save and download paths,
+  each also resolved through symlinks and with ``.!qB``) to ``Snapshot.write_prefixes``; a
+  duplicate linked at or under one waits, as if that torrent were in the snapshot (its file
+  list is not asked for: a folder is enough to wait).
 - ``bytes_freed`` counts each victim inode once (its last seeding link goes away).
 
 ``policy.converge: false`` turns all of this into a report: the group keeps its decision and
@@ -150,13 +152,13 @@ def write_paths(torrents: Iterable[TorrentFact], resolve: Callable[[str], str] |
 
 def write_prefixes(infos: Iterable, resolve: Callable[[str], str] | None = None) -> frozenset[str]:
     """``Snapshot.write_prefixes``: where each of ``infos`` (``clients.model.TorrentInfo``, host paths:
-    torrents a partial snapshot leaves out) that is not settled keeps its content: its content path,
-    the same name under its save path and its download path (qBittorrent reports one while the data
-    is in the other), each also with ``.!qB`` (a single file being written) and resolved through
+    torrents a partial snapshot leaves out) that is not settled, or skips files, keeps its content:
+    its content path, the same name under its save path and its download path (qBittorrent reports
+    one while the data is in the other), each also with ``.!qB`` (a single file being written) and resolved through
     symlinks by ``resolve``. A torrent without a content path (no metadata yet) has no file to write."""
     out: set[str] = set()
     for t in infos:
-        if not settled(t.progress, t.state):
+        if not settled(t.progress, t.state) or t.skips_files:
             out |= content_places(t, resolve)
     return frozenset(out)
 

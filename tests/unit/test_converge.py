@@ -296,7 +296,8 @@ def _left_out(**kw):
     from types import SimpleNamespace
 
     return SimpleNamespace(
-        **{"state": "downloading", "progress": 0.5, "save_path": S + "/late", "download_path": ""} | kw
+        **{"state": "downloading", "progress": 0.5, "save_path": S + "/late", "download_path": "", "skips_files": False}
+        | kw
     )
 
 
@@ -307,6 +308,8 @@ def _left_out(**kw):
         ({"content_path": S + "/movies/R/x.mkv"}, True),  # the victim itself
         ({"content_path": S + "/late/R", "download_path": S + "/movies"}, True),  # the same name, downloading
         ({"content_path": S + "/movies", "state": "stalledUP", "progress": 1.0}, False),  # settled
+        # settled, but a file at priority 0: written once its priority is raised
+        ({"content_path": S + "/movies", "state": "stalledUP", "progress": 1.0, "skips_files": True}, True),
         ({"content_path": S + "/movie"}, False),  # a name that only starts alike
         ({"content_path": ""}, False),  # no metadata yet: no file to write
         ({"content_path": "relative/movies"}, False),

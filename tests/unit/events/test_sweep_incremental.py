@@ -635,3 +635,28 @@ def test_a_chunk_sees_a_writer_of_another_chunk_before_converging(bed, monkeypat
     bed.qbt.torrents_raw[H4].update(state="stalledUP", progress=1.0, amount_left=0)  # settled: it converges
     bed.sweep(cfg)
     assert bed.decision(H1).decision == "converge", bed.decision(H1).decision_reason
+
+
+def test_a_chunk_sees_a_settled_torrent_of_another_chunk_that_skips_a_file(bed, monkeypatch):
+    """As above, but H4 is settled with a file at priority 0 (its listing's size below its total
+    size, all a listing says of priorities): raising that priority makes it write into its
+    folder again, the library's, so "Film" waits in its chunk until H4 wants every file."""
+    data = b"film data" * 50
+    bed.payload(H1, bed.seed_s, "Film", {"film.mkv": data}, category="tv")
+    write(bed.lib / "Film (2020)/film.mkv", data)
+    files = [("film.mkv", len(data)), ("extra.mkv", 100)]
+    bed.qbt.add(H4, bed.lib, "Film (2020)", files, size=len(data), total_size=len(data) + 100)
+    old = 1_600_000_000 * 10**9
+    for p in (bed.seed_s / "Film/film.mkv", bed.lib / "Film (2020)/film.mkv"):
+        os.utime(p, ns=(old, old))
+    cfg = dataclasses.replace(bed.cfg, sweep=SweepConfig(full_every=0))
+    monkeypatch.setattr(worker, "_CHUNK_TORRENTS", 1)
+    monkeypatch.setattr(TorrentIndex, "groups", lambda self: {})  # every torrent its own group
+    bed.sweep(cfg)
+    assert [H1] in bed.snapshots and [H4] in bed.snapshots  # not one snapshot
+    row = bed.decision(H1)
+    assert row.decision == "stay" and "wait to converge" in row.decision_reason, row.decision_reason
+
+    bed.qbt.torrents_raw[H4].update(size=len(data) + 100)  # every file wanted (and complete)
+    bed.sweep(cfg)
+    assert bed.decision(H1).decision == "converge", bed.decision(H1).decision_reason
