@@ -293,11 +293,13 @@ class TorrentInfo:
         return frozenset(h for h in (self.hash, self.infohash_v1, self.infohash_v2) if h)
 
     @property
-    def skips_files(self) -> bool:
-        """Some file is at priority 0: qBittorrent lists the wanted files' size (``size``) below the
-        total (``total_size``). Such a file is written once someone raises its priority, so a
-        torrent that skips files may still write where its content is. rTorrent's listing does not
-        tell (its ``total_size`` is its ``size``): only its file list does."""
+    def may_skip_files(self) -> bool:
+        """What the listing alone says of files at priority 0: qBittorrent's wanted size (``size``)
+        is below the total (``total_size``). Only a hint, both ways: pad files (hybrid and v2
+        torrents, "optimize alignment") count in the total and never in the wanted size, and a
+        small skipped file whose pieces also hold wanted data lowers neither. A file list says it
+        (``catalog.torrents.skipped_files_known``). rTorrent's listing never tells (its
+        ``total_size`` is its ``size``)."""
         return self.has_metadata and self.size < self.total_size
 
     @property

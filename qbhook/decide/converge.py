@@ -50,8 +50,9 @@ Rules:
   rare: two files of one byte size that are not the same content.
 - **Writers outside a partial snapshot** (an event's closure, a sweep's chunk of torrents):
   the builder lists every torrent, and each one left out that is not settled, or is settled
-  but skips files (``TorrentInfo.skips_files``: its listing has no file priorities, and a
-  skipped file is written once its priority is raised), lends its content's places
+  but has a file at priority 0 (written once its priority is raised: the torrent index's file
+  list says so, ``catalog.torrents.skipped_files_known``; for a torrent the index holds no file
+  list of, the listing's hint ``TorrentInfo.may_skip_files``), lends its content's places
   (``write_prefixes``: its content path, the same name under its save and download paths,
   each also resolved through symlinks and with ``.!qB``) to ``Snapshot.write_prefixes``; a
   duplicate linked at or under one waits, as if that torrent were in the snapshot (its file
@@ -75,7 +76,7 @@ above for each file right before its atomic rename.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from qbhook.clients.model import PART_SUFFIX, SEEDING_STATES
@@ -150,15 +151,23 @@ def write_paths(torrents: Iterable[TorrentFact], resolve: Callable[[str], str] |
     return frozenset(out)
 
 
-def write_prefixes(infos: Iterable, resolve: Callable[[str], str] | None = None) -> frozenset[str]:
+def write_prefixes(
+    infos: Iterable,
+    resolve: Callable[[str], str] | None = None,
+    skipping: Mapping[tuple[str, str], bool] | None = None,
+) -> frozenset[str]:
     """``Snapshot.write_prefixes``: where each of ``infos`` (``clients.model.TorrentInfo``, host paths:
     torrents a partial snapshot leaves out) that is not settled, or skips files, keeps its content:
     its content path, the same name under its save path and its download path (qBittorrent reports
     one while the data is in the other), each also with ``.!qB`` (a single file being written) and resolved through
-    symlinks by ``resolve``. A torrent without a content path (no metadata yet) has no file to write."""
+    symlinks by ``resolve``. A torrent without a content path (no metadata yet) has no file to write.
+    ``skipping``: (instance, hash) -> a file at priority 0, for the torrents whose file list the index
+    holds (``catalog.torrents.skipped_files_known``); the others are judged by their listing."""
     out: set[str] = set()
+    known = skipping or {}
     for t in infos:
-        if not settled(t.progress, t.state) or t.skips_files:
+        skips = known.get((t.instance, t.hash))
+        if not settled(t.progress, t.state) or (t.may_skip_files if skips is None else skips):
             out |= content_places(t, resolve)
     return frozenset(out)
 

@@ -44,6 +44,7 @@ from collections.abc import Iterable
 
 from qbhook.catalog.hashing import HashBudget, Located, ensure_hashes
 from qbhook.catalog.store import Catalog
+from qbhook.catalog.torrents import skipped_files_known
 from qbhook.clients.port import BatchListing, ClientPort
 from qbhook.config import Config
 from qbhook.decide import converge
@@ -141,7 +142,9 @@ class SnapshotBuilder:
         # out may be writing: from the listing alone, no file list asked for.
         inside = {(t.instance, t.hash) for t in chosen}
         everyone = infos if listing is None else listing
-        write_prefixes = converge.write_prefixes((t for t in everyone if (t.instance, t.hash) not in inside), resolve)
+        left_out = [t for t in everyone if (t.instance, t.hash) not in inside]
+        skipping = skipped_files_known(self.catalog.conn) if left_out else None
+        write_prefixes = converge.write_prefixes(left_out, resolve, skipping)
         pools = tuple(self._pool_fact(p) for p in self.cfg.pools)
         self._hash_what_decisions_need(torrents, pools, now)
         content = self._donor_index(torrents)

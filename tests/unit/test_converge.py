@@ -296,7 +296,15 @@ def _left_out(**kw):
     from types import SimpleNamespace
 
     return SimpleNamespace(
-        **{"state": "downloading", "progress": 0.5, "save_path": S + "/late", "download_path": "", "skips_files": False}
+        **{
+            "instance": "qbt",
+            "hash": "e" * 40,
+            "state": "downloading",
+            "progress": 0.5,
+            "save_path": S + "/late",
+            "download_path": "",
+            "may_skip_files": False,
+        }
         | kw
     )
 
@@ -308,8 +316,8 @@ def _left_out(**kw):
         ({"content_path": S + "/movies/R/x.mkv"}, True),  # the victim itself
         ({"content_path": S + "/late/R", "download_path": S + "/movies"}, True),  # the same name, downloading
         ({"content_path": S + "/movies", "state": "stalledUP", "progress": 1.0}, False),  # settled
-        # settled, but a file at priority 0: written once its priority is raised
-        ({"content_path": S + "/movies", "state": "stalledUP", "progress": 1.0, "skips_files": True}, True),
+        # settled, and its listing hints at a file at priority 0 (no file list in the index)
+        ({"content_path": S + "/movies", "state": "stalledUP", "progress": 1.0, "may_skip_files": True}, True),
         ({"content_path": S + "/movie"}, False),  # a name that only starts alike
         ({"content_path": ""}, False),  # no metadata yet: no file to write
         ({"content_path": "relative/movies"}, False),
@@ -323,6 +331,31 @@ def test_a_torrent_left_out_of_the_snapshot_makes_what_is_linked_under_its_conte
     w.file(LIB + "/X.mkv", "X")
     w.torrent("b" * 40, S + "/movies", ["R/x.mkv"])
     snap = replace(w.snapshot(), write_prefixes=converge.write_prefixes([_left_out(**kw)]))
+    gb = _group(make_plan(snap, POLICY), "b" * 40)
+    assert (gb.action == "stay" and "wait to converge" in gb.reason) if waits else gb.action == "converge", gb.reason
+
+
+@pytest.mark.parametrize(
+    ("hint", "indexed", "waits"),
+    [
+        (True, False, False),  # pad files: the listing's sizes differ, the file list has no priority 0
+        (False, True, True),  # a small skipped file the sizes do not show: the file list does
+        (True, True, True),
+        (False, False, False),
+    ],
+)
+def test_a_settled_torrent_left_out_waits_on_what_its_file_list_says_it_skips(hint, indexed, waits):
+    """The torrent index's file list decides whether a settled torrent left out has a file at
+    priority 0 (written once its priority is raised); its listing's sizes only when the index
+    holds no file list of it."""
+    from qbhook.decide import converge
+
+    w = World()
+    w.payload(S + "/movies", {"R/x.mkv": "X"})
+    w.file(LIB + "/X.mkv", "X")
+    w.torrent("b" * 40, S + "/movies", ["R/x.mkv"])
+    left = _left_out(content_path=S + "/movies", state="stalledUP", progress=1.0, may_skip_files=hint)
+    snap = replace(w.snapshot(), write_prefixes=converge.write_prefixes([left], None, {("qbt", "e" * 40): indexed}))
     gb = _group(make_plan(snap, POLICY), "b" * 40)
     assert (gb.action == "stay" and "wait to converge" in gb.reason) if waits else gb.action == "converge", gb.reason
 

@@ -40,6 +40,7 @@ class LiveQbt:
         self.path_map = PathMap([])
         self.torrents_raw: dict[str, dict] = {}
         self.file_lists: dict[str, list[tuple[str, int]]] = {}
+        self.skipped: dict[str, set[int]] = {}  # file indexes at priority 0
         self._sent: dict[int, dict] = {}
         self._rid = 0
         self.only_last_rid = False  # as real qBittorrent: an older response id gets a full update
@@ -90,7 +91,10 @@ class LiveQbt:
         return [TorrentInfo.from_api({**r, "hash": h}, self.path_map, self.name) for h, r in self.torrents_raw.items()]
 
     def files(self, h):
-        return [TorrentFile(i, rel, size, 1.0, 1) for i, (rel, size) in enumerate(self.file_lists[h])]
+        skipped = self.skipped.get(h, set())
+        return [
+            TorrentFile(i, rel, size, 1.0, 0 if i in skipped else 1) for i, (rel, size) in enumerate(self.file_lists[h])
+        ]
 
     files_of_id = files
 
@@ -637,15 +641,19 @@ def test_a_chunk_sees_a_writer_of_another_chunk_before_converging(bed, monkeypat
     assert bed.decision(H1).decision == "converge", bed.decision(H1).decision_reason
 
 
-def test_a_chunk_sees_a_settled_torrent_of_another_chunk_that_skips_a_file(bed, monkeypatch):
-    """As above, but H4 is settled with a file at priority 0 (its listing's size below its total
-    size, all a listing says of priorities): raising that priority makes it write into its
-    folder again, the library's, so "Film" waits in its chunk until H4 wants every file."""
+@pytest.mark.parametrize("pad_files", [False, True])
+def test_a_chunk_sees_a_settled_torrent_of_another_chunk_that_skips_a_file(bed, monkeypatch, pad_files):
+    """As above, but H4 is settled: with a file at priority 0 (its file list in the index says so),
+    raising that priority makes it write into its folder again, the library's, so "Film" waits in
+    its chunk until H4 wants every file. With pad files instead (hybrid torrents: the listing's
+    size below its total size, every file wanted) nothing is skipped and "Film" converges."""
     data = b"film data" * 50
     bed.payload(H1, bed.seed_s, "Film", {"film.mkv": data}, category="tv")
     write(bed.lib / "Film (2020)/film.mkv", data)
     files = [("film.mkv", len(data)), ("extra.mkv", 100)]
     bed.qbt.add(H4, bed.lib, "Film (2020)", files, size=len(data), total_size=len(data) + 100)
+    if not pad_files:
+        bed.qbt.skipped[H4] = {1}
     old = 1_600_000_000 * 10**9
     for p in (bed.seed_s / "Film/film.mkv", bed.lib / "Film (2020)/film.mkv"):
         os.utime(p, ns=(old, old))
@@ -655,8 +663,12 @@ def test_a_chunk_sees_a_settled_torrent_of_another_chunk_that_skips_a_file(bed, 
     bed.sweep(cfg)
     assert [H1] in bed.snapshots and [H4] in bed.snapshots  # not one snapshot
     row = bed.decision(H1)
+    if pad_files:
+        assert row.decision == "converge", row.decision_reason
+        return
     assert row.decision == "stay" and "wait to converge" in row.decision_reason, row.decision_reason
 
-    bed.qbt.torrents_raw[H4].update(size=len(data) + 100)  # every file wanted (and complete)
+    bed.qbt.skipped[H4] = set()  # every file wanted: its size changes, so the index fetches its files again
+    bed.qbt.torrents_raw[H4].update(size=len(data) + 100)
     bed.sweep(cfg)
     assert bed.decision(H1).decision == "converge", bed.decision(H1).decision_reason

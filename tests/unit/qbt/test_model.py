@@ -127,12 +127,12 @@ def test_incomplete_and_no_metadata():
     assert not v5meta.has_metadata and not v5meta.is_stable
 
 
-def test_a_torrent_with_a_file_at_priority_0_is_told_by_its_listing():
-    """qBittorrent's ``size`` counts the wanted files only, ``total_size`` all of them."""
-    assert not info(rec.V4_SHOW).skips_files
+def test_the_listing_hints_at_a_file_at_priority_0():
+    """qBittorrent's ``size`` counts the wanted files only, ``total_size`` all of them (pad files too)."""
+    assert not info(rec.V4_SHOW).may_skip_files
     skipping = info({**rec.V4_SHOW, "size": 70000, "total_size": 70100})
-    assert skipping.skips_files and skipping.is_complete  # complete: what it wants is there
-    assert not info({**rec.V4_SHOW, "size": 70000, "total_size": 70100, "state": "metaDL"}).skips_files
+    assert skipping.may_skip_files and skipping.is_complete  # complete: what it wants is there
+    assert not info({**rec.V4_SHOW, "size": 70000, "total_size": 70100, "state": "metaDL"}).may_skip_files
 
 
 def test_never_completed_timestamps_are_none():
