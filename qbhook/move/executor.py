@@ -901,6 +901,9 @@ class Executor:
             _collect(kids, self.log)
             raise
         answers, failed = _collect(kids, self.log)
+        if failed is not None:
+            # Named now: an error while the other parts are recorded below would replace it.
+            self.log.warning("converge batch: %s", failed.message)
         done_paths, after = [], {}
         for *other, stored in answers:
             for inode_id, digest, st in stored:
