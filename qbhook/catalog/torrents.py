@@ -530,16 +530,18 @@ def last_known_files(
     return row[1], [(i, r, s, p, bytes(b) if b is not None else None) for i, r, s, p, b in files]
 
 
-def skipped_files_known(conn: sqlite3.Connection) -> dict[tuple[str, str], bool]:
-    """(instance, hash) -> whether a file is at priority 0, for every torrent whose file list the
-    index holds: what a partial snapshot knows of the torrents it leaves out
-    (``converge.write_prefixes``). As fresh as the index: a file list is fetched again when the
-    torrent's sizes change (``indexer._files_key``). One pass over the file rows in key order."""
+def skipped_files_known(conn: sqlite3.Connection) -> dict[tuple[str, str], tuple[bool, int | None, int | None]]:
+    """(instance, hash) -> (a file at priority 0, size, total size as of that file list) for every
+    torrent the index holds, not gone, with its file list: what a partial snapshot knows of the
+    torrents it leaves out (``converge.write_prefixes``, which trusts it only while the live
+    listing's sizes are still these). A file list is fetched again when the torrent's sizes change
+    (``indexer._files_key``); rTorrent's sizes do not move with a priority, so its lists are as of
+    their fetch. One grouped pass over the file rows."""
     rows = conn.execute(
-        "SELECT t.instance, t.hash, m.p FROM (SELECT torrent, MIN(priority) = 0 AS p FROM torrent_files "
-        "GROUP BY torrent) m JOIN torrents t ON t.id = m.torrent"
+        "SELECT t.instance, t.hash, m.p, t.size, t.total_size FROM (SELECT torrent, MIN(priority) = 0 AS p "
+        "FROM torrent_files GROUP BY torrent) m JOIN torrents t ON t.id = m.torrent WHERE t.gone_at IS NULL"
     )
-    return {(instance, h): bool(p) for instance, h, p in rows}
+    return {(instance, h): (bool(p), size, total) for instance, h, p, size, total in rows}
 
 
 def payload_duplicates(index: TorrentIndex) -> list[dict]:

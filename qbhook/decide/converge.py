@@ -154,22 +154,34 @@ def write_paths(torrents: Iterable[TorrentFact], resolve: Callable[[str], str] |
 def write_prefixes(
     infos: Iterable,
     resolve: Callable[[str], str] | None = None,
-    skipping: Mapping[tuple[str, str], bool] | None = None,
+    skipping: Mapping[tuple[str, str], tuple[bool, int | None, int | None]] | None = None,
 ) -> frozenset[str]:
     """``Snapshot.write_prefixes``: where each of ``infos`` (``clients.model.TorrentInfo``, host paths:
     torrents a partial snapshot leaves out) that is not settled, or skips files, keeps its content:
     its content path, the same name under its save path and its download path (qBittorrent reports
     one while the data is in the other), each also with ``.!qB`` (a single file being written) and resolved through
     symlinks by ``resolve``. A torrent without a content path (no metadata yet) has no file to write.
-    ``skipping``: (instance, hash) -> a file at priority 0, for the torrents whose file list the index
-    holds (``catalog.torrents.skipped_files_known``); the others are judged by their listing."""
+    ``skipping``: what the index's file lists say (``catalog.torrents.skipped_files_known``); see
+    ``_skips``."""
     out: set[str] = set()
     known = skipping or {}
     for t in infos:
-        skips = known.get((t.instance, t.hash))
-        if not settled(t.progress, t.state) or (t.may_skip_files if skips is None else skips):
+        if not settled(t.progress, t.state) or _skips(t, known.get((t.instance, t.hash))):
             out |= content_places(t, resolve)
     return frozenset(out)
+
+
+def _skips(t, indexed: tuple[bool, int | None, int | None] | None) -> bool:
+    """Whether settled torrent ``t`` (its live listing) has a file at priority 0. The index's file list
+    decides while the listing's sizes are the ones it was fetched with (pad files make the sizes
+    differ with nothing skipped, and a small skipped file may not show in them); a list older than
+    the listing (sizes changed since, an event before the next sync) or none at all: either says so."""
+    if indexed is None:
+        return t.may_skip_files
+    skips, size, total = indexed
+    if (size, total) == (t.size, t.total_size):
+        return skips
+    return skips or t.may_skip_files
 
 
 def content_places(t, resolve: Callable[[str], str] | None = None) -> set[str]:

@@ -304,6 +304,8 @@ def _left_out(**kw):
             "save_path": S + "/late",
             "download_path": "",
             "may_skip_files": False,
+            "size": 10,
+            "total_size": 10,
         }
         | kw
     )
@@ -336,18 +338,22 @@ def test_a_torrent_left_out_of_the_snapshot_makes_what_is_linked_under_its_conte
 
 
 @pytest.mark.parametrize(
-    ("hint", "indexed", "waits"),
+    ("hint", "indexed", "sizes", "waits"),
     [
-        (True, False, False),  # pad files: the listing's sizes differ, the file list has no priority 0
-        (False, True, True),  # a small skipped file the sizes do not show: the file list does
-        (True, True, True),
-        (False, False, False),
+        (True, False, (10, 10), False),  # pad files: the listing's sizes differ, the file list has no priority 0
+        (False, True, (10, 10), True),  # a small skipped file the sizes do not show: the file list does
+        (True, True, (10, 10), True),
+        (False, False, (10, 10), False),
+        # a file list older than the listing (its sizes moved since): either one saying so is enough
+        (True, False, (10, 12), True),
+        (False, True, (10, 12), True),
+        (False, False, (10, 12), False),
     ],
 )
-def test_a_settled_torrent_left_out_waits_on_what_its_file_list_says_it_skips(hint, indexed, waits):
+def test_a_settled_torrent_left_out_waits_on_what_its_file_list_says_it_skips(hint, indexed, sizes, waits):
     """The torrent index's file list decides whether a settled torrent left out has a file at
-    priority 0 (written once its priority is raised); its listing's sizes only when the index
-    holds no file list of it."""
+    priority 0 (written once its priority is raised) while the listing's sizes are those it was
+    fetched with; its listing's sizes too when the list is older, and alone without one."""
     from qbhook.decide import converge
 
     w = World()
@@ -355,7 +361,8 @@ def test_a_settled_torrent_left_out_waits_on_what_its_file_list_says_it_skips(hi
     w.file(LIB + "/X.mkv", "X")
     w.torrent("b" * 40, S + "/movies", ["R/x.mkv"])
     left = _left_out(content_path=S + "/movies", state="stalledUP", progress=1.0, may_skip_files=hint)
-    snap = replace(w.snapshot(), write_prefixes=converge.write_prefixes([left], None, {("qbt", "e" * 40): indexed}))
+    index = {("qbt", "e" * 40): (indexed, *sizes)}
+    snap = replace(w.snapshot(), write_prefixes=converge.write_prefixes([left], None, index))
     gb = _group(make_plan(snap, POLICY), "b" * 40)
     assert (gb.action == "stay" and "wait to converge" in gb.reason) if waits else gb.action == "converge", gb.reason
 
