@@ -1656,7 +1656,7 @@ def _relink_at(
             raise UnsafeOperation(f"{why}: {path_s} changed during the checks")
         if klast is None or (klast.st_dev, klast.st_ino) != (kst.st_dev, kst.st_ino):
             raise UnsafeOperation(f"{why}: the copy to keep changed during the checks")
-        held = _hold_entry(parent, name) if hold is not None and last.st_nlink == 1 else None
+        held = _hold_entry(parent, name, last) if hold is not None and last.st_nlink == 1 else None
         try:
             os.rename(tmp, name, src_dir_fd=parent.fd, dst_dir_fd=parent.fd)
         except BaseException:
@@ -1676,13 +1676,23 @@ def _relink_at(
     return {"status": "relinked", "bytes_freed": freed, "nlink_before": st.st_nlink}, kst
 
 
-def _hold_entry(parent: Dir, name: bytes) -> int | None:
+def _hold_entry(parent: Dir, name: bytes, st: os.stat_result) -> int | None:
     """An ``O_PATH`` descriptor of the entry ``name`` of ``parent`` (never followed, never read or
-    written: it only keeps the inode referenced), or None when it cannot be had."""
+    written: it only keeps the inode referenced), or None when it cannot be had or is no longer the
+    inode ``st`` was taken of: a hold of whatever was swapped in would keep that file's blocks
+    for the batch and leave the replaced one to be freed by the rename after all."""
     try:
-        return os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent.fd)
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent.fd)
     except OSError:
         return None  # the rename then frees it itself
+    try:
+        now = os.fstat(fd)
+    except OSError:
+        now = None
+    if now is None or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+        os.close(fd)
+        return None
+    return fd
 
 
 # --------------------------------------------------------------------------- delete

@@ -82,10 +82,45 @@ def test_an_inode_with_another_link_is_not_held(world, monkeypatch):  # noqa: F8
         os.link(seed, seed + ".sibling")
     holds = []
     real = fsops._hold_entry
-    monkeypatch.setattr(fsops, "_hold_entry", lambda d, name: holds.append(name) or real(d, name))
+    monkeypatch.setattr(fsops, "_hold_entry", lambda d, name, st: holds.append(name) or real(d, name, st))
     summary = w.executor().apply(plan)
     assert summary.status == "done" and all(_linked(s, lib) for s, lib in pairs)
     assert holds == [] and summary.bytes_freed == 0
+
+
+def test_an_entry_swapped_before_the_hold_is_not_held(world, monkeypatch):  # noqa: F811
+    # The hold is taken by name after the last look: whatever was swapped in between is another
+    # inode, and holding it would keep the wrong blocks for the batch. It is let go at once.
+    w = world
+    plan, pairs = _dups(w, 2)
+    gate = _gated(monkeypatch)
+    swapped = pairs[0][0]
+    real = fsops._hold_entry
+    got = []
+
+    def swap_then_hold(d, name, st):
+        if os.fsdecode(d.show(name)) == swapped:
+            with open(swapped + ".other", "wb") as f:
+                f.write(b"x" * 10)
+            os.rename(swapped + ".other", swapped)  # what a writer of the seeding root could do
+        fd = real(d, name, st)
+        got.append(fd is not None)
+        return fd
+
+    monkeypatch.setattr(fsops, "_hold_entry", swap_then_hold)
+    seen = {}
+    real_sync = fsops.Relinker.sync
+
+    def sync(self):
+        seen["held"] = len(_held_deleted(w.seed_s))
+        gate.set()
+        real_sync(self)
+
+    monkeypatch.setattr(fsops.Relinker, "sync", sync)
+    w.executor().apply(plan)
+    assert got == [False, True]  # the swapped entry was refused, the other held
+    assert seen["held"] == 1
+    assert _held_deleted(w.seed_s) == []
 
 
 def test_on_zfs_nothing_is_held(world, monkeypatch):  # noqa: F811
@@ -99,7 +134,7 @@ def test_on_zfs_nothing_is_held(world, monkeypatch):  # noqa: F811
     plan, pairs = _dups(w, 3)  # its steps name the filesystem as the catalog now spells it
     holds = []
     real = fsops._hold_entry
-    monkeypatch.setattr(fsops, "_hold_entry", lambda d, name: holds.append(name) or real(d, name))
+    monkeypatch.setattr(fsops, "_hold_entry", lambda d, name, st: holds.append(name) or real(d, name, st))
     summary = w.executor().apply(plan)
     assert summary.status == "done" and all(_linked(s, lib) for s, lib in pairs)
     assert holds == [] and summary.bytes_freed == sum(os.lstat(lib).st_size for _s, lib in pairs)
