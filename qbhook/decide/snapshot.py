@@ -40,7 +40,7 @@ import stat as stat_mod
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from qbhook.catalog.hashing import HashBudget, Located, ensure_hashes
 from qbhook.catalog.store import Catalog
@@ -120,17 +120,24 @@ class SnapshotBuilder:
 
     # ------------------------------------------------------------ public
     def build(
-        self, hashes: Iterable[str] | None = None, now: float | None = None, infos=None, listing=None
+        self,
+        hashes: Iterable[str] | None = None,
+        now: float | None = None,
+        infos=None,
+        listing=None,
+        skipping: Callable[[], dict] | None = None,
     ) -> Snapshot:
         """``infos``: every torrent of every instance, when the caller already listed them, or the part
         of them to build (a sweep's chunk), then with ``listing``, every torrent: those left out may
-        still write where this snapshot's torrents are (``Snapshot.write_prefixes``)."""
+        still write where this snapshot's torrents are (``Snapshot.write_prefixes``). ``skipping``:
+        what gives ``catalog.torrents.skipped_files_known`` for them, when the caller builds several
+        partial snapshots over one index (a sweep's chunks ask it once, not once a chunk)."""
         try:
-            return self._build(hashes, now, infos, listing)
+            return self._build(hashes, now, infos, listing, skipping)
         finally:
             self.reader.close()
 
-    def _build(self, hashes: Iterable[str] | None, now: float | None, infos, listing=None) -> Snapshot:
+    def _build(self, hashes: Iterable[str] | None, now: float | None, infos, listing=None, skipping=None) -> Snapshot:
         now = time.time() if now is None else now
         if infos is None:
             infos = self._list_all()
@@ -143,8 +150,10 @@ class SnapshotBuilder:
         inside = {(t.instance, t.hash) for t in chosen}
         everyone = infos if listing is None else listing
         left_out = [t for t in everyone if (t.instance, t.hash) not in inside]
-        skipping = skipped_files_known(self.catalog.conn) if left_out else None
-        write_prefixes = converge.write_prefixes(left_out, resolve, skipping)
+        known = None
+        if left_out:
+            known = skipping() if skipping is not None else skipped_files_known(self.catalog.conn)
+        write_prefixes = converge.write_prefixes(left_out, resolve, known)
         pools = tuple(self._pool_fact(p) for p in self.cfg.pools)
         self._hash_what_decisions_need(torrents, pools, now)
         content = self._donor_index(torrents)

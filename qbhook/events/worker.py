@@ -62,6 +62,7 @@ Leftover-view removal and the executor are crash-safe on their own (journal firs
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import json
@@ -81,7 +82,7 @@ from qbhook.catalog.db import rollback
 from qbhook.catalog.hashing import HashBudget
 from qbhook.catalog.scan import prune_scans, scan_pools
 from qbhook.catalog.store import Catalog
-from qbhook.catalog.torrents import IndexInconsistent, TorrentIndex
+from qbhook.catalog.torrents import IndexInconsistent, TorrentIndex, skipped_files_known
 from qbhook.clients.port import ClientPort
 from qbhook.config import Config
 from qbhook.decide.facts import ancestors
@@ -853,13 +854,15 @@ def _snapshot(
     budget: HashBudget,
     progress,
     listing=None,
+    skipping=None,
 ):
     """build_snapshot with one hash budget for the whole sweep, whatever the number of chunks.
-    ``listing``: every torrent, when ``infos`` is a chunk of them (``SnapshotBuilder.build``)."""
+    ``listing``: every torrent, when ``infos`` is a chunk of them, and ``skipping`` what the index
+    says of their skipped files (``SnapshotBuilder.build``)."""
     # background hashing: idle I/O, nice 19, at most scan.hash_budget bytes per sweep
     b = SnapshotBuilder(cfg, catalog, list(clients), progress=progress, background=True)
     b.budget = budget
-    return b.build(hashes, infos=infos, listing=listing)
+    return b.build(hashes, infos=infos, listing=listing, skipping=skipping)
 
 
 def _chunks(idx: TorrentIndex, infos, hashes: set[str] | None) -> list[list[str] | None]:
@@ -897,20 +900,25 @@ def _plan_in_chunks(
     now = time.time()
     chunks = _chunks(idx, view[1], hashes)
     incomplete: set[str] = set()
+    # The index's file lists do not change while the chunks are planned: read once (~60 ms at
+    # 180,000 file rows), not once a chunk.
+    skipping = functools.cache(lambda: skipped_files_known(catalog.conn))
     for n, chunk in enumerate(chunks + [None]):
         if n == len(chunks):  # the pass for groups found incomplete
             if not incomplete:
                 break
             groups = [g for g in groups if not incomplete.intersection(g.torrents)]
-            snap = _snapshot(cfg, catalog, view[0], sorted(incomplete), view[1], budget, progress)
+            snap = _snapshot(cfg, catalog, view[0], sorted(incomplete), view[1], budget, progress, skipping=skipping)
         elif chunk is None or hashes is not None:
-            snap = _snapshot(cfg, catalog, view[0], chunk, view[1], budget, progress)
+            snap = _snapshot(cfg, catalog, view[0], chunk, view[1], budget, progress, skipping=skipping)
         else:
             members = set(chunk)
             # The whole listing too: a torrent of another chunk that may still write makes what is linked
             # where it keeps its content wait (converge.write_prefixes), as it would in one snapshot.
             part_infos = [t for t in view[1] if t.hash in members]
-            snap = _snapshot(cfg, catalog, view[0], None, part_infos, budget, progress, listing=view[1])
+            snap = _snapshot(
+                cfg, catalog, view[0], None, part_infos, budget, progress, listing=view[1], skipping=skipping
+            )
             incomplete |= _split_groups(idx, snap, members)
         part = make_plan(snap, cfg.policy)
         # a group the closure pulled into two chunks (the index behind the disk) is planned once

@@ -21,6 +21,7 @@ from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import TorrentIndex
 from qbhook.clients.model import TorrentFile, TorrentInfo
 from qbhook.config import SweepConfig
+from qbhook.decide import snapshot
 from qbhook.errors import QbhookError
 from qbhook.events import _job
 from qbhook.events.model import Event
@@ -660,8 +661,13 @@ def test_a_chunk_sees_a_settled_torrent_of_another_chunk_that_skips_a_file(bed, 
     cfg = dataclasses.replace(bed.cfg, sweep=SweepConfig(full_every=0))
     monkeypatch.setattr(worker, "_CHUNK_TORRENTS", 1)
     monkeypatch.setattr(TorrentIndex, "groups", lambda self: {})  # every torrent its own group
+    asked = []
+    real = worker.skipped_files_known
+    monkeypatch.setattr(worker, "skipped_files_known", lambda conn: asked.append(1) or real(conn))
+    monkeypatch.setattr(snapshot, "skipped_files_known", None)  # a chunk's build never reads it itself
     bed.sweep(cfg)
     assert [H1] in bed.snapshots and [H4] in bed.snapshots  # not one snapshot
+    assert asked == [1]  # the index's lists are read once a sweep, not once a chunk
     row = bed.decision(H1)
     if pad_files:
         assert row.decision == "converge", row.decision_reason
