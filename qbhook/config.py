@@ -124,6 +124,11 @@ class PolicyConfig:
     converge: bool = True
 
 
+# ZFS's snapshot folder and qbhook's own (``move.fsops.STAGING_DIR`` / ``HOLDING_DIR``, which
+# cannot be imported here: config sits below move): in every ``scan.ignore_names``.
+ALWAYS_IGNORED: tuple[str, ...] = (".zfs", ".qbhook-holding", ".qbhook-staging")
+
+
 @dataclass(frozen=True)
 class ScanConfig:
     # Refuse to drop more than this share of a root's known paths in one scan.
@@ -138,7 +143,14 @@ class ScanConfig:
     max_age: float = 3600.0
     # Bytes hashed per run at most (0: no limit); the rest waits for the next run.
     hash_budget: int = 0
-    ignore_names: tuple[str, ...] = (".zfs", ".qbhook-holding", ".qbhook-staging")
+    # Names never walked, catalogued or counted as orphans. A user's list adds to ALWAYS_IGNORED,
+    # never replaces it (``__post_init__``).
+    ignore_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # A list that replaced the defaults (``[@eaDir]``) let the walks enter qbhook's own
+        # folders: held links counted as orphans, staging files catalogued as seeding data.
+        object.__setattr__(self, "ignore_names", tuple(dict.fromkeys(ALWAYS_IGNORED + tuple(self.ignore_names))))
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,7 @@ __all__ = [
     "verify_file",
 ]
 
-# Both names are in ScanConfig.ignore_names, so the scanner never catalogues them.
+# Both names are in config.ALWAYS_IGNORED, so no walk enters them (tests/unit/test_config.py).
 STAGING_DIR = ".qbhook-staging"
 HOLDING_DIR = ".qbhook-holding"
 _OWN_DIRS = frozenset({STAGING_DIR.encode(), HOLDING_DIR.encode()})

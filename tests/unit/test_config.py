@@ -124,6 +124,17 @@ def test_check_paths_reports_missing_pool(tmp_path):
     assert any("pools.stash.path" in p and "mounted" in p for p in problems)
 
 
+def test_a_users_ignore_names_add_to_qbhooks_own_folders_never_replace_them():
+    # A list that replaced them let the orphans walk count held links as reclaimable orphans.
+    from qbhook.config import ALWAYS_IGNORED
+    from qbhook.move.fsops import HOLDING_DIR, STAGING_DIR
+
+    assert {HOLDING_DIR, STAGING_DIR, ".zfs"} <= set(ALWAYS_IGNORED)
+    assert cfg(scan={"ignore_names": ["@eaDir"]}).scan.ignore_names == (*ALWAYS_IGNORED, "@eaDir")
+    assert cfg().scan.ignore_names == ALWAYS_IGNORED
+    assert cfg(scan={"ignore_names": []}).scan.ignore_names == ALWAYS_IGNORED
+
+
 def test_example_config_loads(monkeypatch):
     root = Path(__file__).resolve().parents[2]
     monkeypatch.setenv("QBHOOK_QBT_PASSWORD", "x")

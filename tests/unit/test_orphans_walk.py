@@ -43,3 +43,14 @@ def test_a_folder_swapped_for_a_symlink_after_its_parent_was_listed_is_skipped_a
     outside_ino = os.stat(outside / "Show/secret.bin").st_ino
     assert not [e.path for e in walk.entries if e.ino == outside_ino or "secret" in e.path]
     assert f"{seed}/d/Show" in walk.skipped
+
+
+def test_qbhooks_own_folders_are_never_walked_whatever_ignore_names_lists(tmp_path):
+    # scan.ignore_names: [@eaDir] once replaced the defaults, and held links became "orphans".
+    cfg = seeded_config(tmp_path, scan={"ignore_names": ["@eaDir"]})
+    seed = cfg.primary.seeding_root
+    write(seed / ".qbhook-holding/7/old/gone.mkv", b"held")
+    write(seed / ".qbhook-staging/part", b"staged")
+    write(seed / "@eaDir/thumb", b"nas")
+    write(seed / "m/a.bin", b"movie")
+    assert [e.path for e in walk_roots(cfg).entries] == [f"{seed}/m/a.bin"]
