@@ -2266,9 +2266,8 @@ def remove_leftover_view(
     root, parts = _split_under(path, roots)
     if not parts or in_own_folder(parts[:-1]):
         raise ViewReleased(f"refusing to remove {path_s}: not a view below a seeding root")
-    try:
-        parent = _walk(root, parts[:-1])
-    except (FileNotFoundError, NotADirectoryError):
+    parent = _walk_to_view(root, parts[:-1])
+    if parent is None:
         return {"status": "absent"}
     with parent:
         st = parent.lstat(parts[-1])
@@ -2313,6 +2312,32 @@ def remove_leftover_view(
     return {"status": "removed", "bytes_freed": size if st.st_nlink == 1 else 0}
 
 
+def _walk_to_view(root: bytes, parts: list[bytes]) -> Dir | None:
+    """The folder ``parts`` below the seeding root ``root`` that holds a leftover view; None when a
+    folder below the root is gone (so is the view). The root itself missing says nothing about
+    the view: its pool is not mounted (the mount point an empty folder), and "absent" would end
+    the view's tracking for good, a view that may be the last copy of its content among them.
+    ``UnsafeOperation`` then: the caller keeps the view for another run."""
+    try:
+        d = _open_root(root)
+    except (FileNotFoundError, NotADirectoryError):
+        raise UnsafeOperation(
+            f"seeding root {os.fsdecode(root)} is missing", hint="is its pool mounted? the view is kept"
+        ) from None
+    try:
+        for name in parts:
+            nxt = d.sub(name)
+            d.close()
+            d = nxt
+    except (FileNotFoundError, NotADirectoryError):
+        d.close()
+        return None
+    except BaseException:
+        d.close()
+        raise
+    return d
+
+
 def source_seen(st: os.stat_result | None) -> list[int] | None:
     """What a leftover view's source was, as the journal keeps it for a view waiting for a person
     (``ViewUnproven.source``): inode, size and ctime (every write, rename or new link moves
@@ -2328,9 +2353,8 @@ def look_at_leftover_view(path, *, ino: int, size: int, keep, roots, keep_roots=
     root, parts = _split_under(path, roots)
     if not parts:
         raise UnsafeOperation(f"{os.fsdecode(_p(path))} is a configured root, not a view inside one")
-    try:
-        parent = _walk(root, parts[:-1])
-    except (FileNotFoundError, NotADirectoryError):
+    parent = _walk_to_view(root, parts[:-1])
+    if parent is None:
         state = "absent"
     else:
         with parent:

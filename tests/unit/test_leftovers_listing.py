@@ -97,9 +97,20 @@ def test_a_transient_error_keeps_the_view_for_the_next_run(real, monkeypatch, er
     def failing(*_a, **_k):
         raise OSError(err, os.strerror(err))
 
-    monkeypatch.setattr(fsops, "_walk", failing)
+    monkeypatch.setattr(fsops, "_open_root", failing)
     (res,) = leftovers.remove_leftover_views(real.cfg, real.cat, [])
     assert res["status"] == "kept" and real.done == [] and os.path.exists(real.view)
+
+
+def test_a_seeding_root_missing_its_pool_not_mounted_keeps_the_view_never_calls_it_absent(real):
+    # Review finding: the empty mount point's missing seeding root read as "absent", which ended
+    # the view's tracking for good; once the pool was back its duplicate stayed forever.
+    os.rename(real.seed, f"{real.seed}.aside")
+    (res,) = leftovers.remove_leftover_views(real.cfg, real.cat, [])
+    assert res["status"] == "kept" and "is missing" in res["reason"] and real.done == []
+    os.rename(f"{real.seed}.aside", real.seed)
+    (res,) = leftovers.remove_leftover_views(real.cfg, real.cat, [])
+    assert res["status"] == "removed" and not os.path.exists(real.view)
 
 
 def test_a_view_that_is_no_longer_the_one_qbhook_made_is_released(real):
@@ -175,6 +186,19 @@ def test_a_waiting_view_the_person_removed_is_no_longer_tracked(unproven, caplog
     assert _run(u, caplog)[0] == [{"path": str(u.view), "status": "absent"}]
     assert u.journal.leftover_waiting() == [] and u.journal.leftover_views() == []
     assert report(u.cfg, u.cat)["leftover_views_waiting"] == []
+
+
+def test_a_waiting_view_whose_pool_is_not_mounted_keeps_waiting(unproven, caplog):
+    # It may be the last copy of its content: a look that cannot reach its seeding root says
+    # nothing about it, and `status` keeps naming it.
+    u = unproven
+    _run(u, caplog)
+    seed = next(p for p in u.cfg.pools if p.name == "pool").seeding_root
+    os.rename(seed, f"{seed}.aside")
+    assert _run(u, caplog)[0] == []
+    assert [v["path"] for _sid, v, _why in u.journal.leftover_waiting()] == [str(u.view)]
+    os.rename(f"{seed}.aside", seed)
+    assert _run(u, caplog)[0] == [] and len(u.journal.leftover_waiting()) == 1 and u.view.read_bytes() == b"abc"
 
 
 def test_a_waiting_view_replaced_by_another_file_is_released_never_removed(unproven, caplog):
