@@ -46,7 +46,7 @@ from qbhook.catalog.torrents import (
     TorrentIndex,
     TorrentRecord,
 )
-from qbhook.clients.model import TorrentFile, TorrentInfo, check_hash, is_info_hash
+from qbhook.clients.model import TorrentFile, TorrentInfo, check_hash, is_info_hash, is_relative_path
 from qbhook.clients.port import ClientPort
 from qbhook.errors import PathMapError, QbhookError, UnknownTorrent, UnreadableRecord
 from qbhook.paths import normalize
@@ -224,11 +224,13 @@ def _file_records(info: TorrentInfo | None, files: Iterable[TorrentFile]) -> lis
     out = []
     for f in files:
         path = None
-        if info is not None and info.save_path:
+        # A name that is not below the save path ('..', absolute: posixpath.join would put
+        # "/etc/passwd" in place of it) has no path: never looked up, the planner blocks it.
+        if info is not None and info.save_path and is_relative_path(f.name):
             try:
                 path = normalize(posixpath.join(info.save_path, f.name)).encode("utf-8", "surrogateescape")
             except PathMapError:
-                path = None  # a '..' in a file name: never looked up (the planner blocks it)
+                path = None  # a relative save path: never looked up
         out.append(FileRecord(f.index, f.name, f.size, f.priority, path))
     return out
 

@@ -128,6 +128,17 @@ def is_path_component(name: str) -> bool:
     return bool(name) and name not in (".", "..") and "/" not in name and "\0" not in name
 
 
+def is_relative_path(rel: str) -> bool:
+    """A torrent file's name as a client lists it, below the torrent's save path: not absolute, no
+    '..' component, no NUL. Anything else is hostile input (the client's user writes the .torrent
+    or renames files through the API): joined under the save path, ``/etc/passwd`` or ``a/../../x``
+    names a file outside it, so such a file is never looked at and its torrent is blocked
+    (``planner.file_blockers``, ``repair.plan_one``)."""
+    # ".." as a substring first: the split only for the rare name that has it (every file of
+    # every snapshot passes here).
+    return bool(rel) and rel[0] != "/" and "\0" not in rel and (".." not in rel or ".." not in rel.split("/"))
+
+
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 
 from qbhook.catalog.dupes import DupeSet, find_duplicates
 from qbhook.catalog.store import Catalog
+from qbhook.clients.model import is_relative_path
 from qbhook.clients.port import BatchListing, ClientPort
 from qbhook.config import Config, PolicyConfig
 from qbhook.decide import converge
@@ -252,12 +253,25 @@ def _torrent_facts(catalog: Catalog, clients: list[ClientPort], held: frozenset[
             listed.extend(c.torrents_with_files())
         else:
             listed.extend((t, c.files(t.hash)) for t in c.torrents() if not _uses_none(t, held, resolve))
-    # The snapshot's spelling: one that cannot be made canonical (relative, ``..``) matches no catalogued path.
-    paths = [[sys.intern(canonical_path(posixpath.join(t.save_path, f.name))) for f in files] for t, files in listed]
+    # The snapshot's spelling: one that cannot be made canonical (relative, ``..``) matches no
+    # catalogued path; a name not below its save path (absolute, ``..``) is never looked up.
+    paths = [
+        [
+            sys.intern(canonical_path(posixpath.join(t.save_path, f.name)))
+            if is_relative_path(f.name)
+            else t.save_path.rstrip("/") + "/" + f.name
+            for f in files
+        ]
+        for t, files in listed
+    ]
     where = catalog.inode_keys_at([os.fsencode(p) for ps in paths for p in ps])
     return [
         TorrentFact.listed(
-            t, tuple(FileFact.listed(f, p, where.get(os.fsencode(p))) for f, p in zip(files, ps, strict=True))
+            t,
+            tuple(
+                FileFact.listed(f, p, where.get(os.fsencode(p)) if is_relative_path(f.name) else None)
+                for f, p in zip(files, ps, strict=True)
+            ),
         )
         for (t, files), ps in zip(listed, paths, strict=True)
     ]

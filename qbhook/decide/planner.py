@@ -38,6 +38,7 @@ from dataclasses import replace
 from itertools import pairwise
 
 from qbhook.catalog.identity import group_id
+from qbhook.clients.model import is_relative_path
 from qbhook.config import PolicyConfig
 from qbhook.decide import converge
 from qbhook.decide.facts import (
@@ -339,7 +340,7 @@ def file_blockers(group: list[TorrentFact], snap: Snapshot) -> list[str]:
     out = []
     for t in group:
         for f in t.files:
-            if ".." in f.rel.split("/") or f.rel.startswith("/"):
+            if not is_relative_path(f.rel):
                 out.append(f"{t.name}: unsafe file name {f.rel!r}")
             elif f.inode is None or f.inode not in snap.inodes:
                 out.append(f"{t.name}: missing file {f.path}")

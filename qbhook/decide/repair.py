@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from qbhook.catalog.identity import group_id
+from qbhook.clients.model import is_relative_path
 from qbhook.decide.facts import ContentKey, PoolFact, map_to_pool
 from qbhook.decide.plan import (
     Action,
@@ -141,7 +142,7 @@ def plan_one(facts: RepairFacts, t: MissingTorrent) -> GroupPlan | str:
     files = wanted(t)
     if not files:
         return "every file is skipped (priority 0): nothing to repair"
-    if any(".." in f.rel.split("/") or f.rel.startswith("/") for f in files):
+    if not all(is_relative_path(f.rel) for f in files):
         return "unsafe file name in the torrent"
     options = save_paths(t, facts.pools)
     if not options:

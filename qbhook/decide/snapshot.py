@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterable
 from qbhook.catalog.hashing import HashBudget, Located, ensure_hashes
 from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import skipped_files_known
+from qbhook.clients.model import is_relative_path
 from qbhook.clients.port import BatchListing, ClientPort
 from qbhook.config import Config
 from qbhook.decide import converge
@@ -218,15 +219,25 @@ class SnapshotBuilder:
         """The facts of many torrents: every file of all of them lstat-ed, then the catalog asked
         in one batch (``_inodes_at``), not one query per torrent."""
         listed_all = []
+        unsafe: set[str] = set()  # paths of file names that are not below their save path
         for t in chosen:
             listed = self._listed_files.get((t.instance, t.hash))
             if listed is None:
                 listed = next(c for c in self.clients if c.name == t.instance).files(t.hash)
-            # interned: shared with the inodes' link tuples
-            listed_all.append(
-                (listed, [sys.intern(canonical_path(posixpath.join(t.save_path, f.name))) for f in listed])
-            )
-        keys = iter(self._inodes_at([p for _l, paths in listed_all for p in paths], canonical=True))
+            paths = []
+            for f in listed:
+                if is_relative_path(f.name):
+                    # interned: shared with the inodes' link tuples
+                    paths.append(sys.intern(canonical_path(posixpath.join(t.save_path, f.name))))
+                else:
+                    # Never looked up (posixpath.join would put "/etc/passwd" in place of the save
+                    # path): shown below it, its torrent blocked by ``planner.file_blockers``.
+                    paths.append(t.save_path.rstrip("/") + "/" + f.name)
+                    unsafe.add(paths[-1])
+            listed_all.append((listed, paths))
+        every = [p for _l, paths in listed_all for p in paths]
+        found = iter(self._inodes_at([p for p in every if p not in unsafe] if unsafe else every, canonical=True))
+        keys = iter([None if p in unsafe else next(found) for p in every] if unsafe else found)
         return [self._torrent_fact_of(t, listed, paths, keys) for t, (listed, paths) in zip(chosen, listed_all)]
 
     def _torrent_fact_of(self, t, listed: list, paths: list[str], keys) -> TorrentFact:
@@ -617,7 +628,13 @@ class SnapshotBuilder:
             new_saves = saves.get(t.save_path)
             if new_saves is None:
                 new_saves = saves[t.save_path] = self._mapped_saves(t.save_path, pools)
-            wanted.extend((posixpath.join(new_save, f.rel), f) for new_save in new_saves for f in t.files)
+            # A file name that is not below its save path names no destination: its torrent is blocked.
+            wanted.extend(
+                (posixpath.join(new_save, f.rel), f)
+                for new_save in new_saves
+                for f in t.files
+                if is_relative_path(f.rel)
+            )
         keys = self._inodes_at([dst for dst, _f in wanted])  # lstat each, the catalog asked in one batch
         existing: dict[str, InodeKey | None] = {}
         to_hash: set[int] = set()

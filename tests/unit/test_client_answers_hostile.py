@@ -185,3 +185,36 @@ def test_an_event_job_meeting_an_unreadable_torrent_refuses_in_one_line():
     with pytest.raises(UnreadableRecord) as err:
         handle_job(None, None, [c], job)
     assert "d.left_bytes = None" in str(err.value) and "\n" not in str(err.value)
+
+
+# -- a file name is a path below the save path, or the torrent is blocked --------------------
+
+
+@pytest.mark.parametrize(
+    "rel, ok",
+    [
+        ("Show/e1.mkv", True),
+        ("a..b/c...mkv", True),  # dots inside a name are a name
+        ("..hidden", True),
+        ("/etc/passwd", False),
+        ("Show/../../etc/passwd", False),
+        ("..", False),
+        ("a/..", False),
+        ("", False),
+        ("a\0b", False),
+    ],
+)
+def test_is_relative_path_is_the_one_rule_for_a_torrents_file_names(rel, ok):
+    from qbhook.clients.model import is_relative_path
+
+    assert is_relative_path(rel) is ok
+
+
+def test_the_index_records_no_path_for_a_file_name_that_is_not_below_its_save_path():
+    from types import SimpleNamespace
+
+    from qbhook.catalog.indexer import _file_records
+
+    info = SimpleNamespace(save_path="/stash/seed/tv")  # all _file_records reads of it
+    files = [TorrentFile(0, "/etc/passwd", 5, 1.0, 1), TorrentFile(1, "S/e1.mkv", 5, 1.0, 1)]
+    assert [r.path for r in _file_records(info, files)] == [None, b"/stash/seed/tv/S/e1.mkv"]

@@ -271,6 +271,23 @@ def test_a_dotdot_file_name_blocks_that_torrent_with_its_reason_only(bed):
     assert group(plan, H2).action != "blocked"
 
 
+@pytest.mark.parametrize("where", ["outside", "seeding root"])
+def test_an_absolute_file_name_blocks_that_torrent_and_is_never_looked_at(bed, where):
+    # A client's file list may name "/etc/passwd": posixpath.join put it in place of the save
+    # path, the snapshot lstat-ed that file, and its destination crashed every plan (KeyError).
+    _healthy(bed)
+    target = write((bed.outside if where == "outside" else bed.seed_s / "other") / "secret.bin", b"secret")
+    write(bed.seed_s / "odd/R/x.bin", b"x")
+    torrent(bed, H, bed.seed_s / "odd", [("R/x.bin", 1), (str(target), 6)])
+    snap, plan = plan_of(bed)
+    g = group(plan, H)
+    assert g.action == "blocked" and f"unsafe file name {str(target)!r}" in g.reason
+    (t,) = [t for t in snap.torrents if t.hash == H]
+    assert [f.inode for f in t.files if f.rel == str(target)] == [None]
+    assert os.lstat(target).st_ino not in {ino for _fs, ino in snap.inodes}
+    assert group(plan, H2).action != "blocked"
+
+
 def test_an_event_path_with_a_too_long_name_is_nothing_there(bed):
     _healthy(bed)
     got = torrents_touching(bed.cfg, bed.cat, [], [f"{bed.seed_s}/ok/{LONG}/x.bin"])
