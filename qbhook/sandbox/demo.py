@@ -65,16 +65,47 @@ def _qbhook(cfg: Path, *args: str, check: bool = True, show: bool = False) -> su
     return r
 
 
-# Written first into a new sandbox: `clean` removes only a folder that holds it (or the
-# state.json of a sandbox made before it existed), or an empty one.
+# Written first into a new sandbox: `clean` removes only a folder that holds it, or an empty
+# one. A state.json alone is not enough: any program's folder may hold one.
 MARKER = ".qbhook-demo"
+# What sandbox.zfs names the demo's pools (``_unique_pool_name``): a state.json naming any other
+# pool is not the demo's to destroy.
+_DEMO_ZPOOL = re.compile(r"qbt[0-9a-f]{6}[A-Za-z0-9_-]{1,32}")
 
 
 def is_sandbox(base: Path) -> bool:
     """True when ``base`` may be removed as a demo sandbox: missing, empty, or made by the demo."""
     if not base.is_dir() or base.is_symlink():
         return not os.path.lexists(base)
-    return (base / MARKER).is_file() or (base / "state.json").is_file() or not any(base.iterdir())
+    return (base / MARKER).is_file() or not any(base.iterdir())
+
+
+def _saved_pools(base: Path, state: Path) -> Pools:
+    """The pools a sandbox's state.json names, each checked to be one the demo made below ``base``;
+    anything else is a one-line ``QbhookError`` and nothing is destroyed."""
+
+    def refuse(why: str) -> QbhookError:
+        return QbhookError(
+            f"{state}: {why}: refusing to destroy pools or clear {base}",
+            hint=f"destroy the demo's pools by hand (zpool list | grep ^qbt) and remove {base} yourself",
+        )
+
+    try:
+        data = json.loads(state.read_bytes())
+        base_dir = Path(data["base_dir"])
+        pools = {k: Pool(Path(v["mountpoint"]), v["zpool"], v["kind"]) for k, v in data["pools"].items()}
+        nested = {k: Path(v) for k, v in data.get("nested", {}).items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise refuse(f"not a demo state ({type(e).__name__}: {e})") from None
+    inside = [base_dir, *(p.mountpoint for p in pools.values()), *nested.values()]
+    real = base.resolve()  # as ``run`` wrote them (``is_sandbox`` refused a base that is a symlink)
+    if not all(p.is_absolute() and ".." not in p.parts and real in (p, *p.parents) for p in inside):
+        raise refuse("it names folders outside the sandbox")
+    if any(
+        p.kind == "zfs" and not (isinstance(p.zpool, str) and _DEMO_ZPOOL.fullmatch(p.zpool)) for p in pools.values()
+    ):
+        raise refuse("it names a ZFS pool the demo did not make")
+    return Pools(base_dir=base_dir, pools=pools, nested=nested)
 
 
 def clean(base: Path, say: Say) -> None:
@@ -87,12 +118,7 @@ def clean(base: Path, say: Say) -> None:
         )
     state = base / "state.json"
     if state.exists():
-        data = json.loads(state.read_text())
-        pools = Pools(
-            base_dir=Path(data["base_dir"]),
-            pools={k: Pool(Path(v["mountpoint"]), v["zpool"], v["kind"]) for k, v in data["pools"].items()},
-            nested={k: Path(v) for k, v in data.get("nested", {}).items()},
-        )
+        pools = _saved_pools(base, state)
         try:
             destroy_pools(pools)
         except Exception as e:

@@ -47,13 +47,52 @@ def test_a_sandbox_that_cannot_be_removed_is_a_one_line_error_not_a_traceback(tm
         demo.clean(base, _quiet)
 
 
-@pytest.mark.parametrize("mark", [demo.MARKER, "state.json"])  # state.json: a sandbox from before the marker
-def test_clean_removes_a_sandbox_the_demo_made(tmp_path, mark):
+def test_clean_removes_a_sandbox_the_demo_made(tmp_path):
     base = tmp_path / "sandbox"
     (base / "bed").mkdir(parents=True)
-    (base / mark).write_text(json.dumps({"base_dir": str(base / "bed"), "pools": {}}))
+    (base / demo.MARKER).write_text("")
+    (base / "state.json").write_text(json.dumps({"base_dir": str(base / "bed"), "pools": {}}))
     demo.clean(base, _quiet)
     assert not base.exists()
+
+
+def test_a_state_json_alone_is_not_a_sandbox(tmp_path, monkeypatch):
+    # Any program's folder may hold a state.json: only a KeyError stopped a root rmtree of it.
+    mine = tmp_path / "app"
+    put(mine / "state.json", b'{"app": "other"}')
+    put(mine / "data.db", b"precious")
+    monkeypatch.setattr(demo, "_mounts_below", lambda b: pytest.fail("looked for mounts to unmount"))
+    with pytest.raises(QbhookError, match="is not a demo sandbox"):
+        demo.clean(mine, _quiet)
+    assert (mine / "data.db").read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize(
+    "state, why",
+    [
+        (b"garbage", "not a demo state"),
+        (b'{"app": "other"}', "not a demo state"),
+        (b'{"base_dir": "/", "pools": {}}', "outside the sandbox"),
+        (
+            b'{"base_dir": "BASE/bed", "pools": {"s": {"mountpoint": "/srv", "zpool": null, "kind": "tmpfs"}}}',
+            "outside",
+        ),
+        (
+            b'{"base_dir": "BASE/bed", "pools": {"s": {"mountpoint": "BASE/bed/s", "zpool": "tank", "kind": "zfs"}}}',
+            "a ZFS pool the demo did not make",
+        ),
+        (b'{"base_dir": "BASE/bed", "pools": []}', "not a demo state"),
+    ],
+)
+def test_a_damaged_or_foreign_state_is_one_line_and_destroys_nothing(tmp_path, monkeypatch, state, why):
+    base = tmp_path / "sandbox"
+    put(base / demo.MARKER, b"")
+    put(base / "state.json", state.replace(b"BASE", str(base).encode()))
+    monkeypatch.setattr(demo, "destroy_pools", lambda pools: pytest.fail(f"destroyed {pools}"))
+    monkeypatch.setattr(demo, "_mounts_below", lambda b: pytest.fail("looked for mounts to unmount"))
+    with pytest.raises(QbhookError, match=why) as e:
+        demo.clean(base, _quiet)
+    assert "\n" not in e.value.message and (base / "state.json").exists()
 
 
 def test_clean_removes_an_empty_folder_and_accepts_a_missing_one(tmp_path):
@@ -88,6 +127,7 @@ def test_the_demo_s_lines_reach_the_terminal_through_the_cli_s_escaping(tmp_path
 
     base = tmp_path / "sandbox"
     base.mkdir()
+    (base / demo.MARKER).write_text("")
     (base / "state.json").write_text(json.dumps({"base_dir": str(base / "bed"), "pools": {}}))
 
     def destroy(_pools):
