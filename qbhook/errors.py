@@ -151,6 +151,13 @@ class UnknownTorrent(QbtError):
     exit_code = ExitCode.BAD_INPUT
 
 
+class UnknownGroup(QbhookError):
+    """No payload group, or more than one, has the id (or the start of it) a person named with
+    ``plan``/``apply --group``: bad input (exit 2), never an empty plan that exits 0."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
 class UnknownRun(QbhookError, KeyError):
     """The journal has no run with the id a person named (``resume --run``, ``history --run``):
     bad input (exit 2). Also a KeyError, what a lookup by id raises.

@@ -55,8 +55,6 @@ def plan(app: App, hashes, group_ids, scan, steps, save_to):
         progress=app.progress(),
     )
     snap, p = run.snapshot, run.plan
-    if group_ids:
-        p = only_groups(p, group_ids)
     note = catalog_note(app, run.catalog_use)
     saved = _save(app, snap, p, save_to) if save_to else None
     app.emit({**p.to_dict(), **note, **({"plan_id": saved} if saved else {})}, lambda d: _print_plan(p, steps))
@@ -65,14 +63,6 @@ def plan(app: App, hashes, group_ids, scan, steps, save_to):
             f"plan {saved[:12]} saved to {save_to}; apply it with: qbhook apply --plan {save_to} --yes", err=app.as_json
         )
     sys.exit(ExitCode.ACTIONABLE if p.actionable else ExitCode.OK)
-
-
-def only_groups(p, group_ids):
-    """The plan restricted to the named groups (exact ids, as ``plan`` prints them)."""
-    from qbhook.decide.plan import Plan
-
-    wanted = {g.strip().lower() for g in group_ids}
-    return Plan(groups=[g for g in p.groups if g.group_id in wanted], created_at=p.created_at)
 
 
 def _save(app: App, snap, p, path) -> str:

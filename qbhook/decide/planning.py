@@ -22,7 +22,7 @@ from qbhook.clients.port import ClientPort
 from qbhook.config import Config
 from qbhook.decide.facts import Snapshot
 from qbhook.decide.plan import Plan
-from qbhook.errors import QbtError
+from qbhook.errors import QbtError, UnknownGroup
 from qbhook.progress import Progress
 
 
@@ -122,11 +122,32 @@ def hashes_of_groups(catalog: Catalog, clients: Iterable[ClientPort], group_ids)
     out: list[str] = []
     for gid in group_ids:
         g = gid.strip().lower()
-        found = [k[1] for k, v in groups.items() if v == g] or [k[1] for k, v in recorded.items() if v == g]
-        if not found:
-            return None
-        out += found
+        for known in (groups, recorded):
+            ids = {v for v in known.values() if v and v.startswith(g)}
+            if len(ids) == 1:
+                out += [k[1] for k, v in known.items() if v in ids]
+                break
+        else:
+            return None  # unknown to the index, or ambiguous: ``pick_groups`` says which
     return sorted(set(out))
+
+
+def pick_groups(plan: Plan, group_ids: Iterable[str], hashes: Iterable[str] = ()) -> Plan:
+    """``plan`` restricted to the groups named by id or by the start of one (``torrents`` prints
+    12 characters of it), and to those holding a torrent of ``hashes``. A name no group of the
+    plan has, or that begins two of them, is ``UnknownGroup``."""
+    keep = {g.group_id for g in plan.groups if {h.lower() for h in hashes}.intersection(g.torrents)}
+    for gid in group_ids:
+        g = gid.strip().lower()
+        ids = {p.group_id for p in plan.groups if p.group_id == g} or {
+            p.group_id for p in plan.groups if g and p.group_id.startswith(g)
+        }
+        if not ids:
+            raise UnknownGroup(f"no payload group {gid!r}: `qbhook torrents` lists each torrent's group")
+        if len(ids) > 1:
+            raise UnknownGroup(f"{gid!r} begins the ids of {len(ids)} payload groups: give more of it")
+        keep |= ids
+    return Plan(groups=[g for g in plan.groups if g.group_id in keep], created_at=plan.created_at)
 
 
 def plan_run(
@@ -171,14 +192,18 @@ def plan_groups(
     every group), ``scan`` as ``ready_catalog`` takes it.
 
     Only the named groups' files are stat-ed; a group the torrent index does not know makes
-    it a plan of everything (``hashes_of_groups``).
+    it a plan of everything (``hashes_of_groups``). With ``group_ids``, the plan holds only
+    the named groups and those of ``hashes`` (``pick_groups``).
     """
-    targets: list[str] | None = list(hashes)
+    hashes = list(hashes)
+    targets: list[str] | None = hashes
     group_ids = list(group_ids)
     if group_ids:
         found = hashes_of_groups(catalog, clients, group_ids)
         targets = None if found is None else targets + found
     snap, plan, use = plan_run(cfg, catalog, clients, hashes=targets or None, scan=scan, progress=progress)
+    if group_ids:
+        plan = pick_groups(plan, group_ids, hashes)
     return PlanRun(snap, plan, use)
 
 

@@ -66,9 +66,8 @@ def apply_planned(
         run = plan_groups(cfg, catalog, clients, hashes=hashes, group_ids=group_ids, scan=scan, progress=progress)
         return run, run.plan
 
-    return run_apply(
-        cfg, catalog, clients, executor, source, dry_run=dry_run, trigger="cli", group_ids=list(group_ids) or None
-    )
+    # The plan holds only the asked groups (``pick_groups``: ids as given, or their start).
+    return run_apply(cfg, catalog, clients, executor, source, dry_run=dry_run, trigger="cli")
 
 
 def apply_converged(cfg, catalog, clients, executor, *, scan=None, dry_run: bool, progress=None) -> Applied:

@@ -110,6 +110,14 @@ def test_plan_and_apply_for_a_few_groups_never_walk_the_pools(bed, monkeypatch):
     assert calls.scandir == 0 and calls.lstat < 100 and out["catalog"]["source"] == "catalog"
     assert out["dry_run"] and [g["group_id"] for g in out["groups"]] in ([gid], [])
 
+    # by the 12 characters `torrents` prints, any case: the same group; a name of no group is
+    # bad input (exit 2), never an empty plan that exits 0
+    data, _err = _plan(bed, "--group", gid[:12].upper())
+    assert [g["group_id"] for g in data["groups"]] == [gid]
+    for cmd in ("plan", "apply"):
+        r = bed.run(cmd, "--group", "0" * 12 if not gid.startswith("0" * 12) else "f" * 12)
+        assert r.exit_code == 2 and "no payload group" in r.output and "Traceback" not in r.output, r.output
+
     # everything, with a full scan younger than scan.max_age: the catalog, no walk
     calls.reset()
     data, _err = _plan(bed)
