@@ -2524,11 +2524,14 @@ def _prune_below(d: Dir, removed: list[str], depth: int = PRUNE_MAX_DEPTH) -> No
             removed.append(d.show(name))
 
 
-def prune_empty_dirs(root, stop_at, *, roots) -> list[str]:
+def prune_empty_dirs(root, stop_at, *, roots, below: bool = True) -> list[str]:
     """Remove empty folders at and below ``root``, then empty parents up to (never including) ``stop_at``.
 
     Only folders: rmdir fails on anything non-empty, so no file can go. Every folder is
     reached through verified descriptors below one of ``roots``; symlinks are never followed.
+    ``below`` False: only ``root`` and its parents, for a caller that emptied ``root`` of one
+    file and knows nothing of the folders beside it (a category folder qBittorrent will write
+    into, the mount point of a nested dataset not mounted now).
     """
     root_s, stop_s = os.fsdecode(_p(root)).rstrip("/"), os.fsdecode(_p(stop_at)).rstrip("/")
     try:
@@ -2546,7 +2549,7 @@ def prune_empty_dirs(root, stop_at, *, roots) -> list[str]:
                 opened.append(opened[-1].sub(n))
             except (FileNotFoundError, NotADirectoryError):
                 break
-        if len(opened) == len(parts) + 1:
+        if below and len(opened) == len(parts) + 1:
             _prune_below(opened[-1], removed)
         for k in range(len(opened) - 1, len(sparts), -1):
             if not _rmdir_quiet(opened[k - 1], parts[k - 1]):

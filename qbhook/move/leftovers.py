@@ -158,7 +158,8 @@ def _remove_one(cfg, catalog, path: str, v: dict) -> dict:
         root = next((r for r in seeding if is_within(os.path.dirname(path), r)), None)  # strictly below r
         if root is not None:
             try:
-                fsops.prune_empty_dirs(os.path.dirname(path), root, roots=seeding)
+                # Upwards only: the empty folders beside the view are not the rolled-back group's.
+                fsops.prune_empty_dirs(os.path.dirname(path), root, roots=seeding, below=False)
             except (UnsafeOperation, OSError):
                 pass
     return res

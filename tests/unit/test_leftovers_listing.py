@@ -113,6 +113,20 @@ def test_a_seeding_root_missing_its_pool_not_mounted_keeps_the_view_never_calls_
     assert res["status"] == "removed" and not os.path.exists(real.view)
 
 
+def test_removing_a_view_prunes_its_emptied_folders_upwards_only(real):
+    # Review finding: the prune also removed every empty folder below the view's folder: a
+    # category folder qBittorrent writes into, the mount point of a dataset not mounted now.
+    beside = real.seed / "tv/Season 2"
+    beside.mkdir()
+    (res,) = leftovers.remove_leftover_views(real.cfg, real.cat, [])
+    assert res["status"] == "removed" and not os.path.exists(real.view)
+    assert beside.is_dir()  # not the rolled-back group's
+    os.rmdir(beside)
+    os.link(real.recorded["keep"], real.view)
+    (res,) = leftovers.remove_leftover_views(real.cfg, real.cat, [])
+    assert res["status"] == "removed" and not (real.seed / "tv").exists()  # emptied by the view: gone
+
+
 def test_a_view_that_is_no_longer_the_one_qbhook_made_is_released(real):
     os.unlink(real.view)
     write(real.view, b"new")  # another inode at its name: not qbhook's any more
