@@ -80,7 +80,7 @@ from qbhook.errors import (
     VerificationFailed,
 )
 from qbhook.forked import Forked, may_fork
-from qbhook.move import fsops
+from qbhook.move import fsops, orphans
 from qbhook.move.journal import Journal, RunRow, StepRow, sharers_of
 from qbhook.move.locks import converge_lock, executor_lock, group_lock
 from qbhook.paths import is_within
@@ -584,6 +584,11 @@ class Executor:
             out = []
             for r in runs:
                 if not self._orphaned(r, explicit=run_id is not None):
+                    continue
+                if r.trigger == orphans.QUARANTINE_TRIGGER:
+                    # Its steps are no plan's: holding its orphans is orphans.py's to finish.
+                    res = orphans.finish_quarantine(self.cfg, self.journal, r.id)
+                    out.append(RunSummary(r.id, status=RunStatus.FAILED if res.failed else RunStatus.DONE))
                     continue
                 self.journal.adopt_run(r.id)
                 rows = {row.seq: row for row in self.journal.steps(r.id)}

@@ -43,6 +43,7 @@ instead of "unknown". A refused run records nothing: its figures are the ones no
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import stat as stat_mod
@@ -62,6 +63,9 @@ if TYPE_CHECKING:
     from qbhook.move.fsops import HeldLink
 
 REFERENCED, PROTECTED, YOUNG, RECLAIMABLE, LIBRARY = "referenced", "protected", "young", "reclaimable", "library"
+QUARANTINE_TRIGGER = "orphans"  # the journal's trigger of a quarantine run (``finish_quarantine``)
+
+_log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- facts
@@ -613,6 +617,9 @@ def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float 
 
     with executor_lock(cfg, lock_wait):
         journal = Journal(catalog.conn)
+        for r in journal.unfinished_runs():
+            if r.trigger == QUARANTINE_TRIGGER:  # an earlier quarantine that died: ours to finish
+                finish_quarantine(cfg, journal, r.id)
         unfinished = [r.id for r in journal.unfinished_runs()]
         if unfinished:
             # A crashed run's view files are unreferenced until its resume relocates onto them.
@@ -624,27 +631,17 @@ def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float 
         todo = [o for o in report.orphans if o.kind == RECLAIMABLE]
         if not todo:
             return QuarantineResult(None)
-        run = journal.start_run(Plan(groups=[]).to_dict(), "orphans")
+        run = journal.start_run(Plan(groups=[]).to_dict(), QUARANTINE_TRIGGER)
         res = QuarantineResult(run)
         roots = cfg.anchored_seeding_roots
-        links = defaultdict(int)
-        for o in todo:
-            links[(o.dev, o.ino)] += 1
         for seq, o in enumerate(todo):
-            args = {"path": o.path, "ino": o.ino, "size": o.size, "orphan": True}
+            # Everything the act re-checks, so that a run that died here is finished as decided.
+            args = {
+                "path": o.path, "ino": o.ino, "size": o.size, "orphan": True,
+                "mtime_ns": o.mtime_ns, "max_nlink": o.nlink, "frees": o.frees,
+            }  # fmt: skip
             sid = journal.intend_record(run, seq, "orphans", Delete.kind, args)
-            try:
-                out = fsops.hold_unreferenced(
-                    o.path, ino=o.ino, size=o.size, max_nlink=o.nlink, mtime_ns=o.mtime_ns, roots=roots, run=run
-                )
-            except (UnsafeOperation, OSError) as e:
-                journal.failed(sid, str(e))
-                res.failed[o.path] = str(e)
-                continue
-            journal.done(sid, out)
-            if out["status"] == "held":
-                res.held.append(o.path)
-                res.bytes_held += o.frees
+            _hold_one(journal, sid, args, roots, run, res)
         # Folders the quarantine emptied go (rmdir only: anything left in them stays).
         for item in report.items:
             if item.kind == RECLAIMABLE and item.folder:
@@ -660,6 +657,70 @@ def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float 
             {"orphans_held": len(res.held), "orphans_failed": len(res.failed), "bytes_held": res.bytes_held},
         )
         return res
+
+
+def _hold_one(journal, sid: int, args: dict, roots, run: int, res: QuarantineResult) -> None:
+    """The journaled step ``sid`` done: its orphan moved into holding (``fsops.hold_unreferenced``,
+    every check of the decision again), the step closed with the outcome, ``res`` counting it."""
+    from qbhook.move import fsops
+
+    path = args["path"]
+    try:
+        out = fsops.hold_unreferenced(
+            path,
+            ino=args["ino"],
+            size=args["size"],
+            max_nlink=args["max_nlink"],
+            mtime_ns=args["mtime_ns"],
+            roots=roots,
+            run=run,
+        )
+    except (UnsafeOperation, OSError) as e:
+        journal.failed(sid, str(e))
+        res.failed[path] = str(e)
+        return
+    journal.done(sid, out)
+    if out["status"] == "held":
+        res.held.append(path)
+        res.bytes_held += int(args.get("frees", 0))
+
+
+def finish_quarantine(cfg, journal, run: int) -> QuarantineResult:
+    """A quarantine run that died (a crash, a power cut, Ctrl-C) finished: each step journaled but
+    not closed is done again with the facts it was decided on. Its file may be in holding already
+    (``hold_unreferenced`` then says ``held``, found where this run holds it), still in place (held
+    now, if nothing changed), or changed (refused). Left open, the step's held file was listed
+    by nothing and never purged, and the run stopped every later quarantine. A step journaled
+    by an older qbhook (without those facts) is closed failed, its file never touched.
+    Called under the executor lock: no other process acts for this run."""
+    from qbhook.decide.plan import StepStatus
+
+    journal.adopt_run(run)
+    res = QuarantineResult(run)
+    for row in journal.steps(run):
+        if row.status != StepStatus.INTENDED:
+            continue
+        a = row.args
+        if not all(isinstance(a.get(k), int) for k in ("ino", "size", "mtime_ns", "max_nlink")):
+            journal.failed(row.id, "interrupted before it finished; journaled without its facts: not retried")
+            res.failed[str(a.get("path"))] = "interrupted"
+            continue
+        _hold_one(journal, row.id, a, cfg.anchored_seeding_roots, run, res)
+    done = [r for r in journal.steps(run) if r.status == StepStatus.DONE and (r.result or {}).get("status") == "held"]
+    failed = [r for r in journal.steps(run) if r.status == StepStatus.FAILED]
+    _log.warning(
+        "quarantine run %d had not finished: %d step(s) done again, %d held in all, %d failed",
+        run,
+        len(res.held) + len(res.failed),
+        len(done),
+        len(failed),
+    )
+    journal.finish_run(
+        run,
+        "failed" if failed else "done",
+        {"orphans_held": len(done), "orphans_failed": len(failed), "resumed": True},
+    )
+    return res
 
 
 @dataclass(frozen=True)

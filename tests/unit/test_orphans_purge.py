@@ -211,3 +211,53 @@ def test_executor_purge_with_the_client_unreachable_keeps_orphans_and_purges_the
     assert not any(os.path.lexists(h.path) for h in demoted)
     assert any("refusing to purge quarantined orphans" in r.getMessage() for r in caplog.records)
     assert notified == []  # a refusal is postponed to the next purge, not a kept copy
+
+
+# --------------------------------------------------------------------------- a quarantine that died
+
+
+class _Died(BaseException):
+    """The process dying between two lines (a SIGKILL, a power cut): nothing after it runs."""
+
+
+def _dies_once(monkeypatch, owner, name):
+    real = getattr(owner, name)
+    calls = []
+
+    def once(*a, **k):
+        if not calls:
+            calls.append(1)
+            raise _Died
+        return real(*a, **k)
+
+    monkeypatch.setattr(owner, name, once)
+
+
+@pytest.mark.parametrize("when", ["after the hold", "before the hold"])
+@pytest.mark.parametrize("finisher", ["the next quarantine", "resume"])
+def test_a_quarantine_that_died_is_finished_and_its_held_file_tracked(world, monkeypatch, when, finisher):
+    """Review finding: died after moving a file into holding but before closing its step, the run
+    stayed open: resume replayed its empty plan and closed it, and the held file was listed by
+    nothing and never purged. Now the step is done again with the facts it was decided on."""
+    from qbhook.decide.plan import RunStatus
+    from qbhook.move import fsops
+    from qbhook.move.journal import Journal
+
+    w = world
+    path = write(os.path.join(w.seed_s, "old/Gone.2019/gone.mkv"), b"orphaned bytes" * 100)
+    if when == "after the hold":
+        _dies_once(monkeypatch, Journal, "done")
+    else:
+        _dies_once(monkeypatch, fsops, "hold_unreferenced")
+    with pytest.raises(_Died):
+        orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    (run,) = w.journal.unfinished_runs()
+    assert os.path.exists(path) == (when == "before the hold")
+    if finisher == "resume":
+        (summary,) = w.executor().resume()
+        assert summary.run_id == run.id and summary.status == RunStatus.DONE
+    else:
+        assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).run_id is None  # nothing left to hold
+    assert w.journal.unfinished_runs() == [] and w.journal.run(run.id).status == RunStatus.DONE
+    (h,) = [h for h in w.journal.held_links() if h.orphan]
+    assert h.origin == path and os.path.exists(h.path) and not os.path.exists(path)  # what the purge lists
