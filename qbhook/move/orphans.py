@@ -268,8 +268,9 @@ def _items(walk: Walk, status: dict[str, str], orphans: list[Orphan]) -> list[It
     for e in walk.entries:
         for d in _dirs_below_root(e.path, e.root):
             marks[d].add(status[e.path])
+    roots = _deepest_first({e.root for e in walk.entries})  # a few: one lookup per skipped path
     for s in walk.skipped:
-        for d in _dirs_below_root(s, _root_of(s, walk)):
+        for d in _dirs_below_root(s, _root_of(s, roots)):
             marks[d].add("skipped")
     grouped: dict[str, list[Orphan]] = defaultdict(list)
     for o in orphans:
@@ -303,9 +304,15 @@ def _dirs_below_root(path: str, root: str | None):
         d = posixpath.dirname(d)
 
 
-def _root_of(path: str, walk: Walk) -> str | None:
-    # strictly below: its folder is within the root
-    return next((e.root for e in walk.entries if is_within(posixpath.dirname(path), e.root)), None)
+def _deepest_first(roots) -> list[str]:
+    return sorted(map(str, roots), key=len, reverse=True)
+
+
+def _root_of(path: str, roots: list[str]) -> str | None:
+    """The root (of ``roots``, deepest first) ``path`` lies strictly below. It once scanned every
+    walked entry for each skipped path: 100,000 files and 20,000 symlinks (cross-seed's link
+    mode) were 2x10^9 comparisons."""
+    return next((r for r in roots if is_within(posixpath.dirname(path), r)), None)
 
 
 LOOK = "look for orphans"  # what a refusal refuses: the listing and the quarantine...
@@ -643,9 +650,13 @@ def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float 
             sid = journal.intend_record(run, seq, "orphans", Delete.kind, args)
             _hold_one(journal, sid, args, roots, run, res)
         # Folders the quarantine emptied go (rmdir only: anything left in them stays).
+        seeds = _deepest_first(r.path for r in roots)
         for item in report.items:
             if item.kind == RECLAIMABLE and item.folder:
-                root = next(o.root for o in todo if is_within(posixpath.dirname(o.path), item.path))
+                # Its seeding root, of the few configured (not of every orphan, once per folder).
+                root = next((r for r in seeds if is_within(item.path, r)), None)
+                if root is None:
+                    continue
                 try:
                     res.folders_removed += fsops.prune_empty_dirs(item.path, root, roots=roots)
                 except (UnsafeOperation, OSError):
