@@ -13,7 +13,7 @@ import click
 
 from qbhook.catalog.db import check_tables, reading
 from qbhook.cli.app import COUNT, PORT, ROW_ID, TEXT, App, echo_shown, main, pass_app, wait_option, when
-from qbhook.errors import RETRY_LOG, ExitCode
+from qbhook.errors import RETRY_LOG, ConfigError, ExitCode
 from qbhook.units import human_bytes as _human_bytes
 
 if TYPE_CHECKING:
@@ -291,6 +291,12 @@ def setup_qbittorrent(app: App, mode, hook_path, qbhook_path, instance, yes):
         if change and yes:
             client.set_preferences(change)
         out.append({"instance": client.name, "current": current, "change": change, "applied": bool(change and yes)})
+    if not out:  # as `setup rtorrent`: a name of no instance is a mistake, not "nothing to change"
+        raise ConfigError(
+            "qbittorrent",
+            "no qBittorrent configured" + (f" named {instance!r}" if instance else ""),
+            hint="`qbhook config check` lists the configured clients",
+        )
 
     def human(rows):
         for r in rows:
@@ -329,7 +335,6 @@ def setup_rtorrent(app: App, hook_path, instance):
     """
     from qbhook.clients.registry import client_type
     from qbhook.clients.rtorrent import event_rc_lines
-    from qbhook.errors import ConfigError
 
     out = []
     for client in app.clients:

@@ -175,9 +175,19 @@ def test_setup_rtorrent_prints_the_rc_lines_and_setup_qbittorrent_skips_rtorrent
     assert lines[2].startswith("method.set_key = event.download.finished,qbhook_finished,")
     r = CliRunner().invoke(main, ["--config", cfg, "setup", "rtorrent", "--hook-path", "/hooks/x y.sh"])
     assert r.exit_code == 5 and "cannot carry safely" in r.stderr and "Traceback" not in r.output
-    # an rTorrent has no qBittorrent preferences: skipped, not a traceback
+    # an rTorrent has no qBittorrent preferences: skipped, not a traceback; with no qBittorrent
+    # left to set up, a one-line error as `setup rtorrent` gives (it exited 0, changing nothing)
     r = CliRunner().invoke(main, ["--config", cfg, "--json", "setup", "qbittorrent"])
-    assert r.exit_code == 0 and r.stdout.strip() == "[]", r.output
+    assert r.exit_code == 78 and "Traceback" not in r.output, r.output
+    assert r.stderr.splitlines()[0] == "qbhook: config: qbittorrent: no qBittorrent configured"
+
+
+def test_setup_qbittorrent_with_a_name_of_no_instance_is_an_error_asking_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("QBT_PW", "x")
+    cfg = str(_write(tmp_path, BASE))  # its qBittorrent's url answers nothing: it must not be asked
+    r = CliRunner().invoke(main, ["--config", cfg, "setup", "qbittorrent", "--instance", "nosuch", "--yes"])
+    assert r.exit_code == 78 and "Traceback" not in r.output, r.output
+    assert r.stderr.splitlines()[0] == "qbhook: config: qbittorrent: no qBittorrent configured named 'nosuch'"
 
 
 def test_an_unreachable_rtorrent_is_exit_4_naming_the_instance(tmp_path):
