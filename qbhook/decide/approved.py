@@ -248,7 +248,10 @@ def same_pools(saved, pools: dict[str, list[str]]) -> bool:
 def _pools_text(pools) -> str:
     if not isinstance(pools, dict):
         return "unknown"
-    return ", ".join(f"{k}: {v if isinstance(v, str) else ' + '.join(map(str, v))}" for k, v in sorted(pools.items()))
+    def roots(v) -> str:
+        return v if isinstance(v, str) else " + ".join(map(str, v)) if isinstance(v, list) else repr(v)
+
+    return ", ".join(f"{k}: {roots(v)}" for k, v in sorted(pools.items(), key=lambda kv: str(kv[0])))
 
 
 # ------------------------------------------------------------------ re-validation

@@ -910,11 +910,24 @@ class GroupPlan:
 
     @classmethod
     def from_dict(cls, d: dict) -> GroupPlan:
+        """A group as ``to_dict`` wrote it. A saved plan is input (its plan id is a plain digest
+        anyone can recompute after an edit): every field is checked for its type here, and
+        ValueError names the first that is not, never a TypeError deep in what reads it later."""
         d = dict(d)
         d["action"] = Action(d["action"])
         for name in ("bytes_to_copy", "bytes_freed", "payload_bytes"):
             if name in d:
                 d[name] = _int(d[name], name)
+        for name in ("group_id", "reason"):
+            if not isinstance(d.get(name), str):
+                raise ValueError(f"{name} is not text: {d.get(name)!r}"[:200])
+        for name in ("source_pool", "target_pool"):
+            if d.get(name) is not None and not isinstance(d[name], str):
+                raise ValueError(f"{name} is not text: {d[name]!r}"[:200])
+        for name in ("torrents", "names", "external_links", "blockers"):
+            v = d.get(name, [])
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise ValueError(f"{name} is not a list of text: {v!r}"[:200])
         d["steps"] = [step_from_json(s) for s in d.get("steps", [])]
         return cls(**d)
 

@@ -211,6 +211,13 @@ def _copy_args(doc) -> dict:
         (lambda d: _copy_args(d).update(size=True), "size"),
         (lambda d: d["groups"][0].update(bytes_to_copy=1e999), "bytes_to_copy"),
         (lambda d: d["groups"][0].update(bytes_freed="lots"), "bytes_freed"),
+        # each was a TypeError traceback past the parse (a CLI bad-input hunt)
+        (lambda d: d["groups"][0].update(torrents=5), "torrents is not a list of text"),
+        (lambda d: d["groups"][0].update(torrents=[["x"]]), "torrents is not a list of text"),
+        (lambda d: d["groups"][0].update(group_id=None), "group_id is not text"),
+        (lambda d: d["groups"][0].update(names="abc"), "names is not a list of text"),
+        (lambda d: d["groups"][0].update(target_pool=7), "target_pool is not text"),
+        (lambda d: d.update(pools={"stash": 5, "pool": 5}), "other pools (pool: 5, stash: 5)"),
     ],
 )
 def test_cli_apply_plan_with_a_crafted_number_is_one_line_exit_65(tmp_path, edit, code_match):
