@@ -489,6 +489,24 @@ def flag(value: Any, key: str) -> bool:
     return value
 
 
+def http_url(value: Any, key: str) -> str:
+    """An http(s) URL with a host and, if given, a port in range: "http://", a port of 99999 or a
+    space in the host were taken, then retried and reported as "cannot reach qBittorrent"."""
+    from urllib.parse import urlsplit  # here: only a client's URL needs it
+
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ConfigError(key, f"must be an http(s) URL (got {_got(value)})")
+    url = text(value, key)
+    parts = urlsplit(url)
+    if not parts.hostname or any(c.isspace() or ord(c) < 32 for c in url):
+        raise ConfigError(key, f"must be an http(s) URL with a host and no spaces (got {_got(url)})")
+    try:
+        parts.port  # noqa: B018  (raises for a port out of range or not a number)
+    except ValueError:
+        raise ConfigError(key, f"has no valid port: 1 to 65535 (got {_got(url)})") from None
+    return url
+
+
 def text(value: Any, key: str) -> str:
     """A non-empty string (a bare YAML number is taken as its text: tag 2024)."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
@@ -739,9 +757,7 @@ def _parse_qbittorrent(raw: Any, env: dict, base_dir: Path | None) -> tuple[QbtC
         if name in names:
             raise ConfigError(f"{key}.name", f"duplicate instance name {name!r}")
         names.add(name)
-        url = _required(spec, "url", key)
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ConfigError(f"{key}.url", f"must be an http(s) URL (got {_got(url)})")
+        url = http_url(_required(spec, "url", key), f"{key}.url")
         password, pw_env, pw_file = _secret(spec, "password", env, base_dir, key)
         out.append(
             QbtConfig(
@@ -907,6 +923,9 @@ def _secret(spec: dict, name: str, env: dict, base_dir: Path | None, key: str, a
     value = None
     if env_name:
         value = env.get(env_name)
+        if value is not None and ("\0" in value or not _encodes(value)):
+            # Never shown: it is a secret. Taken, it failed every request as "cannot reach".
+            raise ConfigError(f"{key}.{name}_env", f"environment variable {env_name} is not valid UTF-8 text")
         if value is None and not file_name and inline is None:
             raise ConfigError(
                 f"{key}.{name}_env",
@@ -922,6 +941,14 @@ def _secret(spec: dict, name: str, env: dict, base_dir: Path | None, key: str, a
     if value is None and inline is not None:
         value = inline
     return value, env_name, (Path(file_name) if file_name else None)
+
+
+def _encodes(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:  # os.environ's surrogate escapes of non-UTF-8 bytes
+        return False
+    return True
 
 
 _MAX_CONFIG_BYTES = 1024 * 1024  # a commented config is a few KiB; more is not one

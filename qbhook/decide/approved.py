@@ -248,6 +248,7 @@ def same_pools(saved, pools: dict[str, list[str]]) -> bool:
 def _pools_text(pools) -> str:
     if not isinstance(pools, dict):
         return "unknown"
+
     def roots(v) -> str:
         return v if isinstance(v, str) else " + ".join(map(str, v)) if isinstance(v, list) else repr(v)
 

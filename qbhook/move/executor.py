@@ -122,6 +122,9 @@ def _env_crash_hook() -> Hook | None:
     if not spec:
         return None
     seq_s, _sep, point = spec.partition(":")
+    if not seq_s.isdigit():
+        # A test's own variable, mistyped: say so in one line rather than fail every apply.
+        raise QbhookError(f"{CRASH_ENV}={spec!r}: want <step number>[:<point>] (a test hook; unset it)")
     want_seq, want_point = int(seq_s), point or "after_intend"
 
     def hook(p: str, _gid: str, seq: int, _step: Step) -> None:

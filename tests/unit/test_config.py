@@ -74,6 +74,11 @@ def test_secrets_masked_in_describe():
         ),
         (lambda d: d.update(catalog="relative.sqlite"), "catalog", "absolute"),
         (lambda d: d["qbittorrent"].update(url="ftp://x"), "qbittorrent.url", "http"),
+        # each was taken, then retried 4 times and reported as "cannot reach qBittorrent" (exit 4)
+        (lambda d: d["qbittorrent"].update(url="http://"), "qbittorrent.url", "with a host"),
+        (lambda d: d["qbittorrent"].update(url="http://exa mple:8080"), "qbittorrent.url", "no spaces"),
+        (lambda d: d["qbittorrent"].update(url="http://127.0.0.1:99999"), "qbittorrent.url", "no valid port"),
+        (lambda d: d["qbittorrent"].update(url="http://127.0.0.1:x"), "qbittorrent.url", "no valid port"),
         (lambda d: d["qbittorrent"].update(password_env="NOPE"), "qbittorrent.password_env", "not set"),
         (lambda d: d.update(policy={"auto_apply": "yes"}), "policy.auto_apply", "true or false"),
         (lambda d: d.update(policy={"frobnicate": 1}), "policy.frobnicate", "not a known setting"),
@@ -95,6 +100,16 @@ def test_errors_name_the_key(mutate, key, words):
     with pytest.raises(ConfigError) as ei:
         parse_config(d, env={"QBHOOK_QBT_PASSWORD": "x"})
     assert key in str(ei.value) and words in str(ei.value)
+
+
+def test_a_password_env_that_is_not_utf8_is_a_config_error_that_never_shows_it():
+    with pytest.raises(ConfigError) as ei:
+        parse_config(BASE, env={"QBHOOK_QBT_PASSWORD": "s3\udcffcret"})  # os.environ's spelling of b"\xff"
+    assert str(ei.value) == (
+        "config: qbittorrent.password_env: environment variable QBHOOK_QBT_PASSWORD is not valid UTF-8 text"
+    )
+    assert "s3" not in str(ei.value)
+    assert cfg().qbittorrent[0].url == "http://127.0.0.1:8080"  # a good one is taken as it is
 
 
 def test_several_qbittorrent_instances_and_password_file(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 from qbhook.catalog.store import Catalog
 from qbhook.clients.model import TorrentFile, TorrentInfo
 from qbhook.decide.plan import GroupPlan, Plan, Step
-from qbhook.errors import LockBusy, QbtError, UnknownTorrent, UnsafeOperation
+from qbhook.errors import LockBusy, QbhookError, QbtError, UnknownTorrent, UnsafeOperation
 from qbhook.move.executor import Executor, build_executor
 from qbhook.move.journal import Journal
 from qbhook.move.locks import executor_lock, group_lock
@@ -1101,3 +1101,14 @@ def test_cli_apply_removes_leftover_views_first_only_when_it_may_change_things(w
     assert r.exit_code == 0 and calls == [], r.output  # a dry run removes nothing
     r = CliRunner().invoke(main, ["--config", cfg, *args, "--yes"])
     assert r.exit_code == 0 and calls == ["leftovers"], r.output
+
+
+@pytest.mark.parametrize("spec", ["x", ":mid_act", "-1", "3x:after_intend"])
+def test_a_mistyped_test_crash_variable_is_one_line_not_a_traceback(monkeypatch, spec):
+    from qbhook.move import executor as executor_mod
+
+    monkeypatch.setenv(executor_mod.CRASH_ENV, spec)
+    with pytest.raises(QbhookError, match="QBHOOK_TEST_CRASH_AT=.*want <step number>"):
+        executor_mod._env_crash_hook()
+    monkeypatch.setenv(executor_mod.CRASH_ENV, "3:mid_act")
+    assert callable(executor_mod._env_crash_hook())
