@@ -553,6 +553,8 @@ def report(cfg: Config, catalog) -> dict:
             pools[p.name] = {"path": str(p.path), "role": p.role, "error": why, **hashed[p.name]}
     server = server_health(cfg.server)
     problems = [f"group {gid} stopped: {reason}" for gid, reason in view_changed]
+    # A pool that cannot be read (not mounted, swapped): nothing it holds can be planned or moved.
+    problems += [f"pool {name} ({v['path']}): {v['error']}" for name, v in pools.items() if "error" in v]
     problems += [
         f"leftover view kept, maybe the last copy of its content: {w['reason']} "
         "(remove or move it yourself once you know)"

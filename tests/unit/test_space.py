@@ -60,10 +60,14 @@ def test_status_shows_the_error_of_a_pool_it_cannot_read(unreadable):
     assert (bad.size, bad.free, bad.error) == (None, None, f"{cfg.cold.path}: {os.strerror(errno.EIO)}")
     cat = Catalog.open(cfg.catalog)
     try:
-        pools = status.report(cfg, cat)["pools"]
+        data = status.report(cfg, cat)
     finally:
         cat.close()
+    pools = data["pools"]
     assert pools[cfg.cold.name]["error"] == os.strerror(errno.EIO) and "size" not in pools[cfg.cold.name]
+    # a problem (exit 1), not only a line: status exited 0 with a pool it could not read
+    assert not data["healthy"]
+    assert data["problems"] == [f"pool {cfg.cold.name} ({cfg.cold.path}): {os.strerror(errno.EIO)}"]
     good = pools[cfg.primary.name]  # free space moves with other writers: its size does not
     assert good["size"] == space_of(cfg.primary.path).size and good["free"] > 0 and "error" not in good
 
