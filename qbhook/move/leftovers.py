@@ -71,10 +71,21 @@ def remove_leftover_views(cfg, catalog, clients: Iterable[ClientPort]) -> list[d
             _log.warning("leftover views kept for now: %s", e.message)
             return out
         # Newest first: links onto a copy go before the copy, which then has its one link left.
+        kept: set[tuple[str | None, int]] = set()  # (pool, inode) of views kept for another run
         for sid, v in reversed(views):
             path = os.path.normpath(v["path"])
-            # In use: a torrent seeds from it now, it is no leftover.
-            res = {"status": "in_use"} if in_use(path, refs) is not None else _remove_one(cfg, catalog, path, v)
+            pool = cfg.pool_of(path)
+            inode = (pool.name if pool is not None else None, int(v["ino"]))
+            if in_use(path, refs) is not None:
+                res = {"status": "in_use"}  # a torrent seeds from it now, it is no leftover
+            elif inode in kept:
+                # A link onto this copy stayed (a refusal that says nothing of it): the copy still
+                # has it, and "linked elsewhere" would release it, its duplicate untracked for good.
+                res = {"status": KEPT, "reason": "a link of it was kept for the next run"}
+            else:
+                res = _remove_one(cfg, catalog, path, v)
+            if res["status"] == KEPT:
+                kept.add(inode)
             if res["status"] == NEEDS_PERSON:
                 journal.leftover_needs_person(sid, res["reason"], res.pop("source_seen"))
             elif res["status"] != KEPT:

@@ -127,6 +127,43 @@ def test_removing_a_view_prunes_its_emptied_folders_upwards_only(real):
     assert res["status"] == "removed" and not (real.seed / "tv").exists()  # emptied by the view: gone
 
 
+def test_a_copy_whose_link_view_was_kept_is_kept_too_not_released(tmp_path, monkeypatch):
+    # Review finding: the link onto the copy was kept for a transient reason; the copy, next,
+    # had two links and was released as "linked elsewhere", its duplicate untracked for good.
+    cfg = seeded_config(tmp_path)
+    cat = Catalog.open(cfg.catalog)
+    seed = next(p for p in cfg.pools if p.name == "pool").seeding_root
+    src = write(tmp_path / "pool/media/e1.mkv", b"abc")
+    copy = write(seed / "tv/e1.mkv", b"abc")  # a copy view: its own inode, the source's content
+    link = seed / "cross/e1.mkv"
+    link.parent.mkdir()
+    os.link(copy, link)  # a link view onto the copy, made after it
+    st = os.lstat(copy)
+    facts = {"ino": st.st_ino, "size": 3, "blake3": b3(b"abc"), "ctime_ns": st.st_ctime_ns}
+    views = [
+        (1, {"path": str(copy), "keep": str(src), **facts}, None),
+        (2, {"path": str(link), "keep": str(copy), **facts}, None),
+    ]
+    monkeypatch.setattr("qbhook.move.journal.Journal.leftover_tracked", lambda self: views)
+    done: list[dict] = []
+    monkeypatch.setattr("qbhook.move.journal.Journal.leftover_done", lambda self, sid, res: done.append(res))
+    monkeypatch.setattr(orphans, "references", lambda clients, doing=orphans.LOOK: References(frozenset(), (), 3))
+    real_remove = fsops.remove_leftover_view
+
+    def eio_for_the_link(path, **kw):
+        if path == str(link):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_remove(path, **kw)
+
+    monkeypatch.setattr(fsops, "remove_leftover_view", eio_for_the_link)
+    try:
+        out = leftovers.remove_leftover_views(cfg, cat, [])
+    finally:
+        cat.close()
+    assert [(r["path"], r["status"]) for r in out] == [(str(link), "kept"), (str(copy), "kept")]
+    assert done == [] and copy.read_bytes() == b"abc" and link.exists()  # both tried again next run
+
+
 def test_a_view_that_is_no_longer_the_one_qbhook_made_is_released(real):
     os.unlink(real.view)
     write(real.view, b"new")  # another inode at its name: not qbhook's any more
