@@ -84,17 +84,21 @@ def connect(
     # "damaged" (exit 74), /dev/null a ROLLBACK error that hid the real one. stat, not open: a
     # FIFO's stat never blocks.
     try:
-        mode = os.stat(path).st_mode
+        st = os.stat(path)
     except FileNotFoundError:
         if not create:
             raise CatalogMissing(path) from None
-        mode = None  # a new catalog: SQLite creates it
+        st = None  # a new catalog: SQLite creates it
     except OSError as e:
         raise CatalogError(f"cannot open catalog {path}: {e.strerror}") from None
-    if mode is not None and not stat.S_ISREG(mode):
+    if st is not None and not stat.S_ISREG(st.st_mode):
         raise CatalogError(
             f"catalog {path} is not a regular file", hint="point 'catalog:' in the config at a file (qbhook creates it)"
         )
+    if st is not None and st.st_size == 0 and not create:
+        # An empty file (`touch`) is no catalog yet: migrating it would make one, from a command
+        # that only reads (``status``), answering "nothing" as if it were the real one.
+        raise CatalogMissing(path)
     try:
         if create:
             conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=check_same_thread)

@@ -59,6 +59,16 @@ def test_a_command_that_only_reads_makes_no_catalog(env, args):
     assert _left(env.catalog.parent) == []  # no catalog, no -wal or -shm beside it
 
 
+@pytest.mark.parametrize("args", [["status"], ["history"], ["queue"]], ids=" ".join)
+def test_an_empty_file_is_no_catalog_and_stays_empty(env, args):
+    # `touch catalog.sqlite`: status migrated it into a full catalog, from a command that only reads.
+    env.catalog.parent.mkdir(parents=True, exist_ok=True)
+    env.catalog.write_bytes(b"")
+    r = env.run(*args, expect=ExitCode.NO_INPUT)
+    assert r.stderr == f"qbhook: there is no catalog yet at {env.catalog} (`qbhook scan` makes one)\n"
+    assert env.catalog.stat().st_size == 0 and _left(env.catalog.parent) == [env.catalog.name]
+
+
 def test_nor_the_catalogs_folder(env):
     where = env.tmp / "typo" / "catalog.sqlite"
     env.save(catalog=str(where))
