@@ -33,7 +33,9 @@ from qbhook.units import human_bytes as _human_bytes
 
 @main.command()
 @click.option("--yes", is_flag=True, help="Really do it. Without --yes: print the steps, change nothing.")
-@click.option("--group", "group_ids", multiple=True, type=TEXT, help="Only this payload group (repeatable).")
+@click.option(
+    "--group", "group_ids", multiple=True, type=TEXT, help="Only this payload group: its id or its start (repeatable)."
+)
 @click.option(
     "--hash", "hashes", multiple=True, type=TORRENT_HASH, help="Only the group(s) of these torrents (repeatable)."
 )

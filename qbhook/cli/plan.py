@@ -21,7 +21,11 @@ from qbhook.units import human_bytes as _human_bytes
     help="Only the group(s) of these torrents (no walk of the pools).",
 )
 @click.option(
-    "--group", "group_ids", multiple=True, type=TEXT, help="Only this payload group (repeatable; no walk of the pools)."
+    "--group",
+    "group_ids",
+    multiple=True,
+    type=TEXT,
+    help="Only this payload group: its id or the start of it, as `torrents` prints it (repeatable; no walk).",
 )
 @click.option(
     "--scan/--no-scan",
