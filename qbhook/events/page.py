@@ -25,6 +25,7 @@ from qbhook.events.status import (
     Status,
     StatusSource,
 )
+from qbhook.paths import shown
 from qbhook.units import human_bytes
 
 Redact = Callable[[str], str]
@@ -88,7 +89,9 @@ def unavailable(err: Exception, redact: Redact) -> Response:
 
 def render(st: Status, redact: Redact) -> str:
     def t(value: object) -> Markup:
-        return escape(redact(str(value)))
+        # shown: a file name that is not UTF-8 (lone surrogates from os.fsdecode, kept through the
+        # stored plan's JSON) made encoding the page a UnicodeEncodeError, a 500 for everyone.
+        return escape(redact(shown(str(value))))
 
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",

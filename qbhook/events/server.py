@@ -67,7 +67,8 @@ def create_app(
 ) -> Flask:
     """The WSGI app. ``health`` reports on the worker behind the queue (None: intake only);
     ``views`` are read-only blueprints (status page, /metrics) behind the webhooks' auth."""
-    app = Flask("qbhook.events")
+    # No static folder: Flask's /static/<path> route would be one more answered without credentials.
+    app = Flask("qbhook.events", static_folder=None)
     # Werkzeug enforces this while reading, also for bodies without Content-Length.
     app.config["MAX_CONTENT_LENGTH"] = max_body
 
@@ -165,7 +166,10 @@ def _error_handlers(app: Flask, max_body: int) -> None:
         return _error(err.status, err.message, err.headers)
 
     @app.errorhandler(RequestEntityTooLarge)
-    def too_large(_: RequestEntityTooLarge) -> Response:
+    def too_large(err: RequestEntityTooLarge) -> Response:
+        # Werkzeug raises it for too many form parts too (a small body): say which.
+        if request.content_length is not None and request.content_length <= max_body:
+            return _error(413, "too many form fields")
         return _error(413, f"body larger than {max_body} bytes")
 
     @app.errorhandler(HTTPException)
@@ -282,12 +286,18 @@ FD_BUDGET: dict[str, int] = {
 _FD_RESERVE = sum(FD_BUDGET.values())
 
 
-def waitress_options(*, threads: int = 4) -> dict[str, Any]:
+def waitress_options(*, threads: int = 4, max_body: int | None = None) -> dict[str, Any]:
     """Keyword arguments for ``waitress.create_server``, with the connection limit sized
     to the file descriptors this process may open (raising its soft limit to the hard
-    one first). poll() instead of select(): select cannot watch descriptors above 1023."""
+    one first). poll() instead of select(): select cannot watch descriptors above 1023.
+
+    ``max_body``: waitress refuses a longer body (413) while reading it. Left to its default
+    (1 GiB), it read a whole body, past 512 KiB into a temporary file, before the app's
+    authentication or its own limit ran: anyone who could connect, with no credentials,
+    could store a GiB per connection in /tmp."""
     return {
         "threads": threads,
+        **({"max_request_body_size": max_body} if max_body is not None else {}),
         "connection_limit": max(16, min(MAX_CONNECTIONS, raise_fd_limit() - _FD_RESERVE)),
         "channel_timeout": CHANNEL_TIMEOUT_S,
         "cleanup_interval": CLEANUP_INTERVAL_S,

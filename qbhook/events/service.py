@@ -39,12 +39,13 @@ BACKOFF_MAX_S = 60.0
 JOIN_TIMEOUT_S = 600
 
 
-def listen(wsgi, host: str, port: int):
-    """Bind the server socket now, or fail with one line naming the cause."""
+def listen(wsgi, host: str, port: int, max_body: int | None = None):
+    """Bind the server socket now, or fail with one line naming the cause. ``max_body``: the
+    longest request body waitress reads (``server.max_body``; ``waitress_options``)."""
     import waitress
 
     try:
-        return waitress.create_server(wsgi, host=host, port=port, **waitress_options())
+        return waitress.create_server(wsgi, host=host, port=port, **waitress_options(max_body=max_body))
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise PortBusy(
@@ -79,7 +80,7 @@ class Service:
             enqueue=intake.enqueue, auth=auth, max_body=srv.max_body, health=self.health.report, views=views(cfg)
         )
         self.host = host
-        self.server = listen(wsgi, host, port)
+        self.server = listen(wsgi, host, port, srv.max_body)
         self.stop = threading.Event()
         self.roots = [p.path for p in cfg.pools]  # .qbhook-fsid markers are written only at these
         self.sweeper = sweeper

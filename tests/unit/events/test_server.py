@@ -409,6 +409,15 @@ def test_oversized_form_is_413():
     assert resp.status_code == 413 and rec.events == []
 
 
+def test_too_many_form_fields_says_so_not_body_too_large():
+    # Werkzeug raises RequestEntityTooLarge past 1,000 form parts: a 60 KB body was answered
+    # "body larger than 262144 bytes".
+    client, rec = make()
+    body = "".join(f"--b\r\nContent-Disposition: form-data; name=f{i}\r\n\r\nv\r\n" for i in range(1100)) + "--b--\r\n"
+    resp = client.post("/hook/qbittorrent", data=body, headers=HDR, content_type="multipart/form-data; boundary=b")
+    assert resp.status_code == 413 and resp.json["error"] == "too many form fields" and rec.events == []
+
+
 def test_unauthenticated_oversized_is_401_first():
     client, _ = make(max_body=10)
     assert client.post("/webhook/arr", data="x" * 100, content_type="application/json").status_code == 401

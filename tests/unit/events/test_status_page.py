@@ -244,6 +244,19 @@ def test_hostile_names_are_escaped_and_secrets_never_shown(world):
     assert "default-src 'none'" in r.headers["Content-Security-Policy"]
 
 
+def test_a_name_that_is_not_utf8_is_shown_escaped_not_a_500(world):
+    # os.fsdecode keeps a file name's non-UTF-8 bytes as lone surrogates, and the stored plan's
+    # JSON brings them back: encoding the page raised UnicodeEncodeError, a 500 for everyone.
+    cfg, cat = world
+    _sweep(cat, names=["Caf\udce9 <b>"])
+    c = _client(cfg)
+    r = c.get("/", headers=_basic("admin", PASSWORD))
+    assert r.status_code == 200
+    assert "Caf\\xe9 &lt;b&gt;" in r.get_data(as_text=True)
+    m = c.get("/metrics", headers=_basic("admin", PASSWORD))
+    assert m.status_code == 200
+
+
 def test_secrets_of_finds_every_hidden_field(world):
     cfg, _ = world
     assert secrets_of(cfg) == {TOKEN, PASSWORD, QBT_PASSWORD}
