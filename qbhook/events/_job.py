@@ -13,6 +13,12 @@ from qbhook.events.model import Event
 MAX_KEPT_EVENTS = 100
 MAX_JOB_HASHES = 2000
 MAX_JOB_PATHS = 20000
+# ...and in characters: 20,000 paths of up to 8 KiB each (and each kept event holding its own
+# again) made a row of ~190 MB that every further event for that key read, parsed and wrote
+# back under the queue's lock. The kept events are a record, not the job: past their budget the
+# rest are counted (``event_count``), not stored.
+MAX_JOB_PATH_CHARS = 4 * 1024 * 1024
+MAX_KEPT_EVENT_CHARS = 1024 * 1024
 
 COLUMNS = (
     "id, coalesce_key, state, hashes, paths, kinds, sources, events, event_count, truncated, "
@@ -114,18 +120,19 @@ class Parts:
             union(self.paths, other.paths),
             union(self.kinds, other.kinds),
             union(self.sources, other.sources),
-            (self.events + other.events)[:MAX_KEPT_EVENTS],
+            _kept(self.events + other.events),
             self.truncated or other.truncated,
             self.count + other.count,
         )._capped()
 
     def _capped(self) -> Parts:
-        over = len(self.hashes) > MAX_JOB_HASHES or len(self.paths) > MAX_JOB_PATHS
+        paths = _within(self.paths[:MAX_JOB_PATHS], MAX_JOB_PATH_CHARS)
+        over = len(self.hashes) > MAX_JOB_HASHES or len(paths) < len(self.paths)
         if not over:
             return self
         return Parts(
             self.hashes[:MAX_JOB_HASHES],
-            self.paths[:MAX_JOB_PATHS],
+            paths,
             self.kinds,
             self.sources,
             self.events,
@@ -146,3 +153,23 @@ class Parts:
             dump(self.events),
             int(self.truncated),
         )
+
+
+def _within(paths: tuple[str, ...], chars: int) -> tuple[str, ...]:
+    """The first of ``paths`` that fit in ``chars`` characters together."""
+    total = 0
+    for i, p in enumerate(paths):
+        total += len(p)
+        if total > chars:
+            return paths[:i]
+    return paths
+
+
+def _kept(events: tuple) -> tuple:
+    """The first MAX_KEPT_EVENTS event records whose paths fit in MAX_KEPT_EVENT_CHARS together."""
+    total = 0
+    for i, e in enumerate(events[:MAX_KEPT_EVENTS]):
+        total += sum(len(p) for p in e.get("paths", ()))
+        if total > MAX_KEPT_EVENT_CHARS:
+            return events[:i]
+    return events[:MAX_KEPT_EVENTS]

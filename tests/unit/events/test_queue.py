@@ -369,6 +369,21 @@ def test_huge_merges_are_capped_and_flagged(q, monkeypatch):
     assert len(job.paths) == 5 and job.truncated and len(job.events) == 3 and job.event_count == 10
 
 
+def test_a_hot_key_stays_bounded_in_characters_not_only_in_count(q, monkeypatch):
+    # A helper's probe: 40 Sonarr events of 30 long paths for one download grew one row to 2 MB,
+    # every byte stored twice (paths and kept events); at the count caps alone it reached ~190 MB,
+    # read, parsed and written back whole by every further event under the queue's lock.
+    monkeypatch.setattr(_job, "MAX_JOB_PATH_CHARS", 10_000)
+    monkeypatch.setattr(_job, "MAX_KEPT_EVENT_CHARS", 5_000)
+    long = "/tv/" + "x" * 996  # 1,000 characters
+    for i in range(40):
+        job_id, _ = q.enqueue(ev(H1, paths=tuple(f"{long}{i:03d}{k}" for k in range(3))), now=float(i))
+    job = q.get(job_id)
+    assert sum(map(len, job.paths)) <= 10_000 and len(job.paths) == 9 and job.truncated
+    assert sum(len(p) for e in job.events for p in e.paths) <= 5_000 and len(job.events) == 1
+    assert job.event_count == 40 and job.hashes == (H1,)
+
+
 def test_odd_unicode_is_stored_faithfully(q):
     paths = ("/tv/\ud800 lone surrogate", "/tv/日本語 🎬", "/tv/nul-free \\ \" ' \n")
     job_id, _ = q.enqueue(Event("sonarr", "import", paths=paths))
