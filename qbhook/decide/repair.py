@@ -137,6 +137,12 @@ def plan_repairs(facts: RepairFacts) -> tuple[Plan, list[Unrepairable]]:
     return Plan(groups=groups, created_at=facts.now), refused
 
 
+# States in which the client writes nothing: a repair links catalog copies (maybe library files)
+# under the torrent's save path before the executor stops it, so a torrent still running (a
+# force-recheck left it downloading at 85 %) would write arriving blocks into those links.
+QUIET_STATES = frozenset({"missingFiles", "stoppedDL", "stoppedUP"})
+
+
 def plan_one(facts: RepairFacts, t: MissingTorrent) -> GroupPlan | str:
     """The repair of one torrent, or the reason it cannot be repaired."""
     files = wanted(t)
@@ -163,6 +169,10 @@ def plan_one(facts: RepairFacts, t: MissingTorrent) -> GroupPlan | str:
         where = "a dataset without a seeding root" if common else f"{_spread(facts, data)} datasets"
         return f"no copy on one dataset: the copies are on {where}; repair links, it never copies across pools"
     pool, new_save = choice
+    if t.state not in QUIET_STATES:  # last: a torrent that cannot be repaired anyway says why first
+        return (
+            f"it is {t.state}, not stopped: stop it first (a repair links files under it, and it would write into them)"
+        )
     return _group(facts, t, files, options[0][0], pool, new_save)
 
 

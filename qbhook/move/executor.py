@@ -69,6 +69,7 @@ from qbhook.decide.plan import (
     VerifyGroup,
     VerifyView,
 )
+from qbhook.decide.repair import QUIET_STATES
 from qbhook.dirfd import LOOK_MAX_OPEN, FolderReader, FolderRefused
 from qbhook.errors import (
     ChildFailed,
@@ -984,11 +985,14 @@ class Executor:
         """Close a failed group: undo its relocations unless deletes have begun."""
         o = st.outcome
         o.status, o.reason = GroupStatus.FAILED, reason
+        if st.plan.action == Action.REPAIR and st.view_changed:
+            # Something wrote into a view file (maybe a library file): the torrent must not run on it.
+            self._stop_repaired(st, reason)
         if st.plan.action in (Action.CONVERGE, Action.REPAIR):
             # Nothing to undo: every relink is complete on its own (each name always held the same bytes);
             # a repair only added links of catalog copies for a torrent that was broken already, and
             # left it stopped unless it reached 100 % (Executor._repair).
-            self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.FAILED, reason)
+            self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.FAILED, o.reason)
             return
         if st.view_changed:
             self._stop_where_it_is(st, reason)
@@ -1020,6 +1024,35 @@ class Executor:
             o.status = GroupStatus.ROLLED_BACK
             self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.ROLLED_BACK, reason)
             self._record_leftover_views(st)
+
+    def _repair_quiet(self, st: _GroupRun) -> None:
+        """A repair's torrent writes nothing now (``decide.repair.QUIET_STATES``), asked right before
+        each file is put under it: the plan saw it so, but a person may have started it since, and
+        a running torrent would write arriving blocks into the catalog copies linked there."""
+        for s in st.plan.steps:
+            if isinstance(s, Repair):
+                state = self._client(s.instance).torrent(s.torrent).state
+                if state not in QUIET_STATES:
+                    raise UnsafeOperation(
+                        f"refusing to repair {s.torrent}: it is {state} now, not stopped",
+                        hint="stop it, then run qbhook repair again",
+                    )
+
+    def _stop_repaired(self, st: _GroupRun, reason: str) -> None:
+        """A repair whose view changed after verify_view: its torrent stopped (a repair has no
+        relocation to stop it by), the reason saying so, and the guard alert sent."""
+        o = st.outcome
+        o.reason = f"{reason} (the torrent is left stopped)"
+        for s in st.plan.steps:
+            if isinstance(s, Repair):
+                try:
+                    c = self._client(s.instance)
+                    if not c.torrent(s.torrent).is_stopped:
+                        c.stop(s.torrent)
+                except QbhookError as e:
+                    o.reason = f"{reason}; could not stop {s.torrent}: {e}"
+        self.log.error("group %s: %s", st.plan.group_id, o.reason)
+        _notify.emit("guard", f"group {st.plan.group_id}: {o.reason}", "failure")
 
     def _stop_where_it_is(self, st: _GroupRun, reason: str) -> None:
         """The backstop tripped: stop the group's torrents, move nothing, delete nothing, alert.
@@ -1103,7 +1136,18 @@ class Executor:
     def _link(self, st: _GroupRun, s: Link, _at: _At) -> dict:
         learned = st.learned.get(_norm(s.src)) if s.blake3 is None else None
         blake3_hex = s.blake3 or learned
-        act = fsops.link_into(s.src, s.dst, roots=self.roots, size=s.size, blake3_hex=blake3_hex, catalog=self.catalog)
+        repair = st.plan.action == Action.REPAIR
+        if repair:
+            self._repair_quiet(st)
+        act = fsops.link_into(
+            s.src,
+            s.dst,
+            roots=self.roots,
+            size=s.size,
+            blake3_hex=blake3_hex,
+            catalog=self.catalog,
+            verify_source=repair,
+        )
         # Our link changed the inode's ctime: its cached hash is carried over if it was valid for the
         # source right before the link (act.before). ``already`` (an earlier attempt's link) has no
         # such stat: its hash, if stale, is re-proven by a read at verify_view.
@@ -1121,6 +1165,8 @@ class Executor:
         return res
 
     def _mkempty(self, st: _GroupRun, s: MkEmpty, _at: _At) -> dict:
+        if st.plan.action == Action.REPAIR:
+            self._repair_quiet(st)
         act = fsops.make_empty(s.dst, roots=self.roots)
         # An empty file's content needs no cached hash (fsops knows it): nothing to carry over.
         self.catalog.record_path(s.dst, self._pool_name(s.dst, st.plan.target_pool), st=act.after)
@@ -1399,6 +1445,9 @@ class Executor:
             c.recheck(h)
             issued = True
             t = self._wait_rechecked(c, s, to_path, at)
+        # The backstop before the start, as _relocate has it: a view file written since verify_view
+        # (a tagger on a library file) stops the repair here, the torrent left stopped.
+        self._check_views_unchanged(st)
         if t.is_stopped:
             c.start(h)
         return {"issued": issued, "state": t.state, "save_path": _norm(t.save_path)}

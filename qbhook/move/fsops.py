@@ -950,19 +950,26 @@ def _readback(staging: Dir, name: bytes, expected: bytes) -> None:
 # --------------------------------------------------------------------------- link / empty
 
 
-def link_into(src, dst, *, roots, size: int | None = None, blake3_hex=None, catalog=None) -> Act:
+def link_into(
+    src, dst, *, roots, size: int | None = None, blake3_hex=None, catalog=None, verify_source: bool = False
+) -> Act:
     """Hardlink ``dst`` to the inode at ``src`` (same dataset), creating folders.
 
     Returns an ``Act`` with status ``linked``, ``already`` if ``dst`` is that inode,
     ``present`` if it is another inode with the same content. Anything else at ``dst``
     raises UnsafeOperation. Both ends are reached through verified folders below ``roots``.
     ``after`` is ``dst``'s lstat proven to be that inode; ``before`` (linked) the source's
-    lstat right before the link.
+    lstat right before the link. ``verify_source``: the source must hold ``blake3_hex`` right
+    before the link (the catalog's valid cached hash, else a read), for a source the plan chose
+    minutes earlier among files others write (a repair's catalog copy, maybe a library file a
+    tagger rewrote in place at the same size).
     """
     src_shown, dst_shown = os.fsdecode(_p(src)), os.fsdecode(_p(dst))
     with _regular_file(src, roots, "link source") as (sdir, sname, sst):
         if size is not None and sst.st_size != size:
             raise VerificationFailed(f"link source {src_shown} has {sst.st_size} bytes, expected {size}")
+        if verify_source and _content_digest(sdir, sname, sst, catalog) != _digest(blake3_hex, sst.st_size):
+            raise VerificationFailed(f"link source {src_shown} no longer holds the planned content")
         ddir, dname, _parts = _open_parent(dst, roots, create=True)
         with ddir:
             for _attempt in range(2):

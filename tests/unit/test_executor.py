@@ -175,7 +175,8 @@ class FakeQbt:
     def recheck(self, h):
         t = self._get(h)
         self.calls.append(("recheck", t.hash))
-        if t.transient or t.script:
+        # A recheck is how a torrent leaves missingFiles (qbhook repair); during anything else in flight it is a fault.
+        if (t.transient and t.transient != "missingFiles") or t.script:
             self.violations.append(f"recheck of {h} during {t.transient or 'a pending move'}")
         t.script = [("checkingUP", None)] * self.check_polls + [("done", None)]
 

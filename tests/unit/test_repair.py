@@ -104,6 +104,18 @@ def test_unrepairable_torrents_say_why(files, copies, words):
     assert words in only_refusal(facts(torrent(files), copies))
 
 
+@pytest.mark.parametrize("state", ["downloading", "stalledDL", "checkingDL", "error", "queuedDL"])
+def test_a_torrent_that_may_write_is_refused_until_stopped(state):
+    # Links of catalog copies (library files) go under it before the executor stops it.
+    why = only_refusal(facts(torrent(state=state), {(100, A): (lib("m.mkv"),), (10, B): (lib("m.nfo"),)}))
+    assert why.startswith(f"it is {state}, not stopped: stop it first")
+
+
+@pytest.mark.parametrize("state", ["missingFiles", "stoppedDL", "stoppedUP"])
+def test_a_torrent_that_writes_nothing_is_repaired(state):
+    assert only_group(facts(torrent(state=state), {(100, A): (lib("m.mkv"),), (10, B): (lib("m.nfo"),)}))
+
+
 def test_save_path_outside_the_seeding_roots_is_refused():
     t = torrent(save="/stash/data/media/downloads")
     assert "outside every seeding root" in only_refusal(facts(t, {(100, A): (lib("m.mkv"),)}))

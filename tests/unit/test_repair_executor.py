@@ -28,6 +28,7 @@ def _lose_files(w) -> dict[str, str]:
         os.unlink(os.path.join(w.seed_s, "cross-seed", rel))
     t = w.qbt.t[H1]
     t.progress, t.download_path = 0.0, ""
+    t.transient = "missingFiles"  # what qBittorrent shows of a torrent whose files vanished
     del w.qbt.t["b" * 40]
     return lib
 
@@ -40,7 +41,7 @@ def _plan(w, lib: dict[str, str]):
     )
     files = tuple(RepairFile(i, rel, len(d), 1, b3(d) if d else None) for i, (rel, d) in enumerate(FILES))
     copies = {(len(d), b3(d)): (CatalogCopy(lib[rel], fsid, os.lstat(lib[rel]).st_ino),) for rel, d in FILES if d}
-    t = MissingTorrent(H1, "qbt", "Movie.2020", "downloading", w.seed_s, files)
+    t = MissingTorrent(H1, "qbt", "Movie.2020", "missingFiles", w.seed_s, files)
     plan, refused = plan_repairs(RepairFacts((t,), pools, copies, {}))
     assert not refused and len(plan.groups) == 1
     return plan
@@ -95,3 +96,62 @@ def test_a_recheck_under_100_percent_leaves_the_torrent_stopped(world):  # noqa:
     (why,) = summary.groups_failed.values()
     assert "50.0%" in why and "stopped" in why
     assert w.qbt.t[H1].stopped and w.qbt.count("start") == 0 and w.qbt.violations == []
+
+
+# -- a helper's review: nothing is put under a torrent that runs, nor linked unverified
+
+
+def test_a_torrent_started_since_the_plan_gets_nothing_linked_under_it(world):  # noqa: F811
+    # The plan saw it missingFiles; a person started it since (a force-recheck leaves it
+    # downloading): arriving blocks would be written into the library inodes linked there.
+    w = world
+    lib = _lose_files(w)
+    plan = _plan(w, lib)
+    t = w.qbt.t[H1]
+    t.transient, t.stopped = None, False  # downloading at 0 %
+    summary = w.executor().apply(plan)
+    (why,) = summary.groups_failed.values()
+    assert "it is downloading now, not stopped" in why
+    for rel, _data in FILES:
+        assert not os.path.lexists(os.path.join(w.seed_s, rel))  # nothing linked under it
+    assert w.qbt.calls == []
+
+
+def test_a_library_file_rewritten_since_the_plan_is_never_linked(world):  # noqa: F811
+    # A tagger rewrote the chosen catalog copy in place at the same size after the plan:
+    # linked, a force-recheck would later download the differing pieces into the library file.
+    w = world
+    lib = _lose_files(w)
+    plan = _plan(w, lib)
+    rel, data = next((r, d) for r, d in FILES if d)
+    with open(lib[rel], "r+b") as f:
+        f.write(bytes([data[0] ^ 0xFF]))  # same inode, same size, other content
+    summary = w.executor().apply(plan)
+    (why,) = summary.groups_failed.values()
+    assert "no longer holds the planned content" in why
+    assert not os.path.lexists(os.path.join(w.seed_s, rel))
+    assert w.qbt.count("start") == 0 and w.qbt.count("recheck") == 0
+
+
+def test_a_view_file_written_during_the_recheck_leaves_the_torrent_stopped(world, monkeypatch):  # noqa: F811
+    # The backstop runs before the start, as for a relocation: a write into a view file (a
+    # library inode) after verify_view stops the repair there, the torrent left stopped.
+    from qbhook import notify
+
+    w = world
+    lib = _lose_files(w)
+    plan = _plan(w, lib)
+    alerts = []
+    monkeypatch.setattr(notify, "emit", lambda kind, text, severity="info": alerts.append((kind, severity)))
+    rel = next(r for r, d in FILES if d)
+
+    def touch(point, _gid, _at, step):
+        if point == "poll" and step.kind == "repair":
+            os.utime(lib[rel], ns=(1, 1))  # a write's trace: mtime and ctime move
+
+    summary = build_executor(
+        w.cfg, w.cat, {"qbt": w.qbt}, w.journal, sleep=w.clock.sleep, clock=w.clock, hook=touch, poll_initial_s=0.5
+    ).apply(plan)
+    (why,) = summary.groups_failed.values()
+    assert "the torrent is left stopped" in why
+    assert w.qbt.t[H1].stopped and w.qbt.count("start") == 0 and ("guard", "failure") in alerts
