@@ -1528,6 +1528,12 @@ class Executor:
         while True:
             t = c.torrent(h)
             self._trace(logging.DEBUG, "poll", t)
+            if at is None and recheck_missing and t.state == "error":
+                # The rollback's first look: a check that failed at the new place (rTorrent's
+                # d.hashing_failed: files it could not open) has nothing in flight either. Raised,
+                # the move back never ran and every resume failed the same way; the move back and
+                # its recheck are what clear it.
+                return t
             if t.state in BAD_STATES and not (recheck_missing and t.state == "missingFiles"):
                 raise VerificationFailed(f"torrent {h} went to state {t.state} at {t.save_path}")
             if t.is_checking:

@@ -535,6 +535,28 @@ def test_timeout_fails_and_rolls_back(world):
     assert world.journal.run(out[0].run_id).status == "failed"
 
 
+def test_a_torrent_in_error_at_the_new_place_is_moved_back(world, monkeypatch):
+    # rTorrent's d.hashing_failed (a check that could not open the files: EACCES, EMFILE) reads as
+    # "error". The rollback's first look raised on it, so the move back never ran: the group
+    # stayed ROLLBACK INCOMPLETE, and every resume failed the same way. The move back and its
+    # recheck are what clear it.
+    plan = demote_plan(world)
+    real = FakeQbt.set_location
+    target = world.save(H1, "pool")
+
+    def erroring(self, h, path):
+        real(self, h, path)
+        if path == target:
+            self._get(h).script[-1] = ("error", path)  # the check at the new place fails
+
+    monkeypatch.setattr(FakeQbt, "set_location", erroring)
+    summary = world.executor().apply(plan)
+    assert "went to state error" in summary.groups_failed["g1"]
+    assert summary.groups[0].status == "rolled_back" and not summary.groups[0].needs_attention
+    for h in (H1, H2):
+        assert world.qbt.t[h].save_path == world.save(h, "stash")
+
+
 def test_bad_view_content_never_reaches_set_location(world):
     plan = demote_plan(world)
 
