@@ -319,13 +319,18 @@ class RtorrentClient(FindOrRaise):
         out = []
         for answer in answers:
             if isinstance(answer, dict):  # {'faultCode': .., 'faultString': ..}
-                raise self._fault(
-                    what,
-                    xmlrpc.client.Fault(int(answer.get("faultCode", 0)), str(answer.get("faultString", ""))),
-                    torrent,
-                )
+                raise self._fault(what, self._fault_of(what, answer), torrent)
             out.append(answer[0] if isinstance(answer, list) and len(answer) == 1 else answer)
         return out
+
+    def _fault_of(self, what: str, answer: dict) -> xmlrpc.client.Fault:
+        """A multicall's fault entry, read as hostile input: a faultCode that is not a plain whole
+        number ("x", a list, an infinite double) was a ValueError traceback, and one raised inside
+        a rollback abandoned it halfway."""
+        code = answer.get("faultCode", 0)
+        if type(code) is not int or abs(code) >= 2**63:
+            raise RtorrentError(f"rTorrent {self.name!r}: {what}: malformed fault in its answer ({repr(code)[:80]})")
+        return xmlrpc.client.Fault(code, str(answer.get("faultString", "")))
 
     def _where(self, h: str) -> str:
         return f"rTorrent {self.name!r}: item {h}"
@@ -461,13 +466,10 @@ class RtorrentClient(FindOrRaise):
                 raise RtorrentError(f"rTorrent {self.name!r}: list files: malformed multicall answer")
             for it, answer in zip(chunk, answers, strict=True):
                 if isinstance(answer, dict):
-                    if int(answer.get("faultCode", 0)) == FAULT_UNKNOWN_HASH:
+                    fault = self._fault_of("list files", answer)
+                    if fault.faultCode == FAULT_UNKNOWN_HASH:
                         continue  # erased between the two calls: it is gone, not unlisted
-                    raise self._fault(
-                        "list files",
-                        xmlrpc.client.Fault(int(answer.get("faultCode", 0)), str(answer.get("faultString", ""))),
-                        None,
-                    )
+                    raise self._fault("list files", fault, None)
                 if not isinstance(answer, list) or len(answer) != 1:
                     raise RtorrentError(f"rTorrent {self.name!r}: list files of {it.hash}: malformed answer")
                 info = self._info(it)
@@ -536,6 +538,10 @@ class RtorrentClient(FindOrRaise):
                 _mc("d.close", target),
                 _mc("d.directory_base.set", target, client_dir),
                 _mc("d.check_hash", target),
+                # On disk now, not at rTorrent's next periodic save (20 min): killed after qbhook
+                # deleted the old links, it came back at the old, empty place. Saved mid-check it
+                # comes back at the new place and checks there (docs/rtorrent.md, verified).
+                _mc("d.save_full_session", target),
             ],
             torrent=any_hash,
         )

@@ -279,6 +279,8 @@ def test_relocation_is_one_multicall_stop_close_set_base_check(tmp_path):
         ("d.close", HM.upper()),
         ("d.directory_base.set", HM.upper(), "/data/Show.X"),  # the CLIENT's spelling
         ("d.check_hash", HM.upper()),
+        # on disk at once: rTorrent killed after the old links went came back at the old place
+        ("d.save_full_session", HM.upper()),
     ]
 
 
@@ -473,3 +475,24 @@ def test_from_config_builds_a_client_with_its_path_map():
     assert c.path_map == PathMap([("/data", "/stash/data")])
     with pytest.raises(RtorrentError, match="not an SCGI address"):
         from_config({"name": "x", "address": "rt.sock"})
+
+
+@pytest.mark.parametrize("code", ["x", [1], 1e309, 2**70, None, True])
+def test_a_malformed_fault_code_is_one_line_not_a_traceback(code):
+    # int(answer["faultCode"]) raised ValueError / TypeError / OverflowError; inside a rollback it
+    # abandoned the rollback halfway with a traceback.
+    from qbhook.errors import QbhookError
+
+    c = _client()
+    real = c._rpc.call
+
+    def hostile(method, *params):
+        if method == "system.multicall":
+            return [{"faultCode": code, "faultString": "no"} for _ in params[0]]
+        return real(method, *params)
+
+    c._rpc.call = hostile
+    with pytest.raises(QbhookError, match="malformed fault in its answer"):
+        c.torrent(HM)
+    with pytest.raises(QbhookError, match="malformed fault in its answer"):
+        c.torrents_with_files()
