@@ -454,10 +454,15 @@ def _rmdir_up(d: Dir, chain: list[bytes], stats: list[os.stat_result]) -> int:
 
 def _open_parent(path, roots, *, create: bool = False, same_fs: bool = True) -> tuple[Dir, bytes, list[bytes]]:
     """(verified folder holding ``path``, entry name, components below the root).
-    FileNotFoundError if a folder is missing."""
+    FileNotFoundError if a folder is missing. ``create`` (the acts that put a view file in
+    place: copy, link, empty file) is refused inside qbhook's own folders: a torrent may name
+    its file ``.qbhook-holding/<run>/x``, and that act would write where only the code that
+    made those folders may (root's 0700 holding, the staging of copies in flight)."""
     root, parts = _split_under(path, roots)
     if not parts:
         raise UnsafeOperation(f"{os.fsdecode(_p(path))} is a configured root, not an entry inside one")
+    if create and in_own_folder(parts[:-1]):
+        raise UnsafeOperation(f"refusing to write {os.fsdecode(_p(path))}: it is inside one of qbhook's own folders")
     return _walk(root, parts[:-1], create=create, same_fs=same_fs), parts[-1], parts
 
 

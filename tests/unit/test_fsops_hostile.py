@@ -189,6 +189,23 @@ def test_lexical_tricks_are_refused(fs2):
     assert not (stash / "elsewhere.txt").exists() and a.exists()
 
 
+@pytest.mark.parametrize("own", [fsops.HOLDING_DIR, fsops.STAGING_DIR])
+def test_a_view_file_named_into_qbhooks_own_folders_is_refused(fs2, own):
+    # A review of repair: a torrent may name its file ".qbhook-holding/<run>/x"; the link, the
+    # empty file or the copy of its view wrote inside root's 0700 holding (or the staging).
+    _stash, _pool, seed_s, seed_p, cat = fs2
+    src = write(Path(seed_s) / "T/f.bin", b"data")
+    roots = [seed_s, seed_p]
+    for dst in (f"{seed_s}/{own}/7/x.bin", f"{seed_s}/Show/{own}/x.bin"):
+        with pytest.raises(UnsafeOperation, match="inside one of qbhook's own folders"):
+            fsops.link_into(src, dst, roots=roots, size=4)
+        with pytest.raises(UnsafeOperation, match="inside one of qbhook's own folders"):
+            fsops.make_empty(dst, roots=roots)
+        with pytest.raises(UnsafeOperation, match="inside one of qbhook's own folders"):
+            fsops.copy_verified(src, dst, b3(b"data"), 4, roots=roots, catalog=cat)
+        assert not os.path.lexists(dst)
+
+
 # --------------------------------------------------------------------------- finding 3: views
 
 
