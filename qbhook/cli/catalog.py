@@ -116,6 +116,8 @@ def dupes(app: App, no_scan, min_size, payloads, offline):
     from qbhook.decide.heap import collector_paused
 
     cfg = app.cfg
+    if offline and not payloads:
+        raise click.UsageError("--offline goes with --payloads (the file duplicates never ask the clients)")
     # Its scan writes, and so does --payloads' sync of the torrent index; --no-scan / --offline only read.
     app.open_catalog(writes=not (offline if payloads else no_scan))
     if payloads:

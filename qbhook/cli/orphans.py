@@ -22,6 +22,8 @@ from qbhook.units import human_bytes
 @pass_app
 def orphans(app: App, quarantine, yes):
     """Files under the seeding roots that no torrent of any configured client references."""
+    if yes and not quarantine:  # a --yes that does nothing would read as "done"
+        raise click.UsageError("--yes goes with --quarantine (without it, orphans only lists)")
     from qbhook.move import orphans as orph
 
     cfg = app.cfg
@@ -89,6 +91,8 @@ def holding(app: App, purge_expired, yes, wait):
 
     Example: qbhook holding --purge-expired --yes
     """
+    if yes and not purge_expired:  # a --yes that does nothing would read as "done"
+        raise click.UsageError("--yes goes with --purge-expired (without it, holding only lists)")
     from qbhook.move import orphans as orph
 
     cfg = app.cfg

@@ -138,6 +138,8 @@ def explain(app: App, torrent_hash, no_scan, from_index, live, max_scan_age):
     as old as its last sync (said on stderr and in --json's ``index``), so qBittorrent may
     be down; --live lists them from the clients instead.
     """
+    if from_index and live:  # two answers: --index silently won
+        raise click.UsageError("--index and --live are two different answers: give one")
     from qbhook.decide.planning import explain_group
 
     app.open_catalog(writes=not (no_scan or from_index))  # its scan writes

@@ -66,6 +66,11 @@ USAGE = [
     (["repair", "g" * 40], "Invalid value for '[TORRENT_HASH]': not a torrent info hash"),
     (["plan", "--group", ""], "Invalid value for '--group': must not be empty"),
     (["apply", "--group", NOT_UTF8], "Invalid value for '--group': is not valid text"),
+    # options that did nothing, exit 0, as if done (a CLI bad-input hunt)
+    (["holding", "--yes"], "--yes goes with --purge-expired"),
+    (["orphans", "--yes"], "--yes goes with --quarantine"),
+    (["dupes", "--offline"], "--offline goes with --payloads"),
+    (["explain", HASH, "--live", "--index"], "--index and --live are two different answers: give one"),
 ]
 
 
