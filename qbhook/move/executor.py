@@ -1516,7 +1516,11 @@ class Executor:
         Raises VerificationFailed on error/missingFiles, on an incomplete torrent once its
         recheck at ``at`` is over (when ``require_complete``), and when the budget runs out.
         ``recheck_missing`` (the rollback, whose old links are back where libtorrent's files
-        are): missingFiles is a settled state, cleared by a recheck (``_missing_files``).
+        are): missingFiles is a settled state, cleared by a recheck (``_missing_files``). At the
+        rollback's first look (``at`` None) so is error: a check that failed at the new place
+        (rTorrent's d.hashing_failed, files it could not open) has nothing in flight either.
+        Raised, the move back never ran and every resume failed the same way; the move back and
+        its recheck are what clear it.
         """
         h = s.torrent
         tm, clock = self.timing, self.ctx.clock
@@ -1528,17 +1532,11 @@ class Executor:
         while True:
             t = c.torrent(h)
             self._trace(logging.DEBUG, "poll", t)
-            if at is None and recheck_missing and t.state == "error":
-                # The rollback's first look: a check that failed at the new place (rTorrent's
-                # d.hashing_failed: files it could not open) has nothing in flight either. Raised,
-                # the move back never ran and every resume failed the same way; the move back and
-                # its recheck are what clear it.
-                return t
-            if t.state in BAD_STATES and not (recheck_missing and t.state == "missingFiles"):
+            if t.state in BAD_STATES and not (recheck_missing and (t.state == "missingFiles" or at is None)):
                 raise VerificationFailed(f"torrent {h} went to state {t.state} at {t.save_path}")
             if t.is_checking:
                 checking_seen = True
-            if t.state == "missingFiles":
+            if t.state in BAD_STATES:  # missingFiles, or error at the rollback's first look
                 if at is None:
                     return t  # nothing in flight: what the rollback needs to know
                 if self._missing_files(c, t, at, rechecked_at, checking_seen):
