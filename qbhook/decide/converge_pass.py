@@ -53,7 +53,6 @@ from dataclasses import dataclass
 
 from qbhook.catalog.dupes import DupeSet, find_duplicates
 from qbhook.catalog.store import Catalog
-from qbhook.clients.model import is_relative_path
 from qbhook.clients.port import BatchListing, ClientPort
 from qbhook.config import Config, PolicyConfig
 from qbhook.decide import converge
@@ -65,8 +64,8 @@ from qbhook.decide.facts import (
     PoolFact,
     Snapshot,
     TorrentFact,
-    canonical_path,
     split_links,
+    torrent_file_path,
 )
 from qbhook.decide.grouping import payload_groups
 from qbhook.decide.heap import collector_paused
@@ -253,25 +252,17 @@ def _torrent_facts(catalog: Catalog, clients: list[ClientPort], held: frozenset[
             listed.extend(c.torrents_with_files())
         else:
             listed.extend((t, c.files(t.hash)) for t in c.torrents() if not _uses_none(t, held, resolve))
-    # The snapshot's spelling: one that cannot be made canonical (relative, ``..``) matches no
-    # catalogued path; a name not below its save path (absolute, ``..``) is never looked up.
-    paths = [
-        [
-            sys.intern(canonical_path(posixpath.join(t.save_path, f.name)))
-            if is_relative_path(f.name)
-            else t.save_path.rstrip("/") + "/" + f.name
-            for f in files
-        ]
-        for t, files in listed
-    ]
-    where = catalog.inode_keys_at([os.fsencode(p) for ps in paths for p in ps])
+    # The snapshot's spelling (``facts.torrent_file_path``): a name not below its save path
+    # (absolute, ``..``) is never looked up.
+    spelled = [[torrent_file_path(t.save_path, f.name) for f in files] for t, files in listed]
+    where = catalog.inode_keys_at([os.fsencode(p) for ps in spelled for p, ok in ps if ok])
     return [
         TorrentFact.listed(
             t,
             tuple(
-                FileFact.listed(f, p, where.get(os.fsencode(p)) if is_relative_path(f.name) else None)
-                for f, p in zip(files, ps, strict=True)
+                FileFact.listed(f, sys.intern(p), where.get(os.fsencode(p)) if ok else None)
+                for f, (p, ok) in zip(files, ps, strict=True)
             ),
         )
-        for (t, files), ps in zip(listed, paths, strict=True)
+        for (t, files), ps in zip(listed, spelled, strict=True)
     ]

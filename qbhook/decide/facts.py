@@ -18,7 +18,7 @@ import stat as stat_mod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from qbhook.clients.model import PART_SUFFIX
+from qbhook.clients.model import PART_SUFFIX, is_relative_path
 from qbhook.errors import PathMapError
 from qbhook.paths import is_within, normalize, root_holding, within_any
 
@@ -177,6 +177,17 @@ class Snapshot:
             if p.root_of(path) is not None:
                 return p
         return None
+
+
+def torrent_file_path(save_path: str, name: str) -> tuple[str, bool]:
+    """(the path of a torrent's file ``name`` under ``save_path``, whether it may be looked up):
+    canonical (``canonical_path``) when the name is a path below the save path
+    (``clients.model.is_relative_path``); else shown below the save path as given and never
+    looked up (``posixpath.join`` would put "/etc/passwd" in place of the save path): the
+    planner blocks that torrent. The one spelling of the snapshot and the converge pass."""
+    if is_relative_path(name):
+        return canonical_path(posixpath.join(save_path, name)), True
+    return save_path.rstrip("/") + "/" + name, False
 
 
 def canonical_path(path: str) -> str:

@@ -61,6 +61,7 @@ from qbhook.decide.facts import (
     canonical_path,
     map_to_pool,
     split_links,
+    torrent_file_path,
 )
 from qbhook.decide.grouping import payload_groups
 from qbhook.decide.heap import collector_paused
@@ -226,14 +227,11 @@ class SnapshotBuilder:
                 listed = next(c for c in self.clients if c.name == t.instance).files(t.hash)
             paths = []
             for f in listed:
-                if is_relative_path(f.name):
-                    # interned: shared with the inodes' link tuples
-                    paths.append(sys.intern(canonical_path(posixpath.join(t.save_path, f.name))))
-                else:
-                    # Never looked up (posixpath.join would put "/etc/passwd" in place of the save
-                    # path): shown below it, its torrent blocked by ``planner.file_blockers``.
-                    paths.append(t.save_path.rstrip("/") + "/" + f.name)
-                    unsafe.add(paths[-1])
+                path, looked_up = torrent_file_path(t.save_path, f.name)
+                # interned: shared with the inodes' link tuples
+                paths.append(sys.intern(path))
+                if not looked_up:
+                    unsafe.add(path)
             listed_all.append((listed, paths))
         every = [p for _l, paths in listed_all for p in paths]
         found = iter(self._inodes_at([p for p in every if p not in unsafe] if unsafe else every, canonical=True))
