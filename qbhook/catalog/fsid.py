@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
 import subprocess
 import uuid
@@ -48,6 +49,16 @@ class Mount:
     mountpoint: str
     fstype: str
     source: str
+    options: str = ""  # the filesystem's own (super) options: a FUSE mount's user_id=N is its mounter
+
+    @property
+    def trusted(self) -> bool:
+        """Not a FUSE filesystem a user mounted: such a one names its own type and source
+        (``-o subtype=zfs,fsname=stash/data``) and its own inode numbers, so neither may say
+        which dataset it is. Every other mount needs root (or the admin's fstab entry)."""
+        if not self.fstype.startswith("fuse"):
+            return True
+        return "user_id=0" in self.options.split(",")
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,7 @@ def parse_mountinfo(text: str) -> list[Mount]:
                 mountpoint=_unescape(parts[4]),
                 fstype=parts[sep + 1],
                 source=_unescape(parts[sep + 2]),
+                options=parts[sep + 3] if len(parts) > sep + 3 else "",
             )
         )
     return mounts
@@ -150,19 +162,38 @@ def mount_for_dev(dev: int, mounts: list[Mount] | None = None, roots: Iterable[s
     return next((m for m in same if m.root == "/"), same[0])
 
 
-def zfs_guid(dataset: str) -> str | None:
+# Where zfs lives when PATH lacks it: cron's PATH is /usr/bin:/bin, and a sweep from cron that
+# found no zfs fell back to another identity for every dataset, so every file of the pool was
+# catalogued again under a new filesystem, its hash lost (field lesson 6 again).
+_ZFS_DIRS = ("/usr/sbin", "/sbin", "/usr/local/sbin")
+
+
+def zfs_guid(dataset: str) -> str:
+    """The GUID of ZFS ``dataset``, or FilesystemIdError naming why it cannot be read.
+
+    Never a fallback to another identity: a dataset keyed by its UUID or a marker one run and by
+    its GUID the next is two filesystems to the catalog, which then re-keys every file on it."""
+    zfs = shutil.which("zfs") or shutil.which("zfs", path=os.pathsep.join(_ZFS_DIRS))
+    if zfs is None:
+        raise FilesystemIdError(
+            f"cannot identify ZFS dataset {dataset}: no zfs command in PATH nor in {', '.join(_ZFS_DIRS)}"
+        )
     try:
         out = subprocess.run(
-            ["zfs", "get", "-H", "-p", "-o", "value", "guid", dataset],
+            [zfs, "get", "-H", "-p", "-o", "value", "guid", dataset],
             capture_output=True,
             text=True,
+            errors="replace",
             timeout=30,
             check=False,
         )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise FilesystemIdError(f"cannot identify ZFS dataset {dataset}: {zfs} get guid: {e}") from None
     val = out.stdout.strip()
-    return val if out.returncode == 0 and val.isdigit() else None
+    if out.returncode != 0 or not val.isdigit():
+        said = (out.stderr.strip().splitlines() or [f"exit {out.returncode}, answer {val[:40]!r}"])[0]
+        raise FilesystemIdError(f"cannot identify ZFS dataset {dataset}: {said}")
+    return val
 
 
 def device_uuid(source: str) -> str | None:
@@ -288,10 +319,14 @@ def identify(
     marker_roots = tuple(marker_roots)
     mounts = read_mounts() if mounts is None else mounts
     m = mount_for_dev(dev, mounts, marker_roots)
+    if not m.trusted:
+        # A user's FUSE mount: its type, source and marker are the user's words. Named by where
+        # it is mounted, which the kernel says, and never the same as any dataset or device.
+        where = f"{m.fstype}:{m.source}:{m.mountpoint}"
+        return FsIdentity(f"mount:user:{where}", "mount", m.fstype, m.source, m.mountpoint, dev)
     if m.fstype in ZFS_TYPES:
         guid = zfs_guid(m.source)
-        if guid:
-            return FsIdentity(f"{ZFS_PREFIX}{guid}", "zfs", m.fstype, m.source, m.mountpoint, dev)
+        return FsIdentity(f"{ZFS_PREFIX}{guid}", "zfs", m.fstype, m.source, m.mountpoint, dev)
     u = device_uuid(m.source)
     if u:
         return FsIdentity(f"uuid:{u}", "uuid", m.fstype, m.source, m.mountpoint, dev)

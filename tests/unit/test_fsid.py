@@ -150,3 +150,59 @@ def test_bind_mounts_of_one_filesystem_resolve_to_the_one_holding_the_configured
         assert identify(bind, marker_roots=[pool]) == identify(pool, marker_roots=[pool])
     finally:
         subprocess.run(["umount", "-l", str(bind)], check=False)
+
+
+# -- a helper's review: a ZFS dataset is keyed by its GUID or not at all; a user's FUSE mount is nobody
+
+
+def _zfs_mount(options: str = "rw,user_id=0,group_id=0"):
+    from qbhook.catalog.fsid import Mount
+
+    return Mount(dev=os.makedev(0, 4242), root="/", mountpoint="/stash", fstype="fuse.zfs", source="stash", options=options)
+
+
+def test_a_zfs_dataset_is_found_by_its_guid_when_path_lacks_sbin(tmp_path, monkeypatch):
+    """cron's PATH is /usr/bin:/bin: `zfs` was not found, the dataset was keyed by a marker instead
+    of its GUID, and every file on it was catalogued again under a new filesystem."""
+    from qbhook.catalog import fsid
+
+    sbin = tmp_path / "sbin"
+    sbin.mkdir()
+    (sbin / "zfs").write_text("#!/bin/sh\necho 1234567890\n")
+    (sbin / "zfs").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(fsid, "_ZFS_DIRS", (str(sbin),))
+    ident = identify(dev=_zfs_mount().dev, mounts=[_zfs_mount()])
+    assert ident.fsid == "zfs:1234567890" and ident.kind == "zfs"
+
+
+@pytest.mark.parametrize("script", [None, "#!/bin/sh\necho 'cannot open stash: dataset does not exist' >&2\nexit 1\n"])
+def test_a_zfs_dataset_whose_guid_cannot_be_read_is_an_error_not_another_identity(tmp_path, monkeypatch, script):
+    from qbhook.catalog import fsid
+    from qbhook.errors import FilesystemIdError
+
+    sbin = tmp_path / "sbin"
+    sbin.mkdir()
+    if script is not None:
+        (sbin / "zfs").write_text(script)
+        (sbin / "zfs").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(fsid, "_ZFS_DIRS", (str(sbin),))
+    monkeypatch.setattr(fsid, "device_uuid", lambda source: pytest.fail("fell back to a UUID"))
+    monkeypatch.setattr(fsid, "_marker_id", lambda *a, **k: pytest.fail("fell back to a marker"))
+    with pytest.raises(FilesystemIdError, match="cannot identify ZFS dataset stash: ") as e:
+        identify(dev=_zfs_mount().dev, mounts=[_zfs_mount()])
+    assert ("dataset does not exist" if script else "no zfs command") in str(e.value)
+
+
+def test_a_fuse_mount_a_user_made_never_names_a_dataset_or_a_device(monkeypatch):
+    """A FUSE filesystem names its own type and source (`-o subtype=zfs,fsname=stash`) and its own
+    inode numbers: taken at its word it was the dataset `stash`, its files the catalog's inodes."""
+    from qbhook.catalog import fsid
+
+    monkeypatch.setattr(fsid, "zfs_guid", lambda ds: pytest.fail("asked zfs about a user's mount"))
+    monkeypatch.setattr(fsid, "_marker_id", lambda *a, **k: pytest.fail("read a user's marker"))
+    forged = _zfs_mount(options="rw,user_id=1000,group_id=1000")
+    ident = identify(dev=forged.dev, mounts=[forged])
+    assert ident.fsid == "mount:user:fuse.zfs:stash:/stash" and ident.kind == "mount"
+    assert parse_mountinfo("46 27 0:41 / /stash rw - fuse.zfs stash rw,user_id=0,group_id=0\n")[0].trusted
