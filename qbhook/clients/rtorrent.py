@@ -251,6 +251,7 @@ class RtorrentClient(FindOrRaise):
     # clears the item's state ("Download registered as completed, but hash check returned
     # unfinished chunks") and ignores d.start even after a good recheck (0.9.8, seen).
     relocation_moves_files = False
+    relocation_checks = True  # set_location's multicall ends in d.check_hash; d.hashing is live
 
     def __init__(
         self,
@@ -451,7 +452,10 @@ class RtorrentClient(FindOrRaise):
             ],
             torrent=any_hash,
         )
-        prefix = posixpath.basename(normalize(str(directory))) if multi else ""
+        # Read by the rules an item row is read by (RtItem.from_row): a "0" string or a list here
+        # must not pass as a multi-file item, which would put every file under a folder it lacks.
+        f = RecordFields({"d.is_multi_file": multi, "d.directory": directory}, self._where(h))
+        prefix = posixpath.basename(normalize(f.text("d.directory"))) if _flag(f)("d.is_multi_file") else ""
         return _files(rows, prefix, self._where(h))
 
     def torrents_with_files(self) -> list[tuple[TorrentInfo, list[TorrentFile]]]:

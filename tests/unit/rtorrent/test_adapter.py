@@ -496,3 +496,26 @@ def test_a_malformed_fault_code_is_one_line_not_a_traceback(code):
         c.torrent(HM)
     with pytest.raises(QbhookError, match="malformed fault in its answer"):
         c.torrents_with_files()
+
+
+@pytest.mark.parametrize("flag", ["0", "1", [1], 2, None])
+def test_files_read_the_multi_file_flag_by_the_item_rows_rule(flag):
+    # files() took any truthy answer for "multi-file": "0" (a string) put every file of a single-file
+    # item under a folder named after its save path's last part, a place it never was.
+    from qbhook.errors import UnreadableRecord
+
+    c = _client()
+    real = c._rpc.call
+
+    def hostile(method, *params):
+        answer = real(method, *params)
+        if method == "system.multicall" and params[0][0]["methodName"] == "d.is_multi_file":
+            answer[0] = [flag]
+        return answer
+
+    c._rpc.call = hostile
+    with pytest.raises(UnreadableRecord, match="d.is_multi_file"):
+        c.files(HS)
+    c._rpc.call = real
+    assert [f.name for f in c.files(HS)] == ["single.mkv"]
+    assert [f.name for f in c.files(HM)] == ["Show.X/a.mkv", "Show.X/sub/b.srt"]
