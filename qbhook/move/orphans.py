@@ -717,8 +717,9 @@ def finish_quarantine(cfg, journal, run: int) -> QuarantineResult:
             res.failed[str(a.get("path"))] = "interrupted"
             continue
         _hold_one(journal, row.id, a, cfg.anchored_seeding_roots, run, res)
-    done = [r for r in journal.steps(run) if r.status == StepStatus.DONE and (r.result or {}).get("status") == "held"]
-    failed = [r for r in journal.steps(run) if r.status == StepStatus.FAILED]
+    closed = journal.steps(run)  # read once more, after this pass closed the open steps
+    done = [r for r in closed if r.status == StepStatus.DONE and (r.result or {}).get("status") == "held"]
+    failed = [r for r in closed if r.status == StepStatus.FAILED]
     _log.warning(
         "quarantine run %d had not finished: %d step(s) done again, %d held in all, %d failed",
         run,
