@@ -25,6 +25,11 @@ of them asking which client it is. The rules every adapter keeps:
   the executor hides the old links from it while it moves; rTorrent only
   repoints the item, and a hash check that finds its files hidden leaves it
   refusing ``d.start``. A client that does not say is taken to move files;
+* ``relocation_checks`` (a class attribute) says whether ``set_location`` itself checks
+  the data at the new place, its answers showing that check live: rTorrent's multicall
+  ends in ``d.check_hash``. qBittorrent does not recheck a stopped torrent after a move,
+  and shows the progress it cached before it for a refresh interval, so the executor asks
+  for the recheck and waits to see it. A client that does not say is taken not to check;
 * failures are QbhookErrors: UnknownTorrent, the client's QbtError subclass
   (unreachable / refused), UnsafeOperation for a refused unsafe request.
 

@@ -161,6 +161,15 @@ def _hides_from(c) -> bool:
     return getattr(c, "relocation_moves_files", True)
 
 
+def _checks_on_move(c) -> bool:
+    """Whether client ``c``'s relocation checks the data at the new place by itself and reports it
+    live (clients/port.py ``relocation_checks``): else ``_wait`` asks for the recheck and proves it
+    was seen. A client that does not say is taken not to. qBittorrent shows a stopped torrent
+    moved onto existing files with the progress it cached before the move, at the new save path,
+    until its next refresh (1.5 s by default), then at 0 %: two polls there read as "checked"."""
+    return getattr(c, "relocation_checks", False)
+
+
 # --------------------------------------------------------------------------- context
 
 
@@ -985,17 +994,15 @@ class Executor:
         """Close a failed group: undo its relocations unless deletes have begun."""
         o = st.outcome
         o.status, o.reason = GroupStatus.FAILED, reason
-        if st.plan.action == Action.REPAIR and st.view_changed:
-            # Something wrote into a view file (maybe a library file): the torrent must not run on it.
-            self._stop_repaired(st, reason)
+        if st.view_changed:
+            # Something wrote into a view file (maybe a library file): no torrent may run on it.
+            self._stop_where_it_is(st, reason)
+            return
         if st.plan.action in (Action.CONVERGE, Action.REPAIR):
             # Nothing to undo: every relink is complete on its own (each name always held the same bytes);
             # a repair only added links of catalog copies for a torrent that was broken already, and
             # left it stopped unless it reached 100 % (Executor._repair).
             self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.FAILED, o.reason)
-            return
-        if st.view_changed:
-            self._stop_where_it_is(st, reason)
             return
         if st.deletes_started:
             # Old links are partly gone: the new place is the only complete one, and it
@@ -1038,37 +1045,24 @@ class Executor:
                         hint="stop it, then run qbhook repair again",
                     )
 
-    def _stop_repaired(self, st: _GroupRun, reason: str) -> None:
-        """A repair whose view changed after verify_view: its torrent stopped (a repair has no
-        relocation to stop it by), the reason saying so, and the guard alert sent."""
-        o = st.outcome
-        o.reason = f"{reason} (the torrent is left stopped)"
-        for s in st.plan.steps:
-            if isinstance(s, Repair):
-                try:
-                    c = self._client(s.instance)
-                    if not c.torrent(s.torrent).is_stopped:
-                        c.stop(s.torrent)
-                except QbhookError as e:
-                    o.reason = f"{reason}; could not stop {s.torrent}: {e}"
-        self.log.error("group %s: %s", st.plan.group_id, o.reason)
-        _notify.emit("guard", f"group {st.plan.group_id}: {o.reason}", "failure")
-
     def _stop_where_it_is(self, st: _GroupRun, reason: str) -> None:
         """The backstop tripped: stop the group's torrents, move nothing, delete nothing, alert.
 
         A rollback would move torrents again over files something already wrote into; a person
         decides. The group is journaled failed with the reason (``status``, ``explain`` and the
-        run's summary say it), not needing attention: a resumed run must not try again."""
+        run's summary say it), not needing attention: a resumed run must not try again. A
+        repair's torrent is stopped the same way: it has no relocation, only its Repair step."""
         o = st.outcome
         o.reason = f"{reason} (stopped where it is: no rollback, no delete)"
-        for r in st.relocs:
+        torrents = [(r.step.instance, r.step.torrent) for r in st.relocs]
+        torrents += [(s.instance, s.torrent) for s in st.plan.steps if isinstance(s, Repair)]
+        for instance, torrent in torrents:
             try:
-                c = self._client(r.step.instance)
-                if not c.torrent(r.step.torrent).is_stopped:
-                    c.stop(r.step.torrent)
+                c = self._client(instance)
+                if not c.torrent(torrent).is_stopped:
+                    c.stop(torrent)
             except QbhookError as e:
-                o.reason += f"; could not stop {r.step.torrent}: {e}"
+                o.reason += f"; could not stop {torrent}: {e}"
         o.torrents_relocated = sum(1 for r in st.relocs if r.status == StepStatus.DONE)
         self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.FAILED, o.reason)
         self.log.error("group %s: %s", st.plan.group_id, o.reason)
@@ -1356,13 +1350,14 @@ class Executor:
             # A move (ours, before a crash, or anyone's) is in flight: wait for it, never issue another.
             t = self._wait(c, s, None, budget, st.plan.group_id, at.seq)
         where = _norm(t.save_path)
+        proven = not _checks_on_move(c)
         if where == to_path:
-            t = self._wait(c, s, to_path, budget, st.plan.group_id, at.seq)
+            t = self._wait(c, s, to_path, budget, st.plan.group_id, at.seq, proven=proven)
             issued = False
         elif where == from_path:
             self._issue_move(st, c, s, r, t)
             issued = True
-            t = self._wait(c, s, to_path, budget, st.plan.group_id, at.seq)
+            t = self._wait(c, s, to_path, budget, st.plan.group_id, at.seq, proven=proven)
         else:
             raise UnsafeOperation(f"torrent {h} is at {t.save_path}, the plan expected {from_path} or {to_path}")
         t = self._settle_storage(st.run_id, c, s, t, budget, at)
@@ -1428,8 +1423,11 @@ class Executor:
         where = _norm(t.save_path)
         if where not in (from_path, to_path):
             raise UnsafeOperation(f"torrent {h} is at {t.save_path}, the plan expected {from_path} or {to_path}")
-        if t.is_complete and t.is_stable and where == to_path:
-            issued = False  # a previous attempt got it there; only start it below
+        if t.is_complete and t.is_stable and where == to_path and not t.is_stopped:
+            # A previous attempt rechecked and started it (it is stopped until 100 % is proven). A
+            # stopped torrent at 100 % proves nothing: a person stopped it before its files
+            # vanished, and qBittorrent shows the progress it had then. It is rechecked below.
+            issued = False
         else:
             # Stopped first: a recheck under 100 % must not download into the view, whose inodes
             # are catalog copies (maybe library files). Started again only at 100 %.
@@ -1510,8 +1508,13 @@ class Executor:
         seq: int = -1,
         require_complete: bool = True,
         recheck_missing: bool = False,
+        proven: bool = False,
     ):
+        # Long on purpose: one poll loop is the one state machine every move, rollback and resume waits in.
         """Poll until the torrent is stable (at ``at``, if given) on ``settle_polls`` polls in a row.
+
+        ``proven`` (``_checks_on_move``): a stopped torrent's 100 % counts only once a check was
+        seen, or its lag passed after the recheck asked here.
 
         Raises VerificationFailed on error/missingFiles, on an incomplete torrent once its
         recheck at ``at`` is over (when ``require_complete``), and when the budget runs out.
@@ -1529,6 +1532,10 @@ class Executor:
         settled = 0
         rechecked_at = None  # when we asked for a recheck ourselves
         checking_seen = False  # a checking state observed since then
+
+        def lagged(since: float | None) -> bool:
+            return since is not None and clock() - since >= min(_RECHECK_LAG_S, tm.recheck_grace_s)
+
         while True:
             t = c.torrent(h)
             self._trace(logging.DEBUG, "poll", t)
@@ -1548,7 +1555,8 @@ class Executor:
                 return t
             elif _norm(t.save_path) != at:
                 settled = 0  # the move is still queued behind others
-            elif t.is_complete:
+            elif t.is_complete and (not proven or not t.is_stopped or checking_seen or lagged(rechecked_at)):
+                # (Running: a previous attempt proved it and started it.)
                 settled += 1
                 if settled >= max(1, tm.settle_polls):
                     return t

@@ -44,13 +44,16 @@ class FakeQbt:
     * setLocation of a running torrent onto existing files: ``moving`` (old path) ->
       ``checkingUP`` (new path) -> stable at ``fail_at.get(path, 1.0)``;
     * of a stopped one: ``moving`` -> ``stoppedDL`` at 0% (no recheck) until ``recheck``,
-      which then goes ``checkingUP`` -> ``stoppedUP`` (or stays DL under 100%).
+      which then goes ``checkingUP`` -> ``stoppedUP`` (or stays DL under 100%). With
+      ``stale_polls``, the new save path shows the progress cached before the move (100 %) on
+      that many polls before the 0 % (the API's refresh interval, helper review).
     """
 
-    def __init__(self, name: str = "qbt", move_polls: int = 2, check_polls: int = 2):
+    def __init__(self, name: str = "qbt", move_polls: int = 2, check_polls: int = 2, stale_polls: int = 0):
         self.name = name
         self.move_polls = move_polls
         self.check_polls = check_polls
+        self.stale_polls = stale_polls
         self.t: dict[str, FakeTorrent] = {}
         self.calls: list[tuple] = []
         self.fail_at: dict[str, float] = {}
@@ -85,6 +88,8 @@ class FakeQbt:
         elif state == "unchecked":
             t.transient = None
             t.progress = 0.0
+        elif state == "stale":
+            t.transient = None  # the new save path, the progress of before the move
         else:
             t.transient = state
 
@@ -138,7 +143,9 @@ class FakeQbt:
         t.auto_tmm = False
         old = t.save_path
         if t.stopped:
-            t.script = [("moving", old)] * self.move_polls + [("unchecked", path)]
+            t.script = (
+                [("moving", old)] * self.move_polls + [("stale", path)] * self.stale_polls + [("unchecked", path)]
+            )
         else:
             t.script = (
                 [("moving", old)] * self.move_polls + [("checkingUP", path)] * self.check_polls + [("done", path)]
@@ -176,7 +183,7 @@ class FakeQbt:
         t = self._get(h)
         self.calls.append(("recheck", t.hash))
         # A recheck is how a torrent leaves missingFiles (qbhook repair); during anything else in flight it is a fault.
-        if (t.transient and t.transient != "missingFiles") or t.script:
+        if (t.transient and t.transient != "missingFiles") or any(st == "moving" for st, _ in t.script):
             self.violations.append(f"recheck of {h} during {t.transient or 'a pending move'}")
         t.script = [("checkingUP", None)] * self.check_polls + [("done", None)]
 
@@ -515,6 +522,20 @@ def test_incomplete_torrent_is_stopped_before_the_move_and_started_only_back_at_
     i_back = world.qbt.calls.index(("set_location", H1, world.save(H1, "stash")))
     assert i_stop < i_back  # stopped before anything else
     assert world.qbt.violations == []
+
+
+def test_a_stale_100_percent_after_the_move_is_not_taken_for_a_recheck(world):
+    """qBittorrent shows a stopped torrent moved onto existing files at its new save path with the
+    progress it cached before the move, for up to a refresh interval, then at 0 %. Two polls in that
+    window were taken for a finished check: the torrent was started with no recheck at all."""
+    world.qbt.stale_polls = 3
+    summary = world.executor().apply(demote_plan(world))
+    assert summary.groups[0].status == "done", summary.groups[0].reason
+    for h in (H1, H2):  # H1 was running, H2 stopped (and stays so)
+        calls = [c[0] for c in world.qbt.calls if c[1] == h]
+        after = [c for c in calls[calls.index("set_location") :] if c not in ("add_tags", "remove_tags")]
+        assert after == ["set_location", "recheck"] + (["start"] if h == H1 else []), calls
+    assert world.qbt.violations == [] and world.qbt.t[H2].stopped
 
 
 def test_timeout_fails_and_rolls_back(world):

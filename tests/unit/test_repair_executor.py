@@ -98,6 +98,20 @@ def test_a_recheck_under_100_percent_leaves_the_torrent_stopped(world):  # noqa:
     assert w.qbt.t[H1].stopped and w.qbt.count("start") == 0 and w.qbt.violations == []
 
 
+def test_a_stopped_torrent_showing_100_percent_is_rechecked_before_it_starts(world):  # noqa: F811
+    """A torrent a person stopped before its files vanished still shows 100 % (qBittorrent does not
+    look while it is stopped). The repair took that for a previous attempt's finished recheck and
+    started it unchecked: every torrent reaches 100 % after a recheck, or is not started."""
+    w = world
+    lib = _lose_files(w)
+    t = w.qbt.t[H1]
+    t.progress, t.transient, t.stopped = 1.0, None, True
+    plan = _plan(w, lib)
+    summary = w.executor().apply(plan)
+    assert summary.groups_done and not summary.groups_failed
+    assert [c[0] for c in w.qbt.calls] == ["recheck", "start"] and w.qbt.violations == []
+
+
 # -- a helper's review: nothing is put under a torrent that runs, nor linked unverified
 
 
@@ -153,5 +167,5 @@ def test_a_view_file_written_during_the_recheck_leaves_the_torrent_stopped(world
         w.cfg, w.cat, {"qbt": w.qbt}, w.journal, sleep=w.clock.sleep, clock=w.clock, hook=touch, poll_initial_s=0.5
     ).apply(plan)
     (why,) = summary.groups_failed.values()
-    assert "the torrent is left stopped" in why
+    assert "stopped where it is" in why
     assert w.qbt.t[H1].stopped and w.qbt.count("start") == 0 and ("guard", "failure") in alerts

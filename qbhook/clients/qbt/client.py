@@ -105,6 +105,7 @@ class QbtClient(FindOrRaise):
     """One qBittorrent instance, seen in host paths."""
 
     relocation_moves_files = True  # libtorrent moves the storage (clients/port.py)
+    relocation_checks = False  # a stopped torrent is not rechecked after a move (4.5.2, observed)
 
     def __init__(
         self,
