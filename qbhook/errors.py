@@ -72,7 +72,15 @@ class ConfigError(QbhookError):
 
 
 def _one_line(text: str) -> str:
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+    return "".join(c if c.isprintable() or c == " " else _escaped(c) for c in text)
+
+
+def _escaped(c: str) -> str:
+    # A byte that is not UTF-8 in a path (held by os.fsdecode as a lone surrogate U+DC80-U+DCFF)
+    # is shown as the byte, \xNN, as paths.shown shows it: not as \udcNN, a code nobody typed.
+    if 0xDC80 <= ord(c) <= 0xDCFF:
+        return f"\\x{ord(c) - 0xDC00:02x}"
+    return repr(c)[1:-1]
 
 
 class CatalogError(QbhookError):
@@ -262,6 +270,12 @@ class OrphansRefused(QbhookError):
 
 class BadRequest(QbhookError):
     """An incoming event (webhook, hook call) is malformed or unusable."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class BadAddress(QbhookError):
+    """The address given on the command line (``serve --listen``) cannot be listened on."""
 
     exit_code = ExitCode.BAD_INPUT
 

@@ -197,6 +197,19 @@ class FilePath(click.Path):
         return value
 
 
+class FolderPath(click.Path):
+    """A folder named on the command line (``demo --dir``). An empty name is a usage error, as
+    for ``FilePath``: ``--dir "$UNSET"`` meant the current folder, which no one named."""
+
+    def __init__(self):
+        super().__init__(file_okay=False)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value:
+            self.fail("names no folder (an empty path)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class TorrentHash(click.ParamType):
     """A torrent's info hash, lower-cased: the catalog and the clients' answers spell it in lower
     case, users and rTorrent may not. Anything else (``zz``, non-UTF-8 bytes, which SQLite could

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import click
 
-from qbhook.cli.app import echo_shown, main
+from qbhook.cli.app import FolderPath, echo_shown, main
 
 DEFAULT_DIR = "/var/tmp/qbhook-demo"
 
 
 @main.command()
-@click.option("--dir", "base", default=DEFAULT_DIR, show_default=True, help="Where the sandbox lives.")
+@click.option(
+    "--dir", "base", type=FolderPath(), default=DEFAULT_DIR, show_default=True, help="Where the sandbox lives."
+)
 @click.option("--clean", is_flag=True, help="Tear the sandbox down (pools, files) and exit.")
 def demo(base, clean):
     """Build a sandbox (two real pools, a real qBittorrent and, when installed, rTorrent; sample torrents)

@@ -411,6 +411,7 @@ def serve(app: App, listen, port, no_sweep):
         host=srv.listen if listen is None else listen,
         port=srv.port if port is None else port,
         sweeper=not no_sweep,
+        host_given=None if listen is None else "--listen",
     )
     echo_shown(f"qbhook serving on http://{service.host}:{service.port}", err=True)
     service.run()

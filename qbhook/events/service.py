@@ -25,7 +25,7 @@ from qbhook.catalog.db import connect
 from qbhook.catalog.store import Catalog
 from qbhook.clients.port import ClientPort
 from qbhook.config import Config
-from qbhook.errors import ConfigError, PortBusy, QbhookError
+from qbhook.errors import BadAddress, ConfigError, PortBusy, QbhookError
 from qbhook.events.auth import AuthConfig
 from qbhook.events.queue import JobQueue
 from qbhook.events.server import create_app, waitress_options
@@ -39,10 +39,17 @@ BACKOFF_MAX_S = 60.0
 JOIN_TIMEOUT_S = 600
 
 
-def listen(wsgi, host: str, port: int, max_body: int | None = None):
+def listen(wsgi, host: str, port: int, max_body: int | None = None, *, given: str | None = None):
     """Bind the server socket now, or fail with one line naming the cause. ``max_body``: the
-    longest request body waitress reads (``server.max_body``; ``waitress_options``)."""
+    longest request body waitress reads (``server.max_body``; ``waitress_options``). ``given``:
+    the option that named ``host`` on the command line (``--listen``), blamed instead of the
+    configuration's ``server.listen``, which then was not read."""
     import waitress
+
+    def unusable(key: str, message: str, hint: str | None = None) -> QbhookError:
+        if given is not None and key == "server.listen":
+            return BadAddress(f"{given}: {message}", hint=hint and f"{given} must be {hint}")
+        return ConfigError(key, message, hint=hint and f"server.listen (or --listen) must be {hint}")
 
     try:
         return waitress.create_server(wsgi, host=host, port=port, **waitress_options(max_body=max_body))
@@ -52,14 +59,14 @@ def listen(wsgi, host: str, port: int, max_body: int | None = None):
                 f"cannot listen on {host}:{port}: the address is already in use",
                 hint="another `qbhook serve`, or another program, holds it; stop it or set server.port / --port",
             ) from None
-        raise ConfigError("server.listen", f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+        raise unusable("server.listen", f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     except ValueError as e:
         # waitress's "Invalid host/port specified": the port is checked (1-65535) before it gets
         # here, from the file and from --port alike, so the host did not resolve.
-        raise ConfigError(
+        raise unusable(
             "server.listen",
             f"cannot listen on {host}:{port}: {e}",
-            hint="server.listen (or --listen) must be an address or name of this machine, e.g. 127.0.0.1",
+            hint="an address or name of this machine, e.g. 127.0.0.1",
         ) from None
     except OverflowError as e:
         raise ConfigError("server.port", f"cannot listen on {host}:{port}: {e}") from None
@@ -69,7 +76,15 @@ class Service:
     """One running ``serve``: built by ``open`` (port bound), run by ``run`` until a signal."""
 
     def __init__(
-        self, cfg: Config, clients: Iterable[ClientPort], executor_for: Callable, *, host: str, port: int, sweeper: bool
+        self,
+        cfg: Config,
+        clients: Iterable[ClientPort],
+        executor_for: Callable,
+        *,
+        host: str,
+        port: int,
+        sweeper: bool,
+        host_given: str | None = None,
     ):
         self.cfg, self.clients, self.executor_for = cfg, clients, executor_for
         srv = cfg.server
@@ -80,7 +95,7 @@ class Service:
             enqueue=intake.enqueue, auth=auth, max_body=srv.max_body, health=self.health.report, views=views(cfg)
         )
         self.host = host
-        self.server = listen(wsgi, host, port, srv.max_body)
+        self.server = listen(wsgi, host, port, srv.max_body, given=host_given)
         self.stop = threading.Event()
         self.roots = [p.path for p in cfg.pools]  # .qbhook-fsid markers are written only at these
         self.sweeper = sweeper

@@ -355,12 +355,21 @@ def test_an_empty_config_path_is_refused_not_replaced_by_the_default(env, monkey
     )
 
 
+def test_a_config_path_that_is_not_utf8_is_shown_as_its_bytes(tmp_path):
+    """A config path with a byte that is not UTF-8 was shown as `\\udcff`, a code the person never
+    typed; shown as the byte (`\\xff`), as every other path qbhook prints."""
+    missing = os.path.join(os.fsdecode(tmp_path), os.fsdecode(b"c\xff.yaml"))
+    r = CliRunner().invoke(main, ["-c", missing, "history"])
+    assert r.exit_code == ExitCode.CONFIG, (r.exit_code, r.output, r.exception)
+    assert r.stderr == f"qbhook: config: file {tmp_path}/c\\xff.yaml does not exist\n"
+
+
 def test_serve_on_a_name_that_does_not_resolve_names_the_listen_address(hostile):
     """waitress's "Invalid host/port specified" was reported as `server.port` though the port was
     fine (checked before) and the host was what did not resolve."""
-    r = hostile.run("serve", "--listen", "nosuch.invalid", "--port", "9", "--no-sweep", expect=ExitCode.CONFIG)
-    assert r.stderr.splitlines()[-2].startswith("qbhook: config: server.listen: cannot listen on nosuch.invalid:9")
-    assert r.stderr.splitlines()[-1].startswith("  hint: server.listen (or --listen) must be an address")
+    r = hostile.run("serve", "--listen", "nosuch.invalid", "--port", "9", "--no-sweep", expect=ExitCode.BAD_INPUT)
+    assert r.stderr.splitlines()[-2].startswith("qbhook: --listen: cannot listen on nosuch.invalid:9")
+    assert r.stderr.splitlines()[-1].startswith("  hint: --listen must be an address")
 
 
 def test_the_journal_records_an_error_naming_a_path_that_is_not_utf8(tmp_path):

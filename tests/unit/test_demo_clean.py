@@ -141,3 +141,21 @@ def test_the_demo_s_lines_reach_the_terminal_through_the_cli_s_escaping(tmp_path
         "warning: could not destroy demo pools: zpool qbt\\x1b[2Jstash is busy",
         f"removed {base}",
     ]
+
+
+@pytest.mark.parametrize("clean", [["--clean"], []])
+def test_an_empty_dir_option_is_a_usage_error_not_the_current_folder(tmp_path, monkeypatch, clean):
+    """`qbhook demo --dir "$UNSET"` took the current folder for the sandbox: building one there, or
+    (refused only by the marker check) clearing it."""
+    from click.testing import CliRunner
+
+    from qbhook.cli.app import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(demo, "clean", lambda *a: pytest.fail("clean ran"))
+    monkeypatch.setattr(demo, "run", lambda *a: pytest.fail("run ran"))
+    r = CliRunner().invoke(main, ["demo", *clean, "--dir", ""])
+    assert r.exit_code == 2, r.output
+    assert "--dir" in r.stderr and "names no folder (an empty path)" in r.stderr
+    assert os.listdir(tmp_path) == []

@@ -114,6 +114,19 @@ def test_busy_port_is_a_one_line_error(tmp_path):
 
 def test_unusable_listen_address_is_a_config_error(tmp_path):
     config = write_config(tmp_path, free_port())
+    config.write_text(config.read_text().replace('"listen": "127.0.0.1"', '"listen": "192.0.2.1"'))
+    run = subprocess.run(
+        serve_cmd(config), check=False, env={**os.environ, "T": TOKEN}, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 78, run.stderr
+    assert "Traceback" not in run.stderr
+    assert "qbhook: config: server.listen: cannot listen on 192.0.2.1:" in run.stderr
+
+
+def test_an_unusable_listen_option_is_a_usage_error_naming_the_option(tmp_path):
+    """`--listen` on the command line was blamed on `server.listen` (exit 78), a key the file may
+    not even have: the person who typed the option looked for a fault in the wrong place."""
+    config = write_config(tmp_path, free_port())
     run = subprocess.run(
         serve_cmd(config, "--listen", "192.0.2.1"),
         check=False,
@@ -122,9 +135,10 @@ def test_unusable_listen_address_is_a_config_error(tmp_path):
         text=True,
         timeout=60,
     )
-    assert run.returncode == 78, run.stderr
+    assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr
-    assert "qbhook: config: server.listen: cannot listen on 192.0.2.1:" in run.stderr
+    assert "qbhook: --listen: cannot listen on 192.0.2.1:" in run.stderr
+    assert "server.listen" not in run.stderr
 
 
 # -- finding 5: a killed server's running job ---------------------------------------------------
