@@ -158,7 +158,8 @@ def test_bind_mounts_of_one_filesystem_resolve_to_the_one_holding_the_configured
 def _zfs_mount(options: str = "rw,user_id=0,group_id=0"):
     from qbhook.catalog.fsid import Mount
 
-    return Mount(dev=os.makedev(0, 4242), root="/", mountpoint="/stash", fstype="fuse.zfs", source="stash", options=options)
+    dev = os.makedev(0, 4242)
+    return Mount(dev=dev, root="/", mountpoint="/stash", fstype="fuse.zfs", source="stash", options=options)
 
 
 def test_a_zfs_dataset_is_found_by_its_guid_when_path_lacks_sbin(tmp_path, monkeypatch):
