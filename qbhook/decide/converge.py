@@ -87,7 +87,9 @@ from qbhook.decide.facts import (
     Snapshot,
     TorrentFact,
     canonical_path,
+    incidental,
     may_write_at,
+    payload_bytes,
 )
 from qbhook.decide.plan import Action, Converge, ConvergeKeep, Delete, GroupPlan, Step
 from qbhook.paths import is_within
@@ -266,14 +268,22 @@ def _settled(t: TorrentFact) -> bool:
 
 def plan_group(snap: Snapshot, group: list[TorrentFact]) -> Convergence | None:
     """The converge steps for ``group``'s duplicate inodes, or None when it has no duplicate to converge
-    now or later (a Convergence without steps: its duplicates all wait, ``Convergence.waiting``)."""
+    now or later (a Convergence without steps: its duplicates all wait, ``Convergence.waiting``).
+
+    A file incidental to the payload (``facts.incidental``: an .nfo, a tracker's .txt) converges
+    onto an inode outside the group only when a file that is not incidental does too: then the
+    payloads are one payload, and its small files follow it (else the next plan, seeing one group,
+    would converge them then). Otherwise it converges among the group's own inodes only: a
+    coincidence of a few bytes never ties a seed-only payload to a library or another payload."""
     users: dict[InodeKey, list[tuple[TorrentFact, int]]] = {}
     for t in group:
         for f in t.files:
             if f.inode is not None and f.inode in snap.inodes:
                 users.setdefault(f.inode, []).append((t, f.priority))
-    steps: list[Step] = []
-    freed = n = onto_library = waiting = 0
+    payload = payload_bytes(group)
+    chosen: list[tuple[InodeFact, InodeKey]] = []  # (duplicate, the inode it converges onto)
+    deferred: list[tuple[InodeFact, InodeKey, InodeKey | None]] = []  # incidental: (dup, outside, own)
+    tied = False  # a file that is not incidental converges onto an inode outside the group
     for key in sorted(users):
         inode = snap.inodes[key]
         if inode.size == 0 or inode.content is None or inode.external_links or not inode.seeding_paths:
@@ -284,10 +294,29 @@ def plan_group(snap: Snapshot, group: list[TorrentFact]) -> Convergence | None:
         use = _usage(snap)
         keys = [c for c in keys if c == key or snap.inodes[c].external_links or c in use.claimed]
         k = keeper(snap, keys)
-        if k == key:
+        if k != key and k not in users and incidental(inode.size, payload):
+            own = [c for c in keys if c in users]
+            deferred.append((inode, k, keeper(snap, own) if len(own) > 1 else None))
+            continue
+        tied = tied or (k != key and k not in users)
+        chosen.append((inode, k))
+    chosen += [(inode, outside if tied else own) for inode, outside, own in deferred if (outside if tied else own)]
+    return _converge_steps(snap, users, chosen)
+
+
+def _converge_steps(
+    snap: Snapshot, users: dict[InodeKey, list[tuple[TorrentFact, int]]], chosen: list[tuple[InodeFact, InodeKey]]
+) -> Convergence | None:
+    """``plan_group``'s steps: each duplicate relinked onto the inode chosen for it, unless that is
+    itself, or either may still change (then it waits)."""
+    use = _usage(snap)
+    steps: list[Step] = []
+    freed = n = onto_library = waiting = 0
+    for inode, k in sorted(chosen, key=lambda c: c[0].key):
+        if k == inode.key:
             continue  # this one is kept; the others converge onto it from their own groups
         # Only now: an inode that is kept never converges, so it is not "waiting" however busy it is.
-        if not all(_settled(t) and prio != 0 for t, prio in users[key]):
+        if not all(_settled(t) and prio != 0 for t, prio in users[inode.key]):
             waiting += 1
             continue
         kept = snap.inodes[k]

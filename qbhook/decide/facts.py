@@ -41,6 +41,29 @@ UNSTABLE_STATES = frozenset(
 )
 
 
+# A file under this size that is also under half of its payload (an .nfo, a tracker's .txt, a
+# cover, a subtitle) is *incidental* to it: the same bytes in another payload or a library are a
+# coincidence (every RARBG release carries one RARBG.txt), not the same payload. Such a file
+# never ties its payload to another one: it is not converged onto, linked from, nor kept on
+# /stash for, an inode outside its group. Linked, it would join the two groups for good
+# (``decide.grouping`` joins through any shared inode): a seed-only 1 GB payload then stayed on
+# /stash with a library's payload, or could never be promoted (helper review, stop 26).
+# Duplicating it costs a few KiB. A file that is most of its payload is never incidental,
+# however small (a 4 KiB payload of one file converges onto its library copy).
+INCIDENTAL_BYTES = 1 << 20
+
+
+def payload_bytes(torrents: Iterable[TorrentFact]) -> int:
+    """What a group's payload weighs, for ``incidental``: the wanted bytes of its largest torrent
+    (its file list, whatever of it the catalog knows)."""
+    return max((sum(f.size for f in t.files if f.priority != 0) for t in torrents), default=0)
+
+
+def incidental(size: int, payload: int) -> bool:
+    """Whether a file of ``size`` bytes is incidental to a payload of ``payload`` bytes (above)."""
+    return size < INCIDENTAL_BYTES and 2 * size < payload
+
+
 @dataclass(frozen=True, slots=True)
 class InodeFact:
     fsid: str

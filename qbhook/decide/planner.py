@@ -50,7 +50,9 @@ from qbhook.decide.facts import (
     Snapshot,
     TorrentFact,
     ancestors,
+    incidental,
     map_to_pool,
+    payload_bytes,
 )
 from qbhook.decide.grouping import payload_groups
 from qbhook.decide.heap import collector_paused
@@ -150,6 +152,11 @@ def decide(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], build
     inodes = _group_inodes(snap, group)
     gp.payload_bytes = sum(i.size for i in inodes.values())
     gp.external_links = external_link_paths(inodes.values())
+    # The files that may tie this payload to another one's inodes (facts.incidental): the rest
+    # never keep it on /stash for a library's copy of them, and are linked from a copy on the
+    # target only when one of these is (``_donors_tied``): then it is one payload.
+    payload = payload_bytes(group)
+    shared = [i for i in inodes.values() if not incidental(i.size, payload)]
 
     pools = {p.name if p else None for p in (snap.seeding_pool_of(t.save_path) for t in group)}
     if None in pools:
@@ -175,12 +182,12 @@ def decide(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], build
         if why_not:
             gp.reason = "policy: " + why_not
             return gp
-        consumer = _consumer_elsewhere(snap, inodes.values(), src)
+        consumer = _consumer_elsewhere(snap, shared, src)
         if consumer:
             gp.reason = f"same content is used by a library on {src.name} ({consumer}); not demoting a duplicate"
             return gp
         tgt = snap.cold
-        donors = _donors(snap, inodes.values(), tgt)
+        donors = _donors_tied(snap, shared, inodes.values(), tgt)
         gp.action, gp.target_pool = Action.DEMOTE, tgt.name
         gp.reason = "no links outside the seeding tree" + (
             f"; {len(donors)} of {len({i.content for i in inodes.values() if i.size})} contents already on {tgt.name}"
@@ -196,11 +203,11 @@ def decide(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], build
             gp.reason = "seed-only on the cold pool (" + "; ".join(blockers[:2]) + ")"
             return gp
         tgt = snap.primary
-        donors = _donors(snap, inodes.values(), tgt)
+        donors = _donors_tied(snap, shared, inodes.values(), tgt)
         if not donors:
             gp.reason = f"seed-only data on {src.name}: nothing on {tgt.name} shares its content"
             return gp
-        if not any(snap.inodes[k].external_links > 0 for k in _donor_inodes(snap, inodes.values(), tgt)):
+        if not any(snap.inodes[k].external_links > 0 for k in _donor_inodes(snap, shared, tgt)):
             gp.reason = (
                 f"same content on {tgt.name} is only other torrents' seed data; "
                 f"that group demotes onto this one instead"
@@ -432,6 +439,15 @@ def _donors(snap: Snapshot, inodes: Iterable[InodeFact], tgt: PoolFact) -> dict[
     return donors
 
 
+def _donors_tied(
+    snap: Snapshot, shared: list[InodeFact], inodes: Iterable[InodeFact], tgt: PoolFact
+) -> dict[ContentKey, str]:
+    """``_donors`` of the group's files, when a file that is not incidental has one: the payload is
+    already on ``tgt``, and its small files follow it. Else none: a donor of an incidental file
+    alone would tie this payload for good to whatever holds those few bytes (facts.incidental)."""
+    return _donors(snap, inodes, tgt) if _donors(snap, shared, tgt) else {}
+
+
 def _consumer_elsewhere(snap: Snapshot, inodes: Iterable[InodeFact], pool: PoolFact) -> str | None:
     own = {i.key for i in inodes}
     for i in inodes:
@@ -660,7 +676,9 @@ def _copied_once(plans: list[GroupPlan]) -> None:
         mine = {
             (g.target_pool, size, h)
             for size, h in copied(g.steps)
-            if h is not None and twice[(i := hash(h) & mask) >> 3] & (1 << (i & 7))
+            if h is not None
+            and not incidental(size, g.payload_bytes)  # copied by each payload: never linked across
+            and twice[(i := hash(h) & mask) >> 3] & (1 << (i & 7))
         }
         other = next((first[k] for k in sorted(mine) if first.get(k, g.group_id) != g.group_id), None)
         if other is not None:

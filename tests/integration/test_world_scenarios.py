@@ -60,6 +60,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from qbhook.decide.facts import incidental
 from qbhook.sandbox.scenario import MOVIES
 from qbhook.sandbox.torrents import SEEDING_STATES, infohash, make_torrent, wait_seeding, write_payload
 from tests.integration.crash_helpers import b3, leftovers, qbhook, qbhook_json, tree_state, walk_files
@@ -508,9 +509,24 @@ class Promises:
         blocked_inodes = {
             (facts[p].dev, facts[p].ino) for h in blocked for p, prio in ts[h].files if prio and p in facts
         }
+        # An incidental file (facts.incidental: small, under half its payload) converges only onto
+        # its own group's inodes: equal bytes in another payload or a library do not count here.
+        group_of, weight = {}, {}
+        for root, members in groups.items():
+            payload = max(sum(facts[p].size for p, prio in ts[h].files if prio and p in facts) for h in members)
+            for h in members:
+                for p, prio in ts[h].files:
+                    if prio and p in facts:
+                        group_of[(facts[p].dev, facts[p].ino)], weight[root] = root, payload
         for (_dev, size, digest), inodes in holders.items():
             seed_only = {
                 k for k in inodes if k in seeds and k not in blocked_inodes and not self._linked(k, facts, in_seed)
+            }
+            seed_only = {
+                k
+                for k in seed_only
+                if not incidental(size, weight[group_of[k]])
+                or any(group_of.get(o) == group_of[k] for o in inodes if o != k)
             }
             if seed_only and len(inodes) > 1:
                 paths = sorted(p for p, f in facts.items() if (f.dev, f.ino) in inodes)

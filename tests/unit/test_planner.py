@@ -429,3 +429,89 @@ def test_destination_symlink_does_not_block_a_group_that_stays():
     w.symlinks[P + "/m"] = "/elsewhere"
     g = only(plan(w))
     assert g.action == "stay" and "Movie.bin" in g.reason
+
+
+# -- incidental files (decide.facts.incidental): a coincidence of bytes never ties two payloads
+
+
+MOVIE = 2 << 20  # a payload's big file, over facts.INCIDENTAL_BYTES
+
+
+def _release(w: World, h: str, name: str, movie: str, txt_size: int = 30) -> None:
+    w.file(f"{S}/{name}/{name}.mkv", movie, MOVIE)
+    w.file(f"{S}/{name}/RARBG.txt", "RARBG", txt_size)
+    w.torrent(h, S, [f"{name}/{name}.mkv", f"{name}/RARBG.txt"])
+
+
+def test_a_seed_only_payload_whose_tracker_txt_a_library_also_holds_demotes():
+    """Its 30-byte RARBG.txt equals a library's: the 2 MiB payload stayed on /stash ("same content is
+    used by a library"), and was then converged onto the library's .txt, staying for good."""
+    w = World()
+    _release(w, "c" * 40, "C", "movie-C")
+    w.file(LIB + "/D/RARBG.txt", "RARBG", 30)
+    g = only(plan(w))
+    assert g.action == "demote", g.reason
+    assert not any(s.kind == "converge" for s in g.steps)
+
+
+def test_a_seed_only_payload_is_not_joined_to_a_library_linked_one_by_its_txt():
+    w = World()
+    _release(w, "c" * 40, "C", "movie-C")
+    _release(w, "d" * 40, "D", "movie-D")
+    w.link(f"{S}/D/D.mkv", LIB + "/D/D.mkv")  # D's payload is a library's
+    p = plan(w)
+    by = {g.torrents[0]: g for g in p.groups}
+    assert len(p.groups) == 2 and by["c" * 40].action == "demote", by["c" * 40].reason
+    assert by["d" * 40].action in ("stay", "converge")
+    for g in p.groups:  # no step relinks or links one payload's file to the other's inode
+        assert all(not (s.kind == "converge" and "RARBG" in s.args["path"]) for s in g.steps)
+
+
+def test_a_demote_copies_an_incidental_file_a_foreign_payload_holds_on_the_cold_pool():
+    """Linked from E's RARBG.txt on /pool, C and E became one group: E could never be promoted alone."""
+    w = World()
+    _release(w, "c" * 40, "C", "movie-C")
+    w.file(f"{P}/E/E.mkv", "movie-E", MOVIE)
+    w.file(f"{P}/E/RARBG.txt", "RARBG", 30)
+    w.torrent("e" * 40, P, ["E/E.mkv", "E/RARBG.txt"])
+    p = plan(w)
+    c = next(g for g in p.groups if "c" * 40 in g.torrents)
+    assert c.action == "demote", c.reason
+    assert not any(s.kind == "link" and s.args["src"].startswith(P + "/E/") for s in c.steps)
+    assert any(s.kind == "copy" and s.args["dst"].endswith("/C/RARBG.txt") for s in c.steps)
+
+
+def test_a_file_that_is_most_of_its_payload_is_never_incidental_however_small():
+    w = World()
+    w.file(S + "/m/a.nfo", "N", 300)  # a 300-byte payload of one file
+    w.torrent("a" * 40, S + "/m", ["a.nfo"])
+    w.file(LIB + "/A/a.nfo", "N", 300)
+    g = only(plan(w))
+    assert g.action == "converge" and [s.args["keep"]["path"] for s in g.steps] == [LIB + "/A/a.nfo"]
+
+
+def test_the_small_files_of_a_payload_already_on_the_target_follow_its_big_ones():
+    """A second download of a release A seeds on /pool: its big file ties it to A's copy, and its
+    RARBG.txt is linked from A's too. Copied instead, the one group of the next plan held two inodes
+    of one content and converged them then: a plan that was not done after its apply (seen in
+    tests/integration/test_world_scenarios.py, seed 2)."""
+    w = World()
+    _release(w, "b" * 40, "B", "movie-A")
+    w.file(f"{P}/A/A.mkv", "movie-A", MOVIE)
+    w.file(f"{P}/A/RARBG.txt", "RARBG", 30)
+    w.torrent("a" * 40, P, ["A/A.mkv", "A/RARBG.txt"])
+    b = next(g for g in plan(w).groups if "b" * 40 in g.torrents)
+    assert b.action == "demote" and b.bytes_to_copy == 0, b.reason
+    assert sorted(s.args["src"] for s in b.steps if s.kind == "link") == [f"{P}/A/A.mkv", f"{P}/A/RARBG.txt"]
+
+
+def test_a_converge_onto_another_payload_takes_the_small_files_along():
+    """A library-linked payload B and a second download C of it on /stash: C's movie converges onto
+    B's inode, and so does its .txt (incidental alone, it would wait for the next plan)."""
+    w = World()
+    _release(w, "b" * 40, "B", "movie-B")
+    w.link(f"{S}/B/B.mkv", LIB + "/B/B.mkv")
+    _release(w, "c" * 40, "C", "movie-B")  # seed-only, its movie a library's: it stays and converges
+    p = plan(w)
+    kept = {s.args["path"]: s.args["keep"]["path"] for g in p.groups for s in g.steps if s.kind == "converge"}
+    assert kept == {f"{S}/C/C.mkv": f"{S}/B/B.mkv", f"{S}/C/RARBG.txt": f"{S}/B/RARBG.txt"}, kept

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qbhook.config import PolicyConfig
+from qbhook.decide.facts import incidental, payload_bytes
 from qbhook.decide.planner import make_plan
 from tests.unit.world import LIB, P, S, World
 
@@ -121,10 +122,12 @@ def test_plans_are_safe(w, require_tag):
         # never move a group that has a link outside the seeding roots
         keys = {f.inode for t in snap.torrents if t.hash in g.torrents for f in t.files}
         assert all(snap.inodes[k].external_links == 0 for k in keys)
-        # never copy content that already exists on the target dataset
+        # never copy content that already exists on the target dataset, but for a file incidental
+        # to its payload (facts.incidental: copied, never linked across payloads)
         tgt = snap.pool(g.target_pool)
+        payload = payload_bytes(t for t in snap.torrents if t.hash in g.torrents)
         for s in g.steps:
-            if s.kind == "copy":
+            if s.kind == "copy" and not incidental(s.args["size"], payload):
                 existing = [
                     k for k in snap.content.get((s.args["size"], s.args["blake3"]), ()) if k[0] == tgt.seeding_fsid
                 ]
