@@ -150,39 +150,53 @@ def _torrents_touching(cfg: Config, catalog: Catalog, infos, paths, rejected, re
             if rejected is not None:
                 rejected.append(f"event path refused: {e}")
             continue
-        related = {p}
-        pool = cfg.pool_of(p)
-        gone = False
-        if pool is not None and p != os.path.normpath(str(pool.path)):
-            try:
-                st = reader.lstat(p)
-            except FolderRefused as e:
-                # Recording it would stat (and identify) whatever filesystem the link points to.
-                if rejected is not None:
-                    rejected.append(f"event path refused: {p} goes through a symlink: {e.folder} -> {e.target}")
-                continue
-            except PathMapError as e:  # host_path made it canonical; kept as the snapshot's _lstat
-                if rejected is not None:
-                    rejected.append(f"event path refused: {e}")
-                continue
-            if st is not None and stat_mod.S_ISREG(st.st_mode):
-                catalog.record_path(p, pool.name, st=st)  # an import just linked it: refresh the facts
-            gone = st is None
-        else:
-            gone = not os.path.lexists(p)  # not in a pool: nothing there is read
-        row = catalog.inode_by_path(p)
-        if row is not None:
-            for x, _ in catalog.paths_of(row.id):
-                try:
-                    related.add(normalize(os.fsdecode(x)))
-                except PathMapError:
-                    continue  # an odd spelling in an old catalog: not a path we look up
-            if gone:
-                catalog.forget_path(p)  # deleted by the *arr: drop the stale link
-        for r in related:
+        for r in _related_paths(cfg, catalog, p, rejected, reader):
             for q in ancestors(r, roots):
                 candidates.update(by_content.get(q, ()))
     return candidates
+
+
+def _related_paths(cfg: Config, catalog: Catalog, p: str, rejected, reader: FolderReader) -> set[str]:
+    """``p`` and every catalogued link of the inode it was and of the one it is now (empty: refused).
+
+    Both inodes: an upgrade under a naming scheme without quality replaces the library file
+    under the same name (``deletedFiles[].path`` is the new ``episodeFile.path``), and the
+    torrent seeding the old inode has just lost its library copy.
+    """
+    related = {p}
+    pool = cfg.pool_of(p)
+    st = None
+    if pool is not None and p != os.path.normpath(str(pool.path)):
+        try:
+            st = reader.lstat(p)
+        except FolderRefused as e:
+            # Recording it would stat (and identify) whatever filesystem the link points to.
+            if rejected is not None:
+                rejected.append(f"event path refused: {p} goes through a symlink: {e.folder} -> {e.target}")
+            return set()
+        except PathMapError as e:  # host_path made it canonical; kept as the snapshot's _lstat
+            if rejected is not None:
+                rejected.append(f"event path refused: {e}")
+            return set()
+        gone = st is None
+    else:
+        gone = not os.path.lexists(p)  # not in a pool: nothing there is read
+    before = catalog.inode_by_path(p)  # read before record_path points p at the new inode
+    rows = [before] if before is not None else []
+    if st is not None and stat_mod.S_ISREG(st.st_mode):
+        # an import just linked it: refresh the facts
+        after = catalog.inode(catalog.record_path(p, pool.name, st=st))
+        if after is not None and (before is None or after.id != before.id):
+            rows.append(after)
+    for row in rows:
+        for x, _ in catalog.paths_of(row.id):
+            try:
+                related.add(normalize(os.fsdecode(x)))
+            except PathMapError:
+                continue  # an odd spelling in an old catalog: not a path we look up
+    if before is not None and gone:
+        catalog.forget_path(p)  # deleted by the *arr: drop the stale link
+    return related
 
 
 def handle_job(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job, *, executor=None) -> dict:

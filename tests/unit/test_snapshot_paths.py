@@ -186,6 +186,26 @@ def test_event_path_through_a_symlinked_folder_is_refused_and_not_recorded(bed, 
     assert not (bed.outside / MARKER_NAME).exists()
 
 
+def test_an_upgrade_that_keeps_the_library_name_re_plans_the_old_torrent(bed):
+    """Sonarr/Radarr upgrades with a naming scheme without quality: ``deletedFiles[].path`` is the
+    new ``episodeFile.path``. The old inode's links must be read before the path is recorded as the
+    new file, or the torrent that just lost its library copy is not re-planned until a sweep."""
+    old = write(bed.seed_s / "old/Movie/x.mkv", b"old movie")
+    new = write(bed.seed_s / "new/Movie/y.mkv", b"new movie!")
+    torrent(bed, H, bed.seed_s / "old", [("Movie/x.mkv", 9)])
+    torrent(bed, H2, bed.seed_s / "new", [("Movie/y.mkv", 10)])
+    lib = bed.lib / "Movie (2020)/Movie (2020).mkv"
+    os.makedirs(lib.parent)
+    os.link(old, lib)
+    for p in (old, new, lib):
+        bed.cat.record_path(str(p), "stash")
+    os.unlink(lib)  # the *arr's upgrade: the same name, now the new file
+    os.link(new, lib)
+    got = torrents_touching(bed.cfg, bed.cat, bed.qbt.torrents(), [str(lib)])
+    assert got == {H, H2}
+    assert bed.cat.inode_by_path(str(lib)).ino == os.stat(new).st_ino
+
+
 # --------------------------------------------------------------------------- swapped between check and read
 
 
