@@ -96,7 +96,7 @@ from qbhook.events.queue import JobQueue
 from qbhook.events.queue import worker_id as queue_worker_id
 from qbhook.move.run import run_apply
 from qbhook.pathmap import PathMap
-from qbhook.paths import normalize
+from qbhook.paths import is_within, normalize
 from qbhook.space import space_at
 
 log = logging.getLogger(__name__)
@@ -188,15 +188,31 @@ def _related_paths(cfg: Config, catalog: Catalog, p: str, rejected, reader: Fold
         after = catalog.inode(catalog.record_path(p, pool.name, st=st))
         if after is not None and (before is None or after.id != before.id):
             rows.append(after)
-    for row in rows:
-        for x, _ in catalog.paths_of(row.id):
-            try:
-                related.add(normalize(os.fsdecode(x)))
-            except PathMapError:
-                continue  # an odd spelling in an old catalog: not a path we look up
+    links = [x for row in rows for x, _ in catalog.paths_of(row.id)]
+    if not rows and _library_folder(cfg, p, st):
+        links += catalog.links_under(p)
+    for x in links:
+        try:
+            related.add(normalize(os.fsdecode(x)))
+        except PathMapError:
+            continue  # an odd spelling in an old catalog: not a path we look up
     if before is not None and gone:
         catalog.forget_path(p)  # deleted by the *arr: drop the stale link
     return related
+
+
+def _library_folder(cfg: Config, p: str, st: os.stat_result | None) -> bool:
+    """Whether ``p`` (no catalogued file) is a folder whose catalogued files' links name torrents.
+
+    SeriesDelete, MovieDelete, AlbumDelete and AuthorDelete name only the media's folder
+    (gone by now, or kept): the torrents seeding its files are found through those files'
+    links (``Catalog.links_under``). A folder in a seeding root needs none of that: its torrents
+    are found by their content paths (``ancestors``). A folder holding a seeding root (a pool
+    root, ``/``) is refused: its files are every file, which is a sweep's work, not an event's.
+    """
+    if st is not None and not stat_mod.S_ISDIR(st.st_mode):
+        return False
+    return not any(is_within(p, r) or is_within(r, p) for r in map(str, cfg.seeding_roots))
 
 
 def handle_job(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job, *, executor=None) -> dict:
