@@ -96,7 +96,7 @@ from qbhook.events.queue import JobQueue
 from qbhook.events.queue import worker_id as queue_worker_id
 from qbhook.move.run import run_apply
 from qbhook.pathmap import PathMap
-from qbhook.paths import normalize
+from qbhook.paths import is_within, normalize
 from qbhook.space import space_at
 
 log = logging.getLogger(__name__)
@@ -150,39 +150,69 @@ def _torrents_touching(cfg: Config, catalog: Catalog, infos, paths, rejected, re
             if rejected is not None:
                 rejected.append(f"event path refused: {e}")
             continue
-        related = {p}
-        pool = cfg.pool_of(p)
-        gone = False
-        if pool is not None and p != os.path.normpath(str(pool.path)):
-            try:
-                st = reader.lstat(p)
-            except FolderRefused as e:
-                # Recording it would stat (and identify) whatever filesystem the link points to.
-                if rejected is not None:
-                    rejected.append(f"event path refused: {p} goes through a symlink: {e.folder} -> {e.target}")
-                continue
-            except PathMapError as e:  # host_path made it canonical; kept as the snapshot's _lstat
-                if rejected is not None:
-                    rejected.append(f"event path refused: {e}")
-                continue
-            if st is not None and stat_mod.S_ISREG(st.st_mode):
-                catalog.record_path(p, pool.name, st=st)  # an import just linked it: refresh the facts
-            gone = st is None
-        else:
-            gone = not os.path.lexists(p)  # not in a pool: nothing there is read
-        row = catalog.inode_by_path(p)
-        if row is not None:
-            for x, _ in catalog.paths_of(row.id):
-                try:
-                    related.add(normalize(os.fsdecode(x)))
-                except PathMapError:
-                    continue  # an odd spelling in an old catalog: not a path we look up
-            if gone:
-                catalog.forget_path(p)  # deleted by the *arr: drop the stale link
-        for r in related:
+        for r in _related_paths(cfg, catalog, p, rejected, reader):
             for q in ancestors(r, roots):
                 candidates.update(by_content.get(q, ()))
     return candidates
+
+
+def _related_paths(cfg: Config, catalog: Catalog, p: str, rejected, reader: FolderReader) -> set[str]:
+    """``p`` and every catalogued link of the inode it was and of the one it is now (empty: refused).
+
+    Both inodes: an upgrade under a naming scheme without quality replaces the library file
+    under the same name (``deletedFiles[].path`` is the new ``episodeFile.path``), and the
+    torrent seeding the old inode has just lost its library copy.
+    """
+    related = {p}
+    pool = cfg.pool_of(p)
+    st = None
+    if pool is not None and p != os.path.normpath(str(pool.path)):
+        try:
+            st = reader.lstat(p)
+        except FolderRefused as e:
+            # Recording it would stat (and identify) whatever filesystem the link points to.
+            if rejected is not None:
+                rejected.append(f"event path refused: {p} goes through a symlink: {e.folder} -> {e.target}")
+            return set()
+        except PathMapError as e:  # host_path made it canonical; kept as the snapshot's _lstat
+            if rejected is not None:
+                rejected.append(f"event path refused: {e}")
+            return set()
+        gone = st is None
+    else:
+        gone = not os.path.lexists(p)  # not in a pool: nothing there is read
+    before = catalog.inode_by_path(p)  # read before record_path points p at the new inode
+    rows = [before] if before is not None else []
+    if st is not None and stat_mod.S_ISREG(st.st_mode):
+        # an import just linked it: refresh the facts
+        after = catalog.inode(catalog.record_path(p, pool.name, st=st))
+        if after is not None and (before is None or after.id != before.id):
+            rows.append(after)
+    links = [x for row in rows for x, _ in catalog.paths_of(row.id)]
+    if not rows and _library_folder(cfg, p, st):
+        links += catalog.links_under(p)
+    for x in links:
+        try:
+            related.add(normalize(os.fsdecode(x)))
+        except PathMapError:
+            continue  # an odd spelling in an old catalog: not a path we look up
+    if before is not None and gone:
+        catalog.forget_path(p)  # deleted by the *arr: drop the stale link
+    return related
+
+
+def _library_folder(cfg: Config, p: str, st: os.stat_result | None) -> bool:
+    """Whether ``p`` (no catalogued file) is a folder whose catalogued files' links name torrents.
+
+    SeriesDelete, MovieDelete, AlbumDelete and AuthorDelete name only the media's folder
+    (gone by now, or kept): the torrents seeding its files are found through those files'
+    links (``Catalog.links_under``). A folder in a seeding root needs none of that: its torrents
+    are found by their content paths (``ancestors``). A folder holding a seeding root (a pool
+    root, ``/``) is refused: its files are every file, which is a sweep's work, not an event's.
+    """
+    if st is not None and not stat_mod.S_ISDIR(st.st_mode):
+        return False
+    return not any(is_within(p, r) or is_within(r, p) for r in map(str, cfg.seeding_roots))
 
 
 def handle_job(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job, *, executor=None) -> dict:

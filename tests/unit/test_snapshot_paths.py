@@ -6,7 +6,9 @@ decision, and one file spelled two ways must stay one link.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -16,9 +18,11 @@ from qbhook.catalog.store import Catalog
 from qbhook.decide.planner import make_plan
 from qbhook.decide.snapshot import build_snapshot
 from qbhook.errors import FilesystemIdError
+from qbhook.events._arr import parse_arr
 from qbhook.events.worker import handle_job, torrents_touching
 from tests.helpers import make_config, write
 from tests.swap import swap_after_first_look
+from tests.unit.events.conftest import FIXTURES
 from tests.unit.test_executor import FakeQbt, FakeTorrent
 
 H = "a" * 40
@@ -184,6 +188,67 @@ def test_event_path_through_a_symlinked_folder_is_refused_and_not_recorded(bed, 
     ]
     assert all_catalog_paths(bed.cat) == []
     assert not (bed.outside / MARKER_NAME).exists()
+
+
+def test_an_upgrade_that_keeps_the_library_name_re_plans_the_old_torrent(bed):
+    """Sonarr/Radarr upgrades with a naming scheme without quality: ``deletedFiles[].path`` is the
+    new ``episodeFile.path``. The old inode's links must be read before the path is recorded as the
+    new file, or the torrent that just lost its library copy is not re-planned until a sweep."""
+    old = write(bed.seed_s / "old/Movie/x.mkv", b"old movie")
+    new = write(bed.seed_s / "new/Movie/y.mkv", b"new movie!")
+    torrent(bed, H, bed.seed_s / "old", [("Movie/x.mkv", 9)])
+    torrent(bed, H2, bed.seed_s / "new", [("Movie/y.mkv", 10)])
+    lib = bed.lib / "Movie (2020)/Movie (2020).mkv"
+    os.makedirs(lib.parent)
+    os.link(old, lib)
+    for p in (old, new, lib):
+        bed.cat.record_path(str(p), "stash")
+    os.unlink(lib)  # the *arr's upgrade: the same name, now the new file
+    os.link(new, lib)
+    got = torrents_touching(bed.cfg, bed.cat, bed.qbt.torrents(), [str(lib)])
+    assert got == {H, H2}
+    assert bed.cat.inode_by_path(str(lib)).ino == os.stat(new).st_ino
+
+
+def test_a_movie_delete_re_plans_the_torrents_linked_under_its_folder(bed):
+    """MovieDelete (SeriesDelete, AlbumDelete, AuthorDelete) names only the library folder: the
+    torrents seeding what the catalog knows below it are re-planned, not "no torrent matches"."""
+    library_linked_movie(bed)
+    bed.cat.record_path(str(bed.lib / "Movie (2020)/Movie (2020).mkv"), "stash")
+    write(bed.seed_s / "other/O/o.bin", b"unrelated")
+    torrent(bed, H2, bed.seed_s / "other", [("O/o.bin", 9)])
+    payload = json.loads((FIXTURES / "radarr-moviedelete.json").read_text(encoding="utf-8"))
+    payload["movie"]["folderPath"] = str(bed.lib / "Movie (2020)")
+    payload["deletedFiles"] = True
+    event = parse_arr(payload)
+    assert event.kind == "media_deleted" and event.paths == (str(bed.lib / "Movie (2020)"),)
+    shutil.rmtree(bed.lib / "Movie (2020)")  # Radarr deleted the folder before it told us
+    result = handle_job(bed.cfg, bed.cat, [bed.qbt], job(*event.paths))
+    assert "note" not in result
+    assert [(g["names"], g["action"]) for g in result["groups"]] == [(["Movie"], "demote")], result
+
+
+def test_links_under_reads_whole_components_through_the_path_index(bed):
+    movie = library_linked_movie(bed)
+    folder = bed.lib / "Movie (2020)"
+    odd = write(folder / os.fsdecode(b"\xff.nfo"), b"nfo")  # a name that is not UTF-8
+    sibling = write(bed.lib / "Movie (2020)0/y.mkv", b"y")  # "0": the byte after "/"
+    for f in (movie, folder / "Movie (2020).mkv", odd, sibling):
+        bed.cat.record_path(str(f), "stash")
+    statements: list[str] = []
+    bed.cat.conn.set_trace_callback(statements.append)
+    got = bed.cat.links_under(str(folder) + "/")
+    bed.cat.conn.set_trace_callback(None)
+    assert sorted(got) == sorted(os.fsencode(f) for f in (movie, folder / "Movie (2020).mkv", odd))
+    (sql,) = statements
+    plan = " ".join(r[3] for r in bed.cat.conn.execute("EXPLAIN QUERY PLAN " + sql))
+    assert "SEARCH p USING INDEX sqlite_autoindex_paths_1 (path>? AND path<?)" in plan, plan
+
+
+def test_an_event_naming_a_folder_that_holds_a_seeding_root_reads_no_links(bed):
+    library_linked_movie(bed)
+    bed.cat.record_path(str(bed.lib / "Movie (2020)/Movie (2020).mkv"), "stash")
+    assert torrents_touching(bed.cfg, bed.cat, bed.qbt.torrents(), [str(bed.stash)]) == set()
 
 
 # --------------------------------------------------------------------------- swapped between check and read
