@@ -299,6 +299,23 @@ def is_zfs(fsid: str) -> bool:
     return fsid.startswith(ZFS_PREFIX)
 
 
+def shared_id(
+    was: int, ident: FsIdentity, mounts: list[Mount] | None = None, marker_roots: Iterable[str | os.PathLike] = ()
+) -> FsIdentity | None:
+    """The identity of device ``was`` (the st_dev the catalog last had for ``ident.fsid``) if it is
+    still mounted and still says ``ident.fsid``: a second filesystem with the same id (btrfs
+    subvolumes, an LVM snapshot, a copied loop image: one UUID). None for a remount: the old
+    number gone, or another filesystem's now (numbers are handed out again after a reboot)."""
+    mounts = read_mounts() if mounts is None else mounts
+    if was == ident.dev or not any(m.dev == was for m in mounts):
+        return None
+    try:
+        other = identify(dev=was, create_marker=False, mounts=mounts, marker_roots=marker_roots)
+    except FilesystemIdError:
+        return None  # not readable as that id now: the id moved with its filesystem
+    return other if other.fsid == ident.fsid else None
+
+
 def identify(
     path: str | os.PathLike | None = None,
     *,

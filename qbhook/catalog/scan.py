@@ -5,7 +5,10 @@ Walks with os.scandir through each folder's descriptor, opened below its parent'
 follows symlinks, and compares each file's lstat with the catalog; only
 differences are written. Paths that vanished are dropped only if the share is
 plausible: an unmounted pool looks like an empty folder, and treating that as
-"everything was deleted" is how catalogs drift (field lesson 10).
+"everything was deleted" is how catalogs drift (field lesson 10). Nor are those of a
+filesystem the walk saw no file of whose recorded mount point is not mounted now (a
+nested dataset unmounted, a bind mount gone): below the mass-delete threshold they would
+otherwise go, hashes and all, though nothing was deleted.
 
 A rescan (the pool already has paths) lets GNU find do the walk and compares its lines with
 the catalog's; a rescan in a new process may instead compare one digest of find's output
@@ -32,13 +35,14 @@ from dataclasses import dataclass, field
 import blake3
 
 from qbhook import notify
-from qbhook.catalog import findwalk
+from qbhook.catalog import findwalk, fsid
 from qbhook.catalog.db import Tx
 from qbhook.catalog.findwalk import FindRun
 from qbhook.catalog.store import Catalog
 from qbhook.config import PoolConfig, ScanConfig
 from qbhook.dirfd import FolderRefused, NotAFolder, open_below, open_root
 from qbhook.errors import MassDeleteRefused, QbhookError
+from qbhook.paths import shown
 from qbhook.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -54,6 +58,7 @@ class ScanResult:
     removed: int = 0
     status: str = "ok"
     unreadable: list[str] = field(default_factory=list)
+    unmounted: list[str] = field(default_factory=list)  # mount points whose vanished paths were kept
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -66,6 +71,7 @@ class ScanResult:
             "removed": self.removed,
             "status": self.status,
             "unreadable": self.unreadable,
+            "unmounted": self.unmounted,
             "seconds": round(self.seconds, 3),
         }
 
@@ -147,7 +153,7 @@ def _scan(
         run.close()
     if walk is None:
         walk = _python_walk(catalog, pool, root, subtree is not None, ignore, scan_id, progress)
-    known_count, vanished, changes, unreadable, seen, added, changed, memo = walk
+    known_count, vanished, changes, unreadable, seen, added, changed, memo, seen_fs = walk
     result.added, result.changed = added, changed
     result.files_seen = seen
     result.unreadable = [os.fsdecode(u) for u in unreadable]
@@ -157,6 +163,20 @@ def _scan(
         and len(vanished) > scan_cfg.mass_delete_max_share * max(known_count, 1)
         and not allow_mass_delete
     )
+    # Counted by the guard above (a whole pool unmounted stays a refusal), never dropped below.
+    unmounted = {} if allow_mass_delete or not vanished else _on_unmounted(catalog, list(vanished), seen_fs)
+    dropped = vanished
+    if unmounted:
+        kept = {p for paths in unmounted.values() for p in paths}
+        dropped = [p for p in vanished if p not in kept]
+        result.unmounted = sorted(unmounted)
+    for mp, paths in sorted(unmounted.items()) if not refuse else ():  # a refusal names them itself
+        log.warning(
+            "scan of pool %s: %s is not mounted; its %d catalogued paths are kept as they were",
+            pool.name,
+            shown(mp),
+            len(paths),
+        )
 
     with Tx(conn) as c:
         # The memo may be saved only if nobody wrote since the walk read the catalog: this
@@ -164,19 +184,25 @@ def _scan(
         unwritten = memo is not None and catalog.generation() == memo.generation
         if changes:
             catalog.upsert_many(c, pool.name, changes, scan_id)
-        if not refuse and vanished:
-            catalog.remove_paths_named(c, list(vanished))
+        if not refuse and dropped:
+            catalog.remove_paths_named(c, list(dropped))
             catalog.drop_orphan_inodes(c)
-            result.removed = len(vanished)
+            result.removed = len(dropped)
         result.status = "refused" if refuse else "ok"
         msg = f"refused to drop {len(vanished)} of {known_count} known paths" if refuse else None
+        if unmounted and not refuse:
+            msg = "not mounted, paths kept: " + ", ".join(
+                f"{shown(m)} ({len(ps)})" for m, ps in sorted(unmounted.items())
+            )
         c.execute(
             "UPDATE scans SET finished_at=?, status=?, files_seen=?, added=?, changed=?, removed=?, message=? "
             "WHERE id=?",
             (time.time(), result.status, seen, result.added, result.changed, result.removed, msg, scan_id),
         )
         generation = catalog.generation()
-        if unwritten and not refuse and generation is not None:
+        # Not with rows kept: the catalog then holds lines find did not print, and an equal
+        # output next time must be compared again (and the unmount said again).
+        if unwritten and not refuse and not unmounted and generation is not None:
             _save_memo(catalog, c, pool.name, root if subtree is not None else None, memo, generation)
     if progress is not None:
         progress.done(f"{pool.name}: {seen:,} files, +{result.added} ~{result.changed} -{result.removed}")
@@ -186,7 +212,8 @@ def _scan(
             MassDeleteRefused(
                 f"scan of pool {pool.name} would drop {len(vanished):,} of {known_count:,} known paths "
                 f"({100 * len(vanished) / max(known_count, 1):.0f}%); nothing was removed from the catalog",
-                hint=f"is {pool.path} mounted? If the files really are gone, re-run with --allow-mass-delete",
+                hint=f"is {', '.join(map(shown, sorted(unmounted))) or pool.path} mounted? "
+                "If the files really are gone, re-run with --allow-mass-delete",
             )
         )
     return result
@@ -194,9 +221,29 @@ def _scan(
 
 # What a walk hands back to scan_pool: catalog paths under the root before the walk, the
 # catalogued paths that are gone, (path, fs, stat) to write, folders that could not be read,
-# files seen, how many of the writes are new paths / changed paths, and the memo to persist
-# once the writes are in (find walks only).
-_Walk = tuple[int, "list[bytes] | dict[bytes, int]", list, list[bytes], int, int, int, "_OutputMemo | None"]
+# files seen, how many of the writes are new paths / changed paths, the memo to persist
+# once the writes are in (find walks only), and the filesystem rows of the files it saw.
+_Walk = tuple[int, "list[bytes] | dict[bytes, int]", list, list[bytes], int, int, int, "_OutputMemo | None", set[int]]
+
+
+def _on_unmounted(catalog: Catalog, vanished: list[bytes], seen_fs: set[int]) -> dict[str, list[bytes]]:
+    """Mount point -> the ``vanished`` paths to keep: those of a filesystem the walk saw no file
+    of and whose recorded mount point is not in the mount table now. Its files are not known to
+    be gone, only out of sight (an unmounted dataset, a bind mount gone, leaving an empty folder);
+    a filesystem that is mounted, or showed any file, had its files really go."""
+    mounted = {m.mountpoint for m in fsid.read_mounts()}
+    away = {
+        f.id: f.mountpoint
+        for f in catalog.filesystems()
+        if f.id not in seen_fs and f.mountpoint and f.mountpoint not in mounted
+    }
+    if not away:
+        return {}
+    out: dict[str, list[bytes]] = {}
+    for path, row in catalog.stat_rows(vanished).items():
+        if row[0] in away:
+            out.setdefault(away[row[0]], []).append(path)
+    return out
 
 
 def _walk_root_identity(pool_cfg: PoolConfig, root: bytes) -> tuple[int, int]:
@@ -347,7 +394,7 @@ def _python_walk(
         vanished = {p: v for p, v in known.items() if not p.startswith(bad) and p not in unreadable_set}
     else:
         vanished = known
-    return known_count, vanished, changes, unreadable, seen, added, changed, None
+    return known_count, vanished, changes, unreadable, seen, added, changed, None, set(dev_fs.values())
 
 
 # ---------------------------------------------------------------- the find fast path
@@ -483,7 +530,7 @@ def _find_walk_run(catalog: Catalog, pool: str, root: bytes, subtree: bool, run:
         if (size, digest) == (memo.size, memo.digest):
             # Byte for byte what find printed when the catalog last matched it, at this very
             # generation: every file's stat (link counts, ctimes) and every path is unchanged.
-            return memo.lines, [], [], [], memo.lines, 0, 0, None
+            return memo.lines, [], [], [], memo.lines, 0, 0, None, set(dev_fs.values())
         expected = _expected_lines(catalog, pool, under, generation, devs)
     known, known_count = expected
     diff = _compare(catalog, pool, under, devs, known, run, dev_fs)
@@ -491,7 +538,7 @@ def _find_walk_run(catalog: Catalog, pool: str, root: bytes, subtree: bool, run:
         return None
     vanished, kept, seen, added, changed = diff
     fresh = _OutputMemo(generation, devs, cmd_digest, size, seen, digest) if generation is not None else None
-    return known_count, vanished, kept, [], seen, added, changed, fresh
+    return known_count, vanished, kept, [], seen, added, changed, fresh, set(dev_fs.values())
 
 
 def _expected_lines(

@@ -21,7 +21,8 @@ from pathlib import Path
 from qbhook.catalog import fsid as fsid_mod
 from qbhook.catalog.db import Tx, connect, rollback
 from qbhook.dirfd import LOOK_MAX_OPEN, FolderReader, FolderRefused
-from qbhook.errors import NotRegularFile, PathMapError, PathOutsideRoots
+from qbhook.errors import FilesystemIdError, NotRegularFile, PathMapError, PathOutsideRoots
+from qbhook.paths import shown
 
 
 def hash_valid(alias: str = "") -> str:
@@ -143,6 +144,18 @@ class FrozenCatalog:
         self.stored.append((inode_id, bytes(digest), st))
 
 
+def _shared_id_error(ident: fsid_mod.FsIdentity, other: fsid_mod.FsIdentity) -> FilesystemIdError:
+    if ident.kind == "marker":
+        fix = f"delete the copied {fsid_mod.MARKER_NAME} at the root of one of them"
+    else:
+        fix = "give each its own UUID (ext4: tune2fs -U random DEVICE; btrfs: btrfstune -u DEVICE)"
+    return FilesystemIdError(
+        f"{shown(other.mountpoint)} and {shown(ident.mountpoint)} are two filesystems with one id, "
+        f"{shown(ident.fsid)}: their files cannot be told apart",
+        hint=f"{fix}, then scan again",
+    )
+
+
 class Catalog:
     def __init__(self, conn: sqlite3.Connection, marker_roots: Iterable[str | os.PathLike] = ()):
         self.conn = conn
@@ -214,6 +227,9 @@ class Catalog:
     def fs_for_path(self, path: str | bytes | os.PathLike, dev: int | None = None) -> int:
         """Row id of the filesystem holding ``path`` (registering it, re-mapping st_dev if it moved).
 
+        FilesystemIdError if the device the row had is still mounted with the same id: two
+        filesystems that share a UUID (or a copied marker) are not one, and not re-mapped.
+
         ``dev``: the st_dev of the caller's lstat of ``path``; the filesystem is identified by
         that number alone (fsid.mount_for_dev), ``path`` is only lstat-ed when it is not given.
         A path is never resolved here: callers hand in paths writers control, and a folder
@@ -235,6 +251,11 @@ class Catalog:
         row = self.conn.execute(
             "SELECT id, fstype, source, mountpoint, dev FROM filesystems WHERE fsid = ?", (ident.fsid,)
         ).fetchone()
+        if row is not None and row[4] is not None and row[4] != dev:
+            # Moving the id to this device would make one (fs, inode) key of two files.
+            other = fsid_mod.shared_id(row[4], ident, marker_roots=self.marker_roots)
+            if other is not None:
+                raise _shared_id_error(ident, other)
         if row is not None and tuple(row[1:]) == (ident.fstype, ident.source, mountpoint, dev):
             taken = self.conn.execute(
                 "SELECT 1 FROM filesystems WHERE dev = ? AND fsid != ? LIMIT 1", (dev, ident.fsid)

@@ -59,6 +59,8 @@ def scan(app: App, pools, allow_mass_delete, do_hash):
             )
             for u in r["unreadable"]:
                 echo_shown(f"  unreadable (kept as is): {shown(u)}", err=True)
+            for u in r["unmounted"]:
+                echo_shown(f"  not mounted (its paths kept as is): {shown(u)}", err=True)
         if "hashing" in d:
             h = d["hashing"]
             left = d["hash_budget"]["deferred_files"]

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from qbhook.catalog import findwalk
+from qbhook.catalog import findwalk, fsid
 from qbhook.catalog import scan as scanner
 from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
@@ -486,3 +486,62 @@ def test_a_subtree_swapped_for_another_folder_before_find_walked_it_is_not_recor
     with pytest.raises(QbhookError, match="changed while it was scanned"):
         scan_pool(cat, cfg.primary, cfg.scan, subtree=str(sub))
     assert cat.inode_by_path(sub / "secret.bin") is None and cat.inode_by_path(sub / "ours.bin") is not None
+
+
+def _nested_unmounted(tmp_path, monkeypatch, walk, sub_mounted):
+    """1,000 files on the pool's filesystem and 50 on a nested one (recorded at stash/sub),
+    whose files are then gone from sight as after its unmount: an empty folder is left."""
+    stash, pool = tmp_path / "stash", tmp_path / "pool"
+    os.makedirs(pool)
+    for i in range(1000):
+        write(stash / f"a/{i}.bin", b"a")
+    sub = [write(stash / f"sub/{i}.bin", b"b") for i in range(50)]
+    cfg = make_config(tmp_path / "cat.sqlite", stash, pool)  # guard: over 100 paths and 10 %
+    cat = Catalog.open(cfg.catalog)
+    scan_pool(cat, cfg.primary, cfg.scan)
+    with cat.conn:
+        b = cat.conn.execute(
+            "INSERT INTO filesystems(fsid, kind, fstype, source, mountpoint, dev, first_seen, last_seen) "
+            "VALUES ('zfs:4242', 'zfs', 'zfs', 'stash/sub', ?, NULL, 0, 0)",
+            (os.fsencode(stash / "sub"),),
+        ).lastrowid
+        cat.conn.execute(
+            "UPDATE inodes SET fs = ? WHERE id IN (SELECT inode FROM paths WHERE substr(path, 1, ?) = ?)",
+            (b, len(os.fsencode(stash / "sub")) + 1, os.fsencode(stash / "sub") + b"/"),
+        )
+    for f in sub:
+        os.unlink(f)
+    real = fsid.read_mounts
+    extra = [fsid.Mount(os.makedev(0, 4242), "/", str(stash / "sub"), "zfs", "stash/sub")] if sub_mounted else []
+    monkeypatch.setattr(fsid, "read_mounts", lambda: [m for m in real() if m.mountpoint != str(stash / "sub")] + extra)
+    if walk == "find":
+        _find_only(monkeypatch)
+    else:
+        monkeypatch.setattr(scanner, "FIND_WALK", False)
+    return cfg, cat, stash
+
+
+@pytest.mark.parametrize("walk", ["find", "python"])
+def test_files_of_an_unmounted_nested_filesystem_are_kept(tmp_path, monkeypatch, caplog, walk):
+    # 50 paths are under the mass-delete guard's threshold: they used to be dropped with their
+    # hashes, and their torrents looked as if their data were missing.
+    cfg, cat, stash = _nested_unmounted(tmp_path, monkeypatch, walk, sub_mounted=False)
+    with caplog.at_level("WARNING", logger="qbhook.catalog.scan"):
+        r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert (r.files_seen, r.removed, r.status) == (1000, 0, "ok")
+    assert r.unmounted == [str(stash / "sub")] and r.as_dict()["unmounted"] == r.unmounted
+    assert cat.counts()["paths"] == 1050
+    said = [rec.getMessage() for rec in caplog.records if "not mounted" in rec.getMessage()]
+    assert len(said) == 1 and str(stash / "sub") in said[0] and "50" in said[0]
+    msg = cat.conn.execute("SELECT message FROM scans WHERE id = ?", (r.scan_id,)).fetchone()[0]
+    assert str(stash / "sub") in msg
+    cat.close()
+
+
+@pytest.mark.parametrize("walk", ["find", "python"])
+def test_files_gone_from_a_mounted_nested_filesystem_are_dropped(tmp_path, monkeypatch, walk):
+    cfg, cat, _stash = _nested_unmounted(tmp_path, monkeypatch, walk, sub_mounted=True)
+    r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert (r.removed, r.unmounted) == (50, [])
+    assert cat.counts()["paths"] == 1000
+    cat.close()
