@@ -82,7 +82,7 @@ from qbhook.errors import (
 )
 from qbhook.forked import Forked, may_fork
 from qbhook.move import fsops, orphans
-from qbhook.move.journal import Journal, RunRow, StepRow, sharers_of
+from qbhook.move.journal import Journal, RunRow, StepRow, forced_sharers_of, sharers_of
 from qbhook.move.locks import converge_lock, executor_lock, group_lock
 from qbhook.paths import is_within
 
@@ -367,6 +367,7 @@ class _Reloc:
     # again once they are back. Journaled in the step's args (``_sharers``) before each stop and
     # after each start, so a resume or a rollback after a crash starts exactly these again.
     sharers: list[str] = field(default_factory=list)
+    forced: list[str] = field(default_factory=list)  # those of them that ran force-started (``_forced_sharers``)
 
 
 @dataclass
@@ -1314,6 +1315,7 @@ class Executor:
                 "complete": t.is_complete,
                 "stable": t.is_stable,
                 "was_running": not t.is_stopped,
+                "forced": t.is_forced,  # started forced again: a plain start is queued (clients/port.py)
                 "download_path": t.download_path,
                 "auto_tmm": t.auto_tmm,
                 "had_relocated_tag": bool(tag) and tag in t.tags,
@@ -1340,7 +1342,8 @@ class Executor:
         h = s.torrent
         obs = s.observed or {}
         # A resumed relocation may have stopped sharers before the crash: the journal says which.
-        r = _Reloc(at.seq, at.step_id, StepStatus.INTENDED, s, self.journal.sharers(at.step_id))
+        sharers = self.journal.sharers(at.step_id), self.journal.forced_sharers(at.step_id)
+        r = _Reloc(at.seq, at.step_id, StepStatus.INTENDED, s, *sharers)
         st.relocs.append(r)  # registered before acting: any failure from here on undoes it
         from_path, to_path = _norm(s.from_path), _norm(s.to_path)
         budget = self.timing.budget(s.size)
@@ -1368,7 +1371,7 @@ class Executor:
         # Before it may run again: qBittorrent never wrote into the view since verify_view.
         self._check_views_unchanged(st)
         if obs.get("was_running", True) and t.is_stopped:
-            c.start(h)  # only now: the recheck at the new place ended at 100%
+            c.start(h, forced=bool(obs.get("forced")))  # only now: the recheck at the new place ended at 100%
         tag = self.cfg.policy.relocated_tag
         if tag:
             try:
@@ -1702,10 +1705,11 @@ class Executor:
         takes their files away too, and a running one would go to missingFiles (or error) on its
         next read. Stopped, it reads nothing until ``_start_sharers`` runs with the links back.
         A sibling with its own paths (other links of the same inodes) is not touched: hiding a
-        path leaves the inode's other links where they are. Each is noted in ``r.sharers`` and
-        journaled before it is stopped (journal first, act second), so a failure part-way, or a
-        kill, still starts the ones already stopped: the rollback, or the resumed relocation,
-        reads them back. Nothing is hidden from a client that does not move files itself."""
+        path leaves the inode's other links where they are. Each is noted in ``r.sharers`` (and
+        in ``r.forced`` if it ran force-started) and journaled before it is stopped (journal
+        first, act second), so a failure part-way, or a kill, still starts the ones already
+        stopped: the rollback, or the resumed relocation, reads them back. Nothing is hidden
+        from a client that does not move files itself."""
         if not _hides_from(c):
             return
         mine = set(self._old_links(c, s))
@@ -1717,12 +1721,15 @@ class Executor:
                 continue  # (one stopped before a crash is journaled already: the resumed move starts it)
             if o.torrent not in r.sharers:  # else started by hand since the crash: stopped again
                 r.sharers.append(o.torrent)
-                self.journal.set_sharers(r.step_id, r.sharers)
+            if t.is_forced and o.torrent not in r.forced:
+                r.forced.append(o.torrent)
+            self.journal.set_sharers(r.step_id, r.sharers, r.forced)
             c.stop(o.torrent)
             self._wait_stopped(c, o.torrent)
 
     def _start_sharers(self, c: ClientPort, r: _Reloc) -> None:
-        """Start again the torrents ``_stop_sharers`` stopped, now that their paths are back.
+        """Start again the torrents ``_stop_sharers`` stopped, now that their paths are back
+        (forced, each that ran forced).
 
         Each leaves the journal only once started (act, then record): killed in between, the
         next run finds it running and leaves it so; never forgotten while stopped."""
@@ -1730,9 +1737,9 @@ class Executor:
             h = r.sharers[0]
             t = c.torrent(h)
             if t.is_stopped and t.is_complete and t.is_stable:
-                c.start(h)
+                c.start(h, forced=h in r.forced)
             r.sharers.pop(0)
-            self.journal.set_sharers(r.step_id, r.sharers)
+            self.journal.set_sharers(r.step_id, r.sharers, r.forced)
 
     def _check_views_unchanged(self, st: _GroupRun) -> None:
         """The backstop: every view file still has the inode, size, mtime and ctime verify_view saw.
@@ -1817,7 +1824,7 @@ class Executor:
                 f"torrent {h} is back at {from_path} but at {t.progress * 100:.1f}%; it is stopped and needs attention"
             )
         if obs.get("was_running") and t.is_stopped:
-            c.start(h)
+            c.start(h, forced=bool(obs.get("forced")))
         tag = self.cfg.policy.relocated_tag
         if tag and obs.get("had_relocated_tag") is False:
             try:
@@ -1989,7 +1996,7 @@ def _redo_group(_s: VerifyGroup, _relocated: set, later: list) -> bool:
 
 
 def _reloc_of(seq: int, row: StepRow) -> _Reloc:
-    return _Reloc(seq, row.id, row.status, row.step, sharers_of(row.args))
+    return _Reloc(seq, row.id, row.status, row.step, sharers_of(row.args), forced_sharers_of(row.args))
 
 
 def _replay_relocate(st: _GroupRun, seq: int, _s: Relocate, row: StepRow) -> None:

@@ -105,9 +105,9 @@ class RestartingQbt(FakeQbt):
             self.checked_hidden.append(t.hash)  # a check finds nothing where a link is hidden
             t.progress = 0.0
 
-    def start(self, h):
+    def start(self, h, *, forced=False):
         self._own_move(self._get(h))
-        super().start(h)
+        super().start(h, forced=forced)
 
 
 @pytest.fixture
