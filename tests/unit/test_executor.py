@@ -48,7 +48,8 @@ class FakeQbt:
       which then goes ``checkingUP`` -> ``stoppedUP`` (or stays DL under 100%). With
       ``stale_polls``, the new save path shows the progress cached before the move (100 %) on
       that many polls before the 0 % (the API's refresh interval, helper review);
-    * a plain start is queued, so only ``start(forced=True)`` keeps it force-started.
+    * a stop during a check leaves it stoppedDL at partial progress (lesson 3); a plain start
+      is queued, so only ``start(forced=True)`` keeps it force-started.
     """
 
     def __init__(self, name: str = "qbt", move_polls: int = 2, check_polls: int = 2, stale_polls: int = 0):
@@ -174,6 +175,7 @@ class FakeQbt:
         self.calls.append(("stop", t.hash))
         if t.transient in ("checkingUP", "checkingDL"):
             self.violations.append(f"stopped {h} during {t.transient}")
+            t.transient, t.script, t.progress = None, [], min(t.progress, 0.5)  # lesson 3: stoppedDL, partial
         t.stopped = True
 
     def start(self, h, *, forced=False):
