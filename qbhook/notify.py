@@ -3,8 +3,9 @@
 The model:
 
 * Call sites report **events** (a run finished, a group failed or rolled back, a job
-  dead-lettered, the mass-delete guard tripped, and what a sweep notices: a group
-  blocked too long, a pool low on space, a relocated torrent whose ATM is on again).
+  dead-lettered, the mass-delete guard tripped, a cross-seed a relocation could not start
+  again, and what a sweep notices: a group blocked too long, a pool low on space, a
+  relocated torrent whose ATM is on again).
   ``emit`` never blocks and never raises: it puts the event on a bounded in-memory
   queue; when the queue is full the event is dropped, counted and logged.
 * One background thread drains the queue. **Batched and rate-limited**: at most one
@@ -51,6 +52,7 @@ KINDS = {
     "guard": "safety guard tripped",
     "free_space": "pool low on space",
     "atm": "ATM switched back on",
+    "left_stopped": "torrent left stopped",
 }
 
 

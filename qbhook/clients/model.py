@@ -331,6 +331,11 @@ class TorrentInfo:
         return self.state in ("stoppedUP", "stoppedDL")
 
     @property
+    def is_forced(self) -> bool:
+        """Force-started: it runs outside the client's queue (qBittorrent's forcedUP / forcedDL)."""
+        return self.state in ("forcedUP", "forcedDL")
+
+    @property
     def is_stable(self) -> bool:
         """Not in a transition qBittorrent would be disturbed by (or is in)."""
         return self.state in STABLE_STATES and self.has_metadata

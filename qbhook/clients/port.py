@@ -30,6 +30,9 @@ of them asking which client it is. The rules every adapter keeps:
   ends in ``d.check_hash``. qBittorrent does not recheck a stopped torrent after a move,
   and shows the progress it cached before it for a refresh interval, so the executor asks
   for the recheck and waits to see it. A client that does not say is taken not to check;
+* ``start(forced=True)`` starts a torrent outside the client's queue, as it ran when its
+  state said ``forcedUP``/``forcedDL`` (``TorrentInfo.is_forced``); a client with no queue to
+  bypass (rTorrent) starts it as any start, and never reports a forced state;
 * failures are QbhookErrors: UnknownTorrent, the client's QbtError subclass
   (unreachable / refused), UnsafeOperation for a refused unsafe request.
 
@@ -100,7 +103,10 @@ class ClientPort(Protocol):
     # acting -----------------------------------------------------------
     def stop(self, any_hash: str) -> None: ...
 
-    def start(self, any_hash: str) -> None: ...
+    def start(self, any_hash: str, *, forced: bool = False) -> None:
+        """Start; ``forced``: outside the client's queue (qBittorrent's force start). A plain
+        start is queued, so a torrent that ran forced must be started forced to run again."""
+        ...
 
     def recheck(self, any_hash: str) -> None: ...
 

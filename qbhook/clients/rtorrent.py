@@ -499,8 +499,9 @@ class RtorrentClient(FindOrRaise):
         h = self._resolve(any_hash)
         self._call(f"stop {h}", "d.stop", h.upper(), torrent=any_hash)
 
-    def start(self, any_hash: str) -> None:
-        """Start; a paused item (started but inactive) is resumed too."""
+    def start(self, any_hash: str, *, forced: bool = False) -> None:
+        """Start; a paused item (started but inactive) is resumed too. ``forced`` changes nothing:
+        rTorrent has no queue to bypass (and never reports a forced state)."""
         h = self._resolve(any_hash)
         self._call(f"start {h}", "d.start", h.upper(), torrent=any_hash)
         item = self.item(h)

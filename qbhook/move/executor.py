@@ -82,7 +82,7 @@ from qbhook.errors import (
 )
 from qbhook.forked import Forked, may_fork
 from qbhook.move import fsops, orphans
-from qbhook.move.journal import Journal, RunRow, StepRow, sharers_of
+from qbhook.move.journal import Journal, RunRow, StepRow, forced_sharers_of, sharers_of
 from qbhook.move.locks import converge_lock, executor_lock, group_lock
 from qbhook.paths import is_within
 
@@ -367,6 +367,7 @@ class _Reloc:
     # again once they are back. Journaled in the step's args (``_sharers``) before each stop and
     # after each start, so a resume or a rollback after a crash starts exactly these again.
     sharers: list[str] = field(default_factory=list)
+    forced: list[str] = field(default_factory=list)  # those of them that ran force-started (``_forced_sharers``)
 
 
 @dataclass
@@ -386,6 +387,9 @@ class _GroupRun:
     # path -> hex. Later steps planned without a hash for that path check against it. Rebuilt on
     # resume from the journaled results of the finished copies and links.
     learned: dict[str, str] = field(default_factory=dict)
+    # Torrents ``_start_sharers`` could not start again, each with why: named in the outcome and
+    # an alert (``Executor._report_left_stopped``), never dropped silently.
+    left_stopped: list[str] = field(default_factory=list)
 
     def content_of(self, path: str, planned: str | None, size: int, what: str) -> str | None:
         """The hash a step must check ``path`` against: the planned one, else the one its copy learned."""
@@ -720,6 +724,7 @@ class Executor:
                     st.deletes_started = True  # it may have acted before the crash
                 self._run_step(st, seq, step, row)
             self.journal.set_group(g.group_id, run_id, GroupStatus.DONE)
+            self._report_left_stopped(st)
             self.log.info("group %s done", g.group_id)
         except _Failure:
             pass
@@ -992,6 +997,10 @@ class Executor:
 
     def _fail(self, st: _GroupRun, reason: str) -> None:
         """Close a failed group: undo its relocations unless deletes have begun."""
+        self._close_failed(st, reason)
+        self._report_left_stopped(st)
+
+    def _close_failed(self, st: _GroupRun, reason: str) -> None:
         o = st.outcome
         o.status, o.reason = GroupStatus.FAILED, reason
         if st.view_changed:
@@ -1015,7 +1024,7 @@ class Executor:
             if r.status == StepStatus.UNDONE:
                 continue
             try:
-                result = self._undo_relocation(r, st.run_id)
+                result = self._undo_relocation(st, r)
             except (QbhookError, OSError) as e:
                 problems.append(f"{r.step.torrent}: {e}")
                 continue
@@ -1314,6 +1323,7 @@ class Executor:
                 "complete": t.is_complete,
                 "stable": t.is_stable,
                 "was_running": not t.is_stopped,
+                "forced": t.is_forced,  # started forced again: a plain start is queued (clients/port.py)
                 "download_path": t.download_path,
                 "auto_tmm": t.auto_tmm,
                 "had_relocated_tag": bool(tag) and tag in t.tags,
@@ -1340,7 +1350,8 @@ class Executor:
         h = s.torrent
         obs = s.observed or {}
         # A resumed relocation may have stopped sharers before the crash: the journal says which.
-        r = _Reloc(at.seq, at.step_id, StepStatus.INTENDED, s, self.journal.sharers(at.step_id))
+        sharers = self.journal.sharers(at.step_id), self.journal.forced_sharers(at.step_id)
+        r = _Reloc(at.seq, at.step_id, StepStatus.INTENDED, s, *sharers)
         st.relocs.append(r)  # registered before acting: any failure from here on undoes it
         from_path, to_path = _norm(s.from_path), _norm(s.to_path)
         budget = self.timing.budget(s.size)
@@ -1364,11 +1375,11 @@ class Executor:
         # Moved and settled: qBittorrent's save path and libtorrent's agree again, no restart
         # move can follow, and the old links go back where the delete step expects them.
         self._unhide_old_links(st.run_id, c, s)
-        self._start_sharers(c, r)
+        self._start_sharers(st, c, r)
         # Before it may run again: qBittorrent never wrote into the view since verify_view.
         self._check_views_unchanged(st)
         if obs.get("was_running", True) and t.is_stopped:
-            c.start(h)  # only now: the recheck at the new place ended at 100%
+            c.start(h, forced=bool(obs.get("forced")))  # only now: the recheck at the new place ended at 100%
         tag = self.cfg.policy.relocated_tag
         if tag:
             try:
@@ -1702,37 +1713,76 @@ class Executor:
         takes their files away too, and a running one would go to missingFiles (or error) on its
         next read. Stopped, it reads nothing until ``_start_sharers`` runs with the links back.
         A sibling with its own paths (other links of the same inodes) is not touched: hiding a
-        path leaves the inode's other links where they are. Each is noted in ``r.sharers`` and
-        journaled before it is stopped (journal first, act second), so a failure part-way, or a
-        kill, still starts the ones already stopped: the rollback, or the resumed relocation,
-        reads them back. Nothing is hidden from a client that does not move files itself."""
+        path leaves the inode's other links where they are. Each is noted in ``r.sharers`` (and
+        in ``r.forced`` if it ran force-started) and journaled before it is stopped (journal
+        first, act second), so a failure part-way, or a kill, still starts the ones already
+        stopped: the rollback, or the resumed relocation, reads them back. Nothing is hidden
+        from a client that does not move files itself.
+
+        One in a transition (checking, moving, checkingResumeData) is waited for first, within
+        its own budget, nothing hidden yet (lesson 3: stopped mid-check it ends stoppedDL at
+        partial progress, and a check under hidden paths finds nothing). Waited for rather than
+        refused: a cross-seed is checked right after it is added, and a refusal would roll the
+        whole group back for a state that ends by itself. One that does not settle (error,
+        missingFiles, out of budget) fails the relocation before anything is hidden."""
         if not _hides_from(c):
             return
         mine = set(self._old_links(c, s))
         for o in st.plan.steps:
             if not isinstance(o, Relocate) or o.instance != s.instance or o.torrent == s.torrent:
                 continue
+            if not mine & set(self._old_links(c, o)):
+                continue
             t = c.torrent(o.torrent)
-            if t.is_stopped or not _storage_at(t, _norm(o.from_path)) or not mine & set(self._old_links(c, o)):
+            if not t.is_stable:
+                self.log.info("torrent %s, seeding %s's old paths, is %s: waiting", o.torrent, s.torrent, t.state)
+                t = self._wait(c, o, None, self.timing.budget(o.size), st.plan.group_id)
+            if t.is_stopped or not _storage_at(t, _norm(o.from_path)):
                 continue  # (one stopped before a crash is journaled already: the resumed move starts it)
             if o.torrent not in r.sharers:  # else started by hand since the crash: stopped again
                 r.sharers.append(o.torrent)
-                self.journal.set_sharers(r.step_id, r.sharers)
+            if t.is_forced and o.torrent not in r.forced:
+                r.forced.append(o.torrent)
+            self.journal.set_sharers(r.step_id, r.sharers, r.forced)
             c.stop(o.torrent)
             self._wait_stopped(c, o.torrent)
 
-    def _start_sharers(self, c: ClientPort, r: _Reloc) -> None:
-        """Start again the torrents ``_stop_sharers`` stopped, now that their paths are back.
+    def _start_sharers(self, st: _GroupRun, c: ClientPort, r: _Reloc) -> None:
+        """Start again the torrents ``_stop_sharers`` stopped, now that their paths are back
+        (forced, each that ran forced).
 
         Each leaves the journal only once started (act, then record): killed in between, the
-        next run finds it running and leaves it so; never forgotten while stopped."""
+        next run finds it running and leaves it so; never forgotten while stopped. One that is
+        not complete and stable now (lesson 3: never started before 100 % after a check) is
+        left stopped and named: a warning, the group's outcome and an alert
+        (``_report_left_stopped``), since it seeds nothing until a person looks."""
         while r.sharers:
             h = r.sharers[0]
             t = c.torrent(h)
             if t.is_stopped and t.is_complete and t.is_stable:
-                c.start(h)
+                c.start(h, forced=h in r.forced)
+            elif t.is_stopped or not t.is_stable:
+                why = f"{t.state} at {t.progress * 100:.1f}%"
+                self.log.warning(
+                    "torrent %s, stopped while %s's old paths were hidden, is not started again: %s",
+                    h,
+                    r.step.torrent,
+                    why,
+                )
+                st.left_stopped.append(f"{h} ({why})")
             r.sharers.pop(0)
-            self.journal.set_sharers(r.step_id, r.sharers)
+            self.journal.set_sharers(r.step_id, r.sharers, r.forced)
+
+    def _report_left_stopped(self, st: _GroupRun) -> None:
+        """Name in the group's outcome (the run's summary, the journal's group state) and in an
+        alert the torrents ``_start_sharers`` left stopped."""
+        if not st.left_stopped:
+            return
+        o = st.outcome
+        note = f"not started again (start by hand once complete): {', '.join(st.left_stopped)}"
+        o.reason = f"{o.reason}; {note}" if o.reason else note
+        self.journal.set_group(st.plan.group_id, st.run_id, o.status, o.reason)
+        _notify.emit("left_stopped", f"group {st.plan.group_id}: {note}", "warning")
 
     def _check_views_unchanged(self, st: _GroupRun) -> None:
         """The backstop: every view file still has the inode, size, mtime and ctime verify_view saw.
@@ -1766,9 +1816,9 @@ class Executor:
             hint="compare those files with their library copies before anything else; qbhook will not touch this group",
         )
 
-    def _undo_relocation(self, r: _Reloc, run_id: int) -> dict:
+    def _undo_relocation(self, st: _GroupRun, r: _Reloc) -> dict:
         """Put a torrent back where this run found it, as it was (idempotent)."""
-        s = r.step
+        s, run_id = r.step, st.run_id
         obs = s.observed or {}
         from_path, to_path = _norm(s.from_path), _norm(s.to_path)
         if not obs or _norm(obs.get("save_path")) != from_path or not obs.get("complete") or not obs.get("stable"):
@@ -1809,7 +1859,7 @@ class Executor:
         if _storage_at(t, from_path) and self._unhide_old_links(run_id, c, s) and not t.is_complete:
             t = self._wait(c, s, from_path, budget, require_complete=False)
         if _storage_at(t, from_path):
-            self._start_sharers(c, r)
+            self._start_sharers(st, c, r)
         if not t.is_complete:
             if not t.is_stopped:
                 c.stop(h)
@@ -1817,7 +1867,7 @@ class Executor:
                 f"torrent {h} is back at {from_path} but at {t.progress * 100:.1f}%; it is stopped and needs attention"
             )
         if obs.get("was_running") and t.is_stopped:
-            c.start(h)
+            c.start(h, forced=bool(obs.get("forced")))
         tag = self.cfg.policy.relocated_tag
         if tag and obs.get("had_relocated_tag") is False:
             try:
@@ -1989,7 +2039,7 @@ def _redo_group(_s: VerifyGroup, _relocated: set, later: list) -> bool:
 
 
 def _reloc_of(seq: int, row: StepRow) -> _Reloc:
-    return _Reloc(seq, row.id, row.status, row.step, sharers_of(row.args))
+    return _Reloc(seq, row.id, row.status, row.step, sharers_of(row.args), forced_sharers_of(row.args))
 
 
 def _replay_relocate(st: _GroupRun, seq: int, _s: Relocate, row: StepRow) -> None:

@@ -16,7 +16,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -229,6 +229,11 @@ def sharers_of(args: dict) -> list[str]:
     return list(args.get("_sharers") or ())
 
 
+def forced_sharers_of(args: dict) -> list[str]:
+    """Those of them that ran force-started (``set_sharers``' ``forced``): started forced again."""
+    return list(args.get("_forced_sharers") or ())
+
+
 class Journal:
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
@@ -374,20 +379,27 @@ class Journal:
                 ),
             )
 
-    def set_sharers(self, step_id: int, sharers: list[str]) -> None:
+    def set_sharers(self, step_id: int, sharers: list[str], forced: Iterable[str] = ()) -> None:
         """Record, in a relocate step's args (``_sharers``), the torrents its relocation has stopped
         and not yet started again: written before each stop and after each start, so a resumed run
-        or a rollback after a crash starts exactly those (``close`` never touches args)."""
+        or a rollback after a crash starts exactly those (``close`` never touches args). ``forced``:
+        those of them that ran force-started (``_forced_sharers``), to be started forced."""
+        forced = [h for h in forced if h in sharers]
         with Tx(self.conn) as c:
             c.execute(
-                "UPDATE steps SET args=json_set(args, '$._sharers', json(?)) WHERE id=?",
-                (json.dumps(list(sharers)), step_id),
+                "UPDATE steps SET args=json_set(args, '$._sharers', json(?), '$._forced_sharers', json(?)) WHERE id=?",
+                (json.dumps(list(sharers)), json.dumps(forced), step_id),
             )
 
     def sharers(self, step_id: int) -> list[str]:
         """The torrents ``set_sharers`` last recorded for this step (none for a step never run)."""
         r = self.conn.execute("SELECT args FROM steps WHERE id=?", (step_id,)).fetchone()
         return sharers_of(json.loads(r[0])) if r else []
+
+    def forced_sharers(self, step_id: int) -> list[str]:
+        """Which of them ran force-started (``set_sharers``' ``forced``)."""
+        r = self.conn.execute("SELECT args FROM steps WHERE id=?", (step_id,)).fetchone()
+        return forced_sharers_of(json.loads(r[0])) if r else []
 
     def steps(self, run: int) -> list[StepRow]:
         rows = self.conn.execute(

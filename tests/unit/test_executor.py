@@ -36,6 +36,7 @@ class FakeTorrent:
     tags: set = field(default_factory=set)
     script: list = field(default_factory=list)  # pending (state, save_path) transitions, one per poll
     transient: str | None = None
+    forced: bool = False  # force-started: outside the queue (forcedUP while it runs)
 
 
 class FakeQbt:
@@ -46,7 +47,9 @@ class FakeQbt:
     * of a stopped one: ``moving`` -> ``stoppedDL`` at 0% (no recheck) until ``recheck``,
       which then goes ``checkingUP`` -> ``stoppedUP`` (or stays DL under 100%). With
       ``stale_polls``, the new save path shows the progress cached before the move (100 %) on
-      that many polls before the 0 % (the API's refresh interval, helper review).
+      that many polls before the 0 % (the API's refresh interval, helper review);
+    * a stop during a check leaves it stoppedDL at partial progress (lesson 3); a plain start
+      is queued, so only ``start(forced=True)`` keeps it force-started.
     """
 
     def __init__(self, name: str = "qbt", move_polls: int = 2, check_polls: int = 2, stale_polls: int = 0):
@@ -72,9 +75,11 @@ class FakeQbt:
     def _state(self, t: FakeTorrent) -> str:
         if t.transient:
             return t.transient
-        if t.progress >= 1:
-            return "stoppedUP" if t.stopped else "stalledUP"
-        return "stoppedDL" if t.stopped else "downloading"
+        if t.stopped:
+            return "stoppedUP" if t.progress >= 1 else "stoppedDL"
+        if t.forced:
+            return "forcedUP" if t.progress >= 1 else "forcedDL"
+        return "stalledUP" if t.progress >= 1 else "downloading"
 
     def _tick(self, t: FakeTorrent) -> None:
         if not t.script:
@@ -170,14 +175,15 @@ class FakeQbt:
         self.calls.append(("stop", t.hash))
         if t.transient in ("checkingUP", "checkingDL"):
             self.violations.append(f"stopped {h} during {t.transient}")
+            t.transient, t.script, t.progress = None, [], min(t.progress, 0.5)  # lesson 3: stoppedDL, partial
         t.stopped = True
 
-    def start(self, h):
+    def start(self, h, *, forced=False):
         t = self._get(h)
-        self.calls.append(("start", t.hash))
+        self.calls.append(("start", t.hash, "forced") if forced else ("start", t.hash))
         if t.progress < 1 or t.transient:
             self.violations.append(f"started {h} at {t.progress:.0%} ({t.transient or 'stable'})")
-        t.stopped = False
+        t.stopped, t.forced = False, forced
 
     def recheck(self, h):
         t = self._get(h)
@@ -479,6 +485,27 @@ def test_rerunning_a_finished_plan_is_a_no_op(world):
     assert end_state(world) == first
     assert summary.bytes_copied == 0 and summary.bytes_freed == 0
     assert world.qbt.count("set_location") == 2
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["relocated", "rolled-back"])
+def test_a_force_started_torrent_runs_forced_again_after_its_move_or_its_rollback(world, fail):
+    """H1 seeds force-started (forcedUP). qBittorrent's plain start is queued: with queueing on,
+    H1 would come back queuedUP and seed nothing. It is started forced at the new place, and
+    after a rollback at the old one."""
+    world.qbt.t[H1].forced = True
+    if fail:
+        world.qbt.fail_at[world.save(H2, "pool")] = 0.9  # H2's recheck fails: both move back
+
+    summary = world.executor().apply(demote_plan(world))
+
+    assert summary.groups[0].status == ("rolled_back" if fail else "done"), summary.groups[0].reason
+    t = world.qbt.t[H1]
+    assert t.save_path == world.save(H1, "stash" if fail else "pool")
+    assert world.qbt.torrent(H1).state == "forcedUP"
+    assert ("start", H1, "forced") in world.qbt.calls and ("start", H1) not in world.qbt.calls
+    assert world.qbt.violations == []
+    (row,) = [r for r in world.journal.steps(summary.run_id) if r.kind == "relocate" and r.args["torrent"] == H1]
+    assert row.args["_observed"]["forced"] is True  # journaled with the step: a resume or rollback knows it
 
 
 # --------------------------------------------------------------------------- failures roll back

@@ -105,9 +105,9 @@ class RestartingQbt(FakeQbt):
             self.checked_hidden.append(t.hash)  # a check finds nothing where a link is hidden
             t.progress = 0.0
 
-    def start(self, h):
+    def start(self, h, *, forced=False):
         self._own_move(self._get(h))
-        super().start(h)
+        super().start(h, forced=forced)
 
 
 @pytest.fixture
@@ -489,6 +489,61 @@ def test_a_rollback_resumed_after_a_kill_starts_the_sharer_it_stopped(tmpfs, tmp
         for h in (H1, H2):
             assert q.t[h].save_path == w.seed_s and q.t[h].stopped is False, h
         assert not os.path.lexists(os.path.join(w.seed_s, fsops.HOLDING_DIR))
+    finally:
+        w.cat.close()
+
+
+@pytest.mark.parametrize("forced", [False, True], ids=["started", "force-started"])
+def test_a_sharer_in_a_check_is_waited_for_never_stopped_mid_check(tmpfs, tmp_path, forced):  # noqa: F811
+    """H2, running from H1's very paths, is in checkingUP (cross-seed rechecks what it adds) when
+    H1 moves. Stopped mid-check it would end stoppedDL at partial progress (lesson 3) and never
+    run again; the relocation waits for the check to end, then stops it for the move, starts it
+    again (forced, if it ran forced) and moves it in turn."""
+    w, q, plan = _sharing_world(tmpfs, tmp_path)
+    try:
+        q.t[H2].forced = forced
+        check = [("checkingUP", None)] * 3 + [("done", None)]
+
+        def hook(point, gid, seq, step):
+            if point == "after_intend" and step.kind == "relocate" and step.torrent == H1:
+                q.t[H2].script = list(check)
+
+        summary = w.executor(hook=hook).apply(plan)
+
+        assert summary.status == "done", summary.groups_failed
+        assert q.violations == []
+        assert summary.groups[0].reason is None
+        for h in (H1, H2):
+            assert q.t[h].save_path == w.seed_p and q.t[h].stopped is False and q.t[h].progress == 1, h
+        assert q.torrent(H2).state == ("forcedUP" if forced else "stalledUP")
+        assert q.calls.count(("stop", H2)) == 2  # for H1's move, then for its own
+    finally:
+        w.cat.close()
+
+
+def test_a_sharer_that_cannot_be_started_again_is_named_not_dropped(tmpfs, tmp_path, caplog, alerts):  # noqa: F811
+    """H2 was stopped for H1's move; when the paths are back it is checkingResumeData, so it is
+    not started (never before a check ends at 100 %). It is not dropped silently: a warning, the
+    group's outcome and journaled state, and an alert name it."""
+    w, q, plan = _sharing_world(tmpfs, tmp_path)
+    try:
+
+        def hook(point, gid, seq, step):
+            if point == "poll" and step.torrent == H1 and q.t[H2].stopped and not q.t[H2].script:
+                q.t[H2].script = [("checkingResumeData", None), ("done", None)]
+
+        with caplog.at_level(logging.WARNING, logger="qbhook.move.executor"):
+            summary = w.executor(hook=hook).apply(plan)
+
+        (g,) = summary.groups
+        assert g.status == "done", g.reason
+        assert f"not started again (start by hand once complete): {H2} (checkingResumeData" in g.reason
+        assert w.journal.group_status("g1") == ("done", g.reason)
+        assert any(H2 in r.getMessage() and "checkingResumeData" in r.getMessage() for r in caplog.records)
+        assert q.t[H2].stopped is True  # left for a person, not started mid-check
+        n, rec = alerts
+        assert n.flush(5)
+        assert any(sev == "warning" and H2 in body for _t, _title, body, sev in rec.calls), rec.calls
     finally:
         w.cat.close()
 

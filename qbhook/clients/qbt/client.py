@@ -482,8 +482,13 @@ class QbtClient(FindOrRaise):
         # torrents/pause by Web API version (checked in its source).
         self._act("torrents/stop", self._api.torrents_stop, any_hash)
 
-    def start(self, any_hash: str) -> None:
-        """Start (4.x: resume) a torrent."""
+    def start(self, any_hash: str, *, forced: bool = False) -> None:
+        """Start (4.x: resume) a torrent; ``forced``: force-started (torrents/setForceStart, which
+        starts a stopped torrent too). A plain start is auto-managed: with queueing on, a torrent
+        that seeded forced would come back queuedUP and seed nothing."""
+        if forced:
+            self._act("torrents/setForceStart", self._api.torrents_set_force_start, any_hash, enable=True)
+            return
         self._act("torrents/start", self._api.torrents_start, any_hash)
 
     def recheck(self, any_hash: str) -> None:

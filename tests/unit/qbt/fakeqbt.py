@@ -56,6 +56,7 @@ class FakeQbt:
             "setDownloadPath",
             "setAutoManagement",
             "recheck",
+            "setForceStart",
             "addTags",
             "removeTags",
         ):

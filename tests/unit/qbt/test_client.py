@@ -355,6 +355,14 @@ def test_stop_start_on_5x_use_stop_start(v5):
     assert v5.calls("torrents/pause") == v5.calls("torrents/resume") == []
 
 
+@pytest.mark.parametrize("server", ["v4", "v5"])
+def test_a_forced_start_is_set_force_start_on_either_version(server, request):
+    fake = request.getfixturevalue(server)
+    make_client().start(rec.HYBRID_V1, forced=True)
+    assert fake.calls("torrents/setForceStart") == [{"hashes": rec.HYBRID_ID, "value": "True"}]
+    assert fake.calls("torrents/start") == fake.calls("torrents/resume") == []
+
+
 def test_stop_unknown_torrent(v5):
     with pytest.raises(UnknownTorrent):
         make_client().stop("1" * 40)
