@@ -90,7 +90,7 @@ from qbhook.decide.plan import ACTIONS, Plan
 from qbhook.decide.planner import finish_run, make_plan, tag_changes
 from qbhook.decide.snapshot import SnapshotBuilder, build_snapshot
 from qbhook.dirfd import FolderReader, FolderRefused
-from qbhook.errors import PathMapError, QbhookError, QueueError, UnknownTorrent
+from qbhook.errors import LockBusy, PathMapError, QbhookError, QueueError, UnknownTorrent
 from qbhook.events import alerts
 from qbhook.events.queue import JobQueue
 from qbhook.events.queue import worker_id as queue_worker_id
@@ -1078,6 +1078,10 @@ class Worker:
     logged, counted in ``health`` and retried after a backoff. A job's outcome that could
     not be recorded is kept and recorded first on the next pass, so the job neither
     stays "running" nor runs twice because the disk was full for a while.
+
+    A job that could not run yet is no failure and costs no attempt (``JobQueue.postpone``):
+    the executor lock held past its wait (a long sweep, `qbhook apply`) sends it back for
+    ``retry_base_s`` doubling to ``retry_cap_s`` while the lock stays busy.
     """
 
     ORPHAN_CHECK_S = 60.0
@@ -1112,7 +1116,9 @@ class Worker:
         self.health = health or WorkerHealth()
         self.retry_base_s = retry_base_s
         self.retry_cap_s = retry_cap_s
-        self._unrecorded: tuple[int, str, str] | None = None  # (job id, "complete"|"fail", text)
+        # (job id, "complete"|"fail"|"wait", text, seconds a waiting job waits)
+        self._unrecorded: tuple[int, str, str, float] | None = None
+        self._lock_waits = 0  # jobs in a row sent back because the executor lock was busy
         self._next_orphan_check = 0.0
         self._stale_checked = False
 
@@ -1136,8 +1142,8 @@ class Worker:
             self.health.beat("idle")
             return False
         self.health.busy(f"busy with job {job.id}")
-        outcome, text, storage_error = self._process(job)
-        self._unrecorded = (job.id, outcome, text)
+        outcome, text, wait_s, storage_error = self._process(job)
+        self._unrecorded = (job.id, outcome, text, wait_s)
         self.health.beat(f"recording the outcome of job {job.id}")
         self._record()
         if storage_error is not None:
@@ -1146,31 +1152,42 @@ class Worker:
             raise storage_error
         return True
 
-    def _process(self, job) -> tuple[str, str, sqlite3.Error | None]:
+    def _process(self, job) -> tuple[str, str, float, sqlite3.Error | None]:
+        lock_waits, self._lock_waits = self._lock_waits, 0
         try:
             result = handle_job(self.cfg, self.catalog, self.clients, job, executor=self.executor)
             # Inside the try: a result that cannot be serialised must not leave the job running.
             text = json.dumps(result, sort_keys=True)
         except UnknownTorrent as e:
-            return "complete", json.dumps({"note": str(e)}), None
+            return "complete", json.dumps({"note": str(e)}), 0.0, None
+        except LockBusy as e:
+            self._lock_waits = lock_waits + 1
+            wait_s = min(self.retry_base_s * 2**lock_waits, self.retry_cap_s)
+            # Said once while the lock stays busy: the job is waiting, not failing.
+            (log.debug if lock_waits else log.warning)(
+                "job %d waits: %s; back to pending for %.0f s (no attempt counted)", job.id, e.message, wait_s
+            )
+            return "wait", str(e), wait_s, None
         except QbhookError as e:
             log.warning("job %d failed: %s", job.id, e)
-            return "fail", str(e), None
+            return "fail", str(e), 0.0, None
         except sqlite3.Error as e:
             log.error("job %d failed on the catalog: %s", job.id, e)
-            return "fail", f"catalog error: {e}", e
+            return "fail", f"catalog error: {e}", 0.0, e
         except Exception as e:  # a bug must not kill the worker; the job parks as dead later
             log.exception("job %d crashed", job.id)
-            return "fail", f"internal error: {e!r}", None
-        return "complete", text, None
+            return "fail", f"internal error: {e!r}", 0.0, None
+        return "complete", text, 0.0, None
 
     def _record(self) -> None:
         if self._unrecorded is None:
             return
-        job_id, outcome, text = self._unrecorded
+        job_id, outcome, text, wait_s = self._unrecorded
         try:
             if outcome == "complete":
                 self.queue.complete(job_id, text, worker_id=self.worker_id)
+            elif outcome == "wait":
+                self.queue.postpone(job_id, wait_s, worker_id=self.worker_id)
             else:
                 self.queue.fail(job_id, text, worker_id=self.worker_id)
         except QueueError as e:
