@@ -237,6 +237,18 @@ class UnsafeOperation(QbhookError):
     exit_code = ExitCode.UNSAFE
 
 
+class UnfinishedRuns(UnsafeOperation):
+    """The executor refuses to lay a new plan over runs it journaled that did not finish (a
+    half-done group must be finished or rolled back by its own journal first). ``runs``: their ids."""
+
+    def __init__(self, runs, why: str | None = None):
+        self.runs = tuple(runs)
+        super().__init__(
+            f"run(s) {', '.join(map(str, self.runs))} did not finish" + (f": {why}" if why else ""),
+            hint="run `qbhook resume` first (it finishes or rolls back what was in flight)",
+        )
+
+
 class VerificationFailed(UnsafeOperation):
     """Content, size or torrent state did not verify; nothing was deleted."""
 

@@ -6,6 +6,8 @@ before the sender hears 202: every write commits before returning, and the conne
 expected to run WAL with synchronous=FULL.
 
 States: pending -> running -> done | (pending again, with backoff) | dead.
+A job that could not run yet (``postpone``: the executor lock is held, an unfinished run
+blocks the executor) goes back to pending without its attempt counted: it did not fail.
 A running job whose worker is gone goes back to pending with the interrupted run counted
 as an attempt: at once when the worker is known dead (same host, its process or thread
 no longer exists: ``requeue_orphaned``, run at every worker start), otherwise once its
@@ -139,6 +141,15 @@ class JobQueue:
                 return "dead"
             self._back_to_pending(c, job, self.backoff(job.attempts) + now, job.attempts, error, now)
             return "pending"
+
+    def postpone(self, job_id: int, delay_s: float, *, worker_id: str | None = None, now: float | None = None) -> int:
+        """Back to pending for ``delay_s`` without counting this attempt (``claim`` counted it):
+        the job did not fail, something it needs was not ready, so waiting never makes it dead.
+        Its last error stays. Returns the id of the job that will run (``_back_to_pending``)."""
+        now = self._now(now)
+        with self._write() as c:
+            job = self._running(c, job_id, worker_id)
+            return self._back_to_pending(c, job, now + delay_s, max(job.attempts - 1, 0), job.last_error, now)
 
     def backoff(self, attempts: int) -> float:
         return min(self.backoff_base_s * 2 ** max(attempts - 1, 0), self.backoff_cap_s)

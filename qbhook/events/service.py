@@ -7,9 +7,13 @@ Order matters and is the model of this module:
 2. **The worker thread** then requeues jobs a killed process left running, finishes runs it
    left unfinished (this may wait for the executor lock), and only then takes new work. Any
    error while starting is retried with backoff (1 s doubling to 60 s): the thread never ends
-   while the service runs, and ``/healthz`` says why it is not healthy meanwhile.
+   while the service runs, and ``/healthz`` says why it is not healthy meanwhile. A run that
+   resume cannot finish yet (qBittorrent not up after a reboot, a rollback needing attention)
+   blocks the executor: the worker resumes it again with the same backoff before it takes a
+   job, and ``/healthz`` names it meanwhile (``worker.RunsGate``).
 3. **The sweeper thread** reconciles every ``server.sweep_interval``; a failed sweep is
-   logged and retried at the next interval.
+   logged and retried at the next interval. While the gate knows of a run that blocks the
+   executor, the sweep scans and plans but applies nothing (the worker resumes the run).
 4. **SIGTERM / SIGINT** stop intake, let the current step finish, and join the threads.
 """
 
@@ -25,12 +29,12 @@ from qbhook.catalog.db import connect
 from qbhook.catalog.store import Catalog
 from qbhook.clients.port import ClientPort
 from qbhook.config import Config
-from qbhook.errors import BadAddress, ConfigError, PortBusy, QbhookError
+from qbhook.errors import BadAddress, ConfigError, PortBusy, QbhookError, UnfinishedRuns
 from qbhook.events.auth import AuthConfig
 from qbhook.events.queue import JobQueue
 from qbhook.events.server import create_app, waitress_options
 from qbhook.events.views import views
-from qbhook.events.worker import Worker, WorkerHealth, sweep
+from qbhook.events.worker import RunsGate, Worker, WorkerHealth, sweep
 
 log = logging.getLogger("qbhook.serve")
 
@@ -90,6 +94,7 @@ class Service:
         srv = cfg.server
         auth = AuthConfig.of_server(srv)
         self.health = WorkerHealth()
+        self.gate = RunsGate(self.health, base_s=BACKOFF_START_S, cap_s=BACKOFF_MAX_S)  # worker's and sweeper's
         intake = JobQueue(connect(cfg.catalog, check_same_thread=False))
         wsgi = create_app(
             enqueue=intake.enqueue, auth=auth, max_body=srv.max_body, health=self.health.report, views=views(cfg)
@@ -114,16 +119,14 @@ class Service:
             try:
                 cat = self._open_catalog()
                 ex = self.executor_for(self.cfg, cat, self.clients)
-                wk = Worker(self.cfg, cat, self.clients, executor=ex, health=self.health)
+                wk = Worker(self.cfg, cat, self.clients, executor=ex, health=self.health, gate=self.gate)
                 # Jobs a killed server left running: back to pending now, not after resume's lock wait.
                 self.health.beat("requeueing jobs of dead workers")
                 wk.requeue_orphans()
-                # Finish what a previous process left in flight before taking new work.
+                # Finish what a previous process left in flight before taking new work; what
+                # resume cannot finish yet, the loop resumes again before it takes a job.
                 self.health.busy("finishing runs a previous process left unfinished")
-                try:
-                    ex.resume()
-                except QbhookError as e:
-                    log.error("resume at start failed: %s", e)
+                self.gate.ready(ex, force=True)
                 wk.loop(self.stop)
                 return
             except Exception as e:  # a full disk at start must not end the worker for good
@@ -139,7 +142,14 @@ class Service:
         while not self.stop.wait(self.cfg.server.sweep_interval):
             try:
                 cat = cat or self._open_catalog()
-                sweep(self.cfg, cat, self.clients, executor=self.executor_for(self.cfg, cat, self.clients))
+                # A known unfinished run would refuse the apply: plan only, the worker resumes it.
+                ex = None if self.gate.runs else self.executor_for(self.cfg, cat, self.clients)
+                if ex is None:
+                    log.warning("sweep applies nothing: run(s) %s did not finish", ", ".join(map(str, self.gate.runs)))
+                sweep(self.cfg, cat, self.clients, executor=ex)
+            except UnfinishedRuns as e:
+                self.gate.refused(e)
+                log.error("sweep failed: %s", e.message)
             except Exception as e:
                 log.error("sweep failed: %s", e)
 

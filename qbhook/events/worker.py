@@ -90,7 +90,7 @@ from qbhook.decide.plan import ACTIONS, Plan
 from qbhook.decide.planner import finish_run, make_plan, tag_changes
 from qbhook.decide.snapshot import SnapshotBuilder, build_snapshot
 from qbhook.dirfd import FolderReader, FolderRefused
-from qbhook.errors import PathMapError, QbhookError, QueueError, UnknownTorrent
+from qbhook.errors import LockBusy, PathMapError, QbhookError, QueueError, UnfinishedRuns, UnknownTorrent
 from qbhook.events import alerts
 from qbhook.events.queue import JobQueue
 from qbhook.events.queue import worker_id as queue_worker_id
@@ -1044,6 +1044,8 @@ class WorkerHealth:
         self._failures = 0
         self._failing_since: float | None = None
         self._last_error: str | None = None
+        self._blocked: tuple[int, ...] = ()  # unfinished runs the executor is refused by (RunsGate)
+        self._blocked_why = ""
 
     def attach(self, thread: threading.Thread) -> None:
         self._thread = thread
@@ -1076,6 +1078,11 @@ class WorkerHealth:
             self._failures = 0
             self._failing_since = None
 
+    def blocked(self, runs: tuple[int, ...], why: str = "") -> None:
+        """The executor refuses every plan while ``runs`` stay unfinished (``RunsGate``); () clears."""
+        with self._lock:
+            self._blocked, self._blocked_why = tuple(runs), " ".join(why.split())[:500]
+
     def report(self) -> Health:
         with self._lock:
             now = self._clock()
@@ -1090,6 +1097,11 @@ class WorkerHealth:
             if self._thread is not None and not self._thread.is_alive():
                 stopped = "worker thread has stopped; events are queued but not processed"
                 return Health(False, stopped, stopped, detail)
+            if self._blocked:
+                detail["unfinished_runs"] = list(self._blocked)
+                ids = ", ".join(map(str, self._blocked))
+                blocked = f"executor blocked: run(s) {ids} did not finish and resume cannot finish them yet; jobs wait"
+                return Health(False, f"{blocked} (last: {self._blocked_why})", blocked, detail)
             if self._failures >= self.fail_threshold:
                 since = now - (self._failing_since or now)
                 failing = f"worker failing: {self._failures} attempts in a row over {since:.0f} s"
@@ -1101,6 +1113,94 @@ class WorkerHealth:
             return Health(True, f"worker {self._doing}", f"worker {self._doing}", detail)
 
 
+class RunsGate:
+    """Whether serve's executor may apply, as far as the runs it left unfinished go.
+
+    Model: the executor refuses every plan while a run it journaled is unfinished
+    (``UnfinishedRuns``), and ``resume`` is the one way to finish one (the journaled recovery,
+    never bypassed). The gate learns of unfinished runs from a refusal (``refused``: a job's
+    apply, the sweeper's) or from a resume that could not finish them (``ready``; at serve's
+    start: qBittorrent not up yet after a reboot, a rollback that needs attention). While it
+    knows of any, ``ready`` is False: the worker takes no job (each would plan and be refused)
+    and the sweeper applies nothing; health says so, naming them; and the worker's ``ready``
+    resumes again after ``base_s`` doubling to ``cap_s``. Knowing of none, ``ready`` is True
+    and reads nothing: the worker's polls cost no lock and no query.
+    """
+
+    def __init__(self, health: WorkerHealth, *, base_s: float = 1.0, cap_s: float = 60.0, clock=time.time):
+        self.health = health
+        self.base_s, self.cap_s = base_s, cap_s
+        self._clock = clock
+        self._lock = threading.Lock()  # the sweeper thread tells refusals too
+        self._runs: tuple[int, ...] = ()
+        self._delay = base_s
+        self._retry_at = 0.0
+
+    @property
+    def runs(self) -> tuple[int, ...]:
+        """The unfinished runs known to block the executor; () when none is known."""
+        return self._runs
+
+    def refused(self, e: UnfinishedRuns) -> None:
+        """An ``apply`` was refused: resume (after the backoff) before the next one."""
+        if not self._runs:
+            self._block(e.runs, "a plan was refused")
+
+    def ready(self, executor, *, force: bool = False) -> bool:
+        """True when no unfinished run is known to block ``executor``. Resumes first when one is
+        known and its retry time has come, or always with ``force`` (serve's start)."""
+        with self._lock:
+            if not force and (not self._runs or self._clock() < self._retry_at):
+                return not self._runs
+        if not force:
+            self.health.busy("finishing runs left unfinished")
+        why = None
+        try:
+            executor.resume()
+        except LockBusy as e:  # another executor runs (`qbhook apply`): nothing to say of the runs
+            return self._later(e)
+        except QbhookError as e:
+            log.error("resuming unfinished runs failed: %s", e)
+            why = e.message
+        try:
+            runs = executor.unfinished()
+        except QbhookError as e:
+            return self._later(e)
+        if runs:
+            self._block(runs, why or "resume did not finish them (see the log)")
+            return False
+        with self._lock:
+            was, self._runs, self._delay, self._retry_at = self._runs, (), self.base_s, 0.0
+        if was:
+            self.health.blocked(())
+            log.warning("run(s) %s finished: plans are applied again", ", ".join(map(str, was)))
+        return True
+
+    def _block(self, runs: tuple[int, ...], why: str) -> None:
+        with self._lock:
+            new, self._runs = tuple(runs) != self._runs, tuple(runs)
+            delay = self._next_delay()
+        self.health.blocked(self._runs, why)
+        ids = ", ".join(map(str, runs))
+        # Once at error level; each retry after that (every minute at most) at info.
+        (log.error if new else log.info)(
+            "executor blocked: run(s) %s did not finish (%s); no job is taken, resume again in %.0f s", ids, why, delay
+        )
+
+    def _later(self, e: QbhookError) -> bool:
+        with self._lock:
+            if self._runs:
+                self._next_delay()
+            blocked = bool(self._runs)
+        (log.info if isinstance(e, LockBusy) else log.error)("unfinished runs not looked at: %s; later", e.message)
+        return not blocked
+
+    def _next_delay(self) -> float:
+        delay, self._delay = self._delay, min(self._delay * 2, self.cap_s)
+        self._retry_at = self._clock() + delay
+        return delay
+
+
 class Worker:
     """Claims jobs one at a time. Several workers (processes) may run; the queue and locks serialize.
 
@@ -1108,6 +1208,11 @@ class Worker:
     logged, counted in ``health`` and retried after a backoff. A job's outcome that could
     not be recorded is kept and recorded first on the next pass, so the job neither
     stays "running" nor runs twice because the disk was full for a while.
+
+    A job that could not run yet is no failure and costs no attempt (``JobQueue.postpone``):
+    the executor lock held past its wait (a long sweep, `qbhook apply`) sends it back for
+    ``retry_base_s`` doubling to ``retry_cap_s`` while the lock stays busy; a refusal by an
+    unfinished run sends it back until ``gate`` (``RunsGate``) has resumed that run.
     """
 
     ORPHAN_CHECK_S = 60.0
@@ -1128,6 +1233,7 @@ class Worker:
         health: WorkerHealth | None = None,
         retry_base_s: float = 1.0,
         retry_cap_s: float = 60.0,
+        gate: RunsGate | None = None,
     ):
         self.cfg = cfg
         self.catalog = catalog
@@ -1142,7 +1248,10 @@ class Worker:
         self.health = health or WorkerHealth()
         self.retry_base_s = retry_base_s
         self.retry_cap_s = retry_cap_s
-        self._unrecorded: tuple[int, str, str] | None = None  # (job id, "complete"|"fail", text)
+        self.gate = gate or RunsGate(self.health, base_s=retry_base_s, cap_s=retry_cap_s)
+        # (job id, "complete"|"fail"|"wait", text, seconds a waiting job waits)
+        self._unrecorded: tuple[int, str, str, float] | None = None
+        self._lock_waits = 0  # jobs in a row sent back because the executor lock was busy
         self._next_orphan_check = 0.0
         self._stale_checked = False
 
@@ -1160,14 +1269,17 @@ class Worker:
         if now >= self._next_orphan_check:
             self.health.beat("requeueing jobs of dead workers")
             self.requeue_orphans()
+        if self.executor is not None and not self.gate.ready(self.executor):
+            self.health.beat("waiting for unfinished runs to be finished")
+            return False
         self.health.beat("claiming")
         job = self.queue.claim(self.worker_id, now=time.time() - self.debounce_s)
         if job is None:
             self.health.beat("idle")
             return False
         self.health.busy(f"busy with job {job.id}")
-        outcome, text, storage_error = self._process(job)
-        self._unrecorded = (job.id, outcome, text)
+        outcome, text, wait_s, storage_error = self._process(job)
+        self._unrecorded = (job.id, outcome, text, wait_s)
         self.health.beat(f"recording the outcome of job {job.id}")
         self._record()
         if storage_error is not None:
@@ -1176,31 +1288,47 @@ class Worker:
             raise storage_error
         return True
 
-    def _process(self, job) -> tuple[str, str, sqlite3.Error | None]:
+    def _process(self, job) -> tuple[str, str, float, sqlite3.Error | None]:
+        lock_waits, self._lock_waits = self._lock_waits, 0
         try:
             result = handle_job(self.cfg, self.catalog, self.clients, job, executor=self.executor)
             # Inside the try: a result that cannot be serialised must not leave the job running.
             text = json.dumps(result, sort_keys=True)
         except UnknownTorrent as e:
-            return "complete", json.dumps({"note": str(e)}), None
+            return "complete", json.dumps({"note": str(e)}), 0.0, None
+        except UnfinishedRuns as e:
+            # Not the job's fault: it runs once the gate has resumed them (run_once).
+            self.gate.refused(e)
+            log.info("job %d waits until run(s) %s are finished", job.id, ", ".join(map(str, e.runs)))
+            return "wait", str(e), 0.0, None
+        except LockBusy as e:
+            self._lock_waits = lock_waits + 1
+            wait_s = min(self.retry_base_s * 2**lock_waits, self.retry_cap_s)
+            # Said once while the lock stays busy: the job is waiting, not failing.
+            (log.debug if lock_waits else log.warning)(
+                "job %d waits: %s; back to pending for %.0f s (no attempt counted)", job.id, e.message, wait_s
+            )
+            return "wait", str(e), wait_s, None
         except QbhookError as e:
             log.warning("job %d failed: %s", job.id, e)
-            return "fail", str(e), None
+            return "fail", str(e), 0.0, None
         except sqlite3.Error as e:
             log.error("job %d failed on the catalog: %s", job.id, e)
-            return "fail", f"catalog error: {e}", e
+            return "fail", f"catalog error: {e}", 0.0, e
         except Exception as e:  # a bug must not kill the worker; the job parks as dead later
             log.exception("job %d crashed", job.id)
-            return "fail", f"internal error: {e!r}", None
-        return "complete", text, None
+            return "fail", f"internal error: {e!r}", 0.0, None
+        return "complete", text, 0.0, None
 
     def _record(self) -> None:
         if self._unrecorded is None:
             return
-        job_id, outcome, text = self._unrecorded
+        job_id, outcome, text, wait_s = self._unrecorded
         try:
             if outcome == "complete":
                 self.queue.complete(job_id, text, worker_id=self.worker_id)
+            elif outcome == "wait":
+                self.queue.postpone(job_id, wait_s, worker_id=self.worker_id)
             else:
                 self.queue.fail(job_id, text, worker_id=self.worker_id)
         except QueueError as e:

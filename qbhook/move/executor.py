@@ -77,6 +77,7 @@ from qbhook.errors import (
     PathMapError,
     QbhookError,
     QbtError,
+    UnfinishedRuns,
     UnsafeOperation,
     VerificationFailed,
 )
@@ -577,14 +578,11 @@ class Executor:
         sub = Plan(groups=groups, created_at=plan.created_at)
         # heap_frozen: no collection walks the plan again during the run (decide.heap)
         with executor_lock(self.cfg, self.timing.lock_wait, sleep=self.ctx.sleep, clock=self.ctx.clock), heap_frozen():
-            pending = [r.id for r in self.journal.unfinished_runs()]
+            pending = self._unfinished()
             if pending and not allow_unfinished:
                 # A half-done group (view built, some torrents moved) must be finished or
                 # rolled back by its own journal before a new plan is laid over it.
-                raise UnsafeOperation(
-                    f"run(s) {', '.join(map(str, pending))} did not finish",
-                    hint="run `qbhook resume` first (it finishes or rolls back what was in flight)",
-                )
+                raise UnfinishedRuns(pending)
             run_id = self.journal.start_run(sub, trigger)
             self.log.info("run %d: %d group(s)", run_id, len(groups))
             return self._execute(run_id, sub, {})
@@ -612,6 +610,16 @@ class Executor:
                 self.log.info("resuming run %d (%d step(s) journaled)", r.id, len(rows))
                 out.append(self._execute(r.id, self._journaled_plan(r), rows))
             return out
+
+    def unfinished(self) -> tuple[int, ...]:
+        """The runs ``apply`` refuses to lay a plan over (``UnfinishedRuns``), read under the
+        executor lock as ``apply`` reads them: a run still "running" then is no live executor's.
+        Waits for the lock as ``apply`` does (LockBusy)."""
+        with executor_lock(self.cfg, self.timing.lock_wait, sleep=self.ctx.sleep, clock=self.ctx.clock):
+            return self._unfinished()
+
+    def _unfinished(self) -> tuple[int, ...]:
+        return tuple(r.id for r in self.journal.unfinished_runs())
 
     @staticmethod
     def _journaled_plan(r: RunRow) -> Plan:
