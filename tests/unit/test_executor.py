@@ -123,6 +123,10 @@ class FakeQbt:
     def torrents(self, hashes=None, category=None, tag=None):
         return [self._info(t) for t in self.t.values() if hashes is None or t.hash in hashes]
 
+    def find(self, h):
+        t = self.t.get(h.lower())
+        return None if t is None else self._info(t)
+
     def torrent(self, h):
         t = self._get(h)
         self._tick(t)
@@ -1183,3 +1187,25 @@ def test_a_mistyped_test_crash_variable_is_one_line_not_a_traceback(monkeypatch,
         executor_mod._env_crash_hook()
     monkeypatch.setenv(executor_mod.CRASH_ENV, "3:mid_act")
     assert callable(executor_mod._env_crash_hook())
+
+
+def test_a_torrent_removed_before_a_later_failure_is_undone_as_gone(world):
+    """H1 moved; then it is removed from qBittorrent and H2's move fails: the rollback of H1
+    has nothing to move and must not stop the group's rollback there."""
+    world.qbt.fail_at[world.save(H2, "pool")] = 0.9
+
+    def hook(point, gid, seq, step):
+        if point == "poll" and step.torrent == H2 and H1 in world.qbt.t:
+            del world.qbt.t[H1]
+
+    summary = world.executor(hook=hook).apply(demote_plan(world))
+
+    (g,) = summary.groups
+    assert g.status == "rolled_back" and not g.needs_attention, g.reason
+    (row,) = [r for r in world.journal.steps(summary.run_id) if r.kind == "relocate" and r.args["torrent"] == H1]
+    assert row.status == "undone" and row.result["note"] == "torrent gone"
+    t = world.qbt.t[H2]
+    assert t.save_path == world.save(H2, "stash") and t.progress == 1
+    for rel, data in FILES:
+        with open(os.path.join(world.save(H1, "stash"), rel), "rb") as f:
+            assert f.read() == data
