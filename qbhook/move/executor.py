@@ -392,6 +392,9 @@ class _GroupRun:
     # Torrents ``_start_sharers`` could not start again, each with why: named in the outcome and
     # an alert (``Executor._report_left_stopped``), never dropped silently.
     left_stopped: list[str] = field(default_factory=list)
+    # What a rollback could not restore as it was, one short clause each (ATM left off): added
+    # to the group's reason by ``Executor._close_failed``.
+    notes: list[str] = field(default_factory=list)
     # Old links a relocation's failed rollback still holds hidden on purpose (its torrent's own
     # move may be pending): another relocation's rollback from the journal leaves them there.
     held_back: set[str] = field(default_factory=set)
@@ -1045,6 +1048,8 @@ class Executor:
                 self.journal.undone(r.step_id, result)
                 r.status = StepStatus.UNDONE
         o.torrents_relocated = sum(1 for r in st.relocs if r.status == StepStatus.DONE)
+        if st.notes:
+            reason = o.reason = f"{reason}; {'; '.join(st.notes)}"
         if problems:
             o.needs_attention = True
             o.reason = f"{reason}; ROLLBACK INCOMPLETE ({'; '.join(problems)}): run qbhook resume"
@@ -1900,6 +1905,8 @@ class Executor:
             raise VerificationFailed(
                 f"torrent {h} is back at {from_path} but at {t.progress * 100:.1f}%; it is stopped and needs attention"
             )
+        if obs.get("auto_tmm") and not t.auto_tmm:
+            self._restore_atm(st, c, h, from_path)
         if obs.get("was_running") and t.is_stopped:
             c.start(h, forced=bool(obs.get("forced")))
         tag = self.cfg.policy.relocated_tag
@@ -1909,6 +1916,20 @@ class Executor:
             except QbtError as e:
                 self.log.warning("torrent %s moved back but still tagged %s: %s", h, tag, e)
         return {"moved_back": moved_back, "state": t.state}
+
+    def _restore_atm(self, st: _GroupRun, c: ClientPort, h: str, from_path: str) -> None:
+        """ATM on again for a torrent that had it (``setLocation`` turned it off), only through the
+        client's guard: on only while its category's save path is ``from_path``, where it is now,
+        so nothing moves (an ATM move overwrites files in place, hardlinked ones too). Refused, it
+        stays off, and the group's reason says so."""
+        try:
+            c.set_auto_management(h, True, category_save_path=from_path)
+        except UnsafeOperation as e:
+            self.log.warning("torrent %s moved back with ATM off: %s", h, e.message)
+            st.notes.append(f"ATM left off for {h}: turning it on could move it")
+        except QbhookError as e:
+            self.log.warning("torrent %s moved back with ATM off: %s", h, e.message)
+            st.notes.append(f"ATM left off for {h}: {e.message}")
 
     def _undo_gone(self, st: _GroupRun, c: ClientPort, r: _Reloc) -> dict:
         """``_undo_relocation`` of a torrent removed from its client meanwhile (a ratio-limit
