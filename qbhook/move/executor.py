@@ -1977,7 +1977,8 @@ class Executor:
         stopped = f"; {', '.join(r.sharers)} left stopped until they are back" if r.sharers else ""
         return UnsafeOperation(
             f"torrent {r.step.torrent} was removed from {r.step.instance} during its relocation; "
-            f"its old files are held in {folder}, nothing deleted: {why[0]}{more}{stopped}"
+            f"its old files are held in {folder or 'no holding folder (not in a seeding root)'}, nothing deleted: "
+            f"{why[0]}{more}{stopped}"
         )
 
     def _moving_folder(self, run_id: int, from_path: str) -> str | None:
