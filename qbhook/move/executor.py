@@ -78,6 +78,7 @@ from qbhook.errors import (
     QbhookError,
     QbtError,
     UnfinishedRuns,
+    UnknownTorrent,
     UnsafeOperation,
     VerificationFailed,
 )
@@ -391,6 +392,12 @@ class _GroupRun:
     # Torrents ``_start_sharers`` could not start again, each with why: named in the outcome and
     # an alert (``Executor._report_left_stopped``), never dropped silently.
     left_stopped: list[str] = field(default_factory=list)
+    # What a rollback could not restore as it was, one short clause each (ATM left off): added
+    # to the group's reason by ``Executor._close_failed``.
+    notes: list[str] = field(default_factory=list)
+    # Old links a relocation's failed rollback still holds hidden on purpose (its torrent's own
+    # move may be pending): another relocation's rollback from the journal leaves them there.
+    held_back: set[str] = field(default_factory=set)
 
     def content_of(self, path: str, planned: str | None, size: int, what: str) -> str | None:
         """The hash a step must check ``path`` against: the planned one, else the one its copy learned."""
@@ -1035,11 +1042,14 @@ class Executor:
                 result = self._undo_relocation(st, r)
             except (QbhookError, OSError) as e:
                 problems.append(f"{r.step.torrent}: {e}")
+                st.held_back.update(self.journal.hidden(r.step_id) or ())
                 continue
             if r.status == StepStatus.DONE:
                 self.journal.undone(r.step_id, result)
                 r.status = StepStatus.UNDONE
         o.torrents_relocated = sum(1 for r in st.relocs if r.status == StepStatus.DONE)
+        if st.notes:
+            reason = o.reason = f"{reason}; {'; '.join(st.notes)}"
         if problems:
             o.needs_attention = True
             o.reason = f"{reason}; ROLLBACK INCOMPLETE ({'; '.join(problems)}): run qbhook resume"
@@ -1427,7 +1437,7 @@ class Executor:
             c.stop(h)
         self._wait_stopped(c, s.torrent)
         self._stop_sharers(st, c, s, r)
-        self._hide_old_links(st.run_id, c, s)
+        self._hide_old_links(st.run_id, c, s, r.step_id)
         c.set_location(h, to_path)
 
     def _repair(self, st: _GroupRun, s: Repair, at: _At) -> dict:
@@ -1659,7 +1669,7 @@ class Executor:
                 "and it is running: its own move would overwrite the view in place; not touching it"
             )
         self.log.warning("torrent %s: qBittorrent's own move to %s is pending (files at %s)", h, to_path, where)
-        self._hide_old_links(run_id, c, s)
+        self._hide_old_links(run_id, c, s, at.step_id)
         c.recheck(h)
         t = self._wait(c, s, to_path, budget, "", at.seq)
         if not _storage_at(t, to_path):
@@ -1676,7 +1686,7 @@ class Executor:
             self.ctx.sleep(delay)  # no "poll" hook: the crash tests' poll point means "after setLocation"
             delay = min(delay * 1.5, tm.poll_max_s)
 
-    def _hide_old_links(self, run_id: int, c: ClientPort, s: Relocate) -> int:
+    def _hide_old_links(self, run_id: int, c: ClientPort, s: Relocate, step_id: int) -> int:
         """Move the old links into this run's ``-moving`` holding folder before ``setLocation``.
 
         If qBittorrent dies before libtorrent's move and its resume data catch up, it restarts
@@ -1686,11 +1696,16 @@ class Executor:
         move a no-op. Our own setLocation keeps existing destination files either way. Nothing
         is deleted: ``_unhide_old_links`` puts them back once the torrent has settled, and a
         rollback puts them back before moving the torrent back. Only for a client that moves
-        files itself (``relocation_moves_files``; unknown: assumed to)."""
+        files itself (``relocation_moves_files``; unknown: assumed to).
+
+        Journal first: the paths are recorded in the step (``_hidden``) before the first is
+        hidden, for a rollback of a torrent removed from its client meanwhile (``_undo_gone``)."""
         roots, n = self.ctx.seeding_roots, 0
         if not _hides_from(c):
             return 0
-        for p in self._old_links(c, s):
+        links = self._old_links(c, s)
+        self.journal.set_hidden(step_id, links)
+        for p in links:
             res = fsops.hide_during_move(p, roots=roots, run=run_id, catalog=self.catalog)
             n += res["status"] == "hidden"
             if "carry" in res:
@@ -1766,10 +1781,14 @@ class Executor:
         (``_report_left_stopped``), since it seeds nothing until a person looks."""
         while r.sharers:
             h = r.sharers[0]
-            t = c.torrent(h)
-            if t.is_stopped and t.is_complete and t.is_stable:
+            try:
+                t = c.torrent(h)
+            except UnknownTorrent:  # removed from the client meanwhile: nothing left to start
+                self.log.warning("torrent %s, stopped while %s's old paths were hidden, is gone", h, r.step.torrent)
+                t = None
+            if t is not None and t.is_stopped and t.is_complete and t.is_stable:
                 c.start(h, forced=h in r.forced)
-            elif t.is_stopped or not t.is_stable:
+            elif t is not None and (t.is_stopped or not t.is_stable):
                 why = f"{t.state} at {t.progress * 100:.1f}%"
                 self.log.warning(
                     "torrent %s, stopped while %s's old paths were hidden, is not started again: %s",
@@ -1826,13 +1845,25 @@ class Executor:
 
     def _undo_relocation(self, st: _GroupRun, r: _Reloc) -> dict:
         """Put a torrent back where this run found it, as it was (idempotent)."""
-        s, run_id = r.step, st.run_id
+        s = r.step
         obs = s.observed or {}
-        from_path, to_path = _norm(s.from_path), _norm(s.to_path)
+        from_path = _norm(s.from_path)
         if not obs or _norm(obs.get("save_path")) != from_path or not obs.get("complete") or not obs.get("stable"):
             # We cannot have moved it: it was not at the old place, complete and stable when first seen.
             return {"moved_back": False, "note": "never moved"}
         c = self._client(s.instance)
+        try:
+            return self._move_back(st, c, r)
+        except UnknownTorrent:
+            if c.find(s.torrent) is not None:
+                raise  # another torrent is unknown, not this one
+            return self._undo_gone(st, c, r)
+
+    def _move_back(self, st: _GroupRun, c: ClientPort, r: _Reloc) -> dict:
+        """``_undo_relocation`` of a torrent its client still has."""
+        s, run_id = r.step, st.run_id
+        obs = s.observed or {}
+        from_path, to_path = _norm(s.from_path), _norm(s.to_path)
         h = s.torrent
         budget = self.timing.budget(s.size)
         t = c.torrent(h)
@@ -1874,6 +1905,8 @@ class Executor:
             raise VerificationFailed(
                 f"torrent {h} is back at {from_path} but at {t.progress * 100:.1f}%; it is stopped and needs attention"
             )
+        if obs.get("auto_tmm") and not t.auto_tmm:
+            self._restore_atm(st, c, h, from_path)
         if obs.get("was_running") and t.is_stopped:
             c.start(h, forced=bool(obs.get("forced")))
         tag = self.cfg.policy.relocated_tag
@@ -1883,6 +1916,85 @@ class Executor:
             except QbtError as e:
                 self.log.warning("torrent %s moved back but still tagged %s: %s", h, tag, e)
         return {"moved_back": moved_back, "state": t.state}
+
+    def _restore_atm(self, st: _GroupRun, c: ClientPort, h: str, from_path: str) -> None:
+        """ATM on again for a torrent that had it (``setLocation`` turned it off), only through the
+        client's guard: on only while its category's save path is ``from_path``, where it is now,
+        so nothing moves (an ATM move overwrites files in place, hardlinked ones too). Refused, it
+        stays off, and the group's reason says so."""
+        try:
+            c.set_auto_management(h, True, category_save_path=from_path)
+        except UnsafeOperation as e:
+            self.log.warning("torrent %s moved back with ATM off: %s", h, e.message)
+            st.notes.append(f"ATM left off for {h}: turning it on could move it")
+        except QbhookError as e:
+            self.log.warning("torrent %s moved back with ATM off: %s", h, e.message)
+            st.notes.append(f"ATM left off for {h}: {e.message}")
+
+    def _undo_gone(self, st: _GroupRun, c: ClientPort, r: _Reloc) -> dict:
+        """``_undo_relocation`` of a torrent removed from its client meanwhile (a ratio-limit
+        removal, an *arr's "remove completed", a person): it moves nothing any more, and its
+        files can no longer be asked for. Its hidden old links come back from the paths the
+        journal recorded before hiding them (``_hidden``), each only inside its old save path,
+        through fsops' verified folders; then the torrents stopped for them start. Nothing is
+        deleted. Links another relocation's failed rollback holds (``held_back``), or that cannot
+        come back (another file at the place, a folder swapped), stay held, named with where
+        they are, and the sharers stay stopped: a person looks, then ``resume``."""
+        s, run_id = r.step, st.run_id
+        h, from_path = s.torrent, _norm(s.from_path)
+        self.log.warning("torrent %s was removed from %s during its relocation", h, s.instance)
+        folder = self._moving_folder(run_id, from_path)
+        links = self.journal.hidden(r.step_id)
+        if links is None:
+            # Nothing journaled: nothing hidden yet, or hidden by a qbhook that did not journal
+            # it. The holding folder tells which; qbhook cannot tell which held files are its.
+            links = []
+            if folder is not None and self._may_exist(folder):
+                raise self._gone_held(r, folder, ["not journaled by the qbhook that hid them"])
+        kept = []
+        for p in links:
+            if os.path.normpath(p) != p or not is_within(p, from_path) or p == from_path:
+                kept.append(f"{p} is not inside {from_path}: not touched")
+            elif p in st.held_back:
+                kept.append(f"{p} stays hidden for another torrent's rollback")
+            else:
+                roots, carry = self.ctx.seeding_roots, self._carried.pop(p, None)
+                try:
+                    fsops.unhide_after_move(p, roots=roots, run=run_id, catalog=self.catalog, carry=carry)
+                except QbhookError as e:
+                    kept.append(e.message)
+                except OSError as e:
+                    kept.append(f"cannot put {p} back: {e.strerror}")
+        if kept:
+            raise self._gone_held(r, folder, kept)
+        self._start_sharers(st, c, r)
+        return {"moved_back": False, "note": "torrent gone"}
+
+    @staticmethod
+    def _gone_held(r: _Reloc, folder: str | None, why: list[str]) -> UnsafeOperation:
+        """``_undo_gone`` could not put everything back: the failure, naming where the old files are."""
+        more = f" (and {len(why) - 1} more)" if len(why) > 1 else ""
+        stopped = f"; {', '.join(r.sharers)} left stopped until they are back" if r.sharers else ""
+        return UnsafeOperation(
+            f"torrent {r.step.torrent} was removed from {r.step.instance} during its relocation; "
+            f"its old files are held in {folder or 'no holding folder (not in a seeding root)'}, nothing deleted: "
+            f"{why[0]}{more}{stopped}"
+        )
+
+    def _moving_folder(self, run_id: int, from_path: str) -> str | None:
+        """Where ``hide_during_move`` holds ``from_path``'s links in this run (None: outside every seeding root)."""
+        roots = [os.fspath(x) for x in self.ctx.seeding_roots if is_within(from_path, os.fspath(x))]
+        if not roots:
+            return None
+        return os.path.normpath(fsops.holding_path(from_path, max(roots, key=len), fsops.moving_hold_key(run_id)))
+
+    def _may_exist(self, path: str) -> bool:
+        """Read through verified folders: True unless ``path`` surely is not there."""
+        try:
+            with self.ctx.reader() as reader:
+                return reader.lstat_any(path) is not None
+        except (OSError, FolderRefused, PathMapError):
+            return True
 
     # ------------------------------------------------------------------ dry run
 

@@ -234,6 +234,12 @@ def forced_sharers_of(args: dict) -> list[str]:
     return list(args.get("_forced_sharers") or ())
 
 
+def hidden_of(args: dict) -> list[str] | None:
+    """The old links ``Journal.set_hidden`` recorded in a relocate step's args (None: never recorded)."""
+    paths = args.get("_hidden")
+    return None if paths is None else [p for p in paths if isinstance(p, str)]
+
+
 class Journal:
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
@@ -400,6 +406,21 @@ class Journal:
         """Which of them ran force-started (``set_sharers``' ``forced``)."""
         r = self.conn.execute("SELECT args FROM steps WHERE id=?", (step_id,)).fetchone()
         return forced_sharers_of(json.loads(r[0])) if r else []
+
+    def set_hidden(self, step_id: int, paths: list[str]) -> None:
+        """Record, in a relocate step's args (``_hidden``), the old links its relocation hides,
+        before the first is hidden: a rollback that can no longer ask the client for the
+        torrent's files (it was removed meanwhile) puts back exactly these."""
+        with Tx(self.conn) as c:
+            c.execute(
+                "UPDATE steps SET args=json_set(args, '$._hidden', json(?)) WHERE id=?",
+                (json.dumps(list(paths)), step_id),
+            )
+
+    def hidden(self, step_id: int) -> list[str] | None:
+        """The old links ``set_hidden`` recorded for this step (None: nothing recorded)."""
+        r = self.conn.execute("SELECT args FROM steps WHERE id=?", (step_id,)).fetchone()
+        return hidden_of(json.loads(r[0])) if r else None
 
     def steps(self, run: int) -> list[StepRow]:
         rows = self.conn.execute(

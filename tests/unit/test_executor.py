@@ -123,6 +123,10 @@ class FakeQbt:
     def torrents(self, hashes=None, category=None, tag=None):
         return [self._info(t) for t in self.t.values() if hashes is None or t.hash in hashes]
 
+    def find(self, h):
+        t = self.t.get(h.lower())
+        return None if t is None else self._info(t)
+
     def torrent(self, h):
         t = self._get(h)
         self._tick(t)
@@ -506,6 +510,48 @@ def test_a_force_started_torrent_runs_forced_again_after_its_move_or_its_rollbac
     assert world.qbt.violations == []
     (row,) = [r for r in world.journal.steps(summary.run_id) if r.kind == "relocate" and r.args["torrent"] == H1]
     assert row.args["_observed"]["forced"] is True  # journaled with the step: a resume or rollback knows it
+
+
+class AtmQbt(FakeQbt):
+    """A FakeQbt with qBittorrent's guard on turning ATM on (``QbtClient._check_atm_safe``): only
+    when the caller's category path, the torrent's save path and its category's own path agree,
+    so nothing moves; refused otherwise."""
+
+    def __init__(self, category_path: str):
+        super().__init__()
+        self.category_path = category_path
+
+    def set_auto_management(self, h, enabled, *, category_save_path=None):
+        t = self._get(h)
+        self.calls.append(("set_auto_management", t.hash, enabled))
+        if enabled and not t.auto_tmm and not category_save_path == t.save_path == self.category_path:
+            raise UnsafeOperation(f"refusing to enable ATM for {t.hash}: its category's path is {self.category_path}")
+        t.auto_tmm = enabled
+
+
+@pytest.mark.parametrize("category", ["old-place", "elsewhere"])
+def test_a_rolled_back_atm_torrent_gets_atm_back_where_its_category_path_allows(world, category):
+    """setLocation turns ATM off; a rollback left it off, so a failed group did not end as it
+    started. It is turned on again through the client's guard, and where the guard refuses
+    (its category's path is not where the torrent is back) it stays off and the reason says so."""
+    old = world.save(H1, "stash")
+    q = AtmQbt(old if category == "old-place" else os.path.join(world.seed_s, "elsewhere"))
+    q.t, world.qbt = world.qbt.t, q
+    q.t[H1].auto_tmm = True
+    q.fail_at[world.save(H2, "pool")] = 0.9  # H2's recheck fails: both move back
+
+    summary = world.executor().apply(demote_plan(world))
+
+    (g,) = summary.groups
+    assert g.status == "rolled_back" and not g.needs_attention, g.reason
+    assert q.t[H1].save_path == old and q.t[H1].stopped is False
+    note = f"ATM left off for {H1}: turning it on could move it"
+    if category == "old-place":
+        assert q.t[H1].auto_tmm is True and note not in g.reason
+    else:
+        assert q.t[H1].auto_tmm is False and note in g.reason
+        assert note in world.journal.group_status("g1")[1]
+    assert q.violations == []
 
 
 # --------------------------------------------------------------------------- failures roll back
@@ -1183,3 +1229,25 @@ def test_a_mistyped_test_crash_variable_is_one_line_not_a_traceback(monkeypatch,
         executor_mod._env_crash_hook()
     monkeypatch.setenv(executor_mod.CRASH_ENV, "3:mid_act")
     assert callable(executor_mod._env_crash_hook())
+
+
+def test_a_torrent_removed_before_a_later_failure_is_undone_as_gone(world):
+    """H1 moved; then it is removed from qBittorrent and H2's move fails: the rollback of H1
+    has nothing to move and must not stop the group's rollback there."""
+    world.qbt.fail_at[world.save(H2, "pool")] = 0.9
+
+    def hook(point, gid, seq, step):
+        if point == "poll" and step.torrent == H2 and H1 in world.qbt.t:
+            del world.qbt.t[H1]
+
+    summary = world.executor(hook=hook).apply(demote_plan(world))
+
+    (g,) = summary.groups
+    assert g.status == "rolled_back" and not g.needs_attention, g.reason
+    (row,) = [r for r in world.journal.steps(summary.run_id) if r.kind == "relocate" and r.args["torrent"] == H1]
+    assert row.status == "undone" and row.result["note"] == "torrent gone"
+    t = world.qbt.t[H2]
+    assert t.save_path == world.save(H2, "stash") and t.progress == 1
+    for rel, data in FILES:
+        with open(os.path.join(world.save(H1, "stash"), rel), "rb") as f:
+            assert f.read() == data

@@ -548,6 +548,86 @@ def test_a_sharer_that_cannot_be_started_again_is_named_not_dropped(tmpfs, tmp_p
         w.cat.close()
 
 
+def test_a_torrent_removed_during_its_move_gets_its_links_back_and_its_sharer_started(tmpfs, tmp_path):  # noqa: F811
+    """H1 is removed from qBittorrent (a ratio-limit removal, an *arr's "remove completed", a
+    person) at its first poll after setLocation, its old links hidden and H2, seeding the same
+    paths, stopped for it. The rollback could not read H1's files from the client: the links
+    stayed in holding, H2 stayed stopped, and every resume failed the same way. They come back
+    from the paths journaled when they were hidden, H2 runs again, and nothing needs a person."""
+    w, q, plan = _sharing_world(tmpfs, tmp_path)
+    try:
+        before = {rel: os.lstat(os.path.join(w.seed_s, rel)).st_ino for rel, _d in FILES}
+
+        def hook(point, gid, seq, step):
+            if point == "poll" and step.torrent == H1 and H1 in q.t:
+                del q.t[H1]
+
+        summary = w.executor(hook=hook).apply(plan)
+
+        (g,) = summary.groups
+        assert g.status == "rolled_back" and not g.needs_attention, g.reason
+        assert w.journal.run(summary.run_id).status == "failed"  # nothing left for resume
+        assert {rel: os.lstat(os.path.join(w.seed_s, rel)).st_ino for rel, _d in FILES} == before
+        assert q.t[H2].save_path == w.seed_s and q.t[H2].stopped is False
+        assert q.violations == []
+        assert not os.path.lexists(os.path.join(w.seed_s, fsops.HOLDING_DIR))
+    finally:
+        w.cat.close()
+
+
+def test_a_removed_torrent_whose_link_cannot_come_back_stays_held_and_named(tmpfs, tmp_path):  # noqa: F811
+    """As above, but a new file took one old path meanwhile: nothing is replaced nor deleted. The
+    old link stays held, the reason names where, and H2 (its files not all back) stays stopped."""
+    w, q, plan = _sharing_world(tmpfs, tmp_path)
+    try:
+        taken = os.path.join(w.seed_s, FILES[1][0])
+
+        def hook(point, gid, seq, step):
+            if point == "poll" and step.torrent == H1 and H1 in q.t:
+                del q.t[H1]
+                with open(taken, "wb") as f:
+                    f.write(b"a newcomer")
+
+        summary = w.executor(hook=hook).apply(plan)
+
+        (g,) = summary.groups
+        assert g.needs_attention and "ROLLBACK INCOMPLETE" in g.reason
+        held = os.path.join(w.seed_s, fsops.HOLDING_DIR, f"{summary.run_id}-moving", FILES[1][0])
+        assert held in g.reason
+        with open(held, "rb") as f:
+            assert f.read() == FILES[1][1]
+        with open(taken, "rb") as f:
+            assert f.read() == b"a newcomer"
+        assert q.t[H2].stopped is True
+    finally:
+        w.cat.close()
+
+
+def test_a_removed_torrent_whose_hidden_links_were_not_journaled_leaves_them_held_and_named(tmpfs, tmp_path):  # noqa: F811
+    """Hidden by a qbhook that did not journal the paths: which held files are H1's is not known,
+    so nothing is guessed from the holding folder's layout; it is named, and H2 stays stopped."""
+    w, q, plan = _sharing_world(tmpfs, tmp_path)
+    try:
+
+        def hook(point, gid, seq, step):
+            if point == "poll" and step.torrent == H1 and H1 in q.t:
+                del q.t[H1]
+                w.cat.conn.execute("UPDATE steps SET args=json_remove(args, '$._hidden')")
+                w.cat.conn.commit()
+
+        summary = w.executor(hook=hook).apply(plan)
+
+        (g,) = summary.groups
+        assert g.needs_attention and "ROLLBACK INCOMPLETE" in g.reason
+        folder = os.path.join(w.seed_s, fsops.HOLDING_DIR, f"{summary.run_id}-moving")
+        assert f"held in {folder}," in g.reason
+        for rel, _d in FILES:
+            assert os.path.lexists(os.path.join(folder, rel)) and not os.path.lexists(os.path.join(w.seed_s, rel))
+        assert q.t[H2].stopped is True
+    finally:
+        w.cat.close()
+
+
 # --------------------------------------------------------------------------- the backstop
 
 
