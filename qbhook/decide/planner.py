@@ -422,13 +422,18 @@ def _donor_inodes(snap: Snapshot, inodes: Iterable[InodeFact], tgt: PoolFact) ->
 
 
 def _donors(snap: Snapshot, inodes: Iterable[InodeFact], tgt: PoolFact) -> dict[ContentKey, str]:
-    """Content already on the target dataset -> a path to link from (prefer library-linked inodes)."""
+    """Content already on the target dataset -> a path to link from (prefer library-linked inodes).
+
+    Only an inode convergence would keep (``converge.reusable``): one a library or a settled torrent
+    uses and that may not change. A file of a torrent still downloading, or an orphan in an incomplete
+    folder, is copied instead: linked, the group's only copy would change with it once its source
+    links are deleted."""
     donors: dict[ContentKey, str] = {}
     for i in inodes:
         if i.size == 0 or i.content in donors:
             continue
         cands = sorted(
-            (snap.inodes[k] for k in _copies_on(snap, i.content, tgt.seeding_fsid)),
+            (c for k in _copies_on(snap, i.content, tgt.seeding_fsid) if converge.reusable(snap, c := snap.inodes[k])),
             key=lambda c: (-c.external_links, c.ino),
         )
         for c in cands:
