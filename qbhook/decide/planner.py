@@ -42,6 +42,7 @@ from qbhook.clients.model import is_relative_path
 from qbhook.config import PolicyConfig
 from qbhook.decide import converge
 from qbhook.decide.facts import (
+    MAX_LINK_HOPS,
     UNSTABLE_STATES,
     ContentKey,
     InodeFact,
@@ -80,6 +81,7 @@ from qbhook.decide.plan import (
     links_from,
 )
 from qbhook.decide.policy import policy_blocks_demote
+from qbhook.paths import is_within
 from qbhook.units import human_bytes as _b
 
 
@@ -229,6 +231,7 @@ def decide(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], build
 
     blockers = (
         symlink_blockers(snap, full, src, tgt)
+        + reached_blockers(snap, group)
         + skipped_blockers(full, snap)
         + file_blockers(group, snap)
         + torrent_blockers(group)
@@ -377,6 +380,77 @@ def symlink_blockers(snap: Snapshot, group: list[TorrentFact], src: PoolFact, tg
                         seen.add(p)
                         out.append(f"{t.name}: symlink in the {side} path: {p} -> {snap.symlinks[p]}")
     return out
+
+
+def reached_blockers(snap: Snapshot, group: list[TorrentFact]) -> list[str]:
+    """Another torrent reaches a file of the group through a symlink (``_reached``): moving the group
+    would delete that torrent's data under it (its path is one directory entry, nlink 1, so the
+    unlink's re-check passes). The group waits while that torrent is there."""
+    exact, tails = _reached(snap)
+    if not exact and not tails:
+        return []
+    own = {t.hash for t in group}
+    out: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for t in group:
+        for f in t.files:
+            hits = exact.get(f.path, [])
+            for tail, hit in tails.get(posixpath.basename(f.path), ()):
+                if f.path.endswith("/" + tail):
+                    hits = [*hits, hit]
+            for h, name, link, target in hits:
+                if h not in own and (h, link) not in seen:
+                    seen.add((h, link))
+                    out.append(f"torrent {name} ({h[:8]}) reaches {f.path} through a symlink: {link} -> {target}")
+    return out
+
+
+_Reach = tuple[str, str, str, str]  # (hash, name, symlink, its target) of a torrent reaching a path
+_REACHED = "planner.reached"  # its key in Snapshot.derived
+
+
+def _reached(snap: Snapshot) -> tuple[dict[str, list[_Reach]], dict[str, list[tuple[str, _Reach]]]]:
+    """Where the torrents of ``snap`` reach through the symlinks of ``snap.symlinks``, from the facts
+    alone, once per snapshot: (resolved path -> who, file name -> [(path tail, who)]).
+
+    A file the builder placed (``FileFact.inode``) had no symlink on its way; one it did not may.
+    Its path is resolved through the links the builder noted (a relative target against the link's
+    folder, a chain link by link). Resolved below a pool, it names a path exactly. Otherwise (a
+    target in a container's spelling, ``/data/...``, or unreadable: field lesson 5) it can only be
+    matched by its tail: the target's last folder and the path below the link, in any spelling."""
+    got = snap.derived.get(_REACHED)
+    if got is not None:
+        return got
+    exact: dict[str, list[_Reach]] = {}
+    tails: dict[str, list[tuple[str, _Reach]]] = {}
+    roots = [p.path for p in snap.pools]
+    if snap.symlinks:
+        for t in snap.torrents:
+            for f in t.files:
+                if f.inode is not None or not f.path.startswith("/"):
+                    continue
+                path, first, hops = f.path, None, 0
+                while hops < MAX_LINK_HOPS:
+                    link = next((p for p in reversed(list(ancestors(path, roots))) if p in snap.symlinks), None)
+                    if link is None:
+                        break
+                    hops += 1
+                    first = first or (link, snap.symlinks[link])
+                    target, rest = snap.symlinks[link], path[len(link) :]
+                    if target == "?":  # unreadable
+                        path = None
+                        break
+                    path = posixpath.normpath(posixpath.join(posixpath.dirname(link), target) + rest)
+                if first is None:
+                    continue
+                who = (t.hash, t.name, *first)
+                if path is not None and any(is_within(path, r) for r in roots):
+                    exact.setdefault(path, []).append(who)
+                else:
+                    tail = (posixpath.basename(target) + rest if path is not None else rest).strip("/")
+                    tails.setdefault(posixpath.basename(tail), []).append((tail, who))
+    got = snap.derived[_REACHED] = (exact, tails)
+    return got
 
 
 def torrent_blockers(group: list[TorrentFact]) -> list[str]:

@@ -456,6 +456,43 @@ def test_symlink_in_a_cold_group_path_blocks_even_a_promote():
     assert g.action == "blocked" and f"symlink in the destination path: {S}/m -> ../../elsewhere" in g.reason
 
 
+@pytest.mark.parametrize(
+    "target, link, rel",
+    [
+        (S + "/movies", S + "/xseed", "Movie/m.mkv"),  # the save path's folder, absolute
+        ("movies", S + "/xseed", "Movie/m.mkv"),  # relative to the link's folder
+        (S + "/movies/Movie", S + "/xseed/Film", "Film/m.mkv"),  # a folder below the save path, another name
+        ("/data/media/torrents/seeding/movies", S + "/xseed", "Movie/m.mkv"),  # a container's spelling (lesson 5)
+        ("?", S + "/xseed", "Movie/m.mkv"),  # unreadable: matched by the path below the link
+    ],
+)
+def test_a_group_another_torrent_reaches_through_a_symlink_does_not_move(target, link, rel):
+    """B holds A's files through a symlinked folder: B's files have no inode fact, so B is a group of
+    its own (blocked: a symlink in its path), and A's demote deleted B's data with A's links."""
+    w = World()
+    w.payload(S + "/movies", {"Movie/m.mkv": "M"})
+    w.torrent("a" * 40, S + "/movies", ["Movie/m.mkv"])
+    w.symlinks[link] = target
+    w.torrent("b" * 40, S + "/xseed", [rel])
+    p = plan(w)
+    ga = next(g for g in p.groups if "a" * 40 in g.torrents)
+    gb = next(g for g in p.groups if "b" * 40 in g.torrents)
+    assert gb.action == "blocked" and "symlink in the source path" in gb.reason
+    assert ga.action == "blocked" and not ga.steps, ga.reason
+    assert ga.blockers == [
+        f"torrent {'b' * 40} ({'b' * 8}) reaches {S}/movies/Movie/m.mkv through a symlink: {link} -> {target}"
+    ]
+
+
+def test_a_symlink_into_another_folder_does_not_block_the_group():
+    w = World()
+    w.payload(S + "/movies", {"Movie/m.mkv": "M"})
+    w.torrent("a" * 40, S + "/movies", ["Movie/m.mkv"])
+    w.symlinks[S + "/xseed"] = S + "/tv"
+    w.torrent("b" * 40, S + "/xseed", ["Movie/m.mkv"])
+    assert next(g for g in plan(w).groups if "a" * 40 in g.torrents).action == "demote"
+
+
 def test_destination_symlink_does_not_block_a_group_that_stays():
     w = World()
     w.payload(S + "/m", {"Movie/a.bin": "A"})
