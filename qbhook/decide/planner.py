@@ -33,7 +33,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import posixpath
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from itertools import pairwise
 
@@ -79,6 +79,7 @@ from qbhook.decide.plan import (
     copied,
     deleted_paths,
     links_from,
+    view_paths,
 )
 from qbhook.decide.policy import policy_blocks_demote
 from qbhook.paths import is_within
@@ -712,10 +713,58 @@ def _resolve_cross_group(plans: list[GroupPlan]) -> None:
                 g.action, g.steps = Action.SKIP, []
                 g.reason = f"waits for group {other}, which moves the data this group would link from"
                 break
+    _one_writer_per_destination(plans)
     _copied_once(plans)
 
 
-_COPY_BITS = 1 << 23  # bits per map in _copied_once (1 MiB each)
+_COPY_BITS = 1 << 23  # bits per map in _repeated (1 MiB each)
+
+
+def _repeated(keys: Iterable[str]) -> Callable[[str], bool]:
+    """Whether a key may be met twice in ``keys`` (a str of them, e.g. a path): true of every key met
+    twice, and of a few more (a shared bit). A first pass marks each key's hash in a 1 MiB bitmap and
+    the hashes met again in a second one, so that the exact map a caller then builds holds only
+    those keys (a str caches its hash: nothing is built for the rest). A map of every key was
+    +39 MiB of peak at 50k torrents / 1M files, over issue 13's 1 GB (bench_plan --cap 0)."""
+    mask = _COPY_BITS - 1
+    seen, twice = bytearray(_COPY_BITS >> 3), bytearray(_COPY_BITS >> 3)
+    for k in keys:
+        i = hash(k) & mask
+        if seen[i >> 3] & (1 << (i & 7)):
+            twice[i >> 3] |= 1 << (i & 7)
+        else:
+            seen[i >> 3] |= 1 << (i & 7)
+
+    def maybe(k: str) -> bool:
+        i = hash(k) & mask
+        return bool(twice[i >> 3] & (1 << (i & 7)))
+
+    return maybe
+
+
+def _one_writer_per_destination(plans: list[GroupPlan]) -> None:
+    """Two moves of one run never make or reuse the same destination path: the later group waits.
+
+    Two groups plan one path when two source roots map onto one target root (``map_to_pool``: a
+    pool with fewer seeding roots takes the rest into its first): each group's ``build_steps``
+    compares the contents of its own torrents only. The second copy would fail at
+    the executor (it never overwrites) and block that group; with the same content, the second
+    group's view would rest on the first's. Next run the first group's files are at the
+    destination, and the second is planned against them (reused, or blocked as different
+    content)."""
+    maybe = _repeated(p for g in plans if g.actionable for p in view_paths(g.steps))
+    first: dict[str, str] = {}
+    for g in plans:
+        if not g.actionable:
+            continue
+        mine = {p for p in view_paths(g.steps) if maybe(p)}
+        other = next((first[p] for p in sorted(mine) if first.get(p, g.group_id) != g.group_id), None)
+        if other is not None:
+            g.action, g.steps = Action.SKIP, []
+            g.reason = f"waits for group {other}, which writes the same destination path in this run"
+            continue
+        for p in mine:
+            first.setdefault(p, g.group_id)
 
 
 def _copied_once(plans: list[GroupPlan]) -> None:
@@ -732,22 +781,8 @@ def _copied_once(plans: list[GroupPlan]) -> None:
     hash can be matched: a demoting file with a same-content file on its own dataset is hashed
     for convergence (``Snapshot._hash_what_decisions_need``), so equal contents are known here.
     """
-    # Most contents are copied by one group only. A first pass marks each copied hash in a 1 MiB
-    # bitmap and the hashes met again in a second one; the exact map below holds only keys whose
-    # hash is in the second (a str caches its hash: no key is built for the rest). A map of every
-    # copied content was +39 MiB of peak at 50k torrents / 1M files, over issue 13's 1 GB
-    # (bench_plan --cap 0). A shared bit only lets a key into the exact check; it never skips.
-    mask = _COPY_BITS - 1
-    seen, twice = bytearray(_COPY_BITS >> 3), bytearray(_COPY_BITS >> 3)
-    for g in plans:
-        if g.actionable:
-            for _size, h in copied(g.steps):
-                if h is not None:
-                    i = hash(h) & mask
-                    if seen[i >> 3] & (1 << (i & 7)):
-                        twice[i >> 3] |= 1 << (i & 7)
-                    else:
-                        seen[i >> 3] |= 1 << (i & 7)
+    # Most contents are copied by one group only: only hashes ``_repeated`` meets twice are mapped.
+    maybe = _repeated(h for g in plans if g.actionable for _size, h in copied(g.steps) if h is not None)
     first: dict[tuple[str | None, int, str], str] = {}
     for g in plans:
         if not g.actionable:
@@ -757,7 +792,7 @@ def _copied_once(plans: list[GroupPlan]) -> None:
             for size, h in copied(g.steps)
             if h is not None
             and not incidental(size, g.payload_bytes)  # copied by each payload: never linked across
-            and twice[(i := hash(h) & mask) >> 3] & (1 << (i & 7))
+            and maybe(h)
         }
         other = next((first[k] for k in sorted(mine) if first.get(k, g.group_id) != g.group_id), None)
         if other is not None:

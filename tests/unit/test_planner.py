@@ -5,6 +5,7 @@ from dataclasses import replace
 import pytest
 
 from qbhook.config import PolicyConfig
+from qbhook.decide.facts import split_links
 from qbhook.decide.planner import make_plan
 from tests.unit.world import LIB, P, S, World
 
@@ -491,6 +492,33 @@ def test_a_symlink_into_another_folder_does_not_block_the_group():
     w.symlinks[S + "/xseed"] = S + "/tv"
     w.torrent("b" * 40, S + "/xseed", ["Movie/m.mkv"])
     assert next(g for g in plan(w).groups if "a" * 40 in g.torrents).action == "demote"
+
+
+S1 = "/stash/data/media/xseed-links"  # a second seeding root on /stash; /pool has one
+
+
+def _with_second_stash_root(w: World):
+    """``w``'s snapshot with ``S1`` a seeding root of /stash too (``map_to_pool`` maps it onto /pool's first)."""
+    snap = w.snapshot()
+    inodes = {}
+    for k, i in snap.inodes.items():
+        seeding, other = split_links(i.seeding_paths + i.other_paths, (S, S1, P))
+        inodes[k] = replace(i, seeding_paths=seeding, other_paths=other)
+    stash = replace(snap.pool("stash"), more_seeding_roots=(S1,))
+    return replace(snap, pools=(stash, snap.pool("pool")), inodes=inodes)
+
+
+def test_two_groups_mapped_onto_one_destination_path_move_one_at_a_time():
+    w = World()
+    w.payload(S + "/TrackerA", {"Movie/m.mkv": "M1"})
+    w.torrent("a" * 40, S + "/TrackerA", ["Movie/m.mkv"])
+    w.payload(S1 + "/TrackerA", {"Movie/m.mkv": "M2"})  # other content, the same path below its root
+    w.torrent("b" * 40, S1 + "/TrackerA", ["Movie/m.mkv"])
+    ga, gb = make_plan(_with_second_stash_root(w), POLICY).groups
+    assert ga.action == "demote"
+    assert [s.args["dst"] for s in ga.steps if s.kind == "copy"] == [P + "/TrackerA/Movie/m.mkv"]
+    assert gb.action == "skip" and not gb.steps
+    assert gb.reason == f"waits for group {ga.group_id}, which writes the same destination path in this run"
 
 
 def test_destination_symlink_does_not_block_a_group_that_stays():
