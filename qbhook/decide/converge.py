@@ -232,6 +232,21 @@ def _may_change(snap: Snapshot, use: _Usage, inode: InodeFact) -> bool:
     return (bool(w) and any(p in w for p in links)) or (bool(pre) and any(_at_or_under(p, pre) for p in links))
 
 
+def _in_use(snap: Snapshot, inode: InodeFact) -> bool:
+    """A library (or something outside the seeding roots) or a torrent of the snapshot uses ``inode``:
+    an unclaimed inode (a leftover, a file something unseen writes) is never kept (module docstring)."""
+    return bool(inode.external_links) or inode.key in _usage(snap).claimed
+
+
+def reusable(snap: Snapshot, inode: InodeFact) -> bool:
+    """Whether a file of another payload may be hardlinked onto ``inode`` now: the rules above for a
+    kept inode, in use (``_in_use``) and not changing (``_may_change``). The planner's donors
+    (``planner._donors``) are these: a demotion's only copy on the target, linked onto an inode a
+    downloading torrent or an unseen writer still changes, would change with it once the source
+    links are gone."""
+    return _in_use(snap, inode) and not _may_change(snap, _usage(snap), inode)
+
+
 def keeper(snap: Snapshot, keys: list[InodeKey]) -> InodeKey:
     """The inode to keep among ``keys`` (one content on one dataset)."""
 
@@ -291,8 +306,7 @@ def plan_group(snap: Snapshot, group: list[TorrentFact]) -> Convergence | None:
         keys = candidates(snap, inode)
         if len(keys) < 2:
             continue
-        use = _usage(snap)
-        keys = [c for c in keys if c == key or snap.inodes[c].external_links or c in use.claimed]
+        keys = [c for c in keys if c == key or _in_use(snap, snap.inodes[c])]
         k = keeper(snap, keys)
         if k != key and k not in users and incidental(inode.size, payload):
             own = [c for c in keys if c in users]

@@ -877,6 +877,16 @@ def deleted_paths(steps: Iterable[Step]) -> Iterator[str]:
     return (s.path for s in steps if isinstance(s, Delete))
 
 
+def view_paths(steps: Iterable[Step]) -> Iterator[str]:
+    """Every path a move's views hold at the destination (each VerifyView's files, absolute): what
+    the move makes or reuses there. From the views alone, no per-file step is built."""
+    for p in steps._parts if isinstance(steps, StepList) else steps:
+        if isinstance(p, VerifyView):
+            base = p.save_path + "/"
+            for q in p.paths:
+                yield q if q.startswith("/") else base + q
+
+
 # --------------------------------------------------------------------------- plans
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import posixpath
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from itertools import pairwise
 
@@ -42,6 +42,7 @@ from qbhook.clients.model import is_relative_path
 from qbhook.config import PolicyConfig
 from qbhook.decide import converge
 from qbhook.decide.facts import (
+    MAX_LINK_HOPS,
     UNSTABLE_STATES,
     ContentKey,
     InodeFact,
@@ -78,8 +79,10 @@ from qbhook.decide.plan import (
     copied,
     deleted_paths,
     links_from,
+    view_paths,
 )
 from qbhook.decide.policy import policy_blocks_demote
+from qbhook.paths import is_within
 from qbhook.units import human_bytes as _b
 
 
@@ -229,6 +232,7 @@ def decide(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], build
 
     blockers = (
         symlink_blockers(snap, full, src, tgt)
+        + reached_blockers(snap, group)
         + skipped_blockers(full, snap)
         + file_blockers(group, snap)
         + torrent_blockers(group)
@@ -379,6 +383,77 @@ def symlink_blockers(snap: Snapshot, group: list[TorrentFact], src: PoolFact, tg
     return out
 
 
+def reached_blockers(snap: Snapshot, group: list[TorrentFact]) -> list[str]:
+    """Another torrent reaches a file of the group through a symlink (``_reached``): moving the group
+    would delete that torrent's data under it (its path is one directory entry, nlink 1, so the
+    unlink's re-check passes). The group waits while that torrent is there."""
+    exact, tails = _reached(snap)
+    if not exact and not tails:
+        return []
+    own = {t.hash for t in group}
+    out: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for t in group:
+        for f in t.files:
+            hits = exact.get(f.path, [])
+            for tail, hit in tails.get(posixpath.basename(f.path), ()):
+                if f.path.endswith("/" + tail):
+                    hits = [*hits, hit]
+            for h, name, link, target in hits:
+                if h not in own and (h, link) not in seen:
+                    seen.add((h, link))
+                    out.append(f"torrent {name} ({h[:8]}) reaches {f.path} through a symlink: {link} -> {target}")
+    return out
+
+
+_Reach = tuple[str, str, str, str]  # (hash, name, symlink, its target) of a torrent reaching a path
+_REACHED = "planner.reached"  # its key in Snapshot.derived
+
+
+def _reached(snap: Snapshot) -> tuple[dict[str, list[_Reach]], dict[str, list[tuple[str, _Reach]]]]:
+    """Where the torrents of ``snap`` reach through the symlinks of ``snap.symlinks``, from the facts
+    alone, once per snapshot: (resolved path -> who, file name -> [(path tail, who)]).
+
+    A file the builder placed (``FileFact.inode``) had no symlink on its way; one it did not may.
+    Its path is resolved through the links the builder noted (a relative target against the link's
+    folder, a chain link by link). Resolved below a pool, it names a path exactly. Otherwise (a
+    target in a container's spelling, ``/data/...``, or unreadable: field lesson 5) it can only be
+    matched by its tail: the target's last folder and the path below the link, in any spelling."""
+    got = snap.derived.get(_REACHED)
+    if got is not None:
+        return got
+    exact: dict[str, list[_Reach]] = {}
+    tails: dict[str, list[tuple[str, _Reach]]] = {}
+    roots = [p.path for p in snap.pools]
+    if snap.symlinks:
+        for t in snap.torrents:
+            for f in t.files:
+                if f.inode is not None or not f.path.startswith("/"):
+                    continue
+                path, first, hops = f.path, None, 0
+                while hops < MAX_LINK_HOPS:
+                    link = next((p for p in reversed(list(ancestors(path, roots))) if p in snap.symlinks), None)
+                    if link is None:
+                        break
+                    hops += 1
+                    first = first or (link, snap.symlinks[link])
+                    target, rest = snap.symlinks[link], path[len(link) :]
+                    if target == "?":  # unreadable
+                        path = None
+                        break
+                    path = posixpath.normpath(posixpath.join(posixpath.dirname(link), target) + rest)
+                if first is None:
+                    continue
+                who = (t.hash, t.name, *first)
+                if path is not None and any(is_within(path, r) for r in roots):
+                    exact.setdefault(path, []).append(who)
+                else:
+                    tail = (posixpath.basename(target) + rest if path is not None else rest).strip("/")
+                    tails.setdefault(posixpath.basename(tail), []).append((tail, who))
+    got = snap.derived[_REACHED] = (exact, tails)
+    return got
+
+
 def torrent_blockers(group: list[TorrentFact]) -> list[str]:
     out = []
     for t in group:
@@ -422,13 +497,18 @@ def _donor_inodes(snap: Snapshot, inodes: Iterable[InodeFact], tgt: PoolFact) ->
 
 
 def _donors(snap: Snapshot, inodes: Iterable[InodeFact], tgt: PoolFact) -> dict[ContentKey, str]:
-    """Content already on the target dataset -> a path to link from (prefer library-linked inodes)."""
+    """Content already on the target dataset -> a path to link from (prefer library-linked inodes).
+
+    Only an inode convergence would keep (``converge.reusable``): one a library or a settled torrent
+    uses and that may not change. A file of a torrent still downloading, or an orphan in an incomplete
+    folder, is copied instead: linked, the group's only copy would change with it once its source
+    links are deleted."""
     donors: dict[ContentKey, str] = {}
     for i in inodes:
         if i.size == 0 or i.content in donors:
             continue
         cands = sorted(
-            (snap.inodes[k] for k in _copies_on(snap, i.content, tgt.seeding_fsid)),
+            (c for k in _copies_on(snap, i.content, tgt.seeding_fsid) if converge.reusable(snap, c := snap.inodes[k])),
             key=lambda c: (-c.external_links, c.ino),
         )
         for c in cands:
@@ -633,10 +713,58 @@ def _resolve_cross_group(plans: list[GroupPlan]) -> None:
                 g.action, g.steps = Action.SKIP, []
                 g.reason = f"waits for group {other}, which moves the data this group would link from"
                 break
+    _one_writer_per_destination(plans)
     _copied_once(plans)
 
 
-_COPY_BITS = 1 << 23  # bits per map in _copied_once (1 MiB each)
+_COPY_BITS = 1 << 23  # bits per map in _repeated (1 MiB each)
+
+
+def _repeated(keys: Iterable[str]) -> Callable[[str], bool]:
+    """Whether a key may be met twice in ``keys`` (a str of them, e.g. a path): true of every key met
+    twice, and of a few more (a shared bit). A first pass marks each key's hash in a 1 MiB bitmap and
+    the hashes met again in a second one, so that the exact map a caller then builds holds only
+    those keys (a str caches its hash: nothing is built for the rest). A map of every key was
+    +39 MiB of peak at 50k torrents / 1M files, over issue 13's 1 GB (bench_plan --cap 0)."""
+    mask = _COPY_BITS - 1
+    seen, twice = bytearray(_COPY_BITS >> 3), bytearray(_COPY_BITS >> 3)
+    for k in keys:
+        i = hash(k) & mask
+        if seen[i >> 3] & (1 << (i & 7)):
+            twice[i >> 3] |= 1 << (i & 7)
+        else:
+            seen[i >> 3] |= 1 << (i & 7)
+
+    def maybe(k: str) -> bool:
+        i = hash(k) & mask
+        return bool(twice[i >> 3] & (1 << (i & 7)))
+
+    return maybe
+
+
+def _one_writer_per_destination(plans: list[GroupPlan]) -> None:
+    """Two moves of one run never make or reuse the same destination path: the later group waits.
+
+    Two groups plan one path when two source roots map onto one target root (``map_to_pool``: a
+    pool with fewer seeding roots takes the rest into its first): each group's ``build_steps``
+    compares the contents of its own torrents only. The second copy would fail at
+    the executor (it never overwrites) and block that group; with the same content, the second
+    group's view would rest on the first's. Next run the first group's files are at the
+    destination, and the second is planned against them (reused, or blocked as different
+    content)."""
+    maybe = _repeated(p for g in plans if g.actionable for p in view_paths(g.steps))
+    first: dict[str, str] = {}
+    for g in plans:
+        if not g.actionable:
+            continue
+        mine = {p for p in view_paths(g.steps) if maybe(p)}
+        other = next((first[p] for p in sorted(mine) if first.get(p, g.group_id) != g.group_id), None)
+        if other is not None:
+            g.action, g.steps = Action.SKIP, []
+            g.reason = f"waits for group {other}, which writes the same destination path in this run"
+            continue
+        for p in mine:
+            first.setdefault(p, g.group_id)
 
 
 def _copied_once(plans: list[GroupPlan]) -> None:
@@ -653,22 +781,8 @@ def _copied_once(plans: list[GroupPlan]) -> None:
     hash can be matched: a demoting file with a same-content file on its own dataset is hashed
     for convergence (``Snapshot._hash_what_decisions_need``), so equal contents are known here.
     """
-    # Most contents are copied by one group only. A first pass marks each copied hash in a 1 MiB
-    # bitmap and the hashes met again in a second one; the exact map below holds only keys whose
-    # hash is in the second (a str caches its hash: no key is built for the rest). A map of every
-    # copied content was +39 MiB of peak at 50k torrents / 1M files, over issue 13's 1 GB
-    # (bench_plan --cap 0). A shared bit only lets a key into the exact check; it never skips.
-    mask = _COPY_BITS - 1
-    seen, twice = bytearray(_COPY_BITS >> 3), bytearray(_COPY_BITS >> 3)
-    for g in plans:
-        if g.actionable:
-            for _size, h in copied(g.steps):
-                if h is not None:
-                    i = hash(h) & mask
-                    if seen[i >> 3] & (1 << (i & 7)):
-                        twice[i >> 3] |= 1 << (i & 7)
-                    else:
-                        seen[i >> 3] |= 1 << (i & 7)
+    # Most contents are copied by one group only: only hashes ``_repeated`` meets twice are mapped.
+    maybe = _repeated(h for g in plans if g.actionable for _size, h in copied(g.steps) if h is not None)
     first: dict[tuple[str | None, int, str], str] = {}
     for g in plans:
         if not g.actionable:
@@ -678,7 +792,7 @@ def _copied_once(plans: list[GroupPlan]) -> None:
             for size, h in copied(g.steps)
             if h is not None
             and not incidental(size, g.payload_bytes)  # copied by each payload: never linked across
-            and twice[(i := hash(h) & mask) >> 3] & (1 << (i & 7))
+            and maybe(h)
         }
         other = next((first[k] for k in sorted(mine) if first.get(k, g.group_id) != g.group_id), None)
         if other is not None:

@@ -5,6 +5,7 @@ from dataclasses import replace
 import pytest
 
 from qbhook.config import PolicyConfig
+from qbhook.decide.facts import split_links
 from qbhook.decide.planner import make_plan
 from tests.unit.world import LIB, P, S, World
 
@@ -86,6 +87,41 @@ def test_demote_onto_identical_data_already_on_pool_copies_nothing():
         P + "/other/Film/film.nfo",
     }
     assert gb.action == "stay"  # no consumer on stash: the pool copy is the one to keep
+
+
+@pytest.mark.parametrize(
+    "whose",
+    ["a torrent still downloading", "a settled torrent with it at priority 0", "no torrent and no library"],
+)
+def test_demote_copies_rather_than_link_onto_a_file_that_may_change(whose):
+    """A donor is an inode convergence would keep (``converge.reusable``): linked onto one that a
+    downloading torrent or something unseen still writes, the group's only copy on /pool would
+    change with it once its /stash links are deleted."""
+    w = World()
+    w.payload(S + "/movies", {"Movie/m.mkv": "M"})
+    w.torrent("a" * 40, S + "/movies", ["Movie/m.mkv"])
+    if whose == "no torrent and no library":
+        w.file(P + "/incomplete/Whatever/m.mkv", "M")  # an orphan: whatever writes it is unseen
+    else:
+        w.payload(P + "/dl", {"B/b.mkv": "M", "B/b2.mkv": "Y"})
+        if whose == "a torrent still downloading":
+            w.torrent("b" * 40, P + "/dl", ["B/b.mkv", "B/b2.mkv"], state="downloading", progress=0.5, tags=set())
+        else:
+            w.torrent("b" * 40, P + "/dl", ["B/b.mkv", "B/b2.mkv"], skipped={"B/b.mkv"}, tags=set())
+    g = next(g for g in plan(w).groups if "a" * 40 in g.torrents)
+    assert g.action == "demote" and "link" not in kinds(g) and g.bytes_to_copy == 1000, g.reason
+    assert [s.args["dst"] for s in g.steps if s.kind == "copy"] == [P + "/movies/Movie/m.mkv"]
+
+
+def test_demote_links_onto_a_settled_torrents_file():
+    w = World()
+    w.payload(S + "/movies", {"Movie/m.mkv": "M"})
+    w.torrent("a" * 40, S + "/movies", ["Movie/m.mkv"])
+    w.payload(P + "/dl", {"B/b.mkv": "M", "B/b2.mkv": "Y"})
+    w.torrent("b" * 40, P + "/dl", ["B/b.mkv", "B/b2.mkv"], tags=set())
+    g = next(g for g in plan(w).groups if "a" * 40 in g.torrents)
+    assert g.action == "demote" and g.bytes_to_copy == 0
+    assert [s.args["src"] for s in g.steps if s.kind == "link"] == [P + "/dl/B/b.mkv"]
 
 
 def test_promote_when_an_arr_import_copied_the_file_into_the_library():
@@ -419,6 +455,70 @@ def test_symlink_in_a_cold_group_path_blocks_even_a_promote():
     w.symlinks[S + "/m"] = "../../elsewhere"
     g = only(plan(w))
     assert g.action == "blocked" and f"symlink in the destination path: {S}/m -> ../../elsewhere" in g.reason
+
+
+@pytest.mark.parametrize(
+    "target, link, rel",
+    [
+        (S + "/movies", S + "/xseed", "Movie/m.mkv"),  # the save path's folder, absolute
+        ("movies", S + "/xseed", "Movie/m.mkv"),  # relative to the link's folder
+        (S + "/movies/Movie", S + "/xseed/Film", "Film/m.mkv"),  # a folder below the save path, another name
+        ("/data/media/torrents/seeding/movies", S + "/xseed", "Movie/m.mkv"),  # a container's spelling (lesson 5)
+        ("?", S + "/xseed", "Movie/m.mkv"),  # unreadable: matched by the path below the link
+    ],
+)
+def test_a_group_another_torrent_reaches_through_a_symlink_does_not_move(target, link, rel):
+    """B holds A's files through a symlinked folder: B's files have no inode fact, so B is a group of
+    its own (blocked: a symlink in its path), and A's demote deleted B's data with A's links."""
+    w = World()
+    w.payload(S + "/movies", {"Movie/m.mkv": "M"})
+    w.torrent("a" * 40, S + "/movies", ["Movie/m.mkv"])
+    w.symlinks[link] = target
+    w.torrent("b" * 40, S + "/xseed", [rel])
+    p = plan(w)
+    ga = next(g for g in p.groups if "a" * 40 in g.torrents)
+    gb = next(g for g in p.groups if "b" * 40 in g.torrents)
+    assert gb.action == "blocked" and "symlink in the source path" in gb.reason
+    assert ga.action == "blocked" and not ga.steps, ga.reason
+    assert ga.blockers == [
+        f"torrent {'b' * 40} ({'b' * 8}) reaches {S}/movies/Movie/m.mkv through a symlink: {link} -> {target}"
+    ]
+
+
+def test_a_symlink_into_another_folder_does_not_block_the_group():
+    w = World()
+    w.payload(S + "/movies", {"Movie/m.mkv": "M"})
+    w.torrent("a" * 40, S + "/movies", ["Movie/m.mkv"])
+    w.symlinks[S + "/xseed"] = S + "/tv"
+    w.torrent("b" * 40, S + "/xseed", ["Movie/m.mkv"])
+    assert next(g for g in plan(w).groups if "a" * 40 in g.torrents).action == "demote"
+
+
+S1 = "/stash/data/media/xseed-links"  # a second seeding root on /stash; /pool has one
+
+
+def _with_second_stash_root(w: World):
+    """``w``'s snapshot with ``S1`` a seeding root of /stash too (``map_to_pool`` maps it onto /pool's first)."""
+    snap = w.snapshot()
+    inodes = {}
+    for k, i in snap.inodes.items():
+        seeding, other = split_links(i.seeding_paths + i.other_paths, (S, S1, P))
+        inodes[k] = replace(i, seeding_paths=seeding, other_paths=other)
+    stash = replace(snap.pool("stash"), more_seeding_roots=(S1,))
+    return replace(snap, pools=(stash, snap.pool("pool")), inodes=inodes)
+
+
+def test_two_groups_mapped_onto_one_destination_path_move_one_at_a_time():
+    w = World()
+    w.payload(S + "/TrackerA", {"Movie/m.mkv": "M1"})
+    w.torrent("a" * 40, S + "/TrackerA", ["Movie/m.mkv"])
+    w.payload(S1 + "/TrackerA", {"Movie/m.mkv": "M2"})  # other content, the same path below its root
+    w.torrent("b" * 40, S1 + "/TrackerA", ["Movie/m.mkv"])
+    ga, gb = make_plan(_with_second_stash_root(w), POLICY).groups
+    assert ga.action == "demote"
+    assert [s.args["dst"] for s in ga.steps if s.kind == "copy"] == [P + "/TrackerA/Movie/m.mkv"]
+    assert gb.action == "skip" and not gb.steps
+    assert gb.reason == f"waits for group {ga.group_id}, which writes the same destination path in this run"
 
 
 def test_destination_symlink_does_not_block_a_group_that_stays():

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qbhook.config import PolicyConfig
+from qbhook.decide import converge
 from qbhook.decide.facts import incidental, payload_bytes
 from qbhook.decide.planner import make_plan
 from tests.unit.world import LIB, P, S, World
@@ -123,13 +124,17 @@ def test_plans_are_safe(w, require_tag):
         keys = {f.inode for t in snap.torrents if t.hash in g.torrents for f in t.files}
         assert all(snap.inodes[k].external_links == 0 for k in keys)
         # never copy content that already exists on the target dataset, but for a file incidental
-        # to its payload (facts.incidental: copied, never linked across payloads)
+        # to its payload (facts.incidental: copied, never linked across payloads), or content held
+        # there only by an inode no link may be made onto (converge.reusable: an orphan, a file
+        # that may still change)
         tgt = snap.pool(g.target_pool)
         payload = payload_bytes(t for t in snap.torrents if t.hash in g.torrents)
         for s in g.steps:
             if s.kind == "copy" and not incidental(s.args["size"], payload):
                 existing = [
-                    k for k in snap.content.get((s.args["size"], s.args["blake3"]), ()) if k[0] == tgt.seeding_fsid
+                    k
+                    for k in snap.content.get((s.args["size"], s.args["blake3"]), ())
+                    if k[0] == tgt.seeding_fsid and converge.reusable(snap, snap.inodes[k])
                 ]
                 assert not existing, f"copied content already on {tgt.name}"
         # promote never copies beyond the allowance

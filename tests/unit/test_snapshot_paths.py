@@ -112,6 +112,26 @@ def test_symlinked_folder_in_the_destination_path_blocks_the_demote(bed):
     assert not [p for p in all_catalog_paths(bed.cat) if "outside" in p or str(bed.seed_p) in p]
 
 
+@pytest.mark.parametrize("relative", [False, True])
+def test_a_torrent_reaching_a_group_through_a_symlinked_folder_keeps_it_from_moving(bed, relative):
+    """B is saved at ``xseed -> movies``: the builder never stats through the link, so B's files
+    have no inode and B is a group of its own; A's demote would delete ``movies/Movie/m.mkv``,
+    one directory entry (nlink 1), which is B's data too."""
+    write(bed.seed_s / "movies/Movie/m.mkv", b"movie")
+    os.symlink("movies" if relative else bed.seed_s / "movies", bed.seed_s / "xseed")
+    torrent(bed, H, bed.seed_s / "movies", [("Movie/m.mkv", 5)])
+    torrent(bed, H2, bed.seed_s / "xseed", [("Movie/m.mkv", 5)])
+    _snap, plan = plan_of(bed)
+    target = "movies" if relative else bed.seed_s / "movies"
+    g = group(plan, H)
+    assert g.action == "blocked" and not g.steps
+    assert g.blockers == [
+        f"torrent Movie ({H2[:8]}) reaches {bed.seed_s}/movies/Movie/m.mkv"
+        f" through a symlink: {bed.seed_s}/xseed -> {target}"
+    ]
+    assert group(plan, H2).action == "blocked"
+
+
 # --------------------------------------------------------------------------- one link, one spelling
 
 
