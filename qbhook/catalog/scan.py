@@ -8,7 +8,8 @@ plausible: an unmounted pool looks like an empty folder, and treating that as
 "everything was deleted" is how catalogs drift (field lesson 10). Nor are those of a
 filesystem the walk saw no file of whose recorded mount point is not mounted now (a
 nested dataset unmounted, a bind mount gone): below the mass-delete threshold they would
-otherwise go, hashes and all, though nothing was deleted.
+otherwise go, hashes and all, though nothing was deleted. Nor is a row another process
+(`serve`'s executor) wrote after the walk loaded it written over or dropped (``_Loaded``).
 
 A rescan (the pool already has paths) lets GNU find do the walk and compares its lines with
 the catalog's; a rescan in a new process may instead compare one digest of find's output
@@ -38,7 +39,7 @@ from qbhook import notify
 from qbhook.catalog import findwalk, fsid
 from qbhook.catalog.db import Tx
 from qbhook.catalog.findwalk import FindRun
-from qbhook.catalog.store import Catalog
+from qbhook.catalog.store import Catalog, stat_signature
 from qbhook.config import PoolConfig, ScanConfig
 from qbhook.dirfd import FolderRefused, NotAFolder, open_below, open_root
 from qbhook.errors import MassDeleteRefused, QbhookError
@@ -153,7 +154,7 @@ def _scan(
         run.close()
     if walk is None:
         walk = _python_walk(catalog, pool, root, subtree is not None, ignore, scan_id, progress)
-    known_count, vanished, changes, unreadable, seen, added, changed, memo, seen_fs = walk
+    known_count, vanished, changes, unreadable, seen, added, changed, memo, seen_fs, loaded = walk
     result.added, result.changed = added, changed
     result.files_seen = seen
     result.unreadable = [os.fsdecode(u) for u in unreadable]
@@ -182,10 +183,11 @@ def _scan(
         # The memo may be saved only if nobody wrote since the walk read the catalog: this
         # transaction holds the write lock, and the scan's own writes come after this read.
         unwritten = memo is not None and catalog.generation() == memo.generation
+        changes, dropped = loaded.current(catalog, changes, [] if refuse else list(dropped))
         if changes:
             catalog.upsert_many(c, pool.name, changes, scan_id)
-        if not refuse and dropped:
-            catalog.remove_paths_named(c, list(dropped))
+        if dropped:
+            catalog.remove_paths_named(c, dropped)
             catalog.drop_orphan_inodes(c)
             result.removed = len(dropped)
         result.status = "refused" if refuse else "ok"
@@ -222,8 +224,58 @@ def _scan(
 # What a walk hands back to scan_pool: catalog paths under the root before the walk, the
 # catalogued paths that are gone, (path, fs, stat) to write, folders that could not be read,
 # files seen, how many of the writes are new paths / changed paths, the memo to persist
-# once the writes are in (find walks only), and the filesystem rows of the files it saw.
-_Walk = tuple[int, "list[bytes] | dict[bytes, int]", list, list[bytes], int, int, int, "_OutputMemo | None", set[int]]
+# once the writes are in (find walks only), the filesystem rows of the files it saw, and what
+# it loaded of the rows it means to write or drop (_Loaded).
+_Walk = tuple[
+    int, "list[bytes] | dict[bytes, int]", list, list[bytes], int, int, int, "_OutputMemo | None", set[int], "_Loaded"
+]
+
+_NO_ROW_SEEN = object()  # _Loaded.was of a path the walk did not say: never equal to a row
+
+
+@dataclass(slots=True)
+class _Loaded:
+    """What a walk compared the files with, for the rows it will write or drop.
+
+    Nothing stops another process from writing the catalog while a scan walks (`serve`'s
+    executor records the paths it links, moves and puts back; `qbhook scan`, `dupes` and `plan`
+    take no lock against it). Its row is then newer than the walk's stat: written over, a
+    relinked path would point at its old inode again; dropped, a path hidden and put back meanwhile
+    would lose its row and its inode's hash. So a write or drop goes ahead only while the row is
+    still the one the walk loaded: ``generation`` was read before the walk loaded the rows (a
+    write in between only costs a re-check), ``was`` holds each such path's stat_signature then
+    (None: no row). When the generation did not move, no row did (``Catalog.generation``)."""
+
+    generation: int | None
+    was: dict[bytes, int | None] = field(default_factory=dict)
+
+    def current(self, catalog: Catalog, changes: list, gone: list[bytes]) -> tuple[list, list[bytes]]:
+        """``changes`` ((path, fs, stat)) and ``gone`` (paths) without those whose row another writer
+        changed since the walk loaded it. Called in the writing transaction, so that nobody writes
+        between this look and the writes; reads the rows (500 a query) only if the generation moved.
+        Afterwards the scan's own writes in that transaction are not another's (``wrote``)."""
+        if self.generation is not None and catalog.generation() == self.generation:
+            return changes, gone
+        rows = catalog.stat_rows([p for p, _fs, _st in changes] + gone)
+        was = self.was
+
+        def unchanged(path: bytes) -> bool:
+            row = rows.get(path)
+            return was.get(path, _NO_ROW_SEEN) == (None if row is None else stat_signature(*row))
+
+        kept = [ch for ch in changes if unchanged(ch[0])]
+        dropped = [p for p in gone if unchanged(p)]
+        if len(kept) < len(changes) or len(dropped) < len(gone):
+            log.info(
+                "scan: %d path(s) recorded by another process meanwhile were left as it wrote them",
+                len(changes) - len(kept) + len(gone) - len(dropped),
+            )
+        return kept, dropped
+
+    def wrote(self, catalog: Catalog) -> None:
+        """In the writing transaction, after its writes: they are the walk's own, not another's."""
+        self.generation = catalog.generation()
+        self.was.clear()
 
 
 def _on_unmounted(catalog: Catalog, vanished: list[bytes], seen_fs: set[int]) -> dict[str, list[bytes]]:
@@ -300,6 +352,7 @@ def _python_walk(
     pool = pool_cfg.name
     # path -> signature of (fs, ino, size, mtime_ns, ctime_ns, nlink): one int per path keeps
     # the rescan's memory and per-file work small (see store.stat_signature).
+    loaded = _Loaded(catalog.generation())  # read first: a write before the load only costs a re-check
     known = catalog.load_pool_signatures(pool)
     if subtree:
         prefix = root + b"/"
@@ -356,8 +409,9 @@ def _python_walk(
                             # inline stat_signature(): this line runs once per file
                             if rec != hash((fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink)):
                                 changes.append((path, fs, st))
+                                loaded.was[path] = rec
                                 if len(changes) >= 5000:
-                                    _flush(catalog, pool, changes, scan_id)
+                                    _flush(catalog, pool, changes, scan_id, loaded)
                                 if rec is None:
                                     added += 1
                                 else:
@@ -394,7 +448,8 @@ def _python_walk(
         vanished = {p: v for p, v in known.items() if not p.startswith(bad) and p not in unreadable_set}
     else:
         vanished = known
-    return known_count, vanished, changes, unreadable, seen, added, changed, None, set(dev_fs.values())
+    loaded.was.update(vanished)
+    return known_count, vanished, changes, unreadable, seen, added, changed, None, set(dev_fs.values()), loaded
 
 
 # ---------------------------------------------------------------- the find fast path
@@ -446,6 +501,14 @@ def _ignored_lines(buf: bytes, lines: list[bytes], ends: tuple[bytes, ...]) -> l
 
 def _parse_find_line(line: bytes) -> tuple[bytes, _FoundStat]:
     """(path, stat) from one line; ValueError unless it prints back to exactly ``line``."""
+    path, st = _line_fields(line)
+    if Catalog.find_line(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, path) != line:
+        raise ValueError("unexpected find output")
+    return path, st
+
+
+def _line_fields(line: bytes) -> tuple[bytes, _FoundStat]:
+    """(path, stat) from a line in find's format (ValueError if it has not its seven fields)."""
     dev, ino, size, mt, ct, nlink, path = line.split(b" ", 6)
     ms, _, mf = mt.partition(b".")
     cs, _, cf = ct.partition(b".")
@@ -457,8 +520,6 @@ def _parse_find_line(line: bytes) -> tuple[bytes, _FoundStat]:
         int(cs) * 1_000_000_000 + int(cf[:9]),
         int(nlink),
     )
-    if Catalog.find_line(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, path) != line:
-        raise ValueError("unexpected find output")
     return path, st
 
 
@@ -530,15 +591,15 @@ def _find_walk_run(catalog: Catalog, pool: str, root: bytes, subtree: bool, run:
         if (size, digest) == (memo.size, memo.digest):
             # Byte for byte what find printed when the catalog last matched it, at this very
             # generation: every file's stat (link counts, ctimes) and every path is unchanged.
-            return memo.lines, [], [], [], memo.lines, 0, 0, None, set(dev_fs.values())
+            return memo.lines, [], [], [], memo.lines, 0, 0, None, set(dev_fs.values()), _Loaded(generation)
         expected = _expected_lines(catalog, pool, under, generation, devs)
     known, known_count = expected
     diff = _compare(catalog, pool, under, devs, known, run, dev_fs)
     if diff is None:
         return None
-    vanished, kept, seen, added, changed = diff
+    vanished, kept, seen, added, changed, was = diff
     fresh = _OutputMemo(generation, devs, cmd_digest, size, seen, digest) if generation is not None else None
-    return known_count, vanished, kept, [], seen, added, changed, fresh, set(dev_fs.values())
+    return known_count, vanished, kept, [], seen, added, changed, fresh, set(dev_fs.values()), _Loaded(generation, was)
 
 
 def _expected_lines(
@@ -671,9 +732,10 @@ def _devices_still_mapped(
 
 def _compare(
     catalog: Catalog, pool: str, under: bytes | None, devs: dict[int, int], known: set[int], run: FindRun, dev_fs: dict
-) -> tuple[list[bytes], list, int, int, int] | None:
+) -> tuple[list[bytes], list, int, int, int, dict[bytes, int | None]] | None:
     """find's lines against the catalog's (``known``, left as it is: it may be kept for the next
-    rescan): (vanished paths, (path, fs, stat) to write, lines seen, added, changed). Lines find
+    rescan): (vanished paths, (path, fs, stat) to write, lines seen, added, changed, and the
+    stat_signature each of those paths had in ``known``, None if none: ``_Loaded.was``). Lines find
     printed that the catalog does not have are parsed; if every catalog line was matched and
     none is new, nothing changed."""
     # Long on purpose: match by hash, parse the new lines, name the gone ones, drop dev-only differences.
@@ -692,7 +754,7 @@ def _compare(
         if new:
             fresh_lines.extend(ln for ln in lines if hash(ln) in new)
     if not fresh_lines and matched == len(known):
-        return [], [], seen, 0, 0
+        return [], [], seen, 0, 0, {}
 
     changes: list[tuple[bytes, int, _FoundStat]] = []
     for line in fresh_lines:
@@ -705,16 +767,23 @@ def _compare(
         if fs is None:
             fs = dev_fs[st.st_dev] = catalog.fs_for_path(path, st.st_dev)
         changes.append((path, fs, st))
-    gone: set[bytes] = set()
+    gone: dict[bytes, int] = {}  # path -> its line's stat_signature, as ``known`` had it
     if matched < len(known):
         # Something is gone (rarer): which catalog lines find did not print, and their paths.
         printed: set[int] = set()
         for buf, lines in _find_chunks(out):
             printed.update(map(hash, _ignored_lines(buf, lines, ends)))
         unmatched = known - printed
+        fs_of_dev = {dev: fs for fs, dev in devs.items()}
         for lines in catalog.iter_find_lines(pool, devs, under):
-            gone.update(ln.split(b" ", 6)[6] for ln in lines if hash(ln) in unmatched)
-    vanished = list(gone.difference(p for p, _fs, _st in changes))
+            for ln in lines:
+                if hash(ln) in unmatched:
+                    path, st = _line_fields(ln)  # the catalog's own line (Catalog.iter_find_lines)
+                    # Device -1 (a filesystem with no st_dev of its own): no row is filesystem -1,
+                    # so such a path is never written or dropped over another's write.
+                    fs = fs_of_dev.get(st.st_dev, -1)
+                    gone[path] = stat_signature(fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink)
+    vanished = list(gone.keys() - {p for p, _fs, _st in changes})
     # A path on both sides changed only if its (filesystem, stat) did, as the Python walk
     # decides: a line can also differ because the st_dev a filesystem had when last seen is
     # stale (a remount, a reboot) while the file and its filesystem are the same.
@@ -725,7 +794,8 @@ def _compare(
         if was.get(p) != (fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink)
     ]
     changed = sum(1 for p, _fs, _st in kept if p in gone)
-    return vanished, kept, seen, len(kept) - changed, changed
+    loaded = {p: gone[p] for p in vanished} | {p: gone.get(p) for p, _fs, _st in kept}
+    return vanished, kept, seen, len(kept) - changed, changed, loaded
 
 
 # ---------------------------------------------------------------- the persisted rescan memo
@@ -817,12 +887,14 @@ def _save_memo(catalog: Catalog, c, pool: str, under: bytes | None, memo: _Outpu
     catalog.put_scan_memo(c, _memo_key(pool, under), _encode_memo(fresh))
 
 
-def _flush(catalog: Catalog, pool: str, changes: list, scan_id: int) -> None:
+def _flush(catalog: Catalog, pool: str, changes: list, scan_id: int, loaded: _Loaded) -> None:
     # Batches bound memory on first scans of huge pools; each batch is a fact on its own.
     if not changes:
         return
     with Tx(catalog.conn) as c:
-        catalog.upsert_many(c, pool, changes, scan_id)
+        current, _ = loaded.current(catalog, changes, [])
+        catalog.upsert_many(c, pool, current, scan_id)
+        loaded.wrote(catalog)
     changes.clear()
 
 

@@ -46,6 +46,11 @@ class CountsMark:
     mark: tuple[int, int] | None
 
 
+def _same_inode(before: os.stat_result | None, st: os.stat_result) -> bool:
+    """Is ``before`` a stat of the inode ``st`` is of (a carry-over's precondition)?"""
+    return before is not None and (before.st_dev, before.st_ino) == (st.st_dev, st.st_ino)
+
+
 def stat_signature(fs: int, ino: int, size: int, mtime_ns: int, ctime_ns: int, nlink: int) -> int:
     """What the scanner compares: Python's tuple hash of the six fields (no per-process salt for ints).
 
@@ -463,15 +468,11 @@ class Catalog:
         "ctime_ns=excluded.ctime_ns, nlink=excluded.nlink, seen_scan=excluded.seen_scan"
     )
     # The hash carry-over of a change qbhook made itself (record_path's ``own_change``), as part of
-    # the inode's upsert: where the row already holds a hash taken at the new size and mtime, it is
-    # moved to the new ctime (the old row's columns, unqualified, are read before any SET applies).
-    _CARRY_HASH = (
-        ", hash_ctime_ns=CASE WHEN hash IS NOT NULL AND hash_size=excluded.size "
-        "AND hash_mtime_ns=excluded.mtime_ns THEN excluded.ctime_ns ELSE hash_ctime_ns END"
-    )
-    # The same, when the caller has the inode's stat from right before its act: the hash must have
-    # been valid for exactly that stat. Size and mtime alone would also carry a hash that went stale
-    # before the act (bytes rewritten, ``touch -d`` back to the old mtime: only the ctime tells).
+    # the inode's upsert: the hash is moved to the new ctime only if it was valid for exactly the
+    # stat the caller checked right before its act (the three ``?``; NULL: no carry) and size and
+    # mtime did not move since. Size and mtime alone would also carry a hash that went stale before
+    # the act (bytes rewritten, ``touch -d`` back to the old mtime: only the ctime tells). The old
+    # row's columns, unqualified, are read before any SET applies.
     _CARRY_HASH_FROM = (
         ", hash_ctime_ns=CASE WHEN hash IS NOT NULL AND hash_size=excluded.size "
         "AND hash_mtime_ns=excluded.mtime_ns AND hash_size=? AND hash_mtime_ns=? AND hash_ctime_ns=? "
@@ -491,15 +492,13 @@ class Catalog:
         before: os.stat_result | None = None,
     ) -> int:
         """Record that ``path`` is a link to the inode described by ``st``. Caller holds a transaction.
-        ``carry_hash``: the hash carry-over of a change qbhook made itself (_CARRY_HASH; with
-        ``before``, the inode's stat right before that change, _CARRY_HASH_FROM)."""
+        ``carry_hash``: the hash carry-over of a change qbhook made itself, from ``before``, the
+        inode's stat right before that change (_CARRY_HASH_FROM); without it, nothing is carried."""
         values: tuple = (fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, scan_id)
         carry = ""
-        if carry_hash and before is not None:
+        if carry_hash and _same_inode(before, st):
             carry = self._CARRY_HASH_FROM
             values += (before.st_size, before.st_mtime_ns, before.st_ctime_ns)
-        elif carry_hash:
-            carry = self._CARRY_HASH
         inode_id = c.execute(self._UPSERT_INODE + carry + " RETURNING id", values).fetchone()[0]
         c.execute(
             "INSERT INTO paths(path, inode, pool, seen_scan) VALUES (?,?,?,?) "
@@ -515,15 +514,26 @@ class Catalog:
         rows: list[tuple[bytes, int, os.stat_result]],
         scan_id: int | None,
         *,
-        carry_hash: bool = False,
+        carry_from: Mapping[bytes, os.stat_result] | None = None,
     ) -> None:
         """upsert() for many (path, fs, stat) at once: two executemany calls instead of two
         statements per path. Caller holds a transaction. Same end state as upserting one by one.
-        ``carry_hash``: record_path's ``own_change`` carry-over too, in the same statement."""
-        c.executemany(
-            self._UPSERT_INODE + (self._CARRY_HASH if carry_hash else ""),
-            [(fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, scan_id) for _p, fs, st in rows],
-        )
+        ``carry_from``: path -> the ``before`` of upsert()'s carry-over, in the same statement
+        (a path without one carries nothing)."""
+        values = [
+            (fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, scan_id) for _p, fs, st in rows
+        ]
+        if carry_from is None:
+            c.executemany(self._UPSERT_INODE, values)
+        else:
+            befores = [carry_from.get(p) for p, _fs, st in rows]
+            c.executemany(
+                self._UPSERT_INODE + self._CARRY_HASH_FROM,
+                [
+                    v + ((b.st_size, b.st_mtime_ns, b.st_ctime_ns) if _same_inode(b, st) else (None, None, None))
+                    for v, b, (_p, _fs, st) in zip(values, befores, rows, strict=True)
+                ],
+            )
         c.executemany(
             "INSERT INTO paths(path, inode, pool, seen_scan) VALUES (?, (SELECT id FROM inodes WHERE fs=? AND "
             "ino=?), ?, ?) "
@@ -555,9 +565,10 @@ class Catalog:
         ``st``: the lstat the caller's act took through the folder it acted in, proven to be the
         inode it acted on (``fsops.Act.after``); a path looked up again by name may by then be
         another file a writer of that folder renamed in. ``own_change=True`` says qbhook itself
-        caused the metadata change (link, rename): if size and mtime are unchanged, the hash
-        stays valid and is carried over to the new ctime instead of forcing a rehash; with
-        ``before`` (the inode right before the act) only if the hash was valid for it.
+        caused the metadata change (link, rename): the hash is carried over to the new ctime
+        instead of forcing a rehash if it was valid for ``before`` (the inode's stat the caller
+        checked right before the act) and size and mtime did not move. Without ``before`` nothing
+        is carried: the hash is read again when next needed (cost, never a stale hash made valid).
         """
         bpath = os.fsencode(path)
         if st is None:
@@ -577,6 +588,7 @@ class Catalog:
         *,
         own_change: bool = False,
         stats: Mapping[str | bytes, os.stat_result] | None = None,
+        before: Mapping[str | bytes, os.stat_result] | None = None,
     ) -> int:
         """``record_path`` for many (path, pool) in one transaction; returns how many were recorded.
 
@@ -587,6 +599,8 @@ class Catalog:
         With ``stats``, ``own_change`` carries hashes only for the paths it has a stat for: a
         path looked up again by name may be another file by now, whose stale hash a carry
         would make valid again (the others are recorded as seen, their hashes as they were).
+        ``before``: the inode's stat the caller checked right before its act, per path, as
+        record_path's; a path without one carries nothing.
         A path without a stat is looked at through its verified folder (``_pool_lstat``); one
         not provably a pool's file is left out, like a gone one.
         """
@@ -595,7 +609,7 @@ class Catalog:
             for path, pool in items:
                 bpath = os.fsencode(path)
                 st = stats.get(path) if stats else None
-                carry = own_change and (stats is None or st is not None)
+                carry = before.get(path) if own_change and before and (stats is None or st is not None) else None
                 try:
                     st = st or self._pool_lstat(reader, bpath)
                 except (FileNotFoundError, PathOutsideRoots):
@@ -606,11 +620,14 @@ class Catalog:
         if not todo:
             return 0
         with Tx(self.conn) as c:
-            by_pool: dict[tuple[str, bool], list] = {}
+            by_pool: dict[str, list] = {}
+            carry_from: dict[bytes, os.stat_result] = {}
             for bpath, pool, st, fs, carry in todo:
-                by_pool.setdefault((pool, carry), []).append((bpath, fs, st))
-            for (pool, carry), rows in by_pool.items():
-                self.upsert_many(c, pool, rows, None, carry_hash=carry)
+                by_pool.setdefault(pool, []).append((bpath, fs, st))
+                if carry is not None:
+                    carry_from[bpath] = carry
+            for pool, rows in by_pool.items():
+                self.upsert_many(c, pool, rows, None, carry_from=carry_from or None)
         return len(todo)
 
     def forget_path(self, path: str | bytes) -> None:

@@ -881,8 +881,14 @@ class Executor:
 
     def _record(self, done_paths: list[tuple[str, str]], after: dict) -> None:
         """The relinked (path, pool)s in the catalog, from the lstat taken right after each rename:
-        each path now names its kept inode, whose ctime our link changed, so its hash is carried over."""
-        self.catalog.record_paths(done_paths, own_change=True, stats=after)
+        each path now names its kept inode, whose ctime our link changed, so its hash is carried over
+        if it was valid for the stat the relink checked the content under (``fsops.Relinked``)."""
+        self.catalog.record_paths(
+            done_paths,
+            own_change=True,
+            stats={p: r.after for p, r in after.items()},
+            before={p: r.before for p, r in after.items()},
+        )
 
     def _relinker(self, todo: list[tuple[GroupPlan, int, Converge]]) -> fsops.Relinker:
         rl = fsops.Relinker(self.seeding_roots, self.roots, self.catalog)
@@ -1274,7 +1280,9 @@ class Executor:
             res = {**res, "blake3": blake3_hex}
         self.catalog.forget_path(s.path)
         if res.get("nlink_before", 0) > 1:
-            # Unlinking changed the inode's ctime; its other links keep their cached hash. Each is
+            # Unlinking changed the inode's ctime; its other links are recorded with it. No hash is
+            # carried: safe_unlink hands back no stat of the inode right before the unlink, and
+            # one valid only for size and mtime may be stale (``Catalog.record_path``). Each is
             # looked at through its verified folder: one behind a symlinked folder is not provably
             # that pool's file, and is left for the next scan.
             with self.ctx.reader() as reader:
@@ -1289,7 +1297,7 @@ class Executor:
                         pool = self.cfg.pool_of(p)
                         if pool is not None:
                             # That very stat, proven to be the inode whose content the delete checked.
-                            self.catalog.record_path(p, pool.name, own_change=True, st=pst)
+                            self.catalog.record_path(p, pool.name, st=pst)
         st.outcome.bytes_freed += res.get("bytes_freed", 0)
         return res
 
@@ -1301,7 +1309,7 @@ class Executor:
         # onto the stat the relink took through its folder (rl.after), as a batch does.
         # A convergence never leaves its pool: the plan's source pool names it (cfg.pool_of costs 0.5 ms).
         pool = st.plan.source_pool or self._pool_name(s.path, None)
-        self.catalog.record_paths([(s.path, pool)], own_change=True, stats=rl.after)
+        self._record([(s.path, pool)], rl.after)
         st.outcome.bytes_freed += res.get("bytes_freed", 0)
         return res
 

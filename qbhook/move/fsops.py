@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Self
+from typing import NamedTuple, Self
 
 import blake3
 
@@ -161,6 +161,13 @@ class Act(Mapping):
         return isinstance(other, Mapping) and dict(self) == dict(other)
 
     __hash__ = None  # a mapping compares by value, like a dict
+
+
+class Relinked(NamedTuple):
+    """A name a ``Relinker`` relinked, as the catalog records it (``Catalog.record_paths``)."""
+
+    before: os.stat_result  # the kept inode right before the link: the stat its content was checked under
+    after: os.stat_result  # the name right after the rename, through its folder: that inode
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -1320,7 +1327,7 @@ class Relinker:
         # it, never through the root's path again: a root swapped since would refuse it after
         # every relink had succeeded. Counted in ``max_open``.
         self._touched: dict[bytes, int] = {}
-        self.after: dict = {}  # relinked path -> its lstat right after the rename (through its folder)
+        self.after: dict[object, Relinked] = {}  # relinked path -> its kept inode's lstat before and after
         # Holds each inode a rename is about to unlink for the last time (``_Releaser``); sync_each
         # (one relink, made durable at once) lets go at once.
         self._release = None if sync_each else _Releaser()
@@ -1575,7 +1582,7 @@ class Relinker:
             # relinks of this batch onto the same inode (``_carry_over``).
             now = parent.lstat(parts[-1])
             if now is not None and (now.st_dev, now.st_ino) == (kst.st_dev, kst.st_ino):
-                self.after[path] = now
+                self.after[path] = Relinked(kst, now)
                 self._carry_over(kdir, kst, now)
         return res
 

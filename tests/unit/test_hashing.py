@@ -66,10 +66,12 @@ def test_own_rename_and_link_do_not_force_rehash(env):
     a = old(write(stash / "a", b"content"))
     scan_pool(cat, cfg.primary, cfg.scan)
     ensure_hashes(cat, _ids(cat), settle_seconds=60)
+    checked = os.lstat(a)  # what qbhook checked right before its own act
     os.link(a, stash / "b")
-    cat.record_path(stash / "b", "stash", own_change=True)
+    cat.record_path(stash / "b", "stash", own_change=True, before=checked)
+    checked = os.lstat(a)
     os.rename(stash / "a", stash / "c")
-    cat.record_path(stash / "c", "stash", own_change=True)
+    cat.record_path(stash / "c", "stash", own_change=True, before=checked)
     cat.forget_path(stash / "a")
     r = ensure_hashes(cat, _ids(cat), settle_seconds=60)
     assert (r.hashed, r.cached) == (0, 1)
@@ -86,12 +88,17 @@ def test_a_batch_record_of_own_links_carries_the_hash_over_as_one_record_each_do
     scan_pool(cat, cfg.primary, cfg.scan)
     ensure_hashes(cat, _ids(cat), settle_seconds=60)
     time.sleep(0.01)
+    checked = {str(stash / "b"): os.lstat(a)}  # what qbhook checked right before each of its links
     os.link(a, stash / "b")
+    checked[str(stash / "b2")] = os.lstat(a)
     os.link(a, stash / "b2")
+    checked[str(changed)] = os.lstat(changed)
     write(changed, b"after!")  # same size, new mtime: the hash must not survive
     os.link(foreign, stash / "foreign2")
     n = cat.record_paths(
-        [(str(stash / "b"), "stash"), (str(stash / "b2"), "stash"), (str(changed), "stash")], own_change=True
+        [(str(stash / "b"), "stash"), (str(stash / "b2"), "stash"), (str(changed), "stash")],
+        own_change=True,
+        before=checked,
     )
     assert n == 3
     cat.record_paths([(str(stash / "foreign2"), "stash")])
@@ -105,6 +112,34 @@ def test_a_batch_record_of_own_links_carries_the_hash_over_as_one_record_each_do
     assert not valid[os.fsencode(changed)] and not valid[os.fsencode(foreign)]
     r = ensure_hashes(cat, _ids(cat), settle_seconds=0)
     assert (r.hashed, r.cached) == (2, 1)
+
+
+@pytest.mark.parametrize("given", ["the stat checked", "no stat"])
+def test_an_own_link_carries_no_hash_that_went_stale_before_it(env, given):
+    """Rewritten in place with its mtime set back (a tagger, ``touch -d``) before qbhook's own link:
+    only the ctime tells, and the carry-over must not make the old hash valid for the new bytes."""
+    cfg, cat, stash = env
+    a = old(write(stash / "a", b"AAAA"))
+    scan_pool(cat, cfg.primary, cfg.scan)
+    ensure_hashes(cat, _ids(cat), settle_seconds=60)
+    hashed = os.lstat(a)
+    time.sleep(0.01)
+    with open(a, "r+b") as f:
+        f.write(b"BBBB")
+    os.utime(a, ns=(hashed.st_atime_ns, hashed.st_mtime_ns))
+    checked = os.lstat(a)  # the content was checked under this stat (its new bytes, read)
+    os.link(a, stash / "b")
+    b = str(stash / "b")
+    given_before = {"before": {b: checked}} if given == "the stat checked" else {}
+    cat.record_paths([(b, "stash")], own_change=True, stats={b: os.lstat(b)}, **given_before)
+    assert cat.inode_by_path(a).hash is None  # stale, and still known to be
+    # The same record after a link of unchanged content, with the stat checked: carried.
+    ensure_hashes(cat, _ids(cat), settle_seconds=0)
+    checked = os.lstat(a)
+    os.link(a, stash / "c")
+    c = str(stash / "c")
+    cat.record_paths([(c, "stash")], own_change=True, stats={c: os.lstat(c)}, before={c: checked})
+    assert cat.inode_by_path(a).hash == blake3.blake3(b"BBBB").digest()
 
 
 def test_foreign_link_changes_ctime_and_forces_rehash(env):

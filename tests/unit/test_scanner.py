@@ -545,3 +545,47 @@ def test_files_gone_from_a_mounted_nested_filesystem_are_dropped(tmp_path, monke
     assert (r.removed, r.unmounted) == (50, [])
     assert cat.counts()["paths"] == 1000
     cat.close()
+
+
+@pytest.mark.parametrize("walk", ["find", "python"])
+def test_a_scan_leaves_rows_another_process_wrote_after_its_walk(env, tmp_path, monkeypatch, walk):
+    """`serve`'s executor records paths while `qbhook scan` walks (no lock between them): the
+    scan's stat is then older than the row, and neither writes it back nor drops the path."""
+    cfg, cat, stash = env
+    relinked = write(stash / "t/relinked.bin", b"old")
+    hidden = write(stash / "t/hidden.bin", b"hidden")
+    kept = write(stash / "t/kept.bin", b"kept")
+    for i in range(5):
+        write(stash / f"t/{i}.bin", b"%d" % i)
+    scan_pool(cat, cfg.primary, cfg.scan)
+    os.utime(relinked, ns=(1, 1))  # the walk will want to write it (its old inode, new mtime)
+    os.rename(hidden, tmp_path / "held.bin")  # a move's hide: the walk will find it gone
+    pool = cfg.primary.name
+    real = scanner._find_walk if walk == "find" else scanner._python_walk
+
+    def walk_then_other_writer(*a, **k):
+        out = real(*a, **k)
+        os.rename(tmp_path / "held.bin", hidden)  # put back, and recorded by the executor
+        os.link(kept, stash / "t/new.bin")
+        os.rename(stash / "t/new.bin", relinked)  # relinked onto another inode, and recorded
+        other = Catalog.open(cfg.catalog)
+        try:
+            other.record_path(hidden, pool)
+            other.record_path(relinked, pool)
+        finally:
+            other.close()
+        return out
+
+    if walk == "find":
+        _find_only(monkeypatch)
+        monkeypatch.setattr(scanner, "_find_walk", walk_then_other_writer)
+    else:
+        monkeypatch.setattr(scanner, "FIND_WALK", False)
+        monkeypatch.setattr(scanner, "_python_walk", walk_then_other_writer)
+    r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert cat.inode_by_path(relinked).ino == os.lstat(kept).st_ino  # not written back to its old inode
+    assert cat.inode_by_path(hidden).ino == os.lstat(hidden).st_ino  # not dropped
+    assert r.removed == 0
+    monkeypatch.undo()
+    again = scan_pool(cat, cfg.primary, cfg.scan)
+    assert (again.added, again.changed, again.removed) == (0, 0, 0)  # the other writer's rows are current

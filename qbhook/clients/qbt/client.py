@@ -57,6 +57,11 @@ V5_API = (2, 11)
 
 DEFAULT_TIMEOUT = 30.0
 
+# qbittorrent-api's request manager (``Request._request_manager``) sends a request a second time,
+# at once, after a connection error, a timeout or a 5xx; its ``_retries`` is floored at 1, so no
+# setting turns that off. Each of our attempts is that many requests, and counted so.
+LIBRARY_TRIES = 2
+
 # qBittorrent rewrites these characters when it derives a folder from a
 # category name; rather than guess its exact rule, refuse to predict.
 _CATEGORY_PATH_UNSAFE = set(':?"*<>|\\')
@@ -129,9 +134,13 @@ class QbtClient(FindOrRaise):
         self._logged_in = False
         self._api_version: str | None = None
         self._api = self._make_api(url, username, password, api_key, timeout)
-        self._attempts = max(1, retries)
+        # ``retries``: requests, each bounded by ``timeout``, before a transient failure is reported;
+        # rounded down to whole rounds of the library's LIBRARY_TRIES (at least one round), so that
+        # a hung qBittorrent costs at most retries x timeout (plus the backoff), not twice that.
+        rounds = max(1, retries // LIBRARY_TRIES)
+        self._attempts = rounds * LIBRARY_TRIES
         self._retrying = Retrying(
-            stop=stop_after_attempt(self._attempts),
+            stop=stop_after_attempt(rounds),
             wait=wait_exponential(multiplier=backoff, max=max_backoff),
             retry=retry_if_exception(_is_transient),
             before_sleep=self._log_retry,
@@ -168,10 +177,10 @@ class QbtClient(FindOrRaise):
     def _log_retry(self, state: Any) -> None:
         exc = state.outcome.exception() if state.outcome else None
         retry_log.warning(
-            "qBittorrent %s (%s): attempt %d of %d failed (%s); retrying",
+            "qBittorrent %s (%s): %d of %d attempts failed (%s); retrying",
             self.name,
             self.url,
-            state.attempt_number,
+            state.attempt_number * LIBRARY_TRIES,
             self._attempts,
             _cause_text(exc) if exc is not None else "?",
         )
@@ -215,7 +224,7 @@ class QbtClient(FindOrRaise):
         if isinstance(exc, qba.APIConnectionError):
             # One line (no hint line): the url and the socket's error say what to check, and
             # the retries a one-shot command does not log are counted here.
-            tries = f"{self._attempts} attempts" if self._attempts > 1 else "1 attempt"
+            tries = f"{self._attempts} attempts"
             return QbtError(f"{where}: {what}: cannot reach qBittorrent ({tries}): {_cause_text(exc)}")
         if isinstance(exc, NotImplementedError):
             return QbtError(f"{where}: {what} needs a newer qBittorrent: {exc}")

@@ -409,7 +409,7 @@ def test_retries_5xx_then_succeeds(rsps):
     fake = FakeQbt(rsps)
     ok = {"json": [rec.V4_SHOW]}
     _replace_info(rsps, fake, {"status": 502, "body": "Bad Gateway"}, {"status": 500, "body": ""}, ok)
-    assert make_client().torrent(rec.SHOW_ID).name == "Show.S01"
+    assert make_client(retries=4).torrent(rec.SHOW_ID).name == "Show.S01"
     assert len(fake.calls("torrents/info")) == 3
 
 
@@ -417,8 +417,8 @@ def test_5xx_retries_are_bounded(rsps):
     fake = FakeQbt(rsps)
     _replace_info(rsps, fake, {"status": 503, "body": "busy"})
     with pytest.raises(QbtError, match="503"):
-        make_client(retries=3).torrents()
-    assert len(fake.calls("torrents/info")) == 3 * 2
+        make_client(retries=4).torrents()
+    assert len(fake.calls("torrents/info")) == 4  # the library's own retry counted in them
 
 
 def test_connection_error_retried_then_reported(rsps):
@@ -427,7 +427,24 @@ def test_connection_error_retried_then_reported(rsps):
     with pytest.raises(QbtError, match=r"cannot reach qBittorrent \(2 attempts\): .*refused") as err:
         make_client(retries=2).torrents()
     assert err.value.hint is None and "\n" not in str(err.value)  # one line: the url and the cause say it
-    assert len(fake.calls("torrents/info")) == 2 * 2
+    assert len(fake.calls("torrents/info")) == 2  # as many as the message says
+
+
+@pytest.mark.parametrize("retries, sent", [(4, 4), (5, 4), (1, 2)])
+def test_a_hung_qbittorrent_is_asked_at_most_the_attempts_the_message_counts(monkeypatch, retries, sent):
+    """qbittorrent-api sends a timed-out request again itself: one of our attempts was two
+    requests, and a hung qBittorrent cost twice retries x timeout."""
+    timeouts = []
+
+    def hung(self, request, **kw):
+        timeouts.append(kw.get("timeout"))
+        raise requests.Timeout("read timed out")
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", hung)
+    c = QbtClient("main", BASE, None, None, PM, retries=retries, backoff=0, timeout=7)
+    with pytest.raises(QbtError, match=rf"cannot reach qBittorrent \({sent} attempts\)"):
+        c.version()
+    assert timeouts == [7] * sent
 
 
 def test_connection_error_then_success(rsps):
@@ -439,7 +456,7 @@ def test_connection_error_then_success(rsps):
         {"body": requests.ConnectionError("refused")},
         {"json": []},
     )
-    assert make_client(retries=2).torrents() == []
+    assert make_client(retries=4).torrents() == []  # the library's retry, then ours
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 409])
