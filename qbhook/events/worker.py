@@ -235,7 +235,7 @@ def handle_job(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job
             **({"rejected_paths": rejected} if rejected else {}),
         }
     snap = build_snapshot(cfg, catalog, clients, hashes=sorted(hashes), infos=infos)
-    plan = make_plan(snap, cfg.policy)
+    plan = make_plan(snap, cfg.policy, after_event=True)  # moments after the event: policy.import_grace
     maintain_tags(cfg, clients, snap, plan)
     # The torrent index learns these torrents from what was just read (no extra request).
     indexer.record_snapshot(catalog, infos, snap)
