@@ -107,6 +107,9 @@ class PolicyConfig:
     demote_categories: tuple[str, ...] = ()
     # Seconds since completion before a torrent may demote.
     min_seeding_age: float = 0.0
+    # Seconds since completion before a plan made for an event may demote (the *arr's import
+    # polling comes first; a sweep is not held back). 0: off.
+    import_grace: float = 900.0
     # Maintain demote_require_tag ourselves from the link facts.
     tag_no_external_links: bool = False
     # Promotion may copy at most this much content that is not yet on the primary pool.
@@ -548,6 +551,7 @@ _POLICY: dict[str, Reader] = {
     "demote_require_tag": optional_text,
     "demote_categories": text_list,
     "min_seeding_age": duration(),
+    "import_grace": duration(),
     "tag_no_external_links": flag,
     "promote_copy_max_bytes": size(),
     "promote_copy_max_ratio": fraction(zero_ok=True, one_ok=False),

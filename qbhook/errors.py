@@ -274,6 +274,14 @@ class ViewUnproven(UnsafeOperation):
         self.source = source
 
 
+class DirectHookRefused(QbhookError):
+    """``setup qbittorrent --mode direct`` refused: qBittorrent would run ``qbhook hook`` as a
+    user who cannot write the catalog (or which user cannot be told), and it ignores the hook's
+    failure, so every event would be lost without a word."""
+
+    exit_code = ExitCode.GUARD_REFUSED
+
+
 class OrphansRefused(QbhookError):
     """``orphans`` refused: a client unreachable or empty, or far too much looks unreferenced."""
 

@@ -124,6 +124,42 @@ def connect(
     return conn
 
 
+def unwritable(path: str | Path) -> str | None:
+    """Why this process could not write the catalog at ``path``, or None; asked of access(2)
+    (as the effective user) before anything is opened, so nothing is made or changed.
+
+    A writer in WAL mode writes the file and its ``-wal`` and ``-shm`` beside it, and makes
+    those (or a missing catalog) in the folder: each must be writable, or the folder where
+    one is missing. A missing folder is None here: ``connect`` names it.
+    """
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        return None
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            if not os.access(folder, os.W_OK | os.X_OK, effective_ids=True):
+                return f"{p.name} would have to be made in {folder}, which is {_owned(os.stat(folder))}"
+            continue
+        except OSError as e:
+            return f"{p}: {e.strerror}"
+        if not os.access(p, os.R_OK | os.W_OK, effective_ids=True):
+            return f"{p} is {_owned(st)}"
+    return None
+
+
+def _owned(st: os.stat_result) -> str:
+    import pwd  # here: only a refusal names an owner
+
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = f"uid {st.st_uid}"
+    return f"owned by {owner}, mode {stat.S_IMODE(st.st_mode):o}"
+
+
 def _foreign(conn: sqlite3.Connection) -> bool:
     """Whether the open file is another program's database, asked before anything is written.
 

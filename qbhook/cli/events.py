@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Iterable
@@ -13,7 +14,7 @@ import click
 
 from qbhook.catalog.db import check_tables, reading
 from qbhook.cli.app import COUNT, PORT, ROW_ID, TEXT, App, echo_shown, main, pass_app, wait_option, when
-from qbhook.errors import RETRY_LOG, ConfigError, ExitCode
+from qbhook.errors import RETRY_LOG, CatalogUnwritable, ConfigError, DirectHookRefused, ExitCode
 from qbhook.units import human_bytes as _human_bytes
 
 if TYPE_CHECKING:
@@ -220,13 +221,35 @@ def queue_retry(app: App, job_id):
 @click.argument("values", nargs=-1, type=click.UNPROCESSED)
 @pass_app
 def hook(app: App, event, values):
-    """Enqueue a qBittorrent hook call directly (no server): qbhook hook added %I %J %K %N %L %G %F %R %D %C %Z"""
+    """Enqueue a qBittorrent hook call directly (no server): qbhook hook added %I %J %K %N %L %G %F %R %D %C %Z
+
+    Run as a user who may not write the catalog (qBittorrent's own, when it is not root), it
+    says so in one line and exits 74, making and changing nothing: qBittorrent ignores the
+    status, so that line (qBittorrent's stderr: the journal under systemd) is all that tells
+    the event was lost.
+    """
+    from qbhook.catalog.db import unwritable
     from qbhook.events.parse import parse_qbt_hook
     from qbhook.events.queue import JobQueue
 
+    why = unwritable(app.cfg.catalog)
+    if why is not None:
+        raise CatalogUnwritable(
+            f"hook: {_user(os.geteuid())} may not write the catalog ({why}): this {event!r} event is lost; "
+            "let qBittorrent run the HTTP hook instead (`qbhook setup qbittorrent`)"
+        )
     ev = parse_qbt_hook(hook_fields(event, values))
     job, coalesced = JobQueue(app.catalog.conn).enqueue(ev)
     app.emit({"queued": job, "coalesced": coalesced}, lambda d: None)
+
+
+def _user(uid: int) -> str:
+    import pwd
+
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def hook_fields(event: str, values) -> dict[str, str]:
@@ -249,7 +272,8 @@ def setup():
     "--mode",
     type=click.Choice(["http", "direct"]),
     default="http",
-    help="http: qBittorrent runs hooks/qbt-hook.sh (works in containers); direct: runs `qbhook hook`.",
+    help="http: qBittorrent runs hooks/qbt-hook.sh (works in containers); direct: runs `qbhook hook`"
+    " (only for a qBittorrent on this host running as root or as qbhook's user).",
 )
 @click.option(
     "--hook-path",
@@ -285,6 +309,8 @@ def setup_qbittorrent(app: App, mode, hook_path, qbhook_path, instance, yes):
     for client in app.clients:
         if (instance and client.name != instance) or client_type(client) != "qbittorrent":
             continue  # rTorrent is wired by .rtorrent.rc lines: `qbhook setup rtorrent`
+        if mode == "direct":
+            _check_direct(client, app.cfg.catalog)  # before anything is asked or changed
         prefs = client.preferences()
         current = {k: prefs.get(k) for k in wanted}
         change = {k: v for k, v in wanted.items() if current.get(k) != v}
@@ -316,6 +342,31 @@ def setup_qbittorrent(app: App, mode, hook_path, qbhook_path, instance, yes):
             )
 
     app.emit(out, human)
+
+
+def _check_direct(client, catalog) -> None:
+    """A direct hook is `qbhook hook` run by qBittorrent as its own user: allowed only when that
+    user is root or the catalog's owner (qbhook's own user). Any other user cannot write the
+    catalog (`hook` refuses then) and qBittorrent ignores the failure: every event would be lost
+    unheard. Making the catalog writable for it instead would hand it the journal."""
+    from qbhook.clients.qbt.owner import CannotTell, web_ui_process
+
+    try:
+        proc = web_ui_process(client.url)
+    except CannotTell as e:
+        why = str(e)
+    else:
+        try:
+            owner = os.stat(catalog).st_uid
+        except OSError:
+            owner = os.geteuid()  # no catalog yet: it will be this user's
+        if proc.uid in (0, owner):
+            return
+        why = f"{proc.name} (pid {proc.pid}) runs as {_user(proc.uid)}, who may not write the catalog {catalog}"
+    raise DirectHookRefused(
+        f"qBittorrent {client.name}: --mode direct refused: {why}",
+        hint="use the HTTP hook, the default mode: qbhook setup qbittorrent --hook-path PATH-OF-qbt-hook.sh",
+    )
 
 
 @setup.command("rtorrent")

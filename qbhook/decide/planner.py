@@ -86,7 +86,8 @@ from qbhook.paths import is_within
 from qbhook.units import human_bytes as _b
 
 
-def make_plan(snap: Snapshot, policy: PolicyConfig) -> Plan:
+def make_plan(snap: Snapshot, policy: PolicyConfig, *, after_event: bool = False) -> Plan:
+    """``after_event``: the plan is made for an event, moments after it (``policy.import_grace``)."""
     # Millions of small, long-lived objects and no cycles: the cyclic GC would only rescan them.
     with collector_paused():
         plans = []
@@ -95,7 +96,7 @@ def make_plan(snap: Snapshot, policy: PolicyConfig) -> Plan:
         _release_freed_heap()
         for g in groups:
             # Past this run's cap, decide but do not build steps: they would be thrown away.
-            gp = decide(snap, policy, g, build=room > 0)
+            gp = decide(snap, policy, g, build=room > 0, after_event=after_event)
             if gp.action == Action.STAY:
                 _converge_instead(snap, policy, g, gp, build=room > 0)
             room -= gp.actionable
@@ -148,7 +149,9 @@ def staying(group: list[TorrentFact]) -> GroupPlan:
     )
 
 
-def decide(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], build: bool = True) -> GroupPlan:
+def decide(
+    snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], build: bool = True, *, after_event: bool = False
+) -> GroupPlan:
     # Long on purpose: reads top to bottom as the README's decision table, one branch per row.
     gp = staying(group)
     full, group = group, wanted_only(group)
@@ -181,7 +184,7 @@ def decide(snap: Snapshot, policy: PolicyConfig, group: list[TorrentFact], build
         if inodes_missing_or_unknown(group, snap):
             # Without every inode we cannot prove "no external links": stay is the safe answer.
             return _blocked(gp, file_blockers(group, snap))
-        why_not = policy_blocks_demote(group, policy, snap.now)
+        why_not = policy_blocks_demote(group, policy, snap.now, after_event=after_event)
         if why_not:
             gp.reason = "policy: " + why_not
             return gp

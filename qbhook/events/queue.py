@@ -10,8 +10,10 @@ A job that could not run yet (``postpone``: the executor lock is held, an unfini
 blocks the executor) goes back to pending without its attempt counted: it did not fail.
 A running job whose worker is gone goes back to pending with the interrupted run counted
 as an attempt: at once when the worker is known dead (same host, its process or thread
-no longer exists: ``requeue_orphaned``, run at every worker start), otherwise once its
-heartbeat is older than a cutoff (``requeue_stale``, for workers on other hosts).
+no longer exists: ``requeue_orphaned``, run at every worker start and every minute),
+otherwise once its heartbeat is older than a cutoff (workers on other hosts, in another pid
+namespace, or of a container restarted under another name). A live worker beats while its
+job runs (``heartbeat``; serve's worker does so every few minutes), so no cutoff takes it.
 At most one *pending* job exists per coalesce key (a partial unique index enforces it even
 across processes); new events for that key merge into it. A running job is never merged
 into: its worker may already be past the point where new facts would matter.

@@ -78,7 +78,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from qbhook.catalog import indexer, state
-from qbhook.catalog.db import rollback
+from qbhook.catalog.db import connect, rollback
 from qbhook.catalog.hashing import HashBudget
 from qbhook.catalog.scan import prune_scans, scan_pools
 from qbhook.catalog.store import Catalog
@@ -235,7 +235,7 @@ def handle_job(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job
             **({"rejected_paths": rejected} if rejected else {}),
         }
     snap = build_snapshot(cfg, catalog, clients, hashes=sorted(hashes), infos=infos)
-    plan = make_plan(snap, cfg.policy)
+    plan = make_plan(snap, cfg.policy, after_event=True)  # moments after the event: policy.import_grace
     maintain_tags(cfg, clients, snap, plan)
     # The torrent index learns these torrents from what was just read (no extra request).
     indexer.record_snapshot(catalog, infos, snap)
@@ -1201,6 +1201,48 @@ class RunsGate:
         return delay
 
 
+class _Heartbeat:
+    """``with _Heartbeat(...):`` refreshes a running job's heartbeat every ``every_s`` while the
+    worker thread is inside it, so no worker's staleness check takes a live worker's job
+    (moves take hours; ``Worker.STALE_AFTER_S``).
+
+    The worker thread cannot beat itself: it is inside the job until the job ends. So a daemon
+    thread per job, like ``_Prefetch``'s, with its own connection, opened at the first beat:
+    the worker's connection may be inside one of the job's transactions, and a job shorter
+    than ``every_s`` (nearly all) costs no connection and no write. A failed beat is logged
+    and tried again at the next; a job no longer this worker's ends the beats.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, job_id: int, worker: str, every_s: float, clock):
+        # The catalog's file ("" for an in-memory database, which no other connection sees).
+        self._path = next((row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main"), "")
+        self._job_id, self._worker, self._every_s, self._clock = job_id, worker, every_s, clock
+        self._stop = threading.Event()
+
+    def __enter__(self) -> _Heartbeat:
+        if self._path:
+            threading.Thread(target=self._run, name=f"heartbeat-{self._job_id}", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()  # not joined: a beat waiting on a busy catalog must not delay the outcome
+
+    def _run(self) -> None:
+        conn = None
+        try:
+            while not self._stop.wait(self._every_s):
+                try:
+                    conn = conn or connect(self._path, create=False)
+                    JobQueue(conn, clock=self._clock).heartbeat(self._job_id, worker_id=self._worker)
+                except QueueError:
+                    return  # done, or requeued and someone else's: nothing of ours to keep alive
+                except (QbhookError, sqlite3.Error) as e:
+                    log.warning("job %d: heartbeat not recorded (%s); trying again later", self._job_id, e)
+        finally:
+            if conn is not None:
+                conn.close()
+
+
 class Worker:
     """Claims jobs one at a time. Several workers (processes) may run; the queue and locks serialize.
 
@@ -1216,10 +1258,11 @@ class Worker:
     """
 
     ORPHAN_CHECK_S = 60.0
-    # Workers this host cannot judge (other hosts, other pid namespaces): silent this long
-    # means gone. Checked at start only, as before: a job's heartbeat is not refreshed
-    # during a long move, so a periodic check could take a live worker's job.
+    # Workers this host cannot judge (other hosts, other pid namespaces, a restarted
+    # container): silent this long means gone. Checked at every orphan check: a live
+    # worker's job beats every HEARTBEAT_S however long it runs (``_Heartbeat``).
     STALE_AFTER_S = 3600.0
+    HEARTBEAT_S = 300.0
 
     def __init__(
         self,
@@ -1234,12 +1277,14 @@ class Worker:
         retry_base_s: float = 1.0,
         retry_cap_s: float = 60.0,
         gate: RunsGate | None = None,
+        clock=time.time,
     ):
         self.cfg = cfg
         self.catalog = catalog
         self.clients = clients
         self.executor = executor
-        self.queue = JobQueue(catalog.conn)
+        self._clock = clock
+        self.queue = JobQueue(catalog.conn, clock=clock)
         self.debounce_s = debounce_s
         # Default: named after the thread that runs the loop (set again in loop()), so
         # requeue_orphaned can tell whether that thread still lives.
@@ -1253,7 +1298,6 @@ class Worker:
         self._unrecorded: tuple[int, str, str, float] | None = None
         self._lock_waits = 0  # jobs in a row sent back because the executor lock was busy
         self._next_orphan_check = 0.0
-        self._stale_checked = False
 
     def run_once(self) -> bool:
         """One pass: record a held-back outcome, or process one ready job. False when idle.
@@ -1265,15 +1309,14 @@ class Worker:
             self.health.beat(f"recording the outcome of job {self._unrecorded[0]}")
             self._record()
             return True
-        now = time.time()
-        if now >= self._next_orphan_check:
+        if self._clock() >= self._next_orphan_check:
             self.health.beat("requeueing jobs of dead workers")
             self.requeue_orphans()
         if self.executor is not None and not self.gate.ready(self.executor):
             self.health.beat("waiting for unfinished runs to be finished")
             return False
         self.health.beat("claiming")
-        job = self.queue.claim(self.worker_id, now=time.time() - self.debounce_s)
+        job = self.queue.claim(self.worker_id, now=self._clock() - self.debounce_s)
         if job is None:
             self.health.beat("idle")
             return False
@@ -1291,7 +1334,8 @@ class Worker:
     def _process(self, job) -> tuple[str, str, float, sqlite3.Error | None]:
         lock_waits, self._lock_waits = self._lock_waits, 0
         try:
-            result = handle_job(self.cfg, self.catalog, self.clients, job, executor=self.executor)
+            with _Heartbeat(self.catalog.conn, job.id, self.worker_id, self.HEARTBEAT_S, self._clock):
+                result = handle_job(self.cfg, self.catalog, self.clients, job, executor=self.executor)
             # Inside the try: a result that cannot be serialised must not leave the job running.
             text = json.dumps(result, sort_keys=True)
         except UnknownTorrent as e:
@@ -1337,13 +1381,13 @@ class Worker:
         self._unrecorded = None
 
     def requeue_orphans(self) -> None:
-        """Jobs a dead worker left running go back to pending now (see JobQueue.requeue_orphaned);
-        the first call also applies the heartbeat cutoff to workers this host cannot judge."""
-        stale = None if self._stale_checked else self.STALE_AFTER_S
-        for job_id in self.queue.requeue_orphaned(stale_after_s=stale):
+        """Jobs a dead worker left running go back to pending now, and those of a worker this host
+        cannot judge once silent for STALE_AFTER_S (see JobQueue.requeue_orphaned). Every check,
+        not only the first: a container restarted with another host name or pid namespace leaves
+        jobs that no check can judge dead, claimed at any time before it."""
+        for job_id in self.queue.requeue_orphaned(stale_after_s=self.STALE_AFTER_S):
             log.warning("job %d was left running by a worker that is gone; requeued", job_id)
-        self._stale_checked = True
-        self._next_orphan_check = time.time() + self.ORPHAN_CHECK_S
+        self._next_orphan_check = self._clock() + self.ORPHAN_CHECK_S
 
     def loop(self, stop: threading.Event, idle_s: float = 1.0) -> None:
         if self._own_id and self._unrecorded is None:

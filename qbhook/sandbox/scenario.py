@@ -55,7 +55,9 @@ class Scenario:
             "seeding_roots": {"stash": str(self.stash_seed), "pool": str(self.pool_seed)},
             "qbittorrent": {"url": qbt_url, "username": "admin", "password": password},
             "scan": {"settle_seconds": 0},
-            "policy": {"demote_require_tag": NOHL, **policy},
+            # No *arr polls these fabricated torrents, seeding seconds after they are added: an
+            # event's plan need not wait for an import (policy.import_grace).
+            "policy": {"demote_require_tag": NOHL, "import_grace": 0, **policy},
         }
 
     def _add(self, client, case: str, path: Path, save: Path, *, tags=(NOHL,), category=None, name=None) -> str:

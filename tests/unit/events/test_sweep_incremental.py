@@ -678,3 +678,43 @@ def test_a_chunk_sees_a_settled_torrent_of_another_chunk_that_skips_a_file(bed, 
     bed.qbt.torrents_raw[H4].update(size=len(data) + 100)
     bed.sweep(cfg)
     assert bed.decision(H1).decision == "converge", bed.decision(H1).decision_reason
+
+
+def test_a_finished_event_waits_out_the_import_grace_before_demoting(bed, monkeypatch):
+    """qBittorrent's "finished" hook fires seconds after completion; Sonarr imports (hardlinks)
+    at its next poll, about a minute later. With auto_apply and tag_no_external_links (no tag
+    to wait for) and min_seeding_age 0, the job demoted at once: a copy of a payload the *arr
+    was about to link. Within ``policy.import_grace`` of completion the event's plan stays,
+    saying why; past it, the same job demotes."""
+    cfg = dataclasses.replace(
+        bed.cfg, policy=dataclasses.replace(bed.cfg.policy, tag_no_external_links=True, auto_apply=True)
+    )
+    assert cfg.policy.import_grace == 900 and cfg.policy.min_seeding_age == 0
+    monkeypatch.setattr(worker, "maintain_tags", lambda *a: 0)  # the fake client keeps no tags
+    bed.payload(H1, bed.seed_s, "Fresh", {"fresh.mkv": b"fresh data" * 50}, category="movies", tags="")
+    applied = []
+
+    class Executor:
+        def apply(self, plan, trigger):
+            applied.append([g.action for g in plan.groups if g.actionable])
+
+            class Summary:
+                def to_dict(self):
+                    return {}
+
+            return Summary()
+
+    def finished_job():
+        queue = JobQueue(bed.cat.conn)
+        queue.enqueue(Event("qbittorrent", "torrent_finished", hashes=(H1,)), now=0.0)
+        return queue.claim("w", now=0.0)
+
+    bed.qbt.torrents_raw[H1]["completion_on"] = int(time.time()) - 20
+    result = worker.handle_job(cfg, bed.cat, [bed.qbt], finished_job(), executor=Executor())
+    (group,) = result["groups"]
+    assert group["action"] == "stay" and applied == [], result
+    assert group["reason"].startswith("policy: completed less than 900s ago, waiting for the *arr import")
+    JobQueue(bed.cat.conn).complete(1, "{}")
+    bed.qbt.torrents_raw[H1]["completion_on"] = int(time.time()) - 901
+    result = worker.handle_job(cfg, bed.cat, [bed.qbt], finished_job(), executor=Executor())
+    assert [g["action"] for g in result["groups"]] == ["demote"] and applied == [["demote"]], result

@@ -262,20 +262,58 @@ def test_a_restarted_process_with_the_same_pid_is_not_the_claimer():
     assert worker_alive(f"{host}:{pid}:{ident}:{int(start) - 100}:{ns}0") is None
 
 
-def test_heartbeat_cutoff_applies_at_start_only(catalog, tmp_path):
-    # A worker on another host cannot be judged by pid; its job's heartbeat is not
-    # refreshed during a long move, so only the start-up check may take it back.
+class FakeClock:
+    def __init__(self, now: float):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_silent_foreign_workers_job_is_requeued_by_a_later_check(catalog):
+    # A container restarted under another host name or pid namespace cannot judge its
+    # predecessor's worker by pid: only the heartbeat cutoff can take its job back, and a
+    # job claimed less than the cutoff before the start-up check used to stay running forever.
+    start = 1_000_000.0
+    clock = FakeClock(start)
     q = JobQueue(catalog.conn)
-    old, _ = q.enqueue(ev(H1), now=0.0)
-    q.claim("otherhost:1:1", now=1.0)
-    wk = Worker(None, catalog, [], debounce_s=0)
-    wk.requeue_orphans()
-    assert q.get(old).state == "pending"
-    long_move, _ = q.enqueue(ev(H2), now=0.0)
-    q.claim("otherhost:2:2", now=time.time() - 7200)  # e.g. claimed two hours ago
-    assert q.get(long_move).state == "running"
-    wk.requeue_orphans()
-    assert q.get(long_move).state == "running"
+    job, _ = q.enqueue(ev(H1), now=start - 700)
+    q.claim("oldname:1:1:42:4026531836", now=start - 600)  # ten minutes before the start
+    wk = Worker(None, catalog, [], debounce_s=5, clock=clock)
+    wk.requeue_orphans()  # the start-up check: not silent long enough yet
+    assert q.get(job).state == "running"
+    clock.now = start + 2 * 3600
+    assert wk.run_once() is False  # the periodic check; the requeued job then waits out the debounce
+    assert q.get(job).state == "pending" and q.get(job).attempts == 1
+
+
+def test_a_live_workers_long_job_keeps_its_heartbeat(catalog, running, monkeypatch):
+    # Another qbhook (another host or pid namespace) judges this worker by its heartbeat
+    # alone: a job running for hours must keep beating or that check takes it mid-move.
+    start = 1_000_000.0
+    clock = FakeClock(start)
+    monkeypatch.setattr(Worker, "HEARTBEAT_S", 0.02)
+    judge = JobQueue(connect(catalog_path(catalog), check_same_thread=False))
+    job, _ = judge.enqueue(ev(H1), now=start)
+    verdict = []
+
+    def long_move(cfg, cat, clients, j, executor=None):
+        clock.now = start + 2 * 3600  # two hours into the move
+        try:
+            wait_for(lambda: (judge.get(j.id).heartbeat_at or 0) >= clock.now, timeout=3, what="a heartbeat")
+        except AssertionError:
+            pass
+        verdict.append(judge.requeue_orphaned(stale_after_s=Worker.STALE_AFTER_S, now=clock.now))
+        return {"groups": []}
+
+    running(long_move, worker_id="elsewhere:7:7", clock=clock)
+    wait_for(lambda: judge.get(job).state == "done", what="the long job to finish")
+    assert verdict == [[]]
+    assert judge.get(job).attempts == 1
+
+
+def catalog_path(cat) -> str:
+    return next(row[2] for row in cat.conn.execute("PRAGMA database_list") if row[1] == "main")
 
 
 def test_a_refused_commit_inside_a_job_fails_that_job_only(catalog, running, tmp_path):

@@ -1,0 +1,157 @@
+"""The direct hook (`qbhook hook`, run by qBittorrent as its own user) and the catalog's owner.
+
+qBittorrent ignores a hook's exit status and output: a `qbhook hook` that cannot write root's
+catalog lost every event without a word, and `setup qbittorrent --mode direct` wired it so for
+any qBittorrent not running as root (Debian's qbittorrent-nox user). Now `setup` refuses unless
+it can tell qBittorrent runs as root (or as the catalog's owner), and `hook` says in one line
+why it cannot queue, making and changing nothing.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from qbhook.catalog.store import Catalog
+from qbhook.cli import main
+from qbhook.clients.qbt import owner
+from qbhook.clients.qbt.client import QbtClient
+from qbhook.events.queue import JobQueue
+from tests.helpers import config_data
+
+QBT_USER = 64123  # an unprivileged uid no test machine names
+HASH = "a" * 40
+VALUES = [HASH, "-", HASH, "Movie.A", "", "", "/x/Movie.A", "/x/Movie.A", "/x", "1", "3040"]
+
+
+@pytest.fixture
+def bed(tmp_path):
+    cat = tmp_path / "db" / "catalog.sqlite"
+    cat.parent.mkdir()
+    Catalog.open(cat).close()
+    data = config_data(
+        cat, tmp_path / "stash", tmp_path / "pool", qbt={"url": "http://127.0.0.1:8080", "password": "x"}
+    )
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    return cfg, cat
+
+
+def as_user(monkeypatch, uid: int) -> None:
+    """access(2) and geteuid as ``uid`` would see them (mode bits; not in the files' group)."""
+
+    def access(path, mode, **kw):
+        st = os.stat(path)
+        bits = (st.st_mode >> 6 if st.st_uid == uid else st.st_mode) & 7  # rwx, as R_OK|W_OK|X_OK
+        return uid == 0 or bits & mode == mode
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(os, "geteuid", lambda: uid)
+
+
+def tree(root) -> dict:
+    return {p.relative_to(root).as_posix(): (p.stat().st_mode, p.stat().st_uid) for p in root.rglob("*")}
+
+
+def test_hook_run_by_a_user_who_cannot_write_the_catalog_says_so_and_touches_nothing(bed, monkeypatch):
+    cfg, cat = bed
+    before = tree(cat.parent)
+    as_user(monkeypatch, QBT_USER)
+    r = CliRunner().invoke(main, ["--config", str(cfg), "hook", "added", *VALUES])
+    monkeypatch.undo()
+    assert r.exit_code == 74, r.output
+    assert "Traceback" not in r.output
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"qbhook: hook: uid {QBT_USER} may not write the catalog ({cat} is owned by ")
+    assert "this 'added' event is lost" in lines[0] and "qbhook setup qbittorrent" in lines[0]
+    assert tree(cat.parent) == before  # no -wal, -shm or mode change
+    c = Catalog.open(cat, create=False)
+    try:
+        assert JobQueue(c.conn).counts()["pending"] == 0
+    finally:
+        c.close()
+    # Its own user (or root) queues as before.
+    r = CliRunner().invoke(main, ["--config", str(cfg), "--json", "hook", "added", *VALUES])
+    assert r.exit_code == 0, r.output
+
+
+def fake_proc(root, *, uid: int, name: str = "qbittorrent-nox", port: int = 8080):
+    """A /proc with one process listening on ``port`` (inode 5555)."""
+    (root / "net").mkdir(parents=True)
+    head = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    line = f"   0: 0100007F:{port:04X} 00000000:0000 0A 00000000:00000000 00:00000000 00000000  {uid}  0 5555 1\n"
+    (root / "net" / "tcp").write_text(head + line)
+    (root / "net" / "tcp6").write_text(head)
+    (root / "4242" / "fd").mkdir(parents=True)
+    os.symlink("socket:[5555]", root / "4242" / "fd" / "7")
+    (root / "4242" / "comm").write_text(name + "\n")
+    (root / "4242" / "status").write_text(f"Name:\t{name}\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
+    (root / "self").mkdir()
+
+
+@pytest.fixture
+def asked(monkeypatch):
+    calls = []
+
+    def preferences(self):
+        calls.append(self.name)
+        return {}
+
+    monkeypatch.setattr(QbtClient, "preferences", preferences)
+    monkeypatch.setattr(QbtClient, "set_preferences", lambda self, change: calls.append(change))
+    return calls
+
+
+def setup_direct(cfg, *extra):
+    return CliRunner().invoke(main, ["--config", str(cfg), "setup", "qbittorrent", "--mode", "direct", *extra])
+
+
+def test_setup_direct_refuses_a_qbittorrent_running_as_another_user(bed, tmp_path, monkeypatch, asked):
+    cfg, cat = bed
+    fake_proc(tmp_path / "proc", uid=QBT_USER)
+    monkeypatch.setattr(owner, "PROC", str(tmp_path / "proc"))
+    r = setup_direct(cfg, "--yes")
+    assert r.exit_code == 3, r.output
+    assert "Traceback" not in r.output
+    first, hint = r.stderr.splitlines()
+    assert first == (
+        "qbhook: qBittorrent default: --mode direct refused: qbittorrent-nox (pid 4242) runs as "
+        f"uid {QBT_USER}, who may not write the catalog {cat}"
+    )
+    assert hint.startswith("  hint: use the HTTP hook, the default mode")
+    assert asked == []  # nothing asked, nothing changed
+
+
+def test_setup_direct_wires_a_qbittorrent_running_as_root(bed, tmp_path, monkeypatch, asked):
+    cfg, _ = bed
+    fake_proc(tmp_path / "proc", uid=0)
+    monkeypatch.setattr(owner, "PROC", str(tmp_path / "proc"))
+    r = setup_direct(cfg, "--yes")
+    assert r.exit_code == 0, r.output
+    assert asked[0] == "default" and "hook added" in asked[1]["autorun_on_torrent_added_program"]
+
+
+@pytest.mark.parametrize(
+    ("url", "proc", "why"),
+    [
+        ("http://10.9.8.7:8080", {"uid": 0}, "http://10.9.8.7:8080 is not this host"),
+        ("http://127.0.0.1:8080", {"uid": 0, "port": 9090}, "nothing listens on port 8080 here"),
+        ("http://127.0.0.1:8080", {"uid": 0, "name": "docker-proxy"}, "port 8080 is held by docker-proxy (pid 4242)"),
+    ],
+)
+def test_setup_direct_refuses_when_the_user_cannot_be_told(tmp_path, monkeypatch, asked, url, proc, why):
+    cat = tmp_path / "catalog.sqlite"
+    data = config_data(cat, tmp_path / "stash", tmp_path / "pool", qbt={"url": url, "password": "x"})
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    fake_proc(tmp_path / "proc", **proc)
+    monkeypatch.setattr(owner, "PROC", str(tmp_path / "proc"))
+    r = setup_direct(cfg)
+    assert r.exit_code == 3, r.output
+    assert r.stderr.splitlines()[0].startswith(f"qbhook: qBittorrent default: --mode direct refused: {why}")
+    assert asked == []
+    assert not cat.exists()
