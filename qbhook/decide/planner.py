@@ -399,8 +399,8 @@ def reached_blockers(snap: Snapshot, group: list[TorrentFact]) -> list[str]:
     for t in group:
         for f in t.files:
             hits = exact.get(f.path, [])
-            for tail, hit in tails.get(posixpath.basename(f.path), ()):
-                if f.path.endswith("/" + tail):
+            for tail, size, hit in tails.get(posixpath.basename(f.path), ()):
+                if size == f.size and f.path.endswith("/" + tail):
                     hits = [*hits, hit]
             for h, name, link, target in hits:
                 if h not in own and (h, link) not in seen:
@@ -413,7 +413,7 @@ _Reach = tuple[str, str, str, str]  # (hash, name, symlink, its target) of a tor
 _REACHED = "planner.reached"  # its key in Snapshot.derived
 
 
-def _reached(snap: Snapshot) -> tuple[dict[str, list[_Reach]], dict[str, list[tuple[str, _Reach]]]]:
+def _reached(snap: Snapshot) -> tuple[dict[str, list[_Reach]], dict[str, list[tuple[str, int, _Reach]]]]:
     """Where the torrents of ``snap`` reach through the symlinks of ``snap.symlinks``, from the facts
     alone, once per snapshot: (resolved path -> who, file name -> [(path tail, who)]).
 
@@ -426,7 +426,7 @@ def _reached(snap: Snapshot) -> tuple[dict[str, list[_Reach]], dict[str, list[tu
     if got is not None:
         return got
     exact: dict[str, list[_Reach]] = {}
-    tails: dict[str, list[tuple[str, _Reach]]] = {}
+    tails: dict[str, list[tuple[str, int, _Reach]]] = {}
     roots = [p.path for p in snap.pools]
     if snap.symlinks:
         for t in snap.torrents:
@@ -450,9 +450,18 @@ def _reached(snap: Snapshot) -> tuple[dict[str, list[_Reach]], dict[str, list[tu
                 who = (t.hash, t.name, *first)
                 if path is not None and any(is_within(path, r) for r in roots):
                     exact.setdefault(path, []).append(who)
-                else:
+                    continue
+                # The part of the path that names the content: the target's folder and file for a
+                # link to a file (its name alone, RARBG.txt, would match every release's), its last
+                # folder and the path below it for a link to a folder: two parts at least, but for
+                # an unreadable target (then all there is), and only a file of the same size
+                # (helper review of 6117183).
+                if rest:
                     tail = (posixpath.basename(target) + rest if path is not None else rest).strip("/")
-                    tails.setdefault(posixpath.basename(tail), []).append((tail, who))
+                else:
+                    tail = "/".join(target.rstrip("/").split("/")[-2:]) if path is not None else ""
+                if tail and all(tail.split("/")) and ("/" in tail or path is None):
+                    tails.setdefault(posixpath.basename(tail), []).append((tail, f.size, who))
     got = snap.derived[_REACHED] = (exact, tails)
     return got
 

@@ -615,3 +615,20 @@ def test_a_converge_onto_another_payload_takes_the_small_files_along():
     p = plan(w)
     kept = {s.args["path"]: s.args["keep"]["path"] for g in p.groups for s in g.steps if s.kind == "converge"}
     assert kept == {f"{S}/C/C.mkv": f"{S}/B/B.mkv", f"{S}/C/RARBG.txt": f"{S}/B/RARBG.txt"}, kept
+
+
+def test_a_file_symlink_in_a_containers_spelling_blocks_only_the_file_it_names():
+    """cross-seed's `linkType: symlink` in a container links each file to `/data/...`, which the host
+    cannot resolve: matched by the target's file name alone, it blocked every group holding a
+    RARBG.txt of its own (helper review of 6117183). Folder and name, and the size, must agree."""
+    w = World()
+    w.payload(S + "/movies", {"Movie/RARBG.txt": "R"})
+    w.torrent("a" * 40, S + "/movies", ["Movie/RARBG.txt"])
+    w.payload(S + "/other", {"Other/RARBG.txt": "R2"})
+    w.torrent("c" * 40, S + "/other", ["Other/RARBG.txt"])
+    w.symlinks[S + "/xseed/Movie/RARBG.txt"] = "/data/media/torrents/seeding/movies/Movie/RARBG.txt"
+    w.torrent("b" * 40, S + "/xseed", ["Movie/RARBG.txt"])
+    p = plan(w)
+    by = {g.torrents[0]: g for g in p.groups}
+    assert by["c" * 40].action == "demote", by["c" * 40].reason
+    assert by["a" * 40].action == "blocked" and "reaches" in by["a" * 40].reason
