@@ -905,13 +905,16 @@ class GroupPlan:
     external_links: list[str] = field(default_factory=list)  # paths that keep it on primary
     blockers: list[str] = field(default_factory=list)
     steps: MutableSequence[Step] = field(default_factory=list)  # a list, or the planner's StepList
+    # Files under this size are incidental to the payload (facts.incidental_below): read by the
+    # planner's cross-group passes of the same run, not saved with a plan.
+    incidental_below: int = 0
 
     @property
     def actionable(self) -> bool:
         return self.action in (Action.DEMOTE, Action.PROMOTE, Action.CONVERGE, Action.REPAIR)
 
     def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "steps"}
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("steps", "incidental_below")}
         d["action"] = str(self.action)
         d["torrents"], d["names"] = list(self.torrents), list(self.names)
         d["external_links"], d["blockers"] = list(self.external_links), list(self.blockers)

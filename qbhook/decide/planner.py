@@ -51,9 +51,8 @@ from qbhook.decide.facts import (
     Snapshot,
     TorrentFact,
     ancestors,
-    incidental,
+    incidental_below,
     map_to_pool,
-    payload_bytes,
 )
 from qbhook.decide.grouping import payload_groups
 from qbhook.decide.heap import collector_paused
@@ -161,8 +160,8 @@ def decide(
     # The files that may tie this payload to another one's inodes (facts.incidental): the rest
     # never keep it on /stash for a library's copy of them, and are linked from a copy on the
     # target only when one of these is (``_donors_tied``): then it is one payload.
-    payload = payload_bytes(group)
-    shared = [i for i in inodes.values() if not incidental(i.size, payload)]
+    gp.incidental_below = incidental_below([f.size for f in t.files if f.priority != 0] for t in group)
+    shared = [i for i in inodes.values() if i.size >= gp.incidental_below]
 
     pools = {p.name if p else None for p in (snap.seeding_pool_of(t.save_path) for t in group)}
     if None in pools:
@@ -508,36 +507,49 @@ def _donor_inodes(snap: Snapshot, inodes: Iterable[InodeFact], tgt: PoolFact) ->
     return [k for i in inodes for k in _copies_on(snap, i.content, tgt.seeding_fsid)]
 
 
-def _donors(snap: Snapshot, inodes: Iterable[InodeFact], tgt: PoolFact) -> dict[ContentKey, str]:
-    """Content already on the target dataset -> a path to link from (prefer library-linked inodes).
+def _donors(
+    snap: Snapshot, inodes: Iterable[InodeFact], tgt: PoolFact, allow: Callable[[InodeFact], bool] | None = None
+) -> dict[ContentKey, InodeFact]:
+    """Content already on the target dataset -> the inode to link from (prefer library-linked ones).
 
     Only an inode convergence would keep (``converge.reusable``): one a library or a settled torrent
     uses and that may not change. A file of a torrent still downloading, or an orphan in an incomplete
     folder, is copied instead: linked, the group's only copy would change with it once its source
-    links are deleted."""
-    donors: dict[ContentKey, str] = {}
+    links are deleted. ``allow``: only such inodes (``_donors_tied``)."""
+    donors: dict[ContentKey, InodeFact] = {}
     for i in inodes:
         if i.size == 0 or i.content in donors:
             continue
         cands = sorted(
-            (c for k in _copies_on(snap, i.content, tgt.seeding_fsid) if converge.reusable(snap, c := snap.inodes[k])),
+            (
+                c
+                for k in _copies_on(snap, i.content, tgt.seeding_fsid)
+                if converge.reusable(snap, c := snap.inodes[k]) and (allow is None or allow(c))
+            ),
             key=lambda c: (-c.external_links, c.ino),
         )
-        for c in cands:
-            paths = c.seeding_paths + c.other_paths
-            if paths:
-                donors[i.content] = min(paths)
-                break
+        donor = next((c for c in cands if c.seeding_paths or c.other_paths), None)
+        if donor is not None:
+            donors[i.content] = donor
     return donors
 
 
 def _donors_tied(
     snap: Snapshot, shared: list[InodeFact], inodes: Iterable[InodeFact], tgt: PoolFact
 ) -> dict[ContentKey, str]:
-    """``_donors`` of the group's files, when a file that is not incidental has one: the payload is
-    already on ``tgt``, and its small files follow it. Else none: a donor of an incidental file
-    alone would tie this payload for good to whatever holds those few bytes (facts.incidental)."""
-    return _donors(snap, inodes, tgt) if _donors(snap, shared, tgt) else {}
+    """Content on ``tgt`` -> a path to link from: for the files that may tie the payload
+    (``shared``), any donor; for its incidental files, only one of the party those donors belong
+    to (``converge.tied_to``: the same torrent's files, the same library folder's), since the
+    payload is already there and its small files follow it. With no donor for ``shared``, none:
+    a donor of an incidental file alone would tie this payload for good to whatever holds those
+    few bytes, and so would one of a third payload (facts.incidental)."""
+    big = _donors(snap, shared, tgt)
+    if not big:
+        return {}
+    keys = {id(i) for i in shared}
+    ours = converge.tied_to(snap, [d.key for d in big.values()])
+    donors = {**_donors(snap, [i for i in inodes if id(i) not in keys], tgt, ours), **big}
+    return {content: min(d.seeding_paths + d.other_paths) for content, d in donors.items()}
 
 
 def _consumer_elsewhere(snap: Snapshot, inodes: Iterable[InodeFact], pool: PoolFact) -> str | None:
@@ -803,7 +815,7 @@ def _copied_once(plans: list[GroupPlan]) -> None:
             (g.target_pool, size, h)
             for size, h in copied(g.steps)
             if h is not None
-            and not incidental(size, g.payload_bytes)  # copied by each payload: never linked across
+            and size >= g.incidental_below  # an incidental file is copied by each payload
             and maybe(h)
         }
         other = next((first[k] for k in sorted(mine) if first.get(k, g.group_id) != g.group_id), None)

@@ -89,6 +89,7 @@ _KEEP_FIELDS = ("path", "fsid", "ino", "library")
 _GROUP_FIELDS = (
     "group_id", "torrents", "names", "action", "reason", "source_pool", "target_pool", "bytes_to_copy",
     "bytes_freed", "payload_bytes", "external_links", "blockers", "steps",
+    "incidental_below",  # the planner's, never written (GroupPlan.to_dict leaves it out)
 )  # fmt: skip
 _spelled = (
     tuple(f.name for f in fields(Converge)) == _CONVERGE_FIELDS

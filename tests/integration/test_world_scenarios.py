@@ -60,7 +60,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qbhook.decide.facts import incidental
+from qbhook.decide.facts import incidental_below
 from qbhook.sandbox.scenario import MOVIES
 from qbhook.sandbox.torrents import SEEDING_STATES, infohash, make_torrent, wait_seeding, write_payload
 from tests.integration.crash_helpers import b3, leftovers, qbhook, qbhook_json, tree_state, walk_files
@@ -511,13 +511,15 @@ class Promises:
         }
         # An incidental file (facts.incidental: small, under half its payload) converges only onto
         # its own group's inodes: equal bytes in another payload or a library do not count here.
-        group_of, weight = {}, {}
+        group_of, below = {}, {}
         for root, members in groups.items():
-            payload = max(sum(facts[p].size for p, prio in ts[h].files if prio and p in facts) for h in members)
+            below[root] = incidental_below(
+                [facts[p].size for p, prio in ts[h].files if prio and p in facts] for h in members
+            )
             for h in members:
                 for p, prio in ts[h].files:
                     if prio and p in facts:
-                        group_of[(facts[p].dev, facts[p].ino)], weight[root] = root, payload
+                        group_of[(facts[p].dev, facts[p].ino)] = root
         for (_dev, size, digest), inodes in holders.items():
             seed_only = {
                 k for k in inodes if k in seeds and k not in blocked_inodes and not self._linked(k, facts, in_seed)
@@ -525,8 +527,7 @@ class Promises:
             seed_only = {
                 k
                 for k in seed_only
-                if not incidental(size, weight[group_of[k]])
-                or any(group_of.get(o) == group_of[k] for o in inodes if o != k)
+                if size >= below[group_of[k]] or any(group_of.get(o) == group_of[k] for o in inodes if o != k)
             }
             if seed_only and len(inodes) > 1:
                 paths = sorted(p for p, f in facts.items() if (f.dev, f.ino) in inodes)

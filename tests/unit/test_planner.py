@@ -1,5 +1,6 @@
 """Planner decisions from plain data tables (no I/O)."""
 
+import posixpath
 from dataclasses import replace
 
 import pytest
@@ -632,3 +633,45 @@ def test_a_file_symlink_in_a_containers_spelling_blocks_only_the_file_it_names()
     by = {g.torrents[0]: g for g in p.groups}
     assert by["c" * 40].action == "demote", by["c" * 40].reason
     assert by["a" * 40].action == "blocked" and "reaches" in by["a" * 40].reason
+
+
+def test_a_tied_payload_s_small_files_go_to_the_party_it_is_tied_to_not_to_a_third():
+    """G's movie converges onto a library's copy (tied), and its RARBG.txt then converged onto the
+    best-linked copy of those bytes: seed-only H's. G and H became one library-linked group, and H
+    could never demote (helper review of ad31988)."""
+    w = World()
+    _release(w, "g" * 40, "G", "movie-G")
+    w.file(LIB + "/G/G.mkv", "movie-G", MOVIE)  # the *arr copied G's movie, not its .txt
+    _release(w, "h" * 40, "H", "movie-H")
+    w.link(f"{S}/H/RARBG.txt", f"{S}/H-extra/RARBG.txt")  # H's .txt has the most links: the keeper
+    p = plan(w)
+    by = {g.torrents[0]: g for g in p.groups}
+    assert by["h" * 40].action == "demote", by["h" * 40].reason
+    steps = [s for g in p.groups for s in g.steps if s.kind == "converge"]
+    assert [(s.args["path"], s.args["keep"]["path"]) for s in steps] == [(f"{S}/G/G.mkv", LIB + "/G/G.mkv")]
+
+
+def test_a_pack_of_small_files_is_its_own_payload_and_promotes():
+    """Five 500 KiB files: each under 1 MiB and under half the payload, so each was incidental and
+    nothing tied the pack to the library's copy of it: it never promoted."""
+    w = World()
+    files = {f"Pack/p{i}.epub": f"E{i}" for i in range(5)}
+    for rel, content in files.items():
+        w.file(f"{P}/{rel}", content, 500 << 10)
+        w.file(f"{LIB}/Pack/{posixpath.basename(rel)}", content, 500 << 10)
+    w.torrent("e" * 40, P, list(files))
+    g = only(plan(w))
+    assert g.action == "promote", g.reason
+
+
+def test_a_waiting_big_file_ties_nothing():
+    """C's movie would converge onto B's library-linked inode, but C is still checking, so it waits:
+    C's RARBG.txt must not go ahead and tie C to B on its own (helper review of ad31988)."""
+    w = World()
+    w.file(f"{S}/C/C.mkv", "movie-B", MOVIE)
+    w.file(f"{S}/C/RARBG.txt", "RARBG", 30)
+    w.torrent("c" * 40, S, ["C/C.mkv", "C/RARBG.txt"], state="checkingUP")
+    _release(w, "b" * 40, "B", "movie-B")
+    w.link(f"{S}/B/B.mkv", LIB + "/B/B.mkv")
+    p = plan(w)
+    assert not [s.args["path"] for g in p.groups for s in g.steps if s.kind == "converge"]
