@@ -77,7 +77,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from qbhook.clients.model import PART_SUFFIX, SEEDING_STATES
 from qbhook.decide.facts import (
@@ -87,9 +87,8 @@ from qbhook.decide.facts import (
     Snapshot,
     TorrentFact,
     canonical_path,
-    incidental,
+    incidental_in,
     may_write_at,
-    payload_bytes,
 )
 from qbhook.decide.plan import Action, Converge, ConvergeKeep, Delete, GroupPlan, Step
 from qbhook.paths import is_within
@@ -112,6 +111,7 @@ class _Usage:
     busy: frozenset[InodeKey]  # used by a torrent that is not settled, or at priority 0
     claimed: frozenset[InodeKey]  # duplicated inodes some torrent of the snapshot uses
     unseen_sizes: frozenset[int]  # sizes of the wanted files of unsettled torrents the snapshot could not place
+    owners: Mapping[InodeKey, frozenset[str]] = field(default_factory=dict)  # claimed inode -> its torrents
 
 
 _USAGE = "converge.usage"  # its key in Snapshot.derived
@@ -125,7 +125,7 @@ def _usage(snap: Snapshot) -> _Usage:
     if got is None:
         dup = {k for keys in snap.content.values() if len(keys) > 1 for k in keys}
         busy: set[InodeKey] = set()
-        claimed: set[InodeKey] = set()
+        owners: dict[InodeKey, set[str]] = {}
         unseen: set[int] = set()
         for t in snap.torrents:
             if not _settled(t):
@@ -133,8 +133,12 @@ def _usage(snap: Snapshot) -> _Usage:
                 unseen.update(f.size for f in t.files if f.inode is None and f.priority != 0)
             else:
                 busy.update(f.inode for f in t.files if f.inode is not None and not f.priority)
-            claimed.update(f.inode for f in t.files if f.inode in dup)
-        got = snap.derived[_USAGE] = _Usage(frozenset(busy), frozenset(claimed), frozenset(unseen))
+            for f in t.files:
+                if f.inode in dup:
+                    owners.setdefault(f.inode, set()).add(t.hash)
+        frozen = {k: frozenset(v) for k, v in owners.items()}
+        got = _Usage(frozenset(busy), frozenset(owners), frozenset(unseen), frozen)
+        snap.derived[_USAGE] = got
     return got
 
 
@@ -286,19 +290,20 @@ def plan_group(snap: Snapshot, group: list[TorrentFact]) -> Convergence | None:
     now or later (a Convergence without steps: its duplicates all wait, ``Convergence.waiting``).
 
     A file incidental to the payload (``facts.incidental``: an .nfo, a tracker's .txt) converges
-    onto an inode outside the group only when a file that is not incidental does too: then the
-    payloads are one payload, and its small files follow it (else the next plan, seeing one group,
-    would converge them then). Otherwise it converges among the group's own inodes only: a
-    coincidence of a few bytes never ties a seed-only payload to a library or another payload."""
+    onto an inode outside the group only onto the party a file that is not incidental converges
+    onto in this plan (``tied_to``: that torrent's files, that library folder's): then the payloads
+    are one, and its small files follow it (else the next plan, seeing one group, would converge
+    them then). Otherwise it converges among the group's own inodes only: a coincidence of a few
+    bytes never ties a seed-only payload to a library or another payload, nor a tied one to a
+    third."""
     users: dict[InodeKey, list[tuple[TorrentFact, int]]] = {}
     for t in group:
         for f in t.files:
             if f.inode is not None and f.inode in snap.inodes:
                 users.setdefault(f.inode, []).append((t, f.priority))
-    payload = payload_bytes(group)
+    small = incidental_in(group)
     chosen: list[tuple[InodeFact, InodeKey]] = []  # (duplicate, the inode it converges onto)
-    deferred: list[tuple[InodeFact, InodeKey, InodeKey | None]] = []  # incidental: (dup, outside, own)
-    tied = False  # a file that is not incidental converges onto an inode outside the group
+    deferred: list[tuple[InodeFact, list[InodeKey]]] = []  # incidental, onto another group: (dup, candidates)
     for key in sorted(users):
         inode = snap.inodes[key]
         if inode.size == 0 or inode.content is None or inode.external_links or not inode.seeding_paths:
@@ -306,16 +311,60 @@ def plan_group(snap: Snapshot, group: list[TorrentFact]) -> Convergence | None:
         keys = candidates(snap, inode)
         if len(keys) < 2:
             continue
-        keys = [c for c in keys if c == key or _in_use(snap, snap.inodes[c])]
+        use = _usage(snap)
+        keys = [c for c in keys if c == key or snap.inodes[c].external_links or c in use.claimed]
         k = keeper(snap, keys)
-        if k != key and k not in users and incidental(inode.size, payload):
-            own = [c for c in keys if c in users]
-            deferred.append((inode, k, keeper(snap, own) if len(own) > 1 else None))
+        if k != key and k not in users and small(inode.size):
+            deferred.append((inode, keys))
             continue
-        tied = tied or (k != key and k not in users)
         chosen.append((inode, k))
-    chosen += [(inode, outside if tied else own) for inode, outside, own in deferred if (outside if tied else own)]
-    return _converge_steps(snap, users, chosen)
+    conv = _converge_steps(snap, users, chosen)
+    if deferred:
+        outside = {k for _inode, k in chosen if k not in users and conv and _made(conv, k)}
+        ours = tied_to(snap, outside)
+        rest = []
+        for inode, keys in deferred:
+            mine = [c for c in keys if c in users or ours(snap.inodes[c])]
+            if len(mine) > 1:
+                rest.append((inode, keeper(snap, mine)))
+        conv = _joined(conv, _converge_steps(snap, users, rest))
+    return conv
+
+
+def tied_to(snap: Snapshot, kept: Iterable[InodeKey]) -> Callable[[InodeFact], bool]:
+    """Whether an inode belongs to the party of ``kept`` (inodes a payload is tied to): it is a file
+    of a torrent that uses one of them, or has a link in a folder where one of them has a library
+    link (the movie's folder holds its .nfo). Nothing belongs to no party."""
+    kept = [snap.inodes[k] for k in kept]
+    if not kept:
+        return lambda _inode: False
+    owners = _usage(snap).owners
+    hashes = {h for i in kept for h in owners.get(i.key, ())}
+    folders = {posixpath.dirname(p) for i in kept for p in i.other_paths}
+
+    def ours(inode: InodeFact) -> bool:
+        if hashes & owners.get(inode.key, frozenset()):
+            return True
+        return any(posixpath.dirname(p) in folders for p in inode.other_paths)
+
+    return ours
+
+
+def _made(conv: Convergence, k: InodeKey) -> bool:
+    """Whether ``conv`` has a step onto ``k`` (not only a wait)."""
+    return any((s.keep.fsid, s.keep.ino) == k for s in conv.steps)
+
+
+def _joined(a: Convergence | None, b: Convergence | None) -> Convergence | None:
+    if a is None or b is None:
+        return a or b
+    return Convergence(
+        a.steps + b.steps,
+        a.bytes_freed + b.bytes_freed,
+        a.inodes + b.inodes,
+        a.onto_library + b.onto_library,
+        a.waiting + b.waiting,
+    )
 
 
 def _converge_steps(
