@@ -107,8 +107,8 @@ class PolicyConfig:
     demote_categories: tuple[str, ...] = ()
     # Seconds since completion before a torrent may demote.
     min_seeding_age: float = 0.0
-    # Seconds since completion before a plan made for an event may demote (the *arr's import
-    # polling comes first; a sweep is not held back). 0: off.
+    # Seconds since completion before `serve`'s plans (its jobs' and its sweeper's) may demote (the
+    # *arr's import polling comes first; a person's plan/apply/sweep is not held back). 0: off.
     import_grace: float = 900.0
     # Maintain demote_require_tag ourselves from the link facts.
     tag_no_external_links: bool = False

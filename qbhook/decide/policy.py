@@ -4,12 +4,15 @@ Pure: a group of torrent facts and the ``policy:`` settings in, a reason (or Non
 the planner (to decide) and the snapshot (to skip hashing groups the policy holds back) ask
 here, so fact gathering never has to import the decider.
 
-``import_grace``: a plan made for an event (``after_event``) does not demote a group with a
-torrent completed less than that ago. qBittorrent's "finished" hook fires seconds after
-completion, while an *arr polls its download client about once a minute and then imports
+``import_grace``: an automatic plan (``after_event``: `serve`'s, made for an event's job or by
+its sweeper, no person asking) does not demote a group with a torrent completed less than that
+ago. qBittorrent's "finished" hook fires seconds after completion, and a sweep may come as
+soon, while an *arr polls its download client about once a minute and then imports
 (hardlinks) the files: a demotion then would copy a payload that is about to gain a library
 link. The reason starts as ``min_seeding_age``'s does, so every sweep re-plans the group
-(``worker._UNSETTLED_STAYS``) and demotes it once the *arr had its chance.
+(``worker._UNSETTLED_STAYS``) and demotes it once the *arr had its chance. A person's `qbhook
+plan`/`apply`/`sweep` is not held back. The snapshot's hashing asks the same question with the
+same flag, so it reads nothing for a demotion this holds back.
 """
 
 from __future__ import annotations

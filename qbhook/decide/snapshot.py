@@ -87,8 +87,12 @@ class SnapshotBuilder:
         progress: Progress | None = None,
         hash_budget: int = 0,
         background: bool = False,
+        after_event: bool = False,
     ):
         self.cfg = cfg
+        # The plan this snapshot is for is an automatic one (``policy_blocks_demote``): a group
+        # that plan will not demote yet is not hashed for a demotion either.
+        self.after_event = after_event
         # One budget for every hash this snapshot asks for; what it leaves unhashed blocks its
         # group ("not hashed yet") until a later run hashes it.
         self.budget = HashBudget(hash_budget)
@@ -452,7 +456,7 @@ class SnapshotBuilder:
             if None in src or len(src) > 1:
                 continue  # blocked by the planner: outside the seeding roots or spanning pools
             if src.pop() is primary:
-                if policy_blocks_demote(group, self.cfg.policy, now):
+                if policy_blocks_demote(group, self.cfg.policy, now, after_event=self.after_event):
                     continue
                 need |= self._demotion_hashes(facts, cold, now, need)
             else:
@@ -709,10 +713,19 @@ def build_snapshot(
     infos=None,
     hash_budget: int = 0,
     background: bool = False,
+    after_event: bool = False,
 ) -> Snapshot:
     """``hash_budget``: bytes this snapshot may hash (0: no limit); ``background``: hash at idle
-    I/O and nice 19 (``qbhook.hashing``). Built with the cyclic collector paused (``decide.heap``)."""
+    I/O and nice 19 (``qbhook.hashing``); ``after_event``: for ``make_plan(after_event=True)``, so
+    its hashing skips what that plan holds back (``policy_blocks_demote``). Built with the cyclic
+    collector paused (``decide.heap``)."""
     with collector_paused():
         return SnapshotBuilder(
-            cfg, catalog, list(clients), progress=progress, hash_budget=hash_budget, background=background
+            cfg,
+            catalog,
+            list(clients),
+            progress=progress,
+            hash_budget=hash_budget,
+            background=background,
+            after_event=after_event,
         ).build(hashes, now=now, infos=infos)

@@ -146,7 +146,7 @@ class Service:
                 ex = None if self.gate.runs else self.executor_for(self.cfg, cat, self.clients)
                 if ex is None:
                     log.warning("sweep applies nothing: run(s) %s did not finish", ", ".join(map(str, self.gate.runs)))
-                sweep(self.cfg, cat, self.clients, executor=ex)
+                sweep(self.cfg, cat, self.clients, executor=ex, automatic=True)  # no one asked: import_grace
             except UnfinishedRuns as e:
                 self.gate.refused(e)
                 log.error("sweep failed: %s", e.message)

@@ -27,7 +27,7 @@ Why skipping a group is sound. A decision (``qbhook.decide``) is a pure function
    see ``_CONTENT_MIN_SIZE``). A library copy's deletion names no inode: the stay it
    explains is re-planned every sweep (``_UNSETTLED_STAYS``);
 3. configuration. Covered: a changed config digest re-plans everything;
-4. time: ``min_seeding_age`` waits are re-planned every sweep (``_UNSETTLED_STAYS``);
+4. time: ``min_seeding_age`` and ``import_grace`` waits are re-planned every sweep (``_UNSETTLED_STAYS``);
    settle time and hash budgets only ever block, and blocked is re-planned every sweep.
 
 Every decision other than a settled stay (demote, promote, converge, blocked, skip, a
@@ -234,8 +234,9 @@ def handle_job(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job
             + (f" (unknown hashes: {', '.join(missing)})" if missing else ""),
             **({"rejected_paths": rejected} if rejected else {}),
         }
-    snap = build_snapshot(cfg, catalog, clients, hashes=sorted(hashes), infos=infos)
-    plan = make_plan(snap, cfg.policy, after_event=True)  # moments after the event: policy.import_grace
+    # Moments after the event: policy.import_grace, for the plan and the hashing it asks for alike.
+    snap = build_snapshot(cfg, catalog, clients, hashes=sorted(hashes), infos=infos, after_event=True)
+    plan = make_plan(snap, cfg.policy, after_event=True)
     maintain_tags(cfg, clients, snap, plan)
     # The torrent index learns these torrents from what was just read (no extra request).
     indexer.record_snapshot(catalog, infos, snap)
@@ -265,7 +266,7 @@ def _swept(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job, ex
     so it re-plans (and, with ``auto_apply``, applies) their groups and the kept names' alike.
     Waiting for the sweeper instead could take ``server.sweep_interval`` (hours), or for ever
     under ``serve --no-sweep``."""
-    out = sweep(cfg, catalog, clients, executor=executor)
+    out = sweep(cfg, catalog, clients, executor=executor, automatic=True)
     result = {
         "groups": out["pending"],
         "note": (
@@ -281,25 +282,37 @@ def _swept(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job, ex
     return result
 
 
-def sweep(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], *, executor=None, progress=None) -> dict:
+def sweep(
+    cfg: Config,
+    catalog: Catalog,
+    clients: Iterable[ClientPort],
+    *,
+    executor=None,
+    progress=None,
+    automatic: bool = False,
+) -> dict:
     """Incremental scan + sync, then re-plan what may have changed (+ apply when policy allows).
 
-    See the module docstring for which groups are re-planned and why the others may be
-    skipped, and for which of its commits are durable at once (``_Commits``).
+    ``automatic``: `serve` sweeps, no person asked (its sweeper, a ``_swept`` job): its plans hold
+    back what ``policy.import_grace`` does (``policy_blocks_demote``), as a job's do. A person's
+    `qbhook sweep` is not held back. See the module docstring for which groups are re-planned and
+    why the others may be skipped, and for which of its commits are durable at once (``_Commits``).
     """
     commits = _Commits(catalog.conn)
     try:
-        return _sweep(cfg, catalog, list(clients), commits, executor, progress)
+        return _sweep(cfg, catalog, list(clients), commits, executor, progress, automatic)
     finally:
         commits.acts()  # the connection as it was, however the sweep ended
 
 
-def _sweep(cfg: Config, catalog: Catalog, clients: list[ClientPort], commits: _Commits, executor, progress) -> dict:
+def _sweep(
+    cfg: Config, catalog: Catalog, clients: list[ClientPort], commits: _Commits, executor, progress, automatic: bool
+) -> dict:
     t0 = time.time()
     clock = _Phases()
 
     def replan() -> tuple[tuple[dict, list], Plan | None]:
-        out, plan, tagged = _scan_sync_replan(cfg, catalog, clients, commits, progress, t0, clock)
+        out, plan, tagged = _scan_sync_replan(cfg, catalog, clients, commits, progress, t0, clock, automatic)
         if not (cfg.policy.auto_apply and plan is not None and plan.actionable):
             return (out, tagged), None
         commits.acts()  # the executor's journal: durable before each act (synchronous=FULL)
@@ -331,7 +344,14 @@ def _sweep(cfg: Config, catalog: Catalog, clients: list[ClientPort], commits: _C
 
 
 def _scan_sync_replan(
-    cfg: Config, catalog: Catalog, clients: list[ClientPort], commits: _Commits, progress, t0: float, clock: _Phases
+    cfg: Config,
+    catalog: Catalog,
+    clients: list[ClientPort],
+    commits: _Commits,
+    progress,
+    t0: float,
+    clock: _Phases,
+    automatic: bool,
 ) -> tuple[dict, Plan | None, list]:
     """The sweep's plan source: scans, index sync, the re-plan of what may have changed. Returns
     the sweep's result so far, the plan (None: nothing dirty, no snapshot) and the tag changes."""
@@ -351,7 +371,7 @@ def _scan_sync_replan(
     why: dict[str, int] = {}
     dirty = None if full_why else _dirty_torrents(catalog.conn, idx, memo, synced, why, generation)
     clock.lap("choose")
-    plan, tagged, listing = _replan(cfg, catalog, idx, clients, synced, dirty, progress)
+    plan, tagged, listing = _replan(cfg, catalog, idx, clients, synced, dirty, progress, automatic)
     if plan is None:  # no snapshot to read the pools from: the checks that need no plan
         alerts.pool_checks(cfg, catalog.conn, _pool_space(cfg))
     groups = plan.groups if plan is not None else []
@@ -531,8 +551,10 @@ def _replan(
     synced,
     dirty: set[str] | None,
     progress,
+    automatic: bool,
 ):
-    """(plan or None, tags changed, where file lists came from) for ``dirty`` (None: everything)."""
+    """(plan or None, tags changed, where file lists came from) for ``dirty`` (None: everything).
+    ``automatic``: `serve`'s sweep (``sweep``)."""
     if dirty is not None and not dirty:
         return None, 0, "none"
     # Typing every stored record for the view costs more than the rest of an unchanged sweep.
@@ -545,13 +567,14 @@ def _replan(
         if not dirty:
             return None, 0, listing
     if view is None:
-        snap = _snapshot(cfg, catalog, clients, None, None, HashBudget(cfg.scan.hash_budget), progress)
-        plan = make_plan(snap, cfg.policy)
+        budget = HashBudget(cfg.scan.hash_budget)
+        snap = _snapshot(cfg, catalog, clients, None, None, budget, progress, after_event=automatic)
+        plan = make_plan(snap, cfg.policy, after_event=automatic)
         tagged = maintain_tags(cfg, clients, snap, plan)
         seen = _AlertView(snap.pools, [_AlertTorrent.of(t) for t in snap.torrents])
         del snap
     else:
-        plan, seen, tagged = _plan_in_chunks(cfg, catalog, idx, clients, view, dirty, progress)
+        plan, seen, tagged = _plan_in_chunks(cfg, catalog, idx, clients, view, dirty, progress, automatic)
     idx.record_decisions(plan.groups)
     alerts.sweep_checks(cfg, catalog.conn, seen, plan, partial=dirty is not None)
     return plan, tagged, listing
@@ -586,7 +609,7 @@ _MEMO_KEY = "sweep.replan"
 # yet: changes are taken as planned only up to the scan before it. One that never finished
 # (a killed process) stops holding the mark back after this long.
 _UNFINISHED_SCAN_S = 3600.0
-# Stays re-planned every sweep: ones that may end with time alone (min_seeding_age), and one
+# Stays re-planned every sweep: ones that may end with time alone (min_seeding_age, import_grace), and one
 # that rests on another inode's existence (a library's own copy of the content: its removal
 # is a deleted inode, which no changed-inode query can name).
 _UNSETTLED_STAYS = ("policy: completed less than", "same content is used by a library")
@@ -885,12 +908,14 @@ def _snapshot(
     progress,
     listing=None,
     skipping=None,
+    *,
+    after_event: bool = False,
 ):
     """build_snapshot with one hash budget for the whole sweep, whatever the number of chunks.
     ``listing``: every torrent, when ``infos`` is a chunk of them, and ``skipping`` what the index
-    says of their skipped files (``SnapshotBuilder.build``)."""
+    says of their skipped files (``SnapshotBuilder.build``); ``after_event``: as ``make_plan``'s."""
     # background hashing: idle I/O, nice 19, at most scan.hash_budget bytes per sweep
-    b = SnapshotBuilder(cfg, catalog, list(clients), progress=progress, background=True)
+    b = SnapshotBuilder(cfg, catalog, list(clients), progress=progress, background=True, after_event=after_event)
     b.budget = budget
     return b.build(hashes, infos=infos, listing=listing, skipping=skipping)
 
@@ -913,7 +938,14 @@ def _chunks(idx: TorrentIndex, infos, hashes: set[str] | None) -> list[list[str]
 
 
 def _plan_in_chunks(
-    cfg: Config, catalog: Catalog, idx: TorrentIndex, clients: Iterable[ClientPort], view, hashes, progress
+    cfg: Config,
+    catalog: Catalog,
+    idx: TorrentIndex,
+    clients: Iterable[ClientPort],
+    view,
+    hashes,
+    progress,
+    automatic: bool,
 ):
     """(merged plan, what the alerts read, tags changed) for ``hashes`` (None: every torrent).
 
@@ -924,6 +956,7 @@ def _plan_in_chunks(
     was behind the disk) are planned again through the closure.
     """
     budget = HashBudget(cfg.scan.hash_budget)
+    grace = {"after_event": automatic}  # `serve`'s sweep: policy.import_grace, to plan and to hash alike
     groups: list = []
     seen = _AlertView((), [])
     tagged = 0
@@ -938,19 +971,21 @@ def _plan_in_chunks(
             if not incomplete:
                 break
             groups = [g for g in groups if not incomplete.intersection(g.torrents)]
-            snap = _snapshot(cfg, catalog, view[0], sorted(incomplete), view[1], budget, progress, skipping=skipping)
+            snap = _snapshot(
+                cfg, catalog, view[0], sorted(incomplete), view[1], budget, progress, skipping=skipping, **grace
+            )
         elif chunk is None or hashes is not None:
-            snap = _snapshot(cfg, catalog, view[0], chunk, view[1], budget, progress, skipping=skipping)
+            snap = _snapshot(cfg, catalog, view[0], chunk, view[1], budget, progress, skipping=skipping, **grace)
         else:
             members = set(chunk)
             # The whole listing too: a torrent of another chunk that may still write makes what is linked
             # where it keeps its content wait (converge.write_prefixes), as it would in one snapshot.
             part_infos = [t for t in view[1] if t.hash in members]
             snap = _snapshot(
-                cfg, catalog, view[0], None, part_infos, budget, progress, listing=view[1], skipping=skipping
+                cfg, catalog, view[0], None, part_infos, budget, progress, listing=view[1], skipping=skipping, **grace
             )
             incomplete |= _split_groups(idx, snap, members)
-        part = make_plan(snap, cfg.policy)
+        part = make_plan(snap, cfg.policy, **grace)
         # a group the closure pulled into two chunks (the index behind the disk) is planned once
         have = {h for g in groups for h in g.torrents}
         part = Plan(groups=[g for g in part.groups if not have.intersection(g.torrents)], created_at=part.created_at)

@@ -10,6 +10,8 @@ why it cannot queue, making and changing nothing.
 from __future__ import annotations
 
 import os
+import re
+import socket
 
 import pytest
 import yaml
@@ -155,3 +157,70 @@ def test_setup_direct_refuses_when_the_user_cannot_be_told(tmp_path, monkeypatch
     assert r.stderr.splitlines()[0].startswith(f"qbhook: qBittorrent default: --mode direct refused: {why}")
     assert asked == []
     assert not cat.exists()
+
+
+def _own_lan_address() -> str | None:
+    """A non-loopback address of this host: the source the kernel picks toward a TEST-NET address
+    (a UDP connect sends nothing)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("203.0.113.1", 9))
+            addr = s.getsockname()[0]
+    except OSError:
+        return None
+    return None if addr.startswith("127.") else addr
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["0.0.0.0", "127.0.0.1", "localhost", pytest.param("lan", id="this host's LAN address")],
+)
+def test_a_web_ui_url_naming_this_host_by_any_of_its_addresses_is_this_host(tmp_path, host):
+    """The host's own LAN address and 0.0.0.0 (a common Web UI setting) were refused as "not this
+    host": only loopback and the host name counted."""
+    if host == "lan":
+        host = _own_lan_address()
+        if host is None:
+            pytest.skip("this host has no non-loopback IPv4 address")
+    fake_proc(tmp_path / "proc", uid=0)
+    got = owner.web_ui_process(f"http://{host}:8080", str(tmp_path / "proc"))
+    assert (got.pid, got.name, got.uid) == (4242, "qbittorrent-nox", 0)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://10.9.8.7:8080", "http://198.51.100.7:8080", "http://name.invalid:8080", "http://:8080"]
+)
+def test_a_web_ui_url_naming_another_host_is_not_this_host(tmp_path, url):
+    fake_proc(tmp_path / "proc", uid=0)
+    with pytest.raises(owner.CannotTell, match="is not this host"):
+        owner.web_ui_process(url, str(tmp_path / "proc"))
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://127.0.0.1:99999", "Port out of range"),
+        ("http://127.0.0.1:eighty", "Port could not be cast"),
+        ("http://[::1:8080", "Invalid IPv6 URL"),
+    ],
+)
+def test_a_web_ui_url_with_a_bad_port_cannot_tell_instead_of_a_traceback(tmp_path, url, why):
+    fake_proc(tmp_path / "proc", uid=0)
+    with pytest.raises(owner.CannotTell, match=f"^{re.escape(url)} cannot be read as a URL: {why}"):
+        owner.web_ui_process(url, str(tmp_path / "proc"))
+
+
+def test_a_proc_whose_processes_cannot_be_listed_cannot_tell_instead_of_a_traceback(tmp_path, monkeypatch):
+    """Its net/ tables read, its process list refused (a hardened /proc, hidepid): CannotTell."""
+    proc = tmp_path / "proc"
+    fake_proc(proc, uid=0)
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == str(proc):
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(owner.CannotTell, match=f"^the processes of {re.escape(str(proc))} cannot be listed: Perm"):
+        owner.web_ui_process("http://127.0.0.1:8080", str(proc))

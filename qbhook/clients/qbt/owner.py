@@ -1,8 +1,10 @@
 """Which user a qBittorrent runs as, told from this host's /proc: `setup qbittorrent --mode direct`
 asks it, since a direct hook runs `qbhook hook` as that user.
 
-Model: qBittorrent is the process listening on its Web UI's port. The URL must name this host
-(loopback or its host name); ``/proc/net/tcp`` and ``tcp6`` (this network namespace) give the
+Model: qBittorrent is the process listening on its Web UI's port. The URL must name this host:
+its host name, or a name or address an ephemeral socket here can be bound to (loopback, a LAN
+address of its own, ``0.0.0.0``: the kernel's own answer for this network namespace, with no
+interface list to read); ``/proc/net/tcp`` and ``tcp6`` (this network namespace) give the
 listening socket's inode, the ``fd`` links of ``/proc/PID`` the process holding it (another
 user's need root to read), its ``comm`` whether it is qBittorrent at all (a container's port is
 held by a proxy, and a hook there runs inside the container), and ``status`` its effective uid.
@@ -34,9 +36,12 @@ class CannotTell(Exception):
 def web_ui_process(url: str, proc: str | None = None) -> WebUiProcess:
     """The qBittorrent process serving ``url`` on this host, or CannotTell."""
     proc = proc or PROC
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as e:  # a port out of range or not a number, an unclosed [IPv6 address
+        raise CannotTell(f"{url} cannot be read as a URL: {e}") from None
     if not _this_host(host):
         raise CannotTell(f"{url} is not this host, so the user qBittorrent runs as cannot be told")
     inodes = _listening(port, proc)
@@ -59,9 +64,26 @@ def web_ui_process(url: str, proc: str | None = None) -> WebUiProcess:
 
 
 def _this_host(host: str) -> bool:
+    if not host:
+        return False
     if host in ("localhost", socket.gethostname().lower()):
         return True
-    return host.startswith("127.") or host in ("::1", "[::1]")
+    try:
+        found = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False  # a name this host cannot resolve: not one it answers to
+    return any(_bindable(family, sockaddr) for family, _t, _p, _c, sockaddr in found)
+
+
+def _bindable(family: int, sockaddr: tuple) -> bool:
+    """Whether ``sockaddr`` (port 0) is this host's own address (or the unspecified one): binding
+    fails with EADDRNOTAVAIL for any other."""
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind(sockaddr)
+    except OSError:
+        return False
+    return True
 
 
 def _listening(port: int, proc: str) -> set[str]:
@@ -82,7 +104,12 @@ def _listening(port: int, proc: str) -> set[str]:
 
 def _holder(inodes: set[str], proc: str) -> int | None:
     wanted = {f"socket:[{i}]" for i in inodes}
-    for entry in os.scandir(proc):
+    try:
+        with os.scandir(proc) as it:
+            entries = list(it)
+    except OSError as e:
+        raise CannotTell(f"the processes of {proc} cannot be listed: {e.strerror}") from None
+    for entry in entries:
         if not entry.name.isdigit():
             continue
         try:

@@ -718,3 +718,84 @@ def test_a_finished_event_waits_out_the_import_grace_before_demoting(bed, monkey
     bed.qbt.torrents_raw[H1]["completion_on"] = int(time.time()) - 901
     result = worker.handle_job(cfg, bed.cat, [bed.qbt], finished_job(), executor=Executor())
     assert [g["action"] for g in result["groups"]] == ["demote"] and applied == [["demote"]], result
+
+
+def _fresh_film(bed, monkeypatch, completed_ago: float):
+    """A movies torrent on the primary pool, completed ``completed_ago`` s ago; auto_apply and
+    tag_no_external_links. Returns the config, an executor, what it applied, and the groups the
+    snapshot asked demotion hashes for (``SnapshotBuilder._demotion_hashes``: reuse candidates,
+    unsettled files; a payload's size in reads)."""
+    cfg = dataclasses.replace(
+        bed.cfg, policy=dataclasses.replace(bed.cfg.policy, tag_no_external_links=True, auto_apply=True)
+    )
+    assert cfg.policy.import_grace == 900 and cfg.policy.min_seeding_age == 0
+    monkeypatch.setattr(worker, "maintain_tags", lambda *a: 0)  # the fake client keeps no tags
+    bed.payload(H1, bed.seed_s, "Fresh", {"fresh.mkv": b"fresh data" * 50}, category="movies", tags="")
+    bed.qbt.torrents_raw[H1]["completion_on"] = int(time.time() - completed_ago)
+    applied: list = []
+    hashing: list = []
+    real = snapshot.SnapshotBuilder._demotion_hashes
+
+    def demotion_hashes(self, facts, *a):
+        hashing.append(len(facts))
+        return real(self, facts, *a)
+
+    monkeypatch.setattr(snapshot.SnapshotBuilder, "_demotion_hashes", demotion_hashes)
+
+    class Executor:
+        def apply(self, plan, trigger, group_ids=None, dry_run=False):
+            applied.append([g.action for g in plan.groups if g.actionable])
+            return _Applied()
+
+    return cfg, Executor(), applied, hashing
+
+
+def test_serves_sweeps_wait_out_the_import_grace_and_hash_nothing_meanwhile(bed, monkeypatch):
+    """`serve`'s sweeper, and a job that sweeps (``_swept``: a truncated burst, ``sweep:<source>``),
+    a finished event's job aside,
+    planned without ``policy.import_grace``: with auto_apply a torrent completed seconds before
+    demoted at once, copying a payload the *arr was about to link; and the snapshot hashed it
+    (a 50 GB read, the queue waiting) for a plan that should not demote it. Within the grace both
+    hold back; after it the sweep demotes."""
+    cfg, executor, applied, hashing = _fresh_film(bed, monkeypatch, completed_ago=30)
+    queue = JobQueue(bed.cat.conn)
+    queue.enqueue(Event("qbittorrent", "torrent_finished", hashes=(H1,)), now=0.0)
+    result = worker.handle_job(cfg, bed.cat, [bed.qbt], queue.claim("w", now=0.0), executor=executor)
+    assert result["groups"][0]["action"] == "stay" and applied == [] and hashing == [], result
+    queue.complete(1, "{}")
+    queue.enqueue(Event("radarr", "media_deleted"), now=0.0)
+    result = worker.handle_job(cfg, bed.cat, [bed.qbt], queue.claim("w", now=0.0), executor=executor)
+    assert "look around" in result["note"] and applied == [] and hashing == [], result
+    assert bed.decision(H1).decision == "stay"
+    assert bed.decision(H1).decision_reason.startswith("policy: completed less than 900s ago, waiting for the *arr")
+    worker.sweep(cfg, bed.cat, [bed.qbt], executor=executor, automatic=True)  # the sweeper's: re-planned, stays
+    assert applied == [] and hashing == [] and bed.decision(H1).decision == "stay"
+    bed.qbt.torrents_raw[H1]["completion_on"] = int(time.time() - 901)
+    out = worker.sweep(cfg, bed.cat, [bed.qbt], executor=executor, automatic=True)
+    assert applied == [["demote"]] and out["plan"]["demote"] == 1 and hashing == [1], out
+
+
+def test_a_persons_sweep_is_not_held_back_by_the_import_grace(bed, monkeypatch):
+    """`qbhook sweep` (and `plan`/`apply`): a person asked, nothing waits for an *arr's poll."""
+    cfg, executor, applied, hashing = _fresh_film(bed, monkeypatch, completed_ago=30)
+    out = worker.sweep(cfg, bed.cat, [bed.qbt], executor=executor)
+    assert applied == [["demote"]] and out["plan"]["demote"] == 1 and hashing == [1], out
+
+
+def test_the_sweeper_thread_sweeps_as_automatic(bed, monkeypatch):
+    from qbhook.events import service
+
+    cfg = dataclasses.replace(bed.cfg, server=dataclasses.replace(bed.cfg.server, sweep_interval=0.01))
+    svc = service.Service(cfg, [bed.qbt], lambda *a: None, host="127.0.0.1", port=0, sweeper=True)
+    asked = []
+
+    def sweep(*a, **kw):
+        asked.append(kw.get("automatic"))
+        svc.stop.set()
+
+    monkeypatch.setattr(service, "sweep", sweep)
+    try:
+        svc.sweeper_main()
+    finally:
+        svc.server.close()
+    assert asked == [True]
