@@ -230,6 +230,7 @@ _Walk = tuple[
     int, "list[bytes] | dict[bytes, int]", list, list[bytes], int, int, int, "_OutputMemo | None", set[int], "_Loaded"
 ]
 
+_FLUSH_EVERY = 5000  # changes a Python walk writes at a time (_flush)
 _NO_ROW_SEEN = object()  # _Loaded.was of a path the walk did not say: never equal to a row
 
 
@@ -248,13 +249,17 @@ class _Loaded:
 
     generation: int | None
     was: dict[bytes, int | None] = field(default_factory=dict)
+    # Whether the last ``current`` found the generation where ``generation`` left it: only
+    # then are the writes that follow the only ones since, and the baseline may advance.
+    unmoved: bool = False
 
     def current(self, catalog: Catalog, changes: list, gone: list[bytes]) -> tuple[list, list[bytes]]:
         """``changes`` ((path, fs, stat)) and ``gone`` (paths) without those whose row another writer
         changed since the walk loaded it. Called in the writing transaction, so that nobody writes
         between this look and the writes; reads the rows (500 a query) only if the generation moved.
         Afterwards the scan's own writes in that transaction are not another's (``wrote``)."""
-        if self.generation is not None and catalog.generation() == self.generation:
+        self.unmoved = self.generation is not None and catalog.generation() == self.generation
+        if self.unmoved:
             return changes, gone
         rows = catalog.stat_rows([p for p, _fs, _st in changes] + gone)
         was = self.was
@@ -273,9 +278,14 @@ class _Loaded:
         return kept, dropped
 
     def wrote(self, catalog: Catalog) -> None:
-        """In the writing transaction, after its writes: they are the walk's own, not another's."""
-        self.generation = catalog.generation()
-        self.was.clear()
+        """In the writing transaction, after its writes: they are the walk's own, not another's.
+
+        A flush re-checks only its own batch; the rows the walk loaded for the rest (the paths
+        it will drop, the changes still to come) are as old as before. So the baseline moves up
+        only if nobody else wrote since the last look; else it is None, and every later
+        ``current`` re-reads its rows."""
+        self.generation = catalog.generation() if self.unmoved else None
+        self.was.clear()  # the batch's paths: written, or left to the next scan
 
 
 def _on_unmounted(catalog: Catalog, vanished: list[bytes], seen_fs: set[int]) -> dict[str, list[bytes]]:
@@ -410,7 +420,7 @@ def _python_walk(
                             if rec != hash((fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink)):
                                 changes.append((path, fs, st))
                                 loaded.was[path] = rec
-                                if len(changes) >= 5000:
+                                if len(changes) >= _FLUSH_EVERY:
                                     _flush(catalog, pool, changes, scan_id, loaded)
                                 if rec is None:
                                     added += 1

@@ -589,3 +589,35 @@ def test_a_scan_leaves_rows_another_process_wrote_after_its_walk(env, tmp_path, 
     monkeypatch.undo()
     again = scan_pool(cat, cfg.primary, cfg.scan)
     assert (again.added, again.changed, again.removed) == (0, 0, 0)  # the other writer's rows are current
+
+
+def test_a_flush_keeps_the_recheck_for_paths_the_walk_found_missing(env, tmp_path, monkeypatch):
+    """A Python rescan writes its changes in batches; a batch re-checks only its own rows. A path
+    the walk found missing, put back and recorded by another process before a batch, keeps its row."""
+    cfg, cat, stash = env
+    hidden = write(stash / "t/hidden.bin", b"hidden")
+    write(stash / "t/sub/old.bin", b"old")
+    scan_pool(cat, cfg.primary, cfg.scan)
+    os.rename(hidden, tmp_path / "held.bin")  # a move's hide: t/ is listed before t/sub/ is entered
+    for i in range(4):
+        write(stash / f"t/sub/{i}.bin", b"%d" % i)
+    real = scanner._flush
+    calls = []
+
+    def other_writer_then_flush(*a, **k):
+        if not calls:
+            os.rename(tmp_path / "held.bin", hidden)  # put back, and recorded by the executor
+            other = Catalog.open(cfg.catalog)
+            try:
+                other.record_path(hidden, cfg.primary.name)
+            finally:
+                other.close()
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(scanner, "FIND_WALK", False)
+    monkeypatch.setattr(scanner, "_FLUSH_EVERY", 2)
+    monkeypatch.setattr(scanner, "_flush", other_writer_then_flush)
+    r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert calls and r.removed == 0
+    assert cat.inode_by_path(hidden).ino == os.lstat(hidden).st_ino  # not dropped
