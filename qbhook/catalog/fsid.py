@@ -305,10 +305,19 @@ def shared_id(
     """The identity of device ``was`` (the st_dev the catalog last had for ``ident.fsid``) if it is
     still mounted and still says ``ident.fsid``: a second filesystem with the same id (btrfs
     subvolumes, an LVM snapshot, a copied loop image: one UUID). None for a remount: the old
-    number gone, or another filesystem's now (numbers are handed out again after a reboot)."""
-    mounts = read_mounts() if mounts is None else mounts
-    if was == ident.dev or not any(m.dev == was for m in mounts):
+    number gone, or another filesystem's now (numbers are handed out again after a reboot).
+
+    Never for a ZFS dataset: its GUID is its own, so the old number still listed is a dead mount
+    (a FUSE one left in mountinfo), not a second dataset."""
+    if was == ident.dev or is_zfs(ident.fsid):
         return None
+    mounts = read_mounts() if mounts is None else mounts
+    try:
+        # Not mountinfo's numbers alone: a btrfs subvolume's st_dev is not its line's (found by
+        # a stat of the mount points).
+        mount_for_dev(was, mounts, marker_roots)
+    except FilesystemIdError:
+        return None  # not mounted: a remount
     try:
         other = identify(dev=was, create_marker=False, mounts=mounts, marker_roots=marker_roots)
     except FilesystemIdError:
