@@ -40,6 +40,7 @@ from qbhook.paths import is_within
 MARKER_NAME = ".qbhook-fsid"
 ZFS_TYPES = ("zfs", "fuse.zfs")
 ZFS_PREFIX = "zfs:"  # the fsid of a ZFS dataset: this and its GUID
+USER_PREFIX = "mount:user:"  # the fsid of a user's FUSE mount (Mount.trusted false): this and where
 
 
 @dataclass(frozen=True)
@@ -299,6 +300,11 @@ def is_zfs(fsid: str) -> bool:
     return fsid.startswith(ZFS_PREFIX)
 
 
+def is_user_mount(fsid: str) -> bool:
+    """Whether ``fsid`` is a less-trusted user's FUSE mount (``Mount.trusted`` false)."""
+    return fsid.startswith(USER_PREFIX)
+
+
 def shared_id(
     was: int, ident: FsIdentity, mounts: list[Mount] | None = None, marker_roots: Iterable[str | os.PathLike] = ()
 ) -> FsIdentity | None:
@@ -349,7 +355,7 @@ def identify(
         # A user's FUSE mount: its type, source and marker are the user's words. Named by where
         # it is mounted, which the kernel says, and never the same as any dataset or device.
         where = f"{m.fstype}:{m.source}:{m.mountpoint}"
-        return FsIdentity(f"mount:user:{where}", "mount", m.fstype, m.source, m.mountpoint, dev)
+        return FsIdentity(f"{USER_PREFIX}{where}", "mount", m.fstype, m.source, m.mountpoint, dev)
     if m.fstype in ZFS_TYPES:
         guid = zfs_guid(m.source)
         return FsIdentity(f"{ZFS_PREFIX}{guid}", "zfs", m.fstype, m.source, m.mountpoint, dev)

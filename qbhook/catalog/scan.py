@@ -30,7 +30,7 @@ import select
 import stat as stat_mod
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import blake3
@@ -85,6 +85,7 @@ def scan_pools(
     progress: Progress | None = None,
     allow_mass_delete: bool = False,
     runs: dict[str, FindRun] | None = None,
+    forget_unmounted: Iterable[str] = (),
 ) -> list[ScanResult]:
     """scan_pool() of each pool, in order, with every pool's find started before any is compared.
 
@@ -95,12 +96,17 @@ def scan_pools(
     ``runs``: finds the caller already started on these pools' roots (findwalk.start_finds,
     e.g. before the catalog was opened); they are used as if started here, and closed here on
     every path out. Without it, a find is started for each pool that has catalogued paths.
+
+    ``forget_unmounted``: mount points whose filesystem's paths are dropped like any vanished
+    path though it is not mounted (its files are gone for good), instead of kept (_on_unmounted).
     """
+    forget = frozenset(os.path.abspath(m) for m in forget_unmounted)
     if runs is None:
         runs = findwalk.start_finds(pools, scan_cfg, catalog.pool_has_paths) if FIND_WALK else {}
     try:
         return [
-            _scan(catalog, pool, scan_cfg, progress, allow_mass_delete, None, runs.get(pool.name)) for pool in pools
+            _scan(catalog, pool, scan_cfg, progress, allow_mass_delete, None, runs.get(pool.name), forget)
+            for pool in pools
         ]
     finally:
         findwalk.close_all(runs)  # those already used were closed after their walk
@@ -127,6 +133,7 @@ def _scan(
     allow_mass_delete: bool,
     subtree: str | None,
     run: FindRun | None,
+    forget: frozenset[str] = frozenset(),
 ) -> ScanResult:
     # Long on purpose: open the scan's record, walk, apply the mass-delete guard, close the record, in order.
     root = findwalk.pool_root(subtree or pool.path)
@@ -165,7 +172,7 @@ def _scan(
         and not allow_mass_delete
     )
     # Counted by the guard above (a whole pool unmounted stays a refusal), never dropped below.
-    unmounted = {} if allow_mass_delete or not vanished else _on_unmounted(catalog, list(vanished), seen_fs)
+    unmounted = {} if allow_mass_delete or not vanished else _on_unmounted(catalog, list(vanished), seen_fs, forget)
     dropped = vanished
     if unmounted:
         kept = {p for paths in unmounted.values() for p in paths}
@@ -173,10 +180,12 @@ def _scan(
         result.unmounted = sorted(unmounted)
     for mp, paths in sorted(unmounted.items()) if not refuse else ():  # a refusal names them itself
         log.warning(
-            "scan of pool %s: %s is not mounted; its %d catalogued paths are kept as they were",
+            "scan of pool %s: %s is not mounted; its %d catalogued paths are kept as they were "
+            "(gone for good? qbhook scan --forget-unmounted %s)",
             pool.name,
             shown(mp),
             len(paths),
+            shown(mp),
         )
 
     with Tx(conn) as c:
@@ -288,16 +297,26 @@ class _Loaded:
         self.was.clear()  # the batch's paths: written, or left to the next scan
 
 
-def _on_unmounted(catalog: Catalog, vanished: list[bytes], seen_fs: set[int]) -> dict[str, list[bytes]]:
+def _on_unmounted(
+    catalog: Catalog, vanished: list[bytes], seen_fs: set[int], forget: frozenset[str] = frozenset()
+) -> dict[str, list[bytes]]:
     """Mount point -> the ``vanished`` paths to keep: those of a filesystem the walk saw no file
     of and whose recorded mount point is not in the mount table now. Its files are not known to
     be gone, only out of sight (an unmounted dataset, a bind mount gone, leaving an empty folder);
-    a filesystem that is mounted, or showed any file, had its files really go."""
+    a filesystem that is mounted, or showed any file, had its files really go.
+
+    Never kept: a user's FUSE mount (fsid.is_user_mount; a less-trusted user would decide how
+    long its rows stay by not mounting it), and a mount point in ``forget`` (the admin said
+    its files are gone: ``qbhook scan --forget-unmounted``)."""
     mounted = {m.mountpoint for m in fsid.read_mounts()}
     away = {
         f.id: f.mountpoint
         for f in catalog.filesystems()
-        if f.id not in seen_fs and f.mountpoint and f.mountpoint not in mounted
+        if f.id not in seen_fs
+        and f.mountpoint
+        and f.mountpoint not in mounted
+        and f.mountpoint not in forget
+        and not fsid.is_user_mount(f.fsid)
     }
     if not away:
         return {}
