@@ -190,9 +190,12 @@ def zfs_guid(dataset: str) -> str:
         )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise FilesystemIdError(f"cannot identify ZFS dataset {dataset}: {zfs} get guid: {e}") from None
-    val = out.stdout.strip()
-    if out.returncode != 0 or not val.isdigit():
-        said = (out.stderr.strip().splitlines() or [f"exit {out.returncode}, answer {val[:40]!r}"])[0]
+    # The answer is the last line: a zfs build may print warnings before it (and the reason last).
+    said_out = [ln.strip() for ln in out.stdout.splitlines() if ln.strip()]
+    val = said_out[-1] if said_out else ""
+    if out.returncode != 0 or not (val.isascii() and val.isdigit()):
+        said_err = [ln.strip() for ln in out.stderr.splitlines() if ln.strip()]
+        said = said_err[-1][:200] if said_err else f"exit {out.returncode}, answer {val[:40]!r}"
         raise FilesystemIdError(f"cannot identify ZFS dataset {dataset}: {said}")
     return val
 
