@@ -40,6 +40,7 @@ from qbhook.paths import is_within
 MARKER_NAME = ".qbhook-fsid"
 ZFS_TYPES = ("zfs", "fuse.zfs")
 ZFS_PREFIX = "zfs:"  # the fsid of a ZFS dataset: this and its GUID
+USER_PREFIX = "mount:user:"  # the fsid of a user's FUSE mount (Mount.trusted false): this and where
 
 
 @dataclass(frozen=True)
@@ -189,9 +190,12 @@ def zfs_guid(dataset: str) -> str:
         )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise FilesystemIdError(f"cannot identify ZFS dataset {dataset}: {zfs} get guid: {e}") from None
-    val = out.stdout.strip()
-    if out.returncode != 0 or not val.isdigit():
-        said = (out.stderr.strip().splitlines() or [f"exit {out.returncode}, answer {val[:40]!r}"])[0]
+    # The answer is the last line: a zfs build may print warnings before it (and the reason last).
+    said_out = [ln.strip() for ln in out.stdout.splitlines() if ln.strip()]
+    val = said_out[-1] if said_out else ""
+    if out.returncode != 0 or not (val.isascii() and val.isdigit()):
+        said_err = [ln.strip() for ln in out.stderr.splitlines() if ln.strip()]
+        said = said_err[-1][:200] if said_err else f"exit {out.returncode}, answer {val[:40]!r}"
         raise FilesystemIdError(f"cannot identify ZFS dataset {dataset}: {said}")
     return val
 
@@ -299,16 +303,30 @@ def is_zfs(fsid: str) -> bool:
     return fsid.startswith(ZFS_PREFIX)
 
 
+def is_user_mount(fsid: str) -> bool:
+    """Whether ``fsid`` is a less-trusted user's FUSE mount (``Mount.trusted`` false)."""
+    return fsid.startswith(USER_PREFIX)
+
+
 def shared_id(
     was: int, ident: FsIdentity, mounts: list[Mount] | None = None, marker_roots: Iterable[str | os.PathLike] = ()
 ) -> FsIdentity | None:
     """The identity of device ``was`` (the st_dev the catalog last had for ``ident.fsid``) if it is
     still mounted and still says ``ident.fsid``: a second filesystem with the same id (btrfs
     subvolumes, an LVM snapshot, a copied loop image: one UUID). None for a remount: the old
-    number gone, or another filesystem's now (numbers are handed out again after a reboot)."""
-    mounts = read_mounts() if mounts is None else mounts
-    if was == ident.dev or not any(m.dev == was for m in mounts):
+    number gone, or another filesystem's now (numbers are handed out again after a reboot).
+
+    Never for a ZFS dataset: its GUID is its own, so the old number still listed is a dead mount
+    (a FUSE one left in mountinfo), not a second dataset."""
+    if was == ident.dev or is_zfs(ident.fsid):
         return None
+    mounts = read_mounts() if mounts is None else mounts
+    try:
+        # Not mountinfo's numbers alone: a btrfs subvolume's st_dev is not its line's (found by
+        # a stat of the mount points).
+        mount_for_dev(was, mounts, marker_roots)
+    except FilesystemIdError:
+        return None  # not mounted: a remount
     try:
         other = identify(dev=was, create_marker=False, mounts=mounts, marker_roots=marker_roots)
     except FilesystemIdError:
@@ -340,7 +358,7 @@ def identify(
         # A user's FUSE mount: its type, source and marker are the user's words. Named by where
         # it is mounted, which the kernel says, and never the same as any dataset or device.
         where = f"{m.fstype}:{m.source}:{m.mountpoint}"
-        return FsIdentity(f"mount:user:{where}", "mount", m.fstype, m.source, m.mountpoint, dev)
+        return FsIdentity(f"{USER_PREFIX}{where}", "mount", m.fstype, m.source, m.mountpoint, dev)
     if m.fstype in ZFS_TYPES:
         guid = zfs_guid(m.source)
         return FsIdentity(f"{ZFS_PREFIX}{guid}", "zfs", m.fstype, m.source, m.mountpoint, dev)

@@ -30,7 +30,7 @@ import select
 import stat as stat_mod
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import blake3
@@ -85,6 +85,7 @@ def scan_pools(
     progress: Progress | None = None,
     allow_mass_delete: bool = False,
     runs: dict[str, FindRun] | None = None,
+    forget_unmounted: Iterable[str] = (),
 ) -> list[ScanResult]:
     """scan_pool() of each pool, in order, with every pool's find started before any is compared.
 
@@ -95,12 +96,17 @@ def scan_pools(
     ``runs``: finds the caller already started on these pools' roots (findwalk.start_finds,
     e.g. before the catalog was opened); they are used as if started here, and closed here on
     every path out. Without it, a find is started for each pool that has catalogued paths.
+
+    ``forget_unmounted``: mount points whose filesystem's paths are dropped like any vanished
+    path though it is not mounted (its files are gone for good), instead of kept (_on_unmounted).
     """
+    forget = frozenset(os.path.abspath(m) for m in forget_unmounted)
     if runs is None:
         runs = findwalk.start_finds(pools, scan_cfg, catalog.pool_has_paths) if FIND_WALK else {}
     try:
         return [
-            _scan(catalog, pool, scan_cfg, progress, allow_mass_delete, None, runs.get(pool.name)) for pool in pools
+            _scan(catalog, pool, scan_cfg, progress, allow_mass_delete, None, runs.get(pool.name), forget)
+            for pool in pools
         ]
     finally:
         findwalk.close_all(runs)  # those already used were closed after their walk
@@ -127,6 +133,7 @@ def _scan(
     allow_mass_delete: bool,
     subtree: str | None,
     run: FindRun | None,
+    forget: frozenset[str] = frozenset(),
 ) -> ScanResult:
     # Long on purpose: open the scan's record, walk, apply the mass-delete guard, close the record, in order.
     root = findwalk.pool_root(subtree or pool.path)
@@ -165,7 +172,7 @@ def _scan(
         and not allow_mass_delete
     )
     # Counted by the guard above (a whole pool unmounted stays a refusal), never dropped below.
-    unmounted = {} if allow_mass_delete or not vanished else _on_unmounted(catalog, list(vanished), seen_fs)
+    unmounted = {} if allow_mass_delete or not vanished else _on_unmounted(catalog, list(vanished), seen_fs, forget)
     dropped = vanished
     if unmounted:
         kept = {p for paths in unmounted.values() for p in paths}
@@ -173,10 +180,12 @@ def _scan(
         result.unmounted = sorted(unmounted)
     for mp, paths in sorted(unmounted.items()) if not refuse else ():  # a refusal names them itself
         log.warning(
-            "scan of pool %s: %s is not mounted; its %d catalogued paths are kept as they were",
+            "scan of pool %s: %s is not mounted; its %d catalogued paths are kept as they were "
+            "(gone for good? qbhook scan --forget-unmounted %s)",
             pool.name,
             shown(mp),
             len(paths),
+            shown(mp),
         )
 
     with Tx(conn) as c:
@@ -230,6 +239,7 @@ _Walk = tuple[
     int, "list[bytes] | dict[bytes, int]", list, list[bytes], int, int, int, "_OutputMemo | None", set[int], "_Loaded"
 ]
 
+_FLUSH_EVERY = 5000  # changes a Python walk writes at a time (_flush)
 _NO_ROW_SEEN = object()  # _Loaded.was of a path the walk did not say: never equal to a row
 
 
@@ -248,13 +258,17 @@ class _Loaded:
 
     generation: int | None
     was: dict[bytes, int | None] = field(default_factory=dict)
+    # Whether the last ``current`` found the generation where ``generation`` left it: only
+    # then are the writes that follow the only ones since, and the baseline may advance.
+    unmoved: bool = False
 
     def current(self, catalog: Catalog, changes: list, gone: list[bytes]) -> tuple[list, list[bytes]]:
         """``changes`` ((path, fs, stat)) and ``gone`` (paths) without those whose row another writer
         changed since the walk loaded it. Called in the writing transaction, so that nobody writes
         between this look and the writes; reads the rows (500 a query) only if the generation moved.
         Afterwards the scan's own writes in that transaction are not another's (``wrote``)."""
-        if self.generation is not None and catalog.generation() == self.generation:
+        self.unmoved = self.generation is not None and catalog.generation() == self.generation
+        if self.unmoved:
             return changes, gone
         rows = catalog.stat_rows([p for p, _fs, _st in changes] + gone)
         was = self.was
@@ -273,21 +287,36 @@ class _Loaded:
         return kept, dropped
 
     def wrote(self, catalog: Catalog) -> None:
-        """In the writing transaction, after its writes: they are the walk's own, not another's."""
-        self.generation = catalog.generation()
-        self.was.clear()
+        """In the writing transaction, after its writes: they are the walk's own, not another's.
+
+        A flush re-checks only its own batch; the rows the walk loaded for the rest (the paths
+        it will drop, the changes still to come) are as old as before. So the baseline moves up
+        only if nobody else wrote since the last look; else it is None, and every later
+        ``current`` re-reads its rows."""
+        self.generation = catalog.generation() if self.unmoved else None
+        self.was.clear()  # the batch's paths: written, or left to the next scan
 
 
-def _on_unmounted(catalog: Catalog, vanished: list[bytes], seen_fs: set[int]) -> dict[str, list[bytes]]:
+def _on_unmounted(
+    catalog: Catalog, vanished: list[bytes], seen_fs: set[int], forget: frozenset[str] = frozenset()
+) -> dict[str, list[bytes]]:
     """Mount point -> the ``vanished`` paths to keep: those of a filesystem the walk saw no file
     of and whose recorded mount point is not in the mount table now. Its files are not known to
     be gone, only out of sight (an unmounted dataset, a bind mount gone, leaving an empty folder);
-    a filesystem that is mounted, or showed any file, had its files really go."""
+    a filesystem that is mounted, or showed any file, had its files really go.
+
+    Never kept: a user's FUSE mount (fsid.is_user_mount; a less-trusted user would decide how
+    long its rows stay by not mounting it), and a mount point in ``forget`` (the admin said
+    its files are gone: ``qbhook scan --forget-unmounted``)."""
     mounted = {m.mountpoint for m in fsid.read_mounts()}
     away = {
         f.id: f.mountpoint
         for f in catalog.filesystems()
-        if f.id not in seen_fs and f.mountpoint and f.mountpoint not in mounted
+        if f.id not in seen_fs
+        and f.mountpoint
+        and f.mountpoint not in mounted
+        and f.mountpoint not in forget
+        and not fsid.is_user_mount(f.fsid)
     }
     if not away:
         return {}
@@ -410,7 +439,7 @@ def _python_walk(
                             if rec != hash((fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink)):
                                 changes.append((path, fs, st))
                                 loaded.was[path] = rec
-                                if len(changes) >= 5000:
+                                if len(changes) >= _FLUSH_EVERY:
                                     _flush(catalog, pool, changes, scan_id, loaded)
                                 if rec is None:
                                     added += 1

@@ -13,10 +13,27 @@ from qbhook.units import human_bytes as _human_bytes
 @main.command()
 @click.argument("pools", nargs=-1)
 @click.option("--allow-mass-delete", is_flag=True, help="Accept that a large share of files vanished.")
+@click.option(
+    "--forget-unmounted",
+    "forget",
+    metavar="MOUNTPOINT",
+    multiple=True,
+    help="Forget the kept paths of the filesystem last mounted at MOUNTPOINT, not mounted now (repeatable).",
+)
 @click.option("--hash/--no-hash", "do_hash", default=False, help="Also hash every file lacking a valid hash (slow).")
 @pass_app
-def scan(app: App, pools, allow_mass_delete, do_hash):
-    """Incrementally scan POOLS (default: all) into the catalog."""
+def scan(app: App, pools, allow_mass_delete, forget, do_hash):
+    """Incrementally scan POOLS (default: all) into the catalog.
+
+    The paths of a nested filesystem that is not mounted are kept as they were, and said
+    ("not mounted"); if its files are gone for good, --forget-unmounted drops them, and only
+    them (--allow-mass-delete turns the guard off for every pool).
+
+    \b
+    Example:
+      qbhook scan
+      qbhook scan --forget-unmounted /stash/data/old-dataset
+    """
     from qbhook.catalog import findwalk
     from qbhook.errors import ConfigError
 
@@ -41,7 +58,13 @@ def scan(app: App, pools, allow_mass_delete, do_hash):
         # the mark does not follow: those runs always count after.
         before = None if do_hash else catalog.counts_marked()
         scanned = scan_pools(
-            catalog, targets, cfg.scan, progress=app.progress(), allow_mass_delete=allow_mass_delete, runs=runs
+            catalog,
+            targets,
+            cfg.scan,
+            progress=app.progress(),
+            allow_mass_delete=allow_mass_delete,
+            runs=runs,
+            forget_unmounted=forget,
         )
     finally:
         findwalk.close_all(runs)
@@ -60,7 +83,7 @@ def scan(app: App, pools, allow_mass_delete, do_hash):
             for u in r["unreadable"]:
                 echo_shown(f"  unreadable (kept as is): {shown(u)}", err=True)
             for u in r["unmounted"]:
-                echo_shown(f"  not mounted (its paths kept as is): {shown(u)}", err=True)
+                echo_shown(f"  not mounted (its paths kept as is; gone? --forget-unmounted): {shown(u)}", err=True)
         if "hashing" in d:
             h = d["hashing"]
             left = d["hash_budget"]["deferred_files"]

@@ -300,6 +300,21 @@ def test_scan_refuses_mass_delete_with_3(env):
     assert d["scans"][0]["removed"] == 10 and d["catalog"]["paths"] == 0
 
 
+def test_scan_forget_unmounted_reaches_the_scan(env, monkeypatch):
+    from qbhook.catalog import scan as scanner
+
+    real, seen = scanner.scan_pools, []
+
+    def scan_pools(*a, **kw):
+        seen.append(kw["forget_unmounted"])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(scanner, "scan_pools", scan_pools)
+    env.run("scan", "--forget-unmounted", "/mnt/a", "--forget-unmounted", "/mnt/b")
+    assert seen == [("/mnt/a", "/mnt/b")]
+    assert "Example:" in env.run("scan", "--help").output
+
+
 def test_scan_missing_pool_folder_is_1_with_hint(env):
     os.rename(env.pool, env.tmp / "gone")
     r = env.run("scan", "pool", expect=1)

@@ -162,6 +162,18 @@ def _zfs_mount(options: str = "rw,user_id=0,group_id=0"):
     return Mount(dev=dev, root="/", mountpoint="/stash", fstype="fuse.zfs", source="stash", options=options)
 
 
+def test_a_zfs_guid_is_the_last_line_zfs_prints(tmp_path, monkeypatch):
+    from qbhook.catalog import fsid
+
+    sbin = tmp_path / "sbin"
+    sbin.mkdir()
+    (sbin / "zfs").write_text("#!/bin/sh\nprintf 'WARNING x\\n123\\n'\n")
+    (sbin / "zfs").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(fsid, "_ZFS_DIRS", (str(sbin),))
+    assert identify(dev=_zfs_mount().dev, mounts=[_zfs_mount()]).fsid == "zfs:123"
+
+
 def test_a_zfs_dataset_is_found_by_its_guid_when_path_lacks_sbin(tmp_path, monkeypatch):
     """cron's PATH is /usr/bin:/bin: `zfs` was not found, the dataset was keyed by a marker instead
     of its GUID, and every file on it was catalogued again under a new filesystem."""
@@ -177,7 +189,14 @@ def test_a_zfs_dataset_is_found_by_its_guid_when_path_lacks_sbin(tmp_path, monke
     assert ident.fsid == "zfs:1234567890" and ident.kind == "zfs"
 
 
-@pytest.mark.parametrize("script", [None, "#!/bin/sh\necho 'cannot open stash: dataset does not exist' >&2\nexit 1\n"])
+@pytest.mark.parametrize(
+    "script",
+    [
+        None,
+        "#!/bin/sh\necho 'cannot open stash: dataset does not exist' >&2\nexit 1\n",
+        "#!/bin/sh\necho 'WARNING x' >&2\necho 'cannot open stash: dataset does not exist' >&2\nexit 1\n",
+    ],
+)
 def test_a_zfs_dataset_whose_guid_cannot_be_read_is_an_error_not_another_identity(tmp_path, monkeypatch, script):
     from qbhook.catalog import fsid
     from qbhook.errors import FilesystemIdError

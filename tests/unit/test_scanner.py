@@ -488,7 +488,7 @@ def test_a_subtree_swapped_for_another_folder_before_find_walked_it_is_not_recor
     assert cat.inode_by_path(sub / "secret.bin") is None and cat.inode_by_path(sub / "ours.bin") is not None
 
 
-def _nested_unmounted(tmp_path, monkeypatch, walk, sub_mounted):
+def _nested_unmounted(tmp_path, monkeypatch, walk, sub_mounted, fs_id="zfs:4242"):
     """1,000 files on the pool's filesystem and 50 on a nested one (recorded at stash/sub),
     whose files are then gone from sight as after its unmount: an empty folder is left."""
     stash, pool = tmp_path / "stash", tmp_path / "pool"
@@ -502,8 +502,8 @@ def _nested_unmounted(tmp_path, monkeypatch, walk, sub_mounted):
     with cat.conn:
         b = cat.conn.execute(
             "INSERT INTO filesystems(fsid, kind, fstype, source, mountpoint, dev, first_seen, last_seen) "
-            "VALUES ('zfs:4242', 'zfs', 'zfs', 'stash/sub', ?, NULL, 0, 0)",
-            (os.fsencode(stash / "sub"),),
+            "VALUES (?, 'zfs', 'zfs', 'stash/sub', ?, NULL, 0, 0)",
+            (fs_id, os.fsencode(stash / "sub")),
         ).lastrowid
         cat.conn.execute(
             "UPDATE inodes SET fs = ? WHERE id IN (SELECT inode FROM paths WHERE substr(path, 1, ?) = ?)",
@@ -542,6 +542,29 @@ def test_files_of_an_unmounted_nested_filesystem_are_kept(tmp_path, monkeypatch,
 def test_files_gone_from_a_mounted_nested_filesystem_are_dropped(tmp_path, monkeypatch, walk):
     cfg, cat, _stash = _nested_unmounted(tmp_path, monkeypatch, walk, sub_mounted=True)
     r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert (r.removed, r.unmounted) == (50, [])
+    assert cat.counts()["paths"] == 1000
+    cat.close()
+
+
+def test_files_of_a_users_fuse_mount_not_mounted_are_dropped(tmp_path, monkeypatch):
+    # A less-trusted user's mount: not mounting it would otherwise keep its rows for ever.
+    fs_id = "mount:user:fuse.sshfs:me@host:/stash/sub"
+    cfg, cat, _stash = _nested_unmounted(tmp_path, monkeypatch, "python", sub_mounted=False, fs_id=fs_id)
+    r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert (r.removed, r.unmounted) == (50, [])
+    assert cat.counts()["paths"] == 1000
+    cat.close()
+
+
+@pytest.mark.parametrize("walk", ["find", "python"])
+def test_forget_unmounted_drops_only_that_filesystems_kept_paths(tmp_path, monkeypatch, caplog, walk):
+    cfg, cat, stash = _nested_unmounted(tmp_path, monkeypatch, walk, sub_mounted=False)
+    with caplog.at_level("WARNING", logger="qbhook.catalog.scan"):
+        kept = scanner.scan_pools(cat, [cfg.primary], cfg.scan, forget_unmounted=[str(tmp_path / "elsewhere")])
+    assert kept[0].removed == 0 and cat.counts()["paths"] == 1050
+    assert any(f"--forget-unmounted {stash / 'sub'}" in rec.getMessage() for rec in caplog.records)
+    [r] = scanner.scan_pools(cat, [cfg.primary], cfg.scan, forget_unmounted=[str(stash / "sub") + "/"])
     assert (r.removed, r.unmounted) == (50, [])
     assert cat.counts()["paths"] == 1000
     cat.close()
@@ -589,3 +612,35 @@ def test_a_scan_leaves_rows_another_process_wrote_after_its_walk(env, tmp_path, 
     monkeypatch.undo()
     again = scan_pool(cat, cfg.primary, cfg.scan)
     assert (again.added, again.changed, again.removed) == (0, 0, 0)  # the other writer's rows are current
+
+
+def test_a_flush_keeps_the_recheck_for_paths_the_walk_found_missing(env, tmp_path, monkeypatch):
+    """A Python rescan writes its changes in batches; a batch re-checks only its own rows. A path
+    the walk found missing, put back and recorded by another process before a batch, keeps its row."""
+    cfg, cat, stash = env
+    hidden = write(stash / "t/hidden.bin", b"hidden")
+    write(stash / "t/sub/old.bin", b"old")
+    scan_pool(cat, cfg.primary, cfg.scan)
+    os.rename(hidden, tmp_path / "held.bin")  # a move's hide: t/ is listed before t/sub/ is entered
+    for i in range(4):
+        write(stash / f"t/sub/{i}.bin", b"%d" % i)
+    real = scanner._flush
+    calls = []
+
+    def other_writer_then_flush(*a, **k):
+        if not calls:
+            os.rename(tmp_path / "held.bin", hidden)  # put back, and recorded by the executor
+            other = Catalog.open(cfg.catalog)
+            try:
+                other.record_path(hidden, cfg.primary.name)
+            finally:
+                other.close()
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(scanner, "FIND_WALK", False)
+    monkeypatch.setattr(scanner, "_FLUSH_EVERY", 2)
+    monkeypatch.setattr(scanner, "_flush", other_writer_then_flush)
+    r = scan_pool(cat, cfg.primary, cfg.scan)
+    assert calls and r.removed == 0
+    assert cat.inode_by_path(hidden).ino == os.lstat(hidden).st_ino  # not dropped

@@ -59,3 +59,31 @@ def test_an_old_number_now_another_filesystems_is_a_remount(cat, monkeypatch, id
     ids[A] = "uuid:other"
     _mounted(monkeypatch, A, B)
     assert cat.fs_for_path(b"/srv/b/f", B) == fs
+
+
+def test_btrfs_subvolumes_with_one_uuid_are_refused(cat, monkeypatch):
+    # Both subvolumes' mountinfo lines say one device; a stat of each mount point says its own.
+    m = os.makedev(0, 903)
+    mounts = [fsid.Mount(m, "/@a", "/srv/a", "btrfs", "/dev/sda"), fsid.Mount(m, "/@b", "/srv/b", "btrfs", "/dev/sda")]
+    monkeypatch.setattr(fsid, "read_mounts", lambda: mounts)
+    real = os.lstat
+    devs = {"/srv/a": A, "/srv/b": B}
+
+    def lstat(path, *a, **k):
+        if path in devs:
+            return os.stat_result((0o40755, 1, devs[path], 1, 0, 0, 0, 0, 0, 0))
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    cat.fs_for_path(b"/srv/a/f", A)
+    with pytest.raises(FilesystemIdError, match="/srv/a and /srv/b"):
+        cat.fs_for_path(b"/srv/b/f", B)
+
+
+def test_a_zfs_dataset_is_re_mapped_though_its_old_number_is_still_listed(cat, monkeypatch, ids):
+    # A GUID is one dataset's: the old number still in mountinfo is a dead (FUSE) mount.
+    ids[A] = ids[B] = "zfs:123"
+    _mounted(monkeypatch, A, B)
+    fs = cat.fs_for_path(b"/srv/a/f", A)
+    assert cat.fs_for_path(b"/srv/b/f", B) == fs
+    assert cat.conn.execute("SELECT dev FROM filesystems WHERE id = ?", (fs,)).fetchone()[0] == B
