@@ -1900,11 +1900,14 @@ class Executor:
             raise UnsafeOperation(f"torrent {h} is at {t.save_path}, neither {from_path} nor {to_path}: not moving it")
         self._unhide_if_home(run_id, c, s, c.torrent(h))  # before any check: hidden, it finds nothing
         # Also when it already is back (a resumed rollback): a stopped torrent may still wait for its recheck.
-        t = self._wait(c, s, from_path, budget, require_complete=False, recheck_missing=True)
+        # Moved back stopped onto its old links, it shows the progress cached before the move (100 %)
+        # for a refresh interval, as at the new place: that counts only once a recheck was seen.
+        proven = not _checks_on_move(c)
+        t = self._wait(c, s, from_path, budget, require_complete=False, recheck_missing=True, proven=proven)
         # Back in qBittorrent's eyes and libtorrent's: no move of its own can follow. A check that
         # ran while they were hidden saw nothing there: check again with them back.
         if _storage_at(t, from_path) and self._unhide_old_links(run_id, c, s) and not t.is_complete:
-            t = self._wait(c, s, from_path, budget, require_complete=False)
+            t = self._wait(c, s, from_path, budget, require_complete=False, proven=proven)
         if _storage_at(t, from_path):
             self._start_sharers(st, c, r)
         if not t.is_complete:
@@ -1913,7 +1916,8 @@ class Executor:
             raise VerificationFailed(
                 f"torrent {h} is back at {from_path} but at {t.progress * 100:.1f}%; it is stopped and needs attention"
             )
-        if obs.get("auto_tmm") and not t.auto_tmm:
+        if obs.get("auto_tmm") and not t.auto_tmm and _storage_at(t, from_path):
+            # Only with libtorrent's files back too: ATM on while its own move is pending would move them.
             self._restore_atm(st, c, h, from_path)
         if obs.get("was_running") and t.is_stopped:
             c.start(h, forced=bool(obs.get("forced")))

@@ -611,6 +611,21 @@ def test_a_stale_100_percent_after_the_move_is_not_taken_for_a_recheck(world):
     assert world.qbt.violations == [] and world.qbt.t[H2].stopped
 
 
+def test_a_stale_100_percent_after_the_move_back_is_not_taken_for_a_recheck(world):
+    """A rollback moves the stopped torrent back onto its old links: qBittorrent shows it at the
+    old save path with the progress it cached before that move too. Taken for a check, H1 was
+    started (and its ATM turned on) with no recheck at the old place."""
+    world.qbt.stale_polls = 3
+    world.qbt.fail_at[world.save(H2, "pool")] = 0.9  # H2's recheck fails: both move back
+    summary = world.executor().apply(demote_plan(world))
+    assert summary.groups[0].status == "rolled_back", summary.groups[0].reason
+    calls = [c[0] for c in world.qbt.calls if c[1] == H1]
+    second = calls.index("set_location", calls.index("set_location") + 1)
+    after = [c for c in calls[second:] if c not in ("add_tags", "remove_tags")]
+    assert after == ["set_location", "recheck", "start"], calls
+    assert world.qbt.violations == [] and world.qbt.t[H1].save_path == world.save(H1, "stash")
+
+
 def test_timeout_fails_and_rolls_back(world):
     world.qbt.move_polls = 10_000  # a move that never ends within budget
     summary = world.executor(relocate_base_s=30, poll_max_s=5).apply(demote_plan(world))

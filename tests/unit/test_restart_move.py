@@ -744,5 +744,7 @@ def test_the_rollback_logs_what_it_finds_and_each_poll_of_its_waits(restarting, 
     )
     polls = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"poll {H1}:")]
     back = [m for m in polls if f" at {w.save(H1, 'stash')} " in m]  # the wait after the move back
-    assert back and all(m.startswith(f"poll {H1}: stopped") and m.endswith("%") for m in back), polls
+    # (stopped, and checking: moved back stopped, its 100 % counts only after a recheck was seen)
+    assert back and all(m.startswith((f"poll {H1}: stopped", f"poll {H1}: checking")) for m in back), polls
+    assert all(m.endswith("%") for m in back) and any(f"poll {H1}: checking" in m for m in back), polls
     assert all(r.levelno == logging.DEBUG for r in caplog.records if r.getMessage().startswith("poll "))
