@@ -108,6 +108,7 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 BAD_STATES = frozenset({"error", "missingFiles"})
+_RECHECKING = frozenset({"checkingUP", "checkingDL"})  # a check of the data (checkingResumeData is not)
 _RECHECK_LAG_S = 5.0  # qBittorrent's API shows a recheck within its refresh interval (1.5 s by default)
 
 Hook = Callable[[str, str, int, Step], None]
@@ -1546,12 +1547,15 @@ class Executor:
         require_complete: bool = True,
         recheck_missing: bool = False,
         proven: bool = False,
+        rechecked_at: float | None = None,
     ):
         # Long on purpose: one poll loop is the one state machine every move, rollback and resume waits in.
         """Poll until the torrent is stable (at ``at``, if given) on ``settle_polls`` polls in a row.
 
         ``proven`` (``_checks_on_move``): a stopped torrent's 100 % counts only once a check was
-        seen, or its lag passed after the recheck asked here.
+        seen, or its lag passed after the recheck asked here (or at ``rechecked_at``, by the caller).
+        A check seen is checkingUP/DL at ``at``: checkingResumeData (qBittorrent restarting) reads
+        no data, and the stopped 100 % after it is the resume data's, as stale as before.
 
         Raises VerificationFailed on error/missingFiles, on an incomplete torrent once its
         recheck at ``at`` is over (when ``require_complete``), and when the budget runs out.
@@ -1567,8 +1571,8 @@ class Executor:
         deadline = clock() + budget
         delay = tm.poll_initial_s
         settled = 0
-        rechecked_at = None  # when we asked for a recheck ourselves
-        checking_seen = False  # a checking state observed since then
+        # rechecked_at: when we (or the caller) asked for a recheck
+        checking_seen = False  # a check of the data at ``at`` observed since then
 
         def lagged(since: float | None) -> bool:
             return since is not None and clock() - since >= min(_RECHECK_LAG_S, tm.recheck_grace_s)
@@ -1578,7 +1582,7 @@ class Executor:
             self._trace(logging.DEBUG, "poll", t)
             if t.state in BAD_STATES and not (recheck_missing and (t.state == "missingFiles" or at is None)):
                 raise VerificationFailed(f"torrent {h} went to state {t.state} at {t.save_path}")
-            if t.is_checking:
+            if t.state in _RECHECKING and (at is None or _norm(t.save_path) == at):
                 checking_seen = True
             if t.state in BAD_STATES:  # missingFiles, or error at the rollback's first look
                 if at is None:
@@ -1679,7 +1683,8 @@ class Executor:
         self.log.warning("torrent %s: qBittorrent's own move to %s is pending (files at %s)", h, to_path, where)
         self._hide_old_links(run_id, c, s, at.step_id)
         c.recheck(h)
-        t = self._wait(c, s, to_path, budget, "", at.seq)
+        # Its stopped 100 % until that check shows up is the one cached before: proven, from now.
+        t = self._wait(c, s, to_path, budget, "", at.seq, proven=True, rechecked_at=self.ctx.clock())
         if not _storage_at(t, to_path):
             raise VerificationFailed(f"torrent {h}: qBittorrent has it at {to_path} but its files are at {where}")
         return t

@@ -626,6 +626,31 @@ def test_a_stale_100_percent_after_the_move_back_is_not_taken_for_a_recheck(worl
     assert world.qbt.violations == [] and world.qbt.t[H1].save_path == world.save(H1, "stash")
 
 
+class RestartAfterMoveQbt(FakeQbt):
+    """A FakeQbt restarted between polls right after a stopped torrent's move: checkingResumeData
+    at the new save path, then stoppedUP at the resume data's (stale) 100 %, then 0 % unchecked."""
+
+    def set_location(self, h, path):
+        super().set_location(h, path)
+        t = self._get(h)
+        if t.stopped:
+            i = next(i for i, (state, _p) in enumerate(t.script) if state != "moving")
+            t.script.insert(i, ("checkingResumeData", path))
+
+
+def test_checking_resume_data_after_a_restart_is_not_taken_for_a_recheck(world):
+    """checkingResumeData reads no data: the stopped 100 % after it is the resume data's, as stale
+    as before the restart. Counted as a check seen, H1 was started with no recheck at the pool."""
+    q = RestartAfterMoveQbt(stale_polls=3)
+    q.t, world.qbt = world.qbt.t, q
+    summary = world.executor().apply(demote_plan(world))
+    assert summary.groups[0].status == "done", summary.groups[0].reason
+    calls = [c[0] for c in q.calls if c[1] == H1]
+    after = [c for c in calls[calls.index("set_location") :] if c not in ("add_tags", "remove_tags")]
+    assert after == ["set_location", "recheck", "start"], calls
+    assert q.violations == []
+
+
 def test_timeout_fails_and_rolls_back(world):
     world.qbt.move_polls = 10_000  # a move that never ends within budget
     summary = world.executor(relocate_base_s=30, poll_max_s=5).apply(demote_plan(world))
