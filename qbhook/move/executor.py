@@ -1281,11 +1281,12 @@ class Executor:
             res = {**res, "blake3": blake3_hex}
         self.catalog.forget_path(s.path)
         if res.get("nlink_before", 0) > 1:
-            # Unlinking changed the inode's ctime; its other links are recorded with it. No hash is
-            # carried: safe_unlink hands back no stat of the inode right before the unlink, and
-            # one valid only for size and mtime may be stale (``Catalog.record_path``). Each is
-            # looked at through its verified folder: one behind a symlinked folder is not provably
-            # that pool's file, and is left for the next scan.
+            # Unlinking changed the inode's ctime; its other links are recorded with it, the hash
+            # carried from the stat safe_unlink checked the content under and saw again right
+            # before the unlink (``checked``): cross-seeds with own paths would each read the
+            # payload again. Each is looked at through its verified folder: one behind a
+            # symlinked folder is not provably that pool's file, and is left for the next scan.
+            checked = fsops.Checked.of(res, s.ino)
             with self.ctx.reader() as reader:
                 for p in s.seeding_links:
                     if p == s.path:
@@ -1298,7 +1299,7 @@ class Executor:
                         pool = self.cfg.pool_of(p)
                         if pool is not None:
                             # That very stat, proven to be the inode whose content the delete checked.
-                            self.catalog.record_path(p, pool.name, st=pst)
+                            self.catalog.record_path(p, pool.name, own_change=True, st=pst, before=checked)
         st.outcome.bytes_freed += res.get("bytes_freed", 0)
         return res
 

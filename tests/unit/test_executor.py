@@ -651,6 +651,34 @@ def test_checking_resume_data_after_a_restart_is_not_taken_for_a_recheck(world):
     assert q.violations == []
 
 
+def test_the_second_delete_of_cross_seeds_with_own_paths_reads_nothing_again(world, monkeypatch):
+    """H1 and H2 seed the same inodes from their own paths. Deleting H1's old link changes the
+    inode's ctime: its hash must be carried onto H2's link from the stat the delete checked, or
+    H2's delete reads the whole payload again (N-1 full reads for N cross-seeds)."""
+    from qbhook.catalog import hashing
+    from qbhook.catalog.hashing import ensure_hashes
+    from qbhook.catalog.scan import scan_pool
+
+    t = os.stat(world.seed_s).st_mtime_ns - 3600 * 10**9
+    for rel, _data in FILES:
+        os.utime(os.path.join(world.seed_s, rel), ns=(t, t))  # settled: its hash is cached
+    scan_pool(world.cat, world.cfg.primary, world.cfg.scan)
+    ensure_hashes(world.cat, [r[0] for r in world.cat.conn.execute("SELECT id FROM inodes")], settle_seconds=60)
+    stash_dev = os.stat(world.seed_s).st_dev
+    read: list[int] = []
+    real = hashing.hash_fd
+
+    def counting(fd, *a, **kw):
+        if os.fstat(fd).st_dev == stash_dev:
+            read.append(os.fstat(fd).st_ino)
+        return real(fd, *a, **kw)
+
+    monkeypatch.setattr(hashing, "hash_fd", counting)
+    summary = world.executor().apply(demote_plan(world))
+    assert summary.status == "done", summary.groups_failed
+    assert read == []  # neither H1's delete (cached) nor H2's (carried) reads an old link again
+
+
 def test_timeout_fails_and_rolls_back(world):
     world.qbt.move_polls = 10_000  # a move that never ends within budget
     summary = world.executor(relocate_base_s=30, poll_max_s=5).apply(demote_plan(world))
