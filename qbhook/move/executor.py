@@ -1789,10 +1789,12 @@ class Executor:
         (forced, each that ran forced).
 
         Each leaves the journal only once started (act, then record): killed in between, the
-        next run finds it running and leaves it so; never forgotten while stopped. One that is
-        not complete and stable now (lesson 3: never started before 100 % after a check) is
-        left stopped and named: a warning, the group's outcome and an alert
-        (``_report_left_stopped``), since it seeds nothing until a person looks."""
+        next run finds it running and leaves it so; never forgotten while stopped. One in a
+        transition (checkingResumeData after a restart, a check) is waited for first, within its
+        own budget, as ``_stop_sharers`` does: left stopped for a state that ends by itself, it
+        would seed nothing again. One that is not complete and stable then (lesson 3: never
+        started before 100 % after a check) is left stopped and named: a warning, the group's
+        outcome and an alert (``_report_left_stopped``), since it seeds nothing until a person looks."""
         while r.sharers:
             h = r.sharers[0]
             try:
@@ -1800,6 +1802,7 @@ class Executor:
             except UnknownTorrent:  # removed from the client meanwhile: nothing left to start
                 self.log.warning("torrent %s, stopped while %s's old paths were hidden, is gone", h, r.step.torrent)
                 t = None
+            t = self._sharer_settled(st, c, r, h, t)
             if t is not None and t.is_stopped and t.is_complete and t.is_stable:
                 c.start(h, forced=h in r.forced)
             elif t is not None and (t.is_stopped or not t.is_stable):
@@ -1813,6 +1816,30 @@ class Executor:
                 st.left_stopped.append(f"{h} ({why})")
             r.sharers.pop(0)
             self.journal.set_sharers(r.step_id, r.sharers, r.forced)
+
+    def _sharer_settled(self, st: _GroupRun, c: ClientPort, r: _Reloc, h: str, t):
+        """``_start_sharers``' look at sharer ``h`` (``t``) once its transition ended (``_wait``, within
+        its own size budget); the last look if it does not settle (error, missingFiles, out of
+        budget); None once it is gone."""
+        if t is None or t.is_stable:
+            return t
+        o = next(
+            (o for o in st.plan.steps if isinstance(o, Relocate) and (o.instance, o.torrent) == (r.step.instance, h)),
+            None,
+        )
+        if o is None:  # not of this group's plan: nothing to size a wait by, so no wait
+            return t
+        self.log.info(
+            "torrent %s, stopped while %s's old paths were hidden, is %s: waiting", h, r.step.torrent, t.state
+        )
+        try:
+            try:
+                return self._wait(c, o, None, self.timing.budget(o.size), st.plan.group_id)
+            except VerificationFailed:
+                return c.torrent(h)
+        except UnknownTorrent:
+            self.log.warning("torrent %s, stopped while %s's old paths were hidden, is gone", h, r.step.torrent)
+            return None
 
     def _report_left_stopped(self, st: _GroupRun) -> None:
         """Name in the group's outcome (the run's summary, the journal's group state) and in an
