@@ -1049,7 +1049,11 @@ class Executor:
                 result = self._undo_relocation(st, r)
             except (QbhookError, OSError) as e:
                 problems.append(f"{r.step.torrent}: {e}")
-                st.held_back.update(self.journal.hidden(r.step_id) or ())
+                # Only links it still keeps hidden: a failed undo may have put them back first
+                # (a move back ending under 100 %), and those must not block a removed torrent's.
+                roots = self.ctx.seeding_roots
+                hidden = self.journal.hidden(r.step_id) or ()
+                st.held_back.update(p for p in hidden if fsops.still_hidden(p, roots=roots, run=st.run_id))
                 continue
             if r.status == StepStatus.DONE:
                 self.journal.undone(r.step_id, result)

@@ -2219,6 +2219,16 @@ def _moving_place(path, roots, verb: str) -> tuple[bytes, list[bytes]]:
     return root, parts
 
 
+def still_hidden(path, *, roots, run) -> bool:
+    """Whether ``hide_during_move`` of run ``run`` still holds ``path``'s link (False: put back, or
+    never hidden; one that cannot be looked at through verified folders could not come back either)."""
+    try:
+        root, parts = _moving_place(path, roots, "look for")
+    except UnsafeOperation:
+        return False
+    return _hidden_or_absent(root, parts, moving_hold_key(run))["status"] == "hidden"
+
+
 def _hidden_or_absent(root: bytes, parts: list[bytes], key: str) -> dict:
     try:
         with _open_holding(root, key, parts[:-1], create=False) as hold:

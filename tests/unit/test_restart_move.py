@@ -591,6 +591,33 @@ def test_a_torrent_removed_during_its_move_gets_its_links_back_and_its_sharer_st
         w.cat.close()
 
 
+def test_a_removed_torrent_is_undone_when_a_failed_rollback_already_put_the_shared_links_back(tmpfs, tmp_path):  # noqa: F811
+    """H1 moved and was removed; then H2 (same paths) fails at the new place and its move back ends
+    under 100 %: its rollback fails, but only after it put the shared links back. They were taken
+    for links it still kept hidden (the journaled _hidden list), and H1's rollback was refused for
+    them: only links still held block it."""
+    w, q, plan = _sharing_world(tmpfs, tmp_path)
+    try:
+
+        def hook(point, gid, seq, step):
+            if point == "poll" and step.torrent == H2 and H1 in q.t:
+                del q.t[H1]
+                q.fail_at[w.seed_p] = q.fail_at[w.seed_s] = 0.9  # H2's check there, then back home
+
+        summary = w.executor(hook=hook).apply(plan)
+
+        (g,) = summary.groups
+        assert g.needs_attention and f"{H2} is back at {w.seed_s} but at 90.0%" in g.reason, g.reason
+        assert H1 not in g.reason, g.reason
+        (row,) = [r for r in w.journal.steps(summary.run_id) if r.kind == "relocate" and r.args["torrent"] == H1]
+        assert row.status == "undone" and row.result["note"] == "torrent gone"
+        for rel, _d in FILES:
+            assert os.path.lexists(os.path.join(w.seed_s, rel))
+        assert not os.path.lexists(os.path.join(w.seed_s, fsops.HOLDING_DIR))
+    finally:
+        w.cat.close()
+
+
 def test_a_removed_torrent_whose_link_cannot_come_back_stays_held_and_named(tmpfs, tmp_path):  # noqa: F811
     """As above, but a new file took one old path meanwhile: nothing is replaced nor deleted. The
     old link stays held, the reason names where, and H2 (its files not all back) stays stopped."""
