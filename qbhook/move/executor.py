@@ -108,6 +108,7 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 BAD_STATES = frozenset({"error", "missingFiles"})
+_RECHECKING = frozenset({"checkingUP", "checkingDL"})  # a check of the data (checkingResumeData is not)
 _RECHECK_LAG_S = 5.0  # qBittorrent's API shows a recheck within its refresh interval (1.5 s by default)
 
 Hook = Callable[[str, str, int, Step], None]
@@ -1048,7 +1049,11 @@ class Executor:
                 result = self._undo_relocation(st, r)
             except (QbhookError, OSError) as e:
                 problems.append(f"{r.step.torrent}: {e}")
-                st.held_back.update(self.journal.hidden(r.step_id) or ())
+                # Only links it still keeps hidden: a failed undo may have put them back first
+                # (a move back ending under 100 %), and those must not block a removed torrent's.
+                roots = self.ctx.seeding_roots
+                hidden = self.journal.hidden(r.step_id) or ()
+                st.held_back.update(p for p in hidden if fsops.still_hidden(p, roots=roots, run=st.run_id))
                 continue
             if r.status == StepStatus.DONE:
                 self.journal.undone(r.step_id, result)
@@ -1280,11 +1285,12 @@ class Executor:
             res = {**res, "blake3": blake3_hex}
         self.catalog.forget_path(s.path)
         if res.get("nlink_before", 0) > 1:
-            # Unlinking changed the inode's ctime; its other links are recorded with it. No hash is
-            # carried: safe_unlink hands back no stat of the inode right before the unlink, and
-            # one valid only for size and mtime may be stale (``Catalog.record_path``). Each is
-            # looked at through its verified folder: one behind a symlinked folder is not provably
-            # that pool's file, and is left for the next scan.
+            # Unlinking changed the inode's ctime; its other links are recorded with it, the hash
+            # carried from the stat safe_unlink checked the content under and saw again right
+            # before the unlink (``checked``): cross-seeds with own paths would each read the
+            # payload again. Each is looked at through its verified folder: one behind a
+            # symlinked folder is not provably that pool's file, and is left for the next scan.
+            checked = fsops.Checked.of(res, s.ino)
             with self.ctx.reader() as reader:
                 for p in s.seeding_links:
                     if p == s.path:
@@ -1297,7 +1303,7 @@ class Executor:
                         pool = self.cfg.pool_of(p)
                         if pool is not None:
                             # That very stat, proven to be the inode whose content the delete checked.
-                            self.catalog.record_path(p, pool.name, st=pst)
+                            self.catalog.record_path(p, pool.name, own_change=True, st=pst, before=checked)
         st.outcome.bytes_freed += res.get("bytes_freed", 0)
         return res
 
@@ -1546,12 +1552,15 @@ class Executor:
         require_complete: bool = True,
         recheck_missing: bool = False,
         proven: bool = False,
+        rechecked_at: float | None = None,
     ):
         # Long on purpose: one poll loop is the one state machine every move, rollback and resume waits in.
         """Poll until the torrent is stable (at ``at``, if given) on ``settle_polls`` polls in a row.
 
         ``proven`` (``_checks_on_move``): a stopped torrent's 100 % counts only once a check was
-        seen, or its lag passed after the recheck asked here.
+        seen, or its lag passed after the recheck asked here (or at ``rechecked_at``, by the caller).
+        A check seen is checkingUP/DL at ``at``: checkingResumeData (qBittorrent restarting) reads
+        no data, and the stopped 100 % after it is the resume data's, as stale as before.
 
         Raises VerificationFailed on error/missingFiles, on an incomplete torrent once its
         recheck at ``at`` is over (when ``require_complete``), and when the budget runs out.
@@ -1567,8 +1576,8 @@ class Executor:
         deadline = clock() + budget
         delay = tm.poll_initial_s
         settled = 0
-        rechecked_at = None  # when we asked for a recheck ourselves
-        checking_seen = False  # a checking state observed since then
+        # rechecked_at: when we (or the caller) asked for a recheck
+        checking_seen = False  # a check of the data at ``at`` observed since then
 
         def lagged(since: float | None) -> bool:
             return since is not None and clock() - since >= min(_RECHECK_LAG_S, tm.recheck_grace_s)
@@ -1578,7 +1587,7 @@ class Executor:
             self._trace(logging.DEBUG, "poll", t)
             if t.state in BAD_STATES and not (recheck_missing and (t.state == "missingFiles" or at is None)):
                 raise VerificationFailed(f"torrent {h} went to state {t.state} at {t.save_path}")
-            if t.is_checking:
+            if t.state in _RECHECKING and (at is None or _norm(t.save_path) == at):
                 checking_seen = True
             if t.state in BAD_STATES:  # missingFiles, or error at the rollback's first look
                 if at is None:
@@ -1679,7 +1688,8 @@ class Executor:
         self.log.warning("torrent %s: qBittorrent's own move to %s is pending (files at %s)", h, to_path, where)
         self._hide_old_links(run_id, c, s, at.step_id)
         c.recheck(h)
-        t = self._wait(c, s, to_path, budget, "", at.seq)
+        # Its stopped 100 % until that check shows up is the one cached before: proven, from now.
+        t = self._wait(c, s, to_path, budget, "", at.seq, proven=True, rechecked_at=self.ctx.clock())
         if not _storage_at(t, to_path):
             raise VerificationFailed(f"torrent {h}: qBittorrent has it at {to_path} but its files are at {where}")
         return t
@@ -1783,10 +1793,12 @@ class Executor:
         (forced, each that ran forced).
 
         Each leaves the journal only once started (act, then record): killed in between, the
-        next run finds it running and leaves it so; never forgotten while stopped. One that is
-        not complete and stable now (lesson 3: never started before 100 % after a check) is
-        left stopped and named: a warning, the group's outcome and an alert
-        (``_report_left_stopped``), since it seeds nothing until a person looks."""
+        next run finds it running and leaves it so; never forgotten while stopped. One in a
+        transition (checkingResumeData after a restart, a check) is waited for first, within its
+        own budget, as ``_stop_sharers`` does: left stopped for a state that ends by itself, it
+        would seed nothing again. One that is not complete and stable then (lesson 3: never
+        started before 100 % after a check) is left stopped and named: a warning, the group's
+        outcome and an alert (``_report_left_stopped``), since it seeds nothing until a person looks."""
         while r.sharers:
             h = r.sharers[0]
             try:
@@ -1794,6 +1806,7 @@ class Executor:
             except UnknownTorrent:  # removed from the client meanwhile: nothing left to start
                 self.log.warning("torrent %s, stopped while %s's old paths were hidden, is gone", h, r.step.torrent)
                 t = None
+            t = self._sharer_settled(st, c, r, h, t)
             if t is not None and t.is_stopped and t.is_complete and t.is_stable:
                 c.start(h, forced=h in r.forced)
             elif t is not None and (t.is_stopped or not t.is_stable):
@@ -1807,6 +1820,30 @@ class Executor:
                 st.left_stopped.append(f"{h} ({why})")
             r.sharers.pop(0)
             self.journal.set_sharers(r.step_id, r.sharers, r.forced)
+
+    def _sharer_settled(self, st: _GroupRun, c: ClientPort, r: _Reloc, h: str, t):
+        """``_start_sharers``' look at sharer ``h`` (``t``) once its transition ended (``_wait``, within
+        its own size budget); the last look if it does not settle (error, missingFiles, out of
+        budget); None once it is gone."""
+        if t is None or t.is_stable:
+            return t
+        o = next(
+            (o for o in st.plan.steps if isinstance(o, Relocate) and (o.instance, o.torrent) == (r.step.instance, h)),
+            None,
+        )
+        if o is None:  # not of this group's plan: nothing to size a wait by, so no wait
+            return t
+        self.log.info(
+            "torrent %s, stopped while %s's old paths were hidden, is %s: waiting", h, r.step.torrent, t.state
+        )
+        try:
+            try:
+                return self._wait(c, o, None, self.timing.budget(o.size), st.plan.group_id)
+            except VerificationFailed:
+                return c.torrent(h)
+        except UnknownTorrent:
+            self.log.warning("torrent %s, stopped while %s's old paths were hidden, is gone", h, r.step.torrent)
+            return None
 
     def _report_left_stopped(self, st: _GroupRun) -> None:
         """Name in the group's outcome (the run's summary, the journal's group state) and in an
@@ -1900,11 +1937,14 @@ class Executor:
             raise UnsafeOperation(f"torrent {h} is at {t.save_path}, neither {from_path} nor {to_path}: not moving it")
         self._unhide_if_home(run_id, c, s, c.torrent(h))  # before any check: hidden, it finds nothing
         # Also when it already is back (a resumed rollback): a stopped torrent may still wait for its recheck.
-        t = self._wait(c, s, from_path, budget, require_complete=False, recheck_missing=True)
+        # Moved back stopped onto its old links, it shows the progress cached before the move (100 %)
+        # for a refresh interval, as at the new place: that counts only once a recheck was seen.
+        proven = not _checks_on_move(c)
+        t = self._wait(c, s, from_path, budget, require_complete=False, recheck_missing=True, proven=proven)
         # Back in qBittorrent's eyes and libtorrent's: no move of its own can follow. A check that
         # ran while they were hidden saw nothing there: check again with them back.
         if _storage_at(t, from_path) and self._unhide_old_links(run_id, c, s) and not t.is_complete:
-            t = self._wait(c, s, from_path, budget, require_complete=False)
+            t = self._wait(c, s, from_path, budget, require_complete=False, proven=proven)
         if _storage_at(t, from_path):
             self._start_sharers(st, c, r)
         if not t.is_complete:
@@ -1913,7 +1953,8 @@ class Executor:
             raise VerificationFailed(
                 f"torrent {h} is back at {from_path} but at {t.progress * 100:.1f}%; it is stopped and needs attention"
             )
-        if obs.get("auto_tmm") and not t.auto_tmm:
+        if obs.get("auto_tmm") and not t.auto_tmm and _storage_at(t, from_path):
+            # Only with libtorrent's files back too: ATM on while its own move is pending would move them.
             self._restore_atm(st, c, h, from_path)
         if obs.get("was_running") and t.is_stopped:
             c.start(h, forced=bool(obs.get("forced")))

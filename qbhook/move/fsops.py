@@ -163,6 +163,25 @@ class Act(Mapping):
     __hash__ = None  # a mapping compares by value, like a dict
 
 
+class Checked(NamedTuple):
+    """The stat ``safe_unlink`` checked a link's content under (its result's ``checked``, with the
+    inode's ``dev`` and the planned ``ino``), as ``Catalog.record_path(before=...)`` reads it."""
+
+    st_dev: int
+    st_ino: int
+    st_size: int
+    st_mtime_ns: int
+    st_ctime_ns: int
+
+    @classmethod
+    def of(cls, res: Mapping, ino: int) -> Self | None:
+        """From a ``safe_unlink`` result (None: it checked nothing, or predates ``checked``)."""
+        c = res.get("checked")
+        if not isinstance(c, Mapping) or res.get("dev") is None:
+            return None
+        return cls(res["dev"], ino, c["size"], c["mtime_ns"], c["ctime_ns"])
+
+
 class Relinked(NamedTuple):
     """A name a ``Relinker`` relinked, as the catalog records it (``Catalog.record_paths``)."""
 
@@ -1813,7 +1832,8 @@ def safe_unlink(
 
     ``hold_run`` (grace period) moves the link into ``<root>/.qbhook-holding/<run>/``
     instead of unlinking it. A path that is already gone is a no-op.
-    Returns ``{status: unlinked|held|absent, bytes_freed, nlink_before, dev}``.
+    Returns ``{status: unlinked|held|absent, bytes_freed, nlink_before, dev}``, and for an act
+    of this call ``checked`` (the content's stat, ``Checked.of``).
     """
     path_s = os.fsdecode(_p(path))
     shown_roots = ", ".join(os.fsdecode(_p(r)) for r in seeding_roots) or "none configured"
@@ -1996,15 +2016,26 @@ def _same_inode_still(parent: Dir, name: bytes, st: os.stat_result, u: _Unlink) 
 
 
 def _unlink_or_hold(u: _Unlink, parent: Dir, name: bytes, st: os.stat_result) -> dict:
+    """The act, with ``checked``: the stat the content was checked under (``_same_inode_still``
+    saw it right before), for the catalog's hash carry-over onto the inode's other links."""
+    checked = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
     if u.hold_run is not None:
         held, _ = _hold(parent, name, u.shown, st, u.root, u.parts, u.hold_run)
-        return {"status": "held", "bytes_freed": 0, "nlink_before": st.st_nlink, "dev": st.st_dev, "held_at": held}
+        return {
+            "status": "held",
+            "bytes_freed": 0,
+            "nlink_before": st.st_nlink,
+            "dev": st.st_dev,
+            "held_at": held,
+            "checked": checked,
+        }
     os.unlink(name, dir_fd=parent.fd)
     return {
         "status": "unlinked",
         "bytes_freed": st.st_size if st.st_nlink == 1 else 0,
         "nlink_before": st.st_nlink,
         "dev": st.st_dev,
+        "checked": checked,
     }
 
 
@@ -2186,6 +2217,16 @@ def _moving_place(path, roots, verb: str) -> tuple[bytes, list[bytes]]:
     if not parts or in_own_folder(parts[:-1]):
         raise UnsafeOperation(f"refusing to {verb} {path_s}: a seeding root or one of qbhook's own folders")
     return root, parts
+
+
+def still_hidden(path, *, roots, run) -> bool:
+    """Whether ``hide_during_move`` of run ``run`` still holds ``path``'s link (False: put back, or
+    never hidden; one that cannot be looked at through verified folders could not come back either)."""
+    try:
+        root, parts = _moving_place(path, roots, "look for")
+    except UnsafeOperation:
+        return False
+    return _hidden_or_absent(root, parts, moving_hold_key(run))["status"] == "hidden"
 
 
 def _hidden_or_absent(root: bytes, parts: list[bytes], key: str) -> dict:

@@ -611,6 +611,74 @@ def test_a_stale_100_percent_after_the_move_is_not_taken_for_a_recheck(world):
     assert world.qbt.violations == [] and world.qbt.t[H2].stopped
 
 
+def test_a_stale_100_percent_after_the_move_back_is_not_taken_for_a_recheck(world):
+    """A rollback moves the stopped torrent back onto its old links: qBittorrent shows it at the
+    old save path with the progress it cached before that move too. Taken for a check, H1 was
+    started (and its ATM turned on) with no recheck at the old place."""
+    world.qbt.stale_polls = 3
+    world.qbt.fail_at[world.save(H2, "pool")] = 0.9  # H2's recheck fails: both move back
+    summary = world.executor().apply(demote_plan(world))
+    assert summary.groups[0].status == "rolled_back", summary.groups[0].reason
+    calls = [c[0] for c in world.qbt.calls if c[1] == H1]
+    second = calls.index("set_location", calls.index("set_location") + 1)
+    after = [c for c in calls[second:] if c not in ("add_tags", "remove_tags")]
+    assert after == ["set_location", "recheck", "start"], calls
+    assert world.qbt.violations == [] and world.qbt.t[H1].save_path == world.save(H1, "stash")
+
+
+class RestartAfterMoveQbt(FakeQbt):
+    """A FakeQbt restarted between polls right after a stopped torrent's move: checkingResumeData
+    at the new save path, then stoppedUP at the resume data's (stale) 100 %, then 0 % unchecked."""
+
+    def set_location(self, h, path):
+        super().set_location(h, path)
+        t = self._get(h)
+        if t.stopped:
+            i = next(i for i, (state, _p) in enumerate(t.script) if state != "moving")
+            t.script.insert(i, ("checkingResumeData", path))
+
+
+def test_checking_resume_data_after_a_restart_is_not_taken_for_a_recheck(world):
+    """checkingResumeData reads no data: the stopped 100 % after it is the resume data's, as stale
+    as before the restart. Counted as a check seen, H1 was started with no recheck at the pool."""
+    q = RestartAfterMoveQbt(stale_polls=3)
+    q.t, world.qbt = world.qbt.t, q
+    summary = world.executor().apply(demote_plan(world))
+    assert summary.groups[0].status == "done", summary.groups[0].reason
+    calls = [c[0] for c in q.calls if c[1] == H1]
+    after = [c for c in calls[calls.index("set_location") :] if c not in ("add_tags", "remove_tags")]
+    assert after == ["set_location", "recheck", "start"], calls
+    assert q.violations == []
+
+
+def test_the_second_delete_of_cross_seeds_with_own_paths_reads_nothing_again(world, monkeypatch):
+    """H1 and H2 seed the same inodes from their own paths. Deleting H1's old link changes the
+    inode's ctime: its hash must be carried onto H2's link from the stat the delete checked, or
+    H2's delete reads the whole payload again (N-1 full reads for N cross-seeds)."""
+    from qbhook.catalog import hashing
+    from qbhook.catalog.hashing import ensure_hashes
+    from qbhook.catalog.scan import scan_pool
+
+    t = os.stat(world.seed_s).st_mtime_ns - 3600 * 10**9
+    for rel, _data in FILES:
+        os.utime(os.path.join(world.seed_s, rel), ns=(t, t))  # settled: its hash is cached
+    scan_pool(world.cat, world.cfg.primary, world.cfg.scan)
+    ensure_hashes(world.cat, [r[0] for r in world.cat.conn.execute("SELECT id FROM inodes")], settle_seconds=60)
+    stash_dev = os.stat(world.seed_s).st_dev
+    read: list[int] = []
+    real = hashing.hash_fd
+
+    def counting(fd, *a, **kw):
+        if os.fstat(fd).st_dev == stash_dev:
+            read.append(os.fstat(fd).st_ino)
+        return real(fd, *a, **kw)
+
+    monkeypatch.setattr(hashing, "hash_fd", counting)
+    summary = world.executor().apply(demote_plan(world))
+    assert summary.status == "done", summary.groups_failed
+    assert read == []  # neither H1's delete (cached) nor H2's (carried) reads an old link again
+
+
 def test_timeout_fails_and_rolls_back(world):
     world.qbt.move_polls = 10_000  # a move that never ends within budget
     summary = world.executor(relocate_base_s=30, poll_max_s=5).apply(demote_plan(world))

@@ -521,26 +521,42 @@ def test_a_sharer_in_a_check_is_waited_for_never_stopped_mid_check(tmpfs, tmp_pa
         w.cat.close()
 
 
-def test_a_sharer_that_cannot_be_started_again_is_named_not_dropped(tmpfs, tmp_path, caplog, alerts):  # noqa: F811
-    """H2 was stopped for H1's move; when the paths are back it is checkingResumeData, so it is
-    not started (never before a check ends at 100 %). It is not dropped silently: a warning, the
-    group's outcome and journaled state, and an alert name it."""
+@pytest.mark.parametrize("complete", [True, False], ids=["complete", "incomplete"])
+def test_a_sharer_in_a_transition_is_waited_for_and_one_that_cannot_start_is_named(
+    tmpfs,  # noqa: F811
+    tmp_path,
+    caplog,
+    alerts,
+    complete,
+):
+    """H2 was stopped for H1's move; when the paths are back it is checkingResumeData (qBittorrent
+    restarted). It is waited for, not left stopped for a state that ends by itself: at 100 % it is
+    started again. Ending under 100 % it is never started (lesson 3), and not dropped silently: a
+    warning, the group's outcome and journaled state, and an alert name it."""
     w, q, plan = _sharing_world(tmpfs, tmp_path)
     try:
 
         def hook(point, gid, seq, step):
             if point == "poll" and step.torrent == H1 and q.t[H2].stopped and not q.t[H2].script:
-                q.t[H2].script = [("checkingResumeData", None), ("done", None)]
+                # under 100 %: its resume data say so (its stored progress), whatever its paths hold
+                q.t[H2].script = [("checkingResumeData", None)] * 3 + [("done" if complete else "unchecked", None)]
 
         with caplog.at_level(logging.WARNING, logger="qbhook.move.executor"):
             summary = w.executor(hook=hook).apply(plan)
 
         (g,) = summary.groups
-        assert g.status == "done", g.reason
-        assert f"not started again (start by hand once complete): {H2} (checkingResumeData" in g.reason
-        assert w.journal.group_status("g1") == ("done", g.reason)
-        assert any(H2 in r.getMessage() and "checkingResumeData" in r.getMessage() for r in caplog.records)
-        assert q.t[H2].stopped is True  # left for a person, not started mid-check
+        assert q.violations == []
+        if complete:
+            assert g.status == "done" and g.reason is None, g.reason
+            assert q.calls.index(("set_location", H1, w.seed_p)) < q.calls.index(("start", H2))
+            assert q.t[H2].save_path == w.seed_p and q.t[H2].stopped is False
+            return
+        # Its own relocation then refuses it (not complete): the group rolls H1 back.
+        assert g.status == "rolled_back", g.reason
+        assert f"not started again (start by hand once complete): {H2} (stoppedDL at 0.0%)" in g.reason
+        assert w.journal.group_status("g1")[1] == g.reason
+        assert any(H2 in r.getMessage() and "stoppedDL" in r.getMessage() for r in caplog.records)
+        assert ("start", H2) not in q.calls  # left for a person, never started under 100 %
         n, rec = alerts
         assert n.flush(5)
         assert any(sev == "warning" and H2 in body for _t, _title, body, sev in rec.calls), rec.calls
@@ -570,6 +586,33 @@ def test_a_torrent_removed_during_its_move_gets_its_links_back_and_its_sharer_st
         assert {rel: os.lstat(os.path.join(w.seed_s, rel)).st_ino for rel, _d in FILES} == before
         assert q.t[H2].save_path == w.seed_s and q.t[H2].stopped is False
         assert q.violations == []
+        assert not os.path.lexists(os.path.join(w.seed_s, fsops.HOLDING_DIR))
+    finally:
+        w.cat.close()
+
+
+def test_a_removed_torrent_is_undone_when_a_failed_rollback_already_put_the_shared_links_back(tmpfs, tmp_path):  # noqa: F811
+    """H1 moved and was removed; then H2 (same paths) fails at the new place and its move back ends
+    under 100 %: its rollback fails, but only after it put the shared links back. They were taken
+    for links it still kept hidden (the journaled _hidden list), and H1's rollback was refused for
+    them: only links still held block it."""
+    w, q, plan = _sharing_world(tmpfs, tmp_path)
+    try:
+
+        def hook(point, gid, seq, step):
+            if point == "poll" and step.torrent == H2 and H1 in q.t:
+                del q.t[H1]
+                q.fail_at[w.seed_p] = q.fail_at[w.seed_s] = 0.9  # H2's check there, then back home
+
+        summary = w.executor(hook=hook).apply(plan)
+
+        (g,) = summary.groups
+        assert g.needs_attention and f"{H2} is back at {w.seed_s} but at 90.0%" in g.reason, g.reason
+        assert H1 not in g.reason, g.reason
+        (row,) = [r for r in w.journal.steps(summary.run_id) if r.kind == "relocate" and r.args["torrent"] == H1]
+        assert row.status == "undone" and row.result["note"] == "torrent gone"
+        for rel, _d in FILES:
+            assert os.path.lexists(os.path.join(w.seed_s, rel))
         assert not os.path.lexists(os.path.join(w.seed_s, fsops.HOLDING_DIR))
     finally:
         w.cat.close()
@@ -744,5 +787,7 @@ def test_the_rollback_logs_what_it_finds_and_each_poll_of_its_waits(restarting, 
     )
     polls = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"poll {H1}:")]
     back = [m for m in polls if f" at {w.save(H1, 'stash')} " in m]  # the wait after the move back
-    assert back and all(m.startswith(f"poll {H1}: stopped") and m.endswith("%") for m in back), polls
+    # (stopped, and checking: moved back stopped, its 100 % counts only after a recheck was seen)
+    assert back and all(m.startswith((f"poll {H1}: stopped", f"poll {H1}: checking")) for m in back), polls
+    assert all(m.endswith("%") for m in back) and any(f"poll {H1}: checking" in m for m in back), polls
     assert all(r.levelno == logging.DEBUG for r in caplog.records if r.getMessage().startswith("poll "))
