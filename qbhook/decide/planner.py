@@ -777,18 +777,30 @@ def _one_writer_per_destination(plans: list[GroupPlan]) -> None:
     destination, and the second is planned against them (reused, or blocked as different
     content)."""
     maybe = _repeated(p for g in plans if g.actionable for p in view_paths(g.steps))
-    first: dict[str, str] = {}
+    _later_ones_wait(
+        plans,
+        lambda g: {p for p in view_paths(g.steps) if maybe(p)},
+        lambda g, other: f"waits for group {other}, which writes the same destination path in this run",
+    )
+
+
+def _later_ones_wait(
+    plans: list[GroupPlan], claims: Callable[[GroupPlan], set], reason: Callable[[GroupPlan, str], str]
+) -> None:
+    """The rule of both cross-group passes: the first actionable group to claim a key keeps it; a
+    later group claiming a key another one holds waits for the next run (skipped, ``reason``)."""
+    first: dict = {}
     for g in plans:
         if not g.actionable:
             continue
-        mine = {p for p in view_paths(g.steps) if maybe(p)}
-        other = next((first[p] for p in sorted(mine) if first.get(p, g.group_id) != g.group_id), None)
+        mine = claims(g)
+        other = next((first[k] for k in sorted(mine) if first.get(k, g.group_id) != g.group_id), None)
         if other is not None:
             g.action, g.steps = Action.SKIP, []
-            g.reason = f"waits for group {other}, which writes the same destination path in this run"
+            g.reason = reason(g, other)
             continue
-        for p in mine:
-            first.setdefault(p, g.group_id)
+        for k in mine:
+            first.setdefault(k, g.group_id)
 
 
 def _copied_once(plans: list[GroupPlan]) -> None:
@@ -807,24 +819,17 @@ def _copied_once(plans: list[GroupPlan]) -> None:
     """
     # Most contents are copied by one group only: only hashes ``_repeated`` meets twice are mapped.
     maybe = _repeated(h for g in plans if g.actionable for _size, h in copied(g.steps) if h is not None)
-    first: dict[tuple[str | None, int, str], str] = {}
-    for g in plans:
-        if not g.actionable:
-            continue
-        mine = {
+    _later_ones_wait(
+        plans,
+        lambda g: {
             (g.target_pool, size, h)
             for size, h in copied(g.steps)
             if h is not None
             and size >= g.incidental_below  # an incidental file is copied by each payload
             and maybe(h)
-        }
-        other = next((first[k] for k in sorted(mine) if first.get(k, g.group_id) != g.group_id), None)
-        if other is not None:
-            g.action, g.steps = Action.SKIP, []
-            g.reason = f"waits for group {other}, which copies the same content to {g.target_pool} in this run"
-            continue
-        for k in mine:
-            first.setdefault(k, g.group_id)
+        },
+        lambda g, other: f"waits for group {other}, which copies the same content to {g.target_pool} in this run",
+    )
 
 
 def _apply_batch_cap(plans: list[GroupPlan], cap: int) -> None:
