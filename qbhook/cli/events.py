@@ -349,7 +349,7 @@ def _check_direct(client, catalog) -> None:
     user is root or the catalog's owner (qbhook's own user). Any other user cannot write the
     catalog (`hook` refuses then) and qBittorrent ignores the failure: every event would be lost
     unheard. Making the catalog writable for it instead would hand it the journal."""
-    from qbhook.clients.qbt.owner import CannotTell, web_ui_process
+    from qbhook.clients.webui_owner import CannotTell, web_ui_process
 
     try:
         proc = web_ui_process(client.url)

@@ -77,7 +77,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from qbhook.clients.model import PART_SUFFIX, SEEDING_STATES
 from qbhook.decide.facts import (
@@ -111,7 +111,6 @@ class _Usage:
     busy: frozenset[InodeKey]  # used by a torrent that is not settled, or at priority 0
     claimed: frozenset[InodeKey]  # duplicated inodes some torrent of the snapshot uses
     unseen_sizes: frozenset[int]  # sizes of the wanted files of unsettled torrents the snapshot could not place
-    owners: Mapping[InodeKey, frozenset[str]] = field(default_factory=dict)  # claimed inode -> its torrents
 
 
 _USAGE = "converge.usage"  # its key in Snapshot.derived
@@ -125,7 +124,7 @@ def _usage(snap: Snapshot) -> _Usage:
     if got is None:
         dup = {k for keys in snap.content.values() if len(keys) > 1 for k in keys}
         busy: set[InodeKey] = set()
-        owners: dict[InodeKey, set[str]] = {}
+        claimed: set[InodeKey] = set()
         unseen: set[int] = set()
         for t in snap.torrents:
             if not _settled(t):
@@ -133,12 +132,8 @@ def _usage(snap: Snapshot) -> _Usage:
                 unseen.update(f.size for f in t.files if f.inode is None and f.priority != 0)
             else:
                 busy.update(f.inode for f in t.files if f.inode is not None and not f.priority)
-            for f in t.files:
-                if f.inode in dup:
-                    owners.setdefault(f.inode, set()).add(t.hash)
-        frozen = {k: frozenset(v) for k, v in owners.items()}
-        got = _Usage(frozenset(busy), frozenset(owners), frozenset(unseen), frozen)
-        snap.derived[_USAGE] = got
+            claimed.update(f.inode for f in t.files if f.inode in dup)
+        got = snap.derived[_USAGE] = _Usage(frozenset(busy), frozenset(claimed), frozenset(unseen))
     return got
 
 
@@ -236,19 +231,20 @@ def _may_change(snap: Snapshot, use: _Usage, inode: InodeFact) -> bool:
     return (bool(w) and any(p in w for p in links)) or (bool(pre) and any(_at_or_under(p, pre) for p in links))
 
 
-def _in_use(snap: Snapshot, inode: InodeFact) -> bool:
-    """A library (or something outside the seeding roots) or a torrent of the snapshot uses ``inode``:
-    an unclaimed inode (a leftover, a file something unseen writes) is never kept (module docstring)."""
-    return bool(inode.external_links) or inode.key in _usage(snap).claimed
-
-
 def reusable(snap: Snapshot, inode: InodeFact) -> bool:
-    """Whether a file of another payload may be hardlinked onto ``inode`` now: the rules above for a
-    kept inode, in use (``_in_use``) and not changing (``_may_change``). The planner's donors
-    (``planner._donors``) are these: a demotion's only copy on the target, linked onto an inode a
-    downloading torrent or an unseen writer still changes, would change with it once the source
-    links are gone."""
-    return _in_use(snap, inode) and not _may_change(snap, _usage(snap), inode)
+    """Whether a file of another payload may be hardlinked onto ``inode`` now: nothing that may write
+    it (``_may_change``: a torrent not settled, one with it at priority 0, a writer's place, an
+    unseen writer of its size). The planner's donors (``planner._donors``) are these: a
+    demotion's only copy on the target, linked onto an inode a downloading torrent still
+    changes, would change with it once the source links are gone.
+
+    Not also claimed by a torrent or a library, as a kept inode of a convergence must be: a partial snapshot
+    (an event's closure, a saved plan's groups, a sweep's chunk) does not hold the torrent that
+    seeds a donor on the target, so every donor looked unclaimed there and a demote copied data
+    already on the pool (and a saved plan went stale between ``plan --save`` and ``apply --plan``:
+    tests/integration/test_approved_real.py). Writers left out of a partial snapshot are in
+    ``Snapshot.write_prefixes``, which ``_may_change`` reads."""
+    return not _may_change(snap, _usage(snap), inode)
 
 
 def keeper(snap: Snapshot, keys: list[InodeKey]) -> InodeKey:
@@ -332,22 +328,15 @@ def plan_group(snap: Snapshot, group: list[TorrentFact]) -> Convergence | None:
 
 
 def tied_to(snap: Snapshot, kept: Iterable[InodeKey]) -> Callable[[InodeFact], bool]:
-    """Whether an inode belongs to the party of ``kept`` (inodes a payload is tied to): it is a file
-    of a torrent that uses one of them, or has a link in a folder where one of them has a library
-    link (the movie's folder holds its .nfo). Nothing belongs to no party."""
-    kept = [snap.inodes[k] for k in kept]
-    if not kept:
+    """Whether an inode belongs to the party of ``kept`` (inodes a payload is tied to): it has a link
+    in a folder where one of them has a link (the movie's folder holds its .nfo, a release's folder
+    its RARBG.txt). By folders, not by torrents: a partial snapshot (an event's closure, a saved
+    plan's groups) lacks the torrents seeding on the target, and the rule must answer the same
+    there as in a full one. Nothing belongs to no party."""
+    folders = {posixpath.dirname(p) for k in kept for p in snap.inodes[k].seeding_paths + snap.inodes[k].other_paths}
+    if not folders:
         return lambda _inode: False
-    owners = _usage(snap).owners
-    hashes = {h for i in kept for h in owners.get(i.key, ())}
-    folders = {posixpath.dirname(p) for i in kept for p in i.other_paths}
-
-    def ours(inode: InodeFact) -> bool:
-        if hashes & owners.get(inode.key, frozenset()):
-            return True
-        return any(posixpath.dirname(p) in folders for p in inode.other_paths)
-
-    return ours
+    return lambda inode: any(posixpath.dirname(p) in folders for p in inode.seeding_paths + inode.other_paths)
 
 
 def _made(conv: Convergence, k: InodeKey) -> bool:

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from qbhook.catalog.store import Catalog
 from qbhook.cli import main
-from qbhook.clients.qbt import owner
+from qbhook.clients import webui_owner as owner
 from qbhook.clients.qbt.client import QbtClient
 from qbhook.events.queue import JobQueue
 from tests.helpers import config_data

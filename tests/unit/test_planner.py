@@ -90,10 +90,7 @@ def test_demote_onto_identical_data_already_on_pool_copies_nothing():
     assert gb.action == "stay"  # no consumer on stash: the pool copy is the one to keep
 
 
-@pytest.mark.parametrize(
-    "whose",
-    ["a torrent still downloading", "a settled torrent with it at priority 0", "no torrent and no library"],
-)
+@pytest.mark.parametrize("whose", ["a torrent still downloading", "a settled torrent with it at priority 0"])
 def test_demote_copies_rather_than_link_onto_a_file_that_may_change(whose):
     """A donor is an inode convergence would keep (``converge.reusable``): linked onto one that a
     downloading torrent or something unseen still writes, the group's only copy on /pool would
@@ -101,14 +98,11 @@ def test_demote_copies_rather_than_link_onto_a_file_that_may_change(whose):
     w = World()
     w.payload(S + "/movies", {"Movie/m.mkv": "M"})
     w.torrent("a" * 40, S + "/movies", ["Movie/m.mkv"])
-    if whose == "no torrent and no library":
-        w.file(P + "/incomplete/Whatever/m.mkv", "M")  # an orphan: whatever writes it is unseen
+    w.payload(P + "/dl", {"B/b.mkv": "M", "B/b2.mkv": "Y"})
+    if whose == "a torrent still downloading":
+        w.torrent("b" * 40, P + "/dl", ["B/b.mkv", "B/b2.mkv"], state="downloading", progress=0.5, tags=set())
     else:
-        w.payload(P + "/dl", {"B/b.mkv": "M", "B/b2.mkv": "Y"})
-        if whose == "a torrent still downloading":
-            w.torrent("b" * 40, P + "/dl", ["B/b.mkv", "B/b2.mkv"], state="downloading", progress=0.5, tags=set())
-        else:
-            w.torrent("b" * 40, P + "/dl", ["B/b.mkv", "B/b2.mkv"], skipped={"B/b.mkv"}, tags=set())
+        w.torrent("b" * 40, P + "/dl", ["B/b.mkv", "B/b2.mkv"], skipped={"B/b.mkv"}, tags=set())
     g = next(g for g in plan(w).groups if "a" * 40 in g.torrents)
     assert g.action == "demote" and "link" not in kinds(g) and g.bytes_to_copy == 1000, g.reason
     assert [s.args["dst"] for s in g.steps if s.kind == "copy"] == [P + "/movies/Movie/m.mkv"]
