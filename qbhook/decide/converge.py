@@ -364,7 +364,7 @@ def _converge_steps(
     use = _usage(snap)
     steps: list[Step] = []
     freed = n = onto_library = waiting = 0
-    for inode, k in sorted(chosen, key=lambda c: c[0].key):
+    for inode, k in chosen:  # in the order of their keys (plan_group's sorted users)
         if k == inode.key:
             continue  # this one is kept; the others converge onto it from their own groups
         # Only now: an inode that is kept never converges, so it is not "waiting" however busy it is.

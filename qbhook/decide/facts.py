@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import posixpath
 import stat as stat_mod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from qbhook.clients.model import PART_SUFFIX, is_relative_path
@@ -71,10 +71,16 @@ def incidental_below(wanted: Iterable[Iterable[int]]) -> int:
     return min(INCIDENTAL_BYTES, (payload + 1) // 2)  # size < this  <=>  incidental(size, payload)
 
 
-def incidental_in(group: Iterable[TorrentFact]) -> Callable[[int], bool]:
+def incidental_in(group: Sequence[TorrentFact]) -> Callable[[int], bool]:
     """Whether a size is incidental to this group of torrent facts (``incidental_below``)."""
+    if len(group) == 1 and len(group[0].files) == 1:
+        return _never  # one file is its whole payload (the common converge group: cheap, 10,000 a pass)
     below = incidental_below([f.size for f in t.files if f.priority != 0] for t in group)
     return lambda size: size < below
+
+
+def _never(_size: int) -> bool:
+    return False
 
 
 @dataclass(frozen=True, slots=True)
