@@ -162,29 +162,29 @@ def _zfs_mount(options: str = "rw,user_id=0,group_id=0"):
     return Mount(dev=dev, root="/", mountpoint="/stash", fstype="fuse.zfs", source="stash", options=options)
 
 
-def test_a_zfs_guid_is_the_last_line_zfs_prints(tmp_path, monkeypatch):
+def _fake_zfs(tmp_path, monkeypatch, script: str | None) -> None:
+    """The only `zfs` fsid can find is ``script`` (None: there is none): PATH holds no zfs, and
+    fsid's fallback folders are one of this test's."""
     from qbhook.catalog import fsid
 
     sbin = tmp_path / "sbin"
     sbin.mkdir()
-    (sbin / "zfs").write_text("#!/bin/sh\nprintf 'WARNING x\\n123\\n'\n")
-    (sbin / "zfs").chmod(0o755)
+    if script is not None:
+        (sbin / "zfs").write_text(script)
+        (sbin / "zfs").chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setattr(fsid, "_ZFS_DIRS", (str(sbin),))
+
+
+def test_a_zfs_guid_is_the_last_line_zfs_prints(tmp_path, monkeypatch):
+    _fake_zfs(tmp_path, monkeypatch, "#!/bin/sh\nprintf 'WARNING x\\n123\\n'\n")
     assert identify(dev=_zfs_mount().dev, mounts=[_zfs_mount()]).fsid == "zfs:123"
 
 
 def test_a_zfs_dataset_is_found_by_its_guid_when_path_lacks_sbin(tmp_path, monkeypatch):
     """cron's PATH is /usr/bin:/bin: `zfs` was not found, the dataset was keyed by a marker instead
     of its GUID, and every file on it was catalogued again under a new filesystem."""
-    from qbhook.catalog import fsid
-
-    sbin = tmp_path / "sbin"
-    sbin.mkdir()
-    (sbin / "zfs").write_text("#!/bin/sh\necho 1234567890\n")
-    (sbin / "zfs").chmod(0o755)
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    monkeypatch.setattr(fsid, "_ZFS_DIRS", (str(sbin),))
+    _fake_zfs(tmp_path, monkeypatch, "#!/bin/sh\necho 1234567890\n")
     ident = identify(dev=_zfs_mount().dev, mounts=[_zfs_mount()])
     assert ident.fsid == "zfs:1234567890" and ident.kind == "zfs"
 
@@ -201,13 +201,7 @@ def test_a_zfs_dataset_whose_guid_cannot_be_read_is_an_error_not_another_identit
     from qbhook.catalog import fsid
     from qbhook.errors import FilesystemIdError
 
-    sbin = tmp_path / "sbin"
-    sbin.mkdir()
-    if script is not None:
-        (sbin / "zfs").write_text(script)
-        (sbin / "zfs").chmod(0o755)
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    monkeypatch.setattr(fsid, "_ZFS_DIRS", (str(sbin),))
+    _fake_zfs(tmp_path, monkeypatch, script)
     monkeypatch.setattr(fsid, "device_uuid", lambda source: pytest.fail("fell back to a UUID"))
     monkeypatch.setattr(fsid, "_marker_id", lambda *a, **k: pytest.fail("fell back to a marker"))
     with pytest.raises(FilesystemIdError, match="cannot identify ZFS dataset stash: ") as e:
