@@ -285,7 +285,7 @@ def plan_group(snap: Snapshot, group: list[TorrentFact]) -> Convergence | None:
     """The converge steps for ``group``'s duplicate inodes, or None when it has no duplicate to converge
     now or later (a Convergence without steps: its duplicates all wait, ``Convergence.waiting``).
 
-    A file incidental to the payload (``facts.incidental``: an .nfo, a tracker's .txt) converges
+    A file incidental to the payload (``facts.incidental_below``: an .nfo, a tracker's .txt) converges
     onto an inode outside the group only onto the party a file that is not incidental converges
     onto in this plan (``tied_to``: that torrent's files, that library folder's): then the payloads
     are one, and its small files follow it (else the next plan, seeing one group, would converge
@@ -316,8 +316,9 @@ def plan_group(snap: Snapshot, group: list[TorrentFact]) -> Convergence | None:
         chosen.append((inode, k))
     conv = _converge_steps(snap, users, chosen)
     if deferred:
-        outside = {k for _inode, k in chosen if k not in users and conv and _made(conv, k)}
-        ours = tied_to(snap, outside)
+        # The party: inodes outside the group that a step (not a wait) converges onto.
+        made = {(s.keep.fsid, s.keep.ino) for s in conv.steps} if conv else set()
+        ours = tied_to(snap, made - users.keys())
         rest = []
         for inode, keys in deferred:
             mine = [c for c in keys if c in users or ours(snap.inodes[c])]
@@ -337,11 +338,6 @@ def tied_to(snap: Snapshot, kept: Iterable[InodeKey]) -> Callable[[InodeFact], b
     if not folders:
         return lambda _inode: False
     return lambda inode: any(posixpath.dirname(p) in folders for p in inode.seeding_paths + inode.other_paths)
-
-
-def _made(conv: Convergence, k: InodeKey) -> bool:
-    """Whether ``conv`` has a step onto ``k`` (not only a wait)."""
-    return any((s.keep.fsid, s.keep.ino) == k for s in conv.steps)
 
 
 def _joined(a: Convergence | None, b: Convergence | None) -> Convergence | None:

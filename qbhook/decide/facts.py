@@ -53,22 +53,16 @@ UNSTABLE_STATES = frozenset(
 INCIDENTAL_BYTES = 1 << 20
 
 
-def incidental(size: int, payload: int) -> bool:
-    """Whether a file of ``size`` bytes is incidental to a payload of ``payload`` bytes (above)."""
-    return size < INCIDENTAL_BYTES and 2 * size < payload
-
-
 def incidental_below(wanted: Iterable[Iterable[int]]) -> int:
     """For one group, from each torrent's wanted file sizes: its files under this many bytes are
-    incidental to it (``incidental``), 0 for none. The payload weighs what its largest torrent
-    does (its file list, whatever of it the catalog knows). A payload with no file that is not
-    incidental (a pack of small files: ebook formats, chapters) has none: every file of it may
-    tie it, as one file of a big payload does."""
+    incidental to it (above: under ``INCIDENTAL_BYTES`` and under half the payload), 0 for none.
+    The payload weighs what its largest torrent does (its file list, whatever of it the catalog
+    knows). A payload with no file that is not incidental (a pack of small files: ebook formats,
+    chapters) has none: every file of it may tie it, as one file of a big payload does."""
     torrents = [list(sizes) for sizes in wanted]
     payload = max((sum(sizes) for sizes in torrents), default=0)
-    if all(incidental(size, payload) for sizes in torrents for size in sizes):
-        return 0
-    return min(INCIDENTAL_BYTES, (payload + 1) // 2)  # size < this  <=>  incidental(size, payload)
+    below = min(INCIDENTAL_BYTES, (payload + 1) // 2)  # size < below  <=>  2 * size < payload
+    return 0 if all(size < below for sizes in torrents for size in sizes) else below
 
 
 def incidental_in(group: Sequence[TorrentFact]) -> Callable[[int], bool]:

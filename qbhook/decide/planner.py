@@ -157,7 +157,7 @@ def decide(
     inodes = _group_inodes(snap, group)
     gp.payload_bytes = sum(i.size for i in inodes.values())
     gp.external_links = external_link_paths(inodes.values())
-    # The files that may tie this payload to another one's inodes (facts.incidental): the rest
+    # The files that may tie this payload to another one's inodes (facts.incidental_below): the rest
     # never keep it on /stash for a library's copy of them, and are linked from a copy on the
     # target only when one of these is (``_donors_tied``): then it is one payload.
     gp.incidental_below = incidental_below([f.size for f in t.files if f.priority != 0] for t in group)
@@ -542,7 +542,7 @@ def _donors_tied(
     to (``converge.tied_to``: the same torrent's files, the same library folder's), since the
     payload is already there and its small files follow it. With no donor for ``shared``, none:
     a donor of an incidental file alone would tie this payload for good to whatever holds those
-    few bytes, and so would one of a third payload (facts.incidental)."""
+    few bytes, and so would one of a third payload (facts.incidental_below)."""
     big = _donors(snap, shared, tgt)
     if not big:
         return {}

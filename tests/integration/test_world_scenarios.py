@@ -509,7 +509,7 @@ class Promises:
         blocked_inodes = {
             (facts[p].dev, facts[p].ino) for h in blocked for p, prio in ts[h].files if prio and p in facts
         }
-        # An incidental file (facts.incidental: small, under half its payload) converges only onto
+        # An incidental file (facts.incidental_below: small, under half its payload) converges only onto
         # its own group's inodes: equal bytes in another payload or a library do not count here.
         group_of, below = {}, {}
         for root, members in groups.items():

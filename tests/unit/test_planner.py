@@ -526,7 +526,7 @@ def test_destination_symlink_does_not_block_a_group_that_stays():
     assert g.action == "stay" and "Movie.bin" in g.reason
 
 
-# -- incidental files (decide.facts.incidental): a coincidence of bytes never ties two payloads
+# -- incidental files (decide.facts.incidental_below): a coincidence of bytes never ties two payloads
 
 
 MOVIE = 2 << 20  # a payload's big file, over facts.INCIDENTAL_BYTES

@@ -123,7 +123,7 @@ def test_plans_are_safe(w, require_tag):
         keys = {f.inode for t in snap.torrents if t.hash in g.torrents for f in t.files}
         assert all(snap.inodes[k].external_links == 0 for k in keys)
         # never copy content that already exists on the target dataset, but for a file incidental
-        # to its payload (facts.incidental: copied, never linked across payloads), or content held
+        # to its payload (facts.incidental_below: copied, never linked across payloads), or content held
         # there only by an inode no link may be made onto (converge.reusable: an orphan, a file
         # that may still change)
         tgt = snap.pool(g.target_pool)
