@@ -398,6 +398,17 @@ class Journal:
                 (json.dumps(list(sharers)), json.dumps(forced), step_id),
             )
 
+    def set_observed(self, step_id: int, observed: dict) -> None:
+        """Replace a relocate step's observation (``_observed``): the torrent as it was right before
+        the executor acted on it, when the one journaled with the intent showed it in a transition
+        (a check) it then waited out. Written before the first action, so a resumed run or a
+        rollback after a crash decides from what the move was issued on (``close`` never touches args)."""
+        with Tx(self.conn) as c:
+            c.execute(
+                "UPDATE steps SET args=json_set(args, '$._observed', json(?)) WHERE id=?",
+                (json.dumps(observed, sort_keys=True), step_id),
+            )
+
     def sharers(self, step_id: int) -> list[str]:
         """The torrents ``set_sharers`` last recorded for this step (none for a step never run)."""
         r = self.conn.execute("SELECT args FROM steps WHERE id=?", (step_id,)).fetchone()
