@@ -1352,19 +1352,24 @@ class Executor:
         """The relocation as it will be journaled: with the torrent as first seen, before we touch it."""
         if row is not None and row.args.get("_observed"):
             return replace(s, observed=dict(row.args["_observed"]))
-        return replace(s, observed=self._observation(self._client(s.instance).torrent(s.torrent)))
+        return replace(s, observed=self._observation(s, self._client(s.instance).torrent(s.torrent)))
 
-    def _observation(self, t) -> dict:
-        """What a relocation journals of torrent ``t`` before acting on it, for its undo (``_move_back``)."""
+    def _observation(self, s: Relocate, t) -> dict:
+        """What relocation ``s`` journals of torrent ``t`` before acting on it, for its undo
+        (``_move_back``) and its start at the end. Stopped by another relocation that could not
+        start it again (``_start_sharers``; the journal keeps it across runs), it ran before qbhook
+        stopped it: it runs again as it ran (forced, if it was)."""
         tag = self.cfg.policy.relocated_tag
+        by_us = self.journal.stopped_by_us(s.instance, s.torrent) if t.is_stopped else None
         return {
             "save_path": _norm(t.save_path),
             "state": t.state,
             "progress": t.progress,
             "complete": t.is_complete,
             "stable": t.is_stable,
-            "was_running": not t.is_stopped,
-            "forced": t.is_forced,  # started forced again: a plain start is queued (clients/port.py)
+            "was_running": not t.is_stopped or by_us is not None,
+            # started forced again: a plain start is queued (clients/port.py)
+            "forced": t.is_forced if by_us is None else by_us,
             "download_path": t.download_path,
             "auto_tmm": t.auto_tmm,
             "had_relocated_tag": bool(tag) and tag in t.tags,
@@ -1420,6 +1425,7 @@ class Executor:
         obs = r.step.observed or {}  # as _issue_move journaled it, if the first look was of a transition
         if obs.get("was_running", True) and t.is_stopped:
             c.start(h, forced=bool(obs.get("forced")))  # only now: the recheck at the new place ended at 100%
+        self.journal.forget_stopped(s.instance, h)  # running as it ran, or stopped by a person
         tag = self.cfg.policy.relocated_tag
         if tag:
             try:
@@ -1449,7 +1455,7 @@ class Executor:
             # First seen in a transition (a check a person started, checkingResumeData after a
             # restart) and waited for: the journaled look says "never moved" to a rollback. The
             # look the move is issued on replaces it, journal first: nothing of ours acted yet.
-            obs = self._observation(t)
+            obs = self._observation(s, t)
             self.journal.set_observed(r.step_id, obs)
             r.step = replace(r.step, observed=obs)
         if t.auto_tmm:
@@ -1824,6 +1830,7 @@ class Executor:
             t = self._sharer_settled(st, c, r, h, t)
             if t is not None and t.is_stopped and t.is_complete and t.is_stable:
                 c.start(h, forced=h in r.forced)
+                self.journal.forget_stopped(r.step.instance, h)
             elif t is not None and (t.is_stopped or not t.is_stable):
                 why = f"{t.state} at {t.progress * 100:.1f}%"
                 self.log.warning(
@@ -1833,6 +1840,8 @@ class Executor:
                     why,
                 )
                 st.left_stopped.append(f"{h} ({why})")
+                # Journal first: its own relocation must know it ran before we stopped it.
+                self.journal.set_left_stopped(r.step_id, h, h in r.forced)
             r.sharers.pop(0)
             self.journal.set_sharers(r.step_id, r.sharers, r.forced)
 
@@ -1923,8 +1932,7 @@ class Executor:
         s, run_id = r.step, st.run_id
         obs = s.observed or {}
         from_path, to_path = _norm(s.from_path), _norm(s.to_path)
-        h = s.torrent
-        budget = self.timing.budget(s.size)
+        h, budget = s.torrent, self.timing.budget(s.size)
         t = c.torrent(h)
         self._trace(logging.INFO, "rollback", t)
         # Never moved (killed between hiding and setLocation, or qBittorrent killed before its new
@@ -1972,6 +1980,7 @@ class Executor:
             self._restore_atm(st, c, h, from_path)
         if obs.get("was_running") and t.is_stopped:
             c.start(h, forced=bool(obs.get("forced")))
+            self.journal.forget_stopped(s.instance, h)
         tag = self.cfg.policy.relocated_tag
         if tag and obs.get("had_relocated_tag") is False:
             try:
