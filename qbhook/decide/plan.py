@@ -368,7 +368,8 @@ class Relocate(Step):
     to_path: str
     size: int = 0
     # The torrent as the executor first saw it (running? where?), journaled with the intent so
-    # whoever undoes this after a crash knows what to restore. The planner leaves it empty.
+    # whoever undoes this after a crash knows what to restore; first seen in a transition (a
+    # check), replaced by the look the move is issued on, before it. The planner leaves it empty.
     observed: Mapping[str, Any] | None = None
 
     @property

@@ -41,9 +41,9 @@ import signal
 import socket
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from qbhook import notify as _notify
 from qbhook.catalog.identity import components
@@ -147,6 +147,14 @@ def _norm(path: str | None) -> str:
     if not path:
         return ""
     return os.path.normpath(str(path))
+
+
+def _at_rest(obs: Mapping[str, Any] | None, from_path: str) -> bool:
+    """Whether a relocation's journaled look (``Relocate.observed``) saw the torrent at ``from_path``,
+    complete and stable: only then may a move have been issued (``_issue_move``), and be undone."""
+    if not obs:
+        return False
+    return _norm(obs.get("save_path")) == _norm(from_path) and bool(obs.get("complete") and obs.get("stable"))
 
 
 def _storage_at(t, path: str) -> bool:
@@ -1344,23 +1352,28 @@ class Executor:
         """The relocation as it will be journaled: with the torrent as first seen, before we touch it."""
         if row is not None and row.args.get("_observed"):
             return replace(s, observed=dict(row.args["_observed"]))
-        t = self._client(s.instance).torrent(s.torrent)
+        return replace(s, observed=self._observation(s, self._client(s.instance).torrent(s.torrent)))
+
+    def _observation(self, s: Relocate, t) -> dict:
+        """What relocation ``s`` journals of torrent ``t`` before acting on it, for its undo
+        (``_move_back``) and its start at the end. Stopped by another relocation that could not
+        start it again (``_start_sharers``; the journal keeps it across runs), it ran before qbhook
+        stopped it: it runs again as it ran (forced, if it was)."""
         tag = self.cfg.policy.relocated_tag
-        return replace(
-            s,
-            observed={
-                "save_path": _norm(t.save_path),
-                "state": t.state,
-                "progress": t.progress,
-                "complete": t.is_complete,
-                "stable": t.is_stable,
-                "was_running": not t.is_stopped,
-                "forced": t.is_forced,  # started forced again: a plain start is queued (clients/port.py)
-                "download_path": t.download_path,
-                "auto_tmm": t.auto_tmm,
-                "had_relocated_tag": bool(tag) and tag in t.tags,
-            },
-        )
+        by_us = self.journal.stopped_by_us(s.instance, s.torrent) if t.is_stopped else None
+        return {
+            "save_path": _norm(t.save_path),
+            "state": t.state,
+            "progress": t.progress,
+            "complete": t.is_complete,
+            "stable": t.is_stable,
+            "was_running": not t.is_stopped or by_us is not None,
+            # started forced again: a plain start is queued (clients/port.py)
+            "forced": t.is_forced if by_us is None else by_us,
+            "download_path": t.download_path,
+            "auto_tmm": t.auto_tmm,
+            "had_relocated_tag": bool(tag) and tag in t.tags,
+        }
 
     def _verify_group(self, st: _GroupRun, s: VerifyGroup, _at: _At) -> dict:
         self._check_views_unchanged(st)  # the last look before the first delete
@@ -1380,7 +1393,6 @@ class Executor:
     def _relocate(self, st: _GroupRun, s: Relocate, at: _At) -> dict:
         c = self._client(s.instance)
         h = s.torrent
-        obs = s.observed or {}
         # A resumed relocation may have stopped sharers before the crash: the journal says which.
         sharers = self.journal.sharers(at.step_id), self.journal.forced_sharers(at.step_id)
         r = _Reloc(at.seq, at.step_id, StepStatus.INTENDED, s, *sharers)
@@ -1410,8 +1422,10 @@ class Executor:
         self._start_sharers(st, c, r)
         # Before it may run again: qBittorrent never wrote into the view since verify_view.
         self._check_views_unchanged(st)
+        obs = r.step.observed or {}  # as _issue_move journaled it, if the first look was of a transition
         if obs.get("was_running", True) and t.is_stopped:
             c.start(h, forced=bool(obs.get("forced")))  # only now: the recheck at the new place ended at 100%
+        self.journal.forget_stopped(s.instance, h)  # running as it ran, or stopped by a person
         tag = self.cfg.policy.relocated_tag
         if tag:
             try:
@@ -1437,6 +1451,13 @@ class Executor:
             raise UnsafeOperation(f"torrent {h} is {t.state}: waiting for a stable state first")
         if (s.instance, h, to_path) not in st.views:
             raise UnsafeOperation(f"refusing to relocate {h}: its view at {to_path} was not verified in this run")
+        if not _at_rest(r.step.observed, s.from_path):
+            # First seen in a transition (a check a person started, checkingResumeData after a
+            # restart) and waited for: the journaled look says "never moved" to a rollback. The
+            # look the move is issued on replaces it, journal first: nothing of ours acted yet.
+            obs = self._observation(s, t)
+            self.journal.set_observed(r.step_id, obs)
+            r.step = replace(r.step, observed=obs)
         if t.auto_tmm:
             c.set_auto_management(h, False)  # turning ATM off never moves anything; turning it on might
         if t.download_path and _norm(t.download_path) != to_path:
@@ -1809,6 +1830,7 @@ class Executor:
             t = self._sharer_settled(st, c, r, h, t)
             if t is not None and t.is_stopped and t.is_complete and t.is_stable:
                 c.start(h, forced=h in r.forced)
+                self.journal.forget_stopped(r.step.instance, h)
             elif t is not None and (t.is_stopped or not t.is_stable):
                 why = f"{t.state} at {t.progress * 100:.1f}%"
                 self.log.warning(
@@ -1818,6 +1840,8 @@ class Executor:
                     why,
                 )
                 st.left_stopped.append(f"{h} ({why})")
+                # Journal first: its own relocation must know it ran before we stopped it.
+                self.journal.set_left_stopped(r.step_id, h, h in r.forced)
             r.sharers.pop(0)
             self.journal.set_sharers(r.step_id, r.sharers, r.forced)
 
@@ -1891,10 +1915,9 @@ class Executor:
     def _undo_relocation(self, st: _GroupRun, r: _Reloc) -> dict:
         """Put a torrent back where this run found it, as it was (idempotent)."""
         s = r.step
-        obs = s.observed or {}
-        from_path = _norm(s.from_path)
-        if not obs or _norm(obs.get("save_path")) != from_path or not obs.get("complete") or not obs.get("stable"):
-            # We cannot have moved it: it was not at the old place, complete and stable when first seen.
+        if not _at_rest(s.observed, s.from_path):
+            # We cannot have moved it: it was not at the old place, complete and stable when last
+            # seen before any action of ours (``_issue_move`` journals that look before acting).
             return {"moved_back": False, "note": "never moved"}
         c = self._client(s.instance)
         try:
@@ -1909,8 +1932,7 @@ class Executor:
         s, run_id = r.step, st.run_id
         obs = s.observed or {}
         from_path, to_path = _norm(s.from_path), _norm(s.to_path)
-        h = s.torrent
-        budget = self.timing.budget(s.size)
+        h, budget = s.torrent, self.timing.budget(s.size)
         t = c.torrent(h)
         self._trace(logging.INFO, "rollback", t)
         # Never moved (killed between hiding and setLocation, or qBittorrent killed before its new
@@ -1958,6 +1980,7 @@ class Executor:
             self._restore_atm(st, c, h, from_path)
         if obs.get("was_running") and t.is_stopped:
             c.start(h, forced=bool(obs.get("forced")))
+            self.journal.forget_stopped(s.instance, h)
         tag = self.cfg.policy.relocated_tag
         if tag and obs.get("had_relocated_tag") is False:
             try:

@@ -398,6 +398,65 @@ class Journal:
                 (json.dumps(list(sharers)), json.dumps(forced), step_id),
             )
 
+    def set_observed(self, step_id: int, observed: dict) -> None:
+        """Replace a relocate step's observation (``_observed``): the torrent as it was right before
+        the executor acted on it, when the one journaled with the intent showed it in a transition
+        (a check) it then waited out. Written before the first action, so a resumed run or a
+        rollback after a crash decides from what the move was issued on (``close`` never touches args)."""
+        with Tx(self.conn) as c:
+            c.execute(
+                "UPDATE steps SET args=json_set(args, '$._observed', json(?)) WHERE id=?",
+                (json.dumps(observed, sort_keys=True), step_id),
+            )
+
+    def set_left_stopped(self, step_id: int, torrent: str, forced: bool) -> None:
+        """Record, in a relocate step's args (``_left_stopped``), a sharer it stopped and could not
+        start again (``Executor._start_sharers``): it ran (``forced``: force-started) before qbhook
+        stopped it, which its own relocation, in this run or a later one, must not read as a
+        person's stop (``stopped_by_us``)."""
+        with Tx(self.conn) as c:
+            c.execute(
+                "UPDATE steps SET args=json_set(args, '$._left_stopped', "
+                "json_patch(coalesce(json_extract(args, '$._left_stopped'), '{}'), json(?))) WHERE id=?",
+                (json.dumps({torrent.lower(): bool(forced)}), step_id),
+            )
+
+    def _left_stopped_rows(self, instance: str, torrent: str) -> list[tuple[int, dict]]:
+        h = torrent.lower()
+        rows = self.conn.execute(
+            "SELECT id, args FROM steps WHERE kind='relocate' AND instr(args, '\"_left_stopped\"') > 0 "
+            "AND instr(args, ?) > 0 ORDER BY id DESC",
+            (h,),
+        ).fetchall()
+        out = []
+        for step_id, text in rows:
+            args = json.loads(text)
+            left = args.get("_left_stopped")
+            if args.get("instance") == instance and isinstance(left, dict) and h in left:
+                out.append((step_id, left))
+        return out
+
+    def stopped_by_us(self, instance: str, torrent: str) -> bool | None:
+        """Whether a relocation left ``torrent`` stopped (``set_left_stopped``) and nothing of ours
+        started it since (``forget_stopped``): None if not, else whether it ran force-started."""
+        rows = self._left_stopped_rows(instance, torrent)
+        return bool(rows[0][1][torrent.lower()]) if rows else None
+
+    def forget_stopped(self, instance: str, torrent: str) -> None:
+        """``torrent`` was started again by qbhook (or its own relocation is over): drop every record
+        that a relocation left it stopped."""
+        h = torrent.lower()
+        rows = self._left_stopped_rows(instance, torrent)
+        if not rows:
+            return
+        with Tx(self.conn) as c:
+            for step_id, left in rows:
+                rest = {k: v for k, v in left.items() if k != h}
+                c.execute(
+                    "UPDATE steps SET args=json_set(args, '$._left_stopped', json(?)) WHERE id=?",
+                    (json.dumps(rest), step_id),
+                )
+
     def sharers(self, step_id: int) -> list[str]:
         """The torrents ``set_sharers`` last recorded for this step (none for a step never run)."""
         r = self.conn.execute("SELECT args FROM steps WHERE id=?", (step_id,)).fetchone()

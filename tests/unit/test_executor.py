@@ -1175,6 +1175,81 @@ def test_rollback_stops_a_complete_torrent_for_the_way_back_and_restarts_it(worl
     assert world.qbt.t[H1].stopped is False
 
 
+def _checking_when_first_seen(world, state: str):
+    """A hook that puts H1 in ``state`` (a check a person started, checkingResumeData after a
+    restart) right before its relocation first looks at it; the check ends at 100 % by itself."""
+
+    def hook(point, gid, seq, step):
+        if point == "before" and step.kind == "relocate" and step.torrent == H1:
+            world.qbt.t[H1].script = [(state, None)] * 3 + [("done", None)]
+
+    return hook
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["relocated", "rolled-back"])
+@pytest.mark.parametrize(
+    ("state", "stopped"),
+    [("checkingUP", False), ("checkingUP", True), ("checkingResumeData", False)],
+    ids=["recheck-running", "recheck-stopped", "resume-data"],
+)
+def test_a_torrent_first_seen_checking_is_moved_back_by_a_rollback_and_runs_as_before(world, state, stopped, fail):
+    """H1 is checking when its relocation first looks, is waited for, then moved. That first look
+    said "not at rest": the rollback (H2's recheck fails) took it for "never moved" and left H1 at
+    the new place, its old links hidden. The look the move was issued on is journaled before it,
+    so H1 comes back; and it runs again only if it ran before the check ended (a person's recheck
+    of a stopped torrent is not a start)."""
+    world.qbt.t[H1].stopped = stopped
+    if fail:
+        world.qbt.fail_at[world.save(H2, "pool")] = 0.9
+    before = tree(world.stash)
+
+    summary = world.executor(hook=_checking_when_first_seen(world, state)).apply(demote_plan(world))
+
+    (g,) = summary.groups
+    assert g.status == ("rolled_back" if fail else "done"), g.reason
+    t = world.qbt.t[H1]
+    assert t.save_path == world.save(H1, "stash" if fail else "pool") and t.progress == 1
+    assert t.stopped is stopped and (("start", H1) in world.qbt.calls) is not stopped
+    if fail:
+        assert tree(world.stash) == before  # every old link back, nothing held
+    (row,) = [r for r in world.journal.steps(summary.run_id) if r.kind == "relocate" and r.args["torrent"] == H1]
+    assert row.args["_observed"]["stable"] is True and row.args["_observed"]["was_running"] is not stopped
+    assert world.qbt.violations == []
+
+
+@pytest.mark.parametrize("kill", ["while-waiting", "at-set-location"])
+def test_a_torrent_first_seen_checking_is_moved_back_after_a_kill_and_a_resume(world, kill):
+    """As above, killed while the relocation waits for H1's check (its first look journaled, not
+    yet replaced) or at setLocation (replaced, H1 stopped by us, its links hidden): the resumed
+    run's rollback moves H1 back, puts its links back and starts it, as it ran before."""
+    world.qbt.fail_at[world.save(H2, "pool")] = 0.9
+    before = tree(world.stash)
+    checking = _checking_when_first_seen(world, "checkingUP")
+    real_set_location = world.qbt.set_location
+
+    def killed(h, path):
+        world.qbt.set_location = real_set_location
+        raise Crash("killed at setLocation")
+
+    def hook(point, gid, seq, step):
+        checking(point, gid, seq, step)
+        if kill == "while-waiting" and point == "poll" and step.torrent == H1:
+            raise Crash("killed while H1 is checked")
+
+    if kill == "at-set-location":
+        world.qbt.set_location = killed
+    with pytest.raises(Crash):
+        world.executor(hook=hook).apply(demote_plan(world))
+
+    (summary,) = world.executor().resume()
+
+    assert summary.groups[0].status == "rolled_back", summary.groups[0].reason
+    t = world.qbt.t[H1]
+    assert t.save_path == world.save(H1, "stash") and t.progress == 1 and t.stopped is False
+    assert tree(world.stash) == before
+    assert world.qbt.violations == []
+
+
 def test_resume_picks_dead_runs_and_leaves_live_foreign_ones(world):
     plan = demote_plan(world)
 

@@ -564,6 +564,38 @@ def test_a_sharer_in_a_transition_is_waited_for_and_one_that_cannot_start_is_nam
         w.cat.close()
 
 
+@pytest.mark.parametrize("forced", [False, True], ids=["started", "force-started"])
+def test_a_sharer_left_stopped_runs_again_after_its_own_relocation_in_a_later_run(tmpfs, tmp_path, forced):  # noqa: F811
+    """H2, running from H1's very paths, was stopped for H1's move and could not be started again
+    (under 100 % when the paths came back): named, and the group rolled back. A person rechecks
+    it to 100 % and leaves it stopped. The next run's relocation of H2 finds it stopped; it ran
+    before qbhook stopped it (the journal says so), so it runs again at the new place, forced if
+    it was, and the journal no longer says qbhook stopped it."""
+    w, q, plan = _sharing_world(tmpfs, tmp_path)
+    try:
+        q.t[H2].forced = forced
+
+        def hook(point, gid, seq, step):
+            if point == "poll" and step.torrent == H1 and q.t[H2].stopped and not q.t[H2].script:
+                q.t[H2].script = [("checkingResumeData", None)] * 3 + [("unchecked", None)]
+
+        first = w.executor(hook=hook).apply(plan)
+        assert first.groups[0].status == "rolled_back", first.groups[0].reason
+        assert q.t[H2].stopped is True and w.journal.stopped_by_us("qbt", H2) is forced
+        q.t[H2].progress, q.t[H2].script, q.t[H2].transient = 1.0, [], None  # a person's recheck: still stopped
+
+        summary = w.executor().apply(plan)
+
+        assert summary.status == "done", summary.groups_failed
+        for h in (H1, H2):
+            assert q.t[h].save_path == w.seed_p and q.t[h].stopped is False, h
+        assert q.torrent(H2).state == ("forcedUP" if forced else "stalledUP")
+        assert w.journal.stopped_by_us("qbt", H2) is None
+        assert q.violations == []
+    finally:
+        w.cat.close()
+
+
 def test_a_torrent_removed_during_its_move_gets_its_links_back_and_its_sharer_started(tmpfs, tmp_path):  # noqa: F811
     """H1 is removed from qBittorrent (a ratio-limit removal, an *arr's "remove completed", a
     person) at its first poll after setLocation, its old links hidden and H2, seeding the same
