@@ -153,6 +153,17 @@ class TorrentFact:
 
 
 @dataclass(frozen=True, slots=True)
+class ReachingFile:
+    """A file of a torrent a partial snapshot leaves out whose path passes through a symlink noted in
+    ``Snapshot.symlinks``: it may name a file of the snapshot's groups (``planner.reached_blockers``)."""
+
+    hash: str
+    name: str  # the torrent's
+    path: str  # host path, as the torrent names it (through the link)
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class PoolFact:
     name: str
     role: str  # primary | cold
@@ -193,6 +204,9 @@ class Snapshot:
     # closure, a sweep's chunk) keeps its content (``converge.write_prefixes``): what is linked at or
     # under one of these may change under a convergence.
     write_prefixes: frozenset[str] = frozenset()
+    # Files of torrents a partial build leaves out that reach through a symlink (a full build holds
+    # every torrent: none): ``SnapshotBuilder._reaching`` says which are looked at.
+    reaching: tuple[ReachingFile, ...] = ()
     # Indexes derived from the facts above by the rule that reads them, built on its first use and
     # kept for this snapshot (``converge._usage``): once per snapshot, not once per group.
     derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)

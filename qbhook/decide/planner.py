@@ -413,7 +413,8 @@ _REACHED = "planner.reached"  # its key in Snapshot.derived
 
 
 def _reached(snap: Snapshot) -> tuple[dict[str, list[_Reach]], dict[str, list[tuple[str, int, _Reach]]]]:
-    """Where the torrents of ``snap`` reach through the symlinks of ``snap.symlinks``, from the facts
+    """Where the torrents of ``snap``, and those a partial build left out but found reaching through
+    a link (``Snapshot.reaching``), reach through the symlinks of ``snap.symlinks``, from the facts
     alone, once per snapshot: (resolved path -> who, file name -> [(path tail, who)]).
 
     A file the builder placed (``FileFact.inode``) had no symlink on its way; one it did not may.
@@ -428,41 +429,52 @@ def _reached(snap: Snapshot) -> tuple[dict[str, list[_Reach]], dict[str, list[tu
     tails: dict[str, list[tuple[str, int, _Reach]]] = {}
     roots = [p.path for p in snap.pools]
     if snap.symlinks:
-        for t in snap.torrents:
-            for f in t.files:
-                if f.inode is not None or not f.path.startswith("/"):
-                    continue
-                path, first, hops = f.path, None, 0
-                while hops < MAX_LINK_HOPS:
-                    link = next((p for p in reversed(list(ancestors(path, roots))) if p in snap.symlinks), None)
-                    if link is None:
-                        break
-                    hops += 1
-                    first = first or (link, snap.symlinks[link])
-                    target, rest = snap.symlinks[link], path[len(link) :]
-                    if target == "?":  # unreadable
-                        path = None
-                        break
-                    path = posixpath.normpath(posixpath.join(posixpath.dirname(link), target) + rest)
-                if first is None:
-                    continue
-                who = (t.hash, t.name, *first)
-                if path is not None and any(is_within(path, r) for r in roots):
-                    exact.setdefault(path, []).append(who)
-                    continue
-                # The part of the path that names the content: the target's folder and file for a
-                # link to a file (its name alone, RARBG.txt, would match every release's), its last
-                # folder and the path below it for a link to a folder: two parts at least, but for
-                # an unreadable target (then all there is), and only a file of the same size
-                # (helper review of 6117183).
-                if rest:
-                    tail = (posixpath.basename(target) + rest if path is not None else rest).strip("/")
-                else:
-                    tail = "/".join(target.rstrip("/").split("/")[-2:]) if path is not None else ""
-                if tail and all(tail.split("/")) and ("/" in tail or path is None):
-                    tails.setdefault(posixpath.basename(tail), []).append((tail, f.size, who))
+        for h, name, f_path, f_size in _unplaced(snap):
+            if not f_path.startswith("/"):
+                continue
+            path, first, hops = f_path, None, 0
+            while hops < MAX_LINK_HOPS:
+                link = next((p for p in reversed(list(ancestors(path, roots))) if p in snap.symlinks), None)
+                if link is None:
+                    break
+                hops += 1
+                first = first or (link, snap.symlinks[link])
+                target, rest = snap.symlinks[link], path[len(link) :]
+                if target == "?":  # unreadable
+                    path = None
+                    break
+                path = posixpath.normpath(posixpath.join(posixpath.dirname(link), target) + rest)
+            if first is None:
+                continue
+            who = (h, name, *first)
+            if path is not None and any(is_within(path, r) for r in roots):
+                exact.setdefault(path, []).append(who)
+                continue
+            # The part of the path that names the content: the target's folder and file for a
+            # link to a file (its name alone, RARBG.txt, would match every release's), its last
+            # folder and the path below it for a link to a folder: two parts at least, but for
+            # an unreadable target (then all there is), and only a file of the same size
+            # (helper review of 6117183).
+            if rest:
+                tail = (posixpath.basename(target) + rest if path is not None else rest).strip("/")
+            else:
+                tail = "/".join(target.rstrip("/").split("/")[-2:]) if path is not None else ""
+            if tail and all(tail.split("/")) and ("/" in tail or path is None):
+                tails.setdefault(posixpath.basename(tail), []).append((tail, f_size, who))
     got = snap.derived[_REACHED] = (exact, tails)
     return got
+
+
+def _unplaced(snap: Snapshot) -> Iterable[tuple[str, str, str, int]]:
+    """(hash, name, path, size) of every file the builder did not place (no inode: it may be reached
+    through a symlink): of the snapshot's torrents, and of those a partial build leaves out that it
+    found reaching through one (``Snapshot.reaching``)."""
+    for t in snap.torrents:
+        for f in t.files:
+            if f.inode is None:
+                yield t.hash, t.name, f.path, f.size
+    for r in snap.reaching:
+        yield r.hash, r.name, r.path, r.size
 
 
 def torrent_blockers(group: list[TorrentFact]) -> list[str]:

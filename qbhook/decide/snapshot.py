@@ -24,7 +24,10 @@ folder swapped for a symlink between the two cannot redirect the read. A symlink
   ``Snapshot.symlinks`` (the planner blocks the group naming it); the same for
   every destination path a plan could write to;
 - a catalog link reached through a symlink is not counted as a link (it may be
-  a second name for a link already counted, which would hide a library link).
+  a second name for a link already counted, which would hide a library link);
+- a partial build (an event's closure, a sweep's chunk, a saved plan's groups) also looks
+  for the torrents it leaves out whose files pass through a symlink (``Snapshot.reaching``):
+  the closure never follows a link, and moving a group such a torrent reaches deletes its data.
 
 Clients are read through the client port only. A client that offers the batched
 listing (``BatchListing.torrents_with_files``: rTorrent, a few round trips for
@@ -44,7 +47,7 @@ from collections.abc import Callable, Iterable
 
 from qbhook.catalog.hashing import HashBudget, Located, ensure_hashes
 from qbhook.catalog.store import Catalog
-from qbhook.catalog.torrents import skipped_files_known
+from qbhook.catalog.torrents import skipped_files_known, unplaced_files
 from qbhook.clients.model import is_relative_path
 from qbhook.clients.port import BatchListing, ClientPort
 from qbhook.config import Config
@@ -55,6 +58,7 @@ from qbhook.decide.facts import (
     InodeKey,
     LinkResolver,
     PoolFact,
+    ReachingFile,
     Snapshot,
     TorrentFact,
     ancestors,
@@ -156,10 +160,12 @@ class SnapshotBuilder:
         inside = {(t.instance, t.hash) for t in chosen}
         everyone = infos if listing is None else listing
         left_out = [t for t in everyone if (t.instance, t.hash) not in inside]
+        partial = bool(hashes) or listing is not None
         known = None
-        if left_out:
+        if left_out or partial:
             known = skipping() if skipping is not None else skipped_files_known(self.catalog.conn)
         write_prefixes = converge.write_prefixes(left_out, resolve, known)
+        reaching = self._reaching(torrents, left_out, known) if partial else ()
         pools = tuple(self._pool_fact(p) for p in self.cfg.pools)
         self._hash_what_decisions_need(torrents, pools, now)
         content = self._donor_index(torrents)
@@ -175,6 +181,7 @@ class SnapshotBuilder:
             hash_at_copy=frozenset(k for k in self._at_copy if self.inodes[k].blake3 is None),
             write_paths=write_paths,
             write_prefixes=write_prefixes,
+            reaching=reaching,
         )
 
     # ------------------------------------------------------------ torrents and files
@@ -216,6 +223,52 @@ class SnapshotBuilder:
                     for anc in ancestors(p, self.roots):
                         todo.extend(u for u in by_content.get(anc, ()) if (u.instance, u.hash) not in seen)
         return list(seen.values())
+
+    def _reaching(self, torrents: list[TorrentFact], left_out: list, known: dict) -> tuple[ReachingFile, ...]:
+        """``Snapshot.reaching``: the files of torrents this partial build leaves out that pass through
+        a symlink and are of a size of one of its placed files (a file reached through a link is that
+        file: its size). Its closure follows shared inodes and content folders, never a link, so a
+        torrent saved through one (``xseed -> movies``, or cross-seed's file links) is left out while
+        moving the group it reaches would delete its data (``planner.reached_blockers``).
+
+        Where to look is the torrent index's (``torrents.unplaced_files``): a path through a link is
+        never catalogued, so its file has no inode there; each such file of a wanted size is lstat-ed
+        here, which notes the link in ``self.symlinks``. A left-out torrent the index holds no files of
+        (added since its last sync) is looked at by its content path, and its files listed only when a
+        link is on it. The cost: one indexed query returning those files, one lstat each, plus one
+        lstat per left-out torrent the index does not hold (none after a sync): not per torrent."""
+        sizes = {f.size for t in torrents for f in t.files if f.inode is not None}
+        if not sizes:
+            return ()
+        inside = {(t.instance, t.hash) for t in torrents}
+        files = [
+            (h, name, os.fsdecode(path), size)
+            for instance, h, name, path, size in unplaced_files(self.catalog.conn, sizes)
+            if (instance, h) not in inside
+        ]
+        for t in left_out:
+            if (t.instance, t.hash) in known or not t.content_path.startswith("/"):
+                continue
+            content = canonical_path(t.content_path)
+            if self._lstat_file(content) is None and self._via_link(content):
+                listed = self._listed_files.get((t.instance, t.hash))
+                if listed is None:
+                    listed = next(c for c in self.clients if c.name == t.instance).files(t.hash)
+                for f in listed:
+                    path, looked_up = torrent_file_path(t.save_path, f.name)
+                    if looked_up and f.size in sizes:
+                        files.append((t.hash, t.name, path, f.size))
+        out = [
+            ReachingFile(h, name, path, size)
+            for h, name, path, size in files
+            if self._lstat_file(path) is None and self._via_link(path)
+        ]
+        return tuple(out)
+
+    def _via_link(self, path: str) -> bool:
+        """Is a symlink noted (``self.symlinks``) at ``path`` or on a folder of it below a pool?"""
+        roots = [str(p.path) for p in self.cfg.pools]
+        return any(p in self.symlinks for p in ancestors(path, roots))
 
     def _torrent_fact(self, t) -> TorrentFact:
         return self._torrent_facts([t])[0]

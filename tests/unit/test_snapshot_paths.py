@@ -14,9 +14,10 @@ from types import SimpleNamespace
 import pytest
 
 from qbhook.catalog.fsid import MARKER_NAME
+from qbhook.catalog.indexer import sync_client
 from qbhook.catalog.store import Catalog
 from qbhook.decide.planner import make_plan
-from qbhook.decide.snapshot import build_snapshot
+from qbhook.decide.snapshot import SnapshotBuilder, build_snapshot
 from qbhook.errors import FilesystemIdError
 from qbhook.events._arr import parse_arr
 from qbhook.events.worker import handle_job, torrents_touching
@@ -27,6 +28,7 @@ from tests.unit.test_executor import FakeQbt, FakeTorrent
 
 H = "a" * 40
 H2 = "b" * 40
+H3 = "c" * 40
 
 
 @pytest.fixture
@@ -412,3 +414,72 @@ def test_a_torrent_saved_on_an_unidentifiable_filesystem_blocks_only_itself(bed,
     assert g.action == "blocked" and "outside every seeding root" in g.reason
     assert group(plan, H2).action != "blocked"
     assert asked and not [p for p in asked if p.startswith(str(bed.outside))]  # so no filesystems row for it
+
+
+# --------------------------------------------------------------------------- reached, in a partial snapshot
+
+
+def reaching_bed(bed, *, link="folder", indexed=True):
+    """A at ``movies``; B reaches A's file through ``xseed -> movies`` (a folder link, or
+    ``/data/movies`` as the container spells it), or ``xseed/Movie/m.mkv -> movies/Movie/m.mkv``
+    (a file link in a real folder, as cross-seed makes them); C is unrelated (``other``). The
+    index holds them all after a sync, or none."""
+    write(bed.seed_s / "movies/Movie/m.mkv", b"movie")
+    write(bed.seed_s / "other/Show/s.mkv", b"show!")  # C: same size as A's file, reached by no one
+    if link in ("folder", "container"):  # a container's spelling, /data/...: matched by its tail and size
+        os.symlink(bed.seed_s / "movies" if link == "folder" else "/data/movies", bed.seed_s / "xseed")
+    else:
+        (bed.seed_s / "xseed/Movie").mkdir(parents=True)
+        os.symlink(bed.seed_s / "movies/Movie/m.mkv", bed.seed_s / "xseed/Movie/m.mkv")
+    torrent(bed, H, bed.seed_s / "movies", [("Movie/m.mkv", 5)])
+    torrent(bed, H2, bed.seed_s / "xseed", [("Movie/m.mkv", 5)])
+    torrent(bed, H3, bed.seed_s / "other", [("Show/s.mkv", 5)])
+    if indexed:
+        sync_client(bed.cat, bed.qbt)
+
+
+def reached_reason(bed, link="folder"):
+    where, target = (
+        (f"{bed.seed_s}/xseed", bed.seed_s / "movies")
+        if link == "folder"
+        else (f"{bed.seed_s}/xseed", "/data/movies")
+        if link == "container"
+        else (f"{bed.seed_s}/xseed/Movie/m.mkv", bed.seed_s / "movies/Movie/m.mkv")
+    )
+    return f"torrent Movie ({H2[:8]}) reaches {bed.seed_s}/movies/Movie/m.mkv through a symlink: {where} -> {target}"
+
+
+@pytest.mark.parametrize("link", ["folder", "file", "container"])
+def test_an_event_s_closure_sees_a_torrent_reaching_its_group_through_a_symlink(bed, link):
+    """The closure of A (shared inodes, content folders) never holds B: B's files resolve to A's
+    inode only through the link. A's demote would delete B's data all the same."""
+    reaching_bed(bed, link=link)
+    snap, plan = plan_of(bed, hashes=[H])
+    assert [t.hash for t in snap.torrents] == [H]
+    g = group(plan, H)
+    assert g.action == "blocked" and not g.steps
+    assert g.blockers == [reached_reason(bed, link)]
+
+
+def test_a_sweep_chunk_sees_a_torrent_of_another_chunk_reaching_its_group(bed):
+    reaching_bed(bed)
+    listing = bed.qbt.torrents()
+    chunk = [t for t in listing if t.hash == H]
+    snap = SnapshotBuilder(bed.cfg, bed.cat, [bed.qbt]).build(infos=chunk, listing=listing)
+    g = group(make_plan(snap, bed.cfg.policy), H)
+    assert g.action == "blocked" and g.blockers == [reached_reason(bed)]
+
+
+def test_a_torrent_the_index_does_not_hold_yet_is_seen_by_its_content_path(bed):
+    """Added since the last sync (no event of its own yet): its content path is looked at."""
+    reaching_bed(bed, indexed=False)
+    _snap, plan = plan_of(bed, hashes=[H])
+    g = group(plan, H)
+    assert g.action == "blocked" and g.blockers == [reached_reason(bed)]
+
+
+@pytest.mark.parametrize("indexed", [True, False])
+def test_a_group_no_symlink_reaches_is_not_blocked_by_another_s_link(bed, indexed):
+    reaching_bed(bed, indexed=indexed)
+    _snap, plan = plan_of(bed, hashes=[H3])
+    assert group(plan, H3).action == "demote"
