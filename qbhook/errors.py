@@ -76,11 +76,21 @@ def _one_line(text: str) -> str:
 
 
 def _escaped(c: str) -> str:
-    # A byte that is not UTF-8 in a path (held by os.fsdecode as a lone surrogate U+DC80-U+DCFF)
-    # is shown as the byte, \xNN, as paths.shown shows it: not as \udcNN, a code nobody typed.
-    if 0xDC80 <= ord(c) <= 0xDCFF:
-        return f"\\x{ord(c) - 0xDC00:02x}"
-    return repr(c)[1:-1]
+    # Every character str.isprintable refuses, as repr spells it (stricter than paths.shown: an
+    # invisible character in a key is why it is unknown); a lone surrogate as paths.shown does.
+    return shown_surrogate(c) if "\ud800" <= c <= "\udfff" else repr(c)[1:-1]
+
+
+def shown_surrogate(c: str) -> str:
+    """The one rule for a lone surrogate in text a person reads (``paths.shown``, a config
+    error): U+DC80-U+DCFF is a byte that is not UTF-8, held so by ``os.fsdecode``, and is shown
+    as that byte, ``\\xNN``, not as ``\\udcNN``, a code nobody typed; any other surrogate stands
+    for no byte (a client's JSON may hold one: ``"\\ud800"`` is valid JSON) and is ``\\uNNNN``.
+    Any other character is returned as it is. Here, below ``qbhook.paths``, so both use it."""
+    o = ord(c)
+    if 0xDC80 <= o <= 0xDCFF:
+        return f"\\x{o - 0xDC00:02x}"
+    return f"\\u{o:04x}" if 0xD800 <= o <= 0xDFFF else c
 
 
 class CatalogError(QbhookError):

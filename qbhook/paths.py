@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Callable
 
-from qbhook.errors import PathMapError
+from qbhook.errors import PathMapError, shown_surrogate
 
 __all__ = ["SHOWN_ERRORS", "ShownFormatter", "is_within", "normalize", "root_holding", "shown", "shown_or_none"]
 
@@ -122,15 +122,9 @@ def shown(text) -> str:
     except UnicodeEncodeError:
         # A surrogate outside U+DC80..U+DCFF stands for no byte: no file name holds one, but a
         # client's JSON may ("\ud800" is valid JSON): it is shown as \uNNNN, never raised.
-        return "".join(_one_surrogate(c) for c in text).translate(_ACTIVE)
+        return "".join(map(shown_surrogate, text)).translate(_ACTIVE)
+    # backslashreplace spells each byte that is not UTF-8 as shown_surrogate does (\xNN), in C.
     return raw.decode("utf-8", "backslashreplace").translate(_ACTIVE)
-
-
-def _one_surrogate(c: str) -> str:
-    o = ord(c)
-    if 0xDC80 <= o <= 0xDCFF:
-        return f"\\x{o - 0xDC00:02x}"
-    return f"\\u{o:04x}" if 0xD800 <= o <= 0xDFFF else c
 
 
 def shown_or_none(text: str | None) -> str | None:
@@ -159,7 +153,7 @@ def _shown_errors(err: UnicodeError) -> tuple[str, int]:
     if isinstance(err, UnicodeEncodeError):
         bad = err.object[err.start : err.end]
         if all(0xDC80 <= ord(c) <= 0xDCFF for c in bad):
-            return "".join(f"\\x{ord(c) - 0xDC00:02x}" for c in bad), err.end
+            return "".join(map(shown_surrogate, bad)), err.end
     raise err
 
 

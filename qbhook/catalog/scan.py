@@ -60,6 +60,7 @@ class ScanResult:
     status: str = "ok"
     unreadable: list[str] = field(default_factory=list)
     unmounted: list[str] = field(default_factory=list)  # mount points whose vanished paths were kept
+    forgotten: int = 0  # of ``removed``: paths of a filesystem named by --forget-unmounted
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -73,6 +74,7 @@ class ScanResult:
             "status": self.status,
             "unreadable": self.unreadable,
             "unmounted": self.unmounted,
+            "forgotten": self.forgotten,
             "seconds": round(self.seconds, 3),
         }
 
@@ -98,7 +100,8 @@ def scan_pools(
     every path out. Without it, a find is started for each pool that has catalogued paths.
 
     ``forget_unmounted``: mount points whose filesystem's paths are dropped like any vanished
-    path though it is not mounted (its files are gone for good), instead of kept (_on_unmounted).
+    path though it is not mounted (its files are gone for good), instead of kept (_on_unmounted);
+    the mass-delete guard does not count them (the person asked for exactly that drop).
     """
     forget = frozenset(os.path.abspath(m) for m in forget_unmounted)
     if runs is None:
@@ -166,13 +169,24 @@ def _scan(
     result.files_seen = seen
     result.unreadable = [os.fsdecode(u) for u in unreadable]
 
+    unmounted, forgotten = (
+        ({}, {})
+        if not vanished or (allow_mass_delete and not forget)
+        else _on_unmounted(catalog, list(vanished), seen_fs, forget)
+    )
+    if allow_mass_delete:
+        unmounted = {}  # every vanished path goes
+    # The guard judges the scan as if the forgotten rows were not in the catalog: they are the
+    # drop the person asked for by name, and must not trip it; what else vanished still counts,
+    # as a share of what else was known. The rows kept (unmounted) are counted: a whole pool
+    # unmounted stays a refusal.
+    n_forgotten = sum(map(len, forgotten.values()))
+    judged, judged_known = len(vanished) - n_forgotten, known_count - n_forgotten
     refuse = (
-        len(vanished) > scan_cfg.mass_delete_min_paths
-        and len(vanished) > scan_cfg.mass_delete_max_share * max(known_count, 1)
+        judged > scan_cfg.mass_delete_min_paths
+        and judged > scan_cfg.mass_delete_max_share * max(judged_known, 1)
         and not allow_mass_delete
     )
-    # Counted by the guard above (a whole pool unmounted stays a refusal), never dropped below.
-    unmounted = {} if allow_mass_delete or not vanished else _on_unmounted(catalog, list(vanished), seen_fs, forget)
     dropped = vanished
     if unmounted:
         kept = {p for paths in unmounted.values() for p in paths}
@@ -199,12 +213,18 @@ def _scan(
             catalog.remove_paths_named(c, dropped)
             catalog.drop_orphan_inodes(c)
             result.removed = len(dropped)
+            if forgotten:
+                result.forgotten = len({p for ps in forgotten.values() for p in ps}.intersection(dropped))
         result.status = "refused" if refuse else "ok"
-        msg = f"refused to drop {len(vanished)} of {known_count} known paths" if refuse else None
-        if unmounted and not refuse:
-            msg = "not mounted, paths kept: " + ", ".join(
-                f"{shown(m)} ({len(ps)})" for m, ps in sorted(unmounted.items())
+        said = []
+        if unmounted:
+            said.append(
+                "not mounted, paths kept: "
+                + ", ".join(f"{shown(m)} ({len(ps)})" for m, ps in sorted(unmounted.items()))
             )
+        if result.forgotten:
+            said.append(f"forgotten: {', '.join(map(shown, sorted(forgotten)))} ({result.forgotten})")
+        msg = f"refused to drop {judged} of {judged_known} known paths" if refuse else "; ".join(said) or None
         c.execute(
             "UPDATE scans SET finished_at=?, status=?, files_seen=?, added=?, changed=?, removed=?, message=? "
             "WHERE id=?",
@@ -221,8 +241,10 @@ def _scan(
     if refuse:
         raise notify.guard_tripped(
             MassDeleteRefused(
-                f"scan of pool {pool.name} would drop {len(vanished):,} of {known_count:,} known paths "
-                f"({100 * len(vanished) / max(known_count, 1):.0f}%); nothing was removed from the catalog",
+                f"scan of pool {pool.name} would drop {judged:,} of {judged_known:,} known paths "
+                f"({100 * judged / max(judged_known, 1):.0f}%)"
+                + (f", besides the {n_forgotten:,} of --forget-unmounted" if n_forgotten else "")
+                + "; nothing was removed from the catalog",
                 hint=f"is {', '.join(map(shown, sorted(unmounted))) or pool.path} mounted? "
                 "If the files really are gone, re-run with --allow-mass-delete",
             )
@@ -299,15 +321,17 @@ class _Loaded:
 
 def _on_unmounted(
     catalog: Catalog, vanished: list[bytes], seen_fs: set[int], forget: frozenset[str] = frozenset()
-) -> dict[str, list[bytes]]:
-    """Mount point -> the ``vanished`` paths to keep: those of a filesystem the walk saw no file
-    of and whose recorded mount point is not in the mount table now. Its files are not known to
-    be gone, only out of sight (an unmounted dataset, a bind mount gone, leaving an empty folder);
-    a filesystem that is mounted, or showed any file, had its files really go.
+) -> tuple[dict[str, list[bytes]], dict[str, list[bytes]]]:
+    """(kept, forgotten), each mount point -> ``vanished`` paths of a filesystem the walk saw no
+    file of and whose recorded mount point is not in the mount table now.
 
-    Never kept: a user's FUSE mount (fsid.is_user_mount; a less-trusted user would decide how
-    long its rows stay by not mounting it), and a mount point in ``forget`` (the admin said
-    its files are gone: ``qbhook scan --forget-unmounted``)."""
+    Kept: its files are not known to be gone, only out of sight (an unmounted dataset, a bind
+    mount gone, leaving an empty folder); a filesystem that is mounted, or showed any file, had
+    its files really go. Never kept: a user's FUSE mount (fsid.is_user_mount; a less-trusted
+    user would decide how long its rows stay by not mounting it).
+
+    Forgotten: a mount point in ``forget`` (the admin said its files are gone: ``qbhook scan
+    --forget-unmounted``); dropped, and not counted by the mass-delete guard."""
     mounted = {m.mountpoint for m in fsid.read_mounts()}
     away = {
         f.id: f.mountpoint
@@ -315,16 +339,16 @@ def _on_unmounted(
         if f.id not in seen_fs
         and f.mountpoint
         and f.mountpoint not in mounted
-        and f.mountpoint not in forget
-        and not fsid.is_user_mount(f.fsid)
+        and (f.mountpoint in forget or not fsid.is_user_mount(f.fsid))
     }
+    kept: dict[str, list[bytes]] = {}
+    forgotten: dict[str, list[bytes]] = {}
     if not away:
-        return {}
-    out: dict[str, list[bytes]] = {}
+        return kept, forgotten
     for path, row in catalog.stat_rows(vanished).items():
-        if row[0] in away:
-            out.setdefault(away[row[0]], []).append(path)
-    return out
+        if (mp := away.get(row[0])) is not None:
+            (forgotten if mp in forget else kept).setdefault(mp, []).append(path)
+    return kept, forgotten
 
 
 def _walk_root_identity(pool_cfg: PoolConfig, root: bytes) -> tuple[int, int]:

@@ -27,7 +27,7 @@ def scan(app: App, pools, allow_mass_delete, forget, do_hash):
 
     The paths of a nested filesystem that is not mounted are kept as they were, and said
     ("not mounted"); if its files are gone for good, --forget-unmounted drops them, and only
-    them (--allow-mass-delete turns the guard off for every pool).
+    them, uncounted by the mass-delete guard (--allow-mass-delete turns it off for every pool).
 
     \b
     Example:
@@ -78,7 +78,7 @@ def scan(app: App, pools, allow_mass_delete, forget, do_hash):
         for r in d["scans"]:
             echo_shown(
                 f"{r['pool']}: {r['files_seen']:,} files seen, {r['added']:,} added, {r['changed']:,} changed, "
-                f"{r['removed']:,} removed ({r['seconds']:.1f}s)"
+                f"{_removed(r)} ({r['seconds']:.1f}s)"
             )
             for u in r["unreadable"]:
                 echo_shown(f"  unreadable (kept as is): {shown(u)}", err=True)
@@ -93,6 +93,12 @@ def scan(app: App, pools, allow_mass_delete, forget, do_hash):
             )
 
     app.emit(out, human)
+
+
+def _removed(r: dict) -> str:
+    """A scan's removed paths, and how many of them --forget-unmounted named (not the guard's)."""
+    forgot = f" ({r['forgotten']:,} of them forgotten, as asked)" if r["forgotten"] else ""
+    return f"{r['removed']:,} removed{forgot}"
 
 
 def _hash_missing(app: App) -> dict:

@@ -194,10 +194,9 @@ def decide(
         tgt = snap.cold
         donors = _donors_tied(snap, shared, inodes.values(), tgt)
         gp.action, gp.target_pool = Action.DEMOTE, tgt.name
+        contents = len({_copied_as(i) for i in inodes.values() if i.size}) if donors else 0
         gp.reason = "no links outside the seeding tree" + (
-            f"; {len(donors)} of {len({i.content for i in inodes.values() if i.size})} contents already on {tgt.name}"
-            if donors
-            else ""
+            f"; {len(donors)} of {contents} contents already on {tgt.name}" if donors else ""
         )
     else:
         if has_external:
@@ -218,7 +217,7 @@ def decide(
                 f"that group demotes onto this one instead"
             )
             return gp
-        missing = {i.content: i.size for i in inodes.values() if i.size and i.content not in donors}
+        missing = {_copied_as(i): i.size for i in inodes.values() if i.size and i.content not in donors}
         missing_bytes = sum(missing.values())
         allowance = min(policy.promote_copy_max_bytes, policy.promote_copy_max_ratio * gp.payload_bytes)
         if missing_bytes > allowance:
@@ -564,6 +563,13 @@ def _donors_tied(
     return {content: min(d.seeding_paths + d.other_paths) for content, d in donors.items()}
 
 
+def _copied_as(i: InodeFact) -> ContentKey | InodeKey:
+    """What a move copies once and links after: the inode's content, or, unhashed (hash_at_copy:
+    the copy's own hash verifies it), the inode itself. Every file without a hash is its own
+    content: as one (None) they counted once in a reason, whatever their number and size."""
+    return i.content or i.key
+
+
 def _consumer_elsewhere(snap: Snapshot, inodes: Iterable[InodeFact], pool: PoolFact) -> str | None:
     own = {i.key for i in inodes}
     for i in inodes:
@@ -624,8 +630,7 @@ def build_steps(
         srcs: list[str] = []
         for f in t.files:
             inode = snap.inodes[f.inode]
-            # Unhashed (hash_at_copy): the inode itself stands for its content, copied once, linked after.
-            ck = (inode.content or f.inode) if f.size else (0, "")
+            ck = _copied_as(inode) if f.size else (0, "")
             dst = base + f.rel  # for the checks; the steps keep (base, rel)
             hashes.append(inode.blake3)
             if dst in planned:

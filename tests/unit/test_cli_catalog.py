@@ -6,6 +6,7 @@ filesystems, the test says which st_dev the pool has instead.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -313,6 +314,19 @@ def test_scan_forget_unmounted_reaches_the_scan(env, monkeypatch):
     env.run("scan", "--forget-unmounted", "/mnt/a", "--forget-unmounted", "/mnt/b")
     assert seen == [("/mnt/a", "/mnt/b")]
     assert "Example:" in env.run("scan", "--help").output
+
+
+def test_scan_says_how_many_paths_it_forgot(env, monkeypatch):
+    from qbhook.catalog import scan as scanner
+
+    real = scanner.scan_pools
+
+    def scan_pools(*a, **kw):
+        return [dataclasses.replace(r, removed=r.removed + 7, forgotten=7) for r in real(*a, **kw)]
+
+    monkeypatch.setattr(scanner, "scan_pools", scan_pools)
+    assert env.json("scan", "stash")["scans"][0]["forgotten"] == 7
+    assert "7 removed (7 of them forgotten, as asked)" in env.run("scan", "stash").output
 
 
 def test_scan_missing_pool_folder_is_1_with_hint(env):

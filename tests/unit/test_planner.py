@@ -149,6 +149,38 @@ def test_promote_copies_small_extras_within_allowance_only():
     assert g.action == "stay" and "reported, not promoted" in g.reason
 
 
+def _unhashed(snap, w: World, paths, at_copy: bool):
+    """``snap`` with the inodes of ``paths`` not hashed (a hash budget spent, or hash_at_copy)."""
+    keys = {w.paths[p] for p in paths}
+    inodes = {k: replace(i, blake3=None) if k in keys else i for k, i in snap.inodes.items()}
+    content = {c: ks for c, ks in snap.content.items() if not keys & set(ks)}
+    return replace(snap, inodes=inodes, content=content, hash_at_copy=frozenset(keys) if at_copy else frozenset())
+
+
+def test_a_demote_reason_counts_each_unhashed_file_as_its_own_content():
+    # Files left to the copy's hash (hash_at_copy) all had content None: two counted as one.
+    w = World()
+    w.payload(S + "/m", {"Movie/m.mkv": "M", "Movie/x1.mkv": "X1", "Movie/x2.mkv": "X2"})
+    w.torrent("a" * 40, S + "/m", ["Movie/m.mkv", "Movie/x1.mkv", "Movie/x2.mkv"])
+    w.payload(P + "/dl", {"B/b.mkv": "M"})
+    w.torrent("b" * 40, P + "/dl", ["B/b.mkv"], tags=set())
+    snap = _unhashed(w.snapshot(), w, [S + "/m/Movie/x1.mkv", S + "/m/Movie/x2.mkv"], at_copy=True)
+    g = next(g for g in make_plan(snap, POLICY).groups if "a" * 40 in g.torrents)
+    assert g.action == "demote" and g.bytes_to_copy == 2000, g.reason
+    assert g.reason.endswith("1 of 3 contents already on pool"), g.reason
+
+
+def test_a_promote_reason_counts_every_unhashed_extra_it_would_copy():
+    w = World()
+    w.payload(P + "/m", {"Movie/movie.mkv": "M"}, size=10**9)
+    w.payload(P + "/m", {"Movie/e1.nfo": "E1", "Movie/e2.nfo": "E2"}, size=3000)
+    w.torrent("a" * 40, P + "/m", ["Movie/movie.mkv", "Movie/e1.nfo", "Movie/e2.nfo"])
+    w.file(LIB + "/Movie/Movie.mkv", "M", size=10**9)
+    snap = _unhashed(w.snapshot(), w, [P + "/m/Movie/e1.nfo", P + "/m/Movie/e2.nfo"], at_copy=False)
+    g = only(make_plan(snap, replace(POLICY, promote_copy_max_bytes=1000)))
+    assert g.action == "stay" and g.reason.startswith("5.9 KiB of this payload is not on stash"), g.reason
+
+
 def test_no_promote_when_library_is_on_a_nested_dataset():
     w = World()
     w.payload(P + "/m", {"Movie/movie.mkv": "M"})

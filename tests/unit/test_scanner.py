@@ -488,14 +488,14 @@ def test_a_subtree_swapped_for_another_folder_before_find_walked_it_is_not_recor
     assert cat.inode_by_path(sub / "secret.bin") is None and cat.inode_by_path(sub / "ours.bin") is not None
 
 
-def _nested_unmounted(tmp_path, monkeypatch, walk, sub_mounted, fs_id="zfs:4242"):
-    """1,000 files on the pool's filesystem and 50 on a nested one (recorded at stash/sub),
-    whose files are then gone from sight as after its unmount: an empty folder is left."""
+def _nested_unmounted(tmp_path, monkeypatch, walk, sub_mounted, fs_id="zfs:4242", n_sub=50):
+    """1,000 files on the pool's filesystem and ``n_sub`` on a nested one (recorded at
+    stash/sub), whose files are then gone from sight as after its unmount: an empty folder is left."""
     stash, pool = tmp_path / "stash", tmp_path / "pool"
     os.makedirs(pool)
     for i in range(1000):
         write(stash / f"a/{i}.bin", b"a")
-    sub = [write(stash / f"sub/{i}.bin", b"b") for i in range(50)]
+    sub = [write(stash / f"sub/{i}.bin", b"b") for i in range(n_sub)]
     cfg = make_config(tmp_path / "cat.sqlite", stash, pool)  # guard: over 100 paths and 10 %
     cat = Catalog.open(cfg.catalog)
     scan_pool(cat, cfg.primary, cfg.scan)
@@ -567,6 +567,30 @@ def test_forget_unmounted_drops_only_that_filesystems_kept_paths(tmp_path, monke
     [r] = scanner.scan_pools(cat, [cfg.primary], cfg.scan, forget_unmounted=[str(stash / "sub") + "/"])
     assert (r.removed, r.unmounted) == (50, [])
     assert cat.counts()["paths"] == 1000
+    cat.close()
+
+
+@pytest.mark.parametrize("walk", ["find", "python"])
+def test_forget_unmounted_is_not_counted_by_the_mass_delete_guard(tmp_path, monkeypatch, walk):
+    # 400 paths of 1,400 (29 %, over the guard's 100 and 10 %): naming the dataset used to trip
+    # the guard, and the only way past it was --allow-mass-delete for every pool.
+    cfg, cat, stash = _nested_unmounted(tmp_path, monkeypatch, walk, sub_mounted=False, n_sub=400)
+    [r] = scanner.scan_pools(cat, [cfg.primary], cfg.scan, forget_unmounted=[str(stash / "sub")])
+    assert (r.status, r.removed, r.forgotten, r.unmounted) == ("ok", 400, 400, [])
+    assert r.as_dict()["forgotten"] == 400 and cat.counts()["paths"] == 1000
+    msg = cat.conn.execute("SELECT message FROM scans WHERE id = ?", (r.scan_id,)).fetchone()[0]
+    assert msg == f"forgotten: {stash / 'sub'} (400)"
+    cat.close()
+
+
+@pytest.mark.parametrize("walk", ["find", "python"])
+def test_forget_unmounted_leaves_the_other_drops_to_the_guard(tmp_path, monkeypatch, walk):
+    cfg, cat, stash = _nested_unmounted(tmp_path, monkeypatch, walk, sub_mounted=False, n_sub=400)
+    for i in range(150):  # 150 of the 1,000 others: 15 %, a refusal of its own
+        os.unlink(stash / f"a/{i}.bin")
+    with pytest.raises(MassDeleteRefused, match="would drop 150 of 1,000 known paths .*besides the 400 of --forget"):
+        scanner.scan_pools(cat, [cfg.primary], cfg.scan, forget_unmounted=[str(stash / "sub")])
+    assert cat.counts()["paths"] == 1400
     cat.close()
 
 
