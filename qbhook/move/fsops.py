@@ -634,14 +634,16 @@ def _staging_name(name: bytes) -> bytes:
     return prefix + name[: NAME_MAX - len(prefix)]
 
 
-def _clean_stale_staging(staging: Dir, name: bytes) -> None:
+def _clean_stale_staging(staging: Dir, name: bytes) -> int:
     """Remove leftovers of earlier attempts at this destination (lesson 7: staging never lingers).
 
     A leftover belongs to a dead process, or to this one (one copy per destination at a
     time, under the group lock). A live other process's file is left alone. Only names
     in the verified staging folder are touched, never what a link there points at.
+    Returns how many went.
     """
     me = os.getpid()
+    removed = 0
     for entry in os.listdir(staging.fd):
         entry = os.fsencode(entry)
         pid_s, dot, rest = entry.partition(b".")
@@ -651,8 +653,34 @@ def _clean_stale_staging(staging: Dir, name: bytes) -> None:
         if pid == me or not pid_alive(pid):
             try:
                 os.unlink(entry, dir_fd=staging.fd)
+                removed += 1
             except (FileNotFoundError, IsADirectoryError):
                 pass
+    return removed
+
+
+def _clean_staging_of_done_copy(parent: Dir, name: bytes) -> bool:
+    """The staging leftovers of a destination already in place, removed (``_clean_stale_staging``).
+
+    A copy killed (or a power cut) between linking its staged file to the destination and
+    unlinking the staged name leaves that name as a second link of the new copy: nlink 2 reads
+    as a library link to the planner, a delete and the leftover cleanup. The resume finds the
+    destination present and never reaches the staging step, so it cleans here. The staging
+    folder is only looked into, never made; only names in it are removed, never the destination.
+    True if one went. A staging folder qbhook did not make (a symlink, another owner) holds
+    nothing of its own: left alone here, refused by the next copy that needs it.
+    """
+    try:
+        staging = parent.sub(STAGING_DIR.encode(), own=True)
+    except (FileNotFoundError, NotADirectoryError, UnsafeOperation):
+        return False
+    with staging:
+        removed = _clean_stale_staging(staging, name)
+        if removed:
+            os.fsync(staging.fd)
+    if removed:
+        _rmdir_quiet(parent, STAGING_DIR.encode())
+    return removed > 0
 
 
 def pid_alive(pid: int) -> bool:
@@ -812,9 +840,7 @@ def copy_verified(
     with parent:
         st = parent.lstat(name)
         if st is not None:
-            if expected is None:
-                expected = _source_digest(src, roots, catalog)
-            return _existing_copy(parent, name, st, expected_size, expected, catalog)
+            return _copy_found_in_place(parent, name, st, src, roots, catalog, expected, expected_size)
         src_shown = os.fsdecode(_p(src))
         src_fd, src_fs_path = _open_source(src, roots)
         staging = None
@@ -838,6 +864,9 @@ def copy_verified(
                 result = None
             os.unlink(staged, dir_fd=staging.fd)
             staged = None
+            # fsync(parent) below makes only the destination's link durable: a power cut must not
+            # bring the staged name back as a second link of the copy (one folder fsync per copy).
+            os.fsync(staging.fd)
             if result is None:
                 # Looked at once the staging name went (its unlink moves the ctime too): the name is
                 # the inode written, and nothing wrote to it since (size and mtime as written), so
@@ -860,6 +889,18 @@ def copy_verified(
                         pass
                 staging.close()
                 _rmdir_quiet(parent, STAGING_DIR.encode())
+
+
+def _copy_found_in_place(
+    parent: Dir, name: bytes, st: os.stat_result, src, roots, catalog, expected: bytes | None, expected_size: int
+) -> Act:
+    """``copy_verified`` when its destination already exists (a resume): the killed run's staging
+    cleaned, then the destination proven to hold the content (``_existing_copy``)."""
+    if _clean_staging_of_done_copy(parent, name):
+        st = parent.lstat(name)  # the staged link's unlink moved its ctime
+    if expected is None:
+        expected = _source_digest(src, roots, catalog)
+    return _existing_copy(parent, name, st, expected_size, expected, catalog)
 
 
 def _checked_source(src_fd: int, expected_size: int, src_shown: str) -> os.stat_result:

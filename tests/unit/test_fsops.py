@@ -205,6 +205,47 @@ def test_copy_cleans_stale_staging_of_dead_process(fs2):
     assert not stale.exists() and other.exists()
 
 
+def test_copy_killed_between_link_and_unstage_leaves_no_second_link_after_resume(fs2):
+    # Killed right after linking the staged file to its destination: the staged name stays as a
+    # second link of the copy (nlink 2 reads as a library link). The resume finds the
+    # destination present; it must still clean the dead run's staging.
+    stash, pool, seed_s, seed_p, cat = fs2
+    src = write(seed_s / "a.bin", b"abc")
+    dst = seed_p / "T/a.bin"
+    pid = os.fork()
+    if pid == 0:  # the run that gets killed
+        try:
+            real_unlink = os.unlink
+
+            def killed(path, *a, dir_fd=None, **kw):
+                if dir_fd is not None and os.path.lexists(dst):
+                    os._exit(0)
+                return real_unlink(path, *a, dir_fd=dir_fd, **kw)
+
+            os.unlink = killed
+            fsops.copy_verified(src, dst, b3(b"abc"), 3, roots=(seed_s, seed_p))
+        finally:
+            os._exit(1)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert os.stat(dst).st_nlink == 2 and staging_leftovers(dst.parent) == [f"{pid}.a.bin"]
+
+    res = fsops.copy_verified(src, dst, b3(b"abc"), 3, roots=(seed_s, seed_p))
+    assert res["status"] == "present"
+    assert os.stat(dst).st_nlink == 1 and staging_leftovers(dst.parent) == []
+    assert res.after.st_ctime_ns == os.lstat(dst).st_ctime_ns  # the stat vouched for is the one after the clean
+    assert dst.read_bytes() == b"abc"
+
+
+def test_copy_makes_the_staged_names_removal_durable(fs2, monkeypatch):
+    # fsync of the destination's folder alone could let a power cut bring the staged name back.
+    stash, pool, seed_s, seed_p, cat = fs2
+    src = write(seed_s / "a.bin", b"abc")
+    synced, real_fsync = [], os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd))[1])
+    fsops.copy_verified(src, seed_p / "T/a.bin", b3(b"abc"), 3, roots=(seed_s, seed_p))
+    assert str(seed_p / "T" / fsops.STAGING_DIR) in synced
+
+
 def test_copy_readback_option(fs2):
     stash, pool, seed_s, seed_p, cat = fs2
     src = write(seed_s / "a.bin", b"abc" * 1000)
