@@ -84,7 +84,7 @@ from qbhook.errors import (
 )
 from qbhook.forked import Forked, may_fork
 from qbhook.move import fsops, orphans
-from qbhook.move.journal import Journal, RunRow, StepRow, forced_sharers_of, sharers_of
+from qbhook.move.journal import LEFTOVER_KIND, Journal, RunRow, StepRow, forced_sharers_of, sharers_of
 from qbhook.move.locks import converge_lock, executor_lock, group_lock
 from qbhook.paths import is_within
 
@@ -1075,8 +1075,9 @@ class Executor:
             self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.FAILED, o.reason)
         else:
             o.status = GroupStatus.ROLLED_BACK
-            self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.ROLLED_BACK, reason)
+            # The views first: the group's end state is written once all of them are journaled.
             self._record_leftover_views(st)
+            self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.ROLLED_BACK, reason)
 
     def _repair_quiet(self, st: _GroupRun) -> None:
         """A repair's torrent writes nothing now (``decide.repair.QUIET_STATES``), asked right before
@@ -1117,24 +1118,32 @@ class Executor:
     def _record_leftover_views(self, st: _GroupRun) -> None:
         """Journal each view file this group made on its target pool, for ``move.leftovers`` to remove.
 
-        Only what this run made (copied, linked, created), with the inode, size and ctime the act
-        proved (``_made``, journaled with its result), not a stat looked up again by name now:
-        a writer of that folder may have renamed another file in since. The remover later acts
-        only on that same inode, only while it still holds what the act proved, and only while
-        its content lives elsewhere. A result without those facts (journaled by an older qbhook)
-        records nothing: that view stays where it is.
+        Every file a make step of this run left at its destination, whatever it answered: the
+        planner plans a make only where nothing was, so ``present`` or ``already`` is the step
+        repeated after a crash finding what the crashed attempt made (or a file put there since,
+        which the remover's checks release unless it is a redundant copy). Each with the inode,
+        size and ctime the act proved (``_made``, journaled with its result), not a stat looked up
+        again by name now: a writer of that folder may have renamed another file in since. The
+        remover later acts only on that same inode, only while it still holds what the act
+        proved, only while its content lives elsewhere, and only while nothing else links a copy.
+        A result without those facts (journaled by an older qbhook) records nothing: that view
+        stays where it is. A rollback resumed after a crash (killed while it journaled them)
+        records only the views not journaled yet.
         """
-        made = {Copy.kind: "copied", Link.kind: "linked", MkEmpty.kind: "created"}
-        for row in self.journal.steps(st.run_id):
+        made = {Copy.kind, Link.kind, MkEmpty.kind}
+        rows = [row for row in self.journal.steps(st.run_id) if row.group_id == st.plan.group_id]
+        recorded = {row.args.get("path") for row in rows if row.kind == LEFTOVER_KIND}
+        for row in rows:
             if (
-                row.group_id != st.plan.group_id
-                or made.get(row.kind) is None
+                row.kind not in made
                 or row.status != StepStatus.DONE
-                or (row.result or {}).get("status") != made[row.kind]
+                or (row.result or {}).get("status") not in _ACT_STATUSES
             ):
                 continue
             proven, dst = row.result or {}, row.args.get("dst")
             if not isinstance(dst, str) or not all(isinstance(proven.get(k), int) for k in ("ino", "size", "ctime_ns")):
+                continue
+            if dst in recorded:
                 continue
             self.journal.record_leftover(
                 st.run_id,
@@ -2169,6 +2178,9 @@ def _probe_made(reader: FolderReader, s: Copy | Link | MkEmpty) -> str:
 def _probe_delete(reader: FolderReader, s: Delete) -> str:
     st = _probe_stat(reader, s.path)
     return st if isinstance(st, str) else "already gone" if st is None else "to do"
+
+
+_ACT_STATUSES = frozenset(s.value for s in fsops.ActStatus)  # what a make step's result says it did or found
 
 
 def _made(act: fsops.Act) -> dict:

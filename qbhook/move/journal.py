@@ -37,8 +37,9 @@ from qbhook.errors import UnknownRun
 from qbhook.move.fsops import HeldLink
 from qbhook.paths import shown_or_none
 
-# Leftover-view rows are numbered from here, past any plan's own steps.
+# Leftover-view rows are numbered from here, past any plan's own steps, and have this kind.
 LEFTOVER_SEQ = 1_000_000
+LEFTOVER_KIND = "leftover_view"
 
 
 def _sorted_encoder() -> Callable[[Any], str]:

@@ -1340,6 +1340,69 @@ def test_a_rolled_back_view_is_journaled_with_the_inode_the_copy_made_not_a_late
     assert view["ino"] != os.lstat(dst).st_ino
 
 
+def _library_link_before_the_first_delete(world):
+    """A hook: Radarr links a file of the old place just before the first delete, which then refuses
+    (a library links it): the group rolls back."""
+    lib = os.path.join(world.lib, "Movie (2020).mkv")
+
+    def hook(point, gid, seq, step):
+        if point == "before" and step.kind == "delete" and not os.path.exists(lib):
+            os.makedirs(world.lib, exist_ok=True)
+            os.link(os.path.join(world.save(H1, "stash"), FILES[0][0]), lib)
+
+    return hook
+
+
+@pytest.mark.parametrize("k", [0, 2, 3], ids=["copy", "mkempty", "link"])
+def test_a_view_made_before_a_crash_is_tracked_when_the_resumed_group_rolls_back(world, k):
+    # Review finding: the make step repeated after the crash answers present/already, and only
+    # copied/linked/created views were journaled as leftovers: the crashed run's copy stayed on
+    # the target pool, untracked, once the group rolled back.
+    plan = demote_plan(world)
+    makes = [s.args["dst"] for s in plan.groups[0].steps if s.kind in ("copy", "link", "mkempty")]
+    assert plan.groups[0].steps[k].kind in ("copy", "mkempty", "link")
+
+    def crash(p, gid, seq, step):
+        if p == "after_act" and seq == k:
+            raise Crash(f"after_act {k}")
+
+    with pytest.raises(Crash):
+        world.executor(hook=crash).apply(plan)
+    (out,) = world.executor(hook=_library_link_before_the_first_delete(world)).resume()
+    assert out.groups[0].status == "rolled_back", out.groups[0].reason
+    redone = next(r for r in world.journal.steps(out.run_id) if r.seq == k)
+    assert redone.result["status"] in ("present", "already")
+    assert sorted(v["path"] for _sid, v in world.journal.leftover_views()) == sorted(makes)
+    from qbhook.move import leftovers
+
+    done = leftovers.remove_leftover_views(world.cfg, world.cat, [world.qbt])
+    assert [r["status"] for r in done] == ["removed"] * len(makes), done
+    assert not any(os.path.lexists(p) for p in makes)
+
+
+def test_a_rollback_killed_while_journaling_its_views_journals_each_once_when_resumed(world, monkeypatch):
+    plan = demote_plan(world)
+    makes = [s.args["dst"] for s in plan.groups[0].steps if s.kind in ("copy", "link", "mkempty")]
+    real = Journal.record_leftover
+    recorded = []
+
+    def killed_after_one(self, run, group_id, view):
+        sid = real(self, run, group_id, view)
+        recorded.append(sid)
+        if len(recorded) == 1:
+            raise Crash("killed while journaling the leftover views")
+        return sid
+
+    monkeypatch.setattr(Journal, "record_leftover", killed_after_one)
+    with pytest.raises(Crash):
+        world.executor(hook=_library_link_before_the_first_delete(world)).apply(plan)
+    assert world.journal.group_status("g1")[0] != "rolled_back"  # its end state waits for its views
+    (out,) = world.executor().resume()
+    assert out.groups[0].status == "rolled_back", out.groups[0].reason
+    assert world.journal.group_status("g1")[0] == "rolled_back"
+    assert sorted(v["path"] for _sid, v in world.journal.leftover_views()) == sorted(makes)
+
+
 @pytest.mark.parametrize("saved", [False, True], ids=["apply", "apply --plan"])
 def test_cli_apply_removes_leftover_views_first_only_when_it_may_change_things(world, tmp_path, monkeypatch, saved):
     """One order for both: `apply --plan FILE --yes` skipped the removal `apply --yes` did."""
