@@ -795,11 +795,13 @@ def _existing_copy(d: Dir, name: bytes, st: os.stat_result | None, size: int, ex
 
 def _open_source(src, roots) -> tuple[int, str | None]:
     """The copy source, opened read-only through verified folders (reads may cross a nested
-    dataset), and its folder's fs_path (Dir.fs_path_for: None if the file is on another filesystem)."""
+    dataset), and its folder's fs_path (Dir.fs_path_for: None if the file is on another filesystem).
+    With hashing's flags: O_NOATIME as root, since a library may link the source and a read must
+    not change its metadata."""
     parent, name = _reading_parent(src, roots, f"copy source {os.fsdecode(_p(src))}")
     with parent:
         try:
-            fd = parent.open_file(name, os.O_RDONLY)
+            fd = parent.open_file(name)
             return fd, parent.fs_path_for(os.fstat(fd))
         except FileNotFoundError:
             raise VerificationFailed(f"copy source {os.fsdecode(_p(src))} is missing") from None

@@ -246,6 +246,18 @@ def test_copy_makes_the_staged_names_removal_durable(fs2, monkeypatch):
     assert str(seed_p / "T" / fsops.STAGING_DIR) in synced
 
 
+def test_copy_never_changes_the_sources_atime(fs2):
+    # A library may link the source: reading it for the copy must not write its metadata (relatime
+    # would update an atime not newer than its mtime). hashing's flags: O_NOATIME as root.
+    if not os.O_NOATIME & fsops.hashing._READ_FLAGS:
+        pytest.skip("O_NOATIME needs root")
+    stash, pool, seed_s, seed_p, cat = fs2
+    src = old(write(seed_s / "a.bin", b"abc" * 1000))
+    before = os.stat(src).st_atime_ns
+    fsops.copy_verified(src, seed_p / "a.bin", b3(b"abc" * 1000), 3000, roots=(seed_s, seed_p))
+    assert os.stat(src).st_atime_ns == before
+
+
 def test_copy_readback_option(fs2):
     stash, pool, seed_s, seed_p, cat = fs2
     src = write(seed_s / "a.bin", b"abc" * 1000)
