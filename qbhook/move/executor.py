@@ -1172,7 +1172,10 @@ class Executor:
     def _copy(self, st: _GroupRun, s: Copy, _at: _At) -> dict:
         # No planned hash (s.blake3 None): the copy hashes the source as it reads it, once, and
         # that hash is the content every later step of the group checks (``_GroupRun.learned``).
-        res = fsops.copy_verified(s.src, s.dst, s.blake3, s.size, roots=self.roots, catalog=self.catalog)
+        # A view goes only below a seeding root; its source may be anywhere in a pool (a donor).
+        res = fsops.copy_verified(
+            s.src, s.dst, s.blake3, s.size, roots=self.seeding_roots, src_roots=self.roots, catalog=self.catalog
+        )
         # We know the content of the new inode: cache it, so verify_view costs a stat, not a read.
         # Against the stat the copy proved it for (res.after), never the path looked up again.
         inode_id = self.catalog.record_path(s.dst, self._pool_name(s.dst, st.plan.target_pool), st=res.after)
@@ -1191,7 +1194,8 @@ class Executor:
         act = fsops.link_into(
             s.src,
             s.dst,
-            roots=self.roots,
+            roots=self.seeding_roots,
+            src_roots=self.roots,
             size=s.size,
             blake3_hex=blake3_hex,
             catalog=self.catalog,
@@ -1216,7 +1220,7 @@ class Executor:
     def _mkempty(self, st: _GroupRun, s: MkEmpty, _at: _At) -> dict:
         if st.plan.action == Action.REPAIR:
             self._repair_quiet(st)
-        act = fsops.make_empty(s.dst, roots=self.roots)
+        act = fsops.make_empty(s.dst, roots=self.seeding_roots)
         # An empty file's content needs no cached hash (fsops knows it): nothing to carry over.
         self.catalog.record_path(s.dst, self._pool_name(s.dst, st.plan.target_pool), st=act.after)
         return _made(act)

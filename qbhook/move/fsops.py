@@ -814,7 +814,7 @@ def _open_source(src, roots) -> tuple[int, str | None]:
 
 
 def copy_verified(
-    src, dst, expected_blake3_hex, expected_size: int, *, roots, catalog=None, readback: bool = False
+    src, dst, expected_blake3_hex, expected_size: int, *, roots, src_roots=None, catalog=None, readback: bool = False
 ) -> Act:
     """Copy ``src`` to ``dst`` (usually another pool), proving the bytes are the planned content.
 
@@ -825,7 +825,8 @@ def copy_verified(
     copied|present, bytes_written, blake3}``; ``after``: ``dst`` right after, proven to be the
     inode written, with the size and mtime it was written with). Any failure removes the
     staged file; the source is only read.
-    Both ends are reached through verified folders below ``roots``; the staging folder is
+    Both ends are reached through verified folders: ``dst`` below ``roots`` (the seeding roots: a
+    view goes nowhere else), ``src`` below ``src_roots`` (default ``roots``); the staging folder is
     qbhook's own (0700, owned by it, on the destination's filesystem).
 
     ``expected_blake3_hex`` None: the plan did not pre-hash the source (nothing on the target
@@ -838,13 +839,14 @@ def copy_verified(
     accepted only if it hashes like the source does now.
     """
     expected = None if expected_blake3_hex is None and expected_size else _digest(expected_blake3_hex, expected_size)
+    src_roots = roots if src_roots is None else src_roots
     parent, name, _parts = _open_parent(dst, roots, create=True)
     with parent:
         st = parent.lstat(name)
         if st is not None:
-            return _copy_found_in_place(parent, name, st, src, roots, catalog, expected, expected_size)
+            return _copy_found_in_place(parent, name, st, src, src_roots, catalog, expected, expected_size)
         src_shown = os.fsdecode(_p(src))
-        src_fd, src_fs_path = _open_source(src, roots)
+        src_fd, src_fs_path = _open_source(src, src_roots)
         staging = None
         staged = None
         try:
@@ -894,14 +896,14 @@ def copy_verified(
 
 
 def _copy_found_in_place(
-    parent: Dir, name: bytes, st: os.stat_result, src, roots, catalog, expected: bytes | None, expected_size: int
+    parent: Dir, name: bytes, st: os.stat_result, src, src_roots, catalog, expected: bytes | None, expected_size: int
 ) -> Act:
     """``copy_verified`` when its destination already exists (a resume): the killed run's staging
     cleaned, then the destination proven to hold the content (``_existing_copy``)."""
     if _clean_staging_of_done_copy(parent, name):
         st = parent.lstat(name)  # the staged link's unlink moved its ctime
     if expected is None:
-        expected = _source_digest(src, roots, catalog)
+        expected = _source_digest(src, src_roots, catalog)
     return _existing_copy(parent, name, st, expected_size, expected, catalog)
 
 
@@ -1025,21 +1027,30 @@ def _readback(staging: Dir, name: bytes, expected: bytes) -> None:
 
 
 def link_into(
-    src, dst, *, roots, size: int | None = None, blake3_hex=None, catalog=None, verify_source: bool = False
+    src,
+    dst,
+    *,
+    roots,
+    src_roots=None,
+    size: int | None = None,
+    blake3_hex=None,
+    catalog=None,
+    verify_source: bool = False,
 ) -> Act:
     """Hardlink ``dst`` to the inode at ``src`` (same dataset), creating folders.
 
     Returns an ``Act`` with status ``linked``, ``already`` if ``dst`` is that inode,
     ``present`` if it is another inode with the same content. Anything else at ``dst``
-    raises UnsafeOperation. Both ends are reached through verified folders below ``roots``.
-    ``after`` is ``dst``'s lstat proven to be that inode; ``before`` (linked) the source's
-    lstat right before the link. ``verify_source``: the source must hold ``blake3_hex`` right
+    raises UnsafeOperation. Both ends are reached through verified folders: ``dst`` below
+    ``roots`` (the seeding roots), ``src`` below ``src_roots`` (default ``roots``). ``after``
+    is ``dst``'s lstat proven to be that inode; ``before`` (linked) the source's lstat right
+    before the link. ``verify_source``: the source must hold ``blake3_hex`` right
     before the link (the catalog's valid cached hash, else a read), for a source the plan chose
     minutes earlier among files others write (a repair's catalog copy, maybe a library file a
     tagger rewrote in place at the same size).
     """
     src_shown, dst_shown = os.fsdecode(_p(src)), os.fsdecode(_p(dst))
-    with _regular_file(src, roots, "link source") as (sdir, sname, sst):
+    with _regular_file(src, roots if src_roots is None else src_roots, "link source") as (sdir, sname, sst):
         if size is not None and sst.st_size != size:
             raise VerificationFailed(f"link source {src_shown} has {sst.st_size} bytes, expected {size}")
         if verify_source and _content_digest(sdir, sname, sst, catalog) != _digest(blake3_hex, sst.st_size):
@@ -1094,7 +1105,8 @@ def _made_is(d: Dir, name: bytes, want: os.stat_result, shown: str) -> os.stat_r
 
 
 def make_empty(dst, *, roots) -> Act:
-    """A zero-length file at ``dst``; never replaces an existing non-empty file (lesson 8).
+    """A zero-length file at ``dst`` (below ``roots``: the seeding roots); never replaces an
+    existing non-empty file (lesson 8).
     An ``Act`` (``created`` or ``present``) whose ``after`` is the empty file's lstat."""
     shown = os.fsdecode(_p(dst))
     d, name, _parts = _open_parent(dst, roots, create=True)

@@ -1403,6 +1403,19 @@ def test_a_rollback_killed_while_journaling_its_views_journals_each_once_when_re
     assert sorted(v["path"] for _sid, v in world.journal.leftover_views()) == sorted(makes)
 
 
+@pytest.mark.parametrize("k", [0, 2, 3], ids=["copy", "mkempty", "link"])
+def test_a_view_file_is_made_only_below_a_seeding_root(world, k):
+    # Defence in depth: the make acts were handed the whole pools as roots, so a step naming a
+    # destination elsewhere in a pool (a planner bug, an edited plan file) wrote there.
+    plan = demote_plan(world)
+    steps = plan.groups[0].steps
+    outside = os.path.join(str(world.pool), "elsewhere", os.path.basename(steps[k].args["dst"]))
+    steps[k] = Step.of(steps[k].kind, {**steps[k].args, "dst": outside})
+    summary = world.executor().apply(plan)
+    assert "not inside a configured root" in summary.groups_failed["g1"]
+    assert not os.path.lexists(os.path.dirname(outside))
+
+
 @pytest.mark.parametrize("saved", [False, True], ids=["apply", "apply --plan"])
 def test_cli_apply_removes_leftover_views_first_only_when_it_may_change_things(world, tmp_path, monkeypatch, saved):
     """One order for both: `apply --plan FILE --yes` skipped the removal `apply --yes` did."""
