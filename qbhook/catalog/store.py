@@ -14,7 +14,7 @@ import select
 import sqlite3
 import stat
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,7 +229,13 @@ class Catalog:
         not identity; a rename or a swapped file fails this."""
         return st.st_ino == row.ino and self.fs_for_path(path, st.st_dev) == row.fs
 
-    def fs_for_path(self, path: str | bytes | os.PathLike, dev: int | None = None) -> int:
+    def fs_for_path(
+        self,
+        path: str | bytes | os.PathLike,
+        dev: int | None = None,
+        *,
+        on_write: Callable[[int | None, int | None], None] | None = None,
+    ) -> int:
         """Row id of the filesystem holding ``path`` (registering it, re-mapping st_dev if it moved).
 
         FilesystemIdError if the device the row had is still mounted with the same id: two
@@ -239,6 +245,11 @@ class Catalog:
         that number alone (fsid.mount_for_dev), ``path`` is only lstat-ed when it is not given.
         A path is never resolved here: callers hand in paths writers control, and a folder
         swapped for a symlink would otherwise re-map this st_dev to whatever it points at.
+
+        ``on_write``: called inside the registering transaction, if there is one, with the write
+        generation before and after its writes (``generation``): no other writer can come between
+        the two, so a caller that keeps a baseline of it (``scan._Loaded``) may tell this write
+        from another's.
         """
         if dev is None:
             dev = os.lstat(path).st_dev
@@ -271,6 +282,7 @@ class Catalog:
                 return row[0]
         now = time.time()
         with Tx(self.conn) as c:
+            before = self.generation() if on_write is not None else None
             # st_dev numbers get reused: whoever had this dev before no longer does.
             c.execute("UPDATE filesystems SET dev = NULL WHERE dev = ? AND fsid != ?", (dev, ident.fsid))
             c.execute(
@@ -281,6 +293,8 @@ class Catalog:
                 (ident.fsid, ident.kind, ident.fstype, ident.source, mountpoint, dev, now, now),
             )
             fs = c.execute("SELECT id FROM filesystems WHERE fsid = ?", (ident.fsid,)).fetchone()[0]
+            if on_write is not None:
+                on_write(before, self.generation())
         self._dev_cache[dev] = fs
         self._fsid_cache[fs] = ident.fsid
         return fs

@@ -153,8 +153,8 @@ def convergence_snapshot(
                 size=s.size,
                 nlink=c.nlink,
                 blake3=s.hash,
-                seeding_paths=tuple(sys.intern(p) for p in seeding),
-                other_paths=tuple(sys.intern(p) for p in other),
+                seeding_paths=tuple(map(sys.intern, seeding)),
+                other_paths=tuple(map(sys.intern, other)),
                 mtime_ns=mtimes.get(c.inode_id, 0),
             )
             inodes[fact.key] = fact

@@ -392,6 +392,13 @@ def split_links(paths: Iterable[str], roots: Iterable[str]) -> tuple[tuple[str, 
     """
     # One test per set of roots (paths.within_any): this runs for every inode of every snapshot.
     inside = within_any(tuple(roots))
+    if isinstance(paths, (list, tuple)) and len(paths) == 1:
+        # Most inodes have one link (a seed-only copy): the same answer without a set and two sorts.
+        try:
+            p = normalize(paths[0])
+        except PathMapError:
+            return (), ()
+        return ((p,), ()) if inside(p) else ((), (p,))
     canon: set[str] = set()
     for p in paths:
         try:

@@ -811,6 +811,8 @@ def _later_ones_wait(
         if not g.actionable:
             continue
         mine = claims(g)
+        if not mine:
+            continue  # claims nothing (a convergence copies and makes nothing): nothing to hold or wait for
         other = next((first[k] for k in sorted(mine) if first.get(k, g.group_id) != g.group_id), None)
         if other is not None:
             g.action, g.steps = Action.SKIP, []

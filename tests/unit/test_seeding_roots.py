@@ -74,6 +74,30 @@ def test_every_root_is_seeding_tree_for_the_outside_link_rule():
     assert seeding == ("/stash/links/T/a", "/stash/seed/a") and other == ("/stash/media/a",)
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/stash/seed/a",
+        "/stash//seed/./a",
+        "/stash/seed/a/",
+        "/stash/seed",
+        "/stash/seedy/a",
+        "/stash/media/a",
+        "rel/a",
+        "/stash/seed/../a",
+        "/stash/seed/.hidden",
+    ],
+)
+def test_one_link_is_split_as_a_list_of_it_with_another_is(path):
+    """split_links' one-path shortcut (most inodes have one link) answers as the general rule:
+    canonical, inside or not on whole components, a spelling that cannot be made canonical dropped."""
+    roots = ["/stash/seed", "/stash/links"]
+    seeding, other = split_links([path, "/stash/links/z"], roots)
+    general = (tuple(p for p in seeding if p != "/stash/links/z"), other)
+    assert split_links([path], roots) == general
+    assert split_links((path,), roots) == general
+
+
 def _pf(name, *roots):
     return PoolFact(name, "primary", f"/{name}", roots[0], f"fs-{name}", 0, more_seeding_roots=tuple(roots[1:]))
 
