@@ -1172,7 +1172,8 @@ def relink_over(
     seeding root or one of ``keep_roots``; it is only linked from, never changed) is still
     inode ``keep_ino`` on ``keep_fsid``, on the same filesystem, readable by the replaced
     file's owner; both hold the planned BLAKE3 (the catalog's hash when still valid for
-    the live stat, else read now). Then the kept inode is linked under a temporary name
+    the live stat, else read now). The keeper is looked at again (a file rewritten while the
+    victim was read is refused). Then the kept inode is linked under a temporary name
     (``.qbhook-relink.<name>``) in the very folder descriptor the checks used, the
     victim and the keeper are looked at once more, and ``renameat`` atomically puts the
     link over the old name: at every instant ``path`` names the planned content.
@@ -1675,6 +1676,12 @@ def _relink_at(
         raise UnsafeOperation(f"{why}: {path_s} no longer has the planned content", hint="re-plan")
     if _content_digest(kdir, kname, kst, catalog, rows, kfs) != want:
         raise UnsafeOperation(f"{why}: the copy to keep does not have the planned content", hint="re-plan")
+    # The kept inode once more, right before the link: its content was proven for ``kst``, taken
+    # before the victim was read (minutes for a large file). A library file rewritten meanwhile
+    # (a tagger; ``touch -r`` restores the mtime, never the ctime) must not reach the torrent's name.
+    kpre = kdir.lstat(kname)
+    if kpre is None or _content_stat(kpre) != _content_stat(kst):
+        raise UnsafeOperation(f"{why}: the copy to keep changed during the checks", hint="re-plan")
 
     _link_temp(kdir, kname, parent, tmp, kst, why)
     try:
@@ -1692,7 +1699,8 @@ def _relink_at(
             st.st_mtime_ns,
         ):
             raise UnsafeOperation(f"{why}: {path_s} changed during the checks")
-        if klast is None or (klast.st_dev, klast.st_ino) != (kst.st_dev, kst.st_ino):
+        # Our link moved the kept inode's ctime: the temporary name's own stat is its reference now.
+        if klast is None or _content_stat(klast) != _content_stat(kst)[:4] + (tst.st_ctime_ns,):
             raise UnsafeOperation(f"{why}: the copy to keep changed during the checks")
         held = _hold_entry(parent, name, last) if hold is not None and last.st_nlink == 1 else None
         try:
@@ -1712,6 +1720,12 @@ def _relink_at(
                 pass
     freed = st.st_size if st.st_nlink == 1 else 0
     return {"status": "relinked", "bytes_freed": freed, "nlink_before": st.st_nlink}, kst
+
+
+def _content_stat(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What says an inode's bytes are the ones checked: (dev, ino, size, mtime, ctime); a write that
+    restores size and mtime still moves the ctime, which no user can set back."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def _hold_entry(parent: Dir, name: bytes, st: os.stat_result) -> int | None:

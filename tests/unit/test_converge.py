@@ -598,6 +598,42 @@ def test_a_foreign_file_at_the_temporary_name_is_left_alone_and_the_relink_refus
     assert squatter.read_bytes() == b"someone else's" and os.lstat(lib).st_nlink == 1
 
 
+def _rewrite_keeping_mtime(path, data: bytes) -> None:
+    """An in-place rewrite that puts the mtime back (``rsync --inplace -t``, ``touch -r``): only the ctime tells."""
+    st = os.lstat(path)
+    with open(path, "r+b") as f:
+        f.write(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_a_library_file_rewritten_after_the_temporary_link_is_not_put_at_the_torrents_name(fs2):
+    victim, lib, kw = _dup(fs2)
+    vino = os.lstat(victim).st_ino
+    with pytest.raises(UnsafeOperation, match="copy to keep changed during the checks"):
+        fsops.relink_over(victim, lib, **kw, on_temp_link=lambda: _rewrite_keeping_mtime(lib, b"TAGGED!"))
+    assert os.lstat(victim).st_ino == vino and victim.read_bytes() == b"payload-bytes"
+    assert _relink_leftovers(victim.parent) == []
+
+
+def test_a_library_file_rewritten_while_the_victim_is_hashed_is_not_put_at_the_torrents_name(fs2, monkeypatch):
+    victim, lib, kw = _dup(fs2)
+    vino = os.lstat(victim).st_ino
+    real = fsops._content_digest
+
+    def digest(d, name, st, *a, **k):
+        if name == lib.name.encode():  # the kept inode's hash, cached for the stat taken before the victim was read
+            return bytes.fromhex(kw["blake3_hex"])
+        out = real(d, name, st, *a, **k)
+        _rewrite_keeping_mtime(lib, b"TAGGED!")  # Lidarr, while a large victim is read
+        return out
+
+    monkeypatch.setattr(fsops, "_content_digest", digest)
+    with pytest.raises(UnsafeOperation, match="copy to keep changed during the checks"):
+        fsops.relink_over(victim, lib, **kw)
+    assert os.lstat(victim).st_ino == vino and victim.read_bytes() == b"payload-bytes"
+    assert _relink_leftovers(victim.parent) == []
+
+
 # --------------------------------------------------------------------------- planner + executor, real files
 
 
