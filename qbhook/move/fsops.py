@@ -1692,12 +1692,8 @@ def _relink_at(
             on_temp_link()
         # Last look at both, as close to the rename as Python gets, through the same descriptors.
         last, klast = parent.lstat(name), kdir.lstat(kname)
-        if last is None or (last.st_dev, last.st_ino, last.st_size, last.st_mtime_ns) != (
-            st.st_dev,
-            st.st_ino,
-            st.st_size,
-            st.st_mtime_ns,
-        ):
+        # The ctime too: an in-place rewrite that restores the mtime (``touch -r``) still moves it.
+        if last is None or _content_stat(last) != _content_stat(st):
             raise UnsafeOperation(f"{why}: {path_s} changed during the checks")
         # Our link moved the kept inode's ctime: the temporary name's own stat is its reference now.
         if klast is None or _content_stat(klast) != _content_stat(kst)[:4] + (tst.st_ctime_ns,):

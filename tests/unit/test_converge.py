@@ -634,6 +634,15 @@ def test_a_library_file_rewritten_while_the_victim_is_hashed_is_not_put_at_the_t
     assert _relink_leftovers(victim.parent) == []
 
 
+def test_a_victim_rewritten_with_its_mtime_put_back_before_the_rename_is_not_replaced(fs2):
+    victim, lib, kw = _dup(fs2)
+    vino = os.lstat(victim).st_ino
+    with pytest.raises(UnsafeOperation, match="changed during the checks"):
+        fsops.relink_over(victim, lib, **kw, on_temp_link=lambda: _rewrite_keeping_mtime(victim, b"REWRITE"))
+    assert os.lstat(victim).st_ino == vino and victim.read_bytes() == b"REWRITE-bytes"
+    assert os.lstat(lib).st_nlink == 1 and _relink_leftovers(victim.parent) == []
+
+
 # --------------------------------------------------------------------------- planner + executor, real files
 
 
