@@ -1714,8 +1714,9 @@ def _relink_at(
                 os.unlink(tmp, dir_fd=parent.fd)
             except FileNotFoundError:
                 pass
-    freed = st.st_size if st.st_nlink == 1 else 0
-    return {"status": "relinked", "bytes_freed": freed, "nlink_before": st.st_nlink}, kst
+    # The link count of the last look: a link made since the first one (a cross-seed) keeps the bytes.
+    freed = st.st_size if last.st_nlink == 1 else 0
+    return {"status": "relinked", "bytes_freed": freed, "nlink_before": last.st_nlink}, kst
 
 
 def _content_stat(st: os.stat_result) -> tuple[int, int, int, int, int]:

@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 
@@ -641,6 +642,26 @@ def test_a_victim_rewritten_with_its_mtime_put_back_before_the_rename_is_not_rep
         fsops.relink_over(victim, lib, **kw, on_temp_link=lambda: _rewrite_keeping_mtime(victim, b"REWRITE"))
     assert os.lstat(victim).st_ino == vino and victim.read_bytes() == b"REWRITE-bytes"
     assert os.lstat(lib).st_nlink == 1 and _relink_leftovers(victim.parent) == []
+
+
+def test_bytes_freed_counts_the_links_the_victim_has_at_the_rename(fs2, monkeypatch):
+    # A cross-seed links the victim after its first look, in the same clock tick (ZFS's ctime is
+    # the kernel's coarse clock): the last look still lets the rename go, and nothing is freed.
+    victim, lib, kw = _dup(fs2)
+    vst = os.lstat(victim)
+    real = fsops.Dir.lstat
+
+    def lstat(self, name):
+        st = real(self, name)
+        if name != victim.name.encode() or st is None or st.st_nlink == 1:
+            return st
+        fields = {f: getattr(st, f) for f in dir(st) if f.startswith("st_")}
+        return SimpleNamespace(**{**fields, "st_ctime_ns": vst.st_ctime_ns})  # the link's ctime, unseen
+
+    monkeypatch.setattr(fsops.Dir, "lstat", lstat)
+    r = fsops.relink_over(victim, lib, **kw, on_temp_link=lambda: os.link(victim, victim.parent / "cross-seed.mkv"))
+    assert (r["status"], r["bytes_freed"], r["nlink_before"]) == ("relinked", 0, 2)
+    assert (victim.parent / "cross-seed.mkv").read_bytes() == b"payload-bytes"
 
 
 # --------------------------------------------------------------------------- planner + executor, real files
