@@ -1084,11 +1084,17 @@ def make_empty(dst, *, roots) -> Act:
 RELINK_PREFIX = b".qbhook-relink."
 
 
-def _relink_name(name: bytes) -> bytes:
-    # One fixed name per entry, no pid: a crashed attempt's leftover is found with one lstat
-    # (a listdir per relink would be quadratic in a flat cross-seed folder). The group lock
-    # keeps two qbhook processes from relinking the same entry at once.
-    return RELINK_PREFIX + name[: NAME_MAX - len(RELINK_PREFIX)]
+def _relink_name(name: bytes, ino: int, keep_ino: int) -> bytes:
+    """``.qbhook-relink.<victim inode>.<kept inode>.<name>``: the temporary name of one planned relink.
+
+    One fixed name per planned relink, no pid: a crashed attempt's leftover is found with one
+    lstat (a listdir per relink would be quadratic in a flat cross-seed folder). The planned
+    inodes, in hex, make it a name no torrent owns: a torrent's names are chosen by its author,
+    these numbers by this filesystem, so a link of the kept inode under it is qbhook's to remove
+    (``_clean_stale_relink``). The group lock keeps two qbhook processes from relinking the same
+    entry at once."""
+    head = RELINK_PREFIX + b"%x.%x." % (ino, keep_ino)
+    return head + name[: NAME_MAX - len(head)]
 
 
 def _clean_stale_relink(d: Dir, tmp: bytes, keeper: os.stat_result) -> None:
@@ -1174,7 +1180,7 @@ def relink_over(
     file's owner; both hold the planned BLAKE3 (the catalog's hash when still valid for
     the live stat, else read now). The keeper is looked at again (a file rewritten while the
     victim was read is refused). Then the kept inode is linked under a temporary name
-    (``.qbhook-relink.<name>``) in the very folder descriptor the checks used, the
+    (``_relink_name``) in the very folder descriptor the checks used, the
     victim and the keeper are looked at once more, and ``renameat`` atomically puts the
     link over the old name: at every instant ``path`` names the planned content.
 
@@ -1544,6 +1550,8 @@ class Relinker:
             kroot, kparts = self._split_keep(keep_path)
             if not kparts:
                 raise UnsafeOperation(f"{keep_s} is a configured root, not an entry inside one")
+            if kparts[-1].startswith(RELINK_PREFIX):  # qbhook's temporary name: never catalogued, never kept
+                raise UnsafeOperation(f"{keep_s} is named like qbhook's temporary links")
             kdir = self._dir(kroot, kparts[:-1], False)
         except (FileNotFoundError, NotADirectoryError):
             raise UnsafeOperation(f"refusing to relink {path_s}: the copy to keep, {keep_s}, is missing") from None
@@ -1642,7 +1650,7 @@ def _relink_at(
             f"(inode {kst.st_ino}, planned {keep_ino} on {keep_fsid})",
             hint="re-plan",
         )
-    tmp: bytes | None = _relink_name(name)
+    tmp: bytes | None = _relink_name(name, ino, keep_ino)
     st = parent.lstat(name)
     if st is None:
         raise UnsafeOperation(f"{why}: {path_s} is missing", hint="re-plan")

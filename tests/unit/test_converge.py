@@ -593,7 +593,8 @@ def test_a_crash_between_the_temporary_link_and_the_rename_is_completed_by_the_n
 
 def test_a_foreign_file_at_the_temporary_name_is_left_alone_and_the_relink_refuses(fs2):
     victim, lib, kw = _dup(fs2)
-    squatter = write(victim.parent / (os.fsdecode(fsops.RELINK_PREFIX) + victim.name), b"someone else's")
+    tmp = fsops._relink_name(victim.name.encode(), kw["ino"], kw["keep_ino"])
+    squatter = write(victim.parent / os.fsdecode(tmp), b"someone else's")
     with pytest.raises(UnsafeOperation, match="not qbhook's"):
         fsops.relink_over(victim, lib, **kw)
     assert squatter.read_bytes() == b"someone else's" and os.lstat(lib).st_nlink == 1
@@ -662,6 +663,30 @@ def test_bytes_freed_counts_the_links_the_victim_has_at_the_rename(fs2, monkeypa
     r = fsops.relink_over(victim, lib, **kw, on_temp_link=lambda: os.link(victim, victim.parent / "cross-seed.mkv"))
     assert (r["status"], r["bytes_freed"], r["nlink_before"]) == ("relinked", 0, 2)
     assert (victim.parent / "cross-seed.mkv").read_bytes() == b"payload-bytes"
+
+
+def test_a_kept_file_named_like_a_temporary_link_is_refused_and_left_alone(fs2):
+    # A torrent's own file, beside the victim, under the name the temporary link once had.
+    stash, _pool, seed_s, _seed_p, cat = fs2
+    victim = write(seed_s / "x/a.mkv", b"payload-bytes")
+    keep = write(seed_s / "x/.qbhook-relink.a.mkv", b"payload-bytes")
+    vst, kst = os.lstat(victim), os.lstat(keep)
+    _v, _lib, kw = _dup(fs2, b"elsewhere")
+    kw = {**kw, "ino": vst.st_ino, "mtime_ns": vst.st_mtime_ns, "keep_ino": kst.st_ino}
+    kw = {**kw, "size": len(b"payload-bytes"), "blake3_hex": b3(b"payload-bytes")}
+    with pytest.raises(UnsafeOperation, match="named like qbhook's temporary links"):
+        fsops.relink_over(victim, keep, **kw)
+    assert keep.read_bytes() == victim.read_bytes() == b"payload-bytes"
+    assert os.lstat(victim).st_ino == vst.st_ino and os.lstat(keep).st_nlink == 1
+
+
+def test_a_torrents_link_of_the_kept_file_under_a_relink_like_name_is_not_taken_for_a_leftover(fs2):
+    victim, lib, kw = _dup(fs2)
+    other = victim.parent / ".qbhook-relink.film.mkv"  # another torrent's file: a link of the kept inode
+    os.link(lib, other)
+    assert fsops.relink_over(victim, lib, **kw)["status"] == "relinked"
+    assert other.read_bytes() == b"payload-bytes" and os.lstat(other).st_ino == os.lstat(lib).st_ino
+    assert os.lstat(victim).st_ino == os.lstat(lib).st_ino and os.lstat(lib).st_nlink == 3
 
 
 # --------------------------------------------------------------------------- planner + executor, real files

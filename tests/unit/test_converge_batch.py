@@ -401,9 +401,11 @@ def test_a_relink_looks_through_its_held_folders_seven_times_and_never_resolves_
 def test_a_leftover_temporary_link_beside_an_already_converged_name_is_removed(world):
     w = world
     plan, pairs = _dups(w, 2)
-    assert w.executor().apply(plan).status == "done"
     seed, lib = pairs[0]
-    leftover = os.path.join(os.path.dirname(seed), ".qbhook-relink." + os.path.basename(seed))
+    vino = os.lstat(seed).st_ino  # the planned victim: its inode names the temporary link
+    assert w.executor().apply(plan).status == "done"
+    tmp = fsops._relink_name(os.fsencode(os.path.basename(seed)), vino, os.lstat(lib).st_ino)
+    leftover = os.path.join(os.path.dirname(seed), os.fsdecode(tmp))
     os.link(lib, leftover)  # what a crash between an attempt's link and its rename, then a rename by hand, leaves
     again = w.executor().apply(plan)
     assert again.status == "done" and again.bytes_freed == 0
