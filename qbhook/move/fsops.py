@@ -64,7 +64,7 @@ import blake3
 from qbhook.catalog import hashing
 from qbhook.catalog.fsid import is_zfs
 from qbhook.dirfd import FolderRefused, NotAFolder, SeedingRoot, open_below, open_root
-from qbhook.errors import LastCopyKept, UnsafeOperation, VerificationFailed, ViewReleased, ViewUnproven
+from qbhook.errors import LastCopyKept, QbhookError, UnsafeOperation, VerificationFailed, ViewReleased, ViewUnproven
 from qbhook.units import human_bytes as _human
 
 __all__ = [
@@ -1117,6 +1117,18 @@ def _clean_stale_relink(d: Dir, tmp: bytes, keeper: os.stat_result) -> None:
         pass
 
 
+def _drop_leftover(parent: Dir, name: bytes, kdir: Dir, kname: bytes, ino: int, keep_ino: int) -> None:
+    """After a refusal: the temporary link a crashed attempt left beside ``name`` removed, if it is
+    a link of the kept inode (``_clean_stale_relink``), even though this attempt stopped before
+    making its own. Looked for only when a relink refuses: never on the way to a rename."""
+    try:
+        kst = kdir.lstat(kname)
+        if kst is not None and stat_mod.S_ISREG(kst.st_mode) and kst.st_ino == keep_ino:
+            _clean_stale_relink(parent, _relink_name(name, ino, keep_ino), kst)
+    except (UnsafeOperation, OSError):
+        pass  # not qbhook's, or not to be had: the refusal is what the caller needs to hear
+
+
 def _link_temp(kdir: Dir, kname: bytes, parent: Dir, tmp: bytes, keeper: os.stat_result, why: str) -> None:
     """Link the kept inode as ``tmp`` in ``parent``, through both verified descriptors.
 
@@ -1580,25 +1592,29 @@ class Relinker:
         path_s = path if type(path) is str else os.fsdecode(_p(path))
         keep_s = keep_path if type(keep_path) is str else os.fsdecode(_p(keep_path))
         root, parts, parent, kparts, kdir = self._place(path, path_s, keep_path, keep_s)
-        res, kst = _relink_at(
-            parent,
-            parts[-1],
-            path_s,
-            kdir,
-            kparts[-1],
-            keep_s,
-            fsid=fsid,
-            ino=ino,
-            size=size,
-            mtime_ns=mtime_ns,
-            blake3_hex=blake3_hex,
-            keep_fsid=keep_fsid,
-            keep_ino=keep_ino,
-            catalog=self.catalog,
-            rows=self._rows,
-            on_temp_link=on_temp_link,
-            hold=self._hold_for(root),
-        )
+        try:
+            res, kst = _relink_at(
+                parent,
+                parts[-1],
+                path_s,
+                kdir,
+                kparts[-1],
+                keep_s,
+                fsid=fsid,
+                ino=ino,
+                size=size,
+                mtime_ns=mtime_ns,
+                blake3_hex=blake3_hex,
+                keep_fsid=keep_fsid,
+                keep_ino=keep_ino,
+                catalog=self.catalog,
+                rows=self._rows,
+                on_temp_link=on_temp_link,
+                hold=self._hold_for(root),
+            )
+        except (QbhookError, OSError):
+            _drop_leftover(parent, parts[-1], kdir, kparts[-1], ino, keep_ino)
+            raise
         if res["status"] == "relinked":
             if self.sync_each:
                 os.fsync(parent.fd)

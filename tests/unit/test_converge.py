@@ -689,6 +689,23 @@ def test_a_torrents_link_of_the_kept_file_under_a_relink_like_name_is_not_taken_
     assert os.lstat(victim).st_ino == os.lstat(lib).st_ino and os.lstat(lib).st_nlink == 3
 
 
+def test_a_crashed_attempts_temporary_link_is_removed_when_the_next_attempt_refuses(fs2):
+    victim, lib, kw = _dup(fs2)
+    pid = os.fork()
+    if pid == 0:  # the child dies (no cleanup, like SIGKILL) right after the temporary link
+        try:
+            fsops.relink_over(victim, lib, **kw, on_temp_link=lambda: os._exit(9))
+        finally:
+            os._exit(1)
+    _pid, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 9 and len(_relink_leftovers(victim.parent)) == 1
+    write(victim, b"PAYLOAD-BYTES")  # the torrent rewrote it since: the resume refuses before any link
+    with pytest.raises(UnsafeOperation, match="modified since planning"):
+        fsops.relink_over(victim, lib, **kw)
+    assert _relink_leftovers(victim.parent) == [] and os.lstat(lib).st_nlink == 1
+    assert victim.read_bytes() == b"PAYLOAD-BYTES"
+
+
 # --------------------------------------------------------------------------- planner + executor, real files
 
 
