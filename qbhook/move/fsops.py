@@ -64,7 +64,7 @@ import blake3
 from qbhook.catalog import hashing
 from qbhook.catalog.fsid import is_zfs
 from qbhook.dirfd import FolderRefused, NotAFolder, SeedingRoot, open_below, open_root
-from qbhook.errors import LastCopyKept, UnsafeOperation, VerificationFailed, ViewReleased, ViewUnproven
+from qbhook.errors import LastCopyKept, QbhookError, UnsafeOperation, VerificationFailed, ViewReleased, ViewUnproven
 from qbhook.units import human_bytes as _human
 
 __all__ = [
@@ -1139,11 +1139,17 @@ def make_empty(dst, *, roots) -> Act:
 RELINK_PREFIX = b".qbhook-relink."
 
 
-def _relink_name(name: bytes) -> bytes:
-    # One fixed name per entry, no pid: a crashed attempt's leftover is found with one lstat
-    # (a listdir per relink would be quadratic in a flat cross-seed folder). The group lock
-    # keeps two qbhook processes from relinking the same entry at once.
-    return RELINK_PREFIX + name[: NAME_MAX - len(RELINK_PREFIX)]
+def _relink_name(name: bytes, ino: int, keep_ino: int) -> bytes:
+    """``.qbhook-relink.<victim inode>.<kept inode>.<name>``: the temporary name of one planned relink.
+
+    One fixed name per planned relink, no pid: a crashed attempt's leftover is found with one
+    lstat (a listdir per relink would be quadratic in a flat cross-seed folder). The planned
+    inodes, in hex, make it a name no torrent owns: a torrent's names are chosen by its author,
+    these numbers by this filesystem, so a link of the kept inode under it is qbhook's to remove
+    (``_clean_stale_relink``). The group lock keeps two qbhook processes from relinking the same
+    entry at once."""
+    head = RELINK_PREFIX + b"%x.%x." % (ino, keep_ino)
+    return head + name[: NAME_MAX - len(head)]
 
 
 def _clean_stale_relink(d: Dir, tmp: bytes, keeper: os.stat_result) -> None:
@@ -1164,6 +1170,18 @@ def _clean_stale_relink(d: Dir, tmp: bytes, keeper: os.stat_result) -> None:
         os.unlink(tmp, dir_fd=d.fd)
     except FileNotFoundError:
         pass
+
+
+def _drop_leftover(parent: Dir, name: bytes, kdir: Dir, kname: bytes, ino: int, keep_ino: int) -> None:
+    """After a refusal: the temporary link a crashed attempt left beside ``name`` removed, if it is
+    a link of the kept inode (``_clean_stale_relink``), even though this attempt stopped before
+    making its own. Looked for only when a relink refuses: never on the way to a rename."""
+    try:
+        kst = kdir.lstat(kname)
+        if kst is not None and stat_mod.S_ISREG(kst.st_mode) and kst.st_ino == keep_ino:
+            _clean_stale_relink(parent, _relink_name(name, ino, keep_ino), kst)
+    except (UnsafeOperation, OSError):
+        pass  # not qbhook's, or not to be had: the refusal is what the caller needs to hear
 
 
 def _link_temp(kdir: Dir, kname: bytes, parent: Dir, tmp: bytes, keeper: os.stat_result, why: str) -> None:
@@ -1227,8 +1245,9 @@ def relink_over(
     seeding root or one of ``keep_roots``; it is only linked from, never changed) is still
     inode ``keep_ino`` on ``keep_fsid``, on the same filesystem, readable by the replaced
     file's owner; both hold the planned BLAKE3 (the catalog's hash when still valid for
-    the live stat, else read now). Then the kept inode is linked under a temporary name
-    (``.qbhook-relink.<name>``) in the very folder descriptor the checks used, the
+    the live stat, else read now). The keeper is looked at again (a file rewritten while the
+    victim was read is refused). Then the kept inode is linked under a temporary name
+    (``_relink_name``) in the very folder descriptor the checks used, the
     victim and the keeper are looked at once more, and ``renameat`` atomically puts the
     link over the old name: at every instant ``path`` names the planned content.
 
@@ -1598,6 +1617,8 @@ class Relinker:
             kroot, kparts = self._split_keep(keep_path)
             if not kparts:
                 raise UnsafeOperation(f"{keep_s} is a configured root, not an entry inside one")
+            if kparts[-1].startswith(RELINK_PREFIX):  # qbhook's temporary name: never catalogued, never kept
+                raise UnsafeOperation(f"{keep_s} is named like qbhook's temporary links")
             kdir = self._dir(kroot, kparts[:-1], False)
         except (FileNotFoundError, NotADirectoryError):
             raise UnsafeOperation(f"refusing to relink {path_s}: the copy to keep, {keep_s}, is missing") from None
@@ -1626,25 +1647,29 @@ class Relinker:
         path_s = path if type(path) is str else os.fsdecode(_p(path))
         keep_s = keep_path if type(keep_path) is str else os.fsdecode(_p(keep_path))
         root, parts, parent, kparts, kdir = self._place(path, path_s, keep_path, keep_s)
-        res, kst = _relink_at(
-            parent,
-            parts[-1],
-            path_s,
-            kdir,
-            kparts[-1],
-            keep_s,
-            fsid=fsid,
-            ino=ino,
-            size=size,
-            mtime_ns=mtime_ns,
-            blake3_hex=blake3_hex,
-            keep_fsid=keep_fsid,
-            keep_ino=keep_ino,
-            catalog=self.catalog,
-            rows=self._rows,
-            on_temp_link=on_temp_link,
-            hold=self._hold_for(root),
-        )
+        try:
+            res, kst = _relink_at(
+                parent,
+                parts[-1],
+                path_s,
+                kdir,
+                kparts[-1],
+                keep_s,
+                fsid=fsid,
+                ino=ino,
+                size=size,
+                mtime_ns=mtime_ns,
+                blake3_hex=blake3_hex,
+                keep_fsid=keep_fsid,
+                keep_ino=keep_ino,
+                catalog=self.catalog,
+                rows=self._rows,
+                on_temp_link=on_temp_link,
+                hold=self._hold_for(root),
+            )
+        except (QbhookError, OSError):
+            _drop_leftover(parent, parts[-1], kdir, kparts[-1], ino, keep_ino)
+            raise
         if res["status"] == "relinked":
             if self.sync_each:
                 os.fsync(parent.fd)
@@ -1696,7 +1721,7 @@ def _relink_at(
             f"(inode {kst.st_ino}, planned {keep_ino} on {keep_fsid})",
             hint="re-plan",
         )
-    tmp: bytes | None = _relink_name(name)
+    tmp: bytes | None = _relink_name(name, ino, keep_ino)
     st = parent.lstat(name)
     if st is None:
         raise UnsafeOperation(f"{why}: {path_s} is missing", hint="re-plan")
@@ -1730,6 +1755,12 @@ def _relink_at(
         raise UnsafeOperation(f"{why}: {path_s} no longer has the planned content", hint="re-plan")
     if _content_digest(kdir, kname, kst, catalog, rows, kfs) != want:
         raise UnsafeOperation(f"{why}: the copy to keep does not have the planned content", hint="re-plan")
+    # The kept inode once more, right before the link: its content was proven for ``kst``, taken
+    # before the victim was read (minutes for a large file). A library file rewritten meanwhile
+    # (a tagger; ``touch -r`` restores the mtime, never the ctime) must not reach the torrent's name.
+    kpre = kdir.lstat(kname)
+    if kpre is None or _content_stat(kpre) != _content_stat(kst):
+        raise UnsafeOperation(f"{why}: the copy to keep changed during the checks", hint="re-plan")
 
     _link_temp(kdir, kname, parent, tmp, kst, why)
     try:
@@ -1740,14 +1771,11 @@ def _relink_at(
             on_temp_link()
         # Last look at both, as close to the rename as Python gets, through the same descriptors.
         last, klast = parent.lstat(name), kdir.lstat(kname)
-        if last is None or (last.st_dev, last.st_ino, last.st_size, last.st_mtime_ns) != (
-            st.st_dev,
-            st.st_ino,
-            st.st_size,
-            st.st_mtime_ns,
-        ):
+        # The ctime too: an in-place rewrite that restores the mtime (``touch -r``) still moves it.
+        if last is None or _content_stat(last) != _content_stat(st):
             raise UnsafeOperation(f"{why}: {path_s} changed during the checks")
-        if klast is None or (klast.st_dev, klast.st_ino) != (kst.st_dev, kst.st_ino):
+        # Our link moved the kept inode's ctime: the temporary name's own stat is its reference now.
+        if klast is None or _content_stat(klast) != _content_stat(kst)[:4] + (tst.st_ctime_ns,):
             raise UnsafeOperation(f"{why}: the copy to keep changed during the checks")
         held = _hold_entry(parent, name, last) if hold is not None and last.st_nlink == 1 else None
         try:
@@ -1765,8 +1793,15 @@ def _relink_at(
                 os.unlink(tmp, dir_fd=parent.fd)
             except FileNotFoundError:
                 pass
-    freed = st.st_size if st.st_nlink == 1 else 0
-    return {"status": "relinked", "bytes_freed": freed, "nlink_before": st.st_nlink}, kst
+    # The link count of the last look: a link made since the first one (a cross-seed) keeps the bytes.
+    freed = st.st_size if last.st_nlink == 1 else 0
+    return {"status": "relinked", "bytes_freed": freed, "nlink_before": last.st_nlink}, kst
+
+
+def _content_stat(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What says an inode's bytes are the ones checked: (dev, ino, size, mtime, ctime); a write that
+    restores size and mtime still moves the ctime, which no user can set back."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def _hold_entry(parent: Dir, name: bytes, st: os.stat_result) -> int | None:

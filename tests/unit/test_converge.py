@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 
@@ -592,10 +593,117 @@ def test_a_crash_between_the_temporary_link_and_the_rename_is_completed_by_the_n
 
 def test_a_foreign_file_at_the_temporary_name_is_left_alone_and_the_relink_refuses(fs2):
     victim, lib, kw = _dup(fs2)
-    squatter = write(victim.parent / (os.fsdecode(fsops.RELINK_PREFIX) + victim.name), b"someone else's")
+    tmp = fsops._relink_name(victim.name.encode(), kw["ino"], kw["keep_ino"])
+    squatter = write(victim.parent / os.fsdecode(tmp), b"someone else's")
     with pytest.raises(UnsafeOperation, match="not qbhook's"):
         fsops.relink_over(victim, lib, **kw)
     assert squatter.read_bytes() == b"someone else's" and os.lstat(lib).st_nlink == 1
+
+
+def _rewrite_keeping_mtime(path, data: bytes) -> None:
+    """An in-place rewrite that puts the mtime back (``rsync --inplace -t``, ``touch -r``): only the ctime tells."""
+    st = os.lstat(path)
+    with open(path, "r+b") as f:
+        f.write(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_a_library_file_rewritten_after_the_temporary_link_is_not_put_at_the_torrents_name(fs2):
+    victim, lib, kw = _dup(fs2)
+    vino = os.lstat(victim).st_ino
+    with pytest.raises(UnsafeOperation, match="copy to keep changed during the checks"):
+        fsops.relink_over(victim, lib, **kw, on_temp_link=lambda: _rewrite_keeping_mtime(lib, b"TAGGED!"))
+    assert os.lstat(victim).st_ino == vino and victim.read_bytes() == b"payload-bytes"
+    assert _relink_leftovers(victim.parent) == []
+
+
+def test_a_library_file_rewritten_while_the_victim_is_hashed_is_not_put_at_the_torrents_name(fs2, monkeypatch):
+    victim, lib, kw = _dup(fs2)
+    vino = os.lstat(victim).st_ino
+    real = fsops._content_digest
+
+    def digest(d, name, st, *a, **k):
+        if name == lib.name.encode():  # the kept inode's hash, cached for the stat taken before the victim was read
+            return bytes.fromhex(kw["blake3_hex"])
+        out = real(d, name, st, *a, **k)
+        _rewrite_keeping_mtime(lib, b"TAGGED!")  # Lidarr, while a large victim is read
+        return out
+
+    monkeypatch.setattr(fsops, "_content_digest", digest)
+    with pytest.raises(UnsafeOperation, match="copy to keep changed during the checks"):
+        fsops.relink_over(victim, lib, **kw)
+    assert os.lstat(victim).st_ino == vino and victim.read_bytes() == b"payload-bytes"
+    assert _relink_leftovers(victim.parent) == []
+
+
+def test_a_victim_rewritten_with_its_mtime_put_back_before_the_rename_is_not_replaced(fs2):
+    victim, lib, kw = _dup(fs2)
+    vino = os.lstat(victim).st_ino
+    with pytest.raises(UnsafeOperation, match="changed during the checks"):
+        fsops.relink_over(victim, lib, **kw, on_temp_link=lambda: _rewrite_keeping_mtime(victim, b"REWRITE"))
+    assert os.lstat(victim).st_ino == vino and victim.read_bytes() == b"REWRITE-bytes"
+    assert os.lstat(lib).st_nlink == 1 and _relink_leftovers(victim.parent) == []
+
+
+def test_bytes_freed_counts_the_links_the_victim_has_at_the_rename(fs2, monkeypatch):
+    # A cross-seed links the victim after its first look, in the same clock tick (ZFS's ctime is
+    # the kernel's coarse clock): the last look still lets the rename go, and nothing is freed.
+    victim, lib, kw = _dup(fs2)
+    vst = os.lstat(victim)
+    real = fsops.Dir.lstat
+
+    def lstat(self, name):
+        st = real(self, name)
+        if name != victim.name.encode() or st is None or st.st_nlink == 1:
+            return st
+        fields = {f: getattr(st, f) for f in dir(st) if f.startswith("st_")}
+        return SimpleNamespace(**{**fields, "st_ctime_ns": vst.st_ctime_ns})  # the link's ctime, unseen
+
+    monkeypatch.setattr(fsops.Dir, "lstat", lstat)
+    r = fsops.relink_over(victim, lib, **kw, on_temp_link=lambda: os.link(victim, victim.parent / "cross-seed.mkv"))
+    assert (r["status"], r["bytes_freed"], r["nlink_before"]) == ("relinked", 0, 2)
+    assert (victim.parent / "cross-seed.mkv").read_bytes() == b"payload-bytes"
+
+
+def test_a_kept_file_named_like_a_temporary_link_is_refused_and_left_alone(fs2):
+    # A torrent's own file, beside the victim, under the name the temporary link once had.
+    stash, _pool, seed_s, _seed_p, cat = fs2
+    victim = write(seed_s / "x/a.mkv", b"payload-bytes")
+    keep = write(seed_s / "x/.qbhook-relink.a.mkv", b"payload-bytes")
+    vst, kst = os.lstat(victim), os.lstat(keep)
+    _v, _lib, kw = _dup(fs2, b"elsewhere")
+    kw = {**kw, "ino": vst.st_ino, "mtime_ns": vst.st_mtime_ns, "keep_ino": kst.st_ino}
+    kw = {**kw, "size": len(b"payload-bytes"), "blake3_hex": b3(b"payload-bytes")}
+    with pytest.raises(UnsafeOperation, match="named like qbhook's temporary links"):
+        fsops.relink_over(victim, keep, **kw)
+    assert keep.read_bytes() == victim.read_bytes() == b"payload-bytes"
+    assert os.lstat(victim).st_ino == vst.st_ino and os.lstat(keep).st_nlink == 1
+
+
+def test_a_torrents_link_of_the_kept_file_under_a_relink_like_name_is_not_taken_for_a_leftover(fs2):
+    victim, lib, kw = _dup(fs2)
+    other = victim.parent / ".qbhook-relink.film.mkv"  # another torrent's file: a link of the kept inode
+    os.link(lib, other)
+    assert fsops.relink_over(victim, lib, **kw)["status"] == "relinked"
+    assert other.read_bytes() == b"payload-bytes" and os.lstat(other).st_ino == os.lstat(lib).st_ino
+    assert os.lstat(victim).st_ino == os.lstat(lib).st_ino and os.lstat(lib).st_nlink == 3
+
+
+def test_a_crashed_attempts_temporary_link_is_removed_when_the_next_attempt_refuses(fs2):
+    victim, lib, kw = _dup(fs2)
+    pid = os.fork()
+    if pid == 0:  # the child dies (no cleanup, like SIGKILL) right after the temporary link
+        try:
+            fsops.relink_over(victim, lib, **kw, on_temp_link=lambda: os._exit(9))
+        finally:
+            os._exit(1)
+    _pid, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 9 and len(_relink_leftovers(victim.parent)) == 1
+    write(victim, b"PAYLOAD-BYTES")  # the torrent rewrote it since: the resume refuses before any link
+    with pytest.raises(UnsafeOperation, match="modified since planning"):
+        fsops.relink_over(victim, lib, **kw)
+    assert _relink_leftovers(victim.parent) == [] and os.lstat(lib).st_nlink == 1
+    assert victim.read_bytes() == b"PAYLOAD-BYTES"
 
 
 # --------------------------------------------------------------------------- planner + executor, real files

@@ -368,12 +368,13 @@ def test_the_batch_prefetch_reads_the_same_rows_as_the_one_by_one_lookup(world):
     assert sum(r.hash is not None for r in got.values()) == len(keys) - 2
 
 
-def test_a_relink_looks_through_its_held_folders_six_times_and_never_resolves_a_path_again(world, monkeypatch):
-    # Every check stays (the keeper, the victim, the fresh temporary link, both once more right
-    # before the rename) and one look after it, which the catalog records and the batch's later
-    # relinks onto the same inode reuse. What went: a look for a crashed attempt's temporary name
-    # (the link itself finds it taken), a second look at the keeper after the rename, and the
-    # catalog's lstat of each relinked path by name (on a FUSE dataset a round trip per folder).
+def test_a_relink_looks_through_its_held_folders_seven_times_and_never_resolves_a_path_again(world, monkeypatch):
+    # Every check stays (the keeper, the victim, the keeper again right before the link, the fresh
+    # temporary link, both once more right before the rename) and one look after it, which the
+    # catalog records and the batch's later relinks onto the same inode reuse. What went: a look
+    # for a crashed attempt's temporary name (the link itself finds it taken), a second look at
+    # the keeper after the rename, and the catalog's lstat of each relinked path by name (on a
+    # FUSE dataset a round trip per folder).
     w = world
     plan, pairs = _dups(w, 6, cache=True)
     looks, by_path = [], []
@@ -389,7 +390,7 @@ def test_a_relink_looks_through_its_held_folders_six_times_and_never_resolves_a_
     assert w.executor().apply(plan).status == "done"
     monkeypatch.undo()
     assert all(_linked(s, lib) for s, lib in pairs)
-    assert len(looks) == 6 * len(pairs), looks
+    assert len(looks) == 7 * len(pairs), looks
     assert not {os.fsencode(s) for s, _lib in pairs} & {os.fsencode(p) for p in by_path}
     for seed, lib in pairs:  # what the catalog recorded is the live stat, hash carried over
         row, st = w.cat.inode_by_path(seed), os.lstat(seed)
@@ -400,9 +401,11 @@ def test_a_relink_looks_through_its_held_folders_six_times_and_never_resolves_a_
 def test_a_leftover_temporary_link_beside_an_already_converged_name_is_removed(world):
     w = world
     plan, pairs = _dups(w, 2)
-    assert w.executor().apply(plan).status == "done"
     seed, lib = pairs[0]
-    leftover = os.path.join(os.path.dirname(seed), ".qbhook-relink." + os.path.basename(seed))
+    vino = os.lstat(seed).st_ino  # the planned victim: its inode names the temporary link
+    assert w.executor().apply(plan).status == "done"
+    tmp = fsops._relink_name(os.fsencode(os.path.basename(seed)), vino, os.lstat(lib).st_ino)
+    leftover = os.path.join(os.path.dirname(seed), os.fsdecode(tmp))
     os.link(lib, leftover)  # what a crash between an attempt's link and its rename, then a rename by hand, leaves
     again = w.executor().apply(plan)
     assert again.status == "done" and again.bytes_freed == 0
