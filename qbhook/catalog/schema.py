@@ -334,6 +334,38 @@ DELETE FROM paths WHERE pool = '?';
 DELETE FROM inodes WHERE NOT EXISTS (SELECT 1 FROM paths WHERE paths.inode = inodes.id);
 """
 
+# A sharer a relocation stopped and could not start again (``Executor._start_sharers``), by
+# (client instance, lower-case hash): it ran (``forced``: force-started) before qbhook stopped
+# it, so its own relocation starts it again (``Journal.stopped_by_us``). One row per torrent, read
+# and dropped by key: kept before in the stopping step's args, every look read the whole steps
+# table. A row goes once qbhook starts that torrent, or sees it running: the executor's look, or
+# the torrent index's sync (the two triggers below: a running state written to its row). Seen
+# running, a person may stop it later on purpose, and that stop is theirs to keep. The states
+# are qBittorrent's started ones (clients/model.py ``Torrent.is_running``), spelled out: a
+# migration's text is frozen once shipped. The records older versions kept in step args move here.
+LEFT_STOPPED_DDL = """
+CREATE TABLE left_stopped (
+    instance    TEXT NOT NULL,
+    hash        TEXT NOT NULL,                  -- lower case, as the client reports it
+    forced      INTEGER NOT NULL,               -- 1: it ran force-started
+    step_id     INTEGER NOT NULL,               -- the relocate step that stopped it (steps.id)
+    at          REAL NOT NULL,
+    PRIMARY KEY (instance, hash)
+) WITHOUT ROWID;
+INSERT OR REPLACE INTO left_stopped(instance, hash, forced, step_id, at)
+    SELECT json_extract(s.args, '$.instance'), lower(j.key), j.value IS 1, s.id, s.started_at
+    FROM steps s, json_each(s.args, '$._left_stopped') j
+    WHERE s.kind = 'relocate' AND json_type(s.args, '$._left_stopped') = 'object'
+        AND json_type(s.args, '$.instance') = 'text'
+    ORDER BY s.id;
+CREATE TRIGGER left_stopped_seen_running_insert AFTER INSERT ON torrents
+WHEN new.state IN ('uploading', 'stalledUP', 'queuedUP', 'forcedUP', 'downloading', 'stalledDL', 'queuedDL', 'forcedDL')
+BEGIN DELETE FROM left_stopped WHERE instance = new.instance AND hash = lower(new.hash); END;
+CREATE TRIGGER left_stopped_seen_running_update AFTER UPDATE OF state ON torrents
+WHEN new.state IN ('uploading', 'stalledUP', 'queuedUP', 'forcedUP', 'downloading', 'stalledDL', 'queuedDL', 'forcedDL')
+BEGIN DELETE FROM left_stopped WHERE instance = new.instance AND hash = lower(new.hash); END;
+"""
+
 # The tables every qbhook catalog has held since its first migration, and no later step drops:
 # how ``catalog.db`` tells a qbhook catalog from another program's SQLite file before it writes.
 FIRST_TABLES: frozenset[str] = frozenset(re.findall(r"^CREATE TABLE (\w+)", SCHEMA_V1, re.MULTILINE))
@@ -350,4 +382,5 @@ MIGRATIONS: tuple[str, ...] = (
     DUPES_MEMO_DDL,
     GONE_INDEX_DDL,
     OUTSIDE_ROWS_DDL,
+    LEFT_STOPPED_DDL,
 )

@@ -331,6 +331,12 @@ class TorrentInfo:
         return self.state in ("stoppedUP", "stoppedDL")
 
     @property
+    def is_running(self) -> bool:
+        """Started: a stable state other than stopped (queued counts: the client runs it in its turn).
+        A transition (a check, checkingResumeData, a move) says neither: a stopped torrent has them too."""
+        return self.is_stable and not self.is_stopped
+
+    @property
     def is_forced(self) -> bool:
         """Force-started: it runs outside the client's queue (qBittorrent's forcedUP / forcedDL)."""
         return self.state in ("forcedUP", "forcedDL")

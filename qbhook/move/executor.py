@@ -1371,9 +1371,12 @@ class Executor:
         """What relocation ``s`` journals of torrent ``t`` before acting on it, for its undo
         (``_move_back``) and its start at the end. Stopped by another relocation that could not
         start it again (``_start_sharers``; the journal keeps it across runs), it ran before qbhook
-        stopped it: it runs again as it ran (forced, if it was)."""
+        stopped it: it runs again as it ran (forced, if it was). Seen running, that record goes:
+        a person started it, and a stop of theirs after this look is theirs to keep."""
         tag = self.cfg.policy.relocated_tag
         by_us = self.journal.stopped_by_us(s.instance, s.torrent) if t.is_stopped else None
+        if t.is_running:
+            self.journal.forget_stopped(s.instance, s.torrent)
         return {
             "save_path": _norm(t.save_path),
             "state": t.state,
@@ -1854,7 +1857,7 @@ class Executor:
                 )
                 st.left_stopped.append(f"{h} ({why})")
                 # Journal first: its own relocation must know it ran before we stopped it.
-                self.journal.set_left_stopped(r.step_id, h, h in r.forced)
+                self.journal.set_left_stopped(r.step_id, r.step.instance, h, h in r.forced)
             r.sharers.pop(0)
             self.journal.set_sharers(r.step_id, r.sharers, r.forced)
 

@@ -410,53 +410,36 @@ class Journal:
                 (json.dumps(observed, sort_keys=True), step_id),
             )
 
-    def set_left_stopped(self, step_id: int, torrent: str, forced: bool) -> None:
-        """Record, in a relocate step's args (``_left_stopped``), a sharer it stopped and could not
-        start again (``Executor._start_sharers``): it ran (``forced``: force-started) before qbhook
-        stopped it, which its own relocation, in this run or a later one, must not read as a
-        person's stop (``stopped_by_us``)."""
+    def set_left_stopped(self, step_id: int, instance: str, torrent: str, forced: bool) -> None:
+        """Record (table ``left_stopped``, catalog/schema.py) that relocate step ``step_id`` stopped
+        ``torrent`` and could not start it again (``Executor._start_sharers``): it ran (``forced``:
+        force-started) before qbhook stopped it, which its own relocation, in this run or a later
+        one, must not read as a person's stop (``stopped_by_us``)."""
         with Tx(self.conn) as c:
             c.execute(
-                "UPDATE steps SET args=json_set(args, '$._left_stopped', "
-                "json_patch(coalesce(json_extract(args, '$._left_stopped'), '{}'), json(?))) WHERE id=?",
-                (json.dumps({torrent.lower(): bool(forced)}), step_id),
+                "INSERT INTO left_stopped(instance, hash, forced, step_id, at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(instance, hash) DO UPDATE SET forced=excluded.forced, step_id=excluded.step_id, "
+                "at=excluded.at",
+                (instance, torrent.lower(), int(bool(forced)), step_id, time.time()),
             )
 
-    def _left_stopped_rows(self, instance: str, torrent: str) -> list[tuple[int, dict]]:
-        h = torrent.lower()
-        rows = self.conn.execute(
-            "SELECT id, args FROM steps WHERE kind='relocate' AND instr(args, '\"_left_stopped\"') > 0 "
-            "AND instr(args, ?) > 0 ORDER BY id DESC",
-            (h,),
-        ).fetchall()
-        out = []
-        for step_id, text in rows:
-            args = json.loads(text)
-            left = args.get("_left_stopped")
-            if args.get("instance") == instance and isinstance(left, dict) and h in left:
-                out.append((step_id, left))
-        return out
-
     def stopped_by_us(self, instance: str, torrent: str) -> bool | None:
-        """Whether a relocation left ``torrent`` stopped (``set_left_stopped``) and nothing of ours
-        started it since (``forget_stopped``): None if not, else whether it ran force-started."""
-        rows = self._left_stopped_rows(instance, torrent)
-        return bool(rows[0][1][torrent.lower()]) if rows else None
+        """Whether a relocation left ``torrent`` stopped (``set_left_stopped``) and nothing since
+        started it or saw it running (``forget_stopped``, the torrent index's triggers): None if
+        not, else whether it ran force-started."""
+        r = self.conn.execute(
+            "SELECT forced FROM left_stopped WHERE instance=? AND hash=?", (instance, torrent.lower())
+        ).fetchone()
+        return None if r is None else bool(r[0])
 
     def forget_stopped(self, instance: str, torrent: str) -> None:
-        """``torrent`` was started again by qbhook (or its own relocation is over): drop every record
-        that a relocation left it stopped."""
-        h = torrent.lower()
-        rows = self._left_stopped_rows(instance, torrent)
-        if not rows:
+        """``torrent`` was started again by qbhook, seen running (a person's later stop is theirs)
+        or its own relocation is over: drop the record that a relocation left it stopped. A look
+        first, so the common case (no record) takes no write lock."""
+        if self.stopped_by_us(instance, torrent) is None:
             return
         with Tx(self.conn) as c:
-            for step_id, left in rows:
-                rest = {k: v for k, v in left.items() if k != h}
-                c.execute(
-                    "UPDATE steps SET args=json_set(args, '$._left_stopped', json(?)) WHERE id=?",
-                    (json.dumps(rest), step_id),
-                )
+            c.execute("DELETE FROM left_stopped WHERE instance=? AND hash=?", (instance, torrent.lower()))
 
     def sharers(self, step_id: int) -> list[str]:
         """The torrents ``set_sharers`` last recorded for this step (none for a step never run)."""

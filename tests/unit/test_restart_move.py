@@ -17,6 +17,7 @@ from dataclasses import replace
 import pytest
 
 from qbhook import notify
+from qbhook.catalog.indexer import sync_client
 from qbhook.decide.explain import BACKSTOP_TODO, backstop_stops
 from qbhook.errors import QbtError, UnsafeOperation
 from qbhook.events.status import report
@@ -592,6 +593,55 @@ def test_a_sharer_left_stopped_runs_again_after_its_own_relocation_in_a_later_ru
         assert q.torrent(H2).state == ("forcedUP" if forced else "stalledUP")
         assert w.journal.stopped_by_us("qbt", H2) is None
         assert q.violations == []
+    finally:
+        w.cat.close()
+
+
+def test_a_sharer_a_person_started_and_stopped_again_is_not_started_by_its_own_relocation(tmpfs, tmp_path):  # noqa: F811
+    """H2 was left stopped by H1's move, as above. A person rechecks it and starts it; the torrent
+    index's sync sees it running. Later the person stops it on purpose. The next run relocates H2
+    and leaves it stopped: qbhook's record that it stopped H2 went when H2 was seen running."""
+    w, q, plan = _sharing_world(tmpfs, tmp_path)
+    try:
+
+        def hook(point, gid, seq, step):
+            if point == "poll" and step.torrent == H1 and q.t[H2].stopped and not q.t[H2].script:
+                q.t[H2].script = [("checkingResumeData", None)] * 3 + [("unchecked", None)]
+
+        first = w.executor(hook=hook).apply(plan)
+        assert first.groups[0].status == "rolled_back", first.groups[0].reason
+        assert w.journal.stopped_by_us("qbt", H2) is False
+        q.t[H2].progress, q.t[H2].script, q.t[H2].transient = 1.0, [], None  # a person's recheck
+        q.t[H2].stopped = False  # ... and start
+        sync_client(w.cat, q)
+        assert w.journal.stopped_by_us("qbt", H2) is None
+        q.t[H2].stopped = True  # stopped on purpose, later
+
+        summary = w.executor().apply(plan)
+
+        assert summary.status == "done", summary.groups_failed
+        assert q.t[H1].save_path == q.t[H2].save_path == w.seed_p
+        assert q.t[H1].stopped is False and q.t[H2].stopped is True
+        assert q.violations == []
+    finally:
+        w.cat.close()
+
+
+def test_a_relocation_that_sees_its_torrent_running_drops_the_record_a_transition_keeps_it(tmpfs, tmp_path):  # noqa: F811
+    """The executor's own look at a torrent (``_observation``) drops the record that qbhook left
+    it stopped once it sees it running; a transition (checkingResumeData: a stopped torrent has
+    it too after a restart) says nothing either way and keeps it."""
+    w, q, plan = _sharing_world(tmpfs, tmp_path)
+    try:
+        ex = w.executor()
+        s = next(s for s in plan.groups[0].steps if s.kind == "relocate" and s.torrent == H2)
+        w.journal.set_left_stopped(1, "qbt", H2, True)
+        q.t[H2].stopped, q.t[H2].transient = True, "checkingResumeData"
+        assert ex._observation(s, q.torrent(H2))["was_running"] is True
+        assert w.journal.stopped_by_us("qbt", H2) is True
+        q.t[H2].stopped, q.t[H2].transient = False, None
+        assert ex._observation(s, q.torrent(H2))["was_running"] is True
+        assert w.journal.stopped_by_us("qbt", H2) is None
     finally:
         w.cat.close()
 

@@ -69,7 +69,7 @@ def test_migration_11_removes_the_rows_of_files_outside_every_pool(tmp_path):
     old.close()
     cat = Catalog(db.connect(path))
     try:
-        assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations()) == 11
+        assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations()) == 12
         assert sorted(cat.conn.execute("SELECT path, inode, pool FROM paths")) == [
             (b"/stash/lib/c", 3, "stash"),
             (b"/stash/seed/a", 1, "stash"),
@@ -78,3 +78,59 @@ def test_migration_11_removes_the_rows_of_files_outside_every_pool(tmp_path):
         assert cat.generation() > before
     finally:
         cat.close()
+
+
+def test_migration_12_keys_the_sharers_left_stopped_and_drops_one_seen_running(tmp_path):
+    """A catalog at version 11 whose relocate steps kept, in their args, the sharers they left
+    stopped (``_left_stopped``; one since started, cleared to ``{}``): the records move to the
+    keyed table, the newest per torrent, and the journal reads them there. The torrent index
+    writing a running state for one drops its record; a stopped state or a transition keeps it."""
+    import json
+
+    from qbhook.move.journal import Journal
+
+    path = tmp_path / "old.sqlite"
+    old = catalog_at(path, 11)
+    old.execute("INSERT INTO runs(id, started_at, status, plan) VALUES (1, 0, 'done', '{}')")
+    steps = [
+        (1, {"instance": "qbt", "torrent": "h1", "_left_stopped": {"aa": True, "bb": False}}),
+        (2, {"instance": "qbt", "torrent": "h3", "_left_stopped": {"aa": False}}),
+        (3, {"instance": "qbt", "torrent": "h4", "_left_stopped": {}}),
+        (4, {"instance": "other", "torrent": "h5", "_left_stopped": {"CC": True}}),
+        (5, {"instance": "qbt", "torrent": "h6"}),
+    ]
+    old.executemany(
+        "INSERT INTO steps(id, run, seq, group_id, kind, args, status, started_at) "
+        "VALUES (?, 1, ?, 'g', 'relocate', ?, 'done', ?)",
+        [(i, i, json.dumps(a), 100.0 + i) for i, a in steps],
+    )
+    old.close()
+    conn = db.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations()) == 12
+        assert sorted(conn.execute("SELECT instance, hash, forced, step_id FROM left_stopped")) == [
+            ("other", "cc", 1, 4),
+            ("qbt", "aa", 0, 2),
+            ("qbt", "bb", 0, 1),
+        ]
+        j = Journal(conn)
+        assert (j.stopped_by_us("qbt", "AA"), j.stopped_by_us("other", "cc"), j.stopped_by_us("qbt", "cc")) == (
+            False,
+            True,
+            None,
+        )
+        row = "INSERT INTO torrents(instance, hash, state, first_seen, last_seen) VALUES (?, ?, ?, 0, 0)"
+        conn.execute(row, ("qbt", "aa", "stoppedUP"))
+        conn.execute(row, ("qbt", "bb", "checkingResumeData"))
+        conn.execute(row, ("other", "cc", "stalledUP"))  # seen running: a person started it
+        assert (j.stopped_by_us("qbt", "aa"), j.stopped_by_us("qbt", "bb"), j.stopped_by_us("other", "cc")) == (
+            False,
+            False,
+            None,
+        )
+        conn.execute("UPDATE torrents SET state = 'queuedUP' WHERE hash = 'aa'")
+        assert j.stopped_by_us("qbt", "aa") is None and j.stopped_by_us("qbt", "bb") is False
+        j.forget_stopped("qbt", "bb")
+        assert conn.execute("SELECT count(*) FROM left_stopped").fetchone()[0] == 0
+    finally:
+        conn.close()
