@@ -234,9 +234,10 @@ class SnapshotBuilder:
         Where to look is the torrent index's (``torrents.unplaced_files``): a path through a link is
         never catalogued, so its file has no inode there; each such file of a wanted size is lstat-ed
         here, which notes the link in ``self.symlinks``. A left-out torrent the index holds no files of
-        (added since its last sync) is looked at by its content path, and its files listed only when a
-        link is on it. The cost: one indexed query returning those files, one lstat each, plus one
-        lstat per left-out torrent the index does not hold (none after a sync): not per torrent."""
+        (added since its last sync) is looked at by its content path, and its files listed unless that
+        is a single file reached without a link (``_maybe_linked``). The cost: one indexed query
+        returning those files, one lstat each, plus one lstat and at most one file listing per
+        left-out torrent the index does not hold (none after a sync): not per torrent."""
         sizes = {f.size for t in torrents for f in t.files if f.inode is not None}
         if not sizes:
             return ()
@@ -249,21 +250,34 @@ class SnapshotBuilder:
         for t in left_out:
             if (t.instance, t.hash) in known or not t.content_path.startswith("/"):
                 continue
-            content = canonical_path(t.content_path)
-            if self._lstat_file(content) is None and self._via_link(content):
-                listed = self._listed_files.get((t.instance, t.hash))
-                if listed is None:
-                    listed = next(c for c in self.clients if c.name == t.instance).files(t.hash)
-                for f in listed:
-                    path, looked_up = torrent_file_path(t.save_path, f.name)
-                    if looked_up and f.size in sizes:
-                        files.append((t.hash, t.name, path, f.size))
+            files.extend((t.hash, t.name, path, size) for path, size in self._maybe_linked(t) if size in sizes)
         out = [
             ReachingFile(h, name, path, size)
             for h, name, path, size in files
             if self._lstat_file(path) is None and self._via_link(path)
         ]
         return tuple(out)
+
+    def _maybe_linked(self, t) -> list[tuple[str, int]]:
+        """(path, size) of the files of ``t``, a left-out torrent the index does not hold, that may pass
+        through a symlink: every file when its content path is a folder (cross-seed's file links are
+        below a real one, where no lstat of the content path sees them) or passes through a link;
+        none for a single file reached without one, or nothing there."""
+        content = canonical_path(t.content_path)
+        st = self._lstat(content, note=True)
+        if st is None and not self._via_link(content):
+            return []
+        if st is not None and stat_mod.S_ISREG(st.st_mode):
+            return []
+        listed = self._listed_files.get((t.instance, t.hash))
+        if listed is None:
+            listed = next(c for c in self.clients if c.name == t.instance).files(t.hash)
+        out = []
+        for f in listed:
+            path, looked_up = torrent_file_path(t.save_path, f.name)
+            if looked_up:
+                out.append((path, f.size))
+        return out
 
     def _via_link(self, path: str) -> bool:
         """Is a symlink noted (``self.symlinks``) at ``path`` or on a folder of it below a pool?"""

@@ -470,16 +470,33 @@ def test_a_sweep_chunk_sees_a_torrent_of_another_chunk_reaching_its_group(bed):
     assert g.action == "blocked" and g.blockers == [reached_reason(bed)]
 
 
-def test_a_torrent_the_index_does_not_hold_yet_is_seen_by_its_content_path(bed):
-    """Added since the last sync (no event of its own yet): its content path is looked at."""
-    reaching_bed(bed, indexed=False)
+@pytest.mark.parametrize("link", ["folder", "file"])
+def test_a_torrent_the_index_does_not_hold_yet_is_seen_by_its_files(bed, link):
+    """Added since the last sync (no event of its own yet): its files are listed when its content
+    path is a folder or passes through a link. With cross-seed's file links its content folder is
+    a real one: only its files show the links below it."""
+    reaching_bed(bed, link=link, indexed=False)
     _snap, plan = plan_of(bed, hashes=[H])
     g = group(plan, H)
-    assert g.action == "blocked" and g.blockers == [reached_reason(bed)]
+    assert g.action == "blocked" and g.blockers == [reached_reason(bed, link)]
 
 
+@pytest.mark.parametrize("link", ["folder", "file"])
 @pytest.mark.parametrize("indexed", [True, False])
-def test_a_group_no_symlink_reaches_is_not_blocked_by_another_s_link(bed, indexed):
-    reaching_bed(bed, indexed=indexed)
+def test_a_group_no_symlink_reaches_is_not_blocked_by_another_s_link(bed, indexed, link):
+    reaching_bed(bed, link=link, indexed=indexed)
     _snap, plan = plan_of(bed, hashes=[H3])
     assert group(plan, H3).action == "demote"
+
+
+def test_a_single_file_torrent_the_index_does_not_hold_is_not_listed(bed, monkeypatch):
+    """Its content path is its one file: lstat-ed without a link on its way, there is nothing
+    below it to list (the client is asked for the files of the folders only)."""
+    reaching_bed(bed, link="file", indexed=False)
+    write(bed.seed_s / "single.mkv", b"alone")
+    torrent(bed, "d" * 40, bed.seed_s, [("single.mkv", 5)])
+    asked, real = [], bed.qbt.files
+    monkeypatch.setattr(bed.qbt, "files", lambda h: asked.append(h) or real(h))
+    _snap, plan = plan_of(bed, hashes=[H])
+    assert group(plan, H).action == "blocked"
+    assert set(asked) == {H, H2, H3}  # H, built; H2 and H3, folders left out
