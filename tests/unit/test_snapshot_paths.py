@@ -16,8 +16,9 @@ import pytest
 from qbhook.catalog.fsid import MARKER_NAME
 from qbhook.catalog.indexer import sync_client
 from qbhook.catalog.store import Catalog
+from qbhook.decide import snapshot as snapshot_mod
 from qbhook.decide.planner import make_plan
-from qbhook.decide.snapshot import SnapshotBuilder, build_snapshot
+from qbhook.decide.snapshot import SnapshotBuilder, SweepReach, build_snapshot
 from qbhook.errors import FilesystemIdError
 from qbhook.events._arr import parse_arr
 from qbhook.events.worker import handle_job, torrents_touching
@@ -468,6 +469,32 @@ def test_a_sweep_chunk_sees_a_torrent_of_another_chunk_reaching_its_group(bed):
     snap = SnapshotBuilder(bed.cfg, bed.cat, [bed.qbt]).build(infos=chunk, listing=listing)
     g = group(make_plan(snap, bed.cfg.policy), H)
     assert g.action == "blocked" and g.blockers == [reached_reason(bed)]
+
+
+@pytest.mark.parametrize("indexed", [True, False])
+def test_a_sweep_s_chunks_read_and_lstat_what_they_leave_out_once(bed, monkeypatch, indexed):
+    """Each chunk leaves out nearly every torrent: the index's unplaced files are read, the files of
+    torrents it does not hold listed, and each of them lstat-ed once a sweep (``SweepReach``), and a
+    later chunk still sees the link (its snapshot notes it, so the planner resolves through it)."""
+    reaching_bed(bed, link="file", indexed=indexed)
+    listing = bed.qbt.torrents()
+    queries, lstats, listed = [], [], []
+    real_query, real_lstat, real_files = snapshot_mod.unplaced_files, SnapshotBuilder._lstat_file, bed.qbt.files
+    monkeypatch.setattr(snapshot_mod, "unplaced_files", lambda *a: queries.append(a[1:]) or real_query(*a))
+    monkeypatch.setattr(
+        SnapshotBuilder, "_lstat_file", lambda self, p, *a, **k: lstats.append(p) or real_lstat(self, p, *a, **k)
+    )
+    monkeypatch.setattr(bed.qbt, "files", lambda h: listed.append(h) or real_files(h))
+    reach, plans = SweepReach(), {}
+    for h in (H3, H):  # C first: it reads and lstat-s B's file, A's chunk reuses both
+        chunk = [t for t in listing if t.hash == h]
+        snap = SnapshotBuilder(bed.cfg, bed.cat, [bed.qbt]).build(infos=chunk, listing=listing, reach=reach)
+        plans[h] = group(make_plan(snap, bed.cfg.policy), h)
+    assert plans[H].action == "blocked" and plans[H].blockers == [reached_reason(bed, "file")]
+    assert plans[H3].action == "demote"
+    assert queries == [(None,)]  # every size, once
+    assert lstats.count(f"{bed.seed_s}/xseed/Movie/m.mkv") == 1
+    assert listed.count(H2) == (0 if indexed else 1)
 
 
 @pytest.mark.parametrize("link", ["folder", "file"])
