@@ -544,23 +544,25 @@ def skipped_files_known(conn: sqlite3.Connection) -> dict[tuple[str, str], tuple
     return {(instance, h): (bool(p), size, total) for instance, h, p, size, total in rows}
 
 
-def unplaced_files(conn: sqlite3.Connection, sizes: Iterable[int]) -> list[tuple[str, str, str, bytes, int]]:
+def unplaced_files(
+    conn: sqlite3.Connection, sizes: Iterable[int] | None = None
+) -> list[tuple[str, str, str, bytes, int]]:
     """(instance, hash, name, host path, size) of every file of a present torrent that resolves to no
     catalog inode (``refresh``: a path the scan never catalogued, which every path through a symlink
-    is, as are missing and not yet scanned files) and whose size is one of ``sizes``: the files a
-    partial snapshot must look at for a torrent it leaves out that reaches its own through a symlink
-    (``SnapshotBuilder._reaching``). Read through the inode index: the unplaced rows only, filtered
-    by size in SQLite, not the whole file table."""
-    wanted = json.dumps(sorted(set(sizes)))
-    return [
-        (instance, h, name, bytes(path), size)
-        for instance, h, name, path, size in conn.execute(
-            "SELECT t.instance, t.hash, t.name, f.path, f.size FROM torrent_files f JOIN torrents t "
-            "ON t.id = f.torrent WHERE f.inode IS NULL AND f.path IS NOT NULL AND t.gone_at IS NULL "
-            "AND f.size IN (SELECT value FROM json_each(?))",
-            (wanted,),
-        )
-    ]
+    is, as are missing and not yet scanned files) and whose size is one of ``sizes`` (None: any): the
+    files a partial snapshot must look at for a torrent it leaves out that reaches its own through a
+    symlink (``SnapshotBuilder._reaching``; a sweep reads every size once for all its chunks). Read
+    through the inode index: the unplaced rows only, filtered by size in SQLite, not the whole file
+    table."""
+    sql = (
+        "SELECT t.instance, t.hash, t.name, f.path, f.size FROM torrent_files f JOIN torrents t "
+        "ON t.id = f.torrent WHERE f.inode IS NULL AND f.path IS NOT NULL AND t.gone_at IS NULL"
+    )
+    args: tuple = ()
+    if sizes is not None:
+        sql += " AND f.size IN (SELECT value FROM json_each(?))"
+        args = (json.dumps(sorted(set(sizes))),)
+    return [(instance, h, name, bytes(path), size) for instance, h, name, path, size in conn.execute(sql, args)]
 
 
 def payload_duplicates(index: TorrentIndex) -> list[dict]:

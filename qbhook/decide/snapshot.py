@@ -81,6 +81,21 @@ _LSTAT_BATCH = 2000  # paths lstat-ed before their catalog rows are read (_inode
 _OUTSIDE_FSID = "outside:"
 
 
+class SweepReach:
+    """What ``SnapshotBuilder._reaching`` reads of the torrents a partial build leaves out, kept
+    across the partial builds of one sweep (its chunks), as ``skipping`` is: a chunk leaves out
+    nearly every torrent, so each asked again what the one before it had. The index's unplaced
+    files, every size at once (a chunk keeps those of its sizes); the files of the left-out
+    torrents the index does not hold (``_maybe_linked``); and the symlinks on the way of each
+    path lstat-ed, which a later chunk notes in its own ``symlinks`` without an lstat. The
+    facts are as old as the sweep's first chunk, as its plan's other facts are when it is run."""
+
+    def __init__(self) -> None:
+        self.unplaced: dict[int, list[tuple[str, str, str, str]]] | None = None  # size -> (instance, hash, name, path)
+        self.listed: dict[tuple[str, str], list[tuple[str, int]]] = {}
+        self.ways: dict[str, dict[str, str]] = {}  # path -> the symlinks on its way (path -> target)
+
+
 class SnapshotBuilder:
     def __init__(
         self,
@@ -136,18 +151,22 @@ class SnapshotBuilder:
         infos=None,
         listing=None,
         skipping: Callable[[], dict] | None = None,
+        reach: SweepReach | None = None,
     ) -> Snapshot:
         """``infos``: every torrent of every instance, when the caller already listed them, or the part
         of them to build (a sweep's chunk), then with ``listing``, every torrent: those left out may
         still write where this snapshot's torrents are (``Snapshot.write_prefixes``). ``skipping``:
         what gives ``catalog.torrents.skipped_files_known`` for them, when the caller builds several
-        partial snapshots over one index (a sweep's chunks ask it once, not once a chunk)."""
+        partial snapshots over one index (a sweep's chunks ask it once, not once a chunk), and
+        ``reach`` what they share of the torrents they leave out (``SweepReach``)."""
         try:
-            return self._build(hashes, now, infos, listing, skipping)
+            return self._build(hashes, now, infos, listing, skipping, reach)
         finally:
             self.reader.close()
 
-    def _build(self, hashes: Iterable[str] | None, now: float | None, infos, listing=None, skipping=None) -> Snapshot:
+    def _build(
+        self, hashes: Iterable[str] | None, now: float | None, infos, listing=None, skipping=None, reach=None
+    ) -> Snapshot:
         now = time.time() if now is None else now
         if infos is None:
             infos = self._list_all()
@@ -165,7 +184,7 @@ class SnapshotBuilder:
         if left_out or partial:
             known = skipping() if skipping is not None else skipped_files_known(self.catalog.conn)
         write_prefixes = converge.write_prefixes(left_out, resolve, known)
-        reaching = self._reaching(torrents, left_out, known) if partial else ()
+        reaching = self._reaching(torrents, left_out, known, reach) if partial else ()
         pools = tuple(self._pool_fact(p) for p in self.cfg.pools)
         self._hash_what_decisions_need(torrents, pools, now)
         content = self._donor_index(torrents)
@@ -224,7 +243,9 @@ class SnapshotBuilder:
                         todo.extend(u for u in by_content.get(anc, ()) if (u.instance, u.hash) not in seen)
         return list(seen.values())
 
-    def _reaching(self, torrents: list[TorrentFact], left_out: list, known: dict) -> tuple[ReachingFile, ...]:
+    def _reaching(
+        self, torrents: list[TorrentFact], left_out: list, known: dict, reach: SweepReach | None
+    ) -> tuple[ReachingFile, ...]:
         """``Snapshot.reaching``: the files of torrents this partial build leaves out that pass through
         a symlink and are of a size of one of its placed files (a file reached through a link is that
         file: its size). Its closure follows shared inodes and content folders, never a link, so a
@@ -234,36 +255,76 @@ class SnapshotBuilder:
         Where to look is the torrent index's (``torrents.unplaced_files``): a path through a link is
         never catalogued, so its file has no inode there; each such file of a wanted size is lstat-ed
         here, which notes the link in ``self.symlinks``. A left-out torrent the index holds no files of
-        (added since its last sync) is looked at by its content path, and its files listed only when a
-        link is on it. The cost: one indexed query returning those files, one lstat each, plus one
-        lstat per left-out torrent the index does not hold (none after a sync): not per torrent."""
+        (added since its last sync) is looked at by its content path, and its files listed unless that
+        is a single file reached without a link (``_maybe_linked``). The cost: one indexed query
+        returning those files, one lstat each, plus one lstat and at most one file listing per
+        left-out torrent the index does not hold (none after a sync): not per torrent; and with
+        ``reach``, once a sweep, not once a chunk."""
         sizes = {f.size for t in torrents for f in t.files if f.inode is not None}
         if not sizes:
             return ()
+        if reach is None:  # one build: only its sizes are read
+            reach = SweepReach()
+            reach.unplaced = self._unplaced(sizes)
+        elif reach.unplaced is None:
+            reach.unplaced = self._unplaced(None)
         inside = {(t.instance, t.hash) for t in torrents}
         files = [
-            (h, name, os.fsdecode(path), size)
-            for instance, h, name, path, size in unplaced_files(self.catalog.conn, sizes)
+            (h, name, path, size)
+            for size in sorted(sizes)
+            for instance, h, name, path in reach.unplaced.get(size, ())
             if (instance, h) not in inside
         ]
         for t in left_out:
-            if (t.instance, t.hash) in known or not t.content_path.startswith("/"):
+            key = (t.instance, t.hash)
+            if key in known or not t.content_path.startswith("/"):
                 continue
-            content = canonical_path(t.content_path)
-            if self._lstat_file(content) is None and self._via_link(content):
-                listed = self._listed_files.get((t.instance, t.hash))
-                if listed is None:
-                    listed = next(c for c in self.clients if c.name == t.instance).files(t.hash)
-                for f in listed:
-                    path, looked_up = torrent_file_path(t.save_path, f.name)
-                    if looked_up and f.size in sizes:
-                        files.append((t.hash, t.name, path, f.size))
-        out = [
-            ReachingFile(h, name, path, size)
-            for h, name, path, size in files
-            if self._lstat_file(path) is None and self._via_link(path)
-        ]
-        return tuple(out)
+            listed = reach.listed.get(key)
+            if listed is None:
+                listed = reach.listed[key] = self._maybe_linked(t)
+            files.extend((t.hash, t.name, path, size) for path, size in listed if size in sizes)
+        return tuple(ReachingFile(h, name, path, size) for h, name, path, size in files if self._links_on(path, reach))
+
+    def _unplaced(self, sizes: set[int] | None) -> dict[int, list[tuple[str, str, str, str]]]:
+        """``torrents.unplaced_files`` of ``sizes`` (None: every size), by size."""
+        out: dict[int, list[tuple[str, str, str, str]]] = {}
+        for instance, h, name, path, size in unplaced_files(self.catalog.conn, sizes):
+            out.setdefault(size, []).append((instance, h, name, os.fsdecode(path)))
+        return out
+
+    def _links_on(self, path: str, reach: SweepReach) -> bool:
+        """Does ``path`` pass through a symlink? lstat-ed once per ``reach``; the links on its way are
+        noted in ``self.symlinks`` either way (the planner resolves the path through them)."""
+        ways = reach.ways.get(path)
+        if ways is None:
+            roots = [str(p.path) for p in self.cfg.pools]
+            placed = self._lstat_file(path) is not None
+            ways = {} if placed else {p: self.symlinks[p] for p in ancestors(path, roots) if p in self.symlinks}
+            reach.ways[path] = ways
+        else:
+            self.symlinks.update(ways)
+        return bool(ways)
+
+    def _maybe_linked(self, t) -> list[tuple[str, int]]:
+        """(path, size) of the files of ``t``, a left-out torrent the index does not hold, that may pass
+        through a symlink: every file when its content path is a folder (cross-seed's file links are
+        below a real one, where no lstat of the content path sees them) or passes through a link;
+        none for a single file reached without one, or nothing there."""
+        content = canonical_path(t.content_path)
+        st = self._lstat(content, note=True)
+        if st is None and not self._via_link(content):
+            return []
+        if st is not None and stat_mod.S_ISREG(st.st_mode):
+            return []
+        listed = self._listed_files.get((t.instance, t.hash))
+        if listed is None:
+            listed = next(c for c in self.clients if c.name == t.instance).files(t.hash)
+        out = []
+        for f in listed:
+            path, looked_up = torrent_file_path(t.save_path, f.name)
+            if looked_up:
+                out.append((path, f.size))
+        return out
 
     def _via_link(self, path: str) -> bool:
         """Is a symlink noted (``self.symlinks``) at ``path`` or on a folder of it below a pool?"""

@@ -88,7 +88,7 @@ from qbhook.config import Config
 from qbhook.decide.facts import ancestors
 from qbhook.decide.plan import ACTIONS, Plan
 from qbhook.decide.planner import finish_run, make_plan, tag_changes
-from qbhook.decide.snapshot import SnapshotBuilder, build_snapshot
+from qbhook.decide.snapshot import SnapshotBuilder, SweepReach, build_snapshot
 from qbhook.dirfd import FolderReader, FolderRefused
 from qbhook.errors import LockBusy, PathMapError, QbhookError, QueueError, UnfinishedRuns, UnknownTorrent
 from qbhook.events import alerts
@@ -908,16 +908,18 @@ def _snapshot(
     progress,
     listing=None,
     skipping=None,
+    reach=None,
     *,
     after_event: bool = False,
 ):
     """build_snapshot with one hash budget for the whole sweep, whatever the number of chunks.
-    ``listing``: every torrent, when ``infos`` is a chunk of them, and ``skipping`` what the index
-    says of their skipped files (``SnapshotBuilder.build``); ``after_event``: as ``make_plan``'s."""
+    ``listing``: every torrent, when ``infos`` is a chunk of them, ``skipping`` what the index
+    says of their skipped files and ``reach`` what the chunks share of the torrents each leaves out
+    (``SnapshotBuilder.build``); ``after_event``: as ``make_plan``'s."""
     # background hashing: idle I/O, nice 19, at most scan.hash_budget bytes per sweep
     b = SnapshotBuilder(cfg, catalog, list(clients), progress=progress, background=True, after_event=after_event)
     b.budget = budget
-    return b.build(hashes, infos=infos, listing=listing, skipping=skipping)
+    return b.build(hashes, infos=infos, listing=listing, skipping=skipping, reach=reach)
 
 
 def _chunks(idx: TorrentIndex, infos, hashes: set[str] | None) -> list[list[str] | None]:
@@ -964,25 +966,23 @@ def _plan_in_chunks(
     chunks = _chunks(idx, view[1], hashes)
     incomplete: set[str] = set()
     # The index's file lists do not change while the chunks are planned: read once (~60 ms at
-    # 180,000 file rows), not once a chunk.
-    skipping = functools.cache(lambda: skipped_files_known(catalog.conn))
+    # 180,000 file rows), not once a chunk; so are its unplaced files, lstat-ed once (``SweepReach``).
+    shared = {"skipping": functools.cache(lambda: skipped_files_known(catalog.conn)), "reach": SweepReach()}
     for n, chunk in enumerate(chunks + [None]):
         if n == len(chunks):  # the pass for groups found incomplete
             if not incomplete:
                 break
             groups = [g for g in groups if not incomplete.intersection(g.torrents)]
-            snap = _snapshot(
-                cfg, catalog, view[0], sorted(incomplete), view[1], budget, progress, skipping=skipping, **grace
-            )
+            snap = _snapshot(cfg, catalog, view[0], sorted(incomplete), view[1], budget, progress, **shared, **grace)
         elif chunk is None or hashes is not None:
-            snap = _snapshot(cfg, catalog, view[0], chunk, view[1], budget, progress, skipping=skipping, **grace)
+            snap = _snapshot(cfg, catalog, view[0], chunk, view[1], budget, progress, **shared, **grace)
         else:
             members = set(chunk)
             # The whole listing too: a torrent of another chunk that may still write makes what is linked
             # where it keeps its content wait (converge.write_prefixes), as it would in one snapshot.
             part_infos = [t for t in view[1] if t.hash in members]
             snap = _snapshot(
-                cfg, catalog, view[0], None, part_infos, budget, progress, listing=view[1], skipping=skipping, **grace
+                cfg, catalog, view[0], None, part_infos, budget, progress, listing=view[1], **shared, **grace
             )
             incomplete |= _split_groups(idx, snap, members)
         part = make_plan(snap, cfg.policy, **grace)

@@ -16,8 +16,9 @@ import pytest
 from qbhook.catalog.fsid import MARKER_NAME
 from qbhook.catalog.indexer import sync_client
 from qbhook.catalog.store import Catalog
+from qbhook.decide import snapshot as snapshot_mod
 from qbhook.decide.planner import make_plan
-from qbhook.decide.snapshot import SnapshotBuilder, build_snapshot
+from qbhook.decide.snapshot import SnapshotBuilder, SweepReach, build_snapshot
 from qbhook.errors import FilesystemIdError
 from qbhook.events._arr import parse_arr
 from qbhook.events.worker import handle_job, torrents_touching
@@ -470,16 +471,59 @@ def test_a_sweep_chunk_sees_a_torrent_of_another_chunk_reaching_its_group(bed):
     assert g.action == "blocked" and g.blockers == [reached_reason(bed)]
 
 
-def test_a_torrent_the_index_does_not_hold_yet_is_seen_by_its_content_path(bed):
-    """Added since the last sync (no event of its own yet): its content path is looked at."""
-    reaching_bed(bed, indexed=False)
+@pytest.mark.parametrize("indexed", [True, False])
+def test_a_sweep_s_chunks_read_and_lstat_what_they_leave_out_once(bed, monkeypatch, indexed):
+    """Each chunk leaves out nearly every torrent: the index's unplaced files are read, the files of
+    torrents it does not hold listed, and each of them lstat-ed once a sweep (``SweepReach``), and a
+    later chunk still sees the link (its snapshot notes it, so the planner resolves through it)."""
+    reaching_bed(bed, link="file", indexed=indexed)
+    listing = bed.qbt.torrents()
+    queries, lstats, listed = [], [], []
+    real_query, real_lstat, real_files = snapshot_mod.unplaced_files, SnapshotBuilder._lstat_file, bed.qbt.files
+    monkeypatch.setattr(snapshot_mod, "unplaced_files", lambda *a: queries.append(a[1:]) or real_query(*a))
+    monkeypatch.setattr(
+        SnapshotBuilder, "_lstat_file", lambda self, p, *a, **k: lstats.append(p) or real_lstat(self, p, *a, **k)
+    )
+    monkeypatch.setattr(bed.qbt, "files", lambda h: listed.append(h) or real_files(h))
+    reach, plans = SweepReach(), {}
+    for h in (H3, H):  # C first: it reads and lstat-s B's file, A's chunk reuses both
+        chunk = [t for t in listing if t.hash == h]
+        snap = SnapshotBuilder(bed.cfg, bed.cat, [bed.qbt]).build(infos=chunk, listing=listing, reach=reach)
+        plans[h] = group(make_plan(snap, bed.cfg.policy), h)
+    assert plans[H].action == "blocked" and plans[H].blockers == [reached_reason(bed, "file")]
+    assert plans[H3].action == "demote"
+    assert queries == [(None,)]  # every size, once
+    assert lstats.count(f"{bed.seed_s}/xseed/Movie/m.mkv") == 1
+    assert listed.count(H2) == (0 if indexed else 1)
+
+
+@pytest.mark.parametrize("link", ["folder", "file"])
+def test_a_torrent_the_index_does_not_hold_yet_is_seen_by_its_files(bed, link):
+    """Added since the last sync (no event of its own yet): its files are listed when its content
+    path is a folder or passes through a link. With cross-seed's file links its content folder is
+    a real one: only its files show the links below it."""
+    reaching_bed(bed, link=link, indexed=False)
     _snap, plan = plan_of(bed, hashes=[H])
     g = group(plan, H)
-    assert g.action == "blocked" and g.blockers == [reached_reason(bed)]
+    assert g.action == "blocked" and g.blockers == [reached_reason(bed, link)]
 
 
+@pytest.mark.parametrize("link", ["folder", "file"])
 @pytest.mark.parametrize("indexed", [True, False])
-def test_a_group_no_symlink_reaches_is_not_blocked_by_another_s_link(bed, indexed):
-    reaching_bed(bed, indexed=indexed)
+def test_a_group_no_symlink_reaches_is_not_blocked_by_another_s_link(bed, indexed, link):
+    reaching_bed(bed, link=link, indexed=indexed)
     _snap, plan = plan_of(bed, hashes=[H3])
     assert group(plan, H3).action == "demote"
+
+
+def test_a_single_file_torrent_the_index_does_not_hold_is_not_listed(bed, monkeypatch):
+    """Its content path is its one file: lstat-ed without a link on its way, there is nothing
+    below it to list (the client is asked for the files of the folders only)."""
+    reaching_bed(bed, link="file", indexed=False)
+    write(bed.seed_s / "single.mkv", b"alone")
+    torrent(bed, "d" * 40, bed.seed_s, [("single.mkv", 5)])
+    asked, real = [], bed.qbt.files
+    monkeypatch.setattr(bed.qbt, "files", lambda h: asked.append(h) or real(h))
+    _snap, plan = plan_of(bed, hashes=[H])
+    assert group(plan, H).action == "blocked"
+    assert set(asked) == {H, H2, H3}  # H, built; H2 and H3, folders left out
