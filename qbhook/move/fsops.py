@@ -634,13 +634,15 @@ def _staging_name(name: bytes) -> bytes:
     return prefix + name[: NAME_MAX - len(prefix)]
 
 
-def _clean_stale_staging(staging: Dir, name: bytes) -> int:
+def _clean_stale_staging(staging: Dir, name: bytes, done: os.stat_result | None = None) -> int:
     """Remove leftovers of earlier attempts at this destination (lesson 7: staging never lingers).
 
     A leftover belongs to a dead process, or to this one (one copy per destination at a
-    time, under the group lock). A live other process's file is left alone. Only names
-    in the verified staging folder are touched, never what a link there points at.
-    Returns how many went.
+    time, under the group lock). A live other process's file is left alone, unless it is a
+    link of ``done`` (the destination already in place): then it is a spare link of the copy
+    whatever its pid (the killed run's pid reused by a live process), and the destination's
+    name keeps the inode. Only names in the verified staging folder are touched, never what
+    a link there points at. Returns how many went.
     """
     me = os.getpid()
     removed = 0
@@ -650,7 +652,7 @@ def _clean_stale_staging(staging: Dir, name: bytes) -> int:
         if not dot or not pid_s.isdigit() or rest != name[: NAME_MAX - len(pid_s) - 1]:
             continue
         pid = int(pid_s)
-        if pid == me or not pid_alive(pid):
+        if pid == me or not pid_alive(pid) or _links_of(staging, entry, done):
             try:
                 os.unlink(entry, dir_fd=staging.fd)
                 removed += 1
@@ -659,7 +661,15 @@ def _clean_stale_staging(staging: Dir, name: bytes) -> int:
     return removed
 
 
-def _clean_staging_of_done_copy(parent: Dir, name: bytes) -> bool:
+def _links_of(d: Dir, entry: bytes, st: os.stat_result | None) -> bool:
+    """Is ``entry`` in ``d`` a link of the regular file ``st`` (None: nothing to compare with)?"""
+    if st is None:
+        return False
+    est = d.lstat(entry)
+    return est is not None and stat_mod.S_ISREG(est.st_mode) and (est.st_dev, est.st_ino) == (st.st_dev, st.st_ino)
+
+
+def _clean_staging_of_done_copy(parent: Dir, name: bytes, st: os.stat_result) -> bool:
     """The staging leftovers of a destination already in place, removed (``_clean_stale_staging``).
 
     A copy killed (or a power cut) between linking its staged file to the destination and
@@ -668,14 +678,15 @@ def _clean_staging_of_done_copy(parent: Dir, name: bytes) -> bool:
     destination present and never reaches the staging step, so it cleans here. The staging
     folder is only looked into, never made; only names in it are removed, never the destination.
     True if one went. A staging folder qbhook did not make (a symlink, another owner) holds
-    nothing of its own: left alone here, refused by the next copy that needs it.
+    nothing of its own: left alone here, refused by the next copy that needs it. A staged link
+    of the destination (``st``) goes even if its pid names a live process: a reused pid.
     """
     try:
         staging = parent.sub(STAGING_DIR.encode(), own=True)
     except (FileNotFoundError, NotADirectoryError, UnsafeOperation):
         return False
     with staging:
-        removed = _clean_stale_staging(staging, name)
+        removed = _clean_stale_staging(staging, name, st if stat_mod.S_ISREG(st.st_mode) else None)
         if removed:
             os.fsync(staging.fd)
     if removed:
@@ -900,7 +911,7 @@ def _copy_found_in_place(
 ) -> Act:
     """``copy_verified`` when its destination already exists (a resume): the killed run's staging
     cleaned, then the destination proven to hold the content (``_existing_copy``)."""
-    if _clean_staging_of_done_copy(parent, name):
+    if _clean_staging_of_done_copy(parent, name, st):
         st = parent.lstat(name)  # the staged link's unlink moved its ctime
     if expected is None:
         expected = _source_digest(src, src_roots, catalog)
