@@ -65,6 +65,7 @@ from qbhook.catalog import hashing
 from qbhook.catalog.fsid import is_zfs
 from qbhook.dirfd import FolderRefused, NotAFolder, SeedingRoot, open_below, open_root
 from qbhook.errors import LastCopyKept, QbhookError, UnsafeOperation, VerificationFailed, ViewReleased, ViewUnproven
+from qbhook.paths import RELINK_PREFIX as _RELINK_PREFIX
 from qbhook.units import human_bytes as _human
 
 __all__ = [
@@ -1147,7 +1148,7 @@ def make_empty(dst, *, roots) -> Act:
 # --------------------------------------------------------------------------- converge (relink over)
 
 
-RELINK_PREFIX = b".qbhook-relink."
+RELINK_PREFIX = _RELINK_PREFIX.encode()  # its home: qbhook.paths, which the convergence planner reads too
 
 
 def _relink_name(name: bytes, ino: int, keep_ino: int) -> bytes:
@@ -1628,7 +1629,9 @@ class Relinker:
             kroot, kparts = self._split_keep(keep_path)
             if not kparts:
                 raise UnsafeOperation(f"{keep_s} is a configured root, not an entry inside one")
-            if kparts[-1].startswith(RELINK_PREFIX):  # qbhook's temporary name: never catalogued, never kept
+            # The planner never keeps such a name (``paths.relink_temp_named``); a scan catalogs them
+            # like any file, so this is the last guard, for a plan made otherwise (an edited file).
+            if kparts[-1].startswith(RELINK_PREFIX):
                 raise UnsafeOperation(f"{keep_s} is named like qbhook's temporary links")
             kdir = self._dir(kroot, kparts[:-1], False)
         except (FileNotFoundError, NotADirectoryError):

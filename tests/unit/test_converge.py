@@ -99,6 +99,35 @@ def test_seed_only_duplicates_on_the_cold_pool_keep_the_most_linked_inode():
     assert gb.steps[0].args["keep"]["library"] is False
 
 
+def test_a_crashed_relinks_leftover_is_never_the_name_the_kept_inode_is_linked_from():
+    # The scan catalogs the leftover (a link of the library file beside the victim): the kept
+    # inode's only seeding name. Planned from it, fsops would refuse the relink on every run.
+    w = World()
+    w.payload(S + "/m", {"a.mkv": "A"})
+    w.file(LIB + "/A.mkv", "A")
+    w.link(LIB + "/A.mkv", S + "/m/.qbhook-relink.65.66.a.mkv")
+    w.torrent("a" * 40, S + "/m", ["a.mkv"])
+    g = _plan(w).groups[0]
+    assert g.action == "converge" and [s.args["path"] for s in g.steps] == [S + "/m/a.mkv"]
+    assert g.steps[0].args["keep"]["path"] == LIB + "/A.mkv"
+
+
+def test_a_torrents_file_named_like_a_temporary_link_is_neither_kept_nor_replaced():
+    w = World()
+    w.payload(P + "/a", {".qbhook-relink.x.bin": "X"})  # the most linked copy: the keeper by rank alone
+    w.link(P + "/a/.qbhook-relink.x.bin", P + "/cross/.qbhook-relink.x.bin")
+    w.payload(P + "/b", {"x.bin": "X"})
+    w.payload(S + "/c", {".qbhook-relink.y.bin": "Y"})  # a duplicate of a library file: a victim by rank
+    w.file(LIB + "/Y.bin", "Y")
+    w.torrent("a" * 40, P + "/a", [".qbhook-relink.x.bin"])
+    w.torrent("d" * 40, P + "/cross", [".qbhook-relink.x.bin"])
+    w.torrent("b" * 40, P + "/b", ["x.bin"])
+    w.torrent("c" * 40, S + "/c", [".qbhook-relink.y.bin"])
+    p = _plan(w)
+    assert [g.action for g in p.groups if g.steps] == []  # the same refusal would repeat every run
+    assert _group(p, "b" * 40).action == _group(p, "c" * 40).action == "stay"
+
+
 @pytest.mark.parametrize("kw", [{"progress": 0.5}, {"state": "checkingUP"}, {"priority": 0}])
 def test_a_file_that_may_still_change_is_not_converged(kw):
     w = World()
