@@ -1151,31 +1151,36 @@ def make_empty(dst, *, roots) -> Act:
 RELINK_PREFIX = _RELINK_PREFIX.encode()  # its home: qbhook.paths, which the convergence planner reads too
 
 
-def _relink_name(name: bytes, ino: int, keep_ino: int) -> bytes:
-    """``.qbhook-relink.<victim inode>.<kept inode>.<name>``: the temporary name of one planned relink.
+def _relink_name(name: bytes, ino: int) -> bytes:
+    """``.qbhook-relink.<victim inode>.<name>``: the temporary name of a relink of ``name``.
 
-    One fixed name per planned relink, no pid: a crashed attempt's leftover is found with one
-    lstat (a listdir per relink would be quadratic in a flat cross-seed folder). The planned
-    inodes, in hex, make it a name no torrent owns: a torrent's names are chosen by its author,
-    these numbers by this filesystem, so a link of the kept inode under it is qbhook's to remove
-    (``_clean_stale_relink``). The group lock keeps two qbhook processes from relinking the same
-    entry at once."""
-    head = RELINK_PREFIX + b"%x.%x." % (ino, keep_ino)
+    One fixed name per planned victim, no pid and not the kept inode: a crashed attempt's
+    leftover is found with one lstat (a listdir per relink would be quadratic in a flat
+    cross-seed folder) by any later attempt at this victim, whichever copy a re-plan keeps
+    now. The victim's inode, in hex, makes it a name no torrent owns: a torrent's names are
+    chosen by its author, this number by this filesystem, so a spare link under it is
+    qbhook's to remove (``_clean_stale_relink``). The group lock keeps two qbhook processes
+    from relinking the same entry at once. A leftover under the names of older versions
+    (``.qbhook-relink.<name>``, which a torrent may own too) is never taken for qbhook's."""
+    head = RELINK_PREFIX + b"%x." % ino
     return head + name[: NAME_MAX - len(head)]
 
 
-def _clean_stale_relink(d: Dir, tmp: bytes, keeper: os.stat_result) -> None:
-    """Remove the temporary name an earlier (crashed) relink left in ``d``, if it is a link of the kept inode.
+def _clean_stale_relink(d: Dir, tmp: bytes) -> None:
+    """Remove the temporary link an earlier (crashed) relink left in ``d`` as ``tmp``, if it is a spare link.
 
-    Removing such a name loses nothing (the kept inode has its own link). Anything else
-    under that name is not qbhook's: it is left alone and the relink refuses.
+    Spare: a regular file with another link (nlink > 1), so removing this name loses no
+    content: the copy kept then (the copy to keep now, or one a re-plan dropped), or the
+    victim itself. The name carries the victim's inode (``_relink_name``), so it is
+    qbhook's. The last link of a file, or anything not a regular file, is not qbhook's to
+    remove: it is left alone and the relink refuses.
     """
     st = d.lstat(tmp)
     if st is None:
         return
-    if not stat_mod.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (keeper.st_dev, keeper.st_ino):
+    if not stat_mod.S_ISREG(st.st_mode) or st.st_nlink < 2:
         raise UnsafeOperation(
-            f"{d.show(tmp)} exists and is not a link of the copy to keep: not qbhook's, leaving it",
+            f"{d.show(tmp)} exists and is not a spare link of a file: not qbhook's, leaving it",
             hint="remove or rename it",
         )
     try:
@@ -1184,24 +1189,22 @@ def _clean_stale_relink(d: Dir, tmp: bytes, keeper: os.stat_result) -> None:
         pass
 
 
-def _drop_leftover(parent: Dir, name: bytes, kdir: Dir, kname: bytes, ino: int, keep_ino: int) -> None:
+def _drop_leftover(parent: Dir, name: bytes, ino: int) -> None:
     """After a refusal: the temporary link a crashed attempt left beside ``name`` removed, if it is
-    a link of the kept inode (``_clean_stale_relink``), even though this attempt stopped before
-    making its own. Looked for only when a relink refuses: never on the way to a rename."""
+    a spare link (``_clean_stale_relink``), even though this attempt stopped before making its
+    own. Looked for only when a relink refuses: never on the way to a rename."""
     try:
-        kst = kdir.lstat(kname)
-        if kst is not None and stat_mod.S_ISREG(kst.st_mode) and kst.st_ino == keep_ino:
-            _clean_stale_relink(parent, _relink_name(name, ino, keep_ino), kst)
+        _clean_stale_relink(parent, _relink_name(name, ino))
     except (UnsafeOperation, OSError):
         pass  # not qbhook's, or not to be had: the refusal is what the caller needs to hear
 
 
-def _link_temp(kdir: Dir, kname: bytes, parent: Dir, tmp: bytes, keeper: os.stat_result, why: str) -> None:
+def _link_temp(kdir: Dir, kname: bytes, parent: Dir, tmp: bytes, why: str) -> None:
     """Link the kept inode as ``tmp`` in ``parent``, through both verified descriptors.
 
     The name is normally free, so it is only looked at when the link finds it taken: a crashed
-    attempt's leftover (a link of the kept inode) is removed and the link made again; anything
-    else there is not qbhook's and the relink refuses (``_clean_stale_relink``). One lstat per
+    attempt's leftover (a spare link) is removed and the link made again; anything else there
+    is not qbhook's and the relink refuses (``_clean_stale_relink``). One lstat per
     relink fewer than looking first, which on a FUSE dataset is a round trip to the daemon.
     """
     for again in (False, True):
@@ -1212,7 +1215,7 @@ def _link_temp(kdir: Dir, kname: bytes, parent: Dir, tmp: bytes, keeper: os.stat
             if again:
                 taken = f"the temporary name {parent.show(tmp)} is taken by another file"
                 raise UnsafeOperation(f"{why}: {taken}") from None
-            _clean_stale_relink(parent, tmp, keeper)
+            _clean_stale_relink(parent, tmp)
         except OSError as e:
             if e.errno == errno.EXDEV:
                 raise UnsafeOperation(f"{why}: different filesystems") from None
@@ -1682,7 +1685,7 @@ class Relinker:
                 hold=self._hold_for(root),
             )
         except (QbhookError, OSError):
-            _drop_leftover(parent, parts[-1], kdir, kparts[-1], ino, keep_ino)
+            _drop_leftover(parent, parts[-1], ino)
             raise
         if res["status"] == "relinked":
             if self.sync_each:
@@ -1735,12 +1738,12 @@ def _relink_at(
             f"(inode {kst.st_ino}, planned {keep_ino} on {keep_fsid})",
             hint="re-plan",
         )
-    tmp: bytes | None = _relink_name(name, ino, keep_ino)
+    tmp: bytes | None = _relink_name(name, ino)
     st = parent.lstat(name)
     if st is None:
         raise UnsafeOperation(f"{why}: {path_s} is missing", hint="re-plan")
     if (st.st_dev, st.st_ino) == (kst.st_dev, kst.st_ino):
-        _clean_stale_relink(parent, tmp, kst)  # what an earlier attempt may have left beside it
+        _clean_stale_relink(parent, tmp)  # what an earlier attempt may have left beside it
         return {"status": "already", "bytes_freed": 0, "nlink_before": st.st_nlink}, kst
     if not stat_mod.S_ISREG(st.st_mode):
         raise UnsafeOperation(f"{why}: {path_s} is not a regular file")
@@ -1776,7 +1779,7 @@ def _relink_at(
     if kpre is None or _content_stat(kpre) != _content_stat(kst):
         raise UnsafeOperation(f"{why}: the copy to keep changed during the checks", hint="re-plan")
 
-    _link_temp(kdir, kname, parent, tmp, kst, why)
+    _link_temp(kdir, kname, parent, tmp, why)
     try:
         tst = parent.lstat(tmp)
         if tst is None or (tst.st_dev, tst.st_ino) != (kst.st_dev, kst.st_ino):
