@@ -15,7 +15,27 @@ from collections.abc import Callable
 
 from qbhook.errors import PathMapError, shown_surrogate
 
-__all__ = ["SHOWN_ERRORS", "ShownFormatter", "is_within", "normalize", "root_holding", "shown", "shown_or_none"]
+__all__ = [
+    "RELINK_PREFIX",
+    "SHOWN_ERRORS",
+    "ShownFormatter",
+    "is_within",
+    "normalize",
+    "relink_temp_named",
+    "root_holding",
+    "shown",
+    "shown_or_none",
+]
+
+# How the temporary link of a same-pool relink is named (``move.fsops._relink_name``). One home for
+# both ends: ``move.fsops`` never relinks or keeps a name with it, and ``decide.converge`` never
+# plans one as a victim or the copy to keep (a scan catalogs such names like any file).
+RELINK_PREFIX = ".qbhook-relink."
+
+
+def relink_temp_named(path: str) -> bool:
+    """Is ``path``'s last component named like qbhook's temporary relink link (``RELINK_PREFIX``)?"""
+    return path.startswith(RELINK_PREFIX, path.rfind("/") + 1)
 
 
 def normalize(path: str) -> str:

@@ -26,6 +26,11 @@ Rules:
   reach it). *Every* known seeding link of a victim is relinked, each one a step.
 - Only names inside seeding roots are ever replaced; the kept inode is only linked
   from. Library files are never modified, renamed or relinked.
+- A name like qbhook's temporary relink link (``paths.relink_temp_named``: a crashed relink's
+  leftover, a link of the inode it was keeping, or a torrent's file named so) is never linked
+  from, nor replaced: ``move.fsops`` refuses both, and the refusal would repeat every run. An
+  inode is kept only through another of its names (``keep_path``); an inode with a seeding
+  link so named is no victim (relinking its other names would free nothing).
 - An inode that may still change waits, whether it would be the victim or the kept
   inode (then its victims wait): one that a torrent of the snapshot (any group) uses
   while it is not settled (``settled``: complete, in a state known to write nothing),
@@ -91,7 +96,7 @@ from qbhook.decide.facts import (
     may_write_at,
 )
 from qbhook.decide.plan import Action, Converge, ConvergeKeep, Delete, GroupPlan, Step
-from qbhook.paths import is_within
+from qbhook.paths import is_within, relink_temp_named
 from qbhook.units import human_bytes
 
 
@@ -304,11 +309,17 @@ def plan_group(snap: Snapshot, group: list[TorrentFact]) -> Convergence | None:
         inode = snap.inodes[key]
         if inode.size == 0 or inode.content is None or inode.external_links or not inode.seeding_paths:
             continue
+        if any(map(relink_temp_named, inode.seeding_paths)):
+            continue  # fsops never replaces such a name (the module docstring)
         keys = candidates(snap, inode)
         if len(keys) < 2:
             continue
         use = _usage(snap)
-        keys = [c for c in keys if c == key or snap.inodes[c].external_links or c in use.claimed]
+        keys = [
+            c
+            for c in keys
+            if (c == key or snap.inodes[c].external_links or c in use.claimed) and keep_path(snap.inodes[c])
+        ]
         k = keeper(snap, keys)
         if k != key and k not in users and small(inode.size):
             deferred.append((inode, keys))
@@ -371,8 +382,7 @@ def _converge_steps(
         if _may_change(snap, use, inode) or _may_change(snap, use, kept):
             waiting += 1
             continue
-        # Link from a seeding name of the kept inode when it has one (qbhook's own ground), else its library name.
-        keep_path = min(kept.seeding_paths) if kept.seeding_paths else min(kept.other_paths)
+        kept_at = keep_path(kept)
         for p in inode.seeding_paths:
             steps.append(
                 Converge(
@@ -382,7 +392,7 @@ def _converge_steps(
                     inode.size,
                     inode.mtime_ns or None,
                     inode.blake3,
-                    ConvergeKeep(keep_path, kept.fsid, kept.ino, bool(kept.external_links)),
+                    ConvergeKeep(kept_at, kept.fsid, kept.ino, bool(kept.external_links)),
                 )
             )
         freed += inode.size
@@ -391,6 +401,16 @@ def _converge_steps(
     if not steps and not waiting:
         return None
     return Convergence(tuple(steps), freed, n, onto_library, waiting)
+
+
+def keep_path(inode: InodeFact) -> str | None:
+    """The name a relink links ``inode`` from as the copy to keep: a seeding name of it when it has one
+    (qbhook's own ground), else its library name; never one named like qbhook's temporary links
+    (``paths.relink_temp_named``). None when it has no other: it cannot be kept."""
+    for names in (inode.seeding_paths, inode.other_paths):
+        if ok := [p for p in names if not relink_temp_named(p)]:
+            return min(ok)
+    return None
 
 
 def waiting_note(conv: Convergence) -> str:

@@ -65,6 +65,7 @@ from qbhook.catalog import hashing
 from qbhook.catalog.fsid import is_zfs
 from qbhook.dirfd import FolderRefused, NotAFolder, SeedingRoot, open_below, open_root
 from qbhook.errors import LastCopyKept, QbhookError, UnsafeOperation, VerificationFailed, ViewReleased, ViewUnproven
+from qbhook.paths import RELINK_PREFIX as _RELINK_PREFIX
 from qbhook.units import human_bytes as _human
 
 __all__ = [
@@ -634,13 +635,15 @@ def _staging_name(name: bytes) -> bytes:
     return prefix + name[: NAME_MAX - len(prefix)]
 
 
-def _clean_stale_staging(staging: Dir, name: bytes) -> int:
+def _clean_stale_staging(staging: Dir, name: bytes, done: os.stat_result | None = None) -> int:
     """Remove leftovers of earlier attempts at this destination (lesson 7: staging never lingers).
 
     A leftover belongs to a dead process, or to this one (one copy per destination at a
-    time, under the group lock). A live other process's file is left alone. Only names
-    in the verified staging folder are touched, never what a link there points at.
-    Returns how many went.
+    time, under the group lock). A live other process's file is left alone, unless it is a
+    link of ``done`` (the destination already in place): then it is a spare link of the copy
+    whatever its pid (the killed run's pid reused by a live process), and the destination's
+    name keeps the inode. Only names in the verified staging folder are touched, never what
+    a link there points at. Returns how many went.
     """
     me = os.getpid()
     removed = 0
@@ -650,7 +653,7 @@ def _clean_stale_staging(staging: Dir, name: bytes) -> int:
         if not dot or not pid_s.isdigit() or rest != name[: NAME_MAX - len(pid_s) - 1]:
             continue
         pid = int(pid_s)
-        if pid == me or not pid_alive(pid):
+        if pid == me or not pid_alive(pid) or _links_of(staging, entry, done):
             try:
                 os.unlink(entry, dir_fd=staging.fd)
                 removed += 1
@@ -659,7 +662,15 @@ def _clean_stale_staging(staging: Dir, name: bytes) -> int:
     return removed
 
 
-def _clean_staging_of_done_copy(parent: Dir, name: bytes) -> bool:
+def _links_of(d: Dir, entry: bytes, st: os.stat_result | None) -> bool:
+    """Is ``entry`` in ``d`` a link of the regular file ``st`` (None: nothing to compare with)?"""
+    if st is None:
+        return False
+    est = d.lstat(entry)
+    return est is not None and stat_mod.S_ISREG(est.st_mode) and (est.st_dev, est.st_ino) == (st.st_dev, st.st_ino)
+
+
+def _clean_staging_of_done_copy(parent: Dir, name: bytes, st: os.stat_result) -> bool:
     """The staging leftovers of a destination already in place, removed (``_clean_stale_staging``).
 
     A copy killed (or a power cut) between linking its staged file to the destination and
@@ -668,14 +679,15 @@ def _clean_staging_of_done_copy(parent: Dir, name: bytes) -> bool:
     destination present and never reaches the staging step, so it cleans here. The staging
     folder is only looked into, never made; only names in it are removed, never the destination.
     True if one went. A staging folder qbhook did not make (a symlink, another owner) holds
-    nothing of its own: left alone here, refused by the next copy that needs it.
+    nothing of its own: left alone here, refused by the next copy that needs it. A staged link
+    of the destination (``st``) goes even if its pid names a live process: a reused pid.
     """
     try:
         staging = parent.sub(STAGING_DIR.encode(), own=True)
     except (FileNotFoundError, NotADirectoryError, UnsafeOperation):
         return False
     with staging:
-        removed = _clean_stale_staging(staging, name)
+        removed = _clean_stale_staging(staging, name, st if stat_mod.S_ISREG(st.st_mode) else None)
         if removed:
             os.fsync(staging.fd)
     if removed:
@@ -900,7 +912,7 @@ def _copy_found_in_place(
 ) -> Act:
     """``copy_verified`` when its destination already exists (a resume): the killed run's staging
     cleaned, then the destination proven to hold the content (``_existing_copy``)."""
-    if _clean_staging_of_done_copy(parent, name):
+    if _clean_staging_of_done_copy(parent, name, st):
         st = parent.lstat(name)  # the staged link's unlink moved its ctime
     if expected is None:
         expected = _source_digest(src, src_roots, catalog)
@@ -1136,34 +1148,39 @@ def make_empty(dst, *, roots) -> Act:
 # --------------------------------------------------------------------------- converge (relink over)
 
 
-RELINK_PREFIX = b".qbhook-relink."
+RELINK_PREFIX = _RELINK_PREFIX.encode()  # its home: qbhook.paths, which the convergence planner reads too
 
 
-def _relink_name(name: bytes, ino: int, keep_ino: int) -> bytes:
-    """``.qbhook-relink.<victim inode>.<kept inode>.<name>``: the temporary name of one planned relink.
+def _relink_name(name: bytes, ino: int) -> bytes:
+    """``.qbhook-relink.<victim inode>.<name>``: the temporary name of a relink of ``name``.
 
-    One fixed name per planned relink, no pid: a crashed attempt's leftover is found with one
-    lstat (a listdir per relink would be quadratic in a flat cross-seed folder). The planned
-    inodes, in hex, make it a name no torrent owns: a torrent's names are chosen by its author,
-    these numbers by this filesystem, so a link of the kept inode under it is qbhook's to remove
-    (``_clean_stale_relink``). The group lock keeps two qbhook processes from relinking the same
-    entry at once."""
-    head = RELINK_PREFIX + b"%x.%x." % (ino, keep_ino)
+    One fixed name per planned victim, no pid and not the kept inode: a crashed attempt's
+    leftover is found with one lstat (a listdir per relink would be quadratic in a flat
+    cross-seed folder) by any later attempt at this victim, whichever copy a re-plan keeps
+    now. The victim's inode, in hex, makes it a name no torrent owns: a torrent's names are
+    chosen by its author, this number by this filesystem, so a spare link under it is
+    qbhook's to remove (``_clean_stale_relink``). The group lock keeps two qbhook processes
+    from relinking the same entry at once. A leftover under the names of older versions
+    (``.qbhook-relink.<name>``, which a torrent may own too) is never taken for qbhook's."""
+    head = RELINK_PREFIX + b"%x." % ino
     return head + name[: NAME_MAX - len(head)]
 
 
-def _clean_stale_relink(d: Dir, tmp: bytes, keeper: os.stat_result) -> None:
-    """Remove the temporary name an earlier (crashed) relink left in ``d``, if it is a link of the kept inode.
+def _clean_stale_relink(d: Dir, tmp: bytes) -> None:
+    """Remove the temporary link an earlier (crashed) relink left in ``d`` as ``tmp``, if it is a spare link.
 
-    Removing such a name loses nothing (the kept inode has its own link). Anything else
-    under that name is not qbhook's: it is left alone and the relink refuses.
+    Spare: a regular file with another link (nlink > 1), so removing this name loses no
+    content: the copy kept then (the copy to keep now, or one a re-plan dropped), or the
+    victim itself. The name carries the victim's inode (``_relink_name``), so it is
+    qbhook's. The last link of a file, or anything not a regular file, is not qbhook's to
+    remove: it is left alone and the relink refuses.
     """
     st = d.lstat(tmp)
     if st is None:
         return
-    if not stat_mod.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (keeper.st_dev, keeper.st_ino):
+    if not stat_mod.S_ISREG(st.st_mode) or st.st_nlink < 2:
         raise UnsafeOperation(
-            f"{d.show(tmp)} exists and is not a link of the copy to keep: not qbhook's, leaving it",
+            f"{d.show(tmp)} exists and is not a spare link of a file: not qbhook's, leaving it",
             hint="remove or rename it",
         )
     try:
@@ -1172,24 +1189,22 @@ def _clean_stale_relink(d: Dir, tmp: bytes, keeper: os.stat_result) -> None:
         pass
 
 
-def _drop_leftover(parent: Dir, name: bytes, kdir: Dir, kname: bytes, ino: int, keep_ino: int) -> None:
+def _drop_leftover(parent: Dir, name: bytes, ino: int) -> None:
     """After a refusal: the temporary link a crashed attempt left beside ``name`` removed, if it is
-    a link of the kept inode (``_clean_stale_relink``), even though this attempt stopped before
-    making its own. Looked for only when a relink refuses: never on the way to a rename."""
+    a spare link (``_clean_stale_relink``), even though this attempt stopped before making its
+    own. Looked for only when a relink refuses: never on the way to a rename."""
     try:
-        kst = kdir.lstat(kname)
-        if kst is not None and stat_mod.S_ISREG(kst.st_mode) and kst.st_ino == keep_ino:
-            _clean_stale_relink(parent, _relink_name(name, ino, keep_ino), kst)
+        _clean_stale_relink(parent, _relink_name(name, ino))
     except (UnsafeOperation, OSError):
         pass  # not qbhook's, or not to be had: the refusal is what the caller needs to hear
 
 
-def _link_temp(kdir: Dir, kname: bytes, parent: Dir, tmp: bytes, keeper: os.stat_result, why: str) -> None:
+def _link_temp(kdir: Dir, kname: bytes, parent: Dir, tmp: bytes, why: str) -> None:
     """Link the kept inode as ``tmp`` in ``parent``, through both verified descriptors.
 
     The name is normally free, so it is only looked at when the link finds it taken: a crashed
-    attempt's leftover (a link of the kept inode) is removed and the link made again; anything
-    else there is not qbhook's and the relink refuses (``_clean_stale_relink``). One lstat per
+    attempt's leftover (a spare link) is removed and the link made again; anything else there
+    is not qbhook's and the relink refuses (``_clean_stale_relink``). One lstat per
     relink fewer than looking first, which on a FUSE dataset is a round trip to the daemon.
     """
     for again in (False, True):
@@ -1200,7 +1215,7 @@ def _link_temp(kdir: Dir, kname: bytes, parent: Dir, tmp: bytes, keeper: os.stat
             if again:
                 taken = f"the temporary name {parent.show(tmp)} is taken by another file"
                 raise UnsafeOperation(f"{why}: {taken}") from None
-            _clean_stale_relink(parent, tmp, keeper)
+            _clean_stale_relink(parent, tmp)
         except OSError as e:
             if e.errno == errno.EXDEV:
                 raise UnsafeOperation(f"{why}: different filesystems") from None
@@ -1617,7 +1632,9 @@ class Relinker:
             kroot, kparts = self._split_keep(keep_path)
             if not kparts:
                 raise UnsafeOperation(f"{keep_s} is a configured root, not an entry inside one")
-            if kparts[-1].startswith(RELINK_PREFIX):  # qbhook's temporary name: never catalogued, never kept
+            # The planner never keeps such a name (``paths.relink_temp_named``); a scan catalogs them
+            # like any file, so this is the last guard, for a plan made otherwise (an edited file).
+            if kparts[-1].startswith(RELINK_PREFIX):
                 raise UnsafeOperation(f"{keep_s} is named like qbhook's temporary links")
             kdir = self._dir(kroot, kparts[:-1], False)
         except (FileNotFoundError, NotADirectoryError):
@@ -1668,7 +1685,7 @@ class Relinker:
                 hold=self._hold_for(root),
             )
         except (QbhookError, OSError):
-            _drop_leftover(parent, parts[-1], kdir, kparts[-1], ino, keep_ino)
+            _drop_leftover(parent, parts[-1], ino)
             raise
         if res["status"] == "relinked":
             if self.sync_each:
@@ -1721,12 +1738,12 @@ def _relink_at(
             f"(inode {kst.st_ino}, planned {keep_ino} on {keep_fsid})",
             hint="re-plan",
         )
-    tmp: bytes | None = _relink_name(name, ino, keep_ino)
+    tmp: bytes | None = _relink_name(name, ino)
     st = parent.lstat(name)
     if st is None:
         raise UnsafeOperation(f"{why}: {path_s} is missing", hint="re-plan")
     if (st.st_dev, st.st_ino) == (kst.st_dev, kst.st_ino):
-        _clean_stale_relink(parent, tmp, kst)  # what an earlier attempt may have left beside it
+        _clean_stale_relink(parent, tmp)  # what an earlier attempt may have left beside it
         return {"status": "already", "bytes_freed": 0, "nlink_before": st.st_nlink}, kst
     if not stat_mod.S_ISREG(st.st_mode):
         raise UnsafeOperation(f"{why}: {path_s} is not a regular file")
@@ -1762,7 +1779,7 @@ def _relink_at(
     if kpre is None or _content_stat(kpre) != _content_stat(kst):
         raise UnsafeOperation(f"{why}: the copy to keep changed during the checks", hint="re-plan")
 
-    _link_temp(kdir, kname, parent, tmp, kst, why)
+    _link_temp(kdir, kname, parent, tmp, why)
     try:
         tst = parent.lstat(tmp)
         if tst is None or (tst.st_dev, tst.st_ino) != (kst.st_dev, kst.st_ino):

@@ -99,6 +99,35 @@ def test_seed_only_duplicates_on_the_cold_pool_keep_the_most_linked_inode():
     assert gb.steps[0].args["keep"]["library"] is False
 
 
+def test_a_crashed_relinks_leftover_is_never_the_name_the_kept_inode_is_linked_from():
+    # The scan catalogs the leftover (a link of the library file beside the victim): the kept
+    # inode's only seeding name. Planned from it, fsops would refuse the relink on every run.
+    w = World()
+    w.payload(S + "/m", {"a.mkv": "A"})
+    w.file(LIB + "/A.mkv", "A")
+    w.link(LIB + "/A.mkv", S + "/m/.qbhook-relink.65.66.a.mkv")
+    w.torrent("a" * 40, S + "/m", ["a.mkv"])
+    g = _plan(w).groups[0]
+    assert g.action == "converge" and [s.args["path"] for s in g.steps] == [S + "/m/a.mkv"]
+    assert g.steps[0].args["keep"]["path"] == LIB + "/A.mkv"
+
+
+def test_a_torrents_file_named_like_a_temporary_link_is_neither_kept_nor_replaced():
+    w = World()
+    w.payload(P + "/a", {".qbhook-relink.x.bin": "X"})  # the most linked copy: the keeper by rank alone
+    w.link(P + "/a/.qbhook-relink.x.bin", P + "/cross/.qbhook-relink.x.bin")
+    w.payload(P + "/b", {"x.bin": "X"})
+    w.payload(S + "/c", {".qbhook-relink.y.bin": "Y"})  # a duplicate of a library file: a victim by rank
+    w.file(LIB + "/Y.bin", "Y")
+    w.torrent("a" * 40, P + "/a", [".qbhook-relink.x.bin"])
+    w.torrent("d" * 40, P + "/cross", [".qbhook-relink.x.bin"])
+    w.torrent("b" * 40, P + "/b", ["x.bin"])
+    w.torrent("c" * 40, S + "/c", [".qbhook-relink.y.bin"])
+    p = _plan(w)
+    assert [g.action for g in p.groups if g.steps] == []  # the same refusal would repeat every run
+    assert _group(p, "b" * 40).action == _group(p, "c" * 40).action == "stay"
+
+
 @pytest.mark.parametrize("kw", [{"progress": 0.5}, {"state": "checkingUP"}, {"priority": 0}])
 def test_a_file_that_may_still_change_is_not_converged(kw):
     w = World()
@@ -593,7 +622,7 @@ def test_a_crash_between_the_temporary_link_and_the_rename_is_completed_by_the_n
 
 def test_a_foreign_file_at_the_temporary_name_is_left_alone_and_the_relink_refuses(fs2):
     victim, lib, kw = _dup(fs2)
-    tmp = fsops._relink_name(victim.name.encode(), kw["ino"], kw["keep_ino"])
+    tmp = fsops._relink_name(victim.name.encode(), kw["ino"])
     squatter = write(victim.parent / os.fsdecode(tmp), b"someone else's")
     with pytest.raises(UnsafeOperation, match="not qbhook's"):
         fsops.relink_over(victim, lib, **kw)
@@ -704,6 +733,53 @@ def test_a_crashed_attempts_temporary_link_is_removed_when_the_next_attempt_refu
         fsops.relink_over(victim, lib, **kw)
     assert _relink_leftovers(victim.parent) == [] and os.lstat(lib).st_nlink == 1
     assert victim.read_bytes() == b"PAYLOAD-BYTES"
+
+
+def _crash_after_the_temporary_link(victim, lib, kw) -> None:
+    pid = os.fork()
+    if pid == 0:  # the child dies (no cleanup, like SIGKILL) right after the temporary link
+        try:
+            fsops.relink_over(victim, lib, **kw, on_temp_link=lambda: os._exit(9))
+        finally:
+            os._exit(1)
+    _pid, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 9 and len(_relink_leftovers(victim.parent)) == 1
+
+
+@pytest.mark.parametrize("refuses", [False, True])
+def test_a_crashed_attempts_temporary_link_goes_when_a_re_plan_keeps_another_copy(fs2, refuses):
+    # The re-plan keeps another library copy: the leftover is a spare link of the copy kept before.
+    stash, _pool, _seed_s, _seed_p, _cat = fs2
+    victim, lib, kw = _dup(fs2)
+    _crash_after_the_temporary_link(victim, lib, kw)
+    lib2 = write(stash / "movies/other/Film.mkv", b"payload-bytes")
+    kw2 = {**kw, "keep_ino": os.lstat(lib2).st_ino}
+    if refuses:  # the torrent rewrote it since: the resume refuses before any link
+        write(victim, b"PAYLOAD-BYTES")
+        with pytest.raises(UnsafeOperation, match="modified since planning"):
+            fsops.relink_over(victim, lib2, **kw2)
+    else:
+        assert fsops.relink_over(victim, lib2, **kw2)["status"] == "relinked"
+        assert os.lstat(victim).st_ino == os.lstat(lib2).st_ino
+    assert _relink_leftovers(victim.parent) == [] and os.lstat(lib).st_nlink == 1
+    assert lib.read_bytes() == b"payload-bytes"
+
+
+def test_the_last_link_of_a_file_at_the_temporary_name_is_never_removed(fs2):
+    # A crash's leftover whose other links all went since (the library file deleted): nothing
+    # else holds those bytes, so the name stays and the relink refuses, before and after.
+    victim, lib, kw = _dup(fs2)
+    _crash_after_the_temporary_link(victim, lib, kw)
+    (left,) = _relink_leftovers(victim.parent)
+    lib2 = write(lib.parent / "again.mkv", b"payload-bytes")
+    os.unlink(lib)
+    kw2 = {**kw, "keep_ino": os.lstat(lib2).st_ino}
+    with pytest.raises(UnsafeOperation, match="not a spare link"):
+        fsops.relink_over(victim, lib2, **kw2)
+    write(victim, b"PAYLOAD-BYTES")
+    with pytest.raises(UnsafeOperation, match="modified since planning"):
+        fsops.relink_over(victim, lib2, **kw2)
+    assert _relink_leftovers(victim.parent) == [left] and (victim.parent / left).read_bytes() == b"payload-bytes"
 
 
 # --------------------------------------------------------------------------- planner + executor, real files

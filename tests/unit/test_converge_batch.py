@@ -404,7 +404,7 @@ def test_a_leftover_temporary_link_beside_an_already_converged_name_is_removed(w
     seed, lib = pairs[0]
     vino = os.lstat(seed).st_ino  # the planned victim: its inode names the temporary link
     assert w.executor().apply(plan).status == "done"
-    tmp = fsops._relink_name(os.fsencode(os.path.basename(seed)), vino, os.lstat(lib).st_ino)
+    tmp = fsops._relink_name(os.fsencode(os.path.basename(seed)), vino)
     leftover = os.path.join(os.path.dirname(seed), os.fsdecode(tmp))
     os.link(lib, leftover)  # what a crash between an attempt's link and its rename, then a rename by hand, leaves
     again = w.executor().apply(plan)

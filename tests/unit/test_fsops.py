@@ -236,6 +236,23 @@ def test_copy_killed_between_link_and_unstage_leaves_no_second_link_after_resume
     assert dst.read_bytes() == b"abc"
 
 
+def test_copy_resumed_removes_a_staged_link_of_the_destination_whose_pid_is_alive_again(fs2):
+    # The killed run's pid reused by a live process: the staged name is still a spare link of
+    # the copy (its inode is the destination's), so it goes all the same; nlink 2 would read
+    # as a library link. A staged file of another inode under a live pid is left alone.
+    stash, pool, seed_s, seed_p, cat = fs2
+    src = write(seed_s / "a.bin", b"abc")
+    dst = write(seed_p / "T/a.bin", b"abc")
+    staging = dst.parent / fsops.STAGING_DIR
+    staging.mkdir(mode=0o700)
+    live = os.getppid()  # alive, and not this process
+    os.link(dst, staging / f"{live}.a.bin")
+    other = write(staging / "1.a.bin", b"abc")  # pid 1 is alive: another inode, not ours to judge
+    res = fsops.copy_verified(src, dst, b3(b"abc"), 3, roots=(seed_s, seed_p))
+    assert res["status"] == "present" and os.stat(dst).st_nlink == 1
+    assert staging_leftovers(dst.parent) == ["1.a.bin"] and other.read_bytes() == b"abc"
+
+
 def test_copy_makes_the_staged_names_removal_durable(fs2, monkeypatch):
     # fsync of the destination's folder alone could let a power cut bring the staged name back.
     stash, pool, seed_s, seed_p, cat = fs2

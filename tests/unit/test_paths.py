@@ -91,3 +91,12 @@ def test_root_holding_names_the_first_root_is_within_would():
             first = root_holding(order)
             for p in paths:
                 assert first(p) == next((r for r in order if is_within(p, r)), None), (order, p)
+
+
+def test_relink_temp_named_looks_at_the_last_component_only_and_is_the_prefix_fsops_uses():
+    from qbhook.move import fsops
+    from qbhook.paths import RELINK_PREFIX, relink_temp_named
+
+    assert relink_temp_named("/s/m/.qbhook-relink.1f.2a.a.mkv") and relink_temp_named(".qbhook-relink.a")
+    assert not relink_temp_named("/s/.qbhook-relink.d/a.mkv") and not relink_temp_named("/s/x.qbhook-relink.a")
+    assert RELINK_PREFIX.encode() == fsops.RELINK_PREFIX
