@@ -32,17 +32,27 @@ HOOK_FIELDS = ("I", "J", "K", "N", "L", "G", "F", "R", "D", "C", "Z")
 # ---------------------------------------------------------------- sweep
 @main.command("sweep")
 @wait_option(default=SERVE_LOCK_WAIT)
+@click.option(
+    "--automatic",
+    is_flag=True,
+    help="What an unattended timer (cron, systemd) should pass: holds back torrents completed "
+    "within policy.import_grace, like serve's own sweeper.",
+)
 @pass_app
-def sweep_cmd(app: App, wait):
+def sweep_cmd(app: App, wait, automatic):
     """Scan, classify every group, plan (and apply when policy.auto_apply). Safe from cron/systemd.
 
-    By default it waits out a running `qbhook apply` (--wait), as serve's worker does.
+    By default it waits out a running `qbhook apply` (--wait), as serve's worker does. A person's
+    sweep demotes what just completed; --automatic waits policy.import_grace for the *arr import,
+    which otherwise copies across pools instead of hardlinking.
 
-    Example: qbhook sweep --wait 0
+    Example: qbhook sweep --automatic
     """
     from qbhook.events.worker import sweep
 
-    out = sweep(app.cfg, app.catalog, app.clients, executor=app.executor(wait), progress=app.progress())
+    out = sweep(
+        app.cfg, app.catalog, app.clients, executor=app.executor(wait), progress=app.progress(), automatic=automatic
+    )
 
     def human(d):
         s = d["plan"]

@@ -483,7 +483,16 @@ def torrent_blockers(group: list[TorrentFact]) -> list[str]:
             out.append(f"{t.name}: incomplete ({t.progress * 100:.1f}%)")
         if t.state in UNSTABLE_STATES:
             out.append(f"{t.name}: state {t.state}, waiting for a stable state")
-        if t.download_path and posixpath.normpath(t.download_path) != posixpath.normpath(t.save_path):
+        # Under ATM the download path is its category's whenever "Keep incomplete torrents in" is on
+        # (qBittorrent reports it, and ignores setDownloadPath): no person can clear it. The
+        # executor turns ATM off, then clears it, before setLocation; a rollback's ATM-on brings
+        # the category's back. One a person set on a non-ATM torrent is theirs: a rollback would
+        # not put it back, so they clear it.
+        if (
+            t.download_path
+            and not t.auto_tmm
+            and posixpath.normpath(t.download_path) != posixpath.normpath(t.save_path)
+        ):
             out.append(f"{t.name}: download path points elsewhere ({t.download_path}); clear it in qBittorrent")
     return out
 

@@ -293,10 +293,11 @@ def sweep(
 ) -> dict:
     """Incremental scan + sync, then re-plan what may have changed (+ apply when policy allows).
 
-    ``automatic``: `serve` sweeps, no person asked (its sweeper, a ``_swept`` job): its plans hold
-    back what ``policy.import_grace`` does (``policy_blocks_demote``), as a job's do. A person's
-    `qbhook sweep` is not held back. See the module docstring for which groups are re-planned and
-    why the others may be skipped, and for which of its commits are durable at once (``_Commits``).
+    ``automatic``: no person asked (`serve`'s sweeper, a ``_swept`` job, `qbhook sweep --automatic`
+    from a timer): its plans hold back what ``policy.import_grace`` does (``policy_blocks_demote``),
+    as a job's do. A person's `qbhook sweep` is not held back. See the module docstring for which
+    groups are re-planned and why the others may be skipped, and for which of its commits are
+    durable at once (``_Commits``).
     """
     commits = _Commits(catalog.conn)
     try:

@@ -1476,6 +1476,9 @@ class Executor:
             r.step = replace(r.step, observed=obs)
         if t.auto_tmm:
             c.set_auto_management(h, False)  # turning ATM off never moves anything; turning it on might
+            # Under ATM qBittorrent reports its category's download path; off, the torrent's own
+            # (the category's copied in, or on newer versions the one it kept all along).
+            t = c.torrent(h)
         if t.download_path and _norm(t.download_path) != to_path:
             c.set_download_path(h, "")  # lesson 2: no stale incomplete folder left behind
         # Always stopped first, and its old links hidden (``_hide_old_links``): a running
@@ -1513,11 +1516,14 @@ class Executor:
             # are catalog copies (maybe library files). Started again only at 100 %.
             if not t.is_stopped:
                 c.stop(h)
+            if t.auto_tmm and (where != to_path or t.download_path):
+                # Off before the download path is cleared: qBittorrent ignores that under ATM (the
+                # client refuses it), and reports the category's path until then (as _issue_move).
+                c.set_auto_management(h, False)
+                t = c.torrent(h)
             if t.download_path and _norm(t.download_path) != to_path:
                 c.set_download_path(h, "")
             if where != to_path:
-                if t.auto_tmm:
-                    c.set_auto_management(h, False)
                 c.set_location(h, to_path)
                 self._wait_moved(c, s, to_path, at)
             c.recheck(h)

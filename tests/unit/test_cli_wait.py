@@ -43,6 +43,30 @@ def test_sweep_hands_its_wait_to_the_executor(env, monkeypatch):
     assert seen == [7.0, cli_events.SERVE_LOCK_WAIT]
 
 
+def test_the_timers_sweep_is_automatic_and_waits_out_the_import_grace(env, monkeypatch):
+    """contrib's timer ran `qbhook sweep`, a person's sweep: with auto_apply it demoted a torrent
+    completed seconds before, and Sonarr/Radarr then copied it across pools instead of linking.
+    `--automatic` is handed to the sweep (``worker.sweep(automatic=True)``: policy.import_grace,
+    as serve's sweeper), and the unit file passes it."""
+    from pathlib import Path
+
+    seen = []
+    monkeypatch.setattr("qbhook.cli.app.App.executor", lambda self, wait=0: None)
+
+    def stop(*a, automatic=False, **kw):  # the sweep itself: test_sweep_incremental.py
+        seen.append(automatic)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("qbhook.events.worker.sweep", stop)
+    env.save(qbittorrent={"url": "http://127.0.0.1:1", "username": "u", "password": "x"})  # never asked
+    env.run("sweep", "--automatic")
+    env.run("sweep")
+    assert seen == [True, False]
+    unit = (Path(__file__).resolve().parents[2] / "contrib/systemd/qbhook-sweep.service").read_text()
+    (start,) = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    assert start.split()[-2:] == ["sweep", "--automatic"]
+
+
 def test_holding_purge_hands_its_wait_to_the_lock(env, monkeypatch):
     seen = []
     monkeypatch.setattr(

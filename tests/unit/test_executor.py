@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from unittest.mock import ANY
 
 import blake3
@@ -551,6 +551,64 @@ def test_a_rolled_back_atm_torrent_gets_atm_back_where_its_category_path_allows(
     else:
         assert q.t[H1].auto_tmm is False and note in g.reason
         assert note in world.journal.group_status("g1")[1]
+    assert q.violations == []
+
+
+class IncompleteFolderQbt(AtmQbt):
+    """AtmQbt with "Keep incomplete torrents in" on: under ATM a torrent reports its category's
+    download path (``downloadPath()`` in torrentimpl.cpp) and setDownloadPath is refused (the real
+    client's guard); turned off, it reports its own: the category's copied in (4.4 to 5.0), or the
+    one it kept all along (newer versions). ``FakeTorrent.download_path`` is that own one."""
+
+    def __init__(self, category_path: str, category_download: str, copies_in: bool):
+        super().__init__(category_path)
+        self.category_download, self.copies_in = category_download, copies_in
+
+    def _info(self, t):
+        info = super()._info(t)
+        return replace(info, download_path=self.category_download) if t.auto_tmm else info
+
+    def set_auto_management(self, h, enabled, *, category_save_path=None):
+        t = self._get(h)
+        if t.auto_tmm and not enabled and self.copies_in:
+            t.download_path = self.category_download
+        super().set_auto_management(h, enabled, category_save_path=category_save_path)
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["relocated", "rolled-back"])
+@pytest.mark.parametrize(
+    "category_download, own, copies_in",
+    [("/downloads/incomplete/movies", "", True), ("", "/downloads/incomplete", False)],
+    ids=["copied-in", "kept-its-own"],
+)
+def test_an_atm_torrent_leaves_its_incomplete_folder_behind_atm_first(world, fail, category_download, own, copies_in):
+    """An ATM torrent reports its category's download path, which no one can clear while ATM is on:
+    ATM off first, then the download path qBittorrent reports THEN cleared (on newer versions it
+    is not the one shown under ATM), then setLocation. Left set, a recheck under 100 % at the
+    new place would move the view's files into the incomplete folder. A rollback turns ATM on
+    again, which brings the category's download path back."""
+    old = world.save(H1, "stash")
+    q = IncompleteFolderQbt(old, category_download, copies_in)
+    q.t, world.qbt = world.qbt.t, q
+    q.t[H1].auto_tmm, q.t[H1].download_path = True, own
+    if fail:
+        q.fail_at[world.save(H2, "pool")] = 0.9  # H2's recheck fails: both move back
+
+    summary = world.executor().apply(demote_plan(world))
+
+    (g,) = summary.groups
+    assert g.status == ("rolled_back" if fail else "done"), g.reason
+    mine = [c for c in q.calls if c[1] == H1 and c[0] in ("set_auto_management", "set_download_path", "set_location")]
+    assert mine[:3] == [
+        ("set_auto_management", H1, False),
+        ("set_download_path", H1, ""),
+        ("set_location", H1, world.save(H1, "pool")),
+    ]
+    t = q.torrent(H1)
+    if fail:
+        assert t.save_path == old and t.auto_tmm is True and t.download_path == category_download
+    else:
+        assert t.save_path == world.save(H1, "pool") and t.auto_tmm is False and t.download_path == ""
     assert q.violations == []
 
 

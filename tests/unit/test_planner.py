@@ -243,6 +243,21 @@ def test_blocked_torrent_states(kw, words):
     assert g.action == "blocked" and words in g.reason and not g.steps
 
 
+def test_an_atm_torrent_is_not_blocked_by_its_categorys_incomplete_folder():
+    """Under ATM qBittorrent reports the category's download path ("Keep incomplete torrents in")
+    and ignores setDownloadPath: no one can clear it, so blocking on it blocked every ATM torrent
+    for good. The executor turns ATM off, then clears it. Set on a non-ATM torrent, it still blocks."""
+    incomplete = "/stash/data/media/torrents/incomplete/movies"
+    w = World()
+    w.payload(S + "/m", {"a.bin": "A"})
+    w.torrent("a" * 40, S + "/m", ["a.bin"], auto_tmm=True, download_path=incomplete)
+    assert only(plan(w)).action == "demote"
+    w = World()
+    w.payload(S + "/m", {"a.bin": "A"})
+    w.torrent("a" * 40, S + "/m", ["a.bin"], auto_tmm=True, download_path=incomplete, progress=0.5)
+    assert only(plan(w)).action == "blocked"  # incomplete: its data is in that folder
+
+
 def test_blocked_missing_file_and_partial_and_unhashed():
     w = World()
     w.payload(S + "/m", {"a.bin": "A"})

@@ -11,7 +11,7 @@ import pytest
 from qbhook.decide.facts import PoolFact
 from qbhook.decide.repair import CatalogCopy, MissingTorrent, RepairFacts, RepairFile, plan_repairs
 from qbhook.move.executor import build_executor
-from tests.unit.test_executor import FILES, H1, Crash, b3, world  # noqa: F401  (fixture)
+from tests.unit.test_executor import FILES, H1, Crash, IncompleteFolderQbt, b3, world  # noqa: F401  (fixture)
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 
 
@@ -65,6 +65,22 @@ def test_repair_links_the_library_inodes_rechecks_stopped_and_starts_at_100(worl
     assert calls == ["stop", "recheck", "start"]  # same save path: no setLocation
     assert w.qbt.violations == []
     assert not w.qbt.t[H1].stopped and w.qbt.t[H1].progress == 1.0
+
+
+def test_an_atm_torrent_with_an_incomplete_folder_is_repaired_atm_off_first(world):  # noqa: F811
+    """Under ATM it reports its category's download path, and setDownloadPath is refused: the
+    repair asked for it first and failed on every such torrent. ATM off, then the path cleared
+    (a recheck under 100 % would move the library's links into the incomplete folder)."""
+    w = world
+    lib = _lose_files(w)
+    q = IncompleteFolderQbt(w.seed_s, "/downloads/incomplete/movies", copies_in=True)
+    q.t, w.qbt = w.qbt.t, q
+    q.t[H1].auto_tmm = True
+    summary = w.executor().apply(_plan(w, lib))
+    assert summary.groups_done and not summary.groups_failed, summary.groups_failed
+    _linked_from_library(w, lib)
+    assert [c[0] for c in q.calls] == ["stop", "set_auto_management", "set_download_path", "recheck", "start"]
+    assert q.torrent(H1).download_path == "" and q.violations == []
 
 
 def test_a_kill_between_view_and_recheck_is_resumed_to_the_same_end(world):  # noqa: F811

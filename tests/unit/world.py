@@ -103,6 +103,7 @@ class World:
                     category=kw.get("category", ""),
                     tags=frozenset(kw.get("tags", {"~noHL"})),
                     download_path=kw.get("download_path", ""),
+                    auto_tmm=kw.get("auto_tmm", False),
                     completion_on=kw.get("completion_on", 1.0),
                 )
             )
