@@ -227,11 +227,15 @@ def hook(app: App, event, values):
     says so in one line and exits 74, making and changing nothing: qBittorrent ignores the
     status, so that line (qBittorrent's stderr: the journal under systemd) is all that tells
     the event was lost.
+
+    It reads no secret (no ``*_env`` variable, no ``*_file``): it only records the event, and
+    qBittorrent runs it without the service's environment (/etc/qbhook/env).
     """
     from qbhook.catalog.db import unwritable
     from qbhook.events.parse import parse_qbt_hook
     from qbhook.events.queue import JobQueue
 
+    app.secrets = False  # before the config is first loaded
     why = unwritable(app.cfg.catalog)
     if why is not None:
         raise CatalogUnwritable(
