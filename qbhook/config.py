@@ -314,7 +314,9 @@ def load_config(path: str | os.PathLike, env: dict[str, str] | None = None, *, s
         raise ConfigError(None, str(e), hint="save the file as UTF-8") from None
     data = parse_yaml(text, str(path))
     cfg = parse_config(data, env=os.environ if env is None else env, base_dir=path.parent, secrets=secrets)
-    return replace(cfg, source=path)
+    # Absolute: the source is handed on (`setup qbittorrent --mode direct` writes it into the
+    # command qBittorrent runs, from a working folder of its own).
+    return replace(cfg, source=Path(os.path.abspath(path)))
 
 
 def parse_yaml(text: str, name: str = "config") -> Any:

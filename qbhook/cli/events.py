@@ -294,7 +294,8 @@ def setup_qbittorrent(app: App, mode, hook_path, qbhook_path, instance, yes):
     if mode == "http":
         base = [hook_path]
     else:
-        exe = qbhook_path or _which("qbhook") or sys.argv[0]
+        # Absolute, as the config's source is: qBittorrent runs it from a working folder of its own.
+        exe = qbhook_path or os.path.abspath(_which("qbhook") or sys.argv[0])
         base = [exe] + (["--config", str(app.cfg.source)] if app.cfg.source else []) + ["hook"]
 
     def cmd(event):

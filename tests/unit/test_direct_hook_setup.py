@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
 from qbhook.catalog.store import Catalog
 from qbhook.cli import main
+from qbhook.clients import webui_owner as owner
 from qbhook.events.queue import JobQueue
+from tests.unit.test_hook_user import asked, fake_proc  # noqa: F401  (asked: a fixture)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
 HASH = "b" * 40
@@ -55,3 +58,41 @@ def test_hook_with_the_example_config_queues_without_the_secrets_only_the_servic
     r = CliRunner().invoke(main, ["--config", str(cfg), "config", "check"])
     assert r.exit_code == 78
     assert "QBHOOK_QBT_PASSWORD is not set" in r.stderr
+
+
+@pytest.fixture
+def root_qbt(tmp_path, monkeypatch, asked):  # noqa: F811  (the fixture imported above)
+    """A qBittorrent Web UI on this host running as root (a fake /proc): --mode direct is allowed."""
+    fake_proc(tmp_path / "proc", uid=0)
+    monkeypatch.setattr(owner, "PROC", str(tmp_path / "proc"))
+    monkeypatch.setenv("QBHOOK_QBT_PASSWORD", "x")
+    monkeypatch.setenv("QBHOOK_SERVER_PASSWORD", "x")
+    monkeypatch.setenv("QBHOOK_SERVER_TOKEN", "x")
+    return asked
+
+
+def proposed(*argv) -> tuple:
+    r = CliRunner().invoke(main, [*argv[:2], "--json", "setup", "qbittorrent", "--mode", "direct", *argv[2:]])
+    return r, (yaml.safe_load(r.stdout)[0]["change"] if r.exit_code == 0 else None)
+
+
+def test_a_relative_config_path_is_proposed_absolute(tmp_path, monkeypatch, root_qbt):
+    """qBittorrent runs the hook in a working folder of its own: `--config config.yaml` there names
+    no file (or another one), and every event would be lost."""
+    cfg = example_config(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    r, change = proposed("--config", "config.yaml", "--qbhook-path", "/usr/local/bin/qbhook")
+    assert r.exit_code == 0, r.output
+    assert change["autorun_on_torrent_added_program"].startswith(f"/usr/local/bin/qbhook --config {cfg} hook added ")
+    assert change["autorun_program"].startswith(f"/usr/local/bin/qbhook --config {cfg} hook finished ")
+
+
+def test_a_qbhook_found_by_a_relative_name_is_proposed_absolute(tmp_path, monkeypatch, root_qbt):
+    """Not on PATH, qbhook is named as it was started (sys.argv[0], here venv/bin/qbhook)."""
+    cfg = example_config(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("qbhook.cli.events._which", lambda name: None)
+    monkeypatch.setattr("sys.argv", ["venv/bin/qbhook"])
+    r, change = proposed("--config", str(cfg))
+    assert r.exit_code == 0, r.output
+    assert change["autorun_program"].startswith(f"{tmp_path}/venv/bin/qbhook --config {cfg} hook finished ")
