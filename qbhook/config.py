@@ -3,7 +3,9 @@
 Validation happens at load and names the offending key, so a typo fails loudly
 instead of silently falling back to a default that moves data somewhere odd.
 Secrets are never required inline: passwords come from an environment variable
-or a file, and ``describe()`` masks them.
+or a file, and ``describe()`` masks them. A load with ``secrets=False`` reads none of them
+(their names are still checked): `qbhook hook`, run by qBittorrent, has neither the service's
+environment nor a use for a password, and records an event into the catalog only.
 
 Every setting has one declared kind (the tables ``_POLICY``, ``_SCAN``, ``_SERVER``,
 ``_QBT``), never a guess from its default's type:
@@ -296,7 +298,9 @@ def find_config_path(explicit: str | os.PathLike | None) -> Path:
     )
 
 
-def load_config(path: str | os.PathLike, env: dict[str, str] | None = None) -> Config:
+def load_config(path: str | os.PathLike, env: dict[str, str] | None = None, *, secrets: bool = True) -> Config:
+    """The config file at ``path``; ``secrets=False``: no ``*_env`` variable or ``*_file`` is read,
+    every password, token and notify URL from them is None (see the module's docstring)."""
     path = Path(path)
     try:
         raw = read_regular_file(path, _MAX_CONFIG_BYTES)
@@ -309,8 +313,10 @@ def load_config(path: str | os.PathLike, env: dict[str, str] | None = None) -> C
     except NotReadable as e:
         raise ConfigError(None, str(e), hint="save the file as UTF-8") from None
     data = parse_yaml(text, str(path))
-    cfg = parse_config(data, env=os.environ if env is None else env, base_dir=path.parent)
-    return replace(cfg, source=path)
+    cfg = parse_config(data, env=os.environ if env is None else env, base_dir=path.parent, secrets=secrets)
+    # Absolute: the source is handed on (`setup qbittorrent --mode direct` writes it into the
+    # command qBittorrent runs, from a working folder of its own).
+    return replace(cfg, source=Path(os.path.abspath(path)))
 
 
 def parse_yaml(text: str, name: str = "config") -> Any:
@@ -330,8 +336,11 @@ def parse_yaml(text: str, name: str = "config") -> Any:
         raise ConfigError(None, f"{name} is not valid YAML: {what}") from None
 
 
-def parse_config(data: Any, *, env: dict[str, str] | None = None, base_dir: Path | None = None) -> Config:
-    env = dict(os.environ) if env is None else env
+def parse_config(
+    data: Any, *, env: dict[str, str] | None = None, base_dir: Path | None = None, secrets: bool = True
+) -> Config:
+    # None below: the secrets are not read (``_secret``).
+    env = (dict(os.environ) if env is None else env) if secrets else None
     if not isinstance(data, dict):
         raise ConfigError(None, f"the file must contain a mapping of settings (got {type(data).__name__})")
     _no_unknown(
@@ -746,7 +755,7 @@ def _check_roots_apart(pools: list[PoolConfig]) -> None:
                 )
 
 
-def _parse_qbittorrent(raw: Any, env: dict, base_dir: Path | None) -> tuple[QbtConfig, ...]:
+def _parse_qbittorrent(raw: Any, env: dict | None, base_dir: Path | None) -> tuple[QbtConfig, ...]:
     if raw is None:
         return ()
     items = raw if isinstance(raw, list) else [raw]
@@ -816,7 +825,9 @@ def _parse_path_map(raw: Any, key: str) -> tuple[tuple[str, str], ...]:
 _RT_KEYS = ("type", "name", "scgi", "path_map", "timeout")
 
 
-def _parse_clients(raw: Any, qbts: tuple[QbtConfig, ...], env: dict, base_dir: Path | None) -> tuple[ClientConfig, ...]:
+def _parse_clients(
+    raw: Any, qbts: tuple[QbtConfig, ...], env: dict | None, base_dir: Path | None
+) -> tuple[ClientConfig, ...]:
     """``clients:``, a list of ``{type: qbittorrent | rtorrent, name, ...}``, after ``qbittorrent:``'s entries.
 
     A qBittorrent entry takes the keys of a ``qbittorrent:`` entry (and is read by the
@@ -883,7 +894,7 @@ def _scgi_address(v: Any, key: str) -> str:
     return v.strip()
 
 
-def _parse_server(raw: Any, env: dict, base_dir: Path | None) -> ServerConfig:
+def _parse_server(raw: Any, env: dict | None, base_dir: Path | None) -> ServerConfig:
     kw = _parse_fields(_SERVER, raw, "server", _SERVER_SECRETS)
     raw = raw or {}
     password, pw_env, _ = _secret(raw, "password", env, base_dir, "server", allow_file=False)
@@ -897,7 +908,7 @@ def _parse_server(raw: Any, env: dict, base_dir: Path | None) -> ServerConfig:
     )
 
 
-def _parse_notify(raw: Any, env: dict, base_dir: Path | None) -> NotifyConfig:
+def _parse_notify(raw: Any, env: dict | None, base_dir: Path | None) -> NotifyConfig:
     if raw is None:
         return NotifyConfig()
     if not isinstance(raw, dict):
@@ -918,12 +929,19 @@ def _parse_notify(raw: Any, env: dict, base_dir: Path | None) -> NotifyConfig:
     return NotifyConfig(urls=urls, urls_env=u_env, urls_file=u_file, **_parse_fields(_NOTIFY, raw, "notify"))
 
 
-def _secret(spec: dict, name: str, env: dict, base_dir: Path | None, key: str, allow_file: bool = True):
+def _secret(spec: dict, name: str, env: dict | None, base_dir: Path | None, key: str, allow_file: bool = True):
+    """(value, variable name, file path) of secret ``name``. ``env`` None: its names are checked,
+    neither the variable nor the file is read (the value is None unless written inline)."""
     inline = spec.get(name)
     env_name = optional_text(spec.get(f"{name}_env"), f"{key}.{name}_env")
     file_name = optional_text(spec.get(f"{name}_file"), f"{key}.{name}_file") if allow_file else None
     if inline is not None:
         inline = text(inline, f"{key}.{name}")
+    path = Path(file_name) if file_name else None
+    if path is not None and not path.is_absolute() and base_dir:
+        path = base_dir / path
+    if env is None:
+        return inline, env_name, path
     value = None
     if env_name:
         value = env.get(env_name)
@@ -936,15 +954,11 @@ def _secret(spec: dict, name: str, env: dict, base_dir: Path | None, key: str, a
                 f"environment variable {env_name} is not set",
                 hint=f"export {env_name}=... before running qbhook",
             )
-    if value is None and file_name:
-        p = Path(file_name)
-        if not p.is_absolute() and base_dir:
-            p = base_dir / p
-        value = _read_secret_file(p, f"{key}.{name}_file")
-        file_name = p
+    if value is None and path is not None:
+        value = _read_secret_file(path, f"{key}.{name}_file")
     if value is None and inline is not None:
         value = inline
-    return value, env_name, (Path(file_name) if file_name else None)
+    return value, env_name, path
 
 
 def _encodes(s: str) -> bool:

@@ -32,13 +32,17 @@ class App:
         self.verbose = verbose
         self._cfg: Config | None = None
         self._catalog = None
+        # False: the config is loaded without its secrets (``load_config(secrets=False)``), for a
+        # command that talks to no client or server and may run without the service's environment
+        # (`hook`). Set before ``cfg`` is first used.
+        self.secrets = True
 
     @property
     def cfg(self) -> Config:
         if self._cfg is None:
             from qbhook.config import find_config_path, load_config
 
-            self._cfg = load_config(find_config_path(self.config_path))
+            self._cfg = load_config(find_config_path(self.config_path), secrets=self.secrets)
             # notify.configure is a no-op without notify.urls unless a notifier already runs,
             # which needs qbhook.notify imported: only then is the module worth loading.
             if self._cfg.notify.urls or "qbhook.notify" in sys.modules:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shlex
 import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from qbhook.catalog.db import check_tables, reading
-from qbhook.cli.app import COUNT, PORT, ROW_ID, TEXT, App, echo_shown, main, pass_app, wait_option, when
+from qbhook.cli.app import COUNT, PORT, ROW_ID, TEXT, App, echo_shown, main, pass_app, shown, wait_option, when
 from qbhook.errors import RETRY_LOG, CatalogUnwritable, ConfigError, DirectHookRefused, ExitCode
 from qbhook.units import human_bytes as _human_bytes
 
@@ -237,11 +236,15 @@ def hook(app: App, event, values):
     says so in one line and exits 74, making and changing nothing: qBittorrent ignores the
     status, so that line (qBittorrent's stderr: the journal under systemd) is all that tells
     the event was lost.
+
+    It reads no secret (no ``*_env`` variable, no ``*_file``): it only records the event, and
+    qBittorrent runs it without the service's environment (/etc/qbhook/env).
     """
     from qbhook.catalog.db import unwritable
     from qbhook.events.parse import parse_qbt_hook
     from qbhook.events.queue import JobQueue
 
+    app.secrets = False  # before the config is first loaded
     why = unwritable(app.cfg.catalog)
     if why is not None:
         raise CatalogUnwritable(
@@ -289,23 +292,24 @@ def setup():
     "--hook-path",
     default="/hooks/qbt-hook.sh",
     show_default=True,
+    callback=lambda ctx, param, value: _program_path(value, param),
     help="Where qbt-hook.sh is, as qBittorrent sees it (inside its container).",
 )
-@click.option("--qbhook-path", default=None, help="Path of the qbhook executable (direct mode).")
+@click.option(
+    "--qbhook-path",
+    default=None,
+    callback=lambda ctx, param, value: _program_path(value, param),
+    help="Path of the qbhook executable (direct mode).",
+)
 @click.option("--instance", default=None, help="Which configured qBittorrent (default: all).")
 @click.option("--yes", is_flag=True, help="Apply. Without it, only show the change.")
 @pass_app
 def setup_qbittorrent(app: App, mode, hook_path, qbhook_path, instance, yes):
     """Set qBittorrent's "run external program" on torrent added/finished to notify qbhook."""
-    if mode == "http":
-        base = [hook_path]
-    else:
-        exe = qbhook_path or _which("qbhook") or sys.argv[0]
-        base = [exe] + (["--config", str(app.cfg.source)] if app.cfg.source else []) + ["hook"]
+    base = [hook_path] if mode == "http" else _direct_hook(app, qbhook_path)
 
     def cmd(event):
-        # qBittorrent splits the line itself (no shell) and strips the quotes around each argument.
-        return " ".join([shlex.quote(b) for b in base] + [event] + [f'"{a}"' for a in HOOK_ARGS])
+        return " ".join([_qbt_arg(b) for b in base] + [event] + [f'"{a}"' for a in HOOK_ARGS])
 
     wanted = {
         "autorun_on_torrent_added_enabled": True,
@@ -352,6 +356,61 @@ def setup_qbittorrent(app: App, mode, hook_path, qbhook_path, instance, yes):
             )
 
     app.emit(out, human)
+
+
+# qBittorrent (Linux) runs its "external program" without a shell: it replaces every %X in the
+# line, then splits it at spaces outside double quotes and drops the quotes around an argument
+# (QProcess::splitCommand, Utils::String::splitCommand since 4.6). A double quote inside an
+# argument, a line break or a % cannot be carried; a space only between double quotes.
+_QBT_UNSAFE = {'"': "a double quote", "%": "a % (qBittorrent replaces %X in its command)"}
+
+
+def _qbt_arg_problem(value: str) -> str | None:
+    """Why ``value`` cannot be one argument of the command qBittorrent runs (None: it can)."""
+    for c in value:
+        if c in _QBT_UNSAFE:
+            return f"contains {_QBT_UNSAFE[c]}"
+        if not c.isprintable() and c != " ":
+            return "contains a control character"
+    return None
+
+
+def _qbt_arg(value: str) -> str:
+    """``value`` as qBittorrent's split gives it back: between double quotes when it holds a space."""
+    return f'"{value}"' if any(c.isspace() for c in value) else value
+
+
+def _program_path(value: str | None, param) -> str | None:
+    """A program path for qBittorrent's command (--hook-path, --qbhook-path): absolute, and one
+    argument as qBittorrent splits the line; anything else a one-line usage error (exit 2), so
+    --yes never applies a command that cannot run."""
+    if value is None:
+        return None
+    why = _qbt_arg_problem(value)
+    if why is None and not value.startswith("/"):
+        why = "is not an absolute path (qBittorrent runs it from a folder of its own)"
+    if why is not None:
+        raise click.BadParameter(f"'{shown(value)}' {why}", param=param)
+    return value
+
+
+def _direct_hook(app: App, qbhook_path: str | None) -> list[str]:
+    """The start of the direct hook's command: qbhook, its config, `hook`. Both absolute: qBittorrent
+    runs it from a working folder of its own. A qbhook that is not an executable file here, or a
+    config path qBittorrent's split cannot carry, is a usage error before any client is asked."""
+    exe = qbhook_path or os.path.abspath(_which("qbhook") or sys.argv[0])
+    if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
+        raise click.UsageError(
+            f"{shown(exe)} is not an executable file here, so qBittorrent could not run the hook: "
+            "name qbhook with --qbhook-path"
+        )
+    source = app.cfg.source
+    for what, value, other in (("qbhook", exe, "--qbhook-path"), ("the config path", str(source or ""), "--config")):
+        if why := _qbt_arg_problem(value):
+            raise click.UsageError(
+                f"{what} {shown(value)} {why}: qBittorrent could not run the hook; name another with {other}"
+            )
+    return [exe] + (["--config", str(source)] if source else []) + ["hook"]
 
 
 def _check_direct(client, catalog) -> None:

@@ -108,8 +108,20 @@ def asked(monkeypatch):
     return calls
 
 
+def fake_qbhook(folder) -> str:
+    """An executable file standing for qbhook (`setup --mode direct` refuses a qbhook it cannot run)."""
+    exe = folder / "bin" / "qbhook"
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    exe.write_text("#!/bin/sh\nexit 0\n")
+    exe.chmod(0o755)
+    return str(exe)
+
+
 def setup_direct(cfg, *extra):
-    return CliRunner().invoke(main, ["--config", str(cfg), "setup", "qbittorrent", "--mode", "direct", *extra])
+    exe = fake_qbhook(cfg.parent)
+    return CliRunner().invoke(
+        main, ["--config", str(cfg), "setup", "qbittorrent", "--mode", "direct", "--qbhook-path", exe, *extra]
+    )
 
 
 def test_setup_direct_refuses_a_qbittorrent_running_as_another_user(bed, tmp_path, monkeypatch, asked):
