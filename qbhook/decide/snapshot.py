@@ -316,15 +316,19 @@ class SnapshotBuilder:
             return []
         if st is not None and stat_mod.S_ISREG(st.st_mode):
             return []
-        listed = self._listed_files.get((t.instance, t.hash))
-        if listed is None:
-            listed = next(c for c in self.clients if c.name == t.instance).files(t.hash)
         out = []
-        for f in listed:
+        for f in self._files_of(t):
             path, looked_up = torrent_file_path(t.save_path, f.name)
             if looked_up:
                 out.append((path, f.size))
         return out
+
+    def _files_of(self, t) -> list:
+        """Torrent ``t``'s files: from the batched listing when the client gave one, else asked."""
+        listed = self._listed_files.get((t.instance, t.hash))
+        if listed is None:
+            listed = next(c for c in self.clients if c.name == t.instance).files(t.hash)
+        return listed
 
     def _via_link(self, path: str) -> bool:
         """Is a symlink noted (``self.symlinks``) at ``path`` or on a folder of it below a pool?"""
@@ -340,9 +344,7 @@ class SnapshotBuilder:
         listed_all = []
         unsafe: set[str] = set()  # paths of file names that are not below their save path
         for t in chosen:
-            listed = self._listed_files.get((t.instance, t.hash))
-            if listed is None:
-                listed = next(c for c in self.clients if c.name == t.instance).files(t.hash)
+            listed = self._files_of(t)
             paths = []
             for f in listed:
                 path, looked_up = torrent_file_path(t.save_path, f.name)
