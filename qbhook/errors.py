@@ -268,6 +268,19 @@ class LastCopyKept(UnsafeOperation):
     purged, and needs a person (it may be the only copy left of that content)."""
 
 
+class HoldingGone(UnsafeOperation):
+    """The holding folder a journaled link was held in is gone from its place, or another folder
+    stands there (a writer of the folder above can rename it away, root's 0700 notwithstanding):
+    the held link cannot be reached, so it is neither purged nor put back, and stays journaled."""
+
+    def __init__(self, folder: str, why: str, *, links: int = 1):
+        self.folder, self.why, self.links = folder, why, links
+        super().__init__(
+            f"holding folder gone or replaced: {folder}, {links} held link(s) not reached ({why})",
+            hint="find the renamed folder (0700, owned by qbhook) and move it back; nothing was deleted",
+        )
+
+
 class ViewReleased(UnsafeOperation):
     """A leftover view is no longer the file qbhook made and left (another inode, linked since, its
     content changed): it is kept and no longer tracked. Any other refusal keeps it for the next run."""

@@ -32,7 +32,10 @@ verified folder itself elsewhere. The swapped entry is still inside the roots
 (it is a name in a folder qbhook verified), and moving a folder to another
 parent needs write permission on that folder, so whatever qbhook then does
 to its entries that writer could already do. qbhook never extends a writer's
-reach beyond the folders it can write.
+reach beyond the folders it can write. A rename within one folder needs no permission
+on the folder renamed, though: a writer of a seeding root can rename its root-owned
+``.qbhook-holding`` away. Each hold journals that folder's identity, and a purge or
+put-back that finds it gone or another says so (``HoldingGone``), never "already gone".
 
 Errors: ``UnsafeOperation`` when the world disagrees with the plan (a
 different file already sits at the destination, an unknown hardlink
@@ -64,7 +67,15 @@ import blake3
 from qbhook.catalog import hashing
 from qbhook.catalog.fsid import is_zfs
 from qbhook.dirfd import FolderRefused, NotAFolder, SeedingRoot, open_below, open_root
-from qbhook.errors import LastCopyKept, QbhookError, UnsafeOperation, VerificationFailed, ViewReleased, ViewUnproven
+from qbhook.errors import (
+    HoldingGone,
+    LastCopyKept,
+    QbhookError,
+    UnsafeOperation,
+    VerificationFailed,
+    ViewReleased,
+    ViewUnproven,
+)
 from qbhook.paths import RELINK_PREFIX as _RELINK_PREFIX
 from qbhook.units import human_bytes as _human
 
@@ -1987,7 +1998,8 @@ def _absent(root: bytes, parts: list[bytes], ino: int, hold_run) -> dict:
     recorded it), say where, so the held link is journaled and purged like any other."""
     if hold_run is not None:
         try:
-            with _open_holding(root, hold_run, parts[:-1], create=False) as hold:
+            hold, top = _open_holding_id(root, hold_run, parts[:-1], create=False)
+            with hold:
                 st = hold.lstat(parts[-1])
         except (UnsafeOperation, OSError):
             st = None
@@ -1999,6 +2011,7 @@ def _absent(root: bytes, parts: list[bytes], ino: int, hold_run) -> dict:
                 "nlink_before": st.st_nlink + 1,
                 "dev": st.st_dev,
                 "held_at": os.fsdecode(target),
+                "holding": _holding_id(top),
             }
     return {"status": "absent", "bytes_freed": 0}
 
@@ -2127,7 +2140,7 @@ def _unlink_or_hold(u: _Unlink, parent: Dir, name: bytes, st: os.stat_result) ->
     saw it right before), for the catalog's hash carry-over onto the inode's other links."""
     checked = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
     if u.hold_run is not None:
-        held, _ = _hold(parent, name, u.shown, st, u.root, u.parts, u.hold_run)
+        held, _, ident = _hold(parent, name, u.shown, st, u.root, u.parts, u.hold_run)
         return {
             "status": "held",
             "bytes_freed": 0,
@@ -2135,6 +2148,7 @@ def _unlink_or_hold(u: _Unlink, parent: Dir, name: bytes, st: os.stat_result) ->
             "dev": st.st_dev,
             "held_at": held,
             "checked": checked,
+            "holding": ident,
         }
     os.unlink(name, dir_fd=parent.fd)
     return {
@@ -2148,17 +2162,52 @@ def _unlink_or_hold(u: _Unlink, parent: Dir, name: bytes, st: os.stat_result) ->
 
 def _open_holding(root: bytes, run, rel_dirs: list[bytes], *, create: bool) -> Dir:
     """``<root>/.qbhook-holding/<run>/<rel_dirs...>``: qbhook's own folders, each verified (0700, ours, same fs)."""
-    return _walk(root, [HOLDING_DIR.encode(), os.fsencode(str(run)), *rel_dirs], create=create, own=True)
+    return _open_holding_id(root, run, rel_dirs, create=create)[0]
+
+
+def _open_holding_id(root: bytes, run, rel_dirs: list[bytes], *, create: bool) -> tuple[Dir, os.stat_result]:
+    """``_open_holding``, with the holding folder's own stat met on the way down.
+
+    0700 stops no one from renaming it: it sits in a folder qBittorrent writes, and a rename
+    there needs no permission on the folder renamed. So each hold journals this identity, and a
+    purge or put-back refuses a holding folder that is gone or another one (``_holding_is``)."""
+    d = _walk(root, [HOLDING_DIR.encode()], create=create, own=True)
+    top = d.st
+    try:
+        for name in [os.fsencode(str(run)), *rel_dirs]:
+            nxt = d.sub(name, create=create, own=True)
+            d.close()
+            d = nxt
+    except BaseException:
+        d.close()
+        raise
+    return d, top
+
+
+def _holding_id(st: os.stat_result) -> list[int]:
+    return [st.st_dev, st.st_ino]
+
+
+def _holding_is(root: bytes, seen: os.stat_result | None, want) -> None:
+    """HoldingGone unless ``<root>/.qbhook-holding`` is there (``seen``: its stat, None if missing)
+    and, when the hold journaled one (``want``, [dev, inode]), the very folder the link was held in.
+    A held link out of reach is never "already gone": it may sit in the renamed folder, unpurged."""
+    folder = os.fsdecode(os.path.join(root.rstrip(b"/"), HOLDING_DIR.encode()))
+    if seen is None:
+        raise HoldingGone(folder, "not there")
+    if want is not None and [seen.st_dev, seen.st_ino] != list(want):
+        raise HoldingGone(folder, "another folder stands in its place")
 
 
 def _hold(
     parent: Dir, name: bytes, path_s: str, st: os.stat_result, root: bytes, parts: list[bytes], run, *, look=False
-) -> tuple[str, os.stat_result | None]:
-    """Move ``name`` (the inode ``st``) into holding; (where it is held, and with ``look`` its lstat
-    there right after, through the holding folder: None if that is not ``st``'s inode)."""
+) -> tuple[str, os.stat_result | None, list[int]]:
+    """Move ``name`` (the inode ``st``) into holding; (where it is held, with ``look`` its lstat
+    there right after, through the holding folder: None if that is not ``st``'s inode, and the
+    holding folder's [dev, inode] to journal)."""
     target = holding_path(b"/".join([root.rstrip(b"/"), *parts]), os.fsdecode(root), run)
     try:
-        hold = _open_holding(root, run, parts[:-1], create=True)
+        hold, top = _open_holding_id(root, run, parts[:-1], create=True)
     except UnsafeOperation as e:
         raise UnsafeOperation(f"cannot hold {path_s}: {e.message}", hint=e.hint) from None
     with hold:
@@ -2173,7 +2222,7 @@ def _hold(
         held = hold.lstat(name) if look else None
     if held is not None and (held.st_dev, held.st_ino) != (st.st_dev, st.st_ino):
         held = None
-    return os.fsdecode(target), held
+    return os.fsdecode(target), held, _holding_id(top)
 
 
 def hold_unreferenced(path, *, ino: int, size: int, max_nlink: int, mtime_ns: int, roots, run) -> dict:
@@ -2216,8 +2265,8 @@ def hold_unreferenced(path, *, ino: int, size: int, max_nlink: int, mtime_ns: in
                 f"refusing to hold {path_s}: it has {st.st_nlink} links now, "
                 f"{max_nlink} when listed (a library or a torrent links it)"
             )
-        held, _ = _hold(parent, parts[-1], path_s, st, root, parts, run)
-    return {"status": "held", "bytes_freed": 0, "held_at": held, "dev": st.st_dev}
+        held, _, ident = _hold(parent, parts[-1], path_s, st, root, parts, run)
+    return {"status": "held", "bytes_freed": 0, "held_at": held, "dev": st.st_dev, "holding": ident}
 
 
 # --------------------------------------------------------------------------- old links out of a move's reach
@@ -2245,8 +2294,9 @@ def hide_during_move(path, *, roots, run, catalog=None) -> dict:
     copied, nothing deleted) that move finds nothing to copy and the view stays untouched.
 
     Through verified folder descriptors below one of ``roots``. Returns ``{status:
-    hidden|absent, held_at?, carry?}``; a link already hidden by an earlier attempt is
-    ``hidden``. Moving a name changes the inode's ctime, which voids the catalog's cached hash
+    hidden|absent, held_at?, holding?, carry?}``; a link already hidden by an earlier attempt is
+    ``hidden``. ``holding``: the holding folder's [dev, inode], for ``unhide_after_move``.
+    Moving a name changes the inode's ctime, which voids the catalog's cached hash
     (keyed on size, mtime, ctime): ``carry`` is that hash with the held link's stat right after
     the hide (its ctime the one our renames gave it), for ``unhide_after_move`` to store again
     under the new ctime when nothing else changed (else the delete step would read the whole
@@ -2271,8 +2321,8 @@ def hide_during_move(path, *, roots, run, catalog=None) -> dict:
         row_id, digest = _cached_digest(catalog, fs_path, st) if fs_path is not None else (None, None)
         # The held link's stat right after our link and unlink (one lstat, only when there is a
         # hash to carry): its ctime is the one nothing but our own renames gave it.
-        held, hst = _hold(parent, parts[-1], path_s, st, root, parts, key, look=digest is not None)
-    res = {"status": "hidden", "held_at": held}
+        held, hst, ident = _hold(parent, parts[-1], path_s, st, root, parts, key, look=digest is not None)
+    res = {"status": "hidden", "held_at": held, "holding": ident}
     if digest is not None and hst is not None and (hst.st_size, hst.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
         res["carry"] = {
             "row": row_id,
@@ -2282,13 +2332,17 @@ def hide_during_move(path, *, roots, run, catalog=None) -> dict:
     return res
 
 
-def unhide_after_move(path, *, roots, run, catalog=None, carry: dict | None = None) -> dict:
+def unhide_after_move(
+    path, *, roots, run, catalog=None, carry: dict | None = None, holding: list[int] | None = None
+) -> dict:
     """Put back a link ``hide_during_move`` took away (idempotent), then drop the emptied holding folders.
 
     The folders above ``path`` are made again if the client's move removed them. If another
     file now sits at ``path``, nothing is replaced: the held link stays and the step refuses,
     naming where it is. ``carry`` (from ``hide_during_move``): the cached hash is stored again
     for the restored inode if nothing but our own renames touched it (``_carry_hash``).
+    ``holding`` (from ``hide_during_move``: the link was hidden): a holding folder gone or
+    another one is ``HoldingGone``, never ``absent`` (the link may sit in the renamed folder).
     Returns ``{status: restored|absent}``.
     """
     path_s = os.fsdecode(_p(path))
@@ -2296,10 +2350,16 @@ def unhide_after_move(path, *, roots, run, catalog=None, carry: dict | None = No
     key = moving_hold_key(run)
     held = holding_path(b"/".join([root.rstrip(b"/"), *parts]), os.fsdecode(root), key)
     try:
-        hold = _open_holding(root, key, parts[:-1], create=False)
+        hold, top = _open_holding_id(root, key, parts[:-1], create=False)
     except (FileNotFoundError, NotADirectoryError):
+        if holding is not None:
+            d, stats = _descend(root, [HOLDING_DIR.encode()], own=True)
+            d.close()
+            _holding_is(root, stats[1] if len(stats) > 1 else None, holding)
         return {"status": "absent"}
     with hold:
+        if holding is not None:
+            _holding_is(root, top, holding)
         hst = hold.lstat(parts[-1])
         if hst is None:
             status = "absent"
@@ -2556,6 +2616,7 @@ class HeldLink:
     blake3_hex: str | None = None
     orphan: bool = False  # quarantined by ``qbhook orphans``: no copy to keep, by the user's choice
     origin: str | None = None  # where the link was before it was held (its delete's path)
+    holding: tuple[int, int] | None = None  # the holding folder's (dev, inode) at the hold (None: not journaled)
 
     def expired(self, grace_s: float, now: float) -> bool:
         """Whether its grace period is over: the one rule of what a purge may consider."""
@@ -2569,6 +2630,7 @@ def purge_holding(
     held: Iterable[HeldLink],
     now: float | None = None,
     on_purged: Callable[[HeldLink], None] | None = None,
+    on_gone: Callable[[HoldingGone], None] | None = None,
     catalog=None,
     keep_roots=(),
 ) -> list[str]:
@@ -2577,7 +2639,10 @@ def purge_holding(
     Only entries the journal recorded are touched, each through verified descriptors of
     qbhook's own holding folders (a symlinked or foreign ``.qbhook-holding`` is refused);
     emptied folders are removed with rmdir, never by removing whatever is there. An entry
-    already gone counts as purged. A held link that is the last link of its inode is
+    already gone from a holding folder that is still the one it was held in counts as purged;
+    one whose holding folder is gone or another (renamed away by a writer of the folder above)
+    is not reached, stays journaled, and is reported per folder (``HoldingGone``, each also
+    handed to ``on_gone`` for an alert). A held link that is the last link of its inode is
     unlinked only if its delete's copy to keep (below ``seeding_roots`` or ``keep_roots``)
     still verifies, by the delete's own check (``_keep_holds_same_content``): the grace
     period is exactly when a user may remove that copy. Else it stays, journaled, and is
@@ -2587,12 +2652,16 @@ def purge_holding(
     now = time.time() if now is None else now
     removed: list[str] = []
     problems: list[str] = []
+    gone: dict[tuple[str, str], int] = {}  # (holding folder, why): held links not reached
     all_kept = True
     for h in held:
         if not h.expired(older_than_s, now):
             continue
         try:
             run_gone = _purge_one(h, tuple(seeding_roots), tuple(keep_roots), catalog)
+        except HoldingGone as e:
+            gone[(e.folder, e.why)] = gone.get((e.folder, e.why), 0) + 1
+            continue
         except (UnsafeOperation, OSError) as e:
             problems.append(f"{h.path}: {e}")
             all_kept = all_kept and isinstance(e, LastCopyKept)
@@ -2601,8 +2670,14 @@ def purge_holding(
             on_purged(h)
         if run_gone is not None and run_gone not in removed:
             removed.append(run_gone)
+    for (folder, why), n in gone.items():
+        e = HoldingGone(folder, why, links=n)
+        problems.append(e.message)
+        if on_gone is not None:
+            on_gone(e)
     if problems:
-        raise (LastCopyKept if all_kept else UnsafeOperation)("holding purge left some entries: " + "; ".join(problems))
+        cls = LastCopyKept if all_kept and not gone else UnsafeOperation
+        raise cls("holding purge left some entries: " + "; ".join(problems))
     return removed
 
 
@@ -2614,6 +2689,7 @@ def _purge_one(h: HeldLink, seeding_roots: tuple, keep_roots: tuple, catalog) ->
     chain, name = parts[:-1], parts[-1]
     d, stats = _descend(root, chain, own=True)
     try:
+        _holding_is(root, stats[1] if len(stats) > 1 else None, h.holding)
         if len(stats) == len(chain) + 1:
             st = d.lstat(name)
             if st is not None:

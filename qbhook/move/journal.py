@@ -512,6 +512,7 @@ class Journal:
                     blake3_hex=a.get("blake3") or res.get("blake3"),
                     orphan=bool(a.get("orphan")),
                     origin=a.get("path"),
+                    holding=tuple(res["holding"]) if res.get("holding") else None,
                 )
             )
         return out

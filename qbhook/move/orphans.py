@@ -852,6 +852,8 @@ def purge_held(
             held=screen.purgeable,
             now=now,
             on_purged=lambda h: journal.mark_purged(h.key),
+            # A held link out of reach may be a last copy in a folder renamed away: a person must look.
+            on_gone=lambda e: notify.emit("guard", f"holding purge: {e.message}", "failure"),
             catalog=catalog,
             keep_roots=tuple(p.path for p in cfg.pools),
         )

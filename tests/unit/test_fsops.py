@@ -73,6 +73,7 @@ def held_link(res: dict, since: float, kw: dict) -> fsops.HeldLink:
         keep_path=str(kw["keep_path"]),
         size=kw.get("size"),
         blake3_hex=kw.get("keep_blake3") or kw.get("blake3_hex"),
+        holding=tuple(res["holding"]) if res.get("holding") else None,
     )
 
 

@@ -111,6 +111,58 @@ def test_held_entry_replaced_by_another_file_is_left_alone(fs2):
     assert Path(r["held_at"]).read_bytes() == b"something else"
 
 
+@pytest.mark.parametrize("swapped_in", [False, True], ids=["renamed-away", "another-in-its-place"])
+def test_held_links_in_a_holding_folder_renamed_away_are_reported_never_marked_purged(fs2, swapped_in):
+    """.qbhook-holding is root's 0700, but it sits in a folder qBittorrent writes, and a rename there
+    needs no permission on the folder renamed. Its held links are then out of reach: the purge
+    must not call them purged (they would leak for good, reported as gone) but name the folder."""
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    a, _b, _keep, kw = _doomed(fs2)
+    r = fsops.safe_unlink(a, **kw, hold_run=5)
+    held = held_link(r, time.time() - 10, kw)
+    hold = seed_s / fsops.HOLDING_DIR
+    os.rename(hold, seed_s / "renamed")  # qBittorrent's user, in its own folder
+    if swapped_in:
+        hold.mkdir(mode=0o700)  # another folder of qbhook's own kind (its staging, renamed) in its place
+    purged, gone = [], []
+    with pytest.raises(UnsafeOperation, match=f"holding folder gone or replaced: {hold}, 1 held link"):
+        fsops.purge_holding([seed_s], 1, held=[held], on_purged=purged.append, on_gone=gone.append)
+    assert purged == [] and [e.links for e in gone] == [1]
+    assert os.stat(seed_s / "renamed/5/A/f.bin").st_ino == kw["ino"]  # kept, journaled still
+
+
+def test_a_hidden_link_whose_holding_folder_was_renamed_away_is_reported_not_absent(fs2):
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    f = write(seed_s / "Show/e01.mkv", b"x" * 1000)
+    roots = (str(seed_s),)
+    res = fsops.hide_during_move(str(f), roots=roots, run=7)
+    assert res["status"] == "hidden" and not f.exists()
+    os.rename(seed_s / fsops.HOLDING_DIR, seed_s / "renamed")
+    with pytest.raises(UnsafeOperation, match="holding folder gone or replaced"):
+        fsops.unhide_after_move(str(f), roots=roots, run=7, holding=res["holding"])
+    (seed_s / fsops.HOLDING_DIR).mkdir(mode=0o700)
+    with pytest.raises(UnsafeOperation, match="another folder stands in its place"):
+        fsops.unhide_after_move(str(f), roots=roots, run=7, holding=res["holding"])
+    assert not f.exists() and (seed_s / "renamed/7-moving/Show/e01.mkv").exists()
+
+
+def test_the_journal_keeps_each_held_links_holding_folder_for_the_purge(tmpfs, tmp_path):
+    """The identity travels from the hold through the journal: a holding folder swapped for another
+    after a run stops the purge of that run's held links, which stay journaled."""
+    w = _grace(_make_world(tmpfs, tmp_path, "j"), 3600)
+    summary = w.executor().apply(demote_plan(w))
+    assert summary.status == "done", summary.groups[0].reason
+    held = w.journal.held_links()
+    assert held and all(h.holding is not None for h in held)
+    hold = os.path.join(w.seed_s, fsops.HOLDING_DIR)
+    os.rename(hold, os.path.join(w.seed_s, "renamed"))
+    os.mkdir(hold, 0o700)
+    with pytest.raises(UnsafeOperation, match=f"{len(held)} held link"):
+        fsops.purge_holding([w.seed_s], 0, held=held, on_purged=lambda h: w.journal.mark_purged(h.key))
+    assert len(w.journal.held_links()) == len(held)
+    w.cat.close()
+
+
 # --------------------------------------------------------------------------- finding 2: check-then-unlink
 
 

@@ -213,6 +213,22 @@ def test_executor_purge_with_the_client_unreachable_keeps_orphans_and_purges_the
     assert notified == []  # a refusal is postponed to the next purge, not a kept copy
 
 
+def test_purge_expired_names_a_holding_folder_renamed_away_and_keeps_its_links_journaled(world, notified):
+    """``qbhook holding --purge-expired``: held links out of reach (their holding folder renamed away
+    by a writer of the seeding root) are not marked purged; the error and an alert name the folder."""
+    w = world
+    summary = w.executor().apply(demote_plan(w))
+    assert summary.status == "done", summary.groups[0].reason
+    held = w.journal.held_links()
+    hold = os.path.join(w.seed_s, HOLDING_DIR)
+    os.rename(hold, os.path.join(w.seed_s, "renamed"))
+    expire(w)
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    gone = f"holding folder gone or replaced: {hold}, {len(held)} held link(s) not reached"
+    assert gone in str(out.error) and len(w.journal.held_links()) == len(held)
+    assert [(k, s) for k, _t, s in notified] == [("guard", "failure")] and gone in notified[0][1]
+
+
 # --------------------------------------------------------------------------- a quarantine that died
 
 
