@@ -566,6 +566,9 @@ class Executor:
         self.roots = ctx.roots
         # old link -> the cached hash its hiding carried (``_hide_old_links``), until put back
         self._carried: dict[str, dict] = {}
+        # old link -> the holding folder's [dev, inode] it was hidden in, until put back: a put-back
+        # that finds that folder gone or another reports it (fsops.HoldingGone), never "absent"
+        self._hidden_in: dict[str, list[int]] = {}
 
     # ------------------------------------------------------------------ entry points
 
@@ -1771,14 +1774,22 @@ class Executor:
             n += res["status"] == "hidden"
             if "carry" in res:
                 self._carried[p] = res["carry"]  # lost on a crash: the delete then reads the file again
+            if "holding" in res:
+                self._hidden_in[p] = res["holding"]  # lost on a crash: the put-back then cannot tell
         return n
 
     def _unhide_old_links(self, run_id: int, c: ClientPort, s: Relocate) -> int:
         roots, n = self.ctx.seeding_roots, 0
         for p in self._old_links(c, s):
             res = fsops.unhide_after_move(
-                p, roots=roots, run=run_id, catalog=self.catalog, carry=self._carried.pop(p, None)
+                p,
+                roots=roots,
+                run=run_id,
+                catalog=self.catalog,
+                carry=self._carried.pop(p, None),
+                holding=self._hidden_in.get(p),
             )
+            self._hidden_in.pop(p, None)
             n += res["status"] == "restored"
         return n
 
@@ -2054,7 +2065,10 @@ class Executor:
             else:
                 roots, carry = self.ctx.seeding_roots, self._carried.pop(p, None)
                 try:
-                    fsops.unhide_after_move(p, roots=roots, run=run_id, catalog=self.catalog, carry=carry)
+                    fsops.unhide_after_move(
+                        p, roots=roots, run=run_id, catalog=self.catalog, carry=carry, holding=self._hidden_in.get(p)
+                    )
+                    self._hidden_in.pop(p, None)
                 except QbhookError as e:
                     kept.append(e.message)
                 except OSError as e:

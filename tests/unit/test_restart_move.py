@@ -196,6 +196,29 @@ def test_hide_and_unhide_are_idempotent_and_never_replace_a_newcomer(tmpfs, tmp_
         fsops.hide_during_move(str(root / "elsewhere"), roots=roots, run=9)
 
 
+def test_a_holding_folder_renamed_away_during_the_move_fails_the_group_naming_it_nothing_deleted(restarting):
+    """qBittorrent's user renames .qbhook-holding (a rename in its own folder) while the torrent
+    moves: the put-back must not read the hidden links as "absent" (the deletes would then read
+    absent too and the links leak, hidden for good), but fail the group naming the folder."""
+    w = restarting
+    w.qbt.restart_on.clear()
+    real_set_location = w.qbt.set_location
+
+    def renamed_meanwhile(h, path):
+        w.qbt.set_location = real_set_location
+        os.rename(os.path.join(w.seed_s, fsops.HOLDING_DIR), os.path.join(w.seed_s, "renamed"))
+        return real_set_location(h, path)
+
+    w.qbt.set_location = renamed_meanwhile
+    summary = w.executor().apply(demote_plan(w))
+
+    assert summary.status != "done" and summary.groups[0].status == "failed"
+    assert "holding folder gone or replaced: " + os.path.join(w.seed_s, fsops.HOLDING_DIR) in summary.groups[0].reason
+    for rel, data in FILES:  # every hidden link still there, in the renamed folder
+        with open(os.path.join(w.seed_s, "renamed", f"{summary.run_id}-moving", rel), "rb") as f:
+            assert f.read() == data
+
+
 def test_killed_between_hiding_and_set_location_then_started_by_hand_gets_its_links_back(restarting):
     """qbhook dies after hiding the old links and before setLocation; someone then starts the
     torrent, which finds its files gone (missingFiles). The resumed run fails the relocation (not
