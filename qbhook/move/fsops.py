@@ -1632,8 +1632,8 @@ class Relinker:
             kroot, kparts = self._split_keep(keep_path)
             if not kparts:
                 raise UnsafeOperation(f"{keep_s} is a configured root, not an entry inside one")
-            # The planner never keeps such a name (``paths.relink_temp_named``); a scan catalogs them
-            # like any file, so this is the last guard, for a plan made otherwise (an edited file).
+            # The planner never keeps such a name (``paths.relink_temp_named``) nor a scan catalogs
+            # one; this is the last guard, for a plan made otherwise (an edited file, an old catalog).
             if kparts[-1].startswith(RELINK_PREFIX):
                 raise UnsafeOperation(f"{keep_s} is named like qbhook's temporary links")
             kdir = self._dir(kroot, kparts[:-1], False)
