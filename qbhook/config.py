@@ -130,7 +130,8 @@ class PolicyConfig:
 
 
 # ZFS's snapshot folder and qbhook's own (``move.fsops.STAGING_DIR`` / ``HOLDING_DIR``, which
-# cannot be imported here: config sits below move): in every ``scan.ignore_names``.
+# cannot be imported here: config sits below move): in every ``scan.ignore_names``. Exact names;
+# qbhook's temporary relink links go by a prefix (``paths.RELINK_PREFIX``), which each walk skips.
 ALWAYS_IGNORED: tuple[str, ...] = (".zfs", ".qbhook-holding", ".qbhook-staging")
 
 

@@ -28,8 +28,10 @@ __all__ = [
 ]
 
 # How the temporary link of a same-pool relink is named (``move.fsops._relink_name``). One home for
-# both ends: ``move.fsops`` never relinks or keeps a name with it, and ``decide.converge`` never
-# plans one as a victim or the copy to keep (a scan catalogs such names like any file).
+# every end: ``move.fsops`` never relinks or keeps a name with it, ``decide.converge`` never plans
+# one as a victim or the copy to keep (a catalog from before the scans skipped them may hold one),
+# and neither the scan's walks nor the orphans walk list a regular file so named. A folder so
+# named is not qbhook's: it is walked like any other.
 RELINK_PREFIX = ".qbhook-relink."
 
 

@@ -47,7 +47,8 @@ def find_cmd(root: bytes, ignore: set[bytes]) -> list[bytes]:
     # apply below the root only, as the Python walk's name filter.
     #
     # Ignored names are tested on folders only, and pruned there; a regular file with an
-    # ignored name is printed and dropped in Python (scan._ignored_lines). Each -name costs find
+    # ignored name is printed and dropped in Python (scan._ignored_lines), as is one named like
+    # qbhook's temporary relink links (paths.RELINK_PREFIX). Each -name costs find
     # an fnmatch per entry: three of them on every file were ~0.2 CPU-s per 220,000
     # paths (a bare find: ~0.45 CPU-s). `-type d` reads the entry's d_type (no stat), but find's
     # optimiser moves name tests in front of it, so the empty `-printf ''` between them (an

@@ -43,10 +43,14 @@ from qbhook.catalog.store import Catalog, stat_signature
 from qbhook.config import PoolConfig, ScanConfig
 from qbhook.dirfd import FolderRefused, NotAFolder, open_below, open_root
 from qbhook.errors import MassDeleteRefused, QbhookError
-from qbhook.paths import shown
+from qbhook.paths import RELINK_PREFIX, shown
 from qbhook.progress import Progress
 
 log = logging.getLogger(__name__)
+
+# qbhook's temporary relink links (``paths.RELINK_PREFIX``): a file so named is never catalogued.
+_RELINK = RELINK_PREFIX.encode()
+_RELINK_NAMED = b"/" + _RELINK  # how a find line's path holds such a name, right after a "/"
 
 
 @dataclass
@@ -425,6 +429,7 @@ def _python_walk(
     unreadable: list[bytes] = []
     dev_fs: dict[int, int] = {}
     S_ISREG = stat_mod.S_ISREG
+    relink = _RELINK
     seen = added = changed = 0
 
     fsencode = os.fsencode
@@ -457,6 +462,8 @@ def _python_walk(
                             try:
                                 if entry.is_dir(follow_symlinks=False):
                                     subdirs.append(name)
+                                    continue
+                                if name[0] == 46 and name.startswith(relink):  # 46: "."; a relink link
                                     continue
                                 st = entry.stat(follow_symlinks=False)  # fstatat relative to fd
                             except OSError:
@@ -553,15 +560,17 @@ class _FoundStat:
 
 
 def _ignored_lines(buf: bytes, lines: list[bytes], ends: tuple[bytes, ...]) -> list[bytes]:
-    """``lines`` (the complete lines of ``buf``) without those of files whose name is ignored.
+    """``lines`` (the complete lines of ``buf``) without those of files whose name is ignored
+    or is a relink link's (``_RELINK``).
 
     ``ends`` are b"/NAME" for each ignored name. A line's path ends with one of them exactly
     when ``buf`` holds it followed by the line's NUL (paths hold no NUL, and find prints every
-    path below the root, after a "/"), so one search in C per name spares the per-line test
-    for every chunk that has none (nearly all of them)."""
-    if not any(e + b"\0" in buf for e in ends):
+    path below the root, after a "/"), and a relink link's name follows a "/" in its line; so
+    one search in C per name spares the per-line test for every chunk that has none (nearly
+    all of them). Only a line's last name counts: a folder named like a relink link is walked."""
+    if _RELINK_NAMED not in buf and not any(e + b"\0" in buf for e in ends):
         return lines
-    return [ln for ln in lines if not ln.endswith(ends)]
+    return [ln for ln in lines if not ln.endswith(ends) and not ln.startswith(_RELINK_NAMED, ln.rfind(b"/"))]
 
 
 def _parse_find_line(line: bytes) -> tuple[bytes, _FoundStat]:
@@ -882,7 +891,8 @@ def _compare(
 # processes costs a Python call per line (Python's own hash() is salted per process), and the
 # lines themselves are ~200 bytes per path.
 
-_MEMO_VERSION = 1
+# 2: lines of relink links dropped (_ignored_lines); a memo of 1 vouched for a catalog that may hold one.
+_MEMO_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)

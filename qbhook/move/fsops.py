@@ -845,9 +845,9 @@ def copy_verified(
     same dataset: the final link is atomic), is hashed while copied, fsynced, gets the
     source's mode, owner and mtime, and only then is hardlinked to ``dst`` - link()
     never replaces an existing name, rename() would. Returns an ``Act`` (``{status:
-    copied|present, bytes_written, blake3}``; ``after``: ``dst`` right after, proven to be the
-    inode written, with the size and mtime it was written with). Any failure removes the
-    staged file; the source is only read.
+    copied|present, bytes_written, blake3}``; ``after``: ``dst``'s lstat right after qbhook's last
+    act on it, proven to be the inode written, with the size and mtime it was written with). Any
+    failure removes the staged file; the source is only read.
     Both ends are reached through verified folders: ``dst`` below ``roots`` (the seeding roots: a
     view goes nowhere else), ``src`` below ``src_roots`` (default ``roots``); the staging folder is
     qbhook's own (0700, owned by it, on the destination's filesystem).
@@ -891,14 +891,16 @@ def copy_verified(
                 result = None
             os.unlink(staged, dir_fd=staging.fd)
             staged = None
+            # The hash is cached for this stat, ctime included: taken right after our last act (link
+            # and unlink move the ctime), not after the slow fsync, so any later write leaves it stale
+            # (a write between the link and here moves the ctime as ours do: no stat can tell).
+            last = parent.lstat(name) if result is None else None
             # fsync(parent) below makes only the destination's link durable: a power cut must not
             # bring the staged name back as a second link of the copy (one folder fsync per copy).
             os.fsync(staging.fd)
             if result is None:
-                # Looked at once the staging name went (its unlink moves the ctime too): the name is
-                # the inode written, and nothing wrote to it since (size and mtime as written), so
-                # the hash proven here is its content's, for this stat.
-                after = _made_is(parent, name, wst, os.fsdecode(_p(dst)))
+                # The inode written, and nothing wrote to it before ``last`` (size, mtime as written).
+                after = _is_made(last, wst, os.fsdecode(_p(dst)))
                 if (after.st_size, after.st_mtime_ns) != (wst.st_size, wst.st_mtime_ns):
                     raise UnsafeOperation(f"{os.fsdecode(_p(dst))} was written to right after qbhook copied it")
                 result = Act(ActStatus.COPIED, after, {"bytes_written": written, "blake3": digest.hex()})
@@ -1118,7 +1120,11 @@ def _made_is(d: Dir, name: bytes, want: os.stat_result, shown: str) -> os.stat_r
     Taken through the verified folder the act used. Another inode there means a writer swapped
     the entry after the act: what the act vouches for (a link of a known inode, with a known
     hash) is not what the name holds, so nothing may be recorded or built on it."""
-    now = d.lstat(name)
+    return _is_made(d.lstat(name), want, shown)
+
+
+def _is_made(now: os.stat_result | None, want: os.stat_result, shown: str) -> os.stat_result:
+    """``now`` (an lstat taken right after an act, by ``_made_is`` or its caller), if it is the inode ``want``."""
     if now is None or (now.st_dev, now.st_ino) != (want.st_dev, want.st_ino):
         raise UnsafeOperation(
             f"{shown} changed right after qbhook made it: it is not the file qbhook linked there",
@@ -1643,8 +1649,8 @@ class Relinker:
             kroot, kparts = self._split_keep(keep_path)
             if not kparts:
                 raise UnsafeOperation(f"{keep_s} is a configured root, not an entry inside one")
-            # The planner never keeps such a name (``paths.relink_temp_named``); a scan catalogs them
-            # like any file, so this is the last guard, for a plan made otherwise (an edited file).
+            # The planner never keeps such a name (``paths.relink_temp_named``) nor a scan catalogs
+            # one; this is the last guard, for a plan made otherwise (an edited file, an old catalog).
             if kparts[-1].startswith(RELINK_PREFIX):
                 raise UnsafeOperation(f"{keep_s} is named like qbhook's temporary links")
             kdir = self._dir(kroot, kparts[:-1], False)

@@ -5,7 +5,7 @@ are the thin side effects around it):
 
 * every regular file below every seeding root is one *entry* (the walk never follows a
   symlink nor crosses into another filesystem; qbhook's own folders and ``scan.ignore_names``
-  are not entered);
+  are not entered, nor its temporary relink links listed: ``paths.RELINK_PREFIX``);
 * a file is *referenced* when it is a file of a complete torrent of any client; it is
   *protected* (never an orphan, whatever else holds) when it is a part file (``.!qB``), lies
   in the content folder of a torrent that is incomplete, lacks metadata or skips files
@@ -57,7 +57,7 @@ from qbhook.clients.model import PART_SUFFIX
 from qbhook.clients.port import ClientPort
 from qbhook.dirfd import FolderRefused, NotAFolder, open_below, open_root
 from qbhook.errors import LastCopyKept, OrphansRefused, PathMapError, QbhookError, QbtError, UnsafeOperation
-from qbhook.paths import is_within, within_any
+from qbhook.paths import RELINK_PREFIX, is_within, within_any
 
 if TYPE_CHECKING:
     from qbhook.move.fsops import HeldLink
@@ -449,6 +449,8 @@ def _list(
                 else:
                     subdirs.append(de.name)
             elif stat_mod.S_ISREG(st.st_mode):
+                if de.name[0] == "." and de.name.startswith(RELINK_PREFIX):
+                    continue  # a relink's temporary link: a spare name of a file, in use or left by a crash
                 entries.append(
                     Entry(
                         path,

@@ -557,6 +557,34 @@ def test_copy_refuses_a_name_swapped_right_after_the_copy_is_linked_in(fs2, monk
     assert swapped
 
 
+def test_a_copy_rewritten_while_its_folder_is_synced_gets_no_hash_for_the_new_bytes(fs2, monkeypatch):
+    """The copy's stat was taken after the staging folder's fsync, which can wait on the disk: a
+    writer that rewrote the new file then at the same size and put its mtime back got the copy's
+    hash cached for the rewritten bytes. The stat is now taken right after qbhook's last act, so the
+    writer's ctime leaves that hash stale."""
+    _stash, _pool, seed_s, seed_p, cat = fs2
+    data = b"payload" * 100
+    src = write(seed_s / "A/f.bin", data)
+    dst = seed_p / "view/f.bin"
+    real_fsync = os.fsync
+    rewritten = []
+
+    def fsync_then_rewrite(fd):
+        real_fsync(fd)
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")) == fsops.STAGING_DIR and dst.exists():
+            st = os.lstat(dst)
+            time.sleep(0.05)  # past the clock tick of qbhook's own acts: the ctime moves
+            dst.write_bytes(b"X" * len(data))
+            os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+            rewritten.append(True)
+
+    monkeypatch.setattr(os, "fsync", fsync_then_rewrite)
+    res = fsops.copy_verified(src, dst, b3(data), len(data), roots=(seed_s, seed_p))
+    assert rewritten
+    cat.store_hash(cat.record_path(str(dst), "pool", st=res.after), bytes.fromhex(res["blake3"]), res.after)
+    assert not _hash_valid_now(cat, dst)  # as the executor records it: never valid for the X bytes
+
+
 def test_an_act_result_is_the_journaled_mapping_and_carries_the_stat_it_proved(fs2):
     _stash, _pool, seed_s, seed_p, _cat = fs2
     data = b"payload" * 100

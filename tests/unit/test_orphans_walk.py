@@ -54,3 +54,13 @@ def test_qbhooks_own_folders_are_never_walked_whatever_ignore_names_lists(tmp_pa
     write(seed / "@eaDir/thumb", b"nas")
     write(seed / "m/a.bin", b"movie")
     assert [e.path for e in walk_roots(cfg).entries] == [f"{seed}/m/a.bin"]
+
+
+def test_relink_links_are_not_listed_but_a_folder_so_named_is_walked(bed):
+    # A relink's temporary link (paths.RELINK_PREFIX), in use or left by a crash, was listed as an
+    # orphan: quarantining it under a running relink breaks that relink's rename.
+    cfg, seed, _outside = bed
+    write(seed / "m/a.bin", b"movie")
+    os.link(seed / "m/a.bin", seed / "m/.qbhook-relink.1f.a.bin")
+    write(seed / "m/.qbhook-relink.dir/in.bin", b"a user's folder")
+    assert sorted(e.path for e in walk_roots(cfg).entries) == [f"{seed}/m/.qbhook-relink.dir/in.bin", f"{seed}/m/a.bin"]

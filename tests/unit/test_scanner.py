@@ -351,6 +351,59 @@ def test_files_with_ignored_names_stay_out_of_every_find_rescan(tmp_path, monkey
         cat.close()
 
 
+def test_relink_links_are_never_catalogued_by_either_walk(tmp_path, monkeypatch):
+    # qbhook's temporary relink links (paths.RELINK_PREFIX), in use or left by a crash, were
+    # catalogued as seeding files. Files so named are skipped by the first scan, the find rescan
+    # (line by line and from the memo) and the Python rescan; a folder so named is walked.
+    stash, pool = tmp_path / "stash", tmp_path / "pool"
+    seed = stash / "data/media/torrents/seeding"
+    write(seed / "t/a.mkv", b"a")
+    os.link(seed / "t/a.mkv", seed / "t/.qbhook-relink.1f.a.mkv")
+    write(seed / ".qbhook-relink.old", b"left by an older version")
+    write(seed / "t/.qbhook-relink.dir/in.mkv", b"a user's folder")
+    write(seed / "t/x.qbhook-relink.y", b"not the prefix")
+    cats = {}
+    for name in ("find", "python"):
+        cfg = make_config(tmp_path / f"{name}.sqlite", stash, pool)
+        cats[name] = (cfg, Catalog.open(cfg.catalog))
+        scan_pool(cats[name][1], cfg.primary, cfg.scan)  # first scans: the Python walk
+
+    def rescan_both():
+        out = {}
+        for name, (cfg, cat) in cats.items():
+            with monkeypatch.context() as m:
+                if name == "find":
+                    _find_only(m)
+                else:
+                    m.setattr(scanner, "FIND_WALK", False)
+                r = scan_pool(cat, cfg.primary, cfg.scan)
+            out[name] = (r.files_seen, r.added, r.changed, r.removed)
+        assert out["find"] == out["python"]
+        assert _rows(cats["find"][1]) == _rows(cats["python"][1])
+        return out["find"]
+
+    assert rescan_both() == (3, 0, 0, 0)  # line by line; saves a memo
+    assert rescan_both() == (3, 0, 0, 0)  # the memo
+    os.link(seed / "t/x.qbhook-relink.y", seed / "t/.qbhook-relink.2a.x.qbhook-relink.y")  # a relink starts
+    os.unlink(seed / "t/.qbhook-relink.1f.a.mkv")  # the crashed one's leftover cleaned
+    assert rescan_both() == (3, 0, 2, 0)  # link counts moved; no path came or went
+    names = {os.path.basename(p) for p, *_ in _rows(cats["find"][1])}
+    assert names == {b"a.mkv", b"in.mkv", b"x.qbhook-relink.y"}
+    for _cfg, cat in cats.values():
+        cat.close()
+
+
+def test_relink_link_lines_are_dropped_by_their_last_name_only():
+    lines = [
+        b"1 2 3 4.0 5.0 2 /r/t/.qbhook-relink.1f.a.mkv",  # dropped
+        b"1 2 3 4.0 5.0 1 /r/t/.qbhook-relink.dir/in.mkv",  # in a folder so named: kept
+        b"1 2 3 4.0 5.0 1 /r/t/x.qbhook-relink.y",  # not at the start of the name: kept
+    ]
+    buf = b"\0".join(lines) + b"\0"
+    assert scanner._ignored_lines(buf, lines, ()) == lines[1:]
+    assert scanner._ignored_lines(buf, lines, (b"/.zfs",)) == lines[1:]
+
+
 def test_hashing_finds_output_while_it_runs_gives_the_one_pass_digest():
     # The memo's digest is taken while find still writes: a writer that appends in bursts,
     # read between them, must give exactly the digest of the whole output read once at the end.
