@@ -34,6 +34,7 @@ from qbhook.pathmap import PathMap
 __all__ = [
     "CHECKING_STATES",
     "PART_SUFFIX",
+    "PAUSED_RAW_STATE",
     "STABLE_STATES",
     "RecordFields",
     "TorrentFile",
@@ -66,6 +67,13 @@ def check_hash(value: str) -> str:
 # qBittorrent 5 (Web API 2.11) renamed paused* to stopped*; callers only ever
 # see the new names so one state machine serves both major versions.
 _STATE_ALIASES = {"pausedUP": "stoppedUP", "pausedDL": "stoppedDL"}
+
+# rTorrent's third state, ``raw_state`` of an item started but held inactive (``d.state`` 1,
+# ``d.is_active`` 0; ruTorrent's "paused"). Normalized it is stopped: it transfers nothing and
+# the executor's state machine treats it so; ``TorrentInfo.is_paused`` tells it apart, so a
+# relocation can leave it paused, not stopped. qBittorrent has no such state: its 4.x
+# ``pausedUP`` is a stop, and never this raw state.
+PAUSED_RAW_STATE = "paused"
 
 # qBittorrent's "append .!qB extension to incomplete files": a file being written is named
 # ``name + PART_SUFFIX``, and renamed (same inode) to ``name`` once complete. The orphan walk
@@ -335,6 +343,12 @@ class TorrentInfo:
         """Started: a stable state other than stopped (queued counts: the client runs it in its turn).
         A transition (a check, checkingResumeData, a move) says neither: a stopped torrent has them too."""
         return self.is_stable and not self.is_stopped
+
+    @property
+    def is_paused(self) -> bool:
+        """Stopped, but held by its client as started-and-paused (``PAUSED_RAW_STATE``, rTorrent):
+        ``pause()`` (clients/port.py ``Pausing``) brings it back so, ``start()`` runs it."""
+        return self.is_stopped and self.raw_state == PAUSED_RAW_STATE
 
     @property
     def is_forced(self) -> bool:

@@ -33,6 +33,10 @@ of them asking which client it is. The rules every adapter keeps:
 * ``start(forced=True)`` starts a torrent outside the client's queue, as it ran when its
   state said ``forcedUP``/``forcedDL`` (``TorrentInfo.is_forced``); a client with no queue to
   bypass (rTorrent) starts it as any start, and never reports a forced state;
+* a client with a third state between started and stopped (rTorrent's pause: started but
+  inactive) reports it stopped, ``TorrentInfo.is_paused`` set, and has ``pause()``
+  (``Pausing``), which puts a stopped torrent back in it. The executor relocates it stopped and
+  pauses it again afterwards, as it brings a running one back running;
 * failures are QbhookErrors: UnknownTorrent, the client's QbtError subclass
   (unreachable / refused), UnsafeOperation for a refused unsafe request.
 
@@ -51,7 +55,7 @@ from qbhook.clients.model import TorrentFile, TorrentInfo
 from qbhook.errors import UnknownTorrent
 from qbhook.pathmap import PathMap
 
-__all__ = ["PORT_METHODS", "BatchListing", "ClientPort", "FindOrRaise"]
+__all__ = ["PORT_METHODS", "BatchListing", "ClientPort", "FindOrRaise", "Pausing"]
 
 
 class FindOrRaise:
@@ -132,6 +136,13 @@ class BatchListing(Protocol):
     """Optional: every torrent with its files in as few round trips as the client allows."""
 
     def torrents_with_files(self) -> list[tuple[TorrentInfo, list[TorrentFile]]]: ...
+
+
+@runtime_checkable
+class Pausing(Protocol):
+    """Optional: a client whose records can say ``is_paused`` puts a stopped torrent back so."""
+
+    def pause(self, any_hash: str) -> None: ...
 
 
 #: Method names of ClientPort, for conformance checks.

@@ -22,7 +22,9 @@ The model (verified on Debian's rtorrent 0.9.8, see docs/rtorrent.md):
   ``qbhook.clients.model``): hash failed -> ``error``; ``d.hashing`` != 0 ->
   ``checkingUP``/``checkingDL``; closed, stopped (``d.state`` 0) or paused
   (started but inactive) -> ``stoppedUP``/``stoppedDL``; started and active ->
-  ``uploading``/``stalledUP`` or ``downloading``/``stalledDL`` by rate.
+  ``uploading``/``stalledUP`` or ``downloading``/``stalledDL`` by rate. Paused keeps its
+  own ``raw_state`` (``TorrentInfo.is_paused``): the relocation's ``d.stop`` ends it, and
+  ``pause()`` (d.start, d.pause) puts it back after the check.
   ``d.message`` is not a state: with a dead tracker it always holds a tracker
   error.
 * Label: ``d.custom1`` (ruTorrent's convention, percent-encoded as ruTorrent
@@ -48,6 +50,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from qbhook.clients.model import (  # one rule for hashes, tags and a record's fields
+    PAUSED_RAW_STATE,
     RecordFields,
     TorrentFile,
     TorrentInfo,
@@ -217,7 +220,7 @@ class RtItem:
             return "closed"
         if self.state == 0:
             return "stopped"
-        return "started" if self.is_active else "paused"
+        return "started" if self.is_active else PAUSED_RAW_STATE
 
     @property
     def has_all_bytes(self) -> bool:
@@ -508,6 +511,28 @@ class RtorrentClient(FindOrRaise):
         if item is not None and item.state == 1 and item.is_open and not item.is_active and not item.hashing:
             self._call(f"resume {h}", "d.resume", h.upper(), torrent=any_hash)
 
+    def pause(self, any_hash: str) -> None:
+        """Started but held inactive (ruTorrent's "paused", ``TorrentInfo.is_paused``): how a paused
+        item comes back after a relocation, whose d.stop ended its pause (``Pausing``).
+
+        One system.multicall, d.start, d.pause, d.save_full_session: rTorrent runs it to its end
+        before its event loop, so the item never transfers in between, and the state is on disk at
+        once, as the relocation's. Refused during a hash check: started then, rTorrent resumes it
+        when the check ends, and d.pause of an inactive item does nothing."""
+        item = self.item(any_hash)
+        if item is None:
+            raise self._unknown(any_hash)
+        if item.hashing:
+            raise UnsafeOperation(
+                f"refusing to pause {item.hash} ({item.name}): a hash check is running", hint="wait until it ends"
+            )
+        target = item.hash.upper()
+        self._multicall(
+            f"pause {item.hash}",
+            [_mc("d.start", target), _mc("d.pause", target), _mc("d.save_full_session", target)],
+            torrent=any_hash,
+        )
+
     def recheck(self, any_hash: str) -> None:
         """d.check_hash (a no-op while a check runs). A started item resumes after it."""
         h = self._resolve(any_hash)
@@ -517,7 +542,8 @@ class RtorrentClient(FindOrRaise):
         """Point the item at the same content under save path ``host_path`` and recheck it.
 
         One system.multicall: d.stop, d.close, d.directory_base.set, d.check_hash.
-        The item ends stopped (the caller starts it once the check reached 100 %).
+        The item ends stopped (the caller starts it once the check reached 100 %, or pauses it
+        again, ``pause``, if it was paused).
         """
         dest = normalize(host_path)
         item = self.item(any_hash)

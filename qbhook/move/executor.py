@@ -181,6 +181,22 @@ def _checks_on_move(c) -> bool:
     return getattr(c, "relocation_checks", False)
 
 
+def _as_found(c, h: str, obs: Mapping[str, Any], t, *, was_running: bool) -> bool:
+    """Torrent ``h`` (``t``, stopped by its relocation or its undo) back in the state its journaled
+    look ``obs`` found: started if it ran (forced, if it did: a plain start is queued), paused if
+    its client held it paused (clients/port.py ``Pausing``: rTorrent's d.stop before a relocation
+    ends a pause), else left stopped. True when it was started."""
+    if not t.is_stopped:
+        return False
+    if was_running:
+        c.start(h, forced=bool(obs.get("forced")))
+        return True
+    pause = getattr(c, "pause", None)
+    if obs.get("paused") and not t.is_paused and pause is not None:
+        pause(h)
+    return False
+
+
 # --------------------------------------------------------------------------- context
 
 
@@ -1389,6 +1405,7 @@ class Executor:
             "was_running": not t.is_stopped or by_us is not None,
             # started forced again: a plain start is queued (clients/port.py)
             "forced": t.is_forced if by_us is None else by_us,
+            "paused": t.is_paused,  # rTorrent's third state: paused again after the move (_as_found)
             "download_path": t.download_path,
             "auto_tmm": t.auto_tmm,
             "had_relocated_tag": bool(tag) and tag in t.tags,
@@ -1442,8 +1459,8 @@ class Executor:
         # Before it may run again: qBittorrent never wrote into the view since verify_view.
         self._check_views_unchanged(st)
         obs = r.step.observed or {}  # as _issue_move journaled it, if the first look was of a transition
-        if obs.get("was_running", True) and t.is_stopped:
-            c.start(h, forced=bool(obs.get("forced")))  # only now: the recheck at the new place ended at 100%
+        # Only now: the recheck at the new place ended at 100%.
+        _as_found(c, h, obs, t, was_running=obs.get("was_running", True))
         self.journal.forget_stopped(s.instance, h)  # running as it ran, or stopped by a person
         tag = self.cfg.policy.relocated_tag
         if tag:
@@ -2011,8 +2028,7 @@ class Executor:
         if obs.get("auto_tmm") and not t.auto_tmm and _storage_at(t, from_path):
             # Only with libtorrent's files back too: ATM on while its own move is pending would move them.
             self._restore_atm(st, c, h, from_path)
-        if obs.get("was_running") and t.is_stopped:
-            c.start(h, forced=bool(obs.get("forced")))
+        if _as_found(c, h, obs, t, was_running=bool(obs.get("was_running"))):
             self.journal.forget_stopped(s.instance, h)
         tag = self.cfg.policy.relocated_tag
         if tag and obs.get("had_relocated_tag") is False:

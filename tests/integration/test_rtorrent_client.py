@@ -475,6 +475,26 @@ def test_executor_demotes_an_rtorrent_sibling_group_through_the_port(rtorrent, r
 
 
 @pytest.mark.slow
+def test_a_paused_rtorrent_item_demoted_ends_paused_and_a_started_one_started(rtorrent, rt_client, pools, tmp_path):
+    """ruTorrent's "paused" (d.state 1, d.is_active 0) survives a relocation on the real rTorrent:
+    the relocation's d.stop ends the pause, and the executor pauses it again (``Pausing``) once
+    its check at the new place ended at 100 %, not start it or leave it stopped."""
+    bed = _demote_bed(rtorrent, rt_client, pools, tmp_path)
+    rpc = rtorrent.rpc()
+    started, paused = (h.upper() for h in bed.hashes)
+    rpc.call("d.pause", paused)
+    assert (rpc.call("d.state", paused), rpc.call("d.is_active", paused)) == (1, 0)
+    assert rt_client.torrent(paused).is_paused
+    summary = bed.executor().apply(bed.plan())
+    assert summary.status == "done" and summary.torrents_relocated == 2, summary.to_dict()
+    assert (rpc.call("d.state", paused), rpc.call("d.is_active", paused)) == (1, 0)
+    assert (rpc.call("d.state", started), rpc.call("d.is_active", started)) == (1, 1)
+    for h in bed.hashes:
+        t = rt_client.torrent(h)
+        assert t.is_complete and t.save_path.startswith(str(bed.seed_p)), t
+
+
+@pytest.mark.slow
 def test_executor_promotes_an_rtorrent_item_onto_a_library_copy(rtorrent, rt_client, pools, tmp_path):
     """An *arr copied the pool-seeded file into the stash library: promote, copying nothing."""
     from qbhook.clients.registry import Clients

@@ -7,7 +7,7 @@ import xmlrpc.client
 
 import pytest
 
-from qbhook.clients.port import PORT_METHODS, ClientPort
+from qbhook.clients.port import PORT_METHODS, ClientPort, Pausing
 from qbhook.clients.qbt.client import QbtClient
 from qbhook.clients.rtorrent import (
     RtItem,
@@ -137,6 +137,7 @@ class FakeRpc:
             "d.start",
             "d.check_hash",
             "d.resume",
+            "d.pause",
             "d.custom1.set",
             "d.custom.set",
             "d.directory_base.set",
@@ -299,6 +300,31 @@ def test_relocation_refuses_a_missing_destination_and_a_running_check(tmp_path):
     with pytest.raises(UnsafeOperation, match="hash check is running"):
         c.set_location(HM, str(tmp_path), require_existing=False)
     assert not any(m in ("d.stop", "d.close") for m, *_ in _multicalls(c))
+
+
+@pytest.mark.parametrize(
+    "changes, paused",
+    [({"is_active": 0}, True), ({}, False), ({"state": 0, "is_active": 0}, False), ({"is_open": 0}, False)],
+    ids=["paused", "started", "stopped", "closed"],
+)
+def test_only_a_started_inactive_item_says_paused(changes, paused):
+    t = _client([_row(ROW_MULTI, **changes)]).torrent(HM)
+    assert (t.is_paused, t.is_stopped) == (paused, t.state == "stoppedUP")
+
+
+def test_pause_is_one_multicall_start_pause_save_and_refused_during_a_check():
+    c = _client([_row(ROW_MULTI, state=0, is_active=0)])
+    c.pause(HM)
+    assert [(x["methodName"], *x["params"]) for x in c._rpc.calls[-1][1]] == [
+        ("d.start", HM.upper()),
+        ("d.pause", HM.upper()),  # in the same request: rTorrent's event loop never runs it in between
+        ("d.save_full_session", HM.upper()),
+    ]
+    c = _client([_row(ROW_MULTI, state=0, is_active=0, hashing=3)])
+    with pytest.raises(UnsafeOperation, match="hash check is running"):
+        c.pause(HM)  # started during a check, rTorrent resumes it when the check ends
+    assert not any(m == "d.start" for m, *_ in _multicalls(c))
+    assert isinstance(c, Pausing) and not isinstance(QbtClient("q", "http://localhost:1"), Pausing)
 
 
 def test_wait_checked_returns_when_hashing_ends():

@@ -1,0 +1,173 @@
+"""rTorrent's three states through a relocation: the executor over the real RtorrentClient, on a
+fake rTorrent that keeps ``d.state`` / ``d.is_active`` / ``d.hashing`` as 0.9.8 does.
+
+Paused (``d.state`` 1, ``d.is_active`` 0, ruTorrent's "paused") is stopped in the normalized
+vocabulary; the relocation's ``d.stop`` ends it. It must come back paused after the move and
+after a rollback, not stopped and not started; a started item started, a stopped one stopped."""
+
+from __future__ import annotations
+
+import os
+import xmlrpc.client
+
+import pytest
+
+from qbhook.clients.rtorrent import _ITEM_FIELDS, RtorrentClient
+from qbhook.move.executor import build_executor
+from qbhook.pathmap import PathMap
+from tests.unit.test_executor import FILES, H1, H2, _make_world, demote_plan
+from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
+
+_FIELDS = [cmd for cmd, _ in _ITEM_FIELDS]
+
+
+class StatefulRt:
+    """Answers like rTorrent 0.9.8 for the commands the adapter sends, keeping its state rules:
+    d.stop ends a pause (state 0); d.start starts (and, during a check, only marks it started: it
+    resumes when the check ends); d.pause holds an active item; a check takes ``check_polls``
+    calls and counts the bytes found under the new directory (``fail_at``: a fraction there)."""
+
+    def __init__(self, check_polls: int = 2):
+        self.items: dict[str, dict] = {}
+        self.files: dict[str, list] = {}
+        self.fail_at: dict[str, float] = {}
+        self.check_polls = check_polls
+        self.calls: list[str] = []
+
+    def add(self, h: str, name: str, directory: str, files: list[tuple[str, int]], *, state: int, active: int):
+        size = sum(s for _n, s in files)
+        self.items[h.upper()] = {
+            "d.hash": h.upper(),
+            "d.name": name,
+            "d.directory": directory,
+            "d.is_multi_file": 1,
+            "d.state": state,
+            "d.is_open": 1,
+            "d.is_active": active,
+            "d.hashing": 0,
+            "d.hashing_failed": 0,
+            "d.complete": 1,
+            "d.completed_bytes": size,
+            "d.size_bytes": size,
+            "d.left_bytes": 0,
+            "d.custom1": "",
+            "d.custom": "",
+            "d.load_date": 1,
+            "d.timestamp.finished": 1,
+            "d.up.rate": 0,
+            "d.down.rate": 0,
+            "d.message": "",
+            "_countdown": 0,
+        }
+        self.files[h.upper()] = [[n, s, 1, 1, 1] for n, s in files]
+
+    def mode(self, h: str) -> str:
+        it = self.items[h.upper()]
+        if it["d.hashing"]:
+            return "hashing"
+        if it["d.state"] == 0:
+            return "stopped"
+        return "started" if it["d.is_active"] else "paused"
+
+    def _tick(self) -> None:
+        for it in self.items.values():
+            if it["d.hashing"]:
+                it["_countdown"] -= 1
+                if it["_countdown"] <= 0:
+                    self._check_ends(it)
+
+    def _check_ends(self, it: dict) -> None:
+        size = it["d.size_bytes"]
+        names = [n for n, *_ in self.files[it["d.hash"]]]
+        here = all(os.path.exists(os.path.join(it["d.directory"], n)) for n in names)
+        done = int(size * self.fail_at.get(it["d.directory"], 1.0)) if here else 0
+        it.update({"d.hashing": 0, "d.completed_bytes": done, "d.left_bytes": size - done})
+        it["d.complete"] = int(done == size)
+        if it["d.state"] == 1:
+            it["d.is_active"] = 1  # DownloadList::hash_done resumes a started item
+
+    def call(self, method, *params):
+        self._tick()
+        if method == "d.multicall2":
+            return [[it[f] for f in _FIELDS] for it in self.items.values()]
+        if method == "system.multicall":
+            out = []
+            for c in params[0]:
+                try:
+                    out.append([self._one(c["methodName"], *c["params"])])
+                except xmlrpc.client.Fault as f:
+                    out.append({"faultCode": f.faultCode, "faultString": f.faultString})
+            return out
+        return self._one(method, *params)
+
+    def _one(self, method, target, *args):
+        it = self.items.get(target)
+        if it is None:
+            raise xmlrpc.client.Fault(-501, "Could not find info-hash.")
+        if method == "f.multicall":
+            return self.files[target]
+        if method in _FIELDS:
+            return it[method]
+        self.calls.append(f"{method} {target[:4]}")
+        if method == "d.stop":
+            it["d.state"], it["d.is_active"] = 0, 0
+        elif method == "d.close":
+            if it["d.is_active"]:
+                raise xmlrpc.client.Fault(-503, "Download is active.")
+            it["d.is_open"] = 0
+        elif method == "d.start":
+            it["d.state"], it["d.is_open"] = 1, 1
+            it["d.is_active"] = 0 if it["d.hashing"] else 1
+        elif method == "d.pause":
+            it["d.is_active"] = 0
+        elif method == "d.resume":
+            it["d.is_active"] = 1 if it["d.state"] == 1 and not it["d.hashing"] else it["d.is_active"]
+        elif method == "d.check_hash":
+            it.update({"d.hashing": 3, "d.is_open": 1, "d.is_active": 0, "_countdown": self.check_polls})
+        elif method == "d.directory_base.set":
+            it["d.directory"] = args[0]
+        elif method == "d.custom.set":
+            it["d.custom"] = args[1]
+        elif method != "d.save_full_session":
+            raise xmlrpc.client.Fault(-506, f"Method '{method}' not defined")
+        return 0
+
+
+@pytest.fixture
+def rt_world(tmpfs, tmp_path):  # noqa: F811
+    """test_executor's world (H1 and H2 cross-seeding on stash), its torrents in a fake rTorrent."""
+    w = _make_world(tmpfs, tmp_path)
+    rpc = StatefulRt()
+    files = [(rel.split("/", 1)[1], len(data)) for rel, data in FILES]
+    for h, state, active in ((H1, 1, 1), (H2, 0, 0)):
+        rpc.add(h, "Movie.2020", os.path.join(w.save(h, "stash"), "Movie.2020"), files, state=state, active=active)
+    rt = RtorrentClient("qbt", "/run/rt.sock", PathMap(), sleep=lambda s: None, clock=w.clock)
+    rt._rpc = rpc
+    yield w, rt, rpc
+    w.cat.close()
+
+
+def _apply(w, rt):
+    ex = build_executor(w.cfg, w.cat, {"qbt": rt}, w.journal, sleep=w.clock.sleep, clock=w.clock, poll_initial_s=0.5)
+    return ex.apply(demote_plan(w))
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["relocated", "rolled-back"])
+@pytest.mark.parametrize("h1", ["paused", "started"])
+def test_an_item_comes_back_paused_started_or_stopped_as_it_was(rt_world, h1, fail):
+    w, rt, rpc = rt_world
+    if h1 == "paused":
+        rpc.items[H1.upper()]["d.is_active"] = 0
+    assert rpc.mode(H1) == h1 and rt.torrent(H1).is_stopped is (h1 == "paused")  # paused is stopped, normalized
+    if fail:
+        rpc.fail_at[os.path.join(w.save(H2, "pool"), "Movie.2020")] = 0.9  # H2's check fails: both move back
+
+    summary = _apply(w, rt)
+
+    assert summary.groups[0].status == ("rolled_back" if fail else "done"), summary.groups[0].reason
+    where = "stash" if fail else "pool"
+    assert rt.torrent(H1).save_path == w.save(H1, where) and rt.torrent(H2).save_path == w.save(H2, where)
+    assert (rpc.mode(H1), rpc.mode(H2)) == (h1, "stopped")  # as they were found
+    assert rt.torrent(H1).is_complete and rt.torrent(H1).is_paused is (h1 == "paused")
+    (row,) = [r for r in w.journal.steps(summary.run_id) if r.kind == "relocate" and r.args["torrent"] == H1]
+    assert row.args["_observed"]["paused"] is (h1 == "paused")  # journaled: a resume or rollback knows it
