@@ -50,6 +50,7 @@ import ctypes
 import ctypes.util
 import errno
 import functools
+import operator
 import os
 import queue
 import stat as stat_mod
@@ -1792,8 +1793,8 @@ def _relink_at(
     # The kept inode once more, right before the link: its content was proven for ``kst``, taken
     # before the victim was read (minutes for a large file). A library file rewritten meanwhile
     # (a tagger; ``touch -r`` restores the mtime, never the ctime) must not reach the torrent's name.
-    kpre = kdir.lstat(kname)
-    if kpre is None or _content_stat(kpre) != _content_stat(kst):
+    kept, kpre = _content_stat(kst), kdir.lstat(kname)
+    if kpre is None or _content_stat(kpre) != kept:
         raise UnsafeOperation(f"{why}: the copy to keep changed during the checks", hint="re-plan")
 
     _link_temp(kdir, kname, parent, tmp, why)
@@ -1809,7 +1810,7 @@ def _relink_at(
         if last is None or _content_stat(last) != _content_stat(st):
             raise UnsafeOperation(f"{why}: {path_s} changed during the checks")
         # Our link moved the kept inode's ctime: the temporary name's own stat is its reference now.
-        if klast is None or _content_stat(klast) != _content_stat(kst)[:4] + (tst.st_ctime_ns,):
+        if klast is None or _content_stat(klast) != kept[:4] + (tst.st_ctime_ns,):
             raise UnsafeOperation(f"{why}: the copy to keep changed during the checks")
         held = _hold_entry(parent, name, last) if hold is not None and last.st_nlink == 1 else None
         try:
@@ -1832,10 +1833,12 @@ def _relink_at(
     return {"status": "relinked", "bytes_freed": freed, "nlink_before": last.st_nlink}, kst
 
 
-def _content_stat(st: os.stat_result) -> tuple[int, int, int, int, int]:
-    """What says an inode's bytes are the ones checked: (dev, ino, size, mtime, ctime); a write that
-    restores size and mtime still moves the ctime, which no user can set back."""
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+# What says an inode's bytes are the ones checked: (dev, ino, size, mtime, ctime); a write that
+# restores size and mtime still moves the ctime, which no user can set back. An attrgetter, not a
+# function: a relink takes it five times, each then without a Python frame (``_relink_at``).
+_content_stat: Callable[[os.stat_result], tuple[int, int, int, int, int]] = operator.attrgetter(
+    "st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns"
+)
 
 
 def _hold_entry(parent: Dir, name: bytes, st: os.stat_result) -> int | None:
