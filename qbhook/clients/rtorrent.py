@@ -519,19 +519,25 @@ class RtorrentClient(FindOrRaise):
         before its event loop, so the item never transfers in between, and the state is on disk at
         once, as the relocation's. Refused during a hash check: started then, rTorrent resumes it
         when the check ends, and d.pause of an inactive item does nothing."""
-        item = self.item(any_hash)
-        if item is None:
-            raise self._unknown(any_hash)
-        if item.hashing:
-            raise UnsafeOperation(
-                f"refusing to pause {item.hash} ({item.name}): a hash check is running", hint="wait until it ends"
-            )
+        item = self._idle_item(any_hash, "pause")
         target = item.hash.upper()
         self._multicall(
             f"pause {item.hash}",
             [_mc("d.start", target), _mc("d.pause", target), _mc("d.save_full_session", target)],
             torrent=any_hash,
         )
+
+    def _idle_item(self, any_hash: str, verb: str):
+        """The item, refused (``UnsafeOperation``) while a hash check runs: ``pause`` and
+        ``set_location`` change nothing under rTorrent's own check (their docstrings say why)."""
+        item = self.item(any_hash)
+        if item is None:
+            raise self._unknown(any_hash)
+        if item.hashing:
+            raise UnsafeOperation(
+                f"refusing to {verb} {item.hash} ({item.name}): a hash check is running", hint="wait until it ends"
+            )
+        return item
 
     def recheck(self, any_hash: str) -> None:
         """d.check_hash (a no-op while a check runs). A started item resumes after it."""
@@ -546,13 +552,7 @@ class RtorrentClient(FindOrRaise):
         again, ``pause``, if it was paused).
         """
         dest = normalize(host_path)
-        item = self.item(any_hash)
-        if item is None:
-            raise self._unknown(any_hash)
-        if item.hashing:
-            raise UnsafeOperation(
-                f"refusing to relocate {item.hash} ({item.name}): a hash check is running", hint="wait until it ends"
-            )
+        item = self._idle_item(any_hash, "relocate")
         _, leaf = self._split(item)
         host_dir = posixpath.join(dest, leaf) if item.is_multi_file else dest
         if require_existing and not os.path.isdir(host_dir):
