@@ -554,6 +554,18 @@ def _relink_leftovers(folder) -> list[str]:
     return [n for n in os.listdir(folder) if n.startswith(os.fsdecode(fsops.RELINK_PREFIX))]
 
 
+def _crash_after_the_temporary_link(victim, lib, kw) -> None:
+    """A relink killed (no cleanup, like SIGKILL) right after its temporary link: one leftover."""
+    pid = os.fork()
+    if pid == 0:  # the child dies (no cleanup, like SIGKILL) right after the temporary link
+        try:
+            _relink_over(victim, lib, **kw, on_temp_link=lambda: os._exit(9))
+        finally:
+            os._exit(1)
+    _pid, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 9 and len(_relink_leftovers(victim.parent)) == 1
+
+
 def test_relink_over_puts_a_link_of_the_library_inode_over_the_seeding_copy(fs2):
     victim, lib, kw = _dup(fs2)
     lib_before = os.lstat(lib)
@@ -618,16 +630,9 @@ def test_relink_over_refuses_a_keeper_the_torrent_client_could_not_read(fs2):
 def test_a_crash_between_the_temporary_link_and_the_rename_is_completed_by_the_next_attempt(fs2):
     victim, lib, kw = _dup(fs2)
     vino = os.lstat(victim).st_ino
-    pid = os.fork()
-    if pid == 0:  # the child dies (no cleanup, like SIGKILL) right after the temporary link
-        try:
-            _relink_over(victim, lib, **kw, on_temp_link=lambda: os._exit(9))
-        finally:
-            os._exit(1)
-    _pid, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 9
+    _crash_after_the_temporary_link(victim, lib, kw)
     left = _relink_leftovers(victim.parent)
-    assert len(left) == 1 and os.lstat(victim.parent / left[0]).st_ino == os.lstat(lib).st_ino
+    assert os.lstat(victim.parent / left[0]).st_ino == os.lstat(lib).st_ino
     assert os.lstat(victim).st_ino == vino  # the old name is untouched
     r = _relink_over(victim, lib, **kw)
     assert r["status"] == "relinked" and _relink_leftovers(victim.parent) == []
@@ -734,30 +739,12 @@ def test_a_torrents_link_of_the_kept_file_under_a_relink_like_name_is_not_taken_
 
 def test_a_crashed_attempts_temporary_link_is_removed_when_the_next_attempt_refuses(fs2):
     victim, lib, kw = _dup(fs2)
-    pid = os.fork()
-    if pid == 0:  # the child dies (no cleanup, like SIGKILL) right after the temporary link
-        try:
-            _relink_over(victim, lib, **kw, on_temp_link=lambda: os._exit(9))
-        finally:
-            os._exit(1)
-    _pid, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 9 and len(_relink_leftovers(victim.parent)) == 1
+    _crash_after_the_temporary_link(victim, lib, kw)
     write(victim, b"PAYLOAD-BYTES")  # the torrent rewrote it since: the resume refuses before any link
     with pytest.raises(UnsafeOperation, match="modified since planning"):
         _relink_over(victim, lib, **kw)
     assert _relink_leftovers(victim.parent) == [] and os.lstat(lib).st_nlink == 1
     assert victim.read_bytes() == b"PAYLOAD-BYTES"
-
-
-def _crash_after_the_temporary_link(victim, lib, kw) -> None:
-    pid = os.fork()
-    if pid == 0:  # the child dies (no cleanup, like SIGKILL) right after the temporary link
-        try:
-            _relink_over(victim, lib, **kw, on_temp_link=lambda: os._exit(9))
-        finally:
-            os._exit(1)
-    _pid, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 9 and len(_relink_leftovers(victim.parent)) == 1
 
 
 @pytest.mark.parametrize("refuses", [False, True])
