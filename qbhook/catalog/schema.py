@@ -341,8 +341,11 @@ DELETE FROM inodes WHERE NOT EXISTS (SELECT 1 FROM paths WHERE paths.inode = ino
 # table. A row goes once qbhook starts that torrent, or sees it running: the executor's look, or
 # the torrent index's sync (the two triggers below: a running state written to its row). Seen
 # running, a person may stop it later on purpose, and that stop is theirs to keep. The states
-# are qBittorrent's started ones (clients/model.py ``Torrent.is_running``), spelled out: a
-# migration's text is frozen once shipped. The records older versions kept in step args move here.
+# are qBittorrent's started ones (clients/model.py ``TorrentInfo.is_running``), spelled out: a
+# migration's text is frozen once shipped (tests/unit/catalog/test_db_migrate.py
+# ``test_migration_12s_running_states_are_the_python_rules`` fails when the two differ: a change
+# to the rule then needs a migration replacing both triggers). The records older versions kept in
+# step args move here.
 LEFT_STOPPED_DDL = """
 CREATE TABLE left_stopped (
     instance    TEXT NOT NULL,

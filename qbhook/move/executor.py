@@ -1029,16 +1029,20 @@ class Executor:
         return closes, done_paths, rl.after, dead, freed
 
     def _relink(self, rl: fsops.Relinker, gid: str, seq: int, s: Converge, hook: Hook | None) -> dict:
-        return rl.relink(
-            s.path,
-            s.keep.path,
+        k = s.keep
+        target = fsops.RelinkTarget(
             fsid=s.fsid,
             ino=s.ino,
             size=s.size,
-            mtime_ns=s.mtime_ns,
             blake3_hex=s.blake3,
-            keep_fsid=s.keep.fsid,
-            keep_ino=s.keep.ino,
+            keep_fsid=k.fsid,
+            keep_ino=k.ino,
+            mtime_ns=s.mtime_ns,
+        )
+        return rl.relink(
+            s.path,
+            k.path,
+            target,
             on_temp_link=None if hook is None else lambda: hook("mid_act", gid, seq, s),
         )
 

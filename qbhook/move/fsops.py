@@ -87,6 +87,7 @@ __all__ = [
     "Act",
     "ActStatus",
     "HeldLink",
+    "RelinkTarget",
     "Relinker",
     "copy_verified",
     "file_matches",
@@ -193,6 +194,25 @@ class Checked(NamedTuple):
         if not isinstance(c, Mapping) or res.get("dev") is None:
             return None
         return cls(res["dev"], ino, c["size"], c["mtime_ns"], c["ctime_ns"])
+
+
+@dataclass(frozen=True, slots=True)
+class RelinkTarget:
+    """The facts a relink was planned on, re-checked right before it acts (``relink_over``).
+
+    The seeding link: inode ``ino`` on filesystem ``fsid`` (a catalog row id or an fsid string),
+    ``size`` bytes, modified at ``mtime_ns`` (None: not checked), content ``blake3_hex``; the
+    kept inode: ``keep_ino`` on ``keep_fsid``. Built once per relink by its caller and handed
+    through unchanged (no checks of its own: every check is the relink's, against the live files).
+    """
+
+    fsid: object
+    ino: int
+    size: int
+    blake3_hex: object
+    keep_fsid: object
+    keep_ino: int
+    mtime_ns: int | None = None
 
 
 class Relinked(NamedTuple):
@@ -1255,14 +1275,8 @@ def _readable_by(st: os.stat_result, uid: int, gid: int) -> bool:
 def relink_over(
     path,
     keep_path,
+    target: RelinkTarget,
     *,
-    fsid,
-    ino: int,
-    size: int,
-    blake3_hex,
-    keep_fsid,
-    keep_ino: int,
-    mtime_ns: int | None = None,
     seeding_roots,
     keep_roots=(),
     catalog,
@@ -1272,7 +1286,7 @@ def relink_over(
 
     Same-pool convergence (qbhook/decide/converge.py): the bytes at ``path`` stay the same, only
     the inode behind the name changes, so a torrent client keeps seeding without a
-    relocation. Right before acting, every planned fact is re-checked through verified
+    relocation. Right before acting, every planned fact (``target``) is re-checked through verified
     folder descriptors: ``path`` is inside a seeding root (never in qbhook's own folders),
     still inode ``ino`` on ``fsid`` with the planned size (and mtime); ``keep_path`` (inside a
     seeding root or one of ``keep_roots``; it is only linked from, never changed) is still
@@ -1296,18 +1310,7 @@ def relink_over(
     One relink, fsynced on its own. Many at once: ``Relinker`` (the same checks per file).
     """
     with Relinker(seeding_roots, keep_roots, catalog, sync_each=True) as r:
-        return r.relink(
-            path,
-            keep_path,
-            fsid=fsid,
-            ino=ino,
-            size=size,
-            mtime_ns=mtime_ns,
-            blake3_hex=blake3_hex,
-            keep_fsid=keep_fsid,
-            keep_ino=keep_ino,
-            on_temp_link=on_temp_link,
-        )
+        return r.relink(path, keep_path, target, on_temp_link=on_temp_link)
 
 
 # Folders a Relinker keeps open at most (each a descriptor; serve's budget counts them:
@@ -1667,14 +1670,8 @@ class Relinker:
         self,
         path,
         keep_path,
+        target: RelinkTarget,
         *,
-        fsid,
-        ino: int,
-        size: int,
-        blake3_hex,
-        keep_fsid,
-        keep_ino: int,
-        mtime_ns: int | None = None,
         on_temp_link: Callable[[], None] | None = None,
     ) -> dict:
         """``relink_over`` of one file, through this batch's folders and rows (same checks, same result)."""
@@ -1690,20 +1687,14 @@ class Relinker:
                 kdir,
                 kparts[-1],
                 keep_s,
-                fsid=fsid,
-                ino=ino,
-                size=size,
-                mtime_ns=mtime_ns,
-                blake3_hex=blake3_hex,
-                keep_fsid=keep_fsid,
-                keep_ino=keep_ino,
+                target,
                 catalog=self.catalog,
                 rows=self._rows,
                 on_temp_link=on_temp_link,
                 hold=self._hold_for(root),
             )
         except (QbhookError, OSError):
-            _drop_leftover(parent, parts[-1], ino)
+            _drop_leftover(parent, parts[-1], target.ino)
             raise
         if res["status"] == "relinked":
             if self.sync_each:
@@ -1728,14 +1719,8 @@ def _relink_at(
     kdir: Dir,
     kname: bytes,
     keep_s: str,
+    t: RelinkTarget,
     *,
-    fsid,
-    ino,
-    size,
-    mtime_ns,
-    blake3_hex,
-    keep_fsid,
-    keep_ino,
     catalog,
     rows,
     on_temp_link,
@@ -1750,13 +1735,13 @@ def _relink_at(
         raise UnsafeOperation(f"{why}: the copy to keep is missing", hint="re-plan")
     # Each end's filesystem row, looked up once and used by both its identity and its content check.
     kfs = _fs_row(catalog, kdir, kst)
-    if not stat_mod.S_ISREG(kst.st_mode) or kst.st_ino != keep_ino or not _fs_is(catalog, kfs, keep_fsid):
+    if not stat_mod.S_ISREG(kst.st_mode) or kst.st_ino != t.keep_ino or not _fs_is(catalog, kfs, t.keep_fsid):
         raise UnsafeOperation(
             f"{why}: the copy to keep is no longer the planned file "
-            f"(inode {kst.st_ino}, planned {keep_ino} on {keep_fsid})",
+            f"(inode {kst.st_ino}, planned {t.keep_ino} on {t.keep_fsid})",
             hint="re-plan",
         )
-    tmp: bytes | None = _relink_name(name, ino)
+    tmp: bytes | None = _relink_name(name, t.ino)
     st = parent.lstat(name)
     if st is None:
         raise UnsafeOperation(f"{why}: {path_s} is missing", hint="re-plan")
@@ -1766,14 +1751,14 @@ def _relink_at(
     if not stat_mod.S_ISREG(st.st_mode):
         raise UnsafeOperation(f"{why}: {path_s} is not a regular file")
     sfs = _fs_row(catalog, parent, st)
-    if st.st_ino != ino or not _fs_is(catalog, sfs, fsid):
+    if st.st_ino != t.ino or not _fs_is(catalog, sfs, t.fsid):
         raise UnsafeOperation(
-            f"{why}: {path_s} is no longer the planned file (inode {st.st_ino}, planned {ino} on {fsid})",
+            f"{why}: {path_s} is no longer the planned file (inode {st.st_ino}, planned {t.ino} on {t.fsid})",
             hint="re-plan",
         )
-    if st.st_size != size or kst.st_size != size:
-        raise UnsafeOperation(f"{why}: sizes {st.st_size} and {kst.st_size}, planned {size}", hint="re-plan")
-    if mtime_ns is not None and st.st_mtime_ns != mtime_ns:
+    if st.st_size != t.size or kst.st_size != t.size:
+        raise UnsafeOperation(f"{why}: sizes {st.st_size} and {kst.st_size}, planned {t.size}", hint="re-plan")
+    if t.mtime_ns is not None and st.st_mtime_ns != t.mtime_ns:
         raise UnsafeOperation(f"{why}: {path_s} was modified since planning", hint="re-plan")
     if st.st_dev != kst.st_dev or parent.dev != st.st_dev:
         raise UnsafeOperation(
@@ -1785,7 +1770,7 @@ def _relink_at(
             f"{path_s}); the torrent client could not seed it",
             hint="make the library file group/world readable, or leave the duplicate",
         )
-    want = _digest(blake3_hex, size)
+    want = _digest(t.blake3_hex, t.size)
     if _content_digest(parent, name, st, catalog, rows, sfs) != want:
         raise UnsafeOperation(f"{why}: {path_s} no longer has the planned content", hint="re-plan")
     if _content_digest(kdir, kname, kst, catalog, rows, kfs) != want:

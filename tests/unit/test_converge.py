@@ -536,21 +536,47 @@ def _dup(fs2, data=b"payload-bytes"):
     return victim, lib, kw
 
 
+def _relink_over(path, keep_path, *, seeding_roots, keep_roots, catalog, on_temp_link=None, **facts) -> dict:
+    """``fsops.relink_over`` with the planned facts as keywords (``_dup``'s, overridden per test)."""
+    t = fsops.RelinkTarget(**facts)
+    return fsops.relink_over(
+        path,
+        keep_path,
+        t,
+        seeding_roots=seeding_roots,
+        keep_roots=keep_roots,
+        catalog=catalog,
+        on_temp_link=on_temp_link,
+    )
+
+
 def _relink_leftovers(folder) -> list[str]:
     return [n for n in os.listdir(folder) if n.startswith(os.fsdecode(fsops.RELINK_PREFIX))]
+
+
+def _crash_after_the_temporary_link(victim, lib, kw) -> None:
+    """A relink killed (no cleanup, like SIGKILL) right after its temporary link: one leftover."""
+    pid = os.fork()
+    if pid == 0:  # the child dies (no cleanup, like SIGKILL) right after the temporary link
+        try:
+            _relink_over(victim, lib, **kw, on_temp_link=lambda: os._exit(9))
+        finally:
+            os._exit(1)
+    _pid, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 9 and len(_relink_leftovers(victim.parent)) == 1
 
 
 def test_relink_over_puts_a_link_of_the_library_inode_over_the_seeding_copy(fs2):
     victim, lib, kw = _dup(fs2)
     lib_before = os.lstat(lib)
-    r = fsops.relink_over(victim, lib, **kw)
+    r = _relink_over(victim, lib, **kw)
     assert r["status"] == "relinked" and r["bytes_freed"] == len(b"payload-bytes")
     st, lst = os.lstat(victim), os.lstat(lib)
     assert (st.st_dev, st.st_ino) == (lst.st_dev, lst.st_ino) == (lib_before.st_dev, lib_before.st_ino)
     assert lst.st_nlink == 2 and lst.st_mtime_ns == lib_before.st_mtime_ns
     assert victim.read_bytes() == lib.read_bytes() == b"payload-bytes"
     assert _relink_leftovers(victim.parent) == []
-    assert fsops.relink_over(victim, lib, **kw)["status"] == "already"  # idempotent
+    assert _relink_over(victim, lib, **kw)["status"] == "already"  # idempotent
 
 
 def test_relink_over_never_replaces_a_path_outside_the_seeding_roots(fs2):
@@ -559,11 +585,11 @@ def test_relink_over_never_replaces_a_path_outside_the_seeding_roots(fs2):
     lst = os.lstat(lib)
     # The library path as the victim (and the seeding file as the keeper): refused, nothing changes.
     with pytest.raises(UnsafeOperation, match="not inside a seeding root"):
-        fsops.relink_over(lib, victim, **{**kw, "ino": lst.st_ino, "keep_ino": os.lstat(victim).st_ino})
+        _relink_over(lib, victim, **{**kw, "ino": lst.st_ino, "keep_ino": os.lstat(victim).st_ino})
     # A seeding folder that is a symlink to the library folder is not a way in either.
     os.symlink(lib.parent, seed_s / "sneaky")
     with pytest.raises(UnsafeOperation, match="symlink"):
-        fsops.relink_over(seed_s / "sneaky" / lib.name, victim, **{**kw, "ino": lst.st_ino})
+        _relink_over(seed_s / "sneaky" / lib.name, victim, **{**kw, "ino": lst.st_ino})
     assert os.lstat(lib).st_ino == lst.st_ino and os.lstat(lib).st_nlink == 1
     assert os.lstat(victim).st_nlink == 1
 
@@ -573,18 +599,18 @@ def test_relink_over_rechecks_every_planned_fact(fs2):
     victim, lib, kw = _dup(fs2)
     vino = os.lstat(victim).st_ino
     with pytest.raises(UnsafeOperation, match="no longer the planned file"):
-        fsops.relink_over(victim, lib, **{**kw, "ino": vino + 1})
+        _relink_over(victim, lib, **{**kw, "ino": vino + 1})
     with pytest.raises(UnsafeOperation, match="copy to keep is no longer the planned file"):
-        fsops.relink_over(victim, lib, **{**kw, "keep_ino": kw["keep_ino"] + 1})
+        _relink_over(victim, lib, **{**kw, "keep_ino": kw["keep_ino"] + 1})
     with pytest.raises(UnsafeOperation, match="modified since planning"):
-        fsops.relink_over(victim, lib, **{**kw, "mtime_ns": kw["mtime_ns"] - 10**9})
+        _relink_over(victim, lib, **{**kw, "mtime_ns": kw["mtime_ns"] - 10**9})
     other = write(stash / "movies/Other.mkv", b"PAYLOAD-BYTES")  # same size, other bytes
     with pytest.raises(UnsafeOperation, match="planned content"):
-        fsops.relink_over(victim, other, **{**kw, "keep_ino": os.lstat(other).st_ino})
+        _relink_over(victim, other, **{**kw, "keep_ino": os.lstat(other).st_ino})
     cold = write(seed_p / "Film/film.mkv", b"payload-bytes")  # same bytes, other filesystem
     cfsid = cat.fsid(cat.fs_for_path(cold))
     with pytest.raises(UnsafeOperation, match="different filesystems"):
-        fsops.relink_over(victim, cold, **{**kw, "keep_ino": os.lstat(cold).st_ino, "keep_fsid": cfsid})
+        _relink_over(victim, cold, **{**kw, "keep_ino": os.lstat(cold).st_ino, "keep_fsid": cfsid})
     assert os.lstat(victim).st_ino == vino and os.lstat(lib).st_nlink == 1
     assert _relink_leftovers(victim.parent) == []
 
@@ -595,27 +621,20 @@ def test_relink_over_refuses_a_keeper_the_torrent_client_could_not_read(fs2):
     os.chown(lib, 2000, 2000)
     os.chmod(lib, 0o600)
     with pytest.raises(UnsafeOperation, match="not readable by uid 1000"):
-        fsops.relink_over(victim, lib, **kw)
+        _relink_over(victim, lib, **kw)
     os.chmod(lib, 0o644)
-    assert fsops.relink_over(victim, lib, **kw)["status"] == "relinked"
+    assert _relink_over(victim, lib, **kw)["status"] == "relinked"
     assert stat.S_IMODE(os.lstat(victim).st_mode) == 0o644
 
 
 def test_a_crash_between_the_temporary_link_and_the_rename_is_completed_by_the_next_attempt(fs2):
     victim, lib, kw = _dup(fs2)
     vino = os.lstat(victim).st_ino
-    pid = os.fork()
-    if pid == 0:  # the child dies (no cleanup, like SIGKILL) right after the temporary link
-        try:
-            fsops.relink_over(victim, lib, **kw, on_temp_link=lambda: os._exit(9))
-        finally:
-            os._exit(1)
-    _pid, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 9
+    _crash_after_the_temporary_link(victim, lib, kw)
     left = _relink_leftovers(victim.parent)
-    assert len(left) == 1 and os.lstat(victim.parent / left[0]).st_ino == os.lstat(lib).st_ino
+    assert os.lstat(victim.parent / left[0]).st_ino == os.lstat(lib).st_ino
     assert os.lstat(victim).st_ino == vino  # the old name is untouched
-    r = fsops.relink_over(victim, lib, **kw)
+    r = _relink_over(victim, lib, **kw)
     assert r["status"] == "relinked" and _relink_leftovers(victim.parent) == []
     assert os.lstat(victim).st_ino == os.lstat(lib).st_ino and os.lstat(lib).st_nlink == 2
 
@@ -625,7 +644,7 @@ def test_a_foreign_file_at_the_temporary_name_is_left_alone_and_the_relink_refus
     tmp = fsops._relink_name(victim.name.encode(), kw["ino"])
     squatter = write(victim.parent / os.fsdecode(tmp), b"someone else's")
     with pytest.raises(UnsafeOperation, match="not qbhook's"):
-        fsops.relink_over(victim, lib, **kw)
+        _relink_over(victim, lib, **kw)
     assert squatter.read_bytes() == b"someone else's" and os.lstat(lib).st_nlink == 1
 
 
@@ -641,7 +660,7 @@ def test_a_library_file_rewritten_after_the_temporary_link_is_not_put_at_the_tor
     victim, lib, kw = _dup(fs2)
     vino = os.lstat(victim).st_ino
     with pytest.raises(UnsafeOperation, match="copy to keep changed during the checks"):
-        fsops.relink_over(victim, lib, **kw, on_temp_link=lambda: _rewrite_keeping_mtime(lib, b"TAGGED!"))
+        _relink_over(victim, lib, **kw, on_temp_link=lambda: _rewrite_keeping_mtime(lib, b"TAGGED!"))
     assert os.lstat(victim).st_ino == vino and victim.read_bytes() == b"payload-bytes"
     assert _relink_leftovers(victim.parent) == []
 
@@ -660,7 +679,7 @@ def test_a_library_file_rewritten_while_the_victim_is_hashed_is_not_put_at_the_t
 
     monkeypatch.setattr(fsops, "_content_digest", digest)
     with pytest.raises(UnsafeOperation, match="copy to keep changed during the checks"):
-        fsops.relink_over(victim, lib, **kw)
+        _relink_over(victim, lib, **kw)
     assert os.lstat(victim).st_ino == vino and victim.read_bytes() == b"payload-bytes"
     assert _relink_leftovers(victim.parent) == []
 
@@ -669,7 +688,7 @@ def test_a_victim_rewritten_with_its_mtime_put_back_before_the_rename_is_not_rep
     victim, lib, kw = _dup(fs2)
     vino = os.lstat(victim).st_ino
     with pytest.raises(UnsafeOperation, match="changed during the checks"):
-        fsops.relink_over(victim, lib, **kw, on_temp_link=lambda: _rewrite_keeping_mtime(victim, b"REWRITE"))
+        _relink_over(victim, lib, **kw, on_temp_link=lambda: _rewrite_keeping_mtime(victim, b"REWRITE"))
     assert os.lstat(victim).st_ino == vino and victim.read_bytes() == b"REWRITE-bytes"
     assert os.lstat(lib).st_nlink == 1 and _relink_leftovers(victim.parent) == []
 
@@ -689,7 +708,7 @@ def test_bytes_freed_counts_the_links_the_victim_has_at_the_rename(fs2, monkeypa
         return SimpleNamespace(**{**fields, "st_ctime_ns": vst.st_ctime_ns})  # the link's ctime, unseen
 
     monkeypatch.setattr(fsops.Dir, "lstat", lstat)
-    r = fsops.relink_over(victim, lib, **kw, on_temp_link=lambda: os.link(victim, victim.parent / "cross-seed.mkv"))
+    r = _relink_over(victim, lib, **kw, on_temp_link=lambda: os.link(victim, victim.parent / "cross-seed.mkv"))
     assert (r["status"], r["bytes_freed"], r["nlink_before"]) == ("relinked", 0, 2)
     assert (victim.parent / "cross-seed.mkv").read_bytes() == b"payload-bytes"
 
@@ -704,7 +723,7 @@ def test_a_kept_file_named_like_a_temporary_link_is_refused_and_left_alone(fs2):
     kw = {**kw, "ino": vst.st_ino, "mtime_ns": vst.st_mtime_ns, "keep_ino": kst.st_ino}
     kw = {**kw, "size": len(b"payload-bytes"), "blake3_hex": b3(b"payload-bytes")}
     with pytest.raises(UnsafeOperation, match="named like qbhook's temporary links"):
-        fsops.relink_over(victim, keep, **kw)
+        _relink_over(victim, keep, **kw)
     assert keep.read_bytes() == victim.read_bytes() == b"payload-bytes"
     assert os.lstat(victim).st_ino == vst.st_ino and os.lstat(keep).st_nlink == 1
 
@@ -713,37 +732,19 @@ def test_a_torrents_link_of_the_kept_file_under_a_relink_like_name_is_not_taken_
     victim, lib, kw = _dup(fs2)
     other = victim.parent / ".qbhook-relink.film.mkv"  # another torrent's file: a link of the kept inode
     os.link(lib, other)
-    assert fsops.relink_over(victim, lib, **kw)["status"] == "relinked"
+    assert _relink_over(victim, lib, **kw)["status"] == "relinked"
     assert other.read_bytes() == b"payload-bytes" and os.lstat(other).st_ino == os.lstat(lib).st_ino
     assert os.lstat(victim).st_ino == os.lstat(lib).st_ino and os.lstat(lib).st_nlink == 3
 
 
 def test_a_crashed_attempts_temporary_link_is_removed_when_the_next_attempt_refuses(fs2):
     victim, lib, kw = _dup(fs2)
-    pid = os.fork()
-    if pid == 0:  # the child dies (no cleanup, like SIGKILL) right after the temporary link
-        try:
-            fsops.relink_over(victim, lib, **kw, on_temp_link=lambda: os._exit(9))
-        finally:
-            os._exit(1)
-    _pid, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 9 and len(_relink_leftovers(victim.parent)) == 1
+    _crash_after_the_temporary_link(victim, lib, kw)
     write(victim, b"PAYLOAD-BYTES")  # the torrent rewrote it since: the resume refuses before any link
     with pytest.raises(UnsafeOperation, match="modified since planning"):
-        fsops.relink_over(victim, lib, **kw)
+        _relink_over(victim, lib, **kw)
     assert _relink_leftovers(victim.parent) == [] and os.lstat(lib).st_nlink == 1
     assert victim.read_bytes() == b"PAYLOAD-BYTES"
-
-
-def _crash_after_the_temporary_link(victim, lib, kw) -> None:
-    pid = os.fork()
-    if pid == 0:  # the child dies (no cleanup, like SIGKILL) right after the temporary link
-        try:
-            fsops.relink_over(victim, lib, **kw, on_temp_link=lambda: os._exit(9))
-        finally:
-            os._exit(1)
-    _pid, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 9 and len(_relink_leftovers(victim.parent)) == 1
 
 
 @pytest.mark.parametrize("refuses", [False, True])
@@ -757,9 +758,9 @@ def test_a_crashed_attempts_temporary_link_goes_when_a_re_plan_keeps_another_cop
     if refuses:  # the torrent rewrote it since: the resume refuses before any link
         write(victim, b"PAYLOAD-BYTES")
         with pytest.raises(UnsafeOperation, match="modified since planning"):
-            fsops.relink_over(victim, lib2, **kw2)
+            _relink_over(victim, lib2, **kw2)
     else:
-        assert fsops.relink_over(victim, lib2, **kw2)["status"] == "relinked"
+        assert _relink_over(victim, lib2, **kw2)["status"] == "relinked"
         assert os.lstat(victim).st_ino == os.lstat(lib2).st_ino
     assert _relink_leftovers(victim.parent) == [] and os.lstat(lib).st_nlink == 1
     assert lib.read_bytes() == b"payload-bytes"
@@ -775,10 +776,10 @@ def test_the_last_link_of_a_file_at_the_temporary_name_is_never_removed(fs2):
     os.unlink(lib)
     kw2 = {**kw, "keep_ino": os.lstat(lib2).st_ino}
     with pytest.raises(UnsafeOperation, match="not a spare link"):
-        fsops.relink_over(victim, lib2, **kw2)
+        _relink_over(victim, lib2, **kw2)
     write(victim, b"PAYLOAD-BYTES")
     with pytest.raises(UnsafeOperation, match="modified since planning"):
-        fsops.relink_over(victim, lib2, **kw2)
+        _relink_over(victim, lib2, **kw2)
     assert _relink_leftovers(victim.parent) == [left] and (victim.parent / left).read_bytes() == b"payload-bytes"
 
 

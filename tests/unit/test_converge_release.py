@@ -49,6 +49,14 @@ def _gated(monkeypatch) -> threading.Event:
     return gate
 
 
+def _holds(monkeypatch) -> list[bytes]:
+    """The names a relink asks to hold (``fsops._hold_entry``), in order; the holds still happen."""
+    holds: list[bytes] = []
+    real = fsops._hold_entry
+    monkeypatch.setattr(fsops, "_hold_entry", lambda d, name, st: holds.append(name) or real(d, name, st))
+    return holds
+
+
 def test_replaced_inodes_are_held_until_the_batch_syncs_and_then_freed(world, monkeypatch):  # noqa: F811
     w = world
     plan, pairs = _dups(w, 6)
@@ -80,9 +88,7 @@ def test_an_inode_with_another_link_is_not_held(world, monkeypatch):  # noqa: F8
     plan, pairs = _dups(w, 3)
     for seed, _lib in pairs:
         os.link(seed, seed + ".sibling")
-    holds = []
-    real = fsops._hold_entry
-    monkeypatch.setattr(fsops, "_hold_entry", lambda d, name, st: holds.append(name) or real(d, name, st))
+    holds = _holds(monkeypatch)
     summary = w.executor().apply(plan)
     assert summary.status == "done" and all(_linked(s, lib) for s, lib in pairs)
     assert holds == [] and summary.bytes_freed == 0
@@ -132,9 +138,7 @@ def test_on_zfs_nothing_is_held(world, monkeypatch):  # noqa: F811
     monkeypatch.setattr(Catalog, "fsid", lambda self, fs: "zfs:" + real_fsid(self, fs))
     w = world
     plan, pairs = _dups(w, 3)  # its steps name the filesystem as the catalog now spells it
-    holds = []
-    real = fsops._hold_entry
-    monkeypatch.setattr(fsops, "_hold_entry", lambda d, name, st: holds.append(name) or real(d, name, st))
+    holds = _holds(monkeypatch)
     summary = w.executor().apply(plan)
     assert summary.status == "done" and all(_linked(s, lib) for s, lib in pairs)
     assert holds == [] and summary.bytes_freed == sum(os.lstat(lib).st_size for _s, lib in pairs)

@@ -309,88 +309,84 @@ def test_ignored_file_lines_are_dropped_exactly():
     assert scanner._ignored_lines(b"\0".join(clean) + b"\0/.zfs", clean, ends) is clean  # no per-line pass
 
 
-def test_files_with_ignored_names_stay_out_of_every_find_rescan(tmp_path, monkeypatch):
+class _Twins:
+    """One tree catalogued twice, by a first scan each (the Python walk); then every rescan is
+    find's in one catalog and the Python walk's in the other, and both must agree."""
+
+    def __init__(self, tmp_path, monkeypatch):
+        self.stash, self.pool = tmp_path / "stash", tmp_path / "pool"
+        self.seed = self.stash / "data/media/torrents/seeding"
+        self.tmp_path, self.monkeypatch = tmp_path, monkeypatch
+        self.cats: dict = {}
+
+    def first_scans(self) -> None:
+        for name in ("find", "python"):
+            cfg = make_config(self.tmp_path / f"{name}.sqlite", self.stash, self.pool)
+            self.cats[name] = (cfg, Catalog.open(cfg.catalog))
+            scan_pool(self.cats[name][1], cfg.primary, cfg.scan)  # first scans: the Python walk
+
+    def rescan_both(self) -> tuple:
+        out = {}
+        for name, (cfg, cat) in self.cats.items():
+            with self.monkeypatch.context() as m:
+                if name == "find":
+                    _find_only(m)
+                else:
+                    m.setattr(scanner, "FIND_WALK", False)
+                r = scan_pool(cat, cfg.primary, cfg.scan)
+            out[name] = (r.files_seen, r.added, r.changed, r.removed)
+        assert out["find"] == out["python"]
+        assert _rows(self.cats["find"][1]) == _rows(self.cats["python"][1])
+        return out["find"]
+
+    def names(self) -> set[bytes]:
+        return {os.path.basename(p) for p, *_ in _rows(self.cats["find"][1])}
+
+
+@pytest.fixture
+def twins(tmp_path, monkeypatch):
+    t = _Twins(tmp_path, monkeypatch)
+    yield t
+    for _cfg, cat in t.cats.values():
+        cat.close()
+
+
+def test_files_with_ignored_names_stay_out_of_every_find_rescan(twins):
     # Regular files named like an ignored folder, at any depth, appearing before and after a
     # memo was saved: every rescan (line by line, then from the memo) agrees with the Python walk.
-    stash, pool = tmp_path / "stash", tmp_path / "pool"
-    seed = stash / "data/media/torrents/seeding"
+    seed = twins.seed
     write(seed / "t/a.mkv", b"a")
     write(seed / "t/.zfs", b"a file named .zfs")
     write(seed / ".qbhook-holding", b"a file at the top")
     write(seed / "t/deep/er/.qbhook-staging", b"deeper")
     write(seed / "t/.qbhook-staging/part", b"in an ignored folder")
-    cats = {}
-    for name in ("find", "python"):
-        cfg = make_config(tmp_path / f"{name}.sqlite", stash, pool)
-        cats[name] = (cfg, Catalog.open(cfg.catalog))
-        scan_pool(cats[name][1], cfg.primary, cfg.scan)  # first scans: the Python walk
-
-    def rescan_both():
-        out = {}
-        for name, (cfg, cat) in cats.items():
-            with monkeypatch.context() as m:
-                if name == "find":
-                    _find_only(m)
-                else:
-                    m.setattr(scanner, "FIND_WALK", False)
-                r = scan_pool(cat, cfg.primary, cfg.scan)
-            out[name] = (r.files_seen, r.added, r.changed, r.removed)
-        assert out["find"] == out["python"]
-        assert _rows(cats["find"][1]) == _rows(cats["python"][1])
-        return out["find"]
-
-    assert rescan_both() == (1, 0, 0, 0)  # line by line; saves a memo
-    assert rescan_both() == (1, 0, 0, 0)  # the memo
+    twins.first_scans()
+    assert twins.rescan_both() == (1, 0, 0, 0)  # line by line; saves a memo
+    assert twins.rescan_both() == (1, 0, 0, 0)  # the memo
     write(seed / "u/.zfs", b"new, ignored")  # find's output changes, the catalog must not
     write(seed / "u/b.mkv", b"b")
-    assert rescan_both() == (2, 1, 0, 0)
-    assert rescan_both() == (2, 0, 0, 0)
-    names = {os.path.basename(p) for p, *_ in _rows(cats["find"][1])}
-    assert names == {b"a.mkv", b"b.mkv"}
-    for _cfg, cat in cats.values():
-        cat.close()
+    assert twins.rescan_both() == (2, 1, 0, 0)
+    assert twins.rescan_both() == (2, 0, 0, 0)
+    assert twins.names() == {b"a.mkv", b"b.mkv"}
 
 
-def test_relink_links_are_never_catalogued_by_either_walk(tmp_path, monkeypatch):
+def test_relink_links_are_never_catalogued_by_either_walk(twins):
     # qbhook's temporary relink links (paths.RELINK_PREFIX), in use or left by a crash, were
     # catalogued as seeding files. Files so named are skipped by the first scan, the find rescan
     # (line by line and from the memo) and the Python rescan; a folder so named is walked.
-    stash, pool = tmp_path / "stash", tmp_path / "pool"
-    seed = stash / "data/media/torrents/seeding"
+    seed = twins.seed
     write(seed / "t/a.mkv", b"a")
     os.link(seed / "t/a.mkv", seed / "t/.qbhook-relink.1f.a.mkv")
     write(seed / ".qbhook-relink.old", b"left by an older version")
     write(seed / "t/.qbhook-relink.dir/in.mkv", b"a user's folder")
     write(seed / "t/x.qbhook-relink.y", b"not the prefix")
-    cats = {}
-    for name in ("find", "python"):
-        cfg = make_config(tmp_path / f"{name}.sqlite", stash, pool)
-        cats[name] = (cfg, Catalog.open(cfg.catalog))
-        scan_pool(cats[name][1], cfg.primary, cfg.scan)  # first scans: the Python walk
-
-    def rescan_both():
-        out = {}
-        for name, (cfg, cat) in cats.items():
-            with monkeypatch.context() as m:
-                if name == "find":
-                    _find_only(m)
-                else:
-                    m.setattr(scanner, "FIND_WALK", False)
-                r = scan_pool(cat, cfg.primary, cfg.scan)
-            out[name] = (r.files_seen, r.added, r.changed, r.removed)
-        assert out["find"] == out["python"]
-        assert _rows(cats["find"][1]) == _rows(cats["python"][1])
-        return out["find"]
-
-    assert rescan_both() == (3, 0, 0, 0)  # line by line; saves a memo
-    assert rescan_both() == (3, 0, 0, 0)  # the memo
+    twins.first_scans()
+    assert twins.rescan_both() == (3, 0, 0, 0)  # line by line; saves a memo
+    assert twins.rescan_both() == (3, 0, 0, 0)  # the memo
     os.link(seed / "t/x.qbhook-relink.y", seed / "t/.qbhook-relink.2a.x.qbhook-relink.y")  # a relink starts
     os.unlink(seed / "t/.qbhook-relink.1f.a.mkv")  # the crashed one's leftover cleaned
-    assert rescan_both() == (3, 0, 2, 0)  # link counts moved; no path came or went
-    names = {os.path.basename(p) for p, *_ in _rows(cats["find"][1])}
-    assert names == {b"a.mkv", b"in.mkv", b"x.qbhook-relink.y"}
-    for _cfg, cat in cats.values():
-        cat.close()
+    assert twins.rescan_both() == (3, 0, 2, 0)  # link counts moved; no path came or went
+    assert twins.names() == {b"a.mkv", b"in.mkv", b"x.qbhook-relink.y"}
 
 
 def test_relink_link_lines_are_dropped_by_their_last_name_only():

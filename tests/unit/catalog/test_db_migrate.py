@@ -134,3 +134,25 @@ def test_migration_12_keys_the_sharers_left_stopped_and_drops_one_seen_running(t
         assert conn.execute("SELECT count(*) FROM left_stopped").fetchone()[0] == 0
     finally:
         conn.close()
+
+
+def test_migration_12s_running_states_are_the_python_rules():
+    """The left_stopped triggers spell out ``TorrentInfo.is_running``'s states (a migration's text
+    is frozen): a change to the rule needs a new migration replacing the triggers, or a record of a
+    torrent seen running stays (or goes) when the executor's own look would decide otherwise."""
+    import re
+
+    from qbhook.catalog.schema import LEFT_STOPPED_DDL
+    from qbhook.clients.model import CHECKING_STATES, STABLE_STATES, TorrentInfo
+    from qbhook.pathmap import PathMap
+
+    lists = re.findall(r"WHEN new\.state IN \(([^)]*)\)", LEFT_STOPPED_DDL)
+    assert len(lists) == 2  # the insert's trigger and the update's
+    in_sql = [set(re.findall(r"'([^']*)'", ls)) for ls in lists]
+    others = {"moving", "error", "missingFiles", "metaDL", "forcedMetaDL", "allocating", "unknown"}
+    states = STABLE_STATES | CHECKING_STATES | others | set().union(*in_sql)
+
+    def running(state: str) -> bool:
+        return TorrentInfo.from_api({"hash": "a" * 40, "state": state}, PathMap(), "qbt").is_running
+
+    assert in_sql[0] == in_sql[1] == {s for s in states if running(s)}

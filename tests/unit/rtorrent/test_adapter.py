@@ -27,6 +27,7 @@ from qbhook.errors import (
     VerificationFailed,
 )
 from qbhook.pathmap import PathMap
+from tests.unit.rtorrent.conftest import FakeRtorrent, wired
 
 HM = "da7416fba531f00aaef182555dd82eeafb3a22fe"
 HS = "bbca7120a1a0ddef230d4b7e263e64f62614aa9b"
@@ -91,7 +92,7 @@ def _row(base, **changes):
     return row
 
 
-class FakeRpc:
+class FakeRpc(FakeRtorrent):
     """Answers like rTorrent from a table of items; records every call."""
 
     def __init__(self, rows, files=None):
@@ -105,15 +106,7 @@ class FakeRpc:
         if self.down:
             self.down -= 1
             raise ScgiUnreachable("/run/rt.sock: Connection refused")
-        if method == "system.multicall":
-            out = []
-            for c in params[0]:
-                try:
-                    out.append([self._one(c["methodName"], *c["params"])])
-                except xmlrpc.client.Fault as f:
-                    out.append({"faultCode": f.faultCode, "faultString": f.faultString})
-            return out
-        return self._one(method, *params)
+        return super().call(method, *params)
 
     def _one(self, method, *params):
         from qbhook.clients.rtorrent import _ITEM_FIELDS
@@ -152,15 +145,8 @@ class FakeRpc:
 
 
 def _client(rows=(ROW_MULTI, ROW_SINGLE), files=None, path_map=None, **kw):
-    c = RtorrentClient(
-        "rt",
-        "/run/rt.sock",
-        path_map if path_map is not None else PathMap([("/data", "/stash/data")]),
-        sleep=lambda s: None,
-        **kw,
-    )
-    c._rpc = FakeRpc(rows, files if files is not None else {HM.upper(): FILES_MULTI, HS.upper(): FILES_SINGLE})
-    return c
+    rpc = FakeRpc(rows, files if files is not None else {HM.upper(): FILES_MULTI, HS.upper(): FILES_SINGLE})
+    return wired(rpc, path_map if path_map is not None else PathMap([("/data", "/stash/data")]), **kw)
 
 
 # -- states -------------------------------------------------------------------

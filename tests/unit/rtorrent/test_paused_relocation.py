@@ -12,16 +12,16 @@ import xmlrpc.client
 
 import pytest
 
-from qbhook.clients.rtorrent import _ITEM_FIELDS, RtorrentClient
+from qbhook.clients.rtorrent import _ITEM_FIELDS
 from qbhook.move.executor import build_executor
-from qbhook.pathmap import PathMap
+from tests.unit.rtorrent.conftest import FakeRtorrent, wired
 from tests.unit.test_executor import FILES, H1, H2, _make_world, demote_plan
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 
 _FIELDS = [cmd for cmd, _ in _ITEM_FIELDS]
 
 
-class StatefulRt:
+class StatefulRt(FakeRtorrent):
     """Answers like rTorrent 0.9.8 for the commands the adapter sends, keeping its state rules:
     d.stop ends a pause (state 0); d.start starts (and, during a check, only marks it started: it
     resumes when the check ends); d.pause holds an active item; a check takes ``check_polls``
@@ -90,15 +90,7 @@ class StatefulRt:
         self._tick()
         if method == "d.multicall2":
             return [[it[f] for f in _FIELDS] for it in self.items.values()]
-        if method == "system.multicall":
-            out = []
-            for c in params[0]:
-                try:
-                    out.append([self._one(c["methodName"], *c["params"])])
-                except xmlrpc.client.Fault as f:
-                    out.append({"faultCode": f.faultCode, "faultString": f.faultString})
-            return out
-        return self._one(method, *params)
+        return super().call(method, *params)
 
     def _one(self, method, target, *args):
         it = self.items.get(target)
@@ -141,8 +133,7 @@ def rt_world(tmpfs, tmp_path):  # noqa: F811
     files = [(rel.split("/", 1)[1], len(data)) for rel, data in FILES]
     for h, state, active in ((H1, 1, 1), (H2, 0, 0)):
         rpc.add(h, "Movie.2020", os.path.join(w.save(h, "stash"), "Movie.2020"), files, state=state, active=active)
-    rt = RtorrentClient("qbt", "/run/rt.sock", PathMap(), sleep=lambda s: None, clock=w.clock)
-    rt._rpc = rpc
+    rt = wired(rpc, name="qbt", clock=w.clock)
     yield w, rt, rpc
     w.cat.close()
 
