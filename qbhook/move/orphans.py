@@ -10,7 +10,10 @@ are the thin side effects around it):
   *protected* (never an orphan, whatever else holds) when it is a part file (``.!qB``), lies
   in the content folder of a torrent that is incomplete, lacks metadata or skips files
   (qBittorrent keeps their pieces in ``.unwanted`` and part files), in its download path, or
-  in qBittorrent's temp path; it is *young* when written within ``scan.settle_seconds``;
+  in qBittorrent's temp path; it is a *leftover* view when the journal still tracks it as a
+  rolled-back group's view (``leftovers``: the next run removes it once proven redundant, or it
+  waits for a person, maybe the last copy of its content); it is *young* when written within
+  ``scan.settle_seconds``;
 * every other file is an *orphan*: *still used by a library* when its inode has a link
   outside the seeding roots (more links than the walk met), otherwise *reclaimable*; a
   reclaimable inode frees its size only when every link of it is an orphan;
@@ -32,7 +35,8 @@ deletes anything itself.
 
 The purge (``purge_held``, also the executor's after a run) asks the clients again first
 (``screen_held``): an expired orphan whose original path a torrent uses again (re-added in
-the grace period, or a cross-seed match injected onto it) is kept in holding and reported,
+the grace period, or a cross-seed match injected onto it), or that is a leftover view the
+journal still tracks (quarantined by an older qbhook), is kept in holding and reported,
 and a listing that cannot be trusted refuses the purge of every orphan (by the same guards).
 
 Each listing and each quarantine records its totals (reclaimable bytes it would free, bytes
@@ -50,7 +54,7 @@ import stat as stat_mod
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from qbhook.clients.model import PART_SUFFIX
@@ -63,6 +67,7 @@ if TYPE_CHECKING:
     from qbhook.move.fsops import HeldLink
 
 REFERENCED, PROTECTED, YOUNG, RECLAIMABLE, LIBRARY = "referenced", "protected", "young", "reclaimable", "library"
+LEFTOVER = "leftover"  # a leftover view the journal still tracks (``leftovers``): never an orphan
 QUARANTINE_TRIGGER = "orphans"  # the journal's trigger of a quarantine run (``finish_quarantine``)
 
 _log = logging.getLogger(__name__)
@@ -94,6 +99,10 @@ class References:
     protected: tuple[str, ...]  # folders/files never to call orphaned
     torrents: int  # how many torrents were listed, all clients
     moving: tuple[str, ...] = ()  # torrents qBittorrent is relocating right now
+    # Leftover views the journal still tracks: no torrent uses them, but they are the leftover
+    # pass's to remove (proven redundant) or a person's to look at (maybe a last copy), never
+    # the quarantine's. Filled by the caller that has the journal (``find_orphans``).
+    leftovers: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -181,10 +190,12 @@ def in_use(path: str, refs: References) -> str | None:
 
 
 def classify(e: Entry, refs: References, now: float, settle_seconds: float) -> str | None:
-    """REFERENCED / PROTECTED / YOUNG for an entry that is not an orphan, None for an orphan."""
+    """REFERENCED / PROTECTED / LEFTOVER / YOUNG for an entry that is not an orphan, None for an orphan."""
     used = in_use(e.path, refs)
     if used is not None:
         return used
+    if e.path in refs.leftovers:
+        return LEFTOVER
     # ctime too: a file linked or renamed into place keeps its old mtime
     if now - max(e.mtime_ns, e.ctime_ns) / 1e9 < settle_seconds:
         return YOUNG
@@ -587,9 +598,14 @@ def last_run(conn) -> LastOrphans | None:
 def find_orphans(cfg, clients: Iterable[ClientPort], *, now: float | None = None, catalog=None) -> Report:
     """List the clients first, then walk: a file added between the two is young, never orphaned.
 
-    ``catalog``: record the totals (``record``) once the guards passed.
+    ``catalog``: record the totals (``record``) once the guards passed, and never call a leftover
+    view the journal still tracks an orphan (``References.leftovers``).
     """
     refs = references(clients)
+    if catalog is not None:
+        from qbhook.move.journal import Journal
+
+        refs = replace(refs, leftovers=Journal(catalog.conn).leftover_paths())
     walk = walk_roots(cfg)
     report = decide(
         walk,
@@ -761,12 +777,18 @@ class KeptOrphan:
 
     held: str  # where it waits
     origin: str  # where it was quarantined from
+    leftover: bool = False  # its place is a leftover view the journal tracks (maybe a last copy)
 
     def line(self) -> str:
+        if self.leftover:
+            return (
+                f"kept {self.held} in holding: it is the leftover view {self.origin}, maybe the last copy "
+                "of its content (put it back by hand; `qbhook status` lists it)"
+            )
         return f"kept {self.held} in holding: a torrent uses its place {self.origin} again (put it back by hand)"
 
     def as_dict(self) -> dict:
-        return {"held": self.held, "origin": self.origin}
+        return {"held": self.held, "origin": self.origin, "leftover_view": self.leftover}
 
 
 @dataclass(frozen=True)
@@ -779,14 +801,20 @@ class Screen:
 
 
 def screen_held(
-    held: Iterable[HeldLink], clients: Callable[[], Iterable[ClientPort]], *, grace: float, now: float
+    held: Iterable[HeldLink],
+    clients: Callable[[], Iterable[ClientPort]],
+    *,
+    grace: float,
+    now: float,
+    leftover_views: frozenset[str] = frozenset(),
 ) -> Screen:
     """Ask the clients, right before a purge, whether a torrent uses a quarantined orphan's place again.
 
     An orphan was unreferenced when it was quarantined; in the grace period the user may re-add
     its torrent, or cross-seed inject a match onto that path, and the held file is then the
     torrent's data. So an expired orphan is purged only if no torrent of any client uses its
-    original path now (``in_use``, the orphan walk's own rule, on ``references``' listing).
+    original path now (``in_use``, the orphan walk's own rule, on ``references``' listing) and
+    it is no leftover view the journal tracks (``leftover_views``: never an orphan, maybe a last copy).
     A listing that cannot say (a client unreachable or unmapped, no torrents at all, a torrent
     being moved: ``check_listing``) refuses the purge of every orphan, never a guess. Held links
     of a demote or another delete are no orphans: they pass on untouched, to the purge's rule
@@ -808,6 +836,8 @@ def screen_held(
         origin = os.path.normpath(h.origin) if h.origin else None
         if origin is None or in_use(origin, refs) is not None:
             kept[h.key] = KeptOrphan(h.path, origin or "(not recorded)")
+        elif origin in leftover_views:
+            kept[h.key] = KeptOrphan(h.path, origin, leftover=True)
     return Screen(tuple(h for h in held if h.key not in kept), tuple(kept.values()))
 
 
@@ -816,7 +846,7 @@ class Purge:
     """What one purge of holding did and left."""
 
     folders: list[str] = field(default_factory=list)  # holding run folders that became empty and went
-    kept: list[KeptOrphan] = field(default_factory=list)  # orphans a torrent uses again
+    kept: list[KeptOrphan] = field(default_factory=list)  # orphans a torrent uses again, or leftover views
     refused: OrphansRefused | None = None  # no orphan was purged: the clients could not be asked
     error: Exception | None = None  # what ``fsops.purge_holding`` left (``LastCopyKept``: a person must look)
 
@@ -843,7 +873,7 @@ def purge_held(
 
     now = time.time() if now is None else now
     grace = cfg.policy.grace_period
-    screen = screen_held(journal.held_links(), clients, grace=grace, now=now)
+    screen = screen_held(journal.held_links(), clients, grace=grace, now=now, leftover_views=journal.leftover_paths())
     out = Purge(kept=list(screen.kept), refused=screen.refused)
     for k in screen.kept:
         notify.emit("guard", f"holding purge: {k.line()}", "failure")

@@ -79,6 +79,13 @@ def test_never_orphans_part_files_incomplete_torrents_young_files():
     assert rep.counts["protected"] == 3 and rep.counts["young"] == 1
 
 
+def test_a_leftover_view_the_journal_tracks_is_never_an_orphan():
+    r = References(frozenset(), (), 1, leftovers=frozenset({f"{R}/Movie/view.mkv"}))
+    rep = run([e("Movie/view.mkv", 1), e("Movie/stray.nfo", 2)], r)
+    assert [o.path for o in rep.orphans] == [f"{R}/Movie/stray.nfo"] and rep.counts["leftover"] == 1
+    assert [i.path for i in rep.items] == [f"{R}/Movie/stray.nfo"]  # not the folder: the view is no orphan
+
+
 def test_ctime_counts_as_young_too():
     # linked into place a second ago with an old mtime: not settled
     rep = run([Entry(f"{R}/a", "stash", R, 1, 1, 10, 1, OLD, int((NOW - 1) * 1e9))], refs())
