@@ -7,7 +7,8 @@ are the thin side effects around it):
   symlink nor crosses into another filesystem; qbhook's own folders and ``scan.ignore_names``
   are not entered, nor its temporary relink links listed: ``paths.RELINK_PREFIX``);
 * a file is *referenced* when it is a file of a complete torrent of any client; it is
-  *protected* (never an orphan, whatever else holds) when it is a part file (``.!qB``), lies
+  *protected* (never an orphan, whatever else holds) when it is a part file (``.!qB``, or
+  libtorrent's ``.<infohash>.parts``: ``model.is_part_file``), lies
   in the content folder of a torrent that is incomplete, lacks metadata or skips files
   (qBittorrent keeps their pieces in ``.unwanted`` and part files), in its download path, or
   in qBittorrent's temp path; it is a *leftover* view when the journal still tracks it as a
@@ -57,7 +58,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from qbhook.clients.model import PART_SUFFIX
+from qbhook.clients.model import is_part_file
 from qbhook.clients.port import ClientPort
 from qbhook.dirfd import FolderRefused, NotAFolder, open_below, open_root
 from qbhook.errors import LastCopyKept, OrphansRefused, PathMapError, QbhookError, QbtError, UnsafeOperation
@@ -184,7 +185,7 @@ def in_use(path: str, refs: References) -> str | None:
     leftover views and the purge of quarantined orphans (``screen_held``) all ask it."""
     if path in refs.files:
         return REFERENCED
-    if path.endswith(PART_SUFFIX) or within_any(refs.protected)(path):
+    if is_part_file(path) or within_any(refs.protected)(path):
         return PROTECTED
     return None
 

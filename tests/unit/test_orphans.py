@@ -86,6 +86,22 @@ def test_a_leftover_view_the_journal_tracks_is_never_an_orphan():
     assert [i.path for i in rep.items] == [f"{R}/Movie/stray.nfo"]  # not the folder: the view is no orphan
 
 
+def test_libtorrents_part_file_is_never_an_orphan():
+    """``.<infohash>.parts`` in the save path holds the pieces of skipped files (a partial
+    cross-seed): lost, the torrent cannot complete. Only that exact name is protected."""
+    v1, v2 = "ab" * 20, "cd" * 32
+    entries = [
+        e(f"tv/.{v1}.parts", 1),
+        e(f"tv/.{v2}.parts", 2),
+        e("tv/.abc.parts", 3),
+        e(f"tv/{v1}.parts", 4),
+        e(f"tv/.{v1}.parts.bak", 5),
+    ]
+    rep = run(entries, refs())
+    assert {o.path for o in rep.orphans} == {f"{R}/tv/.abc.parts", f"{R}/tv/{v1}.parts", f"{R}/tv/.{v1}.parts.bak"}
+    assert rep.counts["protected"] == 2
+
+
 def test_ctime_counts_as_young_too():
     # linked into place a second ago with an old mtime: not settled
     rep = run([Entry(f"{R}/a", "stash", R, 1, 1, 10, 1, OLD, int((NOW - 1) * 1e9))], refs())
