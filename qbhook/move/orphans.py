@@ -22,9 +22,13 @@ are the thin side effects around it):
   of one kind, or the file itself.
 
 Guards (``OrphansRefused``, nothing moved): a client that cannot be listed, no torrents at
-all, or orphans over ``policy.orphans_max_share`` of a pool's seeding bytes. Each is what
-an unmounted dataset, a wrong path_map or a client outage looks like, and each would make
-everything look orphaned. Also refused: a torrent the client is moving (its old copy is
+all, a client whose complete torrents have files below the seeding roots of which the walk
+met fewer than half (``MIN_MET_SHARE``), or orphans over ``policy.orphans_max_share`` of a
+pool's seeding bytes. Each is what an unmounted dataset, a wrong path_map or a client outage
+looks like, and each would make everything (or all of one client's data) look orphaned; the
+per-client one catches what the share cannot: a second client holding less than the share,
+its path_map off by a folder. (A client not configured at all lists nothing: only the share
+guard stands for it.) Also refused: a torrent the client is moving (its old copy is
 unreferenced until the move ends) and, for quarantine, an unfinished run (its views are
 unreferenced until resume relocates onto them).
 
@@ -93,6 +97,15 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class ClientListing:
+    """One client's complete torrents, for the per-client guard (``check_guards``)."""
+
+    name: str
+    path_map: str  # for the refusal: the mapping that put its files where the walk did not look
+    torrents: tuple[tuple[str, tuple[str, ...]], ...]  # (host save path, its files) per complete torrent
+
+
+@dataclass(frozen=True)
 class References:
     """What the clients say is in use, in host paths."""
 
@@ -104,6 +117,7 @@ class References:
     # pass's to remove (proven redundant) or a person's to look at (maybe a last copy), never
     # the quarantine's. Filled by the caller that has the journal (``find_orphans``).
     leftovers: frozenset[str] = frozenset()
+    clients: tuple[ClientListing, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -140,6 +154,16 @@ class Item:
     frees: int
 
 
+@dataclass(frozen=True)
+class ClientSeen:
+    """How many files of one client's complete torrents below a seeding root the walk met."""
+
+    name: str
+    path_map: str
+    expected: int
+    met: int
+
+
 @dataclass
 class PoolTotals:
     seeding_bytes: int = 0
@@ -157,6 +181,7 @@ class Report:
     skipped: list[str] = field(default_factory=list)
     torrents: int = 0
     moving: tuple[str, ...] = ()
+    clients: list[ClientSeen] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {
@@ -263,6 +288,7 @@ def decide(
             t.library_bytes += o.size
     for name in pool_roots or {}:
         pools.setdefault(name, PoolTotals())
+    roots = {e.root for e in walk.entries}.union(*(pool_roots or {}).values())
     return Report(
         orphans=orphans,
         items=_items(walk, status, orphans),
@@ -271,7 +297,33 @@ def decide(
         skipped=list(walk.skipped),
         torrents=refs.torrents,
         moving=refs.moving,
+        clients=_clients_seen(walk, status, refs, tuple(roots)),
     )
+
+
+def _clients_seen(walk: Walk, status: dict[str, str], refs: References, roots: tuple[str, ...]) -> list[ClientSeen]:
+    """Per client, the files of its complete torrents saved below a seeding root, and how many of
+    them the walk met (one lookup each): as an entry, or as a symlink or folder it did not enter."""
+    below = within_any(roots)  # one test per torrent, not per file
+    skipped = set(walk.skipped)
+    out = []
+    for c in refs.clients:
+        expected = met = 0
+        for save, files in c.torrents:
+            if below(save):
+                expected += len(files)
+                met += sum(1 for f in files if f in status or (skipped and _behind(f, skipped)))
+        out.append(ClientSeen(c.name, c.path_map, expected, met))
+    return out
+
+
+def _behind(path: str, skipped: set[str]) -> bool:
+    """``path`` or a folder holding it is one the walk did not enter (a symlink, a mount)."""
+    while path not in ("/", ""):
+        if path in skipped:
+            return True
+        path = posixpath.dirname(path)
+    return False
 
 
 def _items(walk: Walk, status: dict[str, str], orphans: list[Orphan]) -> list[Item]:
@@ -348,9 +400,23 @@ def check_listing(torrents: int, moving: tuple[str, ...], doing: str = LOOK) -> 
         )
 
 
+# A client's complete torrents below the seeding roots whose files the walk met fewer than this
+# share of: its path_map (or a dataset) is wrong, not its data gone. A few torrents whose data
+# a person deleted do not reach it; a map off by a folder meets none.
+MIN_MET_SHARE = 0.5
+
+
 def check_guards(report: Report, max_share: float) -> None:
     """Refuse when the listing cannot be trusted (see the module docstring)."""
     check_listing(report.torrents, report.moving)
+    for c in report.clients:
+        if c.expected and c.met < MIN_MET_SHARE * c.expected:
+            raise OrphansRefused(
+                f"refusing: the walk met {c.met:,} of the {c.expected:,} files client {c.name}'s complete "
+                f"torrents have below the seeding roots (its path_map: {c.path_map})",
+                hint="check that client's path_map and that its datasets are mounted; "
+                "a torrent whose data is gone counts too: remove or recheck it",
+            )
     for name, t in sorted(report.pools.items()):
         if t.seeding_bytes and t.orphan_bytes > max_share * t.seeding_bytes:
             raise OrphansRefused(
@@ -488,9 +554,11 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
     files: set[str] = set()
     protected: list[str] = []
     moving: list[str] = []
+    listings: list[ClientListing] = []
     n = 0
     for c in clients:
         label = getattr(c, "name", "?")
+        complete_ones: list[tuple[str, tuple[str, ...]]] = []
         try:
             if hasattr(c, "torrents_with_files"):
                 listing = c.torrents_with_files()
@@ -515,7 +583,9 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
             save = os.path.normpath(t.save_path) if t.save_path else ""
             complete = t.has_metadata and t.progress >= 1.0 and bool(fs) and all(f.wanted for f in fs)
             if complete and save:
-                files.update(os.path.normpath(posixpath.join(save, f.name)) for f in fs)
+                paths = tuple(os.path.normpath(posixpath.join(save, f.name)) for f in fs)
+                files.update(paths)
+                complete_ones.append((save, paths))
                 continue
             # Incomplete, skipping files or without metadata: its whole content folder is in use.
             for base in (save, os.path.normpath(t.download_path) if t.download_path else ""):
@@ -525,7 +595,14 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
                 protected += [os.path.normpath(posixpath.join(base, top)) for top in tops if top]
             if t.content_path:
                 protected.append(os.path.normpath(t.content_path))
-    return References(frozenset(files), tuple(protected), n, tuple(moving))
+        listings.append(ClientListing(label, _map_label(c), tuple(complete_ones)))
+    return References(frozenset(files), tuple(protected), n, tuple(moving), clients=tuple(listings))
+
+
+def _map_label(client) -> str:
+    """The client's path_map as the user wrote it (client prefix -> host prefix), for a refusal."""
+    pairs = getattr(getattr(client, "path_map", None), "pairs", ())
+    return ", ".join(f"{c} -> {h}" for c, h in pairs) or "none, its paths are the host's"
 
 
 def _temp_paths(client) -> list[str]:
