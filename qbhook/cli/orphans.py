@@ -73,6 +73,8 @@ def orphans(app: App, quarantine, yes):
             f"{r['items']} reclaimable item(s), {human_bytes(r['frees'])} to free; "
             f"{lib['items']} item(s) still used by a library ({human_bytes(lib['bytes'])})"
         )
+        if d["counts"].get("leftover"):  # never orphans: the leftover pass's, or a person's (maybe a last copy)
+            echo_shown(f"{d['counts']['leftover']} leftover view(s) not counted: `qbhook status` lists them")
         if quarantine:
             echo_shown("dry run: add --yes to move the reclaimable ones into holding", err=True)
 

@@ -42,6 +42,7 @@ __all__ = [
     "check_hash",
     "check_tags",
     "is_info_hash",
+    "is_part_file",
     "is_path_component",
     "normalize_state",
     "parse_tags",
@@ -79,6 +80,22 @@ PAUSED_RAW_STATE = "paused"
 # ``name + PART_SUFFIX``, and renamed (same inode) to ``name`` once complete. The orphan walk
 # protects such a file; convergence counts it among the places an unsettled torrent writes.
 PART_SUFFIX = ".!qB"
+
+# libtorrent's part file, ``"." + info_hash_hex + ".parts"`` (40 hex digits, 64 for a v2-only
+# torrent) in the save path itself: it holds the pieces of files set to priority 0 that overlap
+# wanted ones. Lose it and a partial cross-seed at 100 % cannot be rechecked or completed. Any
+# such name is a part file, whether or not a listed torrent's hash matches: a torrent of a
+# client not configured (or a hash v1/v2 mismatch) must not make it reclaimable.
+_LIBTORRENT_PARTS = re.compile(r"\.(?:[0-9a-fA-F]{40}|[0-9a-fA-F]{64})\.parts")
+
+
+def is_part_file(path: str) -> bool:
+    """A file a client writes while a torrent is incomplete (qBittorrent's ``.!qB``, libtorrent's
+    ``.<infohash>.parts``): the orphan walk never calls it an orphan."""
+    if path.endswith(PART_SUFFIX):
+        return True
+    return path.endswith(".parts") and _LIBTORRENT_PARTS.fullmatch(path.rpartition("/")[2]) is not None
+
 
 CHECKING_STATES = frozenset({"checkingUP", "checkingDL", "checkingResumeData"})
 

@@ -547,6 +547,11 @@ class Journal:
         ).fetchall()
         return [(sid, json.loads(args), error) for sid, args, error in rows]
 
+    def leftover_paths(self) -> frozenset[str]:
+        """The path of every tracked leftover view, pending or waiting for a person: never an orphan
+        (``orphans.References.leftovers``), whoever lists or purges them."""
+        return frozenset(os.path.normpath(view["path"]) for _sid, view, _why in self.leftover_tracked())
+
     def leftover_views(self) -> list[tuple[int, dict]]:
         """(step id, recorded view) of every leftover view a run still tries to remove: tracked and
         not waiting for a person (``leftover_waiting``)."""

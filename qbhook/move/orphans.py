@@ -7,10 +7,14 @@ are the thin side effects around it):
   symlink nor crosses into another filesystem; qbhook's own folders and ``scan.ignore_names``
   are not entered, nor its temporary relink links listed: ``paths.RELINK_PREFIX``);
 * a file is *referenced* when it is a file of a complete torrent of any client; it is
-  *protected* (never an orphan, whatever else holds) when it is a part file (``.!qB``), lies
+  *protected* (never an orphan, whatever else holds) when it is a part file (``.!qB``, or
+  libtorrent's ``.<infohash>.parts``: ``model.is_part_file``), lies
   in the content folder of a torrent that is incomplete, lacks metadata or skips files
   (qBittorrent keeps their pieces in ``.unwanted`` and part files), in its download path, or
-  in qBittorrent's temp path; it is *young* when written within ``scan.settle_seconds``;
+  in qBittorrent's temp path; it is a *leftover* view when the journal still tracks it as a
+  rolled-back group's view (``leftovers``: the next run removes it once proven redundant, or it
+  waits for a person, maybe the last copy of its content); it is *young* when written within
+  ``scan.settle_seconds``;
 * every other file is an *orphan*: *still used by a library* when its inode has a link
   outside the seeding roots (more links than the walk met), otherwise *reclaimable*; a
   reclaimable inode frees its size only when every link of it is an orphan;
@@ -18,9 +22,13 @@ are the thin side effects around it):
   of one kind, or the file itself.
 
 Guards (``OrphansRefused``, nothing moved): a client that cannot be listed, no torrents at
-all, or orphans over ``policy.orphans_max_share`` of a pool's seeding bytes. Each is what
-an unmounted dataset, a wrong path_map or a client outage looks like, and each would make
-everything look orphaned. Also refused: a torrent the client is moving (its old copy is
+all, a client whose complete torrents have files below the seeding roots of which the walk
+met fewer than half (``MIN_MET_SHARE``), or orphans over ``policy.orphans_max_share`` of a
+pool's seeding bytes. Each is what an unmounted dataset, a wrong path_map or a client outage
+looks like, and each would make everything (or all of one client's data) look orphaned; the
+per-client one catches what the share cannot: a second client holding less than the share,
+its path_map off by a folder. (A client not configured at all lists nothing: only the share
+guard stands for it.) Also refused: a torrent the client is moving (its old copy is
 unreferenced until the move ends) and, for quarantine, an unfinished run (its views are
 unreferenced until resume relocates onto them).
 
@@ -32,7 +40,8 @@ deletes anything itself.
 
 The purge (``purge_held``, also the executor's after a run) asks the clients again first
 (``screen_held``): an expired orphan whose original path a torrent uses again (re-added in
-the grace period, or a cross-seed match injected onto it) is kept in holding and reported,
+the grace period, or a cross-seed match injected onto it), or that is a leftover view the
+journal still tracks (quarantined by an older qbhook), is kept in holding and reported,
 and a listing that cannot be trusted refuses the purge of every orphan (by the same guards).
 
 Each listing and each quarantine records its totals (reclaimable bytes it would free, bytes
@@ -50,10 +59,10 @@ import stat as stat_mod
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from qbhook.clients.model import PART_SUFFIX
+from qbhook.clients.model import is_part_file
 from qbhook.clients.port import ClientPort
 from qbhook.dirfd import FolderRefused, NotAFolder, open_below, open_root
 from qbhook.errors import LastCopyKept, OrphansRefused, PathMapError, QbhookError, QbtError, UnsafeOperation
@@ -63,6 +72,7 @@ if TYPE_CHECKING:
     from qbhook.move.fsops import HeldLink
 
 REFERENCED, PROTECTED, YOUNG, RECLAIMABLE, LIBRARY = "referenced", "protected", "young", "reclaimable", "library"
+LEFTOVER = "leftover"  # a leftover view the journal still tracks (``leftovers``): never an orphan
 QUARANTINE_TRIGGER = "orphans"  # the journal's trigger of a quarantine run (``finish_quarantine``)
 
 _log = logging.getLogger(__name__)
@@ -87,6 +97,15 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class ClientListing:
+    """One client's complete torrents, for the per-client guard (``check_guards``)."""
+
+    name: str
+    path_map: str  # for the refusal: the mapping that put its files where the walk did not look
+    torrents: tuple[tuple[str, tuple[str, ...]], ...]  # (host save path, its files) per complete torrent
+
+
+@dataclass(frozen=True)
 class References:
     """What the clients say is in use, in host paths."""
 
@@ -94,6 +113,11 @@ class References:
     protected: tuple[str, ...]  # folders/files never to call orphaned
     torrents: int  # how many torrents were listed, all clients
     moving: tuple[str, ...] = ()  # torrents qBittorrent is relocating right now
+    # Leftover views the journal still tracks: no torrent uses them, but they are the leftover
+    # pass's to remove (proven redundant) or a person's to look at (maybe a last copy), never
+    # the quarantine's. Filled by the caller that has the journal (``find_orphans``).
+    leftovers: frozenset[str] = frozenset()
+    clients: tuple[ClientListing, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,6 +154,16 @@ class Item:
     frees: int
 
 
+@dataclass(frozen=True)
+class ClientSeen:
+    """How many files of one client's complete torrents below a seeding root the walk met."""
+
+    name: str
+    path_map: str
+    expected: int
+    met: int
+
+
 @dataclass
 class PoolTotals:
     seeding_bytes: int = 0
@@ -147,6 +181,7 @@ class Report:
     skipped: list[str] = field(default_factory=list)
     torrents: int = 0
     moving: tuple[str, ...] = ()
+    clients: list[ClientSeen] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {
@@ -175,16 +210,18 @@ def in_use(path: str, refs: References) -> str | None:
     leftover views and the purge of quarantined orphans (``screen_held``) all ask it."""
     if path in refs.files:
         return REFERENCED
-    if path.endswith(PART_SUFFIX) or within_any(refs.protected)(path):
+    if is_part_file(path) or within_any(refs.protected)(path):
         return PROTECTED
     return None
 
 
 def classify(e: Entry, refs: References, now: float, settle_seconds: float) -> str | None:
-    """REFERENCED / PROTECTED / YOUNG for an entry that is not an orphan, None for an orphan."""
+    """REFERENCED / PROTECTED / LEFTOVER / YOUNG for an entry that is not an orphan, None for an orphan."""
     used = in_use(e.path, refs)
     if used is not None:
         return used
+    if e.path in refs.leftovers:
+        return LEFTOVER
     # ctime too: a file linked or renamed into place keeps its old mtime
     if now - max(e.mtime_ns, e.ctime_ns) / 1e9 < settle_seconds:
         return YOUNG
@@ -251,6 +288,7 @@ def decide(
             t.library_bytes += o.size
     for name in pool_roots or {}:
         pools.setdefault(name, PoolTotals())
+    roots = {e.root for e in walk.entries}.union(*(pool_roots or {}).values())
     return Report(
         orphans=orphans,
         items=_items(walk, status, orphans),
@@ -259,7 +297,33 @@ def decide(
         skipped=list(walk.skipped),
         torrents=refs.torrents,
         moving=refs.moving,
+        clients=_clients_seen(walk, status, refs, tuple(roots)),
     )
+
+
+def _clients_seen(walk: Walk, status: dict[str, str], refs: References, roots: tuple[str, ...]) -> list[ClientSeen]:
+    """Per client, the files of its complete torrents saved below a seeding root, and how many of
+    them the walk met (one lookup each): as an entry, or as a symlink or folder it did not enter."""
+    below = within_any(roots)  # one test per torrent, not per file
+    skipped = set(walk.skipped)
+    out = []
+    for c in refs.clients:
+        expected = met = 0
+        for save, files in c.torrents:
+            if below(save):
+                expected += len(files)
+                met += sum(1 for f in files if f in status or (skipped and _behind(f, skipped)))
+        out.append(ClientSeen(c.name, c.path_map, expected, met))
+    return out
+
+
+def _behind(path: str, skipped: set[str]) -> bool:
+    """``path`` or a folder holding it is one the walk did not enter (a symlink, a mount)."""
+    while path not in ("/", ""):
+        if path in skipped:
+            return True
+        path = posixpath.dirname(path)
+    return False
 
 
 def _items(walk: Walk, status: dict[str, str], orphans: list[Orphan]) -> list[Item]:
@@ -336,9 +400,23 @@ def check_listing(torrents: int, moving: tuple[str, ...], doing: str = LOOK) -> 
         )
 
 
+# A client's complete torrents below the seeding roots whose files the walk met fewer than this
+# share of: its path_map (or a dataset) is wrong, not its data gone. A few torrents whose data
+# a person deleted do not reach it; a map off by a folder meets none.
+MIN_MET_SHARE = 0.5
+
+
 def check_guards(report: Report, max_share: float) -> None:
     """Refuse when the listing cannot be trusted (see the module docstring)."""
     check_listing(report.torrents, report.moving)
+    for c in report.clients:
+        if c.expected and c.met < MIN_MET_SHARE * c.expected:
+            raise OrphansRefused(
+                f"refusing: the walk met {c.met:,} of the {c.expected:,} files client {c.name}'s complete "
+                f"torrents have below the seeding roots (its path_map: {c.path_map})",
+                hint="check that client's path_map and that its datasets are mounted; "
+                "a torrent whose data is gone counts too: remove or recheck it",
+            )
     for name, t in sorted(report.pools.items()):
         if t.seeding_bytes and t.orphan_bytes > max_share * t.seeding_bytes:
             raise OrphansRefused(
@@ -476,9 +554,11 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
     files: set[str] = set()
     protected: list[str] = []
     moving: list[str] = []
+    listings: list[ClientListing] = []
     n = 0
     for c in clients:
         label = getattr(c, "name", "?")
+        complete_ones: list[tuple[str, tuple[str, ...]]] = []
         try:
             if hasattr(c, "torrents_with_files"):
                 listing = c.torrents_with_files()
@@ -503,7 +583,9 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
             save = os.path.normpath(t.save_path) if t.save_path else ""
             complete = t.has_metadata and t.progress >= 1.0 and bool(fs) and all(f.wanted for f in fs)
             if complete and save:
-                files.update(os.path.normpath(posixpath.join(save, f.name)) for f in fs)
+                paths = tuple(os.path.normpath(posixpath.join(save, f.name)) for f in fs)
+                files.update(paths)
+                complete_ones.append((save, paths))
                 continue
             # Incomplete, skipping files or without metadata: its whole content folder is in use.
             for base in (save, os.path.normpath(t.download_path) if t.download_path else ""):
@@ -513,7 +595,14 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
                 protected += [os.path.normpath(posixpath.join(base, top)) for top in tops if top]
             if t.content_path:
                 protected.append(os.path.normpath(t.content_path))
-    return References(frozenset(files), tuple(protected), n, tuple(moving))
+        listings.append(ClientListing(label, _map_label(c), tuple(complete_ones)))
+    return References(frozenset(files), tuple(protected), n, tuple(moving), clients=tuple(listings))
+
+
+def _map_label(client) -> str:
+    """The client's path_map as the user wrote it (client prefix -> host prefix), for a refusal."""
+    pairs = getattr(getattr(client, "path_map", None), "pairs", ())
+    return ", ".join(f"{c} -> {h}" for c, h in pairs) or "none, its paths are the host's"
 
 
 def _temp_paths(client) -> list[str]:
@@ -587,9 +676,14 @@ def last_run(conn) -> LastOrphans | None:
 def find_orphans(cfg, clients: Iterable[ClientPort], *, now: float | None = None, catalog=None) -> Report:
     """List the clients first, then walk: a file added between the two is young, never orphaned.
 
-    ``catalog``: record the totals (``record``) once the guards passed.
+    ``catalog``: record the totals (``record``) once the guards passed, and never call a leftover
+    view the journal still tracks an orphan (``References.leftovers``).
     """
     refs = references(clients)
+    if catalog is not None:
+        from qbhook.move.journal import Journal
+
+        refs = replace(refs, leftovers=Journal(catalog.conn).leftover_paths())
     walk = walk_roots(cfg)
     report = decide(
         walk,
@@ -761,12 +855,18 @@ class KeptOrphan:
 
     held: str  # where it waits
     origin: str  # where it was quarantined from
+    leftover: bool = False  # its place is a leftover view the journal tracks (maybe a last copy)
 
     def line(self) -> str:
+        if self.leftover:
+            return (
+                f"kept {self.held} in holding: it is the leftover view {self.origin}, maybe the last copy "
+                "of its content (put it back by hand; `qbhook status` lists it)"
+            )
         return f"kept {self.held} in holding: a torrent uses its place {self.origin} again (put it back by hand)"
 
     def as_dict(self) -> dict:
-        return {"held": self.held, "origin": self.origin}
+        return {"held": self.held, "origin": self.origin, "leftover_view": self.leftover}
 
 
 @dataclass(frozen=True)
@@ -779,14 +879,20 @@ class Screen:
 
 
 def screen_held(
-    held: Iterable[HeldLink], clients: Callable[[], Iterable[ClientPort]], *, grace: float, now: float
+    held: Iterable[HeldLink],
+    clients: Callable[[], Iterable[ClientPort]],
+    *,
+    grace: float,
+    now: float,
+    leftover_views: frozenset[str] = frozenset(),
 ) -> Screen:
     """Ask the clients, right before a purge, whether a torrent uses a quarantined orphan's place again.
 
     An orphan was unreferenced when it was quarantined; in the grace period the user may re-add
     its torrent, or cross-seed inject a match onto that path, and the held file is then the
     torrent's data. So an expired orphan is purged only if no torrent of any client uses its
-    original path now (``in_use``, the orphan walk's own rule, on ``references``' listing).
+    original path now (``in_use``, the orphan walk's own rule, on ``references``' listing) and
+    it is no leftover view the journal tracks (``leftover_views``: never an orphan, maybe a last copy).
     A listing that cannot say (a client unreachable or unmapped, no torrents at all, a torrent
     being moved: ``check_listing``) refuses the purge of every orphan, never a guess. Held links
     of a demote or another delete are no orphans: they pass on untouched, to the purge's rule
@@ -808,6 +914,8 @@ def screen_held(
         origin = os.path.normpath(h.origin) if h.origin else None
         if origin is None or in_use(origin, refs) is not None:
             kept[h.key] = KeptOrphan(h.path, origin or "(not recorded)")
+        elif origin in leftover_views:
+            kept[h.key] = KeptOrphan(h.path, origin, leftover=True)
     return Screen(tuple(h for h in held if h.key not in kept), tuple(kept.values()))
 
 
@@ -816,7 +924,7 @@ class Purge:
     """What one purge of holding did and left."""
 
     folders: list[str] = field(default_factory=list)  # holding run folders that became empty and went
-    kept: list[KeptOrphan] = field(default_factory=list)  # orphans a torrent uses again
+    kept: list[KeptOrphan] = field(default_factory=list)  # orphans a torrent uses again, or leftover views
     refused: OrphansRefused | None = None  # no orphan was purged: the clients could not be asked
     error: Exception | None = None  # what ``fsops.purge_holding`` left (``LastCopyKept``: a person must look)
 
@@ -843,7 +951,7 @@ def purge_held(
 
     now = time.time() if now is None else now
     grace = cfg.policy.grace_period
-    screen = screen_held(journal.held_links(), clients, grace=grace, now=now)
+    screen = screen_held(journal.held_links(), clients, grace=grace, now=now, leftover_views=journal.leftover_paths())
     out = Purge(kept=list(screen.kept), refused=screen.refused)
     for k in screen.kept:
         notify.emit("guard", f"holding purge: {k.line()}", "failure")

@@ -79,6 +79,29 @@ def test_never_orphans_part_files_incomplete_torrents_young_files():
     assert rep.counts["protected"] == 3 and rep.counts["young"] == 1
 
 
+def test_a_leftover_view_the_journal_tracks_is_never_an_orphan():
+    r = References(frozenset(), (), 1, leftovers=frozenset({f"{R}/Movie/view.mkv"}))
+    rep = run([e("Movie/view.mkv", 1), e("Movie/stray.nfo", 2)], r)
+    assert [o.path for o in rep.orphans] == [f"{R}/Movie/stray.nfo"] and rep.counts["leftover"] == 1
+    assert [i.path for i in rep.items] == [f"{R}/Movie/stray.nfo"]  # not the folder: the view is no orphan
+
+
+def test_libtorrents_part_file_is_never_an_orphan():
+    """``.<infohash>.parts`` in the save path holds the pieces of skipped files (a partial
+    cross-seed): lost, the torrent cannot complete. Only that exact name is protected."""
+    v1, v2 = "ab" * 20, "cd" * 32
+    entries = [
+        e(f"tv/.{v1}.parts", 1),
+        e(f"tv/.{v2}.parts", 2),
+        e("tv/.abc.parts", 3),
+        e(f"tv/{v1}.parts", 4),
+        e(f"tv/.{v1}.parts.bak", 5),
+    ]
+    rep = run(entries, refs())
+    assert {o.path for o in rep.orphans} == {f"{R}/tv/.abc.parts", f"{R}/tv/{v1}.parts", f"{R}/tv/.{v1}.parts.bak"}
+    assert rep.counts["protected"] == 2
+
+
 def test_ctime_counts_as_young_too():
     # linked into place a second ago with an old mtime: not settled
     rep = run([Entry(f"{R}/a", "stash", R, 1, 1, 10, 1, OLD, int((NOW - 1) * 1e9))], refs())
@@ -113,3 +136,67 @@ def test_guard_a_torrent_being_moved_refuses():
     rep = decide(Walk((e("a", 1),)), References(frozenset(), (), 1, ("Show.S01",)), now=NOW, settle_seconds=0)
     with pytest.raises(OrphansRefused, match="being moved"):
         check_guards(rep, 1.0)
+
+
+def _listing(name, prefix, n):
+    """A client (``references``) listing ``n`` complete torrents saved at ``prefix``, one file each."""
+    from qbhook.clients.model import TorrentFile, TorrentInfo
+    from qbhook.pathmap import PathMap
+
+    def torrent(i):
+        h = f"{name}{i}".encode().hex().ljust(40, "0")[:40]
+        info = TorrentInfo(
+            instance=name, hash=h, infohash_v1=h, infohash_v2=None, name=f"{name}{i}", save_path=prefix,
+            download_path="", content_path=f"{prefix}/{name}{i}", root_path=f"{prefix}/{name}{i}",
+            client_save_path="/data", client_content_path=f"/data/{name}{i}", auto_tmm=False, category="",
+            tags=frozenset(), state="stalledUP", raw_state="stalledUP", progress=1.0, amount_left=0, size=100,
+            total_size=100, has_metadata=True, added_on=None, completion_on=None,
+        )  # fmt: skip
+        return info, [TorrentFile(index=0, name=f"{name}{i}/f.mkv", size=100, progress=1.0, priority=1)]
+
+    class Client:
+        def __init__(self):
+            self.name, self.path_map = name, PathMap([("/data", prefix)])
+
+        def torrents_with_files(self):
+            return [torrent(i) for i in range(n)]
+
+    return Client()
+
+
+def test_guard_a_client_whose_files_the_walk_never_met_refuses_below_the_share():
+    """A second client holding 15 % of the pool, its path_map off by a folder: all its files are
+    where the walk did not look, and its real data (15 %, under the share) looked orphaned."""
+    from qbhook.move.orphans import references
+
+    main, xseed = _listing("main", f"{R}/main", 85), _listing("xs", R, 15)  # its data is in {R}/xseed
+    entries = [e(f"main/main{i}/f.mkv", i) for i in range(85)] + [e(f"xseed/xs{i}/f.mkv", 100 + i) for i in range(15)]
+    rep = run(entries, references([main, xseed]))
+    with pytest.raises(OrphansRefused) as ei:
+        check_guards(rep, 0.2)
+    msg = ei.value.message
+    assert "client xs" in msg and f"/data -> {R}" in msg and "0 of the 15" in msg and "\n" not in msg, msg
+    assert ei.value.exit_code == ExitCode.GUARD_REFUSED
+    # its map right: the same walk passes
+    check_guards(run(entries, references([main, _listing("xs", f"{R}/xseed", 15)])), 0.2)
+
+
+def test_guard_a_client_missing_a_few_files_or_seeding_through_symlinks_passes():
+    from qbhook.move.orphans import references
+
+    # 10 torrents, 4 of their files gone (a person deleted them): 6 of 10 met, over half
+    some = [e(f"a/a{i}/f.mkv", i) for i in range(6)]
+    check_guards(run(some, references([_listing("a", f"{R}/a", 10)])), 1.0)
+    rep = run(some[:4], references([_listing("a", f"{R}/a", 10)]))
+    with pytest.raises(OrphansRefused, match="4 of the 10"):
+        check_guards(rep, 1.0)
+    # cross-seed's symlink mode: every file a symlink, which the walk does not enter but met
+    linked = decide(
+        Walk((e("main", 1),), skipped=tuple(f"{R}/l/l{i}/f.mkv" for i in range(3)) + (f"{R}/l/l3",)),
+        references([_listing("l", f"{R}/l", 4)]),
+        now=NOW,
+        settle_seconds=60,
+    )
+    check_guards(linked, 1.0)
+    # a client whose torrents are saved outside every seeding root is not this guard's
+    check_guards(run([e("x", 1)], references([_listing("o", "/elsewhere", 5)])), 1.0)

@@ -116,6 +116,17 @@ def test_a_listing_that_cannot_say_refuses_every_orphan_and_passes_the_others(cl
     assert msg.startswith("refusing to purge quarantined orphans") and why in msg and "\n" not in msg, msg
 
 
+def test_an_orphan_that_is_a_tracked_leftover_view_is_kept():
+    """Quarantined by an older qbhook, a leftover view waiting for a person (maybe the last copy of
+    its content) is no orphan: the purge keeps it, however unused its place is."""
+    view = held("v", f"{S}/movies/V/v.mkv")
+    out = screen_held(
+        [view], lambda: [client(other_torrent())], grace=GRACE, now=NOW, leftover_views=frozenset({view.origin})
+    )
+    assert out.purgeable == () and [(k.held, k.leftover) for k in out.kept] == [(view.path, True)]
+    assert "leftover view" in out.kept[0].line()
+
+
 def test_an_orphan_whose_quarantine_recorded_no_path_is_kept():
     out = screen([held("o", None)], client(other_torrent()))
     assert out.purgeable == () and [k.origin for k in out.kept] == ["(not recorded)"]
@@ -188,8 +199,56 @@ def test_cli_purge_reports_the_kept_orphan(world, notified):
     w.qbt.add(FakeTorrent(H3, "Gone.2019", os.path.join(w.seed_s, "old"), [("Gone.2019/gone.mkv", 1400, 1)]))
     expire(w)
     out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
-    assert out.as_dict()["kept_in_use"] == [{"held": at, "origin": path}] and out.error is None
+    assert out.as_dict()["kept_in_use"] == [{"held": at, "origin": path, "leftover_view": False}]
+    assert out.error is None
     assert out.refused is None and os.path.exists(at) and len(notified) == 1
+
+
+def waiting_view(w, rel="Movie.2020/only-copy.mkv") -> str:
+    """A rolled-back group's view on the target pool whose source is gone: the leftover pass keeps
+    it for a person (it may be the last copy of its content); its path."""
+    from qbhook.decide.plan import Plan
+    from qbhook.move import leftovers
+
+    view = write(os.path.join(w.seed_p, rel), b"last good copy" * 100)
+    st = os.stat(view)
+    run = w.journal.start_run(Plan(groups=[]).to_dict(), "test")
+    gone = os.path.join(w.seed_s, "gone.mkv")
+    w.journal.record_leftover(
+        run,
+        "g1",
+        {"path": view, "ino": st.st_ino, "size": st.st_size, "ctime_ns": st.st_ctime_ns, "kind": "copy",
+         "keep": gone, "blake3": None},
+    )  # fmt: skip
+    w.journal.finish_run(run, "done", {})
+    assert [r["status"] for r in leftovers.remove_leftover_views(w.cfg, w.cat, [w.qbt])] == ["needs_person"]
+    return view
+
+
+def test_a_leftover_view_waiting_for_a_person_is_never_an_orphan(world):
+    """It was listed reclaimable and quarantined; the leftover pass then found it "absent" and
+    stopped tracking it, and the purge deleted what may have been the last copy of its content."""
+    w = world
+    view = waiting_view(w)
+    report = orphans.find_orphans(w.cfg, [w.qbt], catalog=w.cat)
+    assert report.orphans == [] and report.counts["leftover"] == 1
+    res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    assert res.held == [] and os.path.exists(view) and len(w.journal.leftover_waiting()) == 1
+
+
+def test_a_leftover_view_an_older_qbhook_quarantined_is_kept_by_the_purge(world, notified, monkeypatch):
+    from qbhook.move.journal import Journal
+
+    w = world
+    view = waiting_view(w)
+    with monkeypatch.context() as m:  # an older qbhook: its quarantine did not know leftover views
+        m.setattr(Journal, "leftover_paths", lambda _self: frozenset())
+        assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [view]
+    (h,) = w.journal.held_links()
+    expire(w)
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    assert out.as_dict()["kept_in_use"] == [{"held": h.path, "origin": view, "leftover_view": True}]
+    assert os.path.exists(h.path) and [x.path for x in w.journal.held_links()] == [h.path] and len(notified) == 1
 
 
 def test_executor_purge_with_the_client_unreachable_keeps_orphans_and_purges_the_demote_by_its_rule(
