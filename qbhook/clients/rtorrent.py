@@ -31,6 +31,12 @@ The model (verified on Debian's rtorrent 0.9.8, see docs/rtorrent.md):
   writes it); tags: a comma-separated list in ``d.custom=qbhook_tags``
   (rTorrent has no tags). rTorrent knows only v1 hashes (upper-case); a v2 hash
   never names an rTorrent item.
+* A name that is not UTF-8 reaches us mangled: rTorrent's XML-RPC (0.9.8
+  ``object_to_xmlrpc``) sends every byte >= 0x80 and every control byte of such a
+  string as ``?``, in d.directory, d.name and f.path alike. The path it spells does
+  not exist, and the real files would look unreferenced (``qbhook orphans``). A path
+  with ``?`` that is not on the host is read as an unreadable record (``_spelled``):
+  the listing refuses, naming the item, rather than guess which file was meant.
 * Failures: an unknown hash is UnknownTorrent; no answer on the socket is
   RtorrentUnreachable (retried a few times first: reads and our writes are
   idempotent); any other fault is RtorrentError; a hash check that fails or
@@ -378,6 +384,8 @@ class RtorrentClient(FindOrRaise):
         except PathMapError as exc:
             raise PathMapError(f"torrent {item.hash} ({item.name}): save path: {exc.message}", hint=exc.hint) from exc
         content = posixpath.join(save, content_leaf)
+        client_content = posixpath.join(client_save, content_leaf)
+        _spelled(self._where(item.hash), "d.directory" if "?" in item.directory else "d.name", client_content, content)
         done = item.has_all_bytes
         return TorrentInfo(
             instance=self.name,
@@ -390,7 +398,7 @@ class RtorrentClient(FindOrRaise):
             content_path=content,
             root_path=content if item.is_multi_file else "",
             client_save_path=client_save,
-            client_content_path=posixpath.join(client_save, content_leaf),
+            client_content_path=client_content,
             auto_tmm=False,
             category=unquote(item.custom1),
             tags=parse_tags(item.tags_raw),
@@ -458,8 +466,13 @@ class RtorrentClient(FindOrRaise):
         # Read by the rules an item row is read by (RtItem.from_row): a "0" string or a list here
         # must not pass as a multi-file item, which would put every file under a folder it lacks.
         f = RecordFields({"d.is_multi_file": multi, "d.directory": directory}, self._where(h))
-        prefix = posixpath.basename(normalize(f.text("d.directory"))) if _flag(f)("d.is_multi_file") else ""
-        return _files(rows, prefix, self._where(h))
+        client_dir = normalize(f.text("d.directory"))
+        is_multi = _flag(f)("d.is_multi_file")
+        files = _files(rows, posixpath.basename(client_dir) if is_multi else "", self._where(h))
+        if any("?" in t.name for t in files):
+            save = self.path_map.to_host(posixpath.dirname(client_dir) if is_multi else client_dir)
+            _spelled_files(self._where(h), save, files)
+        return files
 
     def torrents_with_files(self) -> list[tuple[TorrentInfo, list[TorrentFile]]]:
         """Every item with its files: one d.multicall2 + one system.multicall per 500 items."""
@@ -481,7 +494,9 @@ class RtorrentClient(FindOrRaise):
                     raise RtorrentError(f"rTorrent {self.name!r}: list files of {it.hash}: malformed answer")
                 info = self._info(it)
                 prefix = posixpath.basename(normalize(it.directory)) if it.is_multi_file else ""
-                out.append((info, _files(answer[0], prefix, self._where(it.hash))))
+                files = _files(answer[0], prefix, self._where(it.hash))
+                _spelled_files(self._where(it.hash), info.save_path, files)
+                out.append((info, files))
         return out
 
     def _resolve(self, any_hash: str) -> str:
@@ -684,6 +699,24 @@ def _files(rows: Any, prefix: str, where: str) -> list[TorrentFile]:
             )
         )
     return out
+
+
+def _spelled(where: str, key: str, value: str, host_path: str) -> None:
+    """UnreadableRecord when ``value`` (a name rTorrent reported) has a ``?`` and ``host_path``, the
+    path it spells, does not exist: rTorrent sends a name that is not UTF-8 with ``?`` in place of
+    its bytes (module docstring), so its real files are elsewhere under another name."""
+    if "?" in value and not os.path.lexists(host_path):
+        raise UnreadableRecord(
+            f"{where}: unreadable record: {key} = {value!r:.80} (no such path on the host: "
+            "rTorrent spells a name that is not UTF-8 with '?'; rename it to UTF-8)"
+        )
+
+
+def _spelled_files(where: str, host_save: str, files: Iterable[TorrentFile]) -> None:
+    """``_spelled`` for each file name with a ``?`` (a lstat each, only for those)."""
+    for f in files:
+        if "?" in f.name:
+            _spelled(f"{where}: file {f.index}", "f.path", f.name, posixpath.join(host_save, f.name))
 
 
 def from_config(entry: Mapping[str, Any] | Any, **kwargs: Any) -> RtorrentClient:
