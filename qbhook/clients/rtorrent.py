@@ -50,7 +50,7 @@ import os
 import posixpath
 import time
 import xmlrpc.client
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
@@ -121,6 +121,7 @@ _ITEM_FIELDS: tuple[tuple[str, str | None], ...] = (
     ("d.up.rate", None),
     ("d.down.rate", None),
     ("d.message", None),
+    ("d.size_files", None),  # to cut the file listing in batches of files (_file_batches)
 )
 
 _FIELD_NAMES = tuple(cmd for cmd, _ in _ITEM_FIELDS)
@@ -140,8 +141,10 @@ def _flag(f: RecordFields) -> Callable[[str], bool]:
 
 _FILE_FIELDS = ("f.path=", "f.size_bytes=", "f.priority=", "f.completed_chunks=", "f.size_chunks=")
 
-# f.multicall requests per system.multicall: one answer stays a few MB at most.
-_FILES_BATCH = 500
+# Files per system.multicall of f.multicall requests: about 272 bytes of XML a file, so a batch
+# answers some 27 MB, under scgi.MAX_ANSWER_BYTES. Counted in items (500), a batch of music or
+# ebook packs (thousands of files each) broke that cap. An item with more is a batch of its own.
+_FILES_BUDGET = 100_000
 
 
 def check_budget(size_bytes: int, base_s: float = 30.0, rate_bps: float = 50e6) -> float:
@@ -173,6 +176,7 @@ class RtItem:
     up_rate: int
     down_rate: int
     message: str
+    size_files: int
 
     @classmethod
     def from_row(cls, row: Sequence[Any], instance: str = "?") -> RtItem:
@@ -213,6 +217,7 @@ class RtItem:
             up_rate=f.number("d.up.rate", int, None),
             down_rate=f.number("d.down.rate", int, None),
             message=f.text("d.message"),
+            size_files=f.number("d.size_files", int, None),
         )
 
     @property
@@ -475,11 +480,10 @@ class RtorrentClient(FindOrRaise):
         return files
 
     def torrents_with_files(self) -> list[tuple[TorrentInfo, list[TorrentFile]]]:
-        """Every item with its files: one d.multicall2 + one system.multicall per 500 items."""
-        items = self.items()
+        """Every item with its files: one d.multicall2 + one system.multicall per batch of items
+        holding up to ``_FILES_BUDGET`` files (``_file_batches``)."""
         out: list[tuple[TorrentInfo, list[TorrentFile]]] = []
-        for start in range(0, len(items), _FILES_BATCH):
-            chunk = items[start : start + _FILES_BATCH]
+        for chunk in _file_batches(self.items()):
             calls = [_mc("f.multicall", it.hash.upper(), "", *_FILE_FIELDS) for it in chunk]
             answers = self._call("list files", "system.multicall", calls)
             if not isinstance(answers, list) or len(answers) != len(calls):
@@ -671,6 +675,22 @@ class RtorrentClient(FindOrRaise):
 
     def close(self) -> None:
         """Nothing to release: one connection per call."""
+
+
+def _file_batches(items: Iterable[RtItem], budget: int = _FILES_BUDGET) -> Iterator[list[RtItem]]:
+    """``items`` in order, cut where the next item's d.size_files would take a batch over ``budget``
+    (each item counts one file at least); an item over it alone is a batch of its own."""
+    batch: list[RtItem] = []
+    count = 0
+    for item in items:
+        n = max(item.size_files, 1)
+        if batch and count + n > budget:
+            yield batch
+            batch, count = [], 0
+        batch.append(item)
+        count += n
+    if batch:
+        yield batch
 
 
 def _files(rows: Any, prefix: str, where: str) -> list[TorrentFile]:

@@ -55,6 +55,7 @@ ROW_MULTI = [
     0,
     0,
     "Tracker: [Couldn't connect to server]",
+    2,
 ]
 ROW_SINGLE = [
     HS.upper(),
@@ -77,6 +78,7 @@ ROW_SINGLE = [
     0,
     0,
     "Tracker: [Couldn't connect to server]",
+    1,
 ]
 FILES_MULTI = [["a.mkv", 300000, 1, 19, 19], ["sub/b.srt", 1000, 0, 0, 1]]
 FILES_SINGLE = [["single.mkv", 200000, 1, 13, 13]]
@@ -592,3 +594,20 @@ def test_a_real_question_mark_in_a_name_reads(tmp_path):
     ((info, files),) = c.torrents_with_files()
     assert info.content_path == f"{tmp_path}/What?.Show" and [f.name for f in files] == ["What?.Show/why?.mkv"]
     assert [f.name for f in c.files(HM)] == ["What?.Show/why?.mkv"]
+
+
+# -- batches of the file listing ------------------------------------------------------
+
+
+def test_the_file_listing_is_batched_by_files_not_items():
+    # ~272 bytes of XML a file: 500 items of music or ebook packs broke the SCGI answer cap
+    # (64 MiB) with "is this rTorrent's SCGI address?". Batches now hold up to 100,000 files.
+    def listing(counts):
+        rows = [_row(ROW_MULTI, hash=f"{i + 1:040X}", size_files=n) for i, n in enumerate(counts)]
+        c = _client(rows, {r[0]: FILES_MULTI for r in rows})
+        listed = c.torrents_with_files()
+        assert len(listed) == len(counts)
+        return [len(p[0]) for m, *p in c._rpc.calls if m == "system.multicall"]
+
+    assert listing([60_000, 30_000, 20_000, 150_000, 1]) == [2, 1, 1, 1]  # one over the budget: alone
+    assert listing([1] * 1200) == [1200]  # small items are not cut at a count of items
