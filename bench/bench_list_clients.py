@@ -9,7 +9,7 @@ snapshot needs: every torrent and every torrent's file list, through qbhook's ad
   call that lists files of many torrents; this is what snapshot.py does today);
 * rTorrent, same shape: ``RtorrentClient.torrents()`` + ``files(h)`` per item;
 * rTorrent, batched: ``RtorrentClient.torrents_with_files()`` (one d.multicall2, then one
-  system.multicall of f.multicall per 500 items).
+  system.multicall of f.multicall per 100,000 files).
 
 qBittorrent gets the torrents with ``is_skip_checking=True``; rTorrent hashes the (tiny)
 data on load. The timed part starts once both report every item.

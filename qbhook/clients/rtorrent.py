@@ -31,6 +31,12 @@ The model (verified on Debian's rtorrent 0.9.8, see docs/rtorrent.md):
   writes it); tags: a comma-separated list in ``d.custom=qbhook_tags``
   (rTorrent has no tags). rTorrent knows only v1 hashes (upper-case); a v2 hash
   never names an rTorrent item.
+* A name that is not UTF-8 reaches us mangled: rTorrent's XML-RPC (0.9.8
+  ``object_to_xmlrpc``) sends every byte >= 0x80 and every control byte of such a
+  string as ``?``, in d.directory, d.name and f.path alike. The path it spells does
+  not exist, and the real files would look unreferenced (``qbhook orphans``). A path
+  with ``?`` that is not on the host is read as an unreadable record (``_spelled``):
+  the listing refuses, naming the item, rather than guess which file was meant.
 * Failures: an unknown hash is UnknownTorrent; no answer on the socket is
   RtorrentUnreachable (retried a few times first: reads and our writes are
   idempotent); any other fault is RtorrentError; a hash check that fails or
@@ -44,7 +50,7 @@ import os
 import posixpath
 import time
 import xmlrpc.client
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
@@ -115,6 +121,7 @@ _ITEM_FIELDS: tuple[tuple[str, str | None], ...] = (
     ("d.up.rate", None),
     ("d.down.rate", None),
     ("d.message", None),
+    ("d.size_files", None),  # to cut the file listing in batches of files (_file_batches)
 )
 
 _FIELD_NAMES = tuple(cmd for cmd, _ in _ITEM_FIELDS)
@@ -134,8 +141,10 @@ def _flag(f: RecordFields) -> Callable[[str], bool]:
 
 _FILE_FIELDS = ("f.path=", "f.size_bytes=", "f.priority=", "f.completed_chunks=", "f.size_chunks=")
 
-# f.multicall requests per system.multicall: one answer stays a few MB at most.
-_FILES_BATCH = 500
+# Files per system.multicall of f.multicall requests: about 272 bytes of XML a file, so a batch
+# answers some 27 MB, under scgi.MAX_ANSWER_BYTES. Counted in items (500), a batch of music or
+# ebook packs (thousands of files each) broke that cap. An item with more is a batch of its own.
+_FILES_BUDGET = 100_000
 
 
 def check_budget(size_bytes: int, base_s: float = 30.0, rate_bps: float = 50e6) -> float:
@@ -167,6 +176,7 @@ class RtItem:
     up_rate: int
     down_rate: int
     message: str
+    size_files: int
 
     @classmethod
     def from_row(cls, row: Sequence[Any], instance: str = "?") -> RtItem:
@@ -207,6 +217,7 @@ class RtItem:
             up_rate=f.number("d.up.rate", int, None),
             down_rate=f.number("d.down.rate", int, None),
             message=f.text("d.message"),
+            size_files=f.number("d.size_files", int, None),
         )
 
     @property
@@ -378,6 +389,8 @@ class RtorrentClient(FindOrRaise):
         except PathMapError as exc:
             raise PathMapError(f"torrent {item.hash} ({item.name}): save path: {exc.message}", hint=exc.hint) from exc
         content = posixpath.join(save, content_leaf)
+        client_content = posixpath.join(client_save, content_leaf)
+        _spelled(self._where(item.hash), "d.directory" if "?" in item.directory else "d.name", client_content, content)
         done = item.has_all_bytes
         return TorrentInfo(
             instance=self.name,
@@ -390,7 +403,7 @@ class RtorrentClient(FindOrRaise):
             content_path=content,
             root_path=content if item.is_multi_file else "",
             client_save_path=client_save,
-            client_content_path=posixpath.join(client_save, content_leaf),
+            client_content_path=client_content,
             auto_tmm=False,
             category=unquote(item.custom1),
             tags=parse_tags(item.tags_raw),
@@ -458,15 +471,19 @@ class RtorrentClient(FindOrRaise):
         # Read by the rules an item row is read by (RtItem.from_row): a "0" string or a list here
         # must not pass as a multi-file item, which would put every file under a folder it lacks.
         f = RecordFields({"d.is_multi_file": multi, "d.directory": directory}, self._where(h))
-        prefix = posixpath.basename(normalize(f.text("d.directory"))) if _flag(f)("d.is_multi_file") else ""
-        return _files(rows, prefix, self._where(h))
+        client_dir = normalize(f.text("d.directory"))
+        is_multi = _flag(f)("d.is_multi_file")
+        files = _files(rows, posixpath.basename(client_dir) if is_multi else "", self._where(h))
+        if any("?" in t.name for t in files):
+            save = self.path_map.to_host(posixpath.dirname(client_dir) if is_multi else client_dir)
+            _spelled_files(self._where(h), save, files)
+        return files
 
     def torrents_with_files(self) -> list[tuple[TorrentInfo, list[TorrentFile]]]:
-        """Every item with its files: one d.multicall2 + one system.multicall per 500 items."""
-        items = self.items()
+        """Every item with its files: one d.multicall2 + one system.multicall per batch of items
+        holding up to ``_FILES_BUDGET`` files (``_file_batches``)."""
         out: list[tuple[TorrentInfo, list[TorrentFile]]] = []
-        for start in range(0, len(items), _FILES_BATCH):
-            chunk = items[start : start + _FILES_BATCH]
+        for chunk in _file_batches(self.items()):
             calls = [_mc("f.multicall", it.hash.upper(), "", *_FILE_FIELDS) for it in chunk]
             answers = self._call("list files", "system.multicall", calls)
             if not isinstance(answers, list) or len(answers) != len(calls):
@@ -481,7 +498,9 @@ class RtorrentClient(FindOrRaise):
                     raise RtorrentError(f"rTorrent {self.name!r}: list files of {it.hash}: malformed answer")
                 info = self._info(it)
                 prefix = posixpath.basename(normalize(it.directory)) if it.is_multi_file else ""
-                out.append((info, _files(answer[0], prefix, self._where(it.hash))))
+                files = _files(answer[0], prefix, self._where(it.hash))
+                _spelled_files(self._where(it.hash), info.save_path, files)
+                out.append((info, files))
         return out
 
     def _resolve(self, any_hash: str) -> str:
@@ -658,6 +677,22 @@ class RtorrentClient(FindOrRaise):
         """Nothing to release: one connection per call."""
 
 
+def _file_batches(items: Iterable[RtItem], budget: int = _FILES_BUDGET) -> Iterator[list[RtItem]]:
+    """``items`` in order, cut where the next item's d.size_files would take a batch over ``budget``
+    (each item counts one file at least); an item over it alone is a batch of its own."""
+    batch: list[RtItem] = []
+    count = 0
+    for item in items:
+        n = max(item.size_files, 1)
+        if batch and count + n > budget:
+            yield batch
+            batch, count = [], 0
+        batch.append(item)
+        count += n
+    if batch:
+        yield batch
+
+
 def _files(rows: Any, prefix: str, where: str) -> list[TorrentFile]:
     """Typed file rows (``_FILE_FIELDS`` order); UnreadableRecord names the file and the field.
 
@@ -684,6 +719,24 @@ def _files(rows: Any, prefix: str, where: str) -> list[TorrentFile]:
             )
         )
     return out
+
+
+def _spelled(where: str, key: str, value: str, host_path: str) -> None:
+    """UnreadableRecord when ``value`` (a name rTorrent reported) has a ``?`` and ``host_path``, the
+    path it spells, does not exist: rTorrent sends a name that is not UTF-8 with ``?`` in place of
+    its bytes (module docstring), so its real files are elsewhere under another name."""
+    if "?" in value and not os.path.lexists(host_path):
+        raise UnreadableRecord(
+            f"{where}: unreadable record: {key} = {value!r:.80} (no such path on the host: "
+            "rTorrent spells a name that is not UTF-8 with '?'; rename it to UTF-8)"
+        )
+
+
+def _spelled_files(where: str, host_save: str, files: Iterable[TorrentFile]) -> None:
+    """``_spelled`` for each file name with a ``?`` (a lstat each, only for those)."""
+    for f in files:
+        if "?" in f.name:
+            _spelled(f"{where}: file {f.index}", "f.path", f.name, posixpath.join(host_save, f.name))
 
 
 def from_config(entry: Mapping[str, Any] | Any, **kwargs: Any) -> RtorrentClient:

@@ -34,8 +34,9 @@ from qbhook.config import parse_address
 __all__ = ["MAX_ANSWER_BYTES", "ScgiRefused", "ScgiRpc", "ScgiUnreachable", "parse_address"]
 
 #: Largest answer read. The largest one qbhook asks for is the listing of every item
-#: (``d.multicall2``, 20 fields, under 2 KB of XML an item: about 20 MB for 10,000 items);
-#: file lists come in batches that stay a few MB (rtorrent._FILES_BATCH). More is not rTorrent.
+#: (``d.multicall2``, 21 fields, under 2 KB of XML an item: about 20 MB for 10,000 items);
+#: file lists come in batches of files that stay near 27 MB (rtorrent._FILES_BUDGET). More is not
+#: rTorrent, or one item of more files than that budget.
 MAX_ANSWER_BYTES = 64 << 20
 
 #: A whole call (connect, send, every recv) ends within this many times the socket timeout.

@@ -74,15 +74,14 @@ def _gather(cfg, catalog: Catalog, clients: Clients, want: str | None, reader: F
             raise RepairInputError(f"no configured torrent client ({clients.describe()}) has torrent {want}")
     else:
         infos = [t for c in clients for t in c.torrents()]
-    torrents = []
-    for info in infos:
-        t = _missing_torrent(catalog, clients, info, reader)
-        if t is not None:
-            torrents.append(t)
-        elif want is not None:
-            raise RepairInputError(
-                f"torrent {info.name} ({want}) is not missing any file (state {info.state}): nothing to repair"
-            )
+    torrents = [t for info in infos if (t := _missing_torrent(catalog, clients, info, reader)) is not None]
+    if want is not None and not torrents:
+        # Refused only when no client's copy misses anything: the same torrent seeding fine in
+        # one client while its copy in another lost its files is that copy's repair.
+        states = ", ".join(f"{i.state} in {i.instance}" for i in infos) if len(infos) > 1 else infos[0].state
+        raise RepairInputError(
+            f"torrent {infos[0].name} ({want}) is not missing any file (state {states}): nothing to repair"
+        )
     # Only content with a known hash can have copies: a file never hashed before it went missing
     # is plan_repairs' "content unknown" refusal (bytes.fromhex(None) was a traceback here).
     known = {(f.size, f.blake3) for t in torrents for f in t.files if f.priority and f.size and f.blake3 is not None}

@@ -1537,8 +1537,9 @@ class Executor:
             issued = False
         else:
             # Stopped first: a recheck under 100 % must not download into the view, whose inodes
-            # are catalog copies (maybe library files). Started again only at 100 %.
-            if not t.is_stopped:
+            # are catalog copies (maybe library files). Started again only at 100 %. A paused
+            # rTorrent item reads stopped but is started: its check's end would resume it.
+            if not t.is_stopped or t.is_paused:
                 c.stop(h)
             if t.auto_tmm and (where != to_path or t.download_path):
                 # Off before the download path is cleared: qBittorrent ignores that under ATM (the

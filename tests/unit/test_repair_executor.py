@@ -185,3 +185,52 @@ def test_a_view_file_written_during_the_recheck_leaves_the_torrent_stopped(world
     (why,) = summary.groups_failed.values()
     assert "stopped where it is" in why
     assert w.qbt.t[H1].stopped and w.qbt.count("start") == 0 and ("guard", "failure") in alerts
+
+
+# -- rTorrent: a paused item (d.state 1, inactive) reads as stopped
+
+
+@pytest.mark.parametrize("found", [1.0, 0.5])
+def test_a_paused_rtorrent_item_is_stopped_before_its_recheck(world, monkeypatch, found):  # noqa: F811
+    # Paused normalises to stoppedUP, so the repair sent d.check_hash alone; rTorrent's hash_done
+    # then resumes any item with d.state 1: running before the backstop, and under 100 % it
+    # downloaded into the view (catalog copies, maybe library files).
+    from qbhook.clients.rtorrent import RtorrentClient
+    from qbhook.move.executor import Executor
+    from qbhook.pathmap import PathMap
+    from tests.unit.rtorrent.test_paused_relocation import StatefulRt
+
+    w = world
+    lib = {}
+    for rel, data in FILES:
+        seed = os.path.join(w.seed_s, rel)
+        if data:
+            lib[rel] = os.path.join(w.lib, os.path.basename(rel))
+            os.makedirs(w.lib, exist_ok=True)
+            os.link(seed, lib[rel])
+        os.unlink(seed)
+    rpc = StatefulRt()
+    content = os.path.join(w.seed_s, "Movie.2020")
+    rpc.add(H1, "Movie.2020", content, [(rel.split("/", 1)[1], len(d)) for rel, d in FILES], state=1, active=0)
+    rpc.fail_at[content] = found
+    rt = RtorrentClient("qbt", "/run/rt.sock", PathMap(), sleep=lambda s: None, clock=w.clock)
+    rt._rpc = rpc
+    modes, at_backstop = [], []  # the item during the repair's polls; at each backstop
+    backstop = Executor._check_views_unchanged
+    monkeypatch.setattr(
+        Executor, "_check_views_unchanged", lambda ex, st: (at_backstop.append(rpc.mode(H1)), backstop(ex, st))[1]
+    )
+
+    def hook(point, _gid, _at, step):
+        if point == "poll" and step.kind == "repair":
+            modes.append(rpc.mode(H1))
+
+    summary = build_executor(
+        w.cfg, w.cat, {"qbt": rt}, w.journal, sleep=w.clock.sleep, clock=w.clock, hook=hook, poll_initial_s=0.5
+    ).apply(_plan(w, lib))
+    assert rpc.calls[:2] == [f"d.stop {H1[:4].upper()}", f"d.check_hash {H1[:4].upper()}"]
+    assert "started" not in modes + at_backstop[:1]  # never running during the check nor at the backstop
+    if found == 1.0:
+        assert summary.groups_done and rpc.calls[-1] == f"d.start {H1[:4].upper()}" and rpc.mode(H1) == "started"
+    else:
+        assert summary.groups_failed and rpc.mode(H1) == "stopped"

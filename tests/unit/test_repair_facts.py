@@ -85,3 +85,46 @@ def test_a_folder_swapped_for_a_symlink_after_the_lstat_is_not_hashed_through(en
     looked = swap_after_first_look(monkeypatch, lib, lib.parent, tmp_path / "outside")
     assert copies(cfg, cat) == ()
     assert looked  # the swap did happen between the lstat and the hash
+
+
+# -- qbhook repair HASH: one hash in several clients
+
+
+def test_a_hash_fine_in_one_client_is_repaired_where_it_misses_files(env, tmp_path):
+    # The same torrent seeding fine in qBittorrent while its copy in rTorrent lost its files: the
+    # first (fine) copy refused `qbhook repair HASH` as "nothing to repair", the rTorrent one unseen.
+    from types import SimpleNamespace
+
+    from qbhook.clients.model import TorrentFile
+    from qbhook.decide.repair_facts import RepairInputError, gather
+
+    cfg, cat, _lib = env
+    h = "cd" * 20
+    fine, lost = tmp_path / "stash/data/media/torrents/seeding", tmp_path / "pool/data/media/torrents/seeding"
+    write(fine / "Movie/m.mkv", DATA)
+
+    def info(instance, state, save):
+        return SimpleNamespace(
+            hash=h, name="Movie", instance=instance, state=state, has_metadata=True, save_path=str(save)
+        )
+
+    client = SimpleNamespace(files=lambda _h: [TorrentFile(0, "Movie/m.mkv", len(DATA), 1.0, 1)])
+
+    class Clients:  # the registry's surface gather uses
+        def find_all(self, _h):
+            return found
+
+        def describe(self):
+            return "qBittorrent 'qbt', rTorrent 'rt'"
+
+        def __getitem__(self, _name):
+            return client
+
+    clients = Clients()
+
+    found = [info("qbt", "stalledUP", fine), info("rt", "missingFiles", lost)]
+    (t,) = gather(cfg, cat, clients, h).torrents
+    assert (t.instance, t.save_path) == ("rt", str(lost))
+    found = [info("qbt", "stalledUP", fine), info("rt", "stalledUP", fine)]
+    with pytest.raises(RepairInputError, match=r"not missing any file \(state stalledUP in qbt, stalledUP in rt\)"):
+        gather(cfg, cat, clients, h)

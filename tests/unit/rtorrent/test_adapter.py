@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import xmlrpc.client
 
 import pytest
@@ -55,6 +56,7 @@ ROW_MULTI = [
     0,
     0,
     "Tracker: [Couldn't connect to server]",
+    2,
 ]
 ROW_SINGLE = [
     HS.upper(),
@@ -77,6 +79,7 @@ ROW_SINGLE = [
     0,
     0,
     "Tracker: [Couldn't connect to server]",
+    1,
 ]
 FILES_MULTI = [["a.mkv", 300000, 1, 19, 19], ["sub/b.srt", 1000, 0, 0, 1]]
 FILES_SINGLE = [["single.mkv", 200000, 1, 13, 13]]
@@ -531,3 +534,66 @@ def test_files_read_the_multi_file_flag_by_the_item_rows_rule(flag):
     c._rpc.call = real
     assert [f.name for f in c.files(HS)] == ["single.mkv"]
     assert [f.name for f in c.files(HM)] == ["Show.X/a.mkv", "Show.X/sub/b.srt"]
+
+
+# -- names that are not UTF-8 ------------------------------------------------------
+
+
+def _latin1_item(tmp_path, folder=b"Caf\xe9.Show", file=b"a.mkv"):
+    """A multi-file item whose real folder or file name is latin-1, as rTorrent 0.9.8's XML-RPC sends
+    it (object_to_xmlrpc): every byte >= 0x80 of a string that is not UTF-8 becomes '?'."""
+    real = os.fsencode(tmp_path) + b"/" + folder
+    os.makedirs(real)
+    with open(real + b"/" + file, "wb") as fh:
+        fh.write(b"x" * 10)
+    mangle = lambda b: bytes(c if c < 0x80 else 0x3F for c in b).decode()  # noqa: E731
+    row = _row(ROW_MULTI, name=mangle(folder), directory=mangle(real))
+    return _client([row], {HM.upper(): [[mangle(file), 10, 1, 1, 1]]}, path_map=PathMap())
+
+
+@pytest.mark.parametrize(
+    "folder, file, field",
+    [(b"Caf\xe9.Show", b"a.mkv", "d.directory"), (b"Show.X", b"caf\xe9.mkv", "f.path")],
+)
+def test_a_name_rtorrent_sent_with_question_marks_is_unreadable_and_orphans_refuses(tmp_path, folder, file, field):
+    # The '?' path does not exist: taken as read, orphans protected it alone and called the real
+    # (latin-1) file reclaimable: quarantined, then purged.
+    from qbhook.errors import OrphansRefused, UnreadableRecord
+    from qbhook.move.orphans import references
+
+    c = _latin1_item(tmp_path, folder, file)
+    with pytest.raises(UnreadableRecord, match=f"item {HM}.*{field} = .*not UTF-8"):
+        c.torrents_with_files()
+    if field == "d.directory":
+        with pytest.raises(UnreadableRecord, match=field):
+            c.torrents()
+    else:
+        with pytest.raises(UnreadableRecord, match=field):
+            c.files(HM)
+    with pytest.raises(OrphansRefused, match=f"client rt cannot be listed.*{HM}") as e:
+        references([c])
+    assert "\n" not in str(e.value.message)
+
+
+def test_a_real_question_mark_in_a_name_reads(tmp_path):
+    c = _latin1_item(tmp_path, b"What?.Show", b"why?.mkv")
+    ((info, files),) = c.torrents_with_files()
+    assert info.content_path == f"{tmp_path}/What?.Show" and [f.name for f in files] == ["What?.Show/why?.mkv"]
+    assert [f.name for f in c.files(HM)] == ["What?.Show/why?.mkv"]
+
+
+# -- batches of the file listing ------------------------------------------------------
+
+
+def test_the_file_listing_is_batched_by_files_not_items():
+    # ~272 bytes of XML a file: 500 items of music or ebook packs broke the SCGI answer cap
+    # (64 MiB) with "is this rTorrent's SCGI address?". Batches now hold up to 100,000 files.
+    def listing(counts):
+        rows = [_row(ROW_MULTI, hash=f"{i + 1:040X}", size_files=n) for i, n in enumerate(counts)]
+        c = _client(rows, {r[0]: FILES_MULTI for r in rows})
+        listed = c.torrents_with_files()
+        assert len(listed) == len(counts)
+        return [len(p[0]) for m, *p in c._rpc.calls if m == "system.multicall"]
+
+    assert listing([60_000, 30_000, 20_000, 150_000, 1]) == [2, 1, 1, 1]  # one over the budget: alone
+    assert listing([1] * 1200) == [1200]  # small items are not cut at a count of items

@@ -57,6 +57,7 @@ class StatefulRt(FakeRtorrent):
             "d.up.rate": 0,
             "d.down.rate": 0,
             "d.message": "",
+            "d.size_files": len(files),
             "_countdown": 0,
         }
         self.files[h.upper()] = [[n, s, 1, 1, 1] for n, s in files]
