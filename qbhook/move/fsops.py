@@ -2667,7 +2667,7 @@ def purge_holding(
         if not h.expired(older_than_s, now):
             continue
         try:
-            run_gone = _purge_one(h, tuple(seeding_roots), tuple(keep_roots), catalog)
+            run_gone = _purge_one(h, tuple(seeding_roots), tuple(keep_roots), catalog, on_purged)
         except HoldingGone as e:
             gone[(e.folder, e.why)] = gone.get((e.folder, e.why), 0) + 1
             continue
@@ -2675,8 +2675,6 @@ def purge_holding(
             problems.append(f"{h.path}: {e}")
             all_kept = all_kept and isinstance(e, LastCopyKept)
             continue
-        if on_purged is not None:
-            on_purged(h)
         if run_gone is not None and run_gone not in removed:
             removed.append(run_gone)
     for (folder, why), n in gone.items():
@@ -2690,8 +2688,13 @@ def purge_holding(
     return removed
 
 
-def _purge_one(h: HeldLink, seeding_roots: tuple, keep_roots: tuple, catalog) -> str | None:
-    """Unlink one held entry, then rmdir the holding folders it leaves empty; the run folder's path if it went."""
+def _purge_one(h: HeldLink, seeding_roots: tuple, keep_roots: tuple, catalog, on_purged) -> str | None:
+    """Unlink one held entry, hand it to ``on_purged``, then rmdir the holding folders it leaves
+    empty; the run folder's path if it went.
+
+    ``on_purged`` (the journal's mark) comes before any rmdir: the last entry's rmdir takes
+    ``.qbhook-holding`` itself, and an entry unmarked after that would read as "holding folder
+    gone" to every later purge. Marked first, a crash leaves at worst empty folders."""
     root, parts = _split_under(h.path, seeding_roots)
     if len(parts) < 3 or parts[0] != HOLDING_DIR.encode():
         raise UnsafeOperation(f"{h.path} is not inside a holding folder: not purging it")
@@ -2709,6 +2712,9 @@ def _purge_one(h: HeldLink, seeding_roots: tuple, keep_roots: tuple, catalog) ->
                 if st.st_nlink == 1 and st.st_size and not h.orphan:
                     _another_copy_still(h, root, parts, st, seeding_roots, keep_roots, catalog)
                 os.unlink(name, dir_fd=d.fd)
+        # Gone (unlinked here, or not in the very folder it was held in): journaled before the rmdirs.
+        if on_purged is not None:
+            on_purged(h)
     except BaseException:
         d.close()
         raise
