@@ -2209,17 +2209,28 @@ def _holding_is(root: bytes, seen: os.stat_result | None, want) -> None:
 
 
 def _hold(
-    parent: Dir, name: bytes, path_s: str, st: os.stat_result, root: bytes, parts: list[bytes], run, *, look=False
+    parent: Dir,
+    name: bytes,
+    path_s: str,
+    st: os.stat_result,
+    root: bytes,
+    parts: list[bytes],
+    run,
+    *,
+    look=False,
+    want: list[int] | None = None,
 ) -> tuple[str, os.stat_result | None, list[int]]:
     """Move ``name`` (the inode ``st``) into holding; (where it is held, with ``look`` its lstat
     there right after, through the holding folder: None if that is not ``st``'s inode, and the
-    holding folder's [dev, inode] to journal)."""
+    holding folder's [dev, inode] to journal). ``want``: the holding folder's identity journaled
+    before the hold (``holding_ids``); another folder there is ``HoldingGone``, nothing moved."""
     target = holding_path(b"/".join([root.rstrip(b"/"), *parts]), os.fsdecode(root), run)
     try:
         hold, top = _open_holding_id(root, run, parts[:-1], create=True)
     except UnsafeOperation as e:
         raise UnsafeOperation(f"cannot hold {path_s}: {e.message}", hint=e.hint) from None
     with hold:
+        _holding_is(root, top, want)
         if hold.dev != st.st_dev:
             raise UnsafeOperation(f"cannot hold {path_s}: {hold.show()} is on another filesystem")
         if not _link_same(parent, hold, name, st):
@@ -2289,7 +2300,22 @@ def moving_hold_key(run) -> str:
     return f"{run}-moving"
 
 
-def hide_during_move(path, *, roots, run, catalog=None) -> dict:
+def holding_ids(paths, *, roots) -> dict[str, list[int]]:
+    """The [dev, inode] of the ``.qbhook-holding`` each of ``paths`` would be hidden in (made if
+    missing, verified as qbhook's own): what a relocation journals before hiding any of them, so a
+    put-back after a crash checks the very folder (``unhide_after_move``'s ``holding``)."""
+    out: dict[str, list[int]] = {}
+    by_root: dict[bytes, list[int]] = {}
+    for p in paths:
+        root, _parts = _moving_place(p, roots, "hide")
+        if root not in by_root:
+            with _walk(root, [HOLDING_DIR.encode()], create=True, own=True) as d:
+                by_root[root] = _holding_id(d.st)
+        out[p] = by_root[root]
+    return out
+
+
+def hide_during_move(path, *, roots, run, catalog=None, holding: list[int] | None = None) -> dict:
     """Take one old link of a torrent out of its client's reach while the client moves the torrent.
 
     qBittorrent persists a torrent's new save path before libtorrent has moved it; killed in
@@ -2304,7 +2330,8 @@ def hide_during_move(path, *, roots, run, catalog=None) -> dict:
 
     Through verified folder descriptors below one of ``roots``. Returns ``{status:
     hidden|absent, held_at?, holding?, carry?}``; a link already hidden by an earlier attempt is
-    ``hidden``. ``holding``: the holding folder's [dev, inode], for ``unhide_after_move``.
+    ``hidden``. ``holding`` (given: journaled before, ``holding_ids``): the holding folder's
+    [dev, inode] the hide must find (``HoldingGone`` if another), returned for ``unhide_after_move``.
     Moving a name changes the inode's ctime, which voids the catalog's cached hash
     (keyed on size, mtime, ctime): ``carry`` is that hash with the held link's stat right after
     the hide (its ctime the one our renames gave it), for ``unhide_after_move`` to store again
@@ -2330,7 +2357,8 @@ def hide_during_move(path, *, roots, run, catalog=None) -> dict:
         row_id, digest = _cached_digest(catalog, fs_path, st) if fs_path is not None else (None, None)
         # The held link's stat right after our link and unlink (one lstat, only when there is a
         # hash to carry): its ctime is the one nothing but our own renames gave it.
-        held, hst, ident = _hold(parent, parts[-1], path_s, st, root, parts, key, look=digest is not None)
+        look = digest is not None
+        held, hst, ident = _hold(parent, parts[-1], path_s, st, root, parts, key, look=look, want=holding)
     res = {"status": "hidden", "held_at": held, "holding": ident}
     if digest is not None and hst is not None and (hst.st_size, hst.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
         res["carry"] = {
@@ -2342,7 +2370,14 @@ def hide_during_move(path, *, roots, run, catalog=None) -> dict:
 
 
 def unhide_after_move(
-    path, *, roots, run, catalog=None, carry: dict | None = None, holding: list[int] | None = None
+    path,
+    *,
+    roots,
+    run,
+    catalog=None,
+    carry: dict | None = None,
+    holding: list[int] | None = None,
+    on_back: Callable[[], None] | None = None,
 ) -> dict:
     """Put back a link ``hide_during_move`` took away (idempotent), then drop the emptied holding folders.
 
@@ -2352,6 +2387,9 @@ def unhide_after_move(
     for the restored inode if nothing but our own renames touched it (``_carry_hash``).
     ``holding`` (from ``hide_during_move``: the link was hidden): a holding folder gone or
     another one is ``HoldingGone``, never ``absent`` (the link may sit in the renamed folder).
+    ``on_back`` (the journal forgetting ``holding``) runs once the link is back, or surely not in
+    that folder, and before any rmdir: the last put-back takes ``.qbhook-holding`` itself, and an
+    identity still journaled after that would make every later put-back ``HoldingGone``.
     Returns ``{status: restored|absent}``.
     """
     path_s = os.fsdecode(_p(path))
@@ -2365,6 +2403,8 @@ def unhide_after_move(
             d, stats = _descend(root, [HOLDING_DIR.encode()], own=True)
             d.close()
             _holding_is(root, stats[1] if len(stats) > 1 else None, holding)
+            if on_back is not None:
+                on_back()  # its folder is the one it was hidden in, and holds no run folder for it
         return {"status": "absent"}
     with hold:
         if holding is not None:
@@ -2380,6 +2420,8 @@ def unhide_after_move(
                 os.unlink(parts[-1], dir_fd=hold.fd)
                 _carry_hash(catalog, carry, hst, parent.lstat(parts[-1]))
             status = "restored"
+        if on_back is not None:
+            on_back()
     _rmdir_chain(root, [HOLDING_DIR.encode(), os.fsencode(key), *parts[:-1]])
     return {"status": status}
 
