@@ -2730,6 +2730,24 @@ def purge_holding(
     return removed
 
 
+def holding_gone(h: HeldLink, seeding_roots) -> HoldingGone | None:
+    """Why ``h``'s holding folder is out of reach (gone from its place, or another folder there,
+    ``_holding_is``), or None: there, or not provably gone (a foreign folder, not under a root)."""
+    try:
+        root, parts = _split_under(h.path, tuple(seeding_roots))
+        if len(parts) < 3 or parts[0] != HOLDING_DIR.encode():
+            return None
+        d, stats = _descend(root, parts[:1], own=True)
+    except (UnsafeOperation, OSError):
+        return None
+    d.close()
+    try:
+        _holding_is(root, stats[1] if len(stats) > 1 else None, h.holding)
+    except HoldingGone as e:
+        return e
+    return None
+
+
 def _purge_one(h: HeldLink, seeding_roots: tuple, keep_roots: tuple, catalog, on_purged) -> str | None:
     """Unlink one held entry, hand it to ``on_purged``, then rmdir the holding folders it leaves
     empty; the run folder's path if it went.

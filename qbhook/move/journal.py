@@ -517,6 +517,7 @@ class Journal:
         rows = self.conn.execute(
             "SELECT id, args, result, finished_at FROM steps WHERE kind=? AND status=? "
             "AND json_extract(result, '$.status')='held' AND json_extract(result, '$.purged_at') IS NULL "
+            "AND json_extract(result, '$.released_at') IS NULL "
             "ORDER BY id",
             (Delete.kind, StepStatus.DONE.value),
         ).fetchall()
@@ -546,6 +547,12 @@ class Journal:
         """Record that the held link of this delete step is gone (purged, or found already absent)."""
         with Tx(self.conn) as c:
             c.execute("UPDATE steps SET result=json_set(result, '$.purged_at', ?) WHERE id=?", (time.time(), step_id))
+
+    def mark_released(self, step_id: int) -> None:
+        """Stop tracking the held link of this delete step, not purged: its holding folder is gone
+        or replaced and a person said so (``qbhook holding --forget-gone --yes``); nothing is deleted."""
+        with Tx(self.conn) as c:
+            c.execute("UPDATE steps SET result=json_set(result, '$.released_at', ?) WHERE id=?", (time.time(), step_id))
 
     # ------------------------------------------------------------------ leftover views
     def record_leftover(self, run: int, group_id: str, view: dict) -> int:
