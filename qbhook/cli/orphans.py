@@ -83,19 +83,31 @@ def orphans(app: App, quarantine, yes):
 
 @main.command()
 @click.option("--purge-expired", is_flag=True, help="Purge held links whose grace period is over (with --yes).")
-@click.option("--yes", is_flag=True, help="Really purge (without it --purge-expired only shows what is due).")
+@click.option("--forget-gone", is_flag=True, help="Stop tracking held links whose holding folder is gone (with --yes).")
+@click.option("--yes", is_flag=True, help="Really act (without it, --purge-expired and --forget-gone only show).")
 @wait_option()
 @pass_app
-def holding(app: App, purge_expired, yes, wait):
+def holding(app: App, purge_expired, forget_gone, yes, wait):
     """Links waiting in holding folders (journal-recorded), and when each may be purged.
 
-    A purge deletes, so like every other act it is a dry run until --yes.
+    A purge deletes, so like every other act it is a dry run until --yes. A holding folder
+    renamed away or replaced keeps its links out of every purge's reach, reported each time;
+    once you have dealt with them, --forget-gone --yes stops tracking them (deletes nothing).
 
-    Example: qbhook holding --purge-expired --yes
+    \b
+    Example:
+      qbhook holding --purge-expired --yes
+      qbhook holding --forget-gone
     """
-    if yes and not purge_expired:  # a --yes that does nothing would read as "done"
-        raise click.UsageError("--yes goes with --purge-expired (without it, holding only lists)")
+    if yes and not (purge_expired or forget_gone):  # a --yes that does nothing would read as "done"
+        raise click.UsageError("--yes goes with --purge-expired or --forget-gone (without it, holding only lists)")
+    if purge_expired and forget_gone:
+        raise click.UsageError("--purge-expired and --forget-gone are two acts: one at a time")
     from qbhook.move import orphans as orph
+
+    if forget_gone:
+        _forget_gone(app, yes, wait)
+        return
 
     cfg = app.cfg
     purging = purge_expired and yes
@@ -136,3 +148,22 @@ def holding(app: App, purge_expired, yes, wait):
         raise problems[-1]
     if purge.kept:
         raise SystemExit(ExitCode.UNSAFE)  # each one needs a person: put it back, or remove it
+
+
+def _forget_gone(app: App, yes: bool, wait: float) -> None:
+    """``holding --forget-gone``: the held links out of reach for good, forgotten with --yes."""
+    from qbhook.move import orphans as orph
+
+    gone = orph.forget_gone(app.cfg, app.open_catalog(writes=yes), forget=yes, lock_wait=wait)
+    data = {"gone": [{"path": h.path, "origin": h.origin, "why": why} for h, why in gone], "dry_run": not yes}
+
+    def human(d):
+        for g in d["gone"]:
+            echo_shown(f"  {shown(g['path'])} (holding folder {shown(g['why'])})")
+        if yes:
+            echo_shown(f"{len(d['gone'])} held link(s) no longer tracked; nothing deleted")
+        else:
+            n = len(d["gone"])
+            echo_shown(f"dry run: {n} held link(s) out of reach; add --yes to stop tracking them", err=True)
+
+    app.emit(data, human)

@@ -35,6 +35,7 @@ else here looks at a step's kind. Adding a kind: its class in qbhook/decide/plan
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -582,9 +583,6 @@ class Executor:
         self.roots = ctx.roots
         # old link -> the cached hash its hiding carried (``_hide_old_links``), until put back
         self._carried: dict[str, dict] = {}
-        # old link -> the holding folder's [dev, inode] it was hidden in, until put back: a put-back
-        # that finds that folder gone or another reports it (fsops.HoldingGone), never "absent"
-        self._hidden_in: dict[str, list[int]] = {}
 
     # ------------------------------------------------------------------ entry points
 
@@ -1458,7 +1456,7 @@ class Executor:
         t = self._settle_storage(st.run_id, c, s, t, budget, at)
         # Moved and settled: qBittorrent's save path and libtorrent's agree again, no restart
         # move can follow, and the old links go back where the delete step expects them.
-        self._unhide_old_links(st.run_id, c, s)
+        self._unhide_old_links(st.run_id, c, s, r.step_id)
         self._start_sharers(st, c, r)
         # Before it may run again: qBittorrent never wrote into the view since verify_view.
         self._check_views_unchanged(st)
@@ -1785,43 +1783,51 @@ class Executor:
         files itself (``relocation_moves_files``; unknown: assumed to).
 
         Journal first: the paths are recorded in the step (``_hidden``) before the first is
-        hidden, for a rollback of a torrent removed from its client meanwhile (``_undo_gone``)."""
+        hidden, for a rollback of a torrent removed from its client meanwhile (``_undo_gone``), with
+        the holding folder's identity each will sit in (``_hidden_in``): a put-back, resumed after a
+        crash too, that finds that folder gone or another says so (HoldingGone), never "absent".
+        An identity an earlier attempt journaled is kept: its links may be held there already."""
         roots, n = self.ctx.seeding_roots, 0
         if not _hides_from(c):
             return 0
         links = self._old_links(c, s)
-        self.journal.set_hidden(step_id, links)
+        held_in = self.journal.hidden_in(step_id)
+        held_in.update(fsops.holding_ids([p for p in links if p not in held_in], roots=roots))
+        self.journal.set_hidden(step_id, links, held_in)
         for p in links:
-            res = fsops.hide_during_move(p, roots=roots, run=run_id, catalog=self.catalog)
+            res = fsops.hide_during_move(p, roots=roots, run=run_id, catalog=self.catalog, holding=held_in[p])
             n += res["status"] == "hidden"
             if "carry" in res:
                 self._carried[p] = res["carry"]  # lost on a crash: the delete then reads the file again
-            if "holding" in res:
-                self._hidden_in[p] = res["holding"]  # lost on a crash: the put-back then cannot tell
         return n
 
-    def _unhide_old_links(self, run_id: int, c: ClientPort, s: Relocate) -> int:
-        roots, n = self.ctx.seeding_roots, 0
+    def _put_back(self, run_id: int, p: str, step_id: int, held_in: dict[str, list[int]]) -> dict:
+        """``fsops.unhide_after_move`` of one old link, checked against the holding folder the
+        journal recorded for it (none for a row of an older qbhook), forgotten once it is back."""
+        ident = held_in.get(p)
+        return fsops.unhide_after_move(
+            p,
+            roots=self.ctx.seeding_roots,
+            run=run_id,
+            catalog=self.catalog,
+            carry=self._carried.pop(p, None),
+            holding=ident,
+            on_back=None if ident is None else functools.partial(self.journal.put_back, step_id, p),
+        )
+
+    def _unhide_old_links(self, run_id: int, c: ClientPort, s: Relocate, step_id: int) -> int:
+        n, held_in = 0, self.journal.hidden_in(step_id)
         for p in self._old_links(c, s):
-            res = fsops.unhide_after_move(
-                p,
-                roots=roots,
-                run=run_id,
-                catalog=self.catalog,
-                carry=self._carried.pop(p, None),
-                holding=self._hidden_in.get(p),
-            )
-            self._hidden_in.pop(p, None)
-            n += res["status"] == "restored"
+            n += self._put_back(run_id, p, step_id, held_in)["status"] == "restored"
         return n
 
-    def _unhide_if_home(self, run_id: int, c: ClientPort, s: Relocate, t) -> None:
+    def _unhide_if_home(self, run_id: int, c: ClientPort, s: Relocate, t, step_id: int) -> None:
         """Put the old links back if ``t`` is at the old place in qBittorrent's eyes and libtorrent's,
         and not moving: no move of qBittorrent's own can follow then (its save path is where the files
         are), and any check from here on must find them, not missingFiles or 0 %."""
         from_path = _norm(s.from_path)
         if not t.is_moving and _norm(t.save_path) == from_path and _storage_at(t, from_path):
-            self._unhide_old_links(run_id, c, s)
+            self._unhide_old_links(run_id, c, s, step_id)
 
     def _stop_sharers(self, st: _GroupRun, c: ClientPort, s: Relocate, r: _Reloc) -> None:
         """Stop the group's other torrents that still seed from any of ``s``'s old paths.
@@ -1992,7 +1998,7 @@ class Executor:
         self._trace(logging.INFO, "rollback", t)
         # Never moved (killed between hiding and setLocation, or qBittorrent killed before its new
         # save path was written): nothing of qBittorrent's is pending, so they come back first.
-        self._unhide_if_home(run_id, c, s, t)
+        self._unhide_if_home(run_id, c, s, t, r.step_id)
         t = self._wait(c, s, None, budget, recheck_missing=True)
         where = _norm(t.save_path)
         moved_back = False
@@ -2005,14 +2011,14 @@ class Executor:
                 # libtorrent's files are at the view: the hidden old links come back first, so the
                 # move back finds them and keeps them. (Files still at the old place: qBittorrent's
                 # own move is pending; the setLocation below cancels it, and they come back after.)
-                self._unhide_old_links(run_id, c, s)
+                self._unhide_old_links(run_id, c, s, r.step_id)
             # The old files were never touched (nothing is deleted before verify_group), so the
             # move back finds them in place, keeps them and rechecks.
             c.set_location(h, from_path)
             moved_back = True
         elif where != from_path:
             raise UnsafeOperation(f"torrent {h} is at {t.save_path}, neither {from_path} nor {to_path}: not moving it")
-        self._unhide_if_home(run_id, c, s, c.torrent(h))  # before any check: hidden, it finds nothing
+        self._unhide_if_home(run_id, c, s, c.torrent(h), r.step_id)  # before any check: hidden, it finds nothing
         # Also when it already is back (a resumed rollback): a stopped torrent may still wait for its recheck.
         # Moved back stopped onto its old links, it shows the progress cached before the move (100 %)
         # for a refresh interval, as at the new place: that counts only once a recheck was seen.
@@ -2020,7 +2026,7 @@ class Executor:
         t = self._wait(c, s, from_path, budget, require_complete=False, recheck_missing=True, proven=proven)
         # Back in qBittorrent's eyes and libtorrent's: no move of its own can follow. A check that
         # ran while they were hidden saw nothing there: check again with them back.
-        if _storage_at(t, from_path) and self._unhide_old_links(run_id, c, s) and not t.is_complete:
+        if _storage_at(t, from_path) and self._unhide_old_links(run_id, c, s, r.step_id) and not t.is_complete:
             t = self._wait(c, s, from_path, budget, require_complete=False, proven=proven)
         if _storage_at(t, from_path):
             self._start_sharers(st, c, r)
@@ -2077,19 +2083,15 @@ class Executor:
             links = []
             if folder is not None and self._may_exist(folder):
                 raise self._gone_held(r, folder, ["not journaled by the qbhook that hid them"])
-        kept = []
+        kept, held_in = [], self.journal.hidden_in(r.step_id)
         for p in links:
             if os.path.normpath(p) != p or not is_within(p, from_path) or p == from_path:
                 kept.append(f"{p} is not inside {from_path}: not touched")
             elif p in st.held_back:
                 kept.append(f"{p} stays hidden for another torrent's rollback")
             else:
-                roots, carry = self.ctx.seeding_roots, self._carried.pop(p, None)
                 try:
-                    fsops.unhide_after_move(
-                        p, roots=roots, run=run_id, catalog=self.catalog, carry=carry, holding=self._hidden_in.get(p)
-                    )
-                    self._hidden_in.pop(p, None)
+                    self._put_back(run_id, p, r.step_id, held_in)
                 except QbhookError as e:
                     kept.append(e.message)
                 except OSError as e:

@@ -2194,17 +2194,28 @@ def _holding_is(root: bytes, seen: os.stat_result | None, want) -> None:
 
 
 def _hold(
-    parent: Dir, name: bytes, path_s: str, st: os.stat_result, root: bytes, parts: list[bytes], run, *, look=False
+    parent: Dir,
+    name: bytes,
+    path_s: str,
+    st: os.stat_result,
+    root: bytes,
+    parts: list[bytes],
+    run,
+    *,
+    look=False,
+    want: list[int] | None = None,
 ) -> tuple[str, os.stat_result | None, list[int]]:
     """Move ``name`` (the inode ``st``) into holding; (where it is held, with ``look`` its lstat
     there right after, through the holding folder: None if that is not ``st``'s inode, and the
-    holding folder's [dev, inode] to journal)."""
+    holding folder's [dev, inode] to journal). ``want``: the holding folder's identity journaled
+    before the hold (``holding_ids``); another folder there is ``HoldingGone``, nothing moved."""
     target = holding_path(b"/".join([root.rstrip(b"/"), *parts]), os.fsdecode(root), run)
     try:
         hold, top = _open_holding_id(root, run, parts[:-1], create=True)
     except UnsafeOperation as e:
         raise UnsafeOperation(f"cannot hold {path_s}: {e.message}", hint=e.hint) from None
     with hold:
+        _holding_is(root, top, want)
         if hold.dev != st.st_dev:
             raise UnsafeOperation(f"cannot hold {path_s}: {hold.show()} is on another filesystem")
         if not _link_same(parent, hold, name, st):
@@ -2274,7 +2285,22 @@ def moving_hold_key(run) -> str:
     return f"{run}-moving"
 
 
-def hide_during_move(path, *, roots, run, catalog=None) -> dict:
+def holding_ids(paths, *, roots) -> dict[str, list[int]]:
+    """The [dev, inode] of the ``.qbhook-holding`` each of ``paths`` would be hidden in (made if
+    missing, verified as qbhook's own): what a relocation journals before hiding any of them, so a
+    put-back after a crash checks the very folder (``unhide_after_move``'s ``holding``)."""
+    out: dict[str, list[int]] = {}
+    by_root: dict[bytes, list[int]] = {}
+    for p in paths:
+        root, _parts = _moving_place(p, roots, "hide")
+        if root not in by_root:
+            with _walk(root, [HOLDING_DIR.encode()], create=True, own=True) as d:
+                by_root[root] = _holding_id(d.st)
+        out[p] = by_root[root]
+    return out
+
+
+def hide_during_move(path, *, roots, run, catalog=None, holding: list[int] | None = None) -> dict:
     """Take one old link of a torrent out of its client's reach while the client moves the torrent.
 
     qBittorrent persists a torrent's new save path before libtorrent has moved it; killed in
@@ -2289,7 +2315,8 @@ def hide_during_move(path, *, roots, run, catalog=None) -> dict:
 
     Through verified folder descriptors below one of ``roots``. Returns ``{status:
     hidden|absent, held_at?, holding?, carry?}``; a link already hidden by an earlier attempt is
-    ``hidden``. ``holding``: the holding folder's [dev, inode], for ``unhide_after_move``.
+    ``hidden``. ``holding`` (given: journaled before, ``holding_ids``): the holding folder's
+    [dev, inode] the hide must find (``HoldingGone`` if another), returned for ``unhide_after_move``.
     Moving a name changes the inode's ctime, which voids the catalog's cached hash
     (keyed on size, mtime, ctime): ``carry`` is that hash with the held link's stat right after
     the hide (its ctime the one our renames gave it), for ``unhide_after_move`` to store again
@@ -2315,7 +2342,8 @@ def hide_during_move(path, *, roots, run, catalog=None) -> dict:
         row_id, digest = _cached_digest(catalog, fs_path, st) if fs_path is not None else (None, None)
         # The held link's stat right after our link and unlink (one lstat, only when there is a
         # hash to carry): its ctime is the one nothing but our own renames gave it.
-        held, hst, ident = _hold(parent, parts[-1], path_s, st, root, parts, key, look=digest is not None)
+        look = digest is not None
+        held, hst, ident = _hold(parent, parts[-1], path_s, st, root, parts, key, look=look, want=holding)
     res = {"status": "hidden", "held_at": held, "holding": ident}
     if digest is not None and hst is not None and (hst.st_size, hst.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
         res["carry"] = {
@@ -2327,7 +2355,14 @@ def hide_during_move(path, *, roots, run, catalog=None) -> dict:
 
 
 def unhide_after_move(
-    path, *, roots, run, catalog=None, carry: dict | None = None, holding: list[int] | None = None
+    path,
+    *,
+    roots,
+    run,
+    catalog=None,
+    carry: dict | None = None,
+    holding: list[int] | None = None,
+    on_back: Callable[[], None] | None = None,
 ) -> dict:
     """Put back a link ``hide_during_move`` took away (idempotent), then drop the emptied holding folders.
 
@@ -2337,6 +2372,9 @@ def unhide_after_move(
     for the restored inode if nothing but our own renames touched it (``_carry_hash``).
     ``holding`` (from ``hide_during_move``: the link was hidden): a holding folder gone or
     another one is ``HoldingGone``, never ``absent`` (the link may sit in the renamed folder).
+    ``on_back`` (the journal forgetting ``holding``) runs once the link is back, or surely not in
+    that folder, and before any rmdir: the last put-back takes ``.qbhook-holding`` itself, and an
+    identity still journaled after that would make every later put-back ``HoldingGone``.
     Returns ``{status: restored|absent}``.
     """
     path_s = os.fsdecode(_p(path))
@@ -2350,6 +2388,8 @@ def unhide_after_move(
             d, stats = _descend(root, [HOLDING_DIR.encode()], own=True)
             d.close()
             _holding_is(root, stats[1] if len(stats) > 1 else None, holding)
+            if on_back is not None:
+                on_back()  # its folder is the one it was hidden in, and holds no run folder for it
         return {"status": "absent"}
     with hold:
         if holding is not None:
@@ -2365,6 +2405,8 @@ def unhide_after_move(
                 os.unlink(parts[-1], dir_fd=hold.fd)
                 _carry_hash(catalog, carry, hst, parent.lstat(parts[-1]))
             status = "restored"
+        if on_back is not None:
+            on_back()
     _rmdir_chain(root, [HOLDING_DIR.encode(), os.fsencode(key), *parts[:-1]])
     return {"status": status}
 
@@ -2652,7 +2694,7 @@ def purge_holding(
         if not h.expired(older_than_s, now):
             continue
         try:
-            run_gone = _purge_one(h, tuple(seeding_roots), tuple(keep_roots), catalog)
+            run_gone = _purge_one(h, tuple(seeding_roots), tuple(keep_roots), catalog, on_purged)
         except HoldingGone as e:
             gone[(e.folder, e.why)] = gone.get((e.folder, e.why), 0) + 1
             continue
@@ -2660,8 +2702,6 @@ def purge_holding(
             problems.append(f"{h.path}: {e}")
             all_kept = all_kept and isinstance(e, LastCopyKept)
             continue
-        if on_purged is not None:
-            on_purged(h)
         if run_gone is not None and run_gone not in removed:
             removed.append(run_gone)
     for (folder, why), n in gone.items():
@@ -2675,8 +2715,31 @@ def purge_holding(
     return removed
 
 
-def _purge_one(h: HeldLink, seeding_roots: tuple, keep_roots: tuple, catalog) -> str | None:
-    """Unlink one held entry, then rmdir the holding folders it leaves empty; the run folder's path if it went."""
+def holding_gone(h: HeldLink, seeding_roots) -> HoldingGone | None:
+    """Why ``h``'s holding folder is out of reach (gone from its place, or another folder there,
+    ``_holding_is``), or None: there, or not provably gone (a foreign folder, not under a root)."""
+    try:
+        root, parts = _split_under(h.path, tuple(seeding_roots))
+        if len(parts) < 3 or parts[0] != HOLDING_DIR.encode():
+            return None
+        d, stats = _descend(root, parts[:1], own=True)
+    except (UnsafeOperation, OSError):
+        return None
+    d.close()
+    try:
+        _holding_is(root, stats[1] if len(stats) > 1 else None, h.holding)
+    except HoldingGone as e:
+        return e
+    return None
+
+
+def _purge_one(h: HeldLink, seeding_roots: tuple, keep_roots: tuple, catalog, on_purged) -> str | None:
+    """Unlink one held entry, hand it to ``on_purged``, then rmdir the holding folders it leaves
+    empty; the run folder's path if it went.
+
+    ``on_purged`` (the journal's mark) comes before any rmdir: the last entry's rmdir takes
+    ``.qbhook-holding`` itself, and an entry unmarked after that would read as "holding folder
+    gone" to every later purge. Marked first, a crash leaves at worst empty folders."""
     root, parts = _split_under(h.path, seeding_roots)
     if len(parts) < 3 or parts[0] != HOLDING_DIR.encode():
         raise UnsafeOperation(f"{h.path} is not inside a holding folder: not purging it")
@@ -2694,6 +2757,9 @@ def _purge_one(h: HeldLink, seeding_roots: tuple, keep_roots: tuple, catalog) ->
                 if st.st_nlink == 1 and st.st_size and not h.orphan:
                     _another_copy_still(h, root, parts, st, seeding_roots, keep_roots, catalog)
                 os.unlink(name, dir_fd=d.fd)
+        # Gone (unlinked here, or not in the very folder it was held in): journaled before the rmdirs.
+        if on_purged is not None:
+            on_purged(h)
     except BaseException:
         d.close()
         raise

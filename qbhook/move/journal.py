@@ -242,6 +242,15 @@ def hidden_of(args: dict) -> list[str] | None:
     return None if paths is None else [p for p in paths if isinstance(p, str)]
 
 
+def hidden_in_of(args: dict) -> dict[str, list[int]]:
+    """Each hidden old link's holding folder [dev, inode] ``Journal.set_hidden`` recorded, for the
+    links not yet put back (empty: none, or a row journaled before this was kept: no check)."""
+    held = args.get("_hidden_in")
+    if not isinstance(held, dict):
+        return {}
+    return {p: [int(x) for x in v] for p, v in held.items() if isinstance(v, list) and len(v) == 2}
+
+
 class Journal:
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
@@ -451,15 +460,31 @@ class Journal:
         r = self.conn.execute("SELECT args FROM steps WHERE id=?", (step_id,)).fetchone()
         return forced_sharers_of(json.loads(r[0])) if r else []
 
-    def set_hidden(self, step_id: int, paths: list[str]) -> None:
+    def set_hidden(self, step_id: int, paths: list[str], holding: dict[str, list[int]] | None = None) -> None:
         """Record, in a relocate step's args (``_hidden``), the old links its relocation hides,
         before the first is hidden: a rollback that can no longer ask the client for the
-        torrent's files (it was removed meanwhile) puts back exactly these."""
+        torrent's files (it was removed meanwhile) puts back exactly these. ``holding``
+        (``_hidden_in``): each one's holding folder [dev, inode] (``fsops.holding_ids``), the
+        identity a put-back checks, after a crash too (the purge's is its delete's ``holding``)."""
         with Tx(self.conn) as c:
             c.execute(
-                "UPDATE steps SET args=json_set(args, '$._hidden', json(?)) WHERE id=?",
-                (json.dumps(list(paths)), step_id),
+                "UPDATE steps SET args=json_set(args, '$._hidden', json(?), '$._hidden_in', json(?)) WHERE id=?",
+                (json.dumps(list(paths)), json.dumps(holding or {}, sort_keys=True), step_id),
             )
+
+    def hidden_in(self, step_id: int) -> dict[str, list[int]]:
+        """The holding folder identities ``set_hidden`` recorded for this step's links not yet put back."""
+        r = self.conn.execute("SELECT args FROM steps WHERE id=?", (step_id,)).fetchone()
+        return hidden_in_of(json.loads(r[0])) if r else {}
+
+    def put_back(self, step_id: int, path: str) -> None:
+        """Forget ``path``'s holding folder identity: its link is back (``fsops.unhide_after_move``'s
+        ``on_back``, before the rmdir that may take ``.qbhook-holding`` itself)."""
+        with Tx(self.conn) as c:
+            (args,) = c.execute("SELECT args FROM steps WHERE id=?", (step_id,)).fetchone()
+            a = json.loads(args)
+            if isinstance(a.get("_hidden_in"), dict) and a["_hidden_in"].pop(path, None) is not None:
+                c.execute("UPDATE steps SET args=? WHERE id=?", (_dumps_sorted(a), step_id))
 
     def hidden(self, step_id: int) -> list[str] | None:
         """The old links ``set_hidden`` recorded for this step (None: nothing recorded)."""
@@ -492,6 +517,7 @@ class Journal:
         rows = self.conn.execute(
             "SELECT id, args, result, finished_at FROM steps WHERE kind=? AND status=? "
             "AND json_extract(result, '$.status')='held' AND json_extract(result, '$.purged_at') IS NULL "
+            "AND json_extract(result, '$.released_at') IS NULL "
             "ORDER BY id",
             (Delete.kind, StepStatus.DONE.value),
         ).fetchall()
@@ -521,6 +547,12 @@ class Journal:
         """Record that the held link of this delete step is gone (purged, or found already absent)."""
         with Tx(self.conn) as c:
             c.execute("UPDATE steps SET result=json_set(result, '$.purged_at', ?) WHERE id=?", (time.time(), step_id))
+
+    def mark_released(self, step_id: int) -> None:
+        """Stop tracking the held link of this delete step, not purged: its holding folder is gone
+        or replaced and a person said so (``qbhook holding --forget-gone --yes``); nothing is deleted."""
+        with Tx(self.conn) as c:
+            c.execute("UPDATE steps SET result=json_set(result, '$.released_at', ?) WHERE id=?", (time.time(), step_id))
 
     # ------------------------------------------------------------------ leftover views
     def record_leftover(self, run: int, group_id: str, view: dict) -> int:

@@ -849,6 +849,31 @@ def holding(cfg, catalog) -> list[Held]:
     return [Held(h.key, h.path, h.since, h.since + grace, h.ino, h.origin) for h in Journal(catalog.conn).held_links()]
 
 
+def forget_gone(cfg, catalog, *, forget: bool, lock_wait: float = 0) -> list[tuple[Held, str]]:
+    """The held links whose holding folder is gone from its place or replaced (what every purge
+    reports as ``HoldingGone``), each with why; ``forget``: the journal stops tracking them, under
+    the executor lock. Never "purged" and nothing deleted: whatever of them is left, in a renamed
+    folder, is the person's who said so (``qbhook holding --forget-gone --yes``)."""
+    from qbhook.move import fsops
+    from qbhook.move.journal import Journal
+    from qbhook.move.locks import executor_lock
+
+    grace, journal = cfg.policy.grace_period, Journal(catalog.conn)
+
+    def gone() -> list[tuple[HeldLink, str]]:
+        found = ((h, fsops.holding_gone(h, cfg.anchored_seeding_roots)) for h in journal.held_links())
+        return [(h, f"{e.folder}: {e.why}") for h, e in found if e is not None]
+
+    if forget:
+        with executor_lock(cfg, lock_wait):
+            out = gone()
+            for h, _why in out:
+                journal.mark_released(h.key)
+    else:
+        out = gone()
+    return [(Held(h.key, h.path, h.since, h.since + grace, h.ino, h.origin), why) for h, why in out]
+
+
 @dataclass(frozen=True)
 class KeptOrphan:
     """A quarantined orphan whose grace period is over, kept in holding: a torrent uses its place again."""

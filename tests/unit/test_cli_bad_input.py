@@ -68,6 +68,7 @@ USAGE = [
     (["apply", "--group", NOT_UTF8], "Invalid value for '--group': is not valid text"),
     # options that did nothing, exit 0, as if done (a CLI bad-input hunt)
     (["holding", "--yes"], "--yes goes with --purge-expired"),
+    (["holding", "--purge-expired", "--forget-gone"], "--purge-expired and --forget-gone are two acts"),
     (["orphans", "--yes"], "--yes goes with --quarantine"),
     (["dupes", "--offline"], "--offline goes with --payloads"),
     (["explain", HASH, "--live", "--index"], "--index and --live are two different answers: give one"),

@@ -30,6 +30,7 @@ READERS = [
     ["dupes", "--payloads", "--offline"],
     ["holding"],
     ["holding", "--purge-expired"],  # a dry run
+    ["holding", "--forget-gone"],  # a dry run
     ["queue"],
     ["queue", "retry", "1"],
     ["plan", "--no-scan"],
@@ -82,9 +83,12 @@ def test_once_a_scan_made_it_they_read_it(env):
     assert env.catalog.exists()
     assert env.run("history").stdout == "no runs yet\n"
     assert env.json("dupes", "--no-scan")["sets"] == []
+    assert env.json("holding", "--forget-gone") == {"gone": [], "dry_run": True}
 
 
-@pytest.mark.parametrize("args", [["scan"], ["dupes"], ["holding", "--purge-expired", "--yes"]])
+@pytest.mark.parametrize(
+    "args", [["scan"], ["dupes"], ["holding", "--purge-expired", "--yes"], ["holding", "--forget-gone", "--yes"]]
+)
 def test_a_command_that_writes_still_makes_it(env, args):
     env.run(*args)
     assert env.catalog.exists()

@@ -346,6 +346,29 @@ def test_own_folders_are_made_0700_and_go_away(fs2):
     assert removed == [str(seed_s / fsops.HOLDING_DIR / "3")] and not (seed_s / fsops.HOLDING_DIR).exists()
 
 
+class _Killed(BaseException):
+    """A SIGKILL at that point: nothing after it runs, no handler sees it."""
+
+
+def test_a_purge_killed_before_its_mark_leaves_the_entry_purgeable_not_holding_gone(fs2):
+    """The last entry's purge empties .qbhook-holding; killed before the journal marked it, the
+    entry must not read as "holding folder gone" to every later purge: the mark comes before the
+    rmdirs, so the folder it was held in is still there, and the next purge finds it gone from it."""
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    a, _b, _keep, kw = _doomed(fs2)
+    held = held_link(fsops.safe_unlink(a, **kw, hold_run=3), time.time() - 5, kw)
+
+    def killed(_h):
+        raise _Killed
+
+    with pytest.raises(_Killed):
+        fsops.purge_holding([seed_s], 1, held=[held], on_purged=killed)
+    assert not os.path.lexists(held.path)  # unlinked, not yet marked
+    purged = []
+    fsops.purge_holding([seed_s], 1, held=[held], on_purged=purged.append)
+    assert purged == [held] and not (seed_s / fsops.HOLDING_DIR).exists()
+
+
 def test_a_hold_repeated_after_a_crash_still_reports_the_held_link(fs2):
     """A crash between the hold and the journal's 'done' leaves the step 'intended'; its re-run finds the
     path gone. It must still say where the link is held, or the journal never learns it and the held link

@@ -288,6 +288,29 @@ def test_purge_expired_names_a_holding_folder_renamed_away_and_keeps_its_links_j
     assert [(k, s) for k, _t, s in notified] == [("guard", "failure")] and gone in notified[0][1]
 
 
+def test_forget_gone_stops_tracking_only_the_links_out_of_reach_and_deletes_nothing(world, notified):
+    """``qbhook holding --forget-gone``: once a person has dealt with a holding folder renamed away,
+    its links stop being reported by every purge; a dry run first, and never "purged"."""
+    w = world
+    summary = w.executor().apply(demote_plan(w))
+    assert summary.status == "done", summary.groups[0].reason
+    held = w.journal.held_links()
+    hold, renamed = os.path.join(w.seed_s, HOLDING_DIR), os.path.join(os.path.dirname(w.seed_s), "renamed")
+    os.rename(hold, renamed)  # out of the seeding root, so the quarantine below does not take it
+    _path, at = quarantine_one(w)  # held in a new .qbhook-holding: in reach, stays tracked
+
+    shown = orphans.forget_gone(w.cfg, w.cat, forget=False)
+    assert sorted(h.path for h, _why in shown) == sorted(h.path for h in held)
+    assert all(why == f"{hold}: another folder stands in its place" for _h, why in shown)
+    assert len(w.journal.held_links()) == len(held) + 1  # a dry run changes nothing
+
+    orphans.forget_gone(w.cfg, w.cat, forget=True)
+    assert [h.path for h in w.journal.held_links()] == [at]
+    assert all(os.path.exists(os.path.join(renamed, os.path.relpath(h.path, hold))) for h in held)  # nothing deleted
+    rows = w.cat.conn.execute("SELECT count(*) FROM steps WHERE json_extract(result, '$.purged_at') IS NOT NULL")
+    assert rows.fetchone()[0] == 0  # forgotten, never called purged
+
+
 # --------------------------------------------------------------------------- a quarantine that died
 
 

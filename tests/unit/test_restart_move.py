@@ -219,6 +219,38 @@ def test_a_holding_folder_renamed_away_during_the_move_fails_the_group_naming_it
             assert f.read() == data
 
 
+@pytest.mark.parametrize("swapped_in", [False, True], ids=["renamed-away", "another-in-its-place"])
+def test_a_rollback_resumed_after_a_kill_checks_the_journaled_holding_folder(restarting, swapped_in):
+    """Killed after hiding the old links, before setLocation; meanwhile qBittorrent's user renames
+    .qbhook-holding. The holding folder's identity was journaled with the hide (not kept in the
+    dead process's memory), so the resumed rollback names the folder instead of reading the hidden
+    links as "absent" (they would stay hidden for good, the torrent rolled back without its files)."""
+    w = restarting
+    w.qbt.restart_on.clear()
+    real_set_location = w.qbt.set_location
+
+    def killed(h, path):
+        w.qbt.set_location = real_set_location
+        raise Crash("killed before setLocation")
+
+    w.qbt.set_location = killed
+    with pytest.raises(Crash):
+        w.executor().apply(demote_plan(w))
+    hold = os.path.join(w.seed_s, fsops.HOLDING_DIR)
+    os.rename(hold, os.path.join(w.seed_s, "renamed"))
+    if swapped_in:
+        os.mkdir(hold, 0o700)
+
+    (summary,) = w.executor().resume()
+
+    assert summary.status != "done" and summary.groups[0].status == "failed"
+    assert "holding folder gone or replaced: " + hold in summary.groups[0].reason
+    (moving,) = os.listdir(os.path.join(w.seed_s, "renamed"))
+    for rel, data in FILES:  # every hidden link still there, in the renamed folder
+        with open(os.path.join(w.seed_s, "renamed", moving, rel), "rb") as f:
+            assert f.read() == data
+
+
 def test_killed_between_hiding_and_set_location_then_started_by_hand_gets_its_links_back(restarting):
     """qbhook dies after hiding the old links and before setLocation; someone then starts the
     torrent, which finds its files gone (missingFiles). The resumed run fails the relocation (not
