@@ -619,13 +619,26 @@ class Catalog:
         not provably a pool's file is left out, like a gone one.
         """
         todo = []
+        # st_dev -> filesystem row for the caller's stats, asked once per device here, not once per
+        # path (a mount-table poll each: 10,000 per relink batch). Those stats were all taken before
+        # this call, so any moment of it is as late after them as the next; a stat taken here goes
+        # through fs_for_path itself.
+        fs_of: dict[int, int] = {}
         with self.reader() as reader:
             for path, pool in items:
                 bpath = os.fsencode(path)
                 st = stats.get(path) if stats else None
                 carry = before.get(path) if own_change and before and (stats is None or st is not None) else None
+                if st is not None:
+                    if not stat.S_ISREG(st.st_mode):
+                        continue
+                    fs = fs_of.get(st.st_dev)
+                    if fs is None:
+                        fs = fs_of[st.st_dev] = self.fs_for_path(bpath, st.st_dev)  # may register: outside the Tx
+                    todo.append((bpath, pool, st, fs, carry))
+                    continue
                 try:
-                    st = st or self._pool_lstat(reader, bpath)
+                    st = self._pool_lstat(reader, bpath)
                 except (FileNotFoundError, PathOutsideRoots):
                     continue
                 if stat.S_ISREG(st.st_mode):

@@ -863,6 +863,8 @@ class Executor:
         self, run_id: int, b: _Batch, rows: dict[int, StepRow], outcomes: dict[str, GroupOutcome]
     ) -> tuple[list[tuple[GroupPlan, int, Converge]], set[str]]:
         """The batch's steps still to do; a resumed attempt's done steps are counted, failed groups closed."""
+        if not rows:  # a fresh run (not a resume): every step, none journaled yet
+            return [(g, seq, step) for g, numbered in b.groups for seq, step in numbered], set()
         todo = []
         closed = set()
         for g, numbered in b.groups:

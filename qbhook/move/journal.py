@@ -141,6 +141,17 @@ def _args_json(step: Step) -> str:
     return _dumps_sorted(step.to_json()["args"])
 
 
+def _result_json(result: dict) -> str:
+    """``_dumps_sorted(result)``; a relink's result (``fsops.Relinker.relink``: a status, the bytes
+    freed, the link count before; one per relink, 10,000 per 10,000) spelled out in sorted key
+    order, any other the general way."""
+    if len(result) == 3:
+        status, freed, nlink = result.get("status"), result.get("bytes_freed"), result.get("nlink_before")
+        if type(status) is str and type(freed) is int and type(nlink) is int:
+            return f'{{"bytes_freed": {freed}, "nlink_before": {nlink}, "status": {_quoted(status)}}}'
+    return _dumps_sorted(result)
+
+
 def _str_list(items) -> str:
     if not items:
         return "[]"
@@ -153,15 +164,18 @@ def _opt_str(v) -> str | None:
     return "null" if v is None else _quoted(v) if type(v) is str else None
 
 
-def _group_json(g: GroupPlan) -> str:
+def _group_json(g: GroupPlan, texts: dict[int, tuple[Step, str]] | None = None) -> str:
     """``_dumps_sorted(g.to_dict())``: a group of converge steps spelled out (as ``_converge_args``),
-    any other the general way."""
+    any other the general way. ``texts``: each converge step's args text is kept there too
+    (``plan_json``)."""
     steps = []
     if _spelled and type(g.group_id) is str and type(g.reason) is str:
         for s in g.steps:
             text = _converge_args(s) if type(s) is Converge else None
             if text is None:
                 break
+            if texts is not None:
+                texts[id(s)] = (s, text)
             steps.append('{"args": ' + text + ', "kind": "converge"}')
         else:
             src, dst = _opt_str(g.source_pool), _opt_str(g.target_pool)
@@ -178,15 +192,17 @@ def _group_json(g: GroupPlan) -> str:
     return _dumps_sorted(g.to_dict())
 
 
-def plan_json(plan: Plan) -> str:
+def plan_json(plan: Plan, texts: dict[int, tuple[Step, str]] | None = None) -> str:
     """The journal's text of a run's plan: ``_dumps_sorted(plan.to_dict())``, byte for byte.
 
     A convergence journals one group of one step per duplicate; building every group's dict and
     then encoding it was 0.2-0.45 CPU-s per 10,000 (docs/benchmarks.md section 9): a group of
     converge steps is written straight from its fields instead (``_group_json``), every other
     group the general way. ``tests/unit/test_converge_batch.py`` compares both over generated plans.
+    ``texts``: filled with id(step) -> (step, its args text) for each converge step spelled out,
+    the very text its intent journals again (``Journal._args_text``).
     """
-    groups = ", ".join(_group_json(g) for g in plan.groups)
+    groups = ", ".join(_group_json(g, texts) for g in plan.groups)
     return (
         f'{{"created_at": {_dumps_sorted(plan.created_at)}, "groups": [{groups}], '
         f'"summary": {_dumps_sorted(plan.summary())}}}'
@@ -254,11 +270,18 @@ def hidden_in_of(args: dict) -> dict[str, list[int]]:
 class Journal:
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
+        # The args text of each converge step of the run this journal started (``start_run``),
+        # by id(step), the step held with it: a convergence journals each step's args twice, in
+        # the plan and in its intent, and the second is the first's text (the steps are frozen,
+        # their fields immutable; an id names the step held here, no later object). Dropped when
+        # the run finishes.
+        self._texts: dict[int, tuple[Step, str]] = {}
 
     # ------------------------------------------------------------------ runs
     def start_run(self, plan: dict | Plan, trigger: str = "cli") -> int:
         """A new run, journaling its plan (a ``Plan``, or its ``to_dict()``: the same text)."""
-        text = plan_json(plan) if isinstance(plan, Plan) else _dumps_sorted(plan)
+        self._texts = {}
+        text = plan_json(plan, self._texts) if isinstance(plan, Plan) else _dumps_sorted(plan)
         with Tx(self.conn) as c:
             cur = c.execute(
                 "INSERT INTO runs(started_at, status, trigger, pid, host, plan) VALUES (?, 'running', ?, ?, ?, ?)",
@@ -267,6 +290,7 @@ class Journal:
             return cur.lastrowid
 
     def finish_run(self, run: int, status: str, summary: dict) -> None:
+        self._texts = {}
         with Tx(self.conn) as c:
             c.execute(
                 "UPDATE runs SET status=?, finished_at=?, summary=? WHERE id=?",
@@ -306,9 +330,14 @@ class Journal:
             cur = c.execute(
                 "INSERT INTO steps(run, seq, group_id, kind, args, status, started_at) VALUES (?,?,?,?,?, "
                 "'intended', ?)",
-                (run, seq, group_id, step.kind, _args_json(step), time.time()),
+                (run, seq, group_id, step.kind, self._args_text(step), time.time()),
             )
             return cur.lastrowid
+
+    def _args_text(self, step: Step) -> str:
+        """``_args_json(step)``, or the same text as ``start_run`` wrote it into the plan."""
+        hit = self._texts.get(id(step))
+        return hit[1] if hit is not None and hit[0] is step else _args_json(step)
 
     def intend_batch(self, run: int, items: list[tuple[int, str, Step]], groups: list[str]) -> dict[int, int]:
         """``intend`` for many steps and ``set_group(RUNNING)`` for their groups, in one commit.
@@ -334,7 +363,7 @@ class Journal:
                 "INSERT INTO steps(run, seq, group_id, kind, args, status, started_at) VALUES (?,?,?,?,?, "
                 "'intended', ?)",
                 [
-                    (run, seq, group_id, step.kind, _args_json(step), now)
+                    (run, seq, group_id, step.kind, self._args_text(step), now)
                     for seq, group_id, step in items
                     if seq not in have
                 ],
@@ -355,7 +384,7 @@ class Journal:
             c.executemany(
                 "UPDATE steps SET status=?, finished_at=?, result=?, error=? WHERE id=?",
                 [
-                    (str(status), now, _dumps_sorted(result) if result is not None else None, shown_or_none(error), sid)
+                    (str(status), now, _result_json(result) if result is not None else None, shown_or_none(error), sid)
                     for sid, status, result, error in closes
                 ],
             )

@@ -544,3 +544,50 @@ def test_a_plans_journal_text_is_its_to_dict_encoded(groups, created):
 
     plan = Plan(groups=groups, created_at=created)
     assert journal_mod.plan_json(plan) == journal_mod._dumps_sorted(plan.to_dict())
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    hst.sampled_from(["relinked", "already", "absent"]) | _TEXT | hst.none() | hst.integers(),
+    hst.integers(min_value=-(2**70), max_value=2**70) | hst.booleans() | _TEXT,
+    hst.integers(min_value=0, max_value=2**64) | hst.booleans() | hst.none(),
+    hst.dictionaries(_TEXT, hst.integers() | _TEXT, max_size=2),
+)
+def test_a_relinks_journaled_result_is_the_general_text(status, freed, nlink, extra):
+    # journal._result_json spells a relink's result out (one per relink); it must write exactly
+    # what the general path writes, any odd type or extra key included.
+    from qbhook.move import journal as journal_mod
+
+    result = {"status": status, "bytes_freed": freed, "nlink_before": nlink}
+    assert journal_mod._result_json(result) == journal_mod._dumps_sorted(result)
+    more = {**extra, **result} if extra.keys() - result.keys() else {**result, "held_at": "x"}
+    assert journal_mod._result_json(more) == journal_mod._dumps_sorted(more)
+
+
+def test_a_converge_intent_journals_the_args_text_the_plan_wrote_once(monkeypatch):
+    # start_run spells each converge step's args out in the plan; the batch's intents journal the
+    # same text again, taken from there (a convergence wrote it twice per step, 10,000 per 10,000).
+    from qbhook.catalog.db import connect
+    from qbhook.move import journal as journal_mod
+
+    j = Journal(Catalog(connect(":memory:")).conn)
+    keep = plan_mod.ConvergeKeep("/lib/a", "fs1", 7, True)
+    steps = [plan_mod.Converge(f"/seed/\u00e9{i}\n", "fs1", 10 + i, 5, None, "ab" * 32, keep) for i in range(3)]
+    plan = Plan(
+        groups=[
+            GroupPlan(f"g{i}", [], [], plan_mod.Action.CONVERGE, "dup", "p", "p", steps=[s])
+            for i, s in enumerate(steps)
+        ]
+    )
+    run = j.start_run(plan)
+    spelled = []
+    real = journal_mod._converge_args
+    monkeypatch.setattr(journal_mod, "_converge_args", lambda s: spelled.append(s) or real(s))
+    twin = plan_mod.Converge(*(getattr(steps[0], f.name) for f in fields(plan_mod.Converge)))  # equal, not the plan's
+    ids = j.intend_batch(run, [(0, "g0", steps[0]), (1, "g1", steps[1]), (2, "g2", steps[2]), (3, "g0", twin)], ["g0"])
+    assert spelled == [twin]  # the plan's own steps: their text taken from the plan's
+    for seq, step in enumerate([*steps, twin]):
+        (text,) = j.conn.execute("SELECT args FROM steps WHERE id=?", (ids[seq],)).fetchone()
+        assert text == journal_mod._dumps_sorted(step.to_json()["args"])
+    j.finish_run(run, "done", {})
+    assert j._texts == {}  # nothing held past its run

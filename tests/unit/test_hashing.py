@@ -491,3 +491,20 @@ def test_file_the_worker_cannot_map_is_read_and_the_worker_kept(tmp_path, worker
     res = hash_file(big)
     assert res.digest == hashing.EMPTY_HASH and not res.stable
     assert [w.proc.pid for w in workers] == [pid] and workers[0].proc.poll() is None
+
+
+def test_a_batch_record_with_its_own_stats_looks_each_device_up_once(env, monkeypatch):
+    """record_paths given the caller's stats (a relink batch's: 10,000 paths) asks the filesystem
+    of each st_dev once, not once per path (each ask polls the mount table); a path it has no
+    stat for is still looked at, and its filesystem asked, on its own."""
+    cfg, cat, stash = env
+    paths = [str(write(stash / f"f{i}", b"x" * i)) for i in range(5)]
+    asked = []
+    real = cat.fs_for_path
+    monkeypatch.setattr(cat, "fs_for_path", lambda p, dev=None, **kw: asked.append(dev) or real(p, dev, **kw))
+    n = cat.record_paths([(p, "stash") for p in paths], stats={p: os.lstat(p) for p in paths[:4]})
+    assert n == 5
+    dev = os.lstat(paths[0]).st_dev
+    assert asked == [dev, dev]  # the four stats given, then the one looked at
+    recorded = {r[0] for r in cat.conn.execute("SELECT path FROM paths")}
+    assert recorded == {os.fsencode(p) for p in paths}
