@@ -465,24 +465,22 @@ def report_only(gp: GroupPlan, conv: Convergence) -> GroupPlan:
 
 def resolve_cross_group(plans: list[GroupPlan]) -> None:
     """A convergence never links onto an inode that another group of the same plan deletes or moves."""
+    # The members read once, not per group: each read off the enum class is a descriptor call (3.11).
+    converging, moving = Action.CONVERGE, frozenset({Action.DEMOTE, Action.PROMOTE})
     # Only inodes some convergence keeps can matter: a map of every moved inode (a million
     # deletes in a big plan) was the planner's last peak of memory (issue 13).
     kept = {
-        (s.keep.fsid, s.keep.ino)
-        for g in plans
-        if g.action == Action.CONVERGE
-        for s in g.steps
-        if isinstance(s, Converge)
+        (s.keep.fsid, s.keep.ino) for g in plans if g.action == converging for s in g.steps if isinstance(s, Converge)
     }
     moved = {
         s.inode: g.group_id
         for g in plans
-        if kept and g.action in (Action.DEMOTE, Action.PROMOTE)
+        if kept and g.action in moving
         for s in g.steps
         if isinstance(s, Delete) and s.inode in kept
     }
     for g in plans:
-        if g.action != Action.CONVERGE:
+        if g.action != converging:
             continue
         for s in g.steps:
             other = moved.get((s.keep.fsid, s.keep.ino)) if isinstance(s, Converge) else None
