@@ -124,8 +124,11 @@ class SweepStatus:
     decisions: dict[str, int]  # action -> number of groups
     bytes_to_copy: int
     bytes_freed: int
-    pending: tuple[PendingGroup, ...]
+    pending: tuple[PendingGroup, ...]  # the first PENDING_SHOWN, for rendering
     pending_total: int
+    # source pool -> (blocked groups, their payload bytes or None when one has no size),
+    # counted over every pending group, not only the ones shown
+    blocked: dict[str, tuple[int, int | None]] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -297,8 +300,7 @@ def _pool(
             parts["uncatalogued"] = max(size - free - sum(parts.values()), 0)
         segments = tuple(Segment(k, label, parts[k]) for k, label in SEGMENTS if k in parts)
     o = orphans.pools.get(p.name) if orphans is not None else None
-    blocked = [g for g in (sweep.pending if sweep else ()) if g.action == "blocked" and g.source_pool == p.name]
-    sizes = [g.payload_bytes for g in blocked]
+    blocked_groups, blocked_bytes = sweep.blocked.get(p.name, (0, 0)) if sweep else (0, 0)
     return PoolStatus(
         name=p.name,
         role=p.role,
@@ -307,8 +309,8 @@ def _pool(
         free=free,
         error=error,
         segments=segments,
-        blocked_groups=len(blocked),
-        blocked_bytes=sum(s for s in sizes if s is not None) if all(s is not None for s in sizes) else None,
+        blocked_groups=blocked_groups,
+        blocked_bytes=blocked_bytes,
         orphaned_bytes=(o.reclaimable + o.library) if o else None,
         hashed_bytes=hashed["hashed_bytes"] if hashed else None,
         unhashed_bytes=hashed["unhashed_bytes"] if hashed else None,
@@ -402,7 +404,22 @@ def _sweep(conn: sqlite3.Connection) -> SweepStatus | None:
         bytes_freed=int(plan.get("bytes_freed") or 0),
         pending=pending,
         pending_total=len(raw),
+        blocked=_blocked_by_pool(raw),
     )
+
+
+def _blocked_by_pool(raw: list[dict[str, Any]]) -> dict[str, tuple[int, int | None]]:
+    """Every blocked group of the sweep by source pool: (count, payload bytes; None if one has no size).
+    From the whole pending list: the page shows only the first PENDING_SHOWN groups, the pool
+    cards must not count only those."""
+    out: dict[str, tuple[int, int | None]] = {}
+    for g in raw:
+        if g.get("action") != "blocked" or (pool := _str(g.get("source_pool"))) is None:
+            continue
+        n, total = out.get(pool, (0, 0))
+        size = _int(g.get("payload_bytes"))
+        out[pool] = (n + 1, None if total is None or size is None else total + size)
+    return out
 
 
 def _last_event(conn: sqlite3.Connection) -> EventPlan | None:

@@ -18,7 +18,7 @@ from qbhook.catalog.store import Catalog
 from qbhook.events.model import Event
 from qbhook.events.queue import JobQueue
 from qbhook.events.server import create_app
-from qbhook.events.status import StatusSource, catalog_breakdown, redactor, secrets_of
+from qbhook.events.status import PENDING_SHOWN, StatusSource, catalog_breakdown, redactor, secrets_of
 from qbhook.events.views import views
 from qbhook.move.journal import Journal
 from tests.helpers import make_config, put
@@ -255,6 +255,42 @@ def test_a_name_that_is_not_utf8_is_shown_escaped_not_a_500(world):
     assert "Caf\\xe9 &lt;b&gt;" in r.get_data(as_text=True)
     m = c.get("/metrics", headers=_basic("admin", PASSWORD))
     assert m.status_code == 200
+
+
+def test_blocked_groups_are_counted_beyond_the_pending_groups_shown(world):
+    # The page lists only the first PENDING_SHOWN pending groups; the pool card counted its
+    # blocked groups from that cut list and said "none" with 50 blocked after 200 demotes.
+    cfg, cat = world
+
+    def group(gid, action, size):
+        return {
+            "group_id": gid,
+            "action": action,
+            "reason": "r",
+            "names": [gid],
+            "source_pool": "stash",
+            "target_pool": "pool" if action == "demote" else None,
+            "payload_bytes": size,
+        }
+
+    pending = [group(f"d{i}", "demote", 10) for i in range(PENDING_SHOWN)]
+    pending += [group(f"b{i}", "blocked", 1000) for i in range(50)]
+    state.put(
+        cat.conn,
+        "last_sweep",
+        {
+            "started_at": time.time(),
+            "seconds": 1.0,
+            "plan": {"demote": PENDING_SHOWN, "blocked": 50},
+            "pending": pending,
+        },
+    )
+    st = StatusSource(cfg).status()
+    assert len(st.sweep.pending) == PENDING_SHOWN and st.sweep.pending_total == PENDING_SHOWN + 50
+    stash = next(p for p in st.pools if p.name == "stash")
+    assert (stash.blocked_groups, stash.blocked_bytes) == (50, 50_000)
+    page = _client(cfg).get("/", headers=_basic("admin", PASSWORD)).get_data(as_text=True)
+    assert "50 group(s), 48.8 KiB" in page
 
 
 def test_secrets_of_finds_every_hidden_field(world):
