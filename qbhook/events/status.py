@@ -705,16 +705,36 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(v)
 
 
+# A secret at least this long is blanked wherever it occurs, even inside a longer word or number.
+REDACT_ANYWHERE_LEN = 8
+
+
 def redactor(secrets: Iterable[str]) -> Callable[[str], str]:
     """A function that blanks every secret inside a string (longest first, so a secret
     containing another is blanked whole). Applied to every string a view prints: an error
-    message or a torrent name that happens to contain a token must not show it."""
+    message or a torrent name that happens to contain a token must not show it.
+
+    A short secret is blanked only where it stands as a token of its own, not inside a
+    longer word or number. Blanking it inside every match breaks the page: a password
+    "1000" turned "1000.0" into "********.0", and a one-character secret would blank that
+    character everywhere. Where a secret leaks in practice, it stands alone: quoted in an
+    error ("password 1000"), or in a URL between ':', '@', '/', '=' or '&'. Those places
+    are still blanked. A short secret inside a longer word ("1000" in "10000") stays,
+    because it cannot be told apart from ordinary text. The price, kept: a secret "1" still
+    blanks a count of 1 standing alone. Secrets of REDACT_ANYWHERE_LEN
+    characters or more are blanked everywhere, as before."""
     ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
+    # A token ends at anything but a letter, a digit or '_', and not at a '.' or ',' inside a number.
+    short = {
+        s: re.compile(rf"(?<![\w.,]){re.escape(s)}(?![\w]|[.,]\w)") for s in ordered if len(s) < REDACT_ANYWHERE_LEN
+    }
 
     def redact(text: str) -> str:
         for s in ordered:
-            if s in text:
-                text = text.replace(s, "********")
+            if s not in text:
+                continue
+            pattern = short.get(s)
+            text = text.replace(s, "********") if pattern is None else pattern.sub("********", text)
         return text
 
     return redact

@@ -313,6 +313,39 @@ def test_secrets_of_finds_every_hidden_field(world):
     assert redact("x abcdef y abc") == "x ******** y ********"
 
 
+def test_a_short_secret_blanks_tokens_not_parts_of_numbers_or_words():
+    # A numeric password "1000" turned "1000.0" into "********.0"; a one-character secret
+    # would blank that character everywhere. Short secrets are blanked where they stand alone.
+    redact = redactor(["1000", "abc", "a-long-secret"])
+    assert redact("1000.0 1,000 10000 1.5 GiB abcdef") == "1000.0 1,000 10000 1.5 GiB abcdef"
+    assert redact("login failed: password 1000") == "login failed: password ********"
+    assert redact("http://admin:1000@host/?k=abc&x=1") == "http://admin:********@host/?k=********&x=1"
+    assert redact("it is a-long-secret, inside xa-long-secretx") == "it is ********, inside x********x"
+
+
+def test_metrics_stay_parseable_with_a_numeric_password_and_blank_secrets_in_labels(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    cfg = _cfg(tmp_path)
+    # "1.0" is a token of its own in "1.0"; the pool's name is a secret of a client
+    cfg = dataclasses.replace(
+        cfg,
+        server=dataclasses.replace(cfg.server, password="1.0"),
+        qbittorrent=tuple(dataclasses.replace(q, password="stash") for q in cfg.qbittorrent),
+    )
+    cfg.pools[0].path.mkdir()
+    cfg.pools[1].path.mkdir()
+    cat = Catalog.open(cfg.catalog)
+    _sweep(cat, names=["X"], started_at=1735689600.0)
+    text = _client(cfg).get("/metrics", headers={"X-Qbhook-Token": TOKEN}).get_data(as_text=True)
+    cat.close()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["qbhook_last_sweep_groups"].samples  # parsed, values intact
+    assert _metric(text, "qbhook_last_sweep_groups", decision="blocked") == 1.0
+    pools = {s.labels["pool"] for s in families["qbhook_pool_size_bytes"].samples}
+    assert pools == {"********", "pool"}
+
+
 def test_metrics_are_read_from_the_database_at_scrape_time(world):
     cfg, cat = world
     c = _client(cfg)
