@@ -15,6 +15,12 @@ The model:
 * Sending goes through apprise. A failing, refusing or hanging endpoint only stalls
   this thread (apprise bounds each request with its socket timeouts); it is logged,
   never raised, and never delays the worker or the executor.
+* **A batch that fails to send is kept and sent again**, with everything that arrived
+  meanwhile, after a backoff (``RETRY_S`` doubling up to ``RETRY_MAX_S``; a flush tries
+  at once). The sweep records a condition as told when it emits it, so a batch dropped
+  on failure (ntfy restarting) would never be told while the condition lasts. What is
+  kept is bounded by ``QUEUE_SIZE`` events too: beyond it, the newest are dropped and
+  counted. What is still undelivered when the process ends is lost (and logged).
 * Process-wide: the CLI calls ``configure(cfg)`` when it loads the config; without
   ``notify.urls`` every entry point here is a no-op. A command gives the thread at most
   ``FLUSH_S`` when it ends to deliver what is pending (``flush_pending``).
@@ -40,6 +46,8 @@ GATHER_S = 2.0  # after a quiet spell, wait this long for the rest of the same m
 FLUSH_S = 10.0  # a CLI command waits at most this long at exit for pending notifications
 QUEUE_SIZE = 1000  # events waiting to be sent; beyond this they are dropped (and counted)
 MAX_LINES = 40  # lines per message; the rest is summarised as a count
+RETRY_S = 30.0  # a failed batch is sent again after this, doubling at each failure in a row
+RETRY_MAX_S = 300.0  # ... up to this
 
 SEVERITIES = ("info", "warning", "failure")
 
@@ -97,13 +105,19 @@ class Notifier:
         min_interval: float,
         gather_s: float = GATHER_S,
         queue_size: int = QUEUE_SIZE,
+        retry_s: float = RETRY_S,
         clock: Callable[[], float] = time.monotonic,
     ):
         self._send = send
         self.min_interval = max(float(min_interval), 0.0)
         self.gather_s = max(float(gather_s), 0.0)
+        self.retry_s = max(float(retry_s), 0.0)
         self._clock = clock
         self._q: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._held: list[Event] = []  # events of failed sends, sent again from retry_at (sender thread only)
+        self._held_max = queue_size
+        self._retry_at = float("-inf")
+        self._failures_in_row = 0
         self.dropped = 0
         self.sent = 0
         self.failed = 0
@@ -137,19 +151,29 @@ class Notifier:
 
     # ------------------------------------------------------------ the sender thread
     def _loop(self) -> None:
+        # Long on purpose: one loop owns the batch, the gather wait, the rate limit and the retry,
+        # which all decide together when the next message goes.
         last_sent = float("-inf")
         while True:
-            item = self._q.get()
+            wait = max(self._retry_at - self._clock(), 0.0) if self._held else None
+            try:
+                item = self._q.get(timeout=wait)
+            except queue.Empty:
+                item = None  # time to send again what failed
             if item is _STOP:
+                self._lose_held()
                 return
-            if isinstance(item, _Flush):
-                item.done.set()
-                continue
-            batch = [item]
-            due = max(self._clock() + self.gather_s, last_sent + self.min_interval)
             flushes: list[_Flush] = []
+            if isinstance(item, _Flush):
+                if not self._held:
+                    item.done.set()
+                    continue
+                flushes.append(item)  # a flush tries what failed at once
+            batch, self._held = self._held + ([item] if isinstance(item, Event) else []), []
+            # New events wait for the backoff too: the endpoint failed a moment ago.
+            due = max(self._clock() + self.gather_s, last_sent + self.min_interval, self._retry_at)
             stop = False
-            while True:
+            while item is not None and not flushes:
                 left = due - self._clock()
                 if left <= 0:
                     break
@@ -181,6 +205,7 @@ class Notifier:
             for f in flushes:
                 f.done.set()
             if stop:
+                self._lose_held()
                 return
 
     def _deliver(self, batch: list[Event]) -> None:
@@ -189,9 +214,31 @@ class Notifier:
             self._send(title, body, severity)
         except Exception as e:
             self.failed += 1
-            log.warning("notify: sending %d event(s) failed: %s", len(batch), e)
+            self._failures_in_row += 1
+            backoff = min(self.retry_s * 2 ** (self._failures_in_row - 1), RETRY_MAX_S)
+            self._retry_at = self._clock() + max(backoff, self.min_interval)
+            self._hold(batch)
+            wait = self._retry_at - self._clock()
+            log.warning("notify: sending %d event(s) failed: %s (trying again in %.0f s)", len(batch), e, wait)
         else:
             self.sent += 1
+            self._failures_in_row = 0
+            self._retry_at = float("-inf")
+
+    def _hold(self, batch: list[Event]) -> None:
+        """Keep a failed batch for the next try; the oldest facts are kept, the newest beyond the bound dropped."""
+        keep = batch[: self._held_max]
+        if len(batch) > len(keep):
+            lost = len(batch) - len(keep)
+            self.dropped += lost
+            log.warning("notify: %d undelivered event(s) dropped, %d kept to send again", lost, len(keep))
+        self._held = keep
+
+    def _lose_held(self) -> None:
+        if self._held:
+            self.dropped += len(self._held)
+            log.warning("notify: %d event(s) never delivered (the notifier kept failing) are lost", len(self._held))
+            self._held = []
 
 
 # ------------------------------------------------------------------ apprise

@@ -124,8 +124,11 @@ class SweepStatus:
     decisions: dict[str, int]  # action -> number of groups
     bytes_to_copy: int
     bytes_freed: int
-    pending: tuple[PendingGroup, ...]
+    pending: tuple[PendingGroup, ...]  # the first PENDING_SHOWN, for rendering
     pending_total: int
+    # source pool -> (blocked groups, their payload bytes or None when one has no size),
+    # counted over every pending group, not only the ones shown
+    blocked: dict[str, tuple[int, int | None]] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -297,8 +300,7 @@ def _pool(
             parts["uncatalogued"] = max(size - free - sum(parts.values()), 0)
         segments = tuple(Segment(k, label, parts[k]) for k, label in SEGMENTS if k in parts)
     o = orphans.pools.get(p.name) if orphans is not None else None
-    blocked = [g for g in (sweep.pending if sweep else ()) if g.action == "blocked" and g.source_pool == p.name]
-    sizes = [g.payload_bytes for g in blocked]
+    blocked_groups, blocked_bytes = sweep.blocked.get(p.name, (0, 0)) if sweep else (0, 0)
     return PoolStatus(
         name=p.name,
         role=p.role,
@@ -307,8 +309,8 @@ def _pool(
         free=free,
         error=error,
         segments=segments,
-        blocked_groups=len(blocked),
-        blocked_bytes=sum(s for s in sizes if s is not None) if all(s is not None for s in sizes) else None,
+        blocked_groups=blocked_groups,
+        blocked_bytes=blocked_bytes,
         orphaned_bytes=(o.reclaimable + o.library) if o else None,
         hashed_bytes=hashed["hashed_bytes"] if hashed else None,
         unhashed_bytes=hashed["unhashed_bytes"] if hashed else None,
@@ -402,7 +404,22 @@ def _sweep(conn: sqlite3.Connection) -> SweepStatus | None:
         bytes_freed=int(plan.get("bytes_freed") or 0),
         pending=pending,
         pending_total=len(raw),
+        blocked=_blocked_by_pool(raw),
     )
+
+
+def _blocked_by_pool(raw: list[dict[str, Any]]) -> dict[str, tuple[int, int | None]]:
+    """Every blocked group of the sweep by source pool: (count, payload bytes; None if one has no size).
+    From the whole pending list: the page shows only the first PENDING_SHOWN groups, the pool
+    cards must not count only those."""
+    out: dict[str, tuple[int, int | None]] = {}
+    for g in raw:
+        if g.get("action") != "blocked" or (pool := _str(g.get("source_pool"))) is None:
+            continue
+        n, total = out.get(pool, (0, 0))
+        size = _int(g.get("payload_bytes"))
+        out[pool] = (n + 1, None if total is None or size is None else total + size)
+    return out
 
 
 def _last_event(conn: sqlite3.Connection) -> EventPlan | None:
@@ -688,16 +705,36 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(v)
 
 
+# A secret at least this long is blanked wherever it occurs, even inside a longer word or number.
+REDACT_ANYWHERE_LEN = 8
+
+
 def redactor(secrets: Iterable[str]) -> Callable[[str], str]:
     """A function that blanks every secret inside a string (longest first, so a secret
     containing another is blanked whole). Applied to every string a view prints: an error
-    message or a torrent name that happens to contain a token must not show it."""
+    message or a torrent name that happens to contain a token must not show it.
+
+    A short secret is blanked only where it stands as a token of its own, not inside a
+    longer word or number. Blanking it inside every match breaks the page: a password
+    "1000" turned "1000.0" into "********.0", and a one-character secret would blank that
+    character everywhere. Where a secret leaks in practice, it stands alone: quoted in an
+    error ("password 1000"), or in a URL between ':', '@', '/', '=' or '&'. Those places
+    are still blanked. A short secret inside a longer word ("1000" in "10000") stays,
+    because it cannot be told apart from ordinary text. The price, kept: a secret "1" still
+    blanks a count of 1 standing alone. Secrets of REDACT_ANYWHERE_LEN
+    characters or more are blanked everywhere, as before."""
     ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
+    # A token ends at anything but a letter, a digit or '_', and not at a '.' or ',' inside a number.
+    short = {
+        s: re.compile(rf"(?<![\w.,]){re.escape(s)}(?![\w]|[.,]\w)") for s in ordered if len(s) < REDACT_ANYWHERE_LEN
+    }
 
     def redact(text: str) -> str:
         for s in ordered:
-            if s in text:
-                text = text.replace(s, "********")
+            if s not in text:
+                continue
+            pattern = short.get(s)
+            text = text.replace(s, "********") if pattern is None else pattern.sub("********", text)
         return text
 
     return redact

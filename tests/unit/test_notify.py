@@ -136,6 +136,47 @@ def test_a_failing_notifier_is_logged_and_later_events_still_go(caplog):
     n.close(1)
 
 
+def test_a_failed_batch_is_sent_again_once_the_notifier_is_back():
+    """ntfy restarting while a sweep first sees a pool low: the sweep records the pool as told,
+    so the notifier must keep the batch and send it later, not drop it."""
+    rec = Recorder(fail=True)
+    n = Notifier(rec, min_interval=0, gather_s=0, retry_s=0.2)
+    n.emit(Event("free_space", "pool p is low"))
+    deadline = time.monotonic() + 5
+    while not rec.calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    rec.fail = False  # the endpoint is back; nothing new is emitted
+    while len(rec.calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [c[2] for c in rec.calls] == ["pool p is low", "pool p is low"]
+    assert n.failed == 1 and n.sent == 1 and n.dropped == 0
+    n.close(1)
+
+
+def test_a_failed_sweep_alert_still_reaches_the_user_after_the_notifier_recovers(installed, conn):
+    n, rec = installed
+    rec.fail = True
+    cfg = _Cfg(free_space_below=10 * 2**30)
+    (ev,) = alerts.pool_checks(cfg, conn, [alerts.PoolSpace("pool", 5 * 2**30)], now=1)
+    assert n.flush(5) and n.failed == 1
+    rec.fail = False
+    assert alerts.pool_checks(cfg, conn, [alerts.PoolSpace("pool", 5 * 2**30)], now=2) == []  # told already
+    assert n.flush(5)  # a flush (a command ending) tries the kept batch at once
+    assert n.sent == 1 and ev.text in rec.calls[-1][2]
+
+
+def test_what_a_failing_notifier_keeps_is_bounded():
+    rec = Recorder(fail=True)
+    n = Notifier(rec, min_interval=0, gather_s=0, queue_size=5, retry_s=60)
+    for i in range(3):
+        for j in range(4):
+            n.emit(Event("run", f"run {i}.{j}"))
+        assert n.flush(5)
+    assert len(n._held) == 5 and n.dropped >= 3
+    assert n._held[0].text == "run 0.0"  # the oldest facts are kept
+    n.close(1)
+
+
 def test_a_hanging_notifier_never_blocks_emit_and_overflow_is_dropped():
     release = threading.Event()
     rec = Recorder(hang=release)

@@ -18,7 +18,7 @@ from qbhook.catalog.store import Catalog
 from qbhook.events.model import Event
 from qbhook.events.queue import JobQueue
 from qbhook.events.server import create_app
-from qbhook.events.status import StatusSource, catalog_breakdown, redactor, secrets_of
+from qbhook.events.status import PENDING_SHOWN, StatusSource, catalog_breakdown, redactor, secrets_of
 from qbhook.events.views import views
 from qbhook.move.journal import Journal
 from tests.helpers import make_config, put
@@ -257,6 +257,42 @@ def test_a_name_that_is_not_utf8_is_shown_escaped_not_a_500(world):
     assert m.status_code == 200
 
 
+def test_blocked_groups_are_counted_beyond_the_pending_groups_shown(world):
+    # The page lists only the first PENDING_SHOWN pending groups; the pool card counted its
+    # blocked groups from that cut list and said "none" with 50 blocked after 200 demotes.
+    cfg, cat = world
+
+    def group(gid, action, size):
+        return {
+            "group_id": gid,
+            "action": action,
+            "reason": "r",
+            "names": [gid],
+            "source_pool": "stash",
+            "target_pool": "pool" if action == "demote" else None,
+            "payload_bytes": size,
+        }
+
+    pending = [group(f"d{i}", "demote", 10) for i in range(PENDING_SHOWN)]
+    pending += [group(f"b{i}", "blocked", 1000) for i in range(50)]
+    state.put(
+        cat.conn,
+        "last_sweep",
+        {
+            "started_at": time.time(),
+            "seconds": 1.0,
+            "plan": {"demote": PENDING_SHOWN, "blocked": 50},
+            "pending": pending,
+        },
+    )
+    st = StatusSource(cfg).status()
+    assert len(st.sweep.pending) == PENDING_SHOWN and st.sweep.pending_total == PENDING_SHOWN + 50
+    stash = next(p for p in st.pools if p.name == "stash")
+    assert (stash.blocked_groups, stash.blocked_bytes) == (50, 50_000)
+    page = _client(cfg).get("/", headers=_basic("admin", PASSWORD)).get_data(as_text=True)
+    assert "50 group(s), 48.8 KiB" in page
+
+
 def test_secrets_of_finds_every_hidden_field(world):
     cfg, _ = world
     assert secrets_of(cfg) == {TOKEN, PASSWORD, QBT_PASSWORD}
@@ -275,6 +311,39 @@ def test_secrets_of_finds_every_hidden_field(world):
     assert secrets_of(Outer()) == {"tgram://bot-token/chat", "k-123"}
     redact = redactor(["abc", "abcdef"])
     assert redact("x abcdef y abc") == "x ******** y ********"
+
+
+def test_a_short_secret_blanks_tokens_not_parts_of_numbers_or_words():
+    # A numeric password "1000" turned "1000.0" into "********.0"; a one-character secret
+    # would blank that character everywhere. Short secrets are blanked where they stand alone.
+    redact = redactor(["1000", "abc", "a-long-secret"])
+    assert redact("1000.0 1,000 10000 1.5 GiB abcdef") == "1000.0 1,000 10000 1.5 GiB abcdef"
+    assert redact("login failed: password 1000") == "login failed: password ********"
+    assert redact("http://admin:1000@host/?k=abc&x=1") == "http://admin:********@host/?k=********&x=1"
+    assert redact("it is a-long-secret, inside xa-long-secretx") == "it is ********, inside x********x"
+
+
+def test_metrics_stay_parseable_with_a_numeric_password_and_blank_secrets_in_labels(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    cfg = _cfg(tmp_path)
+    # "1.0" is a token of its own in "1.0"; the pool's name is a secret of a client
+    cfg = dataclasses.replace(
+        cfg,
+        server=dataclasses.replace(cfg.server, password="1.0"),
+        qbittorrent=tuple(dataclasses.replace(q, password="stash") for q in cfg.qbittorrent),
+    )
+    cfg.pools[0].path.mkdir()
+    cfg.pools[1].path.mkdir()
+    cat = Catalog.open(cfg.catalog)
+    _sweep(cat, names=["X"], started_at=1735689600.0)
+    text = _client(cfg).get("/metrics", headers={"X-Qbhook-Token": TOKEN}).get_data(as_text=True)
+    cat.close()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["qbhook_last_sweep_groups"].samples  # parsed, values intact
+    assert _metric(text, "qbhook_last_sweep_groups", decision="blocked") == 1.0
+    pools = {s.labels["pool"] for s in families["qbhook_pool_size_bytes"].samples}
+    assert pools == {"********", "pool"}
 
 
 def test_metrics_are_read_from_the_database_at_scrape_time(world):
