@@ -48,7 +48,7 @@ def remove_leftover_views(cfg, catalog, clients: Iterable[ClientPort]) -> list[d
     """Remove the journal's leftover views that are still qbhook's and redundant; one result per view."""
     from qbhook.move.journal import Journal
     from qbhook.move.locks import executor_lock
-    from qbhook.move.orphans import LEFTOVERS, check_listing, in_use, references
+    from qbhook.move.orphans import LEFTOVERS, check_listing, identity, in_use, references
 
     journal = Journal(catalog.conn)
     tracked = journal.leftover_tracked()
@@ -76,8 +76,9 @@ def remove_leftover_views(cfg, catalog, clients: Iterable[ClientPort]) -> list[d
             path = os.path.normpath(v["path"])
             pool = cfg.pool_of(path)
             inode = (pool.name if pool is not None else None, int(v["ino"]))
-            if in_use(path, refs) is not None:
-                res = {"status": "in_use"}  # a torrent seeds from it now, it is no leftover
+            if in_use(path, refs, identity(path)) is not None:
+                # A torrent seeds from it now (by its path, or through a symlink onto it): no leftover.
+                res = {"status": "in_use"}
             elif inode in kept:
                 # A link onto this copy stayed (a refusal that says nothing of it): the copy still
                 # has it, and "linked elsewhere" would release it, its duplicate untracked for good.

@@ -6,7 +6,12 @@ are the thin side effects around it):
 * every regular file below every seeding root is one *entry* (the walk never follows a
   symlink nor crosses into another filesystem; qbhook's own folders and ``scan.ignore_names``
   are not entered, nor its temporary relink links listed: ``paths.RELINK_PREFIX``);
-* a file is *referenced* when it is a file of a complete torrent of any client; it is
+* a file is *referenced* when it is a file of a complete torrent of any client, by path or by
+  identity (``references``: each such path is stat-ed through its symlinks, and an entry whose
+  (device, inode) one of them reaches is that torrent's data, whatever path the walk met it by:
+  cross-seed's symlinks onto it, a save path that is a symlink to a folder, a client spelling a
+  name in another Unicode normalization or case than the dataset shows it; so another hard link
+  of a torrent's file is referenced too); it is
   *protected* (never an orphan, whatever else holds) when it is a part file (``.!qB``, or
   libtorrent's ``.<infohash>.parts``: ``model.is_part_file``), lies
   in the content folder of a torrent that is incomplete, lacks metadata or skips files
@@ -57,6 +62,7 @@ import os
 import posixpath
 import stat as stat_mod
 import time
+import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -109,7 +115,7 @@ class ClientListing:
 class References:
     """What the clients say is in use, in host paths."""
 
-    files: frozenset[str]  # files of complete torrents
+    files: frozenset[str]  # files of complete torrents (and where a link among them points, its target gone)
     protected: tuple[str, ...]  # folders/files never to call orphaned
     torrents: int  # how many torrents were listed, all clients
     moving: tuple[str, ...] = ()  # torrents qBittorrent is relocating right now
@@ -118,6 +124,9 @@ class References:
     # the quarantine's. Filled by the caller that has the journal (``find_orphans``).
     leftovers: frozenset[str] = frozenset()
     clients: tuple[ClientListing, ...] = ()
+    # (st_dev, st_ino) of every file of ``files`` that exists, its path followed through symlinks:
+    # what the torrents use is an inode, not a spelling of its path (``_identities``).
+    inodes: frozenset[tuple[int, int]] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -202,13 +211,15 @@ class Report:
         }
 
 
-def in_use(path: str, refs: References) -> str | None:
-    """REFERENCED when ``path`` is a file of a complete torrent, PROTECTED when it is a part file or
-    lies where an incomplete torrent keeps its data, None when no torrent uses it.
+def in_use(path: str, refs: References, key: tuple[int, int] | None = None) -> str | None:
+    """REFERENCED when ``path``, or the file ``key`` (its (st_dev, st_ino)) names, is a file of a
+    complete torrent, PROTECTED when it is a part file or lies where an incomplete torrent keeps
+    its data, None when no torrent uses it.
 
     The one rule of "a torrent uses this path": the orphan walk (``classify``), the cleanup of
-    leftover views and the purge of quarantined orphans (``screen_held``) all ask it."""
-    if path in refs.files:
+    leftover views and the purge of quarantined orphans (``screen_held``) all ask it. By path
+    alone it called a file a torrent reaches through a symlink unused: cross-seed's only copy."""
+    if path in refs.files or (key is not None and key in refs.inodes):
         return REFERENCED
     if is_part_file(path) or within_any(refs.protected)(path):
         return PROTECTED
@@ -217,7 +228,7 @@ def in_use(path: str, refs: References) -> str | None:
 
 def classify(e: Entry, refs: References, now: float, settle_seconds: float) -> str | None:
     """REFERENCED / PROTECTED / LEFTOVER / YOUNG for an entry that is not an orphan, None for an orphan."""
-    used = in_use(e.path, refs)
+    used = in_use(e.path, refs, (e.dev, e.ino))
     if used is not None:
         return used
     if e.path in refs.leftovers:
@@ -596,7 +607,33 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
             if t.content_path:
                 protected.append(os.path.normpath(t.content_path))
         listings.append(ClientListing(label, _map_label(c), tuple(complete_ones)))
-    return References(frozenset(files), tuple(protected), n, tuple(moving), clients=tuple(listings))
+    inodes, targets = _identities(files)
+    # A folder in use reached through a symlink: what it points at is in use too.
+    seen = set(protected)
+    protected += [r for r in {os.path.realpath(p) for p in seen} if r not in seen]
+    return References(
+        frozenset(files | targets), tuple(protected), n, tuple(moving), clients=tuple(listings), inodes=inodes
+    )
+
+
+def _identities(files: set[str]) -> tuple[frozenset[tuple[int, int]], set[str]]:
+    """What the torrents' file paths reach on disk: the (st_dev, st_ino) of each that exists,
+    followed through symlinks (one stat each: read-only; a hostile link can only make more files
+    look used, which keeps them), and, for one that does not, where it points once its links are
+    resolved (a cross-seed link whose target an older qbhook quarantined: the purge asks about
+    that place). A path that is simply not there adds nothing."""
+    inodes: set[tuple[int, int]] = set()
+    targets: set[str] = set()
+    for p in files:
+        try:
+            st = os.stat(p)
+        except (OSError, ValueError):
+            real = os.path.realpath(p)
+            if real != p:
+                targets.add(real)
+            continue
+        inodes.add((st.st_dev, st.st_ino))
+    return frozenset(inodes), targets
 
 
 def _map_label(client) -> str:
@@ -916,7 +953,9 @@ def screen_held(
     An orphan was unreferenced when it was quarantined; in the grace period the user may re-add
     its torrent, or cross-seed inject a match onto that path, and the held file is then the
     torrent's data. So an expired orphan is purged only if no torrent of any client uses its
-    original path now (``in_use``, the orphan walk's own rule, on ``references``' listing) and
+    original path now (``in_use``, the orphan walk's own rule, on ``references``' listing: by that
+    path, by the held file's identity, through a link that pointed there, or spelled in another
+    normalization or case) and
     it is no leftover view the journal tracks (``leftover_views``: never an orphan, maybe a last copy).
     A listing that cannot say (a client unreachable or unmapped, no torrents at all, a torrent
     being moved: ``check_listing``) refuses the purge of every orphan, never a guess. Held links
@@ -933,15 +972,31 @@ def screen_held(
     except QbhookError as e:  # also no client configured, or two with one name: nothing to ask
         refused = e if isinstance(e, OrphansRefused) else OrphansRefused(f"refusing to {PURGE}: {e.message}")
         return Screen(tuple(h for h in held if not h.orphan), refused=refused)
+    # A client spelling the place in another normalization or case (a dataset that folds them):
+    # its path no longer reaches the held file, so the places are compared folded too.
+    folded = {_fold(p) for p in refs.files}
     kept: dict[object, KeptOrphan] = {}
     for h in due:
         # A quarantine always journals the orphan's path; without one there is nothing to check.
         origin = os.path.normpath(h.origin) if h.origin else None
-        if origin is None or in_use(origin, refs) is not None:
+        if origin is None or in_use(origin, refs, identity(h.path)) is not None or _fold(origin) in folded:
             kept[h.key] = KeptOrphan(h.path, origin or "(not recorded)")
         elif origin in leftover_views:
             kept[h.key] = KeptOrphan(h.path, origin, leftover=True)
     return Screen(tuple(h for h in held if h.key not in kept), tuple(kept.values()))
+
+
+def identity(path: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the file at ``path`` (a held link, a leftover view), None when it cannot be stat-ed."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _fold(path: str) -> str:
+    return unicodedata.normalize("NFC", path).casefold()
 
 
 @dataclass

@@ -164,6 +164,17 @@ def test_a_copy_whose_link_view_was_kept_is_kept_too_not_released(tmp_path, monk
     assert done == [] and copy.read_bytes() == b"abc" and link.exists()  # both tried again next run
 
 
+def test_a_view_a_torrent_seeds_through_a_symlink_is_in_use_and_never_removed(real, monkeypatch):
+    """cross-seed's symlink onto the view: the listing names the link, whose target is the view's inode."""
+    st = os.stat(real.view)
+    in_use = References(
+        frozenset({f"{real.seed}/cross-seed/e1.mkv"}), (), 3, inodes=frozenset({(st.st_dev, st.st_ino)})
+    )
+    monkeypatch.setattr(orphans, "references", lambda clients, doing=orphans.LOOK: in_use)
+    (res,) = leftovers.remove_leftover_views(real.cfg, real.cat, [])
+    assert res["status"] == "in_use" and os.path.exists(real.view)
+
+
 def test_a_view_that_is_no_longer_the_one_qbhook_made_is_released(real):
     os.unlink(real.view)
     write(real.view, b"new")  # another inode at its name: not qbhook's any more

@@ -359,3 +359,35 @@ def test_a_quarantine_that_died_is_finished_and_its_held_file_tracked(world, mon
     assert w.journal.unfinished_runs() == [] and w.journal.run(run.id).status == RunStatus.DONE
     (h,) = [h for h in w.journal.held_links() if h.orphan]
     assert h.origin == path and os.path.exists(h.path) and not os.path.exists(path)  # what the purge lists
+
+
+def test_an_orphan_an_older_qbhook_quarantined_under_a_cross_seed_symlink_is_kept(world, notified):
+    """Quarantined by path (before in_use asked by identity): cross-seed's torrent seeds it through
+    a symlink, dangling now that its target is in holding. The purge purged its only copy."""
+    w = world
+    path, at = quarantine_one(w, "movies/Film/film.mkv")
+    links = os.path.join(w.seed_s, "cross-seed/trackerB/Film")
+    os.makedirs(links)
+    os.symlink(path, os.path.join(links, "film.mkv"))
+    w.qbt.add(FakeTorrent(H3, "Film", os.path.dirname(links), [("Film/film.mkv", 1400, 1)]))
+    expire(w)
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    assert [(k.held, k.origin) for k in out.kept] == [(at, path)] and os.path.exists(at)
+
+
+def test_an_orphan_a_torrent_reaches_by_its_identity_or_another_spelling_is_kept(tmp_path):
+    """A torrent's path that reaches the held file itself (another link of it), or names its place
+    in another Unicode normalization or case (a dataset that folds them finds it there)."""
+    import unicodedata
+
+    at = write(tmp_path / "held.mkv", b"x")
+    os.link(at, tmp_path / "other.mkv")
+    by_inode = HeldLink(str(at), NOW - 3600, 1, "inode", orphan=True, origin=f"{S}/old/x.mkv")
+    nfd = unicodedata.normalize("NFD", "Amélie")
+    by_name = held("name", f"{S}/movies/{nfd}/a.mkv")
+    torrents = (
+        FakeTorrent(H3, "other.mkv", str(tmp_path), [("other.mkv", 1, 1)]),
+        FakeTorrent(H4, "AMÉLIE", f"{S}/movies", [("AMÉLIE/a.mkv", 1, 1)]),  # NFC, upper case
+    )
+    out = screen([by_inode, by_name], client(*torrents))
+    assert out.purgeable == () and [k.held for k in out.kept] == [str(at), by_name.path]

@@ -4,6 +4,7 @@ below the seeding roots, whatever a writer of those folders swaps in while it wa
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -64,3 +65,50 @@ def test_relink_links_are_not_listed_but_a_folder_so_named_is_walked(bed):
     os.link(seed / "m/a.bin", seed / "m/.qbhook-relink.1f.a.bin")
     write(seed / "m/.qbhook-relink.dir/in.bin", b"a user's folder")
     assert sorted(e.path for e in walk_roots(cfg).entries) == [f"{seed}/m/.qbhook-relink.dir/in.bin", f"{seed}/m/a.bin"]
+
+
+# --------------------------------------------------------------------------- in use by identity
+
+LATER = 86400 * 30  # the listing looks a month later: no file is young
+
+
+def _xseed(seed, **kw):
+    """A client seeding ``Film`` from cross-seed's link folder (the torrent that linked it removed,
+    keeping its data), and another torrent, so the listing is not empty."""
+    from tests.unit.test_executor import FakeQbt, FakeTorrent
+
+    write(seed / "tv/Show/e.mkv", b"y" * 100_000)
+    q = FakeQbt()
+    q.add(FakeTorrent("a" * 40, "Film", f"{seed}/cross-seed/trackerB", [("Film/film.mkv", 1000, 1)], **kw))
+    q.add(FakeTorrent("b" * 40, "Show", f"{seed}/tv", [("Show/e.mkv", 100_000, 1)]))
+    return q
+
+
+@pytest.mark.parametrize("link", ["file", "folder"])
+def test_a_file_a_torrent_reaches_through_a_symlink_is_referenced_not_an_orphan(bed, link):
+    """cross-seed's linkType symlink: a symlink per file, or its save path's folder a symlink to
+    the data. By path the real file was no torrent's: quarantined, then purged, the only copy."""
+    from qbhook.move.orphans import RECLAIMABLE, find_orphans
+
+    cfg, seed, _outside = bed
+    real = write(seed / "movies/Film/film.mkv", b"x" * 1000)
+    (seed / "cross-seed/trackerB").mkdir(parents=True)
+    if link == "file":
+        (seed / "cross-seed/trackerB/Film").mkdir()
+        os.symlink(real, seed / "cross-seed/trackerB/Film/film.mkv")
+    else:
+        os.symlink(seed / "movies/Film", seed / "cross-seed/trackerB/Film")
+    rep = find_orphans(cfg, [_xseed(seed)], now=time.time() + LATER)
+    assert [o.path for o in rep.orphans if o.kind == RECLAIMABLE] == []
+    assert rep.counts["referenced"] == 2
+
+
+def test_an_incomplete_torrent_whose_content_folder_is_a_symlink_protects_its_target(bed):
+    from qbhook.move.orphans import find_orphans
+
+    cfg, seed, _outside = bed
+    write(seed / "movies/Film/film.mkv", b"x" * 1000)
+    (seed / "cross-seed/trackerB").mkdir(parents=True)
+    os.symlink(seed / "movies/Film", seed / "cross-seed/trackerB/Film")
+    rep = find_orphans(cfg, [_xseed(seed, progress=0.5)], now=time.time() + LATER)
+    assert rep.orphans == [] and rep.counts["protected"] == 1
