@@ -491,3 +491,29 @@ def test_file_the_worker_cannot_map_is_read_and_the_worker_kept(tmp_path, worker
     res = hash_file(big)
     assert res.digest == hashing.EMPTY_HASH and not res.stable
     assert [w.proc.pid for w in workers] == [pid] and workers[0].proc.poll() is None
+
+
+def test_a_future_mtime_settles_by_its_ctime_and_is_cached(env):
+    """A file dated in the future (a tar of future-dated files, a skewed clock) never aged by its
+    mtime: re-read by every sweep, never cached, its group blocked. Setting the mtime moved the
+    ctime, which no one can set: it settles by that."""
+    cfg, cat, stash = env
+    a = write(stash / "a", b"from the future")
+    t = time.time_ns() + 365 * 86400 * 10**9
+    os.utime(a, ns=(t, t))
+    scan_pool(cat, cfg.primary, cfg.scan)
+    r = ensure_hashes(cat, _ids(cat), settle_seconds=0)
+    assert (r.hashed, r.unsettled) == (1, [])
+    assert cat.inode_by_path(a).hash == blake3.blake3(b"from the future").digest()
+    assert ensure_hashes(cat, _ids(cat), settle_seconds=0).cached == 1  # read once, not every sweep
+
+
+def test_the_settle_rule_ages_the_mtime_or_a_future_one_s_ctime():
+    from qbhook.catalog.hashing import settled
+
+    now, s = 1_000_000.0, 10**9
+    assert settled(int(now - 120) * s, int(now) * s, 60, now)  # mtime 2 min old: settled
+    assert not settled(int(now - 30) * s, int(now - 30) * s, 60, now)  # written 30 s ago
+    future = int(now + 86400) * s
+    assert settled(future, int(now - 120) * s, 60, now)  # future mtime, set 2 min ago
+    assert not settled(future, int(now - 30) * s, 60, now)  # ... or written 30 s ago
