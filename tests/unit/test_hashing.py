@@ -1,5 +1,6 @@
 import os
 import signal
+import sqlite3
 import stat
 import sys
 import threading
@@ -517,3 +518,34 @@ def test_the_settle_rule_ages_the_mtime_or_a_future_one_s_ctime():
     future = int(now + 86400) * s
     assert settled(future, int(now - 120) * s, 60, now)  # future mtime, set 2 min ago
     assert not settled(future, int(now - 30) * s, 60, now)  # ... or written 30 s ago
+
+
+def test_a_row_id_reused_during_the_read_does_not_get_the_old_file_s_hash(env, monkeypatch):
+    """inodes.id is not AUTOINCREMENT: if the hashed file's row is dropped while it is read (a
+    scan by another process: the file gone) and a new row takes that id, the digest must not
+    land on it: the new row is another file."""
+    cfg, cat, stash = env
+    a = old(write(stash / "a", b"the old file"))
+    b = old(write(stash / "b", b"another file"))
+    scan_pool(cat, cfg.primary, cfg.scan)
+    ia = cat.inode_by_path(a).id
+    real = hashing.hash_fd
+
+    def swapped_meanwhile(*args, **kw):
+        res = real(*args, **kw)
+        other = sqlite3.connect(cfg.catalog, isolation_level=None)  # another process's scan
+        with Tx(other) as c:  # a's row dropped, b's row re-made under a's id
+            fs = c.execute("SELECT fs FROM inodes WHERE id=?", (ia,)).fetchone()[0]
+            c.execute("DELETE FROM paths")
+            c.execute("DELETE FROM inodes")
+            st = os.lstat(b)
+            c.execute(
+                "INSERT INTO inodes(id, fs, ino, size, mtime_ns, ctime_ns, nlink) VALUES (?,?,?,?,?,?,?)",
+                (ia, fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink),
+            )
+        other.close()
+        return res
+
+    monkeypatch.setattr(hashing, "hash_fd", swapped_meanwhile)
+    ensure_hashes(cat, [ia], settle_seconds=60)
+    assert cat.conn.execute("SELECT hash, ino FROM inodes WHERE id=?", (ia,)).fetchone() == (None, os.lstat(b).st_ino)
