@@ -512,10 +512,12 @@ class _Stat(NamedTuple):
     st_mtime_ns: int
     st_ctime_ns: int
     st_nlink: int
+    st_ino: int  # with st_dev: which row is still that file (``store._STILL_THAT_FILE``)
+    st_dev: int
 
 
-# (inode id, path read, its st_dev, digest or None if not settled, size, mtime_ns, ctime_ns, nlink)
-_Answer = tuple[int, bytes, int, bytes | None, int, int, int, int]
+# (inode id, path read, its st_dev, digest or None if not settled, size, mtime_ns, ctime_ns, nlink, ino)
+_Answer = tuple[int, bytes, int, bytes | None, int, int, int, int, int]
 
 
 def _share(jobs: list[_Job], settle_seconds: float, now: float) -> tuple[list[_Job], tuple[Forked, list[_Job]] | None]:
@@ -544,7 +546,8 @@ def _hashed_unchecked(jobs: list[_Job], settle_seconds: float, now: float) -> li
     for iid, path, res in _read_each(jobs, _full, _unchecked):
         a = res.after
         digest = res.digest if res.settled(settle_seconds, now) else None
-        out.append((iid, path, res.before.st_dev, digest, a.st_size, a.st_mtime_ns, a.st_ctime_ns, a.st_nlink))
+        st = (a.st_size, a.st_mtime_ns, a.st_ctime_ns, a.st_nlink, a.st_ino)
+        out.append((iid, path, res.before.st_dev, digest, *st))
     return out
 
 
@@ -574,9 +577,9 @@ def _take_theirs(
         if not on_fs(path, dev, want[iid]):
             redo.add(iid)
         elif digest is None:
-            unsettled.append((iid, _Stat(*st)))
+            unsettled.append((iid, _Stat(*st, dev)))
         else:
-            hashed.append((iid, digest, _Stat(*st)))
+            hashed.append((iid, digest, _Stat(*st, dev)))
     if hashed or unsettled:
         writes.put(("hashes", (hashed, unsettled)))
     if redo:

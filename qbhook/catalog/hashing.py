@@ -3,8 +3,8 @@
 Files are read sequentially in large buffers (spinning disks hate seeks) and
 each buffer is hashed with BLAKE3's multithreaded mode, so the CPU keeps up
 with the disk. A hash is cached only if the file was *settled*: identical stat
-before and after the read, and an mtime older than a margin (a file still being
-written by a download is not worth remembering).
+before and after the read, and last written longer ago than a margin (``settled``: a file
+still being written by a download is not worth remembering).
 
 Big regular files (>= MMAP_MIN) are hashed without a copy: the open descriptor
 is handed (SCM_RIGHTS) to a small worker *process* that mmaps it and hashes the
@@ -208,7 +208,21 @@ class HashResult:
 
     def settled(self, margin_s: float, now: float | None = None) -> bool:
         now = time.time() if now is None else now
-        return self.stable and (now - self.after.st_mtime_ns / 1e9) >= margin_s
+        return self.stable and settled(self.after.st_mtime_ns, self.after.st_ctime_ns, margin_s, now)
+
+
+def settled(mtime_ns: int, ctime_ns: int, margin_s: float, now: float) -> bool:
+    """Whether a file is no longer being written: its mtime is ``margin_s`` old, or, when its mtime
+    is in the future, its ctime is. The one settle rule (hashing, and the demotion's choice of
+    what to hash: ``SnapshotBuilder._demotion_hashes``).
+
+    An mtime in the future (a tar or rsync of future-dated files, a writer with a skewed clock,
+    ``touch -d``) never ages: the file stayed "not settled" for good, re-read by every sweep and
+    never cached, and its group blocked. Such an mtime was set, not written: setting it moved the
+    ctime, which no one can set and every later write moves too (a write also brings the mtime
+    back to now)."""
+    changed = ctime_ns if mtime_ns > now * 1e9 else mtime_ns
+    return now - changed / 1e9 >= margin_s
 
 
 # O_NOATIME spares a metadata write per file read; it needs ownership or CAP_FOWNER (root).

@@ -531,12 +531,22 @@ class IndexedFiles:
     asked live. Planning on these lists is safe because nothing acts on them: the executor
     re-reads the live file list of every torrent before it moves it (``_verify_view``).
     Everything else is the wrapped client's.
+
+    A file renamed in the client (qBittorrent's renameFile/renameFolder below the root) moves
+    none of ``files_key``, so the index would keep the old name for good; its old path then
+    resolves to no catalog inode once a scan drops it. A complete torrent with a wanted file
+    that resolves to none (``relist``) is asked live instead, and the live answer kept in
+    ``relisted`` for ``write_back`` to put in the index.
     """
 
-    def __init__(self, client, index: TorrentIndex, complete: set[str]):
+    def __init__(
+        self, client, index: TorrentIndex, complete: set[str], relist: Mapping[str, TorrentInfo] | None = None
+    ):
         self._client = client
         self._index = index
         self._complete = complete
+        self._relist = relist or {}
+        self.relisted: dict[str, tuple[TorrentInfo, list[TorrentFile]]] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -548,7 +558,10 @@ class IndexedFiles:
                 TorrentFile(index=i, name=rel, size=size, progress=1.0, priority=prio)
                 for i, rel, size, prio, _path, _inode in self._index.files(self._client.name, h)
             ]
-        return self._client.files(any_hash)
+        live = self._client.files(any_hash)
+        if h in self._relist:
+            self.relisted[h] = (self._relist[h], live)
+        return live
 
 
 def snapshot_view(
@@ -572,7 +585,37 @@ def snapshot_view(
         if typed is None:
             return None
         stored = {t.hash: t.files for t in idx.torrents(instance=c.name)}
-        complete = {t.hash for t in typed if t.is_complete and stored.get(t.hash)}
-        wrapped.append(IndexedFiles(c, idx, complete))
+        unplaced = idx.unplaced_wanted(c.name)  # maybe renamed in the client: listed live
+        complete = {t.hash for t in typed if t.is_complete and stored.get(t.hash) and t.hash not in unplaced}
+        relist = {t.hash: t for t in typed if t.is_complete and t.hash in unplaced}
+        wrapped.append(IndexedFiles(c, idx, complete, relist))
         infos.extend(typed)
     return wrapped, infos
+
+
+def write_back(catalog: Catalog, clients: Iterable) -> int:
+    """Put the file lists a sweep listed live for complete torrents (``IndexedFiles.relisted``)
+    into the index where they differ from it, and refresh it then; returns the torrents written.
+
+    What heals a file renamed in the client: its new path resolves again, and the next sweep
+    serves the torrent from the index. A list equal to the stored one (a wanted file simply
+    missing on disk) writes nothing: it is asked live again next sweep, one request.
+    """
+    idx = TorrentIndex(catalog.conn)
+    written = 0
+    for c in clients:
+        relisted = getattr(c, "relisted", None) if isinstance(c, IndexedFiles) else None
+        changed = {}
+        for h, (info, live) in (relisted or {}).items():
+            new = _file_records(info, live)
+            old = [row[:5] for row in idx.files(c.name, h)]
+            if [(f.index, f.rel, f.size, f.priority, f.path) for f in new] != old:
+                changed[h] = new
+        if changed:
+            idx.apply(c.name, [], changed, (), rid=None, mode="relist")
+            written += len(changed)
+    if written:
+        mark = refresh_mark(catalog)
+        idx.refresh()
+        state.put(catalog.conn, _REFRESH_KEY, mark)
+    return written

@@ -51,6 +51,15 @@ def _same_inode(before: os.stat_result | None, st: os.stat_result) -> bool:
     return before is not None and (before.st_dev, before.st_ino) == (st.st_dev, st.st_ino)
 
 
+# A hash or stat is written to the row of the file that was read, not to its row id alone: the
+# ids are not AUTOINCREMENT, so if another process dropped that row during a long read (the
+# scan: the file gone, its last path forgotten) a new row could have taken the same id, and
+# would get the old file's hash. The row's identity is (fs, ino); fs by the st_dev it was read
+# on (``filesystems.dev``, a mapping each scan keeps current). A row that is not it is left
+# alone: the hash is read again when next needed (cost, never a wrong hash).
+_STILL_THAT_FILE = "id=? AND ino=? AND fs IN (SELECT id FROM filesystems WHERE dev=?)"
+
+
 def stat_signature(fs: int, ino: int, size: int, mtime_ns: int, ctime_ns: int, nlink: int) -> int:
     """What the scanner compares: Python's tuple hash of the six fields (no per-process salt for ints).
 
@@ -668,14 +677,16 @@ class Catalog:
         self.store_hashes([(inode_id, digest, st)])
 
     def store_hashes(self, rows: list[tuple[int, bytes, os.stat_result]]) -> None:
-        """store_hash() for many inodes in one transaction (one commit, not one per file)."""
+        """store_hash() for many inodes in one transaction (one commit, not one per file).
+
+        Written only while the row is still the file that was read (``_STILL_THAT_FILE``)."""
         if not rows:
             return
         now = time.time()
         with Tx(self.conn) as c:
             c.executemany(
                 "UPDATE inodes SET size=?, mtime_ns=?, ctime_ns=?, nlink=?, hash=?, hash_size=?, "
-                "hash_mtime_ns=?, hash_ctime_ns=?, hashed_at=? WHERE id=?",
+                f"hash_mtime_ns=?, hash_ctime_ns=?, hashed_at=? WHERE {_STILL_THAT_FILE}",
                 [
                     (
                         st.st_size,
@@ -688,6 +699,8 @@ class Catalog:
                         st.st_ctime_ns,
                         now,
                         inode_id,
+                        st.st_ino,
+                        st.st_dev,
                     )
                     for inode_id, digest, st in rows
                 ],
@@ -699,16 +712,15 @@ class Catalog:
             return
         with Tx(self.conn) as c:
             c.executemany(
-                "UPDATE inodes SET size=?, mtime_ns=?, ctime_ns=?, nlink=? WHERE id=?",
-                [(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, inode_id) for inode_id, st in rows],
+                f"UPDATE inodes SET size=?, mtime_ns=?, ctime_ns=?, nlink=? WHERE {_STILL_THAT_FILE}",
+                [
+                    (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, inode_id, st.st_ino, st.st_dev)
+                    for inode_id, st in rows
+                ],
             )
 
     def store_stat(self, inode_id: int, st: os.stat_result) -> None:
-        with Tx(self.conn) as c:
-            c.execute(
-                "UPDATE inodes SET size=?, mtime_ns=?, ctime_ns=?, nlink=? WHERE id=?",
-                (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, inode_id),
-            )
+        self.store_stats([(inode_id, st)])
 
     def store_samples(self, rows: list[tuple[int, bytes, int, int]]) -> None:
         with Tx(self.conn) as c:

@@ -87,6 +87,7 @@ class InodeFact:
     seeding_paths: tuple[str, ...] = ()  # known links inside any seeding root
     other_paths: tuple[str, ...] = ()  # known links outside the seeding roots (libraries ...)
     mtime_ns: int = 0  # as lstat-ed for this snapshot (convergence keeps the oldest)
+    ctime_ns: int = 0  # as lstat-ed for this snapshot (the settle rule: hashing.settled)
 
     @property
     def key(self) -> InodeKey:

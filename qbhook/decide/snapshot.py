@@ -45,7 +45,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
-from qbhook.catalog.hashing import HashBudget, Located, ensure_hashes
+from qbhook.catalog.hashing import HashBudget, Located, ensure_hashes, settled
 from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import skipped_files_known, unplaced_files
 from qbhook.clients.model import is_relative_path
@@ -438,6 +438,7 @@ class SnapshotBuilder:
                 blake3=None,
                 other_paths=(sys.intern(path),),
                 mtime_ns=st.st_mtime_ns,
+                ctime_ns=st.st_ctime_ns,
             )
 
     def _stale(self, path: str, st: os.stat_result, key: InodeKey) -> bool:
@@ -535,6 +536,7 @@ class SnapshotBuilder:
             seeding_paths=seeding,
             other_paths=other,
             mtime_ns=st.st_mtime_ns,
+            ctime_ns=st.st_ctime_ns,
         )
 
     def _still_links(self, p: str, st: os.stat_result, at: str) -> bool:
@@ -587,10 +589,15 @@ class SnapshotBuilder:
         the copy (``self._at_copy``); an unsettled one is asked for, so it blocks as "not hashed yet"."""
         cands = self._same_size_by_size(cold.seeding_fsid, facts)
         out: set[int] = set().union(*cands.values())
-        settle_ns = self.cfg.scan.settle_seconds * 1e9
+        margin = self.cfg.scan.settle_seconds
         for i in facts:
             iid = self._inode_ids[i.key]
-            if i.size in cands or i.blake3 is not None or iid in need or now * 1e9 - i.mtime_ns < settle_ns:
+            if (
+                i.size in cands
+                or i.blake3 is not None
+                or iid in need
+                or not settled(i.mtime_ns, i.ctime_ns, margin, now)
+            ):
                 out.add(iid)
             elif i.size:
                 self._at_copy.add(i.key)
@@ -644,6 +651,7 @@ class SnapshotBuilder:
                     old.seeding_paths,
                     old.other_paths,
                     old.mtime_ns,
+                    old.ctime_ns,
                 )
 
     def _convergence_candidates(self, wanted: set[tuple[str, int]]) -> set[int]:

@@ -576,6 +576,7 @@ def _replan(
         del snap
     else:
         plan, seen, tagged = _plan_in_chunks(cfg, catalog, idx, clients, view, dirty, progress, automatic)
+        indexer.write_back(catalog, view[0])  # lists asked live because a file may be renamed
     idx.record_decisions(plan.groups)
     alerts.sweep_checks(cfg, catalog.conn, seen, plan, partial=dirty is not None)
     return plan, tagged, listing

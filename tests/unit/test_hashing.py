@@ -1,5 +1,6 @@
 import os
 import signal
+import sqlite3
 import stat
 import sys
 import threading
@@ -508,3 +509,60 @@ def test_a_batch_record_with_its_own_stats_looks_each_device_up_once(env, monkey
     assert asked == [dev, dev]  # the four stats given, then the one looked at
     recorded = {r[0] for r in cat.conn.execute("SELECT path FROM paths")}
     assert recorded == {os.fsencode(p) for p in paths}
+
+
+def test_a_future_mtime_settles_by_its_ctime_and_is_cached(env):
+    """A file dated in the future (a tar of future-dated files, a skewed clock) never aged by its
+    mtime: re-read by every sweep, never cached, its group blocked. Setting the mtime moved the
+    ctime, which no one can set: it settles by that."""
+    cfg, cat, stash = env
+    a = write(stash / "a", b"from the future")
+    t = time.time_ns() + 365 * 86400 * 10**9
+    os.utime(a, ns=(t, t))
+    scan_pool(cat, cfg.primary, cfg.scan)
+    r = ensure_hashes(cat, _ids(cat), settle_seconds=0)
+    assert (r.hashed, r.unsettled) == (1, [])
+    assert cat.inode_by_path(a).hash == blake3.blake3(b"from the future").digest()
+    assert ensure_hashes(cat, _ids(cat), settle_seconds=0).cached == 1  # read once, not every sweep
+
+
+def test_the_settle_rule_ages_the_mtime_or_a_future_one_s_ctime():
+    from qbhook.catalog.hashing import settled
+
+    now, s = 1_000_000.0, 10**9
+    assert settled(int(now - 120) * s, int(now) * s, 60, now)  # mtime 2 min old: settled
+    assert not settled(int(now - 30) * s, int(now - 30) * s, 60, now)  # written 30 s ago
+    future = int(now + 86400) * s
+    assert settled(future, int(now - 120) * s, 60, now)  # future mtime, set 2 min ago
+    assert not settled(future, int(now - 30) * s, 60, now)  # ... or written 30 s ago
+
+
+def test_a_row_id_reused_during_the_read_does_not_get_the_old_file_s_hash(env, monkeypatch):
+    """inodes.id is not AUTOINCREMENT: if the hashed file's row is dropped while it is read (a
+    scan by another process: the file gone) and a new row takes that id, the digest must not
+    land on it: the new row is another file."""
+    cfg, cat, stash = env
+    a = old(write(stash / "a", b"the old file"))
+    b = old(write(stash / "b", b"another file"))
+    scan_pool(cat, cfg.primary, cfg.scan)
+    ia = cat.inode_by_path(a).id
+    real = hashing.hash_fd
+
+    def swapped_meanwhile(*args, **kw):
+        res = real(*args, **kw)
+        other = sqlite3.connect(cfg.catalog, isolation_level=None)  # another process's scan
+        with Tx(other) as c:  # a's row dropped, b's row re-made under a's id
+            fs = c.execute("SELECT fs FROM inodes WHERE id=?", (ia,)).fetchone()[0]
+            c.execute("DELETE FROM paths")
+            c.execute("DELETE FROM inodes")
+            st = os.lstat(b)
+            c.execute(
+                "INSERT INTO inodes(id, fs, ino, size, mtime_ns, ctime_ns, nlink) VALUES (?,?,?,?,?,?,?)",
+                (ia, fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink),
+            )
+        other.close()
+        return res
+
+    monkeypatch.setattr(hashing, "hash_fd", swapped_meanwhile)
+    ensure_hashes(cat, [ia], settle_seconds=60)
+    assert cat.conn.execute("SELECT hash, ino FROM inodes WHERE id=?", (ia,)).fetchone() == (None, os.lstat(b).st_ino)

@@ -223,7 +223,17 @@ def test_listing_client_fetches_files_only_for_new_or_changed(cat):
     assert sync_client(cat, c).gone == 1
 
 
-def test_snapshot_view_serves_complete_torrents_files_from_the_index_and_asks_live_otherwise(cat):
+def _on_disk(cat, tmp_path, q, rels):
+    """Make ``rels`` (below the fake's /client/seed) real files, catalogued: they resolve to inodes."""
+    q.path_map = PathMap([("/client", str(tmp_path / "host"))])
+    for rel in rels:
+        p = tmp_path / "host/seed" / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+        cat.record_path(str(p), "stash")
+
+
+def test_snapshot_view_serves_complete_torrents_files_from_the_index_and_asks_live_otherwise(cat, tmp_path):
     from qbhook.catalog.indexer import snapshot_view
 
     q = FakeQbt()
@@ -231,9 +241,10 @@ def test_snapshot_view_serves_complete_torrents_files_from_the_index_and_asks_li
     q.answers = [
         {"rid": 1, "full_update": True, "torrents": {H1: _raw("R1"), H2: _raw("R2", progress=0.5, amount_left=15)}}
     ]
+    _on_disk(cat, tmp_path, q, ["R1/a.bin", "R1/b.bin"])
     rep = sync_client(cat, q)
     clients, infos = snapshot_view(cat, [q], [rep])
-    assert {t.hash for t in infos} == {H1, H2} and infos[0].save_path.startswith("/host/")
+    assert {t.hash for t in infos} == {H1, H2} and infos[0].save_path.startswith(str(tmp_path / "host"))
     asked = len(q.files_asked)
     assert [f.name for f in clients[0].files(H1)] == ["R1/a.bin", "R1/b.bin"]  # complete: from the index
     assert len(q.files_asked) == asked
@@ -241,6 +252,39 @@ def test_snapshot_view_serves_complete_torrents_files_from_the_index_and_asks_li
     # a row only an event wrote has no client record: the sweep lists live
     cat.conn.execute("UPDATE torrents SET raw = '{\"_qbhook_event\": true}' WHERE hash = ?", (H1,))
     assert snapshot_view(cat, [q], [rep]) is None
+
+
+def test_a_file_renamed_in_the_client_is_listed_live_once_and_the_index_takes_the_new_name(cat, tmp_path):
+    """qBittorrent's renameFile moves none of files_key (paths, name, sizes), so the sync never
+    fetches the list again; the old name then resolves to no inode, which makes the sweep list
+    the torrent live (not the stale names: its group would stay blocked on a missing file), and
+    the live list is written back: the next sweep serves the new names from the index."""
+    from qbhook.catalog.indexer import snapshot_view, write_back
+
+    q = FakeQbt()
+    q.files = lambda h: q.files_of_id(h)
+    q.answers = [{"rid": 1, "full_update": True, "torrents": {H1: _raw("R1")}} for _ in range(3)]
+    _on_disk(cat, tmp_path, q, ["R1/a.bin", "R1/b.bin"])
+    sync_client(cat, q)
+    seed = tmp_path / "host/seed"
+    (seed / "R1/a.bin").rename(seed / "R1/a-renamed.bin")  # renamed in qBittorrent's UI; the scan sees it
+    cat.forget_path(str(seed / "R1/a.bin"))
+    cat.record_path(str(seed / "R1/a-renamed.bin"), "stash")
+    q.file_lists[H1] = [("R1/a-renamed.bin", 10), ("R1/b.bin", 20)]
+    rep = sync_client(cat, q)
+    assert rep.files_fetched == 0  # nothing in the record moved
+    clients, _infos = snapshot_view(cat, [q], [rep])
+    asked = len(q.files_asked)
+    assert [f.name for f in clients[0].files(H1)] == ["R1/a-renamed.bin", "R1/b.bin"]  # live
+    assert len(q.files_asked) == asked + 1
+    assert write_back(cat, clients) == 1
+    assert [r[1] for r in TorrentIndex(cat.conn).files("q", H1)] == ["R1/a-renamed.bin", "R1/b.bin"]
+    assert _rows(cat)[H1].files_resolved == 2
+    rep = sync_client(cat, q)
+    clients, _infos = snapshot_view(cat, [q], [rep])
+    asked = len(q.files_asked)
+    assert [f.name for f in clients[0].files(H1)] == ["R1/a-renamed.bin", "R1/b.bin"]  # from the index again
+    assert len(q.files_asked) == asked and write_back(cat, clients) == 0
 
 
 def test_last_known_hashes_outlive_the_files_and_a_refetched_file_list(cat, tmp_path):
