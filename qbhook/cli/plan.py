@@ -8,7 +8,7 @@ import click
 
 from qbhook.cli.app import SECONDS, TEXT, TORRENT_HASH, App, FilePath, catalog_note, echo_shown, main, pass_app, shown
 from qbhook.decide.plan import describe_step
-from qbhook.errors import ExitCode
+from qbhook.errors import ExitCode, UnknownTorrent
 from qbhook.units import human_bytes as _human_bytes
 
 
@@ -136,7 +136,8 @@ def explain(app: App, torrent_hash, no_scan, from_index, live, max_scan_age):
     The decision is taken now: every file of the group is stat-ed live and every known link
     checked. The torrents (state, tags, category, file lists) come from the torrent index,
     as old as its last sync (said on stderr and in --json's ``index``), so qBittorrent may
-    be down; --live lists them from the clients instead.
+    be down; --live lists them from the clients instead (and fails, exit 4, when they cannot
+    answer). A hash the index lacks while qBittorrent is down is that client error (exit 4).
     """
     if from_index and live:  # two answers: --index silently won
         raise click.UsageError("--index and --live are two different answers: give one")
@@ -156,7 +157,15 @@ def explain(app: App, torrent_hash, no_scan, from_index, live, max_scan_age):
         progress=app.progress(),
     )
     if r.live_error is not None:
-        return explain_from_index(app, torrent_hash, f"live answer impossible: {r.live_error}")
+        # --live asked for the clients' answer: an index one would be the answer it said it is
+        # not. Without it, the index stands in; a hash it lacks (added since its last sync, or
+        # wrong) is the client's error, so "qBittorrent is down" never reads as "bad hash".
+        if live:
+            raise r.live_error
+        try:
+            return explain_from_index(app, torrent_hash, f"live answer impossible: {r.live_error}")
+        except UnknownTorrent:
+            raise r.live_error from None
     app.emit(r.data, _print_explain)
 
 

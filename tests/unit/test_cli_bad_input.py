@@ -108,6 +108,16 @@ def test_a_hash_no_client_has_is_bad_input_not_an_unreachable_client(bed):  # no
     assert r.stderr == f"qbhook: torrent {'f' * 40} is not in the torrent index\n"
 
 
+def test_explain_with_the_client_down_says_so_not_bad_input(bed):  # noqa: F811
+    """A hash the index lacks (added since its last sync) while qBittorrent is down was "not in
+    the torrent index", exit 2: a script could not tell a wrong hash from a client that is down.
+    And --live, which lists from the clients, answered from the index anyway."""
+    for args in (["explain", "f" * 40], ["explain", HASH, "--live"]):
+        r = CliRunner().invoke(main, ["--config", str(bed), *args])
+        assert r.exit_code == ExitCode.QBT_UNREACHABLE, (args, r.exit_code, r.output, r.exception)
+        assert r.stdout == "" and "127.0.0.1:9" in r.stderr and "torrent index" not in r.stderr, r.stderr
+
+
 # ------------------------------------------------------------------ the config file
 
 
