@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
@@ -18,6 +19,7 @@ from qbhook.units import human_bytes as _human_bytes
     "forget",
     metavar="MOUNTPOINT",
     multiple=True,
+    callback=lambda ctx, param, values: _absolute(values, param),
     help="Forget the kept paths of the filesystem last mounted at MOUNTPOINT, not mounted now (repeatable).",
 )
 @click.option("--hash/--no-hash", "do_hash", default=False, help="Also hash every file lacking a valid hash (slow).")
@@ -53,6 +55,8 @@ def scan(app: App, pools, allow_mass_delete, forget, do_hash):
         from qbhook.catalog.scan import scan_pools
 
         catalog = app.catalog
+        if forget:
+            _forgettable(catalog, forget)
         # Counted while find walks; reported as they are if nothing was written since (an
         # unchanged rescan), else counted again. With --hash this process writes hashes, which
         # the mark does not follow: those runs always count after.
@@ -93,6 +97,31 @@ def scan(app: App, pools, allow_mass_delete, forget, do_hash):
             )
 
     app.emit(out, human)
+
+
+def _absolute(values: tuple[str, ...], param) -> tuple[str, ...]:
+    """--forget-unmounted's mount points: absolute, as the mount table names them; a relative
+    one was made absolute from wherever the command ran, a usage error (exit 2) instead."""
+    for v in values:
+        if not v.startswith("/"):
+            raise click.BadParameter(f"'{shown(v)}' is not an absolute path (a mount point)", param=param)
+    return values
+
+
+def _forgettable(catalog, forget: tuple[str, ...]) -> None:
+    """Each --forget-unmounted names a catalogued filesystem not mounted now, or is a usage
+    error (exit 2) before anything is scanned: a typo was a silent "0 removed", and the admin
+    believed the rows gone. A mounted one (a pool root) never is: its files are walked."""
+    from qbhook.catalog.scan import unmounted_filesystems
+
+    away = {f.mountpoint for f in unmounted_filesystems(catalog)}
+    for m in forget:
+        if os.path.abspath(m) not in away:
+            raise click.BadParameter(
+                f"matched nothing: '{shown(m)}' is not where a catalogued filesystem that is not "
+                "mounted now was mounted",
+                param_hint="'--forget-unmounted'",
+            )
 
 
 def _removed(r: dict) -> str:

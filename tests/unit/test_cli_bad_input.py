@@ -57,6 +57,8 @@ USAGE = [
     (["apply", "--wait", "-1"], "Invalid value for '--wait': cannot read '-1' as a duration"),
     (["resume", "--wait", "inf"], "Invalid value for '--wait': cannot read 'inf' as a duration"),
     (["repair", "--wait", "1e400"], "Invalid value for '--wait': cannot read '1e400' as a duration"),
+    # a relative mount point was made absolute from wherever the command ran
+    (["scan", "--forget-unmounted", "mnt/old"], "Invalid value for '--forget-unmounted': 'mnt/old' is not an absolute"),
     (["explain", HASH, "--max-scan-age", "nan"], "Invalid value for '--max-scan-age': cannot read 'nan'"),
     # A hash goes to SQLite and to the clients: non-UTF-8 text was a UnicodeEncodeError there.
     (["explain", NOT_UTF8], "Invalid value for 'TORRENT_HASH': not a torrent info hash"),
