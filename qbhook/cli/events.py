@@ -12,7 +12,20 @@ from typing import TYPE_CHECKING
 import click
 
 from qbhook.catalog.db import check_tables, reading
-from qbhook.cli.app import COUNT, PORT, ROW_ID, TEXT, App, echo_shown, main, pass_app, shown, wait_option, when
+from qbhook.cli.app import (
+    COUNT,
+    PORT,
+    ROW_ID,
+    TEXT,
+    App,
+    QbhookCommand,
+    echo_shown,
+    main,
+    pass_app,
+    shown,
+    wait_option,
+    when,
+)
 from qbhook.errors import RETRY_LOG, CatalogUnwritable, ConfigError, DirectHookRefused, ExitCode
 from qbhook.units import human_bytes as _human_bytes
 
@@ -81,14 +94,26 @@ def _replanned(sweep: dict) -> str:
 
 
 # ---------------------------------------------------------------- status
-@main.command()
+class _StatusCommand(QbhookCommand):
+    """``status``, whose help says how long a ready job may wait (``STUCK_AFTER_S``), read when
+    the help is printed: importing qbhook.events.status with this module would load status's
+    machinery into ``hook``, which must start fast."""
+
+    def get_help(self, ctx):
+        from qbhook.events.status import STUCK_AFTER_S
+
+        self.help = (self.help or "").replace("STUCK_AFTER_S", f"{STUCK_AFTER_S // 60} minutes")
+        return super().get_help(ctx)
+
+
+@main.command(cls=_StatusCommand)
 @pass_app
 def status(app: App):
     """Queue depth, server and worker health, last sweep, pending plans, recent runs, pool usage.
 
     Exits 1 when something needs a person: the server answers unhealthy, or jobs have
     been ready for longer than STUCK_AFTER_S with nothing processing them. A damaged
-    catalog is a one-line error (exit 1) instead of a report built around the damage.
+    catalog is a one-line error (exit 74) instead of a report built around the damage.
 
     Example: qbhook --json status | jq .problems
     """

@@ -720,6 +720,16 @@ def test_damaged_catalog_is_one_line_error_with_exit_74(env, args, table):
     ), first
 
 
+def test_status_help_says_the_exit_code_and_the_wait_it_means(env):
+    """It said a damaged catalog was exit 1 (it is 74, above) and named STUCK_AFTER_S, a
+    constant of the code, where a user needs its value."""
+    from qbhook.events.status import STUCK_AFTER_S
+
+    text = " ".join(env.run("status", "--help").output.split())
+    assert "one-line error (exit 74)" in text and f"longer than {STUCK_AFTER_S // 60} minutes" in text, text
+    assert "STUCK_AFTER_S" not in text
+
+
 # --------------------------------------------------------------------------- start-up cost
 
 _HEAVY = ("flask", "waitress", "qbittorrentapi", "qbhook.move.executor", "qbhook.decide.plan", "qbhook.events.server")
