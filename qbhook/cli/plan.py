@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 import click
@@ -64,9 +65,19 @@ def plan(app: App, hashes, group_ids, scan, steps, save_to):
     app.emit({**p.to_dict(), **note, **({"plan_id": saved} if saved else {})}, lambda d: _print_plan(p, steps))
     if saved:
         echo_shown(
-            f"plan {saved[:12]} saved to {save_to}; apply it with: qbhook apply --plan {save_to} --yes", err=app.as_json
+            f"plan {saved[:12]} saved to {save_to}; apply it with: qbhook apply --plan {_shell_word(save_to)} --yes",
+            err=app.as_json,
         )
     sys.exit(ExitCode.ACTIONABLE if p.actionable else ExitCode.OK)
+
+
+def _shell_word(path: str) -> str:
+    """``path`` as one word a shell reads back as it is, for a command line to paste: quoted
+    (shlex), or, when it holds what ``shown`` escapes (a newline, bytes that are not UTF-8),
+    ANSI-C quoted ($'...', bash and zsh), whose \\xNN escapes are those bytes again."""
+    if path.isprintable():
+        return shlex.quote(path)
+    return "$'" + shown(path.replace("\\", "\\\\").replace("'", "\\'")) + "'"
 
 
 def _save(app: App, snap, p, path) -> str:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import click
 
-from qbhook.cli.app import App, echo_problems, echo_shown, main, pass_app, shown
+from qbhook.cli.app import TEXT, App, echo_problems, echo_shown, main, pass_app, shown
 
 
 @main.command()
 @click.option("--pool", help="Only torrents whose save path is in this pool ('none': in no pool).")
 @click.option("--state", help="Only torrents in this state (e.g. stalledUP, stoppedUP).")
 @click.option("--category", help="Only torrents of this category.")
-@click.option("--group", "group", help="Only torrents of this payload group (id or its prefix).")
+@click.option("--group", "group", type=TEXT, help="Only torrents of this payload group (id or its prefix).")
 @click.option("--decision", help="Only torrents whose last known decision is this (stay, demote, ...; 'none').")
 @click.option(
     "--gone",

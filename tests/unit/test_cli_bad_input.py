@@ -67,6 +67,7 @@ USAGE = [
     (["apply", "--hash", NOT_UTF8], "Invalid value for '--hash': not a torrent info hash"),
     (["repair", "g" * 40], "Invalid value for '[TORRENT_HASH]': not a torrent info hash"),
     (["plan", "--group", ""], "Invalid value for '--group': must not be empty"),
+    (["torrents", "--group", ""], "Invalid value for '--group': must not be empty"),  # listed every group
     (["apply", "--group", NOT_UTF8], "Invalid value for '--group': is not valid text"),
     # options that did nothing, exit 0, as if done (a CLI bad-input hunt)
     (["holding", "--yes"], "--yes goes with --purge-expired"),

@@ -98,6 +98,34 @@ def test_an_empty_file_path_is_refused_not_ignored(env, option):
     assert r.stdout == "" and not env.catalog.exists()
 
 
+@pytest.fixture
+def no_client(monkeypatch):
+    """plan asks the clients: none here (an empty list of them)."""
+    from qbhook.cli.app import App
+
+    monkeypatch.setattr(App, "clients", property(lambda self: []))
+
+
+def test_plan_save_into_a_folder_that_does_not_exist_is_the_io_exit_code(env, no_client):
+    """It was 65, "a plan file that is no usable plan": the file was never written (ExitCode: 74)."""
+    where = env.tmp / "no-such-folder/plan.json"
+    r = env.run("plan", "--save", str(where), expect=ExitCode.IO_ERROR)
+    assert r.stderr.splitlines()[-1] == f"qbhook: cannot write plan file {where}: No such file or directory"
+
+
+@pytest.mark.parametrize("name", ["my plan's.json", "two\nlines.json", os.fsdecode(b"caf\xe9 \\x41.json")])
+def test_the_apply_line_plan_save_prints_pastes_back_to_the_same_file(env, no_client, name):
+    """A name with a newline printed an `apply --plan` line with \\x0a in it, which a shell
+    reads as other characters: the line is now quoted as one shell word for that very name."""
+    where = env.tmp / name
+    r = env.run("plan", "--save", str(where), expect=None)
+    assert r.exit_code in (ExitCode.OK, ExitCode.ACTIONABLE), (r.exit_code, r.output)
+    line = r.stdout.splitlines()[-1]  # human output: on stdout (--json: on stderr)
+    word = line.split("apply it with: qbhook apply --plan ", 1)[1].removesuffix(" --yes")
+    back = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, check=True).stdout
+    assert back == os.fsencode(where), (line, back)
+
+
 def test_a_plan_file_that_is_not_utf8_names_the_byte_not_the_decoder(env):
     path = env.tmp / "plan.bin"
     path.write_bytes(b'{"a":\n1}\n\xb4\x00binary')
