@@ -170,7 +170,10 @@ def _hash_missing(app: App) -> dict:
 @click.option("--offline", is_flag=True, help="With --payloads: do not sync the index from the clients first.")
 @pass_app
 def dupes(app: App, no_scan, min_size, payloads, offline):
-    """List content stored more than once as distinct inodes, with the bytes converging would free."""
+    """List content stored more than once as distinct inodes, with the bytes converging would free.
+
+    Example: qbhook dupes --min-size 100M
+    """
     from qbhook.catalog.dupes import duplicates_report
     from qbhook.catalog.scan import scan_pools
     from qbhook.decide.heap import collector_paused
@@ -223,7 +226,10 @@ def dupes(app: App, no_scan, min_size, payloads, offline):
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @pass_app
 def find(app: App, path):
-    """Show every link of PATH's inode and every known copy of its content (both pools)."""
+    """Show every link of PATH's inode and every known copy of its content (both pools).
+
+    Example: qbhook find '/stash/data/media/movies/Film (2020)/Film (2020).mkv'
+    """
     from qbhook.catalog.locate import locate
 
     data = locate(app.open_catalog(writes=False), app.cfg, path)

@@ -187,7 +187,10 @@ def _orphans_line(o: dict | None) -> str:
 @click.option("--limit", type=COUNT, default=30)
 @click.pass_context
 def queue(ctx, states, limit):
-    """List queued event jobs (dead letters show their error)."""
+    """List queued event jobs (dead letters show their error).
+
+    Example: qbhook queue --state dead
+    """
     if ctx.invoked_subcommand:
         return
     from qbhook.events.queue import JobQueue
@@ -235,7 +238,10 @@ def queue(ctx, states, limit):
 @click.argument("job_id", type=ROW_ID)
 @pass_app
 def queue_retry(app: App, job_id):
-    """Put a dead job back in the queue."""
+    """Put a dead job back in the queue.
+
+    Example: qbhook queue retry 42
+    """
     from qbhook.events.queue import JobQueue
     from qbhook.events.status import CHECKED_TABLES
 
@@ -264,6 +270,8 @@ def hook(app: App, event, values):
 
     It reads no secret (no ``*_env`` variable, no ``*_file``): it only records the event, and
     qBittorrent runs it without the service's environment (/etc/qbhook/env).
+
+    Example: qbhook hook finished %I %J %K %N %L %G %F %R %D %C %Z
     """
     from qbhook.catalog.db import unwritable
     from qbhook.events.parse import parse_qbt_hook
@@ -302,7 +310,10 @@ def hook_fields(event: str, values) -> dict[str, str]:
 # ---------------------------------------------------------------- setup qbittorrent
 @main.group()
 def setup():
-    """Wire qbhook into other programs."""
+    """Wire qbhook into other programs.
+
+    Example: qbhook setup qbittorrent --mode http --yes
+    """
 
 
 @setup.command("qbittorrent")
@@ -330,7 +341,10 @@ def setup():
 @click.option("--yes", is_flag=True, help="Apply. Without it, only show the change.")
 @pass_app
 def setup_qbittorrent(app: App, mode, hook_path, qbhook_path, instance, yes):
-    """Set qBittorrent's "run external program" on torrent added/finished to notify qbhook."""
+    """Set qBittorrent's "run external program" on torrent added/finished to notify qbhook.
+
+    Example: qbhook setup qbittorrent --mode http --yes
+    """
     base = [hook_path] if mode == "http" else _direct_hook(app, qbhook_path)
 
     def cmd(event):
@@ -477,6 +491,8 @@ def setup_rtorrent(app: App, hook_path, instance):
 
     Printed, not applied: rTorrent reads them at start (or paste them into a running
     rTorrent's XML-RPC `method.set_key`); qbhook never edits rTorrent's config file.
+
+    Example: qbhook setup rtorrent --instance rt
     """
     from qbhook.clients.registry import client_type
     from qbhook.clients.rtorrent import event_rc_lines

@@ -47,6 +47,8 @@ def plan(app: App, hashes, group_ids, scan, steps, save_to):
     """Show what qbhook would do for every payload group. Changes nothing.
 
     Exit code 0: nothing to do; 10: some groups would demote or promote.
+
+    Example: qbhook plan --steps --save /root/plan.json
     """
     from qbhook.decide.planning import plan_groups
 
@@ -149,6 +151,8 @@ def explain(app: App, torrent_hash, no_scan, from_index, live, max_scan_age):
     as old as its last sync (said on stderr and in --json's ``index``), so qBittorrent may
     be down; --live lists them from the clients instead (and fails, exit 4, when they cannot
     answer). A hash the index lacks while qBittorrent is down is that client error (exit 4).
+
+    Example: qbhook explain c12fe1c06bba254a9dc9f519b335aa7c1367a88a
     """
     if from_index and live:  # two answers: --index silently won
         raise click.UsageError("--index and --live are two different answers: give one")

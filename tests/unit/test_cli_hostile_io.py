@@ -236,6 +236,72 @@ def test_every_command_prints_its_help_through_the_cli_printer():
     assert {"qbhook plan", "qbhook config check", "qbhook queue retry", "qbhook setup qbittorrent"} <= set(seen)
 
 
+def _examples(help_text: str) -> list[str]:
+    """The invocations a help page gives after "Example:" (on its line, or the lines below it)."""
+    lines = help_text.splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        if "Example:" in line:
+            first = line.split("Example:", 1)[1].strip()
+            block = [first] if first else [x.strip() for x in lines[i + 1 :] if x.strip().startswith("qbhook ")]
+            out += block
+    return out
+
+
+def _parsed(args: list[str]) -> str:
+    """The command path click makes of ``qbhook ARGS`` (global options, groups, the command's own
+    options and arguments all parsed and converted), without running anything."""
+    import click
+
+    from qbhook.cli.app import main
+
+    ctx = main.make_context("qbhook", list(args))
+    cmd = main
+    while isinstance(cmd, click.Group) and (left := [*ctx._protected_args, *ctx.args]):
+        name, cmd, rest = cmd.resolve_command(ctx, left)
+        ctx = cmd.make_context(name, rest, parent=ctx)
+    return ctx.command_path
+
+
+def test_every_commands_help_has_an_example_that_parses():
+    """Most commands' help gave no example; each now gives one, and it is a real invocation of
+    that very command (click accepts every option and argument in it)."""
+    import shlex
+
+    import click
+    from click.testing import CliRunner
+
+    from qbhook.cli.app import load_commands, main
+
+    load_commands()
+    missing, wrong = [], []
+
+    def walk(cmd, path):
+        if path:
+            r = CliRunner().invoke(main, [*path, "--help"])
+            examples = _examples(r.output)
+            if not examples:
+                missing.append(" ".join(path))
+            for ex in examples:
+                words = shlex.split(ex, comments=True)
+                words = words[: words.index("|")] if "|" in words else words
+                assert words[0] == "qbhook", ex
+                try:
+                    got = _parsed(words[1:])
+                except click.BadParameter as e:  # a file of the user's machine (find's PATH) is not on this one
+                    got = " ".join(["qbhook", *path]) if "does not exist" in e.format_message() else e.format_message()
+                except click.ClickException as e:
+                    got = f"refused: {e.format_message()}"
+                if not got.startswith(" ".join(["qbhook", *path])):
+                    wrong.append((ex, got))
+        if isinstance(cmd, click.Group):
+            for name, sub in sorted(cmd.commands.items()):
+                walk(sub, [*path, name])
+
+    walk(main, [])
+    assert missing == [] and wrong == [], (missing, wrong)
+
+
 def test_a_reader_that_goes_away_still_ends_quietly(env):
     """EPIPE is not an output error: `qbhook ... | head` that stops reading ends without a word."""
     p = subprocess.Popen(
