@@ -55,8 +55,6 @@ def scan(app: App, pools, allow_mass_delete, forget, do_hash):
         from qbhook.catalog.scan import scan_pools
 
         catalog = app.catalog
-        if forget:
-            _forgettable(catalog, forget)
         # Counted while find walks; reported as they are if nothing was written since (an
         # unchanged rescan), else counted again. With --hash this process writes hashes, which
         # the mark does not follow: those runs always count after.
@@ -68,7 +66,7 @@ def scan(app: App, pools, allow_mass_delete, forget, do_hash):
             progress=app.progress(),
             allow_mass_delete=allow_mass_delete,
             runs=runs,
-            forget_unmounted=forget,
+            forget_unmounted=_forgettable(catalog, forget),
         )
     finally:
         findwalk.close_all(runs)
@@ -108,10 +106,12 @@ def _absolute(values: tuple[str, ...], param) -> tuple[str, ...]:
     return values
 
 
-def _forgettable(catalog, forget: tuple[str, ...]) -> None:
-    """Each --forget-unmounted names a catalogued filesystem not mounted now, or is a usage
-    error (exit 2) before anything is scanned: a typo was a silent "0 removed", and the admin
-    believed the rows gone. A mounted one (a pool root) never is: its files are walked."""
+def _forgettable(catalog, forget: tuple[str, ...]) -> tuple[str, ...]:
+    """``forget`` if each --forget-unmounted names a catalogued filesystem not mounted now, else
+    a usage error (exit 2) before anything is scanned: a typo was a silent "0 removed", and the
+    admin believed the rows gone. A mounted one (a pool root) never is: its files are walked."""
+    if not forget:
+        return forget
     from qbhook.catalog.scan import unmounted_filesystems
 
     away = {f.mountpoint for f in unmounted_filesystems(catalog)}
@@ -122,6 +122,7 @@ def _forgettable(catalog, forget: tuple[str, ...]) -> None:
                 "mounted now was mounted",
                 param_hint="'--forget-unmounted'",
             )
+    return forget
 
 
 def _removed(r: dict) -> str:
