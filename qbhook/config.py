@@ -29,7 +29,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -372,6 +372,9 @@ def parse_config(
     notify = _parse_notify(data.get("notify"), env, base_dir)
     sweep = SweepConfig(**_parse_fields(_SWEEP, data.get("sweep"), "sweep"))
     lock_dir = _abs_path(data["lock_dir"], "lock_dir") if data.get("lock_dir") is not None else None
+    for key, own in (("catalog", catalog), ("lock_dir", lock_dir)):
+        if own is not None and (why := _in_a_pool(own, pools)):
+            raise ConfigError(key, why, hint=_OUTSIDE_POOLS)
     return Config(
         catalog=catalog,
         pools=pools,
@@ -384,6 +387,22 @@ def parse_config(
         sweep=sweep,
         lock_dir=lock_dir,
     )
+
+
+_OUTSIDE_POOLS = "put qbhook's own files outside every pool, e.g. /var/lib/qbhook/catalog.sqlite"
+
+
+def _in_a_pool(path: Path, pools: Iterable[PoolConfig], resolve: bool = False) -> str | None:
+    """Why ``path`` (the catalog, the lock folder) may not be where it is: at or under a pool
+    path or a seeding root. There qBittorrent's less-trusted user can write beside it, a scan
+    catalogs the catalog, and orphans could quarantine it. ``resolve``: as the path leads now
+    (config check; a folder that is a symlink into a pool), else as written (config load)."""
+    real = os.path.realpath if resolve else os.path.normpath
+    for p in pools:
+        for root in (p.path, *p.seeding_roots):
+            if is_within(real(path), real(root)):
+                return f"{path} is inside pool {p.name} ({root})"
+    return None
 
 
 # --------------------------------------------------------------------------- field kinds
@@ -1130,6 +1149,9 @@ def check_paths(cfg: Config) -> list[str]:
             mode = None
         if mode is not None and not stat.S_ISREG(mode):
             problems.append(f"catalog: {cfg.catalog} is not a regular file (name a file; qbhook creates it)")
+    for key, own in (("catalog", cfg.catalog), ("lock_dir", cfg.lock_dir)):
+        if own is not None and (why := _in_a_pool(own, cfg.pools, resolve=True)):
+            problems.append(f"{key}: {why}; {_OUTSIDE_POOLS}")
     if cfg.lock_dir is not None:
         problems.extend(_lock_dir_problems(cfg.lock_dir))
     return problems

@@ -340,6 +340,13 @@ class PlanFileError(QbhookError):
     exit_code = ExitCode.DATA_ERROR
 
 
+class PlanFileUnwritable(QbhookError):
+    """``plan --save`` cannot write its file (no such folder, no permission, a full disk): an
+    I/O error (exit 74), as ExitCode says, not a plan file that is no usable plan (65)."""
+
+    exit_code = ExitCode.IO_ERROR
+
+
 class ChildFailed(QbhookError):
     """The work in another process (a forked child, ``qbhook.forked``) failed; the run stops as a crash would."""
 

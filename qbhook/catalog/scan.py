@@ -39,7 +39,7 @@ from qbhook import notify
 from qbhook.catalog import findwalk, fsid
 from qbhook.catalog.db import Tx
 from qbhook.catalog.findwalk import FindRun
-from qbhook.catalog.store import Catalog, stat_signature
+from qbhook.catalog.store import Catalog, Filesystem, stat_signature
 from qbhook.config import PoolConfig, ScanConfig
 from qbhook.dirfd import FolderRefused, NotAFolder, open_below, open_root
 from qbhook.errors import MassDeleteRefused, QbhookError
@@ -333,6 +333,14 @@ class _Loaded:
         self.was.clear()  # the batch's paths: written, or left to the next scan
 
 
+def unmounted_filesystems(catalog: Catalog) -> list[Filesystem]:
+    """The catalogued filesystems whose recorded mount point is not in the mount table now:
+    the only ones whose paths a scan keeps unseen, and so the only ones --forget-unmounted can
+    name (a mounted pool root never is one: its vanished files are judged by the guard)."""
+    mounted = {m.mountpoint for m in fsid.read_mounts()}
+    return [f for f in catalog.filesystems() if f.mountpoint and f.mountpoint not in mounted]
+
+
 def _on_unmounted(
     catalog: Catalog, vanished: list[bytes], seen_fs: set[int], forget: frozenset[str] = frozenset()
 ) -> tuple[dict[str, list[bytes]], dict[str, list[bytes]]]:
@@ -346,14 +354,10 @@ def _on_unmounted(
 
     Forgotten: a mount point in ``forget`` (the admin said its files are gone: ``qbhook scan
     --forget-unmounted``); dropped, and not counted by the mass-delete guard."""
-    mounted = {m.mountpoint for m in fsid.read_mounts()}
     away = {
         f.id: f.mountpoint
-        for f in catalog.filesystems()
-        if f.id not in seen_fs
-        and f.mountpoint
-        and f.mountpoint not in mounted
-        and (f.mountpoint in forget or not fsid.is_user_mount(f.fsid))
+        for f in unmounted_filesystems(catalog)
+        if f.id not in seen_fs and (f.mountpoint in forget or not fsid.is_user_mount(f.fsid))
     }
     kept: dict[str, list[bytes]] = {}
     forgotten: dict[str, list[bytes]] = {}

@@ -59,6 +59,8 @@ def apply(app: App, yes, group_ids, hashes, scan, wait, plan_file):
 
     Every step is journaled before it runs; a crash is finished by `qbhook resume`.
     With --plan FILE: exit 6 when some saved groups were refused as stale, 65 for a bad file.
+
+    Example: qbhook apply --plan /root/plan.json --yes
     """
     if plan_file:
         if group_ids or hashes:
@@ -166,7 +168,10 @@ def _apply_saved(app: App, plan_file, yes, no_scan, wait):
 @wait_option()
 @pass_app
 def resume(app: App, run_id, wait):
-    """Finish runs that crashed or were interrupted, re-checking the step that was in flight."""
+    """Finish runs that crashed or were interrupted, re-checking the step that was in flight.
+
+    Example: qbhook resume --wait 60
+    """
     summaries = app.executor(wait).resume(run_id)
     data = {"runs": [s.to_dict() for s in summaries]}
 
@@ -188,7 +193,10 @@ def resume(app: App, run_id, wait):
 @click.option("--limit", type=COUNT, default=20, show_default=True, help="How many recent runs to list.")
 @pass_app
 def history(app: App, run_id, limit):
-    """Past runs from the journal (newest first), or one run's steps."""
+    """Past runs from the journal (newest first), or one run's steps.
+
+    Example: qbhook history --run 12
+    """
     from qbhook.move.journal import Journal
 
     j = Journal(app.open_catalog(writes=False).conn)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
@@ -18,6 +19,7 @@ from qbhook.units import human_bytes as _human_bytes
     "forget",
     metavar="MOUNTPOINT",
     multiple=True,
+    callback=lambda ctx, param, values: _absolute(values, param),
     help="Forget the kept paths of the filesystem last mounted at MOUNTPOINT, not mounted now (repeatable).",
 )
 @click.option("--hash/--no-hash", "do_hash", default=False, help="Also hash every file lacking a valid hash (slow).")
@@ -64,7 +66,7 @@ def scan(app: App, pools, allow_mass_delete, forget, do_hash):
             progress=app.progress(),
             allow_mass_delete=allow_mass_delete,
             runs=runs,
-            forget_unmounted=forget,
+            forget_unmounted=_forgettable(catalog, forget),
         )
     finally:
         findwalk.close_all(runs)
@@ -93,6 +95,34 @@ def scan(app: App, pools, allow_mass_delete, forget, do_hash):
             )
 
     app.emit(out, human)
+
+
+def _absolute(values: tuple[str, ...], param) -> tuple[str, ...]:
+    """--forget-unmounted's mount points: absolute, as the mount table names them; a relative
+    one was made absolute from wherever the command ran, a usage error (exit 2) instead."""
+    for v in values:
+        if not v.startswith("/"):
+            raise click.BadParameter(f"'{shown(v)}' is not an absolute path (a mount point)", param=param)
+    return values
+
+
+def _forgettable(catalog, forget: tuple[str, ...]) -> tuple[str, ...]:
+    """``forget`` if each --forget-unmounted names a catalogued filesystem not mounted now, else
+    a usage error (exit 2) before anything is scanned: a typo was a silent "0 removed", and the
+    admin believed the rows gone. A mounted one (a pool root) never is: its files are walked."""
+    if not forget:
+        return forget
+    from qbhook.catalog.scan import unmounted_filesystems
+
+    away = {f.mountpoint for f in unmounted_filesystems(catalog)}
+    for m in forget:
+        if os.path.abspath(m) not in away:
+            raise click.BadParameter(
+                f"matched nothing: '{shown(m)}' is not where a catalogued filesystem that is not "
+                "mounted now was mounted",
+                param_hint="'--forget-unmounted'",
+            )
+    return forget
 
 
 def _removed(r: dict) -> str:
@@ -141,7 +171,10 @@ def _hash_missing(app: App) -> dict:
 @click.option("--offline", is_flag=True, help="With --payloads: do not sync the index from the clients first.")
 @pass_app
 def dupes(app: App, no_scan, min_size, payloads, offline):
-    """List content stored more than once as distinct inodes, with the bytes converging would free."""
+    """List content stored more than once as distinct inodes, with the bytes converging would free.
+
+    Example: qbhook dupes --min-size 100M
+    """
     from qbhook.catalog.dupes import duplicates_report
     from qbhook.catalog.scan import scan_pools
     from qbhook.decide.heap import collector_paused
@@ -194,7 +227,10 @@ def dupes(app: App, no_scan, min_size, payloads, offline):
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @pass_app
 def find(app: App, path):
-    """Show every link of PATH's inode and every known copy of its content (both pools)."""
+    """Show every link of PATH's inode and every known copy of its content (both pools).
+
+    Example: qbhook find '/stash/data/media/movies/Film (2020)/Film (2020).mkv'
+    """
     from qbhook.catalog.locate import locate
 
     data = locate(app.open_catalog(writes=False), app.cfg, path)

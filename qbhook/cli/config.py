@@ -11,13 +11,19 @@ from qbhook.errors import ExitCode
 
 @main.group()
 def config():
-    """Inspect the configuration."""
+    """Inspect the configuration.
+
+    Example: qbhook config check
+    """
 
 
 @config.command("check")
 @pass_app
 def config_check(app: App):
-    """Validate the config and the pools it names; print it resolved (secrets masked)."""
+    """Validate the config and the pools it names; print it resolved (secrets masked).
+
+    Example: qbhook --config /etc/qbhook/config.yaml config check
+    """
     cfg = app.cfg
     problems = check_paths(cfg)
     warnings = path_warnings(cfg)

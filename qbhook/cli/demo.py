@@ -23,6 +23,8 @@ def demo(base, clean):
     and run qbhook end to end.
 
     Re-running rebuilds it from scratch. Nothing outside --dir is touched.
+
+    Example: qbhook demo --dir /var/tmp/qbhook-demo
     """
     try:
         from qbhook.sandbox import demo as demo_mod

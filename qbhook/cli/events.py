@@ -12,7 +12,20 @@ from typing import TYPE_CHECKING
 import click
 
 from qbhook.catalog.db import check_tables, reading
-from qbhook.cli.app import COUNT, PORT, ROW_ID, TEXT, App, echo_shown, main, pass_app, shown, wait_option, when
+from qbhook.cli.app import (
+    COUNT,
+    PORT,
+    ROW_ID,
+    TEXT,
+    App,
+    QbhookCommand,
+    echo_shown,
+    main,
+    pass_app,
+    shown,
+    wait_option,
+    when,
+)
 from qbhook.errors import RETRY_LOG, CatalogUnwritable, ConfigError, DirectHookRefused, ExitCode
 from qbhook.units import human_bytes as _human_bytes
 
@@ -81,14 +94,26 @@ def _replanned(sweep: dict) -> str:
 
 
 # ---------------------------------------------------------------- status
-@main.command()
+class _StatusCommand(QbhookCommand):
+    """``status``, whose help says how long a ready job may wait (``STUCK_AFTER_S``), read when
+    the help is printed: importing qbhook.events.status with this module would load status's
+    machinery into ``hook``, which must start fast."""
+
+    def get_help(self, ctx):
+        from qbhook.events.status import STUCK_AFTER_S
+
+        self.help = (self.help or "").replace("STUCK_AFTER_S", f"{STUCK_AFTER_S // 60} minutes")
+        return super().get_help(ctx)
+
+
+@main.command(cls=_StatusCommand)
 @pass_app
 def status(app: App):
     """Queue depth, server and worker health, last sweep, pending plans, recent runs, pool usage.
 
     Exits 1 when something needs a person: the server answers unhealthy, or jobs have
     been ready for longer than STUCK_AFTER_S with nothing processing them. A damaged
-    catalog is a one-line error (exit 1) instead of a report built around the damage.
+    catalog is a one-line error (exit 74) instead of a report built around the damage.
 
     Example: qbhook --json status | jq .problems
     """
@@ -162,7 +187,10 @@ def _orphans_line(o: dict | None) -> str:
 @click.option("--limit", type=COUNT, default=30)
 @click.pass_context
 def queue(ctx, states, limit):
-    """List queued event jobs (dead letters show their error)."""
+    """List queued event jobs (dead letters show their error).
+
+    Example: qbhook queue --state dead
+    """
     if ctx.invoked_subcommand:
         return
     from qbhook.events.queue import JobQueue
@@ -210,7 +238,10 @@ def queue(ctx, states, limit):
 @click.argument("job_id", type=ROW_ID)
 @pass_app
 def queue_retry(app: App, job_id):
-    """Put a dead job back in the queue."""
+    """Put a dead job back in the queue.
+
+    Example: qbhook queue retry 42
+    """
     from qbhook.events.queue import JobQueue
     from qbhook.events.status import CHECKED_TABLES
 
@@ -239,6 +270,8 @@ def hook(app: App, event, values):
 
     It reads no secret (no ``*_env`` variable, no ``*_file``): it only records the event, and
     qBittorrent runs it without the service's environment (/etc/qbhook/env).
+
+    Example: qbhook hook finished %I %J %K %N %L %G %F %R %D %C %Z
     """
     from qbhook.catalog.db import unwritable
     from qbhook.events.parse import parse_qbt_hook
@@ -277,7 +310,10 @@ def hook_fields(event: str, values) -> dict[str, str]:
 # ---------------------------------------------------------------- setup qbittorrent
 @main.group()
 def setup():
-    """Wire qbhook into other programs."""
+    """Wire qbhook into other programs.
+
+    Example: qbhook setup qbittorrent --mode http --yes
+    """
 
 
 @setup.command("qbittorrent")
@@ -305,7 +341,10 @@ def setup():
 @click.option("--yes", is_flag=True, help="Apply. Without it, only show the change.")
 @pass_app
 def setup_qbittorrent(app: App, mode, hook_path, qbhook_path, instance, yes):
-    """Set qBittorrent's "run external program" on torrent added/finished to notify qbhook."""
+    """Set qBittorrent's "run external program" on torrent added/finished to notify qbhook.
+
+    Example: qbhook setup qbittorrent --mode http --yes
+    """
     base = [hook_path] if mode == "http" else _direct_hook(app, qbhook_path)
 
     def cmd(event):
@@ -452,6 +491,8 @@ def setup_rtorrent(app: App, hook_path, instance):
 
     Printed, not applied: rTorrent reads them at start (or paste them into a running
     rTorrent's XML-RPC `method.set_key`); qbhook never edits rTorrent's config file.
+
+    Example: qbhook setup rtorrent --instance rt
     """
     from qbhook.clients.registry import client_type
     from qbhook.clients.rtorrent import event_rc_lines

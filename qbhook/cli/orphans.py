@@ -21,7 +21,10 @@ from qbhook.units import human_bytes
 @click.option("--yes", is_flag=True, help="Really move them (without it --quarantine only shows what would move).")
 @pass_app
 def orphans(app: App, quarantine, yes):
-    """Files under the seeding roots that no torrent of any configured client references."""
+    """Files under the seeding roots that no torrent of any configured client references.
+
+    Example: qbhook orphans --quarantine --yes
+    """
     if yes and not quarantine:  # a --yes that does nothing would read as "done"
         raise click.UsageError("--yes goes with --quarantine (without it, orphans only lists)")
     from qbhook.move import orphans as orph

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 import click
 
 from qbhook.cli.app import SECONDS, TEXT, TORRENT_HASH, App, FilePath, catalog_note, echo_shown, main, pass_app, shown
 from qbhook.decide.plan import describe_step
-from qbhook.errors import ExitCode
+from qbhook.errors import ExitCode, UnknownTorrent
 from qbhook.units import human_bytes as _human_bytes
 
 
@@ -46,6 +47,8 @@ def plan(app: App, hashes, group_ids, scan, steps, save_to):
     """Show what qbhook would do for every payload group. Changes nothing.
 
     Exit code 0: nothing to do; 10: some groups would demote or promote.
+
+    Example: qbhook plan --steps --save /root/plan.json
     """
     from qbhook.decide.planning import plan_groups
 
@@ -64,9 +67,19 @@ def plan(app: App, hashes, group_ids, scan, steps, save_to):
     app.emit({**p.to_dict(), **note, **({"plan_id": saved} if saved else {})}, lambda d: _print_plan(p, steps))
     if saved:
         echo_shown(
-            f"plan {saved[:12]} saved to {save_to}; apply it with: qbhook apply --plan {save_to} --yes", err=app.as_json
+            f"plan {saved[:12]} saved to {save_to}; apply it with: qbhook apply --plan {_shell_word(save_to)} --yes",
+            err=app.as_json,
         )
     sys.exit(ExitCode.ACTIONABLE if p.actionable else ExitCode.OK)
+
+
+def _shell_word(path: str) -> str:
+    """``path`` as one word a shell reads back as it is, for a command line to paste: quoted
+    (shlex), or, when it holds what ``shown`` escapes (a newline, bytes that are not UTF-8),
+    ANSI-C quoted ($'...', bash and zsh), whose \\xNN escapes are those bytes again."""
+    if path.isprintable():
+        return shlex.quote(path)
+    return "$'" + shown(path.replace("\\", "\\\\").replace("'", "\\'")) + "'"
 
 
 def _save(app: App, snap, p, path) -> str:
@@ -136,7 +149,10 @@ def explain(app: App, torrent_hash, no_scan, from_index, live, max_scan_age):
     The decision is taken now: every file of the group is stat-ed live and every known link
     checked. The torrents (state, tags, category, file lists) come from the torrent index,
     as old as its last sync (said on stderr and in --json's ``index``), so qBittorrent may
-    be down; --live lists them from the clients instead.
+    be down; --live lists them from the clients instead (and fails, exit 4, when they cannot
+    answer). A hash the index lacks while qBittorrent is down is that client error (exit 4).
+
+    Example: qbhook explain c12fe1c06bba254a9dc9f519b335aa7c1367a88a
     """
     if from_index and live:  # two answers: --index silently won
         raise click.UsageError("--index and --live are two different answers: give one")
@@ -156,7 +172,15 @@ def explain(app: App, torrent_hash, no_scan, from_index, live, max_scan_age):
         progress=app.progress(),
     )
     if r.live_error is not None:
-        return explain_from_index(app, torrent_hash, f"live answer impossible: {r.live_error}")
+        # --live asked for the clients' answer: an index one would be the answer it said it is
+        # not. Without it, the index stands in; a hash it lacks (added since its last sync, or
+        # wrong) is the client's error, so "qBittorrent is down" never reads as "bad hash".
+        if live:
+            raise r.live_error
+        try:
+            return explain_from_index(app, torrent_hash, f"live answer impossible: {r.live_error}")
+        except UnknownTorrent:
+            raise r.live_error from None
     app.emit(r.data, _print_explain)
 
 

@@ -25,7 +25,10 @@ from qbhook.units import human_bytes as _human_bytes
 @pass_app
 def repair(app: App, torrent_hash, yes, as_json, wait):
     """Rebuild torrents in missingFiles from copies the catalog holds: hardlinks on one dataset,
-    setLocation if the save path changes, recheck to 100 %. No bytes are copied."""
+    setLocation if the save path changes, recheck to 100 %. No bytes are copied.
+
+    Example: qbhook repair c12fe1c06bba254a9dc9f519b335aa7c1367a88a --yes
+    """
     from qbhook.decide.repair_facts import repair_plan
 
     app.as_json = app.as_json or as_json

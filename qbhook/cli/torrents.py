@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import click
 
-from qbhook.cli.app import App, echo_problems, echo_shown, main, pass_app, shown
+from qbhook.cli.app import TEXT, App, echo_problems, echo_shown, main, pass_app, shown
 
 
 @main.command()
 @click.option("--pool", help="Only torrents whose save path is in this pool ('none': in no pool).")
 @click.option("--state", help="Only torrents in this state (e.g. stalledUP, stoppedUP).")
 @click.option("--category", help="Only torrents of this category.")
-@click.option("--group", "group", help="Only torrents of this payload group (id or its prefix).")
+@click.option("--group", "group", type=TEXT, help="Only torrents of this payload group (id or its prefix).")
 @click.option("--decision", help="Only torrents whose last known decision is this (stay, demote, ...; 'none').")
 @click.option(
     "--gone",
@@ -26,7 +26,10 @@ from qbhook.cli.app import App, echo_problems, echo_shown, main, pass_app, shown
 @click.option("--offline", is_flag=True, help="Do not contact any client; answer from the index as it is.")
 @pass_app
 def torrents(app: App, pool, state, category, group, decision, gone, offline):
-    """List indexed torrents with their pool, payload group, payload id and last known decision."""
+    """List indexed torrents with their pool, payload group, payload id and last known decision.
+
+    Example: qbhook torrents --pool stash --decision demote
+    """
     # Each filter is checked against the values it can match: an unknown pool or decision
     # matched nothing and said "no indexed torrent matches", exit 0, as if the name were right.
     # Only the config knows the pools, so click's Choice cannot check --pool; --decision's values

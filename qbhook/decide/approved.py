@@ -34,7 +34,7 @@ from pathlib import Path
 from qbhook.clients.port import ClientPort
 from qbhook.decide.facts import Snapshot
 from qbhook.decide.plan import Delete, GroupPlan, Plan
-from qbhook.errors import ExitCode, NotRegularFile, PlanFileError
+from qbhook.errors import ExitCode, NotRegularFile, PlanFileError, PlanFileUnwritable
 
 FORMAT = "qbhook-plan"
 # The document's version. Each step inside carries its own (``"v"``, qbhook.decide.plan); files saved
@@ -152,7 +152,7 @@ def save(path: str | os.PathLike, doc: dict) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=".qbhook-plan.", dir=path.parent or ".")
     except OSError as e:
-        raise PlanFileError(f"cannot write plan file {path}: {e.strerror}") from None
+        raise PlanFileUnwritable(f"cannot write plan file {path}: {e.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(doc, f, sort_keys=True, indent=1)
@@ -160,7 +160,7 @@ def save(path: str | os.PathLike, doc: dict) -> None:
         os.replace(tmp, path)
     except OSError as e:
         os.unlink(tmp)
-        raise PlanFileError(f"cannot write plan file {path}: {e.strerror}") from None
+        raise PlanFileUnwritable(f"cannot write plan file {path}: {e.strerror}") from None
 
 
 @dataclass

@@ -210,10 +210,12 @@ def plan_groups(
 @dataclass(frozen=True)
 class ExplainResult:
     """``explain``'s answer (``data``, shaped by ``qbhook.decide.explain.explain_data``), or
-    ``live_error``: the clients could not be listed, so only the torrent index can answer."""
+    ``live_error``: the clients could not be listed, so only the torrent index can answer. The
+    client's own error, kept whole: when the index cannot answer either, it is what the user
+    is told (its exit code says "unreachable", not "bad input")."""
 
     data: dict | None
-    live_error: str | None = None
+    live_error: QbtError | None = None
 
 
 def explain_group(
@@ -255,7 +257,7 @@ def explain_group(
         try:
             snap, p, _use = plan_run(cfg, catalog, open_clients(), hashes=[torrent_hash], scan=scan, progress=progress)
         except QbtError as e:
-            return ExplainResult(None, live_error=str(e))
+            return ExplainResult(None, live_error=e)
         index = {"source": "clients", "reason": "torrents listed from the clients now"}
     else:
         snap, p, index = decided

@@ -57,6 +57,8 @@ USAGE = [
     (["apply", "--wait", "-1"], "Invalid value for '--wait': cannot read '-1' as a duration"),
     (["resume", "--wait", "inf"], "Invalid value for '--wait': cannot read 'inf' as a duration"),
     (["repair", "--wait", "1e400"], "Invalid value for '--wait': cannot read '1e400' as a duration"),
+    # a relative mount point was made absolute from wherever the command ran
+    (["scan", "--forget-unmounted", "mnt/old"], "Invalid value for '--forget-unmounted': 'mnt/old' is not an absolute"),
     (["explain", HASH, "--max-scan-age", "nan"], "Invalid value for '--max-scan-age': cannot read 'nan'"),
     # A hash goes to SQLite and to the clients: non-UTF-8 text was a UnicodeEncodeError there.
     (["explain", NOT_UTF8], "Invalid value for 'TORRENT_HASH': not a torrent info hash"),
@@ -65,6 +67,7 @@ USAGE = [
     (["apply", "--hash", NOT_UTF8], "Invalid value for '--hash': not a torrent info hash"),
     (["repair", "g" * 40], "Invalid value for '[TORRENT_HASH]': not a torrent info hash"),
     (["plan", "--group", ""], "Invalid value for '--group': must not be empty"),
+    (["torrents", "--group", ""], "Invalid value for '--group': must not be empty"),  # listed every group
     (["apply", "--group", NOT_UTF8], "Invalid value for '--group': is not valid text"),
     # options that did nothing, exit 0, as if done (a CLI bad-input hunt)
     (["holding", "--yes"], "--yes goes with --purge-expired"),
@@ -107,6 +110,16 @@ def test_a_hash_no_client_has_is_bad_input_not_an_unreachable_client(bed):  # no
     r = CliRunner().invoke(main, ["--config", str(bed), "explain", "f" * 40, "--index"])
     assert r.exit_code == ExitCode.BAD_INPUT, (r.exit_code, r.output, r.exception)
     assert r.stderr == f"qbhook: torrent {'f' * 40} is not in the torrent index\n"
+
+
+def test_explain_with_the_client_down_says_so_not_bad_input(bed):  # noqa: F811
+    """A hash the index lacks (added since its last sync) while qBittorrent is down was "not in
+    the torrent index", exit 2: a script could not tell a wrong hash from a client that is down.
+    And --live, which lists from the clients, answered from the index anyway."""
+    for args in (["explain", "f" * 40], ["explain", HASH, "--live"]):
+        r = CliRunner().invoke(main, ["--config", str(bed), *args])
+        assert r.exit_code == ExitCode.QBT_UNREACHABLE, (args, r.exit_code, r.output, r.exception)
+        assert r.stdout == "" and "127.0.0.1:9" in r.stderr and "torrent index" not in r.stderr, r.stderr
 
 
 # ------------------------------------------------------------------ the config file

@@ -24,7 +24,9 @@ import yaml
 from click.testing import CliRunner
 
 from qbhook.catalog import hashing
+from qbhook.catalog.store import Catalog, Filesystem
 from qbhook.cli import main
+from qbhook.errors import ExitCode
 from tests.helpers import b3, put
 
 SEED = "data/media/torrents/seeding"
@@ -311,9 +313,25 @@ def test_scan_forget_unmounted_reaches_the_scan(env, monkeypatch):
         return real(*a, **kw)
 
     monkeypatch.setattr(scanner, "scan_pools", scan_pools)
-    env.run("scan", "--forget-unmounted", "/mnt/a", "--forget-unmounted", "/mnt/b")
-    assert seen == [("/mnt/a", "/mnt/b")]
+    gone = [Filesystem(90 + i, f"zfs:tank/{m}", "zfs", f"/mnt/{m}", None) for i, m in enumerate("ab")]
+    monkeypatch.setattr(scanner, "unmounted_filesystems", lambda catalog: gone)
+    env.run("scan", "--forget-unmounted", "/mnt/a", "--forget-unmounted", "/mnt/b/")
+    assert seen == [("/mnt/a", "/mnt/b/")]
     assert "Example:" in env.run("scan", "--help").output
+
+
+def test_scan_forget_unmounted_that_matches_nothing_is_refused(env, monkeypatch):
+    """A typo, or a filesystem that is mounted (a pool root), was a silent "0 removed"."""
+    from qbhook.catalog import scan as scanner
+
+    put(env.stash / SEED / "a.bin", b"a")
+    env.run("scan")
+    with closing(Catalog.open(env.catalog)) as cat:
+        [pools_fs] = {f.mountpoint for f in cat.filesystems()}  # the pools' filesystem: mounted
+    monkeypatch.setattr(scanner, "scan_pools", lambda *a, **kw: pytest.fail("scanned"))
+    for m in ("/mnt/typo", pools_fs):
+        r = env.run("scan", "--forget-unmounted", m, expect=ExitCode.BAD_INPUT)
+        assert r.stdout == "" and f"Invalid value for '--forget-unmounted': matched nothing: '{m}'" in r.stderr
 
 
 def test_scan_says_how_many_paths_it_forgot(env, monkeypatch):
@@ -700,6 +718,16 @@ def test_damaged_catalog_is_one_line_error_with_exit_74(env, args, table):
     assert first.startswith(f"qbhook: catalog {env.catalog}: ") and (
         "malformed" in first or "not a database" in first
     ), first
+
+
+def test_status_help_says_the_exit_code_and_the_wait_it_means(env):
+    """It said a damaged catalog was exit 1 (it is 74, above) and named STUCK_AFTER_S, a
+    constant of the code, where a user needs its value."""
+    from qbhook.events.status import STUCK_AFTER_S
+
+    text = " ".join(env.run("status", "--help").output.split())
+    assert "one-line error (exit 74)" in text and f"longer than {STUCK_AFTER_S // 60} minutes" in text, text
+    assert "STUCK_AFTER_S" not in text
 
 
 # --------------------------------------------------------------------------- start-up cost

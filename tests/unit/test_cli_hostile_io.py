@@ -98,6 +98,34 @@ def test_an_empty_file_path_is_refused_not_ignored(env, option):
     assert r.stdout == "" and not env.catalog.exists()
 
 
+@pytest.fixture
+def no_client(monkeypatch):
+    """plan asks the clients: none here (an empty list of them)."""
+    from qbhook.cli.app import App
+
+    monkeypatch.setattr(App, "clients", property(lambda self: []))
+
+
+def test_plan_save_into_a_folder_that_does_not_exist_is_the_io_exit_code(env, no_client):
+    """It was 65, "a plan file that is no usable plan": the file was never written (ExitCode: 74)."""
+    where = env.tmp / "no-such-folder/plan.json"
+    r = env.run("plan", "--save", str(where), expect=ExitCode.IO_ERROR)
+    assert r.stderr.splitlines()[-1] == f"qbhook: cannot write plan file {where}: No such file or directory"
+
+
+@pytest.mark.parametrize("name", ["my plan's.json", "two\nlines.json", os.fsdecode(b"caf\xe9 \\x41.json")])
+def test_the_apply_line_plan_save_prints_pastes_back_to_the_same_file(env, no_client, name):
+    """A name with a newline printed an `apply --plan` line with \\x0a in it, which a shell
+    reads as other characters: the line is now quoted as one shell word for that very name."""
+    where = env.tmp / name
+    r = env.run("plan", "--save", str(where), expect=None)
+    assert r.exit_code in (ExitCode.OK, ExitCode.ACTIONABLE), (r.exit_code, r.output)
+    line = r.stdout.splitlines()[-1]  # human output: on stdout (--json: on stderr)
+    word = line.split("apply it with: qbhook apply --plan ", 1)[1].removesuffix(" --yes")
+    back = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, check=True).stdout
+    assert back == os.fsencode(where), (line, back)
+
+
 def test_a_plan_file_that_is_not_utf8_names_the_byte_not_the_decoder(env):
     path = env.tmp / "plan.bin"
     path.write_bytes(b'{"a":\n1}\n\xb4\x00binary')
@@ -206,6 +234,72 @@ def test_every_command_prints_its_help_through_the_cli_printer():
 
     walk(main, click.Context(main, info_name="qbhook"))
     assert {"qbhook plan", "qbhook config check", "qbhook queue retry", "qbhook setup qbittorrent"} <= set(seen)
+
+
+def _examples(help_text: str) -> list[str]:
+    """The invocations a help page gives after "Example:" (on its line, or the lines below it)."""
+    lines = help_text.splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        if "Example:" in line:
+            first = line.split("Example:", 1)[1].strip()
+            block = [first] if first else [x.strip() for x in lines[i + 1 :] if x.strip().startswith("qbhook ")]
+            out += block
+    return out
+
+
+def _parsed(args: list[str]) -> str:
+    """The command path click makes of ``qbhook ARGS`` (global options, groups, the command's own
+    options and arguments all parsed and converted), without running anything."""
+    import click
+
+    from qbhook.cli.app import main
+
+    ctx = main.make_context("qbhook", list(args))
+    cmd = main
+    while isinstance(cmd, click.Group) and (left := [*ctx._protected_args, *ctx.args]):
+        name, cmd, rest = cmd.resolve_command(ctx, left)
+        ctx = cmd.make_context(name, rest, parent=ctx)
+    return ctx.command_path
+
+
+def test_every_commands_help_has_an_example_that_parses():
+    """Most commands' help gave no example; each now gives one, and it is a real invocation of
+    that very command (click accepts every option and argument in it)."""
+    import shlex
+
+    import click
+    from click.testing import CliRunner
+
+    from qbhook.cli.app import load_commands, main
+
+    load_commands()
+    missing, wrong = [], []
+
+    def walk(cmd, path):
+        if path:
+            r = CliRunner().invoke(main, [*path, "--help"])
+            examples = _examples(r.output)
+            if not examples:
+                missing.append(" ".join(path))
+            for ex in examples:
+                words = shlex.split(ex, comments=True)
+                words = words[: words.index("|")] if "|" in words else words
+                assert words[0] == "qbhook", ex
+                try:
+                    got = _parsed(words[1:])
+                except click.BadParameter as e:  # a file of the user's machine (find's PATH) is not on this one
+                    got = " ".join(["qbhook", *path]) if "does not exist" in e.format_message() else e.format_message()
+                except click.ClickException as e:
+                    got = f"refused: {e.format_message()}"
+                if not got.startswith(" ".join(["qbhook", *path])):
+                    wrong.append((ex, got))
+        if isinstance(cmd, click.Group):
+            for name, sub in sorted(cmd.commands.items()):
+                walk(sub, [*path, name])
+
+    walk(main, [])
+    assert missing == [] and wrong == [], (missing, wrong)
 
 
 def test_a_reader_that_goes_away_still_ends_quietly(env):

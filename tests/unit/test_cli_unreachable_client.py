@@ -27,7 +27,7 @@ HASH = "1" * 40
 
 # the command, and its exit code by qbhook.errors: an unreachable client is 4; orphans is a
 # guard that refuses (3); torrents answers from the index and reports the client (0); status
-# asks no client.
+# asks no client. explain of a hash the index lacks is the client's error (4), not "bad hash".
 ONE_SHOT = [
     (["plan"], ExitCode.QBT_UNREACHABLE),
     (["torrents"], ExitCode.OK),
@@ -35,7 +35,7 @@ ONE_SHOT = [
     (["repair"], ExitCode.QBT_UNREACHABLE),
     (["repair", HASH], ExitCode.QBT_UNREACHABLE),
     (["sweep"], ExitCode.QBT_UNREACHABLE),
-    (["explain", HASH], ExitCode.BAD_INPUT),
+    (["explain", HASH], ExitCode.QBT_UNREACHABLE),
     (["status"], None),
 ]
 

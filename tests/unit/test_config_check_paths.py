@@ -125,3 +125,33 @@ def test_a_lock_dir_another_user_owns_is_a_problem(env):
         f"lock_dir: {locks}: it is owned by uid 12345; it must be a folder other users cannot write "
         "(not /run/lock or /tmp): another user could hold qbhook's locks and stop it"
     ]
+
+
+@pytest.mark.parametrize(
+    "key, where",
+    [
+        ("catalog", "stash/catalog.sqlite"),
+        ("catalog", f"pool/{SEED}/qbhook/catalog.sqlite"),
+        ("lock_dir", "pool"),
+    ],
+)
+def test_qbhooks_own_files_in_a_pool_are_refused_when_the_config_loads(env, key, where):
+    """The catalog or the lock folder inside a pool (or a seeding root) passed: qBittorrent's
+    less-trusted user can write beside them there, a scan catalogs the catalog, and orphans
+    could quarantine it. A one-line refusal, exit 78."""
+    path = env.tmp / where
+    env.save(**{key: str(path)})
+    r = env.run("config", "check", expect=ExitCode.CONFIG)
+    pool = "stash" if where.startswith("stash") else "pool"
+    assert r.stderr.splitlines()[0] == f"qbhook: config: {key}: {path} is inside pool {pool} ({env.tmp / pool})"
+
+
+def test_a_catalog_folder_that_is_a_symlink_into_a_pool_is_a_problem(env):
+    """As written it is outside every pool; as it leads, inside one: `config check` names it."""
+    os.rmdir(env.catalog.parent)
+    os.symlink(env.stash / SEED, env.catalog.parent)
+    found = others(problems(env))
+    assert found == [
+        f"catalog: {env.catalog} is inside pool stash ({env.stash}); put qbhook's own files outside every "
+        "pool, e.g. /var/lib/qbhook/catalog.sqlite"
+    ], found
