@@ -113,6 +113,9 @@ _RECHECKING = frozenset({"checkingUP", "checkingDL"})  # a check of the data (ch
 # A torrent added this long before its plan's snapshot may be missing from it (the snapshot reads
 # the clients over a while): its files are looked at too (``Executor._check_no_newcomer``).
 _ADDED_SLACK_S = 300
+# Deletes re-read the group's torrents this often (``Executor._check_still_placed``): a delete
+# re-hashes its link, so a long group is read again while it goes, a short one once.
+_REREAD_S = 2.0
 _RECHECK_LAG_S = 5.0  # qBittorrent's API shows a recheck within its refresh interval (1.5 s by default)
 
 Hook = Callable[[str, str, int, Step], None]
@@ -427,6 +430,8 @@ class _GroupRun:
     # Old links a relocation's failed rollback still holds hidden on purpose (its torrent's own
     # move may be pending): another relocation's rollback from the journal leaves them there.
     held_back: set[str] = field(default_factory=set)
+    # When the deletes last read the group's torrents at their verified place (clock), None: not yet.
+    placed_at: float | None = None
 
     def content_of(self, path: str, planned: str | None, size: int, what: str) -> str | None:
         """The hash a step must check ``path`` against: the planned one, else the one its copy learned."""
@@ -1310,6 +1315,7 @@ class Executor:
             # New links must be on disk before old ones go, whatever a power cut does.
             fsops.sync_filesystem(s.keep_path, (*self.seeding_roots, *self.roots))
             st.synced = True
+        self._check_still_placed(st)
         hold = str(st.run_id) if self.cfg.policy.grace_period > 0 else None
         # Planned without a hash: the one the copy took of this file's content (the kept copy's),
         # so the doomed link must still hold exactly what was copied.
@@ -1357,6 +1363,38 @@ class Executor:
                             self.catalog.record_path(p, pool.name, own_change=True, st=pst, before=checked)
         st.outcome.bytes_freed += res.get("bytes_freed", 0)
         return res
+
+    def _check_still_placed(self, st: _GroupRun) -> None:
+        """The group's torrents are still where verify_group saw them, ATM off: read before the
+        group's first delete and again every ``_REREAD_S`` of deleting (one listing per client).
+
+        A person turning ATM back on (its category path is the old folder) or moving a torrent
+        back after verify_group would have it seed from the links the deletes remove. Refused
+        before the first delete, the group rolls back; later, it stops with the rest of the
+        old links kept (``_close_failed``)."""
+        now = self.ctx.clock()
+        if st.placed_at is not None and now - st.placed_at < _REREAD_S:
+            return
+        members = [x for v in st.plan.steps if isinstance(v, VerifyGroup) for x in v.torrents]
+        by_client: dict[str, list] = {}
+        for x in members:
+            by_client.setdefault(x.instance, []).append(x)
+        for instance, xs in by_client.items():
+            got = self._client(instance).torrents(hashes=[x.torrent for x in xs])
+            seen = {i.lower(): t for t in got for i in (t.hash, t.infohash_v1, t.infohash_v2) if i}
+            for x in xs:
+                t = seen.get(x.torrent.lower())
+                if t is None:
+                    why = "is gone from its client"
+                elif t.auto_tmm or _norm(t.save_path) != _norm(x.save_path):
+                    why = f"is at {t.save_path}{' (automatic management on)' if t.auto_tmm else ''}"
+                else:
+                    continue
+                raise VerificationFailed(
+                    f"torrent {x.torrent} moved after verification: it {why}, verified at {x.save_path}; "
+                    "no more old links deleted"
+                )
+        st.placed_at = now
 
     def _converge(self, st: _GroupRun, s: Converge, at: _At) -> dict:
         # A batch of one, fsynced on its own (fsops.relink_over): the same call as a batch's.

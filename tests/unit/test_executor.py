@@ -1571,3 +1571,26 @@ def test_a_torrent_removed_before_a_later_failure_is_undone_as_gone(world):
     for rel, data in FILES:
         with open(os.path.join(world.save(H1, "stash"), rel), "rb") as f:
             assert f.read() == data
+
+
+@pytest.mark.parametrize("deleted", [0, 2])
+def test_a_torrent_moved_back_after_verify_group_stops_the_deletes(world, deleted):
+    # A person turns ATM back on (category path: the old folder) once verify_group is done: its
+    # old links are its files again. Before the first delete the group rolls back; later, the
+    # deletes stop there, the rest of the old links kept.
+    state = {"deletes": 0}
+
+    def hook(point, gid, seq, step):
+        if point == "before" and step.kind == "delete":
+            world.clock.now += 5  # each delete re-hashes its link: the deletes take a while
+            if state["deletes"] == deleted:
+                t = world.qbt.t[H1]
+                t.auto_tmm, t.save_path = True, world.seed_s
+            state["deletes"] += 1
+
+    summary = world.executor(hook=hook).apply(demote_plan(world))
+    g = summary.groups[0]
+    assert f"torrent {H1} moved after verification" in g.reason, g.reason
+    assert g.status == ("rolled_back" if deleted == 0 else "failed"), g.reason
+    kept = [rel for rel, _d in FILES if os.path.exists(os.path.join(world.seed_s, rel))]
+    assert kept == [rel for rel, _d in FILES][deleted:]
