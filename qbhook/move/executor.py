@@ -110,6 +110,12 @@ _log = logging.getLogger(__name__)
 
 BAD_STATES = frozenset({"error", "missingFiles"})
 _RECHECKING = frozenset({"checkingUP", "checkingDL"})  # a check of the data (checkingResumeData is not)
+# A torrent added this long before its plan's snapshot may be missing from it (the snapshot reads
+# the clients over a while): its files are looked at too (``Executor._check_no_newcomer``).
+_ADDED_SLACK_S = 300
+# Deletes re-read the group's torrents this often (``Executor._check_still_placed``): a delete
+# re-hashes its link, so a long group is read again while it goes, a short one once.
+_REREAD_S = 2.0
 _RECHECK_LAG_S = 5.0  # qBittorrent's API shows a recheck within its refresh interval (1.5 s by default)
 
 Hook = Callable[[str, str, int, Step], None]
@@ -424,6 +430,8 @@ class _GroupRun:
     # Old links a relocation's failed rollback still holds hidden on purpose (its torrent's own
     # move may be pending): another relocation's rollback from the journal leaves them there.
     held_back: set[str] = field(default_factory=set)
+    # When the deletes last read the group's torrents at their verified place (clock), None: not yet.
+    placed_at: float | None = None
 
     def content_of(self, path: str, planned: str | None, size: int, what: str) -> str | None:
         """The hash a step must check ``path`` against: the planned one, else the one its copy learned."""
@@ -583,6 +591,9 @@ class Executor:
         self.roots = ctx.roots
         # old link -> the cached hash its hiding carried (``_hide_old_links``), until put back
         self._carried: dict[str, dict] = {}
+        # When the running plan's snapshot was taken (``Plan.created_at``; 0: unknown): a torrent
+        # added since is one the planner never saw (``_check_no_newcomer``).
+        self._planned_at = 0.0
 
     # ------------------------------------------------------------------ entry points
 
@@ -684,6 +695,7 @@ class Executor:
 
     def _execute(self, run_id: int, plan: Plan, rows: dict[int, StepRow]) -> RunSummary:
         summary = RunSummary(run_id)
+        self._planned_at = plan.created_at
         try:
             for unit in _units(plan.groups):
                 if isinstance(unit, _Batch):
@@ -1303,6 +1315,7 @@ class Executor:
             # New links must be on disk before old ones go, whatever a power cut does.
             fsops.sync_filesystem(s.keep_path, (*self.seeding_roots, *self.roots))
             st.synced = True
+        self._check_still_placed(st)
         hold = str(st.run_id) if self.cfg.policy.grace_period > 0 else None
         # Planned without a hash: the one the copy took of this file's content (the kept copy's),
         # so the doomed link must still hold exactly what was copied.
@@ -1350,6 +1363,38 @@ class Executor:
                             self.catalog.record_path(p, pool.name, own_change=True, st=pst, before=checked)
         st.outcome.bytes_freed += res.get("bytes_freed", 0)
         return res
+
+    def _check_still_placed(self, st: _GroupRun) -> None:
+        """The group's torrents are still where verify_group saw them, ATM off: read before the
+        group's first delete and again every ``_REREAD_S`` of deleting (one listing per client).
+
+        A person turning ATM back on (its category path is the old folder) or moving a torrent
+        back after verify_group would have it seed from the links the deletes remove. Refused
+        before the first delete, the group rolls back; later, it stops with the rest of the
+        old links kept (``_close_failed``)."""
+        now = self.ctx.clock()
+        if st.placed_at is not None and now - st.placed_at < _REREAD_S:
+            return
+        members = [x for v in st.plan.steps if isinstance(v, VerifyGroup) for x in v.torrents]
+        by_client: dict[str, list] = {}
+        for x in members:
+            by_client.setdefault(x.instance, []).append(x)
+        for instance, xs in by_client.items():
+            got = self._client(instance).torrents(hashes=[x.torrent for x in xs])
+            seen = {i.lower(): t for t in got for i in (t.hash, t.infohash_v1, t.infohash_v2) if i}
+            for x in xs:
+                t = seen.get(x.torrent.lower())
+                if t is None:
+                    why = "is gone from its client"
+                elif t.auto_tmm or _norm(t.save_path) != _norm(x.save_path):
+                    why = f"is at {t.save_path}{' (automatic management on)' if t.auto_tmm else ''}"
+                else:
+                    continue
+                raise VerificationFailed(
+                    f"torrent {x.torrent} moved after verification: it {why}, verified at {x.save_path}; "
+                    "no more old links deleted"
+                )
+        st.placed_at = now
 
     def _converge(self, st: _GroupRun, s: Converge, at: _At) -> dict:
         # A batch of one, fsynced on its own (fsops.relink_over): the same call as a batch's.
@@ -1428,7 +1473,45 @@ class Executor:
                 problems.append(f"{t.hash} is at {t.progress * 100:.1f}%")
         if problems:
             raise VerificationFailed("group does not verify: " + "; ".join(problems))
+        self._check_no_newcomer(st, s)
         return {"torrents": len(s.torrents)}
+
+    def _check_no_newcomer(self, st: _GroupRun, s: VerifyGroup) -> None:
+        """No torrent outside the plan seeds from what this group's deletes remove: before any
+        delete, so a failure still rolls the group back.
+
+        A torrent added after planning (a cross-seed saving at the searchee's folder, or
+        symlinking its files, a person adding a hash again at the old folder) reads the old
+        links without a new hardlink, which safe_unlink's link count cannot see; deleted under
+        it, it ends missingFiles. One listing per client: a torrent whose content folder holds
+        a doomed link is refused (its files are read when its content path is its save path,
+        with no folder of its own); one added since the plan was made also has each file looked
+        at through its links (``os.stat``), for a link to a doomed inode anywhere."""
+        doomed = [_norm(d.path) for d in st.plan.steps if isinstance(d, Delete)]
+        if not doomed:
+            return
+        mine = {(x.instance, x.torrent.lower()) for x in s.torrents}
+        mine |= {(r.instance, r.torrent.lower()) for r in st.plan.steps if isinstance(r, Relocate)}
+        holders = _holders(doomed)
+        inodes = _inodes(doomed)
+        since = self._planned_at - _ADDED_SLACK_S
+        for c in _every_client(self.ctx.clients):
+            for t in c.torrents():
+                ids = {i.lower() for i in (t.hash, t.infohash_v1, t.infohash_v2) if i}
+                if any((t.instance, i) in mine for i in ids):
+                    continue
+                content, save = _norm(t.content_path), _norm(t.save_path)
+                if content in holders and content != save:
+                    why = f"its content {content} holds files this group deletes"
+                elif (content in holders or t.added_on is None or t.added_on >= since) and t.has_metadata:
+                    why = _uses_doomed(c, t, set(doomed), inodes)
+                else:
+                    why = None
+                if why:
+                    raise VerificationFailed(
+                        f"torrent {t.hash} ({t.instance}), not in the plan, seeds from the old place: {why}",
+                        hint="re-plan: the new torrent must be part of the group",
+                    )
 
     def _relocate(self, st: _GroupRun, s: Relocate, at: _At) -> dict:
         c = self._client(s.instance)
@@ -2152,6 +2235,44 @@ class Executor:
 
 
 # --------------------------------------------------------------------------- the dispatch table
+
+
+def _holders(paths: list[str]) -> set[str]:
+    """Every path in ``paths`` and every folder above one: a content path among them holds one."""
+    out = set()
+    for p in paths:
+        while p not in out:
+            out.add(p)
+            p = os.path.dirname(p)
+    return out
+
+
+def _inodes(paths: list[str]) -> set[tuple[int, int]]:
+    """(st_dev, st_ino) of each of ``paths`` still there (read-only)."""
+    out = set()
+    for p in paths:
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue
+        out.add((st.st_dev, st.st_ino))
+    return out
+
+
+def _uses_doomed(c, t, doomed: set[str], inodes: set[tuple[int, int]]) -> str | None:
+    """Which file of torrent ``t`` is a doomed path, or resolves (links followed) to a doomed inode."""
+    save = _norm(t.save_path)
+    for f in c.files(t.hash):
+        p = _norm(os.path.join(save, f.name))
+        if p in doomed:
+            return f"its file {p} is one this group deletes"
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in inodes:
+            return f"its file {p} links to a file this group deletes"
+    return None
 
 
 def _unsettled(t, at: str | None, budget: float) -> VerificationFailed:

@@ -2067,7 +2067,8 @@ def _no_new_outside_link(u: _Unlink, parent: Dir, name: bytes, st: os.stat_resul
     if st.st_nlink > len(entries):
         raise u.refuse(
             f"its inode has {st.st_nlink} links but only {len(entries)} are known seeding links - "
-            "something outside the seeding folders (a library?) links it now",
+            # Which one is not known: an inode names none of its links, and finding it is a walk.
+            "something the plan does not know links it now (a new seeding link, e.g. a cross-seed, or a library)",
             hint="re-plan: the group must stay where its library is",
         )
 

@@ -825,6 +825,49 @@ def test_external_link_appearing_before_delete_stops_and_rolls_back(world):
     assert os.stat(lib).st_nlink == 3
 
 
+H3 = "c" * 40
+
+
+def _add_before_verify_group(world, add):
+    def hook(point, gid, seq, step):
+        if point == "before" and step.kind == "verify_group" and H3 not in world.qbt.t:
+            add()
+
+    return world.executor(hook=hook).apply(demote_plan(world))
+
+
+@pytest.mark.parametrize("how", ["same folder", "symlinks"])
+def test_a_torrent_added_after_planning_on_the_old_files_rolls_the_group_back(world, how):
+    # A cross-seed saving at the searchee's folder (or symlinking its files), or a person adding
+    # the hash again at the old folder: no new hardlink, so only the clients' lists show it.
+    files = [(rel, len(data), 1) for rel, data in FILES]
+    links = os.path.join(world.seed_s, "xs-links")
+
+    def add():
+        save = world.seed_s
+        if how == "symlinks":
+            save = links
+            for rel, _d in FILES:
+                os.makedirs(os.path.dirname(os.path.join(links, rel)), exist_ok=True)
+                os.symlink(os.path.join(world.seed_s, rel), os.path.join(links, rel))
+        world.qbt.add(FakeTorrent(H3, "Movie.2020", save, list(files)))
+
+    summary = _add_before_verify_group(world, add)
+    g = summary.groups[0]
+    assert g.status == "rolled_back" and f"torrent {H3}" in g.reason and "not in the plan" in g.reason, g.reason
+    for rel, _d in FILES:
+        assert os.path.exists(os.path.join(world.qbt.t[H3].save_path, rel))  # links followed
+
+
+def test_another_torrent_in_the_same_seeding_root_does_not_stop_the_group(world):
+    other = os.path.join(world.seed_s, "Other.2021")
+    write(os.path.join(other, "other.mkv").encode(), b"x" * 10)
+    summary = _add_before_verify_group(
+        world, lambda: world.qbt.add(FakeTorrent(H3, "Other.2021", world.seed_s, [("Other.2021/other.mkv", 10, 1)]))
+    )
+    assert summary.groups_done == ["g1"], summary.groups_failed
+
+
 def test_failure_after_deletes_began_does_not_roll_back(world):
     plan = demote_plan(world)
     lib = os.path.join(world.lib, "sub.srt")
@@ -1528,3 +1571,26 @@ def test_a_torrent_removed_before_a_later_failure_is_undone_as_gone(world):
     for rel, data in FILES:
         with open(os.path.join(world.save(H1, "stash"), rel), "rb") as f:
             assert f.read() == data
+
+
+@pytest.mark.parametrize("deleted", [0, 2])
+def test_a_torrent_moved_back_after_verify_group_stops_the_deletes(world, deleted):
+    # A person turns ATM back on (category path: the old folder) once verify_group is done: its
+    # old links are its files again. Before the first delete the group rolls back; later, the
+    # deletes stop there, the rest of the old links kept.
+    state = {"deletes": 0}
+
+    def hook(point, gid, seq, step):
+        if point == "before" and step.kind == "delete":
+            world.clock.now += 5  # each delete re-hashes its link: the deletes take a while
+            if state["deletes"] == deleted:
+                t = world.qbt.t[H1]
+                t.auto_tmm, t.save_path = True, world.seed_s
+            state["deletes"] += 1
+
+    summary = world.executor(hook=hook).apply(demote_plan(world))
+    g = summary.groups[0]
+    assert f"torrent {H1} moved after verification" in g.reason, g.reason
+    assert g.status == ("rolled_back" if deleted == 0 else "failed"), g.reason
+    kept = [rel for rel, _d in FILES if os.path.exists(os.path.join(world.seed_s, rel))]
+    assert kept == [rel for rel, _d in FILES][deleted:]

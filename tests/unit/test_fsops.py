@@ -449,6 +449,16 @@ def test_safe_unlink_refuses_when_an_external_link_appeared(fs2):
     assert a.exists() and b.exists() and lib.exists()
 
 
+def test_a_new_link_inside_the_seeding_folders_is_not_blamed_on_a_library(fs2):
+    a, b, keep, kw = _doomed(fs2)
+    xs = a.parent / "xs-links" / a.name
+    xs.parent.mkdir()
+    os.link(a, xs)  # cross-seed, linking into the seeding folders after planning
+    with pytest.raises(UnsafeOperation, match=r"a new seeding link, e\.g\. a cross-seed, or a library"):
+        fsops.safe_unlink(a, **kw)
+    assert a.exists() and xs.exists()
+
+
 def test_safe_unlink_does_not_count_one_link_twice_through_an_alias(fs2, tmp_path):
     stash, pool, seed_s, seed_p, cat = fs2
     a, b, keep, kw = _doomed(fs2)
