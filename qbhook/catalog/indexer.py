@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import posixpath
 import sqlite3
 import time
@@ -534,9 +535,10 @@ class IndexedFiles:
 
     A file renamed in the client (qBittorrent's renameFile/renameFolder below the root) moves
     none of ``files_key``, so the index would keep the old name for good; its old path then
-    resolves to no catalog inode once a scan drops it. A complete torrent with a wanted file
-    that resolves to none (``relist``) is asked live instead, and the live answer kept in
-    ``relisted`` for ``write_back`` to put in the index.
+    resolves to no catalog inode once a scan drops it, and is gone from disk. A complete
+    torrent with a wanted file that resolves to none and is absent on disk (``relist``,
+    ``_absent``) is asked live instead, and the live answer kept in ``relisted`` for
+    ``write_back`` to put in the index.
     """
 
     def __init__(
@@ -585,12 +587,23 @@ def snapshot_view(
         if typed is None:
             return None
         stored = {t.hash: t.files for t in idx.torrents(instance=c.name)}
-        unplaced = idx.unplaced_wanted(c.name)  # maybe renamed in the client: listed live
-        complete = {t.hash for t in typed if t.is_complete and stored.get(t.hash) and t.hash not in unplaced}
-        relist = {t.hash: t for t in typed if t.is_complete and t.hash in unplaced}
+        done = {t.hash for t in typed if t.is_complete and stored.get(t.hash)}
+        unplaced = idx.unplaced_wanted(c.name)
+        renamed = {h for h in done & unplaced.keys() if _absent(unplaced[h])}  # maybe: listed live
+        complete = done - renamed
+        relist = {t.hash: t for t in typed if t.hash in renamed}
         wrapped.append(IndexedFiles(c, idx, complete, relist))
         infos.extend(typed)
     return wrapped, infos
+
+
+def _absent(paths: list[bytes]) -> bool:
+    """Whether one of these host paths is not on disk: the old name of a file renamed in the
+    client. Only such a torrent is worth a live listing. Present paths with no catalog inode
+    are symlinks (cross-seeds in symlink mode: thousands of files, never catalogued) or files
+    not scanned yet, whose stored names are still right: listing them live would cost a
+    request per torrent on every sweep and change nothing. An lstat each, no request."""
+    return not all(os.path.lexists(p) for p in paths)
 
 
 def write_back(catalog: Catalog, clients: Iterable) -> int:

@@ -433,19 +433,20 @@ class TorrentIndex:
             )
         )
 
-    def unplaced_wanted(self, instance: str) -> set[str]:
-        """Present torrents of ``instance`` with a wanted file whose host path resolved to no
-        catalog inode at the last refresh (missing, not scanned yet, or renamed in the client
-        since its list was fetched). Read through the inode index: the unplaced rows only."""
-        return {
-            r[0]
-            for r in self.conn.execute(
-                "SELECT DISTINCT t.hash FROM torrent_files f JOIN torrents t ON t.id = f.torrent "
-                "WHERE f.inode IS NULL AND f.path IS NOT NULL AND f.priority != 0 "
-                "AND t.instance = ? AND t.gone_at IS NULL",
-                (instance,),
-            )
-        }
+    def unplaced_wanted(self, instance: str) -> dict[str, list[bytes]]:
+        """hash -> host paths of the wanted files that resolved to no catalog inode at the last
+        refresh, for the present torrents of ``instance`` (missing, not scanned yet, renamed in
+        the client since its list was fetched, or reached through a symlink, which the scan
+        never catalogues). Read through the inode index: the unplaced rows only."""
+        out: dict[str, list[bytes]] = defaultdict(list)
+        for h, path in self.conn.execute(
+            "SELECT t.hash, f.path FROM torrent_files f JOIN torrents t ON t.id = f.torrent "
+            "WHERE f.inode IS NULL AND f.path IS NOT NULL AND f.priority != 0 "
+            "AND t.instance = ? AND t.gone_at IS NULL",
+            (instance,),
+        ):
+            out[h].append(bytes(path))
+        return dict(out)
 
     def groups(self) -> dict[tuple[str, str], str]:
         """(instance, hash) -> payload group id, grouping present torrents that share a path or an inode.

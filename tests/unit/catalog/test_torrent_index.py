@@ -287,6 +287,33 @@ def test_a_file_renamed_in_the_client_is_listed_live_once_and_the_index_takes_th
     assert len(q.files_asked) == asked and write_back(cat, clients) == 0
 
 
+def test_a_symlinked_cross_seed_is_served_from_the_index_not_listed_live_every_sweep(cat, tmp_path):
+    """Every path through a symlink resolves to no catalog inode (the scan never catalogues
+    symlinks), like a file renamed in the client; but its stored name is still on disk, so
+    listing it live would cost a request per torrent on every sweep and write nothing back."""
+    import os
+
+    from qbhook.catalog.indexer import snapshot_view, write_back
+
+    q = FakeQbt()
+    q.files = lambda h: q.files_of_id(h)
+    q.answers = [{"rid": 1, "full_update": True, "torrents": {H1: _raw("R1"), H2: _raw("X1")}} for _ in range(3)]
+    q.file_lists[H2] = [("X1/a.bin", 10), ("X1/b.bin", 20)]
+    _on_disk(cat, tmp_path, q, ["R1/a.bin", "R1/b.bin"])
+    seed = tmp_path / "host/seed"
+    (seed / "X1").mkdir()
+    for n in ("a.bin", "b.bin"):
+        os.symlink(seed / "R1" / n, seed / "X1" / n)  # cross-seed in symlink mode
+    for _sweep in range(3):
+        rep = sync_client(cat, q)
+        assert _rows(cat)[H2].files_resolved == 0
+        clients, _infos = snapshot_view(cat, [q], [rep])
+        asked = len(q.files_asked)
+        assert [f.name for f in clients[0].files(H2)] == ["X1/a.bin", "X1/b.bin"]  # from the index
+        assert len(q.files_asked) == asked and clients[0].relisted == {}
+        assert write_back(cat, clients) == 0
+
+
 def test_last_known_hashes_outlive_the_files_and_a_refetched_file_list(cat, tmp_path):
     """qbhook repair needs a vanished torrent's content: kept per file and per torrent, and kept
     when its file list is fetched again (same index, path and size)."""
