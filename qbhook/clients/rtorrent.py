@@ -35,8 +35,10 @@ The model (verified on Debian's rtorrent 0.9.8, see docs/rtorrent.md):
   ``object_to_xmlrpc``) sends every byte >= 0x80 and every control byte of such a
   string as ``?``, in d.directory, d.name and f.path alike. The path it spells does
   not exist, and the real files would look unreferenced (``qbhook orphans``). A path
-  with ``?`` that is not on the host is read as an unreadable record (``_spelled``):
-  the listing refuses, naming the item, rather than guess which file was meant.
+  with ``?`` that is not on the host, where its folder holds a name rTorrent spells so,
+  is read as an unreadable record (``_spelled``): the listing refuses, naming the item,
+  rather than guess which file was meant. Absent with no such name (a real ``?``, the
+  item not downloaded yet or its data lost), it is an ordinary absent path.
 * Failures: an unknown hash is UnknownTorrent; no answer on the socket is
   RtorrentUnreachable (retried a few times first: reads and our writes are
   idempotent); any other fault is RtorrentError; a hash check that fails or
@@ -721,22 +723,68 @@ def _files(rows: Any, prefix: str, where: str) -> list[TorrentFile]:
     return out
 
 
-def _spelled(where: str, key: str, value: str, host_path: str) -> None:
+def _spelled(where: str, key: str, value: str, host_path: str, listed: dict | None = None) -> None:
     """UnreadableRecord when ``value`` (a name rTorrent reported) has a ``?`` and ``host_path``, the
-    path it spells, does not exist: rTorrent sends a name that is not UTF-8 with ``?`` in place of
-    its bytes (module docstring), so its real files are elsewhere under another name."""
-    if "?" in value and not os.path.lexists(host_path):
+    path it spells, is a name on the host spelled so (``_misspelled``): rTorrent sends a name that
+    is not UTF-8 with ``?`` in place of its bytes (module docstring), so its real files are there
+    under another name. A path with ``?`` that is simply absent (an item added stopped, one that
+    lost its data: what ``qbhook repair`` is for) reads as any absent path does."""
+    if "?" not in value or os.path.lexists(host_path):
+        return
+    real = _misspelled(host_path, {} if listed is None else listed)
+    if real is not None:
         raise UnreadableRecord(
-            f"{where}: unreadable record: {key} = {value!r:.80} (no such path on the host: "
-            "rTorrent spells a name that is not UTF-8 with '?'; rename it to UTF-8)"
+            f"{where}: unreadable record: {key} = {value!r:.80} (the host has {real!r:.80} there, a name "
+            "that is not UTF-8, which rTorrent spells with '?'; rename it to UTF-8)"
         )
 
 
+def _misspelled(host_path: str, listed: dict[str, list[bytes] | None]) -> str | None:
+    """The name on the host that rTorrent would spell as the first missing part of ``host_path``
+    (its folder exists), or None when no name there is spelled so: the path is simply absent.
+
+    Only the first missing part is looked at: every folder above it exists, so any ``?`` above it
+    is a real one. ``listed`` caches each folder's names (an item's absent files share folders).
+    A folder that cannot be listed is unreadable: whether the item's files are there is unknown."""
+    folder, part = posixpath.split(host_path)
+    while folder != posixpath.dirname(folder) and not os.path.lexists(folder):
+        folder, part = posixpath.split(folder)[0], posixpath.basename(folder)
+    if "?" not in part:
+        return None
+    if folder not in listed:
+        try:
+            listed[folder] = os.listdir(os.fsencode(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            listed[folder] = None
+        except OSError as e:
+            raise UnreadableRecord(f"cannot list {folder!r:.80} to read a name with '?' in it: {e.strerror}") from e
+    return next((os.fsdecode(n) for n in listed[folder] or () if _spells(part, n)), None)
+
+
+def _spells(reported: str, name: bytes) -> bool:
+    """Would rTorrent's XML-RPC send ``name`` (a name on the host) as ``reported``, and is that not
+    ``name`` itself? It sends a string that is not UTF-8 with every byte >= 0x80 and every control
+    byte as ``?``; tab, newline, carriage return and DEL are taken either way (kept or ``?``)."""
+    if len(reported) != len(name) or reported.encode("utf-8", "surrogateescape") == name:
+        return False
+    for ch, b in zip(reported, name, strict=True):
+        if b >= 0x80 or b < 0x20:
+            ok = ch == "?" or (b in b"\t\n\r" and ch == chr(b))
+        else:
+            ok = ch == chr(b) or (b == 0x7F and ch == "?")
+        if not ok:
+            return False
+    return True
+
+
 def _spelled_files(where: str, host_save: str, files: Iterable[TorrentFile]) -> None:
-    """``_spelled`` for each file name with a ``?`` (a lstat each, only for those)."""
+    """``_spelled`` for each file name with a ``?`` (a lstat each, only for those; a folder listing
+    only for those absent, once per folder). A file not to be downloaded (priority 0) is checked
+    too: its name on the host would look unreferenced as any other."""
+    listed: dict[str, list[bytes] | None] = {}
     for f in files:
         if "?" in f.name:
-            _spelled(f"{where}: file {f.index}", "f.path", f.name, posixpath.join(host_save, f.name))
+            _spelled(f"{where}: file {f.index}", "f.path", f.name, posixpath.join(host_save, f.name), listed)
 
 
 def from_config(entry: Mapping[str, Any] | Any, **kwargs: Any) -> RtorrentClient:

@@ -582,6 +582,63 @@ def test_a_real_question_mark_in_a_name_reads(tmp_path):
     assert [f.name for f in c.files(HM)] == ["What?.Show/why?.mkv"]
 
 
+def test_a_real_question_mark_in_an_absent_item_reads_and_the_others_are_listed(tmp_path):
+    # "What If?.S01" added stopped (nothing on disk yet): its '?' path is absent with no name spelled
+    # so next to it. Read as unreadable, it failed the listing of every item, so the snapshot, the
+    # worker, the replan and repair of every client, for a name that is UTF-8.
+    from qbhook.move.orphans import references
+
+    (tmp_path / "single.mkv").write_bytes(b"x")
+    (tmp_path / "What If!.S01").mkdir()  # a neighbour that rTorrent would not spell so
+    row = _row(ROW_MULTI, name="What If?.S01", directory=f"{tmp_path}/What If?.S01")
+    other = _row(ROW_SINGLE, directory=str(tmp_path))
+    files = {HM.upper(): [["e01?.mkv", 10, 1, 0, 1]], HS.upper(): [["single.mkv", 1, 1, 1, 1]]}
+    c = _client([row, other], files, path_map=PathMap())
+    assert sorted(t.name for t in c.torrents()) == ["What If?.S01", "single.mkv"]
+    assert sorted(t.name for t, _ in c.torrents_with_files()) == ["What If?.S01", "single.mkv"]
+    assert [f.name for f in c.files(HM)] == ["What If?.S01/e01?.mkv"]
+    assert references([c])  # orphans reads it: its absent files are referenced, nothing refused
+
+
+def test_an_absent_file_with_a_real_question_mark_reads(tmp_path):
+    # A file not downloaded (priority 0, or lost) in a folder that is there.
+    d = tmp_path / "Show.X"
+    d.mkdir()
+    (d / "a.mkv").write_bytes(b"x" * 10)
+    row = _row(ROW_MULTI, directory=str(d))
+    c = _client([row], {HM.upper(): [["a.mkv", 10, 1, 1, 1], ["Why?.nfo", 100, 0, 0, 1]]}, path_map=PathMap())
+    ((_, files),) = c.torrents_with_files()
+    assert [f.name for f in files] == ["Show.X/a.mkv", "Show.X/Why?.nfo"]
+
+
+@pytest.mark.parametrize(
+    "real, sent",
+    [
+        # one name not UTF-8 mangles the whole string: the UTF-8 "Café" above it too
+        ("Caf\u00e9/X\udcff", "Caf??/X?"),
+        ("Show\x01X", "Show?X"),  # a control byte
+    ],
+)
+def test_a_mangled_directory_is_found_above_its_first_missing_part(tmp_path, real, sent):
+    from qbhook.errors import UnreadableRecord
+
+    os.makedirs(os.fsencode(f"{tmp_path}/{real}"))
+    row = _row(ROW_MULTI, name=sent.rsplit("/", 1)[-1], directory=f"{tmp_path}/{sent}")
+    c = _client([row], {HM.upper(): [["a.mkv", 10, 1, 1, 1]]}, path_map=PathMap())
+    with pytest.raises(UnreadableRecord, match=r"d\.directory = .*the host has .*not UTF-8"):
+        c.torrents()
+
+
+def test_what_rtorrent_spells_with_question_marks():
+    from qbhook.clients.rtorrent import _spells
+
+    assert _spells("Caf?", b"Caf\xe9")
+    assert _spells("a\tb?", b"a\tb\xff") and _spells("a?b?", b"a\tb\xff")  # tab kept or not
+    assert not _spells("What?", b"What?")  # the name itself: a real '?'
+    assert not _spells("Caf?", b"Cafe") and not _spells("Caf?", b"Caf\xe9s")
+    assert not _spells("Caf\u00e9", b"Caf\xc3\xa9")  # UTF-8 is sent as it is
+
+
 # -- batches of the file listing ------------------------------------------------------
 
 
