@@ -2183,14 +2183,21 @@ def _holding_id(st: os.stat_result) -> list[int]:
     return [st.st_dev, st.st_ino]
 
 
-def _holding_is(root: bytes, seen: os.stat_result | None, want) -> None:
+def _holding_is(root: bytes, seen: os.stat_result | None, want, root_dev: int) -> None:
     """HoldingGone unless ``<root>/.qbhook-holding`` is there (``seen``: its stat, None if missing)
     and, when the hold journaled one (``want``, [dev, inode]), the very folder the link was held in.
-    A held link out of reach is never "already gone": it may sit in the renamed folder, unpurged."""
+    A held link out of reach is never "already gone": it may sit in the renamed folder, unpurged.
+
+    The very folder: its inode, on the filesystem of the seeding root it sits directly in
+    (``root_dev``: that root's st_dev now, opened verified from its pool root). Not the journaled
+    dev: st_dev is handed out at mount time, and the reboot after a power cut, the usual crash,
+    can renumber it (field lessons: 44 -> 49); the same untouched folder would read as replaced,
+    its links hidden or unpurged for good. A folder renamed away and another put in its place
+    has another inode."""
     folder = os.fsdecode(os.path.join(root.rstrip(b"/"), HOLDING_DIR.encode()))
     if seen is None:
         raise HoldingGone(folder, "not there")
-    if want is not None and [seen.st_dev, seen.st_ino] != list(want):
+    if want is not None and (seen.st_ino != list(want)[1] or seen.st_dev != root_dev):
         raise HoldingGone(folder, "another folder stands in its place")
 
 
@@ -2216,7 +2223,7 @@ def _hold(
     except UnsafeOperation as e:
         raise UnsafeOperation(f"cannot hold {path_s}: {e.message}", hint=e.hint) from None
     with hold:
-        _holding_is(root, top, want)
+        _holding_is(root, top, want, hold.dev)
         if hold.dev != st.st_dev:
             raise UnsafeOperation(f"cannot hold {path_s}: {hold.show()} is on another filesystem")
         if not _link_same(parent, hold, name, st):
@@ -2388,13 +2395,13 @@ def unhide_after_move(
         if holding is not None:
             d, stats = _descend(root, [HOLDING_DIR.encode()], own=True)
             d.close()
-            _holding_is(root, stats[1] if len(stats) > 1 else None, holding)
+            _holding_is(root, stats[1] if len(stats) > 1 else None, holding, stats[0].st_dev)
             if on_back is not None:
                 on_back()  # its folder is the one it was hidden in, and holds no run folder for it
         return {"status": "absent"}
     with hold:
         if holding is not None:
-            _holding_is(root, top, holding)
+            _holding_is(root, top, holding, hold.dev)
         hst = hold.lstat(parts[-1])
         if hst is None:
             status = "absent"
@@ -2728,7 +2735,7 @@ def holding_gone(h: HeldLink, seeding_roots) -> HoldingGone | None:
         return None
     d.close()
     try:
-        _holding_is(root, stats[1] if len(stats) > 1 else None, h.holding)
+        _holding_is(root, stats[1] if len(stats) > 1 else None, h.holding, stats[0].st_dev)
     except HoldingGone as e:
         return e
     return None
@@ -2747,7 +2754,7 @@ def _purge_one(h: HeldLink, seeding_roots: tuple, keep_roots: tuple, catalog, on
     chain, name = parts[:-1], parts[-1]
     d, stats = _descend(root, chain, own=True)
     try:
-        _holding_is(root, stats[1] if len(stats) > 1 else None, h.holding)
+        _holding_is(root, stats[1] if len(stats) > 1 else None, h.holding, stats[0].st_dev)
         if len(stats) == len(chain) + 1:
             st = d.lstat(name)
             if st is not None:

@@ -311,6 +311,40 @@ def test_forget_gone_stops_tracking_only_the_links_out_of_reach_and_deletes_noth
     assert rows.fetchone()[0] == 0  # forgotten, never called purged
 
 
+@pytest.mark.parametrize("swapped_in", [False, True], ids=["untouched", "another-in-its-place"])
+def test_a_reboot_that_renumbered_st_dev_leaves_held_links_in_reach(world, notified, swapped_in):
+    """The reboot after a power cut can hand the seeding root's dataset another st_dev (field
+    lessons: 44 -> 49). The untouched .qbhook-holding is still where the links were held: neither
+    ``--forget-gone`` (it would stop tracking links in place, a leak for good) nor the purge calls
+    it replaced. A folder really put in its place (another inode) still is."""
+    w = world
+    summary = w.executor().apply(demote_plan(w))
+    assert summary.status == "done", summary.groups[0].reason
+    held = w.journal.held_links()
+    assert held and all(h.holding is not None for h in held)
+    for h in held:  # the journaled [dev, inode]: the dev as it was before the reboot
+        dev, ino = h.holding
+        w.cat.conn.execute(
+            "UPDATE steps SET result=json_set(result, '$.holding', json(?)) WHERE id=?", (f"[{dev + 5}, {ino}]", h.key)
+        )
+    w.cat.conn.commit()
+    hold = os.path.join(w.seed_s, HOLDING_DIR)
+    if swapped_in:
+        os.rename(hold, os.path.join(w.seed_s, "renamed"))
+        os.mkdir(hold, 0o700)
+
+    shown = orphans.forget_gone(w.cfg, w.cat, forget=False)
+    expire(w)
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+
+    if swapped_in:
+        assert sorted(h.path for h, _why in shown) == sorted(h.path for h in held)
+        assert "holding folder gone or replaced" in str(out.error) and len(w.journal.held_links()) == len(held)
+        return
+    assert shown == [] and out.error is None and notified == []
+    assert w.journal.held_links() == [] and not any(os.path.lexists(h.path) for h in held)
+
+
 # --------------------------------------------------------------------------- a quarantine that died
 
 

@@ -10,6 +10,7 @@ libtorrent's agree (``content_path``). The real thing: integration/test_apply_re
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import replace
@@ -245,6 +246,55 @@ def test_a_rollback_resumed_after_a_kill_checks_the_journaled_holding_folder(res
 
     assert summary.status != "done" and summary.groups[0].status == "failed"
     assert "holding folder gone or replaced: " + hold in summary.groups[0].reason
+    (moving,) = os.listdir(os.path.join(w.seed_s, "renamed"))
+    for rel, data in FILES:  # every hidden link still there, in the renamed folder
+        with open(os.path.join(w.seed_s, "renamed", moving, rel), "rb") as f:
+            assert f.read() == data
+
+
+def _reboot_renumbers_st_dev(w) -> None:
+    """The reboot after a power cut: the same datasets come back with other st_dev numbers
+    (field lessons: 44 -> 49). The folders are untouched; only the devs journaled before it differ."""
+    for sid, args in w.cat.conn.execute("SELECT id, args FROM steps WHERE kind='relocate'").fetchall():
+        a = json.loads(args)
+        if a.get("_hidden_in"):
+            a["_hidden_in"] = {p: [dev + 5, ino] for p, (dev, ino) in a["_hidden_in"].items()}
+            w.cat.conn.execute("UPDATE steps SET args=? WHERE id=?", (json.dumps(a), sid))
+    w.cat.conn.commit()
+
+
+@pytest.mark.parametrize("swapped_in", [False, True], ids=["untouched", "another-in-its-place"])
+def test_a_resume_after_a_reboot_that_renumbered_st_dev_finds_its_holding_folder(restarting, swapped_in):
+    """Power cut after hiding the old links, before setLocation; the reboot renumbers st_dev. The
+    untouched .qbhook-holding is still the folder the links were hidden in (its inode, on its
+    seeding root's filesystem): the resume ends the run, never "another folder stands in its place"
+    with the links hidden for good. A folder really put in its place (another inode) is still refused."""
+    w = restarting
+    w.qbt.restart_on.clear()
+    real_set_location = w.qbt.set_location
+
+    def power_cut(h, path):
+        w.qbt.set_location = real_set_location
+        raise Crash("power cut before setLocation")
+
+    w.qbt.set_location = power_cut
+    with pytest.raises(Crash):
+        w.executor().apply(demote_plan(w))
+    _reboot_renumbers_st_dev(w)
+    hold = os.path.join(w.seed_s, fsops.HOLDING_DIR)
+    if swapped_in:
+        os.rename(hold, os.path.join(w.seed_s, "renamed"))
+        os.mkdir(hold, 0o700)
+
+    (summary,) = w.executor().resume()
+
+    if not swapped_in:
+        assert summary.status == "done", summary.groups[0].reason
+        assert_demoted(w, summary)
+        assert not os.path.lexists(hold)
+        return
+    assert summary.groups[0].status == "failed"
+    assert f"holding folder gone or replaced: {hold}" in summary.groups[0].reason
     (moving,) = os.listdir(os.path.join(w.seed_s, "renamed"))
     for rel, data in FILES:  # every hidden link still there, in the renamed folder
         with open(os.path.join(w.seed_s, "renamed", moving, rel), "rb") as f:
