@@ -90,6 +90,7 @@ def compose(events: list[Event]) -> tuple[str, str, str]:
 class _Flush:
     def __init__(self):
         self.done = threading.Event()
+        self.sent = True  # set by the sender thread before done: False when a batch is still kept
 
 
 _STOP = object()
@@ -140,7 +141,7 @@ class Notifier:
             self._q.put(marker, timeout=timeout)
         except queue.Full:
             return False
-        return marker.done.wait(timeout)
+        return marker.done.wait(timeout) and marker.sent
 
     def close(self, timeout: float = 0.0) -> None:
         try:
@@ -203,6 +204,7 @@ class Notifier:
             self._deliver(batch)
             last_sent = self._clock()
             for f in flushes:
+                f.sent = not self._held  # a failed send keeps its batch: not all sent
                 f.done.set()
             if stop:
                 self._lose_held()

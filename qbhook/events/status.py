@@ -717,17 +717,17 @@ def redactor(secrets: Iterable[str]) -> Callable[[str], str]:
     A short secret is blanked only where it stands as a token of its own, not inside a
     longer word or number. Blanking it inside every match breaks the page: a password
     "1000" turned "1000.0" into "********.0", and a one-character secret would blank that
-    character everywhere. Where a secret leaks in practice, it stands alone: quoted in an
-    error ("password 1000"), or in a URL between ':', '@', '/', '=' or '&'. Those places
-    are still blanked. A short secret inside a longer word ("1000" in "10000") stays,
-    because it cannot be told apart from ordinary text. The price, kept: a secret "1" still
-    blanks a count of 1 standing alone. Secrets of REDACT_ANYWHERE_LEN
-    characters or more are blanked everywhere, as before."""
+    character everywhere. The rule: a short secret is blanked unless a letter, a digit or
+    '_' touches it, or a '.' or ',' joins a digit at its edge to another digit (the "."
+    of "1000.0", the "," of "1,000"). Every other neighbour separates: a space, a quote,
+    ':', '@', '/', '=', '&', and a '.' or ',' next to a letter or at the end
+    ("https://s3cr.ntfy.example", "auth=s3cr,scope=all", "password 1000."). A short secret
+    inside a longer word or number ("1000" in "10000", "1000.0" or "2,1000") stays, because
+    it cannot be told apart from ordinary text. The price, kept: a secret "1" still blanks
+    a count of 1 standing alone. Secrets of REDACT_ANYWHERE_LEN characters or more are
+    blanked everywhere, as before."""
     ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
-    # A token ends at anything but a letter, a digit or '_', and not at a '.' or ',' inside a number.
-    short = {
-        s: re.compile(rf"(?<![\w.,]){re.escape(s)}(?![\w]|[.,]\w)") for s in ordered if len(s) < REDACT_ANYWHERE_LEN
-    }
+    short = {s: _standalone(s) for s in ordered if len(s) < REDACT_ANYWHERE_LEN}
 
     def redact(text: str) -> str:
         for s in ordered:
@@ -738,6 +738,15 @@ def redactor(secrets: Iterable[str]) -> Callable[[str], str]:
         return text
 
     return redact
+
+
+def _standalone(secret: str) -> re.Pattern[str]:
+    """``secret`` where it stands as a token of its own (the rule in ``redactor``)."""
+    # A '.' or ',' joins a number only between two digits: it counts against the secret only
+    # where the secret's own edge character is a digit, so "1.p4ss" and "s3cr.ntfy" blank.
+    before = r"(?<!\w)" + (r"(?<!\d[.,])" if secret[0].isdigit() else "")
+    after = r"(?!\w)" + (r"(?![.,]\d)" if secret[-1].isdigit() else "")
+    return re.compile(before + re.escape(secret) + after)
 
 
 def _int(v: Any) -> int | None:

@@ -127,7 +127,7 @@ def test_a_failing_notifier_is_logged_and_later_events_still_go(caplog):
     rec = Recorder(fail=True)
     n = Notifier(rec, min_interval=0, gather_s=0)
     n.emit(Event("run", "a"))
-    assert n.flush(5)
+    assert n.flush(5) is False  # kept to send again, not sent
     rec.fail = False
     n.emit(Event("run", "b"))
     assert n.flush(5)
@@ -158,11 +158,24 @@ def test_a_failed_sweep_alert_still_reaches_the_user_after_the_notifier_recovers
     rec.fail = True
     cfg = _Cfg(free_space_below=10 * 2**30)
     (ev,) = alerts.pool_checks(cfg, conn, [alerts.PoolSpace("pool", 5 * 2**30)], now=1)
-    assert n.flush(5) and n.failed == 1
+    assert n.flush(5) is False and n.failed == 1
     rec.fail = False
     assert alerts.pool_checks(cfg, conn, [alerts.PoolSpace("pool", 5 * 2**30)], now=2) == []  # told already
     assert n.flush(5)  # a flush (a command ending) tries the kept batch at once
     assert n.sent == 1 and ev.text in rec.calls[-1][2]
+
+
+def test_flush_says_false_while_a_failed_batch_is_kept_and_true_once_it_went_out():
+    # "True: all sent": a flush after a failed send said True, so a caller waiting for its
+    # notifications to go out was told they had while they were only kept for a retry.
+    rec = Recorder(fail=True)
+    n = Notifier(rec, min_interval=0, gather_s=0, retry_s=60)
+    n.emit(Event("guard", "mass-delete guard tripped", "failure"))
+    assert n.flush(5) is False and n.failed == 1 and len(n._held) == 1
+    rec.fail = False
+    assert n.flush(5) is True and n.sent == 1 and n._held == []
+    assert n.flush(5) is True  # nothing pending: all sent
+    n.close(1)
 
 
 def test_what_a_failing_notifier_keeps_is_bounded():
@@ -171,7 +184,7 @@ def test_what_a_failing_notifier_keeps_is_bounded():
     for i in range(3):
         for j in range(4):
             n.emit(Event("run", f"run {i}.{j}"))
-        assert n.flush(5)
+        assert n.flush(5) is False
     assert len(n._held) == 5 and n.dropped >= 3
     assert n._held[0].text == "run 0.0"  # the oldest facts are kept
     n.close(1)

@@ -323,6 +323,20 @@ def test_a_short_secret_blanks_tokens_not_parts_of_numbers_or_words():
     assert redact("it is a-long-secret, inside xa-long-secretx") == "it is ********, inside x********x"
 
 
+def test_a_short_secret_next_to_a_dot_or_comma_outside_a_number_is_blanked():
+    # Only a '.' or ',' between digits joins a number; the exception for "1000.0" once let
+    # every short secret next to a '.' or ',' through: in a host name, a query, a sentence.
+    redact = redactor(["s3cr", "hunter2", "p4ss", "1000"])
+    assert redact("https://s3cr.ntfy.example/topic") == "https://********.ntfy.example/topic"
+    assert redact("auth=s3cr,scope=all") == "auth=********,scope=all"
+    assert redact("login hunter2,retrying") == "login ********,retrying"
+    assert redact("1.p4ss and pw=p4ss,x") == "1.******** and pw=********,x"
+    assert redact("ends with p4ss. Or p4ss, then") == "ends with ********. Or ********, then"
+    # ... while numbers that contain a short numeric secret stay as they are.
+    assert redact("1000.0 1,000 2.1000 3,1000 1000.5x 10000") == "1000.0 1,000 2.1000 3,1000 1000.5x 10000"
+    assert redact("password 1000.") == "password ********."
+
+
 def test_metrics_stay_parseable_with_a_numeric_password_and_blank_secrets_in_labels(tmp_path):
     from prometheus_client.parser import text_string_to_metric_families
 
