@@ -1483,10 +1483,12 @@ class Executor:
         A torrent added after planning (a cross-seed saving at the searchee's folder, or
         symlinking its files, a person adding a hash again at the old folder) reads the old
         links without a new hardlink, which safe_unlink's link count cannot see; deleted under
-        it, it ends missingFiles. One listing per client: a torrent whose content folder holds
-        a doomed link is refused (its files are read when its content path is its save path,
-        with no folder of its own); one added since the plan was made also has each file looked
-        at through its links (``os.stat``), for a link to a doomed inode anywhere."""
+        it, it ends missingFiles. One listing per client. A torrent with metadata is judged by
+        its files (``_uses_doomed``: a doomed path, or a link to a doomed inode), read when its
+        content path holds a doomed link or it was added since the plan was made: an old
+        torrent sharing the folder with files of its own only (field lesson 7) is no newcomer,
+        and refusing it would roll the group back on every sweep. A magnet without metadata has
+        no file list yet: its content folder holding a doomed link is enough to refuse it."""
         doomed = [_norm(d.path) for d in st.plan.steps if isinstance(d, Delete)]
         if not doomed:
             return
@@ -1494,6 +1496,7 @@ class Executor:
         mine |= {(r.instance, r.torrent.lower()) for r in st.plan.steps if isinstance(r, Relocate)}
         holders = _holders(doomed)
         inodes = _inodes(doomed)
+        doomed_set = set(doomed)
         since = self._planned_at - _ADDED_SLACK_S
         for c in _every_client(self.ctx.clients):
             for t in c.torrents():
@@ -1501,10 +1504,11 @@ class Executor:
                 if any((t.instance, i) in mine for i in ids):
                     continue
                 content, save = _norm(t.content_path), _norm(t.save_path)
-                if content in holders and content != save:
-                    why = f"its content {content} holds files this group deletes"
-                elif (content in holders or t.added_on is None or t.added_on >= since) and t.has_metadata:
-                    why = _uses_doomed(c, t, set(doomed), inodes)
+                if not t.has_metadata:
+                    held = content in holders and content != save
+                    why = f"its content {content} holds files this group deletes (no metadata yet)" if held else None
+                elif content in holders or t.added_on is None or t.added_on >= since:
+                    why = _uses_doomed(c, t, doomed_set, inodes)
                 else:
                     why = None
                 if why:

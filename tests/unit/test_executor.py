@@ -37,6 +37,8 @@ class FakeTorrent:
     script: list = field(default_factory=list)  # pending (state, save_path) transitions, one per poll
     transient: str | None = None
     forced: bool = False  # force-started: outside the queue (forcedUP while it runs)
+    added_on: int | None = None  # None: as qBittorrent's API before it was added (and rTorrent's load_date 0)
+    has_metadata: bool = True  # False: a magnet still fetching its metadata
 
 
 class FakeQbt:
@@ -115,8 +117,10 @@ class FakeQbt:
             "amount_left": 0 if t.progress >= 1 else 1,
             "size": total,
             "total_size": total,
-            "has_metadata": True,
+            "has_metadata": t.has_metadata,
         }
+        if t.added_on is not None:
+            raw["added_on"] = t.added_on
         return TorrentInfo.from_api(raw, PathMap(), self.name)
 
     # -- the QbtClient surface the executor (and the snapshot builder) uses
@@ -866,6 +870,29 @@ def test_another_torrent_in_the_same_seeding_root_does_not_stop_the_group(world)
         world, lambda: world.qbt.add(FakeTorrent(H3, "Other.2021", world.seed_s, [("Other.2021/other.mkv", 10, 1)]))
     )
     assert summary.groups_done == ["g1"], summary.groups_failed
+
+
+def _bonus_sharer(world, **kw) -> FakeTorrent:
+    """A torrent sharing the group's content folder Movie.2020 with a file of its own only."""
+    write(os.path.join(world.seed_s, "Movie.2020", "bonus", "b.mkv").encode(), b"y" * 10)
+    return FakeTorrent(H3, "Movie.2020", world.seed_s, [("Movie.2020/bonus/b.mkv", 10, 1)], **kw)
+
+
+def test_an_old_torrent_sharing_the_content_folder_with_files_of_its_own_does_not_stop_the_group(world):
+    # Field lesson 7: several torrents share one folder. Known to the planner long before, and
+    # sharing no path or inode, it is a group of its own: judged by its files, not its folder
+    # (refused by its folder, the group was copied, relocated and rolled back on every sweep).
+    world.qbt.add(_bonus_sharer(world, added_on=1))
+    summary = world.executor().apply(demote_plan(world))
+    assert summary.groups_done == ["g1"], summary.groups[0].reason
+    assert os.path.exists(os.path.join(world.seed_s, "Movie.2020", "bonus", "b.mkv"))
+
+
+def test_a_magnet_without_metadata_in_the_content_folder_rolls_the_group_back(world):
+    # No file list yet: which files it will check when its metadata arrives is unknown.
+    world.qbt.add(_bonus_sharer(world, added_on=1, has_metadata=False))
+    g = world.executor().apply(demote_plan(world)).groups[0]
+    assert g.status == "rolled_back" and f"torrent {H3}" in g.reason and "no metadata" in g.reason, g.reason
 
 
 def test_failure_after_deletes_began_does_not_roll_back(world):
