@@ -758,6 +758,7 @@ class Executor:
                             h.replay_failed(st, seq, step, row, reader)
                 self._fail(st, failed.error or "failed earlier in this run")
                 return outcome
+            self._check_clients_answer(st, mine)
             relocated = {
                 (r.args.get("instance"), r.args.get("torrent"))
                 for _s, step, r in mine
@@ -784,6 +785,25 @@ class Executor:
         finally:
             lock.release()
         return outcome
+
+    def _check_clients_answer(self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]]) -> None:
+        """Every client lists its torrents before a group whose verify_group is still to come
+        (``_check_no_newcomer`` lists them all) changes anything: a client that is down fails
+        the group here, having done nothing, rather than after its copies and relocations,
+        which the rollback then undoes on every sweep. Still down at verify_group (it went down
+        since), the group fails there, before any delete."""
+        if not any(isinstance(s, Delete) for _q, s, _r in mine) or not any(
+            isinstance(s, VerifyGroup) and (r is None or r.status != StepStatus.DONE) for _q, s, r in mine
+        ):
+            return
+        try:
+            for c in _every_client(self.ctx.clients):
+                c.torrents()
+        except QbhookError as e:
+            reason = f"not started: a torrent client does not answer ({e}), and verify_group must list every client"
+            self.log.warning("group %s: %s", st.plan.group_id, reason)
+            self._fail(st, reason)
+            raise _Failure(reason) from e
 
     def _run_step(self, st: _GroupRun, seq: int, step: Step, row: StepRow | None) -> None:
         gid = st.plan.group_id

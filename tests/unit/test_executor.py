@@ -895,6 +895,41 @@ def test_a_magnet_without_metadata_in_the_content_folder_rolls_the_group_back(wo
     assert g.status == "rolled_back" and f"torrent {H3}" in g.reason and "no metadata" in g.reason, g.reason
 
 
+class _DownClient:
+    """Another configured client that does not answer (rTorrent stopped, its socket gone)."""
+
+    name = "rt"
+
+    def __getattr__(self, _name):
+        raise QbtError("rTorrent 'rt': connection refused")
+
+
+def test_another_client_down_fails_the_group_before_it_changes_anything(world):
+    # verify_group lists every client: down, it used to fail each group after its copies and
+    # relocations, which the rollback then undid, on every sweep while the client stayed down.
+    ex = world.executor()
+    ex.ctx.clients["rt"] = _DownClient()
+    g = ex.apply(demote_plan(world)).groups[0]
+    assert g.status == "rolled_back" and "connection refused" in g.reason, g.reason
+    assert g.bytes_copied == 0 and world.qbt.calls == []
+    assert not any(os.path.exists(os.path.join(world.save(H1, "pool"), rel)) for rel, _d in FILES)
+
+
+def test_a_client_going_down_before_verify_group_rolls_the_group_back(world):
+    # Up when the group started, down when verify_group lists it: no delete without its listing.
+    def hook(point, gid, seq, step):
+        if point == "before" and step.kind == "verify_group":
+            ex.ctx.clients["rt"] = _DownClient()
+
+    ex = world.executor(hook=hook)
+    g = ex.apply(demote_plan(world)).groups[0]
+    assert g.status == "rolled_back" and g.reason.startswith("verify_group failed") and "refused" in g.reason
+    for h in (H1, H2):
+        assert world.qbt.t[h].save_path == world.save(h, "stash")
+        for rel, _d in FILES:
+            assert os.path.exists(os.path.join(world.save(h, "stash"), rel))
+
+
 def test_failure_after_deletes_began_does_not_roll_back(world):
     plan = demote_plan(world)
     lib = os.path.join(world.lib, "sub.srt")
