@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from qbhook import notify as _notify
 from qbhook.catalog.identity import components
+from qbhook.catalog.torrents import TorrentIndex
 from qbhook.decide.explain import VIEW_CHANGED  # in a backstop-stopped group's reason (status, explain)
 from qbhook.decide.heap import collector_paused, heap_frozen
 from qbhook.decide.plan import (
@@ -1505,7 +1506,8 @@ class Executor:
         links without a new hardlink, which safe_unlink's link count cannot see; deleted under
         it, it ends missingFiles. One listing per client. A torrent with metadata is judged by
         its files (``_uses_doomed``: a doomed path, or a link to a doomed inode), read when its
-        content path holds a doomed link or it was added since the plan was made: an old
+        content path holds a doomed link or it was added since the plan was made
+        (``_added_since``; an rTorrent item without d.load_date by the torrent index): an old
         torrent sharing the folder with files of its own only (field lesson 7) is no newcomer,
         and refusing it would roll the group back on every sweep. A magnet without metadata has
         no file list yet: its content folder holding a doomed link is enough to refuse it."""
@@ -1519,7 +1521,10 @@ class Executor:
         doomed_set = set(doomed)
         since = self._planned_at - _ADDED_SLACK_S
         for c in _every_client(self.ctx.clients):
-            for t in c.torrents():
+            listed = c.torrents()
+            # One read of the index for a client that does not say when each torrent was added.
+            seen = self._first_seen(c.name) if any(t.added_on is None for t in listed) else None
+            for t in listed:
                 ids = {i.lower() for i in (t.hash, t.infohash_v1, t.infohash_v2) if i}
                 if any((t.instance, i) in mine for i in ids):
                     continue
@@ -1527,7 +1532,7 @@ class Executor:
                 if not t.has_metadata:
                     held = content in holders and content != save
                     why = f"its content {content} holds files this group deletes (no metadata yet)" if held else None
-                elif content in holders or t.added_on is None or t.added_on >= since:
+                elif content in holders or _added_since(t, since, seen):
                     why = _uses_doomed(c, t, doomed_set, inodes)
                 else:
                     why = None
@@ -1536,6 +1541,10 @@ class Executor:
                         f"torrent {t.hash} ({t.instance}), not in the plan, seeds from the old place: {why}",
                         hint="re-plan: the new torrent must be part of the group",
                     )
+
+    def _first_seen(self, instance: str) -> dict[str, float] | None:
+        """The torrent index's first sighting of each torrent of ``instance`` (``_added_since``)."""
+        return TorrentIndex(self.catalog.conn).first_seen(instance)
 
     def _relocate(self, st: _GroupRun, s: Relocate, at: _At) -> dict:
         c = self._client(s.instance)
@@ -2281,6 +2290,21 @@ def _inodes(paths: list[str]) -> set[tuple[int, int]]:
             continue
         out.add((st.st_dev, st.st_ino))
     return out
+
+
+def _added_since(t, since: float, seen: Mapping[str, float] | None) -> bool:
+    """Whether torrent ``t`` came after the plan's snapshot (``since``, slack included): by the
+    client's added time, else (an rTorrent item with d.load_date 0) by when the torrent index
+    first listed it, a hash a synced index never listed being younger than its last sync.
+    ``seen`` None (the index never synced that client): not new, since reading the files of
+    every such torrent for every group costs minutes on a large rTorrent; its content folder
+    holding a doomed link still has its files read (``Executor._check_no_newcomer``)."""
+    if t.added_on is not None:
+        return t.added_on >= since
+    if seen is None:
+        return False
+    first = seen.get(t.hash.lower())
+    return first is None or first >= since
 
 
 def _uses_doomed(c, t, doomed: set[str], inodes: set[tuple[int, int]]) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field, replace
 from unittest.mock import ANY
 
@@ -10,6 +11,8 @@ import blake3
 import pytest
 
 from qbhook.catalog.store import Catalog
+from qbhook.catalog.torrents import _COLUMNS as _INDEX_COLUMNS
+from qbhook.catalog.torrents import TorrentIndex, TorrentRecord
 from qbhook.clients.model import TorrentFile, TorrentInfo
 from qbhook.decide.plan import GroupPlan, Plan, Step
 from qbhook.errors import LockBusy, QbhookError, QbtError, UnknownTorrent, UnsafeOperation
@@ -854,7 +857,7 @@ def test_a_torrent_added_after_planning_on_the_old_files_rolls_the_group_back(wo
             for rel, _d in FILES:
                 os.makedirs(os.path.dirname(os.path.join(links, rel)), exist_ok=True)
                 os.symlink(os.path.join(world.seed_s, rel), os.path.join(links, rel))
-        world.qbt.add(FakeTorrent(H3, "Movie.2020", save, list(files)))
+        world.qbt.add(FakeTorrent(H3, "Movie.2020", save, list(files), added_on=int(time.time())))
 
     summary = _add_before_verify_group(world, add)
     g = summary.groups[0]
@@ -893,6 +896,48 @@ def test_a_magnet_without_metadata_in_the_content_folder_rolls_the_group_back(wo
     world.qbt.add(_bonus_sharer(world, added_on=1, has_metadata=False))
     g = world.executor().apply(demote_plan(world)).groups[0]
     assert g.status == "rolled_back" and f"torrent {H3}" in g.reason and "no metadata" in g.reason, g.reason
+
+
+def _index(world, hashes, at: float) -> None:
+    """The torrent index synced for "qbt" at ``at``, listing ``hashes`` first seen then."""
+    fields = {k: None for k in _INDEX_COLUMNS} | {"name": "", "category": "", "tags": "[]"}
+    recs = [TorrentRecord(h, fields, {}, "") for h in hashes]
+    TorrentIndex(world.cat.conn).apply("qbt", recs, {}, [], rid=1, mode="full", now=at)
+
+
+def _symlinked_newcomer(world) -> FakeTorrent:
+    links = os.path.join(world.seed_s, "xs-links")
+    for rel, _d in FILES:
+        os.makedirs(os.path.dirname(os.path.join(links, rel)), exist_ok=True)
+        os.symlink(os.path.join(world.seed_s, rel), os.path.join(links, rel))
+    return FakeTorrent(H3, "Movie.2020", links, [(rel, len(d), 1) for rel, d in FILES])
+
+
+@pytest.mark.parametrize("index", ["first seen long ago", "never synced"])
+def test_old_torrents_without_an_added_time_are_not_read_for_every_group(world, index):
+    # rTorrent items with d.load_date 0 have no added time: each counted as new, every group
+    # read the files of all of them (5,000 items: 5,000 files() calls and 180,000 stats).
+    old = [f"{i:040x}" for i in range(1, 21)]
+    for h in old:
+        world.qbt.add(FakeTorrent(h, h, os.path.join(world.seed_s, "other"), [(f"{h}/f.mkv", 10, 1)]))
+    if index == "first seen long ago":
+        _index(world, [*old, H1, H2], at=1000.0)
+    read = []
+    files = world.qbt.files
+    world.qbt.files = lambda h: read.append(h) or files(h)
+    summary = world.executor().apply(replace(demote_plan(world), created_at=time.time()))
+    assert summary.groups_done == ["g1"], summary.groups[0].reason
+    assert not set(read) & set(old)
+
+
+@pytest.mark.parametrize("indexed", ["unknown to the synced index", "first seen since the plan"])
+def test_a_newcomer_without_an_added_time_is_found_through_the_index(world, indexed):
+    # An rTorrent cross-seed symlinking the group's files, no d.load_date: the index tells it is new.
+    planned_at = time.time() - 3600
+    _index(world, [H1, H2] + ([H3] if indexed == "first seen since the plan" else []), at=planned_at + 600)
+    world.qbt.add(_symlinked_newcomer(world))
+    g = world.executor().apply(replace(demote_plan(world), created_at=planned_at)).groups[0]
+    assert g.status == "rolled_back" and f"torrent {H3}" in g.reason, g.reason
 
 
 class _DownClient:
