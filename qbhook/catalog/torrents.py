@@ -260,6 +260,14 @@ class TorrentIndex:
         with Tx(self.conn) as c:
             c.execute("UPDATE torrent_sync SET rid = 0 WHERE instance=?", (instance,))
 
+    def first_seen(self, instance: str) -> dict[str, float] | None:
+        """When the index first listed each torrent of ``instance`` (hash -> time), gone ones
+        too; None when it never synced ``instance``, so it cannot say which torrents are new."""
+        if self.conn.execute("SELECT 1 FROM torrent_sync WHERE instance=?", (instance,)).fetchone() is None:
+            return None
+        sql = "SELECT hash, first_seen FROM torrents WHERE instance=?"
+        return {h.lower(): at for h, at in self.conn.execute(sql, (instance,))}
+
     def present_hashes(self, instance: str, only: Iterable[str] | None = None) -> set[str]:
         """Hashes of the present torrents of ``instance`` (``only``: those among these hashes)."""
         sql = "SELECT hash FROM torrents WHERE instance=? AND gone_at IS NULL"

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from qbhook import notify as _notify
 from qbhook.catalog.identity import components
+from qbhook.catalog.torrents import TorrentIndex
 from qbhook.decide.explain import VIEW_CHANGED  # in a backstop-stopped group's reason (status, explain)
 from qbhook.decide.heap import collector_paused, heap_frozen
 from qbhook.decide.plan import (
@@ -758,6 +759,7 @@ class Executor:
                             h.replay_failed(st, seq, step, row, reader)
                 self._fail(st, failed.error or "failed earlier in this run")
                 return outcome
+            self._check_clients_answer(st, mine)
             relocated = {
                 (r.args.get("instance"), r.args.get("torrent"))
                 for _s, step, r in mine
@@ -784,6 +786,25 @@ class Executor:
         finally:
             lock.release()
         return outcome
+
+    def _check_clients_answer(self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]]) -> None:
+        """Every client lists its torrents before a group whose verify_group is still to come
+        (``_check_no_newcomer`` lists them all) changes anything: a client that is down fails
+        the group here, having done nothing, rather than after its copies and relocations,
+        which the rollback then undoes on every sweep. Still down at verify_group (it went down
+        since), the group fails there, before any delete."""
+        if not any(isinstance(s, Delete) for _q, s, _r in mine) or not any(
+            isinstance(s, VerifyGroup) and (r is None or r.status != StepStatus.DONE) for _q, s, r in mine
+        ):
+            return
+        try:
+            for c in _every_client(self.ctx.clients):
+                c.torrents()
+        except QbhookError as e:
+            reason = f"not started: a torrent client does not answer ({e}), and verify_group must list every client"
+            self.log.warning("group %s: %s", st.plan.group_id, reason)
+            self._fail(st, reason)
+            raise _Failure(reason) from e
 
     def _run_step(self, st: _GroupRun, seq: int, step: Step, row: StepRow | None) -> None:
         gid = st.plan.group_id
@@ -1483,10 +1504,13 @@ class Executor:
         A torrent added after planning (a cross-seed saving at the searchee's folder, or
         symlinking its files, a person adding a hash again at the old folder) reads the old
         links without a new hardlink, which safe_unlink's link count cannot see; deleted under
-        it, it ends missingFiles. One listing per client: a torrent whose content folder holds
-        a doomed link is refused (its files are read when its content path is its save path,
-        with no folder of its own); one added since the plan was made also has each file looked
-        at through its links (``os.stat``), for a link to a doomed inode anywhere."""
+        it, it ends missingFiles. One listing per client. A torrent with metadata is judged by
+        its files (``_uses_doomed``: a doomed path, or a link to a doomed inode), read when its
+        content path holds a doomed link or it was added since the plan was made
+        (``_added_since``; an rTorrent item without d.load_date by the torrent index): an old
+        torrent sharing the folder with files of its own only (field lesson 7) is no newcomer,
+        and refusing it would roll the group back on every sweep. A magnet without metadata has
+        no file list yet: its content folder holding a doomed link is enough to refuse it."""
         doomed = [_norm(d.path) for d in st.plan.steps if isinstance(d, Delete)]
         if not doomed:
             return
@@ -1494,17 +1518,22 @@ class Executor:
         mine |= {(r.instance, r.torrent.lower()) for r in st.plan.steps if isinstance(r, Relocate)}
         holders = _holders(doomed)
         inodes = _inodes(doomed)
+        doomed_set = set(doomed)
         since = self._planned_at - _ADDED_SLACK_S
         for c in _every_client(self.ctx.clients):
-            for t in c.torrents():
+            listed = c.torrents()
+            # One read of the index for a client that does not say when each torrent was added.
+            seen = self._first_seen(c.name) if any(t.added_on is None for t in listed) else None
+            for t in listed:
                 ids = {i.lower() for i in (t.hash, t.infohash_v1, t.infohash_v2) if i}
                 if any((t.instance, i) in mine for i in ids):
                     continue
                 content, save = _norm(t.content_path), _norm(t.save_path)
-                if content in holders and content != save:
-                    why = f"its content {content} holds files this group deletes"
-                elif (content in holders or t.added_on is None or t.added_on >= since) and t.has_metadata:
-                    why = _uses_doomed(c, t, set(doomed), inodes)
+                if not t.has_metadata:
+                    held = content in holders and content != save
+                    why = f"its content {content} holds files this group deletes (no metadata yet)" if held else None
+                elif content in holders or _added_since(t, since, seen):
+                    why = _uses_doomed(c, t, doomed_set, inodes)
                 else:
                     why = None
                 if why:
@@ -1512,6 +1541,10 @@ class Executor:
                         f"torrent {t.hash} ({t.instance}), not in the plan, seeds from the old place: {why}",
                         hint="re-plan: the new torrent must be part of the group",
                     )
+
+    def _first_seen(self, instance: str) -> dict[str, float] | None:
+        """The torrent index's first sighting of each torrent of ``instance`` (``_added_since``)."""
+        return TorrentIndex(self.catalog.conn).first_seen(instance)
 
     def _relocate(self, st: _GroupRun, s: Relocate, at: _At) -> dict:
         c = self._client(s.instance)
@@ -2257,6 +2290,21 @@ def _inodes(paths: list[str]) -> set[tuple[int, int]]:
             continue
         out.add((st.st_dev, st.st_ino))
     return out
+
+
+def _added_since(t, since: float, seen: Mapping[str, float] | None) -> bool:
+    """Whether torrent ``t`` came after the plan's snapshot (``since``, slack included): by the
+    client's added time, else (an rTorrent item with d.load_date 0) by when the torrent index
+    first listed it, a hash a synced index never listed being younger than its last sync.
+    ``seen`` None (the index never synced that client): not new, since reading the files of
+    every such torrent for every group costs minutes on a large rTorrent; its content folder
+    holding a doomed link still has its files read (``Executor._check_no_newcomer``)."""
+    if t.added_on is not None:
+        return t.added_on >= since
+    if seen is None:
+        return False
+    first = seen.get(t.hash.lower())
+    return first is None or first >= since
 
 
 def _uses_doomed(c, t, doomed: set[str], inodes: set[tuple[int, int]]) -> str | None:

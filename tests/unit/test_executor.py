@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field, replace
 from unittest.mock import ANY
 
@@ -10,6 +11,8 @@ import blake3
 import pytest
 
 from qbhook.catalog.store import Catalog
+from qbhook.catalog.torrents import _COLUMNS as _INDEX_COLUMNS
+from qbhook.catalog.torrents import TorrentIndex, TorrentRecord
 from qbhook.clients.model import TorrentFile, TorrentInfo
 from qbhook.decide.plan import GroupPlan, Plan, Step
 from qbhook.errors import LockBusy, QbhookError, QbtError, UnknownTorrent, UnsafeOperation
@@ -37,6 +40,8 @@ class FakeTorrent:
     script: list = field(default_factory=list)  # pending (state, save_path) transitions, one per poll
     transient: str | None = None
     forced: bool = False  # force-started: outside the queue (forcedUP while it runs)
+    added_on: int | None = None  # None: as qBittorrent's API before it was added (and rTorrent's load_date 0)
+    has_metadata: bool = True  # False: a magnet still fetching its metadata
 
 
 class FakeQbt:
@@ -115,8 +120,10 @@ class FakeQbt:
             "amount_left": 0 if t.progress >= 1 else 1,
             "size": total,
             "total_size": total,
-            "has_metadata": True,
+            "has_metadata": t.has_metadata,
         }
+        if t.added_on is not None:
+            raw["added_on"] = t.added_on
         return TorrentInfo.from_api(raw, PathMap(), self.name)
 
     # -- the QbtClient surface the executor (and the snapshot builder) uses
@@ -850,7 +857,7 @@ def test_a_torrent_added_after_planning_on_the_old_files_rolls_the_group_back(wo
             for rel, _d in FILES:
                 os.makedirs(os.path.dirname(os.path.join(links, rel)), exist_ok=True)
                 os.symlink(os.path.join(world.seed_s, rel), os.path.join(links, rel))
-        world.qbt.add(FakeTorrent(H3, "Movie.2020", save, list(files)))
+        world.qbt.add(FakeTorrent(H3, "Movie.2020", save, list(files), added_on=int(time.time())))
 
     summary = _add_before_verify_group(world, add)
     g = summary.groups[0]
@@ -866,6 +873,106 @@ def test_another_torrent_in_the_same_seeding_root_does_not_stop_the_group(world)
         world, lambda: world.qbt.add(FakeTorrent(H3, "Other.2021", world.seed_s, [("Other.2021/other.mkv", 10, 1)]))
     )
     assert summary.groups_done == ["g1"], summary.groups_failed
+
+
+def _bonus_sharer(world, **kw) -> FakeTorrent:
+    """A torrent sharing the group's content folder Movie.2020 with a file of its own only."""
+    write(os.path.join(world.seed_s, "Movie.2020", "bonus", "b.mkv").encode(), b"y" * 10)
+    return FakeTorrent(H3, "Movie.2020", world.seed_s, [("Movie.2020/bonus/b.mkv", 10, 1)], **kw)
+
+
+def test_an_old_torrent_sharing_the_content_folder_with_files_of_its_own_does_not_stop_the_group(world):
+    # Field lesson 7: several torrents share one folder. Known to the planner long before, and
+    # sharing no path or inode, it is a group of its own: judged by its files, not its folder
+    # (refused by its folder, the group was copied, relocated and rolled back on every sweep).
+    world.qbt.add(_bonus_sharer(world, added_on=1))
+    summary = world.executor().apply(demote_plan(world))
+    assert summary.groups_done == ["g1"], summary.groups[0].reason
+    assert os.path.exists(os.path.join(world.seed_s, "Movie.2020", "bonus", "b.mkv"))
+
+
+def test_a_magnet_without_metadata_in_the_content_folder_rolls_the_group_back(world):
+    # No file list yet: which files it will check when its metadata arrives is unknown.
+    world.qbt.add(_bonus_sharer(world, added_on=1, has_metadata=False))
+    g = world.executor().apply(demote_plan(world)).groups[0]
+    assert g.status == "rolled_back" and f"torrent {H3}" in g.reason and "no metadata" in g.reason, g.reason
+
+
+def _index(world, hashes, at: float) -> None:
+    """The torrent index synced for "qbt" at ``at``, listing ``hashes`` first seen then."""
+    fields = {k: None for k in _INDEX_COLUMNS} | {"name": "", "category": "", "tags": "[]"}
+    recs = [TorrentRecord(h, fields, {}, "") for h in hashes]
+    TorrentIndex(world.cat.conn).apply("qbt", recs, {}, [], rid=1, mode="full", now=at)
+
+
+def _symlinked_newcomer(world) -> FakeTorrent:
+    links = os.path.join(world.seed_s, "xs-links")
+    for rel, _d in FILES:
+        os.makedirs(os.path.dirname(os.path.join(links, rel)), exist_ok=True)
+        os.symlink(os.path.join(world.seed_s, rel), os.path.join(links, rel))
+    return FakeTorrent(H3, "Movie.2020", links, [(rel, len(d), 1) for rel, d in FILES])
+
+
+@pytest.mark.parametrize("index", ["first seen long ago", "never synced"])
+def test_old_torrents_without_an_added_time_are_not_read_for_every_group(world, index):
+    # rTorrent items with d.load_date 0 have no added time: each counted as new, every group
+    # read the files of all of them (5,000 items: 5,000 files() calls and 180,000 stats).
+    old = [f"{i:040x}" for i in range(1, 21)]
+    for h in old:
+        world.qbt.add(FakeTorrent(h, h, os.path.join(world.seed_s, "other"), [(f"{h}/f.mkv", 10, 1)]))
+    if index == "first seen long ago":
+        _index(world, [*old, H1, H2], at=1000.0)
+    read = []
+    files = world.qbt.files
+    world.qbt.files = lambda h: read.append(h) or files(h)
+    summary = world.executor().apply(replace(demote_plan(world), created_at=time.time()))
+    assert summary.groups_done == ["g1"], summary.groups[0].reason
+    assert not set(read) & set(old)
+
+
+@pytest.mark.parametrize("indexed", ["unknown to the synced index", "first seen since the plan"])
+def test_a_newcomer_without_an_added_time_is_found_through_the_index(world, indexed):
+    # An rTorrent cross-seed symlinking the group's files, no d.load_date: the index tells it is new.
+    planned_at = time.time() - 3600
+    _index(world, [H1, H2] + ([H3] if indexed == "first seen since the plan" else []), at=planned_at + 600)
+    world.qbt.add(_symlinked_newcomer(world))
+    g = world.executor().apply(replace(demote_plan(world), created_at=planned_at)).groups[0]
+    assert g.status == "rolled_back" and f"torrent {H3}" in g.reason, g.reason
+
+
+class _DownClient:
+    """Another configured client that does not answer (rTorrent stopped, its socket gone)."""
+
+    name = "rt"
+
+    def __getattr__(self, _name):
+        raise QbtError("rTorrent 'rt': connection refused")
+
+
+def test_another_client_down_fails_the_group_before_it_changes_anything(world):
+    # verify_group lists every client: down, it used to fail each group after its copies and
+    # relocations, which the rollback then undid, on every sweep while the client stayed down.
+    ex = world.executor()
+    ex.ctx.clients["rt"] = _DownClient()
+    g = ex.apply(demote_plan(world)).groups[0]
+    assert g.status == "rolled_back" and "connection refused" in g.reason, g.reason
+    assert g.bytes_copied == 0 and world.qbt.calls == []
+    assert not any(os.path.exists(os.path.join(world.save(H1, "pool"), rel)) for rel, _d in FILES)
+
+
+def test_a_client_going_down_before_verify_group_rolls_the_group_back(world):
+    # Up when the group started, down when verify_group lists it: no delete without its listing.
+    def hook(point, gid, seq, step):
+        if point == "before" and step.kind == "verify_group":
+            ex.ctx.clients["rt"] = _DownClient()
+
+    ex = world.executor(hook=hook)
+    g = ex.apply(demote_plan(world)).groups[0]
+    assert g.status == "rolled_back" and g.reason.startswith("verify_group failed") and "refused" in g.reason
+    for h in (H1, H2):
+        assert world.qbt.t[h].save_path == world.save(h, "stash")
+        for rel, _d in FILES:
+            assert os.path.exists(os.path.join(world.save(h, "stash"), rel))
 
 
 def test_failure_after_deletes_began_does_not_roll_back(world):
