@@ -12,7 +12,9 @@ Order matters and is the model of this module:
    blocks the executor: the worker resumes it again with the same backoff before it takes a
    job, and ``/healthz`` names it meanwhile (``worker.RunsGate``).
 3. **The sweeper thread** reconciles every ``server.sweep_interval``; a failed sweep is
-   logged and retried at the next interval. While the gate knows of a run that blocks the
+   logged and retried at the next interval. It is the safety net for events intake missed,
+   so its failing is not only logged: the first failure in a row and the recovery are
+   notified, and ``/healthz`` says so until a sweep succeeds. While the gate knows of a run that blocks the
    executor, the sweep scans and plans but applies nothing (the worker resumes the run).
 4. **SIGTERM / SIGINT** stop intake (``serve``: the port closes, requests being answered get
    ``DRAIN_S``, every connection left is closed, idle keep-alive ones at once), let the
@@ -28,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from qbhook import notify
 from qbhook.catalog.db import connect
 from qbhook.catalog.store import Catalog
 from qbhook.clients.port import ClientPort
@@ -181,6 +184,7 @@ class Service:
 
     def sweeper_main(self) -> None:
         cat = None
+        self.health.sweeper_started()
         while not self.stop.wait(self.cfg.server.sweep_interval):
             try:
                 cat = cat or self._open_catalog()
@@ -189,11 +193,30 @@ class Service:
                 if ex is None:
                     log.warning("sweep applies nothing: run(s) %s did not finish", ", ".join(map(str, self.gate.runs)))
                 sweep(self.cfg, cat, self.clients, executor=ex, automatic=True)  # no one asked: import_grace
-            except UnfinishedRuns as e:
+            except UnfinishedRuns as e:  # the gate's to report (health names the runs), not a failing sweeper
                 self.gate.refused(e)
                 log.error("sweep failed: %s", e.message)
-            except Exception as e:
-                log.error("sweep failed: %s", e)
+            except QbhookError as e:
+                log.error("sweep failed: %s", e.message)
+                self._sweep_failed(e.message)
+            except Exception as e:  # a bug: its traceback is the log's
+                log.exception("sweep failed")
+                self._sweep_failed(f"{type(e).__name__}: {e}")
+            else:
+                failed = self.health.sweep_succeeded()
+                if failed:
+                    log.warning("sweep succeeded after %d failed sweep(s)", failed)
+                    notify.emit("sweep_recovered", f"the sweeper works again, after {failed} failed sweep(s)")
+
+    def _sweep_failed(self, error: str) -> None:
+        # Once when the sweeps start failing, not at every sweep; health says so until one succeeds.
+        if self.health.sweep_failed(error) == 1:
+            notify.emit(
+                "sweep_failing",
+                f"the sweep failed: {error} - it is tried again every {self.cfg.server.sweep_interval:.0f} s; "
+                "changes the events missed are not caught meanwhile",
+                "failure",
+            )
 
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT; then let the current step finish and join the threads."""
