@@ -58,6 +58,8 @@ KINDS = {
     "blocked": "group blocked",
     "dead_letter": "dead-lettered event",
     "guard": "safety guard tripped",
+    "sweep_failing": "sweeper failing",
+    "sweep_recovered": "sweeper working again",
     "free_space": "pool low on space",
     "atm": "ATM switched back on",
     "left_stopped": "torrent left stopped",

@@ -12,9 +12,13 @@ Order matters and is the model of this module:
    blocks the executor: the worker resumes it again with the same backoff before it takes a
    job, and ``/healthz`` names it meanwhile (``worker.RunsGate``).
 3. **The sweeper thread** reconciles every ``server.sweep_interval``; a failed sweep is
-   logged and retried at the next interval. While the gate knows of a run that blocks the
+   logged and retried at the next interval. It is the safety net for events intake missed,
+   so its failing is not only logged: the first failure in a row and the recovery are
+   notified, and ``/healthz`` says so until a sweep succeeds. While the gate knows of a run that blocks the
    executor, the sweep scans and plans but applies nothing (the worker resumes the run).
-4. **SIGTERM / SIGINT** stop intake, let the current step finish, and join the threads.
+4. **SIGTERM / SIGINT** stop intake (``serve``: the port closes, requests being answered get
+   ``DRAIN_S``, every connection left is closed, idle keep-alive ones at once), let the
+   worker's current step finish, and join the threads.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ import errno
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable
 
+from qbhook import notify
 from qbhook.catalog.db import connect
 from qbhook.catalog.store import Catalog
 from qbhook.clients.port import ClientPort
@@ -41,6 +47,7 @@ log = logging.getLogger("qbhook.serve")
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 60.0
 JOIN_TIMEOUT_S = 600
+DRAIN_S = 5.0  # after a stop signal: how long requests already being answered get to finish
 
 
 def listen(wsgi, host: str, port: int, max_body: int | None = None, *, given: str | None = None):
@@ -74,6 +81,44 @@ def listen(wsgi, host: str, port: int, max_body: int | None = None, *, given: st
         ) from None
     except OverflowError as e:
         raise ConfigError("server.port", f"cannot listen on {host}:{port}: {e}") from None
+
+
+def serve(server, stop: threading.Event, *, drain_s: float = DRAIN_S) -> None:
+    """Run waitress's loop for ``server`` (``listen``'s) until ``stop`` is set; then close the
+    port, give the requests being answered at most ``drain_s``, and close every connection left.
+
+    Not waitress's ``run`` and ``close``: for one address its ``close`` closes only the listening
+    socket, so its loop went on while any keep-alive connection stayed open (a metrics scraper,
+    an *arr), and its idle-connection cleanup, run from the listening socket's ``readable``, never
+    ran again: ``serve`` outlived SIGTERM until systemd's SIGKILL, in the middle of a step."""
+    from waitress import wasyncore
+
+    conns, adj = server._map, server.adj
+
+    def turn(timeout: float) -> None:
+        wasyncore.loop(timeout=timeout, map=conns, use_poll=adj.asyncore_use_poll, count=1)
+
+    while not stop.is_set() and conns:
+        turn(adj.asyncore_loop_timeout)  # 1 s: a stop is seen within it (a signal's handler only sets it)
+    try:
+        wasyncore.dispatcher.close(server)  # the port; the trigger stays (the task threads pull it)
+        deadline = time.monotonic() + drain_s
+        while time.monotonic() < deadline and any(map(_answering, list(conns.values()))):
+            turn(0.1)
+    finally:
+        for channel in list(conns.values()):
+            if channel is not server.trigger:
+                channel.close()
+        server.task_dispatcher.shutdown(timeout=drain_s)
+        # A task thread still running past that would pull the trigger: closing it then could
+        # make that write land on whatever descriptor took its number.
+        if not server.task_dispatcher.threads:
+            wasyncore.close_all(conns, ignore_all=True)
+
+
+def _answering(channel) -> bool:
+    """A connection with a request queued, in the app, or its answer not yet sent."""
+    return bool(getattr(channel, "requests", None) or getattr(channel, "total_outbufs_len", 0))
 
 
 class Service:
@@ -139,6 +184,7 @@ class Service:
 
     def sweeper_main(self) -> None:
         cat = None
+        self.health.sweeper_started()
         while not self.stop.wait(self.cfg.server.sweep_interval):
             try:
                 cat = cat or self._open_catalog()
@@ -147,11 +193,30 @@ class Service:
                 if ex is None:
                     log.warning("sweep applies nothing: run(s) %s did not finish", ", ".join(map(str, self.gate.runs)))
                 sweep(self.cfg, cat, self.clients, executor=ex, automatic=True)  # no one asked: import_grace
-            except UnfinishedRuns as e:
+            except UnfinishedRuns as e:  # the gate's to report (health names the runs), not a failing sweeper
                 self.gate.refused(e)
                 log.error("sweep failed: %s", e.message)
-            except Exception as e:
-                log.error("sweep failed: %s", e)
+            except QbhookError as e:
+                log.error("sweep failed: %s", e.message)
+                self._sweep_failed(e.message)
+            except Exception as e:  # a bug: its traceback is the log's
+                log.exception("sweep failed")
+                self._sweep_failed(f"{type(e).__name__}: {e}")
+            else:
+                failed = self.health.sweep_succeeded()
+                if failed:
+                    log.warning("sweep succeeded after %d failed sweep(s)", failed)
+                    notify.emit("sweep_recovered", f"the sweeper works again, after {failed} failed sweep(s)")
+
+    def _sweep_failed(self, error: str) -> None:
+        # Once when the sweeps start failing, not at every sweep; health says so until one succeeds.
+        if self.health.sweep_failed(error) == 1:
+            notify.emit(
+                "sweep_failing",
+                f"the sweep failed: {error} - it is tried again every {self.cfg.server.sweep_interval:.0f} s; "
+                "changes the events missed are not caught meanwhile",
+                "failure",
+            )
 
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT; then let the current step finish and join the threads."""
@@ -164,17 +229,15 @@ class Service:
             t.start()
 
         def shutdown(signum, _frame):
+            # Only the flag: the server's loop, in this thread, notices it and closes its sockets.
             log.warning("signal %s: finishing the current step, then stopping", signum)
             self.stop.set()
-            self.server.close()
 
         signal.signal(signal.SIGTERM, shutdown)
         signal.signal(signal.SIGINT, shutdown)
         try:
-            self.server.run()
-        except (OSError, ValueError):
-            if not self.stop.is_set():
-                raise
-        self.stop.set()
+            serve(self.server, self.stop)
+        finally:
+            self.stop.set()
         for t in threads:
             t.join(timeout=JOIN_TIMEOUT_S)

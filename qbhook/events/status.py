@@ -586,6 +586,7 @@ def report(cfg: Config, catalog) -> dict:
             f"{stuck} job(s) ready for over {STUCK_AFTER_S // 60} min and nothing processes them "
             "(is `qbhook serve` running?)"
         )
+    problems += sweep_overdue(server, sweep_at, cfg.server.sweep_interval, time.time())
     data = {
         "healthy": not problems,
         "problems": problems,
@@ -666,8 +667,22 @@ def server_health(srv) -> dict:
         answered=True,
         ok=code == 200 and doc.get("ok") is True,
         reason=str(doc.get("worker") or doc.get("error") or "ok"),
+        sweeper=doc.get("sweeper") is True,
     )
     return out
+
+
+def sweep_overdue(server: dict, sweep_at: float | None, interval: float, now: float) -> list[str]:
+    """The problem when the answering server runs a sweeper and the last successful sweep is older
+    than 2 x ``server.sweep_interval``: a sweeper that fails (health says so too) or hangs. The
+    safety net for the events intake missed; no sweep recorded yet is no problem (a new catalog)."""
+    if not (server.get("answered") and server.get("sweeper")) or sweep_at is None or now - sweep_at <= 2 * interval:
+        return []
+    hours = (now - sweep_at) / 3600
+    return [
+        f"last successful sweep {hours:.1f} h ago, over twice server.sweep_interval ({interval / 3600:.1f} h): "
+        "the sweeper fails or hangs (the server's log says why)"
+    ]
 
 
 # ---------------------------------------------------------------------------- secrets

@@ -75,7 +75,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from qbhook.catalog import indexer, state
 from qbhook.catalog.db import connect, rollback
@@ -1056,6 +1056,7 @@ class Health:
     reason: str
     public: str
     detail: dict = field(default_factory=dict)
+    sweeper: bool = False  # a sweeper runs beside the worker (`qbhook status` checks its last sweep's age)
 
 
 class WorkerHealth:
@@ -1067,6 +1068,10 @@ class WorkerHealth:
     passes all failed (storage errors: full disk, I/O error). Being busy with one job
     counts as alive however long it takes: moves take hours and the executor bounds
     every wait itself.
+
+    The sweeper, when one runs (``sweeper_started``), is the safety net for the events
+    intake missed: while its last sweep failed (qBittorrent's password changed, a pool gone)
+    it is unhealthy too, until a sweep succeeds; the worker's own trouble is named first.
     """
 
     def __init__(self, *, stall_after_s: float = 300.0, fail_threshold: int = 3, clock=time.time):
@@ -1083,6 +1088,10 @@ class WorkerHealth:
         self._last_error: str | None = None
         self._blocked: tuple[int, ...] = ()  # unfinished runs the executor is refused by (RunsGate)
         self._blocked_why = ""
+        self._sweeper = False
+        self._sweep_failures = 0
+        self._sweep_failing_since: float | None = None
+        self._sweep_error: str | None = None
 
     def attach(self, thread: threading.Thread) -> None:
         self._thread = thread
@@ -1115,6 +1124,24 @@ class WorkerHealth:
             self._failures = 0
             self._failing_since = None
 
+    def sweeper_started(self) -> None:
+        self._sweeper = True
+
+    def sweep_failed(self, error: str) -> int:
+        """Record a failed sweep; returns how many failed in a row."""
+        with self._lock:
+            self._sweep_failures += 1
+            if self._sweep_failing_since is None:
+                self._sweep_failing_since = self._clock()
+            self._sweep_error = " ".join(error.split())[:500]
+            return self._sweep_failures
+
+    def sweep_succeeded(self) -> int:
+        """Record a sweep that succeeded; returns how many had failed in a row before it."""
+        with self._lock:
+            failed, self._sweep_failures, self._sweep_failing_since = self._sweep_failures, 0, None
+            return failed
+
     def blocked(self, runs: tuple[int, ...], why: str = "") -> None:
         """The executor refuses every plan while ``runs`` stay unfinished (``RunsGate``); () clears."""
         with self._lock:
@@ -1129,25 +1156,37 @@ class WorkerHealth:
                 "failures_in_a_row": self._failures,
                 "last_error": self._last_error,
             }
-            if self._busy_since is not None:
-                detail["busy_s"] = round(now - self._busy_since, 1)
-            if self._thread is not None and not self._thread.is_alive():
-                stopped = "worker thread has stopped; events are queued but not processed"
-                return Health(False, stopped, stopped, detail)
-            if self._blocked:
-                detail["unfinished_runs"] = list(self._blocked)
-                ids = ", ".join(map(str, self._blocked))
-                blocked = f"executor blocked: run(s) {ids} did not finish and resume cannot finish them yet; jobs wait"
-                return Health(False, f"{blocked} (last: {self._blocked_why})", blocked, detail)
-            if self._failures >= self.fail_threshold:
-                since = now - (self._failing_since or now)
-                failing = f"worker failing: {self._failures} attempts in a row over {since:.0f} s"
-                return Health(False, f"{failing}, last: {self._last_error}", failing, detail)
-            if self._busy_since is None and now - self._beat > self.stall_after_s:
-                # ``doing`` is always one of the loop's own fixed phrases (beat/busy), never error text
-                stalled = f"worker stalled: no progress for {now - self._beat:.0f} s (last: {self._doing})"
-                return Health(False, stalled, stalled, detail)
-            return Health(True, f"worker {self._doing}", f"worker {self._doing}", detail)
+            if self._sweeper:
+                detail["sweep_failures_in_a_row"] = self._sweep_failures
+                detail["last_sweep_error"] = self._sweep_error
+            health = self._worker_report(now, detail)
+            if health.ok and self._sweep_failures:
+                since = now - (self._sweep_failing_since or now)
+                failing = f"sweeper failing: {self._sweep_failures} sweep(s) in a row over {since:.0f} s"
+                health = Health(False, f"{failing}, last: {self._sweep_error}", failing, detail)
+            return replace(health, sweeper=self._sweeper)
+
+    def _worker_report(self, now: float, detail: dict) -> Health:
+        """The worker's own health (under ``_lock``)."""
+        if self._busy_since is not None:
+            detail["busy_s"] = round(now - self._busy_since, 1)
+        if self._thread is not None and not self._thread.is_alive():
+            stopped = "worker thread has stopped; events are queued but not processed"
+            return Health(False, stopped, stopped, detail)
+        if self._blocked:
+            detail["unfinished_runs"] = list(self._blocked)
+            ids = ", ".join(map(str, self._blocked))
+            blocked = f"executor blocked: run(s) {ids} did not finish and resume cannot finish them yet; jobs wait"
+            return Health(False, f"{blocked} (last: {self._blocked_why})", blocked, detail)
+        if self._failures >= self.fail_threshold:
+            since = now - (self._failing_since or now)
+            failing = f"worker failing: {self._failures} attempts in a row over {since:.0f} s"
+            return Health(False, f"{failing}, last: {self._last_error}", failing, detail)
+        if self._busy_since is None and now - self._beat > self.stall_after_s:
+            # ``doing`` is always one of the loop's own fixed phrases (beat/busy), never error text
+            stalled = f"worker stalled: no progress for {now - self._beat:.0f} s (last: {self._doing})"
+            return Health(False, stalled, stalled, detail)
+        return Health(True, f"worker {self._doing}", f"worker {self._doing}", detail)
 
 
 class RunsGate:

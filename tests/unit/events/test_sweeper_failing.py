@@ -1,0 +1,110 @@
+"""A sweeper that fails at every sweep is seen (review of `qbhook serve`).
+
+Before: every failed sweep was one log line (a bug's without its traceback); no notification,
+/healthz stayed 200 and `qbhook status` said healthy. qBittorrent's password changed: the
+safety-net sweep failed silently for weeks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+
+import pytest
+from werkzeug.test import Client
+
+from qbhook.config import load_config
+from qbhook.errors import QbhookError
+from qbhook.events import service
+from qbhook.events.status import sweep_overdue
+
+from .serve_helpers import TOKEN, write_config
+
+REFUSED = QbhookError("qBittorrent main at http://10.0.0.5:8080: login refused (HTTP 403)")
+
+
+@pytest.fixture
+def svc(tmp_path):
+    cfg = load_config(write_config(tmp_path, 8080), env={"T": TOKEN})
+    cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, sweep_interval=0.01))
+    s = service.Service(cfg, [], lambda *a: object(), host="127.0.0.1", port=0, sweeper=True)
+    yield s
+    s.server.close()
+
+
+def run_sweeps(svc, monkeypatch, outcomes):
+    """sweeper_main over fake sweeps: each outcome an exception to raise or None (success); the
+    notifications sent and /healthz's answer before each sweep are returned."""
+    sent, seen = [], []
+    monkeypatch.setattr(service.notify, "emit", lambda kind, text, severity="info": sent.append((kind, severity)))
+    client = Client(svc.server.application)  # the WSGI app `serve` answers with
+    left = list(outcomes)
+
+    def sweep(*a, **kw):
+        r = client.get("/healthz", environ_base={"REMOTE_ADDR": "127.0.0.1"})
+        seen.append((r.status_code, r.get_json()))
+        outcome = left.pop(0)
+        if not left:
+            svc.stop.set()
+        if outcome is not None:
+            raise outcome
+
+    monkeypatch.setattr(service, "sweep", sweep)
+    monkeypatch.setattr(svc, "_open_catalog", lambda: object())  # the fake sweep reads none
+    sweeper = threading.Thread(target=svc.sweeper_main, daemon=True)
+    sweeper.start()
+    sweeper.join(30)
+    assert not sweeper.is_alive() and not left, "the sweeper never got to the fake sweeps"
+    r = client.get("/healthz", environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    seen.append((r.status_code, r.get_json()))
+    return sent, seen
+
+
+def test_failing_sweeps_are_notified_once_shown_by_healthz_and_their_recovery_too(svc, monkeypatch):
+    sent, seen = run_sweeps(svc, monkeypatch, [REFUSED, REFUSED, REFUSED, None])
+    assert sent == [("sweep_failing", "failure"), ("sweep_recovered", "info")]
+    assert seen[0] == (200, {"ok": True, "worker": "worker starting", "sweeper": True})
+    for code, doc in seen[1:4]:
+        assert code == 503 and doc["error"].startswith("sweeper failing") and doc["sweeper"] is True
+        assert "10.0.0.5" not in doc["error"]  # /healthz answers anyone: no error text
+    assert "3 sweep(s) in a row" in seen[3][1]["error"]
+    assert seen[4][0] == 200
+    report = svc.health.report()
+    assert report.detail["sweep_failures_in_a_row"] == 0 and "login refused" in report.detail["last_sweep_error"]
+
+
+def test_a_bug_in_the_sweep_logs_its_traceback_and_counts_as_a_failure(svc, monkeypatch, caplog):
+    with caplog.at_level(logging.ERROR, logger="qbhook.serve"):
+        sent, seen = run_sweeps(svc, monkeypatch, [KeyError("pool")])
+    assert sent == [("sweep_failing", "failure")]
+    assert seen[-1][0] == 503
+    assert [r.exc_info is not None for r in caplog.records if r.getMessage().startswith("sweep failed")] == [True]
+    assert "KeyError" in svc.health.report().reason
+
+
+def test_a_worker_without_sweeper_says_nothing_of_sweeps(svc):
+    assert svc.health.report().sweeper is False
+    assert "sweep_failures_in_a_row" not in svc.health.report().detail
+
+
+HOUR = 3600.0
+UP_WITH_SWEEPER = {"answered": True, "ok": True, "sweeper": True}
+
+
+@pytest.mark.parametrize(
+    ("server", "ago", "problem"),
+    [
+        (UP_WITH_SWEEPER, 13 * HOUR, True),  # interval 6 h: two missed
+        (UP_WITH_SWEEPER, 11 * HOUR, False),
+        (UP_WITH_SWEEPER, None, False),  # never swept yet (a new catalog)
+        ({**UP_WITH_SWEEPER, "sweeper": False}, 30 * HOUR, False),  # `serve --no-sweep`: cron's business
+        ({"answered": False, "ok": False}, 30 * HOUR, False),  # no server: nothing to expect
+    ],
+)
+def test_status_names_a_last_sweep_older_than_twice_the_interval(server, ago, problem):
+    now = 1_000_000.0
+    out = sweep_overdue(server, None if ago is None else now - ago, 6 * HOUR, now)
+    assert bool(out) is problem
+    if problem:
+        assert out[0].startswith("last successful sweep 13.0 h ago, over twice server.sweep_interval (6.0 h)")
