@@ -207,6 +207,13 @@ code=${out##*
 }
 case $status:$code in
 0:2??) exit 0 ;;
+28:* | 143:*)
+    # curl's --max-time (28) or wget's watchdog (143): intake may still be queueing it (it
+    # waits up to 60 s for a busy catalog), so "failed" would be a guess, and often wrong.
+    log_failure "POST $url for $event ${4:-${2-}}: no answer within $DEADLINE s:" \
+        "the event may or may not be queued (the next sweep reconciles it)"
+    exit 0
+    ;;
 esac
 detail=$(printf '%s' "$out" | tr '\n' ' ' | cut -c1-300)
 log_failure "POST $url for $event ${4:-${2-}} failed (exit $status): $detail"

@@ -369,6 +369,13 @@ WHEN new.state IN ('uploading', 'stalledUP', 'queuedUP', 'forcedUP', 'downloadin
 BEGIN DELETE FROM left_stopped WHERE instance = new.instance AND hash = lower(new.hash); END;
 """
 
+# Which process a run's pid named (``procs.identity``: boot, start tick, pid namespace), so a
+# resume tells a dead run's pid handed to another process (after a reboot: a daemon's) from
+# the run's own live process. NULL for the runs journaled before: judged by the pid alone.
+RUN_PROCESS_DDL = """
+ALTER TABLE runs ADD COLUMN process TEXT;
+"""
+
 # The tables every qbhook catalog has held since its first migration, and no later step drops:
 # how ``catalog.db`` tells a qbhook catalog from another program's SQLite file before it writes.
 FIRST_TABLES: frozenset[str] = frozenset(re.findall(r"^CREATE TABLE (\w+)", SCHEMA_V1, re.MULTILINE))
@@ -386,4 +393,5 @@ MIGRATIONS: tuple[str, ...] = (
     GONE_INDEX_DDL,
     OUTSIDE_ROWS_DDL,
     LEFT_STOPPED_DDL,
+    RUN_PROCESS_DDL,
 )

@@ -179,6 +179,9 @@ def resume(app: App, run_id, wait):
         if not summaries:
             echo_shown("no unfinished runs")
         for s in summaries:
+            if s.skipped:  # a run resume must not take: it says why (exit 75)
+                echo_shown(f"run {s.run_id} left alone: {s.skipped}")
+                continue
             echo_shown(f"run {s.run_id}:")
             _print_summary(s)
 

@@ -26,7 +26,16 @@ from qbhook.cli.app import (
     wait_option,
     when,
 )
-from qbhook.errors import RETRY_LOG, CatalogUnwritable, ConfigError, DirectHookRefused, ExitCode
+from qbhook.errors import (
+    RETRY_LOG,
+    CatalogError,
+    CatalogUnwritable,
+    ConfigError,
+    DirectHookRefused,
+    ExitCode,
+    LockBusy,
+    QbhookError,
+)
 from qbhook.units import human_bytes as _human_bytes
 
 if TYPE_CHECKING:
@@ -266,14 +275,17 @@ def hook(app: App, event, values):
     Run as a user who may not write the catalog (qBittorrent's own, when it is not root), it
     says so in one line and exits 74, making and changing nothing: qBittorrent ignores the
     status, so that line (qBittorrent's stderr: the journal under systemd) is all that tells
-    the event was lost.
+    the event was lost. A catalog it cannot queue in (another writer holding it past the
+    60 s wait, a damaged file) is said the same way: the event is lost, never "try again".
 
     It reads no secret (no ``*_env`` variable, no ``*_file``): it only records the event, and
     qBittorrent runs it without the service's environment (/etc/qbhook/env).
 
     Example: qbhook hook finished %I %J %K %N %L %G %F %R %D %C %Z
     """
-    from qbhook.catalog.db import unwritable
+    import sqlite3
+
+    from qbhook.catalog.db import sqlite_failure, unwritable
     from qbhook.events.parse import parse_qbt_hook
     from qbhook.events.queue import JobQueue
 
@@ -285,8 +297,24 @@ def hook(app: App, event, values):
             "let qBittorrent run the HTTP hook instead (`qbhook setup qbittorrent`)"
         )
     ev = parse_qbt_hook(hook_fields(event, values))
-    job, coalesced = JobQueue(app.catalog.conn).enqueue(ev)
+    try:
+        job, coalesced = JobQueue(app.catalog.conn).enqueue(ev)
+    except (LockBusy, CatalogError) as e:  # opening the catalog: a writer held it past its wait
+        raise _event_lost(e, event) from None
+    except sqlite3.DatabaseError as e:  # queueing: the same, or a damaged catalog
+        err = sqlite_failure(e, app.cfg.catalog)
+        if err is None:
+            raise  # a bug keeps its traceback
+        raise _event_lost(err, event) from None
     app.emit({"queued": job, "coalesced": coalesced}, lambda d: None)
+
+
+def _event_lost(e: QbhookError, event: str) -> QbhookError:
+    """``e`` as the direct hook must say it: qBittorrent never runs a hook again, so the
+    catalog's "try again later" would be wrong. Its class and exit code stay (75, 74...)."""
+    e.message = f"hook: {e.message}: this {event!r} event is lost"
+    e.hint = "qBittorrent does not retry a hook; the next sweep reconciles the torrent"
+    return e
 
 
 def _user(uid: int) -> str:

@@ -36,6 +36,7 @@ from qbhook.catalog.schema import (
 from qbhook.errors import NotADeadJob, QueueError
 from qbhook.events._job import COLUMNS, Job, Parts, text
 from qbhook.events.model import Event
+from qbhook.procs import pid_namespace, process_state
 
 __all__ = ["QUEUE_DDL", "STATES", "Job", "JobQueue", "worker_alive", "worker_id"]
 
@@ -370,8 +371,8 @@ def worker_id() -> str:
     ``pidns`` says which pid namespace the pid means (containers sharing a host name)."""
     import socket  # here: `qbhook hook` enqueues without claiming (start-up cost per event)
 
-    _, start = _process_state(os.getpid())
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{start or '-'}:{_pid_namespace()}"
+    _, start = process_state(os.getpid())
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{start or '-'}:{pid_namespace()}"
 
 
 def worker_alive(worker: str | None, claimed_at: float | None = None) -> bool | None:
@@ -386,7 +387,7 @@ def worker_alive(worker: str | None, claimed_at: float | None = None) -> bool | 
 
     if host != socket.gethostname():
         return None
-    if len(fields) == 5 and fields[4] != _pid_namespace():
+    if len(fields) == 5 and fields[4] != pid_namespace():
         return None
     if pid != os.getpid():
         try:
@@ -395,7 +396,7 @@ def worker_alive(worker: str | None, claimed_at: float | None = None) -> bool | 
             return False
         except PermissionError:
             pass  # it exists, owned by someone else
-    zombie, start = _process_state(pid)
+    zombie, start = process_state(pid)
     if zombie:
         return False  # killed, not yet reaped by its parent
     if start is not None:
@@ -406,28 +407,6 @@ def worker_alive(worker: str | None, claimed_at: float | None = None) -> bool | 
     if pid == os.getpid():
         return any(t.ident == ident for t in threading.enumerate())
     return True
-
-
-def _pid_namespace() -> str:
-    try:
-        return os.readlink("/proc/self/ns/pid").removeprefix("pid:").strip("[]")
-    except OSError:
-        return "-"
-
-
-def _process_state(pid: int) -> tuple[bool, str | None]:
-    """(is a zombie, start tick since boot) of ``pid`` from /proc; (False, None) where
-    /proc cannot say. The tick, not a wall-clock time: /proc/stat's btime can move by a
-    second between reads, and a live worker must never look like another process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        # Fields counted after the ")" closing the command name (which may hold spaces):
-        # 3 is the state, 22 the start time in clock ticks since boot.
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        return fields[0] == b"Z", str(int(fields[19]))
-    except (OSError, ValueError, IndexError):
-        return False, None
 
 
 def _start_epoch(start: str) -> float:

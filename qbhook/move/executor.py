@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from qbhook import notify as _notify
+from qbhook import procs
 from qbhook.catalog.identity import components
 from qbhook.catalog.torrents import TorrentIndex
 from qbhook.decide.explain import VIEW_CHANGED  # in a backstop-stopped group's reason (status, explain)
@@ -333,6 +334,7 @@ class RunSummary:
     dry_run: bool = False
     status: RunStatus = RunStatus.DONE
     groups: list[GroupOutcome] = field(default_factory=list)
+    skipped: str | None = None  # resume: why this unfinished run was left alone (nothing of it ran)
 
     @property
     def bytes_copied(self) -> int:
@@ -362,7 +364,7 @@ class RunSummary:
     def exit_code(self) -> ExitCode:
         if self.groups_failed:
             return ExitCode.UNSAFE
-        if self.groups_busy:
+        if self.groups_busy or self.skipped:
             return ExitCode.BUSY
         return ExitCode.OK
 
@@ -381,6 +383,7 @@ class RunSummary:
             "run_id": self.run_id,
             "dry_run": self.dry_run,
             "status": str(self.status),
+            **({"skipped": self.skipped} if self.skipped else {}),
             **self.counters(),
             "groups": [{**asdict(g), "status": str(g.status)} for g in self.groups],
         }
@@ -643,7 +646,10 @@ class Executor:
                 runs = self.journal.unfinished_runs()
             out = []
             for r in runs:
-                if not self._orphaned(r, explicit=run_id is not None):
+                why = self._left_alone(r, explicit=run_id is not None)
+                if why is not None:
+                    self.log.warning("run %d left alone: %s", r.id, why)
+                    out.append(RunSummary(r.id, status=r.status, skipped=why))
                     continue
                 if r.trigger == orphans.QUARANTINE_TRIGGER:
                     # Its steps are no plan's: holding its orphans is orphans.py's to finish.
@@ -676,21 +682,24 @@ class Executor:
                 hint="resume it with the qbhook version that started it",
             ) from None
 
-    def _orphaned(self, r: RunRow, explicit: bool) -> bool:
+    def _left_alone(self, r: RunRow, explicit: bool) -> str | None:
+        """Why ``resume`` must not take run ``r`` (None: it is an orphan, take it): it may
+        belong to a process alive on another host, or on this one."""
         if r.status == RunStatus.INTERRUPTED or explicit:
-            return True
+            return None
         if r.host and r.host != socket.gethostname():
-            self.log.warning(
-                "run %d belongs to host %s; resume it there (or name it: qbhook resume --run %d)", r.id, r.host, r.id
-            )
-            return False
+            return f"it belongs to host {r.host}; resume it there (or name it: qbhook resume --run {r.id})"
         # We hold the executor lock, so our own pid's run is a crashed attempt of this process.
-        if r.pid is None or r.pid == os.getpid() or not fsops.pid_alive(r.pid):
-            return True
-        self.log.warning(
-            "run %d: its pid %d is alive (reused?); resume it by name: qbhook resume --run %d", r.id, r.pid, r.id
-        )
-        return False
+        if r.pid is None or r.pid == os.getpid():
+            return None
+        # Its process, told by boot and start tick from a later one given its pid (after a
+        # reboot a daemon, serve's own pid, often is); a run without them by its pid alone.
+        alive = procs.running(r.pid, r.process)
+        if alive is None and fsops.pid_alive(r.pid):
+            return f"its pid {r.pid} is alive (reused?); resume it by name: qbhook resume --run {r.id}"
+        if not alive:
+            return None
+        return f"its process {r.pid} still runs; resume it by name once it is gone: qbhook resume --run {r.id}"
 
     # ------------------------------------------------------------------ run
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
+from qbhook import procs
 from qbhook.catalog.db import Tx
 from qbhook.decide.plan import (
     STEP_VERSION,
@@ -240,6 +241,7 @@ class RunRow:
     host: str | None
     plan: dict
     summary: dict | None
+    process: str | None = None  # procs.identity() of the process at ``pid`` (None: journaled before it was kept)
 
 
 def sharers_of(args: dict) -> list[str]:
@@ -284,8 +286,9 @@ class Journal:
         text = plan_json(plan, self._texts) if isinstance(plan, Plan) else _dumps_sorted(plan)
         with Tx(self.conn) as c:
             cur = c.execute(
-                "INSERT INTO runs(started_at, status, trigger, pid, host, plan) VALUES (?, 'running', ?, ?, ?, ?)",
-                (time.time(), trigger, os.getpid(), socket.gethostname(), text),
+                "INSERT INTO runs(started_at, status, trigger, pid, host, process, plan)"
+                " VALUES (?, 'running', ?, ?, ?, ?, ?)",
+                (time.time(), trigger, os.getpid(), socket.gethostname(), procs.identity(), text),
             )
             return cur.lastrowid
 
@@ -301,7 +304,8 @@ class Journal:
         """A resumer takes over a run whose process died."""
         with Tx(self.conn) as c:
             c.execute(
-                "UPDATE runs SET pid=?, host=?, status='running' WHERE id=?", (os.getpid(), socket.gethostname(), run)
+                "UPDATE runs SET pid=?, host=?, process=?, status='running' WHERE id=?",
+                (os.getpid(), socket.gethostname(), procs.identity(), run),
             )
 
     def unfinished_runs(self) -> list[RunRow]:
@@ -670,5 +674,5 @@ class Journal:
     @staticmethod
     def _run(r) -> RunRow:
         return RunRow(
-            r[0], r[1], r[2], RunStatus(r[3]), r[4], r[5], r[6], json.loads(r[7]), json.loads(r[8]) if r[8] else None
+            *r[:3], RunStatus(r[3]), *r[4:7], json.loads(r[7]), json.loads(r[8]) if r[8] else None, process=r[9]
         )

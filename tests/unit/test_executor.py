@@ -1458,7 +1458,7 @@ def test_a_torrent_first_seen_checking_is_moved_back_after_a_kill_and_a_resume(w
     assert world.qbt.violations == []
 
 
-def test_resume_picks_dead_runs_and_leaves_live_foreign_ones(world):
+def _crashed_run(world):
     plan = demote_plan(world)
 
     def hook(p, gid, seq, step):
@@ -1467,9 +1467,35 @@ def test_resume_picks_dead_runs_and_leaves_live_foreign_ones(world):
 
     with pytest.raises(Crash):
         world.executor(hook=hook).apply(plan)
-    run = world.journal.runs(1)[0]
-    world.cat.conn.execute("UPDATE runs SET pid=1 WHERE id=?", (run.id,))  # pid 1 is alive: not ours to take
-    assert world.executor().resume() == []
+    return world.journal.runs(1)[0]
+
+
+@pytest.fixture
+def foreign():
+    """A live process of this host, not ours: (its pid, its start tick)."""
+    import subprocess
+
+    from qbhook import procs
+
+    p = subprocess.Popen(["sleep", "60"])
+    try:
+        yield p.pid, procs.process_state(p.pid)[1]
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_resume_picks_dead_runs_and_leaves_live_foreign_ones(world, foreign):
+    from qbhook import procs
+
+    run = _crashed_run(world)
+    assert run.process == procs.identity() is not None  # who ran it, beyond its pid
+    pid, start = foreign
+    boot, ns = procs.boot_id(), procs.pid_namespace()
+    # The same process (same boot, same start tick) still runs: not ours to take.
+    world.cat.conn.execute("UPDATE runs SET pid=?, process=? WHERE id=?", (pid, f"{boot}:{start}:{ns}", run.id))
+    (left,) = world.executor().resume()
+    assert left.skipped and f"process {pid} still runs" in left.skipped and left.exit_code == 75
     assert world.journal.run(run.id).status == "running"
     out = world.executor().resume(run.id)  # named explicitly: taken over
     assert out[0].status == "done" and world.journal.run(run.id).pid == os.getpid()
@@ -1478,6 +1504,42 @@ def test_resume_picks_dead_runs_and_leaves_live_foreign_ones(world):
         world.executor().resume(run.id)
     with pytest.raises(Exception, match="no run 999"):
         world.executor().resume(999)
+
+
+@pytest.mark.parametrize("reused", ["start tick", "boot"])
+def test_resume_takes_a_run_whose_pid_another_process_now_has(world, foreign, reused):
+    # Review finding: serve's worker runs the executor in serve's own process, so after a crash
+    # and a reboot the run's pid often belonged to another daemon: resume left the run alone
+    # ("alive (reused?)") and serve applied nothing for as long as that daemon lived.
+    from qbhook import procs
+
+    run = _crashed_run(world)
+    pid, start = foreign
+    boot, ns = procs.boot_id(), procs.pid_namespace()
+    ident = f"{boot}:{int(start) + 1}:{ns}" if reused == "start tick" else f"an-earlier-boot:{start}:{ns}"
+    world.cat.conn.execute("UPDATE runs SET pid=?, process=? WHERE id=?", (pid, ident, run.id))
+    (out,) = world.executor().resume()
+    assert out.skipped is None and out.status == "done" and world.journal.run(run.id).pid == os.getpid()
+    assert world.journal.run(run.id).process == procs.identity()
+    assert_demoted(world)
+
+
+def test_resume_judges_a_run_journaled_without_its_process_by_its_pid(world, foreign, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from qbhook.cli import main
+
+    run = _crashed_run(world)
+    pid, _start = foreign
+    world.cat.conn.execute("UPDATE runs SET pid=?, process=NULL WHERE id=?", (pid, run.id))
+    world.cat.conn.commit()
+    cfg = _cli_env(world, tmp_path, monkeypatch, demote_plan(world))
+    r = CliRunner().invoke(main, ["--config", cfg, "resume"])
+    # Left alone, and said so: not "no unfinished runs" with exit 0.
+    assert r.exit_code == 75, r.output
+    assert f"run {run.id} left alone: its pid {pid} is alive (reused?)" in r.output
+    assert "no unfinished runs" not in r.output
+    assert world.journal.run(run.id).status == "running"
 
 
 def test_a_top_level_file_named_dot_dot_nfo_demotes(world):

@@ -81,6 +81,40 @@ def test_hook_run_by_a_user_who_cannot_write_the_catalog_says_so_and_touches_not
     assert r.exit_code == 0, r.output
 
 
+@pytest.mark.parametrize(
+    ("where", "exit_code"),
+    [("queueing", 75), ("opening", 75), ("damaged", 74)],
+)
+def test_hook_that_cannot_queue_says_the_event_is_lost_not_try_again(bed, monkeypatch, where, exit_code):
+    # Review finding: a catalog held by another writer past the 60 s wait ended in "another
+    # qbhook process is writing the catalog; try again later", but qBittorrent never runs a
+    # hook again: the event was lost and nothing said so.
+    import sqlite3
+
+    from qbhook.catalog import store
+    from qbhook.errors import LockBusy
+
+    cfg, _cat = bed
+
+    def enqueue(self, ev):
+        if where == "damaged":
+            raise sqlite3.DatabaseError("file is not a database")
+        raise sqlite3.OperationalError("database is locked")
+
+    def held(*a, **kw):
+        raise LockBusy("catalog x: database is locked", hint="another qbhook process is writing the catalog")
+
+    if where == "opening":
+        monkeypatch.setattr(store.Catalog, "open", held)
+    else:
+        monkeypatch.setattr(JobQueue, "enqueue", enqueue)
+    r = CliRunner().invoke(main, ["--config", str(cfg), "hook", "finished", *VALUES])
+    assert r.exit_code == exit_code, r.output
+    assert "Traceback" not in r.output and "try again" not in r.output
+    assert r.stderr.startswith("qbhook: hook: ") and "this 'finished' event is lost" in r.stderr
+    assert "qBittorrent does not retry a hook" in r.stderr
+
+
 def fake_proc(root, *, uid: int, name: str = "qbittorrent-nox", port: int = 8080):
     """A /proc with one process listening on ``port`` (inode 5555)."""
     (root / "net").mkdir(parents=True)

@@ -69,7 +69,7 @@ def test_migration_11_removes_the_rows_of_files_outside_every_pool(tmp_path):
     old.close()
     cat = Catalog(db.connect(path))
     try:
-        assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations()) == 12
+        assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations()) == 13
         assert sorted(cat.conn.execute("SELECT path, inode, pool FROM paths")) == [
             (b"/stash/lib/c", 3, "stash"),
             (b"/stash/seed/a", 1, "stash"),
@@ -107,7 +107,7 @@ def test_migration_12_keys_the_sharers_left_stopped_and_drops_one_seen_running(t
     old.close()
     conn = db.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations()) == 12
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations()) == 13
         assert sorted(conn.execute("SELECT instance, hash, forced, step_id FROM left_stopped")) == [
             ("other", "cc", 1, 4),
             ("qbt", "aa", 0, 2),

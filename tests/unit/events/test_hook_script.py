@@ -274,7 +274,9 @@ def test_hanging_server_is_cut_off(server, tmp_path, monkeypatch):
     started = time.monotonic()
     result = run_hook(hook_args(), env={"QBHOOK_URL": url(server)}, cwd=tmp_path)
     assert time.monotonic() - started < 7
-    assert result.returncode == 0 and b"failed" in result.stderr
+    # Not "failed": intake may still queue it (a busy catalog waits up to 60 s).
+    assert result.returncode == 0 and b"failed" not in result.stderr
+    assert b"no answer within 4 s: the event may or may not be queued (the next sweep reconciles it)" in result.stderr
 
 
 @pytest.mark.parametrize("event", ["", "deleted", "--help"])
@@ -486,8 +488,10 @@ def test_dripping_server_is_cut_off_within_5s(drip, tmp_path, shell, client):
     assert drip.requests == 1
     assert elapsed < 5.0, f"{shell}/{client}: hook call took {elapsed:.1f} s"
     assert result.returncode == 0
-    assert b"failed" in result.stderr and "failed" in log.read_text()
-    assert (b"no answer within 4 s" if client == "wget" else b"timed out") in result.stderr
+    # The server answered 202 before it stalled: the event was queued, and "failed" was wrong.
+    said = "no answer within 4 s: the event may or may not be queued (the next sweep reconciles it)"
+    assert said.encode() in result.stderr and said in log.read_text()
+    assert b"failed" not in result.stderr
     # Nothing the script started outlives it (a stray sleep or wget would hold the pipe).
     assert result.stdout == b""
 
