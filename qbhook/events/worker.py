@@ -1063,6 +1063,7 @@ class Health:
     public: str
     detail: dict = field(default_factory=dict)
     sweeper: bool = False  # a sweeper runs beside the worker (`qbhook status` checks its last sweep's age)
+    sweeper_since: float | None = None  # when it started: its first sweep comes one interval later
 
 
 class WorkerHealth:
@@ -1095,6 +1096,7 @@ class WorkerHealth:
         self._blocked: tuple[int, ...] = ()  # unfinished runs the executor is refused by (RunsGate)
         self._blocked_why = ""
         self._sweeper = False
+        self._sweeper_since: float | None = None
         self._sweep_failures = 0
         self._sweep_failing_since: float | None = None
         self._sweep_error: str | None = None
@@ -1131,7 +1133,8 @@ class WorkerHealth:
             self._failing_since = None
 
     def sweeper_started(self) -> None:
-        self._sweeper = True
+        with self._lock:
+            self._sweeper, self._sweeper_since = True, self._clock()
 
     def sweep_failed(self, error: str) -> int:
         """Record a failed sweep; returns how many failed in a row."""
@@ -1170,7 +1173,7 @@ class WorkerHealth:
                 since = now - (self._sweep_failing_since or now)
                 failing = f"sweeper failing: {self._sweep_failures} sweep(s) in a row over {since:.0f} s"
                 health = Health(False, f"{failing}, last: {self._sweep_error}", failing, detail)
-            return replace(health, sweeper=self._sweeper)
+            return replace(health, sweeper=self._sweeper, sweeper_since=self._sweeper_since)
 
     def _worker_report(self, now: float, detail: dict) -> Health:
         """The worker's own health (under ``_lock``)."""
