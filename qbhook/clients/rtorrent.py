@@ -384,7 +384,8 @@ class RtorrentClient(FindOrRaise):
             raise UnreadableRecord(f"rTorrent {self.name!r}: asked for item {h}, the answer is item {item.hash}")
         return item
 
-    def _info(self, item: RtItem) -> TorrentInfo:
+    def _info(self, item: RtItem, listed: dict | None = None) -> TorrentInfo:
+        """``listed``: the folders listed so far by this listing (``_misspelled``), shared by its items."""
         client_save, content_leaf = self._split(item)
         try:
             save = self.path_map.to_host(client_save)
@@ -392,7 +393,8 @@ class RtorrentClient(FindOrRaise):
             raise PathMapError(f"torrent {item.hash} ({item.name}): save path: {exc.message}", hint=exc.hint) from exc
         content = posixpath.join(save, content_leaf)
         client_content = posixpath.join(client_save, content_leaf)
-        _spelled(self._where(item.hash), "d.directory" if "?" in item.directory else "d.name", client_content, content)
+        key = "d.directory" if "?" in item.directory else "d.name"
+        _spelled(self._where(item.hash), key, client_content, content, listed)
         done = item.has_all_bytes
         return TorrentInfo(
             instance=self.name,
@@ -443,8 +445,9 @@ class RtorrentClient(FindOrRaise):
         if wanted is not None and not wanted:
             return []
         out = []
+        listed: dict[str, list[bytes] | None] = {}  # one listing of a folder per call, not per item in it
         for item in self.items():
-            info = self._info(item)
+            info = self._info(item, listed)
             if wanted is not None and not (info.hashes & wanted):
                 continue
             if category is not None and info.category != category:
@@ -485,6 +488,7 @@ class RtorrentClient(FindOrRaise):
         """Every item with its files: one d.multicall2 + one system.multicall per batch of items
         holding up to ``_FILES_BUDGET`` files (``_file_batches``)."""
         out: list[tuple[TorrentInfo, list[TorrentFile]]] = []
+        listed: dict[str, list[bytes] | None] = {}  # one listing of a folder per call, not per item in it
         for chunk in _file_batches(self.items()):
             calls = [_mc("f.multicall", it.hash.upper(), "", *_FILE_FIELDS) for it in chunk]
             answers = self._call("list files", "system.multicall", calls)
@@ -498,10 +502,10 @@ class RtorrentClient(FindOrRaise):
                     raise self._fault("list files", fault, None)
                 if not isinstance(answer, list) or len(answer) != 1:
                     raise RtorrentError(f"rTorrent {self.name!r}: list files of {it.hash}: malformed answer")
-                info = self._info(it)
+                info = self._info(it, listed)
                 prefix = posixpath.basename(normalize(it.directory)) if it.is_multi_file else ""
                 files = _files(answer[0], prefix, self._where(it.hash))
-                _spelled_files(self._where(it.hash), info.save_path, files)
+                _spelled_files(self._where(it.hash), info.save_path, files, listed)
                 out.append((info, files))
         return out
 
@@ -777,11 +781,11 @@ def _spells(reported: str, name: bytes) -> bool:
     return True
 
 
-def _spelled_files(where: str, host_save: str, files: Iterable[TorrentFile]) -> None:
+def _spelled_files(where: str, host_save: str, files: Iterable[TorrentFile], listed: dict | None = None) -> None:
     """``_spelled`` for each file name with a ``?`` (a lstat each, only for those; a folder listing
-    only for those absent, once per folder). A file not to be downloaded (priority 0) is checked
-    too: its name on the host would look unreferenced as any other."""
-    listed: dict[str, list[bytes] | None] = {}
+    only for those absent, once per folder: ``listed``, shared by a listing's items). A file not to
+    be downloaded (priority 0) is checked too: its name on the host would look unreferenced as any other."""
+    listed = {} if listed is None else listed
     for f in files:
         if "?" in f.name:
             _spelled(f"{where}: file {f.index}", "f.path", f.name, posixpath.join(host_save, f.name), listed)

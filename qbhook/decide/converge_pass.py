@@ -113,13 +113,12 @@ def plan_convergence(
                 "scanned", "pools scanned now (converge decides on the catalog's paths)", use.full_scan_age_s
             )
         sets = find_duplicates(catalog, settle_seconds=cfg.scan.settle_seconds, progress=progress)
+        now = time.time() if now is None else now  # before the listing: the plan's created_at (_check_no_newcomer)
         torrents = _torrent_facts(catalog, list(clients), _held_under(sets))
         mtimes = catalog.inode_mtimes(c.inode_id for s in sets for c in s.copies)
         # Read-only symlink resolution, to classify: the pass's only reads of the filesystem besides the catalog.
         writes = converge.write_paths(torrents, LinkResolver())
-        snap = convergence_snapshot(
-            sets, torrents, _pools(cfg), mtimes, time.time() if now is None else now, write_paths=writes
-        )
+        snap = convergence_snapshot(sets, torrents, _pools(cfg), mtimes, now, write_paths=writes)
         plan = convergence_plan(snap, cfg.policy)
     return ConvergeRun(plan, use, len(sets), len(torrents))
 

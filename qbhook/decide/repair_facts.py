@@ -68,6 +68,7 @@ def gather(cfg, catalog: Catalog, clients: Clients, want: str | None) -> RepairF
 
 def _gather(cfg, catalog: Catalog, clients: Clients, want: str | None, reader: FolderReader) -> RepairFacts:
     pools = tuple(_pool_fact(catalog, p) for p in cfg.pools)
+    listed_at = time.time()  # the plan's created_at: never later than its listing (executor._check_no_newcomer)
     if want is not None:
         infos = clients.find_all(want)
         if not infos:
@@ -87,7 +88,7 @@ def _gather(cfg, catalog: Catalog, clients: Clients, want: str | None, reader: F
     known = {(f.size, f.blake3) for t in torrents for f in t.files if f.priority and f.size and f.blake3 is not None}
     copies = _copies(catalog, reader, known)
     present = {p: _present(catalog, reader, p) for t in torrents for p in view_paths(t, pools)}
-    return RepairFacts(tuple(torrents), pools, copies, present, now=time.time())
+    return RepairFacts(tuple(torrents), pools, copies, present, now=listed_at)
 
 
 def _pool_fact(catalog: Catalog, p) -> PoolFact:

@@ -155,8 +155,11 @@ def _health_route(app: Flask, health: Callable[[], HealthReport] | None) -> None
             log.exception("health check failed")
             return _json(503, {"ok": False, "error": "health check failed (see the server's log)"})
         # No credentials here: never an error's text (paths, names, URLs), only its public line.
-        # ``sweeper``: whether one runs here, so `qbhook status` can judge its last sweep's age.
-        sweeper = {"sweeper": True} if getattr(report, "sweeper", False) else {}
+        # ``sweeper``: whether one runs here, and since when, so `qbhook status` can judge its last
+        # sweep's age (a sweeper just started has not swept yet: its first sweep is one interval on).
+        sweeper = {}
+        if getattr(report, "sweeper", False):
+            sweeper = {"sweeper": True, "sweeper_since": getattr(report, "sweeper_since", None)}
         if report.ok:
             return jsonify(ok=True, worker=report.public, **sweeper)
         return _json(503, {"ok": False, "error": report.public, **sweeper})

@@ -63,7 +63,7 @@ def listen(wsgi, host: str, port: int, max_body: int | None = None, *, given: st
         return ConfigError(key, message, hint=hint and f"server.listen (or --listen) must be {hint}")
 
     try:
-        return waitress.create_server(wsgi, host=host, port=port, **waitress_options(max_body=max_body))
+        server = waitress.create_server(wsgi, host=host, port=port, **waitress_options(max_body=max_body))
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise PortBusy(
@@ -81,6 +81,18 @@ def listen(wsgi, host: str, port: int, max_body: int | None = None, *, given: st
         ) from None
     except OverflowError as e:
         raise ConfigError("server.port", f"cannot listen on {host}:{port}: {e}") from None
+    if not hasattr(server, "effective_port"):
+        # A name of several addresses ("localhost": 127.0.0.1 and ::1): waitress binds each and
+        # returns a server of servers, which ``serve`` and ``Service.port`` cannot run or stop.
+        server.close()
+        addresses = ", ".join(h for h, _ in server.effective_listen)
+        raise unusable(
+            "server.listen",
+            f"cannot listen on {host}:{port}: {host} is {len(server.effective_listen)} addresses ({addresses}); "
+            "bind to one address",
+            hint="one address of this machine, e.g. " + server.effective_listen[0][0],
+        )
+    return server
 
 
 def serve(server, stop: threading.Event, *, drain_s: float = DRAIN_S) -> None:

@@ -55,6 +55,7 @@ from qbhook.events.queue import JobQueue
 from qbhook.move.journal import Journal
 from qbhook.move.orphans import LastOrphans
 from qbhook.move.orphans import last_run as last_orphans
+from qbhook.numbers import MAX_INT, finite
 from qbhook.space import space_at
 
 BREAKDOWN_TTL_S = 60.0
@@ -668,21 +669,37 @@ def server_health(srv) -> dict:
         ok=code == 200 and doc.get("ok") is True,
         reason=str(doc.get("worker") or doc.get("error") or "ok"),
         sweeper=doc.get("sweeper") is True,
+        sweeper_since=_time_or_none(doc.get("sweeper_since")),
     )
     return out
 
 
+def _time_or_none(value) -> float | None:
+    """A time another process sent, or None (absent, or not a number a clock can hold)."""
+    try:
+        return finite(value, 0.0, MAX_INT)
+    except ValueError:
+        return None
+
+
 def sweep_overdue(server: dict, sweep_at: float | None, interval: float, now: float) -> list[str]:
-    """The problem when the answering server runs a sweeper and the last successful sweep is older
-    than 2 x ``server.sweep_interval``: a sweeper that fails (health says so too) or hangs. The
-    safety net for the events intake missed; no sweep recorded yet is no problem (a new catalog)."""
-    if not (server.get("answered") and server.get("sweeper")) or sweep_at is None or now - sweep_at <= 2 * interval:
+    """The problem when the answering server runs a sweeper and neither its last successful sweep
+    nor its start (``sweeper_since``: a restarted sweeper sweeps first one interval on) is within
+    2 x ``server.sweep_interval``: a sweeper that fails (health says so too) or hangs. The safety
+    net for the events intake missed; no sweep recorded yet by a server that does not say when its
+    sweeper started is no problem (a new catalog)."""
+    if not (server.get("answered") and server.get("sweeper")):
         return []
-    hours = (now - sweep_at) / 3600
-    return [
-        f"last successful sweep {hours:.1f} h ago, over twice server.sweep_interval ({interval / 3600:.1f} h): "
-        "the sweeper fails or hangs (the server's log says why)"
-    ]
+    started = server.get("sweeper_since")
+    since = max((t for t in (sweep_at, started) if t is not None), default=None)
+    if since is None or now - since <= 2 * interval:
+        return []
+    limit = f"over twice server.sweep_interval ({interval / 3600:.1f} h)"
+    if since == sweep_at:
+        what = f"last successful sweep {(now - since) / 3600:.1f} h ago, {limit}"
+    else:
+        what = f"no successful sweep since the sweeper started {(now - since) / 3600:.1f} h ago, {limit}"
+    return [f"{what}: the sweeper fails or hangs (the server's log says why)"]
 
 
 # ---------------------------------------------------------------------------- secrets

@@ -219,6 +219,7 @@ def handle_job(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job
     """Plan (and maybe apply) the groups a job touches. Returns a JSON-able result."""
     if job.truncated or not (job.hashes or job.paths):
         return _swept(cfg, catalog, clients, job, executor)
+    listed_at = time.time()  # the plan's created_at: never later than its listing (executor._check_no_newcomer)
     infos = [t for c in clients for t in c.torrents()]
     known = {h for t in infos for h in t.hashes}
     hashes = {h for h in job.hashes if h in known}
@@ -235,7 +236,7 @@ def handle_job(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job
             **({"rejected_paths": rejected} if rejected else {}),
         }
     # Moments after the event: policy.import_grace, for the plan and the hashing it asks for alike.
-    snap = build_snapshot(cfg, catalog, clients, hashes=sorted(hashes), infos=infos, after_event=True)
+    snap = build_snapshot(cfg, catalog, clients, hashes=sorted(hashes), infos=infos, now=listed_at, after_event=True)
     plan = make_plan(snap, cfg.policy, after_event=True)
     maintain_tags(cfg, clients, snap, plan)
     # The torrent index learns these torrents from what was just read (no extra request).
@@ -372,7 +373,7 @@ def _scan_sync_replan(
     why: dict[str, int] = {}
     dirty = None if full_why else _dirty_torrents(catalog.conn, idx, memo, synced, why, generation)
     clock.lap("choose")
-    plan, tagged, listing = _replan(cfg, catalog, idx, clients, synced, dirty, progress, automatic)
+    plan, tagged, listing = _replan(cfg, catalog, idx, clients, synced, dirty, progress, automatic, t0)
     if plan is None:  # no snapshot to read the pools from: the checks that need no plan
         alerts.pool_checks(cfg, catalog.conn, _pool_space(cfg))
     groups = plan.groups if plan is not None else []
@@ -553,9 +554,11 @@ def _replan(
     dirty: set[str] | None,
     progress,
     automatic: bool,
+    listed_at: float,
 ):
     """(plan or None, tags changed, where file lists came from) for ``dirty`` (None: everything).
-    ``automatic``: `serve`'s sweep (``sweep``)."""
+    ``automatic``: `serve`'s sweep (``sweep``); ``listed_at``: a time no later than the listing the
+    index holds (the sweep's start: its qBittorrent answer is prefetched before the scans)."""
     if dirty is not None and not dirty:
         return None, 0, "none"
     # Typing every stored record for the view costs more than the rest of an unchanged sweep.
@@ -575,7 +578,7 @@ def _replan(
         seen = _AlertView(snap.pools, [_AlertTorrent.of(t) for t in snap.torrents])
         del snap
     else:
-        plan, seen, tagged = _plan_in_chunks(cfg, catalog, idx, clients, view, dirty, progress, automatic)
+        plan, seen, tagged = _plan_in_chunks(cfg, catalog, idx, clients, view, dirty, progress, automatic, listed_at)
         indexer.write_back(catalog, view[0])  # lists asked live because a file may be renamed
     idx.record_decisions(plan.groups)
     alerts.sweep_checks(cfg, catalog.conn, seen, plan, partial=dirty is not None)
@@ -950,8 +953,13 @@ def _plan_in_chunks(
     hashes,
     progress,
     automatic: bool,
+    listed_at: float,
 ):
     """(merged plan, what the alerts read, tags changed) for ``hashes`` (None: every torrent).
+
+    The plan's ``created_at`` is ``listed_at``, the listing's time, not a chunk's: the executor
+    reads the files of every torrent added since then (``_check_no_newcomer``), and chunks that
+    hash for minutes would make a torrent added after the listing (in no chunk) look old.
 
     ``hashes`` given: each chunk is completed to whole groups by the snapshot's own closure.
     Every torrent: a chunk is the index's groups as they are (the closure would query the
@@ -964,7 +972,6 @@ def _plan_in_chunks(
     groups: list = []
     seen = _AlertView((), [])
     tagged = 0
-    now = time.time()
     chunks = _chunks(idx, view[1], hashes)
     incomplete: set[str] = set()
     # The index's file lists do not change while the chunks are planned: read once (~60 ms at
@@ -994,11 +1001,10 @@ def _plan_in_chunks(
         groups.extend(part.groups)
         tagged += maintain_tags(cfg, clients, snap, part)
         seen = _AlertView(snap.pools, seen.torrents + [_AlertTorrent.of(t) for t in snap.torrents])
-        now = snap.now
         del snap, part
         gc.collect()  # the chunk's facts, before the next chunk builds its own
     finish_run(groups, cfg.policy)  # make_plan's passes over every chunk's groups (each chunk ran them on its own)
-    return Plan(groups=groups, created_at=now), seen, tagged
+    return Plan(groups=groups, created_at=listed_at), seen, tagged
 
 
 def _split_groups(idx: TorrentIndex, snap, members: set[str]) -> set[str]:
@@ -1057,6 +1063,7 @@ class Health:
     public: str
     detail: dict = field(default_factory=dict)
     sweeper: bool = False  # a sweeper runs beside the worker (`qbhook status` checks its last sweep's age)
+    sweeper_since: float | None = None  # when it started: its first sweep comes one interval later
 
 
 class WorkerHealth:
@@ -1089,6 +1096,7 @@ class WorkerHealth:
         self._blocked: tuple[int, ...] = ()  # unfinished runs the executor is refused by (RunsGate)
         self._blocked_why = ""
         self._sweeper = False
+        self._sweeper_since: float | None = None
         self._sweep_failures = 0
         self._sweep_failing_since: float | None = None
         self._sweep_error: str | None = None
@@ -1125,7 +1133,8 @@ class WorkerHealth:
             self._failing_since = None
 
     def sweeper_started(self) -> None:
-        self._sweeper = True
+        with self._lock:
+            self._sweeper, self._sweeper_since = True, self._clock()
 
     def sweep_failed(self, error: str) -> int:
         """Record a failed sweep; returns how many failed in a row."""
@@ -1164,7 +1173,7 @@ class WorkerHealth:
                 since = now - (self._sweep_failing_since or now)
                 failing = f"sweeper failing: {self._sweep_failures} sweep(s) in a row over {since:.0f} s"
                 health = Health(False, f"{failing}, last: {self._sweep_error}", failing, detail)
-            return replace(health, sweeper=self._sweeper)
+            return replace(health, sweeper=self._sweeper, sweeper_since=self._sweeper_since)
 
     def _worker_report(self, now: float, detail: dict) -> Health:
         """The worker's own health (under ``_lock``)."""

@@ -141,6 +141,34 @@ def test_an_unusable_listen_option_is_a_usage_error_naming_the_option(tmp_path):
     assert "server.listen" not in run.stderr
 
 
+@pytest.mark.parametrize("given", [None, "--listen"])
+def test_a_name_of_two_addresses_is_refused_in_one_line_and_both_ports_are_closed(monkeypatch, given):
+    """A name of several addresses ("localhost": 127.0.0.1 and ::1) made waitress bind each and
+    return a server of servers: `serve` then failed with an AttributeError traceback (no port)."""
+    import waitress
+    import waitress.adjustments
+
+    from qbhook.errors import QbhookError
+    from qbhook.events import service
+
+    def two(host, port, *rest):
+        assert host == "both.example"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, int(port))) for a in ("127.0.0.1", "127.0.0.2")]
+
+    monkeypatch.setattr(waitress.adjustments.socket, "getaddrinfo", two)
+    made = []
+    real = waitress.create_server
+    monkeypatch.setattr(waitress, "create_server", lambda *a, **kw: made.append(real(*a, **kw)) or made[-1])
+    with pytest.raises(QbhookError) as e:
+        service.listen(lambda env, start: [], "both.example", 0, given=given)
+    message = str(e.value.message)
+    assert "\n" not in message
+    assert "both.example is 2 addresses (127.0.0.1, 127.0.0.2); bind to one address" in message
+    assert message.startswith("--listen: " if given else "config: server.listen: ")
+    assert made and made[0].map == {}  # the two listening sockets closed, the task threads stopped
+    assert not made[0].task_dispatcher.threads
+
+
 # -- finding 5: a killed server's running job ---------------------------------------------------
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 
 import pytest
 from werkzeug.test import Client
@@ -64,7 +65,9 @@ def run_sweeps(svc, monkeypatch, outcomes):
 def test_failing_sweeps_are_notified_once_shown_by_healthz_and_their_recovery_too(svc, monkeypatch):
     sent, seen = run_sweeps(svc, monkeypatch, [REFUSED, REFUSED, REFUSED, None])
     assert sent == [("sweep_failing", "failure"), ("sweep_recovered", "info")]
+    started = seen[0][1].pop("sweeper_since")  # when the sweeper started: `qbhook status` counts from it
     assert seen[0] == (200, {"ok": True, "worker": "worker starting", "sweeper": True})
+    assert isinstance(started, float) and time.time() - 30 < started <= time.time()
     for code, doc in seen[1:4]:
         assert code == 503 and doc["error"].startswith("sweeper failing") and doc["sweeper"] is True
         assert "10.0.0.5" not in doc["error"]  # /healthz answers anyone: no error text
@@ -100,6 +103,9 @@ UP_WITH_SWEEPER = {"answered": True, "ok": True, "sweeper": True}
         (UP_WITH_SWEEPER, None, False),  # never swept yet (a new catalog)
         ({**UP_WITH_SWEEPER, "sweeper": False}, 30 * HOUR, False),  # `serve --no-sweep`: cron's business
         ({"answered": False, "ok": False}, 30 * HOUR, False),  # no server: nothing to expect
+        # restarted an hour ago: its first sweep comes one interval after start, not "fails or hangs"
+        ({**UP_WITH_SWEEPER, "sweeper_since": 1_000_000.0 - HOUR}, 13 * HOUR, False),
+        ({**UP_WITH_SWEEPER, "sweeper_since": 1_000_000.0 - 30 * HOUR}, 13 * HOUR, True),
     ],
 )
 def test_status_names_a_last_sweep_older_than_twice_the_interval(server, ago, problem):
@@ -108,3 +114,21 @@ def test_status_names_a_last_sweep_older_than_twice_the_interval(server, ago, pr
     assert bool(out) is problem
     if problem:
         assert out[0].startswith("last successful sweep 13.0 h ago, over twice server.sweep_interval (6.0 h)")
+
+
+def test_a_sweeper_that_never_succeeded_since_it_started_is_overdue_from_its_start():
+    now = 1_000_000.0
+    server = {**UP_WITH_SWEEPER, "sweeper_since": now - 13 * HOUR}
+    assert sweep_overdue(server, now - 40 * HOUR, 6 * HOUR, now) == [
+        "no successful sweep since the sweeper started 13.0 h ago, over twice server.sweep_interval (6.0 h): "
+        "the sweeper fails or hangs (the server's log says why)"
+    ]
+    assert sweep_overdue(server, None, 6 * HOUR, now)  # never swept on this catalog either
+    assert not sweep_overdue({**server, "sweeper_since": now - HOUR}, None, 6 * HOUR, now)
+
+
+@pytest.mark.parametrize("sent", [None, "yesterday", True, float("nan"), -1.0, 1e300])
+def test_status_reads_no_sweeper_start_from_a_healthz_answer_without_a_sane_one(sent):
+    from qbhook.events import status
+
+    assert status._time_or_none(sent) is None

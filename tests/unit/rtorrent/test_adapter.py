@@ -611,6 +611,30 @@ def test_an_absent_file_with_a_real_question_mark_reads(tmp_path):
     assert [f.name for f in files] == ["Show.X/a.mkv", "Show.X/Why?.nfo"]
 
 
+def test_a_listing_lists_a_folder_once_for_all_its_absent_question_mark_items(tmp_path, monkeypatch):
+    # 200 items added stopped in one folder, each "What If?" (nothing on disk yet): the folder was
+    # listed again for each item, 200 listings of a folder of thousands of names at every sweep.
+    from qbhook.clients import rtorrent
+
+    hashes = [f"{n:040x}" for n in range(1, 201)]
+    rows = [
+        _row(ROW_MULTI, hash=h.upper(), name=f"What If?.S{n}", directory=f"{tmp_path}/What If?.S{n}")
+        for n, h in enumerate(hashes)
+    ]
+    files = {h.upper(): [[f"e01?.{n}.mkv", 10, 1, 0, 1]] for n, h in enumerate(hashes)}
+    c = _client(rows, files, path_map=PathMap())
+    listings = []
+    real = os.listdir
+    monkeypatch.setattr(rtorrent.os, "listdir", lambda p: (listings.append(p), real(p))[1])
+    assert len(c.torrents()) == 200
+    assert listings == [os.fsencode(tmp_path)]
+    listings.clear()
+    assert len(c.torrents_with_files()) == 200
+    assert listings == [
+        os.fsencode(tmp_path)
+    ]  # the items' folders are absent: their files' first missing part is the same
+
+
 @pytest.mark.parametrize(
     "real, sent",
     [
