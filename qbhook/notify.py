@@ -20,7 +20,8 @@ The model:
   at once). The sweep records a condition as told when it emits it, so a batch dropped
   on failure (ntfy restarting) would never be told while the condition lasts. What is
   kept is bounded by ``QUEUE_SIZE`` events too: beyond it, the newest are dropped and
-  counted. What is still undelivered when the process ends is lost (and logged).
+  counted. What is still undelivered when the process ends is lost (and logged). Each
+  endpoint has its own queue and thread (``Fanout``), so a retry goes only where it failed.
 * Process-wide: the CLI calls ``configure(cfg)`` when it loads the config; without
   ``notify.urls`` every entry point here is a no-op. A command gives the thread at most
   ``FLUSH_S`` when it ends to deliver what is pending (``flush_pending``).
@@ -138,12 +139,17 @@ class Notifier:
 
     def flush(self, timeout: float) -> bool:
         """Send what is pending now (rate limit or not); wait at most ``timeout``. True: all sent."""
+        marker = self._flush_marker(timeout)
+        return marker is not None and marker.done.wait(timeout) and marker.sent
+
+    def _flush_marker(self, timeout: float) -> _Flush | None:
+        """A flush asked of the sender thread (None: the queue stayed full for ``timeout``)."""
         marker = _Flush()
         try:
             self._q.put(marker, timeout=timeout)
         except queue.Full:
-            return False
-        return marker.done.wait(timeout) and marker.sent
+            return None
+        return marker
 
     def close(self, timeout: float = 0.0) -> None:
         try:
@@ -245,11 +251,52 @@ class Notifier:
             self._held = []
 
 
+class Fanout:
+    """One ``Notifier`` per endpoint behind a Notifier's interface: a failed batch is kept and
+    sent again only to the endpoint that failed it. apprise, given several URLs, says only that
+    "at least one" failed: retrying the whole batch would repeat it, every backoff, to each
+    endpoint that already had it (a dead secondary endpoint spamming the working one)."""
+
+    def __init__(self, notifiers: Iterable[Notifier]):
+        self.notifiers = tuple(notifiers)
+
+    def emit(self, event: Event) -> None:
+        for n in self.notifiers:
+            n.emit(event)
+
+    def flush(self, timeout: float) -> bool:
+        """Every endpoint's flush, asked at once and waited for within one ``timeout``: True when
+        each sent all it had (one dead endpoint: False, the others delivered all the same)."""
+        deadline = time.monotonic() + timeout
+        markers = [n._flush_marker(timeout) for n in self.notifiers]
+        ok = True
+        for m in markers:
+            ok = m is not None and m.done.wait(max(deadline - time.monotonic(), 0.0)) and m.sent and ok
+        return ok
+
+    def close(self, timeout: float = 0.0) -> None:
+        for n in self.notifiers:
+            n.close(timeout)
+
+    @property
+    def dropped(self) -> int:
+        return sum(n.dropped for n in self.notifiers)
+
+    @property
+    def sent(self) -> int:
+        return sum(n.sent for n in self.notifiers)
+
+    @property
+    def failed(self) -> int:
+        return sum(n.failed for n in self.notifiers)
+
+
 # ------------------------------------------------------------------ apprise
 
 
-def apprise_sender(urls: Iterable[str]) -> Sender:
-    """A Sender over apprise URLs. Raises ValueError naming the (1-based) entry apprise cannot read."""
+def apprise_sender(urls: Iterable[str], first: int = 1) -> Sender:
+    """A Sender over apprise URLs. Raises ValueError naming the entry apprise cannot read (numbered
+    from ``first``: its place in ``notify.urls``)."""
     import apprise
 
     ap = apprise.Apprise()
@@ -259,7 +306,7 @@ def apprise_sender(urls: Iterable[str]) -> Sender:
     apprise_log = logging.getLogger("apprise")
     was_disabled, apprise_log.disabled = apprise_log.disabled, True
     try:
-        for n, u in enumerate(urls, start=1):
+        for n, u in enumerate(urls, start=first):
             if not ap.add(u):
                 raise ValueError(f"entry {n} is not a URL apprise understands")
     finally:
@@ -279,12 +326,12 @@ def apprise_sender(urls: Iterable[str]) -> Sender:
 
 # ------------------------------------------------------------------ the process-wide notifier
 
-_active: Notifier | None = None
+_active: Notifier | Fanout | None = None
 _active_key: tuple | None = None
 _lock = threading.Lock()
 
 
-def configure(cfg) -> Notifier | None:
+def configure(cfg) -> Notifier | Fanout | None:
     """Start (or keep) the process's notifier for ``cfg.notify``; None when no URL is configured."""
     global _active, _active_key
     n = getattr(cfg, "notify", None)
@@ -298,21 +345,23 @@ def configure(cfg) -> Notifier | None:
         if key is None:
             return None
         try:
-            send = apprise_sender(n.urls)
+            # A sender per endpoint (``Fanout``): a failed batch is sent again only where it failed.
+            sends = [apprise_sender([u], first=i) for i, u in enumerate(n.urls, start=1)]
         except ValueError as e:
             from qbhook.errors import ConfigError
 
             _active_key = None
             raise ConfigError("notify.urls", str(e), hint="see https://github.com/caronc/apprise/wiki") from None
-        _active = Notifier(send, min_interval=n.min_interval)
+        notifiers = [Notifier(send, min_interval=n.min_interval) for send in sends]
+        _active = notifiers[0] if len(notifiers) == 1 else Fanout(notifiers)
         return _active
 
 
-def active() -> Notifier | None:
+def active() -> Notifier | Fanout | None:
     return _active
 
 
-def install(notifier: Notifier | None) -> Notifier | None:
+def install(notifier: Notifier | Fanout | None) -> Notifier | Fanout | None:
     """Use ``notifier`` as the process's notifier (embedding, tests); returns the previous one."""
     global _active, _active_key
     with _lock:

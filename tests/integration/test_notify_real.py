@@ -89,7 +89,8 @@ def test_forced_rollback_is_notified_as_a_failure(bed, listener):
         )
         summary = ex.apply(plan, trigger="cli")
         assert summary.status == "failed" and summary.groups[0].status == "rolled_back"
-        assert notify.active().flush(20)
+        # False: the dead endpoint's batch is kept for its retry; the good endpoint has it once
+        assert notify.active().flush(20) is False
     finally:
         app.catalog.close()
         n = notify.install(prev)

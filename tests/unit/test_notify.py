@@ -21,7 +21,7 @@ from qbhook.events import alerts
 from qbhook.events.model import Event as QEvent
 from qbhook.events.queue import QUEUE_DDL, JobQueue
 from qbhook.move.executor import GroupOutcome, RunSummary
-from qbhook.notify import Event, Notifier, compose
+from qbhook.notify import Event, Fanout, Notifier, compose
 from tests.helpers import make_config, write
 from tests.listener import Listener, dead_port
 from tests.unit.world import LIB, P, S, World
@@ -515,3 +515,48 @@ def test_a_backlog_behind_a_slow_send_goes_out_as_one_message():
     assert n.flush(5)
     assert [len(c[2].splitlines()) for c in rec.calls] == [1, 30]
     n.close(1)
+
+
+def test_a_dead_endpoint_s_retries_never_repeat_a_batch_to_the_endpoint_that_had_it():
+    """Two endpoints, one dead: apprise says only that "at least one" failed, so retrying the
+    whole batch sent it again, every backoff, to the endpoint that already had it. Each
+    endpoint has its own notifier (``Fanout``): the retry goes only where it failed."""
+    good, dead = Recorder(), Recorder(fail=True)
+    f = Fanout(
+        [
+            Notifier(good, min_interval=0, gather_s=0, retry_s=0.05),
+            Notifier(dead, min_interval=0, gather_s=0, retry_s=0.05),
+        ]
+    )
+    f.emit(Event("group_failed", "group g rolled back", "failure"))
+    assert f.flush(5) is False  # the dead endpoint's batch is kept
+    deadline = time.monotonic() + 1
+    while len(dead.calls) < 3 and time.monotonic() < deadline:  # its retries go on
+        time.sleep(0.01)
+    assert len(dead.calls) >= 3
+    assert [c[2] for c in good.calls] == ["[FAILURE] group g rolled back"]  # once, not once per retry
+    dead.fail = False
+    assert f.flush(5) is True and f.failed >= 3 and f.dropped == 0
+    f.close(1)
+
+
+def test_configure_gives_each_url_its_own_notifier(monkeypatch):
+    made = []
+    monkeypatch.setattr(notify, "apprise_sender", lambda urls, first=1: made.append((tuple(urls), first)) or Recorder())
+
+    class _N:
+        urls = ("json://a/", "json://b/")
+        min_interval = 0
+
+    class _C:
+        notify = _N()
+
+    prev = notify.install(None)
+    try:
+        n = notify.configure(_C())
+        assert isinstance(n, Fanout) and len(n.notifiers) == 2
+        assert made == [(("json://a/",), 1), (("json://b/",), 2)]
+    finally:
+        n = notify.install(prev)
+        if n is not None:
+            n.close(1)
