@@ -9,7 +9,7 @@ import click
 
 from qbhook.cli.app import SECONDS, TEXT, TORRENT_HASH, App, FilePath, catalog_note, echo_shown, main, pass_app, shown
 from qbhook.decide.plan import describe_step
-from qbhook.errors import ExitCode, UnknownTorrent
+from qbhook.errors import ExitCode, QbtError, UnknownTorrent
 from qbhook.units import human_bytes as _human_bytes
 
 
@@ -179,8 +179,10 @@ def explain(app: App, torrent_hash, no_scan, from_index, live, max_scan_age):
             raise r.live_error
         try:
             return explain_from_index(app, torrent_hash, f"live answer impossible: {r.live_error}")
-        except UnknownTorrent:
-            raise r.live_error from None
+        except UnknownTorrent as e:
+            # The index's line already says both halves (what it lacks, why no client could be
+            # asked); the client's exit code, so "qBittorrent is down" never reads as "bad hash".
+            raise QbtError(e.message, hint=e.hint) from None
     app.emit(r.data, _print_explain)
 
 
