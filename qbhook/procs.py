@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["boot_id", "identity", "pid_namespace", "process_state", "running"]
+__all__ = ["boot_id", "identity", "live", "pid_namespace", "process_state", "running"]
 
 _BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
@@ -30,6 +30,19 @@ def process_state(pid: int) -> tuple[bool, str | None]:
         return fields[0] == b"Z", str(int(fields[19]))
     except (OSError, ValueError, IndexError):
         return False, None
+
+
+def live(pid: int) -> tuple[bool, str | None]:
+    """(whether ``pid`` names a process that still runs, its start tick or None): gone or a
+    zombie (killed, not yet reaped by its parent) is not live; one owned by another user is."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False, None
+    except PermissionError:
+        pass  # it exists, owned by someone else
+    zombie, start = process_state(pid)
+    return not zombie, start
 
 
 def pid_namespace() -> str:
@@ -68,15 +81,9 @@ def running(pid: int, ident: str | None) -> bool | None:
         return None
     if fields[0] != boot:
         return False  # recorded in an earlier boot: every process of it is gone
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    alive, start = live(pid)
+    if not alive:
         return False
-    except PermissionError:
-        pass  # it exists, owned by someone else
-    zombie, start = process_state(pid)
-    if zombie:
-        return False  # killed, not yet reaped by its parent
     if start is None:
         return None
     return start == fields[1]  # another tick: the pid now names another process

@@ -36,7 +36,7 @@ from qbhook.catalog.schema import (
 from qbhook.errors import NotADeadJob, QueueError
 from qbhook.events._job import COLUMNS, Job, Parts, text
 from qbhook.events.model import Event
-from qbhook.procs import pid_namespace, process_state
+from qbhook.procs import live, pid_namespace, process_state
 
 __all__ = ["QUEUE_DDL", "STATES", "Job", "JobQueue", "worker_alive", "worker_id"]
 
@@ -389,16 +389,9 @@ def worker_alive(worker: str | None, claimed_at: float | None = None) -> bool | 
         return None
     if len(fields) == 5 and fields[4] != pid_namespace():
         return None
-    if pid != os.getpid():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass  # it exists, owned by someone else
-    zombie, start = process_state(pid)
-    if zombie:
-        return False  # killed, not yet reaped by its parent
+    alive, start = live(pid)
+    if not alive:
+        return False
     if start is not None:
         if claimed_start is not None and claimed_start != start:
             return False  # the pid now belongs to another (or a restarted) process
