@@ -180,6 +180,8 @@ def explain(app: App, torrent_hash, no_scan, from_index, live, max_scan_age):
         try:
             return explain_from_index(app, torrent_hash, f"live answer impossible: {r.live_error}")
         except UnknownTorrent as e:
+            if isinstance(r.live_error, UnknownTorrent):  # the clients answered: no such hash (bad input)
+                raise r.live_error from None
             # The index's line already says both halves (what it lacks, why no client could be
             # asked); the client's exit code, so "qBittorrent is down" never reads as "bad hash".
             raise QbtError(e.message, hint=e.hint) from None

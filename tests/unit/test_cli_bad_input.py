@@ -124,6 +124,19 @@ def test_explain_with_the_client_down_says_so_not_bad_input(bed):  # noqa: F811
         assert ("not in the torrent index (and live answer impossible: " in r.stderr) == index_said, r.stderr
 
 
+def test_explain_of_a_hash_no_answering_client_has_is_bad_input(bed, monkeypatch):  # noqa: F811
+    """The clients answered and no one has the hash, nor the index: a wrong hash (exit 2), not
+    "qBittorrent is down" (4); the client's own answer is the line (review R16)."""
+    from qbhook.cli.app import App
+    from tests.unit.test_executor import FakeQbt
+
+    q = FakeQbt()  # answers, lacks the hash
+    monkeypatch.setattr(App, "clients", property(lambda self: [q]))
+    r = CliRunner().invoke(main, ["--config", str(bed), "explain", "f" * 40])
+    assert r.exit_code == ExitCode.BAD_INPUT, (r.exit_code, r.output, r.exception)
+    assert r.stderr == f"qbhook: no torrent with hash {'f' * 40} in any configured torrent client\n", r.stderr
+
+
 # ------------------------------------------------------------------ the config file
 
 
