@@ -15,8 +15,9 @@ from tests.unit.test_executor import FILES, H1, Crash, IncompleteFolderQbt, b3, 
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 
 
-def _lose_files(w) -> dict[str, str]:
-    """H1's seed files are deleted; the library kept a link of each (non-empty) one. -> rel: library path."""
+def _delete_seed_files(w, cross_seed: bool = True) -> dict[str, str]:
+    """H1's seed files (and the cross-seed's, unless ``cross_seed`` is False) are deleted; the
+    library kept a link of each (non-empty) one. -> rel: library path."""
     lib = {}
     for rel, data in FILES:
         seed = os.path.join(w.seed_s, rel)
@@ -25,7 +26,14 @@ def _lose_files(w) -> dict[str, str]:
             os.makedirs(w.lib, exist_ok=True)
             os.link(seed, lib[rel])
         os.unlink(seed)
-        os.unlink(os.path.join(w.seed_s, "cross-seed", rel))
+        if cross_seed:
+            os.unlink(os.path.join(w.seed_s, "cross-seed", rel))
+    return lib
+
+
+def _lose_files(w) -> dict[str, str]:
+    """H1's seed files are deleted; the library kept a link of each (non-empty) one. -> rel: library path."""
+    lib = _delete_seed_files(w)
     t = w.qbt.t[H1]
     t.progress, t.download_path = 0.0, ""
     t.transient = "missingFiles"  # what qBittorrent shows of a torrent whose files vanished
@@ -201,14 +209,7 @@ def test_a_paused_rtorrent_item_is_stopped_before_its_recheck(world, monkeypatch
     from tests.unit.rtorrent.test_paused_relocation import StatefulRt
 
     w = world
-    lib = {}
-    for rel, data in FILES:
-        seed = os.path.join(w.seed_s, rel)
-        if data:
-            lib[rel] = os.path.join(w.lib, os.path.basename(rel))
-            os.makedirs(w.lib, exist_ok=True)
-            os.link(seed, lib[rel])
-        os.unlink(seed)
+    lib = _delete_seed_files(w, cross_seed=False)
     rpc = StatefulRt()
     content = os.path.join(w.seed_s, "Movie.2020")
     rpc.add(H1, "Movie.2020", content, [(rel.split("/", 1)[1], len(d)) for rel, d in FILES], state=1, active=0)

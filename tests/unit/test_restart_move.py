@@ -197,6 +197,20 @@ def test_hide_and_unhide_are_idempotent_and_never_replace_a_newcomer(tmpfs, tmp_
         fsops.hide_during_move(str(root / "elsewhere"), roots=roots, run=9)
 
 
+def _killed_before_set_location(w, why: str) -> None:
+    """A demote killed after hiding the old links, right before setLocation (``why``: the crash's text)."""
+    w.qbt.restart_on.clear()
+    real_set_location = w.qbt.set_location
+
+    def killed(h, path):
+        w.qbt.set_location = real_set_location
+        raise Crash(why)
+
+    w.qbt.set_location = killed
+    with pytest.raises(Crash):
+        w.executor().apply(demote_plan(w))
+
+
 def test_a_holding_folder_renamed_away_during_the_move_fails_the_group_naming_it_nothing_deleted(restarting):
     """qBittorrent's user renames .qbhook-holding (a rename in its own folder) while the torrent
     moves: the put-back must not read the hidden links as "absent" (the deletes would then read
@@ -227,16 +241,7 @@ def test_a_rollback_resumed_after_a_kill_checks_the_journaled_holding_folder(res
     dead process's memory), so the resumed rollback names the folder instead of reading the hidden
     links as "absent" (they would stay hidden for good, the torrent rolled back without its files)."""
     w = restarting
-    w.qbt.restart_on.clear()
-    real_set_location = w.qbt.set_location
-
-    def killed(h, path):
-        w.qbt.set_location = real_set_location
-        raise Crash("killed before setLocation")
-
-    w.qbt.set_location = killed
-    with pytest.raises(Crash):
-        w.executor().apply(demote_plan(w))
+    _killed_before_set_location(w, "killed before setLocation")
     hold = os.path.join(w.seed_s, fsops.HOLDING_DIR)
     os.rename(hold, os.path.join(w.seed_s, "renamed"))
     if swapped_in:
@@ -270,16 +275,7 @@ def test_a_resume_after_a_reboot_that_renumbered_st_dev_finds_its_holding_folder
     seeding root's filesystem): the resume ends the run, never "another folder stands in its place"
     with the links hidden for good. A folder really put in its place (another inode) is still refused."""
     w = restarting
-    w.qbt.restart_on.clear()
-    real_set_location = w.qbt.set_location
-
-    def power_cut(h, path):
-        w.qbt.set_location = real_set_location
-        raise Crash("power cut before setLocation")
-
-    w.qbt.set_location = power_cut
-    with pytest.raises(Crash):
-        w.executor().apply(demote_plan(w))
+    _killed_before_set_location(w, "power cut before setLocation")
     _reboot_renumbers_st_dev(w)
     hold = os.path.join(w.seed_s, fsops.HOLDING_DIR)
     if swapped_in:
@@ -307,16 +303,7 @@ def test_killed_between_hiding_and_set_location_then_started_by_hand_gets_its_li
     stable) and its rollback puts the links back first, then stops it and clears missingFiles
     with a recheck (the flag outlives the files' return): one resume ends it as it was."""
     w = restarting
-    w.qbt.restart_on.clear()
-    real_set_location = w.qbt.set_location
-
-    def killed(h, path):
-        w.qbt.set_location = real_set_location
-        raise Crash("killed before setLocation")
-
-    w.qbt.set_location = killed
-    with pytest.raises(Crash):
-        w.executor().apply(demote_plan(w))
+    _killed_before_set_location(w, "killed before setLocation")
     old = [os.path.join(w.save(H1, "stash"), rel) for rel, _d in FILES]
     assert not any(os.path.lexists(p) for p in old)  # hidden, as it should be during a move
     t = w.qbt.t[H1]
