@@ -775,6 +775,7 @@ class Executor:
                             h.replay_failed(st, seq, step, row, reader)
                 self._fail(st, failed.error or "failed earlier in this run")
                 return outcome
+            st.deletes_started = _deleted_before(mine)
             self._check_clients_answer(st, mine)
             relocated = {
                 (r.args.get("instance"), r.args.get("torrent"))
@@ -2491,6 +2492,18 @@ def _redo_view(s: VerifyView, relocated: set, _later: list) -> bool:
     # Read-only checks are cheap to repeat (cached hashes make a verified view cost a stat per
     # file) and the world may have changed while the run was down; not once the torrent moved.
     return (s.instance, s.torrent) not in relocated
+
+
+def _deleted_before(mine: list[tuple[int, Step, StepRow | None]]) -> bool:
+    """Whether a resumed group journaled a delete that may have acted before the crash: then
+    verify_group, redone before the rest of the deletes (``_redo_group``), failing must not move
+    the torrents back onto old links that are partly gone (``Executor._close_failed``)."""
+    return any(
+        row is not None
+        and row.status in (StepStatus.DONE, StepStatus.INTENDED)
+        and getattr(HANDLERS.get(type(step)), "irreversible", False)
+        for _q, step, row in mine
+    )
 
 
 def _redo_group(_s: VerifyGroup, _relocated: set, later: list) -> bool:

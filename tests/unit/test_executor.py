@@ -1816,3 +1816,29 @@ def test_the_deletes_list_the_clients_once_per_interval_not_per_delete(world):
     # Six deletes 10 s apart: once before the first (verify_group's look is 10 s old), once 30 s later.
     during = listings[state["verified"] :]
     assert len(during) == 2 and during[1] - during[0] == 30, listings
+
+
+@pytest.mark.parametrize("deleted", [0, 2])
+def test_a_torrent_added_while_a_demote_was_down_is_found_by_its_resume(world, deleted):
+    # Killed after verify_group (and ``deleted`` deletes), a cross-seed added, then qbhook resume:
+    # the resumed verify_group finds it. With deletes done, a rollback would move the torrents
+    # back onto old links that are partly gone: the group stops at its verified new place.
+    def hook(point, gid, seq, step):
+        if (
+            point == "before"
+            and step.kind == "delete"
+            and sum(r.kind == "delete" for r in world.journal.steps(1)) == deleted
+        ):
+            raise Crash("killed")
+
+    with pytest.raises(Crash):
+        world.executor(hook=hook).apply(demote_plan(world))
+    world.qbt.add(replace(_symlinked_newcomer(world), added_on=int(time.time())))
+    (out,) = world.executor().resume()
+    g = out.groups[0]
+    assert f"torrent {H3} (qbt), not in the plan" in g.reason and not g.needs_attention, g.reason
+    assert g.status == ("rolled_back" if deleted == 0 else "failed"), g.reason
+    kept = [rel for rel, _d in FILES if os.path.exists(os.path.join(world.seed_s, rel))]
+    assert kept == [rel for rel, _d in FILES][deleted:]
+    for h in (H1, H2):
+        assert world.qbt.t[h].save_path == world.save(h, "stash" if deleted == 0 else "pool")
