@@ -118,6 +118,11 @@ _ADDED_SLACK_S = 300
 # Deletes re-read the group's torrents this often (``Executor._check_still_placed``): a delete
 # re-hashes its link, so a long group is read again while it goes, a short one once.
 _REREAD_S = 2.0
+# Deletes list every client again this often for a torrent added since verify_group
+# (``Executor._check_no_newcomer``): one full listing of 5,000 torrents costs 0.2-0.5 s on
+# qBittorrent, so a group deleting for minutes pays ~1 % for it; a cross-seed injected
+# during the deletes loses at most the links deleted in one interval, not every one.
+_NEWCOMER_REREAD_S = 30.0
 _RECHECK_LAG_S = 5.0  # qBittorrent's API shows a recheck within its refresh interval (1.5 s by default)
 
 Hook = Callable[[str, str, int, Step], None]
@@ -436,6 +441,8 @@ class _GroupRun:
     held_back: set[str] = field(default_factory=set)
     # When the deletes last read the group's torrents at their verified place (clock), None: not yet.
     placed_at: float | None = None
+    # When every client was last listed for torrents outside the plan (clock), None: not yet.
+    newcomers_at: float | None = None
 
     def content_of(self, path: str, planned: str | None, size: int, what: str) -> str | None:
         """The hash a step must check ``path`` against: the planned one, else the one its copy learned."""
@@ -768,6 +775,7 @@ class Executor:
                             h.replay_failed(st, seq, step, row, reader)
                 self._fail(st, failed.error or "failed earlier in this run")
                 return outcome
+            st.deletes_started = _deleted_before(mine)
             self._check_clients_answer(st, mine)
             relocated = {
                 (r.args.get("instance"), r.args.get("torrent"))
@@ -1346,6 +1354,7 @@ class Executor:
             fsops.sync_filesystem(s.keep_path, (*self.seeding_roots, *self.roots))
             st.synced = True
         self._check_still_placed(st)
+        self._recheck_newcomers(st)
         hold = str(st.run_id) if self.cfg.policy.grace_period > 0 else None
         # Planned without a hash: the one the copy took of this file's content (the kept copy's),
         # so the doomed link must still hold exactly what was copied.
@@ -1503,12 +1512,25 @@ class Executor:
                 problems.append(f"{t.hash} is at {t.progress * 100:.1f}%")
         if problems:
             raise VerificationFailed("group does not verify: " + "; ".join(problems))
-        self._check_no_newcomer(st, s)
+        self._check_no_newcomer(st)
         return {"torrents": len(s.torrents)}
 
-    def _check_no_newcomer(self, st: _GroupRun, s: VerifyGroup) -> None:
-        """No torrent outside the plan seeds from what this group's deletes remove: before any
-        delete, so a failure still rolls the group back.
+    def _recheck_newcomers(self, st: _GroupRun) -> None:
+        """``_check_no_newcomer`` again during the deletes: before the group's first delete unless
+        the last look is under ``_REREAD_S`` old (a sync may have taken a while since), then every
+        ``_NEWCOMER_REREAD_S``. A cross-seed injected by the event that queued this demote, or a
+        person adding the hash again, comes while the deletes run (minutes: each re-hashes its
+        link); unseen, its files are deleted under it. Before the first delete a newcomer rolls
+        the group back; later, the group stops with the rest of the old links kept."""
+        limit = _NEWCOMER_REREAD_S if st.deletes_started else _REREAD_S
+        if st.newcomers_at is not None and self.ctx.clock() - st.newcomers_at < limit:
+            return
+        self._check_no_newcomer(st)
+
+    def _check_no_newcomer(self, st: _GroupRun) -> None:
+        """No torrent outside the plan seeds from what this group's deletes remove: at
+        verify_group, so a failure still rolls the group back, and again during the deletes
+        (``_recheck_newcomers``), judged against every doomed path, deleted or not.
 
         A torrent added after planning (a cross-seed saving at the searchee's folder, or
         symlinking its files, a person adding a hash again at the old folder) reads the old
@@ -1523,7 +1545,9 @@ class Executor:
         doomed = [_norm(d.path) for d in st.plan.steps if isinstance(d, Delete)]
         if not doomed:
             return
-        mine = {(x.instance, x.torrent.lower()) for x in s.torrents}
+        started = self.ctx.clock()  # before listing: a torrent added during it is for the next look
+        members = [x for v in st.plan.steps if isinstance(v, VerifyGroup) for x in v.torrents]
+        mine = {(x.instance, x.torrent.lower()) for x in members}
         mine |= {(r.instance, r.torrent.lower()) for r in st.plan.steps if isinstance(r, Relocate)}
         holders = _holders(doomed)
         inodes = _inodes(doomed)
@@ -1546,10 +1570,12 @@ class Executor:
                 else:
                     why = None
                 if why:
+                    stop = "; no more old links deleted" if st.deletes_started else ""
                     raise VerificationFailed(
-                        f"torrent {t.hash} ({t.instance}), not in the plan, seeds from the old place: {why}",
+                        f"torrent {t.hash} ({t.instance}), not in the plan, seeds from the old place: {why}{stop}",
                         hint="re-plan: the new torrent must be part of the group",
                     )
+        st.newcomers_at = started
 
     def _first_seen(self, instance: str) -> dict[str, float] | None:
         """The torrent index's first sighting of each torrent of ``instance`` (``_added_since``)."""
@@ -2466,6 +2492,18 @@ def _redo_view(s: VerifyView, relocated: set, _later: list) -> bool:
     # Read-only checks are cheap to repeat (cached hashes make a verified view cost a stat per
     # file) and the world may have changed while the run was down; not once the torrent moved.
     return (s.instance, s.torrent) not in relocated
+
+
+def _deleted_before(mine: list[tuple[int, Step, StepRow | None]]) -> bool:
+    """Whether a resumed group journaled a delete that may have acted before the crash: then
+    verify_group, redone before the rest of the deletes (``_redo_group``), failing must not move
+    the torrents back onto old links that are partly gone (``Executor._close_failed``)."""
+    return any(
+        row is not None
+        and row.status in (StepStatus.DONE, StepStatus.INTENDED)
+        and getattr(HANDLERS.get(type(step)), "irreversible", False)
+        for _q, step, row in mine
+    )
 
 
 def _redo_group(_s: VerifyGroup, _relocated: set, later: list) -> bool:

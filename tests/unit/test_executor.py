@@ -1763,3 +1763,82 @@ def test_a_torrent_moved_back_after_verify_group_stops_the_deletes(world, delete
     assert g.status == ("rolled_back" if deleted == 0 else "failed"), g.reason
     kept = [rel for rel, _d in FILES if os.path.exists(os.path.join(world.seed_s, rel))]
     assert kept == [rel for rel, _d in FILES][deleted:]
+
+
+def _newcomer_during_deletes(world, deleted: int, step_s: float):
+    """The demote with each delete taking ``step_s`` (it re-hashes its link), and a cross-seed
+    symlinking the group's old files added right before delete number ``deleted`` (0: the first)."""
+    state = {"deletes": 0}
+
+    def hook(point, gid, seq, step):
+        if point == "before" and step.kind == "delete":
+            world.clock.now += step_s
+            if state["deletes"] == deleted and H3 not in world.qbt.t:
+                world.qbt.add(replace(_symlinked_newcomer(world), added_on=int(time.time())))
+            state["deletes"] += 1
+
+    return world.executor(hook=hook).apply(demote_plan(world))
+
+
+@pytest.mark.parametrize("deleted", [0, 2])
+def test_a_torrent_added_during_the_deletes_stops_them(world, deleted):
+    # Added after verify_group (the "finished" event that queued this demote also triggers
+    # cross-seed), it was never looked for: its files were deleted under it (missingFiles).
+    # Before the first delete the group rolls back; later, the deletes stop there.
+    g = _newcomer_during_deletes(world, deleted, step_s=60).groups[0]
+    assert f"torrent {H3} (qbt), not in the plan" in g.reason, g.reason
+    assert g.status == ("rolled_back" if deleted == 0 else "failed"), g.reason
+    kept = [rel for rel, _d in FILES if os.path.exists(os.path.join(world.seed_s, rel))]
+    assert kept == [rel for rel, _d in FILES][deleted:]
+    assert all(os.path.exists(os.path.join(world.save(H2, "stash"), rel)) for rel, _d in FILES)
+    if deleted:  # nothing done is undone: the torrents stay at their verified new place
+        assert "no more old links deleted" in g.reason and "after deletes began" in g.reason, g.reason
+        for h in (H1, H2):
+            assert world.qbt.t[h].save_path == world.save(h, "pool")
+
+
+def test_the_deletes_list_the_clients_once_per_interval_not_per_delete(world):
+    listings = []
+    torrents = world.qbt.torrents
+    world.qbt.torrents = lambda hashes=None, **kw: (
+        (hashes is None and listings.append(world.clock.now)) or torrents(hashes, **kw)
+    )
+    state = {}
+
+    def hook(point, gid, seq, step):
+        if point == "before" and step.kind == "verify_group":
+            state["verified"] = len(listings) + 1  # its own listing
+        if point == "before" and step.kind == "delete":
+            world.clock.now += 10
+
+    summary = world.executor(hook=hook).apply(demote_plan(world))
+    assert summary.groups_done == ["g1"], summary.groups_failed
+    # Six deletes 10 s apart: once before the first (verify_group's look is 10 s old), once 30 s later.
+    during = listings[state["verified"] :]
+    assert len(during) == 2 and during[1] - during[0] == 30, listings
+
+
+@pytest.mark.parametrize("deleted", [0, 2])
+def test_a_torrent_added_while_a_demote_was_down_is_found_by_its_resume(world, deleted):
+    # Killed after verify_group (and ``deleted`` deletes), a cross-seed added, then qbhook resume:
+    # the resumed verify_group finds it. With deletes done, a rollback would move the torrents
+    # back onto old links that are partly gone: the group stops at its verified new place.
+    def hook(point, gid, seq, step):
+        if (
+            point == "before"
+            and step.kind == "delete"
+            and sum(r.kind == "delete" for r in world.journal.steps(1)) == deleted
+        ):
+            raise Crash("killed")
+
+    with pytest.raises(Crash):
+        world.executor(hook=hook).apply(demote_plan(world))
+    world.qbt.add(replace(_symlinked_newcomer(world), added_on=int(time.time())))
+    (out,) = world.executor().resume()
+    g = out.groups[0]
+    assert f"torrent {H3} (qbt), not in the plan" in g.reason and not g.needs_attention, g.reason
+    assert g.status == ("rolled_back" if deleted == 0 else "failed"), g.reason
+    kept = [rel for rel, _d in FILES if os.path.exists(os.path.join(world.seed_s, rel))]
+    assert kept == [rel for rel, _d in FILES][deleted:]
+    for h in (H1, H2):
+        assert world.qbt.t[h].save_path == world.save(h, "stash" if deleted == 0 else "pool")
