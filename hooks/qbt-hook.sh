@@ -143,15 +143,16 @@ DEADLINE=4
 send_curl() {
     # The token goes through a here-document on fd 3, not argv: argv is world-readable
     # in /proc. The body goes on stdin because it may exceed the size of one argv item.
+    # The last line is "CODE CONNECTS": 0 connects means nothing reached qbhook serve.
     if [ -d /dev/fd ]; then
         form_body "$@" |
-            curl -sS -o - -w '\n%{http_code}' --connect-timeout 2 --max-time "$DEADLINE" \
+            curl -sS -o - -w '\n%{http_code} %{num_connects}' --connect-timeout 2 --max-time "$DEADLINE" \
                 -H @/dev/fd/3 --data-binary @- -- "$url" 2>&1 3<<EOF
 $TOKEN_HEADER: $token
 EOF
     else
         form_body "$@" |
-            curl -sS -o - -w '\n%{http_code}' --connect-timeout 2 --max-time "$DEADLINE" \
+            curl -sS -o - -w '\n%{http_code} %{num_connects}' --connect-timeout 2 --max-time "$DEADLINE" \
                 -H "$TOKEN_HEADER: $token" --data-binary @- -- "$url" 2>&1
     fi
 }
@@ -193,9 +194,11 @@ send_wget() {
 
 TOKEN_HEADER=X-Qbhook-Token
 if command -v curl >/dev/null 2>&1; then
+    client=curl
     out=$(send_curl "$@")
     status=$?
 elif command -v wget >/dev/null 2>&1; then
+    client=wget
     out=$(send_wget "$@")
     status=$?
 else
@@ -205,16 +208,30 @@ fi
 
 code=${out##*
 }
-case $status:$code in
-0:2??) exit 0 ;;
+connects= # wget cannot say
+if [ "$client" = curl ]; then
+    connects=${code##* }
+    code=${code%% *}
+    out=${out%" $connects"}
+fi
+detail=$(printf '%s' "$out" | tr '\n' ' ' | cut -c1-300)
+case $status:$code:$connects in
+0:2??:*) exit 0 ;;
+*:*:0)
+    # Refused, unresolved or --connect-timeout (28 too): nothing reached qbhook serve.
+    log_failure "POST $url for $event ${4:-${2-}} failed: cannot connect, the event was not delivered" \
+        "(the next sweep reconciles it); is qbhook serve running and listening there (QBHOOK_URL)? $detail"
+    exit 0
+    ;;
 28:* | 143:*)
-    # curl's --max-time (28) or wget's watchdog (143): intake may still be queueing it (it
-    # waits up to 60 s for a busy catalog), so "failed" would be a guess, and often wrong.
+    # curl's --max-time after connecting (28) or wget's watchdog (143): intake may still be
+    # queueing it (it waits up to 60 s for a busy catalog), so "failed" would be a guess, and
+    # often wrong. wget cannot tell a connect that hung from an answer that did.
     log_failure "POST $url for $event ${4:-${2-}}: no answer within $DEADLINE s:" \
-        "the event may or may not be queued (the next sweep reconciles it)"
+        "the event may or may not be queued (the next sweep reconciles it);" \
+        "if this repeats, see qbhook serve's log (a busy catalog?)"
     exit 0
     ;;
 esac
-detail=$(printf '%s' "$out" | tr '\n' ' ' | cut -c1-300)
 log_failure "POST $url for $event ${4:-${2-}} failed (exit $status): $detail"
 exit 0

@@ -172,18 +172,17 @@ def explain(app: App, torrent_hash, no_scan, from_index, live, max_scan_age):
         progress=app.progress(),
     )
     if r.live_error is not None:
-        # --live asked for the clients' answer: an index one would be the answer it said it is
-        # not. Without it, the index stands in; a hash it lacks (added since its last sync, or
-        # wrong) is the client's error, so "qBittorrent is down" never reads as "bad hash".
+        # No client could answer (a wrong hash raised UnknownTorrent in explain_group). --live
+        # asked for the clients' answer: an index one would be the answer it said it is not.
+        # Without it, the index stands in; a hash it lacks (added since its last sync, or wrong)
+        # is the client's error, so "qBittorrent is down" never reads as "bad hash".
         if live:
             raise r.live_error
         try:
             return explain_from_index(app, torrent_hash, f"live answer impossible: {r.live_error}")
         except UnknownTorrent as e:
-            if isinstance(r.live_error, UnknownTorrent):  # the clients answered: no such hash (bad input)
-                raise r.live_error from None
             # The index's line already says both halves (what it lacks, why no client could be
-            # asked); the client's exit code, so "qBittorrent is down" never reads as "bad hash".
+            # asked), with the client's exit code.
             raise QbtError(e.message, hint=e.hint) from None
     app.emit(r.data, _print_explain)
 

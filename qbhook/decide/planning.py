@@ -22,7 +22,7 @@ from qbhook.clients.port import ClientPort
 from qbhook.config import Config
 from qbhook.decide.facts import Snapshot
 from qbhook.decide.plan import Plan
-from qbhook.errors import QbtError, UnknownGroup
+from qbhook.errors import QbtError, UnknownGroup, UnknownTorrent
 from qbhook.progress import Progress
 
 
@@ -212,7 +212,8 @@ class ExplainResult:
     """``explain``'s answer (``data``, shaped by ``qbhook.decide.explain.explain_data``), or
     ``live_error``: the clients could not be listed, so only the torrent index can answer. The
     client's own error, kept whole: when the index cannot answer either, it is what the user
-    is told (its exit code says "unreachable", not "bad input")."""
+    is told (its exit code says "unreachable", not "bad input"). Never ``UnknownTorrent``: the
+    clients answered that, and ``explain_group`` raises it (a wrong hash is bad input)."""
 
     data: dict | None
     live_error: QbtError | None = None
@@ -234,7 +235,8 @@ def explain_group(
     The catalog is scanned first only when the last full scan is older than ``max_scan_age``
     (default ``scan.max_age``) and not ``no_scan``. The torrents come from the torrent index
     (``_decide_from_index``) unless ``live`` or the index cannot stand in; then from the
-    clients' listing, and a client that cannot answer that is ``live_error``.
+    clients' listing, and a client that cannot answer that is ``live_error``; clients that
+    answered without the hash raise ``UnknownTorrent``.
 
     ``open_clients`` is called only when a client is asked (an index to sync, or a live
     listing): building the clients loads their libraries, which an answer from a recent index
@@ -256,6 +258,10 @@ def explain_group(
     if decided is None:
         try:
             snap, p, _use = plan_run(cfg, catalog, open_clients(), hashes=[torrent_hash], scan=scan, progress=progress)
+        except UnknownTorrent:
+            # A QbtError, but the clients answered: no such torrent. Not "no client could
+            # answer", which the index may stand in for (and whose exit code says "unreachable").
+            raise
         except QbtError as e:
             return ExplainResult(None, live_error=e)
         index = {"source": "clients", "reason": "torrents listed from the clients now"}

@@ -1497,6 +1497,7 @@ class Executor:
             "download_path": t.download_path,
             "auto_tmm": t.auto_tmm,
             "had_relocated_tag": bool(tag) and tag in t.tags,
+            "tags": sorted(t.tags),  # a rollback puts back the tags the group's Tag steps changed (_tags_as_found)
         }
 
     def _verify_group(self, st: _GroupRun, s: VerifyGroup, _at: _At) -> dict:
@@ -2194,13 +2195,21 @@ class Executor:
             self._restore_atm(st, c, h, from_path)
         if _as_found(c, h, obs, t, was_running=bool(obs.get("was_running"))):
             self.journal.forget_stopped(s.instance, h)
-        tag = self.cfg.policy.relocated_tag
-        if tag and obs.get("had_relocated_tag") is False:
-            try:
-                c.remove_tags(h, [tag])  # the tag says "qbhook moved this": after a rollback it did not
-            except QbtError as e:
-                self.log.warning("torrent %s moved back but still tagged %s: %s", h, tag, e)
+        self._tags_back(st, c, s, obs)
         return {"moved_back": moved_back, "state": t.state}
+
+    def _tags_back(self, st: _GroupRun, c: ClientPort, s: Relocate, obs: dict) -> None:
+        """A moved-back torrent's tags as found (``_tags_as_found``); a client refusing is logged:
+        the data is back, which is what the rollback is for."""
+        h = s.torrent
+        drop, back = _tags_as_found(st.plan, s, obs, self.cfg.policy.relocated_tag)
+        try:
+            if drop:
+                c.remove_tags(h, drop)  # the tags say "qbhook moved this": after a rollback it did not
+            if back:
+                c.add_tags(h, back)
+        except QbtError as e:
+            self.log.warning("torrent %s moved back but its tags are not as found (-%s +%s): %s", h, drop, back, e)
 
     def _restore_atm(self, st: _GroupRun, c: ClientPort, h: str, from_path: str) -> None:
         """ATM on again for a torrent that had it (``setLocation`` turned it off), only through the
@@ -2504,6 +2513,25 @@ def _deleted_before(mine: list[tuple[int, Step, StepRow | None]]) -> bool:
         and getattr(HANDLERS.get(type(step)), "irreversible", False)
         for _q, step, row in mine
     )
+
+
+def _tags_as_found(plan: GroupPlan, s: Relocate, obs: dict, relocated_tag: str) -> tuple[list[str], list[str]]:
+    """(tags to take off, tags to put back) for torrent ``s.torrent`` moved back by a rollback:
+    those its relocation (``relocated_tag``) and the group's Tag steps added that it lacked when
+    first seen, and those the Tag steps removed that it had. A Tag step has no undo of its own:
+    the relocation's observation, journaled before any of them acted, is what "as found" is,
+    across a crash and a resume too. Observed before "tags" was journaled: the relocated tag only."""
+    if "tags" not in obs:
+        return ([relocated_tag] if relocated_tag and obs.get("had_relocated_tag") is False else []), []
+    had = set(obs["tags"])
+    mine = [
+        t
+        for t in plan.steps
+        if isinstance(t, Tag) and t.instance == s.instance and t.torrent.lower() == s.torrent.lower()
+    ]
+    added = {a for t in mine for a in t.add} | ({relocated_tag} if relocated_tag else set())
+    removed = {r for t in mine for r in t.remove}
+    return sorted(added - had), sorted(removed & had)
 
 
 def _redo_group(_s: VerifyGroup, _relocated: set, later: list) -> bool:

@@ -832,6 +832,36 @@ def test_external_link_appearing_before_delete_stops_and_rolls_back(world):
     assert os.stat(lib).st_nlink == 3
 
 
+@pytest.mark.parametrize("crash", [False, True], ids=["live", "crash-then-resume"])
+def test_a_group_rolled_back_after_its_tag_steps_has_the_tags_it_had(world, crash):
+    """The Tag steps (+demoted -~noHL) ran, then the first delete refused: the rollback moved
+    both torrents back but left them tagged "demoted" and without "~noHL" (a Tag step had no
+    undo). Also when the run was killed after the Tag steps and ``resume`` rolls back."""
+    world.qbt.t[H1].tags.add("~noHL")
+    plan = demote_plan(world)
+    lib = os.path.join(world.lib, "Movie (2020).mkv")
+
+    def link(point, gid, seq, step):
+        if point == "before" and step.kind == "delete" and not os.path.exists(lib):
+            os.makedirs(world.lib, exist_ok=True)
+            os.link(os.path.join(world.save(H1, "stash"), FILES[0][0]), lib)  # Radarr imports it now
+
+    def kill(point, gid, seq, step):
+        if point == "after_act" and step.kind == "tag" and step.torrent == H2:
+            raise Crash("killed after the Tag steps")
+
+    if crash:
+        with pytest.raises(Crash):
+            world.executor(hook=kill).apply(plan)
+        assert world.qbt.t[H1].tags == {"demoted", "qbhook-relocated"}  # the Tag steps did run
+        g = world.executor(hook=link).resume()[0].groups[0]
+    else:
+        g = world.executor(hook=link).apply(plan).groups[0]
+    assert g.status == "rolled_back" and "links" in g.reason, g.reason
+    assert world.qbt.t[H1].tags == {"~noHL"} and world.qbt.t[H2].tags == set()
+    assert world.qbt.t[H1].save_path == world.save(H1, "stash")
+
+
 H3 = "c" * 40
 
 
@@ -1112,6 +1142,8 @@ def test_crash_during_rollback_resumes_the_rollback(world):
         t = world.qbt.t[h]
         assert t.save_path == world.save(h, "stash") and t.progress == 1 and t.transient is None
     assert world.qbt.t[H1].stopped is False and world.qbt.t[H2].stopped is True
+    # H1 was moved and tagged before the kill: the resumed rollback takes the tag off too
+    assert world.qbt.count("add_tags", H1) >= 1 and world.qbt.t[H1].tags == set()
     assert world.qbt.violations == []
 
 

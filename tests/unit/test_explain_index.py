@@ -249,3 +249,22 @@ def test_the_folder_rule_searches_the_path_indexes(bed):
     assert folder and any("torrents_content_path" in p for p in plans), plans
     assert any("torrents_save_path" in p for p in plans), plans
     assert not [p for p in plans if p.startswith("SCAN ") or "sqlite_autoindex_torrents" in p], plans
+
+
+def test_explain_group_raises_a_hash_the_answering_clients_lack_and_keeps_a_down_client_as_live_error(bed):
+    """UnknownTorrent is a QbtError, but the clients answered: a wrong hash (bad input), raised
+    where it is known, not a ``live_error`` ("no client could answer") for the CLI to tell apart
+    from a client that is down, which the index may stand in for."""
+    from qbhook.decide.planning import explain_group
+    from qbhook.errors import ExitCode, QbtError, UnknownTorrent
+
+    with pytest.raises(UnknownTorrent) as e:
+        explain_group(bed.cfg, bed.cat, lambda: [bed.qbt], "f" * 40, no_scan=True)
+    assert e.value.exit_code == ExitCode.BAD_INPUT
+
+    class Down(FakeQbt):
+        def torrents(self, *a, **k):
+            raise QbtError("cannot reach qBittorrent at http://127.0.0.1:9")
+
+    r = explain_group(bed.cfg, bed.cat, lambda: [Down()], "f" * 40, no_scan=True, live=True)
+    assert r.data is None and type(r.live_error) is QbtError, r

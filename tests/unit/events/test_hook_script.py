@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import threading
@@ -259,6 +260,8 @@ def test_server_down_is_logged_and_exit_0(tmp_path):
     assert b"failed" in result.stderr
     text = log.read_text()
     assert "http://127.0.0.1:9/hook/qbittorrent" in text and V1 in text and TOKEN not in text
+    assert "cannot connect, the event was not delivered" in text
+    assert text.rstrip().endswith(" 000")  # curl's status, without the connects it also wrote
 
 
 @pytest.mark.parametrize("status", [401, 400, 503])
@@ -277,6 +280,48 @@ def test_hanging_server_is_cut_off(server, tmp_path, monkeypatch):
     # Not "failed": intake may still queue it (a busy catalog waits up to 60 s).
     assert result.returncode == 0 and b"failed" not in result.stderr
     assert b"no answer within 4 s: the event may or may not be queued (the next sweep reconciles it)" in result.stderr
+
+
+@pytest.fixture
+def unanswered():
+    """A port whose connects hang: a listener that never accepts, its queue full, so the kernel
+    drops every further SYN (a firewall that drops, a qbhook serve host that is down)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(0)
+    fill = []
+    for _ in range(3):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(sock.getsockname())
+        fill.append(c)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    for c in [*fill, sock]:
+        c.close()
+
+
+def test_a_connect_timeout_says_the_event_was_not_delivered(unanswered, tmp_path):
+    """curl's --connect-timeout is exit 28 as its --max-time is: it read "no answer within 4 s:
+    the event may or may not be queued", though nothing reached qbhook serve."""
+    log = tmp_path / "hook.log"
+    started = time.monotonic()
+    result = run_hook(hook_args(), env={"QBHOOK_URL": unanswered, "QBHOOK_HOOK_LOG": str(log)}, cwd=tmp_path)
+    assert time.monotonic() - started < 4
+    assert result.returncode == 0 and b"(28)" in result.stderr, result.stderr
+    (line,) = log.read_text().splitlines()
+    said = f"POST {unanswered}/hook/qbittorrent for added {V1} failed: cannot connect, the event was not delivered"
+    assert said in line
+    assert "is qbhook serve running and listening there (QBHOOK_URL)?" in line and "may or may not" not in line
+
+
+def test_a_timeout_after_connecting_says_the_event_may_be_queued(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(Recorder, "delay", 8.0)
+    log = tmp_path / "hook.log"
+    result = run_hook(hook_args(), env={"QBHOOK_URL": url(server), "QBHOOK_HOOK_LOG": str(log)}, cwd=tmp_path)
+    assert result.returncode == 0 and len(server.requests) == 1  # it arrived
+    (line,) = log.read_text().splitlines()
+    said = f"POST {url(server)}/hook/qbittorrent for added {V1}: no answer within 4 s: the event may or may not be"
+    assert said in line and "if this repeats, see qbhook serve's log" in line and "not delivered" not in line
 
 
 @pytest.mark.parametrize("event", ["", "deleted", "--help"])

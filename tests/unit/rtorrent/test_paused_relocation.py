@@ -163,3 +163,23 @@ def test_an_item_comes_back_paused_started_or_stopped_as_it_was(rt_world, h1, fa
     assert rt.torrent(H1).is_complete and rt.torrent(H1).is_paused is (h1 == "paused")
     (row,) = [r for r in w.journal.steps(summary.run_id) if r.kind == "relocate" and r.args["torrent"] == H1]
     assert row.args["_observed"]["paused"] is (h1 == "paused")  # journaled: a resume or rollback knows it
+
+
+@pytest.mark.parametrize("when", ["at the relocation", "after the tag steps"])
+def test_a_rolled_back_item_keeps_the_tags_it_had_in_its_custom_field(rt_world, when):
+    """rTorrent keeps qbhook's tags in ``d.custom=qbhook_tags``: a rollback, whether H2's check
+    failed (H1 already moved and tagged) or the first delete refused after the Tag steps
+    (+demoted -~noHL), leaves each item tagged as it was found."""
+    w, rt, rpc = rt_world
+    rpc.items[H1.upper()]["d.custom"] = "~noHL"
+    if when == "at the relocation":
+        rpc.fail_at[os.path.join(w.save(H2, "pool"), "Movie.2020")] = 0.9
+    else:  # a library link the plan does not know: the first delete refuses
+        os.makedirs(w.lib, exist_ok=True)
+        os.link(os.path.join(w.save(H1, "stash"), FILES[0][0]), os.path.join(w.lib, "Movie (2020).mkv"))
+
+    summary = _apply(w, rt)
+
+    assert summary.groups[0].status == "rolled_back", summary.groups[0].reason
+    assert "d.custom.set AAAA" in rpc.calls and rt.torrent(H1).save_path == w.save(H1, "stash")
+    assert set(rt.torrent(H1).tags) == {"~noHL"} and set(rt.torrent(H2).tags) == set()
