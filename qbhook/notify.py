@@ -26,11 +26,13 @@ The model:
   stops or restarts must not lose "group failed" for good. Every event taken and not yet sent
   (queued, in a send, kept after a failure) is written to a file beside the catalog, one per
   endpoint, when a send fails, when a flush runs out of time and when the notifier closes;
-  the next process's ``configure`` sends them first, each line marked as delayed, and the
+  the next process that takes them sends them first, each line marked as delayed, and the
   file goes once they are delivered (not when read: a crash in between keeps them). At most
   ``QUEUE_SIZE`` per endpoint, the newest kept and the dropped ones counted in the message.
   The file is named by a hash of the URL, never the URL (it carries a token); a corrupt one
   is set aside (``.bad``), one for a URL no longer configured is dropped, both logged.
+* **One process at a time sends the outbox** (a flock beside it): two starting while the
+  endpoint is down would each send the same delayed events once it is back.
 * Process-wide: the CLI calls ``configure(cfg)`` when it loads the config; without
   ``notify.urls`` every entry point here is a no-op. A command gives the thread at most
   ``FLUSH_S`` when it ends to deliver what is pending (``flush_pending``); what did not go
@@ -41,11 +43,13 @@ The model:
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import queue
+import stat
 import tempfile
 import threading
 import time
@@ -65,6 +69,7 @@ QUEUE_SIZE = 1000  # events waiting to be sent; beyond this they are dropped (an
 MAX_LINES = 40  # lines per message; the rest is summarised as a count
 RETRY_S = 30.0  # a failed batch is sent again after this, doubling at each failure in a row
 RETRY_MAX_S = 300.0  # ... up to this
+SAVE_WAIT_S = 2.0  # writing the outbox waits at most this long for another process writing it
 
 SEVERITIES = ("info", "warning", "failure")
 
@@ -207,6 +212,8 @@ class Notifier:
         else:
             self._thread.join(timeout)
         self.save()
+        if self._outbox is not None:
+            self._outbox.release()  # this notifier sends nothing more: the next one may take them
 
     def save(self, delivered: Iterable[Event] = ()) -> None:
         """Write what is undelivered to the outbox (nothing: remove ours from it), ``delivered``
@@ -217,8 +224,14 @@ class Notifier:
             pending = list(self._undelivered)
         if not pending and not self._outbox_used:
             return
+        if pending:
+            # While the file holds events this process still sends, no other may take them: both
+            # would send them (``serve``'s failed batch, taken by a cron ``sweep``).
+            self._outbox.take()
         self._outbox.save(pending, delivered)
         self._outbox_used = bool(pending)
+        if not pending:
+            self._outbox.release()
 
     def _forget(self, events: Iterable[Event]) -> None:
         gone = {id(e) for e in events}
@@ -379,13 +392,34 @@ class Outbox:
     The file is qbhook's own, written as root in a folder that may not be only root's: written
     to a new name (``mkstemp``: O_EXCL, mode 0600) and renamed over, never through a symbolic
     link or over anything but a regular file (``files.check_replaceable``), read without
-    following one. Every failure is one log line, never raised: notifications never stop qbhook."""
+    following one. Every failure is one log line, never raised: notifications never stop qbhook.
+
+    Two flocks beside it, each taken without following a symbolic link: ``<outbox>.lock``, held
+    by the one process that sends the file's events (it loaded them, or some of its own wait
+    there) for as long as they are undelivered, so no other process loads them too and sends
+    them twice; and ``<outbox>.write.lock``, held only for a read-merge-write, so that two
+    processes saving at once do not lose each other's events."""
 
     MAX_BYTES = 16 * 2**20  # far above QUEUE_SIZE events of one line each
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._lock = threading.Lock()  # the sender thread and the main thread both save
+        self._taken: int | None = None  # the fd holding ``<outbox>.lock`` (closing it drops the flock)
+
+    def take(self) -> bool:
+        """Hold ``<outbox>.lock`` (already held: True); False at once when another process does."""
+        with self._lock:
+            if self._taken is None:
+                self._taken = _flock(self.path.with_name(self.path.name + ".lock"), 0.0)
+            return self._taken is not None
+
+    def release(self) -> None:
+        """Let another process take the file's events (this one sends none of them any more)."""
+        with self._lock:
+            fd, self._taken = self._taken, None
+        if fd is not None:
+            os.close(fd)
 
     @staticmethod
     def name_for(catalog: str | os.PathLike, url: str) -> Path:
@@ -396,7 +430,12 @@ class Outbox:
 
     def load(self, limit: int = QUEUE_SIZE) -> list[Event]:
         """The events kept by an earlier process, marked delayed (the newest ``limit``, and one
-        line counting any dropped); [] when there are none or the file is unreadable (set aside)."""
+        line counting any dropped); [] when there are none, the file is unreadable (set aside) or
+        another process has taken them (it sends them: ``take``). Events loaded keep the file
+        taken until they are delivered (``Notifier.save``) or the process ends."""
+        if not self.take():
+            log.info("notify: another qbhook process is sending the undelivered events in %s", self.path.name)
+            return []
         events, dropped = self._read()
         if len(events) > limit:
             dropped += len(events) - limit
@@ -414,12 +453,29 @@ class Outbox:
             )
         if out:
             log.warning("notify: %d undelivered event(s) from an earlier run will be sent again", len(out))
+        else:
+            self.release()
         return out
 
     def save(self, pending: Iterable[Event], delivered: Iterable[Event] = ()) -> None:
         """Make the file hold ``pending`` and what another process kept there, less ``delivered``:
-        at most QUEUE_SIZE, the newest, and the count of the rest; nothing left: no file."""
-        delivered = list(delivered)
+        at most QUEUE_SIZE, the newest, and the count of the rest; nothing left: no file. Another
+        process writing it for longer than SAVE_WAIT_S: nothing is written (logged)."""
+        pending = list(pending)
+        wlock = _flock(self.path.with_name(self.path.name + ".write.lock"), SAVE_WAIT_S)
+        if wlock is None:
+            log.warning(
+                "notify: %d undelivered event(s) cannot be kept for the next start: %s is busy or unusable",
+                len(pending),
+                self.path.name,
+            )
+            return
+        try:
+            self._merge(pending, list(delivered))
+        finally:
+            os.close(wlock)
+
+    def _merge(self, pending: list[Event], delivered: list[Event]) -> None:
         gone = {e.key for e in delivered}
         with self._lock:
             kept, dropped = self._read() if os.path.lexists(self.path) else ([], 0)
@@ -512,6 +568,40 @@ class Outbox:
             pass
         except OSError as e:
             log.warning("notify: cannot remove the delivered outbox %s: %s", self.path, e.strerror)
+
+
+_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _flock(path: Path, wait: float) -> int | None:
+    """An fd of ``path`` (made if missing, mode 0600) holding an exclusive flock, waited for at
+    most ``wait`` seconds; None when another process holds it that long, or when the name is a
+    symbolic link or not a regular file (logged: the folder may be writable by others). Never
+    written, never deleted: unlinking a flock file lets two processes lock two inodes of one name."""
+    try:
+        fd = os.open(path, _LOCK_FLAGS, 0o600)
+    except OSError as e:
+        log.warning("notify: cannot use the outbox lock %s: %s", path, e.strerror)
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            log.warning("notify: refusing the outbox lock %s: it is not a regular file", path)
+            os.close(fd)
+            return None
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return None
+            time.sleep(0.05)
+    except OSError as e:
+        os.close(fd)
+        log.warning("notify: cannot use the outbox lock %s: %s", path, e.strerror)
+        return None
 
 
 def _why(e: Exception) -> str:

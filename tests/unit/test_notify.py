@@ -586,6 +586,14 @@ def _process(monkeypatch, catalog, senders: dict) -> Notifier | Fanout:
     return notify.configure(_CfgWithCatalog(catalog, list(senders)))
 
 
+def _exit(*ns):
+    """The process of these notifiers ends: its flocks go with it."""
+    for n in ns:
+        for one in getattr(n, "notifiers", (n,)):
+            if one._outbox is not None:
+                one._outbox.release()
+
+
 def _dispose(*ns):
     """Stop the threads of notifiers whose process is over (without writing their outbox again)."""
     for n in ns:
@@ -609,6 +617,7 @@ def test_events_undelivered_when_the_process_ends_are_sent_by_the_next_one(monke
         on_disk = " ".join([outbox.name, outbox.read_text()])
         assert "secret-token" not in on_disk and "ntfy.example" not in on_disk  # the URL carries a token
         assert oct(outbox.stat().st_mode & 0o777) == "0o600"
+        _exit(first)
 
         up = Recorder()
         second = _process(monkeypatch, catalog, {SECRET_URL: up})
@@ -632,6 +641,7 @@ def test_a_send_in_progress_when_the_process_ends_is_kept_too(tmp_path):
         notify.flush_pending(0.3)
     finally:
         notify.install(prev)
+    _exit(n)
     (ev,) = notify.Outbox(tmp_path / "o").load()
     assert ev.text == "group g failed" and ev.delayed
     release.set()
@@ -646,6 +656,7 @@ def test_a_crash_between_loading_the_outbox_and_delivering_it_keeps_the_events(t
     loaded = Notifier(hanging, min_interval=0, gather_s=0, outbox=notify.Outbox(path))
     time.sleep(0.2)  # it loaded the outbox and is stuck sending it: then the process is killed
     assert path.exists()
+    _exit(loaded)
     up = Recorder()
     after = Notifier(up, min_interval=0, gather_s=0, outbox=notify.Outbox(path))
     assert after.flush(5) and "[FAILURE] mass-delete guard tripped" in up.calls[0][2]
@@ -710,6 +721,7 @@ def test_the_outbox_of_a_url_no_longer_configured_is_dropped(monkeypatch, tmp_pa
         notify.emit("group_failed", "group g failed", "failure")
         notify.flush_pending(5)
         assert len(list(tmp_path.glob("*.outbox"))) == 2
+        _exit(first)
         a = Recorder()
         second = _process(monkeypatch, catalog, {"json://a/": a})
         assert second.flush(5) and "group g failed" in a.calls[0][2]
@@ -718,3 +730,63 @@ def test_the_outbox_of_a_url_no_longer_configured_is_dropped(monkeypatch, tmp_pa
         _dispose(first, second)
     finally:
         notify.install(prev)
+
+
+# ------------------------------------------------------------------ who sends the outbox
+
+
+def test_one_process_at_a_time_takes_the_outbox(tmp_path):
+    """Two processes starting while the notifier is down must not both send the kept events
+    (duplicates once it is back): the second loads nothing until the first is gone."""
+    path = tmp_path / "o"
+    notify.Outbox(path).save([Event("guard", "mass-delete guard tripped", "failure", 1.0)])
+    first, second = notify.Outbox(path), notify.Outbox(path)
+    assert [e.text for e in first.load()] == ["mass-delete guard tripped"]
+    assert second.load() == []
+    first.release()  # its process ended, the events undelivered
+    assert [e.text for e in second.load()] == ["mass-delete guard tripped"]
+    second.release()
+
+
+def test_a_process_whose_own_events_wait_in_the_outbox_keeps_others_from_sending_them(monkeypatch, tmp_path):
+    """`serve` with ntfy down writes its failed batch to the outbox and keeps retrying it: a cron
+    `sweep` starting meanwhile must not send it too."""
+    catalog = tmp_path / "catalog.sqlite"
+    prev = notify.active()
+    try:
+        serve = _process(monkeypatch, catalog, {SECRET_URL: Recorder(fail=True)})
+        notify.emit("group_failed", "group g failed", "failure")
+        assert not serve.flush(5)
+        assert list(tmp_path.glob("*.outbox"))
+        up = Recorder()
+        sweep = _process(monkeypatch, catalog, {SECRET_URL: up})
+        assert sweep.flush(5) and up.calls == []
+        _dispose(serve, sweep)
+    finally:
+        notify.install(prev)
+
+
+def test_the_outbox_lock_is_never_a_symlink(tmp_path, caplog):
+    target = tmp_path / "elsewhere"
+    target.write_text("keep")
+    path = tmp_path / "o"
+    notify.Outbox(path).save([Event("run", "x", "info", 1.0)])
+    (tmp_path / "o.lock").symlink_to(target)
+    ob = notify.Outbox(path)
+    assert ob.load() == [] and target.read_text() == "keep"
+    assert "cannot use the outbox lock" in caplog.text
+
+
+def test_saving_waits_boundedly_for_another_writer_of_the_outbox(monkeypatch, tmp_path, caplog):
+    """Two processes merging into the file at once would lose one's events: the second waits for
+    the first (at most SAVE_WAIT_S, then it logs and writes nothing)."""
+    monkeypatch.setattr(notify, "SAVE_WAIT_S", 0.2)
+    path = tmp_path / "o"
+    held = notify._flock(tmp_path / "o.write.lock", 0)
+    try:
+        notify.Outbox(path).save([Event("run", "x", "info", 1.0)])
+    finally:
+        os.close(held)
+    assert not path.exists() and "cannot be kept for the next start" in caplog.text
+    notify.Outbox(path).save([Event("run", "x", "info", 1.0)])
+    assert path.exists()
