@@ -31,9 +31,11 @@ The model:
   ``QUEUE_SIZE`` per endpoint, the newest kept and the dropped ones counted in the message.
   The file is named by a hash of the URL, never the URL (it carries a token); a corrupt one
   is set aside (``.bad``), one for a URL no longer configured is dropped, both logged.
-* **One process at a time sends the outbox** (a flock beside it): two starting while the
-  endpoint is down would each send the same delayed events once it is back.
-* Process-wide: the CLI calls ``configure(cfg)`` when it loads the config; without
+* **One process at a time sends the outbox** (a flock beside it), and only one that stays or
+  acts (``serve``, a run: ``configure(take_kept=True)``): the hook and the read-only commands
+  only add their own undelivered events to it, never sending its events twice nor waiting for a
+  dead endpoint at exit.
+* Process-wide: the CLI calls ``configure(cfg, take_kept)`` when it loads the config; without
   ``notify.urls`` every entry point here is a no-op. A command gives the thread at most
   ``FLUSH_S`` when it ends to deliver what is pending (``flush_pending``); what did not go
   is written to the outbox.
@@ -147,6 +149,7 @@ class Notifier:
         retry_s: float = RETRY_S,
         clock: Callable[[], float] = time.monotonic,
         outbox: Outbox | None = None,
+        take_kept: bool = True,
     ):
         self._send = send
         self.min_interval = max(float(min_interval), 0.0)
@@ -167,7 +170,7 @@ class Notifier:
         self._ulock = threading.Lock()
         self._outbox = outbox
         self._outbox_used = False  # the outbox may hold some of ours: a success rewrites it
-        if outbox is not None:
+        if outbox is not None and take_kept:
             # An earlier process's undelivered events: sent first, at once (before the thread runs).
             self._held = outbox.load(queue_size)
             self._undelivered = list(self._held)
@@ -666,8 +669,16 @@ _active_key: tuple | None = None
 _lock = threading.Lock()
 
 
-def configure(cfg) -> Notifier | Fanout | None:
-    """Start (or keep) the process's notifier for ``cfg.notify``; None when no URL is configured."""
+def configure(cfg, take_kept: bool = False) -> Notifier | Fanout | None:
+    """Start (or keep) the process's notifier for ``cfg.notify``; None when no URL is configured.
+
+    ``take_kept``: this process sends the outbox's events (``Outbox``) and drops those of URLs no
+    longer configured. The CLI passes True for ``serve`` and the commands that act (``apply`` and
+    ``converge`` with --yes, ``resume``, ``sweep``): a process that stays, or that notifies a run
+    of its own. Never for ``hook`` (qBittorrent runs it for every torrent: it must not wait at exit
+    for an endpoint that is down, and it loads the config without the secrets, so URLs from the
+    environment look unconfigured) nor for a command that only reads; their own undelivered events
+    still go to the outbox."""
     global _active, _active_key
     n = getattr(cfg, "notify", None)
     key = (tuple(n.urls), n.min_interval) if n is not None and n.urls else None
@@ -688,10 +699,13 @@ def configure(cfg) -> Notifier | Fanout | None:
             _active_key = None
             raise ConfigError("notify.urls", str(e), hint="see https://github.com/caronc/apprise/wiki") from None
         catalog = getattr(cfg, "catalog", None)
-        if catalog is not None:
+        if catalog is not None and take_kept:
             drop_stale_outboxes(catalog, n.urls)
         outboxes = [Outbox(Outbox.name_for(catalog, u)) if catalog is not None else None for u in n.urls]
-        notifiers = [Notifier(send, min_interval=n.min_interval, outbox=ob) for send, ob in zip(sends, outboxes)]
+        notifiers = [
+            Notifier(send, min_interval=n.min_interval, outbox=ob, take_kept=take_kept)
+            for send, ob in zip(sends, outboxes)
+        ]
         _active = notifiers[0] if len(notifiers) == 1 else Fanout(notifiers)
         return _active
 

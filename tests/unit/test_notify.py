@@ -579,11 +579,11 @@ class _CfgWithCatalog:
         self.notify = _NotifyCfg(urls)
 
 
-def _process(monkeypatch, catalog, senders: dict) -> Notifier | Fanout:
+def _process(monkeypatch, catalog, senders: dict, take_kept: bool = True) -> Notifier | Fanout:
     """A new qbhook process's notifier: what ``configure`` makes from the config (no notifier yet)."""
     monkeypatch.setattr(notify, "apprise_sender", lambda urls, first=1: senders[urls[0]])
     notify.install(None)
-    return notify.configure(_CfgWithCatalog(catalog, list(senders)))
+    return notify.configure(_CfgWithCatalog(catalog, list(senders)), take_kept=take_kept)
 
 
 def _exit(*ns):
@@ -766,6 +766,46 @@ def test_a_process_whose_own_events_wait_in_the_outbox_keeps_others_from_sending
         notify.install(prev)
 
 
+def test_a_command_that_does_not_take_kept_events_leaves_the_outbox_alone(monkeypatch, tmp_path):
+    """`qbhook status` (or the hook, without the secrets: some URLs missing) with the notifier back
+    up: it sends nothing of the outbox, rewrites nothing and drops no outbox as stale."""
+    catalog = tmp_path / "catalog.sqlite"
+    mine = notify.Outbox(notify.Outbox.name_for(catalog, SECRET_URL))
+    mine.save([Event("guard", "mass-delete guard tripped", "failure", 1.0)])
+    other = notify.Outbox(notify.Outbox.name_for(catalog, "json://from-the-env/"))
+    other.save([Event("run", "run 7 failed", "failure", 2.0)])
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.glob("*.outbox")}
+    prev = notify.active()
+    try:
+        up = Recorder()
+        status = _process(monkeypatch, catalog, {SECRET_URL: up}, take_kept=False)
+        assert status.flush(5) and up.calls == []
+        notify.flush_pending(5)
+        assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.glob("*.outbox")} == before
+        _dispose(status)
+    finally:
+        notify.install(prev)
+
+
+def test_the_hook_does_not_wait_at_exit_for_an_outbox_it_does_not_send(monkeypatch, tmp_path):
+    """qBittorrent runs `qbhook hook` for every torrent: with an outbox present and the endpoint
+    hanging, its exit must not wait FLUSH_S for events that are not its own."""
+    catalog = tmp_path / "catalog.sqlite"
+    notify.Outbox(notify.Outbox.name_for(catalog, SECRET_URL)).save([Event("run", "run 7 failed", "failure", 1.0)])
+    release = threading.Event()
+    hanging = Recorder(hang=release)
+    prev = notify.active()
+    try:
+        hook = _process(monkeypatch, catalog, {SECRET_URL: hanging}, take_kept=False)
+        started = time.monotonic()
+        notify.flush_pending(notify.FLUSH_S)
+        assert time.monotonic() - started < 1.0 and hanging.calls == []
+        release.set()
+        _dispose(hook)
+    finally:
+        notify.install(prev)
+
+
 def test_the_outbox_lock_is_never_a_symlink(tmp_path, caplog):
     target = tmp_path / "elsewhere"
     target.write_text("keep")
@@ -790,3 +830,25 @@ def test_saving_waits_boundedly_for_another_writer_of_the_outbox(monkeypatch, tm
     assert not path.exists() and "cannot be kept for the next start" in caplog.text
     notify.Outbox(path).save([Event("run", "x", "info", 1.0)])
     assert path.exists()
+
+
+@pytest.mark.parametrize(
+    "args, takes",
+    [
+        (["status"], False),
+        (["hook", "added", "0" * 40], False),
+        (["apply"], False),  # a dry run
+        (["apply", "--yes"], True),
+        (["resume"], True),
+        (["sweep"], True),
+    ],
+)
+def test_only_serve_and_the_commands_that_act_take_the_kept_notifications(monkeypatch, tmp_path, args, takes):
+    from tests.unit.test_cli_catalog import Env
+
+    seen = []
+    monkeypatch.setattr(notify, "configure", lambda cfg, take_kept=False: seen.append(take_kept))
+    env = Env(tmp_path)
+    env.save(notify={"urls": ["json://127.0.0.1:1/"]})
+    env.run(*args, expect=None)
+    assert seen[:1] == [takes]
