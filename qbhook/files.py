@@ -27,10 +27,13 @@ class Missing(NotReadable):
     """Nothing at all is at the path (a dangling symlink is something: plain NotReadable)."""
 
 
-def read_regular_file(path: str | os.PathLike, limit: int) -> bytes:
-    """The bytes of the regular file ``path``, at most ``limit`` of them (more is NotReadable)."""
+def read_regular_file(path: str | os.PathLike, limit: int, *, nofollow: bool = False) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them (more is NotReadable).
+    ``nofollow``: a symbolic link at ``path`` is NotReadable too (a file qbhook itself wrote, in
+    a folder someone else may write: a link planted there must not make root read another file)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_NOFOLLOW if nofollow else 0)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, flags)
     except OSError as e:
         # the second look happens only on this error path, to tell "nothing there" from the rest
         kind = Missing if isinstance(e, FileNotFoundError) and not os.path.lexists(path) else NotReadable

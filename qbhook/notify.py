@@ -20,25 +20,47 @@ The model:
   at once). The sweep records a condition as told when it emits it, so a batch dropped
   on failure (ntfy restarting) would never be told while the condition lasts. What is
   kept is bounded by ``QUEUE_SIZE`` events too: beyond it, the newest are dropped and
-  counted. What is still undelivered when the process ends is lost (and logged). Each
-  endpoint has its own queue and thread (``Fanout``), so a retry goes only where it failed.
-* Process-wide: the CLI calls ``configure(cfg)`` when it loads the config; without
+  counted. Each endpoint has its own queue and thread (``Fanout``), so a retry goes only
+  where it failed.
+* **What is undelivered outlives the process** (``Outbox``): a notifier down when ``serve``
+  stops or restarts must not lose "group failed" for good. Every event taken and not yet sent
+  (queued, in a send, kept after a failure) is written to a file beside the catalog, one per
+  endpoint, when a send fails, when a flush runs out of time and when the notifier closes;
+  the next process that takes them sends them first, each line marked as delayed, and the
+  file goes once they are delivered (not when read: a crash in between keeps them). At most
+  ``QUEUE_SIZE`` per endpoint, the newest kept and the dropped ones counted in the message.
+  The file is named by a hash of the URL, never the URL (it carries a token); a corrupt one
+  is set aside (``.bad``), one for a URL no longer configured is dropped, both logged.
+* **One process at a time sends the outbox** (a flock beside it), and only one that stays or
+  acts (``serve``, a run: ``configure(take_kept=True)``): the hook and the read-only commands
+  only add their own undelivered events to it, never sending its events twice nor waiting for a
+  dead endpoint at exit.
+* Process-wide: the CLI calls ``configure(cfg, take_kept)`` when it loads the config; without
   ``notify.urls`` every entry point here is a no-op. A command gives the thread at most
-  ``FLUSH_S`` when it ends to deliver what is pending (``flush_pending``).
+  ``FLUSH_S`` when it ends to deliver what is pending (``flush_pending``); what did not go
+  is written to the outbox.
 * Sweep conditions alert once when they start, not at every sweep: which groups,
   pools and torrents were already reported lives in the catalog's ``state`` table.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import logging
+import os
 import queue
+import stat
+import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
+from qbhook.files import NotReadable, NotReplaceable, check_replaceable, read_regular_file
 from qbhook.units import human_bytes
 
 log = logging.getLogger(__name__)
@@ -49,6 +71,7 @@ QUEUE_SIZE = 1000  # events waiting to be sent; beyond this they are dropped (an
 MAX_LINES = 40  # lines per message; the rest is summarised as a count
 RETRY_S = 30.0  # a failed batch is sent again after this, doubling at each failure in a row
 RETRY_MAX_S = 300.0  # ... up to this
+SAVE_WAIT_S = 2.0  # writing the outbox waits at most this long for another process writing it
 
 SEVERITIES = ("info", "warning", "failure")
 
@@ -64,6 +87,7 @@ KINDS = {
     "free_space": "pool low on space",
     "atm": "ATM switched back on",
     "left_stopped": "torrent left stopped",
+    "lost": "notifications lost",
 }
 
 
@@ -72,7 +96,13 @@ class Event:
     kind: str  # one of KINDS
     text: str  # one line for a person
     severity: str = "info"
-    at: float = 0.0
+    at: float = 0.0  # time.time() when it happened
+    delayed: bool = False  # kept in the outbox by an earlier process: its line says when it happened
+
+    @property
+    def key(self) -> tuple:
+        """What makes two copies (this process's and the outbox's) one event."""
+        return (self.kind, self.text, self.severity, self.at)
 
 
 Sender = Callable[[str, str, str], None]  # (title, body, severity); may raise or hang
@@ -84,10 +114,17 @@ def compose(events: list[Event]) -> tuple[str, str, str]:
     parts = [KINDS.get(k, k) + (f" ({n})" if n > 1 else "") for k, n in counts.most_common()]
     severity = max((e.severity for e in events), key=SEVERITIES.index)
     title = "qbhook: " + ", ".join(parts)
-    lines = [f"[{e.severity.upper()}] {e.text}" if e.severity != "info" else e.text for e in events]
+    lines = [_line(e) for e in events]
     if len(lines) > MAX_LINES:
         lines = lines[:MAX_LINES] + [f"... and {len(lines) - MAX_LINES} more"]
     return title, "\n".join(lines), severity
+
+
+def _line(e: Event) -> str:
+    text = f"[{e.severity.upper()}] {e.text}" if e.severity != "info" else e.text
+    if e.delayed:
+        text = f"(delayed, from {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(e.at))}) {text}"
+    return text
 
 
 class _Flush:
@@ -111,6 +148,8 @@ class Notifier:
         queue_size: int = QUEUE_SIZE,
         retry_s: float = RETRY_S,
         clock: Callable[[], float] = time.monotonic,
+        outbox: Outbox | None = None,
+        take_kept: bool = True,
     ):
         self._send = send
         self.min_interval = max(float(min_interval), 0.0)
@@ -125,14 +164,31 @@ class Notifier:
         self.dropped = 0
         self.sent = 0
         self.failed = 0
+        # Every event taken and not yet sent, oldest first (any thread, under _ulock): what the
+        # outbox keeps when the process ends, a send in progress included (it may hang).
+        self._undelivered: list[Event] = []
+        self._ulock = threading.Lock()
+        self._outbox = outbox
+        self._outbox_used = False  # the outbox may hold some of ours: a success rewrites it
+        if outbox is not None and take_kept:
+            # An earlier process's undelivered events: sent first, at once (before the thread runs).
+            self._held = outbox.load(queue_size)
+            self._undelivered = list(self._held)
+            self._outbox_used = bool(self._held)
         self._thread = threading.Thread(target=self._loop, name="qbhook-notify", daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------ callers (never block)
     def emit(self, event: Event) -> None:
-        try:
-            self._q.put_nowait(event)
-        except queue.Full:
+        with self._ulock:  # put and record as one: the sender cannot forget it before it is recorded
+            try:
+                self._q.put_nowait(event)
+            except queue.Full:
+                full = True
+            else:
+                full = False
+                self._undelivered.append(event)
+        if full:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 100 == 0:
                 log.warning("notify: queue full, %d event(s) dropped so far (is the notifier hanging?)", self.dropped)
@@ -155,8 +211,35 @@ class Notifier:
         try:
             self._q.put(_STOP, timeout=max(timeout, 0.001))
         except queue.Full:
+            pass
+        else:
+            self._thread.join(timeout)
+        self.save()
+        if self._outbox is not None:
+            self._outbox.release()  # this notifier sends nothing more: the next one may take them
+
+    def save(self, delivered: Iterable[Event] = ()) -> None:
+        """Write what is undelivered to the outbox (nothing: remove ours from it), ``delivered``
+        taken out of it; any thread. A no-op without an outbox, or when it holds none of ours."""
+        if self._outbox is None:
             return
-        self._thread.join(timeout)
+        with self._ulock:
+            pending = list(self._undelivered)
+        if not pending and not self._outbox_used:
+            return
+        if pending:
+            # While the file holds events this process still sends, no other may take them: both
+            # would send them (``serve``'s failed batch, taken by a cron ``sweep``).
+            self._outbox.take()
+        self._outbox.save(pending, delivered)
+        self._outbox_used = bool(pending)
+        if not pending:
+            self._outbox.release()
+
+    def _forget(self, events: Iterable[Event]) -> None:
+        gone = {id(e) for e in events}
+        with self._ulock:
+            self._undelivered = [e for e in self._undelivered if id(e) not in gone]
 
     # ------------------------------------------------------------ the sender thread
     def _loop(self) -> None:
@@ -230,15 +313,20 @@ class Notifier:
             self._hold(batch)
             wait = self._retry_at - self._clock()
             log.warning("notify: sending %d event(s) failed: %s (trying again in %.0f s)", len(batch), e, wait)
+            self.save()  # killed before the retry (SIGKILL, a crash), they are still told later
         else:
             self.sent += 1
             self._failures_in_row = 0
             self._retry_at = float("-inf")
+            self._forget(batch)
+            if self._outbox_used:
+                self.save(batch)
 
     def _hold(self, batch: list[Event]) -> None:
         """Keep a failed batch for the next try; the oldest facts are kept, the newest beyond the bound dropped."""
         keep = batch[: self._held_max]
         if len(batch) > len(keep):
+            self._forget(batch[len(keep) :])
             lost = len(batch) - len(keep)
             self.dropped += lost
             log.warning("notify: %d undelivered event(s) dropped, %d kept to send again", lost, len(keep))
@@ -246,8 +334,11 @@ class Notifier:
 
     def _lose_held(self) -> None:
         if self._held:
-            self.dropped += len(self._held)
-            log.warning("notify: %d event(s) never delivered (the notifier kept failing) are lost", len(self._held))
+            if self._outbox is not None:  # close() writes them to the outbox
+                log.warning("notify: %d undelivered event(s) kept for the next start", len(self._held))
+            else:
+                self.dropped += len(self._held)
+                log.warning("notify: %d event(s) never delivered (the notifier kept failing) are lost", len(self._held))
             self._held = []
 
 
@@ -278,6 +369,10 @@ class Fanout:
         for n in self.notifiers:
             n.close(timeout)
 
+    def save(self) -> None:
+        for n in self.notifiers:
+            n.save()
+
     @property
     def dropped(self) -> int:
         return sum(n.dropped for n in self.notifiers)
@@ -289,6 +384,249 @@ class Fanout:
     @property
     def failed(self) -> int:
         return sum(n.failed for n in self.notifiers)
+
+
+# ------------------------------------------------------------------ the outbox
+
+
+class Outbox:
+    """One endpoint's undelivered events, in a file beside the catalog (see the module docstring).
+
+    The file is qbhook's own, written as root in a folder that may not be only root's: written
+    to a new name (``mkstemp``: O_EXCL, mode 0600) and renamed over, never through a symbolic
+    link or over anything but a regular file (``files.check_replaceable``), read without
+    following one. Every failure is one log line, never raised: notifications never stop qbhook.
+
+    Two flocks beside it, each taken without following a symbolic link: ``<outbox>.lock``, held
+    by the one process that sends the file's events (it loaded them, or some of its own wait
+    there) for as long as they are undelivered, so no other process loads them too and sends
+    them twice; and ``<outbox>.write.lock``, held only for a read-merge-write, so that two
+    processes saving at once do not lose each other's events."""
+
+    MAX_BYTES = 16 * 2**20  # far above QUEUE_SIZE events of one line each
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._lock = threading.Lock()  # the sender thread and the main thread both save
+        self._taken: int | None = None  # the fd holding ``<outbox>.lock`` (closing it drops the flock)
+
+    def take(self) -> bool:
+        """Hold ``<outbox>.lock`` (already held: True); False at once when another process does."""
+        with self._lock:
+            if self._taken is None:
+                self._taken = _flock(self.path.with_name(self.path.name + ".lock"), 0.0)
+            return self._taken is not None
+
+    def release(self) -> None:
+        """Let another process take the file's events (this one sends none of them any more)."""
+        with self._lock:
+            fd, self._taken = self._taken, None
+        if fd is not None:
+            os.close(fd)
+
+    @staticmethod
+    def name_for(catalog: str | os.PathLike, url: str) -> Path:
+        """``<catalog>.notify-<hash of the URL>.outbox``: the URL itself carries a token."""
+        catalog = Path(catalog)
+        digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+        return catalog.with_name(f"{catalog.name}.notify-{digest}.outbox")
+
+    def load(self, limit: int = QUEUE_SIZE) -> list[Event]:
+        """The events kept by an earlier process, marked delayed (the newest ``limit``, and one
+        line counting any dropped); [] when there are none, the file is unreadable (set aside) or
+        another process has taken them (it sends them: ``take``). Events loaded keep the file
+        taken until they are delivered (``Notifier.save``) or the process ends."""
+        if not self.take():
+            log.info("notify: another qbhook process is sending the undelivered events in %s", self.path.name)
+            return []
+        events, dropped = self._read()
+        if len(events) > limit:
+            dropped += len(events) - limit
+            events = events[len(events) - limit :]
+        out = [Event(e.kind, e.text, e.severity, e.at, delayed=True) for e in events]
+        if dropped:
+            out.insert(
+                0,
+                Event(
+                    "lost",
+                    f"{dropped} older notification(s) were dropped while the notifier was down",
+                    "warning",
+                    time.time(),
+                ),
+            )
+        if out:
+            log.warning("notify: %d undelivered event(s) from an earlier run will be sent again", len(out))
+        else:
+            self.release()
+        return out
+
+    def save(self, pending: Iterable[Event], delivered: Iterable[Event] = ()) -> None:
+        """Make the file hold ``pending`` and what another process kept there, less ``delivered``:
+        at most QUEUE_SIZE, the newest, and the count of the rest; nothing left: no file. Another
+        process writing it for longer than SAVE_WAIT_S: nothing is written (logged)."""
+        pending = list(pending)
+        wlock = _flock(self.path.with_name(self.path.name + ".write.lock"), SAVE_WAIT_S)
+        if wlock is None:
+            log.warning(
+                "notify: %d undelivered event(s) cannot be kept for the next start: %s is busy or unusable",
+                len(pending),
+                self.path.name,
+            )
+            return
+        try:
+            self._merge(pending, list(delivered))
+        finally:
+            os.close(wlock)
+
+    def _merge(self, pending: list[Event], delivered: list[Event]) -> None:
+        gone = {e.key for e in delivered}
+        with self._lock:
+            kept, dropped = self._read() if os.path.lexists(self.path) else ([], 0)
+            if any(e.kind == "lost" for e in delivered):
+                dropped = 0  # the count was told
+            merged: dict[tuple, Event] = {}
+            for e in [*kept, *pending]:
+                # the count line is not kept as an event: ``load`` makes it again from ``dropped``
+                if e.key not in gone and e.kind != "lost":
+                    merged.setdefault(e.key, e)
+            events = sorted(merged.values(), key=lambda e: e.at)
+            if len(events) > QUEUE_SIZE:
+                dropped += len(events) - QUEUE_SIZE
+                events = events[len(events) - QUEUE_SIZE :]
+            if not events and not dropped:
+                self._remove()
+                return
+            self._write(events, dropped)
+
+    def _read(self) -> tuple[list[Event], int]:
+        try:
+            data = read_regular_file(self.path, self.MAX_BYTES, nofollow=True)
+        except NotReadable as e:
+            if os.path.lexists(self.path):
+                self._set_aside(str(e))
+            return [], 0
+        try:
+            # another user's file (a folder others can write): its lines must not go out as ours
+            foreign = os.lstat(self.path).st_uid != os.geteuid()
+        except OSError:
+            foreign = False  # gone meanwhile: what was read is ours
+        if foreign:
+            self._set_aside(f"{self.path} is not owned by this user")
+            return [], 0
+        try:
+            doc = json.loads(data)
+            events = [
+                Event(
+                    str(d["kind"]),
+                    str(d["text"]),
+                    d["severity"] if d["severity"] in SEVERITIES else "warning",
+                    float(d["at"]),
+                )
+                for d in doc["events"]
+            ]
+            dropped = int(doc.get("dropped", 0))
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            self._set_aside(f"{self.path} is not an outbox qbhook wrote ({type(e).__name__})")
+            return [], 0
+        return events, max(dropped, 0)
+
+    def _set_aside(self, why: str) -> None:
+        bad = self.path.with_name(self.path.name + ".bad")
+        try:
+            os.replace(self.path, bad)
+        except OSError as e:
+            log.warning("notify: undelivered events lost: %s (and cannot set it aside: %s)", why, e.strerror)
+            return
+        log.warning("notify: undelivered events lost: %s (set aside as %s)", why, bad.name)
+
+    def _write(self, events: list[Event], dropped: int) -> None:
+        doc = {
+            "version": 1,
+            "dropped": dropped,
+            "events": [{"kind": e.kind, "text": e.text, "severity": e.severity, "at": e.at} for e in events],
+        }
+        try:
+            check_replaceable(self.path)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        except (NotReplaceable, OSError) as e:
+            log.warning("notify: %d undelivered event(s) cannot be kept for the next start: %s", len(events), _why(e))
+            return
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(doc, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError as e:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            log.warning("notify: %d undelivered event(s) cannot be kept for the next start: %s", len(events), _why(e))
+
+    def _remove(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("notify: cannot remove the delivered outbox %s: %s", self.path, e.strerror)
+
+
+_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _flock(path: Path, wait: float) -> int | None:
+    """An fd of ``path`` (made if missing, mode 0600) holding an exclusive flock, waited for at
+    most ``wait`` seconds; None when another process holds it that long, or when the name is a
+    symbolic link or not a regular file (logged: the folder may be writable by others). Never
+    written, never deleted: unlinking a flock file lets two processes lock two inodes of one name."""
+    try:
+        fd = os.open(path, _LOCK_FLAGS, 0o600)
+    except OSError as e:
+        log.warning("notify: cannot use the outbox lock %s: %s", path, e.strerror)
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            log.warning("notify: refusing the outbox lock %s: it is not a regular file", path)
+            os.close(fd)
+            return None
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return None
+            time.sleep(0.05)
+    except OSError as e:
+        os.close(fd)
+        log.warning("notify: cannot use the outbox lock %s: %s", path, e.strerror)
+        return None
+
+
+def _why(e: Exception) -> str:
+    return f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.strerror else str(e)
+
+
+def drop_stale_outboxes(catalog: str | os.PathLike, urls: Iterable[str]) -> None:
+    """Remove the outboxes of URLs no longer in ``notify.urls`` (their events have nowhere to go)."""
+    catalog = Path(catalog)
+    keep = {Outbox.name_for(catalog, u).name for u in urls}
+    try:
+        names = [
+            n for n in os.listdir(catalog.parent) if n.startswith(f"{catalog.name}.notify-") and n.endswith(".outbox")
+        ]
+    except OSError:
+        return
+    for name in names:
+        if name not in keep:
+            ob = Outbox(catalog.parent / name)
+            events, _ = ob._read()
+            ob._remove()
+            log.warning("notify: %d undelivered event(s) for an endpoint no longer in notify.urls dropped", len(events))
 
 
 # ------------------------------------------------------------------ apprise
@@ -331,8 +669,16 @@ _active_key: tuple | None = None
 _lock = threading.Lock()
 
 
-def configure(cfg) -> Notifier | Fanout | None:
-    """Start (or keep) the process's notifier for ``cfg.notify``; None when no URL is configured."""
+def configure(cfg, take_kept: bool = False) -> Notifier | Fanout | None:
+    """Start (or keep) the process's notifier for ``cfg.notify``; None when no URL is configured.
+
+    ``take_kept``: this process sends the outbox's events (``Outbox``) and drops those of URLs no
+    longer configured. The CLI passes True for ``serve`` and the commands that act (``apply`` and
+    ``converge`` with --yes, ``resume``, ``sweep``): a process that stays, or that notifies a run
+    of its own. Never for ``hook`` (qBittorrent runs it for every torrent: it must not wait at exit
+    for an endpoint that is down, and it loads the config without the secrets, so URLs from the
+    environment look unconfigured) nor for a command that only reads; their own undelivered events
+    still go to the outbox."""
     global _active, _active_key
     n = getattr(cfg, "notify", None)
     key = (tuple(n.urls), n.min_interval) if n is not None and n.urls else None
@@ -352,7 +698,14 @@ def configure(cfg) -> Notifier | Fanout | None:
 
             _active_key = None
             raise ConfigError("notify.urls", str(e), hint="see https://github.com/caronc/apprise/wiki") from None
-        notifiers = [Notifier(send, min_interval=n.min_interval) for send in sends]
+        catalog = getattr(cfg, "catalog", None)
+        if catalog is not None and take_kept:
+            drop_stale_outboxes(catalog, n.urls)
+        outboxes = [Outbox(Outbox.name_for(catalog, u)) if catalog is not None else None for u in n.urls]
+        notifiers = [
+            Notifier(send, min_interval=n.min_interval, outbox=ob, take_kept=take_kept)
+            for send, ob in zip(sends, outboxes)
+        ]
         _active = notifiers[0] if len(notifiers) == 1 else Fanout(notifiers)
         return _active
 
@@ -372,9 +725,10 @@ def install(notifier: Notifier | Fanout | None) -> Notifier | Fanout | None:
 def flush_pending(timeout: float = FLUSH_S) -> None:
     """Give pending notifications at most ``timeout`` to go out. The CLI calls this when a command
     ends: not from atexit, because apprise needs a thread pool, which cannot start during
-    interpreter shutdown."""
-    if _active is not None:
-        _active.flush(timeout)
+    interpreter shutdown. What did not go out is written to the outbox, for the next start."""
+    n = _active
+    if n is not None and not n.flush(timeout):
+        n.save()
 
 
 def emit(kind: str, text: str, severity: str = "info") -> None:

@@ -36,6 +36,11 @@ class App:
         # command that talks to no client or server and may run without the service's environment
         # (`hook`). Set before ``cfg`` is first used.
         self.secrets = True
+        # True: this command sends the notifications earlier processes could not deliver
+        # (``notify.configure(take_kept=...)``): serve, sweep, resume, and apply/converge --yes.
+        # The hook and read-only commands, run often and meant to be quick, never do. Set before
+        # ``cfg`` is first used.
+        self.take_kept_notifications = False
 
     @property
     def cfg(self) -> Config:
@@ -48,7 +53,7 @@ class App:
             if self._cfg.notify.urls or "qbhook.notify" in sys.modules:
                 from qbhook import notify
 
-                notify.configure(self._cfg)
+                notify.configure(self._cfg, take_kept=self.take_kept_notifications)
         return self._cfg
 
     @property

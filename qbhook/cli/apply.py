@@ -62,6 +62,7 @@ def apply(app: App, yes, group_ids, hashes, scan, wait, plan_file):
 
     Example: qbhook apply --plan /root/plan.json --yes
     """
+    app.take_kept_notifications = yes  # before the config is first loaded
     if plan_file:
         if group_ids or hashes:
             raise click.UsageError("--plan applies the saved plan as a whole; it takes no --group or --hash")
@@ -111,6 +112,7 @@ def converge(app: App, yes, scan, wait):
       qbhook converge            # what it would relink, and the bytes it would free
       qbhook converge --yes      # do it
     """
+    app.take_kept_notifications = yes  # before the config is first loaded
     from qbhook.move.run import apply_converged
 
     catalog = app.open_catalog(writes=yes or scan is not False)  # --no-scan dry run: only reads
@@ -172,6 +174,7 @@ def resume(app: App, run_id, wait):
 
     Example: qbhook resume --wait 60
     """
+    app.take_kept_notifications = True  # before the config is first loaded
     summaries = app.executor(wait).resume(run_id)
     data = {"runs": [s.to_dict() for s in summaries]}
 

@@ -69,6 +69,7 @@ def sweep_cmd(app: App, wait, automatic):
 
     Example: qbhook sweep --automatic
     """
+    app.take_kept_notifications = True  # before the config is first loaded
     from qbhook.events.worker import sweep
 
     out = sweep(
@@ -572,6 +573,7 @@ def serve(app: App, listen, port, no_sweep):
 
     Example: qbhook serve --listen 0.0.0.0 --port 9797
     """
+    app.take_kept_notifications = True  # before the config is first loaded
     from qbhook.config import path_warnings
     from qbhook.events.auth import AuthConfig
     from qbhook.events.service import Service

@@ -560,3 +560,295 @@ def test_configure_gives_each_url_its_own_notifier(monkeypatch):
         n = notify.install(prev)
         if n is not None:
             n.close(1)
+
+
+# ------------------------------------------------------------------ the outbox: undelivered events outlive the process
+
+SECRET_URL = "ntfy://secret-token@ntfy.example/qbhook"
+
+
+class _NotifyCfg:
+    def __init__(self, urls):
+        self.urls = tuple(urls)
+        self.min_interval = 0
+
+
+class _CfgWithCatalog:
+    def __init__(self, catalog, urls):
+        self.catalog = catalog
+        self.notify = _NotifyCfg(urls)
+
+
+def _process(monkeypatch, catalog, senders: dict, take_kept: bool = True) -> Notifier | Fanout:
+    """A new qbhook process's notifier: what ``configure`` makes from the config (no notifier yet)."""
+    monkeypatch.setattr(notify, "apprise_sender", lambda urls, first=1: senders[urls[0]])
+    notify.install(None)
+    return notify.configure(_CfgWithCatalog(catalog, list(senders)), take_kept=take_kept)
+
+
+def _exit(*ns):
+    """The process of these notifiers ends: its flocks go with it."""
+    for n in ns:
+        for one in getattr(n, "notifiers", (n,)):
+            if one._outbox is not None:
+                one._outbox.release()
+
+
+def _dispose(*ns):
+    """Stop the threads of notifiers whose process is over (without writing their outbox again)."""
+    for n in ns:
+        for one in getattr(n, "notifiers", (n,)):
+            one._outbox = None
+            one.close(1)
+
+
+def test_events_undelivered_when_the_process_ends_are_sent_by_the_next_one(monkeypatch, tmp_path):
+    """ntfy restarting while `serve` stops: the sweep recorded "pool low" as told, so the next
+    process must send it, marked as delayed, and the outbox goes once it is delivered."""
+    catalog = tmp_path / "catalog.sqlite"
+    prev = notify.active()
+    try:
+        down = Recorder(fail=True)
+        first = _process(monkeypatch, catalog, {SECRET_URL: down})
+        notify.emit("free_space", "pool cold is low: 3 GiB free", "warning")
+        notify.flush_pending(5)  # the command (serve) ends: the flush fails
+        assert down.calls and first.sent == 0
+        (outbox,) = tmp_path.glob("catalog.sqlite.notify-*.outbox")
+        on_disk = " ".join([outbox.name, outbox.read_text()])
+        assert "secret-token" not in on_disk and "ntfy.example" not in on_disk  # the URL carries a token
+        assert oct(outbox.stat().st_mode & 0o777) == "0o600"
+        _exit(first)
+
+        up = Recorder()
+        second = _process(monkeypatch, catalog, {SECRET_URL: up})
+        assert second.flush(5)
+        (body,) = [c[2] for c in up.calls]
+        assert body.startswith("(delayed, from ") and body.endswith("[WARNING] pool cold is low: 3 GiB free")
+        assert list(tmp_path.glob("*.outbox")) == []  # delivered: gone
+        _dispose(first, second)
+    finally:
+        notify.install(prev)
+
+
+def test_a_send_in_progress_when_the_process_ends_is_kept_too(tmp_path):
+    """A hanging endpoint (the network out): the batch being sent is neither queued nor held, and
+    must reach the outbox all the same."""
+    release = threading.Event()
+    n = Notifier(Recorder(hang=release), min_interval=0, gather_s=0, outbox=notify.Outbox(tmp_path / "o"))
+    n.emit(Event("group_failed", "group g failed", "failure"))
+    prev = notify.install(n)
+    try:
+        notify.flush_pending(0.3)
+    finally:
+        notify.install(prev)
+    _exit(n)
+    (ev,) = notify.Outbox(tmp_path / "o").load()
+    assert ev.text == "group g failed" and ev.delayed
+    release.set()
+    _dispose(n)
+
+
+def test_a_crash_between_loading_the_outbox_and_delivering_it_keeps_the_events(tmp_path):
+    path = tmp_path / "o"
+    notify.Outbox(path).save([Event("guard", "mass-delete guard tripped", "failure", 1.0)])
+    release = threading.Event()
+    hanging = Recorder(hang=release)
+    loaded = Notifier(hanging, min_interval=0, gather_s=0, outbox=notify.Outbox(path))
+    time.sleep(0.2)  # it loaded the outbox and is stuck sending it: then the process is killed
+    assert path.exists()
+    _exit(loaded)
+    up = Recorder()
+    after = Notifier(up, min_interval=0, gather_s=0, outbox=notify.Outbox(path))
+    assert after.flush(5) and "[FAILURE] mass-delete guard tripped" in up.calls[0][2]
+    assert not path.exists()
+    release.set()
+    _dispose(loaded, after)
+
+
+def test_a_corrupt_outbox_is_set_aside_with_one_line_and_start_goes_on(tmp_path, caplog):
+    path = tmp_path / "o"
+    path.write_bytes(b"\x00{not json")
+    rec = Recorder()
+    n = Notifier(rec, min_interval=0, gather_s=0, outbox=notify.Outbox(path))
+    assert not path.exists() and (tmp_path / "o.bad").read_bytes() == b"\x00{not json"
+    lines = [r.getMessage() for r in caplog.records if r.name == "qbhook.notify"]
+    assert len(lines) == 1 and "set aside as o.bad" in lines[0] and "Traceback" not in caplog.text
+    n.emit(Event("run", "a"))
+    assert n.flush(5) and [c[2] for c in rec.calls] == ["a"]
+    _dispose(n)
+
+
+def test_the_outbox_is_never_read_or_written_through_a_symlink(tmp_path):
+    """qbhook runs as root; the catalog's folder may be writable by others."""
+    target = tmp_path / "elsewhere"
+    target.write_text('{"version": 1, "dropped": 0, "events": []}')
+    path = tmp_path / "o"
+    path.symlink_to(target)
+    ob = notify.Outbox(path)
+    assert ob.load() == [] and (tmp_path / "o.bad").is_symlink()  # set aside, not followed
+    path.symlink_to(target)
+    ob.save([Event("run", "x", "info", 1.0)])  # the link is set aside again, the file written in its place
+    assert target.read_text() == '{"version": 1, "dropped": 0, "events": []}'
+    assert not path.is_symlink() and [e.text for e in ob.load()] == ["x"]
+
+
+def test_an_outbox_another_user_owns_is_set_aside_unsent(monkeypatch, tmp_path):
+    path = tmp_path / "o"
+    notify.Outbox(path).save([Event("guard", "forged", "failure", 1.0)])
+    monkeypatch.setattr(notify.os, "geteuid", lambda: os.lstat(path).st_uid + 1)
+    assert notify.Outbox(path).load() == [] and (tmp_path / "o.bad").exists() and not path.exists()
+
+
+def test_the_outbox_keeps_the_newest_events_and_counts_the_rest(monkeypatch, tmp_path):
+    monkeypatch.setattr(notify, "QUEUE_SIZE", 5)
+    ob = notify.Outbox(tmp_path / "o")
+    ob.save([Event("run", f"run {i}", "info", float(i)) for i in range(8)])
+    rec = Recorder()
+    n = Notifier(rec, min_interval=0, gather_s=0, queue_size=5, outbox=notify.Outbox(tmp_path / "o"))
+    assert n.flush(5)
+    lines = rec.calls[0][2].splitlines()
+    assert lines[0] == "[WARNING] 3 older notification(s) were dropped while the notifier was down"
+    assert [x.rsplit(") ", 1)[1] for x in lines[1:]] == [f"run {i}" for i in range(3, 8)]
+    assert not (tmp_path / "o").exists()
+    _dispose(n)
+
+
+def test_the_outbox_of_a_url_no_longer_configured_is_dropped(monkeypatch, tmp_path, caplog):
+    catalog = tmp_path / "catalog.sqlite"
+    prev = notify.active()
+    try:
+        first = _process(monkeypatch, catalog, {"json://a/": Recorder(fail=True), "json://b/": Recorder(fail=True)})
+        notify.emit("group_failed", "group g failed", "failure")
+        notify.flush_pending(5)
+        assert len(list(tmp_path.glob("*.outbox"))) == 2
+        _exit(first)
+        a = Recorder()
+        second = _process(monkeypatch, catalog, {"json://a/": a})
+        assert second.flush(5) and "group g failed" in a.calls[0][2]
+        assert list(tmp_path.glob("*.outbox")) == []
+        assert "1 undelivered event(s) for an endpoint no longer in notify.urls dropped" in caplog.text
+        _dispose(first, second)
+    finally:
+        notify.install(prev)
+
+
+# ------------------------------------------------------------------ who sends the outbox
+
+
+def test_one_process_at_a_time_takes_the_outbox(tmp_path):
+    """Two processes starting while the notifier is down must not both send the kept events
+    (duplicates once it is back): the second loads nothing until the first is gone."""
+    path = tmp_path / "o"
+    notify.Outbox(path).save([Event("guard", "mass-delete guard tripped", "failure", 1.0)])
+    first, second = notify.Outbox(path), notify.Outbox(path)
+    assert [e.text for e in first.load()] == ["mass-delete guard tripped"]
+    assert second.load() == []
+    first.release()  # its process ended, the events undelivered
+    assert [e.text for e in second.load()] == ["mass-delete guard tripped"]
+    second.release()
+
+
+def test_a_process_whose_own_events_wait_in_the_outbox_keeps_others_from_sending_them(monkeypatch, tmp_path):
+    """`serve` with ntfy down writes its failed batch to the outbox and keeps retrying it: a cron
+    `sweep` starting meanwhile must not send it too."""
+    catalog = tmp_path / "catalog.sqlite"
+    prev = notify.active()
+    try:
+        serve = _process(monkeypatch, catalog, {SECRET_URL: Recorder(fail=True)})
+        notify.emit("group_failed", "group g failed", "failure")
+        assert not serve.flush(5)
+        assert list(tmp_path.glob("*.outbox"))
+        up = Recorder()
+        sweep = _process(monkeypatch, catalog, {SECRET_URL: up})
+        assert sweep.flush(5) and up.calls == []
+        _dispose(serve, sweep)
+    finally:
+        notify.install(prev)
+
+
+def test_a_command_that_does_not_take_kept_events_leaves_the_outbox_alone(monkeypatch, tmp_path):
+    """`qbhook status` (or the hook, without the secrets: some URLs missing) with the notifier back
+    up: it sends nothing of the outbox, rewrites nothing and drops no outbox as stale."""
+    catalog = tmp_path / "catalog.sqlite"
+    mine = notify.Outbox(notify.Outbox.name_for(catalog, SECRET_URL))
+    mine.save([Event("guard", "mass-delete guard tripped", "failure", 1.0)])
+    other = notify.Outbox(notify.Outbox.name_for(catalog, "json://from-the-env/"))
+    other.save([Event("run", "run 7 failed", "failure", 2.0)])
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.glob("*.outbox")}
+    prev = notify.active()
+    try:
+        up = Recorder()
+        status = _process(monkeypatch, catalog, {SECRET_URL: up}, take_kept=False)
+        assert status.flush(5) and up.calls == []
+        notify.flush_pending(5)
+        assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.glob("*.outbox")} == before
+        _dispose(status)
+    finally:
+        notify.install(prev)
+
+
+def test_the_hook_does_not_wait_at_exit_for_an_outbox_it_does_not_send(monkeypatch, tmp_path):
+    """qBittorrent runs `qbhook hook` for every torrent: with an outbox present and the endpoint
+    hanging, its exit must not wait FLUSH_S for events that are not its own."""
+    catalog = tmp_path / "catalog.sqlite"
+    notify.Outbox(notify.Outbox.name_for(catalog, SECRET_URL)).save([Event("run", "run 7 failed", "failure", 1.0)])
+    release = threading.Event()
+    hanging = Recorder(hang=release)
+    prev = notify.active()
+    try:
+        hook = _process(monkeypatch, catalog, {SECRET_URL: hanging}, take_kept=False)
+        started = time.monotonic()
+        notify.flush_pending(notify.FLUSH_S)
+        assert time.monotonic() - started < 1.0 and hanging.calls == []
+        release.set()
+        _dispose(hook)
+    finally:
+        notify.install(prev)
+
+
+def test_the_outbox_lock_is_never_a_symlink(tmp_path, caplog):
+    target = tmp_path / "elsewhere"
+    target.write_text("keep")
+    path = tmp_path / "o"
+    notify.Outbox(path).save([Event("run", "x", "info", 1.0)])
+    (tmp_path / "o.lock").symlink_to(target)
+    ob = notify.Outbox(path)
+    assert ob.load() == [] and target.read_text() == "keep"
+    assert "cannot use the outbox lock" in caplog.text
+
+
+def test_saving_waits_boundedly_for_another_writer_of_the_outbox(monkeypatch, tmp_path, caplog):
+    """Two processes merging into the file at once would lose one's events: the second waits for
+    the first (at most SAVE_WAIT_S, then it logs and writes nothing)."""
+    monkeypatch.setattr(notify, "SAVE_WAIT_S", 0.2)
+    path = tmp_path / "o"
+    held = notify._flock(tmp_path / "o.write.lock", 0)
+    try:
+        notify.Outbox(path).save([Event("run", "x", "info", 1.0)])
+    finally:
+        os.close(held)
+    assert not path.exists() and "cannot be kept for the next start" in caplog.text
+    notify.Outbox(path).save([Event("run", "x", "info", 1.0)])
+    assert path.exists()
+
+
+@pytest.mark.parametrize(
+    "args, takes",
+    [
+        (["status"], False),
+        (["hook", "added", "0" * 40], False),
+        (["apply"], False),  # a dry run
+        (["apply", "--yes"], True),
+        (["resume"], True),
+        (["sweep"], True),
+    ],
+)
+def test_only_serve_and_the_commands_that_act_take_the_kept_notifications(monkeypatch, tmp_path, args, takes):
+    from tests.unit.test_cli_catalog import Env
+
+    seen = []
+    monkeypatch.setattr(notify, "configure", lambda cfg, take_kept=False: seen.append(take_kept))
+    env = Env(tmp_path)
+    env.save(notify={"urls": ["json://127.0.0.1:1/"]})
+    env.run(*args, expect=None)
+    assert seen[:1] == [takes]
