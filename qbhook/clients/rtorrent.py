@@ -147,6 +147,12 @@ _FILE_FIELDS = ("f.path=", "f.size_bytes=", "f.priority=", "f.completed_chunks="
 # answers some 27 MB, under scgi.MAX_ANSWER_BYTES. Counted in items (500), a batch of music or
 # ebook packs (thousands of files each) broke that cap. An item with more is a batch of its own.
 _FILES_BUDGET = 100_000
+# Items per such system.multicall too: the *request* must stay under rTorrent's
+# network.xmlrpc.size_limit, whose default (xmlrpc-c's) is 512 KiB. One f.multicall request is
+# ~540 bytes, so 500 send ~270 KB. Measured on rtorrent 0.9.8: 1,000 in one call were refused
+# ("XML-RPC request too large"), 4,000 broke the pipe; with only the file budget every listing of
+# an rTorrent holding more than ~970 small items failed, and with it all automation.
+_ITEMS_PER_CALL = 500
 
 
 def check_budget(size_bytes: int, base_s: float = 30.0, rate_bps: float = 50e6) -> float:
@@ -683,14 +689,17 @@ class RtorrentClient(FindOrRaise):
         """Nothing to release: one connection per call."""
 
 
-def _file_batches(items: Iterable[RtItem], budget: int = _FILES_BUDGET) -> Iterator[list[RtItem]]:
+def _file_batches(
+    items: Iterable[RtItem], budget: int = _FILES_BUDGET, max_items: int = _ITEMS_PER_CALL
+) -> Iterator[list[RtItem]]:
     """``items`` in order, cut where the next item's d.size_files would take a batch over ``budget``
-    (each item counts one file at least); an item over it alone is a batch of its own."""
+    (each item counts one file at least) or the batch holds ``max_items`` already (the request's
+    size); an item over the budget alone is a batch of its own."""
     batch: list[RtItem] = []
     count = 0
     for item in items:
         n = max(item.size_files, 1)
-        if batch and count + n > budget:
+        if batch and (count + n > budget or len(batch) >= max_items):
             yield batch
             batch, count = [], 0
         batch.append(item)

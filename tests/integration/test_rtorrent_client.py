@@ -669,3 +669,20 @@ def test_mixed_group_rtorrent_killed_mid_move_rolls_back_both_clients(rtorrent, 
     assert (qt.save_path, qt.is_complete, qt.is_stopped) == (str(bed.seed_s / "tv"), True, False), (order, qt)
     assert (rt.save_path, rt.is_complete, rt.state) == (str(bed.seed_s / "cross-seed" / "TrackerA"), True, "stalledUP")
     assert {p: _digest(p) for p in stash_files} == stash_files
+
+
+def test_the_largest_file_listing_request_is_accepted(rt_client):
+    """``torrents_with_files`` sends at most ``_ITEMS_PER_CALL`` f.multicall requests in one
+    system.multicall: the real rtorrent takes that many (unknown hashes answer faults, which is
+    fine here) and refuses twice as many with its default network.xmlrpc.size_limit (512 KiB), as
+    every listing of an rTorrent with ~1,000 items did when batches were cut by files only."""
+    from qbhook.clients.rtorrent import _FILE_FIELDS, _ITEMS_PER_CALL, _mc
+    from qbhook.errors import RtorrentError
+
+    def calls(n):
+        return [_mc("f.multicall", f"{i:040X}", "", *_FILE_FIELDS) for i in range(n)]
+
+    answers = rt_client._call("list files", "system.multicall", calls(_ITEMS_PER_CALL))
+    assert isinstance(answers, list) and len(answers) == _ITEMS_PER_CALL
+    with pytest.raises(RtorrentError, match="too large"):
+        rt_client._call("list files", "system.multicall", calls(2 * _ITEMS_PER_CALL))

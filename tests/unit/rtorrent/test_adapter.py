@@ -666,9 +666,11 @@ def test_what_rtorrent_spells_with_question_marks():
 # -- batches of the file listing ------------------------------------------------------
 
 
-def test_the_file_listing_is_batched_by_files_not_items():
+def test_the_file_listing_is_batched_by_files_and_by_items():
     # ~272 bytes of XML a file: 500 items of music or ebook packs broke the SCGI answer cap
-    # (64 MiB) with "is this rTorrent's SCGI address?". Batches now hold up to 100,000 files.
+    # (64 MiB) with "is this rTorrent's SCGI address?". Batches now hold up to 100,000 files,
+    # and at most 500 items: rTorrent refuses a request over 512 KiB by default (the real
+    # client's limit: tests/integration/test_rtorrent_client.py).
     def listing(counts):
         rows = [_row(ROW_MULTI, hash=f"{i + 1:040X}", size_files=n) for i, n in enumerate(counts)]
         c = _client(rows, {r[0]: FILES_MULTI for r in rows})
@@ -677,4 +679,5 @@ def test_the_file_listing_is_batched_by_files_not_items():
         return [len(p[0]) for m, *p in c._rpc.calls if m == "system.multicall"]
 
     assert listing([60_000, 30_000, 20_000, 150_000, 1]) == [2, 1, 1, 1]  # one over the budget: alone
-    assert listing([1] * 1200) == [1200]  # small items are not cut at a count of items
+    assert listing([1] * 1200) == [500, 500, 200]  # the request's size: 500 items a call at most
+    assert listing([1] * 499 + [60_000, 50_000]) == [500, 1]
