@@ -175,6 +175,8 @@ def main() -> None:
             if counts != want:
                 raise SystemExit(f"{label} listed {counts[1]} torrents / {counts[0]} files, expected {want}")
         listing_only_s, _ = timed(rtc.torrents, args.repeat)
+        # What the executor's newcomer check costs per look: one listing of every torrent, no files.
+        qbt_listing_s, _ = timed(qbc.torrents, args.repeat)
 
         print(f"machine: {machine()}")
         print(
@@ -205,6 +207,7 @@ def main() -> None:
                         f"{qbt_s / rt_batch_s:.2f}x faster",
                     ],
                     ["rTorrent: torrents() only (d.multicall2)", 1, f"{listing_only_s:.2f}", "-"],
+                    ["qBittorrent: torrents() only (torrents/info)", 1, f"{qbt_listing_s:.2f}", "-"],
                 ],
             )
         )
