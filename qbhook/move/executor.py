@@ -40,6 +40,7 @@ import logging
 import os
 import signal
 import socket
+import stat as stat_mod
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -775,7 +776,7 @@ class Executor:
                             h.replay_failed(st, seq, step, row, reader)
                 self._fail(st, failed.error or "failed earlier in this run")
                 return outcome
-            st.deletes_started = _deleted_before(mine)
+            st.deletes_started = self._deleted_before(mine)
             self._check_clients_answer(st, mine)
             relocated = {
                 (r.args.get("instance"), r.args.get("torrent"))
@@ -792,8 +793,6 @@ class Executor:
                 ):
                     h.replay(st, seq, step, row)
                     continue
-                if h is not None and row is not None and h.irreversible:
-                    st.deletes_started = True  # it may have acted before the crash
                 self._run_step(st, seq, step, row)
             self.journal.set_group(g.group_id, run_id, GroupStatus.DONE)
             self._report_left_stopped(st)
@@ -803,6 +802,24 @@ class Executor:
         finally:
             lock.release()
         return outcome
+
+    def _deleted_before(self, mine: list[tuple[int, Step, StepRow | None]]) -> bool:
+        """Whether a resumed group journaled a delete that may have acted before the crash
+        (``_may_have_deleted``: an intended one by the world). Then verify_group, redone before
+        the rest of the deletes (``_redo_group``), or the deletes' own re-checks failing must not
+        move the torrents back onto old links that are partly gone (``_close_failed``); killed
+        between a delete's intent and its unlink, nothing is gone and a failure rolls back."""
+        journaled = [
+            (h.irreversible, s, r)
+            for _q, s, r in mine
+            if (h := HANDLERS.get(type(s))) is not None and h.irreversible is not None and r is not None
+        ]
+        if not journaled:
+            return False
+        with self.ctx.reader() as reader:
+            return any(
+                r.status in (StepStatus.DONE, StepStatus.INTENDED) and acted(reader, s, r) for acted, s, r in journaled
+            )
 
     def _check_clients_answer(self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]]) -> None:
         """Every client lists its torrents before a group whose verify_group is still to come
@@ -2392,8 +2409,9 @@ class StepHandler:
     a group that had already failed (so its rollback knows what to undo), ``redo`` whether a
     finished step is repeated anyway (cheap read-only checks of a world that may have changed).
     ``prepare`` may add what was observed to the step before its intent is journaled;
-    ``irreversible``: once intended, the group may be past the point of moving back.
-    ``probe`` is the dry run's read-only look at the world; it and ``replay_failed`` look
+    ``irreversible`` (None: never) whether a journaled step of this kind may have taken the group
+    past the point of moving back, asked of the world for one only intended (``_may_have_deleted``).
+    ``probe`` is the dry run's read-only look at the world; it, ``replay_failed`` and ``irreversible`` look
     through the ``FolderReader`` they are given (``ExecutorContext.reader``). Undo: relocations register
     themselves in the group's state as they act; ``Executor._fail`` moves them back.
     """
@@ -2404,7 +2422,7 @@ class StepHandler:
     replay_failed: Callable[[_GroupRun, int, Step, StepRow, FolderReader], None] = _nothing
     redo: Callable[[Step, set, list], bool] = _never
     prepare: Callable[[Executor, Step, StepRow | None], Step] = _as_planned
-    irreversible: bool = False
+    irreversible: Callable[[FolderReader, Step, StepRow], bool] | None = None
 
 
 def _handler(step: Step) -> StepHandler:
@@ -2494,18 +2512,6 @@ def _redo_view(s: VerifyView, relocated: set, _later: list) -> bool:
     return (s.instance, s.torrent) not in relocated
 
 
-def _deleted_before(mine: list[tuple[int, Step, StepRow | None]]) -> bool:
-    """Whether a resumed group journaled a delete that may have acted before the crash: then
-    verify_group, redone before the rest of the deletes (``_redo_group``), failing must not move
-    the torrents back onto old links that are partly gone (``Executor._close_failed``)."""
-    return any(
-        row is not None
-        and row.status in (StepStatus.DONE, StepStatus.INTENDED)
-        and getattr(HANDLERS.get(type(step)), "irreversible", False)
-        for _q, step, row in mine
-    )
-
-
 def _redo_group(_s: VerifyGroup, _relocated: set, later: list) -> bool:
     return any(isinstance(s, Delete) and (r is None or r.status != StepStatus.DONE) for _q, s, r in later)
 
@@ -2530,16 +2536,31 @@ def _replay_delete(st: _GroupRun, _seq: int, _s: Delete, row: StepRow) -> None:
 
 
 def _replay_delete_failed(st: _GroupRun, _seq: int, s: Delete, row: StepRow, reader: FolderReader) -> None:
-    # A failed delete raised before unlinking, unless what failed came after it: the world (is
-    # the path still there?) decides, not the row. Read through its verified folder: a folder
-    # swapped for a symlink to a folder holding a file of that name proves nothing, and taken
-    # as "still there" it rolled the group back onto old paths a delete had already emptied.
-    # Unproven means "deletes may have begun": the group stays at its verified new place.
+    st.deletes_started = st.deletes_started or _may_have_deleted(reader, s, row)
+
+
+def _may_have_deleted(reader: FolderReader, s: Delete, row: StepRow) -> bool:
+    """Whether journaled delete ``row`` may have removed its link: a done one did. An intended
+    or failed one raised before unlinking, unless it was killed (or what failed came) after it,
+    and the gap between the intent and the unlink is long (the sync after a big copy, client
+    listings, re-hashing the link): the world decides, not the row. Still there means the very
+    planned file (regular, its inode, its size); anything else may be the delete's doing.
+    Read through its verified folder: a folder swapped for a symlink to a folder holding a file
+    of that name proves nothing, and taken as "still there" it rolled the group back onto old
+    paths a delete had already emptied. Unproven means "deletes may have begun": the group
+    stays at its verified new place."""
+    if row.status == StepStatus.DONE:
+        return True
     try:
-        gone = reader.lstat_any(s.path) is None
+        now = reader.lstat_any(s.path)
     except (OSError, FolderRefused, PathMapError):
-        gone = True
-    st.deletes_started = st.deletes_started or row.status in (StepStatus.DONE, StepStatus.INTENDED) or gone
+        return True
+    return (
+        now is None
+        or not stat_mod.S_ISREG(now.st_mode)
+        or now.st_ino != s.ino
+        or (s.size is not None and now.st_size != s.size)
+    )
 
 
 def _replay_converge(st: _GroupRun, _seq: int, _s: Converge, row: StepRow) -> None:
@@ -2569,7 +2590,7 @@ HANDLERS: dict[type[Step], StepHandler] = {
         probe=_probe_delete,
         replay=_replay_delete,
         replay_failed=_replay_delete_failed,
-        irreversible=True,
+        irreversible=_may_have_deleted,
     ),
     PruneDirs: StepHandler(Executor._prune_dirs),
     Tag: StepHandler(Executor._tag),
