@@ -444,6 +444,9 @@ class _GroupRun:
     placed_at: float | None = None
     # When every client was last listed for torrents outside the plan (clock), None: not yet.
     newcomers_at: float | None = None
+    # The group failed for a reason a later look may not meet (``_passing``): after deletes
+    # began it pauses, resumable, instead of stopping for good (``Executor._stop_after_deletes``).
+    passing: bool = False
 
     def content_of(self, path: str, planned: str | None, size: int, what: str) -> str | None:
         """The hash a step must check ``path`` against: the planned one, else the one its copy learned."""
@@ -467,6 +470,11 @@ class _At(NamedTuple):
 
 class _Failure(Exception):
     """A step failed; the group is already closed (rolled back, or marked failed)."""
+
+
+class _NotSettled(VerificationFailed):
+    """verify_group found only torrents checking, not stable (qBittorrent re-checks resume data
+    after a restart, a person forced a recheck): a later look may pass (``_passing``)."""
 
 
 # Steps per converge batch: one durable journal commit before and one after each batch, one
@@ -837,6 +845,7 @@ class Executor:
         except QbhookError as e:
             reason = f"not started: a torrent client does not answer ({e}), and verify_group must list every client"
             self.log.warning("group %s: %s", st.plan.group_id, reason)
+            st.passing = _passing(e)
             self._fail(st, reason)
             raise _Failure(reason) from e
 
@@ -859,7 +868,11 @@ class Executor:
         except (QbhookError, OSError) as e:
             reason = f"{step.kind} failed: {e}"
             self.log.warning("group %s: %s", gid, reason)
-            self.journal.failed(step_id, str(e))
+            st.passing = _passing(e)
+            if not (st.deletes_started and st.passing):
+                # Paused after deletes began, the step stays intended, as a crash leaves it:
+                # resume carries it out again (a failed row would only close the group).
+                self.journal.failed(step_id, str(e))
             self._fail(st, reason)
             raise _Failure(reason) from e
         except Exception as e:  # a bug must still leave the group safe
@@ -1134,10 +1147,7 @@ class Executor:
             self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.FAILED, o.reason)
             return
         if st.deletes_started:
-            # Old links are partly gone: the new place is the only complete one, and it
-            # was verified (verify_group precedes every delete). Stay there.
-            o.reason = f"{reason} (after deletes began; torrents stay at their verified new place)"
-            self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.FAILED, o.reason)
+            self._stop_after_deletes(st, reason)
             return
         problems = []
         for r in reversed(st.relocs):
@@ -1168,6 +1178,47 @@ class Executor:
             # The views first: the group's end state is written once all of them are journaled.
             self._record_leftover_views(st)
             self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.ROLLED_BACK, reason)
+
+    def _stop_after_deletes(self, st: _GroupRun, reason: str) -> None:
+        """Old links are partly gone: the new place is the only complete one, and it was
+        verified (verify_group precedes every delete). Stay there.
+
+        A passing problem (``_passing``: a client not up yet after a reboot, a torrent checking
+        its resume data) pauses the group: it needs attention, so its run stays resumable and
+        ``qbhook resume`` (serve resumes unfinished runs) finishes its deletes later. Anything
+        else (a newcomer, a torrent moved or ATM on) stops it for good: the old links not
+        deleted yet stay, seeded by no torrent, which ``qbhook orphans`` lists and quarantines."""
+        o = st.outcome
+        kept = self._kept_old_links(st)
+        if st.passing:
+            o.needs_attention = True
+            o.reason = (
+                f"{reason} (after deletes began: paused at the verified new place, {kept}; "
+                "qbhook resume finishes the deletes once this passes)"
+            )
+        else:
+            o.reason = (
+                f"{reason} (after deletes began; torrents stay at their verified new place; {kept}, "
+                "seeded by no torrent: qbhook orphans lists them, --quarantine --yes holds them for the purge)"
+            )
+        self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.FAILED, o.reason)
+
+    def _kept_old_links(self, st: _GroupRun) -> str:
+        """How many of the group's old links are still there, and under which folder (a link
+        that cannot be read through its verified folder counts as kept: a person looks)."""
+        kept = []
+        with self.ctx.reader() as reader:
+            for d in st.plan.steps:
+                if isinstance(d, Delete):
+                    try:
+                        there = reader.lstat_any(d.path) is not None
+                    except (OSError, FolderRefused, PathMapError):
+                        there = True
+                    if there:
+                        kept.append(d.path)
+        if not kept:
+            return "no old link left"
+        return f"{len(kept)} old link(s) kept under {os.path.commonpath(kept)}"
 
     def _repair_quiet(self, st: _GroupRun) -> None:
         """A repair's torrent writes nothing now (``decide.repair.QUIET_STATES``), asked right before
@@ -1518,17 +1569,20 @@ class Executor:
 
     def _verify_group(self, st: _GroupRun, s: VerifyGroup, _at: _At) -> dict:
         self._check_views_unchanged(st)  # the last look before the first delete
-        problems = []
+        problems, checking = [], 0
         for x in s.torrents:
             t = self._client(x.instance).torrent(x.torrent)
             if _norm(t.save_path) != _norm(x.save_path):
                 problems.append(f"{t.hash} is at {t.save_path}, expected {x.save_path}")
             elif not t.is_stable:
                 problems.append(f"{t.hash} is {t.state}, not stable")
+                checking += 1
             elif not t.is_complete:
                 problems.append(f"{t.hash} is at {t.progress * 100:.1f}%")
         if problems:
-            raise VerificationFailed("group does not verify: " + "; ".join(problems))
+            # Only torrents checking (qBittorrent re-checks resume data after a restart): it passes.
+            cls = _NotSettled if checking == len(problems) else VerificationFailed
+            raise cls("group does not verify: " + "; ".join(problems))
         self._check_no_newcomer(st)
         return {"torrents": len(s.torrents)}
 
@@ -2561,6 +2615,16 @@ def _may_have_deleted(reader: FolderReader, s: Delete, row: StepRow) -> bool:
         or now.st_ino != s.ino
         or (s.size is not None and now.st_size != s.size)
     )
+
+
+def _passing(e: BaseException) -> bool:
+    """A failure a later look may not meet: a client that does not answer (not up yet after a
+    reboot: unreachable is exit 4, an unknown hash or an unreadable record is an answer), a
+    connection error, torrents checking (``_NotSettled``). After deletes began it pauses the
+    group (``Executor._stop_after_deletes``) instead of stopping it for good."""
+    if isinstance(e, QbtError):
+        return e.exit_code == ExitCode.QBT_UNREACHABLE
+    return isinstance(e, (_NotSettled, ConnectionError, TimeoutError))
 
 
 def _replay_converge(st: _GroupRun, _seq: int, _s: Converge, row: StepRow) -> None:

@@ -1842,6 +1842,8 @@ def test_a_torrent_added_while_a_demote_was_down_is_found_by_its_resume(world, d
     assert kept == [rel for rel, _d in FILES][deleted:]
     for h in (H1, H2):
         assert world.qbt.t[h].save_path == world.save(h, "stash" if deleted == 0 else "pool")
+    if deleted:  # stopped for good: the old links left are orphans now
+        assert "4 old link(s) kept under" in g.reason and "qbhook orphans" in g.reason, g.reason
 
 
 def _killed_at_a_delete(world, deleted: int, point: str) -> None:
@@ -1889,3 +1891,24 @@ def test_a_delete_only_intended_when_killed_does_not_stop_a_failing_resume(world
     for h in (H1, H2):
         assert world.qbt.t[h].save_path == world.save(h, "stash")
         assert all(os.path.exists(os.path.join(world.save(h, "stash"), rel)) for rel, _d in FILES)
+
+
+@pytest.mark.parametrize("why", ["client down", "resume data"])
+def test_a_resume_after_some_deletes_waits_out_a_passing_problem(world, why):
+    # R18: rebooted after two deletes, the resume met a client not up yet (or a torrent checking
+    # its resume data): the group was closed failed for good, and the rest of the old links
+    # stayed forever. It pauses now, resumable, and a later resume finishes its deletes.
+    _killed_at_a_delete(world, 2, "before")
+    ex = world.executor()
+    _not_passing_yet(world, ex, why)
+    (out,) = ex.resume()
+    g = out.groups[0]
+    assert out.status == "interrupted" and g.status == "failed" and g.needs_attention, g.reason
+    assert "paused at the verified new place, 4 old link(s) kept under" in g.reason, g.reason
+    ex.ctx.clients.pop("rt", None)
+    world.qbt.t[H1].transient = None
+    (out,) = ex.resume()
+    assert out.status == "done" and out.groups[0].status == "done", out.groups[0].reason
+    for h in (H1, H2):
+        assert world.qbt.t[h].save_path == world.save(h, "pool")
+        assert not any(os.path.exists(os.path.join(world.save(h, "stash"), rel)) for rel, _d in FILES)
