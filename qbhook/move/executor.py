@@ -40,6 +40,7 @@ import logging
 import os
 import signal
 import socket
+import stat as stat_mod
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -443,6 +444,9 @@ class _GroupRun:
     placed_at: float | None = None
     # When every client was last listed for torrents outside the plan (clock), None: not yet.
     newcomers_at: float | None = None
+    # The group failed for a reason a later look may not meet (``_passing``): after deletes
+    # began it pauses, resumable, instead of stopping for good (``Executor._stop_after_deletes``).
+    passing: bool = False
 
     def content_of(self, path: str, planned: str | None, size: int, what: str) -> str | None:
         """The hash a step must check ``path`` against: the planned one, else the one its copy learned."""
@@ -466,6 +470,11 @@ class _At(NamedTuple):
 
 class _Failure(Exception):
     """A step failed; the group is already closed (rolled back, or marked failed)."""
+
+
+class _NotSettled(VerificationFailed):
+    """verify_group found only torrents checking, not stable (qBittorrent re-checks resume data
+    after a restart, a person forced a recheck): a later look may pass (``_passing``)."""
 
 
 # Steps per converge batch: one durable journal commit before and one after each batch, one
@@ -775,7 +784,7 @@ class Executor:
                             h.replay_failed(st, seq, step, row, reader)
                 self._fail(st, failed.error or "failed earlier in this run")
                 return outcome
-            st.deletes_started = _deleted_before(mine)
+            st.deletes_started = self._deleted_before(mine)
             self._check_clients_answer(st, mine)
             relocated = {
                 (r.args.get("instance"), r.args.get("torrent"))
@@ -792,8 +801,6 @@ class Executor:
                 ):
                     h.replay(st, seq, step, row)
                     continue
-                if h is not None and row is not None and h.irreversible:
-                    st.deletes_started = True  # it may have acted before the crash
                 self._run_step(st, seq, step, row)
             self.journal.set_group(g.group_id, run_id, GroupStatus.DONE)
             self._report_left_stopped(st)
@@ -803,6 +810,24 @@ class Executor:
         finally:
             lock.release()
         return outcome
+
+    def _deleted_before(self, mine: list[tuple[int, Step, StepRow | None]]) -> bool:
+        """Whether a resumed group journaled a delete that may have acted before the crash
+        (``_may_have_deleted``: an intended one by the world). Then verify_group, redone before
+        the rest of the deletes (``_redo_group``), or the deletes' own re-checks failing must not
+        move the torrents back onto old links that are partly gone (``_close_failed``); killed
+        between a delete's intent and its unlink, nothing is gone and a failure rolls back."""
+        journaled = [
+            (h.irreversible, s, r)
+            for _q, s, r in mine
+            if (h := HANDLERS.get(type(s))) is not None and h.irreversible is not None and r is not None
+        ]
+        if not journaled:
+            return False
+        with self.ctx.reader() as reader:
+            return any(
+                r.status in (StepStatus.DONE, StepStatus.INTENDED) and acted(reader, s, r) for acted, s, r in journaled
+            )
 
     def _check_clients_answer(self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]]) -> None:
         """Every client lists its torrents before a group whose verify_group is still to come
@@ -820,6 +845,7 @@ class Executor:
         except QbhookError as e:
             reason = f"not started: a torrent client does not answer ({e}), and verify_group must list every client"
             self.log.warning("group %s: %s", st.plan.group_id, reason)
+            st.passing = _passing(e)
             self._fail(st, reason)
             raise _Failure(reason) from e
 
@@ -842,7 +868,11 @@ class Executor:
         except (QbhookError, OSError) as e:
             reason = f"{step.kind} failed: {e}"
             self.log.warning("group %s: %s", gid, reason)
-            self.journal.failed(step_id, str(e))
+            st.passing = _passing(e)
+            if not (st.deletes_started and st.passing):
+                # Paused after deletes began, the step stays intended, as a crash leaves it:
+                # resume carries it out again (a failed row would only close the group).
+                self.journal.failed(step_id, str(e))
             self._fail(st, reason)
             raise _Failure(reason) from e
         except Exception as e:  # a bug must still leave the group safe
@@ -1117,10 +1147,7 @@ class Executor:
             self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.FAILED, o.reason)
             return
         if st.deletes_started:
-            # Old links are partly gone: the new place is the only complete one, and it
-            # was verified (verify_group precedes every delete). Stay there.
-            o.reason = f"{reason} (after deletes began; torrents stay at their verified new place)"
-            self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.FAILED, o.reason)
+            self._stop_after_deletes(st, reason)
             return
         problems = []
         for r in reversed(st.relocs):
@@ -1151,6 +1178,47 @@ class Executor:
             # The views first: the group's end state is written once all of them are journaled.
             self._record_leftover_views(st)
             self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.ROLLED_BACK, reason)
+
+    def _stop_after_deletes(self, st: _GroupRun, reason: str) -> None:
+        """Old links are partly gone: the new place is the only complete one, and it was
+        verified (verify_group precedes every delete). Stay there.
+
+        A passing problem (``_passing``: a client not up yet after a reboot, a torrent checking
+        its resume data) pauses the group: it needs attention, so its run stays resumable and
+        ``qbhook resume`` (serve resumes unfinished runs) finishes its deletes later. Anything
+        else (a newcomer, a torrent moved or ATM on) stops it for good: the old links not
+        deleted yet stay, seeded by no torrent, which ``qbhook orphans`` lists and quarantines."""
+        o = st.outcome
+        kept = self._kept_old_links(st)
+        if st.passing:
+            o.needs_attention = True
+            o.reason = (
+                f"{reason} (after deletes began: paused at the verified new place, {kept}; "
+                "qbhook resume finishes the deletes once this passes)"
+            )
+        else:
+            o.reason = (
+                f"{reason} (after deletes began; torrents stay at their verified new place; {kept}, "
+                "seeded by no torrent: qbhook orphans lists them, --quarantine --yes holds them for the purge)"
+            )
+        self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.FAILED, o.reason)
+
+    def _kept_old_links(self, st: _GroupRun) -> str:
+        """How many of the group's old links are still there, and under which folder (a link
+        that cannot be read through its verified folder counts as kept: a person looks)."""
+        kept = []
+        with self.ctx.reader() as reader:
+            for d in st.plan.steps:
+                if isinstance(d, Delete):
+                    try:
+                        there = reader.lstat_any(d.path) is not None
+                    except (OSError, FolderRefused, PathMapError):
+                        there = True
+                    if there:
+                        kept.append(d.path)
+        if not kept:
+            return "no old link left"
+        return f"{len(kept)} old link(s) kept under {os.path.commonpath(kept)}"
 
     def _repair_quiet(self, st: _GroupRun) -> None:
         """A repair's torrent writes nothing now (``decide.repair.QUIET_STATES``), asked right before
@@ -1502,17 +1570,20 @@ class Executor:
 
     def _verify_group(self, st: _GroupRun, s: VerifyGroup, _at: _At) -> dict:
         self._check_views_unchanged(st)  # the last look before the first delete
-        problems = []
+        problems, checking = [], 0
         for x in s.torrents:
             t = self._client(x.instance).torrent(x.torrent)
             if _norm(t.save_path) != _norm(x.save_path):
                 problems.append(f"{t.hash} is at {t.save_path}, expected {x.save_path}")
             elif not t.is_stable:
                 problems.append(f"{t.hash} is {t.state}, not stable")
+                checking += 1
             elif not t.is_complete:
                 problems.append(f"{t.hash} is at {t.progress * 100:.1f}%")
         if problems:
-            raise VerificationFailed("group does not verify: " + "; ".join(problems))
+            # Only torrents checking (qBittorrent re-checks resume data after a restart): it passes.
+            cls = _NotSettled if checking == len(problems) else VerificationFailed
+            raise cls("group does not verify: " + "; ".join(problems))
         self._check_no_newcomer(st)
         return {"torrents": len(s.torrents)}
 
@@ -2401,8 +2472,9 @@ class StepHandler:
     a group that had already failed (so its rollback knows what to undo), ``redo`` whether a
     finished step is repeated anyway (cheap read-only checks of a world that may have changed).
     ``prepare`` may add what was observed to the step before its intent is journaled;
-    ``irreversible``: once intended, the group may be past the point of moving back.
-    ``probe`` is the dry run's read-only look at the world; it and ``replay_failed`` look
+    ``irreversible`` (None: never) whether a journaled step of this kind may have taken the group
+    past the point of moving back, asked of the world for one only intended (``_may_have_deleted``).
+    ``probe`` is the dry run's read-only look at the world; it, ``replay_failed`` and ``irreversible`` look
     through the ``FolderReader`` they are given (``ExecutorContext.reader``). Undo: relocations register
     themselves in the group's state as they act; ``Executor._fail`` moves them back.
     """
@@ -2413,7 +2485,7 @@ class StepHandler:
     replay_failed: Callable[[_GroupRun, int, Step, StepRow, FolderReader], None] = _nothing
     redo: Callable[[Step, set, list], bool] = _never
     prepare: Callable[[Executor, Step, StepRow | None], Step] = _as_planned
-    irreversible: bool = False
+    irreversible: Callable[[FolderReader, Step, StepRow], bool] | None = None
 
 
 def _handler(step: Step) -> StepHandler:
@@ -2503,18 +2575,6 @@ def _redo_view(s: VerifyView, relocated: set, _later: list) -> bool:
     return (s.instance, s.torrent) not in relocated
 
 
-def _deleted_before(mine: list[tuple[int, Step, StepRow | None]]) -> bool:
-    """Whether a resumed group journaled a delete that may have acted before the crash: then
-    verify_group, redone before the rest of the deletes (``_redo_group``), failing must not move
-    the torrents back onto old links that are partly gone (``Executor._close_failed``)."""
-    return any(
-        row is not None
-        and row.status in (StepStatus.DONE, StepStatus.INTENDED)
-        and getattr(HANDLERS.get(type(step)), "irreversible", False)
-        for _q, step, row in mine
-    )
-
-
 def _tags_as_found(plan: GroupPlan, s: Relocate, obs: dict, relocated_tag: str) -> tuple[list[str], list[str]]:
     """(tags to take off, tags to put back) for torrent ``s.torrent`` moved back by a rollback:
     those its relocation (``relocated_tag``) and the group's Tag steps added that it lacked when
@@ -2558,16 +2618,41 @@ def _replay_delete(st: _GroupRun, _seq: int, _s: Delete, row: StepRow) -> None:
 
 
 def _replay_delete_failed(st: _GroupRun, _seq: int, s: Delete, row: StepRow, reader: FolderReader) -> None:
-    # A failed delete raised before unlinking, unless what failed came after it: the world (is
-    # the path still there?) decides, not the row. Read through its verified folder: a folder
-    # swapped for a symlink to a folder holding a file of that name proves nothing, and taken
-    # as "still there" it rolled the group back onto old paths a delete had already emptied.
-    # Unproven means "deletes may have begun": the group stays at its verified new place.
+    st.deletes_started = st.deletes_started or _may_have_deleted(reader, s, row)
+
+
+def _may_have_deleted(reader: FolderReader, s: Delete, row: StepRow) -> bool:
+    """Whether journaled delete ``row`` may have removed its link: a done one did. An intended
+    or failed one raised before unlinking, unless it was killed (or what failed came) after it,
+    and the gap between the intent and the unlink is long (the sync after a big copy, client
+    listings, re-hashing the link): the world decides, not the row. Still there means the very
+    planned file (regular, its inode, its size); anything else may be the delete's doing.
+    Read through its verified folder: a folder swapped for a symlink to a folder holding a file
+    of that name proves nothing, and taken as "still there" it rolled the group back onto old
+    paths a delete had already emptied. Unproven means "deletes may have begun": the group
+    stays at its verified new place."""
+    if row.status == StepStatus.DONE:
+        return True
     try:
-        gone = reader.lstat_any(s.path) is None
+        now = reader.lstat_any(s.path)
     except (OSError, FolderRefused, PathMapError):
-        gone = True
-    st.deletes_started = st.deletes_started or row.status in (StepStatus.DONE, StepStatus.INTENDED) or gone
+        return True
+    return (
+        now is None
+        or not stat_mod.S_ISREG(now.st_mode)
+        or now.st_ino != s.ino
+        or (s.size is not None and now.st_size != s.size)
+    )
+
+
+def _passing(e: BaseException) -> bool:
+    """A failure a later look may not meet: a client that does not answer (not up yet after a
+    reboot: unreachable is exit 4, an unknown hash or an unreadable record is an answer), a
+    connection error, torrents checking (``_NotSettled``). After deletes began it pauses the
+    group (``Executor._stop_after_deletes``) instead of stopping it for good."""
+    if isinstance(e, QbtError):
+        return e.exit_code == ExitCode.QBT_UNREACHABLE
+    return isinstance(e, (_NotSettled, ConnectionError, TimeoutError))
 
 
 def _replay_converge(st: _GroupRun, _seq: int, _s: Converge, row: StepRow) -> None:
@@ -2597,7 +2682,7 @@ HANDLERS: dict[type[Step], StepHandler] = {
         probe=_probe_delete,
         replay=_replay_delete,
         replay_failed=_replay_delete_failed,
-        irreversible=True,
+        irreversible=_may_have_deleted,
     ),
     PruneDirs: StepHandler(Executor._prune_dirs),
     Tag: StepHandler(Executor._tag),

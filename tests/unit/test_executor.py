@@ -1874,3 +1874,73 @@ def test_a_torrent_added_while_a_demote_was_down_is_found_by_its_resume(world, d
     assert kept == [rel for rel, _d in FILES][deleted:]
     for h in (H1, H2):
         assert world.qbt.t[h].save_path == world.save(h, "stash" if deleted == 0 else "pool")
+    if deleted:  # stopped for good: the old links left are orphans now
+        assert "4 old link(s) kept under" in g.reason and "qbhook orphans" in g.reason, g.reason
+
+
+def _killed_at_a_delete(world, deleted: int, point: str) -> None:
+    """A demote killed at its delete number ``deleted`` (0: the first): ``point`` "before" its
+    intent, or "after_intend" (the sync, the listings, the re-hash: nothing unlinked yet)."""
+
+    def hook(p, gid, seq, step):
+        done = [r for r in world.journal.steps(1) if r.kind == "delete" and r.status == "done"]
+        if p == point and step.kind == "delete" and len(done) == deleted:
+            raise Crash("killed")
+
+    with pytest.raises(Crash):
+        world.executor(hook=hook).apply(demote_plan(world))
+
+
+def _not_passing_yet(world, ex, why: str) -> None:
+    """What a resume meets right after a reboot, or a person's doing (``why``)."""
+    if why == "newcomer":
+        world.qbt.add(replace(_symlinked_newcomer(world), added_on=int(time.time())))
+    elif why == "member checking":
+        world.qbt.t[H2].transient = "checkingUP"
+    elif why == "resume data":
+        world.qbt.t[H1].transient = "checkingResumeData"  # qBittorrent right after its restart
+    else:
+        ex.ctx.clients["rt"] = _DownClient()  # not up yet when qbhook resumes at boot
+
+
+@pytest.mark.parametrize("why", ["newcomer", "member checking", "client down", "resume data"])
+def test_a_delete_only_intended_when_killed_does_not_stop_a_failing_resume(world, why):
+    # R18: killed between the first delete's intent and its unlink (nothing unlinked), the
+    # resumed verify_group failing stopped the group at the new place with every old link kept
+    # (duplicated data, nothing to resume). The intended delete is judged by the world: its
+    # link is still the planned file, so the group rolls back as before any delete.
+    _killed_at_a_delete(world, 0, "after_intend")
+    ex = world.executor()
+    _not_passing_yet(world, ex, why)
+    g = ex.resume()[0].groups[0]
+    assert "after deletes began" not in g.reason, g.reason
+    if why in ("member checking", "resume data"):  # still checking: its move back waits for it
+        assert g.needs_attention and "ROLLBACK INCOMPLETE" in g.reason, g.reason
+        for h in (H1, H2):
+            world.qbt.t[h].transient = None
+        g = ex.resume()[0].groups[0]
+    assert g.status == "rolled_back", g.reason
+    for h in (H1, H2):
+        assert world.qbt.t[h].save_path == world.save(h, "stash")
+        assert all(os.path.exists(os.path.join(world.save(h, "stash"), rel)) for rel, _d in FILES)
+
+
+@pytest.mark.parametrize("why", ["client down", "resume data"])
+def test_a_resume_after_some_deletes_waits_out_a_passing_problem(world, why):
+    # R18: rebooted after two deletes, the resume met a client not up yet (or a torrent checking
+    # its resume data): the group was closed failed for good, and the rest of the old links
+    # stayed forever. It pauses now, resumable, and a later resume finishes its deletes.
+    _killed_at_a_delete(world, 2, "before")
+    ex = world.executor()
+    _not_passing_yet(world, ex, why)
+    (out,) = ex.resume()
+    g = out.groups[0]
+    assert out.status == "interrupted" and g.status == "failed" and g.needs_attention, g.reason
+    assert "paused at the verified new place, 4 old link(s) kept under" in g.reason, g.reason
+    ex.ctx.clients.pop("rt", None)
+    world.qbt.t[H1].transient = None
+    (out,) = ex.resume()
+    assert out.status == "done" and out.groups[0].status == "done", out.groups[0].reason
+    for h in (H1, H2):
+        assert world.qbt.t[h].save_path == world.save(h, "pool")
+        assert not any(os.path.exists(os.path.join(world.save(h, "stash"), rel)) for rel, _d in FILES)
