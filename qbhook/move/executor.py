@@ -120,9 +120,10 @@ _ADDED_SLACK_S = 300
 # re-hashes its link, so a long group is read again while it goes, a short one once.
 _REREAD_S = 2.0
 # Deletes list every client again this often for a torrent added since verify_group
-# (``Executor._check_no_newcomer``): one full listing of 5,000 torrents costs 0.2-0.5 s on
-# qBittorrent, so a group deleting for minutes pays ~1 % for it; a cross-seed injected
-# during the deletes loses at most the links deleted in one interval, not every one.
+# (``Executor._check_no_newcomer``): one full listing of 5,000 torrents took 1.2 s through
+# qBittorrent 4.5's adapter here, 0.6 s through rTorrent's (docs/benchmarks.md section 7), so a
+# group deleting for minutes pays ~4-6 % for it; a cross-seed injected during the deletes loses
+# at most the links deleted in one interval, not every one.
 _NEWCOMER_REREAD_S = 30.0
 _RECHECK_LAG_S = 5.0  # qBittorrent's API shows a recheck within its refresh interval (1.5 s by default)
 
