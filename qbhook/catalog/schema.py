@@ -376,6 +376,24 @@ RUN_PROCESS_DDL = """
 ALTER TABLE runs ADD COLUMN process TEXT;
 """
 
+# Migration 12 moved the sharers left stopped out of the steps' args once; a ``serve`` started
+# before it kept running the old code, and wrote its records to the args after (R17: the torrent
+# then stayed stopped for good once serve restarted). Moved here again, the newest per torrent,
+# keeping a record the table already holds (the new code's is the newer); then dropped from the
+# args, so nothing moves twice (nothing reads them there any more). A record migration 12 moved
+# and qbhook later dropped (the torrent started since) comes back too: the two cannot be told
+# apart, and its cost, that torrent started after its next own relocation, is the lesser.
+LEFT_STOPPED_AGAIN_DDL = """
+INSERT OR IGNORE INTO left_stopped(instance, hash, forced, step_id, at)
+    SELECT json_extract(s.args, '$.instance'), lower(j.key), j.value IS 1, s.id, s.started_at
+    FROM steps s, json_each(s.args, '$._left_stopped') j
+    WHERE s.kind = 'relocate' AND json_type(s.args, '$._left_stopped') = 'object'
+        AND json_type(s.args, '$.instance') = 'text'
+    ORDER BY s.id DESC;
+UPDATE steps SET args = json_remove(args, '$._left_stopped')
+    WHERE kind = 'relocate' AND json_type(args, '$._left_stopped') IS NOT NULL;
+"""
+
 # The tables every qbhook catalog has held since its first migration, and no later step drops:
 # how ``catalog.db`` tells a qbhook catalog from another program's SQLite file before it writes.
 FIRST_TABLES: frozenset[str] = frozenset(re.findall(r"^CREATE TABLE (\w+)", SCHEMA_V1, re.MULTILINE))
@@ -394,4 +412,5 @@ MIGRATIONS: tuple[str, ...] = (
     OUTSIDE_ROWS_DDL,
     LEFT_STOPPED_DDL,
     RUN_PROCESS_DDL,
+    LEFT_STOPPED_AGAIN_DDL,
 )

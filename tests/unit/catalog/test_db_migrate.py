@@ -69,7 +69,7 @@ def test_migration_11_removes_the_rows_of_files_outside_every_pool(tmp_path):
     old.close()
     cat = Catalog(db.connect(path))
     try:
-        assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations()) == 13
+        assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations())
         assert sorted(cat.conn.execute("SELECT path, inode, pool FROM paths")) == [
             (b"/stash/lib/c", 3, "stash"),
             (b"/stash/seed/a", 1, "stash"),
@@ -107,7 +107,7 @@ def test_migration_12_keys_the_sharers_left_stopped_and_drops_one_seen_running(t
     old.close()
     conn = db.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations()) == 13
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations())
         assert sorted(conn.execute("SELECT instance, hash, forced, step_id FROM left_stopped")) == [
             ("other", "cc", 1, 4),
             ("qbt", "aa", 0, 2),
@@ -132,6 +132,43 @@ def test_migration_12_keys_the_sharers_left_stopped_and_drops_one_seen_running(t
         assert j.stopped_by_us("qbt", "aa") is None and j.stopped_by_us("qbt", "bb") is False
         j.forget_stopped("qbt", "bb")
         assert conn.execute("SELECT count(*) FROM left_stopped").fetchone()[0] == 0
+    finally:
+        conn.close()
+
+
+def test_migration_14_moves_the_records_an_old_serve_wrote_after_migration_12(tmp_path):
+    """R17: a ``serve`` started before a newer CLI migrated its catalog kept recording, in the
+    step's args, the sharers it could not start again; migration 12 had moved those once. A
+    catalog at 13 holding such records: they move to the table (the newest per torrent), a
+    record the table already holds stays as it is, and the args keep none (nothing moves twice)."""
+    import json
+
+    from qbhook.move.journal import Journal
+
+    path = tmp_path / "old.sqlite"
+    old = catalog_at(path, 13)
+    old.execute("INSERT INTO runs(id, started_at, status, plan) VALUES (1, 0, 'running', '{}')")
+    steps = [
+        (6, {"instance": "qbt", "torrent": "h0", "_left_stopped": {"aabb": True}}),
+        (7, {"instance": "qbt", "torrent": "h1", "_left_stopped": {"AABB": False, "cc": True}}),
+        (8, {"instance": "qbt", "torrent": "h2", "from_path": "/a"}),
+    ]
+    old.executemany(
+        "INSERT INTO steps(id, run, seq, group_id, kind, args, status, started_at) "
+        "VALUES (?, 1, ?, 'g', 'relocate', ?, 'done', ?)",
+        [(i, i, json.dumps(a), 100.0 + i) for i, a in steps],
+    )
+    old.execute("INSERT INTO left_stopped(instance, hash, forced, step_id, at) VALUES ('qbt', 'cc', 0, 8, 500)")
+    old.close()
+    conn = db.connect(path)
+    try:
+        assert sorted(conn.execute("SELECT instance, hash, forced, step_id, at FROM left_stopped")) == [
+            ("qbt", "aabb", 0, 7, 107.0),
+            ("qbt", "cc", 0, 8, 500.0),
+        ]
+        assert Journal(conn).stopped_by_us("qbt", "AABB") is False
+        args = [json.loads(r[0]) for r in conn.execute("SELECT args FROM steps ORDER BY id")]
+        assert args == [{k: v for k, v in a.items() if k != "_left_stopped"} for _i, a in steps]
     finally:
         conn.close()
 
