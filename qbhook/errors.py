@@ -30,7 +30,9 @@ class ExitCode(enum.IntEnum):
     # EX_IOERR: something qbhook must read or write cannot be: the catalog (damaged, its disk
     # failing), the lock folder, standard output (a full disk behind `>file`).
     IO_ERROR = 74
-    BUSY = 75  # EX_TEMPFAIL: a lock is held
+    # EX_TEMPFAIL: a lock is held; or `serve` ended for a restart (a newer qbhook migrated its
+    # catalog: CatalogUpgraded), which systemd's Restart=on-failure and docker's restart policy do.
+    BUSY = 75
     CONFIG = 78  # EX_CONFIG
     INTERRUPTED = 130  # 128 + SIGINT: a shell's status for a command stopped by Ctrl-C
 
@@ -119,6 +121,20 @@ class CatalogUnwritable(CatalogError):
     the process may not write): the I/O exit code, 74, with no word of damage."""
 
     exit_code = ExitCode.IO_ERROR
+
+
+class CatalogUpgraded(CatalogError):
+    """A newer qbhook migrated the catalog under a running ``serve``, whose code would go on writing
+    the old schema's way (R17: records moved to a table by a migration, written where no one reads
+    them any more). ``serve`` takes no more work and exits, for its restart with the new code."""
+
+    exit_code = ExitCode.BUSY
+
+    def __init__(self, version: int):
+        super().__init__(
+            f"the catalog was upgraded to schema {version} by a newer qbhook; restart qbhook serve to run the new code"
+        )
+        self.version = version
 
 
 class NotRegularFile(QbhookError):

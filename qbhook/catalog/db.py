@@ -20,7 +20,15 @@ from pathlib import Path
 from urllib.parse import quote
 
 from qbhook.catalog.schema import FIRST_TABLES, MIGRATIONS
-from qbhook.errors import CatalogDamaged, CatalogError, CatalogMissing, CatalogUnwritable, LockBusy, QbhookError
+from qbhook.errors import (
+    CatalogDamaged,
+    CatalogError,
+    CatalogMissing,
+    CatalogUnwritable,
+    CatalogUpgraded,
+    LockBusy,
+    QbhookError,
+)
 
 
 def migrations() -> list[str]:
@@ -172,6 +180,15 @@ def _foreign(conn: sqlite3.Connection) -> bool:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     return bool(names) if version == 0 else not FIRST_TABLES.issubset(names)
+
+
+def still_current(conn: sqlite3.Connection) -> None:
+    """Raise ``CatalogUpgraded`` if a newer qbhook migrated the catalog since this process opened
+    it. One PRAGMA, no table read: ``serve``'s worker asks before each job and its sweeper before
+    each sweep, since a process that lives for months outlives a package upgrade."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(migrations()):
+        raise CatalogUpgraded(version)
 
 
 def migrate(conn: sqlite3.Connection) -> int:

@@ -1,9 +1,11 @@
 """Every table of the catalog database, as forward-only migrations.
 
 Entry i of ``MIGRATIONS`` migrates ``user_version`` i -> i+1. Never edit a released entry,
-never reorder; append. The DDL lives here, beside its order, so the connection code
-(``catalog.db``) needs no module above it: the journal, queue, state and torrent index
-modules import their table's DDL from here, never the other way round.
+never reorder; append (tests/unit/catalog/test_db_migrate.py pins each shipped entry's text:
+migration 8, edited three times, left catalogs in three shapes). The DDL lives here, beside
+its order, so the connection code (``catalog.db``) needs no module above it: the journal,
+queue, state and torrent index modules import their table's DDL from here, never the other
+way round.
 """
 
 import re
@@ -302,9 +304,11 @@ CREATE INDEX inodes_hashed_at ON inodes(hashed_at) WHERE hashed_at IS NOT NULL;
 # partial columns, and each filesystem's fsid (content_writes, migration 8). ``dupes_memos``
 # holds the last report per --min-size, valid only while both counters are the ones stored with
 # it (catalog/dupes.py; the report's text follows its BLAKE3, so a damaged one fails the check
-# and is recomputed).
+# and is recomputed). IF NOT EXISTS, the one edit of a shipped migration, harmless to every
+# catalog it already ran on: a catalog made by 22fb3d9, whose migration 8 made this table, failed
+# here ("already exists"; migration 15 repairs the rest).
 DUPES_MEMO_DDL = """
-CREATE TABLE dupes_memos (
+CREATE TABLE IF NOT EXISTS dupes_memos (
     min_size    INTEGER PRIMARY KEY,
     writes      INTEGER NOT NULL,               -- catalog_writes.n the report was computed at
     content     INTEGER NOT NULL,               -- content_writes.n the report was computed at
@@ -376,6 +380,61 @@ RUN_PROCESS_DDL = """
 ALTER TABLE runs ADD COLUMN process TEXT;
 """
 
+# Migration 12 moved the sharers left stopped out of the steps' args once; a ``serve`` started
+# before it kept running the old code, and wrote its records to the args after (R17: the torrent
+# then stayed stopped for good once serve restarted). Moved here again, the newest per torrent,
+# keeping a record the table already holds (the new code's is the newer); then dropped from the
+# args, so nothing moves twice (nothing reads them there any more). A record migration 12 moved
+# and qbhook later dropped (the torrent started since) comes back too: the two cannot be told
+# apart, and its cost, that torrent started after its next own relocation, is the lesser.
+LEFT_STOPPED_AGAIN_DDL = """
+INSERT OR IGNORE INTO left_stopped(instance, hash, forced, step_id, at)
+    SELECT json_extract(s.args, '$.instance'), lower(j.key), j.value IS 1, s.id, s.started_at
+    FROM steps s, json_each(s.args, '$._left_stopped') j
+    WHERE s.kind = 'relocate' AND json_type(s.args, '$._left_stopped') = 'object'
+        AND json_type(s.args, '$.instance') = 'text'
+    ORDER BY s.id DESC;
+UPDATE steps SET args = json_remove(args, '$._left_stopped')
+    WHERE kind = 'relocate' AND json_type(args, '$._left_stopped') IS NOT NULL;
+"""
+
+# Migration 8's text was edited after it shipped (22fb3d9, 0750fe6, ada4fce), so a catalog at 8
+# or later may hold another migration 8 than LOOKUP_INDEXES_DDL: 22fb3d9's (content_writes and
+# dupes_memos, no lookup index) or 0750fe6's and ada4fce's (``catalog_hash_writes`` instead of
+# content_writes: every dupes and torrent-index query on it failed). Made the shape of today's
+# migration 8 here: the old counter and its trigger dropped (the trigger first: an inode update
+# would fail on its missing table), content_writes and its triggers and the indexes made where
+# missing, inodes_hashed_at rebuilt partial (0750fe6 indexed every unhashed NULL). What either
+# counter kept is void, not trusted: the torrent index's refresh mark and the dupes reports go
+# (one refresh and one recomputation each, then kept again).
+MIGRATION_8_REPAIR_DDL = """
+DROP TRIGGER IF EXISTS catalog_hash_writes_update;
+DROP TABLE IF EXISTS catalog_hash_writes;
+CREATE TABLE IF NOT EXISTS content_writes (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    n           INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO content_writes(id, n) VALUES (1, 0);
+CREATE TRIGGER IF NOT EXISTS content_writes_inodes_update AFTER UPDATE ON inodes
+WHEN old.hash IS NOT new.hash OR old.hash_size IS NOT new.hash_size
+    OR old.hash_mtime_ns IS NOT new.hash_mtime_ns OR old.hash_ctime_ns IS NOT new.hash_ctime_ns
+    OR old.sample IS NOT new.sample OR old.sample_mtime_ns IS NOT new.sample_mtime_ns
+    OR old.sample_ctime_ns IS NOT new.sample_ctime_ns
+BEGIN UPDATE content_writes SET n = n + 1 WHERE id = 1; END;
+CREATE TRIGGER IF NOT EXISTS content_writes_filesystems_update AFTER UPDATE ON filesystems
+WHEN old.fsid IS NOT new.fsid
+BEGIN UPDATE content_writes SET n = n + 1 WHERE id = 1; END;
+CREATE INDEX IF NOT EXISTS scans_ok_pool_root ON scans(pool, root, finished_at) WHERE status = 'ok';
+CREATE INDEX IF NOT EXISTS scans_unfinished ON scans(started_at) WHERE finished_at IS NULL;
+CREATE INDEX IF NOT EXISTS torrents_content_path ON torrents(content_path);
+CREATE INDEX IF NOT EXISTS torrents_save_path ON torrents(save_path);
+CREATE INDEX IF NOT EXISTS inodes_seen_scan ON inodes(seen_scan);
+DROP INDEX IF EXISTS inodes_hashed_at;
+CREATE INDEX inodes_hashed_at ON inodes(hashed_at) WHERE hashed_at IS NOT NULL;
+DELETE FROM state WHERE key = 'index.refresh_mark';
+DELETE FROM dupes_memos;
+"""
+
 # The tables every qbhook catalog has held since its first migration, and no later step drops:
 # how ``catalog.db`` tells a qbhook catalog from another program's SQLite file before it writes.
 FIRST_TABLES: frozenset[str] = frozenset(re.findall(r"^CREATE TABLE (\w+)", SCHEMA_V1, re.MULTILINE))
@@ -394,4 +453,6 @@ MIGRATIONS: tuple[str, ...] = (
     OUTSIDE_ROWS_DDL,
     LEFT_STOPPED_DDL,
     RUN_PROCESS_DDL,
+    LEFT_STOPPED_AGAIN_DDL,
+    MIGRATION_8_REPAIR_DDL,
 )

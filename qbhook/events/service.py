@@ -18,7 +18,9 @@ Order matters and is the model of this module:
    executor, the sweep scans and plans but applies nothing (the worker resumes the run).
 4. **SIGTERM / SIGINT** stop intake (``serve``: the port closes, requests being answered get
    ``DRAIN_S``, every connection left is closed, idle keep-alive ones at once), let the
-   worker's current step finish, and join the threads.
+   worker's current step finish, and join the threads. So does a newer qbhook migrating the
+   catalog, which the worker and the sweeper check before each job and each sweep
+   (``db.still_current``): ``run`` then raises ``CatalogUpgraded`` (exit 75, for a restart).
 """
 
 from __future__ import annotations
@@ -31,11 +33,11 @@ import time
 from collections.abc import Callable, Iterable
 
 from qbhook import notify
-from qbhook.catalog.db import connect
+from qbhook.catalog.db import connect, still_current
 from qbhook.catalog.store import Catalog
 from qbhook.clients.port import ClientPort
 from qbhook.config import Config
-from qbhook.errors import BadAddress, ConfigError, PortBusy, QbhookError, UnfinishedRuns
+from qbhook.errors import BadAddress, CatalogUpgraded, ConfigError, PortBusy, QbhookError, UnfinishedRuns
 from qbhook.events.auth import AuthConfig
 from qbhook.events.queue import JobQueue
 from qbhook.events.server import create_app, waitress_options
@@ -159,6 +161,7 @@ class Service:
         self.host = host
         self.server = listen(wsgi, host, port, srv.max_body, given=host_given)
         self.stop = threading.Event()
+        self.upgraded: CatalogUpgraded | None = None  # set: ``run`` raises it once the threads end
         self.roots = [p.path for p in cfg.pools]  # .qbhook-fsid markers are written only at these
         self.sweeper = sweeper
 
@@ -167,6 +170,13 @@ class Service:
         return self.server.effective_port
 
     def _open_catalog(self) -> Catalog:
+        # Opening migrates, which refuses a catalog newer than this code as a plain error (retried
+        # for ever): one a newer qbhook migrated since serve started ends serve here too.
+        probe = connect(self.cfg.catalog, readonly=True)
+        try:
+            still_current(probe)
+        finally:
+            probe.close()
         return Catalog.open(self.cfg.catalog, marker_roots=self.roots)
 
     def worker_main(self) -> None:
@@ -186,6 +196,9 @@ class Service:
                 self.gate.ready(ex, force=True)
                 wk.loop(self.stop)
                 return
+            except CatalogUpgraded as e:
+                self._upgraded(e)
+                return
             except Exception as e:  # a full disk at start must not end the worker for good
                 self.health.failed(f"starting the worker: {type(e).__name__}: {e}")
                 log.exception("worker could not start; retrying in %.0f s", delay)
@@ -200,11 +213,15 @@ class Service:
         while not self.stop.wait(self.cfg.server.sweep_interval):
             try:
                 cat = cat or self._open_catalog()
+                still_current(cat.conn)
                 # A known unfinished run would refuse the apply: plan only, the worker resumes it.
                 ex = None if self.gate.runs else self.executor_for(self.cfg, cat, self.clients)
                 if ex is None:
                     log.warning("sweep applies nothing: run(s) %s did not finish", ", ".join(map(str, self.gate.runs)))
                 sweep(self.cfg, cat, self.clients, executor=ex, automatic=True)  # no one asked: import_grace
+            except CatalogUpgraded as e:
+                self._upgraded(e)
+                return
             except UnfinishedRuns as e:  # the gate's to report (health names the runs), not a failing sweeper
                 self.gate.refused(e)
                 log.error("sweep failed: %s", e.message)
@@ -220,6 +237,15 @@ class Service:
                     log.warning("sweep succeeded after %d failed sweep(s)", failed)
                     notify.emit("sweep_recovered", f"the sweeper works again, after {failed} failed sweep(s)")
 
+    def _upgraded(self, e: CatalogUpgraded) -> None:
+        # A newer qbhook migrated the catalog: this code must take no more work. The SIGTERM path
+        # (intake closes, a job in progress finishes its step, the threads end); ``run`` then
+        # raises it, so serve exits 75 and systemd or docker start the new code.
+        if self.upgraded is None:
+            self.upgraded = e
+            log.error("%s; stopping", e.message)
+        self.stop.set()
+
     def _sweep_failed(self, error: str) -> None:
         # Once when the sweeps start failing, not at every sweep; health says so until one succeeds.
         if self.health.sweep_failed(error) == 1:
@@ -231,7 +257,8 @@ class Service:
             )
 
     def run(self) -> None:
-        """Serve until SIGTERM/SIGINT; then let the current step finish and join the threads."""
+        """Serve until SIGTERM/SIGINT, or until a newer qbhook migrates the catalog (then raise
+        ``CatalogUpgraded``); either way let the current step finish and join the threads."""
         worker = threading.Thread(target=self.worker_main, name="worker", daemon=True)
         self.health.attach(worker)
         threads = [worker]
@@ -253,3 +280,5 @@ class Service:
             self.stop.set()
         for t in threads:
             t.join(timeout=JOIN_TIMEOUT_S)
+        if self.upgraded is not None:
+            raise self.upgraded

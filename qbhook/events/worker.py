@@ -78,7 +78,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from qbhook.catalog import indexer, state
-from qbhook.catalog.db import connect, rollback
+from qbhook.catalog.db import connect, rollback, still_current
 from qbhook.catalog.hashing import HashBudget
 from qbhook.catalog.scan import prune_scans, scan_pools
 from qbhook.catalog.store import Catalog
@@ -90,7 +90,15 @@ from qbhook.decide.plan import ACTIONS, Plan
 from qbhook.decide.planner import finish_run, make_plan, tag_changes
 from qbhook.decide.snapshot import SnapshotBuilder, SweepReach, build_snapshot
 from qbhook.dirfd import FolderReader, FolderRefused
-from qbhook.errors import LockBusy, PathMapError, QbhookError, QueueError, UnfinishedRuns, UnknownTorrent
+from qbhook.errors import (
+    CatalogUpgraded,
+    LockBusy,
+    PathMapError,
+    QbhookError,
+    QueueError,
+    UnfinishedRuns,
+    UnknownTorrent,
+)
 from qbhook.events import alerts
 from qbhook.events.queue import JobQueue
 from qbhook.events.queue import worker_id as queue_worker_id
@@ -1394,6 +1402,9 @@ class Worker:
             self.health.beat(f"recording the outcome of job {self._unrecorded[0]}")
             self._record()
             return True
+        # Before any work (a requeue, a resume, a job): a newer qbhook that migrated the catalog
+        # ends this process (CatalogUpgraded passes ``loop``), the outcome above recorded first.
+        still_current(self.catalog.conn)
         if self._clock() >= self._next_orphan_check:
             self.health.beat("requeueing jobs of dead workers")
             self.requeue_orphans()
@@ -1481,6 +1492,8 @@ class Worker:
         while not stop.is_set():
             try:
                 worked = self.run_once()
+            except CatalogUpgraded:
+                raise  # not a failed pass: this process must end (service.Service.worker_main)
             except Exception as e:  # storage errors and bugs alike: never end the loop
                 failures = self.health.failed(f"{type(e).__name__}: {e}")
                 delay = min(self.retry_base_s * 2 ** (failures - 1), self.retry_cap_s)

@@ -69,7 +69,7 @@ def test_migration_11_removes_the_rows_of_files_outside_every_pool(tmp_path):
     old.close()
     cat = Catalog(db.connect(path))
     try:
-        assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations()) == 13
+        assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations())
         assert sorted(cat.conn.execute("SELECT path, inode, pool FROM paths")) == [
             (b"/stash/lib/c", 3, "stash"),
             (b"/stash/seed/a", 1, "stash"),
@@ -107,7 +107,7 @@ def test_migration_12_keys_the_sharers_left_stopped_and_drops_one_seen_running(t
     old.close()
     conn = db.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations()) == 13
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations())
         assert sorted(conn.execute("SELECT instance, hash, forced, step_id FROM left_stopped")) == [
             ("other", "cc", 1, 4),
             ("qbt", "aa", 0, 2),
@@ -136,6 +136,43 @@ def test_migration_12_keys_the_sharers_left_stopped_and_drops_one_seen_running(t
         conn.close()
 
 
+def test_migration_14_moves_the_records_an_old_serve_wrote_after_migration_12(tmp_path):
+    """R17: a ``serve`` started before a newer CLI migrated its catalog kept recording, in the
+    step's args, the sharers it could not start again; migration 12 had moved those once. A
+    catalog at 13 holding such records: they move to the table (the newest per torrent), a
+    record the table already holds stays as it is, and the args keep none (nothing moves twice)."""
+    import json
+
+    from qbhook.move.journal import Journal
+
+    path = tmp_path / "old.sqlite"
+    old = catalog_at(path, 13)
+    old.execute("INSERT INTO runs(id, started_at, status, plan) VALUES (1, 0, 'running', '{}')")
+    steps = [
+        (6, {"instance": "qbt", "torrent": "h0", "_left_stopped": {"aabb": True}}),
+        (7, {"instance": "qbt", "torrent": "h1", "_left_stopped": {"AABB": False, "cc": True}}),
+        (8, {"instance": "qbt", "torrent": "h2", "from_path": "/a"}),
+    ]
+    old.executemany(
+        "INSERT INTO steps(id, run, seq, group_id, kind, args, status, started_at) "
+        "VALUES (?, 1, ?, 'g', 'relocate', ?, 'done', ?)",
+        [(i, i, json.dumps(a), 100.0 + i) for i, a in steps],
+    )
+    old.execute("INSERT INTO left_stopped(instance, hash, forced, step_id, at) VALUES ('qbt', 'cc', 0, 8, 500)")
+    old.close()
+    conn = db.connect(path)
+    try:
+        assert sorted(conn.execute("SELECT instance, hash, forced, step_id, at FROM left_stopped")) == [
+            ("qbt", "aabb", 0, 7, 107.0),
+            ("qbt", "cc", 0, 8, 500.0),
+        ]
+        assert Journal(conn).stopped_by_us("qbt", "AABB") is False
+        args = [json.loads(r[0]) for r in conn.execute("SELECT args FROM steps ORDER BY id")]
+        assert args == [{k: v for k, v in a.items() if k != "_left_stopped"} for _i, a in steps]
+    finally:
+        conn.close()
+
+
 def test_migration_12s_running_states_are_the_python_rules():
     """The left_stopped triggers spell out ``TorrentInfo.is_running``'s states (a migration's text
     is frozen): a change to the rule needs a new migration replacing the triggers, or a record of a
@@ -156,3 +193,94 @@ def test_migration_12s_running_states_are_the_python_rules():
         return TorrentInfo.from_api({"hash": "a" * 40, "state": state}, PathMap(), "qbt").is_running
 
     assert in_sql[0] == in_sql[1] == {s for s in states if running(s)}
+
+
+# What 22fb3d9's migration 8 made (content_writes with its triggers, and dupes_memos) and what
+# 0750fe6's and ada4fce's made instead of content_writes: the statements that differ from today's.
+_M8_22FB3D9 = """
+CREATE TABLE content_writes (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
+INSERT INTO content_writes(id, n) VALUES (1, 0);
+CREATE TRIGGER content_writes_inodes_update AFTER UPDATE ON inodes
+WHEN old.hash IS NOT new.hash BEGIN UPDATE content_writes SET n = n + 1 WHERE id = 1; END;
+CREATE TABLE dupes_memos (
+    min_size INTEGER PRIMARY KEY, writes INTEGER NOT NULL, content INTEGER NOT NULL,
+    format TEXT NOT NULL, report BLOB NOT NULL
+);
+"""
+_M8_0750FE6 = """
+CREATE TABLE catalog_hash_writes (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
+INSERT INTO catalog_hash_writes(id, n) VALUES (1, 0);
+CREATE TRIGGER catalog_hash_writes_update AFTER UPDATE ON inodes
+WHEN old.hash IS NOT new.hash BEGIN UPDATE catalog_hash_writes SET n = n + 1 WHERE id = 1; END;
+CREATE INDEX scans_ok_pool_root ON scans(pool, root, finished_at) WHERE status = 'ok';
+CREATE INDEX inodes_hashed_at ON inodes(hashed_at);
+"""
+
+
+@pytest.mark.parametrize(("migration_8", "version"), [(_M8_22FB3D9, 8), (_M8_0750FE6, 13)])
+def test_a_catalog_of_an_edited_migration_8_is_repaired(tmp_path, migration_8, version):
+    """R17: a catalog made by 22fb3d9 (at 8) failed migration 9, "table dupes_memos already
+    exists"; one made by 0750fe6 or ada4fce reached 13 without content_writes, and every dupes
+    and torrent-index query then failed. Both open at the newest version in today's shape: the
+    counter moves on a hash write, the old one is gone (an inode update still works), the lookup
+    indexes exist, inodes_hashed_at holds hashed inodes only, and the kept mark and reports go."""
+    path = tmp_path / "old.sqlite"
+    old = catalog_at(path, 7)
+    old.executescript(migration_8)
+    for step in range(8, version):
+        old.executescript(migrations()[step])
+    old.execute(f"PRAGMA user_version = {version}")
+    old.execute("INSERT INTO filesystems(id, fsid, kind, first_seen, last_seen) VALUES (1, 'x', 'mount', 0, 0)")
+    old.execute("INSERT INTO inodes(id, fs, ino, size, mtime_ns, ctime_ns, nlink) VALUES (1, 1, 1, 3, 4, 5, 1)")
+    old.execute("INSERT INTO paths(path, inode, pool) VALUES (x'2f61', 1, 'stash')")  # kept by migration 11
+    old.execute("INSERT INTO state(key, value, updated_at) VALUES ('index.refresh_mark', '[\"writes\", 1, 0]', 0)")
+    old.execute("INSERT INTO dupes_memos VALUES (0, 1, 0, 'old', x'00')")
+    old.close()
+    conn = db.connect(path)
+    try:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations())
+        assert "catalog_hash_writes" not in names and "catalog_hash_writes_update" not in names
+        assert {"content_writes_filesystems_update", "scans_unfinished", "torrents_save_path"} <= names
+        conn.execute("UPDATE inodes SET hash = x'01', hashed_at = 1 WHERE id = 1")
+        assert conn.execute("SELECT n FROM content_writes").fetchone()[0] == 1
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'inodes_hashed_at'").fetchone()[0]
+        assert sql.endswith("WHERE hashed_at IS NOT NULL")
+        assert conn.execute("SELECT count(*) FROM state WHERE key = 'index.refresh_mark'").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM dupes_memos").fetchone()[0] == 0
+    finally:
+        conn.close()
+
+
+# sha256 of each shipped MIGRATIONS[i]'s text, frozen. Entry 8 (DUPES_MEMO_DDL) is its text since
+# it became CREATE TABLE IF NOT EXISTS (migration 15's repair), harmless to every catalog it ran on.
+_SHIPPED = (
+    "d53fdb566fe4cfa8c7bfd921ac303e4beef3c68b84e7181abe1673eb9319bd9e",
+    "c9d153c0f5d641e833fd268fd972315b93b26204907e3ef8a1fafe50114f2688",
+    "7932ec75ab677468263ee74d97fca5083e7fad9d656a886714c7965af83d069f",
+    "5d1cf5a763f9abef87bd176c559dde82ac8895833a61f9066444240060025e0f",
+    "3cd8439a4a9d91b436106adc45dbd65b4e4f196d5dc327c9894ca0f460b01ab5",
+    "96f01f1c6cdeaf090f80033a3af5aba83da0c6b4df96c5fbf7fc01801bf04a1f",
+    "9d18a605a112627890adf5d07d380472151fdabd34222812820bb6407d6af39c",
+    "c930017e4c607d01d7ab1216607c38eb81a948365ffd655478ec62e17a1c06fa",
+    "2bcfa6993adb10ef4eab323fd3fcc5dc50305db264fca28e4721c2d2e1a9c02e",
+    "c340e8cbf22e82df6b6585911698f395c9ce8876c2085f700a7fca416b655573",
+    "8813f57ec3ed2212dafbc9da6ed8b41f46f2bbc8c86e3c4404b62ded77dfb129",
+    "48ea4e8b9d7ccc456c6bfb4a3fdcf0747bfd50b6847cee87d4d22895f111d74c",
+    "567a568cfa9299c16fb61626361f9e45cfc26b0025328ddc047532776c171536",
+    "02b1b966e72653f4d3739c8f563b922b638a288e726241694bcee5694b3c935b",
+    "f2db86be48a2f84ba1fa3e19c733e7c23c9a1c94353b5f813f4e7aca90589f37",
+)
+
+
+def test_no_shipped_migration_is_edited():
+    """A catalog that ran a migration never runs its new text: an edit after release leaves
+    catalogs in two shapes (migration 8, R17). A new migration is appended and pinned here."""
+    import hashlib
+
+    texts = migrations()
+    assert len(texts) >= len(_SHIPPED), "a shipped migration was removed"
+    for i, want in enumerate(_SHIPPED):
+        got = hashlib.sha256(texts[i].encode()).hexdigest()
+        assert got == want, f"migration {i + 1} (MIGRATIONS[{i}]) was edited after release: add a new migration instead"
+    assert len(texts) == len(_SHIPPED), "pin the new migration's sha256 in _SHIPPED"

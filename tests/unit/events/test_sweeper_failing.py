@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sqlite3
 import threading
 import time
+import types
 
 import pytest
 from werkzeug.test import Client
@@ -52,7 +54,9 @@ def run_sweeps(svc, monkeypatch, outcomes):
             raise outcome
 
     monkeypatch.setattr(service, "sweep", sweep)
-    monkeypatch.setattr(svc, "_open_catalog", lambda: object())  # the fake sweep reads none
+    # The fake sweep reads none; the sweeper asks its schema version (db.still_current) only.
+    fake = types.SimpleNamespace(conn=sqlite3.connect(":memory:", check_same_thread=False))
+    monkeypatch.setattr(svc, "_open_catalog", lambda: fake)
     sweeper = threading.Thread(target=svc.sweeper_main, daemon=True)
     sweeper.start()
     sweeper.join(30)
