@@ -60,7 +60,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qbhook.files import NotReadable, NotReplaceable, check_replaceable, read_regular_file
+from qbhook.files import NotReadable, NotReplaceable, check_replaceable, own_file, read_regular_file
 from qbhook.units import human_bytes
 
 log = logging.getLogger(__name__)
@@ -519,18 +519,12 @@ class Outbox:
 
     def _read(self) -> tuple[list[Event], int]:
         try:
-            data = read_regular_file(self.path, self.MAX_BYTES, nofollow=True)
+            # own: another user's file (a folder others can write) must not go out as ours; judged
+            # on the file read, not on the name afterwards (a rename between would pass one)
+            data = read_regular_file(self.path, self.MAX_BYTES, nofollow=True, own=True)
         except NotReadable as e:
             if os.path.lexists(self.path):
                 self._set_aside(str(e))
-            return [], 0
-        try:
-            # another user's file (a folder others can write): its lines must not go out as ours
-            foreign = os.lstat(self.path).st_uid != os.geteuid()
-        except OSError:
-            foreign = False  # gone meanwhile: what was read is ours
-        if foreign:
-            self._set_aside(f"{self.path} is not owned by this user")
             return [], 0
         try:
             doc = json.loads(data)
@@ -626,8 +620,12 @@ def _flock(path: Path, wait: float) -> int | None:
         log.warning("notify: cannot use the outbox lock %s: %s", path, e.strerror)
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            log.warning("notify: refusing the outbox lock %s: it is not a regular file", path)
+        st = os.fstat(fd)
+        # the rule of qbhook's lock files (move/locks.py: a regular file with one link), and
+        # qbhook's own: another user's lock would be that user's to hold
+        why = "is not a regular file" if not stat.S_ISREG(st.st_mode) else own_file(st)
+        if why:
+            log.warning("notify: refusing the outbox lock %s: it %s", path, why)
             os.close(fd)
             return None
         deadline = time.monotonic() + wait

@@ -762,6 +762,45 @@ def test_a_batch_that_cannot_be_composed_is_dropped_and_the_thread_sends_the_nex
     _dispose(n)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the outbox another owner")
+def test_the_owner_is_judged_on_the_outbox_read_not_on_the_name_afterwards(monkeypatch, tmp_path):
+    """The owner was lstat'ed by name after another open read the file: a rename in between
+    (another user's file read, qbhook's own at the name when judged) sent forged lines as ours."""
+    path = tmp_path / "o"
+    path.write_text(f'{{"version": 1, "dropped": 0, "events": [{_GOOD.replace("kept", "forged")}]}}')
+    os.chown(path, 65534, 65534)
+    ours = tmp_path / "o.write.lock"
+    ours.touch()
+    real = notify.read_regular_file
+
+    def racing(p, limit, **kw):
+        data = real(p, limit, **kw)
+        os.rename(ours, p)  # another user's rename, between the read and the check
+        return data
+
+    monkeypatch.setattr(notify, "read_regular_file", racing)
+    assert notify.Outbox(path).load() == []
+
+
+def test_an_outbox_with_a_second_link_is_set_aside_unsent(tmp_path):
+    path = tmp_path / "o"
+    notify.Outbox(path).save([Event("guard", "forged", "failure", 1.0)])
+    os.link(path, tmp_path / "elsewhere")
+    assert notify.Outbox(path).load() == [] and (tmp_path / "o.bad").exists()
+
+
+def test_an_outbox_lock_another_user_owns_or_with_a_second_link_is_refused(monkeypatch, tmp_path, caplog):
+    path = tmp_path / "o"
+    target = tmp_path / "elsewhere"
+    target.write_text("keep")
+    os.link(target, tmp_path / "o.write.lock")
+    notify.Outbox(path).save([Event("run", "x", "info", 1.0)])
+    assert not path.exists() and "refusing the outbox lock" in caplog.text and "has 2 links" in caplog.text
+    (tmp_path / "o.lock").touch()
+    monkeypatch.setattr(notify.os, "geteuid", lambda: os.lstat(tmp_path / "o.lock").st_uid + 1)
+    assert not notify.Outbox(path).take() and "not this user" in caplog.text
+
+
 def test_the_outbox_keeps_the_newest_events_and_counts_the_rest(monkeypatch, tmp_path):
     monkeypatch.setattr(notify, "QUEUE_SIZE", 5)
     ob = notify.Outbox(tmp_path / "o")
