@@ -217,8 +217,11 @@ fi
 detail=$(printf '%s' "$out" | tr '\n' ' ' | cut -c1-300)
 case $status:$code:$connects in
 0:2??:*) exit 0 ;;
-*:*:0)
-    # Refused, unresolved or --connect-timeout (28 too): nothing reached qbhook serve.
+6:*:0 | 7:*:0 | 28:*:0)
+    # Unresolved (6), refused (7) or --connect-timeout (28 before any connect): nothing reached
+    # qbhook serve. Not any exit with 0 connects: a malformed URL (3), a scheme curl does not
+    # speak (1) or a body it could not read (26) never tried to connect, and "is qbhook serve
+    # running?" sent the reader to the wrong place; they take the last line, with curl's words.
     log_failure "POST $url for $event ${4:-${2-}} failed: cannot connect, the event was not delivered" \
         "(the next sweep reconciles it); is qbhook serve running and listening there (QBHOOK_URL)? $detail"
     exit 0

@@ -9,6 +9,11 @@ Replacing one (``plan --save FILE``) has its rule here too: qbhook writes a new 
 it over the name, so whatever was at the name is gone. That is only right for a regular file:
 as root, ``--save /dev/null`` replaced /dev/null, and a FIFO another program reads from became a
 file nobody reads (``check_replaceable``).
+
+A file qbhook itself wrote in a folder others may write (the notification outbox) is read only
+when it is still qbhook's own: this user's, with one link (``own_file``), judged on the fstat of
+the very descriptor that is read. Judging the name afterwards (lstat) judges whatever a rename
+put there meanwhile, not what was read.
 """
 
 from __future__ import annotations
@@ -16,7 +21,16 @@ from __future__ import annotations
 import os
 import stat
 
-__all__ = ["Missing", "NotReadable", "NotReplaceable", "check_replaceable", "decode_text", "kind", "read_regular_file"]
+__all__ = [
+    "Missing",
+    "NotReadable",
+    "NotReplaceable",
+    "check_replaceable",
+    "decode_text",
+    "kind",
+    "own_file",
+    "read_regular_file",
+]
 
 
 class NotReadable(Exception):
@@ -27,10 +41,11 @@ class Missing(NotReadable):
     """Nothing at all is at the path (a dangling symlink is something: plain NotReadable)."""
 
 
-def read_regular_file(path: str | os.PathLike, limit: int, *, nofollow: bool = False) -> bytes:
+def read_regular_file(path: str | os.PathLike, limit: int, *, nofollow: bool = False, own: bool = False) -> bytes:
     """The bytes of the regular file ``path``, at most ``limit`` of them (more is NotReadable).
     ``nofollow``: a symbolic link at ``path`` is NotReadable too (a file qbhook itself wrote, in
-    a folder someone else may write: a link planted there must not make root read another file)."""
+    a folder someone else may write: a link planted there must not make root read another file).
+    ``own``: a file that is not this user's own (``own_file``) is NotReadable too."""
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_NOFOLLOW if nofollow else 0)
     try:
         fd = os.open(path, flags)
@@ -39,11 +54,14 @@ def read_regular_file(path: str | os.PathLike, limit: int, *, nofollow: bool = F
         kind = Missing if isinstance(e, FileNotFoundError) and not os.path.lexists(path) else NotReadable
         raise kind(f"cannot read {os.fsdecode(path)}: {e.strerror}") from None
     try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
             raise NotReadable(f"cannot read {os.fsdecode(path)}: Is a directory")
-        if not stat.S_ISREG(mode):
+        if not stat.S_ISREG(st.st_mode):
             raise NotReadable(f"{os.fsdecode(path)} is not a regular file")
+        why = own_file(st) if own else None
+        if why:
+            raise NotReadable(f"{os.fsdecode(path)} {why}")
         with os.fdopen(fd, "rb", closefd=False) as f:
             data = f.read(limit + 1)
     except OSError as e:
@@ -53,6 +71,17 @@ def read_regular_file(path: str | os.PathLike, limit: int, *, nofollow: bool = F
     if len(data) > limit:
         raise NotReadable(f"{os.fsdecode(path)} is larger than {_size(limit)}: not a file qbhook reads")
     return data
+
+
+def own_file(st: os.stat_result) -> str | None:
+    """None when ``st`` (an fstat) is a file this user made and alone names; else why not, for a
+    message (``is owned by uid 1000, not this user``). Another user's file says what that user
+    wants said; a second link may be a file that is not qbhook's at all (a hard link to another)."""
+    if st.st_uid != os.geteuid():
+        return f"is owned by uid {st.st_uid}, not this user"
+    if st.st_nlink != 1:
+        return f"has {st.st_nlink} links, not one"
+    return None
 
 
 class NotReplaceable(Exception):

@@ -60,7 +60,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qbhook.files import NotReadable, NotReplaceable, check_replaceable, read_regular_file
+from qbhook.files import NotReadable, NotReplaceable, check_replaceable, own_file, read_regular_file
 from qbhook.units import human_bytes
 
 log = logging.getLogger(__name__)
@@ -123,8 +123,16 @@ def compose(events: list[Event]) -> tuple[str, str, str]:
 def _line(e: Event) -> str:
     text = f"[{e.severity.upper()}] {e.text}" if e.severity != "info" else e.text
     if e.delayed:
-        text = f"(delayed, from {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(e.at))}) {text}"
+        text = f"(delayed, from {_when(e.at)}) {text}"
     return text
+
+
+def _when(at: float) -> str:
+    """``at`` as local time; never raises (a time the platform cannot show kills no sender thread)."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+    except (OverflowError, OSError, ValueError, TypeError):
+        return "an unknown time"
 
 
 class _Flush:
@@ -302,7 +310,18 @@ class Notifier:
                 return
 
     def _deliver(self, batch: list[Event]) -> None:
-        title, body, severity = compose(batch)
+        try:
+            title, body, severity = compose(batch)
+        except Exception as e:
+            # A batch that cannot be told (a bug, or an event no check caught) is not the endpoint's
+            # failure: sending it again fails again. Dropped, and out of the outbox too, or every
+            # later start would choke on it; the thread lives on for the next events.
+            self.dropped += len(batch)
+            self._forget(batch)
+            log.warning("notify: %d event(s) dropped: they cannot be put in a message (%s)", len(batch), _why(e))
+            if self._outbox_used:
+                self.save(batch)
+            return
         try:
             self._send(title, body, severity)
         except Exception as e:
@@ -500,35 +519,25 @@ class Outbox:
 
     def _read(self) -> tuple[list[Event], int]:
         try:
-            data = read_regular_file(self.path, self.MAX_BYTES, nofollow=True)
+            # own: another user's file (a folder others can write) must not go out as ours; judged
+            # on the file read, not on the name afterwards (a rename between would pass one)
+            data = read_regular_file(self.path, self.MAX_BYTES, nofollow=True, own=True)
         except NotReadable as e:
             if os.path.lexists(self.path):
                 self._set_aside(str(e))
             return [], 0
         try:
-            # another user's file (a folder others can write): its lines must not go out as ours
-            foreign = os.lstat(self.path).st_uid != os.geteuid()
-        except OSError:
-            foreign = False  # gone meanwhile: what was read is ours
-        if foreign:
-            self._set_aside(f"{self.path} is not owned by this user")
-            return [], 0
-        try:
             doc = json.loads(data)
-            events = [
-                Event(
-                    str(d["kind"]),
-                    str(d["text"]),
-                    d["severity"] if d["severity"] in SEVERITIES else "warning",
-                    float(d["at"]),
-                )
-                for d in doc["events"]
-            ]
-            dropped = int(doc.get("dropped", 0))
-        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            if not isinstance(doc, dict) or not isinstance(doc["events"], list):
+                raise TypeError("not an outbox")
+            events = [_kept_event(d) for d in doc["events"]]
+            dropped = doc.get("dropped", 0)
+            if not _is_int(dropped, _MAX_DROPPED):
+                raise ValueError(f"dropped: {dropped!r}")
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError) as e:
             self._set_aside(f"{self.path} is not an outbox qbhook wrote ({type(e).__name__})")
             return [], 0
-        return events, max(dropped, 0)
+        return events, dropped
 
     def _set_aside(self, why: str) -> None:
         bad = self.path.with_name(self.path.name + ".bad")
@@ -573,6 +582,30 @@ class Outbox:
             log.warning("notify: cannot remove the delivered outbox %s: %s", self.path, e.strerror)
 
 
+# What a kept event may hold: json.loads takes Infinity, NaN and 1e400 (inf), and a time the
+# platform cannot show (1e300) made ``compose`` raise in the sender thread. Not "now, give or
+# take a day": a box without a clock (no RTC, before NTP) may write 1970 or read it now.
+_MAX_AT = 253402300799.0  # 9999-12-31: what time.localtime shows on every platform qbhook runs on
+_MAX_DROPPED = 10**12
+
+
+def _is_int(v, top: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= top
+
+
+def _kept_event(d) -> Event:
+    """One event of the outbox file, as qbhook wrote it; ValueError or TypeError for anything else
+    (``_read`` sets the file aside)."""
+    kind, text, severity, at = d["kind"], d["text"], d["severity"], d["at"]
+    if not isinstance(kind, str) or kind not in KINDS or kind == "lost":  # "lost" is never kept: load makes it
+        raise ValueError(f"kind: {kind!r:.40}")
+    if not isinstance(text, str):
+        raise TypeError("text")
+    if isinstance(at, bool) or not isinstance(at, int | float) or not 0 <= at <= _MAX_AT:  # NaN fails too
+        raise ValueError(f"at: {at!r:.40}")
+    return Event(kind, text, severity if severity in SEVERITIES else "warning", float(at))
+
+
 _LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
@@ -587,8 +620,12 @@ def _flock(path: Path, wait: float) -> int | None:
         log.warning("notify: cannot use the outbox lock %s: %s", path, e.strerror)
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            log.warning("notify: refusing the outbox lock %s: it is not a regular file", path)
+        st = os.fstat(fd)
+        # the rule of qbhook's lock files (move/locks.py: a regular file with one link), and
+        # qbhook's own: another user's lock would be that user's to hold
+        why = "is not a regular file" if not stat.S_ISREG(st.st_mode) else own_file(st)
+        if why:
+            log.warning("notify: refusing the outbox lock %s: it %s", path, why)
             os.close(fd)
             return None
         deadline = time.monotonic() + wait

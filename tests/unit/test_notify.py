@@ -695,8 +695,110 @@ def test_the_outbox_is_never_read_or_written_through_a_symlink(tmp_path):
 def test_an_outbox_another_user_owns_is_set_aside_unsent(monkeypatch, tmp_path):
     path = tmp_path / "o"
     notify.Outbox(path).save([Event("guard", "forged", "failure", 1.0)])
+    ob = notify.Outbox(path)
+    assert ob.take()  # its lock, made by this user before the other uid is played (it would refuse it too)
     monkeypatch.setattr(notify.os, "geteuid", lambda: os.lstat(path).st_uid + 1)
-    assert notify.Outbox(path).load() == [] and (tmp_path / "o.bad").exists() and not path.exists()
+    assert ob.load() == [] and (tmp_path / "o.bad").exists() and not path.exists()
+
+
+_GOOD = '{"kind": "run", "text": "kept", "severity": "info", "at": 1.0}'
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        '{"version": 1, "dropped": Infinity, "events": []}',  # json.loads takes it; int() raised OverflowError
+        '{"version": 1, "dropped": NaN, "events": []}',
+        '{"version": 1, "dropped": 1e400, "events": []}',
+        '{"version": 1, "dropped": -1, "events": []}',
+        '{"version": 1, "dropped": true, "events": []}',
+        f'{{"version": 1, "dropped": 0, "events": [{_GOOD}, {_GOOD.replace("1.0", "1e300")}]}}',  # localtime raised
+        f'{{"version": 1, "dropped": 0, "events": [{_GOOD.replace("1.0", "NaN")}]}}',
+        f'{{"version": 1, "dropped": 0, "events": [{_GOOD.replace("1.0", "-Infinity")}]}}',
+        f'{{"version": 1, "dropped": 0, "events": [{_GOOD.replace("1.0", "true")}]}}',
+        f'{{"version": 1, "dropped": 0, "events": [{_GOOD.replace(chr(34) + "run", chr(34) + "lost")}]}}',
+        f'{{"version": 1, "dropped": 0, "events": [{_GOOD.replace(chr(34) + "kept" + chr(34), "null")}]}}',
+        '{"version": 1, "dropped": 0, "events": {"kind": "run"}}',
+        "[" * 100_000,  # deeper than json's recursion
+    ],
+    ids=lambda doc: doc[:60] if len(doc) < 1000 else "deep",
+)
+def test_an_outbox_with_what_qbhook_never_writes_is_set_aside_and_the_sender_lives_on(tmp_path, caplog, doc):
+    """json.loads takes Infinity, NaN and 1e400: "dropped": Infinity killed every command that
+    sends the outbox with a traceback, and "at": 1e300 killed the sender thread for good."""
+    path = tmp_path / "o"
+    path.write_text(doc)
+    rec = Recorder()
+    n = Notifier(rec, min_interval=0, gather_s=0, outbox=notify.Outbox(path))
+    assert not path.exists() and (tmp_path / "o.bad").read_text() == doc
+    assert "not an outbox qbhook wrote" in caplog.text and "Traceback" not in caplog.text
+    n.emit(Event("run", "a", "info", time.time()))
+    assert n.flush(5) and [c[2] for c in rec.calls] == ["a"] and n._thread.is_alive()
+    _dispose(n)
+
+
+def test_a_delayed_event_at_a_time_the_platform_cannot_show_still_makes_a_line():
+    line = notify._line(Event("run", "x", "info", 1e300, delayed=True))
+    assert line == "(delayed, from an unknown time) x"
+
+
+def test_a_batch_that_cannot_be_composed_is_dropped_and_the_thread_sends_the_next(monkeypatch, tmp_path, caplog):
+    path = tmp_path / "o"
+    notify.Outbox(path).save([Event("guard", "poison", "failure", 1.0)])
+    real = notify.compose
+
+    def compose(events):
+        if any(e.text == "poison" for e in events):
+            raise OverflowError("timestamp out of range for platform time_t")
+        return real(events)
+
+    monkeypatch.setattr(notify, "compose", compose)
+    rec = Recorder()
+    n = Notifier(rec, min_interval=0, gather_s=0, outbox=notify.Outbox(path))
+    n.emit(Event("run", "after", "info", time.time()))
+    assert n.flush(5) and [c[2] for c in rec.calls] == ["after"] and n._thread.is_alive()
+    assert "1 event(s) dropped: they cannot be put in a message" in caplog.text
+    assert not path.exists()  # out of the outbox too: not merged back at every save
+    _dispose(n)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the outbox another owner")
+def test_the_owner_is_judged_on_the_outbox_read_not_on_the_name_afterwards(monkeypatch, tmp_path):
+    """The owner was lstat'ed by name after another open read the file: a rename in between
+    (another user's file read, qbhook's own at the name when judged) sent forged lines as ours."""
+    path = tmp_path / "o"
+    path.write_text(f'{{"version": 1, "dropped": 0, "events": [{_GOOD.replace("kept", "forged")}]}}')
+    os.chown(path, 65534, 65534)
+    ours = tmp_path / "o.write.lock"
+    ours.touch()
+    real = notify.read_regular_file
+
+    def racing(p, limit, **kw):
+        data = real(p, limit, **kw)
+        os.rename(ours, p)  # another user's rename, between the read and the check
+        return data
+
+    monkeypatch.setattr(notify, "read_regular_file", racing)
+    assert notify.Outbox(path).load() == []
+
+
+def test_an_outbox_with_a_second_link_is_set_aside_unsent(tmp_path):
+    path = tmp_path / "o"
+    notify.Outbox(path).save([Event("guard", "forged", "failure", 1.0)])
+    os.link(path, tmp_path / "elsewhere")
+    assert notify.Outbox(path).load() == [] and (tmp_path / "o.bad").exists()
+
+
+def test_an_outbox_lock_another_user_owns_or_with_a_second_link_is_refused(monkeypatch, tmp_path, caplog):
+    path = tmp_path / "o"
+    target = tmp_path / "elsewhere"
+    target.write_text("keep")
+    os.link(target, tmp_path / "o.write.lock")
+    notify.Outbox(path).save([Event("run", "x", "info", 1.0)])
+    assert not path.exists() and "refusing the outbox lock" in caplog.text and "has 2 links" in caplog.text
+    (tmp_path / "o.lock").touch()
+    monkeypatch.setattr(notify.os, "geteuid", lambda: os.lstat(tmp_path / "o.lock").st_uid + 1)
+    assert not notify.Outbox(path).take() and "not this user" in caplog.text
 
 
 def test_the_outbox_keeps_the_newest_events_and_counts_the_rest(monkeypatch, tmp_path):

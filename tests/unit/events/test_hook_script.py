@@ -264,6 +264,18 @@ def test_server_down_is_logged_and_exit_0(tmp_path):
     assert text.rstrip().endswith(" 000")  # curl's status, without the connects it also wrote
 
 
+@pytest.mark.parametrize(("base", "exit_code"), [("gopherx://x", 1), ("http://a b", 3)])
+def test_a_failure_before_any_connect_that_is_not_one_says_curl_s_own_words(tmp_path, base, exit_code):
+    """num_connects is 0 for every failure before a connect; only 6, 7 and 28 are "cannot
+    connect": a scheme curl does not speak, or a malformed QBHOOK_URL, is no serve that is down."""
+    log = tmp_path / "hook.log"
+    result = run_hook(hook_args(), env={"QBHOOK_URL": base, "QBHOOK_HOOK_LOG": str(log)}, cwd=tmp_path)
+    assert result.returncode == 0
+    (line,) = log.read_text().splitlines()
+    assert f"/hook/qbittorrent for added {V1} failed (exit {exit_code}): curl: ({exit_code}) " in line, line
+    assert "cannot connect" not in line and "is qbhook serve running" not in line
+
+
 @pytest.mark.parametrize("status", [401, 400, 503])
 def test_http_errors_are_logged_with_the_answer(server, tmp_path, monkeypatch, status):
     monkeypatch.setattr(Recorder, "status", status)
