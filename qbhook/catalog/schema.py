@@ -306,7 +306,7 @@ CREATE INDEX inodes_hashed_at ON inodes(hashed_at) WHERE hashed_at IS NOT NULL;
 # it (catalog/dupes.py; the report's text follows its BLAKE3, so a damaged one fails the check
 # and is recomputed). IF NOT EXISTS, the one edit of a shipped migration, harmless to every
 # catalog it already ran on: a catalog made by 22fb3d9, whose migration 8 made this table, failed
-# here ("already exists"; migration 15 repairs the rest).
+# here ("already exists"; migration 14 repairs the rest).
 DUPES_MEMO_DDL = """
 CREATE TABLE IF NOT EXISTS dupes_memos (
     min_size    INTEGER PRIMARY KEY,
@@ -380,24 +380,6 @@ RUN_PROCESS_DDL = """
 ALTER TABLE runs ADD COLUMN process TEXT;
 """
 
-# Migration 12 moved the sharers left stopped out of the steps' args once; a ``serve`` started
-# before it kept running the old code, and wrote its records to the args after (R17: the torrent
-# then stayed stopped for good once serve restarted). Moved here again, the newest per torrent,
-# keeping a record the table already holds (the new code's is the newer); then dropped from the
-# args, so nothing moves twice (nothing reads them there any more). A record migration 12 moved
-# and qbhook later dropped (the torrent started since) comes back too: the two cannot be told
-# apart, and its cost, that torrent started after its next own relocation, is the lesser.
-LEFT_STOPPED_AGAIN_DDL = """
-INSERT OR IGNORE INTO left_stopped(instance, hash, forced, step_id, at)
-    SELECT json_extract(s.args, '$.instance'), lower(j.key), j.value IS 1, s.id, s.started_at
-    FROM steps s, json_each(s.args, '$._left_stopped') j
-    WHERE s.kind = 'relocate' AND json_type(s.args, '$._left_stopped') = 'object'
-        AND json_type(s.args, '$.instance') = 'text'
-    ORDER BY s.id DESC;
-UPDATE steps SET args = json_remove(args, '$._left_stopped')
-    WHERE kind = 'relocate' AND json_type(args, '$._left_stopped') IS NOT NULL;
-"""
-
 # Migration 8's text was edited after it shipped (22fb3d9, 0750fe6, ada4fce), so a catalog at 8
 # or later may hold another migration 8 than LOOKUP_INDEXES_DDL: 22fb3d9's (content_writes and
 # dupes_memos, no lookup index) or 0750fe6's and ada4fce's (``catalog_hash_writes`` instead of
@@ -406,8 +388,15 @@ UPDATE steps SET args = json_remove(args, '$._left_stopped')
 # would fail on its missing table), content_writes and its triggers and the indexes made where
 # missing, inodes_hashed_at rebuilt partial (0750fe6 indexed every unhashed NULL). What either
 # counter kept is void, not trusted: the torrent index's refresh mark and the dupes reports go
-# (one refresh and one recomputation each, then kept again).
+# (one refresh and one recomputation each, then kept again), but only on a catalog of an edited
+# migration 8 (its content_writes_filesystems_update is missing): on any other this step changes
+# no row (R20: it dropped both on every catalog, a needless full index refresh at 180,000 files).
+# The inodes trigger is made again whatever it was: 22fb3d9's fired on a hash write only.
 MIGRATION_8_REPAIR_DDL = """
+DELETE FROM state WHERE key = 'index.refresh_mark' AND NOT EXISTS (
+    SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'content_writes_filesystems_update');
+DELETE FROM dupes_memos WHERE NOT EXISTS (
+    SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'content_writes_filesystems_update');
 DROP TRIGGER IF EXISTS catalog_hash_writes_update;
 DROP TABLE IF EXISTS catalog_hash_writes;
 CREATE TABLE IF NOT EXISTS content_writes (
@@ -415,7 +404,8 @@ CREATE TABLE IF NOT EXISTS content_writes (
     n           INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO content_writes(id, n) VALUES (1, 0);
-CREATE TRIGGER IF NOT EXISTS content_writes_inodes_update AFTER UPDATE ON inodes
+DROP TRIGGER IF EXISTS content_writes_inodes_update;
+CREATE TRIGGER content_writes_inodes_update AFTER UPDATE ON inodes
 WHEN old.hash IS NOT new.hash OR old.hash_size IS NOT new.hash_size
     OR old.hash_mtime_ns IS NOT new.hash_mtime_ns OR old.hash_ctime_ns IS NOT new.hash_ctime_ns
     OR old.sample IS NOT new.sample OR old.sample_mtime_ns IS NOT new.sample_mtime_ns
@@ -431,8 +421,6 @@ CREATE INDEX IF NOT EXISTS torrents_save_path ON torrents(save_path);
 CREATE INDEX IF NOT EXISTS inodes_seen_scan ON inodes(seen_scan);
 DROP INDEX IF EXISTS inodes_hashed_at;
 CREATE INDEX inodes_hashed_at ON inodes(hashed_at) WHERE hashed_at IS NOT NULL;
-DELETE FROM state WHERE key = 'index.refresh_mark';
-DELETE FROM dupes_memos;
 """
 
 # The tables every qbhook catalog has held since its first migration, and no later step drops:
@@ -453,6 +441,5 @@ MIGRATIONS: tuple[str, ...] = (
     OUTSIDE_ROWS_DDL,
     LEFT_STOPPED_DDL,
     RUN_PROCESS_DDL,
-    LEFT_STOPPED_AGAIN_DDL,
     MIGRATION_8_REPAIR_DDL,
 )

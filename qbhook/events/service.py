@@ -278,7 +278,11 @@ class Service:
             serve(self.server, self.stop)
         finally:
             self.stop.set()
+        # Stopped for an upgrade, nothing outside asks serve to hurry (as systemd's stop timeout
+        # does a SIGTERM): the job under way ends by itself, rather than being cut off mid-step
+        # by this process's own exit (R20: a long relocation was killed after JOIN_TIMEOUT_S).
+        timeout = None if self.upgraded is not None else JOIN_TIMEOUT_S
         for t in threads:
-            t.join(timeout=JOIN_TIMEOUT_S)
+            t.join(timeout=timeout)
         if self.upgraded is not None:
             raise self.upgraded

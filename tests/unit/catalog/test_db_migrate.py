@@ -136,39 +136,31 @@ def test_migration_12_keys_the_sharers_left_stopped_and_drops_one_seen_running(t
         conn.close()
 
 
-def test_migration_14_moves_the_records_an_old_serve_wrote_after_migration_12(tmp_path):
-    """R17: a ``serve`` started before a newer CLI migrated its catalog kept recording, in the
-    step's args, the sharers it could not start again; migration 12 had moved those once. A
-    catalog at 13 holding such records: they move to the table (the newest per torrent), a
-    record the table already holds stays as it is, and the args keep none (nothing moves twice)."""
+def test_a_record_migration_12_moved_and_qbhook_later_dropped_is_not_brought_back(tmp_path):
+    """Migration 12 copied the sharers left stopped out of the steps' args and left the args as
+    they were. A record dropped since (the torrent seen running: a person started it) must stay
+    dropped: read from the args again, a torrent the person later stopped on purpose would be
+    started, forced if it had been, at its next relocation (R20 against a migration that moved
+    the args to the table once more)."""
     import json
 
     from qbhook.move.journal import Journal
 
     path = tmp_path / "old.sqlite"
     old = catalog_at(path, 13)
-    old.execute("INSERT INTO runs(id, started_at, status, plan) VALUES (1, 0, 'running', '{}')")
-    steps = [
-        (6, {"instance": "qbt", "torrent": "h0", "_left_stopped": {"aabb": True}}),
-        (7, {"instance": "qbt", "torrent": "h1", "_left_stopped": {"AABB": False, "cc": True}}),
-        (8, {"instance": "qbt", "torrent": "h2", "from_path": "/a"}),
-    ]
-    old.executemany(
+    old.execute("INSERT INTO runs(id, started_at, status, plan) VALUES (1, 0, 'done', '{}')")
+    args = {"instance": "qbt", "torrent": "h0", "_left_stopped": {"aabb": True}}
+    old.execute(
         "INSERT INTO steps(id, run, seq, group_id, kind, args, status, started_at) "
-        "VALUES (?, 1, ?, 'g', 'relocate', ?, 'done', ?)",
-        [(i, i, json.dumps(a), 100.0 + i) for i, a in steps],
+        "VALUES (6, 1, 6, 'g', 'relocate', ?, 'done', 106)",
+        (json.dumps(args),),
     )
-    old.execute("INSERT INTO left_stopped(instance, hash, forced, step_id, at) VALUES ('qbt', 'cc', 0, 8, 500)")
-    old.close()
+    old.close()  # the table holds no record: dropped when the torrent was seen running
     conn = db.connect(path)
     try:
-        assert sorted(conn.execute("SELECT instance, hash, forced, step_id, at FROM left_stopped")) == [
-            ("qbt", "aabb", 0, 7, 107.0),
-            ("qbt", "cc", 0, 8, 500.0),
-        ]
-        assert Journal(conn).stopped_by_us("qbt", "AABB") is False
-        args = [json.loads(r[0]) for r in conn.execute("SELECT args FROM steps ORDER BY id")]
-        assert args == [{k: v for k, v in a.items() if k != "_left_stopped"} for _i, a in steps]
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations())
+        assert conn.execute("SELECT count(*) FROM left_stopped").fetchone()[0] == 0
+        assert Journal(conn).stopped_by_us("qbt", "AABB") is None
     finally:
         conn.close()
 
@@ -248,12 +240,36 @@ def test_a_catalog_of_an_edited_migration_8_is_repaired(tmp_path, migration_8, v
         assert sql.endswith("WHERE hashed_at IS NOT NULL")
         assert conn.execute("SELECT count(*) FROM state WHERE key = 'index.refresh_mark'").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM dupes_memos").fetchone()[0] == 0
+        fresh = db.connect(tmp_path / "fresh.sqlite")
+        try:
+            want = "SELECT sql FROM sqlite_master WHERE name = 'content_writes_inodes_update'"
+            assert conn.execute(want).fetchone() == fresh.execute(want).fetchone()  # 22fb3d9's: hash writes only
+        finally:
+            fresh.close()
+    finally:
+        conn.close()
+
+
+def test_the_repair_of_migration_8_changes_no_row_of_a_catalog_made_right(tmp_path):
+    """On a catalog whose migration 8 is today's, the repair keeps the torrent index's refresh
+    mark and the dupes reports (R20: it dropped both on every catalog: one full index refresh
+    and one dupes recomputation each, for nothing)."""
+    path = tmp_path / "good.sqlite"
+    old = catalog_at(path, len(migrations()) - 1)
+    old.execute("INSERT INTO state(key, value, updated_at) VALUES ('index.refresh_mark', '[\"writes\", 1, 0]', 0)")
+    old.execute("INSERT INTO dupes_memos VALUES (0, 1, 0, 'text', x'00')")
+    old.close()
+    conn = db.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations())
+        assert conn.execute("SELECT count(*) FROM state WHERE key = 'index.refresh_mark'").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM dupes_memos").fetchone()[0] == 1
     finally:
         conn.close()
 
 
 # sha256 of each shipped MIGRATIONS[i]'s text, frozen. Entry 8 (DUPES_MEMO_DDL) is its text since
-# it became CREATE TABLE IF NOT EXISTS (migration 15's repair), harmless to every catalog it ran on.
+# it became CREATE TABLE IF NOT EXISTS (migration 14's repair), harmless to every catalog it ran on.
 _SHIPPED = (
     "d53fdb566fe4cfa8c7bfd921ac303e4beef3c68b84e7181abe1673eb9319bd9e",
     "c9d153c0f5d641e833fd268fd972315b93b26204907e3ef8a1fafe50114f2688",
@@ -268,8 +284,7 @@ _SHIPPED = (
     "8813f57ec3ed2212dafbc9da6ed8b41f46f2bbc8c86e3c4404b62ded77dfb129",
     "48ea4e8b9d7ccc456c6bfb4a3fdcf0747bfd50b6847cee87d4d22895f111d74c",
     "567a568cfa9299c16fb61626361f9e45cfc26b0025328ddc047532776c171536",
-    "02b1b966e72653f4d3739c8f563b922b638a288e726241694bcee5694b3c935b",
-    "f2db86be48a2f84ba1fa3e19c733e7c23c9a1c94353b5f813f4e7aca90589f37",
+    "f2c517be720e870ea52bac394d4ed493e21b03be2ca9ef836e9ba8c3adf4c554",
 )
 
 

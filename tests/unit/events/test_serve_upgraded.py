@@ -104,3 +104,44 @@ def test_serve_exits_75_when_the_catalog_was_upgraded_under_it(cfg):
         for s, h in handlers.items():
             signal.signal(s, h)
     assert e.value.version == NEWER and e.value.exit_code == 75
+
+
+def test_serve_stopped_by_an_upgrade_lets_the_job_under_way_end(cfg, monkeypatch):
+    """R20: the sweeper saw the upgrade while the worker was in a long job (a relocation waiting
+    out the client's move and recheck); ``run`` joined it for JOIN_TIMEOUT_S only and raised, and
+    the process's exit cut the job off mid-step. Nothing outside asks for haste here: the job ends
+    by itself first."""
+    import dataclasses
+    import time
+
+    from qbhook.events import worker as worker_mod
+
+    cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, sweep_interval=0.2))
+    cat = Catalog.open(cfg.catalog)
+    JobQueue(cat.conn).enqueue(Event("qbittorrent", "torrent_finished", hashes=("a" * 40,)), now=0.0)
+    cat.close()
+    phases = []
+
+    def long_job(*_a, **_kw):
+        phases.append("started")
+        time.sleep(1.5)
+        phases.append("finished")
+        return {}
+
+    def sweep_upgrades(*_a, **_kw):  # the sweeper's next look finds the catalog migrated
+        if phases:
+            upgrade(cfg.catalog)
+
+    monkeypatch.setattr(worker_mod, "handle_job", long_job)
+    monkeypatch.setattr(service, "JOIN_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(service, "sweep", sweep_upgrades)
+    svc = service.Service(cfg, [], lambda *a: None, host="127.0.0.1", port=0, sweeper=True)
+    svc.gate.ready = lambda *a, **k: True
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with pytest.raises(CatalogUpgraded):
+            svc.run()
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    assert phases == ["started", "finished"]
