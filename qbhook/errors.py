@@ -175,6 +175,11 @@ class QbtError(QbhookError):
     exit_code = ExitCode.QBT_UNREACHABLE
 
 
+class QbtUnreachable(QbtError):
+    """qBittorrent did not answer: not running, not up yet after a reboot, the network. A later
+    try may pass, unlike a refusal (HTTP 403, a login failed), which it answered."""
+
+
 class UnknownTorrent(QbtError):
     """No torrent with that hash exists in any configured qBittorrent.
 

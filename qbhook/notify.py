@@ -780,27 +780,49 @@ def emit(kind: str, text: str, severity: str = "info") -> None:
 # ------------------------------------------------------------------ reporters (thin call points)
 
 
+# (notifier, run id, group id or "") -> the line last told of it. serve's RunsGate resumes a run
+# it could not finish (a paused group, a rollback that needs attention) up to once a minute: each
+# resume would tell the same lines again, for as long as the client stays down (R21).
+_told: dict[tuple[int, int | None, str], str] = {}
+_TOLD_MAX = 1000
+
+
+def _tell_once(run_id, group_id: str, kind: str, text: str, severity: str) -> None:
+    key = (id(_active), run_id, group_id)
+    if _told.get(key) == text:
+        return
+    _told[key] = text
+    while len(_told) > _TOLD_MAX:
+        del _told[next(iter(_told))]
+    emit(kind, text, severity)
+
+
 def run_finished(summary, trigger: str = "") -> None:
-    """After apply/resume: one line per failed or rolled-back group, one for the run."""
+    """After apply/resume: one line per failed, rolled-back or paused group, one for the run; a
+    line already told of the same run in this process (a resume retried) is not told again."""
     if _active is None or summary is None or summary.dry_run or not summary.groups:
         return
     for g in summary.groups:
-        if g.failed:
-            verb = "rolled back" if g.status == "rolled_back" else "failed"
-            emit(
-                "group_failed",
-                f"group {g.group_id} ({g.action}) {verb}: {g.reason or g.status}"
-                + (" - needs `qbhook resume`" if g.needs_attention else ""),
-                "failure",
-            )
+        if not g.failed:
+            continue
+        if getattr(g, "paused", False):
+            text = f"group {g.group_id} ({g.action}) paused, resumable: {g.reason or g.status}"
+            _tell_once(summary.run_id, g.group_id, "group_failed", text, "warning")
+            continue
+        verb = "rolled back" if g.status == "rolled_back" else "failed"
+        text = f"group {g.group_id} ({g.action}) {verb}: {g.reason or g.status}" + (
+            " - needs `qbhook resume`" if g.needs_attention else ""
+        )
+        _tell_once(summary.run_id, g.group_id, "group_failed", text, "failure")
     done, failed, busy = len(summary.groups_done), len(summary.groups_failed), len(summary.groups_busy)
-    emit(
-        "run",
+    paused = sum(1 for g in summary.groups if getattr(g, "paused", False))
+    text = (
         f"run {summary.run_id}{f' ({trigger})' if trigger else ''} {summary.status}: "
-        f"{done} group(s) done, {failed} failed, {busy} busy; copied {human_bytes(summary.bytes_copied)}, "
-        f"freed {human_bytes(summary.bytes_freed)}, {summary.torrents_relocated} torrent(s) relocated",
-        "failure" if failed else "info",
+        f"{done} group(s) done, {failed - paused} failed, {f'{paused} paused, ' if paused else ''}{busy} busy; "
+        f"copied {human_bytes(summary.bytes_copied)}, "
+        f"freed {human_bytes(summary.bytes_freed)}, {summary.torrents_relocated} torrent(s) relocated"
     )
+    _tell_once(summary.run_id, "", "run", text, "failure" if failed > paused else "warning" if paused else "info")
 
 
 def watch(executor):

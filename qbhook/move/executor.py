@@ -81,6 +81,8 @@ from qbhook.errors import (
     PathMapError,
     QbhookError,
     QbtError,
+    QbtUnreachable,
+    RtorrentUnreachable,
     UnfinishedRuns,
     UnknownTorrent,
     UnsafeOperation,
@@ -328,6 +330,9 @@ class GroupOutcome:
     bytes_freed: int = 0
     torrents_relocated: int = 0
     needs_attention: bool = False  # rollback could not finish: resume will retry it
+    # Paused after its deletes began by a problem that passes (a client not up yet, a torrent
+    # checking): resume finishes its deletes (``Executor._stop_after_deletes``). Not a failure.
+    paused: bool = False
     steps: list[dict] = field(default_factory=list)  # dry run: what would run
 
     @property
@@ -369,9 +374,9 @@ class RunSummary:
 
     @property
     def exit_code(self) -> ExitCode:
-        if self.groups_failed:
+        if any(g.failed and not g.paused for g in self.groups):
             return ExitCode.UNSAFE
-        if self.groups_busy or self.skipped:
+        if self.groups_busy or self.skipped or self.groups_failed:  # a paused group: try again later
             return ExitCode.BUSY
         return ExitCode.OK
 
@@ -1192,7 +1197,7 @@ class Executor:
         o = st.outcome
         kept = self._kept_old_links(st)
         if st.passing:
-            o.needs_attention = True
+            o.needs_attention = o.paused = True
             o.reason = (
                 f"{reason} (after deletes began: paused at the verified new place, {kept}; "
                 "qbhook resume finishes the deletes once this passes)"
@@ -1578,7 +1583,7 @@ class Executor:
                 problems.append(f"{t.hash} is at {t.save_path}, expected {x.save_path}")
             elif not t.is_stable:
                 problems.append(f"{t.hash} is {t.state}, not stable")
-                checking += 1
+                checking += t.is_checking  # missingFiles, error, moving: not a state that ends by itself
             elif not t.is_complete:
                 problems.append(f"{t.hash} is at {t.progress * 100:.1f}%")
         if problems:
@@ -2651,9 +2656,10 @@ def _passing(e: BaseException) -> bool:
     reboot: unreachable is exit 4, an unknown hash or an unreadable record is an answer), a
     connection error, torrents checking (``_NotSettled``). After deletes began it pauses the
     group (``Executor._stop_after_deletes``) instead of stopping it for good."""
-    if isinstance(e, QbtError):
-        return e.exit_code == ExitCode.QBT_UNREACHABLE
-    return isinstance(e, (_NotSettled, ConnectionError, TimeoutError))
+    # Only no answer at all: every QbtError has exit code 4, a refusal (HTTP 403, a login
+    # failed), an XML-RPC fault and a client name the config lacks too, and those never pass by
+    # themselves: paused on them, a group blocked serve's worker for good (R21).
+    return isinstance(e, (QbtUnreachable, RtorrentUnreachable, _NotSettled, ConnectionError, TimeoutError))
 
 
 def _replay_converge(st: _GroupRun, _seq: int, _s: Converge, row: StepRow) -> None:

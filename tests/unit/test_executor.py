@@ -976,7 +976,9 @@ class _DownClient:
     name = "rt"
 
     def __getattr__(self, _name):
-        raise QbtError("rTorrent 'rt': connection refused")
+        from qbhook.errors import RtorrentUnreachable  # what the adapter raises with no socket
+
+        raise RtorrentUnreachable("rTorrent 'rt': connection refused")
 
 
 def test_another_client_down_fails_the_group_before_it_changes_anything(world):
@@ -1935,8 +1937,9 @@ def test_a_resume_after_some_deletes_waits_out_a_passing_problem(world, why):
     _not_passing_yet(world, ex, why)
     (out,) = ex.resume()
     g = out.groups[0]
-    assert out.status == "interrupted" and g.status == "failed" and g.needs_attention, g.reason
+    assert out.status == "interrupted" and g.status == "failed" and g.needs_attention and g.paused, g.reason
     assert "paused at the verified new place, 4 old link(s) kept under" in g.reason, g.reason
+    assert out.exit_code == 75  # try again later, not "a group failed" (5)
     ex.ctx.clients.pop("rt", None)
     world.qbt.t[H1].transient = None
     (out,) = ex.resume()
@@ -1944,3 +1947,32 @@ def test_a_resume_after_some_deletes_waits_out_a_passing_problem(world, why):
     for h in (H1, H2):
         assert world.qbt.t[h].save_path == world.save(h, "pool")
         assert not any(os.path.exists(os.path.join(world.save(h, "stash"), rel)) for rel, _d in FILES)
+
+
+class _RefusingClient:
+    """Another configured client that answers, refusing (a password changed: HTTP 403)."""
+
+    name = "rt"
+
+    def __getattr__(self, _name):
+        raise QbtError("qBittorrent 'rt' (http://x): torrents/info refused (HTTP 403): Forbidden")
+
+
+@pytest.mark.parametrize("why", ["missingFiles", "refused"])
+def test_a_problem_that_does_not_pass_by_itself_stops_a_resumed_group_for_good(world, why):
+    # R21: after deletes began, every unstable state (missingFiles: /pool not mounted yet when
+    # qBittorrent came back) and every QbtError (a refusal, a client the config lacks) paused the
+    # group "until it passes": it never did, and the paused run kept serve's worker from every
+    # job for good. Only no answer and a check under way pause now; these stop it, as before.
+    _killed_at_a_delete(world, 2, "before")
+    ex = world.executor()
+    if why == "missingFiles":
+        world.qbt.t[H1].transient = "missingFiles"
+    else:
+        ex.ctx.clients["rt"] = _RefusingClient()
+    (out,) = ex.resume()
+    g = out.groups[0]
+    assert g.status == "failed" and not g.paused and not g.needs_attention, g.reason
+    assert out.status == "failed" and out.exit_code == 5, out.status
+    assert "qbhook orphans lists them" in g.reason, g.reason
+    assert ex.resume() == []  # nothing left to retry

@@ -280,6 +280,26 @@ def test_run_finished_reports_the_run_and_each_failed_group(installed):
     assert rec.calls[-1][3] == "failure"
 
 
+def test_a_paused_group_is_told_once_as_paused_not_at_every_resume(installed):
+    # R21: serve's RunsGate resumes a run it could not finish up to once a minute; a group paused
+    # after its deletes began (a client not up yet) was told "failed", at failure severity, by
+    # every resume, for as long as the client stayed down. Told once, as paused; again only
+    # when what is said of it changes.
+    n, rec = installed
+
+    def summary(reason):
+        g = GroupOutcome("g-p", "demote", "failed", reason=reason, needs_attention=True, paused=True)
+        return RunSummary(13, status="interrupted", groups=[g])
+
+    for reason in ("rt down", "rt down", "rt down", "qbt checking"):
+        notify.run_finished(summary(reason), trigger="worker")
+    body = texts(n, rec)
+    assert body.count("group g-p (demote) paused, resumable: rt down") == 1, body
+    assert body.count("group g-p (demote) paused, resumable: qbt checking") == 1, body
+    assert body.count("run 13 (worker) interrupted: 0 group(s) done, 0 failed, 1 paused, 0 busy") == 1, body
+    assert "failed: rt down" not in body and rec.calls[-1][3] == "warning"
+
+
 def test_dry_runs_and_empty_runs_are_not_reported(installed):
     n, rec = installed
     notify.run_finished(RunSummary(None, dry_run=True, groups=[GroupOutcome("g", "demote", "planned")]))

@@ -38,6 +38,7 @@ from qbhook.errors import (
     RETRY_LOG,
     PathMapError,
     QbtError,
+    QbtUnreachable,
     UnknownTorrent,
     UnreadableRecord,
     UnsafeOperation,
@@ -225,7 +226,7 @@ class QbtClient(FindOrRaise):
             # One line (no hint line): the url and the socket's error say what to check, and
             # the retries a one-shot command does not log are counted here.
             tries = f"{self._attempts} attempts"
-            return QbtError(f"{where}: {what}: cannot reach qBittorrent ({tries}): {_cause_text(exc)}")
+            return QbtUnreachable(f"{where}: {what}: cannot reach qBittorrent ({tries}): {_cause_text(exc)}")
         if isinstance(exc, NotImplementedError):
             return QbtError(f"{where}: {what} needs a newer qBittorrent: {exc}")
         return QbtError(f"{where}: {what} failed: {_error_text(exc)}")
