@@ -263,6 +263,16 @@ CREATE TABLE scan_memos (
 );
 """
 
+# What moves content_writes on an inode: migration 8 makes it, migration 14 makes it again.
+_CONTENT_WRITES_INODES_TRIGGER = """\
+CREATE TRIGGER content_writes_inodes_update AFTER UPDATE ON inodes
+WHEN old.hash IS NOT new.hash OR old.hash_size IS NOT new.hash_size
+    OR old.hash_mtime_ns IS NOT new.hash_mtime_ns OR old.hash_ctime_ns IS NOT new.hash_ctime_ns
+    OR old.sample IS NOT new.sample OR old.sample_mtime_ns IS NOT new.sample_mtime_ns
+    OR old.sample_ctime_ns IS NOT new.sample_ctime_ns
+BEGIN UPDATE content_writes SET n = n + 1 WHERE id = 1; END;
+"""
+
 # Lookups that grew with the catalog or with time, for the sweep, explain and dupes (issues 11,
 # 13). ``content_writes`` counts writes to what a file's content is known by: an inode's hash or
 # partial (sample) and the stat each was taken under, and a filesystem's fsid. A trigger moves
@@ -276,19 +286,16 @@ CREATE TABLE scan_memos (
 # sweep's "did anything change" question, catalog-wide). The hashed_at index holds hashed
 # inodes only: a first scan inserts every inode unhashed, and indexing those NULLs made it ~60%
 # slower (measured at 50,000 files; ~10% with the partial index).
-LOOKUP_INDEXES_DDL = """
+LOOKUP_INDEXES_DDL = (
+    """
 CREATE TABLE content_writes (
     id          INTEGER PRIMARY KEY CHECK (id = 1),
     n           INTEGER NOT NULL
 );
 INSERT INTO content_writes(id, n) VALUES (1, 0);
-CREATE TRIGGER content_writes_inodes_update AFTER UPDATE ON inodes
-WHEN old.hash IS NOT new.hash OR old.hash_size IS NOT new.hash_size
-    OR old.hash_mtime_ns IS NOT new.hash_mtime_ns OR old.hash_ctime_ns IS NOT new.hash_ctime_ns
-    OR old.sample IS NOT new.sample OR old.sample_mtime_ns IS NOT new.sample_mtime_ns
-    OR old.sample_ctime_ns IS NOT new.sample_ctime_ns
-BEGIN UPDATE content_writes SET n = n + 1 WHERE id = 1; END;
-CREATE TRIGGER content_writes_filesystems_update AFTER UPDATE ON filesystems
+"""
+    + _CONTENT_WRITES_INODES_TRIGGER
+    + """CREATE TRIGGER content_writes_filesystems_update AFTER UPDATE ON filesystems
 WHEN old.fsid IS NOT new.fsid
 BEGIN UPDATE content_writes SET n = n + 1 WHERE id = 1; END;
 CREATE INDEX scans_ok_pool_root ON scans(pool, root, finished_at) WHERE status = 'ok';
@@ -298,6 +305,7 @@ CREATE INDEX torrents_save_path ON torrents(save_path);
 CREATE INDEX inodes_seen_scan ON inodes(seen_scan);
 CREATE INDEX inodes_hashed_at ON inodes(hashed_at) WHERE hashed_at IS NOT NULL;
 """
+)
 
 # What `qbhook dupes` reports is a function of the catalog's rows alone whenever it had nothing
 # to read: the paths, the inodes' stat columns (the write generation above), their hash and
@@ -392,7 +400,8 @@ ALTER TABLE runs ADD COLUMN process TEXT;
 # migration 8 (its content_writes_filesystems_update is missing): on any other this step changes
 # no row (R20: it dropped both on every catalog, a needless full index refresh at 180,000 files).
 # The inodes trigger is made again whatever it was: 22fb3d9's fired on a hash write only.
-MIGRATION_8_REPAIR_DDL = """
+MIGRATION_8_REPAIR_DDL = (
+    """
 DELETE FROM state WHERE key = 'index.refresh_mark' AND NOT EXISTS (
     SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'content_writes_filesystems_update');
 DELETE FROM dupes_memos WHERE NOT EXISTS (
@@ -405,13 +414,9 @@ CREATE TABLE IF NOT EXISTS content_writes (
 );
 INSERT OR IGNORE INTO content_writes(id, n) VALUES (1, 0);
 DROP TRIGGER IF EXISTS content_writes_inodes_update;
-CREATE TRIGGER content_writes_inodes_update AFTER UPDATE ON inodes
-WHEN old.hash IS NOT new.hash OR old.hash_size IS NOT new.hash_size
-    OR old.hash_mtime_ns IS NOT new.hash_mtime_ns OR old.hash_ctime_ns IS NOT new.hash_ctime_ns
-    OR old.sample IS NOT new.sample OR old.sample_mtime_ns IS NOT new.sample_mtime_ns
-    OR old.sample_ctime_ns IS NOT new.sample_ctime_ns
-BEGIN UPDATE content_writes SET n = n + 1 WHERE id = 1; END;
-CREATE TRIGGER IF NOT EXISTS content_writes_filesystems_update AFTER UPDATE ON filesystems
+"""
+    + _CONTENT_WRITES_INODES_TRIGGER
+    + """CREATE TRIGGER IF NOT EXISTS content_writes_filesystems_update AFTER UPDATE ON filesystems
 WHEN old.fsid IS NOT new.fsid
 BEGIN UPDATE content_writes SET n = n + 1 WHERE id = 1; END;
 CREATE INDEX IF NOT EXISTS scans_ok_pool_root ON scans(pool, root, finished_at) WHERE status = 'ok';
@@ -422,6 +427,7 @@ CREATE INDEX IF NOT EXISTS inodes_seen_scan ON inodes(seen_scan);
 DROP INDEX IF EXISTS inodes_hashed_at;
 CREATE INDEX inodes_hashed_at ON inodes(hashed_at) WHERE hashed_at IS NOT NULL;
 """
+)
 
 # The tables every qbhook catalog has held since its first migration, and no later step drops:
 # how ``catalog.db`` tells a qbhook catalog from another program's SQLite file before it writes.

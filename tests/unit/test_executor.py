@@ -813,16 +813,21 @@ def test_view_missing_a_file_the_torrent_has_is_refused(world):
     assert "extra.nfo" in summary.groups_failed["g1"] and world.qbt.count("set_location") == 0
 
 
-def test_external_link_appearing_before_delete_stops_and_rolls_back(world):
-    plan = demote_plan(world)
-    lib = os.path.join(world.lib, "Movie (2020).mkv")
+def _imported_before_the_first_delete(world, lib):
+    """A hook: Radarr hardlinks the movie into the library right before the first delete."""
 
     def hook(point, gid, seq, step):
         if point == "before" and step.kind == "delete" and not os.path.exists(lib):
             os.makedirs(world.lib, exist_ok=True)
             os.link(os.path.join(world.save(H1, "stash"), FILES[0][0]), lib)  # Radarr imports it now
 
-    summary = world.executor(hook=hook).apply(plan)
+    return hook
+
+
+def test_external_link_appearing_before_delete_stops_and_rolls_back(world):
+    plan = demote_plan(world)
+    lib = os.path.join(world.lib, "Movie (2020).mkv")
+    summary = world.executor(hook=_imported_before_the_first_delete(world, lib)).apply(plan)
     assert "links" in summary.groups_failed["g1"]
     assert summary.groups[0].status == "rolled_back"  # nothing was deleted yet: back to stash
     for h in (H1, H2):
@@ -840,11 +845,7 @@ def test_a_group_rolled_back_after_its_tag_steps_has_the_tags_it_had(world, cras
     world.qbt.t[H1].tags.add("~noHL")
     plan = demote_plan(world)
     lib = os.path.join(world.lib, "Movie (2020).mkv")
-
-    def link(point, gid, seq, step):
-        if point == "before" and step.kind == "delete" and not os.path.exists(lib):
-            os.makedirs(world.lib, exist_ok=True)
-            os.link(os.path.join(world.save(H1, "stash"), FILES[0][0]), lib)  # Radarr imports it now
+    link = _imported_before_the_first_delete(world, lib)
 
     def kill(point, gid, seq, step):
         if point == "after_act" and step.kind == "tag" and step.torrent == H2:
