@@ -299,9 +299,12 @@ def _print_summary(s) -> None:
         f"{verb} {_human_bytes(s.bytes_copied)}, {'would free' if s.dry_run else 'freed'} "
         f"{_human_bytes(s.bytes_freed)}, {s.torrents_relocated} torrent(s) "
         f"{'to relocate' if s.dry_run else 'relocated'}; {len(s.groups_done)} group(s) done, "
-        f"{len(s.groups_failed)} failed, {len(s.groups_busy)} busy"
+        f"{len(s.groups_failed) - len(s.groups_paused)} failed, "
+        + (f"{len(s.groups_paused)} paused, " if s.groups_paused else "")
+        + f"{len(s.groups_busy)} busy"
     )
     if s.dry_run:
         echo_shown("dry run: nothing changed. Run again with --yes to apply.")
+    paused = set(s.groups_paused)
     for gid, reason in s.groups_failed.items():
-        echo_shown(f"FAILED {gid}: {reason}", err=True)
+        echo_shown(f"{'PAUSED' if gid in paused else 'FAILED'} {gid}: {reason}", err=True)

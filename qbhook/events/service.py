@@ -49,6 +49,7 @@ log = logging.getLogger("qbhook.serve")
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 60.0
 JOIN_TIMEOUT_S = 600
+JOIN_SLICE_S = 0.5  # how often a join without a deadline looks whether a signal came
 DRAIN_S = 5.0  # after a stop signal: how long requests already being answered get to finish
 
 
@@ -162,6 +163,7 @@ class Service:
         self.server = listen(wsgi, host, port, srv.max_body, given=host_given)
         self.stop = threading.Event()
         self.upgraded: CatalogUpgraded | None = None  # set: ``run`` raises it once the threads end
+        self.hurry = False  # a stop signal came: the threads get JOIN_TIMEOUT_S (``_join``)
         self.roots = [p.path for p in cfg.pools]  # .qbhook-fsid markers are written only at these
         self.sweeper = sweeper
 
@@ -268,8 +270,9 @@ class Service:
             t.start()
 
         def shutdown(signum, _frame):
-            # Only the flag: the server's loop, in this thread, notices it and closes its sockets.
+            # Only the flags: the server's loop, in this thread, notices it and closes its sockets.
             log.warning("signal %s: finishing the current step, then stopping", signum)
+            self.hurry = True
             self.stop.set()
 
         signal.signal(signal.SIGTERM, shutdown)
@@ -278,11 +281,21 @@ class Service:
             serve(self.server, self.stop)
         finally:
             self.stop.set()
-        # Stopped for an upgrade, nothing outside asks serve to hurry (as systemd's stop timeout
-        # does a SIGTERM): the job under way ends by itself, rather than being cut off mid-step
-        # by this process's own exit (R20: a long relocation was killed after JOIN_TIMEOUT_S).
-        timeout = None if self.upgraded is not None else JOIN_TIMEOUT_S
-        for t in threads:
-            t.join(timeout=timeout)
+        self._join(threads)
         if self.upgraded is not None:
             raise self.upgraded
+
+    def _join(self, threads: list[threading.Thread]) -> None:
+        """Wait for the threads: JOIN_TIMEOUT_S after a signal. Stopped for an upgrade, nothing
+        outside asks serve to hurry, so the job under way ends by itself rather than being cut
+        off mid-step by this process's own exit (R20), until a signal comes after all (a
+        ``systemctl restart``, Ctrl-C: R22), which starts the usual JOIN_TIMEOUT_S."""
+        deadline = None
+        for t in threads:
+            while t.is_alive():
+                if deadline is None and (self.hurry or self.upgraded is None):
+                    deadline = time.monotonic() + JOIN_TIMEOUT_S
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return
+                t.join(timeout=JOIN_SLICE_S if left is None else min(JOIN_SLICE_S, left))

@@ -479,7 +479,8 @@ def _run(r) -> RunStatus:
         bytes_copied=_int(s.get("bytes_copied")) or 0,
         bytes_freed=_int(s.get("bytes_freed")) or 0,
         groups_done=len(s.get("groups_done") or ()),
-        groups_failed=len(s.get("groups_failed") or ()),
+        # a paused group (resume finishes it) is not a failed one
+        groups_failed=len(set(s.get("groups_failed") or ()) - set(s.get("groups_paused") or ())),
     )
 
 

@@ -380,6 +380,11 @@ class RunSummary:
             return ExitCode.BUSY
         return ExitCode.OK
 
+    @property
+    def groups_paused(self) -> list[str]:
+        """Failed groups that only paused (``GroupOutcome.paused``): resume finishes them."""
+        return [g.group_id for g in self.groups if g.failed and g.paused]
+
     def counters(self) -> dict:
         return {
             "bytes_copied": self.bytes_copied,
@@ -387,6 +392,7 @@ class RunSummary:
             "torrents_relocated": self.torrents_relocated,
             "groups_done": self.groups_done,
             "groups_failed": self.groups_failed,
+            "groups_paused": self.groups_paused,
             "groups_busy": self.groups_busy,
         }
 

@@ -1941,6 +1941,7 @@ def test_a_resume_after_some_deletes_waits_out_a_passing_problem(world, why):
     assert out.status == "interrupted" and g.status == "failed" and g.needs_attention and g.paused, g.reason
     assert "paused at the verified new place, 4 old link(s) kept under" in g.reason, g.reason
     assert out.exit_code == 75  # try again later, not "a group failed" (5)
+    assert out.counters()["groups_paused"] == ["g1"]  # history and the status page: not a failed one
     ex.ctx.clients.pop("rt", None)
     world.qbt.t[H1].transient = None
     (out,) = ex.resume()

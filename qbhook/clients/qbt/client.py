@@ -221,7 +221,10 @@ class QbtClient(FindOrRaise):
             )
         if isinstance(exc, qba.HTTPError):
             status = getattr(exc, "http_status_code", None) or _status_of(exc)
-            return QbtError(f"{where}: {what} refused (HTTP {status}): {_error_text(exc)}")
+            # A 5xx is a proxy or qBittorrent itself not ready (a restart): retried as passing
+            # (``_is_transient``), and once the retries run out still "did not answer" (R22).
+            kind = QbtUnreachable if isinstance(exc, qba.HTTP5XXError) else QbtError
+            return kind(f"{where}: {what} refused (HTTP {status}): {_error_text(exc)}")
         if isinstance(exc, qba.APIConnectionError):
             # One line (no hint line): the url and the socket's error say what to check, and
             # the retries a one-shot command does not log are counted here.

@@ -145,3 +145,44 @@ def test_serve_stopped_by_an_upgrade_lets_the_job_under_way_end(cfg, monkeypatch
         for s, h in handlers.items():
             signal.signal(s, h)
     assert phases == ["started", "finished"]
+
+
+def test_a_signal_during_the_upgrade_wait_gives_the_job_join_timeout_s(cfg, monkeypatch):
+    """R22: stopped for an upgrade, serve waited for the job with no limit, and a SIGTERM
+    (`systemctl restart`) or Ctrl-C arriving during that wait was ignored until the job ended.
+    A signal starts the usual JOIN_TIMEOUT_S."""
+    import dataclasses
+    import os
+    import time
+
+    from qbhook.events import worker as worker_mod
+
+    cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, sweep_interval=0.2))
+    cat = Catalog.open(cfg.catalog)
+    JobQueue(cat.conn).enqueue(Event("qbittorrent", "torrent_finished", hashes=("a" * 40,)), now=0.0)
+    cat.close()
+    release = threading.Event()
+
+    def long_job(*_a, **_kw):
+        release.wait(30)  # a relocation waiting out the client
+        return {}
+
+    def sweep_upgrades(*_a, **_kw):
+        upgrade(cfg.catalog)
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+
+    monkeypatch.setattr(worker_mod, "handle_job", long_job)
+    monkeypatch.setattr(service, "JOIN_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(service, "sweep", sweep_upgrades)
+    svc = service.Service(cfg, [], lambda *a: None, host="127.0.0.1", port=0, sweeper=True)
+    svc.gate.ready = lambda *a, **k: True
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(CatalogUpgraded):
+            svc.run()
+        assert time.monotonic() - t0 < 10, "the signal did not end the wait"
+    finally:
+        release.set()
+        for s, h in handlers.items():
+            signal.signal(s, h)

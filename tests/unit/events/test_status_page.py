@@ -500,3 +500,21 @@ def test_the_page_and_status_show_the_last_orphans_runs_totals_with_their_age(wo
 
     state.put(cat.conn, orph.LAST_ORPHANS, {"pools": "garbage"})
     assert orph.last_run(cat.conn) is None  # an unreadable record is unknown, not a traceback
+
+
+def test_a_run_with_a_paused_group_counts_it_as_paused_not_failed():
+    # R22: a demote paused past its deletes (resume finishes it) was listed as a failed group.
+    from types import SimpleNamespace
+
+    from qbhook.events.status import _run
+
+    row = SimpleNamespace(
+        id=3,
+        status="interrupted",
+        trigger="worker",
+        started_at=0.0,
+        finished_at=1.0,
+        summary={"groups_done": ["g0"], "groups_failed": {"g1": "paused", "g2": "refused"}, "groups_paused": ["g1"]},
+    )
+    r = _run(row)
+    assert (r.groups_done, r.groups_failed) == (1, 1)

@@ -12,6 +12,7 @@ from qbhook.errors import (
     BadRequest,
     PathMapError,
     QbtError,
+    QbtUnreachable,
     UnknownTorrent,
     UnsafeOperation,
 )
@@ -416,9 +417,22 @@ def test_retries_5xx_then_succeeds(rsps):
 def test_5xx_retries_are_bounded(rsps):
     fake = FakeQbt(rsps)
     _replace_info(rsps, fake, {"status": 503, "body": "busy"})
-    with pytest.raises(QbtError, match="503"):
+    with pytest.raises(QbtUnreachable, match="503"):  # R22: still "did not answer", a passing problem
         make_client(retries=4).torrents()
     assert len(fake.calls("torrents/info")) == 4  # the library's own retry counted in them
+
+
+def test_only_no_answer_is_unreachable_a_refusal_is_not(rsps):
+    # The executor pauses a demote past its deletes on QbtUnreachable only (``_passing``): a
+    # refusal (HTTP 403 after a password change) never passes by itself and must not pause it.
+    fake = FakeQbt(rsps)
+    _replace_info(rsps, fake, {"body": requests.ConnectionError("refused")})
+    with pytest.raises(QbtUnreachable):
+        make_client(retries=1).torrents()
+    _replace_info(rsps, fake, {"status": 403, "body": "Forbidden"})
+    with pytest.raises(QbtError, match="403") as err:
+        make_client(retries=1).torrents()
+    assert not isinstance(err.value, QbtUnreachable)
 
 
 def test_connection_error_retried_then_reported(rsps):
