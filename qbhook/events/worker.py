@@ -1206,6 +1206,18 @@ class WorkerHealth:
         return Health(True, f"worker {self._doing}", f"worker {self._doing}", detail)
 
 
+def _unfinished_why(summaries) -> str | None:
+    """What keeps a resumed run unfinished, for health and the log: the first group a person may
+    want to know of (paused past its deletes until a client answers, a rollback to retry), or None
+    (R21: health said only "resume did not finish them (see the log)")."""
+    for s in summaries or ():
+        for g in getattr(s, "groups", ()):
+            if getattr(g, "needs_attention", False) and g.reason:
+                state = "paused" if getattr(g, "paused", False) else "needs attention"
+                return f"group {g.group_id} {state}: {g.reason}"
+    return None
+
+
 class RunsGate:
     """Whether serve's executor may apply, as far as the runs it left unfinished go.
 
@@ -1249,7 +1261,7 @@ class RunsGate:
             self.health.busy("finishing runs left unfinished")
         why = None
         try:
-            executor.resume()
+            why = _unfinished_why(executor.resume())
         except LockBusy as e:  # another executor runs (`qbhook apply`): nothing to say of the runs
             return self._later(e)
         except QbhookError as e:

@@ -174,3 +174,23 @@ def test_a_busy_executor_lock_sends_the_job_back_without_an_attempt(world, monke
     assert wk.run_once()
     job = wk.queue.get(job_id)
     assert (job.state, job.attempts) == ("done", 1) and '"status": "done"' in job.result
+
+
+def test_the_gate_says_which_group_keeps_a_resumed_run_unfinished():
+    # R21: a run left unfinished by a group paused past its deletes (a client not up yet) was
+    # said in /healthz's reason as "resume did not finish them (see the log)", never why.
+    from types import SimpleNamespace
+
+    from qbhook.events.worker import RunsGate
+
+    told = []
+    health = SimpleNamespace(busy=lambda *_a: None, blocked=lambda runs, why="": told.append((runs, why)))
+    paused = SimpleNamespace(
+        group_id="g1", needs_attention=True, paused=True, reason="verify_group failed: rTorrent 'rt': no answer"
+    )
+    executor = SimpleNamespace(
+        resume=lambda: [SimpleNamespace(groups=[SimpleNamespace(group_id="g0", needs_attention=False), paused])],
+        unfinished=lambda: (7,),
+    )
+    assert RunsGate(health).ready(executor, force=True) is False
+    assert told == [((7,), "group g1 paused: verify_group failed: rTorrent 'rt': no answer")]
