@@ -106,11 +106,9 @@ def test_serve_exits_75_when_the_catalog_was_upgraded_under_it(cfg):
     assert e.value.version == NEWER and e.value.exit_code == 75
 
 
-def test_serve_stopped_by_an_upgrade_lets_the_job_under_way_end(cfg, monkeypatch):
-    """R20: the sweeper saw the upgrade while the worker was in a long job (a relocation waiting
-    out the client's move and recheck); ``run`` joined it for JOIN_TIMEOUT_S only and raised, and
-    the process's exit cut the job off mid-step. Nothing outside asks for haste here: the job ends
-    by itself first."""
+def _serve_upgraded_in_a_job(cfg, monkeypatch, long_job, sweep_upgrades, join_s: float) -> float:
+    """serve with one job queued (``long_job`` as its handling) and a sweeper whose sweeps are
+    ``sweep_upgrades``; ``run`` must raise CatalogUpgraded. Returns the seconds ``run`` took."""
     import dataclasses
     import time
 
@@ -120,6 +118,29 @@ def test_serve_stopped_by_an_upgrade_lets_the_job_under_way_end(cfg, monkeypatch
     cat = Catalog.open(cfg.catalog)
     JobQueue(cat.conn).enqueue(Event("qbittorrent", "torrent_finished", hashes=("a" * 40,)), now=0.0)
     cat.close()
+    monkeypatch.setattr(worker_mod, "handle_job", long_job)
+    monkeypatch.setattr(service, "JOIN_TIMEOUT_S", join_s)
+    monkeypatch.setattr(service, "sweep", sweep_upgrades)
+    svc = service.Service(cfg, [], lambda *a: None, host="127.0.0.1", port=0, sweeper=True)
+    svc.gate.ready = lambda *a, **k: True
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(CatalogUpgraded):
+            svc.run()
+        return time.monotonic() - t0
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+
+
+def test_serve_stopped_by_an_upgrade_lets_the_job_under_way_end(cfg, monkeypatch):
+    """R20: the sweeper saw the upgrade while the worker was in a long job (a relocation waiting
+    out the client's move and recheck); ``run`` joined it for JOIN_TIMEOUT_S only and raised, and
+    the process's exit cut the job off mid-step. Nothing outside asks for haste here: the job ends
+    by itself first."""
+    import time
+
     phases = []
 
     def long_job(*_a, **_kw):
@@ -132,18 +153,7 @@ def test_serve_stopped_by_an_upgrade_lets_the_job_under_way_end(cfg, monkeypatch
         if phases:
             upgrade(cfg.catalog)
 
-    monkeypatch.setattr(worker_mod, "handle_job", long_job)
-    monkeypatch.setattr(service, "JOIN_TIMEOUT_S", 0.2)
-    monkeypatch.setattr(service, "sweep", sweep_upgrades)
-    svc = service.Service(cfg, [], lambda *a: None, host="127.0.0.1", port=0, sweeper=True)
-    svc.gate.ready = lambda *a, **k: True
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        with pytest.raises(CatalogUpgraded):
-            svc.run()
-    finally:
-        for s, h in handlers.items():
-            signal.signal(s, h)
+    _serve_upgraded_in_a_job(cfg, monkeypatch, long_job, sweep_upgrades, join_s=0.2)
     assert phases == ["started", "finished"]
 
 
@@ -151,16 +161,8 @@ def test_a_signal_during_the_upgrade_wait_gives_the_job_join_timeout_s(cfg, monk
     """R22: stopped for an upgrade, serve waited for the job with no limit, and a SIGTERM
     (`systemctl restart`) or Ctrl-C arriving during that wait was ignored until the job ended.
     A signal starts the usual JOIN_TIMEOUT_S."""
-    import dataclasses
     import os
-    import time
 
-    from qbhook.events import worker as worker_mod
-
-    cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, sweep_interval=0.2))
-    cat = Catalog.open(cfg.catalog)
-    JobQueue(cat.conn).enqueue(Event("qbittorrent", "torrent_finished", hashes=("a" * 40,)), now=0.0)
-    cat.close()
     release = threading.Event()
 
     def long_job(*_a, **_kw):
@@ -171,18 +173,8 @@ def test_a_signal_during_the_upgrade_wait_gives_the_job_join_timeout_s(cfg, monk
         upgrade(cfg.catalog)
         threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
 
-    monkeypatch.setattr(worker_mod, "handle_job", long_job)
-    monkeypatch.setattr(service, "JOIN_TIMEOUT_S", 0.5)
-    monkeypatch.setattr(service, "sweep", sweep_upgrades)
-    svc = service.Service(cfg, [], lambda *a: None, host="127.0.0.1", port=0, sweeper=True)
-    svc.gate.ready = lambda *a, **k: True
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    t0 = time.monotonic()
     try:
-        with pytest.raises(CatalogUpgraded):
-            svc.run()
-        assert time.monotonic() - t0 < 10, "the signal did not end the wait"
+        took = _serve_upgraded_in_a_job(cfg, monkeypatch, long_job, sweep_upgrades, join_s=0.5)
     finally:
         release.set()
-        for s, h in handlers.items():
-            signal.signal(s, h)
+    assert took < 10, "the signal did not end the wait"
