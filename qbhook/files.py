@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
+from pathlib import Path
 
 __all__ = [
     "Missing",
@@ -30,6 +32,7 @@ __all__ = [
     "kind",
     "own_file",
     "read_regular_file",
+    "replace_file",
 ]
 
 
@@ -102,6 +105,31 @@ def check_replaceable(path: str | os.PathLike) -> None:
     if not stat.S_ISREG(mode):
         what = "a symbolic link (name the file itself)" if stat.S_ISLNK(mode) else kind(mode)
         raise NotReplaceable(f"{os.fsdecode(path)} is {what}, not a regular file: refusing to replace it")
+
+
+def replace_file(path: str | os.PathLike, text: str, *, prefix: str, fsync: bool = False) -> None:
+    """Write ``text`` to a new file beside ``path`` and rename it over the name: a reader sees the
+    old file or the new one, never half of one. The new name is made exclusively (mkstemp:
+    O_EXCL, mode 0600); ``fsync``: on disk before the rename. NotReplaceable, before anything is
+    written, when something other than a regular file is at the name (``check_replaceable``);
+    OSError when the folder refuses, the new file removed. The one writer of ``plan --save`` and
+    the notification outbox."""
+    path = Path(path)
+    check_replaceable(path)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def kind(mode: int) -> str:

@@ -52,7 +52,6 @@ import logging
 import os
 import queue
 import stat
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -60,7 +59,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qbhook.files import NotReadable, NotReplaceable, check_replaceable, own_file, read_regular_file
+from qbhook.files import NotReadable, NotReplaceable, own_file, read_regular_file, replace_file
 from qbhook.units import human_bytes
 
 log = logging.getLogger(__name__)
@@ -555,22 +554,8 @@ class Outbox:
             "events": [{"kind": e.kind, "text": e.text, "severity": e.severity, "at": e.at} for e in events],
         }
         try:
-            check_replaceable(self.path)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+            replace_file(self.path, json.dumps(doc), prefix=f".{self.path.name}.", fsync=True)
         except (NotReplaceable, OSError) as e:
-            log.warning("notify: %d undelivered event(s) cannot be kept for the next start: %s", len(events), _why(e))
-            return
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(doc, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except OSError as e:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
             log.warning("notify: %d undelivered event(s) cannot be kept for the next start: %s", len(events), _why(e))
 
     def _remove(self) -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,24 +141,14 @@ def save(path: str | os.PathLike, doc: dict) -> None:
     # Path strings, not the fd-relative helpers of move/fsops, on purpose: a plan file goes where
     # the operator's own argument (`plan --save FILE`) says, never into a seeding tree the
     # client's users can write; mkstemp creates the temporary name exclusively (O_EXCL).
-    from qbhook.files import NotReplaceable, check_replaceable
+    from qbhook.files import NotReplaceable, replace_file
 
     path = Path(path)
     try:
-        check_replaceable(path)  # before anything is written: the rename replaces what is there
-    except NotReplaceable as e:
+        replace_file(path, json.dumps(doc, sort_keys=True, indent=1) + "\n", prefix=".qbhook-plan.")
+    except NotReplaceable as e:  # before anything is written: the rename replaces what is there
         raise NotRegularFile(f"cannot save the plan: {e}") from None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".qbhook-plan.", dir=path.parent or ".")
     except OSError as e:
-        raise PlanFileUnwritable(f"cannot write plan file {path}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, sort_keys=True, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except OSError as e:
-        os.unlink(tmp)
         raise PlanFileUnwritable(f"cannot write plan file {path}: {e.strerror}") from None
 
 
