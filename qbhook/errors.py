@@ -233,6 +233,13 @@ class RtorrentUnreachable(RtorrentError):
     """No answer from rTorrent's SCGI socket: not running, killed mid-call, wrong address."""
 
 
+class RtorrentTimedOut(RtorrentUnreachable):
+    """rTorrent did not answer a call in full within its deadline. Most often it is busy:
+    single-threaded, its XML-RPC stalls while it hash-checks a large item or waits on a loaded
+    disk. No answer, as the socket gone is: a later try may pass (the executor pauses a group
+    on it and resumes later), and nothing may read it as "no torrents"."""
+
+
 class LockBusy(QbhookError):
     """Another qbhook process holds the lock we need."""
 

@@ -41,8 +41,12 @@ The model (verified on Debian's rtorrent 0.9.8, see docs/rtorrent.md):
   item not downloaded yet or its data lost), it is an ordinary absent path.
 * Failures: an unknown hash is UnknownTorrent; no answer on the socket is
   RtorrentUnreachable (retried a few times first: reads and our writes are
-  idempotent); any other fault is RtorrentError; a hash check that fails or
-  outlasts its size-scaled budget is VerificationFailed.
+  idempotent); an answer not complete within the SCGI deadline is RtorrentTimedOut,
+  a kind of no answer (a busy rTorrent: single-threaded, its answers come slowly
+  while it checks or moves data), not retried here (the deadline already waited; the executor's
+  pause and resume is the retry); an answer over the size limit and any other
+  fault is RtorrentError; a hash check that fails or outlasts its size-scaled
+  budget is VerificationFailed.
 """
 
 from __future__ import annotations
@@ -68,11 +72,12 @@ from qbhook.clients.model import (  # one rule for hashes, tags and a record's f
     parse_tags,
 )
 from qbhook.clients.port import FindOrRaise
-from qbhook.clients.scgi import ScgiRefused, ScgiRpc, ScgiUnreachable
+from qbhook.clients.scgi import ScgiRefused, ScgiRpc, ScgiTimedOut, ScgiUnreachable
 from qbhook.errors import (
     RETRY_LOG,
     PathMapError,
     RtorrentError,
+    RtorrentTimedOut,
     RtorrentUnreachable,
     UnknownTorrent,
     UnreadableRecord,
@@ -315,7 +320,9 @@ class RtorrentClient(FindOrRaise):
                 return self._rpc.call(method, *params)
             except xmlrpc.client.Fault as fault:
                 raise self._fault(what, fault, torrent) from None
-            except ScgiRefused as exc:  # too large or too slow: not retried (scgi module docstring)
+            except ScgiTimedOut as exc:  # before ScgiRefused, its base: too slow is no answer, too large is one
+                raise self._late(what, exc) from None
+            except ScgiRefused as exc:  # too large: the same peer gives the same answer (scgi module docstring)
                 raise RtorrentError(f"rTorrent {self.name!r}: {what}: {exc}") from None
             except ScgiUnreachable as exc:
                 if attempt >= self._retries:
@@ -328,6 +335,14 @@ class RtorrentClient(FindOrRaise):
                 self._sleep(delay)
                 delay = min(delay * 2, 5.0)
         raise AssertionError("unreachable")
+
+    def _late(self, what: str, exc: ScgiTimedOut) -> RtorrentTimedOut:
+        # Not retried: the deadline already waited several socket timeouts. No answer, so the
+        # executor pauses a group on it and resumes later: that is the retry.
+        return RtorrentTimedOut(
+            f"rTorrent {self.name!r} ({self.address}): {what}: no answer within {exc.deadline_s:.0f} s "
+            f"({exc.received} bytes so far): busy checking or moving data? (a later try may pass)"
+        )
 
     def _fault(self, what: str, fault: xmlrpc.client.Fault, torrent: str | None) -> Exception:
         if torrent is not None and fault.faultCode == FAULT_UNKNOWN_HASH:

@@ -14,11 +14,22 @@ for it, so this is the whole transport. Failures are split by meaning:
   (rTorrent not running, killed mid-call, wrong socket path);
 * ``xmlrpc.client.Fault``: rTorrent answered with an XML-RPC fault
   (unknown hash, unknown command, bad argument);
-* ``ScgiRefused``: the peer's answer broke a limit, so it was not read to the end: more than
-  ``MAX_ANSWER_BYTES``, or not complete within the call's deadline. The socket's timeout
-  bounds each recv only, so without these a wrong address or a peer sending a byte every
-  29 s would hold the worker forever, or fill its memory. Not retried: a second try would
-  meet the same peer.
+* ``ScgiRefused``: the peer's answer broke a limit, so it was not read to the end. The
+  socket's timeout bounds each recv only, so without the limits a wrong address or a peer
+  sending a byte every 29 s would hold the worker forever, or fill its memory. Two meanings:
+
+  - the size limit, ``MAX_ANSWER_BYTES``: the same peer gives the same answer, so it does
+    not pass (plain ``ScgiRefused``);
+  - the deadline, ``DEADLINE_TIMEOUTS`` times the socket timeout (``ScgiTimedOut``, a
+    subclass): what a busy rTorrent looks like too. It is single-threaded: while it
+    hash-checks a large item or waits on a loaded disk, a large answer (the listing of
+    every item) comes out in pieces between that work, each within the socket timeout,
+    the whole too late; a later call may pass. The caller says what it means (the
+    adapter: ``RtorrentTimedOut``, a kind of no answer). A peer silent for a whole socket
+    timeout never reaches the deadline: that recv ends first, ``ScgiUnreachable``.
+
+  Neither is retried here: a second try at once would meet the same peer, and a deadline
+  has already waited long.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ from typing import Any
 
 from qbhook.config import parse_address
 
-__all__ = ["MAX_ANSWER_BYTES", "ScgiRefused", "ScgiRpc", "ScgiUnreachable", "parse_address"]
+__all__ = ["MAX_ANSWER_BYTES", "ScgiRefused", "ScgiRpc", "ScgiTimedOut", "ScgiUnreachable", "parse_address"]
 
 #: Largest answer read. The largest one qbhook asks for is the listing of every item
 #: (``d.multicall2``, 21 fields, under 2 KB of XML an item: about 20 MB for 10,000 items);
@@ -49,6 +60,16 @@ class ScgiUnreachable(OSError):
 
 class ScgiRefused(Exception):
     """The answer broke a limit (size, deadline) and was not read to the end."""
+
+
+class ScgiTimedOut(ScgiRefused):
+    """No complete answer within the call's deadline: a busy peer or a wrong one. ``deadline_s``
+    and ``received`` (bytes read by then) let a caller word it for its own reader."""
+
+    def __init__(self, message: str, *, deadline_s: float, received: int):
+        super().__init__(message)
+        self.deadline_s = deadline_s
+        self.received = received
 
 
 def encode_request(body: bytes) -> bytes:
@@ -96,7 +117,7 @@ class ScgiRpc:
         return f"ScgiRpc({self.address!r})"
 
     def call(self, method: str, *params: Any) -> Any:
-        """Call ``method``; raises xmlrpc.client.Fault, ScgiUnreachable or ScgiRefused."""
+        """Call ``method``; raises xmlrpc.client.Fault, ScgiUnreachable, ScgiRefused or ScgiTimedOut."""
         body = xmlrpc.client.dumps(tuple(params), methodname=method, allow_none=False)
         raw = self._exchange(encode_request(body.encode("utf-8")))
         try:
@@ -142,8 +163,10 @@ class ScgiRpc:
             raise ScgiUnreachable(f"{self.address}: connection closed without an answer")
         return b"".join(chunks)
 
-    def _late(self, total: int) -> ScgiRefused:
-        return ScgiRefused(
+    def _late(self, total: int) -> ScgiTimedOut:
+        return ScgiTimedOut(
             f"{self.address}: no complete answer within {self.deadline_s:.0f} s ({total} bytes so far): "
-            "is this rTorrent's SCGI address?"
+            "busy, or is this not rTorrent's SCGI address?",
+            deadline_s=self.deadline_s,
+            received=total,
         )

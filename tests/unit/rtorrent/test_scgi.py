@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -211,6 +212,77 @@ def test_a_peer_trickling_bytes_stops_at_the_deadline(tmp_path):
     finally:
         peer.close()
     assert time.monotonic() - t0 < 10
+
+
+def test_a_slow_answer_is_timed_out_with_what_was_read(tmp_path):
+    from qbhook.clients.scgi import ScgiTimedOut  # here, not at the top: new with the split
+
+    peer = _Trickle(tmp_path / "s", size=10_000, step=1, every=0.05)
+    try:
+        with pytest.raises(ScgiTimedOut, match=r"no complete answer within 2 s \(\d+ bytes so far\)") as err:
+            ScgiRpc(str(tmp_path / "s"), timeout=0.5).call("system.client_version")
+    finally:
+        peer.close()
+    assert isinstance(err.value, ScgiRefused) and err.value.deadline_s == 2.0 and 0 < err.value.received < 10_000
+
+
+def _adapter_failure(tmp_path, case: str):
+    """What RtorrentClient.version() raises against a peer too slow, or answering too much (not
+    retried: a retry sleeps first, and its sleep fails the test)."""
+    from qbhook.clients.rtorrent import RtorrentClient
+
+    if case == "deadline":  # busy: each piece within the socket timeout, the whole too late
+        peer = _Trickle(tmp_path / "s", size=10_000, step=1, every=0.05)
+    else:
+        peer = _Trickle(tmp_path / "s", size=10 << 20, step=1 << 16, every=0)
+    client = RtorrentClient("rt", str(tmp_path / "s"), timeout=0.5, sleep=lambda s: pytest.fail("retried"))
+    client._rpc.max_bytes = 100_000
+    try:
+        with pytest.raises(Exception) as err:
+            client.version()
+    finally:
+        peer.close()
+    return err.value
+
+
+def test_a_busy_rtorrent_is_no_answer_in_one_line_and_not_retried(tmp_path):
+    # A deadline missed is what a busy rTorrent looks like: no answer, as a socket gone is, so
+    # the executor pauses a group on it (and `orphans` refuses), never "needs attention" for good.
+    from qbhook.errors import RtorrentUnreachable
+
+    err = _adapter_failure(tmp_path, "deadline")
+    assert isinstance(err, RtorrentUnreachable), repr(err)
+    assert type(err).__name__ == "RtorrentTimedOut"
+    assert re.fullmatch(
+        rf"rTorrent 'rt' \({re.escape(str(tmp_path / 's'))}\): system.client_version: no answer within 2 s "
+        r"\(\d+ bytes so far\): busy checking or moving data\? \(a later try may pass\)",
+        str(err),
+    ), str(err)
+
+
+@pytest.mark.parametrize("case, passing", [("deadline", True), ("size", False)])
+def test_the_executor_waits_out_a_deadline_but_not_a_size_refusal(tmp_path, case, passing):
+    # After deletes began, a passing problem pauses the group (resumed later); any other stops
+    # it for good. A size refusal does not pass: the same peer gives the same answer.
+    from qbhook.move.executor import _passing
+
+    err = _adapter_failure(tmp_path, case)
+    assert _passing(err) is passing, repr(err)
+
+
+def test_orphans_refuses_on_a_busy_rtorrent_never_reads_it_as_no_torrents(tmp_path):
+    from qbhook.clients.rtorrent import RtorrentClient
+    from qbhook.errors import OrphansRefused
+    from qbhook.move.orphans import references
+
+    peer = _Trickle(tmp_path / "s", size=10_000, step=1, every=0.05)
+    client = RtorrentClient("rt", str(tmp_path / "s"), timeout=0.5, sleep=lambda s: pytest.fail("retried"))
+    try:
+        with pytest.raises(OrphansRefused, match=r"client rt cannot be listed .*: no answer within 2 s ") as err:
+            references([client])
+    finally:
+        peer.close()
+    assert "\n" not in str(err.value)
 
 
 def test_the_adapter_says_so_in_one_line_and_does_not_retry(tmp_path):
