@@ -45,7 +45,6 @@ The model:
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -60,6 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qbhook.files import NotReadable, NotReplaceable, own_file, read_regular_file, replace_file
+from qbhook.lockfile import POLL_S, NotALockFile, flock_within, open_lock_file
 from qbhook.units import human_bytes
 
 log = logging.getLogger(__name__)
@@ -591,42 +591,27 @@ def _kept_event(d) -> Event:
     return Event(kind, text, severity if severity in SEVERITIES else "warning", float(at))
 
 
-_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-
-
 def _flock(path: Path, wait: float) -> int | None:
     """An fd of ``path`` (made if missing, mode 0600) holding an exclusive flock, waited for at
     most ``wait`` seconds; None when another process holds it that long, or when the name is a
-    symbolic link or not a regular file (logged: the folder may be writable by others). Never
-    written, never deleted: unlinking a flock file lets two processes lock two inodes of one name."""
+    symbolic link or not a lock file of this user's own (``lockfile``: a regular file with one
+    link; logged: the folder may be writable by others). Never written, never deleted."""
     try:
-        fd = os.open(path, _LOCK_FLAGS, 0o600)
+        fd = open_lock_file(path, 0o600, own=True)  # another user's lock would be that user's to hold
+    except NotALockFile as e:
+        why = "is not a regular file" if not stat.S_ISREG(e.st.st_mode) else own_file(e.st)
+        log.warning("notify: refusing the outbox lock %s: it %s", path, why)
+        return None
     except OSError as e:
         log.warning("notify: cannot use the outbox lock %s: %s", path, e.strerror)
         return None
     try:
-        st = os.fstat(fd)
-        # the rule of qbhook's lock files (move/locks.py: a regular file with one link), and
-        # qbhook's own: another user's lock would be that user's to hold
-        why = "is not a regular file" if not stat.S_ISREG(st.st_mode) else own_file(st)
-        if why:
-            log.warning("notify: refusing the outbox lock %s: it %s", path, why)
-            os.close(fd)
-            return None
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return fd
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    return None
-            time.sleep(0.05)
+        if flock_within(fd, wait, max_poll=POLL_S):  # a fixed pause: the waits here are short
+            return fd
     except OSError as e:
-        os.close(fd)
         log.warning("notify: cannot use the outbox lock %s: %s", path, e.strerror)
-        return None
+    os.close(fd)
+    return None
 
 
 def _why(e: Exception) -> str:

@@ -13,7 +13,8 @@ executor lock for its whole run, so no other writer can touch a converging group
 meanwhile; the converge lock only names what the batch is doing to whoever waits.
 
 A lock file must be a regular file with one link, opened without following a symlink
-(``_open_lock_file``): qbhook often runs as root, and writing the pid truncates the file, so
+(``qbhook.lockfile``, the rule notify's outbox locks keep too; ``_open_lock_file`` words its
+refusals): qbhook often runs as root, and writing the pid truncates the file, so
 a ``lock_dir`` another user can write (``/run/lock`` is mode 1777) could otherwise point
 ``executor.lock`` at any file on the system and have it emptied. ``lock_dir`` itself is
 admin config and is followed as given; it should not be writable by others (README).
@@ -22,7 +23,6 @@ admin config and is followed as given; it should not be writable by others (READ
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import socket
 import stat
@@ -32,14 +32,9 @@ from pathlib import Path
 import blake3
 
 from qbhook.errors import LockBusy, LockFileError, UnsafeOperation
+from qbhook.lockfile import NotALockFile, flock_within, open_lock_file
 
 __all__ = ["Lock", "converge_lock", "executor_lock", "group_lock", "lock_dir"]
-
-_POLL_S = 0.05
-_MAX_POLL_S = 0.5
-# O_NOFOLLOW: a symlink planted at the lock's name fails (ELOOP) instead of being opened;
-# O_NONBLOCK: a FIFO planted there opens at once (then is refused) instead of hanging.
-_OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def lock_dir(cfg) -> Path:
@@ -86,23 +81,12 @@ class Lock:
         return self
 
     def _lock(self, fd: int) -> None:
-        if self.wait is True:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            return
-        deadline = None if self.wait is False else self._clock() + float(self.wait)
-        delay = _POLL_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if deadline is None or self._clock() >= deadline:
-                    raise LockBusy(
-                        f"{self.what} is held by {self._holder(fd)}",
-                        hint="wait for it to finish, or check that process",
-                    ) from None
-            self._sleep(delay)
-            delay = min(delay * 2, _MAX_POLL_S)
+        wait = None if self.wait is True else float(self.wait)  # False: 0.0, one try
+        if not flock_within(fd, wait, clock=self._clock, sleep=self._sleep):
+            raise LockBusy(
+                f"{self.what} is held by {self._holder(fd)}",
+                hint="wait for it to finish, or check that process",
+            )
 
     @staticmethod
     def _holder(fd: int) -> str:
@@ -148,31 +132,22 @@ def _make_lock_dir(path: Path) -> None:
 
 
 def _open_lock_file(path: Path) -> int:
-    """``path`` opened read-write (made if missing), proven a regular file with one link.
+    """``path`` opened by the lock-file rule (``lockfile.open_lock_file``: read-write, made if
+    missing, a regular file with one link), its refusals worded for this module.
 
     A symlink or a hard link at that name would make the pid write (and the truncate on release)
     land on a file that is not qbhook's; anything but a regular file is not a lock file.
     UnsafeOperation naming the path, one line; any other failure to open it, LockFileError."""
     try:
-        fd = os.open(path, _OPEN_FLAGS, 0o644)
+        return open_lock_file(path, 0o644)
+    except NotALockFile as e:
+        st = e.st
+        what = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"a file with {st.st_nlink} links"
     except OSError as e:
         what = {errno.ELOOP: "a symbolic link", errno.EISDIR: "a folder"}.get(e.errno)
         if what is None:  # a read-only or immutable lock folder (EACCES, EPERM, EROFS), a full disk
             raise LockFileError(f"cannot open lock file {path}: {e.strerror}", hint=_HINT) from None
-        raise UnsafeOperation(
-            f"refusing to use lock file {path}: it is {what} (lock_dir must not be writable by others)"
-        ) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-            what = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"a file with {st.st_nlink} links"
-            raise UnsafeOperation(
-                f"refusing to use lock file {path}: it is {what} (lock_dir must not be writable by others)"
-            )
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    raise UnsafeOperation(f"refusing to use lock file {path}: it is {what} (lock_dir must not be writable by others)")
 
 
 def executor_lock(cfg, wait: bool | float = False, **kw) -> Lock:
