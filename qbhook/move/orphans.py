@@ -16,7 +16,12 @@ are the thin side effects around it):
   libtorrent's ``.<infohash>.parts``: ``model.is_part_file``), lies
   in the content folder of a torrent that is incomplete, lacks metadata or skips files
   (qBittorrent keeps their pieces in ``.unwanted`` and part files), in its download path, or
-  in qBittorrent's temp path; it is a *leftover* view when the journal still tracks it as a
+  in qBittorrent's temp path, or when no torrent uses it but it may be the data of a torrent
+  missing its files (``may_be_missing_data``: its size is the size of a file of a torrent its
+  client calls ``missingFiles``, or of a complete torrent one of whose files is absent, any
+  client; names and layout may differ, a person renamed its folder, and it is the copy
+  ``qbhook repair`` rebuilds that torrent from: reported with that torrent's name, an empty
+  file holds no data); it is a *leftover* view when the journal still tracks it as a
   rolled-back group's view (``leftovers``: the next run removes it once proven redundant, or it
   waits for a person, maybe the last copy of its content); it is *young* when written within
   ``scan.settle_seconds``;
@@ -34,8 +39,9 @@ looks like, and each would make everything (or all of one client's data) look or
 per-client one catches what the share cannot: a second client holding less than the share,
 its path_map off by a folder. (A client not configured at all lists nothing: only the share
 guard stands for it.) Also refused: a torrent the client is moving (its old copy is
-unreferenced until the move ends) and, for quarantine, an unfinished run (its views are
-unreferenced until resume relocates onto them).
+unreferenced until the move ends), a torrent missing its files whose file sizes the listing
+does not give (nothing to tell its data apart by) and, for quarantine, an unfinished run (its
+views are unreferenced until resume relocates onto them).
 
 Quarantine moves reclaimable orphan files into the holding folder of their own seeding
 root (same dataset) through ``fsops.hold_unreferenced``, each step journaled first as a
@@ -45,8 +51,9 @@ deletes anything itself.
 
 The purge (``purge_held``, also the executor's after a run) asks the clients again first
 (``screen_held``): an expired orphan whose original path a torrent uses again (re-added in
-the grace period, or a cross-seed match injected onto it), or that is a leftover view the
-journal still tracks (quarantined by an older qbhook), is kept in holding and reported,
+the grace period, or a cross-seed match injected onto it), that is a leftover view the
+journal still tracks (quarantined by an older qbhook), or that may be the data of a torrent
+missing its files (held before that torrent went missing), is kept in holding and reported,
 and a listing that cannot be trusted refuses the purge of every orphan (by the same guards).
 
 Each listing and each quarantine records its totals (reclaimable bytes it would free, bytes
