@@ -58,30 +58,35 @@ def orphans(app: App, quarantine, yes):
     report = orph.find_orphans(cfg, app.clients, catalog=app.catalog)
     data = report.as_dict()
     data["dry_run"] = True
+    app.emit(data, lambda d: _show_report(d, quarantine))
 
-    def human(d):
-        for kind, title in (
-            ("reclaimable", "reclaimable (no link outside the seeding roots)"),
-            ("library", "still used by a library (frees nothing)"),
-        ):
-            items = [i for i in d["items"] if i["kind"] == kind]
-            if not items:
-                continue
-            echo_shown(f"{title}:")
-            for i in items:
-                what = f"{i['files']} files" if i["folder"] else "file"
-                echo_shown(f"  {human_bytes(i['bytes']):>10}  {shown(i['path'])}{'/' if i['folder'] else ''} ({what})")
-        r, lib = d["reclaimable"], d["library"]
-        echo_shown(
-            f"{r['items']} reclaimable item(s), {human_bytes(r['frees'])} to free; "
-            f"{lib['items']} item(s) still used by a library ({human_bytes(lib['bytes'])})"
-        )
-        if d["counts"].get("leftover"):  # never orphans: the leftover pass's, or a person's (maybe a last copy)
-            echo_shown(f"{d['counts']['leftover']} leftover view(s) not counted: `qbhook status` lists them")
-        if quarantine:
-            echo_shown("dry run: add --yes to move the reclaimable ones into holding", err=True)
 
-    app.emit(data, human)
+def _show_report(d: dict, quarantine: bool) -> None:
+    """``qbhook orphans``' listing, for a person: orphans by kind, what is protected, the totals."""
+    for kind, title in (
+        ("reclaimable", "reclaimable (no link outside the seeding roots)"),
+        ("library", "still used by a library (frees nothing)"),
+    ):
+        items = [i for i in d["items"] if i["kind"] == kind]
+        if not items:
+            continue
+        echo_shown(f"{title}:")
+        for i in items:
+            what = f"{i['files']} files" if i["folder"] else "file"
+            echo_shown(f"  {human_bytes(i['bytes']):>10}  {shown(i['path'])}{'/' if i['folder'] else ''} ({what})")
+    if d["protected"]:  # no orphans: maybe the data of a torrent missing its files
+        echo_shown("protected (not orphans):")
+        for p in d["protected"]:
+            echo_shown(f"  {human_bytes(p['bytes']):>10}  {shown(p['path'])}: {p['reason']}")
+    r, lib = d["reclaimable"], d["library"]
+    echo_shown(
+        f"{r['items']} reclaimable item(s), {human_bytes(r['frees'])} to free; "
+        f"{lib['items']} item(s) still used by a library ({human_bytes(lib['bytes'])})"
+    )
+    if d["counts"].get("leftover"):  # never orphans: the leftover pass's, or a person's (maybe a last copy)
+        echo_shown(f"{d['counts']['leftover']} leftover view(s) not counted: `qbhook status` lists them")
+    if quarantine:
+        echo_shown("dry run: add --yes to move the reclaimable ones into holding", err=True)
 
 
 @main.command()

@@ -33,6 +33,7 @@ from qbhook.pathmap import PathMap
 
 __all__ = [
     "CHECKING_STATES",
+    "MISSING_FILES_STATE",
     "PART_SUFFIX",
     "PAUSED_RAW_STATE",
     "STABLE_STATES",
@@ -96,6 +97,9 @@ def is_part_file(path: str) -> bool:
         return True
     return path.endswith(".parts") and _LIBTORRENT_PARTS.fullmatch(path.rpartition("/")[2]) is not None
 
+
+# qBittorrent's state of a torrent whose files are not where it keeps them (``TorrentInfo.is_missing_files``).
+MISSING_FILES_STATE = "missingFiles"
 
 CHECKING_STATES = frozenset({"checkingUP", "checkingDL", "checkingResumeData"})
 
@@ -350,6 +354,14 @@ class TorrentInfo:
     @property
     def is_moving(self) -> bool:
         return self.state == "moving"
+
+    @property
+    def is_missing_files(self) -> bool:
+        """Its client says its files are gone (qBittorrent's ``missingFiles``: deleted, renamed or
+        moved by someone, or their dataset not mounted). rTorrent has no such state: an item whose
+        files went keeps its state until a hash check, so what is on disk says it (the orphan
+        listing's ``orphans.references``, the repair's facts)."""
+        return self.state == MISSING_FILES_STATE
 
     @property
     def is_stopped(self) -> bool:

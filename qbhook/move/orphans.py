@@ -16,7 +16,12 @@ are the thin side effects around it):
   libtorrent's ``.<infohash>.parts``: ``model.is_part_file``), lies
   in the content folder of a torrent that is incomplete, lacks metadata or skips files
   (qBittorrent keeps their pieces in ``.unwanted`` and part files), in its download path, or
-  in qBittorrent's temp path; it is a *leftover* view when the journal still tracks it as a
+  in qBittorrent's temp path, or when no torrent uses it but it may be the data of a torrent
+  missing its files (``may_be_missing_data``: its size is the size of a file of a torrent its
+  client calls ``missingFiles``, or of a complete torrent one of whose files is absent, any
+  client; names and layout may differ, a person renamed its folder, and it is the copy
+  ``qbhook repair`` rebuilds that torrent from: reported with that torrent's name, an empty
+  file holds no data); it is a *leftover* view when the journal still tracks it as a
   rolled-back group's view (``leftovers``: the next run removes it once proven redundant, or it
   waits for a person, maybe the last copy of its content); it is *young* when written within
   ``scan.settle_seconds``;
@@ -34,8 +39,9 @@ looks like, and each would make everything (or all of one client's data) look or
 per-client one catches what the share cannot: a second client holding less than the share,
 its path_map off by a folder. (A client not configured at all lists nothing: only the share
 guard stands for it.) Also refused: a torrent the client is moving (its old copy is
-unreferenced until the move ends) and, for quarantine, an unfinished run (its views are
-unreferenced until resume relocates onto them).
+unreferenced until the move ends), a torrent missing its files whose file sizes the listing
+does not give (nothing to tell its data apart by) and, for quarantine, an unfinished run (its
+views are unreferenced until resume relocates onto them).
 
 Quarantine moves reclaimable orphan files into the holding folder of their own seeding
 root (same dataset) through ``fsops.hold_unreferenced``, each step journaled first as a
@@ -45,8 +51,9 @@ deletes anything itself.
 
 The purge (``purge_held``, also the executor's after a run) asks the clients again first
 (``screen_held``): an expired orphan whose original path a torrent uses again (re-added in
-the grace period, or a cross-seed match injected onto it), or that is a leftover view the
-journal still tracks (quarantined by an older qbhook), is kept in holding and reported,
+the grace period, or a cross-seed match injected onto it), that is a leftover view the
+journal still tracks (quarantined by an older qbhook), or that may be the data of a torrent
+missing its files (held before that torrent went missing), is kept in holding and reported,
 and a listing that cannot be trusted refuses the purge of every orphan (by the same guards).
 
 Each listing and each quarantine records its totals (reclaimable bytes it would free, bytes
@@ -66,9 +73,10 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from typing import TYPE_CHECKING
 
-from qbhook.clients.model import is_part_file
+from qbhook.clients.model import TorrentFile, TorrentInfo, is_part_file
 from qbhook.clients.port import ClientPort
 from qbhook.dirfd import FolderRefused, NotAFolder, open_below, open_root
 from qbhook.errors import LastCopyKept, OrphansRefused, PathMapError, QbhookError, QbtError, UnsafeOperation
@@ -112,6 +120,20 @@ class ClientListing:
 
 
 @dataclass(frozen=True)
+class MissingData:
+    """A torrent missing its files, with the sizes of its files: a file of one of those sizes
+    anywhere below the seeding roots may be its data, renamed or moved away from where its client
+    looks (``may_be_missing_data``), the very copy ``qbhook repair`` would rebuild it from."""
+
+    torrent: str  # its name as its client lists it (its hash when it has none)
+    why: str  # what says its files are missing: its client's state, or the files absent on disk
+    sizes: frozenset[int]
+
+    def reason(self) -> str:
+        return f"may be the data of {self.torrent} ({self.why}): repair or remove that torrent first"
+
+
+@dataclass(frozen=True)
 class References:
     """What the clients say is in use, in host paths."""
 
@@ -127,6 +149,20 @@ class References:
     # (st_dev, st_ino) of every file of ``files`` that exists, its path followed through symlinks:
     # what the torrents use is an inode, not a spelling of its path (``_identities``).
     inodes: frozenset[tuple[int, int]] = frozenset()
+    # Torrents missing their files (``MissingData``), and the names of those whose files' sizes
+    # the listing does not give: nothing to match a file against, so ``check_listing`` refuses.
+    missing: tuple[MissingData, ...] = ()
+    unsized: tuple[str, ...] = ()
+
+    @cached_property
+    def missing_by_size(self) -> dict[int, MissingData]:
+        """``missing`` by the sizes of their files (the first torrent listed of each size): one
+        lookup per file, not one per torrent missing its files."""
+        out: dict[int, MissingData] = {}
+        for m in self.missing:
+            for size in m.sizes:
+                out.setdefault(size, m)
+        return out
 
 
 @dataclass(frozen=True)
@@ -164,6 +200,16 @@ class Item:
 
 
 @dataclass(frozen=True)
+class Protected:
+    """A file no torrent uses that is still no orphan: it may be a torrent's missing data (``reason``)."""
+
+    path: str
+    pool: str
+    bytes: int
+    reason: str  # ``MissingData.reason``
+
+
+@dataclass(frozen=True)
 class ClientSeen:
     """How many files of one client's complete torrents below a seeding root the walk met."""
 
@@ -191,10 +237,13 @@ class Report:
     torrents: int = 0
     moving: tuple[str, ...] = ()
     clients: list[ClientSeen] = field(default_factory=list)
+    protected: list[Protected] = field(default_factory=list)  # unused files kept as a missing torrent's data
+    unsized: tuple[str, ...] = ()  # torrents missing their files, without sizes (``References.unsized``)
 
     def as_dict(self) -> dict:
         return {
             "items": [asdict(i) for i in self.items],
+            "protected": [asdict(p) for p in self.protected],
             "reclaimable": {
                 "items": sum(i.kind == RECLAIMABLE for i in self.items),
                 "bytes": sum(i.bytes for i in self.items if i.kind == RECLAIMABLE),
@@ -226,8 +275,25 @@ def in_use(path: str, refs: References, key: tuple[int, int] | None = None) -> s
     return None
 
 
+def may_be_missing_data(size: int | None, refs: References) -> MissingData | None:
+    """The torrent missing its files (``References.missing``) a file of ``size`` bytes may be the
+    data of, or None.
+
+    The one rule of "maybe a missing torrent's data": the orphan walk (``decide``) protects such
+    a file and the purge of quarantined orphans (``screen_held``) keeps it in holding. A torrent in
+    ``missingFiles`` whose folder a person renamed no longer names its data, and one among many
+    does not trip the per-client guard: its data looked reclaimable, and the purge deleted the
+    only copy ``qbhook repair`` would rebuild it from. Names and layout may differ (a renamed
+    folder), so only the size is compared; an empty file holds no data to lose."""
+    if not size:
+        return None
+    return refs.missing_by_size.get(size)
+
+
 def classify(e: Entry, refs: References, now: float, settle_seconds: float) -> str | None:
-    """REFERENCED / PROTECTED / LEFTOVER / YOUNG for an entry that is not an orphan, None for an orphan."""
+    """REFERENCED / PROTECTED / LEFTOVER / YOUNG for an entry no torrent uses nor is its own to
+    keep, None for one that is an orphan unless it may be a missing torrent's data (``decide``
+    asks ``may_be_missing_data`` then, for the reason it reports)."""
     used = in_use(e.path, refs, (e.dev, e.ino))
     if used is not None:
         return used
@@ -255,9 +321,13 @@ def decide(
     status: dict[str, str] = {}
     counts: dict[str, int] = defaultdict(int)
     orphan_entries: list[Entry] = []
+    protected: list[Protected] = []
     for e in walk.entries:
         c = classify(e, refs, now, settle_seconds)
-        if c is None:
+        if c is None and (m := may_be_missing_data(e.size, refs)) is not None:
+            c = PROTECTED
+            protected.append(Protected(e.path, e.pool, e.size, m.reason()))
+        elif c is None:
             c = LIBRARY if e.nlink > seen_links[(e.dev, e.ino)] else RECLAIMABLE
             orphan_entries.append(e)
         status[e.path] = c
@@ -309,6 +379,8 @@ def decide(
         torrents=refs.torrents,
         moving=refs.moving,
         clients=_clients_seen(walk, status, refs, tuple(roots)),
+        protected=sorted(protected, key=lambda p: p.path),
+        unsized=refs.unsized,
     )
 
 
@@ -395,7 +467,7 @@ PURGE = "purge quarantined orphans"  # ...or the purge of quarantined orphans (`
 LEFTOVERS = "remove leftover views"  # ...or the removal of a rolled-back group's views (``leftovers``)
 
 
-def check_listing(torrents: int, moving: tuple[str, ...], doing: str = LOOK) -> None:
+def check_listing(torrents: int, moving: tuple[str, ...], doing: str = LOOK, unsized: tuple[str, ...] = ()) -> None:
     """Refuse when the clients' listing cannot say what is unreferenced (see the module docstring)."""
     if torrents == 0:
         raise OrphansRefused(
@@ -409,6 +481,13 @@ def check_listing(torrents: int, moving: tuple[str, ...], doing: str = LOOK) -> 
             f"by their client ({', '.join(moving[:3])})",
             hint="try again when the move ended",
         )
+    if unsized:
+        # Its data, renamed or moved, would look orphaned, and without sizes nothing tells it apart.
+        raise OrphansRefused(
+            f"refusing to {doing} while {len(unsized)} torrent(s) miss their files and their client "
+            f"lists no sizes of them ({', '.join(unsized[:3])})",
+            hint="repair or remove that torrent first",
+        )
 
 
 # A client's complete torrents below the seeding roots whose files the walk met fewer than this
@@ -419,7 +498,7 @@ MIN_MET_SHARE = 0.5
 
 def check_guards(report: Report, max_share: float) -> None:
     """Refuse when the listing cannot be trusted (see the module docstring)."""
-    check_listing(report.torrents, report.moving)
+    check_listing(report.torrents, report.moving, unsized=report.unsized)
     for c in report.clients:
         if c.expected and c.met < MIN_MET_SHARE * c.expected:
             raise OrphansRefused(
@@ -566,27 +645,13 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
     protected: list[str] = []
     moving: list[str] = []
     listings: list[ClientListing] = []
+    maybe_missing: list[tuple[TorrentInfo, list[TorrentFile], tuple[str, ...]]] = []
     n = 0
     for c in clients:
         label = getattr(c, "name", "?")
         complete_ones: list[tuple[str, tuple[str, ...]]] = []
-        try:
-            if hasattr(c, "torrents_with_files"):
-                listing = c.torrents_with_files()
-            else:
-                listing = [(t, c.files(t.hash)) for t in c.torrents()]
-            protected += _temp_paths(c)
-        except QbtError as e:
-            # One line, as every unreachable client: the why is in it, not on a hint line.
-            raise OrphansRefused(
-                f"refusing to {doing}: client {label} cannot be listed "
-                f"(its torrents' data would look orphaned): {e.message}"
-            ) from None
-        except PathMapError as e:
-            raise OrphansRefused(
-                f"refusing to {doing}: client {label}: {e.message}",
-                hint="fix path_map: an unmapped path would make its data look orphaned",
-            ) from None
+        listing, temp = _list_client(c, label, doing)
+        protected += temp
         for t, fs in listing:
             n += 1
             if t.state == "moving":
@@ -597,7 +662,10 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
                 paths = tuple(os.path.normpath(posixpath.join(save, f.name)) for f in fs)
                 files.update(paths)
                 complete_ones.append((save, paths))
+                maybe_missing.append((t, fs, paths))  # missing its files if one of them is absent
                 continue
+            if t.is_missing_files:
+                maybe_missing.append((t, fs, ()))
             # Incomplete, skipping files or without metadata: its whole content folder is in use.
             for base in (save, os.path.normpath(t.download_path) if t.download_path else ""):
                 if not base:
@@ -607,33 +675,91 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
             if t.content_path:
                 protected.append(os.path.normpath(t.content_path))
         listings.append(ClientListing(label, _map_label(c), tuple(complete_ones)))
-    inodes, targets = _identities(files)
+    inodes, targets, absent = _identities(files)
     # A folder in use reached through a symlink: what it points at is in use too.
     seen = set(protected)
     protected += [r for r in {os.path.realpath(p) for p in seen} if r not in seen]
+    missing, unsized = _missing(maybe_missing, absent)
     return References(
-        frozenset(files | targets), tuple(protected), n, tuple(moving), clients=tuple(listings), inodes=inodes
+        frozenset(files | targets),
+        tuple(protected),
+        n,
+        tuple(moving),
+        clients=tuple(listings),
+        inodes=inodes,
+        missing=missing,
+        unsized=unsized,
     )
 
 
-def _identities(files: set[str]) -> tuple[frozenset[tuple[int, int]], set[str]]:
+def _list_client(c: ClientPort, label: str, doing: str) -> tuple[list, list[str]]:
+    """One client's torrents with their files, and its temp path (``_temp_paths``); a client that
+    cannot be listed or mapped refuses ``doing`` (``OrphansRefused``, one line)."""
+    try:
+        if hasattr(c, "torrents_with_files"):
+            listing = c.torrents_with_files()
+        else:
+            listing = [(t, c.files(t.hash)) for t in c.torrents()]
+        return listing, _temp_paths(c)
+    except QbtError as e:
+        # One line, as every unreachable client: the why is in it, not on a hint line.
+        raise OrphansRefused(
+            f"refusing to {doing}: client {label} cannot be listed "
+            f"(its torrents' data would look orphaned): {e.message}"
+        ) from None
+    except PathMapError as e:
+        raise OrphansRefused(
+            f"refusing to {doing}: client {label}: {e.message}",
+            hint="fix path_map: an unmapped path would make its data look orphaned",
+        ) from None
+
+
+def _missing(
+    listed: list[tuple[TorrentInfo, list[TorrentFile], tuple[str, ...]]], absent: set[str]
+) -> tuple[tuple[MissingData, ...], tuple[str, ...]]:
+    """The torrents missing their files, of ``listed`` (each with its files, and their host paths
+    when it is complete): its client says so (``is_missing_files``, whatever its progress), or a
+    file of a complete one is ``absent`` on disk (rTorrent has no such state, and qBittorrent
+    says it only once it looked: what ``qbhook repair`` calls missing too). Also the names of
+    those whose files the listing gives no sizes of (``References.unsized``)."""
+    missing: list[MissingData] = []
+    unsized: list[str] = []
+    for t, fs, paths in listed:
+        if t.is_missing_files:
+            why = t.state
+        elif gone := sum(p in absent for p in paths):
+            why = f"{gone} of its {len(paths)} file(s) not where its client keeps them"
+        else:
+            continue
+        sizes = [f.size for f in fs]
+        if not sizes or not all(isinstance(x, int) and x >= 0 for x in sizes):
+            unsized.append(t.name or t.hash)
+        else:
+            missing.append(MissingData(t.name or t.hash, why, frozenset(sizes)))
+    return tuple(missing), tuple(unsized)
+
+
+def _identities(files: set[str]) -> tuple[frozenset[tuple[int, int]], set[str], set[str]]:
     """What the torrents' file paths reach on disk: the (st_dev, st_ino) of each that exists,
     followed through symlinks (one stat each: read-only; a hostile link can only make more files
     look used, which keeps them), and, for one that does not, where it points once its links are
     resolved (a cross-seed link whose target an older qbhook quarantined: the purge asks about
-    that place). A path that is simply not there adds nothing."""
+    that place). A path that is simply not there adds nothing to either; every path that cannot
+    be stat-ed is the third set (a torrent missing its files: ``_missing``)."""
     inodes: set[tuple[int, int]] = set()
     targets: set[str] = set()
+    absent: set[str] = set()
     for p in files:
         try:
             st = os.stat(p)
         except (OSError, ValueError):
+            absent.add(p)
             real = os.path.realpath(p)
             if real != p:
                 targets.add(real)
             continue
         inodes.add((st.st_dev, st.st_ino))
-    return frozenset(inodes), targets
+    return frozenset(inodes), targets, absent
 
 
 def _map_label(client) -> str:
@@ -913,13 +1039,17 @@ def forget_gone(cfg, catalog, *, forget: bool, lock_wait: float = 0) -> list[tup
 
 @dataclass(frozen=True)
 class KeptOrphan:
-    """A quarantined orphan whose grace period is over, kept in holding: a torrent uses its place again."""
+    """A quarantined orphan whose grace period is over, kept in holding: a torrent uses its place
+    again, or it may be the data of a torrent missing its files (``may_be_missing_data``)."""
 
     held: str  # where it waits
     origin: str  # where it was quarantined from
     leftover: bool = False  # its place is a leftover view the journal tracks (maybe a last copy)
+    why: str | None = None  # why else it is kept (``MissingData.reason``)
 
     def line(self) -> str:
+        if self.why is not None:
+            return f"kept {self.held} in holding (quarantined from {self.origin}): {self.why}"
         if self.leftover:
             return (
                 f"kept {self.held} in holding: it is the leftover view {self.origin}, maybe the last copy "
@@ -928,7 +1058,7 @@ class KeptOrphan:
         return f"kept {self.held} in holding: a torrent uses its place {self.origin} again (put it back by hand)"
 
     def as_dict(self) -> dict:
-        return {"held": self.held, "origin": self.origin, "leftover_view": self.leftover}
+        return {"held": self.held, "origin": self.origin, "leftover_view": self.leftover, "reason": self.why}
 
 
 @dataclass(frozen=True)
@@ -956,9 +1086,12 @@ def screen_held(
     original path now (``in_use``, the orphan walk's own rule, on ``references``' listing: by that
     path, by the held file's identity, through a link that pointed there, or spelled in another
     normalization or case) and
-    it is no leftover view the journal tracks (``leftover_views``: never an orphan, maybe a last copy).
+    it is no leftover view the journal tracks (``leftover_views``: never an orphan, maybe a last copy),
+    nor may be the data of a torrent missing its files (``may_be_missing_data``: held before that
+    torrent's folder was renamed, it is the copy a repair needs).
     A listing that cannot say (a client unreachable or unmapped, no torrents at all, a torrent
-    being moved: ``check_listing``) refuses the purge of every orphan, never a guess. Held links
+    being moved, one missing its files without sizes: ``check_listing``) refuses the purge of
+    every orphan, never a guess. Held links
     of a demote or another delete are no orphans: they pass on untouched, to the purge's rule
     for them (the copy to keep must still verify). Clients are listed only when an orphan is due.
     """
@@ -968,7 +1101,7 @@ def screen_held(
         return Screen(held)
     try:
         refs = references(clients(), PURGE)
-        check_listing(refs.torrents, refs.moving, PURGE)
+        check_listing(refs.torrents, refs.moving, PURGE, refs.unsized)
     except QbhookError as e:  # also no client configured, or two with one name: nothing to ask
         refused = e if isinstance(e, OrphansRefused) else OrphansRefused(f"refusing to {PURGE}: {e.message}")
         return Screen(tuple(h for h in held if not h.orphan), refused=refused)
@@ -983,6 +1116,8 @@ def screen_held(
             kept[h.key] = KeptOrphan(h.path, origin or "(not recorded)")
         elif origin in leftover_views:
             kept[h.key] = KeptOrphan(h.path, origin, leftover=True)
+        elif (m := may_be_missing_data(_size(h.path), refs)) is not None:
+            kept[h.key] = KeptOrphan(h.path, origin, why=m.reason())
     return Screen(tuple(h for h in held if h.key not in kept), tuple(kept.values()))
 
 
@@ -993,6 +1128,15 @@ def identity(path: str) -> tuple[int, int] | None:
     except (OSError, ValueError):
         return None
     return st.st_dev, st.st_ino
+
+
+def _size(path: str) -> int | None:
+    """The size of the file at ``path`` (a held link), None when it cannot be stat-ed (then there is
+    nothing for the purge to unlink either)."""
+    try:
+        return os.stat(path).st_size
+    except (OSError, ValueError):
+        return None
 
 
 def _fold(path: str) -> str:

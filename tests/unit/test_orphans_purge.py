@@ -199,7 +199,7 @@ def test_cli_purge_reports_the_kept_orphan(world, notified):
     w.qbt.add(FakeTorrent(H3, "Gone.2019", os.path.join(w.seed_s, "old"), [("Gone.2019/gone.mkv", 1400, 1)]))
     expire(w)
     out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
-    assert out.as_dict()["kept_in_use"] == [{"held": at, "origin": path, "leftover_view": False}]
+    assert out.as_dict()["kept_in_use"] == [{"held": at, "origin": path, "leftover_view": False, "reason": None}]
     assert out.error is None
     assert out.refused is None and os.path.exists(at) and len(notified) == 1
 
@@ -247,7 +247,7 @@ def test_a_leftover_view_an_older_qbhook_quarantined_is_kept_by_the_purge(world,
     (h,) = w.journal.held_links()
     expire(w)
     out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
-    assert out.as_dict()["kept_in_use"] == [{"held": h.path, "origin": view, "leftover_view": True}]
+    assert out.as_dict()["kept_in_use"] == [{"held": h.path, "origin": view, "leftover_view": True, "reason": None}]
     assert os.path.exists(h.path) and [x.path for x in w.journal.held_links()] == [h.path] and len(notified) == 1
 
 
