@@ -112,6 +112,7 @@ def holding(app: App, purge_expired, forget_gone, yes, wait):
     if purge_expired and forget_gone:
         raise click.UsageError("--purge-expired and --forget-gone are two acts: one at a time")
     from qbhook.move import orphans as orph
+    from qbhook.move.journal import Journal
 
     if forget_gone:
         _forget_gone(app, yes, wait)
@@ -123,11 +124,13 @@ def holding(app: App, purge_expired, forget_gone, yes, wait):
     purge = orph.purge_expired(cfg, catalog, lambda: app.clients, lock_wait=wait) if purging else orph.Purge()
     now = time.time()
     held = orph.holding(cfg, catalog)
+    unreadable = Journal(catalog.conn).unreadable_held()  # rows left out of the listing and the purge
     data = {
         "held": [
             {"path": h.path, "origin": h.origin, "since": h.since, "expires": h.expires, "expired": h.expires <= now}
             for h in held
         ],
+        "unreadable": [{"step": u.step, "why": u.why} for u in unreadable],
         **purge.as_dict(),
         "grace_period": cfg.policy.grace_period,
         "dry_run": not purging,
@@ -139,6 +142,8 @@ def holding(app: App, purge_expired, forget_gone, yes, wait):
             echo_shown(f"  {shown(h['path'])} ({when})")
         for k in purge.kept:
             echo_shown(f"qbhook: {k.line()}", err=True)
+        for u in unreadable:
+            echo_shown(f"qbhook: warning: {u.line()}", err=True)
         echo_shown(
             f"{len(d['held'])} link(s) in holding" + (f"; {len(purge.folders)} folder(s) purged" if purging else "")
         )

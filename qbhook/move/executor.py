@@ -768,6 +768,8 @@ class Executor:
             self.log.warning("holding purge: %s; next time", out.refused.message)
         if out.error is not None:
             self.log.warning("holding purge: %s", out.error)
+        for bad in self.journal.unreadable_held():  # left out of the purge, never guessed at
+            self.log.warning("holding purge: %s", bad.line())
 
     def _group(
         self, run_id: int, g: GroupPlan, numbered: list[tuple[int, Step]], rows: dict[int, StepRow]

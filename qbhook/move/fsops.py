@@ -2238,7 +2238,9 @@ def _hold(
     return os.fsdecode(target), held, _holding_id(top)
 
 
-def hold_unreferenced(path, *, ino: int, size: int, max_nlink: int, mtime_ns: int, roots, run) -> dict:
+def hold_unreferenced(
+    path, *, ino: int, size: int, max_nlink: int, mtime_ns: int, roots, run, resumed: bool = False
+) -> dict:
     """Move one file no torrent references into ``<root>/.qbhook-holding/<run>/`` (never deletes it).
 
     Right before acting, through verified folder descriptors below one of ``roots`` (no
@@ -2246,6 +2248,10 @@ def hold_unreferenced(path, *, ino: int, size: int, max_nlink: int, mtime_ns: in
     bytes, not written since (``mtime_ns``), and has no more than ``max_nlink`` links (a link
     made since the decision, by a library or a new torrent, stops it). A path already gone
     is ``absent``, or ``held`` if an earlier attempt held it. Returns ``{status, held_at}``.
+
+    ``resumed`` (finishing run ``run`` after a crash): one link more is allowed when it is this
+    run's own holding entry for ``path`` (``_held_already``): a hold that died between its link
+    into holding and the unlink of the original. Any other extra link still stops it.
     """
     path_s = os.fsdecode(_p(path))
     try:
@@ -2273,13 +2279,28 @@ def hold_unreferenced(path, *, ino: int, size: int, max_nlink: int, mtime_ns: in
             )
         if st.st_mtime_ns != mtime_ns:
             raise UnsafeOperation(f"refusing to hold {path_s}: written since it was listed")
-        if st.st_nlink > max_nlink:
+        # The extra link of a hold that died half-way is its own, counted once and looked up
+        # only then (through the verified holding folder, never a path string).
+        own = resumed and st.st_nlink == max_nlink + 1 and _held_already(root, parts, run, st)
+        if st.st_nlink > max_nlink + (1 if own else 0):
             raise UnsafeOperation(
                 f"refusing to hold {path_s}: it has {st.st_nlink} links now, "
                 f"{max_nlink} when listed (a library or a torrent links it)"
             )
         held, _, ident = _hold(parent, parts[-1], path_s, st, root, parts, run)
     return {"status": "held", "bytes_freed": 0, "held_at": held, "dev": st.st_dev, "holding": ident}
+
+
+def _held_already(root: bytes, parts: list[bytes], run, st: os.stat_result) -> bool:
+    """Whether run ``run``'s own holding entry for ``parts`` (``<root>/.qbhook-holding/<run>/<parts>``,
+    each folder verified as qbhook's, none made) is the inode ``st``."""
+    try:
+        hold, _top = _open_holding_id(root, run, parts[:-1], create=False)
+    except (UnsafeOperation, OSError):
+        return False  # no such folder, or not qbhook's own: the extra link is someone else's
+    with hold:
+        cur = hold.lstat(parts[-1])
+    return cur is not None and stat_mod.S_ISREG(cur.st_mode) and (cur.st_dev, cur.st_ino) == (st.st_dev, st.st_ino)
 
 
 # --------------------------------------------------------------------------- old links out of a move's reach

@@ -36,6 +36,7 @@ from qbhook.decide.plan import (
 )
 from qbhook.errors import UnknownRun
 from qbhook.move.fsops import HeldLink
+from qbhook.numbers import shown, whole
 from qbhook.paths import shown_or_none
 
 # Leftover-view rows are numbered from here, past any plan's own steps, and have this kind.
@@ -267,6 +268,64 @@ def hidden_in_of(args: dict) -> dict[str, list[int]]:
     if not isinstance(held, dict):
         return {}
     return {p: [int(x) for x in v] for p, v in held.items() if isinstance(v, list) and len(v) == 2}
+
+
+@dataclass(frozen=True)
+class UnreadableHeld:
+    """A held delete step whose row cannot be read (a hand edit, a row half-written by an older
+    qbhook): never purged (what cannot be read cannot be re-checked), shown as one line."""
+
+    step: int
+    why: str
+
+    def line(self) -> str:
+        return (
+            f"journal step {self.step}: its held link cannot be read ({self.why}): "
+            "never purged; look in the holding folder by hand"
+        )
+
+
+def _field(d: dict, key: str, kind: type, *, required: bool = False) -> Any:
+    """``d[key]`` if it is a ``kind`` (None when missing and not ``required``); else ValueError naming it."""
+    v = d.get(key)
+    if v is None and not required:
+        return None
+    if kind is int:
+        try:
+            return whole(v)
+        except ValueError as e:
+            raise ValueError(f"{key} {e}") from None
+    if not isinstance(v, kind):
+        raise ValueError(f"{key} is {shown(v)}, not a {kind.__name__}")
+    return v
+
+
+def held_link(sid: int, args: str, result: str, finished: Any) -> HeldLink:
+    """One held delete step's row as the purge's ``HeldLink``, each field checked for its type
+    (ValueError naming the field): a journal row is input, the one place it is read."""
+    a, res = json.loads(args), json.loads(result)
+    if not isinstance(a, dict) or not isinstance(res, dict):
+        raise ValueError("args or result is not an object")
+    keep = _field(a, "keep", dict) or {}
+    holding = _field(res, "holding", list)
+    if holding and (len(holding) != 2 or any(isinstance(x, bool) or not isinstance(x, int) for x in holding)):
+        raise ValueError(f"holding is {shown(holding)}, not a [dev, inode]")
+    if finished is not None and (isinstance(finished, bool) or not isinstance(finished, (int, float))):
+        raise ValueError(f"finished_at is {shown(finished)}, not a time")
+    return HeldLink(
+        _field(res, "held_at", str, required=True),
+        finished or 0.0,
+        _field(a, "ino", int),
+        sid,
+        keep_path=_field(keep, "path", str),
+        keep_fsid=_field(keep, "fsid", str),
+        size=_field(a, "size", int),
+        # Planned without a hash: the one the delete proved (journaled with its result).
+        blake3_hex=_field(a, "blake3", str) or _field(res, "blake3", str),
+        orphan=bool(a.get("orphan")),
+        origin=_field(a, "path", str),
+        holding=tuple(holding) if holding else None,
+    )
 
 
 class Journal:
@@ -545,8 +604,17 @@ class Journal:
         the delete's facts the purge re-checks before removing a last link (``HeldLink``).
 
         The journal, not the holding folder's contents, says what may be purged: whatever else
-        sits there (planted, or another tool's) is never qbhook's to delete.
+        sits there (planted, or another tool's) is never qbhook's to delete. A row that cannot
+        be read is left out (``unreadable_held`` names it): never purged, never a traceback.
         """
+        return self.held_scan()[0]
+
+    def unreadable_held(self) -> list[UnreadableHeld]:
+        """The held delete steps ``held_links`` leaves out: their rows cannot be read."""
+        return self.held_scan()[1]
+
+    def held_scan(self) -> tuple[list[HeldLink], list[UnreadableHeld]]:
+        """(``held_links``, ``unreadable_held``) from one read of the steps."""
         rows = self.conn.execute(
             "SELECT id, args, result, finished_at FROM steps WHERE kind=? AND status=? "
             "AND json_extract(result, '$.status')='held' AND json_extract(result, '$.purged_at') IS NULL "
@@ -554,27 +622,13 @@ class Journal:
             "ORDER BY id",
             (Delete.kind, StepStatus.DONE.value),
         ).fetchall()
-        out = []
+        out, bad = [], []
         for sid, args, result, finished in rows:
-            res, a = json.loads(result), json.loads(args)
-            ino, size, keep = a.get("ino"), a.get("size"), a.get("keep") or {}
-            out.append(
-                HeldLink(
-                    res["held_at"],
-                    finished or 0.0,
-                    int(ino) if ino is not None else None,
-                    sid,
-                    keep_path=keep.get("path"),
-                    keep_fsid=keep.get("fsid"),
-                    size=int(size) if size is not None else None,
-                    # Planned without a hash: the one the delete proved (journaled with its result).
-                    blake3_hex=a.get("blake3") or res.get("blake3"),
-                    orphan=bool(a.get("orphan")),
-                    origin=a.get("path"),
-                    holding=tuple(res["holding"]) if res.get("holding") else None,
-                )
-            )
-        return out
+            try:
+                out.append(held_link(sid, args, result, finished))
+            except ValueError as e:  # json's decode error is one too
+                bad.append(UnreadableHeld(sid, str(e)))
+        return out, bad
 
     def mark_purged(self, step_id: int) -> None:
         """Record that the held link of this delete step is gone (purged, or found already absent)."""

@@ -929,9 +929,10 @@ def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float 
         return res
 
 
-def _hold_one(journal, sid: int, args: dict, roots, run: int, res: QuarantineResult) -> None:
+def _hold_one(journal, sid: int, args: dict, roots, run: int, res: QuarantineResult, *, resumed=False) -> None:
     """The journaled step ``sid`` done: its orphan moved into holding (``fsops.hold_unreferenced``,
-    every check of the decision again), the step closed with the outcome, ``res`` counting it."""
+    every check of the decision again), the step closed with the outcome, ``res`` counting it.
+    ``resumed``: finishing a run that died, whose own link into holding may be there already."""
     from qbhook.move import fsops
 
     path = args["path"]
@@ -944,6 +945,7 @@ def _hold_one(journal, sid: int, args: dict, roots, run: int, res: QuarantineRes
             mtime_ns=args["mtime_ns"],
             roots=roots,
             run=run,
+            resumed=resumed,
         )
     except (UnsafeOperation, OSError) as e:
         journal.failed(sid, str(e))
@@ -953,6 +955,29 @@ def _hold_one(journal, sid: int, args: dict, roots, run: int, res: QuarantineRes
     if out["status"] == "held":
         res.held.append(path)
         res.bytes_held += int(args.get("frees", 0))
+
+
+_FACTS = ("ino", "size", "mtime_ns", "max_nlink")  # what a quarantine step's hold re-checks
+
+
+def _unreadable_step(sid: int, a: dict) -> str | None:
+    """Why the intended quarantine step ``sid`` (its args ``a``) cannot be done again, or None.
+
+    Read as input (a hand edit, a half-written row): a fact of the wrong type would fail deep in
+    the hold with a traceback, after the run was adopted; the step is closed failed instead."""
+    from qbhook.numbers import shown, whole
+
+    if any(a.get(k) is None for k in _FACTS):  # journaled by an older qbhook
+        return "interrupted before it finished; journaled without its facts: not retried"
+    for k in (*_FACTS, "frees"):
+        try:
+            if k in a:
+                whole(a[k])
+        except ValueError as e:
+            return f"journal step {sid}: its {k} cannot be read ({e}): not retried"
+    if not isinstance(a.get("path"), str):
+        return f"journal step {sid}: its path cannot be read (got {shown(a.get('path'))}): not retried"
+    return None
 
 
 def finish_quarantine(cfg, journal, run: int) -> QuarantineResult:
@@ -971,11 +996,12 @@ def finish_quarantine(cfg, journal, run: int) -> QuarantineResult:
         if row.status != StepStatus.INTENDED:
             continue
         a = row.args
-        if not all(isinstance(a.get(k), int) for k in ("ino", "size", "mtime_ns", "max_nlink")):
-            journal.failed(row.id, "interrupted before it finished; journaled without its facts: not retried")
-            res.failed[str(a.get("path"))] = "interrupted"
+        why = _unreadable_step(row.id, a)
+        if why is not None:
+            journal.failed(row.id, why)
+            res.failed[a["path"] if isinstance(a.get("path"), str) else f"(journal step {row.id})"] = why
             continue
-        _hold_one(journal, row.id, a, cfg.anchored_seeding_roots, run, res)
+        _hold_one(journal, row.id, a, cfg.anchored_seeding_roots, run, res, resumed=True)
     closed = journal.steps(run)  # read once more, after this pass closed the open steps
     done = [r for r in closed if r.status == StepStatus.DONE and (r.result or {}).get("status") == "held"]
     failed = [r for r in closed if r.status == StepStatus.FAILED]

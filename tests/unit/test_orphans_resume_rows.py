@@ -1,0 +1,241 @@
+"""A quarantine's journal read back: after a crash (finish_quarantine) and as input (a bad row).
+
+Review findings (R1): a quarantine killed between its link into holding and the unlink of the
+original could never be finished (the original's second link, its own, failed the link count
+check; the held link was tracked by nothing, the original classed "library" for good); and a
+journal row of the wrong shape (a hand edit, a half-written row) was a traceback in the
+listing, in every run's purge after its work, and in the finish of a dead quarantine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+
+import pytest
+
+from qbhook.decide.plan import Plan, RunStatus, StepStatus
+from qbhook.errors import UnsafeOperation
+from qbhook.move import fsops, orphans
+from qbhook.move.fsops import HOLDING_DIR
+from qbhook.move.journal import Journal
+from tests.helpers import write
+from tests.unit.test_cli_catalog import Env
+from tests.unit.test_executor import demote_plan
+from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
+from tests.unit.test_orphans_purge import expire, quarantine_one, world  # noqa: F401  (fixture)
+
+
+class _Died(BaseException):
+    """The process dying between two lines (a SIGKILL, a power cut): nothing after it runs."""
+
+
+def _dies_at_unlink_of(monkeypatch, name: bytes):
+    """The first unlink of ``name`` through a folder descriptor dies: the hold's link into
+    holding is made, the original not yet unlinked."""
+    real = os.unlink
+
+    def unlink(path, *a, dir_fd=None, **k):
+        if dir_fd is not None and path == name:
+            monkeypatch.setattr(os, "unlink", real)
+            raise _Died
+        return real(path, *a, dir_fd=dir_fd, **k)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+
+
+def _tree(top: str) -> dict[str, tuple[int, int]]:
+    """Every file below ``top`` with its (inode, links)."""
+    out = {}
+    for dp, _dn, fn in os.walk(top):
+        for f in fn:
+            st = os.lstat(os.path.join(dp, f))
+            out[os.path.join(dp, f)] = (st.st_ino, st.st_nlink)
+    return out
+
+
+@pytest.mark.parametrize("finisher", ["the next quarantine", "resume"])
+def test_a_quarantine_killed_between_its_link_into_holding_and_the_unlink_is_finished(world, monkeypatch, finisher):  # noqa: F811
+    w = world
+    path = write(os.path.join(w.seed_s, "old/Gone.2019/gone.mkv"), b"orphaned bytes" * 100)
+    _dies_at_unlink_of(monkeypatch, b"gone.mkv")
+    with pytest.raises(_Died):
+        orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    (run,) = w.journal.unfinished_runs()
+    held_at = os.path.join(w.seed_s, HOLDING_DIR, str(run.id), "old/Gone.2019/gone.mkv")
+    assert os.stat(path).st_nlink == 2 and os.path.samefile(path, held_at)  # the crash's state
+    before = {p: v for p, v in _tree(w.stash).items() if p not in (path, held_at)}
+
+    if finisher == "resume":
+        (summary,) = w.executor().resume()
+        assert summary.status == RunStatus.DONE
+    else:
+        assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).run_id is None  # nothing else to hold
+
+    assert w.journal.run(run.id).status == RunStatus.DONE
+    (step,) = w.journal.steps(run.id)
+    assert step.status == StepStatus.DONE and step.result["status"] == "held" and step.error is None
+    (h,) = w.journal.held_links()
+    assert (h.origin, h.path, h.key) == (path, held_at, step.id)
+    assert not os.path.lexists(path) and os.stat(held_at).st_nlink == 1
+    assert {p: v for p, v in _tree(w.stash).items() if p != held_at} == before  # nothing else changed
+    # ...and tracked, so purgeable once its grace period is over
+    expire(w)
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    assert out.error is None and out.refused is None and out.kept == []
+    assert w.journal.held_links() == [] and not os.path.lexists(held_at)
+
+
+def test_the_hold_takes_its_own_half_made_link_only_when_resumed(tmp_path):
+    """``fsops.hold_unreferenced(resumed=True)``: the one extra link allowed is the run's own
+    holding entry of that path, looked up through the verified holding folder."""
+    root = tmp_path / "seed"
+    f = write(str(root / "old/x.bin"), b"x" * 100)
+    st = os.lstat(f)
+    facts = {"ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "max_nlink": 1, "roots": (root,)}
+    own = root / HOLDING_DIR / "7/old"
+    own.mkdir(parents=True, mode=0o700)
+    for d in (root / HOLDING_DIR, root / HOLDING_DIR / "7"):
+        d.chmod(0o700)
+    os.link(f, own / "x.bin")  # the link a hold of run 7 made before it died
+    with pytest.raises(UnsafeOperation, match="2 links now"):
+        fsops.hold_unreferenced(f, **facts, run=7)  # not resuming: refused as before
+    with pytest.raises(UnsafeOperation, match="2 links now"):
+        fsops.hold_unreferenced(f, **facts, run=8, resumed=True)  # another run's entry is not its own
+    res = fsops.hold_unreferenced(f, **facts, run=7, resumed=True)
+    assert res["status"] == "held" and res["held_at"] == str(own / "x.bin")
+    assert not os.path.lexists(f) and os.stat(own / "x.bin").st_nlink == 1
+
+
+@pytest.mark.parametrize("meanwhile", ["a library linked it too", "another file in its holding place"])
+def test_a_resumed_hold_still_refuses_any_other_extra_link(world, monkeypatch, tmp_path, meanwhile):  # noqa: F811
+    """The boundary of the above (refused on the base too): only the run's own entry of the same
+    inode counts; the original stays, the step closes failed, nothing is tracked."""
+    w = world
+    path = write(os.path.join(w.seed_s, "old/Gone.2019/gone.mkv"), b"orphaned bytes" * 100)
+    _dies_at_unlink_of(monkeypatch, b"gone.mkv")
+    with pytest.raises(_Died):
+        orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    (run,) = w.journal.unfinished_runs()
+    held_at = os.path.join(w.seed_s, HOLDING_DIR, str(run.id), "old/Gone.2019/gone.mkv")
+    os.makedirs(w.lib, exist_ok=True)
+    if meanwhile == "a library linked it too":
+        os.link(path, os.path.join(w.lib, "gone.mkv"))
+    else:
+        os.unlink(held_at)
+        write(held_at, b"another file")
+        os.link(path, os.path.join(w.lib, "gone.mkv"))  # still two links, neither its own
+
+    orphans.finish_quarantine(w.cfg, w.journal, run.id)
+
+    (step,) = w.journal.steps(run.id)
+    assert step.status == StepStatus.FAILED and "links now" in step.error
+    assert os.path.exists(path) and w.journal.held_links() == []
+
+
+# --------------------------------------------------------------------------- a bad row
+
+
+BAD_HELD = {
+    "ino not a number": "UPDATE steps SET args=json_set(args, '$.ino', 'abc') WHERE id=?",
+    "size not a number": "UPDATE steps SET args=json_set(args, '$.size', 1.5) WHERE id=?",
+    "path not a text": "UPDATE steps SET args=json_set(args, '$.path', 5) WHERE id=?",
+    "keep not an object": "UPDATE steps SET args=json_set(args, '$.keep', 'x') WHERE id=?",
+    "holding not a pair": "UPDATE steps SET result=json_set(result, '$.holding', 7) WHERE id=?",
+    "holding of texts": "UPDATE steps SET result=json_set(result, '$.holding', json('[1, \"a\"]')) WHERE id=?",
+    "held_at missing": "UPDATE steps SET result=json_remove(result, '$.held_at') WHERE id=?",
+    "held_at not a text": "UPDATE steps SET result=json_set(result, '$.held_at', 12) WHERE id=?",
+    "blake3 not a text": "UPDATE steps SET result=json_set(result, '$.blake3', 3) WHERE id=?",
+    "args not json": "UPDATE steps SET args='{not json' WHERE id=?",
+    "finished_at a text": "UPDATE steps SET finished_at='soon' WHERE id=?",
+}
+
+
+@pytest.mark.parametrize("edit", list(BAD_HELD.values()), ids=list(BAD_HELD))
+def test_a_held_row_that_cannot_be_read_is_named_never_purged_and_stops_nothing_else(world, edit):  # noqa: F811
+    w = world
+    bad_origin = write(os.path.join(w.seed_s, "old/Bad/bad.mkv"), b"bad row" * 100)
+    write(os.path.join(w.seed_s, "old/Good/good.mkv"), b"good row" * 100)
+    assert len(orphans.quarantine(w.cfg, w.cat, [w.qbt]).held) == 2
+    (bad,) = [h for h in w.journal.held_links() if h.origin == bad_origin]
+    (good_at,) = [h.path for h in w.journal.held_links() if h.origin != bad_origin]
+    bad_at = bad.path
+    w.cat.conn.execute(edit, (bad.key,))
+    w.cat.conn.commit()
+
+    assert [h.path for h in w.journal.held_links()] == [good_at]
+    (u,) = w.journal.unreadable_held()
+    assert u.step == bad.key and f"journal step {bad.key}:" in u.line() and "\n" not in u.line()
+    assert [h.path for h in orphans.holding(w.cfg, w.cat)] == [good_at]  # the listing
+    expire(w)
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    assert out.error is None and out.refused is None
+    assert not os.path.lexists(good_at) and os.path.exists(bad_at)  # what cannot be read stays
+    assert [u.step for u in w.journal.unreadable_held()] == [bad.key]
+
+
+def test_every_run_s_purge_skips_a_bad_row_and_says_so(world, caplog):  # noqa: F811
+    """``Executor._purge_holding`` runs after every apply and repair: it raised TypeError there."""
+    w = world
+    _path, at = quarantine_one(w)
+    (h,) = w.journal.held_links()
+    w.cat.conn.execute("UPDATE steps SET result=json_set(result, '$.holding', 7) WHERE id=?", (h.key,))
+    w.cat.conn.commit()
+    expire(w)
+
+    summary = w.executor().apply(demote_plan(w), trigger="repair")
+
+    assert summary.status == RunStatus.DONE and os.path.exists(at)
+    assert any(f"journal step {h.key}: its held link cannot be read" in r.getMessage() for r in caplog.records)
+
+
+BAD_INTENDED = {
+    "path null": ("$.path", "null", "its path cannot be read (got None)"),
+    "path a number": ("$.path", "5", "its path cannot be read (got 5)"),
+    "frees a text": ("$.frees", '"x"', "its frees cannot be read"),
+    "ino a bool": ("$.ino", "true", "its ino cannot be read"),
+}
+
+
+@pytest.mark.parametrize("field, value, why", list(BAD_INTENDED.values()), ids=list(BAD_INTENDED))
+def test_finishing_a_dead_quarantine_closes_a_step_it_cannot_read_as_failed(world, monkeypatch, field, value, why):  # noqa: F811
+    w = world
+    path = write(os.path.join(w.seed_s, "old/x.mkv"), b"o" * 100)
+    monkeypatch.setattr(fsops, "hold_unreferenced", lambda *a, **k: (_ for _ in ()).throw(_Died()))
+    with pytest.raises(_Died):
+        orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    monkeypatch.undo()
+    (run,) = w.journal.unfinished_runs()
+    w.cat.conn.execute("UPDATE steps SET args=json_set(args, ?, json(?)) WHERE run=?", (field, value, run.id))
+    w.cat.conn.commit()
+
+    res = orphans.finish_quarantine(w.cfg, w.journal, run.id)
+
+    (step,) = w.journal.steps(run.id)
+    assert step.status == StepStatus.FAILED and step.error.startswith(f"journal step {step.id}: ")
+    assert why in step.error and list(res.failed.values()) == [step.error]
+    assert w.journal.run(run.id).status == RunStatus.FAILED and os.path.exists(path)  # untouched
+
+
+def test_holding_lists_with_a_bad_row_and_warns_in_one_line(tmp_path):
+    env = Env(tmp_path)
+    env.run("scan")
+    conn = sqlite3.connect(env.catalog)
+    j = Journal(conn)
+    run = j.start_run(Plan(groups=[]).to_dict(), orphans.QUARANTINE_TRIGGER)
+    held = str(env.stash / "seeding" / HOLDING_DIR / str(run))
+    for seq, holding in enumerate([[1, 2], 7]):
+        sid = j.intend_record(run, seq, "orphans", "delete", {"path": f"/x/{seq}", "ino": 5, "orphan": True})
+        j.done(sid, {"status": "held", "held_at": f"{held}/{seq}", "holding": holding})
+    j.finish_run(run, "done", {})
+    conn.close()
+
+    r = env.run("holding", expect=0)
+    assert r.exception is None
+    assert f"{held}/0" in r.stdout and r.stdout.splitlines()[-1] == "1 link(s) in holding"
+    (line,) = [x for x in r.stderr.splitlines() if "journal step" in x]
+    assert line.startswith(f"qbhook: warning: journal step {sid}: its held link cannot be read (holding is 7")
+    data = json.loads(env.run("--json", "holding").stdout)
+    assert [h["path"] for h in data["held"]] == [f"{held}/0"]
+    assert [u["step"] for u in data["unreadable"]] == [sid]
