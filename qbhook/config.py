@@ -919,6 +919,12 @@ def _parse_server(raw: Any, env: dict | None, base_dir: Path | None) -> ServerCo
     raw = raw or {}
     password, pw_env, _ = _secret(raw, "password", env, base_dir, "server", allow_file=False)
     token, tok_env, tok_file = _secret(raw, "token", env, base_dir, "server")
+    if token is not None and token != token.strip():
+        # A token file is stripped when read (an editor's last newline); an inline or variable
+        # token is taken as written, and one with spaces around it refused every request (401).
+        # Refused here rather than stripped: a secret is used as given or not at all. Never shown.
+        where = "server.token_env" if tok_env and env and env.get(tok_env) is not None else "server.token"
+        raise ConfigError(where, "the token starts or ends with spaces; every request would be refused (401)")
     if (password or pw_env) and not kw.get("username"):
         # HTTP Basic checks both: without a username the password accepts nothing, and every
         # event endpoint would answer 503 "no credentials configured" (qbhook.events.auth).

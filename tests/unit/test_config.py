@@ -399,3 +399,24 @@ def test_every_setting_has_a_declared_kind():
         f.name for f in fields(config_mod.ServerConfig)
     }
     assert set(config_mod._QBT) | set(config_mod._QBT_OTHER) == {f.name for f in fields(config_mod.QbtConfig)}
+
+
+@pytest.mark.parametrize(
+    ("server", "env", "key"),
+    [
+        ({"token": " tok3n"}, {}, "server.token"),
+        ({"token_env": "TOK"}, {"TOK": "tok3n\n"}, "server.token_env"),
+    ],
+)
+def test_a_server_token_with_spaces_around_it_is_refused_naming_where_it_came_from(server, env, key):
+    # Taken as written, it refused every webhook, page and scrape with 401 (review R2).
+    with pytest.raises(ConfigError, match=key) as e:
+        parse_config({**BASE, "server": server}, env={"QBHOOK_QBT_PASSWORD": "s3cret", **env})
+    assert "spaces" in str(e.value) and "tok3n" not in str(e.value)  # a secret is never shown
+
+
+def test_a_server_token_file_keeps_being_stripped(tmp_path):
+    f = tmp_path / "token"
+    f.write_text("tok3n\n")
+    c = parse_config({**BASE, "server": {"token_file": str(f)}}, env={"QBHOOK_QBT_PASSWORD": "s3cret"})
+    assert c.server.token == "tok3n"
