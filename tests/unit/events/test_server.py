@@ -340,6 +340,80 @@ def test_no_credentials_configured_refuses_everything(auth, url):
     assert resp.status_code == 503 and resp.json == {"error": "no credentials configured"}
 
 
+# -- cross-site requests (a browser with cached Basic credentials) ---------------------
+
+BROWSER_AUTH = AuthConfig(username="admin", password="pw")
+
+
+def _simple_posts() -> list[tuple[str, str, bytes]]:
+    """What a page elsewhere can post without a preflight: forms and text/plain, to each sender's route."""
+    radarr = json.dumps(load_fixture("radarr-moviedelete.json")).encode()
+    cross_seed = json.dumps(load_fixture("cross-seed-results-injected.json")).encode()
+    form = "&".join(f"{k}={v}" for k, v in qbt_form(event="finished").items()).encode()
+    return [
+        ("/hook/qbittorrent", "application/x-www-form-urlencoded", form),
+        ("/webhook/radarr", "text/plain;charset=UTF-8", radarr),
+        ("/webhook/arr", "text/plain", radarr),
+        ("/webhook/cross-seed", "text/plain", cross_seed),
+    ]
+
+
+@pytest.mark.parametrize(
+    "browser",
+    [
+        {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"},
+        {"Origin": "http://evil.example"},  # an older browser: no Sec-Fetch-*
+        {"Origin": "null"},  # a sandboxed frame, a data: URL
+        {"Origin": "http://localhost:8080"},  # another port: qBittorrent's WebUI, say
+        {"Sec-Fetch-Site": "same-site"},
+        {"Sec-Fetch-Site": "cross-site"},
+    ],
+)
+@pytest.mark.parametrize(("url", "ctype", "data"), _simple_posts())
+def test_a_cross_site_post_is_refused_with_403_and_nothing_queued(browser, url, ctype, data):
+    client, rec = make(auth=BROWSER_AUTH)
+    headers = {**basic("admin", "pw"), **browser, "Content-Type": ctype}
+    resp = client.post(url, data=data, headers=headers)
+    assert resp.status_code == 403, resp.get_data()
+    assert resp.json["error"].startswith("cross-site request refused (")
+    assert "\n" not in resp.json["error"]
+    assert rec.events == []
+
+
+@pytest.mark.parametrize(("url", "ctype", "data"), _simple_posts())
+def test_senders_without_origin_are_still_accepted(url, ctype, data):
+    """*arr, cross-seed and curl send neither Origin nor Sec-Fetch-Site."""
+    client, rec = make(auth=BROWSER_AUTH)
+    resp = client.post(url, data=data, headers={**basic("admin", "pw"), "Content-Type": ctype})
+    assert resp.status_code == 202, resp.get_data()
+    assert len(rec.events) == 1
+
+
+@pytest.mark.parametrize(
+    "own",
+    [
+        {"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"},
+        {"Origin": "HTTP://LOCALHOST"},
+        {"Sec-Fetch-Site": "none"},  # typed or bookmarked, not sent by a page
+    ],
+)
+def test_a_same_origin_post_is_accepted(own):
+    client, rec = make(auth=BROWSER_AUTH)
+    resp = client.post(
+        "/webhook/arr", json=load_fixture("radarr-download.json"), headers={**basic("admin", "pw"), **own}
+    )
+    assert resp.status_code == 202 and len(rec.events) == 1
+
+
+def test_reads_from_another_site_are_not_refused():
+    """A page elsewhere may make a browser GET; it never sees the answer, and a GET changes nothing."""
+    client, _ = make(auth=BROWSER_AUTH)
+    assert (
+        client.get("/healthz", headers={"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}).status_code
+        == 200
+    )
+
+
 def test_healthz_needs_no_auth():
     client, _ = make(auth=AuthConfig())
     resp = client.get("/healthz")
