@@ -50,6 +50,9 @@ _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _MAX_FORM_FIELDS = 200
 
 
+_OVERFLOW_NOTE = "queue full (server.max_pending): folded into one sweep job, which reconciles what it named"
+
+
 class HealthReport(Protocol):
     ok: bool
     public: str  # without error text: /healthz answers anyone (qbhook.events.worker.Health)
@@ -112,10 +115,17 @@ def _intake(
     if event.kind == "ignored":
         return jsonify(ok=True, ignored=event.raw_type or "unknown", source=event.source)
     try:
-        job_id, coalesced = enqueue(event)
+        queued = enqueue(event)
     except Exception:
         log.exception("could not queue %s %s event; answering 503", event.source, event.kind)
         return _error(503, "could not queue the event (storage failed); nothing was recorded")
+    job_id, coalesced = queued
+    if getattr(queued, "overflow", False):
+        # Still 202: the event is on disk (in the overflow sweep job), and senders never retry, so
+        # a 503 would only have them log a failure while the sweep reconciles the event anyway.
+        log.info("queued %s %s into the overflow sweep job %s (queue full)", event.source, event.kind, job_id)
+        body = {"queued": job_id, "coalesced": True, "overflow": True, "note": _OVERFLOW_NOTE}
+        return _json(202, body)
     log.info(
         "queued %s %s as job %s%s (%d hash(es), %d path(s))",
         event.source,

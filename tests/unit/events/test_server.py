@@ -147,6 +147,28 @@ def test_job_is_on_disk_before_202(tmp_path):
     assert row == (f"torrent:{V1}", "pending")
 
 
+def test_a_full_queue_answers_202_saying_the_event_was_folded_into_a_sweep(tmp_path):
+    """Past server.max_pending a new subject adds no row; the answer is still 202 (the event is
+    on disk, in the overflow sweep job; senders never retry a 503) and says so."""
+    conn = sqlite3.connect(tmp_path / "q.sqlite", isolation_level=None, check_same_thread=False)
+    conn.executescript(QUEUE_DDL)
+    client = create_app(enqueue=JobQueue(conn, max_pending=3).enqueue, auth=AuthConfig(token=TOKEN)).test_client()
+    answers = []
+    for i in range(8):
+        body = {
+            "eventType": "Download",
+            "series": {"path": f"/tv/show{i}"},
+            "episodeFile": {"path": f"/tv/show{i}/e.mkv"},
+        }
+        answers.append(client.post("/webhook/sonarr", json=body, headers=HDR))
+    resp = client.post("/hook/qbittorrent", data=qbt_form(event="finished"), headers=HDR)
+    assert all(r.status_code == 202 for r in answers) and resp.status_code == 202
+    assert [r.json.get("overflow", False) for r in answers] == [False] * 3 + [True] * 5
+    assert resp.json["overflow"] is True and resp.json["coalesced"] is True
+    assert resp.json["note"].startswith("queue full (server.max_pending)")
+    assert conn.execute("SELECT COUNT(*) FROM event_jobs WHERE state = 'pending'").fetchone() == (3 + 1,)
+
+
 def test_lone_surrogate_in_path_is_refused_before_the_queue(tmp_path):
     """No byte string decodes to U+D800: such a path names no file, and a queued job would
     fail at its first os.fsencode on every retry. Escaped bytes (U+DC80..U+DCFF) are paths."""
