@@ -171,6 +171,9 @@ class ServerConfig:
     token_file: Path | None = None
     sweep_interval: float = 6 * 3600.0
     max_body: int = 256 * 1024
+    # Pending event jobs at most; events for further torrents or files fold into one sweep job
+    # (qbhook.events.queue): a flood of distinct subjects must not fill the disk.
+    max_pending: int = 1000
 
 
 @dataclass(frozen=True)
@@ -605,6 +608,7 @@ _SERVER: dict[str, Reader] = {
     "username": optional_text,
     "sweep_interval": duration(positive=True),  # 0 would be a sweep loop with no pause
     "max_body": size(positive=True),
+    "max_pending": count(minimum=1),
 }
 _SERVER_SECRETS = ("password", "password_env", "token", "token_env", "token_file")
 _QBT: dict[str, Reader] = {

@@ -663,7 +663,16 @@ def apprise_sender(urls: Iterable[str], first: int = 1) -> Sender:
     }
 
     def send(title: str, body: str, severity: str) -> None:
-        if not ap.notify(title=title, body=body, notify_type=kinds.get(severity, apprise.NotifyType.INFO)):
+        # Plain text, said so: bodies carry torrent and file names a tracker chose. Without a
+        # format apprise passed them as they are into HTML and Markdown services (an e-mail got a
+        # live <a href> and <img>); told TEXT, it escapes them for each service's own format.
+        sent = ap.notify(
+            title=title,
+            body=body,
+            body_format=apprise.NotifyFormat.TEXT,
+            notify_type=kinds.get(severity, apprise.NotifyType.INFO),
+        )
+        if not sent:
             raise RuntimeError("apprise reported a failed delivery to at least one URL")
 
     return send

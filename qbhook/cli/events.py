@@ -299,7 +299,7 @@ def hook(app: App, event, values):
         )
     ev = parse_qbt_hook(hook_fields(event, values))
     try:
-        job, coalesced = JobQueue(app.catalog.conn).enqueue(ev)
+        job, coalesced = JobQueue(app.catalog.conn, max_pending=app.cfg.server.max_pending).enqueue(ev)
     except (LockBusy, CatalogError) as e:  # opening the catalog: a writer held it past its wait
         raise _event_lost(e, event) from None
     except sqlite3.DatabaseError as e:  # queueing: the same, or a damaged catalog

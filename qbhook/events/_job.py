@@ -20,6 +20,11 @@ MAX_JOB_PATHS = 20000
 MAX_JOB_PATH_CHARS = 4 * 1024 * 1024
 MAX_KEPT_EVENT_CHARS = 1024 * 1024
 
+# The one job a full queue folds every new subject into (``JobQueue.enqueue``): it names no
+# torrent and no file, so the worker sweeps for it (worker._swept). No Event's key can equal it:
+# "overflow" is no source.
+OVERFLOW_KEY = "sweep:overflow"
+
 COLUMNS = (
     "id, coalesce_key, state, hashes, paths, kinds, sources, events, event_count, truncated, "
     "attempts, max_attempts, not_before, created_at, updated_at, claimed_at, heartbeat_at, "

@@ -17,10 +17,19 @@ job runs (``heartbeat``; serve's worker does so every few minutes), so no cutoff
 At most one *pending* job exists per coalesce key (a partial unique index enforces it even
 across processes); new events for that key merge into it. A running job is never merged
 into: its worker may already be past the point where new facts would matter.
+
+Pending jobs are capped (``max_pending``, ``server.max_pending``): every event with a new key
+added a row of up to ``server.max_body``, so a flood of distinct subjects filled the disk and
+real events waited behind it. Past the cap an event adds no row: it is folded into the one
+pending overflow job (``OVERFLOW_KEY``), which names no torrent and no file, so the worker
+sweeps, reconciling whatever the folded events named. The event is still on disk (as that
+job's count and kind) before the sender hears 202; a warning is logged once per episode, when
+the overflow job is created (not while later events merge into it), in whichever process.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -33,15 +42,32 @@ from qbhook.catalog.db import Tx
 from qbhook.catalog.schema import (
     QUEUE_DDL,  # re-exported: the queue's table, for callers building one
 )
+from qbhook.config import ServerConfig
 from qbhook.errors import NotADeadJob, QueueError
-from qbhook.events._job import COLUMNS, Job, Parts, text
+from qbhook.events._job import COLUMNS, OVERFLOW_KEY, Job, Parts, text
 from qbhook.events.model import Event
 from qbhook.procs import live, pid_namespace, process_state
 
-__all__ = ["QUEUE_DDL", "STATES", "Job", "JobQueue", "worker_alive", "worker_id"]
+__all__ = ["OVERFLOW_KEY", "QUEUE_DDL", "STATES", "Enqueued", "Job", "JobQueue", "worker_alive", "worker_id"]
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING = ServerConfig.max_pending  # the default: one home, the config's
 
 
 STATES = ("pending", "running", "done", "dead")
+
+
+class Enqueued(tuple):
+    """What ``enqueue`` returns: ``(job_id, coalesced)``, as callers unpack it, and ``overflow``:
+    the queue was full, so the event was folded into the overflow sweep job."""
+
+    overflow: bool
+
+    def __new__(cls, job_id: int, coalesced: bool, overflow: bool = False) -> Enqueued:
+        self = super().__new__(cls, (job_id, coalesced))
+        self.overflow = overflow
+        return self
 
 
 class JobQueue:
@@ -58,9 +84,11 @@ class JobQueue:
         max_attempts: int = 8,
         backoff_base_s: float = 15.0,
         backoff_cap_s: float = 3600.0,
+        max_pending: int = MAX_PENDING,
         clock=time.time,
     ):
         self._conn = conn
+        self.max_pending = max_pending
         self._lock = threading.RLock()
         self.max_attempts = max_attempts
         self.backoff_base_s = backoff_base_s
@@ -70,33 +98,66 @@ class JobQueue:
 
     # -- intake ----------------------------------------------------------------------
 
-    def enqueue(self, event: Event, *, now: float | None = None) -> tuple[int, bool]:
-        """Store ``event`` durably; return (job_id, coalesced).
+    def enqueue(self, event: Event, *, now: float | None = None) -> Enqueued:
+        """Store ``event`` durably; return (job_id, coalesced) (``Enqueued``).
 
         Merging never moves ``not_before``: a job backing off after failures keeps its
-        delay, so a storm of events cannot turn backoff into a busy loop.
+        delay, so a storm of events cannot turn backoff into a busy loop. A new key past
+        ``max_pending`` pending jobs adds no row: the event goes to the overflow job.
         """
         if not event.is_work:
             raise QueueError(f"a {event.kind!r} event is not work; it must not be queued")
         now = self._now(now)
         key = event.coalesce_key()
         with self._write() as c:
-            row = c.execute(
-                f"SELECT {COLUMNS} FROM event_jobs WHERE coalesce_key = ? AND state = 'pending'",
-                (key,),
-            ).fetchone()
-            if row is not None:
-                job = Job.from_row(row)
+            job = self._pending(c, key)
+            if job is not None:
                 self._store_merge(c, job, Parts.of_event(event), now)
-                return job.id, True
-            parts = Parts.of_event(event)
-            cur = c.execute(
-                "INSERT INTO event_jobs (coalesce_key, hashes, paths, kinds, sources, events,"
-                " event_count, truncated, max_attempts, not_before, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)",
-                (key, *parts.columns(), self.max_attempts, now, now, now),
-            )
-            return int(cur.lastrowid), False
+                return Enqueued(job.id, True)
+            if self._pending_count(c) >= self.max_pending:
+                return self._overflow(c, event, now)
+            return Enqueued(self._insert(c, key, Parts.of_event(event), now), False)
+
+    def _overflow(self, c: sqlite3.Connection, event: Event, now: float) -> Enqueued:
+        # Only what the event was, never what it named: the row stays small however many fold in,
+        # and the sweep it asks for finds every torrent and file anyway.
+        parts = Parts.of_event(Event(event.source, event.kind, instance=event.instance, received_at=now))
+        job = self._pending(c, OVERFLOW_KEY)
+        if job is not None:
+            self._store_merge(c, job, parts, now)
+            return Enqueued(job.id, True, overflow=True)
+        job_id = self._insert(c, OVERFLOW_KEY, parts, now)
+        log.warning(
+            "event queue full (%d pending jobs, server.max_pending): events for new torrents or files "
+            "now wait in one sweep job (%d) until the worker catches up",
+            self.max_pending,
+            job_id,
+        )
+        return Enqueued(job_id, False, overflow=True)
+
+    def _insert(self, c: sqlite3.Connection, key: str, parts: Parts, now: float) -> int:
+        cur = c.execute(
+            "INSERT INTO event_jobs (coalesce_key, hashes, paths, kinds, sources, events,"
+            " event_count, truncated, max_attempts, not_before, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)",
+            (key, *parts.columns(), self.max_attempts, now, now, now),
+        )
+        return int(cur.lastrowid)
+
+    @staticmethod
+    def _pending(c: sqlite3.Connection, key: str) -> Job | None:
+        row = c.execute(
+            f"SELECT {COLUMNS} FROM event_jobs WHERE coalesce_key = ? AND state = 'pending'", (key,)
+        ).fetchone()
+        return None if row is None else Job.from_row(row)
+
+    @staticmethod
+    def _pending_count(c: sqlite3.Connection) -> int:
+        """Pending jobs besides the overflow job (the cap's +1)."""
+        row = c.execute(
+            "SELECT COUNT(*) FROM event_jobs WHERE state = 'pending' AND coalesce_key != ?", (OVERFLOW_KEY,)
+        ).fetchone()
+        return int(row[0])
 
     # -- workers ---------------------------------------------------------------------
 

@@ -9,6 +9,12 @@ a one-line reason while it is stalled or failing: intake alone still answering 2
 not health, since nothing queued would be processed. The reason never holds an error's
 text (anyone may ask): the server's log, and the status page behind credentials, have it.
 
+Cross-site requests are refused (403) on every route that changes state (``_refuse_cross_site``):
+a browser that opened the status page caches its HTTP Basic credentials and sends them again with
+any page's form post or text/plain fetch, which needs no preflight and which intake accepts. What
+gives such a request away is what browsers add and senders never do: an ``Origin`` other than this
+server's, or ``Sec-Fetch-Site`` other than same-origin/none. *arr, cross-seed and curl send neither.
+
 Connections are cheap to hold open, so their number and idle time are bounded (see
 ``waitress_options``): slow or idle clients must not starve the senders that matter.
 """
@@ -44,6 +50,9 @@ _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _MAX_FORM_FIELDS = 200
 
 
+_OVERFLOW_NOTE = "queue full (server.max_pending): folded into one sweep job, which reconciles what it named"
+
+
 class HealthReport(Protocol):
     ok: bool
     public: str  # without error text: /healthz answers anyone (qbhook.events.worker.Health)
@@ -75,6 +84,8 @@ def create_app(
     def handle(parse: Callable[[], Event], *, query_token: bool = False) -> Response:
         return _intake(parse, enqueue, auth, max_body, query_token=query_token)
 
+    # Before every route (and its authentication): one home for the rule, on any route to come.
+    app.before_request(_refuse_cross_site)
     _intake_routes(app, handle, max_body)
     _health_route(app, health)
     for view in views:
@@ -104,10 +115,17 @@ def _intake(
     if event.kind == "ignored":
         return jsonify(ok=True, ignored=event.raw_type or "unknown", source=event.source)
     try:
-        job_id, coalesced = enqueue(event)
+        queued = enqueue(event)
     except Exception:
         log.exception("could not queue %s %s event; answering 503", event.source, event.kind)
         return _error(503, "could not queue the event (storage failed); nothing was recorded")
+    job_id, coalesced = queued
+    if getattr(queued, "overflow", False):
+        # Still 202: the event is on disk (in the overflow sweep job), and senders never retry, so
+        # a 503 would only have them log a failure while the sweep reconciles the event anyway.
+        log.info("queued %s %s into the overflow sweep job %s (queue full)", event.source, event.kind, job_id)
+        body = {"queued": job_id, "coalesced": True, "overflow": True, "note": _OVERFLOW_NOTE}
+        return _json(202, body)
     log.info(
         "queued %s %s as job %s%s (%d hash(es), %d path(s))",
         event.source,
@@ -180,6 +198,25 @@ def _error_handlers(app: Flask, max_body: int) -> None:
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException) -> Response:
         return _error(err.code or 500, err.description or err.name)
+
+
+# Methods that only read: a cross-site page may send them but never sees the answer.
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# none: the person typed the URL or used a bookmark (never a form post from a page).
+_FETCH_SITES_OWN = frozenset({"same-origin", "none"})
+
+
+def _refuse_cross_site() -> None:
+    """403 for a state-changing request a browser sent from another site (module docstring)."""
+    if request.method in _SAFE_METHODS:
+        return
+    origin = request.headers.get("Origin")
+    own = f"{request.scheme}://{request.host}".lower()
+    if origin is not None and origin.strip().lower() != own:
+        raise _Refused(403, f"cross-site request refused (Origin {origin[:200]!r} is not this server's {own!r})")
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site.strip().lower() not in _FETCH_SITES_OWN:
+        raise _Refused(403, f"cross-site request refused (Sec-Fetch-Site: {site[:40]!r})")
 
 
 def _authenticate(auth: AuthConfig, *, allow_query_token: bool) -> None:

@@ -155,7 +155,7 @@ class Service:
         auth = AuthConfig.of_server(srv)
         self.health = WorkerHealth()
         self.gate = RunsGate(self.health, base_s=BACKOFF_START_S, cap_s=BACKOFF_MAX_S)  # worker's and sweeper's
-        intake = JobQueue(connect(cfg.catalog, check_same_thread=False))
+        intake = JobQueue(connect(cfg.catalog, check_same_thread=False), max_pending=srv.max_pending)
         wsgi = create_app(
             enqueue=intake.enqueue, auth=auth, max_body=srv.max_body, health=self.health.report, views=views(cfg)
         )

@@ -100,7 +100,7 @@ from qbhook.errors import (
     UnknownTorrent,
 )
 from qbhook.events import alerts
-from qbhook.events.queue import JobQueue
+from qbhook.events.queue import OVERFLOW_KEY, JobQueue
 from qbhook.events.queue import worker_id as queue_worker_id
 from qbhook.move.run import run_apply
 from qbhook.pathmap import PathMap
@@ -270,19 +270,22 @@ def _swept(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job, ex
     """A job that names no torrent and no file (``sweep:<source>``, e.g. an *arr's media deleted
     without its paths) means "something changed, look around" (``Event.coalesce_key``), and a
     job whose lists were capped (``events._job``: a hot subject's burst of events) lost the
-    torrents and files named past the caps, and nothing says which: the worker sweeps for both.
+    torrents and files named past the caps, and nothing says which: the worker sweeps for both,
+    as for the overflow job (``queue.OVERFLOW_KEY``: events that came while the queue was full).
     The sweep's scans record every file those events changed and its index sync every torrent,
     so it re-plans (and, with ``auto_apply``, applies) their groups and the kept names' alike.
     Waiting for the sweeper instead could take ``server.sweep_interval`` (hours), or for ever
     under ``serve --no-sweep``."""
     out = sweep(cfg, catalog, clients, executor=executor, automatic=True)
+    if job.coalesce_key == OVERFLOW_KEY:
+        note = f"{job.event_count} event(s) came while the queue was full (server.max_pending): swept for them"
+    elif job.truncated:
+        note = f"more events than one job keeps ({job.event_count}): swept instead of planning the names kept"
+    else:
+        note = "the event names no torrent and no file: swept (a look around)"
     result = {
         "groups": out["pending"],
-        "note": (
-            f"more events than one job keeps ({job.event_count}): swept instead of planning the names kept"
-            if job.truncated
-            else "the event names no torrent and no file: swept (a look around)"
-        ),
+        "note": note,
         "sweep": {"full": out["full"], "replanned": out["replanned"]},
     }
     if "applied" in out:

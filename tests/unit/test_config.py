@@ -229,6 +229,9 @@ qbittorrent: {url: "http://127.0.0.1:8080", password_env: QBHOOK_QBT_PASSWORD%s}
         ("", "server: {max_body: 0}", "server.max_body", "greater than 0"),
         ("", "server: {max_body: 10XB}", "server.max_body", "cannot read '10XB' as a size"),
         ("", "server: {sweep_interval: 0}", "server.sweep_interval", "greater than 0s"),
+        ("", "server: {max_pending: 0}", "server.max_pending", "at least 1"),
+        ("", "server: {max_pending: 2.5}", "server.max_pending", "whole number"),
+        ("", "server: {max_pending: lots}", "server.max_pending", "whole number"),
         ("", "server: {sweep_interval: 1y}", "server.sweep_interval", "cannot read"),
         ("", "server: {token_file: [a]}", "server.token_file", "must be a string"),
         ("", "lock_dir: \"/run/q\\0x\"", "lock_dir", "NUL"),
@@ -387,6 +390,7 @@ def test_example_config_names_qbit_manages_real_nohardlinks_tag(monkeypatch):
     c = load_config(root / "config.example.yaml")
     assert c.policy.demote_require_tag == "noHL"
     assert (c.qbittorrent[0].timeout, c.server.sweep_interval, c.server.max_body) == (30.0, 21600.0, 262144)
+    assert c.server.max_pending == 1000
 
 
 def test_every_setting_has_a_declared_kind():

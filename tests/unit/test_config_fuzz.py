@@ -67,6 +67,7 @@ VALID = {
         "token_file": "/nonexistent/tok",
         "sweep_interval": "6h",
         "max_body": 262144,
+        "max_pending": 1000,
     },
     "lock_dir": "/run/qbhook",
 }

@@ -226,6 +226,42 @@ def test_apprise_json_reaches_a_loopback_listener():
         n.close(1)
 
 
+@pytest.mark.parametrize("fmt", ["", "&format=html"])
+def test_a_torrent_name_reaches_an_html_mail_escaped_never_as_markup(monkeypatch, fmt):
+    """Names are tracker-chosen: apprise's own mailto plugin (the SMTP server faked) must carry
+    one into the mail's HTML part, when there is one, as text: escaped, never a live tag. Without
+    ``body_format`` apprise passed the body unconverted and the mail got a working <a> and <img>."""
+    import email
+    import smtplib
+
+    sent: list[str] = []
+
+    class FakeSMTP:
+        def __init__(self, *a, **k):
+            pass
+
+        def __getattr__(self, name):
+            return lambda *a, **k: (250, b"ok")
+
+        def sendmail(self, frm, to, msg):
+            sent.append(msg if isinstance(msg, str) else msg.decode())
+
+    monkeypatch.setattr(smtplib, "SMTP", FakeSMTP)
+    monkeypatch.setattr(smtplib, "SMTP_SSL", FakeSMTP)
+    name = 'Show.S01 <a href="https://evil.example/login">sign in</a><img src="https://evil.example/t.gif">'
+    title, body, severity = compose([Event("atm", f"torrent {name} (8f3a1c2d4e5b) has ATM on again", "warning")])
+    url = "mailto://u:pw@mail.example.com?to=admin@example.com&smtp=mail.example.com&mode=insecure" + fmt
+    notify.apprise_sender([url])(title, body, severity)
+    (raw,) = sent
+    leaves = [p for p in email.message_from_string(raw).walk() if not p.is_multipart()]
+    parts = {p.get_content_type(): p.get_payload(decode=True).decode() for p in leaves}
+    assert name in parts["text/plain"]  # the plain part says the name as it is
+    html = parts.get("text/html", "")
+    assert "<a " not in html and "<img" not in html
+    if fmt:
+        assert "&lt;img" in html and "evil.example/t.gif" in html  # there, as text
+
+
 def test_dead_port_and_hanging_listener_do_not_delay_the_executor(caplog):
     """The bounded-time promise: an apply that reports through a dead or wedged endpoint
     returns as fast as without a notifier; only the notifier thread waits."""

@@ -13,7 +13,7 @@ from qbhook import notify
 from qbhook.errors import QueueError
 from qbhook.events import _job
 from qbhook.events.model import Event
-from qbhook.events.queue import QUEUE_DDL, JobQueue
+from qbhook.events.queue import OVERFLOW_KEY, QUEUE_DDL, JobQueue
 
 H1 = "1" * 40
 H2 = "2" * 40
@@ -471,3 +471,65 @@ def test_no_dead_letter_notice_when_the_burial_is_not_committed(db, monkeypatch)
     assert seen == [] and q.get(a).state == "running"  # nothing announced: the job is not dead
     assert q.fail(a, "boom again", now=2.0) == "dead"
     assert seen == [(a, "boom again")]
+
+
+# -- a cap on pending jobs (server.max_pending) --------------------------------------
+
+
+def _flood(i: int) -> Event:
+    """An event with a key of its own and a big body: a sender flooding distinct paths."""
+    return Event("sonarr", "import", paths=tuple(f"/tv/show{i}/" + "x" * 4000 + f"{j}.mkv" for j in range(10)))
+
+
+def _pending_rows(q: JobQueue) -> list[tuple[str, int]]:
+    return q._conn.execute(
+        "SELECT coalesce_key, length(hashes) + length(paths) + length(events) FROM event_jobs"
+        " WHERE state = 'pending' ORDER BY created_at, id"
+    ).fetchall()
+
+
+def test_past_max_pending_events_fold_into_one_sweep_job_not_new_rows(db, caplog):
+    """N + k events with distinct keys leave N rows and one overflow job, whose row stays small
+    however many fold in (it keeps what each event was, never what it named)."""
+    conn = connect(db)
+    q = JobQueue(conn, max_pending=5)
+    answers = [q.enqueue(_flood(i), now=float(i)) for i in range(5 + 40)]
+    assert [a.overflow for a in answers] == [False] * 5 + [True] * 40
+    assert len({a[0] for a in answers[5:]}) == 1  # one job for all
+    rows = _pending_rows(q)
+    assert len(rows) == 5 + 1 and rows[-1][0] == OVERFLOW_KEY
+    assert rows[-1][1] < 20_000, rows[-1]  # not 40 events' paths: bounded
+    over = q.get(answers[-1][0])
+    assert over.hashes == () and over.paths == () and over.event_count == 40 and over.kinds == ("import",)
+    # A key already pending still merges (no new row): the cap is on rows, not on events.
+    assert q.enqueue(_flood(0), now=99.0) == (answers[0][0], True)
+    assert len(_pending_rows(q)) == 6
+    conn.close()
+
+
+def test_an_event_after_the_flood_is_queued_in_the_sweep_job_and_claimed(q):
+    q.max_pending = 3
+    for i in range(10):
+        q.enqueue(_flood(i), now=float(i))
+    real = q.enqueue(ev(H1, kind="torrent_finished"), now=20.0)
+    assert real.overflow
+    claimed = [q.claim("w", now=30.0) for _ in range(4)]
+    assert [j.coalesce_key for j in claimed][-1] == OVERFLOW_KEY
+    assert "torrent_finished" in claimed[-1].kinds and "qbittorrent" in claimed[-1].sources
+    assert q.claim("w", now=30.0) is None
+
+
+def test_one_warning_per_overflow_episode(q, caplog):
+    q.max_pending = 2
+    caplog.set_level("WARNING", logger="qbhook.events.queue")
+    for i in range(30):
+        q.enqueue(_flood(i), now=float(i))
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "event queue full (2 pending jobs, server.max_pending)" in warnings[0].getMessage()
+    # The worker takes the sweep job: the episode is over; the next overflow is a new one.
+    for _ in range(3):
+        job = q.claim("w", now=40.0)
+        q.complete(job.id, "{}")
+    for i in range(30, 40):
+        q.enqueue(_flood(i), now=float(i))
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 2

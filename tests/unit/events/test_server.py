@@ -147,6 +147,28 @@ def test_job_is_on_disk_before_202(tmp_path):
     assert row == (f"torrent:{V1}", "pending")
 
 
+def test_a_full_queue_answers_202_saying_the_event_was_folded_into_a_sweep(tmp_path):
+    """Past server.max_pending a new subject adds no row; the answer is still 202 (the event is
+    on disk, in the overflow sweep job; senders never retry a 503) and says so."""
+    conn = sqlite3.connect(tmp_path / "q.sqlite", isolation_level=None, check_same_thread=False)
+    conn.executescript(QUEUE_DDL)
+    client = create_app(enqueue=JobQueue(conn, max_pending=3).enqueue, auth=AuthConfig(token=TOKEN)).test_client()
+    answers = []
+    for i in range(8):
+        body = {
+            "eventType": "Download",
+            "series": {"path": f"/tv/show{i}"},
+            "episodeFile": {"path": f"/tv/show{i}/e.mkv"},
+        }
+        answers.append(client.post("/webhook/sonarr", json=body, headers=HDR))
+    resp = client.post("/hook/qbittorrent", data=qbt_form(event="finished"), headers=HDR)
+    assert all(r.status_code == 202 for r in answers) and resp.status_code == 202
+    assert [r.json.get("overflow", False) for r in answers] == [False] * 3 + [True] * 5
+    assert resp.json["overflow"] is True and resp.json["coalesced"] is True
+    assert resp.json["note"].startswith("queue full (server.max_pending)")
+    assert conn.execute("SELECT COUNT(*) FROM event_jobs WHERE state = 'pending'").fetchone() == (3 + 1,)
+
+
 def test_lone_surrogate_in_path_is_refused_before_the_queue(tmp_path):
     """No byte string decodes to U+D800: such a path names no file, and a queued job would
     fail at its first os.fsencode on every retry. Escaped bytes (U+DC80..U+DCFF) are paths."""
@@ -338,6 +360,80 @@ def test_no_credentials_configured_refuses_everything(auth, url):
     client, _rec = make(auth=auth)
     resp = client.post(url, json={"eventType": "Test"}, headers=HDR | basic("u", ""))
     assert resp.status_code == 503 and resp.json == {"error": "no credentials configured"}
+
+
+# -- cross-site requests (a browser with cached Basic credentials) ---------------------
+
+BROWSER_AUTH = AuthConfig(username="admin", password="pw")
+
+
+def _simple_posts() -> list[tuple[str, str, bytes]]:
+    """What a page elsewhere can post without a preflight: forms and text/plain, to each sender's route."""
+    radarr = json.dumps(load_fixture("radarr-moviedelete.json")).encode()
+    cross_seed = json.dumps(load_fixture("cross-seed-results-injected.json")).encode()
+    form = "&".join(f"{k}={v}" for k, v in qbt_form(event="finished").items()).encode()
+    return [
+        ("/hook/qbittorrent", "application/x-www-form-urlencoded", form),
+        ("/webhook/radarr", "text/plain;charset=UTF-8", radarr),
+        ("/webhook/arr", "text/plain", radarr),
+        ("/webhook/cross-seed", "text/plain", cross_seed),
+    ]
+
+
+@pytest.mark.parametrize(
+    "browser",
+    [
+        {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"},
+        {"Origin": "http://evil.example"},  # an older browser: no Sec-Fetch-*
+        {"Origin": "null"},  # a sandboxed frame, a data: URL
+        {"Origin": "http://localhost:8080"},  # another port: qBittorrent's WebUI, say
+        {"Sec-Fetch-Site": "same-site"},
+        {"Sec-Fetch-Site": "cross-site"},
+    ],
+)
+@pytest.mark.parametrize(("url", "ctype", "data"), _simple_posts())
+def test_a_cross_site_post_is_refused_with_403_and_nothing_queued(browser, url, ctype, data):
+    client, rec = make(auth=BROWSER_AUTH)
+    headers = {**basic("admin", "pw"), **browser, "Content-Type": ctype}
+    resp = client.post(url, data=data, headers=headers)
+    assert resp.status_code == 403, resp.get_data()
+    assert resp.json["error"].startswith("cross-site request refused (")
+    assert "\n" not in resp.json["error"]
+    assert rec.events == []
+
+
+@pytest.mark.parametrize(("url", "ctype", "data"), _simple_posts())
+def test_senders_without_origin_are_still_accepted(url, ctype, data):
+    """*arr, cross-seed and curl send neither Origin nor Sec-Fetch-Site."""
+    client, rec = make(auth=BROWSER_AUTH)
+    resp = client.post(url, data=data, headers={**basic("admin", "pw"), "Content-Type": ctype})
+    assert resp.status_code == 202, resp.get_data()
+    assert len(rec.events) == 1
+
+
+@pytest.mark.parametrize(
+    "own",
+    [
+        {"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"},
+        {"Origin": "HTTP://LOCALHOST"},
+        {"Sec-Fetch-Site": "none"},  # typed or bookmarked, not sent by a page
+    ],
+)
+def test_a_same_origin_post_is_accepted(own):
+    client, rec = make(auth=BROWSER_AUTH)
+    resp = client.post(
+        "/webhook/arr", json=load_fixture("radarr-download.json"), headers={**basic("admin", "pw"), **own}
+    )
+    assert resp.status_code == 202 and len(rec.events) == 1
+
+
+def test_reads_from_another_site_are_not_refused():
+    """A page elsewhere may make a browser GET; it never sees the answer, and a GET changes nothing."""
+    client, _ = make(auth=BROWSER_AUTH)
+    assert (
+        client.get("/healthz", headers={"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}).status_code
+        == 200
+    )
 
 
 def test_healthz_needs_no_auth():

@@ -25,7 +25,7 @@ from qbhook.decide import snapshot
 from qbhook.errors import QbhookError
 from qbhook.events import _job
 from qbhook.events.model import Event
-from qbhook.events.queue import JobQueue
+from qbhook.events.queue import OVERFLOW_KEY, JobQueue
 from qbhook.move import leftovers as move_leftovers
 from qbhook.pathmap import PathMap
 from tests.helpers import make_config, write
@@ -612,6 +612,25 @@ def test_a_job_naming_no_torrent_and_no_file_looks_around(bed):
     result = worker.handle_job(bed.cfg, bed.cat, [bed.qbt], job)
     assert bed.decision(H4).decision == "demote", result
     assert "look around" in result["note"] and result["sweep"]["replanned"]["groups"] == 1
+
+
+def test_an_event_that_came_while_the_queue_was_full_is_handled_by_the_sweep_job(bed):
+    """Past server.max_pending an event adds no row of its own (``JobQueue.enqueue``): it waits
+    in the overflow job, which names nothing, so the worker's sweep is what handles it."""
+    three_staying(bed)
+    bed.sweep()
+    bed.payload(H4, bed.seed_s, "Four", {"a.bin": b"four" * 10}, category="movies")
+    queue = JobQueue(bed.cat.conn, max_pending=2)
+    for i in range(5):  # a flood of subjects no client knows
+        queue.enqueue(Event("sonarr", "import", paths=(f"/nowhere/{i}.mkv",)), now=0.0)
+    assert queue.enqueue(Event("qbittorrent", "torrent_finished", hashes=(H4,)), now=1.0).overflow
+    for _ in range(2):
+        queue.complete(queue.claim("w", now=2.0).id, "{}")
+    job = queue.claim("w", now=2.0)
+    assert job.coalesce_key == OVERFLOW_KEY and job.event_count == 4
+    result = worker.handle_job(bed.cfg, bed.cat, [bed.qbt], job)
+    assert bed.decision(H4).decision == "demote", result
+    assert "queue was full" in result["note"] and result["sweep"]["replanned"]["groups"] == 1
 
 
 def test_a_chunk_sees_a_writer_of_another_chunk_before_converging(bed, monkeypatch):
