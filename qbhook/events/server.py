@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import resource
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -204,15 +205,19 @@ def _error_handlers(app: Flask, max_body: int) -> None:
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # none: the person typed the URL or used a bookmark (never a form post from a page).
 _FETCH_SITES_OWN = frozenset({"same-origin", "none"})
+_BROWSER_ORIGIN = re.compile(r"null|https?://[^/\s]+")
 
 
 def _refuse_cross_site() -> None:
     """403 for a state-changing request a browser sent from another site (module docstring)."""
     if request.method in _SAFE_METHODS:
         return
-    origin = request.headers.get("Origin")
+    origin = (request.headers.get("Origin") or "").strip().lower()
     own = f"{request.scheme}://{request.host}".lower()
-    if origin is not None and origin.strip().lower() != own:
+    # Only what a browser sends is judged: a serialized origin (http(s)://host[:port]) or "null"
+    # (a sandboxed frame). Any other text is no browser's: some Node fetch releases sent a bogus
+    # Origin of their own (undici #3235), and a sender such as cross-seed must not be refused for it.
+    if _BROWSER_ORIGIN.fullmatch(origin) and origin != own:
         raise _Refused(403, f"cross-site request refused (Origin {origin[:200]!r} is not this server's {own!r})")
     site = request.headers.get("Sec-Fetch-Site")
     if site is not None and site.strip().lower() not in _FETCH_SITES_OWN:

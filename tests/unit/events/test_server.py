@@ -411,6 +411,18 @@ def test_senders_without_origin_are_still_accepted(url, ctype, data):
     assert len(rec.events) == 1
 
 
+def test_an_origin_no_browser_sends_is_not_judged():
+    # Some Node fetch releases (cross-seed's runtime) sent a bogus Origin of their own (undici
+    # #3235); a browser sends a serialized origin or "null", and only those tell a cross-site post.
+    client, rec = make(auth=BROWSER_AUTH)
+    resp = client.post(
+        "/webhook/arr",
+        json=load_fixture("radarr-download.json"),
+        headers={**basic("admin", "pw"), "Origin": "client"},
+    )
+    assert resp.status_code == 202 and len(rec.events) == 1
+
+
 @pytest.mark.parametrize(
     "own",
     [
