@@ -71,9 +71,10 @@ def collect(cfg) -> LibraryLinks:
     files: dict[tuple[int, int], str] = {}
     places: dict[str, str] = {}
     ignore = findwalk.ignore_set(cfg.scan)
+    # Every pool's seeding roots, in every pool's walk: one pool's folder may hold another's.
+    seeds = {os.path.normpath(str(r)) for p in cfg.pools for r in p.seeding_roots}
     for pool in cfg.pools:
         root = os.path.normpath(str(pool.path))
-        seeds = {os.path.normpath(str(r)) for r in pool.seeding_roots}
         if root in seeds or not os.path.isdir(root):
             continue  # the whole pool is seeding data, or nothing there (`config check`'s to say)
         for link in _symlinks(pool.name, root, seeds, ignore):

@@ -26,8 +26,11 @@ are the thin side effects around it):
   waits for a person, maybe the last copy of its content); it is *young* when written within
   ``scan.settle_seconds``;
 * every other file is an *orphan*: *still used by a library* when its inode has a link
-  outside the seeding roots (more links than the walk met), otherwise *reclaimable*; a
-  reclaimable inode frees its size only when every link of it is an orphan;
+  outside the seeding roots (more links than the walk met), or when a library's symbolic link
+  reaches it (``library_link``: a symlink in a pool outside the seeding roots onto the file, or
+  onto a folder holding it, followed read-only: ``library_links``; its link count says nothing
+  of it), otherwise *reclaimable*; a reclaimable inode frees its size only when every link of
+  it is an orphan;
 * orphans are shown as items: the highest folder below a root whose files are all orphans
   of one kind, or the file itself.
 
@@ -40,8 +43,9 @@ per-client one catches what the share cannot: a second client holding less than 
 its path_map off by a folder. (A client not configured at all lists nothing: only the share
 guard stands for it.) Also refused: a torrent the client is moving (its old copy is
 unreferenced until the move ends), a torrent missing its files whose file sizes the listing
-does not give (nothing to tell its data apart by) and, for quarantine, an unfinished run (its
-views are unreferenced until resume relocates onto them).
+does not give (nothing to tell its data apart by), a pool whose walk for library symlinks
+cannot finish (``library_links``: a library not seen is data deleted) and, for quarantine, an
+unfinished run (its views are unreferenced until resume relocates onto them).
 
 Quarantine moves reclaimable orphan files into the holding folder of their own seeding
 root (same dataset) through ``fsops.hold_unreferenced``, each step journaled first as a
@@ -52,8 +56,10 @@ deletes anything itself.
 The purge (``purge_held``, also the executor's after a run) asks the clients again first
 (``screen_held``): an expired orphan whose original path a torrent uses again (re-added in
 the grace period, or a cross-seed match injected onto it), that is a leftover view the
-journal still tracks (quarantined by an older qbhook), or that may be the data of a torrent
-missing its files (held before that torrent went missing), is kept in holding and reported,
+journal still tracks (quarantined by an older qbhook), that may be the data of a torrent
+missing its files (held before that torrent went missing), or that a library's symlink
+reaches (made in the grace period: by the held file's identity, or by its original place,
+where that symlink now dangles), is kept in holding and reported,
 and a listing that cannot be trusted refuses the purge of every orphan (by the same guards).
 
 Each listing and each quarantine records its totals (reclaimable bytes it would free, bytes

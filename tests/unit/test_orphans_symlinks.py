@@ -11,6 +11,7 @@ import os
 
 import pytest
 
+from qbhook.errors import OrphansRefused
 from qbhook.move import library_links, orphans
 from qbhook.move.library_links import LibraryLinks
 from qbhook.move.orphans import LIBRARY, RECLAIMABLE, Entry, References, Walk, decide
@@ -149,3 +150,14 @@ def test_decide_calls_an_orphan_a_library_symlink_reaches_library_whatever_its_l
         "/stash/seed/c": (RECLAIMABLE, 100),
     }
     assert rep.pools["stash"].library_bytes == 200 and rep.pools["stash"].reclaimable_bytes == 100
+
+
+def test_a_walk_for_library_symlinks_that_fails_refuses_and_holds_nothing(world, monkeypatch):  # noqa: F811
+    """A library not seen is data deleted: find failing (an unreadable folder) refuses, one line."""
+    w = world
+    stray = write(os.path.join(w.seed_s, "old/Stray/stray.mkv"), b"stray" * 100)
+    monkeypatch.setattr(library_links.findwalk, "FIND", "/bin/false")
+    with pytest.raises(OrphansRefused) as e:
+        orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    assert "cannot look for library symlinks in pool stash" in e.value.message and "\n" not in e.value.message
+    assert os.path.exists(stray) and w.journal.held_links() == []
