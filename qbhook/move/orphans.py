@@ -26,8 +26,11 @@ are the thin side effects around it):
   waits for a person, maybe the last copy of its content); it is *young* when written within
   ``scan.settle_seconds``;
 * every other file is an *orphan*: *still used by a library* when its inode has a link
-  outside the seeding roots (more links than the walk met), otherwise *reclaimable*; a
-  reclaimable inode frees its size only when every link of it is an orphan;
+  outside the seeding roots (more links than the walk met), or when a library's symbolic link
+  reaches it (``library_link``: a symlink in a pool outside the seeding roots onto the file, or
+  onto a folder holding it, followed read-only: ``library_links``; its link count says nothing
+  of it), otherwise *reclaimable*; a reclaimable inode frees its size only when every link of
+  it is an orphan;
 * orphans are shown as items: the highest folder below a root whose files are all orphans
   of one kind, or the file itself.
 
@@ -40,8 +43,9 @@ per-client one catches what the share cannot: a second client holding less than 
 its path_map off by a folder. (A client not configured at all lists nothing: only the share
 guard stands for it.) Also refused: a torrent the client is moving (its old copy is
 unreferenced until the move ends), a torrent missing its files whose file sizes the listing
-does not give (nothing to tell its data apart by) and, for quarantine, an unfinished run (its
-views are unreferenced until resume relocates onto them).
+does not give (nothing to tell its data apart by), a pool whose walk for library symlinks
+cannot finish (``library_links``: a library not seen is data deleted) and, for quarantine, an
+unfinished run (its views are unreferenced until resume relocates onto them).
 
 Quarantine moves reclaimable orphan files into the holding folder of their own seeding
 root (same dataset) through ``fsops.hold_unreferenced``, each step journaled first as a
@@ -52,8 +56,10 @@ deletes anything itself.
 The purge (``purge_held``, also the executor's after a run) asks the clients again first
 (``screen_held``): an expired orphan whose original path a torrent uses again (re-added in
 the grace period, or a cross-seed match injected onto it), that is a leftover view the
-journal still tracks (quarantined by an older qbhook), or that may be the data of a torrent
-missing its files (held before that torrent went missing), is kept in holding and reported,
+journal still tracks (quarantined by an older qbhook), that may be the data of a torrent
+missing its files (held before that torrent went missing), or that a library's symlink
+reaches (made in the grace period: by the held file's identity, or by its original place,
+where that symlink now dangles), is kept in holding and reported,
 and a listing that cannot be trusted refuses the purge of every orphan (by the same guards).
 
 Each listing and each quarantine records its totals (reclaimable bytes it would free, bytes
@@ -80,6 +86,8 @@ from qbhook.clients.model import TorrentFile, TorrentInfo, is_part_file
 from qbhook.clients.port import ClientPort
 from qbhook.dirfd import FolderRefused, NotAFolder, open_below, open_root
 from qbhook.errors import LastCopyKept, OrphansRefused, PathMapError, QbhookError, QbtError, UnsafeOperation
+from qbhook.move import library_links
+from qbhook.move.library_links import NO_LINKS, LibraryLinks
 from qbhook.paths import RELINK_PREFIX, is_within, within_any
 
 if TYPE_CHECKING:
@@ -153,6 +161,10 @@ class References:
     # the listing does not give: nothing to match a file against, so ``check_listing`` refuses.
     missing: tuple[MissingData, ...] = ()
     unsized: tuple[str, ...] = ()
+    # The symlinks libraries keep into the seeding roots (``library_links.collect``): what they
+    # reach is still used by a library (``library_link``). Filled by the caller that has the
+    # config (``find_orphans``; the purge's ``screen_held`` is given them).
+    library: LibraryLinks = NO_LINKS
 
     @cached_property
     def missing_by_size(self) -> dict[int, MissingData]:
@@ -290,6 +302,18 @@ def may_be_missing_data(size: int | None, refs: References) -> MissingData | Non
     return refs.missing_by_size.get(size)
 
 
+def library_link(path: str, refs: References, key: tuple[int, int] | None = None) -> str | None:
+    """The library symlink that reaches ``path`` (or the file ``key``, its (st_dev, st_ino), names),
+    or None: a symlink in a pool outside the seeding roots onto that file, onto a folder holding
+    it, or naming its place while it is gone (``library_links``).
+
+    The one rule of "a library uses this through a symlink": the orphan walk (``decide``) calls
+    such an orphan still used by a library, whatever its link count, and the purge of quarantined
+    orphans (``screen_held``) keeps it in holding. By link count alone a library's symlink was
+    unseen: its target was reclaimable, quarantined and purged, the symlink left dangling."""
+    return refs.library.reaching(path, key)
+
+
 def classify(e: Entry, refs: References, now: float, settle_seconds: float) -> str | None:
     """REFERENCED / PROTECTED / LEFTOVER / YOUNG for an entry no torrent uses nor is its own to
     keep, None for one that is an orphan unless it may be a missing torrent's data (``decide``
@@ -328,7 +352,9 @@ def decide(
             c = PROTECTED
             protected.append(Protected(e.path, e.pool, e.size, m.reason()))
         elif c is None:
-            c = LIBRARY if e.nlink > seen_links[(e.dev, e.ino)] else RECLAIMABLE
+            key = (e.dev, e.ino)
+            linked = e.nlink > seen_links[key] or library_link(e.path, refs, key) is not None
+            c = LIBRARY if linked else RECLAIMABLE
             orphan_entries.append(e)
         status[e.path] = c
         counts[c] += 1
@@ -848,6 +874,7 @@ def find_orphans(cfg, clients: Iterable[ClientPort], *, now: float | None = None
 
         refs = replace(refs, leftovers=Journal(catalog.conn).leftover_paths())
     walk = walk_roots(cfg)
+    refs = replace(refs, library=library_links.collect(cfg))  # after the walk: a symlink made meanwhile counts
     report = decide(
         walk,
         refs,
@@ -1066,7 +1093,8 @@ def forget_gone(cfg, catalog, *, forget: bool, lock_wait: float = 0) -> list[tup
 @dataclass(frozen=True)
 class KeptOrphan:
     """A quarantined orphan whose grace period is over, kept in holding: a torrent uses its place
-    again, or it may be the data of a torrent missing its files (``may_be_missing_data``)."""
+    again, it may be the data of a torrent missing its files (``may_be_missing_data``), or a
+    library's symlink reaches it (``library_link``)."""
 
     held: str  # where it waits
     origin: str  # where it was quarantined from
@@ -1103,6 +1131,7 @@ def screen_held(
     grace: float,
     now: float,
     leftover_views: frozenset[str] = frozenset(),
+    library: Callable[[], LibraryLinks] = lambda: NO_LINKS,
 ) -> Screen:
     """Ask the clients, right before a purge, whether a torrent uses a quarantined orphan's place again.
 
@@ -1114,7 +1143,9 @@ def screen_held(
     normalization or case) and
     it is no leftover view the journal tracks (``leftover_views``: never an orphan, maybe a last copy),
     nor may be the data of a torrent missing its files (``may_be_missing_data``: held before that
-    torrent's folder was renamed, it is the copy a repair needs).
+    torrent's folder was renamed, it is the copy a repair needs), nor is reached by a library's
+    symlink (``library_link``: by the held file's identity, or by its original place, where the
+    symlink now dangles; ``library`` collects them, only when an orphan is due).
     A listing that cannot say (a client unreachable or unmapped, no torrents at all, a torrent
     being moved, one missing its files without sizes: ``check_listing``) refuses the purge of
     every orphan, never a guess. Held links
@@ -1128,6 +1159,7 @@ def screen_held(
     try:
         refs = references(clients(), PURGE)
         check_listing(refs.torrents, refs.moving, PURGE, refs.unsized)
+        refs = replace(refs, library=library())
     except QbhookError as e:  # also no client configured, or two with one name: nothing to ask
         refused = e if isinstance(e, OrphansRefused) else OrphansRefused(f"refusing to {PURGE}: {e.message}")
         return Screen(tuple(h for h in held if not h.orphan), refused=refused)
@@ -1144,6 +1176,8 @@ def screen_held(
             kept[h.key] = KeptOrphan(h.path, origin, leftover=True)
         elif (m := may_be_missing_data(_size(h.path), refs)) is not None:
             kept[h.key] = KeptOrphan(h.path, origin, why=m.reason())
+        elif (link := library_link(origin, refs, identity(h.path))) is not None:
+            kept[h.key] = KeptOrphan(h.path, origin, why=f"a library links it by a symbolic link: {link}")
     return Screen(tuple(h for h in held if h.key not in kept), tuple(kept.values()))
 
 
@@ -1201,7 +1235,14 @@ def purge_held(
 
     now = time.time() if now is None else now
     grace = cfg.policy.grace_period
-    screen = screen_held(journal.held_links(), clients, grace=grace, now=now, leftover_views=journal.leftover_paths())
+    screen = screen_held(
+        journal.held_links(),
+        clients,
+        grace=grace,
+        now=now,
+        leftover_views=journal.leftover_paths(),
+        library=lambda: library_links.collect(cfg),
+    )
     out = Purge(kept=list(screen.kept), refused=screen.refused)
     for k in screen.kept:
         notify.emit("guard", f"holding purge: {k.line()}", "failure")

@@ -1,0 +1,155 @@
+"""Library symlinks: the symbolic links a library keeps into the seeding roots, as facts for the orphans rule.
+
+The model: a library (an *arr media folder, a script's or a media manager's symlink mode)
+may use a torrent's data through a symbolic link instead of a hard link. Its inode then has no
+link outside the seeding roots, so once no torrent references it the orphans walk called it
+reclaimable, the quarantine held it and the purge deleted the library's only copy, its
+symlink left dangling. So every symlink that lies in a configured pool outside its seeding
+roots is collected (``collect``) and followed, read-only (one ``stat``, and ``realpath``
+where the target is a folder or is gone):
+
+* a file target is kept by its (st_dev, st_ino): whatever path the walk meets it by;
+* a folder target by its real path: everything below it;
+* a target that is gone (dangling: its file was quarantined already, or never there) by the
+  real path it names: the purge keeps the held file quarantined from that place.
+
+``orphans.library_link`` is the one rule that reads these facts (the walk's ``decide`` and
+the purge's ``screen_held`` both ask it). The collection never follows a symlinked folder
+while walking, never crosses into another filesystem (a library on another dataset of the
+pool is not seen: ``find -xdev``), and enters neither qbhook's own folders nor
+``scan.ignore_names`` nor the seeding roots (a symlink there is cross-seed's, and what it
+reaches is a torrent's: ``orphans.references``). It can only protect more, never act: a
+symlink to ``/`` would make every orphan a library's. A walk that cannot finish (find
+failing on an unreadable folder) refuses, naming why: a library not seen is data deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat as stat_mod
+import subprocess
+from dataclasses import dataclass, field
+
+from qbhook.catalog import findwalk
+from qbhook.errors import OrphansRefused
+
+
+@dataclass(frozen=True)
+class LibraryLinks:
+    """What the libraries' symlinks reach: identities of file targets, real paths of folder and gone ones."""
+
+    files: dict[tuple[int, int], str] = field(default_factory=dict)  # (st_dev, st_ino) -> a symlink to it
+    places: dict[str, str] = field(default_factory=dict)  # real path (a folder, or gone) -> a symlink to it
+
+    def __len__(self) -> int:
+        return len(self.files) + len(self.places)
+
+    def reaching(self, path: str, key: tuple[int, int] | None = None) -> str | None:
+        """A symlink that reaches ``path`` (or the file ``key`` names): ``path`` is at or below a
+        place, or ``key`` is a file target; None when none does. One lookup per folder above
+        ``path``, not one per symlink (a symlink-mode library has one per file)."""
+        if key is not None and (link := self.files.get(key)) is not None:
+            return link
+        if not self.places:
+            return None
+        p = os.path.normpath(path)
+        while True:
+            if (link := self.places.get(p)) is not None:
+                return link
+            up = posixpath.dirname(p)
+            if up == p:
+                return None
+            p = up
+
+
+NO_LINKS = LibraryLinks()
+
+
+def collect(cfg) -> LibraryLinks:
+    """Every symlink in every configured pool outside its seeding roots, followed (see the model)."""
+    files: dict[tuple[int, int], str] = {}
+    places: dict[str, str] = {}
+    ignore = findwalk.ignore_set(cfg.scan)
+    # Every pool's seeding roots, in every pool's walk: one pool's folder may hold another's.
+    seeds = {os.path.normpath(str(r)) for p in cfg.pools for r in p.seeding_roots}
+    for pool in cfg.pools:
+        root = os.path.normpath(str(pool.path))
+        if root in seeds or not os.path.isdir(root):
+            continue  # the whole pool is seeding data, or nothing there (`config check`'s to say)
+        for link in _symlinks(pool.name, root, seeds, ignore):
+            _follow(link, files, places)
+    return LibraryLinks(files, places)
+
+
+def _follow(link: str, files: dict, places: dict) -> None:
+    """One symlink followed, read-only: its target's identity, or the real path it names."""
+    try:
+        st = os.stat(link)
+    except (OSError, ValueError):  # dangling, a loop, a name too long: the place it names
+        st = None
+    if st is not None and not stat_mod.S_ISDIR(st.st_mode):
+        files.setdefault((st.st_dev, st.st_ino), link)
+        return
+    try:
+        places.setdefault(os.path.realpath(link), link)
+    except (OSError, ValueError):
+        pass  # nothing it names can be spelled: it reaches nothing the walk meets
+
+
+def find_cmd(root: str, seeds: set[str], ignore: set[bytes]) -> list[bytes]:
+    """find below ``root`` printing its symlinks, NUL-separated: -P never follows one, -xdev
+    never leaves the root's filesystem; qbhook's own folders, ignored names and the seeding
+    roots are pruned (folders only: ``findwalk.find_cmd``'s rule), each named exactly."""
+    assert findwalk.FIND is not None
+    tests = [t for n in sorted(ignore) for t in (b"-o", b"-name", findwalk._GLOB_SPECIAL.sub(rb"\\\1", n))]
+    tests += [t for s in sorted(seeds) for t in (b"-o", b"-path", findwalk._GLOB_SPECIAL.sub(rb"\\\1", os.fsencode(s)))]
+    cmd = [os.fsencode(findwalk.FIND), b"-P", os.fsencode(root), b"-xdev", b"-mindepth", b"1"]
+    if tests:
+        cmd += [b"-type", b"d", b"(", *tests[1:], b")", b"-prune", b"-o"]
+    return cmd + [b"-type", b"l", b"-print0"]
+
+
+def _symlinks(pool: str, root: str, seeds: set[str], ignore: set[bytes]) -> list[str]:
+    """The symlinks below ``root`` outside ``seeds`` (find's walk; a Python one without find)."""
+    if findwalk.FIND is None:
+        return _walk(root, seeds, {os.fsdecode(n) for n in ignore})
+    cmd = find_cmd(root, seeds, ignore)
+    done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, env=findwalk._ENV, cwd="/", check=False)
+    # An entry gone between find's listing and its look (a library renamed meanwhile) hides nothing.
+    why = [w for w in os.fsdecode(done.stderr).splitlines() if w and not w.endswith(_VANISHED)]
+    if done.returncode != 0 and (why or not done.stderr):
+        said = why[0] if why else f"find exited {done.returncode}"
+        raise OrphansRefused(
+            f"refusing: cannot look for library symlinks in pool {pool} ({said})",
+            hint="a library's symlink not seen would make its data look reclaimable; "
+            "add a folder qbhook may skip to scan.ignore_names",
+        )
+    return [os.fsdecode(p) for p in done.stdout.split(b"\0") if p]
+
+
+_VANISHED = ": No such file or directory"  # find's words for it (LC_ALL=C)
+
+
+def _walk(root: str, seeds: set[str], ignore: set[str]) -> list[str]:
+    """``_symlinks`` without find: the same walk (nothing followed, one filesystem, same prunes)."""
+    dev = os.lstat(root).st_dev
+    out: list[str] = []
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                listed = list(it)
+        except OSError as e:
+            raise OrphansRefused(f"refusing: cannot look for library symlinks below {d} ({e.strerror})") from None
+        for de in listed:
+            try:
+                st = de.stat(follow_symlinks=False)
+            except OSError:
+                continue  # gone since the listing
+            if stat_mod.S_ISLNK(st.st_mode):
+                out.append(de.path)
+            elif stat_mod.S_ISDIR(st.st_mode) and st.st_dev == dev and de.name not in ignore and de.path not in seeds:
+                stack.append(de.path)
+    return out

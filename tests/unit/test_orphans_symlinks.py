@@ -1,0 +1,163 @@
+"""A library that uses a torrent's data through a symbolic link (qbhook.move.library_links,
+``orphans.library_link``): its target is still used by a library, never quarantined nor purged.
+
+Review (R1, test_F): a library symlink into the seeding roots was unseen (its target's link count
+is 1), so once its torrent was removed the data was reclaimable, quarantined and purged, and the
+library's symlink dangled: its only copy gone. Real files and symlinks on tmpfs pools."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from qbhook.errors import OrphansRefused
+from qbhook.move import library_links, orphans
+from qbhook.move.library_links import LibraryLinks
+from qbhook.move.orphans import LIBRARY, RECLAIMABLE, Entry, References, Walk, decide
+from tests.helpers import write
+from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
+from tests.unit.test_orphans_purge import expire, world  # noqa: F401  (fixture)
+
+
+def kinds(w) -> dict[str, str]:
+    """path -> kind of every orphan the listing finds."""
+    return {o.path: o.kind for o in orphans.find_orphans(w.cfg, [w.qbt]).orphans}
+
+
+def library(w, name: str, target: str) -> str:
+    """A library entry ``media/<name>`` that is a symlink onto ``target``; its path."""
+    link = os.path.join(str(w.stash), "media", name)
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    os.symlink(target, link)
+    return link
+
+
+def test_a_file_a_library_symlinks_is_library_never_quarantined_and_an_unrelated_orphan_goes(world):  # noqa: F811
+    """The reviewer's test_F: the torrent removed, its data symlinked from the library stays."""
+    w = world
+    film = write(os.path.join(w.seed_s, "old/Film/film.mkv"), b"film" * 1000)
+    stray = write(os.path.join(w.seed_s, "old/Stray/stray.mkv"), b"stray" * 100)
+    link = library(w, "Film.mkv", film)
+
+    assert kinds(w) == {film: LIBRARY, stray: RECLAIMABLE}
+    res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    assert res.held == [stray] and os.path.exists(film)
+    expire(w)
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    assert out.kept == [] and out.refused is None and os.path.exists(link)
+    assert [h for h in w.journal.held_links() if h.orphan] == []  # the stray one purged
+
+
+def test_a_relative_symlink_counts_the_same(world):  # noqa: F811
+    w = world
+    film = write(os.path.join(w.seed_s, "old/Film/film.mkv"), b"film" * 1000)
+    link = os.path.join(str(w.stash), "media/Film/film.mkv")
+    os.makedirs(os.path.dirname(link))
+    os.symlink(os.path.relpath(film, os.path.dirname(link)), link)
+    assert kinds(w) == {film: LIBRARY}
+
+
+def test_a_folder_a_library_symlinks_protects_everything_below_it(world):  # noqa: F811
+    w = world
+    show = os.path.join(w.seed_s, "old/Show.S01")
+    eps = [write(os.path.join(show, f"Season 1/e{i}.mkv"), b"ep%d" % i * 100) for i in range(3)]
+    library(w, "Show", show)
+    assert kinds(w) == dict.fromkeys(eps, LIBRARY)
+    assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == []
+    assert all(os.path.exists(e) for e in eps)
+
+
+@pytest.mark.parametrize("onto", ["file", "folder"])
+def test_an_orphan_held_before_the_library_symlink_appeared_is_kept_by_the_purge(world, onto):  # noqa: F811
+    """Quarantined while nothing used it; in the grace period a media manager links its old place
+    (or its folder, which the quarantine emptied and removed): the symlink dangles until the purge,
+    which keeps the held file and says which symlink."""
+    w = world
+    film = write(os.path.join(w.seed_s, "old/Film/film.mkv"), b"film" * 1000)
+    res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    assert res.held == [film] and not os.path.exists(film)
+    (h,) = [h for h in w.journal.held_links() if h.orphan]
+    link = library(w, "Film", film if onto == "file" else os.path.dirname(film))
+    expire(w)
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    assert [(k.held, k.origin) for k in out.kept] == [(h.path, film)] and os.path.exists(h.path)
+    assert f"a library links it by a symbolic link: {link}" in out.kept[0].line()
+
+
+def test_dangling_and_looping_library_symlinks_change_nothing_and_raise_nothing(world):  # noqa: F811
+    w = world
+    stray = write(os.path.join(w.seed_s, "old/Stray/stray.mkv"), b"stray" * 100)
+    library(w, "gone.mkv", os.path.join(w.seed_s, "old/never-there.mkv"))
+    library(w, "a", os.path.join(str(w.stash), "media/b"))
+    library(w, "b", os.path.join(str(w.stash), "media/a"))
+    library(w, "self", os.path.join(str(w.stash), "media/self"))
+    assert kinds(w) == {stray: RECLAIMABLE}
+    assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [stray]
+
+
+def test_symlinks_inside_the_seeding_roots_or_qbhooks_own_folders_are_no_library(world):  # noqa: F811
+    """A symlink below a seeding root is cross-seed's (a torrent's, when one uses it: ``references``);
+    one in an ignored folder (``.zfs``, qbhook's own) is nobody's library."""
+    w = world
+    stray = write(os.path.join(w.seed_s, "old/Stray/stray.mkv"), b"stray" * 100)
+    os.makedirs(os.path.join(w.seed_s, "links"))
+    os.symlink(stray, os.path.join(w.seed_s, "links/stray.mkv"))
+    os.makedirs(os.path.join(str(w.stash), ".zfs/snapshot"))
+    os.symlink(stray, os.path.join(str(w.stash), ".zfs/snapshot/stray.mkv"))
+    assert kinds(w) == {stray: RECLAIMABLE}
+
+
+def test_a_symlinked_folder_is_never_walked_into(world, tmp_path):  # noqa: F811
+    """The collection follows a symlink's target by one stat only: a symlinked folder's content
+    (here, another pool's library) is not walked, so its symlinks are nobody's library."""
+    w = world
+    stray = write(os.path.join(w.seed_s, "old/Stray/stray.mkv"), b"stray" * 100)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(stray, elsewhere / "stray.mkv")
+    library(w, "elsewhere", str(elsewhere))
+    assert kinds(w) == {stray: RECLAIMABLE}
+
+
+def test_the_python_walk_finds_what_find_finds(world, monkeypatch):  # noqa: F811
+    w = world
+    film = write(os.path.join(w.seed_s, "old/Film/film.mkv"), b"film" * 1000)
+    library(w, "Film.mkv", film)
+    library(w, "Old", os.path.dirname(film))
+    library(w, "gone.mkv", os.path.join(w.seed_s, "gone.mkv"))
+    os.symlink(film, os.path.join(w.seed_s, "old/cross.mkv"))
+    by_find = library_links.collect(w.cfg)
+    monkeypatch.setattr(library_links.findwalk, "FIND", None)
+    assert library_links.collect(w.cfg) == by_find and len(by_find) == 3
+
+
+# --------------------------------------------------------------------------- the rule, pure
+
+
+def entry(path: str, ino: int, nlink: int = 1) -> Entry:
+    return Entry(path, "stash", "/stash/seed", 1, ino, 100, nlink, 0, 0)
+
+
+def test_decide_calls_an_orphan_a_library_symlink_reaches_library_whatever_its_link_count():
+    lib = LibraryLinks(files={(1, 1): "/stash/media/a.mkv"}, places={"/stash/seed/old/B": "/stash/media/B"})
+    refs = References(frozenset(), (), 1, library=lib)
+    walk = Walk((entry("/stash/seed/x/a.mkv", 1), entry("/stash/seed/old/B/b.mkv", 2), entry("/stash/seed/c", 3)))
+    rep = decide(walk, refs, now=1e9, settle_seconds=0)
+    assert {o.path: (o.kind, o.frees) for o in rep.orphans} == {
+        "/stash/seed/x/a.mkv": (LIBRARY, 0),
+        "/stash/seed/old/B/b.mkv": (LIBRARY, 0),
+        "/stash/seed/c": (RECLAIMABLE, 100),
+    }
+    assert rep.pools["stash"].library_bytes == 200 and rep.pools["stash"].reclaimable_bytes == 100
+
+
+def test_a_walk_for_library_symlinks_that_fails_refuses_and_holds_nothing(world, monkeypatch):  # noqa: F811
+    """A library not seen is data deleted: find failing (an unreadable folder) refuses, one line."""
+    w = world
+    stray = write(os.path.join(w.seed_s, "old/Stray/stray.mkv"), b"stray" * 100)
+    monkeypatch.setattr(library_links.findwalk, "FIND", "/bin/false")
+    with pytest.raises(OrphansRefused) as e:
+        orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    assert "cannot look for library symlinks in pool stash" in e.value.message and "\n" not in e.value.message
+    assert os.path.exists(stray) and w.journal.held_links() == []
