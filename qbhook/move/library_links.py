@@ -11,7 +11,9 @@ where the target is a folder or is gone):
 * a file target is kept by its (st_dev, st_ino): whatever path the walk meets it by;
 * a folder target by its real path: everything below it;
 * a target that is gone (dangling: its file was quarantined already, or never there) by the
-  real path it names: the purge keeps the held file quarantined from that place.
+  real path it names: the purge keeps the held file quarantined from that place; and, read as a
+  container's path through each client's ``path_map`` (an *arr app in a container writes its
+  own spelling, ``/data/...``), by what that names on the host.
 
 ``orphans.library_link`` is the one rule that reads these facts (the walk's ``decide`` and
 the purge's ``screen_held`` both ask it). The collection never follows a symlinked folder
@@ -32,7 +34,8 @@ import subprocess
 from dataclasses import dataclass, field
 
 from qbhook.catalog import findwalk
-from qbhook.errors import OrphansRefused
+from qbhook.errors import OrphansRefused, PathMapError
+from qbhook.pathmap import PathMap
 
 
 @dataclass(frozen=True)
@@ -73,17 +76,20 @@ def collect(cfg) -> LibraryLinks:
     ignore = findwalk.ignore_set(cfg.scan)
     # Every pool's seeding roots, in every pool's walk: one pool's folder may hold another's.
     seeds = {os.path.normpath(str(r)) for p in cfg.pools for r in p.seeding_roots}
+    maps = [PathMap(c.path_map) for c in cfg.clients if c.path_map]
     for pool in cfg.pools:
         root = os.path.normpath(str(pool.path))
         if root in seeds or not os.path.isdir(root):
             continue  # the whole pool is seeding data, or nothing there (`config check`'s to say)
         for link in _symlinks(pool.name, root, seeds, ignore):
-            _follow(link, files, places)
+            _follow(link, files, places, maps)
     return LibraryLinks(files, places)
 
 
-def _follow(link: str, files: dict, places: dict) -> None:
-    """One symlink followed, read-only: its target's identity, or the real path it names."""
+def _follow(link: str, files: dict, places: dict, maps: list[PathMap] = ()) -> None:
+    """One symlink followed, read-only: its target's identity, or the real path it names. A
+    dangling one is also read as a container's path (``_as_host``): an *arr app in a container
+    that links in symlink mode writes its own spelling, /data/... where the host has /stash/data/..."""
     try:
         st = os.stat(link)
     except (OSError, ValueError):  # dangling, a loop, a name too long: the place it names
@@ -95,6 +101,43 @@ def _follow(link: str, files: dict, places: dict) -> None:
         places.setdefault(os.path.realpath(link), link)
     except (OSError, ValueError):
         pass  # nothing it names can be spelled: it reaches nothing the walk meets
+    if st is None:
+        for host in _as_host(link, maps):
+            _follow_host(host, link, files, places)
+
+
+def _as_host(link: str, maps: list[PathMap]) -> list[str]:
+    """Where a dangling symlink's absolute target would be on the host, through each client's
+    path_map that covers it (TRaSH's guides give every container the same /data mount). Only
+    ever more protection: a wrong guess keeps more, never less."""
+    try:
+        target = os.readlink(link)
+    except (OSError, ValueError):
+        return []
+    if not target.startswith("/"):
+        return []
+    out = []
+    for m in maps:
+        try:
+            out.append(m.to_host(target))
+        except (PathMapError, ValueError):
+            continue  # not under this client's container folders
+    return out
+
+
+def _follow_host(host: str, link: str, files: dict, places: dict) -> None:
+    """``_follow`` of a translated target: its identity if it is a file there, else its place."""
+    try:
+        st = os.stat(host)
+    except (OSError, ValueError):
+        st = None
+    if st is not None and not stat_mod.S_ISDIR(st.st_mode):
+        files.setdefault((st.st_dev, st.st_ino), link)
+        return
+    try:
+        places.setdefault(os.path.realpath(host), link)
+    except (OSError, ValueError):
+        pass
 
 
 def find_cmd(root: str, seeds: set[str], ignore: set[bytes]) -> list[bytes]:

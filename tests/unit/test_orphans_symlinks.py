@@ -161,3 +161,24 @@ def test_a_walk_for_library_symlinks_that_fails_refuses_and_holds_nothing(world,
         orphans.quarantine(w.cfg, w.cat, [w.qbt])
     assert "cannot look for library symlinks in pool stash" in e.value.message and "\n" not in e.value.message
     assert os.path.exists(stray) and w.journal.held_links() == []
+
+
+def test_a_library_symlink_in_a_containers_spelling_counts_through_the_clients_path_map(world):  # noqa: F811
+    """An *arr app in a container links in symlink mode with its own paths (/data/...): on the host
+    the symlink dangles, and only the clients' path_map says what it names (one /data mount for
+    every container, as TRaSH's guides give it)."""
+    from dataclasses import replace
+
+    from qbhook.config import QbtConfig
+
+    w = world
+    film = write(os.path.join(w.seed_s, "old/Film/film.mkv"), b"film" * 1000)
+    stray = write(os.path.join(w.seed_s, "old/Stray/stray.mkv"), b"stray" * 100)
+    host_root = str(w.stash)
+    qbt = QbtConfig("qb", "http://127.0.0.1:1", "admin", path_map=(("/data", host_root),))
+    w.cfg = replace(w.cfg, qbittorrent=(qbt,))
+    library(w, "Film.mkv", "/data" + film[len(host_root) :])  # dangling on the host
+
+    found = library_links.collect(w.cfg)
+    assert found.reaching(film, (os.stat(film).st_dev, os.stat(film).st_ino)) is not None
+    assert found.reaching(stray, (os.stat(stray).st_dev, os.stat(stray).st_ino)) is None
