@@ -10,9 +10,14 @@ but the "still moves" ones fails on the code before the rule (review R3-1).
 
 from __future__ import annotations
 
+import os
+
 from qbhook.config import PolicyConfig
 from qbhook.decide.planner import make_plan
 from qbhook.decide.repair import Present, RepairFile
+from tests.helpers import write
+from tests.unit.test_executor import H1, demote_plan, world  # noqa: F401  (fixture)
+from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 from tests.unit.test_repair import A, facts, lib, only_group, only_refusal, torrent
 from tests.unit.test_repair import P as RP
 from tests.unit.test_repair import S as RS
@@ -88,3 +93,46 @@ def test_repair_still_rebuilds_with_a_skipped_files_place_empty_or_in_place():
     # In place the torrent already names that path: what is there is left as it is.
     there = {RS + "/movies/M/extra.bin": Present("zfs:1", 55, 50, None)}
     assert only_group(_repair_facts(there, pool_copy=False)).target_pool == "stash"
+
+
+# ------------------------------------------------------------------ executor
+
+EXTRA = "Movie.2020/extras/extra.mkv"  # H1's skipped file, never downloaded
+
+
+def _skipped_extra(w) -> int:
+    size = 46
+    w.qbt.t[H1].files.append((EXTRA, size, 0))
+    return size
+
+
+def test_executor_refuses_at_verify_view_a_file_put_at_a_skipped_files_place_after_planning(world):  # noqa: F811
+    w = world
+    size = _skipped_extra(w)
+    place = os.path.join(w.seed_p, EXTRA)
+    other = os.path.join(w.seed_p, "other-torrent", "extra.mkv")
+    planted = []
+
+    def plant(point, gid, seq, step):
+        # Between plan and verify: another torrent's file (cross-seeded) lands at that place.
+        if point == "before" and step.kind == "verify_view" and step.torrent == H1 and not planted:
+            write(place.encode(), b"X" * size)
+            os.makedirs(os.path.dirname(other))
+            os.link(place, other)
+            planted.append(True)
+
+    summary = w.executor(hook=plant).apply(demote_plan(w))
+    assert planted and TAKEN + place in summary.groups_failed["g1"]
+    assert w.qbt.count("set_location") == 0 and w.qbt.torrent(H1).save_path == w.seed_s
+    st = os.lstat(other)
+    assert st.st_ino == os.lstat(place).st_ino and st.st_nlink == 2  # left as it was
+    with open(other, "rb") as f:
+        assert f.read() == b"X" * size
+
+
+def test_executor_still_moves_a_partial_torrent_whose_skipped_files_place_is_empty(world):  # noqa: F811
+    w = world
+    _skipped_extra(w)
+    summary = w.executor().apply(demote_plan(w))
+    assert summary.groups_done and not summary.groups_failed
+    assert w.qbt.torrent(H1).save_path == w.seed_p and not os.path.lexists(os.path.join(w.seed_p, EXTRA))
