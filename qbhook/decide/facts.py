@@ -230,6 +230,31 @@ class Snapshot:
         return None
 
 
+def skipped_place_taken(at_destination: object | None, at_source: object | None) -> bool:
+    """The one rule for a skipped file's (priority 0) place in a torrent's new folder: is it taken?
+
+    A move or a repair builds only the wanted files; a skipped one stays unbuilt, and qBittorrent
+    writes its pieces into whatever is at its path once a person raises its priority (no
+    recheck). Something at that path that is not the torrent's own file there would be written
+    into: another torrent's file, a library's hard link. So the place must be empty, or hold the
+    very inode the torrent already has at its current path (the same path, as a repair in place
+    keeps it). "Same content" is not enough: that inode's other links would take the writes.
+
+    ``at_destination`` / ``at_source``: an identity of what is at each path (an ``InodeKey``, or
+    ``(st_dev, st_ino)`` as the executor reads it live), None where nothing is. Read by the
+    planner (``planner.skipped_place_blockers``), repair (``repair._group``) and the executor
+    right before setLocation (``Executor._verify_view``)."""
+    return at_destination is not None and at_destination != at_source
+
+
+def skipped_place_reason(path: str) -> str:
+    """Why a taken place (``skipped_place_taken``) refuses the move, naming the path."""
+    return (
+        f"a skipped file's place at the destination holds another file: {path}; "
+        "qBittorrent would write into it if the file is wanted later"
+    )
+
+
 def torrent_file_path(save_path: str, name: str) -> tuple[str, bool]:
     """(the path of a torrent's file ``name`` under ``save_path``, whether it may be looked up):
     canonical (``canonical_path``) when the name is a path below the save path

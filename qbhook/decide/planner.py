@@ -20,8 +20,10 @@ Per payload group it decides:
 A partial torrent (files at priority 0, "skipped") is planned on its **wanted** files only
 (``wanted_only``): its skipped files are neither built nor required at the destination, and
 nothing of them at the source is deleted (qBittorrent may keep part files there). It moves
-when complete in its wanted files and nothing of a skipped file sits at the source (a
-setLocation would carry that along unverified).
+when complete in its wanted files, nothing of a skipped file sits at the source (a
+setLocation would carry that along unverified), and nothing sits at a skipped file's place at
+the destination (``facts.skipped_place_taken``: qBittorrent would write into it once the file
+is wanted).
 
 Converging identical payloads on both pools falls out of the same rules: the
 side nobody consumes demotes or promotes onto the other side's inodes with zero
@@ -53,6 +55,8 @@ from qbhook.decide.facts import (
     ancestors,
     incidental_below,
     map_to_pool,
+    skipped_place_reason,
+    skipped_place_taken,
 )
 from qbhook.decide.grouping import payload_groups
 from qbhook.decide.heap import collector_paused
@@ -235,6 +239,7 @@ def decide(
         symlink_blockers(snap, full, src, tgt)
         + reached_blockers(snap, group)
         + skipped_blockers(full, snap)
+        + skipped_place_blockers(snap, full, src, tgt)
         + file_blockers(group, snap)
         + torrent_blockers(group)
     )
@@ -345,6 +350,25 @@ def skipped_blockers(full: list[TorrentFact], snap: Snapshot) -> list[str]:
                     f"{t.name}: skipped file (priority 0) has data at the source, qBittorrent would carry it "
                     f"along unverified: {f.path}"
                 )
+    return out
+
+
+def skipped_place_blockers(snap: Snapshot, full: list[TorrentFact], src: PoolFact, tgt: PoolFact) -> list[str]:
+    """Skipped files whose place at the destination is taken (``facts.skipped_place_taken``): by a
+    file there now (``snap.existing``), or by a wanted file the move puts there. ``wanted_only``
+    leaves skipped files out of ``build_steps``, so its destination check never sees their paths;
+    qBittorrent would write into what is there once the file is wanted. The executor reads the
+    same rule again right before setLocation (``Executor._verify_view``)."""
+    wanted = {posixpath.join(_mapped(t.save_path, src, tgt), f.rel) for t in full for f in t.files if f.priority}
+    out = []
+    for t in full:
+        new_save = _mapped(t.save_path, src, tgt)
+        for f in t.files:
+            if f.priority or not is_relative_path(f.rel):
+                continue  # an unsafe name is file_blockers' (and names no place)
+            dst = posixpath.join(new_save, f.rel)
+            if dst in wanted or skipped_place_taken(snap.existing.get(dst), f.inode):
+                out.append(f"{t.name}: " + skipped_place_reason(dst))
     return out
 
 

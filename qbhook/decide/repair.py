@@ -16,6 +16,9 @@ and the refusals out. Rules:
   seeding dataset holds the copy, at the mapped save path (``map_to_pool``, the one formula).
 - Something other than the wanted content already at a view path refuses the torrent (a
   repair never overwrites); the right content already there is kept and used.
+- A skipped file's place in a view at a new save path must be empty (``facts.skipped_place_taken``):
+  qBittorrent would write into what is there once the file is wanted. In place, the torrent
+  already names that path: nothing there changes.
 
 Steps of one repair (one group per torrent): ``link``/``mkempty`` the missing files, ``verify_view``,
 ``repair`` (stop, setLocation if the path changes, recheck, 100 %, start), ``verify_group``.
@@ -30,7 +33,7 @@ from dataclasses import dataclass, field
 
 from qbhook.catalog.identity import group_id
 from qbhook.clients.model import is_relative_path
-from qbhook.decide.facts import ContentKey, PoolFact, map_to_pool
+from qbhook.decide.facts import ContentKey, PoolFact, map_to_pool, skipped_place_reason, skipped_place_taken
 from qbhook.decide.plan import (
     Action,
     GroupPlan,
@@ -121,8 +124,11 @@ def save_paths(t: MissingTorrent, pools: tuple[PoolFact, ...]) -> list[tuple[Poo
 
 
 def view_paths(t: MissingTorrent, pools: tuple[PoolFact, ...]) -> list[str]:
-    """Every path the decision looks at (the gatherer lstat-s them into ``RepairFacts.present``)."""
-    return [posixpath.join(save, f.rel) for _p, save in save_paths(t, pools) for f in wanted(t)]
+    """Every path the decision looks at (the gatherer lstat-s them into ``RepairFacts.present``):
+    each file's, skipped ones' too (their place must be empty, ``_group``), at every save path."""
+    return [
+        posixpath.join(save, f.rel) for _p, save in save_paths(t, pools) for f in t.files if is_relative_path(f.rel)
+    ]
 
 
 def plan_repairs(facts: RepairFacts) -> tuple[Plan, list[Unrepairable]]:
@@ -180,6 +186,12 @@ def _group(
     facts: RepairFacts, t: MissingTorrent, files: list[RepairFile], src: PoolFact, pool: PoolFact, new_save: str
 ) -> GroupPlan | str:
     base = new_save + "/"
+    for f in t.files:
+        if f.priority or not is_relative_path(f.rel) or new_save == t.save_path:
+            continue  # in place, a skipped file's place is the one the torrent names already
+        at_dst, at_src = (_identity(facts.present.get(posixpath.join(s, f.rel))) for s in (new_save, t.save_path))
+        if skipped_place_taken(at_dst, at_src):
+            return skipped_place_reason(base + f.rel)
     make: list[Step] = []
     for f in files:
         dst = base + f.rel
@@ -225,6 +237,14 @@ def _group(
         payload_bytes=size,
         steps=steps,
     )
+
+
+def _identity(p: Present | None) -> tuple[str, int] | object | None:
+    """What is at a path, for ``skipped_place_taken``: its inode, None if nothing; a folder or a
+    symlink (no filesystem id, ``repair_facts._present``) is itself only."""
+    if p is None:
+        return None
+    return (p.fsid, p.ino) if p.fsid else object()
 
 
 def _few(rels: list[str]) -> str:

@@ -52,6 +52,7 @@ from qbhook import procs
 from qbhook.catalog.identity import components
 from qbhook.catalog.torrents import TorrentIndex
 from qbhook.decide.explain import VIEW_CHANGED  # in a backstop-stopped group's reason (status, explain)
+from qbhook.decide.facts import skipped_place_reason, skipped_place_taken
 from qbhook.decide.heap import collector_paused, heap_frozen
 from qbhook.decide.plan import (
     Action,
@@ -1406,16 +1407,7 @@ class Executor:
                     if lf.wanted:
                         raise UnsafeOperation(f"torrent {h} has file {lf.name} that the view at {save} lacks")
                     current_save = current_save or _norm(c.torrent(h).save_path)
-                    # Both facts through verified folders: a folder of either path swapped for a
-                    # symlink could make the old file look absent (or present in the view), and
-                    # qBittorrent would then copy it unverified. Such a folder refuses the step.
-                    what = f"torrent {h}: cannot check unwanted file {lf.name}"
-                    old = _look(reader, os.path.join(current_save, lf.name), what)
-                    if old is not None and old.st_size and _look(reader, os.path.join(save, lf.name), what) is None:
-                        raise UnsafeOperation(
-                            f"torrent {h}: unwanted file {lf.name} exists at {current_save} but not in "
-                            "the view: qBittorrent would copy it unverified"
-                        )
+                    _check_unwanted(reader, h, lf.name, current_save, save)
                     continue
                 if v[1] != lf.size:
                     raise VerificationFailed(
@@ -2565,6 +2557,30 @@ def _replay_copy_failed(st: _GroupRun, seq: int, s: Copy, row: StepRow, _reader:
 def _replay_view(st: _GroupRun, _seq: int, s: VerifyView, row: StepRow) -> None:
     st.views.add((s.instance, s.torrent, _norm(s.save_path)))
     st.seen.update({p: tuple(f) for p, f in ((row.result or {}).get("seen") or {}).items()})
+
+
+def _check_unwanted(reader: FolderReader, h: str, name: str, current_save: str, save: str) -> None:
+    """An unwanted (skipped) file of torrent ``h`` may go to the view at ``save`` from
+    ``current_save``: nothing of it at the old place that the view lacks (qBittorrent would copy
+    it unverified), and its place in the view empty or the old place's own inode
+    (``facts.skipped_place_taken``: qBittorrent writes into what is there once the file is
+    wanted). Read live right before setLocation: a file put there after planning is seen."""
+    # Both facts through verified folders: a folder of either path swapped for a symlink could
+    # make the old file look absent (or present in the view), and qBittorrent would then copy it
+    # unverified or write into what is behind it. Such a folder refuses the step.
+    what = f"torrent {h}: cannot check unwanted file {name}"
+    old = _look(reader, os.path.join(current_save, name), what)
+    if save == current_save:
+        return  # a repair in place: the file's place is the one the torrent names already
+    new = _look(reader, os.path.join(save, name), what)
+    if old is not None and old.st_size and new is None:
+        raise UnsafeOperation(
+            f"torrent {h}: unwanted file {name} exists at {current_save} but not in "
+            "the view: qBittorrent would copy it unverified"
+        )
+    ident = None if new is None else (new.st_dev, new.st_ino)
+    if skipped_place_taken(ident, None if old is None else (old.st_dev, old.st_ino)):
+        raise UnsafeOperation(f"torrent {h}: " + skipped_place_reason(os.path.join(save, name)))
 
 
 def _look(reader: FolderReader, path: str, what: str) -> os.stat_result | None:

@@ -1,0 +1,138 @@
+"""A skipped file's (priority 0) place at the destination must be empty (``facts.skipped_place_taken``).
+
+A move or a repair builds only a partial torrent's wanted files. If another file sat at a skipped
+file's path in the new folder (another torrent's, a library's hard link), the torrent would be
+relocated onto it, and once a person raises that file's priority qBittorrent downloads its pieces
+into that inode (no recheck): another torrent's data or a library file modified. The planner
+blocks it, repair refuses it, and the executor reads it again right before setLocation. Each test
+but the "still moves" ones fails on the code before the rule (review R3-1).
+"""
+
+from __future__ import annotations
+
+import os
+
+from qbhook.config import PolicyConfig
+from qbhook.decide.planner import make_plan
+from qbhook.decide.repair import Present, RepairFile
+from tests.helpers import write
+from tests.unit.test_executor import H1, demote_plan, world  # noqa: F401  (fixture)
+from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
+from tests.unit.test_repair import A, facts, lib, only_group, only_refusal, torrent
+from tests.unit.test_repair import P as RP
+from tests.unit.test_repair import S as RS
+from tests.unit.world import P, S, World
+
+TAKEN = "a skipped file's place at the destination holds another file: "
+
+
+# ------------------------------------------------------------------ planner
+
+
+def _partial(w: World) -> None:
+    """Torrent a: e1 wanted, e3 skipped and never downloaded (nothing at its source path)."""
+    w.payload(S + "/m", {"Show/e1.mkv": "A"})
+    w.torrent("a" * 40, S + "/m", ["Show/e1.mkv", "Show/e3.mkv"], skipped=["Show/e3.mkv"])
+
+
+def _group_of_a(w: World):
+    return next(g for g in make_plan(w.snapshot(), PolicyConfig()).groups if "a" * 40 in g.torrents)
+
+
+def test_planner_blocks_a_partial_torrent_whose_skipped_files_place_holds_another_torrents_file():
+    w = World()
+    _partial(w)
+    # On the cold pool, at e3's mapped path: another torrent's file, cross-seeded by a third.
+    w.payload(P + "/m", {"Show/e3.mkv": "OTHER"})
+    w.link(P + "/m/Show/e3.mkv", P + "/xseed/Show/e3.mkv")
+    w.torrent("b" * 40, P + "/m", ["Show/e3.mkv"], tags=set())
+    w.torrent("c" * 40, P + "/xseed", ["Show/e3.mkv"], tags=set())
+    g = _group_of_a(w)
+    assert g.action == "blocked" and not g.steps, g.reason
+    assert TAKEN + P + "/m/Show/e3.mkv" in g.reason and "if the file is wanted later" in g.reason
+
+
+def test_planner_blocks_a_skipped_files_place_holding_a_lone_file_too():
+    """Nothing else links it now, and its content is unknown: still not the torrent's own."""
+    w = World()
+    _partial(w)
+    w.file(P + "/m/Show/e3.mkv", "WHATEVER")
+    g = _group_of_a(w)
+    assert g.action == "blocked" and TAKEN + P + "/m/Show/e3.mkv" in g.reason
+
+
+def test_planner_still_moves_a_partial_torrent_whose_skipped_files_place_is_empty():
+    w = World()
+    _partial(w)
+    g = _group_of_a(w)
+    assert g.action == "demote" and [s.to_path for s in g.steps if s.kind == "relocate"] == [P + "/m"]
+
+
+# ------------------------------------------------------------------ repair
+
+SKIPPED = RepairFile(1, "M/extra.bin", 50, 0, None)
+
+
+def _repair_facts(present: dict, pool_copy: bool = True):
+    """A missing torrent (one wanted file, one skipped) whose only copy is on the cold pool
+    (``pool_copy``: the view goes to the mapped save path) or on its own."""
+    t = torrent([RepairFile(0, "M/m.mkv", 100, 1, A), SKIPPED])
+    copy = lib("m.mkv", fsid="zfs:2") if pool_copy else lib("m.mkv")
+    return facts(t, {(100, A): (copy,)}, present)
+
+
+def test_repair_refuses_a_new_save_path_where_a_skipped_files_place_is_taken():
+    dst = RP + "/movies/M/extra.bin"
+    reason = only_refusal(_repair_facts({dst: Present("zfs:2", 55, 50, None)}))
+    assert reason.startswith(TAKEN + dst), reason
+
+
+def test_repair_still_rebuilds_with_a_skipped_files_place_empty_or_in_place():
+    g = only_group(_repair_facts({}))
+    assert g.target_pool == "pool" and "1 skipped file(s) left as they are" in g.reason
+    # In place the torrent already names that path: what is there is left as it is.
+    there = {RS + "/movies/M/extra.bin": Present("zfs:1", 55, 50, None)}
+    assert only_group(_repair_facts(there, pool_copy=False)).target_pool == "stash"
+
+
+# ------------------------------------------------------------------ executor
+
+EXTRA = "Movie.2020/extras/extra.mkv"  # H1's skipped file, never downloaded
+
+
+def _skipped_extra(w) -> int:
+    size = 46
+    w.qbt.t[H1].files.append((EXTRA, size, 0))
+    return size
+
+
+def test_executor_refuses_at_verify_view_a_file_put_at_a_skipped_files_place_after_planning(world):  # noqa: F811
+    w = world
+    size = _skipped_extra(w)
+    place = os.path.join(w.seed_p, EXTRA)
+    other = os.path.join(w.seed_p, "other-torrent", "extra.mkv")
+    planted = []
+
+    def plant(point, gid, seq, step):
+        # Between plan and verify: another torrent's file (cross-seeded) lands at that place.
+        if point == "before" and step.kind == "verify_view" and step.torrent == H1 and not planted:
+            write(place.encode(), b"X" * size)
+            os.makedirs(os.path.dirname(other))
+            os.link(place, other)
+            planted.append(True)
+
+    summary = w.executor(hook=plant).apply(demote_plan(w))
+    assert planted and TAKEN + place in summary.groups_failed["g1"]
+    assert w.qbt.count("set_location") == 0 and w.qbt.torrent(H1).save_path == w.seed_s
+    st = os.lstat(other)
+    assert st.st_ino == os.lstat(place).st_ino and st.st_nlink == 2  # left as it was
+    with open(other, "rb") as f:
+        assert f.read() == b"X" * size
+
+
+def test_executor_still_moves_a_partial_torrent_whose_skipped_files_place_is_empty(world):  # noqa: F811
+    w = world
+    _skipped_extra(w)
+    summary = w.executor().apply(demote_plan(w))
+    assert summary.groups_done and not summary.groups_failed
+    assert w.qbt.torrent(H1).save_path == w.seed_p and not os.path.lexists(os.path.join(w.seed_p, EXTRA))
