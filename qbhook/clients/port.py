@@ -30,6 +30,10 @@ of them asking which client it is. The rules every adapter keeps:
   ends in ``d.check_hash``. qBittorrent does not recheck a stopped torrent after a move,
   and shows the progress it cached before it for a refresh interval, so the executor asks
   for the recheck and waits to see it. A client that does not say is taken not to check;
+* ``part_file`` (a class attribute) says whether the client keeps the pieces a wanted file
+  shares with a skipped one in libtorrent's part file, ``.<infohash>.parts`` in the save path
+  (qBittorrent), rather than in the skipped file itself (rTorrent): a repair of a partial
+  torrent needs that file. A client that does not say is taken to keep one;
 * ``start(forced=True)`` starts a torrent outside the client's queue, as it ran when its
   state said ``forcedUP``/``forcedDL`` (``TorrentInfo.is_forced``); a client with no queue to
   bypass (rTorrent) starts it as any start, and never reports a forced state;

@@ -279,6 +279,7 @@ class RtorrentClient(FindOrRaise):
     # unfinished chunks") and ignores d.start even after a good recheck (0.9.8, seen).
     relocation_moves_files = False
     relocation_checks = True  # set_location's multicall ends in d.check_hash; d.hashing is live
+    part_file = False  # a chunk shared with a skipped file is written into that file (clients/port.py)
 
     def __init__(
         self,

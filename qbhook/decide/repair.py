@@ -19,10 +19,15 @@ and the refusals out. Rules:
 - A skipped file's place in a view at a new save path must be empty (``facts.skipped_place_taken``):
   qBittorrent would write into what is there once the file is wanted. In place, the torrent
   already names that path: nothing there changes.
+- A partial torrent (skipped files) whose client keeps the pieces shared with skipped files in
+  libtorrent's part file is refused when that file is not in its save path: those pieces would
+  fail the recheck (``MissingTorrent.part_file_missing``, looked for by the gatherer).
 
 Steps of one repair (one group per torrent): ``link``/``mkempty`` the missing files, ``verify_view``,
 ``repair`` (stop, setLocation if the path changes, recheck, 100 %, start), ``verify_group``.
-Nothing is deleted: a repair only adds links.
+Nothing is deleted but what a failed repair made: its links and empty files go again, the
+torrent left stopped and missing them (``Executor._close_failed_repair``), so a later repair can
+retry.
 """
 
 from __future__ import annotations
@@ -66,6 +71,9 @@ class MissingTorrent:
     state: str
     save_path: str  # host path
     files: tuple[RepairFile, ...]
+    # The torrent skips files and its client keeps the pieces they share with wanted ones in
+    # libtorrent's part file (``.<infohash>.parts``), which is not in its save path.
+    part_file_missing: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +183,13 @@ def plan_one(facts: RepairFacts, t: MissingTorrent) -> GroupPlan | str:
         where = "a dataset without a seeding root" if common else f"{_spread(facts, data)} datasets"
         return f"no copy on one dataset: the copies are on {where}; repair links, it never copies across pools"
     pool, new_save = choice
+    if t.part_file_missing:
+        # A piece shared by a wanted file and a skipped one is checked from both: without the
+        # skipped side's bytes the recheck ends under 100 %, the view linked for nothing.
+        return (
+            f"partial torrent ({len(t.files) - len(files)} skipped file(s)) whose part file .{t.hash}.parts is "
+            f"not in {t.save_path}: a piece shared with a skipped file would fail the recheck"
+        )
     if t.state not in QUIET_STATES:  # last: a torrent that cannot be repaired anyway says why first
         return (
             f"it is {t.state}, not stopped: stop it first (a repair links files under it, and it would write into them)"

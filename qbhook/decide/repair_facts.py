@@ -121,9 +121,25 @@ def _missing_torrent(
         k = by_index.get(f.index)
         digest = k[2].hex() if k is not None and k[0] == f.name and k[1] == f.size and k[2] is not None else None
         files.append(RepairFile(f.index, f.name, f.size, f.priority, digest))
+    skips = any(not f.wanted for f in live) and getattr(clients[info.instance], "part_file", True)
     return MissingTorrent(
-        info.hash, info.instance, info.name, info.state, os.path.normpath(info.save_path), tuple(files)
+        info.hash,
+        info.instance,
+        info.name,
+        info.state,
+        os.path.normpath(info.save_path),
+        tuple(files),
+        part_file_missing=skips and not _has_part_file(reader, info),
     )
+
+
+def _has_part_file(reader: FolderReader, info: TorrentInfo) -> bool:
+    """Whether libtorrent's part file of ``info`` is in its save path: ``.<hash>.parts``, the hash
+    being libtorrent's "best" one (a hybrid torrent's v2 hash cut to 40 digits, not its v1 hash
+    qBittorrent lists it by), so every spelling the torrent may have is looked for."""
+    v2 = info.infohash_v2
+    hashes = {h for h in (info.hash, info.infohash_v1, v2, v2[:40] if v2 else None) if h}
+    return any(_is_file(reader, os.path.join(info.save_path, f".{h}.parts")) for h in hashes)
 
 
 def _is_file(reader: FolderReader, path: str) -> bool:

@@ -440,6 +440,8 @@ class _GroupRun:
     # Journaled with verify_view's result, so a resumed run checks against the same facts.
     seen: dict[str, tuple] = field(default_factory=dict)
     view_changed: bool = False  # the backstop tripped: no rollback, no delete, an alert
+    # A repair's torrents this run stopped before putting a file under them (``_repair_quiet``).
+    quieted: set = field(default_factory=set)
     # Content hashes this group learned from its copies (a ``Copy`` planned without one): target
     # path -> hex. Later steps planned without a hash for that path check against it. Rebuilt on
     # resume from the journaled results of the finished copies and links.
@@ -1151,14 +1153,15 @@ class Executor:
     def _close_failed(self, st: _GroupRun, reason: str) -> None:
         o = st.outcome
         o.status, o.reason = GroupStatus.FAILED, reason
+        if st.plan.action == Action.REPAIR:
+            self._close_failed_repair(st, reason)
+            return
         if st.view_changed:
             # Something wrote into a view file (maybe a library file): no torrent may run on it.
             self._stop_where_it_is(st, reason)
             return
-        if st.plan.action in (Action.CONVERGE, Action.REPAIR):
-            # Nothing to undo: every relink is complete on its own (each name always held the same bytes);
-            # a repair only added links of catalog copies for a torrent that was broken already, and
-            # left it stopped unless it reached 100 % (Executor._repair).
+        if st.plan.action == Action.CONVERGE:
+            # Nothing to undo: every relink is complete on its own (each name always held the same bytes).
             self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.FAILED, o.reason)
             return
         if st.deletes_started:
@@ -1193,6 +1196,125 @@ class Executor:
             # The views first: the group's end state is written once all of them are journaled.
             self._record_leftover_views(st)
             self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.ROLLED_BACK, reason)
+
+    def _close_failed_repair(self, st: _GroupRun, reason: str) -> None:
+        """A failed repair: its torrent stopped, then the links and empty files it made removed.
+
+        Left in place, the torrent (incomplete, no longer missingFiles, so ``qbhook repair``
+        refuses it) sits on the library's inodes: one start and qBittorrent downloads the failing
+        pieces into them. Without them it misses its files again, and a later repair can retry.
+        Stopped first (a torrent running on them would write into them as they go); the files are
+        removed even when the stop fails: a name less only shrinks what it could write into.
+        Redone whole by a resumed run (the failed step closes the group again), each removed
+        file's step marked undone so it is not looked at twice (``_undo_repair_views``)."""
+        o = st.outcome
+        notes: list[str] = []
+        made = self._repair_made(st)
+        for s in st.plan.steps if made else ():  # nothing under it: a torrent a person started stays so
+            if isinstance(s, Repair):
+                try:
+                    c = self._client(s.instance)
+                    t = c.torrent(s.torrent)
+                    if not t.is_stopped or t.is_paused:
+                        c.stop(s.torrent)
+                except QbhookError as e:
+                    notes.append(f"could not stop {s.torrent}: {e}")
+        removed, kept = self._undo_repair_views(st, made)
+        if removed:
+            notes.append(f"the {removed} file(s) it linked or made were removed, the torrent left stopped")
+        if kept:
+            notes.append(
+                f"{len(kept)} kept (not provably the file it made any more; recorded as leftover views): "
+                f"{', '.join(kept[:3])}" + (f" (+{len(kept) - 3} more)" if len(kept) > 3 else "")
+            )
+        if notes:
+            reason = f"{reason}; {'; '.join(notes)}"
+        if st.view_changed:
+            # Something wrote into a view file (maybe a library file): a person looks, alerted.
+            self._stop_where_it_is(st, reason)
+            return
+        o.reason = reason
+        self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.FAILED, o.reason)
+
+    def _repair_made(self, st: _GroupRun) -> list[StepRow]:
+        """The journal rows of the files this repair put under its torrent and did not remove yet,
+        newest first: a link its make step made (``linked``, or ``already``: an earlier attempt's),
+        an empty file it created; never a file found there (``present``)."""
+        ours = {Link.kind: ("linked", "already"), MkEmpty.kind: ("created",)}
+        return [
+            r
+            for r in reversed(self.journal.steps(st.run_id))
+            if r.group_id == st.plan.group_id
+            and r.status == StepStatus.DONE
+            and (r.result or {}).get("status") in ours.get(r.kind, ())
+        ]
+
+    def _undo_repair_views(self, st: _GroupRun, made: list[StepRow]) -> tuple[int, list[str]]:
+        """Remove each file a failed repair put under its torrent (``made``: ``_repair_made``):
+        (how many went, the paths kept).
+
+        Never the link's source. Each through ``fsops.remove_leftover_view``, the
+        rolled-back groups' own removal: through verified folders, only while the name is still
+        the inode the step proved (device, inode, size) and its content lives on at the source
+        (a link: only a name goes) or it is empty. A file it refuses (another file at the name,
+        the source gone: the view may be its last copy), or cannot reach now, is kept and
+        journaled as a leftover view, for ``move.leftovers`` and ``status``. A removed file's
+        step is journaled undone; one found gone already counts as removed."""
+        if not made:
+            return 0, []
+        rows = self.journal.steps(st.run_id)
+        recorded = {r.args.get("path") for r in rows if r.group_id == st.plan.group_id and r.kind == LEFTOVER_KIND}
+        removed, kept = 0, []
+        for row in made:
+            res = row.result or {}
+            dst, src = row.args.get("dst"), row.args.get("src")
+            if not isinstance(dst, str) or not all(isinstance(res.get(k), int) for k in ("ino", "size")):
+                kept.append(str(dst))  # journaled by an older qbhook: no proof of which inode it made, no record
+                continue
+            if isinstance(src, str) and _norm(src) == _norm(dst):
+                continue  # the source itself: never (the planner links only where nothing was)
+            try:
+                out = fsops.remove_leftover_view(
+                    dst,
+                    ino=res["ino"],
+                    size=res["size"],
+                    dev=res.get("dev"),
+                    keep=src if row.kind == Link.kind else None,
+                    blake3_hex=row.args.get("blake3") or res.get("blake3"),
+                    roots=self.seeding_roots,
+                    keep_roots=self.roots,
+                    catalog=self.catalog,
+                    ctime_ns=res.get("ctime_ns"),
+                )
+            except (QbhookError, OSError) as e:
+                self.log.warning("group %s: kept %s: %s", st.plan.group_id, dst, e)
+                kept.append(dst)
+                if dst not in recorded:
+                    self._record_kept_repair_view(st, row, dst)
+                continue
+            if out["status"] == "removed":
+                self.catalog.forget_path(dst)
+            self.journal.undone(row.id, {**res, "undone": out["status"]})
+            removed += 1
+        return removed, kept
+
+    def _record_kept_repair_view(self, st: _GroupRun, row: StepRow, dst: str) -> None:
+        """Journal a file a failed repair could not remove as a leftover view (``_record_leftover_views``'
+        record), with what its step proved it made."""
+        res = row.result or {}
+        self.journal.record_leftover(
+            st.run_id,
+            st.plan.group_id,
+            {
+                "path": dst,
+                "ino": res["ino"],
+                "size": res["size"],
+                "ctime_ns": res.get("ctime_ns"),
+                "kind": row.kind,
+                "keep": row.args.get("src"),
+                "blake3": row.args.get("blake3") or res.get("blake3"),
+            },
+        )
 
     def _stop_after_deletes(self, st: _GroupRun, reason: str) -> None:
         """Old links are partly gone: the new place is the only complete one, and it was
@@ -1238,15 +1360,24 @@ class Executor:
     def _repair_quiet(self, st: _GroupRun) -> None:
         """A repair's torrent writes nothing now (``decide.repair.QUIET_STATES``), asked right before
         each file is put under it: the plan saw it so, but a person may have started it since, and
-        a running torrent would write arriving blocks into the catalog copies linked there."""
+        a running torrent would write arriving blocks into the catalog copies linked there.
+
+        Stopped too, before the first file (``st.quieted``): a missingFiles torrent may be a
+        started one whose files vanished, and the first file that appears under it is one it
+        could start writing into (an rTorrent item paused reads stopped but resumes). Its state
+        stays missingFiles after the stop (qBittorrent shows that first): stopped once per run."""
         for s in st.plan.steps:
             if isinstance(s, Repair):
-                state = self._client(s.instance).torrent(s.torrent).state
-                if state not in QUIET_STATES:
+                c = self._client(s.instance)
+                t = c.torrent(s.torrent)
+                if t.state not in QUIET_STATES:
                     raise UnsafeOperation(
-                        f"refusing to repair {s.torrent}: it is {state} now, not stopped",
+                        f"refusing to repair {s.torrent}: it is {t.state} now, not stopped",
                         hint="stop it, then run qbhook repair again",
                     )
+                if (s.instance, s.torrent) not in st.quieted and (not t.is_stopped or t.is_paused):
+                    c.stop(s.torrent)
+                st.quieted.add((s.instance, s.torrent))
 
     def _stop_where_it_is(self, st: _GroupRun, reason: str) -> None:
         """The backstop tripped: stop the group's torrents, move nothing, delete nothing, alert.
@@ -1768,7 +1899,10 @@ class Executor:
             # Stopped first: a recheck under 100 % must not download into the view, whose inodes
             # are catalog copies (maybe library files). Started again only at 100 %. A paused
             # rTorrent item reads stopped but is started: its check's end would resume it.
-            if not t.is_stopped or t.is_paused:
+            # A missingFiles torrent stopped before its first link in this run reads missingFiles
+            # still (``_repair_quiet``): not stopped twice.
+            stopped = t.state == "missingFiles" and (s.instance, h) in st.quieted
+            if (not t.is_stopped or t.is_paused) and not stopped:
                 c.stop(h)
             if t.auto_tmm and (where != to_path or t.download_path):
                 # Off before the download path is cleared: qBittorrent ignores that under ATM (the
@@ -2530,7 +2664,8 @@ def _made(act: fsops.Act) -> dict:
     """What the journal keeps of an act that put a view file in place: its result, and the inode,
     size and ctime its ``after`` stat proved that result for (``_record_leftover_views`` hands them
     to the leftover remover, which removes only that inode, unchanged since or re-proven)."""
-    return {**act, "ino": act.after.st_ino, "size": act.after.st_size, "ctime_ns": act.after.st_ctime_ns}
+    a = act.after
+    return {**act, "dev": a.st_dev, "ino": a.st_ino, "size": a.st_size, "ctime_ns": a.st_ctime_ns}
 
 
 def _replay_copy(st: _GroupRun, _seq: int, s: Copy, row: StepRow) -> None:

@@ -2529,12 +2529,12 @@ def _rmdir_chain(root: bytes, chain: list[bytes]) -> None:
 
 
 def remove_leftover_view(
-    path, *, ino: int, size: int, keep, blake3_hex, roots, keep_roots=(), catalog=None, ctime_ns: int | None = None
+    path, *, ino: int, size: int, keep, blake3_hex, roots, keep_roots=(), catalog=None, ctime_ns=None, dev=None
 ) -> dict:
     """Unlink one view file a rolled-back group left behind, only if it is still qbhook's and redundant.
 
     Re-checked right before, through verified folder descriptors below one of ``roots``:
-    ``path`` is still the recorded inode and size; its content lives elsewhere: either
+    ``path`` is still the recorded inode (on device ``dev``, if given) and size; its content lives elsewhere: either
     ``keep`` is the same inode (a linked view: only a name goes), or the view is a copy
     nobody linked since (one link) that still holds the planned content and ``keep`` (below
     ``roots`` or ``keep_roots``) holds the same verified content; an empty file needs no copy.
@@ -2565,7 +2565,7 @@ def remove_leftover_view(
         st = parent.lstat(parts[-1])
         if st is None:
             return {"status": "absent"}
-        if not stat_mod.S_ISREG(st.st_mode) or (st.st_ino, st.st_size) != (ino, size):
+        if not _is_view(st, ino, size, dev):
             raise ViewReleased(f"refusing to remove {path_s}: it is no longer the view qbhook made")
         if size and keep is not None:
             try:
@@ -2602,6 +2602,12 @@ def remove_leftover_view(
             raise UnsafeOperation(f"refusing to remove {path_s}: it changed during the checks")
         os.unlink(parts[-1], dir_fd=parent.fd)
     return {"status": "removed", "bytes_freed": size if st.st_nlink == 1 else 0}
+
+
+def _is_view(st: os.stat_result, ino: int, size: int, dev: int | None) -> bool:
+    """Whether ``st`` is still the view file qbhook made: a regular file, that inode and size (and
+    device, when the act that made it journaled one)."""
+    return stat_mod.S_ISREG(st.st_mode) and (st.st_ino, st.st_size) == (ino, size) and dev in (None, st.st_dev)
 
 
 def _walk_to_view(root: bytes, parts: list[bytes]) -> Dir | None:

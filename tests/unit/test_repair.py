@@ -150,3 +150,16 @@ def test_the_right_content_already_in_place_is_kept_and_anything_else_refuses():
     assert "something else is already at " + S + "/movies/M/m.nfo" in only_refusal(facts(t, copies, other))
     unhashed = {S + "/movies/M/m.nfo": Present("zfs:1", 9, 10, None)}
     assert "a repair never overwrites" in only_refusal(facts(t, copies, unhashed))
+
+
+def test_a_partial_torrent_without_its_part_file_is_refused():
+    # A piece a wanted file shares with a skipped one is checked from both: libtorrent keeps the
+    # skipped side in .<infohash>.parts. Gone, the recheck ends under 100 % whatever is linked.
+    files = [RepairFile(0, "M/m.mkv", 100, 1, A), RepairFile(1, "M/extra.bin", 50, 0, None)]
+    t = torrent(files)
+    copies = {(100, A): (lib("m.mkv"),)}
+    assert only_group(facts(t, copies))  # its part file there (the gatherer found it)
+    gone = MissingTorrent(t.hash, t.instance, t.name, t.state, t.save_path, t.files, part_file_missing=True)
+    why = only_refusal(facts(gone, copies))
+    assert why.startswith("partial torrent (1 skipped file(s)) whose part file .cccc") and "\n" not in why
+    assert "would fail the recheck" in why

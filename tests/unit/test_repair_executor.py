@@ -1,6 +1,6 @@
 """The executor's ``repair`` step against the fake qBittorrent (the real one: tests/integration/test_repair_real.py):
 links of the library's inodes, stop before the recheck, start only at 100 %, a crash between the
-view and the recheck resumed, a recheck under 100 % left stopped."""
+view and the recheck resumed, a recheck under 100 % left stopped with what it linked removed."""
 
 from __future__ import annotations
 
@@ -105,11 +105,13 @@ def test_a_kill_between_view_and_recheck_is_resumed_to_the_same_end(world):  # n
         build_executor(
             w.cfg, w.cat, {"qbt": w.qbt}, w.journal, sleep=w.clock.sleep, clock=w.clock, hook=kill, poll_initial_s=0.5
         ).apply(plan)
-    assert w.qbt.calls == []  # the view is built and verified, qBittorrent not yet asked
+    # The view is built and verified, qBittorrent asked nothing but the stop before the first link.
+    assert w.qbt.calls == [("stop", H1)]
     (run,) = w.executor().resume()
     assert run.groups_done and not run.groups_failed
     _linked_from_library(w, lib)
-    assert [c[0] for c in w.qbt.calls] == ["stop", "recheck", "start"] and w.qbt.violations == []
+    # Stopped again: the resumed run cannot tell a missingFiles torrent it stopped from one started since.
+    assert [c[0] for c in w.qbt.calls] == ["stop", "stop", "recheck", "start"] and w.qbt.violations == []
 
 
 def test_a_recheck_under_100_percent_leaves_the_torrent_stopped(world):  # noqa: F811
@@ -193,6 +195,9 @@ def test_a_view_file_written_during_the_recheck_leaves_the_torrent_stopped(world
     (why,) = summary.groups_failed.values()
     assert "stopped where it is" in why
     assert w.qbt.t[H1].stopped and w.qbt.count("start") == 0 and ("guard", "failure") in alerts
+    # Its links taken back all the same: a person's start must not write into the library's files.
+    assert "the 3 file(s) it linked or made were removed" in why
+    assert not any(os.path.lexists(os.path.join(w.seed_s, r)) for r, _d in FILES)
 
 
 # -- rTorrent: a paused item (d.state 1, inactive) reads as stopped
@@ -235,3 +240,148 @@ def test_a_paused_rtorrent_item_is_stopped_before_its_recheck(world, monkeypatch
         assert summary.groups_done and rpc.calls[-1] == f"d.start {H1[:4].upper()}" and rpc.mode(H1) == "started"
     else:
         assert summary.groups_failed and rpc.mode(H1) == "stopped"
+
+
+# -- a failed repair takes back what it put under its torrent (review R3-2)
+
+
+def _library_facts(lib) -> dict:
+    out = {}
+    for rel, p in lib.items():
+        st = os.lstat(p)
+        with open(p, "rb") as f:
+            out[rel] = (st.st_dev, st.st_ino, st.st_nlink, st.st_mtime_ns, f.read())
+    return out
+
+
+def test_a_recheck_under_100_percent_removes_the_links_it_made(world):  # noqa: F811
+    # Left linked, the stopped torrent (no longer missingFiles: repair refuses it) sits on the
+    # library's inodes, and one start downloads the failing pieces into them.
+    w = world
+    lib = _lose_files(w)
+    before = _library_facts(lib)
+    w.qbt.fail_at[w.seed_s] = 0.97
+    summary = w.executor().apply(_plan(w, lib))
+    (why,) = summary.groups_failed.values()
+    assert "97.0%" in why and "the 3 file(s) it linked or made were removed, the torrent left stopped" in why
+    for rel, _data in FILES:
+        assert not os.path.lexists(os.path.join(w.seed_s, rel))  # it misses its files again: repairable
+    after = _library_facts(lib)
+    assert after == {rel: (dev, ino, 1, mtime, data) for rel, (dev, ino, _n, mtime, data) in before.items()}
+    assert w.qbt.t[H1].stopped and w.qbt.count("start") == 0 and w.qbt.violations == []
+    run = w.journal.runs()[0]
+    rows = w.journal.steps(run.id)
+    assert [r.status for r in rows if r.kind in ("link", "mkempty")] == ["undone"] * 3
+    assert not [r for r in rows if r.kind == "leftover_view"]
+
+
+def test_a_link_replaced_before_the_undo_is_kept_and_recorded_as_a_leftover(world):  # noqa: F811
+    # Another file took a linked name during the recheck: not the inode the repair made, never
+    # removed; recorded as a leftover view and named. The other links still go.
+    w = world
+    lib = _lose_files(w)
+    w.qbt.fail_at[w.seed_s] = 0.97
+    rel = next(r for r, d in FILES if d)
+    view = os.path.join(w.seed_s, rel)
+
+    def swap(point, _gid, _at, step):
+        if point == "poll" and step.kind == "repair" and os.lstat(view).st_nlink == 2:
+            with open(view + ".new", "wb") as f:
+                f.write(b"someone else's file")
+            os.replace(view + ".new", view)
+
+    summary = build_executor(
+        w.cfg, w.cat, {"qbt": w.qbt}, w.journal, sleep=w.clock.sleep, clock=w.clock, hook=swap, poll_initial_s=0.5
+    ).apply(_plan(w, lib))
+    (why,) = summary.groups_failed.values()
+    assert "the 2 file(s) it linked or made were removed" in why
+    assert f"1 kept (not provably the file it made any more; recorded as leftover views): {view}" in why
+    with open(view, "rb") as f:
+        assert f.read() == b"someone else's file"
+    assert [os.path.lexists(os.path.join(w.seed_s, r)) for r, _d in FILES] == [r == rel for r, _d in FILES]
+    (left,) = [r for r in w.journal.steps(w.journal.runs()[0].id) if r.kind == "leftover_view"]
+    assert left.args["path"] == view and left.args["ino"] == os.lstat(lib[rel]).st_ino
+    assert w.qbt.t[H1].stopped and w.qbt.count("start") == 0
+
+
+def test_a_failure_after_the_first_link_removes_it_and_stops_the_torrent(world):  # noqa: F811
+    # A person started the torrent after the first link: the next one refuses, and the first is
+    # taken back (the torrent stopped first: it would write into it).
+    w = world
+    lib = _lose_files(w)
+    plan = _plan(w, lib)
+    first = next(i for i, s in enumerate(plan.groups[0].steps) if s.kind == "link")
+
+    def start(point, _gid, at, _step):
+        if point == "after_act" and at == first:
+            t = w.qbt.t[H1]
+            t.transient, t.stopped = None, False  # downloading
+
+    summary = build_executor(
+        w.cfg, w.cat, {"qbt": w.qbt}, w.journal, sleep=w.clock.sleep, clock=w.clock, hook=start, poll_initial_s=0.5
+    ).apply(plan)
+    (why,) = summary.groups_failed.values()
+    assert "it is downloading now, not stopped" in why and "the 1 file(s) it linked or made were removed" in why
+    for rel, _data in FILES:
+        assert not os.path.lexists(os.path.join(w.seed_s, rel))
+    assert all(os.lstat(p).st_nlink == 1 for p in lib.values())
+    assert w.qbt.t[H1].stopped and [c[0] for c in w.qbt.calls] == ["stop", "stop"]
+
+
+def test_the_torrent_is_stopped_before_the_first_file_is_put_under_it(world, monkeypatch):  # noqa: F811
+    # A missingFiles torrent may be a started one: the first linked file is one it could write into.
+    w = world
+    lib = _lose_files(w)
+    seen = []
+    stop = w.qbt.stop
+    monkeypatch.setattr(
+        w.qbt, "stop", lambda h: (seen.append([os.path.lexists(os.path.join(w.seed_s, r)) for r, _d in FILES]), stop(h))
+    )
+    summary = w.executor().apply(_plan(w, lib))
+    assert summary.groups_done and not summary.groups_failed
+    assert seen[0] == [False] * len(FILES)  # the first stop came before any file was there
+    assert [c[0] for c in w.qbt.calls] == ["stop", "recheck", "start"] and w.qbt.violations == []
+
+
+def test_a_view_on_another_device_than_its_act_proved_is_not_removed(world):  # noqa: F811
+    # Same inode number, another device (a mount over the folder since): not the view qbhook made.
+    from qbhook.errors import ViewReleased
+    from qbhook.move import fsops
+
+    w = world
+    lib = _lose_files(w)
+    rel = next(r for r, d in FILES if d)
+    view = os.path.join(w.seed_s, rel)
+    os.link(lib[rel], view)
+    st = os.lstat(view)
+    kw = dict(ino=st.st_ino, size=st.st_size, keep=lib[rel], blake3_hex=None, roots=w.cfg.anchored_seeding_roots)
+    kw["keep_roots"] = tuple(p.path for p in w.cfg.pools)
+    with pytest.raises(ViewReleased, match="no longer the view qbhook made"):
+        fsops.remove_leftover_view(view, dev=st.st_dev + 1, **kw)
+    assert os.path.lexists(view)
+    assert fsops.remove_leftover_view(view, dev=st.st_dev, **kw)["status"] == "removed"
+    assert os.lstat(lib[rel]).st_nlink == 1
+
+
+def test_a_kill_during_the_undo_is_finished_by_resume(world, monkeypatch):  # noqa: F811
+    # Killed after the first unlink, before its step was journaled undone: resume closes the
+    # failed group again, that file found gone (counted removed), the others removed.
+    w = world
+    lib = _lose_files(w)
+    w.qbt.fail_at[w.seed_s] = 0.97
+    undone = w.journal.undone
+
+    def killed(step_id, result=None):
+        raise Crash()
+
+    monkeypatch.setattr(w.journal, "undone", killed)
+    with pytest.raises(Crash):
+        w.executor().apply(_plan(w, lib))
+    assert sum(os.path.lexists(os.path.join(w.seed_s, r)) for r, _d in FILES) == len(FILES) - 1
+    monkeypatch.setattr(w.journal, "undone", undone)
+    (run,) = w.executor().resume()
+    (why,) = run.groups_failed.values()
+    assert "the 3 file(s) it linked or made were removed" in why
+    assert not any(os.path.lexists(os.path.join(w.seed_s, r)) for r, _d in FILES)
+    assert all(os.lstat(p).st_nlink == 1 for p in lib.values())
+    assert w.qbt.t[H1].stopped and w.qbt.count("start") == 0

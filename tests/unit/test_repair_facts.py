@@ -128,3 +128,52 @@ def test_a_hash_fine_in_one_client_is_repaired_where_it_misses_files(env, tmp_pa
     found = [info("qbt", "stalledUP", fine), info("rt", "stalledUP", fine)]
     with pytest.raises(RepairInputError, match=r"not missing any file \(state stalledUP in qbt, stalledUP in rt\)"):
         gather(cfg, cat, clients, h)
+
+
+# -- a partial torrent's part file (libtorrent's .<infohash>.parts)
+
+
+@pytest.mark.parametrize(
+    ("part", "client_part_file", "missing"),
+    [
+        (None, None, True),  # qBittorrent (a client that does not say): no part file, refused later
+        ("v1", None, False),
+        ("v2cut", True, False),  # a hybrid torrent's part file is named by its v2 hash cut to 40 digits
+        (None, False, False),  # rTorrent keeps shared chunks in the skipped file itself: none needed
+    ],
+)
+def test_a_partial_torrents_part_file_is_looked_for_in_its_save_path(env, tmp_path, part, client_part_file, missing):
+    from types import SimpleNamespace
+
+    from qbhook.clients.model import TorrentFile
+    from qbhook.decide.repair_facts import gather
+
+    cfg, cat, _lib = env
+    h, v2 = "cd" * 20, "ef" * 32
+    save = tmp_path / "stash/data/media/torrents/seeding"
+    if part is not None:
+        write(save / f".{h if part == 'v1' else v2[:40]}.parts", b"x")
+    info = SimpleNamespace(
+        hash=h,
+        infohash_v1=h,
+        infohash_v2=v2,
+        name="Movie",
+        instance="qbt",
+        state="missingFiles",
+        has_metadata=True,
+        save_path=str(save),
+    )
+    files = [TorrentFile(0, "Movie/m.mkv", len(DATA), 0.0, 1), TorrentFile(1, "Movie/x.bin", 9, 0.0, 0)]
+    client = SimpleNamespace(files=lambda _h: files)
+    if client_part_file is not None:
+        client.part_file = client_part_file
+
+    class Clients:
+        def find_all(self, _h):
+            return [info]
+
+        def __getitem__(self, _name):
+            return client
+
+    (t,) = gather(cfg, cat, Clients(), h).torrents
+    assert t.part_file_missing is missing

@@ -112,6 +112,7 @@ class QbtClient(FindOrRaise):
 
     relocation_moves_files = True  # libtorrent moves the storage (clients/port.py)
     relocation_checks = False  # a stopped torrent is not rechecked after a move (4.5.2, observed)
+    part_file = True  # libtorrent's .<infohash>.parts beside the files (clients/port.py)
 
     def __init__(
         self,
