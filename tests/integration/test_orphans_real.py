@@ -299,7 +299,9 @@ def test_holding_purge_keeps_a_quarantined_orphan_whose_torrent_was_re_added_in_
     assert any(x.startswith(line) for x in r.stderr.splitlines()), r.stderr
     assert held.exists() and b3(held) == content
     _rc, out = qbhook_json(bed.cfg, "holding", "--purge-expired", "--yes", ok=(5,))
-    assert out["kept_in_use"] == [{"held": str(held), "origin": str(orphan), "leftover_view": False}], out
+    assert out["kept_in_use"] == [{"held": str(held), "origin": str(orphan), "leftover_view": False, "reason": None}], (
+        out
+    )
     assert [x["path"] for x in out["held"]] == [str(held)] and out["orphans_refused"] is None
 
     # the torrent removed again: nothing uses the place any more and the purge lets it go
