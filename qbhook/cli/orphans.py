@@ -85,6 +85,12 @@ def _show_report(d: dict, quarantine: bool) -> None:
     )
     if d["counts"].get("leftover"):  # never orphans: the leftover pass's, or a person's (maybe a last copy)
         echo_shown(f"{d['counts']['leftover']} leftover view(s) not counted: `qbhook status` lists them")
+    for w in d.get("whole_roots", ()):  # kept (only ever more protection), but a person must know
+        echo_shown(
+            f"qbhook: warning: library symlink {shown(w['symlink'])} reaches all of seeding root "
+            f"{shown(w['root'])}: nothing below it is reclaimable",
+            err=True,
+        )
     if quarantine:
         echo_shown("dry run: add --yes to move the reclaimable ones into holding", err=True)
 

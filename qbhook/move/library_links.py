@@ -17,12 +17,21 @@ where the target is a folder or is gone):
 
 ``orphans.library_link`` is the one rule that reads these facts (the walk's ``decide`` and
 the purge's ``screen_held`` both ask it). The collection never follows a symlinked folder
-while walking, never crosses into another filesystem (a library on another dataset of the
-pool is not seen: ``find -xdev``), and enters neither qbhook's own folders nor
-``scan.ignore_names`` nor the seeding roots (a symlink there is cross-seed's, and what it
-reaches is a torrent's: ``orphans.references``). It can only protect more, never act: a
-symlink to ``/`` would make every orphan a library's. A walk that cannot finish (find
-failing on an unreadable folder) refuses, naming why: a library not seen is data deleted.
+while walking (``find -P``), and enters neither qbhook's own folders nor ``scan.ignore_names``
+(``.zfs`` among them: pruned at every level, else each nested dataset's snapshots were walked)
+nor the seeding roots of any pool (a symlink there is cross-seed's, and what it reaches is a
+torrent's: ``orphans.references``). Unlike the scan and the orphans walk, it crosses into every
+filesystem mounted below a pool root (no ``-xdev``): a library on a dataset of its own nested
+in the pool (tank/media beside tank/torrents, the usual ZFS layout) is exactly the one that
+uses symlinks, since hard links cannot cross datasets, and not seeing it deleted its data. It
+only reads, so crossing a mount can do no harm. A pool root below another one is walked once,
+as part of the outer one's walk.
+
+It can only protect more, never act: a symlink onto a folder holding a whole seeding root
+(``media/all -> /tank``) makes every orphan below that root a library's; kept (only ever more
+protection) but named (``LibraryLinks.whole_roots``, a warning of ``qbhook orphans``). A walk
+that cannot finish (find failing on an unreadable folder) refuses, naming why: a library not
+seen is data deleted.
 """
 
 from __future__ import annotations
@@ -65,6 +74,18 @@ class LibraryLinks:
                 return None
             p = up
 
+    def whole_roots(self, roots) -> list[tuple[str, str]]:
+        """(symlink, seeding root) for each of ``roots`` a folder symlink reaches all of (its place
+        is the root or holds it): nothing below that root is reclaimable, which a person must be
+        told (a symlink to the pool root, to ``/``). Sorted, one per root."""
+        out = []
+        for root in roots:
+            for spelled in dict.fromkeys((os.path.normpath(str(root)), os.path.realpath(str(root)))):
+                if (link := self.reaching(spelled)) is not None:
+                    out.append((link, os.path.normpath(str(root))))
+                    break
+        return sorted(set(out))
+
 
 NO_LINKS = LibraryLinks()
 
@@ -77,13 +98,23 @@ def collect(cfg) -> LibraryLinks:
     # Every pool's seeding roots, in every pool's walk: one pool's folder may hold another's.
     seeds = {os.path.normpath(str(r)) for p in cfg.pools for r in p.seeding_roots}
     maps = [PathMap(c.path_map) for c in cfg.clients if c.path_map]
+    # The whole pool is seeding data, or nothing there (`config check`'s to say): not walked.
+    roots = {os.path.normpath(str(p.path)): p.name for p in reversed(cfg.pools)}  # a root once, its first pool
+    roots = {r: n for r, n in roots.items() if r not in seeds and os.path.isdir(r)}
     for pool in cfg.pools:
         root = os.path.normpath(str(pool.path))
-        if root in seeds or not os.path.isdir(root):
-            continue  # the whole pool is seeding data, or nothing there (`config check`'s to say)
+        if roots.get(root) != pool.name:
+            continue  # not walked, or walked already (two pools, one root)
+        if any(_below(root, r) for r in roots) and not any(root == s or _below(root, s) for s in seeds):
+            continue  # in the walk of a pool root above it (mounts are crossed; a seeding root is pruned)
         for link in _symlinks(pool.name, root, seeds, ignore):
             _follow(link, files, places, maps)
     return LibraryLinks(files, places)
+
+
+def _below(path: str, root: str) -> bool:
+    """``path`` lies strictly below ``root`` (both normalized)."""
+    return path != root and path.startswith(root.rstrip("/") + "/")
 
 
 def _follow(link: str, files: dict, places: dict, maps: list[PathMap] = ()) -> None:
@@ -141,13 +172,14 @@ def _follow_host(host: str, link: str, files: dict, places: dict) -> None:
 
 
 def find_cmd(root: str, seeds: set[str], ignore: set[bytes]) -> list[bytes]:
-    """find below ``root`` printing its symlinks, NUL-separated: -P never follows one, -xdev
-    never leaves the root's filesystem; qbhook's own folders, ignored names and the seeding
-    roots are pruned (folders only: ``findwalk.find_cmd``'s rule), each named exactly."""
+    """find below ``root`` printing its symlinks, NUL-separated: -P never follows one; no -xdev,
+    every filesystem mounted below is walked (see the model); qbhook's own folders, ignored names
+    (at every level) and the seeding roots are pruned (folders only: ``findwalk.find_cmd``'s
+    rule), each named exactly."""
     assert findwalk.FIND is not None
     tests = [t for n in sorted(ignore) for t in (b"-o", b"-name", findwalk._GLOB_SPECIAL.sub(rb"\\\1", n))]
     tests += [t for s in sorted(seeds) for t in (b"-o", b"-path", findwalk._GLOB_SPECIAL.sub(rb"\\\1", os.fsencode(s)))]
-    cmd = [os.fsencode(findwalk.FIND), b"-P", os.fsencode(root), b"-xdev", b"-mindepth", b"1"]
+    cmd = [os.fsencode(findwalk.FIND), b"-P", os.fsencode(root), b"-mindepth", b"1"]
     if tests:
         cmd += [b"-type", b"d", b"(", *tests[1:], b")", b"-prune", b"-o"]
     return cmd + [b"-type", b"l", b"-print0"]
@@ -175,8 +207,7 @@ _VANISHED = ": No such file or directory"  # find's words for it (LC_ALL=C)
 
 
 def _walk(root: str, seeds: set[str], ignore: set[str]) -> list[str]:
-    """``_symlinks`` without find: the same walk (nothing followed, one filesystem, same prunes)."""
-    dev = os.lstat(root).st_dev
+    """``_symlinks`` without find: the same walk (nothing followed, mounts crossed, same prunes)."""
     out: list[str] = []
     stack = [root]
     while stack:
@@ -193,6 +224,6 @@ def _walk(root: str, seeds: set[str], ignore: set[str]) -> list[str]:
                 continue  # gone since the listing
             if stat_mod.S_ISLNK(st.st_mode):
                 out.append(de.path)
-            elif stat_mod.S_ISDIR(st.st_mode) and st.st_dev == dev and de.name not in ignore and de.path not in seeds:
+            elif stat_mod.S_ISDIR(st.st_mode) and de.name not in ignore and de.path not in seeds:
                 stack.append(de.path)
     return out

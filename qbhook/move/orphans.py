@@ -251,6 +251,9 @@ class Report:
     clients: list[ClientSeen] = field(default_factory=list)
     protected: list[Protected] = field(default_factory=list)  # unused files kept as a missing torrent's data
     unsized: tuple[str, ...] = ()  # torrents missing their files, without sizes (``References.unsized``)
+    # (symlink, seeding root): a library symlink onto a folder holding a whole seeding root, so
+    # nothing below it is reclaimable (``LibraryLinks.whole_roots``); shown as a warning.
+    whole_roots: list[tuple[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {
@@ -269,6 +272,7 @@ class Report:
             "counts": dict(self.counts),
             "skipped": list(self.skipped),
             "torrents": self.torrents,
+            "whole_roots": [{"symlink": link, "root": root} for link, root in self.whole_roots],
         }
 
 
@@ -883,6 +887,7 @@ def find_orphans(cfg, clients: Iterable[ClientPort], *, now: float | None = None
         pool_roots={p.name: tuple(map(str, p.seeding_roots)) for p in cfg.pools},
     )
     check_guards(report, cfg.policy.orphans_max_share)
+    report.whole_roots = refs.library.whole_roots(r for p in cfg.pools for r in p.seeding_roots)
     if catalog is not None:
         record(catalog.conn, report)
     return report

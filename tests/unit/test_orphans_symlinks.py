@@ -182,3 +182,110 @@ def test_a_library_symlink_in_a_containers_spelling_counts_through_the_clients_p
     found = library_links.collect(w.cfg)
     assert found.reaching(film, (os.stat(film).st_dev, os.stat(film).st_ino)) is not None
     assert found.reaching(stray, (os.stat(stray).st_dev, os.stat(stray).st_ino)) is None
+
+
+# --------------------------------------------------------------------------- mounts, .zfs, whole roots
+
+
+@pytest.mark.parametrize("walk", ["find", "python"])
+def test_a_library_on_a_filesystem_mounted_below_the_pool_root_is_seen(world, tmpfs, monkeypatch, walk):  # noqa: F811
+    """Review (R4): a library on a dataset of its own nested in the pool (tank/media beside
+    tank/torrents; symlink mode because hard links cannot cross datasets) was never walked
+    (``find -xdev``, the fallback's st_dev test): its target was quarantined and purged. Its
+    ``.zfs`` (each dataset has one) is still never entered."""
+    w = world
+    media = tmpfs("stash/media")  # below the pool root, its own filesystem
+    assert os.stat(media).st_dev != os.stat(w.stash).st_dev
+    film = write(os.path.join(w.seed_s, "old/Film/film.mkv"), b"film" * 1000)
+    eps = [write(os.path.join(w.seed_s, f"old/Show/e{i}.mkv"), b"ep%d" % i * 100) for i in range(2)]
+    stray = write(os.path.join(w.seed_s, "old/Stray/stray.mkv"), b"stray" * 100)
+    os.makedirs(media / "Films/Film")
+    os.symlink(film, media / "Films/Film/film.mkv")
+    os.symlink(os.path.dirname(eps[0]), media / "Show")
+    os.makedirs(media / "Films/.zfs/snapshot/daily")  # a snapshot's symlink is nobody's library
+    os.symlink(stray, media / "Films/.zfs/snapshot/daily/stray.mkv")
+    if walk == "python":
+        monkeypatch.setattr(library_links.findwalk, "FIND", None)
+
+    assert kinds(w) == {film: LIBRARY, eps[0]: LIBRARY, eps[1]: LIBRARY, stray: RECLAIMABLE}
+    assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [stray]
+    assert os.path.exists(film) and all(os.path.exists(e) for e in eps)
+
+
+def test_ignored_names_are_pruned_at_every_level_of_every_filesystem(world, tmpfs):  # noqa: F811
+    """``.zfs`` (each dataset's own) and qbhook's folders deep below a nested mount are pruned as at
+    the top: every snapshot walked would be slow, and its symlinks are nobody's library."""
+    w = world
+    deep = tmpfs("stash/media/tv")
+    stray = write(os.path.join(w.seed_s, "old/Stray/stray.mkv"), b"stray" * 100)
+    os.makedirs(deep / "a/b/.zfs/snapshot/s1")
+    os.symlink(stray, deep / "a/b/.zfs/snapshot/s1/stray.mkv")
+    os.makedirs(deep / ".qbhook-holding")
+    os.symlink(stray, deep / ".qbhook-holding/stray.mkv")
+    assert b"-xdev" not in library_links.find_cmd(str(w.stash), set(), {b".zfs"})
+    assert len(library_links.collect(w.cfg)) == 0
+    assert kinds(w) == {stray: RECLAIMABLE}
+
+
+def test_a_pool_root_below_another_is_walked_once_and_its_seeding_root_still_pruned(world, tmpfs, monkeypatch):  # noqa: F811
+    """Mounts are crossed, so a pool whose root is mounted below another pool's root is in that
+    walk: not walked twice; its seeding root, below the mount, is pruned (cross-seed's symlinks)."""
+    from dataclasses import replace
+
+    w = world
+    inner = tmpfs("stash/cold")
+    seed_i = inner / "torrents/seeding"
+    stray = write(os.path.join(w.seed_s, "old/Stray/stray.mkv"), b"stray" * 100)
+    film = write(os.path.join(w.seed_s, "old/Film/film.mkv"), b"film" * 1000)
+    os.makedirs(seed_i)
+    os.symlink(stray, seed_i / "stray.mkv")  # in a seeding root: no library's
+    os.makedirs(inner / "media")
+    os.symlink(film, inner / "media/film.mkv")
+    stash, cold = w.cfg.pools
+    cold = replace(cold, path=inner, seeding_root=seed_i, more_seeding_roots=())
+    w.cfg = replace(w.cfg, pools=(stash, cold))
+    walked = []
+    real = library_links._symlinks
+    monkeypatch.setattr(library_links, "_symlinks", lambda *a: walked.append(a[1]) or real(*a))
+    found = library_links.collect(w.cfg)
+    assert walked == [str(w.stash)] and found.files == {
+        (os.stat(film).st_dev, os.stat(film).st_ino): str(inner / "media/film.mkv")
+    }
+    assert found.places == {}
+
+
+NOTHING = "nothing below it is reclaimable"
+
+
+def test_a_library_symlink_onto_a_folder_holding_a_whole_seeding_root_is_named_by_a_warning(
+    world,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    """``media/everything -> <pool root>`` makes every orphan below its seeding root a library's:
+    kept (it only ever protects more), but ``qbhook orphans`` says which symlink, one line."""
+    import yaml
+    from click.testing import CliRunner
+
+    from qbhook.cli import main
+    from qbhook.cli.app import App
+    from tests.helpers import config_data
+
+    w = world
+    stray = write(os.path.join(w.seed_s, "old/Stray/stray.mkv"), b"stray" * 100)
+    library(w, "Old", os.path.join(w.seed_s, "old"))  # a part of the root only: no warning
+    assert library_links.collect(w.cfg).whole_roots([w.seed_s, w.seed_p]) == []
+    link = library(w, "everything", str(w.stash))
+    assert library_links.collect(w.cfg).whole_roots([w.seed_s, w.seed_p]) == [(link, w.seed_s)]
+    report = orphans.find_orphans(w.cfg, [w.qbt])
+    assert {o.path: o.kind for o in report.orphans} == {stray: LIBRARY}
+    assert report.whole_roots == [(link, w.seed_s)]
+
+    cfg = tmp_path / "config.yaml"
+    data = config_data(w.cfg.catalog, w.stash, w.pool, seeding="torrents/seeding", policy={"orphans_max_share": 1.0})
+    cfg.write_text(yaml.safe_dump(data))
+    monkeypatch.setattr(App, "clients", property(lambda self: [w.qbt]))
+    r = CliRunner().invoke(main, ["--config", str(cfg), "orphans"])
+    assert r.exit_code == 0, (r.output, r.exception)
+    said = [line for line in r.stderr.splitlines() if "reaches all of seeding root" in line]
+    assert said == [f"qbhook: warning: library symlink {link} reaches all of seeding root {w.seed_s}: " + NOTHING]
