@@ -1024,14 +1024,16 @@ def _unreadable_step(sid: int, a: dict) -> str | None:
 
     Read as input (a hand edit, a half-written row): a fact of the wrong type would fail deep in
     the hold with a traceback, after the run was adopted; the step is closed failed instead."""
-    from qbhook.numbers import shown, whole
+    from qbhook.numbers import MIN_INT, shown, whole
 
     if any(a.get(k) is None for k in _FACTS):  # journaled by an older qbhook
         return "interrupted before it finished; journaled without its facts: not retried"
     for k in (*_FACTS, "frees"):
         try:
             if k in a:
-                whole(a[k])
+                # A file dated before 1970 has a negative st_mtime_ns: refused, the resume left
+                # its own half-made link in holding untracked.
+                whole(a[k], lo=MIN_INT if k == "mtime_ns" else 0)
         except ValueError as e:
             return f"journal step {sid}: its {k} cannot be read ({e}): not retried"
     if not isinstance(a.get("path"), str):

@@ -55,10 +55,20 @@ def _tree(top: str) -> dict[str, tuple[int, int]]:
     return out
 
 
+# Review r4: a file dated before 1970 has a negative st_mtime_ns, journaled as is; the resume
+# called it unreadable, closed the step failed and left its own half-made link untracked.
+@pytest.mark.parametrize("mtime_ns", [None, -(10**9)], ids=["dated-now", "dated-1969"])
 @pytest.mark.parametrize("finisher", ["the next quarantine", "resume"])
-def test_a_quarantine_killed_between_its_link_into_holding_and_the_unlink_is_finished(world, monkeypatch, finisher):  # noqa: F811
+def test_a_quarantine_killed_between_its_link_into_holding_and_the_unlink_is_finished(
+    world,  # noqa: F811
+    monkeypatch,
+    finisher,
+    mtime_ns,
+):
     w = world
     path = write(os.path.join(w.seed_s, "old/Gone.2019/gone.mkv"), b"orphaned bytes" * 100)
+    if mtime_ns is not None:
+        os.utime(path, ns=(mtime_ns, mtime_ns))
     _dies_at_unlink_of(monkeypatch, b"gone.mkv")
     with pytest.raises(_Died):
         orphans.quarantine(w.cfg, w.cat, [w.qbt])
