@@ -1010,6 +1010,11 @@ def _hold_one(journal, sid: int, args: dict, roots, run: int, res: QuarantineRes
         journal.failed(sid, str(e))
         res.failed[path] = str(e)
         return
+    except ValueError as e:  # a path os refuses (a NUL byte): a traceback out of finish_quarantine
+        why = f"{path!r} cannot be looked up ({e}): not held"  # repr: the NUL shown, not written
+        journal.failed(sid, why)
+        res.failed[path] = why
+        return
     journal.done(sid, out)
     if out["status"] == "held":
         res.held.append(path)
@@ -1024,6 +1029,7 @@ def _unreadable_step(sid: int, a: dict) -> str | None:
 
     Read as input (a hand edit, a half-written row): a fact of the wrong type would fail deep in
     the hold with a traceback, after the run was adopted; the step is closed failed instead."""
+    from qbhook.move.journal import row_field
     from qbhook.numbers import MIN_INT, shown, whole
 
     if any(a.get(k) is None for k in _FACTS):  # journaled by an older qbhook
@@ -1038,6 +1044,10 @@ def _unreadable_step(sid: int, a: dict) -> str | None:
             return f"journal step {sid}: its {k} cannot be read ({e}): not retried"
     if not isinstance(a.get("path"), str):
         return f"journal step {sid}: its path cannot be read (got {shown(a.get('path'))}): not retried"
+    try:
+        row_field(a, "path", str, required=True)
+    except ValueError as e:
+        return f"journal step {sid}: its path cannot be read ({e}): not retried"
     return None
 
 
