@@ -36,7 +36,7 @@ from qbhook.decide.plan import (
 )
 from qbhook.errors import UnknownRun
 from qbhook.move.fsops import HeldLink
-from qbhook.numbers import shown, whole
+from qbhook.numbers import finite, shown, whole
 from qbhook.paths import shown_or_none
 
 # Leftover-view rows are numbered from here, past any plan's own steps, and have this kind.
@@ -285,8 +285,12 @@ class UnreadableHeld:
         )
 
 
-def _field(d: dict, key: str, kind: type, *, required: bool = False) -> Any:
-    """``d[key]`` if it is a ``kind`` (None when missing and not ``required``); else ValueError naming it."""
+def row_field(d: dict, key: str, kind: type, *, required: bool = False) -> Any:
+    """``d[key]`` if it is a ``kind`` (None when missing and not ``required``); else ValueError naming it.
+
+    The one check of a journal row's fields read as input (``held_link``, and the orphans'
+    resume of an intended step): a text holding a NUL byte is no path to look up, and it raised
+    ValueError from a stat deep in every run's purge, after its work."""
     v = d.get(key)
     if v is None and not required:
         return None
@@ -297,7 +301,24 @@ def _field(d: dict, key: str, kind: type, *, required: bool = False) -> Any:
             raise ValueError(f"{key} {e}") from None
     if not isinstance(v, kind):
         raise ValueError(f"{key} is {shown(v)}, not a {kind.__name__}")
+    if isinstance(v, str) and "\x00" in v:
+        raise ValueError(f"{key} is {shown(v)}, with a NUL byte")
     return v
+
+
+# How far in the future a held step's finished_at may be: a clock set back by less is not a
+# bad row (a later time only delays the purge).
+CLOCK_SLACK_S = 86400.0
+
+
+def _held_since(finished: Any) -> float:
+    """A held step's finished_at, the start of its grace period: a finite time from the epoch to
+    now (``CLOCK_SLACK_S``); else ValueError. A -1e300 or NULL (SQLite stores a NaN as NULL) was
+    "held forever ago": purged at once, without its grace period."""
+    try:
+        return finite(finished, 0.0, time.time() + CLOCK_SLACK_S)
+    except ValueError as e:
+        raise ValueError(f"finished_at is not a time: {e}") from None
 
 
 def held_link(sid: int, args: str, result: str, finished: Any) -> HeldLink:
@@ -306,24 +327,22 @@ def held_link(sid: int, args: str, result: str, finished: Any) -> HeldLink:
     a, res = json.loads(args), json.loads(result)
     if not isinstance(a, dict) or not isinstance(res, dict):
         raise ValueError("args or result is not an object")
-    keep = _field(a, "keep", dict) or {}
-    holding = _field(res, "holding", list)
+    keep = row_field(a, "keep", dict) or {}
+    holding = row_field(res, "holding", list)
     if holding and (len(holding) != 2 or any(isinstance(x, bool) or not isinstance(x, int) for x in holding)):
         raise ValueError(f"holding is {shown(holding)}, not a [dev, inode]")
-    if finished is not None and (isinstance(finished, bool) or not isinstance(finished, (int, float))):
-        raise ValueError(f"finished_at is {shown(finished)}, not a time")
     return HeldLink(
-        _field(res, "held_at", str, required=True),
-        finished or 0.0,
-        _field(a, "ino", int),
+        row_field(res, "held_at", str, required=True),
+        _held_since(finished),
+        row_field(a, "ino", int),
         sid,
-        keep_path=_field(keep, "path", str),
-        keep_fsid=_field(keep, "fsid", str),
-        size=_field(a, "size", int),
+        keep_path=row_field(keep, "path", str),
+        keep_fsid=row_field(keep, "fsid", str),
+        size=row_field(a, "size", int),
         # Planned without a hash: the one the delete proved (journaled with its result).
-        blake3_hex=_field(a, "blake3", str) or _field(res, "blake3", str),
+        blake3_hex=row_field(a, "blake3", str) or row_field(res, "blake3", str),
         orphan=bool(a.get("orphan")),
-        origin=_field(a, "path", str),
+        origin=row_field(a, "path", str),
         holding=tuple(holding) if holding else None,
     )
 

@@ -18,8 +18,10 @@ are the thin side effects around it):
   (qBittorrent keeps their pieces in ``.unwanted`` and part files), in its download path, or
   in qBittorrent's temp path, or when no torrent uses it but it may be the data of a torrent
   missing its files (``may_be_missing_data``: its size is the size of a file of a torrent its
-  client calls ``missingFiles``, or of a complete torrent one of whose files is absent, any
-  client; names and layout may differ, a person renamed its folder, and it is the copy
+  client calls ``missingFiles``, or of a torrent with metadata one of whose wanted files is
+  absent, at any progress, any client: a force recheck after a rename leaves it at 0 %, the
+  rule ``qbhook repair`` calls it missing by; names and layout may differ, a person renamed
+  its folder, and it is the copy
   ``qbhook repair`` rebuilds that torrent from: reported with that torrent's name, an empty
   file holds no data); it is a *leftover* view when the journal still tracks it as a
   rolled-back group's view (``leftovers``: the next run removes it once proven redundant, or it
@@ -675,7 +677,7 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
     protected: list[str] = []
     moving: list[str] = []
     listings: list[ClientListing] = []
-    maybe_missing: list[tuple[TorrentInfo, list[TorrentFile], tuple[str, ...]]] = []
+    maybe_missing: list[tuple[TorrentInfo, list[TorrentFile], tuple[str, ...], str]] = []
     n = 0
     for c in clients:
         label = getattr(c, "name", "?")
@@ -692,10 +694,12 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
                 paths = tuple(os.path.normpath(posixpath.join(save, f.name)) for f in fs)
                 files.update(paths)
                 complete_ones.append((save, paths))
-                maybe_missing.append((t, fs, paths))  # missing its files if one of them is absent
+                maybe_missing.append((t, fs, paths, ""))  # missing its files if one of them is absent
                 continue
             if t.is_missing_files:
-                maybe_missing.append((t, fs, ()))
+                maybe_missing.append((t, fs, (), ""))
+            elif t.has_metadata and save and (gone := _absent_wanted(t, save, fs)):
+                maybe_missing.append((t, fs, (), gone))  # rechecked to 0 % after its folder was renamed
             # Incomplete, skipping files or without metadata: its whole content folder is in use.
             for base in (save, os.path.normpath(t.download_path) if t.download_path else ""):
                 if not base:
@@ -744,19 +748,47 @@ def _list_client(c: ClientPort, label: str, doing: str) -> tuple[list, list[str]
         ) from None
 
 
+def _absent_wanted(t: TorrentInfo, save: str, fs: list[TorrentFile]) -> str:
+    """Why ``t``, a torrent with metadata that is not complete, is missing its files: a wanted
+    file of it is neither in its save path nor in its download path (where qBittorrent keeps an
+    incomplete one); "" when every one is there. A torrent its owner force-rechecked after
+    renaming its folder is such a one: 0 %, stoppedDL, no longer ``missingFiles`` (rTorrent's
+    hash check alike). Stops at the first absent file: one stat per present file, as a complete
+    torrent's (``_identities``)."""
+    bases = [save] + ([os.path.normpath(t.download_path)] if t.download_path else [])
+    wanted = [f.name for f in fs if f.wanted]
+    for name in wanted:
+        if not any(_exists(posixpath.join(b, name)) for b in bases):
+            return f"{name} (of its {len(wanted)} wanted file(s)) not where its client keeps it"
+    return ""
+
+
+def _exists(path: str) -> bool:
+    try:
+        os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def _missing(
-    listed: list[tuple[TorrentInfo, list[TorrentFile], tuple[str, ...]]], absent: set[str]
+    listed: list[tuple[TorrentInfo, list[TorrentFile], tuple[str, ...], str]], absent: set[str]
 ) -> tuple[tuple[MissingData, ...], tuple[str, ...]]:
     """The torrents missing their files, of ``listed`` (each with its files, and their host paths
-    when it is complete): its client says so (``is_missing_files``, whatever its progress), or a
-    file of a complete one is ``absent`` on disk (rTorrent has no such state, and qBittorrent
-    says it only once it looked: what ``qbhook repair`` calls missing too). Also the names of
-    those whose files the listing gives no sizes of (``References.unsized``)."""
+    when it is complete, or why an incomplete one is: ``_absent_wanted``): its client says so
+    (``is_missing_files``, whatever its progress), or a wanted file of one with metadata is
+    absent on disk, at any progress (``absent``, for a complete one: rTorrent has no such state,
+    qBittorrent says it only once it looked, and a recheck turns it into an incomplete torrent).
+    The same rule as ``qbhook repair``'s (``repair_facts._missing_torrent``): the data it would
+    rebuild a torrent from is never reclaimable. Also the names of those whose files the listing
+    gives no sizes of (``References.unsized``)."""
     missing: list[MissingData] = []
     unsized: list[str] = []
-    for t, fs, paths in listed:
+    for t, fs, paths, absent_why in listed:
         if t.is_missing_files:
             why = t.state
+        elif absent_why:
+            why = absent_why
         elif gone := sum(p in absent for p in paths):
             why = f"{gone} of its {len(paths)} file(s) not where its client keeps them"
         else:
@@ -983,6 +1015,11 @@ def _hold_one(journal, sid: int, args: dict, roots, run: int, res: QuarantineRes
         journal.failed(sid, str(e))
         res.failed[path] = str(e)
         return
+    except ValueError as e:  # a path os refuses (a NUL byte): a traceback out of finish_quarantine
+        why = f"{path!r} cannot be looked up ({e}): not held"  # repr: the NUL shown, not written
+        journal.failed(sid, why)
+        res.failed[path] = why
+        return
     journal.done(sid, out)
     if out["status"] == "held":
         res.held.append(path)
@@ -997,18 +1034,25 @@ def _unreadable_step(sid: int, a: dict) -> str | None:
 
     Read as input (a hand edit, a half-written row): a fact of the wrong type would fail deep in
     the hold with a traceback, after the run was adopted; the step is closed failed instead."""
-    from qbhook.numbers import shown, whole
+    from qbhook.move.journal import row_field
+    from qbhook.numbers import MIN_INT, shown, whole
 
     if any(a.get(k) is None for k in _FACTS):  # journaled by an older qbhook
         return "interrupted before it finished; journaled without its facts: not retried"
     for k in (*_FACTS, "frees"):
         try:
             if k in a:
-                whole(a[k])
+                # A file dated before 1970 has a negative st_mtime_ns: refused, the resume left
+                # its own half-made link in holding untracked.
+                whole(a[k], lo=MIN_INT if k == "mtime_ns" else 0)
         except ValueError as e:
             return f"journal step {sid}: its {k} cannot be read ({e}): not retried"
     if not isinstance(a.get("path"), str):
         return f"journal step {sid}: its path cannot be read (got {shown(a.get('path'))}): not retried"
+    try:
+        row_field(a, "path", str, required=True)
+    except ValueError as e:
+        return f"journal step {sid}: its path cannot be read ({e}): not retried"
     return None
 
 

@@ -101,6 +101,40 @@ def test_quarantine_keeps_a_missing_torrents_renamed_data_and_holds_an_unrelated
     assert w.journal.held_links() == [] and os.path.exists(data)  # the stray went, the data stayed
 
 
+def test_a_torrent_rechecked_to_0_percent_after_its_folder_was_renamed_still_protects_its_data(world):  # noqa: F811
+    """Review r4: the usual reaction to missingFiles is a force recheck, after which qBittorrent
+    shows the torrent at 0 % stoppedDL (rTorrent after a hash check alike): no longer missing by
+    its state nor complete, so its renamed data was reclaimable, quarantined and purged, while
+    ``qbhook repair`` (any wanted file absent) still calls it missing and needs that copy."""
+    w = world
+    data = write(os.path.join(w.seed_s, "old/Show.renamed/e1.mkv"), EPISODE)
+    stray = write(os.path.join(w.seed_s, "old/stray.bin"), STRAY)
+    w.qbt.add(FakeTorrent(H5, "Show", os.path.join(w.seed_s, "old"), list(SHOW_FILES), progress=0.0, stopped=True))
+    assert w.qbt.find(H5).state == "stoppedDL"
+
+    (p,) = orphans.find_orphans(w.cfg, [w.qbt]).protected
+    why = "Show/e1.mkv (of its 1 wanted file(s)) not where its client keeps it"
+    assert p.path == data and p.reason == f"may be the data of Show ({why}): repair or remove that torrent first"
+    res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    assert res.held == [stray] and res.failed == {} and os.path.exists(data)
+    expire(w)
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    assert out.refused is None and out.error is None
+    assert w.journal.held_links() == [] and os.path.exists(data)  # the stray went, the data stayed
+
+
+def test_an_incomplete_torrent_whose_files_are_there_protects_no_file_by_its_size(world):  # noqa: F811
+    """The rule above stats a wanted file of an incomplete torrent in its save path or download
+    path: one there (a download under way) makes it not missing, and a same-size file elsewhere
+    stays reclaimable."""
+    w = world
+    write(os.path.join(w.seed_s, "old/Show/e1.mkv"), EPISODE)
+    same_size = write(os.path.join(w.seed_s, "old/Other/x.mkv"), EPISODE)
+    w.qbt.add(FakeTorrent(H5, "Show", os.path.join(w.seed_s, "old"), list(SHOW_FILES), progress=0.5, stopped=True))
+    report = orphans.find_orphans(w.cfg, [w.qbt])
+    assert [(o.path, o.kind) for o in report.orphans] == [(same_size, RECLAIMABLE)]
+
+
 def test_purge_keeps_an_entry_held_before_its_torrent_went_missing_and_purges_the_others(world):  # noqa: F811
     """Quarantined while no torrent said anything of it; in the grace period the torrent whose data
     it is shows up missing its files: the held file is the copy a repair needs."""

@@ -55,10 +55,20 @@ def _tree(top: str) -> dict[str, tuple[int, int]]:
     return out
 
 
+# Review r4: a file dated before 1970 has a negative st_mtime_ns, journaled as is; the resume
+# called it unreadable, closed the step failed and left its own half-made link untracked.
+@pytest.mark.parametrize("mtime_ns", [None, -(10**9)], ids=["dated-now", "dated-1969"])
 @pytest.mark.parametrize("finisher", ["the next quarantine", "resume"])
-def test_a_quarantine_killed_between_its_link_into_holding_and_the_unlink_is_finished(world, monkeypatch, finisher):  # noqa: F811
+def test_a_quarantine_killed_between_its_link_into_holding_and_the_unlink_is_finished(
+    world,  # noqa: F811
+    monkeypatch,
+    finisher,
+    mtime_ns,
+):
     w = world
     path = write(os.path.join(w.seed_s, "old/Gone.2019/gone.mkv"), b"orphaned bytes" * 100)
+    if mtime_ns is not None:
+        os.utime(path, ns=(mtime_ns, mtime_ns))
     _dies_at_unlink_of(monkeypatch, b"gone.mkv")
     with pytest.raises(_Died):
         orphans.quarantine(w.cfg, w.cat, [w.qbt])
@@ -149,6 +159,15 @@ BAD_HELD = {
     "blake3 not a text": "UPDATE steps SET result=json_set(result, '$.blake3', 3) WHERE id=?",
     "args not json": "UPDATE steps SET args='{not json' WHERE id=?",
     "finished_at a text": "UPDATE steps SET finished_at='soon' WHERE id=?",
+    # Review r4: "held forever ago" purged at once, without its grace period (a NaN is stored NULL).
+    "finished_at far past": "UPDATE steps SET finished_at=-1e300 WHERE id=?",
+    "finished_at null": "UPDATE steps SET finished_at=NULL WHERE id=?",
+    "finished_at far future": "UPDATE steps SET finished_at=1e300 WHERE id=?",
+    # Review r4: a NUL byte raised ValueError from a stat in every run's purge.
+    "held_at with a NUL": (
+        "UPDATE steps SET result=json_set(result, '$.held_at', result->>'$.held_at' || char(0)) WHERE id=?"
+    ),
+    "path with a NUL": "UPDATE steps SET args=json_set(args, '$.path', args->>'$.path' || char(0)) WHERE id=?",
 }
 
 
@@ -195,6 +214,11 @@ BAD_INTENDED = {
     "path a number": ("$.path", "5", "its path cannot be read (got 5)"),
     "frees a text": ("$.frees", '"x"', "its frees cannot be read"),
     "ino a bool": ("$.ino", "true", "its ino cannot be read"),
+    "path with a NUL": (
+        "$.path",
+        '"/x/go\\u0000ne.mkv"',
+        "its path cannot be read (path is '/x/go\\x00ne.mkv', with a NUL",
+    ),
 }
 
 
@@ -216,6 +240,25 @@ def test_finishing_a_dead_quarantine_closes_a_step_it_cannot_read_as_failed(worl
     assert step.status == StepStatus.FAILED and step.error.startswith(f"journal step {step.id}: ")
     assert why in step.error and list(res.failed.values()) == [step.error]
     assert w.journal.run(run.id).status == RunStatus.FAILED and os.path.exists(path)  # untouched
+
+
+def test_a_hold_the_os_refuses_with_value_error_closes_its_step_failed_in_one_line(world, monkeypatch):  # noqa: F811
+    """Review r4: ``_hold_one`` caught only UnsafeOperation and OSError; a path os refuses
+    (ValueError: embedded null character) was a traceback out of ``finish_quarantine``."""
+    w = world
+    path = write(os.path.join(w.seed_s, "old/x.mkv"), b"o" * 100)
+    monkeypatch.setattr(fsops, "hold_unreferenced", lambda *a, **k: (_ for _ in ()).throw(_Died()))
+    with pytest.raises(_Died):
+        orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    (run,) = w.journal.unfinished_runs()
+    monkeypatch.setattr(fsops, "hold_unreferenced", lambda *a, **k: os.stat("a\x00b"))
+
+    res = orphans.finish_quarantine(w.cfg, w.journal, run.id)
+
+    (step,) = w.journal.steps(run.id)
+    assert step.status == StepStatus.FAILED and "\n" not in step.error
+    assert step.error == f"{path!r} cannot be looked up (embedded null byte): not held"
+    assert res.failed == {path: step.error} and os.path.exists(path)
 
 
 def test_holding_lists_with_a_bad_row_and_warns_in_one_line(tmp_path):
