@@ -33,6 +33,7 @@ from qbhook.pathmap import PathMap
 
 __all__ = [
     "CHECKING_STATES",
+    "FETCHING_STATES",
     "MISSING_FILES_STATE",
     "PART_SUFFIX",
     "PAUSED_RAW_STATE",
@@ -101,7 +102,16 @@ def is_part_file(path: str) -> bool:
 # qBittorrent's state of a torrent whose files are not where it keeps them (``TorrentInfo.is_missing_files``).
 MISSING_FILES_STATE = "missingFiles"
 
-CHECKING_STATES = frozenset({"checkingUP", "checkingDL", "checkingResumeData"})
+CHECKING_STATES = frozenset({"checkingUP", "checkingDL"})
+
+# The states of a torrent its client is still getting the data of (downloading, queued or waiting
+# to, checking what it has): its files not being there yet is the download, not a loss. Not
+# ``missingFiles`` nor stopped: a stopped torrent gets nothing (one force-rechecked to 0 % after
+# its folder was renamed stays stoppedDL). Nor ``checkingResumeData``: every torrent passes it at
+# the client's start, a lost one too, on its way to missingFiles. A whitelist: a state added later is not one.
+FETCHING_STATES = frozenset(
+    {"downloading", "stalledDL", "queuedDL", "forcedDL", "metaDL", "forcedMetaDL", "checkingDL"}
+)
 
 # A whitelist, not a blacklist: a state qBittorrent adds later is treated as
 # "not stable" until someone decides otherwise (lessons 3 and 9).
@@ -350,6 +360,11 @@ class TorrentInfo:
     @property
     def is_checking(self) -> bool:
         return self.state in CHECKING_STATES
+
+    @property
+    def is_fetching(self) -> bool:
+        """Its client is still getting its data (``FETCHING_STATES``)."""
+        return self.state in FETCHING_STATES
 
     @property
     def is_moving(self) -> bool:

@@ -239,7 +239,9 @@ def _group(
     moved = "" if new_save == t.save_path else f"; save path moves to {new_save}"
     skipped = len(t.files) - len(files)
     return GroupPlan(
-        group_id=group_id([t.hash]),
+        # The client in the id too: one hash in two clients (each copy at its own save path) is two
+        # repairs, and a group's journal rows, lock and outcome are found by this id.
+        group_id=group_id([f"{t.hash}@{t.instance}"]),
         torrents=[t.hash],
         names=[t.name],
         action=Action.REPAIR,

@@ -462,6 +462,8 @@ class _GroupRun:
     # The group failed for a reason a later look may not meet (``_passing``): after deletes
     # began it pauses, resumable, instead of stopping for good (``Executor._stop_after_deletes``).
     passing: bool = False
+    # The sequence numbers of this group's own plan steps: a failed repair undoes only their rows.
+    seqs: frozenset = frozenset()
 
     def content_of(self, path: str, planned: str | None, size: int, what: str) -> str | None:
         """The hash a step must check ``path`` against: the planned one, else the one its copy learned."""
@@ -629,6 +631,7 @@ class Executor:
         # When the running plan's snapshot was taken (``Plan.created_at``; 0: unknown): a torrent
         # added since is one the planner never saw (``_check_no_newcomer``).
         self._planned_at = 0.0
+        self._made_at: list[tuple[int, str]] = []
 
     # ------------------------------------------------------------------ entry points
 
@@ -737,6 +740,13 @@ class Executor:
     def _execute(self, run_id: int, plan: Plan, rows: dict[int, StepRow]) -> RunSummary:
         summary = RunSummary(run_id)
         self._planned_at = plan.created_at
+        # Every path a make step of this run puts a file at, with its step: a failed repair never
+        # undoes a path another group of the run made (or will make) its own (``_repair_made``).
+        self._made_at = [
+            (seq, _norm(step.dst))
+            for seq, step in enumerate(step for g in plan.groups for step in g.steps)
+            if isinstance(step, (Link, MkEmpty))
+        ]
         try:
             for unit in _units(plan.groups):
                 if isinstance(unit, _Batch):
@@ -788,7 +798,7 @@ class Executor:
             outcome.needs_attention = any(seq in rows for seq, _s in numbered)
             return outcome
         try:
-            st = _GroupRun(run_id, g, outcome)
+            st = _GroupRun(run_id, g, outcome, seqs=frozenset(seq for seq, _s in numbered))
             self.journal.set_group(g.group_id, run_id, GroupStatus.RUNNING)
             mine = [(seq, step, rows.get(seq)) for seq, step in numbered]
             failed = next((row for _s, _st, row in mine if row is not None and row.status == StepStatus.FAILED), None)
@@ -1238,15 +1248,21 @@ class Executor:
 
     def _repair_made(self, st: _GroupRun) -> list[StepRow]:
         """The journal rows of the files this repair put under its torrent and did not remove yet,
-        newest first: a link its make step made (``linked``, or ``already``: an earlier attempt's),
-        an empty file it created; never a file found there (``present``)."""
-        ours = {Link.kind: ("linked", "already"), MkEmpty.kind: ("created",)}
+        newest first: a link its own make step made (``linked``), an empty file it created; never a
+        file found there (``present``, or ``already``: the same inode was at the path before the
+        step, e.g. linked by a cross-seeding torrent's repair group at the same save path, which
+        may be seeding on it now). Only rows of this group's own plan steps, and never a path a
+        make step of another group of this run targets."""
+        ours = {Link.kind: ("linked",), MkEmpty.kind: ("created",)}
+        others = {p for seq, p in self._made_at if seq not in st.seqs}
         return [
             r
             for r in reversed(self.journal.steps(st.run_id))
             if r.group_id == st.plan.group_id
+            and r.seq in st.seqs
             and r.status == StepStatus.DONE
             and (r.result or {}).get("status") in ours.get(r.kind, ())
+            and _norm(r.args.get("dst")) not in others
         ]
 
     def _undo_repair_views(self, st: _GroupRun, made: list[StepRow]) -> tuple[int, list[str]]:

@@ -84,7 +84,7 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from qbhook.clients.model import TorrentFile, TorrentInfo, is_part_file
+from qbhook.clients.model import PART_SUFFIX, TorrentFile, TorrentInfo, is_part_file
 from qbhook.clients.port import ClientPort
 from qbhook.dirfd import FolderRefused, NotAFolder, open_below, open_root
 from qbhook.errors import LastCopyKept, OrphansRefused, PathMapError, QbhookError, QbtError, UnsafeOperation
@@ -698,7 +698,8 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
                 continue
             if t.is_missing_files:
                 maybe_missing.append((t, fs, (), ""))
-            elif t.has_metadata and save and (gone := _absent_wanted(t, save, fs)):
+            elif t.has_metadata and save and not t.is_fetching and (gone := _absent_wanted(t, save, fs)):
+                # (One its client is still getting: a file not written yet is the download, not a loss.)
                 maybe_missing.append((t, fs, (), gone))  # rechecked to 0 % after its folder was renamed
             # Incomplete, skipping files or without metadata: its whole content folder is in use.
             for base in (save, os.path.normpath(t.download_path) if t.download_path else ""):
@@ -754,11 +755,12 @@ def _absent_wanted(t: TorrentInfo, save: str, fs: list[TorrentFile]) -> str:
     incomplete one); "" when every one is there. A torrent its owner force-rechecked after
     renaming its folder is such a one: 0 %, stoppedDL, no longer ``missingFiles`` (rTorrent's
     hash check alike). Stops at the first absent file: one stat per present file, as a complete
-    torrent's (``_identities``)."""
+    torrent's (``_identities``). A file being written under qBittorrent's "append .!qB" option
+    (``name`` + ``PART_SUFFIX``) is there."""
     bases = [save] + ([os.path.normpath(t.download_path)] if t.download_path else [])
     wanted = [f.name for f in fs if f.wanted]
     for name in wanted:
-        if not any(_exists(posixpath.join(b, name)) for b in bases):
+        if not any(_exists(posixpath.join(b, n)) for b in bases for n in (name, name + PART_SUFFIX)):
             return f"{name} (of its {len(wanted)} wanted file(s)) not where its client keeps it"
     return ""
 

@@ -135,6 +135,33 @@ def test_an_incomplete_torrent_whose_files_are_there_protects_no_file_by_its_siz
     assert [(o.path, o.kind) for o in report.orphans] == [(same_size, RECLAIMABLE)]
 
 
+@pytest.mark.parametrize("state", [None, "queuedDL", "stalledDL", "checkingDL"])
+def test_a_torrent_its_client_is_still_downloading_protects_no_file_by_its_size(world, state):  # noqa: F811
+    """Review r5: a torrent downloading (or queued, stalled, checking) at 0 % has written nothing
+    yet; its files not being there is the download, not a loss: an unrelated orphan of the same
+    size stays reclaimable."""
+    w = world
+    same_size = write(os.path.join(w.seed_s, "old/Other/x.mkv"), EPISODE)
+    t = FakeTorrent(H5, "Show", os.path.join(w.seed_s, "old"), list(SHOW_FILES), progress=0.0)
+    t.transient = state
+    w.qbt.add(t)
+    assert w.qbt.find(H5).state == (state or "downloading")
+    report = orphans.find_orphans(w.cfg, [w.qbt])
+    assert [(o.path, o.kind) for o in report.orphans] == [(same_size, RECLAIMABLE)]
+
+
+def test_a_stopped_torrents_file_written_as_name_dot_qb_is_there(world):  # noqa: F811
+    """Review r5: with qBittorrent's "append .!qB" on, an incomplete torrent's file is on disk as
+    ``e1.mkv.!qB``: it is there, so a stopped torrent so is not missing its files."""
+    w = world
+    write(os.path.join(w.seed_s, "old/Show/e1.mkv.!qB"), b"x" * 10)
+    same_size = write(os.path.join(w.seed_s, "old/Other/x.mkv"), EPISODE)
+    w.qbt.add(FakeTorrent(H5, "Show", os.path.join(w.seed_s, "old"), list(SHOW_FILES), progress=0.5, stopped=True))
+    assert w.qbt.find(H5).state == "stoppedDL"
+    report = orphans.find_orphans(w.cfg, [w.qbt])
+    assert [(o.path, o.kind) for o in report.orphans] == [(same_size, RECLAIMABLE)]
+
+
 def test_purge_keeps_an_entry_held_before_its_torrent_went_missing_and_purges_the_others(world):  # noqa: F811
     """Quarantined while no torrent said anything of it; in the grace period the torrent whose data
     it is shows up missing its files: the held file is the copy a repair needs."""

@@ -11,7 +11,7 @@ import pytest
 from qbhook.decide.facts import PoolFact
 from qbhook.decide.repair import CatalogCopy, MissingTorrent, RepairFacts, RepairFile, plan_repairs
 from qbhook.move.executor import build_executor
-from tests.unit.test_executor import FILES, H1, Crash, IncompleteFolderQbt, b3, world  # noqa: F401  (fixture)
+from tests.unit.test_executor import FILES, H1, H2, Crash, IncompleteFolderQbt, b3, world  # noqa: F401  (fixture)
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 
 
@@ -385,3 +385,71 @@ def test_a_kill_during_the_undo_is_finished_by_resume(world, monkeypatch):  # no
     assert not any(os.path.lexists(os.path.join(w.seed_s, r)) for r, _d in FILES)
     assert all(os.lstat(p).st_nlink == 1 for p in lib.values())
     assert w.qbt.t[H1].stopped and w.qbt.count("start") == 0
+
+
+def _missing_pair(w, lib, places: tuple[tuple[str, str, str], ...]):
+    """A repair plan for the torrents ``places`` names (hash, client instance, save path), each
+    missing the whole of ``FILES``, rebuilt from the library's links at ``lib``."""
+    fsid = w.cat.fsid(w.cat.fs_for_path(w.seed_s))
+    pools = (
+        PoolFact("stash", "primary", str(w.stash), w.seed_s, fsid, 0),
+        PoolFact("pool", "cold", str(w.pool), w.seed_p, w.cat.fsid(w.cat.fs_for_path(w.seed_p)), 0),
+    )
+    files = tuple(RepairFile(i, rel, len(d), 1, b3(d) if d else None) for i, (rel, d) in enumerate(FILES))
+    copies = {(len(d), b3(d)): (CatalogCopy(lib[rel], fsid, os.lstat(lib[rel]).st_ino),) for rel, d in FILES if d}
+    ts = tuple(MissingTorrent(h, inst, "Movie.2020", "missingFiles", save, files) for h, inst, save in places)
+    plan, refused = plan_repairs(RepairFacts(ts, pools, copies, {}))
+    assert not refused and len(plan.groups) == len(places)
+    return plan
+
+
+def test_a_failed_cross_seed_repair_keeps_the_links_its_sibling_group_made(world):  # noqa: F811
+    """Two torrents cross-seeding the same files at the same save path, both missingFiles: two
+    repair groups linking the same paths. H1's links its files and seeds; H2's link steps find them
+    there (``already``) and its recheck fails: its undo must not remove the files H1 seeds on."""
+    w = world
+    lib = _delete_seed_files(w)
+    for h in (H1, H2):
+        t = w.qbt.t[h]
+        t.save_path, t.progress, t.download_path, t.transient, t.stopped = w.seed_s, 0.0, "", "missingFiles", False
+    plan = _missing_pair(w, lib, ((H1, "qbt", w.seed_s), (H2, "qbt", w.seed_s)))
+    g1, g2 = (g.group_id for g in plan.groups)
+
+    def hook(point, gid, _seq, step):
+        if point == "before" and gid == g2 and step.kind == "repair":
+            w.qbt.fail_at[w.seed_s] = 0.5  # only H2's recheck ends under 100 %
+
+    summary = build_executor(
+        w.cfg, w.cat, {"qbt": w.qbt}, w.journal, sleep=w.clock.sleep, clock=w.clock, hook=hook, poll_initial_s=0.5
+    ).apply(plan)
+    assert summary.groups_done == [g1] and list(summary.groups_failed) == [g2]
+    assert not w.qbt.t[H1].stopped
+    assert all(os.path.lexists(os.path.join(w.seed_s, rel)) for rel, _ in FILES)
+
+
+def test_one_hash_in_two_clients_is_two_repairs_and_one_failing_keeps_the_others_links(world):  # noqa: F811
+    """The same torrent in two clients, each at its own save path, both missing its files: two
+    groups with their own ids; the second's failed recheck undoes only its own links."""
+    import copy
+
+    from tests.unit.test_executor import FakeQbt
+
+    w = world
+    lib = _delete_seed_files(w)
+    q2 = FakeQbt(name="qbt2")
+    t1 = w.qbt.t[H1]
+    t1.progress, t1.download_path, t1.transient, t1.stopped = 0.0, "", "missingFiles", False
+    t2 = copy.deepcopy(t1)
+    t2.save_path = os.path.join(w.seed_s, "cross-seed")
+    q2.add(t2)
+    del w.qbt.t[H2]
+    plan = _missing_pair(w, lib, ((H1, "qbt", w.seed_s), (H1, "qbt2", t2.save_path)))
+    g1, g2 = (g.group_id for g in plan.groups)
+    assert g1 != g2
+    q2.fail_at[t2.save_path] = 0.5  # the second copy's recheck ends under 100 %
+    summary = build_executor(
+        w.cfg, w.cat, {"qbt": w.qbt, "qbt2": q2}, w.journal, sleep=w.clock.sleep, clock=w.clock, poll_initial_s=0.5
+    ).apply(plan)
+    assert summary.groups_done == [g1] and list(summary.groups_failed) == [g2]
+    assert all(os.path.lexists(os.path.join(w.seed_s, rel)) for rel, _ in FILES)
+    assert not any(os.path.lexists(os.path.join(t2.save_path, rel)) for rel, d in FILES if d)
