@@ -102,7 +102,7 @@ def is_part_file(path: str) -> bool:
 # qBittorrent's state of a torrent whose files are not where it keeps them (``TorrentInfo.is_missing_files``).
 MISSING_FILES_STATE = "missingFiles"
 
-CHECKING_STATES = frozenset({"checkingUP", "checkingDL"})
+CHECKING_STATES = frozenset({"checkingUP", "checkingDL", "checkingResumeData"})
 
 # The states of a torrent its client is still getting the data of (downloading, queued or waiting
 # to, checking what it has): its files not being there yet is the download, not a loss. Not
