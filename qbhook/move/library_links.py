@@ -121,20 +121,26 @@ def _follow(link: str, files: dict, places: dict, maps: list[PathMap] = ()) -> N
     """One symlink followed, read-only: its target's identity, or the real path it names. A
     dangling one is also read as a container's path (``_as_host``): an *arr app in a container
     that links in symlink mode writes its own spelling, /data/... where the host has /stash/data/..."""
+    if not _reach(link, link, files, places):
+        for host in _as_host(link, maps):
+            _reach(host, link, files, places)
+
+
+def _reach(path: str, link: str, files: dict, places: dict) -> bool:
+    """What ``path`` names, followed, kept for ``link``: a file's identity, else (a folder, or
+    nothing there) the real path; whether something was there."""
     try:
-        st = os.stat(link)
+        st = os.stat(path)
     except (OSError, ValueError):  # dangling, a loop, a name too long: the place it names
         st = None
     if st is not None and not stat_mod.S_ISDIR(st.st_mode):
         files.setdefault((st.st_dev, st.st_ino), link)
-        return
+        return True
     try:
-        places.setdefault(os.path.realpath(link), link)
+        places.setdefault(os.path.realpath(path), link)
     except (OSError, ValueError):
         pass  # nothing it names can be spelled: it reaches nothing the walk meets
-    if st is None:
-        for host in _as_host(link, maps):
-            _follow_host(host, link, files, places)
+    return st is not None
 
 
 def _as_host(link: str, maps: list[PathMap]) -> list[str]:
@@ -154,21 +160,6 @@ def _as_host(link: str, maps: list[PathMap]) -> list[str]:
         except (PathMapError, ValueError):
             continue  # not under this client's container folders
     return out
-
-
-def _follow_host(host: str, link: str, files: dict, places: dict) -> None:
-    """``_follow`` of a translated target: its identity if it is a file there, else its place."""
-    try:
-        st = os.stat(host)
-    except (OSError, ValueError):
-        st = None
-    if st is not None and not stat_mod.S_ISDIR(st.st_mode):
-        files.setdefault((st.st_dev, st.st_ino), link)
-        return
-    try:
-        places.setdefault(os.path.realpath(host), link)
-    except (OSError, ValueError):
-        pass
 
 
 def find_cmd(root: str, seeds: set[str], ignore: set[bytes]) -> list[bytes]:

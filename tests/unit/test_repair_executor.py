@@ -42,17 +42,7 @@ def _lose_files(w) -> dict[str, str]:
 
 
 def _plan(w, lib: dict[str, str]):
-    fsid = w.cat.fsid(w.cat.fs_for_path(w.seed_s))
-    pools = (
-        PoolFact("stash", "primary", str(w.stash), w.seed_s, fsid, 0),
-        PoolFact("pool", "cold", str(w.pool), w.seed_p, w.cat.fsid(w.cat.fs_for_path(w.seed_p)), 0),
-    )
-    files = tuple(RepairFile(i, rel, len(d), 1, b3(d) if d else None) for i, (rel, d) in enumerate(FILES))
-    copies = {(len(d), b3(d)): (CatalogCopy(lib[rel], fsid, os.lstat(lib[rel]).st_ino),) for rel, d in FILES if d}
-    t = MissingTorrent(H1, "qbt", "Movie.2020", "missingFiles", w.seed_s, files)
-    plan, refused = plan_repairs(RepairFacts((t,), pools, copies, {}))
-    assert not refused and len(plan.groups) == 1
-    return plan
+    return _missing_pair(w, lib, ((H1, "qbt", w.seed_s),))
 
 
 def _linked_from_library(w, lib) -> None:
