@@ -631,7 +631,7 @@ class Executor:
         # When the running plan's snapshot was taken (``Plan.created_at``; 0: unknown): a torrent
         # added since is one the planner never saw (``_check_no_newcomer``).
         self._planned_at = 0.0
-        self._made_at: list[tuple[int, str]] = []
+        self._groups: list[GroupPlan] = []  # the running plan's, for a failed repair's undo (``_repair_made``)
 
     # ------------------------------------------------------------------ entry points
 
@@ -740,13 +740,7 @@ class Executor:
     def _execute(self, run_id: int, plan: Plan, rows: dict[int, StepRow]) -> RunSummary:
         summary = RunSummary(run_id)
         self._planned_at = plan.created_at
-        # Every path a make step of this run puts a file at, with its step: a failed repair never
-        # undoes a path another group of the run made (or will make) its own (``_repair_made``).
-        self._made_at = [
-            (seq, _norm(step.dst))
-            for seq, step in enumerate(step for g in plan.groups for step in g.steps)
-            if isinstance(step, (Link, MkEmpty))
-        ]
+        self._groups = plan.groups
         try:
             for unit in _units(plan.groups):
                 if isinstance(unit, _Batch):
@@ -1254,7 +1248,14 @@ class Executor:
         may be seeding on it now). Only rows of this group's own plan steps, and never a path a
         make step of another group of this run targets."""
         ours = {Link.kind: ("linked",), MkEmpty.kind: ("created",)}
-        others = {p for seq, p in self._made_at if seq not in st.seqs}
+        # Every path a make step of another group of this run puts a file at: read only here, when a
+        # repair failed, not for every run's plan (a demote's has a link step per file).
+        steps = (step for g in self._groups for step in g.steps)
+        others = {
+            _norm(step.dst)
+            for seq, step in enumerate(steps)
+            if seq not in st.seqs and isinstance(step, (Link, MkEmpty))
+        }
         return [
             r
             for r in reversed(self.journal.steps(st.run_id))
