@@ -43,7 +43,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from qbhook.catalog import findwalk
-from qbhook.errors import OrphansRefused, PathMapError
+from qbhook.errors import LibraryLinksUnseen, PathMapError
 from qbhook.pathmap import PathMap
 
 
@@ -186,14 +186,14 @@ def _symlinks(pool: str, root: str, seeds: set[str], ignore: set[bytes]) -> list
     why = [w for w in os.fsdecode(done.stderr).splitlines() if w and not w.endswith(_VANISHED)]
     if done.returncode != 0 and (why or not done.stderr):
         said = why[0] if why else f"find exited {done.returncode}"
-        raise OrphansRefused(
-            f"refusing: cannot look for library symlinks in pool {pool} ({said})",
-            hint="a library's symlink not seen would make its data look reclaimable; "
-            "add a folder qbhook may skip to scan.ignore_names",
+        raise LibraryLinksUnseen(
+            f"cannot look for library symlinks in pool {pool} ({said})",
+            hint=f"add a folder qbhook may skip to {IGNORE}",
         )
     return [os.fsdecode(p) for p in done.stdout.split(b"\0") if p]
 
 
+IGNORE = "scan.ignore_names"  # what a person changes to let the walk finish
 _VANISHED = ": No such file or directory"  # find's words for it (LC_ALL=C)
 
 
@@ -207,7 +207,10 @@ def _walk(root: str, seeds: set[str], ignore: set[str]) -> list[str]:
             with os.scandir(d) as it:
                 listed = list(it)
         except OSError as e:
-            raise OrphansRefused(f"refusing: cannot look for library symlinks below {d} ({e.strerror})") from None
+            raise LibraryLinksUnseen(
+                f"cannot look for library symlinks below {d} ({e.strerror})",
+                hint=f"add a folder qbhook may skip to {IGNORE}",
+            ) from None
         for de in listed:
             try:
                 st = de.stat(follow_symlinks=False)
