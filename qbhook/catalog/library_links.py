@@ -1,4 +1,4 @@
-"""Library symlinks: the symbolic links a library keeps into the seeding roots, as facts for the orphans rule.
+"""Library symlinks: the symbolic links a library keeps into the seeding roots, as facts for orphans and the planner.
 
 The model: a library (an *arr media folder, a script's or a media manager's symlink mode)
 may use a torrent's data through a symbolic link instead of a hard link. Its inode then has no
@@ -15,23 +15,36 @@ where the target is a folder or is gone):
   container's path through each client's ``path_map`` (an *arr app in a container writes its
   own spelling, ``/data/...``), by what that names on the host.
 
-``orphans.library_link`` is the one rule that reads these facts (the walk's ``decide`` and
-the purge's ``screen_held`` both ask it). The collection never follows a symlinked folder
-while walking (``find -P``), and enters neither qbhook's own folders nor ``scan.ignore_names``
-(``.zfs`` among them: pruned at every level, else each nested dataset's snapshots were walked)
-nor the seeding roots of any pool (a symlink there is cross-seed's, and what it reaches is a
-torrent's: ``orphans.references``). Unlike the scan and the orphans walk, it crosses into every
-filesystem mounted below a pool root (no ``-xdev``): a library on a dataset of its own nested
-in the pool (tank/media beside tank/torrents, the usual ZFS layout) is exactly the one that
-uses symlinks, since hard links cannot cross datasets, and not seeing it deleted its data. It
-only reads, so crossing a mount can do no harm. A pool root below another one is walked once,
-as part of the outer one's walk.
+Two rules read these facts. ``orphans.library_link``: what a symlink reaches is a library's,
+never reclaimable (the walk's ``decide`` and the purge's ``screen_held`` both ask it). And
+``planner.library_use``: a payload group a symlink reaches does not move (a demote deleted its
+/stash file as surely as a purge), read through ``Snapshot.library`` (``facts.LibrarySymlinks``:
+the snapshot builder's mapping of a file target's (st_dev, st_ino) onto its inode key, walked
+once per snapshot, once per sweep, and only when some group may move). Here, below ``decide``,
+since both the planner's snapshot and ``move.orphans`` read it; it only reads.
+
+The collection never follows a symlinked folder while walking (``find -P``), and enters neither
+qbhook's own folders nor ``scan.ignore_names`` (``.zfs`` among them: pruned at every level,
+else each nested dataset's snapshots were walked) nor the seeding roots of any pool (a symlink
+there is cross-seed's, and what it reaches is a torrent's: ``orphans.references``). Unlike the
+scan and the orphans walk, it crosses into every filesystem mounted below a pool root (no
+``-xdev``): a library on a dataset of its own nested in the pool (tank/media beside
+tank/torrents, the usual ZFS layout) is exactly the one that uses symlinks, since hard links
+cannot cross datasets, and not seeing it deleted its data. It only reads, so crossing a mount
+can do no harm. A pool root below another one is walked once, as part of the outer one's walk.
 
 It can only protect more, never act: a symlink onto a folder holding a whole seeding root
-(``media/all -> /tank``) makes every orphan below that root a library's; kept (only ever more
-protection) but named (``LibraryLinks.whole_roots``, a warning of ``qbhook orphans``). A walk
-that cannot finish (find failing on an unreadable folder) refuses, naming why: a library not
-seen is data deleted.
+(``media/all -> /tank``) makes every orphan below that root a library's, and every group there
+stay; kept (only ever more protection) but named (``LibraryLinks.whole_roots``, a warning of
+``qbhook orphans``). A walk that cannot finish (find failing on an unreadable folder) raises
+``LibraryLinksUnseen``, naming why: a library not seen is data deleted. ``orphans`` refuses
+then (``OrphansRefused``), a plan withholds every move (``planner.library_blockers``), each
+blocked group naming the line.
+
+What is not seen: a symlink made after the walk. A plan's walk is its snapshot's (``apply
+--plan`` decides again on a fresh one), and the executor does not walk again: one made between
+that snapshot and the executor's delete of the /stash links (the copy, relocation and
+verification in between: minutes for a big payload) is not known, and dangles.
 """
 
 from __future__ import annotations
