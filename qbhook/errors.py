@@ -339,6 +339,15 @@ class OrphansRefused(QbhookError):
     exit_code = ExitCode.GUARD_REFUSED
 
 
+class LibraryLinksUnseen(QbhookError):
+    """The walk for the libraries' symbolic links (``catalog.library_links``) could not finish (an
+    unreadable folder): a library not seen is data deleted, so what reads the walk does not act on
+    it. ``orphans`` refuses (``OrphansRefused``, the same line); a plan withholds its moves, each
+    blocked naming this line (``planner.library_blockers``)."""
+
+    exit_code = ExitCode.GUARD_REFUSED
+
+
 class BadRequest(QbhookError):
     """An incoming event (webhook, hook call) is malformed or unusable."""
 

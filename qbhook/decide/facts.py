@@ -18,6 +18,7 @@ import stat as stat_mod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from qbhook.catalog.library_links import NO_LINKS, LibraryLinks
 from qbhook.clients.model import PART_SUFFIX, is_relative_path
 from qbhook.errors import PathMapError
 from qbhook.paths import is_within, normalize, root_holding, within_any
@@ -164,6 +165,35 @@ class ReachingFile:
     size: int
 
 
+@dataclass(frozen=True)
+class LibrarySymlinks:
+    """The symlinks libraries keep into the pools (``catalog.library_links``), as this snapshot's
+    planner reads them (``planner.library_blockers``): a file target by this snapshot's inode key,
+    a folder (or gone) target by its real path, spelled below the pool roots as the facts are.
+    ``unseen``: why they were not read (the walk did not finish, or the builder did not look,
+    nothing being movable): then nothing may move, since a library not seen is data deleted. A
+    snapshot built by hand (a test's) has none, read."""
+
+    files: dict[InodeKey, str] = field(default_factory=dict)  # inode -> a symlink onto it
+    folders: LibraryLinks = NO_LINKS  # its ``places`` only: what is at or below a real path
+    targets: dict[str, str] = field(default_factory=dict)  # symlink -> its target, as written
+    unseen: str = ""
+
+    def reaching(self, path: str, key: InodeKey | None) -> str | None:
+        """A symlink that reaches the file ``key`` or ``path`` (at or below a folder target): the
+        one rule, ``LibraryLinks.reaching``'s, on this snapshot's keys."""
+        if key is not None and (link := self.files.get(key)) is not None:
+            return link
+        return self.folders.reaching(path)
+
+    def shown(self, link: str) -> str:
+        """``link -> target`` for a reason a person reads."""
+        return f"{link} -> {self.targets.get(link, '?')}"
+
+
+NO_LIBRARY_SYMLINKS = LibrarySymlinks()
+
+
 @dataclass(frozen=True, slots=True)
 class PoolFact:
     name: str
@@ -208,6 +238,9 @@ class Snapshot:
     # Files of torrents a partial build leaves out that reach through a symlink (a full build holds
     # every torrent: none): ``SnapshotBuilder._reaching`` says which are looked at.
     reaching: tuple[ReachingFile, ...] = ()
+    # What libraries reach through symlinks (``SnapshotBuilder._library``): a group any file of
+    # which one reaches does not move (``planner.library_blockers``).
+    library: LibrarySymlinks = NO_LIBRARY_SYMLINKS
     # Indexes derived from the facts above by the rule that reads them, built on its first use and
     # kept for this snapshot (``converge._usage``): once per snapshot, not once per group.
     derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)

@@ -2,8 +2,9 @@
 
 Per payload group it decides:
 
-- **stay**    the group is where it belongs (a library links it, or it is seed-only
-              on the cold pool, or policy says not yet);
+- **stay**    the group is where it belongs (a library links it, hard or through a
+              symbolic link onto a file or folder of it: ``library_use``; or it is
+              seed-only on the cold pool, or policy says not yet);
 - **demote**  primary -> cold: no link outside the seeding roots, policy allows;
               reuse identical content already on the cold pool, else copy once;
 - **promote** cold -> primary: only when every file's content already exists on the
@@ -11,7 +12,8 @@ Per payload group it decides:
               small copy allowance; never a blind copy;
 - **blocked** it should move but cannot safely now, with reasons a person can act on
               (a symlink anywhere in a torrent's source or destination path below a
-              pool root always blocks: facts read through it describe somewhere else);
+              pool root always blocks: facts read through it describe somewhere else;
+              so does a move while the libraries' symlinks are unseen: ``library_blockers``);
 - **converge** stays on its pool, but its seeding files that duplicate another inode on
               the same dataset (a library's copy first) are relinked onto it: zero bytes
               written, the duplicate freed (``qbhook/decide/converge.py``);
@@ -195,6 +197,9 @@ def decide(
         if consumer:
             gp.reason = f"same content is used by a library on {src.name} ({consumer}); not demoting a duplicate"
             return gp
+        if used := library_use(snap, full):
+            gp.reason = used
+            return gp
         tgt = snap.cold
         donors = _donors_tied(snap, shared, inodes.values(), tgt)
         gp.action, gp.target_pool = Action.DEMOTE, tgt.name
@@ -230,6 +235,9 @@ def decide(
                 f"reported, not promoted"
             )
             return gp
+        if used := library_use(snap, full):
+            gp.reason = used
+            return gp
         gp.action, gp.target_pool = Action.PROMOTE, tgt.name
         gp.reason = f"a library on {tgt.name} already holds this content" + (
             f"; copying {_b(missing_bytes)} of small extras" if missing_bytes else ""
@@ -238,6 +246,7 @@ def decide(
     blockers = (
         symlink_blockers(snap, full, src, tgt)
         + reached_blockers(snap, group)
+        + library_blockers(snap)
         + skipped_blockers(full, snap)
         + skipped_place_blockers(snap, full, src, tgt)
         + file_blockers(group, snap)
@@ -498,6 +507,31 @@ def _unplaced(snap: Snapshot) -> Iterable[tuple[str, str, str, int]]:
                 yield t.hash, t.name, f.path, f.size
     for r in snap.reaching:
         yield r.hash, r.name, r.path, r.size
+
+
+def library_use(snap: Snapshot, group: list[TorrentFact]) -> str | None:
+    """The one rule of "a library uses this group through a symbolic link", for a move: a file of
+    it (its inode, or its path at or below a folder's) that a symlink a library keeps reaches
+    (``Snapshot.library``); the reason it stays, naming that symlink, or None.
+
+    Like a hard link outside the seeding tree (``InodeFact.external_links``), it is a library's use:
+    the group stays. Its inode has one link, so by link counts it was seed-only: a demote deleted
+    the /stash file and the library's symlink dangled. Asked only of a group about to move (every
+    file, skipped ones too: the library may read those), so a plan of staying groups pays nothing."""
+    lib = snap.library
+    for t in group:
+        for f in t.files:
+            if (link := lib.reaching(f.path, f.inode)) is not None:
+                return f"library symlink {lib.shown(link)} uses it ({f.path})"
+    return None
+
+
+def library_blockers(snap: Snapshot) -> list[str]:
+    """A move while the libraries' symlinks are unseen (their walk did not finish: an unreadable
+    folder) is withheld, naming why: ``library_use`` cannot say the group is not used by one."""
+    if not snap.library.unseen:
+        return []
+    return [f"not moved while library symlinks are unseen: {snap.library.unseen}"]
 
 
 def torrent_blockers(group: list[TorrentFact]) -> list[str]:

@@ -45,7 +45,9 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
+from qbhook.catalog import library_links
 from qbhook.catalog.hashing import HashBudget, Located, ensure_hashes, settled
+from qbhook.catalog.library_links import LibraryLinks
 from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import skipped_files_known, unplaced_files
 from qbhook.clients.model import is_relative_path
@@ -56,6 +58,7 @@ from qbhook.decide.facts import (
     FileFact,
     InodeFact,
     InodeKey,
+    LibrarySymlinks,
     LinkResolver,
     PoolFact,
     ReachingFile,
@@ -71,7 +74,7 @@ from qbhook.decide.grouping import payload_groups
 from qbhook.decide.heap import collector_paused
 from qbhook.decide.policy import policy_blocks_demote
 from qbhook.dirfd import FolderReader, FolderRefused
-from qbhook.errors import PathMapError, QbhookError
+from qbhook.errors import LibraryLinksUnseen, PathMapError, QbhookError
 from qbhook.paths import root_holding
 from qbhook.progress import Progress
 from qbhook.space import Space, space_at
@@ -94,6 +97,8 @@ class SweepReach:
         self.unplaced: dict[int, list[tuple[str, str, str, str]]] | None = None  # size -> (instance, hash, name, path)
         self.listed: dict[tuple[str, str], list[tuple[str, int]]] = {}
         self.ways: dict[str, dict[str, str]] = {}  # path -> the symlinks on its way (path -> target)
+        # The libraries' symlinks (``SnapshotBuilder._library``), or why they are unseen: one walk a sweep.
+        self.library: LibraryLinks | str | None = None
 
 
 class SnapshotBuilder:
@@ -142,6 +147,12 @@ class SnapshotBuilder:
         # Catalog inodes hashed by this build that are not in it (yet): id -> (path read, its fstat
         # after the read), so a donor among them is adopted without another lstat (``_adopt``).
         self._hashed_at: dict[int, tuple[bytes | str, os.stat_result]] = {}
+        # The fsid of each st_dev a file of this build was keyed on: a library symlink's file
+        # target is known by (st_dev, st_ino), the snapshot's inodes by (fsid, ino).
+        self._dev_fsid: dict[int, str] = {}
+        # Some group may move (``_hash_what_decisions_need`` says): only then are the libraries'
+        # symlinks looked for (``_library``).
+        self._movable = False
 
     # ------------------------------------------------------------ public
     def build(
@@ -189,6 +200,7 @@ class SnapshotBuilder:
         self._hash_what_decisions_need(torrents, pools, now)
         content = self._donor_index(torrents)
         existing = self._destinations(torrents, pools)
+        library = self._library(pools, reach)
         return Snapshot(
             torrents=tuple(torrents),
             inodes=dict(self.inodes),
@@ -201,6 +213,7 @@ class SnapshotBuilder:
             write_paths=write_paths,
             write_prefixes=write_prefixes,
             reaching=reaching,
+            library=library,
         )
 
     # ------------------------------------------------------------ torrents and files
@@ -406,12 +419,14 @@ class SnapshotBuilder:
                 # subvolume's st_dev is in no mountinfo line), failing the snapshot of every torrent.
                 key = (f"{_OUTSIDE_FSID}{st.st_dev}", st.st_ino)
                 keys.append(key)
+                self._dev_fsid[st.st_dev] = key[0]
                 self._outside_fact(path, st, key)
                 continue
             fs = self.catalog.fs_for_path(path, st.st_dev)
             key = (self.catalog.fsid(fs), st.st_ino)
             keys.append(key)
             seen.append((path, st, fs, key))
+            self._dev_fsid[st.st_dev] = key[0]
         todo = [s for s in seen if self._stale(s[0], s[1], s[3])]
         rows = self.catalog.inodes_and_paths_by_key({(fs, st.st_ino) for _p, st, fs, _k in todo}) if todo else {}
         for path, st, fs, key in todo:
@@ -569,19 +584,59 @@ class SnapshotBuilder:
         )
         for group, keys, facts in groups:
             if any(i.external_links for i in facts):
-                continue  # stays where it is: no hash needed
+                # Stays where it is: no hash needed. Unless only skipped files are linked out (the
+                # planner decides on the wanted ones: ``planner.wanted_only``): it may then move.
+                self._movable = self._movable or not self._wanted_linked_out(group)
+                continue
             src = {_pool_of(t.save_path, pools) for t in group}
             if None in src or len(src) > 1:
                 continue  # blocked by the planner: outside the seeding roots or spanning pools
             if src.pop() is primary:
                 if policy_blocks_demote(group, self.cfg.policy, now, after_event=self.after_event):
                     continue
+                self._movable = True
                 need |= self._demotion_hashes(facts, cold, now, need)
             else:
                 cands = self._same_size_on(primary.seeding_fsid, facts)
                 if cands:
+                    self._movable = True  # a promotion may be: its content on the primary pool
                     need |= {self._inode_ids[k] for k in keys} | cands
         self._hash(need, progress=self.progress)
+
+    def _wanted_linked_out(self, group: list[TorrentFact]) -> bool:
+        """Is a wanted file of ``group`` linked outside the seeding tree (the planner's "stay")?"""
+        return any(
+            (i := self.inodes.get(f.inode)) is not None and i.external_links
+            for t in group
+            for f in t.files
+            if f.priority and f.inode is not None
+        )
+
+    # ------------------------------------------------------------ libraries' symlinks
+    def _library(self, pools: tuple[PoolFact, ...], reach: SweepReach | None) -> LibrarySymlinks:
+        """``Snapshot.library``: the libraries' symlinks (``library_links.collect``), walked once per
+        snapshot (once per sweep, with ``reach``) and only when a group may move (``self._movable``):
+        a plan that can move nothing pays no walk. A walk that cannot finish withholds every move,
+        naming why (``planner.library_blockers``): a library not seen is data deleted."""
+        if not self._movable:
+            return LibrarySymlinks(unseen="library symlinks not looked for (nothing looked movable)")
+        found = reach.library if reach is not None else None
+        if found is None:
+            try:
+                found = library_links.collect(self.cfg)
+            except LibraryLinksUnseen as e:
+                found = e.message
+            if reach is not None:
+                reach.library = found
+        if isinstance(found, str):
+            return LibrarySymlinks(unseen=found)
+        files = {
+            (fsid, ino): link
+            for (dev, ino), link in found.files.items()
+            if (fsid := self._dev_fsid.get(dev)) is not None and (fsid, ino) in self.inodes
+        }
+        folders = LibraryLinks(places=_respelled(found.places, pools))
+        return LibrarySymlinks(files, folders, {k: _target(k) for k in {*files.values(), *folders.places.values()}})
 
     def _demotion_hashes(self, facts: list[InodeFact], cold: PoolFact, now: float, need: set[int]) -> set[int]:
         """What a demotion must hash before planning: the files that could be reused from the target
@@ -820,6 +875,30 @@ def _root_space(root, p) -> tuple[Space, os.stat_result]:
         raise QbhookError(
             f"seeding root {root} of pool {p.name}: {e}", hint="qbhook never follows links below a pool root"
         ) from None
+
+
+def _respelled(places: dict[str, str], pools: tuple[PoolFact, ...]) -> dict[str, str]:
+    """``places`` (real paths) also spelled below each pool root that is not its real path (a
+    pool root reached through a symlink, /stash -> /mnt/stash): the facts' paths are spelled from
+    the configured root, and a place only reaches what is spelled as it or below it."""
+    out = dict(places)
+    for p in pools:
+        root = os.path.normpath(p.path)
+        real = os.path.realpath(root)
+        if real == root:
+            continue
+        for place, link in places.items():
+            if place == real or place.startswith(real.rstrip("/") + "/"):
+                out.setdefault(root + place[len(real) :], link)
+    return out
+
+
+def _target(link: str) -> str:
+    """What ``link`` names, as written (a reason shows it); "?" if it is gone since the walk."""
+    try:
+        return os.readlink(link)
+    except (OSError, ValueError):
+        return "?"
 
 
 def _pool_of(path: str, pools: tuple[PoolFact, ...]) -> PoolFact | None:

@@ -84,12 +84,20 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+from qbhook.catalog import library_links
+from qbhook.catalog.library_links import NO_LINKS, LibraryLinks
 from qbhook.clients.model import PART_SUFFIX, TorrentFile, TorrentInfo, is_part_file
 from qbhook.clients.port import ClientPort
 from qbhook.dirfd import FolderRefused, NotAFolder, open_below, open_root
-from qbhook.errors import LastCopyKept, OrphansRefused, PathMapError, QbhookError, QbtError, UnsafeOperation
-from qbhook.move import library_links
-from qbhook.move.library_links import NO_LINKS, LibraryLinks
+from qbhook.errors import (
+    LastCopyKept,
+    LibraryLinksUnseen,
+    OrphansRefused,
+    PathMapError,
+    QbhookError,
+    QbtError,
+    UnsafeOperation,
+)
 from qbhook.paths import RELINK_PREFIX, is_within, within_any
 
 if TYPE_CHECKING:
@@ -306,6 +314,18 @@ def may_be_missing_data(size: int | None, refs: References) -> MissingData | Non
     if not size:
         return None
     return refs.missing_by_size.get(size)
+
+
+def library_of(cfg) -> LibraryLinks:
+    """``library_links.collect``, its walk not finishing an ``OrphansRefused`` (the walk and the
+    purge refuse, one line): a library's symlink not seen makes its data look reclaimable."""
+    try:
+        return library_links.collect(cfg)
+    except LibraryLinksUnseen as e:
+        raise OrphansRefused(
+            f"refusing: {e.message}",
+            hint=f"a library's symlink not seen would make its data look reclaimable; {e.hint}",
+        ) from None
 
 
 def library_link(path: str, refs: References, key: tuple[int, int] | None = None) -> str | None:
@@ -912,7 +932,7 @@ def find_orphans(cfg, clients: Iterable[ClientPort], *, now: float | None = None
 
         refs = replace(refs, leftovers=Journal(catalog.conn).leftover_paths())
     walk = walk_roots(cfg)
-    refs = replace(refs, library=library_links.collect(cfg))  # after the walk: a symlink made meanwhile counts
+    refs = replace(refs, library=library_of(cfg))  # after the walk: a symlink made meanwhile counts
     report = decide(
         walk,
         refs,
@@ -1292,7 +1312,7 @@ def purge_held(
         grace=grace,
         now=now,
         leftover_views=journal.leftover_paths(),
-        library=lambda: library_links.collect(cfg),
+        library=lambda: library_of(cfg),
     )
     out = Purge(kept=list(screen.kept), refused=screen.refused)
     for k in screen.kept:

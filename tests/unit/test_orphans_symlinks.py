@@ -1,4 +1,4 @@
-"""A library that uses a torrent's data through a symbolic link (qbhook.move.library_links,
+"""A library that uses a torrent's data through a symbolic link (qbhook.catalog.library_links,
 ``orphans.library_link``): its target is still used by a library, never quarantined nor purged.
 
 Review (R1, test_F): a library symlink into the seeding roots was unseen (its target's link count
@@ -11,9 +11,10 @@ import os
 
 import pytest
 
+from qbhook.catalog import library_links
+from qbhook.catalog.library_links import LibraryLinks
 from qbhook.errors import OrphansRefused
-from qbhook.move import library_links, orphans
-from qbhook.move.library_links import LibraryLinks
+from qbhook.move import orphans
 from qbhook.move.orphans import LIBRARY, RECLAIMABLE, Entry, References, Walk, decide
 from tests.helpers import write
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)

@@ -1,4 +1,4 @@
-"""Library symlinks: the symbolic links a library keeps into the seeding roots, as facts for the orphans rule.
+"""Library symlinks: the symbolic links a library keeps into the seeding roots, as facts for orphans and the planner.
 
 The model: a library (an *arr media folder, a script's or a media manager's symlink mode)
 may use a torrent's data through a symbolic link instead of a hard link. Its inode then has no
@@ -15,23 +15,36 @@ where the target is a folder or is gone):
   container's path through each client's ``path_map`` (an *arr app in a container writes its
   own spelling, ``/data/...``), by what that names on the host.
 
-``orphans.library_link`` is the one rule that reads these facts (the walk's ``decide`` and
-the purge's ``screen_held`` both ask it). The collection never follows a symlinked folder
-while walking (``find -P``), and enters neither qbhook's own folders nor ``scan.ignore_names``
-(``.zfs`` among them: pruned at every level, else each nested dataset's snapshots were walked)
-nor the seeding roots of any pool (a symlink there is cross-seed's, and what it reaches is a
-torrent's: ``orphans.references``). Unlike the scan and the orphans walk, it crosses into every
-filesystem mounted below a pool root (no ``-xdev``): a library on a dataset of its own nested
-in the pool (tank/media beside tank/torrents, the usual ZFS layout) is exactly the one that
-uses symlinks, since hard links cannot cross datasets, and not seeing it deleted its data. It
-only reads, so crossing a mount can do no harm. A pool root below another one is walked once,
-as part of the outer one's walk.
+Two rules read these facts. ``orphans.library_link``: what a symlink reaches is a library's,
+never reclaimable (the walk's ``decide`` and the purge's ``screen_held`` both ask it). And
+``planner.library_use``: a payload group a symlink reaches does not move (a demote deleted its
+/stash file as surely as a purge), read through ``Snapshot.library`` (``facts.LibrarySymlinks``:
+the snapshot builder's mapping of a file target's (st_dev, st_ino) onto its inode key, walked
+once per snapshot, once per sweep, and only when some group may move). Here, below ``decide``,
+since both the planner's snapshot and ``move.orphans`` read it; it only reads.
+
+The collection never follows a symlinked folder while walking (``find -P``), and enters neither
+qbhook's own folders nor ``scan.ignore_names`` (``.zfs`` among them: pruned at every level,
+else each nested dataset's snapshots were walked) nor the seeding roots of any pool (a symlink
+there is cross-seed's, and what it reaches is a torrent's: ``orphans.references``). Unlike the
+scan and the orphans walk, it crosses into every filesystem mounted below a pool root (no
+``-xdev``): a library on a dataset of its own nested in the pool (tank/media beside
+tank/torrents, the usual ZFS layout) is exactly the one that uses symlinks, since hard links
+cannot cross datasets, and not seeing it deleted its data. It only reads, so crossing a mount
+can do no harm. A pool root below another one is walked once, as part of the outer one's walk.
 
 It can only protect more, never act: a symlink onto a folder holding a whole seeding root
-(``media/all -> /tank``) makes every orphan below that root a library's; kept (only ever more
-protection) but named (``LibraryLinks.whole_roots``, a warning of ``qbhook orphans``). A walk
-that cannot finish (find failing on an unreadable folder) refuses, naming why: a library not
-seen is data deleted.
+(``media/all -> /tank``) makes every orphan below that root a library's, and every group there
+stay; kept (only ever more protection) but named (``LibraryLinks.whole_roots``, a warning of
+``qbhook orphans``). A walk that cannot finish (find failing on an unreadable folder) raises
+``LibraryLinksUnseen``, naming why: a library not seen is data deleted. ``orphans`` refuses
+then (``OrphansRefused``), a plan withholds every move (``planner.library_blockers``), each
+blocked group naming the line.
+
+What is not seen: a symlink made after the walk. A plan's walk is its snapshot's (``apply
+--plan`` decides again on a fresh one), and the executor does not walk again: one made between
+that snapshot and the executor's delete of the /stash links (the copy, relocation and
+verification in between: minutes for a big payload) is not known, and dangles.
 """
 
 from __future__ import annotations
@@ -43,7 +56,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from qbhook.catalog import findwalk
-from qbhook.errors import OrphansRefused, PathMapError
+from qbhook.errors import LibraryLinksUnseen, PathMapError
 from qbhook.pathmap import PathMap
 
 
@@ -186,14 +199,14 @@ def _symlinks(pool: str, root: str, seeds: set[str], ignore: set[bytes]) -> list
     why = [w for w in os.fsdecode(done.stderr).splitlines() if w and not w.endswith(_VANISHED)]
     if done.returncode != 0 and (why or not done.stderr):
         said = why[0] if why else f"find exited {done.returncode}"
-        raise OrphansRefused(
-            f"refusing: cannot look for library symlinks in pool {pool} ({said})",
-            hint="a library's symlink not seen would make its data look reclaimable; "
-            "add a folder qbhook may skip to scan.ignore_names",
+        raise LibraryLinksUnseen(
+            f"cannot look for library symlinks in pool {pool} ({said})",
+            hint=f"add a folder qbhook may skip to {IGNORE}",
         )
     return [os.fsdecode(p) for p in done.stdout.split(b"\0") if p]
 
 
+IGNORE = "scan.ignore_names"  # what a person changes to let the walk finish
 _VANISHED = ": No such file or directory"  # find's words for it (LC_ALL=C)
 
 
@@ -207,7 +220,10 @@ def _walk(root: str, seeds: set[str], ignore: set[str]) -> list[str]:
             with os.scandir(d) as it:
                 listed = list(it)
         except OSError as e:
-            raise OrphansRefused(f"refusing: cannot look for library symlinks below {d} ({e.strerror})") from None
+            raise LibraryLinksUnseen(
+                f"cannot look for library symlinks below {d} ({e.strerror})",
+                hint=f"add a folder qbhook may skip to {IGNORE}",
+            ) from None
         for de in listed:
             try:
                 st = de.stat(follow_symlinks=False)

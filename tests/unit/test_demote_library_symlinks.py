@@ -1,0 +1,169 @@
+"""A library that uses a torrent's data through a symbolic link keeps its group from moving
+(``planner.library_use``: the one rule; ``Snapshot.library``, read by ``SnapshotBuilder._library``
+from ``catalog.library_links``).
+
+The inode such a library reaches has one link, so by link counts the group was seed-only: a
+demote copied it to /pool, relocated the torrent and deleted the /stash file, and the library's
+symlink dangled. Real files and symlinks under tmp_path, a fake client."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import pytest
+
+from qbhook.catalog import library_links
+from qbhook.config import QbtConfig
+from qbhook.decide.planning import explain_group
+from tests.helpers import write
+from tests.unit.test_snapshot_paths import H2, H, bed, group, plan_of, torrent  # noqa: F401  (fixture)
+
+
+def movie(bed):  # noqa: F811
+    """A seed-only movie on /stash that demotes; its file's path."""
+    path = write(bed.seed_s / "m/Movie/x.mkv", b"movie bytes")
+    torrent(bed, H, bed.seed_s / "m", [("Movie/x.mkv", 11)])
+    return str(path)
+
+
+def link(at, target) -> str:
+    os.makedirs(os.path.dirname(at), exist_ok=True)
+    os.symlink(target, at)
+    return str(at)
+
+
+def stays_for(bed, symlink: str, target: str):  # noqa: F811
+    snap, plan = plan_of(bed)
+    g = group(plan, H)
+    assert g.action == "stay" and not g.steps, g.reason
+    assert f"library symlink {symlink} -> {target} uses it" in g.reason
+    return snap, g
+
+
+def test_a_library_file_symlink_onto_a_seed_only_file_keeps_it_on_stash(bed):  # noqa: F811
+    film = movie(bed)
+    assert group(plan_of(bed)[1], H).action == "demote"
+    at = link(bed.lib / "Movie (2020).mkv", film)
+    stays_for(bed, at, film)
+
+
+def test_a_library_folder_symlink_onto_the_torrents_folder_keeps_it_on_stash(bed):  # noqa: F811
+    movie(bed)
+    folder = str(bed.seed_s / "m/Movie")
+    at = link(bed.lib / "Movie (2020)", folder)
+    stays_for(bed, at, folder)
+
+
+def test_a_symlink_in_a_nested_library_folder_onto_a_nested_folder_of_the_torrent_counts(bed):  # noqa: F811
+    write(bed.seed_s / "tv/Show/Season 1/e1.mkv", b"episode one")
+    write(bed.seed_s / "tv/Show/Season 1/Subs/e1.srt", b"subtitle")
+    torrent(bed, H, bed.seed_s / "tv", [("Show/Season 1/e1.mkv", 11), ("Show/Season 1/Subs/e1.srt", 8)])
+    subs = str(bed.seed_s / "tv/Show/Season 1/Subs")
+    at = link(bed.stash / "media/tv/Show (2001)/Season 01/extras/Subs", subs)
+    stays_for(bed, at, subs)
+
+
+def test_a_relative_symlink_counts_the_same(bed):  # noqa: F811
+    film = movie(bed)
+    at = bed.lib / "Movie (2020).mkv"
+    target = os.path.relpath(film, bed.lib)
+    stays_for(bed, link(at, target), target)
+
+
+def test_a_symlink_in_a_containers_spelling_counts_through_the_clients_path_map(bed):  # noqa: F811
+    """An *arr app in a container writes /data/...: on the host the symlink dangles, and only the
+    clients' path_map says it names the movie."""
+    film = movie(bed)
+    qbt = QbtConfig("qb", "http://127.0.0.1:1", "admin", path_map=(("/data", str(bed.stash)),))
+    bed.cfg = replace(bed.cfg, qbittorrent=(qbt,))
+    spelled = "/data" + film[len(str(bed.stash)) :]
+    stays_for(bed, link(bed.lib / "Movie (2020).mkv", spelled), spelled)
+
+
+def test_a_dangling_library_symlink_that_reaches_no_file_of_the_group_changes_nothing(bed):  # noqa: F811
+    movie(bed)
+    link(bed.lib / "Gone.mkv", str(bed.seed_s / "m/Other/gone.mkv"))  # beside it, not it
+    link(bed.lib / "Elsewhere.mkv", "/nowhere/at/all.mkv")
+    snap, plan = plan_of(bed)
+    assert group(plan, H).action == "demote"
+    assert not snap.library.unseen and len(snap.library.folders) == 2  # looked for, and followed
+
+
+def test_a_library_symlink_keeps_the_group_out_of_explain_too(bed):  # noqa: F811
+    """``qbhook explain`` decides with the same snapshot and rule: its decision names the symlink."""
+    film = movie(bed)
+    at = link(bed.lib / "Movie (2020).mkv", film)
+    r = explain_group(bed.cfg, bed.cat, lambda: [bed.qbt], H, no_scan=True)
+    assert r.data["group"]["action"] == "stay", r.data["group"]
+    assert f"library symlink {at} -> {film} uses it" in r.data["group"]["reason"]
+
+
+# --------------------------------------------------------------------------- cost and refusals
+
+
+@pytest.fixture
+def walks(monkeypatch):
+    """The pools walked for library symlinks, one entry per ``collect``."""
+    done: list[int] = []
+    real = library_links.collect
+    monkeypatch.setattr(library_links, "collect", lambda cfg: done.append(1) or real(cfg))
+    return done
+
+
+def test_no_walk_for_library_symlinks_when_nothing_could_move(bed, walks):  # noqa: F811
+    """A plan of staying groups (a library's hard link keeps each) pays no walk of the pools."""
+    film = movie(bed)
+    os.makedirs(bed.lib)
+    os.link(film, bed.lib / "Movie (2020).mkv")
+    snap, plan = plan_of(bed)
+    assert group(plan, H).action == "stay" and walks == []
+    assert snap.library.unseen  # and says it did not look
+
+
+def test_one_walk_per_snapshot_whatever_the_number_of_movable_groups(bed, walks):  # noqa: F811
+    movie(bed)
+    write(bed.seed_s / "s/Show/e.mkv", b"episode")
+    torrent(bed, H2, bed.seed_s / "s", [("Show/e.mkv", 7)])
+    _snap, plan = plan_of(bed)
+    assert {group(plan, h).action for h in (H, H2)} == {"demote"} and walks == [1]
+
+
+def test_a_walk_that_cannot_finish_withholds_every_move_naming_why(bed, monkeypatch):  # noqa: F811
+    """An unreadable folder: a library not seen is data deleted, so no group moves; the plan still
+    answers (its other groups' decisions), each withheld group naming the walk's one line."""
+    movie(bed)
+    os.makedirs(bed.lib)
+    monkeypatch.setattr(library_links.findwalk, "FIND", "/bin/false")
+    _snap, plan = plan_of(bed)
+    g = group(plan, H)
+    assert g.action == "blocked" and not g.steps
+    assert g.blockers == [
+        "not moved while library symlinks are unseen: cannot look for library symlinks in pool stash (find exited 1)"
+    ]
+
+
+# --------------------------------------------------------------------------- the rule, on facts
+
+
+def test_a_library_symlink_onto_a_cold_file_keeps_it_from_promoting_too():
+    """The same rule for a promote, which deletes the /pool file a /pool library's symlink names."""
+    from qbhook.config import PolicyConfig
+    from qbhook.decide.facts import LibrarySymlinks
+    from qbhook.decide.planner import make_plan
+    from tests.unit.world import LIB, P, World
+
+    w = World()
+    w.payload(P + "/movies", {"Movie.2020/movie.mkv": "M"})
+    w.torrent("a" * 40, P + "/movies", ["Movie.2020/movie.mkv"])
+    w.file(LIB + "/Movie (2020)/Movie (2020).mkv", "M")  # the library's copy on /stash: a promote
+    snap = w.snapshot()
+    assert make_plan(snap, PolicyConfig()).groups[0].action == "promote"
+    cold = next(f for t in snap.torrents for f in t.files)
+    sym = "/pool/data/media/movies/Movie.mkv"
+    used = replace(snap, library=LibrarySymlinks(files={cold.inode: sym}, targets={sym: cold.path}))
+    g = make_plan(used, PolicyConfig()).groups[0]
+    assert (g.action, g.reason) == ("stay", f"library symlink {sym} -> {cold.path} uses it ({cold.path})")
+    unseen = replace(snap, library=LibrarySymlinks(unseen="cannot look for library symlinks in pool pool (x)"))
+    g = make_plan(unseen, PolicyConfig()).groups[0]
+    assert g.action == "blocked" and "library symlinks are unseen: cannot look" in g.reason
