@@ -263,10 +263,18 @@ class Link(_FromSrc, Step):
     rel: str
     size: int | None = None
     blake3: str | None = None
+    # What was at ``dst`` right before the act (``DST_ABSENT``, ``DST_TAKEN``), journaled with a
+    # repair's intent: after a kill between the link and its outcome row, a failed repair's undo
+    # tells its own link from a name it found. The planner leaves it empty.
+    dst_before: str | None = None
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return _with_before(_FromSrc.args.fget(self), self.dst_before)
 
     @classmethod
     def from_args(cls, a):
-        return cls(a["src"], *split_path(a["dst"]), _opt_int(a.get("size"), "size"), a.get("blake3"))
+        return cls(a["src"], *split_path(a["dst"]), _opt_int(a.get("size"), "size"), a.get("blake3"), _before_of(a))
 
 
 @_kind
@@ -275,6 +283,7 @@ class MkEmpty(Step):
     kind: ClassVar[str] = "mkempty"
     to_dir: str
     rel: str
+    dst_before: str | None = None  # as ``Link.dst_before``
 
     @property
     def dst(self) -> str:
@@ -282,14 +291,30 @@ class MkEmpty(Step):
 
     @property
     def args(self) -> dict[str, Any]:
-        return {"dst": self.dst}
+        return _with_before({"dst": self.dst}, self.dst_before)
 
     def describe(self) -> str:
         return self.dst
 
     @classmethod
     def from_args(cls, a):
-        return cls(*split_path(a["dst"]))
+        return cls(*split_path(a["dst"]), _before_of(a))
+
+
+DST_ABSENT, DST_TAKEN = "absent", "taken"  # a make step's ``dst_before``
+
+
+def _with_before(args: dict[str, Any], before: str | None) -> dict[str, Any]:
+    if before is not None:
+        args["_dst_before"] = before
+    return args
+
+
+def _before_of(a: Mapping[str, Any]) -> str | None:
+    v = a.get("_dst_before")
+    if v not in (None, DST_ABSENT, DST_TAKEN):
+        raise ValueError(f"_dst_before is {v!r}")
+    return v
 
 
 @dataclass(frozen=True, slots=True)
@@ -742,10 +767,10 @@ class MakeRun(_Run):
         link, empty = MAKE_LINK[0], MAKE_EMPTY[0]
         for f, h, k in zip(self.files, self.hashes, self.codes, strict=True):
             if k == link:
-                yield _new_link(srcs[j], base, f.rel, f.size, h)
+                yield _new_link(srcs[j], base, f.rel, f.size, h, None)
                 j += 1
             elif k == empty:
-                yield _new_mkempty(base, f.rel)
+                yield _new_mkempty(base, f.rel, None)
 
     def link_srcs(self) -> tuple[str, ...]:
         return self.srcs

@@ -55,6 +55,8 @@ from qbhook.decide.explain import VIEW_CHANGED  # in a backstop-stopped group's 
 from qbhook.decide.facts import skipped_place_reason, skipped_place_taken
 from qbhook.decide.heap import collector_paused, heap_frozen
 from qbhook.decide.plan import (
+    DST_ABSENT,
+    DST_TAKEN,
     Action,
     Converge,
     Copy,
@@ -877,7 +879,7 @@ class Executor:
         try:
             h = _handler(step)
             # Read-only, so it may precede the intent; the intent then records it.
-            step = h.prepare(self, step, row)
+            step = h.prepare(self, st, step, row)
         except (QbhookError, OSError) as e:
             prepare_error = e
         step_id = self.journal.intend(st.run_id, seq, gid, step)
@@ -1213,8 +1215,10 @@ class Executor:
         file's step marked undone so it is not looked at twice (``_undo_repair_views``)."""
         o = st.outcome
         notes: list[str] = []
-        made = self._repair_made(st)
-        for s in st.plan.steps if made else ():  # nothing under it: a torrent a person started stays so
+        made, unrecorded = self._repair_made(st)
+        # Only those with something at their path now: one whose act never ran left nothing under it.
+        unrecorded = [r for r in unrecorded if self._may_exist(str(r.args.get("dst")))]
+        for s in st.plan.steps if made or unrecorded else ():  # nothing under it: one a person started stays so
             if isinstance(s, Repair):
                 try:
                     c = self._client(s.instance)
@@ -1224,6 +1228,10 @@ class Executor:
                 except QbhookError as e:
                     notes.append(f"could not stop {s.torrent}: {e}")
         removed, kept = self._undo_repair_views(st, made)
+        more, also_kept = self._undo_unrecorded(st, unrecorded)
+        removed, kept = removed + more, kept + also_kept
+        if not st.view_changed:
+            self._repair_move_back(st, kept, notes)
         if removed:
             notes.append(f"the {removed} file(s) it linked or made were removed, the torrent left stopped")
         if kept:
@@ -1240,13 +1248,18 @@ class Executor:
         o.reason = reason
         self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.FAILED, o.reason)
 
-    def _repair_made(self, st: _GroupRun) -> list[StepRow]:
+    def _repair_made(self, st: _GroupRun) -> tuple[list[StepRow], list[StepRow]]:
         """The journal rows of the files this repair put under its torrent and did not remove yet,
         newest first: a link its own make step made (``linked``), an empty file it created; never a
         file found there (``present``, or ``already``: the same inode was at the path before the
         step, e.g. linked by a cross-seeding torrent's repair group at the same save path, which
         may be seeding on it now). Only rows of this group's own plan steps, and never a path a
-        make step of another group of this run targets."""
+        make step of another group of this run targets.
+
+        Second, the rows of its make steps whose intent found the path empty (``dst_before``) and
+        whose outcome does not say what they made: killed between the act and its outcome row,
+        the step then failed, was not re-run, or re-ran and found its own file (``already``,
+        an empty file ``present``). What is there may be that file: ``_undo_unrecorded``."""
         ours = {Link.kind: ("linked",), MkEmpty.kind: ("created",)}
         # Every path a make step of another group of this run puts a file at: read only here, when a
         # repair failed, not for every run's plan (a demote's has a link step per file).
@@ -1256,15 +1269,26 @@ class Executor:
             for seq, step in enumerate(steps)
             if seq not in st.seqs and isinstance(step, (Link, MkEmpty))
         }
-        return [
+        mine = [
             r
             for r in reversed(self.journal.steps(st.run_id))
             if r.group_id == st.plan.group_id
             and r.seq in st.seqs
-            and r.status == StepStatus.DONE
-            and (r.result or {}).get("status") in ours.get(r.kind, ())
+            and r.kind in ours
             and _norm(r.args.get("dst")) not in others
         ]
+        made = [r for r in mine if r.status == StepStatus.DONE and (r.result or {}).get("status") in ours[r.kind]]
+        unproven = {Link.kind: ("already",), MkEmpty.kind: ("present",)}
+        unrecorded = [
+            r
+            for r in mine
+            if r.args.get("_dst_before") == DST_ABSENT
+            and (
+                r.status in (StepStatus.INTENDED, StepStatus.FAILED)
+                or (r.status == StepStatus.DONE and (r.result or {}).get("status") in unproven[r.kind])
+            )
+        ]
+        return made, unrecorded
 
     def _undo_repair_views(self, st: _GroupRun, made: list[StepRow]) -> tuple[int, list[str]]:
         """Remove each file a failed repair put under its torrent (``made``: ``_repair_made``):
@@ -1279,8 +1303,7 @@ class Executor:
         step is journaled undone; one found gone already counts as removed."""
         if not made:
             return 0, []
-        rows = self.journal.steps(st.run_id)
-        recorded = {r.args.get("path") for r in rows if r.group_id == st.plan.group_id and r.kind == LEFTOVER_KIND}
+        recorded = self._recorded_leftovers(st)
         removed, kept = 0, []
         for row in made:
             res = row.result or {}
@@ -1315,10 +1338,97 @@ class Executor:
             removed += 1
         return removed, kept
 
-    def _record_kept_repair_view(self, st: _GroupRun, row: StepRow, dst: str) -> None:
+    def _repair_move_back(self, st: _GroupRun, kept: list[str], notes: list[str]) -> None:
+        """A failed repair that moved its torrent (``Repair.to_path`` not its ``from_path``) puts it
+        back at the save path it had, its files there as missing as before, once the undo took the
+        view: left at the view's path it names a folder the repair no longer stands behind. The
+        intent is journaled in the Repair step's row first (``Journal.note_move_back``), the
+        outcome after. Not with files kept there (qBittorrent would carry them along), nor from a
+        place the plan does not name (someone moved it since): one line in ``notes`` then, as for a
+        setLocation that fails."""
+        seq, s = next(((q, x) for q, x in enumerate(st.plan.steps) if isinstance(x, Repair)), (None, None))
+        if s is None or _norm(s.from_path) == _norm(s.to_path):
+            return
+        abs_seq = min(st.seqs) + seq if st.seqs else seq
+        row = next((r for r in self.journal.steps(st.run_id) if r.seq == abs_seq and r.kind == Repair.kind), None)
+        try:
+            c = self._client(s.instance)
+            t = c.torrent(s.torrent)
+            if row is None or _norm(t.save_path) != _norm(s.to_path):
+                return  # never moved by this repair, or back already (a resumed close)
+            if kept:
+                notes.append(f"its save path stays {s.to_path}: the kept file(s) would move with it to {s.from_path}")
+                return
+            if not t.is_stopped or t.is_paused:
+                c.stop(s.torrent)  # never an incomplete torrent running, at either place
+            self.journal.note_move_back(row.id, {"to": s.from_path})
+            self._set_location_waited(c, s, s.from_path, _At(abs_seq, row.id))
+            self.journal.note_move_back(row.id, {"to": s.from_path, "done": True})
+            notes.append(f"its save path is {s.from_path} again")
+        except QbhookError as e:
+            notes.append(f"its save path could not be put back to {s.from_path} (it is at {s.to_path}): {e}")
+
+    def _undo_unrecorded(self, st: _GroupRun, rows: list[StepRow]) -> tuple[int, list[str]]:
+        """Remove what the make steps of ``rows`` (``_repair_made``'s second list: the path empty at
+        their intent, no outcome saying what they made) may have left: (how many went, the paths kept).
+
+        A link goes only while it is provably the one its step would have made: a name of the
+        step's source inode, same device and inode, both read through verified folders
+        (``fsops.remove_unrecorded_link``); the content stays at the source. Anything else there
+        (another inode, the source gone or replaced, an empty file, which no inode proves qbhook's)
+        might be another's file: kept, journaled as a leftover view with what it is now (for
+        ``move.leftovers``, which removes it only while redundant and unused), and named. A DONE
+        row of one removed is journaled undone; an intended or failed row stays as it is (the
+        group's failure, for a resumed run), and a look again finds the path empty."""
+        removed, kept = 0, []
+        recorded = self._recorded_leftovers(st)
+        for row in rows:
+            dst, src = row.args.get("dst"), row.args.get("src")
+            if not isinstance(dst, str):
+                continue
+            try:
+                if row.kind != Link.kind or not isinstance(src, str):
+                    raise UnsafeOperation(f"refusing to remove {dst}: no inode proves it is the file qbhook made")
+                out = fsops.remove_unrecorded_link(dst, src, roots=self.seeding_roots, src_roots=self.roots)
+            except (QbhookError, OSError) as e:
+                if self._keep_unrecorded(st, row, dst, recorded, e):
+                    kept.append(dst)
+                continue
+            if out["status"] == "removed":
+                self.catalog.forget_path(dst)
+                removed += 1
+            if row.status == StepStatus.DONE:
+                self.journal.undone(row.id, {**(row.result or {}), "undone": out["status"]})
+        return removed, kept
+
+    def _keep_unrecorded(self, st: _GroupRun, row: StepRow, dst: str, recorded: set, why: Exception) -> bool:
+        """``_undo_unrecorded`` keeps ``dst``: journaled as a leftover view with what is there now,
+        read through its verified folder (once). False: nothing is there (nothing to keep)."""
+        try:
+            with self.ctx.reader() as reader:
+                now = reader.lstat_any(dst)
+        except (OSError, FolderRefused, PathMapError):
+            now = None
+            self.log.warning("group %s: kept %s (unreadable now): %s", st.plan.group_id, dst, why)
+            return True
+        if now is None or not stat_mod.S_ISREG(now.st_mode):
+            return now is not None
+        self.log.warning("group %s: kept %s: %s", st.plan.group_id, dst, why)
+        if dst not in recorded:
+            facts = {"ino": now.st_ino, "size": now.st_size, "ctime_ns": now.st_ctime_ns}
+            self._record_kept_repair_view(st, row, dst, facts)
+            recorded.add(dst)
+        return True
+
+    def _recorded_leftovers(self, st: _GroupRun) -> set:
+        rows = self.journal.steps(st.run_id)
+        return {r.args.get("path") for r in rows if r.group_id == st.plan.group_id and r.kind == LEFTOVER_KIND}
+
+    def _record_kept_repair_view(self, st: _GroupRun, row: StepRow, dst: str, facts: dict | None = None) -> None:
         """Journal a file a failed repair could not remove as a leftover view (``_record_leftover_views``'
-        record), with what its step proved it made."""
-        res = row.result or {}
+        record), with what its step proved it made (``facts``: what is there now, for a step whose
+        outcome was not journaled)."""
+        res = (row.result or {}) if facts is None else facts
         self.journal.record_leftover(
             st.run_id,
             st.plan.group_id,
@@ -1521,6 +1631,20 @@ class Executor:
             res["blake3"] = learned
         return res
 
+    def _note_dst(self, st: _GroupRun, s: Link | MkEmpty, row: StepRow | None) -> Link | MkEmpty:
+        """A repair's make step as its intent is journaled: with whether its destination was empty
+        right before (``dst_before``), so a failed repair's undo can take the link a kill left
+        without its outcome row (``_undo_unrecorded``). The first intent's look is kept: a resumed
+        attempt finds that attempt's own link there (``Journal.intend`` keeps a row's args).
+        Only for repairs: a demote plans a link per file, and its rollback keeps its views anyway."""
+        if st.plan.action != Action.REPAIR:
+            return s
+        if row is not None:
+            return replace(s, dst_before=row.args.get("_dst_before"))
+        with self.ctx.reader() as reader:
+            there = _look(reader, s.dst, f"{s.kind} {s.dst}")
+        return replace(s, dst_before=DST_ABSENT if there is None else DST_TAKEN)
+
     def _mkempty(self, st: _GroupRun, s: MkEmpty, _at: _At) -> dict:
         if st.plan.action == Action.REPAIR:
             self._repair_quiet(st)
@@ -1690,7 +1814,7 @@ class Executor:
             c.remove_tags(s.torrent, list(s.remove))
         return {}
 
-    def _observe(self, s: Relocate, row: StepRow | None) -> Relocate:
+    def _observe(self, _st: _GroupRun, s: Relocate, row: StepRow | None) -> Relocate:
         """The relocation as it will be journaled: with the torrent as first seen, before we touch it."""
         if row is not None and row.args.get("_observed"):
             return replace(s, observed=dict(row.args["_observed"]))
@@ -1929,8 +2053,7 @@ class Executor:
             if t.download_path and _norm(t.download_path) != to_path:
                 c.set_download_path(h, "")
             if where != to_path:
-                c.set_location(h, to_path)
-                self._wait_moved(c, s, to_path, at)
+                self._set_location_waited(c, s, to_path, at)
             c.recheck(h)
             issued = True
             t = self._wait_rechecked(c, s, to_path, at)
@@ -1940,6 +2063,12 @@ class Executor:
         if t.is_stopped:
             c.start(h)
         return {"issued": issued, "state": t.state, "save_path": _norm(t.save_path)}
+
+    def _set_location_waited(self, c: ClientPort, s: Repair, to_path: str, at: _At) -> None:
+        """A repair's torrent moved to ``to_path`` (a stopped torrent missing its files: nothing of
+        it moves but its save path), waited for: the repair's move and a failed repair's move back."""
+        c.set_location(s.torrent, to_path)
+        self._wait_moved(c, s, _norm(to_path), at)
 
     def _wait_moved(self, c: ClientPort, s: Repair, to_path: str, at: _At) -> None:
         """Poll until qBittorrent says the torrent's save path is ``to_path`` and it no longer moves."""
@@ -2611,7 +2740,7 @@ def _never(*_a) -> bool:
     return False
 
 
-def _as_planned(_ex: Executor, s: Step, _row: StepRow | None) -> Step:
+def _as_planned(_ex: Executor, _st: _GroupRun, s: Step, _row: StepRow | None) -> Step:
     return s
 
 
@@ -2641,7 +2770,7 @@ class StepHandler:
     replay: Callable[[_GroupRun, int, Step, StepRow], None] = _nothing
     replay_failed: Callable[[_GroupRun, int, Step, StepRow, FolderReader], None] = _nothing
     redo: Callable[[Step, set, list], bool] = _never
-    prepare: Callable[[Executor, Step, StepRow | None], Step] = _as_planned
+    prepare: Callable[[Executor, _GroupRun, Step, StepRow | None], Step] = _as_planned
     irreversible: Callable[[FolderReader, Step, StepRow], bool] | None = None
 
 
@@ -2853,8 +2982,8 @@ def _probe_converge(reader: FolderReader, s: Converge) -> str:
 
 HANDLERS: dict[type[Step], StepHandler] = {
     Copy: StepHandler(Executor._copy, probe=_probe_made, replay=_replay_copy, replay_failed=_replay_copy_failed),
-    Link: StepHandler(Executor._link, probe=_probe_made, replay=_replay_link),
-    MkEmpty: StepHandler(Executor._mkempty, probe=_probe_made),
+    Link: StepHandler(Executor._link, probe=_probe_made, replay=_replay_link, prepare=Executor._note_dst),
+    MkEmpty: StepHandler(Executor._mkempty, probe=_probe_made, prepare=Executor._note_dst),
     VerifyView: StepHandler(Executor._verify_view, replay=_replay_view, redo=_redo_view),
     Relocate: StepHandler(
         Executor._relocate, replay=_replay_relocate, replay_failed=_replay_relocate_failed, prepare=Executor._observe

@@ -2604,6 +2604,47 @@ def remove_leftover_view(
     return {"status": "removed", "bytes_freed": size if st.st_nlink == 1 else 0}
 
 
+def remove_unrecorded_link(path, src, *, roots, src_roots=()) -> dict:
+    """Unlink ``path`` only while it is a name of ``src``'s inode: the link a repair's link step
+    may have made before a kill took its outcome row (the caller knows ``path`` was empty at the
+    step's intent), so no result says which inode it made.
+
+    Both read through verified folder descriptors (``path`` below ``roots``, ``src`` below
+    ``roots`` or ``src_roots``), the same device and inode compared, and ``path`` read again right
+    before the unlink: only a name of the source's inode goes, whose content stays at ``src``.
+    ``absent`` if nothing is there. ``ViewReleased``: something else is at ``path`` (another
+    inode, not a regular file); ``ViewUnproven``: ``src`` is gone, so nothing proves which
+    inode the step linked. The caller keeps the file then."""
+    path_s = os.fsdecode(_p(path))
+    root, parts = _split_under(path, roots)
+    if not parts or in_own_folder(parts[:-1]):
+        raise ViewReleased(f"refusing to remove {path_s}: not a view below a seeding root")
+    parent = _walk_to_view(root, parts[:-1])
+    if parent is None:
+        return {"status": "absent"}
+    with parent:
+        st = parent.lstat(parts[-1])
+        if st is None:
+            return {"status": "absent"}
+        try:
+            kdir, kname, _kp = _open_parent(src, tuple(roots) + tuple(src_roots), same_fs=False)
+        except (FileNotFoundError, NotADirectoryError):
+            raise ViewUnproven(f"refusing to remove {path_s}: its source {src} is gone") from None
+        with kdir:
+            kst = kdir.lstat(kname)
+            if kst is None:
+                raise ViewUnproven(f"refusing to remove {path_s}: its source {src} is gone")
+            if not stat_mod.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (kst.st_dev, kst.st_ino):
+                raise ViewReleased(f"refusing to remove {path_s}: it is not a link of {src}")
+            last = parent.lstat(parts[-1])
+            if last is None:
+                return {"status": "absent"}
+            if (last.st_dev, last.st_ino) != (st.st_dev, st.st_ino):
+                raise UnsafeOperation(f"refusing to remove {path_s}: it changed during the checks")
+            os.unlink(parts[-1], dir_fd=parent.fd)
+    return {"status": "removed", "dev": st.st_dev, "ino": st.st_ino, "size": st.st_size}
+
+
 def _is_view(st: os.stat_result, ino: int, size: int, dev: int | None) -> bool:
     """Whether ``st`` is still the view file qbhook made: a regular file, that inode and size (and
     device, when the act that made it journaled one)."""

@@ -530,6 +530,16 @@ class Journal:
                 (json.dumps(observed, sort_keys=True), step_id),
             )
 
+    def note_move_back(self, step_id: int, note: dict) -> None:
+        """Record, in a repair step's args (``_move_back``), that a failed repair puts its torrent
+        back at its old save path: written before the setLocation and again once it is there (its
+        status and error stay the step's own: the group's failure, for a resumed run)."""
+        with Tx(self.conn) as c:
+            c.execute(
+                "UPDATE steps SET args=json_set(args, '$._move_back', json(?)) WHERE id=?",
+                (json.dumps(note, sort_keys=True), step_id),
+            )
+
     def set_left_stopped(self, step_id: int, instance: str, torrent: str, forced: bool) -> None:
         """Record (table ``left_stopped``, catalog/schema.py) that relocate step ``step_id`` stopped
         ``torrent`` and could not start it again (``Executor._start_sharers``): it ran (``forced``:

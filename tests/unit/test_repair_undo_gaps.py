@@ -1,0 +1,167 @@
+"""A failed repair's undo after a kill took a link step's outcome row (the link made, its row still
+``intended``), and a failed repair that moved its torrent put back at its old save path."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from qbhook.decide.facts import PoolFact
+from qbhook.decide.repair import CatalogCopy, MissingTorrent, RepairFacts, RepairFile, plan_repairs
+from qbhook.move.executor import build_executor
+from tests.unit.test_executor import FILES, H1, Crash, b3, world  # noqa: F401  (fixture)
+from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
+from tests.unit.test_repair_executor import _library_facts, _lose_files, _plan
+
+
+def _killed_after_first_link(w, plan) -> str:
+    """Apply ``plan``, SIGKILLed (``Crash``) right after its first link step linked, before its
+    outcome row: -> that link's path."""
+    steps = plan.groups[0].steps
+    first = next(i for i, s in enumerate(steps) if s.kind == "link")
+
+    def kill(point, _gid, at, _step):
+        if point == "after_act" and at == first:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        build_executor(
+            w.cfg, w.cat, {"qbt": w.qbt}, w.journal, sleep=w.clock.sleep, clock=w.clock, hook=kill, poll_initial_s=0.5
+        ).apply(plan)
+    (row,) = [r for r in w.journal.steps(w.journal.runs()[0].id) if r.seq == first]
+    assert row.status == "intended" and row.args["_dst_before"] == "absent"  # the pre-state, in the intent
+    dst = steps[first].dst
+    assert os.lstat(dst).st_nlink == 2  # linked: the kill took only the outcome row
+    return dst
+
+
+def test_a_link_made_before_a_kill_is_removed_when_the_resumed_repair_fails(world):  # noqa: F811
+    # Resumed, the link step finds its own link (``already``) and the recheck fails: the undo took
+    # only ``linked`` rows, and that link of the library's inode stayed under the stopped torrent.
+    w = world
+    lib = _lose_files(w)
+    before = _library_facts(lib)
+    _killed_after_first_link(w, _plan(w, lib))
+    w.qbt.fail_at[w.seed_s] = 0.97
+    (run,) = w.executor().resume()
+    (why,) = run.groups_failed.values()
+    assert "the 3 file(s) it linked or made were removed" in why and "kept" not in why
+    for rel, _data in FILES:
+        assert not os.path.lexists(os.path.join(w.seed_s, rel))
+    after = _library_facts(lib)
+    assert after == {rel: (dev, ino, 1, mtime, data) for rel, (dev, ino, _n, mtime, data) in before.items()}
+    assert w.qbt.t[H1].stopped and w.qbt.count("start") == 0
+
+
+def test_a_link_made_before_a_kill_is_removed_when_its_step_fails_on_resume(world):  # noqa: F811
+    # A person started the torrent while the run was down: the link step, run again, refuses
+    # (row failed, no result) and the group fails with that link under the running torrent.
+    w = world
+    lib = _lose_files(w)
+    dst = _killed_after_first_link(w, _plan(w, lib))
+    t = w.qbt.t[H1]
+    t.transient, t.stopped = None, False  # downloading
+    (run,) = w.executor().resume()
+    (why,) = run.groups_failed.values()
+    assert "it is downloading now, not stopped" in why and "the 1 file(s) it linked or made were removed" in why
+    assert not os.path.lexists(dst)
+    assert all(os.lstat(p).st_nlink == 1 for p in lib.values())
+    assert w.qbt.t[H1].stopped and w.qbt.count("start") == 0
+
+
+def test_a_link_not_provably_the_killed_steps_is_kept_and_recorded(world):  # noqa: F811
+    # The library file was replaced (a tagger's rename) while the run was down: the name under the
+    # torrent is no longer a link of the step's source, so nothing proves it is the one the step
+    # made. Kept, journaled as a leftover view, named; the source untouched.
+    w = world
+    lib = _lose_files(w)
+    dst = _killed_after_first_link(w, _plan(w, lib))
+    src = next(p for p in lib.values() if os.path.samefile(p, dst))
+    with open(src + ".tmp", "wb") as f:
+        f.write(b"x" * os.path.getsize(src))
+    os.replace(src + ".tmp", src)
+    (run,) = w.executor().resume()
+    (why,) = run.groups_failed.values()
+    assert "no longer holds the planned content" in why
+    assert f"1 kept (not provably the file it made any more; recorded as leftover views): {dst}" in why
+    assert os.path.lexists(dst)
+    (left,) = [r for r in w.journal.steps(w.journal.runs()[0].id) if r.kind == "leftover_view"]
+    assert left.args["path"] == dst and left.args["ino"] == os.lstat(dst).st_ino and left.args["keep"] == src
+
+
+def test_a_make_step_whose_path_was_taken_at_its_intent_is_never_undone_by_the_kill_window(world):  # noqa: F811
+    # Something was at the path when the step was intended: whatever is there is not the step's.
+    w = world
+    lib = _lose_files(w)
+    rel = next(r for r, d in FILES if d)
+    view = os.path.join(w.seed_s, rel)
+    os.makedirs(os.path.dirname(view), exist_ok=True)
+    os.link(lib[rel], view)  # put there after the plan (the planner saw the path empty)
+    w.qbt.fail_at[w.seed_s] = 0.97
+    summary = w.executor().apply(_plan(w, lib))
+    (why,) = summary.groups_failed.values()
+    assert "the 2 file(s) it linked or made were removed" in why
+    assert os.lstat(view).st_ino == os.lstat(lib[rel]).st_ino  # ``already``, taken at its intent: kept
+    rows = w.journal.steps(w.journal.runs()[0].id)
+    assert [r.args["_dst_before"] for r in rows if r.kind == "link" and r.args["dst"] == view] == ["taken"]
+
+
+# -- a failed repair that moved its torrent
+
+
+def _relocating_plan(w, lib):
+    """H1 (save path on stash) missing its files, whose only catalog copies are on the cold pool:
+    the plan repairs it there, at the mapped save path (setLocation)."""
+    fsid_p = w.cat.fsid(w.cat.fs_for_path(w.seed_p))
+    pools = (
+        PoolFact("stash", "primary", str(w.stash), w.seed_s, w.cat.fsid(w.cat.fs_for_path(w.seed_s)), 0),
+        PoolFact("pool", "cold", str(w.pool), w.seed_p, fsid_p, 0),
+    )
+    copies = {}
+    os.makedirs(os.path.join(str(w.pool), "library"), exist_ok=True)
+    for rel, d in FILES:
+        if d:
+            there = os.path.join(str(w.pool), "library", os.path.basename(rel))
+            with open(there, "wb") as f:
+                f.write(d)
+            os.unlink(lib[rel])  # the copy lives on the pool only
+            lib[rel] = there
+            copies[(len(d), b3(d))] = (CatalogCopy(there, pools[1].seeding_fsid, os.lstat(there).st_ino),)
+    files = tuple(RepairFile(i, rel, len(d), 1, b3(d) if d else None) for i, (rel, d) in enumerate(FILES))
+    t = MissingTorrent(H1, "qbt", "Movie.2020", "missingFiles", w.seed_s, files)
+    plan, refused = plan_repairs(RepairFacts((t,), pools, copies, {}))
+    assert not refused
+    (repair,) = [s for s in plan.groups[0].steps if s.kind == "repair"]
+    assert repair.from_path == w.seed_s and repair.to_path != w.seed_s
+    return plan, repair.to_path
+
+
+def test_a_failed_repair_that_moved_its_torrent_puts_it_back_at_its_save_path(world):  # noqa: F811
+    w = world
+    lib = _lose_files(w)
+    plan, to_path = _relocating_plan(w, lib)
+    w.qbt.fail_at[to_path] = 0.5
+    summary = w.executor().apply(plan)
+    (why,) = summary.groups_failed.values()
+    assert "50.0%" in why and "were removed" in why and f"its save path is {w.seed_s} again" in why
+    assert w.qbt.t[H1].save_path == w.seed_s and w.qbt.t[H1].stopped and w.qbt.count("start") == 0
+    assert [c for c in w.qbt.calls if c[0] == "set_location"] == [
+        ("set_location", H1, to_path),
+        ("set_location", H1, w.seed_s),
+    ]
+    assert not any(os.path.lexists(os.path.join(to_path, rel)) for rel, _d in FILES)
+    (row,) = [r for r in w.journal.steps(w.journal.runs()[0].id) if r.kind == "repair"]
+    assert row.status == "failed" and row.args["_move_back"] == {"to": w.seed_s, "done": True}
+
+
+def test_a_move_back_refused_is_named_in_the_groups_outcome(world):  # noqa: F811
+    w = world
+    lib = _lose_files(w)
+    plan, to_path = _relocating_plan(w, lib)
+    w.qbt.fail_at[to_path] = 0.5
+    w.qbt.refuse_set_location_to.add(w.seed_s)
+    summary = w.executor().apply(plan)
+    (why,) = summary.groups_failed.values()
+    assert f"its save path could not be put back to {w.seed_s} (it is at {to_path}): " in why
+    assert w.qbt.t[H1].save_path == to_path and w.qbt.t[H1].stopped
