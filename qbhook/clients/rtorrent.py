@@ -19,14 +19,20 @@ The model (verified on Debian's rtorrent 0.9.8, see docs/rtorrent.md):
 * Completion is ``d.completed_bytes == d.size_bytes`` (``d.left_bytes`` 0);
   ``d.complete`` is a stored flag that lags until a hash check ends.
 * States map onto qBittorrent 5's names (the normalized model of
-  ``qbhook.clients.model``): hash failed -> ``error``; ``d.hashing`` != 0 ->
-  ``checkingUP``/``checkingDL``; closed, stopped (``d.state`` 0) or paused
+  ``qbhook.clients.model``): hash failed -> ``error``; a check running
+  (``RtItem.checking``) -> ``checkingUP``/``checkingDL``; closed, stopped (``d.state`` 0) or paused
   (started but inactive) -> ``stoppedUP``/``stoppedDL``; started and active ->
   ``uploading``/``stalledUP`` or ``downloading``/``stalledDL`` by rate. Paused keeps its
   own ``raw_state`` (``TorrentInfo.is_paused``): the relocation's ``d.stop`` ends it, and
   ``pause()`` (d.start, d.pause) puts it back after the check.
   ``d.message`` is not a state: with a dead tracker it always holds a tracker
   error.
+* A check runs only while ``d.hashing`` != 0 AND ``d.hashing_failed`` is 0: 0.9.8 leaves
+  ``d.hashing`` as it was when a check fails (``Manager::receive_hashing_changed``: files it
+  cannot open set hash_failed; ``DownloadList::hash_done``'s ``!is_hash_checked()`` branch sets
+  hash_failed and returns before ``d.hashing`` is set to 0), and ``d.stop`` does nothing to a
+  stopped item. A failed item can still be relocated (a rollback must move it back): the
+  relocation's ``d.close`` clears ``d.hashing`` and its ``d.check_hash`` clears hash_failed.
 * Label: ``d.custom1`` (ruTorrent's convention, percent-encoded as ruTorrent
   writes it); tags: a comma-separated list in ``d.custom=qbhook_tags``
   (rTorrent has no tags). rTorrent knows only v1 hashes (upper-case); a v2 hash
@@ -247,6 +253,11 @@ class RtItem:
         return "started" if self.is_active else PAUSED_RAW_STATE
 
     @property
+    def checking(self) -> bool:
+        """A hash check runs: a failed one leaves d.hashing non-zero (0.9.8, module docstring)."""
+        return bool(self.hashing) and not self.hashing_failed
+
+    @property
     def has_all_bytes(self) -> bool:
         return self.size_bytes > 0 and self.completed_bytes >= self.size_bytes and self.left_bytes == 0
 
@@ -256,7 +267,7 @@ def normalize_rt_state(item: RtItem) -> str:
     done = item.has_all_bytes
     if item.hashing_failed:
         return "error"
-    if item.hashing:
+    if item.checking:
         return "checkingUP" if item.complete else "checkingDL"
     if not item.is_open or item.state == 0 or not item.is_active:
         # Closed, stopped and paused all transfer nothing and need d.start to run.
@@ -555,7 +566,7 @@ class RtorrentClient(FindOrRaise):
         h = self._resolve(any_hash)
         self._call(f"start {h}", "d.start", h.upper(), torrent=any_hash)
         item = self.item(h)
-        if item is not None and item.state == 1 and item.is_open and not item.is_active and not item.hashing:
+        if item is not None and item.state == 1 and item.is_open and not item.is_active and not item.checking:
             self._call(f"resume {h}", "d.resume", h.upper(), torrent=any_hash)
 
     def pause(self, any_hash: str) -> None:
@@ -576,11 +587,13 @@ class RtorrentClient(FindOrRaise):
 
     def _idle_item(self, any_hash: str, verb: str):
         """The item, refused (``UnsafeOperation``) while a hash check runs: ``pause`` and
-        ``set_location`` change nothing under rTorrent's own check (their docstrings say why)."""
+        ``set_location`` change nothing under rTorrent's own check (their docstrings say why).
+        A failed check is not a running one (``RtItem.checking``, both fields from one multicall):
+        were it refused, a rollback could never move a failed item back, nor a resume after it."""
         item = self.item(any_hash)
         if item is None:
             raise self._unknown(any_hash)
-        if item.hashing:
+        if item.checking:
             raise UnsafeOperation(
                 f"refusing to {verb} {item.hash} ({item.name}): a hash check is running", hint="wait until it ends"
             )
@@ -625,7 +638,7 @@ class RtorrentClient(FindOrRaise):
         )
 
     def wait_checked(self, any_hash: str, budget: float | None = None, poll: float = 0.1) -> TorrentInfo:
-        """Wait until no hash check runs (d.hashing 0); budget scales with size by default.
+        """Wait until no hash check runs (``RtItem.checking``); budget scales with size by default.
 
         Raises VerificationFailed when the check failed or outlasted the budget; the
         item's completeness is the caller's to judge (``TorrentInfo.is_complete``).
@@ -643,7 +656,7 @@ class RtorrentClient(FindOrRaise):
                     f"rTorrent {self.name!r}: hash check of {item.hash} ({item.name}) "
                     f"failed at {item.directory}: {item.message or 'no message'}"
                 )
-            if not item.hashing:
+            if not item.checking:
                 return self._info(item)
             if self._clock() >= deadline:
                 raise VerificationFailed(

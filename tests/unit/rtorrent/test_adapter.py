@@ -291,6 +291,23 @@ def test_relocation_refuses_a_missing_destination_and_a_running_check(tmp_path):
     assert not any(m in ("d.stop", "d.close") for m, *_ in _multicalls(c))
 
 
+def test_a_failed_check_is_not_running_the_item_relocates_and_pauses(tmp_path):
+    """0.9.8 leaves d.hashing at 3 when a check fails (hash_done returns before resetting it):
+    refusing then, a rollback could never move the item back from where its check failed."""
+    c = _client([_row(ROW_MULTI, hashing=3, hashing_failed=1, state=0, is_active=0)], path_map=PathMap())
+    assert c.torrent(HM).state == "error"
+    c.set_location(HM, str(tmp_path), require_existing=False)
+    assert [m for m, *_ in _multicalls(c)][-5:] == [
+        "d.stop",
+        "d.close",
+        "d.directory_base.set",
+        "d.check_hash",
+        "d.save_full_session",
+    ]
+    c.pause(HM)
+    assert [m for m, *_ in _multicalls(c)][-3:] == ["d.start", "d.pause", "d.save_full_session"]
+
+
 @pytest.mark.parametrize(
     "changes, paused",
     [({"is_active": 0}, True), ({}, False), ({"state": 0, "is_active": 0}, False), ({"is_open": 0}, False)],

@@ -25,12 +25,19 @@ class StatefulRt(FakeRtorrent):
     """Answers like rTorrent 0.9.8 for the commands the adapter sends, keeping its state rules:
     d.stop ends a pause (state 0); d.start starts (and, during a check, only marks it started: it
     resumes when the check ends); d.pause holds an active item; a check takes ``check_polls``
-    calls and counts the bytes found under the new directory (``fail_at``: a fraction there)."""
+    calls and counts the bytes found under the new directory (``fail_at``: a fraction there).
+
+    A check at a directory in ``hash_fail`` (rTorrent cannot open or read the files there) FAILS
+    as 0.9.8's does: d.hashing_failed 1 and d.hashing left at 3, never reset
+    (Manager::receive_hashing_changed, DownloadList::hash_done's !is_hash_checked branch). d.stop
+    of a stopped item does nothing; d.close ends a check (d.hashing 0); d.check_hash clears
+    d.hashing_failed (DownloadList::hash_queue)."""
 
     def __init__(self, check_polls: int = 2):
         self.items: dict[str, dict] = {}
         self.files: dict[str, list] = {}
         self.fail_at: dict[str, float] = {}
+        self.hash_fail: set[str] = set()
         self.check_polls = check_polls
         self.calls: list[str] = []
 
@@ -78,6 +85,9 @@ class StatefulRt(FakeRtorrent):
                     self._check_ends(it)
 
     def _check_ends(self, it: dict) -> None:
+        if it["d.directory"] in self.hash_fail:
+            it.update({"d.hashing_failed": 1, "_countdown": 10**9})  # d.hashing stays; it never ends
+            return
         size = it["d.size_bytes"]
         names = [n for n, *_ in self.files[it["d.hash"]]]
         here = all(os.path.exists(os.path.join(it["d.directory"], n)) for n in names)
@@ -103,11 +113,12 @@ class StatefulRt(FakeRtorrent):
             return it[method]
         self.calls.append(f"{method} {target[:4]}")
         if method == "d.stop":
-            it["d.state"], it["d.is_active"] = 0, 0
+            if it["d.state"] == 1:  # a stopped item's d.stop (view.set_visible=stopped) changes nothing
+                it["d.state"], it["d.is_active"] = 0, 0
         elif method == "d.close":
             if it["d.is_active"]:
                 raise xmlrpc.client.Fault(-503, "Download is active.")
-            it["d.is_open"] = 0
+            it["d.is_open"], it["d.hashing"] = 0, 0
         elif method == "d.start":
             it["d.state"], it["d.is_open"] = 1, 1
             it["d.is_active"] = 0 if it["d.hashing"] else 1
@@ -116,7 +127,8 @@ class StatefulRt(FakeRtorrent):
         elif method == "d.resume":
             it["d.is_active"] = 1 if it["d.state"] == 1 and not it["d.hashing"] else it["d.is_active"]
         elif method == "d.check_hash":
-            it.update({"d.hashing": 3, "d.is_open": 1, "d.is_active": 0, "_countdown": self.check_polls})
+            it.update({"d.hashing": 3, "d.hashing_failed": 0, "d.is_open": 1, "d.is_active": 0})
+            it["_countdown"] = self.check_polls
         elif method == "d.directory_base.set":
             it["d.directory"] = args[0]
         elif method == "d.custom.set":
@@ -183,3 +195,20 @@ def test_a_rolled_back_item_keeps_the_tags_it_had_in_its_custom_field(rt_world, 
     assert summary.groups[0].status == "rolled_back", summary.groups[0].reason
     assert "d.custom.set AAAA" in rpc.calls and rt.torrent(H1).save_path == w.save(H1, "stash")
     assert set(rt.torrent(H1).tags) == {"~noHL"} and set(rt.torrent(H2).tags) == set()
+
+
+def test_a_check_that_fails_at_the_new_place_is_rolled_back(rt_world):
+    """rTorrent cannot read H2's files at the new place: its check fails and 0.9.8 leaves
+    d.hashing at 3. The rollback's d.stop does nothing to the stopped item; set_location must
+    still move it back (d.close ends the stale check, d.check_hash clears the failure), not
+    refuse "a hash check is running" forever (every resume met the same refusal)."""
+    w, rt, rpc = rt_world
+    rpc.hash_fail.add(os.path.join(w.save(H2, "pool"), "Movie.2020"))
+
+    summary = _apply(w, rt)
+
+    assert summary.groups[0].status == "rolled_back", summary.groups[0].reason
+    for h in (H1, H2):
+        assert rt.torrent(h).save_path == w.save(h, "stash") and rt.torrent(h).is_complete
+    assert (rpc.mode(H1), rpc.mode(H2)) == ("started", "stopped")
+    assert rt.torrent(H2).state == "stoppedUP"  # the failure is gone with the check at home
