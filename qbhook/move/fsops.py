@@ -25,6 +25,10 @@ naming the path and why); it is never followed or redirected. qbhook's own
 folders (``.qbhook-staging``, ``.qbhook-holding``) are made by qbhook (0700)
 and must be real folders owned by its euid; holding is purged only of the
 entries the journal recorded as held, never by removing whatever is there.
+``mkdirat`` gives no descriptor, so a folder qbhook makes is opened by name again
+and proven to be the one it made (``_prove_made``: its euid's, born ``_BIRTH_MODE``,
+empty) before it is owned and moded; a folder renamed into the name meanwhile is
+refused, never chowned or chmodded.
 
 What remains racy, and why it is harmless: between the last check and the act
 a writer can still swap the *entry* inside a verified folder, or rename the
@@ -128,6 +132,10 @@ NAME_MAX = 255
 # same timestamp tick; such a hash is used for the decision but not cached.
 CACHE_MIN_AGE_S = 2.0
 OWN_DIR_MODE = 0o700
+# The mode a folder qbhook makes is born with, until it is owned and moded for good: one no folder a
+# writer could rename into its name has (qbhook's own are 0700), so ``_prove_made`` tells a swapped-in
+# folder from the one just made even when both are empty. Readable: a non-root qbhook must open it.
+_BIRTH_MODE = 0o500
 
 
 # --------------------------------------------------------------------------- what an act made
@@ -378,7 +386,9 @@ class Dir:
 
         ``own`` marks qbhook's own folders: made 0700, and refused unless owned by qbhook's euid.
         New ordinary folders are owned and moded like this one (qBittorrent's user must be able
-        to rename and delete in its own tree; a root-owned 0755 folder would stop it).
+        to rename and delete in its own tree; a root-owned 0755 folder would stop it). A folder
+        qbhook makes is first proven to be the one its mkdir made (``_prove_made``); one that was
+        already there (found, or EEXIST from a mkdir racing a writer) is used as found, never re-owned.
         """
         full = self.path.rstrip(b"/") + b"/" + name
         made = False
@@ -388,7 +398,7 @@ class Dir:
             if not create:
                 raise
             try:
-                os.mkdir(name, OWN_DIR_MODE if own else 0o700, dir_fd=self.fd)
+                os.mkdir(name, _BIRTH_MODE, dir_fd=self.fd)
                 made = True
             except FileExistsError:
                 pass
@@ -397,6 +407,8 @@ class Dir:
             raise _refusal(e, full) from None
         try:
             st = os.fstat(fd)
+            if made:
+                _prove_made(st, fd, self.st, full)
             if same_fs and st.st_dev != self.dev:
                 raise UnsafeOperation(
                     f"{os.fsdecode(full)} is on another filesystem than its root: refusing to act through a mount point"
@@ -409,7 +421,7 @@ class Dir:
                         hint="remove or rename it; qbhook recreates it",
                     )
                 if made or stat_mod.S_IMODE(st.st_mode) != OWN_DIR_MODE:
-                    os.fchmod(fd, OWN_DIR_MODE)  # mkdir's mode went through the umask
+                    os.fchmod(fd, OWN_DIR_MODE)  # born _BIRTH_MODE, through the umask
             elif made:
                 _own_like(fd, self.st)
                 st = os.fstat(fd)
@@ -425,6 +437,31 @@ class Dir:
             return open_below(self.fd, name)
         except NotAFolder as e:
             raise _refusal(e, full) from None
+
+
+def _prove_made(st: os.stat_result, fd: int, parent: os.stat_result, full: bytes) -> None:
+    """Refuse (UnsafeOperation) the folder ``fd`` (``st``) unless it is the one qbhook's mkdir of
+    ``full`` just made: qbhook's euid's, its gid (or the parent's: a setgid parent or a grpid mount),
+    no mode bit outside ``_BIRTH_MODE`` (the umask may take some away), no entries.
+
+    mkdirat gives no descriptor: the name is opened again, and between the two a writer of the parent
+    can rename any folder it can see there into the name. Owning that folder like the parent would hand
+    a root-owned one (qbhook's 0700 holding, a library folder) to the writer. The writer cannot make a
+    folder owned by qbhook's euid; of those it can rename, none is born ``_BIRTH_MODE`` and empty
+    but one qbhook is making right now, which is about to be owned like the parent anyway.
+    """
+    setgid = parent.st_mode & stat_mod.S_ISGID  # inherited by a folder made in a setgid folder
+    if (
+        st.st_uid != os.geteuid()
+        or st.st_gid not in (os.getegid(), parent.st_gid)
+        or stat_mod.S_IMODE(st.st_mode) & ~(_BIRTH_MODE | setgid)
+        or st.st_nlink > 2  # a subfolder (btrfs says 1 for any folder)
+        or os.listdir(fd)
+    ):
+        raise UnsafeOperation(
+            f"{os.fsdecode(full)} was swapped while being made: refusing to take it as the folder qbhook made",
+            hint="a writer of its parent renamed another folder into the name; retry once it stops",
+        )
 
 
 _REFUSED_AS = {

@@ -658,3 +658,98 @@ def test_a_hidden_link_rewritten_through_another_link_gets_no_hash_carried_back(
     os.utime(lib, ns=(old.st_atime_ns, old.st_mtime_ns))  # size and mtime as hashed, ctime moved
     fsops.unhide_after_move(str(g), roots=roots, run=2, catalog=cat, carry=hidden["carry"])
     assert g.read_bytes().startswith(b"EVIL") and not _hash_valid_now(cat, g)  # the next check reads it
+
+
+# --------------------------------------------------------------------------- a folder swapped while being made
+
+
+def _around_mkdir(monkeypatch, name: bytes, before=None, after=None) -> list:
+    """Run ``before``/``after`` around qbhook's next mkdir of ``name``: what a writer of the parent can do
+    just before that mkdir or between it and qbhook's open of the new name."""
+    real_mkdir = os.mkdir
+    done = []
+
+    def mkdir(path, mode=0o777, *, dir_fd=None):
+        ours = os.fsencode(path) == name and not done
+        if ours:
+            done.append(True)
+            if before:
+                before()
+        real_mkdir(path, mode, dir_fd=dir_fd)
+        if ours and after:
+            after()
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    return done
+
+
+def _roots_holding(seed_s: Path) -> Path:
+    """qbhook's root-owned 0700 holding folder in the seeding root, with a held link in it."""
+    hold = seed_s / fsops.HOLDING_DIR / "7" / "A"
+    hold.mkdir(parents=True, mode=0o700)
+    os.chmod(seed_s / fsops.HOLDING_DIR, 0o700)
+    os.link(write(seed_s / "A/held.bin", b"held"), hold / "held.bin")
+    return seed_s / fsops.HOLDING_DIR
+
+
+def _as_writer(seed_s: Path) -> None:
+    """The seeding root belongs to qBittorrent's user (uid 1000), as it does in real life."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to chown")
+    os.chown(seed_s, 1000, 1000)
+    os.chmod(seed_s, 0o755)
+
+
+@pytest.mark.parametrize("empty", [False, True], ids=["holding-in-use", "holding-emptied"])
+def test_a_folder_swapped_in_right_after_mkdir_is_refused_never_chowned(fs2, monkeypatch, empty):
+    """R8 #2: Dir.sub(create=True) made the folder, opened the name again and chowned/chmodded whatever it
+    opened as the folder it made. A writer of the parent renamed qbhook's own root-owned 0700 holding
+    folder into the new name in between: it became uid 1000, mode 0755, and the view file went into it.
+    An emptied holding folder (after a purge) passes an emptiness check: the birth mode tells them apart."""
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    _as_writer(seed_s)
+    src = write(seed_s / "A/f.bin", b"payload")
+    holding = _roots_holding(seed_s)
+    if empty:
+        for d, dirs, files in os.walk(holding, topdown=False):
+            for n in files:
+                os.unlink(os.path.join(d, n))
+            for n in dirs:
+                os.rmdir(os.path.join(d, n))
+
+    def swap():
+        os.rmdir(seed_s / "V")
+        os.rename(holding, seed_s / "V")
+
+    done = _around_mkdir(monkeypatch, b"V", after=swap)
+    with pytest.raises(UnsafeOperation, match="was swapped while being made"):
+        fsops.link_into(src, seed_s / "V/f.bin", roots=(seed_s,))
+    assert done
+    st = os.stat(seed_s / "V")
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (os.geteuid(), os.getegid(), 0o700)
+    assert sorted(os.listdir(seed_s / "V")) == ([] if empty else ["7"])
+
+
+def test_a_folder_that_appears_before_mkdir_is_used_as_found_never_chowned(fs2, monkeypatch):
+    """The other side of R8 #2: the writer renames a root-owned folder into the name after qbhook saw it
+    missing and before its mkdir (EEXIST). qbhook did not make it, so it must not own it like the parent."""
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    _as_writer(seed_s)
+    src = write(seed_s / "A/f.bin", b"payload")
+    holding = _roots_holding(seed_s)
+    done = _around_mkdir(monkeypatch, b"V", before=lambda: os.rename(holding, seed_s / "V"))
+    fsops.link_into(src, seed_s / "V/f.bin", roots=(seed_s,))
+    assert done
+    st = os.stat(seed_s / "V")
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (os.geteuid(), os.getegid(), 0o700)
+
+
+def test_a_new_folder_is_owned_and_moded_like_its_parent(fs2):
+    """The proof does not stop the ordinary case: a folder qbhook makes is handed to the parent's owner."""
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    _as_writer(seed_s)
+    src = write(seed_s / "A/f.bin", b"payload")
+    fsops.link_into(src, seed_s / "V/W/f.bin", roots=(seed_s,))
+    for d in (seed_s / "V", seed_s / "V/W"):
+        st = os.stat(d)
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1000, 1000, 0o755), d
