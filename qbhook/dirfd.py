@@ -50,6 +50,7 @@ __all__ = [
     "open_below",
     "open_root",
     "open_walked",
+    "pinned",
     "symlink_on_the_way",
 ]
 
@@ -227,6 +228,14 @@ def open_root(root: str | bytes | os.PathLike, pool: str | bytes | os.PathLike |
     if not root_b.startswith(pool_b + b"/"):
         raise ValueError(f"{os.fsdecode(root_b)} is not inside {os.fsdecode(pool_b) or '/'}")
     return _descend(open_root(pool_b or b"/"), pool_b, root_b[len(pool_b) + 1 :])
+
+
+def pinned(root: str | bytes | os.PathLike) -> tuple[int, int] | None:
+    """The (st_dev, st_ino) the pool root ``root`` was pinned to (``open_root``), None if it was
+    never opened in this process: the folder a later check of "still below this pool root" must
+    meet going up through ``..``, whatever the root's path resolves to by then."""
+    pin = _PINS.get(b"/" + os.fsencode(root).strip(b"/"))
+    return None if pin is None else pin[:2]
 
 
 def symlink_on_the_way(path: str | os.PathLike) -> tuple[str, str] | None:

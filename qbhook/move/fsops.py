@@ -36,7 +36,11 @@ verified folder itself elsewhere. The swapped entry is still inside the roots
 (it is a name in a folder qbhook verified), and moving a folder to another
 parent needs write permission on that folder, so whatever qbhook then does
 to its entries that writer could already do. qbhook never extends a writer's
-reach beyond the folders it can write. A rename within one folder needs no permission
+reach beyond the folders it can write. The one exception is the rename over a
+name (``relink_over``): a seeding folder moved into the library (an import on the
+same dataset) would have a library file replaced, which no writer of the library
+may have done for it. So right before that rename the folder is proven still below
+its seeding root, through ``..`` from its descriptor (``Dir.in_place``). A rename within one folder needs no permission
 on the folder renamed, though: a writer of a seeding root can rename its root-owned
 ``.qbhook-holding`` away. Each hold journals that folder's identity, and a purge or
 put-back that finds it gone or another says so (``HoldingGone``), never "already gone".
@@ -71,7 +75,7 @@ import blake3
 
 from qbhook.catalog import hashing
 from qbhook.catalog.fsid import is_zfs
-from qbhook.dirfd import FolderRefused, NotAFolder, SeedingRoot, open_below, open_root
+from qbhook.dirfd import FolderRefused, NotAFolder, SeedingRoot, open_below, open_root, pinned
 from qbhook.errors import (
     HoldingGone,
     LastCopyKept,
@@ -317,14 +321,25 @@ def _split_ordered(path, order: tuple[tuple[_Root, bytes], ...], roots: tuple) -
 
 
 class Dir:
-    """An open folder verified on the way down from a configured root; acts name entries relative to ``fd``."""
+    """An open folder verified on the way down from a configured root; acts name entries relative to ``fd``.
 
-    __slots__ = ("_fs_path_s", "dev", "fd", "fs_path", "path", "st")
+    ``above``: the (st_dev, st_ino) of each folder walked through to reach it, its parent first,
+    its root last (empty for a root): what ``in_place`` proves it is still below.
+    """
+
+    __slots__ = ("_fs_path_s", "above", "dev", "fd", "fs_path", "path", "st")
 
     def __init__(
-        self, fd: int, path: bytes, dev: int, st: os.stat_result, fs_path: bytes, fs_path_s: str | None = None
+        self,
+        fd: int,
+        path: bytes,
+        dev: int,
+        st: os.stat_result,
+        fs_path: bytes,
+        fs_path_s: str | None = None,
+        above: tuple[tuple[int, int], ...] = (),
     ):
-        self.fd, self.path, self.dev, self.st = fd, path, dev, st
+        self.fd, self.path, self.dev, self.st, self.above = fd, path, dev, st, above
         # A path on this folder's filesystem that no writer can swap (the configured root, or
         # the mount point crossed on the way down), for code that identifies filesystems by
         # path: resolving this folder's own path again could meet a symlink swapped in since.
@@ -379,7 +394,37 @@ class Dir:
         if (st.st_dev, st.st_ino) != (expect.st_dev, expect.st_ino):
             os.close(fd)
             return None
-        return Dir(fd, os.path.dirname(self.path) or b"/", self.dev, st, self.fs_path, self._fs_path_s)
+        return Dir(fd, os.path.dirname(self.path) or b"/", self.dev, st, self.fs_path, self._fs_path_s, self.above[1:])
+
+    def in_place(self, anchor: Anchor | None) -> bool:
+        """Is this folder still where it was walked to? Each folder above it, reached through
+        ``..`` from its own descriptor (never by a path string), is still the one walked through
+        (``above``), up to its root; and a seeding root (``anchor``) is still at its configured
+        place: its configured path below its pool root, which is still the pinned pool root
+        ``levels`` folders up. False if any of that moved (or is gone). A pool root's own place
+        is its pin's (``dirfd.open_root``). One ``fstatat`` per level, two more for a seeding root.
+
+        A folder moved to another folder is refused even below its root (conservative: the
+        paths the plan names are no longer there); one renamed within its own parent is not
+        seen: it is still below its root, the same folders above it."""
+        fd, above = self.fd, self.above
+        ups = _ups(len(above) + (anchor.levels if anchor is not None else 0))
+        try:
+            for (dev, ino), up in zip(above, ups, strict=False):
+                st = os.stat(up, dir_fd=fd, follow_symlinks=False)
+                if st.st_ino != ino or st.st_dev != dev:
+                    return False
+            if anchor is None:
+                return True
+            top = ups[-1]
+            st = os.stat(top, dir_fd=fd, follow_symlinks=False)
+            if (st.st_dev, st.st_ino) != anchor.top:
+                return False
+            st = os.stat(top + b"/" + anchor.rel, dir_fd=fd, follow_symlinks=False)
+        except OSError:
+            return False  # a folder on the way is gone (removed, or no longer reachable)
+        root = above[-1] if above else (self.st.st_dev, self.st.st_ino)
+        return (st.st_dev, st.st_ino) == root
 
     def sub(self, name: bytes, *, create: bool = False, same_fs: bool = True, own: bool = False) -> Dir:
         """The verified child folder ``name`` (made if missing and ``create``): never a symlink.
@@ -428,9 +473,10 @@ class Dir:
         except BaseException:
             os.close(fd)
             raise
+        above = ((self.st.st_dev, self.st.st_ino), *self.above)
         if st.st_dev == self.st.st_dev:
-            return Dir(fd, full, self.dev if same_fs else st.st_dev, st, self.fs_path, self._fs_path_s)
-        return Dir(fd, full, self.dev if same_fs else st.st_dev, st, full)
+            return Dir(fd, full, self.dev if same_fs else st.st_dev, st, self.fs_path, self._fs_path_s, above)
+        return Dir(fd, full, self.dev if same_fs else st.st_dev, st, full, None, above)
 
     def _open_checked(self, name: bytes, full: bytes) -> int:
         try:
@@ -462,6 +508,33 @@ def _prove_made(st: os.stat_result, fd: int, parent: os.stat_result, full: bytes
             f"{os.fsdecode(full)} was swapped while being made: refusing to take it as the folder qbhook made",
             hint="a writer of its parent renamed another folder into the name; retry once it stops",
         )
+
+
+class Anchor(NamedTuple):
+    """Where a seeding root must be for ``Dir.in_place``: ``rel`` (its path below its pool root)
+    names it from the pool root, pinned as ``top`` (st_dev, st_ino), ``levels`` folders above it."""
+
+    levels: int
+    top: tuple[int, int]
+    rel: bytes
+
+
+def _anchor(root: bytes) -> Anchor | None:
+    """The ``Anchor`` of a seeding root (``_open_root`` pinned its pool root); None for a pool root."""
+    pool = getattr(root, "pool", None)
+    if pool is None:
+        return None
+    top = pinned(pool)
+    if top is None:
+        raise UnsafeOperation(f"configured root {os.fsdecode(root)}: its pool root {pool} was never opened")
+    rel = bytes(root)[len(os.fsencode(pool).rstrip(b"/")) :].strip(b"/")
+    return Anchor(rel.count(b"/") + 1, top, rel)
+
+
+@functools.cache
+def _ups(n: int) -> tuple[bytes, ...]:
+    """``..``, ``../..`` ... ``n`` levels up: each built once, not once per relink."""
+    return tuple(b"/".join([b".."] * k) for k in range(1, n + 1))
 
 
 _REFUSED_AS = {
@@ -1332,8 +1405,10 @@ def relink_over(
     the live stat, else read now). The keeper is looked at again (a file rewritten while the
     victim was read is refused). Then the kept inode is linked under a temporary name
     (``_relink_name``) in the very folder descriptor the checks used, the
-    victim and the keeper are looked at once more, and ``renameat`` atomically puts the
-    link over the old name: at every instant ``path`` names the planned content.
+    victim and the keeper are looked at once more, the folder is proven still below its
+    seeding root (``Dir.in_place``: not moved into the library while the checks ran), and
+    ``renameat`` atomically puts the link over the old name: at every instant ``path``
+    names the planned content.
 
     This is the one place qbhook renames over a name. What it replaces is an entry of a
     verified seeding folder (if a writer swaps that entry after the last look, the writer
@@ -1448,10 +1523,14 @@ class Relinker:
     * **Verified folders, opened once.** A folder is opened component by component from its
       root (``O_NOFOLLOW``, same filesystem) the first time a relink needs it and kept open
       for the batch (at most ``max_open`` at once, least recently used closed first). A
-      held descriptor keeps naming the folder that was verified; what can happen to it
-      meanwhile (renamed elsewhere by a writer who may write it) is the race the module
-      docstring already accepts at any length of time: that writer could act on its
-      entries itself. Every check and act still names only the entry, relative to it.
+      held descriptor keeps naming the folder that was verified, wherever it is moved
+      meanwhile, for any length of time (an *arr import in move mode renames a torrent's
+      folder into the library on the same dataset): right before each rename the folder is
+      proven still where it was walked to (``Dir.in_place``: each folder above it, through
+      ``..`` from its descriptor, the one walked through, up to the seeding root, itself
+      still at its configured place below its pinned pool root). A folder moved is refused
+      (``re-plan``), and every folder held below that root is closed, so the next relink
+      walks again. Every check and act still names only the entry, relative to it.
     * **Catalog rows, fetched once** (``prefetch``). A row says "this inode, with this
       size, mtime and ctime, had this hash". That stays true after it is read; the hash is
       used only while the live ``lstat`` still shows exactly that stat, as one by one. A
@@ -1480,6 +1559,7 @@ class Relinker:
         self.sync_each = sync_each
         self.max_open = max(4, max_open)
         self._dirs: OrderedDict[tuple, Dir] = OrderedDict()
+        self._anchors: dict[bytes, Anchor | None] = {}  # seeding root -> where it must be (``Dir.in_place``)
         self._rows: dict[tuple[int, int], object] = {}  # (fs row id, ino) -> InodeRow or None (not catalogued)
         # path -> (root, parts) on each side, placed once under its roots (prefetch) and reused
         self._seed_splits: dict = {}
@@ -1608,6 +1688,8 @@ class Relinker:
             n = 0
             base = _open_root(root)
             self._keep((root, (), same_fs), base)
+            if root not in self._anchors:
+                self._anchors[root] = _anchor(root)
         for i in range(n, len(parts)):
             base = base.sub(parts[i], same_fs=same_fs)
             self._keep((root, parts[: i + 1], same_fs), base)
@@ -1621,6 +1703,11 @@ class Relinker:
         cap = self.max_open - len(self._touched)
         while len(dirs) > cap and len(dirs) > 1:
             dirs.popitem(last=False)[1].close()
+
+    def _forget(self, root: bytes) -> None:
+        """Close every folder held below ``root`` (one of them was moved): later relinks walk again."""
+        for key in [k for k in self._dirs if k[0] == root]:
+            self._dirs.pop(key).close()
 
     def _trim(self) -> None:
         # ``max_open`` bounds every descriptor of the batch, the sync's (``_touched``) included;
@@ -1729,9 +1816,13 @@ class Relinker:
                 rows=self._rows,
                 on_temp_link=on_temp_link,
                 hold=self._hold_for(root),
+                anchor=self._anchors[root],
             )
         except (QbhookError, OSError):
-            _drop_leftover(parent, parts[-1], target.ino)
+            if parent.in_place(self._anchors[root]):
+                _drop_leftover(parent, parts[-1], target.ino)
+            else:  # moved: nothing more is done in it, and nothing below this root is trusted as held
+                self._forget(root)
             raise
         if res["status"] == "relinked":
             if self.sync_each:
@@ -1762,9 +1853,11 @@ def _relink_at(
     rows,
     on_temp_link,
     hold: Callable[[int], None] | None = None,
+    anchor: Anchor | None = None,
 ) -> tuple[dict, os.stat_result]:
     """``hold``: given a descriptor of the replaced inode when the rename drops its last link
-    (``_Releaser``), to be closed later; without it the rename frees the inode itself."""
+    (``_Releaser``), to be closed later; without it the rename frees the inode itself.
+    ``anchor``: where ``parent``'s root must still be (``Dir.in_place``)."""
     # Long on purpose: each re-check of relink_over's rule list, in order, right before the rename.
     why = f"refusing to relink {path_s} onto {keep_s}"
     kst = kdir.lstat(kname)
@@ -1834,6 +1927,14 @@ def _relink_at(
         # Our link moved the kept inode's ctime: the temporary name's own stat is its reference now.
         if klast is None or _content_stat(klast) != kept[:4] + (tst.st_ctime_ns,):
             raise UnsafeOperation(f"{why}: the copy to keep changed during the checks")
+        # The folder itself, last: held open since it was verified (a batch's whole length, or a
+        # large victim's hashing), it may have been moved since, e.g. by an import into the library
+        # on the same dataset, where a rename would replace a library file.
+        if not parent.in_place(anchor):
+            raise UnsafeOperation(
+                f"{why}: its folder {parent.show()} was moved during the checks (not where it was walked to)",
+                hint="re-plan",
+            )
         held = _hold_entry(parent, name, last) if hold is not None and last.st_nlink == 1 else None
         try:
             os.rename(tmp, name, src_dir_fd=parent.fd, dst_dir_fd=parent.fd)
