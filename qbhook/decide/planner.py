@@ -649,15 +649,17 @@ def build_steps(
     planned: dict[str, ContentKey | None] = {}
     conflicts: list[str] = []
     copy_bytes = 0
-    new_saves: dict[str, str] = {}
+    # Per torrent by (instance, hash): one infohash seeded by two clients is two torrents of the
+    # group, each with its own folder (keyed by hash, the second's replaced the first's).
+    new_saves: dict[tuple[str, str], str] = {}
     # Steps keep a new path as (target folder + "/", rel): both halves are shared (one folder
     # string per torrent, rel with the facts), so a million-file plan makes no string per file.
-    bases: dict[str, str] = {}
+    bases: dict[tuple[str, str], str] = {}
 
     for t in group:
         new_save = _mapped(t.save_path, src, tgt)
-        new_saves[t.hash] = new_save
-        base = bases[t.hash] = _folder(new_save)
+        new_saves[t.instance, t.hash] = new_save
+        base = bases[t.instance, t.hash] = _folder(new_save)
         hashes = []
         codes = bytearray()  # what to make per file: MAKE_COPY, MAKE_LINK (from srcs), ...
         srcs: list[str] = []
@@ -707,7 +709,7 @@ def build_steps(
         )
         relocs.append(Relocate(t.hash, t.instance, t.save_path, new_save, sum(f.size for f in t.files)))
 
-    verify = VerifyGroup(tuple(Member(t.hash, t.instance, new_saves[t.hash]) for t in group))
+    verify = VerifyGroup(tuple(Member(t.hash, t.instance, new_saves[t.instance, t.hash]) for t in group))
     add = (policy.relocated_tag,)
     tags = [Tag(t.hash, t.instance, add, ()) for t in group] if policy.relocated_tag else []
 
@@ -727,7 +729,7 @@ def build_steps(
                 continue
             seen.add(f.path)
             links.append(_links_of(f.inode, snap.inodes[f.inode], old_by_inode[f.inode], links_by_inode))
-        deletes.append(DeleteRun(bases[t.hash], t.files, hashes, tuple(links)))
+        deletes.append(DeleteRun(bases[t.instance, t.hash], t.files, hashes, tuple(links)))
         first = t.files[0].rel if t.files else ""
         top = first.split("/")[0] if "/" in first else ""
         root = posixpath.join(t.save_path, top) if top else t.save_path

@@ -119,6 +119,27 @@ def test_demote_links_onto_a_settled_torrents_file():
     assert [s.args["src"] for s in g.steps if s.kind == "link"] == [P + "/dl/B/b.mkv"]
 
 
+def test_one_infohash_in_two_clients_keeps_each_torrents_destination():
+    """Per-torrent maps are keyed by (instance, hash) (R11 #3): keyed by hash, the second client's
+    torrent overwrote the first's new folder, so verify_group expected both at one folder (it failed
+    and rolled back every sweep) and the first one's deletes kept the other's paths."""
+    w = World()
+    w.payload(S + "/movies", {"Movie/m.mkv": "M"})
+    w.link(S + "/movies/Movie/m.mkv", S + "/rt/Movie/m.mkv")
+    w.torrent("a" * 40, S + "/movies", ["Movie/m.mkv"])
+    w.torrent("a" * 40, S + "/rt", ["Movie/m.mkv"])
+    snap = w.snapshot()
+    snap = replace(snap, torrents=(snap.torrents[0], replace(snap.torrents[1], instance="rtorrent")))
+    (g,) = make_plan(snap, POLICY).groups
+    assert g.action == "demote", g.reason
+    at = {"default": P + "/movies", "rtorrent": P + "/rt"}
+    (vg,) = [s for s in g.steps if s.kind == "verify_group"]
+    assert {(m["instance"], m["save_path"]) for m in vg.args["torrents"]} == set(at.items())
+    assert {(s.args["instance"], s.args["to_path"]) for s in g.steps if s.kind == "relocate"} == set(at.items())
+    keeps = {s.args["path"]: s.args["keep"]["path"] for s in g.steps if s.kind == "delete"}
+    assert keeps == {S + "/movies/Movie/m.mkv": P + "/movies/Movie/m.mkv", S + "/rt/Movie/m.mkv": P + "/rt/Movie/m.mkv"}
+
+
 def test_promote_when_an_arr_import_copied_the_file_into_the_library():
     w = World()
     w.payload(P + "/movies", {"Movie.2020/movie.mkv": "M"})
