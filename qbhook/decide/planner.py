@@ -679,6 +679,13 @@ def build_steps(
                 there = snap.inodes.get(present)
                 if there is None or (f.size and there.content != ck) or there.size != f.size:
                     conflicts.append(f"different content already at destination {dst}")
+                elif not converge.reusable(snap, there):
+                    # Reused, it would be the group's only copy once the old links go, and its
+                    # writer would change it; nor may a copy replace another torrent's file.
+                    conflicts.append(
+                        f"destination {dst} is occupied by a file another torrent may still write: "
+                        f"{converge.writer_of(snap, there)}; waits until it settles (or the file is moved away)"
+                    )
                 elif f.size:
                     donors.setdefault(ck, dst)
                 codes += MAKE_NONE

@@ -119,6 +119,27 @@ def test_demote_links_onto_a_settled_torrents_file():
     assert [s.args["src"] for s in g.steps if s.kind == "link"] == [P + "/dl/B/b.mkv"]
 
 
+@pytest.mark.parametrize("whose", ["downloading", "skipped", "settled"])
+def test_a_file_at_the_destination_is_reused_only_if_nothing_writes_it(whose):
+    """The file already at the destination path passes ``converge.reusable`` too (R11 #2): reused, it
+    is the group's only copy once the /stash links go, and a torrent still downloading it, or with it
+    at priority 0, would change it; nor may a copy replace that torrent's file. The group waits."""
+    w = World()
+    w.payload(S + "/movies", {"Movie/m.mkv": "M"})
+    w.torrent("a" * 40, S + "/movies", ["Movie/m.mkv"])
+    w.payload(P + "/movies", {"Movie/m.mkv": "M", "Movie/b2.mkv": "Y"})
+    kw = {"downloading": {"state": "downloading", "progress": 0.5}, "skipped": {"skipped": {"Movie/m.mkv"}}}
+    w.torrent("b" * 40, P + "/movies", ["Movie/m.mkv", "Movie/b2.mkv"], tags=set(), name="Other", **kw.get(whose, {}))
+    g = next(g for g in plan(w).groups if "a" * 40 in g.torrents)
+    if whose == "settled":  # a settled torrent's file, wanted: nothing writes it, reused as before
+        assert g.action == "demote" and g.bytes_to_copy == 0 and "copy" not in kinds(g), g.reason
+        return
+    assert g.action == "blocked" and not g.steps and g.bytes_to_copy == 0
+    assert f"destination {P}/movies/Movie/m.mkv is occupied by a file another torrent may still write" in g.reason
+    assert "torrent Other (bbbbbbbb on default)" in g.reason
+    assert ("priority 0" if whose == "skipped" else "not settled (downloading, 50%)") in g.reason
+
+
 def test_one_infohash_in_two_clients_keeps_each_torrents_destination():
     """Per-torrent maps are keyed by (instance, hash) (R11 #3): keyed by hash, the second client's
     torrent overwrote the first's new folder, so verify_group expected both at one folder (it failed
