@@ -523,20 +523,33 @@ def torrent_blockers(group: list[TorrentFact]) -> list[str]:
 
 def tag_changes(snap: Snapshot, plan: Plan, tag: str) -> list[tuple[str, str, str]]:
     """(instance, hash, "add"|"remove") so that ``tag`` marks exactly the torrents on the primary
-    pool whose group has no link outside the seeding roots (what qbit_manage's ~noHL means)."""
-    by_hash = {t.hash: t for t in snap.torrents}
-    out = []
+    pool whose group has no link outside the seeding roots (what qbit_manage's ~noHL means).
+
+    A group names its torrents by hash alone, and one infohash may be seeded by two clients: each
+    hash stands for every torrent of it (keyed by hash, the last client's replaced the others, which
+    were never tagged), those on the primary pool. One such torrent judged by two groups (its twin
+    unlinked, in another group) is tagged only if both want it: the tag lets a group demote, so a
+    doubt leaves it off."""
+    by_hash: dict[str, list[TorrentFact]] = {}
+    for t in snap.torrents:
+        by_hash.setdefault(t.hash, []).append(t)
+    primary = snap.primary
+    wants: dict[tuple[str, str], tuple[TorrentFact, bool]] = {}
     for g in plan.groups:
-        if g.source_pool != snap.primary.name or (g.action == Action.BLOCKED and "missing file" in g.reason):
+        if g.source_pool != primary.name or (g.action == Action.BLOCKED and "missing file" in g.reason):
             continue
-        inodes = _group_inodes(snap, [by_hash[h] for h in g.torrents])
-        want = not any(i.external_links for i in inodes.values())
-        for h in g.torrents:
-            t = by_hash[h]
-            if want and tag not in t.tags:
-                out.append((t.instance, h, "add"))
-            elif not want and tag in t.tags:
-                out.append((t.instance, h, "remove"))
+        torrents = [
+            t for h in dict.fromkeys(g.torrents) for t in by_hash[h] if snap.seeding_pool_of(t.save_path) == primary
+        ]
+        want = not any(i.external_links for i in _group_inodes(snap, torrents).values())
+        for t in torrents:
+            wants[t.instance, t.hash] = (t, want and wants.get((t.instance, t.hash), (t, True))[1])
+    out = []
+    for (instance, h), (t, want) in wants.items():
+        if want and tag not in t.tags:
+            out.append((instance, h, "add"))
+        elif not want and tag in t.tags:
+            out.append((instance, h, "remove"))
     return out
 
 

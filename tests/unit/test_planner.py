@@ -489,6 +489,25 @@ def test_tag_maintenance_marks_exactly_the_unlinked_primary_groups():
     assert next(g for g in p.groups if "b" * 40 in g.torrents).action == "demote"
 
 
+def test_tag_maintenance_tags_one_infohash_in_each_client():
+    """A group names its torrents by hash: keyed by hash alone, the second client's torrent hid the
+    first, which was never tagged (R11 #3). A twin on the cold pool is still not our business."""
+    from qbhook.decide.planner import tag_changes
+
+    w = World()
+    w.payload(S + "/m", {"seed.mkv": "S"})
+    w.link(S + "/m/seed.mkv", S + "/rt/seed.mkv")
+    w.torrent("a" * 40, S + "/m", ["seed.mkv"], tags=set())
+    w.torrent("a" * 40, S + "/rt", ["seed.mkv"], tags=set())
+    w.payload(P + "/m", {"seed.mkv": "S"})
+    w.torrent("a" * 40, P + "/m", ["seed.mkv"], tags=set())  # a third client's copy on the cold pool
+    snap = w.snapshot()
+    ts = snap.torrents
+    snap = replace(snap, torrents=(ts[0], replace(ts[1], instance="rtorrent"), replace(ts[2], instance="cold")))
+    p = make_plan(snap, replace(POLICY, tag_no_external_links=True))
+    assert sorted(tag_changes(snap, p, "~noHL")) == [("default", "a" * 40, "add"), ("rtorrent", "a" * 40, "add")]
+
+
 @pytest.mark.parametrize(
     "spelling", ["//Movie/x.mkv", "/./Movie/x.mkv", "/Movie//x.mkv", "/Movie/x.mkv/", "/Movie/./x.mkv"]
 )
