@@ -252,6 +252,18 @@ def reusable(snap: Snapshot, inode: InodeFact) -> bool:
     return not _may_change(snap, _usage(snap), inode)
 
 
+def writer_of(snap: Snapshot, inode: InodeFact) -> str:
+    """Who may change ``inode`` (one ``reusable`` refuses), for a person to act on: the first torrent of
+    the snapshot, by name, that uses it while not settled or has it at priority 0; else what
+    ``_may_change`` saw in general. A scan of every torrent: only a refusal reads it."""
+    for t in snap.torrents:
+        settled_t = _settled(t)
+        if any(f.inode == inode.key and (not settled_t or not f.priority) for f in t.files):
+            why = "which has it at priority 0" if settled_t else f"not settled ({t.state}, {t.progress * 100:.0f}%)"
+            return f"torrent {t.name} ({t.hash[:8]} on {t.instance}), {why}"
+    return "a torrent not settled, or skipping a file, that may write at its path"
+
+
 def keeper(snap: Snapshot, keys: list[InodeKey]) -> InodeKey:
     """The inode to keep among ``keys`` (one content on one dataset)."""
 

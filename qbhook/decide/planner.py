@@ -557,20 +557,33 @@ def torrent_blockers(group: list[TorrentFact]) -> list[str]:
 
 def tag_changes(snap: Snapshot, plan: Plan, tag: str) -> list[tuple[str, str, str]]:
     """(instance, hash, "add"|"remove") so that ``tag`` marks exactly the torrents on the primary
-    pool whose group has no link outside the seeding roots (what qbit_manage's ~noHL means)."""
-    by_hash = {t.hash: t for t in snap.torrents}
-    out = []
+    pool whose group has no link outside the seeding roots (what qbit_manage's ~noHL means).
+
+    A group names its torrents by hash alone, and one infohash may be seeded by two clients: each
+    hash stands for every torrent of it (keyed by hash, the last client's replaced the others, which
+    were never tagged), those on the primary pool. One such torrent judged by two groups (its twin
+    unlinked, in another group) is tagged only if both want it: the tag lets a group demote, so a
+    doubt leaves it off."""
+    by_hash: dict[str, list[TorrentFact]] = {}
+    for t in snap.torrents:
+        by_hash.setdefault(t.hash, []).append(t)
+    primary = snap.primary
+    wants: dict[tuple[str, str], tuple[TorrentFact, bool]] = {}
     for g in plan.groups:
-        if g.source_pool != snap.primary.name or (g.action == Action.BLOCKED and "missing file" in g.reason):
+        if g.source_pool != primary.name or (g.action == Action.BLOCKED and "missing file" in g.reason):
             continue
-        inodes = _group_inodes(snap, [by_hash[h] for h in g.torrents])
-        want = not any(i.external_links for i in inodes.values())
-        for h in g.torrents:
-            t = by_hash[h]
-            if want and tag not in t.tags:
-                out.append((t.instance, h, "add"))
-            elif not want and tag in t.tags:
-                out.append((t.instance, h, "remove"))
+        torrents = [
+            t for h in dict.fromkeys(g.torrents) for t in by_hash[h] if snap.seeding_pool_of(t.save_path) == primary
+        ]
+        want = not any(i.external_links for i in _group_inodes(snap, torrents).values())
+        for t in torrents:
+            wants[t.instance, t.hash] = (t, want and wants.get((t.instance, t.hash), (t, True))[1])
+    out = []
+    for (instance, h), (t, want) in wants.items():
+        if want and tag not in t.tags:
+            out.append((instance, h, "add"))
+        elif not want and tag in t.tags:
+            out.append((instance, h, "remove"))
     return out
 
 
@@ -683,15 +696,17 @@ def build_steps(
     planned: dict[str, ContentKey | None] = {}
     conflicts: list[str] = []
     copy_bytes = 0
-    new_saves: dict[str, str] = {}
+    # Per torrent by (instance, hash): one infohash seeded by two clients is two torrents of the
+    # group, each with its own folder (keyed by hash, the second's replaced the first's).
+    new_saves: dict[tuple[str, str], str] = {}
     # Steps keep a new path as (target folder + "/", rel): both halves are shared (one folder
     # string per torrent, rel with the facts), so a million-file plan makes no string per file.
-    bases: dict[str, str] = {}
+    bases: dict[tuple[str, str], str] = {}
 
     for t in group:
         new_save = _mapped(t.save_path, src, tgt)
-        new_saves[t.hash] = new_save
-        base = bases[t.hash] = _folder(new_save)
+        new_saves[t.instance, t.hash] = new_save
+        base = bases[t.instance, t.hash] = _folder(new_save)
         hashes = []
         codes = bytearray()  # what to make per file: MAKE_COPY, MAKE_LINK (from srcs), ...
         srcs: list[str] = []
@@ -711,6 +726,13 @@ def build_steps(
                 there = snap.inodes.get(present)
                 if there is None or (f.size and there.content != ck) or there.size != f.size:
                     conflicts.append(f"different content already at destination {dst}")
+                elif not converge.reusable(snap, there):
+                    # Reused, it would be the group's only copy once the old links go, and its
+                    # writer would change it; nor may a copy replace another torrent's file.
+                    conflicts.append(
+                        f"destination {dst} is occupied by a file another torrent may still write: "
+                        f"{converge.writer_of(snap, there)}; waits until it settles (or the file is moved away)"
+                    )
                 elif f.size:
                     donors.setdefault(ck, dst)
                 codes += MAKE_NONE
@@ -741,7 +763,7 @@ def build_steps(
         )
         relocs.append(Relocate(t.hash, t.instance, t.save_path, new_save, sum(f.size for f in t.files)))
 
-    verify = VerifyGroup(tuple(Member(t.hash, t.instance, new_saves[t.hash]) for t in group))
+    verify = VerifyGroup(tuple(Member(t.hash, t.instance, new_saves[t.instance, t.hash]) for t in group))
     add = (policy.relocated_tag,)
     tags = [Tag(t.hash, t.instance, add, ()) for t in group] if policy.relocated_tag else []
 
@@ -761,7 +783,7 @@ def build_steps(
                 continue
             seen.add(f.path)
             links.append(_links_of(f.inode, snap.inodes[f.inode], old_by_inode[f.inode], links_by_inode))
-        deletes.append(DeleteRun(bases[t.hash], t.files, hashes, tuple(links)))
+        deletes.append(DeleteRun(bases[t.instance, t.hash], t.files, hashes, tuple(links)))
         first = t.files[0].rel if t.files else ""
         top = first.split("/")[0] if "/" in first else ""
         root = posixpath.join(t.save_path, top) if top else t.save_path

@@ -119,6 +119,48 @@ def test_demote_links_onto_a_settled_torrents_file():
     assert [s.args["src"] for s in g.steps if s.kind == "link"] == [P + "/dl/B/b.mkv"]
 
 
+@pytest.mark.parametrize("whose", ["downloading", "skipped", "settled"])
+def test_a_file_at_the_destination_is_reused_only_if_nothing_writes_it(whose):
+    """The file already at the destination path passes ``converge.reusable`` too (R11 #2): reused, it
+    is the group's only copy once the /stash links go, and a torrent still downloading it, or with it
+    at priority 0, would change it; nor may a copy replace that torrent's file. The group waits."""
+    w = World()
+    w.payload(S + "/movies", {"Movie/m.mkv": "M"})
+    w.torrent("a" * 40, S + "/movies", ["Movie/m.mkv"])
+    w.payload(P + "/movies", {"Movie/m.mkv": "M", "Movie/b2.mkv": "Y"})
+    kw = {"downloading": {"state": "downloading", "progress": 0.5}, "skipped": {"skipped": {"Movie/m.mkv"}}}
+    w.torrent("b" * 40, P + "/movies", ["Movie/m.mkv", "Movie/b2.mkv"], tags=set(), name="Other", **kw.get(whose, {}))
+    g = next(g for g in plan(w).groups if "a" * 40 in g.torrents)
+    if whose == "settled":  # a settled torrent's file, wanted: nothing writes it, reused as before
+        assert g.action == "demote" and g.bytes_to_copy == 0 and "copy" not in kinds(g), g.reason
+        return
+    assert g.action == "blocked" and not g.steps and g.bytes_to_copy == 0
+    assert f"destination {P}/movies/Movie/m.mkv is occupied by a file another torrent may still write" in g.reason
+    assert "torrent Other (bbbbbbbb on default)" in g.reason
+    assert ("priority 0" if whose == "skipped" else "not settled (downloading, 50%)") in g.reason
+
+
+def test_one_infohash_in_two_clients_keeps_each_torrents_destination():
+    """Per-torrent maps are keyed by (instance, hash) (R11 #3): keyed by hash, the second client's
+    torrent overwrote the first's new folder, so verify_group expected both at one folder (it failed
+    and rolled back every sweep) and the first one's deletes kept the other's paths."""
+    w = World()
+    w.payload(S + "/movies", {"Movie/m.mkv": "M"})
+    w.link(S + "/movies/Movie/m.mkv", S + "/rt/Movie/m.mkv")
+    w.torrent("a" * 40, S + "/movies", ["Movie/m.mkv"])
+    w.torrent("a" * 40, S + "/rt", ["Movie/m.mkv"])
+    snap = w.snapshot()
+    snap = replace(snap, torrents=(snap.torrents[0], replace(snap.torrents[1], instance="rtorrent")))
+    (g,) = make_plan(snap, POLICY).groups
+    assert g.action == "demote", g.reason
+    at = {"default": P + "/movies", "rtorrent": P + "/rt"}
+    (vg,) = [s for s in g.steps if s.kind == "verify_group"]
+    assert {(m["instance"], m["save_path"]) for m in vg.args["torrents"]} == set(at.items())
+    assert {(s.args["instance"], s.args["to_path"]) for s in g.steps if s.kind == "relocate"} == set(at.items())
+    keeps = {s.args["path"]: s.args["keep"]["path"] for s in g.steps if s.kind == "delete"}
+    assert keeps == {S + "/movies/Movie/m.mkv": P + "/movies/Movie/m.mkv", S + "/rt/Movie/m.mkv": P + "/rt/Movie/m.mkv"}
+
+
 def test_promote_when_an_arr_import_copied_the_file_into_the_library():
     w = World()
     w.payload(P + "/movies", {"Movie.2020/movie.mkv": "M"})
@@ -445,6 +487,25 @@ def test_tag_maintenance_marks_exactly_the_unlinked_primary_groups():
     assert sorted(tag_changes(snap, p, "~noHL")) == [("default", "a" * 40, "remove"), ("default", "b" * 40, "add")]
     # qbhook's own link facts stand in for the tag: the untagged seed-only group demotes now
     assert next(g for g in p.groups if "b" * 40 in g.torrents).action == "demote"
+
+
+def test_tag_maintenance_tags_one_infohash_in_each_client():
+    """A group names its torrents by hash: keyed by hash alone, the second client's torrent hid the
+    first, which was never tagged (R11 #3). A twin on the cold pool is still not our business."""
+    from qbhook.decide.planner import tag_changes
+
+    w = World()
+    w.payload(S + "/m", {"seed.mkv": "S"})
+    w.link(S + "/m/seed.mkv", S + "/rt/seed.mkv")
+    w.torrent("a" * 40, S + "/m", ["seed.mkv"], tags=set())
+    w.torrent("a" * 40, S + "/rt", ["seed.mkv"], tags=set())
+    w.payload(P + "/m", {"seed.mkv": "S"})
+    w.torrent("a" * 40, P + "/m", ["seed.mkv"], tags=set())  # a third client's copy on the cold pool
+    snap = w.snapshot()
+    ts = snap.torrents
+    snap = replace(snap, torrents=(ts[0], replace(ts[1], instance="rtorrent"), replace(ts[2], instance="cold")))
+    p = make_plan(snap, replace(POLICY, tag_no_external_links=True))
+    assert sorted(tag_changes(snap, p, "~noHL")) == [("default", "a" * 40, "add"), ("rtorrent", "a" * 40, "add")]
 
 
 @pytest.mark.parametrize(
