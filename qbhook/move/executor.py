@@ -423,10 +423,13 @@ class _Reloc:
     step: Relocate
     # Other torrents of the group seeding from the same old paths, stopped by this relocation
     # while those paths were hidden (each was running: a stopped one is left alone); started
-    # again once they are back. Journaled in the step's args (``_sharers``) before each stop and
-    # after each start, so a resume or a rollback after a crash starts exactly these again.
-    sharers: list[str] = field(default_factory=list)
-    forced: list[str] = field(default_factory=list)  # those of them that ran force-started (``_forced_sharers``)
+    # again once they are back. Each is (instance, hash): one save path may be seeded from two
+    # clients, and each sharer is stopped and started through its own. Journaled in the step's
+    # args (``_sharers``) before each stop and after each start, so a resume or a rollback after
+    # a crash starts exactly these again.
+    sharers: list[tuple[str, str]] = field(default_factory=list)
+    # Those of them that ran force-started (``_forced_sharers``).
+    forced: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -1960,7 +1963,7 @@ class Executor:
         # Moved and settled: qBittorrent's save path and libtorrent's agree again, no restart
         # move can follow, and the old links go back where the delete step expects them.
         self._unhide_old_links(st.run_id, c, s, r.step_id)
-        self._start_sharers(st, c, r)
+        self._start_sharers(st, r)
         # Before it may run again: qBittorrent never wrote into the view since verify_view.
         self._check_views_unchanged(st)
         obs = r.step.observed or {}  # as _issue_move journaled it, if the first look was of a transition
@@ -2363,27 +2366,32 @@ class Executor:
             return
         mine = set(self._old_links(c, s))
         for o in st.plan.steps:
-            if not isinstance(o, Relocate) or o.instance != s.instance or o.torrent == s.torrent:
+            # Every client's: a torrent of another client at the same save path reads these paths too.
+            if not isinstance(o, Relocate) or (o.instance, o.torrent) == (s.instance, s.torrent):
                 continue
-            if not mine & set(self._old_links(c, o)):
+            oc = self._client(o.instance)
+            if not mine & set(self._old_links(oc, o)):
                 continue
-            t = c.torrent(o.torrent)
+            t = oc.torrent(o.torrent)
             if not t.is_stable:
                 self.log.info("torrent %s, seeding %s's old paths, is %s: waiting", o.torrent, s.torrent, t.state)
-                t = self._wait(c, o, None, self.timing.budget(o.size), st.plan.group_id)
+                t = self._wait(oc, o, None, self.timing.budget(o.size), st.plan.group_id)
+            # A stopped one (rTorrent's paused too: is_stopped) reads nothing: left as it is.
             if t.is_stopped or not _storage_at(t, _norm(o.from_path)):
                 continue  # (one stopped before a crash is journaled already: the resumed move starts it)
-            if o.torrent not in r.sharers:  # else started by hand since the crash: stopped again
-                r.sharers.append(o.torrent)
-            if t.is_forced and o.torrent not in r.forced:
-                r.forced.append(o.torrent)
-            self.journal.set_sharers(r.step_id, r.sharers, r.forced)
-            c.stop(o.torrent)
-            self._wait_stopped(c, o.torrent)
+            key = (o.instance, o.torrent)
+            if key not in r.sharers:  # else started by hand since the crash: stopped again
+                r.sharers.append(key)
+            if t.is_forced and key not in r.forced:
+                r.forced.append(key)
+            self.journal.set_sharers(r.step_id, s.instance, r.sharers, r.forced)
+            oc.stop(o.torrent)
+            self._wait_stopped(oc, o.torrent)
 
-    def _start_sharers(self, st: _GroupRun, c: ClientPort, r: _Reloc) -> None:
+    def _start_sharers(self, st: _GroupRun, r: _Reloc) -> None:
         """Start again the torrents ``_stop_sharers`` stopped, now that their paths are back
-        (forced, each that ran forced).
+        (forced, each that ran forced), each through its own client. Each was running when
+        stopped (a stopped or paused one is never stopped), so started is as it was found.
 
         Each leaves the journal only once started (act, then record): killed in between, the
         next run finds it running and leaves it so; never forgotten while stopped. One in a
@@ -2393,16 +2401,18 @@ class Executor:
         started before 100 % after a check) is left stopped and named: a warning, the group's
         outcome and an alert (``_report_left_stopped``), since it seeds nothing until a person looks."""
         while r.sharers:
-            h = r.sharers[0]
+            key = r.sharers[0]
+            instance, h = key
+            c = self._client(instance)
             try:
                 t = c.torrent(h)
             except UnknownTorrent:  # removed from the client meanwhile: nothing left to start
                 self.log.warning("torrent %s, stopped while %s's old paths were hidden, is gone", h, r.step.torrent)
                 t = None
-            t = self._sharer_settled(st, c, r, h, t)
+            t = self._sharer_settled(st, c, r, key, t)
             if t is not None and t.is_stopped and t.is_complete and t.is_stable:
-                c.start(h, forced=h in r.forced)
-                self.journal.forget_stopped(r.step.instance, h)
+                c.start(h, forced=key in r.forced)
+                self.journal.forget_stopped(instance, h)
             elif t is not None and (t.is_stopped or not t.is_stable):
                 why = f"{t.state} at {t.progress * 100:.1f}%"
                 self.log.warning(
@@ -2411,22 +2421,20 @@ class Executor:
                     r.step.torrent,
                     why,
                 )
-                st.left_stopped.append(f"{h} ({why})")
+                st.left_stopped.append(f"{_sharer_name(r, key)} ({why})")
                 # Journal first: its own relocation must know it ran before we stopped it.
-                self.journal.set_left_stopped(r.step_id, r.step.instance, h, h in r.forced)
+                self.journal.set_left_stopped(r.step_id, instance, h, key in r.forced)
             r.sharers.pop(0)
-            self.journal.set_sharers(r.step_id, r.sharers, r.forced)
+            self.journal.set_sharers(r.step_id, r.step.instance, r.sharers, r.forced)
 
-    def _sharer_settled(self, st: _GroupRun, c: ClientPort, r: _Reloc, h: str, t):
-        """``_start_sharers``' look at sharer ``h`` (``t``) once its transition ended (``_wait``, within
-        its own size budget); the last look if it does not settle (error, missingFiles, out of
-        budget); None once it is gone."""
+    def _sharer_settled(self, st: _GroupRun, c: ClientPort, r: _Reloc, key: tuple[str, str], t):
+        """``_start_sharers``' look at sharer ``key`` (instance, hash; ``t``, through its client
+        ``c``) once its transition ended (``_wait``, within its own size budget); the last look if
+        it does not settle (error, missingFiles, out of budget); None once it is gone."""
         if t is None or t.is_stable:
             return t
-        o = next(
-            (o for o in st.plan.steps if isinstance(o, Relocate) and (o.instance, o.torrent) == (r.step.instance, h)),
-            None,
-        )
+        h = key[1]
+        o = next((o for o in st.plan.steps if isinstance(o, Relocate) and (o.instance, o.torrent) == key), None)
         if o is None:  # not of this group's plan: nothing to size a wait by, so no wait
             return t
         self.log.info(
@@ -2540,7 +2548,7 @@ class Executor:
         if _storage_at(t, from_path) and self._unhide_old_links(run_id, c, s, r.step_id) and not t.is_complete:
             t = self._wait(c, s, from_path, budget, require_complete=False, proven=proven)
         if _storage_at(t, from_path):
-            self._start_sharers(st, c, r)
+            self._start_sharers(st, r)
         if not t.is_complete:
             if not t.is_stopped:
                 c.stop(h)
@@ -2617,14 +2625,15 @@ class Executor:
                     kept.append(f"cannot put {p} back: {e.strerror}")
         if kept:
             raise self._gone_held(r, folder, kept)
-        self._start_sharers(st, c, r)
+        self._start_sharers(st, r)
         return {"moved_back": False, "note": "torrent gone"}
 
     @staticmethod
     def _gone_held(r: _Reloc, folder: str | None, why: list[str]) -> UnsafeOperation:
         """``_undo_gone`` could not put everything back: the failure, naming where the old files are."""
         more = f" (and {len(why) - 1} more)" if len(why) > 1 else ""
-        stopped = f"; {', '.join(r.sharers)} left stopped until they are back" if r.sharers else ""
+        names = ", ".join(_sharer_name(r, k) for k in r.sharers)
+        stopped = f"; {names} left stopped until they are back" if r.sharers else ""
         return UnsafeOperation(
             f"torrent {r.step.torrent} was removed from {r.step.instance} during its relocation; "
             f"its old files are held in {folder or 'no holding folder (not in a seeding root)'}, nothing deleted: "
@@ -2907,6 +2916,12 @@ def _tags_as_found(plan: GroupPlan, s: Relocate, obs: dict, relocated_tag: str) 
 
 def _redo_group(_s: VerifyGroup, _relocated: set, later: list) -> bool:
     return any(isinstance(s, Delete) and (r is None or r.status != StepStatus.DONE) for _q, s, r in later)
+
+
+def _sharer_name(r: _Reloc, key: tuple[str, str]) -> str:
+    """Sharer ``key`` as a person reads it: its hash, with its client when not the relocation's own."""
+    instance, h = key
+    return h if instance == r.step.instance else f"{h} in {instance}"
 
 
 def _reloc_of(seq: int, row: StepRow) -> _Reloc:

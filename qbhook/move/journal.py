@@ -245,14 +245,28 @@ class RunRow:
     process: str | None = None  # procs.identity() of the process at ``pid`` (None: journaled before it was kept)
 
 
-def sharers_of(args: dict) -> list[str]:
-    """The sharers ``Journal.set_sharers`` recorded in a relocate step's args."""
-    return list(args.get("_sharers") or ())
+def sharers_of(args: dict) -> list[tuple[str, str]]:
+    """The sharers ``Journal.set_sharers`` recorded in a relocate step's args, each (client
+    instance, hash): a sharer may sit in another client than the relocated torrent (one save path
+    in qBittorrent and rTorrent). A bare hash is of the step's own instance: so ``set_sharers``
+    writes those, and so every row of the versions that stopped sharers in one client only reads."""
+    return _sharer_keys(args, "_sharers")
 
 
-def forced_sharers_of(args: dict) -> list[str]:
+def forced_sharers_of(args: dict) -> list[tuple[str, str]]:
     """Those of them that ran force-started (``set_sharers``' ``forced``): started forced again."""
-    return list(args.get("_forced_sharers") or ())
+    return _sharer_keys(args, "_forced_sharers")
+
+
+def _sharer_keys(args: dict, key: str) -> list[tuple[str, str]]:
+    own = str(args.get("instance", ""))
+    return [(own, x) if isinstance(x, str) else (str(x[0]), str(x[1])) for x in args.get(key) or ()]
+
+
+def _sharer_entries(instance: str, sharers: Iterable[tuple[str, str]]) -> list:
+    """``sharers`` as journaled: a bare hash for one of ``instance`` (the relocation's own client:
+    the format older versions read), an [instance, hash] pair for one of another client."""
+    return [h if i == instance else [i, h] for i, h in sharers]
 
 
 def hidden_of(args: dict) -> list[str] | None:
@@ -507,16 +521,24 @@ class Journal:
                 ),
             )
 
-    def set_sharers(self, step_id: int, sharers: list[str], forced: Iterable[str] = ()) -> None:
-        """Record, in a relocate step's args (``_sharers``), the torrents its relocation has stopped
-        and not yet started again: written before each stop and after each start, so a resumed run
-        or a rollback after a crash starts exactly those (``close`` never touches args). ``forced``:
-        those of them that ran force-started (``_forced_sharers``), to be started forced."""
-        forced = [h for h in forced if h in sharers]
+    def set_sharers(
+        self, step_id: int, instance: str, sharers: list[tuple[str, str]], forced: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        """Record, in a relocate step's args (``_sharers``), the torrents its relocation (of a
+        torrent of client ``instance``) has stopped and not yet started again, each (instance,
+        hash) (``sharers_of``): written before each stop and after each start, so a resumed run or
+        a rollback after a crash starts exactly those, each in its own client (``close`` never
+        touches args). ``forced``: those of them that ran force-started (``_forced_sharers``), to
+        be started forced."""
+        forced = [k for k in forced if k in sharers]
         with Tx(self.conn) as c:
             c.execute(
                 "UPDATE steps SET args=json_set(args, '$._sharers', json(?), '$._forced_sharers', json(?)) WHERE id=?",
-                (json.dumps(list(sharers)), json.dumps(forced), step_id),
+                (
+                    json.dumps(_sharer_entries(instance, sharers)),
+                    json.dumps(_sharer_entries(instance, forced)),
+                    step_id,
+                ),
             )
 
     def set_observed(self, step_id: int, observed: dict) -> None:
@@ -571,12 +593,13 @@ class Journal:
         with Tx(self.conn) as c:
             c.execute("DELETE FROM left_stopped WHERE instance=? AND hash=?", (instance, torrent.lower()))
 
-    def sharers(self, step_id: int) -> list[str]:
-        """The torrents ``set_sharers`` last recorded for this step (none for a step never run)."""
+    def sharers(self, step_id: int) -> list[tuple[str, str]]:
+        """The torrents ``set_sharers`` last recorded for this step, each (instance, hash) (none
+        for a step never run)."""
         r = self.conn.execute("SELECT args FROM steps WHERE id=?", (step_id,)).fetchone()
         return sharers_of(json.loads(r[0])) if r else []
 
-    def forced_sharers(self, step_id: int) -> list[str]:
+    def forced_sharers(self, step_id: int) -> list[tuple[str, str]]:
         """Which of them ran force-started (``set_sharers``' ``forced``)."""
         r = self.conn.execute("SELECT args FROM steps WHERE id=?", (step_id,)).fetchone()
         return forced_sharers_of(json.loads(r[0])) if r else []
