@@ -86,6 +86,7 @@ from qbhook.decide.plan import (
 )
 from qbhook.decide.policy import policy_blocks_demote
 from qbhook.paths import is_within
+from qbhook.space import fits
 from qbhook.units import human_bytes as _b
 
 
@@ -123,14 +124,6 @@ def finish_run(plans: list[GroupPlan], policy: PolicyConfig, room: Mapping[str, 
 def pool_room(pools: Iterable[PoolFact]) -> dict[str, int]:
     """Each pool's free bytes as the snapshot read them: what ``finish_run`` spends a run's copies from."""
     return {p.name: p.free_bytes for p in pools}
-
-
-def fits(need: int, free: int) -> bool:
-    """The one home of "a group's copies fit": ``need`` bytes to copy onto a pool with ``free``
-    bytes free to qbhook's writer (statvfs ``f_bavail``, ``space.Space.avail``). No margin: no
-    config sets a reserve (``notify.free_space_below`` only alerts), and the executor's own checks
-    (the whole group's before it copies, each file's before it is written) compare the same way."""
-    return need <= free
 
 
 def _release_freed_heap() -> None:

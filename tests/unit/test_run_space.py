@@ -3,8 +3,14 @@ spends each group's bytes to copy from its pool's free space in plan order (``fi
 across a sweep's chunks too), and the executor checks a whole group's copies against the
 destination's free space before it writes a byte."""
 
+import os
+
 from qbhook.config import PolicyConfig
 from qbhook.decide.planner import finish_run, make_plan, pool_room
+from qbhook.move import executor as executor_mod
+from qbhook.space import Space
+from tests.unit.test_executor import demote_plan, world  # noqa: F401  (fixture)
+from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 from tests.unit.world import P, S, World
 
 
@@ -63,3 +69,42 @@ def test_a_pool_missing_from_the_room_given_has_none():
     groups = make_plan(_world([1000], 1500).snapshot(), PolicyConfig()).groups
     finish_run(groups, PolicyConfig(), {})
     assert str(groups[0].action) == "skip" and "0 B left on pool" in groups[0].reason
+
+
+# --------------------------------------------------------------------------- the executor
+
+
+def _copy_bytes(plan) -> int:
+    return sum(s.size for g in plan.groups for s in g.steps if s.kind == "copy")
+
+
+def _reading(monkeypatch, avail: int) -> list[tuple[str, str]]:
+    """The destination's free space reads ``avail``; returns the roots it was read through."""
+    read = []
+
+    def space_at(root, pool=None):
+        read.append((str(root), str(pool)))
+        return Space(10 * avail + 1, avail, avail), os.stat("/")
+
+    monkeypatch.setattr(executor_mod, "space_at", space_at)
+    return read
+
+
+def test_a_group_whose_copies_no_longer_fit_is_refused_before_a_byte_is_written(world, monkeypatch):  # noqa: F811
+    plan = demote_plan(world)
+    read = _reading(monkeypatch, _copy_bytes(plan) - 1)
+    summary = world.executor().apply(plan)
+    g = summary.groups[0]
+    assert g.status == "rolled_back" and g.reason.startswith("not started: "), g.reason
+    assert f"onto {world.seed_p}" in g.reason and summary.bytes_copied == 0
+    assert read == [(world.seed_p, str(world.cfg.cold.path))]  # through the verified root, once
+    assert [os.path.join(d, f) for d, _s, fs in os.walk(world.seed_p) for f in fs] == []
+    assert world.journal.steps(summary.run_id) == []  # not a step intended
+    assert all(t.save_path.startswith(world.seed_s) for t in world.qbt.torrents())
+
+
+def test_a_group_whose_copies_just_fit_runs(world, monkeypatch):  # noqa: F811
+    plan = demote_plan(world)
+    _reading(monkeypatch, _copy_bytes(plan))
+    summary = world.executor().apply(plan)
+    assert summary.groups_done == ["g1"], summary.groups[0].reason
