@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from qbhook.dirfd import open_root
 
-__all__ = ["Space", "space_at", "space_of"]
+__all__ = ["Space", "fits", "space_at", "space_of"]
 
 
 @dataclass(frozen=True)
@@ -49,3 +49,12 @@ def space_at(root: str | os.PathLike, pool: str | os.PathLike | None = None) -> 
         return space_of(fd), os.fstat(fd)
     finally:
         os.close(fd)
+
+
+def fits(need: int, free: int) -> bool:
+    """The one home of "copies fit": ``need`` bytes to copy onto a filesystem with ``free`` bytes
+    free to qbhook's writer (``Space.avail``). No margin: no config sets a reserve
+    (``notify.free_space_below`` only alerts). The planner asks it of each group and of a run's
+    groups together (``planner.finish_run``), the executor of a whole group before it copies
+    and of each file before it is written (``fsops``)."""
+    return need <= free

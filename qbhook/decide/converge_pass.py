@@ -70,7 +70,7 @@ from qbhook.decide.facts import (
 from qbhook.decide.grouping import payload_groups
 from qbhook.decide.heap import collector_paused
 from qbhook.decide.plan import Plan
-from qbhook.decide.planner import finish_run, staying
+from qbhook.decide.planner import finish_run, pool_room, staying
 from qbhook.decide.planning import CatalogUse, ready_catalog
 from qbhook.errors import PathMapError
 from qbhook.paths import normalize
@@ -185,7 +185,7 @@ def convergence_plan(snap: Snapshot, policy: PolicyConfig | None = None) -> Plan
         else:
             converge.report_only(gp, conv)
         plans.append(gp)
-    finish_run(plans, policy)
+    finish_run(plans, policy, pool_room(snap.pools))  # a convergence copies nothing: no room is spent
     return Plan(groups=plans, created_at=snap.now)
 
 

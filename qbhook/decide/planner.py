@@ -37,7 +37,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import posixpath
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from itertools import pairwise
 
@@ -88,6 +88,7 @@ from qbhook.decide.plan import (
 )
 from qbhook.decide.policy import policy_blocks_demote
 from qbhook.paths import is_within
+from qbhook.space import fits
 from qbhook.units import human_bytes as _b
 
 
@@ -106,17 +107,25 @@ def make_plan(snap: Snapshot, policy: PolicyConfig, *, after_event: bool = False
                 _converge_instead(snap, policy, g, gp, build=room > 0)
             room -= gp.actionable
             plans.append(gp)
-        finish_run(plans, policy)
+        finish_run(plans, policy, pool_room(snap.pools))
     return Plan(groups=plans, created_at=snap.now)
 
 
-def finish_run(plans: list[GroupPlan], policy: PolicyConfig) -> None:
+def finish_run(plans: list[GroupPlan], policy: PolicyConfig, room: Mapping[str, int]) -> None:
     """The passes that need every group of a run at once, in their order: groups waiting on
-    another group's move, convergences whose keeper another group moves, then the batch cap.
-    make_plan ends with them; a sweep that plans in chunks runs them once over all its chunks."""
+    another group's move, convergences whose keeper another group moves, groups whose copies no
+    longer fit after the earlier groups' (``room``: each pool's free bytes, ``pool_room``), then
+    the batch cap. make_plan ends with them; a sweep that plans in chunks runs them once over all
+    its chunks, so the space the run's copies take is counted across its chunks."""
     _resolve_cross_group(plans)
     converge.resolve_cross_group(plans)
+    _within_free_space(plans, room)
     _apply_batch_cap(plans, policy.max_groups_per_run)
+
+
+def pool_room(pools: Iterable[PoolFact]) -> dict[str, int]:
+    """Each pool's free bytes as the snapshot read them: what ``finish_run`` spends a run's copies from."""
+    return {p.name: p.free_bytes for p in pools}
 
 
 def _release_freed_heap() -> None:
@@ -263,7 +272,7 @@ def decide(
     steps, copy_bytes, conflicts = build_steps(snap, policy, group, src, tgt, donors)
     if conflicts:
         return _blocked(gp, conflicts)
-    if copy_bytes > tgt.free_bytes:
+    if not fits(copy_bytes, tgt.free_bytes):
         return _blocked(gp, [f"not enough free space on {tgt.name}: needs {_b(copy_bytes)}, has {_b(tgt.free_bytes)}"])
     gp.steps, gp.bytes_to_copy = steps, copy_bytes
     gp.bytes_freed = _bytes_freed(group, snap, inodes)
@@ -938,6 +947,28 @@ def _copied_once(plans: list[GroupPlan]) -> None:
         },
         lambda g, other: f"waits for group {other}, which copies the same content to {g.target_pool} in this run",
     )
+
+
+def _within_free_space(plans: list[GroupPlan], room: Mapping[str, int]) -> None:
+    """The copies of one run fit on their pools together, not each group alone: in plan order each
+    actionable group's bytes to copy (a demote's payload, a promote's small extras) are spent from
+    its target pool's free bytes; a group that no longer fits waits for the next run (skipped),
+    and a later, smaller one may still fit. Each group alone was checked against the whole of
+    the free space (``decide``), so three 1000-byte groups all planned onto a pool with 1500
+    bytes free, and the run filled the pool (R11 #4). A pool missing from ``room`` has no room."""
+    left = dict(room)
+    for g in plans:
+        if not g.actionable or not g.bytes_to_copy:
+            continue  # a convergence, or a move that only links: nothing written
+        pool = g.target_pool or ""
+        free = left.get(pool, 0)
+        if not fits(g.bytes_to_copy, free):
+            g.action, g.steps = Action.SKIP, []
+            g.reason = (
+                f"waits: {_b(g.bytes_to_copy)} to copy, {_b(free)} left on {pool} after earlier groups of this run"
+            )
+            continue
+        left[pool] = free - g.bytes_to_copy
 
 
 def _apply_batch_cap(plans: list[GroupPlan], cap: int) -> None:

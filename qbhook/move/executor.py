@@ -96,6 +96,8 @@ from qbhook.move import fsops, orphans
 from qbhook.move.journal import LEFTOVER_KIND, Journal, RunRow, StepRow, forced_sharers_of, sharers_of
 from qbhook.move.locks import converge_lock, executor_lock, group_lock
 from qbhook.paths import is_within
+from qbhook.space import fits, space_at
+from qbhook.units import human_bytes
 
 if TYPE_CHECKING:
     from qbhook.catalog.store import Catalog
@@ -812,6 +814,7 @@ class Executor:
                 return outcome
             st.deletes_started = self._deleted_before(mine)
             self._check_clients_answer(st, mine)
+            self._check_room(st, mine)
             relocated = {
                 (r.args.get("instance"), r.args.get("torrent"))
                 for _s, step, r in mine
@@ -874,6 +877,35 @@ class Executor:
             st.passing = _passing(e)
             self._fail(st, reason)
             raise _Failure(reason) from e
+
+    def _check_room(self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]]) -> None:
+        """A group not started yet (none of its steps journaled) copies only if all its copies fit,
+        now, on the filesystem of each seeding root they go below (read through its verified
+        descriptor, ``space.space_at``): else it fails here, having written nothing, instead of
+        filling the pool and rolling back part-way (R11 #4: the plan's figure is the snapshot's,
+        and other writers, qBittorrent downloading, spend the same space). ``fsops`` still checks
+        each file as it copies. A resumed group is left to that: the staged part of a copy its
+        crash left would count against it, and only that copy cleans it up."""
+        if any(row is not None for _q, _s, row in mine):
+            return
+        need: dict = {}
+        for _q, s, _r in mine:
+            if isinstance(s, Copy) and s.size:
+                root = next((r for r in self.ctx.seeding_roots if is_within(s.dst, r.path)), None)
+                if root is not None:  # below no seeding root: the copy refuses it, journaled
+                    need[root] = need.get(root, 0) + s.size
+        for root, n in need.items():
+            try:
+                free = space_at(root.path, root.pool)[0].avail
+            except (OSError, FolderRefused) as e:
+                reason = f"not started: the free space of {root.path} cannot be read ({e})"
+            else:
+                if fits(n, free):
+                    continue
+                reason = f"not started: {human_bytes(n)} to copy onto {root.path}, {human_bytes(free)} free"
+            self.log.warning("group %s: %s", st.plan.group_id, reason)
+            self._fail(st, reason)
+            raise _Failure(reason)
 
     def _run_step(self, st: _GroupRun, seq: int, step: Step, row: StepRow | None) -> None:
         gid = st.plan.group_id

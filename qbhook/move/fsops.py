@@ -86,6 +86,7 @@ from qbhook.errors import (
     ViewUnproven,
 )
 from qbhook.paths import RELINK_PREFIX as _RELINK_PREFIX
+from qbhook.space import fits
 from qbhook.units import human_bytes as _human
 
 __all__ = [
@@ -853,7 +854,7 @@ def _check_free_space(folder: Dir, need: int) -> None:
     except OSError:
         return
     free = vfs.f_bavail * vfs.f_frsize
-    if free < need:
+    if not fits(need, free):
         raise OSError(
             errno.ENOSPC,
             f"not enough space on the filesystem of {folder.show()}: needs {_human(need)}, {_human(free)} free",
