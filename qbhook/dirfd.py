@@ -21,6 +21,14 @@ swapped before is refused (``FolderRefused``, naming it and what it is); a missi
 a name too long for any filesystem, or a folder root may not enter: ``_NOTHING_THERE``) means
 nothing is at the path.
 
+A file below a verified folder is opened the same way, by what it is and not by its name
+(``open_file_at``): the name is pinned first (``O_PATH|O_NOFOLLOW``: no open of the thing
+itself, so a device planted there is never opened: a device's open has effects of its own, a
+watchdog arms, a tape rewinds), the pinned inode ``fstat``-ed and refused unless it is a regular
+file (``NotRegular``), then that very inode reopened for reading through ``/proc/self/fd``. A
+hard link is made of the pinned inode the same way (``link_pinned``): a name swapped between the
+check and the act can then neither be opened nor linked.
+
 ``FolderReader`` keeps the descriptors it opened (a bounded number, least recently used
 closed first), so a snapshot opens each folder once and lstat-s each file with one
 ``fstatat`` relative to its folder's descriptor, as the symlink probe it replaces lstat-ed
@@ -42,15 +50,21 @@ from qbhook.paths import normalize
 
 __all__ = [
     "DIR_FLAGS",
+    "EntryChanged",
     "FolderReader",
     "FolderRefused",
     "NotAFolder",
+    "NotRegular",
     "SeedingRoot",
+    "link_pinned",
     "loose_folders_above",
     "open_below",
+    "open_file_at",
     "open_root",
     "open_walked",
+    "pin_file",
     "pinned",
+    "reopen",
     "symlink_on_the_way",
 ]
 
@@ -103,6 +117,103 @@ def open_below(parent_fd: int, name: str | bytes) -> int:
     if st is None or stat_mod.S_ISDIR(st.st_mode):
         raise NotAFolder(name, "changing")  # a symlink a moment ago, a folder (or gone) now
     raise NotAFolder(name, "other")
+
+
+# A descriptor's own inode, reached by path: opening or linking /proc/self/fd/N follows the
+# descriptor, never a name a writer could swap. A module variable: a test stands in for a machine
+# whose /proc is not mounted.
+PROC_FD = "/proc/self/fd/"
+_PIN_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class NotRegular(Exception):
+    """``pin_file`` met something else than a regular file at ``name`` (a FIFO, a device, a socket,
+    a folder); ``mode`` says what (``files.kind``). It was never opened."""
+
+    def __init__(self, name, mode: int):
+        super().__init__(name, mode)
+        self.name, self.mode = name, mode
+
+
+class EntryChanged(OSError):
+    """Without /proc only: the name held another file when it was opened again than when it was
+    pinned (a writer swapped it in between); what was opened is closed again."""
+
+
+def pin_file(name: str | bytes, dir_fd: int | None = None) -> tuple[int, os.stat_result]:
+    """An ``O_PATH`` descriptor of the regular file ``name`` (in the verified folder ``dir_fd``) and
+    its fstat. An O_PATH open opens nothing: no driver's open runs (a device planted at the name
+    is refused before anything happens to it), no FIFO blocks, no byte is read. A symbolic link is
+    OSError ELOOP (what an O_NOFOLLOW open says), anything else not a regular file NotRegular,
+    nothing there FileNotFoundError."""
+    fd = os.open(name, _PIN_FLAGS, dir_fd=dir_fd)
+    try:
+        st = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat_mod.S_ISREG(st.st_mode):
+        os.close(fd)
+        if stat_mod.S_ISLNK(st.st_mode):
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), os.fsdecode(name))
+        raise NotRegular(name, st.st_mode)
+    return fd, st
+
+
+def reopen(
+    pin: int, st: os.stat_result, flags: int, name: str | bytes, dir_fd: int | None
+) -> tuple[int, os.stat_result]:
+    """The inode pinned as ``pin`` (fstat ``st``, from ``pin_file`` of ``name`` in ``dir_fd``) opened
+    with ``flags`` (read-only ones), and the new descriptor's fstat: through /proc/self/fd, so it is
+    that inode whatever the name holds now (checked: same st_dev and st_ino).
+
+    Without /proc (not mounted: a bare chroot) the name is opened again (O_NOFOLLOW, O_NONBLOCK,
+    O_NOCTTY: a FIFO cannot hang it, a terminal cannot become the controlling one) and must be the
+    pinned inode, else EntryChanged. A device swapped in between the pin and that open is then
+    opened before it is refused: the window today's code had, left only where /proc is missing."""
+    flags = (flags & ~os.O_NOFOLLOW) | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(PROC_FD + str(pin), flags)
+    except FileNotFoundError:
+        if os.path.isdir(PROC_FD):
+            raise
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    try:
+        now = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+        os.close(fd)
+        raise EntryChanged(errno.EAGAIN, "changed while it was being opened", os.fsdecode(name))
+    return fd, now
+
+
+def open_file_at(name: str | bytes, dir_fd: int | None, flags: int) -> tuple[int, os.stat_result]:
+    """The regular file ``name`` in the verified folder ``dir_fd`` (None: ``name`` is a path, never
+    followed at its end) opened with ``flags``, and its fstat: pinned, checked, reopened
+    (``pin_file``, ``reopen``: their errors). The one way root opens a file others may plant."""
+    pin, st = pin_file(name, dir_fd)
+    try:
+        return reopen(pin, st, flags, name, dir_fd)
+    finally:
+        os.close(pin)
+
+
+def link_pinned(pin: int, dst: bytes, dst_dir_fd: int, name: bytes, dir_fd: int) -> None:
+    """Hard-link the inode pinned as ``pin`` (``pin_file`` of ``name`` in ``dir_fd``) as ``dst`` in the
+    verified folder ``dst_dir_fd``: linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N links exactly the
+    open inode, so a name swapped after its check is never linked (FileNotFoundError: the pinned
+    file lost its last name meanwhile). Errors as os.link's (FileExistsError, EXDEV).
+
+    Without /proc the name is linked (never followed), as before pinning: a swap in between is
+    then seen only after the link, by the caller's look at what it made."""
+    try:
+        os.link(PROC_FD + str(pin), dst, dst_dir_fd=dst_dir_fd, follow_symlinks=True)
+    except FileNotFoundError:
+        if os.path.isdir(PROC_FD):
+            raise
+        os.link(name, dst, src_dir_fd=dir_fd, dst_dir_fd=dst_dir_fd, follow_symlinks=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qbhook.dirfd import FolderRefused, open_root, open_walked
+from qbhook.dirfd import FolderRefused, NotRegular, open_file_at, open_root, open_walked
 from qbhook.errors import FilesystemIdError
 from qbhook.paths import is_within
 
@@ -226,16 +226,16 @@ _MARKER_VALUE = re.compile(r"[0-9A-Za-z-]{1,64}")
 
 
 def _read_marker(dfd: int) -> tuple[bool, str | None]:
-    """(something is there, the id it holds if it is a regular file with a valid id)."""
+    """(something is there, the id it holds if it is a regular file with a valid id). Whoever
+    writes the mount's root folder can plant anything at the name: a device there is refused
+    without being opened (``dirfd.open_file_at``: pinned, checked, then reopened)."""
     try:
-        fd = os.open(MARKER_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+        fd, _st = open_file_at(MARKER_NAME, dfd, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return False, None
-    except OSError:
-        return True, None  # a symlink (ELOOP) or unreadable: not a marker, and not ours to replace
+    except (NotRegular, OSError):
+        return True, None  # a device, a FIFO, a symlink (ELOOP) or unreadable: not a marker, not ours to replace
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return True, None
         val = os.read(fd, 256).decode("ascii", "replace").strip()
     except OSError:
         return True, None

@@ -34,7 +34,6 @@ import logging
 import os
 import queue
 import signal
-import stat
 import subprocess
 import sys
 import threading
@@ -45,7 +44,7 @@ from typing import TYPE_CHECKING
 
 import blake3
 
-from qbhook.dirfd import MAX_OPEN, FolderReader, FolderRefused
+from qbhook.dirfd import MAX_OPEN, FolderReader, FolderRefused, NotRegular, open_file_at
 from qbhook.files import kind
 from qbhook.progress import Throughput
 
@@ -226,9 +225,9 @@ def settled(mtime_ns: int, ctime_ns: int, margin_s: float, now: float) -> bool:
 
 
 # O_NOATIME spares a metadata write per file read; it needs ownership or CAP_FOWNER (root).
-# O_NONBLOCK: opening a FIFO for reading blocks until a writer appears (forever, in
-# practice), and a device's open can block too; with it the open returns at once and the
-# fstat below refuses the thing. On a regular file O_NONBLOCK changes nothing.
+# O_NONBLOCK: the file is opened only once its pin proved it regular (``open_regular``), where
+# O_NONBLOCK changes nothing; it stays for the fallback without /proc, where the name is opened
+# again and a FIFO swapped in meanwhile must not hang that open.
 _READ_FLAGS = (
     os.O_RDONLY
     | os.O_NOFOLLOW
@@ -245,21 +244,17 @@ class NotRegularFile(OSError):
 def open_regular(path: bytes | str, dir_fd: int | None = None) -> tuple[int, os.stat_result]:
     """Open ``path`` for reading only if it is a regular file (never through a symlink).
 
-    Returns the descriptor and its fstat. The type is checked on the opened descriptor, so
-    a file swapped for a FIFO between a caller's lstat and this open is still refused, and
-    nothing is read before the check. Costs no extra system call: callers use the stat.
+    Returns the descriptor and its fstat. The type is checked before anything is opened
+    (``dirfd.open_file_at``: the name pinned with O_PATH, its inode checked, then that inode
+    reopened), so a FIFO or a device planted at the name, or swapped in after a caller's lstat,
+    is refused without being opened (a device's open has effects: a watchdog arms, a tape
+    rewinds), and nothing is read before the check. Callers use the stat it returns.
     ``dir_fd``: ``path`` is a name in that verified folder (``qbhook.dirfd``), not resolved again.
     """
-    fd = os.open(path, _READ_FLAGS, dir_fd=dir_fd)
     try:
-        st = os.fstat(fd)
-    except BaseException:
-        os.close(fd)
-        raise
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise NotRegularFile(errno.EINVAL, f"not a regular file ({kind(st.st_mode)})", os.fsdecode(path))
-    return fd, st
+        return open_file_at(path, dir_fd, _READ_FLAGS)
+    except NotRegular as e:
+        raise NotRegularFile(errno.EINVAL, f"not a regular file ({kind(e.mode)})", os.fsdecode(path)) from None
 
 
 def hash_fd(fd: int, hasher=None, size: int | None = None) -> bytes:

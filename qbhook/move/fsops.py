@@ -16,7 +16,10 @@ is opened with ``O_DIRECTORY|O_NOFOLLOW`` relative to its verified parent and
 ``fstat``-ed (a real folder, on the root's filesystem for anything written or
 deleted). Every check and the final act then name only the last entry,
 relative to that same descriptor (``fstatat(AT_SYMLINK_NOFOLLOW)``, then
-``unlinkat``/``linkat``/``openat(O_NOFOLLOW)``/``mkdirat``; nothing is ever
+``unlinkat``/``linkat``/``openat(O_NOFOLLOW)``/``mkdirat``; a file read or linked from is
+first pinned (``O_PATH|O_NOFOLLOW``), checked on the pin's fstat, and then opened or linked
+through ``/proc/self/fd`` (``dirfd.open_file_at``, ``dirfd.link_pinned``): a device planted at
+the name is never opened, and what is linked is the inode checked; nothing is ever
 renamed over a name, except by ``relink_over`` (and its batch form ``Relinker``): same-pool convergence puts a link
 of proven-equal content over a seeding entry, atomically). Sources that are only
 read or linked from may cross a mount below a pool root (a nested dataset), never
@@ -75,7 +78,19 @@ import blake3
 
 from qbhook.catalog import hashing
 from qbhook.catalog.fsid import is_zfs
-from qbhook.dirfd import FolderRefused, NotAFolder, SeedingRoot, open_below, open_root, pinned
+from qbhook.dirfd import (
+    EntryChanged,
+    FolderRefused,
+    NotAFolder,
+    NotRegular,
+    SeedingRoot,
+    link_pinned,
+    open_below,
+    open_file_at,
+    open_root,
+    pin_file,
+    pinned,
+)
 from qbhook.errors import (
     HoldingGone,
     LastCopyKept,
@@ -373,17 +388,19 @@ class Dir:
         except FileNotFoundError:
             return None
 
-    def open_file(self, name: bytes, flags: int = hashing._READ_FLAGS) -> int:
-        """A regular file in this folder, opened for reading without following a symlink.
+    def open_file(self, name: bytes, flags: int = hashing._READ_FLAGS) -> tuple[int, os.stat_result]:
+        """A regular file in this folder, opened for reading without following a symlink, and its fstat.
 
-        O_NONBLOCK: a FIFO swapped in after the lstat must not hang the open (it changes
-        nothing for a regular file); anything but a regular file is refused here.
+        Pinned and checked before it is opened (``dirfd.open_file_at``): a device or FIFO at the
+        name, swapped in after any lstat, is refused (UnsafeOperation) without being opened; a
+        symlink is OSError ELOOP, as an O_NOFOLLOW open says.
         """
-        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=self.fd)
-        if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise UnsafeOperation(f"{self.show(name)} is not a regular file")
-        return fd
+        try:
+            return open_file_at(name, self.fd, flags)
+        except NotRegular:
+            raise UnsafeOperation(f"{self.show(name)} is not a regular file") from None
+        except EntryChanged:
+            raise UnsafeOperation(f"{self.show(name)} was swapped for another file while qbhook opened it") from None
 
     def up(self, expect: os.stat_result) -> Dir | None:
         """This folder's parent, reached through its own ``..`` and proven to be the folder
@@ -695,9 +712,8 @@ def _content_digest(
     if cached is not None:
         return cached
     shown = d.show(name)
-    fd = d.open_file(name)
+    fd, before = d.open_file(name)
     try:
-        before = os.fstat(fd)
         digest = hashing.hash_fd(fd)
         after = os.fstat(fd)
     finally:
@@ -952,20 +968,24 @@ def _open_source(src, roots) -> tuple[int, str | None]:
     """The copy source, opened read-only through verified folders (reads may cross a nested
     dataset), and its folder's fs_path (Dir.fs_path_for: None if the file is on another filesystem).
     With hashing's flags: O_NOATIME as root, since a library may link the source and a read must
-    not change its metadata."""
-    parent, name = _reading_parent(src, roots, f"copy source {os.fsdecode(_p(src))}")
+    not change its metadata. Pinned and checked before it is opened (``dirfd.open_file_at``): a
+    device planted at the source is refused without being opened."""
+    shown = os.fsdecode(_p(src))
+    parent, name = _reading_parent(src, roots, f"copy source {shown}")
     with parent:
         try:
-            fd = parent.open_file(name)
-            return fd, parent.fs_path_for(os.fstat(fd))
+            fd, st = open_file_at(name, parent.fd, hashing._READ_FLAGS)
         except FileNotFoundError:
-            raise VerificationFailed(f"copy source {os.fsdecode(_p(src))} is missing") from None
+            raise VerificationFailed(f"copy source {shown} is missing") from None
+        except NotRegular:
+            raise UnsafeOperation(f"copy source {shown} is not a regular file") from None
+        except EntryChanged:
+            raise UnsafeOperation(f"copy source {shown} was swapped for another file while qbhook opened it") from None
         except OSError as e:
             if e.errno == errno.ELOOP:
-                raise UnsafeOperation(f"copy source {os.fsdecode(_p(src))} is a symlink") from None
+                raise UnsafeOperation(f"copy source {shown} is a symlink") from None
             raise
-        except UnsafeOperation:
-            raise UnsafeOperation(f"copy source {os.fsdecode(_p(src))} is not a regular file") from None
+        return fd, parent.fs_path_for(st)
 
 
 def copy_verified(
@@ -1131,24 +1151,34 @@ def _source_held_still(src_fd: int, sst: os.stat_result, written: int, expected_
 
 def _source_digest(src, roots, catalog) -> bytes:
     """The source's content hash as it is now (the catalog's, if still valid for its stat, else read)."""
-    with _regular_file(src, roots, "copy source") as (sdir, sname, sst):
+    with _regular_file(src, roots, "copy source") as (sdir, sname, _pin, sst):
         return _content_digest(sdir, sname, sst, catalog)
 
 
 @contextmanager
-def _regular_file(path, roots, what: str) -> Iterator[tuple[Dir, bytes, os.stat_result]]:
-    """(its verified folder, name, lstat) of the regular file at ``path`` below ``roots`` (reads may
-    cross a nested dataset); VerificationFailed if it is missing, UnsafeOperation if it is anything
-    but a regular file. ``what`` names it in the message ("copy source", "link source")."""
+def _regular_file(path, roots, what: str) -> Iterator[tuple[Dir, bytes, int, os.stat_result]]:
+    """(its verified folder, name, an O_PATH pin of it, the pin's fstat) of the regular file at
+    ``path`` below ``roots`` (reads may cross a nested dataset); VerificationFailed if it is missing,
+    UnsafeOperation if it is anything but a regular file (never opened: ``dirfd.pin_file``). ``what``
+    names it in the message ("copy source", "link source"). An act on the file goes through the
+    pin (``dirfd.link_pinned``), so it acts on the inode checked, not on what the name holds then."""
     shown = os.fsdecode(_p(path))
     parent, name = _reading_parent(path, roots, f"{what} {shown}")
     with parent:
-        st = parent.lstat(name)
-        if st is None:
-            raise VerificationFailed(f"{what} {shown} is missing")
-        if not stat_mod.S_ISREG(st.st_mode):
-            raise UnsafeOperation(f"{what} {shown} is not a regular file")
-        yield parent, name, st
+        try:
+            pin, st = pin_file(name, parent.fd)
+        except FileNotFoundError:
+            raise VerificationFailed(f"{what} {shown} is missing") from None
+        except NotRegular:
+            raise UnsafeOperation(f"{what} {shown} is not a regular file") from None
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            raise UnsafeOperation(f"{what} {shown} is not a regular file") from None
+        try:
+            yield parent, name, pin, st
+        finally:
+            os.close(pin)
 
 
 def _remember_source_digest(catalog, fs_path: str | None, src_fd: int, sst: os.stat_result, digest: bytes) -> bool:
@@ -1207,7 +1237,7 @@ def link_into(
     tagger rewrote in place at the same size).
     """
     src_shown, dst_shown = os.fsdecode(_p(src)), os.fsdecode(_p(dst))
-    with _regular_file(src, roots if src_roots is None else src_roots, "link source") as (sdir, sname, sst):
+    with _regular_file(src, roots if src_roots is None else src_roots, "link source") as (sdir, sname, pin, sst):
         if size is not None and sst.st_size != size:
             raise VerificationFailed(f"link source {src_shown} has {sst.st_size} bytes, expected {size}")
         if verify_source and _content_digest(sdir, sname, sst, catalog) != _digest(blake3_hex, sst.st_size):
@@ -1230,7 +1260,9 @@ def link_into(
                         raise UnsafeOperation(f"different content at {dst_shown}: refusing to replace it")
                     return Act(ActStatus.PRESENT, st)
                 try:
-                    os.link(sname, dname, src_dir_fd=sdir.fd, dst_dir_fd=ddir.fd, follow_symlinks=False)
+                    # The inode checked, not what the source's name holds now (a writer may have
+                    # renamed a hard link of a library file over it since the check).
+                    link_pinned(pin, dname, ddir.fd, sname, sdir.fd)
                 except FileExistsError:
                     continue  # raced with another writer: judge what is there now
                 except OSError as e:
@@ -1242,8 +1274,21 @@ def link_into(
                     raise
                 # The new name must be the source's inode before anyone records or builds on it:
                 # a writer of the folder could rename another file over it right after the link.
-                return Act(ActStatus.LINKED, _made_is(ddir, dname, sst, dst_shown), before=sst)
+                # The link was of the pinned inode, so another inode there was put there after it.
+                return Act(ActStatus.LINKED, _linked_is(ddir, dname, sst, dst_shown), before=sst)
     raise UnsafeOperation(f"{dst_shown} keeps changing under us")
+
+
+def _linked_is(d: Dir, name: bytes, want: os.stat_result, shown: str) -> os.stat_result:
+    """``_made_is`` for a link of a pinned inode (``dirfd.link_pinned``): the link made was that
+    inode, so another one at the name was put there after the link, by a writer of that folder."""
+    now = d.lstat(name)
+    if now is None or (now.st_dev, now.st_ino) != (want.st_dev, want.st_ino):
+        raise UnsafeOperation(
+            f"{shown} was replaced right after qbhook linked it: another file took the name of the link",
+            hint="something is renaming files in that folder; look at it, then re-plan",
+        )
+    return now
 
 
 def _made_is(d: Dir, name: bytes, want: os.stat_result, shown: str) -> os.stat_result:
@@ -1348,8 +1393,26 @@ def _drop_leftover(parent: Dir, name: bytes, ino: int) -> None:
         pass  # not qbhook's, or not to be had: the refusal is what the caller needs to hear
 
 
-def _link_temp(kdir: Dir, kname: bytes, parent: Dir, tmp: bytes, why: str) -> None:
-    """Link the kept inode as ``tmp`` in ``parent``, through both verified descriptors.
+def _pin_kept(kdir: Dir, kname: bytes, kept: tuple, why: str) -> int:
+    """An O_PATH pin of the copy to keep (``dirfd.pin_file``) whose fstat is still ``kept``
+    (``_content_stat``); UnsafeOperation if it is gone, no longer a regular file, or changed."""
+    try:
+        pin, kpre = pin_file(kname, kdir.fd)
+    except (FileNotFoundError, NotRegular):
+        pin, kpre = -1, None
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        pin, kpre = -1, None
+    if kpre is None or _content_stat(kpre) != kept:
+        if pin >= 0:
+            os.close(pin)
+        raise UnsafeOperation(f"{why}: the copy to keep changed during the checks", hint="re-plan")
+    return pin
+
+
+def _link_temp(kpin: int, kdir: Dir, kname: bytes, parent: Dir, tmp: bytes, why: str) -> None:
+    """Link the kept inode (pinned as ``kpin``: ``dirfd.link_pinned``) as ``tmp`` in ``parent``.
 
     The name is normally free, so it is only looked at when the link finds it taken: a crashed
     attempt's leftover (a spare link) is removed and the link made again; anything else there
@@ -1358,7 +1421,7 @@ def _link_temp(kdir: Dir, kname: bytes, parent: Dir, tmp: bytes, why: str) -> No
     """
     for again in (False, True):
         try:
-            os.link(kname, tmp, src_dir_fd=kdir.fd, dst_dir_fd=parent.fd, follow_symlinks=False)
+            link_pinned(kpin, tmp, parent.fd, kname, kdir.fd)
             return
         except FileExistsError:
             if again:
@@ -1909,11 +1972,14 @@ def _relink_at(
     # The kept inode once more, right before the link: its content was proven for ``kst``, taken
     # before the victim was read (minutes for a large file). A library file rewritten meanwhile
     # (a tagger; ``touch -r`` restores the mtime, never the ctime) must not reach the torrent's name.
-    kept, kpre = _content_stat(kst), kdir.lstat(kname)
-    if kpre is None or _content_stat(kpre) != kept:
-        raise UnsafeOperation(f"{why}: the copy to keep changed during the checks", hint="re-plan")
-
-    _link_temp(kdir, kname, parent, tmp, why)
+    # Pinned (O_PATH) for that look: the temporary link is made of the inode looked at, never of
+    # what a writer of the keep's folder renamed over its name after the look.
+    kept = _content_stat(kst)
+    kpin = _pin_kept(kdir, kname, kept, why)
+    try:
+        _link_temp(kpin, kdir, kname, parent, tmp, why)
+    finally:
+        os.close(kpin)
     try:
         tst = parent.lstat(tmp)
         if tst is None or (tst.st_dev, tst.st_ino) != (kst.st_dev, kst.st_ino):
@@ -2643,11 +2709,26 @@ def _link_back(hold: Dir, parent: Dir, name: bytes, hst: os.stat_result, path_s:
 
 def _link_same(src: Dir, dst: Dir, name: bytes, st: os.stat_result) -> bool:
     """Link ``src/name`` (the inode ``st``) as ``dst/name``; True also when that name already is
-    this inode (an earlier attempt got that far), False when it holds another file."""
+    this inode (an earlier attempt got that far), False when it holds another file, or when
+    ``src/name`` is no longer ``st``: then nothing is linked. The link is of the inode pinned and
+    checked (``dirfd.link_pinned``): an entry swapped after the caller's last look is never linked
+    into holding (it used to leave a stray link of the swapped-in file there)."""
     try:
-        os.link(name, name, src_dir_fd=src.fd, dst_dir_fd=dst.fd, follow_symlinks=False)
+        pin, now = pin_file(name, src.fd)
+    except (FileNotFoundError, NotRegular):
+        return False
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        return False
+    try:
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            return False
+        link_pinned(pin, name, dst.fd, name, src.fd)
     except FileExistsError:
         pass
+    finally:
+        os.close(pin)
     # Looked at after a fresh link too: the caller unlinks the other name next, and if a writer
     # renamed another file over this one meanwhile, that would leave no link of ``st`` but the
     # swapped-in file standing where the journal says ``st`` is.

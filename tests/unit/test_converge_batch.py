@@ -370,7 +370,9 @@ def test_the_batch_prefetch_reads_the_same_rows_as_the_one_by_one_lookup(world):
 
 def test_a_relink_looks_through_its_held_folders_seven_times_and_never_resolves_a_path_again(world, monkeypatch):
     # Every check stays (the keeper, the victim, the keeper again right before the link, the fresh
-    # temporary link, both once more right before the rename) and one look after it, which the
+    # temporary link, both once more right before the rename; the keeper's look right before the
+    # link is its pin, an O_PATH open and fstat: the temporary link is made of that inode, R8) and
+    # one look after it, which the
     # catalog records and the batch's later relinks onto the same inode reuse. What went: a look
     # for a crashed attempt's temporary name (the link itself finds it taken), a second look at
     # the keeper after the rename, and the catalog's lstat of each relinked path by name (on a
@@ -378,8 +380,9 @@ def test_a_relink_looks_through_its_held_folders_seven_times_and_never_resolves_
     w = world
     plan, pairs = _dups(w, 6, cache=True)
     looks, by_path = [], []
-    real = fsops.Dir.lstat
+    real, real_pin = fsops.Dir.lstat, fsops.pin_file
     monkeypatch.setattr(fsops.Dir, "lstat", lambda self, name: looks.append(name) or real(self, name))
+    monkeypatch.setattr(fsops, "pin_file", lambda name, d=None: looks.append(name) or real_pin(name, d))
     real_lstat = store_mod.os.lstat
 
     def path_lstat(p, *a, **k):

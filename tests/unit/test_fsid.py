@@ -1,4 +1,5 @@
 import os
+import stat
 import subprocess
 
 import pytest
@@ -220,3 +221,23 @@ def test_a_fuse_mount_a_user_made_never_names_a_dataset_or_a_device(monkeypatch)
     ident = identify(dev=forged.dev, mounts=[forged])
     assert ident.fsid == "mount:user:fuse.zfs:stash:/stash" and ident.kind == "mount"
     assert parse_mountinfo("46 27 0:41 / /stash rw - fuse.zfs stash rw,user_id=0,group_id=0\n")[0].trusted
+
+
+def test_a_device_at_the_marker_name_is_refused_without_being_opened(tmpfs, monkeypatch):
+    # R8: whoever writes the mount's root can mknod there (root in a container may); opening a
+    # device has effects of its own (a watchdog arms, a tape rewinds). c 1 3 (null) stands in.
+    if os.geteuid() != 0:
+        pytest.skip("mknod needs root")
+    pool = tmpfs("pool")
+    os.mknod(pool / MARKER_NAME, 0o644 | stat.S_IFCHR, os.makedev(1, 3))
+    opened, real = [], os.open
+
+    def spy(path, flags, *a, dir_fd=None, **kw):
+        fd = real(path, flags, *a, dir_fd=dir_fd, **kw)
+        if not flags & os.O_PATH and stat.S_ISCHR(os.fstat(fd).st_mode):
+            opened.append(path)
+        return fd
+
+    monkeypatch.setattr(os, "open", spy)
+    assert identify(pool, marker_roots=[pool]).kind == "mount"
+    assert opened == [] and stat.S_ISCHR(os.lstat(pool / MARKER_NAME).st_mode)  # left alone

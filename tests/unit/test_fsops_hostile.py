@@ -430,7 +430,7 @@ def test_link_into_refuses_a_name_swapped_right_after_the_link(fs2, monkeypatch)
     src = write(seed_s / "A/f.bin", b"payload")
     intruder = write(seed_s / "B/g.bin", b"evil!!!")
     swapped = _swap_after_link(monkeypatch, "f.bin", intruder)
-    with pytest.raises(UnsafeOperation, match="changed right after qbhook made it"):
+    with pytest.raises(UnsafeOperation, match="replaced right after qbhook linked it"):
         fsops.link_into(src, seed_s / "view/f.bin", roots=(seed_s,))
     assert swapped
     assert Path(seed_s / "view/f.bin").read_bytes() == b"evil!!!"  # left as the writer made it
@@ -438,7 +438,9 @@ def test_link_into_refuses_a_name_swapped_right_after_the_link(fs2, monkeypatch)
 
 def test_a_hold_of_an_entry_swapped_right_after_its_last_look_keeps_it_in_place(fs2, monkeypatch):
     """Finding C: the entry swapped between the last look and the link into holding. The hold used to
-    link the swapped-in file into holding and unlink its only seeding name, journaling the planned inode."""
+    link the swapped-in file into holding and unlink its only seeding name, journaling the planned inode.
+    Then it left a stray link of the swapped-in file in holding; now (R8) the hold links the inode it
+    pinned and checked, so the swapped-in file is never linked there."""
     _stash, _pool, seed_s, _seed_p, _cat = fs2
     a, _b, _keep, kw = _doomed(fs2)
     intruder = write(seed_s / "C/g.bin", b"payload" * 100)  # same size and content: no other check objects
@@ -452,7 +454,8 @@ def test_a_hold_of_an_entry_swapped_right_after_its_last_look_keeps_it_in_place(
     monkeypatch.setattr(fsops, "_same_inode_still", last_look_then_swap)
     with pytest.raises(UnsafeOperation, match="swapped"):
         fsops.safe_unlink(a, **kw, hold_run=5)
-    assert os.lstat(a).st_ino == os.lstat(fsops.holding_path(a, seed_s, 5)).st_ino != kw["ino"]
+    assert os.lstat(a).st_ino != kw["ino"] and os.lstat(a).st_nlink == 1
+    assert not os.path.lexists(fsops.holding_path(a, seed_s, 5))  # nothing linked into holding
     assert a.read_bytes() == b"payload" * 100  # the swapped-in file keeps its seeding name
 
 
