@@ -275,7 +275,12 @@ def parse_address(address: str) -> tuple[int, Any]:
     host, sep, port = addr.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ValueError(f"not an SCGI address (unix socket path or host:port): {address!r}")
-    return socket.AF_INET, (host.strip("[]"), int(port))
+    if host.startswith("[") and host.endswith("]") and ":" in host:
+        # [::1]:5000 is IPv6: connected as AF_INET, "::1" was no host at all.
+        return socket.AF_INET6, (host[1:-1], int(port))
+    if ":" in host or "[" in host or "]" in host:
+        raise ValueError(f"not an SCGI address (an IPv6 address goes in brackets: [::1]:5000): {address!r}")
+    return socket.AF_INET, (host, int(port))
 
 
 # --------------------------------------------------------------------------- loading
@@ -292,8 +297,13 @@ def find_config_path(explicit: str | os.PathLike | None) -> Path:
     if env:
         return Path(env)
     for cand in DEFAULT_CONFIG_PATHS:
-        if Path(cand).exists():
-            return Path(cand)
+        try:
+            os.stat(cand)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as e:  # /etc/qbhook 0700 for another user: Path.exists raised (Python 3.11)
+            raise ConfigError(None, f"cannot read {cand}: {e.strerror}") from None
+        return Path(cand)
     raise ConfigError(
         None,
         "no configuration file found",
@@ -323,10 +333,37 @@ def load_config(path: str | os.PathLike, env: dict[str, str] | None = None, *, s
     return replace(cfg, source=Path(os.path.abspath(path)))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping: PyYAML keeps the last silently, so a
+    second ``pools.stash`` managed another folder and a second ``policy:`` dropped the first's
+    ``auto_apply``."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *base`: keys given beside it override the merged ones, as meant
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark)
+                except TypeError:
+                    continue  # an unhashable key: construct_mapping below names it
+                if first is not key_node.start_mark:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"key {_got(key)} is repeated (first on line {first.line + 1}); each key may appear once",
+                        key_node.start_mark,
+                    )
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_yaml(text: str, name: str = "config") -> Any:
-    """YAML text to plain data; any parser failure is one ConfigError line with its position."""
+    """YAML text to plain data; any parser failure is one ConfigError line with its position.
+    A key repeated in one mapping is such a failure (``_UniqueKeyLoader``)."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
@@ -532,14 +569,37 @@ def http_url(value: Any, key: str) -> str:
     if not isinstance(value, str) or not value.startswith(("http://", "https://")):
         raise ConfigError(key, f"must be an http(s) URL (got {_got(value)})")
     url = text(value, key)
-    parts = urlsplit(url)
-    if not parts.hostname or any(c.isspace() or ord(c) < 32 for c in url):
+    try:
+        # urlsplit and .hostname raise ValueError for a bracketed host that is not closed
+        # (http://[::1) or not an IPv6 address (http://[zz]:80).
+        hostname = urlsplit(url).hostname
+    except ValueError:
+        hostname = None
+    if not hostname or any(c.isspace() or ord(c) < 32 for c in url):
         raise ConfigError(key, f"must be an http(s) URL with a host and no spaces (got {_got(url)})")
     try:
-        parts.port  # noqa: B018  (raises for a port out of range or not a number)
+        port = urlsplit(url).port  # raises for a port out of range or not a number
     except ValueError:
-        raise ConfigError(key, f"has no valid port: 1 to 65535 (got {_got(url)})") from None
+        port = 0
+    if port == 0:  # None: no port given; 0 is no port anything listens on
+        raise ConfigError(key, f"has no valid port: 1 to 65535 (got {_got(url)})")
     return url
+
+
+def shown_url(url: str) -> str:
+    """A client URL as it may be shown (an error line, a retry log, ``config check``): the password
+    of ``http://user:password@host`` masked. Kept in the URL itself (requests sends it as HTTP
+    Basic auth, for a proxy in front of the Web UI), and printed by every unreachable-client line."""
+    from urllib.parse import urlsplit  # here: only a client's URL needs it
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return parts._replace(netloc=f"{userinfo.partition(':')[0]}:********@{host}").geturl()
 
 
 def text(value: Any, key: str) -> str:
@@ -907,6 +967,9 @@ def _scgi_address(v: Any, key: str) -> str:
 
     if not isinstance(v, str) or not v.strip():
         raise ConfigError(key, f"must be a unix socket path or host:port (got {v!r})")
+    if any(not c.isprintable() for c in v):
+        # a NUL is refused by connect(2) at every call; a newline is no socket anyone made
+        raise ConfigError(key, f"must not contain a control character (got {_got(v)})")
     try:
         _family, where = parse_address(v)
         if isinstance(where, tuple) and not 0 < where[1] < 65536:
@@ -1121,14 +1184,14 @@ def check_paths(cfg: Config) -> list[str]:
     problems = []
     for p in cfg.pools:
         # A pool path through a symlink never gets here: loading the config refuses it.
-        if not p.path.is_dir():
-            problems.append(f"pools.{p.name}.path: {p.path} does not exist or is not a folder (is the pool mounted?)")
+        if why := _not_a_folder(p.path):
+            problems.append(f"pools.{p.name}.path: {why}")
         else:
             for r in p.seeding_roots:
                 why = _seeding_root_problem(p, r)
                 if why:
                     problems.append(f"seeding_roots.{p.name}: {why}")
-    if all(p.path.is_dir() for p in cfg.pools):
+    if not any(_not_a_folder(p.path) for p in cfg.pools):
         devs = {}
         for p in cfg.pools:
             devs.setdefault(os.stat(p.path).st_dev, []).append(p.name)
@@ -1141,14 +1204,18 @@ def check_paths(cfg: Config) -> list[str]:
     for c in cfg.clients:
         if isinstance(c, RtorrentConfig) and c.scgi.removeprefix("scgi://").startswith("/"):
             sock = Path(c.scgi.removeprefix("scgi://"))
-            if not sock.exists():
+            try:
+                os.stat(sock)
+            except (FileNotFoundError, NotADirectoryError):
                 problems.append(
                     f"rtorrent {c.name}: SCGI socket {sock} does not exist "
                     "(is rtorrent running with network.scgi.open_local at this path?)"
                 )
+            except OSError as e:
+                problems.append(f"rtorrent {c.name}: cannot look at SCGI socket {sock}: {e.strerror}")
     parent = cfg.catalog.parent
-    if not parent.is_dir():
-        problems.append(f"catalog: folder {parent} does not exist (create it: mkdir -p {parent})")
+    if why := _not_a_folder(parent, "(create it: mkdir -p {})"):
+        problems.append(f"catalog: folder {why}" if why.startswith(str(parent)) else f"catalog: {why}")
     else:
         try:
             mode = os.stat(cfg.catalog).st_mode  # followed, as catalog.db opens it
@@ -1165,6 +1232,19 @@ def check_paths(cfg: Config) -> list[str]:
     if cfg.lock_dir is not None:
         problems.extend(_lock_dir_problems(cfg.lock_dir))
     return problems
+
+
+def _not_a_folder(path: Path, missing: str = "(is the pool mounted?)") -> str | None:
+    """Why ``path`` is no folder to use, or None: missing (``missing``, with ``{}`` for the path,
+    says what to do), not a folder, or not to be looked at (a folder above this user may not enter,
+    a name too long: Python 3.11's ``Path.is_dir`` raised for those)."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return f"{path} does not exist {missing.format(path)}"
+    except OSError as e:
+        return f"cannot look at {path}: {e.strerror}"
+    return None if stat.S_ISDIR(st.st_mode) else f"{path} is not a folder"
 
 
 def _seeding_root_problem(pool: PoolConfig, root: Path) -> str | None:
@@ -1234,7 +1314,7 @@ def describe(cfg: Config) -> dict:
         "qbittorrent": [
             {
                 "name": q.name,
-                "url": q.url,
+                "url": shown_url(q.url),
                 "username": q.username,
                 "password": mask(q.password),
                 "password_env": q.password_env,
@@ -1253,7 +1333,7 @@ def describe(cfg: Config) -> dict:
                 "path_map": [{"client": a, "host": b} for a, b in c.path_map],
             }
             if isinstance(c, RtorrentConfig)
-            else {"type": c.type, "name": c.name, "url": c.url}
+            else {"type": c.type, "name": c.name, "url": shown_url(c.url)}
             for c in cfg.clients
         ],
         "policy": {f.name: getattr(cfg.policy, f.name) for f in fields(cfg.policy)},

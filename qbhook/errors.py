@@ -123,6 +123,13 @@ class CatalogUnwritable(CatalogError):
     exit_code = ExitCode.IO_ERROR
 
 
+class CatalogMisplaced(CatalogError):
+    """``catalog:`` names what cannot be a catalog (a folder, a FIFO, /dev/null), or a catalog of a
+    newer schema than this qbhook knows: the config, or the qbhook installed, must change (78)."""
+
+    exit_code = ExitCode.CONFIG
+
+
 class CatalogUpgraded(CatalogError):
     """A newer qbhook migrated the catalog under a running ``serve``, whose code would go on writing
     the old schema's way (R17: records moved to a table by a migration, written where no one reads

@@ -23,6 +23,7 @@ from qbhook.catalog.schema import FIRST_TABLES, MIGRATIONS
 from qbhook.errors import (
     CatalogDamaged,
     CatalogError,
+    CatalogMisplaced,
     CatalogMissing,
     CatalogUnwritable,
     CatalogUpgraded,
@@ -83,7 +84,7 @@ def connect(
     is still not made anew."""
     path = Path(path)
     create = create and not readonly
-    if create and not path.parent.is_dir():
+    if create and not _is_folder(path.parent):
         raise CatalogError(
             f"catalog folder {path.parent} does not exist",
             hint=f"create it (mkdir -p {path.parent}) or set 'catalog:' in the config",
@@ -97,10 +98,10 @@ def connect(
         if not create:
             raise CatalogMissing(path) from None
         st = None  # a new catalog: SQLite creates it
-    except OSError as e:
-        raise CatalogError(f"cannot open catalog {path}: {e.strerror}") from None
+    except OSError as e:  # a folder on the way this user may not enter, a name too long
+        raise CatalogUnwritable(f"cannot open catalog {path}: {e.strerror}") from None
     if st is not None and not stat.S_ISREG(st.st_mode):
-        raise CatalogError(
+        raise CatalogMisplaced(
             f"catalog {path} is not a regular file", hint="point 'catalog:' in the config at a file (qbhook creates it)"
         )
     if st is not None and st.st_size == 0 and not create:
@@ -132,6 +133,18 @@ def connect(
     return conn
 
 
+def _is_folder(folder: Path) -> bool:
+    """Whether ``folder`` is one, as ``Path.is_dir`` says, except that what stops the look (a folder
+    above this user may not enter, a name too long) is ``CatalogUnwritable`` naming it: Python
+    3.11's ``is_dir`` raises PermissionError there, a traceback where one line was promised."""
+    try:
+        return stat.S_ISDIR(os.stat(folder).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as e:
+        raise CatalogUnwritable(f"cannot look in catalog folder {folder}: {e.strerror}") from None
+
+
 def unwritable(path: str | Path) -> str | None:
     """Why this process could not write the catalog at ``path``, or None; asked of access(2)
     (as the effective user) before anything is opened, so nothing is made or changed.
@@ -142,8 +155,11 @@ def unwritable(path: str | Path) -> str | None:
     """
     path = Path(path)
     folder = path.parent
-    if not folder.is_dir():
-        return None
+    try:
+        if not _is_folder(folder):
+            return None
+    except CatalogUnwritable as e:
+        return e.message
     for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         try:
             st = os.stat(p)
@@ -198,7 +214,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     steps = migrations()
     current = conn.execute("PRAGMA user_version").fetchone()[0]
     if current > len(steps):
-        raise CatalogError(
+        raise CatalogMisplaced(
             f"catalog schema version {current} is newer than this qbhook understands ({len(steps)})",
             hint="upgrade qbhook, or point 'catalog:' at a new file",
         )

@@ -374,11 +374,13 @@ def _walk_root_identity(pool_cfg: PoolConfig, root: bytes) -> tuple[int, int]:
     root that is not there is the QbhookError that asks whether the pool is mounted."""
     try:
         fd = _open_walk_root(pool_cfg, root)
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         raise QbhookError(
             f"cannot scan pool {pool_cfg.name}: {os.fsdecode(root)} is not a folder",
             hint="is the pool mounted? check 'pools' in the config",
         ) from None
+    except OSError as e:  # there, but not to be opened by this user (EACCES), or a name too long
+        raise QbhookError(f"cannot scan pool {pool_cfg.name}: cannot open {os.fsdecode(root)}: {e.strerror}") from None
     try:
         st = os.fstat(fd)
     finally:

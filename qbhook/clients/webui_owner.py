@@ -18,6 +18,8 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from qbhook.config import shown_url
+
 PROC = "/proc"
 _LISTEN = "0A"
 
@@ -41,9 +43,9 @@ def web_ui_process(url: str, proc: str | None = None) -> WebUiProcess:
         host = (parts.hostname or "").lower()
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as e:  # a port out of range or not a number, an unclosed [IPv6 address
-        raise CannotTell(f"{url} cannot be read as a URL: {e}") from None
+        raise CannotTell(f"{shown_url(url)} cannot be read as a URL: {e}") from None
     if not _this_host(host):
-        raise CannotTell(f"{url} is not this host, so the user qBittorrent runs as cannot be told")
+        raise CannotTell(f"{shown_url(url)} is not this host, so the user qBittorrent runs as cannot be told")
     inodes = _listening(port, proc)
     if not inodes:
         raise CannotTell(f"nothing listens on port {port} here (qBittorrent in a container or another host?)")

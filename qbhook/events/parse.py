@@ -104,6 +104,10 @@ def parse_qbt_hook(fields: Mapping[str, Any], *, received_at: float | None = Non
     if not hashes:
         raise BadRequest("K, I, J: no info hash given (all empty or '-')")
     content_path = _qbt_field(fields, "F")
+    if content_path and not content_path.startswith("/"):
+        # qBittorrent's %F is always absolute; a relative one would be read against the worker's
+        # folder, later, and map to no pool: refused while the sender can still hear it.
+        raise BadRequest(f"F: must be an absolute path (qBittorrent's %F), got {f.quoted(content_path)}")
     return Event(
         "qbittorrent",
         _QBT_EVENTS[raw_event],

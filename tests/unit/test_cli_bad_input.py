@@ -342,7 +342,7 @@ def test_a_catalog_that_is_not_a_regular_file_is_one_line_and_left_alone(env, al
     os.mkfifo(where) if kind == "fifo" else where.mkdir()
     env.save(catalog=str(where))
     for args in (["status"], ["--json", "scan"], ["history"]):
-        r = env.run(*args, expect=ExitCode.FAILURE)
+        r = env.run(*args, expect=ExitCode.CONFIG)  # `catalog:` must change: 78, not the generic 1
         assert r.stderr.splitlines()[0] == f"qbhook: catalog {where} is not a regular file", r.stderr
         assert len(r.stderr.splitlines()) == 2 and r.stdout == ""
     assert sorted(os.listdir(env.tmp)) == ["config.yaml", "odd", "pool", "stash", "var"]

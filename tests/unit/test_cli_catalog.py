@@ -810,3 +810,33 @@ def test_disk_failing_mid_scan_is_one_line_error_with_exit_74(env, monkeypatch):
         signal.signal(signal.SIGXFSZ, old_handler)
     assert r.exit_code == 74, (r.exit_code, r.output, r.exception)
     assert r.output.splitlines()[0] == f"qbhook: catalog {env.catalog}: disk I/O error", r.output
+
+
+def test_scan_of_a_pool_folder_it_may_not_open_names_the_cause_not_mounting(env, monkeypatch):
+    """A pool root there but not to be opened (EACCES as a non-root user) was reported as "is not a
+    folder ... is the pool mounted?"."""
+    from qbhook.catalog import scan
+
+    def refused(pool_cfg, root):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(scan, "_open_walk_root", refused)
+    r = env.run("scan", "pool", expect=1)
+    assert r.stderr.splitlines() == [f"qbhook: cannot scan pool pool: cannot open {env.pool}: Permission denied"]
+
+
+def test_a_catalog_of_a_newer_schema_is_a_config_error(env):
+    """Exit 1 before: the installed qbhook or `catalog:` must change (78); not 75, which tells a
+    running serve to restart for code that is already new."""
+    import sqlite3
+
+    from qbhook.catalog.db import migrations
+
+    env.run("scan")
+    with sqlite3.connect(env.catalog) as c:
+        c.execute(f"PRAGMA user_version = {len(migrations()) + 1}")
+    r = env.run("scan", expect=78)
+    assert r.stderr.splitlines()[0] == (
+        f"qbhook: catalog schema version {len(migrations()) + 1} is newer than this qbhook understands "
+        f"({len(migrations())})"
+    )

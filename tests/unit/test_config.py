@@ -424,3 +424,87 @@ def test_a_server_token_file_keeps_being_stripped(tmp_path):
     f.write_text("tok3n\n")
     c = parse_config({**BASE, "server": {"token_file": str(f)}}, env={"QBHOOK_QBT_PASSWORD": "s3cret"})
     assert c.server.token == "tok3n"
+
+
+# --------------------------------------------------------------------------- R6 review findings
+
+
+@pytest.mark.parametrize(
+    "extra, key, line",
+    [
+        ("pools: {stash: {path: /x, role: primary}}", "'pools'", 5),  # a second pools: at the top
+        ("policy: {auto_apply: true}\npolicy: {converge: true}", "'policy'", 6),
+        ("policy:\n  auto_apply: true\n  auto_apply: false", "'auto_apply'", 7),
+    ],
+)
+def test_a_repeated_key_is_refused_naming_it_and_its_line(tmp_path, extra, key, line):
+    """PyYAML keeps the last of a repeated key: a second `policy:` dropped `auto_apply: true`."""
+    with pytest.raises(ConfigError) as ei:
+        _load_text(tmp_path, BASE_YAML % ("", extra))
+    assert f":{line}:" in ei.value.message and f"key {key} is repeated" in ei.value.message
+    assert ei.value.exit_code == 78 and "\n" not in ei.value.message
+
+
+def test_a_yaml_merge_key_still_lets_keys_beside_it_override():
+    from qbhook.config import parse_yaml
+
+    assert parse_yaml("b: &b {x: 1, y: 1}\nd:\n  <<: *b\n  x: 2\n")["d"] == {"x": 2, "y": 1}
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://[zz]:80", "http://h:0", "http://h:99999"])
+@pytest.mark.parametrize("where", ["qbittorrent", "clients"])
+def test_a_malformed_client_url_is_a_config_error(tmp_path, url, where):
+    qbt = f'{{url: "{url}", password: x}}'
+    text = (BASE_YAML % ("", "")).replace("qbittorrent:", "old:")
+    text = text.replace(text.splitlines()[3] + "\n", "")
+    text += (
+        f"qbittorrent: {qbt}\n" if where == "qbittorrent" else f"clients: [{{type: qbittorrent, name: q, {qbt[1:]}]\n"
+    )
+    with pytest.raises(ConfigError) as ei:
+        _load_text(tmp_path, text)
+    assert ei.value.key.endswith(".url") and url in ei.value.message
+    if url.startswith("http://h:"):
+        assert "1 to 65535" in ei.value.message
+
+
+def test_a_password_in_a_client_url_is_shown_masked(tmp_path):
+    from qbhook.clients.qbt.client import QbtClient
+    from qbhook.config import describe, shown_url
+
+    c = _load_text(tmp_path, (BASE_YAML % ("", "")).replace("http://127.0.0.1", "http://admin:hunter2@127.0.0.1"))
+    assert c.qbittorrent[0].url == "http://admin:hunter2@127.0.0.1:8080"  # still sent as it is
+    d = describe(c)
+    assert d["qbittorrent"][0]["url"] == d["clients"][0]["url"] == "http://admin:********@127.0.0.1:8080"
+    assert shown_url("http://admin@h:1/x") == "http://admin@h:1/x"
+    client = QbtClient("q", "http://admin:hunter2@127.0.0.1:1", timeout=0.5, retries=1, backoff=0)
+    with pytest.raises(Exception) as ei:
+        client.torrents()
+    assert "hunter2" not in str(ei.value) and "admin:********@127.0.0.1:1" in str(ei.value)
+    assert "hunter2" not in repr(client)
+
+
+@pytest.mark.parametrize("scgi", ["/run/rt\\0x.sock", "/run/rt\\nx.sock"])
+def test_an_scgi_path_with_a_control_character_is_refused_at_load(tmp_path, scgi):
+    with pytest.raises(ConfigError, match="control character") as ei:
+        _load_text(tmp_path, BASE_YAML % ("", f'clients: [{{type: rtorrent, name: rt, scgi: "{scgi}"}}]'))
+    assert ei.value.key == "clients[0].scgi" or ei.value.key.endswith(".scgi")
+
+
+def test_a_default_config_in_a_folder_the_user_may_not_enter_is_one_line(monkeypatch, tmp_path):
+    import qbhook.config as config
+
+    cand = str(tmp_path / "etc-qbhook" / "config.yaml")
+    real = os.stat
+
+    def stat(path, *a, **kw):
+        if os.fspath(path) == cand:  # /etc/qbhook is 0700 root, the user someone else
+            raise PermissionError(13, "Permission denied", cand)
+        return real(path, *a, **kw)
+
+    monkeypatch.delenv("QBHOOK_CONFIG", raising=False)
+    monkeypatch.setattr(config, "DEFAULT_CONFIG_PATHS", (cand,))
+    monkeypatch.setattr(os, "stat", stat)
+    with pytest.raises(ConfigError) as ei:
+        config.find_config_path(None)
+    assert ei.value.message == f"config: cannot read {cand}: Permission denied"
+    assert ei.value.exit_code == 78

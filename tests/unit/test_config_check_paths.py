@@ -155,3 +155,33 @@ def test_a_catalog_folder_that_is_a_symlink_into_a_pool_is_a_problem(env):
         f"catalog: {env.catalog} is inside pool stash ({env.stash}); put qbhook's own files outside every "
         "pool, e.g. /var/lib/qbhook/catalog.sqlite"
     ], found
+
+
+def test_paths_config_check_cannot_look_at_are_problems_not_tracebacks(env, monkeypatch):
+    """Python 3.11's is_dir/exists raise PermissionError (a folder above this user may not enter)
+    and ENAMETOOLONG: `config check` tracebacked where it should name the path and the cause."""
+    denied = env.tmp / "sec"
+    long = "/tmp/" + "x" * 300  # ENAMETOOLONG even for root
+    env.save(
+        pools={**env.data["pools"], "pool": {"path": str(denied / "pool"), "role": "cold"}},
+        seeding_roots={**env.data["seeding_roots"], "pool": str(denied / "pool" / SEED)},
+        catalog=f"{long}/catalog.sqlite",
+        clients=[{"type": "rtorrent", "name": "rt", "scgi": f"{long}/rpc.sock"}],
+    )
+    cfg = load_config(env.config)
+    real = os.stat
+
+    def stat(path, *a, **kw):
+        if os.fsdecode(os.fspath(path)).startswith(str(denied) + "/"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(os, "stat", stat)
+    assert others(check_paths(cfg)) == [
+        f"pools.pool.path: cannot look at {denied / 'pool'}: Permission denied",
+        f"rtorrent rt: cannot look at SCGI socket {long}/rpc.sock: File name too long",
+        f"catalog: cannot look at {long}: File name too long",
+    ]
+    monkeypatch.undo()
+    r = env.run("config", "check", expect=ExitCode.CONFIG)
+    assert "Traceback" not in r.output and f"PROBLEM: catalog: cannot look at {long}" in r.stderr

@@ -270,3 +270,41 @@ def test_a_proc_whose_processes_cannot_be_listed_cannot_tell_instead_of_a_traceb
     monkeypatch.setattr(os, "scandir", scandir)
     with pytest.raises(owner.CannotTell, match=f"^the processes of {re.escape(str(proc))} cannot be listed: Perm"):
         owner.web_ui_process("http://127.0.0.1:8080", str(proc))
+
+
+def denied_below(monkeypatch, folder) -> None:
+    """os.stat as a user who may not enter ``folder`` (mode 0700, another owner) sees it: anything
+    below it is EACCES. Python 3.11's Path.is_dir raised that, a traceback from `hook`."""
+    real, top = os.stat, str(folder) + os.sep
+
+    def stat(path, *a, **kw):
+        if os.fsdecode(os.fspath(path)).startswith(top):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(os, "stat", stat)
+
+
+@pytest.mark.parametrize("args", [["hook", "added", *VALUES], ["scan"], ["status"]])
+def test_a_catalog_folder_the_user_may_not_enter_is_one_line_exit_74(bed, monkeypatch, args):
+    cfg, cat = bed
+    denied_below(monkeypatch, cat.parent.parent)
+    r = CliRunner().invoke(main, ["--config", str(cfg), *args])
+    monkeypatch.undo()
+    assert r.exit_code == 74, (r.output, r.exception)
+    assert "Traceback" not in r.output and "Permission denied" in r.stderr
+    assert r.stderr.splitlines()[0].startswith("qbhook: ") and str(cat.parent) in r.stderr.splitlines()[0]
+
+
+def test_hook_refuses_a_relative_content_path_as_bad_input(bed):
+    cfg, cat = bed
+    values = [*VALUES]
+    values[6] = "relative/Movie.A"
+    r = CliRunner().invoke(main, ["--config", str(cfg), "hook", "added", *values])
+    assert r.exit_code == 2, r.output
+    assert r.stderr.splitlines() == ["qbhook: F: must be an absolute path (qBittorrent's %F), got 'relative/Movie.A'"]
+    c = Catalog.open(cat, create=False)
+    try:
+        assert JobQueue(c.conn).counts()["pending"] == 0
+    finally:
+        c.close()

@@ -34,6 +34,7 @@ from tenacity import (
 from qbhook.clients.model import TorrentFile, TorrentInfo, check_hash, check_tags
 from qbhook.clients.port import FindOrRaise
 from qbhook.clients.qbt.model import Category
+from qbhook.config import shown_url
 from qbhook.errors import (
     RETRY_LOG,
     PathMapError,
@@ -172,7 +173,7 @@ class QbtClient(FindOrRaise):
         )
 
     def __repr__(self) -> str:
-        return f"QbtClient({self.name!r}, {self.url!r}, {self.path_map!r})"
+        return f"QbtClient({self.name!r}, {shown_url(self.url)!r}, {self.path_map!r})"
 
     # -- plumbing -------------------------------------------------------
 
@@ -181,7 +182,7 @@ class QbtClient(FindOrRaise):
         retry_log.warning(
             "qBittorrent %s (%s): %d of %d attempts failed (%s); retrying",
             self.name,
-            self.url,
+            shown_url(self.url),
             state.attempt_number * LIBRARY_TRIES,
             self._attempts,
             _cause_text(exc) if exc is not None else "?",
@@ -214,7 +215,7 @@ class QbtClient(FindOrRaise):
             raise self._failed(what, exc) from exc
 
     def _failed(self, what: str, exc: BaseException) -> QbtError:
-        where = f"qBittorrent {self.name!r} ({self.url})"
+        where = f"qBittorrent {self.name!r} ({shown_url(self.url)})"
         if isinstance(exc, qba.LoginFailed):
             return QbtError(
                 f"{where}: login failed",

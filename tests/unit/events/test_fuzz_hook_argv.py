@@ -70,6 +70,8 @@ def expected(values: tuple[bytes, ...]):
         return None
     content = values[7]
     has_path = content and not _PLACEHOLDER.fullmatch(os.fsdecode(content))
+    if has_path and not content.startswith(b"/"):
+        return None  # qBittorrent's %F is absolute: a relative one is refused
     return tuple(dict.fromkeys(hashes)), (content if has_path else None)
 
 

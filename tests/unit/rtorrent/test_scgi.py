@@ -46,13 +46,15 @@ def test_request_is_a_netstring_of_headers_then_the_body():
         ("scgi:///run/rt.sock", (socket.AF_UNIX, "/run/rt.sock")),
         ("scgi://127.0.0.1:5000", (socket.AF_INET, ("127.0.0.1", 5000))),
         ("localhost:5000", (socket.AF_INET, ("localhost", 5000))),
+        ("[::1]:5000", (socket.AF_INET6, ("::1", 5000))),  # was AF_INET with host "::1": never reached
+        ("scgi://[fe80::1]:80", (socket.AF_INET6, ("fe80::1", 80))),
     ],
 )
 def test_addresses(address, expected):
     assert parse_address(address) == expected
 
 
-@pytest.mark.parametrize("address", ["rt.sock", "host:", ":5000", "host:port", ""])
+@pytest.mark.parametrize("address", ["rt.sock", "host:", ":5000", "host:port", "", "::1:5000", "[127.0.0.1]:5"])
 def test_bad_addresses_are_refused(address):
     with pytest.raises(ValueError, match="not an SCGI address"):
         parse_address(address)
