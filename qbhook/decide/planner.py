@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from itertools import pairwise
 
-from qbhook.catalog.identity import group_id
+from qbhook.catalog.identity import group_id_of
 from qbhook.clients.model import is_relative_path
 from qbhook.config import PolicyConfig
 from qbhook.decide import converge
@@ -146,9 +146,10 @@ def _malloc_trim():
 def staying(group: list[TorrentFact]) -> GroupPlan:
     """A payload group's plan before any decision: it stays, for no reason yet."""
     return GroupPlan(
-        group_id=group_id(t.hash for t in group),
+        group_id=group_id_of((t.instance, t.hash) for t in group),
         torrents=[t.hash for t in group],
         names=[t.name for t in group],
+        instances=[t.instance for t in group],
         action=Action.STAY,
         reason="",
     )
