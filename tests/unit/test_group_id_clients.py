@@ -62,3 +62,21 @@ def test_a_plan_saved_before_groups_named_their_clients_still_loads():
     assert (g.group_id, g.torrents, g.instances) == ("0123456789abcdef", [H], [])
     assert GroupPlan.from_dict(g.to_dict()) == g
 
+
+def test_a_torrent_of_the_same_hash_in_another_client_reaching_the_files_blocks_the_group():
+    """``reached_blockers`` told the group's own torrents by hash: the same infohash in another client,
+    saved through a symlink onto this group's folder, counted as one of its own, and the demote deleted
+    the data that client seeds from."""
+    w = World()
+    w.payload(S + "/movies", {"Movie/m.mkv": "M"})
+    w.torrent(H, S + "/movies", ["Movie/m.mkv"])
+    w.symlinks[S + "/xseed"] = S + "/movies"
+    w.torrent(H, S + "/xseed", ["Movie/m.mkv"])
+    snap = w.snapshot()
+    snap = replace(snap, torrents=(snap.torrents[0], replace(snap.torrents[1], instance="rtorrent")))
+    p = make_plan(snap, POLICY)
+    (g,) = [g for g in p.groups if "symlink in the source path" not in g.reason]  # the one in qBittorrent
+    assert g.action == "blocked" and not g.steps, g.reason
+    assert g.blockers == [
+        f"torrent {H} ({H[:8]}) in rtorrent reaches {S}/movies/Movie/m.mkv through a symlink: {S}/xseed -> {S}/movies"
+    ]
