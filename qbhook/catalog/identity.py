@@ -45,8 +45,18 @@ def tree_id(files: Iterable[tuple[bytes | str, FileIdentity]]) -> str:
 
 
 def group_id(hashes: Iterable[str]) -> str:
-    """Stable id of a group: independent of order, changes when membership changes."""
+    """Stable id of a group: independent of order, changes when membership changes. Its members'
+    names: ``group_id_of`` names each by client and hash (hash-only ids are older journals')."""
     return blake3.blake3("\n".join(sorted(h.lower() for h in hashes)).encode()).hexdigest()[:16]
+
+
+def group_id_of(members: Iterable[tuple[str, str]]) -> str:
+    """The id of a group of (instance, hash) torrents: each member is ``hash@instance``. One
+    infohash can be loaded in two clients on two unlinked copies of its data: two groups, which
+    the journal (group_state, locks, resume), ``apply --group`` and serve tell apart by this id
+    alone. Ids planned before the client was named were hash-only; a journaled run keeps the ids
+    of the plan it journaled, so nothing recomputes them."""
+    return group_id(f"{h}@{inst}" for inst, h in members)
 
 
 def components(n: int, keyed: Iterable[tuple[int, object]]) -> list[int]:

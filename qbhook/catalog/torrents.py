@@ -38,8 +38,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from qbhook.catalog.db import Tx
-from qbhook.catalog.identity import components
-from qbhook.catalog.identity import group_id as make_group_id
+from qbhook.catalog.identity import components, group_id_of
 from qbhook.catalog.store import hash_valid
 from qbhook.paths import shown
 
@@ -396,13 +395,22 @@ class TorrentIndex:
         return len(changes)
 
     def record_decisions(self, groups: Iterable, now: float | None = None) -> None:
-        """Remember each planned group's decision on its torrents (any instance holding the hash)."""
+        """Remember each planned group's decision on its torrents: by (instance, hash), as the group
+        names them (one infohash in two clients can be two groups); a group that names no clients
+        (an older saved plan) on every instance holding the hash."""
         now = time.time() if now is None else now
-        rows = [(g.group_id, g.action, shown(g.reason), now, h) for g in groups for h in g.torrents]
+        named, anywhere = [], []
+        for g in groups:
+            row = (g.group_id, g.action, shown(g.reason), now)
+            instances = getattr(g, "instances", None) or []
+            if len(instances) == len(g.torrents) and instances:
+                named.extend((*row, inst, h) for inst, h in zip(instances, g.torrents, strict=True))
+            else:
+                anywhere.extend((*row, h) for h in g.torrents)
+        sql = "UPDATE torrents SET group_id=?, decision=?, decision_reason=?, decided_at=? WHERE "
         with Tx(self.conn) as c:
-            c.executemany(
-                "UPDATE torrents SET group_id=?, decision=?, decision_reason=?, decided_at=? WHERE hash=?", rows
-            )
+            c.executemany(sql + "hash=?", anywhere)
+            c.executemany(sql + "instance=? AND hash=?", named)
 
     # ------------------------------------------------------------ reading
     def torrents(self, *, include_gone: bool = False, instance: str | None = None) -> list[IndexedTorrent]:
@@ -481,10 +489,10 @@ class TorrentIndex:
                         yield pos[tid], ("i", inode)
 
         roots = components(len(keys), keyed())  # the planner's group rule, one home
-        members: dict[int, list[str]] = defaultdict(list)
-        for i, (_inst, h) in enumerate(keys):
-            members[roots[i]].append(h)
-        ids = {root: make_group_id(hs) for root, hs in members.items()}
+        members: dict[int, list[tuple[str, str]]] = defaultdict(list)
+        for i, k in enumerate(keys):
+            members[roots[i]].append(k)
+        ids = {root: group_id_of(ks) for root, ks in members.items()}
         return {k: ids[roots[i]] for i, k in enumerate(keys)}
 
     def inode_sets(self) -> dict[tuple[str, str], frozenset[int]]:

@@ -163,6 +163,7 @@ class ReachingFile:
     name: str  # the torrent's
     path: str  # host path, as the torrent names it (through the link)
     size: int
+    instance: str = ""  # its client: the same infohash in another client is another torrent
 
 
 @dataclass(frozen=True)

@@ -941,6 +941,9 @@ class GroupPlan:
     # Files under this size are incidental to the payload (facts.incidental_below): read by the
     # planner's cross-group passes of the same run, not saved with a plan.
     incidental_below: int = 0
+    # Each torrent's client, in the order of ``torrents``: one infohash can be in two clients
+    # (identity.group_id_of). Empty in a plan saved or journaled before groups named them.
+    instances: list[str] = field(default_factory=list)
 
     @property
     def actionable(self) -> bool:
@@ -949,7 +952,7 @@ class GroupPlan:
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("steps", "incidental_below")}
         d["action"] = str(self.action)
-        d["torrents"], d["names"] = list(self.torrents), list(self.names)
+        d["torrents"], d["names"], d["instances"] = list(self.torrents), list(self.names), list(self.instances)
         d["external_links"], d["blockers"] = list(self.external_links), list(self.blockers)
         d["steps"] = [s.to_json() for s in self.steps]
         return d
@@ -970,10 +973,12 @@ class GroupPlan:
         for name in ("source_pool", "target_pool"):
             if d.get(name) is not None and not isinstance(d[name], str):
                 raise ValueError(f"{name} is not text: {d[name]!r}"[:200])
-        for name in ("torrents", "names", "external_links", "blockers"):
+        for name in ("torrents", "names", "external_links", "blockers", "instances"):
             v = d.get(name, [])
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                 raise ValueError(f"{name} is not a list of text: {v!r}"[:200])
+        if d.get("instances") and len(d["instances"]) != len(d.get("torrents", [])):
+            raise ValueError(f"instances do not match torrents: {d['instances']!r}"[:200])
         d["steps"] = [step_from_json(s) for s in d.get("steps", [])]
         return cls(**d)
 

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from itertools import pairwise
 
-from qbhook.catalog.identity import group_id
+from qbhook.catalog.identity import group_id_of
 from qbhook.clients.model import is_relative_path
 from qbhook.config import PolicyConfig
 from qbhook.decide import converge
@@ -155,9 +155,10 @@ def _malloc_trim():
 def staying(group: list[TorrentFact]) -> GroupPlan:
     """A payload group's plan before any decision: it stays, for no reason yet."""
     return GroupPlan(
-        group_id=group_id(t.hash for t in group),
+        group_id=group_id_of((t.instance, t.hash) for t in group),
         torrents=[t.hash for t in group],
         names=[t.name for t in group],
+        instances=[t.instance for t in group],
         action=Action.STAY,
         reason="",
     )
@@ -433,23 +434,27 @@ def reached_blockers(snap: Snapshot, group: list[TorrentFact]) -> list[str]:
     exact, tails = _reached(snap)
     if not exact and not tails:
         return []
-    own = {t.hash for t in group}
+    # By (instance, hash): the same infohash in another client, on a path through a symlink, is
+    # another torrent (its own copy of the data, or this one's reached), never one of the group's.
+    own = {(t.instance, t.hash) for t in group}
+    hashes = {t.hash for t in group}
     out: list[str] = []
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, str, str]] = set()
     for t in group:
         for f in t.files:
             hits = exact.get(f.path, [])
             for tail, size, hit in tails.get(posixpath.basename(f.path), ()):
                 if size == f.size and f.path.endswith("/" + tail):
                     hits = [*hits, hit]
-            for h, name, link, target in hits:
-                if h not in own and (h, link) not in seen:
-                    seen.add((h, link))
-                    out.append(f"torrent {name} ({h[:8]}) reaches {f.path} through a symlink: {link} -> {target}")
+            for inst, h, name, link, target in hits:
+                if (inst, h) not in own and (inst, h, link) not in seen:
+                    seen.add((inst, h, link))
+                    who = f"{name} ({h[:8]})" + (f" in {inst}" if h in hashes else "")
+                    out.append(f"torrent {who} reaches {f.path} through a symlink: {link} -> {target}")
     return out
 
 
-_Reach = tuple[str, str, str, str]  # (hash, name, symlink, its target) of a torrent reaching a path
+_Reach = tuple[str, str, str, str, str]  # (instance, hash, name, symlink, its target) of a torrent reaching a path
 _REACHED = "planner.reached"  # its key in Snapshot.derived
 
 
@@ -470,7 +475,7 @@ def _reached(snap: Snapshot) -> tuple[dict[str, list[_Reach]], dict[str, list[tu
     tails: dict[str, list[tuple[str, int, _Reach]]] = {}
     roots = [p.path for p in snap.pools]
     if snap.symlinks:
-        for h, name, f_path, f_size in _unplaced(snap):
+        for inst, h, name, f_path, f_size in _unplaced(snap):
             if not f_path.startswith("/"):
                 continue
             path, first, hops = f_path, None, 0
@@ -487,7 +492,7 @@ def _reached(snap: Snapshot) -> tuple[dict[str, list[_Reach]], dict[str, list[tu
                 path = posixpath.normpath(posixpath.join(posixpath.dirname(link), target) + rest)
             if first is None:
                 continue
-            who = (h, name, *first)
+            who = (inst, h, name, *first)
             if path is not None and any(is_within(path, r) for r in roots):
                 exact.setdefault(path, []).append(who)
                 continue
@@ -506,16 +511,16 @@ def _reached(snap: Snapshot) -> tuple[dict[str, list[_Reach]], dict[str, list[tu
     return got
 
 
-def _unplaced(snap: Snapshot) -> Iterable[tuple[str, str, str, int]]:
-    """(hash, name, path, size) of every file the builder did not place (no inode: it may be reached
+def _unplaced(snap: Snapshot) -> Iterable[tuple[str, str, str, str, int]]:
+    """(instance, hash, name, path, size) of every file the builder did not place (no inode: it may be reached
     through a symlink): of the snapshot's torrents, and of those a partial build leaves out that it
     found reaching through one (``Snapshot.reaching``)."""
     for t in snap.torrents:
         for f in t.files:
             if f.inode is None:
-                yield t.hash, t.name, f.path, f.size
+                yield t.instance, t.hash, t.name, f.path, f.size
     for r in snap.reaching:
-        yield r.hash, r.name, r.path, r.size
+        yield r.instance, r.hash, r.name, r.path, r.size
 
 
 def library_use(snap: Snapshot, group: list[TorrentFact]) -> str | None:

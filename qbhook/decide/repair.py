@@ -36,7 +36,7 @@ import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from qbhook.catalog.identity import group_id
+from qbhook.catalog.identity import group_id_of
 from qbhook.clients.model import is_relative_path
 from qbhook.decide.facts import ContentKey, PoolFact, map_to_pool, skipped_place_reason, skipped_place_taken
 from qbhook.decide.plan import (
@@ -239,11 +239,12 @@ def _group(
     moved = "" if new_save == t.save_path else f"; save path moves to {new_save}"
     skipped = len(t.files) - len(files)
     return GroupPlan(
-        # The client in the id too: one hash in two clients (each copy at its own save path) is two
-        # repairs, and a group's journal rows, lock and outcome are found by this id.
-        group_id=group_id([f"{t.hash}@{t.instance}"]),
+        # The client in the id too (the planner's rule): one hash in two clients (each copy at its own
+        # save path) is two repairs, and a group's journal rows, lock and outcome are found by this id.
+        group_id=group_id_of([(t.instance, t.hash)]),
         torrents=[t.hash],
         names=[t.name],
+        instances=[t.instance],
         action=Action.REPAIR,
         reason=(
             f"{t.state}: rebuilt from catalog copies on {pool.name} ({len(make)} link(s), {_b(size)} "

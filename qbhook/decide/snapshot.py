@@ -283,7 +283,7 @@ class SnapshotBuilder:
             reach.unplaced = self._unplaced(None)
         inside = {(t.instance, t.hash) for t in torrents}
         files = [
-            (h, name, path, size)
+            (instance, h, name, path, size)
             for size in sorted(sizes)
             for instance, h, name, path in reach.unplaced.get(size, ())
             if (instance, h) not in inside
@@ -295,8 +295,12 @@ class SnapshotBuilder:
             listed = reach.listed.get(key)
             if listed is None:
                 listed = reach.listed[key] = self._maybe_linked(t)
-            files.extend((t.hash, t.name, path, size) for path, size in listed if size in sizes)
-        return tuple(ReachingFile(h, name, path, size) for h, name, path, size in files if self._links_on(path, reach))
+            files.extend((t.instance, t.hash, t.name, path, size) for path, size in listed if size in sizes)
+        return tuple(
+            ReachingFile(h, name, path, size, inst)
+            for inst, h, name, path, size in files
+            if self._links_on(path, reach)
+        )
 
     def _unplaced(self, sizes: set[int] | None) -> dict[int, list[tuple[str, str, str, str]]]:
         """``torrents.unplaced_files`` of ``sizes`` (None: every size), by size."""

@@ -93,6 +93,7 @@ _GROUP_FIELDS = (
     "group_id", "torrents", "names", "action", "reason", "source_pool", "target_pool", "bytes_to_copy",
     "bytes_freed", "payload_bytes", "external_links", "blockers", "steps",
     "incidental_below",  # the planner's, never written (GroupPlan.to_dict leaves it out)
+    "instances",
 )  # fmt: skip
 _spelled = (
     tuple(f.name for f in fields(Converge)) == _CONVERGE_FIELDS
@@ -187,6 +188,7 @@ def _group_json(g: GroupPlan, texts: dict[int, tuple[Step, str]] | None = None) 
                     f'{{"action": {_quoted(str(g.action))}, "blockers": {_str_list(g.blockers)}, '
                     f'"bytes_freed": {g.bytes_freed}, "bytes_to_copy": {g.bytes_to_copy}, '
                     f'"external_links": {_str_list(g.external_links)}, "group_id": {_quoted(g.group_id)}, '
+                    f'"instances": {_str_list(g.instances)}, '
                     f'"names": {_str_list(g.names)}, "payload_bytes": {g.payload_bytes}, '
                     f'"reason": {_quoted(g.reason)}, "source_pool": {src}, "steps": [{", ".join(steps)}], '
                     f'"target_pool": {dst}, "torrents": {_str_list(g.torrents)}}}'

@@ -1080,6 +1080,37 @@ def test_crash_at_every_step_then_resume_reaches_the_same_end(world, k, point, h
     assert world.journal.unfinished_runs() == []
 
 
+def test_a_run_journaled_with_hash_only_group_ids_resumes_under_its_own_id(world):
+    """Group ids name each member's client now (identity.group_id_of); a run journaled before, its
+    plan without ``instances`` and its group under the hash-only id, is resumed from that journal:
+    its step rows, lock and group_state row keep the id it was journaled with, nothing recomputes it."""
+    import json
+
+    from qbhook.catalog.identity import group_id
+
+    plan = demote_plan(world)
+    old_id = group_id([H1, H2])
+    plan = replace(plan, groups=[replace(plan.groups[0], group_id=old_id, instances=[])])
+
+    def hook(p, gid, seq, step):
+        if p == "after_act" and seq == 9:
+            raise Crash("killed")
+
+    with pytest.raises(Crash):
+        world.executor(hook=hook).apply(plan)
+    run = world.journal.runs(1)[0]
+    doc = json.loads(world.cat.conn.execute("SELECT plan FROM runs WHERE id=?", (run.id,)).fetchone()[0])
+    for g in doc["groups"]:
+        del g["instances"]  # as an older qbhook journaled it
+    world.cat.conn.execute("UPDATE runs SET plan=? WHERE id=?", (json.dumps(doc, sort_keys=True), run.id))
+    world.cat.conn.commit()
+    out = world.executor().resume()
+    assert out[0].status == "done" and [g.group_id for g in out[0].groups] == [old_id]
+    assert_demoted(world)
+    assert world.journal.group_status(old_id) == ("done", None)
+    assert {r.group_id for r in world.journal.steps(run.id)} == {old_id}
+
+
 def test_crash_equals_uninterrupted_end_state(tmpfs, tmp_path):  # noqa: F811
     """Byte-for-byte: an interrupted+resumed run ends where an uninterrupted one does."""
     states = []

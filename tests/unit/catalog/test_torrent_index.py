@@ -495,3 +495,27 @@ def test_a_re_plan_meeting_an_unreadable_record_lists_live_and_the_next_sync_reb
     rep = sync_client(cat, q)
     assert q.rids == [0, 0] and rep.mode == "full" and rep.rebuilt and "not readable" in rep.rebuilt
     assert snapshot_view(cat, [q], [rep]) is not None
+
+
+def test_one_infohash_in_two_clients_keeps_its_own_group_and_decision(cat):
+    """Two clients load H1 on two unlinked copies: two groups. The index names each by the planner's
+    id (client and hash), and a decision is kept on the torrent of the group that took it: keyed by
+    hash, the second group's decision overwrote the first's on both rows."""
+    from qbhook.catalog.identity import group_id_of
+    from qbhook.decide.plan import GroupPlan
+
+    for name, save in (("q", "/client/one"), ("q2", "/client/two")):
+        q = FakeQbt()
+        q.name = name
+        q.answers = [{"rid": 1, "full_update": True, "torrents": {H1: _raw("R1", save=save)}}]
+        sync_client(cat, q)
+    idx = TorrentIndex(cat.conn)
+    groups = idx.groups()
+    assert groups == {("q", H1): group_id_of([("q", H1)]), ("q2", H1): group_id_of([("q2", H1)])}
+    plans = [
+        GroupPlan(groups[(i, H1)], [H1], ["R1"], action, "", instances=[i])
+        for i, action in (("q", "demote"), ("q2", "stay"))
+    ]
+    idx.record_decisions(plans)
+    got = {(t.instance, t.group_id, t.decision) for t in idx.torrents()}
+    assert got == {("q", groups[("q", H1)], "demote"), ("q2", groups[("q2", H1)], "stay")}
