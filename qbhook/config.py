@@ -1159,7 +1159,10 @@ def _abs_path(v: Any, key: str) -> Path:
         raise ConfigError(key, f"must be an absolute path (got {_got(v)})")
     if ".." in p.parts:
         raise ConfigError(key, f"must not contain '..' (got {_got(v)})")
-    return Path(os.path.normpath(v))
+    # normpath keeps a leading "//" (POSIX leaves its meaning to the system; Linux reads it as
+    # "/"), and every path qbhook compares with it (paths.normalize: torrents' paths) starts with
+    # one "/": a pool written "//stash" had every torrent outside it, silently.
+    return Path("/" + os.path.normpath(v).lstrip("/"))
 
 
 # --------------------------------------------------------------------------- checks

@@ -508,3 +508,18 @@ def test_a_default_config_in_a_folder_the_user_may_not_enter_is_one_line(monkeyp
         config.find_config_path(None)
     assert ei.value.message == f"config: cannot read {cand}: Permission denied"
     assert ei.value.exit_code == 78
+
+
+def test_a_path_written_with_a_leading_double_slash_is_spelled_as_every_torrent_path_is():
+    # R10: normpath keeps "//stash"; torrents' paths are "/stash/...", so each was outside the pool.
+    c = cfg(
+        pools={"stash": {"path": "//stash", "role": "primary"}, "pool": {"path": "///pool", "role": "cold"}},
+        seeding_roots={"stash": "//stash/data/media/torrents/seeding", "pool": "/pool/data/media/torrents/seeding"},
+        catalog="//var/lib/qbhook/catalog.sqlite",
+    )
+    assert (str(c.primary.path), str(c.cold.path), str(c.catalog)) == (
+        "/stash",
+        "/pool",
+        "/var/lib/qbhook/catalog.sqlite",
+    )
+    assert c.seeding_root_of("/stash/data/media/torrents/seeding/Movie/m.mkv") is c.primary
