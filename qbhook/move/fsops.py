@@ -58,7 +58,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import NamedTuple, Self
@@ -67,6 +67,7 @@ import blake3
 
 from qbhook.catalog import hashing
 from qbhook.catalog.fsid import is_zfs
+from qbhook.catalog.store import CarryProof, Pin
 from qbhook.dirfd import FolderRefused, NotAFolder, SeedingRoot, open_below, open_root
 from qbhook.errors import (
     HoldingGone,
@@ -150,16 +151,17 @@ class Act(Mapping):
     ``after`` is the destination's lstat taken through the verified folder the act used, right
     after the act, and proven to be the inode the act made, linked or content-checked: the caller
     records *that* stat (and caches a hash against it), never one looked up again by name, where
-    a writer of the folder may have renamed another file in meanwhile. ``before`` (LINKED only)
-    is the source's lstat right before the link: a cached hash may be carried over the link's
-    ctime change only if it was valid for it. As a mapping it is what the journal records
-    (``{"status": ..., **facts}``, JSON); ``dict(act)`` gives that.
+    a writer of the folder may have renamed another file in meanwhile. ``carry`` (LINKED only):
+    the source inode was pinned from its stat right before the link until ``after`` was taken
+    (``Pin.proof``); a cached hash may be carried over the link's ctime change only with it. As a
+    mapping it is what the journal records (``{"status": ..., **facts}``, JSON); ``dict(act)``
+    gives that.
     """
 
     status: ActStatus
     after: os.stat_result
     facts: dict = field(default_factory=dict)
-    before: os.stat_result | None = None
+    carry: CarryProof | None = None
 
     def __getitem__(self, key: str):
         return self.status.value if key == "status" else self.facts[key]
@@ -179,7 +181,7 @@ class Act(Mapping):
 
 class Checked(NamedTuple):
     """The stat ``safe_unlink`` checked a link's content under (its result's ``checked``, with the
-    inode's ``dev`` and the planned ``ino``), as ``Catalog.record_path(before=...)`` reads it."""
+    inode's ``dev`` and the planned ``ino``), as ``Pin.proof(before=...)`` reads it."""
 
     st_dev: int
     st_ino: int
@@ -218,8 +220,10 @@ class RelinkTarget:
 class Relinked(NamedTuple):
     """A name a ``Relinker`` relinked, as the catalog records it (``Catalog.record_paths``)."""
 
-    before: os.stat_result  # the kept inode right before the link: the stat its content was checked under
-    after: os.stat_result  # the name right after the rename, through its folder: that inode
+    after: os.stat_result  # the name right after the rename, through its folder: the kept inode
+    # The kept inode pinned from the stat its content was checked under until ``after`` (None: not
+    # proven one file, nothing carried).
+    carry: CarryProof | None
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -1089,11 +1093,11 @@ def link_into(
     ``present`` if it is another inode with the same content. Anything else at ``dst``
     raises UnsafeOperation. Both ends are reached through verified folders: ``dst`` below
     ``roots`` (the seeding roots), ``src`` below ``src_roots`` (default ``roots``). ``after``
-    is ``dst``'s lstat proven to be that inode; ``before`` (linked) the source's lstat right
-    before the link. ``verify_source``: the source must hold ``blake3_hex`` right
-    before the link (the catalog's valid cached hash, else a read), for a source the plan chose
-    minutes earlier among files others write (a repair's catalog copy, maybe a library file a
-    tagger rewrote in place at the same size).
+    is ``dst``'s lstat proven to be that inode; ``carry`` (linked) the hash carry-over's warrant
+    (the source pinned from right before the link until ``after``). ``verify_source``: the
+    source must hold ``blake3_hex`` right before the link (the catalog's valid cached hash, else
+    a read), for a source the plan chose minutes earlier among files others write (a repair's
+    catalog copy, maybe a library file a tagger rewrote in place at the same size).
     """
     src_shown, dst_shown = os.fsdecode(_p(src)), os.fsdecode(_p(dst))
     with _regular_file(src, roots if src_roots is None else src_roots, "link source") as (sdir, sname, sst):
@@ -1102,7 +1106,9 @@ def link_into(
         if verify_source and _content_digest(sdir, sname, sst, catalog) != _digest(blake3_hex, sst.st_size):
             raise VerificationFailed(f"link source {src_shown} no longer holds the planned content")
         ddir, dname, _parts = _open_parent(dst, roots, create=True)
-        with ddir:
+        # The source held open until the link's ``after`` is taken: a hash may be carried onto it
+        # only if no other file could have taken the source's inode number meanwhile (``Pin``).
+        with ddir, Pin.at(sname, sdir.fd) or nullcontext() as pin:
             for _attempt in range(2):
                 st = ddir.lstat(dname)
                 if st is not None:
@@ -1131,7 +1137,8 @@ def link_into(
                     raise
                 # The new name must be the source's inode before anyone records or builds on it:
                 # a writer of the folder could rename another file over it right after the link.
-                return Act(ActStatus.LINKED, _made_is(ddir, dname, sst, dst_shown), before=sst)
+                after = _made_is(ddir, dname, sst, dst_shown)
+                return Act(ActStatus.LINKED, after, carry=pin.proof(after) if pin is not None else None)
     raise UnsafeOperation(f"{dst_shown} keeps changing under us")
 
 
@@ -1604,8 +1611,9 @@ class Relinker:
             finally:
                 os.close(fd)
 
-    def _carry_over(self, d: Dir, kst_before: os.stat_result, kst_after: os.stat_result) -> None:
-        # Our link changed the kept inode's ctime only: its hash stays valid when size and mtime did not move.
+    def _carry_over(self, d: Dir, proof: CarryProof | None, kst_after: os.stat_result) -> None:
+        # Our link changed the kept inode's ctime only: its hash stays valid when size and mtime did not move,
+        # and the inode was pinned across the relink (``proof``: the catalog's rule, ``_CARRY_HASH_FROM``).
         # Only a kept inode this batch relinks onto more than once is looked at again (``_uses``):
         # when the batch has none, no row is carried and the filesystem lookup is skipped.
         if self.catalog is None or not self._shared:
@@ -1619,7 +1627,9 @@ class Relinker:
         if left <= 0:
             return  # no later relink of this batch looks at this row again
         row = self._rows.get(key)
-        before = (kst_before.st_size, kst_before.st_mtime_ns, kst_before.st_ctime_ns)
+        if proof is None:
+            return
+        before = (proof.size, proof.mtime_ns, proof.ctime_ns)
         if (
             row is not None
             and row.hash is not None
@@ -1679,37 +1689,54 @@ class Relinker:
         path_s = path if type(path) is str else os.fsdecode(_p(path))
         keep_s = keep_path if type(keep_path) is str else os.fsdecode(_p(keep_path))
         root, parts, parent, kparts, kdir = self._place(path, path_s, keep_path, keep_s)
+        # The kept inode held open from the stat its content is checked under until the name's
+        # lstat after the rename: only then are the two one file, whose hash may be carried over
+        # (``Pin``). The one open it costs is this relink's.
+        kpin = None
         try:
-            res, kst = _relink_at(
-                parent,
-                parts[-1],
-                path_s,
-                kdir,
-                kparts[-1],
-                keep_s,
-                target,
-                catalog=self.catalog,
-                rows=self._rows,
-                on_temp_link=on_temp_link,
-                hold=self._hold_for(root),
-            )
-        except (QbhookError, OSError):
-            _drop_leftover(parent, parts[-1], target.ino)
-            raise
-        if res["status"] == "relinked":
-            if self.sync_each:
-                os.fsync(parent.fd)
-            elif root not in self._touched:
-                self._touched[root] = os.dup(parent.fd)  # the folder the rename was made in: its filesystem
-                self._trim()
-            # The name now: the kept inode, with the ctime and link count our link and rename left.
-            # For the catalog (``after``, recorded without resolving the path again) and for later
-            # relinks of this batch onto the same inode (``_carry_over``).
-            now = parent.lstat(parts[-1])
-            if now is not None and (now.st_dev, now.st_ino) == (kst.st_dev, kst.st_ino):
-                self.after[path] = Relinked(kst, now)
-                self._carry_over(kdir, kst, now)
+            try:
+                kpin = Pin.at(kparts[-1], kdir.fd)
+                res, kst = _relink_at(
+                    parent,
+                    parts[-1],
+                    path_s,
+                    kdir,
+                    kparts[-1],
+                    keep_s,
+                    target,
+                    catalog=self.catalog,
+                    rows=self._rows,
+                    kpin=kpin,
+                    on_temp_link=on_temp_link,
+                    hold=self._hold_for(root),
+                )
+            except (QbhookError, OSError):
+                _drop_leftover(parent, parts[-1], target.ino)
+                raise
+            if res["status"] == "relinked":
+                self._relinked(path, root, parts[-1], parent, kdir, kpin)
+        finally:
+            if kpin is not None:
+                kpin.close()
         return res
+
+    def _relinked(self, path, root: bytes, name: bytes, parent: Dir, kdir: Dir, kpin: Pin) -> None:
+        """After a rename (the kept inode still pinned by ``kpin``): its folder to sync, and the
+        name's stat, with its carry-over's warrant, for the catalog and for later relinks of this
+        batch onto the same inode."""
+        if self.sync_each:
+            os.fsync(parent.fd)
+        elif root not in self._touched:
+            self._touched[root] = os.dup(parent.fd)  # the folder the rename was made in: its filesystem
+            self._trim()
+        # The name now: the kept inode, with the ctime and link count our link and rename left.
+        # For the catalog (``after``, recorded without resolving the path again) and for later
+        # relinks of this batch onto the same inode (``_carry_over``).
+        now = parent.lstat(name)
+        if now is not None and (now.st_dev, now.st_ino) == (kpin.st.st_dev, kpin.st.st_ino):
+            proof = kpin.proof(now)
+            self.after[path] = Relinked(now, proof)
+            self._carry_over(kdir, proof, now)
 
 
 def _relink_at(
@@ -1723,14 +1750,16 @@ def _relink_at(
     *,
     catalog,
     rows,
+    kpin: Pin | None,
     on_temp_link,
     hold: Callable[[int], None] | None = None,
 ) -> tuple[dict, os.stat_result]:
-    """``hold``: given a descriptor of the replaced inode when the rename drops its last link
-    (``_Releaser``), to be closed later; without it the rename frees the inode itself."""
+    """``kpin``: the kept entry ``kname`` pinned (None: nothing there); its stat is the kept
+    inode's first look. ``hold``: given a descriptor of the replaced inode when the rename drops
+    its last link (``_Releaser``), to be closed later; without it the rename frees the inode itself."""
     # Long on purpose: each re-check of relink_over's rule list, in order, right before the rename.
     why = f"refusing to relink {path_s} onto {keep_s}"
-    kst = kdir.lstat(kname)
+    kst = kpin.st if kpin is not None else None
     if kst is None:
         raise UnsafeOperation(f"{why}: the copy to keep is missing", hint="re-plan")
     # Each end's filesystem row, looked up once and used by both its identity and its content check.
@@ -2429,10 +2458,13 @@ def unhide_after_move(
         elif not stat_mod.S_ISREG(hst.st_mode):
             raise UnsafeOperation(f"{held} is not the file qbhook hid there: leaving it")
         else:
-            with _walk(root, parts[:-1], create=True) as parent:
+            # The held link keeps its inode until our unlink; a pin keeps it on until the link put
+            # back is looked at (only when there is a hash to carry): ``_carry_hash``.
+            pin = Pin.at(parts[-1], hold.fd) if carry else None
+            with _walk(root, parts[:-1], create=True) as parent, pin or nullcontext():
                 _link_back(hold, parent, parts[-1], hst, path_s, held)
                 os.unlink(parts[-1], dir_fd=hold.fd)
-                _carry_hash(catalog, carry, hst, parent.lstat(parts[-1]))
+                _carry_hash(catalog, carry, hst, pin, parent.lstat(parts[-1]))
             status = "restored"
         if on_back is not None:
             on_back()
@@ -2472,7 +2504,7 @@ def _hidden_or_absent(root: bytes, parts: list[bytes], key: str) -> dict:
     return {"status": "absent"}
 
 
-def _carry_hash(catalog, carry: dict | None, hst: os.stat_result, st: os.stat_result | None) -> None:
+def _carry_hash(catalog, carry: dict | None, hst: os.stat_result, pin: Pin | None, st: os.stat_result | None) -> None:
     """Store ``carry``'s hash again for ``st`` (the link put back) if nothing but our own renames
     touched the inode since it was hashed.
 
@@ -2482,8 +2514,13 @@ def _carry_hash(catalog, carry: dict | None, hst: os.stat_result, st: os.stat_re
     right before we linked it back, must have the very ctime it had right after the hide
     (``carry["stat"]``); then same inode, size and mtime after our link-back and unlink means the
     same bytes as when hashed. Any other ctime: no carry, the next check reads the file again.
+    Same inode means pinned (``pin``, taken while the held link still named it) from ``hst``
+    until ``st``: once our unlink dropped the held link, a writer of the folder put back into
+    could remove the name and create a file that gets the freed inode number.
     """
     if catalog is None or not carry or carry.get("row") is None or st is None:
+        return
+    if pin is None or pin.proof(st, before=hst) is None:
         return
     held = list(carry["stat"])
     if [hst.st_ino, hst.st_size, hst.st_mtime_ns, hst.st_ctime_ns] != held:
