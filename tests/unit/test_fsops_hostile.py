@@ -664,6 +664,39 @@ def test_a_hidden_link_rewritten_through_another_link_gets_no_hash_carried_back(
     assert g.read_bytes().startswith(b"EVIL") and not _hash_valid_now(cat, g)  # the next check reads it
 
 
+@pytest.mark.parametrize("rewrite", [False, True], ids=["untouched", "rewritten-after-the-pin"])
+def test_link_into_carries_a_hash_only_for_the_source_as_it_was_right_before_the_link(fs2, monkeypatch, rewrite):
+    """R8 and R10 share one pin: link_into's source is pinned when it is checked (before a
+    verify_source read, which can take minutes) and held until the link's ``after``. The carry's
+    ``before`` must still be the source's stat right before the link (an fstat of that pin), not the
+    pin's first one: bytes rewritten in between with size and mtime set back move only the ctime,
+    and a hash valid for the first stat would be made valid for them."""
+    _stash, _pool, seed_s, _seed_p, cat = fs2
+    data = b"payload" * 100
+    src = write(seed_s / "A/f.bin", data)
+    old(src)
+    cat.record_path(src, "stash")
+    cat.store_hash(cat.inode_by_path(str(src)).id, bytes.fromhex(b3(data)), os.lstat(src))
+    real_open_parent = fsops._open_parent
+
+    def rewrite_then_open(*a, **k):  # the destination's folder: after the source's pin and checks
+        if not k.get("create"):
+            return real_open_parent(*a, **k)
+        st = os.lstat(src)
+        with open(src, "r+b") as f:
+            f.write(b"EVIL")
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+        return real_open_parent(*a, **k)
+
+    if rewrite:
+        monkeypatch.setattr(fsops, "_open_parent", rewrite_then_open)
+    act = fsops.link_into(src, seed_s / "B/f.bin", roots=(seed_s,), catalog=cat)
+    monkeypatch.undo()
+    assert act.status is fsops.ActStatus.LINKED
+    cat.record_path(seed_s / "B/f.bin", "stash", st=act.after, carry=act.carry)
+    assert _hash_valid_now(cat, seed_s / "B/f.bin") is not rewrite
+
+
 def test_a_put_back_link_swapped_for_a_file_that_reused_its_inode_number_gets_no_hash(tmp_path, monkeypatch):
     """Review finding R10: a carry checked only equal (dev, ino). Right after the put-back's unlink
     of the held link, a writer of the seeding folder removes the restored name (the inode's last
