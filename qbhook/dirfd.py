@@ -26,8 +26,10 @@ A file below a verified folder is opened the same way, by what it is and not by 
 itself, so a device planted there is never opened: a device's open has effects of its own, a
 watchdog arms, a tape rewinds), the pinned inode ``fstat``-ed and refused unless it is a regular
 file (``NotRegular``), then that very inode reopened for reading through ``/proc/self/fd``. A
-hard link is made of the pinned inode the same way (``link_pinned``): a name swapped between the
-check and the act can then neither be opened nor linked.
+hard link is made of the pinned inode the same way (``Pin.link``): a name swapped between the
+check and the act can then neither be opened nor linked. The pin (``Pin``, the one home of it) is
+also what makes two stats one file: held across an act, it keeps the inode's number from being
+handed to another file, which the catalog's hash carry-over asks for (``CarryProof``).
 
 ``FolderReader`` keeps the descriptors it opened (a bounded number, least recently used
 closed first), so a snapshot opens each folder once and lstat-s each file with one
@@ -55,8 +57,8 @@ __all__ = [
     "FolderRefused",
     "NotAFolder",
     "NotRegular",
+    "Pin",
     "SeedingRoot",
-    "link_pinned",
     "loose_folders_above",
     "open_below",
     "open_file_at",
@@ -64,7 +66,6 @@ __all__ = [
     "open_walked",
     "pin_file",
     "pinned",
-    "reopen",
     "symlink_on_the_way",
 ]
 
@@ -140,80 +141,129 @@ class EntryChanged(OSError):
     pinned (a writer swapped it in between); what was opened is closed again."""
 
 
-def pin_file(name: str | bytes, dir_fd: int | None = None) -> tuple[int, os.stat_result]:
-    """An ``O_PATH`` descriptor of the regular file ``name`` (in the verified folder ``dir_fd``) and
-    its fstat. An O_PATH open opens nothing: no driver's open runs (a device planted at the name
-    is refused before anything happens to it), no FIFO blocks, no byte is read. A symbolic link is
-    OSError ELOOP (what an O_NOFOLLOW open says), anything else not a regular file NotRegular,
-    nothing there FileNotFoundError."""
+class Pin:
+    """An ``O_PATH | O_NOFOLLOW`` descriptor held on one inode (``fd``) and its fstat when pinned
+    (``st``): the one pin of qbhook, for two uses.
+
+    * **Acting on the inode checked.** An O_PATH open opens nothing: no driver's open runs (a
+      device planted at the name is refused before anything happens to it), no FIFO blocks, no
+      byte is read. The pinned inode is then opened (``reopen``) or hard-linked (``link``)
+      through /proc/self/fd, never by its name: a name swapped after the check is neither opened
+      nor linked (``pin_file``, ``open_file_at``).
+    * **One file across an act.** While the descriptor is open the inode cannot be freed, so its
+      (st_dev, st_ino) cannot be handed to another file (ext4 gives a freed inode number to the
+      next new file at once; ZFS reuses object numbers too): two stats of that (dev, ino) taken
+      while it is held are stats of one file. The catalog's hash carry-over asks for that
+      (``catalog.store.CarryProof.across``).
+
+    Never read, written or followed. A context manager (closes the pin); ``close`` is idempotent."""
+
+    __slots__ = ("fd", "st")
+
+    def __init__(self, fd: int, st: os.stat_result) -> None:
+        self.fd, self.st = fd, st
+
+    @classmethod
+    def at(cls, name: str | bytes, dir_fd: int | None = None) -> Pin | None:
+        """Whatever entry ``name`` (in the verified folder ``dir_fd``; None: a path, never followed at
+        its end) is, pinned, a symlink as itself; None if nothing is there."""
+        try:
+            return _pin(name, dir_fd)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    @property
+    def held(self) -> bool:
+        """Still open: what it says of its inode holds only while it is."""
+        return self.fd >= 0
+
+    def look(self) -> os.stat_result:
+        """The pinned inode's stat now (an fstat: no name is resolved)."""
+        return os.fstat(self.fd)
+
+    def reopen(self, flags: int, name: str | bytes, dir_fd: int | None) -> tuple[int, os.stat_result]:
+        """The pinned inode (pinned as ``name`` in ``dir_fd``) opened with ``flags`` (read-only ones),
+        and the new descriptor's fstat: through /proc/self/fd, so it is that inode whatever the name
+        holds now (checked: same st_dev and st_ino).
+
+        Without /proc (not mounted: a bare chroot) the name is opened again (O_NOFOLLOW, O_NONBLOCK,
+        O_NOCTTY: a FIFO cannot hang it, a terminal cannot become the controlling one) and must be
+        the pinned inode, else EntryChanged. A device swapped in between the pin and that open is
+        then opened before it is refused: the window the old code had, left only where /proc is
+        missing."""
+        flags = (flags & ~os.O_NOFOLLOW) | os.O_NOCTTY | os.O_CLOEXEC
+        try:
+            fd = os.open(PROC_FD + str(self.fd), flags)
+        except FileNotFoundError:
+            if os.path.isdir(PROC_FD):
+                raise
+            fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+        try:
+            now = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if (now.st_dev, now.st_ino) != (self.st.st_dev, self.st.st_ino):
+            os.close(fd)
+            raise EntryChanged(errno.EAGAIN, "changed while it was being opened", os.fsdecode(name))
+        return fd, now
+
+    def link(self, dst: bytes, dst_dir_fd: int, name: bytes, dir_fd: int | None) -> None:
+        """Hard-link the pinned inode (pinned as ``name`` in ``dir_fd``) as ``dst`` in the verified
+        folder ``dst_dir_fd``: linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N links exactly the open
+        inode, so a name swapped after its check is never linked (FileNotFoundError: the pinned
+        file lost its last name meanwhile). Errors as os.link's (FileExistsError, EXDEV).
+
+        Without /proc the name is linked (never followed), as before pinning: a swap in between is
+        then seen only after the link, by the caller's look at what it made."""
+        try:
+            os.link(PROC_FD + str(self.fd), dst, dst_dir_fd=dst_dir_fd, follow_symlinks=True)
+        except FileNotFoundError:
+            if os.path.isdir(PROC_FD):
+                raise
+            os.link(name, dst, src_dir_fd=dir_fd, dst_dir_fd=dst_dir_fd, follow_symlinks=False)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+    def __enter__(self) -> Pin:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _pin(name: str | bytes, dir_fd: int | None) -> Pin:
+    """``name`` in ``dir_fd`` pinned, whatever it is; os.open's errors."""
     fd = os.open(name, _PIN_FLAGS, dir_fd=dir_fd)
     try:
-        st = os.fstat(fd)
+        return Pin(fd, os.fstat(fd))
     except BaseException:
         os.close(fd)
         raise
-    if not stat_mod.S_ISREG(st.st_mode):
-        os.close(fd)
-        if stat_mod.S_ISLNK(st.st_mode):
+
+
+def pin_file(name: str | bytes, dir_fd: int | None = None) -> Pin:
+    """The regular file ``name`` (in the verified folder ``dir_fd``) pinned (``Pin``), its fstat
+    checked first. A symbolic link is OSError ELOOP (what an O_NOFOLLOW open says), anything else
+    not a regular file NotRegular (never opened), nothing there FileNotFoundError."""
+    pin = _pin(name, dir_fd)
+    if not stat_mod.S_ISREG(pin.st.st_mode):
+        pin.close()
+        if stat_mod.S_ISLNK(pin.st.st_mode):
             raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), os.fsdecode(name))
-        raise NotRegular(name, st.st_mode)
-    return fd, st
-
-
-def reopen(
-    pin: int, st: os.stat_result, flags: int, name: str | bytes, dir_fd: int | None
-) -> tuple[int, os.stat_result]:
-    """The inode pinned as ``pin`` (fstat ``st``, from ``pin_file`` of ``name`` in ``dir_fd``) opened
-    with ``flags`` (read-only ones), and the new descriptor's fstat: through /proc/self/fd, so it is
-    that inode whatever the name holds now (checked: same st_dev and st_ino).
-
-    Without /proc (not mounted: a bare chroot) the name is opened again (O_NOFOLLOW, O_NONBLOCK,
-    O_NOCTTY: a FIFO cannot hang it, a terminal cannot become the controlling one) and must be the
-    pinned inode, else EntryChanged. A device swapped in between the pin and that open is then
-    opened before it is refused: the window today's code had, left only where /proc is missing."""
-    flags = (flags & ~os.O_NOFOLLOW) | os.O_NOCTTY | os.O_CLOEXEC
-    try:
-        fd = os.open(PROC_FD + str(pin), flags)
-    except FileNotFoundError:
-        if os.path.isdir(PROC_FD):
-            raise
-        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
-    try:
-        now = os.fstat(fd)
-    except BaseException:
-        os.close(fd)
-        raise
-    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
-        os.close(fd)
-        raise EntryChanged(errno.EAGAIN, "changed while it was being opened", os.fsdecode(name))
-    return fd, now
+        raise NotRegular(name, pin.st.st_mode)
+    return pin
 
 
 def open_file_at(name: str | bytes, dir_fd: int | None, flags: int) -> tuple[int, os.stat_result]:
     """The regular file ``name`` in the verified folder ``dir_fd`` (None: ``name`` is a path, never
     followed at its end) opened with ``flags``, and its fstat: pinned, checked, reopened
-    (``pin_file``, ``reopen``: their errors). The one way root opens a file others may plant."""
-    pin, st = pin_file(name, dir_fd)
-    try:
-        return reopen(pin, st, flags, name, dir_fd)
-    finally:
-        os.close(pin)
-
-
-def link_pinned(pin: int, dst: bytes, dst_dir_fd: int, name: bytes, dir_fd: int) -> None:
-    """Hard-link the inode pinned as ``pin`` (``pin_file`` of ``name`` in ``dir_fd``) as ``dst`` in the
-    verified folder ``dst_dir_fd``: linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N links exactly the
-    open inode, so a name swapped after its check is never linked (FileNotFoundError: the pinned
-    file lost its last name meanwhile). Errors as os.link's (FileExistsError, EXDEV).
-
-    Without /proc the name is linked (never followed), as before pinning: a swap in between is
-    then seen only after the link, by the caller's look at what it made."""
-    try:
-        os.link(PROC_FD + str(pin), dst, dst_dir_fd=dst_dir_fd, follow_symlinks=True)
-    except FileNotFoundError:
-        if os.path.isdir(PROC_FD):
-            raise
-        os.link(name, dst, src_dir_fd=dir_fd, dst_dir_fd=dst_dir_fd, follow_symlinks=False)
+    (``pin_file``, ``Pin.reopen``: their errors). The one way root opens a file others may plant."""
+    with pin_file(name, dir_fd) as pin:
+        return pin.reopen(flags, name, dir_fd)
 
 
 @dataclass(frozen=True, slots=True)

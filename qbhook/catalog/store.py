@@ -20,7 +20,7 @@ from pathlib import Path
 
 from qbhook.catalog import fsid as fsid_mod
 from qbhook.catalog.db import Tx, connect, rollback
-from qbhook.dirfd import LOOK_MAX_OPEN, FolderReader, FolderRefused
+from qbhook.dirfd import LOOK_MAX_OPEN, FolderReader, FolderRefused, Pin
 from qbhook.errors import FilesystemIdError, NotRegularFile, PathMapError, PathOutsideRoots
 from qbhook.paths import shown
 
@@ -46,9 +46,48 @@ class CountsMark:
     mark: tuple[int, int] | None
 
 
-def _same_inode(before: os.stat_result | None, st: os.stat_result) -> bool:
-    """Is ``before`` a stat of the inode ``st`` is of (a carry-over's precondition)?"""
-    return before is not None and (before.st_dev, before.st_ino) == (st.st_dev, st.st_ino)
+@dataclass(frozen=True, slots=True)
+class CarryProof:
+    """The warrant of a hash carry-over: one inode (``dev``, ``ino``) was held open (``Pin``) from a
+    stat of it (``size``, ``mtime_ns``, ``ctime_ns``: the stat its hash must have been valid for)
+    until the stat with ``after_ctime_ns`` was taken, so both are stats of one and the same file.
+
+    Equal (st_dev, st_ino) alone proves nothing: ext4 hands a freed inode number to the next new
+    file at once (ZFS reuses object numbers too), so a writer who removes every link of a file and
+    creates another one with the old size and mtime (``touch -d``) gets a file that passes. An open
+    descriptor keeps the inode alive, and a live inode's number cannot be given to another file.
+    Made by ``across`` only, from a held ``dirfd.Pin``; ``covers`` binds it to the one stat it was made for."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    after_ctime_ns: int
+
+    @classmethod
+    def across(cls, pin: Pin, after: os.stat_result, before: os.stat_result | None = None) -> CarryProof | None:
+        """The warrant to carry a hash valid for ``before`` (default: the pin's own ``st``) onto
+        ``after``, both taken while ``pin`` was held (the caller's word: a stat is not timestamped),
+        when both are the pinned inode; None otherwise, or once the pin is closed."""
+        if not pin.held:
+            return None
+        b = pin.st if before is None else before
+        key = (pin.st.st_dev, pin.st.st_ino)
+        if (b.st_dev, b.st_ino) != key or (after.st_dev, after.st_ino) != key:
+            return None
+        return cls(*key, b.st_size, b.st_mtime_ns, b.st_ctime_ns, after.st_ctime_ns)
+
+    def covers(self, st: os.stat_result) -> bool:
+        """Is ``st`` the stat this proof was made for (its inode, with the ctime it was taken at)?"""
+        return (st.st_dev, st.st_ino, st.st_ctime_ns) == (self.dev, self.ino, self.after_ctime_ns)
+
+
+def _carried(carry: CarryProof | None, st: os.stat_result) -> tuple:
+    """_CARRY_HASH_FROM's three values: the proven ``before`` when ``carry`` covers ``st``, else NULLs (no carry)."""
+    if carry is None or not carry.covers(st):
+        return (None, None, None)
+    return (carry.size, carry.mtime_ns, carry.ctime_ns)
 
 
 # A hash or stat is written to the row of the file that was read, not to its row id alone: the
@@ -490,12 +529,13 @@ class Catalog:
         "ON CONFLICT(fs, ino) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
         "ctime_ns=excluded.ctime_ns, nlink=excluded.nlink, seen_scan=excluded.seen_scan"
     )
-    # The hash carry-over of a change qbhook made itself (record_path's ``own_change``), as part of
+    # The hash carry-over of a change qbhook made itself (record_path's ``carry``), as part of
     # the inode's upsert: the hash is moved to the new ctime only if it was valid for exactly the
-    # stat the caller checked right before its act (the three ``?``; NULL: no carry) and size and
-    # mtime did not move since. Size and mtime alone would also carry a hash that went stale before
-    # the act (bytes rewritten, ``touch -d`` back to the old mtime: only the ctime tells). The old
-    # row's columns, unqualified, are read before any SET applies.
+    # stat the caller took of the pinned inode before its act (the three ``?``; NULL: no carry)
+    # and size and mtime did not move since. Size and mtime alone would also carry a hash that went
+    # stale before the act (bytes rewritten, ``touch -d`` back to the old mtime: only the ctime
+    # tells); and only a pin (``CarryProof``) says the two stats are of one file. The old row's
+    # columns, unqualified, are read before any SET applies.
     _CARRY_HASH_FROM = (
         ", hash_ctime_ns=CASE WHEN hash IS NOT NULL AND hash_size=excluded.size "
         "AND hash_mtime_ns=excluded.mtime_ns AND hash_size=? AND hash_mtime_ns=? AND hash_ctime_ns=? "
@@ -511,18 +551,17 @@ class Catalog:
         st: os.stat_result,
         scan_id: int | None,
         *,
-        carry_hash: bool = False,
-        before: os.stat_result | None = None,
+        carry: CarryProof | None = None,
     ) -> int:
         """Record that ``path`` is a link to the inode described by ``st``. Caller holds a transaction.
-        ``carry_hash``: the hash carry-over of a change qbhook made itself, from ``before``, the
-        inode's stat right before that change (_CARRY_HASH_FROM); without it, nothing is carried."""
+        ``carry``: the hash carry-over of a change qbhook made itself (_CARRY_HASH_FROM), when it
+        covers ``st``; without it, nothing is carried."""
         values: tuple = (fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, scan_id)
-        carry = ""
-        if carry_hash and _same_inode(before, st):
-            carry = self._CARRY_HASH_FROM
-            values += (before.st_size, before.st_mtime_ns, before.st_ctime_ns)
-        inode_id = c.execute(self._UPSERT_INODE + carry + " RETURNING id", values).fetchone()[0]
+        sql = self._UPSERT_INODE
+        if carry is not None and carry.covers(st):
+            sql += self._CARRY_HASH_FROM
+            values += _carried(carry, st)
+        inode_id = c.execute(sql + " RETURNING id", values).fetchone()[0]
         c.execute(
             "INSERT INTO paths(path, inode, pool, seen_scan) VALUES (?,?,?,?) "
             "ON CONFLICT(path) DO UPDATE SET inode=excluded.inode, pool=excluded.pool, seen_scan=excluded.seen_scan",
@@ -537,25 +576,21 @@ class Catalog:
         rows: list[tuple[bytes, int, os.stat_result]],
         scan_id: int | None,
         *,
-        carry_from: Mapping[bytes, os.stat_result] | None = None,
+        carry_from: Mapping[bytes, CarryProof] | None = None,
     ) -> None:
         """upsert() for many (path, fs, stat) at once: two executemany calls instead of two
         statements per path. Caller holds a transaction. Same end state as upserting one by one.
-        ``carry_from``: path -> the ``before`` of upsert()'s carry-over, in the same statement
-        (a path without one carries nothing)."""
+        ``carry_from``: path -> upsert()'s ``carry``, in the same statement (a path without one
+        carries nothing)."""
         values = [
             (fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, scan_id) for _p, fs, st in rows
         ]
         if carry_from is None:
             c.executemany(self._UPSERT_INODE, values)
         else:
-            befores = [carry_from.get(p) for p, _fs, st in rows]
             c.executemany(
                 self._UPSERT_INODE + self._CARRY_HASH_FROM,
-                [
-                    v + ((b.st_size, b.st_mtime_ns, b.st_ctime_ns) if _same_inode(b, st) else (None, None, None))
-                    for v, b, (_p, _fs, st) in zip(values, befores, rows, strict=True)
-                ],
+                [v + _carried(carry_from.get(p), st) for v, (p, _fs, st) in zip(values, rows, strict=True)],
             )
         c.executemany(
             "INSERT INTO paths(path, inode, pool, seen_scan) VALUES (?, (SELECT id FROM inodes WHERE fs=? AND "
@@ -577,9 +612,8 @@ class Catalog:
         path: str | bytes,
         pool: str,
         *,
-        own_change: bool = False,
         st: os.stat_result | None = None,
-        before: os.stat_result | None = None,
+        carry: CarryProof | None = None,
     ) -> int:
         """Record one path (after qbhook linked/renamed it): ``st`` if given, else its lstat taken
         through its verified folder below the pool roots (``_pool_lstat``: PathOutsideRoots for a
@@ -587,14 +621,16 @@ class Catalog:
 
         ``st``: the lstat the caller's act took through the folder it acted in, proven to be the
         inode it acted on (``fsops.Act.after``); a path looked up again by name may by then be
-        another file a writer of that folder renamed in. ``own_change=True`` says qbhook itself
-        caused the metadata change (link, rename): the hash is carried over to the new ctime
-        instead of forcing a rehash if it was valid for ``before`` (the inode's stat the caller
-        checked right before the act) and size and mtime did not move. Without ``before`` nothing
-        is carried: the hash is read again when next needed (cost, never a stale hash made valid).
+        another file a writer of that folder renamed in. ``carry``: qbhook itself caused the
+        metadata change (link, rename, unlink of another link) and pinned the inode across it
+        (``CarryProof.across``): the hash is carried over to the new ctime instead of forcing a rehash if
+        it was valid for the proof's ``before`` and size and mtime did not move. Only onto the
+        ``st`` given, the one the proof covers; without a proof nothing is carried: the hash is
+        read again when next needed (cost, never a stale hash made valid).
         """
         bpath = os.fsencode(path)
         if st is None:
+            carry = None  # a stat looked up now is not the one the caller's pin covered
             with self.reader() as reader:
                 st = self._pool_lstat(reader, bpath)
         if not stat.S_ISREG(st.st_mode):
@@ -603,15 +639,14 @@ class Catalog:
             raise NotRegularFile(f"{os.fsdecode(bpath)} is not a regular file; the catalog records only regular files")
         fs = self.fs_for_path(bpath, st.st_dev)
         with Tx(self.conn) as c:
-            return self.upsert(c, pool, bpath, fs, st, None, carry_hash=own_change, before=before)
+            return self.upsert(c, pool, bpath, fs, st, None, carry=carry)
 
     def record_paths(
         self,
         items: list[tuple[str | bytes, str]],
         *,
-        own_change: bool = False,
         stats: Mapping[str | bytes, os.stat_result] | None = None,
-        before: Mapping[str | bytes, os.stat_result] | None = None,
+        carry: Mapping[str | bytes, CarryProof] | None = None,
     ) -> int:
         """``record_path`` for many (path, pool) in one transaction; returns how many were recorded.
 
@@ -619,11 +654,9 @@ class Catalog:
         records what it relinked; one entry swapped meanwhile must not undo the others).
         ``stats``: the caller's lstat of some of the paths, taken after its own change through
         the folder it acted in (a relink batch's): used instead of resolving each path again.
-        With ``stats``, ``own_change`` carries hashes only for the paths it has a stat for: a
+        ``carry``: record_path's, per path; used only with the path's stat from ``stats`` (a
         path looked up again by name may be another file by now, whose stale hash a carry
-        would make valid again (the others are recorded as seen, their hashes as they were).
-        ``before``: the inode's stat the caller checked right before its act, per path, as
-        record_path's; a path without one carries nothing.
+        would make valid again: the others are recorded as seen, their hashes as they were).
         A path without a stat is looked at through its verified folder (``_pool_lstat``); one
         not provably a pool's file is left out, like a gone one.
         """
@@ -637,14 +670,13 @@ class Catalog:
             for path, pool in items:
                 bpath = os.fsencode(path)
                 st = stats.get(path) if stats else None
-                carry = before.get(path) if own_change and before and (stats is None or st is not None) else None
                 if st is not None:
                     if not stat.S_ISREG(st.st_mode):
                         continue
                     fs = fs_of.get(st.st_dev)
                     if fs is None:
                         fs = fs_of[st.st_dev] = self.fs_for_path(bpath, st.st_dev)  # may register: outside the Tx
-                    todo.append((bpath, pool, st, fs, carry))
+                    todo.append((bpath, pool, st, fs, carry.get(path) if carry else None))
                     continue
                 try:
                     st = self._pool_lstat(reader, bpath)
@@ -652,16 +684,16 @@ class Catalog:
                     continue
                 if stat.S_ISREG(st.st_mode):
                     # may register a filesystem: outside the Tx
-                    todo.append((bpath, pool, st, self.fs_for_path(bpath, st.st_dev), carry))
+                    todo.append((bpath, pool, st, self.fs_for_path(bpath, st.st_dev), None))
         if not todo:
             return 0
         with Tx(self.conn) as c:
             by_pool: dict[str, list] = {}
-            carry_from: dict[bytes, os.stat_result] = {}
-            for bpath, pool, st, fs, carry in todo:
+            carry_from: dict[bytes, CarryProof] = {}
+            for bpath, pool, st, fs, proof in todo:
                 by_pool.setdefault(pool, []).append((bpath, fs, st))
-                if carry is not None:
-                    carry_from[bpath] = carry
+                if proof is not None:
+                    carry_from[bpath] = proof
             for pool, rows in by_pool.items():
                 self.upsert_many(c, pool, rows, None, carry_from=carry_from or None)
         return len(todo)

@@ -35,6 +35,7 @@ else here looks at a step's kind. Adding a kind: its class in qbhook/decide/plan
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -50,6 +51,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from qbhook import notify as _notify
 from qbhook import procs
 from qbhook.catalog.identity import components
+from qbhook.catalog.store import CarryProof
 from qbhook.catalog.torrents import TorrentIndex
 from qbhook.decide.explain import VIEW_CHANGED  # in a backstop-stopped group's reason (status, explain)
 from qbhook.decide.facts import skipped_place_reason, skipped_place_taken
@@ -77,7 +79,7 @@ from qbhook.decide.plan import (
     VerifyView,
 )
 from qbhook.decide.repair import QUIET_STATES
-from qbhook.dirfd import LOOK_MAX_OPEN, FolderReader, FolderRefused
+from qbhook.dirfd import LOOK_MAX_OPEN, FolderReader, FolderRefused, Pin
 from qbhook.errors import (
     ChildFailed,
     ExitCode,
@@ -1048,12 +1050,12 @@ class Executor:
     def _record(self, done_paths: list[tuple[str, str]], after: dict) -> None:
         """The relinked (path, pool)s in the catalog, from the lstat taken right after each rename:
         each path now names its kept inode, whose ctime our link changed, so its hash is carried over
-        if it was valid for the stat the relink checked the content under (``fsops.Relinked``)."""
+        if it was valid for the stat the relink checked the content under and the relink held the
+        inode open until that lstat (``fsops.Relinked``'s ``carry``)."""
         self.catalog.record_paths(
             done_paths,
-            own_change=True,
             stats={p: r.after for p, r in after.items()},
-            before={p: r.before for p, r in after.items()},
+            carry={p: r.carry for p, r in after.items() if r.carry is not None},
         )
 
     def _relinker(self, todo: list[tuple[GroupPlan, int, Converge]]) -> fsops.Relinker:
@@ -1651,15 +1653,9 @@ class Executor:
             verify_source=repair,
         )
         # Our link changed the inode's ctime: its cached hash is carried over if it was valid for the
-        # source right before the link (act.before). ``already`` (an earlier attempt's link) has no
-        # such stat: its hash, if stale, is re-proven by a read at verify_view.
-        self.catalog.record_path(
-            s.dst,
-            self._pool_name(s.dst, st.plan.target_pool),
-            own_change=act.status is fsops.ActStatus.LINKED,
-            st=act.after,
-            before=act.before,
-        )
+        # source, pinned across the link (act.carry). ``already`` (an earlier attempt's link) has no
+        # such warrant: its hash, if stale, is re-proven by a read at verify_view.
+        self.catalog.record_path(s.dst, self._pool_name(s.dst, st.plan.target_pool), st=act.after, carry=act.carry)
         res = _made(act)
         if learned is not None:
             st.learned[_norm(s.dst)] = learned
@@ -1740,7 +1736,33 @@ class Executor:
         # Planned without a hash: the one the copy took of this file's content (the kept copy's),
         # so the doomed link must still hold exactly what was copied.
         blake3_hex = st.content_of(s.keep_path, s.blake3, s.size or 0, f"refusing to delete {s.path}")
-        res = fsops.safe_unlink(
+        with self._pin_links(s) as pin:
+            res = self._safe_unlink(s, blake3_hex, hold)
+            st.deletes_started = True
+            if res["status"] == "held" and s.blake3 is None:
+                # The purge re-proves the kept copy before removing a last link: with the content proved here.
+                res = {**res, "blake3": blake3_hex}
+            self.catalog.forget_path(s.path)
+            if res.get("nlink_before", 0) > 1:
+                self._record_other_links(s, res, pin)
+        st.outcome.bytes_freed += res.get("bytes_freed", 0)
+        return res
+
+    def _pin_links(self, s: Delete) -> Pin | contextlib.nullcontext:
+        """The doomed link's inode held open (``Pin``) across its delete, when it has other seeding
+        links whose hash the delete may carry over (``_record_other_links``); else nothing."""
+        if not any(p != s.path for p in s.seeding_links):
+            return contextlib.nullcontext()
+        try:
+            with self.ctx.reader() as reader:
+                where = reader.place_any(s.path)
+                pin = Pin.at(where[1], where[0]) if where is not None else None
+        except (OSError, FolderRefused, PathMapError):
+            pin = None
+        return pin or contextlib.nullcontext()
+
+    def _safe_unlink(self, s: Delete, blake3_hex, hold: str | None) -> dict:
+        return fsops.safe_unlink(
             s.path,
             fsid=s.fsid,
             ino=s.ino,
@@ -1756,33 +1778,33 @@ class Executor:
             catalog=self.catalog,
             hold_run=hold,
         )
-        st.deletes_started = True
-        if res["status"] == "held" and s.blake3 is None:
-            # The purge re-proves the kept copy before removing a last link: with the content proved here.
-            res = {**res, "blake3": blake3_hex}
-        self.catalog.forget_path(s.path)
-        if res.get("nlink_before", 0) > 1:
-            # Unlinking changed the inode's ctime; its other links are recorded with it, the hash
-            # carried from the stat safe_unlink checked the content under and saw again right
-            # before the unlink (``checked``): cross-seeds with own paths would each read the
-            # payload again. Each is looked at through its verified folder: one behind a
-            # symlinked folder is not provably that pool's file, and is left for the next scan.
-            checked = fsops.Checked.of(res, s.ino)
-            with self.ctx.reader() as reader:
-                for p in s.seeding_links:
-                    if p == s.path:
-                        continue
-                    try:
-                        pst = reader.lstat_any(p)
-                    except (OSError, FolderRefused, PathMapError):
-                        continue
-                    if pst is not None and (pst.st_dev, pst.st_ino) == (res.get("dev"), s.ino):
-                        pool = self.cfg.pool_of(p)
-                        if pool is not None:
-                            # That very stat, proven to be the inode whose content the delete checked.
-                            self.catalog.record_path(p, pool.name, own_change=True, st=pst, before=checked)
-        st.outcome.bytes_freed += res.get("bytes_freed", 0)
-        return res
+
+    def _record_other_links(self, s: Delete, res: dict, pin: Pin | None) -> None:
+        """Unlinking changed the inode's ctime; its other links are recorded with it, the hash
+        carried from the stat safe_unlink checked the content under and saw again right before
+        the unlink (``checked``) when ``pin`` held the inode from before that check until each
+        link's lstat: cross-seeds with own paths would each read the payload again. Without the
+        pin equal (dev, ino) proves nothing: a writer of a seeding folder may have removed the
+        last other link and created a file that got the freed inode number (``CarryProof``).
+        Each is looked at through its verified folder: one behind a symlinked folder is not
+        provably that pool's file, and is left for the next scan."""
+        checked = fsops.Checked.of(res, s.ino)
+        with self.ctx.reader() as reader:
+            for p in s.seeding_links:
+                if p == s.path:
+                    continue
+                try:
+                    pst = reader.lstat_any(p)
+                except (OSError, FolderRefused, PathMapError):
+                    continue
+                if pst is not None and (pst.st_dev, pst.st_ino) == (res.get("dev"), s.ino):
+                    pool = self.cfg.pool_of(p)
+                    if pool is not None:
+                        # That very stat, proven to be the inode whose content the delete checked.
+                        carry = None
+                        if pin is not None and checked is not None:
+                            carry = CarryProof.across(pin, pst, checked)
+                        self.catalog.record_path(p, pool.name, st=pst, carry=carry)
 
     def _check_still_placed(self, st: _GroupRun) -> None:
         """The group's torrents are still where verify_group saw them, ATM off: read before the

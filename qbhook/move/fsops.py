@@ -18,7 +18,7 @@ deleted). Every check and the final act then name only the last entry,
 relative to that same descriptor (``fstatat(AT_SYMLINK_NOFOLLOW)``, then
 ``unlinkat``/``linkat``/``openat(O_NOFOLLOW)``/``mkdirat``; a file read or linked from is
 first pinned (``O_PATH|O_NOFOLLOW``), checked on the pin's fstat, and then opened or linked
-through ``/proc/self/fd`` (``dirfd.open_file_at``, ``dirfd.link_pinned``): a device planted at
+through ``/proc/self/fd`` (``dirfd.open_file_at``, ``dirfd.Pin.link``): a device planted at
 the name is never opened, and what is linked is the inode checked; nothing is ever
 renamed over a name, except by ``relink_over`` (and its batch form ``Relinker``): same-pool convergence puts a link
 of proven-equal content over a seeding entry, atomically). Sources that are only
@@ -69,7 +69,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import NamedTuple, Self
@@ -78,13 +78,14 @@ import blake3
 
 from qbhook.catalog import hashing
 from qbhook.catalog.fsid import is_zfs
+from qbhook.catalog.store import CarryProof
 from qbhook.dirfd import (
     EntryChanged,
     FolderRefused,
     NotAFolder,
     NotRegular,
+    Pin,
     SeedingRoot,
-    link_pinned,
     open_below,
     open_file_at,
     open_root,
@@ -178,16 +179,17 @@ class Act(Mapping):
     ``after`` is the destination's lstat taken through the verified folder the act used, right
     after the act, and proven to be the inode the act made, linked or content-checked: the caller
     records *that* stat (and caches a hash against it), never one looked up again by name, where
-    a writer of the folder may have renamed another file in meanwhile. ``before`` (LINKED only)
-    is the source's lstat right before the link: a cached hash may be carried over the link's
-    ctime change only if it was valid for it. As a mapping it is what the journal records
-    (``{"status": ..., **facts}``, JSON); ``dict(act)`` gives that.
+    a writer of the folder may have renamed another file in meanwhile. ``carry`` (LINKED only):
+    the source inode was pinned from its stat right before the link until ``after`` was taken
+    (``CarryProof.across``); a cached hash may be carried over the link's ctime change only with it. As a
+    mapping it is what the journal records (``{"status": ..., **facts}``, JSON); ``dict(act)``
+    gives that.
     """
 
     status: ActStatus
     after: os.stat_result
     facts: dict = field(default_factory=dict)
-    before: os.stat_result | None = None
+    carry: CarryProof | None = None
 
     def __getitem__(self, key: str):
         return self.status.value if key == "status" else self.facts[key]
@@ -207,7 +209,7 @@ class Act(Mapping):
 
 class Checked(NamedTuple):
     """The stat ``safe_unlink`` checked a link's content under (its result's ``checked``, with the
-    inode's ``dev`` and the planned ``ino``), as ``Catalog.record_path(before=...)`` reads it."""
+    inode's ``dev`` and the planned ``ino``), as ``CarryProof.across(before=...)`` reads it."""
 
     st_dev: int
     st_ino: int
@@ -246,8 +248,10 @@ class RelinkTarget:
 class Relinked(NamedTuple):
     """A name a ``Relinker`` relinked, as the catalog records it (``Catalog.record_paths``)."""
 
-    before: os.stat_result  # the kept inode right before the link: the stat its content was checked under
-    after: os.stat_result  # the name right after the rename, through its folder: that inode
+    after: os.stat_result  # the name right after the rename, through its folder: the kept inode
+    # The kept inode pinned from the stat its content was checked under until ``after`` (None: not
+    # proven one file, nothing carried).
+    carry: CarryProof | None
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -399,6 +403,14 @@ class Dir:
             return open_file_at(name, self.fd, flags)
         except NotRegular:
             raise UnsafeOperation(f"{self.show(name)} is not a regular file") from None
+        except EntryChanged:
+            raise UnsafeOperation(f"{self.show(name)} was swapped for another file while qbhook opened it") from None
+
+    def reopen(self, pin: Pin, name: bytes, flags: int = hashing._READ_FLAGS) -> tuple[int, os.stat_result]:
+        """``open_file`` of the entry ``name`` the caller pinned already (``pin``, checked by the caller
+        to be a regular file): that inode, not pinned again."""
+        try:
+            return pin.reopen(flags, name, self.fd)
         except EntryChanged:
             raise UnsafeOperation(f"{self.show(name)} was swapped for another file while qbhook opened it") from None
 
@@ -700,11 +712,19 @@ def _cached_digest(catalog, path, st: os.stat_result, rows: dict | None = None, 
 
 
 def _content_digest(
-    d: Dir, name: bytes, st: os.stat_result, catalog, rows: dict | None = None, fs: int | None = None
+    d: Dir,
+    name: bytes,
+    st: os.stat_result,
+    catalog,
+    rows: dict | None = None,
+    fs: int | None = None,
+    pin: Pin | None = None,
 ) -> bytes:
     """BLAKE3 of the inode ``st`` at ``name`` in ``d``: the catalog's valid cached hash, else read it through ``d``.
 
-    ``fs``: ``_fs_row`` of this entry, when the caller already has it."""
+    ``fs``: ``_fs_row`` of this entry, when the caller already has it. ``pin``: the caller's pin of
+    that entry (``st`` its fstat), read through instead of pinning the name again (one open less,
+    and the bytes read are the inode the caller goes on to link)."""
     if st.st_size == 0:
         return hashing.EMPTY_HASH
     fs_path = d.fs_path_for(st)
@@ -712,7 +732,7 @@ def _content_digest(
     if cached is not None:
         return cached
     shown = d.show(name)
-    fd, before = d.open_file(name)
+    fd, before = d.open_file(name) if pin is None else d.reopen(pin, name)
     try:
         digest = hashing.hash_fd(fd)
         after = os.fstat(fd)
@@ -1151,22 +1171,23 @@ def _source_held_still(src_fd: int, sst: os.stat_result, written: int, expected_
 
 def _source_digest(src, roots, catalog) -> bytes:
     """The source's content hash as it is now (the catalog's, if still valid for its stat, else read)."""
-    with _regular_file(src, roots, "copy source") as (sdir, sname, _pin, sst):
-        return _content_digest(sdir, sname, sst, catalog)
+    with _regular_file(src, roots, "copy source") as (sdir, sname, pin, sst):
+        return _content_digest(sdir, sname, sst, catalog, pin=pin)
 
 
 @contextmanager
-def _regular_file(path, roots, what: str) -> Iterator[tuple[Dir, bytes, int, os.stat_result]]:
-    """(its verified folder, name, an O_PATH pin of it, the pin's fstat) of the regular file at
-    ``path`` below ``roots`` (reads may cross a nested dataset); VerificationFailed if it is missing,
+def _regular_file(path, roots, what: str) -> Iterator[tuple[Dir, bytes, Pin, os.stat_result]]:
+    """(its verified folder, name, its pin, the pin's fstat) of the regular file at ``path`` below
+    ``roots`` (reads may cross a nested dataset); VerificationFailed if it is missing,
     UnsafeOperation if it is anything but a regular file (never opened: ``dirfd.pin_file``). ``what``
     names it in the message ("copy source", "link source"). An act on the file goes through the
-    pin (``dirfd.link_pinned``), so it acts on the inode checked, not on what the name holds then."""
+    pin (``Pin.link``), so it acts on the inode checked, not on what the name holds then; and the
+    pin, held until the caller is done, keeps the inode's number its own (``CarryProof``)."""
     shown = os.fsdecode(_p(path))
     parent, name = _reading_parent(path, roots, f"{what} {shown}")
     with parent:
         try:
-            pin, st = pin_file(name, parent.fd)
+            pin = pin_file(name, parent.fd)
         except FileNotFoundError:
             raise VerificationFailed(f"{what} {shown} is missing") from None
         except NotRegular:
@@ -1175,10 +1196,8 @@ def _regular_file(path, roots, what: str) -> Iterator[tuple[Dir, bytes, int, os.
             if e.errno != errno.ELOOP:
                 raise
             raise UnsafeOperation(f"{what} {shown} is not a regular file") from None
-        try:
-            yield parent, name, pin, st
-        finally:
-            os.close(pin)
+        with pin:
+            yield parent, name, pin, pin.st
 
 
 def _remember_source_digest(catalog, fs_path: str | None, src_fd: int, sst: os.stat_result, digest: bytes) -> bool:
@@ -1230,20 +1249,26 @@ def link_into(
     ``present`` if it is another inode with the same content. Anything else at ``dst``
     raises UnsafeOperation. Both ends are reached through verified folders: ``dst`` below
     ``roots`` (the seeding roots), ``src`` below ``src_roots`` (default ``roots``). ``after``
-    is ``dst``'s lstat proven to be that inode; ``before`` (linked) the source's lstat right
-    before the link. ``verify_source``: the source must hold ``blake3_hex`` right
-    before the link (the catalog's valid cached hash, else a read), for a source the plan chose
-    minutes earlier among files others write (a repair's catalog copy, maybe a library file a
-    tagger rewrote in place at the same size).
+    is ``dst``'s lstat proven to be that inode; ``carry`` (linked) the hash carry-over's warrant
+    (the source pinned from right before the link until ``after``). ``verify_source``: the
+    source must hold ``blake3_hex`` right before the link (the catalog's valid cached hash, else
+    a read), for a source the plan chose minutes earlier among files others write (a repair's
+    catalog copy, maybe a library file a tagger rewrote in place at the same size).
     """
     src_shown, dst_shown = os.fsdecode(_p(src)), os.fsdecode(_p(dst))
     with _regular_file(src, roots if src_roots is None else src_roots, "link source") as (sdir, sname, pin, sst):
         if size is not None and sst.st_size != size:
             raise VerificationFailed(f"link source {src_shown} has {sst.st_size} bytes, expected {size}")
-        if verify_source and _content_digest(sdir, sname, sst, catalog) != _digest(blake3_hex, sst.st_size):
+        if verify_source and _content_digest(sdir, sname, sst, catalog, pin=pin) != _digest(blake3_hex, sst.st_size):
             raise VerificationFailed(f"link source {src_shown} no longer holds the planned content")
         ddir, dname, _parts = _open_parent(dst, roots, create=True)
+        # The source stays pinned (``_regular_file``) until the link's ``after`` is taken: a hash may
+        # be carried onto it only so, since no other file can take a pinned inode's number
+        # (``CarryProof``). Its stat right before the link is what that hash must be valid for: the
+        # checks above may have taken minutes (a verify_source read), and a rewrite meanwhile moved
+        # the ctime. An fstat of the pin: no name is resolved again.
         with ddir:
+            before = pin.look()
             for _attempt in range(2):
                 st = ddir.lstat(dname)
                 if st is not None:
@@ -1254,7 +1279,7 @@ def link_into(
                     want = (
                         _digest(blake3_hex, sst.st_size)
                         if (blake3_hex is not None or sst.st_size == 0)
-                        else _content_digest(sdir, sname, sst, catalog)
+                        else _content_digest(sdir, sname, sst, catalog, pin=pin)
                     )
                     if _content_digest(ddir, dname, st, catalog) != want:
                         raise UnsafeOperation(f"different content at {dst_shown}: refusing to replace it")
@@ -1262,7 +1287,7 @@ def link_into(
                 try:
                     # The inode checked, not what the source's name holds now (a writer may have
                     # renamed a hard link of a library file over it since the check).
-                    link_pinned(pin, dname, ddir.fd, sname, sdir.fd)
+                    pin.link(dname, ddir.fd, sname, sdir.fd)
                 except FileExistsError:
                     continue  # raced with another writer: judge what is there now
                 except OSError as e:
@@ -1275,12 +1300,13 @@ def link_into(
                 # The new name must be the source's inode before anyone records or builds on it:
                 # a writer of the folder could rename another file over it right after the link.
                 # The link was of the pinned inode, so another inode there was put there after it.
-                return Act(ActStatus.LINKED, _linked_is(ddir, dname, sst, dst_shown), before=sst)
+                after = _linked_is(ddir, dname, sst, dst_shown)
+                return Act(ActStatus.LINKED, after, carry=CarryProof.across(pin, after, before))
     raise UnsafeOperation(f"{dst_shown} keeps changing under us")
 
 
 def _linked_is(d: Dir, name: bytes, want: os.stat_result, shown: str) -> os.stat_result:
-    """``_made_is`` for a link of a pinned inode (``dirfd.link_pinned``): the link made was that
+    """``_made_is`` for a link of a pinned inode (``Pin.link``): the link made was that
     inode, so another one at the name was put there after the link, by a writer of that folder."""
     now = d.lstat(name)
     if now is None or (now.st_dev, now.st_ino) != (want.st_dev, want.st_ino):
@@ -1393,26 +1419,8 @@ def _drop_leftover(parent: Dir, name: bytes, ino: int) -> None:
         pass  # not qbhook's, or not to be had: the refusal is what the caller needs to hear
 
 
-def _pin_kept(kdir: Dir, kname: bytes, kept: tuple, why: str) -> int:
-    """An O_PATH pin of the copy to keep (``dirfd.pin_file``) whose fstat is still ``kept``
-    (``_content_stat``); UnsafeOperation if it is gone, no longer a regular file, or changed."""
-    try:
-        pin, kpre = pin_file(kname, kdir.fd)
-    except (FileNotFoundError, NotRegular):
-        pin, kpre = -1, None
-    except OSError as e:
-        if e.errno != errno.ELOOP:
-            raise
-        pin, kpre = -1, None
-    if kpre is None or _content_stat(kpre) != kept:
-        if pin >= 0:
-            os.close(pin)
-        raise UnsafeOperation(f"{why}: the copy to keep changed during the checks", hint="re-plan")
-    return pin
-
-
-def _link_temp(kpin: int, kdir: Dir, kname: bytes, parent: Dir, tmp: bytes, why: str) -> None:
-    """Link the kept inode (pinned as ``kpin``: ``dirfd.link_pinned``) as ``tmp`` in ``parent``.
+def _link_temp(kpin: Pin, kdir: Dir, kname: bytes, parent: Dir, tmp: bytes, why: str) -> None:
+    """Link the kept inode (pinned as ``kpin``: ``Pin.link``) as ``tmp`` in ``parent``.
 
     The name is normally free, so it is only looked at when the link finds it taken: a crashed
     attempt's leftover (a spare link) is removed and the link made again; anything else there
@@ -1421,7 +1429,7 @@ def _link_temp(kpin: int, kdir: Dir, kname: bytes, parent: Dir, tmp: bytes, why:
     """
     for again in (False, True):
         try:
-            link_pinned(kpin, tmp, parent.fd, kname, kdir.fd)
+            kpin.link(tmp, parent.fd, kname, kdir.fd)
             return
         except FileExistsError:
             if again:
@@ -1602,7 +1610,7 @@ class Relinker:
       which no user can set back: the row no longer applies and the file is read again.
       After a relink, the kept inode's ctime moved because of our own link: its row is
       carried over to the new ctime when size and mtime are unchanged, as
-      ``Catalog.record_path(own_change=True)`` did after each single relink.
+      ``Catalog.record_path(carry=...)`` does, the kept inode pinned across the relink (``CarryProof``).
     * **One sync** (``sync``). Each rename is atomic; durability is needed only before the
       journal says ``done`` (a rename lost to a power cut leaves the old name holding the
       same bytes, and the journal still says ``intended``, so a resume does it again).
@@ -1792,8 +1800,9 @@ class Relinker:
             finally:
                 os.close(fd)
 
-    def _carry_over(self, d: Dir, kst_before: os.stat_result, kst_after: os.stat_result) -> None:
-        # Our link changed the kept inode's ctime only: its hash stays valid when size and mtime did not move.
+    def _carry_over(self, d: Dir, proof: CarryProof | None, kst_after: os.stat_result) -> None:
+        # Our link changed the kept inode's ctime only: its hash stays valid when size and mtime did not move,
+        # and the inode was pinned across the relink (``proof``: the catalog's rule, ``_CARRY_HASH_FROM``).
         # Only a kept inode this batch relinks onto more than once is looked at again (``_uses``):
         # when the batch has none, no row is carried and the filesystem lookup is skipped.
         if self.catalog is None or not self._shared:
@@ -1807,7 +1816,9 @@ class Relinker:
         if left <= 0:
             return  # no later relink of this batch looks at this row again
         row = self._rows.get(key)
-        before = (kst_before.st_size, kst_before.st_mtime_ns, kst_before.st_ctime_ns)
+        if proof is None:
+            return
+        before = (proof.size, proof.mtime_ns, proof.ctime_ns)
         if (
             row is not None
             and row.hash is not None
@@ -1867,41 +1878,58 @@ class Relinker:
         path_s = path if type(path) is str else os.fsdecode(_p(path))
         keep_s = keep_path if type(keep_path) is str else os.fsdecode(_p(keep_path))
         root, parts, parent, kparts, kdir = self._place(path, path_s, keep_path, keep_s)
+        # The kept inode held open from the stat its content is checked under until the name's
+        # lstat after the rename: only then are the two one file, whose hash may be carried over
+        # (``Pin``). The one open it costs is this relink's.
+        kpin = None
         try:
-            res, kst = _relink_at(
-                parent,
-                parts[-1],
-                path_s,
-                kdir,
-                kparts[-1],
-                keep_s,
-                target,
-                catalog=self.catalog,
-                rows=self._rows,
-                on_temp_link=on_temp_link,
-                hold=self._hold_for(root),
-                anchor=self._anchors[root],
-            )
-        except (QbhookError, OSError):
-            if parent.in_place(self._anchors[root]):
-                _drop_leftover(parent, parts[-1], target.ino)
-            else:  # moved: nothing more is done in it, and nothing below this root is trusted as held
-                self._forget(root)
-            raise
-        if res["status"] == "relinked":
-            if self.sync_each:
-                os.fsync(parent.fd)
-            elif root not in self._touched:
-                self._touched[root] = os.dup(parent.fd)  # the folder the rename was made in: its filesystem
-                self._trim()
-            # The name now: the kept inode, with the ctime and link count our link and rename left.
-            # For the catalog (``after``, recorded without resolving the path again) and for later
-            # relinks of this batch onto the same inode (``_carry_over``).
-            now = parent.lstat(parts[-1])
-            if now is not None and (now.st_dev, now.st_ino) == (kst.st_dev, kst.st_ino):
-                self.after[path] = Relinked(kst, now)
-                self._carry_over(kdir, kst, now)
+            try:
+                kpin = Pin.at(kparts[-1], kdir.fd)
+                res = _relink_at(
+                    parent,
+                    parts[-1],
+                    path_s,
+                    kdir,
+                    kparts[-1],
+                    keep_s,
+                    target,
+                    catalog=self.catalog,
+                    rows=self._rows,
+                    kpin=kpin,
+                    on_temp_link=on_temp_link,
+                    hold=self._hold_for(root),
+                    anchor=self._anchors[root],
+                )
+            except (QbhookError, OSError):
+                if parent.in_place(self._anchors[root]):
+                    _drop_leftover(parent, parts[-1], target.ino)
+                else:  # moved: nothing more is done in it, and nothing below this root is trusted as held
+                    self._forget(root)
+                raise
+            if res["status"] == "relinked":
+                self._relinked(path, root, parts[-1], parent, kdir, kpin)
+        finally:
+            if kpin is not None:
+                kpin.close()
         return res
+
+    def _relinked(self, path, root: bytes, name: bytes, parent: Dir, kdir: Dir, kpin: Pin) -> None:
+        """After a rename (the kept inode still pinned by ``kpin``): its folder to sync, and the
+        name's stat, with its carry-over's warrant, for the catalog and for later relinks of this
+        batch onto the same inode."""
+        if self.sync_each:
+            os.fsync(parent.fd)
+        elif root not in self._touched:
+            self._touched[root] = os.dup(parent.fd)  # the folder the rename was made in: its filesystem
+            self._trim()
+        # The name now: the kept inode, with the ctime and link count our link and rename left.
+        # For the catalog (``after``, recorded without resolving the path again) and for later
+        # relinks of this batch onto the same inode (``_carry_over``).
+        now = parent.lstat(name)
+        if now is not None and (now.st_dev, now.st_ino) == (kpin.st.st_dev, kpin.st.st_ino):
+            proof = CarryProof.across(kpin, now)
+            self.after[path] = Relinked(now, proof)
+            self._carry_over(kdir, proof, now)
 
 
 def _relink_at(
@@ -1915,16 +1943,20 @@ def _relink_at(
     *,
     catalog,
     rows,
+    kpin: Pin | None,
     on_temp_link,
     hold: Callable[[int], None] | None = None,
     anchor: Anchor | None = None,
-) -> tuple[dict, os.stat_result]:
-    """``hold``: given a descriptor of the replaced inode when the rename drops its last link
-    (``_Releaser``), to be closed later; without it the rename frees the inode itself.
-    ``anchor``: where ``parent``'s root must still be (``Dir.in_place``)."""
+) -> dict:
+    """``kpin``: the kept entry ``kname`` pinned (None: nothing there), held by the caller until the
+    name's look after the rename: its stat is the kept inode's first look, its fstat the look
+    right before the temporary link, and the temporary link is made of it (``Pin.link``), never of
+    what a writer renamed over ``kname`` meanwhile. ``hold``: given a descriptor of the replaced
+    inode when the rename drops its last link (``_Releaser``), to be closed later; without it the
+    rename frees the inode itself. ``anchor``: where ``parent``'s root must still be (``Dir.in_place``)."""
     # Long on purpose: each re-check of relink_over's rule list, in order, right before the rename.
     why = f"refusing to relink {path_s} onto {keep_s}"
-    kst = kdir.lstat(kname)
+    kst = kpin.st if kpin is not None else None
     if kst is None:
         raise UnsafeOperation(f"{why}: the copy to keep is missing", hint="re-plan")
     # Each end's filesystem row, looked up once and used by both its identity and its content check.
@@ -1941,7 +1973,7 @@ def _relink_at(
         raise UnsafeOperation(f"{why}: {path_s} is missing", hint="re-plan")
     if (st.st_dev, st.st_ino) == (kst.st_dev, kst.st_ino):
         _clean_stale_relink(parent, tmp)  # what an earlier attempt may have left beside it
-        return {"status": "already", "bytes_freed": 0, "nlink_before": st.st_nlink}, kst
+        return {"status": "already", "bytes_freed": 0, "nlink_before": st.st_nlink}
     if not stat_mod.S_ISREG(st.st_mode):
         raise UnsafeOperation(f"{why}: {path_s} is not a regular file")
     sfs = _fs_row(catalog, parent, st)
@@ -1967,19 +1999,18 @@ def _relink_at(
     want = _digest(t.blake3_hex, t.size)
     if _content_digest(parent, name, st, catalog, rows, sfs) != want:
         raise UnsafeOperation(f"{why}: {path_s} no longer has the planned content", hint="re-plan")
-    if _content_digest(kdir, kname, kst, catalog, rows, kfs) != want:
+    if _content_digest(kdir, kname, kst, catalog, rows, kfs, kpin) != want:
         raise UnsafeOperation(f"{why}: the copy to keep does not have the planned content", hint="re-plan")
     # The kept inode once more, right before the link: its content was proven for ``kst``, taken
     # before the victim was read (minutes for a large file). A library file rewritten meanwhile
     # (a tagger; ``touch -r`` restores the mtime, never the ctime) must not reach the torrent's name.
-    # Pinned (O_PATH) for that look: the temporary link is made of the inode looked at, never of
-    # what a writer of the keep's folder renamed over its name after the look.
+    # An fstat of the pin held since the first look: the temporary link is made of that inode
+    # (R8), never of what a writer of the keep's folder renamed over its name meanwhile (the last
+    # look, by name, then refuses), and it is one file with ``kst`` for the carry-over (R10).
     kept = _content_stat(kst)
-    kpin = _pin_kept(kdir, kname, kept, why)
-    try:
-        _link_temp(kpin, kdir, kname, parent, tmp, why)
-    finally:
-        os.close(kpin)
+    if _content_stat(kpin.look()) != kept:
+        raise UnsafeOperation(f"{why}: the copy to keep changed during the checks", hint="re-plan")
+    _link_temp(kpin, kdir, kname, parent, tmp, why)
     try:
         tst = parent.lstat(tmp)
         if tst is None or (tst.st_dev, tst.st_ino) != (kst.st_dev, kst.st_ino):
@@ -2020,7 +2051,7 @@ def _relink_at(
                 pass
     # The link count of the last look: a link made since the first one (a cross-seed) keeps the bytes.
     freed = st.st_size if last.st_nlink == 1 else 0
-    return {"status": "relinked", "bytes_freed": freed, "nlink_before": last.st_nlink}, kst
+    return {"status": "relinked", "bytes_freed": freed, "nlink_before": last.st_nlink}
 
 
 # What says an inode's bytes are the ones checked: (dev, ino, size, mtime, ctime); a write that
@@ -2634,10 +2665,13 @@ def unhide_after_move(
         elif not stat_mod.S_ISREG(hst.st_mode):
             raise UnsafeOperation(f"{held} is not the file qbhook hid there: leaving it")
         else:
-            with _walk(root, parts[:-1], create=True) as parent:
+            # The held link keeps its inode until our unlink; a pin keeps it on until the link put
+            # back is looked at (only when there is a hash to carry): ``_carry_hash``.
+            pin = Pin.at(parts[-1], hold.fd) if carry else None
+            with _walk(root, parts[:-1], create=True) as parent, pin or nullcontext():
                 _link_back(hold, parent, parts[-1], hst, path_s, held)
                 os.unlink(parts[-1], dir_fd=hold.fd)
-                _carry_hash(catalog, carry, hst, parent.lstat(parts[-1]))
+                _carry_hash(catalog, carry, hst, pin, parent.lstat(parts[-1]))
             status = "restored"
         if on_back is not None:
             on_back()
@@ -2677,7 +2711,7 @@ def _hidden_or_absent(root: bytes, parts: list[bytes], key: str) -> dict:
     return {"status": "absent"}
 
 
-def _carry_hash(catalog, carry: dict | None, hst: os.stat_result, st: os.stat_result | None) -> None:
+def _carry_hash(catalog, carry: dict | None, hst: os.stat_result, pin: Pin | None, st: os.stat_result | None) -> None:
     """Store ``carry``'s hash again for ``st`` (the link put back) if nothing but our own renames
     touched the inode since it was hashed.
 
@@ -2687,8 +2721,13 @@ def _carry_hash(catalog, carry: dict | None, hst: os.stat_result, st: os.stat_re
     right before we linked it back, must have the very ctime it had right after the hide
     (``carry["stat"]``); then same inode, size and mtime after our link-back and unlink means the
     same bytes as when hashed. Any other ctime: no carry, the next check reads the file again.
+    Same inode means pinned (``pin``, taken while the held link still named it) from ``hst``
+    until ``st``: once our unlink dropped the held link, a writer of the folder put back into
+    could remove the name and create a file that gets the freed inode number.
     """
     if catalog is None or not carry or carry.get("row") is None or st is None:
+        return
+    if pin is None or CarryProof.across(pin, st, hst) is None:
         return
     held = list(carry["stat"])
     if [hst.st_ino, hst.st_size, hst.st_mtime_ns, hst.st_ctime_ns] != held:
@@ -2711,24 +2750,23 @@ def _link_same(src: Dir, dst: Dir, name: bytes, st: os.stat_result) -> bool:
     """Link ``src/name`` (the inode ``st``) as ``dst/name``; True also when that name already is
     this inode (an earlier attempt got that far), False when it holds another file, or when
     ``src/name`` is no longer ``st``: then nothing is linked. The link is of the inode pinned and
-    checked (``dirfd.link_pinned``): an entry swapped after the caller's last look is never linked
+    checked (``Pin.link``): an entry swapped after the caller's last look is never linked
     into holding (it used to leave a stray link of the swapped-in file there)."""
     try:
-        pin, now = pin_file(name, src.fd)
+        pin = pin_file(name, src.fd)
     except (FileNotFoundError, NotRegular):
         return False
     except OSError as e:
         if e.errno != errno.ELOOP:
             raise
         return False
-    try:
-        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+    with pin:
+        if (pin.st.st_dev, pin.st.st_ino) != (st.st_dev, st.st_ino):
             return False
-        link_pinned(pin, name, dst.fd, name, src.fd)
-    except FileExistsError:
-        pass
-    finally:
-        os.close(pin)
+        try:
+            pin.link(name, dst.fd, name, src.fd)
+        except FileExistsError:
+            pass
     # Looked at after a fresh link too: the caller unlinks the other name next, and if a writer
     # renamed another file over this one meanwhile, that would leave no link of ``st`` but the
     # swapped-in file standing where the journal says ``st`` is.

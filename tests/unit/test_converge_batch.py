@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hst
 
+from qbhook import dirfd
 from qbhook.catalog import store as store_mod
 from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
@@ -368,10 +369,11 @@ def test_the_batch_prefetch_reads_the_same_rows_as_the_one_by_one_lookup(world):
     assert sum(r.hash is not None for r in got.values()) == len(keys) - 2
 
 
-def test_a_relink_looks_through_its_held_folders_seven_times_and_never_resolves_a_path_again(world, monkeypatch):
-    # Every check stays (the keeper, the victim, the keeper again right before the link, the fresh
-    # temporary link, both once more right before the rename; the keeper's look right before the
-    # link is its pin, an O_PATH open and fstat: the temporary link is made of that inode, R8) and
+def test_a_relink_looks_seven_times_one_pin_and_five_lstats_and_never_resolves_a_path_again(world, monkeypatch):
+    # Every check stays: the keeper (the fstat of its pin, ``dirfd.Pin``, opened once and held for
+    # the whole relink: the temporary link is made of that inode, R8, and the hash is carried only
+    # across it, R10), the victim, the keeper again right before the link (an fstat of the same
+    # pin, no second open), the fresh temporary link, both once more right before the rename; and
     # one look after it, which the
     # catalog records and the batch's later relinks onto the same inode reuse. What went: a look
     # for a crashed attempt's temporary name (the link itself finds it taken), a second look at
@@ -380,9 +382,11 @@ def test_a_relink_looks_through_its_held_folders_seven_times_and_never_resolves_
     w = world
     plan, pairs = _dups(w, 6, cache=True)
     looks, by_path = [], []
-    real, real_pin = fsops.Dir.lstat, fsops.pin_file
-    monkeypatch.setattr(fsops.Dir, "lstat", lambda self, name: looks.append(name) or real(self, name))
-    monkeypatch.setattr(fsops, "pin_file", lambda name, d=None: looks.append(name) or real_pin(name, d))
+    real, real_pin, real_look = fsops.Dir.lstat, dirfd._pin, dirfd.Pin.look
+    monkeypatch.setattr(fsops.Dir, "lstat", lambda self, name: looks.append(("lstat", name)) or real(self, name))
+    # every O_PATH pin, whoever opens it (``Pin.at``, ``pin_file``), and every fstat of one
+    monkeypatch.setattr(dirfd, "_pin", lambda name, d: looks.append(("pin", name)) or real_pin(name, d))
+    monkeypatch.setattr(dirfd.Pin, "look", lambda self: looks.append(("fstat", None)) or real_look(self))
     real_lstat = store_mod.os.lstat
 
     def path_lstat(p, *a, **k):
@@ -394,6 +398,8 @@ def test_a_relink_looks_through_its_held_folders_seven_times_and_never_resolves_
     monkeypatch.undo()
     assert all(_linked(s, lib) for s, lib in pairs)
     assert len(looks) == 7 * len(pairs), looks
+    kinds = [k for k, _n in looks]
+    assert (kinds.count("pin"), kinds.count("fstat"), kinds.count("lstat")) == (len(pairs), len(pairs), 5 * len(pairs))
     assert not {os.fsencode(s) for s, _lib in pairs} & {os.fsencode(p) for p in by_path}
     for seed, lib in pairs:  # what the catalog recorded is the live stat, hash carried over
         row, st = w.cat.inode_by_path(seed), os.lstat(seed)

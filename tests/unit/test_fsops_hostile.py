@@ -566,7 +566,7 @@ def test_a_converge_already_done_carries_no_hash_onto_a_path_looked_up_again(fs2
     with open(g, "r+b") as f:
         f.write(b"EVIL")
     os.utime(g, ns=(old.st_atime_ns, old.st_mtime_ns))  # size and mtime as hashed, ctime moved
-    cat.record_paths([(str(g), "stash")], own_change=True, stats={})
+    cat.record_paths([(str(g), "stash")], stats={})
     assert cat.inode_by_path(str(g)).hash is None  # stale, and still known to be
 
 
@@ -621,7 +621,8 @@ def test_an_act_result_is_the_journaled_mapping_and_carries_the_stat_it_proved(f
     now = os.lstat(seed_p / "view/f.bin")
     assert (res.after.st_ino, res.after.st_ctime_ns) == (now.st_ino, now.st_ctime_ns)
     ln = fsops.link_into(src, seed_s / "B/f.bin", roots=(seed_s,))
-    assert ln.status is fsops.ActStatus.LINKED and ln.before.st_ino == ln.after.st_ino == os.lstat(src).st_ino
+    assert ln.status is fsops.ActStatus.LINKED and ln.after.st_ino == os.lstat(src).st_ino
+    assert ln.carry is not None and ln.carry.covers(ln.after) and ln.carry.ino == ln.after.st_ino
 
 
 def _hash_valid_now(cat, path) -> bool:
@@ -661,6 +662,76 @@ def test_a_hidden_link_rewritten_through_another_link_gets_no_hash_carried_back(
     os.utime(lib, ns=(old.st_atime_ns, old.st_mtime_ns))  # size and mtime as hashed, ctime moved
     fsops.unhide_after_move(str(g), roots=roots, run=2, catalog=cat, carry=hidden["carry"])
     assert g.read_bytes().startswith(b"EVIL") and not _hash_valid_now(cat, g)  # the next check reads it
+
+
+@pytest.mark.parametrize("rewrite", [False, True], ids=["untouched", "rewritten-after-the-pin"])
+def test_link_into_carries_a_hash_only_for_the_source_as_it_was_right_before_the_link(fs2, monkeypatch, rewrite):
+    """R8 and R10 share one pin: link_into's source is pinned when it is checked (before a
+    verify_source read, which can take minutes) and held until the link's ``after``. The carry's
+    ``before`` must still be the source's stat right before the link (an fstat of that pin), not the
+    pin's first one: bytes rewritten in between with size and mtime set back move only the ctime,
+    and a hash valid for the first stat would be made valid for them."""
+    _stash, _pool, seed_s, _seed_p, cat = fs2
+    data = b"payload" * 100
+    src = write(seed_s / "A/f.bin", data)
+    old(src)
+    cat.record_path(src, "stash")
+    cat.store_hash(cat.inode_by_path(str(src)).id, bytes.fromhex(b3(data)), os.lstat(src))
+    real_open_parent = fsops._open_parent
+
+    def rewrite_then_open(*a, **k):  # the destination's folder: after the source's pin and checks
+        if not k.get("create"):
+            return real_open_parent(*a, **k)
+        st = os.lstat(src)
+        with open(src, "r+b") as f:
+            f.write(b"EVIL")
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+        return real_open_parent(*a, **k)
+
+    if rewrite:
+        monkeypatch.setattr(fsops, "_open_parent", rewrite_then_open)
+    act = fsops.link_into(src, seed_s / "B/f.bin", roots=(seed_s,), catalog=cat)
+    monkeypatch.undo()
+    assert act.status is fsops.ActStatus.LINKED
+    cat.record_path(seed_s / "B/f.bin", "stash", st=act.after, carry=act.carry)
+    assert _hash_valid_now(cat, seed_s / "B/f.bin") is not rewrite
+
+
+def test_a_put_back_link_swapped_for_a_file_that_reused_its_inode_number_gets_no_hash(tmp_path, monkeypatch):
+    """Review finding R10: a carry checked only equal (dev, ino). Right after the put-back's unlink
+    of the held link, a writer of the seeding folder removes the restored name (the inode's last
+    link: freed) and creates a file with the old size and mtime; ext4 hands it the freed inode
+    number at once, and the old hash was stored for the new bytes. The put-back now pins the
+    inode until its look, so no other file can get that number. On ext4 (tmp_path), not tmpfs:
+    tmpfs never hands out a freed inode number again."""
+    from qbhook.catalog.store import Catalog
+
+    data = b"payload" * 100
+    seed = tmp_path / "seed"
+    g = write(seed / "Show" / "e01.mkv", data)
+    old(g)
+    cat = Catalog.open(tmp_path / "cat.sqlite")
+    cat.record_path(g, "stash")
+    cat.store_hash(cat.inode_by_path(str(g)).id, bytes.fromhex(b3(data)), os.lstat(g))
+    roots = (str(seed),)
+    hidden = fsops.hide_during_move(str(g), roots=roots, run=1, catalog=cat)
+    real_unlink, swapped = os.unlink, []
+
+    def unlink_then_swap(name, *, dir_fd=None):
+        real_unlink(name, dir_fd=dir_fd)
+        if dir_fd is not None and not swapped:  # the held link: now the writer, at the restored name
+            st = os.lstat(g)
+            real_unlink(g)
+            g.write_bytes(b"X" * len(data))
+            os.utime(g, ns=(st.st_atime_ns, st.st_mtime_ns))
+            swapped.append(os.lstat(g).st_ino == st.st_ino)
+
+    monkeypatch.setattr(os, "unlink", unlink_then_swap)
+    fsops.unhide_after_move(str(g), roots=roots, run=1, catalog=cat, carry=hidden["carry"])
+    monkeypatch.undo()
+    assert swapped and g.read_bytes() == b"X" * len(data)
+    assert not _hash_valid_now(cat, g)  # the next check reads it
+    cat.close()
 
 
 # --------------------------------------------------------------------------- a folder swapped while being made

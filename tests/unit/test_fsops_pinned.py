@@ -114,15 +114,16 @@ def test_the_pinned_inode_is_opened_and_linked_whatever_the_name_holds_now(tmp_p
     intruder = write(tmp_path / "d/g.bin", b"swapped")
     d = os.open(tmp_path / "d", os.O_RDONLY | os.O_DIRECTORY)
     try:
-        pin, st = dirfd.pin_file(b"f.bin", d)
+        pin = dirfd.pin_file(b"f.bin", d)
+        st = pin.st
         os.rename(f, tmp_path / "d/aside.bin")  # the writer's move, after the check
         os.rename(intruder, f)
-        fd, now = dirfd.reopen(pin, st, hashing._READ_FLAGS, b"f.bin", d)
+        fd, now = pin.reopen(hashing._READ_FLAGS, b"f.bin", d)
         assert os.read(fd, 100) == b"checked" and (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
         os.close(fd)
-        dirfd.link_pinned(pin, b"view.bin", d, b"f.bin", d)
+        pin.link(b"view.bin", d, b"f.bin", d)
         assert os.lstat(tmp_path / "d/view.bin").st_ino == st.st_ino
-        os.close(pin)
+        pin.close()
     finally:
         os.close(d)
 
@@ -131,13 +132,13 @@ def test_a_pinned_file_that_lost_its_last_name_is_not_linked_by_name(tmp_path):
     write(tmp_path / "f.bin", b"checked")
     d = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        pin, _st = dirfd.pin_file(b"f.bin", d)
+        pin = dirfd.pin_file(b"f.bin", d)
         os.unlink(tmp_path / "f.bin")
         write(tmp_path / "f.bin", b"another")
         with pytest.raises(FileNotFoundError):
-            dirfd.link_pinned(pin, b"view.bin", d, b"f.bin", d)
+            pin.link(b"view.bin", d, b"f.bin", d)
         assert not (tmp_path / "view.bin").exists()
-        os.close(pin)
+        pin.close()
     finally:
         os.close(d)
 
@@ -160,11 +161,11 @@ def test_without_proc_the_name_is_opened_again_and_must_be_the_pinned_inode(tmp_
     fd, st = dirfd.open_file_at(f, None, hashing._READ_FLAGS)
     assert os.read(fd, 100) == b"checked" and st.st_ino == os.lstat(f).st_ino
     os.close(fd)
-    pin, st = dirfd.pin_file(f)
+    pin = dirfd.pin_file(f)
     os.rename(write(tmp_path / "d/g.bin", b"swapped"), f)
     with pytest.raises(dirfd.EntryChanged):
-        dirfd.reopen(pin, st, hashing._READ_FLAGS, f, None)
-    os.close(pin)
+        pin.reopen(hashing._READ_FLAGS, f, None)
+    pin.close()
 
 
 def test_without_proc_a_link_is_made_by_name(tmp_path, monkeypatch):
@@ -172,9 +173,9 @@ def test_without_proc_a_link_is_made_by_name(tmp_path, monkeypatch):
     f = write(tmp_path / "f.bin", b"checked")
     d = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        pin, st = dirfd.pin_file(b"f.bin", d)
-        dirfd.link_pinned(pin, b"view.bin", d, b"f.bin", d)
-        os.close(pin)
+        with dirfd.pin_file(b"f.bin", d) as pin:
+            st = pin.st
+            pin.link(b"view.bin", d, b"f.bin", d)
     finally:
         os.close(d)
     assert os.lstat(tmp_path / "view.bin").st_ino == st.st_ino == os.lstat(f).st_ino

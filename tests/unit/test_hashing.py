@@ -14,7 +14,8 @@ from qbhook.catalog import hashing
 from qbhook.catalog.db import Tx
 from qbhook.catalog.hashing import ensure_hashes, hash_file
 from qbhook.catalog.scan import scan_pool
-from qbhook.catalog.store import Catalog
+from qbhook.catalog.store import CarryProof, Catalog
+from qbhook.dirfd import Pin
 from qbhook.errors import NotRegularFile
 from tests.helpers import make_config, write
 from tests.swap import swap, swap_after_first_look
@@ -67,21 +68,23 @@ def test_own_rename_and_link_do_not_force_rehash(env):
     a = old(write(stash / "a", b"content"))
     scan_pool(cat, cfg.primary, cfg.scan)
     ensure_hashes(cat, _ids(cat), settle_seconds=60)
-    checked = os.lstat(a)  # what qbhook checked right before its own act
-    os.link(a, stash / "b")
-    cat.record_path(stash / "b", "stash", own_change=True, before=checked)
-    checked = os.lstat(a)
-    os.rename(stash / "a", stash / "c")
-    cat.record_path(stash / "c", "stash", own_change=True, before=checked)
+    with Pin.at(str(a)) as pin:  # held across qbhook's own act, from the stat it checked
+        os.link(a, stash / "b")
+        st = os.lstat(stash / "b")
+        cat.record_path(stash / "b", "stash", st=st, carry=CarryProof.across(pin, st))
+    with Pin.at(str(a)) as pin:
+        os.rename(stash / "a", stash / "c")
+        st = os.lstat(stash / "c")
+        cat.record_path(stash / "c", "stash", st=st, carry=CarryProof.across(pin, st))
     cat.forget_path(stash / "a")
     r = ensure_hashes(cat, _ids(cat), settle_seconds=60)
     assert (r.hashed, r.cached) == (0, 1)
 
 
 def test_a_batch_record_of_own_links_carries_the_hash_over_as_one_record_each_does(env):
-    """record_paths(own_change=True), the relink batch's record, keeps a hash exactly where
-    record_path(own_change=True) would: on the linked inode whose size and mtime did not move,
-    not on one whose content changed, and not without ``own_change``."""
+    """record_paths(carry=...), the relink batch's record, keeps a hash exactly where
+    record_path(carry=...) would: on the linked inode whose size and mtime did not move,
+    not on one whose content changed, and not without a proof."""
     cfg, cat, stash = env
     a = old(write(stash / "a", b"content"))
     changed = old(write(stash / "changed", b"before"))
@@ -89,17 +92,19 @@ def test_a_batch_record_of_own_links_carries_the_hash_over_as_one_record_each_do
     scan_pool(cat, cfg.primary, cfg.scan)
     ensure_hashes(cat, _ids(cat), settle_seconds=60)
     time.sleep(0.01)
-    checked = {str(stash / "b"): os.lstat(a)}  # what qbhook checked right before each of its links
+    pins = {p: Pin.at(str(f)) for p, f in ((str(stash / "b"), a), (str(stash / "b2"), a), (str(changed), changed))}
     os.link(a, stash / "b")
-    checked[str(stash / "b2")] = os.lstat(a)
     os.link(a, stash / "b2")
-    checked[str(changed)] = os.lstat(changed)
     write(changed, b"after!")  # same size, new mtime: the hash must not survive
     os.link(foreign, stash / "foreign2")
+    stats = {p: os.lstat(p) for p in pins}
+    proofs = {p: CarryProof.across(pins[p], stats[p]) for p in pins}
+    for pin in pins.values():
+        pin.close()
     n = cat.record_paths(
         [(str(stash / "b"), "stash"), (str(stash / "b2"), "stash"), (str(changed), "stash")],
-        own_change=True,
-        before=checked,
+        stats=stats,
+        carry=proofs,
     )
     assert n == 3
     cat.record_paths([(str(stash / "foreign2"), "stash")])
@@ -128,18 +133,20 @@ def test_an_own_link_carries_no_hash_that_went_stale_before_it(env, given):
     with open(a, "r+b") as f:
         f.write(b"BBBB")
     os.utime(a, ns=(hashed.st_atime_ns, hashed.st_mtime_ns))
-    checked = os.lstat(a)  # the content was checked under this stat (its new bytes, read)
-    os.link(a, stash / "b")
     b = str(stash / "b")
-    given_before = {"before": {b: checked}} if given == "the stat checked" else {}
-    cat.record_paths([(b, "stash")], own_change=True, stats={b: os.lstat(b)}, **given_before)
+    with Pin.at(str(a)) as pin:  # the content was checked under pin.st (its new bytes, read)
+        os.link(a, b)
+        st = os.lstat(b)
+        given_carry = {"carry": {b: CarryProof.across(pin, st)}} if given == "the stat checked" else {}
+        cat.record_paths([(b, "stash")], stats={b: st}, **given_carry)
     assert cat.inode_by_path(a).hash is None  # stale, and still known to be
     # The same record after a link of unchanged content, with the stat checked: carried.
     ensure_hashes(cat, _ids(cat), settle_seconds=0)
-    checked = os.lstat(a)
-    os.link(a, stash / "c")
     c = str(stash / "c")
-    cat.record_paths([(c, "stash")], own_change=True, stats={c: os.lstat(c)}, before={c: checked})
+    with Pin.at(str(a)) as pin:
+        os.link(a, c)
+        st = os.lstat(c)
+        cat.record_paths([(c, "stash")], stats={c: st}, carry={c: CarryProof.across(pin, st)})
     assert cat.inode_by_path(a).hash == blake3.blake3(b"BBBB").digest()
 
 
@@ -566,3 +573,39 @@ def test_a_row_id_reused_during_the_read_does_not_get_the_old_file_s_hash(env, m
     monkeypatch.setattr(hashing, "hash_fd", swapped_meanwhile)
     ensure_hashes(cat, [ia], settle_seconds=60)
     assert cat.conn.execute("SELECT hash, ino FROM inodes WHERE id=?", (ia,)).fetchone() == (None, os.lstat(b).st_ino)
+
+
+def test_no_hash_is_carried_onto_a_file_that_reused_the_inode_number(tmp_path):
+    """Review finding R10 (its reproduction, as the delete path meets it): one link of a two-link
+    inode unlinked by qbhook; a writer removes the other link and creates a file with the old size
+    and mtime there, which gets the freed inode number (ext4, as tmp_path is here). Equal
+    (dev, ino) made the old hash valid for the new bytes. A carry now needs a ``Pin`` held from
+    the check to the recorded stat, and a pinned inode's number is never handed out again."""
+    d = tmp_path / "pool" / "s"
+    d.mkdir(parents=True)
+    cat = Catalog.open(tmp_path / "cat.sqlite")
+    f, g = str(d / "f.bin"), str(d / "g.bin")
+    write(f, b"A" * 4096)
+    os.link(f, g)
+    old(f)
+    iid = cat.record_path(f, "p")
+    cat.record_path(g, "p")
+    ensure_hashes(cat, [iid], settle_seconds=60)
+    pin = Pin.at(g)
+    checked = os.lstat(g)
+    os.unlink(f)
+    cat.forget_path(f)
+    ino = checked.st_ino
+    os.unlink(g)  # the writer; the pin keeps the inode (and its number) alive
+    write(g, b"B" * 4096)
+    os.utime(g, ns=(checked.st_atime_ns, checked.st_mtime_ns))
+    pst = os.lstat(g)
+    assert CarryProof.across(pin, pst, checked) is None or pst.st_ino == ino  # never proven another file
+    cat.record_path(g, "p", st=pst, carry=CarryProof.across(pin, pst, checked))
+    pin.close()
+    assert cat.inode_by_path(g).hash is None
+    # Without a pin, a reused number is indistinguishable: a closed pin proves nothing.
+    assert CarryProof.across(pin, pst) is None
+    r = ensure_hashes(cat, [cat.inode_by_path(g).id], settle_seconds=0)
+    assert (r.hashed, r.cached) == (1, 0) and cat.inode_by_path(g).hash == blake3.blake3(b"B" * 4096).digest()
+    cat.close()

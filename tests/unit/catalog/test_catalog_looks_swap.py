@@ -56,7 +56,7 @@ def test_record_paths_without_a_stat_leaves_out_a_path_behind_a_symlinked_folder
     ok = cfg.primary.seeding_root / "Show/show.mkv"
     write(ok, b"a file of the pool\n")
     swap(folder, outside / "Movie")
-    n = c.record_paths([(str(folder / "movie.mkv"), "stash"), (str(ok), "stash")], own_change=True)
+    n = c.record_paths([(str(folder / "movie.mkv"), "stash"), (str(ok), "stash")])
     assert n == 1 and _recorded(c) == [os.fsencode(ok)]
 
 
