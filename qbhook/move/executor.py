@@ -894,15 +894,25 @@ class Executor:
                 root = next((r for r in self.ctx.seeding_roots if is_within(s.dst, r.path)), None)
                 if root is not None:  # below no seeding root: the copy refuses it, journaled
                     need[root] = need.get(root, 0) + s.size
+        # Summed per filesystem, not per root: two seeding roots on one dataset (movies/, tv/)
+        # spend one free space, and each checked alone passed while together they did not fit.
+        # The first root's reading of a filesystem is its free space.
+        on_fs: dict[int, list] = {}  # st_dev -> [bytes to copy, free, root paths]
+        reason = None
         for root, n in need.items():
             try:
-                free = space_at(root.path, root.pool)[0].avail
+                space, fst = space_at(root.path, root.pool)
             except (OSError, FolderRefused) as e:
                 reason = f"not started: the free space of {root.path} cannot be read ({e})"
-            else:
-                if fits(n, free):
-                    continue
-                reason = f"not started: {human_bytes(n)} to copy onto {root.path}, {human_bytes(free)} free"
+                break
+            fs = on_fs.setdefault(fst.st_dev, [0, space.avail, []])
+            fs[0] += n
+            fs[2].append(root.path)
+        for n, free, paths in on_fs.values() if reason is None else ():
+            if not fits(n, free):
+                reason = f"not started: {human_bytes(n)} to copy onto {' and '.join(paths)}, {human_bytes(free)} free"
+                break
+        if reason is not None:
             self.log.warning("group %s: %s", st.plan.group_id, reason)
             self._fail(st, reason)
             raise _Failure(reason)
