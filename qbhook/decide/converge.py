@@ -252,16 +252,28 @@ def reusable(snap: Snapshot, inode: InodeFact) -> bool:
     return not _may_change(snap, _usage(snap), inode)
 
 
+_WRITERS = "converge.writers"  # its key in Snapshot.derived
+
+
 def writer_of(snap: Snapshot, inode: InodeFact) -> str:
     """Who may change ``inode`` (one ``reusable`` refuses), for a person to act on: the first torrent of
     the snapshot, by name, that uses it while not settled or has it at priority 0; else what
-    ``_may_change`` saw in general. A scan of every torrent: only a refusal reads it."""
-    for t in snap.torrents:
-        settled_t = _settled(t)
-        if any(f.inode == inode.key and (not settled_t or not f.priority) for f in t.files):
-            why = "which has it at priority 0" if settled_t else f"not settled ({t.state}, {t.progress * 100:.0f}%)"
-            return f"torrent {t.name} ({t.hash[:8]} on {t.instance}), {why}"
-    return "a torrent not settled, or skipping a file, that may write at its path"
+    ``_may_change`` saw in general. Looked up in an index of every torrent's such files, built on
+    the first refusal and kept in ``snap.derived``: a scan per refused file took 0.23 s at
+    1,000,000 files, so a refused 500-file season pack added ~2 minutes to every plan."""
+    writers = snap.derived.get(_WRITERS)
+    if writers is None:
+        writers = {}
+        for t in snap.torrents:
+            settled_t = _settled(t)
+            keys = [f.inode for f in t.files if f.inode is not None and (not settled_t or not f.priority)]
+            if keys:
+                why = "which has it at priority 0" if settled_t else f"not settled ({t.state}, {t.progress * 100:.0f}%)"
+                who = f"torrent {t.name} ({t.hash[:8]} on {t.instance}), {why}"
+                for k in keys:
+                    writers.setdefault(k, who)  # the first torrent in the snapshot's order
+        snap.derived[_WRITERS] = writers
+    return writers.get(inode.key, "a torrent not settled, or skipping a file, that may write at its path")
 
 
 def keeper(snap: Snapshot, keys: list[InodeKey]) -> InodeKey:

@@ -147,9 +147,15 @@ class SnapshotBuilder:
         # Catalog inodes hashed by this build that are not in it (yet): id -> (path read, its fstat
         # after the read), so a donor among them is adopted without another lstat (``_adopt``).
         self._hashed_at: dict[int, tuple[bytes | str, os.stat_result]] = {}
-        # The fsid of each st_dev a file of this build was keyed on: a library symlink's file
-        # target is known by (st_dev, st_ino), the snapshot's inodes by (fsid, ino).
-        self._dev_fsid: dict[int, str] = {}
+        # The fsids each st_dev's files of this build were keyed on: a library symlink's file
+        # target is known by (st_dev, st_ino), the snapshot's inodes by (fsid, ino). A set, never
+        # one per device: a torrent saved outside the pools on a pool's filesystem (a pool root
+        # that is a subfolder of its dataset) keys its files ``_OUTSIDE_FSID``+st_dev on the same
+        # st_dev as that pool's, and one fsid per device (the last file looked at) dropped every
+        # library symlink into that pool, so its groups demoted. Each fsid here was met on that
+        # device and inode numbers are unique within a device, so (fsid, ino) found among the
+        # snapshot's inodes is that very file.
+        self._dev_fsids: dict[int, set[str]] = {}
         # Some group may move (``_hash_what_decisions_need`` says): only then are the libraries'
         # symlinks looked for (``_library``).
         self._movable = False
@@ -423,14 +429,14 @@ class SnapshotBuilder:
                 # subvolume's st_dev is in no mountinfo line), failing the snapshot of every torrent.
                 key = (f"{_OUTSIDE_FSID}{st.st_dev}", st.st_ino)
                 keys.append(key)
-                self._dev_fsid[st.st_dev] = key[0]
+                self._dev_fsids.setdefault(st.st_dev, set()).add(key[0])
                 self._outside_fact(path, st, key)
                 continue
             fs = self.catalog.fs_for_path(path, st.st_dev)
             key = (self.catalog.fsid(fs), st.st_ino)
             keys.append(key)
             seen.append((path, st, fs, key))
-            self._dev_fsid[st.st_dev] = key[0]
+            self._dev_fsids.setdefault(st.st_dev, set()).add(key[0])
         todo = [s for s in seen if self._stale(s[0], s[1], s[3])]
         rows = self.catalog.inodes_and_paths_by_key({(fs, st.st_ino) for _p, st, fs, _k in todo}) if todo else {}
         for path, st, fs, key in todo:
@@ -634,10 +640,12 @@ class SnapshotBuilder:
                 reach.library = found
         if isinstance(found, str):
             return LibrarySymlinks(unseen=found)
+        # A target whose (st_dev, st_ino) is no file of this snapshot is irrelevant to it.
         files = {
             (fsid, ino): link
             for (dev, ino), link in found.files.items()
-            if (fsid := self._dev_fsid.get(dev)) is not None and (fsid, ino) in self.inodes
+            for fsid in self._dev_fsids.get(dev, ())
+            if (fsid, ino) in self.inodes
         }
         folders = LibraryLinks(places=_respelled(found.places, pools))
         return LibrarySymlinks(files, folders, {k: _target(k) for k in {*files.values(), *folders.places.values()}})
@@ -791,6 +799,7 @@ class SnapshotBuilder:
                 key = (row.fsid, row.ino)
                 self._inode_ids[key] = row.id
                 self.inodes[key] = self._inode_fact(key, row, st, known, path)
+                self._dev_fsids.setdefault(st.st_dev, set()).add(key[0])
                 return True
         for p in paths:
             path = os.fsdecode(p)
@@ -801,6 +810,7 @@ class SnapshotBuilder:
                 key = (row.fsid, row.ino)
                 self._inode_ids[key] = row.id
                 self.inodes[key] = self._inode_fact(key, row, st, known, path)
+                self._dev_fsids.setdefault(st.st_dev, set()).add(key[0])
                 return True
         return False
 

@@ -896,15 +896,25 @@ class Executor:
                 root = next((r for r in self.ctx.seeding_roots if is_within(s.dst, r.path)), None)
                 if root is not None:  # below no seeding root: the copy refuses it, journaled
                     need[root] = need.get(root, 0) + s.size
+        # Summed per filesystem, not per root: two seeding roots on one dataset (movies/, tv/)
+        # spend one free space, and each checked alone passed while together they did not fit.
+        # The first root's reading of a filesystem is its free space.
+        on_fs: dict[int, list] = {}  # st_dev -> [bytes to copy, free, root paths]
+        reason = None
         for root, n in need.items():
             try:
-                free = space_at(root.path, root.pool)[0].avail
+                space, fst = space_at(root.path, root.pool)
             except (OSError, FolderRefused) as e:
                 reason = f"not started: the free space of {root.path} cannot be read ({e})"
-            else:
-                if fits(n, free):
-                    continue
-                reason = f"not started: {human_bytes(n)} to copy onto {root.path}, {human_bytes(free)} free"
+                break
+            fs = on_fs.setdefault(fst.st_dev, [0, space.avail, []])
+            fs[0] += n
+            fs[2].append(root.path)
+        for n, free, paths in on_fs.values() if reason is None else ():
+            if not fits(n, free):
+                reason = f"not started: {human_bytes(n)} to copy onto {' and '.join(paths)}, {human_bytes(free)} free"
+                break
+        if reason is not None:
             self.log.warning("group %s: %s", st.plan.group_id, reason)
             self._fail(st, reason)
             raise _Failure(reason)
@@ -1294,9 +1304,10 @@ class Executor:
         make step of another group of this run targets.
 
         Second, the rows of its make steps whose intent found the path empty (``dst_before``) and
-        whose outcome does not say what they made: killed between the act and its outcome row,
-        the step then failed, was not re-run, or re-ran and found its own file (``already``,
-        an empty file ``present``). What is there may be that file: ``_undo_unrecorded``."""
+        whose outcome does not say what they made: killed between the intent and its outcome row,
+        the step then failed, was not re-run, or re-ran and found a file there (``already``, an
+        empty file ``present``: its own, or another's put there while qbhook was down). What is
+        there may be that file: ``_undo_unrecorded`` (which keeps a found one)."""
         ours = {Link.kind: ("linked",), MkEmpty.kind: ("created",)}
         # Every path a make step of another group of this run puts a file at: read only here, when a
         # repair failed, not for every run's plan (a demote's has a link step per file).
@@ -1409,14 +1420,16 @@ class Executor:
         """Remove what the make steps of ``rows`` (``_repair_made``'s second list: the path empty at
         their intent, no outcome saying what they made) may have left: (how many went, the paths kept).
 
-        A link goes only while it is provably the one its step would have made: a name of the
-        step's source inode, same device and inode, both read through verified folders
-        (``fsops.remove_unrecorded_link``); the content stays at the source. Anything else there
-        (another inode, the source gone or replaced, an empty file, which no inode proves qbhook's)
-        might be another's file: kept, journaled as a leftover view with what it is now (for
-        ``move.leftovers``, which removes it only while redundant and unused), and named. A DONE
-        row of one removed is journaled undone; an intended or failed row stays as it is (the
-        group's failure, for a resumed run), and a look again finds the path empty."""
+        A link goes only from a step with no outcome (intended, or failed before acting), and only
+        while it is provably the one its step would have made: a name of the step's source inode,
+        same device and inode, both read through verified folders (``fsops.remove_unrecorded_link``);
+        the content stays at the source. Anything else there (another inode, the source gone or
+        replaced, an empty file, which no inode proves qbhook's) might be another's file, and so is
+        the name a resumed step found there (a DONE ``already``): the kill may have come before
+        its first act and another linked the same inode there since. Kept, journaled as a leftover
+        view with what it is now (for ``move.leftovers``, which removes it only while redundant
+        and unused), and named. A row of one removed stays as it is (the group's failure, for a
+        resumed run), and a look again finds the path empty."""
         removed, kept = 0, []
         recorded = self._recorded_leftovers(st)
         for row in rows:
@@ -1426,6 +1439,11 @@ class Executor:
             try:
                 if row.kind != Link.kind or not isinstance(src, str):
                     raise UnsafeOperation(f"refusing to remove {dst}: no inode proves it is the file qbhook made")
+                if row.status == StepStatus.DONE:
+                    # Its resumed act found the source's inode there (``already``): the kill may have
+                    # come before the first act, and another (a cross-seeding torrent at the same
+                    # save path) linked it since. Which, nothing tells: never removed.
+                    raise UnsafeOperation(f"refusing to remove {dst}: found there on resume, maybe another's link")
                 out = fsops.remove_unrecorded_link(dst, src, roots=self.seeding_roots, src_roots=self.roots)
             except (QbhookError, OSError) as e:
                 if self._keep_unrecorded(st, row, dst, recorded, e):
@@ -1434,8 +1452,6 @@ class Executor:
             if out["status"] == "removed":
                 self.catalog.forget_path(dst)
                 removed += 1
-            if row.status == StepStatus.DONE:
-                self.journal.undone(row.id, {**(row.result or {}), "undone": out["status"]})
         return removed, kept
 
     def _keep_unrecorded(self, st: _GroupRun, row: StepRow, dst: str, recorded: set, why: Exception) -> bool:

@@ -81,6 +81,19 @@ def test_a_symlink_in_a_containers_spelling_counts_through_the_clients_path_map(
     stays_for(bed, link(bed.lib / "Movie (2020).mkv", spelled), spelled)
 
 
+def test_a_torrent_saved_outside_the_pools_on_a_pools_filesystem_hides_no_library_symlink(bed):  # noqa: F811
+    """R12-1: the outside torrent's files are keyed on the same st_dev as the pool's (tmp_path is
+    one filesystem) and looked at after them; one fsid per st_dev made that device the outside
+    key's, the symlink's target (st_dev, st_ino) matched no snapshot inode, and the group demoted."""
+    film = movie(bed)
+    at = link(bed.lib / "Movie (2020).mkv", film)
+    write(bed.outside / "Other/o.bin", b"other bytes!")
+    torrent(bed, H2, bed.outside, [("Other/o.bin", 12)])
+    snap, _g = stays_for(bed, at, film)
+    assert os.stat(bed.outside / "Other/o.bin").st_dev == os.stat(film).st_dev
+    assert list(snap.library.files.values()) == [at]
+
+
 def test_a_dangling_library_symlink_that_reaches_no_file_of_the_group_changes_nothing(bed):  # noqa: F811
     movie(bed)
     link(bed.lib / "Gone.mkv", str(bed.seed_s / "m/Other/gone.mkv"))  # beside it, not it

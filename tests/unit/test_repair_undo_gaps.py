@@ -12,7 +12,7 @@ from qbhook.decide.repair import CatalogCopy, MissingTorrent, RepairFacts, Repai
 from qbhook.move.executor import build_executor
 from tests.unit.test_executor import FILES, H1, Crash, b3, world  # noqa: F401  (fixture)
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
-from tests.unit.test_repair_executor import _library_facts, _lose_files, _plan
+from tests.unit.test_repair_executor import _lose_files, _plan
 
 
 def _killed_after_first_link(w, plan) -> str:
@@ -36,22 +36,59 @@ def _killed_after_first_link(w, plan) -> str:
     return dst
 
 
-def test_a_link_made_before_a_kill_is_removed_when_the_resumed_repair_fails(world):  # noqa: F811
-    # Resumed, the link step finds its own link (``already``) and the recheck fails: the undo took
-    # only ``linked`` rows, and that link of the library's inode stayed under the stopped torrent.
+def test_a_link_a_resumed_step_finds_is_kept_and_recorded_when_the_repair_fails(world):  # noqa: F811
+    # Resumed, the link step finds the source's inode there (``already``) and the recheck fails.
+    # Nothing tells its own link (killed after the act) from another's (killed before it, linked
+    # there since: the next test): kept, journaled as a leftover view, named; the links the
+    # resumed run made itself go.
     w = world
     lib = _lose_files(w)
-    before = _library_facts(lib)
-    _killed_after_first_link(w, _plan(w, lib))
+    dst = _killed_after_first_link(w, _plan(w, lib))
     w.qbt.fail_at[w.seed_s] = 0.97
     (run,) = w.executor().resume()
     (why,) = run.groups_failed.values()
-    assert "the 3 file(s) it linked or made were removed" in why and "kept" not in why
+    assert "the 2 file(s) it linked or made were removed" in why
+    assert f"1 kept (not provably the file it made any more; recorded as leftover views): {dst}" in why
     for rel, _data in FILES:
-        assert not os.path.lexists(os.path.join(w.seed_s, rel))
-    after = _library_facts(lib)
-    assert after == {rel: (dev, ino, 1, mtime, data) for rel, (dev, ino, _n, mtime, data) in before.items()}
+        view = os.path.join(w.seed_s, rel)
+        assert os.path.lexists(view) == (view == dst)
+    (left,) = [r for r in w.journal.steps(w.journal.runs()[0].id) if r.kind == "leftover_view"]
+    assert left.args["path"] == dst and left.args["ino"] == os.lstat(dst).st_ino
     assert w.qbt.t[H1].stopped and w.qbt.count("start") == 0
+
+
+def test_a_foreign_link_put_there_after_a_kill_before_the_act_is_kept(world):  # noqa: F811
+    # R12-2: killed after the link step's intent (path empty), before its act; while qbhook is
+    # down another party (a cross-seeding torrent at the same save path) links the same inode
+    # there. The resumed step finds it (``already``) and the repair fails: the undo removed that
+    # name as if it were the step's own (the intent's "absent" is kept across the resume).
+    w = world
+    lib = _lose_files(w)
+    plan = _plan(w, lib)
+    steps = plan.groups[0].steps
+    first = next(i for i, s in enumerate(steps) if s.kind == "link")
+
+    def kill(point, _gid, at, _step):
+        if point == "after_intend" and at == first:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        build_executor(
+            w.cfg, w.cat, {"qbt": w.qbt}, w.journal, sleep=w.clock.sleep, clock=w.clock, hook=kill, poll_initial_s=0.5
+        ).apply(plan)
+    dst, src = steps[first].dst, steps[first].src
+    (row,) = [r for r in w.journal.steps(w.journal.runs()[0].id) if r.seq == first]
+    assert row.status == "intended" and row.args["_dst_before"] == "absent" and not os.path.lexists(dst)
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    os.link(src, dst)  # another's link, made while qbhook was down
+    foreign = os.lstat(dst).st_ino
+    w.qbt.fail_at[w.seed_s] = 0.97
+    (run,) = w.executor().resume()
+    (why,) = run.groups_failed.values()
+    assert f"recorded as leftover views): {dst}" in why
+    assert os.lstat(dst).st_ino == foreign
+    rows = [r for r in w.journal.steps(w.journal.runs()[0].id) if r.seq == first and r.kind == "link"]
+    assert rows[-1].result["status"] == "already"
 
 
 def test_a_link_made_before_a_kill_is_removed_when_its_step_fails_on_resume(world):  # noqa: F811

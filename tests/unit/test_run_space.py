@@ -3,9 +3,13 @@ spends each group's bytes to copy from its pool's free space in plan order (``fi
 across a sweep's chunks too), and the executor checks a whole group's copies against the
 destination's free space before it writes a byte."""
 
+import logging
 import os
+from collections import namedtuple
+from types import SimpleNamespace
 
 from qbhook.config import PolicyConfig
+from qbhook.decide.plan import Copy
 from qbhook.decide.planner import finish_run, make_plan, pool_room
 from qbhook.move import executor as executor_mod
 from qbhook.space import Space
@@ -108,3 +112,41 @@ def test_a_group_whose_copies_just_fit_runs(world, monkeypatch):  # noqa: F811
     _reading(monkeypatch, _copy_bytes(plan))
     summary = world.executor().apply(plan)
     assert summary.groups_done == ["g1"], summary.groups[0].reason
+
+
+def _check_two_roots(monkeypatch, devs: dict[str, int], free: int) -> list[str]:
+    """``Executor._check_room`` of a group copying 1000 B below each of two seeding roots of the
+    cold pool (movies/, tv/), each root's filesystem read as ``devs`` says, ``free`` B free there:
+    -> the reasons it failed with (none: it fits)."""
+    root = namedtuple("root", "path pool")  # hashable, as config.SeedingRoot
+    roots = (root("/cold/t/movies", "/cold"), root("/cold/t/tv", "/cold"))
+    monkeypatch.setattr(
+        executor_mod,
+        "space_at",
+        lambda root, pool=None: (Space(10 * free, free, free), SimpleNamespace(st_dev=devs[root])),
+    )
+    failed: list[str] = []
+    me = SimpleNamespace(
+        ctx=SimpleNamespace(seeding_roots=roots),
+        log=logging.getLogger("test"),
+        _fail=lambda _st, reason: failed.append(reason),
+    )
+    mine = [
+        (0, Copy("/stash/a", "/cold/t/movies/M/", "a.mkv", 1000, None), None),
+        (1, Copy("/stash/b", "/cold/t/tv/S/", "b.mkv", 1000, None), None),
+    ]
+    try:
+        executor_mod.Executor._check_room(me, SimpleNamespace(plan=SimpleNamespace(group_id="g")), mine)
+    except executor_mod._Failure:
+        assert failed
+    return failed
+
+
+def test_two_seeding_roots_on_one_filesystem_spend_one_free_space(monkeypatch):
+    # R12-3: each root's 1000 B was checked alone against the same 1500 B free, and both passed.
+    (why,) = _check_two_roots(monkeypatch, {"/cold/t/movies": 7, "/cold/t/tv": 7}, 1500)
+    assert why == "not started: 2.0 KiB to copy onto /cold/t/movies and /cold/t/tv, 1.5 KiB free"
+
+
+def test_two_seeding_roots_on_two_filesystems_each_spend_their_own(monkeypatch):
+    assert _check_two_roots(monkeypatch, {"/cold/t/movies": 7, "/cold/t/tv": 8}, 1500) == []
