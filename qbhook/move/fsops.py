@@ -2812,11 +2812,7 @@ def remove_leftover_view(
     refused, a change during the checks) or OSError may pass: the caller keeps the view for
     another try.
     """
-    path_s = os.fsdecode(_p(path))
-    root, parts = _split_under(path, roots)
-    if not parts or in_own_folder(parts[:-1]):
-        raise ViewReleased(f"refusing to remove {path_s}: not a view below a seeding root")
-    parent = _walk_to_view(root, parts[:-1])
+    path_s, parent, parts = _view_at(path, roots)
     if parent is None:
         return {"status": "absent"}
     with parent:
@@ -2826,14 +2822,8 @@ def remove_leftover_view(
         if not _is_view(st, ino, size, dev):
             raise ViewReleased(f"refusing to remove {path_s}: it is no longer the view qbhook made")
         if size and keep is not None:
-            try:
-                kdir, kname, _kp = _open_parent(keep, tuple(roots) + tuple(keep_roots), same_fs=False)
-            except (FileNotFoundError, NotADirectoryError):
-                raise ViewUnproven(f"refusing to remove {path_s}: its source {keep} is gone") from None
+            kdir, kname, kst = _source_of(path_s, keep, tuple(roots) + tuple(keep_roots))
             with kdir:
-                kst = kdir.lstat(kname)
-                if kst is None:
-                    raise ViewUnproven(f"refusing to remove {path_s}: its source {keep} is gone")
                 same = (kst.st_dev, kst.st_ino) == (st.st_dev, st.st_ino)
                 if not same:
                     if st.st_nlink != 1:
@@ -2862,6 +2852,31 @@ def remove_leftover_view(
     return {"status": "removed", "bytes_freed": size if st.st_nlink == 1 else 0}
 
 
+def _view_at(path, roots) -> tuple[str, Dir | None, list[bytes]]:
+    """(``path`` as shown, its verified folder or None if gone, its parts below its root) of a name
+    qbhook made below a seeding root that a removal judges; ViewReleased if it is not one."""
+    path_s = os.fsdecode(_p(path))
+    root, parts = _split_under(path, roots)
+    if not parts or in_own_folder(parts[:-1]):
+        raise ViewReleased(f"refusing to remove {path_s}: not a view below a seeding root")
+    return path_s, _walk_to_view(root, parts[:-1]), parts
+
+
+def _source_of(path_s: str, src, roots: tuple) -> tuple[Dir, bytes, os.stat_result]:
+    """(verified folder, name, lstat) of the source a removal of ``path_s`` rests on, the folder
+    open for the caller to close; ViewUnproven if it is gone (nothing then proves the view's
+    content lives elsewhere)."""
+    try:
+        kdir, kname, _kp = _open_parent(src, roots, same_fs=False)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ViewUnproven(f"refusing to remove {path_s}: its source {src} is gone") from None
+    kst = kdir.lstat(kname)
+    if kst is None:
+        kdir.close()
+        raise ViewUnproven(f"refusing to remove {path_s}: its source {src} is gone")
+    return kdir, kname, kst
+
+
 def remove_unrecorded_link(path, src, *, roots, src_roots=()) -> dict:
     """Unlink ``path`` only while it is a name of ``src``'s inode: the link a repair's link step
     may have made before a kill took its outcome row (the caller knows ``path`` was empty at the
@@ -2873,25 +2888,15 @@ def remove_unrecorded_link(path, src, *, roots, src_roots=()) -> dict:
     ``absent`` if nothing is there. ``ViewReleased``: something else is at ``path`` (another
     inode, not a regular file); ``ViewUnproven``: ``src`` is gone, so nothing proves which
     inode the step linked. The caller keeps the file then."""
-    path_s = os.fsdecode(_p(path))
-    root, parts = _split_under(path, roots)
-    if not parts or in_own_folder(parts[:-1]):
-        raise ViewReleased(f"refusing to remove {path_s}: not a view below a seeding root")
-    parent = _walk_to_view(root, parts[:-1])
+    path_s, parent, parts = _view_at(path, roots)
     if parent is None:
         return {"status": "absent"}
     with parent:
         st = parent.lstat(parts[-1])
         if st is None:
             return {"status": "absent"}
-        try:
-            kdir, kname, _kp = _open_parent(src, tuple(roots) + tuple(src_roots), same_fs=False)
-        except (FileNotFoundError, NotADirectoryError):
-            raise ViewUnproven(f"refusing to remove {path_s}: its source {src} is gone") from None
+        kdir, _kname, kst = _source_of(path_s, src, tuple(roots) + tuple(src_roots))
         with kdir:
-            kst = kdir.lstat(kname)
-            if kst is None:
-                raise ViewUnproven(f"refusing to remove {path_s}: its source {src} is gone")
             if not stat_mod.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (kst.st_dev, kst.st_ino):
                 raise ViewReleased(f"refusing to remove {path_s}: it is not a link of {src}")
             last = parent.lstat(parts[-1])
