@@ -2684,7 +2684,9 @@ def unhide_after_move(
             # The held link keeps its inode until our unlink; a pin keeps it on until the link put
             # back is looked at (only when there is a hash to carry): ``_carry_hash``.
             pin = Pin.at(parts[-1], hold.fd) if carry else None
-            with _walk(root, parts[:-1], create=True) as parent, pin or nullcontext():
+            # The pin's ``with`` first: a walk that refuses (a symlink where the folder goes) still
+            # closes it; each failed put-back leaked one descriptor, the held inode kept alive.
+            with pin or nullcontext(), _walk(root, parts[:-1], create=True) as parent:
                 _link_back(hold, parent, parts[-1], hst, path_s, held)
                 os.unlink(parts[-1], dir_fd=hold.fd)
                 _carry_hash(catalog, carry, hst, pin, parent.lstat(parts[-1]))
