@@ -306,9 +306,10 @@ def open_walked(path: str | bytes | os.PathLike) -> int:
     return _descend(os.open(b"/", DIR_FLAGS), b"", path_b)
 
 
-def _descend(fd: int, here: bytes, rest: bytes) -> int:
+def _descend(fd: int, here: bytes, rest: bytes, walked: list[tuple[bytes, int, int]] | None = None) -> int:
     """Walk from the open folder ``fd`` (at ``here``) down ``rest`` with ``open_below``; the
-    descriptor reached (``fd`` is consumed either way)."""
+    descriptor reached (``fd`` is consumed either way). ``walked``: given, each folder opened is
+    appended to it as (its name, st_dev, st_ino), as verified on the way (one fstat each)."""
     full = here.rstrip(b"/") + b"/" + rest.lstrip(b"/")
     try:
         for name in rest.split(b"/"):
@@ -328,6 +329,9 @@ def _descend(fd: int, here: bytes, rest: bytes) -> int:
                 raise OSError(e.errno, e.strerror, os.fsdecode(here)) from None
             os.close(fd)
             fd = nfd
+            if walked is not None:
+                st = os.fstat(fd)
+                walked.append((name, st.st_dev, st.st_ino))
     except BaseException:
         os.close(fd)
         raise
@@ -351,7 +355,12 @@ def _mount_point(fd: int, st: os.stat_result) -> bool:
     return os.stat(b"..", dir_fd=fd, follow_symlinks=False).st_dev != st.st_dev
 
 
-def open_root(root: str | bytes | os.PathLike, pool: str | bytes | os.PathLike | None = None) -> int:
+def open_root(
+    root: str | bytes | os.PathLike,
+    pool: str | bytes | os.PathLike | None = None,
+    *,
+    walked: list[tuple[bytes, int, int]] | None = None,
+) -> int:
     """The descriptor of the configured folder ``root`` (the one home of opening a root).
 
     ``pool`` None: ``root`` is a pool root, opened from ``/`` down (``open_walked``: a symlink
@@ -363,6 +372,9 @@ def open_root(root: str | bytes | os.PathLike, pool: str | bytes | os.PathLike |
     lies below the pool root ``pool``: that is opened so, and every folder from it down to
     ``root`` with ``open_below``, so a seeding root (or a folder between) swapped for a symlink
     is refused, named, never followed. FileNotFoundError / NotADirectoryError: no folder there.
+    ``walked`` (a root below a pool root only): each folder opened below the pool root, down to
+    ``root`` itself, is appended as (name, st_dev, st_ino): the folders a later "still at its
+    configured place" check must meet going up (``move.fsops.Anchor``).
     """
     root_b = os.fsencode(root)
     if pool is None:
@@ -388,7 +400,7 @@ def open_root(root: str | bytes | os.PathLike, pool: str | bytes | os.PathLike |
     pool_b = os.fsencode(pool).rstrip(b"/")
     if not root_b.startswith(pool_b + b"/"):
         raise ValueError(f"{os.fsdecode(root_b)} is not inside {os.fsdecode(pool_b) or '/'}")
-    return _descend(open_root(pool_b or b"/"), pool_b, root_b[len(pool_b) + 1 :])
+    return _descend(open_root(pool_b or b"/"), pool_b, root_b[len(pool_b) + 1 :], walked)
 
 
 def pinned(root: str | bytes | os.PathLike) -> tuple[int, int] | None:

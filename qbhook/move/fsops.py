@@ -430,15 +430,19 @@ class Dir:
         """Is this folder still where it was walked to? Each folder above it, reached through
         ``..`` from its own descriptor (never by a path string), is still the one walked through
         (``above``), up to its root; and a seeding root (``anchor``) is still at its configured
-        place: its configured path below its pool root, which is still the pinned pool root
-        ``levels`` folders up. False if any of that moved (or is gone). A pool root's own place
-        is its pin's (``dirfd.open_root``). One ``fstatat`` per level, two more for a seeding root.
+        place: it and each folder above it, up to the pinned pool root, still the one walked
+        through when it was opened, under the same name in the same parent (an ``fstatat`` of
+        ``..``-levels, then of the name in that level: nothing on the way can be a symlink, so
+        a symlink a writer left where a folder was is never followed). False if any of that moved
+        (or is gone). A pool root's own place is its pin's (``dirfd.open_root``). One ``fstatat``
+        per level below the root, two per level above a seeding root.
 
         A folder moved to another folder is refused even below its root (conservative: the
         paths the plan names are no longer there); one renamed within its own parent is not
         seen: it is still below its root, the same folders above it."""
         fd, above = self.fd, self.above
-        ups = _ups(len(above) + (anchor.levels if anchor is not None else 0))
+        n = len(above)
+        ups = _ups(n + (len(anchor.folders) if anchor is not None else 0))
         try:
             for (dev, ino), up in zip(above, ups, strict=False):
                 st = os.stat(up, dir_fd=fd, follow_symlinks=False)
@@ -446,15 +450,18 @@ class Dir:
                     return False
             if anchor is None:
                 return True
-            top = ups[-1]
-            st = os.stat(top, dir_fd=fd, follow_symlinks=False)
-            if (st.st_dev, st.st_ino) != anchor.top:
-                return False
-            st = os.stat(top + b"/" + anchor.rel, dir_fd=fd, follow_symlinks=False)
+            if (above[-1] if above else (self.st.st_dev, self.st.st_ino)) != anchor.folders[0][1]:
+                return False  # a root opened before the one the anchor was taken of
+            for up, (name, here, parent) in zip(ups[n:], anchor.folders, strict=True):
+                st = os.stat(up, dir_fd=fd, follow_symlinks=False)
+                if (st.st_dev, st.st_ino) != parent:
+                    return False
+                st = os.stat(up + b"/" + name, dir_fd=fd, follow_symlinks=False)
+                if (st.st_dev, st.st_ino) != here:
+                    return False
         except OSError:
             return False  # a folder on the way is gone (removed, or no longer reachable)
-        root = above[-1] if above else (self.st.st_dev, self.st.st_ino)
-        return (st.st_dev, st.st_ino) == root
+        return True
 
     def sub(self, name: bytes, *, create: bool = False, same_fs: bool = True, own: bool = False) -> Dir:
         """The verified child folder ``name`` (made if missing and ``create``): never a symlink.
@@ -541,24 +548,30 @@ def _prove_made(st: os.stat_result, fd: int, parent: os.stat_result, full: bytes
 
 
 class Anchor(NamedTuple):
-    """Where a seeding root must be for ``Dir.in_place``: ``rel`` (its path below its pool root)
-    names it from the pool root, pinned as ``top`` (st_dev, st_ino), ``levels`` folders above it."""
+    """Where a seeding root must be for ``Dir.in_place``: ``folders`` holds the seeding root and
+    each folder above it below its pool root (the seeding root first), each as (its name, its
+    (st_dev, st_ino), its parent's (st_dev, st_ino)), as walked down from the pool root when the
+    seeding root was opened (``dirfd.open_root``); the last one's parent is the pinned pool root.
+    Identities, not a path: a path resolved again could pass through a symlink a writer of a
+    folder on the way put where a folder was."""
 
-    levels: int
-    top: tuple[int, int]
-    rel: bytes
+    folders: tuple[tuple[bytes, tuple[int, int], tuple[int, int]], ...]
 
 
-def _anchor(root: bytes) -> Anchor | None:
-    """The ``Anchor`` of a seeding root (``_open_root`` pinned its pool root); None for a pool root."""
+def _anchor(root: bytes, walked: list[tuple[bytes, int, int]]) -> Anchor | None:
+    """The ``Anchor`` of a seeding root just opened (``_open_root``: its pool root pinned, and
+    ``walked`` the folders opened from it down to ``root``); None for a pool root."""
     pool = getattr(root, "pool", None)
     if pool is None:
         return None
     top = pinned(pool)
-    if top is None:
+    if top is None or not walked:
         raise UnsafeOperation(f"configured root {os.fsdecode(root)}: its pool root {pool} was never opened")
-    rel = bytes(root)[len(os.fsencode(pool).rstrip(b"/")) :].strip(b"/")
-    return Anchor(rel.count(b"/") + 1, top, rel)
+    folders, parent = [], top
+    for name, dev, ino in walked:
+        folders.append((name, (dev, ino), parent))
+        parent = (dev, ino)
+    return Anchor(tuple(reversed(folders)))
 
 
 @functools.cache
@@ -581,13 +594,14 @@ def _refusal(e: NotAFolder, full: bytes) -> UnsafeOperation:
     )
 
 
-def _open_root(root: bytes) -> Dir:
+def _open_root(root: bytes, walked: list[tuple[bytes, int, int]] | None = None) -> Dir:
     """The configured root ``root`` (as ``_split_under`` returned it): a seeding root from its pool
     root down, any other root as a pool root, walked from ``/`` and pinned (``dirfd.open_root``: a
-    swapped one is refused)."""
+    swapped one is refused). ``walked``: filled, for a seeding root, with the folders opened on the
+    way (``_anchor``)."""
     pool = getattr(root, "pool", None)
     try:
-        fd = open_root(root, pool)
+        fd = open_root(root, pool, walked=walked if pool is not None else None)
     except FolderRefused as e:
         raise UnsafeOperation(
             f"configured root {os.fsdecode(root)}: {e}", hint="qbhook never follows links below a pool root"
@@ -1758,10 +1772,12 @@ class Relinker:
             n -= 1
         if base is None:
             n = 0
-            base = _open_root(root)
+            walked: list[tuple[bytes, int, int]] = []
+            base = _open_root(root, walked)
             self._keep((root, (), same_fs), base)
-            if root not in self._anchors:
-                self._anchors[root] = _anchor(root)
+            # Taken of this open: a folder held from an earlier open of another root at the name
+            # is then refused by ``in_place`` (its root is not this anchor's).
+            self._anchors[root] = _anchor(root, walked)
         for i in range(n, len(parts)):
             base = base.sub(parts[i], same_fs=same_fs)
             self._keep((root, parts[: i + 1], same_fs), base)
@@ -2668,7 +2684,9 @@ def unhide_after_move(
             # The held link keeps its inode until our unlink; a pin keeps it on until the link put
             # back is looked at (only when there is a hash to carry): ``_carry_hash``.
             pin = Pin.at(parts[-1], hold.fd) if carry else None
-            with _walk(root, parts[:-1], create=True) as parent, pin or nullcontext():
+            # The pin's ``with`` first: a walk that refuses (a symlink where the folder goes) still
+            # closes it; each failed put-back leaked one descriptor, the held inode kept alive.
+            with pin or nullcontext(), _walk(root, parts[:-1], create=True) as parent:
                 _link_back(hold, parent, parts[-1], hst, path_s, held)
                 os.unlink(parts[-1], dir_fd=hold.fd)
                 _carry_hash(catalog, carry, hst, pin, parent.lstat(parts[-1]))

@@ -146,6 +146,26 @@ def test_a_hidden_link_whose_holding_folder_was_renamed_away_is_reported_not_abs
     assert not f.exists() and (seed_s / "renamed/7-moving/Show/e01.mkv").exists()
 
 
+def test_a_put_back_refused_by_its_folder_walk_closes_the_pin_it_took(fs2, tmp_path):
+    """R13-2 (/tmp/r13/repro/leak_unhide.py): the held inode was pinned before the walk to the
+    folder to put it back into; a walk that refused (a symlink where the folder is made again)
+    left the pin open, one descriptor per failed put-back for the life of serve."""
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    f = write(seed_s / "Show/e01.mkv", b"x" * 1000)
+    roots = (str(seed_s),)
+    assert fsops.hide_during_move(str(f), roots=roots, run=7)["status"] == "hidden"
+    (seed_s / "Show").rmdir()
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", seed_s / "Show")  # a writer's symlink where the folder goes
+    carry = {"row": 1, "stat": [0, 0, 0, 0]}  # a hash to carry: the put-back pins the held inode
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        with pytest.raises(UnsafeOperation, match="is a symlink"):
+            fsops.unhide_after_move(str(f), roots=roots, run=7, carry=carry)
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert not os.listdir(tmp_path / "elsewhere")
+
+
 def test_the_journal_keeps_each_held_links_holding_folder_for_the_purge(tmpfs, tmp_path):
     """The identity travels from the hold through the journal: a holding folder swapped for another
     after a run stops the purge of that run's held links, which stay journaled."""

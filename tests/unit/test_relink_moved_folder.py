@@ -137,6 +137,42 @@ def test_a_seeding_root_moved_during_the_checks_is_refused(tmp_path, move_to):
     p.cat.close()
 
 
+def test_a_seeding_root_moved_into_the_library_behind_a_symlink_at_its_parents_name_is_refused(tmp_path):
+    """R13-1 (/tmp/r13/repro/inplace_symlink.py): a writer of a folder above the seeding root (a
+    ``chown -R`` of the pool's data folder) moves the root into the library at the same depth and
+    leaves a symlink where its parent was. The configured path, resolved again, led through the
+    symlink to the moved root, and the relink replaced what is now a library file: each folder
+    above the root is proven by its identity through ``..``, and the symlink is never followed."""
+    p = Pool(tmp_path, anchored=True)
+    sa, la, ta = p.pair("T/a.bin", "M/a.bin", b"A" * 5000)
+    sb, lb, tb = p.pair("T/b.bin", "M/b.bin", b"B" * 7000)
+    victim = os.path.join(p.lib, "seeding/T/b.bin")
+    with p.relinker() as rl:
+        assert rl.relink(sa, la, ta)["status"] == "relinked"
+        os.rename(p.seed, os.path.join(p.lib, "seeding"))
+        os.rename(os.path.join(p.pool, "torrents"), os.path.join(p.pool, "torrents.old"))
+        os.symlink("media", os.path.join(p.pool, "torrents"))
+        ino = os.lstat(victim).st_ino
+        with pytest.raises(UnsafeOperation, match="was moved"):
+            rl.relink(sb, lb, tb)
+        rl.sync()
+        assert sb not in rl.after
+    assert os.lstat(victim).st_ino == ino  # the library file untouched
+    assert _no_temp_link(os.path.dirname(victim))
+    p.cat.close()
+
+
+def test_a_folder_above_the_seeding_root_renamed_within_its_parent_is_refused(tmp_path):
+    # The seeding root is no longer at its configured path: named, level by level, not only by identity.
+    p = Pool(tmp_path, anchored=True)
+    sb, lb, tb = p.pair("T/b.bin", "M/b.bin", b"B" * 7000)
+    moved = os.path.join(p.pool, "torrents2")
+    with pytest.raises(UnsafeOperation, match="was moved"):
+        p.relink_over(sb, lb, tb, on_temp_link=lambda: os.rename(os.path.join(p.pool, "torrents"), moved))
+    assert os.lstat(os.path.join(moved, "seeding/T/b.bin")).st_ino != os.lstat(lb).st_ino
+    p.cat.close()
+
+
 def test_a_folder_moved_to_another_folder_below_the_seeding_root_is_refused_too(p):
     # Conservative: still below the root, but no longer the folder the plan names.
     sb, lb, tb = p.pair("A/T/b.bin", "M/b.bin", b"B" * 7000)
