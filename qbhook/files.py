@@ -2,7 +2,12 @@
 
 One rule for all of them: a regular file, opened without blocking, read up to a bound. A FIFO
 nobody writes would block open() and read() forever, a device such as /dev/zero would never
-end, and a file far larger than any such file can be is a wrong path, not input. Callers turn
+end, and a file far larger than any such file can be is a wrong path, not input. What the name
+is, is judged on the fstat of the opened descriptor (one resolution of the name, no window),
+so the open itself must be harmless for anything: non-blocking, and never taking a terminal as
+the controlling one. A symbolic link is followed (a config or secret file linked from /etc or a
+secrets mount is ordinary, and the person running qbhook named it) except where ``nofollow``
+says otherwise. Callers turn
 the failure into their own error class (ConfigError, PlanFileError) with the message as is.
 
 Replacing one (``plan --save FILE``) has its rule here too: qbhook writes a new file and renames
@@ -49,7 +54,10 @@ def read_regular_file(path: str | os.PathLike, limit: int, *, nofollow: bool = F
     ``nofollow``: a symbolic link at ``path`` is NotReadable too (a file qbhook itself wrote, in
     a folder someone else may write: a link planted there must not make root read another file).
     ``own``: a file that is not this user's own (``own_file``) is NotReadable too."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_NOFOLLOW if nofollow else 0)
+    # O_NOCTTY: a terminal named here is refused below, but without it merely opening one made
+    # it the controlling terminal of a process that has none (serve under systemd: a session
+    # leader), whose hangup then sends that process SIGHUP.
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY | (os.O_NOFOLLOW if nofollow else 0)
     try:
         fd = os.open(path, flags)
     except OSError as e:

@@ -50,6 +50,7 @@ def plan(app: App, hashes, group_ids, scan, steps, save_to):
 
     Example: qbhook plan --steps --save /root/plan.json
     """
+    from qbhook.decide.planner import plan_warnings
     from qbhook.decide.planning import plan_groups
 
     run = plan_groups(
@@ -64,7 +65,11 @@ def plan(app: App, hashes, group_ids, scan, steps, save_to):
     snap, p = run.snapshot, run.plan
     note = catalog_note(app, run.catalog_use)
     saved = _save(app, snap, p, save_to) if save_to else None
-    app.emit({**p.to_dict(), **note, **({"plan_id": saved} if saved else {})}, lambda d: _print_plan(p, steps))
+    warnings = plan_warnings(snap)
+    app.emit(
+        {**p.to_dict(), "warnings": warnings, **note, **({"plan_id": saved} if saved else {})},
+        lambda d: _print_plan(p, steps, warnings),
+    )
     if saved:
         echo_shown(
             f"plan {saved[:12]} saved to {save_to}; apply it with: qbhook apply --plan {_shell_word(save_to)} --yes",
@@ -90,7 +95,7 @@ def _save(app: App, snap, p, path) -> str:
     return doc["plan_id"]
 
 
-def _print_plan(p, steps: bool) -> None:
+def _print_plan(p, steps: bool, warnings: list[str] = ()) -> None:
     rows = sorted(
         p.groups, key=lambda g: (["demote", "promote", "converge", "blocked", "skip", "stay"].index(g.action), g.names)
     )
@@ -116,6 +121,8 @@ def _print_plan(p, steps: bool) -> None:
         f"blocked, {s['skip']} skipped, "
         f"{s['stay']} staying; {_human_bytes(s['bytes_to_copy'])} to copy, {_human_bytes(s['bytes_freed'])} to free"
     )
+    for w in warnings:  # on stderr, as every warning: after the rows, where it is read
+        echo_shown(f"qbhook: warning: {w}", err=True)
     if p.actionable:
         echo_shown("dry run: nothing changed. Apply with: qbhook apply --yes")
 

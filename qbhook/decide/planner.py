@@ -548,6 +548,21 @@ def library_blockers(snap: Snapshot) -> list[str]:
     return [f"not moved while library symlinks are unseen: {snap.library.unseen}"]
 
 
+def plan_warnings(snap: Snapshot) -> list[str]:
+    """What a person must be told about the whole plan, one line each: a library symlink onto a
+    folder at or above a whole seeding root (``media/all -> /stash/torrents``) reaches every file
+    there, so ``library_use`` keeps every group of that root where it is. Each group then only
+    says "library symlink ... uses it": the one link behind them all was named nowhere (``qbhook
+    orphans`` names it: ``LibraryLinks.whole_roots``). Kept (it only ever protects more), named."""
+    lib = snap.library
+    return [
+        f"library symlink {lib.shown(link)} reaches all of seeding root {root}: every group there stays on {p.name}"
+        for p in snap.pools
+        for root in p.seeding_roots
+        if (link := lib.folders.reaching(root)) is not None
+    ]
+
+
 def torrent_blockers(group: list[TorrentFact]) -> list[str]:
     out = []
     for t in group:

@@ -8,6 +8,7 @@ symlink dangled. Real files and symlinks under tmp_path, a fake client."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import replace
 
@@ -154,6 +155,48 @@ def test_a_walk_that_cannot_finish_withholds_every_move_naming_why(bed, monkeypa
     assert g.blockers == [
         "not moved while library symlinks are unseen: cannot look for library symlinks in pool stash (find exited 1)"
     ]
+
+
+# --------------------------------------------------------------------------- one link above a whole root
+
+
+@pytest.fixture
+def plan_cli(bed, tmp_path, monkeypatch):  # noqa: F811
+    """``qbhook plan`` on ``bed``'s pools and fake client: run(*args) -> the CliRunner result."""
+    import yaml
+    from click.testing import CliRunner
+
+    from qbhook.cli import main
+    from qbhook.cli.app import App
+    from tests.helpers import config_data
+
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config_data(bed.cfg.catalog, bed.stash, bed.pool)))
+    monkeypatch.setattr(App, "clients", property(lambda self: [bed.qbt]))
+    return lambda *args: CliRunner().invoke(main, ["--config", str(cfg), *args])
+
+
+def test_a_library_symlink_above_a_whole_seeding_root_is_one_plan_warning(bed, plan_cli):  # noqa: F811
+    """``media/all -> <folder above /stash's seeding root>`` keeps every group of /stash there
+    (``library_use``), each group saying only "library symlink ... uses it": ``qbhook plan`` names
+    the one link and the root it covers, in text (stderr) and in --json's ``warnings``."""
+    film = movie(bed)
+    at = link(bed.lib / "Movie (2020).mkv", film)  # one movie's: no warning
+    r = plan_cli("plan")
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert "warning" not in r.stderr and json.loads(plan_cli("--json", "plan").stdout)["warnings"] == []
+    os.unlink(at)
+    above = str(bed.seed_s.parent)  # .../torrents: holds the seeding root .../torrents/seeding
+    at = link(bed.stash / "media/all", above)
+    want = f"library symlink {at} -> {above} reaches all of seeding root {bed.seed_s}: every group there stays on stash"
+    r = plan_cli("plan")
+    assert r.exit_code == 0, (r.output, r.exception)  # nothing demotes
+    assert f"library symlink {at} -> {above} uses it" in r.stdout  # the group's own reason
+    assert [line for line in r.stderr.splitlines() if "warning" in line] == [f"qbhook: warning: {want}"]
+    r = plan_cli("--json", "plan")
+    assert r.exit_code == 0, (r.output, r.exception)
+    d = json.loads(r.stdout)
+    assert d["warnings"] == [want] and d["summary"]["stay"] == 1 and "warning" not in r.stderr
 
 
 # --------------------------------------------------------------------------- the rule, on facts
