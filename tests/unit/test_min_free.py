@@ -15,7 +15,7 @@ from qbhook.config import DEFAULT_MIN_FREE, PolicyConfig, describe
 from qbhook.decide.planner import Room, finish_run, make_plan
 from qbhook.errors import ConfigError
 from qbhook.move import fsops
-from qbhook.space import NO_RESERVE, Reserve, fits, leaves
+from qbhook.space import NO_RESERVE, Reserve, Space, fits, leaves
 from tests.helpers import make_config, write
 from tests.unit.test_executor import demote_plan, world  # noqa: F401  (fixture)
 from tests.unit.test_fsops import b3, staging_leftovers, tmpfs  # noqa: F401  (fixture)
@@ -178,3 +178,17 @@ def test_a_file_copy_that_would_break_the_reserve_is_refused_before_a_byte_is_wr
     assert not os.path.lexists(dst_fs / "d/f.bin") and staging_leftovers(dst_fs / "d") == []
     res = fsops.copy_verified(src, dst_fs / "d/f.bin", b3(data), len(data), roots=(src_fs, dst_fs), reserve=Reserve(0))
     assert res["status"] == "copied"
+
+
+def test_the_executor_passes_the_reserve_to_each_files_copy(world, monkeypatch):  # noqa: F811
+    """The group's check passed (the space read then), but by its first file the pool is fuller:
+    fsops keeps the reserve too, and the group fails before that file is written."""
+    world.cfg = replace(world.cfg, policy=replace(world.cfg.policy, min_free=Reserve(100)))
+    plan = demote_plan(world)
+    _reading(monkeypatch, 10**9)
+    first = next(s.size for g in plan.groups for s in g.steps if s.kind == "copy")
+    monkeypatch.setattr(fsops, "space_of", lambda fd: Space(10**9, first + 99, first + 99))
+    summary = world.executor().apply(plan)
+    g = summary.groups[0]
+    assert g.status == "rolled_back" and summary.bytes_copied == 0
+    assert g.reason.startswith("copy failed") and "would leave 99 B free, reserve 100 B" in g.reason, g.reason
