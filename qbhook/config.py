@@ -14,6 +14,7 @@ Every setting has one declared kind (the tables ``_POLICY``, ``_SCAN``, ``_SERVE
   ``5m``, ``2h``, ``1d``); finite, at most ten years, per-field lower bound;
 - size: bytes as a whole number, or a string with a unit: KB/MB/GB/TB are powers of
   1000, KiB/MiB/GiB/TiB (and bare K/M/G/T) powers of 1024;
+- reserve: a size, or a percent of the filesystem's size (``5%``, ``0.5%``; at most ``50%``);
 - count: a whole number (``2.5`` is an error, not 2); fraction: a number in a stated
   interval; port: 1-65535; flag: true/false; text: a non-empty string.
 
@@ -41,6 +42,7 @@ from qbhook.dirfd import FolderRefused, SeedingRoot, loose_folders_above, open_r
 from qbhook.errors import ConfigError, PathMapError
 from qbhook.files import Missing, NotReadable, decode_text, read_regular_file
 from qbhook.paths import is_within
+from qbhook.space import Reserve
 
 DEFAULT_CONFIG_PATHS = ("/etc/qbhook/config.yaml",)
 ROLES = ("primary", "cold")
@@ -101,6 +103,9 @@ ClientConfig = QbtConfig | RtorrentConfig
 CLIENT_TYPES = ("qbittorrent", "rtorrent")
 
 
+DEFAULT_MIN_FREE = Reserve(5, percent=True)  # policy.min_free: why 5%, see PolicyConfig
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
     # Demotion needs this tag on every torrent of the group (None: no tag needed).
@@ -127,6 +132,11 @@ class PolicyConfig:
     # Same-pool convergence (decide/converge.py) is planned and applied; False: only reported
     # ("would converge ... policy.converge is false"), never applied.
     converge: bool = True
+    # Free space a run leaves on every pool it copies onto (``space.fits``): a size, or a share of
+    # the filesystem's size. 5% by default: ZFS slows down as a pool nears full (its guidance is
+    # to stay below 80-90% used), qBittorrent's downloads fail at 0 bytes available, and *arr
+    # apps keep a minimum free space for the same reason.
+    min_free: Reserve = DEFAULT_MIN_FREE
 
 
 # ZFS's snapshot folder and qbhook's own (``move.fsops.STAGING_DIR`` / ``HOLDING_DIR``, which
@@ -526,6 +536,33 @@ def size(*, positive: bool = False) -> Reader:
     return read
 
 
+_MAX_RESERVE_PERCENT = 50  # more keeps most of a pool empty for good: a typo ("50" for "5")
+_BYTES = size()
+
+
+def reserve(value: Any, key: str) -> Reserve:
+    """Free space to keep: a size (bytes, 200GiB, 500GB) or a percent of the filesystem's size (5%)."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            pct, unit = _split_unit(value.strip()[:-1])
+        except ValueError:
+            pct, unit = math.nan, "?"
+        if unit or not math.isfinite(pct):
+            raise ConfigError(key, f"cannot read {_got(value)} as a percent (examples: 5%, 0.5%)")
+        _bounds(pct, key, 0.0, _MAX_RESERVE_PERCENT, False, "%")
+        return Reserve(pct, percent=True)
+    if isinstance(value, str):
+        try:
+            return Reserve(parse_size(value))
+        except ValueError:
+            raise ConfigError(
+                key, f"cannot read {_got(value)} as a size or a percent (examples: 5%, 200GiB, 500GB, 0)"
+            ) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(key, f"must be a size or a percent, e.g. 5%, 200GiB, 0 (got {_got(value)})")
+    return Reserve(_BYTES(value, key))
+
+
 def count(*, minimum: int = 0, maximum: int = _MAX_INT) -> Reader:
     """A whole number: 2.5 is an error, not 2."""
 
@@ -653,6 +690,7 @@ _POLICY: dict[str, Reader] = {
     "max_groups_per_run": count(minimum=1),
     "orphans_max_share": fraction(zero_ok=False, one_ok=True),
     "converge": flag,
+    "min_free": reserve,
 }
 _SCAN: dict[str, Reader] = {
     "mass_delete_max_share": fraction(zero_ok=False, one_ok=True),
@@ -1339,7 +1377,9 @@ def describe(cfg: Config) -> dict:
             else {"type": c.type, "name": c.name, "url": shown_url(c.url)}
             for c in cfg.clients
         ],
-        "policy": {f.name: getattr(cfg.policy, f.name) for f in fields(cfg.policy)},
+        "policy": {
+            f.name: str(v) if isinstance(v := getattr(cfg.policy, f.name), Reserve) else v for f in fields(cfg.policy)
+        },
         "scan": {f.name: getattr(cfg.scan, f.name) for f in fields(cfg.scan)},
         "server": {
             f.name: (

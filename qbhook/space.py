@@ -11,16 +11,25 @@ cannot be read (missing, not mounted, no permission) raises OSError, one swapped
 or another folder ``dirfd.FolderRefused``: each caller decides what that means for it
 (``status`` shows the error, the sweeper's free-space check skips the pool, a snapshot
 refuses to plan).
+
+A copy fits when it leaves the pool's reserve free (``fits``, the one home of that rule):
+``policy.min_free``, a ``Reserve`` of bytes or of a percent of the filesystem's size
+(``Space.size``: ``f_blocks``; on ZFS a dataset's own used bytes plus what the pool has
+available, so a percent of a small dataset on a big pool is less than that percent of the
+pool). ZFS slows down badly as a pool fills, and qBittorrent's downloads fail at 0 available:
+the reserve is room a run never takes, whatever else writes there.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
 from qbhook.dirfd import open_root
+from qbhook.units import human_bytes
 
-__all__ = ["Space", "fits", "space_at", "space_of"]
+__all__ = ["NO_RESERVE", "Reserve", "Space", "fits", "leaves", "space_at", "space_of"]
 
 
 @dataclass(frozen=True)
@@ -51,10 +60,38 @@ def space_at(root: str | os.PathLike, pool: str | os.PathLike | None = None) -> 
         os.close(fd)
 
 
-def fits(need: int, free: int) -> bool:
-    """The one home of "copies fit": ``need`` bytes to copy onto a filesystem with ``free`` bytes
-    free to qbhook's writer (``Space.avail``). No margin: no config sets a reserve
-    (``notify.free_space_below`` only alerts). The planner asks it of each group and of a run's
-    groups together (``planner.finish_run``), the executor of a whole group before it copies
-    and of each file before it is written (``fsops``)."""
-    return need <= free
+@dataclass(frozen=True)
+class Reserve:
+    """``policy.min_free``: the free space a run leaves on a pool, ``amount`` bytes, or
+    ``amount`` percent (0 to 100) of the filesystem's size when ``percent``."""
+
+    amount: int | float = 0
+    percent: bool = False
+
+    def of(self, size: int) -> int:
+        """The reserve in bytes on a filesystem of ``size`` bytes (rounded up: never less room
+        than asked). A size not read (0: facts that write nothing) gives a percent nothing."""
+        return math.ceil(max(size, 0) * self.amount / 100) if self.percent else int(self.amount)
+
+    def __str__(self) -> str:
+        return f"{self.amount:g}%" if self.percent else human_bytes(self.amount)
+
+
+NO_RESERVE = Reserve()
+
+
+def fits(need: int, free: int, *, size: int, reserve: Reserve) -> bool:
+    """The one home of "copies fit": ``need`` bytes to copy onto a filesystem of ``size`` bytes
+    with ``free`` bytes free to qbhook's writer (``Space.avail``) leave at least ``reserve``
+    free (``policy.min_free``; ``notify.free_space_below`` only alerts). The planner asks it of
+    each group and of a run's groups together (``planner.finish_run``), the executor of a whole
+    group before it copies and of each file before it is written (``fsops``)."""
+    return need + reserve.of(size) <= free
+
+
+def leaves(need: int, free: int, *, size: int, reserve: Reserve) -> str:
+    """Why ``need``, which ``free`` holds, does not fit for the reserve, for a reason line:
+    "would leave 1.0 GiB free, reserve 5% (2.0 GiB) (policy.min_free)". (Each caller words a
+    copy that does not fit at all its own way.)"""
+    shown = str(reserve) if not reserve.percent else f"{reserve} ({human_bytes(reserve.of(size))})"
+    return f"would leave {human_bytes(free - need)} free, reserve {shown} (policy.min_free)"

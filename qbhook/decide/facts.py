@@ -204,6 +204,9 @@ class PoolFact:
     seeding_fsid: str  # filesystem of the seeding root: the only place links can be made
     free_bytes: int
     more_seeding_roots: tuple[str, ...] = ()  # further seeding roots (seeding tree, but no new views)
+    # The seeding root's filesystem size, what a percent ``policy.min_free`` is of (0: not read,
+    # facts of a pass that writes nothing: a convergence, a repair).
+    size_bytes: int = 0
 
     @property
     def seeding_roots(self) -> tuple[str, ...]:

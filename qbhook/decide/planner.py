@@ -40,6 +40,7 @@ import posixpath
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from itertools import pairwise
+from typing import NamedTuple
 
 from qbhook.catalog.identity import group_id_of
 from qbhook.clients.model import is_relative_path
@@ -88,7 +89,7 @@ from qbhook.decide.plan import (
 )
 from qbhook.decide.policy import policy_blocks_demote
 from qbhook.paths import is_within
-from qbhook.space import fits
+from qbhook.space import Reserve, fits, leaves
 from qbhook.units import human_bytes as _b
 
 
@@ -111,21 +112,29 @@ def make_plan(snap: Snapshot, policy: PolicyConfig, *, after_event: bool = False
     return Plan(groups=plans, created_at=snap.now)
 
 
-def finish_run(plans: list[GroupPlan], policy: PolicyConfig, room: Mapping[str, int]) -> None:
+class Room(NamedTuple):
+    """A pool's free bytes and its size (what a percent ``policy.min_free`` is of)."""
+
+    free: int
+    size: int
+
+
+def finish_run(plans: list[GroupPlan], policy: PolicyConfig, room: Mapping[str, Room]) -> None:
     """The passes that need every group of a run at once, in their order: groups waiting on
     another group's move, convergences whose keeper another group moves, groups whose copies no
-    longer fit after the earlier groups' (``room``: each pool's free bytes, ``pool_room``), then
-    the batch cap. make_plan ends with them; a sweep that plans in chunks runs them once over all
-    its chunks, so the space the run's copies take is counted across its chunks."""
+    longer fit after the earlier groups' (``room``: each pool's free bytes and size, ``pool_room``;
+    ``policy.min_free`` left free), then the batch cap. make_plan ends with them; a sweep that
+    plans in chunks runs them once over all its chunks, so the space the run's copies take is
+    counted across its chunks."""
     _resolve_cross_group(plans)
     converge.resolve_cross_group(plans)
-    _within_free_space(plans, room)
+    _within_free_space(plans, room, policy.min_free)
     _apply_batch_cap(plans, policy.max_groups_per_run)
 
 
-def pool_room(pools: Iterable[PoolFact]) -> dict[str, int]:
-    """Each pool's free bytes as the snapshot read them: what ``finish_run`` spends a run's copies from."""
-    return {p.name: p.free_bytes for p in pools}
+def pool_room(pools: Iterable[PoolFact]) -> dict[str, Room]:
+    """Each pool's free bytes and size as the snapshot read them: what ``finish_run`` spends a run's copies from."""
+    return {p.name: Room(p.free_bytes, p.size_bytes) for p in pools}
 
 
 def _release_freed_heap() -> None:
@@ -273,8 +282,8 @@ def decide(
     steps, copy_bytes, conflicts = build_steps(snap, policy, group, src, tgt, donors)
     if conflicts:
         return _blocked(gp, conflicts)
-    if not fits(copy_bytes, tgt.free_bytes):
-        return _blocked(gp, [f"not enough free space on {tgt.name}: needs {_b(copy_bytes)}, has {_b(tgt.free_bytes)}"])
+    if not fits(copy_bytes, tgt.free_bytes, size=tgt.size_bytes, reserve=policy.min_free):
+        return _blocked(gp, [_no_room(copy_bytes, tgt, policy.min_free)])
     gp.steps, gp.bytes_to_copy = steps, copy_bytes
     gp.bytes_freed = _bytes_freed(group, snap, inodes)
     return gp
@@ -312,6 +321,13 @@ def _may_converge(snap: Snapshot, group: list[TorrentFact]) -> bool:
             if i is not None and i.blake3 and any(k != i.key for k in content.get((i.size, i.blake3), ())):
                 return True
     return False
+
+
+def _no_room(need: int, tgt: PoolFact, reserve: Reserve) -> str:
+    """A group's copies do not fit on ``tgt``: no room at all, or not room enough to leave the reserve."""
+    if need > tgt.free_bytes:
+        return f"not enough free space on {tgt.name}: needs {_b(need)}, has {_b(tgt.free_bytes)}"
+    return f"waits for room on {tgt.name}: {leaves(need, tgt.free_bytes, size=tgt.size_bytes, reserve=reserve)}"
 
 
 def _blocked(gp: GroupPlan, blockers: list[str]) -> GroupPlan:
@@ -969,26 +985,30 @@ def _copied_once(plans: list[GroupPlan]) -> None:
     )
 
 
-def _within_free_space(plans: list[GroupPlan], room: Mapping[str, int]) -> None:
+def _within_free_space(plans: list[GroupPlan], room: Mapping[str, Room], reserve: Reserve) -> None:
     """The copies of one run fit on their pools together, not each group alone: in plan order each
     actionable group's bytes to copy (a demote's payload, a promote's small extras) are spent from
     its target pool's free bytes; a group that no longer fits waits for the next run (skipped),
     and a later, smaller one may still fit. Each group alone was checked against the whole of
     the free space (``decide``), so three 1000-byte groups all planned onto a pool with 1500
-    bytes free, and the run filled the pool (R11 #4). A pool missing from ``room`` has no room."""
+    bytes free, and the run filled the pool (R11 #4). Every pool keeps ``reserve`` free. A pool
+    missing from ``room`` has no room."""
     left = dict(room)
     for g in plans:
         if not g.actionable or not g.bytes_to_copy:
             continue  # a convergence, or a move that only links: nothing written
         pool = g.target_pool or ""
-        free = left.get(pool, 0)
-        if not fits(g.bytes_to_copy, free):
+        free, size = left.get(pool, Room(0, 0))
+        if not fits(g.bytes_to_copy, free, size=size, reserve=reserve):
             g.action, g.steps = Action.SKIP, []
             g.reason = (
                 f"waits: {_b(g.bytes_to_copy)} to copy, {_b(free)} left on {pool} after earlier groups of this run"
+                if g.bytes_to_copy > free
+                else f"waits for room on {pool} after earlier groups of this run: "
+                + leaves(g.bytes_to_copy, free, size=size, reserve=reserve)
             )
             continue
-        left[pool] = free - g.bytes_to_copy
+        left[pool] = Room(free - g.bytes_to_copy, size)
 
 
 def _apply_batch_cap(plans: list[GroupPlan], cap: int) -> None:

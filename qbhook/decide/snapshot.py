@@ -875,6 +875,7 @@ class SnapshotBuilder:
             seeding_fsid=self.catalog.fsid(fs),
             free_bytes=space.avail,
             more_seeding_roots=tuple(str(r) for r in p.more_seeding_roots),
+            size_bytes=space.size,
         )
 
 

@@ -87,7 +87,7 @@ from qbhook.clients.port import ClientPort
 from qbhook.config import Config
 from qbhook.decide.facts import ancestors
 from qbhook.decide.plan import ACTIONS, Plan
-from qbhook.decide.planner import finish_run, make_plan, pool_room, tag_changes
+from qbhook.decide.planner import Room, finish_run, make_plan, pool_room, tag_changes
 from qbhook.decide.snapshot import SnapshotBuilder, SweepReach, build_snapshot
 from qbhook.dirfd import FolderReader, FolderRefused
 from qbhook.errors import (
@@ -985,7 +985,7 @@ def _plan_in_chunks(
     tagged = 0
     chunks = _chunks(idx, view[1], hashes)
     incomplete: set[str] = set()
-    room: dict[str, int] = {}  # each pool's least free space a chunk read: the run's copies are spent from it
+    room: dict[str, Room] = {}  # each pool's least free space a chunk read: the run's copies are spent from it
     # The index's file lists do not change while the chunks are planned: read once (~60 ms at
     # 180,000 file rows), not once a chunk; so are its unplaced files, lstat-ed once (``SweepReach``).
     shared = {"skipping": functools.cache(lambda: skipped_files_known(catalog.conn)), "reach": SweepReach()}
@@ -1007,7 +1007,7 @@ def _plan_in_chunks(
             )
             incomplete |= _split_groups(idx, snap, members)
         part = make_plan(snap, cfg.policy, **grace)
-        room = {n: min(f, room.get(n, f)) for n, f in pool_room(snap.pools).items()}
+        room = {n: min(r, room.get(n, r), key=lambda x: x.free) for n, r in pool_room(snap.pools).items()}
         # a group the closure pulled into two chunks (the index behind the disk) is planned once
         have = {h for g in groups for h in g.torrents}
         part = Plan(groups=[g for g in part.groups if not have.intersection(g.torrents)], created_at=part.created_at)

@@ -98,7 +98,7 @@ from qbhook.move import fsops, orphans
 from qbhook.move.journal import LEFTOVER_KIND, Journal, RunRow, StepRow, forced_sharers_of, sharers_of
 from qbhook.move.locks import converge_lock, executor_lock, group_lock
 from qbhook.paths import is_within
-from qbhook.space import fits, space_at
+from qbhook.space import fits, leaves, space_at
 from qbhook.units import human_bytes
 
 if TYPE_CHECKING:
@@ -887,7 +887,8 @@ class Executor:
         filling the pool and rolling back part-way (R11 #4: the plan's figure is the snapshot's,
         and other writers, qBittorrent downloading, spend the same space). ``fsops`` still checks
         each file as it copies. A resumed group is left to that: the staged part of a copy its
-        crash left would count against it, and only that copy cleans it up."""
+        crash left would count against it, and only that copy cleans it up. The copies must leave
+        ``policy.min_free`` free (``space.fits``), as the planner asked of the snapshot's figures."""
         if any(row is not None for _q, _s, row in mine):
             return
         need: dict = {}
@@ -899,7 +900,7 @@ class Executor:
         # Summed per filesystem, not per root: two seeding roots on one dataset (movies/, tv/)
         # spend one free space, and each checked alone passed while together they did not fit.
         # The first root's reading of a filesystem is its free space.
-        on_fs: dict[int, list] = {}  # st_dev -> [bytes to copy, free, root paths]
+        on_fs: dict[int, list] = {}  # st_dev -> [bytes to copy, Space, root paths]
         reason = None
         for root, n in need.items():
             try:
@@ -907,12 +908,19 @@ class Executor:
             except (OSError, FolderRefused) as e:
                 reason = f"not started: the free space of {root.path} cannot be read ({e})"
                 break
-            fs = on_fs.setdefault(fst.st_dev, [0, space.avail, []])
+            fs = on_fs.setdefault(fst.st_dev, [0, space, []])
             fs[0] += n
             fs[2].append(root.path)
-        for n, free, paths in on_fs.values() if reason is None else ():
-            if not fits(n, free):
-                reason = f"not started: {human_bytes(n)} to copy onto {' and '.join(paths)}, {human_bytes(free)} free"
+        reserve = self.ctx.cfg.policy.min_free
+        for n, space, paths in on_fs.values() if reason is None else ():
+            if not fits(n, space.avail, size=space.size, reserve=reserve):
+                onto = f"{human_bytes(n)} to copy onto {' and '.join(paths)}"
+                reason = (
+                    f"not started: {onto}, {human_bytes(space.avail)} free"
+                    if n > space.avail
+                    else f"not started, waits for room: {onto} "
+                    + leaves(n, space.avail, size=space.size, reserve=reserve)
+                )
                 break
         if reason is not None:
             self.log.warning("group %s: %s", st.plan.group_id, reason)
@@ -1641,7 +1649,14 @@ class Executor:
         # that hash is the content every later step of the group checks (``_GroupRun.learned``).
         # A view goes only below a seeding root; its source may be anywhere in a pool (a donor).
         res = fsops.copy_verified(
-            s.src, s.dst, s.blake3, s.size, roots=self.seeding_roots, src_roots=self.roots, catalog=self.catalog
+            s.src,
+            s.dst,
+            s.blake3,
+            s.size,
+            roots=self.seeding_roots,
+            src_roots=self.roots,
+            catalog=self.catalog,
+            reserve=self.cfg.policy.min_free,
         )
         # We know the content of the new inode: cache it, so verify_view costs a stat, not a read.
         # Against the stat the copy proved it for (res.after), never the path looked up again.

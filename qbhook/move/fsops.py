@@ -102,7 +102,7 @@ from qbhook.errors import (
     ViewUnproven,
 )
 from qbhook.paths import RELINK_PREFIX as _RELINK_PREFIX
-from qbhook.space import fits
+from qbhook.space import NO_RESERVE, Reserve, fits, leaves, space_of
 from qbhook.units import human_bytes as _human
 
 __all__ = [
@@ -898,17 +898,21 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _check_free_space(folder: Dir, need: int) -> None:
+def _check_free_space(folder: Dir, need: int, reserve: Reserve) -> None:
+    """ENOSPC before a byte is written when ``need`` bytes would not leave ``reserve`` free on the
+    filesystem of ``folder`` (``space.fits``); one that cannot be read is left to the write."""
     try:
-        vfs = os.statvfs(folder.fd)
+        space = space_of(folder.fd)
     except OSError:
         return
-    free = vfs.f_bavail * vfs.f_frsize
-    if not fits(need, free):
-        raise OSError(
-            errno.ENOSPC,
-            f"not enough space on the filesystem of {folder.show()}: needs {_human(need)}, {_human(free)} free",
-        )
+    if fits(need, space.avail, size=space.size, reserve=reserve):
+        return
+    why = (
+        f"needs {_human(need)}, {_human(space.avail)} free"
+        if need > space.avail
+        else leaves(need, space.avail, size=space.size, reserve=reserve)
+    )
+    raise OSError(errno.ENOSPC, f"not enough space on the filesystem of {folder.show()}: {why}")
 
 
 def _write_all(fd: int, view: memoryview) -> None:
@@ -1023,7 +1027,16 @@ def _open_source(src, roots) -> tuple[int, str | None]:
 
 
 def copy_verified(
-    src, dst, expected_blake3_hex, expected_size: int, *, roots, src_roots=None, catalog=None, readback: bool = False
+    src,
+    dst,
+    expected_blake3_hex,
+    expected_size: int,
+    *,
+    roots,
+    src_roots=None,
+    catalog=None,
+    readback: bool = False,
+    reserve: Reserve = NO_RESERVE,
 ) -> Act:
     """Copy ``src`` to ``dst`` (usually another pool), proving the bytes are the planned content.
 
@@ -1036,7 +1049,9 @@ def copy_verified(
     failure removes the staged file; the source is only read.
     Both ends are reached through verified folders: ``dst`` below ``roots`` (the seeding roots: a
     view goes nowhere else), ``src`` below ``src_roots`` (default ``roots``); the staging folder is
-    qbhook's own (0700, owned by it, on the destination's filesystem).
+    qbhook's own (0700, owned by it, on the destination's filesystem). A copy that would not
+    leave ``reserve`` free there (the executor passes ``policy.min_free``) is refused with ENOSPC
+    before a byte is written.
 
     ``expected_blake3_hex`` None: the plan did not pre-hash the source (nothing on the target
     could be reused). The content is then what the source holds: the same single pass hashes
@@ -1062,7 +1077,7 @@ def copy_verified(
             sst = _checked_source(src_fd, expected_size, src_shown)
             staging = parent.sub(STAGING_DIR.encode(), create=True, own=True)
             _clean_stale_staging(staging, name)
-            _check_free_space(staging, expected_size)
+            _check_free_space(staging, expected_size, reserve)
             candidate = _staging_name(name)
             written, digest, wst = _write_staged(staging, candidate, src_fd, sst, expected, expected_size, src_shown)
             staged = candidate
@@ -1085,11 +1100,7 @@ def copy_verified(
             # bring the staged name back as a second link of the copy (one folder fsync per copy).
             os.fsync(staging.fd)
             if result is None:
-                # The inode written, and nothing wrote to it before ``last`` (size, mtime as written).
-                after = _is_made(last, wst, os.fsdecode(_p(dst)))
-                if (after.st_size, after.st_mtime_ns) != (wst.st_size, wst.st_mtime_ns):
-                    raise UnsafeOperation(f"{os.fsdecode(_p(dst))} was written to right after qbhook copied it")
-                result = Act(ActStatus.COPIED, after, {"bytes_written": written, "blake3": digest.hex()})
+                result = _copied(dst, last, wst, written, digest)
             if expected is None:
                 result.facts["source_hash_cached"] = _remember_source_digest(catalog, src_fs_path, src_fd, sst, digest)
             os.fsync(parent.fd)
@@ -1097,13 +1108,28 @@ def copy_verified(
         finally:
             os.close(src_fd)
             if staging is not None:
-                if staged is not None:
-                    try:
-                        os.unlink(staged, dir_fd=staging.fd)
-                    except FileNotFoundError:
-                        pass
-                staging.close()
-                _rmdir_quiet(parent, STAGING_DIR.encode())
+                _close_staging(parent, staging, staged)
+
+
+def _copied(dst, last: os.stat_result | None, wst: os.stat_result, written: int, digest: bytes) -> Act:
+    """The copy's Act: ``last`` (``dst``'s lstat after the link) is the inode written, and nothing
+    wrote to it before that lstat (size, mtime as written)."""
+    after = _is_made(last, wst, os.fsdecode(_p(dst)))
+    if (after.st_size, after.st_mtime_ns) != (wst.st_size, wst.st_mtime_ns):
+        raise UnsafeOperation(f"{os.fsdecode(_p(dst))} was written to right after qbhook copied it")
+    return Act(ActStatus.COPIED, after, {"bytes_written": written, "blake3": digest.hex()})
+
+
+def _close_staging(parent: Dir, staging: Dir, staged: bytes | None) -> None:
+    """A copy's way out: its staged file still there (it failed) removed, the staging folder
+    closed and removed if it holds nothing else."""
+    if staged is not None:
+        try:
+            os.unlink(staged, dir_fd=staging.fd)
+        except FileNotFoundError:
+            pass
+    staging.close()
+    _rmdir_quiet(parent, STAGING_DIR.encode())
 
 
 def _copy_found_in_place(

@@ -807,7 +807,7 @@ def test_enospc_on_the_target_during_copy_fails_clean(small_pools, qbt, qbt_clie
         # Without qbhook's own free-space check the copy runs into the filesystem's ENOSPC mid-write.
         from qbhook.move import fsops
 
-        monkeypatch.setattr(fsops, "_check_free_space", lambda folder, need: None)
+        monkeypatch.setattr(fsops, "_check_free_space", lambda folder, need, reserve: None)
     filled = []
 
     def hook(point, gid, seq, step):

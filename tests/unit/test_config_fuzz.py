@@ -50,6 +50,7 @@ VALID = {
         "grace_period": 0,
         "relocated_tag": "qbhook-relocated",
         "max_groups_per_run": 50,
+        "min_free": "5%",
     },
     "scan": {
         "mass_delete_max_share": 0.1,
@@ -246,6 +247,12 @@ def _check(data) -> None:
         assert isinstance(d, float) and math.isfinite(d) and d >= 0
     assert isinstance(p.promote_copy_max_bytes, int) and p.promote_copy_max_bytes >= 0
     assert 0 <= p.promote_copy_max_ratio < 1 and 0 < sc.mass_delete_max_share <= 1
+    m = p.min_free
+    assert (
+        (0 <= m.amount <= 50 and math.isfinite(m.amount))
+        if m.percent
+        else (m.amount >= 0 and isinstance(m.amount, int))
+    )
     for q in cfg.qbittorrent:
         assert math.isfinite(q.timeout) and q.timeout > 0
         assert all(c.startswith("/") and h.startswith("/") for c, h in q.path_map)

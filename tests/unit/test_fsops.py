@@ -164,7 +164,7 @@ def test_copy_enospc_mid_write_removes_staging(tmpfs, monkeypatch):
     data = os.urandom(1024 * 1024)
     src = write(big / "f.bin", data)
     # ...and, when the estimate was wrong (compression, a racing writer), by the kernel mid-copy.
-    monkeypatch.setattr(fsops, "_check_free_space", lambda folder, need: None)
+    monkeypatch.setattr(fsops, "_check_free_space", lambda folder, need, reserve: None)
     with pytest.raises(OSError) as e:
         fsops.copy_verified(src, tiny / "d/f.bin", b3(data), len(data), roots=(big, tiny))
     assert e.value.errno == errno.ENOSPC

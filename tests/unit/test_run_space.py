@@ -6,13 +6,14 @@ destination's free space before it writes a byte."""
 import logging
 import os
 from collections import namedtuple
+from dataclasses import replace
 from types import SimpleNamespace
 
 from qbhook.config import PolicyConfig
 from qbhook.decide.plan import Copy
 from qbhook.decide.planner import finish_run, make_plan, pool_room
 from qbhook.move import executor as executor_mod
-from qbhook.space import Space
+from qbhook.space import NO_RESERVE, Reserve, Space
 from tests.unit.test_executor import demote_plan, world  # noqa: F401  (fixture)
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 from tests.unit.world import P, S, World
@@ -108,16 +109,17 @@ def test_a_group_whose_copies_no_longer_fit_is_refused_before_a_byte_is_written(
 
 
 def test_a_group_whose_copies_just_fit_runs(world, monkeypatch):  # noqa: F811
+    world.cfg = replace(world.cfg, policy=replace(world.cfg.policy, min_free=NO_RESERVE))  # no room kept back
     plan = demote_plan(world)
     _reading(monkeypatch, _copy_bytes(plan))
     summary = world.executor().apply(plan)
     assert summary.groups_done == ["g1"], summary.groups[0].reason
 
 
-def _check_two_roots(monkeypatch, devs: dict[str, int], free: int) -> list[str]:
+def _check_two_roots(monkeypatch, devs: dict[str, int], free: int, reserve: Reserve = NO_RESERVE) -> list[str]:
     """``Executor._check_room`` of a group copying 1000 B below each of two seeding roots of the
-    cold pool (movies/, tv/), each root's filesystem read as ``devs`` says, ``free`` B free there:
-    -> the reasons it failed with (none: it fits)."""
+    cold pool (movies/, tv/), each root's filesystem read as ``devs`` says, ``free`` B free there
+    of ``10 * free``, ``reserve`` kept free: -> the reasons it failed with (none: it fits)."""
     root = namedtuple("root", "path pool")  # hashable, as config.SeedingRoot
     roots = (root("/cold/t/movies", "/cold"), root("/cold/t/tv", "/cold"))
     monkeypatch.setattr(
@@ -127,7 +129,7 @@ def _check_two_roots(monkeypatch, devs: dict[str, int], free: int) -> list[str]:
     )
     failed: list[str] = []
     me = SimpleNamespace(
-        ctx=SimpleNamespace(seeding_roots=roots),
+        ctx=SimpleNamespace(seeding_roots=roots, cfg=SimpleNamespace(policy=PolicyConfig(min_free=reserve))),
         log=logging.getLogger("test"),
         _fail=lambda _st, reason: failed.append(reason),
     )

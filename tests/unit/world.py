@@ -27,6 +27,8 @@ class World:
     paths: dict = field(default_factory=dict)  # path -> key
     torrents: list = field(default_factory=list)
     free: dict = field(default_factory=lambda: {"stash": 10**12, "pool": 10**12})
+    # Filesystem sizes (PoolFact.size_bytes): 0, not read, gives a percent policy.min_free nothing.
+    size: dict = field(default_factory=lambda: {"stash": 0, "pool": 0})
     hashed: bool = True
     symlinks: dict = field(default_factory=dict)  # path -> link target, as the snapshot builder reports them
     _next: int = 100
@@ -108,8 +110,8 @@ class World:
                 )
             )
         pools = (
-            PoolFact("stash", "primary", "/stash", S, FS["stash"], self.free["stash"]),
-            PoolFact("pool", "cold", "/pool", P, FS["pool"], self.free["pool"]),
+            PoolFact("stash", "primary", "/stash", S, FS["stash"], self.free["stash"], size_bytes=self.size["stash"]),
+            PoolFact("pool", "cold", "/pool", P, FS["pool"], self.free["pool"], size_bytes=self.size["pool"]),
         )
         return Snapshot(
             write_paths=converge.write_paths(ts, self.resolve),  # as the builders make them, through self.symlinks
