@@ -85,8 +85,11 @@ def fits(need: int, free: int, *, size: int, reserve: Reserve) -> bool:
     with ``free`` bytes free to qbhook's writer (``Space.avail``) leave at least ``reserve``
     free (``policy.min_free``; ``notify.free_space_below`` only alerts). The planner asks it of
     each group and of a run's groups together (``planner.finish_run``), the executor of a whole
-    group before it copies and of each file before it is written (``fsops``)."""
-    return need + reserve.of(size) <= free
+    group before it copies and of each file before it is written (``fsops``). Nothing to write
+    always fits: a demote that only links onto data already on the pool (or a converge) takes
+    no room, and on a pool already inside its reserve it is what frees /stash without filling
+    the pool further."""
+    return need <= 0 or need + reserve.of(size) <= free
 
 
 def leaves(need: int, free: int, *, size: int, reserve: Reserve) -> str:

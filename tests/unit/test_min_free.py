@@ -92,6 +92,13 @@ def test_fits_leaves_the_reserve_free():
     assert fits(1000, 1000, size=0, reserve=Reserve(5, percent=True))  # a size not read keeps nothing back
 
 
+def test_nothing_to_write_fits_a_pool_already_inside_its_reserve():
+    # a demote onto data the pool already holds only links: it must not wait for room
+    assert fits(0, 0, size=10_000, reserve=Reserve(5, percent=True))
+    assert fits(0, 100, size=10_000, reserve=Reserve(1000))
+    assert not fits(1, 100, size=10_000, reserve=Reserve(1000))
+
+
 def test_the_reason_says_what_would_be_left_and_what_is_kept():
     assert leaves(900, 1000, size=10_000, reserve=Reserve(5, percent=True)) == (
         "would leave 100 B free, reserve 5% (500 B) (policy.min_free)"
