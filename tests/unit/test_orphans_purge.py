@@ -425,3 +425,53 @@ def test_an_orphan_a_torrent_reaches_by_its_identity_or_another_spelling_is_kept
     )
     out = screen([by_inode, by_name], client(*torrents))
     assert out.purgeable == () and [k.held for k in out.kept] == [str(at), by_name.path]
+
+
+# ----------------------------------------------------------------- torrents not complete (R14)
+
+HX = "f" * 40
+NOT_COMPLETE = {  # (its files: name, size, priority; FakeTorrent's state fields)
+    "downloading": ([("Film/film.mkv", 4000, 1), ("Film/extra.nfo", 50, 1)], {"progress": 0.98}),
+    "checking": ([("Film/film.mkv", 4000, 1)], {"progress": 0.4, "transient": "checkingDL"}),
+    "skipping a file": ([("Film/film.mkv", 4000, 1), ("Film/sample.mkv", 50, 0)], {"stopped": True}),
+}
+
+
+def cross_seed(w, target: str, how: str, state: str) -> str:
+    """Cross-seed's match onto ``target`` (``how``: symlink or hard link mode) in a real content
+    folder of its own, its torrent in ``state`` (``NOT_COMPLETE``); the link's path."""
+    xdir = os.path.join(w.seed_s, "xseed/Film")
+    os.makedirs(xdir)
+    link = os.path.join(xdir, "film.mkv")
+    (os.symlink if how == "symlink" else os.link)(target, link)
+    files, fields = NOT_COMPLETE[state]
+    w.qbt.add(FakeTorrent(HX, "Film", os.path.dirname(xdir), files, **fields))
+    return link
+
+
+@pytest.mark.parametrize("state", NOT_COMPLETE)
+@pytest.mark.parametrize("how", ["symlink", "hardlink"])
+def test_what_a_file_of_a_torrent_not_complete_reaches_is_protected_and_never_held(world, how, state):
+    """Its original torrent removed, the file a cross-seed torrent still downloading, checking or
+    skipping a file reaches through its content folder's per-file link is that torrent's data
+    (the only copy): only its content folder was protected, and the quarantine held the target."""
+    w = world
+    film = write(os.path.join(w.seed_s, "old/Film/film.mkv"), b"film" * 1000)
+    other = write(os.path.join(w.seed_s, "old/Gone/gone.mkv"), b"gone" * 10)  # a real orphan
+    link = cross_seed(w, film, how, state)
+    kinds = {o.path: o.kind for o in orphans.find_orphans(w.cfg, [w.qbt]).orphans}
+    assert kinds == {other: orphans.RECLAIMABLE}
+    res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    assert res.held == [other] and os.path.exists(film) and os.path.exists(link)
+
+
+def test_an_orphan_held_before_a_downloading_torrent_linked_its_place_is_kept_by_the_purge(world, notified):
+    """Quarantined while no torrent used it, then a cross-seed torrent still downloading linked it
+    (its symlink dangles while the file is in holding): a fetching torrent is never called missing
+    its files, so only what its files resolve to says it uses the held file's place."""
+    w = world
+    path, at = quarantine_one(w, "old/Film/film.mkv")
+    cross_seed(w, path, "symlink", "downloading")
+    expire(w)
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    assert [(k.held, k.origin) for k in out.kept] == [(at, path)] and os.path.exists(at)
