@@ -53,6 +53,10 @@ does not give (nothing to tell its data apart by), a pool whose walk for library
 cannot finish (``library_links``: a library not seen is data deleted) and, for quarantine, an
 unfinished run (its views are unreferenced until resume relocates onto them).
 
+A quarantine lists the clients twice, before and after the walk, and a file either listing
+uses is no orphan (the guards judge both): a torrent added during the walk onto an old file
+(a symlink onto it leaves its ctime alone: not young) keeps it.
+
 Quarantine moves reclaimable orphan files into the holding folder of their own seeding
 root (same dataset) through ``fsops.hold_unreferenced``, each step journaled first as a
 ``delete`` step that holds, exactly like a grace-period delete: the journal says what may
@@ -943,12 +947,19 @@ def last_run(conn) -> LastOrphans | None:
         return None
 
 
-def find_orphans(cfg, clients: Iterable[ClientPort], *, now: float | None = None, catalog=None) -> Report:
+def find_orphans(
+    cfg, clients: Iterable[ClientPort], *, now: float | None = None, catalog=None, relist: bool = False
+) -> Report:
     """List the clients first, then walk: a file added between the two is young, never orphaned.
 
+    ``relist`` (the quarantine's): list them again once the walk ended, and call used what either
+    listing uses (``_either``), the guards judging both. A torrent added during the walk onto a
+    file already there (cross-seed's symlink mode links an old unreferenced file: a symlink
+    leaves its target's ctime alone, so it is not young) was held, its only copy.
     ``catalog``: record the totals (``record``) once the guards passed, and never call a leftover
     view the journal still tracks an orphan (``References.leftovers``).
     """
+    clients = tuple(clients) if relist else clients  # listed twice: an iterator would be empty
     refs = references(clients)
     if catalog is not None:
         from qbhook.move.journal import Journal
@@ -956,6 +967,8 @@ def find_orphans(cfg, clients: Iterable[ClientPort], *, now: float | None = None
         refs = replace(refs, leftovers=Journal(catalog.conn).leftover_paths())
     walk = walk_roots(cfg)
     refs = replace(refs, library=library_of(cfg))  # after the walk: a symlink made meanwhile counts
+    if relist:
+        refs = _either(refs, references(clients))
     report = decide(
         walk,
         refs,
@@ -968,6 +981,27 @@ def find_orphans(cfg, clients: Iterable[ClientPort], *, now: float | None = None
     if catalog is not None:
         record(catalog.conn, report)
     return report
+
+
+def _either(first: References, again: References) -> References:
+    """What the listing ``first`` or the listing ``again`` says is in use (``find_orphans``' relist),
+    so that a file either one uses is no orphan; its refusals (``check_guards``) judge both: no
+    torrents in either, a torrent moving or missing its files without sizes in either, and each
+    listing's clients against the walk. ``first``'s leftovers and library links are kept."""
+    had = set(first.protected)
+    return replace(
+        first,
+        files=first.files | again.files,
+        protected=first.protected + tuple(p for p in again.protected if p not in had),
+        torrents=min(first.torrents, again.torrents),  # none in either refuses
+        moving=tuple(dict.fromkeys(first.moving + again.moving)),
+        clients=first.clients + again.clients,
+        inodes=first.inodes | again.inodes,
+        missing=first.missing + again.missing,
+        unsized=tuple(dict.fromkeys(first.unsized + again.unsized)),
+        partial_inodes=first.partial_inodes | again.partial_inodes,
+        partial_places=first.partial_places | again.partial_places,
+    )
 
 
 @dataclass
@@ -983,7 +1017,8 @@ def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float 
     """Move every reclaimable orphan into holding, journaled first; under the executor lock.
 
     The listing is taken again under the lock, right before acting, so a torrent added since
-    the user looked keeps its files.
+    the user looked keeps its files; and once more after the walk (``find_orphans``' relist), so
+    a torrent added during the walk keeps them too.
     """
     from qbhook.decide.plan import Delete, Plan
     from qbhook.move import fsops
@@ -1002,7 +1037,7 @@ def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float 
                 f"refusing to quarantine: run(s) {', '.join(map(str, unfinished))} did not finish",
                 hint="run `qbhook resume` first",
             )
-        report = find_orphans(cfg, clients, catalog=catalog)
+        report = find_orphans(cfg, clients, catalog=catalog, relist=True)
         todo = [o for o in report.orphans if o.kind == RECLAIMABLE]
         if not todo:
             return QuarantineResult(None)

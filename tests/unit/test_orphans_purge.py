@@ -475,3 +475,60 @@ def test_an_orphan_held_before_a_downloading_torrent_linked_its_place_is_kept_by
     expire(w)
     out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
     assert [(k.held, k.origin) for k in out.kept] == [(at, path)] and os.path.exists(at)
+
+
+def inject_during_the_walk(monkeypatch, act) -> None:
+    """``act()`` runs after the quarantine listed the clients, before it walks the seeding roots."""
+    real_walk = orphans.walk_roots
+
+    def walk(cfg):
+        act()
+        return real_walk(cfg)
+
+    monkeypatch.setattr(orphans, "walk_roots", walk)
+
+
+def test_a_torrent_added_during_the_walk_onto_an_old_file_keeps_it(world, monkeypatch):
+    """Cross-seed's symlink mode injects a complete match onto an old unreferenced file between the
+    listing and the walk: a symlink leaves its target's ctime alone, so it is not young either; the
+    quarantine lists the clients again after the walk and a file either listing uses stays."""
+    w = world
+    film = write(os.path.join(w.seed_s, "old/Film/film.mkv"), b"film" * 1000)
+    os.utime(film, (1, 1))
+    other = write(os.path.join(w.seed_s, "old/Gone/gone.mkv"), b"gone" * 10)
+
+    def inject():
+        xdir = os.path.join(w.seed_s, "xseed/Film")
+        os.makedirs(xdir)
+        os.symlink(film, os.path.join(xdir, "film.mkv"))
+        w.qbt.add(FakeTorrent(HX, "Film", os.path.dirname(xdir), [("Film/film.mkv", 4000, 1)]))
+
+    inject_during_the_walk(monkeypatch, inject)
+    res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    assert res.held == [other] and os.path.exists(film)
+
+
+@pytest.mark.parametrize("change", ["moving", "no torrents", "unreachable", "files unmet"])
+def test_the_listing_after_the_walk_refuses_as_the_first_would(world, monkeypatch, change):
+    """The second listing is judged by the same guards: a torrent moving, no torrents at all, a
+    client that cannot be listed or whose complete torrents' files the walk did not meet (a
+    path_map off by a folder) by then refuses the quarantine, nothing held."""
+    w = world
+    other = write(os.path.join(w.seed_s, "old/Gone/gone.mkv"), b"gone" * 10)
+    w.qbt.add(other_torrent())
+
+    def act():
+        if change == "moving":
+            w.qbt.t[H4].transient = "moving"
+        elif change == "no torrents":
+            w.qbt.t.clear()
+        elif change == "files unmet":
+            unmet = [(f"E/e{i}.mkv", 7, 1) for i in range(20)]  # more than the world's files met
+            w.qbt.add(FakeTorrent(HX, "E", os.path.join(w.seed_s, "nowhere"), unmet))
+        else:
+            monkeypatch.setattr(w.qbt, "files", lambda h: (_ for _ in ()).throw(QbtError("connection refused")))
+
+    inject_during_the_walk(monkeypatch, act)
+    with pytest.raises(orphans.OrphansRefused):
+        orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    assert os.path.exists(other) and not [h for h in w.journal.held_links() if h.orphan]
