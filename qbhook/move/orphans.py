@@ -16,10 +16,14 @@ are the thin side effects around it):
   libtorrent's ``.<infohash>.parts``: ``model.is_part_file``), lies
   in the content folder of a torrent that is incomplete, lacks metadata or skips files
   (qBittorrent keeps their pieces in ``.unwanted`` and part files), in its download path, or
-  in qBittorrent's temp path, or when no torrent uses it but it may be the data of a torrent
-  missing its files (``may_be_missing_data``: its size is the size of a file of a torrent its
-  client calls ``missingFiles``, or of a torrent with metadata one of whose wanted files is
-  absent, at any progress, any client: a force recheck after a rename leaves it at 0 %, the
+  in qBittorrent's temp path, or is what a file of such a torrent reaches (``partial_inodes``:
+  stat-ed through its symlinks, in its save and download paths, or the place a dangling one
+  names: cross-seed's symlink mode fills a real content folder with per-file symlinks, so every
+  listed file of every torrent, whatever its state, keeps what it resolves to), or when no
+  torrent uses it but it may be the data of a torrent missing its files
+  (``may_be_missing_data``: its size is the size of a file of a torrent its client calls
+  ``missingFiles``, or of a torrent with metadata one of whose wanted files is absent, at
+  any progress, any client: a force recheck after a rename leaves it at 0 %, the
   rule ``qbhook repair`` calls it missing by; names and layout may differ, a person renamed
   its folder, and it is the copy
   ``qbhook repair`` rebuilds that torrent from: reported with that torrent's name, an empty
@@ -48,6 +52,10 @@ unreferenced until the move ends), a torrent missing its files whose file sizes 
 does not give (nothing to tell its data apart by), a pool whose walk for library symlinks
 cannot finish (``library_links``: a library not seen is data deleted) and, for quarantine, an
 unfinished run (its views are unreferenced until resume relocates onto them).
+
+A quarantine lists the clients twice, before and after the walk, and a file either listing
+uses is no orphan (the guards judge both): a torrent added during the walk onto an old file
+(a symlink onto it leaves its ctime alone: not young) keeps it.
 
 Quarantine moves reclaimable orphan files into the holding folder of their own seeding
 root (same dataset) through ``fsops.hold_unreferenced``, each step journaled first as a
@@ -175,6 +183,14 @@ class References:
     # reach is still used by a library (``library_link``). Filled by the caller that has the
     # config (``find_orphans``; the purge's ``screen_held`` is given them).
     library: LibraryLinks = NO_LINKS
+    # What the files of every torrent not complete (downloading, checking, partial, skipping a
+    # file, missing its files) reach on disk, under its save path and its download path: the
+    # (st_dev, st_ino) of each that exists, followed through symlinks, and, for one that does not,
+    # the place its links resolve to (``_identities``). Its content folder alone is not what it
+    # uses: cross-seed's symlink mode makes a real folder of per-file symlinks, whose targets
+    # (the only copy once the original torrent is removed) lie elsewhere. PROTECTED (``in_use``).
+    partial_inodes: frozenset[tuple[int, int]] = frozenset()
+    partial_places: frozenset[str] = frozenset()
 
     @cached_property
     def missing_by_size(self) -> dict[int, MissingData]:
@@ -288,14 +304,19 @@ class Report:
 
 def in_use(path: str, refs: References, key: tuple[int, int] | None = None) -> str | None:
     """REFERENCED when ``path``, or the file ``key`` (its (st_dev, st_ino)) names, is a file of a
-    complete torrent, PROTECTED when it is a part file or lies where an incomplete torrent keeps
-    its data, None when no torrent uses it.
+    complete torrent, PROTECTED when it is a part file, lies where an incomplete torrent keeps
+    its data, or is what a file of an incomplete torrent reaches (by identity, or by the place its
+    symlink resolves to while it is gone), None when no torrent uses it.
 
+    So every listed file of every torrent, whatever its state, keeps what it resolves to.
     The one rule of "a torrent uses this path": the orphan walk (``classify``), the cleanup of
     leftover views and the purge of quarantined orphans (``screen_held``) all ask it. By path
-    alone it called a file a torrent reaches through a symlink unused: cross-seed's only copy."""
+    alone it called a file a torrent reaches through a symlink unused: cross-seed's only copy;
+    by content folder alone, the target of an incomplete cross-seed torrent's per-file symlink."""
     if path in refs.files or (key is not None and key in refs.inodes):
         return REFERENCED
+    if path in refs.partial_places or (key is not None and key in refs.partial_inodes):
+        return PROTECTED
     if is_part_file(path) or within_any(refs.protected)(path):
         return PROTECTED
     return None
@@ -694,6 +715,7 @@ def _join(d: str, name: str) -> str:
 def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
     """Ask every client for every torrent and its files; any failure refuses (never a partial answer)."""
     files: set[str] = set()
+    partial: set[str] = set()  # the files of torrents not complete, where their client keeps them
     protected: list[str] = []
     moving: list[str] = []
     listings: list[ClientListing] = []
@@ -727,10 +749,13 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
                     continue
                 tops = {f.name.split("/", 1)[0] for f in fs} or {t.name}
                 protected += [os.path.normpath(posixpath.join(base, top)) for top in tops if top]
+                # ...and what its files reach: a folder of symlinks holds none of its data.
+                partial.update(os.path.normpath(posixpath.join(base, f.name)) for f in fs)
             if t.content_path:
                 protected.append(os.path.normpath(t.content_path))
         listings.append(ClientListing(label, _map_label(c), tuple(complete_ones)))
     inodes, targets, absent = _identities(files)
+    partial_inodes, partial_places, _absent = _identities(partial)
     # A folder in use reached through a symlink: what it points at is in use too.
     seen = set(protected)
     protected += [r for r in {os.path.realpath(p) for p in seen} if r not in seen]
@@ -744,6 +769,8 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
         inodes=inodes,
         missing=missing,
         unsized=unsized,
+        partial_inodes=partial_inodes,
+        partial_places=frozenset(partial_places),
     )
 
 
@@ -920,12 +947,19 @@ def last_run(conn) -> LastOrphans | None:
         return None
 
 
-def find_orphans(cfg, clients: Iterable[ClientPort], *, now: float | None = None, catalog=None) -> Report:
+def find_orphans(
+    cfg, clients: Iterable[ClientPort], *, now: float | None = None, catalog=None, relist: bool = False
+) -> Report:
     """List the clients first, then walk: a file added between the two is young, never orphaned.
 
+    ``relist`` (the quarantine's): list them again once the walk ended, and call used what either
+    listing uses (``_either``), the guards judging both. A torrent added during the walk onto a
+    file already there (cross-seed's symlink mode links an old unreferenced file: a symlink
+    leaves its target's ctime alone, so it is not young) was held, its only copy.
     ``catalog``: record the totals (``record``) once the guards passed, and never call a leftover
     view the journal still tracks an orphan (``References.leftovers``).
     """
+    clients = tuple(clients) if relist else clients  # listed twice: an iterator would be empty
     refs = references(clients)
     if catalog is not None:
         from qbhook.move.journal import Journal
@@ -933,6 +967,8 @@ def find_orphans(cfg, clients: Iterable[ClientPort], *, now: float | None = None
         refs = replace(refs, leftovers=Journal(catalog.conn).leftover_paths())
     walk = walk_roots(cfg)
     refs = replace(refs, library=library_of(cfg))  # after the walk: a symlink made meanwhile counts
+    if relist:
+        refs = _either(refs, references(clients))
     report = decide(
         walk,
         refs,
@@ -945,6 +981,27 @@ def find_orphans(cfg, clients: Iterable[ClientPort], *, now: float | None = None
     if catalog is not None:
         record(catalog.conn, report)
     return report
+
+
+def _either(first: References, again: References) -> References:
+    """What the listing ``first`` or the listing ``again`` says is in use (``find_orphans``' relist),
+    so that a file either one uses is no orphan; its refusals (``check_guards``) judge both: no
+    torrents in either, a torrent moving or missing its files without sizes in either, and each
+    listing's clients against the walk. ``first``'s leftovers and library links are kept."""
+    had = set(first.protected)
+    return replace(
+        first,
+        files=first.files | again.files,
+        protected=first.protected + tuple(p for p in again.protected if p not in had),
+        torrents=min(first.torrents, again.torrents),  # none in either refuses
+        moving=tuple(dict.fromkeys(first.moving + again.moving)),
+        clients=first.clients + again.clients,
+        inodes=first.inodes | again.inodes,
+        missing=first.missing + again.missing,
+        unsized=tuple(dict.fromkeys(first.unsized + again.unsized)),
+        partial_inodes=first.partial_inodes | again.partial_inodes,
+        partial_places=first.partial_places | again.partial_places,
+    )
 
 
 @dataclass
@@ -960,7 +1017,8 @@ def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float 
     """Move every reclaimable orphan into holding, journaled first; under the executor lock.
 
     The listing is taken again under the lock, right before acting, so a torrent added since
-    the user looked keeps its files.
+    the user looked keeps its files; and once more after the walk (``find_orphans``' relist), so
+    a torrent added during the walk keeps them too.
     """
     from qbhook.decide.plan import Delete, Plan
     from qbhook.move import fsops
@@ -979,7 +1037,7 @@ def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float 
                 f"refusing to quarantine: run(s) {', '.join(map(str, unfinished))} did not finish",
                 hint="run `qbhook resume` first",
             )
-        report = find_orphans(cfg, clients, catalog=catalog)
+        report = find_orphans(cfg, clients, catalog=catalog, relist=True)
         todo = [o for o in report.orphans if o.kind == RECLAIMABLE]
         if not todo:
             return QuarantineResult(None)
@@ -1236,7 +1294,7 @@ def screen_held(
         return Screen(tuple(h for h in held if not h.orphan), refused=refused)
     # A client spelling the place in another normalization or case (a dataset that folds them):
     # its path no longer reaches the held file, so the places are compared folded too.
-    folded = {_fold(p) for p in refs.files}
+    folded = {_fold(p) for p in refs.files | refs.partial_places}
     kept: dict[object, KeptOrphan] = {}
     for h in due:
         # A quarantine always journals the orphan's path; without one there is nothing to check.

@@ -425,3 +425,110 @@ def test_an_orphan_a_torrent_reaches_by_its_identity_or_another_spelling_is_kept
     )
     out = screen([by_inode, by_name], client(*torrents))
     assert out.purgeable == () and [k.held for k in out.kept] == [str(at), by_name.path]
+
+
+# ----------------------------------------------------------------- torrents not complete (R14)
+
+HX = "f" * 40
+NOT_COMPLETE = {  # (its files: name, size, priority; FakeTorrent's state fields)
+    "downloading": ([("Film/film.mkv", 4000, 1), ("Film/extra.nfo", 50, 1)], {"progress": 0.98}),
+    "checking": ([("Film/film.mkv", 4000, 1)], {"progress": 0.4, "transient": "checkingDL"}),
+    "skipping a file": ([("Film/film.mkv", 4000, 1), ("Film/sample.mkv", 50, 0)], {"stopped": True}),
+}
+
+
+def cross_seed(w, target: str, how: str, state: str) -> str:
+    """Cross-seed's match onto ``target`` (``how``: symlink or hard link mode) in a real content
+    folder of its own, its torrent in ``state`` (``NOT_COMPLETE``); the link's path."""
+    xdir = os.path.join(w.seed_s, "xseed/Film")
+    os.makedirs(xdir)
+    link = os.path.join(xdir, "film.mkv")
+    (os.symlink if how == "symlink" else os.link)(target, link)
+    files, fields = NOT_COMPLETE[state]
+    w.qbt.add(FakeTorrent(HX, "Film", os.path.dirname(xdir), files, **fields))
+    return link
+
+
+@pytest.mark.parametrize("state", NOT_COMPLETE)
+@pytest.mark.parametrize("how", ["symlink", "hardlink"])
+def test_what_a_file_of_a_torrent_not_complete_reaches_is_protected_and_never_held(world, how, state):
+    """Its original torrent removed, the file a cross-seed torrent still downloading, checking or
+    skipping a file reaches through its content folder's per-file link is that torrent's data
+    (the only copy): only its content folder was protected, and the quarantine held the target."""
+    w = world
+    film = write(os.path.join(w.seed_s, "old/Film/film.mkv"), b"film" * 1000)
+    other = write(os.path.join(w.seed_s, "old/Gone/gone.mkv"), b"gone" * 10)  # a real orphan
+    link = cross_seed(w, film, how, state)
+    kinds = {o.path: o.kind for o in orphans.find_orphans(w.cfg, [w.qbt]).orphans}
+    assert kinds == {other: orphans.RECLAIMABLE}
+    res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    assert res.held == [other] and os.path.exists(film) and os.path.exists(link)
+
+
+def test_an_orphan_held_before_a_downloading_torrent_linked_its_place_is_kept_by_the_purge(world, notified):
+    """Quarantined while no torrent used it, then a cross-seed torrent still downloading linked it
+    (its symlink dangles while the file is in holding): a fetching torrent is never called missing
+    its files, so only what its files resolve to says it uses the held file's place."""
+    w = world
+    path, at = quarantine_one(w, "old/Film/film.mkv")
+    cross_seed(w, path, "symlink", "downloading")
+    expire(w)
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    assert [(k.held, k.origin) for k in out.kept] == [(at, path)] and os.path.exists(at)
+
+
+def inject_during_the_walk(monkeypatch, act) -> None:
+    """``act()`` runs after the quarantine listed the clients, before it walks the seeding roots."""
+    real_walk = orphans.walk_roots
+
+    def walk(cfg):
+        act()
+        return real_walk(cfg)
+
+    monkeypatch.setattr(orphans, "walk_roots", walk)
+
+
+def test_a_torrent_added_during_the_walk_onto_an_old_file_keeps_it(world, monkeypatch):
+    """Cross-seed's symlink mode injects a complete match onto an old unreferenced file between the
+    listing and the walk: a symlink leaves its target's ctime alone, so it is not young either; the
+    quarantine lists the clients again after the walk and a file either listing uses stays."""
+    w = world
+    film = write(os.path.join(w.seed_s, "old/Film/film.mkv"), b"film" * 1000)
+    os.utime(film, (1, 1))
+    other = write(os.path.join(w.seed_s, "old/Gone/gone.mkv"), b"gone" * 10)
+
+    def inject():
+        xdir = os.path.join(w.seed_s, "xseed/Film")
+        os.makedirs(xdir)
+        os.symlink(film, os.path.join(xdir, "film.mkv"))
+        w.qbt.add(FakeTorrent(HX, "Film", os.path.dirname(xdir), [("Film/film.mkv", 4000, 1)]))
+
+    inject_during_the_walk(monkeypatch, inject)
+    res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    assert res.held == [other] and os.path.exists(film)
+
+
+@pytest.mark.parametrize("change", ["moving", "no torrents", "unreachable", "files unmet"])
+def test_the_listing_after_the_walk_refuses_as_the_first_would(world, monkeypatch, change):
+    """The second listing is judged by the same guards: a torrent moving, no torrents at all, a
+    client that cannot be listed or whose complete torrents' files the walk did not meet (a
+    path_map off by a folder) by then refuses the quarantine, nothing held."""
+    w = world
+    other = write(os.path.join(w.seed_s, "old/Gone/gone.mkv"), b"gone" * 10)
+    w.qbt.add(other_torrent())
+
+    def act():
+        if change == "moving":
+            w.qbt.t[H4].transient = "moving"
+        elif change == "no torrents":
+            w.qbt.t.clear()
+        elif change == "files unmet":
+            unmet = [(f"E/e{i}.mkv", 7, 1) for i in range(20)]  # more than the world's files met
+            w.qbt.add(FakeTorrent(HX, "E", os.path.join(w.seed_s, "nowhere"), unmet))
+        else:
+            monkeypatch.setattr(w.qbt, "files", lambda h: (_ for _ in ()).throw(QbtError("connection refused")))
+
+    inject_during_the_walk(monkeypatch, act)
+    with pytest.raises(orphans.OrphansRefused):
+        orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    assert os.path.exists(other) and not [h for h in w.journal.held_links() if h.orphan]
