@@ -43,7 +43,12 @@ reach beyond the folders it can write. The one exception is the rename over a
 name (``relink_over``): a seeding folder moved into the library (an import on the
 same dataset) would have a library file replaced, which no writer of the library
 may have done for it. So right before that rename the folder is proven still below
-its seeding root, through ``..`` from its descriptor (``Dir.in_place``). A rename within one folder needs no permission
+its seeding root, through ``..`` from its descriptor (``Dir.in_place``). A name in a
+seeding folder is never unlinked after a look at it either: a file renamed over it in
+between (qBittorrent completing a download at that path) would lose its last link. A hold
+renames the entry into holding, a removal to a drop name (``_drop_name``), never over a name
+(``_rename_noreplace``), and what arrived is proven to be the file checked, else put back
+(``_move_checked``). A rename within one folder needs no permission
 on the folder renamed, though: a writer of a seeding root can rename its root-owned
 ``.qbhook-holding`` away. Each hold journals that folder's identity, and a purge or
 put-back that finds it gone or another says so (``HoldingGone``), never "already gone".
@@ -2273,6 +2278,8 @@ def _absent(root: bytes, parts: list[bytes], ino: int, hold_run) -> dict:
             hold, top = _open_holding_id(root, hold_run, parts[:-1], create=False)
             with hold:
                 st = hold.lstat(parts[-1])
+                if st is not None and st.st_ino == ino:
+                    st = _drop_spare(hold, parts[-1], st)
         except (UnsafeOperation, OSError):
             st = None
         if st is not None and stat_mod.S_ISREG(st.st_mode) and st.st_ino == ino:
@@ -2286,6 +2293,18 @@ def _absent(root: bytes, parts: list[bytes], ino: int, hold_run) -> dict:
                 "holding": _holding_id(top),
             }
     return {"status": "absent", "bytes_freed": 0}
+
+
+def _drop_spare(hold: Dir, name: bytes, st: os.stat_result) -> os.stat_result:
+    """Unlink the spare link ``_into_holding`` left beside the held ``name`` (the inode ``st``) when
+    killed before its unlink; the held name's stat then. Only a regular file of that very inode,
+    in qbhook's own folder, is taken: the held name keeps its data."""
+    spare = _drop_name(name, st.st_ino)
+    sst = hold.lstat(spare)
+    if sst is None or not stat_mod.S_ISREG(sst.st_mode) or (sst.st_dev, sst.st_ino) != (st.st_dev, st.st_ino):
+        return st
+    os.unlink(spare, dir_fd=hold.fd)
+    return hold.lstat(name) or st
 
 
 _ABSENT = {"status": "absent", "bytes_freed": 0}
@@ -2504,16 +2523,95 @@ def _hold(
         _holding_is(root, top, want, hold.dev)
         if hold.dev != st.st_dev:
             raise UnsafeOperation(f"cannot hold {path_s}: {hold.show()} is on another filesystem")
-        if not _link_same(parent, hold, name, st):
-            raise UnsafeOperation(
-                f"cannot hold {path_s}: {target} already holds another file "
-                "(or the entry was swapped for another file while it was being held)"
-            )
-        os.unlink(name, dir_fd=parent.fd)
+        _into_holding(parent, hold, name, st, path_s, target)
         held = hold.lstat(name) if look else None
     if held is not None and (held.st_dev, held.st_ino) != (st.st_dev, st.st_ino):
         held = None
     return os.fsdecode(target), held, _holding_id(top)
+
+
+def _into_holding(parent: Dir, hold: Dir, name: bytes, st: os.stat_result, path_s: str, target: str) -> None:
+    """Move the entry ``name`` of ``parent`` (the inode ``st``) into ``hold`` by one rename, never
+    over a held name; UnsafeOperation if another file was met (put back, nothing removed).
+
+    Not a link into holding and then an unlink of the original name: a file renamed over that
+    name in between (qBittorrent finishing a download at an orphan's path, a writer of the
+    folder) lost its last link there and was never held (R14). A rename moves whatever the name
+    holds at that instant, so what arrived is looked at (``_move_checked``), and another file goes
+    back. A hold by an older qbhook that died between its link and its unlink left the holding
+    name a link of ``st`` already: the original name is then a spare link, moved to a name of
+    qbhook's own in holding, proven, and unlinked there (0700: nobody else renames into it)."""
+    there = hold.lstat(name)
+    if there is None:
+        new = name
+    elif stat_mod.S_ISREG(there.st_mode) and (there.st_dev, there.st_ino) == (st.st_dev, st.st_ino):
+        new = _drop_name(name, st.st_ino)  # a kill before its unlink: ``_absent`` drops it
+    else:
+        raise UnsafeOperation(f"cannot hold {path_s}: {target} already holds another file")
+    try:
+        moved = _move_checked(parent, name, hold, new, st)
+    except FileNotFoundError:
+        moved = False  # gone since the last look: whatever took it, nothing of it is held
+    except FileExistsError:
+        raise UnsafeOperation(f"cannot hold {path_s}: {hold.show(new)} already holds another file") from None
+    except _NotPutBack as e:
+        raise UnsafeOperation(
+            f"cannot hold {path_s}: another file was swapped in for it while it was being held; "
+            f"that file is at {e.at} now (its name was taken again)",
+            hint="put it back by hand",
+        ) from None
+    if not moved:
+        raise UnsafeOperation(
+            f"cannot hold {path_s}: the entry was swapped for another file while it was being held "
+            "(that file is left where it was; nothing held)"
+        )
+    if new != name:
+        os.unlink(new, dir_fd=hold.fd)  # the spare link, in qbhook's own folder; ``target`` still links it
+
+
+def _drop_name(name: bytes, ino: int) -> bytes:
+    """``.qbhook-relink.drop.<inode>.<name>``: where a name goes to be proven before it is unlinked.
+
+    Under ``RELINK_PREFIX``, so no scan catalogs it and no orphans walk lists it (a kill may leave
+    one); ``drop`` is no hex number, so it is never a relink's own temporary name (``_relink_name``)."""
+    head = RELINK_PREFIX + b"drop.%x." % ino
+    return head + name[: NAME_MAX - len(head)]
+
+
+class _NotPutBack(Exception):
+    """Another file arrived at a rename's new name and could not go back: it stays at ``at``."""
+
+    def __init__(self, at: str) -> None:
+        super().__init__(at)
+        self.at = at
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    """The same inode, unchanged: what a rename keeps of it (not ctime, which the rename moves)."""
+    return (a.st_dev, a.st_ino, a.st_nlink, a.st_size, a.st_mtime_ns) == (
+        b.st_dev,
+        b.st_ino,
+        b.st_nlink,
+        b.st_size,
+        b.st_mtime_ns,
+    )
+
+
+def _move_checked(src: Dir, name: bytes, dst: Dir, new: bytes, st: os.stat_result) -> bool:
+    """Rename ``src/name`` to ``dst/new`` (never over an existing name), then prove what arrived is
+    the file ``st`` the caller checked, unchanged. False: another file (swapped in between the
+    caller's last look and the rename) or a changed one arrived, and is back at ``name``.
+    ``_NotPutBack``: its name was taken again meanwhile; it stays at ``new``, nothing is removed.
+    FileNotFoundError: nothing was at ``name``; FileExistsError: ``new`` is taken."""
+    _rename_noreplace(name, src.fd, new, dst.fd)
+    got = dst.lstat(new)
+    if got is not None and _same_file(got, st):
+        return True
+    try:
+        _rename_noreplace(new, dst.fd, name, src.fd)
+    except OSError:
+        raise _NotPutBack(dst.show(new)) from None
+    return False
 
 
 def hold_unreferenced(
@@ -2860,6 +2958,7 @@ def remove_leftover_view(
     if parent is None:
         return {"status": "absent"}
     with parent:
+        _undo_drop(parent, parts[-1], ino, size, dev)
         st = parent.lstat(parts[-1])
         if st is None:
             return {"status": "absent"}
@@ -2892,8 +2991,52 @@ def remove_leftover_view(
         checked = (st.st_ino, st.st_nlink, st.st_size, st.st_ctime_ns)
         if (last.st_ino, last.st_nlink, last.st_size, last.st_ctime_ns) != checked:
             raise UnsafeOperation(f"refusing to remove {path_s}: it changed during the checks")
-        os.unlink(parts[-1], dir_fd=parent.fd)
+        _drop_checked(parent, parts[-1], last, path_s)
     return {"status": "removed", "bytes_freed": size if st.st_nlink == 1 else 0}
+
+
+def _drop_checked(parent: Dir, name: bytes, st: os.stat_result, path_s: str) -> None:
+    """Unlink ``name`` of ``parent``, the file ``st`` just checked: renamed first to a name no torrent
+    owns (``_drop_name``), proven there (``_move_checked``), and unlinked under that name.
+
+    An unlink of ``name`` itself would remove whatever was renamed over it since the last look
+    (qBittorrent completing a download at that path: its only link). Another file met is put back
+    and the removal refused; a kill between rename and unlink leaves the view under the drop name,
+    and the next attempt puts it back and judges it afresh (``_undo_drop``). The drop name sits in
+    a folder a writer of the seeding tree can write: one who renames a file onto it could as well
+    have unlinked that file, which is what the module's model already grants it."""
+    tmp = _drop_name(name, st.st_ino)
+    changed = f"refusing to remove {path_s}: it changed during the checks"
+    try:
+        moved = _move_checked(parent, name, parent, tmp, st)
+    except FileNotFoundError:
+        raise UnsafeOperation(changed) from None
+    except FileExistsError:
+        raise UnsafeOperation(f"refusing to remove {path_s}: {parent.show(tmp)} is taken", hint="remove it") from None
+    except _NotPutBack as e:
+        raise UnsafeOperation(
+            f"{changed}: another file was renamed over it and now sits at {e.at} (its name was taken again)",
+            hint="put it back by hand",
+        ) from None
+    if not moved:
+        raise UnsafeOperation(f"{changed}: another file was renamed over it (left in place)")
+    os.unlink(tmp, dir_fd=parent.fd)
+
+
+def _undo_drop(parent: Dir, name: bytes, ino: int, size: int, dev: int | None) -> None:
+    """Put back a view a killed ``_drop_checked`` left under its drop name (still the view:
+    ``_is_view``), so it is judged afresh; UnsafeOperation while ``name`` is taken."""
+    tmp = _drop_name(name, ino)
+    tst = parent.lstat(tmp)
+    if tst is None or not _is_view(tst, ino, size, dev):
+        return
+    if parent.lstat(name) is not None:
+        # Not "no longer the view" (that ends its tracking, the view left under a hidden name).
+        raise UnsafeOperation(f"the view waits at {parent.show(tmp)}: its name is taken", hint="move one of them")
+    try:
+        _rename_noreplace(tmp, parent.fd, name, parent.fd)
+    except (FileNotFoundError, FileExistsError):
+        pass  # moved meanwhile: the checks below judge what is at ``name`` now
 
 
 def _view_at(path, roots) -> tuple[str, Dir | None, list[bytes]]:
@@ -2938,6 +3081,7 @@ def remove_unrecorded_link(path, src, *, roots, src_roots=()) -> dict:
     with parent:
         st = parent.lstat(parts[-1])
         if st is None:
+            _drop_spare_of(parent, parts[-1], path_s, src, tuple(roots) + tuple(src_roots))
             return {"status": "absent"}
         kdir, _kname, kst = _source_of(path_s, src, tuple(roots) + tuple(src_roots))
         with kdir:
@@ -2948,8 +3092,24 @@ def remove_unrecorded_link(path, src, *, roots, src_roots=()) -> dict:
                 return {"status": "absent"}
             if (last.st_dev, last.st_ino) != (st.st_dev, st.st_ino):
                 raise UnsafeOperation(f"refusing to remove {path_s}: it changed during the checks")
-            os.unlink(parts[-1], dir_fd=parent.fd)
+            _drop_checked(parent, parts[-1], last, path_s)
     return {"status": "removed", "dev": st.st_dev, "ino": st.st_ino, "size": st.st_size}
+
+
+def _drop_spare_of(parent: Dir, name: bytes, path_s: str, src, roots: tuple) -> None:
+    """Unlink the drop name a killed ``_drop_checked`` of ``name`` left, when it is a spare link of
+    ``src``'s inode (another link keeps its content): what the removal meant to remove anyway."""
+    try:
+        kdir, _kname, kst = _source_of(path_s, src, roots)
+    except (ViewUnproven, UnsafeOperation, OSError):
+        return  # nothing proves what the drop name is a link of: left
+    with kdir:
+        drop = _drop_name(name, kst.st_ino)
+        dst = parent.lstat(drop)
+        if dst is None or not stat_mod.S_ISREG(dst.st_mode) or dst.st_nlink < 2:
+            return
+        if (dst.st_dev, dst.st_ino) == (kst.st_dev, kst.st_ino):
+            os.unlink(drop, dir_fd=parent.fd)
 
 
 def _is_view(st: os.stat_result, ino: int, size: int, dev: int | None) -> bool:
@@ -3286,3 +3446,38 @@ def _syncfs(fd: int) -> None:
     except (OSError, AttributeError):
         pass
     os.sync()
+
+
+RENAME_NOREPLACE = 1  # linux/fs.h
+
+
+def _rename_noreplace(src_name: bytes, src_fd: int, dst_name: bytes, dst_fd: int) -> None:
+    """``renameat2(RENAME_NOREPLACE)``: FileExistsError, never a replaced ``dst_name``.
+
+    Where the call or the flag is missing (glibc < 2.28; a filesystem without it, such as ZFS
+    before 2.2: EINVAL, ENOSYS), a look and then a plain ``renameat``: every caller names either a
+    folder only qbhook writes (holding, 0700) or a name no torrent owns (``_drop_name``), so
+    nobody but a writer who could remove the name anyway makes it between the two."""
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        call = _libc.renameat2
+    except (OSError, AttributeError):
+        call = None
+    if call is not None:
+        if call(src_fd, src_name, dst_fd, dst_name, RENAME_NOREPLACE) == 0:
+            return
+        e = ctypes.get_errno()
+        if e not in (errno.EINVAL, errno.ENOSYS):
+            raise OSError(e, os.strerror(e), os.fsdecode(src_name))
+    if _lstat_at(dst_fd, dst_name) is not None:
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), os.fsdecode(dst_name))
+    os.rename(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+
+
+def _lstat_at(fd: int, name: bytes) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None

@@ -31,18 +31,23 @@ class _Died(BaseException):
     """The process dying between two lines (a SIGKILL, a power cut): nothing after it runs."""
 
 
-def _dies_at_unlink_of(monkeypatch, name: bytes):
-    """The first unlink of ``name`` through a folder descriptor dies: the hold's link into
-    holding is made, the original not yet unlinked."""
-    real = os.unlink
+def _dies_at_hold_of(monkeypatch, name: bytes, shape: str):
+    """The hold of ``name`` dies at its act. ``link``: the state a hold of an older qbhook (link into
+    holding, then unlink) left when it died between the two: both names link the file. ``rename``:
+    right after this hold's one rename, before anything is journaled of it."""
+    real = fsops._rename_noreplace
 
-    def unlink(path, *a, dir_fd=None, **k):
-        if dir_fd is not None and path == name:
-            monkeypatch.setattr(os, "unlink", real)
-            raise _Died
-        return real(path, *a, dir_fd=dir_fd, **k)
+    def rename(src, sfd, dst, dfd):
+        if src != name:
+            return real(src, sfd, dst, dfd)
+        monkeypatch.setattr(fsops, "_rename_noreplace", real)
+        if shape == "link":
+            os.link(src, dst, src_dir_fd=sfd, dst_dir_fd=dfd)
+        else:
+            real(src, sfd, dst, dfd)
+        raise _Died
 
-    monkeypatch.setattr(os, "unlink", unlink)
+    monkeypatch.setattr(fsops, "_rename_noreplace", rename)
 
 
 def _tree(top: str) -> dict[str, tuple[int, int]]:
@@ -59,22 +64,27 @@ def _tree(top: str) -> dict[str, tuple[int, int]]:
 # called it unreadable, closed the step failed and left its own half-made link untracked.
 @pytest.mark.parametrize("mtime_ns", [None, -(10**9)], ids=["dated-now", "dated-1969"])
 @pytest.mark.parametrize("finisher", ["the next quarantine", "resume"])
+@pytest.mark.parametrize("shape", ["link", "rename"])
 def test_a_quarantine_killed_between_its_link_into_holding_and_the_unlink_is_finished(
     world,  # noqa: F811
     monkeypatch,
     finisher,
     mtime_ns,
+    shape,
 ):
     w = world
     path = write(os.path.join(w.seed_s, "old/Gone.2019/gone.mkv"), b"orphaned bytes" * 100)
     if mtime_ns is not None:
         os.utime(path, ns=(mtime_ns, mtime_ns))
-    _dies_at_unlink_of(monkeypatch, b"gone.mkv")
+    _dies_at_hold_of(monkeypatch, b"gone.mkv", shape)
     with pytest.raises(_Died):
         orphans.quarantine(w.cfg, w.cat, [w.qbt])
     (run,) = w.journal.unfinished_runs()
     held_at = os.path.join(w.seed_s, HOLDING_DIR, str(run.id), "old/Gone.2019/gone.mkv")
-    assert os.stat(path).st_nlink == 2 and os.path.samefile(path, held_at)  # the crash's state
+    if shape == "link":  # the crash's state
+        assert os.stat(path).st_nlink == 2 and os.path.samefile(path, held_at)
+    else:
+        assert not os.path.lexists(path) and os.stat(held_at).st_nlink == 1
     before = {p: v for p, v in _tree(w.stash).items() if p not in (path, held_at)}
 
     if finisher == "resume":
@@ -124,7 +134,7 @@ def test_a_resumed_hold_still_refuses_any_other_extra_link(world, monkeypatch, t
     inode counts; the original stays, the step closes failed, nothing is tracked."""
     w = world
     path = write(os.path.join(w.seed_s, "old/Gone.2019/gone.mkv"), b"orphaned bytes" * 100)
-    _dies_at_unlink_of(monkeypatch, b"gone.mkv")
+    _dies_at_hold_of(monkeypatch, b"gone.mkv", "link")
     with pytest.raises(_Died):
         orphans.quarantine(w.cfg, w.cat, [w.qbt])
     (run,) = w.journal.unfinished_runs()

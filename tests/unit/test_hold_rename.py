@@ -1,0 +1,267 @@
+"""R14: a hold moves its entry into holding by one rename, then proves what arrived; a leftover
+view's removal renames it to a name of qbhook's own, proves it, and unlinks that name.
+
+The shape before (link into holding, then unlink the original name; lstat, then unlink the view's
+name) removed whatever a writer of the folder (qBittorrent completing a download at that path)
+renamed over the name in between: that file's last link, never held. Each test's swap happens at
+the act of either shape (``_writer_at_the_act``), so it fails on the shape before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+
+import pytest
+
+from qbhook.errors import UnsafeOperation
+from qbhook.move import fsops
+from tests.helpers import write
+from tests.unit.test_fsops import b3, fs2, tmpfs  # noqa: F401
+from tests.unit.test_fsops_hostile import _doomed
+
+PRECIOUS = b"precious" * 100
+DROP = b".qbhook-relink.drop."
+
+
+def _writer_at_the_act(monkeypatch, name: str, intruder) -> list:
+    """At qbhook's act on the entry ``name``, a writer of its folder renames ``intruder`` over it:
+    right before the rename (this shape), or between the link into holding / last look and the
+    unlink of ``name`` (the shape before: what it called is patched too, never called now)."""
+    done: list = []
+
+    def swap(dir_fd: int) -> None:
+        if not done:
+            os.rename(intruder, os.path.join(f"/proc/self/fd/{dir_fd}", name))
+            done.append(True)
+
+    real_rename = getattr(fsops, "_rename_noreplace", None)
+    if real_rename is not None:
+
+        def rename(src, sfd, dst, dfd):
+            if os.fsdecode(src) == name:
+                swap(sfd)
+            return real_rename(src, sfd, dst, dfd)
+
+        monkeypatch.setattr(fsops, "_rename_noreplace", rename)
+    real_link_same = fsops._link_same
+
+    def link_same(src, dst, n, st):
+        ok = real_link_same(src, dst, n, st)
+        if os.fsdecode(n) == name:
+            swap(src.fd)
+        return ok
+
+    monkeypatch.setattr(fsops, "_link_same", link_same)
+    real_unlink = os.unlink
+
+    def unlink(p, *, dir_fd=None):
+        if dir_fd is not None and os.fsdecode(p) == name:
+            swap(dir_fd)
+        return real_unlink(p, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    return done
+
+
+def _hold_via(how: str, fs2, path):  # noqa: F811
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    st = os.lstat(path)
+    if how == "orphan":
+        facts = {"ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "max_nlink": st.st_nlink}
+        return lambda: fsops.hold_unreferenced(path, **facts, roots=(seed_s,), run=5)
+    return lambda: fsops.hide_during_move(str(path), roots=(seed_s,), run=5)
+
+
+@pytest.mark.parametrize("how", ["orphan", "hide"])
+def test_a_file_renamed_over_the_name_as_it_is_held_stays_at_that_name(fs2, monkeypatch, how):  # noqa: F811
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    orphan = write(seed_s / "old/Gone/gone.mkv", b"o" * 800)
+    intruder = write(seed_s / "other/only-copy.bin", PRECIOUS)
+    hold = _hold_via(how, fs2, orphan)
+    swapped = _writer_at_the_act(monkeypatch, "gone.mkv", intruder)
+    with pytest.raises(UnsafeOperation, match="swapped"):
+        hold()
+    assert swapped
+    assert orphan.read_bytes() == PRECIOUS and os.lstat(orphan).st_nlink == 1  # put back, never unlinked
+    key = 5 if how == "orphan" else fsops.moving_hold_key(5)
+    assert not os.path.lexists(fsops.holding_path(orphan, seed_s, key))  # nothing of it held
+
+
+def test_a_file_renamed_over_a_doomed_link_as_it_is_held_stays_at_that_name(fs2, monkeypatch):  # noqa: F811
+    """The grace-period delete (``safe_unlink(hold_run=)``), the same hold."""
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    a, b, _keep, kw = _doomed(fs2)
+    intruder = write(seed_s / "C/g.bin", PRECIOUS)
+    swapped = _writer_at_the_act(monkeypatch, "f.bin", intruder)
+    with pytest.raises(UnsafeOperation, match="swapped"):
+        fsops.safe_unlink(a, **kw, hold_run=5)
+    assert swapped and a.read_bytes() == PRECIOUS
+    assert os.lstat(b).st_ino == kw["ino"] and os.lstat(b).st_nlink == 1  # the doomed inode: its other link
+    assert not os.path.lexists(fsops.holding_path(a, seed_s, 5))
+
+
+def test_a_hold_killed_right_after_its_rename_is_found_held(tmp_path, monkeypatch):
+    """Journal first: the hold's row is written before the act, and the act is one rename. A kill
+    right after it leaves the file in holding and its name free; the resumed hold says ``held``
+    where it is, so the journal tracks it and the purge takes it."""
+    root = tmp_path / "seed"
+    f = write(root / "old/x.bin", b"x" * 100)
+    st = os.lstat(f)
+    facts = {"ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "max_nlink": 1, "roots": (root,)}
+    real = getattr(fsops, "_rename_noreplace", None)
+
+    def rename_then_die(*a):
+        real(*a)
+        raise KeyboardInterrupt  # the kill
+
+    monkeypatch.setattr(fsops, "_rename_noreplace", rename_then_die, raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        fsops.hold_unreferenced(f, **facts, run=7)
+    monkeypatch.undo()
+    res = fsops.hold_unreferenced(f, **facts, run=7, resumed=True)
+    held = fsops.holding_path(f, root, 7)
+    assert res["status"] == "held" and res["held_at"] == held
+    assert not os.path.lexists(f) and os.stat(held).st_ino == st.st_ino
+
+
+def test_a_half_done_hold_of_the_link_shape_finishes_even_when_killed_again(tmp_path, monkeypatch):
+    """A hold of the link shape (an older qbhook) that died between its link into holding and its
+    unlink: resumed, the original name, a spare link now, is renamed to a drop name in holding,
+    proven, and unlinked there. Killed before that unlink, the next resume drops the spare."""
+    root = tmp_path / "seed"
+    f = write(root / "old/x.bin", b"x" * 100)
+    st = os.lstat(f)
+    facts = {"ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "max_nlink": 1, "roots": (root,)}
+    own = root / fsops.HOLDING_DIR / "7/old"
+    own.mkdir(parents=True, mode=0o700)
+    for d in (root / fsops.HOLDING_DIR, root / fsops.HOLDING_DIR / "7"):
+        d.chmod(0o700)
+    os.link(f, own / "x.bin")  # the link the older hold made before it died
+    real_unlink = os.unlink
+
+    def die_at_the_spare(p, *, dir_fd=None):
+        if os.fsencode(p).startswith(DROP):
+            raise KeyboardInterrupt  # killed between the spare's rename and its unlink
+        return real_unlink(p, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "unlink", die_at_the_spare)
+    with pytest.raises(KeyboardInterrupt):
+        fsops.hold_unreferenced(f, **facts, run=7, resumed=True)
+    monkeypatch.undo()
+    assert not os.path.lexists(f) and [n for n in os.listdir(own) if n.startswith(DROP.decode())]
+    res = fsops.hold_unreferenced(f, **facts, run=7, resumed=True)
+    assert res["status"] == "held" and res["held_at"] == str(own / "x.bin")
+    assert os.listdir(own) == ["x.bin"] and os.stat(own / "x.bin").st_nlink == 1
+
+
+def _view(tmp_path):
+    root = tmp_path / "seed"
+    src = write(tmp_path / "src.bin", b"s" * 50)
+    view = root / "old/view.bin"
+    view.parent.mkdir(parents=True)
+    os.link(src, view)
+    st = os.lstat(view)
+    kw = {"ino": st.st_ino, "size": 50, "keep": src, "blake3_hex": b3(b"s" * 50), "roots": (root,)}
+    return root, src, view, {**kw, "keep_roots": (tmp_path,)}
+
+
+def test_a_file_renamed_over_a_leftover_view_as_it_is_removed_stays(tmp_path, monkeypatch):
+    _root, src, view, kw = _view(tmp_path)
+    intruder = write(tmp_path / "seed/new/done.bin", PRECIOUS)
+    swapped = _writer_at_the_act(monkeypatch, "view.bin", intruder)
+    with pytest.raises(UnsafeOperation, match="changed during the checks"):
+        fsops.remove_leftover_view(view, **kw)
+    assert swapped and view.read_bytes() == PRECIOUS  # put back at its name, never unlinked
+    assert os.listdir(view.parent) == ["view.bin"] and src.read_bytes() == b"s" * 50
+
+
+def test_a_leftover_view_removal_killed_before_its_unlink_is_judged_again(tmp_path, monkeypatch):
+    """Killed between the rename to the drop name and its unlink: the view waits under the drop name
+    (no scan or orphans walk lists it); the next attempt puts it back and removes it after the
+    checks, or refuses (kept for another try) while its name is taken."""
+    _root, _src, view, kw = _view(tmp_path)
+    real_unlink = os.unlink
+
+    def die_at_the_drop(p, *, dir_fd=None):
+        if os.fsencode(p).startswith(DROP):
+            raise KeyboardInterrupt
+        return real_unlink(p, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "unlink", die_at_the_drop)
+    with pytest.raises(KeyboardInterrupt):
+        fsops.remove_leftover_view(view, **kw)
+    monkeypatch.undo()
+    (drop,) = os.listdir(view.parent)
+    assert drop.startswith(DROP.decode())
+    view.write_bytes(b"taken")
+    with pytest.raises(UnsafeOperation, match="its name is taken"):
+        fsops.remove_leftover_view(view, **kw)
+    view.unlink()
+    assert fsops.remove_leftover_view(view, **kw)["status"] == "removed"
+    assert os.listdir(view.parent) == []
+
+
+def test_the_rename_never_replaces_a_name_even_without_renameat2(tmp_path, monkeypatch):
+    """A filesystem without RENAME_NOREPLACE (EINVAL): a look, then a plain rename; a taken name is
+    FileExistsError either way, never replaced."""
+    d = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        write(tmp_path / "a", b"a")
+        write(tmp_path / "b", b"b")
+        for lib in (None, "einval"):
+            if lib:
+
+                class _NoFlag:
+                    @staticmethod
+                    def renameat2(*_a):
+                        ctypes.set_errno(errno.EINVAL)
+                        return -1
+
+                monkeypatch.setattr(fsops, "_libc", _NoFlag)
+            with pytest.raises(FileExistsError):
+                fsops._rename_noreplace(b"a", d, b"b", d)
+            assert (tmp_path / "a").read_bytes() == b"a" and (tmp_path / "b").read_bytes() == b"b"
+        fsops._rename_noreplace(b"a", d, b"c", d)
+        assert not (tmp_path / "a").exists() and (tmp_path / "c").read_bytes() == b"a"
+    finally:
+        os.close(d)
+
+
+def _unrecorded(tmp_path):
+    root = tmp_path / "seed"
+    src = write(tmp_path / "src.bin", b"s" * 50)
+    link = root / "T/f.bin"
+    link.parent.mkdir(parents=True)
+    os.link(src, link)
+    return src, link, {"roots": (root,), "src_roots": (tmp_path,)}
+
+
+def test_a_file_renamed_over_an_unrecorded_link_as_it_is_removed_stays(tmp_path, monkeypatch):
+    """A repair's link of unknown outcome (``remove_unrecorded_link``): the same removal shape."""
+    src, link, kw = _unrecorded(tmp_path)
+    intruder = write(tmp_path / "seed/new/done.bin", PRECIOUS)
+    swapped = _writer_at_the_act(monkeypatch, "f.bin", intruder)
+    with pytest.raises(UnsafeOperation, match="changed during the checks"):
+        fsops.remove_unrecorded_link(link, src, **kw)
+    assert swapped and link.read_bytes() == PRECIOUS and os.listdir(link.parent) == ["f.bin"]
+    assert src.read_bytes() == b"s" * 50
+
+
+def test_an_unrecorded_link_removal_killed_before_its_unlink_leaves_no_spare(tmp_path, monkeypatch):
+    src, link, kw = _unrecorded(tmp_path)
+    real_unlink = os.unlink
+
+    def die_at_the_drop(p, *, dir_fd=None):
+        if os.fsencode(p).startswith(DROP):
+            raise KeyboardInterrupt
+        return real_unlink(p, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "unlink", die_at_the_drop)
+    with pytest.raises(KeyboardInterrupt):
+        fsops.remove_unrecorded_link(link, src, **kw)
+    monkeypatch.undo()
+    assert os.stat(src).st_nlink == 2  # the spare link, under the drop name
+    assert fsops.remove_unrecorded_link(link, src, **kw)["status"] == "absent"
+    assert os.listdir(link.parent) == [] and os.stat(src).st_nlink == 1
