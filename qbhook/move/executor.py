@@ -14,6 +14,9 @@ Safety rules this module enforces:
 * a torrent is relocated only if it is complete and stable, its view was
   verified in this run, and no other relocation is in flight (one at a time:
   qBittorrent's move queue is sequential anyway);
+* no old link is deleted while a library symlink reaches it, or while the libraries cannot be
+  walked: the plan's snapshot walked them once, so the deletes walk again before a group's
+  first delete and on the newcomer check's cadence after (``_check_no_library_symlink``);
 * an incomplete torrent is never left running; a torrent is started again only
   after its recheck ended at 100%;
 * every wait polls observed state with backoff against a size-based budget, and
