@@ -41,10 +41,14 @@ stay; kept (only ever more protection) but named (``LibraryLinks.whole_roots``, 
 then (``OrphansRefused``), a plan withholds every move (``planner.library_blockers``), each
 blocked group naming the line.
 
-What is not seen: a symlink made after the walk. A plan's walk is its snapshot's (``apply
---plan`` decides again on a fresh one), and the executor does not walk again: one made between
-that snapshot and the executor's delete of the /stash links (the copy, relocation and
-verification in between: minutes for a big payload) is not known, and dangles.
+A plan's walk is its snapshot's, but a symlink may be made after it: between that snapshot and
+the executor's delete of the /stash links lie the copy, relocation and verification (minutes
+for a big payload). So the executor walks again (``collect``, this one walker) before a group's
+first delete and every so often during its deletes, on the newcomer check's cadence
+(``executor._look_due``), one walk per look shared by the groups of a run while it is younger
+than that cadence: a symlink reaching an old link rolls the group back before its first delete,
+and stops the rest of its deletes after (``Executor._check_no_library_symlink``), as does a
+walk that cannot finish. What is still not seen: one made inside the last interval.
 """
 
 from __future__ import annotations
@@ -101,6 +105,31 @@ class LibraryLinks:
 
 
 NO_LINKS = LibraryLinks()
+
+
+def respelled(places: dict[str, str], roots) -> dict[str, str]:
+    """``places`` (real paths) also spelled below each of ``roots`` (pool roots) that is not its
+    real path (a pool root reached through a symlink, /stash -> /mnt/stash): facts and plans
+    spell paths from the configured root, and a place only reaches what is spelled as it or below
+    it. The one home of that respelling: the snapshot's and the executor's."""
+    out = dict(places)
+    for r in roots:
+        root = os.path.normpath(str(r))
+        real = os.path.realpath(root)
+        if real == root:
+            continue
+        for place, link in places.items():
+            if place == real or place.startswith(real.rstrip("/") + "/"):
+                out.setdefault(root + place[len(real) :], link)
+    return out
+
+
+def target(link: str) -> str:
+    """What ``link`` names, as written (a reason shows it); "?" if it is gone since the walk."""
+    try:
+        return os.readlink(link)
+    except (OSError, ValueError):
+        return "?"
 
 
 def collect(cfg) -> LibraryLinks:

@@ -647,8 +647,10 @@ class SnapshotBuilder:
             for fsid in self._dev_fsids.get(dev, ())
             if (fsid, ino) in self.inodes
         }
-        folders = LibraryLinks(places=_respelled(found.places, pools))
-        return LibrarySymlinks(files, folders, {k: _target(k) for k in {*files.values(), *folders.places.values()}})
+        folders = LibraryLinks(places=library_links.respelled(found.places, (p.path for p in pools)))
+        return LibrarySymlinks(
+            files, folders, {k: library_links.target(k) for k in {*files.values(), *folders.places.values()}}
+        )
 
     def _demotion_hashes(self, facts: list[InodeFact], cold: PoolFact, now: float, need: set[int]) -> set[int]:
         """What a demotion must hash before planning: the files that could be reused from the target
@@ -890,30 +892,6 @@ def _root_space(root, p) -> tuple[Space, os.stat_result]:
         raise QbhookError(
             f"seeding root {root} of pool {p.name}: {e}", hint="qbhook never follows links below a pool root"
         ) from None
-
-
-def _respelled(places: dict[str, str], pools: tuple[PoolFact, ...]) -> dict[str, str]:
-    """``places`` (real paths) also spelled below each pool root that is not its real path (a
-    pool root reached through a symlink, /stash -> /mnt/stash): the facts' paths are spelled from
-    the configured root, and a place only reaches what is spelled as it or below it."""
-    out = dict(places)
-    for p in pools:
-        root = os.path.normpath(p.path)
-        real = os.path.realpath(root)
-        if real == root:
-            continue
-        for place, link in places.items():
-            if place == real or place.startswith(real.rstrip("/") + "/"):
-                out.setdefault(root + place[len(real) :], link)
-    return out
-
-
-def _target(link: str) -> str:
-    """What ``link`` names, as written (a reason shows it); "?" if it is gone since the walk."""
-    try:
-        return os.readlink(link)
-    except (OSError, ValueError):
-        return "?"
 
 
 def _pool_of(path: str, pools: tuple[PoolFact, ...]) -> PoolFact | None:

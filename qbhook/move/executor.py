@@ -14,6 +14,9 @@ Safety rules this module enforces:
 * a torrent is relocated only if it is complete and stable, its view was
   verified in this run, and no other relocation is in flight (one at a time:
   qBittorrent's move queue is sequential anyway);
+* no old link is deleted while a library symlink reaches it, or while the libraries cannot be
+  walked: the plan's snapshot walked them once, so the deletes walk again before a group's
+  first delete and on the newcomer check's cadence after (``_check_no_library_symlink``);
 * an incomplete torrent is never left running; a torrent is started again only
   after its recheck ended at 100%;
 * every wait polls observed state with backoff against a size-based budget, and
@@ -50,6 +53,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from qbhook import notify as _notify
 from qbhook import procs
+from qbhook.catalog import library_links
 from qbhook.catalog.identity import components
 from qbhook.catalog.store import CarryProof
 from qbhook.catalog.torrents import TorrentIndex
@@ -83,6 +87,7 @@ from qbhook.dirfd import LOOK_MAX_OPEN, FolderReader, FolderRefused, Pin
 from qbhook.errors import (
     ChildFailed,
     ExitCode,
+    LibraryLinksUnseen,
     PathMapError,
     QbhookError,
     QbtError,
@@ -132,7 +137,8 @@ _REREAD_S = 2.0
 # (``Executor._check_no_newcomer``): one full listing of 5,000 torrents took 1.2 s through
 # qBittorrent 4.5's adapter here, 0.6 s through rTorrent's (docs/benchmarks.md section 7), so a
 # group deleting for minutes pays ~4-6 % for it; a cross-seed injected during the deletes loses
-# at most the links deleted in one interval, not every one.
+# at most the links deleted in one interval, not every one. The walk for library symlinks
+# (``Executor._check_no_library_symlink``) is repeated on the same cadence (``_look_due``).
 _NEWCOMER_REREAD_S = 30.0
 _RECHECK_LAG_S = 5.0  # qBittorrent's API shows a recheck within its refresh interval (1.5 s by default)
 
@@ -229,6 +235,15 @@ class ClientsByName(Protocol):
     """``qbhook.clients.registry.Clients``, or a plain mapping in tests."""
 
     def __getitem__(self, name: str) -> ClientPort: ...
+
+
+def _look_due(last: float | None, now: float, deletes_started: bool) -> bool:
+    """Whether a look the deletes repeat (newcomers, library symlinks) must be taken again at
+    ``now``: before a group's first delete unless the last one is under ``_REREAD_S`` old (a sync
+    may have taken a while since), then every ``_NEWCOMER_REREAD_S``. The one cadence of both:
+    what is made meanwhile loses at most the links deleted in one interval."""
+    limit = _NEWCOMER_REREAD_S if deletes_started else _REREAD_S
+    return last is None or now - last >= limit
 
 
 def _every_client(clients: ClientsByName) -> list[ClientPort]:
@@ -468,6 +483,9 @@ class _GroupRun:
     placed_at: float | None = None
     # When every client was last listed for torrents outside the plan (clock), None: not yet.
     newcomers_at: float | None = None
+    # The library walk (its start, ``Executor._walked``) this group's old links were last judged
+    # against, None: not yet.
+    library_at: float | None = None
     # The group failed for a reason a later look may not meet (``_passing``): after deletes
     # began it pauses, resumable, instead of stopping for good (``Executor._stop_after_deletes``).
     passing: bool = False
@@ -641,6 +659,9 @@ class Executor:
         # added since is one the planner never saw (``_check_no_newcomer``).
         self._planned_at = 0.0
         self._groups: list[GroupPlan] = []  # the running plan's, for a failed repair's undo (``_repair_made``)
+        # The run's last walk for library symlinks: (when it started, what it found, or why it
+        # could not finish), shared by its groups while younger than the cadence (``_library_walk``).
+        self._walked: tuple[float, library_links.LibraryLinks | LibraryLinksUnseen] | None = None
 
     # ------------------------------------------------------------------ entry points
 
@@ -750,6 +771,7 @@ class Executor:
         summary = RunSummary(run_id)
         self._planned_at = plan.created_at
         self._groups = plan.groups
+        self._walked = None  # a run walks afresh: the last run's walk saw an older world
         try:
             for unit in _units(plan.groups):
                 if isinstance(unit, _Batch):
@@ -1763,6 +1785,7 @@ class Executor:
             st.synced = True
         self._check_still_placed(st)
         self._recheck_newcomers(st)
+        self._check_no_library_symlink(st)
         hold = str(st.run_id) if self.cfg.policy.grace_period > 0 else None
         # Planned without a hash: the one the copy took of this file's content (the kept copy's),
         # so the doomed link must still hold exactly what was copied.
@@ -1960,10 +1983,56 @@ class Executor:
         person adding the hash again, comes while the deletes run (minutes: each re-hashes its
         link); unseen, its files are deleted under it. Before the first delete a newcomer rolls
         the group back; later, the group stops with the rest of the old links kept."""
-        limit = _NEWCOMER_REREAD_S if st.deletes_started else _REREAD_S
-        if st.newcomers_at is not None and self.ctx.clock() - st.newcomers_at < limit:
-            return
-        self._check_no_newcomer(st)
+        if _look_due(st.newcomers_at, self.ctx.clock(), st.deletes_started):
+            self._check_no_newcomer(st)
+
+    def _check_no_library_symlink(self, st: _GroupRun) -> None:
+        """No library symlink reaches what this group's deletes remove (``library_links``), on the
+        newcomer check's cadence (``_look_due``): before the first delete, then every interval,
+        judged against every old link, deleted or not. The plan's snapshot walked the libraries
+        once; a symlink a library made since (an *arr importing in symlink mode while the copy,
+        relocation and verification ran) dangles once its file is deleted. Refused before the
+        first delete, the group rolls back; later, it stops with the rest of the old links kept.
+        A walk that cannot finish refuses the same way: a library not seen is data deleted."""
+        at, found = self._library_walk(st.deletes_started)
+        if st.library_at == at:
+            return  # this walk judged this group already
+        stop = "; no more old links deleted" if st.deletes_started else ""
+        if isinstance(found, LibraryLinksUnseen):
+            raise LibraryLinksUnseen(
+                f"{found.message}, so whether a library uses the old links is unseen{stop}", hint=found.hint
+            )
+        for d in st.plan.steps:
+            if not isinstance(d, Delete):
+                continue
+            path = _norm(d.path)
+            try:
+                lst = os.lstat(path)
+                key = (lst.st_dev, lst.st_ino)
+            except OSError:  # deleted already: its place may still be a symlink's
+                key = None
+            if (link := found.reaching(path, key)) is not None:
+                raise VerificationFailed(
+                    f"library symlink {link} -> {library_links.target(link)} uses {path}, "
+                    f"an old link this group deletes{stop}",
+                    hint="re-plan: a group a library uses stays where it is",
+                )
+        st.library_at = at
+
+    def _library_walk(self, deletes_started: bool) -> tuple[float, library_links.LibraryLinks | LibraryLinksUnseen]:
+        """The run's walk for library symlinks, walked again when due (``_look_due``): one walk per
+        look, shared by every group of the run while younger than the cadence. Its places are
+        spelled below every pool root too (``library_links.respelled``), as the plan's paths are."""
+        now = self.ctx.clock()  # before walking: a symlink made during the walk is for the next look
+        if self._walked is None or _look_due(self._walked[0], now, deletes_started):
+            try:
+                found = library_links.collect(self.cfg)
+                roots = [p.path for p in self.cfg.pools]
+                found = library_links.LibraryLinks(found.files, library_links.respelled(found.places, roots))
+            except LibraryLinksUnseen as e:
+                found = e
+            self._walked = (now, found)
+        return self._walked
 
     def _check_no_newcomer(self, st: _GroupRun) -> None:
         """No torrent outside the plan seeds from what this group's deletes remove: at
