@@ -196,6 +196,41 @@ def _storage_at(t, path: str) -> bool:
     return bool(cp) and is_within(cp, path)
 
 
+class _Unverified(NamedTuple):
+    """Why a torrent is not as verify_group requires it (``_unverified``); ``passes``: a check or a
+    move under way, which ends by itself (``_NotSettled``)."""
+
+    why: str
+    passes: bool
+
+
+def _unverified(t, save_path: str) -> _Unverified | None:
+    """verify_group's rule, the one home of it: torrent ``t`` is at ``save_path`` in its client's
+    eyes and its storage's (``_storage_at``), stable, and complete; else why not. Made again before
+    the deletes and while they run (``Executor._check_still_placed``), on the same shared model
+    (clients/model.py), so an rTorrent item hashing or short of its bytes is refused alike.
+
+    A check (qBittorrent re-checks resume data after a restart, a person forced one) or a move
+    (qBittorrent 4.5.2 shows the old save path while it runs) ends by itself: it passes.
+    missingFiles, error, under 100 % or elsewhere does not."""
+    if _norm(t.save_path) != _norm(save_path):
+        return _Unverified(f"is at {t.save_path}, expected {save_path}", passes=False)
+    if not t.is_stable:
+        return _Unverified(f"is {t.state}, not stable", passes=t.is_checking or t.is_moving)
+    if not t.is_complete:
+        return _Unverified(f"is at {t.progress * 100:.1f}%", passes=False)
+    if not _storage_at(t, save_path):
+        return _Unverified(f"has its files at {t.content_path or 'a place its client does not report'}", passes=False)
+    return None
+
+
+def _unverified_error(head: str, problems: list[_Unverified], tail: str = "") -> VerificationFailed:
+    """One error for every torrent that fails ``_unverified``: ``_NotSettled`` (a later look may
+    pass) only when each of them passes by itself."""
+    cls = _NotSettled if all(p.passes for p in problems) else VerificationFailed
+    return cls(head + "; ".join(p.why for p in problems) + tail)
+
+
 def _hides_from(c) -> bool:
     """Whether old links are hidden from client ``c`` while it relocates: only from one that moves
     files itself (clients/port.py ``relocation_moves_files``); a client that does not say is
@@ -517,8 +552,9 @@ class _Failure(Exception):
 
 
 class _NotSettled(VerificationFailed):
-    """verify_group found only torrents checking, not stable (qBittorrent re-checks resume data
-    after a restart, a person forced a recheck): a later look may pass (``_passing``)."""
+    """verify_group, or a look during the deletes, found only torrents checking or moving, not
+    stable (qBittorrent re-checks resume data after a restart, a person forced a recheck):
+    a later look may pass (``_passing``, ``_unverified``)."""
 
 
 # Steps per converge batch: one durable journal commit before and one after each batch, one
@@ -1861,13 +1897,16 @@ class Executor:
                         self.catalog.record_path(p, pool.name, st=pst, carry=carry)
 
     def _check_still_placed(self, st: _GroupRun) -> None:
-        """The group's torrents are still where verify_group saw them, ATM off: read before the
-        group's first delete and again every ``_REREAD_S`` of deleting (one listing per client).
+        """The group's torrents are still as verify_group saw them (``_unverified``: at the new
+        place, stable, complete), ATM off: read before the group's first delete and again every
+        ``_REREAD_S`` of deleting (one listing per client, whatever the number of files).
 
-        A person turning ATM back on (its category path is the old folder) or moving a torrent
-        back after verify_group would have it seed from the links the deletes remove. Refused
-        before the first delete, the group rolls back; later, it stops with the rest of the
-        old links kept (``_close_failed``)."""
+        A person turning ATM back on (its category path is the old folder), moving a torrent
+        (qBittorrent 4.5.2 shows the old save path while the move runs) or forcing a recheck
+        after verify_group, or its files going (missingFiles), and the deletes would remove what
+        it may seed from next. Refused before the first delete, the group rolls back; later, it
+        stops with the rest of the old links kept (``_close_failed``), paused if only a check or
+        a move is under way (``_NotSettled``: resume redoes verify_group once it ends)."""
         now = self.ctx.clock()
         if st.placed_at is not None and now - st.placed_at < _REREAD_S:
             return
@@ -1875,21 +1914,22 @@ class Executor:
         by_client: dict[str, list] = {}
         for x in members:
             by_client.setdefault(x.instance, []).append(x)
+        problems = []
         for instance, xs in by_client.items():
             got = self._client(instance).torrents(hashes=[x.torrent for x in xs])
             seen = {i.lower(): t for t in got for i in (t.hash, t.infohash_v1, t.infohash_v2) if i}
             for x in xs:
                 t = seen.get(x.torrent.lower())
                 if t is None:
-                    why = "is gone from its client"
-                elif t.auto_tmm or _norm(t.save_path) != _norm(x.save_path):
-                    why = f"is at {t.save_path}{' (automatic management on)' if t.auto_tmm else ''}"
-                else:
+                    p = _Unverified("is gone from its client", passes=False)
+                elif t.auto_tmm:
+                    p = _Unverified(f"is at {t.save_path} (automatic management on)", passes=False)
+                elif (p := _unverified(t, x.save_path)) is None:
                     continue
-                raise VerificationFailed(
-                    f"torrent {x.torrent} moved after verification: it {why}, verified at {x.save_path}; "
-                    "no more old links deleted"
-                )
+                why = f"torrent {x.torrent} changed after verification (at {x.save_path}): it {p.why}"
+                problems.append(p._replace(why=why))
+        if problems:
+            raise _unverified_error("", problems, "; no more old links deleted" if st.deletes_started else "")
         st.placed_at = now
 
     def _converge(self, st: _GroupRun, s: Converge, at: _At) -> dict:
@@ -1959,20 +1999,13 @@ class Executor:
 
     def _verify_group(self, st: _GroupRun, s: VerifyGroup, _at: _At) -> dict:
         self._check_views_unchanged(st)  # the last look before the first delete
-        problems, checking = [], 0
+        problems = []
         for x in s.torrents:
             t = self._client(x.instance).torrent(x.torrent)
-            if _norm(t.save_path) != _norm(x.save_path):
-                problems.append(f"{t.hash} is at {t.save_path}, expected {x.save_path}")
-            elif not t.is_stable:
-                problems.append(f"{t.hash} is {t.state}, not stable")
-                checking += t.is_checking  # missingFiles, error, moving: not a state that ends by itself
-            elif not t.is_complete:
-                problems.append(f"{t.hash} is at {t.progress * 100:.1f}%")
+            if (p := _unverified(t, x.save_path)) is not None:
+                problems.append(p._replace(why=f"{t.hash} {p.why}"))
         if problems:
-            # Only torrents checking (qBittorrent re-checks resume data after a restart): it passes.
-            cls = _NotSettled if checking == len(problems) else VerificationFailed
-            raise cls("group does not verify: " + "; ".join(problems))
+            raise _unverified_error("group does not verify: ", problems)
         self._check_no_newcomer(st)
         return {"torrents": len(s.torrents)}
 

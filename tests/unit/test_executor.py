@@ -1825,7 +1825,7 @@ def test_a_torrent_moved_back_after_verify_group_stops_the_deletes(world, delete
 
     summary = world.executor(hook=hook).apply(demote_plan(world))
     g = summary.groups[0]
-    assert f"torrent {H1} moved after verification" in g.reason, g.reason
+    assert f"torrent {H1} changed after verification" in g.reason, g.reason
     assert g.status == ("rolled_back" if deleted == 0 else "failed"), g.reason
     kept = [rel for rel, _d in FILES if os.path.exists(os.path.join(world.seed_s, rel))]
     assert kept == [rel for rel, _d in FILES][deleted:]
