@@ -131,3 +131,47 @@ def test_an_empty_path_is_no_path_as_before(client, queued):
     body = _sonarr(episodeFile__recycleBinPath="")
     assert _post_json(client, "/webhook/sonarr", body).status_code == 202
     assert "" not in queued[0].paths
+
+
+# -- multipart ------------------------------------------------------------------------------
+
+
+def _multipart(fields: list[tuple[bytes, bytes]], part_headers: bytes = b"") -> bytes:
+    parts = b"".join(
+        b'--XyZb\r\nContent-Disposition: form-data; name="' + name + b'"\r\n' + part_headers + b"\r\n" + value + b"\r\n"
+        for name, value in fields
+    )
+    return parts + b"--XyZb--\r\n"
+
+
+def _post_multipart(client, body: bytes):
+    return client.post(
+        "/hook/qbittorrent", data=body, headers={**HDR, "Content-Type": "multipart/form-data; boundary=XyZb"}
+    )
+
+
+@pytest.mark.parametrize(
+    "part_headers",
+    [b"", b"Content-Type: text/plain; charset=iso-8859-1\r\n"],
+    ids=["no charset", "latin-1 declared"],
+)
+def test_a_multipart_field_that_is_not_utf8_is_a_400_like_urlencoded(client, queued, part_headers):
+    body = _multipart([(b"event", b"added"), (b"K", V1.encode()), (b"F", b"/data/torrents/Caf\xe9")], part_headers)
+    resp = _post_multipart(client, body)
+    assert (resp.status_code, resp.json["error"]) == (400, "body: form fields are not UTF-8")
+    assert queued == []
+
+
+def test_a_utf8_multipart_field_is_queued_exactly(client, queued):
+    # U+FFFD sent on purpose is a character like any other, not a sign of replacement.
+    path = "/data/torrents/Café \ufffd"
+    body = _multipart([(b"event", b"finished"), (b"K", V1.encode()), (b"F", path.encode())])
+    assert _post_multipart(client, body).status_code == 202
+    assert queued[0].paths == (path,) and queued[0].kind == "torrent_finished"
+
+
+def test_a_truncated_multipart_body_is_a_400(client, queued):
+    body = _multipart([(b"event", b"added"), (b"K", V1.encode())])[: -len(b"--XyZb--\r\n")]
+    resp = _post_multipart(client, body)
+    assert resp.status_code == 400 and "unusable form data" in resp.json["error"]
+    assert queued == []
