@@ -175,3 +175,19 @@ def test_a_truncated_multipart_body_is_a_400(client, queued):
     resp = _post_multipart(client, body)
     assert resp.status_code == 400 and "unusable form data" in resp.json["error"]
     assert queued == []
+
+
+# -- cross-seed searchee.infoHash -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [0, False, "", [], {}])
+def test_a_falsy_wrong_typed_searchee_hash_is_a_400(client, queued, value):
+    resp = _post_json(client, "/webhook/cross-seed", _cross_seed(infoHash=value, path="/data/x"))
+    assert resp.status_code == 400 and resp.json["error"].startswith("extra.searchee.infoHash: ")
+    assert queued == []
+
+
+def test_a_null_searchee_hash_is_still_no_hash(client, queued):
+    # cross-seed's data-dir searchee sends infoHash: null (fixtures/README.md).
+    assert _post_json(client, "/webhook/cross-seed", _cross_seed(infoHash=None, path="/data/x")).status_code == 202
+    assert queued[0].paths == ("/data/x",)
