@@ -21,6 +21,7 @@ __all__ = [
     "ShownFormatter",
     "is_within",
     "normalize",
+    "refusal",
     "relink_temp_named",
     "root_holding",
     "shown",
@@ -51,12 +52,25 @@ def normalize(path: str) -> str:
         raise PathMapError(f"not an absolute path: {path!r}")
     if "//" not in path and "/." not in path and path[-1] != "/" and "\0" not in path:
         return path  # already canonical (the common case: called on every path of a snapshot)
+    why = refusal(path)
+    if why is not None:
+        raise PathMapError(f"{why}: {path!r}")
+    return "/" + "/".join(p for p in path.split("/") if p not in ("", "."))
+
+
+def refusal(path: str) -> str | None:
+    """Why ``normalize`` refuses ``path`` (``"not an absolute path"``, ...), or None if it takes it.
+
+    The rule itself, for a caller that words its own error: event intake refuses, naming the
+    sender's field, the paths the worker's ``normalize`` would refuse after the 202.
+    """
+    if not path.startswith("/"):
+        return "not an absolute path"
     if "\0" in path:
-        raise PathMapError(f"path contains a NUL byte: {path!r}")
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise PathMapError(f"path contains a '..' component: {path!r}")
-    return "/" + "/".join(parts)
+        return "path contains a NUL byte"
+    if ".." in path.split("/"):
+        return "path contains a '..' component"
+    return None
 
 
 def is_within(path: str | os.PathLike, root: str | os.PathLike) -> bool:

@@ -156,8 +156,9 @@ def _file_paths(data: dict[str, Any], app: str) -> list[str]:
         found = [f.path_value(item[k], f"{where}.{k}") for k in _FILE_PATH_KEYS if item.get(k) is not None]
         if not item.get("path") and folder and item.get("relativePath"):
             # Older versions sent only relativePath; the library folder completes it.
-            rel = f.path_value(item["relativePath"], f"{where}.relativePath")
-            found.insert(0, _join(folder[0], rel))
+            # Relative by definition: what must be usable is the joined path ('..' in it too).
+            rel = f.path_text(item["relativePath"], f"{where}.relativePath")
+            found.insert(0, f.usable_path(_join(folder[0], rel), f"{where}.relativePath"))
         paths += found
     for key in ("sourcePath", "destinationPath"):  # Sonarr "Import Complete"
         value = data.get(key)

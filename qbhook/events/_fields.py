@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from qbhook.errors import BadRequest
-from qbhook.paths import shown
+from qbhook.paths import refusal, shown
 
 # PATH_MAX is 4096 bytes; twice that in characters leaves room for any real path or name.
 MAX_STRING_CHARS = 8192
@@ -26,6 +26,8 @@ MAX_LIST_ITEMS = 5000
 
 _HASH_RE = re.compile(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}")
 _HEX_RE = re.compile(r"(?:[0-9a-fA-F]{2})*")
+# A drive (D:\ or D:/) or a UNC share (\\server\share): how an app running on Windows names a file.
+_WINDOWS_PATH_RE = re.compile(r"[A-Za-z]:[\\/]|\\\\")
 
 
 def is_hash(value: object) -> bool:
@@ -83,7 +85,12 @@ def opt_list(data: Mapping[str, Any], key: str, where: str) -> list[Any]:
 
 
 def path_value(value: object, where: str) -> str:
-    """A path as ``os.fsdecode`` would spell it; refuses what names no file on Linux.
+    """A path the worker can use, as ``os.fsdecode`` would spell it (``path_text``, ``usable_path``)."""
+    return usable_path(path_text(value, where), where)
+
+
+def path_text(value: object, where: str) -> str:
+    """A path as ``os.fsdecode`` would spell it, relative or not; refuses what names no file on Linux.
 
     JSON can carry lone surrogates (``"\\ud800"``) that no byte string decodes to: such a
     path would crash the worker at its first ``open``, so intake refuses it here. Escaped
@@ -97,6 +104,23 @@ def path_value(value: object, where: str) -> str:
     except UnicodeEncodeError:
         raise BadRequest(f"{where}: contains a lone UTF-16 surrogate, which no file name can hold") from None
     return raw.decode("utf-8", "surrogateescape")
+
+
+def usable_path(text: str, where: str) -> str:
+    """``text``, refused with a 400 naming ``where`` if the worker's ``normalize`` would refuse it.
+
+    Queued, such a path (relative, or with a ``..`` component) was refused only by the worker,
+    and the job ended "no torrent matches": the event was lost where its sender could not hear.
+    Two spellings pass as they did: empty (no path; ``unique`` drops it) and a Windows one
+    (``D:\\Movies``, ``\\\\nas\\share``) from an *arr or cross-seed on Windows. The worker refuses
+    that one too (``rejected_paths``), but the event's hashes still work, and a 400 would cost them.
+    """
+    if not text or _WINDOWS_PATH_RE.match(text):
+        return text
+    why = refusal(text)
+    if why is not None:
+        raise BadRequest(f"{where}: {why}: {quoted(text)}")
+    return text
 
 
 def hex_bytes(value: object, where: str) -> str:

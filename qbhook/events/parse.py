@@ -62,7 +62,8 @@ def parse_cross_seed(payload: object, *, received_at: float | None = None) -> Ev
     ]
     searchee = f.opt_obj(extra, "searchee", "extra.searchee") or {}
     searchee_hash = searchee.get("infoHash")
-    hashes = [f.hash_value(searchee_hash, "extra.searchee.infoHash")] if searchee_hash else []
+    # "is not None": a falsy wrong type (0, false, "") is as wrong as any other, not "no hash".
+    hashes = [f.hash_value(searchee_hash, "extra.searchee.infoHash")] if searchee_hash is not None else []
     path = f.opt_str(searchee, "path", "extra.searchee.path")
     kind = "cross_seed_injected" if result == "INJECTED" else "ignored"
     if kind != "ignored" and not hashes and not new_hashes and not path:

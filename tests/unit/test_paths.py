@@ -5,7 +5,10 @@ from __future__ import annotations
 import itertools
 import os
 
-from qbhook.paths import _normpath_keeps, is_within, root_holding, within_any
+import pytest
+
+from qbhook.errors import PathMapError
+from qbhook.paths import _normpath_keeps, is_within, normalize, refusal, root_holding, within_any
 
 # Every spelling of up to seven tokens over these: slashes, dots, dot-dots, names, a hidden name.
 _TOKENS = ["/", ".", "..", "a", ".h"]
@@ -100,3 +103,17 @@ def test_relink_temp_named_looks_at_the_last_component_only_and_is_the_prefix_fs
     assert relink_temp_named("/s/m/.qbhook-relink.1f.2a.a.mkv") and relink_temp_named(".qbhook-relink.a")
     assert not relink_temp_named("/s/.qbhook-relink.d/a.mkv") and not relink_temp_named("/s/x.qbhook-relink.a")
     assert RELINK_PREFIX.encode() == fsops.RELINK_PREFIX
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["", "x", "./x", "x/../y", "/", "/a", "/a/", "//a//b", "/a/./b", "/a/..", "/../a", "/a/..b", "/a/b..", "/a\0b"],
+)
+def test_refusal_is_normalizes_rule_with_its_words(path):
+    # Intake words its own 400 from refusal(); the worker refuses by normalize(): one rule.
+    try:
+        normalize(path)
+    except PathMapError as err:
+        assert refusal(path) is not None and str(err) == f"{refusal(path)}: {path!r}"
+    else:
+        assert refusal(path) is None
