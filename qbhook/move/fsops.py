@@ -46,9 +46,12 @@ may have done for it. So right before that rename the folder is proven still bel
 its seeding root, through ``..`` from its descriptor (``Dir.in_place``). A name in a
 seeding folder is never unlinked after a look at it either: a file renamed over it in
 between (qBittorrent completing a download at that path) would lose its last link. A hold
-renames the entry into holding, a removal to a drop name (``_drop_name``), never over a name
-(``_rename_noreplace``), and what arrived is proven to be the file checked, else put back
-(``_move_checked``). A rename within one folder needs no permission
+renames the entry into holding, a removal (a delete, a leftover view's, an unrecorded link's) to
+a drop name (``_drop_name``), never over a name (``_rename_noreplace``), and what arrived is
+proven to be the file checked, else put back (``_move_checked``). The only names unlinked after
+a look are qbhook's own: in its 0700 folders (staging, holding), where nobody renames a file, or
+a name no torrent owns (a drop name, a relink's temporary name), onto which only a writer of the
+folder, who could unlink that file anyway, renames one. A rename within one folder needs no permission
 on the folder renamed, though: a writer of a seeding root can rename its root-owned
 ``.qbhook-holding`` away. Each hold journals that folder's identity, and a purge or
 put-back that finds it gone or another says so (``HoldingGone``), never "already gone".
@@ -853,6 +856,7 @@ def _clean_stale_staging(staging: Dir, name: bytes, done: os.stat_result | None 
         pid = int(pid_s)
         if pid == me or not pid_alive(pid) or _links_of(staging, entry, done):
             try:
+                # By name after a look, safely: staging is qbhook's own 0700 folder, nobody renames into it.
                 os.unlink(entry, dir_fd=staging.fd)
                 removed += 1
             except (FileNotFoundError, IsADirectoryError):
@@ -1095,7 +1099,7 @@ def copy_verified(
                 result = _existing_copy(parent, name, parent.lstat(name), expected_size, digest, catalog)
             else:
                 result = None
-            os.unlink(staged, dir_fd=staging.fd)
+            os.unlink(staged, dir_fd=staging.fd)  # its own temp name in its own 0700 staging folder
             staged = None
             # The hash is cached for this stat, ctime included: taken right after our last act (link
             # and unlink move the ctime), not after the slow fsync, so any later write leaves it stale
@@ -1448,6 +1452,8 @@ def _clean_stale_relink(d: Dir, tmp: bytes) -> None:
             f"{d.show(tmp)} exists and is not a spare link of a file: not qbhook's, leaving it",
             hint="remove or rename it",
         )
+    # By name after a look, in a seeding folder: the name carries an inode number, no torrent's, so
+    # only a writer of the folder can rename a file onto it meanwhile, who could unlink that file too.
     try:
         os.unlink(tmp, dir_fd=d.fd)
     except FileNotFoundError:
@@ -2093,6 +2099,7 @@ def _relink_at(
     finally:
         if tmp is not None:
             try:
+                # Its own temporary name (``_relink_name``, no torrent's), as ``_clean_stale_relink``.
                 os.unlink(tmp, dir_fd=parent.fd)
             except FileNotFoundError:
                 pass
@@ -2303,7 +2310,7 @@ def _drop_spare(hold: Dir, name: bytes, st: os.stat_result) -> os.stat_result:
     sst = hold.lstat(spare)
     if sst is None or not stat_mod.S_ISREG(sst.st_mode) or (sst.st_dev, sst.st_ino) != (st.st_dev, st.st_ino):
         return st
-    os.unlink(spare, dir_fd=hold.fd)
+    os.unlink(spare, dir_fd=hold.fd)  # after a look, safely: holding is qbhook's 0700 folder
     return hold.lstat(name) or st
 
 
@@ -2313,6 +2320,10 @@ _ABSENT = {"status": "absent", "bytes_freed": 0}
 def _safe_unlink_at(u: _Unlink, parent: Dir, name: bytes) -> dict:
     """The rule list of ``safe_unlink``, in order, all through the one verified ``parent``."""
     st = _still_the_planned_file(u, parent, name)
+    if st is None and _undo_drop(parent, name, u.ino, u.size, None, "the link to delete"):
+        # A delete killed between its rename to the drop name and the unlink: back, judged afresh.
+        # Looked for only when the name is gone, so a delete costs no lstat more for it.
+        st = _still_the_planned_file(u, parent, name)
     if st is None:
         return dict(_ABSENT)
     _no_new_outside_link(u, parent, name, st)
@@ -2442,7 +2453,10 @@ def _unlink_or_hold(u: _Unlink, parent: Dir, name: bytes, st: os.stat_result) ->
             "checked": checked,
             "holding": ident,
         }
-    os.unlink(name, dir_fd=parent.fd)
+    # Not ``unlinkat(name)``: a file renamed over the name since the last look would lose its last
+    # link. A rename to the drop name, a look, and the unlink of that name (one rename and one lstat
+    # more per delete, ~180k of each for a large demote: metadata only, no byte read).
+    _drop_checked(parent, name, st, u.shown, verb="delete")
     return {
         "status": "unlinked",
         "bytes_freed": st.st_size if st.st_nlink == 1 else 0,
@@ -2812,7 +2826,7 @@ def unhide_after_move(
             # closes it; each failed put-back leaked one descriptor, the held inode kept alive.
             with pin or nullcontext(), _walk(root, parts[:-1], create=True) as parent:
                 _link_back(hold, parent, parts[-1], hst, path_s, held)
-                os.unlink(parts[-1], dir_fd=hold.fd)
+                os.unlink(parts[-1], dir_fd=hold.fd)  # holding: qbhook's 0700 folder, nobody renames into it
                 _carry_hash(catalog, carry, hst, pin, parent.lstat(parts[-1]))
             status = "restored"
         if on_back is not None:
@@ -2995,24 +3009,25 @@ def remove_leftover_view(
     return {"status": "removed", "bytes_freed": size if st.st_nlink == 1 else 0}
 
 
-def _drop_checked(parent: Dir, name: bytes, st: os.stat_result, path_s: str) -> None:
+def _drop_checked(parent: Dir, name: bytes, st: os.stat_result, path_s: str, *, verb: str = "remove") -> None:
     """Unlink ``name`` of ``parent``, the file ``st`` just checked: renamed first to a name no torrent
     owns (``_drop_name``), proven there (``_move_checked``), and unlinked under that name.
 
     An unlink of ``name`` itself would remove whatever was renamed over it since the last look
     (qBittorrent completing a download at that path: its only link). Another file met is put back
-    and the removal refused; a kill between rename and unlink leaves the view under the drop name,
-    and the next attempt puts it back and judges it afresh (``_undo_drop``). The drop name sits in
+    and the removal refused; a kill between rename and unlink leaves the file under the drop name,
+    and the next attempt puts it back and judges it afresh (``_undo_drop``: a leftover view's
+    removal, and ``safe_unlink``'s delete when it finds its name gone). The drop name sits in
     a folder a writer of the seeding tree can write: one who renames a file onto it could as well
     have unlinked that file, which is what the module's model already grants it."""
     tmp = _drop_name(name, st.st_ino)
-    changed = f"refusing to remove {path_s}: it changed during the checks"
+    changed = f"refusing to {verb} {path_s}: it changed during the checks"
     try:
         moved = _move_checked(parent, name, parent, tmp, st)
     except FileNotFoundError:
         raise UnsafeOperation(changed) from None
     except FileExistsError:
-        raise UnsafeOperation(f"refusing to remove {path_s}: {parent.show(tmp)} is taken", hint="remove it") from None
+        raise UnsafeOperation(f"refusing to {verb} {path_s}: {parent.show(tmp)} is taken", hint="remove it") from None
     except _NotPutBack as e:
         raise UnsafeOperation(
             f"{changed}: another file was renamed over it and now sits at {e.at} (its name was taken again)",
@@ -3020,23 +3035,25 @@ def _drop_checked(parent: Dir, name: bytes, st: os.stat_result, path_s: str) -> 
         ) from None
     if not moved:
         raise UnsafeOperation(f"{changed}: another file was renamed over it (left in place)")
-    os.unlink(tmp, dir_fd=parent.fd)
+    os.unlink(tmp, dir_fd=parent.fd)  # the drop name: see above
 
 
-def _undo_drop(parent: Dir, name: bytes, ino: int, size: int, dev: int | None) -> None:
-    """Put back a view a killed ``_drop_checked`` left under its drop name (still the view:
-    ``_is_view``), so it is judged afresh; UnsafeOperation while ``name`` is taken."""
+def _undo_drop(parent: Dir, name: bytes, ino: int, size: int | None, dev: int | None, what: str = "the view") -> bool:
+    """Put back a file a killed ``_drop_checked`` left under its drop name (still that file:
+    ``_is_view``; ``size`` None: any size), so it is judged afresh; whether one was put back.
+    UnsafeOperation while ``name`` is taken."""
     tmp = _drop_name(name, ino)
     tst = parent.lstat(tmp)
-    if tst is None or not _is_view(tst, ino, size, dev):
-        return
+    if tst is None or not _is_view(tst, ino, tst.st_size if size is None else size, dev):
+        return False
     if parent.lstat(name) is not None:
         # Not "no longer the view" (that ends its tracking, the view left under a hidden name).
-        raise UnsafeOperation(f"the view waits at {parent.show(tmp)}: its name is taken", hint="move one of them")
+        raise UnsafeOperation(f"{what} waits at {parent.show(tmp)}: its name is taken", hint="move one of them")
     try:
         _rename_noreplace(tmp, parent.fd, name, parent.fd)
     except (FileNotFoundError, FileExistsError):
-        pass  # moved meanwhile: the checks below judge what is at ``name`` now
+        return False  # moved meanwhile: the checks below judge what is at ``name`` now
+    return True
 
 
 def _view_at(path, roots) -> tuple[str, Dir | None, list[bytes]]:
@@ -3109,7 +3126,7 @@ def _drop_spare_of(parent: Dir, name: bytes, path_s: str, src, roots: tuple) -> 
         if dst is None or not stat_mod.S_ISREG(dst.st_mode) or dst.st_nlink < 2:
             return
         if (dst.st_dev, dst.st_ino) == (kst.st_dev, kst.st_ino):
-            os.unlink(drop, dir_fd=parent.fd)
+            os.unlink(drop, dir_fd=parent.fd)  # a drop name, no torrent's: as ``_drop_checked``'s unlink
 
 
 def _is_view(st: os.stat_result, ino: int, size: int, dev: int | None) -> bool:
@@ -3299,7 +3316,7 @@ def _purge_one(h: HeldLink, seeding_roots: tuple, keep_roots: tuple, catalog, on
                 # chose to reclaim. Any other last link needs its second copy proven first.
                 if st.st_nlink == 1 and st.st_size and not h.orphan:
                     _another_copy_still(h, root, parts, st, seeding_roots, keep_roots, catalog)
-                os.unlink(name, dir_fd=d.fd)
+                os.unlink(name, dir_fd=d.fd)  # after a look, safely: holding is qbhook's 0700 folder
         # Gone (unlinked here, or not in the very folder it was held in): journaled before the rmdirs.
         if on_purged is not None:
             on_purged(h)

@@ -265,3 +265,53 @@ def test_an_unrecorded_link_removal_killed_before_its_unlink_leaves_no_spare(tmp
     assert os.stat(src).st_nlink == 2  # the spare link, under the drop name
     assert fsops.remove_unrecorded_link(link, src, **kw)["status"] == "absent"
     assert os.listdir(link.parent) == [] and os.stat(src).st_nlink == 1
+
+
+# --------------------------------------------------------------------------- R17
+
+
+def test_a_file_renamed_over_a_doomed_link_as_it_is_deleted_stays_at_that_name(fs2, monkeypatch):  # noqa: F811
+    """F1: the delete without a grace period (the demote's main path) was lstat, then
+    ``unlinkat(name)``: a file renamed over the name in between lost its last link. Now the
+    doomed link goes to a drop name first, and another file met there goes back."""
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    a, b, _keep, kw = _doomed(fs2)
+    intruder = write(seed_s / "C/g.bin", PRECIOUS)
+    swapped = _writer_at_the_act(monkeypatch, "f.bin", intruder)
+    with pytest.raises(UnsafeOperation, match="changed during the checks"):
+        fsops.safe_unlink(a, **kw)
+    assert swapped and a.read_bytes() == PRECIOUS and os.listdir(a.parent) == ["f.bin"]
+    assert os.lstat(b).st_ino == kw["ino"] and os.lstat(b).st_nlink == 1  # the doomed inode, not unlinked
+
+
+def test_a_delete_unlinks_through_the_drop_name_and_says_what_it_freed(fs2):  # noqa: F811
+    _stash, _pool, _seed_s, _seed_p, _cat = fs2
+    a, b, _keep, kw = _doomed(fs2)
+    os.unlink(b)
+    res = fsops.safe_unlink(a, **{**kw, "seeding_links": [str(a)]})
+    assert res["status"] == "unlinked" and res["bytes_freed"] == kw["size"] and res["nlink_before"] == 1
+    assert os.listdir(a.parent) == []
+
+
+def test_a_delete_killed_before_its_unlink_is_judged_again(fs2, monkeypatch):  # noqa: F811
+    """Killed between the rename to the drop name and its unlink: the next attempt finds the name
+    gone, puts the doomed link back from the drop name and deletes it after the checks (never
+    ``absent`` with the link left under a name no scan lists)."""
+    _stash, _pool, _seed_s, _seed_p, _cat = fs2
+    a, b, _keep, kw = _doomed(fs2)
+    real_unlink = os.unlink
+
+    def die_at_the_drop(p, *, dir_fd=None):
+        if os.fsencode(p).startswith(DROP):
+            raise KeyboardInterrupt
+        return real_unlink(p, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "unlink", die_at_the_drop)
+    with pytest.raises(KeyboardInterrupt):
+        fsops.safe_unlink(a, **kw)
+    monkeypatch.undo()
+    (drop,) = os.listdir(a.parent)
+    assert drop.startswith(DROP.decode())
+    res = fsops.safe_unlink(a, **kw)
+    assert res["status"] == "unlinked" and res["nlink_before"] == 2
+    assert os.listdir(a.parent) == [] and os.lstat(b).st_nlink == 1
