@@ -46,15 +46,16 @@ may have done for it. So right before that rename the folder is proven still bel
 its seeding root, through ``..`` from its descriptor (``Dir.in_place``). A name in a
 seeding folder is never unlinked after a look at it either: a file renamed over it in
 between (qBittorrent completing a download at that path) would lose its last link. A hold
-renames the entry into holding, a removal (a delete, a leftover view's, an unrecorded link's) to
-a drop name (``_drop_name``), never over a name (``_rename_noreplace``), and what arrived is
-proven to be the file checked, else put back (``_move_checked``). The only names unlinked after
-a look are qbhook's own: in its 0700 folders (staging, holding), where nobody renames a file, or
-a name no torrent owns (a drop name, a relink's temporary name), onto which only a writer of the
-folder, who could unlink that file anyway, renames one. A rename within one folder needs no permission
-on the folder renamed, though: a writer of a seeding root can rename its root-owned
-``.qbhook-holding`` away. Each hold journals that folder's identity, and a purge or
-put-back that finds it gone or another says so (``HoldingGone``), never "already gone".
+renames the entry into holding, a removal (a delete, a leftover view's, an unrecorded link's)
+to a drop name (``_drop_name``), never over a name (``_rename_noreplace``, ``_put_back``), and
+what arrived is proven to be the file checked, else put back (``_move_checked``). The only
+names unlinked after a look are qbhook's own: in its 0700 folders (staging, holding), where
+nobody renames a file, or a name no torrent owns (a drop name, a relink's temporary name),
+onto which only a writer of the folder, who could unlink that file anyway, renames one. A
+rename within one folder needs no permission on the folder renamed, though: a writer of a
+seeding root can rename its root-owned ``.qbhook-holding`` away. Each hold journals that
+folder's identity, and a purge or put-back that finds it gone or another says so
+(``HoldingGone``), never "already gone".
 
 Errors: ``UnsafeOperation`` when the world disagrees with the plan (a
 different file already sits at the destination, an unknown hardlink
@@ -2622,7 +2623,7 @@ def _move_checked(src: Dir, name: bytes, dst: Dir, new: bytes, st: os.stat_resul
     if got is not None and _same_file(got, st):
         return True
     try:
-        _rename_noreplace(new, dst.fd, name, src.fd)
+        _put_back(new, dst.fd, name, src.fd)
     except OSError:
         raise _NotPutBack(dst.show(new)) from None
     return False
@@ -3046,11 +3047,17 @@ def _undo_drop(parent: Dir, name: bytes, ino: int, size: int | None, dev: int | 
     tst = parent.lstat(tmp)
     if tst is None or not _is_view(tst, ino, tst.st_size if size is None else size, dev):
         return False
-    if parent.lstat(name) is not None:
+    now = parent.lstat(name)
+    if now is not None and (now.st_dev, now.st_ino) == (tst.st_dev, tst.st_ino):
+        # A put-back without renameat2 killed between its link and its unlink (``_put_back``): the
+        # drop name is the spare link, a name no torrent owns.
+        os.unlink(tmp, dir_fd=parent.fd)
+        return True
+    if now is not None:
         # Not "no longer the view" (that ends its tracking, the view left under a hidden name).
         raise UnsafeOperation(f"{what} waits at {parent.show(tmp)}: its name is taken", hint="move one of them")
     try:
-        _rename_noreplace(tmp, parent.fd, name, parent.fd)
+        _put_back(tmp, parent.fd, name, parent.fd)
     except (FileNotFoundError, FileExistsError):
         return False  # moved meanwhile: the checks below judge what is at ``name`` now
     return True
@@ -3468,29 +3475,55 @@ def _syncfs(fd: int) -> None:
 RENAME_NOREPLACE = 1  # linux/fs.h
 
 
-def _rename_noreplace(src_name: bytes, src_fd: int, dst_name: bytes, dst_fd: int) -> None:
-    """``renameat2(RENAME_NOREPLACE)``: FileExistsError, never a replaced ``dst_name``.
-
-    Where the call or the flag is missing (glibc < 2.28; a filesystem without it, such as ZFS
-    before 2.2: EINVAL, ENOSYS), a look and then a plain ``renameat``: every caller names either a
-    folder only qbhook writes (holding, 0700) or a name no torrent owns (``_drop_name``), so
-    nobody but a writer who could remove the name anyway makes it between the two."""
+def _renameat2(src_name: bytes, src_fd: int, dst_name: bytes, dst_fd: int) -> bool:
+    """``renameat2(RENAME_NOREPLACE)``: True when done; FileExistsError, never a replaced
+    ``dst_name``; False where the call or the flag is missing (glibc < 2.28; a filesystem without
+    it, such as ZFS before 2.2: EINVAL, ENOSYS), nothing done."""
     global _libc
     try:
         if _libc is None:
             _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         call = _libc.renameat2
     except (OSError, AttributeError):
-        call = None
-    if call is not None:
-        if call(src_fd, src_name, dst_fd, dst_name, RENAME_NOREPLACE) == 0:
-            return
-        e = ctypes.get_errno()
-        if e not in (errno.EINVAL, errno.ENOSYS):
-            raise OSError(e, os.strerror(e), os.fsdecode(src_name))
+        return False
+    if call(src_fd, src_name, dst_fd, dst_name, RENAME_NOREPLACE) == 0:
+        return True
+    e = ctypes.get_errno()
+    if e in (errno.EINVAL, errno.ENOSYS):
+        return False
+    raise OSError(e, os.strerror(e), os.fsdecode(src_name))  # EEXIST: FileExistsError, ENOENT: FileNotFoundError
+
+
+def _rename_noreplace(src_name: bytes, src_fd: int, dst_name: bytes, dst_fd: int) -> None:
+    """Rename onto a name of qbhook's own (in holding, or a drop name): FileExistsError, never a
+    replaced ``dst_name`` (``_renameat2``).
+
+    Without the flag, a look and then a plain ``renameat``: ``dst_name`` sits in a folder only
+    qbhook writes (holding, 0700) or is a name no torrent owns (``_drop_name``), so nobody but a
+    writer who could remove a file anyway renames one onto it between the two. Not a link and an
+    unlink of ``src_name``: that is a torrent's name, and a file renamed over it in between would
+    lose its last link. Onto a torrent's name: ``_put_back``."""
+    if _renameat2(src_name, src_fd, dst_name, dst_fd):
+        return
     if _lstat_at(dst_fd, dst_name) is not None:
         raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), os.fsdecode(dst_name))
     os.rename(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+
+
+def _put_back(src_name: bytes, src_fd: int, dst_name: bytes, dst_fd: int) -> None:
+    """Rename a name of qbhook's own (in holding, or a drop name) back onto a torrent's name:
+    FileExistsError, never a replaced ``dst_name`` (a file qBittorrent completed there meanwhile).
+
+    Without ``_renameat2``'s flag, a look and a plain rename would replace a file completed at
+    that name between the two (R17). So ``linkat`` instead (EEXIST, atomically), then the unlink
+    of ``src_name``, qbhook's own name (``_rename_noreplace``'s reasoning). What the callers put
+    back is a regular file (or a symlink, linked as itself); a folder cannot be linked (EPERM):
+    it stays at ``src_name`` and the caller says where. A kill between the two leaves both names
+    links of the file: the spare one is qbhook's own, and ``_undo_drop`` takes it."""
+    if _renameat2(src_name, src_fd, dst_name, dst_fd):
+        return
+    os.link(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
+    os.unlink(src_name, dir_fd=src_fd)
 
 
 def _lstat_at(fd: int, name: bytes) -> os.stat_result | None:

@@ -315,3 +315,89 @@ def test_a_delete_killed_before_its_unlink_is_judged_again(fs2, monkeypatch):  #
     res = fsops.safe_unlink(a, **kw)
     assert res["status"] == "unlinked" and res["nlink_before"] == 2
     assert os.listdir(a.parent) == [] and os.lstat(b).st_nlink == 1
+
+
+def _no_renameat2(monkeypatch) -> None:
+    """A filesystem without RENAME_NOREPLACE (ZFS before 2.2: EINVAL for the flag)."""
+
+    class _NoFlag:
+        @staticmethod
+        def renameat2(*_a):
+            ctypes.set_errno(errno.EINVAL)
+            return -1
+
+    monkeypatch.setattr(fsops, "_libc", _NoFlag)
+
+
+def _completes_at(monkeypatch, name: bytes, data: bytes) -> list:
+    """qBittorrent completing a download at ``name`` (``.!qB`` renamed over it) right before qbhook's
+    act onto that name (the fallback's plain rename of the shape before, or its link now): after
+    any look qbhook took."""
+    done: list = []
+    real_rename, real_link = os.rename, os.link
+
+    def complete(fd: int) -> None:
+        if not done:
+            part = os.path.join(f"/proc/self/fd/{fd}", os.fsdecode(name) + ".!qB")
+            with open(part, "wb") as f:
+                f.write(data)
+            real_rename(part, os.path.join(f"/proc/self/fd/{fd}", os.fsdecode(name)))
+            done.append(True)
+
+    def rename(src, dst, *, src_dir_fd=None, dst_dir_fd=None):
+        if dst_dir_fd is not None and os.fsencode(dst) == name:
+            complete(dst_dir_fd)
+        return real_rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+
+    def link(src, dst, *, src_dir_fd=None, dst_dir_fd=None, follow_symlinks=True):
+        if dst_dir_fd is not None and os.fsencode(dst) == name:
+            complete(dst_dir_fd)
+        return real_link(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd, follow_symlinks=follow_symlinks)
+
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(os, "link", link)
+    return done
+
+
+def test_a_put_back_without_renameat2_never_replaces_a_file_completed_at_the_name(tmp_path, monkeypatch):
+    """F2: without the flag the put-back onto a torrent's name was a look, then a plain rename; a
+    file completed at the name in between was replaced (its last link gone). Now a link (EEXIST,
+    atomically), then the unlink of qbhook's own name."""
+    _no_renameat2(monkeypatch)
+    _root, _src, view, kw = _view(tmp_path)
+    st = os.lstat(view)
+    drop = view.parent / os.fsdecode(fsops._drop_name(b"view.bin", st.st_ino))
+    os.rename(view, drop)  # a removal killed between its rename to the drop name and its unlink
+    completed = _completes_at(monkeypatch, b"view.bin", PRECIOUS)
+    with pytest.raises(UnsafeOperation):
+        fsops.remove_leftover_view(view, **kw)
+    assert completed and view.read_bytes() == PRECIOUS  # the completed file, never replaced
+    assert os.lstat(drop).st_ino == st.st_ino  # the view still waits under its drop name
+
+
+def test_a_put_back_without_renameat2_moves_the_file_back(tmp_path, monkeypatch):
+    _no_renameat2(monkeypatch)
+    write(tmp_path / "own", b"a")
+    write(tmp_path / "taken", b"b")
+    d = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(FileExistsError):
+            fsops._put_back(b"own", d, b"taken", d)
+        fsops._put_back(b"own", d, b"name", d)
+    finally:
+        os.close(d)
+    assert sorted(os.listdir(tmp_path)) == ["name", "taken"] and os.lstat(tmp_path / "name").st_nlink == 1
+    assert (tmp_path / "name").read_bytes() == b"a" and (tmp_path / "taken").read_bytes() == b"b"
+
+
+def test_a_put_back_killed_between_its_link_and_unlink_leaves_no_spare(tmp_path, monkeypatch):
+    """Without renameat2 a put-back is a link, then an unlink of the drop name: killed between the
+    two, both name the view; the next removal drops the spare and removes the view."""
+    _no_renameat2(monkeypatch)
+    _root, _src, view, kw = _view(tmp_path)
+    st = os.lstat(view)
+    drop = view.parent / os.fsdecode(fsops._drop_name(b"view.bin", st.st_ino))
+    os.rename(view, drop)
+    os.link(drop, view)  # the put-back's link made, its unlink not
+    assert fsops.remove_leftover_view(view, **kw)["status"] == "removed"
+    assert os.listdir(view.parent) == []
