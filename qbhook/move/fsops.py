@@ -1431,9 +1431,35 @@ def _relink_name(name: bytes, ino: int) -> bytes:
     chosen by its author, this number by this filesystem, so a spare link under it is
     qbhook's to remove (``_clean_stale_relink``). The group lock keeps two qbhook processes
     from relinking the same entry at once. A leftover under the names of older versions
-    (``.qbhook-relink.<name>``, which a torrent may own too) is never taken for qbhook's."""
+    (``.qbhook-relink.<name>``, which a torrent may own too) is never taken for qbhook's.
+
+    A name too long to follow whole is replaced by its tag (``_name_tag``): cut to fit, it could
+    split a UTF-8 character, which a ``utf8only=on`` dataset refuses (EILSEQ), every run. Every
+    other name keeps the shape older versions gave it, so their leftovers are found as before;
+    a long name's cut one is looked for too (``_clean_legacy_relink``)."""
     head = RELINK_PREFIX + b"%x." % ino
-    return head + name[: NAME_MAX - len(head)]
+    if len(head) + len(name) <= NAME_MAX:
+        return head + name
+    return head + b"~" + _name_tag(name)
+
+
+def _legacy_relink_name(name: bytes, ino: int) -> bytes | None:
+    """The temporary name older versions gave a relink of a name too long to follow whole (cut at
+    a byte); None when ``_relink_name`` is that name."""
+    head = RELINK_PREFIX + b"%x." % ino
+    return head + name[: NAME_MAX - len(head)] if len(head) + len(name) > NAME_MAX else None
+
+
+def _clean_legacy_relink(d: Dir, name: bytes, ino: int) -> None:
+    """A spare link an older version's crashed relink of a long ``name`` left under its cut name,
+    removed (``_clean_stale_relink``); one lstat, only for such a name. Anything else there is
+    left: not qbhook's, or a name this filesystem refuses (EILSEQ: never made)."""
+    old = _legacy_relink_name(name, ino)
+    if old is not None:
+        try:
+            _clean_stale_relink(d, old)
+        except (UnsafeOperation, OSError):
+            pass
 
 
 def _clean_stale_relink(d: Dir, tmp: bytes) -> None:
@@ -1469,6 +1495,7 @@ def _drop_leftover(parent: Dir, name: bytes, ino: int) -> None:
         _clean_stale_relink(parent, _relink_name(name, ino))
     except (UnsafeOperation, OSError):
         pass  # not qbhook's, or not to be had: the refusal is what the caller needs to hear
+    _clean_legacy_relink(parent, name, ino)
 
 
 def _link_temp(kpin: Pin, kdir: Dir, kname: bytes, parent: Dir, tmp: bytes, why: str) -> None:
@@ -2027,6 +2054,7 @@ def _relink_at(
         raise UnsafeOperation(f"{why}: {path_s} is missing", hint="re-plan")
     if (st.st_dev, st.st_ino) == (kst.st_dev, kst.st_ino):
         _clean_stale_relink(parent, tmp)  # what an earlier attempt may have left beside it
+        _clean_legacy_relink(parent, name, t.ino)
         return {"status": "already", "bytes_freed": 0, "nlink_before": st.st_nlink}
     if not stat_mod.S_ISREG(st.st_mode):
         raise UnsafeOperation(f"{why}: {path_s} is not a regular file")
@@ -2064,6 +2092,7 @@ def _relink_at(
     kept = _content_stat(kst)
     if _content_stat(kpin.look()) != kept:
         raise UnsafeOperation(f"{why}: the copy to keep changed during the checks", hint="re-plan")
+    _clean_legacy_relink(parent, name, t.ino)  # ``_link_temp`` meets only a leftover of this shape
     _link_temp(kpin, kdir, kname, parent, tmp, why)
     try:
         tst = parent.lstat(tmp)
@@ -2585,12 +2614,20 @@ def _into_holding(parent: Dir, hold: Dir, name: bytes, st: os.stat_result, path_
 
 
 def _drop_name(name: bytes, ino: int) -> bytes:
-    """``.qbhook-relink.drop.<inode>.<name>``: where a name goes to be proven before it is unlinked.
+    """``.qbhook-relink.drop.<inode>.<name's tag>``: where a name goes to be proven before it is unlinked.
 
     Under ``RELINK_PREFIX``, so no scan catalogs it and no orphans walk lists it (a kill may leave
-    one); ``drop`` is no hex number, so it is never a relink's own temporary name (``_relink_name``)."""
-    head = RELINK_PREFIX + b"drop.%x." % ino
-    return head + name[: NAME_MAX - len(head)]
+    one); ``drop`` is no hex number, so it is never a relink's own temporary name (``_relink_name``).
+    Found again by (name, inode) alone: a resumed removal computes it, never lists the folder.
+    A fixed length, never the name cut to fit: a cut can split a UTF-8 character, which a
+    dataset with ``utf8only=on`` refuses (EILSEQ), every run."""
+    return RELINK_PREFIX + b"drop.%x.%s" % (ino, _name_tag(name))
+
+
+def _name_tag(name: bytes) -> bytes:
+    """A short hash of ``name`` (16 hex digits): a fixed-length, ASCII stand-in for it in qbhook's
+    own names; one folder's names (each of them a link of the one inode in the name) never meet."""
+    return blake3.blake3(name).hexdigest(length=8).encode()
 
 
 class _NotPutBack(Exception):

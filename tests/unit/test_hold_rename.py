@@ -401,3 +401,74 @@ def test_a_put_back_killed_between_its_link_and_unlink_leaves_no_spare(tmp_path,
     os.link(drop, view)  # the put-back's link made, its unlink not
     assert fsops.remove_leftover_view(view, **kw)["status"] == "removed"
     assert os.listdir(view.parent) == []
+
+
+LONG = ("映画" * 40 + ".mkv").encode()  # 244 bytes: a CJK title, 3 bytes a character
+
+
+@pytest.mark.parametrize("qbhook_name", [fsops._drop_name, fsops._relink_name])
+def test_qbhooks_names_for_a_long_utf8_name_are_utf8_and_fit(qbhook_name):
+    """F3: cut at a byte position to fit NAME_MAX, a long CJK name's drop or relink name ended in
+    part of a character: a ``utf8only=on`` dataset refuses it (EILSEQ), every run. And two long
+    names alike up to the cut got the same name."""
+    for ino in (0x1A2B3, 0x1A2B3C, 2**40 + 7):
+        got = qbhook_name(LONG, ino)
+        got.decode("utf-8")
+        assert len(got) <= fsops.NAME_MAX and got.startswith(fsops.RELINK_PREFIX)
+        assert got != qbhook_name(LONG[:-4] + b".srt", ino)
+    assert fsops._drop_name(LONG, 5) == fsops._drop_name(LONG, 5) != fsops._drop_name(LONG, 6)
+
+
+def test_a_short_names_relink_name_keeps_the_shape_older_versions_gave_it():
+    """Leftovers of an older qbhook's crashed relink are found by one lstat at the same name."""
+    assert fsops._relink_name(b"film.mkv", 0xAB) == b".qbhook-relink.ab.film.mkv"
+
+
+def test_a_long_named_leftover_view_removal_killed_before_its_unlink_is_finished(tmp_path, monkeypatch):
+    """The drop name of a long name is found again by (name, inode) alone."""
+    root = tmp_path / "seed"
+    src = write(tmp_path / "src.bin", b"s" * 50)
+    view = root / "old" / os.fsdecode(LONG)
+    view.parent.mkdir(parents=True)
+    os.link(src, view)
+    kw = {"ino": os.lstat(view).st_ino, "size": 50, "keep": src, "blake3_hex": b3(b"s" * 50), "roots": (root,)}
+    real_unlink = os.unlink
+
+    def die_at_the_drop(p, *, dir_fd=None):
+        if os.fsencode(p).startswith(DROP):
+            raise KeyboardInterrupt
+        return real_unlink(p, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "unlink", die_at_the_drop)
+    with pytest.raises(KeyboardInterrupt):
+        fsops.remove_leftover_view(view, **kw, keep_roots=(tmp_path,))
+    monkeypatch.undo()
+    assert os.listdir(view.parent) == [os.fsdecode(fsops._drop_name(LONG, kw["ino"]))]
+    assert fsops.remove_leftover_view(view, **kw, keep_roots=(tmp_path,))["status"] == "removed"
+    assert os.listdir(view.parent) == [] and os.stat(src).st_nlink == 1
+
+
+def test_an_older_relinks_leftover_of_a_long_name_is_still_cleaned(fs2):  # noqa: F811
+    """An older qbhook cut a long name's relink name at a byte (valid where the filesystem takes
+    any bytes): its crashed relink's spare link is still found and removed."""
+    stash, _pool, seed_s, _seed_p, cat = fs2
+    data = b"payload-bytes"
+    victim = write(seed_s / "movies/Film" / os.fsdecode(LONG), data)
+    lib = write(stash / "movies/Film (2021)/Film.mkv", data)
+    vst, lst = os.lstat(victim), os.lstat(lib)
+    head = fsops.RELINK_PREFIX + b"%x." % vst.st_ino
+    old = victim.parent / os.fsdecode(head + LONG[: fsops.NAME_MAX - len(head)])
+    os.link(lib, old)  # the older version's temporary link, left by a kill
+    fsid = cat.fsid(cat.fs_for_path(victim))
+    t = fsops.RelinkTarget(
+        fsid=fsid,
+        ino=vst.st_ino,
+        size=len(data),
+        mtime_ns=vst.st_mtime_ns,
+        blake3_hex=b3(data),
+        keep_fsid=fsid,
+        keep_ino=lst.st_ino,
+    )
+    res = fsops.relink_over(victim, lib, t, seeding_roots=(seed_s,), keep_roots=(stash,), catalog=cat)
+    assert res["status"] == "relinked"
+    assert os.listdir(victim.parent) == [os.fsdecode(LONG)] and os.lstat(lib).st_nlink == 2
