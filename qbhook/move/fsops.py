@@ -2786,13 +2786,13 @@ def hide_during_move(path, *, roots, run, catalog=None, holding: list[int] | Non
     try:
         parent = _walk(root, parts[:-1])
     except (FileNotFoundError, NotADirectoryError):
-        return _hidden_or_absent(root, parts, key)
+        return _hidden_or_absent(root, parts, key, drop_spare=True)
     except UnsafeOperation as e:
         raise UnsafeOperation(f"refusing to hide {path_s}: {e.message}", hint=e.hint) from None
     with parent:
         st = parent.lstat(parts[-1])
         if st is None:
-            return _hidden_or_absent(root, parts, key)
+            return _hidden_or_absent(root, parts, key, drop_spare=True)
         if not stat_mod.S_ISREG(st.st_mode):
             raise UnsafeOperation(f"refusing to hide {path_s}: not a regular file")
         fs_path = parent.fs_path_for(st)
@@ -2857,6 +2857,9 @@ def unhide_after_move(
         elif not stat_mod.S_ISREG(hst.st_mode):
             raise UnsafeOperation(f"{held} is not the file qbhook hid there: leaving it")
         else:
+            # A hide killed before it unlinked its spare link left one beside the held name: it
+            # goes first, else it stays in holding for good (the moving folder never removed).
+            hst = _drop_spare(hold, parts[-1], hst)
             # The held link keeps its inode until our unlink; a pin keeps it on until the link put
             # back is looked at (only when there is a hash to carry): ``_carry_hash``.
             pin = Pin.at(parts[-1], hold.fd) if carry else None
@@ -2894,10 +2897,15 @@ def still_hidden(path, *, roots, run) -> bool:
     return _hidden_or_absent(root, parts, moving_hold_key(run))["status"] == "hidden"
 
 
-def _hidden_or_absent(root: bytes, parts: list[bytes], key: str) -> dict:
+def _hidden_or_absent(root: bytes, parts: list[bytes], key: str, *, drop_spare: bool = False) -> dict:
+    """``hidden`` when the holding entry for ``parts`` is a regular file, else ``absent``.
+    ``drop_spare`` (a hide finding its name gone): the spare link a hide killed before its unlink
+    left beside the held name goes too (``_drop_spare``), else it stayed in holding for good."""
     try:
         with _open_holding(root, key, parts[:-1], create=False) as hold:
             st = hold.lstat(parts[-1])
+            if drop_spare and st is not None and stat_mod.S_ISREG(st.st_mode):
+                st = _drop_spare(hold, parts[-1], st)
     except (UnsafeOperation, OSError):
         st = None
     if st is not None and stat_mod.S_ISREG(st.st_mode):

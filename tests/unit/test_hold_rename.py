@@ -472,3 +472,46 @@ def test_an_older_relinks_leftover_of_a_long_name_is_still_cleaned(fs2):  # noqa
     res = fsops.relink_over(victim, lib, t, seeding_roots=(seed_s,), keep_roots=(stash,), catalog=cat)
     assert res["status"] == "relinked"
     assert os.listdir(victim.parent) == [os.fsdecode(LONG)] and os.lstat(lib).st_nlink == 2
+
+
+def _half_done_old_hide(tmp_path, monkeypatch):
+    """An older qbhook's hide killed between its link into holding and its unlink; the new hide,
+    resuming, renames the original to the spare drop name inside holding and is killed before
+    its unlink. Returns (root, the file's path, its holding folder)."""
+    root = tmp_path / "seed"
+    f = write(root / "T/f.bin", b"x" * 100)
+    held = fsops.holding_path(str(f), str(root), fsops.moving_hold_key(7))
+    os.makedirs(os.path.dirname(held), mode=0o700)
+    for d in (root / fsops.HOLDING_DIR, root / fsops.HOLDING_DIR / "7-moving"):
+        os.chmod(d, 0o700)
+    os.link(f, held)
+    real = fsops._rename_noreplace
+
+    def rename_then_die(*a):
+        real(*a)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fsops, "_rename_noreplace", rename_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        fsops.hide_during_move(str(f), roots=(str(root),), run=7)
+    monkeypatch.undo()
+    folder = os.path.dirname(held)
+    assert len(os.listdir(folder)) == 2 and os.lstat(held).st_nlink == 2  # the held name and the spare
+    return root, f, folder
+
+
+def test_a_hide_resumed_after_a_second_kill_drops_the_spare_link(tmp_path, monkeypatch):
+    """F4: the resumed hide said ``hidden`` and left the spare; unhide then put the file back with
+    the spare still in holding: a link more for good, the moving folder never removed."""
+    root, f, folder = _half_done_old_hide(tmp_path, monkeypatch)
+    assert fsops.hide_during_move(str(f), roots=(str(root),), run=7)["status"] == "hidden"
+    assert os.listdir(folder) == ["f.bin"] and os.lstat(os.path.join(folder, "f.bin")).st_nlink == 1
+    assert fsops.unhide_after_move(str(f), roots=(str(root),), run=7)["status"] == "restored"
+    assert os.lstat(f).st_nlink == 1 and not os.path.lexists(root / fsops.HOLDING_DIR)
+
+
+def test_a_put_back_drops_a_spare_link_a_killed_hide_left(tmp_path, monkeypatch):
+    root, f, _folder = _half_done_old_hide(tmp_path, monkeypatch)
+    assert fsops.unhide_after_move(str(f), roots=(str(root),), run=7)["status"] == "restored"
+    assert os.lstat(f).st_nlink == 1 and f.read_bytes() == b"x" * 100
+    assert not os.path.lexists(root / fsops.HOLDING_DIR)
