@@ -46,12 +46,16 @@ may have done for it. So right before that rename the folder is proven still bel
 its seeding root, through ``..`` from its descriptor (``Dir.in_place``). A name in a
 seeding folder is never unlinked after a look at it either: a file renamed over it in
 between (qBittorrent completing a download at that path) would lose its last link. A hold
-renames the entry into holding, a removal to a drop name (``_drop_name``), never over a name
-(``_rename_noreplace``), and what arrived is proven to be the file checked, else put back
-(``_move_checked``). A rename within one folder needs no permission
-on the folder renamed, though: a writer of a seeding root can rename its root-owned
-``.qbhook-holding`` away. Each hold journals that folder's identity, and a purge or
-put-back that finds it gone or another says so (``HoldingGone``), never "already gone".
+renames the entry into holding, a removal (a delete, a leftover view's, an unrecorded link's)
+to a drop name (``_drop_name``), never over a name (``_rename_noreplace``, ``_put_back``), and
+what arrived is proven to be the file checked, else put back (``_move_checked``). The only
+names unlinked after a look are qbhook's own: in its 0700 folders (staging, holding), where
+nobody renames a file, or a name no torrent owns (a drop name, a relink's temporary name),
+onto which only a writer of the folder, who could unlink that file anyway, renames one. A
+rename within one folder needs no permission on the folder renamed, though: a writer of a
+seeding root can rename its root-owned ``.qbhook-holding`` away. Each hold journals that
+folder's identity, and a purge or put-back that finds it gone or another says so
+(``HoldingGone``), never "already gone".
 
 Errors: ``UnsafeOperation`` when the world disagrees with the plan (a
 different file already sits at the destination, an unknown hardlink
@@ -853,6 +857,7 @@ def _clean_stale_staging(staging: Dir, name: bytes, done: os.stat_result | None 
         pid = int(pid_s)
         if pid == me or not pid_alive(pid) or _links_of(staging, entry, done):
             try:
+                # By name after a look, safely: staging is qbhook's own 0700 folder, nobody renames into it.
                 os.unlink(entry, dir_fd=staging.fd)
                 removed += 1
             except (FileNotFoundError, IsADirectoryError):
@@ -1095,7 +1100,7 @@ def copy_verified(
                 result = _existing_copy(parent, name, parent.lstat(name), expected_size, digest, catalog)
             else:
                 result = None
-            os.unlink(staged, dir_fd=staging.fd)
+            os.unlink(staged, dir_fd=staging.fd)  # its own temp name in its own 0700 staging folder
             staged = None
             # The hash is cached for this stat, ctime included: taken right after our last act (link
             # and unlink move the ctime), not after the slow fsync, so any later write leaves it stale
@@ -1426,9 +1431,35 @@ def _relink_name(name: bytes, ino: int) -> bytes:
     chosen by its author, this number by this filesystem, so a spare link under it is
     qbhook's to remove (``_clean_stale_relink``). The group lock keeps two qbhook processes
     from relinking the same entry at once. A leftover under the names of older versions
-    (``.qbhook-relink.<name>``, which a torrent may own too) is never taken for qbhook's."""
+    (``.qbhook-relink.<name>``, which a torrent may own too) is never taken for qbhook's.
+
+    A name too long to follow whole is replaced by its tag (``_name_tag``): cut to fit, it could
+    split a UTF-8 character, which a ``utf8only=on`` dataset refuses (EILSEQ), every run. Every
+    other name keeps the shape older versions gave it, so their leftovers are found as before;
+    a long name's cut one is looked for too (``_clean_legacy_relink``)."""
     head = RELINK_PREFIX + b"%x." % ino
-    return head + name[: NAME_MAX - len(head)]
+    if len(head) + len(name) <= NAME_MAX:
+        return head + name
+    return head + b"~" + _name_tag(name)
+
+
+def _legacy_relink_name(name: bytes, ino: int) -> bytes | None:
+    """The temporary name older versions gave a relink of a name too long to follow whole (cut at
+    a byte); None when ``_relink_name`` is that name."""
+    head = RELINK_PREFIX + b"%x." % ino
+    return head + name[: NAME_MAX - len(head)] if len(head) + len(name) > NAME_MAX else None
+
+
+def _clean_legacy_relink(d: Dir, name: bytes, ino: int) -> None:
+    """A spare link an older version's crashed relink of a long ``name`` left under its cut name,
+    removed (``_clean_stale_relink``); one lstat, only for such a name. Anything else there is
+    left: not qbhook's, or a name this filesystem refuses (EILSEQ: never made)."""
+    old = _legacy_relink_name(name, ino)
+    if old is not None:
+        try:
+            _clean_stale_relink(d, old)
+        except (UnsafeOperation, OSError):
+            pass
 
 
 def _clean_stale_relink(d: Dir, tmp: bytes) -> None:
@@ -1448,6 +1479,8 @@ def _clean_stale_relink(d: Dir, tmp: bytes) -> None:
             f"{d.show(tmp)} exists and is not a spare link of a file: not qbhook's, leaving it",
             hint="remove or rename it",
         )
+    # By name after a look, in a seeding folder: the name carries an inode number, no torrent's, so
+    # only a writer of the folder can rename a file onto it meanwhile, who could unlink that file too.
     try:
         os.unlink(tmp, dir_fd=d.fd)
     except FileNotFoundError:
@@ -1462,6 +1495,7 @@ def _drop_leftover(parent: Dir, name: bytes, ino: int) -> None:
         _clean_stale_relink(parent, _relink_name(name, ino))
     except (UnsafeOperation, OSError):
         pass  # not qbhook's, or not to be had: the refusal is what the caller needs to hear
+    _clean_legacy_relink(parent, name, ino)
 
 
 def _link_temp(kpin: Pin, kdir: Dir, kname: bytes, parent: Dir, tmp: bytes, why: str) -> None:
@@ -2020,6 +2054,7 @@ def _relink_at(
         raise UnsafeOperation(f"{why}: {path_s} is missing", hint="re-plan")
     if (st.st_dev, st.st_ino) == (kst.st_dev, kst.st_ino):
         _clean_stale_relink(parent, tmp)  # what an earlier attempt may have left beside it
+        _clean_legacy_relink(parent, name, t.ino)
         return {"status": "already", "bytes_freed": 0, "nlink_before": st.st_nlink}
     if not stat_mod.S_ISREG(st.st_mode):
         raise UnsafeOperation(f"{why}: {path_s} is not a regular file")
@@ -2057,6 +2092,7 @@ def _relink_at(
     kept = _content_stat(kst)
     if _content_stat(kpin.look()) != kept:
         raise UnsafeOperation(f"{why}: the copy to keep changed during the checks", hint="re-plan")
+    _clean_legacy_relink(parent, name, t.ino)  # ``_link_temp`` meets only a leftover of this shape
     _link_temp(kpin, kdir, kname, parent, tmp, why)
     try:
         tst = parent.lstat(tmp)
@@ -2093,6 +2129,7 @@ def _relink_at(
     finally:
         if tmp is not None:
             try:
+                # Its own temporary name (``_relink_name``, no torrent's), as ``_clean_stale_relink``.
                 os.unlink(tmp, dir_fd=parent.fd)
             except FileNotFoundError:
                 pass
@@ -2303,7 +2340,7 @@ def _drop_spare(hold: Dir, name: bytes, st: os.stat_result) -> os.stat_result:
     sst = hold.lstat(spare)
     if sst is None or not stat_mod.S_ISREG(sst.st_mode) or (sst.st_dev, sst.st_ino) != (st.st_dev, st.st_ino):
         return st
-    os.unlink(spare, dir_fd=hold.fd)
+    os.unlink(spare, dir_fd=hold.fd)  # after a look, safely: holding is qbhook's 0700 folder
     return hold.lstat(name) or st
 
 
@@ -2313,6 +2350,10 @@ _ABSENT = {"status": "absent", "bytes_freed": 0}
 def _safe_unlink_at(u: _Unlink, parent: Dir, name: bytes) -> dict:
     """The rule list of ``safe_unlink``, in order, all through the one verified ``parent``."""
     st = _still_the_planned_file(u, parent, name)
+    if st is None and _undo_drop(parent, name, u.ino, u.size, None, "the link to delete"):
+        # A delete killed between its rename to the drop name and the unlink: back, judged afresh.
+        # Looked for only when the name is gone, so a delete costs no lstat more for it.
+        st = _still_the_planned_file(u, parent, name)
     if st is None:
         return dict(_ABSENT)
     _no_new_outside_link(u, parent, name, st)
@@ -2442,7 +2483,10 @@ def _unlink_or_hold(u: _Unlink, parent: Dir, name: bytes, st: os.stat_result) ->
             "checked": checked,
             "holding": ident,
         }
-    os.unlink(name, dir_fd=parent.fd)
+    # Not ``unlinkat(name)``: a file renamed over the name since the last look would lose its last
+    # link. A rename to the drop name, a look, and the unlink of that name (one rename and one lstat
+    # more per delete, ~180k of each for a large demote: metadata only, no byte read).
+    _drop_checked(parent, name, st, u.shown, verb="delete")
     return {
         "status": "unlinked",
         "bytes_freed": st.st_size if st.st_nlink == 1 else 0,
@@ -2570,12 +2614,20 @@ def _into_holding(parent: Dir, hold: Dir, name: bytes, st: os.stat_result, path_
 
 
 def _drop_name(name: bytes, ino: int) -> bytes:
-    """``.qbhook-relink.drop.<inode>.<name>``: where a name goes to be proven before it is unlinked.
+    """``.qbhook-relink.drop.<inode>.<name's tag>``: where a name goes to be proven before it is unlinked.
 
     Under ``RELINK_PREFIX``, so no scan catalogs it and no orphans walk lists it (a kill may leave
-    one); ``drop`` is no hex number, so it is never a relink's own temporary name (``_relink_name``)."""
-    head = RELINK_PREFIX + b"drop.%x." % ino
-    return head + name[: NAME_MAX - len(head)]
+    one); ``drop`` is no hex number, so it is never a relink's own temporary name (``_relink_name``).
+    Found again by (name, inode) alone: a resumed removal computes it, never lists the folder.
+    A fixed length, never the name cut to fit: a cut can split a UTF-8 character, which a
+    dataset with ``utf8only=on`` refuses (EILSEQ), every run."""
+    return RELINK_PREFIX + b"drop.%x.%s" % (ino, _name_tag(name))
+
+
+def _name_tag(name: bytes) -> bytes:
+    """A short hash of ``name`` (16 hex digits): a fixed-length, ASCII stand-in for it in qbhook's
+    own names; one folder's names (each of them a link of the one inode in the name) never meet."""
+    return blake3.blake3(name).hexdigest(length=8).encode()
 
 
 class _NotPutBack(Exception):
@@ -2608,7 +2660,7 @@ def _move_checked(src: Dir, name: bytes, dst: Dir, new: bytes, st: os.stat_resul
     if got is not None and _same_file(got, st):
         return True
     try:
-        _rename_noreplace(new, dst.fd, name, src.fd)
+        _put_back(new, dst.fd, name, src.fd)
     except OSError:
         raise _NotPutBack(dst.show(new)) from None
     return False
@@ -2734,13 +2786,13 @@ def hide_during_move(path, *, roots, run, catalog=None, holding: list[int] | Non
     try:
         parent = _walk(root, parts[:-1])
     except (FileNotFoundError, NotADirectoryError):
-        return _hidden_or_absent(root, parts, key)
+        return _hidden_or_absent(root, parts, key, drop_spare=True)
     except UnsafeOperation as e:
         raise UnsafeOperation(f"refusing to hide {path_s}: {e.message}", hint=e.hint) from None
     with parent:
         st = parent.lstat(parts[-1])
         if st is None:
-            return _hidden_or_absent(root, parts, key)
+            return _hidden_or_absent(root, parts, key, drop_spare=True)
         if not stat_mod.S_ISREG(st.st_mode):
             raise UnsafeOperation(f"refusing to hide {path_s}: not a regular file")
         fs_path = parent.fs_path_for(st)
@@ -2805,6 +2857,9 @@ def unhide_after_move(
         elif not stat_mod.S_ISREG(hst.st_mode):
             raise UnsafeOperation(f"{held} is not the file qbhook hid there: leaving it")
         else:
+            # A hide killed before it unlinked its spare link left one beside the held name: it
+            # goes first, else it stays in holding for good (the moving folder never removed).
+            hst = _drop_spare(hold, parts[-1], hst)
             # The held link keeps its inode until our unlink; a pin keeps it on until the link put
             # back is looked at (only when there is a hash to carry): ``_carry_hash``.
             pin = Pin.at(parts[-1], hold.fd) if carry else None
@@ -2812,7 +2867,7 @@ def unhide_after_move(
             # closes it; each failed put-back leaked one descriptor, the held inode kept alive.
             with pin or nullcontext(), _walk(root, parts[:-1], create=True) as parent:
                 _link_back(hold, parent, parts[-1], hst, path_s, held)
-                os.unlink(parts[-1], dir_fd=hold.fd)
+                os.unlink(parts[-1], dir_fd=hold.fd)  # holding: qbhook's 0700 folder, nobody renames into it
                 _carry_hash(catalog, carry, hst, pin, parent.lstat(parts[-1]))
             status = "restored"
         if on_back is not None:
@@ -2842,10 +2897,15 @@ def still_hidden(path, *, roots, run) -> bool:
     return _hidden_or_absent(root, parts, moving_hold_key(run))["status"] == "hidden"
 
 
-def _hidden_or_absent(root: bytes, parts: list[bytes], key: str) -> dict:
+def _hidden_or_absent(root: bytes, parts: list[bytes], key: str, *, drop_spare: bool = False) -> dict:
+    """``hidden`` when the holding entry for ``parts`` is a regular file, else ``absent``.
+    ``drop_spare`` (a hide finding its name gone): the spare link a hide killed before its unlink
+    left beside the held name goes too (``_drop_spare``), else it stayed in holding for good."""
     try:
         with _open_holding(root, key, parts[:-1], create=False) as hold:
             st = hold.lstat(parts[-1])
+            if drop_spare and st is not None and stat_mod.S_ISREG(st.st_mode):
+                st = _drop_spare(hold, parts[-1], st)
     except (UnsafeOperation, OSError):
         st = None
     if st is not None and stat_mod.S_ISREG(st.st_mode):
@@ -2995,24 +3055,25 @@ def remove_leftover_view(
     return {"status": "removed", "bytes_freed": size if st.st_nlink == 1 else 0}
 
 
-def _drop_checked(parent: Dir, name: bytes, st: os.stat_result, path_s: str) -> None:
+def _drop_checked(parent: Dir, name: bytes, st: os.stat_result, path_s: str, *, verb: str = "remove") -> None:
     """Unlink ``name`` of ``parent``, the file ``st`` just checked: renamed first to a name no torrent
     owns (``_drop_name``), proven there (``_move_checked``), and unlinked under that name.
 
     An unlink of ``name`` itself would remove whatever was renamed over it since the last look
     (qBittorrent completing a download at that path: its only link). Another file met is put back
-    and the removal refused; a kill between rename and unlink leaves the view under the drop name,
-    and the next attempt puts it back and judges it afresh (``_undo_drop``). The drop name sits in
+    and the removal refused; a kill between rename and unlink leaves the file under the drop name,
+    and the next attempt puts it back and judges it afresh (``_undo_drop``: a leftover view's
+    removal, and ``safe_unlink``'s delete when it finds its name gone). The drop name sits in
     a folder a writer of the seeding tree can write: one who renames a file onto it could as well
     have unlinked that file, which is what the module's model already grants it."""
     tmp = _drop_name(name, st.st_ino)
-    changed = f"refusing to remove {path_s}: it changed during the checks"
+    changed = f"refusing to {verb} {path_s}: it changed during the checks"
     try:
         moved = _move_checked(parent, name, parent, tmp, st)
     except FileNotFoundError:
         raise UnsafeOperation(changed) from None
     except FileExistsError:
-        raise UnsafeOperation(f"refusing to remove {path_s}: {parent.show(tmp)} is taken", hint="remove it") from None
+        raise UnsafeOperation(f"refusing to {verb} {path_s}: {parent.show(tmp)} is taken", hint="remove it") from None
     except _NotPutBack as e:
         raise UnsafeOperation(
             f"{changed}: another file was renamed over it and now sits at {e.at} (its name was taken again)",
@@ -3020,23 +3081,31 @@ def _drop_checked(parent: Dir, name: bytes, st: os.stat_result, path_s: str) -> 
         ) from None
     if not moved:
         raise UnsafeOperation(f"{changed}: another file was renamed over it (left in place)")
-    os.unlink(tmp, dir_fd=parent.fd)
+    os.unlink(tmp, dir_fd=parent.fd)  # the drop name: see above
 
 
-def _undo_drop(parent: Dir, name: bytes, ino: int, size: int, dev: int | None) -> None:
-    """Put back a view a killed ``_drop_checked`` left under its drop name (still the view:
-    ``_is_view``), so it is judged afresh; UnsafeOperation while ``name`` is taken."""
+def _undo_drop(parent: Dir, name: bytes, ino: int, size: int | None, dev: int | None, what: str = "the view") -> bool:
+    """Put back a file a killed ``_drop_checked`` left under its drop name (still that file:
+    ``_is_view``; ``size`` None: any size), so it is judged afresh; whether one was put back.
+    UnsafeOperation while ``name`` is taken."""
     tmp = _drop_name(name, ino)
     tst = parent.lstat(tmp)
-    if tst is None or not _is_view(tst, ino, size, dev):
-        return
-    if parent.lstat(name) is not None:
+    if tst is None or not _is_view(tst, ino, tst.st_size if size is None else size, dev):
+        return False
+    now = parent.lstat(name)
+    if now is not None and (now.st_dev, now.st_ino) == (tst.st_dev, tst.st_ino):
+        # A put-back without renameat2 killed between its link and its unlink (``_put_back``): the
+        # drop name is the spare link, a name no torrent owns.
+        os.unlink(tmp, dir_fd=parent.fd)
+        return True
+    if now is not None:
         # Not "no longer the view" (that ends its tracking, the view left under a hidden name).
-        raise UnsafeOperation(f"the view waits at {parent.show(tmp)}: its name is taken", hint="move one of them")
+        raise UnsafeOperation(f"{what} waits at {parent.show(tmp)}: its name is taken", hint="move one of them")
     try:
-        _rename_noreplace(tmp, parent.fd, name, parent.fd)
+        _put_back(tmp, parent.fd, name, parent.fd)
     except (FileNotFoundError, FileExistsError):
-        pass  # moved meanwhile: the checks below judge what is at ``name`` now
+        return False  # moved meanwhile: the checks below judge what is at ``name`` now
+    return True
 
 
 def _view_at(path, roots) -> tuple[str, Dir | None, list[bytes]]:
@@ -3109,7 +3178,7 @@ def _drop_spare_of(parent: Dir, name: bytes, path_s: str, src, roots: tuple) -> 
         if dst is None or not stat_mod.S_ISREG(dst.st_mode) or dst.st_nlink < 2:
             return
         if (dst.st_dev, dst.st_ino) == (kst.st_dev, kst.st_ino):
-            os.unlink(drop, dir_fd=parent.fd)
+            os.unlink(drop, dir_fd=parent.fd)  # a drop name, no torrent's: as ``_drop_checked``'s unlink
 
 
 def _is_view(st: os.stat_result, ino: int, size: int, dev: int | None) -> bool:
@@ -3299,7 +3368,7 @@ def _purge_one(h: HeldLink, seeding_roots: tuple, keep_roots: tuple, catalog, on
                 # chose to reclaim. Any other last link needs its second copy proven first.
                 if st.st_nlink == 1 and st.st_size and not h.orphan:
                     _another_copy_still(h, root, parts, st, seeding_roots, keep_roots, catalog)
-                os.unlink(name, dir_fd=d.fd)
+                os.unlink(name, dir_fd=d.fd)  # after a look, safely: holding is qbhook's 0700 folder
         # Gone (unlinked here, or not in the very folder it was held in): journaled before the rmdirs.
         if on_purged is not None:
             on_purged(h)
@@ -3451,29 +3520,55 @@ def _syncfs(fd: int) -> None:
 RENAME_NOREPLACE = 1  # linux/fs.h
 
 
-def _rename_noreplace(src_name: bytes, src_fd: int, dst_name: bytes, dst_fd: int) -> None:
-    """``renameat2(RENAME_NOREPLACE)``: FileExistsError, never a replaced ``dst_name``.
-
-    Where the call or the flag is missing (glibc < 2.28; a filesystem without it, such as ZFS
-    before 2.2: EINVAL, ENOSYS), a look and then a plain ``renameat``: every caller names either a
-    folder only qbhook writes (holding, 0700) or a name no torrent owns (``_drop_name``), so
-    nobody but a writer who could remove the name anyway makes it between the two."""
+def _renameat2(src_name: bytes, src_fd: int, dst_name: bytes, dst_fd: int) -> bool:
+    """``renameat2(RENAME_NOREPLACE)``: True when done; FileExistsError, never a replaced
+    ``dst_name``; False where the call or the flag is missing (glibc < 2.28; a filesystem without
+    it, such as ZFS before 2.2: EINVAL, ENOSYS), nothing done."""
     global _libc
     try:
         if _libc is None:
             _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         call = _libc.renameat2
     except (OSError, AttributeError):
-        call = None
-    if call is not None:
-        if call(src_fd, src_name, dst_fd, dst_name, RENAME_NOREPLACE) == 0:
-            return
-        e = ctypes.get_errno()
-        if e not in (errno.EINVAL, errno.ENOSYS):
-            raise OSError(e, os.strerror(e), os.fsdecode(src_name))
+        return False
+    if call(src_fd, src_name, dst_fd, dst_name, RENAME_NOREPLACE) == 0:
+        return True
+    e = ctypes.get_errno()
+    if e in (errno.EINVAL, errno.ENOSYS):
+        return False
+    raise OSError(e, os.strerror(e), os.fsdecode(src_name))  # EEXIST: FileExistsError, ENOENT: FileNotFoundError
+
+
+def _rename_noreplace(src_name: bytes, src_fd: int, dst_name: bytes, dst_fd: int) -> None:
+    """Rename onto a name of qbhook's own (in holding, or a drop name): FileExistsError, never a
+    replaced ``dst_name`` (``_renameat2``).
+
+    Without the flag, a look and then a plain ``renameat``: ``dst_name`` sits in a folder only
+    qbhook writes (holding, 0700) or is a name no torrent owns (``_drop_name``), so nobody but a
+    writer who could remove a file anyway renames one onto it between the two. Not a link and an
+    unlink of ``src_name``: that is a torrent's name, and a file renamed over it in between would
+    lose its last link. Onto a torrent's name: ``_put_back``."""
+    if _renameat2(src_name, src_fd, dst_name, dst_fd):
+        return
     if _lstat_at(dst_fd, dst_name) is not None:
         raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), os.fsdecode(dst_name))
     os.rename(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+
+
+def _put_back(src_name: bytes, src_fd: int, dst_name: bytes, dst_fd: int) -> None:
+    """Rename a name of qbhook's own (in holding, or a drop name) back onto a torrent's name:
+    FileExistsError, never a replaced ``dst_name`` (a file qBittorrent completed there meanwhile).
+
+    Without ``_renameat2``'s flag, a look and a plain rename would replace a file completed at
+    that name between the two (R17). So ``linkat`` instead (EEXIST, atomically), then the unlink
+    of ``src_name``, qbhook's own name (``_rename_noreplace``'s reasoning). What the callers put
+    back is a regular file (or a symlink, linked as itself); a folder cannot be linked (EPERM):
+    it stays at ``src_name`` and the caller says where. A kill between the two leaves both names
+    links of the file: the spare one is qbhook's own, and ``_undo_drop`` takes it."""
+    if _renameat2(src_name, src_fd, dst_name, dst_fd):
+        return
+    os.link(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
+    os.unlink(src_name, dir_fd=src_fd)
 
 
 def _lstat_at(fd: int, name: bytes) -> os.stat_result | None:

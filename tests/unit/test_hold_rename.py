@@ -265,3 +265,253 @@ def test_an_unrecorded_link_removal_killed_before_its_unlink_leaves_no_spare(tmp
     assert os.stat(src).st_nlink == 2  # the spare link, under the drop name
     assert fsops.remove_unrecorded_link(link, src, **kw)["status"] == "absent"
     assert os.listdir(link.parent) == [] and os.stat(src).st_nlink == 1
+
+
+# --------------------------------------------------------------------------- R17
+
+
+def test_a_file_renamed_over_a_doomed_link_as_it_is_deleted_stays_at_that_name(fs2, monkeypatch):  # noqa: F811
+    """F1: the delete without a grace period (the demote's main path) was lstat, then
+    ``unlinkat(name)``: a file renamed over the name in between lost its last link. Now the
+    doomed link goes to a drop name first, and another file met there goes back."""
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    a, b, _keep, kw = _doomed(fs2)
+    intruder = write(seed_s / "C/g.bin", PRECIOUS)
+    swapped = _writer_at_the_act(monkeypatch, "f.bin", intruder)
+    with pytest.raises(UnsafeOperation, match="changed during the checks"):
+        fsops.safe_unlink(a, **kw)
+    assert swapped and a.read_bytes() == PRECIOUS and os.listdir(a.parent) == ["f.bin"]
+    assert os.lstat(b).st_ino == kw["ino"] and os.lstat(b).st_nlink == 1  # the doomed inode, not unlinked
+
+
+def test_a_delete_unlinks_through_the_drop_name_and_says_what_it_freed(fs2):  # noqa: F811
+    _stash, _pool, _seed_s, _seed_p, _cat = fs2
+    a, b, _keep, kw = _doomed(fs2)
+    os.unlink(b)
+    res = fsops.safe_unlink(a, **{**kw, "seeding_links": [str(a)]})
+    assert res["status"] == "unlinked" and res["bytes_freed"] == kw["size"] and res["nlink_before"] == 1
+    assert os.listdir(a.parent) == []
+
+
+def test_a_delete_killed_before_its_unlink_is_judged_again(fs2, monkeypatch):  # noqa: F811
+    """Killed between the rename to the drop name and its unlink: the next attempt finds the name
+    gone, puts the doomed link back from the drop name and deletes it after the checks (never
+    ``absent`` with the link left under a name no scan lists)."""
+    _stash, _pool, _seed_s, _seed_p, _cat = fs2
+    a, b, _keep, kw = _doomed(fs2)
+    real_unlink = os.unlink
+
+    def die_at_the_drop(p, *, dir_fd=None):
+        if os.fsencode(p).startswith(DROP):
+            raise KeyboardInterrupt
+        return real_unlink(p, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "unlink", die_at_the_drop)
+    with pytest.raises(KeyboardInterrupt):
+        fsops.safe_unlink(a, **kw)
+    monkeypatch.undo()
+    (drop,) = os.listdir(a.parent)
+    assert drop.startswith(DROP.decode())
+    res = fsops.safe_unlink(a, **kw)
+    assert res["status"] == "unlinked" and res["nlink_before"] == 2
+    assert os.listdir(a.parent) == [] and os.lstat(b).st_nlink == 1
+
+
+def _no_renameat2(monkeypatch) -> None:
+    """A filesystem without RENAME_NOREPLACE (ZFS before 2.2: EINVAL for the flag)."""
+
+    class _NoFlag:
+        @staticmethod
+        def renameat2(*_a):
+            ctypes.set_errno(errno.EINVAL)
+            return -1
+
+    monkeypatch.setattr(fsops, "_libc", _NoFlag)
+
+
+def _completes_at(monkeypatch, name: bytes, data: bytes) -> list:
+    """qBittorrent completing a download at ``name`` (``.!qB`` renamed over it) right before qbhook's
+    act onto that name (the fallback's plain rename of the shape before, or its link now): after
+    any look qbhook took."""
+    done: list = []
+    real_rename, real_link = os.rename, os.link
+
+    def complete(fd: int) -> None:
+        if not done:
+            part = os.path.join(f"/proc/self/fd/{fd}", os.fsdecode(name) + ".!qB")
+            with open(part, "wb") as f:
+                f.write(data)
+            real_rename(part, os.path.join(f"/proc/self/fd/{fd}", os.fsdecode(name)))
+            done.append(True)
+
+    def rename(src, dst, *, src_dir_fd=None, dst_dir_fd=None):
+        if dst_dir_fd is not None and os.fsencode(dst) == name:
+            complete(dst_dir_fd)
+        return real_rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+
+    def link(src, dst, *, src_dir_fd=None, dst_dir_fd=None, follow_symlinks=True):
+        if dst_dir_fd is not None and os.fsencode(dst) == name:
+            complete(dst_dir_fd)
+        return real_link(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd, follow_symlinks=follow_symlinks)
+
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(os, "link", link)
+    return done
+
+
+def test_a_put_back_without_renameat2_never_replaces_a_file_completed_at_the_name(tmp_path, monkeypatch):
+    """F2: without the flag the put-back onto a torrent's name was a look, then a plain rename; a
+    file completed at the name in between was replaced (its last link gone). Now a link (EEXIST,
+    atomically), then the unlink of qbhook's own name."""
+    _no_renameat2(monkeypatch)
+    _root, _src, view, kw = _view(tmp_path)
+    st = os.lstat(view)
+    drop = view.parent / os.fsdecode(fsops._drop_name(b"view.bin", st.st_ino))
+    os.rename(view, drop)  # a removal killed between its rename to the drop name and its unlink
+    completed = _completes_at(monkeypatch, b"view.bin", PRECIOUS)
+    with pytest.raises(UnsafeOperation):
+        fsops.remove_leftover_view(view, **kw)
+    assert completed and view.read_bytes() == PRECIOUS  # the completed file, never replaced
+    assert os.lstat(drop).st_ino == st.st_ino  # the view still waits under its drop name
+
+
+def test_a_put_back_without_renameat2_moves_the_file_back(tmp_path, monkeypatch):
+    _no_renameat2(monkeypatch)
+    write(tmp_path / "own", b"a")
+    write(tmp_path / "taken", b"b")
+    d = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(FileExistsError):
+            fsops._put_back(b"own", d, b"taken", d)
+        fsops._put_back(b"own", d, b"name", d)
+    finally:
+        os.close(d)
+    assert sorted(os.listdir(tmp_path)) == ["name", "taken"] and os.lstat(tmp_path / "name").st_nlink == 1
+    assert (tmp_path / "name").read_bytes() == b"a" and (tmp_path / "taken").read_bytes() == b"b"
+
+
+def test_a_put_back_killed_between_its_link_and_unlink_leaves_no_spare(tmp_path, monkeypatch):
+    """Without renameat2 a put-back is a link, then an unlink of the drop name: killed between the
+    two, both name the view; the next removal drops the spare and removes the view."""
+    _no_renameat2(monkeypatch)
+    _root, _src, view, kw = _view(tmp_path)
+    st = os.lstat(view)
+    drop = view.parent / os.fsdecode(fsops._drop_name(b"view.bin", st.st_ino))
+    os.rename(view, drop)
+    os.link(drop, view)  # the put-back's link made, its unlink not
+    assert fsops.remove_leftover_view(view, **kw)["status"] == "removed"
+    assert os.listdir(view.parent) == []
+
+
+LONG = ("映画" * 40 + ".mkv").encode()  # 244 bytes: a CJK title, 3 bytes a character
+
+
+@pytest.mark.parametrize("qbhook_name", [fsops._drop_name, fsops._relink_name])
+def test_qbhooks_names_for_a_long_utf8_name_are_utf8_and_fit(qbhook_name):
+    """F3: cut at a byte position to fit NAME_MAX, a long CJK name's drop or relink name ended in
+    part of a character: a ``utf8only=on`` dataset refuses it (EILSEQ), every run. And two long
+    names alike up to the cut got the same name."""
+    for ino in (0x1A2B3, 0x1A2B3C, 2**40 + 7):
+        got = qbhook_name(LONG, ino)
+        got.decode("utf-8")
+        assert len(got) <= fsops.NAME_MAX and got.startswith(fsops.RELINK_PREFIX)
+        assert got != qbhook_name(LONG[:-4] + b".srt", ino)
+    assert fsops._drop_name(LONG, 5) == fsops._drop_name(LONG, 5) != fsops._drop_name(LONG, 6)
+
+
+def test_a_short_names_relink_name_keeps_the_shape_older_versions_gave_it():
+    """Leftovers of an older qbhook's crashed relink are found by one lstat at the same name."""
+    assert fsops._relink_name(b"film.mkv", 0xAB) == b".qbhook-relink.ab.film.mkv"
+
+
+def test_a_long_named_leftover_view_removal_killed_before_its_unlink_is_finished(tmp_path, monkeypatch):
+    """The drop name of a long name is found again by (name, inode) alone."""
+    root = tmp_path / "seed"
+    src = write(tmp_path / "src.bin", b"s" * 50)
+    view = root / "old" / os.fsdecode(LONG)
+    view.parent.mkdir(parents=True)
+    os.link(src, view)
+    kw = {"ino": os.lstat(view).st_ino, "size": 50, "keep": src, "blake3_hex": b3(b"s" * 50), "roots": (root,)}
+    real_unlink = os.unlink
+
+    def die_at_the_drop(p, *, dir_fd=None):
+        if os.fsencode(p).startswith(DROP):
+            raise KeyboardInterrupt
+        return real_unlink(p, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "unlink", die_at_the_drop)
+    with pytest.raises(KeyboardInterrupt):
+        fsops.remove_leftover_view(view, **kw, keep_roots=(tmp_path,))
+    monkeypatch.undo()
+    assert os.listdir(view.parent) == [os.fsdecode(fsops._drop_name(LONG, kw["ino"]))]
+    assert fsops.remove_leftover_view(view, **kw, keep_roots=(tmp_path,))["status"] == "removed"
+    assert os.listdir(view.parent) == [] and os.stat(src).st_nlink == 1
+
+
+def test_an_older_relinks_leftover_of_a_long_name_is_still_cleaned(fs2):  # noqa: F811
+    """An older qbhook cut a long name's relink name at a byte (valid where the filesystem takes
+    any bytes): its crashed relink's spare link is still found and removed."""
+    stash, _pool, seed_s, _seed_p, cat = fs2
+    data = b"payload-bytes"
+    victim = write(seed_s / "movies/Film" / os.fsdecode(LONG), data)
+    lib = write(stash / "movies/Film (2021)/Film.mkv", data)
+    vst, lst = os.lstat(victim), os.lstat(lib)
+    head = fsops.RELINK_PREFIX + b"%x." % vst.st_ino
+    old = victim.parent / os.fsdecode(head + LONG[: fsops.NAME_MAX - len(head)])
+    os.link(lib, old)  # the older version's temporary link, left by a kill
+    fsid = cat.fsid(cat.fs_for_path(victim))
+    t = fsops.RelinkTarget(
+        fsid=fsid,
+        ino=vst.st_ino,
+        size=len(data),
+        mtime_ns=vst.st_mtime_ns,
+        blake3_hex=b3(data),
+        keep_fsid=fsid,
+        keep_ino=lst.st_ino,
+    )
+    res = fsops.relink_over(victim, lib, t, seeding_roots=(seed_s,), keep_roots=(stash,), catalog=cat)
+    assert res["status"] == "relinked"
+    assert os.listdir(victim.parent) == [os.fsdecode(LONG)] and os.lstat(lib).st_nlink == 2
+
+
+def _half_done_old_hide(tmp_path, monkeypatch):
+    """An older qbhook's hide killed between its link into holding and its unlink; the new hide,
+    resuming, renames the original to the spare drop name inside holding and is killed before
+    its unlink. Returns (root, the file's path, its holding folder)."""
+    root = tmp_path / "seed"
+    f = write(root / "T/f.bin", b"x" * 100)
+    held = fsops.holding_path(str(f), str(root), fsops.moving_hold_key(7))
+    os.makedirs(os.path.dirname(held), mode=0o700)
+    for d in (root / fsops.HOLDING_DIR, root / fsops.HOLDING_DIR / "7-moving"):
+        os.chmod(d, 0o700)
+    os.link(f, held)
+    real = fsops._rename_noreplace
+
+    def rename_then_die(*a):
+        real(*a)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fsops, "_rename_noreplace", rename_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        fsops.hide_during_move(str(f), roots=(str(root),), run=7)
+    monkeypatch.undo()
+    folder = os.path.dirname(held)
+    assert len(os.listdir(folder)) == 2 and os.lstat(held).st_nlink == 2  # the held name and the spare
+    return root, f, folder
+
+
+def test_a_hide_resumed_after_a_second_kill_drops_the_spare_link(tmp_path, monkeypatch):
+    """F4: the resumed hide said ``hidden`` and left the spare; unhide then put the file back with
+    the spare still in holding: a link more for good, the moving folder never removed."""
+    root, f, folder = _half_done_old_hide(tmp_path, monkeypatch)
+    assert fsops.hide_during_move(str(f), roots=(str(root),), run=7)["status"] == "hidden"
+    assert os.listdir(folder) == ["f.bin"] and os.lstat(os.path.join(folder, "f.bin")).st_nlink == 1
+    assert fsops.unhide_after_move(str(f), roots=(str(root),), run=7)["status"] == "restored"
+    assert os.lstat(f).st_nlink == 1 and not os.path.lexists(root / fsops.HOLDING_DIR)
+
+
+def test_a_put_back_drops_a_spare_link_a_killed_hide_left(tmp_path, monkeypatch):
+    root, f, _folder = _half_done_old_hide(tmp_path, monkeypatch)
+    assert fsops.unhide_after_move(str(f), roots=(str(root),), run=7)["status"] == "restored"
+    assert os.lstat(f).st_nlink == 1 and f.read_bytes() == b"x" * 100
+    assert not os.path.lexists(root / fsops.HOLDING_DIR)
