@@ -556,7 +556,9 @@ class Catalog:
         """Record that ``path`` is a link to the inode described by ``st``. Caller holds a transaction.
         ``carry``: the hash carry-over of a change qbhook made itself (_CARRY_HASH_FROM), when it
         covers ``st``; without it, nothing is carried. The inode the path pointed at before, if
-        another, is dropped when no other path points at it."""
+        another, is dropped when no other path points at it. ``scan_id`` None: a write outside a
+        scan, stamped as ``_stamp`` says."""
+        scan_id = self._stamp(c, scan_id)
         left = self._displaced(c, [(path, fs, st)])
         values: tuple = (fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, scan_id)
         sql = self._UPSERT_INODE
@@ -588,6 +590,7 @@ class Catalog:
         carries nothing). ``displaced``: the inodes these paths pointed at before are added to it,
         for the caller to drop once all its batches are in (``drop_orphans_among``: a scan's later
         batch may give such an inode a path again); None: those left without a path go here."""
+        scan_id = self._stamp(c, scan_id)
         left = self._displaced(c, rows)
         values = [
             (fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, scan_id) for _p, fs, st in rows
@@ -609,6 +612,21 @@ class Catalog:
             self.drop_orphans_among(c, left)
         else:
             displaced.update(left)
+
+    # Only ever grows (scan.KEEP_SCANS keeps the newest records): the id the next scan will get.
+    _NEXT_SCAN_ID = "SELECT coalesce(max(id), 0) + 1 FROM scans"
+
+    def _stamp(self, c: sqlite3.Connection, scan_id: int | None) -> int:
+        """The ``seen_scan`` of a write: its scan's id, or for a write outside a scan (``record_path``:
+        `qbhook find`, the executor's relinks, an event's new files) the id the next scan will get.
+        The sweep re-plans the files of inodes stamped above the mark of its last plan
+        (events/worker.py ``_changed_files``), and such a write may land after that plan read the
+        catalog: stamped above every scan so far, the next sweep looks at it once (its own scans
+        then lift the mark past it). NULL, as it was, erased the mark a scan had just set (`find`
+        on a file a scan recorded changed) and hid a change only this write recorded (a scan that
+        then finds the row equal writes nothing), until the next full re-plan. Keeping the old
+        mark instead would still hide the second."""
+        return scan_id if scan_id is not None else c.execute(self._NEXT_SCAN_ID).fetchone()[0]
 
     def _displaced(self, c: sqlite3.Connection, rows: list[tuple[bytes, int, os.stat_result]]) -> set[int]:
         """Ids of the inodes other than the one its stat names that one of ``rows``' (path, fs, stat)
