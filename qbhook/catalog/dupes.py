@@ -91,7 +91,7 @@ STORE_EVERY = 2000  # small-file hashes are handed to the helper (committed) in 
 FORK_MIN_SMALL = 4000
 # Keys the kept report besides the counters: a change to what find_duplicates or the report
 # contain must change this (the package version is part of it for released changes).
-MEMO_FORMAT = f"{__version__}/1"
+MEMO_FORMAT = f"{__version__}/2"  # 2: no copy without a path (a kept /1 report may show one)
 R = TypeVar("R")
 log = logging.getLogger(__name__)
 # (inode id, fs row, inode number, catalogued paths): what a reader needs to find the inode
@@ -680,6 +680,10 @@ def _hash_groups(conn, rows: list):
     paths = _paths_of(conn, want)
     fsids = dict(conn.execute("SELECT id, fsid FROM filesystems"))
     for (size, digest), members in sorted(groups.items()):
+        # An inode row no path points at is no copy: shown, a person could delete the only real one.
+        members = [m for m in members if paths.get(m[0])]
+        if len(members) < 2:
+            continue
         copies = []
         for iid, _size, _hash, _partial, fs, ino, nlink in members:
             mine = sorted(paths.get(iid, ()))

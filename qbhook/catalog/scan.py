@@ -212,13 +212,18 @@ def _scan(
         unwritten = memo is not None and catalog.generation() == memo.generation
         changes, dropped = loaded.current(catalog, changes, [] if refuse else list(dropped))
         if changes:
-            catalog.upsert_many(c, pool.name, changes, scan_id)
+            catalog.upsert_many(c, pool.name, changes, scan_id, displaced=loaded.displaced)
         if dropped:
             catalog.remove_paths_named(c, dropped)
             catalog.drop_orphan_inodes(c)
             result.removed = len(dropped)
             if forgotten:
                 result.forgotten = len({p for ps in forgotten.values() for p in ps}.intersection(dropped))
+        else:
+            # A path renamed over or replaced leaves its old inode without a path though nothing
+            # vanished: kept, its valid hash made it a phantom copy in `dupes` and `find`. Only
+            # those inodes are looked at (drop_orphan_inodes reads them all: 45 ms at 180,000).
+            catalog.drop_orphans_among(c, loaded.displaced)
         result.status = "refused" if refuse else "ok"
         said = []
         if unmounted:
@@ -287,6 +292,9 @@ class _Loaded:
     # Whether the last ``current`` found the generation where ``generation`` left it: only
     # then are the writes that follow the only ones since, and the baseline may advance.
     unmoved: bool = False
+    # Inodes the walk's writes took a path from (``Catalog.upsert_many``), dropped in the last
+    # transaction if no path points at them then: a swap split over two batches keeps its hashes.
+    displaced: set[int] = field(default_factory=set)
 
     def current(self, catalog: Catalog, changes: list, gone: list[bytes]) -> tuple[list, list[bytes]]:
         """``changes`` ((path, fs, stat)) and ``gone`` (paths) without those whose row another writer
@@ -974,7 +982,7 @@ def _flush(catalog: Catalog, pool: str, changes: list, scan_id: int, loaded: _Lo
         return
     with Tx(catalog.conn) as c:
         current, _ = loaded.current(catalog, changes, [])
-        catalog.upsert_many(c, pool, current, scan_id)
+        catalog.upsert_many(c, pool, current, scan_id, displaced=loaded.displaced)
         loaded.wrote(catalog)
     changes.clear()
 

@@ -17,6 +17,8 @@ import time
 import pytest
 
 import qbhook.events.worker as worker
+from qbhook.catalog.locate import locate
+from qbhook.catalog.scan import scan_pools
 from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import TorrentIndex
 from qbhook.clients.model import TorrentFile, TorrentInfo
@@ -207,6 +209,45 @@ def test_a_link_count_change_alone_re_plans_a_settled_stay(bed):
     after = bed.decision(H1)
     assert after.decision == "stay" and "linked outside the seeding tree on the cold pool" in after.decision_reason
     assert bed.decision(H2).decided_at == other.decided_at  # not re-planned
+
+
+def _find_unhashed(bed, path):
+    """`qbhook find` on a file still settling: it records the path (``record_path``), hashes nothing."""
+    cfg = dataclasses.replace(bed.cfg, scan=dataclasses.replace(bed.cfg.scan, settle_seconds=3600))
+    locate(bed.cat, cfg, str(path))
+
+
+def test_qbhook_find_after_a_scan_leaves_the_scans_change_to_the_next_sweep(bed):
+    """A write outside a scan set the inode's ``seen_scan`` to NULL: the change the scan had just
+    recorded (a new link) was no longer seen by the incremental sweep (R18)."""
+    bed.payload(H1, bed.seed_p, "Old", {"old.mkv": b"cold data" * 50})
+    bed.payload(H2, bed.seed_p, "Other", {"other.mkv": b"other data" * 50})
+    bed.sweep()
+    assert bed.decision(H1).decision == "stay"
+    os.makedirs(bed.pool_lib)
+    os.link(bed.seed_p / "Old/old.mkv", bed.pool_lib / "old.mkv")
+    scan_pools(bed.cat, list(bed.cfg.pools), bed.cfg.scan)  # `qbhook scan` records the new link
+    _find_unhashed(bed, bed.seed_p / "Old/old.mkv")
+    out = bed.sweep()
+    assert out["replanned"] == {"groups": 1, "torrents": 1, "why": {"files changed": 1}}
+    assert "linked outside the seeding tree on the cold pool" in bed.decision(H1).decision_reason
+
+
+def test_a_change_only_qbhook_find_recorded_re_plans_its_group(bed):
+    """A link made outside every pool moves only nlink; `qbhook find` recorded it first, so the
+    sweep's scan finds the row equal and writes nothing: the write's own stamp must say it."""
+    bed.payload(H1, bed.seed_p, "Old", {"old.mkv": b"cold data" * 50})
+    bed.payload(H2, bed.seed_p, "Other", {"other.mkv": b"other data" * 50})
+    bed.sweep()
+    other = bed.decision(H2)
+    outside = bed.cfg.catalog.parent / "outside"
+    outside.mkdir()
+    os.link(bed.seed_p / "Old/old.mkv", outside / "old.mkv")
+    _find_unhashed(bed, bed.seed_p / "Old/old.mkv")
+    out = bed.sweep()
+    assert out["replanned"] == {"groups": 1, "torrents": 1, "why": {"files changed": 1}}
+    assert bed.decision(H2).decided_at == other.decided_at  # not re-planned
+    assert bed.sweep()["replanned"]["groups"] == 0  # once: the sweep's scans lift the mark past the stamp
 
 
 def test_a_group_waiting_for_min_seeding_age_is_re_planned_and_demotes_once_old_enough(bed):
