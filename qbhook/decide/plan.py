@@ -647,6 +647,23 @@ class Repair(Step):
     from_path: str
     to_path: str
     size: int = 0
+    # The torrent as the executor saw it before the repair touched it (ATM, download path), as
+    # ``Relocate.observed``: journaled with the intent, so a failed repair's move back, resumed
+    # after a crash too, gives back what the repair turned off. The planner leaves it empty.
+    observed: Mapping[str, Any] | None = None
+
+    @property
+    def args(self) -> dict[str, Any]:
+        out = {
+            "torrent": self.torrent,
+            "instance": self.instance,
+            "from_path": self.from_path,
+            "to_path": self.to_path,
+            "size": self.size,
+        }
+        if self.observed is not None:
+            out["_observed"] = dict(self.observed)
+        return out
 
     def describe(self) -> str:
         where = self.to_path if self.to_path == self.from_path else f"{self.from_path} -> {self.to_path}"
@@ -654,7 +671,15 @@ class Repair(Step):
 
     @classmethod
     def from_args(cls, a):
-        return cls(a["torrent"], a["instance"], a["from_path"], a["to_path"], _int(a.get("size") or 0, "size"))
+        obs = a.get("_observed")
+        return cls(
+            a["torrent"],
+            a["instance"],
+            a["from_path"],
+            a["to_path"],
+            _int(a.get("size") or 0, "size"),
+            dict(obs) if obs else None,
+        )
 
 
 STEP_KINDS = tuple(STEP_TYPES)

@@ -1469,7 +1469,10 @@ class Executor:
             c = self._client(s.instance)
             t = c.torrent(s.torrent)
             if row is None or _norm(t.save_path) != _norm(s.to_path):
-                return  # never moved by this repair, or back already (a resumed close)
+                if row is not None and (row.args.get("_move_back") or {}).get("done") and not kept:
+                    # Back already (a resumed close): killed before its settings came back, maybe.
+                    self._repair_settings_back(st, c, s, row, t, notes)
+                return  # else never moved by this repair
             if kept:
                 notes.append(f"its save path stays {s.to_path}: the kept file(s) would move with it to {s.from_path}")
                 return
@@ -1479,8 +1482,22 @@ class Executor:
             self._set_location_waited(c, s, s.from_path, _At(abs_seq, row.id))
             self.journal.note_move_back(row.id, {"to": s.from_path, "done": True})
             notes.append(f"its save path is {s.from_path} again")
+            self._repair_settings_back(st, c, s, row, c.torrent(s.torrent), notes)
         except QbhookError as e:
             notes.append(f"its save path could not be put back to {s.from_path} (it is at {s.to_path}): {e}")
+
+    def _repair_settings_back(self, st: _GroupRun, c: ClientPort, s: Repair, row: StepRow, t, notes: list[str]) -> None:
+        """A failed repair's torrent, moved back to ``s.from_path``, given the ATM and download path
+        its repair turned off, as the Repair step's intent journaled them (``_observe``), the
+        demote rollback's way (``_settings_back``). A row an older qbhook journaled has no look:
+        nothing to give back. What a client refused goes into ``notes``, the group's reason."""
+        obs = row.args.get("_observed")
+        if not obs:
+            return
+        before = len(st.notes)
+        self._settings_back(st, c, s.torrent, obs, t, s.from_path)
+        notes.extend(st.notes[before:])
+        del st.notes[before:]
 
     def _undo_unrecorded(self, st: _GroupRun, rows: list[StepRow]) -> tuple[int, list[str]]:
         """Remove what the make steps of ``rows`` (``_repair_made``'s second list: the path empty at
@@ -1965,18 +1982,20 @@ class Executor:
             c.remove_tags(s.torrent, list(s.remove))
         return {}
 
-    def _observe(self, _st: _GroupRun, s: Relocate, row: StepRow | None) -> Relocate:
-        """The relocation as it will be journaled: with the torrent as first seen, before we touch it."""
+    def _observe(self, _st: _GroupRun, s: Relocate | Repair, row: StepRow | None) -> Relocate | Repair:
+        """The relocation (or repair) as it will be journaled: with the torrent as first seen, before we touch it."""
         if row is not None and row.args.get("_observed"):
             return replace(s, observed=dict(row.args["_observed"]))
         return replace(s, observed=self._observation(s, self._client(s.instance).torrent(s.torrent)))
 
-    def _observation(self, s: Relocate, t) -> dict:
+    def _observation(self, s: Relocate | Repair, t) -> dict:
         """What relocation ``s`` journals of torrent ``t`` before acting on it, for its undo
-        (``_move_back``) and its start at the end. Stopped by another relocation that could not
-        start it again (``_start_sharers``; the journal keeps it across runs), it ran before qbhook
-        stopped it: it runs again as it ran (forced, if it was). Seen running, that record goes:
-        a person started it, and a stop of theirs after this look is theirs to keep."""
+        (``_move_back``) and its start at the end; a repair the same, for a failed one's move
+        back (``_repair_move_back``: the settings it turned off, ``_settings_back``). Stopped by
+        another relocation that could not start it again (``_start_sharers``; the journal keeps it
+        across runs), it ran before qbhook stopped it: it runs again as it ran (forced, if it was).
+        Seen running, that record goes: a person started it, and a stop of theirs after this look
+        is theirs to keep."""
         tag = self.cfg.policy.relocated_tag
         by_us = self.journal.stopped_by_us(s.instance, s.torrent) if t.is_stopped else None
         if t.is_running:
@@ -2742,9 +2761,7 @@ class Executor:
             raise VerificationFailed(
                 f"torrent {h} is back at {from_path} but at {t.progress * 100:.1f}%; it is stopped and needs attention"
             )
-        if obs.get("auto_tmm") and not t.auto_tmm and _storage_at(t, from_path):
-            # Only with libtorrent's files back too: ATM on while its own move is pending would move them.
-            self._restore_atm(st, c, h, from_path)
+        self._settings_back(st, c, h, obs, t, from_path)
         if _as_found(c, h, obs, t, was_running=bool(obs.get("was_running"))):
             self.journal.forget_stopped(s.instance, h)
         self._tags_back(st, c, s, obs)
@@ -2762,6 +2779,27 @@ class Executor:
                 c.add_tags(h, back)
         except QbtError as e:
             self.log.warning("torrent %s moved back but its tags are not as found (-%s +%s): %s", h, drop, back, e)
+
+    def _settings_back(self, st: _GroupRun, c: ClientPort, h: str, obs: Mapping[str, Any], t, from_path: str) -> None:
+        """Torrent ``h`` (``t``), back at ``from_path``, given the settings its move took, as its
+        journaled look ``obs`` found them: the demote rollback's and a failed repair's one home.
+        ATM on again if it had it (``setLocation`` turned it off), only through the client's guard
+        (``_restore_atm``) and only with libtorrent's files back at ``from_path`` too: on while
+        its own move is pending, it would move them. Under ATM the download path is its
+        category's, which ATM brings back. Without ATM, the download path it had (cleared before
+        the move, lesson 2) set again. A client refusing is named in the group's reason
+        (``st.notes``): the torrent is back, which is what the undo is for."""
+        if obs.get("auto_tmm"):
+            if not t.auto_tmm and _storage_at(t, from_path):
+                self._restore_atm(st, c, h, from_path)
+            return
+        was = obs.get("download_path") or ""
+        if was and _norm(t.download_path or "") != _norm(was):
+            try:
+                c.set_download_path(h, was)
+            except QbhookError as e:
+                self.log.warning("torrent %s moved back without its download path %s: %s", h, was, e.message)
+                st.notes.append(f"download path {was} not set again for {h}: {e.message}")
 
     def _restore_atm(self, st: _GroupRun, c: ClientPort, h: str, from_path: str) -> None:
         """ATM on again for a torrent that had it (``setLocation`` turned it off), only through the
@@ -3201,5 +3239,5 @@ HANDLERS: dict[type[Step], StepHandler] = {
     PruneDirs: StepHandler(Executor._prune_dirs),
     Tag: StepHandler(Executor._tag),
     Converge: StepHandler(Executor._converge, probe=_probe_converge, replay=_replay_converge),
-    Repair: StepHandler(Executor._repair),
+    Repair: StepHandler(Executor._repair, prepare=Executor._observe),
 }

@@ -832,9 +832,32 @@ def file_matches(path, size: int, blake3_hex, catalog=None, *, roots) -> bool:
 # --------------------------------------------------------------------------- copy
 
 
-def _staging_name(name: bytes) -> bytes:
-    prefix = b"%d." % os.getpid()
-    return prefix + name[: NAME_MAX - len(prefix)]
+def _staging_name(name: bytes, pid: int | None = None) -> bytes:
+    """``<pid>.<name>``: the staged file of a copy to ``name`` by process ``pid`` (default: this one).
+
+    A name too long to follow whole is replaced by its tag: ``<pid>~<tag>`` (``_name_tag``), a
+    fixed length. Cut to fit, it could split a UTF-8 character, which a ``utf8only=on`` dataset
+    refuses (EILSEQ), so a copy of a long CJK title failed every run. No dot after the pid: never
+    the shape of a name that fits, so no other destination's staged file is ever taken for it.
+    Every other name keeps the shape older versions gave it, so their leftovers are found as
+    before; a long name's cut one is recognised too (``_staged_for``)."""
+    pid_b = b"%d" % (os.getpid() if pid is None else pid)
+    if len(pid_b) + 1 + len(name) <= NAME_MAX:
+        return pid_b + b"." + name
+    return pid_b + b"~" + _name_tag(name)
+
+
+def _staged_for(entry: bytes, name: bytes) -> int | None:
+    """The pid of ``entry`` if it is a staged file of a copy to ``name`` (``_staging_name``, or the
+    cut name older versions gave a long name: ``<pid>.<name cut at a byte>``), else None."""
+    digits = len(entry) - len(entry.lstrip(b"0123456789"))
+    pid_s, rest = entry[:digits], entry[digits:]
+    if not pid_s:
+        return None
+    pid = int(pid_s)
+    if entry == _staging_name(name, pid) or rest == b"." + name[: NAME_MAX - len(pid_s) - 1]:
+        return pid
+    return None
 
 
 def _clean_stale_staging(staging: Dir, name: bytes, done: os.stat_result | None = None) -> int:
@@ -851,10 +874,9 @@ def _clean_stale_staging(staging: Dir, name: bytes, done: os.stat_result | None 
     removed = 0
     for entry in os.listdir(staging.fd):
         entry = os.fsencode(entry)
-        pid_s, dot, rest = entry.partition(b".")
-        if not dot or not pid_s.isdigit() or rest != name[: NAME_MAX - len(pid_s) - 1]:
+        pid = _staged_for(entry, name)
+        if pid is None:
             continue
-        pid = int(pid_s)
         if pid == me or not pid_alive(pid) or _links_of(staging, entry, done):
             try:
                 # By name after a look, safely: staging is qbhook's own 0700 folder, nobody renames into it.
@@ -1050,8 +1072,8 @@ def copy_verified(
 ) -> Act:
     """Copy ``src`` to ``dst`` (usually another pool), proving the bytes are the planned content.
 
-    The data goes to ``<dst folder>/.qbhook-staging/<pid>.<name>`` (same folder, so the
-    same dataset: the final link is atomic), is hashed while copied, fsynced, gets the
+    The data goes to ``<dst folder>/.qbhook-staging/<pid>.<name>`` (``_staging_name``; same
+    folder, so the same dataset: the final link is atomic), is hashed while copied, fsynced, gets the
     source's mode, owner and mtime, and only then is hardlinked to ``dst`` - link()
     never replaces an existing name, rename() would. Returns an ``Act`` (``{status:
     copied|present, bytes_written, blake3}``; ``after``: ``dst``'s lstat right after qbhook's last

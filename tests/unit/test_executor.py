@@ -687,7 +687,8 @@ def test_a_stale_100_percent_after_the_move_back_is_not_taken_for_a_recheck(worl
     calls = [c[0] for c in world.qbt.calls if c[1] == H1]
     second = calls.index("set_location", calls.index("set_location") + 1)
     after = [c for c in calls[second:] if c not in ("add_tags", "remove_tags")]
-    assert after == ["set_location", "recheck", "start"], calls
+    # Its download path (cleared before the move) set again once it is back, before its start.
+    assert after == ["set_location", "recheck", "set_download_path", "start"], calls
     assert world.qbt.violations == [] and world.qbt.t[H1].save_path == world.save(H1, "stash")
 
 
@@ -1443,10 +1444,12 @@ def test_rollback_stops_a_complete_torrent_for_the_way_back_and_restarts_it(worl
     world.executor().apply(demote_plan(world))
     calls = [c for c in world.qbt.calls if c[1] == H1]
     back = calls.index(("set_location", H1, world.save(H1, "stash")))
-    # stopped for the way back, rechecked there (qBittorrent would not on its own), then started
+    # stopped for the way back, rechecked there (qBittorrent would not on its own), its download
+    # path as found (``Executor._settings_back``), then started
     after = [c for c in calls[back + 1 :] if c[0] != "remove_tags"]
-    assert ("stop", H1) in calls[:back] and after == [("recheck", H1), ("start", H1)]
-    assert world.qbt.t[H1].stopped is False
+    restored = ("set_download_path", H1, "/stale/incomplete")
+    assert ("stop", H1) in calls[:back] and after == [("recheck", H1), restored, ("start", H1)]
+    assert world.qbt.t[H1].stopped is False and world.qbt.t[H1].download_path == "/stale/incomplete"
 
 
 def _checking_when_first_seen(world, state: str):

@@ -254,6 +254,107 @@ def test_copy_resumed_removes_a_staged_link_of_the_destination_whose_pid_is_aliv
     assert staging_leftovers(dst.parent) == ["1.a.bin"] and other.read_bytes() == b"abc"
 
 
+# --------------------------------------------------------------------------- staging names of long UTF-8 names
+
+# 250 bytes, a CJK title ending in CJK (3 bytes a character): cut to fit after a 5- or 6-digit pid
+# and a dot, older versions' staging name ended in part of a character.
+LONG_CJK = ("Film.2021." + "映画" * 40).encode()
+PIDS = (7, 4242, 12345, 654321, 4194303)
+
+
+def utf8only(monkeypatch):
+    """A ``utf8only=on`` dataset: a name that is not UTF-8 is refused (EILSEQ), whatever the call."""
+
+    def refusing(real):
+        def call(*args, **kw):
+            for a in args[:2]:
+                if isinstance(a, bytes):
+                    try:
+                        os.path.basename(a).decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise OSError(errno.EILSEQ, os.strerror(errno.EILSEQ), a) from None
+            return real(*args, **kw)
+
+        return call
+
+    for fn in ("open", "link", "mkdir", "rename"):
+        monkeypatch.setattr(os, fn, refusing(getattr(os, fn)))
+
+
+def short_dead_pid() -> int:
+    """A dead pid of 5 digits: the one length whose cut splits ``LONG_CJK`` mid-character."""
+    pid = 99_999
+    while fsops.pid_alive(pid):
+        pid -= 1
+    return pid
+
+
+def old_staging_name(name: bytes, pid: int) -> bytes:
+    """The staging name older versions gave: ``<pid>.<name>`` cut at a byte to fit NAME_MAX."""
+    prefix = b"%d." % pid
+    return prefix + name[: fsops.NAME_MAX - len(prefix)]
+
+
+@pytest.mark.parametrize("pid", PIDS)
+def test_a_long_cjk_names_staging_name_is_utf8_and_fits(monkeypatch, pid):
+    assert len(LONG_CJK) == 250
+    monkeypatch.setattr(os, "getpid", lambda: pid)
+    got = fsops._staging_name(LONG_CJK)
+    got.decode("utf-8")  # a utf8only=on dataset takes it
+    assert len(got) <= fsops.NAME_MAX and got.startswith(b"%d" % pid)
+    assert got != fsops._staging_name(LONG_CJK[:-3] + "字".encode())  # two long names, two staged files
+
+
+def test_a_short_names_staging_name_keeps_the_shape_older_versions_gave_it(monkeypatch):
+    monkeypatch.setattr(os, "getpid", lambda: 4242)
+    assert fsops._staging_name(b"film.mkv") == b"4242.film.mkv"
+
+
+def test_copy_of_a_long_cjk_name_works_where_names_must_be_utf8(fs2, monkeypatch):
+    """A 5-digit pid cut ``LONG_CJK`` mid-character: a utf8only=on dataset refused the staged
+    file (EILSEQ), so the copy failed on every run."""
+    stash, pool, seed_s, seed_p, cat = fs2
+    data = b"long-titled payload"
+    src = write(seed_s / "T" / os.fsdecode(LONG_CJK), data)
+    dst = seed_p / "T" / os.fsdecode(LONG_CJK)
+    monkeypatch.setattr(os, "getpid", lambda: 12345)
+    utf8only(monkeypatch)
+    res = fsops.copy_verified(src, dst, b3(data), len(data), roots=(seed_s, seed_p))
+    assert res["status"] == "copied" and dst.read_bytes() == data
+    assert os.stat(dst).st_nlink == 1 and staging_leftovers(dst.parent) == []
+
+
+def test_an_older_versions_stale_staging_of_a_long_name_is_still_cleaned(fs2):
+    """Its cut name (valid where the filesystem takes any bytes) is still that copy's leftover."""
+    stash, pool, seed_s, seed_p, cat = fs2
+    src = write(seed_s / "a.bin", b"abc")
+    sdir = seed_p / "T" / fsops.STAGING_DIR
+    sdir.mkdir(parents=True, mode=0o700)
+    pid = short_dead_pid()
+    stale = sdir / os.fsdecode(old_staging_name(LONG_CJK, pid))
+    with pytest.raises(UnicodeDecodeError):
+        os.fsencode(stale.name).decode("utf-8")  # the shape that split a character
+    stale.write_bytes(b"half")
+    other = sdir / os.fsdecode(old_staging_name(LONG_CJK[:-3] + b"x" * 5, pid))  # another destination's
+    other.write_bytes(b"x")
+    fsops.copy_verified(src, seed_p / "T" / os.fsdecode(LONG_CJK), b3(b"abc"), 3, roots=(seed_s, seed_p))
+    assert not stale.exists() and other.exists()
+
+
+def test_an_older_versions_staged_link_of_a_long_named_done_copy_goes_on_resume(fs2):
+    """Killed between the link and the unstage, an older version left its cut staged name as a
+    second link of the copy: the resume (destination present) still removes it."""
+    stash, pool, seed_s, seed_p, cat = fs2
+    src = write(seed_s / "a.bin", b"abc")
+    dst = write(seed_p / "T" / os.fsdecode(LONG_CJK), b"abc")
+    sdir = dst.parent / fsops.STAGING_DIR
+    sdir.mkdir(mode=0o700)
+    os.link(dst, sdir / os.fsdecode(old_staging_name(LONG_CJK, short_dead_pid())))
+    res = fsops.copy_verified(src, dst, b3(b"abc"), 3, roots=(seed_s, seed_p))
+    assert res["status"] == "present" and os.stat(dst).st_nlink == 1
+    assert not sdir.exists()
+
+
 def test_copy_makes_the_staged_names_removal_durable(fs2, monkeypatch):
     # fsync of the destination's folder alone could let a power cut bring the staged name back.
     stash, pool, seed_s, seed_p, cat = fs2

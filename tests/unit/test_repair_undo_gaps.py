@@ -10,7 +10,7 @@ import pytest
 from qbhook.decide.facts import PoolFact
 from qbhook.decide.repair import CatalogCopy, MissingTorrent, RepairFacts, RepairFile, plan_repairs
 from qbhook.move.executor import build_executor
-from tests.unit.test_executor import FILES, H1, Crash, b3, world  # noqa: F401  (fixture)
+from tests.unit.test_executor import FILES, H1, Crash, IncompleteFolderQbt, b3, world  # noqa: F401  (fixture)
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 from tests.unit.test_repair_executor import _lose_files, _plan
 
@@ -202,3 +202,88 @@ def test_a_move_back_refused_is_named_in_the_groups_outcome(world):  # noqa: F81
     (why,) = summary.groups_failed.values()
     assert f"its save path could not be put back to {w.seed_s} (it is at {to_path}): " in why
     assert w.qbt.t[H1].save_path == to_path and w.qbt.t[H1].stopped
+
+
+CATEGORY_DOWNLOAD = "/downloads/incomplete/movies"
+
+
+def _violations(q) -> list[str]:
+    """The fake's violations but its "would copy": a move back onto the missing files' old place
+    is what the undo means (qBittorrent has nothing of a missingFiles torrent to carry along)."""
+    return [v for v in q.violations if not v.startswith("qBittorrent would copy")]
+
+
+@pytest.mark.parametrize("category", ["old-place", "elsewhere"])
+def test_a_failed_repair_moved_back_gets_its_atm_back_through_the_guard(world, category):  # noqa: F811
+    """The repair turned ATM off (setLocation does too) and cleared the download path it then
+    reported; its move back left both so. ATM comes back, bringing its category's download path,
+    only through the client's guard and only once it is back at its old save path; where the guard
+    refuses (its category's path is not that save path) it stays off and the reason says so."""
+    w = world
+    lib = _lose_files(w)
+    plan, to_path = _relocating_plan(w, lib)
+    q = IncompleteFolderQbt(
+        w.seed_s if category == "old-place" else os.path.join(w.seed_s, "elsewhere"), CATEGORY_DOWNLOAD, copies_in=True
+    )
+    q.t, w.qbt = w.qbt.t, q
+    q.t[H1].auto_tmm = True
+    q.fail_at[to_path] = 0.5
+    summary = w.executor().apply(plan)
+    (why,) = summary.groups_failed.values()
+    assert f"its save path is {w.seed_s} again" in why
+    t = q.torrent(H1)
+    assert t.save_path == w.seed_s and q.t[H1].stopped
+    note = f"ATM left off for {H1}: turning it on could move it"
+    if category == "old-place":
+        assert t.auto_tmm is True and t.download_path == CATEGORY_DOWNLOAD and note not in why
+        mine = [c for c in q.calls if c[0] in ("set_location", "set_auto_management")]
+        assert mine[-2:] == [("set_location", H1, w.seed_s), ("set_auto_management", H1, True)]  # back first
+    else:
+        assert t.auto_tmm is False and note in why
+        assert note in w.journal.group_status(plan.groups[0].group_id)[1]
+    assert _violations(q) == []
+
+
+def test_a_failed_repair_moved_back_gets_its_download_path_back(world):  # noqa: F811
+    """Without ATM, the download path the repair cleared (lesson 2) is set again once it is back."""
+    w = world
+    lib = _lose_files(w)
+    plan, to_path = _relocating_plan(w, lib)
+    w.qbt.t[H1].download_path = "/downloads/incomplete"
+    w.qbt.fail_at[to_path] = 0.5
+    summary = w.executor().apply(plan)
+    assert summary.groups_failed
+    t = w.qbt.torrent(H1)
+    assert t.save_path == w.seed_s and t.download_path == "/downloads/incomplete" and t.auto_tmm is False
+    mine = [c for c in w.qbt.calls if c[0] in ("set_location", "set_download_path")]
+    assert mine == [
+        ("set_download_path", H1, ""),
+        ("set_location", H1, to_path),
+        ("set_location", H1, w.seed_s),
+        ("set_download_path", H1, "/downloads/incomplete"),
+    ]
+    assert _violations(w.qbt) == []
+
+
+def test_a_resumed_close_gives_the_settings_back_after_a_kill_right_after_the_move_back(world):  # noqa: F811
+    """Killed once the move back is journaled done, before the settings came back: the resumed
+    close finds the torrent back (``_move_back`` done) and gives them back then."""
+    w = world
+    lib = _lose_files(w)
+    plan, to_path = _relocating_plan(w, lib)
+    w.qbt.t[H1].download_path = "/downloads/incomplete"
+    w.qbt.fail_at[to_path] = 0.5
+    real = w.qbt.set_download_path
+
+    def killed(h, path):
+        if path:
+            raise Crash()
+        return real(h, path)
+
+    w.qbt.set_download_path = killed
+    with pytest.raises(Crash):
+        w.executor().apply(plan)
+    assert w.qbt.t[H1].save_path == w.seed_s and w.qbt.t[H1].download_path == ""
+    w.qbt.set_download_path = real
+    w.executor().resume()
+    assert w.qbt.t[H1].save_path == w.seed_s and w.qbt.t[H1].download_path == "/downloads/incomplete"
