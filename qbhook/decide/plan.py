@@ -387,18 +387,20 @@ class VerifyView(Step):
         return cls.of_files(a["torrent"], a["instance"], a["save_path"], files)
 
 
-@_kind
 @dataclass(frozen=True, slots=True)
-class Relocate(Step):
-    kind: ClassVar[str] = "relocate"
+class _TorrentMove(Step):
+    """What ``Relocate`` and ``Repair`` share: a torrent pointed from one save path to another,
+    and ``observed``, the torrent as the executor first saw it (running? where? ATM, download
+    path), journaled with the intent so whoever undoes the step after a crash knows what to
+    restore; first seen in a transition (a check), replaced by the look the move is issued on,
+    before it. The planner leaves it empty. Not a kind of its own (siblings, so an
+    ``isinstance(s, Relocate)`` never takes a repair)."""
+
     torrent: str
     instance: str
     from_path: str
     to_path: str
     size: int = 0
-    # The torrent as the executor first saw it (running? where?), journaled with the intent so
-    # whoever undoes this after a crash knows what to restore; first seen in a transition (a
-    # check), replaced by the look the move is issued on, before it. The planner leaves it empty.
     observed: Mapping[str, Any] | None = None
 
     @property
@@ -414,9 +416,6 @@ class Relocate(Step):
             out["_observed"] = dict(self.observed)
         return out
 
-    def describe(self) -> str:
-        return f"{self.torrent[:12]} {self.from_path} -> {self.to_path}"
-
     @classmethod
     def from_args(cls, a):
         obs = a.get("_observed")
@@ -428,6 +427,15 @@ class Relocate(Step):
             _int(a.get("size") or 0, "size"),
             dict(obs) if obs else None,
         )
+
+
+@_kind
+@dataclass(frozen=True, slots=True)
+class Relocate(_TorrentMove):
+    kind: ClassVar[str] = "relocate"
+
+    def describe(self) -> str:
+        return f"{self.torrent[:12]} {self.from_path} -> {self.to_path}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -635,51 +643,18 @@ class Converge(Step):
 
 @_kind
 @dataclass(frozen=True, slots=True)
-class Repair(Step):
+class Repair(_TorrentMove):
     """Point a torrent whose files went missing at its verified view ``to_path`` and recheck it to 100 %.
 
     ``Relocate`` cannot say this: it moves only complete, stable torrents and fails on
-    ``missingFiles``, which is where a repair starts."""
+    ``missingFiles``, which is where a repair starts. Its ``observed`` (ATM, download path)
+    lets a failed repair's move back, resumed after a crash too, give back what it turned off."""
 
     kind: ClassVar[str] = "repair"
-    torrent: str
-    instance: str
-    from_path: str
-    to_path: str
-    size: int = 0
-    # The torrent as the executor saw it before the repair touched it (ATM, download path), as
-    # ``Relocate.observed``: journaled with the intent, so a failed repair's move back, resumed
-    # after a crash too, gives back what the repair turned off. The planner leaves it empty.
-    observed: Mapping[str, Any] | None = None
-
-    @property
-    def args(self) -> dict[str, Any]:
-        out = {
-            "torrent": self.torrent,
-            "instance": self.instance,
-            "from_path": self.from_path,
-            "to_path": self.to_path,
-            "size": self.size,
-        }
-        if self.observed is not None:
-            out["_observed"] = dict(self.observed)
-        return out
 
     def describe(self) -> str:
         where = self.to_path if self.to_path == self.from_path else f"{self.from_path} -> {self.to_path}"
         return f"{self.torrent[:12]} recheck at {where}"
-
-    @classmethod
-    def from_args(cls, a):
-        obs = a.get("_observed")
-        return cls(
-            a["torrent"],
-            a["instance"],
-            a["from_path"],
-            a["to_path"],
-            _int(a.get("size") or 0, "size"),
-            dict(obs) if obs else None,
-        )
 
 
 STEP_KINDS = tuple(STEP_TYPES)
