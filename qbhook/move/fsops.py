@@ -2373,6 +2373,9 @@ def _still_the_planned_file(u: _Unlink, parent: Dir, name: bytes) -> os.stat_res
     if not stat_mod.S_ISREG(st.st_mode):
         raise u.refuse("not a regular file")
     if st.st_ino != u.ino or not _fsid_matches(u.catalog, parent, st, u.fsid):
+        # A put-back of this file, killed at its drop name (``_put_back``), may have left a spare
+        # link of it there, named after the planned inode: only this attempt knows that name.
+        _take_spare(parent, name, u.ino, st)
         raise u.refuse(
             f"it is no longer the planned file (inode {st.st_ino}, planned {u.ino} on {u.fsid})", hint="re-plan"
         )
@@ -3090,14 +3093,13 @@ def _undo_drop(parent: Dir, name: bytes, ino: int, size: int | None, dev: int | 
     UnsafeOperation while ``name`` is taken."""
     tmp = _drop_name(name, ino)
     tst = parent.lstat(tmp)
-    if tst is None or not _is_view(tst, ino, tst.st_size if size is None else size, dev):
+    if tst is None:
         return False
     now = parent.lstat(name)
-    if now is not None and (now.st_dev, now.st_ino) == (tst.st_dev, tst.st_ino):
-        # A put-back without renameat2 killed between its link and its unlink (``_put_back``): the
-        # drop name is the spare link, a name no torrent owns.
-        os.unlink(tmp, dir_fd=parent.fd)
+    if now is not None and _take_spare(parent, name, ino, now, tst):
         return True
+    if not _is_view(tst, ino, tst.st_size if size is None else size, dev):
+        return False
     if now is not None:
         # Not "no longer the view" (that ends its tracking, the view left under a hidden name).
         raise UnsafeOperation(f"{what} waits at {parent.show(tmp)}: its name is taken", hint="move one of them")
@@ -3105,6 +3107,21 @@ def _undo_drop(parent: Dir, name: bytes, ino: int, size: int | None, dev: int | 
         _put_back(tmp, parent.fd, name, parent.fd)
     except (FileNotFoundError, FileExistsError):
         return False  # moved meanwhile: the checks below judge what is at ``name`` now
+    return True
+
+
+def _take_spare(parent: Dir, name: bytes, ino: int, now: os.stat_result, tst: os.stat_result | None = None) -> bool:
+    """Unlink ``name``'s drop name for the planned inode ``ino`` when it is a second link of the
+    regular file ``now`` at ``name``: a put-back without renameat2 killed between its link and its
+    unlink (``_put_back``) left it, a name no torrent owns; ``name`` keeps the data. Whatever file
+    that is: ``_move_checked`` also puts back a file renamed over ``name`` (qBittorrent completing
+    one there), whose spare would otherwise stay hidden (no scan lists drop names) and refuse
+    every later delete of it ("2 links but only 1 known", R19). Whether one was taken."""
+    tmp = _drop_name(name, ino)
+    tst = parent.lstat(tmp) if tst is None else tst
+    if tst is None or not stat_mod.S_ISREG(tst.st_mode) or (tst.st_dev, tst.st_ino) != (now.st_dev, now.st_ino):
+        return False
+    os.unlink(tmp, dir_fd=parent.fd)
     return True
 
 
