@@ -2307,6 +2307,24 @@ def safe_unlink(
     return _absent(root, parts, ino, hold_run) if res["status"] == "absent" else res
 
 
+def undo_drop(path, *, ino: int, seeding_roots) -> bool:
+    """Put back the link ``path`` (inode ``ino``) a delete killed between its rename to the drop
+    name and its unlink left there (``_undo_drop``), for a group that stops for good and never
+    retries that delete: hidden under a name no scan lists, the link would make every later
+    delete of its inode (a cross-seed's) refuse an unknown link. Whether one was put back (or a
+    spare link taken); False when the folder is gone. UnsafeOperation: a folder refused, or the
+    name taken by another file (both stay)."""
+    root, parts = _split_under(path, seeding_roots)
+    if not parts:
+        return False
+    try:
+        parent = _walk(root, parts[:-1])
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    with parent:
+        return _undo_drop(parent, parts[-1], ino, None, None, "the link a delete left")
+
+
 def _absent(root: bytes, parts: list[bytes], ino: int, hold_run) -> dict:
     """The result for a path already gone; if an earlier attempt held it (a crash before the journal
     recorded it), say where, so the held link is journaled and purged like any other."""
