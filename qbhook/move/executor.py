@@ -1024,6 +1024,8 @@ class Executor:
                 # resume carries it out again (a failed row would only close the group).
                 self.journal.failed(step_id, str(e))
             self._fail(st, reason)
+            if st.deletes_started and st.settling and not st.passing:
+                self.journal.failed(step_id, str(e))  # a pause taken to be stuck (``_stuck``): closed
             raise _Failure(reason) from e
         except Exception as e:  # a bug must still leave the group safe
             reason = f"{step.kind} failed with an internal error: {type(e).__name__}: {e}"

@@ -138,4 +138,7 @@ def test_a_group_paused_on_a_stuck_torrent_stops_for_good_past_its_budget(world,
     assert f"{H2} is {state}" in g.reason, g.reason
     assert _old_links_left(world, H1) == RELS[2:] and _old_links_left(world, H2) == RELS  # kept
     assert not world.executor().unfinished() and world.executor().resume() == []
+    run = world.journal.runs(1)[0].id
+    (vg,) = [r for r in world.journal.steps(run) if r.kind == "verify_group"]
+    assert vg.status == "failed" and vg.args["_paused"]["done"] == 2  # closed as a lasting failure is
     assert any(f"{H2} is {state}" in a[1] and a[2] == "failure" for a in alerts), alerts
