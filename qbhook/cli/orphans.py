@@ -91,6 +91,12 @@ def _show_report(d: dict, quarantine: bool) -> None:
             f"{shown(w['root'])}: nothing below it is reclaimable",
             err=True,
         )
+    for p in d.get("drop_names", ()):  # a link a killed delete left hidden: a person looks (R19)
+        echo_shown(
+            f"qbhook: warning: {shown(p)}: a link a killed qbhook delete left under its temporary name "
+            "(the next attempt of that delete puts it back); not reclaimable: look at it if it stays",
+            err=True,
+        )
     if quarantine:
         echo_shown("dry run: add --yes to move the reclaimable ones into holding", err=True)
 

@@ -174,6 +174,13 @@ def relocate_budget(size: int, base_s: float, rate_bps: float) -> float:
     return base_s + max(int(size or 0), 0) / rate_bps
 
 
+# How long a group may stay paused on torrents checking or moving (``Executor._stuck``) before it
+# is taken to be stuck and stops for good: a day, or a move + recheck of its bytes if longer. Not
+# ``relocate_budget`` alone: after a restart qBittorrent checks every torrent's resume data in a
+# queue, hours for a large library, and the group's torrents may wait behind all of them.
+STUCK_PAUSE_S = 86400.0
+
+
 def _norm(path: str | None) -> str:
     if not path:
         return ""
@@ -319,6 +326,9 @@ class ExecutorContext:
     clock: Callable[[], float] = time.monotonic
     hook: Hook | None = None
     log: logging.Logger = _log
+    # Seconds since the epoch: what outlives a restart (a pause's start, ``Executor._stuck``),
+    # which ``clock`` (monotonic) does not.
+    wall: Callable[[], float] = time.time
 
     @property
     def seeding_roots(self) -> tuple:
@@ -350,6 +360,7 @@ def build_executor(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     log: logging.Logger | None = None,
+    wall: Callable[[], float] = time.time,
     **timing,
 ) -> Executor:
     """THE way to make an Executor. ``lock_wait``: seconds to wait for a busy executor lock (False:
@@ -365,6 +376,7 @@ def build_executor(
         clock,
         hook if hook is not None else _env_crash_hook(),
         log or _log,
+        wall,
     )
     ex = Executor(ctx)
     if notify:
@@ -524,6 +536,8 @@ class _GroupRun:
     # The group failed for a reason a later look may not meet (``_passing``): after deletes
     # began it pauses, resumable, instead of stopping for good (``Executor._stop_after_deletes``).
     passing: bool = False
+    # ...and only torrents checking or moving (``_NotSettled``): a pause that may be stuck (``_stuck``).
+    settling: bool = False
     # The sequence numbers of this group's own plan steps: a failed repair undoes only their rows.
     seqs: frozenset = frozenset()
 
@@ -1004,12 +1018,14 @@ class Executor:
         except (QbhookError, OSError) as e:
             reason = f"{step.kind} failed: {e}"
             self.log.warning("group %s: %s", gid, reason)
-            st.passing = _passing(e)
+            st.passing, st.settling = _passing(e), isinstance(e, _NotSettled)
             if not (st.deletes_started and st.passing):
                 # Paused after deletes began, the step stays intended, as a crash leaves it:
                 # resume carries it out again (a failed row would only close the group).
                 self.journal.failed(step_id, str(e))
             self._fail(st, reason)
+            if st.deletes_started and st.settling and not st.passing:
+                self.journal.failed(step_id, str(e))  # a pause taken to be stuck (``_stuck``): closed
             raise _Failure(reason) from e
         except Exception as e:  # a bug must still leave the group safe
             reason = f"{step.kind} failed with an internal error: {type(e).__name__}: {e}"
@@ -1589,6 +1605,12 @@ class Executor:
         else (a newcomer, a torrent moved or ATM on) stops it for good: the old links not
         deleted yet stay, seeded by no torrent, which ``qbhook orphans`` lists and quarantines."""
         o = st.outcome
+        stuck = st.passing and st.settling and self._stuck(st)
+        if stuck:
+            st.passing = False
+            reason = f"{reason} (still so after {stuck / 3600:.1f} h: taken to be stuck)"
+        if not st.passing:
+            self._undo_drops(st)
         kept = self._kept_old_links(st)
         if st.passing:
             o.needs_attention = o.paused = True
@@ -1602,6 +1624,45 @@ class Executor:
                 "seeded by no torrent: qbhook orphans lists them, --quarantine --yes holds them for the purge)"
             )
         self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.FAILED, o.reason)
+        if stuck:
+            self.log.error("group %s: %s", st.plan.group_id, o.reason)
+            _notify.emit("guard", f"group {st.plan.group_id}: {o.reason}", "failure")
+
+    def _stuck(self, st: _GroupRun) -> float:
+        """How long the group has been paused on torrents checking or moving with no delete done
+        since, once that is past its budget; 0.0 while within it. The pause's start is journaled
+        (``Journal.note_paused``, wall clock: a pause spans restarts) at the first pause and again
+        whenever a delete was done since. qBittorrent has known torrents stuck "moving" for ever:
+        paused on one, the group's run stays unfinished and every later plan is refused."""
+        rows = [r for r in self.journal.steps(st.run_id) if r.group_id == st.plan.group_id]
+        vg = next((r for r in rows if r.kind == VerifyGroup.kind), None)
+        if vg is None:
+            return 0.0
+        done = sum(1 for r in rows if r.kind == Delete.kind and r.status == StepStatus.DONE)
+        now, paused = self.ctx.wall(), vg.args.get("_paused")
+        if (
+            not isinstance(paused, dict)
+            or paused.get("done") != done
+            or not isinstance(paused.get("since"), (int, float))
+        ):
+            self.journal.note_paused(vg.id, {"since": float(now), "done": done})
+            return 0.0
+        size = sum(d.size or 0 for d in st.plan.steps if isinstance(d, Delete))
+        waited = now - paused["since"]
+        return waited if waited > max(STUCK_PAUSE_S, self.timing.budget(size)) else 0.0
+
+    def _undo_drops(self, st: _GroupRun) -> None:
+        """Before the group stops for good, put back each old link a delete killed between its
+        rename to the drop name and its unlink left hidden (``fsops.undo_drop``): no resume retries
+        that delete now, and a hidden link of a cross-seed's inode would refuse its every later
+        delete. A link that cannot be put back is named in the reason: a person looks."""
+        for d in st.plan.steps:
+            if isinstance(d, Delete):
+                try:
+                    fsops.undo_drop(d.path, ino=d.ino, seeding_roots=self.seeding_roots)
+                except (QbhookError, OSError) as e:
+                    self.log.warning("group %s: %s", st.plan.group_id, e)
+                    st.outcome.reason = f"{st.outcome.reason}; {e}" if st.outcome.reason else str(e)
 
     def _kept_old_links(self, st: _GroupRun) -> str:
         """How many of the group's old links are still there, and under which folder (a link

@@ -2329,6 +2329,24 @@ def safe_unlink(
     return _absent(root, parts, ino, hold_run) if res["status"] == "absent" else res
 
 
+def undo_drop(path, *, ino: int, seeding_roots) -> bool:
+    """Put back the link ``path`` (inode ``ino``) a delete killed between its rename to the drop
+    name and its unlink left there (``_undo_drop``), for a group that stops for good and never
+    retries that delete: hidden under a name no scan lists, the link would make every later
+    delete of its inode (a cross-seed's) refuse an unknown link. Whether one was put back (or a
+    spare link taken); False when the folder is gone. UnsafeOperation: a folder refused, or the
+    name taken by another file (both stay)."""
+    root, parts = _split_under(path, seeding_roots)
+    if not parts:
+        return False
+    try:
+        parent = _walk(root, parts[:-1])
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    with parent:
+        return _undo_drop(parent, parts[-1], ino, None, None, "the link a delete left")
+
+
 def _absent(root: bytes, parts: list[bytes], ino: int, hold_run) -> dict:
     """The result for a path already gone; if an earlier attempt held it (a crash before the journal
     recorded it), say where, so the held link is journaled and purged like any other."""
@@ -2395,6 +2413,9 @@ def _still_the_planned_file(u: _Unlink, parent: Dir, name: bytes) -> os.stat_res
     if not stat_mod.S_ISREG(st.st_mode):
         raise u.refuse("not a regular file")
     if st.st_ino != u.ino or not _fsid_matches(u.catalog, parent, st, u.fsid):
+        # A put-back of this file, killed at its drop name (``_put_back``), may have left a spare
+        # link of it there, named after the planned inode: only this attempt knows that name.
+        _take_spare(parent, name, u.ino, st)
         raise u.refuse(
             f"it is no longer the planned file (inode {st.st_ino}, planned {u.ino} on {u.fsid})", hint="re-plan"
         )
@@ -3112,14 +3133,13 @@ def _undo_drop(parent: Dir, name: bytes, ino: int, size: int | None, dev: int | 
     UnsafeOperation while ``name`` is taken."""
     tmp = _drop_name(name, ino)
     tst = parent.lstat(tmp)
-    if tst is None or not _is_view(tst, ino, tst.st_size if size is None else size, dev):
+    if tst is None:
         return False
     now = parent.lstat(name)
-    if now is not None and (now.st_dev, now.st_ino) == (tst.st_dev, tst.st_ino):
-        # A put-back without renameat2 killed between its link and its unlink (``_put_back``): the
-        # drop name is the spare link, a name no torrent owns.
-        os.unlink(tmp, dir_fd=parent.fd)
+    if now is not None and _take_spare(parent, name, ino, now, tst):
         return True
+    if not _is_view(tst, ino, tst.st_size if size is None else size, dev):
+        return False
     if now is not None:
         # Not "no longer the view" (that ends its tracking, the view left under a hidden name).
         raise UnsafeOperation(f"{what} waits at {parent.show(tmp)}: its name is taken", hint="move one of them")
@@ -3127,6 +3147,21 @@ def _undo_drop(parent: Dir, name: bytes, ino: int, size: int | None, dev: int | 
         _put_back(tmp, parent.fd, name, parent.fd)
     except (FileNotFoundError, FileExistsError):
         return False  # moved meanwhile: the checks below judge what is at ``name`` now
+    return True
+
+
+def _take_spare(parent: Dir, name: bytes, ino: int, now: os.stat_result, tst: os.stat_result | None = None) -> bool:
+    """Unlink ``name``'s drop name for the planned inode ``ino`` when it is a second link of the
+    regular file ``now`` at ``name``: a put-back without renameat2 killed between its link and its
+    unlink (``_put_back``) left it, a name no torrent owns; ``name`` keeps the data. Whatever file
+    that is: ``_move_checked`` also puts back a file renamed over ``name`` (qBittorrent completing
+    one there), whose spare would otherwise stay hidden (no scan lists drop names) and refuse
+    every later delete of it ("2 links but only 1 known", R19). Whether one was taken."""
+    tmp = _drop_name(name, ino)
+    tst = parent.lstat(tmp) if tst is None else tst
+    if tst is None or not stat_mod.S_ISREG(tst.st_mode) or (tst.st_dev, tst.st_ino) != (now.st_dev, now.st_ino):
+        return False
+    os.unlink(tmp, dir_fd=parent.fd)
     return True
 
 

@@ -554,6 +554,16 @@ class Journal:
                 (json.dumps(observed, sort_keys=True), step_id),
             )
 
+    def note_paused(self, step_id: int, note: dict) -> None:
+        """Record, in a verify_group step's args (``_paused``), when its group's pause on torrents
+        checking or moving began (wall clock) and how many deletes were done then: a pause that
+        outlasts its budget stops the group for good (``Executor._stuck``). ``close`` never touches args."""
+        with Tx(self.conn) as c:
+            c.execute(
+                "UPDATE steps SET args=json_set(args, '$._paused', json(?)) WHERE id=?",
+                (json.dumps(note, sort_keys=True), step_id),
+            )
+
     def note_move_back(self, step_id: int, note: dict) -> None:
         """Record, in a repair step's args (``_move_back``), that a failed repair puts its torrent
         back at its old save path: written before the setLocation and again once it is there (its

@@ -5,7 +5,8 @@ are the thin side effects around it):
 
 * every regular file below every seeding root is one *entry* (the walk never follows a
   symlink nor crosses into another filesystem; qbhook's own folders and ``scan.ignore_names``
-  are not entered, nor its temporary relink links listed: ``paths.RELINK_PREFIX``);
+  are not entered, nor its temporary relink links listed: ``paths.RELINK_PREFIX``; a drop name
+  among those, a link a killed delete left hidden, is named for a person, never reclaimable);
 * a file is *referenced* when it is a file of a complete torrent of any client, by path or by
   identity (``references``: each such path is stat-ed through its symlinks, and an entry whose
   (device, inode) one of them reaches is that torrent's data, whatever path the walk met it by:
@@ -207,6 +208,9 @@ class References:
 class Walk:
     entries: tuple[Entry, ...]
     skipped: tuple[str, ...] = ()  # symlinks and mounts met (never followed)
+    # Drop names met (``fsops._drop_name``): a link a killed delete or put-back left hidden (R19),
+    # for a person to look at, never reclaimable (maybe the only name of a file a torrent owns).
+    drops: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- decision
@@ -272,6 +276,7 @@ class Report:
     pools: dict[str, PoolTotals]
     counts: dict[str, int]  # entries per class (referenced, protected, young, ...)
     skipped: list[str] = field(default_factory=list)
+    drops: list[str] = field(default_factory=list)  # ``Walk.drops``: shown as a warning, never reclaimable
     torrents: int = 0
     moving: tuple[str, ...] = ()
     clients: list[ClientSeen] = field(default_factory=list)
@@ -297,6 +302,7 @@ class Report:
             "pools": {k: asdict(v) for k, v in self.pools.items()},
             "counts": dict(self.counts),
             "skipped": list(self.skipped),
+            "drop_names": list(self.drops),
             "torrents": self.torrents,
             "whole_roots": [{"symlink": link, "root": root} for link, root in self.whole_roots],
         }
@@ -449,6 +455,7 @@ def decide(
         pools=pools,
         counts=dict(counts),
         skipped=list(walk.skipped),
+        drops=list(walk.drops),
         torrents=refs.torrents,
         moving=refs.moving,
         clients=_clients_seen(walk, status, refs, tuple(roots)),
@@ -606,6 +613,7 @@ def walk_roots(cfg) -> Walk:
     ignore = set(cfg.scan.ignore_names)
     entries: list[Entry] = []
     skipped: list[str] = []
+    drops: list[str] = []
     for pool in cfg.pools:
         for root in pool.anchored_seeding_roots:
             try:
@@ -618,20 +626,22 @@ def walk_roots(cfg) -> Walk:
                 ) from None
             except OSError:
                 continue  # a missing root is `config check`'s to report; there is nothing in it
-            _walk_root(fd, root.path, pool.name, ignore, entries, skipped)
-    return Walk(tuple(entries), tuple(skipped))
+            _walk_root(fd, root.path, pool.name, ignore, (entries, skipped, drops))
+    return Walk(tuple(entries), tuple(skipped), tuple(drops))
 
 
-def _walk_root(root_fd: int, root_s: str, pool: str, ignore: set[str], entries: list, skipped: list) -> None:
+def _walk_root(root_fd: int, root_s: str, pool: str, ignore: set[str], out: tuple[list, list, list]) -> None:
     """``walk_roots`` below one root: depth first, holding one descriptor per level (a folder's
-    subfolders are opened one at a time, after its listing is closed)."""
+    subfolders are opened one at a time, after its listing is closed). ``out``: (entries,
+    skipped, drops), as ``Walk`` has them."""
+    _entries, skipped, _drops = out
     dev = os.fstat(root_fd).st_dev
     stack: list[tuple[int, str, list[str]]] = []  # (open folder, its path, subfolders not entered yet)
     fd, d = root_fd, root_s
     try:
         while True:
             if fd is not None:
-                subdirs = _list(fd, d, pool, root_s, dev, ignore, entries, skipped)
+                subdirs = _list(fd, d, pool, root_s, dev, ignore, out)
                 stack.append((fd, d, subdirs))
             if not stack:
                 return
@@ -663,10 +673,12 @@ def _walk_root(root_fd: int, root_s: str, pool: str, ignore: set[str], entries: 
 
 
 def _list(
-    fd: int, d: str, pool: str, root_s: str, dev: int, ignore: set[str], entries: list, skipped: list
+    fd: int, d: str, pool: str, root_s: str, dev: int, ignore: set[str], out: tuple[list, list, list]
 ) -> list[str]:
     """The folder open at ``fd`` (path ``d``): its regular files into ``entries``, what is not
-    entered into ``skipped``; returns its subfolders on the root's filesystem, by name."""
+    entered into ``skipped``, drop names into ``drops`` (``out``); returns its subfolders on the
+    root's filesystem, by name."""
+    entries, skipped, drops = out
     subdirs: list[str] = []
     try:
         it = os.scandir(fd)
@@ -691,6 +703,8 @@ def _list(
                     subdirs.append(de.name)
             elif stat_mod.S_ISREG(st.st_mode):
                 if de.name[0] == "." and de.name.startswith(RELINK_PREFIX):
+                    if de.name.startswith(_DROP_PREFIX):
+                        drops.append(path)
                     continue  # a relink's temporary link: a spare name of a file, in use or left by a crash
                 entries.append(
                     Entry(
@@ -706,6 +720,10 @@ def _list(
                     )
                 )
     return subdirs
+
+
+# ``fsops._drop_name``'s names: a delete's or a view removal's, between its rename and its unlink.
+_DROP_PREFIX = RELINK_PREFIX + "drop."
 
 
 def _join(d: str, name: str) -> str:

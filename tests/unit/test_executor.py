@@ -261,6 +261,7 @@ class World:
 
     def executor(self, **kw) -> Executor:
         kw.setdefault("poll_initial_s", 0.5)
+        kw.setdefault("wall", self.clock)  # a pause's start (``Executor._stuck``) on the test's clock too
         return build_executor(
             self.cfg, self.cat, {"qbt": self.qbt}, self.journal, sleep=self.clock.sleep, clock=self.clock, **kw
         )

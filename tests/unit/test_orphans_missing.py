@@ -219,3 +219,23 @@ def test_cli_orphans_json_names_the_missing_torrent(world, tmp_path, monkeypatch
     assert p["reason"] == "may be the data of Show (missingFiles): repair or remove that torrent first"
     r = CliRunner().invoke(main, ["--config", str(cfg), "orphans"])
     assert "protected (not orphans):" in r.stdout and "may be the data of Show (missingFiles)" in r.stdout
+
+
+def test_cli_orphans_names_a_drop_name_left_by_a_killed_delete(world, tmp_path, monkeypatch):  # noqa: F811
+    from qbhook.cli import main
+    from qbhook.cli.app import App
+
+    w = world
+    drop = os.path.join(w.seed_s, "old/.qbhook-relink.drop.1f.0123456789abcdef")
+    write(drop, EPISODE)
+    cfg = tmp_path / "config.yaml"
+    data = config_data(w.cfg.catalog, w.stash, w.pool, seeding="torrents/seeding", policy={"orphans_max_share": 1.0})
+    cfg.write_text(yaml.safe_dump(data))
+    monkeypatch.setattr(App, "clients", property(lambda self: [w.qbt]))
+
+    r = CliRunner().invoke(main, ["--config", str(cfg), "--json", "orphans"])
+    assert r.exit_code == 0, (r.output, r.exception)
+    d = json.loads(r.stdout)
+    assert d["drop_names"] == [drop] and not [i for i in d["items"] if "drop" in i["path"]]
+    r = CliRunner().invoke(main, ["--config", str(cfg), "orphans"])
+    assert f"warning: {drop}: a link a killed qbhook delete left" in r.stderr, (r.stdout, r.stderr)

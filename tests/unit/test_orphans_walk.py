@@ -112,3 +112,15 @@ def test_an_incomplete_torrent_whose_content_folder_is_a_symlink_protects_its_ta
     os.symlink(seed / "movies/Film", seed / "cross-seed/trackerB/Film")
     rep = find_orphans(cfg, [_xseed(seed, progress=0.5)], now=time.time() + LATER)
     assert rep.orphans == [] and rep.counts["protected"] == 1
+
+
+def test_a_drop_name_is_listed_to_look_at_never_as_an_entry(bed):
+    # A link a killed delete left under its drop name (fsops._drop_name): hidden from every scan,
+    # it was named nowhere (R19); it is no orphan to reclaim (maybe a file's only name).
+    cfg, seed, _outside = bed
+    write(seed / "m/a.bin", b"movie")
+    write(seed / "m/.qbhook-relink.drop.1f.0123456789abcdef", b"a hidden link")
+    os.link(seed / "m/a.bin", seed / "m/.qbhook-relink.1f.a.bin")  # a relink's own: not a drop name
+    walk = walk_roots(cfg)
+    assert [e.path for e in walk.entries] == [f"{seed}/m/a.bin"]
+    assert walk.drops == (f"{seed}/m/.qbhook-relink.drop.1f.0123456789abcdef",)
