@@ -72,6 +72,8 @@ def expected(values: tuple[bytes, ...]):
     has_path = content and not _PLACEHOLDER.fullmatch(os.fsdecode(content))
     if has_path and not content.startswith(b"/"):
         return None  # qBittorrent's %F is absolute: a relative one is refused
+    if has_path and b".." in content.split(b"/"):
+        return None  # ...and a '..' in it is refused too (paths.refusal: the worker would)
     return tuple(dict.fromkeys(hashes)), (content if has_path else None)
 
 
