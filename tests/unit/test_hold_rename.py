@@ -25,6 +25,22 @@ PRECIOUS = b"precious" * 100
 DROP = b".qbhook-relink.drop."
 
 
+def _killed_at_the_drop(monkeypatch, act) -> None:
+    """Run ``act`` with a kill (KeyboardInterrupt) at the unlink of a drop name: the moment after
+    the rename to the drop name and before its unlink."""
+    real_unlink = os.unlink
+
+    def die_at_the_drop(p, *, dir_fd=None):
+        if os.fsencode(p).startswith(DROP):
+            raise KeyboardInterrupt
+        return real_unlink(p, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "unlink", die_at_the_drop)
+    with pytest.raises(KeyboardInterrupt):
+        act()
+    monkeypatch.undo()
+
+
 def _writer_at_the_act(monkeypatch, name: str, intruder) -> list:
     """At qbhook's act on the entry ``name``, a writer of its folder renames ``intruder`` over it:
     right before the rename (this shape), or between the link into holding / last look and the
@@ -182,17 +198,7 @@ def test_a_leftover_view_removal_killed_before_its_unlink_is_judged_again(tmp_pa
     (no scan or orphans walk lists it); the next attempt puts it back and removes it after the
     checks, or refuses (kept for another try) while its name is taken."""
     _root, _src, view, kw = _view(tmp_path)
-    real_unlink = os.unlink
-
-    def die_at_the_drop(p, *, dir_fd=None):
-        if os.fsencode(p).startswith(DROP):
-            raise KeyboardInterrupt
-        return real_unlink(p, dir_fd=dir_fd)
-
-    monkeypatch.setattr(os, "unlink", die_at_the_drop)
-    with pytest.raises(KeyboardInterrupt):
-        fsops.remove_leftover_view(view, **kw)
-    monkeypatch.undo()
+    _killed_at_the_drop(monkeypatch, lambda: fsops.remove_leftover_view(view, **kw))
     (drop,) = os.listdir(view.parent)
     assert drop.startswith(DROP.decode())
     view.write_bytes(b"taken")
@@ -251,17 +257,7 @@ def test_a_file_renamed_over_an_unrecorded_link_as_it_is_removed_stays(tmp_path,
 
 def test_an_unrecorded_link_removal_killed_before_its_unlink_leaves_no_spare(tmp_path, monkeypatch):
     src, link, kw = _unrecorded(tmp_path)
-    real_unlink = os.unlink
-
-    def die_at_the_drop(p, *, dir_fd=None):
-        if os.fsencode(p).startswith(DROP):
-            raise KeyboardInterrupt
-        return real_unlink(p, dir_fd=dir_fd)
-
-    monkeypatch.setattr(os, "unlink", die_at_the_drop)
-    with pytest.raises(KeyboardInterrupt):
-        fsops.remove_unrecorded_link(link, src, **kw)
-    monkeypatch.undo()
+    _killed_at_the_drop(monkeypatch, lambda: fsops.remove_unrecorded_link(link, src, **kw))
     assert os.stat(src).st_nlink == 2  # the spare link, under the drop name
     assert fsops.remove_unrecorded_link(link, src, **kw)["status"] == "absent"
     assert os.listdir(link.parent) == [] and os.stat(src).st_nlink == 1
@@ -299,17 +295,7 @@ def test_a_delete_killed_before_its_unlink_is_judged_again(fs2, monkeypatch):  #
     ``absent`` with the link left under a name no scan lists)."""
     _stash, _pool, _seed_s, _seed_p, _cat = fs2
     a, b, _keep, kw = _doomed(fs2)
-    real_unlink = os.unlink
-
-    def die_at_the_drop(p, *, dir_fd=None):
-        if os.fsencode(p).startswith(DROP):
-            raise KeyboardInterrupt
-        return real_unlink(p, dir_fd=dir_fd)
-
-    monkeypatch.setattr(os, "unlink", die_at_the_drop)
-    with pytest.raises(KeyboardInterrupt):
-        fsops.safe_unlink(a, **kw)
-    monkeypatch.undo()
+    _killed_at_the_drop(monkeypatch, lambda: fsops.safe_unlink(a, **kw))
     (drop,) = os.listdir(a.parent)
     assert drop.startswith(DROP.decode())
     res = fsops.safe_unlink(a, **kw)
@@ -432,17 +418,7 @@ def test_a_long_named_leftover_view_removal_killed_before_its_unlink_is_finished
     view.parent.mkdir(parents=True)
     os.link(src, view)
     kw = {"ino": os.lstat(view).st_ino, "size": 50, "keep": src, "blake3_hex": b3(b"s" * 50), "roots": (root,)}
-    real_unlink = os.unlink
-
-    def die_at_the_drop(p, *, dir_fd=None):
-        if os.fsencode(p).startswith(DROP):
-            raise KeyboardInterrupt
-        return real_unlink(p, dir_fd=dir_fd)
-
-    monkeypatch.setattr(os, "unlink", die_at_the_drop)
-    with pytest.raises(KeyboardInterrupt):
-        fsops.remove_leftover_view(view, **kw, keep_roots=(tmp_path,))
-    monkeypatch.undo()
+    _killed_at_the_drop(monkeypatch, lambda: fsops.remove_leftover_view(view, **kw, keep_roots=(tmp_path,)))
     assert os.listdir(view.parent) == [os.fsdecode(fsops._drop_name(LONG, kw["ino"]))]
     assert fsops.remove_leftover_view(view, **kw, keep_roots=(tmp_path,))["status"] == "removed"
     assert os.listdir(view.parent) == [] and os.stat(src).st_nlink == 1
