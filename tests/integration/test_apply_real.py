@@ -623,52 +623,58 @@ def _bencode(v) -> bytes:
     return b"d" + b"".join(_bencode(k) + _bencode(v[k]) for k in sorted(v)) + b"e"
 
 
-def leave_qbittorrent_mid_move(qbt: QbtInstance, h: str, old_save: str, new_save: str, running: bool) -> dict:
+def leave_qbittorrent_mid_move(
+    qbt: QbtInstance, h: str, old_save: str, new_save: str, running: bool, pieces: str
+) -> dict:
     """Make qBittorrent's resume data say what it says when killed between persisting a new save
     path and libtorrent finishing the move: qBittorrent's ``qBt-savePath`` is the new place,
     libtorrent's ``save_path`` still the old one. The kill can land either side of that window;
-    this makes the restart move certain instead of a race. ``running``: also say the torrent is
-    not paused (as if the stop before the move had not reached the resume data); otherwise
-    ``paused`` stays as qBittorrent wrote it. Returns the keys as qBittorrent wrote them at the kill."""
+    this makes the restart's path certain instead of a race.
+
+    ``pieces`` is the other thing the kill decides, and it decides qBittorrent 4.5.2's restart
+    (libtorrent 2.0.8 ``verify_resume_data``; qBittorrent moves in ``handleTorrentCheckedAlert``
+    only when the fast resume was not rejected):
+
+    - ``"none"``, as written once a recheck began (no piece bitfield): libtorrent checks no file,
+      so qBittorrent finds the torrent checked and starts its own move in Overwrite mode, the
+      move that would write into the library's inode.
+    - ``"all"``, as written while it seeded (every piece): libtorrent stats each file at the old
+      place, finds qbhook's hidden links gone, rejects the fast resume ("mismatching file size"),
+      and qBittorrent flags the torrent missingFiles and never moves.
+
+    Which of the two a kill leaves was a coin toss in CI (measured 2026-12-04: every local draw
+    wrote no bitfield; a CI run under load drew "every piece" four times in a row, because each
+    redraw restored the same resume data). ``running``: also say the torrent is not paused (as if
+    the stop before the move had not reached the resume data); otherwise ``paused`` stays as
+    qBittorrent wrote it. Returns the keys as qBittorrent wrote them at the kill."""
     fr = qbt.profile_dir / "qBittorrent" / "data" / "BT_backup" / f"{h}.fastresume"
     d, _end = _bdecode(fr.read_bytes())
     written = {k: d.get(k.encode()) for k in ("paused", "auto_managed", "qBt-savePath", "save_path")}
     d[b"qBt-savePath"], d[b"save_path"] = os.fsencode(new_save), os.fsencode(old_save)
+    d.pop(b"seed_mode", None)
+    if pieces == "none":
+        d.pop(b"pieces", None)
+    else:
+        info, _end = _bdecode((fr.parent / f"{h}.torrent").read_bytes())
+        d[b"pieces"] = b"\x01" * (len(info[b"info"][b"pieces"]) // 20)
     if running:
         d[b"paused"] = 0
     fr.write_bytes(_bencode(d))
     return written
 
 
-def restart_into_the_move(bed: Bed, h: str, wait: float, retry: bool) -> dict:
+def restart_into_the_move(bed: Bed, h: str, wait: float) -> dict:
     """Restart qBittorrent over the resume data ``leave_qbittorrent_mid_move`` wrote, and return
-    the torrent once its move settled (or after ``wait`` seconds).
-
-    qBittorrent 4.5.2 races itself at startup: its fast-resume check of the old place can finish
-    before it enqueues the move to the new save path. With the old links hidden, the check then
-    rejects the resume data ("fast resume rejected … mismatching file size") and no move starts
-    (1 CI run in ~10; both of two draws lost it once, 2026-12-03, with the unit tier and five
-    other test runs beside it). With ``retry``, that outcome is drawn up to three more times from
-    the same resume data: a bed that never reaches the move still fails the caller's precondition."""
-    fastresume = bed.qbt.profile_dir / "qBittorrent" / "data" / "BT_backup" / f"{h}.fastresume"
-    as_left = fastresume.read_bytes()
-    attempts = 4 if retry else 1
-    for attempt in range(1, attempts + 1):
-        bed.qbt.restart()
-        bed.client = bed.qbt.client()
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            moved = bed.client.torrents_info(torrent_hashes=h)[0]
-            log = qbt_log_since_start(bed.qbt)
-            busy = moved["state"] in CHECKING_STATES or moved["state"] in ("moving", "unknown")
-            if "Moved torrent successfully" in log and not busy:
-                break
-            time.sleep(0.1)
-        if not (attempt < attempts and not moves_on_restart(bed.qbt) and "fast resume rejected" in log):
+    the torrent once its move settled (or after ``wait`` seconds)."""
+    bed.qbt.restart()
+    bed.client = bed.qbt.client()
+    deadline = time.monotonic() + wait
+    while True:
+        moved = bed.client.torrents_info(torrent_hashes=h)[0]
+        busy = moved["state"] in CHECKING_STATES or moved["state"] in ("moving", "unknown")
+        if time.monotonic() >= deadline or ("Moved torrent successfully" in qbt_log_since_start(bed.qbt) and not busy):
             return moved
-        bed.qbt.kill()  # SIGKILL: the resume data it may have rewritten are replaced below
-        fastresume.write_bytes(as_left)
-    return moved
+        time.sleep(0.1)
 
 
 def inode_facts(p, ctime: bool = True) -> tuple:
@@ -678,8 +684,9 @@ def inode_facts(p, ctime: bool = True) -> tuple:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("pieces", ["none", "all"])
 @pytest.mark.parametrize("at_restart", ["running", "paused_as_written"])
-def test_qbittorrent_restart_move_during_a_promote_never_writes_into_the_library(bed, at_restart):
+def test_qbittorrent_restart_move_during_a_promote_never_writes_into_the_library(bed, at_restart, pieces):
     """qBittorrent killed mid-relocation restarts into a move of its own in Overwrite mode. On
     4.5.2/libtorrent 2.0.8 that move opens each destination file O_RDWR|O_CREAT(|O_TRUNC when the
     source looks sparse) and copies into it, then unlinks the source: on a promote the destination
@@ -689,9 +696,10 @@ def test_qbittorrent_restart_move_during_a_promote_never_writes_into_the_library
 
     ``running``: the restart finds the torrent not paused. ``paused_as_written``: the ``paused``
     flag as qBittorrent wrote it at the kill (qbhook stopped the torrent and saw it stopped before
-    its setLocation): 1. On 4.5.2 both restart into the move at once (measured: "Enqueued torrent
-    move" at startup, pausedDL 0 % at the view within 3 s when paused); the old links are hidden
-    either way, so neither writes into the library."""
+    its setLocation): 1. ``pieces`` (see ``leave_qbittorrent_mid_move``): ``none``, qBittorrent
+    moves at startup, running or paused (measured: "Enqueued torrent move" at startup, pausedDL
+    0 % at the view within 3 s when paused); ``all``, it rejects the fast resume and never moves,
+    the torrent missingFiles. Neither writes into the library, and one resume rolls back both."""
     sc, client = bed.sc, bed.client
     (h,) = build_promote(bed)
     lib = sc.library["arr_copy"]
@@ -704,34 +712,32 @@ def test_qbittorrent_restart_move_during_a_promote_never_writes_into_the_library
     lib_before = kill_qbittorrent_in_the_move(bed, lambda: inode_facts(lib)).at_intended
     assert inode_facts(lib) == lib_before
 
-    written = leave_qbittorrent_mid_move(bed.qbt, h, old_save, new_save, running=at_restart == "running")
+    written = leave_qbittorrent_mid_move(bed.qbt, h, old_save, new_save, running=at_restart == "running", pieces=pieces)
     if os.fsdecode(written["qBt-savePath"] or b"") == new_save:
         # The resume data that carry the new save path were written after qbhook saw the torrent
         # stopped: they say paused, so a restart never finds it running (the stop is not lost).
         assert written["paused"] == 1, written
     assert at_restart == "running" or written["paused"] == 1, written
-    moved = restart_into_the_move(bed, h, wait=30 if at_restart == "running" else 5, retry=at_restart == "running")
+    moved = restart_into_the_move(bed, h, wait=30 if pieces == "none" else 5)
     client = bed.client
     assert inode_facts(lib) == lib_before
     assert os.path.normpath(moved["save_path"]) == new_save, moved
-    if at_restart == "running" or moves_on_restart(bed.qbt):
-        # Its own move ran at startup (always when running; in some runs also when paused, measured
-        # on 4.5.2) and the library file was not opened for writing. (With the old file hidden its
-        # startup check found nothing at the old place: the torrent sits at 0 % at the view until
-        # qbhook's rollback stops and rechecks it.)
-        assert moves_on_restart(bed.qbt), (
-            "qBittorrent did not move the torrent on its own: nothing was tested; its log since the start:\n"
-            + qbt_log_since_start(bed.qbt)[-3000:]
-        )
+    log = qbt_log_since_start(bed.qbt)[-3000:]
+    if pieces == "none":
+        # Its own move ran at startup and the library file was not opened for writing. (With the
+        # old file hidden its startup check found nothing at the old place: the torrent sits at 0 %
+        # at the view until qbhook's rollback stops and rechecks it.)
+        assert moves_on_restart(bed.qbt), "qBittorrent did not move the torrent on its own; its log:\n" + log
         assert moved["progress"] < 1 and os.path.normpath(moved["content_path"]).startswith(new_save + "/"), moved
     else:
-        # Paused, the move deferred (the other outcome measured): libtorrent's files still at the old
-        # place; qbhook's resume moves it back to them, which cancels that move.
+        # The fast resume rejected, no move: libtorrent's files still at the old place, where the
+        # hidden links are missing; qbhook's resume puts them back and moves the torrent to them.
+        assert not moves_on_restart(bed.qbt) and "fast resume rejected" in log, log
         assert os.path.normpath(moved["content_path"]).startswith(old_save + "/"), moved
 
     run, trace = resume_traced(bed.cfg)
-    # One resume, also in the deferred case, where qBittorrent flags the torrent missingFiles
-    # (its old links were hidden when it loaded them) until the rollback's recheck with them back.
+    # One resume, also when qBittorrent flags the torrent missingFiles (its old links were hidden
+    # when it loaded them) until the rollback's recheck with them back.
     assert run["status"] == "failed" and run["groups"][0]["status"] == "rolled_back", (run["groups"][0], trace)
     wait_seeding_at(client, [h], lambda _h: old_save)
     assert b3(pool_file) == pool_bytes and inode_facts(lib, ctime=False) == lib_content
