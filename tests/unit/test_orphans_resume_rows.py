@@ -147,7 +147,7 @@ def test_a_resumed_hold_still_refuses_any_other_extra_link(world, monkeypatch, t
         write(held_at, b"another file")
         os.link(path, os.path.join(w.lib, "gone.mkv"))  # still two links, neither its own
 
-    orphans.finish_quarantine(w.cfg, w.journal, run.id)
+    orphans.finish_quarantine(w.cfg, w.journal, run.id, lambda: [w.qbt])
 
     (step,) = w.journal.steps(run.id)
     assert step.status == StepStatus.FAILED and "links now" in step.error
@@ -244,7 +244,7 @@ def test_finishing_a_dead_quarantine_closes_a_step_it_cannot_read_as_failed(worl
     w.cat.conn.execute("UPDATE steps SET args=json_set(args, ?, json(?)) WHERE run=?", (field, value, run.id))
     w.cat.conn.commit()
 
-    res = orphans.finish_quarantine(w.cfg, w.journal, run.id)
+    res = orphans.finish_quarantine(w.cfg, w.journal, run.id, lambda: [w.qbt])
 
     (step,) = w.journal.steps(run.id)
     assert step.status == StepStatus.FAILED and step.error.startswith(f"journal step {step.id}: ")
@@ -263,7 +263,7 @@ def test_a_hold_the_os_refuses_with_value_error_closes_its_step_failed_in_one_li
     (run,) = w.journal.unfinished_runs()
     monkeypatch.setattr(fsops, "hold_unreferenced", lambda *a, **k: os.stat("a\x00b"))
 
-    res = orphans.finish_quarantine(w.cfg, w.journal, run.id)
+    res = orphans.finish_quarantine(w.cfg, w.journal, run.id, lambda: [w.qbt])
 
     (step,) = w.journal.steps(run.id)
     assert step.status == StepStatus.FAILED and "\n" not in step.error
