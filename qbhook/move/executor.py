@@ -88,6 +88,7 @@ from qbhook.errors import (
     ChildFailed,
     ExitCode,
     LibraryLinksUnseen,
+    OrphansRefused,
     PathMapError,
     QbhookError,
     QbtError,
@@ -766,15 +767,29 @@ class Executor:
                     out.append(RunSummary(r.id, status=r.status, skipped=why))
                     continue
                 if r.trigger == orphans.QUARANTINE_TRIGGER:
-                    # Its steps are no plan's: holding its orphans is orphans.py's to finish.
-                    res = orphans.finish_quarantine(self.cfg, self.journal, r.id)
-                    out.append(RunSummary(r.id, status=RunStatus.FAILED if res.failed else RunStatus.DONE))
+                    out.append(self._finish_quarantine(r))
                     continue
                 self.journal.adopt_run(r.id)
                 rows = {row.seq: row for row in self.journal.steps(r.id)}
                 self.log.info("resuming run %d (%d step(s) journaled)", r.id, len(rows))
                 out.append(self._execute(r.id, self._journaled_plan(r), rows))
             return out
+
+    def _finish_quarantine(self, r: RunRow) -> RunSummary:
+        """A quarantine run that died, finished (its steps are no plan's: holding its orphans is
+        orphans.py's), after asking the clients whether a torrent uses its files since.
+
+        When they cannot be listed the run is left alone, its open steps open: holding blind could
+        move a seeding torrent's data (cross-seed links an orphan by a symlink, no fact on disk
+        changes), and closing them as not done could strand a hold that died half-way (its file
+        already in holding, or a spare link there) where no journal row lists it. An open run
+        blocks ``apply`` until a resume or the next quarantine can ask: nothing is lost waiting."""
+        try:
+            res = orphans.finish_quarantine(self.cfg, self.journal, r.id, lambda: _every_client(self.ctx.clients))
+        except OrphansRefused as e:
+            self.log.warning("run %d left alone: %s", r.id, e.message)
+            return RunSummary(r.id, status=r.status, skipped=e.message)
+        return RunSummary(r.id, status=RunStatus.FAILED if res.failed else RunStatus.DONE)
 
     def unfinished(self) -> tuple[int, ...]:
         """The runs ``apply`` refuses to lay a plan over (``UnfinishedRuns``), read under the

@@ -62,7 +62,9 @@ Quarantine moves reclaimable orphan files into the holding folder of their own s
 root (same dataset) through ``fsops.hold_unreferenced``, each step journaled first as a
 ``delete`` step that holds, exactly like a grace-period delete: the journal says what may
 be purged (``qbhook holding --purge-expired --yes``), after ``policy.grace_period``. It never
-deletes anything itself.
+deletes anything itself. A quarantine that died is finished (``finish_quarantine``: by the next
+quarantine or ``qbhook resume``) only after the clients were asked again: a torrent linked onto
+an open step's file since keeps it, and a listing that cannot say leaves the run open.
 
 The purge (``purge_held``, also the executor's after a run) asks the clients again first
 (``screen_held``): an expired orphan whose original path a torrent uses again (re-added in
@@ -1043,11 +1045,13 @@ def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float 
     from qbhook.move.journal import Journal
     from qbhook.move.locks import executor_lock
 
+    clients = tuple(clients)  # listed by the finish of a died run, then twice by ``find_orphans``
     with executor_lock(cfg, lock_wait):
         journal = Journal(catalog.conn)
+        earlier: dict[str, str] = {}  # what the finish of a died run did not hold, for the user
         for r in journal.unfinished_runs():
             if r.trigger == QUARANTINE_TRIGGER:  # an earlier quarantine that died: ours to finish
-                finish_quarantine(cfg, journal, r.id)
+                earlier.update(finish_quarantine(cfg, journal, r.id, lambda: clients).failed)
         unfinished = [r.id for r in journal.unfinished_runs()]
         if unfinished:
             # A crashed run's view files are unreferenced until its resume relocates onto them.
@@ -1058,7 +1062,7 @@ def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float 
         report = find_orphans(cfg, clients, catalog=catalog, relist=True)
         todo = [o for o in report.orphans if o.kind == RECLAIMABLE]
         if not todo:
-            return QuarantineResult(None)
+            return QuarantineResult(None, failed=earlier)
         run = journal.start_run(Plan(groups=[]).to_dict(), QUARANTINE_TRIGGER)
         res = QuarantineResult(run)
         roots = cfg.anchored_seeding_roots
@@ -1088,6 +1092,7 @@ def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float 
             "failed" if res.failed else "done",
             {"orphans_held": len(res.held), "orphans_failed": len(res.failed), "bytes_held": res.bytes_held},
         )
+        res.failed = {**earlier, **res.failed}  # the died run's journal has its own; the user sees both
         return res
 
 
@@ -1154,23 +1159,37 @@ def _unreadable_step(sid: int, a: dict) -> str | None:
     return None
 
 
-def finish_quarantine(cfg, journal, run: int) -> QuarantineResult:
+FINISH = "finish a quarantine that died"  # what ``finish_quarantine``'s refusal refuses
+
+
+def finish_quarantine(cfg, journal, run: int, clients: Callable[[], Iterable[ClientPort]]) -> QuarantineResult:
     """A quarantine run that died (a crash, a power cut, Ctrl-C) finished: each step journaled but
     not closed is done again with the facts it was decided on. Its file may be in holding already
     (``hold_unreferenced`` then says ``held``, found where this run holds it), still in place (held
     now, if nothing changed), or changed (refused). Left open, the step's held file was listed
     by nothing and never purged, and the run stopped every later quarantine. A step journaled
     by an older qbhook (without those facts) is closed failed, its file never touched.
+
+    The clients are asked first (``_finish_listing``), when a step is open: a torrent added since
+    the run died changes none of the facts on disk (cross-seed's symlink mode links a file by a
+    symlink: its inode, size, mtime and link count stay), so the facts alone held a complete,
+    seeding torrent's data. A step whose file a torrent, a leftover view, a torrent missing its
+    files or a library now uses (``_used_since``, the walk's rules) is closed failed, its file
+    left in place. A listing that cannot say refuses (``OrphansRefused``) before anything: the
+    run is left as it was, for a finish that can ask.
     Called under the executor lock: no other process acts for this run."""
     from qbhook.decide.plan import StepStatus
 
+    todo = [row for row in journal.steps(run) if row.status == StepStatus.INTENDED]
+    refs = _finish_listing(cfg, clients) if todo else None
     journal.adopt_run(run)
     res = QuarantineResult(run)
-    for row in journal.steps(run):
-        if row.status != StepStatus.INTENDED:
-            continue
+    leftovers = journal.leftover_paths() if todo else frozenset()
+    for row in todo:
         a = row.args
         why = _unreadable_step(row.id, a)
+        if why is None and refs is not None:
+            why = _used_since(a["path"], refs, leftovers)
         if why is not None:
             journal.failed(row.id, why)
             res.failed[a["path"] if isinstance(a.get("path"), str) else f"(journal step {row.id})"] = why
@@ -1192,6 +1211,54 @@ def finish_quarantine(cfg, journal, run: int) -> QuarantineResult:
         {"orphans_held": len(done), "orphans_failed": len(failed), "resumed": True},
     )
     return res
+
+
+def _finish_listing(cfg, clients: Callable[[], Iterable[ClientPort]]) -> References:
+    """What the clients and the libraries use now, for ``finish_quarantine``: ``references`` and
+    ``library_of``, judged as the purge judges its listing (``check_listing``: a client
+    unreachable or unmapped, no torrents at all, one moving, one missing its files without
+    sizes). Anything else that stops the listing (no client configured) refuses too: a finish
+    that cannot ask must not hold blind."""
+    try:
+        refs = references(clients(), FINISH)
+        check_listing(refs.torrents, refs.moving, FINISH, refs.unsized)
+        return replace(refs, library=library_of(cfg))
+    except QbhookError as e:
+        why = e.message if isinstance(e, OrphansRefused) else f"refusing to {FINISH}: {e.message}"
+        raise OrphansRefused(
+            why, hint="nothing of it was held; it is finished once the clients can be listed"
+        ) from None
+
+
+def _used_since(path: str, refs: References, leftovers: frozenset[str]) -> str | None:
+    """Why the file at ``path``, an orphan when a quarantine that died decided on it, is no orphan
+    now (``refs``: the listing taken by its finish), or None. ``decide``'s rules, in its order
+    (``in_use``, a leftover view, ``may_be_missing_data``, ``library_link``), by the file in place:
+    its path and its (st_dev, st_ino) as the walk would meet it (lstat, never followed).
+
+    Only a file still in place is judged: one already gone from it (the hold moved it, or a person
+    did) is moved by nothing now, and ``hold_unreferenced`` only records it where this run holds
+    it, so that the purge, which asks the clients again (``screen_held``), keeps it and says so.
+    (A hold that died between its link into holding and the unlink of the original leaves that
+    spare link behind when its step is closed here: one more name of a file that is kept.)"""
+    try:
+        st = os.lstat(path)
+    except (OSError, ValueError):
+        return None
+    if not stat_mod.S_ISREG(st.st_mode):
+        return None  # the hold refuses it (not a regular file)
+    key = (st.st_dev, st.st_ino)
+    since = "in use since the quarantine began"
+    if (used := in_use(path, refs, key)) is not None:
+        by = "a complete torrent's file" if used == REFERENCED else "kept for a torrent not complete"
+        return f"{since} ({by}): not held"
+    if path in leftovers:
+        return f"{since} (a leftover view the journal tracks, maybe a last copy): not held"
+    if (m := may_be_missing_data(st.st_size, refs)) is not None:
+        return f"{since}: {m.reason()}; not held"
+    if (link := library_link(path, refs, key)) is not None:
+        return f"{since} (a library links it by a symbolic link: {link}): not held"
+    return None
 
 
 @dataclass(frozen=True)

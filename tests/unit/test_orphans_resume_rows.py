@@ -16,15 +16,15 @@ import sqlite3
 import pytest
 
 from qbhook.decide.plan import Plan, RunStatus, StepStatus
-from qbhook.errors import UnsafeOperation
+from qbhook.errors import OrphansRefused, UnsafeOperation
 from qbhook.move import fsops, orphans
 from qbhook.move.fsops import HOLDING_DIR
 from qbhook.move.journal import Journal
 from tests.helpers import write
 from tests.unit.test_cli_catalog import Env
-from tests.unit.test_executor import demote_plan
+from tests.unit.test_executor import FakeTorrent, demote_plan
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
-from tests.unit.test_orphans_purge import expire, quarantine_one, world  # noqa: F401  (fixture)
+from tests.unit.test_orphans_purge import expire, quarantine_one, unreachable, world  # noqa: F401  (fixture)
 
 
 class _Died(BaseException):
@@ -147,7 +147,7 @@ def test_a_resumed_hold_still_refuses_any_other_extra_link(world, monkeypatch, t
         write(held_at, b"another file")
         os.link(path, os.path.join(w.lib, "gone.mkv"))  # still two links, neither its own
 
-    orphans.finish_quarantine(w.cfg, w.journal, run.id)
+    orphans.finish_quarantine(w.cfg, w.journal, run.id, lambda: [w.qbt])
 
     (step,) = w.journal.steps(run.id)
     assert step.status == StepStatus.FAILED and "links now" in step.error
@@ -244,7 +244,7 @@ def test_finishing_a_dead_quarantine_closes_a_step_it_cannot_read_as_failed(worl
     w.cat.conn.execute("UPDATE steps SET args=json_set(args, ?, json(?)) WHERE run=?", (field, value, run.id))
     w.cat.conn.commit()
 
-    res = orphans.finish_quarantine(w.cfg, w.journal, run.id)
+    res = orphans.finish_quarantine(w.cfg, w.journal, run.id, lambda: [w.qbt])
 
     (step,) = w.journal.steps(run.id)
     assert step.status == StepStatus.FAILED and step.error.startswith(f"journal step {step.id}: ")
@@ -263,7 +263,7 @@ def test_a_hold_the_os_refuses_with_value_error_closes_its_step_failed_in_one_li
     (run,) = w.journal.unfinished_runs()
     monkeypatch.setattr(fsops, "hold_unreferenced", lambda *a, **k: os.stat("a\x00b"))
 
-    res = orphans.finish_quarantine(w.cfg, w.journal, run.id)
+    res = orphans.finish_quarantine(w.cfg, w.journal, run.id, lambda: [w.qbt])
 
     (step,) = w.journal.steps(run.id)
     assert step.status == StepStatus.FAILED and "\n" not in step.error
@@ -292,3 +292,83 @@ def test_holding_lists_with_a_bad_row_and_warns_in_one_line(tmp_path):
     data = json.loads(env.run("--json", "holding").stdout)
     assert [h["path"] for h in data["held"]] == [f"{held}/0"]
     assert [u["step"] for u in data["unreadable"]] == [sid]
+
+
+# --------------------------------------------------------------------------- asked again before finishing
+
+XSEED = "f" * 40
+
+
+def _died_before_its_hold(w, monkeypatch) -> tuple[str, int]:
+    """An old orphan, a quarantine that journaled its hold and died before acting: (its path, the run)."""
+    path = write(os.path.join(w.seed_s, "old/Film/film.mkv"), b"film" * 1000)
+    os.utime(path, (1, 1))  # old: not young to any listing
+    monkeypatch.setattr(fsops, "hold_unreferenced", lambda *a, **k: (_ for _ in ()).throw(_Died()))
+    with pytest.raises(_Died):
+        orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    monkeypatch.undo()
+    (run,) = w.journal.unfinished_runs()
+    return path, run.id
+
+
+@pytest.mark.parametrize("finisher", ["the next quarantine", "resume"])
+def test_a_died_quarantine_is_not_finished_onto_a_torrent_linked_since(world, monkeypatch, finisher):  # noqa: F811
+    """Review R22: the finish held the open step by the facts on disk alone (inode, size, mtime,
+    links); cross-seed's symlink mode, injecting a complete torrent onto the orphan meanwhile,
+    changes none of them. The seeding torrent's data went into holding. Now the clients are asked
+    first, and the step is closed failed, the file left in place, the user told why."""
+    w = world
+    path, run = _died_before_its_hold(w, monkeypatch)
+    xdir = os.path.join(w.seed_s, "xseed/Film")
+    os.makedirs(xdir)
+    os.symlink(path, os.path.join(xdir, "film.mkv"))
+    w.qbt.add(FakeTorrent(XSEED, "Film", os.path.dirname(xdir), [("Film/film.mkv", 4000, 1)]))  # complete
+    assert orphans.find_orphans(w.cfg, [w.qbt]).orphans == []  # what a listing says now: in use
+
+    if finisher == "resume":
+        (summary,) = w.executor().resume()
+        assert summary.run_id == run and summary.status == RunStatus.FAILED and summary.skipped is None
+    else:
+        res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
+        assert res.run_id is None and res.held == []
+        assert list(res.failed) == [path] and "in use since the quarantine began" in res.failed[path]
+
+    assert os.path.exists(path) and os.path.exists(os.path.join(xdir, "film.mkv"))  # still seeding
+    assert [h for h in w.journal.held_links() if h.orphan] == []
+    (step,) = w.journal.steps(run)
+    assert step.status == StepStatus.FAILED and "in use since the quarantine began" in step.error
+    assert w.journal.unfinished_runs() == [] and w.journal.run(run).status == RunStatus.FAILED
+
+
+@pytest.mark.parametrize("client", ["unreachable", "lists no torrents"])
+@pytest.mark.parametrize("finisher", ["the next quarantine", "resume"])
+def test_a_died_quarantine_is_not_finished_while_the_clients_cannot_say(world, monkeypatch, finisher, client):  # noqa: F811
+    """The finish asks the clients; one that cannot be listed, or lists nothing, says nothing of
+    what uses the file, so nothing is held blind: the run is left as it was, its step open, and the
+    next finish that can ask holds the orphan."""
+    w = world
+    path, run = _died_before_its_hold(w, monkeypatch)
+    real = w.qbt.torrents
+    if client == "unreachable":
+        w.qbt.torrents = unreachable().torrents
+    else:
+        w.qbt.torrents = lambda *_a, **_k: []
+
+    if finisher == "resume":
+        (summary,) = w.executor().resume()
+        assert summary.run_id == run and summary.skipped is not None
+        why = summary.skipped
+    else:
+        with pytest.raises(OrphansRefused) as e:
+            orphans.quarantine(w.cfg, w.cat, [w.qbt])
+        why = e.value.message
+    assert os.path.exists(path) and w.journal.held_links() == []  # nothing moved
+    assert why.startswith("refusing to finish a quarantine that died") and "\n" not in why, why
+    (step,) = w.journal.steps(run)
+    assert step.status == StepStatus.INTENDED  # left open for a finish that can ask
+    assert [r.id for r in w.journal.unfinished_runs()] == [run]
+
+    w.qbt.torrents = real  # the client is back: the orphan, still unused, is held
+    assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).run_id is None
+    (h,) = [h for h in w.journal.held_links() if h.orphan]
+    assert h.origin == path and not os.path.exists(path) and w.journal.run(run).status == RunStatus.DONE
