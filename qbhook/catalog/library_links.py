@@ -187,12 +187,20 @@ def _reach(path: str, link: str, files: dict, places: dict) -> bool:
 
 def _as_host(link: str, maps: list[PathMap]) -> list[str]:
     """Where a dangling symlink's absolute target would be on the host, through each client's
-    path_map that covers it (TRaSH's guides give every container the same /data mount). Only
-    ever more protection: a wrong guess keeps more, never less."""
+    path_map that covers it (``as_host``; TRaSH's guides give every container the same /data mount)."""
     try:
         target = os.readlink(link)
     except (OSError, ValueError):
         return []
+    return as_host(target, maps)
+
+
+def as_host(target: str, maps) -> list[str]:
+    """Where ``target``, an absolute path as a container spells it (a dangling symlink's), is on
+    the host, through each of ``maps`` (the clients' path_maps) that covers it. The one reading of
+    a container's spelling met on disk: a library's symlink (``_as_host``) and a torrent's own
+    file that dangles (``orphans._identities``: cross-seed in a container links in its spelling).
+    Only ever more protection: a wrong guess keeps more, never less."""
     if not target.startswith("/"):
         return []
     out = []

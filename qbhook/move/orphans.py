@@ -12,15 +12,21 @@ are the thin side effects around it):
   (device, inode) one of them reaches is that torrent's data, whatever path the walk met it by:
   cross-seed's symlinks onto it, a save path that is a symlink to a folder, a client spelling a
   name in another Unicode normalization or case than the dataset shows it; so another hard link
-  of a torrent's file is referenced too); it is
+  of a torrent's file is referenced too; a symlink that dangles on the host is read through its
+  client's path_map too, as a library's is, ``library_links.as_host``: cross-seed in a container
+  links in its own spelling, /data/...); it is
   *protected* (never an orphan, whatever else holds) when it is a part file (``.!qB``, or
   libtorrent's ``.<infohash>.parts``: ``model.is_part_file``), lies
   in the content folder of a torrent that is incomplete, lacks metadata or skips files
   (qBittorrent keeps their pieces in ``.unwanted`` and part files), in its download path, or
   in qBittorrent's temp path, or is what a file of such a torrent reaches (``partial_inodes``:
   stat-ed through its symlinks, in its save and download paths, or the place a dangling one
-  names: cross-seed's symlink mode fills a real content folder with per-file symlinks, so every
-  listed file of every torrent, whatever its state, keeps what it resolves to), or when no
+  names, read through its client's path_map as well: cross-seed's symlink mode fills a real
+  content folder with per-file symlinks, in a container's spelling when it runs in one, so every
+  listed file of every torrent, whatever its state, keeps what it resolves to), or is where
+  qBittorrent keeps a skipped file of any torrent, whatever its state (``_unwanted``:
+  ``<its folder>/.unwanted/<name>``, "keep unselected files in .unwanted folder"; for a
+  single-file or NoSubfolder torrent that lies in no content folder), or when no
   torrent uses it but it may be the data of a torrent missing its files
   (``may_be_missing_data``: its size is the size of a file of a torrent its client calls
   ``missingFiles``, or of a torrent with metadata one of whose wanted files is absent, at
@@ -191,7 +197,8 @@ class References:
     # (st_dev, st_ino) of each that exists, followed through symlinks, and, for one that does not,
     # the place its links resolve to (``_identities``). Its content folder alone is not what it
     # uses: cross-seed's symlink mode makes a real folder of per-file symlinks, whose targets
-    # (the only copy once the original torrent is removed) lie elsewhere. PROTECTED (``in_use``).
+    # (the only copy once the original torrent is removed) lie elsewhere. Also the places where
+    # qBittorrent keeps every torrent's skipped files (``_unwanted``). PROTECTED (``in_use``).
     partial_inodes: frozenset[tuple[int, int]] = frozenset()
     partial_places: frozenset[str] = frozenset()
 
@@ -734,16 +741,18 @@ def _join(d: str, name: str) -> str:
 
 def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
     """Ask every client for every torrent and its files; any failure refuses (never a partial answer)."""
-    files: set[str] = set()
-    partial: set[str] = set()  # the files of torrents not complete, where their client keeps them
     protected: list[str] = []
     moving: list[str] = []
     listings: list[ClientListing] = []
     maybe_missing: list[tuple[TorrentInfo, list[TorrentFile], tuple[str, ...], str]] = []
+    found = _Found()
+    unwanted: dict[str, set[str]] = defaultdict(set)  # base (save or download path) -> ``_unwanted`` below it
     n = 0
     for c in clients:
         label = getattr(c, "name", "?")
         complete_ones: list[tuple[str, tuple[str, ...]]] = []
+        mine: set[str] = set()  # this client's complete torrents' files
+        partial: set[str] = set()  # the files of its torrents not complete, where it keeps them
         listing, temp = _list_client(c, label, doing)
         protected += temp
         for t, fs in listing:
@@ -751,10 +760,14 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
             if t.state == "moving":
                 moving.append(t.name or t.hash)
             save = os.path.normpath(t.save_path) if t.save_path else ""
+            bases = [b for b in (save, os.path.normpath(t.download_path) if t.download_path else "") if b]
+            skipped = _unwanted(fs)
+            for base in bases:
+                unwanted[base] |= skipped
             complete = t.has_metadata and t.progress >= 1.0 and bool(fs) and all(f.wanted for f in fs)
             if complete and save:
                 paths = tuple(os.path.normpath(posixpath.join(save, f.name)) for f in fs)
-                files.update(paths)
+                mine.update(paths)
                 complete_ones.append((save, paths))
                 maybe_missing.append((t, fs, paths, ""))  # missing its files if one of them is absent
                 continue
@@ -763,35 +776,67 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
             elif t.has_metadata and save and not t.is_fetching and (gone := _absent_wanted(t, save, fs)):
                 # (One its client is still getting: a file not written yet is the download, not a loss.)
                 maybe_missing.append((t, fs, (), gone))  # rechecked to 0 % after its folder was renamed
-            # Incomplete, skipping files or without metadata: its whole content folder is in use.
-            for base in (save, os.path.normpath(t.download_path) if t.download_path else ""):
-                if not base:
-                    continue
-                tops = {f.name.split("/", 1)[0] for f in fs} or {t.name}
-                protected += [os.path.normpath(posixpath.join(base, top)) for top in tops if top]
-                # ...and what its files reach: a folder of symlinks holds none of its data.
-                partial.update(os.path.normpath(posixpath.join(base, f.name)) for f in fs)
-            if t.content_path:
-                protected.append(os.path.normpath(t.content_path))
+            protected += _in_use_folders(t, fs, bases)
+            # ...and what its files reach (a folder of symlinks holds none of its data), skipped ones too.
+            held_back = _unwanted([f for f in fs if not f.wanted])  # only a skipped file is kept there
+            partial.update(os.path.normpath(posixpath.join(b, rel)) for b in bases for rel in held_back)
+            partial.update(os.path.normpath(posixpath.join(b, f.name)) for b in bases for f in fs)
         listings.append(ClientListing(label, _map_label(c), tuple(complete_ones)))
-    inodes, targets, absent = _identities(files)
-    partial_inodes, partial_places, _absent = _identities(partial)
+        found.add(mine, partial, _host_maps(c))
     # A folder in use reached through a symlink: what it points at is in use too.
     seen = set(protected)
     protected += [r for r in {os.path.realpath(p) for p in seen} if r not in seen]
-    missing, unsized = _missing(maybe_missing, absent)
+    missing, unsized = _missing(maybe_missing, found.absent)
     return References(
-        frozenset(files | targets),
+        frozenset(found.files | found.targets),
         tuple(protected),
         n,
         tuple(moving),
         clients=tuple(listings),
-        inodes=inodes,
+        inodes=frozenset(found.inodes),
         missing=missing,
         unsized=unsized,
-        partial_inodes=partial_inodes,
-        partial_places=frozenset(partial_places),
+        partial_inodes=frozenset(found.partial_inodes),
+        partial_places=frozenset(found.partial_places | _spelled(unwanted)),
     )
+
+
+def _in_use_folders(t: TorrentInfo, fs: list[TorrentFile], bases: list[str]) -> list[str]:
+    """Where a torrent that is incomplete, skips files or lacks metadata keeps its data, in use
+    whole: the top folder of each of its files (its name, without files) below each of ``bases``
+    (its save and download paths), and its content path."""
+    tops = {f.name.split("/", 1)[0] for f in fs} or {t.name}
+    out = [os.path.normpath(posixpath.join(base, top)) for base in bases for top in tops if top]
+    if t.content_path:
+        out.append(os.path.normpath(t.content_path))
+    return out
+
+
+UNWANTED = ".unwanted"  # qBittorrent's folder for a skipped file ("keep unselected files in .unwanted folder")
+
+
+def _unwanted(fs: list[TorrentFile]) -> set[str]:
+    """Where qBittorrent keeps each file of ``fs`` once it is skipped, relative to the torrent's
+    save (or download) path: ``.unwanted`` beside the file's own place, its name kept (the
+    listing still names the file at its place). For a single-file or NoSubfolder torrent that is
+    ``<save>/.unwanted/<name>``, in no content folder: a file downloaded, then unticked, was
+    reclaimable there. Every torrent's, whatever its state (a ticked one comes back)."""
+    out = set()
+    for f in fs:
+        folder, name = posixpath.split(f.name)
+        out.add(posixpath.join(folder, UNWANTED, name))
+    return out
+
+
+def _spelled(below: dict[str, set[str]]) -> set[str]:
+    """Each relative path of ``below`` under its base, spelled as listed and through the base's
+    real path (a save path that is a symlink to a folder the walk meets elsewhere): one
+    ``realpath`` per base, not per file."""
+    out: set[str] = set()
+    for base, rels in below.items():
+        for b in {base, _real(base)}:
+            out.update(os.path.normpath(posixpath.join(b, rel)) for rel in rels)
+    return out
 
 
 def _list_client(c: ClientPort, label: str, doing: str) -> tuple[list, list[str]]:
@@ -870,13 +915,42 @@ def _missing(
     return tuple(missing), tuple(unsized)
 
 
-def _identities(files: set[str]) -> tuple[frozenset[tuple[int, int]], set[str], set[str]]:
+@dataclass
+class _Found:
+    """What the torrents' files reach on disk (``_identities``), every client's together: of
+    complete torrents' files (``files``; ``inodes``, ``targets``; ``absent``: those not there)
+    and of the files of torrents not complete (``partial_inodes``, ``partial_places``)."""
+
+    files: set[str] = field(default_factory=set)
+    inodes: set[tuple[int, int]] = field(default_factory=set)
+    targets: set[str] = field(default_factory=set)
+    absent: set[str] = field(default_factory=set)
+    partial_inodes: set[tuple[int, int]] = field(default_factory=set)
+    partial_places: set[str] = field(default_factory=set)
+
+    def add(self, complete: set[str], partial: set[str], maps: list) -> None:
+        """One client's files, a dangling link's target read through its ``maps`` (its path_map)."""
+        self.files |= complete
+        inodes, targets, absent = _identities(complete, maps)
+        self.inodes |= inodes
+        self.targets |= targets
+        self.absent |= absent
+        inodes, places, _absent = _identities(partial, maps)
+        self.partial_inodes |= inodes
+        self.partial_places |= places
+
+
+def _identities(files: set[str], maps: list = ()) -> tuple[frozenset[tuple[int, int]], set[str], set[str]]:
     """What the torrents' file paths reach on disk: the (st_dev, st_ino) of each that exists,
     followed through symlinks (one stat each: read-only; a hostile link can only make more files
     look used, which keeps them), and, for one that does not, where it points once its links are
     resolved (a cross-seed link whose target an older qbhook quarantined: the purge asks about
-    that place). A path that is simply not there adds nothing to either; every path that cannot
-    be stat-ed is the third set (a torrent missing its files: ``_missing``)."""
+    that place), and that target read as its client's spelling (``library_links.as_host``
+    through ``maps``, its client's path_map, as a library's symlink is): cross-seed in a
+    container links in its own spelling, /data/..., which dangles on the host, and what it names
+    there (by identity, or by place once it is gone) is the torrent's, its only copy once the
+    original torrent is removed. A path that is simply not there adds nothing to either; every
+    path that cannot be stat-ed is the third set (a torrent missing its files: ``_missing``)."""
     inodes: set[tuple[int, int]] = set()
     targets: set[str] = set()
     absent: set[str] = set()
@@ -885,12 +959,41 @@ def _identities(files: set[str]) -> tuple[frozenset[tuple[int, int]], set[str], 
             st = os.stat(p)
         except (OSError, ValueError):
             absent.add(p)
-            real = os.path.realpath(p)
+            real = _real(p)
             if real != p:
                 targets.add(real)
+                for host in library_links.as_host(real, maps):
+                    _reach(host, inodes, targets)
             continue
         inodes.add((st.st_dev, st.st_ino))
     return frozenset(inodes), targets, absent
+
+
+def _reach(host: str, inodes: set[tuple[int, int]], places: set[str]) -> None:
+    """What a dangling link names on the host (``host``, through its client's path_map): its
+    file's identity while it is there, and its place, as spelled and as real (the purge compares
+    a held file's original place with it once it is gone)."""
+    try:
+        st = os.stat(host)
+    except (OSError, ValueError):
+        st = None
+    if st is not None:
+        inodes.add((st.st_dev, st.st_ino))
+    places.update({os.path.normpath(host), _real(host)})
+
+
+def _real(path: str) -> str:
+    """``os.path.realpath``, or ``path`` when it cannot be spelled (a NUL byte in a listed name)."""
+    try:
+        return os.path.realpath(path)
+    except (OSError, ValueError):
+        return path
+
+
+def _host_maps(client) -> list:
+    """The client's path_map when it maps anything (``library_links.as_host`` reads through it)."""
+    pm = getattr(client, "path_map", None)
+    return [pm] if pm is not None and not getattr(pm, "is_identity", True) else []
 
 
 def _map_label(client) -> str:
@@ -1353,8 +1456,9 @@ def screen_held(
     its torrent, or cross-seed inject a match onto that path, and the held file is then the
     torrent's data. So an expired orphan is purged only if no torrent of any client uses its
     original path now (``in_use``, the orphan walk's own rule, on ``references``' listing: by that
-    path, by the held file's identity, through a link that pointed there, or spelled in another
-    normalization or case) and
+    path, by the held file's identity, through a link that pointed there (in its client's
+    spelling too, read through its path_map), as the place qBittorrent keeps a skipped file of a
+    torrent in (``.unwanted``), or spelled in another normalization or case) and
     it is no leftover view the journal tracks (``leftover_views``: never an orphan, maybe a last copy),
     nor may be the data of a torrent missing its files (``may_be_missing_data``: held before that
     torrent's folder was renamed, it is the copy a repair needs), nor is reached by a library's

@@ -477,6 +477,112 @@ def test_an_orphan_held_before_a_downloading_torrent_linked_its_place_is_kept_by
     assert [(k.held, k.origin) for k in out.kept] == [(at, path)] and os.path.exists(at)
 
 
+# ------------------------------------- cross-seed in a container, qBittorrent's .unwanted folder (R22)
+
+CONTAINER = "/xseed-container-data"  # how cross-seed in a container spells the stash pool (none on the host)
+
+
+def in_container(w, path: str) -> str:
+    """``path`` as cross-seed in a container writes it: its client's path_map says so (the fake's
+    listing is in host paths already; only the links cross-seed wrote are in the container's)."""
+    from qbhook.pathmap import PathMap
+
+    w.qbt.path_map = PathMap([(CONTAINER, str(w.stash))])
+    return CONTAINER + path[len(str(w.stash)) :]
+
+
+@pytest.mark.parametrize("state", ["downloading", "checking"])
+def test_what_a_container_spelled_link_of_a_fetching_torrent_names_is_protected_and_never_held(world, state):
+    """R22: a cross-seed match auto-resumed, still downloading, its per-file symlink written in
+    the container's spelling (/data/...): on the host it dangles, and in a fetching state no file
+    of it is called missing. Its realpath alone never met a host entry: the target, its only copy
+    once the original torrent is removed, was reclaimable and held. Read through its client's
+    path_map, as a library's symlink is, the target is that torrent's."""
+    w = world
+    film = write(os.path.join(w.seed_s, "old/Film/film.mkv"), b"film" * 1000)
+    other = write(os.path.join(w.seed_s, "old/Gone/gone.mkv"), b"gone" * 10)  # a real orphan
+    link = cross_seed(w, in_container(w, film), "symlink", state)
+    kinds = {o.path: o.kind for o in orphans.find_orphans(w.cfg, [w.qbt]).orphans}
+    assert kinds == {other: orphans.RECLAIMABLE}
+    res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    assert res.held == [other] and os.path.exists(film) and os.readlink(link).startswith(CONTAINER)
+
+
+def test_an_orphan_held_before_a_fetching_torrent_linked_it_in_a_containers_spelling_is_kept(world, notified):
+    """The purge's screen reads the link through the same path_map: the place it names is the
+    held file's original place."""
+    w = world
+    path, at = quarantine_one(w, "old/Film/film.mkv")
+    cross_seed(w, in_container(w, path), "symlink", "downloading")
+    expire(w)
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    assert [(k.held, k.origin) for k in out.kept] == [(at, path)] and os.path.exists(at)
+
+
+def test_a_complete_torrents_container_spelled_link_references_its_target_by_identity_and_place(world):
+    """A complete (seeding) torrent's container-spelled link: what it names on the host is that
+    torrent's file, by identity while there and by place once held (not only, by its size, the
+    data of a torrent missing its files)."""
+    w = world
+    film = write(os.path.join(w.seed_s, "old/Film/film.mkv"), b"film" * 1000)
+    xdir = os.path.join(w.seed_s, "xseed/Film")
+    os.makedirs(xdir)
+    os.symlink(in_container(w, film), os.path.join(xdir, "film.mkv"))
+    w.qbt.add(FakeTorrent(HX, "Film", os.path.dirname(xdir), [("Film/film.mkv", 4000, 1)]))
+    refs = orphans.references([w.qbt])
+    assert orphans.in_use(film, refs, orphans.identity(film)) == orphans.REFERENCED
+    os.unlink(film)  # as if held: its place alone
+    assert orphans.in_use(film, orphans.references([w.qbt])) == orphans.REFERENCED
+
+
+SKIPPED = {  # a torrent whose file qBittorrent keeps in .unwanted: (its name, its files, FakeTorrent's fields)
+    "single file, unticked": ("Film.2020.mkv", [("Film.2020.mkv", 4000, 0)], {"stopped": True}),
+    "no subfolder, one unticked": ("Pack", [("a.mkv", 40, 1), ("Film.2020.mkv", 4000, 0)], {"stopped": True}),
+    "no subfolder, downloading": ("Pack", [("a.mkv", 40, 1), ("Film.2020.mkv", 4000, 0)], {"progress": 0.5}),
+}
+
+
+def unwanted_torrent(w, case: str) -> str:
+    """``SKIPPED[case]`` saved in ``<seed>/singles``; where qBittorrent keeps its skipped file."""
+    save = os.path.join(w.seed_s, "singles")
+    name, files, fields = SKIPPED[case]
+    for f, size, _prio in files:
+        if f != "Film.2020.mkv":
+            os.utime(write(os.path.join(save, f), b"a" * size), (1, 1))
+    w.qbt.add(FakeTorrent(HX, name, save, files, **fields))
+    return os.path.join(save, ".unwanted", "Film.2020.mkv")
+
+
+@pytest.mark.parametrize("case", SKIPPED)
+def test_a_file_qbittorrent_keeps_in_unwanted_beside_its_place_is_in_use_never_held(world, case):
+    """R22: "keep unselected files in .unwanted folder" puts a skipped file at
+    <its folder>/.unwanted/<name>; for a single-file or NoSubfolder torrent that is
+    <save>/.unwanted/<name>, in no content folder and no listed file: a file downloaded, then
+    unticked, was reclaimable, held and purged, whatever the torrent's state."""
+    w = world
+    skipped = unwanted_torrent(w, case)
+    write(skipped, b"film" * 1000)
+    os.utime(skipped, (1, 1))
+    other = write(os.path.join(w.seed_s, "old/Gone/gone.mkv"), b"gone" * 10)  # a real orphan
+    kinds = {o.path: o.kind for o in orphans.find_orphans(w.cfg, [w.qbt]).orphans}
+    assert kinds == {other: orphans.RECLAIMABLE}
+    res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    assert res.held == [other] and os.path.exists(skipped)
+
+
+def test_an_orphan_held_from_a_place_qbittorrent_keeps_a_skipped_file_in_is_kept_by_the_purge(world, notified):
+    """Held while no torrent used it; the torrent re-added in the grace period skips that file:
+    the purge's screen asks the same rule."""
+    w = world
+    rel = os.path.relpath(unwanted_torrent(w, "single file, unticked"), w.seed_s)
+    w.qbt.t.pop(HX)
+    path, at = quarantine_one(w, rel)
+    unwanted_torrent(w, "single file, unticked")
+    expire(w)
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    assert [(k.held, k.origin) for k in out.kept] == [(at, path)] and os.path.exists(at)
+
+
 def inject_during_the_walk(monkeypatch, act) -> None:
     """``act()`` runs after the quarantine listed the clients, before it walks the seeding roots."""
     real_walk = orphans.walk_roots
