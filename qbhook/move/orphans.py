@@ -25,8 +25,10 @@ are the thin side effects around it):
   content folder with per-file symlinks, in a container's spelling when it runs in one, so every
   listed file of every torrent, whatever its state, keeps what it resolves to), or is where
   qBittorrent keeps a skipped file of any torrent, whatever its state (``_unwanted``:
-  ``<its folder>/.unwanted/<name>``, "keep unselected files in .unwanted folder"; for a
-  single-file or NoSubfolder torrent that lies in no content folder), or when no
+  ``<its folder>/.unwanted/<name>``, the option "keep unselected files in .unwanted folder" of
+  qBittorrent up to 4.2; 4.5 moves such a file back out only when it loads the torrent, so one can
+  sit there after an upgrade; for a single-file or NoSubfolder torrent that lies in no content
+  folder), or when no
   torrent uses it but it may be the data of a torrent missing its files
   (``may_be_missing_data``: its size is the size of a file of a torrent its client calls
   ``missingFiles``, or of a torrent with metadata one of whose wanted files is absent, at
@@ -812,7 +814,9 @@ def _in_use_folders(t: TorrentInfo, fs: list[TorrentFile], bases: list[str]) -> 
     return out
 
 
-UNWANTED = ".unwanted"  # qBittorrent's folder for a skipped file ("keep unselected files in .unwanted folder")
+# Where qBittorrent up to 4.2 kept a skipped file ("keep unselected files in .unwanted folder");
+# 4.5's TorrentImpl moves one back out when it loads the torrent, so old ones can still be there.
+UNWANTED = ".unwanted"
 
 
 def _unwanted(fs: list[TorrentFile]) -> set[str]:
