@@ -348,10 +348,11 @@ class OrphansRefused(QbhookError):
 
 class LibraryLinksUnseen(QbhookError):
     """The walk for the libraries' symbolic links (``catalog.library_links``) could not finish (an
-    unreadable folder): a library not seen is data deleted, so what reads the walk does not act on
-    it. ``orphans`` refuses (``OrphansRefused``, the same line); a plan withholds its moves, each
-    blocked naming this line (``planner.library_blockers``); the executor's walk before and
-    during a group's deletes stops them (``Executor._check_no_library_symlink``)."""
+    unreadable folder, or folders that kept being renamed under it): a library not seen is data
+    deleted, so what reads the walk does not act on it. ``orphans`` refuses (``OrphansRefused``,
+    the same line); a plan withholds its moves, each blocked naming this line
+    (``planner.library_blockers``); the executor's walk before and during a group's deletes stops
+    them (``Executor._check_no_library_symlink``)."""
 
     exit_code = ExitCode.GUARD_REFUSED
 

@@ -36,10 +36,11 @@ can do no harm. A pool root below another one is walked once, as part of the out
 It can only protect more, never act: a symlink onto a folder holding a whole seeding root
 (``media/all -> /tank``) makes every orphan below that root a library's, and every group there
 stay; kept (only ever more protection) but named (``LibraryLinks.whole_roots``, a warning of
-``qbhook orphans``). A walk that cannot finish (find failing on an unreadable folder) raises
-``LibraryLinksUnseen``, naming why: a library not seen is data deleted. ``orphans`` refuses
-then (``OrphansRefused``), a plan withholds every move (``planner.library_blockers``), each
-blocked group naming the line.
+``qbhook orphans``). A walk that cannot finish (find failing on an unreadable folder), or whose
+folders keep changing under it (``WALKS`` walks each seeing an entry vanish: a folder renamed
+meanwhile hides its new name, ``_pool_links``), raises ``LibraryLinksUnseen``, naming why: a
+library not seen is data deleted. ``orphans`` refuses then (``OrphansRefused``), a plan withholds
+every move (``planner.library_blockers``), each blocked group naming the line.
 
 A plan's walk is its snapshot's, but a symlink may be made after it: between that snapshot and
 the executor's delete of the /stash links lie the copy, relocation and verification (minutes
@@ -149,9 +150,43 @@ def collect(cfg) -> LibraryLinks:
             continue  # not walked, or walked already (two pools, one root)
         if any(_below(root, r) for r in roots) and not any(root == s or _below(root, s) for s in seeds):
             continue  # in the walk of a pool root above it (mounts are crossed; a seeding root is pruned)
-        for link in _symlinks(pool.name, root, seeds, ignore):
-            _follow(link, files, places, maps)
+        _pool_links(pool.name, root, seeds, ignore, maps, (files, places))
     return LibraryLinks(files, places)
+
+
+# Walks of one pool before its changing is called unseen: enough to outlast one rename (an *arr's
+# import renames a folder or two, then is quiet), few enough to bound a busy library's cost.
+WALKS = 3
+
+
+def _pool_links(pool: str, root: str, seeds: set[str], ignore: set[bytes], maps: list[PathMap], into: tuple) -> None:
+    """The symlinks below ``root`` followed ``into`` (files, places), from a walk that saw no
+    entry vanish; a walk that saw one is walked again, up to ``WALKS``, then ``LibraryLinksUnseen``.
+
+    Why no vanish is tolerated: an entry gone between a walk's listing and its look was once taken
+    to hide nothing (files come and go all the time). But a folder renamed there (an *arr renames
+    "Movie 2020" to "Movie (2020)") is gone under the name listed, and its new name, made after
+    that listing, is never walked: every symlink below it unseen, the data they use deleted. A
+    renamed symlink likewise (find names it by its listed name, unlooked-at). Which it was cannot be
+    told once it is gone, so any vanish redoes the walk; find's and the Python walk's one rule."""
+    files, places = into
+    for _ in range(WALKS):
+        links, gone = _symlinks(pool, root, seeds, ignore)
+        got_files: dict = {}
+        got_places: dict = {}
+        # A symlink gone when followed: itself, or a folder above it, renamed since the listing.
+        gone = gone or next((link for link in links if _follow(link, got_files, got_places, maps)), None)
+        if gone is None:
+            for k, v in got_files.items():
+                files.setdefault(k, v)
+            for k, v in got_places.items():
+                places.setdefault(k, v)
+            return
+    raise LibraryLinksUnseen(
+        f"cannot look for library symlinks in pool {pool} (its folders kept changing: each of {WALKS}"
+        f" walks saw an entry vanish, as a renamed folder does, the last {gone})",
+        hint="run it again once the library is done renaming (an *arr's import)",
+    )
 
 
 def _below(path: str, root: str) -> bool:
@@ -159,13 +194,22 @@ def _below(path: str, root: str) -> bool:
     return path != root and path.startswith(root.rstrip("/") + "/")
 
 
-def _follow(link: str, files: dict, places: dict, maps: list[PathMap] = ()) -> None:
+def _follow(link: str, files: dict, places: dict, maps: list[PathMap] = ()) -> bool:
     """One symlink followed, read-only: its target's identity, or the real path it names. A
     dangling one is also read as a container's path (``_as_host``): an *arr app in a container
-    that links in symlink mode writes its own spelling, /data/... where the host has /stash/data/..."""
-    if not _reach(link, link, files, places):
-        for host in _as_host(link, maps):
-            _reach(host, link, files, places)
+    that links in symlink mode writes its own spelling, /data/... where the host has /stash/data/...
+    Whether the symlink itself is gone since the walk listed it (nothing kept then)."""
+    if _reach(link, link, files, places):
+        return False
+    try:
+        os.lstat(link)  # only for one that reached nothing: dangling, or itself gone
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        pass
+    for host in _as_host(link, maps):
+        _reach(host, link, files, places)
+    return False
 
 
 def _reach(path: str, link: str, files: dict, places: dict) -> bool:
@@ -226,48 +270,50 @@ def find_cmd(root: str, seeds: set[str], ignore: set[bytes]) -> list[bytes]:
     return cmd + [b"-type", b"l", b"-print0"]
 
 
-def _symlinks(pool: str, root: str, seeds: set[str], ignore: set[bytes]) -> list[str]:
-    """The symlinks below ``root`` outside ``seeds`` (find's walk; a Python one without find)."""
+def _symlinks(pool: str, root: str, seeds: set[str], ignore: set[bytes]) -> tuple[list[str], str | None]:
+    """The symlinks below ``root`` outside ``seeds`` (find's walk; a Python one without find), and
+    an entry the walk saw vanish (None: none did; ``_pool_links`` says why that matters)."""
     if findwalk.FIND is None:
         return _walk(root, seeds, {os.fsdecode(n) for n in ignore})
     cmd = find_cmd(root, seeds, ignore)
     done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, env=findwalk._ENV, cwd="/", check=False)
-    # An entry gone between find's listing and its look (a library renamed meanwhile) hides nothing.
-    why = [w for w in os.fsdecode(done.stderr).splitlines() if w and not w.endswith(_VANISHED)]
-    if done.returncode != 0 and (why or not done.stderr):
-        said = why[0] if why else f"find exited {done.returncode}"
+    said = [w for w in os.fsdecode(done.stderr).splitlines() if w]
+    why = [w for w in said if not w.endswith(_VANISHED)]
+    if done.returncode != 0 and (why or not said):
+        failed = why[0] if why else f"find exited {done.returncode}"
         raise LibraryLinksUnseen(
-            f"cannot look for library symlinks in pool {pool} ({said})",
+            f"cannot look for library symlinks in pool {pool} ({failed})",
             hint=f"add a folder qbhook may skip to {IGNORE}",
         )
-    return [os.fsdecode(p) for p in done.stdout.split(b"\0") if p]
+    # find's line: "<find>: '<path>': No such file or directory"; the path, as find quoted it.
+    gone = next((w[: -len(_VANISHED)].partition(": ")[2] or w for w in said if w.endswith(_VANISHED)), None)
+    return [os.fsdecode(p) for p in done.stdout.split(b"\0") if p], gone
 
 
 IGNORE = "scan.ignore_names"  # what a person changes to let the walk finish
 _VANISHED = ": No such file or directory"  # find's words for it (LC_ALL=C)
 
 
-def _walk(root: str, seeds: set[str], ignore: set[str]) -> list[str]:
-    """``_symlinks`` without find: the same walk (nothing followed, mounts crossed, same prunes)."""
+def _walk(root: str, seeds: set[str], ignore: set[str]) -> tuple[list[str], str | None]:
+    """``_symlinks`` without find: the same walk (nothing followed, mounts crossed, same prunes),
+    the same rule (an entry gone since its listing ends the walk: it is walked again)."""
     out: list[str] = []
     stack = [root]
     while stack:
         d = stack.pop()
         try:
             with os.scandir(d) as it:
-                listed = list(it)
+                listed = [(de, de.stat(follow_symlinks=False)) for de in it]
+        except FileNotFoundError as e:
+            return out, e.filename or d  # d, or an entry of it, gone since its listing (renamed, say)
         except OSError as e:
             raise LibraryLinksUnseen(
                 f"cannot look for library symlinks below {d} ({e.strerror})",
                 hint=f"add a folder qbhook may skip to {IGNORE}",
             ) from None
-        for de in listed:
-            try:
-                st = de.stat(follow_symlinks=False)
-            except OSError:
-                continue  # gone since the listing
+        for de, st in listed:
             if stat_mod.S_ISLNK(st.st_mode):
                 out.append(de.path)
             elif stat_mod.S_ISDIR(st.st_mode) and de.name not in ignore and de.path not in seeds:
                 stack.append(de.path)
-    return out
+    return out, None

@@ -9,12 +9,15 @@ check's cadence). Real files and symlinks on two tmpfs pools, the executor tests
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shlex
 import stat
 
 import pytest
 
 from qbhook.catalog import findwalk, library_links
+from qbhook.errors import LibraryLinksUnseen
 from tests.unit.test_executor import FILES, H1, H2, demote_plan, world  # noqa: F401  (fixture)
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 
@@ -149,3 +152,134 @@ def test_one_walk_serves_every_group_of_a_run_while_younger_than_the_cadence(wor
     world.clock.now += 1
     ex._library_walk(deletes_started=True)
     assert len(walks) == 3
+
+
+# --------------------------------------------------------------------------- renamed during the walk
+# Review (R21-B): find's "No such file or directory" (an entry listed, gone when looked at) was
+# taken to hide nothing. But a library folder renamed there ("Movie 2020" -> "Movie (2020)", as an
+# *arr does) is never walked under its new name: its symlinks unseen, the first delete removed the
+# file one uses. A walk that saw an entry vanish is walked again; one that keeps seeing it is unseen.
+
+# The real find, plus: on reaching the marker (listed before the entry, on tmpfs the newest is
+# listed first) the entry is renamed, once: a real find's own walk, the race made deterministic.
+_FIND_RENAMING = """#!/bin/sh
+a1="$1"; a2="$2"; a3="$3"; a4="$4"; shift 4
+exec {find} "$a1" "$a2" "$a3" "$a4" \\( -name zz-marker -exec sh -c '[ ! -e "$0" ] || mv "$0" "$1"' {src} {dst} \\; \\
+  -false \\) -o "$@"
+"""
+# The real find, and an entry that vanishes in every walk.
+_FIND_CHURNING = """#!/bin/sh
+{find} "$@"; echo "{find}: '$2/media/Movie 2020': No such file or directory" >&2; exit 1
+"""
+
+
+def _renamed(world, what: str) -> tuple[str, str, str]:  # noqa: F811
+    """A library item onto the movie, ``what`` ("a folder" holding its symlink, or "a symlink")
+    to be renamed: (the name listed, its new name, the symlink as it is after the rename)."""
+    movies = os.path.join(world.lib, "movies")
+    target = os.path.join(world.seed_s, MOVIE)
+    if what == "a folder":
+        src, dst = os.path.join(movies, "Movie 2020"), os.path.join(movies, "Movie (2020)")
+        _symlink(os.path.join(src, "movie.mkv"), target)
+        return src, dst, os.path.join(dst, "movie.mkv")
+    src, dst = os.path.join(movies, "Movie 2020.mkv"), os.path.join(movies, "Movie (2020).mkv")
+    return src, dst, _symlink(src, target) and dst
+
+
+def _find_renaming(tmp_path, monkeypatch, src: str, dst: str) -> None:
+    """findwalk.FIND: a find that renames ``src`` to ``dst`` during its first walk."""
+    assert findwalk.FIND is not None
+    open(os.path.join(os.path.dirname(src), "zz-marker"), "w").close()  # after src: listed first
+    fake = tmp_path / "find-renaming"
+    fake.write_text(_FIND_RENAMING.format(find=findwalk.FIND, src=shlex.quote(src), dst=shlex.quote(dst)))
+    fake.chmod(0o755)
+    monkeypatch.setattr(findwalk, "FIND", str(fake))
+
+
+def _python_renaming(monkeypatch, src: str, dst: str) -> None:
+    """The Python walk, ``src`` renamed to ``dst`` right after its folder's first listing."""
+    real = os.scandir
+
+    @contextlib.contextmanager
+    def scandir(d):
+        with real(d) as it:
+            listed = list(it)
+        if d == os.path.dirname(src) and os.path.lexists(src):
+            os.rename(src, dst)
+        yield iter(listed)
+
+    monkeypatch.setattr(findwalk, "FIND", None)
+    monkeypatch.setattr(library_links.os, "scandir", scandir)
+
+
+needs_find = pytest.mark.skipif(findwalk.FIND is None, reason="no GNU find here")
+
+
+@needs_find
+def test_a_library_folder_renamed_during_the_walk_before_the_first_delete_keeps_every_old_link(
+    world,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    # The reviewer's: the library links the movie (after the snapshot: the plan is built by hand,
+    # it saw none), and renames its folder while the executor's walk runs. The first walk saw it
+    # vanish; the second sees it under its new name.
+    src, dst, link = _renamed(world, "a folder")
+    target = os.path.join(world.seed_s, MOVIE)
+    act = lambda: _find_renaming(tmp_path, monkeypatch, src, dst)  # noqa: E731
+    g = _apply_with(world, act, deleted=0)
+    assert g.status == "rolled_back", g.reason
+    assert f"library symlink {link} -> {target} uses" in g.reason, g.reason
+    assert os.path.exists(link)  # the library's item still plays
+    assert _kept(world, H1) == [rel for rel, _d in FILES]
+
+
+@pytest.mark.parametrize("walk", [pytest.param("find", marks=needs_find), "python"])
+@pytest.mark.parametrize("what", ["a folder", "a symlink"])
+def test_a_library_renamed_during_the_walk_is_seen_by_the_next_walk(world, tmp_path, monkeypatch, walk, what):  # noqa: F811
+    # A symlink renamed after its folder's listing: find names it by its old name unlooked-at,
+    # the Python walk sees it gone; either way the walk is not clean.
+    src, dst, link = _renamed(world, what)
+    if walk == "find":
+        _find_renaming(tmp_path, monkeypatch, src, dst)
+    else:
+        _python_renaming(monkeypatch, src, dst)
+    st = os.stat(os.path.join(world.seed_s, MOVIE))
+    found = library_links.collect(world.cfg)
+    assert os.path.lexists(dst) and not os.path.lexists(src)  # the rename happened during the walk
+    assert found.reaching(os.path.join(world.seed_s, MOVIE), (st.st_dev, st.st_ino)) == link
+
+
+@pytest.mark.parametrize("walk", [pytest.param("find", marks=needs_find), "python"])
+def test_a_library_that_keeps_changing_during_every_walk_is_unseen(world, tmp_path, monkeypatch, walk):  # noqa: F811
+    gone = os.path.join(str(world.stash), "media", "Movie 2020")
+    if walk == "find":
+        fake = tmp_path / "find-churning"
+        fake.write_text(_FIND_CHURNING.format(find=findwalk.FIND))
+        fake.chmod(0o755)
+        monkeypatch.setattr(findwalk, "FIND", str(fake))
+    else:
+        os.makedirs(gone)
+        real = os.scandir
+        monkeypatch.setattr(findwalk, "FIND", None)
+        monkeypatch.setattr(library_links.os, "scandir", lambda d: real(d if d != gone else os.path.join(d, "nothing")))
+    walked = []
+    real_walk = library_links._symlinks
+    monkeypatch.setattr(library_links, "_symlinks", lambda *a: walked.append(a[1]) or real_walk(*a))
+    with pytest.raises(LibraryLinksUnseen) as e:
+        library_links.collect(world.cfg)
+    assert walked == [str(world.stash)] * library_links.WALKS
+    said = e.value.message
+    assert "cannot look for library symlinks in pool stash" in said and "kept changing" in said, said
+    assert "Movie 2020" in said and "\n" not in said, said
+
+
+@needs_find
+def test_a_library_that_keeps_changing_stops_the_deletes(world, tmp_path, monkeypatch):  # noqa: F811
+    fake = tmp_path / "find-churning"
+    fake.write_text(_FIND_CHURNING.format(find=findwalk.FIND))
+    fake.chmod(0o755)
+    g = _apply_with(world, lambda: monkeypatch.setattr(findwalk, "FIND", str(fake)), deleted=0)
+    assert g.status == "rolled_back", g.reason
+    assert "cannot look for library symlinks" in g.reason and "kept changing" in g.reason, g.reason
+    assert _kept(world, H1) == [rel for rel, _d in FILES]
