@@ -48,7 +48,10 @@ seeding folder is never unlinked after a look at it either: a file renamed over 
 between (qBittorrent completing a download at that path) would lose its last link. A hold
 renames the entry into holding, a removal (a delete, a leftover view's, an unrecorded link's)
 to a drop name (``_drop_name``), never over a name (``_rename_noreplace``, ``_put_back``), and
-what arrived is proven to be the file checked, else put back (``_move_checked``). The only
+what arrived is proven to be the file checked, else put back (``_move_checked``). A kill between
+that rename and the look leaves whatever arrived at qbhook's name: a retry or resume that finds a
+file other than the planned one there puts it back (``_absent``, ``_undo_drop``), never takes the
+act for done, since that file would then be named by nothing. The only
 names unlinked after a look are qbhook's own: in its 0700 folders (staging, holding), where
 nobody renames a file, or a name no torrent owns (a drop name, a relink's temporary name),
 onto which only a writer of the folder, who could unlink that file anyway, renames one. A
@@ -2321,12 +2324,12 @@ def safe_unlink(
     try:
         parent = _walk(root, parts[:-1])
     except (FileNotFoundError, NotADirectoryError):
-        return _absent(root, parts, ino, hold_run)
+        return _absent(root, parts, ino, hold_run, "delete")
     except UnsafeOperation as e:
         raise u.refuse(f"not inside a seeding root through real folders: {e.message}") from None
     with parent:
         res = _safe_unlink_at(u, parent, parts[-1])
-    return _absent(root, parts, ino, hold_run) if res["status"] == "absent" else res
+    return _absent(root, parts, ino, hold_run, "delete") if res["status"] == "absent" else res
 
 
 def undo_drop(path, *, ino: int, seeding_roots) -> bool:
@@ -2347,9 +2350,17 @@ def undo_drop(path, *, ino: int, seeding_roots) -> bool:
         return _undo_drop(parent, parts[-1], ino, None, None, "the link a delete left")
 
 
-def _absent(root: bytes, parts: list[bytes], ino: int, hold_run) -> dict:
+def _absent(root: bytes, parts: list[bytes], ino: int, hold_run, verb: str = "hold") -> dict:
     """The result for a path already gone; if an earlier attempt held it (a crash before the journal
-    recorded it), say where, so the held link is journaled and purged like any other."""
+    recorded it), say where, so the held link is journaled and purged like any other.
+
+    A regular file of another inode at the held name is no hold of ours: a kill right after the
+    rename into holding, before the look at what arrived (``_move_checked``), when qBittorrent had
+    renamed a completed download over the name just before. Holding is qbhook's 0700 folder and
+    the held name is this path's alone, so it came from this path: it goes back there
+    (``_stray_back``) and the hold is refused. "absent" would close the hold, and that file, its
+    only link in holding, would be named by nothing (no journal row, no scan, no orphans walk)."""
+    stray = None
     if hold_run is not None:
         try:
             hold, top = _open_holding_id(root, hold_run, parts[:-1], create=False)
@@ -2357,8 +2368,12 @@ def _absent(root: bytes, parts: list[bytes], ino: int, hold_run) -> dict:
                 st = hold.lstat(parts[-1])
                 if st is not None and st.st_ino == ino:
                     st = _drop_spare(hold, parts[-1], st)
+                elif st is not None and stat_mod.S_ISREG(st.st_mode):
+                    stray = _stray_back(root, parts, hold, verb)
         except (UnsafeOperation, OSError):
             st = None
+        if stray is not None:
+            raise stray
         if st is not None and stat_mod.S_ISREG(st.st_mode) and st.st_ino == ino:
             target = holding_path(b"/".join([root.rstrip(b"/"), *parts]), os.fsdecode(root), hold_run)
             return {
@@ -2370,6 +2385,61 @@ def _absent(root: bytes, parts: list[bytes], ino: int, hold_run) -> dict:
                 "holding": _holding_id(top),
             }
     return {"status": "absent", "bytes_freed": 0}
+
+
+def _stray_back(root: bytes, parts: list[bytes], hold: Dir, verb: str) -> UnsafeOperation:
+    """Put the file ``_absent`` found at ``parts``' held name in ``hold`` (not the inode planned) back
+    at ``parts``; the refusal to raise then, which says where that file is.
+
+    Through the verified holding descriptor and the parent walked afresh from the seeding root
+    (``_walk``: no symlink, qbhook's rules), and never over a name (``_put_back``): a file at the
+    name by now stays, and this one stays in holding, named in the refusal for a person."""
+    name = parts[-1]
+    path_s = os.fsdecode(b"/".join([root.rstrip(b"/"), *parts]))
+    why = f"refusing to {verb} {path_s}: another file was renamed over it as it was being held"
+    stays = f"{why}; that file is in holding, at {hold.show(name)}"
+    try:
+        parent = _walk(root, parts[:-1])
+    except (FileNotFoundError, NotADirectoryError):
+        return UnsafeOperation(f"{stays} (its folder is gone)", hint="put it back by hand")
+    except UnsafeOperation as e:
+        return UnsafeOperation(f"{stays} (its folder is refused: {e.message})", hint="put it back by hand")
+    except OSError as e:  # returned, never raised: ``_absent`` would read a raised one as "absent"
+        return UnsafeOperation(f"{stays} ({e.strerror})", hint="put it back by hand")
+    with parent:
+        try:
+            _put_back(name, hold.fd, name, parent.fd)
+        except FileExistsError:
+            return UnsafeOperation(f"{stays} (its name is taken again)", hint="put it back by hand")
+        except OSError as e:
+            return UnsafeOperation(f"{stays} ({e.strerror})", hint="put it back by hand")
+    again = "list orphans again" if verb == "hold" else "re-plan"
+    return UnsafeOperation(f"{why}; that file is put back, the {verb} is not done", hint=again)
+
+
+def _held_stray(root: bytes, parts: list[bytes], run, ino: int, st: os.stat_result) -> str:
+    """For a hold (or grace delete) refused because ``parts`` is another file ``st`` than planned
+    (``ino``): what its refusal adds about a file at the held name that is not ``ino``.
+
+    A kill right after the rename into holding (before the look, ``_move_checked``) of a file
+    renamed over the name just before left that file there; if the name is taken again before the
+    resume, ``_absent`` never sees it, so the refusal names where it waits (nothing else does).
+    A link of ``st`` itself there is the spare of that file's put-back without renameat2, killed
+    between its link and its unlink (``_put_back``): taken, ``st``'s name keeps the data, and the
+    spare would make the inode's every later hold or delete refuse an unknown link. Through the
+    verified holding descriptor, in qbhook's 0700 folder, where nobody else renames."""
+    try:
+        hold = _open_holding(root, run, parts[:-1], create=False)
+    except (UnsafeOperation, OSError):
+        return ""
+    with hold:
+        hst = hold.lstat(parts[-1])
+        if hst is None or not stat_mod.S_ISREG(hst.st_mode) or hst.st_ino == ino:
+            return ""
+        if (hst.st_dev, hst.st_ino) == (st.st_dev, st.st_ino):
+            os.unlink(parts[-1], dir_fd=hold.fd)
+            return ""
+        return f"; another file, renamed over it as it was being held, waits in holding at {hold.show(parts[-1])}"
 
 
 def _drop_spare(hold: Dir, name: bytes, st: os.stat_result) -> os.stat_result:
@@ -2408,6 +2478,14 @@ def _safe_unlink_at(u: _Unlink, parent: Dir, name: bytes) -> dict:
 def _still_the_planned_file(u: _Unlink, parent: Dir, name: bytes) -> os.stat_result | None:
     """A regular file, still inode ``ino`` on ``fsid``, of the planned size (None: already gone)."""
     st = parent.lstat(name)
+    # A put-back of the planned file itself (the retry of a delete killed at its drop name), killed
+    # between its link and its unlink without renameat2 (``_put_back``), left that spare link: an
+    # unknown link to ``_no_new_outside_link``, which refused every retry for good. Looked for only
+    # when the inode has another link (a spare makes two): no lstat more for the usual one-link
+    # delete. Both names in ``parent``, the descriptor verified above.
+    spare = st is not None and stat_mod.S_ISREG(st.st_mode) and st.st_ino == u.ino and st.st_nlink > 1
+    if spare and _take_spare(parent, name, u.ino, st):
+        st = parent.lstat(name)
     if st is None:
         return None
     if not stat_mod.S_ISREG(st.st_mode):
@@ -2416,12 +2494,13 @@ def _still_the_planned_file(u: _Unlink, parent: Dir, name: bytes) -> os.stat_res
         # A put-back of this file, killed at its drop name (``_put_back``), may have left a spare
         # link of it there, named after the planned inode: only this attempt knows that name.
         _take_spare(parent, name, u.ino, st)
-        raise u.refuse(
-            f"it is no longer the planned file (inode {st.st_ino}, planned {u.ino} on {u.fsid})", hint="re-plan"
-        )
-    if u.size is not None and st.st_size != u.size:
-        raise u.refuse(f"{st.st_size} bytes, planned {u.size}")
-    return st
+        why = f"it is no longer the planned file (inode {st.st_ino}, planned {u.ino} on {u.fsid})"
+    elif u.size is not None and st.st_size != u.size:
+        why = f"{st.st_size} bytes, planned {u.size}"  # (a new file may get the freed inode number)
+    else:
+        return st
+    stray = "" if u.hold_run is None else _held_stray(u.root, u.parts, u.hold_run, u.ino, st)
+    raise u.refuse(f"{why}{stray}", hint="put that file back by hand" if stray else "re-plan")
 
 
 def _no_new_outside_link(u: _Unlink, parent: Dir, name: bytes, st: os.stat_result) -> None:
@@ -2744,9 +2823,11 @@ def hold_unreferenced(
         if not stat_mod.S_ISREG(st.st_mode):
             raise UnsafeOperation(f"refusing to hold {path_s}: not a regular file")
         if (st.st_ino, st.st_size) != (ino, size):
+            stray = _held_stray(root, parts, run, ino, st)
             raise UnsafeOperation(
-                f"refusing to hold {path_s}: no longer the file decided on (inode {st.st_ino}, {st.st_size} bytes)",
-                hint="list orphans again",
+                f"refusing to hold {path_s}: no longer the file decided on (inode {st.st_ino}, {st.st_size} bytes)"
+                f"{stray}",
+                hint="put that file back by hand" if stray else "list orphans again",
             )
         if st.st_mtime_ns != mtime_ns:
             raise UnsafeOperation(f"refusing to hold {path_s}: written since it was listed")
@@ -3130,7 +3211,13 @@ def _drop_checked(parent: Dir, name: bytes, st: os.stat_result, path_s: str, *, 
 def _undo_drop(parent: Dir, name: bytes, ino: int, size: int | None, dev: int | None, what: str = "the view") -> bool:
     """Put back a file a killed ``_drop_checked`` left under its drop name (still that file:
     ``_is_view``; ``size`` None: any size), so it is judged afresh; whether one was put back.
-    UnsafeOperation while ``name`` is taken."""
+    UnsafeOperation while ``name`` is taken.
+
+    A regular file of another inode there goes back too: that kill came right after the rename,
+    before the look at what arrived, when a file had been renamed over ``name`` just before
+    (qBittorrent completing a download there). The drop name is qbhook's, made of ``name`` and the
+    planned inode, so that file came from ``name``; it is not ours to delete, and left there it
+    would be named by nothing (no scan lists drop names) while the removal said "absent"."""
     tmp = _drop_name(name, ino)
     tst = parent.lstat(tmp)
     if tst is None:
@@ -3138,12 +3225,15 @@ def _undo_drop(parent: Dir, name: bytes, ino: int, size: int | None, dev: int | 
     now = parent.lstat(name)
     if now is not None and _take_spare(parent, name, ino, now, tst):
         return True
-    if not _is_view(tst, ino, tst.st_size if size is None else size, dev):
+    swapped = stat_mod.S_ISREG(tst.st_mode) and tst.st_ino != ino
+    if not swapped and not _is_view(tst, ino, tst.st_size if size is None else size, dev):
         return False
     if now is not None:
         # Not "no longer the view" (that ends its tracking, the view left under a hidden name).
-        raise UnsafeOperation(f"{what} waits at {parent.show(tmp)}: its name is taken", hint="move one of them")
+        held = "a file renamed over its name" if swapped else what
+        raise UnsafeOperation(f"{held} waits at {parent.show(tmp)}: its name is taken", hint="move one of them")
     try:
+        # Through ``parent``, the descriptor the caller verified, never over a name (``_put_back``).
         _put_back(tmp, parent.fd, name, parent.fd)
     except (FileNotFoundError, FileExistsError):
         return False  # moved meanwhile: the checks below judge what is at ``name`` now
@@ -3206,8 +3296,9 @@ def remove_unrecorded_link(path, src, *, roots, src_roots=()) -> dict:
         return {"status": "absent"}
     with parent:
         st = parent.lstat(parts[-1])
+        if st is None and _drop_spare_of(parent, parts[-1], path_s, src, tuple(roots) + tuple(src_roots)):
+            st = parent.lstat(parts[-1])  # a file renamed over the name, back there: judged afresh
         if st is None:
-            _drop_spare_of(parent, parts[-1], path_s, src, tuple(roots) + tuple(src_roots))
             return {"status": "absent"}
         kdir, _kname, kst = _source_of(path_s, src, tuple(roots) + tuple(src_roots))
         with kdir:
@@ -3222,20 +3313,30 @@ def remove_unrecorded_link(path, src, *, roots, src_roots=()) -> dict:
     return {"status": "removed", "dev": st.st_dev, "ino": st.st_ino, "size": st.st_size}
 
 
-def _drop_spare_of(parent: Dir, name: bytes, path_s: str, src, roots: tuple) -> None:
+def _drop_spare_of(parent: Dir, name: bytes, path_s: str, src, roots: tuple) -> bool:
     """Unlink the drop name a killed ``_drop_checked`` of ``name`` left, when it is a spare link of
-    ``src``'s inode (another link keeps its content): what the removal meant to remove anyway."""
+    ``src``'s inode (another link keeps its content): what the removal meant to remove anyway.
+    A regular file of another inode there (renamed over ``name`` right before the removal's
+    rename, the kill before its look: ``_undo_drop``'s case) is put back at ``name`` (free: the
+    caller saw it so) through the same verified ``parent``, never over a name; whether it was."""
     try:
         kdir, _kname, kst = _source_of(path_s, src, roots)
     except (ViewUnproven, UnsafeOperation, OSError):
-        return  # nothing proves what the drop name is a link of: left
+        return False  # nothing proves what the drop name is a link of: left
     with kdir:
         drop = _drop_name(name, kst.st_ino)
         dst = parent.lstat(drop)
-        if dst is None or not stat_mod.S_ISREG(dst.st_mode) or dst.st_nlink < 2:
-            return
-        if (dst.st_dev, dst.st_ino) == (kst.st_dev, kst.st_ino):
+        if dst is None or not stat_mod.S_ISREG(dst.st_mode):
+            return False
+        if (dst.st_dev, dst.st_ino) != (kst.st_dev, kst.st_ino):
+            try:
+                _put_back(drop, parent.fd, name, parent.fd)
+            except (FileNotFoundError, FileExistsError):
+                return False  # moved meanwhile, or the name taken again: the caller judges the name
+            return True
+        if dst.st_nlink >= 2:
             os.unlink(drop, dir_fd=parent.fd)  # a drop name, no torrent's: as ``_drop_checked``'s unlink
+    return False
 
 
 def _is_view(st: os.stat_result, ino: int, size: int, dev: int | None) -> bool:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+from pathlib import Path
 
 import pytest
 
-from qbhook.errors import UnsafeOperation
+from qbhook.errors import UnsafeOperation, ViewReleased
 from qbhook.move import fsops
 from tests.helpers import write
 from tests.unit.test_fsops import b3, fs2, tmpfs  # noqa: F401
@@ -491,3 +492,199 @@ def test_a_put_back_drops_a_spare_link_a_killed_hide_left(tmp_path, monkeypatch)
     assert fsops.unhide_after_move(str(f), roots=(str(root),), run=7)["status"] == "restored"
     assert os.lstat(f).st_nlink == 1 and f.read_bytes() == b"x" * 100
     assert not os.path.lexists(root / fsops.HOLDING_DIR)
+
+
+# --------------------------------------------------------------------------- R20
+
+
+def _completed_then_killed(monkeypatch, name: str, intruder) -> None:
+    """qBittorrent renames ``intruder`` (a completed download) over ``name`` right before qbhook's
+    rename of that name into holding or to its drop name, and qbhook is killed right after that
+    rename, before it looks at what arrived. Undone by the caller's ``monkeypatch.undo()``."""
+    real = fsops._rename_noreplace
+
+    def rename(src, sfd, dst, dfd):
+        if os.fsdecode(src) != name:
+            return real(src, sfd, dst, dfd)
+        os.rename(intruder, os.path.join(f"/proc/self/fd/{sfd}", name))
+        real(src, sfd, dst, dfd)
+        raise KeyboardInterrupt  # the kill
+
+    monkeypatch.setattr(fsops, "_rename_noreplace", rename)
+
+
+def _orphan(tmp_path):
+    root = tmp_path / "seed"
+    f = write(root / "old/x.bin", b"x" * 100)
+    st = os.lstat(f)
+    facts = {"ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "max_nlink": 1, "roots": (root,)}
+    return root, f, facts
+
+
+def test_a_file_swapped_in_as_a_killed_hold_renamed_is_put_back_on_resume(tmp_path, monkeypatch):
+    """R20 F1: the resumed hold saw another inode at the held name and said ``absent``; the journal
+    closed the hold and the completed download, its only link in holding, was named by nothing."""
+    root, f, facts = _orphan(tmp_path)
+    intruder = write(root / "incomplete/x.bin.!qB", PRECIOUS)
+    _completed_then_killed(monkeypatch, "x.bin", intruder)
+    with pytest.raises(KeyboardInterrupt):
+        fsops.hold_unreferenced(f, **facts, run=7)
+    monkeypatch.undo()
+    with pytest.raises(UnsafeOperation, match="renamed over it as it was being held; that file is put back"):
+        fsops.hold_unreferenced(f, **facts, run=7, resumed=True)
+    assert f.read_bytes() == PRECIOUS and os.lstat(f).st_nlink == 1
+    assert not os.path.lexists(fsops.holding_path(f, root, 7))
+
+
+def _hold_killed_after_a_swap(tmp_path, monkeypatch):
+    root, f, facts = _orphan(tmp_path)
+    intruder = write(root / "incomplete/x.bin.!qB", PRECIOUS)
+    _completed_then_killed(monkeypatch, "x.bin", intruder)
+    with pytest.raises(KeyboardInterrupt):
+        fsops.hold_unreferenced(f, **facts, run=7)
+    monkeypatch.undo()
+    return root, f, facts, fsops.holding_path(f, root, 7)
+
+
+def test_a_file_swapped_in_as_a_killed_hold_renamed_is_named_when_its_name_is_taken(tmp_path, monkeypatch):
+    """The name taken again before the resume: the refusal (no longer the file decided on) names
+    where the swapped-in file waits, the only thing that does; both files stay."""
+    _root, f, facts, held = _hold_killed_after_a_swap(tmp_path, monkeypatch)
+    write(f, b"another")
+    with pytest.raises(UnsafeOperation, match=f"no longer the file decided on .*waits in holding at {held}"):
+        fsops.hold_unreferenced(f, **facts, run=7, resumed=True)
+    assert f.read_bytes() == b"another" and Path(held).read_bytes() == PRECIOUS
+
+
+def test_a_file_swapped_in_as_a_killed_hold_renamed_is_named_when_its_put_back_meets_a_file(tmp_path, monkeypatch):
+    _root, f, facts, held = _hold_killed_after_a_swap(tmp_path, monkeypatch)
+    real = fsops._put_back
+
+    def taken_first(*a):
+        write(f, b"another")  # a file made at the name between the resume's look and its put-back
+        return real(*a)
+
+    monkeypatch.setattr(fsops, "_put_back", taken_first)
+    with pytest.raises(UnsafeOperation, match=f"that file is in holding, at {held} \\(its name is taken again\\)"):
+        fsops.hold_unreferenced(f, **facts, run=7, resumed=True)
+    assert f.read_bytes() == b"another" and Path(held).read_bytes() == PRECIOUS
+
+
+def test_a_swapped_in_files_put_back_killed_without_renameat2_leaves_no_link_in_holding(tmp_path, monkeypatch):
+    """The put-back without renameat2 is a link, then the unlink of the held name: killed between,
+    the next resume takes that spare link (else the file kept a link nothing names or purges)."""
+    root, f, facts, held = _hold_killed_after_a_swap(tmp_path, monkeypatch)
+    _no_renameat2(monkeypatch)
+    real_unlink = os.unlink
+
+    def die(p, *, dir_fd=None):
+        if os.fsencode(p) == b"x.bin":
+            raise KeyboardInterrupt
+        return real_unlink(p, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "unlink", die)
+    with pytest.raises(KeyboardInterrupt):
+        fsops.hold_unreferenced(f, **facts, run=7, resumed=True)
+    monkeypatch.undo()
+    assert os.lstat(f).st_nlink == 2 and os.path.samefile(f, held)
+    with pytest.raises(UnsafeOperation, match="no longer the file decided on"):
+        fsops.hold_unreferenced(f, **facts, run=7, resumed=True)
+    assert f.read_bytes() == PRECIOUS and os.lstat(f).st_nlink == 1 and not os.path.lexists(held)
+
+
+def test_a_file_swapped_in_as_a_killed_grace_delete_held_is_put_back(fs2, monkeypatch):  # noqa: F811
+    """The grace-period delete (``safe_unlink(hold_run=)``) holds by the same rename: the same kill."""
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    a, _b, _keep, kw = _doomed(fs2)
+    intruder = write(seed_s / "A/f.bin.!qB", PRECIOUS)
+    _completed_then_killed(monkeypatch, "f.bin", intruder)
+    with pytest.raises(KeyboardInterrupt):
+        fsops.safe_unlink(a, **kw, hold_run=5)
+    monkeypatch.undo()
+    with pytest.raises(UnsafeOperation, match="refusing to delete .*that file is put back"):
+        fsops.safe_unlink(a, **kw, hold_run=5)
+    assert a.read_bytes() == PRECIOUS and not os.path.lexists(fsops.holding_path(a, seed_s, 5))
+
+
+def test_a_file_swapped_in_as_a_killed_grace_delete_held_is_named_when_its_name_is_taken(fs2, monkeypatch):  # noqa: F811
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    a, _b, _keep, kw = _doomed(fs2)
+    intruder = write(seed_s / "A/f.bin.!qB", PRECIOUS)
+    _completed_then_killed(monkeypatch, "f.bin", intruder)
+    with pytest.raises(KeyboardInterrupt):
+        fsops.safe_unlink(a, **kw, hold_run=5)
+    monkeypatch.undo()
+    held = fsops.holding_path(a, seed_s, 5)
+    write(a, b"another")
+    with pytest.raises(UnsafeOperation, match=f"refusing to delete .*waits in holding at {held}"):
+        fsops.safe_unlink(a, **kw, hold_run=5)
+    assert a.read_bytes() == b"another" and Path(held).read_bytes() == PRECIOUS
+
+
+def test_a_file_swapped_in_as_a_killed_view_removal_renamed_is_put_back(tmp_path, monkeypatch):
+    """R20 F1b: the retry saw no view at its drop name and said ``absent``: the completed download
+    stayed under the drop name, which no scan lists."""
+    _root, src, view, kw = _view(tmp_path)
+    intruder = write(tmp_path / "seed/incomplete/view.bin.!qB", PRECIOUS)
+    _completed_then_killed(monkeypatch, "view.bin", intruder)
+    with pytest.raises(KeyboardInterrupt):
+        fsops.remove_leftover_view(view, **kw)
+    monkeypatch.undo()
+    with pytest.raises(ViewReleased, match="no longer the view"):
+        fsops.remove_leftover_view(view, **kw)
+    assert os.listdir(view.parent) == ["view.bin"] and view.read_bytes() == PRECIOUS
+    assert src.read_bytes() == b"s" * 50
+
+
+def test_a_file_swapped_in_as_a_killed_delete_renamed_is_put_back(fs2, monkeypatch):  # noqa: F811
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    a, b, _keep, kw = _doomed(fs2)
+    intruder = write(seed_s / "A/f.bin.!qB", PRECIOUS)
+    _completed_then_killed(monkeypatch, "f.bin", intruder)
+    with pytest.raises(KeyboardInterrupt):
+        fsops.safe_unlink(a, **kw)
+    monkeypatch.undo()
+    with pytest.raises(UnsafeOperation, match="no longer the planned file"):
+        fsops.safe_unlink(a, **kw)
+    assert os.listdir(a.parent) == ["f.bin"] and a.read_bytes() == PRECIOUS
+    assert os.lstat(b).st_ino == kw["ino"]
+
+
+def test_a_group_stopping_for_good_puts_back_a_file_swapped_in_as_its_delete_was_killed(fs2, monkeypatch):  # noqa: F811
+    """The executor's ``undo_drop`` (no retry of that delete): it said nothing was there."""
+    _stash, _pool, seed_s, _seed_p, _cat = fs2
+    a, _b, _keep, kw = _doomed(fs2)
+    intruder = write(seed_s / "A/f.bin.!qB", PRECIOUS)
+    _completed_then_killed(monkeypatch, "f.bin", intruder)
+    with pytest.raises(KeyboardInterrupt):
+        fsops.safe_unlink(a, **kw)
+    monkeypatch.undo()
+    assert fsops.undo_drop(a, ino=kw["ino"], seeding_roots=kw["seeding_roots"])
+    assert os.listdir(a.parent) == ["f.bin"] and a.read_bytes() == PRECIOUS
+
+
+def test_a_file_swapped_in_as_a_killed_unrecorded_link_removal_renamed_is_put_back(tmp_path, monkeypatch):
+    src, link, kw = _unrecorded(tmp_path)
+    intruder = write(tmp_path / "seed/T/f.bin.!qB", PRECIOUS)
+    _completed_then_killed(monkeypatch, "f.bin", intruder)
+    with pytest.raises(KeyboardInterrupt):
+        fsops.remove_unrecorded_link(link, src, **kw)
+    monkeypatch.undo()
+    with pytest.raises(ViewReleased, match="not a link of"):
+        fsops.remove_unrecorded_link(link, src, **kw)
+    assert os.listdir(link.parent) == ["f.bin"] and link.read_bytes() == PRECIOUS
+    assert os.stat(src).st_nlink == 1  # the repair's link itself is gone (qBittorrent's rename took it)
+
+
+def test_a_delete_retried_after_a_killed_put_back_without_renameat2_finishes(fs2, monkeypatch):  # noqa: F811
+    """R20 F2: the put-back (link, then unlink of the drop name) killed between the two left a spare
+    link of the planned inode; every retry refused "3 links but only 2 are known", for good."""
+    _no_renameat2(monkeypatch)
+    a, b, _keep, kw = _doomed(fs2)
+    _killed_at_the_drop(monkeypatch, lambda: fsops.safe_unlink(a, **kw))
+    _no_renameat2(monkeypatch)
+    _killed_at_the_drop(monkeypatch, lambda: fsops.safe_unlink(a, **kw))  # the put-back's link made
+    assert len(os.listdir(a.parent)) == 2 and os.lstat(a).st_nlink == 3
+    res = fsops.safe_unlink(a, **kw)
+    assert res["status"] == "unlinked" and res["nlink_before"] == 2
+    assert os.listdir(a.parent) == [] and os.lstat(b).st_nlink == 1
