@@ -36,6 +36,8 @@ def _policy(tmp_path, value) -> PolicyConfig:
     [
         ("5%", Reserve(5, percent=True)),
         (" 0.5 % ", Reserve(0.5, percent=True)),
+        ("1.5KiB", Reserve(1536)),
+        ("5.0", Reserve(5)),
         ("0%", Reserve(0, percent=True)),
         ("50%", Reserve(50, percent=True)),
         ("200G", Reserve(200 * 2**30)),
@@ -67,6 +69,9 @@ def test_min_free_defaults_to_five_percent_and_is_shown_as_written(tmp_path):
         ("-1G", "as a size or a percent"),
         (-1, "must be at least 0 bytes"),
         (1.5, "must be a whole number of bytes"),
+        ("5.5", "must be a whole number of bytes (got '5.5')"),  # was 5 bytes, truncated
+        ("0.9", "must be a whole number of bytes (got '0.9')"),  # was no reserve at all
+        ("0.5 B", "must be a whole number of bytes"),
         (True, "must be a size or a percent"),
         (None, "must be a size or a percent"),
         ([5], "must be a size or a percent"),
