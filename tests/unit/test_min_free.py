@@ -192,6 +192,26 @@ def test_a_file_copy_that_would_break_the_reserve_is_refused_before_a_byte_is_wr
     assert res["status"] == "copied"
 
 
+def test_a_file_copy_is_refused_when_its_free_space_cannot_be_read(tmpfs, monkeypatch):  # noqa: F811
+    """A resumed group skips the executor's check (``_check_room``): fsops' is all that keeps the
+    reserve, so a free space it cannot read refuses the copy instead of copying with none."""
+    src_fs, dst_fs = tmpfs("src"), tmpfs("dst", size="1M")
+    data = os.urandom(4096)
+    src = write(src_fs / "f.bin", data)
+
+    def unreadable(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(fsops, "space_of", unreadable)
+    with pytest.raises(OSError) as e:
+        fsops.copy_verified(src, dst_fs / "d/f.bin", b3(data), len(data), roots=(src_fs, dst_fs), reserve=Reserve(1))
+    assert e.value.errno == errno.EIO and "cannot be read" in str(e.value) and "(policy.min_free)" in str(e.value)
+    assert not os.path.lexists(dst_fs / "d/f.bin") and staging_leftovers(dst_fs / "d") == []
+    # No reserve to keep: the write's own ENOSPC is the check.
+    res = fsops.copy_verified(src, dst_fs / "d/f.bin", b3(data), len(data), roots=(src_fs, dst_fs), reserve=NO_RESERVE)
+    assert res["status"] == "copied"
+
+
 def test_the_executor_passes_the_reserve_to_each_files_copy(world, monkeypatch):  # noqa: F811
     """The group's check passed (the space read then), but by its first file the pool is fuller:
     fsops keeps the reserve too, and the group fails before that file is written."""
