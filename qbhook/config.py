@@ -513,11 +513,23 @@ def duration(*, positive: bool = False) -> Reader:
     return read
 
 
+def _whole_bytes(text: str, key: str) -> None:
+    """A size written as a fraction of a byte ("5.5", "0.9B") is refused, as the unquoted 5.5 is:
+    ``parse_size`` truncates, and policy.min_free "0.9" read as no reserve at all (R21)."""
+    try:
+        num, unit = _split_unit(text)
+    except ValueError:
+        return  # parse_size refuses it, with the examples
+    if _SIZE_UNITS.get(unit) == 1 and not num.is_integer():
+        raise ConfigError(key, f"must be a whole number of bytes (got {_got(text)})")
+
+
 def size(*, positive: bool = False) -> Reader:
     """Bytes: a whole number, or a string with a unit (500MB = 500*10^6, 10GiB = 10*2^30)."""
 
     def read(value: Any, key: str) -> int:
         if isinstance(value, str):
+            _whole_bytes(value, key)
             try:
                 n = parse_size(value)
             except ValueError:
@@ -552,6 +564,7 @@ def reserve(value: Any, key: str) -> Reserve:
         _bounds(pct, key, 0.0, _MAX_RESERVE_PERCENT, False, "%")
         return Reserve(pct, percent=True)
     if isinstance(value, str):
+        _whole_bytes(value, key)
         try:
             return Reserve(parse_size(value))
         except ValueError:

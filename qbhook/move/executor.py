@@ -181,6 +181,33 @@ def relocate_budget(size: int, base_s: float, rate_bps: float) -> float:
 # queue, hours for a large library, and the group's torrents may wait behind all of them.
 STUCK_PAUSE_S = 86400.0
 
+# The most one look at a paused group adds to how long it has been paused (``_pause_note``). A
+# pause spans restarts, so it is counted on the wall clock, which jumps: a box without RTC boots
+# in 1970 (or at its last shutdown) and NTP sets it later, exactly while qBittorrent checks its
+# resume data. Taking the noted start at face value stopped a group for good a minute after such
+# a jump, or (clock ahead when noted) kept it paused and every plan refused for as long as it was
+# ahead. So the pause is the sum of the gaps between looks: a gap back in time counts nothing, one
+# longer than this counts this. serve looks every minute while a run is unfinished
+# (``RunsGate``); a longer gap is qbhook not running, or the clock jumping: undercounted, never
+# "stuck" from one jump. Far below ``STUCK_PAUSE_S``: stopping for good is the harsher mistake.
+PAUSE_LOOK_CAP_S = 3600.0
+
+
+def _pause_note(note: object, now: float, done: int) -> dict:
+    """The verify_group's pause note (``Journal.note_paused``) after a look at ``now`` (wall clock)
+    with ``done`` deletes done: ``paused_s`` grows by the gap since the last look (``last``),
+    clamped to 0..``PAUSE_LOOK_CAP_S``. A new pause, a delete done since, or a note an older
+    qbhook wrote (``since``: a start on the wall clock, which may have jumped) starts from 0 now."""
+    if (
+        not isinstance(note, dict)
+        or note.get("done") != done
+        or not isinstance(note.get("paused_s"), (int, float))
+        or not isinstance(note.get("last"), (int, float))
+    ):
+        return {"paused_s": 0.0, "last": float(now), "done": done}
+    gap = min(max(now - note["last"], 0.0), PAUSE_LOOK_CAP_S)
+    return {"paused_s": float(note["paused_s"]) + gap, "last": float(now), "done": done}
+
 
 def _norm(path: str | None) -> str:
     if not path:
@@ -1645,25 +1672,20 @@ class Executor:
 
     def _stuck(self, st: _GroupRun) -> float:
         """How long the group has been paused on torrents checking or moving with no delete done
-        since, once that is past its budget; 0.0 while within it. The pause's start is journaled
-        (``Journal.note_paused``, wall clock: a pause spans restarts) at the first pause and again
-        whenever a delete was done since. qBittorrent has known torrents stuck "moving" for ever:
-        paused on one, the group's run stays unfinished and every later plan is refused."""
+        since, once that is past its budget; 0.0 while within it. The pause's length is journaled
+        (``Journal.note_paused``: a pause spans restarts) and grows at each look by the wall-clock
+        gap since the last one, clamped (``_pause_note``: the wall clock jumps); it starts again
+        from 0 whenever a delete was done since. qBittorrent has known torrents stuck "moving" for
+        ever: paused on one, the group's run stays unfinished and every later plan is refused."""
         rows = [r for r in self.journal.steps(st.run_id) if r.group_id == st.plan.group_id]
         vg = next((r for r in rows if r.kind == VerifyGroup.kind), None)
         if vg is None:
             return 0.0
         done = sum(1 for r in rows if r.kind == Delete.kind and r.status == StepStatus.DONE)
-        now, paused = self.ctx.wall(), vg.args.get("_paused")
-        if (
-            not isinstance(paused, dict)
-            or paused.get("done") != done
-            or not isinstance(paused.get("since"), (int, float))
-        ):
-            self.journal.note_paused(vg.id, {"since": float(now), "done": done})
-            return 0.0
+        note = _pause_note(vg.args.get("_paused"), self.ctx.wall(), done)
+        self.journal.note_paused(vg.id, note)
         size = sum(d.size or 0 for d in st.plan.steps if isinstance(d, Delete))
-        waited = now - paused["since"]
+        waited = note["paused_s"]
         return waited if waited > max(STUCK_PAUSE_S, self.timing.budget(size)) else 0.0
 
     def _undo_drops(self, st: _GroupRun) -> None:

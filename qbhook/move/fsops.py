@@ -935,11 +935,20 @@ def pid_alive(pid: int) -> bool:
 
 def _check_free_space(folder: Dir, need: int, reserve: Reserve) -> None:
     """ENOSPC before a byte is written when ``need`` bytes would not leave ``reserve`` free on the
-    filesystem of ``folder`` (``space.fits``); one that cannot be read is left to the write."""
+    filesystem of ``folder`` (``space.fits``). A free space that cannot be read refuses the copy
+    (as ``Executor._check_room`` refuses the group): a resumed group skips that check, so this
+    one is all that keeps ``policy.min_free``, and failing open copied with no reserve at all
+    (R21). With no reserve to keep, the write's own ENOSPC is the check: left to it."""
     try:
         space = space_of(folder.fd)
-    except OSError:
-        return
+    except OSError as e:
+        if reserve.amount <= 0:
+            return
+        raise OSError(
+            e.errno or errno.EIO,
+            f"the free space of the filesystem of {folder.show()} cannot be read ({e.strerror or e}): "
+            f"not copied, the reserve {reserve} (policy.min_free) cannot be kept",
+        ) from None
     if fits(need, space.avail, size=space.size, reserve=reserve):
         return
     why = (

@@ -555,9 +555,11 @@ class Journal:
             )
 
     def note_paused(self, step_id: int, note: dict) -> None:
-        """Record, in a verify_group step's args (``_paused``), when its group's pause on torrents
-        checking or moving began (wall clock) and how many deletes were done then: a pause that
-        outlasts its budget stops the group for good (``Executor._stuck``). ``close`` never touches args."""
+        """Record, in a verify_group step's args (``_paused``), how long its group has been paused on
+        torrents checking or moving (``paused_s``, summed from the gaps between looks), when it was
+        last looked at (``last``, wall clock) and how many deletes were done then: a pause that
+        outlasts its budget stops the group for good (``Executor._stuck``, ``_pause_note``).
+        ``close`` never touches args."""
         with Tx(self.conn) as c:
             c.execute(
                 "UPDATE steps SET args=json_set(args, '$._paused', json(?)) WHERE id=?",

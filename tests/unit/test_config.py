@@ -219,6 +219,7 @@ qbittorrent: {url: "http://127.0.0.1:8080", password_env: QBHOOK_QBT_PASSWORD%s}
         ("", "policy: {min_seeding_age: .nan}", "policy.min_seeding_age", "finite"),
         ("", "policy: {grace_period: -1h}", "policy.grace_period", "cannot read"),
         ("", "policy: {promote_copy_max_bytes: 1.5}", "policy.promote_copy_max_bytes", "whole number of bytes"),
+        ("", "policy: {promote_copy_max_bytes: '1.5'}", "policy.promote_copy_max_bytes", "whole number of bytes"),
         ("", "policy: {promote_copy_max_ratio: .nan}", "policy.promote_copy_max_ratio", "finite"),
         ("", "scan: {mass_delete_min_paths: '100'}", "scan.mass_delete_min_paths", "whole number"),
         ("", "scan: {settle_seconds: 99999999999}", "scan.settle_seconds", "at most"),

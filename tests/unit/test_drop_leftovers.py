@@ -126,12 +126,12 @@ def test_a_group_paused_on_a_stuck_torrent_stops_for_good_past_its_budget(world,
     alerts = []
     monkeypatch.setattr(executor_mod._notify, "emit", lambda *a, **k: alerts.append(a))
     world.executor(hook=_change_h2_at_delete(world, 2, state, 1.0)).apply(demote_plan(world))
-    for _ in range(3):  # within the budget: paused, the run unfinished
-        world.clock.now += 6 * 3600  # a day in all: STUCK_PAUSE_S
+    for _ in range(24):  # within the budget: paused, the run unfinished
+        world.clock.now += executor_mod.PAUSE_LOOK_CAP_S  # an hour a look: a day in all, STUCK_PAUSE_S
         (out,) = world.executor().resume()
         assert out.groups[0].paused, out.groups[0].reason
     assert world.executor().unfinished() and not alerts
-    world.clock.now += 12 * 3600
+    world.clock.now += 60
     (out,) = world.executor().resume()
     g = out.groups[0]
     assert g.status == "failed" and not g.paused and "taken to be stuck" in g.reason, g.reason
@@ -142,3 +142,67 @@ def test_a_group_paused_on_a_stuck_torrent_stops_for_good_past_its_budget(world,
     (vg,) = [r for r in world.journal.steps(run) if r.kind == "verify_group"]
     assert vg.status == "failed" and vg.args["_paused"]["done"] == 2  # closed as a lasting failure is
     assert any(f"{H2} is {state}" in a[1] and a[2] == "failure" for a in alerts), alerts
+
+
+# R21: the pause is counted on the wall clock, which jumps (a box without RTC boots in 1970, NTP
+# sets it later): its length is summed from the gaps between looks, each clamped (``_pause_note``).
+NOW = 1_750_000_000.0
+BOOT_RTC = 86_400.0 * 30  # what a Raspberry Pi without fake-hwclock says before NTP
+
+
+def _looks(world, wall: float, n: int, every: float) -> list:  # noqa: F811
+    """Up to ``n`` resumes ``every`` seconds apart, the first at ``wall``, until the group stops for
+    good (serve looks every minute); each look's group outcome."""
+    outs = []
+    for i in range(n):
+        world.clock.now += every
+        (out,) = world.executor(wall=lambda t=wall + i * every: t).resume()
+        outs.append(out.groups[0])
+        if not outs[-1].paused:
+            break
+    return outs
+
+
+def _paused_at(world, wall: float):  # noqa: F811
+    g = world.executor(hook=_change_h2_at_delete(world, 2, "checkingResumeData", 1.0), wall=lambda: wall)
+    assert g.apply(demote_plan(world)).groups[0].paused
+
+
+def test_a_pause_noted_before_ntp_set_the_clock_is_not_stuck_a_minute_later(world, monkeypatch):  # noqa: F811
+    alerts = []
+    monkeypatch.setattr(executor_mod._notify, "emit", lambda *a, **k: alerts.append(a))
+    _paused_at(world, BOOT_RTC)
+    # A minute later NTP has set the clock 55 years ahead: that gap counts an hour at most.
+    (g,) = _looks(world, NOW, 1, 60.0)
+    assert g.paused and not alerts, g.reason
+    # Still stopped for good once paused a day: 23 h of hourly looks more (24 h counted), then past it.
+    outs = _looks(world, NOW + 3600, 30, 3600.0)
+    assert [g.paused for g in outs] == [True] * 23 + [False], outs[-1].reason
+    assert "taken to be stuck" in outs[-1].reason and "after 25.0 h" in outs[-1].reason, outs[-1].reason
+
+
+def test_a_pause_noted_with_the_clock_ahead_stops_a_day_after_the_clock_is_set_back(world):  # noqa: F811
+    _paused_at(world, NOW + 5 * 365 * 86400.0)
+    outs = _looks(world, NOW, 30, 3600.0)  # the first gap is back in time: counts nothing
+    assert [g.paused for g in outs] == [True] * 25 + [False], outs[-1].reason
+    assert "taken to be stuck" in outs[-1].reason and not world.executor().unfinished(), outs[-1].reason
+
+
+def test_a_long_gap_between_looks_counts_as_an_hour(world):  # noqa: F811
+    _paused_at(world, NOW)
+    g = _looks(world, NOW + 30 * 86400.0, 1, 30 * 86400.0)[0]  # qbhook not running a month, or the clock jumping
+    assert g.paused, g.reason
+    run = world.journal.runs(1)[0].id
+    (vg,) = [r for r in world.journal.steps(run) if r.kind == "verify_group"]
+    assert vg.args["_paused"] == {"paused_s": executor_mod.PAUSE_LOOK_CAP_S, "last": NOW + 30 * 86400.0, "done": 2}
+
+
+def test_a_pause_note_in_the_old_shape_is_read_as_starting_now(world):  # noqa: F811
+    _paused_at(world, NOW)
+    run = world.journal.runs(1)[0].id
+    (vg,) = [r for r in world.journal.steps(run) if r.kind == "verify_group"]
+    world.journal.note_paused(vg.id, {"since": BOOT_RTC, "done": 2})  # an older qbhook's: a start in 1970
+    g = _looks(world, NOW + 60.0, 1, 60.0)[0]
+    assert g.paused, g.reason
+    (vg,) = [r for r in world.journal.steps(run) if r.kind == "verify_group"]
+    assert vg.args["_paused"] == {"paused_s": 0.0, "last": NOW + 60.0, "done": 2}

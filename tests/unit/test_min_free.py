@@ -36,6 +36,8 @@ def _policy(tmp_path, value) -> PolicyConfig:
     [
         ("5%", Reserve(5, percent=True)),
         (" 0.5 % ", Reserve(0.5, percent=True)),
+        ("1.5KiB", Reserve(1536)),
+        ("5.0", Reserve(5)),
         ("0%", Reserve(0, percent=True)),
         ("50%", Reserve(50, percent=True)),
         ("200G", Reserve(200 * 2**30)),
@@ -67,6 +69,9 @@ def test_min_free_defaults_to_five_percent_and_is_shown_as_written(tmp_path):
         ("-1G", "as a size or a percent"),
         (-1, "must be at least 0 bytes"),
         (1.5, "must be a whole number of bytes"),
+        ("5.5", "must be a whole number of bytes (got '5.5')"),  # was 5 bytes, truncated
+        ("0.9", "must be a whole number of bytes (got '0.9')"),  # was no reserve at all
+        ("0.5 B", "must be a whole number of bytes"),
         (True, "must be a size or a percent"),
         (None, "must be a size or a percent"),
         ([5], "must be a size or a percent"),
@@ -184,6 +189,26 @@ def test_a_file_copy_that_would_break_the_reserve_is_refused_before_a_byte_is_wr
     assert e.value.errno == errno.ENOSPC and "would leave " in str(e.value) and "(policy.min_free)" in str(e.value)
     assert not os.path.lexists(dst_fs / "d/f.bin") and staging_leftovers(dst_fs / "d") == []
     res = fsops.copy_verified(src, dst_fs / "d/f.bin", b3(data), len(data), roots=(src_fs, dst_fs), reserve=Reserve(0))
+    assert res["status"] == "copied"
+
+
+def test_a_file_copy_is_refused_when_its_free_space_cannot_be_read(tmpfs, monkeypatch):  # noqa: F811
+    """A resumed group skips the executor's check (``_check_room``): fsops' is all that keeps the
+    reserve, so a free space it cannot read refuses the copy instead of copying with none."""
+    src_fs, dst_fs = tmpfs("src"), tmpfs("dst", size="1M")
+    data = os.urandom(4096)
+    src = write(src_fs / "f.bin", data)
+
+    def unreadable(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(fsops, "space_of", unreadable)
+    with pytest.raises(OSError) as e:
+        fsops.copy_verified(src, dst_fs / "d/f.bin", b3(data), len(data), roots=(src_fs, dst_fs), reserve=Reserve(1))
+    assert e.value.errno == errno.EIO and "cannot be read" in str(e.value) and "(policy.min_free)" in str(e.value)
+    assert not os.path.lexists(dst_fs / "d/f.bin") and staging_leftovers(dst_fs / "d") == []
+    # No reserve to keep: the write's own ENOSPC is the check.
+    res = fsops.copy_verified(src, dst_fs / "d/f.bin", b3(data), len(data), roots=(src_fs, dst_fs), reserve=NO_RESERVE)
     assert res["status"] == "copied"
 
 
