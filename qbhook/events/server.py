@@ -350,9 +350,9 @@ FD_BUDGET: dict[str, int] = {
     "snapshot folders": _SNAPSHOT_THREADS * dirfd.MAX_OPEN,
     # the executor's Relinker keeps up to RELINK_MAX_OPEN verified folders
     "relink folders": fsops.RELINK_MAX_OPEN,
-    # and holds replaced inodes for its releasing threads: its queue, one being closed per thread,
-    # and the one a relink holds while it waits for room (fsops._Releaser)
-    "relink releases": fsops.RELEASE_DEPTH + fsops.RELEASE_THREADS + 1,
+    # and holds replaced inodes for its releasing threads: its queue, a chunk being closed per
+    # thread, and the chunk a relink holds while it waits for room (fsops._Releaser.held_at_most)
+    "relink releases": fsops.RELEASE_DEPTH + (fsops.RELEASE_THREADS + 1) * fsops.RELEASE_CHUNK,
     # a copy's source and staged file, its walked parents, staging/holding folders, a read-back:
     # measured at 8 at a demote's peak, at any folder depth (tests/unit/test_executor_fds.py)
     "executor files": 16,

@@ -690,6 +690,12 @@ def _collect(kids: list[Forked], log: logging.Logger) -> tuple[list, ChildFailed
     return answers, failed
 
 
+def _answer(closes: list, done_paths: list, after: dict, dead: dict, freed: dict, stored: list) -> tuple:
+    """A forked child's ``Executor._act`` and hashes stored, as pickled back to ``_forked``: the
+    relinked names' stats and proofs as plain ints (``fsops.relinked_to_parent``)."""
+    return closes, done_paths, fsops.relinked_to_parent(after), dead, freed, stored
+
+
 def _batchable(g: GroupPlan) -> bool:
     return g.action == Action.CONVERGE and bool(g.steps) and all(isinstance(s, Converge) for s in g.steps)
 
@@ -1225,7 +1231,7 @@ class Executor:
                 # rows are read (a child writes no catalog row, and no file of another part).
                 theirs = self._relinker(part).frozen()
                 try:
-                    kids.append(Forked(lambda p=part, rl=theirs: (*self._act(p, ids, rl), rl.catalog.stored)))
+                    kids.append(Forked(lambda p=part, rl=theirs: _answer(*self._act(p, ids, rl), rl.catalog.stored)))
                 except OSError as e:
                     self.log.warning("converge batch: no other process (%s); relinking its part on this one", e)
                     here += part
@@ -1256,7 +1262,7 @@ class Executor:
                 self.catalog.store_hash(inode_id, digest, st)
             closes += other[0]
             done_paths += other[1]
-            after.update(other[2])
+            after.update(fsops.relinked_from_child(other[2]))
             dead.update(other[3])
             for gid, n in other[4].items():
                 freed[gid] = freed.get(gid, 0) + n

@@ -235,3 +235,56 @@ def test_may_fork_waits_briefly_for_a_joined_thread_to_leave_the_kernels_list(mo
     start = time.monotonic()
     assert not forked.may_fork()
     assert time.monotonic() - start < forked.JOINED_THREAD_GRACE + 0.5  # and it gives up promptly
+
+
+def test_descriptors_are_handed_over_a_chunk_at_a_time_and_drain_hands_over_the_rest(monkeypatch, tmp_path):
+    # Each hand-over wakes a releasing thread: a batch hands over RELEASE_CHUNK at once, not one per relink.
+    rel = fsops._Releaser(depth=6, threads=1, chunk=3)
+    gate = _gated(monkeypatch)
+    files = [tmp_path / f"f{i}" for i in range(5)]
+    for f in files:
+        f.write_bytes(b"x")
+    fds = [os.open(f, os.O_PATH) for f in files]
+    for fd in fds[:2]:
+        rel.put(fd)
+    assert rel._q is None and rel._running == []  # held here, no thread woken (none even started)
+    rel.put(fds[2])
+    assert rel._q is not None and rel._q.qsize() == 1  # the first chunk, whole
+    rel.put(fds[3])
+    rel.put(fds[4])
+    assert rel._q.qsize() == 1 and _open_on(files) == {str(f) for f in files}  # gated: nothing let go yet
+    gate.set()
+    rel.drain()  # the partial chunk too
+    assert rel._running == [] and rel._q is None and rel._hand == []
+    assert _open_on(files) == set()
+    assert rel.held_at_most == 6 + 2 * 3  # the queue (two chunks), one being closed, one in hand
+
+
+def test_a_chunk_that_cannot_be_queued_is_closed_whole(monkeypatch, tmp_path):
+    rel = fsops._Releaser(depth=2, threads=1, chunk=2)
+    gate = _gated(monkeypatch)
+    files = [tmp_path / f"f{i}" for i in range(4)]
+    for f in files:
+        f.write_bytes(b"x")
+    for f in files[:2]:
+        rel.put(os.open(f, os.O_PATH))  # one chunk: the queue is full
+    real_put = queue.Queue.put
+
+    def interrupted(self, item, *a, **k):
+        if item is not None:
+            raise KeyboardInterrupt
+        return real_put(self, item, *a, **k)
+
+    monkeypatch.setattr(queue.Queue, "put", interrupted)
+    rel.put(os.open(files[2], os.O_PATH))  # in hand
+    with pytest.raises(KeyboardInterrupt):
+        rel.put(os.open(files[3], os.O_PATH))
+    assert _open_on(files[2:]) == set()  # both of the chunk that could not be queued
+    gate.set()
+    rel.drain()
+    assert rel._running == [] and _open_on(files) == set()
+
+
+def test_a_relinker_hands_replaced_inodes_over_in_chunks():
+    with fsops.Relinker(()) as rl:
+        assert rl._release.chunk == fsops.RELEASE_CHUNK > 1

@@ -8,6 +8,7 @@ import dataclasses
 import errno
 import itertools
 import os
+import pickle
 import signal
 import threading
 import time
@@ -130,7 +131,27 @@ def test_a_large_batch_is_relinked_in_several_processes_with_the_outcome_of_one(
     assert all(_linked(s, lib) for s, lib in pairs)
     assert {r.status for r in w.journal.steps(summary.run_id)} == {"done"}
     for s, lib in pairs:  # the catalog recorded every relinked path, the child's half too
-        assert w.cat.inode_by_path(s).ino == os.lstat(lib).st_ino
+        row = w.cat.inode_by_path(s)
+        assert row.ino == os.lstat(lib).st_ino
+        # its hash carried over our link's ctime change (the child's proof came back with its stat)
+        assert row.hash is not None and row.ctime_ns == os.lstat(lib).st_ctime_ns
+
+
+def test_a_childs_relinked_names_come_back_with_the_fields_the_catalog_records(tmp_path):
+    from qbhook.catalog.store import CarryProof
+
+    f = tmp_path / "f"
+    f.write_bytes(b"x")
+    st = os.lstat(f)
+    proof = CarryProof(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns - 1, st.st_ctime_ns)
+    after = {"/a": fsops.Relinked(st, proof), b"/b": fsops.Relinked(st, None)}
+    back = fsops.relinked_from_child(pickle.loads(pickle.dumps(fsops.relinked_to_parent(after))))
+    assert back.keys() == after.keys()
+    fields = ("st_mode", "st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns", "st_nlink")
+    for path, (was, carry) in after.items():
+        assert [getattr(back[path].after, k) for k in fields] == [getattr(was, k) for k in fields]
+        assert back[path].carry == carry
+    assert back["/a"].carry.covers(back["/a"].after)
 
 
 def test_no_fork_while_another_thread_runs(monkeypatch):

@@ -22,8 +22,8 @@ def test_each_term_is_the_bound_its_user_keeps():
         assert server.FD_BUDGET["snapshot folders"] == server._SNAPSHOT_THREADS * reader._max_open
     with fsops.Relinker(()) as rl:  # the executor's, as built
         assert server.FD_BUDGET["relink folders"] == rl.max_open
-        # its queue full, each thread closing one, and the relink waiting for room holding one more
-        assert server.FD_BUDGET["relink releases"] == rl._release.depth + rl._release.threads + 1
+        # its queue full, each thread closing a chunk, and the relink waiting for room holding one more
+        assert server.FD_BUDGET["relink releases"] == rl._release.held_at_most
     assert server.FD_BUDGET["pruned folders"] == fsops.PRUNE_MAX_DEPTH
     # ensure_hashes bounds its reader threads by the named READER_THREADS, which the budget counts
     assert server._HASH_READERS == hashing.READER_THREADS
