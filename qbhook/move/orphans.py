@@ -71,8 +71,9 @@ root (same dataset) through ``fsops.hold_unreferenced``, each step journaled fir
 ``delete`` step that holds, exactly like a grace-period delete: the journal says what may
 be purged (``qbhook holding --purge-expired --yes``), after ``policy.grace_period``. It never
 deletes anything itself. A quarantine that died is finished (``finish_quarantine``: by the next
-quarantine or ``qbhook resume``) only after the clients were asked again: a torrent linked onto
-an open step's file since keeps it, and a listing that cannot say leaves the run open.
+quarantine or ``qbhook resume``) after the clients were asked again: a torrent linked onto
+an open step's file since keeps it, and a listing that cannot say holds nothing in place yet
+ends the run (left open, it refused every ``apply`` for as long as the listing could not say).
 
 The purge (``purge_held``, also the executor's after a run) asks the clients again first
 (``screen_held``): an expired orphan whose original path a torrent uses again (re-added in
