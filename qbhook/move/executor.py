@@ -88,7 +88,6 @@ from qbhook.errors import (
     ChildFailed,
     ExitCode,
     LibraryLinksUnseen,
-    OrphansRefused,
     PathMapError,
     QbhookError,
     QbtError,
@@ -812,16 +811,12 @@ class Executor:
         """A quarantine run that died, finished (its steps are no plan's: holding its orphans is
         orphans.py's), after asking the clients whether a torrent uses its files since.
 
-        When they cannot be listed the run is left alone, its open steps open: holding blind could
-        move a seeding torrent's data (cross-seed links an orphan by a symlink, no fact on disk
-        changes), and closing them as not done could strand a hold that died half-way (its file
-        already in holding, or a spare link there) where no journal row lists it. An open run
-        blocks ``apply`` until a resume or the next quarantine can ask: nothing is lost waiting."""
-        try:
-            res = orphans.finish_quarantine(self.cfg, self.journal, r.id, lambda: _every_client(self.ctx.clients))
-        except OrphansRefused as e:
-            self.log.warning("run %d left alone: %s", r.id, e.message)
-            return RunSummary(r.id, status=r.status, skipped=e.message)
+        Always finished, never left open: an open run blocks every ``apply`` and serve, and the
+        clients may not be listable for good (one torrent stuck "moving" in qBittorrent). When
+        they cannot be listed nothing in place is held (holding blind could move a seeding
+        torrent's data: cross-seed links an orphan by a symlink, no fact on disk changes); a file
+        its hold already moved into holding is recorded there, for the purge to ask again."""
+        res = orphans.finish_quarantine(self.cfg, self.journal, r.id, lambda: _every_client(self.ctx.clients))
         return RunSummary(r.id, status=RunStatus.FAILED if res.failed else RunStatus.DONE)
 
     def unfinished(self) -> tuple[int, ...]:

@@ -2921,16 +2921,49 @@ def hold_unreferenced(
     return {"status": "held", "bytes_freed": 0, "held_at": held, "dev": st.st_dev, "holding": ident}
 
 
-def _held_already(root: bytes, parts: list[bytes], run, st: os.stat_result) -> bool:
+def _held_already(root: bytes, parts: list[bytes], run, st: os.stat_result, *, drop: bool = False) -> bool:
     """Whether run ``run``'s own holding entry for ``parts`` (``<root>/.qbhook-holding/<run>/<parts>``,
-    each folder verified as qbhook's, none made) is the inode ``st``."""
+    each folder verified as qbhook's, none made) is the inode ``st``. ``drop``: that entry is then
+    unlinked, through the same verified descriptor (qbhook's 0700 folder, where nobody else
+    renames): ``st``'s name in place keeps the data (``kept_in_place``)."""
     try:
         hold, _top = _open_holding_id(root, run, parts[:-1], create=False)
     except (UnsafeOperation, OSError):
         return False  # no such folder, or not qbhook's own: the extra link is someone else's
     with hold:
         cur = hold.lstat(parts[-1])
-    return cur is not None and stat_mod.S_ISREG(cur.st_mode) and (cur.st_dev, cur.st_ino) == (st.st_dev, st.st_ino)
+        own = cur is not None and stat_mod.S_ISREG(cur.st_mode) and (cur.st_dev, cur.st_ino) == (st.st_dev, st.st_ino)
+        if own and drop:
+            os.unlink(parts[-1], dir_fd=hold.fd)
+    return own
+
+
+def kept_in_place(path, *, ino: int, roots, run) -> bool:
+    """Whether ``path`` still names something in place, for a step of quarantine run ``run`` that is
+    closed without its hold (its clients cannot be listed: nothing in place is held blind). False
+    when it is gone: the hold may have moved it, and ``hold_unreferenced`` (``_absent``) records
+    it where this run holds it, never moving anything.
+
+    A hold of an older qbhook, killed between its link into holding and the unlink of the original,
+    left the run's own holding entry a second link of the file ``ino`` still at ``path``
+    (``_held_already``, the entry a resumed hold takes as its own): it is unlinked. The file keeps
+    its name and its data; that spare, named by no journal row, would stay in holding for good and
+    make every later hold or delete of the inode refuse an unknown link. Through verified folder
+    descriptors below one of ``roots`` (UnsafeOperation: refused, nothing touched)."""
+    root, parts = _split_under(path, roots)
+    if not parts or in_own_folder(parts[:-1]):
+        return True  # what no hold takes: closed, untouched
+    try:
+        parent = _walk(root, parts[:-1])
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    with parent:
+        st = parent.lstat(parts[-1])
+    if st is None:
+        return False
+    if stat_mod.S_ISREG(st.st_mode) and st.st_ino == ino and st.st_nlink > 1:
+        _held_already(root, parts, run, st, drop=True)
+    return True
 
 
 # --------------------------------------------------------------------------- old links out of a move's reach

@@ -71,8 +71,9 @@ root (same dataset) through ``fsops.hold_unreferenced``, each step journaled fir
 ``delete`` step that holds, exactly like a grace-period delete: the journal says what may
 be purged (``qbhook holding --purge-expired --yes``), after ``policy.grace_period``. It never
 deletes anything itself. A quarantine that died is finished (``finish_quarantine``: by the next
-quarantine or ``qbhook resume``) only after the clients were asked again: a torrent linked onto
-an open step's file since keeps it, and a listing that cannot say leaves the run open.
+quarantine or ``qbhook resume``) after the clients were asked again: a torrent linked onto
+an open step's file since keeps it, and a listing that cannot say holds nothing in place yet
+ends the run (left open, it refused every ``apply`` for as long as the listing could not say).
 
 The purge (``purge_held``, also the executor's after a run) asks the clients again first
 (``screen_held``): an expired orphan whose original path a torrent uses again (re-added in
@@ -1274,29 +1275,38 @@ def finish_quarantine(cfg, journal, run: int, clients: Callable[[], Iterable[Cli
     not closed is done again with the facts it was decided on. Its file may be in holding already
     (``hold_unreferenced`` then says ``held``, found where this run holds it), still in place (held
     now, if nothing changed), or changed (refused). Left open, the step's held file was listed
-    by nothing and never purged, and the run stopped every later quarantine. A step journaled
-    by an older qbhook (without those facts) is closed failed, its file never touched.
+    by nothing and never purged, and the run stopped every later quarantine and ``apply``. A step
+    journaled by an older qbhook (without those facts) is closed failed, its file never touched.
 
     The clients are asked first (``_finish_listing``), when a step is open: a torrent added since
     the run died changes none of the facts on disk (cross-seed's symlink mode links a file by a
     symlink: its inode, size, mtime and link count stay), so the facts alone held a complete,
     seeding torrent's data. A step whose file a torrent, a leftover view, a torrent missing its
     files or a library now uses (``_used_since``, the walk's rules) is closed failed, its file
-    left in place. A listing that cannot say refuses (``OrphansRefused``) before anything: the
-    run is left as it was, for a finish that can ask.
+    left in place. A listing that cannot say (a client unreachable, one torrent stuck "moving",
+    which qBittorrent can be for good) holds nothing in place (``_not_held_blind``), yet finishes
+    the run: left open, it blocked every ``apply`` and serve for as long as the listing could not
+    say. The run always ends here, failed if any step did.
     Called under the executor lock: no other process acts for this run."""
     from qbhook.decide.plan import StepStatus
 
     todo = [row for row in journal.steps(run) if row.status == StepStatus.INTENDED]
-    refs = _finish_listing(cfg, clients) if todo else None
+    refs, blind = None, None
+    try:
+        refs = _finish_listing(cfg, clients) if todo else None
+    except OrphansRefused as e:
+        blind = e.message
+        _log.warning("quarantine run %d: nothing in place is held, the clients cannot be listed: %s", run, blind)
     journal.adopt_run(run)
     res = QuarantineResult(run)
-    leftovers = journal.leftover_paths() if todo else frozenset()
+    leftovers = journal.leftover_paths() if refs is not None else frozenset()
     for row in todo:
         a = row.args
         why = _unreadable_step(row.id, a)
         if why is None and refs is not None:
             why = _used_since(a["path"], refs, leftovers)
+        elif why is None and blind is not None:
+            why = _not_held_blind(a, cfg.anchored_seeding_roots, run, blind)
         if why is not None:
             journal.failed(row.id, why)
             res.failed[a["path"] if isinstance(a.get("path"), str) else f"(journal step {row.id})"] = why
@@ -1324,17 +1334,32 @@ def _finish_listing(cfg, clients: Callable[[], Iterable[ClientPort]]) -> Referen
     """What the clients and the libraries use now, for ``finish_quarantine``: ``references`` and
     ``library_of``, judged as the purge judges its listing (``check_listing``: a client
     unreachable or unmapped, no torrents at all, one moving, one missing its files without
-    sizes). Anything else that stops the listing (no client configured) refuses too: a finish
-    that cannot ask must not hold blind."""
+    sizes). Anything else that stops the listing (no client configured) refuses too
+    (``OrphansRefused``, one line): a finish that cannot ask must not hold blind."""
     try:
         refs = references(clients(), FINISH)
         check_listing(refs.torrents, refs.moving, FINISH, refs.unsized)
         return replace(refs, library=library_of(cfg))
     except QbhookError as e:
         why = e.message if isinstance(e, OrphansRefused) else f"refusing to {FINISH}: {e.message}"
-        raise OrphansRefused(
-            why, hint="nothing of it was held; it is finished once the clients can be listed"
-        ) from None
+        raise OrphansRefused(why) from None
+
+
+def _not_held_blind(a: dict, roots, run: int, blind: str) -> str | None:
+    """Why the open step ``a`` of quarantine run ``run`` is closed without its hold, the clients
+    not listed (``blind``: why), or None: its file is gone from its place, and its hold only
+    records it where this run holds it (``_absent``, no listing needed: the purge asks the
+    clients again, ``screen_held``). A file still in place stays there, unheld; a spare link a
+    half-made hold left of it in holding goes (``fsops.kept_in_place``)."""
+    from qbhook.move import fsops
+
+    try:
+        if not fsops.kept_in_place(a["path"], ino=a["ino"], roots=roots, run=run):
+            return None
+    except (UnsafeOperation, OSError, ValueError) as e:  # the hold would refuse it too
+        why = e.message if isinstance(e, UnsafeOperation) else str(e)
+        return f"not held: the clients could not be listed ({blind}); {why}"
+    return f"not held: the clients could not be listed ({blind})"
 
 
 def _used_since(path: str, refs: References, leftovers: frozenset[str]) -> str | None:
