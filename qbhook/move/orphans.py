@@ -1305,6 +1305,8 @@ def finish_quarantine(cfg, journal, run: int, clients: Callable[[], Iterable[Cli
         why = _unreadable_step(row.id, a)
         if why is None and refs is not None:
             why = _used_since(a["path"], refs, leftovers)
+            if why is not None:
+                why += _half_hold_dropped(a, cfg.anchored_seeding_roots, run)
         elif why is None and blind is not None:
             why = _not_held_blind(a, cfg.anchored_seeding_roots, run, blind)
         if why is not None:
@@ -1362,6 +1364,20 @@ def _not_held_blind(a: dict, roots, run: int, blind: str) -> str | None:
     return f"not held: the clients could not be listed ({blind})"
 
 
+def _half_hold_dropped(a: dict, roots, run: int) -> str:
+    """For an open step closed because its file is in use since: the spare link a half-made hold
+    left of it in holding removed (``fsops.kept_in_place``, as for a step closed unlisted). Left,
+    it was one more name of a kept file, named by no journal row, and every later hold or delete
+    of that inode refused an unknown link. What the step's reason adds when that fails ("")."""
+    from qbhook.move import fsops
+
+    try:
+        fsops.kept_in_place(a["path"], ino=a["ino"], roots=roots, run=run)
+    except (UnsafeOperation, OSError, ValueError) as e:
+        return f"; {e.message if isinstance(e, UnsafeOperation) else e}"
+    return ""
+
+
 def _used_since(path: str, refs: References, leftovers: frozenset[str]) -> str | None:
     """Why the file at ``path``, an orphan when a quarantine that died decided on it, is no orphan
     now (``refs``: the listing taken by its finish), or None. ``decide``'s rules, in its order
@@ -1371,8 +1387,8 @@ def _used_since(path: str, refs: References, leftovers: frozenset[str]) -> str |
     Only a file still in place is judged: one already gone from it (the hold moved it, or a person
     did) is moved by nothing now, and ``hold_unreferenced`` only records it where this run holds
     it, so that the purge, which asks the clients again (``screen_held``), keeps it and says so.
-    (A hold that died between its link into holding and the unlink of the original leaves that
-    spare link behind when its step is closed here: one more name of a file that is kept.)"""
+    (A hold that died between its link into holding and the unlink of the original left a spare
+    link there: the caller removes it, ``_half_hold_dropped``.)"""
     try:
         st = os.lstat(path)
     except (OSError, ValueError):

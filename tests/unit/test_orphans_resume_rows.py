@@ -424,3 +424,34 @@ def test_a_died_hold_is_finished_without_a_listing_as_far_as_it_got(world, monke
         assert os.stat(path).st_nlink == 1 and Path(path).read_bytes() == b"orphaned bytes" * 100
         assert w.journal.run(run.id).status == RunStatus.FAILED
     assert {p: v for p, v in _tree(w.stash).items() if p not in (path, held_at)} == before  # nothing else
+
+
+@pytest.mark.parametrize("finisher", ["the next quarantine", "resume"])
+def test_a_half_made_hold_of_a_file_in_use_since_leaves_no_spare_in_holding(world, monkeypatch, finisher):  # noqa: F811
+    """An older qbhook's hold killed between its link into holding and the unlink left the file in
+    place and a second link of it in holding; a torrent linked the file since (cross-seed): the
+    step is closed "in use since", the file stays, and the spare goes too (left, it was named by
+    no journal row and made every later hold or delete of the inode refuse an unknown link)."""
+    w = world
+    path = write(os.path.join(w.seed_s, "old/Gone.2019/gone.mkv"), b"orphaned bytes" * 100)
+    _dies_at_hold_of(monkeypatch, b"gone.mkv", "link")
+    with pytest.raises(_Died):
+        orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    (run,) = w.journal.unfinished_runs()
+    held_at = os.path.join(w.seed_s, HOLDING_DIR, str(run.id), "old/Gone.2019/gone.mkv")
+    assert os.stat(path).st_nlink == 2 and os.path.samefile(path, held_at)
+    xdir = os.path.join(w.seed_s, "xseed/Gone")
+    os.makedirs(xdir)
+    os.symlink(path, os.path.join(xdir, "gone.mkv"))
+    w.qbt.add(FakeTorrent(XSEED, "Gone", os.path.dirname(xdir), [("Gone/gone.mkv", 1400, 1)]))  # complete
+
+    if finisher == "resume":
+        (summary,) = w.executor().resume()
+        assert summary.run_id == run.id and summary.status == RunStatus.FAILED
+    else:
+        orphans.quarantine(w.cfg, w.cat, [w.qbt])
+
+    (step,) = w.journal.steps(run.id)
+    assert step.status == StepStatus.FAILED and "in use since the quarantine began" in step.error, step.error
+    assert not os.path.lexists(held_at) and w.journal.held_links() == []  # the spare is gone
+    assert os.stat(path).st_nlink == 1 and Path(path).read_bytes() == b"orphaned bytes" * 100
