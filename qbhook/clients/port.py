@@ -149,6 +149,16 @@ class Pausing(Protocol):
     def pause(self, any_hash: str) -> None: ...
 
 
+@runtime_checkable
+class AtmGuard(Protocol):
+    """Optional: a client whose automatic placement moves data when it is turned off (qBittorrent
+    gives the torrent its category's path and moves it there unless its data is already there).
+    ``set_auto_management(h, False)`` refuses such a torrent; this asks first, acting on nothing:
+    why it would move (one line naming the torrent and both paths), or None."""
+
+    def atm_off_refusal(self, any_hash: str) -> str | None: ...
+
+
 #: Method names of ClientPort, for conformance checks.
 PORT_METHODS = (
     "torrents",

@@ -932,6 +932,7 @@ class Executor:
             st.deletes_started = self._deleted_before(mine)
             self._check_clients_answer(st, mine)
             self._check_room(st, mine)
+            self._check_atm_off(st, mine)
             relocated = {
                 (r.args.get("instance"), r.args.get("torrent"))
                 for _s, step, r in mine
@@ -1041,6 +1042,29 @@ class Executor:
             self.log.warning("group %s: %s", st.plan.group_id, reason)
             self._fail(st, reason)
             raise _Failure(reason)
+
+    def _check_atm_off(self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]]) -> None:
+        """A group not started yet turns ATM off for a relocated or repaired torrent only where that
+        moves nothing (clients/port.py ``AtmGuard``): qBittorrent gives it its category's path and
+        moves it there in Overwrite mode, into hardlinked files, unless its data is already there
+        (a category move that failed earlier left it elsewhere). Refused here, the group has done
+        nothing; the client's own guard refuses the call itself too, for a resumed group."""
+        if any(row is not None for _q, _s, row in mine):
+            return
+        for _q, s, _r in mine:
+            if not isinstance(s, (Relocate, Repair)):
+                continue
+            ask = getattr(self._client(s.instance), "atm_off_refusal", None)
+            try:
+                why = ask(s.torrent) if ask is not None else None
+            except QbhookError as e:
+                st.passing = _passing(e)
+                why = f"cannot tell whether turning ATM off for {s.torrent} would move it ({e})"
+            if why is not None:
+                reason = f"not started: {why}"
+                self.log.warning("group %s: %s", st.plan.group_id, reason)
+                self._fail(st, reason)
+                raise _Failure(reason)
 
     def _run_step(self, st: _GroupRun, seq: int, step: Step, row: StepRow | None) -> None:
         gid = st.plan.group_id
@@ -2308,7 +2332,9 @@ class Executor:
             self.journal.set_observed(r.step_id, obs)
             r.step = replace(r.step, observed=obs)
         if t.auto_tmm:
-            c.set_auto_management(h, False)  # turning ATM off never moves anything; turning it on might
+            # Off moves it too unless its data is already at its category's path; the client
+            # refuses then (clients/port.py AtmGuard), as _check_atm_off did before the group acted.
+            c.set_auto_management(h, False)
             # Under ATM qBittorrent reports its category's download path; off, the torrent's own
             # (the category's copied in, or on newer versions the one it kept all along).
             t = c.torrent(h)

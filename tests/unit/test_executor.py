@@ -620,6 +620,46 @@ def test_an_atm_torrent_leaves_its_incomplete_folder_behind_atm_first(world, fai
     assert q.violations == []
 
 
+class AtmOffMovesQbt(FakeQbt):
+    """qBittorrent turning ATM off (``TorrentImpl::setAutoTMMEnabled`` -> ``adjustStorageLocation``):
+    a torrent of ``elsewhere`` has its data away from its category's path (a category move that
+    failed), so turning ATM off moves it there in Overwrite mode: a violation. ``atm_off_refusal``
+    says so first, as the adapter does (``QbtClient.atm_off_refusal``)."""
+
+    def __init__(self, elsewhere: set[str]):
+        super().__init__()
+        self.elsewhere = elsewhere
+
+    def atm_off_refusal(self, h):
+        t = self._get(h)
+        if t.auto_tmm and t.hash in self.elsewhere:
+            return f"turning ATM off for {t.hash} would move it: its data is at /old, qBittorrent would move it to /cat"
+        return None
+
+    def set_auto_management(self, h, enabled, **kw):
+        t = self._get(h)
+        if t.auto_tmm and not enabled and t.hash in self.elsewhere:
+            self.violations.append(f"ATM off moved {h} (Overwrite mode)")
+        super().set_auto_management(h, enabled, **kw)
+
+
+def test_a_group_whose_atm_off_would_move_a_torrent_is_refused_before_it_acts(world):
+    """R24: turning ATM off moves a torrent whose data is not at its category's path. The group
+    asks the client first, for every torrent, and fails having done nothing (the first torrent
+    was relocated before the second's ATM came off, then moved back)."""
+    q = AtmOffMovesQbt({H2})
+    q.t, world.qbt = world.qbt.t, q
+    q.t[H1].auto_tmm = q.t[H2].auto_tmm = True
+
+    summary = world.executor().apply(demote_plan(world))
+
+    (g,) = summary.groups
+    assert g.status == "rolled_back", g.reason  # as any group refused before it starts (test_run_space)
+    assert g.reason.startswith("not started: turning ATM off for " + H2) and "/old" in g.reason
+    assert q.calls == [] and q.violations == []
+    assert q.t[H1].save_path == world.save(H1, "stash") and q.t[H1].auto_tmm is True
+
+
 # --------------------------------------------------------------------------- failures roll back
 
 

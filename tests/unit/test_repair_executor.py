@@ -11,7 +11,16 @@ import pytest
 from qbhook.decide.facts import PoolFact
 from qbhook.decide.repair import CatalogCopy, MissingTorrent, RepairFacts, RepairFile, plan_repairs
 from qbhook.move.executor import build_executor
-from tests.unit.test_executor import FILES, H1, H2, Crash, IncompleteFolderQbt, b3, world  # noqa: F401  (fixture)
+from tests.unit.test_executor import (  # noqa: F401  (fixture)
+    FILES,
+    H1,
+    H2,
+    AtmOffMovesQbt,
+    Crash,
+    IncompleteFolderQbt,
+    b3,
+    world,
+)
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 
 
@@ -79,6 +88,22 @@ def test_an_atm_torrent_with_an_incomplete_folder_is_repaired_atm_off_first(worl
     _linked_from_library(w, lib)
     assert [c[0] for c in q.calls] == ["stop", "set_auto_management", "set_download_path", "recheck", "start"]
     assert q.torrent(H1).download_path == "" and q.violations == []
+
+
+def test_a_repair_whose_atm_off_would_move_the_torrent_is_refused_before_it_acts(world):  # noqa: F811
+    """R24: turning ATM off moves a torrent whose data is not at its category's path (the repair
+    turned it off after stopping it, and linking its view). Asked first, the repair does nothing."""
+    w = world
+    lib = _lose_files(w)
+    q = AtmOffMovesQbt({H1})
+    q.t, w.qbt = w.qbt.t, q
+    q.t[H1].auto_tmm = True
+    summary = w.executor().apply(_plan(w, lib))
+    assert not summary.groups_done, summary.groups
+    (reason,) = summary.groups_failed.values()
+    assert reason.startswith("not started: turning ATM off for " + H1), reason
+    assert q.calls == [] and q.violations == [] and q.t[H1].auto_tmm is True
+    assert not os.path.exists(os.path.join(w.seed_s, FILES[0][0]))  # no view linked
 
 
 def test_a_kill_between_view_and_recheck_is_resumed_to_the_same_end(world):  # noqa: F811

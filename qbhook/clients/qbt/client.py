@@ -68,6 +68,10 @@ LIBRARY_TRIES = 2
 # category name; rather than guess its exact rule, refuse to predict.
 _CATEGORY_PATH_UNSAFE = set(':?"*<>|\\')
 
+#: From this Web API version (qBittorrent 5.0 development) a subcategory without a save path may
+#: lie below its parent's; 4.x (2.9 and lower) never.
+_PARENT_PATH_API = (2, 10)
+
 
 def _version_tuple(text: str) -> tuple[int, ...]:
     try:
@@ -352,15 +356,32 @@ class QbtClient(FindOrRaise):
         """Categories with the absolute save path ATM would use for each."""
         raw = self._call("torrents/categories", self._api.torrents_categories, SIMPLE_RESPONSES=True)
         default = self._raw_default_save_path()
-        return {
-            name: self._category(name, str((c or {}).get("savePath") or ""), default) for name, c in dict(raw).items()
-        }
+        paths = {name: str((c or {}).get("savePath") or "") for name, c in dict(raw).items()}
+        nested = self._subcategory_rule() if any("/" in name for name in paths) else False
+        return {name: self._category(name, paths, default, nested) for name in paths}
+
+    def _subcategory_rule(self) -> bool | None:
+        """Where qBittorrent puts a subcategory (``a/b``) without a save path of its own: True,
+        below its parent's save path (5.x with subcategories on: ``SessionImpl::categorySavePath``
+        takes the parent's path and the last component); False, below the default save path by
+        its full name (subcategories off, or 4.x, whose rule ignores parents); None, unknown (the
+        preference not reported, or a 5.0 development build, Web API 2.10, among which the rule
+        changed): no prediction then."""
+        flag = self.preferences().get("use_subcategories")
+        if not isinstance(flag, bool):
+            return None
+        if not flag:
+            return False
+        api = _version_tuple(self.api_version())
+        if api < _PARENT_PATH_API:
+            return False
+        return True if api >= V5_API else None
 
     def _raw_default_save_path(self) -> str:
         return str(self._call("app/defaultSavePath", self._api.app_default_save_path))
 
-    def _category(self, name: str, raw_path: str, default: str) -> Category:
-        client_path = _effective_category_path(name, raw_path, default)
+    def _category(self, name: str, paths: Mapping[str, str], default: str, nested: bool | None) -> Category:
+        client_path = _effective_category_path(name, paths, default, nested)
         host_path = ""
         if client_path:
             try:
@@ -371,7 +392,7 @@ class QbtClient(FindOrRaise):
             name=name,
             save_path=host_path,
             client_save_path=client_path or "",
-            raw_save_path=raw_path,
+            raw_save_path=paths.get(name, ""),
         )
 
     def category_save_path(self, category: str) -> str:
@@ -384,7 +405,7 @@ class QbtClient(FindOrRaise):
             if cat is None:
                 raise UnsafeOperation(f"qBittorrent {self.name!r} has no category {category!r}")
         else:
-            cat = self._category("", "", self._raw_default_save_path())
+            cat = self._category("", {}, self._raw_default_save_path(), False)
         if not cat.save_path:
             raise UnsafeOperation(
                 f"cannot tell where ATM would put torrents of category "
@@ -442,18 +463,22 @@ class QbtClient(FindOrRaise):
         *,
         category_save_path: str | None = None,
     ) -> None:
-        """Turn ATM on or off for one torrent.
+        """Turn ATM on or off for one torrent, refused where qBittorrent would then move it.
 
-        Enabling ATM makes qBittorrent move the torrent to its category's save
-        path in Overwrite mode, which writes into the shared inode of a
-        hardlinked library file. So enabling requires the caller to pass the
-        category save path, and it must equal both the torrent's current save
-        path and the path qBittorrent itself derives for the category: then
-        there is nothing to move.
+        Either way qBittorrent then moves the torrent, in Overwrite mode (which writes into the
+        shared inode of a hardlinked library file), unless its data already is where the new
+        mode puts it (``TorrentImpl::setAutoTMMEnabled`` -> ``adjustStorageLocation``). On: its
+        category's save path, which the caller must pass and which must equal both the torrent's
+        current save path and the path qBittorrent itself derives. Off: see ``atm_off_refusal``.
         """
         t = self.torrent(any_hash)
         if enabled and not t.auto_tmm:
             self._check_atm_safe(t, category_save_path)
+        if not enabled and (why := self._atm_off_moves(t)) is not None:
+            raise UnsafeOperation(
+                f"refusing to turn ATM off for {t.hash} ({t.name}): {why}",
+                hint="an ATM move overwrites files in place, including hardlinked ones",
+            )
         self._call(
             "torrents/setAutoManagement",
             self._api.torrents_set_auto_management,
@@ -461,6 +486,62 @@ class QbtClient(FindOrRaise):
             torrent_hashes=t.hash,
             torrent=any_hash,
         )
+
+    def atm_off_refusal(self, any_hash: str) -> str | None:
+        """Why turning ATM off for this torrent would move its data (one line naming the torrent
+        and both paths), or None when it would not, or ATM is off (the executor asks before a
+        group acts at all; ``set_auto_management`` refuses on the same rule)."""
+        t = self.torrent(any_hash)
+        why = self._atm_off_moves(t)
+        return None if why is None else f"turning ATM off for {t.hash} ({t.name}) would move it: {why}"
+
+    def _atm_off_moves(self, t: TorrentInfo) -> str | None:
+        """Off, qBittorrent gives the torrent its category's save and download paths, then moves
+        it unless its data is already at the one that applies. Under ATM it reports those very
+        paths (``TorrentImpl::savePath``/``downloadPath`` are the category's), so they need no
+        prediction. The download path applies to an unfinished torrent, where qBittorrent's
+        "finished once" flag, which the API does not report, decides: such a torrent whose two
+        paths differ is refused."""
+        if not t.auto_tmm:
+            return None
+        target: str | None = t.save_path
+        if t.download_path and t.download_path != t.save_path and not t.is_complete:
+            target = None
+        return self._storage_not_at(t, target)
+
+    def _storage_not_at(self, t: TorrentInfo, target: str | None) -> str | None:
+        """The rule of both directions, its one home: qBittorrent's ``adjustStorageLocation``
+        moves unless libtorrent's storage already is at ``target`` and no move is under way.
+        None when nothing would move; else why (the target None: it cannot be told)."""
+        if not target:
+            return "qBittorrent's target cannot be told (not complete, its save and download paths differ)"
+        if t.is_moving:
+            return f"a move is under way (to {t.save_path}); qBittorrent would move it again to {target}"
+        storage = self._storage_location(t)
+        if storage is None:
+            return f"where its data is cannot be told from content path {t.content_path!r} and its file list"
+        if storage != normalize(target):
+            return f"its data is at {storage}, and qBittorrent would move it to {target}"
+        return None
+
+    def _storage_location(self, t: TorrentInfo) -> str | None:
+        """libtorrent's save path, where the data IS (``save_path`` is where qBittorrent WANTS it):
+        qBittorrent reports ``content_path`` as that path joined with the only file's path, or
+        the files' common top folder, or nothing more (``TorrentImpl::contentPath``). None when
+        it cannot be told (no metadata, no file list, a content path of another shape)."""
+        if not t.has_metadata or not t.content_path:
+            return None
+        names = [f.name for f in self.files(t.hash)]
+        if not names:
+            return None
+        content = normalize(t.content_path)
+        rel = names[0] if len(names) == 1 else _root_folder(names)
+        if not rel:
+            return content
+        suffix = "/" + rel.strip("/")
+        if not content.endswith(suffix):
+            return None
+        return content[: -len(suffix)] or "/"
 
     def _check_atm_safe(self, t: TorrentInfo, category_save_path: str | None) -> None:
         def refuse(reason: str) -> UnsafeOperation:
@@ -482,6 +563,8 @@ class QbtClient(FindOrRaise):
                 f"qBittorrent's save path for category {t.category!r} is {actual}, "
                 f"not the current save path {t.save_path}"
             )
+        if (why := self._storage_not_at(t, actual)) is not None:
+            raise refuse(why)
 
     def _act(self, endpoint: str, fn: Callable[..., Any], any_hash: str, **params: Any) -> None:
         """One per-torrent action, always addressed by the id qBittorrent reported.
@@ -549,22 +632,42 @@ def _raw_hashes(raw: Mapping[str, Any]) -> set[str]:
     return {str(raw[k]).lower() for k in keys if raw.get(k)}
 
 
-def _effective_category_path(name: str, raw_path: str, default: str) -> str | None:
-    """Absolute client path for a category, as qBittorrent derives it.
+def _root_folder(names: list[str]) -> str:
+    """The files' common top folder, "" when one has none or they differ
+    (qBittorrent's ``Path::findRootFolder``)."""
+    tops = {n.split("/", 1)[0] for n in names}
+    if len(tops) != 1 or any("/" not in n for n in names):
+        return ""
+    return tops.pop()
 
-    Empty category -> default save path; empty category path -> the category
-    name below the default; a relative category path -> below the default.
-    None when the derivation would depend on qBittorrent's name sanitising.
+
+def _effective_category_path(name: str, paths: Mapping[str, str], default: str, nested: bool | None) -> str | None:
+    """Absolute client path for a category, as qBittorrent derives it (``paths``: every
+    category's own save path, as listed; ``nested``: ``QbtClient._subcategory_rule``).
+
+    Empty category -> default save path; a relative category path -> below the default; an
+    empty one -> the category name below the default, or with ``nested`` its last component
+    below its parent's path (derived the same way). None when the derivation is uncertain: a
+    category not listed, the subcategory rule unknown, or qBittorrent's name sanitising.
     """
     if not name:
         return default
-    path = raw_path
+    if name not in paths:
+        return None
+    path, base = paths[name], default
     if not path:
-        if _CATEGORY_PATH_UNSAFE & set(name) or name != name.strip():
+        if "/" in name and nested is None:
             return None
         path = name
+        if nested and "/" in name:
+            parent, _, path = name.rpartition("/")
+            base = _effective_category_path(parent, paths, default, nested)
+            if base is None:
+                return None
+        if _CATEGORY_PATH_UNSAFE & set(path) or path != path.strip() or {".", ".."} & set(path.split("/")):
+            return None
     if not path.startswith("/"):
-        path = posixpath.join(default, path)
+        path = posixpath.join(base, path)
     return path
 
 

@@ -35,6 +35,7 @@ class FakeQbt:
         default_save_path: str = "/data/downloads",
         login_body: str = "Ok.",
         login_status: int = 200,
+        preferences: dict | None = None,
     ):
         self.rsps = rsps
         self.base = base.rstrip("/")
@@ -46,7 +47,9 @@ class FakeQbt:
         rsps.add(responses.GET, self.url("app/webapiVersion"), body=api)
         rsps.add(responses.GET, self.url("app/version"), body=version)
         rsps.add(responses.GET, self.url("app/defaultSavePath"), body=default_save_path)
-        rsps.add(responses.GET, self.url("app/preferences"), json={"save_path": default_save_path})
+        rsps.add(
+            responses.GET, self.url("app/preferences"), json={"save_path": default_save_path, **(preferences or {})}
+        )
         rsps.add(responses.POST, self.url("app/setPreferences"), body="")
         rsps.add_callback(responses.GET, self.url("torrents/categories"), callback=self._categories)
         rsps.add_callback(responses.POST, self.url("torrents/info"), callback=self._info)
