@@ -530,7 +530,9 @@ class _GroupRun:
     run_id: int
     plan: GroupPlan
     outcome: GroupOutcome
-    views: set = field(default_factory=set)  # (instance, torrent, save_path) verified in this run
+    # (instance, torrent, save_path) verified in this run -> the view's file sizes by name relative
+    # to save_path: what ``_issue_move`` checks the torrent's file list against again (``_match_view``).
+    views: dict[tuple[str, str, str], dict[str, int]] = field(default_factory=dict)
     relocs: list[_Reloc] = field(default_factory=list)
     deletes_started: bool = False
     synced: bool = False
@@ -1917,42 +1919,47 @@ class Executor:
         c = self._client(s.instance)
         h = s.torrent
         save = _norm(s.save_path)
-        want: dict[str, tuple[str, int, str | None]] = {}
-        for f in s.files:
-            full = _norm(f.path if os.path.isabs(f.path) else os.path.join(save, f.path))
-            # Containment by whole components (paths.is_within): a string test on the relpath
-            # would refuse a legitimate top-level "..nfo" the planner accepted, every sweep.
-            if not is_within(full, save):
-                raise UnsafeOperation(f"view file {full} is outside the save path {save}")
-            rel = os.path.relpath(full, save)
-            want[rel] = (full, int(f.size), st.content_of(full, f.blake3, int(f.size), "verify_view"))
-        live = c.files(h)
-        if not live:
-            raise UnsafeOperation(f"torrent {h} has no metadata (no file list): cannot prove its view")
-        # The torrent's own file list, not the plan's, decides what must be there: a file
-        # missing from the view would be copied by qBittorrent itself (lesson 1).
-        current_save = None
-        with self.ctx.reader() as reader:  # opens a folder only if an unwanted file is asked about
-            for lf in live:
-                v = want.get(_norm(lf.name))
-                if v is None:
-                    if lf.wanted:
-                        raise UnsafeOperation(f"torrent {h} has file {lf.name} that the view at {save} lacks")
-                    current_save = current_save or _norm(c.torrent(h).save_path)
-                    _check_unwanted(reader, h, lf.name, current_save, save)
-                    continue
-                if v[1] != lf.size:
-                    raise VerificationFailed(
-                        f"torrent {h}: {lf.name} is {lf.size} bytes in qBittorrent, {v[1]} in the plan"
-                    )
+        want = {
+            rel: (full, size, st.content_of(full, blake3, size, "verify_view"))
+            for rel, (full, size, blake3) in _view_files(s).items()
+        }
+        sizes = {rel: v[1] for rel, v in want.items()}
+        self._match_view(c, h, save, sizes)
         total, seen = 0, {}
         for full, size, blake3_hex in want.values():
             # The facts of the very stat the content was proven for, not a second look by name.
             seen[full] = _facts_of(fsops.verify_file(full, size, blake3_hex, self.catalog, roots=self.roots))
             total += size
-        st.views.add((s.instance, h, save))
+        st.views[(s.instance, h, save)] = sizes
         st.seen.update(seen)
         return {"files": len(want), "bytes": total, "seen": {p: list(f) for p, f in seen.items()}}
+
+    def _match_view(
+        self, c: ClientPort, h: str, save: str, sizes: dict[str, int], current_save: str | None = None, why: str = ""
+    ) -> None:
+        """The one rule for "the view at ``save`` holds the torrent's files": the torrent's own file
+        list (one read), not the plan's, decides what must be there, since a file missing from the
+        view would be copied by qBittorrent itself (lesson 1). Each wanted file is in the view
+        (``sizes``: name relative to ``save`` -> bytes) at its size; an unwanted one passes
+        ``_check_unwanted``. At verify_view, and again right before setLocation (``_issue_move``):
+        a file renamed or made wanted in the client in between is refused there. ``why`` leads
+        each refusal's message; ``current_save`` spares a read of where the torrent is."""
+        live = c.files(h)
+        if not live:
+            raise UnsafeOperation(f"{why}torrent {h} has no metadata (no file list): cannot prove its view")
+        with self.ctx.reader() as reader:  # opens a folder only if an unwanted file is asked about
+            for lf in live:
+                size = sizes.get(_norm(lf.name))
+                if size is None:
+                    if lf.wanted:
+                        raise UnsafeOperation(f"{why}torrent {h} has file {lf.name} that the view at {save} lacks")
+                    current_save = current_save or _norm(c.torrent(h).save_path)
+                    _check_unwanted(reader, h, lf.name, current_save, save)
+                    continue
+                if size != lf.size:
+                    raise VerificationFailed(
+                        f"{why}torrent {h}: {lf.name} is {lf.size} bytes in qBittorrent, {size} in the plan"
+                    )
 
     def _delete(self, st: _GroupRun, s: Delete, _at: _At) -> dict:
         if not st.synced:
@@ -2314,7 +2321,8 @@ class Executor:
         }
 
     def _issue_move(self, st: _GroupRun, c: ClientPort, s: Relocate, r: _Reloc, t) -> None:
-        """The checks before a move from the old place, the torrent stopped, the links hidden, setLocation."""
+        """The checks before a move from the old place, the torrent stopped, its files read again
+        against its verified view (``_match_view``), the links hidden, setLocation."""
         h, to_path = s.torrent, _norm(s.to_path)
         if not t.is_complete:
             raise UnsafeOperation(
@@ -2350,6 +2358,11 @@ class Executor:
             c.stop(h)
         self._wait_stopped(c, s.torrent)
         self._stop_sharers(st, c, s, r)
+        # The torrent's files read again, stopped (the last look before the move): a file renamed
+        # or made wanted in the client since verify_view (minutes ago, while siblings rechecked)
+        # would be missing from the view, and setLocation only ever goes to a full view.
+        why = f"refusing to relocate {h}: its files changed since its view was verified: "
+        self._match_view(c, h, to_path, st.views[(s.instance, h, to_path)], _norm(t.save_path), why)
         self._hide_old_links(st.run_id, c, s, r.step_id)
         c.set_location(h, to_path)
 
@@ -3195,8 +3208,22 @@ def _replay_copy_failed(st: _GroupRun, seq: int, s: Copy, row: StepRow, _reader:
 
 
 def _replay_view(st: _GroupRun, _seq: int, s: VerifyView, row: StepRow) -> None:
-    st.views.add((s.instance, s.torrent, _norm(s.save_path)))
+    st.views[(s.instance, s.torrent, _norm(s.save_path))] = {rel: v[1] for rel, v in _view_files(s).items()}
     st.seen.update({p: tuple(f) for p, f in ((row.result or {}).get("seen") or {}).items()})
+
+
+def _view_files(s: VerifyView) -> dict[str, tuple[str, int, str | None]]:
+    """The view's files: name relative to its save path -> (full path, size, planned hash)."""
+    save = _norm(s.save_path)
+    out: dict[str, tuple[str, int, str | None]] = {}
+    for f in s.files:
+        full = _norm(f.path if os.path.isabs(f.path) else os.path.join(save, f.path))
+        # Containment by whole components (paths.is_within): a string test on the relpath
+        # would refuse a legitimate top-level "..nfo" the planner accepted, every sweep.
+        if not is_within(full, save):
+            raise UnsafeOperation(f"view file {full} is outside the save path {save}")
+        out[os.path.relpath(full, save)] = (full, int(f.size), f.blake3)
+    return out
 
 
 def _check_unwanted(reader: FolderReader, h: str, name: str, current_save: str, save: str) -> None:

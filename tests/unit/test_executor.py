@@ -855,6 +855,49 @@ def test_view_missing_a_file_the_torrent_has_is_refused(world):
     assert "extra.nfo" in summary.groups_failed["g1"] and world.qbt.count("set_location") == 0
 
 
+def _rename_file(t: FakeTorrent, old: str, new: str) -> None:
+    """qBittorrent's torrents/renameFile: the file on disk and its name in the torrent."""
+    os.rename(os.path.join(t.save_path, old), os.path.join(t.save_path, new))
+    t.files = [(new if n == old else n, s, p) for n, s, p in t.files]
+
+
+def _want_file(t: FakeTorrent, name: str) -> None:
+    """qBittorrent's torrents/filePrio: a skipped file made wanted."""
+    t.files = [(n, s, 1 if n == name else p) for n, s, p in t.files]
+
+
+@pytest.mark.parametrize("change", ["renamed", "made wanted"])
+def test_a_file_changed_in_the_client_after_verify_view_never_gets_set_location(world, change):
+    """R24: a file renamed (or a skipped one made wanted) while the first sibling rechecks: the
+    second sibling's view lacks it now, so its relocation is refused before setLocation, the group
+    rolls back, and nothing is deleted."""
+    t2 = world.qbt.t[H2]
+    t2.files.append(("Movie.2020/extra.nfo", 10, 0))  # skipped, and nowhere on disk: the view may lack it
+    plan = demote_plan(world)
+    old, new = "Movie.2020/sub/en.srt", "Movie.2020/sub/en.forced.srt"
+
+    def hook(point, gid, seq, step):
+        if point == "before" and step.kind == "relocate" and step.args["torrent"] == H2:
+            if change == "renamed" and os.path.exists(os.path.join(t2.save_path, old)):
+                _rename_file(t2, old, new)
+            elif change == "made wanted":
+                _want_file(t2, "Movie.2020/extra.nfo")
+
+    summary = world.executor(hook=hook).apply(plan)
+    why = summary.groups_failed["g1"]
+    assert f"refusing to relocate {H2}: its files changed" in why and "\n" not in why
+    assert (new if change == "renamed" else "extra.nfo") in why
+    assert not any(c[0] == "set_location" and c[1] == H2 for c in world.qbt.calls)
+    assert world.qbt.violations == []
+    for h in (H1, H2):  # rolled back, nothing deleted
+        assert world.qbt.t[h].save_path == world.save(h, "stash")
+        for rel, data in FILES:
+            rel = new if (h, rel, change) == (H2, old, "renamed") else rel
+            with open(os.path.join(world.save(h, "stash"), rel), "rb") as f:
+                assert f.read() == data
+    assert world.qbt.t[H1].stopped is False and world.qbt.t[H2].stopped is True  # as they were
+
+
 def _imported_before_the_first_delete(world, lib):
     """A hook: Radarr hardlinks the movie into the library right before the first delete."""
 

@@ -212,3 +212,29 @@ def test_a_check_that_fails_at_the_new_place_is_rolled_back(rt_world):
         assert rt.torrent(h).save_path == w.save(h, "stash") and rt.torrent(h).is_complete
     assert (rpc.mode(H1), rpc.mode(H2)) == ("started", "stopped")
     assert rt.torrent(H2).state == "stoppedUP"  # the failure is gone with the check at home
+
+
+def test_a_file_made_wanted_after_verify_view_never_gets_a_new_directory(rt_world):
+    """R24 through rTorrent's adapter: H2's skipped file (f.priority 0, not in its view) made
+    wanted while H1 rechecks at its new place. The file list read again right before the move
+    refuses H2's: no d.directory_base.set for it, the group rolled back, nothing deleted."""
+    w, rt, rpc = rt_world
+    rpc.files[H2.upper()].append(["extra.nfo", 10, 0, 0, 1])
+
+    def hook(point, gid, seq, step):
+        if point == "before" and step.kind == "relocate" and step.args["torrent"] == H2:
+            rpc.files[H2.upper()][-1][2] = 1  # f.priority.set: wanted now
+
+    ex = build_executor(
+        w.cfg, w.cat, {"qbt": rt}, w.journal, sleep=w.clock.sleep, clock=w.clock, poll_initial_s=0.5, hook=hook
+    )
+    summary = ex.apply(demote_plan(w))
+
+    assert summary.groups[0].status == "rolled_back", summary.groups[0].reason
+    assert f"refusing to relocate {H2}: its files changed" in summary.groups[0].reason
+    assert "Movie.2020/extra.nfo" in summary.groups[0].reason
+    assert all(c != f"d.directory_base.set {H2.upper()[:4]}" for c in rpc.calls)
+    for h in (H1, H2):
+        assert rt.torrent(h).save_path == w.save(h, "stash")
+        assert all(os.path.exists(os.path.join(w.save(h, "stash"), rel)) for rel, _d in FILES)
+    assert (rpc.mode(H1), rpc.mode(H2)) == ("started", "stopped")
