@@ -2399,6 +2399,10 @@ class Executor:
                 t = c.torrent(h)
             if t.download_path and _norm(t.download_path) != to_path:
                 c.set_download_path(h, "")
+            # Its files read again, stopped, before its move and recheck, as ``_issue_move`` does: a
+            # file renamed in the client since verify_view would be missing from the view.
+            why = f"refusing to repair {h}: its files changed since its view was verified: "
+            self._match_view(c, h, to_path, st.views[(s.instance, h, to_path)], _norm(t.save_path), why)
             if where != to_path:
                 self._set_location_waited(c, s, to_path, at)
             c.recheck(h)

@@ -74,6 +74,28 @@ def test_repair_links_the_library_inodes_rechecks_stopped_and_starts_at_100(worl
     assert not w.qbt.t[H1].stopped and w.qbt.t[H1].progress == 1.0
 
 
+def test_a_file_renamed_in_the_client_after_verify_view_is_never_rechecked_or_moved(world):  # noqa: F811
+    """R24's finding for relocations, in a repair: a file renamed in qBittorrent after the view
+    was verified would be missing from it; the repair refuses before its move and recheck, and
+    removes what it linked."""
+    w = world
+    lib = _lose_files(w)
+    old, new = FILES[0][0], FILES[0][0] + ".renamed"
+
+    def hook(point, gid, seq, step):
+        if point == "before" and step.kind == "repair":
+            t = w.qbt.t[H1]
+            t.files = [(new if n == old else n, sz, p) for n, sz, p in t.files]
+
+    summary = w.executor(hook=hook).apply(_plan(w, lib))
+    (why,) = summary.groups_failed.values()
+    assert f"refusing to repair {H1}: its files changed" in why and new in why and "\n" not in why
+    assert [c[0] for c in w.qbt.calls if c[0] in ("recheck", "set_location", "start")] == []
+    assert w.qbt.t[H1].stopped and w.qbt.violations == []
+    for rel, _data in FILES:
+        assert not os.path.lexists(os.path.join(w.seed_s, rel))  # its links removed by the undo
+
+
 def test_an_atm_torrent_with_an_incomplete_folder_is_repaired_atm_off_first(world):  # noqa: F811
     """Under ATM it reports its category's download path, and setDownloadPath is refused: the
     repair asked for it first and failed on every such torrent. ATM off, then the path cleared
