@@ -2921,11 +2921,13 @@ def hold_unreferenced(
     return {"status": "held", "bytes_freed": 0, "held_at": held, "dev": st.st_dev, "holding": ident}
 
 
-def _held_already(root: bytes, parts: list[bytes], run, st: os.stat_result, *, drop: bool = False) -> bool:
+def _held_already(root: bytes, parts: list[bytes], run, st: os.stat_result, *, drop: Dir | None = None) -> bool:
     """Whether run ``run``'s own holding entry for ``parts`` (``<root>/.qbhook-holding/<run>/<parts>``,
-    each folder verified as qbhook's, none made) is the inode ``st``. ``drop``: that entry is then
-    unlinked, through the same verified descriptor (qbhook's 0700 folder, where nobody else
-    renames): ``st``'s name in place keeps the data (``kept_in_place``)."""
+    each folder verified as qbhook's, none made) is the inode ``st``. ``drop``: the verified
+    parent of ``parts``, whose name keeps the data; that entry is then unlinked, through the same
+    verified holding descriptor (qbhook's 0700 folder, where nobody else renames), only while it
+    is a second link and the name in ``drop`` is still that inode, looked at again right before
+    (``kept_in_place``: the name deleted meanwhile left the entry the last link)."""
     try:
         hold, _top = _open_holding_id(root, run, parts[:-1], create=False)
     except (UnsafeOperation, OSError):
@@ -2933,7 +2935,10 @@ def _held_already(root: bytes, parts: list[bytes], run, st: os.stat_result, *, d
     with hold:
         cur = hold.lstat(parts[-1])
         own = cur is not None and stat_mod.S_ISREG(cur.st_mode) and (cur.st_dev, cur.st_ino) == (st.st_dev, st.st_ino)
-        if own and drop:
+        if own and drop is not None:
+            now = drop.lstat(parts[-1])
+            if cur.st_nlink < 2 or now is None or (now.st_dev, now.st_ino) != (cur.st_dev, cur.st_ino):
+                return False  # the name gone or replaced since: the entry may be its last link, kept
             os.unlink(parts[-1], dir_fd=hold.fd)
     return own
 
@@ -2957,12 +2962,12 @@ def kept_in_place(path, *, ino: int, roots, run) -> bool:
         parent = _walk(root, parts[:-1])
     except (FileNotFoundError, NotADirectoryError):
         return False
-    with parent:
+    with parent:  # held open: the drop looks at the name again through it
         st = parent.lstat(parts[-1])
-    if st is None:
-        return False
-    if stat_mod.S_ISREG(st.st_mode) and st.st_ino == ino and st.st_nlink > 1:
-        _held_already(root, parts, run, st, drop=True)
+        if st is None:
+            return False
+        if stat_mod.S_ISREG(st.st_mode) and st.st_ino == ino and st.st_nlink > 1:
+            _held_already(root, parts, run, st, drop=parent)
     return True
 
 

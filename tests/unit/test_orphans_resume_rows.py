@@ -455,3 +455,30 @@ def test_a_half_made_hold_of_a_file_in_use_since_leaves_no_spare_in_holding(worl
     assert step.status == StepStatus.FAILED and "in use since the quarantine began" in step.error, step.error
     assert not os.path.lexists(held_at) and w.journal.held_links() == []  # the spare is gone
     assert os.stat(path).st_nlink == 1 and Path(path).read_bytes() == b"orphaned bytes" * 100
+
+
+@pytest.mark.parametrize("gone", ["deleted", "replaced"])
+def test_a_half_made_holds_spare_is_kept_when_its_name_goes_as_it_is_dropped(tmp_path, monkeypatch, gone):
+    """Review R25: ``kept_in_place`` looked at the name in place, closed its folder, then dropped
+    the holding entry of that inode: the name deleted (or replaced) in between left the entry the
+    last link, and it was unlinked. Now the name is looked at again through the folder held open,
+    right before, and the entry must be a second link: else it is kept."""
+    root = tmp_path / "seed"
+    f = write(root / "old/x.bin", b"x" * 100)
+    own = root / HOLDING_DIR / "7" / "old"
+    own.mkdir(parents=True)
+    for d in (root / HOLDING_DIR, root / HOLDING_DIR / "7", own):
+        d.chmod(0o700)
+    os.link(f, own / "x.bin")  # a half-made hold's spare
+    ino = os.lstat(f).st_ino
+    real = fsops._open_holding_id
+
+    def racing(*a, **k):
+        os.unlink(f)  # a person deletes the name in that window
+        if gone == "replaced":
+            write(f, b"new")
+        return real(*a, **k)
+
+    monkeypatch.setattr(fsops, "_open_holding_id", racing)
+    fsops.kept_in_place(str(f), ino=ino, roots=(str(root),), run=7)
+    assert (own / "x.bin").read_bytes() == b"x" * 100  # the data's last link, kept
