@@ -373,6 +373,11 @@ class QueueError(QbhookError):
     """The event job queue refused an operation (unknown job, wrong state)."""
 
 
+class UnreadableJob(QueueError):
+    """A queued row this qbhook cannot read (a new event kind written by another version's
+    ``qbhook hook``, or a damaged row): the queue marks it dead and goes on (``JobQueue.claim``)."""
+
+
 class NotADeadJob(QueueError):
     """``queue retry JOB_ID`` named a job that is unknown or not dead: bad input (exit 2), as an
     unknown run of ``history --run`` / ``resume --run`` is, not a failure of the queue."""

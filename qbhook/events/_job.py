@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from qbhook.errors import UnreadableJob
 from qbhook.events.model import Event
 
 # One hot key must not grow a row without bound; past these caps the job is flagged
@@ -63,22 +64,61 @@ class Job:
     result: str | None
     last_error: str | None
 
+    # Set on a row this qbhook cannot read (``Job.read``): why, in one line. Its lists are then
+    # whatever could be read, never the row's whole content: such a job must never run or merge.
+    unreadable: str | None = None
+
     @classmethod
     def from_row(cls, row: Sequence) -> Job:
-        (id_, key, state, hashes, paths, kinds, sources, events, count, truncated, *rest) = row
-        return cls(
-            id_,
-            key,
-            state,
-            tuple(json.loads(hashes)),
-            tuple(json.loads(paths)),
-            tuple(json.loads(kinds)),
-            tuple(json.loads(sources)),
-            tuple(Event.from_dict(e) for e in json.loads(events)),
-            count,
-            bool(truncated),
-            *rest,
-        )
+        """The row as a job; ``UnreadableJob`` when its contents cannot be read."""
+        (id_, key, state, *lists, count, truncated), rest = row[:10], row[10:]
+        try:
+            parsed = [_column(name, value) for name, value in zip(_LISTS, lists)]
+        except _BadColumn as e:
+            raise UnreadableJob(
+                f"job {id_} cannot be read: {e} (written by another qbhook version, or damaged)"
+            ) from None
+        return cls(id_, key, state, *parsed, count, bool(truncated), *rest)
+
+    @classmethod
+    def read(cls, row: Sequence) -> Job:
+        """The row as a job even when it cannot be read: then ``unreadable`` says why, and the
+        job shows that as its error (``qbhook queue``), with the lists that could be read."""
+        try:
+            return cls.from_row(row)
+        except UnreadableJob as e:
+            (id_, key, state, *lists, count, truncated), rest = row[:10], row[10:]
+            kept = []
+            for name, value in zip(_LISTS[:4], lists):
+                try:
+                    kept.append(_column(name, value))
+                except _BadColumn:
+                    kept.append(())
+            return cls(id_, key, state, *kept, (), count, bool(truncated), *rest[:-1], e.message, unreadable=e.message)
+
+
+_LISTS = ("hashes", "paths", "kinds", "sources", "events")
+
+
+class _BadColumn(Exception):
+    pass
+
+
+def _column(name: str, value) -> tuple:
+    """One JSON list column, checked: a row written by a newer qbhook (a new event kind) or
+    damaged must fail here, on reading, not later inside the worker or a merge."""
+    try:
+        items = json.loads(value)
+        if not isinstance(items, list):
+            raise ValueError(f"not a list but {type(items).__name__}")
+        if name == "events":
+            return tuple(Event.from_dict(e) for e in items)
+        if not all(isinstance(i, str) for i in items):
+            raise ValueError("an item is not a string")
+        return tuple(items)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        cause = str(e) if not isinstance(e, KeyError) else f"no {e}"
+        raise _BadColumn(f"{name}: {' '.join(cause.split())[:200]}") from None
 
 
 def text(value: str | None) -> str | None:

@@ -25,6 +25,11 @@ pending overflow job (``OVERFLOW_KEY``), which names no torrent and no file, so 
 sweeps, reconciling whatever the folded events named. The event is still on disk (as that
 job's count and kind) before the sender hears 202; a warning is logged once per episode, when
 the overflow job is created (not while later events merge into it), in whichever process.
+A row this qbhook cannot read (a new event kind from another version's ``qbhook hook``, or a
+damaged row) is marked dead with a one-line error where it is met (``claim``, merging into it)
+and the queue goes on; ``list`` shows it with that error. Times are wall time: a pending job due
+further ahead than any delay this queue sets, or created in the future, was stranded by a
+backward clock step, and ``claim`` makes it due now (``_unstep``).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from qbhook.catalog.schema import (
     QUEUE_DDL,  # re-exported: the queue's table, for callers building one
 )
 from qbhook.config import ServerConfig
-from qbhook.errors import NotADeadJob, QueueError
+from qbhook.errors import NotADeadJob, QueueError, UnreadableJob
 from qbhook.events._job import COLUMNS, OVERFLOW_KEY, Job, Parts, text
 from qbhook.events.model import Event
 from qbhook.procs import live, pid_namespace, process_state
@@ -56,6 +61,11 @@ MAX_PENDING = ServerConfig.max_pending  # the default: one home, the config's
 
 
 STATES = ("pending", "running", "done", "dead")
+
+# How far a job's times may run ahead of this process's clock before ``claim`` takes it for a
+# backward clock step (``JobQueue._unstep``): well past the worker's debounce (it claims with
+# ``now`` that far back) and the skew between processes, well short of a step worth noticing.
+CLOCK_SLACK_S = 600.0
 
 
 class Enqueued(tuple):
@@ -110,7 +120,7 @@ class JobQueue:
         now = self._now(now)
         key = event.coalesce_key()
         with self._write() as c:
-            job = self._pending(c, key)
+            job = self._pending(c, key, now)
             if job is not None:
                 self._store_merge(c, job, Parts.of_event(event), now)
                 return Enqueued(job.id, True)
@@ -122,7 +132,7 @@ class JobQueue:
         # Only what the event was, never what it named: the row stays small however many fold in,
         # and the sweep it asks for finds every torrent and file anyway.
         parts = Parts.of_event(Event(event.source, event.kind, instance=event.instance, received_at=now))
-        job = self._pending(c, OVERFLOW_KEY)
+        job = self._pending(c, OVERFLOW_KEY, now)
         if job is not None:
             self._store_merge(c, job, parts, now)
             return Enqueued(job.id, True, overflow=True)
@@ -144,12 +154,20 @@ class JobQueue:
         )
         return int(cur.lastrowid)
 
-    @staticmethod
-    def _pending(c: sqlite3.Connection, key: str) -> Job | None:
+    def _pending(self, c: sqlite3.Connection, key: str, now: float) -> Job | None:
+        """The pending job for ``key`` to merge into. One this qbhook cannot read is no such job:
+        it is buried (its content could never be merged or run), so that a new one can be made
+        (one pending job per key), instead of every event for the key refused for good."""
         row = c.execute(
             f"SELECT {COLUMNS} FROM event_jobs WHERE coalesce_key = ? AND state = 'pending'", (key,)
         ).fetchone()
-        return None if row is None else Job.from_row(row)
+        if row is None:
+            return None
+        job = Job.read(row)
+        if job.unreadable:
+            self._bury(c, job, job.unreadable, now)
+            return None
+        return job
 
     @staticmethod
     def _pending_count(c: sqlite3.Connection) -> int:
@@ -162,21 +180,57 @@ class JobQueue:
     # -- workers ---------------------------------------------------------------------
 
     def claim(self, worker_id: str, now: float | None = None) -> Job | None:
-        """Take the oldest ready job (earliest created_at whose not_before has passed)."""
+        """Take the oldest ready job (earliest created_at whose not_before has passed).
+
+        A row this qbhook cannot read is buried on the way (dead, its error saying why), in the
+        same transaction: taken as the oldest every pass, it stopped every later job for good.
+        """
         now = self._now(now)
         with self._write() as c:
-            row = c.execute(
-                "SELECT id FROM event_jobs WHERE state = 'pending' AND not_before <= ? ORDER BY created_at, id LIMIT 1",
-                (now,),
-            ).fetchone()
-            if row is None:
-                return None
+            self._unstep(c, now)
+            while True:
+                row = c.execute(
+                    f"SELECT {COLUMNS} FROM event_jobs WHERE state = 'pending' AND not_before <= ?"
+                    " ORDER BY created_at, id LIMIT 1",
+                    (now,),
+                ).fetchone()
+                if row is None:
+                    return None
+                job = Job.read(row)
+                if not job.unreadable:
+                    break
+                log.warning("%s; marked dead", job.unreadable)
+                self._bury(c, job, job.unreadable, now)
             c.execute(
                 "UPDATE event_jobs SET state = 'running', worker_id = ?, claimed_at = ?,"
                 " heartbeat_at = ?, attempts = attempts + 1, updated_at = ? WHERE id = ?",
-                (text(worker_id), now, now, now, row[0]),
+                (text(worker_id), now, now, now, job.id),
             )
-            return self._get(c, row[0])
+            return self._get(c, job.id)
+
+    def _unstep(self, c: sqlite3.Connection, now: float) -> None:
+        """Make ready the pending jobs a backward wall-clock step left waiting in the future.
+
+        ``not_before`` and ``created_at`` are wall time: once NTP steps the clock back N hours
+        (an RTC that ran ahead), every job queued before waited N hours more, and merging never
+        moves ``not_before``. No job of this queue is due later than ``backoff_cap_s`` (``fail``;
+        ``postpone`` is capped to it too) nor created in the future: past those, plus
+        ``CLOCK_SLACK_S`` (the worker's debounce, clocks of other processes), the clock moved,
+        not the job's due time, so it is due now (and created now, or it would count as stepped
+        again after its next backoff).
+        """
+        horizon, slack = now + self.backoff_cap_s + CLOCK_SLACK_S, now + CLOCK_SLACK_S
+        # not_before >= created_at for every row this queue writes: the first test uses the index.
+        cur = c.execute(
+            "UPDATE event_jobs SET not_before = ?, created_at = MIN(created_at, ?)"
+            " WHERE state = 'pending' AND not_before > ? AND (not_before > ? OR created_at > ?)",
+            (now, now, slack, horizon, slack),
+        )
+        if cur.rowcount > 0:
+            log.warning(
+                "the clock went back: %d queued job(s) were due or created in the future; they are due now",
+                cur.rowcount,
+            )
 
     def heartbeat(self, job_id: int, *, worker_id: str | None = None, now: float | None = None) -> None:
         """Tell requeue_stale this long-running job's worker is alive (moves take hours)."""
@@ -200,8 +254,8 @@ class JobQueue:
         now = self._now(now)
         with self._write() as c:
             job = self._running(c, job_id, worker_id)
-            if job.attempts >= job.max_attempts:
-                self._bury(c, job, error, now)
+            if job.attempts >= job.max_attempts or job.unreadable:
+                self._bury(c, job, job.unreadable or error, now)
                 return "dead"
             self._back_to_pending(c, job, self.backoff(job.attempts) + now, job.attempts, error, now)
             return "pending"
@@ -209,11 +263,13 @@ class JobQueue:
     def postpone(self, job_id: int, delay_s: float, *, worker_id: str | None = None, now: float | None = None) -> int:
         """Back to pending for ``delay_s`` without counting this attempt (``claim`` counted it):
         the job did not fail, something it needs was not ready, so waiting never makes it dead.
-        Its last error stays. Returns the id of the job that will run (``_back_to_pending``)."""
+        Its last error stays. Returns the id of the job that will run (``_back_to_pending``).
+        The delay is capped at ``backoff_cap_s``: later than that is a clock step to ``claim``."""
         now = self._now(now)
         with self._write() as c:
             job = self._running(c, job_id, worker_id)
-            return self._back_to_pending(c, job, now + delay_s, max(job.attempts - 1, 0), job.last_error, now)
+            due = now + min(delay_s, self.backoff_cap_s)
+            return self._back_to_pending(c, job, due, max(job.attempts - 1, 0), job.last_error, now)
 
     def backoff(self, attempts: int) -> float:
         return min(self.backoff_base_s * 2 ** max(attempts - 1, 0), self.backoff_cap_s)
@@ -234,7 +290,7 @@ class JobQueue:
             ).fetchall()
             return [
                 job.id
-                for job in map(Job.from_row, rows)
+                for job in map(Job.read, rows)
                 if self._requeue(
                     c,
                     job,
@@ -256,7 +312,7 @@ class JobQueue:
         requeued: list[int] = []
         with self._write() as c:
             rows = c.execute(f"SELECT {COLUMNS} FROM event_jobs WHERE state = 'running' ORDER BY id").fetchall()
-            for job in map(Job.from_row, rows):
+            for job in map(Job.read, rows):
                 alive = worker_alive(job.worker_id, job.claimed_at)
                 if alive is False:
                     error = f"worker {job.worker_id!r} died without finishing"
@@ -282,6 +338,9 @@ class JobQueue:
             job = self._get(c, job_id)
             if job is None or job.state != "dead":
                 raise NotADeadJob(f"job {job_id} is {'unknown' if job is None else job.state}, not dead")
+            if job.unreadable:
+                # Back in the queue it would only be buried again; a qbhook that can read it can retry it.
+                raise UnreadableJob(f"job {job_id} cannot be retried by this qbhook: {job.unreadable}")
             return self._back_to_pending(c, job, now, 0, job.last_error, now)
 
     def get(self, job_id: int) -> Job | None:
@@ -301,7 +360,7 @@ class JobQueue:
         sql += " ORDER BY id DESC LIMIT ?"
         with self._lock:
             rows = self._conn.execute(sql, (*args, int(limit))).fetchall()
-        return [Job.from_row(r) for r in rows]
+        return [Job.read(r) for r in rows]  # an unreadable row shows, with why, rather than raising
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -350,7 +409,7 @@ class JobQueue:
     @staticmethod
     def _get(c: sqlite3.Connection, job_id: int) -> Job | None:
         row = c.execute(f"SELECT {COLUMNS} FROM event_jobs WHERE id = ?", (job_id,)).fetchone()
-        return None if row is None else Job.from_row(row)
+        return None if row is None else Job.read(row)
 
     def _running(self, c: sqlite3.Connection, job_id: int, worker_id: str | None) -> Job:
         job = self._get(c, job_id)
@@ -365,8 +424,8 @@ class JobQueue:
 
     def _requeue(self, c: sqlite3.Connection, job: Job, error: str, now: float) -> bool:
         """Back to pending now (True), or dead when out of attempts (False)."""
-        if job.attempts >= job.max_attempts:
-            self._bury(c, job, error, now)
+        if job.attempts >= job.max_attempts or job.unreadable:
+            self._bury(c, job, job.unreadable or error, now)
             return False
         self._back_to_pending(c, job, now, job.attempts, error, now)
         return True
@@ -382,11 +441,11 @@ class JobQueue:
     def _back_to_pending(
         self, c: sqlite3.Connection, job: Job, not_before: float, attempts: int, error: str | None, now: float
     ) -> int:
-        other = c.execute(
-            f"SELECT {COLUMNS} FROM event_jobs WHERE coalesce_key = ? AND state = 'pending'",
-            (job.coalesce_key,),
-        ).fetchone()
-        if other is None:
+        if job.unreadable:  # its content would be lost in a merge, and never run: dead, saying why
+            self._bury(c, job, job.unreadable, now)
+            return job.id
+        target = self._pending(c, job.coalesce_key, now)
+        if target is None:
             c.execute(
                 "UPDATE event_jobs SET state = 'pending', not_before = ?, attempts = ?, last_error = ?,"
                 " worker_id = NULL, claimed_at = NULL, heartbeat_at = NULL, finished_at = NULL,"
@@ -396,7 +455,6 @@ class JobQueue:
             return job.id
         # Newer events for the key already wait in another pending job: fold this one in
         # (keeping the earlier created_at, the later not_before and the higher attempts).
-        target = Job.from_row(other)
         self._store_merge(
             c,
             target,

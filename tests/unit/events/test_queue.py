@@ -8,12 +8,16 @@ import threading
 import time
 
 import pytest
+from click.testing import CliRunner
 
 from qbhook import notify
+from qbhook.cli import main
 from qbhook.errors import QueueError
 from qbhook.events import _job
 from qbhook.events.model import Event
 from qbhook.events.queue import OVERFLOW_KEY, QUEUE_DDL, JobQueue
+
+from .serve_helpers import TOKEN, write_config
 
 H1 = "1" * 40
 H2 = "2" * 40
@@ -533,3 +537,139 @@ def test_one_warning_per_overflow_episode(q, caplog):
     for i in range(30, 40):
         q.enqueue(_flood(i), now=float(i))
     assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 2
+
+
+# -- rows this qbhook cannot read (R27): a newer `qbhook hook`'s event kind, a damaged row -----
+
+
+def _unreadable(db, job_id: int, sql: str = "events = replace(events, 'torrent_added', 'torrent_moved')") -> None:
+    """The row as a newer qbhook (a new event kind) or a torn write would have left it."""
+    conn = sqlite3.connect(db)
+    conn.execute(f"UPDATE event_jobs SET {sql} WHERE id = ?", (job_id,))
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    "damage, cause",
+    [
+        ("events = replace(events, 'torrent_added', 'torrent_moved')", "events: unknown event kind 'torrent_moved'"),
+        ("hashes = '{not json'", "hashes: "),
+        ("paths = '{}'", "paths: not a list but dict"),
+        ("events = '[1]'", "events: "),
+    ],
+)
+def test_an_unreadable_oldest_row_is_buried_and_the_next_job_runs(q, db, damage, cause, monkeypatch):
+    """Taken as the oldest ready row every pass, an unreadable row stopped every later job for good."""
+    notices = []
+    monkeypatch.setattr(notify, "dead_letter", lambda job, error: notices.append((job.id, error)))
+    bad, _ = q.enqueue(ev(H1), now=0.0)
+    good, _ = q.enqueue(ev(H2), now=1.0)
+    _unreadable(db, bad, damage)
+    assert q.claim("w", now=10.0).id == good
+    job = q.get(bad)
+    assert job.state == "dead" and job.unreadable
+    assert job.last_error.startswith(f"job {bad} cannot be read: {cause}") and "\n" not in job.last_error
+    assert notices == [(bad, job.last_error)]  # told once, as any dead job is
+    assert q.claim("w", now=10.0) is None
+
+
+def test_an_event_for_the_key_of_an_unreadable_pending_row_is_queued_not_refused(q, db):
+    """Merging needs the row's content: the event was refused (503 at intake) for as long as the row
+    stayed pending. It is no job to merge into: it is buried, and the event gets a new row."""
+    bad, _ = q.enqueue(ev(H1), now=0.0)
+    _unreadable(db, bad)
+    new, coalesced = q.enqueue(ev(H1, kind="torrent_finished"), now=1.0)
+    assert new != bad and not coalesced
+    assert q.get(bad).state == "dead" and "cannot be read" in q.get(bad).last_error
+    assert q.claim("w", now=2.0).kinds == ("torrent_finished",)
+
+
+def test_a_failed_job_goes_back_to_pending_past_an_unreadable_row_of_its_key(q, db):
+    a, _ = q.enqueue(ev(H1), now=0.0)
+    q.claim("w", now=0.0)
+    bad, _ = q.enqueue(ev(H1), now=1.0)  # a new pending row for the key, then damaged
+    _unreadable(db, bad)
+    assert q.fail(a, "boom", now=2.0) == "pending"
+    assert (q.get(a).state, q.get(bad).state) == ("pending", "dead")
+
+
+def test_list_shows_an_unreadable_row_with_its_error(q, db):
+    bad, _ = q.enqueue(ev(H1), now=0.0)
+    good, _ = q.enqueue(ev(H2), now=1.0)
+    _unreadable(db, bad)
+    jobs = q.list()
+    assert [j.id for j in jobs] == [good, bad]
+    shown = jobs[1]
+    assert shown.state == "pending" and shown.kinds == ("torrent_added",) and shown.hashes == (H1,)
+    assert shown.last_error == shown.unreadable and "torrent_moved" in shown.last_error
+
+
+def test_retry_refuses_an_unreadable_dead_row_in_one_line(q, db):
+    bad, _ = q.enqueue(ev(H1), now=0.0)
+    _unreadable(db, bad)
+    assert q.claim("w", now=1.0) is None
+    with pytest.raises(QueueError, match=f"job {bad} cannot be retried by this qbhook: job {bad} cannot be read"):
+        q.retry_dead(bad)
+    assert q.get(bad).state == "dead"
+
+
+def test_qbhook_queue_prints_an_unreadable_row_and_retry_refuses_it(tmp_path):
+    def cli(*args):
+        return CliRunner().invoke(main, ["--config", str(config), *args], env={"T": TOKEN})
+
+    config = write_config(tmp_path, 1)
+    assert cli("scan").exit_code == 0  # the catalog
+    conn = sqlite3.connect(tmp_path / "catalog.sqlite")
+    bad, _ = JobQueue(conn).enqueue(ev(H1), now=0.0)
+    conn.close()
+    _unreadable(tmp_path / "catalog.sqlite", bad)
+    res = cli("queue")
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines() == [
+        f"#{bad:<6} pending  {('torrent:' + H1)[:40]:40} torrent_added x1 tries 0",
+        f"        error: job {bad} cannot be read: events: unknown event kind 'torrent_moved'"
+        " (written by another qbhook version, or damaged)",
+    ]
+    conn = sqlite3.connect(tmp_path / "catalog.sqlite")
+    assert JobQueue(conn).claim("w") is None
+    conn.close()
+    res = cli("queue", "retry", str(bad))
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1, res.output
+    assert f"job {bad} cannot be retried by this qbhook" in res.output
+
+
+# -- a backward wall-clock step (R27) -------------------------------------------------------------
+
+
+def test_a_job_queued_before_the_clock_went_back_hours_is_ready_at_once(q):
+    """NTP stepping the clock back N hours left every job queued before waiting N hours more."""
+    a, _ = q.enqueue(ev(H1), now=6 * 3600.0)
+    now = 60.0  # the clock went back 6 h, and a minute passed
+    assert q.enqueue(ev(H1), now=now) == (a, True)  # merging never moved not_before
+    job = q.claim("w", now=now)
+    assert job.id == a and job.not_before == now and job.created_at == now
+    q.fail(a, "boom", now=now)
+    assert q.claim("w", now=now + 1) is None  # its backoff holds again: created_at is no longer ahead
+
+
+def test_a_job_created_in_the_future_beyond_the_slack_is_a_clock_step(q):
+    """Back less than the backoff cap: not_before alone cannot tell, created_at can."""
+    a, _ = q.enqueue(ev(H1), now=1000.0)
+    assert q.claim("w", now=1000.0 - 601).id == a  # 25 s cap + 600 s slack: not_before alone is within
+    q.enqueue(ev(H2), now=2000.0)
+    assert q.claim("w", now=2000.0 - 599) is None  # within the slack: the worker's debounce, skew
+
+
+def test_a_backoff_within_the_cap_is_kept(q):
+    a, _ = q.enqueue(ev(H1), now=0.0)
+    q.claim("w", now=0.0)
+    q.fail(a, "boom", now=0.0)
+    assert q.claim("w", now=9.0) is None and q.get(a).not_before == 10.0
+
+
+def test_postpone_never_sets_a_delay_past_the_backoff_cap(q):
+    a, _ = q.enqueue(ev(H1), now=0.0)
+    q.claim("w", now=0.0)
+    q.postpone(a, 10_000.0, now=0.0)
+    assert q.get(a).not_before == 25.0
