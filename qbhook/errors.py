@@ -177,9 +177,17 @@ class PathOutsideRoots(QbhookError):
 
 
 class QbtError(QbhookError):
-    """qBittorrent could not be reached or refused a request."""
+    """qBittorrent could not be reached or refused a request.
+
+    ``client`` names the client that failed for a person (``qBittorrent 'main'``, no URL), when
+    the adapter that raised it says: serve's health names a client that does not answer by it
+    (``events.worker.WorkerHealth``), and /healthz, which answers anyone, shows no URL."""
 
     exit_code = ExitCode.QBT_UNREACHABLE
+
+    def __init__(self, message: str, *, hint: str | None = None, client: str | None = None):
+        super().__init__(message, hint=hint)
+        self.client = client
 
 
 class QbtUnreachable(QbtError):

@@ -324,6 +324,11 @@ class RtorrentClient(FindOrRaise):
 
     # -- plumbing -------------------------------------------------------
 
+    @property
+    def _label(self) -> str:
+        """This client for a person, without its address (``QbtError.client``)."""
+        return f"rTorrent {self.name!r}"
+
     def _call(self, what: str, method: str, *params: Any, torrent: str | None = None) -> Any:
         """One XML-RPC call with bounded retries on a dead socket; faults translated."""
         delay = self._backoff
@@ -341,7 +346,8 @@ class RtorrentClient(FindOrRaise):
                     # One line, as qBittorrent's: the retries a one-shot command does not log are counted.
                     raise RtorrentUnreachable(
                         f"rTorrent {self.name!r} ({self.address}): {what}: no answer ({attempt} attempts): {exc} "
-                        "(is rtorrent running, and is network.scgi.open_local/open_port this address?)"
+                        "(is rtorrent running, and is network.scgi.open_local/open_port this address?)",
+                        client=self._label,
                     ) from None
                 retry_log.warning("rTorrent %s: %s: attempt %d failed (%s); retrying", self.name, what, attempt, exc)
                 self._sleep(delay)
@@ -353,7 +359,8 @@ class RtorrentClient(FindOrRaise):
         # executor pauses a group on it and resumes later: that is the retry.
         return RtorrentTimedOut(
             f"rTorrent {self.name!r} ({self.address}): {what}: no answer within {exc.deadline_s:.0f} s "
-            f"({exc.received} bytes so far): busy checking or moving data? (a later try may pass)"
+            f"({exc.received} bytes so far): busy checking or moving data? (a later try may pass)",
+            client=self._label,
         )
 
     def _fault(self, what: str, fault: xmlrpc.client.Fault, torrent: str | None) -> Exception:

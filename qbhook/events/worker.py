@@ -95,7 +95,9 @@ from qbhook.errors import (
     LockBusy,
     PathMapError,
     QbhookError,
+    QbtUnreachable,
     QueueError,
+    RtorrentUnreachable,
     UnfinishedRuns,
     UnknownTorrent,
 )
@@ -1091,6 +1093,12 @@ class WorkerHealth:
     counts as alive however long it takes: moves take hours and the executor bounds
     every wait itself.
 
+    A client that does not answer the worker's jobs (``client_unreachable``) is no failed pass
+    and costs no job an attempt (``Worker``), but it is not health either: events are queued and
+    none is processed. Health says which client and since when, until a job's try ends any
+    other way (``client_answered``): a client back, or one whose URL was wrong from the start,
+    which no try ever gets past, so it never goes silent.
+
     The sweeper, when one runs (``sweeper_started``), is the safety net for the events
     intake missed: while its last sweep failed (qBittorrent's password changed, a pool gone)
     it is unhealthy too, until a sweep succeeds; the worker's own trouble is named first.
@@ -1110,6 +1118,7 @@ class WorkerHealth:
         self._last_error: str | None = None
         self._blocked: tuple[int, ...] = ()  # unfinished runs the executor is refused by (RunsGate)
         self._blocked_why = ""
+        self._unreachable: tuple[str, float, str] | None = None  # (client, since, its error's text)
         self._sweeper = False
         self._sweeper_since: float | None = None
         self._sweep_failures = 0
@@ -1171,6 +1180,22 @@ class WorkerHealth:
         with self._lock:
             self._blocked, self._blocked_why = tuple(runs), " ".join(why.split())[:500]
 
+    def client_unreachable(self, client: str, error: str) -> float:
+        """A job's try found ``client`` not answering; returns since when it has not (the first
+        such try in a row, that client's; another client starts again)."""
+        with self._lock:
+            if self._unreachable is None or self._unreachable[0] != client:
+                self._unreachable = (client, self._clock(), "")
+            self._unreachable = (client, self._unreachable[1], " ".join(error.split())[:500])
+            return self._unreachable[1]
+
+    def client_answered(self) -> tuple[str, float] | None:
+        """A job's try ended otherwise than on a client not answering; returns the client that
+        did not and since when, if one did not until now."""
+        with self._lock:
+            was, self._unreachable = self._unreachable, None
+        return None if was is None else was[:2]
+
     def report(self) -> Health:
         with self._lock:
             now = self._clock()
@@ -1206,11 +1231,21 @@ class WorkerHealth:
             since = now - (self._failing_since or now)
             failing = f"worker failing: {self._failures} attempts in a row over {since:.0f} s"
             return Health(False, f"{failing}, last: {self._last_error}", failing, detail)
+        if self._unreachable is not None:
+            client, since, error = self._unreachable
+            detail["client_unreachable"] = {"client": client, "since": since}
+            # The client's name is the config's (``QbtError.client``), never its URL: anyone may read it.
+            down = f"{client} unreachable since {_utc(since)} ({now - since:.0f} s): jobs wait, no attempt counted"
+            return Health(False, f"{down}, last: {error}", down, detail)
         if self._busy_since is None and now - self._beat > self.stall_after_s:
             # ``doing`` is always one of the loop's own fixed phrases (beat/busy), never error text
             stalled = f"worker stalled: no progress for {now - self._beat:.0f} s (last: {self._doing})"
             return Health(False, stalled, stalled, detail)
         return Health(True, f"worker {self._doing}", f"worker {self._doing}", detail)
+
+
+def _utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
 def _unfinished_why(summaries) -> str | None:
@@ -1366,7 +1401,14 @@ class Worker:
     A job that could not run yet is no failure and costs no attempt (``JobQueue.postpone``):
     the executor lock held past its wait (a long sweep, `qbhook apply`) sends it back for
     ``retry_base_s`` doubling to ``retry_cap_s`` while the lock stays busy; a refusal by an
-    unfinished run sends it back until ``gate`` (``RunsGate``) has resumed that run.
+    unfinished run sends it back until ``gate`` (``RunsGate``) has resumed that run. A client
+    that does not answer (``QbtUnreachable``, ``RtorrentUnreachable``: restarting, a container
+    update, a reboot) sends the job back with the same backoff, and the worker claims no job
+    until that wait is over: every job lists every client, so each would meet the same silence
+    (``_client_down``). Health names the client meanwhile (``WorkerHealth.client_unreachable``).
+    Before, each try counted: eight (about half an hour) and every job was dead, a dead-letter
+    notice each, and only `qbhook queue retry` or the next sweep (hours; never under
+    ``--no-sweep``) caught up.
     """
 
     ORPHAN_CHECK_S = 60.0
@@ -1409,6 +1451,8 @@ class Worker:
         # (job id, "complete"|"fail"|"wait", text, seconds a waiting job waits)
         self._unrecorded: tuple[int, str, str, float] | None = None
         self._lock_waits = 0  # jobs in a row sent back because the executor lock was busy
+        self._client_waits = 0  # jobs in a row sent back because a client did not answer
+        self._client_retry_at = 0.0  # no job is claimed before: the client's silence is waited out
         self._next_orphan_check = 0.0
 
     def run_once(self) -> bool:
@@ -1430,6 +1474,9 @@ class Worker:
         if self.executor is not None and not self.gate.ready(self.executor):
             self.health.beat("waiting for unfinished runs to be finished")
             return False
+        if self._clock() < self._client_retry_at:
+            self.health.beat("waiting for a client to answer")
+            return False
         self.health.beat("claiming")
         job = self.queue.claim(self.worker_id, now=self._clock() - self.debounce_s)
         if job is None:
@@ -1437,6 +1484,8 @@ class Worker:
             return False
         self.health.busy(f"busy with job {job.id}")
         outcome, text, wait_s, storage_error = self._process(job)
+        if not self._client_waits:
+            self._client_back()
         self._unrecorded = (job.id, outcome, text, wait_s)
         self.health.beat(f"recording the outcome of job {job.id}")
         self._record()
@@ -1448,6 +1497,7 @@ class Worker:
 
     def _process(self, job) -> tuple[str, str, float, sqlite3.Error | None]:
         lock_waits, self._lock_waits = self._lock_waits, 0
+        client_waits, self._client_waits = self._client_waits, 0
         try:
             with _Heartbeat(self.catalog.conn, job.id, self.worker_id, self.HEARTBEAT_S, self._clock):
                 result = handle_job(self.cfg, self.catalog, self.clients, job, executor=self.executor)
@@ -1468,6 +1518,8 @@ class Worker:
                 "job %d waits: %s; back to pending for %.0f s (no attempt counted)", job.id, e.message, wait_s
             )
             return "wait", str(e), wait_s, None
+        except (QbtUnreachable, RtorrentUnreachable) as e:
+            return "wait", str(e), self._client_down(job, e, client_waits), None
         except QbhookError as e:
             log.warning("job %d failed: %s", job.id, e)
             return "fail", str(e), 0.0, None
@@ -1478,6 +1530,38 @@ class Worker:
             log.exception("job %d crashed", job.id)
             return "fail", f"internal error: {e!r}", 0.0, None
         return "complete", text, 0.0, None
+
+    def _client_down(self, job, e: QbtUnreachable | RtorrentUnreachable, waits: int) -> float:
+        """A client did not answer the job's try: how long the job (and the worker) waits.
+
+        Timed out counts as not answering, here as in the hierarchy (``RtorrentTimedOut`` is an
+        ``RtorrentUnreachable``; qBittorrent's request timeout is a ``QbtUnreachable``): an
+        rTorrent hash-checking a large item stalls its XML-RPC for as long as the check takes,
+        a routine wait, not the job's fault. And a job cannot time out by itself: every job
+        lists every client the same way, so one that never answers in time is the client's
+        trouble, which health names while it lasts (and the sweeper's sweeps meet it too),
+        rather than each job dying of it, a notice each."""
+        self._client_waits = waits + 1
+        wait_s = min(self.retry_base_s * 2**waits, self.retry_cap_s)
+        self._client_retry_at = self._clock() + wait_s
+        client = e.client or ("rTorrent" if isinstance(e, RtorrentUnreachable) else "qBittorrent")
+        since = self.health.client_unreachable(client, str(e))
+        # Once at warning level while the client stays silent; health says so meanwhile.
+        (log.info if waits else log.warning)(
+            "job %d waits: %s; back to pending for %.0f s (no attempt counted; %s silent for %.0f s)",
+            job.id,
+            e.message,
+            wait_s,
+            client,
+            self._clock() - since,
+        )
+        return wait_s
+
+    def _client_back(self) -> None:
+        self._client_retry_at = 0.0
+        was = self.health.client_answered()
+        if was is not None:
+            log.warning("%s no longer stops jobs (silent for %.0f s): jobs run again", was[0], self._clock() - was[1])
 
     def _record(self) -> None:
         if self._unrecorded is None:

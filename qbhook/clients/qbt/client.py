@@ -181,6 +181,11 @@ class QbtClient(FindOrRaise):
 
     # -- plumbing -------------------------------------------------------
 
+    @property
+    def _label(self) -> str:
+        """This client for a person, without its URL (``QbtError.client``)."""
+        return f"qBittorrent {self.name!r}"
+
     def _log_retry(self, state: Any) -> None:
         exc = state.outcome.exception() if state.outcome else None
         retry_log.warning(
@@ -230,12 +235,14 @@ class QbtClient(FindOrRaise):
             # A 5xx is a proxy or qBittorrent itself not ready (a restart): retried as passing
             # (``_is_transient``), and once the retries run out still "did not answer" (R22).
             kind = QbtUnreachable if isinstance(exc, qba.HTTP5XXError) else QbtError
-            return kind(f"{where}: {what} refused (HTTP {status}): {_error_text(exc)}")
+            return kind(f"{where}: {what} refused (HTTP {status}): {_error_text(exc)}", client=self._label)
         if isinstance(exc, qba.APIConnectionError):
             # One line (no hint line): the url and the socket's error say what to check, and
             # the retries a one-shot command does not log are counted here.
             tries = f"{self._attempts} attempts"
-            return QbtUnreachable(f"{where}: {what}: cannot reach qBittorrent ({tries}): {_cause_text(exc)}")
+            return QbtUnreachable(
+                f"{where}: {what}: cannot reach qBittorrent ({tries}): {_cause_text(exc)}", client=self._label
+            )
         if isinstance(exc, NotImplementedError):
             return QbtError(f"{where}: {what} needs a newer qBittorrent: {exc}")
         return QbtError(f"{where}: {what} failed: {_error_text(exc)}")

@@ -427,8 +427,9 @@ def test_only_no_answer_is_unreachable_a_refusal_is_not(rsps):
     # refusal (HTTP 403 after a password change) never passes by itself and must not pause it.
     fake = FakeQbt(rsps)
     _replace_info(rsps, fake, {"body": requests.ConnectionError("refused")})
-    with pytest.raises(QbtUnreachable):
+    with pytest.raises(QbtUnreachable) as down:
         make_client(retries=1).torrents()
+    assert down.value.client == "qBittorrent 'main'"  # serve's health names it so: no URL
     _replace_info(rsps, fake, {"status": 403, "body": "Forbidden"})
     with pytest.raises(QbtError, match="403") as err:
         make_client(retries=1).torrents()
@@ -456,7 +457,8 @@ def test_a_hung_qbittorrent_is_asked_at_most_the_attempts_the_message_counts(mon
 
     monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", hung)
     c = QbtClient("main", BASE, None, None, PM, retries=retries, backoff=0, timeout=7)
-    with pytest.raises(QbtError, match=rf"cannot reach qBittorrent \({sent} attempts\)"):
+    # A timeout is no answer (serve's worker then waits, counting no attempt: worker._client_down).
+    with pytest.raises(QbtUnreachable, match=rf"cannot reach qBittorrent \({sent} attempts\)"):
         c.version()
     assert timeouts == [7] * sent
 

@@ -255,6 +255,7 @@ def test_a_busy_rtorrent_is_no_answer_in_one_line_and_not_retried(tmp_path):
     err = _adapter_failure(tmp_path, "deadline")
     assert isinstance(err, RtorrentUnreachable), repr(err)
     assert type(err).__name__ == "RtorrentTimedOut"
+    assert err.client == "rTorrent 'rt'"  # what serve's health names while it does not answer
     assert re.fullmatch(
         rf"rTorrent 'rt' \({re.escape(str(tmp_path / 's'))}\): system.client_version: no answer within 2 s "
         r"\(\d+ bytes so far\): busy checking or moving data\? \(a later try may pass\)",

@@ -1,0 +1,125 @@
+"""A client that does not answer makes serve's jobs wait, not fail (R27).
+
+Before: a job whose try met qBittorrent (or rTorrent) not answering counted an attempt, as any
+failure; eight tries (about half an hour of backoff) and it was dead, a dead-letter notice each,
+waiting for `qbhook queue retry` or the next sweep (hours; never under ``--no-sweep``). And
+/healthz said "worker idle" all along. A client down for half an hour (a container update, a
+reboot) is routine.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from qbhook import notify
+from qbhook.catalog.db import connect
+from qbhook.catalog.store import Catalog
+from qbhook.errors import QbhookError, QbtUnreachable, RtorrentTimedOut
+from qbhook.events import worker as worker_mod
+from qbhook.events.auth import AuthConfig
+from qbhook.events.model import Event
+from qbhook.events.server import create_app
+from qbhook.events.worker import Worker, WorkerHealth
+
+URL = "http://127.0.0.1:8080"
+
+
+class World:
+    """A worker on a fake clock whose client is down while ``down`` says so."""
+
+    def __init__(self, tmp_path, monkeypatch, error):
+        self.now = 1_700_000_000.0
+        self.cat = Catalog(connect(tmp_path / "catalog.sqlite", check_same_thread=False))
+        self.down, self.error, self.tries, self.told = True, error, [], []
+        monkeypatch.setattr(notify, "dead_letter", lambda job, err: self.told.append(job.id))
+        monkeypatch.setattr(worker_mod, "handle_job", self.handle)
+        self.health = WorkerHealth(clock=self.clock)
+        self.worker = Worker(None, self.cat, [], debounce_s=5, health=self.health, clock=self.clock)
+        self.ids = [self.worker.queue.enqueue(ev(c))[0] for c in "123"]
+
+    def clock(self) -> float:
+        return self.now
+
+    def handle(self, cfg, cat, clients, job, executor=None):
+        self.tries.append(self.now)
+        if self.down:
+            raise self.error
+        return {"groups": []}
+
+    def run_for(self, seconds: float, step: float = 10.0) -> None:
+        end = self.now + seconds
+        while self.now < end:
+            self.now += step
+            self.worker.run_once()
+
+    def jobs(self):
+        return [(j.state, j.attempts) for j in map(self.worker.queue.get, self.ids)]
+
+
+def ev(c: str) -> Event:
+    return Event("qbittorrent", "torrent_finished", hashes=(c * 40,))
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    made = []
+
+    def make(error):
+        made.append(World(tmp_path, monkeypatch, error))
+        return made[-1]
+
+    yield make
+    for w in made:
+        w.cat.close()
+
+
+DOWN = QbtUnreachable(
+    f"qBittorrent 'main' ({URL}): torrents/info: cannot reach qBittorrent (4 attempts): Connection refused",
+    client="qBittorrent 'main'",
+)
+BUSY = RtorrentTimedOut(
+    "rTorrent 'rt' (/run/rt.sock): d.multicall2: no answer within 60 s (0 bytes so far)", client="rTorrent 'rt'"
+)
+
+
+@pytest.mark.parametrize("error, client", [(DOWN, "qBittorrent 'main'"), (BUSY, "rTorrent 'rt'")])
+def test_a_client_down_for_40_minutes_costs_no_attempt_and_health_names_it(world, error, client):
+    w = world(error)
+    start = w.now
+    w.run_for(40 * 60)
+    assert w.jobs() == [("pending", 0)] * 3 and w.told == []  # none dead, no dead-letter notice
+    # Backing off, not spinning: the worker claims nothing until its wait (at most 60 s) is over.
+    assert 30 <= len(w.tries) <= 50 and all(b - a >= 60 for a, b in zip(w.tries[-20:], w.tries[-19:]))
+
+    report = w.health.report()
+    assert not report.ok
+    assert report.public.startswith(f"{client} unreachable since 2023-11-14 22:13:30 UTC (2390 s)")
+    assert "no attempt counted" in report.public and "\n" not in report.public
+    assert report.detail["client_unreachable"] == {"client": client, "since": start + 10}
+    assert error.message in report.reason  # the cause: the log's and the status page's, not /healthz's
+    app = create_app(enqueue=lambda e: None, auth=AuthConfig(token="t"), health=w.health.report).test_client()
+    resp = app.get("/healthz")
+    assert resp.status_code == 503 and resp.json["error"] == report.public and URL not in resp.text
+
+    w.down = False  # back: every job runs at the next try, health with them
+    w.run_for(60 + 5 + 30)
+    assert w.jobs() == [("done", 1)] * 3 and w.told == []
+    assert w.health.report().ok and "client_unreachable" not in w.health.report().detail
+
+
+def test_a_client_wrong_from_the_start_is_never_silent(world):
+    # Its URL mistyped: no try ever gets past it. No job dies of it, and health says so for ever.
+    w = world(DOWN)
+    w.run_for(6 * 3600, step=60)
+    assert w.jobs() == [("pending", 0)] * 3
+    report = w.health.report()
+    assert not report.ok and report.public.startswith("qBittorrent 'main' unreachable since")
+    assert f"({6 * 3600 - 60} s)" in report.public
+
+
+def test_a_client_that_answers_with_a_refusal_is_an_ordinary_failure(world):
+    # It answered (a login refused, a 403): waiting will not pass it, so attempts count as before.
+    w = world(QbhookError("qBittorrent 'main': login failed"))
+    w.run_for(10)
+    assert w.worker.queue.get(w.ids[0]).attempts == 1
+    assert w.health.report().ok  # a single failed job is the queue's to retry, as before
