@@ -21,10 +21,11 @@ The model (verified on Debian's rtorrent 0.9.8, see docs/rtorrent.md):
 * States map onto qBittorrent 5's names (the normalized model of
   ``qbhook.clients.model``): hash failed -> ``error``; a check running
   (``RtItem.checking``) -> ``checkingUP``/``checkingDL``; closed, stopped (``d.state`` 0) or paused
-  (started but inactive) -> ``stoppedUP``/``stoppedDL``; started and active ->
+  (started but inactive, or started and closed) -> ``stoppedUP``/``stoppedDL``; started and active ->
   ``uploading``/``stalledUP`` or ``downloading``/``stalledDL`` by rate. Paused keeps its
-  own ``raw_state`` (``TorrentInfo.is_paused``): the relocation's ``d.stop`` ends it, and
-  ``pause()`` (d.start, d.pause) puts it back after the check.
+  own ``raw_state`` (``TorrentInfo.is_paused``): it is started, so a check's end resumes it
+  (``DownloadList::hash_done``) and every guard stops it first; the relocation's ``d.stop`` ends
+  it, and ``pause()`` (d.start, d.pause) puts it back after the check.
   ``d.message`` is not a state: with a dead tracker it always holds a tracker
   error.
 * A check runs only while ``d.hashing`` != 0 AND ``d.hashing_failed`` is 0: 0.9.8 leaves
@@ -246,11 +247,12 @@ class RtItem:
             return "hash_failed"
         if self.hashing:
             return f"hashing:{self.hashing}"
-        if not self.is_open:
-            return "closed"
         if self.state == 0:
-            return "stopped"
-        return "started" if self.is_active else PAUSED_RAW_STATE
+            return "closed" if not self.is_open else "stopped"
+        # Started (d.state 1) but closed is paused too (d.close or d.pause of a started item, or
+        # of one whose check was queued): a d.check_hash alone would end with DownloadList::hash_done
+        # resuming it, so every guard that stops a paused item first must see it (R26).
+        return "started" if self.is_open and self.is_active else PAUSED_RAW_STATE
 
     @property
     def checking(self) -> bool:

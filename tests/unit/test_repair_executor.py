@@ -240,11 +240,13 @@ def test_a_view_file_written_during_the_recheck_leaves_the_torrent_stopped(world
 # -- rTorrent: a paused item (d.state 1, inactive) reads as stopped
 
 
+@pytest.mark.parametrize("closed", [False, True], ids=["open", "closed"])
 @pytest.mark.parametrize("found", [1.0, 0.5])
-def test_a_paused_rtorrent_item_is_stopped_before_its_recheck(world, monkeypatch, found):  # noqa: F811
+def test_a_paused_rtorrent_item_is_stopped_before_its_recheck(world, monkeypatch, found, closed):  # noqa: F811
     # Paused normalises to stoppedUP, so the repair sent d.check_hash alone; rTorrent's hash_done
     # then resumes any item with d.state 1: running before the backstop, and under 100 % it
-    # downloaded into the view (catalog copies, maybe library files).
+    # downloaded into the view (catalog copies, maybe library files). Closed but started (d.state
+    # 1, d.is_open 0: a d.close or d.pause of it, R26) is paused too: it read "closed", not paused.
     from qbhook.clients.rtorrent import RtorrentClient
     from qbhook.move.executor import Executor
     from qbhook.pathmap import PathMap
@@ -256,6 +258,8 @@ def test_a_paused_rtorrent_item_is_stopped_before_its_recheck(world, monkeypatch
     content = os.path.join(w.seed_s, "Movie.2020")
     rpc.add(H1, "Movie.2020", content, [(rel.split("/", 1)[1], len(d)) for rel, d in FILES], state=1, active=0)
     rpc.fail_at[content] = found
+    if closed:
+        rpc.items[H1.upper()]["d.is_open"] = 0
     rt = RtorrentClient("qbt", "/run/rt.sock", PathMap(), sleep=lambda s: None, clock=w.clock)
     rt._rpc = rpc
     modes, at_backstop = [], []  # the item during the repair's polls; at each backstop

@@ -164,7 +164,9 @@ def _client(rows=(ROW_MULTI, ROW_SINGLE), files=None, path_map=None, **kw):
         ({"completed_bytes": 1000, "left_bytes": 300000, "down_rate": 9}, "downloading", "started"),
         ({"state": 0}, "stoppedUP", "stopped"),
         ({"state": 0, "completed_bytes": 0, "left_bytes": 301000, "complete": 0}, "stoppedDL", "stopped"),
-        ({"is_open": 0}, "stoppedUP", "closed"),
+        # started but closed is paused (R26): a check alone would end resuming it
+        ({"is_open": 0, "is_active": 0}, "stoppedUP", "paused"),
+        ({"is_open": 0, "is_active": 0, "state": 0}, "stoppedUP", "closed"),
         ({"is_active": 0}, "stoppedUP", "paused"),
         ({"hashing": 3}, "checkingUP", "hashing:3"),
         ({"hashing": 1, "complete": 0}, "checkingDL", "hashing:1"),
@@ -310,12 +312,18 @@ def test_a_failed_check_is_not_running_the_item_relocates_and_pauses(tmp_path):
 
 @pytest.mark.parametrize(
     "changes, paused",
-    [({"is_active": 0}, True), ({}, False), ({"state": 0, "is_active": 0}, False), ({"is_open": 0}, False)],
-    ids=["paused", "started", "stopped", "closed"],
+    [
+        ({"is_active": 0}, True),
+        ({}, False),
+        ({"state": 0, "is_active": 0}, False),
+        ({"is_open": 0, "is_active": 0}, True),  # closed but started: a check's end resumes it (R26)
+        ({"is_open": 0, "is_active": 0, "state": 0}, False),
+    ],
+    ids=["paused", "started", "stopped", "closed-started", "closed-stopped"],
 )
 def test_only_a_started_inactive_item_says_paused(changes, paused):
     t = _client([_row(ROW_MULTI, **changes)]).torrent(HM)
-    assert (t.is_paused, t.is_stopped) == (paused, t.state == "stoppedUP")
+    assert (t.is_paused, t.is_stopped) == (paused, t.state.startswith("stopped"))
 
 
 def test_pause_is_one_multicall_start_pause_save_and_refused_during_a_check():
