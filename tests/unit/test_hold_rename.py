@@ -592,8 +592,9 @@ def test_a_swapped_in_files_put_back_killed_without_renameat2_leaves_no_link_in_
     assert f.read_bytes() == PRECIOUS and os.lstat(f).st_nlink == 1 and not os.path.lexists(held)
 
 
-def test_a_file_swapped_in_as_a_killed_grace_delete_held_is_put_back(fs2, monkeypatch):  # noqa: F811
-    """The grace-period delete (``safe_unlink(hold_run=)``) holds by the same rename: the same kill."""
+def _grace_delete_killed_after_a_swap(fs2, monkeypatch):  # noqa: F811
+    """A grace-period delete of ``a`` killed right after its rename into holding, a completed
+    download renamed over ``a`` just before: (the seeding root, ``a``, the delete's arguments)."""
     _stash, _pool, seed_s, _seed_p, _cat = fs2
     a, _b, _keep, kw = _doomed(fs2)
     intruder = write(seed_s / "A/f.bin.!qB", PRECIOUS)
@@ -601,19 +602,19 @@ def test_a_file_swapped_in_as_a_killed_grace_delete_held_is_put_back(fs2, monkey
     with pytest.raises(KeyboardInterrupt):
         fsops.safe_unlink(a, **kw, hold_run=5)
     monkeypatch.undo()
+    return seed_s, a, kw
+
+
+def test_a_file_swapped_in_as_a_killed_grace_delete_held_is_put_back(fs2, monkeypatch):  # noqa: F811
+    """The grace-period delete (``safe_unlink(hold_run=)``) holds by the same rename: the same kill."""
+    seed_s, a, kw = _grace_delete_killed_after_a_swap(fs2, monkeypatch)
     with pytest.raises(UnsafeOperation, match="refusing to delete .*that file is put back"):
         fsops.safe_unlink(a, **kw, hold_run=5)
     assert a.read_bytes() == PRECIOUS and not os.path.lexists(fsops.holding_path(a, seed_s, 5))
 
 
 def test_a_file_swapped_in_as_a_killed_grace_delete_held_is_named_when_its_name_is_taken(fs2, monkeypatch):  # noqa: F811
-    _stash, _pool, seed_s, _seed_p, _cat = fs2
-    a, _b, _keep, kw = _doomed(fs2)
-    intruder = write(seed_s / "A/f.bin.!qB", PRECIOUS)
-    _completed_then_killed(monkeypatch, "f.bin", intruder)
-    with pytest.raises(KeyboardInterrupt):
-        fsops.safe_unlink(a, **kw, hold_run=5)
-    monkeypatch.undo()
+    seed_s, a, kw = _grace_delete_killed_after_a_swap(fs2, monkeypatch)
     held = fsops.holding_path(a, seed_s, 5)
     write(a, b"another")
     with pytest.raises(UnsafeOperation, match=f"refusing to delete .*waits in holding at {held}"):
