@@ -1306,7 +1306,7 @@ def finish_quarantine(cfg, journal, run: int, clients: Callable[[], Iterable[Cli
         if why is None and refs is not None:
             why = _used_since(a["path"], refs, leftovers)
             if why is not None:
-                why += _half_hold_dropped(a, cfg.anchored_seeding_roots, run)
+                why += _half_hold_dropped(a, cfg.anchored_seeding_roots, run)[1]
         elif why is None and blind is not None:
             why = _not_held_blind(a, cfg.anchored_seeding_roots, run, blind)
         if why is not None:
@@ -1352,30 +1352,23 @@ def _not_held_blind(a: dict, roots, run: int, blind: str) -> str | None:
     not listed (``blind``: why), or None: its file is gone from its place, and its hold only
     records it where this run holds it (``_absent``, no listing needed: the purge asks the
     clients again, ``screen_held``). A file still in place stays there, unheld; a spare link a
-    half-made hold left of it in holding goes (``fsops.kept_in_place``)."""
+    half-made hold left of it in holding goes (``_half_hold_dropped``)."""
+    in_place, failed = _half_hold_dropped(a, roots, run)
+    return f"not held: the clients could not be listed ({blind}){failed}" if in_place else None
+
+
+def _half_hold_dropped(a: dict, roots, run: int) -> tuple[bool, str]:
+    """For an open step closed unheld (in use since, or the clients not listed): the spare link a
+    half-made hold left of its file in holding removed (``fsops.kept_in_place``). Left, it was one
+    more name of a kept file, named by no journal row, and every later hold or delete of that
+    inode refused an unknown link. Whether the file is still in place (taken so when the look
+    fails: the hold would refuse it too), and what the step's reason adds then ("": nothing)."""
     from qbhook.move import fsops
 
     try:
-        if not fsops.kept_in_place(a["path"], ino=a["ino"], roots=roots, run=run):
-            return None
-    except (UnsafeOperation, OSError, ValueError) as e:  # the hold would refuse it too
-        why = e.message if isinstance(e, UnsafeOperation) else str(e)
-        return f"not held: the clients could not be listed ({blind}); {why}"
-    return f"not held: the clients could not be listed ({blind})"
-
-
-def _half_hold_dropped(a: dict, roots, run: int) -> str:
-    """For an open step closed because its file is in use since: the spare link a half-made hold
-    left of it in holding removed (``fsops.kept_in_place``, as for a step closed unlisted). Left,
-    it was one more name of a kept file, named by no journal row, and every later hold or delete
-    of that inode refused an unknown link. What the step's reason adds when that fails ("")."""
-    from qbhook.move import fsops
-
-    try:
-        fsops.kept_in_place(a["path"], ino=a["ino"], roots=roots, run=run)
+        return fsops.kept_in_place(a["path"], ino=a["ino"], roots=roots, run=run), ""
     except (UnsafeOperation, OSError, ValueError) as e:
-        return f"; {e.message if isinstance(e, UnsafeOperation) else e}"
-    return ""
+        return True, f"; {e.message if isinstance(e, UnsafeOperation) else e}"
 
 
 def _used_since(path: str, refs: References, leftovers: frozenset[str]) -> str | None:
