@@ -292,6 +292,11 @@ class TorrentInfo:
     has_metadata: bool
     added_on: int | None
     completion_on: int | None
+    # Its progress is a count its client kept from before it closed the torrent's files, not one
+    # made on them since (rTorrent's closed item, clients/rtorrent.py ``RtItem.progress_stale``): a
+    # check cancelled while queued leaves a relocated item so, at the old place's 100 %. Only a
+    # relocation's wait reads it (move/executor.py ``_wait``); qBittorrent's count is always live.
+    progress_stale: bool = False
 
     @classmethod
     def from_api(cls, raw: Mapping[str, Any], path_map: PathMap, instance: str) -> TorrentInfo:

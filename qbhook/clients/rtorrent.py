@@ -263,6 +263,16 @@ class RtItem:
     def has_all_bytes(self) -> bool:
         return self.size_bytes > 0 and self.completed_bytes >= self.size_bytes and self.left_bytes == 0
 
+    @property
+    def progress_stale(self) -> bool:
+        """Its byte count is the one it had when it closed, not one of its files now: 0.9.8 keeps the
+        count and d.complete of a closed item, and a d.stop or d.pause while its check is still
+        queued (DownloadList::pause sets d.hashing 0, no d.hashing_failed) leaves a relocated item
+        closed at its new place at the old place's 100 %, never checked there (R26). A finished
+        check leaves the item open. Only a relocation's wait reads it: an item a person closed is
+        planned on its count as before, and its relocation's check is what vouches."""
+        return not self.is_open
+
 
 def normalize_rt_state(item: RtItem) -> str:
     """rTorrent's state in the qBittorrent 5 vocabulary the executor understands."""
@@ -462,6 +472,7 @@ class RtorrentClient(FindOrRaise):
             has_metadata=True,
             added_on=item.load_date or None,
             completion_on=item.finished or None,
+            progress_stale=item.progress_stale,
         )
 
     def _split(self, item: RtItem) -> tuple[str, str]:

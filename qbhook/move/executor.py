@@ -272,6 +272,13 @@ def _hides_from(c) -> bool:
     return getattr(c, "relocation_moves_files", True)
 
 
+def _progress_of(t) -> str:
+    """A torrent's progress for a message: a closed rTorrent item's count is not one of its files."""
+    if t.progress_stale:
+        return f"closed, its check cancelled (its {t.progress * 100:.1f}% is from before it closed)"
+    return f"at {t.progress * 100:.1f}%"
+
+
 def _checks_on_move(c) -> bool:
     """Whether client ``c``'s relocation checks the data at the new place by itself and reports it
     live (clients/port.py ``relocation_checks``): else ``_wait`` asks for the recheck and proves it
@@ -2447,7 +2454,7 @@ class Executor:
             t = c.torrent(h)
             if t.is_checking or t.is_moving:
                 checked, settled = True, 0
-            elif _norm(t.save_path) == to_path and t.is_stable and t.is_complete:
+            elif _norm(t.save_path) == to_path and t.is_stable and t.is_complete and not t.progress_stale:
                 # A progress read before the recheck began may be the stale 100 % of before the files
                 # vanished: it counts once a check was seen, or after the API's refresh lag at least.
                 settled += checked or clock() - t0 >= min(_RECHECK_LAG_S, tm.recheck_grace_s)
@@ -2457,7 +2464,7 @@ class Executor:
                 if not t.is_stopped:
                     c.stop(h)  # never leave an incomplete torrent running
                 raise VerificationFailed(
-                    f"torrent {h} is {t.state} at {t.progress * 100:.1f}% after the recheck at {t.save_path}; "
+                    f"torrent {h} is {t.state} {_progress_of(t)} after the recheck at {t.save_path}; "
                     "it is stopped and needs attention"
                 )
             if clock() >= deadline:
@@ -2529,7 +2536,11 @@ class Executor:
                 return t
             elif _norm(t.save_path) != at:
                 settled = 0  # the move is still queued behind others
-            elif t.is_complete and (not proven or not t.is_stopped or checking_seen or lagged(rechecked_at)):
+            elif (
+                t.is_complete
+                and not t.progress_stale
+                and (not proven or not t.is_stopped or checking_seen or lagged(rechecked_at))
+            ):
                 # (Running: a previous attempt proved it and started it.)
                 settled += 1
                 if settled >= max(1, tm.settle_polls):
@@ -2543,7 +2554,7 @@ class Executor:
             elif t.is_stopped and not checking_seen and clock() - rechecked_at < tm.recheck_grace_s:
                 settled = 0  # our recheck has not shown up yet (the API lags by its refresh interval)
             elif require_complete:
-                raise VerificationFailed(f"torrent {h} is at {t.progress * 100:.1f}% after the recheck at {at}")
+                raise VerificationFailed(f"torrent {h} is {_progress_of(t)} after the recheck at {at}")
             else:
                 settled += 1
                 if settled >= max(1, tm.settle_polls):

@@ -185,6 +185,16 @@ def test_the_complete_flag_alone_does_not_make_an_item_complete():
     assert not t.is_complete and t.progress == 0.0 and t.state == "stoppedDL"
 
 
+@pytest.mark.parametrize("changes", [{"is_open": 0, "is_active": 0, "state": 0}, {"is_open": 0, "is_active": 0}])
+def test_a_closed_item_keeps_its_count_for_planning_and_says_it_is_stale(changes):
+    """R26: a closed item's count is the one it had when it closed (a check cancelled while queued
+    leaves a relocated one at a stale 100 %): it says so for a relocation's wait, and is still
+    complete for planning (ruTorrent's Stop closes items: they stay plannable)."""
+    t = _client([_row(ROW_MULTI, **changes)]).torrent(HM)
+    assert t.is_complete and t.progress == 1.0 and t.progress_stale
+    assert not _client().torrent(HM).progress_stale  # open: a live count
+
+
 def test_tracker_messages_are_not_errors():
     assert _client().torrent(HM).state == "stalledUP"
 

@@ -238,3 +238,40 @@ def test_a_file_made_wanted_after_verify_view_never_gets_a_new_directory(rt_worl
         assert rt.torrent(h).save_path == w.save(h, "stash")
         assert all(os.path.exists(os.path.join(w.save(h, "stash"), rel)) for rel, _d in FILES)
     assert (rpc.mode(H1), rpc.mode(H2)) == ("started", "stopped")
+
+
+@pytest.mark.parametrize("data", ["whole", "short"])
+def test_a_check_cancelled_while_queued_is_never_taken_for_a_verified_item(rt_world, data):
+    """R26: H2's check at the new place still queued (one rehash at a time) when a person's d.stop
+    or d.pause cancels it (DownloadList::pause: d.hashing 0, no d.hashing_failed). It is left
+    closed with d.complete 1 and the count it had at the old place: read as 100 % there, the
+    relocation was verified on data never checked. A closed item's count is stale
+    (``TorrentInfo.progress_stale``): the wait asks for the check again, and the data found decides
+    (short: rolled back)."""
+    w, rt, rpc = rt_world
+    new_dir = os.path.join(w.save(H2, "pool"), "Movie.2020")
+    if data == "short":
+        rpc.fail_at[new_dir] = 0.9
+    cancelled = []
+
+    def hook(point, _gid, _seq, step):
+        it = rpc.items[H2.upper()]
+        if point == "poll" and step.args.get("torrent") == H2 and it["d.hashing"] and not cancelled:
+            size = it["d.size_bytes"]  # the check not begun: the old count and flag kept
+            it.update({"d.hashing": 0, "d.is_open": 0, "d.state": 0, "d.complete": 1})
+            it.update({"d.completed_bytes": size, "d.left_bytes": 0, "_countdown": 0})
+            cancelled.append(it["d.directory"])
+
+    ex = build_executor(
+        w.cfg, w.cat, {"qbt": rt}, w.journal, sleep=w.clock.sleep, clock=w.clock, poll_initial_s=0.5, hook=hook
+    )
+    summary = ex.apply(demote_plan(w))
+
+    assert cancelled == [new_dir]
+    assert rpc.calls.count(f"d.check_hash {H2.upper()[:4]}") >= 2  # asked again at the new place
+    if data == "short":
+        assert summary.groups[0].status == "rolled_back", summary.groups[0].reason
+        assert rt.torrent(H2).save_path == w.save(H2, "stash")
+    else:
+        assert summary.groups[0].status == "done", summary.groups[0].reason
+        assert rt.torrent(H2).save_path == w.save(H2, "pool") and rt.torrent(H2).is_complete
