@@ -34,20 +34,49 @@ log_failure() {
     fi
 }
 
-# A config file is read, never sourced: only known keys, values taken literally.
+# A config file is read, never sourced: only known keys, values taken literally. Forgiven,
+# because editors and shell habits make them: a CR before each newline (Windows), blanks
+# around the key and the value, one pair of matching quotes around the value. Any other
+# line is logged by its number, not its text (it may hold the token), and skipped.
 load_conf() {
     [ -r "$1" ] || return 0
+    cr=$(printf '\r') n=0
     while IFS= read -r line || [ -n "$line" ]; do
-        key=${line%%=*}
-        [ "$key" = "$line" ] && continue
-        value=${line#*=}
+        n=$((n + 1))
+        trim "${line%"$cr"}"
+        line=$trimmed
+        case $line in
+        '' | '#'*) continue ;;
+        *=*) ;;
+        *)
+            log_failure "$1 line $n: not KEY=VALUE, ignored"
+            continue
+            ;;
+        esac
+        trim "${line%%=*}"
+        key=$trimmed
+        trim "${line#*=}"
+        value=$trimmed
+        case $value in
+        \"*\" | \'*\')
+            value=${value#?}
+            value=${value%?}
+            ;;
+        esac
         case $key in
         QBHOOK_URL | QBHOOK_TOKEN | QBHOOK_TOKEN_FILE | QBHOOK_INSTANCE | QBHOOK_HOOK_LOG | QBHOOK_HOOK_MODE)
             # Environment wins: set only what is still unset.
             eval "[ -n \"\${$key+x}\" ] || $key=\$value"
             ;;
+        *) log_failure "$1 line $n: unknown key, ignored" ;;
         esac
     done <"$1"
+}
+
+# Sets trimmed to $1 without the spaces and tabs around it.
+trim() {
+    trimmed=${1#"${1%%[![:blank:]]*}"}
+    trimmed=${trimmed%"${trimmed##*[![:blank:]]}"}
 }
 
 case $0 in

@@ -194,6 +194,81 @@ def test_conf_next_to_script_is_read(server, tmp_path):
     assert server.requests[0][1]["X-Qbhook-Token"] == "next-to-script"
 
 
+# -- R28: a conf file as people write it (Windows editors, shell habits) ------------------
+#
+# Under dash and BusyBox sh (qBittorrent's Alpine images), which run load_conf's patterns.
+
+CONF_SHELLS = {"dash": [DASH]}
+if shutil.which("busybox"):
+    CONF_SHELLS["busybox"] = [shutil.which("busybox"), "sh"]
+
+
+def run_with_conf(shell, conf: bytes, tmp_path, *, env=None, path=None):
+    (tmp_path / "hook.conf").write_bytes(conf)
+    full_env = {"PATH": path or os.environ["PATH"], "HOME": str(tmp_path)}
+    full_env.update({"QBHOOK_HOOK_CONF": str(tmp_path / "hook.conf"), **(env or {})})
+    return subprocess.run(
+        [*CONF_SHELLS[shell], str(SCRIPT), *hook_args()], env=full_env, cwd=tmp_path, capture_output=True, timeout=20
+    )
+
+
+CONF_STYLES = {
+    "crlf": "QBHOOK_URL={url}\r\nQBHOOK_TOKEN={token}\r\n",
+    "double quotes": 'QBHOOK_URL="{url}"\nQBHOOK_TOKEN="{token}"\n',
+    "single quotes": "QBHOOK_URL='{url}'\nQBHOOK_TOKEN='{token}'\n",
+    "blanks": "  QBHOOK_URL = {url}  \n\tQBHOOK_TOKEN\t=\t{token} \n",
+    "all at once": ' QBHOOK_URL = "{url}" \r\nQBHOOK_TOKEN= \'{token}\'\r\n',
+}
+
+
+@pytest.mark.parametrize("shell", CONF_SHELLS)
+@pytest.mark.parametrize("style", CONF_STYLES)
+def test_conf_with_crlf_quotes_or_blanks_still_delivers(server, tmp_path, style, shell):
+    conf = CONF_STYLES[style].format(url=url(server), token=TOKEN)
+    result = run_with_conf(shell, conf.encode(), tmp_path)
+    assert result.stderr == b""
+    [(_, headers, _)] = server.requests
+    assert headers["X-Qbhook-Token"] == TOKEN
+
+
+@pytest.mark.parametrize("shell", CONF_SHELLS)
+def test_conf_direct_mode_with_crlf_is_direct(server, tmp_path, shell):
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "qbhook").write_text(f"#!/bin/sh\ntouch '{tmp_path / 'ran'}'\n")
+    (fake_bin / "qbhook").chmod(0o755)
+    conf = f"QBHOOK_HOOK_MODE=direct\r\nQBHOOK_URL={url(server)}\r\n".encode()
+    result = run_with_conf(shell, conf, tmp_path, path=f"{fake_bin}:{os.environ['PATH']}")
+    assert result.stderr == b""
+    assert (tmp_path / "ran").exists() and server.requests == []
+
+
+@pytest.mark.parametrize("shell", CONF_SHELLS)
+def test_conf_strips_one_pair_of_matching_quotes_only(server, tmp_path, shell):
+    conf = f"QBHOOK_URL={url(server)}\nQBHOOK_TOKEN='\"{TOKEN}\"'\nQBHOOK_INSTANCE=\"half'\n"
+    run_with_conf(shell, conf.encode(), tmp_path)
+    [(_, headers, body)] = server.requests
+    assert headers["X-Qbhook-Token"] == f'"{TOKEN}"'
+    assert dict(received_fields(body))["instance"] == b"\"half'"
+
+
+@pytest.mark.parametrize("shell", CONF_SHELLS)
+def test_conf_bad_lines_are_logged_by_number_not_text(server, tmp_path, shell):
+    conf = (
+        f"# a comment\n\n   # indented\r\nQBHOOK_TOKN=secret-one\nsecret-two\r\n  \t \n"
+        f"QBHOOK_URL={url(server)}\nQBHOOK_TOKEN={TOKEN}"
+    )
+    log = tmp_path / "hook.log"
+    result = run_with_conf(shell, conf.encode(), tmp_path, env={"QBHOOK_HOOK_LOG": str(log)})
+    lines = result.stderr.decode().splitlines()
+    assert [line.split("qbt-hook: ", 1)[1] for line in lines] == [
+        f"{tmp_path / 'hook.conf'} line 4: unknown key, ignored",
+        f"{tmp_path / 'hook.conf'} line 5: not KEY=VALUE, ignored",
+    ]
+    assert b"secret" not in result.stderr and log.read_text().splitlines() == lines
+    assert server.requests[0][1]["X-Qbhook-Token"] == TOKEN
+
+
 def test_token_not_on_curl_command_line(server, tmp_path):
     """ps/proc must not show the token: curl gets it through a file descriptor."""
     fake_bin = tmp_path / "bin"
