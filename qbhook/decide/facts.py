@@ -292,6 +292,24 @@ def skipped_place_reason(path: str) -> str:
     )
 
 
+def skipped_data_carried(size_at_source: int | None) -> bool:
+    """The one rule for a skipped file's (priority 0) bytes at the torrent's current save path
+    when a move or a repair gives it a new one: refused. setLocation makes qBittorrent carry
+    them along to the new place, and nothing verifies them there (only the wanted files are
+    built and checked). Nothing there (None) or an empty file carries nothing.
+
+    ``size_at_source``: the size of what is at the skipped file's current path (any nonzero
+    size, a folder's or a symlink's too, refuses). Read by the planner
+    (``planner.skipped_blockers``) and repair (``repair._group``); the executor reads the
+    same fact live right before setLocation (``executor._check_unwanted``)."""
+    return bool(size_at_source)
+
+
+def skipped_data_reason(path: str) -> str:
+    """Why a skipped file's bytes at the current save path (``skipped_data_carried``) refuse it, naming the path."""
+    return f"skipped file (priority 0) has data at the source, qBittorrent would carry it along unverified: {path}"
+
+
 def torrent_file_path(save_path: str, name: str) -> tuple[str, bool]:
     """(the path of a torrent's file ``name`` under ``save_path``, whether it may be looked up):
     canonical (``canonical_path``) when the name is a path below the save path

@@ -58,6 +58,8 @@ from qbhook.decide.facts import (
     ancestors,
     incidental_below,
     map_to_pool,
+    skipped_data_carried,
+    skipped_data_reason,
     skipped_place_reason,
     skipped_place_taken,
 )
@@ -380,11 +382,10 @@ def skipped_blockers(full: list[TorrentFact], snap: Snapshot) -> list[str]:
             out.append(f"{t.name}: every file is skipped (priority 0): nothing to move")
             continue
         for f in t.files:
-            if f.priority == 0 and f.inode is not None and (i := snap.inodes.get(f.inode)) is not None and i.size:
-                out.append(
-                    f"{t.name}: skipped file (priority 0) has data at the source, qBittorrent would carry it "
-                    f"along unverified: {f.path}"
-                )
+            if f.priority or f.inode is None or (i := snap.inodes.get(f.inode)) is None:
+                continue
+            if skipped_data_carried(i.size):
+                out.append(f"{t.name}: " + skipped_data_reason(f.path))
     return out
 
 

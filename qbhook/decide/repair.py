@@ -16,6 +16,9 @@ and the refusals out. Rules:
   seeding dataset holds the copy, at the mapped save path (``map_to_pool``, the one formula).
 - Something other than the wanted content already at a view path refuses the torrent (a
   repair never overwrites); the right content already there is kept and used.
+- A skipped file with data at the torrent's save path refuses a repair at a new one
+  (``facts.skipped_data_carried``, the move planner's rule): setLocation would carry it along
+  unverified. A repair in place moves nothing.
 - A skipped file's place in a view at a new save path must be empty (``facts.skipped_place_taken``):
   qBittorrent would write into what is there once the file is wanted. In place, the torrent
   already names that path: nothing there changes.
@@ -38,7 +41,15 @@ from dataclasses import dataclass, field
 
 from qbhook.catalog.identity import group_id_of
 from qbhook.clients.model import is_relative_path
-from qbhook.decide.facts import ContentKey, PoolFact, map_to_pool, skipped_place_reason, skipped_place_taken
+from qbhook.decide.facts import (
+    ContentKey,
+    PoolFact,
+    map_to_pool,
+    skipped_data_carried,
+    skipped_data_reason,
+    skipped_place_reason,
+    skipped_place_taken,
+)
 from qbhook.decide.plan import (
     Action,
     GroupPlan,
@@ -201,12 +212,8 @@ def _group(
     facts: RepairFacts, t: MissingTorrent, files: list[RepairFile], src: PoolFact, pool: PoolFact, new_save: str
 ) -> GroupPlan | str:
     base = new_save + "/"
-    for f in t.files:
-        if f.priority or not is_relative_path(f.rel) or new_save == t.save_path:
-            continue  # in place, a skipped file's place is the one the torrent names already
-        at_dst, at_src = (_identity(facts.present.get(posixpath.join(s, f.rel))) for s in (new_save, t.save_path))
-        if skipped_place_taken(at_dst, at_src):
-            return skipped_place_reason(base + f.rel)
+    if (why := _skipped_refusal(facts, t, new_save)) is not None:
+        return why
     make: list[Step] = []
     for f in files:
         dst = base + f.rel
@@ -255,6 +262,24 @@ def _group(
         payload_bytes=size,
         steps=steps,
     )
+
+
+def _skipped_refusal(facts: RepairFacts, t: MissingTorrent, new_save: str) -> str | None:
+    """Why a skipped file refuses the repair at ``new_save``, or None. In place nothing moves: a
+    skipped file's place is the one the torrent names already, and its bytes stay where they are."""
+    if new_save == t.save_path:
+        return None
+    for f in t.files:
+        if f.priority or not is_relative_path(f.rel):
+            continue
+        old = facts.present.get(posixpath.join(t.save_path, f.rel))
+        if old is not None and skipped_data_carried(old.size):
+            # setLocation would carry it along unverified: the executor refused the view anyway
+            # (``_check_unwanted``), each run, after linking the files and stopping the torrent.
+            return skipped_data_reason(posixpath.join(t.save_path, f.rel))
+        if skipped_place_taken(_identity(facts.present.get(posixpath.join(new_save, f.rel))), _identity(old)):
+            return skipped_place_reason(posixpath.join(new_save, f.rel))
+    return None
 
 
 def _identity(p: Present | None) -> tuple[str, int] | object | None:

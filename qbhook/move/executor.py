@@ -58,7 +58,7 @@ from qbhook.catalog.identity import components
 from qbhook.catalog.store import CarryProof
 from qbhook.catalog.torrents import TorrentIndex
 from qbhook.decide.explain import VIEW_CHANGED  # in a backstop-stopped group's reason (status, explain)
-from qbhook.decide.facts import skipped_place_reason, skipped_place_taken
+from qbhook.decide.facts import skipped_data_carried, skipped_place_reason, skipped_place_taken
 from qbhook.decide.heap import collector_paused, heap_frozen
 from qbhook.decide.plan import (
     DST_ABSENT,
@@ -3255,7 +3255,7 @@ def _check_unwanted(reader: FolderReader, h: str, name: str, current_save: str, 
     if save == current_save:
         return  # a repair in place: the file's place is the one the torrent names already
     new = _look(reader, os.path.join(save, name), what)
-    if old is not None and old.st_size and new is None:
+    if old is not None and skipped_data_carried(old.st_size) and new is None:
         raise UnsafeOperation(
             f"torrent {h}: unwanted file {name} exists at {current_save} but not in "
             "the view: qBittorrent would copy it unverified"

@@ -4,7 +4,8 @@ The executor journals each view file of a group it rolls back (``Journal.record_
 path, inode, source, content). The next run (``apply --yes``, the sweeper) removes each one
 through ``fsops.remove_leftover_view`` once it is verified to be the very inode qbhook made,
 still holding the content qbhook proved it held, that content still lives elsewhere, and no
-torrent of any client uses the path now. A
+torrent of any client uses the path now (a view that is a name of its keep's inode: by that
+name, ``orphans.name_in_use``; the keep's own torrent uses its own name). A
 client that cannot be listed postpones the cleanup (never a guess), and so does a listing that
 cannot say what is unused (no torrents at all, a torrent being moved: ``orphans.check_listing``);
 a view that changed is released (kept, and no longer tracked), never removed. A refusal that
@@ -48,7 +49,7 @@ def remove_leftover_views(cfg, catalog, clients: Iterable[ClientPort]) -> list[d
     """Remove the journal's leftover views that are still qbhook's and redundant; one result per view."""
     from qbhook.move.journal import Journal
     from qbhook.move.locks import executor_lock
-    from qbhook.move.orphans import LEFTOVERS, check_listing, identity, in_use, references
+    from qbhook.move.orphans import LEFTOVERS, check_listing, references
 
     journal = Journal(catalog.conn)
     tracked = journal.leftover_tracked()
@@ -76,7 +77,7 @@ def remove_leftover_views(cfg, catalog, clients: Iterable[ClientPort]) -> list[d
             path = os.path.normpath(v["path"])
             pool = cfg.pool_of(path)
             inode = (pool.name if pool is not None else None, int(v["ino"]))
-            if in_use(path, refs, identity(path)) is not None:
+            if _in_use(path, v, refs):
                 # A torrent seeds from it now (by its path, or through a symlink onto it): no leftover.
                 res = {"status": "in_use"}
             elif inode in kept:
@@ -95,6 +96,23 @@ def remove_leftover_views(cfg, catalog, clients: Iterable[ClientPort]) -> list[d
         return out
     finally:
         lock.release()
+
+
+def _in_use(path: str, v: dict, refs) -> bool:
+    """Whether a torrent uses the view at ``path`` (journaled as ``v``) now. A view that is a name
+    of its keep's inode (a link a demote made from a donor on the target pool, usually another
+    torrent's seeding file) is used only by that name (``orphans.name_in_use``): the donor's
+    torrent uses the inode by its own, and removing the view's name (``fsops.remove_leftover_view``:
+    only while the keep still names the same inode) takes nothing from it. By identity alone it read
+    as in use, and its tracking ended with it on disk for good. Any other view by identity too
+    (``orphans.in_use``): a torrent reaching its inode by any name uses the one copy it is."""
+    from qbhook.move.orphans import identity, in_use, name_in_use
+
+    key = identity(path)
+    keep = v.get("keep")
+    if key is not None and isinstance(keep, str) and identity(os.path.normpath(keep)) == key:
+        return name_in_use(path, refs, key) is not None
+    return in_use(path, refs, key) is not None
 
 
 def _look_at_waiting(cfg, journal, waiting) -> tuple[list[dict], list[tuple[int, dict]]]:

@@ -99,7 +99,7 @@ import stat as stat_mod
 import time
 import unicodedata
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -204,6 +204,10 @@ class References:
     # qBittorrent keeps every torrent's skipped files (``_unwanted``). PROTECTED (``in_use``).
     partial_inodes: frozenset[tuple[int, int]] = frozenset()
     partial_places: frozenset[str] = frozenset()
+    # Each inode of ``inodes`` and ``partial_inodes`` -> the listed paths (or the host places a
+    # dangling link names) that reach it: which name of a hard-linked file a torrent uses
+    # (``name_in_use``), not only that it uses the file.
+    names: Mapping[tuple[int, int], tuple[str, ...]] = field(default_factory=dict)
 
     @cached_property
     def missing_by_size(self) -> dict[int, MissingData]:
@@ -338,6 +342,20 @@ def in_use(path: str, refs: References, key: tuple[int, int] | None = None) -> s
     if is_part_file(path) or within_any(refs.protected)(path):
         return PROTECTED
     return None
+
+
+def name_in_use(path: str, refs: References, key: tuple[int, int] | None) -> str | None:
+    """``in_use`` of ``path`` as one name of the file ``key`` whose other names torrents may use:
+    a leftover view linked from its keep (``leftovers``). Only a torrent that uses this name
+    counts: one listing ``path`` itself or keeping its data there, or a listed path that resolves
+    to it (a symlink onto it, a save path through a symlinked folder). One seeding the file by
+    another name (the donor a demote linked the view from, usually another torrent's file) keeps
+    that name, which removing this one leaves as it is: by identity alone the view read as in
+    use for good, and its tracking ended with it still on disk."""
+    real = _real(path)
+    if key is not None and any(_real(p) == real for p in refs.names.get(key, ())):
+        return in_use(path, refs, key)
+    return in_use(path, refs)
 
 
 def may_be_missing_data(size: int | None, refs: References) -> MissingData | None:
@@ -801,6 +819,7 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
         unsized=unsized,
         partial_inodes=frozenset(found.partial_inodes),
         partial_places=frozenset(found.partial_places | _spelled(unwanted)),
+        names={k: tuple(v) for k, v in found.names.items()},
     )
 
 
@@ -932,21 +951,27 @@ class _Found:
     absent: set[str] = field(default_factory=set)
     partial_inodes: set[tuple[int, int]] = field(default_factory=set)
     partial_places: set[str] = field(default_factory=set)
+    names: defaultdict[tuple[int, int], set[str]] = field(default_factory=lambda: defaultdict(set))
 
     def add(self, complete: set[str], partial: set[str], maps: list) -> None:
         """One client's files, a dangling link's target read through its ``maps`` (its path_map)."""
         self.files |= complete
-        inodes, targets, absent = _identities(complete, maps)
-        self.inodes |= inodes
+        names, targets, absent = _identities(complete, maps)
+        self.inodes |= names.keys()
         self.targets |= targets
         self.absent |= absent
-        inodes, places, _absent = _identities(partial, maps)
-        self.partial_inodes |= inodes
+        for k, v in names.items():
+            self.names[k] |= v
+        names, places, _absent = _identities(partial, maps)
+        self.partial_inodes |= names.keys()
         self.partial_places |= places
+        for k, v in names.items():
+            self.names[k] |= v
 
 
-def _identities(files: set[str], maps: list = ()) -> tuple[frozenset[tuple[int, int]], set[str], set[str]]:
-    """What the torrents' file paths reach on disk: the (st_dev, st_ino) of each that exists,
+def _identities(files: set[str], maps: list = ()) -> tuple[dict[tuple[int, int], set[str]], set[str], set[str]]:
+    """What the torrents' file paths reach on disk: the (st_dev, st_ino) of each that exists
+    (with the paths that reach it),
     followed through symlinks (one stat each: read-only; a hostile link can only make more files
     look used, which keeps them), and, for one that does not, where it points once its links are
     resolved (a cross-seed link whose target an older qbhook quarantined: the purge asks about
@@ -956,7 +981,7 @@ def _identities(files: set[str], maps: list = ()) -> tuple[frozenset[tuple[int, 
     there (by identity, or by place once it is gone) is the torrent's, its only copy once the
     original torrent is removed. A path that is simply not there adds nothing to either; every
     path that cannot be stat-ed is the third set (a torrent missing its files: ``_missing``)."""
-    inodes: set[tuple[int, int]] = set()
+    names: dict[tuple[int, int], set[str]] = defaultdict(set)
     targets: set[str] = set()
     absent: set[str] = set()
     for p in files:
@@ -968,22 +993,22 @@ def _identities(files: set[str], maps: list = ()) -> tuple[frozenset[tuple[int, 
             if real != p:
                 targets.add(real)
                 for host in library_links.as_host(real, maps):
-                    _reach(host, inodes, targets)
+                    _reach(host, names, targets)
             continue
-        inodes.add((st.st_dev, st.st_ino))
-    return frozenset(inodes), targets, absent
+        names[(st.st_dev, st.st_ino)].add(p)
+    return names, targets, absent
 
 
-def _reach(host: str, inodes: set[tuple[int, int]], places: set[str]) -> None:
+def _reach(host: str, names: dict[tuple[int, int], set[str]], places: set[str]) -> None:
     """What a dangling link names on the host (``host``, through its client's path_map): its
-    file's identity while it is there, and its place, as spelled and as real (the purge compares
-    a held file's original place with it once it is gone)."""
+    file's identity while it is there (reached by ``host``), and its place, as spelled and as
+    real (the purge compares a held file's original place with it once it is gone)."""
     try:
         st = os.stat(host)
     except (OSError, ValueError):
         st = None
     if st is not None:
-        inodes.add((st.st_dev, st.st_ino))
+        names[(st.st_dev, st.st_ino)].add(host)
     places.update({os.path.normpath(host), _real(host)})
 
 
@@ -1129,6 +1154,10 @@ def _either(first: References, again: References) -> References:
         unsized=tuple(dict.fromkeys(first.unsized + again.unsized)),
         partial_inodes=first.partial_inodes | again.partial_inodes,
         partial_places=first.partial_places | again.partial_places,
+        names={
+            k: tuple(dict.fromkeys(first.names.get(k, ()) + again.names.get(k, ())))
+            for k in {*first.names, *again.names}
+        },
     )
 
 

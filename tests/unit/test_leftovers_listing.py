@@ -166,10 +166,11 @@ def test_a_copy_whose_link_view_was_kept_is_kept_too_not_released(tmp_path, monk
 
 def test_a_view_a_torrent_seeds_through_a_symlink_is_in_use_and_never_removed(real, monkeypatch):
     """cross-seed's symlink onto the view: the listing names the link, whose target is the view's inode."""
-    st = os.stat(real.view)
-    in_use = References(
-        frozenset({f"{real.seed}/cross-seed/e1.mkv"}), (), 3, inodes=frozenset({(st.st_dev, st.st_ino)})
-    )
+    link = f"{real.seed}/cross-seed/e1.mkv"
+    os.makedirs(os.path.dirname(link))
+    os.symlink(real.view, link)
+    key = (os.stat(real.view).st_dev, os.stat(real.view).st_ino)
+    in_use = References(frozenset({link}), (), 3, inodes=frozenset({key}), names={key: (link,)})
     monkeypatch.setattr(orphans, "references", lambda clients, doing=orphans.LOOK: in_use)
     (res,) = leftovers.remove_leftover_views(real.cfg, real.cat, [])
     assert res["status"] == "in_use" and os.path.exists(real.view)
@@ -294,3 +295,71 @@ def test_a_source_that_does_not_verify_waits_until_it_changes(unproven, caplog):
     write(u.src, b"abc")  # rewritten (a new ctime): worth a new try
     ((res,), _logged) = _run(u, caplog)
     assert res["status"] == "removed" and len(u.tries) == 2
+
+
+# --------------------------------------------------------------------------- a view linked from another torrent's file
+
+H_DONOR, H_AT_VIEW = "d" * 40, "e" * 40
+
+
+@pytest.fixture
+def linked(tmp_path, monkeypatch):
+    """A view a demote linked from a donor on its target pool (its keep: the same inode), the donor
+    another torrent's seeding file; the real listing of a fake client (``orphans.references``)."""
+    from tests.unit.test_executor import FakeQbt, FakeTorrent
+
+    cfg = seeded_config(tmp_path)
+    cat = Catalog.open(cfg.catalog)
+    seed = next(p for p in cfg.pools if p.name == "pool").seeding_root
+    donor = write(seed / "other/Show/e1.mkv", b"abc")
+    view = seed / "tv/Show/e1.mkv"
+    view.parent.mkdir(parents=True)
+    os.link(donor, view)
+    st = os.lstat(view)
+    recorded = {"path": str(view), "ino": st.st_ino, "size": 3, "keep": str(donor), "blake3": b3(b"abc")}
+    monkeypatch.setattr("qbhook.move.journal.Journal.leftover_tracked", lambda self: [(1, dict(recorded), None)])
+    done: list[dict] = []
+    monkeypatch.setattr("qbhook.move.journal.Journal.leftover_done", lambda self, sid, res: done.append(res))
+    qbt = FakeQbt()
+    qbt.add(FakeTorrent(H_DONOR, "Show", str(seed / "other"), [("Show/e1.mkv", 3, 1)]))  # seeds the donor
+    yield SimpleNamespace(cfg=cfg, cat=cat, seed=seed, donor=donor, view=view, done=done, qbt=qbt, torrent=FakeTorrent)
+    cat.close()
+
+
+def test_a_view_linked_from_another_torrents_file_is_removed_not_called_in_use(linked):
+    """Review R31: by identity the donor's torrent "used" the view (another name of its inode), so
+    its tracking ended with it on disk for good, no longer in ``status``. Only the name goes."""
+    (res,) = leftovers.remove_leftover_views(linked.cfg, linked.cat, [linked.qbt])
+    assert res["status"] == "removed" and not os.path.lexists(linked.view), res
+    assert linked.donor.read_bytes() == b"abc" and os.lstat(linked.donor).st_nlink == 1
+    assert [r["status"] for r in linked.done] == ["removed"]
+
+
+def test_a_torrent_re_added_at_a_linked_views_path_uses_it(linked):
+    linked.qbt.add(linked.torrent(H_AT_VIEW, "Show", str(linked.seed / "tv"), [("Show/e1.mkv", 3, 1)]))
+    (res,) = leftovers.remove_leftover_views(linked.cfg, linked.cat, [linked.qbt])
+    assert res["status"] == "in_use" and os.path.exists(linked.view)
+
+
+@pytest.mark.parametrize("how", ["file", "folder"])
+def test_a_torrent_reaching_a_linked_views_path_through_a_symlink_uses_it(linked, how):
+    """cross-seed's symlink onto the view, or a save path through a symlinked folder: that torrent
+    loses its file if the view's name goes (the donor's name would not help it)."""
+    xseed = linked.seed / "xseed"
+    if how == "file":
+        (xseed / "Show").mkdir(parents=True)
+        os.symlink(linked.view, xseed / "Show/e1.mkv")
+    else:
+        os.symlink(linked.seed / "tv", xseed)
+    linked.qbt.add(linked.torrent(H_AT_VIEW, "Show", str(xseed), [("Show/e1.mkv", 3, 1)]))
+    (res,) = leftovers.remove_leftover_views(linked.cfg, linked.cat, [linked.qbt])
+    assert res["status"] == "in_use" and os.path.exists(linked.view)
+
+
+def test_a_partial_torrent_reaching_a_linked_view_through_a_symlink_uses_it(linked):
+    (linked.seed / "xseed/Show").mkdir(parents=True)
+    os.symlink(linked.view, linked.seed / "xseed/Show/e1.mkv")
+    t = linked.torrent(H_AT_VIEW, "Show", str(linked.seed / "xseed"), [("Show/e1.mkv", 3, 1)], progress=0.5)
+    linked.qbt.add(t)
+    (res,) = leftovers.remove_leftover_views(linked.cfg, linked.cat, [linked.qbt])
+    assert res["status"] == "in_use" and os.path.exists(linked.view)

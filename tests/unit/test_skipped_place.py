@@ -136,3 +136,56 @@ def test_executor_still_moves_a_partial_torrent_whose_skipped_files_place_is_emp
     summary = w.executor().apply(demote_plan(w))
     assert summary.groups_done and not summary.groups_failed
     assert w.qbt.torrent(H1).save_path == w.seed_p and not os.path.lexists(os.path.join(w.seed_p, EXTRA))
+
+
+# ------------------------------------------------------------------ repair: a skipped file's data at the old place
+
+CARRIED = "skipped file (priority 0) has data at the source, qBittorrent would carry it along unverified: "
+
+
+def test_repair_refuses_a_new_save_path_while_a_skipped_file_has_data_at_the_old_one():
+    """The move planner's rule (``facts.skipped_data_carried``): setLocation would carry the bytes
+    along unverified, and the executor refused the view at verify_view every run, after linking
+    the files and stopping the torrent (review R31). Now the dry run says so, in the same words."""
+    old = RS + "/movies/M/extra.bin"
+    reason = only_refusal(_repair_facts({old: Present("zfs:1", 55, 50, None)}))
+    assert reason == CARRIED + old
+    # Not a file (a folder or a symlink there, ``repair_facts._present``): refused too, as the executor does.
+    assert only_refusal(_repair_facts({old: Present("", 55, -1, None)})) == CARRIED + old
+
+
+def test_repair_still_rebuilds_with_a_skipped_files_old_place_empty_or_in_place():
+    old = RS + "/movies/M/extra.bin"
+    assert only_group(_repair_facts({old: Present("zfs:1", 55, 0, None)})).target_pool == "pool"  # an empty file
+    # In place nothing moves: what is at the skipped file's place stays where the torrent names it.
+    assert only_group(_repair_facts({old: Present("zfs:1", 55, 50, None)}, pool_copy=False)).target_pool == "stash"
+
+
+def test_a_skipped_files_data_on_disk_refuses_the_repair_in_the_dry_run(world):  # noqa: F811
+    """The R31 reproduction on real files: the executor refused this plan at verify_view (after
+    linking the view and stopping the torrent) on every ``--yes``; the dry run now refuses it."""
+    from qbhook.decide.facts import PoolFact
+    from qbhook.decide.repair import CatalogCopy, MissingTorrent, RepairFacts, plan_repairs
+    from tests.unit.test_executor import FILES, b3
+
+    w = world
+    copies = {}
+    for rel, data in FILES:  # the wanted files gone from stash, their copies only on the cold pool
+        os.unlink(os.path.join(w.seed_s, rel))
+        if data:
+            p = str(w.pool / "media" / os.path.basename(rel))
+            write(p.encode(), data)
+            fsid = w.cat.fsid(w.cat.fs_for_path(w.seed_p))
+            copies[(len(data), b3(data))] = (CatalogCopy(p, fsid, os.lstat(p).st_ino),)
+    old = os.path.join(w.seed_s, EXTRA)
+    write(old.encode(), b"X" * 46)  # downloaded before it was unticked
+    pools = tuple(
+        PoolFact(n, role, str(root), seed, w.cat.fsid(w.cat.fs_for_path(seed)), 0)
+        for n, role, root, seed in (("stash", "primary", w.stash, w.seed_s), ("pool", "cold", w.pool, w.seed_p))
+    )
+    files = tuple(RepairFile(i, rel, len(d), 1, b3(d) if d else None) for i, (rel, d) in enumerate(FILES))
+    files += (RepairFile(len(FILES), EXTRA, 46, 0, None),)
+    st = os.lstat(old)
+    t = MissingTorrent(H1, "qbt", "Movie.2020", "missingFiles", w.seed_s, files)
+    plan, refused = plan_repairs(RepairFacts((t,), pools, copies, {old: Present("x", st.st_ino, 46, None)}))
+    assert plan.groups == [] and [r.reason for r in refused] == [CARRIED + old]
