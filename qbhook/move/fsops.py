@@ -812,10 +812,13 @@ def _content_digest(
     return res.digest
 
 
-def _checked_stat(d: Dir, name: bytes, size: int, expected: bytes, catalog) -> tuple[str | None, os.stat_result]:
+def _checked_stat(
+    d: Dir, name: bytes, size: int, expected: bytes, catalog, pin: Pin | None = None
+) -> tuple[str | None, os.stat_result]:
     """(None, the stat the content was proven for) if ``name`` in ``d`` is a regular file with that
-    size and content, else (why not, ...)."""
-    st = d.lstat(name)
+    size and content, else (why not, ...). ``pin``: the caller's pin of ``name``, judged (its
+    ``st``) and read instead of the name (``_content_digest``)."""
+    st = d.lstat(name) if pin is None else pin.st
     shown = d.show(name)
     if st is None:
         return f"{shown} is missing", st
@@ -823,7 +826,7 @@ def _checked_stat(d: Dir, name: bytes, size: int, expected: bytes, catalog) -> t
         return f"{shown} is not a regular file", st
     if st.st_size != size:
         return f"{shown} has {st.st_size} bytes, expected {size}", st
-    digest = _content_digest(d, name, st, catalog)
+    digest = _content_digest(d, name, st, catalog, pin=pin)
     if digest != expected:
         return f"{shown} has different content (blake3 {digest.hex()[:16]}..., expected {expected.hex()[:16]}...)", st
     return None, st
@@ -2193,7 +2196,7 @@ def _relink_at(
     # (R8), never of what a writer of the keep's folder renamed over its name meanwhile (the last
     # look, by name, then refuses), and it is one file with ``kst`` for the carry-over (R10).
     kept = _content_stat(kst)
-    if _content_stat(kpin.look()) != kept:
+    if not _pin_unchanged(kpin, kst):
         raise UnsafeOperation(f"{why}: the copy to keep changed during the checks", hint="re-plan")
     _clean_legacy_relink(parent, name, t.ino)  # ``_link_temp`` meets only a leftover of this shape
     _link_temp(kpin, kdir, kname, parent, tmp, why)
@@ -2247,6 +2250,16 @@ def _relink_at(
 _content_stat: Callable[[os.stat_result], tuple[int, int, int, int, int]] = operator.attrgetter(
     "st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns"
 )
+
+
+def _pin_unchanged(pin: Pin, proven: os.stat_result) -> bool:
+    """Is the pinned copy to keep still as it was when its content was proven (``proven``)? The
+    act that rests on it (a relink onto it, a delete of another copy) comes after the other side
+    was read, minutes for a large file; a rewrite of the copy in that window (same size: a
+    tagger, ``rsync --inplace``) moves its ctime, which ``touch -r`` never sets back. An fstat of
+    the pin: the inode proven, whatever a writer renamed over its name meanwhile (a rename over
+    it, or an unlink, moves its ctime too)."""
+    return _content_stat(pin.look()) == _content_stat(proven)
 
 
 def _hold_entry(parent: Dir, name: bytes, st: os.stat_result) -> int | None:
@@ -2546,11 +2559,17 @@ def _safe_unlink_at(u: _Unlink, parent: Dir, name: bytes) -> dict:
         return dict(_ABSENT)
     _no_new_outside_link(u, parent, name, st)
     keep_digest, doomed_digest = _planned_content(u, st)
-    _keep_holds_same_content(u, st, keep_digest)
-    _content_unchanged(u, parent, name, st, doomed_digest)
-    if not _same_inode_still(parent, name, st, u):
-        return dict(_ABSENT)
-    return _unlink_or_hold(u, parent, name, st)
+    with _keep_holds_same_content(u, st, keep_digest) as kpin:
+        _content_unchanged(u, parent, name, st, doomed_digest)
+        if not _same_inode_still(parent, name, st, u):
+            return dict(_ABSENT)
+        # The kept copy once more: its content was proven before the doomed link was read. One
+        # rewritten meanwhile at the same size (``rsync --inplace``, a tagger) is not the planned
+        # content, and the link about to go would be its last copy.
+        if not _pin_unchanged(kpin, kpin.st):
+            keep_s = os.fsdecode(_p(u.keep_path))
+            raise u.refuse(f"the copy to keep, {keep_s}, changed during the checks", hint="re-plan")
+        return _unlink_or_hold(u, parent, name, st)
 
 
 def _still_the_planned_file(u: _Unlink, parent: Dir, name: bytes) -> os.stat_result | None:
@@ -2618,9 +2637,11 @@ def _planned_content(u: _Unlink, st: os.stat_result) -> tuple[bytes, bytes]:
     return want, _digest(u.blake3_hex, size) if u.blake3_hex is not None else want
 
 
-def _keep_holds_same_content(u: _Unlink, st: os.stat_result, want: bytes) -> None:
+def _keep_holds_same_content(u: _Unlink, st: os.stat_result, want: bytes) -> Pin:
     """``keep_path`` exists, is another inode (the planned one, if named) of the same size and
-    verifies as the planned content."""
+    verifies as the planned content: that inode pinned (``Pin``, for the caller to close), its
+    ``st`` the stat its content was proven under. The doomed link is read after this (minutes for
+    a large file): the caller's last look compares the pin with it (``_pin_unchanged``)."""
     keep_s = os.fsdecode(_p(u.keep_path))
     try:
         kdir, kname, _kparts = _open_parent(u.keep_path, u.seeding_roots + u.keep_roots, same_fs=False)
@@ -2629,20 +2650,26 @@ def _keep_holds_same_content(u: _Unlink, st: os.stat_result, want: bytes) -> Non
     except UnsafeOperation as e:
         raise u.refuse(f"the copy to keep cannot be trusted: {e.message}") from None
     with kdir:
-        kst = kdir.lstat(kname)
-        if kst is None:
+        kpin = Pin.at(kname, kdir.fd)
+        if kpin is None:
             raise u.refuse(f"the copy to keep, {keep_s}, is missing")
-        if (kst.st_dev, kst.st_ino) == (st.st_dev, st.st_ino):
-            raise u.refuse(f"{keep_s} is the same inode, not a second copy")
-        if u.keep_ino is not None and kst.st_ino != u.keep_ino:
-            raise u.refuse(f"{keep_s} is no longer inode {u.keep_ino}")
-        if u.keep_fsid is not None and not _fsid_matches(u.catalog, kdir, kst, u.keep_fsid):
-            raise u.refuse(f"{keep_s} is not on filesystem {u.keep_fsid}")
-        if kst.st_size != st.st_size:
-            raise u.refuse(f"{keep_s} has {kst.st_size} bytes, it has {st.st_size}")
-        problem = _check_file(kdir, kname, st.st_size, want, u.catalog)
-    if problem:
-        raise VerificationFailed(f"refusing to delete {u.shown}: the copy to keep does not verify: {problem}")
+        try:
+            kst = kpin.st
+            if (kst.st_dev, kst.st_ino) == (st.st_dev, st.st_ino):
+                raise u.refuse(f"{keep_s} is the same inode, not a second copy")
+            if u.keep_ino is not None and kst.st_ino != u.keep_ino:
+                raise u.refuse(f"{keep_s} is no longer inode {u.keep_ino}")
+            if u.keep_fsid is not None and not _fsid_matches(u.catalog, kdir, kst, u.keep_fsid):
+                raise u.refuse(f"{keep_s} is not on filesystem {u.keep_fsid}")
+            if kst.st_size != st.st_size:
+                raise u.refuse(f"{keep_s} has {kst.st_size} bytes, it has {st.st_size}")
+            problem = _checked_stat(kdir, kname, st.st_size, want, u.catalog, kpin)[0]
+            if problem:
+                raise VerificationFailed(f"refusing to delete {u.shown}: the copy to keep does not verify: {problem}")
+        except BaseException:
+            kpin.close()
+            raise
+    return kpin
 
 
 def _content_unchanged(u: _Unlink, parent: Dir, name: bytes, st: os.stat_result, doomed: bytes) -> None:

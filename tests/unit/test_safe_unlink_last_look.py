@@ -1,0 +1,99 @@
+"""A delete or hold of an old seeding link acts only while its world is still the one checked (R29).
+
+``safe_unlink`` opens the link's folder once, then reads the kept copy and the link (minutes for a
+large file whose cached hash is stale) before it renames the link away. A change in that window
+must stop the act: the kept copy rewritten at the same size (``rsync --inplace``, a tagger) leaves
+the link about to go the only copy of the planned content. The kept copy is pinned while it is
+verified and its pin compared with the stat its content was proven under at the last look.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from qbhook.errors import UnsafeOperation
+from qbhook.move import fsops
+from tests.unit.test_relink_moved_folder import Pool, p  # noqa: F401  (fixture)
+
+DROP = os.fsdecode(fsops.RELINK_PREFIX)
+
+
+def _delete(p: Pool, s: str, k: str, t: fsops.RelinkTarget, **more) -> dict:  # noqa: F811
+    """``safe_unlink`` of the seeding link ``s``, its library twin ``k`` the copy to keep."""
+    return fsops.safe_unlink(
+        s,
+        fsid=p.fsid,
+        ino=t.ino,
+        size=t.size,
+        blake3_hex=t.blake3_hex,
+        keep_path=k,
+        keep_blake3=t.blake3_hex,
+        seeding_links=[s],
+        seeding_roots=p.roots,
+        keep_roots=[p.pool],
+        catalog=p.cat,
+        **more,
+    )
+
+
+def _while_the_link_is_read(monkeypatch, then) -> None:
+    """Run ``then`` right after the doomed link's content check (the long read of a large file)."""
+    real = fsops._content_unchanged
+
+    def read_then(u, parent, name, st, doomed):
+        real(u, parent, name, st, doomed)
+        then()
+
+    monkeypatch.setattr(fsops, "_content_unchanged", read_then)
+
+
+def _hidden(folder: str) -> list[str]:
+    return [n for n in os.listdir(folder) if n.startswith(DROP)]
+
+
+@pytest.mark.parametrize("hold_run", [None, 7], ids=["delete", "hold"])
+def test_a_kept_copy_rewritten_while_the_link_is_read_stops_the_delete(p, monkeypatch, hold_run):  # noqa: F811
+    """Verified first, then never looked at again: the rewrite (same size, other bytes) left the
+    doomed link the last copy of the planned content, and it was deleted."""
+    s, k, t = p.pair("T/b.bin", "M/b.bin", b"B" * 7000)
+
+    def rewrite_in_place():
+        with open(k, "r+b") as f:  # rsync --inplace, a tagger: same size, other bytes
+            f.write(b"X" * 20)
+
+    _while_the_link_is_read(monkeypatch, rewrite_in_place)
+    with pytest.raises(UnsafeOperation) as e:
+        _delete(p, s, k, t, hold_run=hold_run)
+    assert e.value.message.endswith(f"the copy to keep, {k}, changed during the checks")
+    assert e.value.hint == "re-plan"
+    assert os.lstat(s).st_ino == t.ino and Path(s).read_bytes() == b"B" * 7000  # the planned content stays
+    assert not _hidden(os.path.dirname(s))
+
+
+def test_a_kept_copy_replaced_by_rename_while_the_link_is_read_stops_the_delete(p, monkeypatch):  # noqa: F811
+    """The kept name now another file (a rename over it): the inode proven lost that name, so its
+    content may be gone with it; the pin's ctime says so."""
+    s, k, t = p.pair("T/b.bin", "M/b.bin", b"B" * 7000)
+    other = os.path.join(p.lib, "M/other.bin")
+
+    def replace_kept():
+        with open(other, "wb") as f:
+            f.write(b"B" * 7000)  # the same bytes even: not the inode proven
+        os.rename(other, k)
+
+    _while_the_link_is_read(monkeypatch, replace_kept)
+    with pytest.raises(UnsafeOperation, match="the copy to keep, .* changed during the checks"):
+        _delete(p, s, k, t)
+    assert os.lstat(s).st_ino == t.ino
+
+
+def test_a_delete_whose_world_held_still_goes_ahead(p):  # noqa: F811
+    """The added looks cost no refusal of an ordinary delete or hold."""
+    s, k, t = p.pair("T/a.bin", "M/a.bin", b"A" * 5000)
+    assert _delete(p, s, k, t)["status"] == "unlinked" and not os.path.exists(s)
+    s, k, t = p.pair("T/b.bin", "M/b.bin", b"B" * 5000)
+    assert _delete(p, s, k, t, hold_run=3)["status"] == "held" and not os.path.exists(s)
+    assert not _hidden(os.path.join(p.seed, "T"))
