@@ -39,11 +39,14 @@ verified folder itself elsewhere. The swapped entry is still inside the roots
 (it is a name in a folder qbhook verified), and moving a folder to another
 parent needs write permission on that folder, so whatever qbhook then does
 to its entries that writer could already do. qbhook never extends a writer's
-reach beyond the folders it can write. The one exception is the rename over a
-name (``relink_over``): a seeding folder moved into the library (an import on the
-same dataset) would have a library file replaced, which no writer of the library
-may have done for it. So right before that rename the folder is proven still below
-its seeding root, through ``..`` from its descriptor (``Dir.in_place``). A name in a
+reach beyond the folders it can write. The exception is a seeding folder moved into
+the library (an import on the same dataset) while qbhook checks a file in it: the rename
+over a name (``relink_over``) would replace a library file, a delete or hold
+(``safe_unlink``) or a leftover view's removal would take one, which no writer of the
+library may have done for it. So right before that act the folder is proven still below
+its seeding root, through ``..`` from its descriptor (``Dir.in_place``, ``_walk_placed``),
+and a removal looks again right after its rename to a drop name or into holding, putting
+the file back (never over a name) if the folder moved in between. A name in a
 seeding folder is never unlinked after a look at it either: a file renamed over it in
 between (qBittorrent completing a download at that path) would lose its last link. A hold
 renames the entry into holding, a removal (a delete, a leftover view's, an unrecorded link's)
@@ -660,8 +663,16 @@ def _open_root(root: bytes, walked: list[tuple[bytes, int, int]] | None = None) 
     return Dir(fd, root.rstrip(b"/") or b"/", st.st_dev, st, root)
 
 
-def _walk(root: bytes, parts: list[bytes], *, create: bool = False, same_fs: bool = True, own: bool = False) -> Dir:
-    d = _open_root(root)
+def _walk(
+    root: bytes,
+    parts: list[bytes],
+    *,
+    create: bool = False,
+    same_fs: bool = True,
+    own: bool = False,
+    walked: list[tuple[bytes, int, int]] | None = None,
+) -> Dir:
+    d = _open_root(root, walked)
     try:
         for name in parts:
             nxt = d.sub(name, create=create, same_fs=same_fs, own=own)
@@ -671,6 +682,53 @@ def _walk(root: bytes, parts: list[bytes], *, create: bool = False, same_fs: boo
         d.close()
         raise
     return d
+
+
+def _walk_placed(root: bytes, parts: list[bytes]) -> tuple[Dir, Callable[[], bool]]:
+    """``_walk`` to a seeding folder an act will remove a name from after long checks, and the look
+    that proves it still there right before and after the act (``Dir.in_place``, with its seeding
+    root's ``Anchor``, as a relink takes it): a folder moved into the library meanwhile (an import
+    on the same dataset) holds library files now, which no removal of qbhook's may take."""
+    walked: list[tuple[bytes, int, int]] = []
+    d = _walk(root, parts, walked=walked)
+    return d, _placing(d, root, walked)
+
+
+def _placing(d: Dir, root: bytes, walked: list[tuple[bytes, int, int]]) -> Callable[[], bool]:
+    """``d.in_place`` with the ``Anchor`` of its root ``root`` (``walked``: as ``_open_root`` filled
+    it on the way down to ``d``); ``d`` closed when none is to be had (UnsafeOperation)."""
+    try:
+        return functools.partial(d.in_place, _anchor(root, walked))
+    except BaseException:
+        d.close()
+        raise
+
+
+def _moved_off(parent: Dir, why: str) -> str:
+    """The refusal of an act in ``parent`` found moved (``_walk_placed``): ``why`` names the act."""
+    return f"{why}: its folder {parent.show()} was moved during the checks (not where it was walked to)"
+
+
+def _back_unless_placed(
+    placed: Callable[[], bool] | None, at: Dir, new: bytes, home: Dir, name: bytes, why: str
+) -> None:
+    """Right after a rename of ``home``'s ``name`` to ``at``'s ``new`` (a drop name, holding): nothing
+    if ``home`` is still in place (``placed``); else it was moved between the look before the rename
+    and the rename, so the name taken may be a library's: the file goes back, never over a name
+    (``_put_back``), and the act is refused (``_moved_off``). A kill before the put-back leaves what
+    a kill right after the rename leaves when the folder is moved later: the file under the drop
+    name in the moved folder, or in holding, and a retry that no longer reaches the folder by its
+    path ("absent"; ``_absent`` takes a file in holding for held). Nothing new: the window is the
+    one between this look and the rename, and the look before it keeps the usual race out of it."""
+    if placed is None or placed():
+        return
+    refused = _moved_off(home, why)
+    try:
+        _put_back(new, at.fd, name, home.fd)
+    except OSError:
+        where = f"{os.fsdecode(new)} in that folder" if at is home else at.show(new)
+        raise UnsafeOperation(f"{refused}; the file waits at {where}", hint="put it back by hand") from None
+    raise UnsafeOperation(f"{refused}; the file is put back", hint="re-plan")
 
 
 def _descend(root: bytes, chain: list[bytes], *, own: bool) -> tuple[Dir, list[os.stat_result]]:
@@ -812,10 +870,13 @@ def _content_digest(
     return res.digest
 
 
-def _checked_stat(d: Dir, name: bytes, size: int, expected: bytes, catalog) -> tuple[str | None, os.stat_result]:
+def _checked_stat(
+    d: Dir, name: bytes, size: int, expected: bytes, catalog, pin: Pin | None = None
+) -> tuple[str | None, os.stat_result]:
     """(None, the stat the content was proven for) if ``name`` in ``d`` is a regular file with that
-    size and content, else (why not, ...)."""
-    st = d.lstat(name)
+    size and content, else (why not, ...). ``pin``: the caller's pin of ``name``, judged (its
+    ``st``) and read instead of the name (``_content_digest``)."""
+    st = d.lstat(name) if pin is None else pin.st
     shown = d.show(name)
     if st is None:
         return f"{shown} is missing", st
@@ -823,7 +884,7 @@ def _checked_stat(d: Dir, name: bytes, size: int, expected: bytes, catalog) -> t
         return f"{shown} is not a regular file", st
     if st.st_size != size:
         return f"{shown} has {st.st_size} bytes, expected {size}", st
-    digest = _content_digest(d, name, st, catalog)
+    digest = _content_digest(d, name, st, catalog, pin=pin)
     if digest != expected:
         return f"{shown} has different content (blake3 {digest.hex()[:16]}..., expected {expected.hex()[:16]}...)", st
     return None, st
@@ -2193,7 +2254,7 @@ def _relink_at(
     # (R8), never of what a writer of the keep's folder renamed over its name meanwhile (the last
     # look, by name, then refuses), and it is one file with ``kst`` for the carry-over (R10).
     kept = _content_stat(kst)
-    if _content_stat(kpin.look()) != kept:
+    if not _pin_unchanged(kpin, kst):
         raise UnsafeOperation(f"{why}: the copy to keep changed during the checks", hint="re-plan")
     _clean_legacy_relink(parent, name, t.ino)  # ``_link_temp`` meets only a leftover of this shape
     _link_temp(kpin, kdir, kname, parent, tmp, why)
@@ -2247,6 +2308,16 @@ def _relink_at(
 _content_stat: Callable[[os.stat_result], tuple[int, int, int, int, int]] = operator.attrgetter(
     "st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns"
 )
+
+
+def _pin_unchanged(pin: Pin, proven: os.stat_result) -> bool:
+    """Is the pinned copy to keep still as it was when its content was proven (``proven``)? The
+    act that rests on it (a relink onto it, a delete of another copy) comes after the other side
+    was read, minutes for a large file; a rewrite of the copy in that window (same size: a
+    tagger, ``rsync --inplace``) moves its ctime, which ``touch -r`` never sets back. An fstat of
+    the pin: the inode proven, whatever a writer renamed over its name meanwhile (a rename over
+    it, or an unlink, moves its ctime too)."""
+    return _content_stat(pin.look()) == _content_stat(proven)
 
 
 def _hold_entry(parent: Dir, name: bytes, st: os.stat_result) -> int | None:
@@ -2400,13 +2471,13 @@ def safe_unlink(
         hold_run,
     )
     try:
-        parent = _walk(root, parts[:-1])
+        parent, placed = _walk_placed(root, parts[:-1])
     except (FileNotFoundError, NotADirectoryError):
         return _absent(root, parts, ino, hold_run, "delete")
     except UnsafeOperation as e:
         raise u.refuse(f"not inside a seeding root through real folders: {e.message}") from None
     with parent:
-        res = _safe_unlink_at(u, parent, parts[-1])
+        res = _safe_unlink_at(u, parent, parts[-1], placed)
     return _absent(root, parts, ino, hold_run, "delete") if res["status"] == "absent" else res
 
 
@@ -2535,8 +2606,9 @@ def _drop_spare(hold: Dir, name: bytes, st: os.stat_result) -> os.stat_result:
 _ABSENT = {"status": "absent", "bytes_freed": 0}
 
 
-def _safe_unlink_at(u: _Unlink, parent: Dir, name: bytes) -> dict:
-    """The rule list of ``safe_unlink``, in order, all through the one verified ``parent``."""
+def _safe_unlink_at(u: _Unlink, parent: Dir, name: bytes, placed: Callable[[], bool]) -> dict:
+    """The rule list of ``safe_unlink``, in order, all through the one verified ``parent``
+    (``placed``: whether it is still below its seeding root, ``_walk_placed``)."""
     st = _still_the_planned_file(u, parent, name)
     if st is None and _undo_drop(parent, name, u.ino, u.size, None, "the link to delete"):
         # A delete killed between its rename to the drop name and the unlink: back, judged afresh.
@@ -2546,11 +2618,17 @@ def _safe_unlink_at(u: _Unlink, parent: Dir, name: bytes) -> dict:
         return dict(_ABSENT)
     _no_new_outside_link(u, parent, name, st)
     keep_digest, doomed_digest = _planned_content(u, st)
-    _keep_holds_same_content(u, st, keep_digest)
-    _content_unchanged(u, parent, name, st, doomed_digest)
-    if not _same_inode_still(parent, name, st, u):
-        return dict(_ABSENT)
-    return _unlink_or_hold(u, parent, name, st)
+    with _keep_holds_same_content(u, st, keep_digest) as kpin:
+        _content_unchanged(u, parent, name, st, doomed_digest)
+        if not _same_inode_still(parent, name, st, u):
+            return dict(_ABSENT)
+        # The kept copy once more: its content was proven before the doomed link was read. One
+        # rewritten meanwhile at the same size (``rsync --inplace``, a tagger) is not the planned
+        # content, and the link about to go would be its last copy.
+        if not _pin_unchanged(kpin, kpin.st):
+            keep_s = os.fsdecode(_p(u.keep_path))
+            raise u.refuse(f"the copy to keep, {keep_s}, changed during the checks", hint="re-plan")
+        return _unlink_or_hold(u, parent, name, st, placed)
 
 
 def _still_the_planned_file(u: _Unlink, parent: Dir, name: bytes) -> os.stat_result | None:
@@ -2618,9 +2696,11 @@ def _planned_content(u: _Unlink, st: os.stat_result) -> tuple[bytes, bytes]:
     return want, _digest(u.blake3_hex, size) if u.blake3_hex is not None else want
 
 
-def _keep_holds_same_content(u: _Unlink, st: os.stat_result, want: bytes) -> None:
+def _keep_holds_same_content(u: _Unlink, st: os.stat_result, want: bytes) -> Pin:
     """``keep_path`` exists, is another inode (the planned one, if named) of the same size and
-    verifies as the planned content."""
+    verifies as the planned content: that inode pinned (``Pin``, for the caller to close), its
+    ``st`` the stat its content was proven under. The doomed link is read after this (minutes for
+    a large file): the caller's last look compares the pin with it (``_pin_unchanged``)."""
     keep_s = os.fsdecode(_p(u.keep_path))
     try:
         kdir, kname, _kparts = _open_parent(u.keep_path, u.seeding_roots + u.keep_roots, same_fs=False)
@@ -2629,20 +2709,26 @@ def _keep_holds_same_content(u: _Unlink, st: os.stat_result, want: bytes) -> Non
     except UnsafeOperation as e:
         raise u.refuse(f"the copy to keep cannot be trusted: {e.message}") from None
     with kdir:
-        kst = kdir.lstat(kname)
-        if kst is None:
+        kpin = Pin.at(kname, kdir.fd)
+        if kpin is None:
             raise u.refuse(f"the copy to keep, {keep_s}, is missing")
-        if (kst.st_dev, kst.st_ino) == (st.st_dev, st.st_ino):
-            raise u.refuse(f"{keep_s} is the same inode, not a second copy")
-        if u.keep_ino is not None and kst.st_ino != u.keep_ino:
-            raise u.refuse(f"{keep_s} is no longer inode {u.keep_ino}")
-        if u.keep_fsid is not None and not _fsid_matches(u.catalog, kdir, kst, u.keep_fsid):
-            raise u.refuse(f"{keep_s} is not on filesystem {u.keep_fsid}")
-        if kst.st_size != st.st_size:
-            raise u.refuse(f"{keep_s} has {kst.st_size} bytes, it has {st.st_size}")
-        problem = _check_file(kdir, kname, st.st_size, want, u.catalog)
-    if problem:
-        raise VerificationFailed(f"refusing to delete {u.shown}: the copy to keep does not verify: {problem}")
+        try:
+            kst = kpin.st
+            if (kst.st_dev, kst.st_ino) == (st.st_dev, st.st_ino):
+                raise u.refuse(f"{keep_s} is the same inode, not a second copy")
+            if u.keep_ino is not None and kst.st_ino != u.keep_ino:
+                raise u.refuse(f"{keep_s} is no longer inode {u.keep_ino}")
+            if u.keep_fsid is not None and not _fsid_matches(u.catalog, kdir, kst, u.keep_fsid):
+                raise u.refuse(f"{keep_s} is not on filesystem {u.keep_fsid}")
+            if kst.st_size != st.st_size:
+                raise u.refuse(f"{keep_s} has {kst.st_size} bytes, it has {st.st_size}")
+            problem = _checked_stat(kdir, kname, st.st_size, want, u.catalog, kpin)[0]
+            if problem:
+                raise VerificationFailed(f"refusing to delete {u.shown}: the copy to keep does not verify: {problem}")
+        except BaseException:
+            kpin.close()
+            raise
+    return kpin
 
 
 def _content_unchanged(u: _Unlink, parent: Dir, name: bytes, st: os.stat_result, doomed: bytes) -> None:
@@ -2668,12 +2754,13 @@ def _same_inode_still(parent: Dir, name: bytes, st: os.stat_result, u: _Unlink) 
     return True
 
 
-def _unlink_or_hold(u: _Unlink, parent: Dir, name: bytes, st: os.stat_result) -> dict:
+def _unlink_or_hold(u: _Unlink, parent: Dir, name: bytes, st: os.stat_result, placed: Callable[[], bool]) -> dict:
     """The act, with ``checked``: the stat the content was checked under (``_same_inode_still``
-    saw it right before), for the catalog's hash carry-over onto the inode's other links."""
+    saw it right before), for the catalog's hash carry-over onto the inode's other links.
+    ``placed``: looked at right before the rename that starts either act, and right after it."""
     checked = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
     if u.hold_run is not None:
-        held, _, ident = _hold(parent, name, u.shown, st, u.root, u.parts, u.hold_run)
+        held, _, ident = _hold(parent, name, u.shown, st, u.root, u.parts, u.hold_run, placed=placed)
         return {
             "status": "held",
             "bytes_freed": 0,
@@ -2686,7 +2773,7 @@ def _unlink_or_hold(u: _Unlink, parent: Dir, name: bytes, st: os.stat_result) ->
     # Not ``unlinkat(name)``: a file renamed over the name since the last look would lose its last
     # link. A rename to the drop name, a look, and the unlink of that name (one rename and one lstat
     # more per delete, ~180k of each for a large demote: metadata only, no byte read).
-    _drop_checked(parent, name, st, u.shown, verb="delete")
+    _drop_checked(parent, name, st, u.shown, verb="delete", placed=placed)
     return {
         "status": "unlinked",
         "bytes_freed": st.st_size if st.st_nlink == 1 else 0,
@@ -2753,11 +2840,14 @@ def _hold(
     *,
     look=False,
     want: list[int] | None = None,
+    placed: Callable[[], bool] | None = None,
 ) -> tuple[str, os.stat_result | None, list[int]]:
     """Move ``name`` (the inode ``st``) into holding; (where it is held, with ``look`` its lstat
     there right after, through the holding folder: None if that is not ``st``'s inode, and the
     holding folder's [dev, inode] to journal). ``want``: the holding folder's identity journaled
-    before the hold (``holding_ids``); another folder there is ``HoldingGone``, nothing moved."""
+    before the hold (``holding_ids``); another folder there is ``HoldingGone``, nothing moved.
+    ``placed``: whether ``parent`` is still below its seeding root (``_walk_placed``), looked at
+    right before the rename into holding and right after it."""
     target = holding_path(b"/".join([root.rstrip(b"/"), *parts]), os.fsdecode(root), run)
     try:
         hold, top = _open_holding_id(root, run, parts[:-1], create=True)
@@ -2767,14 +2857,16 @@ def _hold(
         _holding_is(root, top, want, hold.dev)
         if hold.dev != st.st_dev:
             raise UnsafeOperation(f"cannot hold {path_s}: {hold.show()} is on another filesystem")
-        _into_holding(parent, hold, name, st, path_s, target)
+        _into_holding(parent, hold, name, st, path_s, target, placed)
         held = hold.lstat(name) if look else None
     if held is not None and (held.st_dev, held.st_ino) != (st.st_dev, st.st_ino):
         held = None
     return os.fsdecode(target), held, _holding_id(top)
 
 
-def _into_holding(parent: Dir, hold: Dir, name: bytes, st: os.stat_result, path_s: str, target: str) -> None:
+def _into_holding(
+    parent: Dir, hold: Dir, name: bytes, st: os.stat_result, path_s: str, target: str, placed: Callable[[], bool] | None
+) -> None:
     """Move the entry ``name`` of ``parent`` (the inode ``st``) into ``hold`` by one rename, never
     over a held name; UnsafeOperation if another file was met (put back, nothing removed).
 
@@ -2792,6 +2884,8 @@ def _into_holding(parent: Dir, hold: Dir, name: bytes, st: os.stat_result, path_
         new = _drop_name(name, st.st_ino)  # a kill before its unlink: ``_absent`` drops it
     else:
         raise UnsafeOperation(f"cannot hold {path_s}: {target} already holds another file")
+    if placed is not None and not placed():
+        raise UnsafeOperation(_moved_off(parent, f"cannot hold {path_s}"), hint="re-plan")
     try:
         moved = _move_checked(parent, name, hold, new, st)
     except FileNotFoundError:
@@ -2809,6 +2903,7 @@ def _into_holding(parent: Dir, hold: Dir, name: bytes, st: os.stat_result, path_
             f"cannot hold {path_s}: the entry was swapped for another file while it was being held "
             "(that file is left where it was; nothing held)"
         )
+    _back_unless_placed(placed, hold, new, parent, name, f"cannot hold {path_s}")
     if new != name:
         os.unlink(new, dir_fd=hold.fd)  # the spare link, in qbhook's own folder; ``target`` still links it
 
@@ -3254,7 +3349,7 @@ def remove_leftover_view(
     refused, a change during the checks) or OSError may pass: the caller keeps the view for
     another try.
     """
-    path_s, parent, parts = _view_at(path, roots)
+    path_s, parent, parts, placed = _view_at(path, roots)
     if parent is None:
         return {"status": "absent"}
     with parent:
@@ -3291,11 +3386,19 @@ def remove_leftover_view(
         checked = (st.st_ino, st.st_nlink, st.st_size, st.st_ctime_ns)
         if (last.st_ino, last.st_nlink, last.st_size, last.st_ctime_ns) != checked:
             raise UnsafeOperation(f"refusing to remove {path_s}: it changed during the checks")
-        _drop_checked(parent, parts[-1], last, path_s)
+        _drop_checked(parent, parts[-1], last, path_s, placed=placed)
     return {"status": "removed", "bytes_freed": size if st.st_nlink == 1 else 0}
 
 
-def _drop_checked(parent: Dir, name: bytes, st: os.stat_result, path_s: str, *, verb: str = "remove") -> None:
+def _drop_checked(
+    parent: Dir,
+    name: bytes,
+    st: os.stat_result,
+    path_s: str,
+    *,
+    verb: str = "remove",
+    placed: Callable[[], bool] | None = None,
+) -> None:
     """Unlink ``name`` of ``parent``, the file ``st`` just checked: renamed first to a name no torrent
     owns (``_drop_name``), proven there (``_move_checked``), and unlinked under that name.
 
@@ -3305,9 +3408,14 @@ def _drop_checked(parent: Dir, name: bytes, st: os.stat_result, path_s: str, *, 
     and the next attempt puts it back and judges it afresh (``_undo_drop``: a leftover view's
     removal, and ``safe_unlink``'s delete when it finds its name gone). The drop name sits in
     a folder a writer of the seeding tree can write: one who renames a file onto it could as well
-    have unlinked that file, which is what the module's model already grants it."""
+    have unlinked that file, which is what the module's model already grants it. ``placed``: whether
+    ``parent`` is still below its seeding root (``_walk_placed``), looked at right before the rename
+    and right after it: once the file is under the drop name in a folder proven in place, a move of
+    the folder takes no name of it into the library."""
     tmp = _drop_name(name, st.st_ino)
     changed = f"refusing to {verb} {path_s}: it changed during the checks"
+    if placed is not None and not placed():
+        raise UnsafeOperation(_moved_off(parent, f"refusing to {verb} {path_s}"), hint="re-plan")
     try:
         moved = _move_checked(parent, name, parent, tmp, st)
     except FileNotFoundError:
@@ -3321,6 +3429,7 @@ def _drop_checked(parent: Dir, name: bytes, st: os.stat_result, path_s: str, *, 
         ) from None
     if not moved:
         raise UnsafeOperation(f"{changed}: another file was renamed over it (left in place)")
+    _back_unless_placed(placed, parent, tmp, parent, name, f"refusing to {verb} {path_s}")
     os.unlink(tmp, dir_fd=parent.fd)  # the drop name: see above
 
 
@@ -3371,14 +3480,17 @@ def _take_spare(parent: Dir, name: bytes, ino: int, now: os.stat_result, tst: os
     return True
 
 
-def _view_at(path, roots) -> tuple[str, Dir | None, list[bytes]]:
-    """(``path`` as shown, its verified folder or None if gone, its parts below its root) of a name
-    qbhook made below a seeding root that a removal judges; ViewReleased if it is not one."""
+def _view_at(path, roots) -> tuple[str, Dir | None, list[bytes], Callable[[], bool] | None]:
+    """(``path`` as shown, its verified folder or None if gone, its parts below its root, the look
+    that proves that folder still below its root: ``_walk_placed``'s) of a name qbhook made below
+    a seeding root that a removal judges; ViewReleased if it is not one."""
     path_s = os.fsdecode(_p(path))
     root, parts = _split_under(path, roots)
     if not parts or in_own_folder(parts[:-1]):
         raise ViewReleased(f"refusing to remove {path_s}: not a view below a seeding root")
-    return path_s, _walk_to_view(root, parts[:-1]), parts
+    walked: list[tuple[bytes, int, int]] = []
+    d = _walk_to_view(root, parts[:-1], walked)
+    return path_s, d, parts, None if d is None else _placing(d, root, walked)
 
 
 def _source_of(path_s: str, src, roots: tuple) -> tuple[Dir, bytes, os.stat_result]:
@@ -3407,7 +3519,7 @@ def remove_unrecorded_link(path, src, *, roots, src_roots=()) -> dict:
     ``absent`` if nothing is there. ``ViewReleased``: something else is at ``path`` (another
     inode, not a regular file); ``ViewUnproven``: ``src`` is gone, so nothing proves which
     inode the step linked. The caller keeps the file then."""
-    path_s, parent, parts = _view_at(path, roots)
+    path_s, parent, parts, placed = _view_at(path, roots)
     if parent is None:
         return {"status": "absent"}
     with parent:
@@ -3425,7 +3537,7 @@ def remove_unrecorded_link(path, src, *, roots, src_roots=()) -> dict:
                 return {"status": "absent"}
             if (last.st_dev, last.st_ino) != (st.st_dev, st.st_ino):
                 raise UnsafeOperation(f"refusing to remove {path_s}: it changed during the checks")
-            _drop_checked(parent, parts[-1], last, path_s)
+            _drop_checked(parent, parts[-1], last, path_s, placed=placed)
     return {"status": "removed", "dev": st.st_dev, "ino": st.st_ino, "size": st.st_size}
 
 
@@ -3461,14 +3573,14 @@ def _is_view(st: os.stat_result, ino: int, size: int, dev: int | None) -> bool:
     return stat_mod.S_ISREG(st.st_mode) and (st.st_ino, st.st_size) == (ino, size) and dev in (None, st.st_dev)
 
 
-def _walk_to_view(root: bytes, parts: list[bytes]) -> Dir | None:
+def _walk_to_view(root: bytes, parts: list[bytes], walked: list[tuple[bytes, int, int]] | None = None) -> Dir | None:
     """The folder ``parts`` below the seeding root ``root`` that holds a leftover view; None when a
     folder below the root is gone (so is the view). The root itself missing says nothing about
     the view: its pool is not mounted (the mount point an empty folder), and "absent" would end
     the view's tracking for good, a view that may be the last copy of its content among them.
-    ``UnsafeOperation`` then: the caller keeps the view for another run."""
+    ``UnsafeOperation`` then: the caller keeps the view for another run. ``walked``: as ``_open_root``'s."""
     try:
-        d = _open_root(root)
+        d = _open_root(root, walked)
     except (FileNotFoundError, NotADirectoryError):
         raise UnsafeOperation(
             f"seeding root {os.fsdecode(root)} is missing", hint="is its pool mounted? the view is kept"
