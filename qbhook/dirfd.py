@@ -53,12 +53,15 @@ from qbhook.paths import normalize
 __all__ = [
     "DIR_FLAGS",
     "EntryChanged",
+    "EntryKey",
     "FolderReader",
     "FolderRefused",
     "NotAFolder",
     "NotRegular",
     "Pin",
     "SeedingRoot",
+    "entry_key",
+    "folder_id",
     "loose_folders_above",
     "open_below",
     "open_file_at",
@@ -84,6 +87,26 @@ MAX_OPEN = 32
 # A reader made for a few looks (the executor's checks of one step, the catalog's look at a path
 # it was given no stat for): nothing to cache across, so it keeps few folders, whatever the depth.
 LOOK_MAX_OPEN = 4
+
+
+# One directory entry, however its path is spelled: (its folder's st_dev, st_ino, its name).
+EntryKey = tuple[int, int, bytes]
+
+
+def folder_id(st: os.stat_result) -> tuple[int, int]:
+    """What one folder (or file) is, whichever path reaches it: its (st_dev, st_ino)."""
+    return (st.st_dev, st.st_ino)
+
+
+def entry_key(folder: tuple[int, int], name: str | bytes) -> EntryKey:
+    """The entry ``name`` of the folder ``folder`` (its ``folder_id``), as one key: two spellings of one
+    link (its folder reached two ways: a bind mount of seeding data inside the same filesystem, an
+    export or a container's alias folder) are one key, two links are two. The one rule by which
+    links are counted, so the planner (``decide.snapshot``, ``InodeFact.aliases``) and the
+    executor's last check before a delete (``move.fsops._no_new_outside_link``) cannot disagree:
+    when they did, a demote the planner saw as seed-only was refused by the executor after its
+    whole copy, and planned again every sweep."""
+    return (folder[0], folder[1], os.fsencode(name))
 
 
 class NotAFolder(Exception):
@@ -490,6 +513,9 @@ class FolderReader:
         self._fds: OrderedDict[str, int] = OrderedDict()
         # folders found missing (None) or refused, for the reader's life: asked again, the same answer
         self._verdicts: dict[str, FolderRefused | None] = {}
+        # (st_dev, st_ino) of the folders ``identity`` was asked for (None: none to be had), for the
+        # reader's life: one fstat per distinct folder, however many files it holds.
+        self._ids: dict[str, tuple[int, int] | None] = {}
         self._max_open = max(2, max_open)
         # The folder the last path was placed in, (path, descriptor): a torrent's files are asked
         # for one after another, and this skips normalising and placing each one again.
@@ -528,6 +554,30 @@ class FolderReader:
         if root is None:
             raise ValueError(f"{path}: not below any of {', '.join(self._roots)}")
         return self._folder(path, root)
+
+    def identity(self, path: str) -> tuple[int, int] | None:
+        """The (st_dev, st_ino) of the folder ``path``, the fstat of its verified descriptor (so the
+        folder checked is the one named): what one folder is whichever way it is spelled (a bind
+        mount shows it at a second path). None: missing, refused, or under no root. Kept for the
+        reader's life, so a caller asking for every folder of many files pays one fstat a folder."""
+        try:
+            return self._ids[path]
+        except KeyError:
+            pass
+        try:
+            fd = self.folder(path)
+            got = None if fd is None else folder_id(os.fstat(fd))
+        except (FolderRefused, ValueError):
+            got = None
+        self._ids[path] = got
+        return got
+
+    def entry(self, path: str) -> EntryKey | None:
+        """``entry_key`` of ``path`` (an entry below a root): its folder's ``identity`` and its name;
+        None when that folder has none."""
+        parent, _, name = path.rpartition("/")
+        folder = self.identity(parent or "/")
+        return None if folder is None else entry_key(folder, name)
 
     def lstat(self, path: str) -> os.stat_result | None:
         """lstat of ``path``, taken relative to its verified folder (a symlink at ``path`` itself is

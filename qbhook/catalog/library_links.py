@@ -9,7 +9,13 @@ roots is collected (``collect``) and followed, read-only (one ``stat``, and ``re
 where the target is a folder or is gone):
 
 * a file target is kept by its (st_dev, st_ino): whatever path the walk meets it by;
-* a folder target by its real path: everything below it;
+* a folder target by its real path: everything below it; and by its identity (st_dev, st_ino):
+  everything below that folder whichever path reaches it. ``realpath`` sees through symlinks,
+  never through a bind mount: a library that links through one (an export, a container's alias
+  folder of the seeding data, on the same filesystem) names the torrent's folder by a path the
+  facts never spell, its symlink was missed and dangled after the demote. ``reaching`` matches an
+  ancestor folder by identity when its caller can say what each folder is (``identity``), the real
+  path staying the rule for a target that is gone;
 * a target that is gone (dangling: its file was quarantined already, or never there) by the
   real path it names: the purge keeps the held file quarantined from that place; and, read as a
   container's path through each client's ``path_map`` (an *arr app in a container writes its
@@ -58,35 +64,50 @@ import os
 import posixpath
 import stat as stat_mod
 import subprocess
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from qbhook.catalog import findwalk
 from qbhook.errors import LibraryLinksUnseen, PathMapError
 from qbhook.pathmap import PathMap
 
+# What a folder is, by its path: (st_dev, st_ino), None when that cannot be told (the caller's
+# look: ``dirfd.FolderReader.identity`` through verified descriptors, cached per folder).
+Identity = Callable[[str], "tuple[int, int] | None"]
+
 
 @dataclass(frozen=True)
 class LibraryLinks:
-    """What the libraries' symlinks reach: identities of file targets, real paths of folder and gone ones."""
+    """What the libraries' symlinks reach: identities of file and folder targets, real paths of
+    folder and gone ones."""
 
     files: dict[tuple[int, int], str] = field(default_factory=dict)  # (st_dev, st_ino) -> a symlink to it
     places: dict[str, str] = field(default_factory=dict)  # real path (a folder, or gone) -> a symlink to it
+    folders: dict[tuple[int, int], str] = field(default_factory=dict)  # a folder's (st_dev, st_ino) -> a symlink to it
 
     def __len__(self) -> int:
         return len(self.files) + len(self.places)
 
-    def reaching(self, path: str, key: tuple[int, int] | None = None) -> str | None:
+    def reaching(self, path: str, key: tuple[int, int] | None = None, identity: Identity | None = None) -> str | None:
         """A symlink that reaches ``path`` (or the file ``key`` names): ``path`` is at or below a
-        place, or ``key`` is a file target; None when none does. One lookup per folder above
-        ``path``, not one per symlink (a symlink-mode library has one per file)."""
+        place, or below a folder target by identity (a folder above ``path`` that ``identity``,
+        given, says is one: (st_dev, st_ino) by path, None when it has none, cached by the caller
+        so each distinct folder is looked at once), or ``key`` is a file target; None when none
+        does. One lookup per folder above ``path``, not one per symlink (a symlink-mode library
+        has one per file)."""
         if key is not None and (link := self.files.get(key)) is not None:
             return link
-        if not self.places:
+        by_id = self.folders if identity is not None else None
+        if not self.places and not by_id:
             return None
         p = os.path.normpath(path)
+        below = False  # ``path`` itself is a file's (a delete's, a group file's): no folder to ask of
         while True:
             if (link := self.places.get(p)) is not None:
                 return link
+            if below and by_id and (got := identity(p)) is not None and (link := by_id.get(got)) is not None:
+                return link
+            below = True
             up = posixpath.dirname(p)
             if up == p:
                 return None
@@ -106,6 +127,30 @@ class LibraryLinks:
 
 
 NO_LINKS = LibraryLinks()
+
+
+def matched_folders(found: LibraryLinks, paths: Iterable[str], identity: Identity, stop) -> dict[str, str]:
+    """Each folder above one of ``paths`` (files), up to where ``stop`` says (a pool root, whose
+    own folder is asked too), that is a folder target of ``found`` by identity, spelled as that
+    path spells it: folder path -> symlink. What the snapshot adds to its places, so a folder
+    symlink written through a second path of the folder (a bind mount) reaches the files the
+    facts spell by the first (``LibraryLinks.reaching`` by path only, in the planner: no I/O).
+    One ``identity`` per distinct folder: a folder met again is not climbed from twice."""
+    if not found.folders:
+        return {}
+    out: dict[str, str] = {}
+    seen: set[str] = set()
+    for path in paths:
+        d = posixpath.dirname(path)
+        while d not in seen:
+            seen.add(d)
+            if (got := identity(d)) is not None and (link := found.folders.get(got)) is not None:
+                out[d] = link
+            up = posixpath.dirname(d)
+            if stop(d) or up == d:
+                break
+            d = up
+    return out
 
 
 def respelled(places: dict[str, str], roots) -> dict[str, str]:
@@ -137,6 +182,7 @@ def collect(cfg) -> LibraryLinks:
     """Every symlink in every configured pool outside its seeding roots, followed (see the model)."""
     files: dict[tuple[int, int], str] = {}
     places: dict[str, str] = {}
+    folders: dict[tuple[int, int], str] = {}
     ignore = findwalk.ignore_set(cfg.scan)
     # Every pool's seeding roots, in every pool's walk: one pool's folder may hold another's.
     seeds = {os.path.normpath(str(r)) for p in cfg.pools for r in p.seeding_roots}
@@ -150,8 +196,8 @@ def collect(cfg) -> LibraryLinks:
             continue  # not walked, or walked already (two pools, one root)
         if any(_below(root, r) for r in roots) and not any(root == s or _below(root, s) for s in seeds):
             continue  # in the walk of a pool root above it (mounts are crossed; a seeding root is pruned)
-        _pool_links(pool.name, root, seeds, ignore, maps, (files, places))
-    return LibraryLinks(files, places)
+        _pool_links(pool.name, root, seeds, ignore, maps, (files, places, folders))
+    return LibraryLinks(files, places, folders)
 
 
 # Walks of one pool before its changing is called unseen: enough to outlast one rename (an *arr's
@@ -160,7 +206,7 @@ WALKS = 3
 
 
 def _pool_links(pool: str, root: str, seeds: set[str], ignore: set[bytes], maps: list[PathMap], into: tuple) -> None:
-    """The symlinks below ``root`` followed ``into`` (files, places), from a walk that saw no
+    """The symlinks below ``root`` followed ``into`` (files, places, folders), from a walk that saw no
     entry vanish; a walk that saw one is walked again, up to ``WALKS``, then ``LibraryLinksUnseen``.
 
     Why no vanish is tolerated: an entry gone between a walk's listing and its look was once taken
@@ -169,18 +215,15 @@ def _pool_links(pool: str, root: str, seeds: set[str], ignore: set[bytes], maps:
     that listing, is never walked: every symlink below it unseen, the data they use deleted. A
     renamed symlink likewise (find names it by its listed name, unlooked-at). Which it was cannot be
     told once it is gone, so any vanish redoes the walk; find's and the Python walk's one rule."""
-    files, places = into
     for _ in range(WALKS):
         links, gone = _symlinks(pool, root, seeds, ignore)
-        got_files: dict = {}
-        got_places: dict = {}
+        got: tuple[dict, dict, dict] = ({}, {}, {})
         # A symlink gone when followed: itself, or a folder above it, renamed since the listing.
-        gone = gone or next((link for link in links if _follow(link, got_files, got_places, maps)), None)
+        gone = gone or next((link for link in links if _follow(link, got, maps)), None)
         if gone is None:
-            for k, v in got_files.items():
-                files.setdefault(k, v)
-            for k, v in got_places.items():
-                places.setdefault(k, v)
+            for kept, new in zip(into, got, strict=True):
+                for k, v in new.items():
+                    kept.setdefault(k, v)
             return
     raise LibraryLinksUnseen(
         f"cannot look for library symlinks in pool {pool} (its folders kept changing: each of {WALKS}"
@@ -194,12 +237,12 @@ def _below(path: str, root: str) -> bool:
     return path != root and path.startswith(root.rstrip("/") + "/")
 
 
-def _follow(link: str, files: dict, places: dict, maps: list[PathMap] = ()) -> bool:
+def _follow(link: str, got: tuple[dict, dict, dict], maps: list[PathMap] = ()) -> bool:
     """One symlink followed, read-only: its target's identity, or the real path it names. A
     dangling one is also read as a container's path (``_as_host``): an *arr app in a container
     that links in symlink mode writes its own spelling, /data/... where the host has /stash/data/...
     Whether the symlink itself is gone since the walk listed it (nothing kept then)."""
-    if _reach(link, link, files, places):
+    if _reach(link, link, got):
         return False
     try:
         os.lstat(link)  # only for one that reached nothing: dangling, or itself gone
@@ -208,13 +251,15 @@ def _follow(link: str, files: dict, places: dict, maps: list[PathMap] = ()) -> b
     except (OSError, ValueError):
         pass
     for host in _as_host(link, maps):
-        _reach(host, link, files, places)
+        _reach(host, link, got)
     return False
 
 
-def _reach(path: str, link: str, files: dict, places: dict) -> bool:
-    """What ``path`` names, followed, kept for ``link``: a file's identity, else (a folder, or
-    nothing there) the real path; whether something was there."""
+def _reach(path: str, link: str, got: tuple[dict, dict, dict]) -> bool:
+    """What ``path`` names, followed, kept for ``link`` in ``got`` (files, places, folders): a
+    file's identity, else (a folder, or nothing there) the real path, and a folder's identity too;
+    whether something was there."""
+    files, places, folders = got
     try:
         st = os.stat(path)
     except (OSError, ValueError):  # dangling, a loop, a name too long: the place it names
@@ -222,6 +267,8 @@ def _reach(path: str, link: str, files: dict, places: dict) -> bool:
     if st is not None and not stat_mod.S_ISDIR(st.st_mode):
         files.setdefault((st.st_dev, st.st_ino), link)
         return True
+    if st is not None:
+        folders.setdefault((st.st_dev, st.st_ino), link)
     try:
         places.setdefault(os.path.realpath(path), link)
     except (OSError, ValueError):

@@ -89,6 +89,10 @@ class InodeFact:
     other_paths: tuple[str, ...] = ()  # known links outside the seeding roots (libraries ...)
     mtime_ns: int = 0  # as lstat-ed for this snapshot (convergence keeps the oldest)
     ctime_ns: int = 0  # as lstat-ed for this snapshot (the settle rule: hashing.settled)
+    # Seeding paths that spell an entry another one counts already (one folder reached two ways
+    # inside a seeding root: a bind mount of seeding data, an export or alias folder), by the
+    # executor's rule (``dirfd.entry_key``): each is no link of its own (``external_links``).
+    aliases: int = 0
 
     @property
     def key(self) -> InodeKey:
@@ -100,8 +104,10 @@ class InodeFact:
 
     @property
     def external_links(self) -> int:
-        """Links that are not inside any seeding root: a library (or something unknown) uses it."""
-        return max(self.nlink - len(self.seeding_paths), 0)
+        """Links that are not inside any seeding root: a library (or something unknown) uses it.
+        Seeding links are counted as entries, not spellings (``aliases``): two paths of one entry
+        counted twice hid the library's hard link, and the group demoted."""
+        return max(self.nlink - len(self.seeding_paths) + self.aliases, 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,7 @@ import posixpath
 import stat as stat_mod
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 
 from qbhook.catalog import library_links
@@ -206,7 +206,7 @@ class SnapshotBuilder:
         self._hash_what_decisions_need(torrents, pools, now)
         content = self._donor_index(torrents)
         existing = self._destinations(torrents, pools)
-        library = self._library(pools, reach)
+        library = self._library(pools, reach, torrents)
         return Snapshot(
             torrents=tuple(torrents),
             inodes=dict(self.inodes),
@@ -562,7 +562,23 @@ class SnapshotBuilder:
             other_paths=other,
             mtime_ns=st.st_mtime_ns,
             ctime_ns=st.st_ctime_ns,
+            aliases=self._aliases(seeding) if len(seeding) > 1 else 0,
         )
+
+    def _aliases(self, seeding: tuple[str, ...]) -> int:
+        """How many of ``seeding`` (2+ paths, each still this inode) spell an entry another one
+        spells too: one folder reached two ways (a bind mount inside the seeding root). Counted by
+        ``dirfd.entry_key``, the executor's delete check's rule (``fsops._no_new_outside_link``),
+        through this build's verified folders: one fstat per distinct folder. Only paths of one
+        name can be one entry, so links of distinct names cost nothing, and a cross-seed's link (its
+        own folder, the same name) one fstat a folder. A path whose folder cannot be read counts as
+        no entry: more external links, so it stays, as the executor would refuse it."""
+        names = Counter(p.rpartition("/")[2] for p in seeding)
+        same = [p for p in seeding if names[p.rpartition("/")[2]] > 1]
+        if not same:
+            return 0
+        entries = {self.reader.entry(p) for p in same}
+        return len(same) - len(entries - {None})
 
     def _still_links(self, p: str, st: os.stat_result, at: str) -> bool:
         # split_links gave canonical spellings. ``at`` was lstat-ed by the caller (``_lstat_file``,
@@ -623,11 +639,19 @@ class SnapshotBuilder:
         )
 
     # ------------------------------------------------------------ libraries' symlinks
-    def _library(self, pools: tuple[PoolFact, ...], reach: SweepReach | None) -> LibrarySymlinks:
+    def _library(
+        self, pools: tuple[PoolFact, ...], reach: SweepReach | None, torrents: list[TorrentFact]
+    ) -> LibrarySymlinks:
         """``Snapshot.library``: the libraries' symlinks (``library_links.collect``), walked once per
         snapshot (once per sweep, with ``reach``) and only when a group may move (``self._movable``):
         a plan that can move nothing pays no walk. A walk that cannot finish withholds every move,
-        naming why (``planner.library_blockers``): a library not seen is data deleted."""
+        naming why (``planner.library_blockers``): a library not seen is data deleted.
+
+        A folder target is a place by its real path, and also each folder of ``torrents``' files
+        that is that folder by identity (``library_links.matched_folders``): a symlink written
+        through a bind mount of the seeding data names a path the facts never spell. Asked only
+        when some symlink has a folder target, once per distinct folder, through this build's
+        verified descriptors (``FolderReader.identity``), so the planner matches by path alone."""
         if not self._movable:
             return LibrarySymlinks(unseen="library symlinks not looked for (nothing looked movable)")
         found = reach.library if reach is not None else None
@@ -647,10 +671,17 @@ class SnapshotBuilder:
             for fsid in self._dev_fsids.get(dev, ())
             if (fsid, ino) in self.inodes
         }
-        folders = LibraryLinks(places=library_links.respelled(found.places, (p.path for p in pools)))
+        places = library_links.respelled(found.places, (p.path for p in pools))
+        paths = (f.path for t in torrents for f in t.files)
+        places.update(library_links.matched_folders(found, paths, self.reader.identity, self._climbed))
+        folders = LibraryLinks(places=places)
         return LibrarySymlinks(
             files, folders, {k: library_links.target(k) for k in {*files.values(), *folders.places.values()}}
         )
+
+    def _climbed(self, folder: str) -> bool:
+        """``matched_folders`` climbs no higher than ``folder``: a pool root, or under none."""
+        return self.reader.root_of(folder) in (None, folder)
 
     def _demotion_hashes(self, facts: list[InodeFact], cold: PoolFact, now: float, need: set[int]) -> set[int]:
         """What a demotion must hash before planning: the files that could be reused from the target
@@ -721,6 +752,7 @@ class SnapshotBuilder:
                     old.other_paths,
                     old.mtime_ns,
                     old.ctime_ns,
+                    old.aliases,
                 )
 
     def _convergence_candidates(self, wanted: set[tuple[str, int]]) -> set[int]:

@@ -322,6 +322,25 @@ def _look_due(last: float | None, now: float, deletes_started: bool) -> bool:
     return last is None or now - last >= limit
 
 
+def _library_reach(found: library_links.LibraryLinks, steps, reader: FolderReader) -> tuple[str | None, str]:
+    """(the library symlink that reaches an old link a ``Delete`` of ``steps`` removes, that
+    path), or (None, ""): a file target by the link's identity, a folder target by real path or by
+    the identity of a folder above it (``reader.identity``: one fstat a folder, however many
+    deletes it holds), so a symlink written through a bind mount of the seeding data counts."""
+    for d in steps:
+        if not isinstance(d, Delete):
+            continue
+        path = _norm(d.path)
+        try:
+            lst = os.lstat(path)
+            key = (lst.st_dev, lst.st_ino)
+        except OSError:  # deleted already: its place may still be a symlink's
+            key = None
+        if (link := found.reaching(path, key, reader.identity)) is not None:
+            return link, path
+    return None, ""
+
+
 def _every_client(clients: ClientsByName) -> list[ClientPort]:
     """Every client of ``clients``: a ``Clients`` iterates its adapters, a plain mapping its names."""
     values = getattr(clients, "values", None)
@@ -2191,21 +2210,16 @@ class Executor:
             raise LibraryLinksUnseen(
                 f"{found.message}, so whether a library uses the old links is unseen{stop}", hint=found.hint
             )
-        for d in st.plan.steps:
-            if not isinstance(d, Delete):
-                continue
-            path = _norm(d.path)
-            try:
-                lst = os.lstat(path)
-                key = (lst.st_dev, lst.st_ino)
-            except OSError:  # deleted already: its place may still be a symlink's
-                key = None
-            if (link := found.reaching(path, key)) is not None:
-                raise VerificationFailed(
-                    f"library symlink {link} -> {library_links.target(link)} uses {path}, "
-                    f"an old link this group deletes{stop}",
-                    hint="re-plan: a group a library uses stays where it is",
-                )
+        # A folder target is matched by identity too (a symlink written through a bind mount of the
+        # seeding data): each folder above the deletes looked at once, through verified descriptors.
+        with self.ctx.reader() as reader:
+            link, path = _library_reach(found, st.plan.steps, reader)
+        if link is not None:
+            raise VerificationFailed(
+                f"library symlink {link} -> {library_links.target(link)} uses {path}, "
+                f"an old link this group deletes{stop}",
+                hint="re-plan: a group a library uses stays where it is",
+            )
         st.library_at = at
 
     def _library_walk(self, deletes_started: bool) -> tuple[float, library_links.LibraryLinks | LibraryLinksUnseen]:
@@ -2217,7 +2231,9 @@ class Executor:
             try:
                 found = library_links.collect(self.cfg)
                 roots = [p.path for p in self.cfg.pools]
-                found = library_links.LibraryLinks(found.files, library_links.respelled(found.places, roots))
+                found = library_links.LibraryLinks(
+                    found.files, library_links.respelled(found.places, roots), found.folders
+                )
             except LibraryLinksUnseen as e:
                 found = e
             self._walked = (now, found)

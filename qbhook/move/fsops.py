@@ -96,11 +96,14 @@ from qbhook.catalog.fsid import is_zfs
 from qbhook.catalog.store import CarryProof
 from qbhook.dirfd import (
     EntryChanged,
+    EntryKey,
     FolderRefused,
     NotAFolder,
     NotRegular,
     Pin,
     SeedingRoot,
+    entry_key,
+    folder_id,
     open_below,
     open_file_at,
     open_root,
@@ -2369,15 +2372,16 @@ def holding_path(path, seeding_root, run) -> str:
     return os.path.join(root, HOLDING_DIR, str(run), rel)
 
 
-def _link_entry(path, roots) -> tuple[tuple[int, int, bytes], os.stat_result] | None:
-    """((dev, folder inode, name), lstat) of a link reached through verified folders; None if unreachable."""
+def _link_entry(path, roots) -> tuple[EntryKey, os.stat_result] | None:
+    """(``entry_key``: folder dev, folder inode, name; lstat) of a link reached through verified
+    folders; None if unreachable."""
     try:
         d, name, _parts = _open_parent(path, roots)
     except (UnsafeOperation, OSError):
         return None  # outside every seeding root, or through a symlink: not a seeding link
     with d:
         st = d.lstat(name)
-        return ((d.st.st_dev, d.st.st_ino, name), st) if st is not None else None
+        return (entry_key(folder_id(d.st), name), st) if st is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -2664,7 +2668,8 @@ def _no_new_outside_link(u: _Unlink, parent: Dir, name: bytes, st: os.stat_resul
 
     The holding copies of this run's earlier deletes count as known (they are still links
     until purged). Links are counted as (folder, name) entries reached through verified
-    folders, so two spellings of one link (a bind mount, lesson 5) are one, and a "seeding
+    folders (``dirfd.entry_key``, the planner's rule too), so two spellings of one link (a bind
+    mount, lesson 5) are one, and a "seeding
     link" outside every seeding root (a library link, whatever the plan says) is none.
     """
     known = {os.fsdecode(_p(p)) for p in u.seeding_links} | {u.shown}
@@ -2675,7 +2680,7 @@ def _no_new_outside_link(u: _Unlink, parent: Dir, name: bytes, st: os.stat_resul
             except UnsafeOperation:
                 continue
             known.add(holding_path(p, os.fsdecode(r), u.hold_run))
-    entries = {(parent.st.st_dev, parent.st.st_ino, name)}
+    entries = {entry_key(folder_id(parent.st), name)}
     for p in known - {u.shown}:
         got = _link_entry(p, u.seeding_roots)
         if got is not None and (got[1].st_dev, got[1].st_ino) == (st.st_dev, st.st_ino):

@@ -17,7 +17,9 @@ import pytest
 from qbhook.catalog import library_links
 from qbhook.config import QbtConfig
 from qbhook.decide.planning import explain_group
+from qbhook.dirfd import FolderReader
 from tests.helpers import write
+from tests.mountns import bind, own_mounts
 from tests.unit.test_snapshot_paths import H2, H, bed, group, plan_of, torrent  # noqa: F401  (fixture)
 
 
@@ -54,6 +56,42 @@ def test_a_library_folder_symlink_onto_the_torrents_folder_keeps_it_on_stash(bed
     folder = str(bed.seed_s / "m/Movie")
     at = link(bed.lib / "Movie (2020)", folder)
     stays_for(bed, at, folder)
+
+
+@own_mounts
+def test_a_library_folder_symlink_written_through_a_bind_mount_of_the_seeding_data_keeps_it_on_stash(bed):  # noqa: F811
+    """R32: an export (or a container's alias) folder in the pool is a bind mount of the seeding
+    root, and the library's symlink names the torrent's folder through it: ``realpath`` does not
+    see through a bind mount, so its place was the alias path, which no fact spells; the group
+    demoted and the symlink dangled. The folder is also matched by identity (st_dev, st_ino)."""
+    movie(bed)
+    alias = bed.stash / "export"
+    alias.mkdir()
+    bind(bed.seed_s, alias)
+    target = str(alias / "m/Movie")
+    at = link(bed.lib / "Movie (2020)", target)
+    snap, _g = stays_for(bed, at, target)
+    assert snap.library.folders.places[str(bed.seed_s / "m/Movie")] == at  # as the facts spell it
+
+
+def test_a_folder_symlink_asks_each_folder_of_the_snapshots_files_its_identity_once(bed, monkeypatch):  # noqa: F811
+    """The identity match costs one fstat per distinct folder (through the build's verified
+    descriptors), not one per file; and none at all when no symlink has a folder target."""
+    asked: list[str] = []
+    real = FolderReader.identity
+    monkeypatch.setattr(FolderReader, "identity", lambda self, p: asked.append(p) or real(self, p))
+    movie(bed)
+    write(bed.seed_s / "m/Movie/extra.nfo", b"nfo")
+    torrent(bed, H2, bed.seed_s / "m", [("Movie/x.mkv", 11), ("Movie/extra.nfo", 3)])
+    link(bed.lib / "Other.mkv", str(bed.seed_s / "m/Movie/extra.nfo"))  # a file target: no folder asked
+    plan_of(bed)
+    assert asked == []
+    link(bed.lib / "Elsewhere", str(bed.outside))  # a folder target, elsewhere
+    os.makedirs(bed.outside)
+    plan_of(bed)
+    assert sorted(asked) == sorted(set(asked)), asked  # each folder once
+    assert str(bed.seed_s / "m/Movie") in asked and str(bed.stash) in asked  # up to the pool root
+    assert all(p == str(bed.stash) or p.startswith(f"{bed.stash}/") for p in asked), asked  # never above it
 
 
 def test_a_symlink_in_a_nested_library_folder_onto_a_nested_folder_of_the_torrent_counts(bed):  # noqa: F811

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from qbhook.dirfd import FolderReader, FolderRefused, NotAFolder, open_below
+from qbhook.dirfd import FolderReader, FolderRefused, NotAFolder, entry_key, folder_id, open_below
 from tests.helpers import write
 from tests.swap import record_looks, swap
 
@@ -41,6 +41,28 @@ def test_files_are_lstat_ed_through_folders_each_opened_once(tree, monkeypatch):
     looks = looks[2:]
     assert looks[:2] == [f"{root}/a", f"{root}/a/b"]  # each folder opened once, then only the files
     assert looks[2:] == [f"{root}/a/b/f.bin", f"{root}/a/b/g.bin", f"{root}/a/b/f.bin"]
+
+
+def test_a_folders_identity_is_its_verified_descriptors_fstat_taken_once_and_an_entry_is_it_and_a_name(
+    tree, monkeypatch
+):
+    """``identity``: what a folder is whichever path reaches it (a bind mount), one fstat a folder
+    for the reader's life; ``entry``: ``entry_key``, the executor's rule for one link. None for a
+    folder that is missing, a symlink (refused: never followed) or under no root."""
+    root, _else = tree
+    fstats = []
+    real = os.fstat
+    monkeypatch.setattr(os, "fstat", lambda fd: fstats.append(fd) or real(fd))
+    with FolderReader([root]) as r:
+        r.lstat(f"{root}/a/b/f.bin")  # its folders opened (the root pinned: an fstat of its own)
+        fstats.clear()
+        st = os.stat(root / "a/b")
+        assert r.identity(f"{root}/a/b") == (st.st_dev, st.st_ino) == r.identity(f"{root}/a/b")
+        assert len(fstats) == 1
+        assert r.entry(f"{root}/a/b/f.bin") == entry_key(folder_id(st), "f.bin") == (st.st_dev, st.st_ino, b"f.bin")
+        assert r.identity(f"{root}/a/missing") is None and r.entry(f"{root}/a/missing/f.bin") is None
+        assert r.identity(f"{root}/a/link") is None  # a symlink: refused, not followed
+        assert r.identity("/elsewhere") is None
 
 
 def test_a_symlinked_folder_is_refused_naming_it_and_its_target_and_a_leaf_symlink_is_returned(tree):

@@ -18,6 +18,7 @@ import pytest
 
 from qbhook.catalog import findwalk, library_links
 from qbhook.errors import LibraryLinksUnseen
+from tests.mountns import bind, own_mounts
 from tests.unit.test_executor import FILES, H1, H2, demote_plan, world  # noqa: F401  (fixture)
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 
@@ -65,6 +66,27 @@ def test_a_library_symlink_made_between_verify_and_delete_keeps_every_old_link(w
         assert _kept(world, h) == [rel for rel, _d in FILES]
         assert world.qbt.t[h].save_path == world.save(h, "stash")
     assert os.path.exists(at)  # the library's item still plays
+
+
+@own_mounts
+def test_a_library_folder_symlink_written_through_a_bind_mount_of_the_seeding_data_keeps_every_old_link(
+    world,  # noqa: F811
+):
+    """R32: the symlink names the torrent's folder through a bind mount of the seeding root
+    inside the pool (an export, a container's alias folder): its real path is the alias, which
+    no delete spells. The folder is matched by identity (``LibraryLinks.reaching``'s
+    ``identity``, one fstat per folder above the deletes), so the group rolls back."""
+    alias = os.path.join(world.stash, "export")
+    os.makedirs(alias)
+    bind(world.seed_s, alias)
+    target = os.path.join(alias, "cross-seed", "Movie.2020")  # H2's folder, by the alias
+    at = os.path.join(world.lib, "movies", "Movie (2020)")
+    g = _apply_with(world, lambda: _symlink(at, target), deleted=0)
+    assert g.status == "rolled_back", g.reason
+    assert f"library symlink {at} -> {target} uses" in g.reason, g.reason
+    for h in (H1, H2):
+        assert _kept(world, h) == [rel for rel, _d in FILES]
+    assert os.path.exists(os.path.join(at, MOVIE.rpartition("/")[2]))  # the library's item still plays
 
 
 def test_a_library_symlink_made_during_the_deletes_stops_the_rest(world):  # noqa: F811

@@ -153,6 +153,42 @@ def test_decide_calls_an_orphan_a_library_symlink_reaches_library_whatever_its_l
     assert rep.pools["stash"].library_bytes == 200 and rep.pools["stash"].reclaimable_bytes == 100
 
 
+def test_a_folder_target_reaches_by_identity_what_is_below_it_however_spelled():
+    """R32: a folder symlink written through a bind mount is kept by the real path of the alias,
+    which no fact spells; by its (st_dev, st_ino) it reaches the files below the folder whichever
+    path reaches them, when the caller says what each folder above them is (``identity``). The
+    path itself is a file's: never asked. Without ``identity`` the real path is the only rule."""
+    lib = LibraryLinks(places={"/stash/export/m/Movie": "/stash/media/M"}, folders={(7, 70): "/stash/media/M"})
+    ids = {"/stash/seed/m/Movie": (7, 70), "/stash/seed/m": (7, 60)}
+    asked: list[str] = []
+
+    def identity(p):
+        asked.append(p)
+        return ids.get(p)
+
+    assert lib.reaching("/stash/seed/m/Movie/sub/x.mkv", None, identity) == "/stash/media/M"
+    assert asked == ["/stash/seed/m/Movie/sub", "/stash/seed/m/Movie"]
+    assert lib.reaching("/stash/seed/m/Other/y.mkv", None, identity) is None
+    assert lib.reaching("/stash/seed/m/Movie/x.mkv") is None  # by path alone: the alias only
+    assert lib.reaching("/stash/export/m/Movie/x.mkv") == "/stash/media/M"  # the fallback, gone or not
+
+
+def test_matched_folders_spells_each_identity_match_as_the_files_do_asking_each_folder_once():
+    lib = LibraryLinks(folders={(7, 70): "/stash/media/M"})
+    ids = {"/stash/seed/m/Movie": (7, 70)}
+    asked: list[str] = []
+
+    def identity(p):
+        asked.append(p)
+        return ids.get(p)
+
+    files = ["/stash/seed/m/Movie/a.mkv", "/stash/seed/m/Movie/b.mkv", "/stash/seed/m/Other/c.mkv"]
+    got = library_links.matched_folders(lib, files, identity, lambda d: d == "/stash")
+    assert got == {"/stash/seed/m/Movie": "/stash/media/M"}
+    assert asked == ["/stash/seed/m/Movie", "/stash/seed/m", "/stash/seed", "/stash", "/stash/seed/m/Other"]
+    assert library_links.matched_folders(LibraryLinks(), files, identity, bool) == {}  # no folder target: no look
+
+
 def test_a_walk_for_library_symlinks_that_fails_refuses_and_holds_nothing(world, monkeypatch):  # noqa: F811
     """A library not seen is data deleted: find failing (an unreadable folder) refuses, one line."""
     w = world

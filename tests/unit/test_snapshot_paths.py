@@ -19,10 +19,13 @@ from qbhook.catalog.store import Catalog
 from qbhook.decide import snapshot as snapshot_mod
 from qbhook.decide.planner import make_plan
 from qbhook.decide.snapshot import SnapshotBuilder, SweepReach, build_snapshot
+from qbhook.dirfd import FolderReader
 from qbhook.errors import FilesystemIdError
 from qbhook.events._arr import parse_arr
 from qbhook.events.worker import handle_job, torrents_touching
+from qbhook.move import fsops
 from tests.helpers import make_config, write
+from tests.mountns import bind, own_mounts
 from tests.swap import swap_after_first_look
 from tests.unit.events.conftest import FIXTURES
 from tests.unit.test_executor import FakeQbt, FakeTorrent
@@ -166,6 +169,55 @@ def test_a_path_through_a_symlinked_folder_is_not_a_second_link(bed):
     _snap, plan = plan_of(bed)
     g = group(plan, H)
     assert g.action == "stay" and "Movie (2020).mkv" in g.reason
+
+
+@own_mounts
+def test_one_link_reached_two_ways_by_a_bind_mount_in_the_seeding_root_is_one_link(bed):
+    """R32: a bind mount of seeding data inside the seeding root (an export, a container's alias
+    folder: same filesystem, so a scan of the pool walks into it) gives the torrent's link a
+    second path. Counted as two seeding links, nlink 2 (seeding + library) left no external link:
+    the group demoted, and the executor's delete check (entries, not spellings) refused it after
+    the whole copy, every sweep again. Counted as entries (``dirfd.entry_key``), it stays."""
+    movie = library_linked_movie(bed)
+    alias = bed.seed_s / "alias"
+    alias.mkdir()
+    bind(bed.seed_s / "m", alias)
+    bed.cat.record_path(str(alias / "Movie/x.mkv"), "stash")  # what a scan walking into the mount records
+    snap, plan = plan_of(bed)
+    g = group(plan, H)
+    assert g.action == "stay" and not g.steps, g.reason
+    fact = next(i for i in snap.inodes.values() if i.ino == os.stat(movie).st_ino)
+    assert len(fact.seeding_paths) == 2 and fact.aliases == 1 and fact.external_links == 1, fact
+    # the executor's rule, on the same two paths: one entry
+    roots = tuple(bed.cfg.anchored_seeding_roots)
+    assert fsops._link_entry(str(alias / "Movie/x.mkv"), roots)[0] == fsops._link_entry(movie, roots)[0]
+
+
+def test_a_cross_seeds_link_of_the_same_name_in_its_own_folder_is_a_link_of_its_own(bed):
+    """Two seeding paths of one name in two folders are two entries: the library's link is still
+    the one external link, no more (the cross-seed is not taken for an alias of the first)."""
+    movie = library_linked_movie(bed)
+    xs = bed.seed_s / "xs/Movie/x.mkv"
+    os.makedirs(xs.parent)
+    os.link(movie, xs)
+    torrent(bed, H2, bed.seed_s / "xs", [("Movie/x.mkv", 11)])
+    snap, plan = plan_of(bed)
+    fact = next(i for i in snap.inodes.values() if i.ino == os.stat(movie).st_ino)
+    assert (fact.nlink, len(fact.seeding_paths), fact.aliases, fact.external_links) == (3, 2, 0, 1), fact
+    assert group(plan, H).action == "stay"
+
+
+def test_an_inode_with_one_seeding_path_asks_no_folder_its_identity(bed, monkeypatch):
+    """The common case (one seeding link) pays no syscall for the alias count: only an inode with
+    two seeding paths of one name asks the folders what they are."""
+    asked = []
+    real = FolderReader.entry
+    monkeypatch.setattr(FolderReader, "entry", lambda self, p: asked.append(p) or real(self, p))
+    library_linked_movie(bed)
+    write(bed.seed_s / "n/Other/y.mkv", b"other bytes")
+    torrent(bed, H2, bed.seed_s / "n", [("Other/y.mkv", 11)])
+    plan_of(bed)
+    assert asked == []
 
 
 # --------------------------------------------------------------------------- the worker
