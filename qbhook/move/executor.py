@@ -273,9 +273,14 @@ def _hides_from(c) -> bool:
 
 
 def _progress_of(t) -> str:
-    """A torrent's progress for a message: a closed rTorrent item's count is not one of its files."""
+    """A torrent's progress for a message: a closed rTorrent item's count is not one of its files.
+    Closed after the recheck asked here, it was stopped from outside (a check cancelled while
+    queued, a ruTorrent Stop, an rTorrent restart): which one, the client does not say."""
     if t.progress_stale:
-        return f"closed, its check cancelled (its {t.progress * 100:.1f}% is from before it closed)"
+        return (
+            f"closed (stopped from outside: its check cancelled or its files closed; "
+            f"its {t.progress * 100:.1f}% is from before it closed)"
+        )
     return f"at {t.progress * 100:.1f}%"
 
 
