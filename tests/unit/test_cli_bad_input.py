@@ -384,6 +384,56 @@ def test_an_empty_config_path_is_refused_not_replaced_by_the_default(env, monkey
     )
 
 
+def _alias_tree(depth: int, width: int = 9) -> str:
+    """A "billion laughs" YAML value: ``width ** depth`` leaves from a few hundred bytes."""
+    rows = [f"&a0 [{', '.join(['lol'] * width)}]"]
+    rows += [f"&a{i} [{', '.join([f'*a{i - 1}'] * width)}]" for i in range(1, depth)]
+    return "[" + ", ".join(rows) + "]"
+
+
+def test_a_yaml_alias_tree_is_quoted_in_one_short_line_at_once(env):
+    """R30: ``numbers.shown`` made the whole repr() before cutting it to 60 characters: an 800-byte
+    config of 9**8 leaves took ~28 s and 1.6 GB to say "must be true or false" (one level more:
+    out of memory). 9**6 here keeps the unfixed code quick; the bound is the test below."""
+    text = env.config.read_text() + f"policy:\n  auto_apply: {_alias_tree(6)}\n"
+    env.config.write_text(text)
+    r = env.run("config", "check", expect=ExitCode.CONFIG)
+    want = "qbhook: config: policy.auto_apply: must be true or false (got [['lol', 'lol', 'lol', 'lol', 'lol', 'lol', 'lol', 'lol',...)"
+    assert r.stderr.splitlines() == [want], r.stderr
+
+
+def test_a_value_quoted_in_a_message_is_looked_at_only_in_part():
+    """What bounds it: however many values a tree holds (shared, as YAML aliases make them), a
+    bounded number of them is looked at (the unfixed code looked at all of them, here until the
+    leaf's 1001st repr raised and the message said only "list")."""
+    from qbhook.numbers import shown
+
+    class Leaf:
+        calls = 0
+
+        def __repr__(self):
+            Leaf.calls += 1
+            if Leaf.calls > 1000:
+                raise RuntimeError("looked at too much")
+            return "lol"
+
+    tree: object = [Leaf()] * 9
+    for _ in range(7):
+        tree = [tree] * 9  # 9**8 leaves, 9 distinct lists
+    assert shown(tree) == "[[[[...], [...], [...], [...], [...], [...], [...], [...]..."
+    assert Leaf.calls == 0  # deeper than anything quoted
+    assert shown([[Leaf()] * 5000]) == "[[lol, lol, lol, lol, lol, lol, lol, lol, ...]]"
+    assert Leaf.calls == 8
+    # a long string is quoted as before: the start of its repr, cut to 60; a long list by its first items
+    assert shown("x" * 100) == repr("x" * 57)[:57] + "..."
+    assert shown(list(range(100))) == "[0, 1, 2, 3, 4, 5, 6, 7, ...]"
+    assert (
+        shown(10**40) == "a number with more than 30 digits"
+        and shown([10**400]) == "[a number with more than 30 digits]"
+    )
+    assert shown(True) == "True" and shown(None) == "None" and shown({"a": 1.5}) == "{'a': 1.5}"
+
+
 def test_a_config_path_that_is_not_utf8_is_shown_as_its_bytes(tmp_path):
     """A config path with a byte that is not UTF-8 was shown as `\\udcff`, a code the person never
     typed; shown as the byte (`\\xff`), as every other path qbhook prints."""
