@@ -303,8 +303,11 @@ def find_config_path(explicit: str | os.PathLike | None) -> Path:
         if not os.fspath(explicit):
             raise ConfigError(None, "--config names no file (an empty path)")
         return Path(explicit)
-    env = os.environ.get("QBHOOK_CONFIG")
-    if env:
+    env = os.environ.get("QBHOOK_CONFIG")  # click passes it as ``explicit`` unless empty
+    if env is not None:
+        # Set but empty (`QBHOOK_CONFIG="$CFG"`, CFG unset): refused as `-c ""` is, not the default.
+        if not env:
+            raise ConfigError(None, "QBHOOK_CONFIG names no file (an empty path)")
         return Path(env)
     for cand in DEFAULT_CONFIG_PATHS:
         try:

@@ -384,6 +384,17 @@ def test_an_empty_config_path_is_refused_not_replaced_by_the_default(env, monkey
     )
 
 
+def test_an_empty_qbhook_config_variable_is_refused_as_an_empty_config_path_is(env, monkeypatch):
+    """R30: QBHOOK_CONFIG="" (set, empty: `QBHOOK_CONFIG="$CFG"` with CFG unset) ran against
+    /etc/qbhook/config.yaml, while `-c ""` is refused."""
+    monkeypatch.setattr("qbhook.config.DEFAULT_CONFIG_PATHS", (str(env.config),))
+    r = CliRunner().invoke(main, ["history"], env={"QBHOOK_CONFIG": ""})
+    assert r.exit_code == ExitCode.CONFIG, (r.exit_code, r.output, r.exception)
+    assert r.stderr == "qbhook: config: QBHOOK_CONFIG names no file (an empty path)\n"
+    r = CliRunner().invoke(main, ["history"], env={"QBHOOK_CONFIG": str(env.config)})  # still read when set
+    assert r.exit_code == ExitCode.NO_INPUT and str(env.catalog) in r.stderr
+
+
 def _alias_tree(depth: int, width: int = 9) -> str:
     """A "billion laughs" YAML value: ``width ** depth`` leaves from a few hundred bytes."""
     rows = [f"&a0 [{', '.join(['lol'] * width)}]"]
