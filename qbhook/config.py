@@ -39,7 +39,7 @@ import yaml
 
 from qbhook import numbers
 from qbhook.dirfd import FolderRefused, SeedingRoot, loose_folders_above, open_root, symlink_on_the_way
-from qbhook.errors import ConfigError, PathMapError
+from qbhook.errors import CatalogFolderMissing, ConfigError, PathMapError
 from qbhook.files import Missing, NotReadable, decode_text, read_regular_file
 from qbhook.paths import is_within
 from qbhook.space import Reserve
@@ -1271,7 +1271,7 @@ def check_paths(cfg: Config) -> list[str]:
             except OSError as e:
                 problems.append(f"rtorrent {c.name}: cannot look at SCGI socket {sock}: {e.strerror}")
     parent = cfg.catalog.parent
-    if why := _not_a_folder(parent, "(create it: mkdir -p {})"):
+    if why := _not_a_folder(parent, CatalogFolderMissing.FIX):  # the line a command that opens it says
         problems.append(f"catalog: folder {why}" if why.startswith(str(parent)) else f"catalog: {why}")
     else:
         try:

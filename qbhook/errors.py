@@ -130,6 +130,18 @@ class CatalogMisplaced(CatalogError):
     exit_code = ExitCode.CONFIG
 
 
+class CatalogFolderMissing(CatalogMisplaced):
+    """The folder ``catalog:`` puts the catalog in does not exist: the config names the wrong place,
+    or a disk is not mounted, and qbhook makes no folder. A config problem (78) in every command,
+    one line, the same as `config check`'s (``FIX``); it was a plain CatalogError, exit 1."""
+
+    FIX = "(create it: mkdir -p {})"
+
+    def __init__(self, folder):
+        super().__init__(f"catalog: folder {folder} does not exist {self.FIX.format(folder)}")
+        self.folder = folder
+
+
 class CatalogUpgraded(CatalogError):
     """A newer qbhook migrated the catalog under a running ``serve``, whose code would go on writing
     the old schema's way (R17: records moved to a table by a migration, written where no one reads

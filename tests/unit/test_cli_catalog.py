@@ -401,8 +401,8 @@ def test_scan_that_cannot_open_its_catalog_kills_and_reaps_the_finds_it_started(
     runs = _recorded_finds(monkeypatch, cmd=[b"/bin/sleep", b"60"])
     missing = env.tmp / "no/such/dir/catalog.sqlite"
     env.save(catalog=str(missing))
-    r = env.run("scan", expect=1)
-    assert "catalog folder" in r.stderr and r.stdout == ""
+    r = env.run("scan", expect=ExitCode.CONFIG)
+    assert "catalog: folder" in r.stderr and r.stdout == ""
     assert len(runs) == 2 and all(run.closed and run.proc.returncode == -9 for run in runs)
     assert not missing.parent.exists()
 
@@ -424,10 +424,22 @@ def test_scan_of_an_unknown_pool_starts_no_find(env, monkeypatch):
     assert runs == []
 
 
-def test_catalog_folder_missing(env):
-    env.save(catalog=str(env.tmp / "no/such/dir/catalog.sqlite"))
-    r = env.run("scan", expect=1)
-    assert "catalog folder" in r.stderr and "mkdir -p" in r.stderr
+@pytest.mark.parametrize("args", [["scan"], ["hook", "added", "0" * 40], ["plan"], ["config", "check"]])
+def test_catalog_folder_missing(env, args):
+    """R30: a catalog folder that does not exist was a plain CatalogError, exit 1, from scan and
+    hook, while `config check` called it a config problem (78): 78 everywhere, in one line, the
+    same line."""
+    folder = env.tmp / "no/such/dir"
+    env.save(catalog=str(folder / "catalog.sqlite"))
+    r = env.run(*args, expect=ExitCode.CONFIG)
+    line = f"catalog: folder {folder} does not exist (create it: mkdir -p {folder})"
+    if args[0] == "config":
+        assert f"PROBLEM: {line}" in r.stderr.splitlines(), r.stderr
+    elif args[0] == "hook":  # the hook's line says the event is lost, and what comes of it
+        assert r.stderr.startswith(f"qbhook: hook: {line}: this 'added' event is lost\n"), r.stderr
+    else:
+        assert r.stderr.splitlines() == [f"qbhook: {line}"], r.stderr
+    assert not (env.tmp / "no").exists()
 
 
 # --------------------------------------------------------------------------- dupes
