@@ -512,14 +512,16 @@ def record_snapshot(catalog: Catalog, infos: Iterable[TorrentInfo], snap, *, now
     return sum(len(r) for r, _ in per_instance.values())
 
 
-def try_sync_all(catalog: Catalog, clients: Iterable[ClientPort]) -> tuple[list[SyncReport], list[str]]:
-    """sync_all, but an unreachable client is reported (its index kept as it was), not raised."""
-    reports, errors = [], []
+def try_sync_all(catalog: Catalog, clients: Iterable[ClientPort]) -> tuple[list[SyncReport], list[QbhookError]]:
+    """sync_all, but an unreachable client is reported (its index kept as it was), not raised:
+    ``cannot sync NAME: ...``, with the client's hint kept apart (``QbhookError.lines``)."""
+    reports: list[SyncReport] = []
+    errors: list[QbhookError] = []
     for c in clients:
         try:
             reports.append(sync_client(catalog, c))
         except QbhookError as e:
-            errors.append(f"{c.name}: {e}")
+            errors.append(QbhookError(f"cannot sync {c.name}: {e.message}", hint=e.hint))
     return reports, errors
 
 

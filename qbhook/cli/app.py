@@ -371,11 +371,19 @@ def _discard_stdout() -> None:
         os.close(null)
 
 
+def echo_error(e: QbhookError) -> None:
+    """An error on stderr: ``qbhook: MESSAGE``, then its hint on a line of its own
+    (``QbhookError.lines``), each line shown. The one printer of an error: what ends a command
+    (``_report``) and a problem an answer reports on its way (``echo_problems``)."""
+    first, *rest = e.lines()
+    echo_shown(f"qbhook: {first}", err=True)
+    for line in rest:
+        echo_shown(line, err=True)
+
+
 def _report(ctx, e: QbhookError):
     """End the command on ``e``: its message (and hint) on stderr, shown, then its exit code."""
-    echo_shown(f"qbhook: {e.message}", err=True)
-    if e.hint:
-        echo_shown(f"  hint: {e.hint}", err=True)
+    echo_error(e)
     ctx.exit(e.exit_code)
 
 
@@ -439,9 +447,9 @@ def catalog_note(app: App, use) -> dict:
 
 def echo_problems(data: dict) -> None:
     """The ``problems`` of an answer from the torrent index (a client that could not be synced),
-    one line each on stderr (``torrents``, ``dupes --payloads``)."""
+    one line each on stderr, a client's hint below its line (``torrents``, ``dupes --payloads``)."""
     for p in data["problems"]:
-        echo_shown(f"qbhook: {p}", err=True)
+        echo_error(p if isinstance(p, QbhookError) else QbhookError(p))
 
 
 def load_commands(*modules: str) -> None:

@@ -137,6 +137,54 @@ def test_explain_of_a_hash_no_answering_client_has_is_bad_input(bed, monkeypatch
     assert r.stderr == f"qbhook: no torrent with hash {'f' * 40} in any configured torrent client\n", r.stderr
 
 
+LOGIN = "qBittorrent 'qbt' (http://127.0.0.1:9): login failed"
+LOGIN_HINT = "check username/password for this instance"
+
+
+@pytest.fixture
+def login_fails(monkeypatch):
+    """The bed's client answers every request with a refused login, an error with a hint."""
+    from qbhook.cli.app import App
+    from qbhook.errors import QbtError
+
+    class LoginFails:
+        name = "qbt"
+
+        def __getattr__(self, _attr):
+            def refuse(*_a, **_kw):
+                raise QbtError(LOGIN, hint=LOGIN_HINT)
+
+            return refuse
+
+    monkeypatch.setattr(App, "clients", property(lambda self: [LoginFails()]))
+
+
+def test_a_client_errors_hint_is_printed_on_its_own_line_not_escaped(bed, login_fails):  # noqa: F811
+    """R30: a client error quoted in another line with f"{e}" carried its hint in it, and the
+    printer escaped the line break: `login failed\\x0a  hint: check username/password`. The
+    message in the line, the hint below it, as the error that ends a command prints it."""
+    hint = f"  hint: {LOGIN_HINT}"
+    r = CliRunner().invoke(main, ["--config", str(bed), "torrents"])  # answers from the index
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert r.stderr.splitlines()[:2] == [f"qbhook: cannot sync qbt: {LOGIN}", hint], r.stderr
+    assert "\\x0a" not in r.stderr
+    r = CliRunner().invoke(main, ["--config", str(bed), "--json", "torrents"])  # JSON: as it was
+    assert json.loads(r.stdout)["problems"] == [f"cannot sync qbt: {LOGIN}\n{hint}"]
+    # explain from an index older than asked for: the sync tried, its failure in the reason
+    r = CliRunner().invoke(main, ["--config", str(bed), "explain", HASH, "--max-scan-age", "0"])
+    assert r.exit_code == 0, (r.output, r.exception)
+    lines = r.stderr.splitlines()
+    said = [i for i, line in enumerate(lines) if f"; cannot sync qbt: {LOGIN})" in line]
+    assert said and lines[said[0] + 1] == hint and "\\x0a" not in r.stderr, r.stderr
+    # explain of a hash the index lacks, no client to ask: the client's error, its hint below
+    r = CliRunner().invoke(main, ["--config", str(bed), "explain", "f" * 40, "--max-scan-age", "1d"])
+    assert r.exit_code == ExitCode.QBT_UNREACHABLE, (r.exit_code, r.output, r.exception)
+    assert r.stderr.splitlines() == [
+        f"qbhook: torrent {'f' * 40} is not in the torrent index (and live answer impossible: {LOGIN})",
+        hint,
+    ], r.stderr
+
+
 # ------------------------------------------------------------------ the config file
 
 
