@@ -262,8 +262,8 @@ def test_progress_on_a_standard_error_that_is_gone_shows_nothing_and_never_fails
     assert not p.enabled
     p.update(1, "scanning")
     p.done("done")
-    closed = open(os.devnull, "w")
-    closed.close()
+    with open(os.devnull, "w") as closed:
+        pass
     assert not Progress(closed).enabled  # isatty() on a closed file: ValueError
 
     class Gone:  # a terminal that went away mid-run
