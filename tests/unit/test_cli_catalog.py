@@ -742,6 +742,27 @@ def test_status_help_says_the_exit_code_and_the_wait_it_means(env):
     assert "STUCK_AFTER_S" not in text
 
 
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_readme_says_the_exit_codes_the_code_has():
+    """R30: the README said `status` (and `queue`) exit 1 on a damaged catalog; they exit 74
+    (test above). Its `qbhook status` entry says 74 for that, and its list of exit codes is
+    ExitCode's, every one, none other."""
+    import re
+
+    text = " ".join(README.read_text().split())
+    entry = text[text.index("- `qbhook status` —") :]
+    entry = entry[: entry.index(" - `", 1)]
+    assert "damaged catalog is one line and exit 74" in entry and "also `qbhook queue`" in entry, entry
+    assert not re.search(r"Exits 1 [^.]*damaged", entry), entry
+    listing = text[text.index("Exit codes (named once") :]
+    listing = listing[: listing.index("(Ctrl-C)")]
+    # each code is a number after ": " or ", " at the start of its clause, then its meaning
+    listed = {int(n) for n in re.findall(r"(?:\): |, |^)(\d+) [a-z`]", listing)}
+    assert listed == {int(c) for c in ExitCode}, sorted(listed)
+
+
 # --------------------------------------------------------------------------- start-up cost
 
 _HEAVY = ("flask", "waitress", "qbittorrentapi", "qbhook.move.executor", "qbhook.decide.plan", "qbhook.events.server")
