@@ -337,8 +337,9 @@ def _sync_maindata(idx: TorrentIndex, client, now: float | None) -> SyncReport:
         if not is_info_hash(h):
             # Not an id any request could name: nothing to store or fetch. Reported, so the sweep
             # lists live and refuses on it (snapshot_view) rather than plan without it.
-            why = f"{client.name}: a torrent record keyed {h[:70]!r}, not a torrent hash: skipped"
-            log.warning("torrent index: %s", why)
+            # ``unmappable`` lines are the client's (its name goes before them where they are shown)
+            why = f"a torrent record keyed {h[:70]!r}, not a torrent hash: skipped"
+            log.warning("torrent index: %s: %s", client.name, why)
             rep.unmappable.append(why)
             continue
         old = stored.get(h)

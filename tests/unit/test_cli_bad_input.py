@@ -185,6 +185,24 @@ def test_a_client_errors_hint_is_printed_on_its_own_line_not_escaped(bed, login_
     ], r.stderr
 
 
+def test_a_record_that_is_no_torrent_is_named_with_its_client_once(bed, monkeypatch):  # noqa: F811
+    """R30: `torrents` printed "qbt: qbt: a torrent record keyed 'zz'...": the client's name was
+    in the record's line and put before it again with the other records' lines."""
+    from qbhook.cli.app import App
+
+    class Garbage:
+        name = "qbt"
+
+        def maindata(self, rid=0):
+            return {"rid": 1, "full_update": True, "torrents": {"zz": {"name": "x"}}}
+
+    monkeypatch.setattr(App, "clients", property(lambda self: [Garbage()]))
+    r = CliRunner().invoke(main, ["--config", str(bed), "torrents"])
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert "qbhook: qbt: a torrent record keyed 'zz', not a torrent hash: skipped" in r.stderr.splitlines(), r.stderr
+    assert "qbt: qbt:" not in r.stderr
+
+
 # ------------------------------------------------------------------ the config file
 
 
