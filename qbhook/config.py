@@ -395,6 +395,8 @@ def parse_config(
 ) -> Config:
     # None below: the secrets are not read (``_secret``).
     env = (dict(os.environ) if env is None else env) if secrets else None
+    if data is None:  # YAML's reading of an empty file, or of one with only comments (was "got NoneType")
+        raise ConfigError(None, "the file holds no settings (it is empty, or only comments)")
     if not isinstance(data, dict):
         raise ConfigError(None, f"the file must contain a mapping of settings (got {type(data).__name__})")
     _no_unknown(

@@ -461,6 +461,14 @@ def test_an_empty_qbhook_config_variable_is_refused_as_an_empty_config_path_is(e
     assert r.exit_code == ExitCode.NO_INPUT and str(env.catalog) in r.stderr
 
 
+@pytest.mark.parametrize("text", ["", "# catalog: /var/lib/qbhook/catalog.sqlite\n"])
+def test_an_empty_config_file_says_it_is_empty(env, text):
+    """R30: an empty config file (or one of comments only) said "got NoneType"."""
+    env.config.write_text(text)
+    r = env.run("status", expect=ExitCode.CONFIG)
+    assert r.stderr == "qbhook: config: the file holds no settings (it is empty, or only comments)\n", r.stderr
+
+
 def _alias_tree(depth: int, width: int = 9) -> str:
     """A "billion laughs" YAML value: ``width ** depth`` leaves from a few hundred bytes."""
     rows = [f"&a0 [{', '.join(['lol'] * width)}]"]
