@@ -39,7 +39,7 @@ import yaml
 
 from qbhook import numbers
 from qbhook.dirfd import FolderRefused, SeedingRoot, loose_folders_above, open_root, symlink_on_the_way
-from qbhook.errors import ConfigError, PathMapError
+from qbhook.errors import CatalogFolderMissing, ConfigError, PathMapError
 from qbhook.files import Missing, NotReadable, decode_text, read_regular_file
 from qbhook.paths import is_within
 from qbhook.space import Reserve
@@ -303,8 +303,11 @@ def find_config_path(explicit: str | os.PathLike | None) -> Path:
         if not os.fspath(explicit):
             raise ConfigError(None, "--config names no file (an empty path)")
         return Path(explicit)
-    env = os.environ.get("QBHOOK_CONFIG")
-    if env:
+    env = os.environ.get("QBHOOK_CONFIG")  # click passes it as ``explicit`` unless empty
+    if env is not None:
+        # Set but empty (`QBHOOK_CONFIG="$CFG"`, CFG unset): refused as `-c ""` is, not the default.
+        if not env:
+            raise ConfigError(None, "QBHOOK_CONFIG names no file (an empty path)")
         return Path(env)
     for cand in DEFAULT_CONFIG_PATHS:
         try:
@@ -392,6 +395,8 @@ def parse_config(
 ) -> Config:
     # None below: the secrets are not read (``_secret``).
     env = (dict(os.environ) if env is None else env) if secrets else None
+    if data is None:  # YAML's reading of an empty file, or of one with only comments (was "got NoneType")
+        raise ConfigError(None, "the file holds no settings (it is empty, or only comments)")
     if not isinstance(data, dict):
         raise ConfigError(None, f"the file must contain a mapping of settings (got {type(data).__name__})")
     _no_unknown(
@@ -1268,7 +1273,7 @@ def check_paths(cfg: Config) -> list[str]:
             except OSError as e:
                 problems.append(f"rtorrent {c.name}: cannot look at SCGI socket {sock}: {e.strerror}")
     parent = cfg.catalog.parent
-    if why := _not_a_folder(parent, "(create it: mkdir -p {})"):
+    if why := _not_a_folder(parent, CatalogFolderMissing.FIX):  # the line a command that opens it says
         problems.append(f"catalog: folder {why}" if why.startswith(str(parent)) else f"catalog: {why}")
     else:
         try:

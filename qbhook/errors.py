@@ -54,10 +54,20 @@ class QbhookError(Exception):
         self.message = message
         self.hint = hint
 
+    def lines(self) -> list[str]:
+        """The message, then the hint on a line of its own: the one layout of an error a person
+        reads (``__str__``; ``qbhook.cli.app.echo_error``, which prints each line escaped). Text
+        that quotes an error in a line of its own uses ``message``: ``str()`` would put the hint
+        inside it, where a printer escapes its line break (``\x0a  hint:``)."""
+        return [self.message, *([hint_line(self.hint)] if self.hint else [])]
+
     def __str__(self) -> str:
-        if self.hint:
-            return f"{self.message}\n  hint: {self.hint}"
-        return self.message
+        return "\n".join(self.lines())
+
+
+def hint_line(hint: str) -> str:
+    """A hint as it is printed, below the line it is about."""
+    return f"  hint: {hint}"
 
 
 class ConfigError(QbhookError):
@@ -128,6 +138,18 @@ class CatalogMisplaced(CatalogError):
     newer schema than this qbhook knows: the config, or the qbhook installed, must change (78)."""
 
     exit_code = ExitCode.CONFIG
+
+
+class CatalogFolderMissing(CatalogMisplaced):
+    """The folder ``catalog:`` puts the catalog in does not exist: the config names the wrong place,
+    or a disk is not mounted, and qbhook makes no folder. A config problem (78) in every command,
+    one line, the same as `config check`'s (``FIX``); it was a plain CatalogError, exit 1."""
+
+    FIX = "(create it: mkdir -p {})"
+
+    def __init__(self, folder):
+        super().__init__(f"catalog: folder {folder} does not exist {self.FIX.format(folder)}")
+        self.folder = folder
 
 
 class CatalogUpgraded(CatalogError):

@@ -6,25 +6,62 @@ program can hold: SQLite's INTEGER and C timers stop at 2**63-1. Python's int() 
 raise OverflowError, not ValueError, on infinity (JSON ``1e999``) and on ints past a float's
 range (``10**400``), which a caller catching ValueError let through as a traceback. The readers
 raise ValueError with a short message; the caller names the field.
+
+A value quoted in such a message (``shown``) is bounded before it is made: the whole repr() of a
+small YAML file can be huge (a "billion laughs" tree of aliases, ~800 bytes, stands for 9**8
+leaves: minutes and gigabytes to repr, for a message cut to 60 characters).
 """
 
 from __future__ import annotations
 
+import builtins
 import math
+import reprlib
 from typing import Any
 
 MAX_INT = 2**63 - 1  # what SQLite (and every C timer) can hold
 MIN_INT = -(2**63)
 
 
+class _Bounded(reprlib.Repr):
+    """reprlib's repr, each part cut before it is made: at most ``maxlevel`` levels of containers
+    and a few items of each (a bounded number of values looked at, however deep or shared the
+    tree), a string or bytes cut to its first ``maxstring`` characters, not in its middle as
+    reprlib does (a message shows the start, as it always did). The caller cuts the result."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.maxlevel = 3
+        items = 8  # 8**3 values at most
+        self.maxtuple = self.maxlist = self.maxarray = self.maxdict = items
+        self.maxset = self.maxfrozenset = self.maxdeque = items
+        self.maxstring = self.maxlong = self.maxother = limit
+
+    def repr_str(self, x, level):
+        return builtins.repr(x[: self.maxstring])
+
+    def repr_bytes(self, x, level):
+        return builtins.repr(x[: self.maxstring])
+
+    def repr_int(self, x, level):
+        return _whole_shown(x)
+
+
+def _whole_shown(value: int) -> str:
+    # repr() of an int past 4300 digits raises; one past 30 is not a number a person reads
+    return "a number with more than 30 digits" if abs(value) >= 10**30 else builtins.repr(value)
+
+
 def shown(value: Any, limit: int = 60) -> str:
-    """A value as quoted in a message: repr, shortened, never raising (ints past 4300 digits do)."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
-        return "a number with more than 30 digits"
-    try:
-        text = repr(value)
-    except Exception:
-        return type(value).__name__
+    """A value as quoted in a message: repr, shortened, never raising, at a bounded cost whatever
+    the value (``_Bounded``)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = _whole_shown(value)
+    else:
+        try:
+            text = _Bounded(limit).repr(value)
+        except Exception:
+            return type(value).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -14,9 +14,13 @@ from qbhook.paths import shown
 
 
 class Progress:
+    """Progress lines on ``stream`` (default stderr), shown when it is a terminal (``enabled``
+    None) or as ``enabled`` says. A stream that is not there or cannot be written (``2>&-``
+    makes sys.stderr None; a terminal gone) shows none, never failing the command it reports on."""
+
     def __init__(self, stream=None, enabled: bool | None = None, interval: float = 0.25):
-        self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = self.stream is not None and (_is_terminal(self.stream) if enabled is None else enabled)
         self.interval = interval
         self._last = 0.0
         self._width = 0
@@ -33,17 +37,29 @@ class Progress:
     def _write(self, text: str) -> None:
         text = shown(text)  # a pool's name: the rule of every human line (the \r is ours)
         pad = max(self._width - len(text), 0)
-        self.stream.write("\r" + text + " " * pad)
-        self.stream.flush()
+        self._put("\r" + text + " " * pad)
         self._width = len(text)
 
     def done(self, text: str) -> None:
         if not self.enabled:
             return
         self._write(text)
-        self.stream.write("\n")
-        self.stream.flush()
+        self._put("\n")
         self._width = 0
+
+    def _put(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):  # the terminal went away, the stream was closed: no more lines
+            self.enabled = False
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (OSError, ValueError):  # a closed stream (ValueError), a descriptor gone
+        return False
 
 
 class Throughput:

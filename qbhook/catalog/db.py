@@ -23,6 +23,7 @@ from qbhook.catalog.schema import FIRST_TABLES, MIGRATIONS
 from qbhook.errors import (
     CatalogDamaged,
     CatalogError,
+    CatalogFolderMissing,
     CatalogMisplaced,
     CatalogMissing,
     CatalogUnwritable,
@@ -85,10 +86,7 @@ def connect(
     path = Path(path)
     create = create and not readonly
     if create and not _is_folder(path.parent):
-        raise CatalogError(
-            f"catalog folder {path.parent} does not exist",
-            hint=f"create it (mkdir -p {path.parent}) or set 'catalog:' in the config",
-        )
+        raise CatalogFolderMissing(path.parent)
     # SQLite opens whatever the path names: a folder was "unable to open database file", a FIFO
     # "damaged" (exit 74), /dev/null a ROLLBACK error that hid the real one. stat, not open: a
     # FIFO's stat never blocks.

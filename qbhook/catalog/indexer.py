@@ -337,8 +337,9 @@ def _sync_maindata(idx: TorrentIndex, client, now: float | None) -> SyncReport:
         if not is_info_hash(h):
             # Not an id any request could name: nothing to store or fetch. Reported, so the sweep
             # lists live and refuses on it (snapshot_view) rather than plan without it.
-            why = f"{client.name}: a torrent record keyed {h[:70]!r}, not a torrent hash: skipped"
-            log.warning("torrent index: %s", why)
+            # ``unmappable`` lines are the client's (its name goes before them where they are shown)
+            why = f"a torrent record keyed {h[:70]!r}, not a torrent hash: skipped"
+            log.warning("torrent index: %s: %s", client.name, why)
             rep.unmappable.append(why)
             continue
         old = stored.get(h)
@@ -512,14 +513,16 @@ def record_snapshot(catalog: Catalog, infos: Iterable[TorrentInfo], snap, *, now
     return sum(len(r) for r, _ in per_instance.values())
 
 
-def try_sync_all(catalog: Catalog, clients: Iterable[ClientPort]) -> tuple[list[SyncReport], list[str]]:
-    """sync_all, but an unreachable client is reported (its index kept as it was), not raised."""
-    reports, errors = [], []
+def try_sync_all(catalog: Catalog, clients: Iterable[ClientPort]) -> tuple[list[SyncReport], list[QbhookError]]:
+    """sync_all, but an unreachable client is reported (its index kept as it was), not raised:
+    ``cannot sync NAME: ...``, with the client's hint kept apart (``QbhookError.lines``)."""
+    reports: list[SyncReport] = []
+    errors: list[QbhookError] = []
     for c in clients:
         try:
             reports.append(sync_client(catalog, c))
         except QbhookError as e:
-            errors.append(f"{c.name}: {e}")
+            errors.append(QbhookError(f"cannot sync {c.name}: {e.message}", hint=e.hint))
     return reports, errors
 
 

@@ -18,7 +18,7 @@ from qbhook.catalog.torrents import TorrentIndex, payload_duplicates
 from qbhook.clients.port import ClientPort
 from qbhook.config import Config, PoolConfig
 from qbhook.dirfd import FolderReader, FolderRefused
-from qbhook.errors import PathMapError, UnknownTorrent
+from qbhook.errors import PathMapError, QbhookError, UnknownTorrent
 
 
 def last_full_scan_age(catalog: Catalog, pools: Iterable[PoolConfig]) -> float | None:
@@ -37,13 +37,15 @@ def last_full_scan_age(catalog: Catalog, pools: Iterable[PoolConfig]) -> float |
 
 
 def sync_index(catalog: Catalog, clients: Iterable[ClientPort], offline: bool) -> tuple[dict, list[str]]:
-    """Sync (unless offline); returns (freshness per instance, problems met)."""
+    """Sync (unless offline); returns (freshness per instance, problems met). A problem is a line,
+    or a client's error (``cannot sync NAME: ...``) whose hint a printer puts on its own line
+    (``QbhookError.lines``; ``--json`` has ``str()`` of it, the hint after a line break)."""
     from qbhook.catalog.torrents import TorrentIndex
 
-    problems: list[str] = []
+    problems: list[str | QbhookError] = []
     if not offline:
         _reports, errors = try_sync_all(catalog, clients)
-        problems += [f"cannot sync {e}" for e in errors]
+        problems += errors
         problems += [r.rebuilt for r in _reports if r.rebuilt]
         problems += [f"{r.instance}: {u}" for r in _reports for u in r.unmappable]
     synced = TorrentIndex(catalog.conn).synced()

@@ -107,7 +107,7 @@ class App:
     def progress(self):
         from qbhook.progress import Progress
 
-        return Progress(enabled=None if not self.as_json else sys.stderr.isatty())
+        return Progress()  # on stderr when it is a terminal: never in the way of --json on stdout
 
     def executor(self, wait: float = 0):
         """The journaled executor of a one-shot command; ``wait``: seconds to wait for its lock
@@ -339,15 +339,19 @@ def _writing(err: bool):
     """Around a click.echo: a standard output that cannot be written (a full disk behind
     ``>file``, an I/O error) is OutputError, one line on stderr and exit 74, not an OSError
     traceback. EPIPE goes on to click's main, which exits quietly (a reader such as ``head``
-    went away). A failing stderr is left alone: there is nowhere to say so."""
+    went away). A standard error that cannot be written (``2>&-``, ``2>/dev/full``) is passed
+    over: there is nowhere to say so, and the command goes on to its own exit code (an OSError
+    here made every error exit 1)."""
     if not err and sys.stdout is None:
         # Started with descriptor 1 closed (`>&-`): Python made no stdout and click.echo would
         # drop the output without a word, exit 0, as if it had been written.
         raise OutputError("cannot write to standard output: it is closed")
     try:
         yield
-    except OSError as e:
-        if err or e.errno == errno.EPIPE:
+    except (OSError, ValueError) as e:  # ValueError: a stream closed in this process
+        if err:
+            return
+        if not isinstance(e, OSError) or e.errno == errno.EPIPE:
             raise
         _discard_stdout()
         raise OutputError(f"cannot write to standard output: {e.strerror}") from None
@@ -367,11 +371,19 @@ def _discard_stdout() -> None:
         os.close(null)
 
 
+def echo_error(e: QbhookError) -> None:
+    """An error on stderr: ``qbhook: MESSAGE``, then its hint on a line of its own
+    (``QbhookError.lines``), each line shown. The one printer of an error: what ends a command
+    (``_report``) and a problem an answer reports on its way (``echo_problems``)."""
+    first, *rest = e.lines()
+    echo_shown(f"qbhook: {first}", err=True)
+    for line in rest:
+        echo_shown(line, err=True)
+
+
 def _report(ctx, e: QbhookError):
     """End the command on ``e``: its message (and hint) on stderr, shown, then its exit code."""
-    echo_shown(f"qbhook: {e.message}", err=True)
-    if e.hint:
-        echo_shown(f"  hint: {e.hint}", err=True)
+    echo_error(e)
     ctx.exit(e.exit_code)
 
 
@@ -435,9 +447,9 @@ def catalog_note(app: App, use) -> dict:
 
 def echo_problems(data: dict) -> None:
     """The ``problems`` of an answer from the torrent index (a client that could not be synced),
-    one line each on stderr (``torrents``, ``dupes --payloads``)."""
+    one line each on stderr, a client's hint below its line (``torrents``, ``dupes --payloads``)."""
     for p in data["problems"]:
-        echo_shown(f"qbhook: {p}", err=True)
+        echo_error(p if isinstance(p, QbhookError) else QbhookError(p))
 
 
 def load_commands(*modules: str) -> None:

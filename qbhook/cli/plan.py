@@ -9,7 +9,7 @@ import click
 
 from qbhook.cli.app import SECONDS, TEXT, TORRENT_HASH, App, FilePath, catalog_note, echo_shown, main, pass_app, shown
 from qbhook.decide.plan import describe_step
-from qbhook.errors import ExitCode, QbtError, UnknownTorrent
+from qbhook.errors import ExitCode, QbtError, UnknownTorrent, hint_line
 from qbhook.units import human_bytes as _human_bytes
 
 
@@ -186,16 +186,18 @@ def explain(app: App, torrent_hash, no_scan, from_index, live, max_scan_age):
         if live:
             raise r.live_error
         try:
-            return explain_from_index(app, torrent_hash, f"live answer impossible: {r.live_error}")
+            why = f"live answer impossible: {r.live_error.message}"  # its hint below, on its own line
+            return explain_from_index(app, torrent_hash, why, hint=r.live_error.hint)
         except UnknownTorrent as e:
             # The index's line already says both halves (what it lacks, why no client could be
-            # asked), with the client's exit code.
-            raise QbtError(e.message, hint=e.hint) from None
+            # asked), with the client's exit code and hint.
+            raise QbtError(e.message, hint=e.hint or r.live_error.hint) from None
     app.emit(r.data, _print_explain)
 
 
-def explain_from_index(app: App, torrent_hash: str, why: str | None) -> None:
-    """``explain`` answered from the torrent index: no client, no scan; says how old it is."""
+def explain_from_index(app: App, torrent_hash: str, why: str | None, hint: str | None = None) -> None:
+    """``explain`` answered from the torrent index: no client, no scan; says how old it is.
+    ``why`` it answers, and ``hint``: the client error's that made it, printed below ``why``."""
     from qbhook.decide.explain import index_answer
 
     data = index_answer(app.catalog, torrent_hash, why)
@@ -207,6 +209,8 @@ def explain_from_index(app: App, torrent_hash: str, why: str | None) -> None:
     def human(d):
         g = d["group"]
         echo_shown(f"from the torrent index ({d['why'] or 'as asked'}):", err=True)
+        if hint:
+            echo_shown(hint_line(hint), err=True)
         when = f", decided {now - g['decided_at']:.0f} s ago" if g["decided_at"] else ""
         echo_shown(
             f"group {g['group_id']}: last decision {(g['decision'] or 'none').upper()}"
@@ -238,6 +242,9 @@ def explain_from_index(app: App, torrent_hash: str, why: str | None) -> None:
 def _print_explain(d: dict) -> None:
     g = d["group"]
     echo_shown(f"({d['catalog']}; {d['index']['reason']})", err=True)
+    for p in d["index"].get("problems", ()):  # the reason has their messages; their hints, each on its line
+        if p.hint:
+            echo_shown(hint_line(p.hint), err=True)
     echo_shown(f"group {g['group_id']}: {g['action'].upper()} - {g['reason']}")
     for b in g["blockers"]:
         echo_shown(f"  blocked: {b}")

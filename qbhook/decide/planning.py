@@ -22,7 +22,7 @@ from qbhook.clients.port import ClientPort
 from qbhook.config import Config
 from qbhook.decide.facts import Snapshot
 from qbhook.decide.plan import Plan
-from qbhook.errors import QbtError, UnknownGroup, UnknownTorrent
+from qbhook.errors import QbhookError, QbtError, UnknownGroup, UnknownTorrent
 from qbhook.progress import Progress
 
 
@@ -293,10 +293,10 @@ def _decide_from_index(
     names = [c.name for c in cfg.clients]
     synced = TorrentIndex(catalog.conn).synced()
     now = time.time()
-    problems: list[str] = []
+    problems: list[QbhookError] = []
     if any((synced.get(n) or {}).get("synced_at") is None or now - synced[n]["synced_at"] > limit for n in names):
         _reports, errors = try_sync_all(catalog, open_clients())
-        problems = [f"cannot sync {e}" for e in errors]
+        problems = errors
     view = indexed_group(catalog, torrent_hash, names, [str(r) for r in cfg.seeding_roots])
     if view is None:
         return None
@@ -316,6 +316,7 @@ def _decide_from_index(
     now = time.time()
     ages = {n: None if at is None else round(now - at, 1) for n, at in view.synced_at.items()}
     said = ", ".join(f"{n} {'never synced' if a is None else f'synced {a:.0f} s ago'}" for n, a in ages.items())
-    reason = f"torrents from the index ({said}); files stat-ed now" + "".join(f"; {p}" for p in problems)
+    # the messages only: a hint in the middle of this line would be escaped (cli.plan prints them)
+    reason = f"torrents from the index ({said}); files stat-ed now" + "".join(f"; {p.message}" for p in problems)
     index = {"source": "index", "reason": reason, "synced_age_s": ages, "problems": problems}
     return snap, make_plan(snap, cfg.policy), index

@@ -137,6 +137,72 @@ def test_explain_of_a_hash_no_answering_client_has_is_bad_input(bed, monkeypatch
     assert r.stderr == f"qbhook: no torrent with hash {'f' * 40} in any configured torrent client\n", r.stderr
 
 
+LOGIN = "qBittorrent 'qbt' (http://127.0.0.1:9): login failed"
+LOGIN_HINT = "check username/password for this instance"
+
+
+@pytest.fixture
+def login_fails(monkeypatch):
+    """The bed's client answers every request with a refused login, an error with a hint."""
+    from qbhook.cli.app import App
+    from qbhook.errors import QbtError
+
+    class LoginFails:
+        name = "qbt"
+
+        def __getattr__(self, _attr):
+            def refuse(*_a, **_kw):
+                raise QbtError(LOGIN, hint=LOGIN_HINT)
+
+            return refuse
+
+    monkeypatch.setattr(App, "clients", property(lambda self: [LoginFails()]))
+
+
+def test_a_client_errors_hint_is_printed_on_its_own_line_not_escaped(bed, login_fails):  # noqa: F811
+    """R30: a client error quoted in another line with f"{e}" carried its hint in it, and the
+    printer escaped the line break: `login failed\\x0a  hint: check username/password`. The
+    message in the line, the hint below it, as the error that ends a command prints it."""
+    hint = f"  hint: {LOGIN_HINT}"
+    r = CliRunner().invoke(main, ["--config", str(bed), "torrents"])  # answers from the index
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert r.stderr.splitlines()[:2] == [f"qbhook: cannot sync qbt: {LOGIN}", hint], r.stderr
+    assert "\\x0a" not in r.stderr
+    r = CliRunner().invoke(main, ["--config", str(bed), "--json", "torrents"])  # JSON: as it was
+    assert json.loads(r.stdout)["problems"] == [f"cannot sync qbt: {LOGIN}\n{hint}"]
+    # explain from an index older than asked for: the sync tried, its failure in the reason
+    r = CliRunner().invoke(main, ["--config", str(bed), "explain", HASH, "--max-scan-age", "0"])
+    assert r.exit_code == 0, (r.output, r.exception)
+    lines = r.stderr.splitlines()
+    said = [i for i, line in enumerate(lines) if f"; cannot sync qbt: {LOGIN})" in line]
+    assert said and lines[said[0] + 1] == hint and "\\x0a" not in r.stderr, r.stderr
+    # explain of a hash the index lacks, no client to ask: the client's error, its hint below
+    r = CliRunner().invoke(main, ["--config", str(bed), "explain", "f" * 40, "--max-scan-age", "1d"])
+    assert r.exit_code == ExitCode.QBT_UNREACHABLE, (r.exit_code, r.output, r.exception)
+    assert r.stderr.splitlines() == [
+        f"qbhook: torrent {'f' * 40} is not in the torrent index (and live answer impossible: {LOGIN})",
+        hint,
+    ], r.stderr
+
+
+def test_a_record_that_is_no_torrent_is_named_with_its_client_once(bed, monkeypatch):  # noqa: F811
+    """R30: `torrents` printed "qbt: qbt: a torrent record keyed 'zz'...": the client's name was
+    in the record's line and put before it again with the other records' lines."""
+    from qbhook.cli.app import App
+
+    class Garbage:
+        name = "qbt"
+
+        def maindata(self, rid=0):
+            return {"rid": 1, "full_update": True, "torrents": {"zz": {"name": "x"}}}
+
+    monkeypatch.setattr(App, "clients", property(lambda self: [Garbage()]))
+    r = CliRunner().invoke(main, ["--config", str(bed), "torrents"])
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert "qbhook: qbt: a torrent record keyed 'zz', not a torrent hash: skipped" in r.stderr.splitlines(), r.stderr
+    assert "qbt: qbt:" not in r.stderr
+
+
 # ------------------------------------------------------------------ the config file
 
 
@@ -382,6 +448,76 @@ def test_an_empty_config_path_is_refused_not_replaced_by_the_default(env, monkey
     assert r.exit_code == ExitCode.NO_INPUT and r.stderr == f"qbhook: there is no catalog yet at {env.catalog}" + (
         " (`qbhook scan` makes one)\n"
     )
+
+
+def test_an_empty_qbhook_config_variable_is_refused_as_an_empty_config_path_is(env, monkeypatch):
+    """R30: QBHOOK_CONFIG="" (set, empty: `QBHOOK_CONFIG="$CFG"` with CFG unset) ran against
+    /etc/qbhook/config.yaml, while `-c ""` is refused."""
+    monkeypatch.setattr("qbhook.config.DEFAULT_CONFIG_PATHS", (str(env.config),))
+    r = CliRunner().invoke(main, ["history"], env={"QBHOOK_CONFIG": ""})
+    assert r.exit_code == ExitCode.CONFIG, (r.exit_code, r.output, r.exception)
+    assert r.stderr == "qbhook: config: QBHOOK_CONFIG names no file (an empty path)\n"
+    r = CliRunner().invoke(main, ["history"], env={"QBHOOK_CONFIG": str(env.config)})  # still read when set
+    assert r.exit_code == ExitCode.NO_INPUT and str(env.catalog) in r.stderr
+
+
+@pytest.mark.parametrize("text", ["", "# catalog: /var/lib/qbhook/catalog.sqlite\n"])
+def test_an_empty_config_file_says_it_is_empty(env, text):
+    """R30: an empty config file (or one of comments only) said "got NoneType"."""
+    env.config.write_text(text)
+    r = env.run("status", expect=ExitCode.CONFIG)
+    assert r.stderr == "qbhook: config: the file holds no settings (it is empty, or only comments)\n", r.stderr
+
+
+def _alias_tree(depth: int, width: int = 9) -> str:
+    """A "billion laughs" YAML value: ``width ** depth`` leaves from a few hundred bytes."""
+    rows = [f"&a0 [{', '.join(['lol'] * width)}]"]
+    rows += [f"&a{i} [{', '.join([f'*a{i - 1}'] * width)}]" for i in range(1, depth)]
+    return "[" + ", ".join(rows) + "]"
+
+
+def test_a_yaml_alias_tree_is_quoted_in_one_short_line_at_once(env):
+    """R30: ``numbers.shown`` made the whole repr() before cutting it to 60 characters: an 800-byte
+    config of 9**8 leaves took ~28 s and 1.6 GB to say "must be true or false" (one level more:
+    out of memory). 9**6 here keeps the unfixed code quick; the bound is the test below."""
+    text = env.config.read_text() + f"policy:\n  auto_apply: {_alias_tree(6)}\n"
+    env.config.write_text(text)
+    r = env.run("config", "check", expect=ExitCode.CONFIG)
+    got = "[['lol', 'lol', 'lol', 'lol', 'lol', 'lol', 'lol', 'lol',..."
+    want = f"qbhook: config: policy.auto_apply: must be true or false (got {got})"
+    assert r.stderr.splitlines() == [want], r.stderr
+
+
+def test_a_value_quoted_in_a_message_is_looked_at_only_in_part():
+    """What bounds it: however many values a tree holds (shared, as YAML aliases make them), a
+    bounded number of them is looked at (the unfixed code looked at all of them, here until the
+    leaf's 1001st repr raised and the message said only "list")."""
+    from qbhook.numbers import shown
+
+    class Leaf:
+        calls = 0
+
+        def __repr__(self):
+            Leaf.calls += 1
+            if Leaf.calls > 1000:
+                raise RuntimeError("looked at too much")
+            return "lol"
+
+    tree: object = [Leaf()] * 9
+    for _ in range(7):
+        tree = [tree] * 9  # 9**8 leaves, 9 distinct lists
+    assert shown(tree) == "[[[[...], [...], [...], [...], [...], [...], [...], [...]..."
+    assert Leaf.calls == 0  # deeper than anything quoted
+    assert shown([[Leaf()] * 5000]) == "[[lol, lol, lol, lol, lol, lol, lol, lol, ...]]"
+    assert Leaf.calls == 8
+    # a long string is quoted as before: the start of its repr, cut to 60; a long list by its first items
+    assert shown("x" * 100) == repr("x" * 57)[:57] + "..."
+    assert shown(list(range(100))) == "[0, 1, 2, 3, 4, 5, 6, 7, ...]"
+    assert (
+        shown(10**40) == "a number with more than 30 digits"
+        and shown([10**400]) == "[a number with more than 30 digits]"
+    )
+    assert shown(True) == "True" and shown(None) == "None" and shown({"a": 1.5}) == "{'a': 1.5}"
 
 
 def test_a_config_path_that_is_not_utf8_is_shown_as_its_bytes(tmp_path):

@@ -401,8 +401,8 @@ def test_scan_that_cannot_open_its_catalog_kills_and_reaps_the_finds_it_started(
     runs = _recorded_finds(monkeypatch, cmd=[b"/bin/sleep", b"60"])
     missing = env.tmp / "no/such/dir/catalog.sqlite"
     env.save(catalog=str(missing))
-    r = env.run("scan", expect=1)
-    assert "catalog folder" in r.stderr and r.stdout == ""
+    r = env.run("scan", expect=ExitCode.CONFIG)
+    assert "catalog: folder" in r.stderr and r.stdout == ""
     assert len(runs) == 2 and all(run.closed and run.proc.returncode == -9 for run in runs)
     assert not missing.parent.exists()
 
@@ -424,10 +424,22 @@ def test_scan_of_an_unknown_pool_starts_no_find(env, monkeypatch):
     assert runs == []
 
 
-def test_catalog_folder_missing(env):
-    env.save(catalog=str(env.tmp / "no/such/dir/catalog.sqlite"))
-    r = env.run("scan", expect=1)
-    assert "catalog folder" in r.stderr and "mkdir -p" in r.stderr
+@pytest.mark.parametrize("args", [["scan"], ["hook", "added", "0" * 40], ["plan"], ["config", "check"]])
+def test_catalog_folder_missing(env, args):
+    """R30: a catalog folder that does not exist was a plain CatalogError, exit 1, from scan and
+    hook, while `config check` called it a config problem (78): 78 everywhere, in one line, the
+    same line."""
+    folder = env.tmp / "no/such/dir"
+    env.save(catalog=str(folder / "catalog.sqlite"))
+    r = env.run(*args, expect=ExitCode.CONFIG)
+    line = f"catalog: folder {folder} does not exist (create it: mkdir -p {folder})"
+    if args[0] == "config":
+        assert f"PROBLEM: {line}" in r.stderr.splitlines(), r.stderr
+    elif args[0] == "hook":  # the hook's line says the event is lost, and what comes of it
+        assert r.stderr.startswith(f"qbhook: hook: {line}: this 'added' event is lost\n"), r.stderr
+    else:
+        assert r.stderr.splitlines() == [f"qbhook: {line}"], r.stderr
+    assert not (env.tmp / "no").exists()
 
 
 # --------------------------------------------------------------------------- dupes
@@ -728,6 +740,27 @@ def test_status_help_says_the_exit_code_and_the_wait_it_means(env):
     text = " ".join(env.run("status", "--help").output.split())
     assert "one-line error (exit 74)" in text and f"longer than {STUCK_AFTER_S // 60} minutes" in text, text
     assert "STUCK_AFTER_S" not in text
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_readme_says_the_exit_codes_the_code_has():
+    """R30: the README said `status` (and `queue`) exit 1 on a damaged catalog; they exit 74
+    (test above). Its `qbhook status` entry says 74 for that, and its list of exit codes is
+    ExitCode's, every one, none other."""
+    import re
+
+    text = " ".join(README.read_text().split())
+    entry = text[text.index("- `qbhook status` —") :]
+    entry = entry[: entry.index(" - `", 1)]
+    assert "damaged catalog is one line and exit 74" in entry and "also `qbhook queue`" in entry, entry
+    assert not re.search(r"Exits 1 [^.]*damaged", entry), entry
+    listing = text[text.index("Exit codes (named once") :]
+    listing = listing[: listing.index("(Ctrl-C)")]
+    # each code is a number after ": " or ", " at the start of its clause, then its meaning
+    listed = {int(n) for n in re.findall(r"(?:\): |, |^)(\d+) [a-z`]", listing)}
+    assert listed == {int(c) for c in ExitCode}, sorted(listed)
 
 
 # --------------------------------------------------------------------------- start-up cost

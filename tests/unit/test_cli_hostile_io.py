@@ -206,6 +206,83 @@ def test_a_closed_standard_output_is_one_line_exit_74(env, args):
     assert r.stderr == "qbhook: cannot write to standard output: it is closed\n", r.stderr
 
 
+def _qbhook_stderr(env, *args, stderr: str):
+    """qbhook with a standard error that cannot be written: `2>&-` (closed before Python starts:
+    no sys.stderr at all) or `2>/dev/full` (every write fails, ENOSPC)."""
+    cmd = [sys.executable, "-m", "qbhook", "--config", str(env.config), *args]
+    return subprocess.run(
+        ["sh", "-c", f'exec "$0" "$@" 2>{stderr}', *cmd], stdout=subprocess.PIPE, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize("stderr", ["&-", "/dev/full"])
+@pytest.mark.parametrize(
+    "args, code",
+    [
+        (["history", "--run", "99"], ExitCode.BAD_INPUT),
+        (["--config", "/nonexistent/config.yaml", "status"], ExitCode.CONFIG),
+        (["scan"], ExitCode.OK),  # a command that reports progress (when stderr is a terminal)
+        (["--json", "scan"], ExitCode.OK),
+    ],
+)
+def test_a_standard_error_that_cannot_be_written_keeps_the_errors_own_exit_code(env, stderr, args, code):
+    """R30: an error's one line failed to print (OSError from click.echo, or Progress calling
+    None.isatty() under `2>&-`) and every command exited 1, whatever its error: a script saw "a
+    failure" where 78 (no config) or 2 (no such run) was meant, and `plan` failed on nothing."""
+    env.run("scan")  # a catalog for history to read
+    r = _qbhook_stderr(env, *args, stderr=stderr)
+    assert r.returncode == code, (r.returncode, r.stdout)
+
+
+def test_an_error_line_that_cannot_be_written_keeps_the_errors_own_exit_code(env, monkeypatch):
+    """The same in-process: click.echo to stderr raising (EBADF: descriptor 2 closed under a
+    sys.stderr Python made before) ends in the error's own code, not click's 1."""
+    import click
+
+    real = click.echo
+
+    def echo(message=None, file=None, nl=True, err=False, color=None):
+        if err:
+            raise OSError(9, "Bad file descriptor")
+        real(message, file=file, nl=nl, err=err, color=color)
+
+    monkeypatch.setattr(click, "echo", echo)
+    env.run("scan")
+    r = env.run("history", "--run", "99", expect=ExitCode.BAD_INPUT)
+    assert r.stderr == ""
+    env.save(catalog=str(env.tmp / "var/none.sqlite"))
+    assert env.run("status", expect=ExitCode.NO_INPUT).stderr == ""
+
+
+def test_progress_on_a_standard_error_that_is_gone_shows_nothing_and_never_fails(monkeypatch):
+    from qbhook.progress import Progress
+
+    monkeypatch.setattr(sys, "stderr", None)  # `2>&-`: Python makes no sys.stderr
+    p = Progress()
+    assert not p.enabled
+    p.update(1, "scanning")
+    p.done("done")
+    with open(os.devnull, "w") as closed:
+        pass
+    assert not Progress(closed).enabled  # isatty() on a closed file: ValueError
+
+    class Gone:  # a terminal that went away mid-run
+        def isatty(self):
+            return True
+
+        def write(self, text):
+            raise OSError(5, "Input/output error")
+
+        def flush(self):
+            pass
+
+    p = Progress(Gone(), interval=0)
+    assert p.enabled
+    p.update(1, "scanning")
+    p.done("done")
+    assert not p.enabled
+
+
 def test_help_still_prints_the_help_page(env):
     r = _qbhook(env, "config", "check", "--help", stdout=subprocess.PIPE)
     assert r.returncode == 0 and r.stderr == ""
