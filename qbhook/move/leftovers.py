@@ -101,7 +101,8 @@ def remove_leftover_views(cfg, catalog, clients: Iterable[ClientPort]) -> list[d
 def _in_use(path: str, v: dict, refs) -> bool:
     """Whether a torrent uses the view at ``path`` (journaled as ``v``) now. A view that is a name
     of its keep's inode (a link a demote made from a donor on the target pool, usually another
-    torrent's seeding file) is used only by that name (``orphans.name_in_use``): the donor's
+    torrent's seeding file) is used only by that name (``orphans.name_in_use``: a listed name of the
+    inode in the view's folder, by the folder's identity, whatever path or spelling): the donor's
     torrent uses the inode by its own, and removing the view's name (``fsops.remove_leftover_view``:
     only while the keep still names the same inode) takes nothing from it. By identity alone it read
     as in use, and its tracking ended with it on disk for good. Any other view by identity too

@@ -108,7 +108,7 @@ from qbhook.catalog import library_links
 from qbhook.catalog.library_links import NO_LINKS, LibraryLinks
 from qbhook.clients.model import PART_SUFFIX, TorrentFile, TorrentInfo, is_part_file
 from qbhook.clients.port import ClientPort
-from qbhook.dirfd import FolderRefused, NotAFolder, open_below, open_root
+from qbhook.dirfd import FolderRefused, NotAFolder, folder_id, open_below, open_root
 from qbhook.errors import (
     LastCopyKept,
     LibraryLinksUnseen,
@@ -347,15 +347,43 @@ def in_use(path: str, refs: References, key: tuple[int, int] | None = None) -> s
 def name_in_use(path: str, refs: References, key: tuple[int, int] | None) -> str | None:
     """``in_use`` of ``path`` as one name of the file ``key`` whose other names torrents may use:
     a leftover view linked from its keep (``leftovers``). Only a torrent that uses this name
-    counts: one listing ``path`` itself or keeping its data there, or a listed path that resolves
-    to it (a symlink onto it, a save path through a symlinked folder). One seeding the file by
-    another name (the donor a demote linked the view from, usually another torrent's file) keeps
-    that name, which removing this one leaves as it is: by identity alone the view read as in
-    use for good, and its tracking ended with it still on disk."""
-    real = _real(path)
-    if key is not None and any(_real(p) == real for p in refs.names.get(key, ())):
+    counts: one listing ``path`` itself or keeping its data there, or a listed name of ``key`` that
+    lives in the view's folder (``_names_the_view``). One seeding the file by another name (the
+    donor a demote linked the view from, usually another torrent's file) keeps that name, which
+    removing this one leaves as it is: by identity alone the view read as in use for good, and its
+    tracking ended with it still on disk."""
+    if key is not None and _names_the_view(path, refs.names.get(key, ())):
         return in_use(path, refs, key)
     return in_use(path, refs)
+
+
+def _names_the_view(path: str, listed: Iterable[str]) -> bool:
+    """Whether one of ``listed`` (names of the view's inode) may be the view's own entry: it lives in
+    the view's folder, told by the folder's identity (``dirfd.folder_id``), its symlinks resolved
+    first (cross-seed's symlink onto the view, a save path through a symlinked folder). Not by the
+    real path as a string: ``realpath`` keeps a bind mount's path (an alias of the seeding folder),
+    so a torrent seeding the view through one read as not using it, and the view's removal took its
+    file. Nor by the base name: a dataset that folds case or Unicode form (ZFS casesensitivity,
+    normalization) resolves another spelling to the same entry, so a listed name in that folder is
+    taken as the view's whatever its spelling (the safe side: a view kept, never a file taken). A
+    folder that cannot be stat-ed, the view's or a listed name's, says nothing: by identity, used."""
+    here = _folder_of(path)
+    if here is None:
+        return True
+    for p in listed:
+        there = _folder_of(p)
+        if there is None or there == here:
+            return True
+    return False
+
+
+def _folder_of(path: str) -> tuple[int, int] | None:
+    """The ``folder_id`` of the folder ``path`` lives in once its symlinks are resolved (its own
+    last component too: a symlink's entry is not the file it reaches), None if it cannot be stat-ed."""
+    try:
+        return folder_id(os.stat(os.path.dirname(_real(path))))
+    except (OSError, ValueError):
+        return None
 
 
 def may_be_missing_data(size: int | None, refs: References) -> MissingData | None:

@@ -17,6 +17,7 @@ from qbhook.catalog.store import Catalog
 from qbhook.move import fsops, leftovers, orphans
 from qbhook.move.orphans import References
 from tests.helpers import b3, seeded_config, write
+from tests.mountns import bind, own_mounts
 from tests.swap import swap
 
 
@@ -363,3 +364,44 @@ def test_a_partial_torrent_reaching_a_linked_view_through_a_symlink_uses_it(link
     linked.qbt.add(t)
     (res,) = leftovers.remove_leftover_views(linked.cfg, linked.cat, [linked.qbt])
     assert res["status"] == "in_use" and os.path.exists(linked.view)
+
+
+@own_mounts
+def test_a_torrent_listing_a_linked_view_through_a_bind_mount_uses_it(linked, tmp_path):
+    """R33: a torrent whose save path is a bind mount of the view's seeding folder lists the view's
+    own name by a path ``realpath`` does not reduce to the view's path; compared as strings, no listed
+    name was the view's, so it was removed and the torrent lost its file (the data lived on under
+    the keep's name). Where the name lives is its folder's identity, whatever path reaches it."""
+    alias = tmp_path / "alias"
+    alias.mkdir()
+    bind(linked.seed / "tv", alias)
+    linked.qbt.add(linked.torrent(H_AT_VIEW, "Show", str(alias), [("Show/e1.mkv", 3, 1)]))
+    (res,) = leftovers.remove_leftover_views(linked.cfg, linked.cat, [linked.qbt])
+    assert res["status"] == "in_use" and os.path.exists(alias / "Show/e1.mkv") and os.path.exists(linked.view)
+
+
+def _names(view, *listed) -> References:
+    """A listing whose complete torrents list ``listed``, all names of the view's inode."""
+    key = orphans.identity(str(view))
+    return References(
+        frozenset(map(str, listed)), (), torrents=1, inodes=frozenset({key}), names={key: tuple(map(str, listed))}
+    )
+
+
+def test_a_name_listed_in_the_views_folder_by_another_spelling_is_the_views(linked):
+    """R33: on a dataset that folds case or Unicode form (ZFS casesensitivity=insensitive,
+    normalization=formD) a torrent may list the view's own entry by a spelling of its base name no
+    string compare matches. A listed name of the view's inode in the view's own folder is taken as
+    the view's (the conservative side: that leaves a file on disk, never a torrent without it)."""
+    key = orphans.identity(str(linked.view))
+    spelled = linked.view.parent / "E1.MKV"  # the spelling a case-folding dataset resolves to the view
+    assert orphans.name_in_use(str(linked.view), _names(linked.view, spelled), key) == orphans.REFERENCED
+    # the donor's own name, in its own folder, is still not a use of the view's name (R31)
+    assert orphans.name_in_use(str(linked.view), _names(linked.view, linked.donor), key) is None
+
+
+def test_a_listed_name_whose_folder_cannot_be_looked_at_keeps_the_view(linked):
+    """Where it lives unknown (its folder gone or not enterable since the listing): by identity, in use."""
+    key = orphans.identity(str(linked.view))
+    gone = linked.seed / "gone/Show/e1.mkv"
+    assert orphans.name_in_use(str(linked.view), _names(linked.view, gone), key) == orphans.REFERENCED
