@@ -216,14 +216,16 @@ def _scan(
         if dropped:
             catalog.remove_paths_named(c, dropped)
             catalog.drop_orphan_inodes(c)
+            catalog.drop_displaced(c, ())  # only their records are left to go
             result.removed = len(dropped)
             if forgotten:
                 result.forgotten = len({p for ps in forgotten.values() for p in ps}.intersection(dropped))
         else:
             # A path renamed over or replaced leaves its old inode without a path though nothing
             # vanished: kept, its valid hash made it a phantom copy in `dupes` and `find`. Only
-            # those inodes are looked at (drop_orphan_inodes reads them all: 45 ms at 180,000).
-            catalog.drop_orphans_among(c, loaded.displaced)
+            # those inodes are looked at (drop_orphan_inodes reads them all: 45 ms at 180,000),
+            # and those a scan killed between its batches left (Catalog.keep_displaced).
+            catalog.drop_displaced(c, loaded.displaced)
         result.status = "refused" if refuse else "ok"
         said = []
         if unmounted:
@@ -294,6 +296,8 @@ class _Loaded:
     unmoved: bool = False
     # Inodes the walk's writes took a path from (``Catalog.upsert_many``), dropped in the last
     # transaction if no path points at them then: a swap split over two batches keeps its hashes.
+    # Each batch records them with its writes (Catalog.keep_displaced): killed before its last
+    # transaction, the scan leaves them to the next scan's (Catalog.drop_displaced).
     displaced: set[int] = field(default_factory=set)
 
     def current(self, catalog: Catalog, changes: list, gone: list[bytes]) -> tuple[list, list[bytes]]:
@@ -982,7 +986,10 @@ def _flush(catalog: Catalog, pool: str, changes: list, scan_id: int, loaded: _Lo
         return
     with Tx(catalog.conn) as c:
         current, _ = loaded.current(catalog, changes, [])
+        before = len(loaded.displaced)
         catalog.upsert_many(c, pool, current, scan_id, displaced=loaded.displaced)
+        if len(loaded.displaced) > before:  # kept with the batch: a kill before the last transaction leaves them
+            catalog.keep_displaced(c, scan_id, loaded.displaced)
         loaded.wrote(catalog)
     changes.clear()
 

@@ -9,6 +9,7 @@ is known under every name it has.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import select
 import sqlite3
@@ -662,6 +663,43 @@ class Catalog:
                 chunk,
             ).rowcount
         return n
+
+    # Inodes a scan's committed batches took a path from (``upsert_many(displaced=...)``), kept
+    # in ``state`` under this prefix and the scan's id until its last transaction drops them:
+    # a scan killed between batches left them with their hashes and no path, for good.
+    _DISPLACED_KEY = "scan.displaced."
+
+    def keep_displaced(self, c: sqlite3.Connection, scan_id: int, inode_ids: set[int]) -> None:
+        """Record, in the transaction of the batch that displaced them, the inodes scan ``scan_id``
+        has taken a path from so far: if the scan dies before its last transaction, the next
+        scan's ``drop_displaced`` drops those still without a path."""
+        if inode_ids:
+            c.execute(
+                "INSERT INTO state(key, value, updated_at) VALUES (?,?,?) ON CONFLICT(key) DO UPDATE "
+                "SET value=excluded.value, updated_at=excluded.updated_at",
+                (f"{self._DISPLACED_KEY}{scan_id}", json.dumps(sorted(inode_ids)), time.time()),
+            )
+
+    def drop_displaced(self, c: sqlite3.Connection, inode_ids: Iterable[int]) -> int:
+        """``drop_orphans_among`` of ``inode_ids`` and of every scan's recorded ones (``keep_displaced``),
+        whose records go. Called in a scan's last transaction: its own record, and those of scans
+        that died between batches. A scan still running elsewhere may lose an inode it would give
+        a path again in a later batch: its hash is read again then (cost, never a wrong row); its
+        next batch that takes a path records its whole set again. Any writer adds an inode with
+        its path in one transaction, so no inode is ever pathless here but a displaced one."""
+        ids = set(inode_ids)
+        rows = c.execute(
+            "SELECT key, value FROM state WHERE key >= ? AND key < ?",  # the prefix, as a range on the key
+            (self._DISPLACED_KEY, self._DISPLACED_KEY[:-1] + "/"),  # "/" follows "."
+        ).fetchall()
+        for _key, value in rows:
+            try:
+                ids.update(i for i in json.loads(value) if type(i) is int)
+            except (ValueError, TypeError):
+                pass  # not what keep_displaced wrote: nothing to drop by it; the record goes
+        if rows:
+            c.executemany("DELETE FROM state WHERE key = ?", [(k,) for k, _v in rows])
+        return self.drop_orphans_among(c, ids)
 
     def remove_paths_named(self, c: sqlite3.Connection, paths: list[bytes]) -> None:
         c.executemany("DELETE FROM paths WHERE path = ?", ((p,) for p in paths))
