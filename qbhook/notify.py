@@ -12,6 +12,10 @@ The model:
   message per ``notify.min_interval``; everything that arrived meanwhile goes into
   that one message, newest facts last. Events of one moment (a run and its failed
   group) are gathered for ``GATHER_S`` first so they arrive together.
+* **Every line goes out as ``paths.shown`` makes it** (``compose``): a name that is not UTF-8,
+  a control character or a bidi override is an escape, never raw text. A batch that fails on
+  its own text (a UnicodeError) is dropped with one log line, never kept as the endpoint's
+  failure: it would fail at every retry, with every later event joined to it.
 * Sending goes through apprise. A failing, refusing or hanging endpoint only stalls
   this thread (apprise bounds each request with its socket timeouts); it is logged,
   never raised, and never delays the worker or the executor.
@@ -60,6 +64,7 @@ from pathlib import Path
 
 from qbhook.files import NotReadable, NotReplaceable, own_file, read_regular_file, replace_file
 from qbhook.lockfile import POLL_S, NotALockFile, flock_within, open_lock_file
+from qbhook.paths import shown
 from qbhook.units import human_bytes
 
 log = logging.getLogger(__name__)
@@ -120,7 +125,11 @@ def compose(events: list[Event]) -> tuple[str, str, str]:
 
 
 def _line(e: Event) -> str:
-    text = f"[{e.severity.upper()}] {e.text}" if e.severity != "info" else e.text
+    # Every text goes out as ``shown`` makes it, whoever emitted it and whichever outbox (an older
+    # qbhook's too) kept it: a name that is not UTF-8 (a lone surrogate) made apprise's form:// and
+    # xml:// fail on every send, kept and retried for good; controls and bidi overrides went raw.
+    text = shown(e.text)
+    text = f"[{e.severity.upper()}] {text}" if e.severity != "info" else text
     if e.delayed:
         text = f"(delayed, from {_when(e.at)}) {text}"
     return text
@@ -312,17 +321,14 @@ class Notifier:
         try:
             title, body, severity = compose(batch)
         except Exception as e:
-            # A batch that cannot be told (a bug, or an event no check caught) is not the endpoint's
-            # failure: sending it again fails again. Dropped, and out of the outbox too, or every
-            # later start would choke on it; the thread lives on for the next events.
-            self.dropped += len(batch)
-            self._forget(batch)
-            log.warning("notify: %d event(s) dropped: they cannot be put in a message (%s)", len(batch), _why(e))
-            if self._outbox_used:
-                self.save(batch)
+            self._unsayable(batch, e)
             return
         try:
             self._send(title, body, severity)
+        except UnicodeError as e:
+            # The message's own text, not the endpoint: it fails the same way at every retry, and
+            # every later event would join the batch that always fails (R35). Dropped, never kept.
+            self._unsayable(batch, e)
         except Exception as e:
             self.failed += 1
             self._failures_in_row += 1
@@ -339,6 +345,16 @@ class Notifier:
             self._forget(batch)
             if self._outbox_used:
                 self.save(batch)
+
+    def _unsayable(self, batch: list[Event], e: Exception) -> None:
+        """Drop a batch that cannot be told (a bug, or an event no check caught): not the endpoint's
+        failure, so sending it again fails again. Out of the outbox too, or every later start would
+        choke on it; the thread lives on for the next events."""
+        self.dropped += len(batch)
+        self._forget(batch)
+        log.warning("notify: %d event(s) dropped: they cannot be put in a message (%s)", len(batch), _why(e))
+        if self._outbox_used:
+            self.save(batch)
 
     def _hold(self, batch: list[Event]) -> None:
         """Keep a failed batch for the next try; the oldest facts are kept, the newest beyond the bound dropped."""
@@ -666,6 +682,9 @@ def apprise_sender(urls: Iterable[str], first: int = 1) -> Sender:
         # Plain text, said so: bodies carry torrent and file names a tracker chose. Without a
         # format apprise passed them as they are into HTML and Markdown services (an e-mail got a
         # live <a href> and <img>); told TEXT, it escapes them for each service's own format.
+        # Text that is not UTF-8 raises here, as the message's fault: apprise would swallow it and
+        # report a failed delivery, which the notifier keeps and retries as the endpoint's.
+        title.encode("utf-8"), body.encode("utf-8")
         sent = ap.notify(
             title=title,
             body=body,
@@ -752,8 +771,9 @@ def emit(kind: str, text: str, severity: str = "info") -> None:
     n = _active
     if n is not None:
         # One line per event: error texts carry "\n  hint: ..." for terminals.
+        # Shown here too, so the outbox keeps what the message says (compose shows it again: a no-op).
         one_line = "; ".join(x.strip() for x in str(text).splitlines() if x.strip())
-        n.emit(Event(kind, one_line, severity, time.time()))
+        n.emit(Event(kind, shown(one_line), severity, time.time()))
 
 
 # ------------------------------------------------------------------ reporters (thin call points)

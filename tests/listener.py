@@ -1,6 +1,7 @@
-"""A loopback HTTP listener for apprise ``json://`` notifications (tests only).
+"""A loopback HTTP listener for apprise ``json://`` (and ``form://``, ``xml://``) notifications
+(tests only).
 
-``Listener()`` records each JSON body POSTed to it; ``Listener(hang=True)`` accepts the
+``Listener()`` records each body POSTed to it (``_parsed``); ``Listener(hang=True)`` accepts the
 request and never answers (until stopped), like a wedged webhook receiver.
 ``dead_port()`` is a port nothing listens on.
 """
@@ -12,6 +13,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
 
 
 class Listener:
@@ -28,7 +30,7 @@ class Listener:
                 if hang:
                     outer._release.wait(60)
                     return
-                outer.received.append(json.loads(body))
+                outer.received.append(_parsed(self.headers.get("Content-Type") or "", body))
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -61,6 +63,16 @@ class Listener:
 
     def __exit__(self, *_exc):
         self.close()
+
+
+def _parsed(content_type: str, body: bytes) -> dict:
+    """apprise's ``json://`` body as its dict, ``form://``'s fields (first value of each), and
+    anything else (``xml://``) as ``{"raw": its text}``."""
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        return {k: v[0] for k, v in parse_qs(body.decode()).items()}
+    if content_type.startswith("application/json"):
+        return json.loads(body)
+    return {"raw": body.decode()}
 
 
 def dead_port() -> int:

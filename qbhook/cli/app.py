@@ -237,6 +237,9 @@ class TorrentHash(click.ParamType):
 
 TORRENT_HASH = TorrentHash()
 
+# Libraries whose DEBUG lines print request URLs (notify's secrets ride in them): at INFO at most.
+QUIET_AT_DEBUG = ("apprise", "urllib3")
+
 
 # The modules of qbhook.cli that register commands on ``main``; which one holds each command, and
 # the first paragraph of its help (what `qbhook --help` lists). Only the module of the command
@@ -562,6 +565,11 @@ def main(ctx, config_path, as_json, verbose):
     # A client's retries are heard with -v only: a one-shot command's error line says what they
     # came to (bad input and an unreachable client are one line). `serve` hears them (cli.events).
     logging.getLogger(RETRY_LOG).setLevel(logging.NOTSET if verbose else logging.ERROR)
+    # Never DEBUG, even with -vv: apprise's and urllib3's debug lines print the URL they send to,
+    # and a notify URL's path and query carry its secrets (a webhook token, ?apikey=) in the
+    # service's own spelling, not the configured URL's, so no redaction of the config finds them.
+    for name in QUIET_AT_DEBUG:
+        logging.getLogger(name).setLevel(max(level, logging.INFO))
     ctx.obj = App(config_path, as_json, verbose)
     ctx.call_on_close(_flush_notifications)
 

@@ -260,6 +260,33 @@ def test_an_unreadable_notify_url_is_one_line_and_never_logged(env, caplog):
     assert not [x for x in caplog.records if x.name.startswith("apprise") and x.levelno >= logging.WARNING]
 
 
+@pytest.fixture
+def library_log_levels():
+    """main sets these process-wide loggers' levels: put back what they were."""
+    loggers = [logging.getLogger(n) for n in ("apprise", "urllib3")]
+    was = [lg.level for lg in loggers]
+    yield
+    for lg, level in zip(loggers, was):
+        lg.setLevel(level)
+
+
+def test_a_notify_url_s_secrets_never_reach_the_log_even_at_debug(env, caplog, library_log_levels):
+    """R35: at -vv apprise's debug lines printed the URL it posts to and urllib3's the request line:
+    a webhook token in the path, an apikey in the query, in the service's own spelling of the URL
+    (no redaction of the configured URL finds it)."""
+    from qbhook import notify
+    from tests.listener import Listener
+
+    caplog.set_level(logging.DEBUG)
+    env.run("-vv", "status", expect=None)  # sets up logging as every command does
+    with Listener() as lis:
+        notify.apprise_sender([f"json://u:PWSECRET1@127.0.0.1:{lis.port}/hook/PATHSECRET2?-apikey=QSECRET3"])(
+            "t", "b", "info"
+        )
+        lis.wait_for(lambda r: len(r) == 1)
+    assert not [s for s in ("PWSECRET1", "PATHSECRET2", "QSECRET3") if s in caplog.text], caplog.text
+
+
 # ------------------------------------------------------------------ a hostile tree, a client that answers
 
 SWAPPED = f"{101:040x}"  # its file was replaced by a folder before it was ever hashed

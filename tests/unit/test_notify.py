@@ -262,6 +262,76 @@ def test_a_torrent_name_reaches_an_html_mail_escaped_never_as_markup(monkeypatch
         assert "&lt;img" in html and "evil.example/t.gif" in html  # there, as text
 
 
+# A file name that is not UTF-8 (os.fsdecode's lone surrogate), a bidi override and a terminal escape.
+HOSTILE = "group g1 failed: /tank/seed/Caf\udce9/\u202ea.mkv\x1b[31m: EIO"
+HOSTILE_SHOWN = "group g1 failed: /tank/seed/Caf\\xe9/\\u202ea.mkv\\x1b[31m: EIO"
+
+
+def _said(msg: dict) -> str:
+    return msg.get("message") or msg.get("raw", "")
+
+
+@pytest.mark.parametrize("scheme", ["form", "xml"])
+def test_a_name_that_is_not_utf8_is_told_escaped_and_never_blocks_the_endpoint(installed, scheme):
+    """R35: apprise's form:// and xml:// failed on the lone surrogate and sent nothing; the notifier
+    kept the batch as the endpoint's failure, so every later event joined a batch that always
+    failed (and the outbox carried it into the next start)."""
+    with Listener() as lis:
+        n = Notifier(notify.apprise_sender([f"{scheme}://127.0.0.1:{lis.port}/"]), min_interval=0, gather_s=0)
+        notify.install(n)
+        notify.emit("group_failed", HOSTILE, "failure")
+        assert n.flush(10), "the batch was kept as failed"
+        notify.emit("dead_letter", "event job 1 is dead", "failure")
+        assert n.flush(10)
+        first, second = lis.wait_for(lambda r: len(r) == 2)
+        assert HOSTILE_SHOWN in _said(first) and "event job 1 is dead" in _said(second)
+        assert n.failed == 0 and n.dropped == 0
+        n.close(1)
+
+
+def test_an_outbox_holding_a_name_that_is_not_utf8_is_delivered_escaped(tmp_path):
+    """An outbox an earlier qbhook kept (the text as it was emitted) no longer blocks the endpoint."""
+    path = tmp_path / "o"
+    notify.Outbox(path).save([Event("group_failed", HOSTILE, "failure", 1.0)])
+    with Listener() as lis:
+        n = Notifier(
+            notify.apprise_sender([f"form://127.0.0.1:{lis.port}/"]),
+            min_interval=0,
+            gather_s=0,
+            outbox=notify.Outbox(path),
+        )
+        assert n.flush(10)
+        (msg,) = lis.wait_for(lambda r: len(r) == 1)
+        assert HOSTILE_SHOWN in msg["message"] and "(delayed, from " in msg["message"]
+        assert not path.exists()
+        _dispose(n)
+
+
+def test_apprise_sender_says_text_that_is_not_utf8_is_the_message_s_fault():
+    with pytest.raises(UnicodeEncodeError):
+        notify.apprise_sender([f"json://127.0.0.1:{dead_port()}/"])("t", "Caf\udce9", "info")
+
+
+def test_a_send_failing_on_its_own_text_is_dropped_not_retried_and_the_next_event_goes(caplog):
+    """An encoding error is not the endpoint's: a batch kept for it failed at every retry, with every
+    later event in it."""
+
+    def send(title, body, severity):
+        if "poison" in body:
+            body.encode("ascii")  # a Sender whose service takes less than UTF-8
+        rec(title, body, severity)
+
+    rec = Recorder()
+    n = Notifier(send, min_interval=0, gather_s=0, retry_s=0)
+    n.emit(Event("run", "poison \u00e9", "info", time.time()))
+    assert n.flush(5)
+    n.emit(Event("run", "after", "info", time.time()))
+    assert n.flush(5) and [c[2] for c in rec.calls] == ["after"]
+    assert n.failed == 0 and n.dropped == 1
+    assert "1 event(s) dropped: they cannot be put in a message" in caplog.text
+    n.close(1)
+
+
 def test_dead_port_and_hanging_listener_do_not_delay_the_executor(caplog):
     """The bounded-time promise: an apply that reports through a dead or wedged endpoint
     returns as fast as without a notifier; only the notifier thread waits."""
