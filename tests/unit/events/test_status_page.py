@@ -449,6 +449,15 @@ def test_unreadable_catalog_is_a_one_line_503_not_a_traceback(tmp_path):
         assert "Traceback" not in body
 
 
+def test_unreadable_catalog_page_refreshes_like_the_page(tmp_path):
+    """R35: the 503 that stands in for the page had no refresh, so a tab left open on it stayed
+    there after the catalog came back; it reloads at the page's own interval (/metrics: none)."""
+    c = _client(_cfg(tmp_path))  # its catalog file was never created
+    r = c.get("/", headers={"X-Qbhook-Token": TOKEN})
+    assert r.status_code == 503 and r.headers.get("Refresh") == "60"  # the page's meta refresh
+    assert "Refresh" not in c.get("/metrics", headers={"X-Qbhook-Token": TOKEN}).headers
+
+
 def test_hashed_and_unhashed_bytes_per_pool_on_the_page(world):
     from qbhook.events.status import hashed_by_pool
 
