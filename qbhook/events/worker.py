@@ -102,7 +102,7 @@ from qbhook.errors import (
     UnknownTorrent,
 )
 from qbhook.events import alerts
-from qbhook.events.queue import OVERFLOW_KEY, JobQueue
+from qbhook.events.queue import OVERFLOW_KEY, JobQueue, backoff_s
 from qbhook.events.queue import worker_id as queue_worker_id
 from qbhook.move.run import run_apply
 from qbhook.pathmap import PathMap
@@ -1483,10 +1483,17 @@ class Worker:
             self.health.beat("idle")
             return False
         self.health.busy(f"busy with job {job.id}")
-        outcome, text, wait_s, storage_error = self._process(job)
+        try:
+            outcome, text, wait_s, storage_error = self._process(job)
+        except Exception as e:
+            # Raised while handling the job's own error (R35: an overflowing backoff): the job is
+            # claimed, so it must get an outcome here, or it stays "running" for good.
+            log.exception("job %d: handling its outcome failed", job.id)
+            outcome, text, wait_s, storage_error = "fail", f"internal error: {e!r}", 0.0, None
+        # Kept before anything else can raise: the next pass records it (``_record``).
+        self._unrecorded = (job.id, outcome, text, wait_s)
         if not self._client_waits:
             self._client_back()
-        self._unrecorded = (job.id, outcome, text, wait_s)
         self.health.beat(f"recording the outcome of job {job.id}")
         self._record()
         if storage_error is not None:
@@ -1512,7 +1519,7 @@ class Worker:
             return "wait", str(e), 0.0, None
         except LockBusy as e:
             self._lock_waits = lock_waits + 1
-            wait_s = min(self.retry_base_s * 2**lock_waits, self.retry_cap_s)
+            wait_s = backoff_s(self.retry_base_s, self.retry_cap_s, lock_waits)
             # Said once while the lock stays busy: the job is waiting, not failing.
             (log.debug if lock_waits else log.warning)(
                 "job %d waits: %s; back to pending for %.0f s (no attempt counted)", job.id, e.message, wait_s
@@ -1542,7 +1549,7 @@ class Worker:
         trouble, which health names while it lasts (and the sweeper's sweeps meet it too),
         rather than each job dying of it, a notice each."""
         self._client_waits = waits + 1
-        wait_s = min(self.retry_base_s * 2**waits, self.retry_cap_s)
+        wait_s = backoff_s(self.retry_base_s, self.retry_cap_s, waits)
         self._client_retry_at = self._clock() + wait_s
         client = e.client or ("rTorrent" if isinstance(e, RtorrentUnreachable) else "qBittorrent")
         since = self.health.client_unreachable(client, str(e))
@@ -1599,7 +1606,7 @@ class Worker:
                 raise  # not a failed pass: this process must end (service.Service.worker_main)
             except Exception as e:  # storage errors and bugs alike: never end the loop
                 failures = self.health.failed(f"{type(e).__name__}: {e}")
-                delay = min(self.retry_base_s * 2 ** (failures - 1), self.retry_cap_s)
+                delay = backoff_s(self.retry_base_s, self.retry_cap_s, failures - 1)
                 if failures == 1:
                     log.exception("worker pass failed; retrying in %.2g s", delay)
                 else:
