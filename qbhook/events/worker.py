@@ -84,7 +84,7 @@ from qbhook.catalog.scan import prune_scans, scan_pools
 from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import IndexInconsistent, TorrentIndex, skipped_files_known
 from qbhook.clients.port import ClientPort
-from qbhook.config import Config
+from qbhook.config import Config, ServerConfig
 from qbhook.decide.facts import ancestors
 from qbhook.decide.plan import ACTIONS, Plan
 from qbhook.decide.planner import Room, finish_run, make_plan, pool_room, tag_changes
@@ -104,6 +104,7 @@ from qbhook.errors import (
 from qbhook.events import alerts
 from qbhook.events.queue import OVERFLOW_KEY, JobQueue, backoff_s
 from qbhook.events.queue import worker_id as queue_worker_id
+from qbhook.events.status import overdue
 from qbhook.move.run import run_apply
 from qbhook.pathmap import PathMap
 from qbhook.paths import is_within, normalize
@@ -1101,7 +1102,9 @@ class WorkerHealth:
 
     The sweeper, when one runs (``sweeper_started``), is the safety net for the events
     intake missed: while its last sweep failed (qBittorrent's password changed, a pool gone)
-    it is unhealthy too, until a sweep succeeds; the worker's own trouble is named first.
+    it is unhealthy too, until a sweep succeeds; the worker's own trouble is named first. So is
+    it when no sweep succeeded for twice its interval since it started or since its last success
+    (hung: no sweep fails either), the rule `qbhook status` applies (``status.overdue``).
     """
 
     def __init__(self, *, stall_after_s: float = 300.0, fail_threshold: int = 3, clock=time.time):
@@ -1121,6 +1124,8 @@ class WorkerHealth:
         self._unreachable: tuple[str, float, str] | None = None  # (client, since, its error's text)
         self._sweeper = False
         self._sweeper_since: float | None = None
+        self._sweep_interval_s = ServerConfig.sweep_interval
+        self._sweep_at: float | None = None  # the sweeper's last successful sweep
         self._sweep_failures = 0
         self._sweep_failing_since: float | None = None
         self._sweep_error: str | None = None
@@ -1156,9 +1161,10 @@ class WorkerHealth:
             self._failures = 0
             self._failing_since = None
 
-    def sweeper_started(self) -> None:
+    def sweeper_started(self, interval_s: float = ServerConfig.sweep_interval) -> None:
+        """A sweeper runs, a sweep every ``interval_s`` (``server.sweep_interval``) from now."""
         with self._lock:
-            self._sweeper, self._sweeper_since = True, self._clock()
+            self._sweeper, self._sweeper_since, self._sweep_interval_s = True, self._clock(), interval_s
 
     def sweep_failed(self, error: str) -> int:
         """Record a failed sweep; returns how many failed in a row."""
@@ -1173,6 +1179,7 @@ class WorkerHealth:
         """Record a sweep that succeeded; returns how many had failed in a row before it."""
         with self._lock:
             failed, self._sweep_failures, self._sweep_failing_since = self._sweep_failures, 0, None
+            self._sweep_at = self._clock()
             return failed
 
     def blocked(self, runs: tuple[int, ...], why: str = "") -> None:
@@ -1209,11 +1216,19 @@ class WorkerHealth:
                 detail["sweep_failures_in_a_row"] = self._sweep_failures
                 detail["last_sweep_error"] = self._sweep_error
             health = self._worker_report(now, detail)
-            if health.ok and self._sweep_failures:
-                since = now - (self._sweep_failing_since or now)
-                failing = f"sweeper failing: {self._sweep_failures} sweep(s) in a row over {since:.0f} s"
-                health = Health(False, f"{failing}, last: {self._sweep_error}", failing, detail)
+            if health.ok and self._sweeper:
+                health = self._sweeper_report(now, detail) or health
             return replace(health, sweeper=self._sweeper, sweeper_since=self._sweeper_since)
+
+    def _sweeper_report(self, now: float, detail: dict) -> Health | None:
+        """The sweeper's trouble (under ``_lock``), or None: failing sweeps, else none succeeding."""
+        if self._sweep_failures:
+            since = now - (self._sweep_failing_since or now)
+            failing = f"sweeper failing: {self._sweep_failures} sweep(s) in a row over {since:.0f} s"
+            return Health(False, f"{failing}, last: {self._sweep_error}", failing, detail)
+        late = overdue(self._sweep_at, self._sweeper_since, self._sweep_interval_s, now)
+        # Its own words, no error's text: there is none (a hung sweep raises nothing).
+        return None if late is None else Health(False, late, late, detail)
 
     def _worker_report(self, now: float, detail: dict) -> Health:
         """The worker's own health (under ``_lock``)."""

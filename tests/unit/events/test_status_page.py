@@ -527,3 +527,26 @@ def test_a_run_with_a_paused_group_counts_it_as_paused_not_failed():
     )
     r = _run(row)
     assert (r.groups_done, r.groups_failed) == (1, 1)
+
+
+def test_status_says_a_hung_sweeper_once_when_the_server_says_it_too(world, monkeypatch):
+    # /healthz now applies status's overdue rule (R35): `qbhook status` shows its own line for it,
+    # not the same again as "server unhealthy".
+    from qbhook.events import status
+
+    cfg, cat = world
+    started = time.time() - 20 * 3600
+    said = status.overdue(None, started, cfg.server.sweep_interval, time.time())
+    server = {"answered": True, "ok": False, "reason": said, "sweeper": True, "sweeper_since": started}
+    monkeypatch.setattr(status, "server_health", lambda srv: server)
+    problems = status.report(cfg, cat)["problems"]
+    assert [p for p in problems if "sweep" in p] == [
+        f"no successful sweep since the sweeper started 20.0 h ago, over twice server.sweep_interval "
+        f"({cfg.server.sweep_interval / 3600:.1f} h): the sweeper fails or hangs (the server's log says why)"
+    ]
+    # Unhealthy for something else: said as before, beside the overdue sweep.
+    server["reason"] = "worker stalled: no progress for 900 s (last: claiming)"
+    assert (
+        "server unhealthy: worker stalled: no progress for 900 s (last: claiming) (its log says why)"
+        in (status.report(cfg, cat)["problems"])
+    )
