@@ -55,6 +55,9 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+# Seconds between reloads of the page, and of the 503 that stands in for it while the catalog
+# cannot be read, so a tab left open on it comes back by itself once the catalog reads again.
+REFRESH_S = 60
 
 
 def blueprint(source: StatusSource, redact: Redact) -> Blueprint:
@@ -65,7 +68,10 @@ def blueprint(source: StatusSource, redact: Redact) -> Blueprint:
         try:
             html = render(source.status(), redact)
         except (QbhookError, sqlite3.Error) as e:
-            return unavailable(e, redact)
+            # Plain text has no meta refresh: the header does it (a scraper of /metrics needs none).
+            page = unavailable(e, redact)
+            page.headers["Refresh"] = str(REFRESH_S)
+            return page
         return Response(html, status=200, mimetype="text/html", headers=HEADERS)
 
     return bp
@@ -96,7 +102,7 @@ def render(st: Status, redact: Redact) -> str:
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         '<meta name=viewport content="width=device-width, initial-scale=1">',
-        '<meta http-equiv=refresh content="60">',
+        f'<meta http-equiv=refresh content="{REFRESH_S}">',
         "<title>qbhook status</title><style>",
         _CSS,
         "</style></head><body><main>",

@@ -53,7 +53,17 @@ from qbhook.events._job import COLUMNS, OVERFLOW_KEY, Job, Parts, text
 from qbhook.events.model import Event
 from qbhook.procs import live, pid_namespace, process_state
 
-__all__ = ["OVERFLOW_KEY", "QUEUE_DDL", "STATES", "Enqueued", "Job", "JobQueue", "worker_alive", "worker_id"]
+__all__ = [
+    "OVERFLOW_KEY",
+    "QUEUE_DDL",
+    "STATES",
+    "Enqueued",
+    "Job",
+    "JobQueue",
+    "backoff_s",
+    "worker_alive",
+    "worker_id",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +76,18 @@ STATES = ("pending", "running", "done", "dead")
 # backward clock step (``JobQueue._unstep``): well past the worker's debounce (it claims with
 # ``now`` that far back) and the skew between processes, well short of a step worth noticing.
 CLOCK_SLACK_S = 600.0
+
+# Doublings past which a backoff no longer grows: far past any cap (2**62 s), far short of a
+# float's limit (2**1024).
+_MAX_DOUBLINGS = 62
+
+
+def backoff_s(base_s: float, cap_s: float, n: int) -> float:
+    """The wait after ``n`` waits in a row (0: the first): ``base_s`` doubled ``n`` times, at most
+    ``cap_s``. Every backoff of the queue and the worker is this one: counts of waits in a row
+    grow without end while a client or the disk stays down, and ``base_s * 2**n`` raised
+    OverflowError at n = 1024 (R35: about 17 h at a 60 s cap, in the worker's except clauses)."""
+    return min(base_s * 2 ** min(max(n, 0), _MAX_DOUBLINGS), cap_s)
 
 
 class Enqueued(tuple):
@@ -272,7 +294,7 @@ class JobQueue:
             return self._back_to_pending(c, job, due, max(job.attempts - 1, 0), job.last_error, now)
 
     def backoff(self, attempts: int) -> float:
-        return min(self.backoff_base_s * 2 ** max(attempts - 1, 0), self.backoff_cap_s)
+        return backoff_s(self.backoff_base_s, self.backoff_cap_s, attempts - 1)
 
     def requeue_stale(self, older_than_s: float, *, now: float | None = None) -> list[int]:
         """Return jobs whose worker went silent (killed, crashed) to pending.

@@ -211,7 +211,7 @@ class Service:
 
     def sweeper_main(self) -> None:
         cat = None
-        self.health.sweeper_started()
+        self.health.sweeper_started(self.cfg.server.sweep_interval)
         while not self.stop.wait(self.cfg.server.sweep_interval):
             try:
                 cat = cat or self._open_catalog()

@@ -579,7 +579,9 @@ def report(cfg: Config, catalog) -> dict:
         "(remove or move it yourself once you know)"
         for w in waiting
     ]
-    if server["answered"] and not server["ok"]:
+    late = sweep_overdue(server, sweep_at, cfg.server.sweep_interval, time.time())
+    # A server unhealthy only for an overdue sweep says what ``late`` says: one line, not two.
+    if server["answered"] and not server["ok"] and not (late and SWEEPER_STUCK in server["reason"]):
         problems.append(f"server unhealthy: {server['reason']} (its log says why)")
     if stuck and not server["answered"]:
         # With a server answering, waiting jobs are explained (its worker is busy with a
@@ -588,7 +590,7 @@ def report(cfg: Config, catalog) -> dict:
             f"{stuck} job(s) ready for over {STUCK_AFTER_S // 60} min and nothing processes them "
             "(is `qbhook serve` running?)"
         )
-    problems += sweep_overdue(server, sweep_at, cfg.server.sweep_interval, time.time())
+    problems += late
     data = {
         "healthy": not problems,
         "problems": problems,
@@ -691,16 +693,26 @@ def sweep_overdue(server: dict, sweep_at: float | None, interval: float, now: fl
     sweeper started is no problem (a new catalog)."""
     if not (server.get("answered") and server.get("sweeper")):
         return []
-    started = server.get("sweeper_since")
+    late = overdue(sweep_at, server.get("sweeper_since"), interval, now)
+    return [late] if late else []
+
+
+def overdue(sweep_at: float | None, started: float | None, interval: float, now: float) -> str | None:
+    """The rule of ``sweep_overdue``, and the one line saying it, or None: ``qbhook status`` applies
+    it to the catalog's last sweep, the server's health (``WorkerHealth.report``) to its sweeper's
+    (R35: a hung sweeper left /healthz at 200; only `qbhook status` said so)."""
     since = max((t for t in (sweep_at, started) if t is not None), default=None)
     if since is None or now - since <= 2 * interval:
-        return []
+        return None
     limit = f"over twice server.sweep_interval ({interval / 3600:.1f} h)"
     if since == sweep_at:
         what = f"last successful sweep {(now - since) / 3600:.1f} h ago, {limit}"
     else:
         what = f"no successful sweep since the sweeper started {(now - since) / 3600:.1f} h ago, {limit}"
-    return [f"{what}: the sweeper fails or hangs (the server's log says why)"]
+    return f"{what}: {SWEEPER_STUCK} (the server's log says why)"
+
+
+SWEEPER_STUCK = "the sweeper fails or hangs"
 
 
 # ---------------------------------------------------------------------------- secrets

@@ -84,7 +84,7 @@ from qbhook.catalog.scan import prune_scans, scan_pools
 from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import IndexInconsistent, TorrentIndex, skipped_files_known
 from qbhook.clients.port import ClientPort
-from qbhook.config import Config
+from qbhook.config import Config, ServerConfig
 from qbhook.decide.facts import ancestors
 from qbhook.decide.plan import ACTIONS, Plan
 from qbhook.decide.planner import Room, finish_run, make_plan, pool_room, tag_changes
@@ -102,8 +102,9 @@ from qbhook.errors import (
     UnknownTorrent,
 )
 from qbhook.events import alerts
-from qbhook.events.queue import OVERFLOW_KEY, JobQueue
+from qbhook.events.queue import OVERFLOW_KEY, JobQueue, backoff_s
 from qbhook.events.queue import worker_id as queue_worker_id
+from qbhook.events.status import overdue
 from qbhook.move.run import run_apply
 from qbhook.pathmap import PathMap
 from qbhook.paths import is_within, normalize
@@ -1101,7 +1102,9 @@ class WorkerHealth:
 
     The sweeper, when one runs (``sweeper_started``), is the safety net for the events
     intake missed: while its last sweep failed (qBittorrent's password changed, a pool gone)
-    it is unhealthy too, until a sweep succeeds; the worker's own trouble is named first.
+    it is unhealthy too, until a sweep succeeds; the worker's own trouble is named first. So is
+    it when no sweep succeeded for twice its interval since it started or since its last success
+    (hung: no sweep fails either), the rule `qbhook status` applies (``status.overdue``).
     """
 
     def __init__(self, *, stall_after_s: float = 300.0, fail_threshold: int = 3, clock=time.time):
@@ -1121,6 +1124,8 @@ class WorkerHealth:
         self._unreachable: tuple[str, float, str] | None = None  # (client, since, its error's text)
         self._sweeper = False
         self._sweeper_since: float | None = None
+        self._sweep_interval_s = ServerConfig.sweep_interval
+        self._sweep_at: float | None = None  # the sweeper's last successful sweep
         self._sweep_failures = 0
         self._sweep_failing_since: float | None = None
         self._sweep_error: str | None = None
@@ -1156,9 +1161,10 @@ class WorkerHealth:
             self._failures = 0
             self._failing_since = None
 
-    def sweeper_started(self) -> None:
+    def sweeper_started(self, interval_s: float = ServerConfig.sweep_interval) -> None:
+        """A sweeper runs, a sweep every ``interval_s`` (``server.sweep_interval``) from now."""
         with self._lock:
-            self._sweeper, self._sweeper_since = True, self._clock()
+            self._sweeper, self._sweeper_since, self._sweep_interval_s = True, self._clock(), interval_s
 
     def sweep_failed(self, error: str) -> int:
         """Record a failed sweep; returns how many failed in a row."""
@@ -1173,6 +1179,7 @@ class WorkerHealth:
         """Record a sweep that succeeded; returns how many had failed in a row before it."""
         with self._lock:
             failed, self._sweep_failures, self._sweep_failing_since = self._sweep_failures, 0, None
+            self._sweep_at = self._clock()
             return failed
 
     def blocked(self, runs: tuple[int, ...], why: str = "") -> None:
@@ -1209,11 +1216,19 @@ class WorkerHealth:
                 detail["sweep_failures_in_a_row"] = self._sweep_failures
                 detail["last_sweep_error"] = self._sweep_error
             health = self._worker_report(now, detail)
-            if health.ok and self._sweep_failures:
-                since = now - (self._sweep_failing_since or now)
-                failing = f"sweeper failing: {self._sweep_failures} sweep(s) in a row over {since:.0f} s"
-                health = Health(False, f"{failing}, last: {self._sweep_error}", failing, detail)
+            if health.ok and self._sweeper:
+                health = self._sweeper_report(now, detail) or health
             return replace(health, sweeper=self._sweeper, sweeper_since=self._sweeper_since)
+
+    def _sweeper_report(self, now: float, detail: dict) -> Health | None:
+        """The sweeper's trouble (under ``_lock``), or None: failing sweeps, else none succeeding."""
+        if self._sweep_failures:
+            since = now - (self._sweep_failing_since or now)
+            failing = f"sweeper failing: {self._sweep_failures} sweep(s) in a row over {since:.0f} s"
+            return Health(False, f"{failing}, last: {self._sweep_error}", failing, detail)
+        late = overdue(self._sweep_at, self._sweeper_since, self._sweep_interval_s, now)
+        # Its own words, no error's text: there is none (a hung sweep raises nothing).
+        return None if late is None else Health(False, late, late, detail)
 
     def _worker_report(self, now: float, detail: dict) -> Health:
         """The worker's own health (under ``_lock``)."""
@@ -1483,10 +1498,17 @@ class Worker:
             self.health.beat("idle")
             return False
         self.health.busy(f"busy with job {job.id}")
-        outcome, text, wait_s, storage_error = self._process(job)
+        try:
+            outcome, text, wait_s, storage_error = self._process(job)
+        except Exception as e:
+            # Raised while handling the job's own error (R35: an overflowing backoff): the job is
+            # claimed, so it must get an outcome here, or it stays "running" for good.
+            log.exception("job %d: handling its outcome failed", job.id)
+            outcome, text, wait_s, storage_error = "fail", f"internal error: {e!r}", 0.0, None
+        # Kept before anything else can raise: the next pass records it (``_record``).
+        self._unrecorded = (job.id, outcome, text, wait_s)
         if not self._client_waits:
             self._client_back()
-        self._unrecorded = (job.id, outcome, text, wait_s)
         self.health.beat(f"recording the outcome of job {job.id}")
         self._record()
         if storage_error is not None:
@@ -1512,7 +1534,7 @@ class Worker:
             return "wait", str(e), 0.0, None
         except LockBusy as e:
             self._lock_waits = lock_waits + 1
-            wait_s = min(self.retry_base_s * 2**lock_waits, self.retry_cap_s)
+            wait_s = backoff_s(self.retry_base_s, self.retry_cap_s, lock_waits)
             # Said once while the lock stays busy: the job is waiting, not failing.
             (log.debug if lock_waits else log.warning)(
                 "job %d waits: %s; back to pending for %.0f s (no attempt counted)", job.id, e.message, wait_s
@@ -1542,7 +1564,7 @@ class Worker:
         trouble, which health names while it lasts (and the sweeper's sweeps meet it too),
         rather than each job dying of it, a notice each."""
         self._client_waits = waits + 1
-        wait_s = min(self.retry_base_s * 2**waits, self.retry_cap_s)
+        wait_s = backoff_s(self.retry_base_s, self.retry_cap_s, waits)
         self._client_retry_at = self._clock() + wait_s
         client = e.client or ("rTorrent" if isinstance(e, RtorrentUnreachable) else "qBittorrent")
         since = self.health.client_unreachable(client, str(e))
@@ -1599,7 +1621,7 @@ class Worker:
                 raise  # not a failed pass: this process must end (service.Service.worker_main)
             except Exception as e:  # storage errors and bugs alike: never end the loop
                 failures = self.health.failed(f"{type(e).__name__}: {e}")
-                delay = min(self.retry_base_s * 2 ** (failures - 1), self.retry_cap_s)
+                delay = backoff_s(self.retry_base_s, self.retry_cap_s, failures - 1)
                 if failures == 1:
                     log.exception("worker pass failed; retrying in %.2g s", delay)
                 else:

@@ -449,6 +449,15 @@ def test_unreadable_catalog_is_a_one_line_503_not_a_traceback(tmp_path):
         assert "Traceback" not in body
 
 
+def test_unreadable_catalog_page_refreshes_like_the_page(tmp_path):
+    """R35: the 503 that stands in for the page had no refresh, so a tab left open on it stayed
+    there after the catalog came back; it reloads at the page's own interval (/metrics: none)."""
+    c = _client(_cfg(tmp_path))  # its catalog file was never created
+    r = c.get("/", headers={"X-Qbhook-Token": TOKEN})
+    assert r.status_code == 503 and r.headers.get("Refresh") == "60"  # the page's meta refresh
+    assert "Refresh" not in c.get("/metrics", headers={"X-Qbhook-Token": TOKEN}).headers
+
+
 def test_hashed_and_unhashed_bytes_per_pool_on_the_page(world):
     from qbhook.events.status import hashed_by_pool
 
@@ -518,3 +527,26 @@ def test_a_run_with_a_paused_group_counts_it_as_paused_not_failed():
     )
     r = _run(row)
     assert (r.groups_done, r.groups_failed) == (1, 1)
+
+
+def test_status_says_a_hung_sweeper_once_when_the_server_says_it_too(world, monkeypatch):
+    # /healthz now applies status's overdue rule (R35): `qbhook status` shows its own line for it,
+    # not the same again as "server unhealthy".
+    from qbhook.events import status
+
+    cfg, cat = world
+    started = time.time() - 20 * 3600
+    said = status.overdue(None, started, cfg.server.sweep_interval, time.time())
+    server = {"answered": True, "ok": False, "reason": said, "sweeper": True, "sweeper_since": started}
+    monkeypatch.setattr(status, "server_health", lambda srv: server)
+    problems = status.report(cfg, cat)["problems"]
+    assert [p for p in problems if "sweep" in p] == [
+        f"no successful sweep since the sweeper started 20.0 h ago, over twice server.sweep_interval "
+        f"({cfg.server.sweep_interval / 3600:.1f} h): the sweeper fails or hangs (the server's log says why)"
+    ]
+    # Unhealthy for something else: said as before, beside the overdue sweep.
+    server["reason"] = "worker stalled: no progress for 900 s (last: claiming)"
+    assert (
+        "server unhealthy: worker stalled: no progress for 900 s (last: claiming) (its log says why)"
+        in (status.report(cfg, cat)["problems"])
+    )

@@ -20,10 +20,14 @@ from werkzeug.test import Client
 from qbhook.config import load_config
 from qbhook.errors import QbhookError
 from qbhook.events import service
+from qbhook.events.auth import AuthConfig
+from qbhook.events.server import create_app
 from qbhook.events.status import sweep_overdue
+from qbhook.events.worker import WorkerHealth
 
 from .serve_helpers import TOKEN, write_config
 
+HOUR = 3600.0
 REFUSED = QbhookError("qBittorrent main at http://10.0.0.5:8080: login refused (HTTP 403)")
 
 
@@ -54,6 +58,10 @@ def run_sweeps(svc, monkeypatch, outcomes):
             raise outcome
 
     monkeypatch.setattr(service, "sweep", sweep)
+    # Sweeps 0.01 s apart keep the test fast; health would call a sweep 0.02 s late overdue (a
+    # loaded machine): these tests are about failing sweeps, so health judges lateness by an hour.
+    started = svc.health.sweeper_started
+    monkeypatch.setattr(svc.health, "sweeper_started", lambda interval_s: started(HOUR))
     # The fake sweep reads none; the sweeper asks its schema version (db.still_current) only.
     fake = types.SimpleNamespace(conn=sqlite3.connect(":memory:", check_same_thread=False))
     monkeypatch.setattr(svc, "_open_catalog", lambda: fake)
@@ -95,7 +103,6 @@ def test_a_worker_without_sweeper_says_nothing_of_sweeps(svc):
     assert "sweep_failures_in_a_row" not in svc.health.report().detail
 
 
-HOUR = 3600.0
 UP_WITH_SWEEPER = {"answered": True, "ok": True, "sweeper": True}
 
 
@@ -136,3 +143,44 @@ def test_status_reads_no_sweeper_start_from_a_healthz_answer_without_a_sane_one(
     from qbhook.events import status
 
     assert status._time_or_none(sent) is None
+
+
+def test_a_hung_sweeper_makes_healthz_unhealthy_by_the_rule_status_applies():
+    # R35: twenty hours after the sweeper started and no sweep finished (none failed either: it
+    # hangs), /healthz said 200 ok; only `qbhook status` said so.
+    now = [1_000_000.0]
+    health = WorkerHealth(clock=lambda: now[0])
+    health.sweeper_started(6 * HOUR)
+    app = create_app(enqueue=lambda e: (1, False), auth=AuthConfig(token="t" * 20), health=health.report)
+
+    def healthz():
+        health.beat("idle")
+        r = app.test_client().get("/healthz")
+        return r.status_code, r.get_json().get("error")
+
+    def status_says(sweep_at):
+        return sweep_overdue({**UP_WITH_SWEEPER, "sweeper_since": 1_000_000.0}, sweep_at, 6 * HOUR, now[0])
+
+    now[0] += 12 * HOUR  # its first sweep is due at 6 h; twice the interval is not overdue yet
+    assert healthz() == (200, None) and status_says(None) == []
+    now[0] += 8 * HOUR
+    assert healthz() == (503, status_says(None)[0])
+    assert status_says(None)[0].startswith("no successful sweep since the sweeper started 20.0 h ago")
+
+    health.sweep_succeeded()  # it came back: counted from that sweep on
+    swept = now[0]
+    assert healthz() == (200, None)
+    now[0] += 13 * HOUR
+    assert healthz() == (503, status_says(swept)[0])
+    assert status_says(swept)[0].startswith("last successful sweep 13.0 h ago")
+
+    health.sweep_failed("login refused")  # failing sweeps are named first: they say more
+    assert healthz()[1].startswith("sweeper failing: 1 sweep(s) in a row")
+
+
+def test_a_worker_without_sweeper_is_never_overdue():
+    now = [1_000_000.0]
+    health = WorkerHealth(clock=lambda: now[0])
+    now[0] += 100 * HOUR
+    health.beat("idle")
+    assert health.report().ok

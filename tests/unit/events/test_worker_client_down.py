@@ -9,15 +9,18 @@ reboot) is routine.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from qbhook import notify
 from qbhook.catalog.db import connect
 from qbhook.catalog.store import Catalog
-from qbhook.errors import QbhookError, QbtUnreachable, RtorrentTimedOut
+from qbhook.errors import LockBusy, QbhookError, QbtUnreachable, RtorrentTimedOut
 from qbhook.events import worker as worker_mod
 from qbhook.events.auth import AuthConfig
 from qbhook.events.model import Event
+from qbhook.events.queue import backoff_s
 from qbhook.events.server import create_app
 from qbhook.events.worker import Worker, WorkerHealth
 
@@ -123,3 +126,63 @@ def test_a_client_that_answers_with_a_refusal_is_an_ordinary_failure(world):
     w.run_for(10)
     assert w.worker.queue.get(w.ids[0]).attempts == 1
     assert w.health.report().ok  # a single failed job is the queue's to retry, as before
+
+
+# ---------------------------------------------------------------------------- long waits (R35)
+
+
+def test_backoff_grows_to_its_cap_and_never_overflows():
+    assert [backoff_s(1.0, 60.0, n) for n in (-1, 0, 1, 5, 6)] == [1.0, 1.0, 2.0, 32.0, 60.0]
+    # 1.0 * 2**1024 raised OverflowError: 1024 waits in a row is about 17 h at a 60 s cap.
+    assert backoff_s(1.0, 60.0, 1024) == backoff_s(1.0, 60.0, 10**9) == 60.0
+
+
+LOCKED = LockBusy("executor lock held by pid 4242 (qbhook apply)")
+
+
+@pytest.mark.parametrize("error, waits", [(DOWN, "_client_waits"), (LOCKED, "_lock_waits")])
+def test_a_wait_past_1024_in_a_row_strands_no_job(world, error, waits):
+    # R35: a client down about 17 h (or the executor lock held as long): the 1024th wait in a row
+    # raised OverflowError after the claim, so each pass left one job "running" for good.
+    w = world(error)
+    setattr(w.worker, waits, 1100)
+    w.now += 60
+    assert w.worker.run_once() is True
+    assert w.jobs() == [("pending", 0)] * 3  # back to pending, no attempt counted
+    w.down = False
+    w.run_for(3 * 60)
+    assert w.jobs() == [("done", 1)] * 3
+
+
+def test_the_loop_survives_failing_passes_past_1024_in_a_row(world):
+    w = world(DOWN)
+
+    class Failing(WorkerHealth):
+        def failed(self, error: str) -> int:
+            super().failed(error)
+            return 1100  # a full disk for about 17 h at the 60 s cap
+
+    class OnePass(threading.Event):
+        def wait(self, timeout=None) -> bool:
+            self.set()  # the backoff's wait ends the loop
+            return True
+
+    w.worker.health = Failing(clock=w.clock)
+    w.worker.run_once = lambda: 1 / 0
+    w.worker.loop(OnePass())  # raised OverflowError: the worker thread ended
+    assert w.worker.health.report().detail["last_error"] == "ZeroDivisionError: division by zero"
+
+
+def test_a_bug_while_handling_a_jobs_error_fails_it_with_a_reason(world, monkeypatch):
+    # Whatever raises after the claim, the job gets an outcome: never "running" for good.
+    w = world(DOWN)
+
+    def broken(*args):
+        raise RuntimeError("bug in the wait path")
+
+    monkeypatch.setattr(Worker, "_client_down", broken)
+    w.now += 10
+    assert w.worker.run_once() is True
+    first = w.worker.queue.get(w.ids[0])
+    assert (first.state, first.attempts) == ("pending", 1)
+    assert "internal error: RuntimeError('bug in the wait path')" in first.last_error
