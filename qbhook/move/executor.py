@@ -615,10 +615,13 @@ class _GroupRun:
 
 
 class _At(NamedTuple):
-    """Where a step is in the run: its sequence number and its journal row."""
+    """Where a step is in the run: its sequence number and its journal row. ``again``: that row
+    was journaled ``intended`` by an attempt that never closed it (a crash, a pause): the act may
+    have begun, and what it left is the world's to tell (``fsops.safe_unlink``'s ``resumed``)."""
 
     seq: int
     step_id: int
+    again: bool = False
 
 
 class _Failure(Exception):
@@ -1114,7 +1117,8 @@ class Executor:
         try:
             if prepare_error is not None:
                 raise prepare_error
-            result = h.act(self, st, step, _At(seq, step_id))
+            again = row is not None and row.status == StepStatus.INTENDED
+            result = h.act(self, st, step, _At(seq, step_id, again))
         except (QbhookError, OSError) as e:
             reason = f"{step.kind} failed: {e}"
             self.log.warning("group %s: %s", gid, reason)
@@ -1992,7 +1996,7 @@ class Executor:
                         f"{why}torrent {h}: {lf.name} is {lf.size} bytes in qBittorrent, {size} in the plan"
                     )
 
-    def _delete(self, st: _GroupRun, s: Delete, _at: _At) -> dict:
+    def _delete(self, st: _GroupRun, s: Delete, at: _At) -> dict:
         if not st.synced:
             # New links must be on disk before old ones go, whatever a power cut does.
             fsops.sync_filesystem(s.keep_path, (*self.seeding_roots, *self.roots))
@@ -2005,7 +2009,7 @@ class Executor:
         # so the doomed link must still hold exactly what was copied.
         blake3_hex = st.content_of(s.keep_path, s.blake3, s.size or 0, f"refusing to delete {s.path}")
         with self._pin_links(s) as pin:
-            res = self._safe_unlink(s, blake3_hex, hold)
+            res = self._safe_unlink(s, blake3_hex, hold, resumed=at.again)
             st.deletes_started = True
             if res["status"] == "held" and s.blake3 is None:
                 # The purge re-proves the kept copy before removing a last link: with the content proved here.
@@ -2029,7 +2033,7 @@ class Executor:
             pin = None
         return pin or contextlib.nullcontext()
 
-    def _safe_unlink(self, s: Delete, blake3_hex, hold: str | None) -> dict:
+    def _safe_unlink(self, s: Delete, blake3_hex, hold: str | None, *, resumed: bool) -> dict:
         return fsops.safe_unlink(
             s.path,
             fsid=s.fsid,
@@ -2045,6 +2049,7 @@ class Executor:
             keep_roots=self.roots,
             catalog=self.catalog,
             hold_run=hold,
+            resumed=resumed,
         )
 
     def _record_other_links(self, s: Delete, res: dict, pin: Pin | None) -> None:

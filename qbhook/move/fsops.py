@@ -46,7 +46,9 @@ over a name (``relink_over``) would replace a library file, a delete or hold
 library may have done for it. So right before that act the folder is proven still below
 its seeding root, through ``..`` from its descriptor (``Dir.in_place``, ``_walk_placed``),
 and a removal looks again right after its rename to a drop name or into holding, putting
-the file back (never over a name) if the folder moved in between. A name in a
+the file back (never over a name) if the folder moved in between; a kill before that put-back
+leaves a resume that cannot reach the folder by its path, and it waits for a person
+(``_folder_gone``) rather than take the file for held or gone. A name in a
 seeding folder is never unlinked after a look at it either: a file renamed over it in
 between (qBittorrent completing a download at that path) would lose its last link. A hold
 renames the entry into holding, a removal (a delete, a leftover view's, an unrecorded link's)
@@ -718,11 +720,10 @@ def _back_unless_placed(
     """Right after a rename of ``home``'s ``name`` to ``at``'s ``new`` (a drop name, holding): nothing
     if ``home`` is still in place (``placed``); else it was moved between the look before the rename
     and the rename, so the name taken may be a library's: the file goes back, never over a name
-    (``_put_back``), and the act is refused (``_moved_off``). A kill before the put-back leaves what
-    a kill right after the rename leaves when the folder is moved later: the file under the drop
-    name in the moved folder, or in holding, and a retry that no longer reaches the folder by its
-    path ("absent"; ``_absent`` takes a file in holding for held). Nothing new: the window is the
-    one between this look and the rename, and the look before it keeps the usual race out of it."""
+    (``_put_back``), and the act is refused (``_moved_off``). A kill before the put-back leaves the
+    file under the drop name in the moved folder, or in holding, and a retry that no longer reaches
+    the folder by its path: it refuses, naming where the file is, and waits for a person
+    (``_folder_gone``), never "held" (purged after the grace) nor "absent" (hidden for good)."""
     if placed is None or placed():
         return
     refused = _moved_off(home, why)
@@ -2408,6 +2409,7 @@ class _Unlink:
     keep_roots: tuple
     catalog: object
     hold_run: object
+    resumed: bool = False
 
     def refuse(self, why: str, hint: str | None = None) -> UnsafeOperation:
         return UnsafeOperation(f"refusing to delete {self.shown}: {why}", hint=hint)
@@ -2429,6 +2431,7 @@ def safe_unlink(
     keep_ino: int | None = None,
     hold_run=None,
     keep_roots=(),
+    resumed: bool = False,
 ) -> dict:
     """Remove one old link of a payload file, only if every fact the plan relied on still holds.
 
@@ -2441,7 +2444,9 @@ def safe_unlink(
     entry relative to the very folder descriptor the checks used.
 
     ``hold_run`` (grace period) moves the link into ``<root>/.qbhook-holding/<run>/``
-    instead of unlinking it. A path that is already gone is a no-op.
+    instead of unlinking it. A path that is already gone is a no-op, unless its folder is gone
+    and an earlier attempt may have renamed it away (``_folder_gone``; ``resumed``: this delete's
+    intent was journaled before, by a run that did not close it).
     Returns ``{status: unlinked|held|absent, bytes_freed, nlink_before, dev}``, and for an act
     of this call ``checked`` (the content's stat, ``Checked.of``).
     """
@@ -2473,16 +2478,47 @@ def safe_unlink(
         tuple(keep_roots),
         catalog,
         hold_run,
+        resumed,
     )
     try:
         parent, placed = _walk_placed(root, parts[:-1])
     except (FileNotFoundError, NotADirectoryError):
-        return _absent(root, parts, ino, hold_run, "delete")
+        return _folder_gone(u)
     except UnsafeOperation as e:
         raise u.refuse(f"not inside a seeding root through real folders: {e.message}") from None
     with parent:
         res = _safe_unlink_at(u, parent, parts[-1], placed)
     return _absent(root, parts, ino, hold_run, "delete") if res["status"] == "absent" else res
+
+
+def _folder_gone(u: _Unlink) -> dict:
+    """``safe_unlink``'s result when the link's folder is no longer reachable by its path: "absent",
+    unless an earlier attempt may have renamed the link away there. Then refused: waits for a person.
+
+    The look right after the rename (``_back_unless_placed``) puts the file back if the folder moved
+    into a library between the look before and the rename; a kill before that put-back leaves the
+    library's file in holding, or under its drop name in the moved folder, and the path reaches
+    neither that folder nor anything that says where it went. So a file of the planned inode in
+    holding is never taken for held here (journaled, it would be purged after the grace), and a
+    resumed delete (no grace) is never "absent" (its drop-named file would stay hidden for good).
+    Neither needs new state: what the resume cannot prove is left, named, for a person. The price:
+    a hold that passed its look after the rename, killed before the journal closed it, whose folder
+    a person then removed or renamed before the resume, waits for a person too."""
+    res = _absent(u.root, u.parts, u.ino, u.hold_run, "delete")
+    folder = os.fsdecode(b"/".join([u.root.rstrip(b"/"), *u.parts[:-1]]))
+    if res["status"] == "held":
+        raise u.refuse(
+            f"held at {res['held_at']}, but its folder {folder} was moved since: waits for a person",
+            hint="if that folder went into a library, the held file is the library's: put it back there by hand",
+        )
+    if u.resumed and u.hold_run is None:
+        drop = os.fsdecode(_drop_name(u.parts[-1], u.ino))
+        raise u.refuse(
+            f"its folder {folder} is gone since an earlier attempt of this delete: if that folder was moved "
+            f"(into a library), the file may wait there under {drop}, not found by its old path: waits for a person",
+            hint=f"look for {drop} in the folder's new place and rename it back to {os.fsdecode(u.parts[-1])}",
+        )
+    return res
 
 
 def undo_drop(path, *, ino: int, seeding_roots) -> bool:
