@@ -86,6 +86,10 @@ KINDS = {
     "free_space": "pool low on space",
     "atm": "ATM switched back on",
     "left_stopped": "torrent left stopped",
+    "client_down": "client not answering",
+    "client_back": "client answering again",
+    "needs_person": "needs you",
+    "resolved": "no longer needs you",
     "lost": "notifications lost",
 }
 

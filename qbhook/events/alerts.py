@@ -1,4 +1,5 @@
-"""What a sweep notices and tells the user once: blocked too long, low free space, ATM back on.
+"""What a sweep or the worker notices and tells the user once: blocked too long, low free space,
+ATM back on, a client that does not answer.
 
 Each condition is reported when it starts; the memory of what was reported lives in the
 catalog's ``state`` table, so a restart does not repeat it (and is written only when it
@@ -10,6 +11,11 @@ sweep, also one that re-plans nothing (no snapshot, no plan), so a pool filling 
 at the next sweep, not the next one with a change to plan. The plan-reading checks lose
 nothing on such a sweep: a blocked group is re-planned every sweep (it is never "settled"),
 and a torrent's ATM flag coming back on is a torrent change, which re-plans its group.
+
+A client that does not answer is the worker's to notice (``ClientDown``): its jobs wait, no
+attempt counted, and only /healthz said so, which nobody watches unattended. It is told once
+when the client has been silent for ``CLIENT_DOWN_AFTER_S`` (a qBittorrent restart or a container
+update is over well before), and once when a job gets past it again, with how long it was silent.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from dataclasses import dataclass
 from qbhook import notify
 from qbhook.catalog import state
 from qbhook.units import human_bytes
+
+CLIENT_DOWN_AFTER_S = 600.0  # a client silent this long is told; a restart is over well before
 
 
 @dataclass(frozen=True)
@@ -145,3 +153,46 @@ def _age(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds / 3600:.1f} hours"
     return f"{seconds / 60:.0f} minutes"
+
+
+class ClientDown:
+    """The worker's memory of the client it told is down: the ``state`` table's
+    ``notify.client_down`` ({"client", "since"} or None), read once, written when it changes.
+
+    Health forgets a client's silence when the process restarts; this does not: a client still
+    silent after a restart is not told again, and its answering again is told even so."""
+
+    KEY = "notify.client_down"
+
+    def __init__(self, conn):
+        self._conn = conn
+        self._told: dict | None = None
+        self._loaded = False
+
+    def check(self, down: tuple[str, float] | None, now: float) -> list[notify.Event]:
+        """``down``: the client not answering and since when (``WorkerHealth.unreachable``), or
+        None once a job's try got past every client. Returns the events emitted."""
+        if not self._loaded:
+            told, _ = state.get(self._conn, self.KEY)
+            self._told, self._loaded = told if isinstance(told, dict) else None, True
+        out: list[notify.Event] = []
+        report = _reporter(out, now)
+        told = self._told
+        if told is not None and (down is None or down[0] != told.get("client")):
+            # A job got past it (health names one client at a time: another silent one got past it too).
+            silent = max(now - float(told.get("since") or now), 0.0)
+            report("client_back", f"{told.get('client')} answers again after {_age(silent)}: waiting jobs run", "info")
+            told = None
+        if told is None and down is not None and now - down[1] >= CLIENT_DOWN_AFTER_S:
+            client, since = down
+            report(
+                "client_down",
+                f"{client} has not answered for {_age(now - since)}: events are queued, none is processed "
+                "until it answers (no job fails of it); check that it runs and that its URL is right",
+                "failure",
+            )
+            told = {"client": client, "since": since}
+        if told != self._told:
+            state.put(self._conn, self.KEY, told)
+            self._told = told
+        return out
