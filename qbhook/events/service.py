@@ -157,7 +157,11 @@ class Service:
         self.gate = RunsGate(self.health, base_s=BACKOFF_START_S, cap_s=BACKOFF_MAX_S)  # worker's and sweeper's
         intake = JobQueue(connect(cfg.catalog, check_same_thread=False), max_pending=srv.max_pending)
         wsgi = create_app(
-            enqueue=intake.enqueue, auth=auth, max_body=srv.max_body, health=self.health.report, views=views(cfg)
+            enqueue=intake.enqueue,
+            auth=auth,
+            max_body=srv.max_body,
+            health=self.health.report,
+            views=views(cfg, self.health.report),
         )
         self.host = host
         self.server = listen(wsgi, host, port, srv.max_body, given=host_given)
