@@ -294,3 +294,24 @@ def test_a_source_that_does_not_verify_waits_until_it_changes(unproven, caplog):
     write(u.src, b"abc")  # rewritten (a new ctime): worth a new try
     ((res,), _logged) = _run(u, caplog)
     assert res["status"] == "removed" and len(u.tries) == 2
+
+
+def test_a_view_that_starts_waiting_for_a_person_is_notified_once(unproven, caplog, monkeypatch):
+    # R35: unattended, one log line and `qbhook status` reached nobody; it may be the last copy.
+    from qbhook import notify
+
+    told: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(notify, "emit", lambda kind, text, severity="info": told.append((kind, text, severity)))
+    u = unproven
+    (res,), _logged = _run(u, caplog)
+    for _ in range(3):
+        _run(u, caplog)  # it waits: not tried, not told again
+    assert told == [
+        (
+            "needs_person",
+            f"leftover view kept, maybe the last copy of its content: {res['reason']} "
+            "(remove or move it yourself once you know)",
+            "failure",
+        )
+    ]
+    assert str(u.view) in told[0][1]

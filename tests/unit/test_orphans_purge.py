@@ -241,6 +241,8 @@ def test_a_leftover_view_an_older_qbhook_quarantined_is_kept_by_the_purge(world,
 
     w = world
     view = waiting_view(w)
+    assert [k for k, _t, _s in notified] == ["needs_person"]  # the leftover pass told it waits
+    notified.clear()
     with monkeypatch.context() as m:  # an older qbhook: its quarantine did not know leftover views
         m.setattr(Journal, "leftover_paths", lambda _self: frozenset())
         assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [view]
