@@ -88,6 +88,8 @@ KINDS = {
     "left_stopped": "torrent left stopped",
     "client_down": "client not answering",
     "client_back": "client answering again",
+    "worker_trouble": "worker not processing events",
+    "worker_back": "worker working again",
     "needs_person": "needs you",
     "resolved": "no longer needs you",
     "lost": "notifications lost",

@@ -16,6 +16,8 @@ A client that does not answer is the worker's to notice (``ClientDown``): its jo
 attempt counted, and only /healthz said so, which nobody watches unattended. It is told once
 when the client has been silent for ``CLIENT_DOWN_AFTER_S`` (a qBittorrent restart or a container
 update is over well before), and once when a job gets past it again, with how long it was silent.
+The worker's own trouble (failing passes, stalled, its thread gone) cannot be told by the worker:
+``serve`` watches its health from another thread (``WorkerWatch``), with the same delay.
 """
 
 from __future__ import annotations
@@ -196,3 +198,41 @@ class ClientDown:
             state.put(self._conn, self.KEY, told)
             self._told = told
         return out
+
+
+class WorkerWatch:
+    """``serve``'s watch over its worker's health, from a thread of its own (a stalled worker tells
+    nothing itself): trouble that lasts ``CLIENT_DOWN_AFTER_S`` is told once, its end once.
+
+    Only what nobody else tells: a client's silence is ``ClientDown``'s, a failing sweeper the
+    sweeper's own notice, an executor blocked by an unfinished run the run's (``notify.run_finished``).
+    In memory: a restarted ``serve`` starts with a new worker, whose health starts afresh too."""
+
+    def __init__(self):
+        self._since: float | None = None  # when the trouble began (seen by this watch)
+        self._told = False
+
+    def check(self, health, now: float) -> list[notify.Event]:
+        out: list[notify.Event] = []
+        report = _reporter(out, now)
+        trouble = worker_trouble(health)
+        if trouble is None:
+            if self._told:
+                report("worker_back", f"the worker makes progress again, after {_age(now - self._since)}", "info")
+            self._since, self._told = None, False
+            return out
+        self._since = now if self._since is None else self._since
+        if not self._told and now - self._since >= CLIENT_DOWN_AFTER_S:
+            self._told = True
+            report("worker_trouble", f"{trouble}: events are queued, none is processed (the log says why)", "failure")
+        return out
+
+
+def worker_trouble(health) -> str | None:
+    """The worker's trouble its health names (``public``: no error text), or None when it is fine
+    or the trouble is told elsewhere (see ``WorkerWatch``)."""
+    if health.ok or {"client_unreachable", "unfinished_runs"} & set(health.detail):
+        return None
+    if health.public.startswith("sweeper failing"):
+        return None
+    return health.public
