@@ -5,7 +5,9 @@ The model:
 * Call sites report **events** (a run finished, a group failed or rolled back, a job
   dead-lettered, the mass-delete guard tripped, a cross-seed a relocation could not start
   again, and what a sweep notices: a group blocked too long, a pool low on space, a
-  relocated torrent whose ATM is on again).
+  relocated torrent whose ATM is on again; what ``serve`` notices: a client silent too long, its
+  worker failing or stalled; and what needs a person: a leftover view that may be the last copy,
+  a held link the holding purge keeps).
   ``emit`` never blocks and never raises: it puts the event on a bounded in-memory
   queue; when the queue is full the event is dropped, counted and logged.
 * One background thread drains the queue. **Batched and rate-limited**: at most one
@@ -43,8 +45,9 @@ The model:
   ``notify.urls`` every entry point here is a no-op. A command gives the thread at most
   ``FLUSH_S`` when it ends to deliver what is pending (``flush_pending``); what did not go
   is written to the outbox.
-* Sweep conditions alert once when they start, not at every sweep: which groups,
-  pools and torrents were already reported lives in the catalog's ``state`` table.
+* Conditions alert once when they start, not at every sweep or run: which groups, pools,
+  torrents, clients and held links were already reported lives in the catalog's ``state`` table
+  (``state.told``); a client's silence and a kept held link are told again once they are gone.
 """
 
 from __future__ import annotations
@@ -91,6 +94,12 @@ KINDS = {
     "free_space": "pool low on space",
     "atm": "ATM switched back on",
     "left_stopped": "torrent left stopped",
+    "client_down": "client not answering",
+    "client_back": "client answering again",
+    "worker_trouble": "worker not processing events",
+    "worker_back": "worker working again",
+    "needs_person": "needs you",
+    "resolved": "no longer needs you",
     "lost": "notifications lost",
 }
 

@@ -1,4 +1,5 @@
-"""What a sweep notices and tells the user once: blocked too long, low free space, ATM back on.
+"""What a sweep or the worker notices and tells the user once: blocked too long, low free space,
+ATM back on, a client that does not answer.
 
 Each condition is reported when it starts; the memory of what was reported lives in the
 catalog's ``state`` table, so a restart does not repeat it (and is written only when it
@@ -10,6 +11,13 @@ sweep, also one that re-plans nothing (no snapshot, no plan), so a pool filling 
 at the next sweep, not the next one with a change to plan. The plan-reading checks lose
 nothing on such a sweep: a blocked group is re-planned every sweep (it is never "settled"),
 and a torrent's ATM flag coming back on is a torrent change, which re-plans its group.
+
+A client that does not answer is the worker's to notice (``ClientDown``): its jobs wait, no
+attempt counted, and only /healthz said so, which nobody watches unattended. It is told once
+when the client has been silent for ``CLIENT_DOWN_AFTER_S`` (a qBittorrent restart or a container
+update is over well before), and once when a job gets past it again, with how long it was silent.
+The worker's own trouble (failing passes, stalled, its thread gone) cannot be told by the worker:
+``serve`` watches its health from another thread (``WorkerWatch``), with the same delay.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from dataclasses import dataclass
 from qbhook import notify
 from qbhook.catalog import state
 from qbhook.units import human_bytes
+
+CLIENT_DOWN_AFTER_S = 600.0  # a client silent this long is told; a restart is over well before
 
 
 @dataclass(frozen=True)
@@ -145,3 +155,84 @@ def _age(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds / 3600:.1f} hours"
     return f"{seconds / 60:.0f} minutes"
+
+
+class ClientDown:
+    """The worker's memory of the client it told is down: the ``state`` table's
+    ``notify.client_down`` ({"client", "since"} or None), read once, written when it changes.
+
+    Health forgets a client's silence when the process restarts; this does not: a client still
+    silent after a restart is not told again, and its answering again is told even so."""
+
+    KEY = "notify.client_down"
+
+    def __init__(self, conn):
+        self._conn = conn
+        self._told: dict | None = None
+        self._loaded = False
+
+    def check(self, down: tuple[str, float] | None, now: float) -> list[notify.Event]:
+        """``down``: the client not answering and since when (``WorkerHealth.unreachable``), or
+        None once a job's try got past every client. Returns the events emitted."""
+        if not self._loaded:
+            told, _ = state.get(self._conn, self.KEY)
+            self._told, self._loaded = told if isinstance(told, dict) else None, True
+        out: list[notify.Event] = []
+        report = _reporter(out, now)
+        told = self._told
+        if told is not None and (down is None or down[0] != told.get("client")):
+            # A job got past it (health names one client at a time: another silent one got past it too).
+            silent = max(now - float(told.get("since") or now), 0.0)
+            report("client_back", f"{told.get('client')} answers again after {_age(silent)}: waiting jobs run", "info")
+            told = None
+        if told is None and down is not None and now - down[1] >= CLIENT_DOWN_AFTER_S:
+            client, since = down
+            report(
+                "client_down",
+                f"{client} has not answered for {_age(now - since)}: events are queued, none is processed "
+                "until it answers (no job fails of it); check that it runs and that its URL is right",
+                "failure",
+            )
+            told = {"client": client, "since": since}
+        if told != self._told:
+            state.put(self._conn, self.KEY, told)
+            self._told = told
+        return out
+
+
+class WorkerWatch:
+    """``serve``'s watch over its worker's health, from a thread of its own (a stalled worker tells
+    nothing itself): trouble that lasts ``CLIENT_DOWN_AFTER_S`` is told once, its end once.
+
+    Only what nobody else tells: a client's silence is ``ClientDown``'s, a failing sweeper the
+    sweeper's own notice, an executor blocked by an unfinished run the run's (``notify.run_finished``).
+    In memory: a restarted ``serve`` starts with a new worker, whose health starts afresh too."""
+
+    def __init__(self):
+        self._since: float | None = None  # when the trouble began (seen by this watch)
+        self._told = False
+
+    def check(self, health, now: float) -> list[notify.Event]:
+        out: list[notify.Event] = []
+        report = _reporter(out, now)
+        trouble = worker_trouble(health)
+        if trouble is None:
+            if self._told:
+                report("worker_back", f"the worker makes progress again, after {_age(now - self._since)}", "info")
+            self._since, self._told = None, False
+            return out
+        self._since = now if self._since is None else self._since
+        if not self._told and now - self._since >= CLIENT_DOWN_AFTER_S:
+            self._told = True
+            report("worker_trouble", f"{trouble}: events are queued, none is processed (the log says why)", "failure")
+        return out
+
+
+def worker_trouble(health) -> str | None:
+    """The worker's trouble its health names (``public``: no error text), or None when it is fine
+    or the trouble is told elsewhere (see ``WorkerWatch``)."""
+    if health.ok or {"client_unreachable", "unfinished_runs"} & set(health.detail):
+        return None
+    if health.public.startswith("sweeper failing"):
+        return None
+    return health.public

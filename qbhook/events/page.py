@@ -109,6 +109,7 @@ def render(st: Status, redact: Redact) -> str:
         "<header><h1>qbhook</h1>",
         f"<p class=muted>as of {t(_when(st.generated_at))} · refreshes every minute</p></header>",
         _summary(st, t),
+        _needs(st, t),
         "<section><h2>Pools</h2>",
         *(_pool(p, t) for p in st.pools),
         "</section>",
@@ -128,6 +129,7 @@ def _summary(st: Status, t) -> str:
         took = f" in {st.sweep.seconds:.1f} s" if st.sweep.seconds is not None else ""
         sweep = f"{t(_when(st.sweep.at))} ({t(_ago(st.generated_at - st.sweep.at))}){took}"
     cells = [
+        *_worker_cell(st, t),
         ("Last sweep", sweep),
         ("Queue", f"{q.get('pending', 0)} pending · {q.get('running', 0)} running"),
         ("Dead letters", str(q.get("dead", 0))),
@@ -137,6 +139,22 @@ def _summary(st: Status, t) -> str:
         cells.append(("Unfinished runs", f"<span class=warn>{ids}</span> (<code>qbhook resume</code>)"))
     body = "".join(f"<div><dt>{label}</dt><dd>{value}</dd></div>" for label, value in cells)
     return f"<section><dl class=facts>{body}</dl></section>"
+
+
+def _worker_cell(st: Status, t) -> list[tuple[str, str]]:
+    """The serving worker's health, its reason whole: the page is behind credentials (/healthz is not)."""
+    w = st.worker
+    if w is None:
+        return []
+    return [("Worker", f"{t(w.reason)}" if w.ok else f"<span class=warn>{t(w.reason)}</span>")]
+
+
+def _needs(st: Status, t) -> str:
+    """What needs a person: the problems `qbhook status` lists (one source: ``status.needs_person``)."""
+    if not st.needs:
+        return ""
+    items = "".join(f"<li>{t(n)}</li>" for n in st.needs)
+    return f"<section><h2>Needs you</h2><ul class=needs>{items}</ul></section>"
 
 
 def _orphaned(p: PoolStatus, now: float | None = None) -> str:
@@ -351,7 +369,7 @@ main{max-width:960px;margin:0 auto;padding:12px}
 header h1{margin:4px 0 0;font-size:1.5rem}
 h2{font-size:1.15rem;margin:22px 0 8px}
 h3{font-size:1rem;margin:0 0 2px}
-section>article,.facts,.plan li,.dead li,table{background:var(--card);border:1px solid var(--line);border-radius:8px}
+section>article,.facts,.plan li,.dead li,.needs li,table{background:var(--card);border:1px solid var(--line);border-radius:8px}
 .muted{color:var(--muted)}
 .path{margin:0 0 6px;font-size:.85rem;word-break:break-all}
 .warn{color:#b3261e;font-weight:600}
@@ -370,8 +388,9 @@ code{background:#eef1f4;padding:0 4px;border-radius:4px}
 .legend i.none{border:1px dashed var(--muted)}
 .legend b{margin-left:auto;font-weight:600;white-space:nowrap}
 .tag{white-space:nowrap;font-size:.75rem;padding:1px 6px;border-radius:10px;background:#eef1f4;color:var(--muted);font-weight:500}
-.plan,.dead{list-style:none;padding:0;margin:0}
-.plan li,.dead li{padding:10px 12px;margin:0 0 6px;overflow-wrap:anywhere}
+.plan,.dead,.needs{list-style:none;padding:0;margin:0}
+.plan li,.dead li,.needs li{padding:10px 12px;margin:0 0 6px;overflow-wrap:anywhere}
+.needs li{border-left:4px solid #b3261e}
 .reason{margin:2px 0}
 .badge{display:inline-block;min-width:64px;text-align:center;font-size:.75rem;font-weight:700;text-transform:uppercase;padding:2px 6px;border-radius:4px;color:#fff;background:#6b7785}
 .act-demote{background:#2f6fb0}.act-promote{background:#3e9a5b}.act-blocked{background:#b3261e}.act-skip{background:#8a6fb8}

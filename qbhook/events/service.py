@@ -16,6 +16,8 @@ Order matters and is the model of this module:
    so its failing is not only logged: the first failure in a row and the recovery are
    notified, and ``/healthz`` says so until a sweep succeeds. While the gate knows of a run that blocks the
    executor, the sweep scans and plans but applies nothing (the worker resumes the run).
+   A **watch thread** tells the worker's own trouble (failing, stalled, stopped) once it has
+   lasted ten minutes, and its end: a stalled worker cannot tell it (``alerts.WorkerWatch``).
 4. **SIGTERM / SIGINT** stop intake (``serve``: the port closes, requests being answered get
    ``DRAIN_S``, every connection left is closed, idle keep-alive ones at once), let the
    worker's current step finish, and join the threads. So does a newer qbhook migrating the
@@ -38,6 +40,7 @@ from qbhook.catalog.store import Catalog
 from qbhook.clients.port import ClientPort
 from qbhook.config import Config
 from qbhook.errors import BadAddress, CatalogUpgraded, ConfigError, PortBusy, QbhookError, UnfinishedRuns
+from qbhook.events import alerts
 from qbhook.events.auth import AuthConfig
 from qbhook.events.queue import JobQueue
 from qbhook.events.server import create_app, waitress_options
@@ -50,6 +53,7 @@ BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 60.0
 JOIN_TIMEOUT_S = 600
 JOIN_SLICE_S = 0.5  # how often a join without a deadline looks whether a signal came
+WATCH_S = 30.0  # how often the worker's health is looked at for a notice (``watch_main``)
 DRAIN_S = 5.0  # after a stop signal: how long requests already being answered get to finish
 
 
@@ -157,7 +161,11 @@ class Service:
         self.gate = RunsGate(self.health, base_s=BACKOFF_START_S, cap_s=BACKOFF_MAX_S)  # worker's and sweeper's
         intake = JobQueue(connect(cfg.catalog, check_same_thread=False), max_pending=srv.max_pending)
         wsgi = create_app(
-            enqueue=intake.enqueue, auth=auth, max_body=srv.max_body, health=self.health.report, views=views(cfg)
+            enqueue=intake.enqueue,
+            auth=auth,
+            max_body=srv.max_body,
+            health=self.health.report,
+            views=views(cfg, self.health.report),
         )
         self.host = host
         self.server = listen(wsgi, host, port, srv.max_body, given=host_given)
@@ -239,6 +247,17 @@ class Service:
                     log.warning("sweep succeeded after %d failed sweep(s)", failed)
                     notify.emit("sweep_recovered", f"the sweeper works again, after {failed} failed sweep(s)")
 
+    def watch_main(self) -> None:
+        """Tell the worker's own trouble (failing, stalled, stopped) once it lasts, and its end
+        (``alerts.WorkerWatch``): a stalled worker tells nothing itself, and /healthz is not watched
+        unattended."""
+        watch = alerts.WorkerWatch()
+        while not self.stop.wait(WATCH_S):
+            try:
+                watch.check(self.health.report(), time.time())
+            except Exception:  # a bug here must not end serve's watch for good
+                log.exception("watching the worker's health failed")
+
     def _upgraded(self, e: CatalogUpgraded) -> None:
         # A newer qbhook migrated the catalog: this code must take no more work. The SIGTERM path
         # (intake closes, a job in progress finishes its step, the threads end); ``run`` then
@@ -263,7 +282,7 @@ class Service:
         ``CatalogUpgraded``); either way let the current step finish and join the threads."""
         worker = threading.Thread(target=self.worker_main, name="worker", daemon=True)
         self.health.attach(worker)
-        threads = [worker]
+        threads = [worker, threading.Thread(target=self.watch_main, name="watch", daemon=True)]
         if self.sweeper:
             threads.append(threading.Thread(target=self.sweeper_main, name="sweeper", daemon=True))
         for t in threads:

@@ -25,7 +25,9 @@ loses nothing and nothing can drift from the database:
 - the pending plan: the last sweep's decisions (``state`` key ``last_sweep``), each with the
   newest journal outcome of its group when a run touched it after that sweep;
 - runs: the journal's ``runs`` rows with their byte counters;
-- the queue: job counts by state and the dead letters with their errors.
+- the queue: job counts by state and the dead letters with their errors;
+- what needs a person (``needs_person``): the problems ``qbhook status`` prints, from the same
+  function, with the serving worker's own health in place of its /healthz.
 
 The breakdown query walks every catalogued path, so its result is kept until a scan, a run
 step or an event job moves (``change_marker``) or a minute passes; the rest is cheap and
@@ -176,6 +178,8 @@ class Status:
     dead_letters: tuple[DeadLetter, ...]
     runs: tuple[RunStatus, ...]
     unfinished_runs: tuple[int, ...]
+    needs: tuple[str, ...] = ()  # what needs a person (``needs_person``); the page's, not /metrics'
+    worker: Any = None  # the serving worker's health (``worker.Health``; None: not known here)
 
 
 @dataclass(frozen=True)
@@ -195,22 +199,35 @@ class StatusSource:
     """Reads a Status from the catalog at ``cfg.catalog``; one short-lived connection per call,
     so it is safe from any server thread."""
 
-    def __init__(self, cfg: Config, *, clock: Callable[[], float] = time.time, ttl_s: float = BREAKDOWN_TTL_S):
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        ttl_s: float = BREAKDOWN_TTL_S,
+        health: Callable[[], Any] | None = None,
+    ):
         self.cfg = cfg
+        self._health = health  # the serving worker's report (``worker.WorkerHealth.report``)
         self._clock = clock
         self._ttl_s = ttl_s
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, tuple, Any]] = {}
 
     def status(self) -> Status:
+        """Everything the page shows, what needs a person and the worker's health included."""
+        worker = self._health() if self._health is not None else None
+        server = served_health(worker) if worker is not None else None
         with self._connect() as conn:
-            return gather(
+            st = gather(
                 self.cfg,
                 conn,
                 breakdown=self._cached_breakdown(conn),
                 now=self._clock(),
                 hashed=self._cached("hashed", conn, lambda c: hashed_by_pool(c, self.cfg.pools)),
             )
+            needs = needs_person(self.cfg, conn, pools=pool_facts(self.cfg), server=server, now=st.generated_at)
+        return dataclasses.replace(st, needs=tuple(needs), worker=worker)
 
     def totals(self) -> Totals:
         with self._connect() as conn:
@@ -529,68 +546,23 @@ CHECKED_TABLES = ("event_jobs", "runs", "steps", "group_state", "state")
 def report(cfg: Config, catalog) -> dict:
     """What ``qbhook status`` prints: queue, server health, last sweep, runs, pools, catalog, problems."""
     # Long on purpose: gathers the one document `status` prints, a few lines per part, in print order.
-    from qbhook.events.queue import JobQueue
-    from qbhook.move.executor import VIEW_CHANGED
-    from qbhook.move.journal import Journal
-
     with reading(cfg.catalog):
         conn = catalog.conn
         check_tables(conn, cfg.catalog, CHECKED_TABLES)
         sweep_info, sweep_at = state.get(conn, "last_sweep")
         runs = Journal(conn).runs(limit=5)
-        queue = JobQueue(conn)
-        counts = queue.counts()
-        stuck = queue.ready_since(STUCK_AFTER_S)
+        counts = JobQueue(conn).counts()
         unfinished = [r.id for r in Journal(conn).unfinished_runs()]
         tracked = Journal(conn).leftover_tracked()
         leftover_views = [v["path"] for _sid, v, why in tracked if why is None]
-        # Views whose source is gone or does not verify: kept (maybe the last copy), not tried
-        # again, a person's to look at (move.leftovers).
         waiting = [{"path": v["path"], "reason": why} for _sid, v, why in tracked if why is not None]
-        # Groups the executor's view backstop stopped (something wrote into a view file: a library
-        # file on a promote); they stay a problem until a person re-runs them to done.
-        view_changed = conn.execute(
-            "SELECT group_id, reason FROM group_state WHERE status = 'failed' AND reason LIKE ? ORDER BY group_id",
-            ("%" + VIEW_CHANGED + "%",),
-        ).fetchall()
         orphans = last_orphans(conn)
         catalog_counts = catalog.counts()
         hashed = hashed_by_pool(conn, cfg.pools)
-    pools = {}
-    for p in cfg.pools:
-        try:
-            space = space_at(p.path)[0]
-            pools[p.name] = {
-                "path": str(p.path),
-                "role": p.role,
-                "size": space.size,
-                "free": space.avail,
-                **hashed[p.name],
-            }
-        except (OSError, FolderRefused) as e:
-            why = e.strerror if isinstance(e, OSError) else str(e)
-            pools[p.name] = {"path": str(p.path), "role": p.role, "error": why, **hashed[p.name]}
+    pools = pool_facts(cfg, hashed)
     server = server_health(cfg.server)
-    problems = [f"group {gid} stopped: {reason}" for gid, reason in view_changed]
-    # A pool that cannot be read (not mounted, swapped): nothing it holds can be planned or moved.
-    problems += [f"pool {name} ({v['path']}): {v['error']}" for name, v in pools.items() if "error" in v]
-    problems += [
-        f"leftover view kept, maybe the last copy of its content: {w['reason']} "
-        "(remove or move it yourself once you know)"
-        for w in waiting
-    ]
-    late = sweep_overdue(server, sweep_at, cfg.server.sweep_interval, time.time())
-    # A server unhealthy only for an overdue sweep says what ``late`` says: one line, not two.
-    if server["answered"] and not server["ok"] and not (late and SWEEPER_STUCK in server["reason"]):
-        problems.append(f"server unhealthy: {server['reason']} (its log says why)")
-    if stuck and not server["answered"]:
-        # With a server answering, waiting jobs are explained (its worker is busy with a
-        # long move, or it says why it is not healthy above).
-        problems.append(
-            f"{stuck} job(s) ready for over {STUCK_AFTER_S // 60} min and nothing processes them "
-            "(is `qbhook serve` running?)"
-        )
-    problems += late
+    with reading(cfg.catalog):
+        problems = needs_person(cfg, conn, pools=pools, server=server, now=time.time())
     data = {
         "healthy": not problems,
         "problems": problems,
@@ -634,6 +606,75 @@ def report(cfg: Config, catalog) -> dict:
     }
 
     return data
+
+
+def pool_facts(cfg: Config, hashed: dict[str, dict[str, int]] | None = None) -> dict[str, dict]:
+    """pool name -> its path, role and size and free space, or why they cannot be read."""
+    pools = {}
+    for p in cfg.pools:
+        extra = (hashed or {}).get(p.name, {})
+        try:
+            space = space_at(p.path)[0]
+            pools[p.name] = {"path": str(p.path), "role": p.role, "size": space.size, "free": space.avail, **extra}
+        except (OSError, FolderRefused) as e:
+            why = e.strerror if isinstance(e, OSError) else str(e)
+            pools[p.name] = {"path": str(p.path), "role": p.role, "error": why, **extra}
+    return pools
+
+
+def needs_person(
+    cfg: Config, conn: sqlite3.Connection, *, pools: dict[str, dict], server: dict | None, now: float
+) -> list[str]:
+    """What needs a person, one line each: the problems ``qbhook status`` prints (exit 1) and the
+    status page's "Needs you" section shows. One source, so the two cannot disagree (R35: a leftover
+    view that may be the last copy was in the first only). ``pools``: ``pool_facts``; ``server``:
+    what the configured server's /healthz said (``server_health``), or the page's own worker's
+    report (``served_health``), or None when not known."""
+    from qbhook.move.executor import VIEW_CHANGED
+
+    _info, sweep_at = state.get(conn, "last_sweep")
+    stuck = JobQueue(conn).ready_since(STUCK_AFTER_S, now=now)
+    # Views whose source is gone or does not verify: kept (maybe the last copy), not tried
+    # again, a person's to look at (move.leftovers).
+    waiting = [why for _sid, _v, why in Journal(conn).leftover_waiting()]  # each why names its view
+    # Groups the executor's view backstop stopped (something wrote into a view file: a library
+    # file on a promote); they stay a problem until a person re-runs them to done.
+    view_changed = conn.execute(
+        "SELECT group_id, reason FROM group_state WHERE status = 'failed' AND reason LIKE ? ORDER BY group_id",
+        ("%" + VIEW_CHANGED + "%",),
+    ).fetchall()
+    problems = [f"group {gid} stopped: {reason}" for gid, reason in view_changed]
+    # A pool that cannot be read (not mounted, swapped): nothing it holds can be planned or moved.
+    problems += [f"pool {name} ({v['path']}): {v['error']}" for name, v in pools.items() if "error" in v]
+    problems += [
+        f"leftover view kept, maybe the last copy of its content: {why} (remove or move it yourself once you know)"
+        for why in waiting
+    ]
+    server = server or {}
+    late = sweep_overdue(server, sweep_at, cfg.server.sweep_interval, now)
+    # A server unhealthy only for an overdue sweep says what ``late`` says: one line, not two.
+    if server.get("answered") and not server.get("ok") and not (late and SWEEPER_STUCK in server["reason"]):
+        problems.append(f"server unhealthy: {server['reason']} (its log says why)")
+    if stuck and not server.get("answered", True):
+        # With a server answering, waiting jobs are explained (its worker is busy with a
+        # long move, or it says why it is not healthy above).
+        problems.append(
+            f"{stuck} job(s) ready for over {STUCK_AFTER_S // 60} min and nothing processes them "
+            "(is `qbhook serve` running?)"
+        )
+    return problems + late
+
+
+def served_health(health) -> dict:
+    """``needs_person``'s ``server`` from this process's own worker health (``worker.Health``): the
+    page is served by the server it would ask. Its full reason: the page is behind credentials."""
+    return {
+        "answered": True,
+        "ok": health.ok,
+        "reason": health.reason,
+        "sweeper": health.sweeper,
+        "sweeper_since": health.sweeper_since,
+    }
 
 
 def server_health(srv) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import Blueprint
 
 from qbhook.config import Config
@@ -9,8 +11,9 @@ from qbhook.events import metrics, page
 from qbhook.events.status import StatusSource, redactor, secrets_of
 
 
-def views(cfg: Config) -> list[Blueprint]:
-    """Both blueprints over one status source, with the config's secrets blanked in every answer."""
-    source = StatusSource(cfg)
+def views(cfg: Config, health: Callable | None = None) -> list[Blueprint]:
+    """Both blueprints over one status source, with the config's secrets blanked in every answer.
+    ``health``: the serving worker's report (``worker.WorkerHealth.report``), for the page."""
+    source = StatusSource(cfg, health=health)
     redact = redactor(secrets_of(cfg))
     return [page.blueprint(source, redact), metrics.blueprint(source, redact)]

@@ -1196,6 +1196,11 @@ class WorkerHealth:
             self._unreachable = (client, self._unreachable[1], " ".join(error.split())[:500])
             return self._unreachable[1]
 
+    def unreachable(self) -> tuple[str, float] | None:
+        """The client a job's try found not answering and since when, while it lasts."""
+        with self._lock:
+            return None if self._unreachable is None else self._unreachable[:2]
+
     def client_answered(self) -> tuple[str, float] | None:
         """A job's try ended otherwise than on a client not answering; returns the client that
         did not and since when, if one did not until now."""
@@ -1420,7 +1425,8 @@ class Worker:
     that does not answer (``QbtUnreachable``, ``RtorrentUnreachable``: restarting, a container
     update, a reboot) sends the job back with the same backoff, and the worker claims no job
     until that wait is over: every job lists every client, so each would meet the same silence
-    (``_client_down``). Health names the client meanwhile (``WorkerHealth.client_unreachable``).
+    (``_client_down``). Health names the client meanwhile (``WorkerHealth.client_unreachable``),
+    and a silence of ``alerts.CLIENT_DOWN_AFTER_S`` is notified once, its end once (``alerts.ClientDown``).
     Before, each try counted: eight (about half an hour) and every job was dead, a dead-letter
     notice each, and only `qbhook queue retry` or the next sweep (hours; never under
     ``--no-sweep``) caught up.
@@ -1469,6 +1475,7 @@ class Worker:
         self._client_waits = 0  # jobs in a row sent back because a client did not answer
         self._client_retry_at = 0.0  # no job is claimed before: the client's silence is waited out
         self._next_orphan_check = 0.0
+        self._client_alert = alerts.ClientDown(catalog.conn)  # told once when long silent, once when back
 
     def run_once(self) -> bool:
         """One pass: record a held-back outcome, or process one ready job. False when idle.
@@ -1511,6 +1518,8 @@ class Worker:
             self._client_back()
         self.health.beat(f"recording the outcome of job {job.id}")
         self._record()
+        # After the outcome is recorded: a catalog that cannot write what was told loses no job.
+        self._client_alert.check(self.health.unreachable(), self._clock())
         if storage_error is not None:
             # The job's failure is recorded (it retries with the queue's backoff), and the
             # loop backs off and counts it too: a full disk fails every job alike.

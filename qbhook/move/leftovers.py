@@ -14,8 +14,9 @@ OSError keeps it for the next run.
 
 A view whose source is gone or does not verify (``ViewUnproven``) may be the last copy of its
 content: it is never removed, and trying again every run only logged the same line forever.
-It waits for a person instead (``Journal.leftover_needs_person``): one warning when it is found,
-then ``status`` names it and why (a problem: exit 1, and in ``--json``), until one of them
+It waits for a person instead (``Journal.leftover_needs_person``): one warning and one notification
+when it is found, then ``status`` and the status page name it and why (a problem: exit 1, and in
+``--json``), until one of them
 changes, which each run sees by a look that acts on nothing (``fsops.look_at_leftover_view``):
 the view gone or another file at its name (the person removed or replaced it) ends its tracking;
 its source back or changed (a pool mounted again, the file restored) puts it back among the
@@ -90,6 +91,7 @@ def remove_leftover_views(cfg, catalog, clients: Iterable[ClientPort]) -> list[d
                 kept.add(inode)
             if res["status"] == NEEDS_PERSON:
                 journal.leftover_needs_person(sid, res["reason"], res.pop("source_seen"))
+                _tell_waiting(res["reason"])
             elif res["status"] != KEPT:
                 journal.leftover_done(sid, res)
             out.append({"path": path, **res})
@@ -114,6 +116,20 @@ def _in_use(path: str, v: dict, refs) -> bool:
     if key is not None and isinstance(keep, str) and identity(os.path.normpath(keep)) == key:
         return name_in_use(path, refs, key) is not None
     return in_use(path, refs, key) is not None
+
+
+def _tell_waiting(why: str) -> None:
+    """Notified once, when it starts waiting: it is not tried again, so this is not said again until
+    its source changes and it is tried (and found unproven) again. Unattended, one log line and
+    `qbhook status` reached nobody (R35); the status page lists it too (its "Needs you")."""
+    from qbhook import notify
+
+    notify.emit(
+        "needs_person",
+        f"leftover view kept, maybe the last copy of its content: {why} "  # why names the view
+        "(remove or move it yourself once you know)",
+        "failure",
+    )
 
 
 def _look_at_waiting(cfg, journal, waiting) -> tuple[list[dict], list[tuple[int, dict]]]:

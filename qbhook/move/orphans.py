@@ -104,7 +104,7 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from qbhook.catalog import library_links
+from qbhook.catalog import library_links, state
 from qbhook.catalog.library_links import NO_LINKS, LibraryLinks
 from qbhook.clients.model import PART_SUFFIX, TorrentFile, TorrentInfo, is_part_file
 from qbhook.clients.port import ClientPort
@@ -1641,9 +1641,9 @@ def purge_held(
     The one purge of holding: ``qbhook holding --purge-expired --yes`` and the executor after a run.
     Orphans first pass ``screen_held``; then ``fsops.purge_holding`` unlinks what the journal
     recorded, keeping a last copy whose copy to keep no longer verifies. What needs a person (a
-    kept orphan, a kept last copy) is also notified; a refusal is the caller's to report.
+    kept orphan, a kept last copy, a holding folder renamed away) is also notified, once while it
+    lasts and once when it is gone (``_tell_purge``); a refusal is the caller's to report.
     """
-    from qbhook import notify
     from qbhook.move import fsops
 
     now = time.time() if now is None else now
@@ -1657,8 +1657,7 @@ def purge_held(
         library=lambda: library_of(cfg),
     )
     out = Purge(kept=list(screen.kept), refused=screen.refused)
-    for k in screen.kept:
-        notify.emit("guard", f"holding purge: {k.line()}", "failure")
+    found = {f"kept {k.held}": f"holding purge: {k.line()}" for k in screen.kept}
     try:
         out.folders = fsops.purge_holding(
             cfg.anchored_seeding_roots,
@@ -1667,15 +1666,34 @@ def purge_held(
             now=now,
             on_purged=lambda h: journal.mark_purged(h.key),
             # A held link out of reach may be a last copy in a folder renamed away: a person must look.
-            on_gone=lambda e: notify.emit("guard", f"holding purge: {e.message}", "failure"),
+            on_gone=lambda e: found.update({f"gone {e.folder}": f"holding purge: {e.message}"}),
             catalog=catalog,
             keep_roots=tuple(p.path for p in cfg.pools),
         )
     except (QbhookError, OSError) as e:
         out.error = e  # what could not be purged stays journaled for the next purge
         if isinstance(e, LastCopyKept):  # it may be the only copy left
-            notify.emit("guard", f"holding purge: {e}", "failure")
+            found["last copy"] = f"holding purge: {e}"
+    _tell_purge(journal.conn, found, out)
     return out
+
+
+def _tell_purge(conn, found: dict[str, str], out: Purge) -> None:
+    """Tell what needs a person once, and when it is gone (``state.told``): serve purges after every
+    run, and each told the same kept links again (R35). What this purge could not look at (orphans
+    refused a listing; the purge stopped by an error of its own) is neither told again nor gone."""
+    from qbhook import notify
+
+    def unseen(what: str) -> bool:
+        if what.startswith("kept "):
+            return out.refused is not None
+        return out.error is not None and not isinstance(out.error, LastCopyKept)
+
+    tell, gone = state.told(conn, "notify.holding_told", found, unseen=unseen)
+    for line in tell:
+        notify.emit("guard", line, "failure")
+    for line in gone:
+        notify.emit("resolved", f"resolved: {line}", "info")
 
 
 def purge_expired(

@@ -405,3 +405,24 @@ def test_a_listed_name_whose_folder_cannot_be_looked_at_keeps_the_view(linked):
     key = orphans.identity(str(linked.view))
     gone = linked.seed / "gone/Show/e1.mkv"
     assert orphans.name_in_use(str(linked.view), _names(linked.view, gone), key) == orphans.REFERENCED
+
+
+def test_a_view_that_starts_waiting_for_a_person_is_notified_once(unproven, caplog, monkeypatch):
+    # R35: unattended, one log line and `qbhook status` reached nobody; it may be the last copy.
+    from qbhook import notify
+
+    told: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(notify, "emit", lambda kind, text, severity="info": told.append((kind, text, severity)))
+    u = unproven
+    (res,), _logged = _run(u, caplog)
+    for _ in range(3):
+        _run(u, caplog)  # it waits: not tried, not told again
+    assert told == [
+        (
+            "needs_person",
+            f"leftover view kept, maybe the last copy of its content: {res['reason']} "
+            "(remove or move it yourself once you know)",
+            "failure",
+        )
+    ]
+    assert str(u.view) in told[0][1]

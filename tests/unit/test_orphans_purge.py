@@ -192,6 +192,32 @@ def test_executor_purge_keeps_an_orphan_whose_torrent_was_re_added_in_the_grace_
     assert w.journal.held_links() == [] and not os.path.lexists(at)
 
 
+def test_a_kept_orphan_is_told_once_while_it_lasts_and_once_when_it_is_gone(world, notified, monkeypatch):
+    # R35: serve purges after every run, and each told the same kept link again: five runs with
+    # nothing changed were five identical failure notices.
+    w = world
+    path, at = quarantine_one(w)
+    w.qbt.add(FakeTorrent(H3, "Gone.2019", os.path.join(w.seed_s, "old"), [("Gone.2019/gone.mkv", 1400, 1)]))
+    expire(w)
+    for _ in range(5):
+        w.executor()._purge_holding()
+    assert [(k, s) for k, _t, s in notified] == [("guard", "failure")] and path in notified[0][1]
+    assert os.path.exists(at)
+
+    # Clients that cannot be listed say nothing of it: neither told again nor resolved.
+    torrents = w.qbt.torrents
+    monkeypatch.setattr(w.qbt, "torrents", unreachable().torrents)
+    w.executor()._purge_holding()
+    monkeypatch.setattr(w.qbt, "torrents", torrents)
+    assert len(notified) == 1
+
+    del w.qbt.t[H3]  # the torrent removed again: the orphan goes, and that is told once
+    w.executor()._purge_holding()
+    w.executor()._purge_holding()
+    assert not os.path.lexists(at)
+    assert [(k, t, s) for k, t, s in notified[1:]] == [("resolved", f"resolved: {notified[0][1]}", "info")]
+
+
 def test_cli_purge_reports_the_kept_orphan(world, notified):
     """``qbhook holding --purge-expired``'s own call (orphans.purge_expired): the kept orphan is in its answer."""
     w = world
@@ -241,6 +267,8 @@ def test_a_leftover_view_an_older_qbhook_quarantined_is_kept_by_the_purge(world,
 
     w = world
     view = waiting_view(w)
+    assert [k for k, _t, _s in notified] == ["needs_person"]  # the leftover pass told it waits
+    notified.clear()
     with monkeypatch.context() as m:  # an older qbhook: its quarantine did not know leftover views
         m.setattr(Journal, "leftover_paths", lambda _self: frozenset())
         assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [view]

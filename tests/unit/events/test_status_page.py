@@ -10,6 +10,7 @@ import re
 import time
 
 import pytest
+from markupsafe import escape
 
 from qbhook.catalog import state
 from qbhook.catalog.hashing import ensure_hashes
@@ -550,3 +551,46 @@ def test_status_says_a_hung_sweeper_once_when_the_server_says_it_too(world, monk
         "server unhealthy: worker stalled: no progress for 900 s (last: claiming) (its log says why)"
         in (status.report(cfg, cat)["problems"])
     )
+
+
+def _page(cfg, health=None) -> str:
+    from qbhook.events.auth import AuthConfig
+
+    auth = AuthConfig(token=cfg.server.token)
+    app = create_app(enqueue=lambda e: (1, False), auth=auth, views=views(cfg, health))
+    return app.test_client().get("/", headers={"X-Qbhook-Token": TOKEN}).get_data(as_text=True)
+
+
+def test_the_page_lists_what_needs_a_person_as_qbhook_status_does(world):
+    # R35: a leftover view that may be the last copy was in `qbhook status` and one log line only.
+    from qbhook.events.status import report
+
+    cfg, cat = world
+    assert "Needs you" not in _page(cfg)
+    view = str(cfg.pools[1].seeding_root / f"tv/{HOSTILE}.mkv")
+    journal = Journal(cat.conn)
+    journal.record_leftover(journal.start_run({}, "test"), "g1", {"path": view, "ino": 1, "size": 3})
+    (sid, _v), *_ = journal.leftover_views()
+    journal.leftover_needs_person(sid, f"refusing to remove {view}: its source /x/e1.mkv is gone", None)
+
+    html = _page(cfg)
+    problems = [p for p in report(cfg, cat)["problems"] if not p.startswith("server")]
+    assert len(problems) == 1 and "leftover view kept, maybe the last copy" in problems[0]
+    section = html[html.index("<h2>Needs you</h2>") : html.index("<h2>Pools</h2>")]
+    assert re.findall(r"<li>(.*?)</li>", section) == [str(escape(problems[0]))]  # one source, escaped
+    assert HOSTILE not in html
+
+
+def test_the_page_shows_the_serving_workers_health_and_its_trouble(world):
+    # R35: a client down for a day: /healthz said 503, the page (behind credentials) nothing.
+    from qbhook.events.worker import Health
+
+    cfg, _cat = world
+    assert "<dt>Worker</dt>" not in _page(cfg)  # not served by a worker: nothing to say
+    assert "<dt>Worker</dt><dd>worker idle</dd>" in _page(cfg, lambda: Health(True, "worker idle", "worker idle"))
+    down = "qBittorrent 'main' unreachable since 2023-11-14 22:13:30 UTC (86400 s): jobs wait, no attempt counted"
+    sick = Health(False, f"{down}, last: cannot reach qBittorrent: Connection refused", down)
+    html = _page(cfg, lambda: sick)
+    assert f"<dt>Worker</dt><dd><span class=warn>{escape(sick.reason)}</span></dd>" in html
+    section = html[html.index("<h2>Needs you</h2>") : html.index("<h2>Pools</h2>")]
+    assert str(escape(f"server unhealthy: {sick.reason} (its log says why)")) in section

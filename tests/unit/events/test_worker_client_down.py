@@ -186,3 +186,40 @@ def test_a_bug_while_handling_a_jobs_error_fails_it_with_a_reason(world, monkeyp
     first = w.worker.queue.get(w.ids[0])
     assert (first.state, first.attempts) == ("pending", 1)
     assert "internal error: RuntimeError('bug in the wait path')" in first.last_error
+
+
+@pytest.fixture
+def notices(monkeypatch):
+    seen: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(notify, "emit", lambda kind, text, severity="info": seen.append((kind, text, severity)))
+    return seen
+
+
+def test_a_client_down_past_ten_minutes_is_told_once_and_its_return_once(world, notices):
+    # R35: /healthz answered 503 for a day and nobody was told: no notice at all, unattended.
+    w = world(DOWN)
+    w.run_for(8 * 60, step=60)  # a qBittorrent restart: over before anyone is told
+    assert notices == []
+    w.run_for(3 * 3600, step=60)
+    assert [(k, s) for k, _t, s in notices] == [("client_down", "failure")]
+    assert notices[0][1].startswith("qBittorrent 'main' has not answered for 10 minutes") and URL not in notices[0][1]
+
+    w.down = False
+    w.run_for(2 * 3600, step=60)
+    assert [k for k, _t, _s in notices] == ["client_down", "client_back"]
+    assert notices[1][1].startswith("qBittorrent 'main' answers again after 3.1 hours")
+    assert w.jobs() == [("done", 1)] * 3
+
+
+def test_a_restart_during_the_silence_does_not_tell_it_again(world, notices):
+    # Health forgets a silence when serve restarts; what was told is the catalog's, so it does not.
+    w = world(DOWN)
+    w.run_for(20 * 60, step=60)
+    assert [k for k, _t, _s in notices] == ["client_down"]
+    w.health = WorkerHealth(clock=w.clock)
+    w.worker = Worker(None, w.cat, [], debounce_s=5, health=w.health, clock=w.clock)  # a new serve
+    w.run_for(3600, step=60)
+    assert [k for k, _t, _s in notices] == ["client_down"]
+    w.down = False
+    w.run_for(5 * 60, step=60)
+    assert [k for k, _t, _s in notices] == ["client_down", "client_back"]

@@ -337,3 +337,44 @@ def test_a_refused_commit_inside_a_job_fails_that_job_only(catalog, running, tmp
     fine, _ = intake.enqueue(ev(H2))
     wait_for(lambda: intake.get(fine).state == "done", what="the next job to be processed")
     assert r.thread.is_alive() and not catalog.conn.in_transaction
+
+
+def test_serves_watch_tells_a_stalled_or_failing_worker_once_and_its_recovery(monkeypatch):
+    # R35: /healthz said 503 (failing, stalled) and nothing told anyone; the worker cannot tell
+    # that it is stalled, so serve's watch thread does (alerts.WorkerWatch), only what lasts.
+    from qbhook import notify
+    from qbhook.events import alerts
+
+    told: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(notify, "emit", lambda kind, text, severity="info": told.append((kind, text, severity)))
+    now = [1_700_000_000.0]
+    health, watch = WorkerHealth(stall_after_s=300, clock=lambda: now[0]), alerts.WorkerWatch()
+
+    def watch_for(seconds: float) -> None:
+        for _ in range(int(seconds // 30)):
+            now[0] += 30
+            watch.check(health.report(), now[0])
+
+    health.beat("idle")
+    watch_for(5 * 60 + 9 * 60)  # stalled from 300 s on, for 9 minutes: not yet
+    assert told == []
+    watch_for(5 * 60)
+    assert [(k, s) for k, _t, s in told] == [("worker_trouble", "failure")]
+    assert told[0][1].startswith("worker stalled: no progress for")
+    health.beat("idle")
+    watch_for(60)
+    assert [k for k, _t, _s in told] == ["worker_trouble", "worker_back"]
+    assert told[1][1] == "the worker makes progress again, after 14 minutes"  # seen stalled at 330 s
+
+    for _ in range(3):  # failing passes: told once however long it lasts, no error text
+        health.failed("OperationalError: disk I/O error at /secret/catalog.sqlite")
+    watch_for(3600)
+    assert [k for k, _t, _s in told] == ["worker_trouble", "worker_back", "worker_trouble"]
+    assert told[2][1].startswith("worker failing: 3 attempts in a row") and "/secret" not in told[2][1]
+
+    # A client's silence is ClientDown's to tell (with its name), not this watch's.
+    health.succeeded()
+    health.beat("idle")
+    health.client_unreachable("qBittorrent 'main'", "connection refused")
+    watch_for(3600)
+    assert [k for k, _t, _s in told] == ["worker_trouble", "worker_back", "worker_trouble", "worker_back"]
