@@ -4,7 +4,10 @@ How each kind of client is followed:
 
 * qBittorrent: ``sync/maindata`` with the response id (rid) stored per instance. An answer
   with ``full_update`` (first sync, a lost or reset rid, qBittorrent restarted) lists every
-  torrent: those not in it are marked gone. Otherwise it holds only what changed since the
+  torrent: those not in it are marked gone (``gone_at``: the planner still holds a group sharing
+  their files for a grace, ``facts.MISSING_GRACE_S``: a restarting qBittorrent lists its torrents
+  late). A full answer of no torrent while the index holds some is not applied at all
+  (``_refuse``, and a listing client's empty listing alike). Otherwise it holds only what changed since the
   rid: new torrents in full, changed ones as partial records merged into the stored record,
   removed ids in ``torrents_removed``. An unchanged client costs one request.
 * file lists are fetched only for torrents that are new, came back, or whose ``files_key``

@@ -19,6 +19,10 @@ Per payload group it decides:
               written, the duplicate freed (``qbhook/decide/converge.py``);
 - **skip**    actionable but over this run's batch cap or waiting on another group.
 
+A group sharing a file (by path or inode) with what a torrent missing from its client's listing
+last used stays, naming it, until that torrent has been missing for ``facts.MISSING_GRACE_S``
+(``missing_holds``): a listing leaves torrents out while a restarted client loads them.
+
 A partial torrent (files at priority 0, "skipped") is planned on its **wanted** files only
 (``wanted_only``): its skipped files are neither built nor required at the destination, and
 nothing of them at the source is deleted (qBittorrent may keep part files there). It moves

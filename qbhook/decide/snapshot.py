@@ -29,6 +29,10 @@ folder swapped for a symlink between the two cannot redirect the read. A symlink
   for the torrents it leaves out whose files pass through a symlink (``Snapshot.reaching``):
   the closure never follows a link, and moving a group such a torrent reaches deletes its data.
 
+The torrents a listing lacks that the torrent index holds, or saw go less than
+``facts.MISSING_GRACE_S`` ago, are read from the index with the files they last used
+(``Snapshot.missing``, ``SnapshotBuilder._missing``): a client restarting lists them late.
+
 Clients are read through the client port only. A client that offers the batched
 listing (``BatchListing.torrents_with_files``: rTorrent, a few round trips for
 thousands of items) is listed that way when the builder lists everything itself;

@@ -27,7 +27,8 @@ Why skipping a group is sound. A decision (``qbhook.decide``) is a pure function
    see ``_CONTENT_MIN_SIZE``). A library copy's deletion names no inode: the stay it
    explains is re-planned every sweep (``_UNSETTLED_STAYS``);
 3. configuration. Covered: a changed config digest re-plans everything;
-4. time: ``min_seeding_age`` and ``import_grace`` waits are re-planned every sweep (``_UNSETTLED_STAYS``);
+4. time: ``min_seeding_age`` and ``import_grace`` waits, and groups held for a torrent missing from its
+   client's listing (``facts.MISSING_GRACE_S``), are re-planned every sweep (``_UNSETTLED_STAYS``);
    settle time and hash budgets only ever block, and blocked is re-planned every sweep.
 
 Every decision other than a settled stay (demote, promote, converge, blocked, skip, a
@@ -36,7 +37,9 @@ cap see every actionable group. A skipped group's decision is a stay, which acts
 nothing; the worst a missed input can do is delay a move until the next full re-plan.
 Everything is re-planned on the first sweep of a process, after a config change, a
 qBittorrent full update (restart, lost rid), an index rebuild, and every
-``sweep.full_every``. The executor still re-checks every file before it unlinks anything.
+``sweep.full_every``. The executor still re-checks every file before it unlinks anything. A sync
+whose listing was refused (no torrent from a client the index holds torrents of) plans nothing
+(``_refused_round``).
 
 A full re-plan plans the groups a chunk at a time (``_plan_in_chunks``), so a sweep's peak
 memory is one chunk's snapshot, not one of every file.
