@@ -4,7 +4,10 @@ How each kind of client is followed:
 
 * qBittorrent: ``sync/maindata`` with the response id (rid) stored per instance. An answer
   with ``full_update`` (first sync, a lost or reset rid, qBittorrent restarted) lists every
-  torrent: those not in it are marked gone. Otherwise it holds only what changed since the
+  torrent: those not in it are marked gone (``gone_at``: the planner still holds a group sharing
+  their files for a grace, ``facts.MISSING_GRACE_S``: a restarting qBittorrent lists its torrents
+  late). A full answer of no torrent while the index holds some is not applied at all
+  (``_refuse``, and a listing client's empty listing alike). Otherwise it holds only what changed since the
   rid: new torrents in full, changed ones as partial records merged into the stored record,
   removed ids in ``torrents_removed``. An unchanged client costs one request.
 * file lists are fetched only for torrents that are new, came back, or whose ``files_key``
@@ -70,6 +73,7 @@ class SyncReport:
     files_fetched: int = 0  # torrents whose file list was (re)fetched
     unmappable: list[str] = field(default_factory=list)
     rebuilt: str | None = None  # why the stored index was dropped and rebuilt
+    refused: str | None = None  # why the answer was not applied (``_refuse``): nothing was written
     seconds: float = 0.0
     # listing clients: every present torrent, typed (maindata clients: typed on demand)
     infos: list[TorrentInfo] | None = field(default=None, repr=False)
@@ -319,6 +323,8 @@ def _sync_maindata(idx: TorrentIndex, client, now: float | None) -> SyncReport:
     torrents, new_rid = _maindata_shape(client.name, data)
     full = bool(data.get("full_update")) or rid == 0
     rep = SyncReport(client.name, "full" if full else "incremental", rid=new_rid)
+    if full and not torrents and (held := idx.present_hashes(client.name)):
+        return _refuse(idx, rep, len(held))
     records, to_fetch = [], []
     incoming = {str(h).lower(): dict(v or {}) for h, v in torrents.items()}
     try:
@@ -369,6 +375,24 @@ def _sync_maindata(idx: TorrentIndex, client, now: float | None) -> SyncReport:
     files = _fetch_files(client, to_fetch, by_id=True, unreadable=rep.unmappable)
     rep.files_fetched = len(files)
     idx.apply(client.name, [r for r, _ in records], files, gone, rid=new_rid, mode=rep.mode, now=now)
+    return rep
+
+
+def _refuse(idx: TorrentIndex, rep: SyncReport, held: int) -> SyncReport:
+    """A full listing of no torrent from a client the index holds torrents of: not applied.
+
+    A client answers so while it loads its session after a restart, or when its session did not
+    load; applied, it marks every torrent gone, and the sweep plans as if they were removed. Like
+    ``orphans.check_listing``'s refusal, one line names the client; the sweep plans nothing this
+    round (``SyncReport.refused``), and the next sync asks for a full listing again (rid 0). A
+    client whose every torrent was removed is applied once it lists one again."""
+    rep.refused = (
+        f"{rep.instance}: listed no torrent while the torrent index holds {held} of it; not applied, "
+        "nothing planned this round (still loading its session after a restart?)"
+    )
+    log.warning("torrent index: %s", rep.refused)
+    rep.rid = 0
+    idx.forget_position(rep.instance)
     return rep
 
 
@@ -429,6 +453,8 @@ def _sync_listing(idx: TorrentIndex, client, now: float | None) -> SyncReport:
     else:
         infos = client.torrents()
     rep.listed = len(infos)
+    if not infos and stored:
+        return _refuse(idx, rep, len(stored))
     records, to_fetch, listed = [], [], set()
     for info in infos:
         raw = _info_raw(info)

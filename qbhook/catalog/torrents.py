@@ -34,7 +34,7 @@ import json
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass
 
 from qbhook.catalog.db import Tx
@@ -559,6 +559,45 @@ def last_known_files(
         "SELECT idx, rel, size, priority, last_blake3 FROM torrent_files WHERE torrent=? ORDER BY idx", (row[0],)
     ).fetchall()
     return row[1], [(i, r, s, p, bytes(b) if b is not None else None) for i, r, s, p, b in files]
+
+
+def missing_torrents(
+    conn: sqlite3.Connection,
+    instances: Iterable[str],
+    gone_after: float,
+    listed: Set[tuple[str, str]] | None = None,
+) -> list[tuple[str, str, str, float | None, list[tuple[bytes, int | None, int | None]]]]:
+    """(instance, hash, name, gone_at, [(host path, inode's fs, ino)]) of each torrent of ``instances``
+    the index saw go at or after ``gone_after``; with ``listed`` (the (instance, id) pairs of a live
+    listing of every torrent of ``instances``), also of each one it still holds present that the
+    listing lacks (gone_at None: no sync has seen it go yet). Its files as the index last knew them,
+    each with the catalog inode its path resolved to at the last refresh (None: none).
+
+    What ``SnapshotBuilder._missing`` turns into ``facts.MissingTorrent``. The gone rows are found
+    through torrents_gone (none: no row read); the present ones are read only with ``listed``."""
+    names = sorted(set(instances))
+    if not names:
+        return []
+    marks = ",".join("?" * len(names))
+    rows = conn.execute(
+        f"SELECT id, instance, hash, name, gone_at FROM torrents WHERE instance IN ({marks}) AND gone_at >= ?",
+        [*names, gone_after],
+    ).fetchall()
+    if listed is not None:
+        present = conn.execute(
+            f"SELECT id, instance, hash, name, gone_at FROM torrents WHERE instance IN ({marks}) AND gone_at IS NULL",
+            names,
+        )
+        rows += [r for r in present if (r[1], r[2]) not in listed]
+    out = []
+    for tid, instance, h, name, gone_at in rows:
+        files = conn.execute(
+            "SELECT f.path, i.fs, i.ino FROM torrent_files f LEFT JOIN inodes i ON i.id = f.inode "
+            "WHERE f.torrent = ? AND f.path IS NOT NULL ORDER BY f.idx",
+            (tid,),
+        ).fetchall()
+        out.append((instance, h, name or h, gone_at, [(bytes(p), fs, ino) for p, fs, ino in files]))
+    return out
 
 
 def skipped_files_known(conn: sqlite3.Connection) -> dict[tuple[str, str], tuple[bool, int | None, int | None]]:

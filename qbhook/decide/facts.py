@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import posixpath
 import stat as stat_mod
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -172,6 +173,44 @@ class ReachingFile:
     instance: str = ""  # its client: the same infohash in another client is another torrent
 
 
+# How long a torrent missing from its client's listing still counts as there. A listing can
+# leave torrents out without their removal: qBittorrent loads a big session over minutes after a
+# restart (5,000 torrents), and lists none whose resume data failed to load. Until this long after
+# the listing (or the index's sync) first lacked it, a group sharing a file with what it last used
+# stays (``planner.missing_holds``); after it, the torrent is gone, as a removed one is.
+MISSING_GRACE_S = 30 * 60.0
+# What the reason of such a stay looks like to SQL (LIKE): the sweep re-plans it every time.
+MISSING_STAY_LIKE = "torrent % missing from %"
+
+
+@dataclass(frozen=True)
+class MissingTorrent:
+    """A torrent its client's listing lacks that the torrent index held, since ``since`` (when a sync
+    saw it go; a live listing's time when no sync has yet), with what it last used: its files' host
+    paths (canonical, as ``FileFact.path``) and the inodes they resolved to (``SnapshotBuilder._missing``)."""
+
+    instance: str
+    hash: str
+    name: str
+    since: float
+    paths: frozenset[str]
+    inodes: frozenset[InodeKey]
+
+
+def missing_still_held(since: float, now: float) -> bool:
+    """The one rule of the grace: is a torrent missing since ``since`` still taken as there at ``now``?"""
+    return now - since < MISSING_GRACE_S
+
+
+def missing_reason(m: MissingTorrent, path: str) -> str:
+    """Why a group sharing ``path`` (or its inode) with missing torrent ``m`` stays, naming it."""
+    at = time.strftime("%H:%M UTC", time.gmtime(m.since))
+    return (
+        f"torrent {m.hash} ({m.name}) missing from {m.instance}'s listing since {at}; it used these files "
+        f"({path}): not moved for {MISSING_GRACE_S / 60:.0f} min after it went (restarting, or not loaded?)"
+    )
+
+
 @dataclass(frozen=True)
 class LibrarySymlinks:
     """The symlinks libraries keep into the pools (``catalog.library_links``), as this snapshot's
@@ -251,6 +290,9 @@ class Snapshot:
     # What libraries reach through symlinks (``SnapshotBuilder._library``): a group any file of
     # which one reaches does not move (``planner.library_blockers``).
     library: LibrarySymlinks = NO_LIBRARY_SYMLINKS
+    # Torrents the index held that a listing lacks, still within ``MISSING_GRACE_S``: a group sharing
+    # a file with one stays (``planner.missing_holds``). Usually none: then nothing is looked up.
+    missing: tuple[MissingTorrent, ...] = ()
     # Indexes derived from the facts above by the rule that reads them, built on its first use and
     # kept for this snapshot (``converge._usage``): once per snapshot, not once per group.
     derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)

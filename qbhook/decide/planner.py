@@ -19,6 +19,10 @@ Per payload group it decides:
               written, the duplicate freed (``qbhook/decide/converge.py``);
 - **skip**    actionable but over this run's batch cap or waiting on another group.
 
+A group sharing a file (by path or inode) with what a torrent missing from its client's listing
+last used stays, naming it, until that torrent has been missing for ``facts.MISSING_GRACE_S``
+(``missing_holds``): a listing leaves torrents out while a restarted client loads them.
+
 A partial torrent (files at priority 0, "skipped") is planned on its **wanted** files only
 (``wanted_only``): its skipped files are neither built nor required at the destination, and
 nothing of them at the source is deleted (qBittorrent may keep part files there). It moves
@@ -58,6 +62,8 @@ from qbhook.decide.facts import (
     ancestors,
     incidental_below,
     map_to_pool,
+    missing_reason,
+    missing_still_held,
     skipped_data_carried,
     skipped_data_reason,
     skipped_place_reason,
@@ -103,7 +109,11 @@ def make_plan(snap: Snapshot, policy: PolicyConfig, *, after_event: bool = False
         room = policy.max_groups_per_run or float("inf")
         groups = payload_groups(snap.torrents)
         _release_freed_heap()
+        held = missing_holds(snap)
         for g in groups:
+            if held is not None and (why := held(g)):
+                plans.append(replace(staying(g), reason=why))  # not even converged: its files are used
+                continue
             # Past this run's cap, decide but do not build steps: they would be thrown away.
             gp = decide(snap, policy, g, build=room > 0, after_event=after_event)
             if gp.action == Action.STAY:
@@ -161,6 +171,35 @@ def _malloc_trim():
 
 
 # ------------------------------------------------------------------ per group
+
+
+def missing_holds(snap: Snapshot) -> Callable[[list[TorrentFact]], str | None] | None:
+    """The rule for torrents missing from a listing (``Snapshot.missing``): a group that shares a
+    file, by path or by inode as the grouping does, with what such a torrent last used, while it is
+    within ``facts.MISSING_GRACE_S``, stays, naming it. A full listing that leaves a torrent out is
+    not its removal (qBittorrent loading its session after a restart): planned as removed, the
+    torrent's cross-seed group-mates demoted, and the file it still uses was deleted from under it.
+
+    None when nothing is missing (the usual plan): then no group is looked at. Else the question
+    for one group: the reason it stays, or None."""
+    if not snap.missing:
+        return None
+    here = {(t.instance, t.hash) for t in snap.torrents}  # one that came back is no longer missing
+    missing = [m for m in snap.missing if missing_still_held(m.since, snap.now) and (m.instance, m.hash) not in here]
+    if not missing:
+        return None
+    by_path = {p: m for m in missing for p in m.paths}
+    by_inode = {k: m for m in missing for k in m.inodes}
+
+    def holds(group: list[TorrentFact]) -> str | None:
+        for t in group:
+            for f in t.files:
+                m = by_path.get(f.path) or (by_inode.get(f.inode) if f.inode is not None else None)
+                if m is not None:
+                    return missing_reason(m, f.path)
+        return None
+
+    return holds
 
 
 def staying(group: list[TorrentFact]) -> GroupPlan:

@@ -312,6 +312,7 @@ def _decide_from_index(
         infos=view.infos,
         progress=progress,
         hash_budget=cfg.scan.hash_budget,
+        live=False,  # the group's torrents from the index: the index holds none they lack
     )
     now = time.time()
     ages = {n: None if at is None else round(now - at, 1) for n, at in view.synced_at.items()}

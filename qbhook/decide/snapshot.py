@@ -29,6 +29,10 @@ folder swapped for a symlink between the two cannot redirect the read. A symlink
   for the torrents it leaves out whose files pass through a symlink (``Snapshot.reaching``):
   the closure never follows a link, and moving a group such a torrent reaches deletes its data.
 
+The torrents a listing lacks that the torrent index holds, or saw go less than
+``facts.MISSING_GRACE_S`` ago, are read from the index with the files they last used
+(``Snapshot.missing``, ``SnapshotBuilder._missing``): a client restarting lists them late.
+
 Clients are read through the client port only. A client that offers the batched
 listing (``BatchListing.torrents_with_files``: rTorrent, a few round trips for
 thousands of items) is listed that way when the builder lists everything itself;
@@ -49,17 +53,19 @@ from qbhook.catalog import library_links
 from qbhook.catalog.hashing import HashBudget, Located, ensure_hashes, settled
 from qbhook.catalog.library_links import LibraryLinks
 from qbhook.catalog.store import Catalog
-from qbhook.catalog.torrents import skipped_files_known, unplaced_files
+from qbhook.catalog.torrents import missing_torrents, skipped_files_known, unplaced_files
 from qbhook.clients.model import is_relative_path
 from qbhook.clients.port import BatchListing, ClientPort
 from qbhook.config import Config
 from qbhook.decide import converge
 from qbhook.decide.facts import (
+    MISSING_GRACE_S,
     FileFact,
     InodeFact,
     InodeKey,
     LibrarySymlinks,
     LinkResolver,
+    MissingTorrent,
     PoolFact,
     ReachingFile,
     Snapshot,
@@ -67,6 +73,7 @@ from qbhook.decide.facts import (
     ancestors,
     canonical_path,
     map_to_pool,
+    missing_still_held,
     split_links,
     torrent_file_path,
 )
@@ -99,6 +106,8 @@ class SweepReach:
         self.ways: dict[str, dict[str, str]] = {}  # path -> the symlinks on its way (path -> target)
         # The libraries' symlinks (``SnapshotBuilder._library``), or why they are unseen: one walk a sweep.
         self.library: LibraryLinks | str | None = None
+        # The torrents missing from the listing (``SnapshotBuilder._missing``): read once a sweep.
+        self.missing: tuple[MissingTorrent, ...] | None = None
 
 
 class SnapshotBuilder:
@@ -169,20 +178,30 @@ class SnapshotBuilder:
         listing=None,
         skipping: Callable[[], dict] | None = None,
         reach: SweepReach | None = None,
+        live: bool = True,
     ) -> Snapshot:
         """``infos``: every torrent of every instance, when the caller already listed them, or the part
         of them to build (a sweep's chunk), then with ``listing``, every torrent: those left out may
         still write where this snapshot's torrents are (``Snapshot.write_prefixes``). ``skipping``:
         what gives ``catalog.torrents.skipped_files_known`` for them, when the caller builds several
         partial snapshots over one index (a sweep's chunks ask it once, not once a chunk), and
-        ``reach`` what they share of the torrents they leave out (``SweepReach``)."""
+        ``reach`` what they share of the torrents they leave out (``SweepReach``). ``live``: the
+        torrents given are the clients' own listing (False: read from the torrent index, which then
+        holds no present torrent they lack; see ``_missing``)."""
         try:
-            return self._build(hashes, now, infos, listing, skipping, reach)
+            return self._build(hashes, now, infos, listing, skipping, reach, live)
         finally:
             self.reader.close()
 
     def _build(
-        self, hashes: Iterable[str] | None, now: float | None, infos, listing=None, skipping=None, reach=None
+        self,
+        hashes: Iterable[str] | None,
+        now: float | None,
+        infos,
+        listing=None,
+        skipping=None,
+        reach=None,
+        live: bool = True,
     ) -> Snapshot:
         now = time.time() if now is None else now
         if infos is None:
@@ -207,6 +226,7 @@ class SnapshotBuilder:
         content = self._donor_index(torrents)
         existing = self._destinations(torrents, pools)
         library = self._library(pools, reach, torrents)
+        missing = self._missing(everyone, now, live, reach)
         return Snapshot(
             torrents=tuple(torrents),
             inodes=dict(self.inodes),
@@ -220,7 +240,39 @@ class SnapshotBuilder:
             write_prefixes=write_prefixes,
             reaching=reaching,
             library=library,
+            missing=missing,
         )
+
+    def _missing(self, everyone, now: float, live: bool, reach: SweepReach | None) -> tuple[MissingTorrent, ...]:
+        """``Snapshot.missing``: the torrents of these clients the index saw go less than
+        ``MISSING_GRACE_S`` ago, and, when ``everyone`` is a live listing (``live``), those it still
+        holds present that the listing lacks (missing since now: no sync has seen them go yet), each
+        with the files it last used (``torrents.missing_torrents``). A client listing torrents late
+        after a restart leaves them out without their removal. Once a sweep with ``reach``; when
+        nothing is missing, one indexed query (and, live, one pass over the present rows)."""
+        if reach is not None and reach.missing is not None:
+            return reach.missing
+
+        def keys() -> set[tuple[str, str]]:
+            return {(t.instance, h) for t in everyone for h in t.hashes}
+
+        listed = keys() if live else None
+        names = [c.name for c in self.clients]
+        rows = missing_torrents(self.catalog.conn, names, now - MISSING_GRACE_S, listed)
+        if rows and listed is None:
+            listed = keys()
+        out = []
+        for instance, h, name, gone_at, files in rows:
+            since = now if gone_at is None else gone_at
+            if (instance, h) in listed or not missing_still_held(since, now):
+                continue  # back in the listing since the sync saw it go, or gone for good
+            paths = frozenset(canonical_path(os.fsdecode(p)) for p, _fs, _ino in files)
+            keys = frozenset((self.catalog.fsid(fs), ino) for _p, fs, ino in files if fs is not None)
+            out.append(MissingTorrent(instance, h, name, since, paths, keys))
+        missing = tuple(out)
+        if reach is not None:
+            reach.missing = missing
+        return missing
 
     # ------------------------------------------------------------ torrents and files
     def _list_all(self) -> list:
@@ -942,11 +994,12 @@ def build_snapshot(
     hash_budget: int = 0,
     background: bool = False,
     after_event: bool = False,
+    live: bool = True,
 ) -> Snapshot:
     """``hash_budget``: bytes this snapshot may hash (0: no limit); ``background``: hash at idle
     I/O and nice 19 (``qbhook.hashing``); ``after_event``: for ``make_plan(after_event=True)``, so
-    its hashing skips what that plan holds back (``policy_blocks_demote``). Built with the cyclic
-    collector paused (``decide.heap``)."""
+    its hashing skips what that plan holds back (``policy_blocks_demote``); ``live``: as
+    ``SnapshotBuilder.build``'s. Built with the cyclic collector paused (``decide.heap``)."""
     with collector_paused():
         return SnapshotBuilder(
             cfg,
@@ -956,4 +1009,4 @@ def build_snapshot(
             hash_budget=hash_budget,
             background=background,
             after_event=after_event,
-        ).build(hashes, now=now, infos=infos)
+        ).build(hashes, now=now, infos=infos, live=live)

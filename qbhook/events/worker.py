@@ -27,7 +27,8 @@ Why skipping a group is sound. A decision (``qbhook.decide``) is a pure function
    see ``_CONTENT_MIN_SIZE``). A library copy's deletion names no inode: the stay it
    explains is re-planned every sweep (``_UNSETTLED_STAYS``);
 3. configuration. Covered: a changed config digest re-plans everything;
-4. time: ``min_seeding_age`` and ``import_grace`` waits are re-planned every sweep (``_UNSETTLED_STAYS``);
+4. time: ``min_seeding_age`` and ``import_grace`` waits, and groups held for a torrent missing from its
+   client's listing (``facts.MISSING_GRACE_S``), are re-planned every sweep (``_UNSETTLED_STAYS``);
    settle time and hash budgets only ever block, and blocked is re-planned every sweep.
 
 Every decision other than a settled stay (demote, promote, converge, blocked, skip, a
@@ -36,7 +37,9 @@ cap see every actionable group. A skipped group's decision is a stay, which acts
 nothing; the worst a missed input can do is delay a move until the next full re-plan.
 Everything is re-planned on the first sweep of a process, after a config change, a
 qBittorrent full update (restart, lost rid), an index rebuild, and every
-``sweep.full_every``. The executor still re-checks every file before it unlinks anything.
+``sweep.full_every``. The executor still re-checks every file before it unlinks anything. A sync
+whose listing was refused (no torrent from a client the index holds torrents of) plans nothing
+(``_refused_round``).
 
 A full re-plan plans the groups a chunk at a time (``_plan_in_chunks``), so a sweep's peak
 memory is one chunk's snapshot, not one of every file.
@@ -85,7 +88,7 @@ from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import IndexInconsistent, TorrentIndex, skipped_files_known
 from qbhook.clients.port import ClientPort
 from qbhook.config import Config, ServerConfig
-from qbhook.decide.facts import ancestors
+from qbhook.decide.facts import MISSING_STAY_LIKE, ancestors
 from qbhook.decide.plan import ACTIONS, Plan
 from qbhook.decide.planner import Room, finish_run, make_plan, pool_room, tag_changes
 from qbhook.decide.snapshot import SnapshotBuilder, SweepReach, build_snapshot
@@ -380,6 +383,8 @@ def _scan_sync_replan(
     memo = _ReplanMemo.load(catalog.conn)
     synced, followed, behind = _sync_index(catalog, fetching, memo)
     clock.lap("index")
+    if refused := [r.refused for r in synced if r.refused]:
+        return _refused_round(catalog, synced, refused, t0, scans), None, 0
     full_why = _full_replan_reasons(cfg, memo, synced, t0) + behind
     mark = _scan_mark(catalog.conn)
     generation = catalog.generation()  # before the questions below: a later write makes the next sweep look again
@@ -411,6 +416,26 @@ def _scan_sync_replan(
         "pending": _pending(groups),
     }
     return out, plan, tagged
+
+
+def _refused_round(catalog: Catalog, synced, refused: list[str], t0: float, scans: list) -> dict:
+    """The sweep's result when a client's listing was refused (``indexer._refuse``: no torrent,
+    while the index holds some): nothing is planned or applied this round. The re-plan memo is
+    left as it was, so the next sweep sees the index synced since the last plan and re-plans
+    everything (``_synced_since``): the other clients' changes this sync reported are not lost."""
+    for why in refused:
+        log.warning("sweep: not planned: %s", why)
+    return {
+        "started_at": t0,
+        "scans": scans,
+        "plan": _decision_counts(TorrentIndex(catalog.conn), None),
+        "full": False,
+        "replanned": {"groups": 0, "torrents": 0, "why": {}},
+        "refused": refused,
+        "index": [r.as_dict() for r in synced],
+        "index_listing": "none",
+        "pending": [],
+    }
 
 
 def housekeep(cfg: Config, conn: sqlite3.Connection) -> dict[str, int]:
@@ -592,7 +617,9 @@ def _replan(
         seen = _AlertView(snap.pools, [_AlertTorrent.of(t) for t in snap.torrents])
         del snap
     else:
-        plan, seen, tagged = _plan_in_chunks(cfg, catalog, idx, clients, view, dirty, progress, automatic, listed_at)
+        plan, seen, tagged = _plan_in_chunks(
+            cfg, catalog, idx, clients, view, dirty, progress, automatic, listed_at, live=listing == "live"
+        )
         indexer.write_back(catalog, view[0])  # lists asked live because a file may be renamed
     idx.record_decisions(plan.groups)
     alerts.sweep_checks(cfg, catalog.conn, seen, plan, partial=dirty is not None)
@@ -628,10 +655,11 @@ _MEMO_KEY = "sweep.replan"
 # yet: changes are taken as planned only up to the scan before it. One that never finished
 # (a killed process) stops holding the mark back after this long.
 _UNFINISHED_SCAN_S = 3600.0
-# Stays re-planned every sweep: ones that may end with time alone (min_seeding_age, import_grace), and one
-# that rests on another inode's existence (a library's own copy of the content: its removal
-# is a deleted inode, which no changed-inode query can name).
-_UNSETTLED_STAYS = ("policy: completed less than", "same content is used by a library")
+# Stays re-planned every sweep: ones that may end with time alone (min_seeding_age, import_grace, a
+# torrent missing from its client's listing: ``facts.MISSING_GRACE_S``), and one that rests on
+# another inode's existence (a library's own copy of the content: its removal is a deleted inode,
+# which no changed-inode query can name). SQL LIKE prefixes.
+_UNSETTLED_STAYS = ("policy: completed less than", "same content is used by a library", MISSING_STAY_LIKE)
 # The same-size rule below only for files at least this big: payload files, whose sizes
 # rarely collide. Extras (nfo, srt, artwork) share small sizes by the thousand; a change
 # among them re-planning every group that has one would make every sweep a full one. What
@@ -930,15 +958,17 @@ def _snapshot(
     reach=None,
     *,
     after_event: bool = False,
+    live: bool = True,
 ):
     """build_snapshot with one hash budget for the whole sweep, whatever the number of chunks.
     ``listing``: every torrent, when ``infos`` is a chunk of them, ``skipping`` what the index
-    says of their skipped files and ``reach`` what the chunks share of the torrents each leaves out
-    (``SnapshotBuilder.build``); ``after_event``: as ``make_plan``'s."""
+    says of their skipped files and ``reach`` what the chunks share of the torrents each leaves out,
+    ``live`` whether they were listed from the clients, not the index (``SnapshotBuilder.build``);
+    ``after_event``: as ``make_plan``'s."""
     # background hashing: idle I/O, nice 19, at most scan.hash_budget bytes per sweep
     b = SnapshotBuilder(cfg, catalog, list(clients), progress=progress, background=True, after_event=after_event)
     b.budget = budget
-    return b.build(hashes, infos=infos, listing=listing, skipping=skipping, reach=reach)
+    return b.build(hashes, infos=infos, listing=listing, skipping=skipping, reach=reach, live=live)
 
 
 def _chunks(idx: TorrentIndex, infos, hashes: set[str] | None) -> list[list[str] | None]:
@@ -968,8 +998,11 @@ def _plan_in_chunks(
     progress,
     automatic: bool,
     listed_at: float,
+    *,
+    live: bool = True,
 ):
     """(merged plan, what the alerts read, tags changed) for ``hashes`` (None: every torrent).
+    ``live``: ``view`` was listed from the clients, not from the index (``SnapshotBuilder.build``).
 
     The plan's ``created_at`` is ``listed_at``, the listing's time, not a chunk's: the executor
     reads the files of every torrent added since then (``_check_no_newcomer``), and chunks that
@@ -991,7 +1024,11 @@ def _plan_in_chunks(
     room: dict[str, Room] = {}  # each pool's least free space a chunk read: the run's copies are spent from it
     # The index's file lists do not change while the chunks are planned: read once (~60 ms at
     # 180,000 file rows), not once a chunk; so are its unplaced files, lstat-ed once (``SweepReach``).
-    shared = {"skipping": functools.cache(lambda: skipped_files_known(catalog.conn)), "reach": SweepReach()}
+    shared = {
+        "skipping": functools.cache(lambda: skipped_files_known(catalog.conn)),
+        "reach": SweepReach(),
+        "live": live,
+    }
     for n, chunk in enumerate(chunks + [None]):
         if n == len(chunks):  # the pass for groups found incomplete
             if not incomplete:

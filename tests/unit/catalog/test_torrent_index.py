@@ -519,3 +519,30 @@ def test_one_infohash_in_two_clients_keeps_its_own_group_and_decision(cat):
     idx.record_decisions(plans)
     got = {(t.instance, t.group_id, t.decision) for t in idx.torrents()}
     assert got == {("q", groups[("q", H1)], "demote"), ("q2", groups[("q2", H1)], "stay")}
+
+
+def test_a_full_update_of_no_torrent_is_refused_and_asks_for_a_full_one_again(cat):
+    """qBittorrent answering before its session loaded: every torrent is not gone."""
+    q = FakeQbt()
+    q.answers = [
+        {"rid": 3, "full_update": True, "torrents": {H1: _raw("R1"), H2: _raw("R2")}},
+        {"rid": 1, "full_update": True, "torrents": {}},
+        {"rid": 2, "full_update": True, "torrents": {H1: _raw("R1")}},
+    ]
+    sync_client(cat, q)
+    rep = sync_client(cat, q)
+    assert rep.refused and rep.refused.startswith("q: listed no torrent while the torrent index holds 2 of it")
+    assert (rep.gone, rep.touched) == (0, set()) and all(t.gone_at is None for t in _rows(cat).values())
+    rep = sync_client(cat, q)
+    assert q.rids == [0, 3, 0] and rep.refused is None  # the next sync asked for a full listing
+    assert rep.gone == 1 and _rows(cat)[H2].gone_at is not None  # one torrent listed: applied as today
+
+
+def test_a_listing_of_no_torrent_is_refused_and_an_empty_index_takes_it(cat):
+    c = FakeListing()
+    assert sync_client(cat, c).refused is None  # nothing held: nothing to refuse
+    c.infos = [TorrentInfo.from_api({"hash": H1, **_raw("A", save="/s")}, c.path_map, "rt")]
+    sync_client(cat, c)
+    c.infos = []
+    rep = sync_client(cat, c)
+    assert rep.refused and rep.refused.startswith("rt: listed no torrent") and _rows(cat)[H1].gone_at is None

@@ -13,6 +13,7 @@ import os
 import sqlite3
 import threading
 import time
+import types
 
 import pytest
 
@@ -24,6 +25,8 @@ from qbhook.catalog.torrents import TorrentIndex
 from qbhook.clients.model import TorrentFile, TorrentInfo
 from qbhook.config import SweepConfig
 from qbhook.decide import snapshot
+from qbhook.decide.facts import MISSING_GRACE_S
+from qbhook.decide.plan import Delete
 from qbhook.errors import QbhookError
 from qbhook.events import _job
 from qbhook.events.model import Event
@@ -321,6 +324,98 @@ def test_a_removed_torrent_re_plans_the_group_it_left(bed):
     assert out["replanned"]["groups"] == 1 and bed.snapshots[-1] == [H1]
     assert out["replanned"]["why"] == {"group-mate changed": 1}
     assert bed.decision(H1).group_id not in (None, shared)
+
+
+def _restarted_listing_only_h1(bed):
+    """H1 and H2, cross-seeds of one file at one path, planned; then qBittorrent restarts and its
+    first full answer lists H1 only (H2 still loading, or its resume data failed)."""
+    bed.payload(H1, bed.seed_s, "Shared", {"s.mkv": b"shared" * 50}, category="movies")
+    bed.qbt.add(H2, bed.seed_s, "Shared", [("s.mkv", 300)], category="movies")
+    bed.sweep()
+    assert bed.decision(H1).group_id == bed.decision(H2).group_id
+    bed.qbt.restart()
+    return bed.qbt.torrents_raw.pop(H2)
+
+
+def _plan_of(bed, monkeypatch) -> dict:
+    got: dict = {}
+    real = worker._replan
+
+    def spy(*a, **kw):
+        plan, tagged, listing = real(*a, **kw)
+        got["plan"] = plan
+        return plan, tagged, listing
+
+    monkeypatch.setattr(worker, "_replan", spy)
+    return got
+
+
+def test_a_torrent_left_out_of_a_full_listing_keeps_the_group_sharing_its_files(bed, monkeypatch):
+    """R34: the listing after a restart leaves H2 out; H1 alone would demote and delete the file
+    H2 still uses. The group stays, naming H2, until H2 has been missing for the grace."""
+    _restarted_listing_only_h1(bed)
+    got = _plan_of(bed, monkeypatch)
+    out = bed.sweep()
+    (g,) = [g for g in got["plan"].groups if H1 in g.torrents]
+    assert g.action == "stay" and not g.steps
+    assert g.reason.startswith(f"torrent {H2} (Shared) missing from default's listing since ")
+    assert str(bed.seed_s / "Shared/s.mkv") in g.reason
+    assert out["plan"]["demote"] == 0
+    # re-planned every sweep while it waits (an unsettled stay), still staying within the grace
+    again = bed.sweep()
+    assert again["replanned"]["why"] == {"not a settled stay": 1}
+    assert bed.decision(H1).decision == "stay"
+
+
+def test_after_the_grace_a_missing_torrent_is_gone_and_its_group_mate_demotes(bed, monkeypatch):
+    _restarted_listing_only_h1(bed)
+    bed.sweep()
+    assert bed.decision(H1).decision == "stay"
+    later = time.time() + MISSING_GRACE_S + 60
+    monkeypatch.setattr(snapshot, "time", types.SimpleNamespace(time=lambda: later))  # the snapshot's clock
+    got = _plan_of(bed, monkeypatch)
+    out = bed.sweep()
+    (g,) = [g for g in got["plan"].groups if H1 in g.torrents]
+    assert g.action == "demote" and out["replanned"]["why"] == {"not a settled stay": 1}
+    assert str(bed.seed_s / "Shared/s.mkv") in [s.path for s in g.steps if isinstance(s, Delete)]
+
+
+def test_a_torrent_back_in_the_listing_is_planned_with_its_group_again(bed):
+    raw = _restarted_listing_only_h1(bed)
+    bed.sweep()
+    bed.qbt.torrents_raw[H2] = raw  # its session loaded
+    bed.sweep()
+    assert bed.decision(H1).group_id == bed.decision(H2).group_id
+    assert bed.decision(H1).decision == "demote"
+
+
+def test_the_cli_plan_on_a_live_listing_that_lacks_an_indexed_torrent_keeps_its_group(bed):
+    """`qbhook plan`/`apply` list live and sync no index: H2, present in the index but not in the
+    listing, is missing since that listing, and the group sharing its file stays."""
+    from qbhook.decide.planning import plan_run
+
+    _restarted_listing_only_h1(bed)
+    _snap, plan, _use = plan_run(bed.cfg, bed.cat, [bed.qbt], scan=False)
+    (g,) = plan.groups
+    assert g.torrents == [H1] and g.action == "stay" and f"torrent {H2} (Shared) missing" in g.reason
+    assert TorrentIndex(bed.cat.conn).present_hashes("default") == {H1, H2}  # nothing written
+
+
+def test_a_full_listing_of_no_torrent_is_not_applied_and_nothing_is_planned(bed, monkeypatch, caplog):
+    three_staying(bed)
+    bed.sweep()
+    bed.qbt.restart()
+    bed.qbt.torrents_raw.clear()  # qBittorrent answers before it loaded any torrent
+    got = _plan_of(bed, monkeypatch)
+    out = bed.sweep()
+    assert "plan" not in got and out["replanned"]["groups"] == 0
+    assert out["refused"] == [
+        "default: listed no torrent while the torrent index holds 3 of it; not applied, "
+        "nothing planned this round (still loading its session after a restart?)"
+    ]
+    assert [t.gone_at for t in TorrentIndex(bed.cat.conn).torrents(include_gone=True)] == [None] * 3
+    assert "default: listed no torrent" in caplog.text
+    assert TorrentIndex(bed.cat.conn).sync_state("default")[0] == 0  # the next answer is a full one again
 
 
 def test_a_file_hashed_after_the_decision_re_plans_its_group(bed):
