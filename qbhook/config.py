@@ -137,6 +137,16 @@ class PolicyConfig:
     # to stay below 80-90% used), qBittorrent's downloads fail at 0 bytes available, and *arr
     # apps keep a minimum free space for the same reason.
     min_free: Reserve = DEFAULT_MIN_FREE
+    # The groups of each user a torrent client runs as: uid -> every gid it is in (primary and
+    # supplementary, as ``id`` shows where the client runs), as ((uid, (gid, ...)), ...). A
+    # convergence links a seeding name onto a library's inode only if that inode gives the name's
+    # owner the access the replaced file gave it (``qbhook.access``); a user's groups not given
+    # here are taken to be the replaced file's group only (it errs toward refusing).
+    client_groups: tuple[tuple[int, tuple[int, ...]], ...] = ()
+
+    def groups_of(self) -> dict[int, frozenset[int]]:
+        """``client_groups`` as uid -> its groups (``access.access_lost``'s ``groups``)."""
+        return {uid: frozenset(gids) for uid, gids in self.client_groups}
 
 
 # ZFS's snapshot folder and qbhook's own (``move.fsops.STAGING_DIR`` / ``HOLDING_DIR``, which
@@ -610,6 +620,23 @@ def fraction(*, zero_ok: bool, one_ok: bool) -> Reader:
     return read
 
 
+def client_groups(value: Any, key: str) -> tuple[tuple[int, tuple[int, ...]], ...]:
+    """``policy.client_groups``: a mapping of uids to lists of gids, e.g. ``{1000: [1000, 100]}``."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"must map a uid to its list of gids, e.g. {{1000: [1000, 100]}} (got {_got(value)})")
+    out = []
+    for uid, gids in value.items():
+        at = f"{key}.{uid}"
+        if isinstance(uid, bool) or not isinstance(uid, int) or uid < 0:
+            raise ConfigError(at, f"each key must be a uid, a whole number (got {_got(uid)})")
+        if not isinstance(gids, list) or any(isinstance(g, bool) or not isinstance(g, int) or g < 0 for g in gids):
+            raise ConfigError(at, f"must be a list of gids, whole numbers (got {_got(gids)})")
+        out.append((uid, tuple(gids)))
+    return tuple(out)
+
+
 def flag(value: Any, key: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(key, f"must be true or false (got {_got(value)})")
@@ -709,6 +736,7 @@ _POLICY: dict[str, Reader] = {
     "orphans_max_share": fraction(zero_ok=False, one_ok=True),
     "converge": flag,
     "min_free": reserve,
+    "client_groups": client_groups,
 }
 _SCAN: dict[str, Reader] = {
     "mass_delete_max_share": fraction(zero_ok=False, one_ok=True),

@@ -62,6 +62,14 @@ Rules:
   each also resolved through symlinks and with ``.!qB``) to ``Snapshot.write_prefixes``; a
   duplicate linked at or under one waits, as if that torrent were in the snapshot (its file
   list is not asked for: a folder is enough to wait).
+- **Access**: a library file is never chmodded nor chowned, so a victim's name would show the
+  kept inode's owner and mode. A victim converges only onto an inode that gives the victim's
+  owner at least the access the victim gave it (``access.access_lost``: read, and write when
+  the victim was writable by its owner; a torrent client opens a file read-write to repair a
+  piece, a cross-seed tool hard-links only a file it may write). Otherwise that file is not
+  converged, and the group's reason says why (``Convergence.kept_apart``). Decided on the
+  snapshot's lstat (``InodeFact.access``); the converge pass has no owners (the catalog keeps
+  none) and leaves it to the executor, which refuses such a relink on the stats it takes anyway.
 - ``bytes_freed`` counts each victim inode once (its last seeding link goes away).
 
 ``policy.converge: false`` turns all of this into a report: the group keeps its decision and
@@ -84,6 +92,7 @@ import posixpath
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from qbhook.access import access_lost, lost_reason
 from qbhook.clients.model import PART_SUFFIX, SEEDING_STATES
 from qbhook.decide.facts import (
     ContentKey,
@@ -107,6 +116,8 @@ class Convergence:
     inodes: int  # victim inodes
     onto_library: int  # of those, converged onto an inode a library uses
     waiting: int = 0  # duplicate inodes of the group left for later: they or their kept inode may change
+    # Duplicate inodes not converged because the kept inode would take access from their owner: why, each.
+    kept_apart: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,6 +395,7 @@ def _joined(a: Convergence | None, b: Convergence | None) -> Convergence | None:
         a.inodes + b.inodes,
         a.onto_library + b.onto_library,
         a.waiting + b.waiting,
+        a.kept_apart + b.kept_apart,
     )
 
 
@@ -394,6 +406,7 @@ def _converge_steps(
     itself, or either may still change (then it waits)."""
     use = _usage(snap)
     steps: list[Step] = []
+    apart: list[str] = []
     freed = n = onto_library = waiting = 0
     for inode, k in chosen:  # in the order of their keys (plan_group's sorted users)
         if k == inode.key:
@@ -405,6 +418,9 @@ def _converge_steps(
         kept = snap.inodes[k]
         if _may_change(snap, use, inode) or _may_change(snap, use, kept):
             waiting += 1
+            continue
+        if why := _takes_access(snap, inode, kept):
+            apart.append(why)
             continue
         kept_at = keep_path(kept)
         for p in inode.seeding_paths:
@@ -422,9 +438,22 @@ def _converge_steps(
         freed += inode.size
         n += 1
         onto_library += bool(kept.external_links)
-    if not steps and not waiting:
+    if not steps and not waiting and not apart:
         return None
-    return Convergence(tuple(steps), freed, n, onto_library, waiting)
+    return Convergence(tuple(steps), freed, n, onto_library, waiting, tuple(apart))
+
+
+def _takes_access(snap: Snapshot, victim: InodeFact, kept: InodeFact) -> str | None:
+    """Why ``victim`` must not be linked onto ``kept`` (the module docstring's access rule), or None.
+    Unknown stats (the converge pass) answer None: the executor's check decides then."""
+    if victim.access is None or kept.access is None:
+        return None
+    uid = victim.access[1]
+    lost = access_lost(kept.access, victim.access, snap.client_groups.get(uid))
+    if lost is None:
+        return None
+    whose = "the library's copy" if kept.external_links else "the copy to keep"
+    return f"{min(victim.seeding_paths)} is not converged: {whose} {lost_reason(lost, kept.access, uid)}"
 
 
 def keep_path(inode: InodeFact) -> str | None:
@@ -438,14 +467,19 @@ def keep_path(inode: InodeFact) -> str | None:
 
 
 def waiting_note(conv: Convergence) -> str:
-    """Why some of a group's duplicates are not converged now ("" when none waits)."""
-    if not conv.waiting:
-        return ""
-    return (
-        f"{conv.waiting} duplicate inode(s) wait to converge: a torrent that is not settled"
-        " (or has the file at priority 0) may still write them or the copy they would be linked onto,"
-        " or has a file of their size that qbhook cannot place"
-    )
+    """Why some of a group's duplicates are not converged now ("" when all are): those that wait,
+    and those the access rule keeps apart (the first one's reason, and how many more)."""
+    notes = []
+    if conv.waiting:
+        notes.append(
+            f"{conv.waiting} duplicate inode(s) wait to converge: a torrent that is not settled"
+            " (or has the file at priority 0) may still write them or the copy they would be linked onto,"
+            " or has a file of their size that qbhook cannot place"
+        )
+    if conv.kept_apart:
+        more = len(conv.kept_apart) - 1
+        notes.append(conv.kept_apart[0] + (f" (and {more} more duplicate inode(s) so)" if more else ""))
+    return "; ".join(notes)
 
 
 def note_waiting(gp: GroupPlan, conv: Convergence) -> GroupPlan:

@@ -16,7 +16,7 @@ import os
 import posixpath
 import stat as stat_mod
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from qbhook.catalog.library_links import NO_LINKS, LibraryLinks
@@ -94,6 +94,11 @@ class InodeFact:
     # inside a seeding root: a bind mount of seeding data, an export or alias folder), by the
     # executor's rule (``dirfd.entry_key``): each is no link of its own (``external_links``).
     aliases: int = 0
+    # (st_mode, st_uid, st_gid) as lstat-ed for this snapshot, for ``access.access_lost``: may a
+    # seeding name be linked onto this inode (convergence)? None: not known (the converge pass
+    # reads the catalog, which keeps no owner; the executor's own check then decides). One tuple
+    # shared by every inode of the same three (``SnapshotBuilder``): a pointer per fact, not three ints.
+    access: tuple[int, int, int] | None = None
 
     @property
     def key(self) -> InodeKey:
@@ -293,6 +298,9 @@ class Snapshot:
     # Torrents the index held that a listing lacks, still within ``MISSING_GRACE_S``: a group sharing
     # a file with one stays (``planner.missing_holds``). Usually none: then nothing is looked up.
     missing: tuple[MissingTorrent, ...] = ()
+    # ``policy.client_groups`` (``PolicyConfig.groups_of``): the groups of a torrent client's user,
+    # where known, for ``access.access_lost``.
+    client_groups: Mapping[int, frozenset[int]] = field(default_factory=dict)
     # Indexes derived from the facts above by the rule that reads them, built on its first use and
     # kept for this snapshot (``converge._usage``): once per snapshot, not once per group.
     derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)

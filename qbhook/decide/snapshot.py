@@ -165,6 +165,8 @@ class SnapshotBuilder:
         # device and inode numbers are unique within a device, so (fsid, ino) found among the
         # snapshot's inodes is that very file.
         self._dev_fsids: dict[int, set[str]] = {}
+        # Each (st_mode, st_uid, st_gid) of an InodeFact (``access``) once: a pool's files share a few.
+        self._access: dict[tuple[int, int, int], tuple[int, int, int]] = {}
         # Some group may move (``_hash_what_decisions_need`` says): only then are the libraries'
         # symlinks looked for (``_library``).
         self._movable = False
@@ -241,6 +243,7 @@ class SnapshotBuilder:
             reaching=reaching,
             library=library,
             missing=missing,
+            client_groups=self.cfg.policy.groups_of(),
         )
 
     def _missing(self, everyone, now: float, live: bool, reach: SweepReach | None) -> tuple[MissingTorrent, ...]:
@@ -516,6 +519,7 @@ class SnapshotBuilder:
                 other_paths=(sys.intern(path),),
                 mtime_ns=st.st_mtime_ns,
                 ctime_ns=st.st_ctime_ns,
+                access=self._access_of(st),
             )
 
     def _stale(self, path: str, st: os.stat_result, key: InodeKey) -> bool:
@@ -615,7 +619,13 @@ class SnapshotBuilder:
             mtime_ns=st.st_mtime_ns,
             ctime_ns=st.st_ctime_ns,
             aliases=self._aliases(seeding) if len(seeding) > 1 else 0,
+            access=self._access_of(st),
         )
+
+    def _access_of(self, st: os.stat_result) -> tuple[int, int, int]:
+        """``InodeFact.access`` of ``st``, one shared tuple per distinct value."""
+        a = (st.st_mode, st.st_uid, st.st_gid)
+        return self._access.setdefault(a, a)
 
     def _aliases(self, seeding: tuple[str, ...]) -> int:
         """How many of ``seeding`` (2+ paths, each still this inode) spell an entry another one
@@ -805,6 +815,7 @@ class SnapshotBuilder:
                     old.mtime_ns,
                     old.ctime_ns,
                     old.aliases,
+                    old.access,
                 )
 
     def _convergence_candidates(self, wanted: set[tuple[str, int]]) -> set[int]:

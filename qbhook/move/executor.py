@@ -772,6 +772,8 @@ class Executor:
         self.log = ctx.log
         self.seeding_roots = ctx.seeding_roots
         self.roots = ctx.roots
+        # policy.client_groups, for a relink's access check (``fsops.Relinker``)
+        self._client_groups = self.cfg.policy.groups_of()
         # old link -> the cached hash its hiding carried (``_hide_old_links``), until put back
         self._carried: dict[str, dict] = {}
         # When the running plan's snapshot was taken (``Plan.created_at``; 0: unknown): a torrent
@@ -1255,7 +1257,7 @@ class Executor:
         )
 
     def _relinker(self, todo: list[tuple[GroupPlan, int, Converge]]) -> fsops.Relinker:
-        rl = fsops.Relinker(self.seeding_roots, self.roots, self.catalog)
+        rl = fsops.Relinker(self.seeding_roots, self.roots, self.catalog, client_groups=self._client_groups)
         try:
             rl.prefetch((s.path, s.ino, s.keep.path, s.keep.ino) for _g, _q, s in todo)
         except BaseException:
@@ -2117,7 +2119,9 @@ class Executor:
 
     def _converge(self, st: _GroupRun, s: Converge, at: _At) -> dict:
         # A batch of one, fsynced on its own (fsops.relink_over): the same call as a batch's.
-        with fsops.Relinker(self.seeding_roots, self.roots, self.catalog, sync_each=True) as rl:
+        with fsops.Relinker(
+            self.seeding_roots, self.roots, self.catalog, sync_each=True, client_groups=self._client_groups
+        ) as rl:
             res = self._relink(rl, st.plan.group_id, at.seq, s, self.ctx.hook)
         # The path is now a link of the kept inode, whose ctime the link changed: carry its hash over,
         # onto the stat the relink took through its folder (rl.after), as a batch does.

@@ -93,6 +93,7 @@ from typing import NamedTuple, Self
 
 import blake3
 
+from qbhook.access import access_lost, lost_reason
 from qbhook.catalog import hashing
 from qbhook.catalog.fsid import is_zfs
 from qbhook.catalog.store import CarryProof
@@ -1658,18 +1659,6 @@ def _link_temp(kpin: Pin, kdir: Dir, kname: bytes, parent: Dir, tmp: bytes, why:
             raise
 
 
-def _readable_by(st: os.stat_result, uid: int, gid: int) -> bool:
-    """Can the owner (uid, gid) of the replaced file read the kept inode? (mode bits; ACLs not consulted)"""
-    if uid == 0:
-        return True
-    mode = stat_mod.S_IMODE(st.st_mode)
-    if st.st_uid == uid:
-        return bool(mode & 0o400)
-    if st.st_gid == gid:
-        return bool(mode & 0o040)
-    return bool(mode & 0o004)
-
-
 def relink_over(
     path,
     keep_path,
@@ -1679,6 +1668,7 @@ def relink_over(
     keep_roots=(),
     catalog,
     on_temp_link: Callable[[], None] | None = None,
+    client_groups: Mapping[int, frozenset[int]] | None = None,
 ) -> dict:
     """Replace the seeding link ``path`` by a hardlink to the kept inode at ``keep_path`` (same dataset).
 
@@ -1688,8 +1678,10 @@ def relink_over(
     folder descriptors: ``path`` is inside a seeding root (never in qbhook's own folders),
     still inode ``ino`` on ``fsid`` with the planned size (and mtime); ``keep_path`` (inside a
     seeding root or one of ``keep_roots``; it is only linked from, never changed) is still
-    inode ``keep_ino`` on ``keep_fsid``, on the same filesystem, readable by the replaced
-    file's owner; both hold the planned BLAKE3 (the catalog's hash when still valid for
+    inode ``keep_ino`` on ``keep_fsid``, on the same filesystem, giving the replaced file's owner
+    the access the replaced file gave it (``access.access_lost``: read, and write if it was
+    writable by its owner; ``client_groups``: ``policy.client_groups``, each user's groups where
+    known); both hold the planned BLAKE3 (the catalog's hash when still valid for
     the live stat, else read now). The keeper is looked at again (a file rewritten while the
     victim was read is refused). Then the kept inode is linked under a temporary name
     (``_relink_name``) in the very folder descriptor the checks used, the
@@ -1709,7 +1701,7 @@ def relink_over(
 
     One relink, fsynced on its own. Many at once: ``Relinker`` (the same checks per file).
     """
-    with Relinker(seeding_roots, keep_roots, catalog, sync_each=True) as r:
+    with Relinker(seeding_roots, keep_roots, catalog, sync_each=True, client_groups=client_groups) as r:
         return r.relink(path, keep_path, target, on_temp_link=on_temp_link)
 
 
@@ -1864,8 +1856,17 @@ class Relinker:
     """
 
     def __init__(
-        self, seeding_roots, keep_roots=(), catalog=None, *, sync_each: bool = False, max_open: int = RELINK_MAX_OPEN
+        self,
+        seeding_roots,
+        keep_roots=(),
+        catalog=None,
+        *,
+        sync_each: bool = False,
+        max_open: int = RELINK_MAX_OPEN,
+        client_groups: Mapping[int, frozenset[int]] | None = None,
     ):
+        # Each user's groups where the config says them (``access.access_lost``): uid -> gids.
+        self.client_groups = client_groups or {}
         # As strings once: every relink places two paths under them.
         self.seeding_roots = tuple(_as_root(r) for r in seeding_roots)
         self.keep_roots = tuple(_as_root(r) for r in keep_roots)
@@ -2146,6 +2147,7 @@ class Relinker:
                     rows=self._rows,
                     kpin=kpin,
                     on_temp_link=on_temp_link,
+                    groups=self.client_groups.get,
                     hold=self._hold_for(root),
                     anchor=self._anchors[root],
                 )
@@ -2181,6 +2183,10 @@ class Relinker:
             self._carry_over(kdir, proof, now)
 
 
+# No user's groups known: ``access.access_lost`` takes the replaced file's group as its owner's only.
+_NO_GROUPS: Callable[[int], frozenset[int] | None] = {}.get
+
+
 def _relink_at(
     parent: Dir,
     name: bytes,
@@ -2196,13 +2202,15 @@ def _relink_at(
     on_temp_link,
     hold: Callable[[int], None] | None = None,
     anchor: Anchor | None = None,
+    groups: Callable[[int], frozenset[int] | None] = _NO_GROUPS,
 ) -> dict:
     """``kpin``: the kept entry ``kname`` pinned (None: nothing there), held by the caller until the
     name's look after the rename: its stat is the kept inode's first look, its fstat the look
     right before the temporary link, and the temporary link is made of it (``Pin.link``), never of
     what a writer renamed over ``kname`` meanwhile. ``hold``: given a descriptor of the replaced
     inode when the rename drops its last link (``_Releaser``), to be closed later; without it the
-    rename frees the inode itself. ``anchor``: where ``parent``'s root must still be (``Dir.in_place``)."""
+    rename frees the inode itself. ``anchor``: where ``parent``'s root must still be (``Dir.in_place``).
+    ``groups``: a user's groups by uid, None where not known (``access.access_lost``)."""
     # Long on purpose: each re-check of relink_over's rule list, in order, right before the rename.
     why = f"refusing to relink {path_s} onto {keep_s}"
     kst = kpin.st if kpin is not None else None
@@ -2240,11 +2248,14 @@ def _relink_at(
         raise UnsafeOperation(
             f"{why}: they are on different filesystems (a nested dataset?): a hardlink cannot join them"
         )
-    if not _readable_by(kst, st.st_uid, st.st_gid):
+    # The stats in hand, no other syscall: a library file is never chmodded nor chowned, so the
+    # name would show the kept inode's owner and mode (``qbhook.access``).
+    kacc = (kst.st_mode, kst.st_uid, kst.st_gid)
+    if lost := access_lost(kacc, (st.st_mode, st.st_uid, st.st_gid), groups(st.st_uid)):
         raise UnsafeOperation(
-            f"{why}: the copy to keep is not readable by uid {st.st_uid} (the owner of "
-            f"{path_s}); the torrent client could not seed it",
-            hint="make the library file group/world readable, or leave the duplicate",
+            f"{why}: the copy to keep {lost_reason(lost, kacc, st.st_uid)}, the owner of {path_s}",
+            hint="give that user this access to the library file (its group, or policy.client_groups), "
+            "or leave the duplicate",
         )
     want = _digest(t.blake3_hex, t.size)
     if _content_digest(parent, name, st, catalog, rows, sfs) != want:

@@ -537,7 +537,9 @@ def _dup(fs2, data=b"payload-bytes"):
     return victim, lib, kw
 
 
-def _relink_over(path, keep_path, *, seeding_roots, keep_roots, catalog, on_temp_link=None, **facts) -> dict:
+def _relink_over(
+    path, keep_path, *, seeding_roots, keep_roots, catalog, on_temp_link=None, client_groups=None, **facts
+) -> dict:
     """``fsops.relink_over`` with the planned facts as keywords (``_dup``'s, overridden per test)."""
     t = fsops.RelinkTarget(**facts)
     return fsops.relink_over(
@@ -548,6 +550,7 @@ def _relink_over(path, keep_path, *, seeding_roots, keep_roots, catalog, on_temp
         keep_roots=keep_roots,
         catalog=catalog,
         on_temp_link=on_temp_link,
+        client_groups=client_groups,
     )
 
 
@@ -621,9 +624,12 @@ def test_relink_over_refuses_a_keeper_the_torrent_client_could_not_read(fs2):
     os.chown(victim, 1000, 1000)
     os.chown(lib, 2000, 2000)
     os.chmod(lib, 0o600)
-    with pytest.raises(UnsafeOperation, match="not readable by uid 1000"):
+    with pytest.raises(UnsafeOperation, match="would take read and write access from uid 1000"):
         _relink_over(victim, lib, **kw)
-    os.chmod(lib, 0o644)
+    os.chmod(lib, 0o644)  # readable, but the victim (0644) was writable by uid 1000
+    with pytest.raises(UnsafeOperation, match="would take write access from uid 1000"):
+        _relink_over(victim, lib, **kw)
+    os.chmod(victim, 0o444)  # a victim its owner could only read asks only for read
     assert _relink_over(victim, lib, **kw)["status"] == "relinked"
     assert stat.S_IMODE(os.lstat(victim).st_mode) == 0o644
 

@@ -31,6 +31,7 @@ class World:
     size: dict = field(default_factory=lambda: {"stash": 0, "pool": 0})
     hashed: bool = True
     symlinks: dict = field(default_factory=dict)  # path -> link target, as the snapshot builder reports them
+    client_groups: dict = field(default_factory=dict)  # policy.client_groups: uid -> frozenset of gids
     _next: int = 100
 
     @staticmethod
@@ -81,7 +82,9 @@ class World:
             digest = (i["content"].encode().hex().ljust(64, "0")[:64]) if self.hashed else None
             seeding, other = split_links(i["paths"], roots)
             nlink = len(i["paths"]) + i["unknown"] - i["aliases"]
-            inodes[key] = InodeFact(key[0], key[1], i["size"], nlink, digest, seeding, other)
+            inodes[key] = InodeFact(
+                key[0], key[1], i["size"], nlink, digest, seeding, other, access=i.get("access")
+            )  # access: (st_mode, st_uid, st_gid), set on an inode's dict (None: not known)
             if digest:
                 content.setdefault((i["size"], digest), []).append(key)
         ts = []
@@ -122,4 +125,5 @@ class World:
             existing=dict(self.paths),
             now=now,
             symlinks=dict(self.symlinks),
+            client_groups=dict(self.client_groups),
         )
