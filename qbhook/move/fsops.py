@@ -42,7 +42,7 @@ to its entries that writer could already do. qbhook never extends a writer's
 reach beyond the folders it can write. The exception is a seeding folder moved into
 the library (an import on the same dataset) while qbhook checks a file in it: the rename
 over a name (``relink_over``) would replace a library file, a delete or hold
-(``safe_unlink``), an orphan's hold (``hold_unreferenced``)
+(``safe_unlink``), an orphan's hold (``hold_unreferenced``), a move's hide (``hide_during_move``)
 or a leftover view's removal would take one, which no writer of the library may have done
 for it. So right before that act the folder is proven still below its seeding root,
 through ``..`` from its descriptor (``Dir.in_place``, ``_walk_placed``), and a removal
@@ -3183,7 +3183,10 @@ def hide_during_move(path, *, roots, run, catalog=None, holding: list[int] | Non
     root, parts = _moving_place(path, roots, "hide")
     key = moving_hold_key(run)
     try:
-        parent = _walk(root, parts[:-1])
+        # Proven still below its seeding root around the rename into holding (``_hold``'s
+        # ``placed``): a folder moved into a library meanwhile holds a library file at ``parts``,
+        # which a hide would take and the put-back would restore at the old path, not the library.
+        parent, placed = _walk_placed(root, parts[:-1])
     except (FileNotFoundError, NotADirectoryError):
         return _hidden_or_absent(root, parts, key, drop_spare=True)
     except UnsafeOperation as e:
@@ -3199,7 +3202,9 @@ def hide_during_move(path, *, roots, run, catalog=None, holding: list[int] | Non
         # The held link's stat right after our link and unlink (one lstat, only when there is a
         # hash to carry): its ctime is the one nothing but our own renames gave it.
         look = digest is not None
-        held, hst, ident = _hold(parent, parts[-1], path_s, st, root, parts, key, look=look, want=holding)
+        held, hst, ident = _hold(
+            parent, parts[-1], path_s, st, root, parts, key, look=look, want=holding, placed=placed
+        )
     res = {"status": "hidden", "held_at": held, "holding": ident}
     if digest is not None and hst is not None and (hst.st_size, hst.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
         res["carry"] = {

@@ -148,7 +148,23 @@ def test_a_died_quarantine_whose_folder_moved_into_the_library_closes_the_step_f
     assert os.lstat(held_at).st_ino == ino  # and nothing taken
 
 
-def test_a_hold_whose_folder_held_still_goes_ahead(p):  # noqa: F811
-    """The added looks cost no refusal of an ordinary hold."""
+def test_a_hide_in_a_folder_moved_into_the_library_at_its_rename_is_put_back(p, monkeypatch):  # noqa: F811
+    """``hide_during_move`` has the same shape: its old link renamed into holding, later put back
+    by its old path; a library file hidden so would leave the library."""
+    f = write(os.path.join(p.seed, "T/x.bin"), b"x" * 4000)
+    ino, imported = os.lstat(f).st_ino, os.path.join(p.lib, "Imported")
+    moved = _import_at_rename(monkeypatch, os.path.join(p.seed, "T"), imported)
+    with pytest.raises(UnsafeOperation) as e:
+        fsops.hide_during_move(f, roots=p.roots, run=3)
+    assert moved and "was moved during the checks" in e.value.message and "put back" in e.value.message
+    assert os.listdir(imported) == ["x.bin"] and os.lstat(os.path.join(imported, "x.bin")).st_ino == ino
+    assert _held(p) == []
+
+
+def test_a_hold_and_a_hide_whose_folder_held_still_go_ahead(p):  # noqa: F811
+    """The added looks cost no refusal of an ordinary hold or hide."""
     f = write(os.path.join(p.seed, "old/T/x.bin"), b"x" * 4000)
     assert _hold(p, f, _facts(f))["status"] == "held" and not os.path.lexists(f)
+    g = write(os.path.join(p.seed, "T/y.bin"), b"y" * 4000)
+    assert fsops.hide_during_move(g, roots=p.roots, run=3)["status"] == "hidden" and not os.path.lexists(g)
+    assert fsops.unhide_after_move(g, roots=p.roots, run=3)["status"] == "restored" and os.path.exists(g)
