@@ -42,15 +42,16 @@ to its entries that writer could already do. qbhook never extends a writer's
 reach beyond the folders it can write. The exception is a seeding folder moved into
 the library (an import on the same dataset) while qbhook checks a file in it: the rename
 over a name (``relink_over``) would replace a library file, a delete or hold
-(``safe_unlink``) or a leftover view's removal would take one, which no writer of the
-library may have done for it. So right before that act the folder is proven still below
-its seeding root, through ``..`` from its descriptor (``Dir.in_place``, ``_walk_placed``),
-and a removal looks again right after its rename to a drop name or into holding, putting
-the file back (never over a name) if the folder moved in between; a kill before that put-back
-leaves a resume that cannot reach the folder by its path, and it waits for a person
-(``_folder_gone``) rather than take the file for held or gone. A name in a
-seeding folder is never unlinked after a look at it either: a file renamed over it in
-between (qBittorrent completing a download at that path) would lose its last link. A hold
+(``safe_unlink``), an orphan's hold (``hold_unreferenced``), a move's hide (``hide_during_move``)
+or a leftover view's removal would take one, which no writer of the library may have done
+for it. So right before that act the folder is proven still below its seeding root,
+through ``..`` from its descriptor (``Dir.in_place``, ``_walk_placed``), and a removal
+looks again right after its rename to a drop name or into holding, putting the file back
+(never over a name) if the folder moved in between; a kill before that put-back leaves a
+resume that cannot reach the folder by its path, and it waits for a person (``_folder_gone``,
+``_gone_folder_absent``) rather than take the file for held or gone. A name in a seeding folder
+is never unlinked after a look at it either: a file renamed over it in between (qBittorrent
+completing a download at that path) would lose its last link. A hold
 renames the entry into holding, a removal (a delete, a leftover view's, an unrecorded link's)
 to a drop name (``_drop_name``), never over a name (``_rename_noreplace``, ``_put_back``), and
 what arrived is proven to be the file checked, else put back (``_move_checked``). A kill between
@@ -2515,19 +2516,33 @@ def _folder_gone(u: _Unlink) -> dict:
     Neither needs new state: what the resume cannot prove is left, named, for a person. The price:
     a hold that passed its look after the rename, killed before the journal closed it, whose folder
     a person then removed or renamed before the resume, waits for a person too."""
-    res = _absent(u.root, u.parts, u.ino, u.hold_run, "delete")
+    res = _gone_folder_absent(u.root, u.parts, u.ino, u.hold_run, "delete", u.shown)
     folder = os.fsdecode(b"/".join([u.root.rstrip(b"/"), *u.parts[:-1]]))
-    if res["status"] == "held":
-        raise u.refuse(
-            f"held at {res['held_at']}, but its folder {folder} was moved since: waits for a person",
-            hint="if that folder went into a library, the held file is the library's: put it back there by hand",
-        )
     if u.resumed and u.hold_run is None:
         drop = os.fsdecode(_drop_name(u.parts[-1], u.ino))
         raise u.refuse(
             f"its folder {folder} is gone since an earlier attempt of this delete: if that folder was moved "
             f"(into a library), the file may wait there under {drop}, not found by its old path: waits for a person",
             hint=f"look for {drop} in the folder's new place and rename it back to {os.fsdecode(u.parts[-1])}",
+        )
+    return res
+
+
+def _gone_folder_absent(root: bytes, parts: list[bytes], ino: int, run, verb: str, shown: str) -> dict:
+    """``_absent`` for a removal (a delete, a hold, an orphan's hold) whose folder is no longer
+    reachable by its path, refusing "held": the file of the planned inode in this run's holding
+    may be a library's, its folder moved into a library between the look before the rename into
+    holding and the rename, and the process killed before the look after it put the file back
+    (``_back_unless_placed``). Journaled "held", it would be purged after the grace; refused, it
+    waits where the refusal names for a person. The one home of that rule (``_folder_gone``,
+    ``hold_unreferenced``)."""
+    res = _absent(root, parts, ino, run, verb)
+    if res["status"] == "held":
+        folder = os.fsdecode(b"/".join([root.rstrip(b"/"), *parts[:-1]]))
+        raise UnsafeOperation(
+            f"refusing to {verb} {shown}: held at {res['held_at']}, but its folder {folder} was moved since: "
+            "waits for a person",
+            hint="if that folder went into a library, the held file is the library's: put it back there by hand",
         )
     return res
 
@@ -3024,6 +3039,14 @@ def hold_unreferenced(
     made since the decision, by a library or a new torrent, stops it). A path already gone
     is ``absent``, or ``held`` if an earlier attempt held it. Returns ``{status, held_at}``.
 
+    The walk that listed the file is minutes old, and an orphan's folder is a seeding folder an
+    import can move into a library on the same dataset: so the folder is proven still below its
+    seeding root right before the rename into holding and right after it, the file put back if it
+    moved (``_walk_placed``, ``_hold``'s ``placed``: the rule of ``safe_unlink``). A kill before that
+    put-back leaves a file in holding whose folder the path no longer reaches: refused, never
+    ``held`` (``_gone_folder_absent``), so a resumed quarantine closes that step failed, naming
+    where the file waits, and nothing purges it.
+
     ``resumed`` (finishing run ``run`` after a crash): one link more is allowed when it is this
     run's own holding entry for ``path`` (``_held_already``): a hold that died between its link
     into holding and the unlink of the original. Any other extra link still stops it.
@@ -3036,9 +3059,9 @@ def hold_unreferenced(
     if not parts or in_own_folder(parts[:-1]):
         raise UnsafeOperation(f"refusing to hold {path_s}: a seeding root or one of qbhook's own folders")
     try:
-        parent = _walk(root, parts[:-1])
+        parent, placed = _walk_placed(root, parts[:-1])
     except (FileNotFoundError, NotADirectoryError):
-        return _absent(root, parts, ino, run)
+        return _gone_folder_absent(root, parts, ino, run, "hold", path_s)
     except UnsafeOperation as e:
         raise UnsafeOperation(f"refusing to hold {path_s}: {e.message}", hint=e.hint) from None
     with parent:
@@ -3064,7 +3087,7 @@ def hold_unreferenced(
                 f"refusing to hold {path_s}: it has {st.st_nlink} links now, "
                 f"{max_nlink} when listed (a library or a torrent links it)"
             )
-        held, _, ident = _hold(parent, parts[-1], path_s, st, root, parts, run)
+        held, _, ident = _hold(parent, parts[-1], path_s, st, root, parts, run, placed=placed)
     return {"status": "held", "bytes_freed": 0, "held_at": held, "dev": st.st_dev, "holding": ident}
 
 
@@ -3171,7 +3194,10 @@ def hide_during_move(path, *, roots, run, catalog=None, holding: list[int] | Non
     root, parts = _moving_place(path, roots, "hide")
     key = moving_hold_key(run)
     try:
-        parent = _walk(root, parts[:-1])
+        # Proven still below its seeding root around the rename into holding (``_hold``'s
+        # ``placed``): a folder moved into a library meanwhile holds a library file at ``parts``,
+        # which a hide would take and the put-back would restore at the old path, not the library.
+        parent, placed = _walk_placed(root, parts[:-1])
     except (FileNotFoundError, NotADirectoryError):
         return _hidden_or_absent(root, parts, key, drop_spare=True)
     except UnsafeOperation as e:
@@ -3187,7 +3213,9 @@ def hide_during_move(path, *, roots, run, catalog=None, holding: list[int] | Non
         # The held link's stat right after our link and unlink (one lstat, only when there is a
         # hash to carry): its ctime is the one nothing but our own renames gave it.
         look = digest is not None
-        held, hst, ident = _hold(parent, parts[-1], path_s, st, root, parts, key, look=look, want=holding)
+        held, hst, ident = _hold(
+            parent, parts[-1], path_s, st, root, parts, key, look=look, want=holding, placed=placed
+        )
     res = {"status": "hidden", "held_at": held, "holding": ident}
     if digest is not None and hst is not None and (hst.st_size, hst.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
         res["carry"] = {
