@@ -860,7 +860,7 @@ def _model(like: Like | None, path: bytes, made: os.stat_result) -> os.stat_resu
         else:
             with _walk(root, parts[:-1], same_fs=False) as d:
                 st = d.lstat(parts[-1])
-    except (OSError, QbhookError):
+    except (OSError, QbhookError, NotAFolder, FolderRefused):  # no model to be had: the fallback's
         return None
     if st is None or (st.st_dev, st.st_ino) == (made.st_dev, made.st_ino):
         return None
