@@ -1266,6 +1266,31 @@ def path_warnings(cfg: Config) -> list[str]:
     ]
 
 
+def seeding_root_warnings(cfg: Config) -> list[str]:
+    """Seeding roots that root owns and nobody else may write, one line each, while a torrent
+    client is configured (an admin's ``mkdir -p`` as root makes them so). A warning, not a
+    refusal: qbhook itself writes there as root, and the folders it makes for a view are owned
+    like the torrent's own folders at the source (``fsops.Like``); but the client (not root) cannot
+    create a folder there, nor delete, rename or download a file kept directly in the root. A
+    root missing or not a folder is ``check_paths``'s to name."""
+    if not cfg.clients:
+        return []
+    out = []
+    for p in cfg.pools:
+        for r in p.seeding_roots:
+            try:
+                st = os.stat(r, follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == 0 and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                out.append(
+                    f"seeding_roots.{p.name}: {r} is root's and only root may write in it: your torrent client "
+                    "cannot make folders or change files directly in it (chown it to the client's user, or make "
+                    "it writable by the client's group)"
+                )
+    return out
+
+
 def check_paths(cfg: Config) -> list[str]:
     """Problems with the pools on this machine (empty list: all good)."""
     problems = []

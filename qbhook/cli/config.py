@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from qbhook.cli.app import App, echo_shown, main, pass_app
-from qbhook.config import check_paths, describe, path_warnings
+from qbhook.config import check_paths, describe, path_warnings, seeding_root_warnings
 from qbhook.errors import ExitCode
 
 
@@ -26,7 +26,7 @@ def config_check(app: App):
     """
     cfg = app.cfg
     problems = check_paths(cfg)
-    warnings = path_warnings(cfg)
+    warnings = path_warnings(cfg) + seeding_root_warnings(cfg)
     data = describe(cfg)
     data["problems"] = problems
     data["warnings"] = warnings

@@ -920,6 +920,14 @@ def view_paths(steps: Iterable[Step]) -> Iterator[str]:
                 yield q if q.startswith("/") else base + q
 
 
+def torrent_moves(steps: Iterable[Step]) -> Iterator[Relocate | Repair]:
+    """Every Relocate and Repair in ``steps`` (where each torrent's view is, and where it was:
+    the executor makes a view's folders like the old ones). No per-file step is built."""
+    for p in steps._parts if type(steps) is not list and isinstance(steps, StepList) else steps:
+        if isinstance(p, _TorrentMove):
+            yield p
+
+
 # --------------------------------------------------------------------------- plans
 
 

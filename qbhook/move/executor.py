@@ -81,6 +81,7 @@ from qbhook.decide.plan import (
     Tag,
     VerifyGroup,
     VerifyView,
+    torrent_moves,
 )
 from qbhook.decide.repair import QUIET_STATES
 from qbhook.dirfd import LOOK_MAX_OPEN, FolderReader, FolderRefused, Pin
@@ -600,6 +601,18 @@ class _GroupRun:
     settling: bool = False
     # The sequence numbers of this group's own plan steps: a failed repair undoes only their rows.
     seqs: frozenset = frozenset()
+    # Each torrent's new save path -> its old one (``like``), read off the plan once.
+    moved_from: dict[str, str] | None = None
+
+    def like(self, to_dir: str, roots) -> fsops.Like | None:
+        """What the folders and empty files a make step puts below ``to_dir`` are made like: the
+        same places below the torrent's save path before its move (``fsops.Like``)."""
+        if self.moved_from is None:
+            self.moved_from = {}
+            for m in torrent_moves(self.plan.steps):
+                self.moved_from.setdefault(_norm(m.to_path), m.from_path)
+        src = self.moved_from.get(_norm(to_dir))
+        return None if src is None else fsops.Like.of(to_dir, src, roots)
 
     def content_of(self, path: str, planned: str | None, size: int, what: str) -> str | None:
         """The hash a step must check ``path`` against: the planned one, else the one its copy learned."""
@@ -1894,6 +1907,7 @@ class Executor:
             src_roots=self.roots,
             catalog=self.catalog,
             reserve=self.cfg.policy.min_free,
+            like=st.like(s.to_dir, self.roots),
         )
         # We know the content of the new inode: cache it, so verify_view costs a stat, not a read.
         # Against the stat the copy proved it for (res.after), never the path looked up again.
@@ -1919,6 +1933,7 @@ class Executor:
             blake3_hex=blake3_hex,
             catalog=self.catalog,
             verify_source=repair,
+            like=st.like(s.to_dir, self.roots),
         )
         # Our link changed the inode's ctime: its cached hash is carried over if it was valid for the
         # source, pinned across the link (act.carry). ``already`` (an earlier attempt's link) has no
@@ -1947,7 +1962,7 @@ class Executor:
     def _mkempty(self, st: _GroupRun, s: MkEmpty, _at: _At) -> dict:
         if st.plan.action == Action.REPAIR:
             self._repair_quiet(st)
-        act = fsops.make_empty(s.dst, roots=self.seeding_roots)
+        act = fsops.make_empty(s.dst, roots=self.seeding_roots, like=st.like(s.to_dir, self.roots))
         # An empty file's content needs no cached hash (fsops knows it): nothing to carry over.
         self.catalog.record_path(s.dst, self._pool_name(s.dst, st.plan.target_pool), st=act.after)
         return _made(act)

@@ -134,6 +134,7 @@ __all__ = [
     "Act",
     "ActStatus",
     "HeldLink",
+    "Like",
     "RelinkTarget",
     "Relinker",
     "copy_verified",
@@ -523,12 +524,15 @@ class Dir:
             return False  # a folder on the way is gone (removed, or no longer reachable)
         return True
 
-    def sub(self, name: bytes, *, create: bool = False, same_fs: bool = True, own: bool = False) -> Dir:
+    def sub(
+        self, name: bytes, *, create: bool = False, same_fs: bool = True, own: bool = False, like: Like | None = None
+    ) -> Dir:
         """The verified child folder ``name`` (made if missing and ``create``): never a symlink.
 
         ``own`` marks qbhook's own folders: made 0700, and refused unless owned by qbhook's euid.
-        New ordinary folders are owned and moded like this one (qBittorrent's user must be able
-        to rename and delete in its own tree; a root-owned 0755 folder would stop it). A folder
+        New ordinary folders are owned and moded like their counterpart on the source side
+        (``like``, ``_model``), else like this one (qBittorrent's user must be able to rename and
+        delete in its own tree; a root-owned 0755 folder would stop it). A folder
         qbhook makes is first proven to be the one its mkdir made (``_prove_made``); one that was
         already there (found, or EEXIST from a mkdir racing a writer) is used as found, never re-owned.
         """
@@ -565,7 +569,7 @@ class Dir:
                 if made or stat_mod.S_IMODE(st.st_mode) != OWN_DIR_MODE:
                     os.fchmod(fd, OWN_DIR_MODE)  # born _BIRTH_MODE, through the umask
             elif made:
-                _own_like(fd, self.st)
+                _own_like(fd, _model(like, full, st) or self.st)
                 st = os.fstat(fd)
         except BaseException:
             os.close(fd)
@@ -678,11 +682,12 @@ def _walk(
     same_fs: bool = True,
     own: bool = False,
     walked: list[tuple[bytes, int, int]] | None = None,
+    like: Like | None = None,
 ) -> Dir:
     d = _open_root(root, walked)
     try:
         for name in parts:
-            nxt = d.sub(name, create=create, same_fs=same_fs, own=own)
+            nxt = d.sub(name, create=create, same_fs=same_fs, own=own, like=like)
             d.close()
             d = nxt
     except BaseException:
@@ -779,24 +784,98 @@ def _rmdir_up(d: Dir, chain: list[bytes], stats: list[os.stat_result]) -> int:
     return removed
 
 
-def _open_parent(path, roots, *, create: bool = False, same_fs: bool = True) -> tuple[Dir, bytes, list[bytes]]:
+def _open_parent(
+    path, roots, *, create: bool = False, same_fs: bool = True, like: Like | None = None
+) -> tuple[Dir, bytes, list[bytes]]:
     """(verified folder holding ``path``, entry name, components below the root).
     FileNotFoundError if a folder is missing. ``create`` (the acts that put a view file in
     place: copy, link, empty file) is refused inside qbhook's own folders: a torrent may name
     its file ``.qbhook-holding/<run>/x``, and that act would write where only the code that
-    made those folders may (root's 0700 holding, the staging of copies in flight)."""
+    made those folders may (root's 0700 holding, the staging of copies in flight). The folders
+    ``create`` makes are owned and moded like their counterparts (``like``, ``Dir.sub``)."""
     root, parts = _split_under(path, roots)
     if not parts:
         raise UnsafeOperation(f"{os.fsdecode(_p(path))} is a configured root, not an entry inside one")
     if create and in_own_folder(parts[:-1]):
         raise UnsafeOperation(f"refusing to write {os.fsdecode(_p(path))}: it is inside one of qbhook's own folders")
-    return _walk(root, parts[:-1], create=create, same_fs=same_fs), parts[-1], parts
+    return _walk(root, parts[:-1], create=create, same_fs=same_fs, like=like), parts[-1], parts
+
+
+class Like(NamedTuple):
+    """Where the folders and empty files a view's acts make take their owner and mode from: the
+    folder ``dst`` (a torrent's new save path) and its counterpart ``src`` (the torrent's current
+    save path), read below ``roots``. qBittorrent's user made the source side (its umask, its
+    setgid folders); the view must let it and the *arr apps do there what they did at the source
+    (delete, rename, create ``.!qB`` files, hardlink-import), whoever owns the folder above it (an
+    admin's ``mkdir -p`` as root makes a root:root 0755 seeding root).
+
+    An entry at or below ``dst`` is like the entry at the same place below ``src``; a folder
+    above ``dst`` like the one as far above ``src`` while the names on the way agree (a category
+    folder made on the target pool is like the one the torrent's save path sits in). ``of``
+    normalises the paths; ``of_file``: a copy's, whose source is the torrent's own file."""
+
+    dst: bytes
+    src: bytes
+    roots: tuple
+
+    @classmethod
+    def of(cls, dst, src, roots) -> Like:
+        return cls(_normal(dst), _normal(src), tuple(roots))
+
+    @classmethod
+    def of_file(cls, dst, src, roots) -> Like:
+        return cls.of(os.path.dirname(os.fsencode(dst)), os.path.dirname(os.fsencode(src)), roots)
+
+    def counterpart(self, path: bytes) -> bytes | None:
+        """The source side's path of ``path`` (normal, below the destination's root); None if it has none."""
+        dst, src = self.dst, self.src
+        if path == dst or path.startswith(dst + b"/"):
+            return src + path[len(dst) :]
+        if dst.startswith(path + b"/"):
+            tail = dst[len(path) :]  # "/a/b": the names between path and dst
+            if src.endswith(tail) and len(src) > len(tail):
+                return src[: -len(tail)]
+        return None
+
+
+def _normal(path) -> bytes:
+    return b"/" + os.path.normpath(os.fsencode(path)).lstrip(b"/")
+
+
+def _model(like: Like | None, path: bytes, made: os.stat_result) -> os.stat_result | None:
+    """The one rule for the owner and mode of what qbhook makes in a view: the stat of ``path``'s
+    counterpart (``Like.counterpart``), of the same kind as ``made`` (a folder, a regular file),
+    reached through verified folders (may cross a nested dataset; a symlink on the way is refused,
+    never followed); None when there is none (no ``like``, outside it, missing, refused, another
+    kind, or ``made`` itself: a repair whose view is where its torrent was). Read only: what it
+    gives is applied through the made entry's descriptor (``_own_like``)."""
+    src = like.counterpart(path) if like is not None else None
+    if src is None:
+        return None
+    folder = stat_mod.S_ISDIR(made.st_mode)
+    try:
+        root, parts = _split_under(src, like.roots)
+        if folder:
+            with _walk(root, parts, same_fs=False) as d:
+                st = d.st
+        elif not parts:
+            return None
+        else:
+            with _walk(root, parts[:-1], same_fs=False) as d:
+                st = d.lstat(parts[-1])
+    except (OSError, QbhookError, NotAFolder, FolderRefused):  # no model to be had: the fallback's
+        return None
+    if st is None or (st.st_dev, st.st_ino) == (made.st_dev, made.st_ino):
+        return None
+    return st if (stat_mod.S_ISDIR if folder else stat_mod.S_ISREG)(st.st_mode) else None
 
 
 def _own_like(fd: int, st: os.stat_result, mode: int | None = None) -> None:
+    """``fd`` (an entry qbhook just made) owned and moded like ``st`` (its model), or moded ``mode``.
+    Every create is followed by this: the process umask never decides a mode."""
     if os.geteuid() == 0:
         try:
-            os.fchown(fd, st.st_uid, st.st_gid)
+            os.fchown(fd, st.st_uid, st.st_gid)  # before chmod: chown clears set-id bits
         except OSError:
             pass
     # mkdir's mode went through the umask; set it exactly (chown may also have cleared set-id bits).
@@ -1127,12 +1206,8 @@ def _copy_hashing(src_fd: int, dst_fd: int) -> tuple[bytes, int]:
 
 
 def _copy_metadata(sst: os.stat_result, dst_fd: int) -> None:
-    if os.geteuid() == 0:
-        try:
-            os.fchown(dst_fd, sst.st_uid, sst.st_gid)  # before chmod: chown clears set-id bits
-        except OSError:
-            pass
-    os.fchmod(dst_fd, stat_mod.S_IMODE(sst.st_mode))
+    """The source's owner, mode, atime and mtime on the copy (not its xattrs or ACLs)."""
+    _own_like(dst_fd, sst)
     os.utime(dst_fd, ns=(sst.st_atime_ns, sst.st_mtime_ns))
 
 
@@ -1186,6 +1261,7 @@ def copy_verified(
     catalog=None,
     readback: bool = False,
     reserve: Reserve = NO_RESERVE,
+    like: Like | None = None,
 ) -> Act:
     """Copy ``src`` to ``dst`` (usually another pool), proving the bytes are the planned content.
 
@@ -1195,12 +1271,12 @@ def copy_verified(
     never replaces an existing name, rename() would. Returns an ``Act`` (``{status:
     copied|present, bytes_written, blake3}``; ``after``: ``dst``'s lstat right after qbhook's last
     act on it, proven to be the inode written, with the size and mtime it was written with). Any
-    failure removes the staged file; the source is only read.
-    Both ends are reached through verified folders: ``dst`` below ``roots`` (the seeding roots: a
-    view goes nowhere else), ``src`` below ``src_roots`` (default ``roots``); the staging folder is
-    qbhook's own (0700, owned by it, on the destination's filesystem). A copy that would not
-    leave ``reserve`` free there (the executor passes ``policy.min_free``) is refused with ENOSPC
-    before a byte is written.
+    failure removes the staged file; the source is only read. Both ends are reached through
+    verified folders: ``dst`` below ``roots`` (the seeding roots: a view goes nowhere else), ``src``
+    below ``src_roots`` (default ``roots``); the staging folder is qbhook's own (0700, owned by it,
+    on the destination's filesystem). A copy that would not leave ``reserve`` free there (the
+    executor passes ``policy.min_free``) is refused with ENOSPC before a byte is written. Folders
+    it makes are like their counterparts (``like``; by default ``src``'s folder is ``dst``'s).
 
     ``expected_blake3_hex`` None: the plan did not pre-hash the source (nothing on the target
     could be reused). The content is then what the source holds: the same single pass hashes
@@ -1213,7 +1289,7 @@ def copy_verified(
     """
     expected = None if expected_blake3_hex is None and expected_size else _digest(expected_blake3_hex, expected_size)
     src_roots = roots if src_roots is None else src_roots
-    parent, name, _parts = _open_parent(dst, roots, create=True)
+    parent, name, _parts = _open_parent(dst, roots, create=True, like=like or Like.of_file(dst, src, src_roots))
     with parent:
         st = parent.lstat(name)
         if st is not None:
@@ -1431,8 +1507,10 @@ def link_into(
     blake3_hex=None,
     catalog=None,
     verify_source: bool = False,
+    like: Like | None = None,
 ) -> Act:
-    """Hardlink ``dst`` to the inode at ``src`` (same dataset), creating folders.
+    """Hardlink ``dst`` to the inode at ``src`` (same dataset), creating folders (owned and moded
+    like their counterparts, ``like``: ``src`` is a donor, anywhere, so only the caller knows them).
 
     Returns an ``Act`` with status ``linked``, ``already`` if ``dst`` is that inode,
     ``present`` if it is another inode with the same content. Anything else at ``dst``
@@ -1450,7 +1528,7 @@ def link_into(
             raise VerificationFailed(f"link source {src_shown} has {sst.st_size} bytes, expected {size}")
         if verify_source and _content_digest(sdir, sname, sst, catalog, pin=pin) != _digest(blake3_hex, sst.st_size):
             raise VerificationFailed(f"link source {src_shown} no longer holds the planned content")
-        ddir, dname, _parts = _open_parent(dst, roots, create=True)
+        ddir, dname, _parts = _open_parent(dst, roots, create=True, like=like)
         # The source stays pinned (``_regular_file``) until the link's ``after`` is taken: a hash may
         # be carried onto it only so, since no other file can take a pinned inode's number
         # (``CarryProof``). Its stat right before the link is what that hash must be valid for: the
@@ -1525,12 +1603,16 @@ def _is_made(now: os.stat_result | None, want: os.stat_result, shown: str) -> os
     return now
 
 
-def make_empty(dst, *, roots) -> Act:
+def make_empty(dst, *, roots, like: Like | None = None) -> Act:
     """A zero-length file at ``dst`` (below ``roots``: the seeding roots); never replaces an
     existing non-empty file (lesson 8).
-    An ``Act`` (``created`` or ``present``) whose ``after`` is the empty file's lstat."""
+    An ``Act`` (``created`` or ``present``) whose ``after`` is the empty file's lstat.
+
+    Owned and moded like its counterpart (``like``: the torrent's own empty file at the source,
+    ``_model``), else owned like its folder and moded as qBittorrent's usual umask 002 would make
+    it where its group may write (0664: an *arr of the group can hardlink-import it), else 0644."""
     shown = os.fsdecode(_p(dst))
-    d, name, _parts = _open_parent(dst, roots, create=True)
+    d, name, _parts = _open_parent(dst, roots, create=True, like=like)
     with d:
         for _attempt in range(2):
             st = d.lstat(name)
@@ -1545,8 +1627,12 @@ def make_empty(dst, *, roots) -> Act:
             except FileExistsError:
                 continue
             try:
-                # Owned like its folder (qBittorrent's user), not like qbhook.
-                _own_like(fd, d.st, mode=0o644)
+                made = os.fstat(fd)
+                model = _model(like, d.path.rstrip(b"/") + b"/" + name, made)
+                if model is not None:
+                    _own_like(fd, model)
+                else:  # owned like its folder (qBittorrent's user), not like qbhook
+                    _own_like(fd, d.st, mode=0o664 if d.st.st_mode & stat_mod.S_IWGRP else 0o644)
                 made = os.fstat(fd)
             finally:
                 os.close(fd)

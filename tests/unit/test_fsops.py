@@ -754,13 +754,15 @@ def test_new_folders_and_empty_files_belong_to_the_seeding_tree_owner(fs2):
     os.chmod(seed_p, 0o2775)
     src = write(seed_s / "T/a.bin", b"abc")
     os.chown(src, 1234, 2345)
+    os.chown(seed_s / "T", 1234, 2345)  # the copy's T/deep is made like its source's folder, T
+    os.chmod(seed_s / "T", 0o2775)
     fsops.copy_verified(src, seed_p / "T/deep/a.bin", b3(b"abc"), 3, roots=(seed_s, seed_p))
     fsops.make_empty(seed_p / "T/other/e.txt", roots=(seed_s, seed_p))
     for d in ("T", "T/deep", "T/other"):
         st = os.stat(seed_p / d)
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1234, 2345, 0o2775), d
     e = os.stat(seed_p / "T/other/e.txt")
-    assert (e.st_uid, e.st_gid, stat.S_IMODE(e.st_mode)) == (1234, 2345, 0o644)
+    assert (e.st_uid, e.st_gid, stat.S_IMODE(e.st_mode)) == (1234, 2345, 0o664)  # its folder is group-writable
     a = os.stat(seed_p / "T/deep/a.bin")
     assert (a.st_uid, a.st_gid) == (1234, 2345)
 
