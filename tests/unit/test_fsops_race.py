@@ -30,6 +30,10 @@ tmpfs = _fx.tmpfs  # pytest fixture: a fresh tmpfs per call, unmounted afterward
 
 ATTEMPTS = 100_000
 BUDGET_S = 55.0
+# The least that counts as having raced: how many attempts fit the budget is the machine's load, not
+# a property of the code (a CI beside the integration tier made ~80,000; a timed test is no test of
+# speed here: benchmarks are). Each attempt still has to stay inside the roots.
+MIN_ATTEMPTS = 20_000
 NAMES = [f"f{i}.bin" for i in range(8)]
 RENAME_EXCHANGE = 2
 AT_FDCWD = -100
@@ -178,6 +182,6 @@ def test_swapping_folders_for_symlinks_never_lets_an_act_escape_the_roots(tmpfs,
 
     print(f"race: {attempts} attempts in {elapsed:.1f} s, {swaps.value} swaps, {counts}")
     assert _tree(outside) == before, "an operation reached outside the roots"
-    assert attempts >= ATTEMPTS, f"only {attempts} attempts in {elapsed:.0f} s"
+    assert attempts >= MIN_ATTEMPTS, f"only {attempts} attempts in {elapsed:.0f} s"
     # The race was live (some acts met a symlink) and the operations did real work.
     assert swaps.value > 1000 and counts["refused"] > 100 and counts["done"] > 100 and counts["pruned"] > 10, counts
