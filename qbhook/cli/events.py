@@ -511,6 +511,7 @@ def _check_direct(client, catalog) -> None:
     "--hook-path",
     default="/hooks/qbt-hook.sh",
     show_default=True,
+    callback=lambda ctx, param, value: _rc_hook_path(value, param),
     help="Where qbt-hook.sh is, as rTorrent sees it (inside its container).",
 )
 @click.option("--instance", default=None, help="Which configured rTorrent (default: all).")
@@ -550,6 +551,17 @@ def setup_rtorrent(app: App, hook_path, instance):
                 echo_shown(line)
 
     app.emit(out, human)
+
+
+def _rc_hook_path(value: str, param) -> str:
+    """--hook-path of `setup rtorrent`: what an .rtorrent.rc line can run (``config.rc_hook_path_problem``,
+    the adapter's rule); anything else a one-line usage error (exit 2), as `setup qbittorrent` says it."""
+    from qbhook.config import rc_hook_path_problem
+
+    why = rc_hook_path_problem(value)
+    if why is not None:
+        raise click.BadParameter(f"'{shown(value)}' {why}", param=param)
+    return value
 
 
 def _which(name: str) -> str | None:
