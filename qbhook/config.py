@@ -303,6 +303,28 @@ def parse_address(address: str) -> tuple[int, Any]:
     return socket.AF_INET, (host, int(port))
 
 
+# What `qbhook setup rtorrent` writes into an .rtorrent.rc line as it is (the hook script's path,
+# the client's name): only characters rTorrent's rc parser takes literally, rather than trusting
+# its quoting rules. One home for the adapter (``clients.rtorrent.event_rc_lines``), the command's
+# --hook-path and the config's rTorrent names, so what the config accepts the command can wire.
+RC_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._+-@")
+
+
+def rc_word_problem(value: str) -> str | None:
+    """Why ``value`` cannot stand as it is in an .rtorrent.rc line (None: it can)."""
+    if set(value) <= RC_SAFE:
+        return None
+    return "has characters an .rtorrent.rc line cannot carry safely (only letters, digits and / . _ + - @)"
+
+
+def rc_hook_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be the hook script an .rtorrent.rc line runs (None: it can)."""
+    why = rc_word_problem(path)
+    if why is None and not path.startswith("/"):
+        why = "is not an absolute path (rTorrent runs it from a folder of its own)"
+    return why
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -1035,6 +1057,10 @@ def _parse_clients(
             out.append(q)
             continue
         _no_unknown(spec, _RT_KEYS, key)
+        if why := rc_word_problem(name):
+            # `setup rtorrent` writes the name into the rc lines (QBHOOK_INSTANCE=...): a name it
+            # cannot carry would pass `config check` and be refused only there.
+            raise ConfigError(f"{key}.name", f"{_got(name)} {why}: `qbhook setup rtorrent` writes it into one")
         out.append(
             RtorrentConfig(
                 name=name,

@@ -33,8 +33,8 @@ class App:
         self._cfg: Config | None = None
         self._catalog = None
         # False: the config is loaded without its secrets (``load_config(secrets=False)``), for a
-        # command that talks to no client or server and may run without the service's environment
-        # (`hook`). Set before ``cfg`` is first used.
+        # command that talks to no client and may run without the service's environment (`hook`,
+        # `status`...): the command's ``secrets`` (CommandParts) sets it before ``cfg`` is first used.
         self.secrets = True
         # True: this command sends the notifications earlier processes could not deliver
         # (``notify.configure(take_kept=...)``): serve, sweep, resume, and apply/converge --yes.
@@ -429,11 +429,53 @@ class OwnHelp:
         return option
 
 
-class QbhookCommand(OwnHelp, click.Command):
+def _json_after(ctx, _param, value) -> None:
+    """``--json`` given after the command: the same flag as ``qbhook --json``, on the same App."""
+    if value and not ctx.resilient_parsing:
+        app = ctx.find_object(App)
+        if app is not None:
+            app.as_json = True
+
+
+class CommandParts:
+    """What every command and subgroup of ``main`` has, declared once instead of per command:
+
+    - ``--json`` after the command as well as before it (``qbhook plan --json`` is
+      ``qbhook --json plan``): one option, made here, setting the flag ``main`` sets;
+    - ``secrets``: whether the command reads the config's secrets (``App.secrets``). False, or
+      a function of the command's parameters answering False, for a command that contacts no
+      client and sends no notification (status, history, queue, find, hook, ``torrents
+      --offline``...): it runs without the service's environment (/etc/qbhook/env) instead of
+      stopping at "QBHOOK_QBT_PASSWORD is not set". Applied before the command body first
+      loads the config; it only ever turns secrets off, so a group never turns them back on
+      for its subcommand."""
+
+    def __init__(self, *args, secrets=True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.secrets = secrets
+        self.params.append(
+            click.Option(
+                ["--json", "json_after"],
+                is_flag=True,
+                expose_value=False,
+                callback=_json_after,
+                help="Machine-readable output on stdout (as qbhook --json).",
+            )
+        )
+
+    def invoke(self, ctx):
+        wants = self.secrets(ctx.params) if callable(self.secrets) else self.secrets
+        app = ctx.find_object(App)
+        if not wants and app is not None:
+            app.secrets = False
+        return super().invoke(ctx)
+
+
+class QbhookCommand(CommandParts, OwnHelp, click.Command):
     pass
 
 
-class QbhookSubgroup(OwnHelp, click.Group):
+class QbhookSubgroup(CommandParts, OwnHelp, click.Group):
     command_class = QbhookCommand
     group_class = type  # its own groups are of this class too
 

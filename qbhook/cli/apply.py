@@ -194,7 +194,7 @@ def resume(app: App, run_id, wait):
     sys.exit(int(worst))
 
 
-@main.command()
+@main.command(secrets=False)
 @click.option("--run", "run_id", type=ROW_ID, help="Show one run with all its steps.")
 @click.option("--limit", type=COUNT, default=20, show_default=True, help="How many recent runs to list.")
 @pass_app

@@ -164,7 +164,8 @@ def _hash_missing(app: App) -> dict:
     }
 
 
-@main.command()
+# Only a scan (which may notify) or a sync of the torrent index needs the secrets.
+@main.command(secrets=lambda p: not (p["offline"] if p["payloads"] else p["no_scan"]))
 @click.option("--no-scan", is_flag=True, help="Use the catalog as is (no incremental scan first).")
 @click.option("--min-size", default="1", type=SizeParam(), help="Ignore files smaller than this (e.g. 1M, 64MiB).")
 @click.option("--payloads", is_flag=True, help="Whole torrent payloads stored more than once (torrent index).")
@@ -223,7 +224,7 @@ def dupes(app: App, no_scan, min_size, payloads, offline):
     human(json.loads(text))
 
 
-@main.command()
+@main.command(secrets=False)
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @pass_app
 def find(app: App, path):

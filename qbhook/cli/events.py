@@ -116,7 +116,7 @@ class _StatusCommand(QbhookCommand):
         return super().get_help(ctx)
 
 
-@main.command(cls=_StatusCommand)
+@main.command(cls=_StatusCommand, secrets=False)
 @pass_app
 def status(app: App):
     """Queue depth, server and worker health, last sweep, pending plans, recent runs, pool usage.
@@ -192,7 +192,7 @@ def _orphans_line(o: dict | None) -> str:
 
 
 # ---------------------------------------------------------------- queue
-@main.group(invoke_without_command=True)
+@main.group(invoke_without_command=True, secrets=False)
 @click.option("--state", "states", multiple=True, type=click.Choice(["pending", "running", "done", "dead"]))
 @click.option("--limit", type=COUNT, default=30)
 @click.pass_context
@@ -244,7 +244,7 @@ def queue(ctx, states, limit):
     app.emit(data, human)
 
 
-@queue.command("retry")
+@queue.command("retry", secrets=False)
 @click.argument("job_id", type=ROW_ID)
 @pass_app
 def queue_retry(app: App, job_id):
@@ -266,7 +266,7 @@ def queue_retry(app: App, job_id):
 # Options end at the event: everything after it is qBittorrent's placeholder values, and a
 # torrent may be named "--help", "--" or "-x". (`qbhook hook --help` still shows help, and
 # a leading "--" is allowed: the hook script sends one.)
-@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@main.command(secrets=False, context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("event", type=click.Choice(["added", "finished"]))
 @click.argument("values", nargs=-1, type=click.UNPROCESSED)
 @pass_app
@@ -290,7 +290,6 @@ def hook(app: App, event, values):
     from qbhook.events.parse import parse_qbt_hook
     from qbhook.events.queue import JobQueue
 
-    app.secrets = False  # before the config is first loaded
     why = unwritable(app.cfg.catalog)
     if why is not None:
         raise CatalogUnwritable(
@@ -506,11 +505,12 @@ def _check_direct(client, catalog) -> None:
     )
 
 
-@setup.command("rtorrent")
+@setup.command("rtorrent", secrets=False)  # prints lines: no client is contacted
 @click.option(
     "--hook-path",
     default="/hooks/qbt-hook.sh",
     show_default=True,
+    callback=lambda ctx, param, value: _rc_hook_path(value, param),
     help="Where qbt-hook.sh is, as rTorrent sees it (inside its container).",
 )
 @click.option("--instance", default=None, help="Which configured rTorrent (default: all).")
@@ -550,6 +550,17 @@ def setup_rtorrent(app: App, hook_path, instance):
                 echo_shown(line)
 
     app.emit(out, human)
+
+
+def _rc_hook_path(value: str, param) -> str:
+    """--hook-path of `setup rtorrent`: what an .rtorrent.rc line can run (``config.rc_hook_path_problem``,
+    the adapter's rule); anything else a one-line usage error (exit 2), as `setup qbittorrent` says it."""
+    from qbhook.config import rc_hook_path_problem
+
+    why = rc_hook_path_problem(value)
+    if why is not None:
+        raise click.BadParameter(f"'{shown(value)}' {why}", param=param)
+    return value
 
 
 def _which(name: str) -> str | None:

@@ -101,7 +101,7 @@ def _show_report(d: dict, quarantine: bool) -> None:
         echo_shown("dry run: add --yes to move the reclaimable ones into holding", err=True)
 
 
-@main.command()
+@main.command(secrets=lambda p: p["yes"])  # without --yes it only lists the journal's held links
 @click.option("--purge-expired", is_flag=True, help="Purge held links whose grace period is over (with --yes).")
 @click.option("--forget-gone", is_flag=True, help="Stop tracking held links whose holding folder is gone (with --yes).")
 @click.option("--yes", is_flag=True, help="Really act (without it, --purge-expired and --forget-gone only show).")

@@ -46,7 +46,8 @@ from qbhook.units import human_bytes as _human_bytes
 def plan(app: App, hashes, group_ids, scan, steps, save_to):
     """Show what qbhook would do for every payload group. Changes nothing.
 
-    Exit code 0: nothing to do; 10: some groups would demote or promote.
+    Exit code 0: nothing to do; 10: some groups would be acted on (demote, promote, converge
+    or repair).
 
     Example: qbhook plan --steps --save /root/plan.json
     """
@@ -127,7 +128,7 @@ def _print_plan(p, steps: bool, warnings: list[str] = ()) -> None:
         echo_shown("dry run: nothing changed. Apply with: qbhook apply --yes")
 
 
-@main.command()
+@main.command(secrets=lambda p: not p["from_index"])
 @click.argument("torrent_hash", type=TORRENT_HASH)
 @click.option("--no-scan", is_flag=True, help="Skip the incremental catalog scan first.")
 @click.option(

@@ -20,10 +20,9 @@ from qbhook.units import human_bytes as _human_bytes
 @main.command()
 @click.argument("torrent_hash", required=False, type=TORRENT_HASH)
 @click.option("--yes", is_flag=True, help="Really do it. Without --yes: print the repairs, change nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout (as qbhook --json).")
 @wait_option()
 @pass_app
-def repair(app: App, torrent_hash, yes, as_json, wait):
+def repair(app: App, torrent_hash, yes, wait):
     """Rebuild torrents in missingFiles from copies the catalog holds: hardlinks on one dataset,
     setLocation if the save path changes, recheck to 100 %. No bytes are copied.
 
@@ -31,7 +30,6 @@ def repair(app: App, torrent_hash, yes, as_json, wait):
     """
     from qbhook.decide.repair_facts import repair_plan
 
-    app.as_json = app.as_json or as_json
     catalog = app.open_catalog(writes=yes)
     plan, refused = repair_plan(app.cfg, catalog, app.clients, torrent_hash)  # TORRENT_HASH: lower-cased
     summary = app.executor(wait).apply(plan, trigger="repair", dry_run=not yes)

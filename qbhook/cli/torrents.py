@@ -12,7 +12,7 @@ import click
 from qbhook.cli.app import TEXT, App, echo_problems, echo_shown, main, pass_app, shown
 
 
-@main.command()
+@main.command(secrets=lambda p: not p["offline"])
 @click.option("--pool", help="Only torrents whose save path is in this pool ('none': in no pool).")
 @click.option("--state", help="Only torrents in this state (e.g. stalledUP, stoppedUP).")
 @click.option("--category", help="Only torrents of this category.")

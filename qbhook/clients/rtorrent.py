@@ -80,6 +80,7 @@ from qbhook.clients.model import (  # one rule for hashes, tags and a record's f
 )
 from qbhook.clients.port import FindOrRaise
 from qbhook.clients.scgi import ScgiRefused, ScgiRpc, ScgiTimedOut, ScgiUnreachable
+from qbhook.config import rc_hook_path_problem, rc_word_problem
 from qbhook.errors import (
     RETRY_LOG,
     PathMapError,
@@ -887,8 +888,6 @@ _HOOK_ARGS = (
     "$d.size_bytes=",  # Z
 )
 
-_RC_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._+-@")
-
 
 def event_rc_lines(script: str, *, instance: str = "") -> list[str]:
     """``.rtorrent.rc`` lines that call qbt-hook.sh on added/finished, as qBittorrent would.
@@ -899,14 +898,14 @@ def event_rc_lines(script: str, *, instance: str = "") -> list[str]:
     The script path and instance name are limited to characters rTorrent's rc parser
     takes literally, rather than trusting its quoting rules.
     """
-    for what, value in (("hook script path", script), ("instance name", instance)):
-        if value and not set(value) <= _RC_SAFE:
-            raise UnsafeOperation(
-                f"{what} {value!r} has characters an .rtorrent.rc line cannot carry safely",
-                hint="use letters, digits and / . _ + - @ only",
-            )
-    if not script.startswith("/"):
-        raise UnsafeOperation(f"hook script path must be absolute: {script!r}")
+    # The rules are qbhook.config's: the command and the config refuse such values first (a
+    # usage error, a config error); this refusal is for any other caller.
+    for what, value, why in (
+        ("hook script path", script, rc_hook_path_problem(script)),
+        ("instance name", instance, rc_word_problem(instance)),
+    ):
+        if why is not None:
+            raise UnsafeOperation(f"{what} {value!r} {why}")
     prefix = ["env", f"QBHOOK_INSTANCE={instance}", script] if instance else [script]
     lines = []
     for event, arg in HOOK_EVENTS.items():

@@ -174,12 +174,49 @@ def test_setup_rtorrent_prints_the_rc_lines_and_setup_qbittorrent_skips_rtorrent
     )
     assert lines[2].startswith("method.set_key = event.download.finished,qbhook_finished,")
     r = CliRunner().invoke(main, ["--config", cfg, "setup", "rtorrent", "--hook-path", "/hooks/x y.sh"])
-    assert r.exit_code == 5 and "cannot carry safely" in r.stderr and "Traceback" not in r.output
+    assert r.exit_code == 2 and "cannot carry safely" in r.stderr and "Traceback" not in r.output
     # an rTorrent has no qBittorrent preferences: skipped, not a traceback; with no qBittorrent
     # left to set up, a one-line error as `setup rtorrent` gives (it exited 0, changing nothing)
     r = CliRunner().invoke(main, ["--config", cfg, "--json", "setup", "qbittorrent"])
     assert r.exit_code == 78 and "Traceback" not in r.output, r.output
     assert r.stderr.splitlines()[0] == "qbhook: config: qbittorrent: no qBittorrent configured"
+
+
+@pytest.mark.parametrize(
+    "hook_path, why",
+    [
+        ("hooks/qbt-hook.sh", "is not an absolute path"),
+        ("/my hooks/qbt-hook.sh", "has characters an .rtorrent.rc line cannot carry safely"),
+        ("/hooks/a,b.sh", "has characters an .rtorrent.rc line cannot carry safely"),
+    ],
+)
+def test_setup_rtorrent_refuses_a_hook_path_it_cannot_wire_as_bad_input(tmp_path, hook_path, why):
+    """Bad input is exit 2 (README, "Exit codes"), as `setup qbittorrent --hook-path` says it:
+    it was the adapter's UnsafeOperation, exit 5, "a group failed safely". Refused before the
+    config is read: no client, no file."""
+    cfg = str(tmp_path / "none.yaml")
+    r = CliRunner().invoke(main, ["--config", cfg, "setup", "rtorrent", "--hook-path", hook_path])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert f"Invalid value for '--hook-path': '{hook_path}' {why}" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["seedbox #2", "rt 2", "rt;x", "rt,x"])
+def test_an_rtorrent_name_setup_rtorrent_cannot_wire_is_refused_when_the_config_loads(tmp_path, name):
+    """`setup rtorrent` writes the name into the rc lines (QBHOOK_INSTANCE=NAME): a name it
+    cannot carry passed `config check` and was refused only there (exit 5). Now the config
+    refuses it, one line naming the key, exit 78; a qBittorrent may keep such a name."""
+    d = copy.deepcopy(BASE)
+    d["clients"][0]["name"] = name
+    with pytest.raises(ConfigError) as ei:
+        parse(d)
+    assert ei.value.key == "clients[0].name" and "cannot carry safely" in str(ei.value)
+    r = CliRunner().invoke(main, ["--config", str(_write(tmp_path, d)), "config", "check"], env={"QBT_PW": "x"})
+    assert r.exit_code == 78 and "Traceback" not in r.output, r.output
+    assert r.stderr.splitlines() == [f"qbhook: {ei.value.message}"]
+    assert r.stderr.startswith("qbhook: config: clients[0].name: ")
+    d["clients"][0]["name"] = "rt"
+    d["clients"][1]["name"] = name  # the qBittorrent entry
+    assert [c.name for c in parse(d).qbittorrent] == ["default", name]
 
 
 def test_setup_qbittorrent_with_a_name_of_no_instance_is_an_error_asking_nothing(tmp_path, monkeypatch):
