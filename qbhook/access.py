@@ -13,9 +13,12 @@ or ownership (``fs.protected_hardlinks``).
 The kernel's rule for one class: the owner's bits if the user owns the file, else the group's if
 the file's group is one of the user's groups, else the others'. The user's groups are known only
 where the config says them (``policy.client_groups``: the user qBittorrent runs as may live in a
-container whose /etc/group the host does not have); otherwise the replaced file's group is taken
-as its owner's, and for a file of any other group both the group's and the others' bits must
-grant the access, whichever class the kernel picks (it errs toward refusing). ACLs are not read.
+container whose /etc/group the host does not have), and then only they count: the replaced
+file's group is not the user's when a setgid folder or a later chgrp gave it another. Where they
+are not said, the replaced file's group is taken as its owner's (that guess can be wrong in the
+same two ways, which is what the setting is for), and for a file of any other group both the
+group's and the others' bits must grant the access, whichever class the kernel picks (it errs
+toward refusing). ACLs are not read.
 Root (uid 0) has every access. Pure functions of stat fields: no I/O, so the planner (on its
 facts) and the executor (on the stats its checks take anyway) ask the same rule at no cost.
 """
@@ -32,18 +35,19 @@ _WORDS = {READ: "read", WRITE: "write", READ | WRITE: "read and write"}
 def granted(mode: int, owner: int, group: int, uid: int, gid: int, groups: Collection[int] | None = None) -> int:
     """The rwx bits (0-7) user ``uid`` gets on a file of ``mode`` owned by ``owner``:``group``.
 
-    ``gid``: a group the user is taken to be in (the replaced file's own). ``groups``: every group
-    of the user when known, else None (then a file of another group grants only what both its
-    group's and the others' bits grant)."""
+    ``groups``: every group of the user when known (the kernel's rule exactly; ``gid`` is not
+    read), else None: then ``gid`` (the replaced file's group) is taken as the user's, and a file
+    of another group grants only what both its group's and the others' bits grant."""
     if uid == 0:
         return 0o7
     if owner == uid:
         return (mode >> 6) & 0o7
-    if group == gid or (groups is not None and group in groups):
+    if groups is not None:
+        # known: a replaced file's group from a setgid folder or a chgrp need not be the user's
+        return (mode >> 3) & 0o7 if group in groups else mode & 0o7
+    if group == gid:
         return (mode >> 3) & 0o7
-    if groups is None:
-        return (mode >> 3) & mode & 0o7
-    return mode & 0o7
+    return (mode >> 3) & mode & 0o7
 
 
 def access_lost(

@@ -140,8 +140,9 @@ class PolicyConfig:
     # The groups of each user a torrent client runs as: uid -> every gid it is in (primary and
     # supplementary, as ``id`` shows where the client runs), as ((uid, (gid, ...)), ...). A
     # convergence links a seeding name onto a library's inode only if that inode gives the name's
-    # owner the access the replaced file gave it (``qbhook.access``); a user's groups not given
-    # here are taken to be the replaced file's group only (it errs toward refusing).
+    # owner the access the replaced file gave it (``qbhook.access``). Given, only these count (a
+    # replaced file's group from a setgid folder or a chgrp need not be the user's); not given,
+    # the replaced file's group is taken as the user's and any other group errs toward refusing.
     client_groups: tuple[tuple[int, tuple[int, ...]], ...] = ()
 
     def groups_of(self) -> dict[int, frozenset[int]]:

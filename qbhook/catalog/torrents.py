@@ -5,8 +5,8 @@ Model:
 * one ``torrents`` row per (client instance, torrent id), never deleted by a sync: a torrent
   the client no longer lists gets ``gone_at`` (and loses it again if it comes back), so
   questions about it can still be answered after it was removed; ``prune_gone`` deletes it
-  (with its file rows) once it has been gone for the retention and a plan has followed the
-  sync that saw it go. A torrent that comes back after that is a new row;
+  (with its file rows) once it has been gone for the retention (``MISSING_GRACE_S`` at least)
+  and a plan has followed the sync that saw it go. A torrent that comes back after that is a new row;
 * ``raw`` is the client's own record (for qBittorrent the merged ``sync/maindata`` entry):
   maindata sends only the fields that changed, so the full record must be kept to merge into;
   the typed columns are derived from it and may be rebuilt from it at any time;
@@ -41,6 +41,15 @@ from qbhook.catalog.db import Tx
 from qbhook.catalog.identity import components, group_id_of
 from qbhook.catalog.store import hash_valid
 from qbhook.paths import shown
+
+# How long a torrent missing from its client's listing still counts as there. A listing can
+# leave torrents out without their removal: qBittorrent loads a big session over minutes after a
+# restart (5,000 torrents), and lists none whose resume data failed to load. Until this long after
+# the listing (or the index's sync) first lacked it, a group sharing a file with what it last used
+# stays (``decide.planner.missing_holds``); after it, the torrent is gone, as a removed one is.
+# Its home is here because the index's gone rows are what it is measured from: ``prune_gone``
+# keeps them at least this long, whatever ``sweep.keep_history`` says.
+MISSING_GRACE_S = 30 * 60.0
 
 # the hash-valid rule (store.hash_valid), qualified for joins with the torrents tables (which have a ``hash`` too).
 _I_HASH_VALID = hash_valid("i")
@@ -205,8 +214,12 @@ class TorrentIndex:
         so no later plan needs the row. ``gone_at`` and
         ``synced_at`` are the same ``now`` of the same transaction (``apply``), so ``<=`` is
         exact. An instance missing from ``planned`` keeps its rows. Returns the torrents deleted.
+
+        A row is kept for ``MISSING_GRACE_S`` at least, whatever ``older_than_s`` says: until then
+        the planner still counts the torrent as there (``decide.snapshot`` reads it from this row),
+        and a row deleted sooner would let its cross-seed mate demote and delete the files it used.
         """
-        cutoff = (time.time() if now is None else now) - older_than_s
+        cutoff = (time.time() if now is None else now) - max(older_than_s, MISSING_GRACE_S)
         # gone_at <= a number is never true of NULL: the partial index torrents_gone answers it
         sel = "SELECT id FROM torrents WHERE instance = ? AND gone_at <= ? AND gone_at < ?"
         due = [

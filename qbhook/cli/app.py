@@ -482,11 +482,15 @@ class QbhookSubgroup(CommandParts, OwnHelp, click.Group):
 
 def catalog_note(app: App, use) -> dict:
     """What the catalog rested on (``CatalogUse``): one line on stderr, or (``--json``) the
-    ``catalog`` key only, so machine output stays one document."""
+    ``catalog`` key only, so machine output stays one document. A client whose torrent index
+    could not be synced (``use.problems``) is said on stderr either way, as ``echo_problems``
+    says it (its hint below), and is in ``catalog.problems``."""
     if use is None:
         return {}
     if not app.as_json:
         echo_shown(f"qbhook: {use.reason}", err=True)
+    for p in use.problems:
+        echo_error(p)
     return {"catalog": use.as_dict()}
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from qbhook.catalog.library_links import NO_LINKS, LibraryLinks
+from qbhook.catalog.torrents import MISSING_GRACE_S
 from qbhook.clients.model import PART_SUFFIX, is_relative_path
 from qbhook.errors import PathMapError
 from qbhook.paths import is_within, normalize, root_holding, within_any
@@ -178,12 +179,8 @@ class ReachingFile:
     instance: str = ""  # its client: the same infohash in another client is another torrent
 
 
-# How long a torrent missing from its client's listing still counts as there. A listing can
-# leave torrents out without their removal: qBittorrent loads a big session over minutes after a
-# restart (5,000 torrents), and lists none whose resume data failed to load. Until this long after
-# the listing (or the index's sync) first lacked it, a group sharing a file with what it last used
-# stays (``planner.missing_holds``); after it, the torrent is gone, as a removed one is.
-MISSING_GRACE_S = 30 * 60.0
+# How long a torrent missing from its client's listing still counts as there: ``MISSING_GRACE_S``,
+# kept beside the index rows it is read from (``qbhook.catalog.torrents``), which must outlive it.
 # What the reason of such a stay looks like to SQL (LIKE): the sweep re-plans it every time.
 MISSING_STAY_LIKE = "torrent % missing from %"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from qbhook.catalog.indexer import try_sync_all
 from qbhook.catalog.queries import last_full_scan_age
@@ -41,10 +41,13 @@ class CatalogUse:
     source: str
     reason: str
     full_scan_age_s: float | None
+    # the clients whose torrent index the plan could not sync (``plan_run``): ``cannot sync NAME: ...``
+    problems: tuple[QbhookError, ...] = ()
 
     def as_dict(self) -> dict:
         age = None if self.full_scan_age_s is None else round(self.full_scan_age_s, 1)
-        return {"source": self.source, "reason": self.reason, "full_scan_age_s": age}
+        out = {"source": self.source, "reason": self.reason, "full_scan_age_s": age}
+        return {**out, "problems": [p.message for p in self.problems]} if self.problems else out
 
 
 def ready_catalog(
@@ -159,13 +162,38 @@ def plan_run(
     scan: bool | None = True,
     progress: Progress | None = None,
 ) -> tuple[Snapshot, Plan, CatalogUse]:
-    """Snapshot and plan (``hashes``: only their groups); ``scan``: see ``ready_catalog``."""
+    """Snapshot and plan (``hashes``: only their groups); ``scan``: see ``ready_catalog``.
+
+    The snapshot lists the clients live; a torrent the index holds present that the listing
+    lacks is missing since this listing (``Snapshot.missing``), and the index is synced then
+    (``_record_unlisted``) so that it records the moment: the next plan counts the grace from
+    it. The clients it could not sync are ``CatalogUse.problems``."""
     from qbhook.decide.planner import make_plan
     from qbhook.decide.snapshot import build_snapshot
 
     use = ready_catalog(cfg, catalog, targeted=bool(hashes), scan=scan, progress=progress)
     snap = build_snapshot(cfg, catalog, clients, hashes=hashes, progress=progress, hash_budget=cfg.scan.hash_budget)
-    return snap, make_plan(snap, cfg.policy), use
+    problems = _record_unlisted(catalog, clients, snap)
+    return snap, make_plan(snap, cfg.policy), replace(use, problems=tuple(problems)) if problems else use
+
+
+def _record_unlisted(catalog: Catalog, clients: Iterable[ClientPort], snap: Snapshot) -> list[QbhookError]:
+    """Sync the index of the clients whose live listing lacked a torrent the index holds present;
+    the clients it could not sync (``try_sync_all``).
+
+    Without it such a torrent was "missing since now" at every plan (no sync had seen it go), so
+    the grace never ran out, and a group sharing its files stayed for ever, its reason's time
+    moving (R38). Only then: a sync by a command makes the next sweep of ``serve`` re-plan
+    everything (the sync hands its changes to its caller once, ``worker._synced_since``), and
+    the first sync of a client lists every torrent's files, which a plan of a client no sync
+    has seen yet (no present row, so nothing missing) must not pay for. A torrent the index
+    already saw go has its ``gone_at``: nothing to record."""
+    idx = TorrentIndex(catalog.conn)
+    unlisted = {m.instance for m in snap.missing if idx.present_hashes(m.instance, [m.hash])}
+    if not unlisted:
+        return []
+    _reports, errors = try_sync_all(catalog, [c for c in clients if c.name in unlisted])
+    return errors
 
 
 @dataclass(frozen=True)

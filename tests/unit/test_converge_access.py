@@ -52,6 +52,12 @@ ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
         ((F | 0o664, 1001, 1001), (F | 0o664, 1000, 1000), frozenset({1000, 1001}), None),
         ((F | 0o604, 1001, 1001), (F | 0o444, 1000, 1000), frozenset({1000}), None),
         ((F | 0o604, 1001, 1001), (F | 0o444, 1000, 1000), frozenset({1000, 1001}), "read"),
+        # R38: the victim's group came from a setgid folder (2775 root:2000) and the user is not in
+        # it: known groups are the only ones, so the kept file's group bits give uid 1000 nothing
+        ((F | 0o660, 1001, 2000), (F | 0o644, 1000, 2000), frozenset({1000}), "read and write"),
+        ((F | 0o664, 1001, 2000), (F | 0o664, 1000, 2000), frozenset({1000}), "write"),
+        ((F | 0o660, 1001, 2000), (F | 0o644, 1000, 2000), frozenset({1000, 2000}), None),
+        ((F | 0o660, 1001, 2000), (F | 0o644, 1000, 2000), None, None),  # not known: its group is taken as the user's
     ],
 )
 def test_the_kept_inode_must_give_the_replaced_files_owner_what_the_replaced_file_gave(kept, victim, groups, lost):

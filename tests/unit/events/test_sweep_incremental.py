@@ -390,15 +390,55 @@ def test_a_torrent_back_in_the_listing_is_planned_with_its_group_again(bed):
 
 
 def test_the_cli_plan_on_a_live_listing_that_lacks_an_indexed_torrent_keeps_its_group(bed):
-    """`qbhook plan`/`apply` list live and sync no index: H2, present in the index but not in the
-    listing, is missing since that listing, and the group sharing its file stays."""
+    """`qbhook plan`/`apply` list live: H2, present in the index but not in the listing, is
+    missing since that listing, and the group sharing its file stays; the index is synced then,
+    so it records when H2 went (R38: the next plan counts the grace from it)."""
     from qbhook.decide.planning import plan_run
 
     _restarted_listing_only_h1(bed)
-    _snap, plan, _use = plan_run(bed.cfg, bed.cat, [bed.qbt], scan=False)
+    _snap, plan, use = plan_run(bed.cfg, bed.cat, [bed.qbt], scan=False)
     (g,) = plan.groups
     assert g.torrents == [H1] and g.action == "stay" and f"torrent {H2} (Shared) missing" in g.reason
-    assert TorrentIndex(bed.cat.conn).present_hashes("default") == {H1, H2}  # nothing written
+    assert TorrentIndex(bed.cat.conn).present_hashes("default") == {H1}  # H2's gone_at recorded
+    assert use.problems == ()
+
+
+def test_the_cli_plan_counts_the_grace_of_a_removed_torrent_from_the_first_plan_that_missed_it(bed, monkeypatch):
+    """R38: no sweep ran since the user removed H2; each `qbhook plan` said "missing since now",
+    so H1's group stayed for ever with a moving time. The first plan records when H2 went."""
+    from qbhook.decide.planning import plan_run
+
+    bed.payload(H1, bed.seed_s, "Shared", {"s.mkv": b"shared" * 50}, category="movies")
+    bed.qbt.add(H2, bed.seed_s, "Shared", [("s.mkv", 300)], category="movies")
+    bed.sweep()
+    del bed.qbt.torrents_raw[H2]  # removed by the user, files kept (H1 uses them)
+    _snap, first, _use = plan_run(bed.cfg, bed.cat, [bed.qbt], scan=False)
+    (g,) = first.groups
+    assert g.action == "stay" and f"torrent {H2} (Shared) missing" in g.reason
+    later = time.time() + MISSING_GRACE_S + 60
+    monkeypatch.setattr(snapshot, "time", types.SimpleNamespace(time=lambda: later))
+    _snap, plan, _use = plan_run(bed.cfg, bed.cat, [bed.qbt], scan=False)
+    (g,) = plan.groups
+    assert "missing" not in g.reason, g.reason  # the grace ran out: H1 is planned on its own
+    assert g.torrents == [H1]
+
+
+def test_the_cli_plan_says_a_client_whose_index_it_could_not_sync(bed, monkeypatch):
+    from qbhook.catalog import indexer
+    from qbhook.decide import planning
+    from qbhook.errors import QbtError
+
+    _restarted_listing_only_h1(bed)
+
+    def unreachable(_catalog, client, **_kw):
+        raise QbtError("connection refused", hint="is qBittorrent running?")
+
+    monkeypatch.setattr(indexer, "sync_client", unreachable)
+    _snap, plan, use = planning.plan_run(bed.cfg, bed.cat, [bed.qbt], scan=False)
+    assert [p.message for p in use.problems] == ["cannot sync default: connection refused"]
+    assert use.problems[0].hint == "is qBittorrent running?"
+    assert use.as_dict()["problems"] == ["cannot sync default: connection refused"]
+    assert plan.groups[0].action == "stay"  # still missing since this listing
 
 
 def test_a_full_listing_of_no_torrent_is_not_applied_and_nothing_is_planned(bed, monkeypatch, caplog):
@@ -969,3 +1009,17 @@ def test_the_sweeper_thread_sweeps_as_automatic(bed, monkeypatch):
     finally:
         svc.server.close()
     assert asked == [True]
+
+
+def test_the_cli_says_a_sync_problem_of_a_plan_on_stderr_with_its_hint(capsys):
+    from qbhook.cli.app import catalog_note
+    from qbhook.decide.planning import CatalogUse
+
+    use = CatalogUse(
+        "as-is", "catalog as is (--no-scan)", 5.0, (QbhookError("cannot sync default: refused", hint="up?"),)
+    )
+    for as_json in (False, True):
+        note = catalog_note(types.SimpleNamespace(as_json=as_json), use)
+        assert note["catalog"]["problems"] == ["cannot sync default: refused"]
+        err = capsys.readouterr().err
+        assert "qbhook: cannot sync default: refused\n" in err and "up?" in err
