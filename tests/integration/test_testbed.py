@@ -155,8 +155,11 @@ def test_setlocation_onto_prelinked_destination_keeps_it(pools, qbt_client, tmp_
     assert {f: (dest_dir / f.relative_to(src_dir)).stat().st_ino for f in src_files} == dest_inodes
     assert {f: f.stat().st_ino for f in src_files} == src_inodes  # sources left in place
     # "moving" is seen only when the 10 ms poll lands inside it: a same-pool move of hardlinks
-    # can end before the first poll (seen once in CI: ['checkingUP', 'stalledUP']).
-    assert states[0] in ("moving", "checkingUP") and "checkingUP" in states and states[-1] in SEEDING_STATES, states
+    # can end before the first poll (seen once in CI: ['checkingUP', 'stalledUP']). Under load the
+    # first poll may also land on libtorrent re-reading the moved torrent's resume data (seen on a
+    # loaded machine, 2026-12-04: ['checkingResumeData', 'checkingUP', 'stalledUP']).
+    first = ("moving", "checkingResumeData", "checkingUP")
+    assert states[0] in first and "checkingUP" in states and states[-1] in SEEDING_STATES, states
     assert set(states) <= {"moving", "checkingUP"} | SEEDING_STATES, states
 
 
