@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qbhook.catalog import state
+from qbhook.catalog.db import sqlite_failure
 from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import (
     FileRecord,
@@ -52,7 +53,7 @@ from qbhook.catalog.torrents import (
 )
 from qbhook.clients.model import TorrentFile, TorrentInfo, check_hash, is_info_hash, is_relative_path
 from qbhook.clients.port import ClientPort
-from qbhook.errors import PathMapError, QbhookError, UnknownTorrent, UnreadableRecord
+from qbhook.errors import CatalogUnwritable, PathMapError, QbhookError, UnknownTorrent, UnreadableRecord
 from qbhook.paths import normalize
 
 log = logging.getLogger(__name__)
@@ -541,7 +542,12 @@ def record_snapshot(catalog: Catalog, infos: Iterable[TorrentInfo], snap, *, now
 
 def try_sync_all(catalog: Catalog, clients: Iterable[ClientPort]) -> tuple[list[SyncReport], list[QbhookError]]:
     """sync_all, but an unreachable client is reported (its index kept as it was), not raised:
-    ``cannot sync NAME: ...``, with the client's hint kept apart (``QbhookError.lines``)."""
+    ``cannot sync NAME: ...``, with the client's hint kept apart (``QbhookError.lines``).
+
+    So is a catalog this process may not write (a user who may only read it, ``plan --no-scan``
+    opening it without creating it): these syncs only refresh the index on the way to a plan or
+    a listing, which the index as it is still serves (R39: the plan was lost, exit 74). Any other
+    SQLite failure (a damaged file, a held lock) is raised as before."""
     reports: list[SyncReport] = []
     errors: list[QbhookError] = []
     for c in clients:
@@ -549,7 +555,20 @@ def try_sync_all(catalog: Catalog, clients: Iterable[ClientPort]) -> tuple[list[
             reports.append(sync_client(catalog, c))
         except QbhookError as e:
             errors.append(QbhookError(f"cannot sync {c.name}: {e.message}", hint=e.hint))
+        except sqlite3.OperationalError as e:
+            err = sqlite_failure(e, _catalog_file(catalog))
+            if not isinstance(err, CatalogUnwritable):
+                raise
+            errors.append(QbhookError(f"cannot sync {c.name}: {err.message}", hint=err.hint))
     return reports, errors
+
+
+def _catalog_file(catalog: Catalog) -> str | None:
+    """The catalog's file, for a message (SQLite knows it; a read-only connection may ask)."""
+    try:
+        return next((r[2] for r in catalog.conn.execute("PRAGMA database_list") if r[1] == "main"), None) or None
+    except sqlite3.Error:
+        return None
 
 
 # ------------------------------------------------------------------ the sweep's view

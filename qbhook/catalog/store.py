@@ -211,8 +211,13 @@ def _shared_id_error(ident: fsid_mod.FsIdentity, other: fsid_mod.FsIdentity) -> 
 
 
 class Catalog:
-    def __init__(self, conn: sqlite3.Connection, marker_roots: Iterable[str | os.PathLike] = ()):
+    def __init__(
+        self, conn: sqlite3.Connection, marker_roots: Iterable[str | os.PathLike] = (), readonly: bool = False
+    ):
         self.conn = conn
+        # Opened for reading only (``open(readonly=True)``): what would only add to the catalog by
+        # the way (the sync ``plan_run`` makes to record a torrent missing) is skipped, not failed.
+        self.readonly = readonly
         # The configured pool roots: the only directories fsid may write a .qbhook-fsid marker in,
         # and the roots ensure_hashes walks verified folders from (a path under none is read by
         # its string: a catalog opened without them, as in tests, reads as before).
@@ -236,7 +241,7 @@ class Catalog:
         create: bool = True,
     ) -> Catalog:
         """The catalog at ``path`` (``db.connect``: ``create=False`` makes none, CatalogMissing)."""
-        return cls(connect(path, readonly=readonly, create=create), marker_roots=marker_roots)
+        return cls(connect(path, readonly=readonly, create=create), marker_roots=marker_roots, readonly=readonly)
 
     def close(self) -> None:
         self._mounts.close()

@@ -187,7 +187,12 @@ def _record_unlisted(catalog: Catalog, clients: Iterable[ClientPort], snap: Snap
     everything (the sync hands its changes to its caller once, ``worker._synced_since``), and
     the first sync of a client lists every torrent's files, which a plan of a client no sync
     has seen yet (no present row, so nothing missing) must not pay for. A torrent the index
-    already saw go has its ``gone_at``: nothing to record."""
+    already saw go has its ``gone_at``: nothing to record.
+
+    Never on a catalog opened for reading only: the plan is what was asked, the record only a
+    help to the next one (R39); a catalog that turns out unwritable is a problem line."""
+    if catalog.readonly:
+        return []
     idx = TorrentIndex(catalog.conn)
     unlisted = {m.instance for m in snap.missing if idx.present_hashes(m.instance, [m.hash])}
     if not unlisted:

@@ -872,14 +872,40 @@ def _model(like: Like | None, path: bytes, made: os.stat_result) -> os.stat_resu
 
 def _own_like(fd: int, st: os.stat_result, mode: int | None = None) -> None:
     """``fd`` (an entry qbhook just made) owned and moded like ``st`` (its model), or moded ``mode``.
-    Every create is followed by this: the process umask never decides a mode."""
+    Every create is followed by this: the process umask never decides a mode; the model's mode is
+    taken through ``_made_mode``.
+
+    The owner stays the model's: the old tree may be written by a less trusted container, but a
+    writer that is not root can only own its own uid (and a group it is in), which is the client's
+    user, the one that must write there anyway; what root alone could grant is the mode's."""
     if os.geteuid() == 0:
         try:
             os.fchown(fd, st.st_uid, st.st_gid)  # before chmod: chown clears set-id bits
         except OSError:
             pass
     # mkdir's mode went through the umask; set it exactly (chown may also have cleared set-id bits).
-    os.fchmod(fd, stat_mod.S_IMODE(st.st_mode) if mode is None else mode)
+    os.fchmod(fd, _made_mode(st) if mode is None else mode)
+
+
+def _made_mode(st: os.stat_result) -> int:
+    """The mode of a folder or file qbhook (root) makes or copies after the model ``st``: the
+    model's, less what would let whoever wrote the model (the old tree's writer: maybe a less
+    trusted container) reach, through root, further than it can on its own (R39):
+
+    - no set-user-id bit on a folder; set-group-id kept (entries made below inherit the
+      folder's group: why people set it, and only a member of that group may have set it);
+    - no set-id bit on a file (an empty file made, a copy): a payload needs none, and a set-id
+      executable made by root on another pool is not the writer's to ask for;
+    - nobody else may write unless the sticky bit is set (a shared folder where only an entry's
+      owner may rename or remove it): a world-writable folder made on the target pool would let
+      any user there rename away another torrent's view below it. A file's sticky bit means
+      nothing on Linux, so a file is never world-writable: a copy may be converged with other
+      torrents' files, one inode for all."""
+    mode = stat_mod.S_IMODE(st.st_mode)
+    if stat_mod.S_ISDIR(st.st_mode):
+        mode &= ~stat_mod.S_ISUID
+        return mode if mode & stat_mod.S_ISVTX else mode & ~stat_mod.S_IWOTH
+    return mode & ~(stat_mod.S_ISUID | stat_mod.S_ISGID | stat_mod.S_IWOTH)
 
 
 def _rmdir_quiet(d: Dir, name: bytes) -> bool:

@@ -147,6 +147,47 @@ def test_an_empty_file_is_owned_and_moded_like_the_torrents_own_empty_file(root_
     assert owner(dst) == (1000, 1001, 0o660)
 
 
+HOSTILE = (4242, 4242)  # a less trusted container that may write the old seeding tree
+
+
+def test_folders_made_after_another_writers_folders_take_no_set_uid_and_no_world_write(root_owned):
+    """R39: a writer of the old tree chose the modes qbhook (root) gave the folders it made on the
+    target pool: 6777 and 0777 let anyone there rename away another torrent's view below them.
+    Set-group-id stays (group inheritance); a sticky world-writable folder stays one; the owner
+    is the writer's uid, which it could own anyway."""
+    seed_s, seed_p, _src = root_owned
+    qbt_tree(seed_s, "tv", mode=0o6777, who=HOSTILE)
+    qbt_tree(seed_s, "tv/Show", mode=0o777, who=HOSTILE)
+    qbt_tree(seed_s, "tv/Shared", mode=0o1777, who=HOSTILE)
+    like = fsops.Like.of(seed_p / "tv", seed_s / "tv", (seed_s, seed_p))
+    for sub in ("Show", "Shared"):
+        fsops.make_empty(seed_p / "tv" / sub / "e.nfo", roots=(seed_s, seed_p), like=like)
+    assert owner(seed_p / "tv") == (*HOSTILE, 0o2775)
+    assert owner(seed_p / "tv/Show") == (*HOSTILE, 0o775)
+    assert owner(seed_p / "tv/Shared") == (*HOSTILE, 0o1777)
+
+
+def test_an_empty_file_or_a_copy_after_another_writers_file_takes_no_set_id_bit_and_no_world_write(root_owned):
+    """R39: an empty file made, or a file copied, like a 6777 file of the old tree was a set-id
+    executable root made on the target pool; a 1666 one world-writable (a file's sticky bit is
+    nothing on Linux)."""
+    seed_s, seed_p, _src = root_owned
+    qbt_tree(seed_s, "tv", "tv/Show", who=HOSTILE)
+    e = write(seed_s / "tv/Show/e.nfo", b"")
+    f = write(seed_s / "tv/Show/run.sh", b"#!/bin/sh\n")
+    w = write(seed_s / "tv/Show/w.txt", b"w")
+    for path, mode in ((e, 0o6777), (f, 0o6777), (w, 0o1666)):
+        os.chown(path, *HOSTILE)
+        os.chmod(path, mode)
+    like = fsops.Like.of(seed_p / "tv", seed_s / "tv", (seed_s, seed_p))
+    fsops.make_empty(seed_p / "tv/Show/e.nfo", roots=(seed_s, seed_p), like=like)
+    fsops.copy_verified(f, seed_p / "tv/Show/run.sh", b3(b"#!/bin/sh\n"), 10, roots=(seed_s, seed_p))
+    fsops.copy_verified(w, seed_p / "tv/Show/w.txt", b3(b"w"), 1, roots=(seed_s, seed_p))
+    assert owner(seed_p / "tv/Show/e.nfo") == (*HOSTILE, 0o775)
+    assert owner(seed_p / "tv/Show/run.sh") == (*HOSTILE, 0o775)
+    assert owner(seed_p / "tv/Show/w.txt") == (*HOSTILE, 0o1664)
+
+
 def test_an_empty_file_without_counterpart_gets_the_mode_qbittorrents_umask_gives(fs2):  # noqa: F811
     stash, pool, seed_s, seed_p, cat = fs2
     qbt_tree(seed_p, "shared")  # group-writable: 0664, an *arr of the group may hardlink it

@@ -441,6 +441,46 @@ def test_the_cli_plan_says_a_client_whose_index_it_could_not_sync(bed, monkeypat
     assert plan.groups[0].action == "stay"  # still missing since this listing
 
 
+def test_the_cli_plan_on_a_catalog_opened_read_only_plans_without_syncing(bed):
+    """R39: a plan on a catalog opened for reading only (``readonly=True``) whose listing lacks an
+    indexed torrent raised "attempt to write a readonly database": the whole plan lost, exit 74.
+    The sync that records when H2 went is skipped; the plan is the same."""
+    from qbhook.decide.planning import plan_run
+
+    _restarted_listing_only_h1(bed)
+    ro = Catalog.open(bed.cfg.catalog, readonly=True)
+    try:
+        _snap, plan, use = plan_run(bed.cfg, ro, [bed.qbt], scan=False)
+    finally:
+        ro.close()
+    (g,) = plan.groups
+    assert g.torrents == [H1] and g.action == "stay" and f"torrent {H2} (Shared) missing" in g.reason
+    assert use.problems == ()
+    assert TorrentIndex(bed.cat.conn).present_hashes("default") == {H1, H2}  # nothing written
+
+
+def test_the_cli_plan_on_a_catalog_it_may_not_write_says_so_and_keeps_the_plan(bed):
+    """R39: a catalog opened to be written that SQLite opens read-only (``plan --no-scan`` by a
+    user who may read the file but not write it): the failed sync is a problem line, as an
+    unreachable client's, and the plan is kept."""
+    from qbhook.catalog.db import connect
+    from qbhook.decide.planning import plan_run
+
+    _restarted_listing_only_h1(bed)
+    unwritable = Catalog(connect(bed.cfg.catalog, readonly=True))  # not told: as SQLite's fallback
+    try:
+        _snap, plan, use = plan_run(bed.cfg, unwritable, [bed.qbt], scan=False)
+    finally:
+        unwritable.close()
+    (g,) = plan.groups
+    assert g.torrents == [H1] and g.action == "stay" and f"torrent {H2} (Shared) missing" in g.reason
+    assert [p.message for p in use.problems] == [
+        f"cannot sync default: catalog {bed.cfg.catalog}: attempt to write a readonly database"
+    ]
+    assert "may write" in use.problems[0].hint
+    assert TorrentIndex(bed.cat.conn).present_hashes("default") == {H1, H2}
+
+
 def test_a_full_listing_of_no_torrent_is_not_applied_and_nothing_is_planned(bed, monkeypatch, caplog):
     three_staying(bed)
     bed.sweep()
