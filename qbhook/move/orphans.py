@@ -108,7 +108,15 @@ from qbhook.catalog import library_links, state
 from qbhook.catalog.library_links import NO_LINKS, LibraryLinks
 from qbhook.clients.model import PART_SUFFIX, TorrentFile, TorrentInfo, is_part_file
 from qbhook.clients.port import ClientPort
-from qbhook.dirfd import FolderRefused, NotAFolder, folder_id, open_below, open_root
+from qbhook.dirfd import (
+    LOOK_MAX_OPEN,
+    FolderReader,
+    FolderRefused,
+    NotAFolder,
+    folder_id,
+    open_below,
+    open_root,
+)
 from qbhook.errors import (
     LastCopyKept,
     LibraryLinksUnseen,
@@ -195,6 +203,12 @@ class References:
     # reach is still used by a library (``library_link``). Filled by the caller that has the
     # config (``find_orphans``; the purge's ``screen_held`` is given them).
     library: LibraryLinks = NO_LINKS
+    # What a folder is by its path, (st_dev, st_ino) (``dirfd.FolderReader.identity``: verified
+    # descriptors, one fstat per distinct folder): a folder target of ``library`` is matched by it
+    # too, so a symlink written through a bind mount of the seeding data (``realpath`` does not see
+    # through one) reaches the files the walk spells by the seeding path (``library_link``). None:
+    # by path only. Filled next to ``library`` (``_folders_of``), asked only when it has a folder target.
+    folder_identity: library_links.Identity | None = None
     # What the files of every torrent not complete (downloading, checking, partial, skipping a
     # file, missing its files) reach on disk, under its save path and its download path: the
     # (st_dev, st_ino) of each that exists, followed through symlinks, and, for one that does not,
@@ -421,8 +435,21 @@ def library_link(path: str, refs: References, key: tuple[int, int] | None = None
     The one rule of "a library uses this through a symlink": the orphan walk (``decide``) calls
     such an orphan still used by a library, whatever its link count, and the purge of quarantined
     orphans (``screen_held``) keeps it in holding. By link count alone a library's symlink was
-    unseen: its target was reclaimable, quarantined and purged, the symlink left dangling."""
-    return refs.library.reaching(path, key)
+    unseen: its target was reclaimable, quarantined and purged, the symlink left dangling.
+
+    A folder target is also matched by identity (``References.folder_identity``): a folder above
+    ``path`` that is it, however spelled. By real path alone, a symlink written through a bind
+    mount of the seeding data (an export, a container's alias folder) named a path no walk
+    spells: the orphan below it was reclaimable, quarantined, purged, the symlink left dangling.
+    Asked only when some symlink has a folder target (``reaching``): the common case pays nothing."""
+    return refs.library.reaching(path, key, refs.folder_identity)
+
+
+def _folders_of(cfg) -> FolderReader:
+    """A reader of folder identities below ``cfg``'s pools (``References.folder_identity``), as
+    the executor's look reads them: each folder reached from its pool root by the verified walk,
+    opened only when asked (no folder target: never). Its caller closes it (a context manager)."""
+    return FolderReader((str(p.path) for p in cfg.pools), max_open=LOOK_MAX_OPEN)
 
 
 def classify(e: Entry, refs: References, now: float, settle_seconds: float) -> str | None:
@@ -448,7 +475,8 @@ def decide(
     settle_seconds: float,
     pool_roots: dict[str, tuple[str, ...]] | None = None,
 ) -> Report:
-    """The orphans of ``walk`` given ``refs`` (pure: no I/O)."""
+    """The orphans of ``walk`` given ``refs`` (pure: no I/O but ``refs.folder_identity``'s, the
+    folders above an orphan when a library symlink has a folder target)."""
     # Long on purpose: classify, credit each inode's bytes once, then group into items: one pass each, in order.
     seen_links: dict[tuple[int, int], int] = defaultdict(int)
     for e in walk.entries:
@@ -1150,13 +1178,14 @@ def find_orphans(
     refs = replace(refs, library=library_of(cfg))  # after the walk: a symlink made meanwhile counts
     if relist:
         refs = _either(refs, references(clients))
-    report = decide(
-        walk,
-        refs,
-        now=time.time() if now is None else now,
-        settle_seconds=cfg.scan.settle_seconds,
-        pool_roots={p.name: tuple(map(str, p.seeding_roots)) for p in cfg.pools},
-    )
+    with _folders_of(cfg) as folders:
+        report = decide(
+            walk,
+            replace(refs, folder_identity=folders.identity),
+            now=time.time() if now is None else now,
+            settle_seconds=cfg.scan.settle_seconds,
+            pool_roots={p.name: tuple(map(str, p.seeding_roots)) for p in cfg.pools},
+        )
     check_guards(report, cfg.policy.orphans_max_share)
     report.whole_roots = refs.library.whole_roots(r for p in cfg.pools for r in p.seeding_roots)
     if catalog is not None:
@@ -1357,20 +1386,23 @@ def finish_quarantine(cfg, journal, run: int, clients: Callable[[], Iterable[Cli
     journal.adopt_run(run)
     res = QuarantineResult(run)
     leftovers = journal.leftover_paths() if refs is not None else frozenset()
-    for row in todo:
-        a = row.args
-        why = _unreadable_step(row.id, a)
-        if why is None and refs is not None:
-            why = _used_since(a["path"], refs, leftovers)
+    # A library's folder symlink through a bind mount is matched by folder identity (``library_link``).
+    with _folders_of(cfg) as folders:
+        refs = refs and replace(refs, folder_identity=folders.identity)
+        for row in todo:
+            a = row.args
+            why = _unreadable_step(row.id, a)
+            if why is None and refs is not None:
+                why = _used_since(a["path"], refs, leftovers)
+                if why is not None:
+                    why += _half_hold_dropped(a, cfg.anchored_seeding_roots, run)[1]
+            elif why is None and blind is not None:
+                why = _not_held_blind(a, cfg.anchored_seeding_roots, run, blind)
             if why is not None:
-                why += _half_hold_dropped(a, cfg.anchored_seeding_roots, run)[1]
-        elif why is None and blind is not None:
-            why = _not_held_blind(a, cfg.anchored_seeding_roots, run, blind)
-        if why is not None:
-            journal.failed(row.id, why)
-            res.failed[a["path"] if isinstance(a.get("path"), str) else f"(journal step {row.id})"] = why
-            continue
-        _hold_one(journal, row.id, a, cfg.anchored_seeding_roots, run, res, resumed=True)
+                journal.failed(row.id, why)
+                res.failed[a["path"] if isinstance(a.get("path"), str) else f"(journal step {row.id})"] = why
+                continue
+            _hold_one(journal, row.id, a, cfg.anchored_seeding_roots, run, res, resumed=True)
     closed = journal.steps(run)  # read once more, after this pass closed the open steps
     done = [r for r in closed if r.status == StepStatus.DONE and (r.result or {}).get("status") == "held"]
     failed = [r for r in closed if r.status == StepStatus.FAILED]
@@ -1544,6 +1576,7 @@ def screen_held(
     now: float,
     leftover_views: frozenset[str] = frozenset(),
     library: Callable[[], LibraryLinks] = lambda: NO_LINKS,
+    folder_identity: library_links.Identity | None = None,
 ) -> Screen:
     """Ask the clients, right before a purge, whether a torrent uses a quarantined orphan's place again.
 
@@ -1558,7 +1591,8 @@ def screen_held(
     nor may be the data of a torrent missing its files (``may_be_missing_data``: held before that
     torrent's folder was renamed, it is the copy a repair needs), nor is reached by a library's
     symlink (``library_link``: by the held file's identity, or by its original place, where the
-    symlink now dangles; ``library`` collects them, only when an orphan is due).
+    symlink now dangles; ``library`` collects them, only when an orphan is due; a folder target
+    also by the identity of a folder above that place, ``folder_identity``: a bind mount's alias).
     A listing that cannot say (a client unreachable or unmapped, no torrents at all, a torrent
     being moved, one missing its files without sizes: ``check_listing``) refuses the purge of
     every orphan, never a guess. Held links
@@ -1572,7 +1606,7 @@ def screen_held(
     try:
         refs = references(clients(), PURGE)
         check_listing(refs.torrents, refs.moving, PURGE, refs.unsized)
-        refs = replace(refs, library=library())
+        refs = replace(refs, library=library(), folder_identity=folder_identity)
     except QbhookError as e:  # also no client configured, or two with one name: nothing to ask
         refused = e if isinstance(e, OrphansRefused) else OrphansRefused(f"refusing to {PURGE}: {e.message}")
         return Screen(tuple(h for h in held if not h.orphan), refused=refused)
@@ -1648,14 +1682,16 @@ def purge_held(
 
     now = time.time() if now is None else now
     grace = cfg.policy.grace_period
-    screen = screen_held(
-        journal.held_links(),
-        clients,
-        grace=grace,
-        now=now,
-        leftover_views=journal.leftover_paths(),
-        library=lambda: library_of(cfg),
-    )
+    with _folders_of(cfg) as folders:
+        screen = screen_held(
+            journal.held_links(),
+            clients,
+            grace=grace,
+            now=now,
+            leftover_views=journal.leftover_paths(),
+            library=lambda: library_of(cfg),
+            folder_identity=folders.identity,
+        )
     out = Purge(kept=list(screen.kept), refused=screen.refused)
     found = {f"kept {k.held}": f"holding purge: {k.line()}" for k in screen.kept}
     try:

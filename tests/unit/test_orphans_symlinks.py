@@ -8,6 +8,7 @@ library's symlink dangled: its only copy gone. Real files and symlinks on tmpfs 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import pytest
 
@@ -17,6 +18,7 @@ from qbhook.errors import OrphansRefused
 from qbhook.move import orphans
 from qbhook.move.orphans import LIBRARY, RECLAIMABLE, Entry, References, Walk, decide
 from tests.helpers import write
+from tests.mountns import bind, own_mounts
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 from tests.unit.test_orphans_purge import expire, world  # noqa: F401  (fixture)
 
@@ -326,3 +328,70 @@ def test_a_library_symlink_onto_a_folder_holding_a_whole_seeding_root_is_named_b
     assert r.exit_code == 0, (r.output, r.exception)
     said = [line for line in r.stderr.splitlines() if "reaches all of seeding root" in line]
     assert said == [f"qbhook: warning: library symlink {link} reaches all of seeding root {w.seed_s}: " + NOTHING]
+
+
+def through_an_alias(w, folder: str) -> tuple[str, str]:
+    """A bind mount of the seeding root at ``<stash>/export`` (an export, a container's alias
+    folder of the seeding data) and a library symlink ``media/Film`` onto ``folder`` spelled
+    through it: (the symlink, its target). ``realpath`` does not see through a bind mount."""
+    alias = os.path.join(str(w.stash), "export")
+    os.makedirs(alias)
+    bind(w.seed_s, alias)
+    target = os.path.join(alias, os.path.relpath(folder, w.seed_s))
+    return library(w, "Film", target), target
+
+
+@own_mounts
+def test_an_orphan_below_a_folder_a_library_links_through_a_bind_mount_is_library_never_held(world):  # noqa: F811
+    """R32 in the orphan walk: the folder symlink's place was the alias's real path, which the walk
+    never spells (it walks the seeding root): the film was reclaimable, quarantined, then purged,
+    the symlink left dangling. The folder is also matched by identity, as the planner does."""
+    w = world
+    film = write(os.path.join(w.seed_s, "old/Film/film.mkv"), b"film" * 1000)
+    stray = write(os.path.join(w.seed_s, "old/Stray/stray.mkv"), b"stray" * 100)
+    link, target = through_an_alias(w, os.path.dirname(film))
+    assert os.path.exists(os.path.join(target, "film.mkv"))
+    assert kinds(w) == {film: LIBRARY, stray: RECLAIMABLE}
+    assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [stray] and os.path.exists(film)
+    assert os.path.exists(os.path.join(link, "film.mkv"))
+
+
+@own_mounts
+def test_a_held_orphan_whose_folder_a_library_links_through_a_bind_mount_is_kept_by_the_purge(world):  # noqa: F811
+    """Quarantined while nothing used it; in the grace period a library links its folder (still
+    there: another file in it is young) through the alias: the purge keeps the held file."""
+    w = world
+    film = write(os.path.join(w.seed_s, "old/Film/film.mkv"), b"film" * 1000)
+    cfg = w.cfg
+    w.cfg = replace(cfg, scan=replace(cfg.scan, settle_seconds=0))
+    res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    assert res.held == [film] and not os.path.exists(film)
+    (h,) = [h for h in w.journal.held_links() if h.orphan]
+    os.makedirs(os.path.dirname(film), exist_ok=True)  # the folder (re)made, its new file young
+    write(os.path.join(os.path.dirname(film), "film.nfo"), b"nfo")
+    link, _ = through_an_alias(w, os.path.dirname(film))
+    expire(w)
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    assert [(k.held, k.origin) for k in out.kept] == [(h.path, film)] and os.path.exists(h.path)
+    assert f"a library links it by a symbolic link: {link}" in out.kept[0].line()
+
+
+def test_the_finish_of_a_died_quarantine_asks_folder_identity_only_when_a_symlink_has_a_folder_target(
+    tmp_path, monkeypatch
+):
+    """``_used_since`` (a died quarantine's finish) keeps the walk's rule: a folder above the file
+    that is a folder target by identity makes it a library's; no folder target, no folder asked."""
+    f = str(write(tmp_path / "seed/m/Movie/x.mkv", b"x"))
+    st = os.stat(tmp_path / "seed/m/Movie")
+    asked: list[str] = []
+
+    def identity(p):
+        asked.append(p)
+        return (st.st_dev, st.st_ino) if p == str(tmp_path / "seed/m/Movie") else None
+
+    plain = References(frozenset(), (), 1, folder_identity=identity)
+    assert orphans._used_since(f, plain, frozenset()) is None and asked == []
+    lib = LibraryLinks(places={"/elsewhere/export/m/Movie": "/lib/M"}, folders={(st.st_dev, st.st_ino): "/lib/M"})
+    assert orphans._used_since(f, replace(plain, library=lib, folder_identity=None), frozenset()) is None
+    why = orphans._used_since(f, replace(plain, library=lib), frozenset())
+    assert why is not None and "/lib/M" in why
