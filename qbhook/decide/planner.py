@@ -34,6 +34,13 @@ is wanted).
 Converging identical payloads on both pools falls out of the same rules: the
 side nobody consumes demotes or promotes onto the other side's inodes with zero
 bytes copied.
+
+A move that links a torrent's file onto such an inode (a donor: on /stash typically a library
+file an *arr import copied, owned by the *arr) gives the file's name that inode's owner and mode:
+it must give the owner of the torrent's file the access that file gave it (``access.access_lost``,
+convergence's rule). Otherwise the group stays, and its reason names the file and the access
+(``_access_kept_apart``); a file already at the destination that would take it blocks the move.
+The executor asks the same rule before each link (``move.fsops.link_into``).
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from dataclasses import replace
 from itertools import pairwise
 from typing import NamedTuple
 
+from qbhook.access import access_lost, lost_reason
 from qbhook.catalog.identity import group_id_of
 from qbhook.clients.model import is_relative_path
 from qbhook.config import PolicyConfig
@@ -262,6 +270,9 @@ def decide(
             return gp
         tgt = snap.cold
         donors = _donors_tied(snap, shared, inodes.values(), tgt)
+        if why := _access_kept_apart(snap, inodes.values(), donors, "demoted"):
+            gp.reason = why
+            return gp
         gp.action, gp.target_pool = Action.DEMOTE, tgt.name
         contents = len({_copied_as(i) for i in inodes.values() if i.size}) if donors else 0
         gp.reason = "no links outside the seeding tree" + (
@@ -298,6 +309,9 @@ def decide(
         if used := library_use(snap, full):
             gp.reason = used
             return gp
+        if why := _access_kept_apart(snap, inodes.values(), donors, "promoted"):
+            gp.reason = why
+            return gp
         gp.action, gp.target_pool = Action.PROMOTE, tgt.name
         gp.reason = f"a library on {tgt.name} already holds this content" + (
             f"; copying {_b(missing_bytes)} of small extras" if missing_bytes else ""
@@ -320,7 +334,7 @@ def decide(
     if not build:
         gp.action, gp.reason = Action.SKIP, _CAP_REASON.format(cap=policy.max_groups_per_run) + f" (would {gp.action})"
         return gp
-    steps, copy_bytes, conflicts = build_steps(snap, policy, group, src, tgt, donors)
+    steps, copy_bytes, conflicts = build_steps(snap, policy, group, src, tgt, _paths_of(donors))
     if conflicts:
         return _blocked(gp, conflicts)
     if not fits(copy_bytes, tgt.free_bytes, size=tgt.size_bytes, reserve=policy.min_free):
@@ -712,10 +726,10 @@ def _donors(
 
 def _donors_tied(
     snap: Snapshot, shared: list[InodeFact], inodes: Iterable[InodeFact], tgt: PoolFact
-) -> dict[ContentKey, str]:
-    """Content on ``tgt`` -> a path to link from: for the files that may tie the payload
-    (``shared``), any donor; for its incidental files, only one of the party those donors belong
-    to (``converge.tied_to``: the same torrent's files, the same library folder's), since the
+) -> dict[ContentKey, InodeFact]:
+    """Content on ``tgt`` -> the inode to link from (``_paths_of``: its path): for the files that
+    may tie the payload (``shared``), any donor; for its incidental files, only one of the party
+    those donors belong to (``converge.tied_to``: the same torrent's files, the same library folder's), since the
     payload is already there and its small files follow it. With no donor for ``shared``, none:
     a donor of an incidental file alone would tie this payload for good to whatever holds those
     few bytes, and so would one of a third payload (facts.incidental_below)."""
@@ -724,8 +738,44 @@ def _donors_tied(
         return {}
     keys = {id(i) for i in shared}
     ours = converge.tied_to(snap, [d.key for d in big.values()])
-    donors = {**_donors(snap, [i for i in inodes if id(i) not in keys], tgt, ours), **big}
-    return {content: min(d.seeding_paths + d.other_paths) for content, d in donors.items()}
+    return {**_donors(snap, [i for i in inodes if id(i) not in keys], tgt, ours), **big}
+
+
+def _paths_of(donors: Mapping[ContentKey, InodeFact]) -> dict[ContentKey, str]:
+    """Content -> the path a move's links are made from: each donor's first name (``_donors``
+    chose only inodes that have one)."""
+    return {content: _name_of(d) for content, d in donors.items()}
+
+
+def _name_of(d: InodeFact) -> str:
+    return min(d.seeding_paths + d.other_paths, default="?")
+
+
+def _access_kept_apart(
+    snap: Snapshot, inodes: Iterable[InodeFact], donors: Mapping[ContentKey, InodeFact], verb: str
+) -> str | None:
+    """Why the group is not ``verb`` (moved) onto its donors, or None: a donor must give the owner
+    of each file linked onto it the access that file gave it (``access.access_lost``, convergence's
+    rule: a library file is never chmodded nor chowned, so the torrent's name would show the donor's
+    owner and mode). The first file so and how many more; unknown stats answer None (the
+    executor's check before each link decides then)."""
+    apart = [why for i in inodes if i.size and (why := _takes_access(snap, i, donors.get(i.content), verb))]
+    if not apart:
+        return None
+    more = len(apart) - 1
+    return min(apart) + (f" (and {more} more file(s) so)" if more else "")
+
+
+def _takes_access(snap: Snapshot, i: InodeFact, d: InodeFact | None, verb: str) -> str | None:
+    """Why the torrent's file ``i`` is not ``verb`` onto the inode ``d`` (``_access_kept_apart``), or None."""
+    if d is None or i.access is None or d.access is None:
+        return None
+    uid = i.access[1]
+    lost = access_lost(d.access, i.access, snap.client_groups.get(uid))
+    if lost is None:
+        return None
+    whose = "the library's copy" if d.external_links else "the copy"
+    return f"{_name_of(i)} is not {verb}: {whose} at {_name_of(d)} {lost_reason(lost, d.access, uid)}"
 
 
 def _copied_as(i: InodeFact) -> ContentKey | InodeKey:
@@ -818,6 +868,8 @@ def build_steps(
                         f"destination {dst} is occupied by a file another torrent may still write: "
                         f"{converge.writer_of(snap, there)}; waits until it settles (or the file is moved away)"
                     )
+                elif f.size and (why := _takes_access(snap, inode, there, "moved")):
+                    conflicts.append(why)  # the torrent's name would become that file: _access_kept_apart's rule
                 elif f.size:
                     donors.setdefault(ck, dst)
                 codes += MAKE_NONE

@@ -785,7 +785,7 @@ class Executor:
         self.log = ctx.log
         self.seeding_roots = ctx.seeding_roots
         self.roots = ctx.roots
-        # policy.client_groups, for a relink's access check (``fsops.Relinker``)
+        # policy.client_groups, for a relink's and a move's link's access check (``fsops.Relinker``, ``link_into``)
         self._client_groups = self.cfg.policy.groups_of()
         # old link -> the cached hash its hiding carried (``_hide_old_links``), until put back
         self._carried: dict[str, dict] = {}
@@ -1934,6 +1934,8 @@ class Executor:
             catalog=self.catalog,
             verify_source=repair,
             like=st.like(s.to_dir, self.roots),
+            # A move's donor must give the torrent's user what its own file gave (a repair's has none).
+            client_groups=None if repair else self._client_groups,
         )
         # Our link changed the inode's ctime: its cached hash is carried over if it was valid for the
         # source, pinned across the link (act.carry). ``already`` (an earlier attempt's link) has no

@@ -1534,9 +1534,11 @@ def link_into(
     catalog=None,
     verify_source: bool = False,
     like: Like | None = None,
+    client_groups: Mapping[int, frozenset[int]] | None = None,
 ) -> Act:
     """Hardlink ``dst`` to the inode at ``src`` (same dataset), creating folders (owned and moded
     like their counterparts, ``like``: ``src`` is a donor, anywhere, so only the caller knows them).
+    ``client_groups`` (a move's: ``policy.client_groups``; None, a repair's: not asked): ``_source_fits``.
 
     Returns an ``Act`` with status ``linked``, ``already`` if ``dst`` is that inode,
     ``present`` if it is another inode with the same content. Anything else at ``dst``
@@ -1550,8 +1552,7 @@ def link_into(
     """
     src_shown, dst_shown = os.fsdecode(_p(src)), os.fsdecode(_p(dst))
     with _regular_file(src, roots if src_roots is None else src_roots, "link source") as (sdir, sname, pin, sst):
-        if size is not None and sst.st_size != size:
-            raise VerificationFailed(f"link source {src_shown} has {sst.st_size} bytes, expected {size}")
+        _source_fits(sst, size, like, dst, client_groups, src_shown, dst_shown)
         if verify_source and _content_digest(sdir, sname, sst, catalog, pin=pin) != _digest(blake3_hex, sst.st_size):
             raise VerificationFailed(f"link source {src_shown} no longer holds the planned content")
         ddir, dname, _parts = _open_parent(dst, roots, create=True, like=like)
@@ -1596,6 +1597,36 @@ def link_into(
                 after = _linked_is(ddir, dname, sst, dst_shown)
                 return Act(ActStatus.LINKED, after, carry=CarryProof.across(pin, after, before))
     raise UnsafeOperation(f"{dst_shown} keeps changing under us")
+
+
+def _source_fits(
+    sst: os.stat_result,
+    size: int | None,
+    like: Like | None,
+    dst,
+    groups: Mapping[int, frozenset[int]] | None,
+    src_shown: str,
+    dst_shown: str,
+) -> None:
+    """The link source (``sst``) has the planned ``size``, and, ``groups`` given, takes no access from
+    the owner of the torrent's own file, ``dst``'s counterpart (``like``): the donor must give that
+    owner the access that file gave it (``access.access_lost``, as a relink's copy to keep must:
+    ``relink_over``), since the name would show the donor's owner and mode, never changed (a library
+    file is not qbhook's). No counterpart, or the donor itself: nothing to compare (``_model``).
+    ``groups``: ``policy.client_groups`` by uid."""
+    if size is not None and sst.st_size != size:
+        raise VerificationFailed(f"link source {src_shown} has {sst.st_size} bytes, expected {size}")
+    own = _model(like, _normal(dst), sst) if groups is not None else None
+    if own is None:
+        return
+    kacc = (sst.st_mode, sst.st_uid, sst.st_gid)
+    if lost := access_lost(kacc, (own.st_mode, own.st_uid, own.st_gid), groups.get(own.st_uid)):
+        theirs = os.fsdecode(like.counterpart(_normal(dst)) or b"?")
+        raise UnsafeOperation(
+            f"refusing to link {dst_shown} to {src_shown}: the link source {lost_reason(lost, kacc, own.st_uid)}, "
+            f"the owner of the torrent's file {theirs}",
+            hint="give that user this access to the source file (its group, or policy.client_groups), then re-plan",
+        )
 
 
 def _linked_is(d: Dir, name: bytes, want: os.stat_result, shown: str) -> os.stat_result:
