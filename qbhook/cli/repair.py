@@ -59,9 +59,15 @@ def _print(d: dict, yes: bool) -> None:
     elif not yes:
         echo_shown("dry run: nothing changed (run with --yes to repair)")
     else:
+        from qbhook.decide.repair import NOT_AS_FOUND
+
         failed = run["groups_failed"]
         echo_shown(
             f"{len(run['groups_done'])} repaired, {len(failed)} failed, {_human_bytes(run['bytes_copied'])} copied"
         )
         for gid, why in failed.items():
-            echo_shown(f"  {gid}: {why}")
+            # The torrent left otherwise than found gets a line of its own (``qbhook status`` lists it too).
+            head, sep, left = why.partition(f"; {NOT_AS_FOUND}")
+            echo_shown(f"  {gid}: {head}")
+            if sep:
+                echo_shown(f"  {NOT_AS_FOUND}{left}")

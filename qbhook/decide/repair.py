@@ -167,6 +167,12 @@ def plan_repairs(facts: RepairFacts) -> tuple[Plan, list[Unrepairable]]:
 # force-recheck left it downloading at 85 %) would write arriving blocks into those links.
 QUIET_STATES = frozenset({"missingFiles", "stoppedDL", "stoppedUP"})
 
+# What a failed repair writes into its group's journaled reason, last, when it leaves its torrent
+# otherwise than it found it (stopped, or at another save path): the executor writes it
+# (``Executor._repair_state_back``), ``qbhook status`` lists it under "Needs you". Here, not in
+# the executor: status reads it and must not load the executor for it.
+NOT_AS_FOUND = "NOT AS FOUND"
+
 
 def plan_one(facts: RepairFacts, t: MissingTorrent) -> GroupPlan | str:
     """The repair of one torrent, or the reason it cannot be repaired."""

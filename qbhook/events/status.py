@@ -630,6 +630,7 @@ def needs_person(
     view that may be the last copy was in the first only). ``pools``: ``pool_facts``; ``server``:
     what the configured server's /healthz said (``server_health``), or the page's own worker's
     report (``served_health``), or None when not known."""
+    from qbhook.decide.repair import NOT_AS_FOUND
     from qbhook.move.executor import VIEW_CHANGED
 
     _info, sweep_at = state.get(conn, "last_sweep")
@@ -644,6 +645,10 @@ def needs_person(
         ("%" + VIEW_CHANGED + "%",),
     ).fetchall()
     problems = [f"group {gid} stopped: {reason}" for gid, reason in view_changed]
+    # Failed repairs that left their torrent otherwise than found (stopped, or at another save
+    # path): the clause the executor wrote last says how and what to do (``_repair_state_back``);
+    # they stay a problem until the group runs again (a repair retried replaces its row).
+    problems += [f"repair {gid}: {reason[reason.index(NOT_AS_FOUND) :]}" for gid, reason in _not_as_found(conn)]
     # A pool that cannot be read (not mounted, swapped): nothing it holds can be planned or moved.
     problems += [f"pool {name} ({v['path']}): {v['error']}" for name, v in pools.items() if "error" in v]
     problems += [
@@ -663,6 +668,16 @@ def needs_person(
             "(is `qbhook serve` running?)"
         )
     return problems + late
+
+
+def _not_as_found(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    """(group id, reason) of each failed group whose reason carries ``decide.repair.NOT_AS_FOUND``."""
+    from qbhook.decide.repair import NOT_AS_FOUND
+
+    return conn.execute(
+        "SELECT group_id, reason FROM group_state WHERE status = 'failed' AND reason LIKE ? ORDER BY group_id",
+        ("%" + NOT_AS_FOUND + "%",),
+    ).fetchall()
 
 
 def served_health(health) -> dict:

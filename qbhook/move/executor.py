@@ -57,6 +57,7 @@ from qbhook.catalog import library_links
 from qbhook.catalog.identity import components
 from qbhook.catalog.store import CarryProof
 from qbhook.catalog.torrents import TorrentIndex
+from qbhook.clients.model import MISSING_FILES_STATE
 from qbhook.decide.explain import VIEW_CHANGED  # in a backstop-stopped group's reason (status, explain)
 from qbhook.decide.facts import skipped_data_carried, skipped_place_reason, skipped_place_taken
 from qbhook.decide.heap import collector_paused, heap_frozen
@@ -83,7 +84,7 @@ from qbhook.decide.plan import (
     VerifyView,
     torrent_moves,
 )
-from qbhook.decide.repair import QUIET_STATES
+from qbhook.decide.repair import NOT_AS_FOUND, QUIET_STATES
 from qbhook.dirfd import LOOK_MAX_OPEN, FolderReader, FolderRefused, Pin
 from qbhook.errors import (
     ChildFailed,
@@ -292,6 +293,12 @@ def _checks_on_move(c) -> bool:
     moved onto existing files with the progress it cached before the move, at the new save path,
     until its next refresh (1.5 s by default), then at 0 %: two polls there read as "checked"."""
     return getattr(c, "relocation_checks", False)
+
+
+def _missing(found: Mapping[str, Any]) -> bool:
+    """A repair's journaled first look (``_found``) saw its torrent missingFiles: whether it ran
+    before the repair stopped it, qBittorrent does not say (``Executor._repair_state_back``)."""
+    return found.get("state") == MISSING_FILES_STATE
 
 
 def _as_found(c, h: str, obs: Mapping[str, Any], t, *, was_running: bool) -> bool:
@@ -1459,42 +1466,130 @@ class Executor:
         pieces into them. Without them it misses its files again, and a later repair can retry.
         Stopped first (a torrent running on them would write into them as they go); the files are
         removed even when the stop fails: a name less only shrinks what it could write into.
+        Then, as the move executor's rollback does (``_move_back``): its save path and settings
+        back (``_repair_move_back``), its state back where that is safe, and where not, one
+        ``NOT_AS_FOUND`` clause, last in the reason, for the run's output, the journal and
+        ``qbhook status`` (``_repair_state_back``).
         Redone whole by a resumed run (the failed step closes the group again), each removed
         file's step marked undone so it is not looked at twice (``_undo_repair_views``)."""
-        o = st.outcome
         notes: list[str] = []
         made, unrecorded = self._repair_made(st)
         # Only those with something at their path now: one whose act never ran left nothing under it.
         unrecorded = [r for r in unrecorded if self._may_exist(str(r.args.get("dst")))]
-        for s in st.plan.steps if made or unrecorded else ():  # nothing under it: one a person started stays so
-            if isinstance(s, Repair):
-                try:
-                    c = self._client(s.instance)
-                    t = c.torrent(s.torrent)
-                    if not t.is_stopped or t.is_paused:
-                        c.stop(s.torrent)
-                except QbhookError as e:
-                    notes.append(f"could not stop {s.torrent}: {e}")
+        stopped_running = self._stop_repaired(st, notes) if made or unrecorded else False
         removed, kept = self._undo_repair_views(st, made)
         more, also_kept = self._undo_unrecorded(st, unrecorded)
         removed, kept = removed + more, kept + also_kept
+        left = None
         if not st.view_changed:
-            self._repair_move_back(st, kept, notes)
+            stuck = self._repair_move_back(st, kept, notes)
+            left = self._repair_state_back(st, stuck, stopped_running)
         if removed:
-            notes.append(f"the {removed} file(s) it linked or made were removed, the torrent left stopped")
+            notes.append(f"the {removed} file(s) it linked or made were removed")
         if kept:
             notes.append(
                 f"{len(kept)} kept (not provably the file it made any more; recorded as leftover views): "
                 f"{', '.join(kept[:3])}" + (f" (+{len(kept) - 3} more)" if len(kept) > 3 else "")
             )
+        if left is not None:
+            notes.append(left)  # last: ``status`` shows the reason from it on
         if notes:
             reason = f"{reason}; {'; '.join(notes)}"
         if st.view_changed:
             # Something wrote into a view file (maybe a library file): a person looks, alerted.
             self._stop_where_it_is(st, reason)
             return
-        o.reason = reason
-        self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.FAILED, o.reason)
+        st.outcome.reason = reason
+        self.journal.set_group(st.plan.group_id, st.run_id, GroupStatus.FAILED, reason)
+        if left is not None:
+            _notify.emit("left_stopped", f"group {st.plan.group_id}: {left}", "warning")
+
+    def _stop_repaired(self, st: _GroupRun, notes: list[str]) -> bool:
+        """A failed repair's torrent stopped before the files it made under it go (not one a
+        person started with nothing of ours under it). True: it was seen running, not missing its
+        files (a person started it during the repair), so this stop is one it was not found in."""
+        ran = False
+        for s in st.plan.steps:
+            if isinstance(s, Repair):
+                try:
+                    c = self._client(s.instance)
+                    t = c.torrent(s.torrent)
+                    if not t.is_stopped or t.is_paused:
+                        ran = ran or (t.is_running and not t.is_missing_files)
+                        c.stop(s.torrent)
+                except QbhookError as e:
+                    notes.append(f"could not stop {s.torrent}: {e}")
+        return ran
+
+    def _repair_state_back(self, st: _GroupRun, stuck: str | None, stopped_running: bool) -> str | None:
+        """A failed repair's torrent in the state it was found in (``_found``, else the Repair
+        step's look), or one ``NOT_AS_FOUND`` clause saying why not and what a person does.
+
+        Given back only where its client's picture of it is the one found and the found state is
+        known: an rTorrent item found paused, stopped by the repair before any recheck, is paused
+        again (``_as_found``). Never started: a torrent the repair may have stopped is one
+        qBittorrent showed missingFiles, which it shows whether the torrent ran or not, and a
+        start of one a person had stopped is qBittorrent's retry (a reload that may download the
+        whole torrent into its save path), while stopped or running a torrent missing its files
+        seeds nothing: left stopped costs nothing until a person reads the clause. After a recheck
+        its progress is that check's, over files now gone again: never run, never paused again
+        (lesson 3: started only after a recheck at 100 %; a paused rTorrent item resumes when a
+        check ends). A save path that could not be put back (``stuck``) is said the same way."""
+        s, row = self._repair_row(st)
+        if s is None:
+            return None
+        found = self._repair_found(st) or ((row.args.get("_observed") or None) if row is not None else None)
+        try:
+            c = self._client(s.instance)
+            t = c.torrent(s.torrent)
+        except QbhookError as e:
+            if stuck is None and not stopped_running and not (found and (found.get("paused") or _missing(found))):
+                return None  # nothing of ours it was not found in
+            return f"{NOT_AS_FOUND}: torrent {s.torrent} could not be read ({e.message}): {stuck or 'maybe stopped'}"
+        at = f"{NOT_AS_FOUND}: torrent {s.torrent} is {t.state} at {t.save_path}"
+        if stuck is not None:
+            return f"{at}: {stuck}; set its location to {s.from_path} yourself"
+        if stopped_running:
+            return f"{at}: started during the repair, stopped with files of ours under it; start it yourself"
+        if found is None or found.get("state") not in QUIET_STATES:
+            return None  # never looked at, so never stopped, by this repair
+        rechecked = row is not None and bool(row.args.get("_rechecked"))
+        if _missing(found):
+            return (
+                f"{at}: stopped by the repair; qBittorrent showed it missingFiles, which does not say "
+                "whether it ran: start it yourself if it did"
+            )
+        if not found.get("paused"):
+            return None  # stopped when found: a person's stop, kept
+        if not rechecked and t.is_stopped and not t.is_paused:
+            try:
+                _as_found(c, s.torrent, {"paused": True}, t, was_running=False)
+            except QbhookError as e:
+                return (
+                    f"{at}: paused when found, left stopped: pausing it again failed ({e.message}): pause it yourself"
+                )
+            return None
+        if t.is_paused:
+            return None
+        return (
+            f"{at}: paused when found, left stopped after its recheck ({_progress_of(t)}): pause or start it yourself"
+        )
+
+    def _repair_row(self, st: _GroupRun) -> tuple[Repair | None, StepRow | None]:
+        """A repair group's Repair step and its journal row in this run (None: not journaled yet)."""
+        seq, s = next(((q, x) for q, x in enumerate(st.plan.steps) if isinstance(x, Repair)), (None, None))
+        if s is None:
+            return None, None
+        abs_seq = min(st.seqs) + seq if st.seqs else seq
+        row = next((r for r in self.journal.steps(st.run_id) if r.seq == abs_seq and r.kind == Repair.kind), None)
+        return s, row
+
+    def _repair_found(self, st: _GroupRun) -> dict | None:
+        """How ``_repair_quiet`` first found a repair's torrent, journaled in this run (``_found``), or None."""
+        for r in self.journal.steps(st.run_id):
+            if r.group_id == st.plan.group_id and r.seq in st.seqs and r.args.get("_found"):
+                return r.args["_found"]
+        return None
 
     def _repair_made(self, st: _GroupRun) -> tuple[list[StepRow], list[StepRow]]:
         """The journal rows of the files this repair put under its torrent and did not remove yet,
@@ -1587,39 +1682,39 @@ class Executor:
             removed += 1
         return removed, kept
 
-    def _repair_move_back(self, st: _GroupRun, kept: list[str], notes: list[str]) -> None:
+    def _repair_move_back(self, st: _GroupRun, kept: list[str], notes: list[str]) -> str | None:
         """A failed repair that moved its torrent (``Repair.to_path`` not its ``from_path``) puts it
         back at the save path it had, its files there as missing as before, once the undo took the
-        view: left at the view's path it names a folder the repair no longer stands behind. The
-        intent is journaled in the Repair step's row first (``Journal.note_move_back``), the
-        outcome after. Not with files kept there (qBittorrent would carry them along), nor from a
-        place the plan does not name (someone moved it since): one line in ``notes`` then, as for a
-        setLocation that fails."""
-        seq, s = next(((q, x) for q, x in enumerate(st.plan.steps) if isinstance(x, Repair)), (None, None))
-        if s is None or _norm(s.from_path) == _norm(s.to_path):
-            return
-        abs_seq = min(st.seqs) + seq if st.seqs else seq
-        row = next((r for r in self.journal.steps(st.run_id) if r.seq == abs_seq and r.kind == Repair.kind), None)
+        view: left at the view's path it names a folder the repair no longer stands behind, while
+        the old one had it at missingFiles anyway, so pointing it back is safe (the move
+        executor's rollback, ``_move_back``, does the same). The intent is journaled in the Repair
+        step's row first (``Journal.note_move_back``), the outcome after. Not with files kept
+        there (qBittorrent would carry them along), nor from a place the plan does not name
+        (someone moved it since). Back, or never moved (a failure before or at its setLocation),
+        its ATM and download path as found (``_repair_settings_back``: a repair turns them off
+        before its setLocation). Returns why it stays where it is, for ``_repair_state_back``'s
+        clause; None when it is back or never moved."""
+        s, row = self._repair_row(st)
+        if s is None or row is None:
+            return None
         try:
             c = self._client(s.instance)
             t = c.torrent(s.torrent)
-            if row is None or _norm(t.save_path) != _norm(s.to_path):
-                if row is not None and (row.args.get("_move_back") or {}).get("done") and not kept:
-                    # Back already (a resumed close): killed before its settings came back, maybe.
-                    self._repair_settings_back(st, c, s, row, t, notes)
-                return  # else never moved by this repair
-            if kept:
-                notes.append(f"its save path stays {s.to_path}: the kept file(s) would move with it to {s.from_path}")
-                return
-            if not t.is_stopped or t.is_paused:
-                c.stop(s.torrent)  # never an incomplete torrent running, at either place
-            self.journal.note_move_back(row.id, {"to": s.from_path})
-            self._set_location_waited(c, s, s.from_path, _At(abs_seq, row.id))
-            self.journal.note_move_back(row.id, {"to": s.from_path, "done": True})
-            notes.append(f"its save path is {s.from_path} again")
-            self._repair_settings_back(st, c, s, row, c.torrent(s.torrent), notes)
+            if _norm(s.from_path) != _norm(s.to_path) and _norm(t.save_path) == _norm(s.to_path):
+                if kept:
+                    return f"its save path stays {s.to_path}: the kept file(s) would move with it to {s.from_path}"
+                if not t.is_stopped or t.is_paused:
+                    c.stop(s.torrent)  # never an incomplete torrent running, at either place
+                self.journal.note_move_back(row.id, {"to": s.from_path})
+                self._set_location_waited(c, s, s.from_path, _At(row.seq, row.id))
+                self.journal.note_move_back(row.id, {"to": s.from_path, "done": True})
+                notes.append(f"its save path is {s.from_path} again")
+                t = c.torrent(s.torrent)
+            if not kept and _norm(t.save_path) == _norm(s.from_path):
+                self._repair_settings_back(st, c, s, row, t, notes)
         except QbhookError as e:
-            notes.append(f"its save path could not be put back to {s.from_path} (it is at {s.to_path}): {e}")
+            return f"its save path could not be put back to {s.from_path} (it is at {s.to_path}): {e}"
+        return None
 
     def _repair_settings_back(self, st: _GroupRun, c: ClientPort, s: Repair, row: StepRow, t, notes: list[str]) -> None:
         """A failed repair's torrent, moved back to ``s.from_path``, given the ATM and download path
@@ -1795,7 +1890,7 @@ class Executor:
             return "no old link left"
         return f"{len(kept)} old link(s) kept under {os.path.commonpath(kept)}"
 
-    def _repair_quiet(self, st: _GroupRun) -> None:
+    def _repair_quiet(self, st: _GroupRun, at: _At) -> None:
         """A repair's torrent writes nothing now (``decide.repair.QUIET_STATES``), asked right before
         each file is put under it: the plan saw it so, but a person may have started it since, and
         a running torrent would write arriving blocks into the catalog copies linked there.
@@ -1803,7 +1898,9 @@ class Executor:
         Stopped too, before the first file (``st.quieted``): a missingFiles torrent may be a
         started one whose files vanished, and the first file that appears under it is one it
         could start writing into (an rTorrent item paused reads stopped but resumes). Its state
-        stays missingFiles after the stop (qBittorrent shows that first): stopped once per run."""
+        stays missingFiles after the stop (qBittorrent shows that first): stopped once per run.
+        How it was found, before that stop, is journaled first in the step's row (``_found``):
+        a failed repair gives it back (``_repair_state_back``), a resumed one too."""
         for s in st.plan.steps:
             if isinstance(s, Repair):
                 c = self._client(s.instance)
@@ -1813,8 +1910,11 @@ class Executor:
                         f"refusing to repair {s.torrent}: it is {t.state} now, not stopped",
                         hint="stop it, then run qbhook repair again",
                     )
-                if (s.instance, s.torrent) not in st.quieted and (not t.is_stopped or t.is_paused):
-                    c.stop(s.torrent)
+                if (s.instance, s.torrent) not in st.quieted:
+                    if self._repair_found(st) is None:
+                        self.journal.note_found(at.step_id, {"state": t.state, "paused": t.is_paused})
+                    if not t.is_stopped or t.is_paused:
+                        c.stop(s.torrent)
                 st.quieted.add((s.instance, s.torrent))
 
     def _stop_where_it_is(self, st: _GroupRun, reason: str) -> None:
@@ -1918,12 +2018,12 @@ class Executor:
         st.outcome.bytes_copied += res["bytes_written"]
         return _made(res)
 
-    def _link(self, st: _GroupRun, s: Link, _at: _At) -> dict:
+    def _link(self, st: _GroupRun, s: Link, at: _At) -> dict:
         learned = st.learned.get(_norm(s.src)) if s.blake3 is None else None
         blake3_hex = s.blake3 or learned
         repair = st.plan.action == Action.REPAIR
         if repair:
-            self._repair_quiet(st)
+            self._repair_quiet(st, at)
         act = fsops.link_into(
             s.src,
             s.dst,
@@ -1961,9 +2061,9 @@ class Executor:
             there = _look(reader, s.dst, f"{s.kind} {s.dst}")
         return replace(s, dst_before=DST_ABSENT if there is None else DST_TAKEN)
 
-    def _mkempty(self, st: _GroupRun, s: MkEmpty, _at: _At) -> dict:
+    def _mkempty(self, st: _GroupRun, s: MkEmpty, at: _At) -> dict:
         if st.plan.action == Action.REPAIR:
-            self._repair_quiet(st)
+            self._repair_quiet(st, at)
         act = fsops.make_empty(s.dst, roots=self.seeding_roots, like=st.like(s.to_dir, self.roots))
         # An empty file's content needs no cached hash (fsops knows it): nothing to carry over.
         self.catalog.record_path(s.dst, self._pool_name(s.dst, st.plan.target_pool), st=act.after)
@@ -2459,6 +2559,9 @@ class Executor:
             self._match_view(c, h, to_path, st.views[(s.instance, h, to_path)], _norm(t.save_path), why)
             if where != to_path:
                 self._set_location_waited(c, s, to_path, at)
+            # Journaled first: after a check, the client's progress is that check's, not the one
+            # the repair found, and a failed repair never starts or pauses it (``_repair_state_back``).
+            self.journal.note_rechecked(at.step_id)
             c.recheck(h)
             issued = True
             t = self._wait_rechecked(c, s, to_path, at)

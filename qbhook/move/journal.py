@@ -576,6 +576,22 @@ class Journal:
                 (json.dumps(note, sort_keys=True), step_id),
             )
 
+    def note_found(self, step_id: int, found: dict) -> None:
+        """Record, in a repair's make step's args (``_found``), its torrent as first seen, right
+        before the repair's first stop (state, and whether its client held it paused): what a
+        failed repair gives back (``Executor._repair_state_back``). ``close`` never touches args."""
+        with Tx(self.conn) as c:
+            c.execute(
+                "UPDATE steps SET args=json_set(args, '$._found', json(?)) WHERE id=?",
+                (json.dumps(found, sort_keys=True), step_id),
+            )
+
+    def note_rechecked(self, step_id: int) -> None:
+        """Record, in a repair step's args (``_rechecked``), that it is about to ask its client for a
+        recheck: from then on the client's progress is that check's, not the one found."""
+        with Tx(self.conn) as c:
+            c.execute("UPDATE steps SET args=json_set(args, '$._rechecked', json('true')) WHERE id=?", (step_id,))
+
     def set_left_stopped(self, step_id: int, instance: str, torrent: str, forced: bool) -> None:
         """Record (table ``left_stopped``, catalog/schema.py) that relocate step ``step_id`` stopped
         ``torrent`` and could not start it again (``Executor._start_sharers``): it ran (``forced``:
