@@ -30,8 +30,10 @@ if TYPE_CHECKING:
 FIND = next((p for p in ("/usr/bin/find", "/bin/find") if os.access(p, os.X_OK)), None)
 # What find prints for each regular file (catalog.store.Catalog rebuilds the same line from a
 # row: Catalog.find_line and its SQL twin). Device, inode, size, mtime and ctime to the
-# nanosecond, link count, path, NUL.
-FIND_LINE_FORMAT = b"%D %i %s %T@ %C@ %n %p\\0"
+# nanosecond, link count, permission bits (octal), uid, gid (numbers: no name lookup), path, NUL.
+# The format is part of the command a persisted rescan memo is bound to (scan._cmd_digest): a memo
+# of another format is never used.
+FIND_LINE_FORMAT = b"%D %i %s %T@ %C@ %n %m %U %G %p\\0"
 _GLOB_SPECIAL = re.compile(rb"([*?\\[\]\\])")
 _ENV = {"LC_ALL": "C", "PATH": "/usr/bin:/bin"}
 

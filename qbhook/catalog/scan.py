@@ -435,8 +435,8 @@ def _python_walk(
     """
     # Long on purpose: the walk's hot loop keeps its state in locals (measured: the rescan's floor).
     pool = pool_cfg.name
-    # path -> signature of (fs, ino, size, mtime_ns, ctime_ns, nlink): one int per path keeps
-    # the rescan's memory and per-file work small (see store.stat_signature).
+    # path -> signature of (fs, ino, size, mtime_ns, ctime_ns, nlink, mode, uid, gid): one int per
+    # path keeps the rescan's memory and per-file work small (see store.stat_signature).
     loaded = _Loaded(catalog.generation())  # read first: a write before the load only costs a re-check
     known = catalog.load_pool_signatures(pool)
     if subtree:
@@ -497,7 +497,19 @@ def _python_walk(
                                 )
                             rec = known.pop(path, None)
                             # inline stat_signature(): this line runs once per file
-                            if rec != hash((fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink)):
+                            if rec != hash(
+                                (
+                                    fs,
+                                    st.st_ino,
+                                    st.st_size,
+                                    st.st_mtime_ns,
+                                    st.st_ctime_ns,
+                                    st.st_nlink,
+                                    st.st_mode,
+                                    st.st_uid,
+                                    st.st_gid,
+                                )
+                            ):
                                 changes.append((path, fs, st))
                                 loaded.was[path] = rec
                                 if len(changes) >= _FLUSH_EVERY:
@@ -549,10 +561,11 @@ def _python_walk(
 # 1.7x `find` on ext4), so the walk is done by GNU find in its own process, on the other core,
 # while this process has SQLite rebuild, for every catalogued path, the exact line find prints
 # for it (Catalog.iter_find_lines). Lines that are equal are unchanged files: every field the
-# rescan compares (device, inode, size, mtime and ctime to the nanosecond, link count, path) is
-# in the line. Only lines that differ are parsed. Directory mtimes are never used to skip
-# anything: a link made or removed elsewhere changes a file's st_nlink and st_ctime, not its
-# folder's mtime, so every file is stat'ed on every rescan (find stats each one for -printf).
+# rescan compares (device, inode, size, mtime and ctime to the nanosecond, link count, mode,
+# owner and group, path) is in the line. Only lines that differ are parsed. Directory mtimes are
+# never used to skip anything: a link made or removed elsewhere changes a file's st_nlink and
+# st_ctime, not its folder's mtime, so every file is stat'ed on every rescan (find stats each one
+# for -printf). A chmod or chown changes the mode or owner (and the ctime) in the line.
 #
 # find is trusted only as a stat tool, and only when everything checks out: it must exit 0
 # (any unreadable folder or file that vanished mid-walk makes it report an error, and then the
@@ -567,7 +580,9 @@ _FIND_CHUNK = 4 * 1024 * 1024
 
 @dataclass(slots=True)
 class _FoundStat:
-    """The fields of an lstat result the catalog records, as find printed them."""
+    """The fields of an lstat result the catalog records, as find printed them. ``st_mode``: a
+    regular file's (find prints only those), None with uid and gid in a catalog row's line whose
+    owner is not known ("- - -": Catalog.find_line)."""
 
     st_dev: int
     st_ino: int
@@ -575,6 +590,12 @@ class _FoundStat:
     st_mtime_ns: int
     st_ctime_ns: int
     st_nlink: int
+    st_mode: int | None
+    st_uid: int | None
+    st_gid: int | None
+
+
+_PATH_FIELD = 9  # the path is a line's tenth field, the rest of it: line.split(b" ", _PATH_FIELD)
 
 
 def _ignored_lines(buf: bytes, lines: list[bytes], ends: tuple[bytes, ...]) -> list[bytes]:
@@ -594,16 +615,36 @@ def _ignored_lines(buf: bytes, lines: list[bytes], ends: tuple[bytes, ...]) -> l
 def _parse_find_line(line: bytes) -> tuple[bytes, _FoundStat]:
     """(path, stat) from one line; ValueError unless it prints back to exactly ``line``."""
     path, st = _line_fields(line)
-    if Catalog.find_line(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, path) != line:
+    if st.st_mode is None:
+        raise ValueError("unexpected find output")  # find always prints a mode: only the catalog's lines lack one
+    if Catalog.find_line(*_found(st), path) != line:
         raise ValueError("unexpected find output")
     return path, st
 
 
+def _found(st: _FoundStat) -> tuple:
+    """The nine fields the catalog keeps of ``st``, in ``Catalog.find_line``'s and ``stat_signature``'s order."""
+    return (
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        st.st_nlink,
+        st.st_mode,
+        st.st_uid,
+        st.st_gid,
+    )
+
+
 def _line_fields(line: bytes) -> tuple[bytes, _FoundStat]:
-    """(path, stat) from a line in find's format (ValueError if it has not its seven fields)."""
-    dev, ino, size, mt, ct, nlink, path = line.split(b" ", 6)
+    """(path, stat) from a line in find's format (ValueError if it has not its ten fields). The
+    mode is find's %m (the permission bits) made a regular file's st_mode; "- - -" (a catalog
+    row's unknown owner) is None for all three."""
+    dev, ino, size, mt, ct, nlink, mode, uid, gid, path = line.split(b" ", _PATH_FIELD)
     ms, _, mf = mt.partition(b".")
     cs, _, cf = ct.partition(b".")
+    unknown = mode == b"-" and uid == b"-" and gid == b"-"
     st = _FoundStat(
         int(dev),
         int(ino),
@@ -611,6 +652,9 @@ def _line_fields(line: bytes) -> tuple[bytes, _FoundStat]:
         int(ms) * 1_000_000_000 + int(mf[:9]),
         int(cs) * 1_000_000_000 + int(cf[:9]),
         int(nlink),
+        None if unknown else stat_mod.S_IFREG | int(mode, 8),
+        None if unknown else int(uid),
+        None if unknown else int(gid),
     )
     return path, st
 
@@ -773,7 +817,7 @@ def _identify_early(catalog: Catalog, line: bytes, devs: dict[int, int]) -> None
     process's first lookup forks blkid (zfs on ZFS): 5-25 ms no longer after the walk."""
     try:
         dev, rest = line.split(b" ", 1)
-        path = rest.split(b" ", 5)[5]
+        path = rest.split(b" ", _PATH_FIELD - 1)[_PATH_FIELD - 1]
         if int(dev) in devs.values():
             catalog.fs_for_path(path, int(dev))
     except (ValueError, IndexError, OSError):
@@ -812,7 +856,7 @@ def _devices_still_mapped(
     fs_of_dev = {dev: fs for fs, dev in devs.items()}
     for dev, line in sample.items():
         try:
-            path = line.split(b" ", 6)[6]
+            path = line.split(b" ", _PATH_FIELD)[_PATH_FIELD]
         except IndexError:
             return None
         dev_fs[dev] = catalog.fs_for_path(path, dev)
@@ -874,17 +918,13 @@ def _compare(
                     # Device -1 (a filesystem with no st_dev of its own): no row is filesystem -1,
                     # so such a path is never written or dropped over another's write.
                     fs = fs_of_dev.get(st.st_dev, -1)
-                    gone[path] = stat_signature(fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink)
+                    gone[path] = stat_signature(fs, *_found(st)[1:])
     vanished = list(gone.keys() - {p for p, _fs, _st in changes})
     # A path on both sides changed only if its (filesystem, stat) did, as the Python walk
     # decides: a line can also differ because the st_dev a filesystem had when last seen is
     # stale (a remount, a reboot) while the file and its filesystem are the same.
     was = catalog.stat_rows([p for p, _fs, _st in changes if p in gone])
-    kept = [
-        (p, fs, st)
-        for p, fs, st in changes
-        if was.get(p) != (fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink)
-    ]
+    kept = [(p, fs, st) for p, fs, st in changes if was.get(p) != (fs, *_found(st)[1:])]
     changed = sum(1 for p, _fs, _st in kept if p in gone)
     loaded = {p: gone[p] for p in vanished} | {p: gone.get(p) for p, _fs, _st in kept}
     return vanished, kept, seen, len(kept) - changed, changed, loaded

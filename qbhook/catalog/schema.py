@@ -429,6 +429,23 @@ CREATE INDEX inodes_hashed_at ON inodes(hashed_at) WHERE hashed_at IS NOT NULL;
 """
 )
 
+# Each inode's owner and mode as the last stat that wrote its row saw them (st_mode, st_uid,
+# st_gid), for the converge pass's access rule (``decide.converge_pass``, ``access.access_lost``):
+# a seeding file linked onto an inode that would take read or write from its owner is kept apart
+# in the plan, as the planner's lstat-ed snapshot keeps it, instead of being promised and then
+# refused by the executor at every run. NULL: not known (rows written before this migration, or
+# whose ctime a hash or stat write moved: ``Catalog.store_stats``); the pass then leaves it to the
+# executor, as before. A rescan compares them (find's line, the Python walk's signature), so the
+# write generation must move when they change, like the six stat columns (migration 7).
+OWNER_DDL = """
+ALTER TABLE inodes ADD COLUMN mode INTEGER;
+ALTER TABLE inodes ADD COLUMN uid INTEGER;
+ALTER TABLE inodes ADD COLUMN gid INTEGER;
+CREATE TRIGGER catalog_writes_inodes_owner_update AFTER UPDATE ON inodes
+WHEN old.mode IS NOT new.mode OR old.uid IS NOT new.uid OR old.gid IS NOT new.gid
+BEGIN UPDATE catalog_writes SET n = n + 1 WHERE id = 1; END;
+"""
+
 # The tables every qbhook catalog has held since its first migration, and no later step drops:
 # how ``catalog.db`` tells a qbhook catalog from another program's SQLite file before it writes.
 FIRST_TABLES: frozenset[str] = frozenset(re.findall(r"^CREATE TABLE (\w+)", SCHEMA_V1, re.MULTILINE))
@@ -448,4 +465,5 @@ MIGRATIONS: tuple[str, ...] = (
     LEFT_STOPPED_DDL,
     RUN_PROCESS_DDL,
     MIGRATION_8_REPAIR_DDL,
+    OWNER_DDL,
 )

@@ -99,16 +99,40 @@ def _carried(carry: CarryProof | None, st: os.stat_result) -> tuple:
 # alone: the hash is read again when next needed (cost, never a wrong hash).
 _STILL_THAT_FILE = "id=? AND ino=? AND fs IN (SELECT id FROM filesystems WHERE dev=?)"
 
+# A hash's or a settle check's stat (``Catalog.store_hashes``, ``store_stats``) writes size, times
+# and link count only (dupes' forked children send no owner back): where it moves the ctime (a
+# chmod or chown moves it too), the owner and mode the row held are of an older stat, so they
+# become unknown (NULL; the three ``?``: the new ctime), and the next rescan, whose lines then
+# differ, writes them. Kept, they would pass for current: the rescan compares them with the
+# ctime, which now matches. The old row's ctime, unqualified, is read before any SET applies.
+_OWNER_IF_SAME_CTIME = (
+    "mode=CASE WHEN ctime_ns=? THEN mode END, uid=CASE WHEN ctime_ns=? THEN uid END, "
+    "gid=CASE WHEN ctime_ns=? THEN gid END"
+)
 
-def stat_signature(fs: int, ino: int, size: int, mtime_ns: int, ctime_ns: int, nlink: int) -> int:
-    """What the scanner compares: Python's tuple hash of the six fields (no per-process salt for ints).
+
+def stat_signature(
+    fs: int,
+    ino: int,
+    size: int,
+    mtime_ns: int,
+    ctime_ns: int,
+    nlink: int,
+    mode: int | None,
+    uid: int | None,
+    gid: int | None,
+) -> int:
+    """What the scanner compares: Python's tuple hash of the nine fields (no per-process salt for
+    ints and None). The owner and mode (``schema.OWNER_DDL``) are None where not known: a row
+    written before they were kept, or whose ctime a hash's stat moved (``store_stats``), so a
+    rescan writes them once (any file's stat has all three).
 
     A change of any single field (values below 2**61) always changes it: each step of CPython's
     tuple hash is a bijection of its state. Several fields changing at once collide with odds
     of about 2**-64. A cached content hash is never trusted on this alone: ensure_hashes
     re-stats the file and compares size/mtime/ctime before using it.
     """
-    return hash((fs, ino, size, mtime_ns, ctime_ns, nlink))
+    return hash((fs, ino, size, mtime_ns, ctime_ns, nlink, mode, uid, gid))
 
 
 @dataclass(frozen=True)
@@ -390,13 +414,13 @@ class Catalog:
         return {r[0]: r[1:] for r in cur}
 
     def load_pool_signatures(self, pool: str) -> dict[bytes, int]:
-        """path -> stat_signature(fs, ino, size, mtime_ns, ctime_ns, nlink) for one pool.
+        """path -> stat_signature(fs, ino, size, mtime_ns, ctime_ns, nlink, mode, uid, gid) for one pool.
 
         What a rescan compares against: one int per path instead of a tuple of eight
         (about half the memory and load time of load_pool_paths on large pools).
         """
         cur = self.conn.execute(
-            "SELECT p.path, i.fs, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.nlink "
+            "SELECT p.path, i.fs, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.nlink, i.mode, i.uid, i.gid "
             "FROM paths p JOIN inodes i ON i.id = p.inode WHERE p.pool = ?",
             (pool,),
         )
@@ -409,20 +433,36 @@ class Catalog:
     # scanner's fast path (scanner._find_walk) compares these instead of stat results. Times are
     # printed by GNU find as seconds, '.', nine digits of nanoseconds and a trailing '0'.
     # Seconds are floored (tv_sec, as find prints them, also before 1970); SQLite's / and %
-    # truncate toward zero, hence the adjusted nanoseconds for negative times.
+    # truncate toward zero, hence the adjusted nanoseconds for negative times. The permission
+    # bits in octal, as find's %m, then uid and gid; a row whose owner is not known (NULL:
+    # ``schema.OWNER_DDL``) prints "- - -", which find never does, so its next rescan writes it.
     _FIND_LINE_SQL = (
-        "CAST(printf('%d %d %d %d.%09d0 %d.%09d0 %d ', {dev}, i.ino, i.size, "
+        "CAST(printf('%d %d %d %d.%09d0 %d.%09d0 %d %s ', {dev}, i.ino, i.size, "
         "(i.mtime_ns - (i.mtime_ns % 1000000000 + 1000000000) % 1000000000) / 1000000000, "
         "(i.mtime_ns % 1000000000 + 1000000000) % 1000000000, "
         "(i.ctime_ns - (i.ctime_ns % 1000000000 + 1000000000) % 1000000000) / 1000000000, "
-        "(i.ctime_ns % 1000000000 + 1000000000) % 1000000000, i.nlink) || p.path AS BLOB)"
+        "(i.ctime_ns % 1000000000 + 1000000000) % 1000000000, i.nlink, "
+        "CASE WHEN i.mode IS NULL OR i.uid IS NULL OR i.gid IS NULL THEN '- - -' "
+        "ELSE printf('%o %d %d', i.mode & 4095, i.uid, i.gid) END) || p.path AS BLOB)"
     )
 
     @staticmethod
-    def find_line(dev: int, ino: int, size: int, mtime_ns: int, ctime_ns: int, nlink: int, path: bytes) -> bytes:
+    def find_line(
+        dev: int,
+        ino: int,
+        size: int,
+        mtime_ns: int,
+        ctime_ns: int,
+        nlink: int,
+        mode: int | None,
+        uid: int | None,
+        gid: int | None,
+        path: bytes,
+    ) -> bytes:
         """The line find prints for these fields (findwalk.FIND_LINE_FORMAT, no NUL); Python twin of the SQL."""
+        owner = b"- - -" if mode is None or uid is None or gid is None else b"%o %d %d" % (mode & 0o7777, uid, gid)
         return (
-            b"%d %d %d %d.%09d0 %d.%09d0 %d "
+            b"%d %d %d %d.%09d0 %d.%09d0 %d %s "
             % (
                 dev,
                 ino,
@@ -432,6 +472,7 @@ class Catalog:
                 ctime_ns // 1_000_000_000,
                 ctime_ns % 1_000_000_000,
                 nlink,
+                owner,
             )
             + path
         )
@@ -499,14 +540,15 @@ class Catalog:
             (key, blob),
         )
 
-    def stat_rows(self, paths: list[bytes]) -> dict[bytes, tuple[int, int, int, int, int, int]]:
-        """path -> (fs, ino, size, mtime_ns, ctime_ns, nlink) as catalogued, 500 paths per query."""
-        out: dict[bytes, tuple[int, int, int, int, int, int]] = {}
+    def stat_rows(self, paths: list[bytes]) -> dict[bytes, tuple]:
+        """path -> (fs, ino, size, mtime_ns, ctime_ns, nlink, mode, uid, gid) as catalogued (the last
+        three None where not known), 500 paths per query."""
+        out: dict[bytes, tuple] = {}
         for i in range(0, len(paths), 500):
             chunk = paths[i : i + 500]
             for r in self.conn.execute(
-                "SELECT p.path, i.fs, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.nlink FROM paths p "
-                f"JOIN inodes i ON i.id = p.inode WHERE p.path IN ({','.join('?' * len(chunk))})",
+                "SELECT p.path, i.fs, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.nlink, i.mode, i.uid, i.gid "
+                f"FROM paths p JOIN inodes i ON i.id = p.inode WHERE p.path IN ({','.join('?' * len(chunk))})",
                 chunk,
             ):
                 out[r[0]] = r[1:]
@@ -516,24 +558,37 @@ class Catalog:
         """path -> (fsid, ino) of the inode catalogued at it (``stat_rows``); a path not catalogued is absent."""
         return {path: (self.fsid(row[0]), row[1]) for path, row in self.stat_rows(paths).items()}
 
-    def inode_mtimes(self, inode_ids: Iterable[int]) -> dict[int, int]:
-        """inode id -> its catalogued mtime (ns), 500 ids per query."""
+    def inode_mtimes_and_access(
+        self, inode_ids: Iterable[int]
+    ) -> tuple[dict[int, int], dict[int, tuple[int, int, int]]]:
+        """(inode id -> its catalogued mtime (ns), inode id -> its (st_mode, st_uid, st_gid) where
+        known: ``InodeFact.access``), one query per 500 ids for both. Equal owners share one tuple."""
         ids = list(inode_ids)
-        out: dict[int, int] = {}
+        mtimes: dict[int, int] = {}
+        access: dict[int, tuple[int, int, int]] = {}
+        shared: dict[tuple[int, int, int], tuple[int, int, int]] = {}
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            out.update(self.conn.execute(f"SELECT id, mtime_ns FROM inodes WHERE id IN ({marks})", chunk))
-        return out
+            for iid, mtime, mode, uid, gid in self.conn.execute(
+                f"SELECT id, mtime_ns, mode, uid, gid FROM inodes WHERE id IN ({marks})", chunk
+            ):
+                mtimes[iid] = mtime
+                if mode is not None and uid is not None and gid is not None:
+                    a = (mode, uid, gid)
+                    access[iid] = shared.setdefault(a, a)
+        return mtimes, access
 
     def pool_has_paths(self, pool: str) -> bool:
         return self.conn.execute("SELECT 1 FROM paths WHERE pool = ? LIMIT 1", (pool,)).fetchone() is not None
 
     # The inode's upsert, shared by upsert() and upsert_many().
     _UPSERT_INODE = (
-        "INSERT INTO inodes(fs, ino, size, mtime_ns, ctime_ns, nlink, seen_scan) VALUES (?,?,?,?,?,?,?) "
+        "INSERT INTO inodes(fs, ino, size, mtime_ns, ctime_ns, nlink, mode, uid, gid, seen_scan) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?) "
         "ON CONFLICT(fs, ino) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
-        "ctime_ns=excluded.ctime_ns, nlink=excluded.nlink, seen_scan=excluded.seen_scan"
+        "ctime_ns=excluded.ctime_ns, nlink=excluded.nlink, mode=excluded.mode, uid=excluded.uid, "
+        "gid=excluded.gid, seen_scan=excluded.seen_scan"
     )
     # The hash carry-over of a change qbhook made itself (record_path's ``carry``), as part of
     # the inode's upsert: the hash is moved to the new ctime only if it was valid for exactly the
@@ -566,7 +621,18 @@ class Catalog:
         scan, stamped as ``_stamp`` says."""
         scan_id = self._stamp(c, scan_id)
         left = self._displaced(c, [(path, fs, st)])
-        values: tuple = (fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, scan_id)
+        values: tuple = (
+            fs,
+            st.st_ino,
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+            st.st_nlink,
+            st.st_mode,
+            st.st_uid,
+            st.st_gid,
+            scan_id,
+        )
         sql = self._UPSERT_INODE
         if carry is not None and carry.covers(st):
             sql += self._CARRY_HASH_FROM
@@ -599,7 +665,19 @@ class Catalog:
         scan_id = self._stamp(c, scan_id)
         left = self._displaced(c, rows)
         values = [
-            (fs, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, scan_id) for _p, fs, st in rows
+            (
+                fs,
+                st.st_ino,
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+                st.st_nlink,
+                st.st_mode,
+                st.st_uid,
+                st.st_gid,
+                scan_id,
+            )
+            for _p, fs, st in rows
         ]
         if carry_from is None:
             c.executemany(self._UPSERT_INODE, values)
@@ -824,10 +902,13 @@ class Catalog:
         now = time.time()
         with Tx(self.conn) as c:
             c.executemany(
-                "UPDATE inodes SET size=?, mtime_ns=?, ctime_ns=?, nlink=?, hash=?, hash_size=?, "
-                f"hash_mtime_ns=?, hash_ctime_ns=?, hashed_at=? WHERE {_STILL_THAT_FILE}",
+                f"UPDATE inodes SET {_OWNER_IF_SAME_CTIME}, size=?, mtime_ns=?, ctime_ns=?, nlink=?, hash=?, "
+                f"hash_size=?, hash_mtime_ns=?, hash_ctime_ns=?, hashed_at=? WHERE {_STILL_THAT_FILE}",
                 [
                     (
+                        st.st_ctime_ns,
+                        st.st_ctime_ns,
+                        st.st_ctime_ns,
                         st.st_size,
                         st.st_mtime_ns,
                         st.st_ctime_ns,
@@ -851,9 +932,11 @@ class Catalog:
             return
         with Tx(self.conn) as c:
             c.executemany(
-                f"UPDATE inodes SET size=?, mtime_ns=?, ctime_ns=?, nlink=? WHERE {_STILL_THAT_FILE}",
+                f"UPDATE inodes SET {_OWNER_IF_SAME_CTIME}, size=?, mtime_ns=?, ctime_ns=?, nlink=? "
+                f"WHERE {_STILL_THAT_FILE}",
                 [
-                    (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, inode_id, st.st_ino, st.st_dev)
+                    (*(st.st_ctime_ns,) * 3, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink)
+                    + (inode_id, st.st_ino, st.st_dev)
                     for inode_id, st in rows
                 ],
             )

@@ -68,8 +68,10 @@ Rules:
   the victim was writable by its owner; a torrent client opens a file read-write to repair a
   piece, a cross-seed tool hard-links only a file it may write). Otherwise that file is not
   converged, and the group's reason says why (``Convergence.kept_apart``). Decided on the
-  snapshot's lstat (``InodeFact.access``); the converge pass has no owners (the catalog keeps
-  none) and leaves it to the executor, which refuses such a relink on the stats it takes anyway.
+  snapshot's lstat (``InodeFact.access``), in the converge pass on the owners the catalog's scan
+  recorded; where those are not known (a row written before they were kept, or whose ctime a
+  hash's stat moved since its scan) it is left to the executor, which refuses such a relink on
+  the stats it takes anyway.
 - ``bytes_freed`` counts each victim inode once (its last seeding link goes away).
 
 ``policy.converge: false`` turns all of this into a report: the group keeps its decision and

@@ -21,7 +21,10 @@ less, and does its work set by set instead of group by group:
    (converge's "unseen writers": conservative, it only delays);
 4. for each group that uses an inode of a set, ``decide.converge.plan_group``: the rules of a
    convergence (which inode is kept, which may be replaced, which must wait) have one home,
-   and this pass hands them facts of the same shape as the snapshot does;
+   and this pass hands them facts of the same shape as the snapshot does, each inode's owner
+   and mode included as its scan recorded them (the access rule: a seeding file is not linked
+   onto an inode its owner could not read or write, ``access.access_lost``; not known for a
+   row the scan has not written since the catalog began keeping them: the executor decides);
 5. the executor carries out the ``converge`` steps, in batches, journaled first.
 
 Why facts from the catalog are enough for a convergence, and not for a move: a convergence
@@ -32,6 +35,8 @@ ends still have the planned content, and that both are on one filesystem. A stal
 therefore only make a step refused (the file changed: re-plan) or free fewer bytes than said
 (a link made since the scan keeps the replaced inode alive); it cannot replace a library's
 name or lose the last copy of a content: a relink replaces a name by a link of the same bytes.
+The same holds for owners: one chmodded or chowned since the scan (``--no-scan``) at worst
+makes a step the executor refuses on its own stats, or keeps apart a pair it would allow.
 
 What a torrent may still write is read from the catalog's links too (step 3), and there a
 stale catalog errs the other way: a link made since the scan at a place a torrent writes is
@@ -48,7 +53,7 @@ import os
 import posixpath
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from qbhook.catalog.dupes import DupeSet, find_duplicates
@@ -115,10 +120,19 @@ def plan_convergence(
         sets = find_duplicates(catalog, settle_seconds=cfg.scan.settle_seconds, progress=progress)
         now = time.time() if now is None else now  # before the listing: the plan's created_at (_check_no_newcomer)
         torrents = _torrent_facts(catalog, list(clients), _held_under(sets))
-        mtimes = catalog.inode_mtimes(c.inode_id for s in sets for c in s.copies)
+        mtimes, access = catalog.inode_mtimes_and_access(c.inode_id for s in sets for c in s.copies)
         # Read-only symlink resolution, to classify: the pass's only reads of the filesystem besides the catalog.
         writes = converge.write_paths(torrents, LinkResolver())
-        snap = convergence_snapshot(sets, torrents, _pools(cfg), mtimes, now, write_paths=writes)
+        snap = convergence_snapshot(
+            sets,
+            torrents,
+            _pools(cfg),
+            mtimes,
+            now,
+            write_paths=writes,
+            access=access,
+            client_groups=cfg.policy.groups_of(),
+        )
         plan = convergence_plan(snap, cfg.policy)
     return ConvergeRun(plan, use, len(sets), len(torrents))
 
@@ -130,6 +144,8 @@ def convergence_snapshot(
     mtimes: dict[int, int],
     now: float,
     write_paths: frozenset[str] = frozenset(),
+    access: Mapping[int, tuple[int, int, int]] | None = None,
+    client_groups: Mapping[int, frozenset[int]] | None = None,
 ) -> Snapshot:
     """The facts ``converge.plan_group`` reads, for the inodes of ``sets`` only. No I/O.
 
@@ -137,8 +153,13 @@ def convergence_snapshot(
     (``facts.split_links``); its link count is the catalog's (``mtimes``: inode id -> mtime, the
     catalog's too), both from the last scan. ``write_paths``: ``converge.write_paths`` of the
     torrents, matched against the catalog's links of the duplicates (a link made since the scan
-    is not seen: the pass scans first unless ``--no-scan``).
+    is not seen: the pass scans first unless ``--no-scan``). ``access``: inode id -> (st_mode,
+    st_uid, st_gid) as the scan saw them (``InodeFact.access``), so the access rule keeps apart
+    what the executor would refuse (``converge._takes_access``); an inode not in it (the catalog
+    does not know its owner yet) is None, and the executor's own check decides, as before.
+    ``client_groups``: ``policy.client_groups`` (``PolicyConfig.groups_of``), for that rule.
     """
+    access = access or {}
     roots = [r for p in pools for r in p.seeding_roots]
     inodes: dict[InodeKey, InodeFact] = {}
     content: dict = {}
@@ -155,12 +176,19 @@ def convergence_snapshot(
                 seeding_paths=tuple(map(sys.intern, seeding)),
                 other_paths=tuple(map(sys.intern, other)),
                 mtime_ns=mtimes.get(c.inode_id, 0),
+                access=access.get(c.inode_id),
             )
             inodes[fact.key] = fact
             keys.append(fact.key)
         content[(s.size, s.hash)] = tuple(keys)
     return Snapshot(
-        torrents=tuple(torrents), inodes=inodes, pools=pools, content=content, now=now, write_paths=write_paths
+        torrents=tuple(torrents),
+        inodes=inodes,
+        pools=pools,
+        content=content,
+        now=now,
+        write_paths=write_paths,
+        client_groups=client_groups or {},
     )
 
 

@@ -95,10 +95,11 @@ class InodeFact:
     # inside a seeding root: a bind mount of seeding data, an export or alias folder), by the
     # executor's rule (``dirfd.entry_key``): each is no link of its own (``external_links``).
     aliases: int = 0
-    # (st_mode, st_uid, st_gid) as lstat-ed for this snapshot, for ``access.access_lost``: may a
-    # seeding name be linked onto this inode (convergence)? None: not known (the converge pass
-    # reads the catalog, which keeps no owner; the executor's own check then decides). One tuple
-    # shared by every inode of the same three (``SnapshotBuilder``): a pointer per fact, not three ints.
+    # (st_mode, st_uid, st_gid) as lstat-ed for this snapshot (the converge pass: as its scan
+    # recorded them), for ``access.access_lost``: may a seeding name be linked onto this inode
+    # (convergence)? None: not known (a catalog row that keeps none yet; the executor's own check
+    # then decides). One tuple shared by every inode of the same three (``SnapshotBuilder``,
+    # ``Catalog.inode_mtimes_and_access``): a pointer per fact, not three ints.
     access: tuple[int, int, int] | None = None
 
     @property

@@ -453,3 +453,101 @@ def test_a_settled_torrent_saved_through_a_symlink_with_a_skipped_duplicate_is_l
         # (a group whose duplicates all wait plans nothing: the pass lists only groups with steps)
     finally:
         w.cat.close()
+
+
+# --------------------------------------------------------------------------- the access rule
+
+
+def _owned(w, seeding_owner, lib_owner):
+    """``_library_copy`` with the seeding files and the library's copy given ((uid, gid), mode);
+    the pools scanned after. Returns the seeding paths."""
+    lib, _st, seeding = _library_copy(w)
+    for paths, ((uid, gid), mode) in (([lib], lib_owner), (seeding, seeding_owner)):
+        for p in paths:
+            os.chown(p, uid, gid)
+            os.chmod(p, mode)
+    for p in w.cfg.pools:
+        scan_pool(w.cat, p, w.cfg.scan)
+    return seeding
+
+
+def _planned_with_reasons(w, monkeypatch, **kw):
+    """plan_convergence's plan, and what plan_group kept apart in it (the access rule's reasons)."""
+    from qbhook.decide import converge
+
+    apart = []
+    real = converge.plan_group
+
+    def spy(snap, group):
+        conv = real(snap, group)
+        apart.extend(conv.kept_apart if conv else ())
+        return conv
+
+    monkeypatch.setattr(converge, "plan_group", spy)
+    return plan_convergence(w.cfg, w.cat, [w.qbt], **kw), apart
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_the_pass_keeps_apart_a_file_whose_owner_the_librarys_copy_would_take_write_from(
+    tmpfs,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    """The seeding file is qBittorrent's (1000, 0664), the library's copy Radarr's (2000, 0644): the
+    pass reads both owners from the catalog and plans no step, with the planner's reason, instead of
+    promising bytes the executor refuses to free at every run."""
+    from qbhook.move.run import apply_converged
+
+    w = te._make_world(tmpfs, tmp_path)
+    try:
+        seeding = _owned(w, ((1000, 1000), 0o664), ((2000, 2000), 0o644))
+        run, apart = _planned_with_reasons(w, monkeypatch, scan=False)
+        assert _steps(run.plan) == set() and run.plan.groups == []
+        assert len(apart) == 1 and all(
+            "is not converged: the library's copy would take write access from uid 1000 (owner 2000, group 2000" in a
+            for a in apart
+        ), apart
+        done = apply_converged(w.cfg, w.cat, [w.qbt], w.executor(), scan=True, dry_run=False)
+        assert done.planned.plan.groups == [] and w.journal.runs() == []
+        assert len({os.lstat(p).st_ino for p in seeding}) == 1  # the two cross-seeds' one inode, untouched
+    finally:
+        w.cat.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_the_pass_converges_a_pair_the_access_rule_allows(tmpfs, tmp_path, monkeypatch):  # noqa: F811
+    w = te._make_world(tmpfs, tmp_path)
+    try:
+        _owned(w, ((1000, 1000), 0o664), ((1000, 1000), 0o664))
+        run, apart = _planned_with_reasons(w, monkeypatch, scan=False)
+        assert len(_steps(run.plan)) == 2 and apart == []
+    finally:
+        w.cat.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_a_catalog_that_knows_no_owner_yet_leaves_the_access_rule_to_the_executor(
+    tmpfs,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    """Rows written before the catalog kept owners (NULL): the pass plans the step as it did, the
+    executor refuses it on its own stats; the next scan writes the owners and the pass keeps it apart."""
+    from qbhook.move.run import apply_converged
+
+    w = te._make_world(tmpfs, tmp_path)
+    try:
+        _owned(w, ((1000, 1000), 0o664), ((2000, 2000), 0o644))
+        with w.cat.conn:
+            w.cat.conn.execute("UPDATE inodes SET mode = NULL, uid = NULL, gid = NULL")  # as migrated
+        run, apart = _planned_with_reasons(w, monkeypatch, scan=False)
+        assert len(_steps(run.plan)) == 2 and apart == []
+        refused = apply_converged(w.cfg, w.cat, [w.qbt], w.executor(), scan=False, dry_run=False)
+        (g,) = refused.summary.groups
+        assert g.status == "failed" and "would take write access from uid 1000" in g.reason
+        run, apart = _planned_with_reasons(w, monkeypatch)  # scanned: the rescan writes the owners
+        assert _steps(run.plan) == set() and len(apart) == 1  # one victim inode: the cross-seeds share it
+        again = apply_converged(w.cfg, w.cat, [w.qbt], w.executor(), scan=False, dry_run=False)
+        assert again.planned.plan.groups == [] and len(w.journal.runs()) == 1  # no run refused again
+    finally:
+        w.cat.close()
