@@ -54,7 +54,7 @@ from qbhook.catalog.torrents import (
 from qbhook.clients.model import TorrentFile, TorrentInfo, check_hash, is_info_hash, is_relative_path
 from qbhook.clients.port import ClientPort
 from qbhook.errors import CatalogUnwritable, PathMapError, QbhookError, UnknownTorrent, UnreadableRecord
-from qbhook.paths import normalize
+from qbhook.paths import normalize, shown
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,16 @@ def _record(raw: dict, info: TorrentInfo | None, map_error: str | None) -> Torre
 
 
 def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
+    """A field of an unreadable record, kept to be shown: one that is not UTF-8 (a lone surrogate
+    from JSON, what made the record unreadable) is stored as ``shown`` spells it, as SQLite
+    refuses it raw and would stop the sync of every torrent of the client."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return shown(value)
+    return value
 
 
 def _hash_text(value: Any) -> str | None:

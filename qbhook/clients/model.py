@@ -216,12 +216,20 @@ class RecordFields:
         return kind(value)
 
     def text(self, key: str, default: str = "") -> str:
-        """A string field; absent or null is ``default``."""
+        """A string field; absent or null is ``default``. Text that is not UTF-8 is unreadable:
+        JSON decodes ``"\\ud800"`` or ``"\\udcff"`` to a lone surrogate, which SQLite refuses and no
+        file name holds (a file name's surrogate escape would be a byte the client never meant),
+        so one such name would stop the whole index sync instead of this record."""
         value = self.raw.get(key)
         if value is None:
             return default
         if not isinstance(value, str):
             raise self.bad(key, value, "not text")
+        if not value.isascii():  # most are: the check below only for the others
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise self.bad(key, value, "not UTF-8") from None
         return value
 
     def hash(self, key: str, length: int | None = None) -> str | None:

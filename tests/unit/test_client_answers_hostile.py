@@ -16,6 +16,7 @@ import pytest
 from qbhook.clients.model import TorrentFile, TorrentInfo
 from qbhook.errors import OrphansRefused, QbtError, UnreadableRecord
 from qbhook.pathmap import PathMap
+from qbhook.paths import shown
 from tests.unit.catalog.test_torrent_index import H1, H2, _raw
 from tests.unit.rtorrent.test_adapter import HM, HS, ROW_MULTI, ROW_SINGLE, _client, _row
 
@@ -38,6 +39,11 @@ from tests.unit.rtorrent.test_adapter import HM, HS, ROW_MULTI, ROW_SINGLE, _cli
         ({"tags": ["a"]}, "tags = ['a']"),
         ({"infohash_v1": "zz"}, "infohash_v1 = 'zz'"),
         ({"infohash_v2": H1}, "infohash_v2 = "),  # a v1 length where a v2 hash belongs
+        # JSON's "\ud800" and "\udcff" decode to lone surrogates: SQLite refuses them
+        ({"name": "R\ud800"}, "name = 'R\\ud800' (not UTF-8)"),
+        ({"name": "R\udcff"}, "name = 'R\\udcff' (not UTF-8)"),
+        ({"save_path": "/client/seed/\ud800"}, "save_path = '/client/seed/\\ud800' (not UTF-8)"),
+        ({"save_path": "/client/seed/\udcff"}, "save_path = '/client/seed/\\udcff' (not UTF-8)"),
     ],
 )
 def test_a_field_that_does_not_read_is_one_line_naming_torrent_and_field(change, field):
@@ -69,6 +75,8 @@ def test_a_well_formed_record_still_reads_and_upper_case_is_lowered():
         ({"name": "a", "size": 2**64}, "size = 18446744073709551616 (out of range)"),
         ({"size": 1}, "name = None"),
         ("a", "not a mapping"),
+        ({"name": "S/e\ud800.mkv", "size": 1}, "name = 'S/e\\ud800.mkv' (not UTF-8)"),
+        ({"name": "S/e\udcff.mkv", "size": 1}, "name = 'S/e\\udcff.mkv' (not UTF-8)"),
     ],
 )
 def test_a_file_record_that_does_not_read_names_torrent_file_and_field(raw, field):
@@ -117,6 +125,9 @@ def rsps_fake():
         (ROW_MULTI, {"size_bytes": 2**64}, "d.size_bytes = 18446744073709551616 (out of range)"),
         (ROW_MULTI, {"is_multi_file": 2}, "d.is_multi_file = 2"),
         (ROW_MULTI, {"directory": 5}, "d.directory = 5"),
+        # XML cannot carry a surrogate, but a row is typed by the one rule whatever sent it
+        (ROW_SINGLE, {"name": "e\ud800.mkv"}, "d.name = 'e\\ud800.mkv' (not UTF-8)"),
+        (ROW_MULTI, {"directory": "/data/\udcff"}, "d.directory = '/data/\\udcff' (not UTF-8)"),
     ],
 )
 def test_an_unreadable_item_row_is_one_line_not_a_traceback(base, changes, field):
@@ -146,6 +157,8 @@ def test_unreadable_file_rows_and_a_short_multicall_answer_are_one_line():
     c = _client(files={HM.upper(): [["a.mkv", "big", 1, 19, 19]], HS.upper(): [["single.mkv", 200000, 1, 13, 13]]})
     with pytest.raises(UnreadableRecord, match=r"item [0-9a-f]{40}: file 0: unreadable record: f.size_bytes= = 'big'"):
         c.files(HM)
+    with pytest.raises(UnreadableRecord, match=r"file 0: unreadable record: f.path= = 'e\\udcff.mkv' \(not UTF-8\)"):
+        _client(files={HM.upper(): [["e\udcff.mkv", 1, 1, 19, 19]]}).files(HM)
     with pytest.raises(UnreadableRecord, match="file 0: not 5 fields"):
         _client(files={HM.upper(): [["a.mkv", 1]]}).files(HM)
     c = _client()
@@ -218,3 +231,41 @@ def test_the_index_records_no_path_for_a_file_name_that_is_not_below_its_save_pa
     info = SimpleNamespace(save_path="/stash/seed/tv")  # all _file_records reads of it
     files = [TorrentFile(0, "/etc/passwd", 5, 1.0, 1), TorrentFile(1, "S/e1.mkv", 5, 1.0, 1)]
     assert [r.path for r in _file_records(info, files)] == [None, b"/stash/seed/tv/S/e1.mkv"]
+
+
+# -- a name that is not UTF-8 leaves its torrent unknown, the others synced -------------------
+
+
+@pytest.mark.parametrize("bad", ["\ud800", "\udcff"])
+@pytest.mark.parametrize("where", ["file", "name", "save"])
+def test_a_name_that_is_not_utf8_stops_its_torrent_not_the_sync(tmp_path, where, bad):
+    """It passed the typing, then stopped the whole index sync of the client (UnicodeEncodeError
+    joining the file's path; SQLite refusing the name or save path): one torrent blocked all."""
+    import json
+
+    from qbhook.catalog.indexer import sync_client
+    from qbhook.catalog.store import Catalog
+    from qbhook.catalog.torrents import TorrentIndex
+    from tests.unit.catalog.test_torrent_index import FakeQbt
+
+    name = "R1" + bad if where == "name" else "R1"
+    files = {
+        H1: [{"name": f"R1/{'e' + bad if where == 'file' else 'a'}.bin", "size": 10}],
+        H2: [{"name": "R2/x.bin", "size": 30}],
+    }
+    q = FakeQbt()
+    # typed as the real client types them, from the JSON as requests decodes it
+    q.files_of_id = lambda h: [TorrentFile.from_api(r, i, h) for i, r in enumerate(json.loads(json.dumps(files[h])))]
+    save = "/client/seed" + ("/" + bad if where == "save" else "")
+    q.answers = [{"rid": 1, "full_update": True, "torrents": {H1: _raw(name, save=save), H2: _raw("R2")}}]
+    cat = Catalog.open(tmp_path / "c.sqlite")
+    try:
+        rep = sync_client(cat, q)
+        rows = {t.hash: t for t in TorrentIndex(cat.conn).torrents()}
+    finally:
+        cat.close()
+    assert len(rep.unmappable) == 1 and H1 in rep.unmappable[0] and "(not UTF-8)" in rep.unmappable[0]
+    assert rows[H2].map_error is None and rows[H2].save_path == "/host/seed"
+    if where != "file":  # kept as not known, its fields as shown spells them
+        assert "(not UTF-8)" in rows[H1].map_error and rows[H1].save_path is None
+        assert rows[H1].name == ("R1" + shown(bad) if where == "name" else "R1")
