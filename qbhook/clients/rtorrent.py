@@ -577,18 +577,37 @@ class RtorrentClient(FindOrRaise):
     # -- acting ---------------------------------------------------------
 
     def stop(self, any_hash: str) -> None:
-        """Stop (d.stop: the item stays open; state 0)."""
+        """Stop (d.stop: the item stays open; state 0), saved at once in the same multicall as
+        ``start``: a backstop's or a repair's stop must not come back started after a crash."""
         h = self._resolve(any_hash)
-        self._call(f"stop {h}", "d.stop", h.upper(), torrent=any_hash)
+        self._multicall(
+            f"stop {h}", [_mc("d.stop", h.upper()), _mc("d.save_full_session", h.upper())], torrent=any_hash
+        )
 
     def start(self, any_hash: str, *, forced: bool = False) -> None:
         """Start; a paused item (started but inactive) is resumed too. ``forced`` changes nothing:
-        rTorrent has no queue to bypass (and never reports a forced state)."""
-        h = self._resolve(any_hash)
-        self._call(f"start {h}", "d.start", h.upper(), torrent=any_hash)
-        item = self.item(h)
-        if item is not None and item.state == 1 and item.is_open and not item.is_active and not item.checking:
-            self._call(f"resume {h}", "d.resume", h.upper(), torrent=any_hash)
+        rTorrent has no queue to bypass (and never reports a forced state).
+
+        One system.multicall, d.start, d.resume (paused only), d.save_full_session, as ``pause``:
+        the started state is on disk at once. Without the save it reached the session only at
+        rTorrent's periodic save or a later tag write, so rTorrent killed in between brought the
+        item back stopped while qbhook's journal said running: its seeding silently ended (R43).
+        d.resume is not sent during a check (d.start only marks the item started then; the
+        check's end resumes it) nor to an active item (it does nothing there)."""
+        item = self.item(any_hash)
+        if item is None:
+            raise self._unknown(any_hash)
+        target = item.hash.upper()
+        paused = item.state == 1 and item.is_open and not item.is_active and not item.checking
+        self._multicall(
+            f"start {item.hash}",
+            [
+                _mc("d.start", target),
+                *([_mc("d.resume", target)] if paused else []),
+                _mc("d.save_full_session", target),
+            ],
+            torrent=any_hash,
+        )
 
     def pause(self, any_hash: str) -> None:
         """Started but held inactive (ruTorrent's "paused", ``TorrentInfo.is_paused``): how a paused

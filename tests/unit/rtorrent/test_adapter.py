@@ -351,6 +351,25 @@ def test_pause_is_one_multicall_start_pause_save_and_refused_during_a_check():
     assert isinstance(c, Pausing) and not isinstance(QbtClient("q", "http://localhost:1"), Pausing)
 
 
+@pytest.mark.parametrize(
+    "changes, sent",
+    [
+        ({"state": 0, "is_active": 0}, ["d.start", "d.save_full_session"]),
+        ({"is_active": 0}, ["d.start", "d.resume", "d.save_full_session"]),  # paused
+        ({"is_active": 0, "hashing": 3}, ["d.start", "d.save_full_session"]),  # the check's end resumes it
+    ],
+    ids=["stopped", "paused", "checking"],
+)
+def test_start_is_one_multicall_saved_at_once(changes, sent):
+    """R43: the started state on disk at once, or rTorrent killed before its periodic save brings
+    the item back stopped while qbhook's journal says it runs."""
+    c = _client([_row(ROW_MULTI, **changes)])
+    c.start(HM)
+    assert [(x["methodName"], *x["params"]) for x in c._rpc.calls[-1][1]] == [(m, HM.upper()) for m in sent]
+    c.stop(HM)
+    assert [x["methodName"] for x in c._rpc.calls[-1][1]] == ["d.stop", "d.save_full_session"]
+
+
 def test_wait_checked_returns_when_hashing_ends():
     c = _client([_row(ROW_MULTI, hashing=3, state=0)])
     polls = []
