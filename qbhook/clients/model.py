@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qbhook.errors import BadRequest, PathMapError, UnreadableRecord
+from qbhook.numbers import shown
 from qbhook.pathmap import PathMap
 
 __all__ = [
@@ -189,9 +190,9 @@ class RecordFields:
         self.what = what
 
     def bad(self, key: str, value: Any, why: str = "") -> UnreadableRecord:
-        shown = repr(value)
-        shown = shown if len(shown) <= 80 else shown[:77] + "..."
-        return UnreadableRecord(f"{self.what}: unreadable record: {key} = {shown}{f' ({why})' if why else ''}")
+        # bounded before it is made: the whole repr() of a deeply nested answer raised RecursionError
+        text = shown(value, 80)
+        return UnreadableRecord(f"{self.what}: unreadable record: {key} = {text}{f' ({why})' if why else ''}")
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.raw.get(key, default)

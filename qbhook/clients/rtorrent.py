@@ -51,9 +51,9 @@ The model (verified on Debian's rtorrent 0.9.8, see docs/rtorrent.md):
   idempotent); an answer not complete within the SCGI deadline is RtorrentTimedOut,
   a kind of no answer (a busy rTorrent: single-threaded, its answers come slowly
   while it checks or moves data), not retried here (the deadline already waited; the executor's
-  pause and resume is the retry); an answer over the size limit and any other
-  fault is RtorrentError; a hash check that fails or outlasts its size-scaled
-  budget is VerificationFailed.
+  pause and resume is the retry); an answer over the size limit, a whole answer that is
+  not readable XML-RPC (``scgi.ScgiMalformed``) and any other fault is RtorrentError; a hash
+  check that fails or outlasts its size-scaled budget is VerificationFailed.
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ from qbhook.errors import (
     UnsafeOperation,
     VerificationFailed,
 )
+from qbhook.numbers import shown
 from qbhook.pathmap import PathMap
 from qbhook.paths import normalize
 
@@ -206,8 +207,8 @@ class RtItem:
         component (it is joined under the save path). Else UnreadableRecord naming the field."""
         where = f"rTorrent {instance!r}"
         if not isinstance(row, (list, tuple)) or len(row) != len(_ITEM_FIELDS):
-            raise UnreadableRecord(f"{where}: an item row that is not {len(_ITEM_FIELDS)} fields: {row!r:.80}")
-        f = RecordFields(dict(zip(_FIELD_NAMES, row, strict=True)), f"{where}: item {str(row[0])[:70]}")
+            raise UnreadableRecord(f"{where}: an item row that is not {len(_ITEM_FIELDS)} fields: {shown(row, 80)}")
+        f = RecordFields(dict(zip(_FIELD_NAMES, row, strict=True)), f"{where}: item {_brief(row[0], 70)}")
         h = f.hash("d.hash", 40)  # rTorrent knows v1 hashes only
         if h is None:
             raise f.bad("d.hash", row[0], "missing")
@@ -352,7 +353,7 @@ class RtorrentClient(FindOrRaise):
                 raise self._fault(what, fault, torrent) from None
             except ScgiTimedOut as exc:  # before ScgiRefused, its base: too slow is no answer, too large is one
                 raise self._late(what, exc) from None
-            except ScgiRefused as exc:  # too large: the same peer gives the same answer (scgi module docstring)
+            except ScgiRefused as exc:  # too large or malformed: the same peer gives the same answer (scgi docstring)
                 raise RtorrentError(f"rTorrent {self.name!r}: {what}: {exc}") from None
             except ScgiUnreachable as exc:
                 if attempt >= self._retries:
@@ -379,7 +380,9 @@ class RtorrentClient(FindOrRaise):
     def _fault(self, what: str, fault: xmlrpc.client.Fault, torrent: str | None) -> Exception:
         if torrent is not None and fault.faultCode == FAULT_UNKNOWN_HASH:
             return self._unknown(torrent)
-        return RtorrentError(f"rTorrent {self.name!r}: {what} refused: {fault.faultString} (fault {fault.faultCode})")
+        return RtorrentError(
+            f"rTorrent {self.name!r}: {what} refused: {_brief(fault.faultString)} (fault {shown(fault.faultCode)})"
+        )
 
     def _multicall(self, what: str, calls: list[dict[str, Any]], torrent: str | None = None) -> list[Any]:
         """system.multicall; the first fault inside is raised like a top-level one."""
@@ -399,8 +402,8 @@ class RtorrentClient(FindOrRaise):
         a rollback abandoned it halfway."""
         code = answer.get("faultCode", 0)
         if type(code) is not int or abs(code) >= 2**63:
-            raise RtorrentError(f"rTorrent {self.name!r}: {what}: malformed fault in its answer ({repr(code)[:80]})")
-        return xmlrpc.client.Fault(code, str(answer.get("faultString", "")))
+            raise RtorrentError(f"rTorrent {self.name!r}: {what}: malformed fault in its answer ({shown(code, 80)})")
+        return xmlrpc.client.Fault(code, _brief(answer.get("faultString", "")))
 
     def _where(self, h: str) -> str:
         return f"rTorrent {self.name!r}: item {h}"
@@ -409,7 +412,10 @@ class RtorrentClient(FindOrRaise):
         return UnknownTorrent(f"rTorrent {self.name!r} has no torrent {any_hash}")
 
     def version(self) -> str:
-        return str(self._call("system.client_version", "system.client_version"))
+        got = self._call("system.client_version", "system.client_version")
+        if not isinstance(got, str):
+            raise RtorrentError(f"rTorrent {self.name!r}: system.client_version: not text: {shown(got, 80)}")
+        return got
 
     # -- reading --------------------------------------------------------
 
@@ -418,7 +424,7 @@ class RtorrentClient(FindOrRaise):
         fields = [f"{cmd}={arg}" if arg else f"{cmd}=" for cmd, arg in _ITEM_FIELDS]
         rows = self._call("list items", "d.multicall2", "", "main", *fields)
         if not isinstance(rows, list):
-            raise UnreadableRecord(f"rTorrent {self.name!r}: list items: not a list of rows: {rows!r:.80}")
+            raise UnreadableRecord(f"rTorrent {self.name!r}: list items: not a list of rows: {shown(rows, 80)}")
         return [RtItem.from_row(r, self.name) for r in rows]
 
     def item(self, any_hash: str) -> RtItem | None:
@@ -571,24 +577,43 @@ class RtorrentClient(FindOrRaise):
         got = self._call(f"resolve {h}", "d.hash", h.upper(), torrent=any_hash)
         if not isinstance(got, str) or got.lower() != h:
             # every call after this names the item by this id: it must be the one asked for
-            raise UnreadableRecord(f"rTorrent {self.name!r}: asked for item {h}, the answer is {got!r:.80}")
+            raise UnreadableRecord(f"rTorrent {self.name!r}: asked for item {h}, the answer is {shown(got, 80)}")
         return h
 
     # -- acting ---------------------------------------------------------
 
     def stop(self, any_hash: str) -> None:
-        """Stop (d.stop: the item stays open; state 0)."""
+        """Stop (d.stop: the item stays open; state 0), saved at once in the same multicall as
+        ``start``: a backstop's or a repair's stop must not come back started after a crash."""
         h = self._resolve(any_hash)
-        self._call(f"stop {h}", "d.stop", h.upper(), torrent=any_hash)
+        self._multicall(
+            f"stop {h}", [_mc("d.stop", h.upper()), _mc("d.save_full_session", h.upper())], torrent=any_hash
+        )
 
     def start(self, any_hash: str, *, forced: bool = False) -> None:
         """Start; a paused item (started but inactive) is resumed too. ``forced`` changes nothing:
-        rTorrent has no queue to bypass (and never reports a forced state)."""
-        h = self._resolve(any_hash)
-        self._call(f"start {h}", "d.start", h.upper(), torrent=any_hash)
-        item = self.item(h)
-        if item is not None and item.state == 1 and item.is_open and not item.is_active and not item.checking:
-            self._call(f"resume {h}", "d.resume", h.upper(), torrent=any_hash)
+        rTorrent has no queue to bypass (and never reports a forced state).
+
+        One system.multicall, d.start, d.resume (paused only), d.save_full_session, as ``pause``:
+        the started state is on disk at once. Without the save it reached the session only at
+        rTorrent's periodic save or a later tag write, so rTorrent killed in between brought the
+        item back stopped while qbhook's journal said running: its seeding silently ended (R43).
+        d.resume is not sent during a check (d.start only marks the item started then; the
+        check's end resumes it) nor to an active item (it does nothing there)."""
+        item = self.item(any_hash)
+        if item is None:
+            raise self._unknown(any_hash)
+        target = item.hash.upper()
+        paused = item.state == 1 and item.is_open and not item.is_active and not item.checking
+        self._multicall(
+            f"start {item.hash}",
+            [
+                _mc("d.start", target),
+                *([_mc("d.resume", target)] if paused else []),
+                _mc("d.save_full_session", target),
+            ],
+            torrent=any_hash,
+        )
 
     def pause(self, any_hash: str) -> None:
         """Started but held inactive (ruTorrent's "paused", ``TorrentInfo.is_paused``): how a paused
@@ -739,6 +764,12 @@ class RtorrentClient(FindOrRaise):
         """Nothing to release: one connection per call."""
 
 
+def _brief(value: Any, limit: int = 200) -> str:
+    """Text from an answer as a message quotes it: its start, or a bounded repr of what is not text
+    (a repr of the whole of a nested answer before cutting it raised RecursionError, R43)."""
+    return value[:limit] if isinstance(value, str) else shown(value, limit)
+
+
 def _file_batches(
     items: Iterable[RtItem], budget: int = _FILES_BUDGET, max_items: int = _ITEMS_PER_CALL
 ) -> Iterator[list[RtItem]]:
@@ -764,11 +795,11 @@ def _files(rows: Any, prefix: str, where: str) -> list[TorrentFile]:
     A path is kept as rTorrent spelled it: a '..' in it is never joined (``catalog.indexer``
     and the planner refuse it)."""
     if not isinstance(rows, list):
-        raise UnreadableRecord(f"{where}: file list is not a list: {rows!r:.80}")
+        raise UnreadableRecord(f"{where}: file list is not a list: {shown(rows, 80)}")
     out = []
     for index, row in enumerate(rows):
         if not isinstance(row, (list, tuple)) or len(row) != len(_FILE_FIELDS):
-            raise UnreadableRecord(f"{where}: file {index}: not {len(_FILE_FIELDS)} fields: {row!r:.80}")
+            raise UnreadableRecord(f"{where}: file {index}: not {len(_FILE_FIELDS)} fields: {shown(row, 80)}")
         f = RecordFields(dict(zip(_FILE_FIELDS, row, strict=True)), f"{where}: file {index}")
         path = f.text("f.path=")
         if not path:

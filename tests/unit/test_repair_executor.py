@@ -275,12 +275,17 @@ def test_a_paused_rtorrent_item_is_stopped_before_its_recheck(world, monkeypatch
     summary = build_executor(
         w.cfg, w.cat, {"qbt": rt}, w.journal, sleep=w.clock.sleep, clock=w.clock, hook=hook, poll_initial_s=0.5
     ).apply(_plan(w, lib))
-    assert rpc.calls[:2] == [f"d.stop {H1[:4].upper()}", f"d.check_hash {H1[:4].upper()}"]
+    a = H1[:4].upper()
+    assert rpc.calls[:3] == [f"d.stop {a}", f"d.save_full_session {a}", f"d.check_hash {a}"]
     assert "started" not in modes + at_backstop[:1]  # never running during the check nor at the backstop
     if found == 1.0:
-        assert summary.groups_done and rpc.calls[-1] == f"d.start {H1[:4].upper()}" and rpc.mode(H1) == "started"
+        assert summary.groups_done and rpc.calls[-2:] == [f"d.start {a}", f"d.save_full_session {a}"]
+        assert rpc.mode(H1) == "started"
     else:
         assert summary.groups_failed and rpc.mode(H1) == "stopped"
+    mode = rpc.mode(H1)
+    rpc.restart()  # rTorrent killed now: its session holds the item as left (R43)
+    assert rpc.mode(H1) == mode
 
 
 # -- a failed repair takes back what it put under its torrent (review R3-2)

@@ -24,6 +24,7 @@ from qbhook.errors import (
     RtorrentError,
     RtorrentUnreachable,
     UnknownTorrent,
+    UnreadableRecord,
     UnsafeOperation,
     VerificationFailed,
 )
@@ -349,6 +350,25 @@ def test_pause_is_one_multicall_start_pause_save_and_refused_during_a_check():
         c.pause(HM)  # started during a check, rTorrent resumes it when the check ends
     assert not any(m == "d.start" for m, *_ in _multicalls(c))
     assert isinstance(c, Pausing) and not isinstance(QbtClient("q", "http://localhost:1"), Pausing)
+
+
+@pytest.mark.parametrize(
+    "changes, sent",
+    [
+        ({"state": 0, "is_active": 0}, ["d.start", "d.save_full_session"]),
+        ({"is_active": 0}, ["d.start", "d.resume", "d.save_full_session"]),  # paused
+        ({"is_active": 0, "hashing": 3}, ["d.start", "d.save_full_session"]),  # the check's end resumes it
+    ],
+    ids=["stopped", "paused", "checking"],
+)
+def test_start_is_one_multicall_saved_at_once(changes, sent):
+    """R43: the started state on disk at once, or rTorrent killed before its periodic save brings
+    the item back stopped while qbhook's journal says it runs."""
+    c = _client([_row(ROW_MULTI, **changes)])
+    c.start(HM)
+    assert [(x["methodName"], *x["params"]) for x in c._rpc.calls[-1][1]] == [(m, HM.upper()) for m in sent]
+    c.stop(HM)
+    assert [x["methodName"] for x in c._rpc.calls[-1][1]] == ["d.stop", "d.save_full_session"]
 
 
 def test_wait_checked_returns_when_hashing_ends():
@@ -716,3 +736,27 @@ def test_the_file_listing_is_batched_by_files_and_by_items():
     assert listing([60_000, 30_000, 20_000, 150_000, 1]) == [2, 1, 1, 1]  # one over the budget: alone
     assert listing([1] * 1200) == [500, 500, 200]  # the request's size: 500 items a call at most
     assert listing([1] * 499 + [60_000, 50_000]) == [500, 1]
+
+
+def test_a_deeply_nested_value_in_an_answer_is_quoted_bounded_in_one_line():
+    """R43: ``{row!r:.80}`` and ``repr()`` built the whole repr before cutting it: a value nested
+    3000 deep (no transport check on this fake) raised RecursionError, a traceback."""
+    deep: list = [1]
+    for _ in range(3000):
+        deep = [deep]
+    for rows, match in (
+        ([_row(ROW_MULTI, name=deep)], r"unreadable record: d.name = \[\[\[\[\.\.\.\]\]\]\] \(not text\)"),
+        ([deep], "an item row that is not 21 fields: "),
+    ):
+        c = _client(rows=())
+        c._rpc.rows = dict(enumerate(rows))
+        with pytest.raises(UnreadableRecord, match=match) as err:
+            c.torrents()
+        assert "\n" not in str(err.value) and len(str(err.value)) < 300
+    c = _client()
+    c._rpc._one = lambda *a: deep
+    with pytest.raises(RtorrentError, match="system.client_version: not text: ") as err:
+        c.version()
+    c._rpc._one = lambda *a: (_ for _ in ()).throw(xmlrpc.client.Fault(-506, deep))
+    with pytest.raises(RtorrentError, match=r"refused: \[\[\[\[\.\.\.\]\]\]\] \(fault -506\)"):
+        c.stop(HM)

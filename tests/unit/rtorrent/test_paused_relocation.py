@@ -31,7 +31,13 @@ class StatefulRt(FakeRtorrent):
     as 0.9.8's does: d.hashing_failed 1 and d.hashing left at 3, never reset
     (Manager::receive_hashing_changed, DownloadList::hash_done's !is_hash_checked branch). d.stop
     of a stopped item does nothing; d.close ends a check (d.hashing 0); d.check_hash clears
-    d.hashing_failed (DownloadList::hash_queue)."""
+    d.hashing_failed (DownloadList::hash_queue).
+
+    ``saved``: each item's session on disk, written by d.save_full_session only (and by ``add``,
+    rTorrent's periodic save before qbhook came); ``restart`` is rTorrent killed and started again:
+    each item comes back as saved."""
+
+    _SESSION = ("d.state", "d.is_active", "d.directory", "d.custom")
 
     def __init__(self, check_polls: int = 2):
         self.items: dict[str, dict] = {}
@@ -40,6 +46,7 @@ class StatefulRt(FakeRtorrent):
         self.hash_fail: set[str] = set()
         self.check_polls = check_polls
         self.calls: list[str] = []
+        self.saved: dict[str, dict] = {}
 
     def add(self, h: str, name: str, directory: str, files: list[tuple[str, int]], *, state: int, active: int):
         size = sum(s for _n, s in files)
@@ -68,6 +75,14 @@ class StatefulRt(FakeRtorrent):
             "_countdown": 0,
         }
         self.files[h.upper()] = [[n, s, 1, 1, 1] for n, s in files]
+        self._save(h.upper())
+
+    def _save(self, target: str) -> None:
+        self.saved[target] = {k: self.items[target][k] for k in self._SESSION}
+
+    def restart(self) -> None:
+        for target, session in self.saved.items():
+            self.items[target].update(session)
 
     def mode(self, h: str) -> str:
         it = self.items[h.upper()]
@@ -133,7 +148,9 @@ class StatefulRt(FakeRtorrent):
             it["d.directory"] = args[0]
         elif method == "d.custom.set":
             it["d.custom"] = args[1]
-        elif method != "d.save_full_session":
+        elif method == "d.save_full_session":
+            self._save(target)
+        else:
             raise xmlrpc.client.Fault(-506, f"Method '{method}' not defined")
         return 0
 
@@ -275,3 +292,40 @@ def test_a_check_cancelled_while_queued_is_never_taken_for_a_verified_item(rt_wo
     else:
         assert summary.groups[0].status == "done", summary.groups[0].reason
         assert rt.torrent(H2).save_path == w.save(H2, "pool") and rt.torrent(H2).is_complete
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["relocated", "rolled-back"])
+@pytest.mark.parametrize("tagged", [False, True], ids=["untagged", "tagged-before"])
+def test_each_item_comes_back_as_left_after_rtorrent_is_killed(rt_world, fail, tagged):
+    """R43: start() did not save the session; an item started after its relocation reached the
+    session only if a later tag write saved it. H1 relocated by qbhook once before (its tag already
+    there) and rolled back has no tag write after its start: rTorrent killed then brought it back
+    stopped at the old place's session while the journal said it runs, and its seeding ended."""
+    w, rt, rpc = rt_world
+    if tagged:
+        rpc.items[H1.upper()]["d.custom"] = "qbhook-relocated"
+        rpc._save(H1.upper())
+    if fail:
+        rpc.fail_at[os.path.join(w.save(H2, "pool"), "Movie.2020")] = 0.9  # H2's check fails: both move back
+
+    summary = _apply(w, rt)
+    live = {h: (rpc.mode(h), rt.torrent(h).save_path) for h in (H1, H2)}
+    rpc.restart()
+
+    assert summary.groups[0].status == ("rolled_back" if fail else "done"), summary.groups[0].reason
+    assert {h: (rpc.mode(h), rt.torrent(h).save_path) for h in (H1, H2)} == live
+    assert (live[H1][0], live[H2][0]) == ("started", "stopped")
+
+
+@pytest.mark.parametrize("found", ["stopped", "paused"])
+def test_start_and_stop_are_saved_in_their_own_request(rt_world, found):
+    w, rt, rpc = rt_world
+    if found == "paused":
+        rpc.items[H2.upper()].update({"d.state": 1, "d.is_active": 0})
+        rpc._save(H2.upper())
+    rt.start(H2)
+    rpc.restart()
+    assert rpc.mode(H2) == "started"
+    rt.stop(H2)
+    rpc.restart()
+    assert rpc.mode(H2) == "stopped"

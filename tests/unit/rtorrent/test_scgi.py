@@ -302,3 +302,69 @@ def test_the_adapter_says_so_in_one_line_and_does_not_retry(tmp_path):
         peer.close()
     assert not isinstance(err.value, RtorrentUnreachable)
     assert str(err.value).startswith("rTorrent 'rt': system.client_version: ") and "\n" not in str(err.value)
+
+
+# -- R43: a complete answer that cannot be read is refused, not "no answer" -------------------
+
+
+def _answer(xml: bytes, *, length: bool = True) -> bytes:
+    head = b"Status: 200 OK\r\nContent-Type: text/xml\r\n"
+    return head + (b"Content-Length: %d\r\n" % len(xml) if length else b"") + b"\r\n" + xml
+
+
+def _response(value: bytes) -> bytes:
+    return (
+        b"<?xml version='1.0'?><methodResponse><params><param><value>"
+        + value
+        + b"</value></param></params></methodResponse>"
+    )
+
+
+_DEEP = b"<array><data><value>" * 3000 + b"<int>1</int>" + b"</value></data></array>" * 3000
+_MALFORMED = {
+    "deep": _response(_DEEP),
+    "huge int": _response(b"<i8>" + b"9" * 5000 + b"</i8>"),
+    "bad xml": _response(b"<string>a</strin>"),
+    "fault without members": b"<?xml version='1.0'?><methodResponse><fault><value><struct></struct></value>"
+    b"</fault></methodResponse>",
+    "deep fault": b"<?xml version='1.0'?><methodResponse><fault><value><struct><member><name>faultCode</name>"
+    b"<value><int>1</int></value></member><member><name>faultString</name><value>"
+    + _DEEP
+    + b"</value></member></struct></value></fault></methodResponse>",
+}
+
+
+@pytest.mark.parametrize("case", list(_MALFORMED))
+def test_a_whole_answer_that_cannot_be_read_is_malformed_in_one_line(tmp_path, case):
+    """Read in full (Content-Length met) and still not XML-RPC: the same peer gives the same answer.
+    It was ScgiUnreachable (retried, and the executor paused on it forever), or, nested 3000 deep,
+    a RecursionError traceback where a message quoted it."""
+    from qbhook.clients.rtorrent import RtorrentClient
+    from qbhook.clients.scgi import ScgiMalformed
+    from qbhook.errors import RtorrentError, RtorrentUnreachable
+    from qbhook.move.executor import _passing
+
+    server = _FakeScgi(tmp_path / "s", lambda req: _answer(_MALFORMED[case]))
+    client = RtorrentClient("rt", str(tmp_path / "s"), timeout=2, sleep=lambda s: pytest.fail("retried"))
+    try:
+        with pytest.raises(ScgiMalformed, match="malformed XML-RPC answer to d.name"):
+            ScgiRpc(str(tmp_path / "s")).call("d.name", "AB" * 20)
+        for call in (client.version, client.torrents):
+            with pytest.raises(RtorrentError) as err:
+                call()
+            assert not isinstance(err.value, RtorrentUnreachable) and not _passing(err.value)
+            assert "malformed XML-RPC answer" in str(err.value) and "\n" not in str(err.value)
+            assert len(str(err.value)) < 400
+    finally:
+        server.close()
+
+
+def test_an_answer_without_content_length_cut_mid_document_stays_unreachable(tmp_path):
+    # Nothing vouches that it is whole: a peer killed mid-answer looks so (rTorrent always sends
+    # Content-Length, so its own answers are judged by the rule above).
+    server = _FakeScgi(tmp_path / "s", lambda req: _answer(_MALFORMED["bad xml"], length=False))
+    try:
+        with pytest.raises(ScgiUnreachable, match="unreadable XML-RPC answer"):
+            ScgiRpc(str(tmp_path / "s")).call("d.name", "AB" * 20)
+    finally:
+        server.close()
