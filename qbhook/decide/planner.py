@@ -8,8 +8,9 @@ Per payload group it decides:
 - **demote**  primary -> cold: no link outside the seeding roots, policy allows;
               reuse identical content already on the cold pool, else copy once;
 - **promote** cold -> primary: only when every file's content already exists on the
-              primary pool and something there consumes it (a library copy), up to a
-              small copy allowance; never a blind copy;
+              primary pool in a copy something there consumes (a library's), up to a
+              small copy allowance; never a blind copy (another torrent's seed-only file
+              there is no donor: it is what a demote frees);
 - **blocked** it should move but cannot safely now, with reasons a person can act on
               (a symlink anywhere in a torrent's source or destination path below a
               pool root always blocks: facts read through it describe somewhere else;
@@ -280,7 +281,14 @@ def decide(
         if not donors:
             gp.reason = f"seed-only data on {src.name}: nothing on {tgt.name} shares its content"
             return gp
-        if not any(snap.inodes[k].external_links > 0 for k in _donor_inodes(snap, shared, tgt)):
+        # Only a copy a library (or something outside the seeding roots) keeps there is a donor: the
+        # content "already on the primary pool" a promote is for. Another torrent's seed-only file
+        # there is no such copy: that group demotes (onto this one's inodes, if it likes), and a
+        # promote linking from it plans against data leaving /stash. Both planned in one run, each
+        # deleted the other's link source, and both waited forever (R44); counted, it also tied this
+        # payload to that one on the pool it is to be freed from. Its content counts as missing here.
+        donors = _donors_tied(snap, shared, inodes.values(), tgt, _consumed)
+        if not donors:
             gp.reason = (
                 f"same content on {tgt.name} is only other torrents' seed data; "
                 f"that group demotes onto this one instead"
@@ -679,10 +687,6 @@ def _copies_on(snap: Snapshot, content: ContentKey | None, fsid: str) -> list[In
     return [k for k in snap.content.get(content, ()) if k[0] == fsid and k in snap.inodes]
 
 
-def _donor_inodes(snap: Snapshot, inodes: Iterable[InodeFact], tgt: PoolFact) -> list[InodeKey]:
-    return [k for i in inodes for k in _copies_on(snap, i.content, tgt.seeding_fsid)]
-
-
 def _donors(
     snap: Snapshot, inodes: Iterable[InodeFact], tgt: PoolFact, allow: Callable[[InodeFact], bool] | None = None
 ) -> dict[ContentKey, InodeFact]:
@@ -710,16 +714,26 @@ def _donors(
     return donors
 
 
+def _consumed(i: InodeFact) -> bool:
+    """A copy something outside the seeding roots keeps (a library): a promote's only donor."""
+    return i.external_links > 0
+
+
 def _donors_tied(
-    snap: Snapshot, shared: list[InodeFact], inodes: Iterable[InodeFact], tgt: PoolFact
+    snap: Snapshot,
+    shared: list[InodeFact],
+    inodes: Iterable[InodeFact],
+    tgt: PoolFact,
+    allow: Callable[[InodeFact], bool] | None = None,
 ) -> dict[ContentKey, str]:
     """Content on ``tgt`` -> a path to link from: for the files that may tie the payload
     (``shared``), any donor; for its incidental files, only one of the party those donors belong
     to (``converge.tied_to``: the same torrent's files, the same library folder's), since the
     payload is already there and its small files follow it. With no donor for ``shared``, none:
     a donor of an incidental file alone would tie this payload for good to whatever holds those
-    few bytes, and so would one of a third payload (facts.incidental_below)."""
-    big = _donors(snap, shared, tgt)
+    few bytes, and so would one of a third payload (facts.incidental_below). ``allow``: only such
+    donors for ``shared`` (a promote's: ``_consumed``)."""
+    big = _donors(snap, shared, tgt, allow)
     if not big:
         return {}
     keys = {id(i) for i in shared}
@@ -914,22 +928,36 @@ def _links_of(
 def _resolve_cross_group(plans: list[GroupPlan]) -> None:
     """A group may not link from a path that another group in the same plan deletes, nor copy a
     content that an earlier group of the same plan copies to the same pool (``_copied_once``)."""
+    _links_wait_for_deletes(plans)
+    _one_writer_per_destination(plans)
+    _copied_once(plans)
+
+
+def _links_wait_for_deletes(plans: list[GroupPlan]) -> None:
+    """A group that links from a path another group of the plan deletes waits (skipped) while that
+    group still acts. Looked at from the last group to the first, each against the deletes of the
+    groups still actionable then: of two groups that each delete the other's link source (a cycle)
+    the later one waits and the first goes ahead, as in ``_later_ones_wait``; the next run plans the
+    other against what the first left. Counted once, before any group was skipped, such a cycle
+    skipped both, every run (R44). No group that goes ahead links from a path a group going ahead
+    deletes: a group skipped here stays skipped, and each was checked against every group not
+    skipped yet."""
     # Only paths some group links from can matter: a map of every deleted path (a million
     # entries, built when every step already exists) was the planner's peak memory.
     # Read from the steps' columns (links_from, deleted_paths): no step object is built here.
     donors = {src for g in plans if g.actionable for src in links_from(g.steps)}
-    deleted = {p: g.group_id for g in plans if donors and g.actionable for p in deleted_paths(g.steps) if p in donors}
-    for g in plans:
+    if not donors:
+        return
+    deleted = {p: g for g in plans if g.actionable for p in deleted_paths(g.steps) if p in donors}
+    for g in reversed(plans):
         if not g.actionable:
             continue
         for src in links_from(g.steps):
-            if deleted.get(src, g.group_id) != g.group_id:
-                other = deleted[src]
+            other = deleted.get(src)
+            if other is not None and other is not g and other.actionable:
                 g.action, g.steps = Action.SKIP, []
-                g.reason = f"waits for group {other}, which moves the data this group would link from"
+                g.reason = f"waits for group {other.group_id}, which moves the data this group would link from"
                 break
-    _one_writer_per_destination(plans)
-    _copied_once(plans)
 
 
 _COPY_BITS = 1 << 23  # bits per map in _repeated (1 MiB each)
