@@ -48,12 +48,11 @@ from itertools import pairwise
 from typing import NamedTuple
 
 from qbhook.catalog.identity import group_id_of
-from qbhook.clients.model import is_relative_path
+from qbhook.clients.model import STABLE_STATES, is_relative_path
 from qbhook.config import PolicyConfig
 from qbhook.decide import converge
 from qbhook.decide.facts import (
     MAX_LINK_HOPS,
-    UNSTABLE_STATES,
     ContentKey,
     InodeFact,
     InodeKey,
@@ -317,8 +316,9 @@ def decide(
         + library_blockers(snap)
         + skipped_blockers(full, snap)
         + skipped_place_blockers(snap, full, src, tgt)
+        + unclaimed_blockers(full, inodes.values())
         + file_blockers(group, snap)
-        + torrent_blockers(group)
+        + torrent_blockers(full)
     )
     if blockers:
         return _blocked(gp, blockers)
@@ -453,6 +453,24 @@ def skipped_place_blockers(snap: Snapshot, full: list[TorrentFact], src: PoolFac
             if dst in wanted or skipped_place_taken(snap.existing.get(dst), f.inode):
                 out.append(f"{t.name}: " + skipped_place_reason(dst))
     return out
+
+
+def unclaimed_blockers(group: list[TorrentFact], inodes: Iterable[InodeFact]) -> list[str]:
+    """Seeding links of the group's inodes that no torrent lists (``converge.unclaimed_links``: a
+    removed torrent's leftover, another client's cross-seed link). A move deletes the torrents' own
+    links only: such a link keeps the inode on the source pool, so the move copies the payload and
+    frees nothing (R44). Every torrent of the snapshot that lists a link of these inodes is in the
+    group (grouping joins through a shared inode; a partial build's closure follows each link's
+    folders), so the group's paths are every listed one. The group waits for a person to remove
+    the link or add the torrent using it to a configured client (``qbhook orphans`` does not list
+    it: it is another link of a torrent's file)."""
+    listed = {f.path for t in group for f in t.files}
+    return [
+        f"{p} links a file of this payload and no torrent lists it (a removed torrent's leftover, or a client "
+        "qbhook is not given?): moving would free nothing; remove it, or add its torrent to a configured client"
+        for i in inodes
+        for p in converge.unclaimed_links(i, listed)
+    ]
 
 
 def file_blockers(group: list[TorrentFact], snap: Snapshot) -> list[str]:
@@ -628,11 +646,19 @@ def plan_warnings(snap: Snapshot) -> list[str]:
 
 
 def torrent_blockers(group: list[TorrentFact]) -> list[str]:
+    """What stops a torrent of the group itself from moving (``group``: every file listed, skipped
+    ones too): incomplete, not in a state known to be stable (``clients.model.STABLE_STATES``, a
+    whitelist the executor's ``TorrentInfo.is_stable`` reads too: a state a client adds later waits
+    until someone decides; a list of bad states let an unknown one move, R44), no file listed (a
+    listing without metadata: a move would build nothing and delete nothing of it, and the executor
+    refuses it), or a download path elsewhere."""
     out = []
     for t in group:
+        if not t.files:
+            out.append(f"{t.name}: no files listed (metadata not loaded?)")
         if t.progress < 1:
             out.append(f"{t.name}: incomplete ({t.progress * 100:.1f}%)")
-        if t.state in UNSTABLE_STATES:
+        if t.state not in STABLE_STATES:
             out.append(f"{t.name}: state {t.state}, waiting for a stable state")
         # Under ATM the download path is its category's whenever "Keep incomplete torrents in" is on
         # (qBittorrent reports it, and ignores setDownloadPath): no person can clear it. The
