@@ -301,12 +301,15 @@ def unclaimed_links(inode: InodeFact, listed: Container[str]) -> tuple[str, ...]
 
 def keeper(snap: Snapshot, keys: list[InodeKey]) -> InodeKey:
     """The inode to keep among ``keys`` (one content on one dataset)."""
+    return min(keys, key=lambda k: keep_rank(snap.inodes[k]))
 
-    def rank(k: InodeKey):
-        i = snap.inodes[k]
-        return (0 if i.external_links else 1, -i.nlink, i.mtime_ns, i.ino)
 
-    return min(keys, key=rank)
+def keep_rank(i: InodeFact) -> tuple[int, int, int, int]:
+    """The order of the kept-inode rule (the module docstring), lowest first: a library's copy, then
+    most links, the oldest, the lowest inode number. A demote picks its donor on the target by it
+    too (``planner._donors``): by another order it linked from an inode a convergence of the same
+    plan relinks away, which then stayed, held by the new link (R44)."""
+    return (0 if i.external_links else 1, -i.nlink, i.mtime_ns, i.ino)
 
 
 def candidates(snap: Snapshot, inode: InodeFact) -> list[InodeKey]:

@@ -716,7 +716,8 @@ def _copies_on(snap: Snapshot, content: ContentKey | None, fsid: str) -> list[In
 def _donors(
     snap: Snapshot, inodes: Iterable[InodeFact], tgt: PoolFact, allow: Callable[[InodeFact], bool] | None = None
 ) -> dict[ContentKey, InodeFact]:
-    """Content already on the target dataset -> the inode to link from (prefer library-linked ones).
+    """Content already on the target dataset -> the inode to link from: of its copies there, the one
+    a convergence keeps (``converge.keep_rank``: a library's first).
 
     Only an inode convergence would keep (``converge.reusable``): one a library or a settled torrent
     uses and that may not change. A file of a torrent still downloading, or an orphan in an incomplete
@@ -732,7 +733,7 @@ def _donors(
                 for k in _copies_on(snap, i.content, tgt.seeding_fsid)
                 if converge.reusable(snap, c := snap.inodes[k]) and (allow is None or allow(c))
             ),
-            key=lambda c: (-c.external_links, c.ino),
+            key=converge.keep_rank,  # the inode a convergence keeps: never one it relinks away
         )
         donor = next((c for c in cands if c.seeding_paths or c.other_paths), None)
         if donor is not None:

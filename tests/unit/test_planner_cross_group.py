@@ -100,3 +100,25 @@ def test_a_group_whose_link_source_another_going_group_deletes_still_waits():
         _resolve_cross_group([groups[k] for k in order])
         assert groups["a"].action == Action.DEMOTE
         assert groups["c"].action == Action.SKIP and "waits for group ga" in groups["c"].reason
+
+
+def test_a_demote_links_from_the_copy_a_convergence_keeps_not_from_the_one_it_relinks_away():
+    # On /pool two inodes of X: V (torrent B, one link, the lower inode number) and K (torrents C
+    # and D, two links). B's convergence keeps K and relinks V's name onto it; A's demote picked V
+    # (by inode number) and its new link then held V, which the convergence was to free (R44).
+    w = World()
+    w.payload(P + "/tv", {"B/x.mkv": "X"})
+    w.payload(P + "/tv", {"C/x.mkv": "X"})
+    w.link(P + "/tv/C/x.mkv", P + "/xseed/D/x.mkv")
+    w.torrent(B, P + "/tv", ["B/x.mkv"], tags=set())
+    w.torrent("c" * 40, P + "/tv", ["C/x.mkv"], tags=set())
+    w.torrent("d" * 40, P + "/xseed", ["D/x.mkv"], tags=set())
+    w.payload(S + "/movies", {"A/x.mkv": "X"})
+    w.torrent(A, S + "/movies", ["A/x.mkv"])
+    p = make_plan(w.snapshot(), POLICY)
+    by = {g.torrents[0]: g for g in p.groups}
+    assert by[A].action == "demote" and by[B].action == "converge"
+    kept = {s.args["keep"]["path"] for s in by[B].steps}
+    relinked = {s.args["path"] for s in by[B].steps}
+    linked_from = {s.args["src"] for s in by[A].steps if s.kind == "link"}
+    assert kept == {P + "/tv/C/x.mkv"} and linked_from == kept and not linked_from & relinked
