@@ -18,7 +18,9 @@ Rules:
   being written by something qbhook cannot place) is never kept: whatever writes it is
   unseen, and a victim linked onto it would share its changing bytes. It is left out of
   the choice (the other copies may still converge among themselves); it is never a
-  victim either (a victim is a file of the group's torrents).
+  victim either (a victim is a file of the group's torrents). A move does not take a group whose
+  inode has such a link beside the torrents' own (``unclaimed_links``): it would stay, keeping the
+  inode, and the move would free nothing.
 - **Replaced** (a victim): an inode of a torrent of this group, non-empty, hashed,
   with no link outside the seeding roots (every link of it is a known seeding link,
   so replacing them all frees it; a library file is never a victim), on the same
@@ -91,7 +93,7 @@ above for each file right before its atomic rename.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 
 from qbhook.access import access_lost, lost_reason
@@ -289,14 +291,27 @@ def writer_of(snap: Snapshot, inode: InodeFact) -> str:
     return writers.get(inode.key, "a torrent not settled, or skipping a file, that may write at its path")
 
 
+def unclaimed_links(inode: InodeFact, listed: Container[str]) -> tuple[str, ...]:
+    """The seeding links of ``inode`` no torrent lists (``listed``: the paths of every torrent that
+    uses it), the module docstring's *unclaimed* for one link: a removed torrent's leftover, or the
+    link of a client qbhook is not given. Nothing when the unlisted ones may all be second spellings of
+    listed links (``InodeFact.aliases``). A move deletes only listed links, so one of these keeps the
+    inode where it was (``planner.unclaimed_blockers``)."""
+    extra = tuple(p for p in inode.seeding_paths if p not in listed)
+    return extra if len(extra) > inode.aliases else ()
+
+
 def keeper(snap: Snapshot, keys: list[InodeKey]) -> InodeKey:
     """The inode to keep among ``keys`` (one content on one dataset)."""
+    return min(keys, key=lambda k: keep_rank(snap.inodes[k]))
 
-    def rank(k: InodeKey):
-        i = snap.inodes[k]
-        return (0 if i.external_links else 1, -i.nlink, i.mtime_ns, i.ino)
 
-    return min(keys, key=rank)
+def keep_rank(i: InodeFact) -> tuple[int, int, int, int]:
+    """The order of the kept-inode rule (the module docstring), lowest first: a library's copy, then
+    most links, the oldest, the lowest inode number. A demote picks its donor on the target by it
+    too (``planner._donors``): by another order it linked from an inode a convergence of the same
+    plan relinks away, which then stayed, held by the new link (R44)."""
+    return (0 if i.external_links else 1, -i.nlink, i.mtime_ns, i.ino)
 
 
 def candidates(snap: Snapshot, inode: InodeFact) -> list[InodeKey]:

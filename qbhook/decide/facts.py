@@ -28,21 +28,6 @@ from qbhook.paths import is_within, normalize, root_holding, within_any
 InodeKey = tuple[str, int]  # (stable filesystem id, inode number)
 ContentKey = tuple[int, str]  # (size, blake3 hex)
 
-UNSTABLE_STATES = frozenset(
-    {
-        "moving",
-        "checkingUP",
-        "checkingDL",
-        "checkingResumeData",
-        "metaDL",
-        "error",
-        "missingFiles",
-        "unknown",
-        "allocating",
-        "forcedMetaDL",
-    }
-)
-
 
 # A file under this size that is also under half of its payload (an .nfo, a tracker's .txt, a
 # cover, a subtitle) is *incidental* to it: the same bytes in another payload or a library are a

@@ -8,8 +8,9 @@ Per payload group it decides:
 - **demote**  primary -> cold: no link outside the seeding roots, policy allows;
               reuse identical content already on the cold pool, else copy once;
 - **promote** cold -> primary: only when every file's content already exists on the
-              primary pool and something there consumes it (a library copy), up to a
-              small copy allowance; never a blind copy;
+              primary pool in a copy something there consumes (a library's), up to a
+              small copy allowance; never a blind copy (another torrent's seed-only file
+              there is no donor: it is what a demote frees);
 - **blocked** it should move but cannot safely now, with reasons a person can act on
               (a symlink anywhere in a torrent's source or destination path below a
               pool root always blocks: facts read through it describe somewhere else;
@@ -55,12 +56,11 @@ from typing import NamedTuple
 
 from qbhook.access import access_lost, lost_reason
 from qbhook.catalog.identity import group_id_of
-from qbhook.clients.model import is_relative_path
+from qbhook.clients.model import STABLE_STATES, is_relative_path
 from qbhook.config import PolicyConfig
 from qbhook.decide import converge
 from qbhook.decide.facts import (
     MAX_LINK_HOPS,
-    UNSTABLE_STATES,
     ContentKey,
     InodeFact,
     InodeKey,
@@ -291,7 +291,14 @@ def decide(
         if not donors:
             gp.reason = f"seed-only data on {src.name}: nothing on {tgt.name} shares its content"
             return gp
-        if not any(snap.inodes[k].external_links > 0 for k in _donor_inodes(snap, shared, tgt)):
+        # Only a copy a library (or something outside the seeding roots) keeps there is a donor: the
+        # content "already on the primary pool" a promote is for. Another torrent's seed-only file
+        # there is no such copy: that group demotes (onto this one's inodes, if it likes), and a
+        # promote linking from it plans against data leaving /stash. Both planned in one run, each
+        # deleted the other's link source, and both waited forever (R44); counted, it also tied this
+        # payload to that one on the pool it is to be freed from. Its content counts as missing here.
+        donors = _donors_tied(snap, shared, inodes.values(), tgt, _consumed)
+        if not donors:
             gp.reason = (
                 f"same content on {tgt.name} is only other torrents' seed data; "
                 f"that group demotes onto this one instead"
@@ -323,8 +330,9 @@ def decide(
         + library_blockers(snap)
         + skipped_blockers(full, snap)
         + skipped_place_blockers(snap, full, src, tgt)
+        + unclaimed_blockers(full, inodes.values())
         + file_blockers(group, snap)
-        + torrent_blockers(group)
+        + torrent_blockers(full)
     )
     if blockers:
         return _blocked(gp, blockers)
@@ -459,6 +467,24 @@ def skipped_place_blockers(snap: Snapshot, full: list[TorrentFact], src: PoolFac
             if dst in wanted or skipped_place_taken(snap.existing.get(dst), f.inode):
                 out.append(f"{t.name}: " + skipped_place_reason(dst))
     return out
+
+
+def unclaimed_blockers(group: list[TorrentFact], inodes: Iterable[InodeFact]) -> list[str]:
+    """Seeding links of the group's inodes that no torrent lists (``converge.unclaimed_links``: a
+    removed torrent's leftover, another client's cross-seed link). A move deletes the torrents' own
+    links only: such a link keeps the inode on the source pool, so the move copies the payload and
+    frees nothing (R44). Every torrent of the snapshot that lists a link of these inodes is in the
+    group (grouping joins through a shared inode; a partial build's closure follows each link's
+    folders), so the group's paths are every listed one. The group waits for a person to remove
+    the link or add the torrent using it to a configured client (``qbhook orphans`` does not list
+    it: it is another link of a torrent's file)."""
+    listed = {f.path for t in group for f in t.files}
+    return [
+        f"{p} links a file of this payload and no torrent lists it (a removed torrent's leftover, or a client "
+        "qbhook is not given?): moving would free nothing; remove it, or add its torrent to a configured client"
+        for i in inodes
+        for p in converge.unclaimed_links(i, listed)
+    ]
 
 
 def file_blockers(group: list[TorrentFact], snap: Snapshot) -> list[str]:
@@ -634,11 +660,19 @@ def plan_warnings(snap: Snapshot) -> list[str]:
 
 
 def torrent_blockers(group: list[TorrentFact]) -> list[str]:
+    """What stops a torrent of the group itself from moving (``group``: every file listed, skipped
+    ones too): incomplete, not in a state known to be stable (``clients.model.STABLE_STATES``, a
+    whitelist the executor's ``TorrentInfo.is_stable`` reads too: a state a client adds later waits
+    until someone decides; a list of bad states let an unknown one move, R44), no file listed (a
+    listing without metadata: a move would build nothing and delete nothing of it, and the executor
+    refuses it), or a download path elsewhere."""
     out = []
     for t in group:
+        if not t.files:
+            out.append(f"{t.name}: no files listed (metadata not loaded?)")
         if t.progress < 1:
             out.append(f"{t.name}: incomplete ({t.progress * 100:.1f}%)")
-        if t.state in UNSTABLE_STATES:
+        if t.state not in STABLE_STATES:
             out.append(f"{t.name}: state {t.state}, waiting for a stable state")
         # Under ATM the download path is its category's whenever "Keep incomplete torrents in" is on
         # (qBittorrent reports it, and ignores setDownloadPath): no person can clear it. The
@@ -693,14 +727,11 @@ def _copies_on(snap: Snapshot, content: ContentKey | None, fsid: str) -> list[In
     return [k for k in snap.content.get(content, ()) if k[0] == fsid and k in snap.inodes]
 
 
-def _donor_inodes(snap: Snapshot, inodes: Iterable[InodeFact], tgt: PoolFact) -> list[InodeKey]:
-    return [k for i in inodes for k in _copies_on(snap, i.content, tgt.seeding_fsid)]
-
-
 def _donors(
     snap: Snapshot, inodes: Iterable[InodeFact], tgt: PoolFact, allow: Callable[[InodeFact], bool] | None = None
 ) -> dict[ContentKey, InodeFact]:
-    """Content already on the target dataset -> the inode to link from (prefer library-linked ones).
+    """Content already on the target dataset -> the inode to link from: of its copies there, the one
+    a convergence keeps (``converge.keep_rank``: a library's first).
 
     Only an inode convergence would keep (``converge.reusable``): one a library or a settled torrent
     uses and that may not change. A file of a torrent still downloading, or an orphan in an incomplete
@@ -716,7 +747,7 @@ def _donors(
                 for k in _copies_on(snap, i.content, tgt.seeding_fsid)
                 if converge.reusable(snap, c := snap.inodes[k]) and (allow is None or allow(c))
             ),
-            key=lambda c: (-c.external_links, c.ino),
+            key=converge.keep_rank,  # the inode a convergence keeps: never one it relinks away
         )
         donor = next((c for c in cands if c.seeding_paths or c.other_paths), None)
         if donor is not None:
@@ -724,16 +755,26 @@ def _donors(
     return donors
 
 
+def _consumed(i: InodeFact) -> bool:
+    """A copy something outside the seeding roots keeps (a library): a promote's only donor."""
+    return i.external_links > 0
+
+
 def _donors_tied(
-    snap: Snapshot, shared: list[InodeFact], inodes: Iterable[InodeFact], tgt: PoolFact
+    snap: Snapshot,
+    shared: list[InodeFact],
+    inodes: Iterable[InodeFact],
+    tgt: PoolFact,
+    allow: Callable[[InodeFact], bool] | None = None,
 ) -> dict[ContentKey, InodeFact]:
     """Content on ``tgt`` -> the inode to link from (``_paths_of``: its path): for the files that
     may tie the payload (``shared``), any donor; for its incidental files, only one of the party
     those donors belong to (``converge.tied_to``: the same torrent's files, the same library folder's), since the
     payload is already there and its small files follow it. With no donor for ``shared``, none:
     a donor of an incidental file alone would tie this payload for good to whatever holds those
-    few bytes, and so would one of a third payload (facts.incidental_below)."""
-    big = _donors(snap, shared, tgt)
+    few bytes, and so would one of a third payload (facts.incidental_below). ``allow``: only such
+    donors for ``shared`` (a promote's: ``_consumed``)."""
+    big = _donors(snap, shared, tgt, allow)
     if not big:
         return {}
     keys = {id(i) for i in shared}
@@ -966,22 +1007,36 @@ def _links_of(
 def _resolve_cross_group(plans: list[GroupPlan]) -> None:
     """A group may not link from a path that another group in the same plan deletes, nor copy a
     content that an earlier group of the same plan copies to the same pool (``_copied_once``)."""
+    _links_wait_for_deletes(plans)
+    _one_writer_per_destination(plans)
+    _copied_once(plans)
+
+
+def _links_wait_for_deletes(plans: list[GroupPlan]) -> None:
+    """A group that links from a path another group of the plan deletes waits (skipped) while that
+    group still acts. Looked at from the last group to the first, each against the deletes of the
+    groups still actionable then: of two groups that each delete the other's link source (a cycle)
+    the later one waits and the first goes ahead, as in ``_later_ones_wait``; the next run plans the
+    other against what the first left. Counted once, before any group was skipped, such a cycle
+    skipped both, every run (R44). No group that goes ahead links from a path a group going ahead
+    deletes: a group skipped here stays skipped, and each was checked against every group not
+    skipped yet."""
     # Only paths some group links from can matter: a map of every deleted path (a million
     # entries, built when every step already exists) was the planner's peak memory.
     # Read from the steps' columns (links_from, deleted_paths): no step object is built here.
     donors = {src for g in plans if g.actionable for src in links_from(g.steps)}
-    deleted = {p: g.group_id for g in plans if donors and g.actionable for p in deleted_paths(g.steps) if p in donors}
-    for g in plans:
+    if not donors:
+        return
+    deleted = {p: g for g in plans if g.actionable for p in deleted_paths(g.steps) if p in donors}
+    for g in reversed(plans):
         if not g.actionable:
             continue
         for src in links_from(g.steps):
-            if deleted.get(src, g.group_id) != g.group_id:
-                other = deleted[src]
+            other = deleted.get(src)
+            if other is not None and other is not g and other.actionable:
                 g.action, g.steps = Action.SKIP, []
-                g.reason = f"waits for group {other}, which moves the data this group would link from"
+                g.reason = f"waits for group {other.group_id}, which moves the data this group would link from"
                 break
-    _one_writer_per_destination(plans)
-    _copied_once(plans)
 
 
 _COPY_BITS = 1 << 23  # bits per map in _repeated (1 MiB each)

@@ -79,13 +79,14 @@ def test_library_link_added_refuses_that_group_only():
 
 
 def test_a_stray_link_inside_the_seeding_root_makes_the_group_stale():
-    # The decision stays "demote", but the link count the deletes rest on moved.
+    # The link count the deletes rest on moved; and a link no torrent lists now blocks the move
+    # (it would keep the inode: the move freed nothing, R44).
     w = two_groups()
     _doc, saved = saved_from(w)
     w.link(S + "/movies/Alpha/alpha.mkv", S + "/stray/alpha.mkv")
     after_snap = w.snapshot()
     g_a = next(g for g in saved.plan.groups if A in g.torrents)
-    assert make_plan(after_snap, POLICY).groups[0].action == "demote"
+    assert make_plan(after_snap, POLICY).groups[0].action == "blocked"
     assert approved.fingerprint(after_snap, g_a) != saved.fingerprints[g_a.group_id]
     v = verdicts(saved, w)
     assert not v[A].ok and v[B].ok

@@ -746,6 +746,7 @@ def test_a_tied_payload_s_small_files_go_to_the_party_it_is_tied_to_not_to_a_thi
     w.file(LIB + "/G/G.mkv", "movie-G", MOVIE)  # the *arr copied G's movie, not its .txt
     _release(w, "h" * 40, "H", "movie-H")
     w.link(f"{S}/H/RARBG.txt", f"{S}/H-extra/RARBG.txt")  # H's .txt has the most links: the keeper
+    w.torrent("i" * 40, f"{S}/H-extra", ["RARBG.txt"])  # listed (an unlisted link keeps H: R44)
     p = plan(w)
     by = {g.torrents[0]: g for g in p.groups}
     assert by["h" * 40].action == "demote", by["h" * 40].reason

@@ -82,8 +82,10 @@ class World:
             digest = (i["content"].encode().hex().ljust(64, "0")[:64]) if self.hashed else None
             seeding, other = split_links(i["paths"], roots)
             nlink = len(i["paths"]) + i["unknown"] - i["aliases"]
+            # Spellings left distinct once canonical are one entry counted twice (InodeFact.aliases).
+            aliases = max(len(seeding) + len(other) - (len(i["paths"]) - i["aliases"]), 0)
             inodes[key] = InodeFact(
-                key[0], key[1], i["size"], nlink, digest, seeding, other, access=i.get("access")
+                key[0], key[1], i["size"], nlink, digest, seeding, other, aliases=aliases, access=i.get("access")
             )  # access: (st_mode, st_uid, st_gid), set on an inode's dict (None: not known)
             if digest:
                 content.setdefault((i["size"], digest), []).append(key)

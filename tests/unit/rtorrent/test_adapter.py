@@ -8,6 +8,7 @@ import xmlrpc.client
 
 import pytest
 
+from qbhook.clients.model import STABLE_STATES
 from qbhook.clients.port import PORT_METHODS, ClientPort, Pausing
 from qbhook.clients.qbt.client import QbtClient
 from qbhook.clients.rtorrent import (
@@ -177,6 +178,9 @@ def _client(rows=(ROW_MULTI, ROW_SINGLE), files=None, path_map=None, **kw):
 def test_states_map_onto_the_qbittorrent_vocabulary(changes, state, raw):
     item = RtItem.from_row(_row(ROW_MULTI, **changes))
     assert (normalize_rt_state(item), item.raw_state) == (state, raw)
+    # The planner moves only torrents in a known stable state (a whitelist): every resting rTorrent
+    # state must be one, or no rTorrent item would ever move.
+    assert (state in STABLE_STATES) == (state not in ("checkingUP", "checkingDL", "error"))
 
 
 def test_the_complete_flag_alone_does_not_make_an_item_complete():
