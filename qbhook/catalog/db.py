@@ -29,6 +29,7 @@ from qbhook.errors import (
     CatalogUnwritable,
     CatalogUpgraded,
     LockBusy,
+    NotACatalog,
     QbhookError,
 )
 
@@ -106,6 +107,8 @@ def connect(
         # An empty file (`touch`) is no catalog yet: migrating it would make one, from a command
         # that only reads (``status``), answering "nothing" as if it were the real one.
         raise CatalogMissing(path)
+    if st is not None and st.st_size > 0 and not _sqlite_header(path):
+        raise NotACatalog(path, "not a SQLite file, so not a qbhook catalog")
     try:
         if create:
             conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=check_same_thread)
@@ -116,10 +119,7 @@ def connect(
         conn.execute("PRAGMA busy_timeout = 60000")
         if _foreign(conn):  # asked before the first write: WAL mode is one
             conn.close()
-            raise CatalogError(
-                f"catalog {path} is a SQLite file but not a qbhook catalog",
-                hint="point 'catalog:' in the config at a qbhook catalog or at a path where none exists yet",
-            )
+            raise NotACatalog(path, "a SQLite file but not a qbhook catalog")
         if not readonly:
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
@@ -129,6 +129,29 @@ def connect(
     if not readonly:
         migrate(conn)
     return conn
+
+
+_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
+
+def _sqlite_header(path: Path) -> bool:
+    """Whether a file that is not empty begins as every SQLite database does. Without the header
+    it is some other file (a YAML, a log), named by ``catalog:`` by mistake: a config problem
+    (``NotACatalog``), where SQLite said "file is not a database", which reads as damage (74), and
+    took a one-byte file for an empty database, which ``scan`` then overwrote with a catalog. With
+    the header, what SQLite cannot read is damage inside a SQLite file: ``CatalogDamaged``. A file
+    this cannot read is left to SQLite, which names why. O_NONBLOCK: a FIFO swapped in since the
+    stat does not hang the open."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return True
+    try:
+        return os.read(fd, len(_MAGIC)) == _MAGIC
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def _is_folder(folder: Path) -> bool:
