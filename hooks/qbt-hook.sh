@@ -36,7 +36,8 @@ log_failure() {
 
 # A config file is read, never sourced: only known keys, values taken literally. Forgiven,
 # because editors and shell habits make them: a CR before each newline (Windows), blanks
-# around the key and the value, one pair of matching quotes around the value. Any other
+# around the key and the value, "export " before the key and a "# comment" after the value
+# (a file also sourced by a shell), one pair of matching quotes around the value. Any other
 # line is logged by its number, not its text (it may hold the token), and skipped.
 load_conf() {
     [ -r "$1" ] || return 0
@@ -45,6 +46,12 @@ load_conf() {
         n=$((n + 1))
         trim "${line%"$cr"}"
         line=$trimmed
+        case $line in
+        export[[:blank:]]*)
+            trim "${line#export}"
+            line=$trimmed
+            ;;
+        esac
         case $line in
         '' | '#'*) continue ;;
         *=*) ;;
@@ -56,7 +63,7 @@ load_conf() {
         trim "${line%%=*}"
         key=$trimmed
         trim "${line#*=}"
-        value=$trimmed
+        uncomment "$trimmed"
         case $value in
         \"*\" | \'*\')
             value=${value#?}
@@ -71,6 +78,36 @@ load_conf() {
         *) log_failure "$1 line $n: unknown key, ignored" ;;
         esac
     done <"$1"
+}
+
+# Sets value to $1 (a trimmed value) without a shell comment after it, as sh would read it:
+# blanks then "#" after the closing quote of a quoted value, or anywhere in an unquoted one
+# ("#" inside quotes, or with no blank before it, is part of the value: a URL's fragment).
+uncomment() {
+    value=$1
+    case $value in
+    \"* | \'*)
+        q=${value%"${value#?}"}
+        rest=${value#?}
+        case $rest in
+        *"$q"*) ;;
+        *) return 0 ;; # no closing quote: taken literally
+        esac
+        after=${rest#*"$q"}
+        case $after in
+        [[:blank:]]*) ;;
+        *) return 0 ;;
+        esac
+        trim "$after"
+        case $trimmed in
+        '#'*) value=${value%"$after"} ;;
+        esac
+        ;;
+    *[[:blank:]]\#*)
+        trim "${value%%[[:blank:]]\#*}"
+        value=$trimmed
+        ;;
+    esac
 }
 
 # Sets trimmed to $1 without the spaces and tabs around it.

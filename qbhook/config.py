@@ -5,7 +5,10 @@ instead of silently falling back to a default that moves data somewhere odd.
 Secrets are never required inline: passwords come from an environment variable
 or a file, and ``describe()`` masks them. A load with ``secrets=False`` reads none of them
 (their names are still checked): `qbhook hook`, run by qBittorrent, has neither the service's
-environment nor a use for a password, and records an event into the catalog only.
+environment nor a use for a password, and records an event into the catalog only. A load with
+``secrets="notify"`` reads only the notification URLs: `scan` may notify (its mass-delete
+guard) but asks no client and serves nothing, so a client's password file it cannot read (or
+a variable not set) does not stop it; a command that talks to a client still stops there.
 
 Every setting has one declared kind (the tables ``_POLICY``, ``_SCAN``, ``_SERVER``,
 ``_QBT``), never a guess from its default's type:
@@ -33,7 +36,7 @@ import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -358,9 +361,12 @@ def find_config_path(explicit: str | os.PathLike | None) -> Path:
     )
 
 
-def load_config(path: str | os.PathLike, env: dict[str, str] | None = None, *, secrets: bool = True) -> Config:
+def load_config(
+    path: str | os.PathLike, env: dict[str, str] | None = None, *, secrets: bool | Literal["notify"] = True
+) -> Config:
     """The config file at ``path``; ``secrets=False``: no ``*_env`` variable or ``*_file`` is read,
-    every password, token and notify URL from them is None (see the module's docstring)."""
+    every password, token and notify URL from them is None; ``"notify"``: only notify's URLs are
+    read (see the module's docstring)."""
     path = Path(path)
     try:
         raw = read_regular_file(path, _MAX_CONFIG_BYTES)
@@ -424,10 +430,16 @@ def parse_yaml(text: str, name: str = "config") -> Any:
 
 
 def parse_config(
-    data: Any, *, env: dict[str, str] | None = None, base_dir: Path | None = None, secrets: bool = True
+    data: Any,
+    *,
+    env: dict[str, str] | None = None,
+    base_dir: Path | None = None,
+    secrets: bool | Literal["notify"] = True,
 ) -> Config:
-    # None below: the secrets are not read (``_secret``).
+    # None below: the secrets are not read (``_secret``); the clients' and the server's only
+    # with every secret (``secrets`` True), notify's with "notify" too.
     env = (dict(os.environ) if env is None else env) if secrets else None
+    client_env = env if secrets is True else None
     if data is None:  # YAML's reading of an empty file, or of one with only comments (was "got NoneType")
         raise ConfigError(None, "the file holds no settings (it is empty, or only comments)")
     if not isinstance(data, dict):
@@ -452,11 +464,11 @@ def parse_config(
 
     catalog = _abs_path(_required(data, "catalog", ""), "catalog")
     pools = _parse_pools(data)
-    qbts = _parse_qbittorrent(data.get("qbittorrent"), env, base_dir)
-    clients = _parse_clients(data.get("clients"), qbts, env, base_dir)
+    qbts = _parse_qbittorrent(data.get("qbittorrent"), client_env, base_dir)
+    clients = _parse_clients(data.get("clients"), qbts, client_env, base_dir)
     policy = PolicyConfig(**_parse_fields(_POLICY, data.get("policy"), "policy"))
     scan = ScanConfig(**_parse_fields(_SCAN, data.get("scan"), "scan"))
-    server = _parse_server(data.get("server"), env, base_dir)
+    server = _parse_server(data.get("server"), client_env, base_dir)
     notify = _parse_notify(data.get("notify"), env, base_dir)
     sweep = SweepConfig(**_parse_fields(_SWEEP, data.get("sweep"), "sweep"))
     lock_dir = _abs_path(data["lock_dir"], "lock_dir") if data.get("lock_dir") is not None else None

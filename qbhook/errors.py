@@ -152,6 +152,19 @@ class CatalogFolderMissing(CatalogMisplaced):
         self.folder = folder
 
 
+class NotACatalog(CatalogMisplaced):
+    """``catalog:`` names a file that is not a qbhook catalog: another program's SQLite database
+    (a browser's history), or no SQLite file at all (no SQLite header). Refused before anything is
+    written to it; the config names the wrong file (78), not a damaged catalog (74) nor a failure
+    (1), which is what the two were. One line naming the file and what it is."""
+
+    HINT = "point 'catalog:' in the config at a qbhook catalog or at a path where none exists yet"
+
+    def __init__(self, path, what: str):
+        super().__init__(f"catalog {path} is {what}", hint=self.HINT)
+        self.path = path
+
+
 class CatalogUpgraded(CatalogError):
     """A newer qbhook migrated the catalog under a running ``serve``, whose code would go on writing
     the old schema's way (R17: records moved to a table by a migration, written where no one reads

@@ -29,6 +29,7 @@ from qbhook.errors import (
     CatalogUnwritable,
     CatalogUpgraded,
     LockBusy,
+    NotACatalog,
     QbhookError,
 )
 
@@ -106,6 +107,9 @@ def connect(
         # An empty file (`touch`) is no catalog yet: migrating it would make one, from a command
         # that only reads (``status``), answering "nothing" as if it were the real one.
         raise CatalogMissing(path)
+    if st is not None and 0 < st.st_size < _SMALLEST_DATABASE:
+        # SQLite took a one-byte file for an empty database, which `scan` then overwrote.
+        raise NotACatalog(path, _NOT_SQLITE)
     try:
         if create:
             conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=check_same_thread)
@@ -116,19 +120,46 @@ def connect(
         conn.execute("PRAGMA busy_timeout = 60000")
         if _foreign(conn):  # asked before the first write: WAL mode is one
             conn.close()
-            raise CatalogError(
-                f"catalog {path} is a SQLite file but not a qbhook catalog",
-                hint="point 'catalog:' in the config at a qbhook catalog or at a path where none exists yet",
-            )
+            raise NotACatalog(path, "a SQLite file but not a qbhook catalog")
         if not readonly:
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
     except sqlite3.Error as e:
+        if type(e) is sqlite3.DatabaseError and not _sqlite_header(path):
+            raise NotACatalog(path, _NOT_SQLITE) from None
         raise sqlite_failure(e, path) or CatalogError(f"cannot open catalog {path}: {e}") from None
     if not readonly:
         migrate(conn)
     return conn
+
+
+_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+_SMALLEST_DATABASE = 512  # a database file is whole pages (or none), of 512 bytes at least
+_NOT_SQLITE = "not a SQLite file, so not a qbhook catalog"
+
+
+def _sqlite_header(path: Path) -> bool:
+    """Whether the file begins as every SQLite database does; asked only once SQLite said "file
+    is not a database". Without the header it is some other file (a YAML, a log), named by
+    ``catalog:`` by mistake: a config problem (``NotACatalog``), not damage (74). With it, what
+    SQLite cannot read is damage inside a SQLite file: ``CatalogDamaged``. A file this cannot
+    read is left to SQLite's words.
+
+    Only then, never before every open: closing any descriptor of a file drops every POSIX lock
+    this process holds on it, SQLite's connections' included (sqlite.org's "How To Corrupt An
+    SQLite Database File", 2.2); with a look before every open, `serve`'s worker claimed no job
+    (test_serve_startup). O_NONBLOCK: a FIFO swapped in since the stat does not hang the open."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return True
+    try:
+        return os.read(fd, len(_MAGIC)) == _MAGIC
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def _is_folder(folder: Path) -> bool:

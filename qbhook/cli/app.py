@@ -34,8 +34,10 @@ class App:
         self._catalog = None
         # False: the config is loaded without its secrets (``load_config(secrets=False)``), for a
         # command that talks to no client and may run without the service's environment (`hook`,
-        # `status`...): the command's ``secrets`` (CommandParts) sets it before ``cfg`` is first used.
-        self.secrets = True
+        # `status`...); "notify": only the notification URLs, for one that may notify but talks to
+        # no client (`scan`). The command's ``secrets`` (CommandParts) sets it before ``cfg`` is
+        # first used.
+        self.secrets: bool | str = True
         # True: this command sends the notifications earlier processes could not deliver
         # (``notify.configure(take_kept=...)``): serve, sweep, resume, and apply/converge --yes.
         # The hook and read-only commands, run often and meant to be quick, never do. Set before
@@ -446,9 +448,11 @@ class CommandParts:
       a function of the command's parameters answering False, for a command that contacts no
       client and sends no notification (status, history, queue, find, hook, ``torrents
       --offline``...): it runs without the service's environment (/etc/qbhook/env) instead of
-      stopping at "QBHOOK_QBT_PASSWORD is not set". Applied before the command body first
-      loads the config; it only ever turns secrets off, so a group never turns them back on
-      for its subcommand."""
+      stopping at "QBHOOK_QBT_PASSWORD is not set". "notify": only the notification URLs, for
+      a command that may notify but contacts no client (``scan``, ``dupes``' scan), which a
+      client's password file it cannot read does not stop. Applied before the command body
+      first loads the config; it only ever narrows (True, "notify", False), so a group never
+      widens them again for its subcommand."""
 
     def __init__(self, *args, secrets=True, **kwargs):
         super().__init__(*args, **kwargs)
@@ -466,8 +470,8 @@ class CommandParts:
     def invoke(self, ctx):
         wants = self.secrets(ctx.params) if callable(self.secrets) else self.secrets
         app = ctx.find_object(App)
-        if not wants and app is not None:
-            app.secrets = False
+        if wants is not True and app is not None:
+            app.secrets = wants if app.secrets else False
         return super().invoke(ctx)
 
 

@@ -11,7 +11,7 @@ from qbhook.cli.app import App, SizeParam, echo_json, echo_problems, echo_shown,
 from qbhook.units import human_bytes as _human_bytes
 
 
-@main.command()
+@main.command(secrets="notify")  # its mass-delete guard may notify; it asks no client
 @click.argument("pools", nargs=-1)
 @click.option("--allow-mass-delete", is_flag=True, help="Accept that a large share of files vanished.")
 @click.option(
@@ -164,8 +164,8 @@ def _hash_missing(app: App) -> dict:
     }
 
 
-# Only a scan (which may notify) or a sync of the torrent index needs the secrets.
-@main.command(secrets=lambda p: not (p["offline"] if p["payloads"] else p["no_scan"]))
+# A sync of the torrent index asks the clients: every secret; a scan may notify: notify's.
+@main.command(secrets=lambda p: (not p["offline"]) if p["payloads"] else (False if p["no_scan"] else "notify"))
 @click.option("--no-scan", is_flag=True, help="Use the catalog as is (no incremental scan first).")
 @click.option("--min-size", default="1", type=SizeParam(), help="Ignore files smaller than this (e.g. 1M, 64MiB).")
 @click.option("--payloads", is_flag=True, help="Whole torrent payloads stored more than once (torrent index).")

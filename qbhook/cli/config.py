@@ -6,7 +6,7 @@ import sys
 
 from qbhook.cli.app import App, echo_shown, main, pass_app
 from qbhook.config import check_paths, describe, path_warnings, seeding_root_warnings
-from qbhook.errors import ExitCode
+from qbhook.errors import ConfigError, ExitCode
 
 
 @main.group()
@@ -24,8 +24,8 @@ def config_check(app: App):
 
     Example: qbhook --config /etc/qbhook/config.yaml config check
     """
-    cfg = app.cfg
-    problems = check_paths(cfg)
+    cfg, unread = _with_secrets(app)
+    problems = unread + check_paths(cfg)
     warnings = path_warnings(cfg) + seeding_root_warnings(cfg)
     data = describe(cfg)
     data["problems"] = problems
@@ -48,6 +48,19 @@ def config_check(app: App):
     app.emit(data, human)
     if problems:
         sys.exit(ExitCode.CONFIG)
+
+
+def _with_secrets(app: App):
+    """The config with its secrets, or, when one cannot be read (a password file missing, a
+    variable not set), without them and that secret's line as a problem: the check still
+    shows the rest (the pools, the paths) instead of ending at it. Loaded without the secrets,
+    a config that fails again fails for another reason, and that error stands."""
+    try:
+        return app.cfg, []
+    except ConfigError as e:
+        app.secrets = False
+        cfg = app.cfg
+        return cfg, [e.message + (f" ({e.hint})" if e.hint else "")]
 
 
 # ---------------------------------------------------------------- catalog

@@ -59,6 +59,8 @@ READ_ONLY = [
     (["holding", "--purge-expired"], (0,)),  # a dry run lists, acts on nothing
     (["explain", HASH, "--index"], (2,)),  # not in the index: UnknownTorrent
     (["setup", "rtorrent"], (0,)),  # prints lines, asks no client
+    (["scan"], (0,)),  # reads notify's secrets only (its mass-delete guard may notify)
+    (["dupes"], (0,)),  # its scan: the same
 ]
 
 
@@ -82,9 +84,54 @@ def test_a_command_that_may_contact_a_client_still_reads_the_secrets(env, args):
 def test_find_runs_without_the_secrets(env):
     f = env.stash / "data/media/torrents/seeding/a.bin"
     f.write_bytes(b"x" * 10)
-    env.run("scan", env=_secrets())  # the scan may notify: it keeps the secrets
+    env.run("scan")
     r = env.run("find", str(f), expect=0)
     assert "is not set" not in r.output
+
+
+@pytest.fixture(params=["missing", "a folder"])
+def password_file(request, tmp_path):
+    """A client's password file the process cannot read: chmod 000 would not stop root, a
+    missing file or a folder at its path does."""
+    path = tmp_path / "qbt.password"
+    if request.param == "a folder":
+        path.mkdir()
+    why = "No such file or directory" if request.param == "missing" else "Is a directory"
+    return path, f"config: qbittorrent.password_file: cannot read {path}: {why}"
+
+
+@pytest.mark.parametrize("args", [["scan"], ["--json", "scan"], ["dupes"], ["dupes", "--no-scan"]])
+def test_scan_and_dupes_run_with_a_client_password_file_they_cannot_read(env, password_file, args):
+    """They ask no client, but read every secret (a scan may notify): a password file missing
+    or unreadable stopped them, exit 78. They read notify's URLs only now."""
+    env.save(qbittorrent={"url": "http://127.0.0.1:1", "password_file": str(password_file[0])})
+    r = env.run(*args, expect=0)
+    assert r.stderr == "" and "password" not in r.output
+
+
+@pytest.mark.parametrize("args", [["plan"], ["plan", "--no-scan"], ["torrents"], ["dupes", "--payloads"]])
+def test_a_command_that_asks_a_client_still_stops_at_its_password_file(env, password_file, args):
+    env.save(qbittorrent={"url": "http://127.0.0.1:1", "password_file": str(password_file[0])})
+    r = env.run(*args, expect=78)
+    assert r.stderr.splitlines() == [f"qbhook: {password_file[1]}"] and r.stdout == ""
+
+
+def test_scan_still_reads_notifys_urls(env, monkeypatch):
+    """Its mass-delete guard notifies: a notify URL variable not set stops it, as before."""
+    monkeypatch.delenv("QBHOOK_TEST_NOTIFY", raising=False)
+    env.save(notify={"urls_env": "QBHOOK_TEST_NOTIFY"})
+    r = env.run("scan", expect=78)
+    assert "notify.urls_env: environment variable QBHOOK_TEST_NOTIFY is not set" in r.stderr
+
+
+def test_config_check_names_an_unreadable_password_file_as_a_problem_and_checks_the_rest(env, password_file):
+    """It ended at the file, one error line and nothing of the rest; it is one of its problems now."""
+    env.save(qbittorrent={"url": "http://127.0.0.1:1", "password_file": str(password_file[0])})
+    r = env.run("config", "check", expect=78)
+    assert f"PROBLEM: {password_file[1]}" in r.stderr.splitlines()
+    assert "pools:" in r.stdout.splitlines()
+    d = json.loads(env.run("--json", "config", "check", expect=78).stdout)
+    assert password_file[1] in d["problems"] and d["qbittorrent"][0]["password_file"] == str(password_file[0])
 
 
 def _secrets() -> dict:

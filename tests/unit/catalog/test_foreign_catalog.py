@@ -13,7 +13,7 @@ import pytest
 
 from qbhook.catalog.db import connect, migrations
 from qbhook.catalog.schema import FIRST_TABLES
-from qbhook.errors import CatalogError, ExitCode
+from qbhook.errors import CatalogDamaged, CatalogError, ExitCode, NotACatalog, hint_line
 from tests.unit.catalog.old import catalog_at
 from tests.unit.test_cli_catalog import Env
 
@@ -34,16 +34,54 @@ FOREIGN = {
 }
 
 
+def _refused(env, args, before: bytes, what: str) -> None:
+    """One line naming the file and what it is, the hint below it; exit 78, a config problem
+    (it was 1, a generic failure, for a foreign SQLite file and 74 "damaged" for a non-SQLite one);
+    the file byte for byte as it was, and nothing made beside it."""
+    r = env.run(*args, expect=ExitCode.CONFIG)
+    assert r.stderr.splitlines() == [f"qbhook: catalog {env.catalog} is {what}", hint_line(NotACatalog.HINT)]
+    assert r.stdout == ""
+    assert env.catalog.read_bytes() == before
+    assert sorted(p.name for p in env.catalog.parent.iterdir()) == ["catalog.sqlite"]  # no -wal, no -shm
+
+
+READERS_AND_MAKERS = [["history"], ["status"], ["dupes"], ["--json", "scan"]]
+
+
 @pytest.mark.parametrize("kind", sorted(FOREIGN))
-@pytest.mark.parametrize("args", [["history"], ["status"], ["--json", "scan"]])
+@pytest.mark.parametrize("args", READERS_AND_MAKERS)
 def test_another_programs_sqlite_file_is_refused_and_left_byte_for_byte(tmp_path, kind, args):
     env = Env(tmp_path)
     before = _sqlite(env.catalog, *FOREIGN[kind])
-    r = env.run(*args, expect=ExitCode.FAILURE)
-    assert r.stderr.splitlines()[0] == f"qbhook: catalog {env.catalog} is a SQLite file but not a qbhook catalog"
-    assert len(r.stderr.splitlines()) == 2 and r.stdout == ""
-    assert env.catalog.read_bytes() == before
-    assert sorted(p.name for p in env.catalog.parent.iterdir()) == ["catalog.sqlite"]  # no -wal, no -shm
+    _refused(env, args, before, "a SQLite file but not a qbhook catalog")
+
+
+GARBAGE = {
+    "text": b"catalog: /var/lib/qbhook/catalog.sqlite\n" * 40,  # the config itself, named by mistake
+    "short": b"x",
+    "binary": bytes(range(256)) * 16,
+    "a header cut short": b"SQLite format",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(GARBAGE))
+@pytest.mark.parametrize("args", READERS_AND_MAKERS)
+def test_a_file_that_is_no_sqlite_file_is_refused_as_no_catalog_not_as_damage(tmp_path, kind, args):
+    env = Env(tmp_path)
+    env.catalog.write_bytes(GARBAGE[kind])
+    _refused(env, args, GARBAGE[kind], "not a SQLite file, so not a qbhook catalog")
+
+
+def test_a_catalog_damaged_past_its_header_is_still_damage(tmp_path):
+    """The SQLite header is what tells the two apart: a SQLite file SQLite cannot read is damaged (74)."""
+    path = tmp_path / "cat.sqlite"
+    connect(path).close()
+    data = bytearray(path.read_bytes())
+    data[16:100] = b"\xff" * 84  # the rest of the database header: "file is not a database"
+    path.write_bytes(bytes(data))
+    with pytest.raises(CatalogDamaged) as e:
+        connect(path, readonly=True)
+    assert e.value.exit_code == ExitCode.IO_ERROR and path.read_bytes() == bytes(data)
 
 
 def test_a_file_with_a_version_but_without_the_first_tables_is_refused(tmp_path):

@@ -218,6 +218,11 @@ CONF_STYLES = {
     "single quotes": "QBHOOK_URL='{url}'\nQBHOOK_TOKEN='{token}'\n",
     "blanks": "  QBHOOK_URL = {url}  \n\tQBHOOK_TOKEN\t=\t{token} \n",
     "all at once": ' QBHOOK_URL = "{url}" \r\nQBHOOK_TOKEN= \'{token}\'\r\n',
+    # A file also sourced by a shell: "export", comments after the value (it was "unknown key",
+    # and a URL or token with " # ..." on its end).
+    "export": "export QBHOOK_URL={url}\nexport\tQBHOOK_TOKEN='{token}'\n",
+    "comments": 'QBHOOK_URL={url} # qbhook serve\nQBHOOK_TOKEN="{token}"\t# from its config\n',
+    "shell, CRLF": ' export QBHOOK_URL="{url}"  # x\r\nexport QBHOOK_TOKEN={token}\t#y\r\n',
 }
 
 
@@ -250,6 +255,17 @@ def test_conf_strips_one_pair_of_matching_quotes_only(server, tmp_path, shell):
     [(_, headers, body)] = server.requests
     assert headers["X-Qbhook-Token"] == f'"{TOKEN}"'
     assert dict(received_fields(body))["instance"] == b"\"half'"
+
+
+@pytest.mark.parametrize("shell", CONF_SHELLS)
+def test_conf_hash_inside_quotes_or_without_a_blank_before_it_is_part_of_the_value(server, tmp_path, shell):
+    """As sh reads it: only blanks then "#" start a comment, and never inside quotes."""
+    conf = f"export QBHOOK_URL={url(server)}\nQBHOOK_TOKEN='a # b' # c\nQBHOOK_INSTANCE=x#y\n"
+    result = run_with_conf(shell, conf.encode(), tmp_path)
+    assert result.stderr == b""
+    [(_, headers, body)] = server.requests
+    assert headers["X-Qbhook-Token"] == "a # b"
+    assert dict(received_fields(body))["instance"] == b"x#y"
 
 
 @pytest.mark.parametrize("shell", CONF_SHELLS)
