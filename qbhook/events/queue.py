@@ -49,7 +49,7 @@ from qbhook.catalog.schema import (
 )
 from qbhook.config import ServerConfig
 from qbhook.errors import LockBusy, NotADeadJob, QueueBusy, QueueError, UnreadableJob
-from qbhook.events._job import COLUMNS, OVERFLOW_KEY, Job, Parts, text
+from qbhook.events._job import COLUMNS, OVERFLOW_KEY, Job, Parts, counted, text
 from qbhook.events.model import Event
 from qbhook.procs import live, pid_namespace, process_state
 
@@ -153,6 +153,9 @@ class JobQueue:
         now = self._now(now)
         key = event.coalesce_key()
         with self._write() as c:
+            done = self._count_into_truncated(c, key, event, now)
+            if done is not None:
+                return done
             job = self._pending(c, key, now)
             if job is not None:
                 self._store_merge(c, job, Parts.of_event(event), now)
@@ -160,6 +163,25 @@ class JobQueue:
             if self._pending_count(c) >= self.max_pending:
                 return self._overflow(c, event, now)
             return Enqueued(self._insert(c, key, Parts.of_event(event), now), False)
+
+    def _count_into_truncated(self, c: sqlite3.Connection, key: str, event: Event, now: float) -> Enqueued | None:
+        """``event`` counted into ``key``'s pending job if that is truncated (``_job.counted``),
+        its capped lists neither read nor written; None: no such job, or one to read whole."""
+        row = c.execute(
+            "SELECT id, kinds, sources FROM event_jobs WHERE coalesce_key = ? AND state = 'pending' AND truncated",
+            (key,),
+        ).fetchone()
+        if row is None:
+            return None
+        try:
+            kinds, sources = counted(row[1], row[2], event)
+        except UnreadableJob:
+            return None  # _pending reads it and buries it, saying why
+        c.execute(
+            "UPDATE event_jobs SET kinds = ?, sources = ?, event_count = event_count + 1, updated_at = ? WHERE id = ?",
+            (kinds, sources, now, row[0]),
+        )
+        return Enqueued(row[0], True)
 
     def _overflow(self, c: sqlite3.Connection, event: Event, now: float) -> Enqueued:
         # Only what the event was, never what it named: the row stays small however many fold in,
