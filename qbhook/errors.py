@@ -416,6 +416,11 @@ class QueueError(QbhookError):
     """The event job queue refused an operation (unknown job, wrong state)."""
 
 
+class QueueBusy(LockBusy):
+    """The queue could not take the catalog's write lock within its deadline (another process's
+    scan or sweep holds it): intake answers 503 at once rather than wait out the sender's timeout."""
+
+
 class UnreadableJob(QueueError):
     """A queued row this qbhook cannot read (a new event kind written by another version's
     ``qbhook hook``, or a damaged row): the queue marks it dead and goes on (``JobQueue.claim``)."""

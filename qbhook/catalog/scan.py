@@ -353,6 +353,23 @@ def unmounted_filesystems(catalog: Catalog) -> list[Filesystem]:
     return [f for f in catalog.filesystems() if f.mountpoint and f.mountpoint not in mounted]
 
 
+def filesystems_away(catalog: Catalog, forget: Iterable[str] = ()) -> dict[int, str]:
+    """Filesystem id -> recorded mount point, of each filesystem whose vanished paths are not
+    known to be gone, only out of sight: not mounted now (``unmounted_filesystems``), and not
+    a user's FUSE mount (fsid.is_user_mount; a less-trusted user would decide how long its rows
+    stay by not mounting it). A mount point in ``forget`` (named by the admin, for the caller to
+    drop) is listed even when a user's mount.
+
+    The one rule for "a vanished row stays": the scan's (``_on_unmounted``) and the event
+    worker's (an *arr's delete event, missingFromDisk, for each file of a dataset that dropped)."""
+    forget = frozenset(forget)
+    return {
+        f.id: f.mountpoint
+        for f in unmounted_filesystems(catalog)
+        if f.mountpoint in forget or not fsid.is_user_mount(f.fsid)
+    }
+
+
 def _on_unmounted(
     catalog: Catalog, vanished: list[bytes], seen_fs: set[int], forget: frozenset[str] = frozenset()
 ) -> tuple[dict[str, list[bytes]], dict[str, list[bytes]]]:
@@ -366,11 +383,7 @@ def _on_unmounted(
 
     Forgotten: a mount point in ``forget`` (the admin said its files are gone: ``qbhook scan
     --forget-unmounted``); dropped, and not counted by the mass-delete guard."""
-    away = {
-        f.id: f.mountpoint
-        for f in unmounted_filesystems(catalog)
-        if f.id not in seen_fs and (f.mountpoint in forget or not fsid.is_user_mount(f.fsid))
-    }
+    away = {i: mp for i, mp in filesystems_away(catalog, forget).items() if i not in seen_fs}
     kept: dict[str, list[bytes]] = {}
     forgotten: dict[str, list[bytes]] = {}
     if not away:

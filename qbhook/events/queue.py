@@ -43,13 +43,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from qbhook import notify
-from qbhook.catalog.db import Tx
+from qbhook.catalog.db import Tx, connect, sqlite_failure
 from qbhook.catalog.schema import (
     QUEUE_DDL,  # re-exported: the queue's table, for callers building one
 )
 from qbhook.config import ServerConfig
-from qbhook.errors import NotADeadJob, QueueError, UnreadableJob
-from qbhook.events._job import COLUMNS, OVERFLOW_KEY, Job, Parts, text
+from qbhook.errors import LockBusy, NotADeadJob, QueueBusy, QueueError, UnreadableJob
+from qbhook.events._job import COLUMNS, OVERFLOW_KEY, Job, Parts, counted, text
 from qbhook.events.model import Event
 from qbhook.procs import live, pid_namespace, process_state
 
@@ -61,6 +61,7 @@ __all__ = [
     "Job",
     "JobQueue",
     "backoff_s",
+    "intake_queue",
     "worker_alive",
     "worker_id",
 ]
@@ -71,6 +72,14 @@ MAX_PENDING = ServerConfig.max_pending  # the default: one home, the config's
 
 
 STATES = ("pending", "running", "done", "dead")
+
+# How long intake waits for the catalog's write lock (another process's scan or sweep, the
+# worker's transaction) before it answers 503: the queue's lock and SQLite's busy timeout each.
+# Waitress's threads share the one intake connection, so the N-th event waiting answers after
+# about N x this (2 x with the lock's own deadline): 60 s (the catalog's) made 4 events take
+# minutes, past *arr's ~100 s webhook timeout, and left no thread for /healthz, failing a
+# container's health probe. 5 s stays well below that even when every waitress thread waits.
+INTAKE_BUSY_S = 5.0
 
 # How far a job's times may run ahead of this process's clock before ``claim`` takes it for a
 # backward clock step (``JobQueue._unstep``): well past the worker's debounce (it claims with
@@ -118,8 +127,10 @@ class JobQueue:
         backoff_cap_s: float = 3600.0,
         max_pending: int = MAX_PENDING,
         clock=time.time,
+        wait_s: float | None = None,
     ):
         self._conn = conn
+        self._wait_s = wait_s  # None: writes wait for the queue's lock as long as it takes
         self.max_pending = max_pending
         self._lock = threading.RLock()
         self.max_attempts = max_attempts
@@ -142,6 +153,9 @@ class JobQueue:
         now = self._now(now)
         key = event.coalesce_key()
         with self._write() as c:
+            done = self._count_into_truncated(c, key, event, now)
+            if done is not None:
+                return done
             job = self._pending(c, key, now)
             if job is not None:
                 self._store_merge(c, job, Parts.of_event(event), now)
@@ -149,6 +163,25 @@ class JobQueue:
             if self._pending_count(c) >= self.max_pending:
                 return self._overflow(c, event, now)
             return Enqueued(self._insert(c, key, Parts.of_event(event), now), False)
+
+    def _count_into_truncated(self, c: sqlite3.Connection, key: str, event: Event, now: float) -> Enqueued | None:
+        """``event`` counted into ``key``'s pending job if that is truncated (``_job.counted``),
+        its capped lists neither read nor written; None: no such job, or one to read whole."""
+        row = c.execute(
+            "SELECT id, kinds, sources FROM event_jobs WHERE coalesce_key = ? AND state = 'pending' AND truncated",
+            (key,),
+        ).fetchone()
+        if row is None:
+            return None
+        try:
+            kinds, sources = counted(row[1], row[2], event)
+        except UnreadableJob:
+            return None  # _pending reads it and buries it, saying why
+        c.execute(
+            "UPDATE event_jobs SET kinds = ?, sources = ?, event_count = event_count + 1, updated_at = ? WHERE id = ?",
+            (kinds, sources, now, row[0]),
+        )
+        return Enqueued(row[0], True)
 
     def _overflow(self, c: sqlite3.Connection, event: Event, now: float) -> Enqueued:
         # Only what the event was, never what it named: the row stays small however many fold in,
@@ -412,7 +445,9 @@ class JobQueue:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        if not self._lock.acquire(timeout=-1 if self._wait_s is None else self._wait_s):
+            raise QueueBusy(f"the queue's lock stayed taken for {self._wait_s:g} s")
+        try:
             c = self._conn
             if c.in_transaction:
                 raise QueueError("the queue's connection is inside a transaction; give the queue its own connection")
@@ -420,13 +455,20 @@ class JobQueue:
             # read "no pending job for this key" and then both insert. A refused COMMIT rolls
             # back there too, so a full disk never leaves every later call refused.
             self._buried = []
-            with Tx(c):
-                yield c
+            try:
+                with Tx(c):
+                    yield c
+            except sqlite3.OperationalError as e:
+                if self._wait_s is not None and isinstance(sqlite_failure(e, None), LockBusy):
+                    raise QueueBusy(f"the catalog's write lock stayed taken for {self._wait_s:g} s") from None
+                raise
             # After the commit, never inside it: a COMMIT refused after a burial undoes it, and
             # a "dead" alert would name a job that is still running or pending.
             buried, self._buried = self._buried, []
             for job, error in buried:
                 notify.dead_letter(job, error)
+        finally:
+            self._lock.release()
 
     @staticmethod
     def _get(c: sqlite3.Connection, job_id: int) -> Job | None:
@@ -503,6 +545,15 @@ class JobQueue:
         values.update(overrides)
         assignments = ", ".join(f"{name} = ?" for name in values)
         c.execute(f"UPDATE event_jobs SET {assignments} WHERE id = ?", (*values.values(), target.id))
+
+
+def intake_queue(path: str, *, max_pending: int = MAX_PENDING) -> JobQueue:
+    """The queue HTTP intake writes through: its own connection, shared by waitress's threads,
+    whose every write waits at most ``INTAKE_BUSY_S`` for the queue's lock and again for the
+    catalog's (``QueueBusy``, answered 503). Opened (and migrated) with the catalog's own wait."""
+    conn = connect(path, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {int(INTAKE_BUSY_S * 1000)}")
+    return JobQueue(conn, max_pending=max_pending, wait_s=INTAKE_BUSY_S)
 
 
 def worker_id() -> str:

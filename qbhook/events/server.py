@@ -35,7 +35,7 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 
 from qbhook import dirfd
 from qbhook.catalog import hashing
-from qbhook.errors import BadRequest
+from qbhook.errors import BadRequest, QueueBusy
 from qbhook.events.auth import API_KEY_HEADER, API_KEY_PARAM, TOKEN_HEADER, AuthConfig
 from qbhook.events.model import Event
 from qbhook.events.parse import ARR_APPS, parse_arr, parse_cross_seed, parse_qbt_hook
@@ -118,6 +118,11 @@ def _intake(
         return jsonify(ok=True, ignored=event.raw_type or "unknown", source=event.source)
     try:
         queued = enqueue(event)
+    except QueueBusy:
+        # Expected while another process writes the catalog for long (a scan): one line, no
+        # traceback, and the answer comes before the sender gives up (queue.INTAKE_BUSY_S).
+        log.warning("could not queue %s %s event: catalog busy, try later; answering 503", event.source, event.kind)
+        return _error(503, "catalog busy, try later; nothing was recorded")
     except Exception:
         log.exception("could not queue %s %s event; answering 503", event.source, event.kind)
         return _error(503, "could not queue the event (storage failed); nothing was recorded")

@@ -42,7 +42,7 @@ from qbhook.config import Config
 from qbhook.errors import BadAddress, CatalogUpgraded, ConfigError, PortBusy, QbhookError, UnfinishedRuns
 from qbhook.events import alerts
 from qbhook.events.auth import AuthConfig
-from qbhook.events.queue import JobQueue
+from qbhook.events.queue import intake_queue
 from qbhook.events.server import create_app, waitress_options
 from qbhook.events.views import views
 from qbhook.events.worker import RunsGate, Worker, WorkerHealth, sweep
@@ -159,7 +159,7 @@ class Service:
         auth = AuthConfig.of_server(srv)
         self.health = WorkerHealth()
         self.gate = RunsGate(self.health, base_s=BACKOFF_START_S, cap_s=BACKOFF_MAX_S)  # worker's and sweeper's
-        intake = JobQueue(connect(cfg.catalog, check_same_thread=False), max_pending=srv.max_pending)
+        intake = intake_queue(cfg.catalog, max_pending=srv.max_pending)
         wsgi = create_app(
             enqueue=intake.enqueue,
             auth=auth,

@@ -83,7 +83,7 @@ from dataclasses import dataclass, field, replace
 from qbhook.catalog import indexer, state
 from qbhook.catalog.db import connect, rollback, still_current
 from qbhook.catalog.hashing import HashBudget
-from qbhook.catalog.scan import prune_scans, scan_pools
+from qbhook.catalog.scan import filesystems_away, prune_scans, scan_pools
 from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import IndexInconsistent, TorrentIndex, skipped_files_known
 from qbhook.clients.port import ClientPort
@@ -210,8 +210,11 @@ def _related_paths(cfg: Config, catalog: Catalog, p: str, rejected, reader: Fold
             related.add(normalize(os.fsdecode(x)))
         except PathMapError:
             continue  # an odd spelling in an old catalog: not a path we look up
-    if before is not None and gone:
-        catalog.forget_path(p)  # deleted by the *arr: drop the stale link
+    # Deleted by the *arr: drop the stale link, unless its filesystem is not mounted now (an
+    # *arr sends missingFromDisk for every file of a nested dataset that dropped): the scan
+    # keeps those rows, hashes and all, and so does an event; the next scan judges them.
+    if before is not None and gone and before.fs not in filesystems_away(catalog):
+        catalog.forget_path(p)
     return related
 
 

@@ -596,6 +596,35 @@ def test_files_gone_from_a_mounted_nested_filesystem_are_dropped(tmp_path, monke
     cat.close()
 
 
+@pytest.mark.parametrize("sub_mounted", [False, True])
+def test_an_arr_delete_event_keeps_a_row_the_scan_keeps(tmp_path, monkeypatch, sub_mounted):
+    # An *arr sends missingFromDisk for every file of a nested dataset that dropped: the event
+    # path used to forget each of those rows (and its hash) though the scan keeps them. A file
+    # gone from a mounted filesystem is still forgotten at once.
+    from qbhook.events import worker
+    from qbhook.events.parse import parse_arr
+
+    cfg, cat, stash = _nested_unmounted(tmp_path, monkeypatch, "python", sub_mounted=sub_mounted)
+    victim = str(stash / "sub/7.bin")
+    hashed = cat.inode_by_path(victim)
+    ev = parse_arr(
+        {
+            "eventType": "MovieFileDelete",
+            "deleteReason": "missingFromDisk",
+            "movie": {"folderPath": str(stash / "sub")},
+            "movieFile": {"path": victim},
+        }
+    )
+    worker.torrents_touching(cfg, cat, [], list(ev.paths))
+    if sub_mounted:
+        assert cat.inode_by_path(victim) is None
+    else:
+        assert cat.inode_by_path(victim) == hashed
+        assert scan_pool(cat, cfg.primary, cfg.scan).unmounted == [str(stash / "sub")]
+        assert cat.counts()["paths"] == 1050
+    cat.close()
+
+
 def test_files_of_a_users_fuse_mount_not_mounted_are_dropped(tmp_path, monkeypatch):
     # A less-trusted user's mount: not mounting it would otherwise keep its rows for ever.
     fs_id = "mount:user:fuse.sshfs:me@host:/stash/sub"

@@ -373,6 +373,28 @@ def test_huge_merges_are_capped_and_flagged(q, monkeypatch):
     assert len(job.paths) == 5 and job.truncated and len(job.events) == 3 and job.event_count == 10
 
 
+def test_a_truncated_job_counts_further_events_without_reading_or_writing_its_lists(q, monkeypatch):
+    # R41: each further event for a truncated key read, parsed and wrote back its ~5 MB row
+    # (~70 ms under the intake lock), though its worker sweeps and the names are never used.
+    monkeypatch.setattr(_job, "MAX_JOB_PATHS", 5)
+    for i in range(6):
+        job_id, _ = q.enqueue(ev(H1, paths=(f"/p{i}",)), now=float(i))
+    before = q.get(job_id)
+    assert before.truncated and before.event_count == 6
+    said: list[str] = []
+    q._conn.set_trace_callback(said.append)
+    try:
+        got = q.enqueue(ev(H1, kind="torrent_finished", paths=("/new",)), now=10.0)
+    finally:
+        q._conn.set_trace_callback(None)
+    assert got == (job_id, True)
+    assert not [s for s in said if "paths" in s or "hashes" in s], said  # the lists: neither read nor written
+    after = q.get(job_id)
+    assert (after.paths, after.hashes, after.events) == (before.paths, before.hashes, before.events)
+    assert after.event_count == 7 and after.kinds == ("torrent_added", "torrent_finished")
+    assert after.updated_at == 10.0 and after.truncated
+
+
 def test_a_hot_key_stays_bounded_in_characters_not_only_in_count(q, monkeypatch):
     # A helper's probe: 40 Sonarr events of 30 long paths for one download grew one row to 2 MB,
     # every byte stored twice (paths and kept events); at the count caps alone it reached ~190 MB,
