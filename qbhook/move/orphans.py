@@ -129,7 +129,7 @@ from qbhook.errors import (
 from qbhook.paths import RELINK_PREFIX, is_within, within_any
 
 if TYPE_CHECKING:
-    from qbhook.move.fsops import HeldLink
+    from qbhook.move.fsops import HeldLink, HoldClock
 
 REFERENCED, PROTECTED, YOUNG, RECLAIMABLE, LIBRARY = "referenced", "protected", "young", "reclaimable", "library"
 LEFTOVER = "leftover"  # a leftover view the journal still tracks (``leftovers``): never an orphan
@@ -1499,14 +1499,29 @@ class Held:
     expires: float
     ino: int | None
     origin: str | None  # where it was before it was held
+    expired: bool = False  # its grace is over by every clock the purge asks (``HeldLink.expired``)
 
 
 def holding(cfg, catalog) -> list[Held]:
     """Every link the journal recorded as held and no purge removed, with when it may go."""
     from qbhook.move.journal import Journal
 
-    grace = cfg.policy.grace_period
-    return [Held(h.key, h.path, h.since, h.since + grace, h.ino, h.origin) for h in Journal(catalog.conn).held_links()]
+    grace, journal = cfg.policy.grace_period, Journal(catalog.conn)
+    clock = journal.hold_clock()
+    return [
+        Held(h.key, h.path, h.since, h.since + grace, h.ino, h.origin, h.expired(grace, clock))
+        for h in journal.held_links()
+    ]
+
+
+def clock_doubt(cfg, catalog) -> str | None:
+    """Why held links whose wall-clock grace is over are not purged (``fsops.clock_doubt``), or None:
+    the line ``qbhook holding`` shows, the very one its purge gives."""
+    from qbhook.move import fsops
+    from qbhook.move.journal import Journal
+
+    journal = Journal(catalog.conn)
+    return fsops.clock_doubt(journal.held_links(), journal.hold_clock(), cfg.policy.grace_period)
 
 
 def forget_gone(cfg, catalog, *, forget: bool, lock_wait: float = 0) -> list[tuple[Held, str]]:
@@ -1573,7 +1588,7 @@ def screen_held(
     clients: Callable[[], Iterable[ClientPort]],
     *,
     grace: float,
-    now: float,
+    now: float | HoldClock,
     leftover_views: frozenset[str] = frozenset(),
     library: Callable[[], LibraryLinks] = lambda: NO_LINKS,
     folder_identity: library_links.Identity | None = None,
@@ -1658,12 +1673,14 @@ class Purge:
     kept: list[KeptOrphan] = field(default_factory=list)  # orphans a torrent uses again, or leftover views
     refused: OrphansRefused | None = None  # no orphan was purged: the clients could not be asked
     error: Exception | None = None  # what ``fsops.purge_holding`` left (``LastCopyKept``: a person must look)
+    clock: str | None = None  # why held links were not purged on the wall clock (``fsops.clock_doubt``)
 
     def as_dict(self) -> dict:
         return {
             "purged_folders": self.folders,
             "kept_in_use": [k.as_dict() for k in self.kept],
             "orphans_refused": self.refused.message if self.refused is not None else None,
+            "clock_refused": self.clock,
         }
 
 
@@ -1674,32 +1691,37 @@ def purge_held(
 
     The one purge of holding: ``qbhook holding --purge-expired --yes`` and the executor after a run.
     Orphans first pass ``screen_held``; then ``fsops.purge_holding`` unlinks what the journal
-    recorded, keeping a last copy whose copy to keep no longer verifies. What needs a person (a
-    kept orphan, a kept last copy, a holding folder renamed away) is also notified, once while it
+    recorded, keeping a last copy whose copy to keep no longer verifies. A wall clock that cannot
+    end a grace (``fsops.clock_doubt``: it went back, or jumped) purges nothing it alone would, and
+    says why (``Purge.clock``). What needs a person (a kept orphan, a kept last copy, a holding
+    folder renamed away, that clock) is also notified, once while it
     lasts and once when it is gone (``_tell_purge``); a refusal is the caller's to report.
     """
     from qbhook.move import fsops
 
-    now = time.time() if now is None else now
+    clock = journal.hold_clock(now)  # read once: the screen and the purge judge by the same clocks
     grace = cfg.policy.grace_period
+    held = journal.held_links()
     with _folders_of(cfg) as folders:
         screen = screen_held(
-            journal.held_links(),
+            held,
             clients,
             grace=grace,
-            now=now,
+            now=clock,
             leftover_views=journal.leftover_paths(),
             library=lambda: library_of(cfg),
             folder_identity=folders.identity,
         )
-    out = Purge(kept=list(screen.kept), refused=screen.refused)
+    out = Purge(kept=list(screen.kept), refused=screen.refused, clock=fsops.clock_doubt(held, clock, grace))
     found = {f"kept {k.held}": f"holding purge: {k.line()}" for k in screen.kept}
+    if out.clock is not None:  # a clock set wrong: a person must look at it
+        found["clock"] = f"holding purge: {out.clock}"
     try:
         out.folders = fsops.purge_holding(
             cfg.anchored_seeding_roots,
             grace,
             held=screen.purgeable,
-            now=now,
+            now=clock,
             on_purged=lambda h: journal.mark_purged(h.key),
             # A held link out of reach may be a last copy in a folder renamed away: a person must look.
             on_gone=lambda e: found.update({f"gone {e.folder}": f"holding purge: {e.message}"}),
