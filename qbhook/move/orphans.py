@@ -17,9 +17,11 @@ are the thin side effects around it):
   links in its own spelling, /data/...); it is
   *protected* (never an orphan, whatever else holds) when it is a part file (``.!qB``, or
   libtorrent's ``.<infohash>.parts``: ``model.is_part_file``), lies
-  in the content folder of a torrent that is incomplete, lacks metadata or skips files
-  (qBittorrent keeps their pieces in ``.unwanted`` and part files), in its download path, or
-  in qBittorrent's temp path, or is what a file of such a torrent reaches (``partial_inodes``:
+  in the content folder of a torrent that is incomplete or skips files (qBittorrent keeps
+  their pieces in ``.unwanted`` and part files), in its save or its download path, anywhere in
+  either for one that lacks metadata (a bare magnet is named by its info hash: where its data
+  lies is not known yet), or in qBittorrent's temp path, or is what a file of such a torrent
+  reaches (``partial_inodes``:
   stat-ed through its symlinks, in its save and download paths, or the place a dangling one
   names, read through its client's path_map as well: cross-seed's symlink mode fills a real
   content folder with per-file symlinks, in a container's spelling when it runs in one, so every
@@ -881,10 +883,16 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
 
 def _in_use_folders(t: TorrentInfo, fs: list[TorrentFile], bases: list[str]) -> list[str]:
     """Where a torrent that is incomplete, skips files or lacks metadata keeps its data, in use
-    whole: the top folder of each of its files (its name, without files) below each of ``bases``
-    (its save and download paths), and its content path."""
-    tops = {f.name.split("/", 1)[0] for f in fs} or {t.name}
-    out = [os.path.normpath(posixpath.join(base, top)) for base in bases for top in tops if top]
+    whole: the top folder of each of its files below each of ``bases`` (its save and download
+    paths), and its content path. One without metadata (a bare magnet still fetching it) keeps
+    each of ``bases`` whole: its name is its info hash until the metadata comes, so its data's
+    place is not known, and its files may be the very ones a quarantine held (R42: a torrent
+    re-added from a magnet in the grace period had its held data purged)."""
+    if not t.has_metadata:
+        out = list(bases)
+    else:
+        tops = {f.name.split("/", 1)[0] for f in fs} or {t.name}
+        out = [os.path.normpath(posixpath.join(base, top)) for base in bases for top in tops if top]
     if t.content_path:
         out.append(os.path.normpath(t.content_path))
     return out
