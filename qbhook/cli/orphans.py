@@ -152,11 +152,7 @@ def holding(app: App, purge_expired, forget_gone, yes, wait):
 
     def human(d):
         for h in d["held"]:
-            left = h["expires"] - now
-            when = (
-                "expired" if h["expired"] else f"expires in {left:.0f}s" if left > 0 else "waits: the clock moved since"
-            )
-            echo_shown(f"  {shown(h['path'])} ({when})")
+            echo_shown(f"  {shown(h['path'])} ({_when(h, now)})")
         for k in purge.kept:
             echo_shown(f"qbhook: {k.line()}", err=True)
         for u in unreadable:
@@ -180,6 +176,13 @@ def holding(app: App, purge_expired, forget_gone, yes, wait):
         raise problems[-1]
     if purge.kept:
         raise SystemExit(ExitCode.UNSAFE)  # each one needs a person: put it back, or remove it
+
+
+def _when(h: dict, now: float) -> str:
+    """When a held link (``holding``'s listing) may go; one past its wall-clock expiry that is not
+    due waits on a clock not believed (``orphans.clock_doubt``) or one that moved since its hold."""
+    left = h["expires"] - now
+    return "expired" if h["expired"] else f"expires in {left:.0f}s" if left > 0 else "waits: the clock moved since"
 
 
 def _forget_gone(app: App, yes: bool, wait: float) -> None:
