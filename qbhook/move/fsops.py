@@ -2703,16 +2703,43 @@ def _absent(root: bytes, parts: list[bytes], ino: int, hold_run, verb: str = "ho
         if stray is not None:
             raise stray
         if st is not None and stat_mod.S_ISREG(st.st_mode) and st.st_ino == ino:
-            target = holding_path(b"/".join([root.rstrip(b"/"), *parts]), os.fsdecode(root), hold_run)
-            return {
-                "status": "held",
-                "bytes_freed": 0,
-                "nlink_before": st.st_nlink + 1,
-                "dev": st.st_dev,
-                "held_at": os.fsdecode(target),
-                "holding": _holding_id(top),
-            }
+            return _held_result(root, parts, hold_run, st, top)
     return {"status": "absent", "bytes_freed": 0}
+
+
+def _held_result(root: bytes, parts: list[bytes], run, st: os.stat_result, top: os.stat_result) -> dict:
+    """The ``held`` result of the file ``st`` found at run ``run``'s holding entry for ``parts``
+    (``top``: the holding folder's stat), as its hold would have given it."""
+    target = holding_path(b"/".join([root.rstrip(b"/"), *parts]), os.fsdecode(root), run)
+    return {
+        "status": "held",
+        "bytes_freed": 0,
+        "nlink_before": st.st_nlink + 1,
+        "dev": st.st_dev,
+        "held_at": os.fsdecode(target),
+        "holding": _holding_id(top),
+    }
+
+
+def held_in_run(path, *, ino: int, roots, run) -> dict | None:
+    """The ``held`` result when run ``run``'s own holding entry for ``path`` is the file ``ino``
+    (``_absent``'s look, for a path where another file is now), else None: no entry, another file
+    there, a folder refused (nothing touched, nothing moved). A quarantine killed after its rename
+    into holding, before the journal recorded it, and a file written at the old place since: that
+    entry is the quarantined orphan, to be journaled as held (``orphans.finish_quarantine``);
+    closed as not held, it sat in holding named by no journal row, listed and purged by nothing."""
+    try:
+        root, parts = _split_under(path, roots)
+        if not parts or in_own_folder(parts[:-1]):
+            return None
+        hold, top = _open_holding_id(root, run, parts[:-1], create=False)
+        with hold:
+            st = hold.lstat(parts[-1])
+            if st is None or not stat_mod.S_ISREG(st.st_mode) or st.st_ino != ino:
+                return None
+            return _held_result(root, parts, run, _drop_spare(hold, parts[-1], st), top)
+    except (UnsafeOperation, OSError, ValueError):
+        return None
 
 
 def _stray_back(root: bytes, parts: list[bytes], hold: Dir, verb: str) -> UnsafeOperation:

@@ -1250,10 +1250,13 @@ def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float 
     clients = tuple(clients)  # listed by the finish of a died run, then twice by ``find_orphans``
     with executor_lock(cfg, lock_wait):
         journal = Journal(catalog.conn)
-        earlier: dict[str, str] = {}  # what the finish of a died run did not hold, for the user
+        earlier = QuarantineResult(None)  # what the finish of a died run held and did not, for the user
         for r in journal.unfinished_runs():
             if r.trigger == QUARANTINE_TRIGGER:  # an earlier quarantine that died: ours to finish
-                earlier.update(finish_quarantine(cfg, journal, r.id, lambda: clients).failed)
+                fin = finish_quarantine(cfg, journal, r.id, lambda: clients)
+                earlier.held += fin.held
+                earlier.bytes_held += fin.bytes_held
+                earlier.failed.update(fin.failed)
         unfinished = [r.id for r in journal.unfinished_runs()]
         if unfinished:
             # A crashed run's view files are unreferenced until its resume relocates onto them.
@@ -1264,7 +1267,7 @@ def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float 
         report = find_orphans(cfg, clients, catalog=catalog, relist=True)
         todo = [o for o in report.orphans if o.kind == RECLAIMABLE]
         if not todo:
-            return QuarantineResult(None, failed=earlier)
+            return earlier
         run = journal.start_run(Plan(groups=[]).to_dict(), QUARANTINE_TRIGGER)
         res = QuarantineResult(run)
         roots = cfg.anchored_seeding_roots
@@ -1294,7 +1297,9 @@ def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float 
             "failed" if res.failed else "done",
             {"orphans_held": len(res.held), "orphans_failed": len(res.failed), "bytes_held": res.bytes_held},
         )
-        res.failed = {**earlier, **res.failed}  # the died run's journal has its own; the user sees both
+        # The died run's journal has its own; the user sees both.
+        res.held, res.bytes_held = earlier.held + res.held, earlier.bytes_held + res.bytes_held
+        res.failed = {**earlier.failed, **res.failed}
         return res
 
 
@@ -1368,9 +1373,11 @@ def finish_quarantine(cfg, journal, run: int, clients: Callable[[], Iterable[Cli
     """A quarantine run that died (a crash, a power cut, Ctrl-C) finished: each step journaled but
     not closed is done again with the facts it was decided on. Its file may be in holding already
     (``hold_unreferenced`` then says ``held``, found where this run holds it), still in place (held
-    now, if nothing changed), or changed (refused). Left open, the step's held file was listed
-    by nothing and never purged, and the run stopped every later quarantine and ``apply``. A step
-    journaled by an older qbhook (without those facts) is closed failed, its file never touched.
+    now, if nothing changed), or changed (refused; but when this run's holding entry is the
+    journaled inode, its hold happened and another file came since: held, ``_held_before``).
+    Left open, the step's held file was listed by nothing and never purged, and the run stopped
+    every later quarantine and ``apply``. A step journaled by an older qbhook (without those
+    facts) is closed failed, its file never touched.
 
     The clients are asked first (``_finish_listing``), when a step is open: a torrent added since
     the run died changes none of the facts on disk (cross-seed's symlink mode links a file by a
@@ -1400,6 +1407,8 @@ def finish_quarantine(cfg, journal, run: int, clients: Callable[[], Iterable[Cli
         for row in todo:
             a = row.args
             why = _unreadable_step(row.id, a)
+            if why is None and _held_before(journal, row.id, a, cfg.anchored_seeding_roots, run, res):
+                continue
             if why is None and refs is not None:
                 why = _used_since(a["path"], refs, leftovers)
                 if why is not None:
@@ -1427,6 +1436,31 @@ def finish_quarantine(cfg, journal, run: int, clients: Callable[[], Iterable[Cli
         {"orphans_held": len(done), "orphans_failed": len(failed), "resumed": True},
     )
     return res
+
+
+def _held_before(journal, sid: int, a: dict, roots, run: int, res: QuarantineResult) -> bool:
+    """Whether the open step ``sid`` (its args ``a``) had held its own file before the run died,
+    and another file is at its place since (a torrent re-added, its data fetched again): this run's
+    holding entry is the journaled inode (``fsops.held_in_run``). The step is then closed held, as
+    ``_absent`` closes one whose place is empty (its folder is there: placed), whatever uses the
+    new file: the purge keeps the held one while a torrent uses that place (``screen_held``: put it
+    back by hand). Judged as in use, or refused as another file, it was closed "not held" and sat
+    in holding, tracked by nothing (R42). A place that is empty or holds the journaled inode itself
+    is the other rules' (``_absent``, ``_half_hold_dropped``)."""
+    from qbhook.move import fsops
+
+    try:
+        if os.lstat(a["path"]).st_ino == a["ino"]:
+            return False
+    except (OSError, ValueError):
+        return False
+    out = fsops.held_in_run(a["path"], ino=a["ino"], roots=roots, run=run)
+    if out is None:
+        return False
+    journal.done(sid, out)
+    res.held.append(a["path"])
+    res.bytes_held += int(a.get("frees", 0))
+    return True
 
 
 def _finish_listing(cfg, clients: Callable[[], Iterable[ClientPort]]) -> References:
