@@ -137,25 +137,28 @@ def holding(app: App, purge_expired, forget_gone, yes, wait):
     now = time.time()
     held = orph.holding(cfg, catalog)
     unreadable = Journal(catalog.conn).unreadable_held()  # rows left out of the listing and the purge
+    clock = purge.clock if purging else orph.clock_doubt(cfg, catalog)  # the purge's own line
     data = {
         "held": [
-            {"path": h.path, "origin": h.origin, "since": h.since, "expires": h.expires, "expired": h.expires <= now}
+            {"path": h.path, "origin": h.origin, "since": h.since, "expires": h.expires, "expired": h.expired}
             for h in held
         ],
         "unreadable": [{"step": u.step, "why": u.why} for u in unreadable],
         **purge.as_dict(),
+        "clock_refused": clock,
         "grace_period": cfg.policy.grace_period,
         "dry_run": not purging,
     }
 
     def human(d):
         for h in d["held"]:
-            when = "expired" if h["expired"] else f"expires in {h['expires'] - now:.0f}s"
-            echo_shown(f"  {shown(h['path'])} ({when})")
+            echo_shown(f"  {shown(h['path'])} ({_when(h, now)})")
         for k in purge.kept:
             echo_shown(f"qbhook: {k.line()}", err=True)
         for u in unreadable:
             echo_shown(f"qbhook: warning: {u.line()}", err=True)
+        if clock is not None:
+            echo_shown(f"qbhook: warning: {clock}", err=True)
         echo_shown(
             f"{len(d['held'])} link(s) in holding" + (f"; {len(purge.folders)} folder(s) purged" if purging else "")
         )
@@ -173,6 +176,13 @@ def holding(app: App, purge_expired, forget_gone, yes, wait):
         raise problems[-1]
     if purge.kept:
         raise SystemExit(ExitCode.UNSAFE)  # each one needs a person: put it back, or remove it
+
+
+def _when(h: dict, now: float) -> str:
+    """When a held link (``holding``'s listing) may go; one past its wall-clock expiry that is not
+    due waits on a clock not believed (``orphans.clock_doubt``) or one that moved since its hold."""
+    left = h["expires"] - now
+    return "expired" if h["expired"] else f"expires in {left:.0f}s" if left > 0 else "waits: the clock moved since"
 
 
 def _forget_gone(app: App, yes: bool, wait: float) -> None:

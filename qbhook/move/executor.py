@@ -955,6 +955,8 @@ class Executor:
             self.log.warning("holding purge: %s", k.line())
         if out.refused is not None:
             self.log.warning("holding purge: %s; next time", out.refused.message)
+        if out.clock is not None:
+            self.log.warning("holding purge: %s", out.clock)
         if out.error is not None:
             self.log.warning("holding purge: %s", out.error)
         for bad in self.journal.unreadable_held():  # left out of the purge, never guessed at

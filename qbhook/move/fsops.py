@@ -94,6 +94,7 @@ from typing import NamedTuple, Self
 
 import blake3
 
+from qbhook import procs
 from qbhook.access import access_lost, lost_reason
 from qbhook.catalog import hashing
 from qbhook.catalog.fsid import is_zfs
@@ -2733,16 +2734,43 @@ def _absent(root: bytes, parts: list[bytes], ino: int, hold_run, verb: str = "ho
         if stray is not None:
             raise stray
         if st is not None and stat_mod.S_ISREG(st.st_mode) and st.st_ino == ino:
-            target = holding_path(b"/".join([root.rstrip(b"/"), *parts]), os.fsdecode(root), hold_run)
-            return {
-                "status": "held",
-                "bytes_freed": 0,
-                "nlink_before": st.st_nlink + 1,
-                "dev": st.st_dev,
-                "held_at": os.fsdecode(target),
-                "holding": _holding_id(top),
-            }
+            return _held_result(root, parts, hold_run, st, top)
     return {"status": "absent", "bytes_freed": 0}
+
+
+def _held_result(root: bytes, parts: list[bytes], run, st: os.stat_result, top: os.stat_result) -> dict:
+    """The ``held`` result of the file ``st`` found at run ``run``'s holding entry for ``parts``
+    (``top``: the holding folder's stat), as its hold would have given it."""
+    target = holding_path(b"/".join([root.rstrip(b"/"), *parts]), os.fsdecode(root), run)
+    return {
+        "status": "held",
+        "bytes_freed": 0,
+        "nlink_before": st.st_nlink + 1,
+        "dev": st.st_dev,
+        "held_at": os.fsdecode(target),
+        "holding": _holding_id(top),
+    }
+
+
+def held_in_run(path, *, ino: int, roots, run) -> dict | None:
+    """The ``held`` result when run ``run``'s own holding entry for ``path`` is the file ``ino``
+    (``_absent``'s look, for a path where another file is now), else None: no entry, another file
+    there, a folder refused (nothing touched, nothing moved). A quarantine killed after its rename
+    into holding, before the journal recorded it, and a file written at the old place since: that
+    entry is the quarantined orphan, to be journaled as held (``orphans.finish_quarantine``);
+    closed as not held, it sat in holding named by no journal row, listed and purged by nothing."""
+    try:
+        root, parts = _split_under(path, roots)
+        if not parts or in_own_folder(parts[:-1]):
+            return None
+        hold, top = _open_holding_id(root, run, parts[:-1], create=False)
+        with hold:
+            st = hold.lstat(parts[-1])
+            if st is None or not stat_mod.S_ISREG(st.st_mode) or st.st_ino != ino:
+                return None
+            return _held_result(root, parts, run, _drop_spare(hold, parts[-1], st), top)
+    except (UnsafeOperation, OSError, ValueError):
+        return None
 
 
 def _stray_back(root: bytes, parts: list[bytes], hold: Dir, verb: str) -> UnsafeOperation:
@@ -3875,9 +3903,107 @@ class HeldLink:
     origin: str | None = None  # where the link was before it was held (its delete's path)
     holding: tuple[int, int] | None = None  # the holding folder's (dev, inode) at the hold (None: not journaled)
 
-    def expired(self, grace_s: float, now: float) -> bool:
-        """Whether its grace period is over: the one rule of what a purge may consider."""
-        return now - self.since >= grace_s
+    boot: str | None = None  # the boot it was held in (``boot_clock``; None: not journaled)
+    boottime: float | None = None  # CLOCK_BOOTTIME at the hold, in that boot
+    floor: float | None = None  # no earlier than this, or held under a wrong clock (``Journal``: None, unknown)
+
+    def expired(self, grace_s: float, now: float | HoldClock) -> bool:
+        """Whether its grace period is over: the one rule of what a purge may consider.
+
+        The grace is the only undo of an orphan's quarantine, and the wall clock alone is no
+        measure of it: an RTC reading 2038 at boot, or an NTP step, ended every one at once (R42).
+        A hold of this boot ends when the wall clock and CLOCK_BOOTTIME (which no clock step moves)
+        both say so; any other only on a wall clock that is plausible (``doubt``)."""
+        clock = now if isinstance(now, HoldClock) else HoldClock(now)
+        if clock.wall - self.since < grace_s:
+            return False
+        if self.of_this_boot(clock):
+            return clock.boottime - self.boottime >= grace_s
+        return self.doubt(clock) is None
+
+    def of_this_boot(self, clock: HoldClock) -> bool:
+        return clock.boot is not None and self.boot == clock.boot and None not in (self.boottime, clock.boottime)
+
+    def doubt(self, clock: HoldClock) -> str | None:
+        """Why the wall clock cannot end this hold's grace now (None: it can, or the hold is of this
+        boot, judged by CLOCK_BOOTTIME too): held later than the clock reads now (it went back), held
+        before qbhook's own earlier records or before qbhook existed (held under a clock reset to
+        1970: no grace measured from there), or the clock jumped (``HoldClock.jumped``)."""
+        if self.of_this_boot(clock):
+            return None
+        if self.since > clock.wall + HOLD_CLOCK_SKEW_S:
+            return f"held at {_utc(self.since)}, later than the clock reads now: the clock went back?"
+        if self.floor is not None and self.since < self.floor - HOLD_CLOCK_SKEW_S:
+            return f"held at {_utc(self.since)}, before qbhook's earlier records ({_utc(self.floor)}): a clock reset?"
+        return clock.jumped()
+
+
+# How far a hold's time may lie after the clock's now, or before qbhook's earlier records, and be a
+# slow clock rather than a wrong one: NTP slews a few seconds; anything more is a clock set wrong.
+HOLD_CLOCK_SKEW_S = 600.0
+# The longest a wall clock may read past qbhook's last record before this boot and be believed to
+# end grace periods: a machine off longer than a year is rare, while a wrong RTC (a dead battery, a
+# board default) is off by decades. Past it, holds of earlier boots wait; those of this boot are
+# measured by CLOCK_BOOTTIME too. A machine really off that long purges them on its next boot.
+CLOCK_JUMP_MAX_S = 366 * 86400.0
+# 2020-01-01 UTC: no qbhook hold predates it. An RTC reset reads 1970 or 2000 (a board's default).
+HOLD_EPOCH = 1577836800.0
+
+
+def _utc(t: float) -> str:
+    try:
+        return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))
+    except (OverflowError, OSError, ValueError):
+        return f"{t:g}"
+
+
+def boot_clock() -> tuple[str | None, float | None]:
+    """(this boot's id, CLOCK_BOOTTIME now): what a hold is stamped with besides the wall clock
+    (``Journal``, when it closes a step held), and what a purge compares it with. CLOCK_BOOTTIME
+    counts from boot, suspend included, and no clock step moves it; it means nothing across boots,
+    hence the id. (None, None) where either cannot be read."""
+    boot = procs.boot_id()
+    try:
+        up = time.clock_gettime(time.CLOCK_BOOTTIME)
+    except (AttributeError, OSError):
+        return None, None
+    return (boot, up) if boot is not None else (None, None)
+
+
+@dataclass(frozen=True)
+class HoldClock:
+    """The clocks one purge (or listing) judges every hold's grace period by, read once."""
+
+    wall: float
+    boot: str | None = None  # ``boot_clock`` now
+    boottime: float | None = None
+    last_before_boot: float | None = None  # the newest time qbhook recorded before this boot began
+
+    def jumped(self) -> str | None:
+        """Why the wall clock is not believed (``CLOCK_JUMP_MAX_S``), or None. Compared with what
+        qbhook recorded before this boot began (by this clock: now less CLOCK_BOOTTIME), never with
+        its newest record: a run under a wrong clock records that clock, and the check passed."""
+        last = self.last_before_boot
+        if last is None or self.wall - last <= CLOCK_JUMP_MAX_S:
+            return None
+        return (
+            f"the clock reads {_utc(self.wall)}, {(self.wall - last) / 86400:.0f} days after qbhook's last "
+            f"record before this boot ({_utc(last)}): a clock set wrong?"
+        )
+
+
+def clock_doubt(held: Iterable[HeldLink], clock: HoldClock, grace_s: float) -> str | None:
+    """One line: why held links whose wall-clock grace is over are not purged (``HeldLink.doubt``),
+    or None. What the purge, the executor's log and ``qbhook holding`` say."""
+    why: dict[str, int] = {}
+    for h in held:
+        if clock.wall - h.since >= grace_s or h.since > clock.wall + HOLD_CLOCK_SKEW_S:
+            d = h.doubt(clock)
+            if d is not None:
+                why[d] = why.get(d, 0) + 1
+    if not why:
+        return None
+    return "not purging held link(s) by the wall clock: " + "; ".join(f"{n} {d}" for d, n in why.items())
 
 
 def purge_holding(
@@ -3885,7 +4011,7 @@ def purge_holding(
     older_than_s: float,
     *,
     held: Iterable[HeldLink],
-    now: float | None = None,
+    now: float | HoldClock | None = None,
     on_purged: Callable[[HeldLink], None] | None = None,
     on_gone: Callable[[HoldingGone], None] | None = None,
     catalog=None,
@@ -3906,7 +4032,7 @@ def purge_holding(
     reported (``LastCopyKept``). Problems with one entry do not stop the others; they are
     raised together at the end (``LastCopyKept`` when every problem is a kept last copy).
     """
-    now = time.time() if now is None else now
+    now = time.time() if now is None else now  # a HoldClock: the purge's own, read once
     removed: list[str] = []
     problems: list[str] = []
     gone: dict[tuple[str, str], int] = {}  # (holding folder, why): held links not reached

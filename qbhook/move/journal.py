@@ -35,7 +35,7 @@ from qbhook.decide.plan import (
     check_version,
 )
 from qbhook.errors import UnknownRun
-from qbhook.move.fsops import HeldLink
+from qbhook.move.fsops import HOLD_EPOCH, HeldLink, HoldClock, boot_clock
 from qbhook.numbers import finite, shown, whole
 from qbhook.paths import shown_or_none
 
@@ -322,24 +322,42 @@ def row_field(d: dict, key: str, kind: type, *, required: bool = False) -> Any:
     return v
 
 
-# How far in the future a held step's finished_at may be: a clock set back by less is not a
-# bad row (a later time only delays the purge).
-CLOCK_SLACK_S = 86400.0
+# The latest a held step's finished_at may be and still be read as a time (year 9999): a later
+# one is no time at all. One merely later than now is a clock set back since (``HeldLink.doubt``).
+LATEST_TIME = 253402300799.0
 
 
 def _held_since(finished: Any) -> float:
-    """A held step's finished_at, the start of its grace period: a finite time from the epoch to
-    now (``CLOCK_SLACK_S``); else ValueError. A -1e300 or NULL (SQLite stores a NaN as NULL) was
+    """A held step's finished_at, the start of its grace period: a finite time from the epoch on
+    (``LATEST_TIME``); else ValueError. A -1e300 or NULL (SQLite stores a NaN as NULL) was
     "held forever ago": purged at once, without its grace period."""
     try:
-        return finite(finished, 0.0, time.time() + CLOCK_SLACK_S)
+        return finite(finished, 0.0, LATEST_TIME)
     except ValueError as e:
         raise ValueError(f"finished_at is not a time: {e}") from None
 
 
-def held_link(sid: int, args: str, result: str, finished: Any) -> HeldLink:
+def _boottime(v: Any) -> float | None:
+    try:
+        return None if v is None else finite(v, 0.0, LATEST_TIME)
+    except ValueError as e:
+        raise ValueError(f"boottime {e}") from None
+
+
+def _with_boot_clock(result: Any) -> Any:
+    """A held result stamped with the boot clock of its hold (``fsops.boot_clock``), read as its
+    step's finished_at is: what the purge measures a hold of this boot by besides the wall clock."""
+    if isinstance(result, dict) and result.get("status") == "held":
+        boot, up = boot_clock()
+        if boot is not None:
+            return {**result, "boot_id": boot, "boottime": up}
+    return result
+
+
+def held_link(sid: int, args: str, result: str, finished: Any, floor: float | None = None) -> HeldLink:
     """One held delete step's row as the purge's ``HeldLink``, each field checked for its type
-    (ValueError naming the field): a journal row is input, the one place it is read."""
+    (ValueError naming the field): a journal row is input, the one place it is read. ``floor``:
+    the time it cannot have been held before (``Journal.held_scan``)."""
     a, res = json.loads(args), json.loads(result)
     if not isinstance(a, dict) or not isinstance(res, dict):
         raise ValueError("args or result is not an object")
@@ -360,6 +378,9 @@ def held_link(sid: int, args: str, result: str, finished: Any) -> HeldLink:
         orphan=bool(a.get("orphan")),
         origin=row_field(a, "path", str),
         holding=tuple(holding) if holding else None,
+        boot=row_field(res, "boot_id", str),
+        boottime=_boottime(res.get("boottime")),
+        floor=floor,
     )
 
 
@@ -482,7 +503,13 @@ class Journal:
             c.executemany(
                 "UPDATE steps SET status=?, finished_at=?, result=?, error=? WHERE id=?",
                 [
-                    (str(status), now, _result_json(result) if result is not None else None, shown_or_none(error), sid)
+                    (
+                        str(status),
+                        now,
+                        _result_json(_with_boot_clock(result)) if result is not None else None,
+                        shown_or_none(error),
+                        sid,
+                    )
                     for sid, status, result, error in closes
                 ],
             )
@@ -517,7 +544,7 @@ class Journal:
                 (
                     status,
                     time.time(),
-                    _dumps_sorted(result) if result is not None else None,
+                    _dumps_sorted(_with_boot_clock(result)) if result is not None else None,
                     shown_or_none(error),
                     step_id,
                 ),
@@ -698,19 +725,45 @@ class Journal:
     def held_scan(self) -> tuple[list[HeldLink], list[UnreadableHeld]]:
         """(``held_links``, ``unreadable_held``) from one read of the steps."""
         rows = self.conn.execute(
-            "SELECT id, args, result, finished_at FROM steps WHERE kind=? AND status=? "
+            "SELECT id, args, result, finished_at, run FROM steps WHERE kind=? AND status=? "
             "AND json_extract(result, '$.status')='held' AND json_extract(result, '$.purged_at') IS NULL "
             "AND json_extract(result, '$.released_at') IS NULL "
             "ORDER BY id",
             (Delete.kind, StepStatus.DONE.value),
         ).fetchall()
+        floors = {run: self._floor(run) for run in {r[4] for r in rows}}
         out, bad = [], []
-        for sid, args, result, finished in rows:
+        for sid, args, result, finished, run in rows:
             try:
-                out.append(held_link(sid, args, result, finished))
+                out.append(held_link(sid, args, result, finished, floors[run]))
             except ValueError as e:  # json's decode error is one too
                 bad.append(UnreadableHeld(sid, str(e)))
         return out, bad
+
+    def _floor(self, run: int) -> float:
+        """The time no step of ``run`` can have finished before: when it or an earlier run started
+        (run ids go up as runs start), and no earlier than ``HOLD_EPOCH``. A hold stamped before it
+        was stamped by a clock reset to 1970: its grace measured from there was over at once (R42)."""
+        (t,) = self.conn.execute(
+            "SELECT MAX(started_at) FROM runs WHERE id <= ? AND typeof(started_at) IN ('integer', 'real')", (run,)
+        ).fetchone()
+        return max(HOLD_EPOCH, t if isinstance(t, (int, float)) and t < LATEST_TIME else 0.0)
+
+    def hold_clock(self, now: float | None = None) -> HoldClock:
+        """The clocks a purge judges holds by (``fsops.HoldClock``), read once: the wall clock (or
+        ``now``), this boot's clock, and the newest time a run recorded before this boot began by
+        this wall clock (now less CLOCK_BOOTTIME): rows of this boot, written under the clock being
+        judged, prove nothing of it. Unknown without CLOCK_BOOTTIME."""
+        wall = time.time() if now is None else now
+        boot, up = boot_clock()
+        last = None
+        if up is not None:
+            (last,) = self.conn.execute(
+                "SELECT MAX(t) FROM (SELECT started_at AS t FROM runs UNION ALL SELECT finished_at FROM runs) "
+                "WHERE typeof(t) IN ('integer', 'real') AND t < ?",
+                (wall - up,),
+            ).fetchone()
+        return HoldClock(wall, boot, up, last)
 
     def mark_purged(self, step_id: int) -> None:
         """Record that the held link of this delete step is gone (purged, or found already absent)."""

@@ -17,9 +17,11 @@ are the thin side effects around it):
   links in its own spelling, /data/...); it is
   *protected* (never an orphan, whatever else holds) when it is a part file (``.!qB``, or
   libtorrent's ``.<infohash>.parts``: ``model.is_part_file``), lies
-  in the content folder of a torrent that is incomplete, lacks metadata or skips files
-  (qBittorrent keeps their pieces in ``.unwanted`` and part files), in its download path, or
-  in qBittorrent's temp path, or is what a file of such a torrent reaches (``partial_inodes``:
+  in the content folder of a torrent that is incomplete or skips files (qBittorrent keeps
+  their pieces in ``.unwanted`` and part files), in its save or its download path, anywhere in
+  either for one that lacks metadata (a bare magnet is named by its info hash: where its data
+  lies is not known yet), or in qBittorrent's temp path, or is what a file of such a torrent
+  reaches (``partial_inodes``:
   stat-ed through its symlinks, in its save and download paths, or the place a dangling one
   names, read through its client's path_map as well: cross-seed's symlink mode fills a real
   content folder with per-file symlinks, in a container's spelling when it runs in one, so every
@@ -129,7 +131,7 @@ from qbhook.errors import (
 from qbhook.paths import RELINK_PREFIX, is_within, within_any
 
 if TYPE_CHECKING:
-    from qbhook.move.fsops import HeldLink
+    from qbhook.move.fsops import HeldLink, HoldClock
 
 REFERENCED, PROTECTED, YOUNG, RECLAIMABLE, LIBRARY = "referenced", "protected", "young", "reclaimable", "library"
 LEFTOVER = "leftover"  # a leftover view the journal still tracks (``leftovers``): never an orphan
@@ -881,10 +883,16 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
 
 def _in_use_folders(t: TorrentInfo, fs: list[TorrentFile], bases: list[str]) -> list[str]:
     """Where a torrent that is incomplete, skips files or lacks metadata keeps its data, in use
-    whole: the top folder of each of its files (its name, without files) below each of ``bases``
-    (its save and download paths), and its content path."""
-    tops = {f.name.split("/", 1)[0] for f in fs} or {t.name}
-    out = [os.path.normpath(posixpath.join(base, top)) for base in bases for top in tops if top]
+    whole: the top folder of each of its files below each of ``bases`` (its save and download
+    paths), and its content path. One without metadata (a bare magnet still fetching it) keeps
+    each of ``bases`` whole: its name is its info hash until the metadata comes, so its data's
+    place is not known, and its files may be the very ones a quarantine held (R42: a torrent
+    re-added from a magnet in the grace period had its held data purged)."""
+    if not t.has_metadata:
+        out = list(bases)
+    else:
+        tops = {f.name.split("/", 1)[0] for f in fs} or {t.name}
+        out = [os.path.normpath(posixpath.join(base, top)) for base in bases for top in tops if top]
     if t.content_path:
         out.append(os.path.normpath(t.content_path))
     return out
@@ -1242,10 +1250,13 @@ def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float 
     clients = tuple(clients)  # listed by the finish of a died run, then twice by ``find_orphans``
     with executor_lock(cfg, lock_wait):
         journal = Journal(catalog.conn)
-        earlier: dict[str, str] = {}  # what the finish of a died run did not hold, for the user
+        earlier = QuarantineResult(None)  # what the finish of a died run held and did not, for the user
         for r in journal.unfinished_runs():
             if r.trigger == QUARANTINE_TRIGGER:  # an earlier quarantine that died: ours to finish
-                earlier.update(finish_quarantine(cfg, journal, r.id, lambda: clients).failed)
+                fin = finish_quarantine(cfg, journal, r.id, lambda: clients)
+                earlier.held += fin.held
+                earlier.bytes_held += fin.bytes_held
+                earlier.failed.update(fin.failed)
         unfinished = [r.id for r in journal.unfinished_runs()]
         if unfinished:
             # A crashed run's view files are unreferenced until its resume relocates onto them.
@@ -1256,7 +1267,7 @@ def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float 
         report = find_orphans(cfg, clients, catalog=catalog, relist=True)
         todo = [o for o in report.orphans if o.kind == RECLAIMABLE]
         if not todo:
-            return QuarantineResult(None, failed=earlier)
+            return earlier
         run = journal.start_run(Plan(groups=[]).to_dict(), QUARANTINE_TRIGGER)
         res = QuarantineResult(run)
         roots = cfg.anchored_seeding_roots
@@ -1286,7 +1297,9 @@ def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float 
             "failed" if res.failed else "done",
             {"orphans_held": len(res.held), "orphans_failed": len(res.failed), "bytes_held": res.bytes_held},
         )
-        res.failed = {**earlier, **res.failed}  # the died run's journal has its own; the user sees both
+        # The died run's journal has its own; the user sees both.
+        res.held, res.bytes_held = earlier.held + res.held, earlier.bytes_held + res.bytes_held
+        res.failed = {**earlier.failed, **res.failed}
         return res
 
 
@@ -1360,9 +1373,11 @@ def finish_quarantine(cfg, journal, run: int, clients: Callable[[], Iterable[Cli
     """A quarantine run that died (a crash, a power cut, Ctrl-C) finished: each step journaled but
     not closed is done again with the facts it was decided on. Its file may be in holding already
     (``hold_unreferenced`` then says ``held``, found where this run holds it), still in place (held
-    now, if nothing changed), or changed (refused). Left open, the step's held file was listed
-    by nothing and never purged, and the run stopped every later quarantine and ``apply``. A step
-    journaled by an older qbhook (without those facts) is closed failed, its file never touched.
+    now, if nothing changed), or changed (refused; but when this run's holding entry is the
+    journaled inode, its hold happened and another file came since: held, ``_held_before``).
+    Left open, the step's held file was listed by nothing and never purged, and the run stopped
+    every later quarantine and ``apply``. A step journaled by an older qbhook (without those
+    facts) is closed failed, its file never touched.
 
     The clients are asked first (``_finish_listing``), when a step is open: a torrent added since
     the run died changes none of the facts on disk (cross-seed's symlink mode links a file by a
@@ -1392,6 +1407,8 @@ def finish_quarantine(cfg, journal, run: int, clients: Callable[[], Iterable[Cli
         for row in todo:
             a = row.args
             why = _unreadable_step(row.id, a)
+            if why is None and _held_before(journal, row.id, a, cfg.anchored_seeding_roots, run, res):
+                continue
             if why is None and refs is not None:
                 why = _used_since(a["path"], refs, leftovers)
                 if why is not None:
@@ -1419,6 +1436,31 @@ def finish_quarantine(cfg, journal, run: int, clients: Callable[[], Iterable[Cli
         {"orphans_held": len(done), "orphans_failed": len(failed), "resumed": True},
     )
     return res
+
+
+def _held_before(journal, sid: int, a: dict, roots, run: int, res: QuarantineResult) -> bool:
+    """Whether the open step ``sid`` (its args ``a``) had held its own file before the run died,
+    and another file is at its place since (a torrent re-added, its data fetched again): this run's
+    holding entry is the journaled inode (``fsops.held_in_run``). The step is then closed held, as
+    ``_absent`` closes one whose place is empty (its folder is there: placed), whatever uses the
+    new file: the purge keeps the held one while a torrent uses that place (``screen_held``: put it
+    back by hand). Judged as in use, or refused as another file, it was closed "not held" and sat
+    in holding, tracked by nothing (R42). A place that is empty or holds the journaled inode itself
+    is the other rules' (``_absent``, ``_half_hold_dropped``)."""
+    from qbhook.move import fsops
+
+    try:
+        if os.lstat(a["path"]).st_ino == a["ino"]:
+            return False
+    except (OSError, ValueError):
+        return False
+    out = fsops.held_in_run(a["path"], ino=a["ino"], roots=roots, run=run)
+    if out is None:
+        return False
+    journal.done(sid, out)
+    res.held.append(a["path"])
+    res.bytes_held += int(a.get("frees", 0))
+    return True
 
 
 def _finish_listing(cfg, clients: Callable[[], Iterable[ClientPort]]) -> References:
@@ -1499,14 +1541,29 @@ class Held:
     expires: float
     ino: int | None
     origin: str | None  # where it was before it was held
+    expired: bool = False  # its grace is over by every clock the purge asks (``HeldLink.expired``)
 
 
 def holding(cfg, catalog) -> list[Held]:
     """Every link the journal recorded as held and no purge removed, with when it may go."""
     from qbhook.move.journal import Journal
 
-    grace = cfg.policy.grace_period
-    return [Held(h.key, h.path, h.since, h.since + grace, h.ino, h.origin) for h in Journal(catalog.conn).held_links()]
+    grace, journal = cfg.policy.grace_period, Journal(catalog.conn)
+    clock = journal.hold_clock()
+    return [
+        Held(h.key, h.path, h.since, h.since + grace, h.ino, h.origin, h.expired(grace, clock))
+        for h in journal.held_links()
+    ]
+
+
+def clock_doubt(cfg, catalog) -> str | None:
+    """Why held links whose wall-clock grace is over are not purged (``fsops.clock_doubt``), or None:
+    the line ``qbhook holding`` shows, the very one its purge gives."""
+    from qbhook.move import fsops
+    from qbhook.move.journal import Journal
+
+    journal = Journal(catalog.conn)
+    return fsops.clock_doubt(journal.held_links(), journal.hold_clock(), cfg.policy.grace_period)
 
 
 def forget_gone(cfg, catalog, *, forget: bool, lock_wait: float = 0) -> list[tuple[Held, str]]:
@@ -1573,7 +1630,7 @@ def screen_held(
     clients: Callable[[], Iterable[ClientPort]],
     *,
     grace: float,
-    now: float,
+    now: float | HoldClock,
     leftover_views: frozenset[str] = frozenset(),
     library: Callable[[], LibraryLinks] = lambda: NO_LINKS,
     folder_identity: library_links.Identity | None = None,
@@ -1658,12 +1715,14 @@ class Purge:
     kept: list[KeptOrphan] = field(default_factory=list)  # orphans a torrent uses again, or leftover views
     refused: OrphansRefused | None = None  # no orphan was purged: the clients could not be asked
     error: Exception | None = None  # what ``fsops.purge_holding`` left (``LastCopyKept``: a person must look)
+    clock: str | None = None  # why held links were not purged on the wall clock (``fsops.clock_doubt``)
 
     def as_dict(self) -> dict:
         return {
             "purged_folders": self.folders,
             "kept_in_use": [k.as_dict() for k in self.kept],
             "orphans_refused": self.refused.message if self.refused is not None else None,
+            "clock_refused": self.clock,
         }
 
 
@@ -1674,32 +1733,37 @@ def purge_held(
 
     The one purge of holding: ``qbhook holding --purge-expired --yes`` and the executor after a run.
     Orphans first pass ``screen_held``; then ``fsops.purge_holding`` unlinks what the journal
-    recorded, keeping a last copy whose copy to keep no longer verifies. What needs a person (a
-    kept orphan, a kept last copy, a holding folder renamed away) is also notified, once while it
+    recorded, keeping a last copy whose copy to keep no longer verifies. A wall clock that cannot
+    end a grace (``fsops.clock_doubt``: it went back, or jumped) purges nothing it alone would, and
+    says why (``Purge.clock``). What needs a person (a kept orphan, a kept last copy, a holding
+    folder renamed away, that clock) is also notified, once while it
     lasts and once when it is gone (``_tell_purge``); a refusal is the caller's to report.
     """
     from qbhook.move import fsops
 
-    now = time.time() if now is None else now
+    clock = journal.hold_clock(now)  # read once: the screen and the purge judge by the same clocks
     grace = cfg.policy.grace_period
+    held = journal.held_links()
     with _folders_of(cfg) as folders:
         screen = screen_held(
-            journal.held_links(),
+            held,
             clients,
             grace=grace,
-            now=now,
+            now=clock,
             leftover_views=journal.leftover_paths(),
             library=lambda: library_of(cfg),
             folder_identity=folders.identity,
         )
-    out = Purge(kept=list(screen.kept), refused=screen.refused)
+    out = Purge(kept=list(screen.kept), refused=screen.refused, clock=fsops.clock_doubt(held, clock, grace))
     found = {f"kept {k.held}": f"holding purge: {k.line()}" for k in screen.kept}
+    if out.clock is not None:  # a clock set wrong: a person must look at it
+        found["clock"] = f"holding purge: {out.clock}"
     try:
         out.folders = fsops.purge_holding(
             cfg.anchored_seeding_roots,
             grace,
             held=screen.purgeable,
-            now=now,
+            now=clock,
             on_purged=lambda h: journal.mark_purged(h.key),
             # A held link out of reach may be a last copy in a folder renamed away: a person must look.
             on_gone=lambda e: found.update({f"gone {e.folder}": f"holding purge: {e.message}"}),

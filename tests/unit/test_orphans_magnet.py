@@ -1,0 +1,48 @@
+"""A torrent without metadata keeps its whole save and download paths (orphans._in_use_folders).
+
+R42: re-added from a bare magnet (no name yet: its name is its info hash) in the grace period,
+a torrent protected only ``<save>/<info hash>``: the purge deleted the held data it will want,
+and the orphan walk would have quarantined it."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from qbhook.move import orphans
+from tests.helpers import write
+from tests.unit.test_executor import FakeTorrent
+from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
+from tests.unit.test_orphans_purge import expire, quarantine_one, world  # noqa: F401  (fixtures)
+
+H3 = "c" * 40
+
+
+def magnet(save: str, name: str = H3, download: str = "") -> FakeTorrent:
+    """A torrent added from a magnet link, no peers yet: it lists no files (metaDL)."""
+    return FakeTorrent(H3, name, save, [], progress=0.0, has_metadata=False, download_path=download)
+
+
+@pytest.mark.parametrize("name", ["Gone.2019", H3], ids=["named", "bare"])
+def test_a_purge_keeps_the_held_data_of_a_torrent_readded_from_a_magnet(world, name):  # noqa: F811
+    w = world
+    _path, at = quarantine_one(w)
+    w.qbt.add(magnet(os.path.join(w.seed_s, "old"), name))
+    expire(w)
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    assert os.path.exists(at) and [k.held for k in out.kept] == [at]
+
+
+@pytest.mark.parametrize("where", ["save", "download"])
+def test_nothing_below_a_magnet_s_save_or_download_path_is_an_orphan(world, where):  # noqa: F811
+    w = world
+    base = os.path.join(w.seed_s, "incoming")
+    path = write(os.path.join(base, "Some.Name/a.mkv"), b"old data" * 100)
+    save, download = (base, "") if where == "save" else (os.path.join(w.seed_s, "elsewhere"), base)
+    w.qbt.add(magnet(save, download=download))
+    report = orphans.find_orphans(w.cfg, [w.qbt])
+    assert path not in {o.path for o in report.orphans}
+    assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [] and os.path.exists(path)
+    w.qbt.t.pop(H3)  # gone again: the file is an orphan once more
+    assert path in {o.path for o in orphans.find_orphans(w.cfg, [w.qbt]).orphans}
