@@ -21,7 +21,8 @@ One frozen, slotted class per step kind (all paths are host paths):
                    (``keep`` is stored flat: keep_path, keep_fsid, keep_ino)
                    unlink an old link after proving ``keep`` holds the same content and no
                    link outside ``seeding_links`` appeared since planning
-- ``PruneDirs``   root, stop_at              remove folders emptied by the deletes, up to stop_at
+- ``PruneDirs``   root, stop_at, below       remove folders emptied by the deletes, up to stop_at;
+                   below (default true) also the empty folders under root
 - ``Tag``         torrent, instance, add, remove
 - ``Converge``    path, fsid, ino, size, mtime_ns, blake3, keep: ConvergeKeep(path, fsid, ino, library)
                    same-pool convergence (``decide/converge.py``): replace the seeding link ``path``
@@ -552,16 +553,34 @@ class Delete(Step):
 @_kind
 @dataclass(frozen=True, slots=True)
 class PruneDirs(Step):
+    """Remove ``root`` if empty, then its empty parents up to (never including) ``stop_at``;
+    ``below`` also every empty folder under ``root`` (``fsops.prune_empty_dirs``). ``below`` is
+    only for a torrent's own root folder; the folder a torrent without one was saved in (a category
+    folder, a cross-seed link folder, the seeding root) holds other torrents' folders and mount
+    points, so it is pruned upwards only (False).
+
+    JSON: ``below`` is written only when False. A step without it is one every older version
+    wrote (all pruned below), so a journal or saved plan of theirs resumes as it was planned."""
+
     kind: ClassVar[str] = "prune_dirs"
     root: str
     stop_at: str
+    below: bool = True
+
+    @property
+    def args(self) -> dict[str, Any]:
+        a = {"root": self.root, "stop_at": self.stop_at}
+        return a if self.below else {**a, "below": False}
 
     def describe(self) -> str:
-        return f"{self.root} (up to {self.stop_at})"
+        return f"{self.root} (up to {self.stop_at}{'' if self.below else ', nothing below it'})"
 
     @classmethod
     def from_args(cls, a):
-        return cls(a["root"], a["stop_at"])
+        below = a.get("below", True)
+        if not isinstance(below, bool):
+            raise TypeError(f"below is {below!r}, not true or false")
+        return cls(a["root"], a["stop_at"], below)
 
 
 @_kind

@@ -46,6 +46,7 @@ The executor asks the same rule before each link (``move.fsops.link_into``).
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import functools
 import posixpath
@@ -951,7 +952,6 @@ def build_steps(
     for t in group:
         for f in t.files:
             old_by_inode.setdefault(f.inode, set()).add(f.path)
-    prune: dict[str, str] = {}
     links_by_inode: dict[InodeKey, tuple[str, ...]] = {}
     for t, hashes in zip(group, hashes_of, strict=True):
         links: list[tuple[str, ...] | None] = []  # per file its delete's seeding_links (None: no delete)
@@ -962,13 +962,90 @@ def build_steps(
             seen.add(f.path)
             links.append(_links_of(f.inode, snap.inodes[f.inode], old_by_inode[f.inode], links_by_inode))
         deletes.append(DeleteRun(bases[t.instance, t.hash], t.files, hashes, tuple(links)))
-        first = t.files[0].rel if t.files else ""
-        top = first.split("/")[0] if "/" in first else ""
-        root = posixpath.join(t.save_path, top) if top else t.save_path
-        prune.setdefault(root, src.root_of(t.save_path) or src.seeding_root)
-    prunes = [PruneDirs(r, s) for r, s in sorted(prune.items())]
+    prunes = _prune_steps(snap, group, src)
     steps = StepList([*copies, *others, *views, *relocs, verify, *tags, *deletes, *prunes])
     return steps, copy_bytes, conflicts
+
+
+def _prune_steps(snap: Snapshot, group: list[TorrentFact], src: PoolFact) -> list[PruneDirs]:
+    """The folders a group's deletes may empty, pruned after them (``PruneDirs``).
+
+    A torrent's own root folder (every file below one top folder) is pruned with everything
+    below it: the empty folders it left there are its own, unless a torrent outside the group
+    keeps anything at or under that folder too (the same name, disjoint files), or one not in
+    the snapshot may write there (``write_prefixes``): then it is as below. Any other deleted
+    file's folder (a single file's, one of a torrent saved without its root folder: a category
+    folder, a cross-seed link folder, the seeding root) is pruned upwards only, nothing below:
+    it holds other torrents' folders (qBittorrent and cross-seed make a folder before its first
+    file), nested datasets' mount points and category folders, none of them the group's.
+    Parents go while empty, up to the seeding root; a folder another step's climb reaches is
+    left to that step."""
+    ids = {(t.instance, t.hash) for t in group}
+    whole: dict[str, str] = {}  # a torrent's own root folder -> where its climb stops
+    folders: dict[str, str] = {}  # a deleted file's folder -> where its climb stops
+    for t in group:
+        stop = src.root_of(t.save_path) or src.seeding_root
+        top = _own_folder(t)
+        if top is not None:
+            root = posixpath.join(t.save_path, top)
+            if not _others_in(snap, root, ids):
+                whole.setdefault(root, stop)
+                continue
+        for f in t.files:
+            folders.setdefault(posixpath.dirname(f.path), stop)
+    below = sorted({*whole, *folders})
+
+    def reached(d: str) -> bool:  # by a deeper step's climb, or inside a root pruned below
+        i = bisect.bisect_left(below, d + "/")
+        if i < len(below) and below[i].startswith(d + "/"):
+            return True
+        return any(is_within(d, r) for r in whole)
+
+    steps = [PruneDirs(r, s) for r, s in sorted(whole.items())]
+    steps += [
+        PruneDirs(d, s, below=False) for d, s in sorted(folders.items()) if d not in whole and d != s and not reached(d)
+    ]
+    return steps
+
+
+def _own_folder(t: TorrentFact) -> str | None:
+    """The torrent's root folder (relative), when every file of it is below one; None: it has none
+    (a single file, or saved with "Don't create subfolder")."""
+    first = t.files[0].rel if t.files else ""
+    top, sep, _ = first.partition("/")
+    if not sep:
+        return None
+    prefix = top + "/"
+    return top if all(f.rel.startswith(prefix) for f in t.files) else None
+
+
+_TOPS = "planner.tops"  # its key in Snapshot.derived
+
+
+def _others_in(snap: Snapshot, folder: str, ids: set[tuple[str, str]]) -> bool:
+    """Whether a torrent other than ``ids`` keeps a file at or under ``folder``, or one the snapshot
+    leaves out may write there. The snapshot's torrents by the first folder of each file
+    (``save_path/top``), sorted, built once per snapshot (``Snapshot.derived``)."""
+    tops = snap.derived.get(_TOPS)
+    if tops is None:
+        entries = set()
+        for t in snap.torrents:
+            own = _own_folder(t)
+            for name in (own,) if own is not None else {f.rel.partition("/")[0] for f in t.files}:
+                entries.add((posixpath.join(t.save_path, name), t.instance, t.hash))
+        tops = snap.derived[_TOPS] = sorted(entries)
+    under = folder + "/"
+    i = bisect.bisect_left(tops, (folder,))  # torrents whose top is this folder, then those below it
+    while i < len(tops) and tops[i][0] == folder:
+        if tops[i][1:] not in ids:
+            return True
+        i += 1
+    i = bisect.bisect_left(tops, (under,))
+    while i < len(tops) and tops[i][0].startswith(under):
+        if tops[i][1:] not in ids:
+            return True
+        i += 1
+    return any(is_within(p, folder) or is_within(folder, p) for p in snap.write_prefixes)
 
 
 @functools.lru_cache(maxsize=1024)

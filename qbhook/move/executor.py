@@ -2253,7 +2253,7 @@ class Executor:
     def _prune_dirs(self, _st: _GroupRun, s: PruneDirs, _at: _At) -> dict:
         if self.cfg.seeding_root_of(s.stop_at) is None:
             raise UnsafeOperation(f"refusing to prune up to {s.stop_at}: not inside a seeding root")
-        return {"removed": fsops.prune_empty_dirs(s.root, s.stop_at, roots=self.seeding_roots)}
+        return {"removed": fsops.prune_empty_dirs(s.root, s.stop_at, roots=self.seeding_roots, below=s.below)}
 
     # ------------------------------------------------------------------ torrent client steps
 
