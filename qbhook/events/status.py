@@ -630,7 +630,6 @@ def needs_person(
     view that may be the last copy was in the first only). ``pools``: ``pool_facts``; ``server``:
     what the configured server's /healthz said (``server_health``), or the page's own worker's
     report (``served_health``), or None when not known."""
-    from qbhook.decide.repair import NOT_AS_FOUND
     from qbhook.move.executor import VIEW_CHANGED
 
     _info, sweep_at = state.get(conn, "last_sweep")
@@ -648,7 +647,7 @@ def needs_person(
     # Failed repairs that left their torrent otherwise than found (stopped, or at another save
     # path): the clause the executor wrote last says how and what to do (``_repair_state_back``);
     # they stay a problem until the group runs again (a repair retried replaces its row).
-    problems += [f"repair {gid}: {reason[reason.index(NOT_AS_FOUND) :]}" for gid, reason in _not_as_found(conn)]
+    problems += [f"repair {gid}: {clause}" for gid, clause in _not_as_found(conn)]
     # A pool that cannot be read (not mounted, swapped): nothing it holds can be planned or moved.
     problems += [f"pool {name} ({v['path']}): {v['error']}" for name, v in pools.items() if "error" in v]
     problems += [
@@ -671,13 +670,26 @@ def needs_person(
 
 
 def _not_as_found(conn: sqlite3.Connection) -> list[tuple[str, str]]:
-    """(group id, reason) of each failed group whose reason carries ``decide.repair.NOT_AS_FOUND``."""
+    """(group id, its ``decide.repair.NOT_AS_FOUND`` clause) of each failed repair group whose
+    reason ends with one.
+
+    Matched as the executor writes it (``_repair_state_back``: ``"; NOT AS FOUND: ..."``, last,
+    case and all): ``instr`` and ``rindex`` agree where ``LIKE`` (ASCII case-insensitive) and
+    ``index`` did not, and a move whose reason names a path holding the words (a release called
+    "Not As Found") is no repair line, so only groups their run's plan says are repairs."""
     from qbhook.decide.repair import NOT_AS_FOUND
 
-    return conn.execute(
-        "SELECT group_id, reason FROM group_state WHERE status = 'failed' AND reason LIKE ? ORDER BY group_id",
-        ("%" + NOT_AS_FOUND + "%",),
+    marker = f"; {NOT_AS_FOUND}: "
+    rows = conn.execute(
+        "SELECT gs.group_id, gs.reason FROM group_state gs JOIN runs r ON r.id = gs.run "
+        "WHERE gs.status = 'failed' AND instr(gs.reason, ?) > 0 AND json_valid(r.plan) "
+        "AND EXISTS (SELECT 1 FROM json_each(r.plan, '$.groups') g "
+        "WHERE json_extract(g.value, '$.group_id') = gs.group_id AND json_extract(g.value, '$.action') = 'repair') "
+        "ORDER BY gs.group_id",
+        (marker,),
     ).fetchall()
+    # The last one: the clause is last, and the failure before it may quote a path holding the marker.
+    return [(gid, reason[reason.rindex(marker) + 2 :]) for gid, reason in rows]
 
 
 def served_health(health) -> dict:

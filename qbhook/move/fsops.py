@@ -1539,7 +1539,8 @@ def link_into(
 ) -> Act:
     """Hardlink ``dst`` to the inode at ``src`` (same dataset), creating folders (owned and moded
     like their counterparts, ``like``: ``src`` is a donor, anywhere, so only the caller knows them).
-    ``client_groups`` (a move's: ``policy.client_groups``; None, a repair's: not asked): ``_source_fits``.
+    ``client_groups`` (a move's: ``policy.client_groups``; None, a repair's: not asked): ``_source_fits``,
+    and ``_present_fits`` for a same-content file found at ``dst``.
 
     Returns an ``Act`` with status ``linked``, ``already`` if ``dst`` is that inode,
     ``present`` if it is another inode with the same content. Anything else at ``dst``
@@ -1578,7 +1579,7 @@ def link_into(
                     )
                     if _content_digest(ddir, dname, st, catalog) != want:
                         raise UnsafeOperation(f"different content at {dst_shown}: refusing to replace it")
-                    return Act(ActStatus.PRESENT, st)
+                    return Act(ActStatus.PRESENT, _present_fits(st, like, dst, client_groups, dst_shown))
                 try:
                     # The inode checked, not what the source's name holds now (a writer may have
                     # renamed a hard link of a library file over it since the check).
@@ -1617,17 +1618,45 @@ def _source_fits(
     ``groups``: ``policy.client_groups`` by uid."""
     if size is not None and sst.st_size != size:
         raise VerificationFailed(f"link source {src_shown} has {sst.st_size} bytes, expected {size}")
-    own = _model(like, _normal(dst), sst) if groups is not None else None
-    if own is None:
-        return
-    kacc = (sst.st_mode, sst.st_uid, sst.st_gid)
-    if lost := access_lost(kacc, (own.st_mode, own.st_uid, own.st_gid), groups.get(own.st_uid)):
-        theirs = os.fsdecode(like.counterpart(_normal(dst)) or b"?")
+    if taken := _access_taken(sst, like, dst, groups):
         raise UnsafeOperation(
-            f"refusing to link {dst_shown} to {src_shown}: the link source {lost_reason(lost, kacc, own.st_uid)}, "
-            f"the owner of the torrent's file {theirs}",
+            f"refusing to link {dst_shown} to {src_shown}: the link source {taken}",
             hint="give that user this access to the source file (its group, or policy.client_groups), then re-plan",
         )
+
+
+def _present_fits(
+    st: os.stat_result, like: Like | None, dst, groups: Mapping[int, frozenset[int]] | None, dst_shown: str
+) -> os.stat_result:
+    """``st``, a same-content file found at ``dst`` instead of a link, once ``_source_fits``'s access
+    rule passes for it: it becomes the torrent's file as it is (owner and mode never changed), so it
+    must give the owner of the torrent's own file what that file gave (R45: one put there since
+    planning, root:root 0600, took read and write from the client's uid)."""
+    if taken := _access_taken(st, like, dst, groups):
+        raise UnsafeOperation(
+            f"refusing to take {dst_shown} as the torrent's file: the same content already there {taken}",
+            hint="give that user this access to that file (its group, or policy.client_groups), "
+            "or remove it, then re-plan",
+        )
+    return st
+
+
+def _access_taken(
+    kst: os.stat_result, like: Like | None, dst, groups: Mapping[int, frozenset[int]] | None
+) -> str | None:
+    """The one access rule of a file that would become the torrent's file at ``dst`` as it is
+    (``kst``: a link source, or a file found there): what it would take from the owner of the
+    torrent's own file, ``dst``'s counterpart (``like``), said for a person after the file's name;
+    None when nothing, ``groups`` is None (not asked), or there is nothing to compare (``_model``:
+    no counterpart, or ``kst`` itself). ``groups``: ``policy.client_groups`` by uid."""
+    own = _model(like, _normal(dst), kst) if groups is not None else None
+    if own is None:
+        return None
+    kacc = (kst.st_mode, kst.st_uid, kst.st_gid)
+    if lost := access_lost(kacc, (own.st_mode, own.st_uid, own.st_gid), groups.get(own.st_uid)):
+        theirs = os.fsdecode(like.counterpart(_normal(dst)) or b"?")
+        return f"{lost_reason(lost, kacc, own.st_uid)}, the owner of the torrent's file {theirs}"
+    return None
 
 
 def _linked_is(d: Dir, name: bytes, want: os.stat_result, shown: str) -> os.stat_result:
