@@ -290,6 +290,8 @@ class RelinkedStat(NamedTuple):
     st_mtime_ns: int
     st_ctime_ns: int
     st_nlink: int
+    st_uid: int  # with st_mode: the owner the catalog keeps (``schema.OWNER_DDL``)
+    st_gid: int
 
 
 # A ``Relinked`` as plain ints: (the name's stat fields, the carry proof's fields or None).
@@ -303,7 +305,17 @@ def relinked_to_parent(after: Mapping) -> dict:
     functions: 0.04 CPU-s to pickle and 0.03 to load per 3,500 relinks."""
     return {
         path: (
-            (st.st_mode, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink),
+            (
+                st.st_mode,
+                st.st_dev,
+                st.st_ino,
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+                st.st_nlink,
+                st.st_uid,
+                st.st_gid,
+            ),
             None if c is None else (c.dev, c.ino, c.size, c.mtime_ns, c.ctime_ns, c.after_ctime_ns),
         )
         for path, (st, c) in after.items()

@@ -135,6 +135,10 @@ def test_a_large_batch_is_relinked_in_several_processes_with_the_outcome_of_one(
         assert row.ino == os.lstat(lib).st_ino
         # its hash carried over our link's ctime change (the child's proof came back with its stat)
         assert row.hash is not None and row.ctime_ns == os.lstat(lib).st_ctime_ns
+        # and the kept inode's owner and mode (migration 15), which the child's stat brings back too
+        lst = os.lstat(lib)
+        owner = w.cat.conn.execute("SELECT mode, uid, gid FROM inodes WHERE id=?", (row.id,)).fetchone()
+        assert tuple(owner) == (lst.st_mode, lst.st_uid, lst.st_gid)
 
 
 def test_a_childs_relinked_names_come_back_with_the_fields_the_catalog_records(tmp_path):
@@ -147,7 +151,7 @@ def test_a_childs_relinked_names_come_back_with_the_fields_the_catalog_records(t
     after = {"/a": fsops.Relinked(st, proof), b"/b": fsops.Relinked(st, None)}
     back = fsops.relinked_from_child(pickle.loads(pickle.dumps(fsops.relinked_to_parent(after))))
     assert back.keys() == after.keys()
-    fields = ("st_mode", "st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns", "st_nlink")
+    fields = ("st_mode", "st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns", "st_nlink", "st_uid", "st_gid")
     for path, (was, carry) in after.items():
         assert [getattr(back[path].after, k) for k in fields] == [getattr(was, k) for k in fields]
         assert back[path].carry == carry
