@@ -24,7 +24,7 @@ Every setting has one declared kind (the tables ``_POLICY``, ``_SCAN``, ``_SERVE
 Any defect is a ConfigError whose message is one line naming the key (exit 78); NaN,
 infinities, non-UTF-8 files and malformed YAML included. ``path_map`` is checked once,
 here, by the same ``PathMap`` the qBittorrent adapter uses, plus a check that no path
-maps two ways through nested prefixes.
+maps two ways through nested prefixes; a map has at most ``pathmap.MAX_ENTRIES`` entries.
 """
 
 from __future__ import annotations
@@ -996,12 +996,15 @@ def _parse_path_map(raw: Any, key: str) -> tuple[tuple[str, str], ...]:
     Config load builds the same PathMap the qBittorrent adapter uses, so a map the adapter
     would refuse later (a prefix mapped twice) fails ``config check`` now, with exit 78.
     """
-    from qbhook.pathmap import PathMap
+    from qbhook.pathmap import MAX_ENTRIES, PathMap
 
     if raw is None:
         return ()
     if not isinstance(raw, list):
         raise ConfigError(key, "must be a list of {client: PATH, host: PATH}")
+    if len(raw) > MAX_ENTRIES:
+        # Counted as written: YAML aliases repeat one entry for a few bytes each.
+        raise ConfigError(key, f"has {len(raw)} entries, more than the {MAX_ENTRIES} a path_map may have")
     pairs = []
     for j, m in enumerate(raw):
         mk = f"{key}[{j}]"
