@@ -24,7 +24,7 @@ Every setting has one declared kind (the tables ``_POLICY``, ``_SCAN``, ``_SERVE
 Any defect is a ConfigError whose message is one line naming the key (exit 78); NaN,
 infinities, non-UTF-8 files and malformed YAML included. ``path_map`` is checked once,
 here, by the same ``PathMap`` the qBittorrent adapter uses, plus a check that no path
-maps two ways through nested prefixes.
+maps two ways through nested prefixes; a map has at most ``pathmap.MAX_ENTRIES`` entries.
 """
 
 from __future__ import annotations
@@ -236,6 +236,9 @@ class Config:
     lock_dir: Path | None = None
     source: Path | None = None
     rtorrent: tuple[RtorrentConfig, ...] = ()  # `clients:` entries of type rtorrent
+    # The keys of secrets written into the file itself (``qbittorrent.password``, ...): `config
+    # check` names a file holding them that every user may read.
+    inline_secrets: tuple[str, ...] = ()
 
     @property
     def clients(self) -> tuple[ClientConfig, ...]:
@@ -486,7 +489,27 @@ def parse_config(
         notify=notify,
         sweep=sweep,
         lock_dir=lock_dir,
+        inline_secrets=_inline_secrets(data),
     )
+
+
+def _inline_secrets(data: dict) -> tuple[str, ...]:
+    """The keys of the secrets ``data`` (a config already parsed) holds as values rather than
+    naming a variable or a file: passwords and tokens, notify's URLs, a password in a client URL."""
+    raw = data.get("qbittorrent")
+    qbts = [(f"qbittorrent[{i}]", s) for i, s in enumerate(raw)] if isinstance(raw, list) else [("qbittorrent", raw)]
+    qbts += [(f"clients[{i}]", s) for i, s in enumerate(data.get("clients") or []) if s.get("type") == "qbittorrent"]
+    keys = []
+    for key, spec in qbts:
+        if spec is None:
+            continue
+        if spec.get("password") is not None:
+            keys.append(f"{key}.password")
+        if shown_url(str(spec["url"])) != str(spec["url"]):  # http://user:password@host
+            keys.append(f"{key}.url")
+    keys += [f"server.{k}" for k in ("password", "token") if (data.get("server") or {}).get(k) is not None]
+    keys += ["notify.urls"] if (data.get("notify") or {}).get("urls") else []
+    return tuple(keys)
 
 
 _OUTSIDE_POOLS = "put qbhook's own files outside every pool, e.g. /var/lib/qbhook/catalog.sqlite"
@@ -996,12 +1019,15 @@ def _parse_path_map(raw: Any, key: str) -> tuple[tuple[str, str], ...]:
     Config load builds the same PathMap the qBittorrent adapter uses, so a map the adapter
     would refuse later (a prefix mapped twice) fails ``config check`` now, with exit 78.
     """
-    from qbhook.pathmap import PathMap
+    from qbhook.pathmap import MAX_ENTRIES, PathMap
 
     if raw is None:
         return ()
     if not isinstance(raw, list):
         raise ConfigError(key, "must be a list of {client: PATH, host: PATH}")
+    if len(raw) > MAX_ENTRIES:
+        # Counted as written: YAML aliases repeat one entry for a few bytes each.
+        raise ConfigError(key, f"has {len(raw)} entries, more than the {MAX_ENTRIES} a path_map may have")
     pairs = []
     for j, m in enumerate(raw):
         mk = f"{key}[{j}]"
@@ -1382,6 +1408,7 @@ def check_paths(cfg: Config) -> list[str]:
             problems.append(f"{key}: {why}; {_OUTSIDE_POOLS}")
     if cfg.lock_dir is not None:
         problems.extend(_lock_dir_problems(cfg.lock_dir))
+    problems.extend(_secret_problems(cfg))
     return problems
 
 
@@ -1441,6 +1468,51 @@ def _lock_dir_problems(path: Path) -> list[str]:
         f"lock_dir: {path}: {' and '.join(why)}; it must be a folder other users cannot write "
         "(not /run/lock or /tmp): another user could hold qbhook's locks and stop it"
     ]
+
+
+def _secret_problems(cfg: Config) -> list[str]:
+    """Secret files another user may read or write, or owns (and so may chmod), and a config file
+    every user may read while it holds secrets itself; problems, as ``_lock_dir_problems``: a
+    password another user reads is that user's to use (the client's Web UI, the event endpoint)."""
+    files = [(f"qbittorrent {q.name}: password_file", q.password_file) for q in cfg.qbittorrent]
+    files += [("server.token_file", cfg.server.token_file), ("notify.urls_file", cfg.notify.urls_file)]
+    out = [f"{key}: {path}: {why}" for key, path in files if path is not None and (why := _loose_secret(path))]
+    if cfg.inline_secrets and cfg.source is not None:
+        try:
+            mode = os.stat(cfg.source).st_mode  # followed, as the config is read
+        except OSError:
+            mode = 0  # read a moment ago; gone or hidden now, nothing to say about its mode
+        if mode & stat.S_IROTH:
+            out.append(
+                f"config: {cfg.source} holds secrets ({', '.join(cfg.inline_secrets)}) and mode "
+                f"{stat.S_IMODE(mode):04o} lets every user read them; name them by *_env or *_file "
+                "settings instead, or chmod o-r the file"
+            )
+    return out
+
+
+def _loose_secret(path: Path) -> str | None:
+    """Why another user can read, change or chmod the secret file ``path``, or None. Missing or
+    unreadable: reading it (the config's load) says so, as one of `config check`'s problems."""
+    try:
+        st = os.stat(path)  # followed, as the secret is read
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    why = []
+    may = [
+        w
+        for w, bits in (("read", stat.S_IRGRP | stat.S_IROTH), ("write", stat.S_IWGRP | stat.S_IWOTH))
+        if st.st_mode & bits
+    ]
+    if may:
+        why.append(f"mode {stat.S_IMODE(st.st_mode):04o} lets other users {' and '.join(may)} it")
+    if st.st_uid not in (0, os.geteuid()):
+        why.append(f"it is owned by uid {st.st_uid}")
+    if not why:
+        return None
+    return f"{' and '.join(why)}; a secret file must be its owner's alone (chmod 600, owned by root or qbhook's user)"
 
 
 def describe(cfg: Config) -> dict:

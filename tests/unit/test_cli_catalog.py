@@ -239,6 +239,8 @@ def test_secrets_are_masked_in_config_check(two_filesystems, tmp_path):
         ],
         server={"username": "srv", "password": "srv-pass-9", "token_env": "QBHOOK_TOKEN_TEST"},
     )
+    for own in (tmp_path / "qbt2.secret", env.config):  # others may not read them: that is a problem too
+        own.chmod(0o600)
     secrets = ("inline-hunter2", "env-pass-77", "filepass-123", "srv-pass-9", "tok-abc-555")
     environ = {"QBT_PW_TEST": "env-pass-77", "QBHOOK_TOKEN_TEST": "tok-abc-555"}
     human = env.run("config", "check", env=environ)

@@ -185,3 +185,86 @@ def test_paths_config_check_cannot_look_at_are_problems_not_tracebacks(env, monk
     monkeypatch.undo()
     r = env.run("config", "check", expect=ExitCode.CONFIG)
     assert "Traceback" not in r.output and f"PROBLEM: catalog: cannot look at {long}" in r.stderr
+
+
+# A secret file others may read or write, or another user owns (and so may chmod), and a config
+# file every user may read while it holds secrets itself, passed `config check` silently (R46).
+
+LOOSE_SECRET = "a secret file must be its owner's alone (chmod 600, owned by root or qbhook's user)"
+
+
+def _with_secret_files(env: Env, mode: int) -> list:
+    files = [env.tmp / name for name in ("qbt-pw", "token", "urls")]
+    for f in files:
+        f.write_text("s3cret-value\n")
+        f.chmod(mode)
+    env.save(
+        qbittorrent={"url": "http://127.0.0.1:8080", "password_file": str(files[0])},
+        server={"token_file": str(files[1])},
+        notify={"urls_file": str(files[2])},
+    )
+    return files
+
+
+@pytest.mark.parametrize(
+    "mode, may", [(0o640, "read"), (0o604, "read"), (0o620, "write"), (0o602, "write"), (0o666, "read and write")]
+)
+def test_a_secret_file_others_may_read_or_write_is_a_problem(env, mode, may):
+    pw, token, urls = _with_secret_files(env, mode)
+    why = f"mode {mode:04o} lets other users {may} it; {LOOSE_SECRET}"
+    assert others(problems(env)) == [
+        f"qbittorrent default: password_file: {pw}: {why}",
+        f"server.token_file: {token}: {why}",
+        f"notify.urls_file: {urls}: {why}",
+    ]
+    load_config(env.config)  # named, not refused: the config still loads
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400])
+def test_a_secret_file_only_its_owner_may_read_is_fine(env, mode):
+    _with_secret_files(env, mode)
+    assert others(problems(env)) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user takes root")
+def test_a_secret_file_another_user_owns_is_a_problem(env):
+    pw, *_ = _with_secret_files(env, 0o666)
+    os.chown(pw, 12345, -1)
+    assert others(problems(env))[0] == (
+        f"qbittorrent default: password_file: {pw}: mode 0666 lets other users read and write it and "
+        f"it is owned by uid 12345; {LOOSE_SECRET}"
+    )
+
+
+def _with_inline_secrets(env: Env, mode: int) -> None:
+    env.save(
+        qbittorrent={"url": "http://proxy:pw@127.0.0.1:8080", "password": "inline-pw"},
+        clients=[{"type": "qbittorrent", "name": "two", "url": "http://127.0.0.1:8081", "password": "x"}],
+        server={"username": "u", "password": "inline-pw", "token": "inline-token-77"},
+        notify={"urls": ["json://localhost/hook"]},
+    )
+    env.config.chmod(mode)
+
+
+def test_a_config_every_user_may_read_that_holds_secrets_is_a_problem(env):
+    _with_inline_secrets(env, 0o644)
+    assert others(problems(env)) == [
+        f"config: {env.config} holds secrets (qbittorrent.password, qbittorrent.url, clients[0].password, "
+        "server.password, server.token, notify.urls) and mode 0644 lets every user read them; name them by "
+        "*_env or *_file settings instead, or chmod o-r the file"
+    ]
+    r = env.run("config", "check", expect=ExitCode.CONFIG)
+    assert f"PROBLEM: config: {env.config} holds secrets (" in r.stderr
+    assert "inline-pw" not in r.output and "inline-token-77" not in r.output
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o600])
+def test_a_config_with_secrets_others_may_not_read_is_fine(env, mode):
+    _with_inline_secrets(env, mode)
+    assert others(problems(env)) == []
+
+
+def test_a_config_every_user_may_read_without_secrets_is_fine(env):
+    _with_secret_files(env, 0o600)
+    env.config.chmod(0o644)
+    assert others(problems(env)) == []
