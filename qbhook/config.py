@@ -1503,7 +1503,8 @@ def _loose_secret(path: Path) -> str | None:
     why = []
     may = [
         w
-        for w, bits in (("read", stat.S_IRGRP | stat.S_IROTH), ("write", stat.S_IWGRP | stat.S_IWOTH))
+        # Group read is allowed: root:qbhook 0640 is how a service's group is given a secret.
+        for w, bits in (("read", stat.S_IROTH), ("write", stat.S_IWGRP | stat.S_IWOTH))
         if st.st_mode & bits
     ]
     if may:
@@ -1512,7 +1513,10 @@ def _loose_secret(path: Path) -> str | None:
         why.append(f"it is owned by uid {st.st_uid}")
     if not why:
         return None
-    return f"{' and '.join(why)}; a secret file must be its owner's alone (chmod 600, owned by root or qbhook's user)"
+    return (
+        f"{' and '.join(why)}; a secret file must be its owner's alone "
+        "(chmod 600, or 640 for a group of its own; owned by root or qbhook's user)"
+    )
 
 
 def describe(cfg: Config) -> dict:

@@ -190,7 +190,9 @@ def test_paths_config_check_cannot_look_at_are_problems_not_tracebacks(env, monk
 # A secret file others may read or write, or another user owns (and so may chmod), and a config
 # file every user may read while it holds secrets itself, passed `config check` silently (R46).
 
-LOOSE_SECRET = "a secret file must be its owner's alone (chmod 600, owned by root or qbhook's user)"
+LOOSE_SECRET = (
+    "a secret file must be its owner's alone (chmod 600, or 640 for a group of its own; owned by root or qbhook's user)"
+)
 
 
 def _with_secret_files(env: Env, mode: int) -> list:
@@ -207,7 +209,7 @@ def _with_secret_files(env: Env, mode: int) -> list:
 
 
 @pytest.mark.parametrize(
-    "mode, may", [(0o640, "read"), (0o604, "read"), (0o620, "write"), (0o602, "write"), (0o666, "read and write")]
+    "mode, may", [(0o644, "read"), (0o604, "read"), (0o620, "write"), (0o602, "write"), (0o666, "read and write")]
 )
 def test_a_secret_file_others_may_read_or_write_is_a_problem(env, mode, may):
     pw, token, urls = _with_secret_files(env, mode)
@@ -220,7 +222,7 @@ def test_a_secret_file_others_may_read_or_write_is_a_problem(env, mode, may):
     load_config(env.config)  # named, not refused: the config still loads
 
 
-@pytest.mark.parametrize("mode", [0o600, 0o400])
+@pytest.mark.parametrize("mode", [0o600, 0o400, 0o640])  # 0640: a group of its own (root:qbhook) may read it
 def test_a_secret_file_only_its_owner_may_read_is_fine(env, mode):
     _with_secret_files(env, mode)
     assert others(problems(env)) == []
