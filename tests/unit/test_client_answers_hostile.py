@@ -32,7 +32,7 @@ from tests.unit.rtorrent.test_adapter import HM, HS, ROW_MULTI, ROW_SINGLE, _cli
         ({"size": 2**64}, "size = 18446744073709551616 (out of range)"),
         ({"size": -(2**63) - 1}, "size = -9223372036854775809 (out of range)"),
         ({"size": 1e300}, "size = 1e+300 (out of range)"),
-        ({"added_on": 10**400}, "added_on = 1000"),  # past a float's range
+        ({"added_on": 10**400}, "added_on = a number with more than 30 digits"),  # past a float's range: shown bounded
         ({"amount_left": 1.5}, "amount_left = 1.5"),
         ({"added_on": "yesterday"}, "added_on = 'yesterday'"),
         ({"save_path": 7}, "save_path = 7"),
