@@ -265,7 +265,10 @@ def revalidate(saved: SavedPlan, snap: Snapshot, fresh: Plan) -> list[Verdict]:
         elif (now.action, now.source_pool, now.target_pool) != (g.action, g.source_pool, g.target_pool):
             reason = f"decision changed: now {now.action.upper()} ({now.reason}), was {g.action.upper()}"
         elif _digest(_steps_of(now)) != _digest(_steps_of(g)):
-            reason = "its steps changed (the data or what sits at its destinations changed)"
+            reason = (
+                "its steps changed (the data or what sits at its destinations changed, "
+                "or another qbhook version saved the plan: save it again)"
+            )
         elif fingerprint(snap, g) != saved.fingerprints.get(g.group_id):
             reason = "its facts changed since the plan was saved: " + _what_changed(g, snap)
         else:

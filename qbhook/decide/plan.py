@@ -559,26 +559,31 @@ class PruneDirs(Step):
     folder, a cross-seed link folder, the seeding root) holds other torrents' folders and mount
     points, so it is pruned upwards only (False).
 
-    JSON: ``below`` is written only when False. A step without it is one every older version
-    wrote (all pruned below), so a journal or saved plan of theirs resumes as it was planned."""
+    JSON: ``below`` is written when known. A step without it is one an older version wrote (None
+    here), which pruned below every root, the folder a torrent without its own root folder was
+    saved in too (R47). Resumed as planned, a run such a version left unfinished removed other
+    torrents' folders and a nested dataset's mount point after the upgrade (R50); the executor
+    reads None as below only for a root that is not one of the group's save paths
+    (``Executor._prune_dirs``), the one case the older planner got right. Kept None here, so the
+    step's JSON stays what was journaled."""
 
     kind: ClassVar[str] = "prune_dirs"
     root: str
     stop_at: str
-    below: bool = True
+    below: bool | None = True
 
     @property
     def args(self) -> dict[str, Any]:
         a = {"root": self.root, "stop_at": self.stop_at}
-        return a if self.below else {**a, "below": False}
+        return a if self.below is None else {**a, "below": self.below}
 
     def describe(self) -> str:
-        return f"{self.root} (up to {self.stop_at}{'' if self.below else ', nothing below it'})"
+        return f"{self.root} (up to {self.stop_at}{', nothing below it' if self.below is False else ''})"
 
     @classmethod
     def from_args(cls, a):
-        below = a.get("below", True)
-        if not isinstance(below, bool):
+        below = a.get("below")  # absent: an older version's step (the docstring)
+        if below is not None and not isinstance(below, bool):
             raise TypeError(f"below is {below!r}, not true or false")
         return cls(a["root"], a["stop_at"], below)
 

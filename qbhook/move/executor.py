@@ -2250,10 +2250,17 @@ class Executor:
         st.outcome.bytes_freed += res.get("bytes_freed", 0)
         return res
 
-    def _prune_dirs(self, _st: _GroupRun, s: PruneDirs, _at: _At) -> dict:
+    def _prune_dirs(self, st: _GroupRun, s: PruneDirs, _at: _At) -> dict:
         if self.cfg.seeding_root_of(s.stop_at) is None:
             raise UnsafeOperation(f"refusing to prune up to {s.stop_at}: not inside a seeding root")
-        return {"removed": fsops.prune_empty_dirs(s.root, s.stop_at, roots=self.seeding_roots, below=s.below)}
+        below = s.below
+        if below is None:
+            # An older version's step (``PruneDirs``): below only inside a torrent's own root folder,
+            # never at a save path (a category folder, a cross-seed link folder, the seeding root).
+            saved_at = {_norm(x.from_path) for x in st.plan.steps if isinstance(x, Relocate)}
+            saved_at |= {_norm(str(r)) for r in self.cfg.seeding_roots}
+            below = _norm(s.root) not in saved_at
+        return {"removed": fsops.prune_empty_dirs(s.root, s.stop_at, roots=self.seeding_roots, below=below)}
 
     # ------------------------------------------------------------------ torrent client steps
 

@@ -114,13 +114,57 @@ def test_a_root_folder_another_torrent_keeps_files_in_is_pruned_upwards_only(w):
     assert [(p.root, p.below) for p in prunes] == [(os.path.join(save, "Show.S01", "Subs"), False)]
 
 
-def test_prune_dirs_json_keeps_the_old_form_and_reads_older_journals():
-    old = {"root": "/s/M", "stop_at": "/s"}  # as every version before ``below`` wrote it
-    assert Step.of("prune_dirs", old) == PruneDirs("/s/M", "/s", below=True)
-    assert PruneDirs("/s/M", "/s").args == old
+def test_prune_dirs_json_says_below_and_keeps_an_older_versions_step_unknown():
+    # R50: a run an older version left unfinished journaled its prune without ``below`` and, for a
+    # torrent without its own root folder, with the save path as root; read as planned (below),
+    # the resume after the upgrade removed other torrents' empty folders and a mount point there.
+    old = {"root": "/s/movies", "stop_at": "/s"}  # as every version before ``below`` wrote it
+    assert Step.of("prune_dirs", old) == PruneDirs("/s/movies", "/s", below=None)
+    assert Step.of("prune_dirs", old).args == old  # journaled as it was: the executor decides (below)
+    own = PruneDirs("/s/M", "/s")
+    assert own.below and own.args == {"root": "/s/M", "stop_at": "/s", "below": True}
+    assert Step.of("prune_dirs", own.to_json()["args"]) == own
     up = PruneDirs("/s/movies", "/s", below=False)
-    assert up.args == {**old, "root": "/s/movies", "below": False}
+    assert up.args == {**old, "below": False}
     assert Step.of("prune_dirs", up.to_json()["args"]) == up
     assert up.describe() == "/s/movies (up to /s, nothing below it)"
     with pytest.raises(StepFormatError):
         Step.of("prune_dirs", {**old, "below": "no"})
+
+
+def _as_an_older_version_planned(plan, root: str | None = None, stop_at: str | None = None):
+    """``plan`` with its prunes as a version before ``below`` journaled them: below unknown (None);
+    ``root``: the one prune that version planned instead (a single-file torrent's: its save path,
+    up to ``stop_at``, which this version plans upwards only or, at the seeding root, not at all)."""
+    from dataclasses import replace
+
+    for g in plan.groups:
+        steps = [replace(s, below=None) if isinstance(s, PruneDirs) else s for s in g.steps]
+        if root is not None:
+            steps = [s for s in steps if not isinstance(s, PruneDirs)] + [PruneDirs(root, stop_at, None)]
+        g.steps = steps
+    return plan
+
+
+@pytest.mark.parametrize("where", ["category", "seeding-root"])
+def test_an_older_versions_prune_at_a_save_path_resumed_after_the_upgrade_prunes_upwards_only(w, where):
+    # R50: an unfinished run journaled by a version before ``below`` holds a prune rooted at the
+    # single-file torrent's save path; resumed by this version it must not empty that folder out.
+    save = os.path.join(w.seed_s, "movies") if where == "category" else w.seed_s
+    _torrent(w, HA, save, [("Movie.2020.mkv", BIG)], tags={"~noHL"})
+    others = _not_ours(w, save)
+    plan = _as_an_older_version_planned(_plan(w), save, w.seed_s)
+    assert w.executor().apply(plan).status == "done"
+    assert [d for d in others if not os.path.isdir(d)] == []
+
+
+def test_an_older_versions_prune_of_a_torrents_own_root_folder_still_prunes_below(w):
+    save = os.path.join(w.seed_s, "tv")
+    _torrent(w, HA, save, [("Show.S01/E01.mkv", BIG), ("Show.S01/Subs/E01.srt", SMALL)], tags={"~noHL"})
+    os.makedirs(os.path.join(save, "Show.S01", ".unwanted"))
+    plan = _as_an_older_version_planned(_plan(w))
+    assert [(p.root, p.below) for p in plan.groups[0].steps if isinstance(p, PruneDirs)] == [
+        (os.path.join(save, "Show.S01"), None)
+    ]
+    assert w.executor().apply(plan).status == "done"
+    assert not os.path.exists(save)
