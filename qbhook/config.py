@@ -1445,10 +1445,10 @@ def _seeding_root_problem(pool: PoolConfig, root: Path) -> str | None:
 
 def _lock_dir_problems(path: Path) -> list[str]:
     """A lock folder another user can write, or owns (and so can chmod), is named here and not
-    refused at load: every lock file is opened without following a link and must be a regular
-    file with one link (move.locks), so such a user cannot have qbhook truncate another file;
-    what is left is a denial of service (they create the lock file first, or hold its lock, and
-    every qbhook waits or refuses). Missing: qbhook creates it, nothing to say yet."""
+    refused at load (a command that takes no lock still runs): ``move.locks`` refuses it when a
+    lock is taken (LockFolderUnsafe), since such a user could swap a lock file for their own
+    and let two executors run at once, or hold the locks and stop every qbhook. Missing: qbhook
+    creates it (0700), nothing to say yet."""
     try:
         st = os.stat(path)  # followed: lock_dir is admin config, used as given
     except FileNotFoundError:

@@ -303,6 +303,20 @@ class LockFileError(QbhookError):
     exit_code = ExitCode.IO_ERROR
 
 
+class LockFolderUnsafe(LockFileError):
+    """The lock folder is another user's, or other users can write it: one could rename a lock
+    file away and put their own at its name (two executors would then lock two files and run at
+    once), or hold the locks and stop every qbhook. A setup problem, the config exit code (78):
+    the folder (or ``lock_dir``) must change. One line naming the folder and why."""
+
+    exit_code = ExitCode.CONFIG
+    HINT = "the lock folder must be owned by qbhook's user (or root) and writable by no one else (chmod go-w it)"
+
+    def __init__(self, path, why: str):
+        super().__init__(f"refusing lock folder {path}: {why}", hint=self.HINT)
+        self.path = path
+
+
 class OutputError(QbhookError):
     """Standard output cannot be written (a full disk behind ``>file``, an I/O error); a reader
     that went away (EPIPE) is not one: the command ends quietly, as click does."""

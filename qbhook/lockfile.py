@@ -10,7 +10,11 @@ The model, one rule for every lock file (``move.locks``' executor, group and con
   regular file with one link and, when asked (``own``), this user's own (``files.own_file``).
   qbhook often runs as root: a link at the name would make a write through the lock (the pid
   ``move.locks`` writes truncates it first) land on a file that is not qbhook's, and another
-  user's lock file is that user's to hold.
+  user's lock file is that user's to hold. A lock file of this user's own that is open to more
+  than ``mode`` (one an older qbhook made 0644) is narrowed to ``mode`` on that descriptor:
+  ``flock`` works on a read-only descriptor, so any user who can read a lock file can hold it.
+* The name may be opened relative to a folder descriptor the caller checked (``dir_fd``), so the
+  folder judged is the folder the name is looked up in.
 * The exclusive flock is tried without blocking and tried again, the pause doubling up to a
   bound, until the wait is over (``flock_within``); no wait at all is one try.
 * Lock files are never deleted: unlinking a flock file lets two processes lock two different
@@ -48,15 +52,18 @@ class NotALockFile(Exception):
         self.st = st
 
 
-def open_lock_file(path: str | os.PathLike, mode: int, *, own: bool = False) -> int:
-    """A descriptor of ``path`` opened read-write (made if missing, ``mode``), proven a regular
-    file with one link, and this user's own when ``own``; see the module docstring for the rule.
-    NotALockFile when it is not; any failure to open it, the OSError as is."""
-    fd = os.open(path, _FLAGS, mode)
+def open_lock_file(path: str | os.PathLike, mode: int, *, own: bool = False, dir_fd: int | None = None) -> int:
+    """A descriptor of ``path`` (relative to ``dir_fd`` when given) opened read-write (made if
+    missing, ``mode``), proven a regular file with one link, and this user's own when ``own``
+    (then narrowed to ``mode`` if it is more open); see the module docstring for the rule.
+    NotALockFile when it is not; any failure to open it (or to narrow it), the OSError as is."""
+    fd = os.open(path, _FLAGS, mode, dir_fd=dir_fd)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or (own_file(st) if own else st.st_nlink != 1):
             raise NotALockFile(path, st)
+        if own and stat.S_IMODE(st.st_mode) & ~mode:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) & mode)
     except BaseException:
         os.close(fd)
         raise

@@ -83,6 +83,12 @@ def _show_report(d: dict, quarantine: bool) -> None:
         f"{r['items']} reclaimable item(s), {human_bytes(r['frees'])} to free; "
         f"{lib['items']} item(s) still used by a library ({human_bytes(lib['bytes'])})"
     )
+    if d.get("unfinished_runs"):  # its views are unreferenced until it relocates onto them: not orphans
+        echo_shown(
+            f"qbhook: warning: run(s) {', '.join(map(str, d['unfinished_runs']))} did not finish: the files "
+            "its plan makes are not orphans; `qbhook resume` (or `qbhook serve` as it starts) finishes it",
+            err=True,
+        )
     if d["counts"].get("leftover"):  # never orphans: the leftover pass's, or a person's (maybe a last copy)
         echo_shown(f"{d['counts']['leftover']} leftover view(s) not counted: `qbhook status` lists them")
     for w in d.get("whole_roots", ()):  # kept (only ever more protection), but a person must know

@@ -12,12 +12,23 @@ job). That keeps the rule: every writer of a group is an executor, which holds t
 executor lock for its whole run, so no other writer can touch a converging group
 meanwhile; the converge lock only names what the batch is doing to whoever waits.
 
-A lock file must be a regular file with one link, opened without following a symlink
-(``qbhook.lockfile``, the rule notify's outbox locks keep too; ``_open_lock_file`` words its
-refusals): qbhook often runs as root, and writing the pid truncates the file, so
-a ``lock_dir`` another user can write (``/run/lock`` is mode 1777) could otherwise point
-``executor.lock`` at any file on the system and have it emptied. ``lock_dir`` itself is
-admin config and is followed as given; it should not be writable by others (README).
+The lock folder is checked before any lock file in it is used (``_open_lock_dir``): opened
+``O_DIRECTORY|O_NOFOLLOW`` (its own name is not followed; the folders above it are admin
+config, followed as given), and judged on the fstat of that descriptor. It must be owned by this
+user or root and writable by no one else: a user who can write it can rename ``executor.lock``
+away and put their own file at the name, and the next executor then locks another inode while
+the first still runs (two executors at once). It is refused otherwise (``LockFolderUnsafe``,
+exit 78), except the folder qbhook makes itself (``<catalog>.locks``, no ``lock_dir``): made
+0700, and one an older qbhook made with the umask (0775 under umask 002) is narrowed to 0700
+through that descriptor when it is this user's, since it was qbhook that made it so.
+
+Each lock file is then opened relative to that checked descriptor, without following a symlink,
+mode 0600, and must be a regular file with one link of this user's own (``qbhook.lockfile``, the
+rule notify's outbox locks keep too; ``_open_lock_file`` words its refusals); one an older
+qbhook made 0644 is narrowed to 0600. ``flock`` works on a read-only descriptor: any user who
+could open a lock file for reading could hold it, and stop every executor ("pid unknown").
+qbhook often runs as root, and writing the pid truncates the file: a symlink or hard link
+at the name must never be followed to another file.
 """
 
 from __future__ import annotations
@@ -31,7 +42,8 @@ from pathlib import Path
 
 import blake3
 
-from qbhook.errors import LockBusy, LockFileError, UnsafeOperation
+from qbhook.dirfd import DIR_FLAGS
+from qbhook.errors import LockBusy, LockFileError, LockFolderUnsafe, UnsafeOperation
 from qbhook.lockfile import NotALockFile, flock_within, open_lock_file
 
 __all__ = ["Lock", "converge_lock", "executor_lock", "group_lock", "lock_dir"]
@@ -46,14 +58,24 @@ def lock_dir(cfg) -> Path:
 
 
 class Lock:
-    """An exclusive flock on ``path``; a context manager. ``wait``: False, True or seconds."""
+    """An exclusive flock on ``path``; a context manager. ``wait``: False, True or seconds.
+    ``own_folder``: the folder is qbhook's own (``<catalog>.locks``): made 0700, and narrowed to
+    0700 when it is looser and this user's; any other folder is refused when loose."""
 
     def __init__(
-        self, path: str | os.PathLike, what: str, wait: bool | float = False, sleep=time.sleep, clock=time.monotonic
+        self,
+        path: str | os.PathLike,
+        what: str,
+        wait: bool | float = False,
+        sleep=time.sleep,
+        clock=time.monotonic,
+        *,
+        own_folder: bool = False,
     ):
         self.path = Path(path)
         self.what = what
         self.wait = wait
+        self.own_folder = own_folder
         self._sleep = sleep
         self._clock = clock
         self._fd: int | None = None
@@ -65,8 +87,11 @@ class Lock:
     def acquire(self) -> Lock:
         if self._fd is not None:
             raise RuntimeError(f"{self.what} is already held by this object")
-        _make_lock_dir(self.path.parent)
-        fd = _open_lock_file(self.path)
+        dir_fd = _open_lock_dir(self.path.parent, self.own_folder)
+        try:
+            fd = _open_lock_file(self.path, dir_fd)
+        finally:
+            os.close(dir_fd)
         try:
             self._lock(fd)
             try:
@@ -120,29 +145,73 @@ class Lock:
 _HINT = "lock_dir (default: beside the catalog) must be a folder qbhook can write"
 
 
-def _make_lock_dir(path: Path) -> None:
-    """The lock folder, made if missing; LockFileError naming it and the cause if it cannot be
-    (a read-only or immutable parent, a regular file at that name): one line, not a traceback."""
+def _open_lock_dir(path: Path, own_folder: bool) -> int:
+    """A descriptor of the lock folder ``path`` (made 0700 if missing), checked as the module
+    docstring says: the folder every lock file is then opened in. LockFileError naming it when it
+    cannot be made or opened (a symbolic link at its name); LockFolderUnsafe when it is loose."""
+    _make_lock_dir(path)
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, DIR_FLAGS)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):  # Linux says ENOTDIR for a symlink here
+            what = "a symbolic link" if e.errno == errno.ELOOP or os.path.islink(path) else "not a folder"
+            raise LockFileError(f"cannot use lock folder {path}: it is {what}", hint=_HINT) from None
+        raise LockFileError(f"cannot open lock folder {path}: {e.strerror}", hint=_HINT) from None
+    try:
+        _check_lock_dir(fd, path, own_folder)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_lock_dir(fd: int, path: Path, own_folder: bool) -> None:
+    """Refuse (LockFolderUnsafe) the opened lock folder unless this user or root owns it and no
+    one else can write it; qbhook's own folder, when this user's, is narrowed to 0700 instead."""
+    st = os.fstat(fd)
+    euid = os.geteuid()
+    if st.st_uid not in (0, euid):
+        raise LockFolderUnsafe(path, f"it is owned by uid {st.st_uid}, not this user or root")
+    mode = stat.S_IMODE(st.st_mode)
+    if own_folder and st.st_uid == euid and mode & 0o077:
+        try:
+            os.fchmod(fd, 0o700)
+        except OSError as e:
+            raise LockFileError(f"cannot make lock folder {path} private (0700): {e.strerror}", hint=_HINT) from None
+        return
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise LockFolderUnsafe(path, f"its mode {mode:04o} lets other users write it")
+
+
+def _make_lock_dir(path: Path) -> None:
+    """The lock folder, made 0700 if missing; LockFileError naming it and the cause if it cannot
+    be (a read-only or immutable parent, a regular file at that name): one line, not a traceback."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except FileExistsError:  # exist_ok still raises this when the name is not a folder
         raise LockFileError(f"cannot use lock folder {path}: it is not a folder", hint=_HINT) from None
     except OSError as e:
         raise LockFileError(f"cannot make lock folder {path}: {e.strerror}", hint=_HINT) from None
 
 
-def _open_lock_file(path: Path) -> int:
-    """``path`` opened by the lock-file rule (``lockfile.open_lock_file``: read-write, made if
-    missing, a regular file with one link), its refusals worded for this module.
+def _open_lock_file(path: Path, dir_fd: int) -> int:
+    """``path`` opened by the lock-file rule (``lockfile.open_lock_file``: read-write, made 0600 if
+    missing, a regular file with one link of this user's own), by its name relative to the checked
+    lock folder ``dir_fd``, its refusals worded for this module.
 
     A symlink or a hard link at that name would make the pid write (and the truncate on release)
     land on a file that is not qbhook's; anything but a regular file is not a lock file.
     UnsafeOperation naming the path, one line; any other failure to open it, LockFileError."""
     try:
-        return open_lock_file(path, 0o644)
+        return open_lock_file(path.name, 0o600, own=True, dir_fd=dir_fd)
     except NotALockFile as e:
         st = e.st
-        what = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"a file with {st.st_nlink} links"
+        if not stat.S_ISREG(st.st_mode):
+            what = "not a regular file"
+        elif st.st_uid != os.geteuid():  # another user's file is that user's to hold
+            what = f"owned by uid {st.st_uid}, not this user"
+        else:
+            what = f"a file with {st.st_nlink} links"
     except OSError as e:
         what = {errno.ELOOP: "a symbolic link", errno.EISDIR: "a folder"}.get(e.errno)
         if what is None:  # a read-only or immutable lock folder (EACCES, EPERM, EROFS), a full disk
@@ -152,7 +221,7 @@ def _open_lock_file(path: Path) -> int:
 
 def executor_lock(cfg, wait: bool | float = False, **kw) -> Lock:
     """One executor per catalog: apply and resume both take it."""
-    return Lock(lock_dir(cfg) / "executor.lock", "the qbhook executor lock", wait, **kw)
+    return Lock(lock_dir(cfg) / "executor.lock", "the qbhook executor lock", wait, own_folder=_own(cfg), **kw)
 
 
 def group_lock(cfg, group_id: str, wait: bool | float = False, **kw) -> Lock:
@@ -160,11 +229,18 @@ def group_lock(cfg, group_id: str, wait: bool | float = False, **kw) -> Lock:
     # Group ids are free-form; a digest keeps the file name short and free of '/'.
     safe = "".join(c for c in str(group_id)[:40] if c.isalnum() or c in "-_")
     digest = blake3.blake3(str(group_id).encode()).hexdigest()[:16]
-    return Lock(lock_dir(cfg) / f"group-{safe}-{digest}.lock", f"the lock of group {group_id}", wait, **kw)
+    name = f"group-{safe}-{digest}.lock"
+    return Lock(lock_dir(cfg) / name, f"the lock of group {group_id}", wait, own_folder=_own(cfg), **kw)
 
 
 def converge_lock(cfg, pool: str, wait: bool | float = False, **kw) -> Lock:
     """One batch of same-pool convergence groups on ``pool`` (see the module docstring)."""
     safe = "".join(c for c in str(pool)[:40] if c.isalnum() or c in "-_")
     digest = blake3.blake3(str(pool).encode()).hexdigest()[:16]
-    return Lock(lock_dir(cfg) / f"converge-{safe}-{digest}.lock", f"the converge lock of pool {pool}", wait, **kw)
+    name = f"converge-{safe}-{digest}.lock"
+    return Lock(lock_dir(cfg) / name, f"the converge lock of pool {pool}", wait, own_folder=_own(cfg), **kw)
+
+
+def _own(cfg) -> bool:
+    """The lock folder is qbhook's own (``<catalog>.locks``), not an admin's ``lock_dir``."""
+    return not getattr(cfg, "lock_dir", None)

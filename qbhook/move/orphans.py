@@ -40,8 +40,12 @@ are the thin side effects around it):
   ``qbhook repair`` rebuilds that torrent from: reported with that torrent's name, an empty
   file holds no data); it is a *leftover* view when the journal still tracks it as a
   rolled-back group's view (``leftovers``: the next run removes it once proven redundant, or it
-  waits for a person, maybe the last copy of its content); it is *young* when written within
-  ``scan.settle_seconds``;
+  waits for a person, maybe the last copy of its content); it is *in use by an unfinished run*
+  when the plan of a run that did not finish (running now, or killed) makes or verifies a file
+  at its path (``unfinished_views``: a demote's verified view on the target pool is unreferenced
+  until the run relocates onto it; ``qbhook resume``, or ``serve`` at its start, finishes the
+  run), listed for a person by that run (``Report.protected``), never reclaimable nor counted in
+  ``last_orphans``; it is *young* when written within ``scan.settle_seconds``;
 * every other file is an *orphan*: *still used by a library* when its inode has a link
   outside the seeding roots (more links than the walk met), or when a library's symbolic link
   reaches it (``library_link``: a symlink in a pool outside the seeding roots onto the file, or
@@ -135,6 +139,7 @@ if TYPE_CHECKING:
 
 REFERENCED, PROTECTED, YOUNG, RECLAIMABLE, LIBRARY = "referenced", "protected", "young", "reclaimable", "library"
 LEFTOVER = "leftover"  # a leftover view the journal still tracks (``leftovers``): never an orphan
+UNFINISHED = "unfinished"  # a file an unfinished run's plan makes or verifies (``unfinished_views``)
 QUARANTINE_TRIGGER = "orphans"  # the journal's trigger of a quarantine run (``finish_quarantine``)
 
 _log = logging.getLogger(__name__)
@@ -193,6 +198,11 @@ class References:
     # pass's to remove (proven redundant) or a person's to look at (maybe a last copy), never
     # the quarantine's. Filled by the caller that has the journal (``find_orphans``).
     leftovers: frozenset[str] = frozenset()
+    # Each path an unfinished run's plan makes or verifies -> that run's id, and the ids of every
+    # unfinished run (``unfinished_views``): its views are unreferenced until it relocates onto
+    # them. Filled by the caller that has the journal (``find_orphans``).
+    unfinished: Mapping[str, int] = field(default_factory=dict)
+    unfinished_runs: tuple[int, ...] = ()
     clients: tuple[ClientListing, ...] = ()
     # (st_dev, st_ino) of every file of ``files`` that exists, its path followed through symlinks:
     # what the torrents use is an inode, not a spelling of its path (``_identities``).
@@ -317,6 +327,7 @@ class Report:
     # (symlink, seeding root): a library symlink onto a folder holding a whole seeding root, so
     # nothing below it is reclaimable (``LibraryLinks.whole_roots``); shown as a warning.
     whole_roots: list[tuple[str, str]] = field(default_factory=list)
+    unfinished_runs: tuple[int, ...] = ()  # runs that did not finish (``References.unfinished_runs``)
 
     def as_dict(self) -> dict:
         return {
@@ -337,6 +348,7 @@ class Report:
             "drop_names": list(self.drops),
             "torrents": self.torrents,
             "whole_roots": [{"symlink": link, "root": root} for link, root in self.whole_roots],
+            "unfinished_runs": list(self.unfinished_runs),
         }
 
 
@@ -455,7 +467,7 @@ def _folders_of(cfg) -> FolderReader:
 
 
 def classify(e: Entry, refs: References, now: float, settle_seconds: float) -> str | None:
-    """REFERENCED / PROTECTED / LEFTOVER / YOUNG for an entry no torrent uses nor is its own to
+    """REFERENCED / PROTECTED / LEFTOVER / UNFINISHED / YOUNG for an entry no torrent uses nor is its own to
     keep, None for one that is an orphan unless it may be a missing torrent's data (``decide``
     asks ``may_be_missing_data`` then, for the reason it reports)."""
     used = in_use(e.path, refs, (e.dev, e.ino))
@@ -463,6 +475,8 @@ def classify(e: Entry, refs: References, now: float, settle_seconds: float) -> s
         return used
     if e.path in refs.leftovers:
         return LEFTOVER
+    if e.path in refs.unfinished:
+        return UNFINISHED
     # ctime too: a file linked or renamed into place keeps its old mtime
     if now - max(e.mtime_ns, e.ctime_ns) / 1e9 < settle_seconds:
         return YOUNG
@@ -547,9 +561,53 @@ def decide(
         torrents=refs.torrents,
         moving=refs.moving,
         clients=_clients_seen(walk, status, refs, tuple(roots)),
-        protected=sorted(protected, key=lambda p: p.path),
+        protected=sorted(protected + _in_unfinished(walk, status, refs), key=lambda p: p.path),
         unsized=refs.unsized,
+        unfinished_runs=refs.unfinished_runs,
     )
+
+
+def _in_unfinished(walk: Walk, status: dict[str, str], refs: References) -> list[Protected]:
+    """The files ``decide`` found UNFINISHED, as protected items for a person, grouped the way
+    orphans are (``_items``: the highest folder holding only that run's files), each naming its run."""
+    if not status or UNFINISHED not in status.values():
+        return []
+    marks = dict(status)
+    held = []
+    for e in walk.entries:
+        if status[e.path] == UNFINISHED:
+            run = refs.unfinished[e.path]
+            marks[e.path] = f"{UNFINISHED} {run}"  # one run's files group together, not two runs'
+            held.append(Orphan(e.path, e.pool, e.root, e.size, e.ino, e.dev, e.nlink, e.mtime_ns, marks[e.path], 0))
+    return [
+        Protected(
+            i.path + ("/" if i.folder else ""),
+            i.pool,
+            i.bytes,
+            f"in use by unfinished run {i.kind.split()[1]} ({i.files} file(s)): `qbhook resume` finishes it",
+        )
+        for i in _items(walk, marks, held)
+    ]
+
+
+def unfinished_views(runs: Iterable) -> dict[str, int]:
+    """Each path the plan of one of ``runs`` (``Journal.unfinished_runs``) makes (a copy's, a
+    link's or an empty file's destination) or verifies (a view's files) -> that run's id. Read
+    from the plan's stored JSON as it is: a step of a shape this does not know names nothing."""
+    out: dict[str, int] = {}
+    for r in runs:
+        groups = r.plan.get("groups") if isinstance(r.plan, dict) else None
+        for g in groups if isinstance(groups, list) else ():
+            steps = g.get("steps") if isinstance(g, dict) else None
+            for step in steps if isinstance(steps, list) else ():
+                args = step.get("args") if isinstance(step, dict) else None
+                if not isinstance(args, dict):
+                    continue
+                named = [args.get("dst")] + [f.get("path") for f in args.get("files") or () if isinstance(f, dict)]
+                for path in named:
+                    if isinstance(path, str) and path.startswith("/"):
+                        out.setdefault(os.path.normpath(path), r.id)
+    return out
 
 
 def _clients_seen(walk: Walk, status: dict[str, str], refs: References, roots: tuple[str, ...]) -> list[ClientSeen]:
@@ -1174,14 +1232,22 @@ def find_orphans(
     file already there (cross-seed's symlink mode links an old unreferenced file: a symlink
     leaves its target's ctime alone, so it is not young) was held, its only copy.
     ``catalog``: record the totals (``record``) once the guards passed, and never call a leftover
-    view the journal still tracks an orphan (``References.leftovers``).
+    view the journal still tracks an orphan (``References.leftovers``), nor a file an unfinished
+    run's plan makes or verifies (``References.unfinished``).
     """
     clients = tuple(clients) if relist else clients  # listed twice: an iterator would be empty
     refs = references(clients)
     if catalog is not None:
         from qbhook.move.journal import Journal
 
-        refs = replace(refs, leftovers=Journal(catalog.conn).leftover_paths())
+        journal = Journal(catalog.conn)
+        runs = journal.unfinished_runs()  # a running or killed run's views: unreferenced until it relocates
+        refs = replace(
+            refs,
+            leftovers=journal.leftover_paths(),
+            unfinished=unfinished_views(runs),
+            unfinished_runs=tuple(r.id for r in runs),
+        )
     walk = walk_roots(cfg)
     refs = replace(refs, library=library_of(cfg))  # after the walk: a symlink made meanwhile counts
     if relist:

@@ -116,3 +116,19 @@ def test_no_wait_limit_blocks_in_the_kernel_and_takes_a_free_lock(tmp_path):
         assert flock_within(fd, None, sleep=lambda s: pytest.fail("None waits in flock, never polls")) is True
     finally:
         os.close(fd)
+
+
+def test_an_own_lock_file_more_open_than_the_mode_is_narrowed_relative_to_a_folder_fd(tmp_path):
+    # R48: flock works on a read-only descriptor: a 0644 lock file (an older qbhook's) could be
+    # held by any user who can read it. Opened by name relative to the caller's checked folder.
+    name = tmp_path / "x.lock"
+    name.touch()
+    os.chmod(name, 0o644)
+    dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.close(open_lock_file("x.lock", 0o644, dir_fd=dir_fd))  # without own: left as it is
+        assert stat.S_IMODE(os.stat(name).st_mode) == 0o644
+        os.close(open_lock_file("x.lock", 0o600, own=True, dir_fd=dir_fd))
+        assert stat.S_IMODE(os.stat(name).st_mode) == 0o600
+    finally:
+        os.close(dir_fd)

@@ -1,12 +1,13 @@
 import errno
 import os
+import stat
 import subprocess
 import sys
 import time
 
 import pytest
 
-from qbhook.errors import ExitCode, LockBusy, LockFileError, UnsafeOperation
+from qbhook.errors import ExitCode, LockBusy, LockFileError, LockFolderUnsafe, UnsafeOperation
 from qbhook.move.locks import Lock, executor_lock, group_lock, lock_dir
 from tests.helpers import make_config
 
@@ -195,3 +196,93 @@ def test_a_lock_file_that_cannot_be_written_is_one_line_and_leaves_no_descriptor
     monkeypatch.undo()
     with executor_lock(cfg):  # the failed attempt let go of its flock
         pass
+
+
+# R48: the lock folder and its files were made with the umask (0775 and 0664 under umask 002, a
+# media-group setup) and the folder was never looked at: a group member renamed executor.lock
+# away and put their own file at its name, and the next executor locked that file while the
+# first still ran; and flock works on a read-only descriptor, so anyone who could read a 0644
+# lock file could hold it and stop every executor.
+
+
+@pytest.fixture
+def umask_002():
+    old = os.umask(0o002)
+    yield
+    os.umask(old)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def test_the_lock_folder_is_made_0700_and_lock_files_0600_whatever_the_umask(cfg, umask_002):
+    with executor_lock(cfg), group_lock(cfg, "g1"):
+        pass
+    locks = lock_dir(cfg)
+    assert _mode(locks) == 0o700
+    assert sorted({_mode(locks / n) for n in os.listdir(locks)}) == [0o600]
+
+
+def test_a_folder_and_files_an_older_qbhook_left_loose_are_narrowed_when_ours(cfg, umask_002):
+    locks = lock_dir(cfg)
+    locks.mkdir(mode=0o775)
+    (locks / "executor.lock").write_text("")
+    os.chmod(locks / "executor.lock", 0o644)
+    with executor_lock(cfg):
+        assert _mode(locks) == 0o700 and _mode(locks / "executor.lock") == 0o600
+
+
+def test_a_file_planted_at_the_lock_name_while_the_lock_is_held_is_refused(cfg, umask_002):
+    # The swap, replayed: A holds executor.lock; someone renames it away and puts a file of
+    # their own at the name; B must not lock that file and run beside A.
+    locks = lock_dir(cfg)
+    locks.mkdir(mode=0o775)  # as an older qbhook made it under umask 002
+    a = executor_lock(cfg).acquire()
+    try:
+        os.rename(locks / "executor.lock", locks / "old")
+        (locks / "executor.lock").write_text("")
+        os.chown(locks / "executor.lock", 65534, 65534)
+        with pytest.raises(UnsafeOperation, match="executor.lock: it is owned by uid 65534, not this user") as e:
+            executor_lock(cfg).acquire()
+        assert "\n" not in e.value.message and a.held
+    finally:
+        a.release()
+
+
+@pytest.mark.parametrize("loose", ["group-writable", "world-writable", "sticky 1777"])
+def test_a_configured_lock_dir_others_can_write_is_refused_untouched(cfg, tmp_path, loose):
+    from dataclasses import replace
+
+    folder = tmp_path / "locks"
+    folder.mkdir()
+    mode = {"group-writable": 0o775, "world-writable": 0o777, "sticky 1777": 0o1777}[loose]
+    os.chmod(folder, mode)
+    with pytest.raises(LockFolderUnsafe) as e:
+        executor_lock(replace(cfg, lock_dir=folder)).acquire()
+    assert e.value.message == f"refusing lock folder {folder}: its mode {mode:04o} lets other users write it"
+    assert e.value.exit_code == ExitCode.CONFIG
+    assert os.listdir(folder) == [] and stat.S_IMODE(os.stat(folder).st_mode) == mode  # an admin's folder: not chmod-ed
+
+
+@pytest.mark.parametrize("configured", [False, True])
+def test_a_lock_folder_another_user_owns_is_refused_never_narrowed(cfg, tmp_path, configured):
+    from dataclasses import replace
+
+    folder = tmp_path / "locks" if configured else lock_dir(cfg)
+    folder.mkdir(mode=0o700)
+    os.chmod(folder, 0o775)
+    os.chown(folder, 65534, 65534)
+    with pytest.raises(LockFolderUnsafe, match=f"^refusing lock folder {folder}: it is owned by uid 65534, not"):
+        executor_lock(replace(cfg, lock_dir=folder if configured else None)).acquire()
+    assert os.listdir(folder) == [] and _mode(folder) == 0o775
+
+
+def test_a_symlink_at_the_lock_folder_name_is_refused_not_followed(cfg, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    lock_dir(cfg).symlink_to(elsewhere)
+    with pytest.raises(LockFileError) as e:
+        executor_lock(cfg).acquire()
+    assert e.value.message == f"cannot use lock folder {lock_dir(cfg)}: it is a symbolic link"
+    assert os.listdir(elsewhere) == []
