@@ -6,7 +6,8 @@ are the thin side effects around it):
 * every regular file below every seeding root is one *entry* (the walk never follows a
   symlink nor crosses into another filesystem; qbhook's own folders and ``scan.ignore_names``
   are not entered, nor its temporary relink links listed: ``paths.RELINK_PREFIX``; a drop name
-  among those, a link a killed delete left hidden, is named for a person, never reclaimable);
+  among those, a link a killed delete left hidden, is named for a person, never reclaimable;
+  nor the catalog, its journal files or the lock folder, by identity: ``own_identities``);
 * a file is *referenced* when it is a file of a complete torrent of any client, by path or by
   identity (``references``: each such path is stat-ed through its symlinks, and an entry whose
   (device, inode) one of them reaches is that torrent's data, whatever path the walk met it by:
@@ -695,8 +696,10 @@ def walk_roots(cfg) -> Walk:
     own descriptor, opened below its verified parent
     (``dirfd.open_below``) and checked to be on the root's filesystem: a folder swapped for a
     symlink after its parent was listed is refused there (skipped, named), never listed.
+    qbhook's own files are never entries, whatever path leads to them (``own_identities``).
     """
     ignore = set(cfg.scan.ignore_names)
+    own = own_identities(cfg)
     entries: list[Entry] = []
     skipped: list[str] = []
     drops: list[str] = []
@@ -712,14 +715,35 @@ def walk_roots(cfg) -> Walk:
                 ) from None
             except OSError:
                 continue  # a missing root is `config check`'s to report; there is nothing in it
-            _walk_root(fd, root.path, pool.name, ignore, (entries, skipped, drops))
+            _walk_root(fd, root.path, (pool.name, ignore, own), (entries, skipped, drops))
     return Walk(tuple(entries), tuple(skipped), tuple(drops))
 
 
-def _walk_root(root_fd: int, root_s: str, pool: str, ignore: set[str], out: tuple[list, list, list]) -> None:
+def own_identities(cfg) -> frozenset[tuple[int, int]]:
+    """(st_dev, st_ino) of qbhook's own files: the catalog, its -wal, -shm and -journal, and the
+    lock folder, each followed through symlinks. The walk never lists one nor enters the folder:
+    compared by identity, not path, since the config's refusal of a catalog in a seeding root
+    (``config._in_a_pool``) sees only the path as it leads at load, and a catalog quarantined
+    leaves its -wal behind (its last transactions lost, a purge deletes it)."""
+    from qbhook.move.locks import lock_dir
+
+    if getattr(cfg, "catalog", None) is None:
+        return frozenset()
+    cat = str(cfg.catalog)
+    out = set()
+    for p in (cat, cat + "-wal", cat + "-shm", cat + "-journal", str(lock_dir(cfg))):
+        try:
+            st = os.stat(p)
+        except (OSError, ValueError):
+            continue
+        out.add((st.st_dev, st.st_ino))
+    return frozenset(out)
+
+
+def _walk_root(root_fd: int, root_s: str, how: tuple, out: tuple[list, list, list]) -> None:
     """``walk_roots`` below one root: depth first, holding one descriptor per level (a folder's
-    subfolders are opened one at a time, after its listing is closed). ``out``: (entries,
-    skipped, drops), as ``Walk`` has them."""
+    subfolders are opened one at a time, after its listing is closed). ``how``: (pool name,
+    ignored names, qbhook's own identities); ``out``: (entries, skipped, drops), as ``Walk`` has them."""
     _entries, skipped, _drops = out
     dev = os.fstat(root_fd).st_dev
     stack: list[tuple[int, str, list[str]]] = []  # (open folder, its path, subfolders not entered yet)
@@ -727,7 +751,7 @@ def _walk_root(root_fd: int, root_s: str, pool: str, ignore: set[str], out: tupl
     try:
         while True:
             if fd is not None:
-                subdirs = _list(fd, d, pool, root_s, dev, ignore, out)
+                subdirs = _list(fd, d, root_s, dev, how, out)
                 stack.append((fd, d, subdirs))
             if not stack:
                 return
@@ -758,12 +782,11 @@ def _walk_root(root_fd: int, root_s: str, pool: str, ignore: set[str], out: tupl
             os.close(open_fd)
 
 
-def _list(
-    fd: int, d: str, pool: str, root_s: str, dev: int, ignore: set[str], out: tuple[list, list, list]
-) -> list[str]:
+def _list(fd: int, d: str, root_s: str, dev: int, how: tuple, out: tuple[list, list, list]) -> list[str]:
     """The folder open at ``fd`` (path ``d``): its regular files into ``entries``, what is not
     entered into ``skipped``, drop names into ``drops`` (``out``); returns its subfolders on the
-    root's filesystem, by name."""
+    root's filesystem, by name. ``how``: as ``_walk_root``'s; one of qbhook's own is passed over."""
+    pool, ignore, own = how
     entries, skipped, drops = out
     subdirs: list[str] = []
     try:
@@ -780,6 +803,8 @@ def _list(
                 st = de.stat(follow_symlinks=False)  # fstatat on the listed folder's descriptor
             except OSError:
                 continue
+            if (st.st_dev, st.st_ino) in own:
+                continue  # the catalog, its journal files, the lock folder: qbhook's, never an orphan
             if stat_mod.S_ISLNK(st.st_mode):
                 skipped.append(path)
             elif stat_mod.S_ISDIR(st.st_mode):
