@@ -41,7 +41,11 @@ are the thin side effects around it):
   rolled-back group's view (``leftovers``: the next run removes it once proven redundant, or it
   waits for a person, maybe the last copy of its content); it is *young* when written within
   ``scan.settle_seconds``;
-* every other file is an *orphan*: *still used by a library* when its inode has a link
+* every other file is an *orphan*: *not seeding* when it lies in a top-level folder of its
+  seeding root under which no torrent of any client has its save, download or content path
+  (``seeding_folders``: a root set one level too high holds the library beside the torrents;
+  a category folder whose torrents were all removed is one too, on purpose), reported apart,
+  never quarantined, outside the share guard; *still used by a library* when its inode has a link
   outside the seeding roots (more links than the walk met), or when a library's symbolic link
   reaches it (``library_link``: a symlink in a pool outside the seeding roots onto the file, or
   onto a folder holding it, followed read-only: ``library_links``; its link count says nothing
@@ -133,6 +137,9 @@ if TYPE_CHECKING:
     from qbhook.move.fsops import HeldLink
 
 REFERENCED, PROTECTED, YOUNG, RECLAIMABLE, LIBRARY = "referenced", "protected", "young", "reclaimable", "library"
+# An orphan in a top-level folder of its seeding root under which no torrent of any client is
+# saved (``not_seeding``): reported, never quarantined (a library below a root set too high).
+NOT_SEEDING = "not_seeding"
 LEFTOVER = "leftover"  # a leftover view the journal still tracks (``leftovers``): never an orphan
 QUARANTINE_TRIGGER = "orphans"  # the journal's trigger of a quarantine run (``finish_quarantine``)
 
@@ -223,6 +230,10 @@ class References:
     # dangling link names) that reach it: which name of a hard-linked file a torrent uses
     # (``name_in_use``), not only that it uses the file.
     names: Mapping[tuple[int, int], tuple[str, ...]] = field(default_factory=dict)
+    # The save, download and content paths of every torrent of every client, whatever its state
+    # (each save and download path also resolved): which top-level folders of a seeding root
+    # are seeding folders (``not_seeding``). None: not known, every folder is one.
+    anchors: frozenset[str] | None = None
 
     @cached_property
     def missing_by_size(self) -> dict[int, MissingData]:
@@ -257,7 +268,7 @@ class Orphan:
     dev: int
     nlink: int
     mtime_ns: int
-    kind: str  # reclaimable | library
+    kind: str  # reclaimable | library | not_seeding
     frees: int  # bytes freed if it goes (once per inode)
 
 
@@ -265,7 +276,7 @@ class Orphan:
 class Item:
     path: str
     pool: str
-    kind: str  # reclaimable | library
+    kind: str  # reclaimable | library | not_seeding
     folder: bool
     files: int
     bytes: int
@@ -316,6 +327,9 @@ class Report:
     # (symlink, seeding root): a library symlink onto a folder holding a whole seeding root, so
     # nothing below it is reclaimable (``LibraryLinks.whole_roots``); shown as a warning.
     whole_roots: list[tuple[str, str]] = field(default_factory=list)
+    # Top-level folders of a seeding root no torrent is saved under (``seeding_folders``): their
+    # orphans are items of kind NOT_SEEDING, reported with a hint, never quarantined.
+    not_seeding: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {
@@ -329,6 +343,11 @@ class Report:
             "library": {
                 "items": sum(i.kind == LIBRARY for i in self.items),
                 "bytes": sum(i.bytes for i in self.items if i.kind == LIBRARY),
+            },
+            "not_seeding": {
+                "items": sum(i.kind == NOT_SEEDING for i in self.items),
+                "bytes": sum(i.bytes for i in self.items if i.kind == NOT_SEEDING),
+                "folders": list(self.not_seeding),
             },
             "pools": {k: asdict(v) for k, v in self.pools.items()},
             "counts": dict(self.counts),
@@ -486,6 +505,8 @@ def decide(
     counts: dict[str, int] = defaultdict(int)
     orphan_entries: list[Entry] = []
     protected: list[Protected] = []
+    seeding = seeding_folders(refs.anchors, {e.root for e in walk.entries})
+    not_seeding: set[str] = set()
     for e in walk.entries:
         c = classify(e, refs, now, settle_seconds)
         if c is None and (m := may_be_missing_data(e.size, refs)) is not None:
@@ -493,8 +514,13 @@ def decide(
             protected.append(Protected(e.path, e.pool, e.size, m.reason()))
         elif c is None:
             key = (e.dev, e.ino)
-            linked = e.nlink > seen_links[key] or library_link(e.path, refs, key) is not None
-            c = LIBRARY if linked else RECLAIMABLE
+            if (top := _top_folder(e, seeding)) is not None:
+                c = NOT_SEEDING  # no torrent is saved under its top folder: never quarantined
+                not_seeding.add(top)
+            elif e.nlink > seen_links[key] or library_link(e.path, refs, key) is not None:
+                c = LIBRARY
+            else:
+                c = RECLAIMABLE
             orphan_entries.append(e)
         status[e.path] = c
         counts[c] += 1
@@ -528,6 +554,8 @@ def decide(
             continue
         counted.add((o.pool, (o.dev, o.ino)))
         t = pools[o.pool]
+        if o.kind == NOT_SEEDING:
+            continue  # outside the seeding data (a library, most likely): not its orphans
         t.orphan_bytes += o.size
         if o.kind == RECLAIMABLE:
             t.reclaimable_bytes += o.frees
@@ -548,7 +576,38 @@ def decide(
         clients=_clients_seen(walk, status, refs, tuple(roots)),
         protected=sorted(protected, key=lambda p: p.path),
         unsized=refs.unsized,
+        not_seeding=sorted(not_seeding),
     )
+
+
+def seeding_folders(anchors: Iterable[str] | None, roots: Iterable[str]) -> dict[str, frozenset[str] | None]:
+    """Per seeding root, the names (``_fold``-ed) of its top-level entries under which a torrent
+    of some client is saved or has its content (``References.anchors``); None: all of them (a
+    torrent is saved in the root itself, or ``anchors`` is not known). A top-level folder no
+    torrent lies under is no seeding folder: a seeding root set one level too high holds the
+    library beside the torrents (TRaSH's /data/media with movies/ and torrents/), and every
+    library-only file there looked reclaimable. Conservative on purpose: a category folder whose
+    torrents were all removed is no seeding folder either, its files reported, not quarantined."""
+    out: dict[str, frozenset[str] | None] = {}
+    for root in roots:
+        r = root.rstrip("/") or "/"
+        if anchors is None or r in anchors:
+            out[root] = None
+            continue
+        prefix = r + "/" if r != "/" else "/"
+        out[root] = frozenset(_fold(a[len(prefix) :].split("/", 1)[0]) for a in anchors if a.startswith(prefix))
+    return out
+
+
+def _top_folder(e: Entry, seeding: Mapping[str, frozenset[str] | None]) -> str | None:
+    """The top-level entry of ``e``'s root holding ``e`` (its path) when that is no seeding
+    folder (``seeding_folders``), else None."""
+    tops = seeding.get(e.root)
+    if tops is None:
+        return None
+    r = e.root.rstrip("/")
+    name = e.path[len(r) + 1 :].split("/", 1)[0]
+    return None if _fold(name) in tops else r + "/" + name
 
 
 def _clients_seen(walk: Walk, status: dict[str, str], refs: References, roots: tuple[str, ...]) -> list[ClientSeen]:
@@ -849,6 +908,7 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
     maybe_missing: list[tuple[TorrentInfo, list[TorrentFile], tuple[str, ...], str]] = []
     found = _Found()
     unwanted: dict[str, set[str]] = defaultdict(set)  # base (save or download path) -> ``_unwanted`` below it
+    contents: set[str] = set()  # every torrent's content path (``References.anchors``)
     n = 0
     for c in clients:
         label = getattr(c, "name", "?")
@@ -861,11 +921,7 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
             n += 1
             if t.state == "moving":
                 moving.append(t.name or t.hash)
-            save = os.path.normpath(t.save_path) if t.save_path else ""
-            bases = [b for b in (save, os.path.normpath(t.download_path) if t.download_path else "") if b]
-            skipped = _unwanted(fs)
-            for base in bases:
-                unwanted[base] |= skipped
+            save, bases = _places(t, fs, unwanted, contents)
             complete = t.has_metadata and t.progress >= 1.0 and bool(fs) and all(f.wanted for f in fs)
             if complete and save:
                 paths = tuple(os.path.normpath(posixpath.join(save, f.name)) for f in fs)
@@ -901,7 +957,23 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
         partial_inodes=frozenset(found.partial_inodes),
         partial_places=frozenset(found.partial_places | _spelled(unwanted)),
         names={k: tuple(v) for k, v in found.names.items()},
+        # Every save and download path (``unwanted``'s keys: a few), as listed and resolved once.
+        anchors=frozenset(contents | unwanted.keys() | {_real(b) for b in unwanted}),
     )
+
+
+def _places(t: TorrentInfo, fs: list[TorrentFile], unwanted: dict[str, set[str]], contents: set[str]):
+    """``t``'s save path and its bases (save and download paths, host spelling, normalized); each
+    base with where ``t`` keeps its skipped files below it into ``unwanted`` (``_unwanted``), its
+    content path into ``contents``."""
+    save = os.path.normpath(t.save_path) if t.save_path else ""
+    bases = [b for b in (save, os.path.normpath(t.download_path) if t.download_path else "") if b]
+    skipped = _unwanted(fs)
+    for base in bases:
+        unwanted[base] |= skipped
+    if t.content_path:
+        contents.add(os.path.normpath(t.content_path))
+    return save, bases
 
 
 def _in_use_folders(t: TorrentInfo, fs: list[TorrentFile], bases: list[str]) -> list[str]:
@@ -1163,7 +1235,11 @@ def record(conn, report: Report, held: Iterable[str] = (), *, now: float | None 
         t = pools.setdefault(i.pool, {"reclaimable": 0, "library": 0})
         if i.kind == LIBRARY:
             t["library"] += i.bytes
-        elif i.path not in gone and not any(is_within(posixpath.dirname(h), i.path) for h in gone):
+        elif (
+            i.kind == RECLAIMABLE
+            and i.path not in gone
+            and not any(is_within(posixpath.dirname(h), i.path) for h in gone)
+        ):
             t["reclaimable"] += i.frees
     at = time.time() if now is None else now
     state.put(conn, LAST_ORPHANS, {"at": at, "pools": pools, "held": bool(gone)})
@@ -1240,6 +1316,7 @@ def _either(first: References, again: References) -> References:
             k: tuple(dict.fromkeys(first.names.get(k, ()) + again.names.get(k, ())))
             for k in {*first.names, *again.names}
         },
+        anchors=None if first.anchors is None or again.anchors is None else first.anchors | again.anchors,
     )
 
 
@@ -1250,6 +1327,7 @@ class QuarantineResult:
     failed: dict[str, str] = field(default_factory=dict)
     bytes_held: int = 0
     folders_removed: list[str] = field(default_factory=list)
+    not_seeding: list[str] = field(default_factory=list)  # ``Report.not_seeding``: left where they are, told
 
 
 def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float = 0) -> QuarantineResult:
@@ -1281,9 +1359,9 @@ def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float 
         report = find_orphans(cfg, clients, catalog=catalog, relist=True)
         todo = [o for o in report.orphans if o.kind == RECLAIMABLE]
         if not todo:
-            return QuarantineResult(None, failed=earlier)
+            return QuarantineResult(None, failed=earlier, not_seeding=report.not_seeding)
         run = journal.start_run(Plan(groups=[]).to_dict(), QUARANTINE_TRIGGER)
-        res = QuarantineResult(run)
+        res = QuarantineResult(run, not_seeding=report.not_seeding)
         roots = cfg.anchored_seeding_roots
         for seq, o in enumerate(todo):
             # Everything the act re-checks, so that a run that died here is finished as decided.
