@@ -476,7 +476,9 @@ def parse_config(
     sweep = SweepConfig(**_parse_fields(_SWEEP, data.get("sweep"), "sweep"))
     lock_dir = _abs_path(data["lock_dir"], "lock_dir") if data.get("lock_dir") is not None else None
     for key, own in (("catalog", catalog), ("lock_dir", lock_dir)):
-        if own is not None and (why := _in_a_pool(own, pools)):
+        # Resolved too: a state folder that is a symlink into a seeding root (/var/lib/qbhook ->
+        # a dataset folder) put the live catalog where orphans quarantined it, -wal left behind.
+        if own is not None and (why := _in_a_pool(own, pools) or _in_a_pool(own, pools, resolve=True)):
             raise ConfigError(key, why, hint=_OUTSIDE_POOLS)
     return Config(
         catalog=catalog,
@@ -519,12 +521,15 @@ def _in_a_pool(path: Path, pools: Iterable[PoolConfig], resolve: bool = False) -
     """Why ``path`` (the catalog, the lock folder) may not be where it is: at or under a pool
     path or a seeding root. There qBittorrent's less-trusted user can write beside it, a scan
     catalogs the catalog, and orphans could quarantine it. ``resolve``: as the path leads now
-    (config check; a folder that is a symlink into a pool), else as written (config load)."""
+    (a folder on the way that is a symlink into a pool: config load asks both), else as written."""
     real = os.path.realpath if resolve else os.path.normpath
+    # realpath of a path not there yet: its nearest existing folder resolved, the rest as written.
+    here = real(path)
     for p in pools:
         for root in (p.path, *p.seeding_roots):
-            if is_within(real(path), real(root)):
-                return f"{path} is inside pool {p.name} ({root})"
+            if is_within(here, real(root)):
+                through = f" (through a symlink: it is {here})" if here != os.path.normpath(path) else ""
+                return f"{path} is inside pool {p.name} ({root}){through}"
     return None
 
 

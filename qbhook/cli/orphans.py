@@ -38,12 +38,14 @@ def orphans(app: App, quarantine, yes):
             "failed": res.failed,
             "bytes_held": res.bytes_held,
             "folders_removed": res.folders_removed,
+            "not_seeding": res.not_seeding,
             "grace_period": cfg.policy.grace_period,
         }
 
         def human(d):
             for p, why in d["failed"].items():
                 echo_shown(f"not moved: {shown(p)}: {why}", err=True)
+            _warn_not_seeding(d["not_seeding"])
             echo_shown(
                 f"{len(d['held'])} file(s) moved into holding ({human_bytes(d['bytes_held'])} to free "
                 f"once purged), run {d['run_id']}; purge after {d['grace_period']:g}s with "
@@ -66,6 +68,7 @@ def _show_report(d: dict, quarantine: bool) -> None:
     for kind, title in (
         ("reclaimable", "reclaimable (no link outside the seeding roots)"),
         ("library", "still used by a library (frees nothing)"),
+        ("not_seeding", "not in a seeding folder (never quarantined)"),
     ):
         items = [i for i in d["items"] if i["kind"] == kind]
         if not items:
@@ -89,6 +92,7 @@ def _show_report(d: dict, quarantine: bool) -> None:
             "its plan makes are not orphans; `qbhook resume` (or `qbhook serve` as it starts) finishes it",
             err=True,
         )
+    _warn_not_seeding(d["not_seeding"]["folders"])
     if d["counts"].get("leftover"):  # never orphans: the leftover pass's, or a person's (maybe a last copy)
         echo_shown(f"{d['counts']['leftover']} leftover view(s) not counted: `qbhook status` lists them")
     for w in d.get("whole_roots", ()):  # kept (only ever more protection), but a person must know
@@ -105,6 +109,17 @@ def _show_report(d: dict, quarantine: bool) -> None:
         )
     if quarantine:
         echo_shown("dry run: add --yes to move the reclaimable ones into holding", err=True)
+
+
+def _warn_not_seeding(folders) -> None:
+    """A seeding root set too high, or a category whose torrents are all gone: a person looks."""
+    for f in folders:
+        echo_shown(
+            f"qbhook: warning: {shown(f)}: no torrent of any client is saved under this top-level folder of a "
+            "seeding root, so nothing in it is quarantined (a library? check seeding_roots: a seeding root "
+            "must hold only torrent data)",
+            err=True,
+        )
 
 
 @main.command(secrets=lambda p: p["yes"])  # without --yes it only lists the journal's held links

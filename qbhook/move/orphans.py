@@ -6,7 +6,8 @@ are the thin side effects around it):
 * every regular file below every seeding root is one *entry* (the walk never follows a
   symlink nor crosses into another filesystem; qbhook's own folders and ``scan.ignore_names``
   are not entered, nor its temporary relink links listed: ``paths.RELINK_PREFIX``; a drop name
-  among those, a link a killed delete left hidden, is named for a person, never reclaimable);
+  among those, a link a killed delete left hidden, is named for a person, never reclaimable;
+  nor the catalog, its journal files or the lock folder, by identity: ``own_identities``);
 * a file is *referenced* when it is a file of a complete torrent of any client, by path or by
   identity (``references``: each such path is stat-ed through its symlinks, and an entry whose
   (device, inode) one of them reaches is that torrent's data, whatever path the walk met it by:
@@ -46,7 +47,11 @@ are the thin side effects around it):
   until the run relocates onto it; ``qbhook resume``, or ``serve`` at its start, finishes the
   run), listed for a person by that run (``Report.protected``), never reclaimable nor counted in
   ``last_orphans``; it is *young* when written within ``scan.settle_seconds``;
-* every other file is an *orphan*: *still used by a library* when its inode has a link
+* every other file is an *orphan*: *not seeding* when it lies in a top-level folder of its
+  seeding root under which no torrent of any client has its save, download or content path
+  (``seeding_folders``: a root set one level too high holds the library beside the torrents;
+  a category folder whose torrents were all removed is one too, on purpose), reported apart,
+  never quarantined, outside the share guard; *still used by a library* when its inode has a link
   outside the seeding roots (more links than the walk met), or when a library's symbolic link
   reaches it (``library_link``: a symlink in a pool outside the seeding roots onto the file, or
   onto a folder holding it, followed read-only: ``library_links``; its link count says nothing
@@ -138,6 +143,9 @@ if TYPE_CHECKING:
     from qbhook.move.fsops import HeldLink, HoldClock
 
 REFERENCED, PROTECTED, YOUNG, RECLAIMABLE, LIBRARY = "referenced", "protected", "young", "reclaimable", "library"
+# An orphan in a top-level folder of its seeding root under which no torrent of any client is
+# saved (``not_seeding``): reported, never quarantined (a library below a root set too high).
+NOT_SEEDING = "not_seeding"
 LEFTOVER = "leftover"  # a leftover view the journal still tracks (``leftovers``): never an orphan
 UNFINISHED = "unfinished"  # a file an unfinished run's plan makes or verifies (``unfinished_views``)
 QUARANTINE_TRIGGER = "orphans"  # the journal's trigger of a quarantine run (``finish_quarantine``)
@@ -234,6 +242,10 @@ class References:
     # dangling link names) that reach it: which name of a hard-linked file a torrent uses
     # (``name_in_use``), not only that it uses the file.
     names: Mapping[tuple[int, int], tuple[str, ...]] = field(default_factory=dict)
+    # The save, download and content paths of every torrent of every client, whatever its state
+    # (each save and download path also resolved): which top-level folders of a seeding root
+    # are seeding folders (``not_seeding``). None: not known, every folder is one.
+    anchors: frozenset[str] | None = None
 
     @cached_property
     def missing_by_size(self) -> dict[int, MissingData]:
@@ -268,7 +280,7 @@ class Orphan:
     dev: int
     nlink: int
     mtime_ns: int
-    kind: str  # reclaimable | library
+    kind: str  # reclaimable | library | not_seeding
     frees: int  # bytes freed if it goes (once per inode)
 
 
@@ -276,7 +288,7 @@ class Orphan:
 class Item:
     path: str
     pool: str
-    kind: str  # reclaimable | library
+    kind: str  # reclaimable | library | not_seeding
     folder: bool
     files: int
     bytes: int
@@ -328,6 +340,9 @@ class Report:
     # nothing below it is reclaimable (``LibraryLinks.whole_roots``); shown as a warning.
     whole_roots: list[tuple[str, str]] = field(default_factory=list)
     unfinished_runs: tuple[int, ...] = ()  # runs that did not finish (``References.unfinished_runs``)
+    # Top-level folders of a seeding root no torrent is saved under (``seeding_folders``): their
+    # orphans are items of kind NOT_SEEDING, reported with a hint, never quarantined.
+    not_seeding: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {
@@ -341,6 +356,11 @@ class Report:
             "library": {
                 "items": sum(i.kind == LIBRARY for i in self.items),
                 "bytes": sum(i.bytes for i in self.items if i.kind == LIBRARY),
+            },
+            "not_seeding": {
+                "items": sum(i.kind == NOT_SEEDING for i in self.items),
+                "bytes": sum(i.bytes for i in self.items if i.kind == NOT_SEEDING),
+                "folders": list(self.not_seeding),
             },
             "pools": {k: asdict(v) for k, v in self.pools.items()},
             "counts": dict(self.counts),
@@ -501,6 +521,8 @@ def decide(
     counts: dict[str, int] = defaultdict(int)
     orphan_entries: list[Entry] = []
     protected: list[Protected] = []
+    seeding = seeding_folders(refs.anchors, {e.root for e in walk.entries})
+    not_seeding: set[str] = set()
     for e in walk.entries:
         c = classify(e, refs, now, settle_seconds)
         if c is None and (m := may_be_missing_data(e.size, refs)) is not None:
@@ -508,8 +530,13 @@ def decide(
             protected.append(Protected(e.path, e.pool, e.size, m.reason()))
         elif c is None:
             key = (e.dev, e.ino)
-            linked = e.nlink > seen_links[key] or library_link(e.path, refs, key) is not None
-            c = LIBRARY if linked else RECLAIMABLE
+            if (top := _top_folder(e, seeding)) is not None:
+                c = NOT_SEEDING  # no torrent is saved under its top folder: never quarantined
+                not_seeding.add(top)
+            elif e.nlink > seen_links[key] or library_link(e.path, refs, key) is not None:
+                c = LIBRARY
+            else:
+                c = RECLAIMABLE
             orphan_entries.append(e)
         status[e.path] = c
         counts[c] += 1
@@ -543,6 +570,8 @@ def decide(
             continue
         counted.add((o.pool, (o.dev, o.ino)))
         t = pools[o.pool]
+        if o.kind == NOT_SEEDING:
+            continue  # outside the seeding data (a library, most likely): not its orphans
         t.orphan_bytes += o.size
         if o.kind == RECLAIMABLE:
             t.reclaimable_bytes += o.frees
@@ -564,6 +593,7 @@ def decide(
         protected=sorted(protected + _in_unfinished(walk, status, refs), key=lambda p: p.path),
         unsized=refs.unsized,
         unfinished_runs=refs.unfinished_runs,
+        not_seeding=sorted(not_seeding),
     )
 
 
@@ -608,6 +638,36 @@ def unfinished_views(runs: Iterable) -> dict[str, int]:
                     if isinstance(path, str) and path.startswith("/"):
                         out.setdefault(os.path.normpath(path), r.id)
     return out
+
+
+def seeding_folders(anchors: Iterable[str] | None, roots: Iterable[str]) -> dict[str, frozenset[str] | None]:
+    """Per seeding root, the names (``_fold``-ed) of its top-level entries under which a torrent
+    of some client is saved or has its content (``References.anchors``); None: all of them (a
+    torrent is saved in the root itself, or ``anchors`` is not known). A top-level folder no
+    torrent lies under is no seeding folder: a seeding root set one level too high holds the
+    library beside the torrents (TRaSH's /data/media with movies/ and torrents/), and every
+    library-only file there looked reclaimable. Conservative on purpose: a category folder whose
+    torrents were all removed is no seeding folder either, its files reported, not quarantined."""
+    out: dict[str, frozenset[str] | None] = {}
+    for root in roots:
+        r = root.rstrip("/") or "/"
+        if anchors is None or r in anchors:
+            out[root] = None
+            continue
+        prefix = r + "/" if r != "/" else "/"
+        out[root] = frozenset(_fold(a[len(prefix) :].split("/", 1)[0]) for a in anchors if a.startswith(prefix))
+    return out
+
+
+def _top_folder(e: Entry, seeding: Mapping[str, frozenset[str] | None]) -> str | None:
+    """The top-level entry of ``e``'s root holding ``e`` (its path) when that is no seeding
+    folder (``seeding_folders``), else None."""
+    tops = seeding.get(e.root)
+    if tops is None:
+        return None
+    r = e.root.rstrip("/")
+    name = e.path[len(r) + 1 :].split("/", 1)[0]
+    return None if _fold(name) in tops else r + "/" + name
 
 
 def _clients_seen(walk: Walk, status: dict[str, str], refs: References, roots: tuple[str, ...]) -> list[ClientSeen]:
@@ -755,8 +815,10 @@ def walk_roots(cfg) -> Walk:
     own descriptor, opened below its verified parent
     (``dirfd.open_below``) and checked to be on the root's filesystem: a folder swapped for a
     symlink after its parent was listed is refused there (skipped, named), never listed.
+    qbhook's own files are never entries, whatever path leads to them (``own_identities``).
     """
     ignore = set(cfg.scan.ignore_names)
+    own = own_identities(cfg)
     entries: list[Entry] = []
     skipped: list[str] = []
     drops: list[str] = []
@@ -772,14 +834,35 @@ def walk_roots(cfg) -> Walk:
                 ) from None
             except OSError:
                 continue  # a missing root is `config check`'s to report; there is nothing in it
-            _walk_root(fd, root.path, pool.name, ignore, (entries, skipped, drops))
+            _walk_root(fd, root.path, (pool.name, ignore, own), (entries, skipped, drops))
     return Walk(tuple(entries), tuple(skipped), tuple(drops))
 
 
-def _walk_root(root_fd: int, root_s: str, pool: str, ignore: set[str], out: tuple[list, list, list]) -> None:
+def own_identities(cfg) -> frozenset[tuple[int, int]]:
+    """(st_dev, st_ino) of qbhook's own files: the catalog, its -wal, -shm and -journal, and the
+    lock folder, each followed through symlinks. The walk never lists one nor enters the folder:
+    compared by identity, not path, since the config's refusal of a catalog in a seeding root
+    (``config._in_a_pool``) sees only the path as it leads at load, and a catalog quarantined
+    leaves its -wal behind (its last transactions lost, a purge deletes it)."""
+    from qbhook.move.locks import lock_dir
+
+    if getattr(cfg, "catalog", None) is None:
+        return frozenset()
+    cat = str(cfg.catalog)
+    out = set()
+    for p in (cat, cat + "-wal", cat + "-shm", cat + "-journal", str(lock_dir(cfg))):
+        try:
+            st = os.stat(p)
+        except (OSError, ValueError):
+            continue
+        out.add((st.st_dev, st.st_ino))
+    return frozenset(out)
+
+
+def _walk_root(root_fd: int, root_s: str, how: tuple, out: tuple[list, list, list]) -> None:
     """``walk_roots`` below one root: depth first, holding one descriptor per level (a folder's
-    subfolders are opened one at a time, after its listing is closed). ``out``: (entries,
-    skipped, drops), as ``Walk`` has them."""
+    subfolders are opened one at a time, after its listing is closed). ``how``: (pool name,
+    ignored names, qbhook's own identities); ``out``: (entries, skipped, drops), as ``Walk`` has them."""
     _entries, skipped, _drops = out
     dev = os.fstat(root_fd).st_dev
     stack: list[tuple[int, str, list[str]]] = []  # (open folder, its path, subfolders not entered yet)
@@ -787,7 +870,7 @@ def _walk_root(root_fd: int, root_s: str, pool: str, ignore: set[str], out: tupl
     try:
         while True:
             if fd is not None:
-                subdirs = _list(fd, d, pool, root_s, dev, ignore, out)
+                subdirs = _list(fd, d, root_s, dev, how, out)
                 stack.append((fd, d, subdirs))
             if not stack:
                 return
@@ -818,12 +901,11 @@ def _walk_root(root_fd: int, root_s: str, pool: str, ignore: set[str], out: tupl
             os.close(open_fd)
 
 
-def _list(
-    fd: int, d: str, pool: str, root_s: str, dev: int, ignore: set[str], out: tuple[list, list, list]
-) -> list[str]:
+def _list(fd: int, d: str, root_s: str, dev: int, how: tuple, out: tuple[list, list, list]) -> list[str]:
     """The folder open at ``fd`` (path ``d``): its regular files into ``entries``, what is not
     entered into ``skipped``, drop names into ``drops`` (``out``); returns its subfolders on the
-    root's filesystem, by name."""
+    root's filesystem, by name. ``how``: as ``_walk_root``'s; one of qbhook's own is passed over."""
+    pool, ignore, own = how
     entries, skipped, drops = out
     subdirs: list[str] = []
     try:
@@ -840,6 +922,8 @@ def _list(
                 st = de.stat(follow_symlinks=False)  # fstatat on the listed folder's descriptor
             except OSError:
                 continue
+            if (st.st_dev, st.st_ino) in own:
+                continue  # the catalog, its journal files, the lock folder: qbhook's, never an orphan
             if stat_mod.S_ISLNK(st.st_mode):
                 skipped.append(path)
             elif stat_mod.S_ISDIR(st.st_mode):
@@ -884,6 +968,7 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
     maybe_missing: list[tuple[TorrentInfo, list[TorrentFile], tuple[str, ...], str]] = []
     found = _Found()
     unwanted: dict[str, set[str]] = defaultdict(set)  # base (save or download path) -> ``_unwanted`` below it
+    contents: set[str] = set()  # every torrent's content path (``References.anchors``)
     n = 0
     for c in clients:
         label = getattr(c, "name", "?")
@@ -896,11 +981,7 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
             n += 1
             if t.state == "moving":
                 moving.append(t.name or t.hash)
-            save = os.path.normpath(t.save_path) if t.save_path else ""
-            bases = [b for b in (save, os.path.normpath(t.download_path) if t.download_path else "") if b]
-            skipped = _unwanted(fs)
-            for base in bases:
-                unwanted[base] |= skipped
+            save, bases = _places(t, fs, unwanted, contents)
             complete = t.has_metadata and t.progress >= 1.0 and bool(fs) and all(f.wanted for f in fs)
             if complete and save:
                 paths = tuple(os.path.normpath(posixpath.join(save, f.name)) for f in fs)
@@ -936,7 +1017,23 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
         partial_inodes=frozenset(found.partial_inodes),
         partial_places=frozenset(found.partial_places | _spelled(unwanted)),
         names={k: tuple(v) for k, v in found.names.items()},
+        # Every save and download path (``unwanted``'s keys: a few), as listed and resolved once.
+        anchors=frozenset(contents | unwanted.keys() | {_real(b) for b in unwanted}),
     )
+
+
+def _places(t: TorrentInfo, fs: list[TorrentFile], unwanted: dict[str, set[str]], contents: set[str]):
+    """``t``'s save path and its bases (save and download paths, host spelling, normalized); each
+    base with where ``t`` keeps its skipped files below it into ``unwanted`` (``_unwanted``), its
+    content path into ``contents``."""
+    save = os.path.normpath(t.save_path) if t.save_path else ""
+    bases = [b for b in (save, os.path.normpath(t.download_path) if t.download_path else "") if b]
+    skipped = _unwanted(fs)
+    for base in bases:
+        unwanted[base] |= skipped
+    if t.content_path:
+        contents.add(os.path.normpath(t.content_path))
+    return save, bases
 
 
 def _in_use_folders(t: TorrentInfo, fs: list[TorrentFile], bases: list[str]) -> list[str]:
@@ -1204,7 +1301,11 @@ def record(conn, report: Report, held: Iterable[str] = (), *, now: float | None 
         t = pools.setdefault(i.pool, {"reclaimable": 0, "library": 0})
         if i.kind == LIBRARY:
             t["library"] += i.bytes
-        elif i.path not in gone and not any(is_within(posixpath.dirname(h), i.path) for h in gone):
+        elif (
+            i.kind == RECLAIMABLE
+            and i.path not in gone
+            and not any(is_within(posixpath.dirname(h), i.path) for h in gone)
+        ):
             t["reclaimable"] += i.frees
     at = time.time() if now is None else now
     state.put(conn, LAST_ORPHANS, {"at": at, "pools": pools, "held": bool(gone)})
@@ -1289,6 +1390,7 @@ def _either(first: References, again: References) -> References:
             k: tuple(dict.fromkeys(first.names.get(k, ()) + again.names.get(k, ())))
             for k in {*first.names, *again.names}
         },
+        anchors=None if first.anchors is None or again.anchors is None else first.anchors | again.anchors,
     )
 
 
@@ -1299,6 +1401,7 @@ class QuarantineResult:
     failed: dict[str, str] = field(default_factory=dict)
     bytes_held: int = 0
     folders_removed: list[str] = field(default_factory=list)
+    not_seeding: list[str] = field(default_factory=list)  # ``Report.not_seeding``: left where they are, told
 
 
 def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float = 0) -> QuarantineResult:
@@ -1333,9 +1436,10 @@ def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float 
         report = find_orphans(cfg, clients, catalog=catalog, relist=True)
         todo = [o for o in report.orphans if o.kind == RECLAIMABLE]
         if not todo:
+            earlier.not_seeding = report.not_seeding
             return earlier
         run = journal.start_run(Plan(groups=[]).to_dict(), QUARANTINE_TRIGGER)
-        res = QuarantineResult(run)
+        res = QuarantineResult(run, not_seeding=report.not_seeding)
         roots = cfg.anchored_seeding_roots
         for seq, o in enumerate(todo):
             # Everything the act re-checks, so that a run that died here is finished as decided.

@@ -14,7 +14,7 @@ import shutil
 import pytest
 
 from qbhook.config import check_paths, load_config
-from qbhook.errors import ExitCode
+from qbhook.errors import ConfigError, ExitCode
 from tests.unit.test_cli_catalog import SEED, Env
 
 
@@ -146,15 +146,34 @@ def test_qbhooks_own_files_in_a_pool_are_refused_when_the_config_loads(env, key,
     assert r.stderr.splitlines()[0] == f"qbhook: config: {key}: {path} is inside pool {pool} ({env.tmp / pool})"
 
 
-def test_a_catalog_folder_that_is_a_symlink_into_a_pool_is_a_problem(env):
-    """As written it is outside every pool; as it leads, inside one: `config check` names it."""
+@pytest.mark.parametrize(
+    "args", [("config", "check"), ("scan",), ("orphans",), ("orphans", "--quarantine", "--yes"), ("status",)]
+)
+def test_a_catalog_folder_that_is_a_symlink_into_a_seeding_root_refuses_every_command_at_load(env, args):
+    """Review R46: as written it is outside every pool; as it leads (/var/lib/qbhook -> a dataset
+    folder), inside a seeding root. Only `config check` named it, and `orphans --quarantine --yes`
+    moved the live catalog into holding, its -wal left behind. Now the load refuses, one line."""
     os.rmdir(env.catalog.parent)
     os.symlink(env.stash / SEED, env.catalog.parent)
-    found = others(problems(env))
-    assert found == [
-        f"catalog: {env.catalog} is inside pool stash ({env.stash}); put qbhook's own files outside every "
-        "pool, e.g. /var/lib/qbhook/catalog.sqlite"
-    ], found
+    r = env.run(*args, expect=ExitCode.CONFIG)
+    lines = r.stderr.strip().splitlines()
+    assert lines[0] == (
+        f"qbhook: config: catalog: {env.catalog} is inside pool stash ({env.stash}) "
+        f"(through a symlink: it is {env.stash / SEED / 'catalog.sqlite'})"
+    ), r.stderr
+    assert lines[1:] == ["  hint: put qbhook's own files outside every pool, e.g. /var/lib/qbhook/catalog.sqlite"], (
+        lines
+    )
+    assert not (env.stash / SEED / "catalog.sqlite").exists()  # nothing made there either
+
+
+def test_a_lock_dir_through_a_symlink_into_a_pool_is_refused_at_load(env):
+    link = env.tmp / "locks"
+    os.symlink(env.pool, link)
+    env.save(lock_dir=str(link / "qbhook"))
+    with pytest.raises(ConfigError) as e:
+        load_config(env.config)
+    assert e.value.key == "lock_dir" and "through a symlink" in e.value.message, e.value
 
 
 def test_paths_config_check_cannot_look_at_are_problems_not_tracebacks(env, monkeypatch):

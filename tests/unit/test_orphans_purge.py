@@ -153,6 +153,14 @@ def quarantine_one(w, rel="old/Gone.2019/gone.mkv", data=b"orphaned bytes" * 100
     return path, h.path
 
 
+def keep_seeding(w, root: str) -> None:
+    """A complete torrent saved in ``root``, its file there: the root is a seeding folder again
+    (``orphans.seeding_folders``) once a demote moved every other torrent out of it, so an orphan
+    planted there is reclaimable, not "not in a seeding folder"."""
+    write(os.path.join(root, "Keep/k.bin"), b"k" * 10)
+    w.qbt.add(FakeTorrent("f" * 40, "Keep", root, [("Keep/k.bin", 10, 1)]))
+
+
 def expire(w):
     w.cfg = replace(w.cfg, policy=replace(w.cfg.policy, grace_period=0.001))
     time.sleep(0.01)
@@ -271,6 +279,7 @@ def test_a_leftover_view_an_older_qbhook_quarantined_is_kept_by_the_purge(world,
     notified.clear()
     with monkeypatch.context() as m:  # an older qbhook: its quarantine did not know leftover views
         m.setattr(Journal, "leftover_paths", lambda _self: frozenset())
+        m.setattr(orphans, "seeding_folders", lambda _anchors, roots: dict.fromkeys(roots))  # nor seeding folders
         assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [view]
     (h,) = w.journal.held_links()
     expire(w)
@@ -287,6 +296,7 @@ def test_executor_purge_with_the_client_unreachable_keeps_orphans_and_purges_the
     assert summary.status == "done", summary.groups[0].reason
     demoted = [h for h in w.journal.held_links() if not h.orphan]
     assert demoted and all(os.path.exists(h.path) for h in demoted)
+    keep_seeding(w, w.seed_s)
     _path, at = quarantine_one(w)
     w.qbt.torrents = unreachable().torrents
     expire(w)
@@ -325,6 +335,7 @@ def test_forget_gone_stops_tracking_only_the_links_out_of_reach_and_deletes_noth
     held = w.journal.held_links()
     hold, renamed = os.path.join(w.seed_s, HOLDING_DIR), os.path.join(os.path.dirname(w.seed_s), "renamed")
     os.rename(hold, renamed)  # out of the seeding root, so the quarantine below does not take it
+    keep_seeding(w, w.seed_s)
     _path, at = quarantine_one(w)  # held in a new .qbhook-holding: in reach, stays tracked
 
     shown = orphans.forget_gone(w.cfg, w.cat, forget=False)

@@ -25,7 +25,7 @@ from tests.helpers import write
 from tests.unit.test_cli_catalog import Env
 from tests.unit.test_executor import FakeTorrent, demote_plan
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
-from tests.unit.test_orphans_purge import expire, quarantine_one, unreachable, world  # noqa: F401  (fixture)
+from tests.unit.test_orphans_purge import expire, keep_seeding, quarantine_one, unreachable, world  # noqa: F401  (fixture)
 
 
 class _Died(BaseException):
@@ -387,6 +387,7 @@ def test_a_died_quarantine_ends_unheld_while_the_clients_cannot_say(world, monke
     assert w.journal.run(run).status == RunStatus.FAILED
     summary = w.executor().apply(demote_plan(w))  # not refused: UnfinishedRuns before
     assert summary.run_id is not None and summary.run_id != run
+    keep_seeding(w, w.seed_s)  # the demote moved every torrent out of it
 
     back()  # the client is back: the orphan, still unused, is held by a new quarantine
     res = orphans.quarantine(w.cfg, w.cat, [w.qbt])

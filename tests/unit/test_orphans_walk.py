@@ -124,3 +124,23 @@ def test_a_drop_name_is_listed_to_look_at_never_as_an_entry(bed):
     walk = walk_roots(cfg)
     assert [e.path for e in walk.entries] == [f"{seed}/m/a.bin"]
     assert walk.drops == (f"{seed}/m/.qbhook-relink.drop.1f.0123456789abcdef",)
+
+
+def test_the_catalog_its_journal_files_and_the_lock_folder_are_never_walked_whatever_path_leads_there(tmp_path):
+    """Review R46: a catalog whose folder is a symlink into a seeding root passed the config load
+    (only the path as written was compared), and `orphans --quarantine --yes` moved the live
+    catalog into holding, its -wal left behind. The load refuses that now; this second guard
+    stands behind it: by identity, not path, qbhook's own files are never entries."""
+    from dataclasses import replace
+
+    cfg = seeded_config(tmp_path)
+    seed = cfg.primary.seeding_root
+    state = seed / "state"  # what /var/lib/qbhook -> <seeding root>/state puts there
+    for name in ("catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm", "catalog.sqlite-journal"):
+        write(state / name, b"sqlite")
+    write(state / "catalog.sqlite.locks/executor.lock", b"")
+    write(state / "notes.txt", b"a person's")
+    write(seed / "m/a.bin", b"movie")
+    os.symlink(state, tmp_path / "var-lib-qbhook")
+    cfg = replace(cfg, catalog=tmp_path / "var-lib-qbhook/catalog.sqlite")  # as a load before the fix took it
+    assert sorted(e.path for e in walk_roots(cfg).entries) == [f"{seed}/m/a.bin", f"{state}/notes.txt"]
