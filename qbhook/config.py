@@ -432,6 +432,22 @@ def parse_yaml(text: str, name: str = "config") -> Any:
         raise ConfigError(None, f"{name} is not valid YAML: {what}") from None
 
 
+# The settings a config file may hold at its top level.
+_TOP_KEYS = (
+    "catalog",
+    "pools",
+    "seeding_roots",
+    "qbittorrent",
+    "clients",
+    "policy",
+    "scan",
+    "server",
+    "lock_dir",
+    "notify",
+    "sweep",
+)
+
+
 def parse_config(
     data: Any,
     *,
@@ -447,23 +463,7 @@ def parse_config(
         raise ConfigError(None, "the file holds no settings (it is empty, or only comments)")
     if not isinstance(data, dict):
         raise ConfigError(None, f"the file must contain a mapping of settings (got {type(data).__name__})")
-    _no_unknown(
-        data,
-        (
-            "catalog",
-            "pools",
-            "seeding_roots",
-            "qbittorrent",
-            "clients",
-            "policy",
-            "scan",
-            "server",
-            "lock_dir",
-            "notify",
-            "sweep",
-        ),
-        "",
-    )
+    _no_unknown(data, _TOP_KEYS, "")
 
     catalog = _abs_path(_required(data, "catalog", ""), "catalog")
     pools = _parse_pools(data)

@@ -1436,8 +1436,7 @@ def quarantine(cfg, catalog, clients: Iterable[ClientPort], *, lock_wait: float 
         report = find_orphans(cfg, clients, catalog=catalog, relist=True)
         todo = [o for o in report.orphans if o.kind == RECLAIMABLE]
         if not todo:
-            earlier.not_seeding = report.not_seeding
-            return earlier
+            return replace(earlier, not_seeding=report.not_seeding)
         run = journal.start_run(Plan(groups=[]).to_dict(), QUARANTINE_TRIGGER)
         res = QuarantineResult(run, not_seeding=report.not_seeding)
         roots = cfg.anchored_seeding_roots
