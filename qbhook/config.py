@@ -238,7 +238,7 @@ class Config:
     rtorrent: tuple[RtorrentConfig, ...] = ()  # `clients:` entries of type rtorrent
     # The keys of secrets written into the file itself (``qbittorrent.password``, ...): `config
     # check` names a file holding them that every user may read.
-    inline_secrets: tuple[str, ...] = ()
+    keys_held_inline: tuple[str, ...] = ()  # not named like a secret: status.secrets_of would blank the key names
 
     @property
     def clients(self) -> tuple[ClientConfig, ...]:
@@ -491,7 +491,7 @@ def parse_config(
         notify=notify,
         sweep=sweep,
         lock_dir=lock_dir,
-        inline_secrets=_inline_secrets(data),
+        keys_held_inline=_inline_secrets(data),
     )
 
 
@@ -1482,14 +1482,14 @@ def _secret_problems(cfg: Config) -> list[str]:
     files = [(f"qbittorrent {q.name}: password_file", q.password_file) for q in cfg.qbittorrent]
     files += [("server.token_file", cfg.server.token_file), ("notify.urls_file", cfg.notify.urls_file)]
     out = [f"{key}: {path}: {why}" for key, path in files if path is not None and (why := _loose_secret(path))]
-    if cfg.inline_secrets and cfg.source is not None:
+    if cfg.keys_held_inline and cfg.source is not None:
         try:
             mode = os.stat(cfg.source).st_mode  # followed, as the config is read
         except OSError:
             mode = 0  # read a moment ago; gone or hidden now, nothing to say about its mode
         if mode & stat.S_IROTH:
             out.append(
-                f"config: {cfg.source} holds secrets ({', '.join(cfg.inline_secrets)}) and mode "
+                f"config: {cfg.source} holds secrets ({', '.join(cfg.keys_held_inline)}) and mode "
                 f"{stat.S_IMODE(mode):04o} lets every user read them; name them by *_env or *_file "
                 "settings instead, or chmod o-r the file"
             )
