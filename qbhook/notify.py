@@ -68,7 +68,7 @@ from pathlib import Path
 from qbhook.files import NotReadable, NotReplaceable, own_file, read_regular_file, replace_file
 from qbhook.lockfile import POLL_S, NotALockFile, flock_within, open_lock_file
 from qbhook.paths import shown
-from qbhook.units import human_bytes
+from qbhook.units import freed_bytes, human_bytes
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ GATHER_S = 2.0  # after a quiet spell, wait this long for the rest of the same m
 FLUSH_S = 10.0  # a CLI command waits at most this long at exit for pending notifications
 QUEUE_SIZE = 1000  # events waiting to be sent; beyond this they are dropped (and counted)
 MAX_LINES = 40  # lines per message; the rest is summarised as a count
+MAX_LINE_CHARS = 500  # characters per line of a message, the cut marked with "…"
 RETRY_S = 30.0  # a failed batch is sent again after this, doubling at each failure in a row
 RETRY_MAX_S = 300.0  # ... up to this
 SAVE_WAIT_S = 2.0  # writing the outbox waits at most this long for another process writing it
@@ -127,9 +128,15 @@ def compose(events: list[Event]) -> tuple[str, str, str]:
     parts = [KINDS.get(k, k) + (f" ({n})" if n > 1 else "") for k, n in counts.most_common()]
     severity = max((e.severity for e in events), key=SEVERITIES.index)
     title = "qbhook: " + ", ".join(parts)
-    lines = [_line(e) for e in events]
-    if len(lines) > MAX_LINES:
-        lines = lines[:MAX_LINES] + [f"... and {len(lines) - MAX_LINES} more"]
+    # A run's totals line ("run N ... freed X") is always kept: it comes after the run's group
+    # lines, and a run with more than MAX_LINES failed groups lost it, the one line that says what
+    # the run did. The other lines fill what is left, in order; the count says what was cut.
+    runs = sum(1 for e in events if e.kind == "run")
+    room = max(MAX_LINES - runs, 0)
+    kept = [e for e in events if e.kind == "run" or (room := room - 1) >= 0][:MAX_LINES]
+    lines = [_line(e) for e in kept]
+    if len(kept) < len(events):
+        lines.append(f"... and {len(events) - len(kept)} more")
     return title, "\n".join(lines), severity
 
 
@@ -141,7 +148,9 @@ def _line(e: Event) -> str:
     text = f"[{e.severity.upper()}] {text}" if e.severity != "info" else text
     if e.delayed:
         text = f"(delayed, from {_when(e.at)}) {text}"
-    return text
+    # One line, bounded: a reason naming thousands of paths was one line of 45,000 characters
+    # (a chat service refuses the message, a mail client wraps it into pages).
+    return text if len(text) <= MAX_LINE_CHARS else text[: MAX_LINE_CHARS - 1] + "…"
 
 
 def _when(at: float) -> str:
@@ -828,7 +837,8 @@ def run_finished(summary, trigger: str = "") -> None:
         f"run {summary.run_id}{f' ({trigger})' if trigger else ''} {summary.status}: "
         f"{done} group(s) done, {failed - paused} failed, {f'{paused} paused, ' if paused else ''}{busy} busy; "
         f"copied {human_bytes(summary.bytes_copied)}, "
-        f"freed {human_bytes(summary.bytes_freed)}, {summary.torrents_relocated} torrent(s) relocated"
+        f"freed {freed_bytes(summary.bytes_freed, getattr(summary, 'bytes_freed_at_least', False))}, "
+        f"{summary.torrents_relocated} torrent(s) relocated"
     )
     _tell_once(summary.run_id, "", "run", text, "failure" if failed > paused else "warning" if paused else "info")
 

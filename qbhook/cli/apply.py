@@ -28,6 +28,7 @@ from qbhook.cli.app import (
 )
 from qbhook.decide.plan import describe_step
 from qbhook.errors import ExitCode
+from qbhook.units import freed_bytes
 from qbhook.units import human_bytes as _human_bytes
 
 
@@ -267,9 +268,17 @@ def _run_dict(r) -> dict:
 def _print_run_line(r: dict) -> None:
     s = r["summary"] or {}
     extra = ""
-    if s:
+    if "orphans_held" in s:
+        # A quarantine run (``orphans.quarantine``) counts files held, not groups nor bytes freed:
+        # shown as an apply run, it read as zeros.
         extra = (
-            f"  copied {_human_bytes(s.get('bytes_copied', 0))}, freed {_human_bytes(s.get('bytes_freed', 0))}, "
+            f"  held {s.get('orphans_held') or 0}, failed {s.get('orphans_failed') or 0}, "
+            f"{_human_bytes(s.get('bytes_held') or 0)} held"
+        )
+    elif s:
+        freed = freed_bytes(s.get("bytes_freed", 0), bool(s.get("bytes_freed_at_least")))
+        extra = (
+            f"  copied {_human_bytes(s.get('bytes_copied', 0))}, freed {freed}, "
             f"{s.get('torrents_relocated', 0)} relocated, {len(s.get('groups_failed') or {})} failed"
         )
     echo_shown(
@@ -297,7 +306,7 @@ def _print_summary(s) -> None:
     echo_shown()
     echo_shown(
         f"{verb} {_human_bytes(s.bytes_copied)}, {'would free' if s.dry_run else 'freed'} "
-        f"{_human_bytes(s.bytes_freed)}, {s.torrents_relocated} torrent(s) "
+        f"{freed_bytes(s.bytes_freed, s.bytes_freed_at_least)}, {s.torrents_relocated} torrent(s) "
         f"{'to relocate' if s.dry_run else 'relocated'}; {len(s.groups_done)} group(s) done, "
         f"{len(s.groups_failed) - len(s.groups_paused)} failed, "
         + (f"{len(s.groups_paused)} paused, " if s.groups_paused else "")

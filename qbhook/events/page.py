@@ -26,7 +26,7 @@ from qbhook.events.status import (
     StatusSource,
 )
 from qbhook.paths import shown
-from qbhook.units import human_bytes
+from qbhook.units import freed_bytes, human_bytes
 
 Redact = Callable[[str], str]
 log = logging.getLogger(__name__)
@@ -306,14 +306,28 @@ def _group(g: PendingGroup, t) -> str:
     )
 
 
+def _run_cells(r) -> str:
+    """A run's copied, freed and groups cells; a quarantine run's are what it held (its summary
+    counts files held, not groups nor bytes freed)."""
+    if r.orphans_held is not None:
+        failed = f" / {r.orphans_failed} failed" if r.orphans_failed else ""
+        return (
+            f"<td class=num>-</td><td class=num>{human_bytes(r.bytes_held)} held</td>"
+            f"<td class='num wide'>{r.orphans_held} file(s) held{failed}</td>"
+        )
+    return (
+        f"<td class=num>{human_bytes(r.bytes_copied)}</td>"
+        f"<td class=num>{freed_bytes(r.bytes_freed, r.bytes_freed_at_least)}</td>"
+        f"<td class='num wide'>{r.groups_done}{f' / {r.groups_failed} failed' if r.groups_failed else ''}</td>"
+    )
+
+
 def _runs(st: Status, t) -> str:
     if not st.runs:
         return "<section><h2>Recent runs</h2><p class=muted>No runs yet.</p></section>"
     rows = "".join(
         f"<tr><td>{r.id}</td><td><span class='tag out-{t(r.status)}'>{t(r.status)}</span></td>"
-        f"<td class=wide>{t(r.trigger or '-')}</td><td>{t(_when(r.started_at, short=True))}</td>"
-        f"<td class=num>{human_bytes(r.bytes_copied)}</td><td class=num>{human_bytes(r.bytes_freed)}</td>"
-        f"<td class='num wide'>{r.groups_done}{f' / {r.groups_failed} failed' if r.groups_failed else ''}</td></tr>"
+        f"<td class=wide>{t(r.trigger or '-')}</td><td>{t(_when(r.started_at, short=True))}</td>{_run_cells(r)}</tr>"
         for r in st.runs
     )
     return (

@@ -156,6 +156,13 @@ class RunStatus:
     bytes_freed: int
     groups_done: int
     groups_failed: int
+    # A resumed run whose bytes freed are a lower bound (``RunSummary.bytes_freed_at_least``).
+    bytes_freed_at_least: bool = False
+    # A quarantine run (``orphans.quarantine``): files held and failed, bytes held; None for any other
+    # run. Its summary has no groups nor bytes freed: shown as an apply run, it read as zeros.
+    orphans_held: int | None = None
+    orphans_failed: int = 0
+    bytes_held: int = 0
 
 
 @dataclass(frozen=True)
@@ -498,6 +505,10 @@ def _run(r) -> RunStatus:
         groups_done=len(s.get("groups_done") or ()),
         # a paused group (resume finishes it) is not a failed one
         groups_failed=len(set(s.get("groups_failed") or ()) - set(s.get("groups_paused") or ())),
+        bytes_freed_at_least=s.get("bytes_freed_at_least") is True,
+        orphans_held=(_int(s.get("orphans_held")) or 0) if "orphans_held" in s else None,
+        orphans_failed=_int(s.get("orphans_failed")) or 0,
+        bytes_held=_int(s.get("bytes_held")) or 0,
     )
 
 

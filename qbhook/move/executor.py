@@ -463,6 +463,9 @@ class GroupOutcome:
     reason: str | None = None
     bytes_copied: int = 0
     bytes_freed: int = 0
+    # ``bytes_freed`` is a lower bound: a resumed step found its work done by the attempt that was
+    # killed, and what that attempt freed could not be proven afterwards (``_resumed_victim``).
+    bytes_freed_at_least: bool = False
     torrents_relocated: int = 0
     needs_attention: bool = False  # rollback could not finish: resume will retry it
     # Paused after its deletes began by a problem that passes (a client not up yet, a torrent
@@ -490,6 +493,10 @@ class RunSummary:
     @property
     def bytes_freed(self) -> int:
         return sum(g.bytes_freed for g in self.groups)
+
+    @property
+    def bytes_freed_at_least(self) -> bool:
+        return any(g.bytes_freed_at_least for g in self.groups)
 
     @property
     def torrents_relocated(self) -> int:
@@ -524,6 +531,8 @@ class RunSummary:
         return {
             "bytes_copied": self.bytes_copied,
             "bytes_freed": self.bytes_freed,
+            # Only when true: every reader takes its absence as an exact figure (older runs' summaries).
+            **({"bytes_freed_at_least": True} if self.bytes_freed_at_least else {}),
             "torrents_relocated": self.torrents_relocated,
             "groups_done": self.groups_done,
             "groups_failed": self.groups_failed,
@@ -1203,7 +1212,11 @@ class Executor:
                 for g, seq, step in todo:
                     hook("before", g.group_id, seq, step)
             ids = self.journal.intend_batch(run_id, [(seq, g.group_id, s) for g, seq, s in todo], live)
+            # Read before this attempt records its relinks in the catalog (resume only: a fresh run has no rows).
+            victims = self._victims(todo, rows) if rows else {}
             closes, dead = self._batch_act(todo, ids, outcomes)
+            if victims:
+                self._count_resumed(b, rows, todo, ids, closes, victims, outcomes)
             ends = []
             for gid in live:
                 reason = dead.get(gid)
@@ -1266,6 +1279,51 @@ class Executor:
         for gid, n in freed.items():
             outcomes[gid].bytes_freed += n
         return closes, dead
+
+    def _victims(
+        self, todo: list[tuple[GroupPlan, int, Converge]], rows: dict[int, StepRow]
+    ) -> dict[int, _Victim | None]:
+        """For each step of ``todo`` an attempt that never closed it journaled (its row intended:
+        killed, or its batch's process failed), the inode its relink replaces, as the catalog knew
+        it before this attempt records anything (``_resumed_victim``)."""
+        return {seq: _victim_known(self.catalog, s) for _g, seq, s in todo if seq in rows}
+
+    def _count_resumed(
+        self,
+        b: _Batch,
+        rows: dict[int, StepRow],
+        todo: list[tuple[GroupPlan, int, Converge]],
+        ids: dict[int, int],
+        closes: list,
+        victims: dict[int, _Victim | None],
+        outcomes: dict[str, GroupOutcome],
+    ) -> None:
+        """A resumed step that answers ``already``: the killed attempt relinked it, and freed its
+        victim's bytes if that was the victim's last link; counted when the evidence proves it
+        (``_resumed_victim``), else its group's figure is marked a lower bound. Written into the
+        step's result, which the batch's closing commit journals: a later resume replays it."""
+        by_sid = {c[0]: c for c in closes}
+        # Each victim inode frees its bytes once: one another step of the batch already counted is not counted again.
+        counted = {
+            (s.fsid, s.ino)
+            for _g, numbered in b.groups
+            for seq, s in numbered
+            if seq in rows and rows[seq].status == StepStatus.DONE and (rows[seq].result or {}).get("bytes_freed", 0)
+        }
+        counted |= {(s.fsid, s.ino) for _g, seq, s in todo if (by_sid[ids[seq]][2] or {}).get("bytes_freed", 0)}
+        with self.ctx.reader() as reader:
+            for g, seq, s in todo:
+                _sid, status, res, _err = by_sid[ids[seq]]
+                if seq not in victims or status != StepStatus.DONE or res.get("status") != "already":
+                    continue
+                gone = _resumed_victim(reader, victims[seq])
+                if gone is None:
+                    res["bytes_freed_unknown"] = True
+                    outcomes[g.group_id].bytes_freed_at_least = True
+                elif gone and (s.fsid, s.ino) not in counted:
+                    counted.add((s.fsid, s.ino))
+                    res["bytes_freed"] = s.size
+                    outcomes[g.group_id].bytes_freed += s.size
 
     def _record(self, done_paths: list[tuple[str, str]], after: dict) -> None:
         """The relinked (path, pool)s in the catalog, from the lstat taken right after each rename:
@@ -2138,8 +2196,25 @@ class Executor:
             self.catalog.forget_path(s.path)
             if res.get("nlink_before", 0) > 1:
                 self._record_other_links(s, res, pin)
+        if at.again and res.get("status") == "absent":
+            self._count_absent(s, res)
         st.outcome.bytes_freed += res.get("bytes_freed", 0)
+        st.outcome.bytes_freed_at_least |= bool(res.get("bytes_freed_unknown"))
         return res
+
+    def _count_absent(self, s: Delete, res: dict) -> None:
+        """A resumed delete whose link is gone: the killed attempt unlinked it (or a writer of the
+        seeding folder did), and freed the inode if no other link was left. ``safe_unlink`` unlinks
+        only while the inode has no link beyond the plan's ``seeding_links``: when none of them is
+        still the inode, it is gone (``_resumed_victim``); unjudged, a lower bound. Into ``res``,
+        which the journal keeps: a later resume replays it."""
+        v = _Victim(s.ino, s.size or 0, tuple(s.seeding_links) or (s.path,))
+        with self.ctx.reader() as reader:
+            gone = _resumed_victim(reader, v)
+        if gone is None:
+            res["bytes_freed_unknown"] = True
+        elif gone:
+            res["bytes_freed"] = v.size
 
     def _pin_links(self, s: Delete) -> Pin | contextlib.nullcontext:
         """The doomed link's inode held open (``Pin``) across its delete, when it has other seeding
@@ -3492,6 +3567,7 @@ def _replay_relocate_failed(st: _GroupRun, seq: int, _s: Relocate, row: StepRow,
 def _replay_delete(st: _GroupRun, _seq: int, _s: Delete, row: StepRow) -> None:
     st.deletes_started = True
     st.outcome.bytes_freed += int((row.result or {}).get("bytes_freed", 0))
+    st.outcome.bytes_freed_at_least |= bool((row.result or {}).get("bytes_freed_unknown"))
 
 
 def _replay_delete_failed(st: _GroupRun, _seq: int, s: Delete, row: StepRow, reader: FolderReader) -> None:
@@ -3535,6 +3611,62 @@ def _passing(e: BaseException) -> bool:
 
 def _replay_converge(st: _GroupRun, _seq: int, _s: Converge, row: StepRow) -> None:
     st.outcome.bytes_freed += int((row.result or {}).get("bytes_freed", 0))
+    st.outcome.bytes_freed_at_least |= bool((row.result or {}).get("bytes_freed_unknown"))
+
+
+# --------------------------------------------------------------------------- resumed bytes freed
+#
+# A converge batch journals its outcomes only when it ends (``_Batch``), a delete when its unlink
+# returns: killed in between, a done relink reads ``intended`` and its resume answers ``already``
+# (a done unlink: ``absent``), with nothing freed, and the bytes the killed attempt freed were
+# never counted: history, the status page, qbhook_freed_bytes_total and the notification
+# under-reported for good. The relink's own figure comes from the kernel (the replaced name's
+# link count right before the rename); afterwards the victim inode has no name to look at, so the
+# resume decides from what it can still see, and no extra write is made on the batch's hot path.
+#
+# The victim's links: a relink's are the paths the catalog knew of the inode before this attempt
+# records anything, when the catalog still names the step's path as that very inode (no finished
+# run recorded its relink: the killed attempt did it) and its link count is that many paths (each
+# link the last scan saw is known); a delete's are the plan's ``seeding_links`` (``safe_unlink``
+# unlinks only while the inode has no other). When none of them is the inode any more, its last
+# link went and its bytes are counted freed. What no look can rule out: a link made since by a
+# writer of a seeding folder, through a name it knew, somewhere qbhook does not look. Anything
+# less than that evidence (the catalog rescanned or recorded since, a folder refused) is not
+# counted, and the figure is marked a lower bound (``bytes_freed_at_least``, shown "≥ N").
+
+
+@dataclass(frozen=True, slots=True)
+class _Victim:
+    """The inode a resumed step's killed attempt may have freed: its number, size and every link it had."""
+
+    ino: int
+    size: int
+    links: tuple[str, ...]
+
+
+def _victim_known(catalog, s: Converge) -> _Victim | None:
+    """The victim of relink ``s`` as the catalog knows it, None when that proves nothing (see above)."""
+    r = catalog.inode_by_path(s.path)
+    if r is None or (r.fsid, r.ino, r.size) != (s.fsid, s.ino, s.size):
+        return None
+    links = tuple(os.fsdecode(p) for p, _pool in catalog.paths_of(r.id))
+    return _Victim(s.ino, s.size, links) if r.nlink == len(links) else None
+
+
+def _resumed_victim(reader: FolderReader, v: _Victim | None) -> bool | None:
+    """Whether victim ``v`` is gone (True), still named by one of its links (False), or unknown (None).
+    A link of its number and size is taken as the inode itself: a new file that got the freed number
+    only makes the count smaller, never larger."""
+    if v is None:
+        return None
+    try:
+        for p in v.links:
+            st = reader.lstat_any(p)
+            if st is not None and stat_mod.S_ISREG(st.st_mode) and (st.st_ino, st.st_size) == (v.ino, v.size):
+                return False
+    except (OSError, FolderRefused, PathMapError):
+        return None
+    return True
 
 
 def _probe_converge(reader: FolderReader, s: Converge) -> str:

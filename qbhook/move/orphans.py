@@ -1602,9 +1602,21 @@ def finish_quarantine(cfg, journal, run: int, clients: Callable[[], Iterable[Cli
     journal.finish_run(
         run,
         "failed" if failed else "done",
-        {"orphans_held": len(done), "orphans_failed": len(failed), "resumed": True},
+        # Bytes held by every held step of the run (an earlier attempt's too), as ``quarantine``'s own
+        # summary counts them: without it history and the status page showed a finished run as 0 B held.
+        {
+            "orphans_held": len(done),
+            "orphans_failed": len(failed),
+            "bytes_held": sum(_int_or_0(r.args.get("frees")) for r in done),
+            "resumed": True,
+        },
     )
     return res
+
+
+def _int_or_0(value) -> int:
+    """A journaled step's ``frees`` as a count (0 when it is not a whole number: an older or damaged row)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _held_before(journal, sid: int, a: dict, roots, run: int, res: QuarantineResult) -> bool:
