@@ -755,7 +755,9 @@ def _ensure_hashes(
         if where is None:
             return None
         d, name = where
-        return hash_file(name, dir_fd=d, skip_sparse=skip_sparse)
+        if skip_sparse:
+            return hash_file(name, dir_fd=d, skip_sparse=True)
+        return hash_file(name, dir_fd=d)  # an unbudgeted run reads as it always did
 
     def worker(items):
         if background:
