@@ -646,26 +646,43 @@ class FolderReader:
         return fd, name
 
     def _folder(self, d: str, root: str) -> int | None:
-        fd = self._fds.get(d)
-        if fd is not None:
-            self._fds.move_to_end(d)
-            return fd
-        if d in self._verdicts:
-            v = self._verdicts[d]
-            if v is None:
-                return None
-            raise v
-        if d == root:
-            try:
-                fd = open_root(d)  # a pool root: walked from / and pinned
-            except OSError as e:
-                if e.errno not in _NOTHING_THERE:
-                    raise
-                fd = None
-        else:
-            parent, _, name = d.rpartition("/")
-            pfd = self._folder(parent or "/", root)
-            fd = None if pfd is None else self._open_below(pfd, name, d)
+        """The verified descriptor of folder ``d`` below (or at) ``root``: climbs to the nearest
+        folder with an answer (open, or a verdict kept), then opens the rest one level at a
+        time below it. A loop, not a recursion: a folder chain thousands deep (a writer of the
+        tree can make one) would exceed Python's recursion limit, and every caller hashing a
+        file there would fail with RecursionError."""
+        below: list[str] = []  # the folders from d up to the first with an answer, deepest first
+        cur = d
+        while True:
+            fd = self._fds.get(cur)
+            if fd is not None:
+                self._fds.move_to_end(cur)
+                break
+            if cur in self._verdicts:
+                v = self._verdicts[cur]
+                if v is not None:
+                    raise v
+                break  # nothing there: nor below it (fd None)
+            if cur == root:
+                try:
+                    fd = open_root(cur)  # a pool root: walked from / and pinned
+                except OSError as e:
+                    if e.errno not in _NOTHING_THERE:
+                        raise
+                fd = self._keep(cur, fd)
+                break
+            if cur == "/":
+                raise ValueError(f"{d}: not below {root}")  # callers place by root_of: never met
+            below.append(cur)
+            cur = cur.rpartition("/")[0] or "/"
+        for sub in reversed(below):
+            fd = None if fd is None else self._open_below(fd, sub.rpartition("/")[2], sub)
+            fd = self._keep(sub, fd)
+        return fd
+
+    def _keep(self, d: str, fd: int | None) -> int | None:
+        """Remember ``fd`` as folder ``d``'s (None: the verdict that nothing is there), closing the
+        least recently used folders beyond ``max_open``."""
         if fd is None:
             self._verdicts[d] = None
             return None

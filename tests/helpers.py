@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import blake3
@@ -70,3 +71,36 @@ def write(path: Path | bytes, data: bytes = b"x", mtime_ns: int | None = None) -
 
 def b3(data: bytes) -> str:
     return blake3.blake3(data).hexdigest()
+
+
+@contextmanager
+def folder_chain(top: Path | str, depth: int, data: bytes = b"bottom", mtime_ns: int | None = None):
+    """A folder chain ``depth`` deep below ``top`` (``d/d/...``, made by descriptor: no path length
+    limit is met) with a file ``f.bin`` holding ``data`` at its bottom; yields the bottom folder's
+    path. Removed at exit one level at a time from the bottom up: shutil.rmtree (and pytest's
+    cleanup of old tmp folders) recurses once per level and fails on such a chain."""
+    fds = [os.open(top, os.O_RDONLY | os.O_DIRECTORY)]
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fds[-1])
+            fds.append(os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+        w = os.open("f.bin", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fds[-1])
+        os.write(w, data)
+        if mtime_ns is not None:
+            os.utime(w, ns=(mtime_ns, mtime_ns))
+        os.close(w)
+        yield f"{top}/" + "/".join(["d"] * depth)
+    finally:
+        while len(fds) > 1:
+            bottom = fds.pop()
+            for name in os.listdir(bottom):
+                try:
+                    os.unlink(name, dir_fd=bottom)
+                except IsADirectoryError:
+                    os.rmdir(name, dir_fd=bottom)
+            os.close(bottom)
+            try:
+                os.rmdir("d", dir_fd=fds[-1])
+            except OSError:
+                pass  # the test changed the chain (a symlink in it): a shorter chain is left, as made
+        os.close(fds[0])

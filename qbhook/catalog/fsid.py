@@ -18,7 +18,9 @@ root walked the same way), and the marker and its temporary file are created
 relative to that directory descriptor, never through a symlink. A path that
 leads onto another filesystem (an event through a symlinked folder) therefore
 never leaves a file there. An existing marker is read anywhere, but only a
-regular file, never followed.
+regular file, never followed, owned by root (or this process's user) and writable
+by nobody else: a copy another user made at the root of a filesystem it owns is
+not a marker, and that filesystem is known by its mount (``mount:``).
 """
 
 from __future__ import annotations
@@ -225,16 +227,29 @@ def device_uuid(source: str) -> str | None:
 _MARKER_VALUE = re.compile(r"[0-9A-Za-z-]{1,64}")
 
 
+def _trusted_marker(st: os.stat_result) -> bool:
+    """Written by root or by this process's user (qbhook writes its markers so: 0644, its own),
+    and writable by nobody else. The marker file is world-readable: a user who owns the root of
+    another filesystem without a UUID (a tmpfs or NFS share given to the torrent user, mounted
+    inside a pool) could copy it there, and the two filesystems would then be one id (every
+    scan refused, FilesystemIdError). Such a copy is the user's file: not a marker."""
+    return st.st_uid in (0, os.geteuid()) and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
 def _read_marker(dfd: int) -> tuple[bool, str | None]:
-    """(something is there, the id it holds if it is a regular file with a valid id). Whoever
-    writes the mount's root folder can plant anything at the name: a device there is refused
-    without being opened (``dirfd.open_file_at``: pinned, checked, then reopened)."""
+    """(something is there, the id it holds if it is a trusted regular file with a valid id).
+    Whoever writes the mount's root folder can plant anything at the name: a device there is
+    refused without being opened (``dirfd.open_file_at``: pinned, checked, then reopened, never
+    followed), and a file another user owns or may write is not read (``_trusted_marker``)."""
     try:
-        fd, _st = open_file_at(MARKER_NAME, dfd, os.O_RDONLY | os.O_NONBLOCK)
+        fd, st = open_file_at(MARKER_NAME, dfd, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return False, None
     except (NotRegular, OSError):
         return True, None  # a device, a FIFO, a symlink (ELOOP) or unreadable: not a marker, not ours to replace
+    if not _trusted_marker(st):
+        os.close(fd)
+        return True, None  # another user's file: not a marker, not ours to replace (the mount's own identity)
     try:
         val = os.read(fd, 256).decode("ascii", "replace").strip()
     except OSError:

@@ -17,7 +17,8 @@ path, so it hashes exactly the file the caller opened with O_NOFOLLOW.
 A home server keeps serving while qbhook hashes (``ensure_hashes``):
 
 - a per-run budget (``scan.hash_budget``, ``HashBudget``): no file is started once the run has
-  hashed that many bytes; the rest stays unhashed for the next run;
+  hashed that many bytes; the rest stays unhashed for the next run; a file mostly holes
+  (``is_sparse``) is never read by a budgeted run (left unhashed: decisions wait for its hash);
 - resumable: results are committed as they come (at least every STORE_INTERVAL seconds), so
   a kill loses at most the files finished in the last second and the one in flight;
 - ``background=True`` (the sweeper, ``qbhook scan --hash``): the hashing threads, their
@@ -79,6 +80,13 @@ SMALL_READERS = 2
 # counts them: events.server.FD_BUDGET)
 READER_THREADS = 8
 THREAD_FOLDERS = 4  # folders each reading thread keeps open (its own FolderReader), counted there too
+# A budgeted hash (``HashBudget`` with a limit) never reads a file that is mostly holes: bigger
+# than SPARSE_MIN with under 1/SPARSE_SHARE of its size on disk. Its apparent size is what a read
+# costs (a hole reads as zeros), and a writer can make one of any size (4 GiB of nothing on
+# ext4, exabytes on ZFS): hours or forever in the background pass. Left unhashed, as a file not
+# settled (a download without preallocation is sparse until done).
+SPARSE_MIN = 64 * 1024 * 1024
+SPARSE_SHARE = 8
 SAMPLE_SIZE = 16 * 1024
 # dupes' partial hash: the first block only, as jdupes does (one read per candidate, page-sized,
 # so a cold disk serves it with one request); its digest length marks it in the catalog.
@@ -161,7 +169,8 @@ class HashBudget:
     A file is started only while the bytes started so far are below the limit, so a run reads
     at most the budget plus one file per reading thread (one per filesystem, two more for its
     small files: under 1 MiB each); a file bigger than the whole budget is
-    still hashed when it comes first (otherwise it would never be).
+    still hashed when it comes first (otherwise it would never be), unless it is mostly holes
+    (``is_sparse``: its read costs its apparent size, of any size a writer chose).
     """
 
     def __init__(self, limit: int = 0):
@@ -179,6 +188,11 @@ class HashBudget:
                 return False
             self.spent += size
             return True
+
+    def give_back(self, size: int) -> None:
+        """``size`` taken for a file that was not read after all (``SparseFile``)."""
+        with self._lock:
+            self.spent -= size
 
     def as_dict(self) -> dict:
         return {
@@ -505,10 +519,29 @@ def _hash_in_worker(fd: int, path) -> bytes | None:
     return None
 
 
-def hash_file(path: bytes | str, dir_fd: int | None = None) -> HashResult:
-    """BLAKE3 of the regular file ``path`` (``dir_fd``: a name in that folder, as ``open_regular``)."""
+def is_sparse(st: os.stat_result) -> bool:
+    """Mostly holes: bigger than SPARSE_MIN, with under 1/SPARSE_SHARE of its size on disk."""
+    return st.st_size > SPARSE_MIN and st.st_blocks * 512 * SPARSE_SHARE < st.st_size
+
+
+class SparseFile(Exception):
+    """``hash_file(skip_sparse=True)`` opened a file that ``is_sparse``: not read. ``st``: its fstat."""
+
+    def __init__(self, path: bytes | str, st: os.stat_result):
+        super().__init__(
+            f"{os.fsdecode(path)}: sparse, {st.st_blocks * 512 / 2**20:.1f} MiB on disk of {st.st_size / 2**20:.0f} MiB"
+        )
+        self.st = st
+
+
+def hash_file(path: bytes | str, dir_fd: int | None = None, *, skip_sparse: bool = False) -> HashResult:
+    """BLAKE3 of the regular file ``path`` (``dir_fd``: a name in that folder, as ``open_regular``).
+    ``skip_sparse``: SparseFile instead of a read when the file opened ``is_sparse`` (judged on
+    the descriptor's fstat: the file read is the file judged)."""
     fd, before = open_regular(path, dir_fd)
     try:
+        if skip_sparse and is_sparse(before):
+            raise SparseFile(path, before)
         digest = None
         if MMAP_WORKERS and before.st_size >= MMAP_MIN:  # open_regular checked S_ISREG
             digest = _hash_in_worker(fd, path)
@@ -560,6 +593,7 @@ class EnsureReport:
     missing: list[int] = None  # inode ids with no readable path that still is that inode
     deferred: list[int] = None  # inode ids left unhashed: the run's hash budget was spent
     deferred_bytes: int = 0
+    sparse: list[int] = None  # inode ids left unhashed by a budgeted run: mostly holes (is_sparse)
     # keep_digests=True: inode id -> (digest, path read, fstat after the read) of each hash stored
     digests: dict[int, tuple[bytes, bytes | str, os.stat_result]] = None
 
@@ -567,6 +601,7 @@ class EnsureReport:
         self.unsettled = self.unsettled or []
         self.missing = self.missing or []
         self.deferred = self.deferred or []
+        self.sparse = self.sparse or []
         self.digests = self.digests if self.digests is not None else {}
 
 
@@ -691,6 +726,7 @@ def _ensure_hashes(
     stats: list[tuple[int, os.stat_result]] = []
     last_store = time.monotonic()
     last_log = last_store
+    sparse_seen: SparseFile | None = None
 
     def store() -> None:
         nonlocal last_store
@@ -706,6 +742,8 @@ def _ensure_hashes(
     # on the same roots (a few folders: its items come in path order), so no thread waits for
     # another's placing and no descriptor is closed under another thread (a shared reader behind
     # a lock cost ~0.6 CPU-s per 20,000 files of bench_converge's snapshot, docs/benchmarks.md §9).
+    skip_sparse = bool(budget.limit)  # a budgeted run never reads a file of holes in full
+
     def hash_placed(mine: FolderReader, path: bytes | str) -> HashResult | None:
         """hash_file of ``path`` opened in its folder's verified descriptor; None if that folder
         is gone, or is (or is below) a folder swapped for a symlink: nothing there is read."""
@@ -717,7 +755,9 @@ def _ensure_hashes(
         if where is None:
             return None
         d, name = where
-        return hash_file(name, dir_fd=d)
+        if skip_sparse:
+            return hash_file(name, dir_fd=d, skip_sparse=True)
+        return hash_file(name, dir_fd=d)  # an unbudgeted run reads as it always did
 
     def worker(items):
         if background:
@@ -738,6 +778,9 @@ def _ensure_hashes(
                 else:
                     try:
                         res = hash_placed(mine, path)
+                    except SparseFile as e:
+                        budget.give_back(size)
+                        batch.append((iid, _SPARSE, e))
                     except OSError as e:
                         batch.append((iid, None, e))
                     except BaseException as e:
@@ -770,6 +813,12 @@ def _ensure_hashes(
                         report.deferred.append(iid)
                         report.deferred_bytes += extra
                         meter.skip(extra)
+                        continue
+                    if res is _SPARSE:
+                        if not report.sparse:
+                            sparse_seen = extra  # the example a person is shown
+                        report.sparse.append(iid)
+                        meter.skip(extra.st.st_size)
                         continue
                     if isinstance(extra, BaseException) and not isinstance(extra, OSError):
                         raise extra
@@ -807,6 +856,14 @@ def _ensure_hashes(
     )
     if report.deferred:
         log.info("hashing stopped at the budget%s", left)
+    if report.sparse:
+        left += f"; {len(report.sparse):,} sparse files not read (e.g. {sparse_seen})"
+        log.info(
+            "not hashed: %d files mostly holes, whose read would cost their whole apparent size "
+            "(e.g. %s); they stay unhashed, as files not settled",
+            len(report.sparse),
+            sparse_seen,
+        )
     if progress is not None:
         progress.done(
             f"hashed {report.hashed:,} files ({report.bytes_read / 2**30:.2f} GiB, {meter.rate_text()}){left}"
@@ -815,6 +872,7 @@ def _ensure_hashes(
 
 
 _DEFERRED = object()
+_SPARSE = object()
 
 
 def _split_small(items: list) -> list[list]:

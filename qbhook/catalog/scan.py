@@ -157,9 +157,14 @@ def _scan(
     if run is not None and run.closed:
         run = None  # used by an earlier scan of the same pool (a pool named twice): its fds are gone
     walk = None
-    # A first scan writes every path anyway: only rescans gain from comparing find's lines.
-    if FIND_WALK and findwalk.FIND and catalog.pool_has_paths(pool.name):
-        walk = _find_walk(catalog, pool.name, root, subtree is not None, ignore, run)
+    # A first scan writes every path anyway: only rescans gain from comparing find's lines. Never
+    # a subtree's: find is handed a path string, and the folders above a subtree are inside the
+    # pool, where its writers rename folders: one swapped for a symlink while find walked and
+    # back before the second identity check sent find outside, its lines recorded as the
+    # pool's. The Python walk descends by verified descriptors (and no production caller scans
+    # a subtree: the speed is not missed).
+    if FIND_WALK and findwalk.FIND and subtree is None and catalog.pool_has_paths(pool.name):
+        walk = _find_walk(catalog, pool.name, root, False, ignore, run)
         # find was given the path (-P: a root that is a symlink is not followed); its lines are
         # the root's only if the path still leads, by the verified walk, to the folder checked
         if walk is not None and _walk_root_identity(pool, root) != started_on:

@@ -222,9 +222,16 @@ class FrozenCatalog:
         self.stored.append((inode_id, bytes(digest), st))
 
 
-def _shared_id_error(ident: fsid_mod.FsIdentity, other: fsid_mod.FsIdentity) -> FilesystemIdError:
+def _shared_id_error(
+    ident: fsid_mod.FsIdentity, other: fsid_mod.FsIdentity, pool_roots: Iterable[str] = ()
+) -> FilesystemIdError:
     if ident.kind == "marker":
-        fix = f"delete the copied {fsid_mod.MARKER_NAME} at the root of one of them"
+        # Never "either one": the marker at a pool root is the one the catalog's files are keyed
+        # by, and deleting it re-keys the whole pool (every hash lost). The copy is the other's.
+        roots = {os.path.normpath(r) for r in pool_roots}
+        copies = [m for m in (ident.mountpoint, other.mountpoint) if os.path.normpath(m) not in roots]
+        where = shown(copies[0]) if len(copies) == 1 else "the one that is not a pool root"
+        fix = f"delete the copied {fsid_mod.MARKER_NAME} at the root of {where} (never a pool root's own)"
     else:
         fix = "give each its own UUID (ext4: tune2fs -U random DEVICE; btrfs: btrfstune -u DEVICE)"
     return FilesystemIdError(
@@ -349,7 +356,7 @@ class Catalog:
             # Moving the id to this device would make one (fs, inode) key of two files.
             other = fsid_mod.shared_id(row[4], ident, marker_roots=self.marker_roots)
             if other is not None:
-                raise _shared_id_error(ident, other)
+                raise _shared_id_error(ident, other, self.marker_roots)
         if row is not None and tuple(row[1:]) == (ident.fstype, ident.source, mountpoint, dev):
             taken = self.conn.execute(
                 "SELECT 1 FROM filesystems WHERE dev = ? AND fsid != ? LIMIT 1", (dev, ident.fsid)

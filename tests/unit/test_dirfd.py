@@ -7,7 +7,7 @@ import os
 import pytest
 
 from qbhook.dirfd import FolderReader, FolderRefused, NotAFolder, entry_key, folder_id, open_below
-from tests.helpers import write
+from tests.helpers import folder_chain, write
 from tests.swap import record_looks, swap
 
 
@@ -194,3 +194,28 @@ def test_a_dotdot_on_the_way_to_a_root_is_refused_naming_the_whole_path(tmp_path
         open_root(f"{tmp_path}/p/a/../a", f"{tmp_path}/p")
     with pytest.raises(ValueError, match=f"^{tmp_path}/../x: a '..'"):
         open_walked(f"{tmp_path}/../x")
+
+
+@pytest.mark.parametrize("max_open", [2, 4096])
+def test_a_folder_chain_deeper_than_the_recursion_limit_is_walked_one_level_at_a_time(tmp_path, max_open):
+    """R52: ``_folder`` recursed once per level: a chain 1,200 deep (paths ~2,500 bytes, which a
+    writer of the tree may make) raised RecursionError, and every caller hashing a file there
+    failed. Each folder is still opened below its verified parent, and a symlink is refused."""
+    root = tmp_path / "root"
+    root.mkdir()
+    with folder_chain(root, 1200) as bottom:
+        ino = os.lstat(f"{bottom}/f.bin").st_ino
+        with FolderReader([root], max_open=max_open) as r:
+            assert r.lstat(f"{bottom}/f.bin").st_ino == ino
+            assert r.lstat(f"{bottom}/f.bin").st_size == 6  # the folder placed in last: no climb
+            assert r.lstat(f"{bottom}/nothing/f.bin") is None
+        middle = f"{root}/" + "/".join(["d"] * 600)
+        os.rename(middle, f"{middle}.aside")
+        os.symlink(f"{middle}.aside", middle)
+        with FolderReader([root], max_open=max_open) as r, pytest.raises(FolderRefused) as e:
+            r.lstat(f"{bottom}/f.bin")
+        assert (e.value.folder, e.value.kind) == (middle, "symlink")
+        os.unlink(middle)
+        with FolderReader([root], max_open=max_open) as r:
+            assert r.lstat(f"{bottom}/f.bin") is None  # the chain broken at 600: nothing below
+            assert r.folder(middle) is None and r.folder(f"{middle}/d") is None

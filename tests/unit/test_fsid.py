@@ -241,3 +241,61 @@ def test_a_device_at_the_marker_name_is_refused_without_being_opened(tmpfs, monk
     monkeypatch.setattr(os, "open", spy)
     assert identify(pool, marker_roots=[pool]).kind == "mount"
     assert opened == [] and stat.S_ISCHR(os.lstat(pool / MARKER_NAME).st_mode)  # left alone
+
+
+# -- a marker another user copied (review R52) ----------------------------------------------------
+
+
+def test_a_marker_another_user_copied_to_the_root_of_its_own_filesystem_is_not_read(tmpfs, tmp_path):
+    """The pool's marker is world-readable: the torrent user, owning a nested tmpfs (or NFS) mount
+    in the pool, copied it to that mount's root, and every later scan raised "two filesystems
+    with one id" (sweeps stopped). A copy the user owns or may write is not a marker: that
+    filesystem is known by its mount, and both are catalogued apart."""
+    from qbhook.catalog.store import Catalog
+
+    pool = tmpfs("pool")
+    (pool / "seeding").mkdir()
+    (pool / "seeding/a").write_bytes(b"a")
+    cat = Catalog.open(tmp_path / "cat.sqlite", marker_roots=[pool])
+    try:
+        fs = cat.fs_for_path(pool / "seeding/a")
+        assert cat.fsid(fs).startswith("marker:")
+        mine = os.stat(pool / MARKER_NAME)
+        assert mine.st_uid == os.geteuid() and stat.S_IMODE(mine.st_mode) & 0o022 == 0  # what qbhook trusts
+        inc = tmpfs("pool/seeding/incoming")
+        (inc / "b").write_bytes(b"b")
+        copy = inc / MARKER_NAME
+        copy.write_bytes((pool / MARKER_NAME).read_bytes())
+        os.chown(copy, 1000, 1000)
+        os.chmod(copy, 0o644)
+        tmpfs("third")  # a mount change: the next ask identifies again, as a new process would
+        other = cat.fs_for_path(inc / "b")  # was FilesystemIdError: two filesystems with one id
+        assert other != fs and cat.fsid(other).startswith("mount:") and cat.fsid(fs).startswith("marker:")
+        assert cat.fs_for_path(pool / "seeding/a") == fs
+        # root's own file that another user may write is no marker either
+        os.chown(copy, 0, 0)
+        os.chmod(copy, 0o664)
+        assert identify(inc, marker_roots=[pool]).kind == "mount"
+        os.chmod(copy, 0o644)  # root's, written by nobody else: a marker (the admin copied it)
+        assert identify(inc, marker_roots=[pool]).fsid == cat.fsid(fs)
+    finally:
+        cat.close()
+
+
+def test_two_filesystems_with_one_marker_are_told_to_delete_the_copy_not_the_pools_own(tmpfs, tmp_path):
+    from qbhook.catalog.store import Catalog
+    from qbhook.errors import FilesystemIdError
+
+    pool = tmpfs("pool")
+    (pool / "a").write_bytes(b"a")
+    cat = Catalog.open(tmp_path / "cat.sqlite", marker_roots=[pool])
+    try:
+        cat.fs_for_path(pool / "a")
+        copy = tmpfs("copy")  # root copied the marker: trusted, and two filesystems with one id
+        (copy / MARKER_NAME).write_bytes((pool / MARKER_NAME).read_bytes())
+        (copy / "b").write_bytes(b"b")
+        with pytest.raises(FilesystemIdError) as e:
+            cat.fs_for_path(copy / "b")
+        assert f"{MARKER_NAME} at the root of {copy} (never a pool root's own)" in e.value.hint
+    finally:
+        cat.close()

@@ -17,7 +17,7 @@ from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import CarryProof, Catalog
 from qbhook.dirfd import Pin
 from qbhook.errors import NotRegularFile
-from tests.helpers import make_config, write
+from tests.helpers import folder_chain, make_config, write
 from tests.swap import swap, swap_after_first_look
 from tests.timebox import run_bounded, timebox
 
@@ -609,3 +609,16 @@ def test_no_hash_is_carried_onto_a_file_that_reused_the_inode_number(tmp_path):
     r = ensure_hashes(cat, [cat.inode_by_path(g).id], settle_seconds=0)
     assert (r.hashed, r.cached) == (1, 0) and cat.inode_by_path(g).hash == blake3.blake3(b"B" * 4096).digest()
     cat.close()
+
+
+def test_a_file_at_the_bottom_of_a_folder_chain_1200_deep_is_hashed(env):
+    """R52: the verified walk to its folder recursed once per level (RecursionError, which no
+    caller catches: every hashing caller of that inode broke)."""
+    cfg, cat, stash = env
+    with folder_chain(stash / "data/media/torrents/seeding", 1200, b"bottom", mtime_ns=10**18):
+        scan_pool(cat, cfg.primary, cfg.scan)
+        ids = [r[0] for r in cat.conn.execute("SELECT id FROM inodes")]
+        assert len(ids) == 1
+        rep = ensure_hashes(cat, ids, settle_seconds=0)
+        assert (rep.hashed, rep.missing) == (1, [])
+        assert cat.conn.execute("SELECT hash FROM inodes").fetchone()[0] == blake3.blake3(b"bottom").digest()

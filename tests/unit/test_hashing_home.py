@@ -247,3 +247,37 @@ def test_terminal_progress_and_periodic_log_lines_show_rate_and_eta(env, monkeyp
     lines = [r.getMessage() for r in caplog.records if r.name == "qbhook.catalog.hashing"]
     assert any(m.startswith("hashing: 1/3 files") and "/s, ETA" in m for m in lines), lines
     assert any("stopped at the budget" in m for m in lines), lines
+
+
+def test_a_budgeted_run_never_reads_a_file_that_is_mostly_holes(env, caplog):
+    """R52: the budget admits a first file of any size, and a sparse file's read costs its whole
+    apparent size (a writer can make 4 GiB of nothing, or exabytes on ZFS): hours or forever in
+    the background pass. It is left unhashed, as a file not settled, with a reason in the log;
+    the budget is not spent on it, so the dense file after it is still hashed."""
+    cfg, cat, seed = env
+    for n in ("a", "b"):
+        with open(seed / f"{n}.bin", "wb") as f:
+            f.truncate(1 << 30)
+        _old(seed / f"{n}.bin")
+    if os.stat(seed / "a.bin").st_blocks * 512 * 8 >= 1 << 30:
+        pytest.skip("this filesystem does not keep holes")
+    _old(write(seed / "c.bin", b"dense"))
+    scan_pool(cat, cfg.primary, cfg.scan)
+    ids = [r[0] for r in cat.conn.execute("SELECT id FROM inodes ORDER BY size DESC")]
+    budget = HashBudget(1 << 20)
+    with caplog.at_level(logging.INFO, logger="qbhook.catalog.hashing"):
+        rep = ensure_hashes(cat, ids, settle_seconds=0, budget=budget)
+    assert rep.bytes_read == 5 and rep.hashed == 1 and sorted(rep.sparse) == sorted(ids[:2])
+    assert budget.spent == 5 and rep.deferred == []
+    assert _hashed(cat) == 1
+    assert "2 files mostly holes" in caplog.text and "MiB on disk of 1024 MiB" in caplog.text
+
+
+def test_sparse_is_judged_by_blocks_on_disk_against_apparent_size():
+    def st(size, blocks):
+        return os.stat_result((0o100644, 1, 1, 1, 0, 0, size, 0, 0, 0), {"st_blocks": blocks})
+
+    big = 1 << 30
+    assert hashing.is_sparse(st(big, 0)) and hashing.is_sparse(st(big, big // 512 // 9))
+    assert not hashing.is_sparse(st(big, big // 512 // 8))  # compressed 8:1 or a partial download: read
+    assert not hashing.is_sparse(st(hashing.SPARSE_MIN, 0))  # small: its read is cheap anyway

@@ -515,26 +515,56 @@ def test_a_pool_root_swapped_for_a_symlink_is_not_scanned(env, tmp_path, first):
     assert cat.counts()["paths"] == (0 if first else 1)
 
 
-def test_a_subtree_swapped_for_another_folder_before_find_walked_it_is_not_recorded(env, tmp_path, monkeypatch):
+def test_a_pool_root_swapped_for_another_folder_before_find_walked_it_is_not_recorded(env, tmp_path, monkeypatch):
     """find walks the path it was given: its lines count only if the path still leads, by the
     verified walk, to the folder checked before it ran."""
     cfg, cat, stash = env
-    sub = stash / "data/media/torrents/seeding/T"
-    write(sub / "ours.bin", b"ours")
+    write(stash / "ours.bin", b"ours")
     scan_pool(cat, cfg.primary, cfg.scan)
     write(tmp_path / "outside/secret.bin", b"not ours")
     real = scanner._find_walk
 
     def swap_then_find_walk(*a, **kw):
         # after the check, before find starts: find walks the outside folder now at the path
-        os.rename(sub, tmp_path / "T.aside")
-        os.rename(tmp_path / "outside", sub)  # a real folder: no symlink for any walk to refuse
+        os.rename(stash, tmp_path / "stash.aside")
+        os.rename(tmp_path / "outside", stash)  # a real folder: no symlink for any walk to refuse
         return real(*a, **kw)
 
     monkeypatch.setattr(scanner, "_find_walk", swap_then_find_walk)
-    with pytest.raises(QbhookError, match="changed while it was scanned"):
-        scan_pool(cat, cfg.primary, cfg.scan, subtree=str(sub))
-    assert cat.inode_by_path(sub / "secret.bin") is None and cat.inode_by_path(sub / "ours.bin") is not None
+    # the identity check after find, or the root's pin (whichever looks first): refused either way
+    with pytest.raises(QbhookError, match="changed while it was scanned|no longer the folder it was"):
+        scan_pool(cat, cfg.primary, cfg.scan)
+    assert cat.inode_by_path(stash / "secret.bin") is None and cat.inode_by_path(stash / "ours.bin") is not None
+
+
+def test_a_subtree_scan_never_hands_find_a_path_a_folder_above_it_can_swap(env, tmp_path, monkeypatch):
+    """R52: a subtree scan gave find the subtree's path string; a folder above it (inside the
+    pool, renamed at will by its writers) swapped for a symlink while find walked and back before
+    the second identity check, and find's lines from outside were recorded under pool paths
+    (the real subtree's rows dropped). A subtree is walked in Python, by verified descriptors."""
+    cfg, cat, stash = env
+    seed = stash / "data/media/torrents/seeding"
+    write(seed / "evil/T/ours.bin", b"ours")
+    write(tmp_path / "outside/T/secret.bin", b"root's secret")
+    scan_pool(cat, cfg.primary, cfg.scan)
+    real, started = findwalk.start_find, []
+
+    def racing_start_find(pool_name, root, ignore):
+        started.append(root)
+        os.rename(seed / "evil", seed / "evil.aside")
+        os.symlink(tmp_path / "outside", seed / "evil")
+        run = real(pool_name, root, ignore)
+        run.proc.wait()  # find walks while 'evil' is a symlink
+        os.unlink(seed / "evil")
+        os.rename(seed / "evil.aside", seed / "evil")
+        return run
+
+    monkeypatch.setattr(findwalk, "start_find", racing_start_find)
+    r = scan_pool(cat, cfg.primary, cfg.scan, subtree=str(seed / "evil/T"))
+    assert started == [] and (r.status, r.added, r.removed) == ("ok", 0, 0)
+    secret = os.stat(tmp_path / "outside/T/secret.bin").st_ino
+    assert secret not in {row[0] for row in cat.conn.execute("SELECT ino FROM inodes")}
+    assert cat.inode_by_path(seed / "evil/T/ours.bin") is not None
 
 
 def _nested_unmounted(tmp_path, monkeypatch, walk, sub_mounted, fs_id="zfs:4242", n_sub=50):

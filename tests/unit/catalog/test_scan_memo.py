@@ -225,21 +225,23 @@ def test_a_memo_of_another_find_command_is_not_used(env):
     assert _rescan(cfg2) == (12, 0, 0, 0) and reads
 
 
-def test_a_subtree_scan_keeps_its_own_memo(env):
-    cfg, files, reads, _mp = env
+def test_a_subtree_scan_walks_in_python_and_leaves_the_pools_memo_as_it_was(env):
+    """A subtree is never walked by find (R52: find is handed a path string, and a folder above
+    the subtree swapped for a symlink while it walked sent it outside): the Python walk, and no
+    write, so the pool's memo still holds."""
+    cfg, files, reads, mp = env
     sub = os.path.dirname(files[0])
-
-    def sub_scan():
-        cat = Catalog.open(cfg.catalog)
-        try:
-            r = scan_pool(cat, cfg.primary, cfg.scan, subtree=sub)
-            return (r.files_seen, r.added, r.changed, r.removed)
-        finally:
-            cat.close()
-
-    assert sub_scan() == (4, 0, 0, 0) and reads
-    reads.clear()
-    assert sub_scan() == (4, 0, 0, 0) and reads == []
+    real_start, no_python_walk = findwalk.start_find, scanner._python_walk
+    mp.setattr(scanner, "_python_walk", _PYTHON_WALK)
+    mp.setattr(findwalk, "start_find", lambda *a: pytest.fail("find started for a subtree"))
+    cat = Catalog.open(cfg.catalog)
+    try:
+        r = scan_pool(cat, cfg.primary, cfg.scan, subtree=sub)
+        assert (r.files_seen, r.added, r.changed, r.removed) == (4, 0, 0, 0)
+    finally:
+        cat.close()
+    mp.setattr(findwalk, "start_find", real_start)
+    mp.setattr(scanner, "_python_walk", no_python_walk)
     assert _rescan(cfg) == (12, 0, 0, 0) and reads == []  # no write: the pool's memo holds
 
 
