@@ -71,7 +71,8 @@ class App:
         ``--offline``), a run (every ``--yes``, resume, sweep), events (hook, serve), the totals
         of ``orphans``; only then is one made if there is none. A command that only reads
         (status, history, queue, find, ``--offline``, ``--no-scan``...) makes none:
-        CatalogMissing (one line, ExitCode.NO_INPUT), neither file nor folder made, so a command
+        CatalogMissing (one line, ExitCode.NO_INPUT; CatalogFolderMissing, 78, in every command
+        when its folder is missing), neither file nor folder made, so a command
         run before the first scan, with the pools not mounted or ``catalog:`` mistyped does not
         leave an empty catalog that answers "nothing" later as if it were the real one. Called
         before anything else opens the catalog; ``catalog`` then returns this one."""
