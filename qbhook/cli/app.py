@@ -69,8 +69,9 @@ class App:
         (scan; plan, explain, dupes, converge and a dry-run apply unless ``--no-scan``: with no
         catalog they scan first), a sync of the torrent index (torrents, dupes --payloads, unless
         ``--offline``), a run (every ``--yes``, resume, sweep), events (hook, serve), the totals
-        of ``orphans``; only then is one made if there is none. A command that only reads
-        (status, history, queue, find, ``--offline``, ``--no-scan``...) makes none:
+        of ``orphans``; only then is one made if there is none. A command that scans and syncs
+        nothing (status, history, queue, find, ``--offline``, ``--no-scan``...) makes none (find
+        and ``dupes --no-scan`` still cache the hashes they compute in one that exists):
         CatalogMissing (one line, ExitCode.NO_INPUT; CatalogFolderMissing, 78, in every command
         when its folder is missing), neither file nor folder made, so a command
         run before the first scan, with the pools not mounted or ``catalog:`` mistyped does not
