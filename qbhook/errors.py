@@ -460,6 +460,20 @@ class PlanFileUnwritable(QbhookError):
     exit_code = ExitCode.IO_ERROR
 
 
+class DemoUnavailable(QbhookError):
+    """``qbhook demo`` cannot run here: qbhook was installed without its demo extra (a setup
+    problem, 78). Its line was click's ("Error: ...", exit 1), unlike every other command's."""
+
+    exit_code = ExitCode.CONFIG
+
+
+class DemoNeedsRoot(QbhookError):
+    """``qbhook demo`` run by another user than root (it mounts pools): run the wrong way, as a
+    usage error is (2), and fixed on the command line (sudo), not in a config."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
 class ChildFailed(QbhookError):
     """The work in another process (a forked child, ``qbhook.forked``) failed; the run stops as a crash would."""
 

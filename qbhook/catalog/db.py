@@ -83,7 +83,8 @@ def connect(
     ``create``: a missing catalog is made (with its tables); else, and always when ``readonly``,
     it is ``CatalogMissing`` and nothing is made, neither the file nor its folder. SQLite is
     then told not to create it either (``mode=rw``/``ro``): a file removed after the stat below
-    is still not made anew."""
+    is still not made anew. A missing folder is ``CatalogFolderMissing`` whatever ``create``
+    is: no command makes it."""
     path = Path(path)
     create = create and not readonly
     if create and not _is_folder(path.parent):
@@ -94,6 +95,10 @@ def connect(
     try:
         st = os.stat(path)
     except FileNotFoundError:
+        # No folder to hold it is the config's fault (78) in every command, not "no catalog yet"
+        # (66), whose advice, `qbhook scan`, would then fail on that folder.
+        if not _is_folder(path.parent):
+            raise CatalogFolderMissing(path.parent) from None
         if not create:
             raise CatalogMissing(path) from None
         st = None  # a new catalog: SQLite creates it

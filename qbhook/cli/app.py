@@ -69,9 +69,11 @@ class App:
         (scan; plan, explain, dupes, converge and a dry-run apply unless ``--no-scan``: with no
         catalog they scan first), a sync of the torrent index (torrents, dupes --payloads, unless
         ``--offline``), a run (every ``--yes``, resume, sweep), events (hook, serve), the totals
-        of ``orphans``; only then is one made if there is none. A command that only reads
-        (status, history, queue, find, ``--offline``, ``--no-scan``...) makes none:
-        CatalogMissing (one line, ExitCode.NO_INPUT), neither file nor folder made, so a command
+        of ``orphans``; only then is one made if there is none. A command that scans and syncs
+        nothing (status, history, queue, find, ``--offline``, ``--no-scan``...) makes none (find
+        and ``dupes --no-scan`` still cache the hashes they compute in one that exists):
+        CatalogMissing (one line, ExitCode.NO_INPUT; CatalogFolderMissing, 78, in every command
+        when its folder is missing), neither file nor folder made, so a command
         run before the first scan, with the pools not mounted or ``catalog:`` mistyped does not
         leave an empty catalog that answers "nothing" later as if it were the real one. Called
         before anything else opens the catalog; ``catalog`` then returns this one."""
@@ -403,12 +405,26 @@ def _print_and_exit(ctx, text: str) -> None:
     ctx.exit()
 
 
+_VERSION_ASKED = "qbhook.version_asked"
+
+
 def _print_version(ctx, _param, value) -> None:
-    """``--version``, as click's version_option prints it, through the CLI's printer (``--version
-    >/dev/full`` was an OSError traceback). The package's own constant: click would import
-    importlib.metadata and read the dist-info, ~20 ms (a test holds it equal to the metadata)."""
+    """``--version``: noted here, printed once every option of ``main`` is read
+    (``QbhookGroup.parse_args``): an eager option's callback runs before ``--json`` is known, and
+    ``qbhook --json --version`` printed plain text."""
     if value and not ctx.resilient_parsing:
-        _print_and_exit(ctx, f"{ctx.find_root().info_name}, version {__version__}")
+        ctx.meta[_VERSION_ASKED] = True
+
+
+def _version_text(ctx) -> str:
+    """The version as click's version_option prints it, or ``{"version": ...}`` under ``--json``.
+    The package's own constant: click would import importlib.metadata and read the dist-info,
+    ~20 ms (a test holds it equal to the metadata)."""
+    if ctx.params.get("as_json"):
+        import json
+
+        return json.dumps({"version": __version__}, separators=(",", ":"))
+    return f"{ctx.find_root().info_name}, version {__version__}"
 
 
 def _print_help(ctx, _param, value) -> None:
@@ -517,6 +533,13 @@ class QbhookGroup(OwnHelp, click.Group):
 
     command_class = QbhookCommand
     group_class = QbhookSubgroup
+
+    def parse_args(self, ctx, args):
+        rest = super().parse_args(ctx, args)
+        if ctx.meta.get(_VERSION_ASKED):
+            # Through the CLI's printer: ``--version >/dev/full`` was an OSError traceback.
+            _print_and_exit(ctx, _version_text(ctx))
+        return rest
 
     def get_command(self, ctx, cmd_name):
         if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:

@@ -183,7 +183,11 @@ def dupes(app: App, no_scan, min_size, payloads, offline):
     cfg = app.cfg
     if offline and not payloads:
         raise click.UsageError("--offline goes with --payloads (the file duplicates never ask the clients)")
-    # Its scan writes, and so does --payloads' sync of the torrent index; --no-scan / --offline only read.
+    if payloads:
+        _payload_options(click.get_current_context(), no_scan)
+    # Its scan writes, and so does --payloads' sync of the torrent index: they make a catalog if
+    # there is none. --no-scan and --offline make none (App.open_catalog), but --no-scan is no
+    # read-only look: it caches the hashes it computes (and its report) in the catalog.
     app.open_catalog(writes=not (offline if payloads else no_scan))
     if payloads:
         return payload_dupes(app, offline)
@@ -222,6 +226,17 @@ def dupes(app: App, no_scan, min_size, payloads, offline):
         )
 
     human(json.loads(text))
+
+
+def _payload_options(ctx, no_scan: bool) -> None:
+    """`dupes --payloads` reads the torrent index, no file of the pools: --min-size and --no-scan
+    were silently ignored there, an answer that looked filtered and was not."""
+    from click.core import ParameterSource
+
+    if no_scan:
+        raise click.UsageError("--no-scan does not go with --payloads (it scans nothing; --offline skips its sync)")
+    if ctx.get_parameter_source("min_size") != ParameterSource.DEFAULT:
+        raise click.UsageError("--min-size does not go with --payloads (it filters files, not whole payloads)")
 
 
 @main.command(secrets=False)

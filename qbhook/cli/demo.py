@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
 
 import click
 
-from qbhook.cli.app import FolderPath, echo_shown, main
+from qbhook.cli.app import App, FolderPath, echo_shown, main, pass_app
 
 DEFAULT_DIR = "/var/tmp/qbhook-demo"
 
@@ -18,7 +19,8 @@ DEFAULT_DIR = "/var/tmp/qbhook-demo"
     "--dir", "base", type=FolderPath(), default=DEFAULT_DIR, show_default=True, help="Where the sandbox lives."
 )
 @click.option("--clean", is_flag=True, help="Tear the sandbox down (pools, files) and exit.")
-def demo(base, clean):
+@pass_app
+def demo(app: App, base, clean):
     """Build a sandbox (two real pools, a real qBittorrent and, when installed, rTorrent; sample torrents)
     and run qbhook end to end.
 
@@ -26,17 +28,23 @@ def demo(base, clean):
 
     Example: qbhook demo --dir /var/tmp/qbhook-demo
     """
+    from qbhook.errors import DemoNeedsRoot, DemoUnavailable
+
     try:
         from qbhook.sandbox import demo as demo_mod
     except ModuleNotFoundError as e:
-        raise click.ClickException(
-            f"the demo needs {e.name}: pip install 'qbhook[demo]' (scripts/demo does this)"
-        ) from None
+        raise DemoUnavailable(f"the demo needs {e.name}: pip install 'qbhook[demo]' (scripts/demo does this)") from None
     if os.geteuid() != 0:
-        raise click.ClickException("the demo mounts pools and must run as root (try: sudo scripts/demo)")
-    # The demo's lines through the CLI's one printer of human lines (the sandbox cannot import it).
+        raise DemoNeedsRoot("the demo mounts pools and must run as root (try: sudo scripts/demo)")
     if clean:
-        demo_mod.clean(Path(base), echo_shown)
-        echo_shown(f"removed {base}")
+        # A symbolic link is something there: clean refuses it, as any folder the demo did not make.
+        existed = os.path.lexists(base)
+        # The demo's lines through the CLI's one printer of human lines (the sandbox cannot import
+        # it); on stderr under --json, where stdout holds one JSON document.
+        demo_mod.clean(Path(base), functools.partial(echo_shown, err=app.as_json))
+        app.emit(
+            {"removed": base, "existed": existed},
+            lambda d: echo_shown(f"removed {base}" if existed else f"nothing to remove at {base}"),
+        )
         return
     sys.exit(demo_mod.run(Path(base), echo_shown))

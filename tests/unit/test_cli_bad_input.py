@@ -74,6 +74,10 @@ USAGE = [
     (["holding", "--purge-expired", "--forget-gone"], "--purge-expired and --forget-gone are two acts"),
     (["orphans", "--yes"], "--yes goes with --quarantine"),
     (["dupes", "--offline"], "--offline goes with --payloads"),
+    # R53: --payloads reads the torrent index: these were ignored, an answer that looked filtered
+    (["dupes", "--payloads", "--no-scan"], "--no-scan does not go with --payloads"),
+    (["dupes", "--payloads", "--offline", "--min-size", "999T"], "--min-size does not go with --payloads"),
+    (["dupes", "--payloads", "--min-size", "1"], "--min-size does not go with --payloads"),  # given, if default
     (["explain", HASH, "--live", "--index"], "--index and --live are two different answers: give one"),
 ]
 

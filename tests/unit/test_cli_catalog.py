@@ -575,6 +575,15 @@ def test_version():
     assert r.exit_code == 0 and "version" in r.stdout
 
 
+@pytest.mark.parametrize("args", [["--json", "--version"], ["--version", "--json"], ["--json", "--version", "status"]])
+def test_version_under_json_is_json(args):
+    """R53: `qbhook --json --version` printed plain text (an eager --version ran before --json was read)."""
+    from qbhook import __version__
+
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0 and json.loads(r.stdout) == {"version": __version__}
+
+
 # --------------------------------------------------------------------------- names that are not UTF-8
 
 

@@ -4,7 +4,8 @@ scan, with the pools not mounted or ``catalog:`` mistyped, `status`, `history`, 
 it were the real one. Each says in one line that there is no catalog yet and what makes one,
 exit ExitCode.NO_INPUT, and leaves no file (nor folder) behind. A command that writes into it
 still makes it: a scan (scan, and plan, explain, dupes, a dry-run apply, which scan first when
-there is no catalog), a run, events."""
+there is no catalog), a run, events. No command makes the catalog's folder: its absence is
+CatalogFolderMissing, ExitCode.CONFIG, in every command."""
 
 from __future__ import annotations
 
@@ -70,12 +71,17 @@ def test_an_empty_file_is_no_catalog_and_stays_empty(env, args):
     assert env.catalog.stat().st_size == 0 and _left(env.catalog.parent) == [env.catalog.name]
 
 
-def test_nor_the_catalogs_folder(env):
+@pytest.mark.parametrize("args", [*READERS, ["scan"]], ids=" ".join)
+def test_nor_the_catalogs_folder_whose_absence_is_the_configs_fault_in_every_command(env, args):
+    """R53: with the folder missing, a command that only reads said "no catalog yet (`qbhook scan`
+    makes one)", exit 66, and `scan` then failed on that folder, exit 78: the config names the
+    wrong place (or a disk is not mounted), one line and 78 from every command, scan or not."""
     where = env.tmp / "typo" / "catalog.sqlite"
     env.save(catalog=str(where))
-    r = env.run("status", expect=ExitCode.NO_INPUT)
-    assert r.stderr == f"qbhook: there is no catalog yet at {where} (`qbhook scan` makes one)\n"
-    assert not where.parent.exists()
+    r = env.run(*[a.format(file=env.file) for a in args], expect=ExitCode.CONFIG)
+    folder = where.parent
+    assert r.stderr == f"qbhook: catalog: folder {folder} does not exist (create it: mkdir -p {folder})\n"
+    assert r.stdout == "" and not folder.exists()
 
 
 def test_once_a_scan_made_it_they_read_it(env):

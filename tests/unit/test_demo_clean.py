@@ -159,3 +159,56 @@ def test_an_empty_dir_option_is_a_usage_error_not_the_current_folder(tmp_path, m
     assert r.exit_code == 2, r.output
     assert "--dir" in r.stderr and "names no folder (an empty path)" in r.stderr
     assert os.listdir(tmp_path) == []
+
+
+def _demo_cli(monkeypatch, *args, euid=0):
+    from click.testing import CliRunner
+
+    from qbhook.cli.app import main
+
+    monkeypatch.setattr(os, "geteuid", lambda: euid)  # the demo's own check; nothing here needs root
+    monkeypatch.setattr(demo, "run", lambda *a: pytest.fail("the demo ran"))
+    return CliRunner().invoke(main, list(args))
+
+
+@pytest.mark.parametrize("made", [True, False])
+def test_clean_under_json_is_one_json_document_saying_whether_there_was_a_sandbox(tmp_path, monkeypatch, made):
+    """R53: `qbhook --json demo --clean` printed 'removed X', and said so of a folder that never
+    existed."""
+    base = tmp_path / "sandbox"
+    if made:
+        put(base / demo.MARKER, b"")
+    r = _demo_cli(monkeypatch, "--json", "demo", "--clean", "--dir", str(base))
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == {"removed": str(base), "existed": made}
+    assert not base.exists()
+
+
+def test_clean_of_a_folder_that_is_not_there_says_nothing_was_removed(tmp_path, monkeypatch):
+    base = tmp_path / "never-made"
+    r = _demo_cli(monkeypatch, "demo", "--clean", "--dir", str(base))
+    assert (r.exit_code, r.stdout) == (0, f"nothing to remove at {base}\n")
+
+
+def test_clean_s_warnings_go_to_stderr_under_json(tmp_path, monkeypatch):
+    base = tmp_path / "sandbox"
+    put(base / demo.MARKER, b"")
+    (base / "state.json").write_text(json.dumps({"base_dir": str(base / "bed"), "pools": {}}))
+    monkeypatch.setattr(demo, "destroy_pools", lambda pools: (_ for _ in ()).throw(RuntimeError("busy")))
+    r = _demo_cli(monkeypatch, "--json", "demo", "--clean", "--dir", str(base))
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["existed"] is True
+    assert r.stderr == "warning: could not destroy demo pools: busy\n"
+
+
+@pytest.mark.parametrize("clean", [["--clean"], []])
+def test_not_root_is_qbhook_s_one_line_with_a_named_exit_code_not_click_s_error(tmp_path, monkeypatch, clean):
+    """R53: the root check was click's "Error: ...", exit 1, unlike every other command's error."""
+    from qbhook.errors import ExitCode
+
+    base = tmp_path / "sandbox"
+    monkeypatch.setattr(demo, "clean", lambda *a: pytest.fail("clean ran"))
+    r = _demo_cli(monkeypatch, "--json", "demo", *clean, "--dir", str(base), euid=1000)
+    assert r.exit_code == ExitCode.BAD_INPUT
+    assert r.stderr == "qbhook: the demo mounts pools and must run as root (try: sudo scripts/demo)\n"
+    assert r.stdout == "" and not base.exists()
