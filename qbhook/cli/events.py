@@ -276,8 +276,8 @@ def hook(app: App, event, values):
     Run as a user who may not write the catalog (qBittorrent's own, when it is not root), it
     says so in one line and exits 74, making and changing nothing: qBittorrent ignores the
     status, so that line (qBittorrent's stderr: the journal under systemd) is all that tells
-    the event was lost. A catalog it cannot queue in (another writer holding it past the
-    60 s wait, a damaged file) is said the same way: the event is lost, never "try again".
+    the event was lost. A catalog it cannot queue in (another writer holding it past a 5 s
+    wait: exit 75; a damaged file: 74) is said the same way: the event is lost, never "try again".
 
     It reads no secret (no ``*_env`` variable, no ``*_file``): it only records the event, and
     qBittorrent runs it without the service's environment (/etc/qbhook/env).
@@ -286,9 +286,9 @@ def hook(app: App, event, values):
     """
     import sqlite3
 
-    from qbhook.catalog.db import sqlite_failure, unwritable
+    from qbhook.catalog.db import connect, sqlite_failure, unwritable
     from qbhook.events.parse import parse_qbt_hook
-    from qbhook.events.queue import JobQueue
+    from qbhook.events.queue import INTAKE_BUSY_S, JobQueue
 
     why = unwritable(app.cfg.catalog)
     if why is not None:
@@ -297,8 +297,13 @@ def hook(app: App, event, values):
             "let qBittorrent run the HTTP hook instead (`qbhook setup qbittorrent`)"
         )
     ev = parse_qbt_hook(hook_fields(event, values))
+    # The HTTP intake's short wait, not the catalog's 60 s: qBittorrent starts one hook per torrent
+    # and waits for none, so behind a long scan each waited its 60 s (~27 MB each), as many at
+    # once as torrents were added, to lose the event anyway. Past it, one line and exit 75.
+    busy_s = INTAKE_BUSY_S
     try:
-        job, coalesced = JobQueue(app.catalog.conn, max_pending=app.cfg.server.max_pending).enqueue(ev)
+        conn = connect(app.cfg.catalog, busy_s=busy_s)
+        job, coalesced = JobQueue(conn, max_pending=app.cfg.server.max_pending, wait_s=busy_s).enqueue(ev)
     except (LockBusy, CatalogError) as e:  # opening the catalog: a writer held it past its wait
         raise _event_lost(e, event) from None
     except sqlite3.DatabaseError as e:  # queueing: the same, or a damaged catalog
