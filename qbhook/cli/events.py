@@ -397,6 +397,13 @@ def setup_qbittorrent(app: App, mode, hook_path, qbhook_path, instance, yes):
             continue  # rTorrent is wired by .rtorrent.rc lines: `qbhook setup rtorrent`
         if mode == "direct":
             _check_direct(client, app.cfg.catalog)  # before anything is asked or changed
+        if old := _splits_after_substituting(client):
+            echo_shown(
+                f"qbhook: warning: qBittorrent {client.name} is {old}, older than 4.5.0: it puts a torrent's "
+                "name into the command before splitting it, so a name with a quote or a space can shift "
+                "the hook's arguments; upgrade qBittorrent",
+                err=True,
+            )
         prefs = client.preferences()
         current = {k: prefs.get(k) for k in wanted}
         change = {k: v for k, v in wanted.items() if current.get(k) != v}
@@ -430,11 +437,27 @@ def setup_qbittorrent(app: App, mode, hook_path, qbhook_path, instance, yes):
     app.emit(out, human)
 
 
-# qBittorrent (Linux) runs its "external program" without a shell: it replaces every %X in the
-# line, then splits it at spaces outside double quotes and drops the quotes around an argument
-# (QProcess::splitCommand, Utils::String::splitCommand since 4.6). A double quote inside an
-# argument, a line break or a % cannot be carried; a space only between double quotes.
+# qBittorrent (Linux, 4.5.0 and newer) runs its "external program" without a shell: it splits the
+# line at spaces outside double quotes (QProcess::splitCommand, Utils::String::splitCommand since
+# 4.6), drops the double quotes around each argument, and only then replaces every %X inside each
+# argument: so "%N" is one argument whatever the name holds. Before 4.5.0 it replaced first and
+# split after, and a name with a quote or a space shifted the arguments (`setup` warns). Never wrap
+# the command in `sh -c '...'`: a name would then be shell code. In a path of ours a double quote,
+# a line break or a % cannot be carried; a space only between double quotes.
 _QBT_UNSAFE = {'"': "a double quote", "%": "a % (qBittorrent replaces %X in its command)"}
+
+
+def _splits_after_substituting(client) -> str | None:
+    """qBittorrent's version when it is older than 4.5.0 (see above), else None; None too when it
+    cannot be told (a version string of another shape: no warning is better than a wrong one)."""
+    import re
+
+    try:
+        text = client.version()
+    except QbhookError:
+        return None
+    numbers = tuple(int(n) for n in re.findall(r"\d+", text)[:2])
+    return text if len(numbers) == 2 and numbers < (4, 5) else None
 
 
 def _qbt_arg_problem(value: str) -> str | None:

@@ -169,6 +169,7 @@ def asked(monkeypatch):
 
     monkeypatch.setattr(QbtClient, "preferences", preferences)
     monkeypatch.setattr(QbtClient, "set_preferences", lambda self, change: calls.append(change))
+    monkeypatch.setattr(QbtClient, "version", lambda self: "v4.6.7")
     return calls
 
 
@@ -338,3 +339,25 @@ def test_hook_refuses_a_relative_content_path_as_bad_input(bed):
         assert JobQueue(c.conn).counts()["pending"] == 0
     finally:
         c.close()
+
+
+@pytest.mark.parametrize(
+    ("version", "warned"), [("v4.4.5", True), ("v4.5.0", False), ("v5.1.0beta1", False), ("unknown", False)]
+)
+def test_setup_warns_of_a_qbittorrent_that_substitutes_before_it_splits(bed, monkeypatch, asked, version, warned):
+    """R51: before 4.5.0 qBittorrent put %N into the command line before splitting it, so a name
+    with a quote or a space shifted the hook's arguments. `setup` says so in one line."""
+    cfg, _ = bed
+    monkeypatch.setattr(QbtClient, "version", lambda self: version)
+    r = CliRunner().invoke(main, ["--config", str(cfg), "setup", "qbittorrent"])
+    assert r.exit_code == 0, r.output
+    lines = [line for line in r.stderr.splitlines() if "warning" in line]
+    if warned:
+        assert lines == [
+            f"qbhook: warning: qBittorrent default is {version}, older than 4.5.0: it puts a torrent's name into "
+            "the command before splitting it, so a name with a quote or a space can shift the hook's arguments; "
+            "upgrade qBittorrent"
+        ]
+    else:
+        assert lines == []
+    assert asked == ["default"]  # shown as before, warned or not
