@@ -11,7 +11,12 @@
 # UTF-8 goes as NAME.hex, see form_body: it arrives byte-exact instead of costing the event).
 #
 # Settings (environment, or KEY=VALUE lines in $QBHOOK_HOOK_CONF, default: qbt-hook.conf
-# next to this script; the environment wins):
+# next to this script; the environment wins). A conf that exists but cannot be read, or a
+# QBHOOK_HOOK_CONF that names no file, is logged in one line, and the event still goes with
+# the environment and defaults (a try costs nothing; a failure then says the conf was not
+# read). A conf or token file that anyone but this user or root may write, or that another
+# user owns, is refused and nothing is sent: whoever can change it could point QBHOOK_URL
+# elsewhere and have the token (or the first line of any file this user reads) sent there.
 #   QBHOOK_URL         base URL of qbhook (default http://127.0.0.1:9797)
 #   QBHOOK_TOKEN       token sent as X-Qbhook-Token, or
 #   QBHOOK_TOKEN_FILE  file holding it (first line)
@@ -40,7 +45,6 @@ log_failure() {
 # (a file also sourced by a shell), one pair of matching quotes around the value. Any other
 # line is logged by its number, not its text (it may hold the token), and skipped.
 load_conf() {
-    [ -r "$1" ] || return 0
     cr=$(printf '\r') n=0
     while IFS= read -r line || [ -n "$line" ]; do
         n=$((n + 1))
@@ -116,11 +120,50 @@ trim() {
     trimmed=${trimmed%"${trimmed##*[![:blank:]]}"}
 }
 
+# Whether only this user (or root) can change file $1: its owner is this user or root, and
+# neither group nor others may write it (ls -ln, not stat: stat is not POSIX; -L: the file a
+# symlink names). Else returns 1 with the reason in unsafe_why.
+owned_safely() {
+    unsafe_why=
+    ls_out=$(ls -lLdn -- "$1" 2>/dev/null) || {
+        unsafe_why="ls -ln cannot show its owner and mode"
+        return 1
+    }
+    read -r mode _ owner _ <<EOF
+$ls_out
+EOF
+    me=$(id -u 2>/dev/null) || me=
+    case $mode in
+    ?????w* | ????????w*) unsafe_why="group or others may write it ($mode): chmod go-w it" ;;
+    *) [ "$owner" = 0 ] || [ "$owner" = "$me" ] || unsafe_why="it belongs to uid $owner, not to this user (uid ${me:-?}) or root" ;;
+    esac
+    [ -z "$unsafe_why" ]
+}
+
 case $0 in
 */*) conf_default=${0%/*}/qbt-hook.conf ;;
 *) conf_default=./qbt-hook.conf ;;
 esac
-load_conf "${QBHOOK_HOOK_CONF:-$conf_default}"
+conf=${QBHOOK_HOOK_CONF:-$conf_default}
+conf_note= # said again when the event then fails: the conf may be why
+if [ ! -e "$conf" ]; then
+    # No conf next to the script is normal (the environment holds the settings); a named one
+    # that is not there is a mistake, which silence turned into a wrong URL or no token.
+    if [ -n "${QBHOOK_HOOK_CONF-}" ]; then
+        conf_note="QBHOOK_HOOK_CONF $conf does not exist"
+    fi
+elif [ ! -f "$conf" ] || [ ! -r "$conf" ]; then
+    conf_note="cannot read conf $conf as uid $(id -u 2>/dev/null)"
+elif ! owned_safely "$conf"; then
+    log_failure "refusing conf $conf: $unsafe_why; nothing sent (the next sweep reconciles $1 ${4:-${2-}})"
+    exit 0
+else
+    load_conf "$conf"
+fi
+if [ -n "$conf_note" ]; then
+    log_failure "$conf_note: its settings are not used, trying with the environment and defaults"
+    conf_note="; $conf_note"
+fi
 
 event=${1-}
 case $event in
@@ -145,6 +188,11 @@ fi
 token=${QBHOOK_TOKEN-}
 if [ -z "$token" ] && [ -n "${QBHOOK_TOKEN_FILE-}" ]; then
     if [ -r "$QBHOOK_TOKEN_FILE" ]; then
+        if ! owned_safely "$QBHOOK_TOKEN_FILE"; then
+            log_failure "refusing QBHOOK_TOKEN_FILE $QBHOOK_TOKEN_FILE: $unsafe_why; nothing sent" \
+                "(the next sweep reconciles $event ${4:-${2-}})"
+            exit 0
+        fi
         IFS= read -r token <"$QBHOOK_TOKEN_FILE" || :
         token=$(printf '%s' "$token" | tr -d '\r') # files written on Windows
     else
@@ -153,6 +201,27 @@ if [ -z "$token" ] && [ -n "${QBHOOK_TOKEN_FILE-}" ]; then
 fi
 url=${QBHOOK_URL:-http://127.0.0.1:9797}
 url=${url%/}/hook/qbittorrent
+
+# Only the fields qbhook reads (qbhook.events.parse.parse_qbt_hook: event, K, I, J, F and
+# instance) are sent, each at most FIELD_MAX bytes: N, L, G, R, D, C and Z were sent too, and
+# a 100,000-byte name (qBittorrent allows any) made a 300 KB body, refused whole (413, the
+# hashes with it), and cost BusyBox awk a minute of CPU. A hash is 40 or 64 bytes and a path
+# at most PATH_MAX (4096); a longer value cannot be used, so it goes empty, said in one line
+# (an over-long F leaves the hashes to name the torrent). So the body stays under 80 KB: well
+# inside qbhook's server.max_body (256 KiB by default), one argv item for wget (128 KiB),
+# and seconds of awk at most, inside the deadline, which curl starts only once it has read it.
+FIELD_MAX=4096
+
+# Sets fitted to $2 (field $1's value), or to nothing when it is longer than FIELD_MAX bytes.
+fit() {
+    fitted=$2
+    # ${#} counts characters, and a character is 1 to 4 bytes: only a long value is measured.
+    [ "${#2}" -gt $((FIELD_MAX / 4)) ] || return 0
+    size=$(printf '%s' "$2" | wc -c | tr -d ' \t')
+    [ "$size" -gt "$FIELD_MAX" ] || return 0
+    fitted=
+    log_failure "$event: field $1 is $size bytes, more than the $FIELD_MAX qbhook takes; sent empty"
+}
 
 # Build "event=..&I=..&J=.." with every value byte percent-encoded: argv cannot hold NUL,
 # so NUL separates the values on the way through od, and awk turns each separator into
@@ -163,10 +232,9 @@ url=${url%/}/hook/qbittorrent
 # The check follows the UTF-8 standard (no overlongs, surrogates or values past U+10FFFF)
 # and compares two-digit lowercase hex as strings, so any POSIX awk (mawk, BusyBox) works.
 form_body() {
-    printf '%s\0' "$event" "${2-}" "${3-}" "${4-}" "${5-}" "${6-}" "${7-}" "${8-}" "${9-}" \
-        "${10-}" "${11-}" "${12-}" "${QBHOOK_INSTANCE-}" |
+    printf '%s\0' "$event" "$field_I" "$field_J" "$field_K" "$field_F" "$field_instance" |
         od -An -v -tx1 |
-        awk -v names="event I J K N L G F R D C Z instance" '
+        awk -v names="event I J K F instance" '
             function start() { pct = ""; hex = ""; ok = 1; need = 0; lo = "80"; hi = "bf" }
             function utf8(b) {
                 if (need > 0) {
@@ -211,13 +279,13 @@ send_curl() {
     # in /proc. The body goes on stdin because it may exceed the size of one argv item.
     # The last line is "CODE CONNECTS": 0 connects means nothing reached qbhook serve.
     if [ -d /dev/fd ]; then
-        form_body "$@" |
+        form_body |
             curl -sS -o - -w '\n%{http_code} %{num_connects}' --connect-timeout 2 --max-time "$DEADLINE" \
                 -H @/dev/fd/3 --data-binary @- -- "$url" 2>&1 3<<EOF
 $TOKEN_HEADER: $token
 EOF
     else
-        form_body "$@" |
+        form_body |
             curl -sS -o - -w '\n%{http_code} %{num_connects}' --connect-timeout 2 --max-time "$DEADLINE" \
                 -H "$TOKEN_HEADER: $token" --data-binary @- -- "$url" 2>&1
     fi
@@ -228,7 +296,7 @@ send_wget() {
     # would retry 20 times by default.
     tries=
     if wget --help 2>&1 | grep -q -e '--tries'; then tries=--tries=1; fi
-    body=$(form_body "$@")
+    body=$(form_body)
     # wget itself is the background job (not a subshell around it), so the watchdog's
     # kill reaches the process that holds the connection. No -T: the watchdog bounds the
     # whole call, and Debian's BusyBox 1.35 wget crashes (SIGSEGV) on -T.
@@ -258,17 +326,29 @@ send_wget() {
     return "$rc"
 }
 
+fit I "${2-}"
+field_I=$fitted
+fit J "${3-}"
+field_J=$fitted
+fit K "${4-}"
+field_K=$fitted
+fit F "${8-}"
+field_F=$fitted
+fit instance "${QBHOOK_INSTANCE-}"
+field_instance=$fitted
+subject="$event ${field_K:-$field_I}" # names the event in what is logged
+
 TOKEN_HEADER=X-Qbhook-Token
 if command -v curl >/dev/null 2>&1; then
     client=curl
-    out=$(send_curl "$@")
+    out=$(send_curl)
     status=$?
 elif command -v wget >/dev/null 2>&1; then
     client=wget
-    out=$(send_wget "$@")
+    out=$(send_wget)
     status=$?
 else
-    log_failure "neither curl nor wget found; $event ${4:-${2-}} not sent"
+    log_failure "neither curl nor wget found; $subject not sent$conf_note"
     exit 0
 fi
 
@@ -288,19 +368,19 @@ case $status:$code:$connects in
     # qbhook serve. Not any exit with 0 connects: a malformed URL (3), a scheme curl does not
     # speak (1) or a body it could not read (26) never tried to connect, and "is qbhook serve
     # running?" sent the reader to the wrong place; they take the last line, with curl's words.
-    log_failure "POST $url for $event ${4:-${2-}} failed: cannot connect, the event was not delivered" \
-        "(the next sweep reconciles it); is qbhook serve running and listening there (QBHOOK_URL)? $detail"
+    log_failure "POST $url for $subject failed: cannot connect, the event was not delivered" \
+        "(the next sweep reconciles it); is qbhook serve running and listening there (QBHOOK_URL)? $detail$conf_note"
     exit 0
     ;;
 28:* | 143:*)
     # curl's --max-time after connecting (28) or wget's watchdog (143): intake may still be
     # queueing it (it waits up to 60 s for a busy catalog), so "failed" would be a guess, and
     # often wrong. wget cannot tell a connect that hung from an answer that did.
-    log_failure "POST $url for $event ${4:-${2-}}: no answer within $DEADLINE s:" \
+    log_failure "POST $url for $subject: no answer within $DEADLINE s:" \
         "the event may or may not be queued (the next sweep reconciles it);" \
-        "if this repeats, see qbhook serve's log (a busy catalog?)"
+        "if this repeats, see qbhook serve's log (a busy catalog?)$conf_note"
     exit 0
     ;;
 esac
-log_failure "POST $url for $event ${4:-${2-}} failed (exit $status): $detail"
+log_failure "POST $url for $subject failed (exit $status): $detail$conf_note"
 exit 0

@@ -75,10 +75,20 @@ def sqlite_failure(e: BaseException, path: str | Path | None) -> QbhookError | N
     return CatalogError(f"{where}: {detail}")
 
 
+# How long a connection waits for another's write lock before SQLite says "database is locked".
+BUSY_S = 60.0
+
+
 def connect(
-    path: str | Path, *, readonly: bool = False, create: bool = True, check_same_thread: bool = True
+    path: str | Path,
+    *,
+    readonly: bool = False,
+    create: bool = True,
+    check_same_thread: bool = True,
+    busy_s: float = BUSY_S,
 ) -> sqlite3.Connection:
-    """The catalog at ``path``, migrated to the newest schema unless ``readonly``.
+    """The catalog at ``path``, migrated to the newest schema unless ``readonly``. ``busy_s``: how
+    long each statement (the migration's too) waits for another connection's write lock.
 
     ``create``: a missing catalog is made (with its tables); else, and always when ``readonly``,
     it is ``CatalogMissing`` and nothing is made, neither the file nor its folder. SQLite is
@@ -117,12 +127,14 @@ def connect(
         raise NotACatalog(path, _NOT_SQLITE)
     try:
         if create:
-            conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=check_same_thread)
+            conn = sqlite3.connect(path, timeout=busy_s, isolation_level=None, check_same_thread=check_same_thread)
         else:
             # A URI names the file percent-encoded: a '?', '#' or '%' in the path is part of it.
             uri = f"file:{quote(os.fsencode(path))}?mode={'ro' if readonly else 'rw'}"
-            conn = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None, check_same_thread=check_same_thread)
-        conn.execute("PRAGMA busy_timeout = 60000")
+            conn = sqlite3.connect(
+                uri, uri=True, timeout=busy_s, isolation_level=None, check_same_thread=check_same_thread
+            )
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_s * 1000)}")
         if _foreign(conn):  # asked before the first write: WAL mode is one
             conn.close()
             raise NotACatalog(path, "a SQLite file but not a qbhook catalog")

@@ -276,8 +276,8 @@ def hook(app: App, event, values):
     Run as a user who may not write the catalog (qBittorrent's own, when it is not root), it
     says so in one line and exits 74, making and changing nothing: qBittorrent ignores the
     status, so that line (qBittorrent's stderr: the journal under systemd) is all that tells
-    the event was lost. A catalog it cannot queue in (another writer holding it past the
-    60 s wait, a damaged file) is said the same way: the event is lost, never "try again".
+    the event was lost. A catalog it cannot queue in (another writer holding it past a 5 s
+    wait: exit 75; a damaged file: 74) is said the same way: the event is lost, never "try again".
 
     It reads no secret (no ``*_env`` variable, no ``*_file``): it only records the event, and
     qBittorrent runs it without the service's environment (/etc/qbhook/env).
@@ -286,9 +286,9 @@ def hook(app: App, event, values):
     """
     import sqlite3
 
-    from qbhook.catalog.db import sqlite_failure, unwritable
+    from qbhook.catalog.db import connect, sqlite_failure, unwritable
     from qbhook.events.parse import parse_qbt_hook
-    from qbhook.events.queue import JobQueue
+    from qbhook.events.queue import INTAKE_BUSY_S, JobQueue
 
     why = unwritable(app.cfg.catalog)
     if why is not None:
@@ -297,8 +297,13 @@ def hook(app: App, event, values):
             "let qBittorrent run the HTTP hook instead (`qbhook setup qbittorrent`)"
         )
     ev = parse_qbt_hook(hook_fields(event, values))
+    # The HTTP intake's short wait, not the catalog's 60 s: qBittorrent starts one hook per torrent
+    # and waits for none, so behind a long scan each waited its 60 s (~27 MB each), as many at
+    # once as torrents were added, to lose the event anyway. Past it, one line and exit 75.
+    busy_s = INTAKE_BUSY_S
     try:
-        job, coalesced = JobQueue(app.catalog.conn, max_pending=app.cfg.server.max_pending).enqueue(ev)
+        conn = connect(app.cfg.catalog, busy_s=busy_s)
+        job, coalesced = JobQueue(conn, max_pending=app.cfg.server.max_pending, wait_s=busy_s).enqueue(ev)
     except (LockBusy, CatalogError) as e:  # opening the catalog: a writer held it past its wait
         raise _event_lost(e, event) from None
     except sqlite3.DatabaseError as e:  # queueing: the same, or a damaged catalog
@@ -392,6 +397,13 @@ def setup_qbittorrent(app: App, mode, hook_path, qbhook_path, instance, yes):
             continue  # rTorrent is wired by .rtorrent.rc lines: `qbhook setup rtorrent`
         if mode == "direct":
             _check_direct(client, app.cfg.catalog)  # before anything is asked or changed
+        if old := _splits_after_substituting(client):
+            echo_shown(
+                f"qbhook: warning: qBittorrent {client.name} is {old}, older than 4.5.0: it puts a torrent's "
+                "name into the command before splitting it, so a name with a quote or a space can shift "
+                "the hook's arguments; upgrade qBittorrent",
+                err=True,
+            )
         prefs = client.preferences()
         current = {k: prefs.get(k) for k in wanted}
         change = {k: v for k, v in wanted.items() if current.get(k) != v}
@@ -425,11 +437,27 @@ def setup_qbittorrent(app: App, mode, hook_path, qbhook_path, instance, yes):
     app.emit(out, human)
 
 
-# qBittorrent (Linux) runs its "external program" without a shell: it replaces every %X in the
-# line, then splits it at spaces outside double quotes and drops the quotes around an argument
-# (QProcess::splitCommand, Utils::String::splitCommand since 4.6). A double quote inside an
-# argument, a line break or a % cannot be carried; a space only between double quotes.
+# qBittorrent (Linux, 4.5.0 and newer) runs its "external program" without a shell: it splits the
+# line at spaces outside double quotes (QProcess::splitCommand, Utils::String::splitCommand since
+# 4.6), drops the double quotes around each argument, and only then replaces every %X inside each
+# argument: so "%N" is one argument whatever the name holds. Before 4.5.0 it replaced first and
+# split after, and a name with a quote or a space shifted the arguments (`setup` warns). Never wrap
+# the command in `sh -c '...'`: a name would then be shell code. In a path of ours a double quote,
+# a line break or a % cannot be carried; a space only between double quotes.
 _QBT_UNSAFE = {'"': "a double quote", "%": "a % (qBittorrent replaces %X in its command)"}
+
+
+def _splits_after_substituting(client) -> str | None:
+    """qBittorrent's version when it is older than 4.5.0 (see above), else None; None too when it
+    cannot be told (a version string of another shape: no warning is better than a wrong one)."""
+    import re
+
+    try:
+        text = client.version()
+    except QbhookError:
+        return None
+    numbers = tuple(int(n) for n in re.findall(r"\d+", text)[:2])
+    return text if len(numbers) == 2 and numbers < (4, 5) else None
 
 
 def _qbt_arg_problem(value: str) -> str | None:

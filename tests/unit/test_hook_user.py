@@ -91,7 +91,7 @@ def test_hook_that_cannot_queue_says_the_event_is_lost_not_try_again(bed, monkey
     # hook again: the event was lost and nothing said so.
     import sqlite3
 
-    from qbhook.catalog import store
+    from qbhook.catalog import db
     from qbhook.errors import LockBusy
 
     cfg, _cat = bed
@@ -105,7 +105,7 @@ def test_hook_that_cannot_queue_says_the_event_is_lost_not_try_again(bed, monkey
         raise LockBusy("catalog x: database is locked", hint="another qbhook process is writing the catalog")
 
     if where == "opening":
-        monkeypatch.setattr(store.Catalog, "open", held)
+        monkeypatch.setattr(db, "connect", held)
     else:
         monkeypatch.setattr(JobQueue, "enqueue", enqueue)
     r = CliRunner().invoke(main, ["--config", str(cfg), "hook", "finished", *VALUES])
@@ -113,6 +113,36 @@ def test_hook_that_cannot_queue_says_the_event_is_lost_not_try_again(bed, monkey
     assert "Traceback" not in r.output and "try again" not in r.output
     assert r.stderr.startswith("qbhook: hook: ") and "this 'finished' event is lost" in r.stderr
     assert "qBittorrent does not retry a hook" in r.stderr
+
+
+def test_hook_behind_a_held_catalog_gives_up_within_seconds(bed):
+    """R51: the direct hook waited the catalog's 60 s (~27 MB each), one per added torrent, to lose
+    the event anyway. It waits the intake's INTAKE_BUSY_S, then says so: one line, exit 75."""
+    import sqlite3
+    import time
+
+    from qbhook.events.queue import INTAKE_BUSY_S
+
+    cfg, cat = bed
+    holder = sqlite3.connect(cat, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another writer (a scan) holding the catalog
+    try:
+        started = time.monotonic()
+        r = CliRunner().invoke(main, ["--config", str(cfg), "hook", "added", *VALUES])
+        took = time.monotonic() - started
+    finally:
+        holder.rollback()
+        holder.close()
+    assert r.exit_code == 75, r.output
+    assert INTAKE_BUSY_S <= took < INTAKE_BUSY_S + 10, took
+    line, hint = r.stderr.splitlines()
+    assert line == "qbhook: hook: the catalog's write lock stayed taken for 5 s: this 'added' event is lost", line
+    assert "qBittorrent does not retry a hook" in hint
+    c = Catalog.open(cat, create=False)
+    try:
+        assert JobQueue(c.conn).counts()["pending"] == 0
+    finally:
+        c.close()
 
 
 def fake_proc(root, *, uid: int, name: str = "qbittorrent-nox", port: int = 8080):
@@ -139,6 +169,7 @@ def asked(monkeypatch):
 
     monkeypatch.setattr(QbtClient, "preferences", preferences)
     monkeypatch.setattr(QbtClient, "set_preferences", lambda self, change: calls.append(change))
+    monkeypatch.setattr(QbtClient, "version", lambda self: "v4.6.7")
     return calls
 
 
@@ -308,3 +339,25 @@ def test_hook_refuses_a_relative_content_path_as_bad_input(bed):
         assert JobQueue(c.conn).counts()["pending"] == 0
     finally:
         c.close()
+
+
+@pytest.mark.parametrize(
+    ("version", "warned"), [("v4.4.5", True), ("v4.5.0", False), ("v5.1.0beta1", False), ("unknown", False)]
+)
+def test_setup_warns_of_a_qbittorrent_that_substitutes_before_it_splits(bed, monkeypatch, asked, version, warned):
+    """R51: before 4.5.0 qBittorrent put %N into the command line before splitting it, so a name
+    with a quote or a space shifted the hook's arguments. `setup` says so in one line."""
+    cfg, _ = bed
+    monkeypatch.setattr(QbtClient, "version", lambda self: version)
+    r = CliRunner().invoke(main, ["--config", str(cfg), "setup", "qbittorrent"])
+    assert r.exit_code == 0, r.output
+    lines = [line for line in r.stderr.splitlines() if "warning" in line]
+    if warned:
+        assert lines == [
+            f"qbhook: warning: qBittorrent default is {version}, older than 4.5.0: it puts a torrent's name into "
+            "the command before splitting it, so a name with a quote or a space can shift the hook's arguments; "
+            "upgrade qBittorrent"
+        ]
+    else:
+        assert lines == []
+    assert asked == ["default"]  # shown as before, warned or not

@@ -42,7 +42,7 @@ from qbhook.errors import BadRequest
 from qbhook.events.parse import parse_qbt_hook
 from qbhook.events.server import AuthConfig, create_app
 
-from .test_fuzz_intake import QBT_NAMES, argv_bytes, qbt_argv, script_form
+from .test_fuzz_intake import argv_bytes, qbt_argv, script_fields, script_form
 
 FUZZ_EXAMPLES = int(os.environ.get("QBHOOK_FUZZ_EXAMPLES", "10000"))
 SCRIPT_EXAMPLES = int(os.environ.get("QBHOOK_FUZZ_SCRIPT_EXAMPLES", "300"))
@@ -244,7 +244,7 @@ def test_fuzz_argv_through_the_real_script(tmp_path):
         assert result.returncode == 0 and result.stderr == b"", result.stderr
         [body] = server.bodies
         assert body == script_form(values)
-        assert _decode_form(body) == list(zip(QBT_NAMES, values))
+        assert _decode_form(body) == script_fields(values)
 
     case()
     server.shutdown()

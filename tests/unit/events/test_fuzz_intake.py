@@ -351,6 +351,13 @@ def test_fuzz_cross_seed_webhooks(tmp_path):
 # -- the qBittorrent hook's wire format --------------------------------------------------
 
 QBT_NAMES = ("event", "I", "J", "K", "N", "L", "G", "F", "R", "D", "C", "Z", "instance")
+# The ones the script sends (those qbhook reads), by their place in QBT_NAMES.
+SCRIPT_SENT = (0, 1, 2, 3, 7, 12)
+
+
+def script_fields(values) -> list[tuple[str, bytes]]:
+    """The (name, value) pairs hooks/qbt-hook.sh sends for these values, in its order."""
+    return [(QBT_NAMES[i], values[i]) for i in SCRIPT_SENT if i < len(values)]
 
 
 def script_form(values) -> bytes:
@@ -358,7 +365,7 @@ def script_form(values) -> bytes:
     value that is not UTF-8, ``NAME.hex=<hex>``. test_fuzz_hook_argv checks this against
     the real script."""
     parts = []
-    for name, raw in zip(QBT_NAMES, values):
+    for name, raw in script_fields(values):
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError:

@@ -8,6 +8,7 @@ import shutil
 import socket
 import statistics
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,7 +25,16 @@ pytestmark = pytest.mark.skipif(DASH is None, reason="dash is not installed")
 
 V1 = "8f3a1c2d4e5b6a7980c1d2e3f4a5b6c7d8e9f0a1"
 TOKEN = "tok-123"
-FIELD_ORDER = ["event", "I", "J", "K", "N", "L", "G", "F", "R", "D", "C", "Z", "instance"]
+# What the script sends: the fields qbhook reads (parse_qbt_hook), by their argument number
+# (0: the event; N, L, G, R, D, C and Z are not sent), then QBHOOK_INSTANCE.
+SENT = {"event": 0, "I": 1, "J": 2, "K": 3, "F": 7}
+FIELD_ORDER = [*SENT, "instance"]
+
+
+def sent(args, instance=b"") -> list[tuple[str, bytes]]:
+    raw = [a if isinstance(a, bytes) else a.encode() for a in args]
+    return [(name, raw[i] if i < len(raw) else b"") for name, i in SENT.items()] + [("instance", instance)]
+
 
 NASTY = [
     "plain name",
@@ -68,6 +78,15 @@ class Recorder(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+@pytest.fixture(autouse=True)
+def _umask():
+    """Files the tests write are 0644 whatever the caller's umask: the script refuses a conf or
+    token file that group or others may write."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
 
 
 @pytest.fixture
@@ -124,7 +143,7 @@ def test_nasty_names_arrive_byte_for_byte(server, tmp_path, name):
     assert path == "/hook/qbittorrent"
     assert headers["X-Qbhook-Token"] == TOKEN
     assert headers["Content-Type"] == "application/x-www-form-urlencoded"
-    assert received_fields(body) == list(zip(FIELD_ORDER, [a.encode() for a in args] + [b""]))
+    assert received_fields(body) == sent(args)
 
 
 def wire_fields(body: bytes) -> dict[str, bytes]:
@@ -139,16 +158,16 @@ def wire_fields(body: bytes) -> dict[str, bytes]:
 
 
 def test_non_utf8_bytes_survive(server, tmp_path):
-    name = b"bad \xff\xfe bytes \x80"
+    content = b"/bad \xff\xfe bytes \x80"
     args = [a.encode() for a in hook_args()]
-    args[4] = name
+    args[7] = content
     run_hook(args, env={"QBHOOK_URL": url(server), "QBHOOK_TOKEN": TOKEN}, cwd=tmp_path)
     [(_, _, body)] = server.requests
-    # The whole form decodes as UTF-8 (qbhook refuses it otherwise); N comes as hex.
+    # The whole form decodes as UTF-8 (qbhook refuses it otherwise); F comes as hex.
     for item in body.split(b"&"):
         unquote_to_bytes(item.partition(b"=")[2]).decode("utf-8")
-    assert b"&N.hex=62616420fffe20627974657320" in body
-    assert wire_fields(body)["N"] == name
+    assert b"&F.hex=2f62616420fffe20627974657320" in body
+    assert wire_fields(body)["F"] == content
     assert wire_fields(body)["K"] == V1.encode()
 
 
@@ -314,18 +333,18 @@ def _tool_dir(tmp_path, tools) -> str:
     return str(bin_dir)
 
 
-BASE_TOOLS = ["od", "awk", "tr", "cut", "date", "grep", "cat", "sleep"]
+BASE_TOOLS = ["od", "awk", "tr", "cut", "date", "grep", "cat", "sleep", "wc", "ls", "id"]
 
 
 def test_wget_fallback(server, tmp_path):
     path = _tool_dir(tmp_path, BASE_TOOLS + ["wget"])
     name = NASTY[3] + NASTY[4] + NASTY[13]
-    args = hook_args(name=name)
+    args = hook_args(name=name, content="/data/torrents/" + name)
     result = run_hook(args, env={"QBHOOK_URL": url(server), "QBHOOK_TOKEN": TOKEN}, cwd=tmp_path, path=path)
     assert result.returncode == 0 and result.stderr == b"", result.stderr
     [(_, headers, body)] = server.requests
     assert headers["X-Qbhook-Token"] == TOKEN
-    assert received_fields(body) == list(zip(FIELD_ORDER, [a.encode() for a in args] + [b""]))
+    assert received_fields(body) == sent(args)
 
 
 def test_wget_fallback_logs_http_errors(server, tmp_path, monkeypatch):
@@ -775,3 +794,165 @@ def test_busybox_userland(live_qbhook, drip, tmp_path):
     result = run_with(shell, str(tools), hook_args(), tmp_path=tmp_path, env={"QBHOOK_URL": drip.url})
     assert time.monotonic() - started < 5.0
     assert b"no answer within 4 s" in result.stderr
+
+
+# -- R51: a conf the hook cannot read or should not trust; a name of any length -------------
+#
+# Under dash and BusyBox sh (CONF_SHELLS).
+
+
+def said(result) -> list[str]:
+    return [line.split("qbt-hook: ", 1)[1] for line in result.stderr.decode().splitlines()]
+
+
+@pytest.mark.parametrize("shell", CONF_SHELLS)
+def test_a_named_conf_that_is_missing_is_said_and_the_event_still_goes(server, tmp_path, shell):
+    """It was skipped without a word: no token sent, and only a 401 (or "is qbhook serve
+    running?") to tell, for every event."""
+    missing = tmp_path / "typo.conf"
+    env = {"PATH": os.environ["PATH"], "QBHOOK_HOOK_CONF": str(missing), "QBHOOK_URL": url(server)}
+    result = subprocess.run(
+        [*CONF_SHELLS[shell], str(SCRIPT), *hook_args()], env={**env, "QBHOOK_TOKEN": TOKEN}, capture_output=True
+    )
+    why = f"QBHOOK_HOOK_CONF {missing} does not exist"
+    assert said(result) == [f"{why}: its settings are not used, trying with the environment and defaults"]
+    assert len(server.requests) == 1  # the environment had all it needs
+
+
+@pytest.mark.parametrize("shell", CONF_SHELLS)
+def test_a_conf_that_cannot_be_read_is_said_and_named_again_if_the_event_fails(tmp_path, shell):
+    """R51's repro: a 0600 conf of root's, the hook run as another user (nobody), no qbhook."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to run the hook as another user")
+    folder = Path(tempfile.mkdtemp(prefix="qbt-hook-"))  # tmp_path's parents are root's 0700
+    try:
+        folder.chmod(0o755)
+        script = folder / "qbt-hook.sh"
+        shutil.copy(SCRIPT, script)
+        script.chmod(0o755)
+        conf = folder / "hook.conf"
+        conf.write_text("QBHOOK_URL=http://127.0.0.1:9\nQBHOOK_TOKEN=secret\n")
+        conf.chmod(0o600)
+        env = {"PATH": os.environ["PATH"], "QBHOOK_HOOK_CONF": str(conf), "QBHOOK_URL": "http://127.0.0.1:9"}
+
+        def nobody():
+            os.setgid(65534)
+            os.setgroups([])
+            os.setuid(65534)
+
+        result = subprocess.run(
+            [*CONF_SHELLS[shell], str(script), *hook_args()],
+            env=env,
+            cwd=folder,
+            capture_output=True,
+            preexec_fn=nobody,
+            timeout=20,
+        )
+    finally:
+        shutil.rmtree(folder)
+    first, failed = said(result)
+    why = f"cannot read conf {conf} as uid 65534"
+    assert first == f"{why}: its settings are not used, trying with the environment and defaults"
+    assert "cannot connect" in failed and failed.endswith(f"; {why}")
+    assert b"secret" not in result.stderr
+
+
+LOOSE = {
+    "world-writable": (0o666, None, "group or others may write it (-rw-rw-rw-): chmod go-w it"),
+    "group-writable": (0o620, None, "group or others may write it (-rw--w----): chmod go-w it"),
+    "another user's": (0o600, 65534, "it belongs to uid 65534, not to this user (uid 0) or root"),
+}
+
+
+def loosen(path: Path, case: str) -> str:
+    mode, owner, why = LOOSE[case]
+    if owner is not None:
+        if os.geteuid() != 0:
+            pytest.skip("needs root, to give a file to another user")
+        os.chown(path, owner, -1)
+    path.chmod(mode)
+    return why
+
+
+@pytest.mark.parametrize("case", LOOSE)
+@pytest.mark.parametrize("shell", CONF_SHELLS)
+def test_a_conf_others_may_change_is_refused_and_nothing_sent(server, tmp_path, shell, case):
+    """R51: a mode-666 conf pointed QBHOOK_URL at an attacker and sent a 0600 file's first
+    line as the token. Now nothing is sent, and one line says why."""
+    secret = tmp_path / "private"
+    secret.write_text("first line of a private file\n")
+    secret.chmod(0o600)
+    conf = f"QBHOOK_URL={url(server)}\nQBHOOK_TOKEN_FILE={secret}\n".encode()
+    (tmp_path / "hook.conf").write_bytes(conf)
+    why = loosen(tmp_path / "hook.conf", case)
+    result = run_with_conf(shell, conf, tmp_path)
+    assert result.returncode == 0
+    assert said(result) == [
+        f"refusing conf {tmp_path / 'hook.conf'}: {why}; nothing sent (the next sweep reconciles added {V1})"
+    ]
+    assert server.requests == []
+
+
+@pytest.mark.parametrize("case", LOOSE)
+@pytest.mark.parametrize("shell", CONF_SHELLS)
+def test_a_token_file_others_may_change_is_refused_and_nothing_sent(server, tmp_path, shell, case):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    why = loosen(token_file, case)
+    conf = f"QBHOOK_URL={url(server)}\nQBHOOK_TOKEN_FILE={token_file}\n".encode()
+    result = run_with_conf(shell, conf, tmp_path)
+    assert said(result) == [
+        f"refusing QBHOOK_TOKEN_FILE {token_file}: {why}; nothing sent (the next sweep reconciles added {V1})"
+    ]
+    assert server.requests == []
+
+
+@pytest.mark.parametrize("shell", CONF_SHELLS)
+def test_a_conf_and_token_file_of_this_user_read_only_for_others_are_used(server, tmp_path, shell):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o644)
+    result = run_with_conf(shell, f"QBHOOK_URL={url(server)}\nQBHOOK_TOKEN_FILE={token_file}\n".encode(), tmp_path)
+    assert result.stderr == b""
+    assert server.requests[0][1]["X-Qbhook-Token"] == TOKEN
+
+
+LONG = 100_000  # bytes: qBittorrent takes a name of any length, and passes it as one argument
+
+
+@pytest.mark.parametrize("shell", CONF_SHELLS)
+def test_a_long_name_costs_nothing_and_the_event_arrives(live_qbhook, tmp_path, shell):
+    """R51: a 100,000-byte name was percent-encoded into N (and L, G, R, D), a 300 KB body the
+    intake refused whole (413, hashes lost), after BusyBox awk spent a minute on it. Fields
+    qbhook does not read are no longer sent: the event arrives, well within the deadline."""
+    base, events = live_qbhook
+    args = hook_args(event="finished", name="é" * (LONG // 2))
+    args[5] = args[6] = args[8] = args[9] = "x" * LONG  # L, G, R, D
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "QBHOOK_URL": base, "QBHOOK_TOKEN": TOKEN}
+    started = time.monotonic()
+    result = subprocess.run([*CONF_SHELLS[shell], str(SCRIPT), *args], env=env, capture_output=True, timeout=120)
+    took = time.monotonic() - started
+    assert result.stderr == b""
+    [event] = events
+    assert (event.hashes, event.paths) == ((V1,), (args[7],))
+    assert took < 4.0, took
+
+
+@pytest.mark.parametrize("shell", CONF_SHELLS)
+def test_a_field_past_4096_bytes_is_sent_empty_and_said(live_qbhook, tmp_path, shell):
+    """A hash is 40 or 64 bytes and a path at most PATH_MAX: a longer one cannot be used. F goes
+    empty (the hash still names the torrent) instead of costing the event, and one line says so."""
+    base, events = live_qbhook
+    content = "/data/" + "é" * 2100  # 4206 bytes, 2106 characters
+    args = hook_args(content=content)
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "QBHOOK_URL": base, "QBHOOK_TOKEN": TOKEN}
+    result = subprocess.run([*CONF_SHELLS[shell], str(SCRIPT), *args], env=env, capture_output=True, timeout=60)
+    assert said(result) == ["added: field F is 4206 bytes, more than the 4096 qbhook takes; sent empty"]
+    [event] = events
+    assert (event.hashes, event.paths) == ((V1,), ())
+    # A value of just 4096 bytes still goes whole.
+    fits = "/" + "x" * 4095
+    result = subprocess.run(
+        [*CONF_SHELLS[shell], str(SCRIPT), *hook_args(content=fits)], env=env, capture_output=True, timeout=60
+    )
+    assert result.stderr == b"" and events[-1].paths == (fits,)
