@@ -99,32 +99,7 @@ def connect(
     create = create and not readonly
     if create and not _is_folder(path.parent):
         raise CatalogFolderMissing(path.parent)
-    # SQLite opens whatever the path names: a folder was "unable to open database file", a FIFO
-    # "damaged" (exit 74), /dev/null a ROLLBACK error that hid the real one. stat, not open: a
-    # FIFO's stat never blocks.
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        # No folder to hold it is the config's fault (78) in every command, not "no catalog yet"
-        # (66), whose advice, `qbhook scan`, would then fail on that folder.
-        if not _is_folder(path.parent):
-            raise CatalogFolderMissing(path.parent) from None
-        if not create:
-            raise CatalogMissing(path) from None
-        st = None  # a new catalog: SQLite creates it
-    except OSError as e:  # a folder on the way this user may not enter, a name too long
-        raise CatalogUnwritable(f"cannot open catalog {path}: {e.strerror}") from None
-    if st is not None and not stat.S_ISREG(st.st_mode):
-        raise CatalogMisplaced(
-            f"catalog {path} is not a regular file", hint="point 'catalog:' in the config at a file (qbhook creates it)"
-        )
-    if st is not None and st.st_size == 0 and not create:
-        # An empty file (`touch`) is no catalog yet: migrating it would make one, from a command
-        # that only reads (``status``), answering "nothing" as if it were the real one.
-        raise CatalogMissing(path)
-    if st is not None and 0 < st.st_size < _SMALLEST_DATABASE:
-        # SQLite took a one-byte file for an empty database, which `scan` then overwrote.
-        raise NotACatalog(path, _NOT_SQLITE)
+    _looked_at(path, create)
     try:
         if create:
             conn = sqlite3.connect(path, timeout=busy_s, isolation_level=None, check_same_thread=check_same_thread)
@@ -154,6 +129,38 @@ def connect(
 _MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 _SMALLEST_DATABASE = 512  # a database file is whole pages (or none), of 512 bytes at least
 _NOT_SQLITE = "not a SQLite file, so not a qbhook catalog"
+
+
+def _looked_at(path: Path, create: bool) -> os.stat_result | None:
+    """``connect``'s checks of what ``path`` names before SQLite opens it (None: no file yet, to
+    be created); each refusal is its own error class."""
+    # SQLite opens whatever the path names: a folder was "unable to open database file", a FIFO
+    # "damaged" (exit 74), /dev/null a ROLLBACK error that hid the real one. stat, not open: a
+    # FIFO's stat never blocks.
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        # No folder to hold it is the config's fault (78) in every command, not "no catalog yet"
+        # (66), whose advice, `qbhook scan`, would then fail on that folder.
+        if not _is_folder(path.parent):
+            raise CatalogFolderMissing(path.parent) from None
+        if not create:
+            raise CatalogMissing(path) from None
+        return None  # a new catalog: SQLite creates it
+    except OSError as e:  # a folder on the way this user may not enter, a name too long
+        raise CatalogUnwritable(f"cannot open catalog {path}: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise CatalogMisplaced(
+            f"catalog {path} is not a regular file", hint="point 'catalog:' in the config at a file (qbhook creates it)"
+        )
+    if st.st_size == 0 and not create:
+        # An empty file (`touch`) is no catalog yet: migrating it would make one, from a command
+        # that only reads (``status``), answering "nothing" as if it were the real one.
+        raise CatalogMissing(path)
+    if 0 < st.st_size < _SMALLEST_DATABASE:
+        # SQLite took a one-byte file for an empty database, which `scan` then overwrote.
+        raise NotACatalog(path, _NOT_SQLITE)
+    return st
 
 
 def _sqlite_header(path: Path) -> bool:
