@@ -20,18 +20,30 @@ leads onto another filesystem (an event through a symlinked folder) therefore
 never leaves a file there. An existing marker is read anywhere, but only a
 regular file, never followed, owned by root (or this process's user) and writable
 by nobody else: a copy another user made at the root of a filesystem it owns is
-not a marker, and that filesystem is known by its mount (``mount:``).
+not a marker, and that filesystem is known by its mount (``mount:``), with one
+warning line naming the file, its owner and mode.
+
+A marker of another owner is still the filesystem's identity when the catalog
+already records that id at one of this filesystem's own mount points
+(``recorded``): NFS with root_squash shows root's marker as nobody's, and a pool
+first scanned as the service user is then run as root. Distrusting such a marker
+re-keys every file of the pool (every hash lost: days of rehashing). A copy
+planted on another filesystem is mounted elsewhere, so the recorded mount point
+tells the pool's own marker from the copy, and the copy is known by its mount.
+A marker this process has just written is its own, whatever owner the server
+gave it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
 import stat
 import subprocess
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +55,13 @@ MARKER_NAME = ".qbhook-fsid"
 ZFS_TYPES = ("zfs", "fuse.zfs")
 ZFS_PREFIX = "zfs:"  # the fsid of a ZFS dataset: this and its GUID
 USER_PREFIX = "mount:user:"  # the fsid of a user's FUSE mount (Mount.trusted false): this and where
+MARKER_PREFIX = "marker:"
+
+log = logging.getLogger(__name__)
+
+# fsid -> the mount point the catalog recorded for it (None: not recorded). The catalog's word
+# for which untrusted markers are its own (``identify``).
+Recorded = Callable[[str], str | None]
 
 
 @dataclass(frozen=True)
@@ -236,27 +255,25 @@ def _trusted_marker(st: os.stat_result) -> bool:
     return st.st_uid in (0, os.geteuid()) and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
-def _read_marker(dfd: int) -> tuple[bool, str | None]:
-    """(something is there, the id it holds if it is a trusted regular file with a valid id).
+def _read_marker(dfd: int) -> tuple[bool, str | None, os.stat_result | None]:
+    """(something is there, the id it holds if it is a regular file with a valid id, its stat).
     Whoever writes the mount's root folder can plant anything at the name: a device there is
     refused without being opened (``dirfd.open_file_at``: pinned, checked, then reopened, never
-    followed), and a file another user owns or may write is not read (``_trusted_marker``)."""
+    followed). Whether the file's owner and mode make it trusted is the caller's question
+    (``_trusted_marker``): a file of another owner may still be the catalog's own marker."""
     try:
         fd, st = open_file_at(MARKER_NAME, dfd, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
-        return False, None
+        return False, None, None
     except (NotRegular, OSError):
-        return True, None  # a device, a FIFO, a symlink (ELOOP) or unreadable: not a marker, not ours to replace
-    if not _trusted_marker(st):
-        os.close(fd)
-        return True, None  # another user's file: not a marker, not ours to replace (the mount's own identity)
+        return True, None, None  # a device, a FIFO, a symlink (ELOOP) or unreadable: not a marker, not ours to replace
     try:
         val = os.read(fd, 256).decode("ascii", "replace").strip()
     except OSError:
-        return True, None
+        return True, None, st
     finally:
         os.close(fd)
-    return True, (val if _MARKER_VALUE.fullmatch(val) else None)
+    return True, (val if _MARKER_VALUE.fullmatch(val) else None), st
 
 
 def _is_configured_root(dfd: int, roots: Iterable[str | os.PathLike]) -> bool:
@@ -276,7 +293,8 @@ def _is_configured_root(dfd: int, roots: Iterable[str | os.PathLike]) -> bool:
     return False
 
 
-def _write_marker(dfd: int) -> None:
+def _write_marker(dfd: int) -> str | None:
+    """A new marker at the folder open at ``dfd``: its id, or None if another process's came first."""
     val = uuid.uuid4().hex
     tmp = f"{MARKER_NAME}.{val}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dfd)
@@ -290,23 +308,61 @@ def _write_marker(dfd: int) -> None:
         try:
             os.link(tmp, MARKER_NAME, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
         except FileExistsError:
-            pass
+            return None
+        return val
     finally:
         os.unlink(tmp, dir_fd=dfd)
 
 
-def _marker_id(mountpoint: str, create: bool, marker_roots: Iterable[str | os.PathLike] = ()) -> str | None:
-    """The marker id at ``mountpoint``; written first when absent and ``mountpoint`` is a configured root."""
+_warned: set[tuple[str, int, int]] = set()  # (marker path, uid, mode) already said in this process
+
+
+def _warn_untrusted(mountpoint: str, st: os.stat_result) -> None:
+    """One line for a marker that is not trusted nor the catalog's own (never silent: its
+    filesystem is then known by its mount, a new identity for every file on it)."""
+    path = os.path.join(mountpoint, MARKER_NAME)
+    mode = stat.S_IMODE(st.st_mode)
+    if (path, st.st_uid, mode) in _warned:
+        return
+    _warned.add((path, st.st_uid, mode))
+    log.warning(
+        "%s is owned by uid %d with mode %04o and the catalog has not recorded its id here: not "
+        "trusted, the filesystem at %s is known by its mount (if this is the pool's own marker, "
+        "make it root's or qbhook's user's and writable by no one else)",
+        path,
+        st.st_uid,
+        mode,
+        mountpoint,
+    )
+
+
+def _marker_id(
+    mountpoint: str,
+    create: bool,
+    marker_roots: Iterable[str | os.PathLike] = (),
+    vouched: Callable[[str], bool] = lambda _id: False,
+) -> str | None:
+    """The marker id at ``mountpoint``; written first when absent and ``mountpoint`` is a configured root.
+
+    A marker of another owner (``_trusted_marker`` false) counts only if ``vouched`` (the catalog
+    records its id on this filesystem); otherwise it is said once (``_warn_untrusted``) and None."""
     try:
         dfd = open_walked(mountpoint)  # any mount point, not only a pool root: walked, never pinned
     except (OSError, ValueError, FolderRefused):
         return None
     try:
-        present, val = _read_marker(dfd)
-        if present or not create or not _is_configured_root(dfd, marker_roots):
+        present, val, st = _read_marker(dfd)
+        if not present and create and _is_configured_root(dfd, marker_roots):
+            written = _write_marker(dfd)
+            if written is not None:
+                return written  # ours, whatever owner an NFS server (root_squash) shows for it
+            present, val, st = _read_marker(dfd)
+        if val is None or st is None:
+            return None
+        if _trusted_marker(st) or vouched(val):
             return val
-        _write_marker(dfd)
-        return _read_marker(dfd)[1]
+        _warn_untrusted(mountpoint, st)
+        return None
     except OSError:
         return None
     finally:
@@ -324,7 +380,11 @@ def is_user_mount(fsid: str) -> bool:
 
 
 def shared_id(
-    was: int, ident: FsIdentity, mounts: list[Mount] | None = None, marker_roots: Iterable[str | os.PathLike] = ()
+    was: int,
+    ident: FsIdentity,
+    mounts: list[Mount] | None = None,
+    marker_roots: Iterable[str | os.PathLike] = (),
+    recorded: Recorded | None = None,
 ) -> FsIdentity | None:
     """The identity of device ``was`` (the st_dev the catalog last had for ``ident.fsid``) if it is
     still mounted and still says ``ident.fsid``: a second filesystem with the same id (btrfs
@@ -343,10 +403,25 @@ def shared_id(
     except FilesystemIdError:
         return None  # not mounted: a remount
     try:
-        other = identify(dev=was, create_marker=False, mounts=mounts, marker_roots=marker_roots)
+        other = identify(dev=was, create_marker=False, mounts=mounts, marker_roots=marker_roots, recorded=recorded)
     except FilesystemIdError:
         return None  # not readable as that id now: the id moved with its filesystem
     return other if other.fsid == ident.fsid else None
+
+
+def _vouch(recorded: Recorded | None, m: Mount, mounts: list[Mount]) -> Callable[[str], bool]:
+    """Does the catalog record marker id ``_id`` at one of the mount points of ``m``'s filesystem?
+    Any of its mounts, not only ``m``: which bind mount names a filesystem depends on the roots
+    the asker was given (``mount_for_dev``). A copy on another filesystem is mounted elsewhere."""
+    if recorded is None:
+        return lambda _id: False
+    here = {os.path.normpath(x.mountpoint) for x in mounts if x.dev == m.dev} | {os.path.normpath(m.mountpoint)}
+
+    def vouched(_id: str) -> bool:
+        where = recorded(MARKER_PREFIX + _id)
+        return where is not None and os.path.normpath(where) in here
+
+    return vouched
 
 
 def identify(
@@ -356,11 +431,14 @@ def identify(
     create_marker: bool = True,
     mounts: list[Mount] | None = None,
     marker_roots: Iterable[str | os.PathLike] = (),
+    recorded: Recorded | None = None,
 ) -> FsIdentity:
     """The identity of the filesystem with st_dev ``dev`` (or, without it, of ``path``'s stat).
 
     ``marker_roots``: the configured pool roots, the only directories a marker may be written
     in, and the tie-break between bind mounts of one filesystem (mount_for_dev).
+    ``recorded``: the catalog's mount point for an fsid (``Recorded``); a marker of another
+    owner is this filesystem's id only if the catalog records that id at one of its mount points.
     """
     if dev is None:
         if path is None:
@@ -383,7 +461,7 @@ def identify(
     top = m if m.root == "/" else next((x for x in mounts if x.dev == m.dev and x.root == "/"), None)
     if top is not None:
         # A bind mount of a subfolder shares the marker of the filesystem's real root.
-        mk = _marker_id(top.mountpoint, create_marker, marker_roots)
+        mk = _marker_id(top.mountpoint, create_marker, marker_roots, _vouch(recorded, m, mounts))
         if mk:
-            return FsIdentity(f"marker:{mk}", "marker", m.fstype, m.source, m.mountpoint, dev)
+            return FsIdentity(f"{MARKER_PREFIX}{mk}", "marker", m.fstype, m.source, m.mountpoint, dev)
     return FsIdentity(f"mount:{m.fstype}:{m.source}:{m.mountpoint}", "mount", m.fstype, m.source, m.mountpoint, dev)

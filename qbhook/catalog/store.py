@@ -343,7 +343,7 @@ class Catalog:
         cached = self._dev_cache.get(dev)
         if cached is not None:
             return cached
-        ident = fsid_mod.identify(dev=dev, marker_roots=self.marker_roots)
+        ident = fsid_mod.identify(dev=dev, marker_roots=self.marker_roots, recorded=self._recorded_mountpoint)
         mountpoint = os.fsencode(ident.mountpoint)
         # A row that already says all of this is not written again: every new process asks this
         # once per filesystem, and a write here would take the catalog's write lock (an explain
@@ -354,7 +354,9 @@ class Catalog:
         ).fetchone()
         if row is not None and row[4] is not None and row[4] != dev:
             # Moving the id to this device would make one (fs, inode) key of two files.
-            other = fsid_mod.shared_id(row[4], ident, marker_roots=self.marker_roots)
+            other = fsid_mod.shared_id(
+                row[4], ident, marker_roots=self.marker_roots, recorded=self._recorded_mountpoint
+            )
             if other is not None:
                 raise _shared_id_error(ident, other, self.marker_roots)
         if row is not None and tuple(row[1:]) == (ident.fstype, ident.source, mountpoint, dev):
@@ -383,6 +385,14 @@ class Catalog:
         self._dev_cache[dev] = fs
         self._fsid_cache[fs] = ident.fsid
         return fs
+
+    def _recorded_mountpoint(self, fsid: str) -> str | None:
+        """Where the catalog last saw filesystem ``fsid`` mounted (None: never seen). fsid asks it
+        of a marker another user owns: one the catalog already keys files by, at this mount,
+        is the pool's own (NFS root_squash shows root's as nobody's), not a copy planted on
+        another filesystem; distrusting it would re-key every file of the pool."""
+        row = self.conn.execute("SELECT mountpoint FROM filesystems WHERE fsid = ?", (fsid,)).fetchone()
+        return os.fsdecode(row[0]) if row is not None and row[0] else None
 
     def frozen(self, rows: dict, root_devs: dict[bytes, int]) -> FrozenCatalog:
         """A ``FrozenCatalog`` of ``rows`` ((fs, ino) -> row) and of the filesystems this connection knows,

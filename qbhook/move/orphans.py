@@ -47,16 +47,17 @@ are the thin side effects around it):
   until the run relocates onto it; ``qbhook resume``, or ``serve`` at its start, finishes the
   run), listed for a person by that run (``Report.protected``), never reclaimable nor counted in
   ``last_orphans``; it is *young* when written within ``scan.settle_seconds``;
-* every other file is an *orphan*: *not seeding* when it lies in a top-level folder of its
-  seeding root under which no torrent of any client has its save, download or content path
-  (``seeding_folders``: a root set one level too high holds the library beside the torrents;
-  a category folder whose torrents were all removed is one too, on purpose), reported apart,
-  never quarantined, outside the share guard; *still used by a library* when its inode has a link
-  outside the seeding roots (more links than the walk met), or when a library's symbolic link
-  reaches it (``library_link``: a symlink in a pool outside the seeding roots onto the file, or
-  onto a folder holding it, followed read-only: ``library_links``; its link count says nothing
-  of it), otherwise *reclaimable*; a reclaimable inode frees its size only when every link of
-  it is an orphan;
+* every other file is an *orphan*: *not seeding* when no torrent of any client has its save or
+  download path at or above it (``seeding_folders``: compared exactly, as listed and resolved,
+  never by a shared top-level folder nor case-folded: a root set one level too high holds the
+  library beside the torrents, and one torrent cross-seed saved into the library makes only its
+  own folder seeding, not the library; a category folder whose torrents were all removed is not
+  seeding either, on purpose), reported apart, never quarantined, outside the share guard;
+  *still used by a library* when its inode has a link outside the seeding roots (more links than
+  the walk met), or when a library's symbolic link reaches it (``library_link``: a symlink in a
+  pool outside the seeding roots onto the file, or onto a folder holding it, followed read-only:
+  ``library_links``; its link count says nothing of it), otherwise *reclaimable*; a reclaimable
+  inode frees its size only when every link of it is an orphan;
 * orphans are shown as items: the highest folder below a root whose files are all orphans
   of one kind, or the file itself.
 
@@ -143,8 +144,8 @@ if TYPE_CHECKING:
     from qbhook.move.fsops import HeldLink, HoldClock
 
 REFERENCED, PROTECTED, YOUNG, RECLAIMABLE, LIBRARY = "referenced", "protected", "young", "reclaimable", "library"
-# An orphan in a top-level folder of its seeding root under which no torrent of any client is
-# saved (``not_seeding``): reported, never quarantined (a library below a root set too high).
+# An orphan no torrent of any client has its save or download path above (``seeding_folders``):
+# reported, never quarantined (a library below a root set too high).
 NOT_SEEDING = "not_seeding"
 LEFTOVER = "leftover"  # a leftover view the journal still tracks (``leftovers``): never an orphan
 UNFINISHED = "unfinished"  # a file an unfinished run's plan makes or verifies (``unfinished_views``)
@@ -242,9 +243,9 @@ class References:
     # dangling link names) that reach it: which name of a hard-linked file a torrent uses
     # (``name_in_use``), not only that it uses the file.
     names: Mapping[tuple[int, int], tuple[str, ...]] = field(default_factory=dict)
-    # The save, download and content paths of every torrent of every client, whatever its state
-    # (each save and download path also resolved): which top-level folders of a seeding root
-    # are seeding folders (``not_seeding``). None: not known, every folder is one.
+    # The save and download paths of every torrent of every client, whatever its state, as listed
+    # and resolved: a file at or below one is in a seeding folder (``seeding_folders``), any other
+    # is ``not_seeding``. None: not known, every folder is one.
     anchors: frozenset[str] | None = None
 
     @cached_property
@@ -340,7 +341,8 @@ class Report:
     # nothing below it is reclaimable (``LibraryLinks.whole_roots``); shown as a warning.
     whole_roots: list[tuple[str, str]] = field(default_factory=list)
     unfinished_runs: tuple[int, ...] = ()  # runs that did not finish (``References.unfinished_runs``)
-    # Top-level folders of a seeding root no torrent is saved under (``seeding_folders``): their
+    # The highest folders below a seeding root that no torrent's save or download path lies at or
+    # below (``SeedingFolders.outside``; a file where every folder on its way holds one): their
     # orphans are items of kind NOT_SEEDING, reported with a hint, never quarantined.
     not_seeding: list[str] = field(default_factory=list)
 
@@ -521,7 +523,7 @@ def decide(
     counts: dict[str, int] = defaultdict(int)
     orphan_entries: list[Entry] = []
     protected: list[Protected] = []
-    seeding = seeding_folders(refs.anchors, {e.root for e in walk.entries})
+    seeding = seeding_folders(refs.anchors)
     not_seeding: set[str] = set()
     for e in walk.entries:
         c = classify(e, refs, now, settle_seconds)
@@ -530,8 +532,8 @@ def decide(
             protected.append(Protected(e.path, e.pool, e.size, m.reason()))
         elif c is None:
             key = (e.dev, e.ino)
-            if (top := _top_folder(e, seeding)) is not None:
-                c = NOT_SEEDING  # no torrent is saved under its top folder: never quarantined
+            if (top := seeding.outside(e)) is not None:
+                c = NOT_SEEDING  # no torrent is saved above it: never quarantined
                 not_seeding.add(top)
             elif e.nlink > seen_links[key] or library_link(e.path, refs, key) is not None:
                 c = LIBRARY
@@ -640,34 +642,60 @@ def unfinished_views(runs: Iterable) -> dict[str, int]:
     return out
 
 
-def seeding_folders(anchors: Iterable[str] | None, roots: Iterable[str]) -> dict[str, frozenset[str] | None]:
-    """Per seeding root, the names (``_fold``-ed) of its top-level entries under which a torrent
-    of some client is saved or has its content (``References.anchors``); None: all of them (a
-    torrent is saved in the root itself, or ``anchors`` is not known). A top-level folder no
-    torrent lies under is no seeding folder: a seeding root set one level too high holds the
-    library beside the torrents (TRaSH's /data/media with movies/ and torrents/), and every
-    library-only file there looked reclaimable. Conservative on purpose: a category folder whose
-    torrents were all removed is no seeding folder either, its files reported, not quarantined."""
-    out: dict[str, frozenset[str] | None] = {}
-    for root in roots:
-        r = root.rstrip("/") or "/"
-        if anchors is None or r in anchors:
-            out[root] = None
-            continue
-        prefix = r + "/" if r != "/" else "/"
-        out[root] = frozenset(_fold(a[len(prefix) :].split("/", 1)[0]) for a in anchors if a.startswith(prefix))
-    return out
+@dataclass(frozen=True)
+class SeedingFolders:
+    """Where torrents are saved (``References.anchors``): a file at or below one of ``anchors`` is
+    in a seeding folder. ``above``: every folder holding an anchor below it (the folders of the
+    way down to one), so the highest folder of an orphan that holds none can be named."""
+
+    anchors: frozenset[str] | None  # None: not known, every place is a seeding folder
+    above: frozenset[str] = frozenset()
+
+    def outside(self, e: Entry) -> str | None:
+        """None when ``e`` lies at or below an anchor; else the highest folder below ``e``'s root
+        holding ``e`` that no anchor lies at or below (``e``'s own path if every folder on its way
+        holds one): what a person is told is not seeding."""
+        if self.anchors is None:
+            return None
+        for up in _upward(e.path):  # a few set lookups per orphan, whatever the number of torrents
+            if up in self.anchors:
+                return None
+        r = e.root.rstrip("/")
+        at = r
+        for name in e.path[len(r) + 1 :].split("/"):
+            at = f"{at}/{name}"
+            if at not in self.above:
+                return at
+        return e.path
 
 
-def _top_folder(e: Entry, seeding: Mapping[str, frozenset[str] | None]) -> str | None:
-    """The top-level entry of ``e``'s root holding ``e`` (its path) when that is no seeding
-    folder (``seeding_folders``), else None."""
-    tops = seeding.get(e.root)
-    if tops is None:
-        return None
-    r = e.root.rstrip("/")
-    name = e.path[len(r) + 1 :].split("/", 1)[0]
-    return None if _fold(name) in tops else r + "/" + name
+def _upward(path: str):
+    """``path`` and each folder above it, up to ``/``."""
+    while True:
+        yield path
+        up = posixpath.dirname(path)
+        if up == path:
+            return
+        path = up
+
+
+def seeding_folders(anchors: Iterable[str] | None) -> SeedingFolders:
+    """The seeding folders of ``anchors`` (every torrent's save and download path, as listed and
+    resolved: ``References.anchors``). A file counts as seeding data only at or below one of them,
+    by the exact path (normalized, case-sensitive): a seeding root set one level too high holds
+    the library beside the torrents (TRaSH's /data/media with movies/ and torrents/), and every
+    library-only file there looked reclaimable. Not by a shared top-level folder: one torrent
+    cross-seed saved inside the library (no linkDir) made the whole library seeding; nor
+    case-folded: a library ``Movies/`` beside a category ``movies/`` is another folder on a
+    case-sensitive filesystem (on a case-insensitive one, a client spelling a folder in another
+    case makes it not seeding: reported, never quarantined). A torrent saved in the root itself
+    makes the whole root seeding. Conservative on purpose: a category folder whose torrents were
+    all removed is no seeding folder either, its files reported, not quarantined."""
+    if anchors is None:
+        return SeedingFolders(None)
+    anchors = frozenset(os.path.normpath(a) for a in anchors)
+    above = {up for a in anchors for up in _upward(posixpath.dirname(a))}
+    return SeedingFolders(anchors, frozenset(above))
 
 
 def _clients_seen(walk: Walk, status: dict[str, str], refs: References, roots: tuple[str, ...]) -> list[ClientSeen]:
@@ -968,7 +996,6 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
     maybe_missing: list[tuple[TorrentInfo, list[TorrentFile], tuple[str, ...], str]] = []
     found = _Found()
     unwanted: dict[str, set[str]] = defaultdict(set)  # base (save or download path) -> ``_unwanted`` below it
-    contents: set[str] = set()  # every torrent's content path (``References.anchors``)
     n = 0
     for c in clients:
         label = getattr(c, "name", "?")
@@ -981,7 +1008,7 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
             n += 1
             if t.state == "moving":
                 moving.append(t.name or t.hash)
-            save, bases = _places(t, fs, unwanted, contents)
+            save, bases = _places(t, fs, unwanted)
             complete = t.has_metadata and t.progress >= 1.0 and bool(fs) and all(f.wanted for f in fs)
             if complete and save:
                 paths = tuple(os.path.normpath(posixpath.join(save, f.name)) for f in fs)
@@ -1018,21 +1045,18 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
         partial_places=frozenset(found.partial_places | _spelled(unwanted)),
         names={k: tuple(v) for k, v in found.names.items()},
         # Every save and download path (``unwanted``'s keys: a few), as listed and resolved once.
-        anchors=frozenset(contents | unwanted.keys() | {_real(b) for b in unwanted}),
+        anchors=frozenset(unwanted.keys() | {_real(b) for b in unwanted}),
     )
 
 
-def _places(t: TorrentInfo, fs: list[TorrentFile], unwanted: dict[str, set[str]], contents: set[str]):
+def _places(t: TorrentInfo, fs: list[TorrentFile], unwanted: dict[str, set[str]]):
     """``t``'s save path and its bases (save and download paths, host spelling, normalized); each
-    base with where ``t`` keeps its skipped files below it into ``unwanted`` (``_unwanted``), its
-    content path into ``contents``."""
+    base with where ``t`` keeps its skipped files below it into ``unwanted`` (``_unwanted``)."""
     save = os.path.normpath(t.save_path) if t.save_path else ""
     bases = [b for b in (save, os.path.normpath(t.download_path) if t.download_path else "") if b]
     skipped = _unwanted(fs)
     for base in bases:
         unwanted[base] |= skipped
-    if t.content_path:
-        contents.add(os.path.normpath(t.content_path))
     return save, bases
 
 

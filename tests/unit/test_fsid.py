@@ -299,3 +299,108 @@ def test_two_filesystems_with_one_marker_are_told_to_delete_the_copy_not_the_poo
         assert f"{MARKER_NAME} at the root of {copy} (never a pool root's own)" in e.value.hint
     finally:
         cat.close()
+
+
+# -- a pool marker of another owner that the catalog already keys files by (review R55) ---------
+
+
+def _chown_marker_on_write(monkeypatch, uid):
+    """What an NFS server with root_squash does to the marker root writes: shows it as ``uid``'s."""
+    from qbhook.catalog import fsid
+
+    real = fsid._write_marker
+
+    def squashed(dfd):
+        val = real(dfd)
+        os.chown(MARKER_NAME, uid, uid, dir_fd=dfd, follow_symlinks=False)
+        return val
+
+    monkeypatch.setattr(fsid, "_write_marker", squashed)
+
+
+def test_a_pool_marker_chowned_after_the_first_scan_keeps_the_pools_row_and_hashes(tmpfs, tmp_path, caplog):
+    """R55: the marker of a pool first scanned as root (or as the service user, then run as root;
+    or root's, shown as nobody's by NFS root_squash) was no longer trusted: the pool got a new
+    ``mount:`` row, the old row lost its device, and every hash of the pool was lost. A marker
+    whose id the catalog records at this mount is the pool's own, whoever owns it."""
+    from qbhook.catalog.store import Catalog
+
+    pool = tmpfs("pool")
+    (pool / "a").write_bytes(b"a")
+    cat = Catalog.open(tmp_path / "cat.sqlite", marker_roots=[pool])
+    try:
+        fs = cat.fs_for_path(pool / "a")
+        cat.record_path(pool / "a", str(pool))
+        cat.store_hash(cat.inode_by_path(pool / "a").id, b"\1" * 32, os.stat(pool / "a"))
+    finally:
+        cat.close()
+    os.chown(pool / MARKER_NAME, 65534, 65534)
+    cat = Catalog.open(tmp_path / "cat.sqlite", marker_roots=[pool])  # a new process
+    try:
+        with caplog.at_level("WARNING", logger="qbhook.catalog.fsid"):
+            assert cat.fs_for_path(pool / "a") == fs
+        assert [(f.id, f.dev) for f in cat.filesystems()] == [(fs, os.stat(pool).st_dev)]
+        assert cat.inode_by_path(pool / "a").hash == b"\1" * 32
+        assert caplog.records == []  # the pool's own marker: nothing to say
+    finally:
+        cat.close()
+
+
+def test_a_never_seen_marker_of_another_owner_is_said_not_silently_dropped(tmpfs, caplog):
+    pool = tmpfs("pool")
+    (pool / MARKER_NAME).write_text("0123456789abcdef0123456789abcdef\n")
+    os.chown(pool / MARKER_NAME, 65534, 65534)
+    with caplog.at_level("WARNING", logger="qbhook.catalog.fsid"):
+        assert identify(pool, marker_roots=[pool]).kind == "mount"
+        assert identify(pool, marker_roots=[pool]).kind == "mount"
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1  # one line, not one per ask
+    assert str(pool / MARKER_NAME) in said[0] and "uid 65534" in said[0] and "mode 0644" in said[0]
+
+
+def test_a_marker_written_on_a_root_squashed_share_stays_the_pools_id(tmpfs, tmp_path, monkeypatch):
+    """root's marker on an NFS share with root_squash is nobody's from its first write: the write
+    itself is qbhook's (its id kept), and the catalog then knows it as the pool's own."""
+    from qbhook.catalog.store import Catalog
+
+    _chown_marker_on_write(monkeypatch, 65534)
+    pool = tmpfs("pool")
+    cat = Catalog.open(tmp_path / "cat.sqlite", marker_roots=[pool])
+    try:
+        fs = cat.fs_for_path(pool)
+        assert os.stat(pool / MARKER_NAME).st_uid == 65534
+        assert cat.fsid(fs) == "marker:" + (pool / MARKER_NAME).read_text().strip()
+    finally:
+        cat.close()
+    cat = Catalog.open(tmp_path / "cat.sqlite", marker_roots=[pool])
+    try:
+        assert cat.fs_for_path(pool) == fs and len(cat.filesystems()) == 1
+    finally:
+        cat.close()
+
+
+def test_a_copy_of_another_owners_pool_marker_on_another_filesystem_is_known_by_its_mount(tmpfs, tmp_path, caplog):
+    """The pool's own marker is nobody's (root_squash) and so is a copy the torrent user put at
+    the root of its nested mount: the catalog records the id at the pool's mount point, so the
+    pool keeps it and the copy is known by its mount (one warning), neither an error."""
+    from qbhook.catalog.store import Catalog
+
+    pool = tmpfs("pool")
+    (pool / "seeding").mkdir()
+    (pool / "seeding/a").write_bytes(b"a")
+    cat = Catalog.open(tmp_path / "cat.sqlite", marker_roots=[pool])
+    try:
+        fs = cat.fs_for_path(pool / "seeding/a")
+        os.chown(pool / MARKER_NAME, 65534, 65534)
+        inc = tmpfs("pool/seeding/incoming")
+        (inc / "b").write_bytes(b"b")
+        (inc / MARKER_NAME).write_bytes((pool / MARKER_NAME).read_bytes())
+        os.chown(inc / MARKER_NAME, 65534, 65534)
+        tmpfs("third")  # a mount change: the next ask identifies again
+        with caplog.at_level("WARNING", logger="qbhook.catalog.fsid"):
+            other = cat.fs_for_path(inc / "b")
+            assert cat.fs_for_path(pool / "seeding/a") == fs
+        assert other != fs and cat.fsid(other).startswith("mount:") and cat.fsid(fs).startswith("marker:")
+        assert [str(inc / MARKER_NAME) in r.getMessage() for r in caplog.records] == [True]
+    finally:
+        cat.close()

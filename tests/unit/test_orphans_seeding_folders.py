@@ -1,11 +1,15 @@
-"""Orphans only in seeding folders: a top-level folder of a seeding root under which no torrent of
-any client is saved (nor has its content) is no seeding folder (``orphans.seeding_folders``); its
-unreferenced files are reported as ``not_seeding``, never quarantined.
+"""Orphans only in seeding folders: a file no torrent of any client has its save or download path
+at or above is in no seeding folder (``orphans.seeding_folders``); such unreferenced files are
+reported as ``not_seeding``, never quarantined.
 
 Review R46: a seeding root set one level too high (TRaSH's /data/media, the parent of the
 library's movies/ and of torrents/) was accepted, and `orphans --quarantine --yes` moved a file
 that existed only in the library into holding: every path below a seeding root counted as
 seeding data, and the share guard did not trip (the torrents' bytes outweighed it).
+
+Review R55: the fix compared top-level folders, case-folded: a library ``Movies/`` beside a
+category ``movies/`` counted as seeding, and one torrent saved inside the library (cross-seed
+without linkDirs) made the whole library seeding. Paths are compared exactly now.
 """
 
 from __future__ import annotations
@@ -75,9 +79,73 @@ def test_a_torrent_saved_in_the_root_itself_makes_every_top_level_folder_a_seedi
     assert [(o.path, o.kind) for o in rep.orphans] == [(f"{R}/Gone/g.mkv", RECLAIMABLE)]
 
 
-def test_a_top_level_name_spelled_in_another_case_or_normalization_by_the_client_is_the_same_folder():
-    rep = run([e("Movies/Gone/g.mkv", 1), e("Movies/K/k.mkv", 2)], refs(["Movies/K/k.mkv"], ["movies"]))
-    assert [(o.path, o.kind) for o in rep.orphans] == [(f"{R}/Movies/Gone/g.mkv", RECLAIMABLE)]
+def test_a_library_folder_beside_a_category_folder_of_another_case_is_not_seeding():
+    """R55: ``Movies/`` (the library) and ``movies/`` (qBittorrent's category) are two folders on a
+    case-sensitive filesystem; case-folded, the library's own files were reclaimable."""
+    rep = run(
+        [e("movies/T/t.mkv", 1), e("movies/Gone/g.mkv", 3), e("Movies/Film (2020)/extra-only-in-library.mkv", 2)],
+        refs(["movies/T/t.mkv"], ["movies"]),
+    )
+    assert {o.path: o.kind for o in rep.orphans} == {
+        f"{R}/movies/Gone/g.mkv": RECLAIMABLE,
+        f"{R}/Movies/Film (2020)/extra-only-in-library.mkv": NOT_SEEDING,
+    }
+    assert rep.not_seeding == [f"{R}/Movies"]
+
+
+def test_one_torrent_saved_inside_the_library_makes_only_its_own_folder_seeding():
+    """R55: cross-seed (data-based, no linkDir) injects a torrent whose save path is a library
+    folder; the library's other files stay not seeding, the highest folder holding no save path
+    named for a person (not the library, which holds one)."""
+    rep = run(
+        [
+            e("torrents/movies/T/t.mkv", 1),
+            e("media/movies/X/x.mkv", 3),
+            e("media/movies/X/sample.mkv", 4),
+            e("media/movies/Film/only-in-library.mkv", 2, size=5000),
+            e("media/movies/loose.mkv", 5),
+        ],
+        refs(["torrents/movies/T/t.mkv", "media/movies/X/x.mkv"], ["torrents/movies", "media/movies/X"]),
+    )
+    assert {o.path: o.kind for o in rep.orphans} == {
+        f"{R}/media/movies/X/sample.mkv": RECLAIMABLE,  # in the torrent's own save folder
+        f"{R}/media/movies/Film/only-in-library.mkv": NOT_SEEDING,
+        f"{R}/media/movies/loose.mkv": NOT_SEEDING,
+    }
+    assert rep.not_seeding == [f"{R}/media/movies/Film", f"{R}/media/movies/loose.mkv"]
+    assert rep.pools["stash"].reclaimable_bytes == 100
+
+
+def test_an_orphan_left_in_a_category_folder_other_torrents_are_saved_in_is_still_reclaimable():
+    rep = run(
+        [e("torrents/movies/T/t.mkv", 1), e("torrents/movies/Removed/r.mkv", 2, size=7), e("torrents/tv/o.mkv", 3)],
+        refs(["torrents/movies/T/t.mkv"], ["torrents/movies", "torrents/tv"]),
+    )
+    assert {o.path: (o.kind, o.frees) for o in rep.orphans} == {
+        f"{R}/torrents/movies/Removed/r.mkv": (RECLAIMABLE, 7),
+        f"{R}/torrents/tv/o.mkv": (RECLAIMABLE, 100),
+    }
+    assert rep.not_seeding == []
+
+
+def test_a_save_path_above_the_seeding_root_makes_all_of_it_seeding():
+    rep = run([e("Gone/g.mkv", 1)], References(frozenset(), (), 1, anchors=frozenset({"/stash/data"})))
+    assert [(o.path, o.kind) for o in rep.orphans] == [(f"{R}/Gone/g.mkv", RECLAIMABLE)]
+
+
+def test_a_save_path_reached_through_a_symlink_counts_by_its_real_path(tmp_path):
+    """References.anchors holds each save path resolved too (``_real``): a save path that is a
+    symlink to the folder the walk meets by its real path makes that folder seeding."""
+    real = tmp_path / "real"
+    (real / "Gone").mkdir(parents=True)
+    os.symlink(real, tmp_path / "alias")
+    qbt = FakeQbt()
+    qbt.add(FakeTorrent("a" * 40, "T", str(tmp_path / "alias"), [("T/t.mkv", 1, 1)]))
+    anchors = orphans.references([qbt]).anchors
+    assert str(real) in anchors and str(tmp_path / "alias") in anchors
+    root = str(tmp_path)
+    entry = Entry(f"{real}/Gone/g.mkv", "stash", root, 1, 9, 100, 1, OLD, OLD)
+    assert orphans.seeding_folders(anchors).outside(entry) is None
 
 
 def test_quarantine_never_moves_a_library_only_file_below_a_seeding_root_set_too_high(tmpfs, tmp_path, monkeypatch):  # noqa: F811
@@ -107,11 +175,11 @@ def test_quarantine_never_moves_a_library_only_file_below_a_seeding_root_set_too
     assert (
         "not in a seeding folder (never quarantined):" in r.stdout and "extra" not in r.stdout.split("reclaimable")[0]
     )
-    warning = [line for line in r.stderr.splitlines() if "top-level folder" in line]
+    warning = [line for line in r.stderr.splitlines() if "save or download path" in line]
     assert warning == [
-        f"qbhook: warning: {media}/movies: no torrent of any client is saved under this top-level folder of a "
-        "seeding root, so nothing in it is quarantined (a library? check seeding_roots: a seeding root must "
-        "hold only torrent data)"
+        f"qbhook: warning: {media}/movies: no torrent of any client has its save or download path at or above "
+        "this folder of a seeding root, so nothing in it is quarantined (a library? check seeding_roots: a "
+        "seeding root must hold only torrent data)"
     ], r.stderr
     d = json.loads(CliRunner().invoke(main, ["--config", str(conf), "--json", "orphans"]).stdout)
     assert d["not_seeding"]["folders"] == [f"{media}/movies"]
