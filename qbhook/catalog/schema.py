@@ -446,6 +446,18 @@ WHEN old.mode IS NOT new.mode OR old.uid IS NOT new.uid OR old.gid IS NOT new.gi
 BEGIN UPDATE catalog_writes SET n = n + 1 WHERE id = 1; END;
 """
 
+# The newest (wall clock, CLOCK_BOOTTIME) pair qbhook read in each boot (``Journal.note_clock``,
+# at every run's start and end and every purge): what dates a hold of an earlier boot stamped
+# under a wall clock wrong at the time (restored from the last shutdown, before NTP synced), by
+# the same boot's later reading (``fsops.HeldLink.start``). One row per boot, replaced in place.
+BOOT_CLOCKS_DDL = """
+CREATE TABLE IF NOT EXISTS boot_clocks (
+    boot        TEXT PRIMARY KEY,        -- /proc/sys/kernel/random/boot_id
+    wall        REAL NOT NULL,           -- the wall clock at that reading
+    boottime    REAL NOT NULL            -- CLOCK_BOOTTIME at that reading, in that boot
+);
+"""
+
 # The tables every qbhook catalog has held since its first migration, and no later step drops:
 # how ``catalog.db`` tells a qbhook catalog from another program's SQLite file before it writes.
 FIRST_TABLES: frozenset[str] = frozenset(re.findall(r"^CREATE TABLE (\w+)", SCHEMA_V1, re.MULTILINE))
@@ -466,4 +478,5 @@ MIGRATIONS: tuple[str, ...] = (
     RUN_PROCESS_DDL,
     MIGRATION_8_REPAIR_DDL,
     OWNER_DDL,
+    BOOT_CLOCKS_DDL,
 )

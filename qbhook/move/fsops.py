@@ -3954,9 +3954,10 @@ class HeldLink:
         The grace is the only undo of an orphan's quarantine, and the wall clock alone is no
         measure of it: an RTC reading 2038 at boot, or an NTP step, ended every one at once (R42).
         A hold of this boot ends when the wall clock and CLOCK_BOOTTIME (which no clock step moves)
-        both say so; any other only on a wall clock that is plausible (``doubt``)."""
+        both say so; any other only on a wall clock that is plausible (``doubt``), counted from
+        ``start``: a stamp its own boot's later clock proves too early counts from later (R55)."""
         clock = now if isinstance(now, HoldClock) else HoldClock(now)
-        if clock.wall - self.since < grace_s:
+        if clock.wall - self.start(clock) < grace_s:
             return False
         if self.of_this_boot(clock):
             return clock.boottime - self.boottime >= grace_s
@@ -3965,17 +3966,39 @@ class HeldLink:
     def of_this_boot(self, clock: HoldClock) -> bool:
         return clock.boot is not None and self.boot == clock.boot and None not in (self.boottime, clock.boottime)
 
+    def start(self, clock: HoldClock) -> float:
+        """When its grace began, by the wall clock: ``since``, or, for a hold of an earlier boot,
+        later when that boot's newest reading qbhook recorded (``HoldClock.boots``) says so.
+
+        A wall clock restored at boot from the last shutdown (fake-hwclock, systemd-timesyncd's
+        clock file, a board without an RTC) reads as far behind as the machine was off, until NTP
+        steps it; a hold stamped before that step looks that much older, and at the next boot,
+        where CLOCK_BOOTTIME no longer relates to it, passed every check: a week off, a 7-day
+        grace, purged a day after the hold (R55). CLOCK_BOOTTIME is one count through the whole
+        boot, no step moves it, so a later reading (W, B) of the same boot dates the hold at
+        W - (B - boottime): exact if W was right, and W is likelier right than the hold's stamp
+        (later in the boot, so after NTP synced, if it ever did). A W still wrong, behind, dates it
+        too early, no worse than ``since``; ahead, too late: the hold waits longer. Hence the max:
+        each is the time the hold was made or earlier, if its clock was not ahead."""
+        seen = clock.boots.get(self.boot) if self.boot is not None and not self.of_this_boot(clock) else None
+        if seen is None or self.boottime is None:
+            return self.since
+        wall, up = seen
+        return max(self.since, wall - (up - self.boottime))
+
     def doubt(self, clock: HoldClock) -> str | None:
         """Why the wall clock cannot end this hold's grace now (None: it can, or the hold is of this
         boot, judged by CLOCK_BOOTTIME too): held later than the clock reads now (it went back), held
         before qbhook's own earlier records or before qbhook existed (held under a clock reset to
-        1970: no grace measured from there), or the clock jumped (``HoldClock.jumped``)."""
+        1970: no grace measured from there), or the clock jumped (``HoldClock.jumped``). ``start``
+        is the time judged: a stamp dated later by its own boot's clock is not a reset."""
         if self.of_this_boot(clock):
             return None
-        if self.since > clock.wall + HOLD_CLOCK_SKEW_S:
-            return f"held at {_utc(self.since)}, later than the clock reads now: the clock went back?"
-        if self.floor is not None and self.since < self.floor - HOLD_CLOCK_SKEW_S:
-            return f"held at {_utc(self.since)}, before qbhook's earlier records ({_utc(self.floor)}): a clock reset?"
+        start = self.start(clock)
+        if start > clock.wall + HOLD_CLOCK_SKEW_S:
+            return f"held at {_utc(start)}, later than the clock reads now: the clock went back?"
+        if self.floor is not None and start < self.floor - HOLD_CLOCK_SKEW_S:
+            return f"held at {_utc(start)}, before qbhook's earlier records ({_utc(self.floor)}): a clock reset?"
         return clock.jumped()
 
 
@@ -4019,6 +4042,9 @@ class HoldClock:
     boot: str | None = None  # ``boot_clock`` now
     boottime: float | None = None
     last_before_boot: float | None = None  # the newest time qbhook recorded before this boot began
+    # Each boot's newest (wall, CLOCK_BOOTTIME) qbhook recorded (``HeldLink.start``), by boot id:
+    # read in one query per purge (``Journal.hold_clock``), never one per hold.
+    boots: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     def jumped(self) -> str | None:
         """Why the wall clock is not believed (``CLOCK_JUMP_MAX_S``), or None. Compared with what
@@ -4038,7 +4064,8 @@ def clock_doubt(held: Iterable[HeldLink], clock: HoldClock, grace_s: float) -> s
     or None. What the purge, the executor's log and ``qbhook holding`` say."""
     why: dict[str, int] = {}
     for h in held:
-        if clock.wall - h.since >= grace_s or h.since > clock.wall + HOLD_CLOCK_SKEW_S:
+        start = h.start(clock)
+        if clock.wall - start >= grace_s or start > clock.wall + HOLD_CLOCK_SKEW_S:
             d = h.doubt(clock)
             if d is not None:
                 why[d] = why.get(d, 0) + 1

@@ -354,6 +354,21 @@ def _with_boot_clock(result: Any) -> Any:
     return result
 
 
+def _note_clock(c: sqlite3.Connection) -> None:
+    """Record (table ``boot_clocks``) this boot's (wall clock, CLOCK_BOOTTIME) now, unless a newer
+    pair of this boot is there (another process's, committed first): the latest reading of a
+    boot is the likeliest after NTP synced, what dates its holds at later boots
+    (``fsops.HeldLink.start``). Nothing where CLOCK_BOOTTIME or the boot id cannot be read."""
+    boot, up = boot_clock()
+    if boot is None:
+        return
+    c.execute(
+        "INSERT INTO boot_clocks(boot, wall, boottime) VALUES (?, ?, ?) ON CONFLICT(boot) DO UPDATE SET "
+        "wall=excluded.wall, boottime=excluded.boottime WHERE excluded.boottime >= boot_clocks.boottime",
+        (boot, time.time(), up),
+    )
+
+
 def held_link(sid: int, args: str, result: str, finished: Any, floor: float | None = None) -> HeldLink:
     """One held delete step's row as the purge's ``HeldLink``, each field checked for its type
     (ValueError naming the field): a journal row is input, the one place it is read. ``floor``:
@@ -405,6 +420,7 @@ class Journal:
                 " VALUES (?, 'running', ?, ?, ?, ?, ?)",
                 (time.time(), trigger, os.getpid(), socket.gethostname(), procs.identity(), text),
             )
+            _note_clock(c)
             return cur.lastrowid
 
     def finish_run(self, run: int, status: str, summary: dict) -> None:
@@ -414,6 +430,7 @@ class Journal:
                 "UPDATE runs SET status=?, finished_at=?, summary=? WHERE id=?",
                 (status, time.time(), _dumps_sorted(summary), run),
             )
+            _note_clock(c)
 
     def adopt_run(self, run: int) -> None:
         """A resumer takes over a run whose process died."""
@@ -749,6 +766,11 @@ class Journal:
         ).fetchone()
         return max(HOLD_EPOCH, t if isinstance(t, (int, float)) and t < LATEST_TIME else 0.0)
 
+    def note_clock(self) -> None:
+        """Record this boot's clocks now (``_note_clock``): a purge's, besides each run's."""
+        with Tx(self.conn) as c:
+            _note_clock(c)
+
     def hold_clock(self, now: float | None = None) -> HoldClock:
         """The clocks a purge judges holds by (``fsops.HoldClock``), read once: the wall clock (or
         ``now``), this boot's clock, and the newest time a run recorded before this boot began by
@@ -763,7 +785,18 @@ class Journal:
                 "WHERE typeof(t) IN ('integer', 'real') AND t < ?",
                 (wall - up,),
             ).fetchone()
-        return HoldClock(wall, boot, up, last)
+        return HoldClock(wall, boot, up, last, self._boot_clocks())
+
+    def _boot_clocks(self) -> dict[str, tuple[float, float]]:
+        """Each boot's newest recorded (wall, CLOCK_BOOTTIME) (``_note_clock``), in one read; a row
+        that is not two times is left out (its boot's holds count from their own stamps)."""
+        out = {}
+        for boot, wall, up in self.conn.execute("SELECT boot, wall, boottime FROM boot_clocks"):
+            try:
+                out[boot] = (finite(wall, 0.0, LATEST_TIME), finite(up, 0.0, LATEST_TIME))
+            except ValueError:
+                continue
+        return out
 
     def mark_purged(self, step_id: int) -> None:
         """Record that the held link of this delete step is gone (purged, or found already absent)."""

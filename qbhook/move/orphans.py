@@ -1743,7 +1743,7 @@ class Held:
     step: int
     path: str
     since: float
-    expires: float
+    expires: float  # by the wall clock, from when its grace began (``HeldLink.start``)
     ino: int | None
     origin: str | None  # where it was before it was held
     expired: bool = False  # its grace is over by every clock the purge asks (``HeldLink.expired``)
@@ -1756,7 +1756,7 @@ def holding(cfg, catalog) -> list[Held]:
     grace, journal = cfg.policy.grace_period, Journal(catalog.conn)
     clock = journal.hold_clock()
     return [
-        Held(h.key, h.path, h.since, h.since + grace, h.ino, h.origin, h.expired(grace, clock))
+        Held(h.key, h.path, h.since, h.start(clock) + grace, h.ino, h.origin, h.expired(grace, clock))
         for h in journal.held_links()
     ]
 
@@ -2009,4 +2009,8 @@ def purge_expired(
     from qbhook.move.locks import executor_lock
 
     with executor_lock(cfg, lock_wait):
-        return purge_held(cfg, catalog, Journal(catalog.conn), clients, now=now)
+        journal = Journal(catalog.conn)
+        # A timer's purge may be the only qbhook of a boot after NTP synced: its clocks date this
+        # boot's holds at later boots (``fsops.HeldLink.start``). A run records its own.
+        journal.note_clock()
+        return purge_held(cfg, catalog, journal, clients, now=now)
