@@ -62,6 +62,7 @@ from qbhook.config import PolicyConfig
 from qbhook.decide import converge
 from qbhook.decide.facts import (
     MAX_LINK_HOPS,
+    NESTED,
     ContentKey,
     InodeFact,
     InodeKey,
@@ -327,6 +328,7 @@ def decide(
 
     blockers = (
         symlink_blockers(snap, full, src, tgt)
+        + nested_blockers(snap, full, src, tgt)
         + reached_blockers(snap, group)
         + library_blockers(snap)
         + skipped_blockers(full, snap)
@@ -522,6 +524,50 @@ def symlink_blockers(snap: Snapshot, group: list[TorrentFact], src: PoolFact, tg
                         seen.add(p)
                         out.append(f"{t.name}: symlink in the {side} path: {p} -> {snap.symlinks[p]}")
     return out
+
+
+def nested_blockers(snap: Snapshot, group: list[TorrentFact], src: PoolFact, tgt: PoolFact) -> list[str]:
+    """At most one line (``facts.NESTED``): a file of the group, or a folder it would be copied or linked
+    into, is in a dataset mounted below its seeding root. A group that stays for another reason says
+    that reason instead: only a move would act there (a convergence leaves such files out itself,
+    ``converge.plan_group``)."""
+    line = nested_source(snap, group, src)
+    return [line] if line is not None else nested_destination(snap, group, src, tgt)
+
+
+def nested_source(snap: Snapshot, group: list[TorrentFact], src: PoolFact) -> str | None:
+    """The one line (``facts.NESTED``) of the group's first file that is on another filesystem than
+    the seeding root holding its save path: the executor would copy it, then refuse to hide, relink
+    or delete it through that mount point, every run. By the inode's filesystem id, already known:
+    a comparison per file, the root looked up once per torrent."""
+    inodes = snap.inodes
+    for t in group:
+        root = src.root_of(t.save_path)
+        own = src.fsid_of_root(root) if root is not None else ""
+        if not own:
+            continue
+        for f in t.files:
+            i = inodes.get(f.inode) if f.inode is not None else None
+            if i is not None and i.fsid != own:
+                return NESTED.format(path=f.path, root=root)
+    return None
+
+
+def nested_destination(snap: Snapshot, group: list[TorrentFact], src: PoolFact, tgt: PoolFact) -> list[str]:
+    """One line (``facts.NESTED``) when a destination of the group is in a folder on another filesystem
+    than its seeding root (``Snapshot.nested_destinations``): the first copy would be refused."""
+    nested = snap.nested_destinations
+    if not nested:
+        return []
+    for t in group:
+        new_save = _mapped(t.save_path, src, tgt)
+        for f in t.files:
+            if not is_relative_path(f.rel):
+                continue  # file_blockers' (and names no place)
+            folder = nested.get(posixpath.dirname(posixpath.join(new_save, f.rel)))
+            if folder is not None:
+                return [NESTED.format(path=folder, root=tgt.root_of(folder) or tgt.seeding_root)]
+    return []
 
 
 def reached_blockers(snap: Snapshot, group: list[TorrentFact]) -> list[str]:
