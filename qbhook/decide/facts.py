@@ -17,7 +17,7 @@ import posixpath
 import stat as stat_mod
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from qbhook.catalog.library_links import NO_LINKS, LibraryLinks
 from qbhook.catalog.torrents import MISSING_GRACE_S
@@ -258,6 +258,19 @@ class PoolFact:
     def root_of(self, path: str) -> str | None:
         """The seeding root of this pool that holds ``path`` (None: none does)."""
         return root_holding(self.seeding_roots)(path)  # is_within's rule, the roots normalised once
+
+    def seen_from(self, folders: Iterable[str]) -> PoolFact:
+        """This pool with ``seeding_fsid`` the filesystem of the seeding root holding ``folders`` (a
+        group's save paths, or where they go), for the rules that look for copies a link can reach
+        (the planner's donors, the hashes a demotion asks for): a second seeding root may be a
+        dataset of its own (``NESTED``'s advice), and a donor on the first root's filesystem
+        failed the link every run. Itself when that is the first root's, or not known; ``seeding_fsid``
+        "" (no copy anywhere) when roots of two filesystems hold them."""
+        if not self.more_seeding_roots:
+            return self
+        fsids = {self.fsid_of_root(r) for f in folders if (r := self.root_of(f)) is not None} - {""}
+        fs = fsids.pop() if len(fsids) == 1 else ("" if fsids else self.seeding_fsid)
+        return self if fs == self.seeding_fsid else replace(self, seeding_fsid=fs)
 
 
 @dataclass(frozen=True)

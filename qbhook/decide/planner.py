@@ -263,7 +263,7 @@ def decide(
         if why_not:
             gp.reason = "policy: " + why_not
             return gp
-        consumer = _consumer_elsewhere(snap, shared, src)
+        consumer = _consumer_elsewhere(snap, shared, src.seen_from([t.save_path for t in group]))
         if consumer:
             gp.reason = f"same content is used by a library on {src.name} ({consumer}); not demoting a duplicate"
             return gp
@@ -271,7 +271,7 @@ def decide(
             gp.reason = used
             return gp
         tgt = snap.cold
-        donors = _donors_tied(snap, shared, inodes.values(), tgt)
+        donors = _donors_tied(snap, shared, inodes.values(), _going_to(group, src, tgt))
         if why := _access_kept_apart(snap, inodes.values(), donors, "demoted"):
             gp.reason = why
             return gp
@@ -289,7 +289,7 @@ def decide(
             gp.reason = "seed-only on the cold pool (" + "; ".join(blockers[:2]) + ")"
             return gp
         tgt = snap.primary
-        donors = _donors_tied(snap, shared, inodes.values(), tgt)
+        donors = _donors_tied(snap, shared, inodes.values(), _going_to(group, src, tgt))
         if not donors:
             gp.reason = f"seed-only data on {src.name}: nothing on {tgt.name} shares its content"
             return gp
@@ -299,7 +299,7 @@ def decide(
         # promote linking from it plans against data leaving /stash. Both planned in one run, each
         # deleted the other's link source, and both waited forever (R44); counted, it also tied this
         # payload to that one on the pool it is to be freed from. Its content counts as missing here.
-        donors = _donors_tied(snap, shared, inodes.values(), tgt, _consumed)
+        donors = _donors_tied(snap, shared, inodes.values(), _going_to(group, src, tgt), _consumed)
         if not donors:
             gp.reason = (
                 f"same content on {tgt.name} is only other torrents' seed data; "
@@ -765,6 +765,13 @@ def tag_changes(snap: Snapshot, plan: Plan, tag: str) -> list[tuple[str, str, st
         elif not want and tag in t.tags:
             out.append((instance, h, "remove"))
     return out
+
+
+def _going_to(group: list[TorrentFact], src: PoolFact, tgt: PoolFact) -> PoolFact:
+    """``tgt`` as seen from the group's new save paths (``PoolFact.seen_from``): where its donors are."""
+    if not tgt.more_seeding_roots:
+        return tgt  # one root: nothing to map
+    return tgt.seen_from([_mapped(t.save_path, src, tgt) for t in group])
 
 
 def _copies_on(snap: Snapshot, content: ContentKey | None, fsid: str) -> list[InodeKey]:

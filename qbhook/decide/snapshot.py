@@ -685,9 +685,11 @@ class SnapshotBuilder:
                 if policy_blocks_demote(group, self.cfg.policy, now, after_event=self.after_event):
                     continue
                 self._movable = True
-                need |= self._demotion_hashes(facts, cold, now, need)
+                to = _seen_from(cold, primary, group)  # where the planner looks for donors
+                need |= self._demotion_hashes(facts, to, now, need)
             else:
-                cands = self._same_size_on(primary.seeding_fsid, facts)
+                to = _seen_from(primary, cold, group)
+                cands = self._same_size_on(to.seeding_fsid, facts)
                 if cands:
                     self._movable = True  # a promotion may be: its content on the primary pool
                     need |= {self._inode_ids[k] for k in keys} | cands
@@ -1027,6 +1029,13 @@ def _root_space(root, p) -> tuple[Space, os.stat_result]:
         raise QbhookError(
             f"seeding root {root} of pool {p.name}: {e}", hint="qbhook never follows links below a pool root"
         ) from None
+
+
+def _seen_from(tgt: PoolFact, src: PoolFact, group: list[TorrentFact]) -> PoolFact:
+    """``tgt`` as seen from where ``group`` goes (``PoolFact.seen_from``): ``planner._going_to``'s rule."""
+    if not tgt.more_seeding_roots:
+        return tgt  # one root: nothing to map (a mapping a torrent, on every group of every build)
+    return tgt.seen_from([map_to_pool(t.save_path, src, tgt) for t in group])
 
 
 def _pool_of(path: str, pools: tuple[PoolFact, ...]) -> PoolFact | None:

@@ -210,3 +210,37 @@ def test_config_check_warns_of_a_dataset_mounted_below_a_seeding_root(tmp_path, 
     )
     r = env.run("config", "check", expect=None)  # (both pools on tmp_path's filesystem is a problem too)
     assert f"WARNING: {line}" in r.stderr
+
+
+@pytest.fixture
+def own_roots(tmpfs, tmp_path):  # noqa: F811
+    """Each pool's second seeding root a dataset of its own (stash/tv onto pool/tv)."""
+    stash, pool = tmp_path / "stash", tmp_path / "pool"
+    data = config_data(tmp_path / "cat.sqlite", stash, pool, seeding="torrents/seeding")
+    for name, top in (("stash", stash), ("pool", pool)):
+        data["seeding_roots"][name] = [data["seeding_roots"][name], str(top / "tv")]
+    world = _world(tmpfs, tmp_path, parse_config(data, env={}))
+    tmpfs("stash/tv")
+    tmpfs("pool/tv")
+    yield world
+    world.cat.close()
+
+
+def test_a_demote_into_a_second_root_of_its_own_links_only_from_that_roots_filesystem(own_roots):
+    w = own_roots
+    save, on_tv, on_main = str(w.stash / "tv"), str(w.pool / "tv" / "old"), os.path.join(w.seed_p, "old")
+    write(os.path.join(save, "Show/ep.mkv"), BIG, mtime_ns=OLD)
+    w.qbt.add(FakeTorrent(HA, "Show", save, [("Show/ep.mkv", len(BIG), 1)], tags={"~noHL"}))
+    # The same content seeded on the cold pool twice: on its first root's filesystem, and on the
+    # dataset the demote goes to. Only the second can be linked into /pool/tv.
+    for h, where in ((HB, on_main), ("c" * 40, on_tv)):
+        write(os.path.join(where, "Show/ep.mkv"), BIG, mtime_ns=OLD if where == on_main else OLD + 1)
+        w.qbt.add(FakeTorrent(h, "Show", where, [("Show/ep.mkv", len(BIG), 1)]))
+    plan = _plan(w)
+    (g,) = [g for g in plan.groups if HA in g.torrents]
+    assert g.action == Action.DEMOTE, g.reason
+    summary = w.executor().apply(plan)
+    assert summary.groups_failed == {}
+    moved = os.lstat(w.pool / "tv" / "Show/ep.mkv")
+    donor = os.lstat(os.path.join(on_tv, "Show/ep.mkv"))
+    assert (moved.st_dev, moved.st_ino) == (donor.st_dev, donor.st_ino)
