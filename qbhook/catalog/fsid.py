@@ -128,6 +128,21 @@ def read_mounts() -> list[Mount]:
         return parse_mountinfo(f.read())
 
 
+def mounts_below(roots: Iterable[str | os.PathLike], mounts: list[Mount] | None = None) -> list[tuple[str, str]]:
+    """(root, mount point) of each mount point of the mount table strictly below one of ``roots``,
+    in the table's order, each once (a folder mounted over twice is one place). What ``config check``
+    warns of below a seeding root: ``move.fsops`` never acts through a mount point below a root."""
+    mounts = read_mounts() if mounts is None else mounts
+    norm = [os.path.normpath(os.fspath(r)) for r in roots]
+    out: list[tuple[str, str]] = []
+    for m in mounts:
+        at = os.path.normpath(m.mountpoint)
+        root = next((r for r in norm if at != r and is_within(at, r)), None)
+        if root is not None and (root, at) not in out:
+            out.append((root, at))
+    return out
+
+
 def _root_devs(roots: Iterable[str | os.PathLike]) -> list[tuple[str, int]]:
     """(absolute path, st_dev) of each configured root that is a real folder (never followed)."""
     out = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from qbhook.catalog.fsid import mounts_below
 from qbhook.cli.app import App, echo_shown, main, pass_app
 from qbhook.config import check_paths, describe, path_warnings, seeding_root_warnings
 from qbhook.errors import ConfigError, ExitCode
@@ -26,7 +27,7 @@ def config_check(app: App):
     """
     cfg, unread = _with_secrets(app)
     problems = unread + check_paths(cfg)
-    warnings = path_warnings(cfg) + seeding_root_warnings(cfg)
+    warnings = path_warnings(cfg) + seeding_root_warnings(cfg) + nested_mount_warnings(cfg)
     data = describe(cfg)
     data["problems"] = problems
     data["warnings"] = warnings
@@ -48,6 +49,21 @@ def config_check(app: App):
     app.emit(data, human)
     if problems:
         sys.exit(ExitCode.CONFIG)
+
+
+def nested_mount_warnings(cfg, mounts=None) -> list[str]:
+    """One line per filesystem mounted below a seeding root (``fsid.mounts_below``, the mount table
+    as ``/proc/self/mountinfo`` lists it now): qbhook never moves nor converges a file there
+    (``decide.facts.NESTED``), so its torrents stay where they are, every sweep."""
+    out = []
+    for p in cfg.pools:
+        for root, at in mounts_below([str(r) for r in p.seeding_roots], mounts):
+            out.append(
+                f"seeding_roots.{p.name}: {at} is another filesystem (a dataset mounted below seeding root {root}): "
+                f"nothing in it is moved or converged; configure it as its own seeding root "
+                f"(seeding_roots.{p.name} takes a list of folders, none inside another)"
+            )
+    return out
 
 
 def _with_secrets(app: App):

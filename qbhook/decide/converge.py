@@ -26,6 +26,9 @@ Rules:
   so replacing them all frees it; a library file is never a victim), on the same
   dataset as the kept inode (a nested dataset has another fsid: hardlinks cannot
   reach it). *Every* known seeding link of a victim is relinked, each one a step.
+- A victim with a seeding link on another filesystem than the seeding root holding it (a
+  dataset mounted below the root, ``facts.NESTED``) is none: ``move.fsops`` never acts through a
+  mount point below a root, so its relink would fail every run.
 - Only names inside seeding roots are ever replaced; the kept inode is only linked
   from. Library files are never modified, renamed or relinked.
 - A name like qbhook's temporary relink link (``paths.relink_temp_named``: a crashed relink's
@@ -366,6 +369,8 @@ def plan_group(snap: Snapshot, group: list[TorrentFact]) -> Convergence | None:
         keys = candidates(snap, inode)
         if len(keys) < 2:
             continue
+        if any(snap.nested_root(p, inode.fsid) for p in inode.seeding_paths):
+            continue  # in a dataset mounted below its seeding root: fsops never relinks there (facts.NESTED)
         use = _usage(snap)
         keys = [
             c

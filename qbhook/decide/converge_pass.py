@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import sqlite3
 import sys
 import time
 from collections.abc import Iterable, Mapping
@@ -77,7 +78,8 @@ from qbhook.decide.heap import collector_paused
 from qbhook.decide.plan import Plan
 from qbhook.decide.planner import finish_run, pool_room, staying
 from qbhook.decide.planning import CatalogUse, ready_catalog
-from qbhook.errors import PathMapError
+from qbhook.dirfd import FolderRefused, SeedingRoot, open_root
+from qbhook.errors import PathMapError, QbhookError
 from qbhook.paths import normalize
 from qbhook.progress import Progress
 
@@ -126,7 +128,7 @@ def plan_convergence(
         snap = convergence_snapshot(
             sets,
             torrents,
-            _pools(cfg),
+            _pools(cfg, catalog),
             mtimes,
             now,
             write_paths=writes,
@@ -217,21 +219,41 @@ def convergence_plan(snap: Snapshot, policy: PolicyConfig | None = None) -> Plan
     return Plan(groups=plans, created_at=snap.now)
 
 
-def _pools(cfg: Config) -> tuple[PoolFact, ...]:
-    # Only names and roots matter to a convergence (its steps never leave their filesystem):
-    # no free space, no fsid is read here, so a pool's root is not opened for them.
-    return tuple(
-        PoolFact(
-            name=p.name,
-            role=p.role,
-            path=str(p.path),
-            seeding_root=str(p.seeding_root),
-            seeding_fsid="",
-            free_bytes=0,
-            more_seeding_roots=tuple(str(r) for r in p.more_seeding_roots),
+def _pools(cfg: Config, catalog: Catalog | None = None) -> tuple[PoolFact, ...]:
+    # Only names, roots and the roots' filesystems matter to a convergence (its steps never leave
+    # their filesystem): no free space is read here.
+    out = []
+    for p in cfg.pools:
+        fsids = [_root_fsid(catalog, r) for r in p.anchored_seeding_roots] if catalog is not None else [""]
+        out.append(
+            PoolFact(
+                name=p.name,
+                role=p.role,
+                path=str(p.path),
+                seeding_root=str(p.seeding_root),
+                seeding_fsid=fsids[0],
+                free_bytes=0,
+                more_seeding_roots=tuple(str(r) for r in p.more_seeding_roots),
+                more_seeding_fsids=tuple(fsids[1:]),
+            )
         )
-        for p in cfg.pools
-    )
+    return tuple(out)
+
+
+def _root_fsid(catalog: Catalog, root: SeedingRoot) -> str:
+    """The catalog's id of the filesystem of seeding root ``root`` (opened from its pool root down, one
+    fstat), which a duplicate's own (its catalog row's) is compared with: one on another is in a
+    dataset mounted below the root, where no step may act (``facts.NESTED``). "" when it cannot be
+    read: nothing is compared then, and the executor refuses such a step on its own."""
+    try:
+        fd = open_root(root.path, root.pool)
+        try:
+            dev = os.fstat(fd).st_dev
+        finally:
+            os.close(fd)
+        return catalog.fsid(catalog.fs_for_path(root.path, dev))
+    except (OSError, FolderRefused, QbhookError, sqlite3.Error):  # a read-only catalog may not register it
+        return ""
 
 
 def _held_under(sets: Iterable[DupeSet]) -> frozenset[str]:

@@ -17,7 +17,7 @@ import posixpath
 import stat as stat_mod
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from qbhook.catalog.library_links import NO_LINKS, LibraryLinks
 from qbhook.catalog.torrents import MISSING_GRACE_S
@@ -240,14 +240,37 @@ class PoolFact:
     # The seeding root's filesystem size, what a percent ``policy.min_free`` is of (0: not read,
     # facts of a pass that writes nothing: a convergence, a repair).
     size_bytes: int = 0
+    # The filesystem of each of ``more_seeding_roots``, in order ("" or missing: not read, and then
+    # nothing is checked against it: ``fsid_of_root``).
+    more_seeding_fsids: tuple[str, ...] = ()
 
     @property
     def seeding_roots(self) -> tuple[str, ...]:
         return (self.seeding_root, *self.more_seeding_roots)
 
+    def fsid_of_root(self, root: str) -> str:
+        """The filesystem id of this pool's seeding root ``root`` ("": not known)."""
+        if root == self.seeding_root:
+            return self.seeding_fsid
+        i = self.more_seeding_roots.index(root)
+        return self.more_seeding_fsids[i] if i < len(self.more_seeding_fsids) else ""
+
     def root_of(self, path: str) -> str | None:
         """The seeding root of this pool that holds ``path`` (None: none does)."""
         return root_holding(self.seeding_roots)(path)  # is_within's rule, the roots normalised once
+
+    def seen_from(self, folders: Iterable[str]) -> PoolFact:
+        """This pool with ``seeding_fsid`` the filesystem of the seeding root holding ``folders`` (a
+        group's save paths, or where they go), for the rules that look for copies a link can reach
+        (the planner's donors, the hashes a demotion asks for): a second seeding root may be a
+        dataset of its own (``NESTED``'s advice), and a donor on the first root's filesystem
+        failed the link every run. Itself when that is the first root's, or not known; ``seeding_fsid``
+        "" (no copy anywhere) when roots of two filesystems hold them."""
+        if not self.more_seeding_roots:
+            return self
+        fsids = {self.fsid_of_root(r) for f in folders if (r := self.root_of(f)) is not None} - {""}
+        fs = fsids.pop() if len(fsids) == 1 else ("" if fsids else self.seeding_fsid)
+        return self if fs == self.seeding_fsid else replace(self, seeding_fsid=fs)
 
 
 @dataclass(frozen=True)
@@ -284,6 +307,9 @@ class Snapshot:
     # ``policy.client_groups`` (``PolicyConfig.groups_of``): the groups of a torrent client's user,
     # where known, for ``access.access_lost``.
     client_groups: Mapping[int, frozenset[int]] = field(default_factory=dict)
+    # Folders destination files would be in whose deepest existing folder is on another filesystem
+    # than their seeding root (a dataset mounted below it: ``NESTED``): folder -> that folder.
+    nested_destinations: Mapping[str, str] = field(default_factory=dict)
     # Indexes derived from the facts above by the rule that reads them, built on its first use and
     # kept for this snapshot (``converge._usage``): once per snapshot, not once per group.
     derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -304,6 +330,27 @@ class Snapshot:
             if p.root_of(path) is not None:
                 return p
         return None
+
+    def nested_root(self, path: str, fsid: str) -> str | None:
+        """The seeding root holding ``path`` when ``fsid`` (the filesystem of the file there) is
+        not that root's own: a dataset mounted below the root (``NESTED``); None otherwise, or when
+        the root's filesystem is not known. Compared by id, so it costs no stat."""
+        for p in self.pools:
+            root = p.root_of(path)
+            if root is not None:
+                own = p.fsid_of_root(root)
+                return root if own and fsid != own else None
+        return None
+
+
+NESTED = (
+    "{path} is on another filesystem (a dataset mounted below seeding root {root}): configure it as its own "
+    "seeding root (seeding_roots.<pool> takes a list of folders, none inside another)"
+)
+"""Why a file or destination below a seeding root but on another filesystem is left where it is:
+``move.fsops`` never acts through a mount point below a root (a hard link cannot cross it, and a
+rename or unlink there would act on another dataset than the one planned), so any step there
+fails, every run. A folder that is its own seeding root is opened as one and works."""
 
 
 def skipped_place_taken(at_destination: object | None, at_source: object | None) -> bool:

@@ -62,6 +62,7 @@ from qbhook.config import PolicyConfig
 from qbhook.decide import converge
 from qbhook.decide.facts import (
     MAX_LINK_HOPS,
+    NESTED,
     ContentKey,
     InodeFact,
     InodeKey,
@@ -262,7 +263,7 @@ def decide(
         if why_not:
             gp.reason = "policy: " + why_not
             return gp
-        consumer = _consumer_elsewhere(snap, shared, src)
+        consumer = _consumer_elsewhere(snap, shared, src.seen_from([t.save_path for t in group]))
         if consumer:
             gp.reason = f"same content is used by a library on {src.name} ({consumer}); not demoting a duplicate"
             return gp
@@ -270,7 +271,7 @@ def decide(
             gp.reason = used
             return gp
         tgt = snap.cold
-        donors = _donors_tied(snap, shared, inodes.values(), tgt)
+        donors = _donors_tied(snap, shared, inodes.values(), _going_to(group, src, tgt))
         if why := _access_kept_apart(snap, inodes.values(), donors, "demoted"):
             gp.reason = why
             return gp
@@ -288,7 +289,7 @@ def decide(
             gp.reason = "seed-only on the cold pool (" + "; ".join(blockers[:2]) + ")"
             return gp
         tgt = snap.primary
-        donors = _donors_tied(snap, shared, inodes.values(), tgt)
+        donors = _donors_tied(snap, shared, inodes.values(), _going_to(group, src, tgt))
         if not donors:
             gp.reason = f"seed-only data on {src.name}: nothing on {tgt.name} shares its content"
             return gp
@@ -298,7 +299,7 @@ def decide(
         # promote linking from it plans against data leaving /stash. Both planned in one run, each
         # deleted the other's link source, and both waited forever (R44); counted, it also tied this
         # payload to that one on the pool it is to be freed from. Its content counts as missing here.
-        donors = _donors_tied(snap, shared, inodes.values(), tgt, _consumed)
+        donors = _donors_tied(snap, shared, inodes.values(), _going_to(group, src, tgt), _consumed)
         if not donors:
             gp.reason = (
                 f"same content on {tgt.name} is only other torrents' seed data; "
@@ -327,6 +328,7 @@ def decide(
 
     blockers = (
         symlink_blockers(snap, full, src, tgt)
+        + nested_blockers(snap, full, src, tgt)
         + reached_blockers(snap, group)
         + library_blockers(snap)
         + skipped_blockers(full, snap)
@@ -524,6 +526,50 @@ def symlink_blockers(snap: Snapshot, group: list[TorrentFact], src: PoolFact, tg
     return out
 
 
+def nested_blockers(snap: Snapshot, group: list[TorrentFact], src: PoolFact, tgt: PoolFact) -> list[str]:
+    """At most one line (``facts.NESTED``): a file of the group, or a folder it would be copied or linked
+    into, is in a dataset mounted below its seeding root. A group that stays for another reason says
+    that reason instead: only a move would act there (a convergence leaves such files out itself,
+    ``converge.plan_group``)."""
+    line = nested_source(snap, group, src)
+    return [line] if line is not None else nested_destination(snap, group, src, tgt)
+
+
+def nested_source(snap: Snapshot, group: list[TorrentFact], src: PoolFact) -> str | None:
+    """The one line (``facts.NESTED``) of the group's first file that is on another filesystem than
+    the seeding root holding its save path: the executor would copy it, then refuse to hide, relink
+    or delete it through that mount point, every run. By the inode's filesystem id, already known:
+    a comparison per file, the root looked up once per torrent."""
+    inodes = snap.inodes
+    for t in group:
+        root = src.root_of(t.save_path)
+        own = src.fsid_of_root(root) if root is not None else ""
+        if not own:
+            continue
+        for f in t.files:
+            i = inodes.get(f.inode) if f.inode is not None else None
+            if i is not None and i.fsid != own:
+                return NESTED.format(path=f.path, root=root)
+    return None
+
+
+def nested_destination(snap: Snapshot, group: list[TorrentFact], src: PoolFact, tgt: PoolFact) -> list[str]:
+    """One line (``facts.NESTED``) when a destination of the group is in a folder on another filesystem
+    than its seeding root (``Snapshot.nested_destinations``): the first copy would be refused."""
+    nested = snap.nested_destinations
+    if not nested:
+        return []
+    for t in group:
+        new_save = _mapped(t.save_path, src, tgt)
+        for f in t.files:
+            if not is_relative_path(f.rel):
+                continue  # file_blockers' (and names no place)
+            folder = nested.get(posixpath.dirname(posixpath.join(new_save, f.rel)))
+            if folder is not None:
+                return [NESTED.format(path=folder, root=tgt.root_of(folder) or tgt.seeding_root)]
+    return []
+
+
 def reached_blockers(snap: Snapshot, group: list[TorrentFact]) -> list[str]:
     """Another torrent reaches a file of the group through a symlink (``_reached``): moving the group
     would delete that torrent's data under it (its path is one directory entry, nlink 1, so the
@@ -719,6 +765,13 @@ def tag_changes(snap: Snapshot, plan: Plan, tag: str) -> list[tuple[str, str, st
         elif not want and tag in t.tags:
             out.append((instance, h, "remove"))
     return out
+
+
+def _going_to(group: list[TorrentFact], src: PoolFact, tgt: PoolFact) -> PoolFact:
+    """``tgt`` as seen from the group's new save paths (``PoolFact.seen_from``): where its donors are."""
+    if not tgt.more_seeding_roots:
+        return tgt  # one root: nothing to map
+    return tgt.seen_from([_mapped(t.save_path, src, tgt) for t in group])
 
 
 def _copies_on(snap: Snapshot, content: ContentKey | None, fsid: str) -> list[InodeKey]:

@@ -170,6 +170,7 @@ class SnapshotBuilder:
         # Some group may move (``_hash_what_decisions_need`` says): only then are the libraries'
         # symlinks looked for (``_library``).
         self._movable = False
+        self._root_devs: dict[str, int] = {}  # each seeding root's st_dev (``_pool_fact``)
 
     # ------------------------------------------------------------ public
     def build(
@@ -226,7 +227,7 @@ class SnapshotBuilder:
         pools = tuple(self._pool_fact(p) for p in self.cfg.pools)
         self._hash_what_decisions_need(torrents, pools, now)
         content = self._donor_index(torrents)
-        existing = self._destinations(torrents, pools)
+        existing, nested = self._destinations(torrents, pools)
         library = self._library(pools, reach, torrents)
         missing = self._missing(everyone, now, live, reach)
         return Snapshot(
@@ -244,6 +245,7 @@ class SnapshotBuilder:
             library=library,
             missing=missing,
             client_groups=self.cfg.policy.groups_of(),
+            nested_destinations=nested,
         )
 
     def _missing(self, everyone, now: float, live: bool, reach: SweepReach | None) -> tuple[MissingTorrent, ...]:
@@ -683,9 +685,11 @@ class SnapshotBuilder:
                 if policy_blocks_demote(group, self.cfg.policy, now, after_event=self.after_event):
                     continue
                 self._movable = True
-                need |= self._demotion_hashes(facts, cold, now, need)
+                to = _seen_from(cold, primary, group)  # where the planner looks for donors
+                need |= self._demotion_hashes(facts, to, now, need)
             else:
-                cands = self._same_size_on(primary.seeding_fsid, facts)
+                to = _seen_from(primary, cold, group)
+                cands = self._same_size_on(to.seeding_fsid, facts)
                 if cands:
                     self._movable = True  # a promotion may be: its content on the primary pool
                     need |= {self._inode_ids[k] for k in keys} | cands
@@ -911,8 +915,8 @@ class SnapshotBuilder:
                 return True
         return False
 
-    def _destinations(self, torrents: list[TorrentFact], pools: tuple[PoolFact, ...]) -> dict:
-        """What is at every path a plan could write to, right now."""
+    def _destinations(self, torrents: list[TorrentFact], pools: tuple[PoolFact, ...]) -> tuple[dict, dict]:
+        """What is at every path a plan could write to, right now; and ``Snapshot.nested_destinations``."""
         wanted: list[tuple[str, FileFact]] = []
         # Torrents share save paths (a category's folder): each is placed and mapped once.
         saves: dict[str, list[str]] = {}
@@ -928,6 +932,7 @@ class SnapshotBuilder:
                 if is_relative_path(f.rel)
             )
         keys = self._inodes_at([dst for dst, _f in wanted])  # lstat each, the catalog asked in one batch
+        nested = self._nested_destinations({posixpath.dirname(dst) for dst, _f in wanted}, pools)
         existing: dict[str, InodeKey | None] = {}
         to_hash: set[int] = set()
         for (dst, f), key in zip(wanted, keys):
@@ -939,7 +944,38 @@ class SnapshotBuilder:
                 self._at_copy.discard(f.inode)
                 to_hash.add(self._inode_ids[f.inode])
         self._hash(to_hash)
-        return existing
+        return existing, nested
+
+    def _nested_destinations(self, folders: set[str], pools: tuple[PoolFact, ...]) -> dict[str, str]:
+        """``Snapshot.nested_destinations``: each of ``folders`` (those destination files would be
+        in) whose deepest existing folder is on another filesystem than its seeding root, a dataset
+        mounted there (``facts.NESTED``): the executor refuses to copy or link through it. One fstat
+        a distinct folder (``FolderReader.identity``, its descriptor opened by the lstat just made
+        of the files), none per file."""
+        deepest: dict[str, tuple[str, int] | None] = {}  # folder -> (deepest existing folder, its st_dev)
+
+        def existing(folder: str, root: str) -> tuple[str, int] | None:
+            walked, cur = [], folder
+            while cur not in deepest:
+                ident = self.reader.identity(cur)
+                if ident is not None or cur == root or "/" not in cur.rstrip("/"):
+                    deepest[cur] = None if ident is None else (cur, ident[0])
+                    break
+                walked.append(cur)
+                cur = posixpath.dirname(cur)
+            for w in walked:
+                deepest[w] = deepest[cur]
+            return deepest[folder]
+
+        out = {}
+        for folder in sorted(folders):
+            pool = _pool_of(folder, pools)
+            root = pool.root_of(folder) if pool is not None else None
+            dev = self._root_devs.get(root) if root is not None else None
+            found = existing(folder, root) if dev is not None else None
+            if found is not None and found[1] != dev:
+                out[folder] = found[0]
+        return out
 
     @staticmethod
     def _mapped_saves(save_path: str, pools: tuple[PoolFact, ...]) -> list[str]:
@@ -962,17 +998,23 @@ class SnapshotBuilder:
         the build (its free space and filesystem would be another folder's)."""
         root = str(p.seeding_root)
         read = [_root_space(r, p) for r in p.seeding_roots]  # each one: a missing or swapped one stops the build
-        space, st = read[0]  # the build root's
-        fs = self.catalog.fs_for_path(root, st.st_dev)
+        space, _st = read[0]  # the build root's
+        # Each root's filesystem: a file below a root on another one is in a dataset mounted there
+        # (``facts.NESTED``); its st_dev, for the destinations' folders (``_nested_destinations``).
+        fsids = []
+        for r, (_space, st) in zip(p.seeding_roots, read, strict=True):
+            fsids.append(self.catalog.fsid(self.catalog.fs_for_path(str(r), st.st_dev)))
+            self._root_devs[str(r)] = st.st_dev
         return PoolFact(
             name=p.name,
             role=p.role,
             path=str(p.path),
             seeding_root=root,
-            seeding_fsid=self.catalog.fsid(fs),
+            seeding_fsid=fsids[0],
             free_bytes=space.avail,
             more_seeding_roots=tuple(str(r) for r in p.more_seeding_roots),
             size_bytes=space.size,
+            more_seeding_fsids=tuple(fsids[1:]),
         )
 
 
@@ -987,6 +1029,13 @@ def _root_space(root, p) -> tuple[Space, os.stat_result]:
         raise QbhookError(
             f"seeding root {root} of pool {p.name}: {e}", hint="qbhook never follows links below a pool root"
         ) from None
+
+
+def _seen_from(tgt: PoolFact, src: PoolFact, group: list[TorrentFact]) -> PoolFact:
+    """``tgt`` as seen from where ``group`` goes (``PoolFact.seen_from``): ``planner._going_to``'s rule."""
+    if not tgt.more_seeding_roots:
+        return tgt  # one root: nothing to map (a mapping a torrent, on every group of every build)
+    return tgt.seen_from([map_to_pool(t.save_path, src, tgt) for t in group])
 
 
 def _pool_of(path: str, pools: tuple[PoolFact, ...]) -> PoolFact | None:
