@@ -112,14 +112,13 @@ def _show_report(d: dict, quarantine: bool) -> None:
 
 
 def _warn_not_seeding(folders) -> None:
-    """A seeding root set too high (its library holds links of torrents' files), or a library a
-    torrent was saved into: a person looks (``orphans.seeding_folders``)."""
+    """A seeding root set too high, a library a torrent was saved into, or a category whose torrents
+    are all gone: a person looks."""
     for f in folders:
         echo_shown(
             f"qbhook: warning: {shown(f)}: no torrent of any client has its save or download path at or above "
-            "this folder of a seeding root, and its top-level folder holds one or a link of a torrent's file "
-            "(a library?), so nothing in it is quarantined (check seeding_roots: a seeding root must hold only "
-            "torrent data)",
+            "this folder of a seeding root, so nothing in it is quarantined (a library? check seeding_roots: "
+            "a seeding root must hold only torrent data)",
             err=True,
         )
 

@@ -47,17 +47,12 @@ are the thin side effects around it):
   until the run relocates onto it; ``qbhook resume``, or ``serve`` at its start, finishes the
   run), listed for a person by that run (``Report.protected``), never reclaimable nor counted in
   ``last_orphans``; it is *young* when written within ``scan.settle_seconds``;
-* every other file is an *orphan*: *not seeding* unless it is in a seeding folder
-  (``seeding_folders``, ``SeedingFolders.outside``): (1) at or below some torrent's save or
-  download path, any client, any state (compared exactly, as listed and resolved, never
-  case-folded), or (2) its top-level folder below its seeding root has no such path at or below
-  it and holds no other link of an inode some torrent references (``linked_tops``, from the
-  walk's own identities). A library's hallmark is such a link (an *arr import hardlinks the
-  torrent's files): a root set one level too high holds the library beside the torrents, and
-  its library-only files are not seeding; an abandoned category folder or a tracker's link
-  folder with no torrents left holds none, and is seeding. One torrent cross-seed saved into
-  the library makes only its own folder seeding (that top folder holds a save path: (2) does not
-  apply). Not seeding: reported apart, never quarantined, outside the share guard;
+* every other file is an *orphan*: *not seeding* when no torrent of any client has its save or
+  download path at or above it (``seeding_folders``: compared exactly, as listed and resolved,
+  never by a shared top-level folder nor case-folded: a root set one level too high holds the
+  library beside the torrents, and one torrent cross-seed saved into the library makes only its
+  own folder seeding, not the library; a category folder whose torrents were all removed is not
+  seeding either, on purpose), reported apart, never quarantined, outside the share guard;
   *still used by a library* when its inode has a link outside the seeding roots (more links than
   the walk met), or when a library's symbolic link reaches it (``library_link``: a symlink in a
   pool outside the seeding roots onto the file, or onto a folder holding it, followed read-only:
@@ -149,9 +144,8 @@ if TYPE_CHECKING:
     from qbhook.move.fsops import HeldLink, HoldClock
 
 REFERENCED, PROTECTED, YOUNG, RECLAIMABLE, LIBRARY = "referenced", "protected", "young", "reclaimable", "library"
-# An orphan in no seeding folder (``seeding_folders``: no torrent saved above it, and its top-level
-# folder holds a save path or a link of a torrent's file): reported, never quarantined (a library
-# below a root set too high).
+# An orphan no torrent of any client has its save or download path above (``seeding_folders``):
+# reported, never quarantined (a library below a root set too high).
 NOT_SEEDING = "not_seeding"
 LEFTOVER = "leftover"  # a leftover view the journal still tracks (``leftovers``): never an orphan
 UNFINISHED = "unfinished"  # a file an unfinished run's plan makes or verifies (``unfinished_views``)
@@ -250,9 +244,8 @@ class References:
     # (``name_in_use``), not only that it uses the file.
     names: Mapping[tuple[int, int], tuple[str, ...]] = field(default_factory=dict)
     # The save and download paths of every torrent of every client, whatever its state, as listed
-    # and resolved: a file at or below one is in a seeding folder (``seeding_folders``: so is one
-    # whose top-level folder holds none of them and no link of a torrent's file), any other is
-    # ``not_seeding``. None: not known, every folder is one.
+    # and resolved: a file at or below one is in a seeding folder (``seeding_folders``), any other
+    # is ``not_seeding``. None: not known, every folder is one.
     anchors: frozenset[str] | None = None
 
     @cached_property
@@ -349,9 +342,8 @@ class Report:
     whole_roots: list[tuple[str, str]] = field(default_factory=list)
     unfinished_runs: tuple[int, ...] = ()  # runs that did not finish (``References.unfinished_runs``)
     # The highest folders below a seeding root that no torrent's save or download path lies at or
-    # below (``SeedingFolders.outside``; a file where every folder on its way holds one) and that
-    # are not seeding folders (a library's, told by a link of a torrent's file): their orphans
-    # are items of kind NOT_SEEDING, reported with a hint, never quarantined.
+    # below (``SeedingFolders.outside``; a file where every folder on its way holds one): their
+    # orphans are items of kind NOT_SEEDING, reported with a hint, never quarantined.
     not_seeding: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -531,7 +523,7 @@ def decide(
     counts: dict[str, int] = defaultdict(int)
     orphan_entries: list[Entry] = []
     protected: list[Protected] = []
-    seeding = seeding_folders(refs.anchors, linked_tops(walk.entries, refs) if refs.anchors is not None else ())
+    seeding = seeding_folders(refs.anchors)
     not_seeding: set[str] = set()
     for e in walk.entries:
         c = classify(e, refs, now, settle_seconds)
@@ -541,7 +533,7 @@ def decide(
         elif c is None:
             key = (e.dev, e.ino)
             if (top := seeding.outside(e)) is not None:
-                c = NOT_SEEDING  # no torrent saved above it, a library's folder: never quarantined
+                c = NOT_SEEDING  # no torrent is saved above it: never quarantined
                 not_seeding.add(top)
             elif e.nlink > seen_links[key] or library_link(e.path, refs, key) is not None:
                 c = LIBRARY
@@ -652,23 +644,17 @@ def unfinished_views(runs: Iterable) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class SeedingFolders:
-    """Where torrents are saved (``References.anchors``) and which top-level folders hold a link of
-    a torrent's file (``linked``): the one home of "is this file in a seeding folder" (``outside``).
-    ``above``: every folder holding an anchor below it (the folders of the way down to one), so the
-    highest folder of an orphan that holds none can be named."""
+    """Where torrents are saved (``References.anchors``): a file at or below one of ``anchors`` is
+    in a seeding folder. ``above``: every folder holding an anchor below it (the folders of the
+    way down to one), so the highest folder of an orphan that holds none can be named."""
 
     anchors: frozenset[str] | None  # None: not known, every place is a seeding folder
     above: frozenset[str] = frozenset()
-    # Top-level folders below a seeding root holding another link of an inode some torrent
-    # references (``linked_tops``): a library's hallmark (an *arr import hardlinks a torrent's files).
-    linked: frozenset[str] = frozenset()
 
     def outside(self, e: Entry) -> str | None:
-        """None when ``e`` is in a seeding folder: (1) at or below an anchor, or (2) its top-level
-        folder below its root has no anchor at or below it and holds no link of a torrent's file
-        (an abandoned category, a tracker's link folder with no torrents left). Else the highest
-        folder below ``e``'s root holding ``e`` that no anchor lies at or below (``e``'s own path if
-        every folder on its way holds one): what a person is told is not seeding."""
+        """None when ``e`` lies at or below an anchor; else the highest folder below ``e``'s root
+        holding ``e`` that no anchor lies at or below (``e``'s own path if every folder on its way
+        holds one): what a person is told is not seeding."""
         if self.anchors is None:
             return None
         for up in _upward(e.path):  # a few set lookups per orphan, whatever the number of torrents
@@ -679,26 +665,8 @@ class SeedingFolders:
         for name in e.path[len(r) + 1 :].split("/"):
             at = f"{at}/{name}"
             if at not in self.above:
-                # at the top-level folder itself: no anchor below it, so only a link of a torrent's file tells
-                return None if at == _top(e) and at not in self.linked else at
+                return at
         return e.path
-
-
-def _top(e: Entry) -> str:
-    """``e``'s top-level folder below its seeding root (``e`` itself for a file in the root)."""
-    r = e.root.rstrip("/")
-    return f"{r}/{e.path[len(r) + 1 :].split('/', 1)[0]}"
-
-
-def linked_tops(entries: Iterable[Entry], refs: References) -> frozenset[str]:
-    """The top-level folders (``_top``) holding another link of an inode some torrent references,
-    complete or not (``in_use``'s identities, or an entry a torrent lists by path): known from the
-    walk's own (st_dev, st_ino), no stat. Two passes: the referenced inodes first, since a library's
-    link may be met before the torrent's own name of it."""
-    entries = tuple(entries)
-    used = refs.inodes | refs.partial_inodes
-    keys = {(e.dev, e.ino) for e in entries if e.path in refs.files or (e.dev, e.ino) in used}
-    return frozenset(_top(e) for e in entries if (e.dev, e.ino) in keys)
 
 
 def _upward(path: str):
@@ -711,29 +679,23 @@ def _upward(path: str):
         path = up
 
 
-def seeding_folders(anchors: Iterable[str] | None, linked: Iterable[str] = ()) -> SeedingFolders:
+def seeding_folders(anchors: Iterable[str] | None) -> SeedingFolders:
     """The seeding folders of ``anchors`` (every torrent's save and download path, as listed and
-    resolved: ``References.anchors``) and ``linked`` (``linked_tops``). A file is seeding data
-    (1) at or below one of ``anchors``, by the exact path (normalized, case-sensitive), or (2) when
-    its top-level folder below its root holds no anchor and no link of a torrent's file.
-
-    (1) alone made every abandoned category folder and every link folder of a tracker with no
-    torrents left not seeding: nothing was ever reclaimed there, the main use of orphans. Why
-    (2) asks for a link, R46: a seeding root set one level too high (TRaSH's /data/media) holds the library
-    beside the torrents, and a library is told by what an *arr import leaves in it, hardlinks of
-    torrents' files: a top-level folder holding one and no save path is not seeding, its
-    library-only files reported, never quarantined. Not by a shared top-level folder: one torrent
-    cross-seed saved inside the library (no linkDir) makes only its own folder seeding, the other
-    library files stay not seeding (that top folder holds a save path, so (2) does not apply); nor
+    resolved: ``References.anchors``). A file counts as seeding data only at or below one of them,
+    by the exact path (normalized, case-sensitive): a seeding root set one level too high holds
+    the library beside the torrents (TRaSH's /data/media with movies/ and torrents/), and every
+    library-only file there looked reclaimable. Not by a shared top-level folder: one torrent
+    cross-seed saved inside the library (no linkDir) made the whole library seeding; nor
     case-folded: a library ``Movies/`` beside a category ``movies/`` is another folder on a
-    case-sensitive filesystem. A torrent saved in the root itself makes the whole root seeding.
-    A root where no torrent references anything (a wrong path_map) is all seeding: the share
-    guard, not this, refuses it."""
+    case-sensitive filesystem (on a case-insensitive one, a client spelling a folder in another
+    case makes it not seeding: reported, never quarantined). A torrent saved in the root itself
+    makes the whole root seeding. Conservative on purpose: a category folder whose torrents were
+    all removed is no seeding folder either, its files reported, not quarantined."""
     if anchors is None:
         return SeedingFolders(None)
     anchors = frozenset(os.path.normpath(a) for a in anchors)
     above = {up for a in anchors for up in _upward(posixpath.dirname(a))}
-    return SeedingFolders(anchors, frozenset(above), frozenset(linked))
+    return SeedingFolders(anchors, frozenset(above))
 
 
 def _clients_seen(walk: Walk, status: dict[str, str], refs: References, roots: tuple[str, ...]) -> list[ClientSeen]:

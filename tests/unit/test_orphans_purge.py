@@ -279,7 +279,7 @@ def test_a_leftover_view_an_older_qbhook_quarantined_is_kept_by_the_purge(world,
     notified.clear()
     with monkeypatch.context() as m:  # an older qbhook: its quarantine did not know leftover views
         m.setattr(Journal, "leftover_paths", lambda _self: frozenset())
-        m.setattr(orphans, "seeding_folders", lambda *_: orphans.SeedingFolders(None))  # nor seeding folders
+        m.setattr(orphans, "seeding_folders", lambda _anchors: orphans.SeedingFolders(None))  # nor seeding folders
         assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [view]
     (h,) = w.journal.held_links()
     expire(w)
