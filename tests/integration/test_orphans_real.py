@@ -54,20 +54,21 @@ def world(pools, qbt, qbt_client, tmp_path):
     links = sc.pool / "data/media/torrents/cross-seed-links"  # the cold pool's second seeding root
     links.mkdir(parents=True)
     _write_cfg(bed, _config(bed, seeding_roots={"stash": str(sc.stash_seed), "pool": [str(sc.pool_seed), str(links)]}))
-    # planted: a leftover folder (reclaimable), a stray file inside a torrent's folder
-    # (reclaimable), a library-linked orphan, a part file, an orphan in the second root,
-    # and a symlink to the library (never followed)
+    # planted: a leftover folder in a category folder other torrents are saved in
+    # (reclaimable), a stray file inside a torrent's folder (reclaimable), a library-linked
+    # orphan, a part file, an orphan in the second root below which no torrent is saved (not
+    # a seeding folder: reported, never quarantined), and a symlink to the library (never followed)
     write_payload(
-        sc.stash_seed / "old",
+        sc.stash_seed / "movies" / "old",
         {"Leftover.Movie/leftover.mkv": 300 * KiB, "Leftover.Movie/leftover.nfo": 1 * KiB},
         seed=21,
     )
     stray = sc.stash_seed / "movies/Movie.A.2020.1080p/sample.txt"
     stray.write_bytes(b"s" * 5000)
-    write_payload(sc.stash_seed / "kept", {"Lib.G/lib.g.mkv": 200 * KiB}, seed=22)
+    write_payload(sc.stash_seed / "tv" / "kept", {"Lib.G/lib.g.mkv": 200 * KiB}, seed=22)
     lib = sc.stash / MOVIES / "Lib G" / "Lib G.mkv"
     lib.parent.mkdir(parents=True)
-    os.link(sc.stash_seed / "kept/Lib.G/lib.g.mkv", lib)
+    os.link(sc.stash_seed / "tv/kept/Lib.G/lib.g.mkv", lib)
     part = sc.stash_seed / "tv/Show.S01E03.mkv.!qB"
     part.write_bytes(b"p" * 4000)
     write_payload(links, {"TrackerZ/Gone.Show/gone.mkv": 100 * KiB}, seed=23)
@@ -82,12 +83,12 @@ def test_orphans_lists_reclaimable_and_library_apart_with_totals(world):
     items = {os.path.relpath(i["path"], sc.stash if i["pool"] == "stash" else sc.pool): i for i in out["items"]}
     seed = "data/media/torrents/seeding"
     assert set(items) == {
-        f"{seed}/old",
+        f"{seed}/movies/old",
         f"{seed}/movies/Movie.A.2020.1080p/sample.txt",
-        f"{seed}/kept",
+        f"{seed}/tv/kept",
         "data/media/torrents/cross-seed-links/TrackerZ",
     }, items
-    old = items[f"{seed}/old"]
+    old = items[f"{seed}/movies/old"]
     assert (old["kind"], old["folder"], old["files"], old["bytes"], old["frees"]) == (
         "reclaimable",
         True,
@@ -95,12 +96,14 @@ def test_orphans_lists_reclaimable_and_library_apart_with_totals(world):
         301 * KiB,
         301 * KiB,
     )
-    assert items[f"{seed}/kept"]["kind"] == "library" and items[f"{seed}/kept"]["frees"] == 0
-    assert items["data/media/torrents/cross-seed-links/TrackerZ"]["kind"] == "reclaimable"
+    assert items[f"{seed}/tv/kept"]["kind"] == "library" and items[f"{seed}/tv/kept"]["frees"] == 0
+    # no torrent is saved at or below the second root's TrackerZ: not a seeding folder, told apart
+    assert items["data/media/torrents/cross-seed-links/TrackerZ"]["kind"] == "not_seeding"
+    assert out["not_seeding"]["items"] == 1 and out["not_seeding"]["bytes"] == 100 * KiB
     assert out["reclaimable"] == {
-        "items": 3,
-        "bytes": 301 * KiB + 5000 + 100 * KiB,
-        "frees": 301 * KiB + 5000 + 100 * KiB,
+        "items": 2,
+        "bytes": 301 * KiB + 5000,
+        "frees": 301 * KiB + 5000,
     }
     assert out["library"] == {"items": 1, "bytes": 200 * KiB}
     assert out["counts"]["protected"] == 1  # the part file
@@ -122,7 +125,7 @@ def test_quarantine_moves_only_reclaimable_into_holding_and_purge_frees_it(world
         p: b3(p)
         for h in sc.hashes["siblings"] + sc.hashes["movie_in_library"]
         for p, _st in walk_files(Path(bed.save_path(h)))
-        if not p.endswith("sample.txt") and ".!qB" not in p
+        if not p.endswith("sample.txt") and ".!qB" not in p and "/old/" not in p and "/kept/" not in p  # planted
     }
 
     # without --yes: a dry run
@@ -131,16 +134,18 @@ def test_quarantine_moves_only_reclaimable_into_holding_and_purge_frees_it(world
 
     _rc, out = qbhook_json(bed.cfg, "orphans", "--quarantine", "--yes")
 
-    assert out["failed"] == {} and len(out["held"]) == 4, out
-    assert out["bytes_held"] == 301 * KiB + 5000 + 100 * KiB
+    assert out["failed"] == {} and len(out["held"]) == 3, out
+    assert out["bytes_held"] == 301 * KiB + 5000
     # gone from where they were, waiting in the holding folder of their own root
-    assert not w["stray"].exists() and not (sc.stash_seed / "old").exists()
+    assert not w["stray"].exists() and not (sc.stash_seed / "movies/old").exists()
     run = out["run_id"]
     held = sc.stash_seed / ".qbhook-holding" / str(run)
-    assert (held / "old/Leftover.Movie/leftover.mkv").stat().st_size == 300 * KiB
-    assert (w["links"] / ".qbhook-holding" / str(run) / "TrackerZ/Gone.Show/gone.mkv").exists()
+    assert (held / "movies/old/Leftover.Movie/leftover.mkv").stat().st_size == 300 * KiB
+    # not a seeding folder: left where it is
+    assert (w["links"] / "TrackerZ/Gone.Show/gone.mkv").exists()
+    assert not (w["links"] / ".qbhook-holding").exists()
     # library orphan, part file, library file, torrents' files: untouched
-    assert (sc.stash_seed / "kept/Lib.G/lib.g.mkv").exists() and w["part"].exists()
+    assert (sc.stash_seed / "tv/kept/Lib.G/lib.g.mkv").exists() and w["part"].exists()
     st = os.stat(w["lib"])
     assert (st.st_ino, st.st_mtime_ns) == (lib_before.st_ino, lib_before.st_mtime_ns) and b3(w["lib"]) == lib_hash
     assert {p: b3(p) for p in torrent_files} == torrent_files
@@ -148,10 +153,10 @@ def test_quarantine_moves_only_reclaimable_into_holding_and_purge_frees_it(world
         assert t["progress"] == 1 and t["state"] not in ("missingFiles", "error"), t
     # listed in holding, then purged through the journal (grace_period 0: expired at once)
     _rc, h = qbhook_json(bed.cfg, "holding")
-    assert len(h["held"]) == 4 and all(x["expired"] for x in h["held"])
+    assert len(h["held"]) == 3 and all(x["expired"] for x in h["held"])
     # a purge deletes: without --yes it is a dry run like every other act
     _rc, dry = qbhook_json(bed.cfg, "holding", "--purge-expired")
-    assert dry["dry_run"] is True and len(dry["held"]) == 4 and held.exists()
+    assert dry["dry_run"] is True and len(dry["held"]) == 3 and held.exists()
     _rc, p = qbhook_json(bed.cfg, "holding", "--purge-expired", "--yes")
     assert p["dry_run"] is False
     assert p["held"] == [] and not held.exists()
@@ -164,10 +169,10 @@ def test_grace_period_keeps_held_files_until_it_is_over(world):
     bed, _w = world
     _write_cfg(bed, _config(bed, policy={"grace_period": "1h"}))
     _rc, out = qbhook_json(bed.cfg, "orphans", "--quarantine", "--yes")
-    assert len(out["held"]) == 4
+    assert len(out["held"]) == 3
     _rc, p = qbhook_json(bed.cfg, "holding", "--purge-expired", "--yes")
-    assert len(p["held"]) == 4 and not any(x["expired"] for x in p["held"])
-    assert (bed.sc.stash_seed / ".qbhook-holding" / str(out["run_id"]) / "old").exists()
+    assert len(p["held"]) == 3 and not any(x["expired"] for x in p["held"])
+    assert (bed.sc.stash_seed / ".qbhook-holding" / str(out["run_id"]) / "movies/old").exists()
 
 
 @pytest.mark.parametrize("case", ["unreachable", "wrong_path_map", "share"])
