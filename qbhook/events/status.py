@@ -55,7 +55,7 @@ from qbhook.config import Config, PoolConfig
 from qbhook.dirfd import FolderRefused
 from qbhook.events.queue import JobQueue
 from qbhook.move.journal import Journal
-from qbhook.move.orphans import LastOrphans
+from qbhook.move.orphans import LastOrphans, holding_needs_person
 from qbhook.move.orphans import last_run as last_orphans
 from qbhook.numbers import MAX_INT, finite
 from qbhook.space import space_at
@@ -665,6 +665,9 @@ def needs_person(
         f"leftover view kept, maybe the last copy of its content: {why} (remove or move it yourself once you know)"
         for why in waiting
     ]
+    # What the purge of holding refused and notified (a clock set wrong, a kept last copy, a holding
+    # folder renamed away): each a person's until a purge no longer finds it (R58).
+    problems += holding_needs_person(conn)
     server = server or {}
     late = sweep_overdue(server, sweep_at, cfg.server.sweep_interval, now)
     # A server unhealthy only for an overdue sweep says what ``late`` says: one line, not two.

@@ -3992,14 +3992,22 @@ class HeldLink:
         before qbhook's own earlier records or before qbhook existed (held under a clock reset to
         1970: no grace measured from there), or the clock jumped (``HoldClock.jumped``). ``start``
         is the time judged: a stamp dated later by its own boot's clock is not a reset."""
+        d = self.doubt_of(clock)
+        return d[1] if d is not None else None
+
+    def doubt_of(self, clock: HoldClock) -> tuple[str, str] | None:
+        """``doubt`` with its kind first (``CLOCK_WENT_BACK``, ``CLOCK_RESET``, ``CLOCK_JUMPED``):
+        the line names this hold's time and the clock's reading, the kind stays while it is wrong."""
         if self.of_this_boot(clock):
             return None
         start = self.start(clock)
         if start > clock.wall + HOLD_CLOCK_SKEW_S:
-            return f"held at {_utc(start)}, later than the clock reads now: the clock went back?"
+            return CLOCK_WENT_BACK, f"held at {_utc(start)}, later than the clock reads now: the clock went back?"
         if self.floor is not None and start < self.floor - HOLD_CLOCK_SKEW_S:
-            return f"held at {_utc(start)}, before qbhook's earlier records ({_utc(self.floor)}): a clock reset?"
-        return clock.jumped()
+            why = f"held at {_utc(start)}, before qbhook's earlier records ({_utc(self.floor)}): a clock reset?"
+            return CLOCK_RESET, why
+        jumped = clock.jumped()
+        return (CLOCK_JUMPED, jumped) if jumped is not None else None
 
 
 # How far a hold's time may lie after the clock's now, or before qbhook's earlier records, and be a
@@ -4010,6 +4018,12 @@ HOLD_CLOCK_SKEW_S = 600.0
 # board default) is off by decades. Past it, holds of earlier boots wait; those of this boot are
 # measured by CLOCK_BOOTTIME too. A machine really off that long purges them on its next boot.
 CLOCK_JUMP_MAX_S = 366 * 86400.0
+# The kinds of a clock's doubt (``HeldLink.doubt_of``): what a notification of it names. Its full
+# line changes at every purge (the clock's reading, the count of held links), and a notification
+# told again when its text changes would be told at every run while the clock stays wrong (R58).
+CLOCK_WENT_BACK = "the clock went back"
+CLOCK_RESET = "the clock was reset to an early date"
+CLOCK_JUMPED = "the clock jumped ahead"
 # 2020-01-01 UTC: no qbhook hold predates it. An RTC reset reads 1970 or 2000 (a board's default).
 HOLD_EPOCH = 1577836800.0
 
@@ -4059,19 +4073,38 @@ class HoldClock:
         )
 
 
-def clock_doubt(held: Iterable[HeldLink], clock: HoldClock, grace_s: float) -> str | None:
-    """One line: why held links whose wall-clock grace is over are not purged (``HeldLink.doubt``),
-    or None. What the purge, the executor's log and ``qbhook holding`` say."""
-    why: dict[str, int] = {}
+@dataclass(frozen=True)
+class ClockDoubt:
+    """Why held links whose wall-clock grace is over are not purged (``clock_doubts``)."""
+
+    line: str  # in full: how many, when held, the clock's reading (the log, ``qbhook holding``)
+    kinds: tuple[str, ...]  # only the kinds (``CLOCK_WENT_BACK``...): stable while the clock stays wrong
+
+    def told(self) -> str:
+        """What a notification says: its kinds only, so it is told once while they last (R58)."""
+        return f"not purging held link(s) by the wall clock: {'; '.join(self.kinds)} (see `qbhook holding`)"
+
+
+def clock_doubts(held: Iterable[HeldLink], clock: HoldClock, grace_s: float) -> ClockDoubt | None:
+    """Why held links whose wall-clock grace is over are not purged (``HeldLink.doubt_of``), or None."""
+    why: dict[tuple[str, str], int] = {}
     for h in held:
         start = h.start(clock)
         if clock.wall - start >= grace_s or start > clock.wall + HOLD_CLOCK_SKEW_S:
-            d = h.doubt(clock)
+            d = h.doubt_of(clock)
             if d is not None:
                 why[d] = why.get(d, 0) + 1
     if not why:
         return None
-    return "not purging held link(s) by the wall clock: " + "; ".join(f"{n} {d}" for d, n in why.items())
+    line = "not purging held link(s) by the wall clock: " + "; ".join(f"{n} {d}" for (_k, d), n in why.items())
+    return ClockDoubt(line, tuple(dict.fromkeys(k for k, _d in why)))
+
+
+def clock_doubt(held: Iterable[HeldLink], clock: HoldClock, grace_s: float) -> str | None:
+    """One line: why held links whose wall-clock grace is over are not purged (``clock_doubts``),
+    or None. What the purge, the executor's log and ``qbhook holding`` say."""
+    d = clock_doubts(held, clock, grace_s)
+    return d.line if d is not None else None
 
 
 def purge_holding(

@@ -1959,10 +1959,11 @@ def purge_held(
             library=lambda: library_of(cfg),
             folder_identity=folders.identity,
         )
-    out = Purge(kept=list(screen.kept), refused=screen.refused, clock=fsops.clock_doubt(held, clock, grace))
+    doubt = fsops.clock_doubts(held, clock, grace)
+    out = Purge(kept=list(screen.kept), refused=screen.refused, clock=doubt.line if doubt is not None else None)
     found = {f"kept {k.held}": f"holding purge: {k.line()}" for k in screen.kept}
-    if out.clock is not None:  # a clock set wrong: a person must look at it
-        found["clock"] = f"holding purge: {out.clock}"
+    if doubt is not None:  # a clock set wrong: a person must look at it; told by its kinds (R58)
+        found["clock"] = f"holding purge: {doubt.told()}"
     try:
         out.folders = fsops.purge_holding(
             cfg.anchored_seeding_roots,
@@ -1983,6 +1984,20 @@ def purge_held(
     return out
 
 
+# What the last purge of holding found that needs a person, as told (``state.told``): each condition's
+# line until a purge no longer finds it. ``holding_needs_person`` reads it for ``qbhook status``.
+HOLDING_TOLD = "notify.holding_told"
+
+
+def holding_needs_person(conn) -> list[str]:
+    """What the last purge of holding found that needs a person and is still so, one line each (a
+    kept orphan, a kept last copy, a holding folder renamed away, a clock set wrong): the lines it
+    notified, which a purge drops once gone. ``qbhook status`` and the status page's "Needs you"
+    show them (R58: a purge refused on a wrong clock left status healthy)."""
+    told, _at = state.get(conn, HOLDING_TOLD, {})
+    return sorted(told.values()) if isinstance(told, dict) else []
+
+
 def _tell_purge(conn, found: dict[str, str], out: Purge) -> None:
     """Tell what needs a person once, and when it is gone (``state.told``): serve purges after every
     run, and each told the same kept links again (R35). What this purge could not look at (orphans
@@ -1994,7 +2009,7 @@ def _tell_purge(conn, found: dict[str, str], out: Purge) -> None:
             return out.refused is not None
         return out.error is not None and not isinstance(out.error, LastCopyKept)
 
-    tell, gone = state.told(conn, "notify.holding_told", found, unseen=unseen)
+    tell, gone = state.told(conn, HOLDING_TOLD, found, unseen=unseen)
     for line in tell:
         notify.emit("guard", line, "failure")
     for line in gone:

@@ -196,3 +196,52 @@ def test_each_boot_keeps_its_newest_clock_reading_read_once_per_purge(world, mon
     finally:
         w.cat.conn.set_trace_callback(None)
     assert len([q for q in seen if q.lstrip().upper().startswith("SELECT") and "boot_clocks" in q]) == 1
+
+
+def test_a_clock_doubt_is_told_once_while_it_lasts_and_once_when_fixed(world, monkeypatch):  # noqa: F811
+    """R58: the told line held the clock's reading to the minute and a day count, so serve, purging
+    after every run, told it again at each run while the clock stayed wrong."""
+    from qbhook import notify
+
+    w = world
+    month_grace(w)
+    _path, at = quarantine_one(w)
+    of_another_boot(w)
+    told = []
+    monkeypatch.setattr(notify, "emit", lambda kind, text, sev="info": told.append((kind, text)))
+    real, now = time.time(), [Y2038]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    run = w.journal.start_run({"groups": []}, "cli")
+    w.journal.finish_run(run, "done", {})
+    for _ in range(3):  # three runs of serve, minutes apart, the clock still wrong
+        out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+        now[0] += 300
+    assert os.path.lexists(at) and "2038-01-19" in out.clock  # the full line: the log, `qbhook holding`
+    assert len(told) == 1, told
+    assert told == [("guard", f"holding purge: {fsops.ClockDoubt('', (fsops.CLOCK_JUMPED,)).told()}")]
+    now[0] = real  # the clock fixed: the hold's grace is not over, nothing to doubt
+    orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    assert [k for k, _t in told] == ["guard", "resolved"] and fsops.CLOCK_JUMPED in told[1][1]
+
+
+def test_a_clock_doubt_needs_a_person_until_fixed(world, monkeypatch):  # noqa: F811
+    """R58: a purge refused on a wrong clock (each refusal in ``notify.holding_told`` "needs a
+    person") left ``qbhook status`` healthy and the status page's Needs you empty."""
+    from qbhook.events.status import needs_person
+
+    w = world
+    month_grace(w)
+    quarantine_one(w)
+    of_another_boot(w)
+    real = time.time()
+    monkeypatch.setattr(time, "time", lambda: Y2038)
+    run = w.journal.start_run({"groups": []}, "cli")
+    w.journal.finish_run(run, "done", {})
+    assert orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt]).clock
+    probs = needs_person(w.cfg, w.cat.conn, pools={}, server=None, now=Y2038)
+    assert [p for p in probs if fsops.CLOCK_JUMPED in p and "qbhook holding" in p] == probs
+    assert len(probs) == 1
+    monkeypatch.setattr(time, "time", lambda: real)  # the clock fixed
+    orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    assert needs_person(w.cfg, w.cat.conn, pools={}, server=None, now=real) == []
