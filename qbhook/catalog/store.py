@@ -111,6 +111,23 @@ _OWNER_IF_SAME_CTIME = (
 )
 
 
+def _inode_values(fs: int, st, scan_id: int) -> tuple:
+    """An inode row's columns from a stat, in ``Catalog._UPSERT_INODE``'s order: what the catalog
+    keeps of a file (``stat_signature`` hashes the same fields but the scan id)."""
+    return (
+        fs,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        st.st_nlink,
+        st.st_mode,
+        st.st_uid,
+        st.st_gid,
+        scan_id,
+    )
+
+
 def stat_signature(
     fs: int,
     ino: int,
@@ -638,18 +655,7 @@ class Catalog:
         scan, stamped as ``_stamp`` says."""
         scan_id = self._stamp(c, scan_id)
         left = self._displaced(c, [(path, fs, st)])
-        values: tuple = (
-            fs,
-            st.st_ino,
-            st.st_size,
-            st.st_mtime_ns,
-            st.st_ctime_ns,
-            st.st_nlink,
-            st.st_mode,
-            st.st_uid,
-            st.st_gid,
-            scan_id,
-        )
+        values = _inode_values(fs, st, scan_id)
         sql = self._UPSERT_INODE
         if carry is not None and carry.covers(st):
             sql += self._CARRY_HASH_FROM
@@ -681,21 +687,7 @@ class Catalog:
         batch may give such an inode a path again); None: those left without a path go here."""
         scan_id = self._stamp(c, scan_id)
         left = self._displaced(c, rows)
-        values = [
-            (
-                fs,
-                st.st_ino,
-                st.st_size,
-                st.st_mtime_ns,
-                st.st_ctime_ns,
-                st.st_nlink,
-                st.st_mode,
-                st.st_uid,
-                st.st_gid,
-                scan_id,
-            )
-            for _p, fs, st in rows
-        ]
+        values = [_inode_values(fs, st, scan_id) for _p, fs, st in rows]
         if carry_from is None:
             c.executemany(self._UPSERT_INODE, values)
         else:
