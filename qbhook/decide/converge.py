@@ -466,16 +466,24 @@ def _converge_steps(
 
 
 def _takes_access(snap: Snapshot, victim: InodeFact, kept: InodeFact) -> str | None:
-    """Why ``victim`` must not be linked onto ``kept`` (the module docstring's access rule), or None.
-    Unknown stats (the converge pass) answer None: the executor's check decides then."""
-    if victim.access is None or kept.access is None:
-        return None
-    uid = victim.access[1]
-    lost = access_lost(kept.access, victim.access, snap.client_groups.get(uid))
-    if lost is None:
+    """Why ``victim`` must not be linked onto ``kept`` (the module docstring's access rule), or None."""
+    why = access_taken(snap, victim, kept)
+    if why is None:
         return None
     whose = "the library's copy" if kept.external_links else "the copy to keep"
-    return f"{min(victim.seeding_paths)} is not converged: {whose} {lost_reason(lost, kept.access, uid)}"
+    return f"{min(victim.seeding_paths)} is not converged: {whose} {why}"
+
+
+def access_taken(snap: Snapshot, named: InodeFact, onto: InodeFact) -> str | None:
+    """What a name of ``named`` would lose if it became a link of ``onto`` (``access.lost_reason``:
+    "would take write access from uid ..."), or None: the one access rule of every decision that
+    links a torrent's name onto another inode (a convergence, a move's donor: ``planner``).
+    Unknown stats (the converge pass before a rescan) answer None: the executor's check decides then."""
+    if named.access is None or onto.access is None:
+        return None
+    uid = named.access[1]
+    lost = access_lost(onto.access, named.access, snap.client_groups.get(uid))
+    return None if lost is None else lost_reason(lost, onto.access, uid)
 
 
 def keep_path(inode: InodeFact) -> str | None:

@@ -55,7 +55,6 @@ from dataclasses import replace
 from itertools import pairwise
 from typing import NamedTuple
 
-from qbhook.access import access_lost, lost_reason
 from qbhook.catalog.identity import group_id_of
 from qbhook.clients.model import STABLE_STATES, is_relative_path
 from qbhook.config import PolicyConfig
@@ -863,14 +862,11 @@ def _access_kept_apart(
 
 def _takes_access(snap: Snapshot, i: InodeFact, d: InodeFact | None, verb: str) -> str | None:
     """Why the torrent's file ``i`` is not ``verb`` onto the inode ``d`` (``_access_kept_apart``), or None."""
-    if d is None or i.access is None or d.access is None:
-        return None
-    uid = i.access[1]
-    lost = access_lost(d.access, i.access, snap.client_groups.get(uid))
-    if lost is None:
+    why = converge.access_taken(snap, i, d) if d is not None else None
+    if why is None:
         return None
     whose = "the library's copy" if d.external_links else "the copy"
-    return f"{_name_of(i)} is not {verb}: {whose} at {_name_of(d)} {lost_reason(lost, d.access, uid)}"
+    return f"{_name_of(i)} is not {verb}: {whose} at {_name_of(d)} {why}"
 
 
 def _copied_as(i: InodeFact) -> ContentKey | InodeKey:
