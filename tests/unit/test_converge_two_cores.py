@@ -276,9 +276,12 @@ def test_resume_counts_every_byte_a_batch_with_a_killed_child_freed(world, count
     assert not res.bytes_freed_at_least
 
 
-def test_resume_counts_every_byte_when_every_child_is_killed(world, counted, monkeypatch):  # noqa: F811
+@pytest.mark.parametrize("resumes_killed", [0, 1])
+def test_resume_counts_every_byte_when_every_child_is_killed(world, counted, monkeypatch, resumes_killed):  # noqa: F811
     """R59's reproduction: the child killed after its first relink; resume's figure is the sum of the
-    duplicates freed, as after a crash of one process (it was this process's part short, "at least")."""
+    duplicates freed, as after a crash of one process (it was this process's part short, "at least").
+    ``resumes_killed``: a first resume's child is killed too; the steps that resume closed (answered
+    "already") keep the bytes it counted for them, and the last resume counts the rest."""
     parent = os.getpid()
     real_relink = Executor._relink
 
@@ -292,6 +295,9 @@ def test_resume_counts_every_byte_when_every_child_is_killed(world, counted, mon
     plan, pairs = _dups(world, 8, cache=True)
     with pytest.raises(ChildFailed):
         world.executor().apply(plan)
+    for _ in range(resumes_killed):
+        with pytest.raises(ChildFailed):
+            world.executor().resume()
     monkeypatch.setattr(Executor, "_relink", real_relink)
     (res,) = world.executor().resume()
     assert res.status == "done" and all(_linked(s, lib) for s, lib in pairs)
