@@ -1214,7 +1214,14 @@ class Executor:
             ids = self.journal.intend_batch(run_id, [(seq, g.group_id, s) for g, seq, s in todo], live)
             # Read before this attempt records its relinks in the catalog (resume only: a fresh run has no rows).
             victims = self._victims(todo, rows) if rows else {}
-            closes, dead = self._batch_act(todo, ids, outcomes)
+            closes, dead, failed = self._batch_act(todo, ids, outcomes)
+            if failed is not None:
+                # A forked part failed: what the processes that answered did is closed (synced, and
+                # recorded in the catalog); only the failed part's steps stay intended, its groups running.
+                shut = {c[0] for c in closes}
+                left = {g.group_id for g, seq, _s in todo if ids[seq] not in shut}
+                todo = [t for t in todo if ids[t[1]] in shut]
+                live = [gid for gid in live if gid not in left]
             if victims:
                 self._count_resumed(b, rows, todo, ids, closes, victims, outcomes)
             ends = []
@@ -1227,6 +1234,8 @@ class Executor:
                     o.status, o.reason = GroupStatus.FAILED, reason
                     ends.append((gid, run_id, GroupStatus.FAILED, reason))
             self.journal.close_batch(closes, ends)
+            if failed is not None:
+                raise failed
             self.log.info("converge batch on %s: %d group(s), %d step(s)", b.pool, len(b.groups), len(todo))
         finally:
             lock.release()
@@ -1260,13 +1269,14 @@ class Executor:
 
     def _batch_act(
         self, todo: list[tuple[GroupPlan, int, Converge]], ids: dict[int, int], outcomes: dict[str, GroupOutcome]
-    ) -> tuple[list, dict[str, str]]:
+    ) -> tuple[list, dict[str, str], ChildFailed | None]:
         """Relink each step (every check per file, ``fsops.Relinker``); the renames are synced and
         the relinked paths recorded in the catalog (``_record``) before returning.
 
-        Returns the journal closes (step id, status, result, error) and the reason of each group
-        that failed (its later steps are not tried). A large batch is split between this
-        process and forked children (``_forked``).
+        Returns the journal closes (step id, status, result, error), the reason of each group
+        that failed (its later steps are not tried), and a forked part's failure (``_forked``:
+        its steps have no close). A large batch is split between this process and forked
+        children (``_forked``).
         """
         parts = (
             _parts(todo, FORK_PARTS) if len(todo) >= FORK_MIN_STEPS and self.ctx.hook is None and may_fork() else None
@@ -1274,11 +1284,12 @@ class Executor:
         if parts is None:
             closes, done_paths, after, dead, freed = self._one_core(todo, ids)
             self._record(done_paths, after)
+            failed = None
         else:
-            closes, dead, freed = self._forked(parts, ids)
+            closes, dead, freed, failed = self._forked(parts, ids)
         for gid, n in freed.items():
             outcomes[gid].bytes_freed += n
-        return closes, dead
+        return closes, dead, failed
 
     def _victims(
         self, todo: list[tuple[GroupPlan, int, Converge]], rows: dict[int, StepRow]
@@ -1356,11 +1367,14 @@ class Executor:
         inode (each relink onto it moves its ctime, which another process would see as a
         change and read the file again to re-check): ``_parts``. A child never touches
         SQLite: its part's catalog rows are read here right before its fork, and the hashes it
-        computes come back to be written here (``Relinker.frozen``). Until the batch's closing
-        commit every step of it reads ``intended``, so a child that fails leaves what a crash
-        leaves: ``ChildFailed`` stops the run, and ``qbhook resume`` re-checks each step. A fork
-        that fails (no memory, a pids limit) leaves its part to this process. Every child is
-        reaped on every way out."""
+        computes come back to be written here (``Relinker.frozen``). A child that fails (killed,
+        an error) is returned, not raised: the closes and catalog rows of this process's part and
+        of the children that answered (each synced before answering) are still written, so their
+        steps are closed as done, and only the failed part's steps read ``intended``, as a crash
+        leaves them: the catalog still names their victims, so ``qbhook resume`` re-checks them and
+        counts the bytes their relinks freed (``_count_resumed``); ``ChildFailed`` then stops the
+        run. A fork that fails (no memory, a pids limit) leaves its part to this process. Every
+        child is reaped on every way out."""
         kids: list[Forked] = []
         here = list(parts[0])
         try:
@@ -1405,9 +1419,7 @@ class Executor:
             for gid, n in other[4].items():
                 freed[gid] = freed.get(gid, 0) + n
         self._record(done_paths, after)
-        if failed is not None:
-            raise failed
-        return closes, dead, freed
+        return closes, dead, freed, failed
 
     def _act(self, todo: list[tuple[GroupPlan, int, Converge]], ids: dict[int, int], rl: fsops.Relinker) -> tuple:
         """The relinks of ``todo`` through ``rl`` (prefetched for them), synced: the journal closes,

@@ -214,7 +214,10 @@ def test_a_failed_second_core_stops_the_run_and_resume_finishes_it(world, counte
     msg = "failed: OSError: [Errno 5] syncfs" if how == "raises" else "ended without an answer"
     assert msg in e.value.message and "\n" not in e.value.message
     (run,) = w.journal.unfinished_runs()
-    assert run.status == "interrupted" and {r.status for r in w.journal.steps(run.id)} == {"intended"}
+    rows = w.journal.steps(run.id)
+    # This process's part is closed done (R59); the failed child's part reads intended, as a crash leaves it.
+    assert run.status == "interrupted" and {r.status for r in rows} == {"done", "intended"}
+    assert all(_linked(*pairs[r.seq]) for r in rows if r.status == "done")
     linked = sum(_linked(s, lib) for s, lib in pairs)
     assert linked == 8 if how == "raises" else 1 <= linked < 8  # killed: the parent's half and the child's first
 
@@ -224,6 +227,85 @@ def test_a_failed_second_core_stops_the_run_and_resume_finishes_it(world, counte
     assert res.status == "done" and len(res.groups_done) == 8
     assert all(_linked(s, lib) for s, lib in pairs)
     assert {r.status for r in w.journal.steps(run.id)} == {"done"}
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+def test_resume_counts_every_byte_a_batch_with_a_killed_child_freed(world, counted, monkeypatch, tmp_path, parts):  # noqa: F811
+    """R59: one child is SIGKILLed after its first relink, the other parts succeed. The steps known
+    done (this process's part, a child that answered) are closed done and recorded in the catalog;
+    the killed part's steps stay intended, and the catalog still names their victims, so resume
+    counts exactly the bytes freed, none left "at least" (it counted 0 for each step the catalog
+    had already recorded as relinked while the journal still read it intended)."""
+    monkeypatch.setattr(ex_mod, "FORK_PARTS", parts)
+    parent = os.getpid()
+    real_relink = Executor._relink
+    marker = tmp_path / "killed"
+
+    def relink(self, rl, gid, seq, s, hook=None):
+        res = real_relink(self, rl, gid, seq, s, hook)
+        if os.getpid() != parent:
+            try:  # the first child here is the one killed; any other answers
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return res
+            os.kill(os.getpid(), signal.SIGKILL)
+        return res
+
+    monkeypatch.setattr(Executor, "_relink", relink)
+    w = world
+    plan, pairs = _dups(w, 12, cache=True)
+    with pytest.raises(ChildFailed, match="ended without an answer"):
+        w.executor().apply(plan)
+    assert counted[0] == [1] * (parts - 1) and _all_reaped(CHILDREN)
+    (run,) = w.journal.unfinished_runs()
+    rows = w.journal.steps(run.id)
+    done = {r.seq for r in rows if r.status == "done"}
+    intended = {r.seq for r in rows if r.status == "intended"}
+    assert done | intended == set(range(12)) and done and intended
+    assert all(_linked(*pairs[q]) for q in done)  # no step is closed done that was not done
+    for q in range(12):  # the killed part's groups stay running, the others are ended
+        assert w.journal.group_status(f"g{q}")[0] == ("running" if q in intended else "done")
+    if parts == 3:  # the child that answered: its steps closed too, not only this process's
+        assert len(done) > len(_parts([(g, q, s) for q, (g, s) in enumerate(_steps(plan))], 3)[0])
+
+    monkeypatch.setattr(Executor, "_relink", real_relink)
+    (res,) = w.executor().resume()
+    assert res.status == "done" and len(res.groups_done) == 12
+    assert all(_linked(s, lib) for s, lib in pairs)
+    assert res.bytes_freed == sum(os.lstat(lib).st_size for _s, lib in pairs)
+    assert not res.bytes_freed_at_least
+
+
+@pytest.mark.parametrize("resumes_killed", [0, 1])
+def test_resume_counts_every_byte_when_every_child_is_killed(world, counted, monkeypatch, resumes_killed):  # noqa: F811
+    """R59's reproduction: the child killed after its first relink; resume's figure is the sum of the
+    duplicates freed, as after a crash of one process (it was this process's part short, "at least").
+    ``resumes_killed``: a first resume's child is killed too; the steps that resume closed (answered
+    "already") keep the bytes it counted for them, and the last resume counts the rest."""
+    parent = os.getpid()
+    real_relink = Executor._relink
+
+    def relink(self, rl, gid, seq, s, hook=None):
+        res = real_relink(self, rl, gid, seq, s, hook)
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return res
+
+    monkeypatch.setattr(Executor, "_relink", relink)
+    plan, pairs = _dups(world, 8, cache=True)
+    with pytest.raises(ChildFailed):
+        world.executor().apply(plan)
+    for _ in range(resumes_killed):
+        with pytest.raises(ChildFailed):
+            world.executor().resume()
+    monkeypatch.setattr(Executor, "_relink", real_relink)
+    (res,) = world.executor().resume()
+    assert res.status == "done" and all(_linked(s, lib) for s, lib in pairs)
+    assert (res.bytes_freed, res.bytes_freed_at_least) == (sum(os.lstat(lib).st_size for _s, lib in pairs), False)
+
+
+def _steps(plan):
+    return [(g, s) for g in plan.groups for s in g.steps]
 
 
 def test_forked_returns_the_childs_answer_and_reaps_it():
