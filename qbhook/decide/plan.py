@@ -17,6 +17,9 @@ One frozen, slotted class per step kind (all paths are host paths):
                    (stored as columns: paths, sizes, blake3s)
 - ``Relocate``    torrent, instance, from_path, to_path, size   setLocation, wait for 100%, roll back on failure
 - ``VerifyGroup`` torrents: (Member(torrent, instance, save_path), ...)
+- ``Start``       torrent, instance          a relocated torrent back in the state its relocation
+                   found it (started if it ran), only after the group's ``VerifyGroup``: until then
+                   every relocated torrent stays stopped on its new files (a library's, on a promote)
 - ``Delete``      path, fsid, ino, size, blake3, keep: Keep(path, fsid, ino), seeding_links
                    (``keep`` is stored flat: keep_path, keep_fsid, keep_ino)
                    unlink an old link after proving ``keep`` holds the same content and no
@@ -458,6 +461,26 @@ class VerifyGroup(Step):
     @classmethod
     def from_args(cls, a):
         return cls(tuple(Member(x["torrent"], x["instance"], x["save_path"]) for x in a["torrents"]))
+
+
+@_kind
+@dataclass(frozen=True, slots=True)
+class Start(Step):
+    """Torrent ``torrent`` of ``instance``, relocated by this group and left stopped there, started
+    again as its relocation found it (``Relocate.observed``). Planned after ``VerifyGroup``: no torrent
+    of a group runs on its new files before every one of them is proven there. A plan without one
+    for a relocated torrent (written before this kind existed) has its ``Relocate`` start it."""
+
+    kind: ClassVar[str] = "start"
+    torrent: str
+    instance: str
+
+    def describe(self) -> str:
+        return f"{self.torrent[:12]} as its relocation found it"
+
+    @classmethod
+    def from_args(cls, a):
+        return cls(a["torrent"], a["instance"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -949,6 +972,13 @@ def torrent_moves(steps: Iterable[Step]) -> Iterator[Relocate | Repair]:
     the executor makes a view's folders like the old ones). No per-file step is built."""
     for p in steps._parts if type(steps) is not list and isinstance(steps, StepList) else steps:
         if isinstance(p, _TorrentMove):
+            yield p
+
+
+def torrent_starts(steps: Iterable[Step]) -> Iterator[Start]:
+    """Every Start in ``steps``, as ``torrent_moves`` reads them: no per-file step is built."""
+    for p in steps._parts if type(steps) is not list and isinstance(steps, StepList) else steps:
+        if isinstance(p, Start):
             yield p
 
 

@@ -94,6 +94,7 @@ from qbhook.decide.plan import (
     Plan,
     PruneDirs,
     Relocate,
+    Start,
     Step,
     StepList,
     Tag,
@@ -906,8 +907,9 @@ def build_steps(
     tgt: PoolFact,
     donors: dict[ContentKey, str],
 ) -> tuple[StepList, int, list[str]]:
-    """The ordered steps of one group's move (qbhook/decide/plan.py): make the view, prove it, relocate,
-    prove the group, delete the old links, prune, tag. Returns (steps, bytes to copy, conflicts).
+    """The ordered steps of one group's move (qbhook/decide/plan.py): make the view, prove it, relocate
+    (each torrent left stopped), prove the group, start the torrents as found, tag, delete the old
+    links, prune. Returns (steps, bytes to copy, conflicts).
 
     The per-file steps (copy, link, mkempty, delete) are kept as columns per torrent (a
     ``StepList`` of runs, ``qbhook/decide/plan.py``) and built when read: ~150 MiB and ~2 s less
@@ -992,6 +994,10 @@ def build_steps(
         relocs.append(Relocate(t.hash, t.instance, t.save_path, new_save, sum(f.size for f in t.files)))
 
     verify = VerifyGroup(tuple(Member(t.hash, t.instance, new_saves[t.instance, t.hash]) for t in group))
+    # Every relocation leaves its torrent stopped; each starts (as found) only once the whole group
+    # is verified: on a promote the new files are a library's, and no client may write into them
+    # (nor ATM move them) while a sibling still moves or the group may yet roll back.
+    starts = [Start(t.hash, t.instance) for t in group]
     add = (policy.relocated_tag,)
     tags = [Tag(t.hash, t.instance, add, ()) for t in group] if policy.relocated_tag else []
 
@@ -1012,7 +1018,7 @@ def build_steps(
             links.append(_links_of(f.inode, snap.inodes[f.inode], old_by_inode[f.inode], links_by_inode))
         deletes.append(DeleteRun(bases[t.instance, t.hash], t.files, hashes, tuple(links)))
     prunes = _prune_steps(snap, group, src)
-    steps = StepList([*copies, *others, *views, *relocs, verify, *tags, *deletes, *prunes])
+    steps = StepList([*copies, *others, *views, *relocs, verify, *starts, *tags, *deletes, *prunes])
     return steps, copy_bytes, conflicts
 
 

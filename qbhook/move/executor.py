@@ -3,7 +3,8 @@
 Order of a group's steps (the planner's contract, qbhook/decide/plan.py): build the view
 on the target pool (copy/link/mkempty), prove it from the host side
 (verify_view), move each torrent onto it (relocate), prove qBittorrent agrees
-(verify_group), then remove the old links (delete, prune_dirs) and tag.
+(verify_group), start each torrent as it was found (start), tag, then remove the old
+links (delete, prune_dirs).
 
 Safety rules this module enforces:
 
@@ -18,7 +19,10 @@ Safety rules this module enforces:
   walked: the plan's snapshot walked them once, so the deletes walk again before a group's
   first delete and on the newcomer check's cadence after (``_check_no_library_symlink``);
 * an incomplete torrent is never left running; a torrent is started again only
-  after its recheck ended at 100%;
+  after its recheck ended at 100%, and a relocated one only once the whole group passed
+  verify_group (its ``start`` step): on a promote its new files are a library's, and none
+  runs on them while a sibling still moves or the group may yet roll back (a plan made
+  before the ``start`` kind has its relocations start their torrents, as it did then);
 * every wait polls observed state with backoff against a size-based budget, and
   is resumable: after a crash, ``resume`` re-reads the world for the step that was
   ``intended`` and waits for a move in flight instead of issuing a second one.
@@ -77,12 +81,14 @@ from qbhook.decide.plan import (
     Relocate,
     Repair,
     RunStatus,
+    Start,
     Step,
     StepStatus,
     Tag,
     VerifyGroup,
     VerifyView,
     torrent_moves,
+    torrent_starts,
 )
 from qbhook.decide.repair import NOT_AS_FOUND, QUIET_STATES
 from qbhook.dirfd import LOOK_MAX_OPEN, FolderReader, FolderRefused, Pin
@@ -2550,12 +2556,14 @@ class Executor:
         # move can follow, and the old links go back where the delete step expects them.
         self._unhide_old_links(st.run_id, c, s, r.step_id)
         self._start_sharers(st, r)
-        # Before it may run again: qBittorrent never wrote into the view since verify_view.
+        # qBittorrent never wrote into the view since verify_view (seen early: the siblings do not move then).
         self._check_views_unchanged(st)
-        obs = r.step.observed or {}  # as _issue_move journaled it, if the first look was of a transition
-        # Only now: the recheck at the new place ended at 100%.
-        _as_found(c, h, obs, t, was_running=obs.get("was_running", True))
-        self.journal.forget_stopped(s.instance, h)  # running as it ran, or stopped by a person
+        if not _start_planned(st.plan, s):
+            # A plan without a Start step for it (planned by an older version): started here, as then.
+            obs = r.step.observed or {}  # as _issue_move journaled it, if the first look was of a transition
+            # Only now: the recheck at the new place ended at 100%.
+            _as_found(c, h, obs, t, was_running=obs.get("was_running", True))
+            self.journal.forget_stopped(s.instance, h)  # running as it ran, or stopped by a person
         tag = self.cfg.policy.relocated_tag
         if tag:
             try:
@@ -2569,6 +2577,25 @@ class Executor:
             "save_path": _norm(t.save_path),
             "seconds": round(self.ctx.clock() - t0, 3),
         }
+
+    def _start(self, st: _GroupRun, s: Start, _at: _At) -> dict:
+        """A relocated torrent, stopped at its new place since its relocation, back as that
+        relocation found it (``_as_found``: started if it ran), once the group verified. Checked
+        again first by verify_group's own rule (``_unverified``) and the backstop: started only at
+        100 % on unchanged views. Idempotent: a running one is left running."""
+        key = (s.instance, s.torrent.lower())
+        r = next((r for r in st.relocs if (r.step.instance, r.step.torrent.lower()) == key), None)
+        if r is None or r.status != StepStatus.DONE:
+            raise UnsafeOperation(f"refusing to start {s.torrent}: this group has not relocated it")
+        c, to_path = self._client(s.instance), _norm(r.step.to_path)
+        self._check_views_unchanged(st)
+        t = c.torrent(s.torrent)
+        if (p := _unverified(t, to_path)) is not None:
+            raise _unverified_error(f"not starting {s.torrent}: it ", [p])
+        obs = r.step.observed or {}
+        started = _as_found(c, s.torrent, obs, t, was_running=obs.get("was_running", True))
+        self.journal.forget_stopped(s.instance, s.torrent)  # running as it ran, or stopped by a person
+        return {"started": started, "state": t.state}
 
     def _issue_move(self, st: _GroupRun, c: ClientPort, s: Relocate, r: _Reloc, t) -> None:
         """The checks before a move from the old place, the torrent stopped, its files read again
@@ -3552,6 +3579,13 @@ def _tags_as_found(plan: GroupPlan, s: Relocate, obs: dict, relocated_tag: str) 
     return sorted(added - had), sorted(removed & had)
 
 
+def _start_planned(plan: GroupPlan, s: Relocate) -> bool:
+    """Whether ``plan`` starts the torrent relocation ``s`` moves in a Start step of its own (after
+    verify_group): then the relocation leaves it stopped. A plan an older version made has none."""
+    key = (s.instance, s.torrent.lower())
+    return any((x.instance, x.torrent.lower()) == key for x in torrent_starts(plan.steps))
+
+
 def _redo_group(_s: VerifyGroup, _relocated: set, later: list) -> bool:
     return any(isinstance(s, Delete) and (r is None or r.status != StepStatus.DONE) for _q, s, r in later)
 
@@ -3699,6 +3733,7 @@ HANDLERS: dict[type[Step], StepHandler] = {
         Executor._relocate, replay=_replay_relocate, replay_failed=_replay_relocate_failed, prepare=Executor._observe
     ),
     VerifyGroup: StepHandler(Executor._verify_group, redo=_redo_group),
+    Start: StepHandler(Executor._start),
     Delete: StepHandler(
         Executor._delete,
         probe=_probe_delete,

@@ -74,6 +74,8 @@ V1 = {
     },
     # new with qbhook repair (no version-1 form ever existed; its args are the same in both)
     "repair": {"torrent": "c" * 40, "instance": "qbt", "from_path": "/s", "to_path": "/p", "size": 3},
+    # new with the group's starts after verify_group (no version-1 form either)
+    "start": {"torrent": "c" * 40, "instance": "qbt"},
 }
 
 # What `describe_step` printed for those before the steps were typed (history and dry-run lines).
@@ -89,6 +91,7 @@ V1_DESCRIBED = {
     "tag": "cccccccccccc +['demoted'] -[]",
     "converge": "/s/t/a => link of /s/lib/a",
     "repair": "cccccccccccc recheck at /s -> /p",
+    "start": "cccccccccccc as its relocation found it",
 }
 
 
