@@ -4238,7 +4238,7 @@ def _another_copy_still(
         h.keep_fsid, None, (), seeding_roots, keep_roots, catalog, None,
     )  # fmt: skip
     try:
-        _keep_holds_same_content(u, st, _planned_content(u, st)[0])
+        _keep_holds_same_content(u, st, _planned_content(u, st)[0]).close()  # its pin: no use here
     except UnsafeOperation as e:
         raise LastCopyKept(
             f"{kept}: {e.message}",
