@@ -2844,9 +2844,27 @@ def _stray_back(root: bytes, parts: list[bytes], hold: Dir, verb: str) -> Unsafe
     return UnsafeOperation(f"{why}; that file is put back, the {verb} is not done", hint=again)
 
 
-def _held_stray(root: bytes, parts: list[bytes], run, ino: int, st: os.stat_result) -> str:
+def _unlink_second_link(d: Dir, spare: bytes, keeper: Dir, kname: bytes, st: os.stat_result) -> bool:
+    """Unlink ``spare`` in ``d`` only while it is a second link of the file ``st`` that ``kname`` in
+    ``keeper`` still names, both looked at again right before, through those verified descriptors;
+    whether it was unlinked. The one rule of every spare qbhook takes: the stats that judged it a
+    spare are older, and the kept name deleted (or replaced) since left it the last link, whose
+    unlink would destroy the data. The spare's link count is looked at last, closest to the act."""
+    want = (st.st_dev, st.st_ino)
+    now = keeper.lstat(kname)
+    if now is None or (now.st_dev, now.st_ino) != want:
+        return False
+    cur = d.lstat(spare)
+    if cur is None or not stat_mod.S_ISREG(cur.st_mode) or (cur.st_dev, cur.st_ino) != want or cur.st_nlink < 2:
+        return False
+    os.unlink(spare, dir_fd=d.fd)
+    return True
+
+
+def _held_stray(root: bytes, parts: list[bytes], run, ino: int, st: os.stat_result, parent: Dir) -> str:
     """For a hold (or grace delete) refused because ``parts`` is another file ``st`` than planned
-    (``ino``): what its refusal adds about a file at the held name that is not ``ino``.
+    (``ino``; ``parent``: the verified folder it was seen in): what its refusal adds about a file at
+    the held name that is not ``ino``.
 
     A kill right after the rename into holding (before the look, ``_move_checked``) of a file
     renamed over the name just before left that file there; if the name is taken again before the
@@ -2854,7 +2872,9 @@ def _held_stray(root: bytes, parts: list[bytes], run, ino: int, st: os.stat_resu
     A link of ``st`` itself there is the spare of that file's put-back without renameat2, killed
     between its link and its unlink (``_put_back``): taken, ``st``'s name keeps the data, and the
     spare would make the inode's every later hold or delete refuse an unknown link. Through the
-    verified holding descriptor, in qbhook's 0700 folder, where nobody else renames."""
+    verified holding descriptor, in qbhook's 0700 folder, where nobody else renames; only while
+    it is a second link and ``st``'s name still links it (``_unlink_second_link``): that name
+    deleted since ``st`` was taken left the spare the file's last link, kept and named."""
     try:
         hold = _open_holding(root, run, parts[:-1], create=False)
     except (UnsafeOperation, OSError):
@@ -2864,8 +2884,11 @@ def _held_stray(root: bytes, parts: list[bytes], run, ino: int, st: os.stat_resu
         if hst is None or not stat_mod.S_ISREG(hst.st_mode) or hst.st_ino == ino:
             return ""
         if (hst.st_dev, hst.st_ino) == (st.st_dev, st.st_ino):
-            os.unlink(parts[-1], dir_fd=hold.fd)
-            return ""
+            if _unlink_second_link(hold, parts[-1], parent, parts[-1], st):
+                return ""
+            return (
+                f"; that file's name went since, its link in holding, at {hold.show(parts[-1])}, may be its last: kept"
+            )
         return f"; another file, renamed over it as it was being held, waits in holding at {hold.show(parts[-1])}"
 
 
@@ -2877,7 +2900,8 @@ def _drop_spare(hold: Dir, name: bytes, st: os.stat_result) -> os.stat_result:
     sst = hold.lstat(spare)
     if sst is None or not stat_mod.S_ISREG(sst.st_mode) or (sst.st_dev, sst.st_ino) != (st.st_dev, st.st_ino):
         return st
-    os.unlink(spare, dir_fd=hold.fd)  # after a look, safely: holding is qbhook's 0700 folder
+    # Holding is qbhook's 0700 folder, yet the one rule of a spare's unlink all the same.
+    _unlink_second_link(hold, spare, hold, name, st)
     return hold.lstat(name) or st
 
 
@@ -2933,7 +2957,7 @@ def _still_the_planned_file(u: _Unlink, parent: Dir, name: bytes) -> os.stat_res
         why = f"{st.st_size} bytes, planned {u.size}"  # (a new file may get the freed inode number)
     else:
         return st
-    stray = "" if u.hold_run is None else _held_stray(u.root, u.parts, u.hold_run, u.ino, st)
+    stray = "" if u.hold_run is None else _held_stray(u.root, u.parts, u.hold_run, u.ino, st, parent)
     raise u.refuse(f"{why}{stray}", hint="put that file back by hand" if stray else "re-plan")
 
 
@@ -3283,7 +3307,7 @@ def hold_unreferenced(
         if not stat_mod.S_ISREG(st.st_mode):
             raise UnsafeOperation(f"refusing to hold {path_s}: not a regular file")
         if (st.st_ino, st.st_size) != (ino, size):
-            stray = _held_stray(root, parts, run, ino, st)
+            stray = _held_stray(root, parts, run, ino, st, parent)
             raise UnsafeOperation(
                 f"refusing to hold {path_s}: no longer the file decided on (inode {st.st_ino}, {st.st_size} bytes)"
                 f"{stray}",
@@ -3309,7 +3333,8 @@ def _held_already(root: bytes, parts: list[bytes], run, st: os.stat_result, *, d
     parent of ``parts``, whose name keeps the data; that entry is then unlinked, through the same
     verified holding descriptor (qbhook's 0700 folder, where nobody else renames), only while it
     is a second link and the name in ``drop`` is still that inode, looked at again right before
-    (``kept_in_place``: the name deleted meanwhile left the entry the last link)."""
+    (``_unlink_second_link``; ``kept_in_place``: the name deleted meanwhile left the entry the last
+    link)."""
     try:
         hold, _top = _open_holding_id(root, run, parts[:-1], create=False)
     except (UnsafeOperation, OSError):
@@ -3317,11 +3342,8 @@ def _held_already(root: bytes, parts: list[bytes], run, st: os.stat_result, *, d
     with hold:
         cur = hold.lstat(parts[-1])
         own = cur is not None and stat_mod.S_ISREG(cur.st_mode) and (cur.st_dev, cur.st_ino) == (st.st_dev, st.st_ino)
-        if own and drop is not None:
-            now = drop.lstat(parts[-1])
-            if cur.st_nlink < 2 or now is None or (now.st_dev, now.st_ino) != (cur.st_dev, cur.st_ino):
-                return False  # the name gone or replaced since: the entry may be its last link, kept
-            os.unlink(parts[-1], dir_fd=hold.fd)
+        if own and drop is not None and not _unlink_second_link(hold, parts[-1], drop, parts[-1], cur):
+            return False  # the name gone or replaced since: the entry may be its last link, kept
     return own
 
 
@@ -3768,8 +3790,8 @@ def _take_spare(parent: Dir, name: bytes, ino: int, now: os.stat_result, tst: os
     tst = parent.lstat(tmp) if tst is None else tst
     if tst is None or not stat_mod.S_ISREG(tst.st_mode) or (tst.st_dev, tst.st_ino) != (now.st_dev, now.st_ino):
         return False
-    os.unlink(tmp, dir_fd=parent.fd)
-    return True
+    # ``now`` is older than this: ``name`` deleted since would leave the drop name the last link.
+    return _unlink_second_link(parent, tmp, parent, name, now)
 
 
 def _view_at(path, roots) -> tuple[str, Dir | None, list[bytes], Callable[[], bool] | None]:
@@ -4238,7 +4260,7 @@ def _another_copy_still(
         h.keep_fsid, None, (), seeding_roots, keep_roots, catalog, None,
     )  # fmt: skip
     try:
-        _keep_holds_same_content(u, st, _planned_content(u, st)[0])
+        _keep_holds_same_content(u, st, _planned_content(u, st)[0]).close()  # its pin: no use here
     except UnsafeOperation as e:
         raise LastCopyKept(
             f"{kept}: {e.message}",

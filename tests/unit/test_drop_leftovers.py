@@ -64,6 +64,27 @@ def test_the_retried_delete_takes_the_spare_link_of_a_file_put_back_over_its_nam
     assert st.st_nlink == 1 and a.read_bytes() == PRECIOUS
 
 
+def test_the_spare_of_a_file_put_back_is_kept_when_its_name_goes_before_the_drop(fs2, monkeypatch):  # noqa: F811
+    """R63: the retry saw F at the name (two links), then took the drop name as F's spare on the
+    strength of that look alone: F's name deleted in between left the drop name its last link, and
+    it was unlinked. Now it must still be a second link, the name looked at again: else it stays
+    (the next delete, finding the name gone, puts it back: ``_undo_drop``)."""
+    a, kw = _killed_put_back_of_a_file_renamed_over(fs2, monkeypatch)
+    real = fsops._drop_name
+
+    def name_goes_first(name, ino):
+        if os.path.lexists(a):
+            os.unlink(a)  # the name removed after the retry's look at it
+        return real(name, ino)
+
+    monkeypatch.setattr(fsops, "_drop_name", name_goes_first)
+    with pytest.raises(UnsafeOperation, match="no longer the planned file"):
+        fsops.safe_unlink(a, **kw)
+    monkeypatch.undo()
+    (drop,) = _drops(a.parent)
+    assert (a.parent / drop).read_bytes() == PRECIOUS and os.lstat(a.parent / drop).st_nlink == 1
+
+
 def test_a_file_put_back_over_a_doomed_name_can_be_deleted_later(fs2, monkeypatch):  # noqa: F811
     """The later plan that deletes F (its copy kept on the pool) is not refused for a hidden link."""
     _s, _p, _seed_s, seed_p, _cat = fs2

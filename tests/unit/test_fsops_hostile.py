@@ -532,6 +532,20 @@ def test_purge_of_a_last_copy_whose_copy_changed_is_refused_and_reported(fs2):
     assert Path(r["held_at"]).read_bytes() == b"payload" * 100
 
 
+def test_purge_of_a_last_copy_leaves_no_descriptor_open(fs2):
+    """R63: the proof that the copy to keep still verifies pins it (``_keep_holds_same_content``);
+    the purge dropped that pin unclosed, a descriptor leaked per last copy purged (serve runs for
+    weeks within a descriptor budget)."""
+    _stash, _pool, seed_s, seed_p, _cat = fs2
+    a, b, _keep, kw = _doomed(fs2)
+    os.unlink(b)  # one link: the held name will be the last
+    r = fsops.safe_unlink(a, **{**kw, "seeding_links": [str(a)]}, hold_run=6)
+    before = sorted(os.listdir("/proc/self/fd"))
+    fsops.purge_holding([seed_s], 1, held=[held_link(r, 0.0, kw)], catalog=kw["catalog"], keep_roots=(seed_p,))
+    assert not os.path.lexists(r["held_at"])
+    assert sorted(os.listdir("/proc/self/fd")) == before
+
+
 def test_purge_of_a_quarantined_orphan_needs_no_copy_to_keep(fs2):
     """Orphans are unreferenced data the user chose to reclaim: their last link goes without a second copy."""
     _stash, _pool, seed_s, _seed_p, _cat = fs2

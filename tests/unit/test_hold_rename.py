@@ -570,9 +570,9 @@ def test_a_file_swapped_in_as_a_killed_hold_renamed_is_named_when_its_put_back_m
     assert f.read_bytes() == b"another" and Path(held).read_bytes() == PRECIOUS
 
 
-def test_a_swapped_in_files_put_back_killed_without_renameat2_leaves_no_link_in_holding(tmp_path, monkeypatch):
-    """The put-back without renameat2 is a link, then the unlink of the held name: killed between,
-    the next resume takes that spare link (else the file kept a link nothing names or purges)."""
+def _swapped_in_put_back_killed(tmp_path, monkeypatch):
+    """The put-back without renameat2 of a file swapped in as a hold renamed is a link, then the
+    unlink of the held name: killed between, that file has two links, its name and the held one."""
     root, f, facts, held = _hold_killed_after_a_swap(tmp_path, monkeypatch)
     _no_renameat2(monkeypatch)
     real_unlink = os.unlink
@@ -587,9 +587,36 @@ def test_a_swapped_in_files_put_back_killed_without_renameat2_leaves_no_link_in_
         fsops.hold_unreferenced(f, **facts, run=7, resumed=True)
     monkeypatch.undo()
     assert os.lstat(f).st_nlink == 2 and os.path.samefile(f, held)
+    return root, f, facts, held
+
+
+def test_a_swapped_in_files_put_back_killed_without_renameat2_leaves_no_link_in_holding(tmp_path, monkeypatch):
+    """Killed between the put-back's link and unlink, the next resume takes that spare link (else
+    the file kept a link nothing names or purges)."""
+    _root, f, facts, held = _swapped_in_put_back_killed(tmp_path, monkeypatch)
     with pytest.raises(UnsafeOperation, match="no longer the file decided on"):
         fsops.hold_unreferenced(f, **facts, run=7, resumed=True)
     assert f.read_bytes() == PRECIOUS and os.lstat(f).st_nlink == 1 and not os.path.lexists(held)
+
+
+def test_a_swapped_in_files_spare_in_holding_is_kept_when_its_name_goes_before_the_drop(tmp_path, monkeypatch):
+    """R63: the resume saw the name link that file (two links), then took the held name as a spare
+    on the strength of that look alone: the name deleted in between (qBittorrent removing the
+    torrent's files) left the held name the last link, and it was unlinked. Now it must still be a
+    second link, the name looked at again: else it stays in holding, named in the refusal."""
+    _root, f, facts, held = _swapped_in_put_back_killed(tmp_path, monkeypatch)
+    real = fsops._open_holding
+
+    def name_goes_first(*a, **k):
+        os.unlink(f)  # the name removed after the resume's look at it
+        return real(*a, **k)
+
+    monkeypatch.setattr(fsops, "_open_holding", name_goes_first)
+    with pytest.raises(
+        UnsafeOperation, match=f"no longer the file decided on .*in holding, at {held}, may be its last"
+    ):
+        fsops.hold_unreferenced(f, **facts, run=7, resumed=True)
+    assert Path(held).read_bytes() == PRECIOUS and os.lstat(held).st_nlink == 1  # the data's last link
 
 
 def _grace_delete_killed_after_a_swap(fs2, monkeypatch):  # noqa: F811
@@ -620,6 +647,37 @@ def test_a_file_swapped_in_as_a_killed_grace_delete_held_is_named_when_its_name_
     with pytest.raises(UnsafeOperation, match=f"refusing to delete .*waits in holding at {held}"):
         fsops.safe_unlink(a, **kw, hold_run=5)
     assert a.read_bytes() == b"another" and Path(held).read_bytes() == PRECIOUS
+
+
+def test_a_swapped_in_files_spare_a_grace_delete_left_is_kept_when_its_name_goes_before_the_drop(fs2, monkeypatch):  # noqa: F811
+    """R63, the grace-period delete's side: its put-back of the swapped-in file killed between link
+    and unlink, then the file's name deleted after the retry's look: the held name, its last link,
+    stays and is named."""
+    seed_s, a, kw = _grace_delete_killed_after_a_swap(fs2, monkeypatch)
+    held = fsops.holding_path(a, seed_s, 5)
+    _no_renameat2(monkeypatch)
+    real_unlink = os.unlink
+
+    def die(p, *, dir_fd=None):
+        if os.fsencode(p) == a.name.encode():
+            raise KeyboardInterrupt
+        return real_unlink(p, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "unlink", die)
+    with pytest.raises(KeyboardInterrupt):
+        fsops.safe_unlink(a, **kw, hold_run=5)
+    monkeypatch.undo()
+    assert os.lstat(a).st_nlink == 2 and os.path.samefile(a, held)
+    real = fsops._open_holding
+
+    def name_goes_first(*args, **k):
+        os.unlink(a)  # the name removed after the retry's look at it
+        return real(*args, **k)
+
+    monkeypatch.setattr(fsops, "_open_holding", name_goes_first)
+    with pytest.raises(UnsafeOperation, match=f"no longer the planned file .*in holding, at {held}, may be its last"):
+        fsops.safe_unlink(a, **kw, hold_run=5)
+    assert Path(held).read_bytes() == PRECIOUS and os.lstat(held).st_nlink == 1
 
 
 def test_a_file_swapped_in_as_a_killed_view_removal_renamed_is_put_back(tmp_path, monkeypatch):
