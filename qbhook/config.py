@@ -1140,12 +1140,14 @@ def _parse_server(raw: Any, env: dict | None, base_dir: Path | None) -> ServerCo
     raw = raw or {}
     password, pw_env, _ = _secret(raw, "password", env, base_dir, "server", allow_file=False)
     token, tok_env, tok_file = _secret(raw, "token", env, base_dir, "server")
-    if token is not None and token != token.strip():
-        # A token file is stripped when read (an editor's last newline); an inline or variable
-        # token is taken as written, and one with spaces around it refused every request (401).
-        # Refused here rather than stripped: a secret is used as given or not at all. Never shown.
-        where = "server.token_env" if tok_env and env and env.get(tok_env) is not None else "server.token"
-        raise ConfigError(where, "the token starts or ends with spaces; every request would be refused (401)")
+    if token is not None and (why := _token_problem(token)):
+        # Refused here rather than fixed up: a secret is used as given or not at all. Never shown.
+        # Named as _secret chose it: the variable if set, else the file, else the inline value.
+        if tok_env and env and env.get(tok_env) is not None:
+            where = "server.token_env"
+        else:
+            where = "server.token_file" if tok_file is not None else "server.token"
+        raise ConfigError(where, why)
     if (password or pw_env) and not kw.get("username"):
         # HTTP Basic checks both: without a username the password accepts nothing, and every
         # event endpoint would answer 503 "no credentials configured" (qbhook.events.auth).
@@ -1153,6 +1155,24 @@ def _parse_server(raw: Any, env: dict | None, base_dir: Path | None) -> ServerCo
     return ServerConfig(
         password=password, password_env=pw_env, token=token, token_env=tok_env, token_file=tok_file, **kw
     )
+
+
+def _token_problem(token: str) -> str | None:
+    """Why ``token`` can never be offered in every form ``qbhook.events.auth`` takes, or None."""
+    if token != token.strip():
+        # A token file is stripped when read (an editor's last newline); an inline or variable
+        # token is taken as written, and one with spaces around it refused every request (401).
+        return "the token starts or ends with spaces; every request would be refused (401)"
+    if not all(" " <= c <= "~" for c in token):
+        # waitress hands header values decoded as latin-1 and auth compares UTF-8 bytes, so a
+        # non-ASCII token never matches in X-Qbhook-Token, X-Api-Key or Bearer (only ?apikey=
+        # did); a control character cannot be sent in a header at all. Inner spaces are fine:
+        # every header form and ?apikey= carry them (R60).
+        return (
+            "the token has a non-ASCII or control character; only printable ASCII can be sent"
+            " in a header, every header-borne token would be refused (401)"
+        )
+    return None
 
 
 def _parse_notify(raw: Any, env: dict | None, base_dir: Path | None) -> NotifyConfig:

@@ -76,14 +76,17 @@ def parse_arr(payload: object, *, app: str | None = None, received_at: float = 0
         )
     if source == "arr":
         raise BadRequest(f"{raw_type}: cannot tell which app sent it (no series, movie, artist or author)")
-    paths = _file_paths(data, source)
-    if kind == "media_deleted" or not paths:
-        paths += _folder(data, source)
+    located = _file_paths(data, source)
+    if kind == "media_deleted" or not located:
+        located += _folder(data, source)
+    hashes = _hashes(data)
+    if not hashes:
+        f.refuse_windows_only(located)
     return Event(
         source,
         kind,
-        hashes=_hashes(data),
-        paths=f.unique(paths),
+        hashes=hashes,
+        paths=f.unique([path for _, path in located]),
         instance=instance,
         received_at=received_at,
         raw_type=raw_type,
@@ -139,7 +142,8 @@ def _lenient_hashes(data: dict[str, Any]) -> tuple[str, ...]:
     return (download_id.lower(),) if f.is_hash(download_id) else ()
 
 
-def _file_paths(data: dict[str, Any], app: str) -> list[str]:
+def _file_paths(data: dict[str, Any], app: str) -> list[tuple[str, str]]:
+    """(field, path) of every file the payload names; the field for a 400 (``refuse_windows_only``)."""
     files: list[tuple[str, dict[str, Any]]] = []
     for key in _SINGLE_FILE_KEYS:
         item = f.opt_obj(data, key, key)
@@ -151,30 +155,33 @@ def _file_paths(data: dict[str, Any], app: str) -> list[str]:
             files.append((f"{key}[{i}]", f.obj(item, f"{key}[{i}]")))
 
     folder = _folder(data, app)
-    paths: list[str] = []
+    paths: list[tuple[str, str]] = []
     for where, item in files:
-        found = [f.path_value(item[k], f"{where}.{k}") for k in _FILE_PATH_KEYS if item.get(k) is not None]
+        found = [
+            (f"{where}.{k}", f.path_value(item[k], f"{where}.{k}")) for k in _FILE_PATH_KEYS if item.get(k) is not None
+        ]
         if not item.get("path") and folder and item.get("relativePath"):
             # Older versions sent only relativePath; the library folder completes it.
             # Relative by definition: what must be usable is the joined path ('..' in it too).
             rel = f.path_text(item["relativePath"], f"{where}.relativePath")
-            found.insert(0, f.usable_path(_join(folder[0], rel), f"{where}.relativePath"))
+            found.insert(0, (f"{where}.relativePath", f.usable_path(_join(folder[0][1], rel), f"{where}.relativePath")))
         paths += found
     for key in ("sourcePath", "destinationPath"):  # Sonarr "Import Complete"
         value = data.get(key)
         if value is not None:
-            paths.append(f.path_value(value, key))
+            paths.append((key, f.path_value(value, key)))
     return paths
 
 
-def _folder(data: dict[str, Any], app: str) -> list[str]:
+def _folder(data: dict[str, Any], app: str) -> list[tuple[str, str]]:
     if app not in _FOLDER:
         return []
     holder_key, path_key = _FOLDER[app]
     holder = f.opt_obj(data, holder_key, holder_key)
     if holder is None or holder.get(path_key) is None:
         return []
-    return [f.path_value(holder[path_key], f"{holder_key}.{path_key}")]
+    where = f"{holder_key}.{path_key}"
+    return [(where, f.path_value(holder[path_key], where))]
 
 
 def _join(folder: str, relative: str) -> str:

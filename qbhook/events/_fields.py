@@ -114,13 +114,36 @@ def usable_path(text: str, where: str) -> str:
     Two spellings pass as they did: empty (no path; ``unique`` drops it) and a Windows one
     (``D:\\Movies``, ``\\\\nas\\share``) from an *arr or cross-seed on Windows. The worker refuses
     that one too (``rejected_paths``), but the event's hashes still work, and a 400 would cost them.
+    An event with no hash to lose is refused by ``refuse_windows_only``.
     """
-    if not text or _WINDOWS_PATH_RE.match(text):
+    if not text or is_windows_path(text):
         return text
     why = refusal(text)
     if why is not None:
         raise BadRequest(f"{where}: {why}: {quoted(text)}")
     return text
+
+
+def is_windows_path(text: str) -> bool:
+    return _WINDOWS_PATH_RE.match(text) is not None
+
+
+def refuse_windows_only(located: list[tuple[str, str]]) -> None:
+    """400 naming the field when an event with no hash names its files only by Windows paths.
+
+    ``located``: (field, path) of every path the event carries. No ``path_map`` can name a
+    Windows prefix (``qbhook.pathmap``), so the worker maps none of them and, with no hash
+    either, drops the job: answered 202, such an event (an *arr's delete or rename on Windows)
+    was lost where its sender could not hear. The sweep reconciles what it named. With a hash
+    the event is still useful and is kept (``usable_path``); one usable path is enough too.
+    """
+    named = [(where, text) for where, text in located if text]
+    if named and all(is_windows_path(text) for _, text in named):
+        where, text = named[0]
+        raise BadRequest(
+            f"{where}: a Windows path cannot be mapped to this host, and the event names no info hash;"
+            f" nothing queued, the next sweep reconciles it: {quoted(text)}"
+        )
 
 
 def hex_bytes(value: object, where: str) -> str:

@@ -68,12 +68,15 @@ def parse_cross_seed(payload: object, *, received_at: float | None = None) -> Ev
     kind = "cross_seed_injected" if result == "INJECTED" else "ignored"
     if kind != "ignored" and not hashes and not new_hashes and not path:
         raise BadRequest("extra: an INJECTED result names no info hash and no searchee path")
+    paths = (f.path_value(path, "extra.searchee.path"),) if path else ()
+    if kind != "ignored" and not hashes and not new_hashes:
+        f.refuse_windows_only([("extra.searchee.path", p) for p in paths])
     return Event(
         "cross-seed",
         kind,
         # The searchee first: it is the data every injection of the burst links to.
         hashes=f.unique(hashes + new_hashes),
-        paths=(f.path_value(path, "extra.searchee.path"),) if path else (),
+        paths=paths,
         received_at=now,
         raw_type=event,
         reason=result,

@@ -427,6 +427,37 @@ def test_a_server_token_file_keeps_being_stripped(tmp_path):
     assert c.server.token == "tok3n"
 
 
+@pytest.mark.parametrize(
+    ("server", "env", "content", "key"),
+    [
+        ({"token": "p\u00e4ssw\u00f6rd"}, {}, None, "server.token"),
+        ({"token_env": "TOK"}, {"TOK": "p\u00e4ssw\u00f6rd"}, None, "server.token_env"),
+        ({"token_env": "TOK"}, {"TOK": "pass\x7fword"}, None, "server.token_env"),
+        ({"token": "pass\tword"}, {}, None, "server.token"),
+        ({}, {}, "p\u00e4ssw\u00f6rd\n", "server.token_file"),
+    ],
+)
+def test_a_server_token_that_is_not_printable_ascii_is_refused_naming_where_it_came_from(
+    tmp_path, server, env, content, key
+):
+    # waitress decodes header values as latin-1, auth compares UTF-8: such a token matched only
+    # as ?apikey=, every X-Qbhook-Token, X-Api-Key and Bearer offer was refused 401 (review R60).
+    if content is not None:
+        (tmp_path / "token").write_text(content, encoding="utf-8")
+        server = {"token_file": str(tmp_path / "token")}
+    with pytest.raises(ConfigError, match=key) as e:
+        parse_config({**BASE, "server": server}, env={"QBHOOK_QBT_PASSWORD": "s3cret", **env})
+    message = str(e.value)
+    assert "non-ASCII" in message and "\n" not in message
+    assert "ssw" not in message and "word" not in message  # a secret is never shown
+
+
+def test_a_server_token_with_inner_spaces_is_kept():
+    # Every header form and ?apikey= carry inner spaces (auth strips only the ends).
+    c = parse_config({**BASE, "server": {"token": "tok 3n ~!"}}, env={"QBHOOK_QBT_PASSWORD": "s3cret"})
+    assert c.server.token == "tok 3n ~!"
+
+
 # --------------------------------------------------------------------------- R6 review findings
 
 

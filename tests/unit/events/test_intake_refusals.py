@@ -107,6 +107,21 @@ def test_the_sonarr_fixture_joins_its_relative_path_under_the_series_folder(clie
     assert "/data/media/tv/The Expanse/Season 02/x.mkv" in queued[0].paths
 
 
+def _with_download_id(payload: dict) -> dict:
+    return {**payload, "downloadId": V1.upper(), "downloadClientType": "qBittorrent"}
+
+
+def _without(payload: dict, *keys: str) -> dict:
+    return {k: v for k, v in payload.items() if k not in keys}
+
+
+def _cross_seed_without_hashes(**searchee) -> dict:
+    payload = _cross_seed(**searchee)
+    payload["extra"]["infoHashes"] = []
+    del payload["extra"]["searchee"]["infoHash"]
+    return payload
+
+
 @pytest.mark.parametrize(
     ("url", "body", "path"),
     [
@@ -114,17 +129,63 @@ def test_the_sonarr_fixture_joins_its_relative_path_under_the_series_folder(clie
         # the path (rejected_paths) but the event's hashes still work; a 400 would cost them.
         (
             "/webhook/radarr",
-            _radarr_delete("D:\\Movies\\Arrival (2016)", None),
+            _with_download_id(_radarr_delete("D:\\Movies\\Arrival (2016)", None)),
             "D:\\Movies\\Arrival (2016)\\Arrival (2016) Remux-2160p.mkv",
         ),
-        ("/webhook/radarr", _radarr_delete("\\\\nas\\movies\\Arrival", "\\\\nas\\movies\\Arrival\\a.mkv"), None),
+        (
+            "/webhook/radarr",
+            _with_download_id(_radarr_delete("\\\\nas\\movies\\Arrival", "\\\\nas\\movies\\Arrival\\a.mkv")),
+            None,
+        ),
         ("/webhook/sonarr", _sonarr(episodeFile__path="E:/tv/Show/e1.mkv"), "E:/tv/Show/e1.mkv"),
         ("/webhook/cross-seed", _cross_seed(path="C:\\data\\x"), "C:\\data\\x"),
     ],
 )
-def test_windows_paths_are_queued_as_before(client, queued, url, body, path):
+def test_windows_paths_are_queued_as_before_when_the_event_names_a_hash(client, queued, url, body, path):
     assert _post_json(client, url, body).status_code == 202
-    assert path is None or path in queued[0].paths
+    assert queued[0].hashes and (path is None or path in queued[0].paths)
+
+
+WINDOWS_ONLY = [
+    (
+        "/webhook/radarr",
+        _radarr_delete("D:\\Movies\\Arrival (2016)", None),
+        "movieFile.relativePath",
+        "D:\\Movies\\Arrival (2016)\\Arrival (2016) Remux-2160p.mkv",
+    ),
+    (
+        "/webhook/radarr",
+        _radarr_delete("\\\\nas\\movies\\Arrival", "\\\\nas\\movies\\Arrival\\a.mkv"),
+        "movieFile.path",
+        "\\\\nas\\movies\\Arrival\\a.mkv",
+    ),
+    (
+        "/webhook/sonarr",
+        _without(_sonarr(episodeFile__path="E:/tv/Show/e1.mkv", episodeFile__sourcePath=None), "downloadId"),
+        "episodeFile.path",
+        "E:/tv/Show/e1.mkv",
+    ),
+    ("/webhook/cross-seed", _cross_seed_without_hashes(path="C:\\data\\x"), "extra.searchee.path", "C:\\data\\x"),
+]
+
+
+@pytest.mark.parametrize(("url", "body", "field", "path"), WINDOWS_ONLY, ids=[w[2] for w in WINDOWS_ONLY])
+def test_an_event_with_no_hash_and_only_windows_paths_is_a_400_naming_the_field(client, queued, url, body, field, path):
+    # No path_map can name a Windows prefix and there is no hash: answered 202, the worker
+    # dropped it where its sender could not hear (review R60). The sweep reconciles it.
+    resp = _post_json(client, url, body)
+    assert resp.status_code == 400, resp.json
+    error = resp.json["error"]
+    assert error.startswith(f"{field}: a Windows path cannot be mapped") and error.endswith(f"'{path}'")
+    assert "sweep" in error and queued == []
+
+
+def test_a_hashless_event_with_one_usable_path_besides_windows_ones_is_queued(client, queued):
+    body = _without(_sonarr(episodeFile__path="E:/tv/Show/e1.mkv"), "downloadId")
+    source = body["episodeFile"]["sourcePath"]
+    assert source.startswith("/data/")  # the fixture's import source: a path the worker can map
+    assert _post_json(client, "/webhook/sonarr", body).status_code == 202
+    assert queued[0].hashes == () and source in queued[0].paths
 
 
 def test_an_empty_path_is_no_path_as_before(client, queued):

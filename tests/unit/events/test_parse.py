@@ -193,6 +193,7 @@ def test_windows_library_folder_join():
     payload = load_fixture("radarr-moviefiledelete.json")
     payload["movie"]["folderPath"] = "D:\\Movies\\Arrival (2016)"
     del payload["movieFile"]["path"]
+    payload["downloadId"] = "8F3A1C2D4E5B6A7980C1D2E3F4A5B6C7D8E9F0A1"  # with no hash, a 400 (test_intake_refusals)
     assert parse_arr(payload).paths == ("D:\\Movies\\Arrival (2016)\\Arrival (2016) Remux-2160p.mkv",)
 
 
