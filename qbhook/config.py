@@ -1201,14 +1201,27 @@ def _parse_notify(raw: Any, env: dict | None, base_dir: Path | None) -> NotifyCo
         env,
         base_dir,
         "notify",
+        empty_ok=True,
     )
     urls = tuple(inline or ()) + tuple(u for u in (listed or "").replace(",", " ").split() if u)
     return NotifyConfig(urls=urls, urls_env=u_env, urls_file=u_file, **_parse_fields(_NOTIFY, raw, "notify"))
 
 
-def _secret(spec: dict, name: str, env: dict | None, base_dir: Path | None, key: str, allow_file: bool = True):
+def _secret(
+    spec: dict,
+    name: str,
+    env: dict | None,
+    base_dir: Path | None,
+    key: str,
+    allow_file: bool = True,
+    empty_ok: bool = False,
+):
     """(value, variable name, file path) of secret ``name``. ``env`` None: its names are checked,
-    neither the variable nor the file is read (the value is None unless written inline)."""
+    neither the variable nor the file is read (the value is None unless written inline).
+
+    An empty variable or file is an error naming it, as an empty inline value is (``text``): taken,
+    an empty password or token failed every request later as a refused login (R61). ``empty_ok``:
+    notify's URLs, where none is a plain "no notifications" (as ``urls: []`` is)."""
     inline = spec.get(name)
     env_name = optional_text(spec.get(f"{name}_env"), f"{key}.{name}_env")
     file_name = optional_text(spec.get(f"{name}_file"), f"{key}.{name}_file") if allow_file else None
@@ -1225,6 +1238,8 @@ def _secret(spec: dict, name: str, env: dict | None, base_dir: Path | None, key:
         if value is not None and ("\0" in value or not _encodes(value)):
             # Never shown: it is a secret. Taken, it failed every request as "cannot reach".
             raise ConfigError(f"{key}.{name}_env", f"environment variable {env_name} is not valid UTF-8 text")
+        if value == "" and not empty_ok:
+            raise ConfigError(f"{key}.{name}_env", f"environment variable {env_name} is set but empty")
         if value is None and not file_name and inline is None:
             raise ConfigError(
                 f"{key}.{name}_env",
@@ -1233,6 +1248,8 @@ def _secret(spec: dict, name: str, env: dict | None, base_dir: Path | None, key:
             )
     if value is None and path is not None:
         value = _read_secret_file(path, f"{key}.{name}_file")
+        if value == "" and not empty_ok:
+            raise ConfigError(f"{key}.{name}_file", f"{path} is empty (or only spaces)")
     if value is None and inline is not None:
         value = inline
     return value, env_name, path
