@@ -19,7 +19,10 @@ Every setting has one declared kind (the tables ``_POLICY``, ``_SCAN``, ``_SERVE
   1000, KiB/MiB/GiB/TiB (and bare K/M/G/T) powers of 1024;
 - reserve: a size, or a percent of the filesystem's size (``5%``, ``0.5%``; at most ``50%``);
 - count: a whole number (``2.5`` is an error, not 2); fraction: a number in a stated
-  interval; port: 1-65535; flag: true/false; text: a non-empty string.
+  interval; port: 1-65535; flag: true/false; text: a non-empty string; tag: a text the clients
+  keep as one tag (``names.tag_problem``: no ',', no control character, no spaces around it).
+  A ``demote_categories`` name qBittorrent refuses (``names.category_problem``) is an error when
+  every client is a qBittorrent.
 
 Any defect is a ConfigError whose message is one line naming the key (exit 78); NaN,
 infinities, non-UTF-8 files and malformed YAML included. ``path_map`` is checked once,
@@ -44,6 +47,7 @@ from qbhook import numbers
 from qbhook.dirfd import FolderRefused, SeedingRoot, loose_folders_above, open_root, symlink_on_the_way
 from qbhook.errors import CatalogFolderMissing, ConfigError, PathMapError
 from qbhook.files import Missing, NotReadable, decode_text, read_regular_file
+from qbhook.names import category_problem, tag_problem
 from qbhook.paths import is_within
 from qbhook.space import Reserve
 
@@ -470,6 +474,7 @@ def parse_config(
     qbts = _parse_qbittorrent(data.get("qbittorrent"), client_env, base_dir)
     clients = _parse_clients(data.get("clients"), qbts, client_env, base_dir)
     policy = PolicyConfig(**_parse_fields(_POLICY, data.get("policy"), "policy"))
+    _check_categories(policy, clients)
     scan = ScanConfig(**_parse_fields(_SCAN, data.get("scan"), "scan"))
     server = _parse_server(data.get("server"), client_env, base_dir)
     notify = _parse_notify(data.get("notify"), env, base_dir)
@@ -512,6 +517,17 @@ def _inline_secrets(data: dict) -> tuple[str, ...]:
     keys += [f"server.{k}" for k in ("password", "token") if (data.get("server") or {}).get(k) is not None]
     keys += ["notify.urls"] if (data.get("notify") or {}).get("urls") else []
     return tuple(keys)
+
+
+def _check_categories(policy: PolicyConfig, clients: Iterable[ClientConfig]) -> None:
+    """``policy.demote_categories`` names no category qBittorrent refuses (``names.category_problem``)
+    when every client is a qBittorrent: such a name matches no torrent, and nothing demotes, silently.
+    With an rTorrent client it may be a ruTorrent label, which has no such rule."""
+    if any(isinstance(c, RtorrentConfig) for c in clients):
+        return
+    for i, name in enumerate(policy.demote_categories):
+        if why := category_problem(name):
+            raise ConfigError(f"policy.demote_categories[{i}]", f"{why} (got {_got(name)})")
 
 
 _OUTSIDE_POOLS = "put qbhook's own files outside every pool, e.g. /var/lib/qbhook/catalog.sqlite"
@@ -767,6 +783,20 @@ def optional_text(value: Any, key: str) -> str | None:
     return None if value is None else text(value, key)
 
 
+def tag(value: Any, key: str) -> str:
+    """A tag name as the clients keep it (``names.tag_problem``): ``relocated_tag: "a,b"`` was
+    taken, then every demotion copied its group and failed its Tag step; ``demote_require_tag:
+    "no,HL"`` or ``" noHL"`` matched no torrent (their tags are split on ',' and trimmed)."""
+    s = text(value, key)
+    if why := tag_problem(s):
+        raise ConfigError(key, f"{why} (got {_got(s)})")
+    return s
+
+
+def optional_tag(value: Any, key: str) -> str | None:
+    return None if value is None else tag(value, key)
+
+
 def text_list(value: Any, key: str) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -785,7 +815,7 @@ def port(value: Any, key: str) -> int:
 # One table per section: setting -> reader. Adding a dataclass field without a reader
 # fails at import (see _check_tables), so no setting escapes validation.
 _POLICY: dict[str, Reader] = {
-    "demote_require_tag": optional_text,
+    "demote_require_tag": optional_tag,
     "demote_categories": text_list,
     "min_seeding_age": duration(),
     "import_grace": duration(),
@@ -794,7 +824,7 @@ _POLICY: dict[str, Reader] = {
     "promote_copy_max_ratio": fraction(zero_ok=True, one_ok=False),
     "auto_apply": flag,
     "grace_period": duration(),
-    "relocated_tag": text,
+    "relocated_tag": tag,
     "max_groups_per_run": count(minimum=1),
     "orphans_max_share": fraction(zero_ok=False, one_ok=True),
     "converge": flag,
@@ -1191,14 +1221,27 @@ def _parse_notify(raw: Any, env: dict | None, base_dir: Path | None) -> NotifyCo
         env,
         base_dir,
         "notify",
+        empty_ok=True,
     )
     urls = tuple(inline or ()) + tuple(u for u in (listed or "").replace(",", " ").split() if u)
     return NotifyConfig(urls=urls, urls_env=u_env, urls_file=u_file, **_parse_fields(_NOTIFY, raw, "notify"))
 
 
-def _secret(spec: dict, name: str, env: dict | None, base_dir: Path | None, key: str, allow_file: bool = True):
+def _secret(
+    spec: dict,
+    name: str,
+    env: dict | None,
+    base_dir: Path | None,
+    key: str,
+    allow_file: bool = True,
+    empty_ok: bool = False,
+):
     """(value, variable name, file path) of secret ``name``. ``env`` None: its names are checked,
-    neither the variable nor the file is read (the value is None unless written inline)."""
+    neither the variable nor the file is read (the value is None unless written inline).
+
+    An empty variable or file is an error naming it, as an empty inline value is (``text``): taken,
+    an empty password or token failed every request later as a refused login (R61). ``empty_ok``:
+    notify's URLs, where none is a plain "no notifications" (as ``urls: []`` is)."""
     inline = spec.get(name)
     env_name = optional_text(spec.get(f"{name}_env"), f"{key}.{name}_env")
     file_name = optional_text(spec.get(f"{name}_file"), f"{key}.{name}_file") if allow_file else None
@@ -1215,6 +1258,8 @@ def _secret(spec: dict, name: str, env: dict | None, base_dir: Path | None, key:
         if value is not None and ("\0" in value or not _encodes(value)):
             # Never shown: it is a secret. Taken, it failed every request as "cannot reach".
             raise ConfigError(f"{key}.{name}_env", f"environment variable {env_name} is not valid UTF-8 text")
+        if value == "" and not empty_ok:
+            raise ConfigError(f"{key}.{name}_env", f"environment variable {env_name} is set but empty")
         if value is None and not file_name and inline is None:
             raise ConfigError(
                 f"{key}.{name}_env",
@@ -1223,6 +1268,8 @@ def _secret(spec: dict, name: str, env: dict | None, base_dir: Path | None, key:
             )
     if value is None and path is not None:
         value = _read_secret_file(path, f"{key}.{name}_file")
+        if value == "" and not empty_ok:
+            raise ConfigError(f"{key}.{name}_file", f"{path} is empty (or only spaces)")
     if value is None and inline is not None:
         value = inline
     return value, env_name, path

@@ -7,7 +7,8 @@ qBittorrent 5's (normalized states, ``save_path`` as qBittorrent means it), and 
 reads the API-shaped record, which is also the shape the torrent index stores for every client
 (rTorrent's through ``catalog.indexer``), so the reader is port-level too. The shared rules:
 a hash is v1/v2 hex in lower case (``check_hash``), tags are comma-joined and cannot contain
-',' (``parse_tags``, ``check_tags``).
+',' (``parse_tags``, ``check_tags``; what a tag may hold is ``qbhook.names``', which config
+checks the tag settings by too).
 
 A client's answer is input like any other: every record is checked where it enters, here
 (``from_api``; rTorrent's rows in ``clients.rtorrent.RtItem.from_row`` with the same rules).
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qbhook.errors import BadRequest, PathMapError, UnreadableRecord
+from qbhook.names import tag_problem
 from qbhook.numbers import shown
 from qbhook.pathmap import PathMap
 
@@ -147,17 +149,18 @@ def parse_tags(raw: str | None) -> frozenset[str]:
 
 
 def check_tags(tags: Iterable[str]) -> list[str]:
-    """Tags to add or remove, stripped; BadRequest for one holding ','."""
+    """Tags to add or remove, stripped; BadRequest for one that is no tag (``names.tag_problem``:
+    one holding ',' would be two tags to qBittorrent, which splits on it)."""
     if isinstance(tags, str):
         tags = [tags]
     out = []
     for tag in tags:
         tag = tag.strip()
-        if "," in tag:
-            # qBittorrent splits on ',' and would add two tags instead
-            raise BadRequest(f"a tag cannot contain ',': {tag!r}")
-        if tag:
-            out.append(tag)
+        if not tag:
+            continue
+        if why := tag_problem(tag):
+            raise BadRequest(f"{why}: {tag!r}")
+        out.append(tag)
     return out
 
 
