@@ -31,6 +31,8 @@ DEMOTE_PAIR_STEPS = [
     "relocate",
     "relocate",
     "verify_group",
+    "start",
+    "start",
     "tag",
     "tag",
     "delete",
@@ -38,7 +40,7 @@ DEMOTE_PAIR_STEPS = [
     "prune_dirs",
     "prune_dirs",
 ]
-PROMOTE_STEPS = ["link", "verify_view", "relocate", "verify_group", "tag", "delete", "prune_dirs"]
+PROMOTE_STEPS = ["link", "verify_view", "relocate", "verify_group", "start", "tag", "delete", "prune_dirs"]
 
 
 # --------------------------------------------------------------------------- the CLI
