@@ -238,7 +238,7 @@ def run(base: Path, say: Say) -> ExitCode:
 
 def _run(base: Path, say: Say) -> int:
     clean(base, say)
-    base.mkdir(parents=True)
+    base.mkdir(parents=True, mode=0o755)  # the catalog's folder: writable by no other user (move.locks)
     (base / MARKER).write_text("made by qbhook demo; `qbhook demo --clean` removes this folder\n")
     zfs = ensure_zfs_fuse()
     pools = create_pools(base / "bed", nested={"stash": "data/media/library"}, kind="zfs" if zfs else "tmpfs")
