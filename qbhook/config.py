@@ -47,6 +47,7 @@ from qbhook import numbers
 from qbhook.dirfd import FolderRefused, SeedingRoot, loose_folders_above, open_root, symlink_on_the_way
 from qbhook.errors import CatalogFolderMissing, ConfigError, PathMapError
 from qbhook.files import Missing, NotReadable, decode_text, read_regular_file
+from qbhook.lockfile import loose_folder
 from qbhook.names import category_problem, tag_problem
 from qbhook.paths import is_within
 from qbhook.space import Reserve
@@ -1480,6 +1481,8 @@ def check_paths(cfg: Config) -> list[str]:
             problems.append(f"{key}: {why}; {_OUTSIDE_POOLS}")
     if cfg.lock_dir is not None:
         problems.extend(_lock_dir_problems(cfg.lock_dir))
+    else:
+        problems.extend(_catalog_folder_problems(parent))
     problems.extend(_secret_problems(cfg))
     return problems
 
@@ -1529,16 +1532,30 @@ def _lock_dir_problems(path: Path) -> list[str]:
         return [f"lock_dir: cannot look at {path}: {e.strerror}"]
     if not stat.S_ISDIR(st.st_mode):
         return [f"lock_dir: {path} is not a folder"]
-    why = []
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        why.append(f"mode {stat.S_IMODE(st.st_mode):04o} lets other users write it")
-    if st.st_uid not in (0, os.geteuid()):
-        why.append(f"it is owned by uid {st.st_uid}")
+    why = loose_folder(st)  # the rule move.locks refuses it by
     if not why:
         return []
     return [
         f"lock_dir: {path}: {' and '.join(why)}; it must be a folder other users cannot write "
         "(not /run/lock or /tmp): another user could hold qbhook's locks and stop it"
+    ]
+
+
+def _catalog_folder_problems(folder: Path) -> list[str]:
+    """The catalog's folder when it holds qbhook's own lock folder (no ``lock_dir``), by the lock
+    folder's rule: ``move.locks`` refuses it when a lock is taken (CatalogFolderUnsafe), since
+    another user who can write it could rename ``<catalog>.locks`` away under a running executor.
+    Named here, not refused at load, as ``lock_dir`` is. Missing: said above."""
+    try:
+        st = os.stat(folder)  # followed, as the catalog path is opened
+    except OSError:
+        return []
+    why = loose_folder(st) if stat.S_ISDIR(st.st_mode) else []
+    if not why:
+        return []
+    return [
+        f"catalog: folder {folder}: {' and '.join(why)}; it holds qbhook's lock folder, which another user "
+        "could rename away and let two executors run at once (chmod go-w it, or set lock_dir)"
     ]
 
 

@@ -312,9 +312,24 @@ class LockFolderUnsafe(LockFileError):
     exit_code = ExitCode.CONFIG
     HINT = "the lock folder must be owned by qbhook's user (or root) and writable by no one else (chmod go-w it)"
 
+    WHAT = "lock folder"
+
     def __init__(self, path, why: str):
-        super().__init__(f"refusing lock folder {path}: {why}", hint=self.HINT)
+        super().__init__(f"refusing {self.WHAT} {path}: {why}", hint=self.HINT)
         self.path = path
+
+
+class CatalogFolderUnsafe(LockFolderUnsafe):
+    """The catalog's folder holds qbhook's own lock folder (``<catalog>.locks``, no ``lock_dir``)
+    and is another user's, or other users can write it: one could rename the lock folder away
+    while an executor holds its lock, and the next executor would make a new one and run beside
+    the first. The lock folder's rule and exit code (78), one line naming the folder and why."""
+
+    WHAT = "catalog folder"
+    HINT = (
+        "the catalog's folder holds the lock folder: it must be owned by qbhook's user (or root) and "
+        "writable by no one else (chmod go-w it), or set lock_dir to such a folder"
+    )
 
 
 class OutputError(QbhookError):

@@ -35,7 +35,7 @@ import time
 
 from qbhook.files import own_file
 
-__all__ = ["MAX_POLL_S", "POLL_S", "NotALockFile", "flock_within", "open_lock_file"]
+__all__ = ["MAX_POLL_S", "POLL_S", "NotALockFile", "flock_within", "loose_folder", "open_lock_file"]
 
 POLL_S = 0.05  # the first pause between two tries of a held lock
 MAX_POLL_S = 0.5  # ... doubling up to this
@@ -50,6 +50,22 @@ class NotALockFile(Exception):
         super().__init__(f"{os.fsdecode(path)} is not a lock file qbhook may use")
         self.path = path
         self.st = st
+
+
+def loose_folder(st: os.stat_result) -> list[str]:
+    """Why another user could swap a name in the folder ``st`` is the stat of, or nothing: it is
+    not this user's or root's (its owner can chmod it), or its mode lets group or others write it
+    (sticky or not: under a sticky bit another user still makes a name first that qbhook would
+    make, a lock file to hold or a folder at its lock folder's name). The one rule for a
+    folder qbhook's locks depend on: ``move.locks`` refuses such a lock folder, and the catalog's
+    folder holding qbhook's own lock folder, when a lock is taken; ``config check`` names them."""
+    why = []
+    if st.st_uid not in (0, os.geteuid()):
+        why.append(f"it is owned by uid {st.st_uid}, not this user or root")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        why.append(f"its mode {mode:04o} lets other users write it")
+    return why
 
 
 def open_lock_file(path: str | os.PathLike, mode: int, *, own: bool = False, dir_fd: int | None = None) -> int:

@@ -28,7 +28,7 @@ def demo(app: App, base, clean):
 
     Example: qbhook demo --dir /var/tmp/qbhook-demo
     """
-    from qbhook.errors import DemoNeedsRoot, DemoUnavailable
+    from qbhook.errors import DemoNeedsRoot, DemoUnavailable, ExitCode
 
     try:
         from qbhook.sandbox import demo as demo_mod
@@ -47,4 +47,9 @@ def demo(app: App, base, clean):
             lambda d: echo_shown(f"removed {base}" if existed else f"nothing to remove at {base}"),
         )
         return
-    sys.exit(demo_mod.run(Path(base), echo_shown))
+    # Under --json the story's lines, and those of the qbhook commands it shows, go to stderr
+    # (fd 2): stdout holds only the one JSON document, as in every command.
+    say = functools.partial(echo_shown, err=app.as_json)
+    code = demo_mod.run(Path(base), say, shown_fd=2 if app.as_json else None)
+    app.emit({"dir": base, "proved": code == ExitCode.OK, "exit_code": int(code)})
+    sys.exit(code)

@@ -13,9 +13,10 @@ checks the tag settings by too).
 A client's answer is input like any other: every record is checked where it enters, here
 (``from_api``; rTorrent's rows in ``clients.rtorrent.RtItem.from_row`` with the same rules).
 A hash must be one (a row whose id is ``all`` would otherwise reach a ``hashes=`` parameter),
-numbers must be numbers, paths text, and a name used as a path component one component
-(``is_path_component``). A record that is not is ``UnreadableRecord``: one line naming the
-torrent and the field, never a half-typed torrent.
+numbers must be numbers (in the range the client can report, where the reader knows it),
+paths text, and a name used as a path component one component (``is_path_component``). A
+record that is not is ``UnreadableRecord``: one line naming the torrent and the field, never a
+half-typed torrent.
 
 Snapshots are taken once and never refreshed in place: a decision is made on
 one consistent view, and a newer view is a new object.
@@ -200,7 +201,9 @@ class RecordFields:
     def get(self, key: str, default: Any = None) -> Any:
         return self.raw.get(key, default)
 
-    def number(self, key: str, kind: type, default: Any) -> Any:
+    def number(self, key: str, kind: type, default: Any, lo: float | None = None, hi: float | None = None) -> Any:
+        """A number field; ``lo``/``hi``: the range the client can report, where a value outside
+        it is no reading of the torrent (a size of -5, 2 where a flag is 0 or 1), not a value to use."""
         value = self.raw.get(key, default)
         # bool is an int to Python, and a float would be truncated by int(): both are other kinds
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -217,6 +220,10 @@ class RecordFields:
         # past 64 bits would stop the whole index sync there (OverflowError), not this record.
         if kind is int and not _INT64_MIN <= int(value) <= _INT64_MAX:
             raise self.bad(key, value, "out of range")
+        if lo is not None and value < lo:
+            raise self.bad(key, value, f"below {shown(lo)}")
+        if hi is not None and value > hi:
+            raise self.bad(key, value, f"above {shown(hi)}")
         return kind(value)
 
     def text(self, key: str, default: str = "") -> str:

@@ -142,6 +142,23 @@ _ITEM_FIELDS: tuple[tuple[str, str | None], ...] = (
 
 _FIELD_NAMES = tuple(cmd for cmd, _ in _ITEM_FIELDS)
 
+# The highest number rTorrent 0.9.8 can report for each number of an item row (the lowest is 0
+# for all): d.state is 0 (stopped) or 1 (started), d.hashing 0 to 3 (none, initial, on finish,
+# rehash), and its byte counts are of its own d.size_bytes (FileList::completed_bytes never passes
+# it, left_bytes is the rest). Outside it the row is unreadable, as a surrogate name is: a negative
+# size or a progress past 1 must not reach a plan, a state or the index.
+_HIGHEST: dict[str, int | str | None] = {
+    "d.state": 1,
+    "d.hashing": 3,
+    "d.completed_bytes": "d.size_bytes",
+    "d.left_bytes": "d.size_bytes",
+    "d.load_date": None,
+    "d.timestamp.finished": None,
+    "d.up.rate": None,
+    "d.down.rate": None,
+    "d.size_files": None,
+}
+
 
 def _flag(f: RecordFields) -> Callable[[str], bool]:
     """rTorrent's flags are the integers 0 and 1."""
@@ -203,8 +220,10 @@ class RtItem:
     @classmethod
     def from_row(cls, row: Sequence[Any], instance: str = "?") -> RtItem:
         """Type one item row (``_ITEM_FIELDS`` order) by ``clients.model``'s rules: the hash is
-        one, numbers are whole numbers, text is text, and a single file's name is one path
-        component (it is joined under the save path). Else UnreadableRecord naming the field."""
+        one, numbers are whole numbers in the range rTorrent can report (``_HIGHEST``: a byte count
+        is 0 to d.size_bytes, so progress never passes 1), text is text, and a single file's name
+        is one path component (it is joined under the save path). Else UnreadableRecord naming
+        the field: a size of -5 or a d.state of 2 is no reading of the item, not a value to plan on."""
         where = f"rTorrent {instance!r}"
         if not isinstance(row, (list, tuple)) or len(row) != len(_ITEM_FIELDS):
             raise UnreadableRecord(f"{where}: an item row that is not {len(_ITEM_FIELDS)} fields: {shown(row, 80)}")
@@ -218,28 +237,30 @@ class RtItem:
         name = f.text("d.name")
         if not multi and not is_path_component(name):
             raise f.bad("d.name", name, "a single file's name must be one path component")
+        size = f.number("d.size_bytes", int, None, 0)
+        n = {key: f.number(key, int, None, 0, size if hi == "d.size_bytes" else hi) for key, hi in _HIGHEST.items()}
         return cls(
             hash=h,
             name=name,
             directory=f.text("d.directory"),
             is_multi_file=multi,
-            state=f.number("d.state", int, None),
+            state=n["d.state"],
             is_open=flag("d.is_open"),
             is_active=flag("d.is_active"),
-            hashing=f.number("d.hashing", int, None),
+            hashing=n["d.hashing"],
             hashing_failed=flag("d.hashing_failed"),
             complete=flag("d.complete"),
-            completed_bytes=f.number("d.completed_bytes", int, None),
-            size_bytes=f.number("d.size_bytes", int, None),
-            left_bytes=f.number("d.left_bytes", int, None),
+            completed_bytes=n["d.completed_bytes"],
+            size_bytes=size,
+            left_bytes=n["d.left_bytes"],
             custom1=f.text("d.custom1"),
             tags_raw=f.text("d.custom"),
-            load_date=f.number("d.load_date", int, None),
-            finished=f.number("d.timestamp.finished", int, None),
-            up_rate=f.number("d.up.rate", int, None),
-            down_rate=f.number("d.down.rate", int, None),
+            load_date=n["d.load_date"],
+            finished=n["d.timestamp.finished"],
+            up_rate=n["d.up.rate"],
+            down_rate=n["d.down.rate"],
             message=f.text("d.message"),
-            size_files=f.number("d.size_files", int, None),
+            size_files=n["d.size_files"],
         )
 
     @property
@@ -804,14 +825,15 @@ def _files(rows: Any, prefix: str, where: str) -> list[TorrentFile]:
         path = f.text("f.path=")
         if not path:
             raise f.bad("f.path", row[0], "missing")
-        chunks = f.number("f.size_chunks=", int, None)
+        # counts as rTorrent keeps them: chunks done of the file's chunks, priority 0 (off) to 2 (high)
+        chunks = f.number("f.size_chunks=", int, None, 0)
         out.append(
             TorrentFile(
                 index=index,
                 name=f"{prefix}/{path}" if prefix else path,
-                size=f.number("f.size_bytes=", int, None),
-                progress=(f.number("f.completed_chunks=", int, None) / chunks) if chunks else 1.0,
-                priority=f.number("f.priority=", int, None),
+                size=f.number("f.size_bytes=", int, None, 0),
+                progress=(f.number("f.completed_chunks=", int, None, 0, chunks) / chunks) if chunks else 1.0,
+                priority=f.number("f.priority=", int, None, 0, 2),
             )
         )
     return out

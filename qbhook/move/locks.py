@@ -43,8 +43,8 @@ from pathlib import Path
 import blake3
 
 from qbhook.dirfd import DIR_FLAGS
-from qbhook.errors import LockBusy, LockFileError, LockFolderUnsafe, UnsafeOperation
-from qbhook.lockfile import NotALockFile, flock_within, open_lock_file
+from qbhook.errors import CatalogFolderUnsafe, LockBusy, LockFileError, LockFolderUnsafe, UnsafeOperation
+from qbhook.lockfile import NotALockFile, flock_within, loose_folder, open_lock_file
 
 __all__ = ["Lock", "converge_lock", "executor_lock", "group_lock", "lock_dir"]
 
@@ -149,6 +149,8 @@ def _open_lock_dir(path: Path, own_folder: bool) -> int:
     """A descriptor of the lock folder ``path`` (made 0700 if missing), checked as the module
     docstring says: the folder every lock file is then opened in. LockFileError naming it when it
     cannot be made or opened (a symbolic link at its name); LockFolderUnsafe when it is loose."""
+    if own_folder:
+        _check_catalog_folder(path.parent)
     _make_lock_dir(path)
     try:
         fd = os.open(path, DIR_FLAGS)
@@ -169,18 +171,32 @@ def _check_lock_dir(fd: int, path: Path, own_folder: bool) -> None:
     """Refuse (LockFolderUnsafe) the opened lock folder unless this user or root owns it and no
     one else can write it; qbhook's own folder, when this user's, is narrowed to 0700 instead."""
     st = os.fstat(fd)
-    euid = os.geteuid()
-    if st.st_uid not in (0, euid):
-        raise LockFolderUnsafe(path, f"it is owned by uid {st.st_uid}, not this user or root")
-    mode = stat.S_IMODE(st.st_mode)
-    if own_folder and st.st_uid == euid and mode & 0o077:
+    if own_folder and st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o077:
         try:
             os.fchmod(fd, 0o700)
         except OSError as e:
             raise LockFileError(f"cannot make lock folder {path} private (0700): {e.strerror}", hint=_HINT) from None
         return
-    if mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise LockFolderUnsafe(path, f"its mode {mode:04o} lets other users write it")
+    if why := loose_folder(st):
+        raise LockFolderUnsafe(path, why[0])
+
+
+def _check_catalog_folder(path: Path) -> None:
+    """Refuse (CatalogFolderUnsafe) the folder holding qbhook's own lock folder (the catalog's,
+    no ``lock_dir``) by the lock folder's rule (``lockfile.loose_folder``): another user who can
+    write it renames ``<catalog>.locks`` away while an executor holds its lock, and the next one
+    makes a new folder and runs beside the first. Followed, as the catalog path is opened; never
+    chmod-ed: an admin made it. One that cannot be opened is left to the lock folder's errors."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        why = loose_folder(os.fstat(fd))
+    finally:
+        os.close(fd)
+    if why:
+        raise CatalogFolderUnsafe(path, why[0])
 
 
 def _make_lock_dir(path: Path) -> None:

@@ -53,13 +53,14 @@ class DemoFailed(QbhookError):
         self.output = output
 
 
-def _qbhook(cfg: Path, *args: str, check: bool = True, show: bool = False) -> subprocess.CompletedProcess:
+def _qbhook(
+    cfg: Path, *args: str, check: bool = True, show: bool = False, shown_fd: int | None = None
+) -> subprocess.CompletedProcess:
     """Run ``qbhook ARGS`` on the sandbox's config; ``show``: its own lines (escaped by its own
-    printer) go straight to the terminal, else they are captured."""
+    printer) go straight to the terminal, on ``shown_fd`` (``run``'s), else they are captured."""
     env = {**os.environ, "QBHOOK_DEMO_TOKEN": TOKEN}
-    r = subprocess.run(
-        [sys.executable, "-m", "qbhook", "--config", str(cfg), *args], env=env, capture_output=not show, text=True
-    )
+    out = {"stdout": shown_fd} if show else {"capture_output": True}
+    r = subprocess.run([sys.executable, "-m", "qbhook", "--config", str(cfg), *args], env=env, text=True, **out)
     if check and r.returncode not in (0, 10):
         raise DemoFailed(f"`qbhook {' '.join(args)}` failed ({r.returncode})", f"{r.stdout or ''}{r.stderr or ''}")
     return r
@@ -224,21 +225,23 @@ def _print_inventory(say: Say, title: str, rows: list[dict], sc: Scenario) -> No
     )
 
 
-def run(base: Path, say: Say) -> ExitCode:
-    """Build the sandbox in ``base`` and run the story; OK when it proved what it shows."""
+def run(base: Path, say: Say, shown_fd: int | None = None) -> ExitCode:
+    """Build the sandbox in ``base`` and run the story; OK when it proved what it shows.
+    ``shown_fd``: where the qbhook commands it shows print their own lines (None: this process's
+    standard output; the CLI gives 2 under --json, where standard output holds one JSON document)."""
     base = base.resolve()
     say(f"qbhook demo: sandbox in {base}")
     try:
-        return _run(base, say)
+        return _run(base, say, shown_fd)
     except DemoFailed as e:
         for line in e.output.splitlines():  # the failed call's own lines, then the error
             say(line)
         raise
 
 
-def _run(base: Path, say: Say) -> int:
+def _run(base: Path, say: Say, shown_fd: int | None) -> int:
     clean(base, say)
-    base.mkdir(parents=True)
+    base.mkdir(parents=True, mode=0o755)  # the catalog's folder: writable by no other user (move.locks)
     (base / MARKER).write_text("made by qbhook demo; `qbhook demo --clean` removes this folder\n")
     zfs = ensure_zfs_fuse()
     pools = create_pools(base / "bed", nested={"stash": "data/media/library"}, kind="zfs" if zfs else "tmpfs")
@@ -262,11 +265,11 @@ def _run(base: Path, say: Say) -> int:
         _print_inventory(say, "before", before, sc)
 
         _heading(say, "qbhook scan")
-        _qbhook(cfg, "scan", show=True)
+        _qbhook(cfg, "scan", show=True, shown_fd=shown_fd)
         _heading(say, "qbhook plan (dry run: nothing changes)")
-        _qbhook(cfg, "plan", "--no-scan", show=True)
+        _qbhook(cfg, "plan", "--no-scan", show=True, shown_fd=shown_fd)
         _heading(say, "qbhook apply --yes")
-        _qbhook(cfg, "apply", "--yes", "--no-scan", show=True, check=False)
+        _qbhook(cfg, "apply", "--yes", "--no-scan", show=True, shown_fd=shown_fd, check=False)
 
         _heading(say, "an *arr import arrives as a webhook")
         server = start_serve(cfg, port, {"QBHOOK_DEMO_TOKEN": TOKEN}, log=base / "serve.log")
@@ -280,7 +283,7 @@ def _run(base: Path, say: Say) -> int:
 
         after = _inventory(client, sc, rt)
         _print_inventory(say, "after", after, sc)
-        ok = _report(say, cfg, sc, after, rt is not None)
+        ok = _report(say, cfg, sc, after, rt is not None, shown_fd)
         say("")
         say(f"sandbox kept in {base} (config: {cfg}); remove it with: qbhook demo --clean")
         return ExitCode.OK if ok else ExitCode.FAILURE
@@ -292,7 +295,7 @@ def _run(base: Path, say: Say) -> int:
         qbt.stop()
 
 
-def _report(say: Say, cfg: Path, sc: Scenario, after: list[dict], with_rtorrent: bool) -> bool:
+def _report(say: Say, cfg: Path, sc: Scenario, after: list[dict], with_rtorrent: bool, shown_fd: int | None) -> bool:
     """What the demo proves, printed: no duplicates across pools, every torrent at 100 %."""
     dupes = json.loads(_qbhook(cfg, "--json", "dupes").stdout)
     across = [s for s in dupes["sets"] if s["scope"] == "across-pools"]
@@ -307,7 +310,7 @@ def _report(say: Say, cfg: Path, sc: Scenario, after: list[dict], with_rtorrent:
             f"{'all' if not stuck else 'NOT ' + ', '.join(stuck)}"
         )
     _heading(say, "qbhook status")
-    _qbhook(cfg, "status", show=True)
+    _qbhook(cfg, "status", show=True, shown_fd=shown_fd)
     return not not_done and not across and not stuck
 
 

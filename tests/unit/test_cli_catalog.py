@@ -40,7 +40,7 @@ class Env:
         for root in (self.stash, self.pool):
             (root / SEED).mkdir(parents=True)
         self.catalog = tmp_path / "var/catalog.sqlite"
-        self.catalog.parent.mkdir()
+        self.catalog.parent.mkdir(mode=0o755)  # whatever the umask: a folder other users can write is refused
         self.config = tmp_path / "config.yaml"
         self.data = {
             "catalog": str(self.catalog),

@@ -137,6 +137,61 @@ def test_an_unreadable_item_row_is_one_line_not_a_traceback(base, changes, field
     assert "rTorrent 'rt': item " in str(err.value) and field in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "base, changes, field",
+    [
+        (ROW_MULTI, {"size_bytes": -5}, "d.size_bytes = -5 (below 0)"),
+        (ROW_MULTI, {"completed_bytes": 301001}, "d.completed_bytes = 301001 (above 301000)"),  # progress > 1
+        (ROW_MULTI, {"completed_bytes": -1}, "d.completed_bytes = -1 (below 0)"),
+        (ROW_MULTI, {"left_bytes": 301001}, "d.left_bytes = 301001 (above 301000)"),
+        (ROW_MULTI, {"left_bytes": -1}, "d.left_bytes = -1 (below 0)"),
+        (ROW_MULTI, {"state": 2}, "d.state = 2 (above 1)"),
+        (ROW_MULTI, {"state": -1}, "d.state = -1 (below 0)"),
+        (ROW_MULTI, {"hashing": 4}, "d.hashing = 4 (above 3)"),
+        (ROW_MULTI, {"up_rate": -1}, "d.up.rate = -1 (below 0)"),
+        (ROW_MULTI, {"timestamp_finished": -7}, "d.timestamp.finished = -7 (below 0)"),
+        (ROW_MULTI, {"size_files": -2}, "d.size_files = -2 (below 0)"),
+    ],
+)
+def test_a_number_rtorrent_cannot_report_makes_the_item_unreadable_not_used(base, changes, field):
+    """R43#3: a size of -5, bytes past the size (progress above 1), a d.state of 2 were typed and
+    used; they are no reading of the item, so the row is unreadable as a surrogate name is."""
+    c = _client([_row(base, **changes)])
+    with pytest.raises(UnreadableRecord) as err:
+        c.torrents()
+    text = str(err.value)
+    assert text.startswith(f"rTorrent 'rt': item {HM}: unreadable record: {field}") and "\n" not in text
+    with pytest.raises(UnreadableRecord, match="unreadable record: d."):
+        c.find(HM)  # one item read by its own multicall: the same rule
+
+
+def test_the_bounds_of_what_rtorrent_reports_still_read():
+    (t,) = _client([_row(ROW_MULTI, completed_bytes=0, left_bytes=301000, state=0, hashing=3, complete=0)]).torrents()
+    assert t.progress == 0.0 and t.state == "checkingDL"
+    (t,) = _client([_row(ROW_MULTI, size_bytes=0, completed_bytes=0, left_bytes=0)]).torrents()
+    assert t.progress == 0.0 and t.size == 0
+
+
+@pytest.mark.parametrize(
+    "row, field",
+    [
+        (["a.mkv", -1, 1, 19, 19], "f.size_bytes= = -1 (below 0)"),
+        (["a.mkv", 300000, 3, 19, 19], "f.priority= = 3 (above 2)"),
+        (["a.mkv", 300000, -1, 19, 19], "f.priority= = -1 (below 0)"),
+        (["a.mkv", 300000, 1, 20, 19], "f.completed_chunks= = 20 (above 19)"),  # progress > 1
+        (["a.mkv", 300000, 1, -1, 19], "f.completed_chunks= = -1 (below 0)"),
+        (["a.mkv", 300000, 1, -3, -3], "f.size_chunks= = -3 (below 0)"),
+    ],
+)
+def test_a_file_count_rtorrent_cannot_report_makes_the_files_unreadable(row, field):
+    c = _client(files={HM.upper(): [row], HS.upper(): [["single.mkv", 200000, 1, 13, 13]]})
+    with pytest.raises(UnreadableRecord) as err:
+        c.files(HM)
+    assert f"item {HM}: file 0: unreadable record: {field}" in str(err.value)
+    with pytest.raises(UnreadableRecord, match=f"file 0: unreadable record: {field[:10]}"):
+        c.torrents_with_files()
+
+
 def test_a_row_of_the_wrong_length_or_kind_is_one_line():
     for rows in ([ROW_MULTI[:-1]], ["x"], 5):
         c = _client()

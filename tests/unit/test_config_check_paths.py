@@ -94,15 +94,31 @@ def test_a_lock_dir_others_can_write_is_a_problem_sticky_or_not(env, mode):
     os.chmod(locks, mode)
     env.save(lock_dir=str(locks))
     assert others(problems(env)) == [
-        f"lock_dir: {locks}: mode {mode:04o} lets other users write it; it must be a folder other users "
+        f"lock_dir: {locks}: its mode {mode:04o} lets other users write it; it must be a folder other users "
         "cannot write (not /run/lock or /tmp): another user could hold qbhook's locks and stop it"
     ]
     load_config(env.config)  # named, not refused: the config still loads
 
 
+@pytest.mark.parametrize("mode", [0o775, 0o1777])
+def test_a_catalog_folder_others_can_write_is_a_problem_while_it_holds_the_lock_folder(env, mode):
+    folder = env.catalog.parent
+    os.chmod(folder, mode)
+    assert others(problems(env)) == [
+        f"catalog: folder {folder}: its mode {mode:04o} lets other users write it; it holds qbhook's lock "
+        "folder, which another user could rename away and let two executors run at once (chmod go-w it, "
+        "or set lock_dir)"
+    ]
+    load_config(env.config)  # named, not refused: the config still loads, as with lock_dir
+    locks = env.tmp / "locks"
+    locks.mkdir(mode=0o700)
+    env.save(lock_dir=str(locks))
+    assert others(problems(env)) == []  # it holds no lock folder then
+
+
 def test_lock_dir_tmp_is_a_problem(env):
     env.save(lock_dir="/tmp")
-    assert [p for p in problems(env) if p.startswith("lock_dir: /tmp: mode 1777 lets other users write it")]
+    assert [p for p in problems(env) if p.startswith("lock_dir: /tmp: its mode 1777 lets other users write it")]
 
 
 @pytest.mark.parametrize("mode", [0o755, 0o700])
@@ -122,8 +138,8 @@ def test_a_lock_dir_another_user_owns_is_a_problem(env):
     os.chown(locks, 12345, -1)
     env.save(lock_dir=str(locks))
     assert others(problems(env)) == [
-        f"lock_dir: {locks}: it is owned by uid 12345; it must be a folder other users cannot write "
-        "(not /run/lock or /tmp): another user could hold qbhook's locks and stop it"
+        f"lock_dir: {locks}: it is owned by uid 12345, not this user or root; it must be a folder other users "
+        "cannot write (not /run/lock or /tmp): another user could hold qbhook's locks and stop it"
     ]
 
 

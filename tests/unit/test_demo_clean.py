@@ -212,3 +212,53 @@ def test_not_root_is_qbhook_s_one_line_with_a_named_exit_code_not_click_s_error(
     assert r.exit_code == ExitCode.BAD_INPUT
     assert r.stderr == "qbhook: the demo mounts pools and must run as root (try: sudo scripts/demo)\n"
     assert r.stdout == "" and not base.exists()
+
+
+def _fake_story(seen: list):
+    """demo.run without the sandbox: its lines through ``say``, where it would show a command's."""
+
+    def run(base, say, shown_fd=None):
+        seen.append(shown_fd)
+        say(f"qbhook demo: sandbox in {base}")
+        say("== qbhook scan ==")
+        return demo.ExitCode.OK
+
+    return run
+
+
+@pytest.mark.parametrize("where", [["--json", "demo"], ["demo", "--json"]])
+def test_the_full_demo_under_json_prints_only_one_json_document_on_stdout(tmp_path, monkeypatch, where):
+    """Its progress lines went to stdout under --json, before (and instead of) any JSON: they go to
+    stderr, with the qbhook commands it shows (fd 2), and stdout holds one document."""
+    from click.testing import CliRunner
+
+    from qbhook.cli.app import main
+
+    seen: list = []
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(demo, "run", _fake_story(seen))
+    base = tmp_path / "sandbox"
+    r = CliRunner().invoke(main, [*where, "--dir", str(base)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == {"dir": str(base), "proved": True, "exit_code": 0}
+    assert r.stderr.splitlines() == [f"qbhook demo: sandbox in {base}", "== qbhook scan =="]
+    assert seen == [2]
+    r = CliRunner().invoke(main, ["demo", "--dir", str(base)])  # without --json: the lines, on stdout
+    assert (r.exit_code, r.stdout, r.stderr, seen[-1]) == (
+        0,
+        f"qbhook demo: sandbox in {base}\n== qbhook scan ==\n",
+        "",
+        None,
+    )
+
+
+@pytest.mark.parametrize("shown_fd", [None, 2])
+def test_a_command_the_demo_shows_prints_on_the_fd_it_is_given(tmp_path, monkeypatch, shown_fd):
+    calls = []
+    monkeypatch.setattr(
+        demo.subprocess, "run", lambda argv, **kw: calls.append(kw) or demo.subprocess.CompletedProcess(argv, 0)
+    )
+    demo._qbhook(tmp_path / "c.yaml", "status", show=True, shown_fd=shown_fd)
+    demo._qbhook(tmp_path / "c.yaml", "--json", "dupes")
+    assert calls[0]["stdout"] == shown_fd and "capture_output" not in calls[0]
+    assert calls[1]["capture_output"] is True and "stdout" not in calls[1]

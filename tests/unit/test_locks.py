@@ -286,3 +286,42 @@ def test_a_symlink_at_the_lock_folder_name_is_refused_not_followed(cfg, tmp_path
         executor_lock(cfg).acquire()
     assert e.value.message == f"cannot use lock folder {lock_dir(cfg)}: it is a symbolic link"
     assert os.listdir(elsewhere) == []
+
+
+@pytest.mark.parametrize("mode", [0o775, 0o757, 0o1777])
+def test_a_catalog_folder_others_can_write_is_refused_when_it_holds_the_lock_folder(tmp_path, mode):
+    """Another user who can write the catalog's folder renames <catalog>.locks away while an
+    executor holds its lock; the next executor makes a new folder and runs beside the first. The
+    folder is refused by the lock folder's rule (78), untouched; with lock_dir set elsewhere it
+    holds no lock folder and is not asked about."""
+    from dataclasses import replace
+
+    from qbhook.errors import CatalogFolderUnsafe
+
+    folder = tmp_path / "var"
+    folder.mkdir()
+    os.chmod(folder, mode)
+    cfg = make_config(folder / "cat.sqlite", tmp_path / "stash", tmp_path / "pool")
+    with pytest.raises(CatalogFolderUnsafe) as e:
+        executor_lock(cfg).acquire()
+    assert e.value.message == f"refusing catalog folder {folder}: its mode {mode:04o} lets other users write it"
+    assert isinstance(e.value, LockFolderUnsafe) and e.value.exit_code == ExitCode.CONFIG
+    assert os.listdir(folder) == [] and _mode(folder) == mode
+    locks = tmp_path / "locks"
+    locks.mkdir(mode=0o700)
+    with executor_lock(replace(cfg, lock_dir=locks)), group_lock(replace(cfg, lock_dir=locks), "g1"):
+        pass
+
+
+def test_a_catalog_folder_another_user_owns_is_refused_and_a_private_one_is_fine(tmp_path):
+    from qbhook.errors import CatalogFolderUnsafe
+
+    folder = tmp_path / "var"
+    folder.mkdir(mode=0o755)
+    cfg = make_config(folder / "cat.sqlite", tmp_path / "stash", tmp_path / "pool")
+    with group_lock(cfg, "g1"):
+        pass
+    if os.geteuid() == 0:  # giving a folder to another user takes root
+        os.chown(folder, 65534, 65534)
+        with pytest.raises(CatalogFolderUnsafe, match=f"^refusing catalog folder {folder}: it is owned by uid 65534"):
+            group_lock(cfg, "g1").acquire()
