@@ -19,7 +19,7 @@ from qbhook.catalog import scan as scanner
 from qbhook.catalog.db import migrations
 from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
-from tests.helpers import make_config, write
+from tests.helpers import seeded_catalog, write
 from tests.unit.catalog.old import catalog_at
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
@@ -27,13 +27,8 @@ ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
 
 @pytest.fixture
 def env(tmp_path):
-    stash, pool = tmp_path / "stash", tmp_path / "pool"
-    for p in (stash, pool):
-        (p / "data/media/torrents/seeding").mkdir(parents=True)
-    cfg = make_config(tmp_path / "cat.sqlite", stash, pool)
-    cat = Catalog.open(cfg.catalog)
-    yield cfg, cat, stash
-    cat.close()
+    with seeded_catalog(tmp_path) as e:
+        yield e
 
 
 def _owners(cat: Catalog) -> dict[bytes, tuple]:
