@@ -8,6 +8,7 @@ from pathlib import Path
 
 import blake3
 
+from qbhook.catalog.store import Catalog
 from qbhook.config import Config, parse_config
 
 
@@ -50,6 +51,19 @@ def seeded_config(tmp_path: Path, **kw) -> Config:
     for p in cfg.pools:
         p.seeding_root.mkdir(parents=True)
     return cfg
+
+
+@contextmanager
+def seeded_catalog(tmp_path: Path, *, as_cli: bool = False):
+    """``seeded_config``'s pools with their catalog open: yields (cfg, catalog, the stash pool's
+    path); the catalog is closed at exit. ``as_cli``: opened as the CLI opens it, its reads
+    walking from the pool roots (``marker_roots``)."""
+    cfg = seeded_config(tmp_path)
+    cat = Catalog.open(cfg.catalog, marker_roots=[p.path for p in cfg.pools]) if as_cli else Catalog.open(cfg.catalog)
+    try:
+        yield cfg, cat, tmp_path / "stash"
+    finally:
+        cat.close()
 
 
 def put(path: Path | bytes, data: bytes = b"x") -> bytes:

@@ -39,7 +39,7 @@ from qbhook import notify
 from qbhook.catalog import findwalk, fsid
 from qbhook.catalog.db import Tx
 from qbhook.catalog.findwalk import FindRun
-from qbhook.catalog.store import Catalog, Filesystem, stat_signature
+from qbhook.catalog.store import Catalog, Filesystem, InodeStat, stat_signature
 from qbhook.config import PoolConfig, ScanConfig
 from qbhook.dirfd import FolderRefused, NotAFolder, open_below, open_root
 from qbhook.errors import MassDeleteRefused, QbhookError
@@ -318,7 +318,7 @@ class _Loaded:
 
         def unchanged(path: bytes) -> bool:
             row = rows.get(path)
-            return was.get(path, _NO_ROW_SEEN) == (None if row is None else stat_signature(*row))
+            return was.get(path, _NO_ROW_SEEN) == (None if row is None else stat_signature(row))
 
         kept = [ch for ch in changes if unchanged(ch[0])]
         dropped = [p for p in gone if unchanged(p)]
@@ -594,25 +594,6 @@ def _python_walk(
 
 FIND_WALK = True  # False: always walk in Python (e.g. to compare in benchmarks)
 _FIND_CHUNK = 4 * 1024 * 1024
-
-
-@dataclass(slots=True)
-class _FoundStat:
-    """The fields of an lstat result the catalog records, as find printed them. ``st_mode``: a
-    regular file's (find prints only those), None with uid and gid in a catalog row's line whose
-    owner is not known ("- - -": Catalog.find_line)."""
-
-    st_dev: int
-    st_ino: int
-    st_size: int
-    st_mtime_ns: int
-    st_ctime_ns: int
-    st_nlink: int
-    st_mode: int | None
-    st_uid: int | None
-    st_gid: int | None
-
-
 _PATH_FIELD = 9  # the path is a line's tenth field, the rest of it: line.split(b" ", _PATH_FIELD)
 
 
@@ -630,49 +611,40 @@ def _ignored_lines(buf: bytes, lines: list[bytes], ends: tuple[bytes, ...]) -> l
     return [ln for ln in lines if not ln.endswith(ends) and not ln.startswith(_RELINK_NAMED, ln.rfind(b"/"))]
 
 
-def _parse_find_line(line: bytes) -> tuple[bytes, _FoundStat]:
+def _parse_find_line(line: bytes) -> tuple[bytes, InodeStat]:
     """(path, stat) from one line; ValueError unless it prints back to exactly ``line``."""
     path, st = _line_fields(line)
     if st.st_mode is None:
         raise ValueError("unexpected find output")  # find always prints a mode: only the catalog's lines lack one
-    if Catalog.find_line(*_found(st), path) != line:
+    if Catalog.find_line(st, path) != line:
         raise ValueError("unexpected find output")
     return path, st
 
 
-def _found(st: _FoundStat) -> tuple:
-    """The nine fields the catalog keeps of ``st``, in ``Catalog.find_line``'s and ``stat_signature``'s order."""
-    return (
-        st.st_dev,
-        st.st_ino,
-        st.st_size,
-        st.st_mtime_ns,
-        st.st_ctime_ns,
-        st.st_nlink,
-        st.st_mode,
-        st.st_uid,
-        st.st_gid,
-    )
-
-
-def _line_fields(line: bytes) -> tuple[bytes, _FoundStat]:
-    """(path, stat) from a line in find's format (ValueError if it has not its ten fields). The
-    mode is find's %m (the permission bits) made a regular file's st_mode; "- - -" (a catalog
-    row's unknown owner) is None for all three."""
+def _line_fields(line: bytes) -> tuple[bytes, InodeStat]:
+    """(path, stat) from a line in find's format (ValueError if it has not its ten fields), the
+    stat as find printed it. The mode is find's %m (the permission bits) made a regular file's
+    st_mode (find prints only those); "- - -" (a catalog row's unknown owner: Catalog.find_line)
+    is None for all three."""
     dev, ino, size, mt, ct, nlink, mode, uid, gid, path = line.split(b" ", _PATH_FIELD)
     ms, _, mf = mt.partition(b".")
     cs, _, cf = ct.partition(b".")
     unknown = mode == b"-" and uid == b"-" and gid == b"-"
-    st = _FoundStat(
-        int(dev),
-        int(ino),
-        int(size),
-        int(ms) * 1_000_000_000 + int(mf[:9]),
-        int(cs) * 1_000_000_000 + int(cf[:9]),
-        int(nlink),
-        None if unknown else stat_mod.S_IFREG | int(mode, 8),
-        None if unknown else int(uid),
-        None if unknown else int(gid),
+    # Built as the tuple it is: InodeStat(...)'s Python-level __new__ costs 7 % of this function,
+    # run for every line find prints that the catalog lacks (all of them on a first scan).
+    st = tuple.__new__(
+        InodeStat,
+        (
+            int(dev),
+            int(ino),
+            int(size),
+            int(ms) * 1_000_000_000 + int(mf[:9]),
+            int(cs) * 1_000_000_000 + int(cf[:9]),
+            int(nlink),
+            None if unknown else stat_mod.S_IFREG | int(mode, 8),
+            None if unknown else int(uid),
+            None if unknown else int(gid),
+        ),
     )
     return path, st
 
@@ -910,7 +882,7 @@ def _compare(
     if not fresh_lines and matched == len(known):
         return [], [], seen, 0, 0, {}
 
-    changes: list[tuple[bytes, int, _FoundStat]] = []
+    changes: list[tuple[bytes, int, InodeStat]] = []
     for line in fresh_lines:
         try:
             path, st = _parse_find_line(line)
@@ -936,13 +908,13 @@ def _compare(
                     # Device -1 (a filesystem with no st_dev of its own): no row is filesystem -1,
                     # so such a path is never written or dropped over another's write.
                     fs = fs_of_dev.get(st.st_dev, -1)
-                    gone[path] = stat_signature(fs, *_found(st)[1:])
+                    gone[path] = stat_signature((fs, *st[1:]))
     vanished = list(gone.keys() - {p for p, _fs, _st in changes})
     # A path on both sides changed only if its (filesystem, stat) did, as the Python walk
     # decides: a line can also differ because the st_dev a filesystem had when last seen is
     # stale (a remount, a reboot) while the file and its filesystem are the same.
     was = catalog.stat_rows([p for p, _fs, _st in changes if p in gone])
-    kept = [(p, fs, st) for p, fs, st in changes if was.get(p) != (fs, *_found(st)[1:])]
+    kept = [(p, fs, st) for p, fs, st in changes if was.get(p) != (fs, *st[1:])]
     changed = sum(1 for p, _fs, _st in kept if p in gone)
     loaded = {p: gone[p] for p in vanished} | {p: gone.get(p) for p, _fs, _st in kept}
     return vanished, kept, seen, len(kept) - changed, changed, loaded

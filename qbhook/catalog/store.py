@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import operator
 import os
 import select
 import sqlite3
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from qbhook.catalog import fsid as fsid_mod
 from qbhook.catalog.db import Tx, connect, rollback
@@ -128,28 +130,43 @@ def _inode_values(fs: int, st, scan_id: int) -> tuple:
     )
 
 
-def stat_signature(
-    fs: int,
-    ino: int,
-    size: int,
-    mtime_ns: int,
-    ctime_ns: int,
-    nlink: int,
-    mode: int | None,
-    uid: int | None,
-    gid: int | None,
-) -> int:
-    """What the scanner compares: Python's tuple hash of the nine fields (no per-process salt for
-    ints and None). The owner and mode (``schema.OWNER_DDL``) are None where not known: a row
-    written before they were kept, or whose ctime a hash's stat moved (``store_stats``), so a
-    rescan writes them once (any file's stat has all three).
+class InodeStat(NamedTuple):
+    """What the catalog keeps of a file's lstat, in the one order all its copies use: the line
+    find prints (``Catalog.find_line``), a catalog row (``Catalog.stat_rows``: there the first field
+    is the filesystem's row id, not a device), what ``stat_signature`` hashes, and a relinked name's
+    stat as a forked child sends it back (``fsops.relinked_to_parent``). Named as ``os.stat_result``
+    names them, so either reads alike (``_inode_values``). ``st_mode``, ``st_uid`` and ``st_gid``
+    are None where not known (a catalog row's "- - -": ``schema.OWNER_DDL``)."""
+
+    st_dev: int
+    st_ino: int
+    st_size: int
+    st_mtime_ns: int
+    st_ctime_ns: int
+    st_nlink: int
+    st_mode: int | None
+    st_uid: int | None
+    st_gid: int | None
+
+
+# A stat's (``os.stat_result``'s or an ``InodeStat``'s) fields as a plain tuple in ``InodeStat``'s
+# order, read in C: no Python frame per file.
+stat_fields = operator.attrgetter(*InodeStat._fields)
+
+
+def stat_signature(row: tuple) -> int:
+    """What the scanner compares: Python's tuple hash of ``row``, the nine fields in ``InodeStat``'s
+    order with the catalog's filesystem row id first (no per-process salt for ints and None; an
+    ``InodeStat`` hashes as its plain tuple). The owner and mode (``schema.OWNER_DDL``) are None where
+    not known: a row written before they were kept, or whose ctime a hash's stat moved
+    (``store_stats``), so a rescan writes them once (any file's stat has all three).
 
     A change of any single field (values below 2**61) always changes it: each step of CPython's
     tuple hash is a bijection of its state. Several fields changing at once collide with odds
     of about 2**-64. A cached content hash is never trusted on this alone: ensure_hashes
     re-stats the file and compares size/mtime/ctime before using it.
     """
-    return hash((fs, ino, size, mtime_ns, ctime_ns, nlink, mode, uid, gid))
+    return hash(row)
 
 
 @dataclass(frozen=True)
@@ -448,7 +465,7 @@ class Catalog:
         return {r[0]: r[1:] for r in cur}
 
     def load_pool_signatures(self, pool: str) -> dict[bytes, int]:
-        """path -> stat_signature(fs, ino, size, mtime_ns, ctime_ns, nlink, mode, uid, gid) for one pool.
+        """path -> stat_signature((fs, ino, size, mtime_ns, ctime_ns, nlink, mode, uid, gid)) for one pool.
 
         What a rescan compares against: one int per path instead of a tuple of eight
         (about half the memory and load time of load_pool_paths on large pools).
@@ -460,7 +477,7 @@ class Catalog:
         )
         out: dict[bytes, int] = {}
         while rows := cur.fetchmany(10000):
-            out.update({r[0]: hash(r[1:]) for r in rows})  # == stat_signature(*r[1:])
+            out.update({r[0]: hash(r[1:]) for r in rows})  # == stat_signature(r[1:])
         return out
 
     # The line `find -printf findwalk.FIND_LINE_FORMAT` prints for a file, rebuilt from a catalog row: the
@@ -481,19 +498,10 @@ class Catalog:
     )
 
     @staticmethod
-    def find_line(
-        dev: int,
-        ino: int,
-        size: int,
-        mtime_ns: int,
-        ctime_ns: int,
-        nlink: int,
-        mode: int | None,
-        uid: int | None,
-        gid: int | None,
-        path: bytes,
-    ) -> bytes:
-        """The line find prints for these fields (findwalk.FIND_LINE_FORMAT, no NUL); Python twin of the SQL."""
+    def find_line(st: InodeStat, path: bytes) -> bytes:
+        """The line find prints for ``st`` (or its plain tuple) at ``path`` (findwalk.FIND_LINE_FORMAT,
+        no NUL); Python twin of the SQL."""
+        dev, ino, size, mtime_ns, ctime_ns, nlink, mode, uid, gid = st
         owner = b"- - -" if mode is None or uid is None or gid is None else b"%o %d %d" % (mode & 0o7777, uid, gid)
         return (
             b"%d %d %d %d.%09d0 %d.%09d0 %d %s "

@@ -98,7 +98,7 @@ from qbhook import procs
 from qbhook.access import access_lost, lost_reason
 from qbhook.catalog import hashing
 from qbhook.catalog.fsid import is_zfs
-from qbhook.catalog.store import CarryProof
+from qbhook.catalog.store import CarryProof, InodeStat, stat_fields
 from qbhook.dirfd import (
     EntryChanged,
     EntryKey,
@@ -278,44 +278,20 @@ class Relinked(NamedTuple):
     carry: CarryProof | None
 
 
-class RelinkedStat(NamedTuple):
-    """The fields of a ``Relinked.after`` the catalog records (``Catalog.record_paths``: the kind,
-    the inode's identity and its stat columns), as a relinked name's stat crosses from a forked
-    child back to the parent (``relinked_to_parent``)."""
-
-    st_mode: int
-    st_dev: int
-    st_ino: int
-    st_size: int
-    st_mtime_ns: int
-    st_ctime_ns: int
-    st_nlink: int
-    st_uid: int  # with st_mode: the owner the catalog keeps (``schema.OWNER_DDL``)
-    st_gid: int
-
-
-# A ``Relinked`` as plain ints: (the name's stat fields, the carry proof's fields or None).
+# A ``Relinked`` as plain ints: (the name's ``InodeStat`` fields, the carry proof's fields or None).
 _RelinkedWire = tuple[tuple[int, ...], tuple[int, ...] | None]
 
 
 def relinked_to_parent(after: Mapping) -> dict:
     """A forked child's ``Relinker.after`` as plain tuples of ints, to be pickled back
-    (``relinked_from_child`` rebuilds it). Pickled as they are, an ``os.stat_result`` and a
-    ``CarryProof`` (a frozen dataclass) each go through Python-level reduce and setstate
-    functions: 0.04 CPU-s to pickle and 0.03 to load per 3,500 relinks."""
+    (``relinked_from_child`` rebuilds it): of each name's stat the fields the catalog records
+    (``Catalog.record_paths``: the kind, the inode's identity, its stat columns and owner:
+    ``InodeStat``). Pickled as they are, an ``os.stat_result`` and a ``CarryProof`` (a frozen
+    dataclass) each go through Python-level reduce and setstate functions: 0.04 CPU-s to pickle
+    and 0.03 to load per 3,500 relinks."""
     return {
         path: (
-            (
-                st.st_mode,
-                st.st_dev,
-                st.st_ino,
-                st.st_size,
-                st.st_mtime_ns,
-                st.st_ctime_ns,
-                st.st_nlink,
-                st.st_uid,
-                st.st_gid,
-            ),
+            stat_fields(st),
             None if c is None else (c.dev, c.ino, c.size, c.mtime_ns, c.ctime_ns, c.after_ctime_ns),
         )
         for path, (st, c) in after.items()
@@ -323,9 +299,10 @@ def relinked_to_parent(after: Mapping) -> dict:
 
 
 def relinked_from_child(wire: Mapping[object, _RelinkedWire]) -> dict:
-    """``relinked_to_parent``'s answer as ``Relinked`` entries again: the same fields the child's
-    stat and proof had (the proof as made by ``CarryProof.across`` in the child, field for field)."""
-    return {path: Relinked(RelinkedStat(*st), None if c is None else CarryProof(*c)) for path, (st, c) in wire.items()}
+    """``relinked_to_parent``'s answer as ``Relinked`` entries again, each ``after`` an ``InodeStat``:
+    the same fields the child's stat and proof had (the proof as made by ``CarryProof.across`` in
+    the child, field for field)."""
+    return {path: Relinked(InodeStat(*st), None if c is None else CarryProof(*c)) for path, (st, c) in wire.items()}
 
 
 # --------------------------------------------------------------------------- small helpers

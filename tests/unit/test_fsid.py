@@ -1,6 +1,7 @@
 import os
 import stat
 import subprocess
+from contextlib import contextmanager
 
 import pytest
 
@@ -246,11 +247,10 @@ def test_a_device_at_the_marker_name_is_refused_without_being_opened(tmpfs, monk
 # -- a marker another user copied (review R52) ----------------------------------------------------
 
 
-def test_a_marker_another_user_copied_to_the_root_of_its_own_filesystem_is_not_read(tmpfs, tmp_path):
-    """The pool's marker is world-readable: the torrent user, owning a nested tmpfs (or NFS) mount
-    in the pool, copied it to that mount's root, and every later scan raised "two filesystems
-    with one id" (sweeps stopped). A copy the user owns or may write is not a marker: that
-    filesystem is known by its mount, and both are catalogued apart."""
+@contextmanager
+def _marked_pool(tmpfs, tmp_path):
+    """A tmpfs pool with a file ``seeding/a``, its catalog open with the pool as marker root, so the
+    first ask writes the pool's marker: yields (pool, catalog, that file's filesystem row)."""
     from qbhook.catalog.store import Catalog
 
     pool = tmpfs("pool")
@@ -258,7 +258,17 @@ def test_a_marker_another_user_copied_to_the_root_of_its_own_filesystem_is_not_r
     (pool / "seeding/a").write_bytes(b"a")
     cat = Catalog.open(tmp_path / "cat.sqlite", marker_roots=[pool])
     try:
-        fs = cat.fs_for_path(pool / "seeding/a")
+        yield pool, cat, cat.fs_for_path(pool / "seeding/a")
+    finally:
+        cat.close()
+
+
+def test_a_marker_another_user_copied_to_the_root_of_its_own_filesystem_is_not_read(tmpfs, tmp_path):
+    """The pool's marker is world-readable: the torrent user, owning a nested tmpfs (or NFS) mount
+    in the pool, copied it to that mount's root, and every later scan raised "two filesystems
+    with one id" (sweeps stopped). A copy the user owns or may write is not a marker: that
+    filesystem is known by its mount, and both are catalogued apart."""
+    with _marked_pool(tmpfs, tmp_path) as (pool, cat, fs):
         assert cat.fsid(fs).startswith("marker:")
         mine = os.stat(pool / MARKER_NAME)
         assert mine.st_uid == os.geteuid() and stat.S_IMODE(mine.st_mode) & 0o022 == 0  # what qbhook trusts
@@ -278,8 +288,6 @@ def test_a_marker_another_user_copied_to_the_root_of_its_own_filesystem_is_not_r
         assert identify(inc, marker_roots=[pool]).kind == "mount"
         os.chmod(copy, 0o644)  # root's, written by nobody else: a marker (the admin copied it)
         assert identify(inc, marker_roots=[pool]).fsid == cat.fsid(fs)
-    finally:
-        cat.close()
 
 
 def test_two_filesystems_with_one_marker_are_told_to_delete_the_copy_not_the_pools_own(tmpfs, tmp_path):
@@ -383,14 +391,7 @@ def test_a_copy_of_another_owners_pool_marker_on_another_filesystem_is_known_by_
     """The pool's own marker is nobody's (root_squash) and so is a copy the torrent user put at
     the root of its nested mount: the catalog records the id at the pool's mount point, so the
     pool keeps it and the copy is known by its mount (one warning), neither an error."""
-    from qbhook.catalog.store import Catalog
-
-    pool = tmpfs("pool")
-    (pool / "seeding").mkdir()
-    (pool / "seeding/a").write_bytes(b"a")
-    cat = Catalog.open(tmp_path / "cat.sqlite", marker_roots=[pool])
-    try:
-        fs = cat.fs_for_path(pool / "seeding/a")
+    with _marked_pool(tmpfs, tmp_path) as (pool, cat, fs):
         os.chown(pool / MARKER_NAME, 65534, 65534)
         inc = tmpfs("pool/seeding/incoming")
         (inc / "b").write_bytes(b"b")
@@ -402,5 +403,3 @@ def test_a_copy_of_another_owners_pool_marker_on_another_filesystem_is_known_by_
             assert cat.fs_for_path(pool / "seeding/a") == fs
         assert other != fs and cat.fsid(other).startswith("mount:") and cat.fsid(fs).startswith("marker:")
         assert [str(inc / MARKER_NAME) in r.getMessage() for r in caplog.records] == [True]
-    finally:
-        cat.close()

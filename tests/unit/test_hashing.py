@@ -17,20 +17,15 @@ from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import CarryProof, Catalog
 from qbhook.dirfd import Pin
 from qbhook.errors import NotRegularFile
-from tests.helpers import folder_chain, make_config, write
+from tests.helpers import folder_chain, seeded_catalog, write
 from tests.swap import swap, swap_after_first_look
 from tests.timebox import run_bounded, timebox
 
 
 @pytest.fixture
 def env(tmp_path):
-    stash, pool = tmp_path / "stash", tmp_path / "pool"
-    for p in (stash, pool):
-        (p / "data/media/torrents/seeding").mkdir(parents=True)
-    cfg = make_config(tmp_path / "cat.sqlite", stash, pool)
-    cat = Catalog.open(cfg.catalog, marker_roots=[p.path for p in cfg.pools])  # as the CLI: reads walk from the roots
-    yield cfg, cat, stash
-    cat.close()
+    with seeded_catalog(tmp_path, as_cli=True) as e:
+        yield e
 
 
 def old(path):

@@ -29,18 +29,13 @@ from qbhook.catalog.hashing import HashBudget, ensure_hashes
 from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
 from qbhook.progress import Progress, Throughput
-from tests.helpers import make_config, write
+from tests.helpers import seeded_catalog, write
 
 
 @pytest.fixture
 def env(tmp_path):
-    stash, pool = tmp_path / "stash", tmp_path / "pool"
-    for p in (stash, pool):
-        (p / "data/media/torrents/seeding").mkdir(parents=True)
-    cfg = make_config(tmp_path / "cat.sqlite", stash, pool)
-    cat = Catalog.open(cfg.catalog, marker_roots=[p.path for p in cfg.pools])  # as the CLI: reads walk from the roots
-    yield cfg, cat, stash / "data/media/torrents/seeding"
-    cat.close()
+    with seeded_catalog(tmp_path, as_cli=True) as (cfg, cat, stash):
+        yield cfg, cat, stash / "data/media/torrents/seeding"
 
 
 def _old(path):

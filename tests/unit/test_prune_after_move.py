@@ -71,11 +71,17 @@ def _not_ours(w: World, save: str) -> list[str]:
     return dirs
 
 
-@pytest.mark.parametrize("where", ["category", "seeding-root"])
-def test_a_single_file_torrents_prune_leaves_the_folders_it_never_emptied(w, where):
+def _single_file_torrent(w: World, where: str) -> tuple[str, list[str]]:
+    """HA, one file saved with no folder of its own in a category folder or (``where``) the seeding
+    root, beside ``_not_ours``'s empty folders: -> (its save path, those folders)."""
     save = os.path.join(w.seed_s, "movies") if where == "category" else w.seed_s
     _torrent(w, HA, save, [("Movie.2020.mkv", BIG)], tags={"~noHL"})
-    others = _not_ours(w, save)
+    return save, _not_ours(w, save)
+
+
+@pytest.mark.parametrize("where", ["category", "seeding-root"])
+def test_a_single_file_torrents_prune_leaves_the_folders_it_never_emptied(w, where):
+    save, others = _single_file_torrent(w, where)
     _demote(w)
     assert not os.path.exists(os.path.join(save, "Movie.2020.mkv"))
     assert [d for d in others if not os.path.isdir(d)] == []
@@ -150,9 +156,7 @@ def _as_an_older_version_planned(plan, root: str | None = None, stop_at: str | N
 def test_an_older_versions_prune_at_a_save_path_resumed_after_the_upgrade_prunes_upwards_only(w, where):
     # R50: an unfinished run journaled by a version before ``below`` holds a prune rooted at the
     # single-file torrent's save path; resumed by this version it must not empty that folder out.
-    save = os.path.join(w.seed_s, "movies") if where == "category" else w.seed_s
-    _torrent(w, HA, save, [("Movie.2020.mkv", BIG)], tags={"~noHL"})
-    others = _not_ours(w, save)
+    save, others = _single_file_torrent(w, where)
     plan = _as_an_older_version_planned(_plan(w), save, w.seed_s)
     assert w.executor().apply(plan).status == "done"
     assert [d for d in others if not os.path.isdir(d)] == []

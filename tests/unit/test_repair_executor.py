@@ -412,10 +412,10 @@ def test_a_view_on_another_device_than_its_act_proved_is_not_removed(world):  # 
     assert os.lstat(lib[rel]).st_nlink == 1
 
 
-def test_a_kill_during_the_undo_is_finished_by_resume(world, monkeypatch):  # noqa: F811
-    # Killed after the first unlink, before its step was journaled undone: resume closes the
-    # failed group again, that file found gone (counted removed), the others removed.
-    w = world
+def _killed_in_the_undo(w, monkeypatch) -> dict[str, str]:
+    """H1's repair fails its recheck (97 %) and is SIGKILLed (``Crash``) in its undo, right after
+    the first unlink, before that step was journaled undone; the journal then works again.
+    -> ``_lose_files``'s answer."""
     lib = _lose_files(w)
     w.qbt.fail_at[w.seed_s] = 0.97
     undone = w.journal.undone
@@ -426,8 +426,16 @@ def test_a_kill_during_the_undo_is_finished_by_resume(world, monkeypatch):  # no
     monkeypatch.setattr(w.journal, "undone", killed)
     with pytest.raises(Crash):
         w.executor().apply(_plan(w, lib))
-    assert sum(os.path.lexists(os.path.join(w.seed_s, r)) for r, _d in FILES) == len(FILES) - 1
     monkeypatch.setattr(w.journal, "undone", undone)
+    return lib
+
+
+def test_a_kill_during_the_undo_is_finished_by_resume(world, monkeypatch):  # noqa: F811
+    # Killed after the first unlink, before its step was journaled undone: resume closes the
+    # failed group again, that file found gone (counted removed), the others removed.
+    w = world
+    lib = _killed_in_the_undo(w, monkeypatch)
+    assert sum(os.path.lexists(os.path.join(w.seed_s, r)) for r, _d in FILES) == len(FILES) - 1
     (run,) = w.executor().resume()
     (why,) = run.groups_failed.values()
     assert "the 3 file(s) it linked or made were removed" in why

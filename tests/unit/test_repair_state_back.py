@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 from qbhook.decide.repair import NOT_AS_FOUND
 from qbhook.move.executor import build_executor
-from tests.unit.test_executor import FILES, H1, Crash, world  # noqa: F401  (fixture)
+from tests.unit.test_executor import FILES, H1, world  # noqa: F401  (fixture)
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
-from tests.unit.test_repair_executor import _delete_seed_files, _lose_files, _plan
-from tests.unit.test_repair_undo_gaps import _relocating_plan
+from tests.unit.test_repair_executor import _delete_seed_files, _killed_in_the_undo, _lose_files, _plan
+from tests.unit.test_repair_undo_gaps import _move_back_refused, _relocating_plan
 
 MISSING_CLAUSE = (
     "stopped by the repair; qBittorrent showed it missingFiles, which does not say whether it ran: "
@@ -57,12 +55,7 @@ def test_a_set_location_refused_gives_the_download_path_back_and_says_it_left_it
 def test_a_move_back_refused_is_one_needs_you_line_in_status(world):  # noqa: F811
     # Pointed at the view's folder, now empty again: said last in the reason, so status lists it.
     w = world
-    lib = _lose_files(w)
-    plan, to_path = _relocating_plan(w, lib)
-    w.qbt.fail_at[to_path] = 0.5
-    w.qbt.refuse_set_location_to.add(w.seed_s)
-    summary = w.executor().apply(plan)
-    (why,) = summary.groups_failed.values()
+    plan, to_path, why = _move_back_refused(w)
     clause = (
         f"{NOT_AS_FOUND}: torrent {H1} is stoppedDL at {to_path}: its save path could not be put back to {w.seed_s}"
     )
@@ -91,17 +84,7 @@ def test_a_recheck_under_100_percent_is_a_needs_you_line_until_a_repair_runs_aga
 def test_a_kill_during_the_close_keeps_the_line_on_resume(world, monkeypatch):  # noqa: F811
     # How the torrent was found is journaled before the first stop: the resumed close says it too.
     w = world
-    lib = _lose_files(w)
-    w.qbt.fail_at[w.seed_s] = 0.97
-    undone = w.journal.undone
-
-    def killed(step_id, result=None):
-        raise Crash()
-
-    monkeypatch.setattr(w.journal, "undone", killed)
-    with pytest.raises(Crash):
-        w.executor().apply(_plan(w, lib))
-    monkeypatch.setattr(w.journal, "undone", undone)
+    _killed_in_the_undo(w, monkeypatch)
     (run,) = w.executor().resume()
     (why,) = run.groups_failed.values()
     assert why.endswith(f"{NOT_AS_FOUND}: torrent {H1} is stoppedDL at {w.seed_s}: {MISSING_CLAUSE}")

@@ -192,14 +192,19 @@ def test_a_failed_repair_that_moved_its_torrent_puts_it_back_at_its_save_path(wo
     assert row.status == "failed" and row.args["_move_back"] == {"to": w.seed_s, "done": True}
 
 
-def test_a_move_back_refused_is_named_in_the_groups_outcome(world):  # noqa: F811
-    w = world
-    lib = _lose_files(w)
-    plan, to_path = _relocating_plan(w, lib)
+def _move_back_refused(w):
+    """H1 repaired at the cold pool's save path, its recheck failing there (50 %), and the client
+    refusing to set its location back to ``w.seed_s``: -> (plan, the path moved to, the group's reason)."""
+    plan, to_path = _relocating_plan(w, _lose_files(w))
     w.qbt.fail_at[to_path] = 0.5
     w.qbt.refuse_set_location_to.add(w.seed_s)
-    summary = w.executor().apply(plan)
-    (why,) = summary.groups_failed.values()
+    (why,) = w.executor().apply(plan).groups_failed.values()
+    return plan, to_path, why
+
+
+def test_a_move_back_refused_is_named_in_the_groups_outcome(world):  # noqa: F811
+    w = world
+    _, to_path, why = _move_back_refused(w)
     assert f"its save path could not be put back to {w.seed_s} (it is at {to_path}): " in why
     assert w.qbt.t[H1].save_path == to_path and w.qbt.t[H1].stopped
 

@@ -18,8 +18,8 @@ from qbhook.catalog import db
 from qbhook.catalog import scan as scanner
 from qbhook.catalog.db import migrations
 from qbhook.catalog.scan import scan_pool
-from qbhook.catalog.store import Catalog
-from tests.helpers import make_config, write
+from qbhook.catalog.store import Catalog, InodeStat
+from tests.helpers import seeded_catalog, write
 from tests.unit.catalog.old import catalog_at
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
@@ -27,13 +27,8 @@ ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
 
 @pytest.fixture
 def env(tmp_path):
-    stash, pool = tmp_path / "stash", tmp_path / "pool"
-    for p in (stash, pool):
-        (p / "data/media/torrents/seeding").mkdir(parents=True)
-    cfg = make_config(tmp_path / "cat.sqlite", stash, pool)
-    cat = Catalog.open(cfg.catalog)
-    yield cfg, cat, stash
-    cat.close()
+    with seeded_catalog(tmp_path) as e:
+        yield e
 
 
 def _owners(cat: Catalog) -> dict[bytes, tuple]:
@@ -165,13 +160,13 @@ def test_the_migration_leaves_the_rows_it_finds_unknown(tmp_path):
 
 
 def test_find_lines_of_an_unknown_owner_never_parse_as_find_output():
-    line = Catalog.find_line(5, 7, 3, 10**9, 2 * 10**9, 1, None, None, None, b"/a b/c")
+    line = Catalog.find_line(InodeStat(5, 7, 3, 10**9, 2 * 10**9, 1, None, None, None), b"/a b/c")
     assert line == b"5 7 3 1.0000000000 2.0000000000 1 - - - /a b/c"
     path, st = scanner._line_fields(line)
     assert (path, st.st_mode, st.st_uid, st.st_gid) == (b"/a b/c", None, None, None)
     with pytest.raises(ValueError):
         scanner._parse_find_line(line)
-    known = Catalog.find_line(5, 7, 3, 10**9, 2 * 10**9, 1, stat.S_IFREG | 0o4755, 1000, 2000, b"/a b/c")
+    known = Catalog.find_line(InodeStat(5, 7, 3, 10**9, 2 * 10**9, 1, stat.S_IFREG | 0o4755, 1000, 2000), b"/a b/c")
     assert known == b"5 7 3 1.0000000000 2.0000000000 1 4755 1000 2000 /a b/c"
     assert scanner._parse_find_line(known)[1].st_mode == stat.S_IFREG | 0o4755
 

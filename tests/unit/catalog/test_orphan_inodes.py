@@ -14,19 +14,13 @@ from qbhook.catalog.dupes import find_duplicates
 from qbhook.catalog.hashing import ensure_hashes
 from qbhook.catalog.locate import locate
 from qbhook.catalog.scan import scan_pool
-from qbhook.catalog.store import Catalog
-from tests.helpers import make_config, write
+from tests.helpers import seeded_catalog, write
 
 
 @pytest.fixture
 def env(tmp_path):
-    stash, pool = tmp_path / "stash", tmp_path / "pool"
-    for p in (stash, pool):
-        (p / "data/media/torrents/seeding").mkdir(parents=True)
-    cfg = make_config(tmp_path / "cat.sqlite", stash, pool)
-    cat = Catalog.open(cfg.catalog)
-    yield cfg, cat, stash
-    cat.close()
+    with seeded_catalog(tmp_path) as e:
+        yield e
 
 
 def _twins_hashed(cfg, cat, stash):
