@@ -280,14 +280,6 @@ class TorrentIndex:
         sql = "SELECT hash, first_seen FROM torrents WHERE instance=?"
         return {h.lower(): at for h, at in self.conn.execute(sql, (instance,))}
 
-    def gone_places(self) -> set[str]:
-        """The save and download paths (host spelling) of every torrent the index still keeps as
-        gone from its client, any instance: where torrents were saved before they were removed
-        (``move.orphans.remembered_anchors``). Kept only as long as ``prune_gone`` keeps the row
-        (``sweep.keep_history``, 7 days by default). An unmappable row (``map_error``) has none."""
-        sql = "SELECT save_path, download_path FROM torrents WHERE gone_at IS NOT NULL AND map_error IS NULL"
-        return {p for row in self.conn.execute(sql) for p in row if isinstance(p, str) and p}
-
     def present_hashes(self, instance: str, only: Iterable[str] | None = None) -> set[str]:
         """Hashes of the present torrents of ``instance`` (``only``: those among these hashes)."""
         sql = "SELECT hash FROM torrents WHERE instance=? AND gone_at IS NULL"

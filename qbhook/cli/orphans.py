@@ -113,7 +113,7 @@ def _show_report(d: dict, quarantine: bool) -> None:
 
 def _warn_not_seeding(folders) -> None:
     """A seeding root set too high, a library a torrent was saved into, or a category whose torrents
-    were all removed before the index's memory of them (``orphans.remembered_anchors``): a person looks."""
+    are all gone: a person looks."""
     for f in folders:
         echo_shown(
             f"qbhook: warning: {shown(f)}: no torrent of any client has its save or download path at or above "

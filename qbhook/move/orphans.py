@@ -51,10 +51,8 @@ are the thin side effects around it):
   download path at or above it (``seeding_folders``: compared exactly, as listed and resolved,
   never by a shared top-level folder nor case-folded: a root set one level too high holds the
   library beside the torrents, and one torrent cross-seed saved into the library makes only its
-  own folder seeding, not the library; a category folder whose torrents were all removed is
-  seeding only while the torrent index remembers one of them, ``remembered_anchors``: a gone
-  row's save or download path below a seeding root, never one at or above it), reported apart,
-  never quarantined, outside the share guard;
+  own folder seeding, not the library; a category folder whose torrents were all removed is not
+  seeding either, on purpose), reported apart, never quarantined, outside the share guard;
   *still used by a library* when its inode has a link outside the seeding roots (more links than
   the walk met), or when a library's symbolic link reaches it (``library_link``: a symlink in a
   pool outside the seeding roots onto the file, or onto a folder holding it, followed read-only:
@@ -120,7 +118,6 @@ from typing import TYPE_CHECKING
 
 from qbhook.catalog import library_links, state
 from qbhook.catalog.library_links import NO_LINKS, LibraryLinks
-from qbhook.catalog.torrents import TorrentIndex
 from qbhook.clients.model import PART_SUFFIX, TorrentFile, TorrentInfo, is_part_file
 from qbhook.clients.port import ClientPort
 from qbhook.dirfd import (
@@ -248,8 +245,7 @@ class References:
     names: Mapping[tuple[int, int], tuple[str, ...]] = field(default_factory=dict)
     # The save and download paths of every torrent of every client, whatever its state, as listed
     # and resolved: a file at or below one is in a seeding folder (``seeding_folders``), any other
-    # is ``not_seeding``. None: not known, every folder is one. ``find_orphans`` adds those of the
-    # torrents the index remembers as removed (``remembered_anchors``).
+    # is ``not_seeding``. None: not known, every folder is one.
     anchors: frozenset[str] | None = None
 
     @cached_property
@@ -693,46 +689,13 @@ def seeding_folders(anchors: Iterable[str] | None) -> SeedingFolders:
     case-folded: a library ``Movies/`` beside a category ``movies/`` is another folder on a
     case-sensitive filesystem (on a case-insensitive one, a client spelling a folder in another
     case makes it not seeding: reported, never quarantined). A torrent saved in the root itself
-    makes the whole root seeding. A category folder whose torrents were all removed is a seeding
-    folder only while the torrent index remembers one of them (``remembered_anchors``); after
-    that, or without the catalog, it is no seeding folder: its files reported, not quarantined."""
+    makes the whole root seeding. Conservative on purpose: a category folder whose torrents were
+    all removed is no seeding folder either, its files reported, not quarantined."""
     if anchors is None:
         return SeedingFolders(None)
     anchors = frozenset(os.path.normpath(a) for a in anchors)
     above = {up for a in anchors for up in _upward(posixpath.dirname(a))}
     return SeedingFolders(anchors, frozenset(above))
-
-
-def remembered_anchors(places: Iterable[str], roots: Iterable[str]) -> frozenset[str]:
-    """The anchors (``References.anchors``) that ``places`` give, the save and download paths of
-    torrents the index keeps as gone from their client (``TorrentIndex.gone_places``): each, as
-    stored and resolved, that lies strictly below a seeding root of ``roots``. So a category
-    folder whose torrents were all removed holds reclaimable orphans again, on the evidence that
-    torrents were saved there; a folder no torrent was ever saved at or above stays not seeding.
-
-    A place at or above a seeding root (in either spelling, against either spelling of the root)
-    gives no evidence at all: a torrent once saved in a root set too high (TRaSH's /data/media,
-    the library's movies/ beside torrents/) would make that root's library reclaimable (R57).
-    A live torrent saved there still counts (``references``): it is seeding from there now.
-    Nothing else changes: a file below a remembered place with a link outside the seeding roots,
-    or a library's symlink onto it, is still used by a library (``decide``), and the share guard
-    judges these orphans like any other.
-
-    The index prunes a gone row after ``sweep.keep_history`` (7 days by default, once a plan
-    followed the sync that saw it go: ``TorrentIndex.prune_gone``): a folder abandoned longer
-    ago is not seeding again, reported and never quarantined, the conservative side."""
-    spelled = {os.path.normpath(str(r)) for r in roots}
-    spelled |= {_real(r) for r in spelled}
-    out: set[str] = set()
-    for place in places:
-        if not place.startswith("/"):
-            continue  # not a host path: nothing to compare
-        norm = os.path.normpath(place)
-        ways = {norm, _real(norm)}
-        if any(is_within(r, w) for w in ways for r in spelled):
-            continue  # a seeding root or above it: too broad to tell torrent data from a library
-        out.update(w for w in ways if any(is_within(w, r) for r in spelled))
-    return frozenset(out)
 
 
 def _clients_seen(walk: Walk, status: dict[str, str], refs: References, roots: tuple[str, ...]) -> list[ClientSeen]:
@@ -1395,8 +1358,7 @@ def find_orphans(
     leaves its target's ctime alone, so it is not young) was held, its only copy.
     ``catalog``: record the totals (``record``) once the guards passed, and never call a leftover
     view the journal still tracks an orphan (``References.leftovers``), nor a file an unfinished
-    run's plan makes or verifies (``References.unfinished``); and count where the index remembers
-    removed torrents were saved as seeding folders too (``remembered_anchors``).
+    run's plan makes or verifies (``References.unfinished``).
     """
     clients = tuple(clients) if relist else clients  # listed twice: an iterator would be empty
     refs = references(clients)
@@ -1410,7 +1372,6 @@ def find_orphans(
             leftovers=journal.leftover_paths(),
             unfinished=unfinished_views(runs),
             unfinished_runs=tuple(r.id for r in runs),
-            anchors=_with_remembered(refs.anchors, catalog.conn, cfg),
         )
     walk = walk_roots(cfg)
     refs = replace(refs, library=library_of(cfg))  # after the walk: a symlink made meanwhile counts
@@ -1429,14 +1390,6 @@ def find_orphans(
     if catalog is not None:
         record(catalog.conn, report)
     return report
-
-
-def _with_remembered(anchors: frozenset[str] | None, conn, cfg) -> frozenset[str] | None:
-    """``anchors`` and where the index remembers removed torrents were saved (``remembered_anchors``)."""
-    if anchors is None:
-        return None
-    roots = [str(r) for p in cfg.pools for r in p.seeding_roots]
-    return anchors | remembered_anchors(TorrentIndex(conn).gone_places(), roots)
 
 
 def _either(first: References, again: References) -> References:
