@@ -1452,14 +1452,17 @@ def _lock_dir_problems(path: Path) -> list[str]:
     """A lock folder another user can write, or owns (and so can chmod), is named here and not
     refused at load (a command that takes no lock still runs): ``move.locks`` refuses it when a
     lock is taken (LockFolderUnsafe), since such a user could swap a lock file for their own
-    and let two executors run at once, or hold the locks and stop every qbhook. Missing: qbhook
-    creates it (0700), nothing to say yet."""
+    and let two executors run at once, or hold the locks and stop every qbhook. A symlink at its
+    own name is named too (lstat, not followed): ``move.locks`` opens it ``O_NOFOLLOW`` and refuses
+    it the same way. Missing: qbhook creates it (0700), nothing to say yet."""
     try:
-        st = os.stat(path)  # followed: lock_dir is admin config, used as given
+        st = os.lstat(path)  # its own name not followed (move.locks); the folders above it are followed
     except FileNotFoundError:
         return []
     except OSError as e:
         return [f"lock_dir: cannot look at {path}: {e.strerror}"]
+    if stat.S_ISLNK(st.st_mode):
+        return [f"lock_dir: {path} is a symbolic link: qbhook refuses it when it takes a lock; name the real folder"]
     if not stat.S_ISDIR(st.st_mode):
         return [f"lock_dir: {path} is not a folder"]
     why = []

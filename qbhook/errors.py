@@ -312,8 +312,8 @@ class LockFolderUnsafe(LockFileError):
     exit_code = ExitCode.CONFIG
     HINT = "the lock folder must be owned by qbhook's user (or root) and writable by no one else (chmod go-w it)"
 
-    def __init__(self, path, why: str):
-        super().__init__(f"refusing lock folder {path}: {why}", hint=self.HINT)
+    def __init__(self, path, why: str, hint: str | None = None):
+        super().__init__(f"refusing lock folder {path}: {why}", hint=hint or self.HINT)
         self.path = path
 
 

@@ -115,6 +115,23 @@ def test_a_lock_dir_only_its_owner_can_write_or_a_missing_one_is_fine(env, mode)
     assert others(problems(env)) == []
 
 
+@pytest.mark.parametrize("dangling", [False, True])
+def test_a_lock_dir_that_is_a_symlink_is_a_problem(env, dangling):
+    # R62: os.stat followed the link to a good 0700 folder and said nothing, while every command
+    # that takes a lock refuses it (exit 78).
+    real = env.tmp / "real-locks"
+    if not dangling:
+        real.mkdir(mode=0o700)
+    locks = env.tmp / "locks"
+    locks.symlink_to(real)
+    env.save(lock_dir=str(locks))
+    assert others(problems(env)) == [
+        f"lock_dir: {locks} is a symbolic link: qbhook refuses it when it takes a lock; name the real folder"
+    ]
+    r = env.run("config", "check", expect=ExitCode.CONFIG)
+    assert f"PROBLEM: lock_dir: {locks} is a symbolic link" in r.stderr
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user takes root")
 def test_a_lock_dir_another_user_owns_is_a_problem(env):
     locks = env.tmp / "locks"
