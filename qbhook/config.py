@@ -190,6 +190,7 @@ class ServerConfig:
     username: str | None = None
     password: str | None = field(repr=False, default=None)
     password_env: str | None = None
+    password_file: Path | None = None
     token: str | None = field(repr=False, default=None)
     token_env: str | None = None
     token_file: Path | None = None
@@ -817,7 +818,7 @@ _SERVER: dict[str, Reader] = {
     "max_body": size(positive=True),
     "max_pending": count(minimum=1),
 }
-_SERVER_SECRETS = ("password", "password_env", "token", "token_env", "token_file")
+_SERVER_SECRETS = ("password", "password_env", "password_file", "token", "token_env", "token_file")
 _QBT: dict[str, Reader] = {
     "name": optional_text,
     "username": optional_text,
@@ -1138,7 +1139,7 @@ def _scgi_address(v: Any, key: str) -> str:
 def _parse_server(raw: Any, env: dict | None, base_dir: Path | None) -> ServerConfig:
     kw = _parse_fields(_SERVER, raw, "server", _SERVER_SECRETS)
     raw = raw or {}
-    password, pw_env, _ = _secret(raw, "password", env, base_dir, "server", allow_file=False)
+    password, pw_env, pw_file = _secret(raw, "password", env, base_dir, "server")
     token, tok_env, tok_file = _secret(raw, "token", env, base_dir, "server")
     if token is not None and token != token.strip():
         # A token file is stripped when read (an editor's last newline); an inline or variable
@@ -1146,12 +1147,18 @@ def _parse_server(raw: Any, env: dict | None, base_dir: Path | None) -> ServerCo
         # Refused here rather than stripped: a secret is used as given or not at all. Never shown.
         where = "server.token_env" if tok_env and env and env.get(tok_env) is not None else "server.token"
         raise ConfigError(where, "the token starts or ends with spaces; every request would be refused (401)")
-    if (password or pw_env) and not kw.get("username"):
+    if (password or pw_env or pw_file) and not kw.get("username"):
         # HTTP Basic checks both: without a username the password accepts nothing, and every
         # event endpoint would answer 503 "no credentials configured" (qbhook.events.auth).
         raise ConfigError("server.password", "a password needs server.username too (or use token_env)")
     return ServerConfig(
-        password=password, password_env=pw_env, token=token, token_env=tok_env, token_file=tok_file, **kw
+        password=password,
+        password_env=pw_env,
+        password_file=pw_file,
+        token=token,
+        token_env=tok_env,
+        token_file=tok_file,
+        **kw,
     )
 
 
@@ -1176,12 +1183,12 @@ def _parse_notify(raw: Any, env: dict | None, base_dir: Path | None) -> NotifyCo
     return NotifyConfig(urls=urls, urls_env=u_env, urls_file=u_file, **_parse_fields(_NOTIFY, raw, "notify"))
 
 
-def _secret(spec: dict, name: str, env: dict | None, base_dir: Path | None, key: str, allow_file: bool = True):
+def _secret(spec: dict, name: str, env: dict | None, base_dir: Path | None, key: str):
     """(value, variable name, file path) of secret ``name``. ``env`` None: its names are checked,
     neither the variable nor the file is read (the value is None unless written inline)."""
     inline = spec.get(name)
     env_name = optional_text(spec.get(f"{name}_env"), f"{key}.{name}_env")
-    file_name = optional_text(spec.get(f"{name}_file"), f"{key}.{name}_file") if allow_file else None
+    file_name = optional_text(spec.get(f"{name}_file"), f"{key}.{name}_file")
     if inline is not None:
         inline = text(inline, f"{key}.{name}")
     path = Path(file_name) if file_name else None
@@ -1483,7 +1490,8 @@ def _secret_problems(cfg: Config) -> list[str]:
     every user may read while it holds secrets itself; problems, as ``_lock_dir_problems``: a
     password another user reads is that user's to use (the client's Web UI, the event endpoint)."""
     files = [(f"qbittorrent {q.name}: password_file", q.password_file) for q in cfg.qbittorrent]
-    files += [("server.token_file", cfg.server.token_file), ("notify.urls_file", cfg.notify.urls_file)]
+    files += [("server.password_file", cfg.server.password_file), ("server.token_file", cfg.server.token_file)]
+    files += [("notify.urls_file", cfg.notify.urls_file)]
     out = [f"{key}: {path}: {why}" for key, path in files if path is not None and (why := _loose_secret(path))]
     if cfg.keys_held_inline and cfg.source is not None:
         try:

@@ -232,14 +232,14 @@ LOOSE_SECRET = (
 
 
 def _with_secret_files(env: Env, mode: int) -> list:
-    files = [env.tmp / name for name in ("qbt-pw", "token", "urls")]
+    files = [env.tmp / name for name in ("qbt-pw", "server-pw", "token", "urls")]
     for f in files:
         f.write_text("s3cret-value\n")
         f.chmod(mode)
     env.save(
         qbittorrent={"url": "http://127.0.0.1:8080", "password_file": str(files[0])},
-        server={"token_file": str(files[1])},
-        notify={"urls_file": str(files[2])},
+        server={"username": "qbhook", "password_file": str(files[1]), "token_file": str(files[2])},
+        notify={"urls_file": str(files[3])},
     )
     return files
 
@@ -248,10 +248,11 @@ def _with_secret_files(env: Env, mode: int) -> list:
     "mode, may", [(0o644, "read"), (0o604, "read"), (0o620, "write"), (0o602, "write"), (0o666, "read and write")]
 )
 def test_a_secret_file_others_may_read_or_write_is_a_problem(env, mode, may):
-    pw, token, urls = _with_secret_files(env, mode)
+    pw, server_pw, token, urls = _with_secret_files(env, mode)
     why = f"mode {mode:04o} lets other users {may} it; {LOOSE_SECRET}"
     assert others(problems(env)) == [
         f"qbittorrent default: password_file: {pw}: {why}",
+        f"server.password_file: {server_pw}: {why}",  # R62: server.password_file was refused
         f"server.token_file: {token}: {why}",
         f"notify.urls_file: {urls}: {why}",
     ]
