@@ -195,6 +195,7 @@ class ServerConfig:
     username: str | None = None
     password: str | None = field(repr=False, default=None)
     password_env: str | None = None
+    password_file: Path | None = None
     token: str | None = field(repr=False, default=None)
     token_env: str | None = None
     token_file: Path | None = None
@@ -848,7 +849,7 @@ _SERVER: dict[str, Reader] = {
     "max_body": size(positive=True),
     "max_pending": count(minimum=1),
 }
-_SERVER_SECRETS = ("password", "password_env", "token", "token_env", "token_file")
+_SERVER_SECRETS = ("password", "password_env", "password_file", "token", "token_env", "token_file")
 _QBT: dict[str, Reader] = {
     "name": optional_text,
     "username": optional_text,
@@ -1169,7 +1170,7 @@ def _scgi_address(v: Any, key: str) -> str:
 def _parse_server(raw: Any, env: dict | None, base_dir: Path | None) -> ServerConfig:
     kw = _parse_fields(_SERVER, raw, "server", _SERVER_SECRETS)
     raw = raw or {}
-    password, pw_env, _ = _secret(raw, "password", env, base_dir, "server", allow_file=False)
+    password, pw_env, pw_file = _secret(raw, "password", env, base_dir, "server")
     token, tok_env, tok_file = _secret(raw, "token", env, base_dir, "server")
     if token is not None and (why := _token_problem(token)):
         # Refused here rather than fixed up: a secret is used as given or not at all. Never shown.
@@ -1179,12 +1180,18 @@ def _parse_server(raw: Any, env: dict | None, base_dir: Path | None) -> ServerCo
         else:
             where = "server.token_file" if tok_file is not None else "server.token"
         raise ConfigError(where, why)
-    if (password or pw_env) and not kw.get("username"):
+    if (password or pw_env or pw_file) and not kw.get("username"):
         # HTTP Basic checks both: without a username the password accepts nothing, and every
         # event endpoint would answer 503 "no credentials configured" (qbhook.events.auth).
         raise ConfigError("server.password", "a password needs server.username too (or use token_env)")
     return ServerConfig(
-        password=password, password_env=pw_env, token=token, token_env=tok_env, token_file=tok_file, **kw
+        password=password,
+        password_env=pw_env,
+        password_file=pw_file,
+        token=token,
+        token_env=tok_env,
+        token_file=tok_file,
+        **kw,
     )
 
 
@@ -1234,7 +1241,6 @@ def _secret(
     env: dict | None,
     base_dir: Path | None,
     key: str,
-    allow_file: bool = True,
     empty_ok: bool = False,
 ):
     """(value, variable name, file path) of secret ``name``. ``env`` None: its names are checked,
@@ -1245,7 +1251,7 @@ def _secret(
     notify's URLs, where none is a plain "no notifications" (as ``urls: []`` is)."""
     inline = spec.get(name)
     env_name = optional_text(spec.get(f"{name}_env"), f"{key}.{name}_env")
-    file_name = optional_text(spec.get(f"{name}_file"), f"{key}.{name}_file") if allow_file else None
+    file_name = optional_text(spec.get(f"{name}_file"), f"{key}.{name}_file")
     if inline is not None:
         inline = text(inline, f"{key}.{name}")
     path = Path(file_name) if file_name else None
@@ -1522,14 +1528,17 @@ def _lock_dir_problems(path: Path) -> list[str]:
     """A lock folder another user can write, or owns (and so can chmod), is named here and not
     refused at load (a command that takes no lock still runs): ``move.locks`` refuses it when a
     lock is taken (LockFolderUnsafe), since such a user could swap a lock file for their own
-    and let two executors run at once, or hold the locks and stop every qbhook. Missing: qbhook
-    creates it (0700), nothing to say yet."""
+    and let two executors run at once, or hold the locks and stop every qbhook. A symlink at its
+    own name is named too (lstat, not followed): ``move.locks`` opens it ``O_NOFOLLOW`` and refuses
+    it the same way. Missing: qbhook creates it (0700), nothing to say yet."""
     try:
-        st = os.stat(path)  # followed: lock_dir is admin config, used as given
+        st = os.lstat(path)  # its own name not followed (move.locks); the folders above it are followed
     except FileNotFoundError:
         return []
     except OSError as e:
         return [f"lock_dir: cannot look at {path}: {e.strerror}"]
+    if stat.S_ISLNK(st.st_mode):
+        return [f"lock_dir: {path} is a symbolic link: qbhook refuses it when it takes a lock; name the real folder"]
     if not stat.S_ISDIR(st.st_mode):
         return [f"lock_dir: {path} is not a folder"]
     why = loose_folder(st)  # the rule move.locks refuses it by
@@ -1564,7 +1573,8 @@ def _secret_problems(cfg: Config) -> list[str]:
     every user may read while it holds secrets itself; problems, as ``_lock_dir_problems``: a
     password another user reads is that user's to use (the client's Web UI, the event endpoint)."""
     files = [(f"qbittorrent {q.name}: password_file", q.password_file) for q in cfg.qbittorrent]
-    files += [("server.token_file", cfg.server.token_file), ("notify.urls_file", cfg.notify.urls_file)]
+    files += [("server.password_file", cfg.server.password_file), ("server.token_file", cfg.server.token_file)]
+    files += [("notify.urls_file", cfg.notify.urls_file)]
     out = [f"{key}: {path}: {why}" for key, path in files if path is not None and (why := _loose_secret(path))]
     if cfg.keys_held_inline and cfg.source is not None:
         try:

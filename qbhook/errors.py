@@ -314,8 +314,8 @@ class LockFolderUnsafe(LockFileError):
 
     WHAT = "lock folder"
 
-    def __init__(self, path, why: str):
-        super().__init__(f"refusing {self.WHAT} {path}: {why}", hint=self.HINT)
+    def __init__(self, path, why: str, hint: str | None = None):
+        super().__init__(f"refusing {self.WHAT} {path}: {why}", hint=hint or self.HINT)
         self.path = path
 
 

@@ -14,13 +14,14 @@ meanwhile; the converge lock only names what the batch is doing to whoever waits
 
 The lock folder is checked before any lock file in it is used (``_open_lock_dir``): opened
 ``O_DIRECTORY|O_NOFOLLOW`` (its own name is not followed; the folders above it are admin
-config, followed as given), and judged on the fstat of that descriptor. It must be owned by this
-user or root and writable by no one else: a user who can write it can rename ``executor.lock``
-away and put their own file at the name, and the next executor then locks another inode while
-the first still runs (two executors at once). It is refused otherwise (``LockFolderUnsafe``,
-exit 78), except the folder qbhook makes itself (``<catalog>.locks``, no ``lock_dir``): made
-0700, and one an older qbhook made with the umask (0775 under umask 002) is narrowed to 0700
-through that descriptor when it is this user's, since it was qbhook that made it so.
+config, followed as given), and judged on the fstat of that descriptor. It must not be a
+symlink, and must be owned by this user or root and writable by no one else: a user who can
+write it can rename ``executor.lock`` away and put their own file at the name, and the next
+executor then locks another inode while the first still runs (two executors at once). It is
+refused otherwise (``LockFolderUnsafe``, exit 78), except the folder qbhook makes itself
+(``<catalog>.locks``, no ``lock_dir``): made 0700, and one an older qbhook made with the umask
+(0775 under umask 002) is narrowed to 0700 through that descriptor when it is this user's, since
+it was qbhook that made it so.
 
 Each lock file is then opened relative to that checked descriptor, without following a symlink,
 mode 0600, and must be a regular file with one link of this user's own (``qbhook.lockfile``, the
@@ -143,12 +144,14 @@ class Lock:
 
 
 _HINT = "lock_dir (default: beside the catalog) must be a folder qbhook can write"
+_LINK_HINT = "name the real folder in lock_dir, not a symbolic link to it (or remove the link)"
 
 
 def _open_lock_dir(path: Path, own_folder: bool) -> int:
     """A descriptor of the lock folder ``path`` (made 0700 if missing), checked as the module
     docstring says: the folder every lock file is then opened in. LockFileError naming it when it
-    cannot be made or opened (a symbolic link at its name); LockFolderUnsafe when it is loose."""
+    cannot be made or opened; LockFolderUnsafe when it is loose or a symbolic link (exit 78, as the
+    README says: a setup problem, the config must name the real folder)."""
     if own_folder:
         _check_catalog_folder(path.parent)
     _make_lock_dir(path)
@@ -156,8 +159,9 @@ def _open_lock_dir(path: Path, own_folder: bool) -> int:
         fd = os.open(path, DIR_FLAGS)
     except OSError as e:
         if e.errno in (errno.ELOOP, errno.ENOTDIR):  # Linux says ENOTDIR for a symlink here
-            what = "a symbolic link" if e.errno == errno.ELOOP or os.path.islink(path) else "not a folder"
-            raise LockFileError(f"cannot use lock folder {path}: it is {what}", hint=_HINT) from None
+            if e.errno == errno.ELOOP or os.path.islink(path):
+                raise LockFolderUnsafe(path, "it is a symbolic link", hint=_LINK_HINT) from None
+            raise LockFileError(f"cannot use lock folder {path}: it is not a folder", hint=_HINT) from None
         raise LockFileError(f"cannot open lock folder {path}: {e.strerror}", hint=_HINT) from None
     try:
         _check_lock_dir(fd, path, own_folder)
@@ -205,6 +209,8 @@ def _make_lock_dir(path: Path) -> None:
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except FileExistsError:  # exist_ok still raises this when the name is not a folder
+        if path.is_symlink():  # dangling, or to a file: a symlink all the same (exit 78, as above)
+            raise LockFolderUnsafe(path, "it is a symbolic link", hint=_LINK_HINT) from None
         raise LockFileError(f"cannot use lock folder {path}: it is not a folder", hint=_HINT) from None
     except OSError as e:
         raise LockFileError(f"cannot make lock folder {path}: {e.strerror}", hint=_HINT) from None

@@ -188,3 +188,16 @@ def test_the_systemd_units_start_the_qbhook_readmes_install_puts_on_path():
         text = root.joinpath("contrib/systemd", unit).read_text()
         exe = next(line for line in text.splitlines() if line.startswith("ExecStart=")).split()[0].split("=", 1)[1]
         assert f"ln -s /opt/qbhook/bin/qbhook {exe}" in install or exe == "/opt/qbhook/bin/qbhook", (unit, exe)
+
+
+def test_every_environment_file_of_the_systemd_units_is_optional():
+    """R62: the README lets every secret come from a *_file setting and its install never makes
+    /etc/qbhook/env, yet the units named it without systemd's '-' (a missing file fails the start)."""
+    from pathlib import Path
+
+    units = sorted((Path(__file__).resolve().parents[2] / "contrib/systemd").glob("*.service"))
+    lines = [
+        (u.name, line) for u in units for line in u.read_text().splitlines() if line.startswith("EnvironmentFile=")
+    ]
+    assert lines, "no EnvironmentFile= line left to check"
+    assert [(name, line) for name, line in lines if not line.startswith("EnvironmentFile=-")] == []

@@ -458,6 +458,40 @@ def test_a_server_token_with_inner_spaces_is_kept():
     assert c.server.token == "tok 3n ~!"
 
 
+# R62: the README says every secret may come from *_env or *_file; server.password_file was
+# refused as an unknown setting.
+
+
+def test_a_server_password_file_is_read_stripped_and_shown_masked(tmp_path):
+    f = tmp_path / "server-pw"
+    f.write_text("pa55word\n")
+    f.chmod(0o600)
+    c = cfg(server={"username": "qbhook", "password_file": str(f)})
+    assert c.server.password == "pa55word" and c.server.password_file == f
+    shown = describe(c)["server"]
+    assert shown["password"] == "********" and shown["password_file"] == str(f)
+    assert not [p for p in check_paths(c) if p.startswith("server")]  # 0600: nothing to say
+
+
+def test_a_server_password_file_that_cannot_be_read_is_one_config_error_line(tmp_path):
+    missing = tmp_path / "nope"
+    with pytest.raises(ConfigError) as e:
+        cfg(server={"username": "qbhook", "password_file": str(missing)})
+    assert e.value.key == "server.password_file" and str(missing) in e.value.message
+    assert "\n" not in str(e.value)
+    (tmp_path / "latin1").write_bytes(b"caf\xe9")
+    with pytest.raises(ConfigError, match="not UTF-8") as e:
+        cfg(server={"username": "qbhook", "password_file": str(tmp_path / "latin1")})
+    assert "caf" not in str(e.value)  # a secret is never shown
+
+
+def test_a_server_password_file_needs_a_username_too(tmp_path):
+    f = tmp_path / "server-pw"
+    f.write_text("pa55word\n")
+    with pytest.raises(ConfigError, match="needs server.username"):
+        cfg(server={"password_file": str(f)})
+
+
 # --------------------------------------------------------------------------- R6 review findings
 
 

@@ -131,6 +131,23 @@ def test_a_lock_dir_only_its_owner_can_write_or_a_missing_one_is_fine(env, mode)
     assert others(problems(env)) == []
 
 
+@pytest.mark.parametrize("dangling", [False, True])
+def test_a_lock_dir_that_is_a_symlink_is_a_problem(env, dangling):
+    # R62: os.stat followed the link to a good 0700 folder and said nothing, while every command
+    # that takes a lock refuses it (exit 78).
+    real = env.tmp / "real-locks"
+    if not dangling:
+        real.mkdir(mode=0o700)
+    locks = env.tmp / "locks"
+    locks.symlink_to(real)
+    env.save(lock_dir=str(locks))
+    assert others(problems(env)) == [
+        f"lock_dir: {locks} is a symbolic link: qbhook refuses it when it takes a lock; name the real folder"
+    ]
+    r = env.run("config", "check", expect=ExitCode.CONFIG)
+    assert f"PROBLEM: lock_dir: {locks} is a symbolic link" in r.stderr
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user takes root")
 def test_a_lock_dir_another_user_owns_is_a_problem(env):
     locks = env.tmp / "locks"
@@ -231,14 +248,14 @@ LOOSE_SECRET = (
 
 
 def _with_secret_files(env: Env, mode: int) -> list:
-    files = [env.tmp / name for name in ("qbt-pw", "token", "urls")]
+    files = [env.tmp / name for name in ("qbt-pw", "server-pw", "token", "urls")]
     for f in files:
         f.write_text("s3cret-value\n")
         f.chmod(mode)
     env.save(
         qbittorrent={"url": "http://127.0.0.1:8080", "password_file": str(files[0])},
-        server={"token_file": str(files[1])},
-        notify={"urls_file": str(files[2])},
+        server={"username": "qbhook", "password_file": str(files[1]), "token_file": str(files[2])},
+        notify={"urls_file": str(files[3])},
     )
     return files
 
@@ -247,10 +264,11 @@ def _with_secret_files(env: Env, mode: int) -> list:
     "mode, may", [(0o644, "read"), (0o604, "read"), (0o620, "write"), (0o602, "write"), (0o666, "read and write")]
 )
 def test_a_secret_file_others_may_read_or_write_is_a_problem(env, mode, may):
-    pw, token, urls = _with_secret_files(env, mode)
+    pw, server_pw, token, urls = _with_secret_files(env, mode)
     why = f"mode {mode:04o} lets other users {may} it; {LOOSE_SECRET}"
     assert others(problems(env)) == [
         f"qbittorrent default: password_file: {pw}: {why}",
+        f"server.password_file: {server_pw}: {why}",  # R62: server.password_file was refused
         f"server.token_file: {token}: {why}",
         f"notify.urls_file: {urls}: {why}",
     ]

@@ -278,14 +278,25 @@ def test_a_lock_folder_another_user_owns_is_refused_never_narrowed(cfg, tmp_path
     assert os.listdir(folder) == [] and _mode(folder) == 0o775
 
 
-def test_a_symlink_at_the_lock_folder_name_is_refused_not_followed(cfg, tmp_path):
+@pytest.mark.parametrize("configured", [False, True])
+@pytest.mark.parametrize("target", ["folder", "missing", "file"])
+def test_a_symlink_at_the_lock_folder_name_is_refused_not_followed(cfg, tmp_path, configured, target):
+    # R62: README says a symlinked lock folder is refused with exit 78, as a loose or foreign one;
+    # it was LockFileError (74), and a dangling one read "not a folder".
+    from dataclasses import replace
+
     elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir(mode=0o700)
+    if target == "folder":
+        elsewhere.mkdir(mode=0o700)
+    elif target == "file":
+        elsewhere.write_text("")
+    cfg = replace(cfg, lock_dir=tmp_path / "locks") if configured else cfg
     lock_dir(cfg).symlink_to(elsewhere)
-    with pytest.raises(LockFileError) as e:
+    with pytest.raises(LockFolderUnsafe) as e:
         executor_lock(cfg).acquire()
-    assert e.value.message == f"cannot use lock folder {lock_dir(cfg)}: it is a symbolic link"
-    assert os.listdir(elsewhere) == []
+    assert e.value.message == f"refusing lock folder {lock_dir(cfg)}: it is a symbolic link"
+    assert e.value.exit_code == ExitCode.CONFIG and "real folder" in e.value.hint
+    assert os.listdir(elsewhere) == [] if target == "folder" else not elsewhere.is_dir()
 
 
 @pytest.mark.parametrize("mode", [0o775, 0o757, 0o1777])
