@@ -556,6 +556,18 @@ class RunSummary:
             "groups": [{**asdict(g), "status": str(g.status)} for g in self.groups],
         }
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RunSummary:
+        """The summary ``to_dict`` gave (a sweep's ``applied``), back as one: its exit code and its
+        printed lines are the ``apply`` command's, not a second reading of the dict."""
+        return cls(
+            d.get("run_id"),
+            dry_run=bool(d.get("dry_run")),
+            status=RunStatus(d["status"]),
+            groups=[GroupOutcome(**{**g, "status": GroupStatus(g["status"])}) for g in d.get("groups") or ()],
+            skipped=d.get("skipped"),
+        )
+
 
 # --------------------------------------------------------------------------- per-group state
 
