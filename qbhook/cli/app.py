@@ -526,15 +526,17 @@ def print_summary(s) -> None:
     failed group's reason on stderr. The one printer of a run: `apply`, `resume`, `converge`
     and what a `sweep` applied. Its imports load on first use (start-up: the module docstring)."""
     from qbhook.decide.plan import describe_step
+    from qbhook.move.journal import failed_not_paused
     from qbhook.units import freed_bytes, human_bytes
 
     if not s.groups:
         echo_shown("nothing to do")
         return
+    paused = set(s.groups_paused)
     for g in s.groups:
         # reasons and steps name paths
         echo_shown(
-            f"{g.status.upper():11} {g.action:8} {g.group_id}"
+            f"{'PAUSED' if g.group_id in paused else g.status.upper():11} {g.action:8} {g.group_id}"
             + (f"  - {g.reason}" if g.reason and g.status != "planned" else "")
         )
         for st in g.steps:
@@ -548,13 +550,12 @@ def print_summary(s) -> None:
         f"{verb} {human_bytes(s.bytes_copied)}, {'would free' if s.dry_run else 'freed'} "
         f"{freed_bytes(s.bytes_freed, s.bytes_freed_at_least)}, {s.torrents_relocated} torrent(s) "
         f"{'to relocate' if s.dry_run else 'relocated'}; {len(s.groups_done)} group(s) done, "
-        f"{len(s.groups_failed) - len(s.groups_paused)} failed, "
+        f"{len(failed_not_paused(s.counters()))} failed, "
         + (f"{len(s.groups_paused)} paused, " if s.groups_paused else "")
         + f"{len(s.groups_busy)} busy"
     )
     if s.dry_run:
         echo_shown("dry run: nothing changed. Run again with --yes to apply.")
-    paused = set(s.groups_paused)
     for gid, reason in s.groups_failed.items():
         echo_shown(f"{'PAUSED' if gid in paused else 'FAILED'} {gid}: {reason}", err=True)
 

@@ -29,6 +29,7 @@ from qbhook.cli.app import (
 )
 from qbhook.decide.plan import describe_step
 from qbhook.errors import ExitCode
+from qbhook.move.journal import failed_not_paused
 from qbhook.units import freed_bytes
 from qbhook.units import human_bytes as _human_bytes
 
@@ -280,7 +281,8 @@ def _print_run_line(r: dict) -> None:
         freed = freed_bytes(s.get("bytes_freed", 0), bool(s.get("bytes_freed_at_least")))
         extra = (
             f"  copied {_human_bytes(s.get('bytes_copied', 0))}, freed {freed}, "
-            f"{s.get('torrents_relocated', 0)} relocated, {len(s.get('groups_failed') or {})} failed"
+            f"{s.get('torrents_relocated', 0)} relocated, {len(failed_not_paused(s))} failed"
+            + (f", {len(paused)} paused" if (paused := s.get("groups_paused")) else "")
         )
     echo_shown(
         f"run {r['id']:5}  {when(r['started_at'])}  {r['status']:11} {r['trigger'] or '-':8} "

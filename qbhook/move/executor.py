@@ -514,6 +514,8 @@ class RunSummary:
 
     @property
     def groups_failed(self) -> dict[str, str]:
+        """Failed groups with their reasons, the paused ones too: a count of failures leaves
+        those out by ``journal.failed_not_paused``."""
         return {g.group_id: g.reason or str(g.status) for g in self.groups if g.failed}
 
     @property
