@@ -521,6 +521,45 @@ def echo_problems(data: dict) -> None:
         echo_error(p if isinstance(p, QbhookError) else QbhookError(p))
 
 
+def print_summary(s) -> None:
+    """A run (``RunSummary``) as a person reads it: each group and its steps, the counts, each
+    failed group's reason on stderr. The one printer of a run: `apply`, `resume`, `converge`
+    and what a `sweep` applied. Its imports load on first use (start-up: the module docstring)."""
+    from qbhook.decide.plan import describe_step
+    from qbhook.move.journal import failed_not_paused
+    from qbhook.units import freed_bytes, human_bytes
+
+    if not s.groups:
+        echo_shown("nothing to do")
+        return
+    paused = set(s.groups_paused)
+    for g in s.groups:
+        # reasons and steps name paths
+        echo_shown(
+            f"{'PAUSED' if g.group_id in paused else g.status.upper():11} {g.action:8} {g.group_id}"
+            + (f"  - {g.reason}" if g.reason and g.status != "planned" else "")
+        )
+        for st in g.steps:
+            echo_shown(
+                f"    {st['kind']:12} {describe_step(st['kind'], st['args'])}"
+                + (f"  [{st['now']}]" if st.get("now") and st["now"] != "to do" else "")
+            )
+    verb = "would copy" if s.dry_run else "copied"
+    echo_shown()
+    echo_shown(
+        f"{verb} {human_bytes(s.bytes_copied)}, {'would free' if s.dry_run else 'freed'} "
+        f"{freed_bytes(s.bytes_freed, s.bytes_freed_at_least)}, {s.torrents_relocated} torrent(s) "
+        f"{'to relocate' if s.dry_run else 'relocated'}; {len(s.groups_done)} group(s) done, "
+        f"{len(failed_not_paused(s.counters()))} failed, "
+        + (f"{len(s.groups_paused)} paused, " if s.groups_paused else "")
+        + f"{len(s.groups_busy)} busy"
+    )
+    if s.dry_run:
+        echo_shown("dry run: nothing changed. Run again with --yes to apply.")
+    for gid, reason in s.groups_failed.items():
+        echo_shown(f"{'PAUSED' if gid in paused else 'FAILED'} {gid}: {reason}", err=True)
+
+
 def load_commands(*modules: str) -> None:
     """Import these modules of qbhook.cli (default: all), which registers their commands."""
     for m in modules or CLI_MODULES:

@@ -23,11 +23,13 @@ from qbhook.cli.app import (
     echo_shown,
     main,
     pass_app,
+    print_summary,
     wait_option,
     when,
 )
 from qbhook.decide.plan import describe_step
 from qbhook.errors import ExitCode
+from qbhook.move.journal import failed_not_paused
 from qbhook.units import freed_bytes
 from qbhook.units import human_bytes as _human_bytes
 
@@ -85,7 +87,7 @@ def apply(app: App, yes, group_ids, hashes, scan, wait, plan_file):
     )
     note = catalog_note(app, done.planned.catalog_use)
     summary = done.summary
-    app.emit({**summary.to_dict(), **note}, lambda d: _print_summary(summary))
+    app.emit({**summary.to_dict(), **note}, lambda d: print_summary(summary))
     sys.exit(summary.exit_code)
 
 
@@ -131,7 +133,7 @@ def converge(app: App, yes, scan, wait):
                 f"qbhook: {run.duplicate_sets} duplicate set(s) in the catalog, {run.torrents} torrent(s) may use one",
                 err=True,
             )
-        _print_summary(summary)
+        print_summary(summary)
 
     app.emit({**summary.to_dict(), **counts, **note}, human)
     sys.exit(summary.exit_code)
@@ -160,7 +162,7 @@ def _apply_saved(app: App, plan_file, yes, no_scan, wait):
         )
         for v in run.stale:
             echo_shown(f"STALE      {v.group_id}  - refused: {v.reason}")
-        _print_summary(run.summary)
+        print_summary(run.summary)
 
     app.emit(run.to_dict(), human)
     sys.exit(run.exit_code)
@@ -187,7 +189,7 @@ def resume(app: App, run_id, wait):
                 echo_shown(f"run {s.run_id} left alone: {s.skipped}")
                 continue
             echo_shown(f"run {s.run_id}:")
-            _print_summary(s)
+            print_summary(s)
 
     app.emit(data, human)
     codes = [s.exit_code for s in summaries]
@@ -279,41 +281,10 @@ def _print_run_line(r: dict) -> None:
         freed = freed_bytes(s.get("bytes_freed", 0), bool(s.get("bytes_freed_at_least")))
         extra = (
             f"  copied {_human_bytes(s.get('bytes_copied', 0))}, freed {freed}, "
-            f"{s.get('torrents_relocated', 0)} relocated, {len(s.get('groups_failed') or {})} failed"
+            f"{s.get('torrents_relocated', 0)} relocated, {len(failed_not_paused(s))} failed"
+            + (f", {len(paused)} paused" if (paused := s.get("groups_paused")) else "")
         )
     echo_shown(
         f"run {r['id']:5}  {when(r['started_at'])}  {r['status']:11} {r['trigger'] or '-':8} "
         f"{len(r['groups'])} group(s){extra}"
     )
-
-
-def _print_summary(s) -> None:
-    if not s.groups:
-        echo_shown("nothing to do")
-        return
-    for g in s.groups:
-        # reasons and steps name paths
-        echo_shown(
-            f"{g.status.upper():11} {g.action:8} {g.group_id}"
-            + (f"  - {g.reason}" if g.reason and g.status != "planned" else "")
-        )
-        for st in g.steps:
-            echo_shown(
-                f"    {st['kind']:12} {describe_step(st['kind'], st['args'])}"
-                + (f"  [{st['now']}]" if st.get("now") and st["now"] != "to do" else "")
-            )
-    verb = "would copy" if s.dry_run else "copied"
-    echo_shown()
-    echo_shown(
-        f"{verb} {_human_bytes(s.bytes_copied)}, {'would free' if s.dry_run else 'freed'} "
-        f"{freed_bytes(s.bytes_freed, s.bytes_freed_at_least)}, {s.torrents_relocated} torrent(s) "
-        f"{'to relocate' if s.dry_run else 'relocated'}; {len(s.groups_done)} group(s) done, "
-        f"{len(s.groups_failed) - len(s.groups_paused)} failed, "
-        + (f"{len(s.groups_paused)} paused, " if s.groups_paused else "")
-        + f"{len(s.groups_busy)} busy"
-    )
-    if s.dry_run:
-        echo_shown("dry run: nothing changed. Run again with --yes to apply.")
-    paused = set(s.groups_paused)
-    for gid, reason in s.groups_failed.items():
-        echo_shown(f"{'PAUSED' if gid in paused else 'FAILED'} {gid}: {reason}", err=True)

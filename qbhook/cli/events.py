@@ -22,6 +22,7 @@ from qbhook.cli.app import (
     echo_shown,
     main,
     pass_app,
+    print_summary,
     shown,
     wait_option,
     when,
@@ -67,14 +68,20 @@ def sweep_cmd(app: App, wait, automatic):
     sweep demotes what just completed; --automatic waits policy.import_grace for the *arr import,
     which otherwise copies across pools instead of hardlinking.
 
+    Exits as `apply --yes` does for what it applied (5 a group failed, 75 one paused or busy),
+    and 75 when a client's listing was refused: that round planned nothing, the next one retries.
+
     Example: qbhook sweep --automatic
     """
     app.take_kept_notifications = True  # before the config is first loaded
     from qbhook.events.worker import sweep
+    from qbhook.move.executor import RunSummary
 
     out = sweep(
         app.cfg, app.catalog, app.clients, executor=app.executor(wait), progress=app.progress(), automatic=automatic
     )
+    # What the sweep applied, as `apply` reports it: its lines, its exit code.
+    applied = RunSummary.from_dict(out["applied"]) if "applied" in out else None
 
     def human(d):
         s = d["plan"]
@@ -82,14 +89,26 @@ def sweep_cmd(app: App, wait, automatic):
             f"swept in {d['seconds']:.1f}s: {s['demote']} to demote, {s['promote']} to promote, "
             f"{s['blocked']} blocked, {s['stay']} staying{_replanned(d)}"
         )
+        for why in d.get("refused") or ():  # names the client: why this round planned nothing
+            echo_shown(f"  not planned: {why}", err=True)
         for g in d["pending"]:
             echo_shown(f"  {g['action'].upper():8} {g['group_id']} {', '.join(g['names'][:2])}: {g['reason']}")
-        if "applied" in d:
-            echo_shown(f"  applied: {json.dumps(d['applied'].get('counters', {}))}")
+        if applied is not None:
+            echo_shown(f"applied (run {applied.run_id}):")
+            print_summary(applied)
         elif s["demote"] + s["promote"] and not app.cfg.policy.auto_apply:
             echo_shown("  (policy.auto_apply is off: run `qbhook apply --yes` to carry these out)")
 
     app.emit(out, human)
+    sys.exit(_sweep_exit(applied, bool(out.get("refused"))))
+
+
+def _sweep_exit(applied, refused: bool) -> ExitCode:
+    """A sweep's exit status: its applied run's (``RunSummary.exit_code``); at least BUSY (75,
+    try again) when a listing was refused, since that round planned nothing. Cron and systemd
+    see a failed unattended sweep only by this."""
+    code = applied.exit_code if applied is not None else ExitCode.OK
+    return ExitCode.BUSY if refused and code == ExitCode.OK else code
 
 
 def _replanned(sweep: dict) -> str:

@@ -54,7 +54,7 @@ from qbhook.catalog.store import hash_valid
 from qbhook.config import Config, PoolConfig
 from qbhook.dirfd import FolderRefused
 from qbhook.events.queue import JobQueue
-from qbhook.move.journal import Journal
+from qbhook.move.journal import Journal, failed_not_paused
 from qbhook.move.orphans import LastOrphans, holding_needs_person
 from qbhook.move.orphans import last_run as last_orphans
 from qbhook.numbers import MAX_INT, finite
@@ -503,8 +503,7 @@ def _run(r) -> RunStatus:
         bytes_copied=_int(s.get("bytes_copied")) or 0,
         bytes_freed=_int(s.get("bytes_freed")) or 0,
         groups_done=len(s.get("groups_done") or ()),
-        # a paused group (resume finishes it) is not a failed one
-        groups_failed=len(set(s.get("groups_failed") or ()) - set(s.get("groups_paused") or ())),
+        groups_failed=len(failed_not_paused(s)),  # a paused group (resume finishes it) is not a failed one
         bytes_freed_at_least=s.get("bytes_freed_at_least") is True,
         orphans_held=(_int(s.get("orphans_held")) or 0) if "orphans_held" in s else None,
         orphans_failed=_int(s.get("orphans_failed")) or 0,

@@ -514,6 +514,8 @@ class RunSummary:
 
     @property
     def groups_failed(self) -> dict[str, str]:
+        """Failed groups with their reasons, the paused ones too: a count of failures leaves
+        those out by ``journal.failed_not_paused``."""
         return {g.group_id: g.reason or str(g.status) for g in self.groups if g.failed}
 
     @property
@@ -555,6 +557,18 @@ class RunSummary:
             **self.counters(),
             "groups": [{**asdict(g), "status": str(g.status)} for g in self.groups],
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RunSummary:
+        """The summary ``to_dict`` gave (a sweep's ``applied``), back as one: its exit code and its
+        printed lines are the ``apply`` command's, not a second reading of the dict."""
+        return cls(
+            d.get("run_id"),
+            dry_run=bool(d.get("dry_run")),
+            status=RunStatus(d["status"]),
+            groups=[GroupOutcome(**{**g, "status": GroupStatus(g["status"])}) for g in d.get("groups") or ()],
+            skipped=d.get("skipped"),
+        )
 
 
 # --------------------------------------------------------------------------- per-group state

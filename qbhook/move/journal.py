@@ -16,7 +16,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -245,6 +245,15 @@ class RunRow:
     plan: dict
     summary: dict | None
     process: str | None = None  # procs.identity() of the process at ``pid`` (None: journaled before it was kept)
+
+
+def failed_not_paused(summary: Mapping[str, Any]) -> list[str]:
+    """The groups a run failed, by its summary (``RunSummary.counters``, journaled in ``RunRow.summary``):
+    ``groups_failed`` without ``groups_paused``. A paused group is listed in both
+    (``RunSummary.groups_paused``) but is no failure: ``qbhook resume`` finishes it. The one rule
+    every count of failed groups reads (apply's summary, ``history``, ``status``)."""
+    paused = set(summary.get("groups_paused") or ())
+    return [g for g in summary.get("groups_failed") or () if g not in paused]
 
 
 def sharers_of(args: dict) -> list[tuple[str, str]]:

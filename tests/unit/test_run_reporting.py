@@ -5,6 +5,9 @@ Review findings (R54): ``history`` and the status page showed a quarantine run a
 summary counts files held, not groups nor bytes freed), and a finished quarantine's summary
 lacked its bytes held; a run with more than MAX_LINES failed groups lost its totals line (the
 one cut), and one reason of thousands of paths was one line of 45,000 characters.
+
+R66: ``history`` counted a paused group (resume finishes it) as failed, and apply's summary
+printed it FAILED right above "0 failed, 1 paused".
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ import pytest
 
 from qbhook import notify
 from qbhook.catalog.store import Catalog
+from qbhook.cli.app import print_summary
 from qbhook.cli.apply import _print_run_line, _run_dict
 from qbhook.decide.plan import GroupStatus, Plan, RunStatus
 from qbhook.events.page import _runs
 from qbhook.events.status import _run, totals
 from qbhook.move import orphans
 from qbhook.move.executor import GroupOutcome, RunSummary, build_executor
-from qbhook.move.journal import Journal
+from qbhook.move.journal import Journal, failed_not_paused
 from tests.helpers import write
 from tests.unit.test_converge_batch import _cache, _dups
 from tests.unit.test_converge_batch import world as conv_world  # noqa: F401  (fixture)
@@ -228,3 +232,45 @@ def test_a_resumed_delete_counts_what_its_killed_attempt_freed(ex_world, nth):  
     # A demote moves every file of its torrents: it frees what it copies, as the uninterrupted run reports.
     assert res.bytes_copied > 0
     assert res.bytes_freed == res.bytes_copied and not getattr(res, "bytes_freed_at_least", False)
+
+
+def _paused_run(tmp_path):
+    """A run whose only group paused past its deletes (a client not up yet): resume finishes it."""
+    s = RunSummary(1, status=RunStatus.INTERRUPTED)
+    s.groups.append(GroupOutcome("g1", "demote", GroupStatus.FAILED, "qBittorrent not up yet", paused=True))
+    j = Journal(Catalog.open(str(tmp_path / "c.db")).conn)
+    rid = j.start_run(Plan(groups=[]).to_dict(), "cli")
+    j.finish_run(rid, s.status, s.counters())
+    (r,) = j.runs(5)
+    return s, r
+
+
+def test_a_paused_group_is_not_counted_failed_in_history(tmp_path, capsys):
+    """R66: history counted a paused group failed, while apply, status and the notification did not."""
+    s, r = _paused_run(tmp_path)
+    _print_run_line(_run_dict(r))
+    assert "0 failed, 1 paused" in capsys.readouterr().out
+    assert _run(r).groups_failed == 0
+
+
+def test_a_paused_group_reads_paused_in_applys_summary(tmp_path, capsys):
+    """R66: the group's line said FAILED right above "0 failed, 1 paused"."""
+    s, _r = _paused_run(tmp_path)
+    print_summary(s)
+    out = capsys.readouterr()
+    assert out.out.splitlines()[0].startswith("PAUSED      demote   g1  - qBittorrent not up yet")
+    assert "FAILED" not in out.out + out.err
+    assert "0 failed, 1 paused, 0 busy" in out.out
+
+
+def test_a_failed_group_beside_a_paused_one_is_counted_once(tmp_path, capsys):
+    s = RunSummary(2, status=RunStatus.FAILED)
+    s.groups += [
+        GroupOutcome("g1", "demote", GroupStatus.FAILED, "client down", paused=True),
+        GroupOutcome("g2", "demote", GroupStatus.ROLLED_BACK, "size differs"),
+    ]
+    assert failed_not_paused(s.counters()) == ["g2"]
+    print_summary(s)
+    out = capsys.readouterr().out
+    assert "ROLLED_BACK demote   g2" in out and "PAUSED      demote   g1" in out
+    assert "1 failed, 1 paused" in out
