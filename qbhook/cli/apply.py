@@ -23,6 +23,7 @@ from qbhook.cli.app import (
     echo_shown,
     main,
     pass_app,
+    shown,
     wait_option,
     when,
 )
@@ -191,7 +192,9 @@ def resume(app: App, run_id, wait):
 
     app.emit(data, human)
     codes = [s.exit_code for s in summaries]
-    worst = next((c for c in (ExitCode.UNSAFE, ExitCode.BUSY) if c in codes), ExitCode.OK)
+    # A quarantine's step that failed (FAILURE, as `orphans --quarantine` says it) needs a person:
+    # before a run that only has to be tried again later (BUSY).
+    worst = next((c for c in (ExitCode.UNSAFE, ExitCode.FAILURE, ExitCode.BUSY) if c in codes), ExitCode.OK)
     sys.exit(int(worst))
 
 
@@ -288,6 +291,9 @@ def _print_run_line(r: dict) -> None:
 
 
 def _print_summary(s) -> None:
+    if s.orphans_held is not None and not s.groups:  # a quarantine run resume finished
+        _print_quarantine(s)
+        return
     if not s.groups:
         echo_shown("nothing to do")
         return
@@ -317,3 +323,14 @@ def _print_summary(s) -> None:
     paused = set(s.groups_paused)
     for gid, reason in s.groups_failed.items():
         echo_shown(f"{'PAUSED' if gid in paused else 'FAILED'} {gid}: {reason}", err=True)
+
+
+def _print_quarantine(s) -> None:
+    """A quarantine run's finish, as ``qbhook orphans --quarantine --yes`` tells its own (no groups:
+    "nothing to do" hid the orphans it held, and a failed one)."""
+    for p, why in s.orphans_not_moved.items():
+        echo_shown(f"not moved: {shown(p)}: {why}", err=True)
+    echo_shown(
+        f"quarantine {s.status}: {s.orphans_held} file(s) held in holding ({_human_bytes(s.bytes_held)} to free "
+        f"once purged), {s.orphans_failed} failed"
+    )
