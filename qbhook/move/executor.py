@@ -998,6 +998,8 @@ class Executor:
 
         out = purge_held(self.cfg, self.catalog, self.journal, lambda: _every_client(self.ctx.clients))
         # The run itself is done; what was not purged stays journaled for the next run.
+        if out.bytes_freed:
+            self.log.info("holding purge: %d byte(s) freed", out.bytes_freed)
         for k in out.kept:
             self.log.warning("holding purge: %s", k.line())
         if out.refused is not None:

@@ -1973,10 +1973,14 @@ class Purge:
     refused: OrphansRefused | None = None  # no orphan was purged: the clients could not be asked
     error: Exception | None = None  # what ``fsops.purge_holding`` left (``LastCopyKept``: a person must look)
     clock: str | None = None  # why held links were not purged on the wall clock (``fsops.clock_doubt``)
+    # What the links it unlinked as their inode's last freed (a run's summary never counts these: with a
+    # grace period its delete only held them).
+    bytes_freed: int = 0
 
     def as_dict(self) -> dict:
         return {
             "purged_folders": self.folders,
+            "bytes_freed": self.bytes_freed,
             "kept_in_use": [k.as_dict() for k in self.kept],
             "orphans_refused": self.refused.message if self.refused is not None else None,
             "clock_refused": self.clock,
@@ -2025,6 +2029,7 @@ def purge_held(
             on_purged=lambda h: journal.mark_purged(h.key),
             # A held link out of reach may be a last copy in a folder renamed away: a person must look.
             on_gone=lambda e: found.update({_gone_id(e): f"holding purge: {e.message}"}),
+            on_freed=lambda n: setattr(out, "bytes_freed", out.bytes_freed + n),
             catalog=catalog,
             keep_roots=tuple(p.path for p in cfg.pools),
         )

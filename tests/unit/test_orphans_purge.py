@@ -704,3 +704,14 @@ def test_the_listing_after_the_walk_refuses_as_the_first_would(world, monkeypatc
     with pytest.raises(orphans.OrphansRefused):
         orphans.quarantine(w.cfg, w.cat, [w.qbt])
     assert os.path.exists(other) and not [h for h in w.journal.held_links() if h.orphan]
+
+
+def test_a_purge_after_the_grace_period_says_what_it_freed(world, notified):
+    """Review R66 (optional): with a grace period the delete only holds, and the purge that later
+    frees the bytes reported no figure anywhere. It counts each link it unlinks as its inode's last."""
+    w = world
+    quarantine_one(w)  # 1400 bytes, its one link now in holding
+    expire(w)
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    assert out.error is None and w.journal.held_links() == []
+    assert out.bytes_freed == 1400 and out.as_dict()["bytes_freed"] == 1400
