@@ -816,8 +816,12 @@ def _tell_once(run_id, group_id: str, kind: str, text: str, severity: str) -> No
 
 def run_finished(summary, trigger: str = "") -> None:
     """After apply/resume: one line per failed, rolled-back or paused group, one for the run; a
-    line already told of the same run in this process (a resume retried) is not told again."""
-    if _active is None or summary is None or summary.dry_run or not summary.groups:
+    line already told of the same run in this process (a resume retried) is not told again. A
+    run without groups (resume finishing a died quarantine) is told by what it held or failed."""
+    if _active is None or summary is None or summary.dry_run:
+        return
+    if not summary.groups:
+        _quarantine_finished(summary, trigger)
         return
     for g in summary.groups:
         if not g.failed:
@@ -841,6 +845,19 @@ def run_finished(summary, trigger: str = "") -> None:
         f"{summary.torrents_relocated} torrent(s) relocated"
     )
     _tell_once(summary.run_id, "", "run", text, "failure" if failed > paused else "warning" if paused else "info")
+
+
+def _quarantine_finished(summary, trigger: str) -> None:
+    """A run without groups that held or failed orphans (resume finishing a died quarantine): one
+    line, a failure when a step failed. Else nothing happened worth a line (a run with no work)."""
+    held, failed = getattr(summary, "orphans_held", None), getattr(summary, "orphans_failed", 0)
+    if not held and not failed:
+        return
+    text = (
+        f"run {summary.run_id}{f' ({trigger})' if trigger else ''} {summary.status}: quarantine "
+        f"{held or 0} orphan(s) held ({human_bytes(summary.bytes_held)} to free once purged), {failed} failed"
+    )
+    _tell_once(summary.run_id, "", "run", text, "failure" if failed else "info")
 
 
 def watch(executor):

@@ -529,6 +529,9 @@ def print_summary(s) -> None:
     from qbhook.move.journal import failed_not_paused
     from qbhook.units import freed_bytes, human_bytes
 
+    if s.orphans_held is not None and not s.groups:  # a quarantine run resume finished
+        _print_quarantine(s, human_bytes)
+        return
     if not s.groups:
         echo_shown("nothing to do")
         return
@@ -558,6 +561,17 @@ def print_summary(s) -> None:
         echo_shown("dry run: nothing changed. Run again with --yes to apply.")
     for gid, reason in s.groups_failed.items():
         echo_shown(f"{'PAUSED' if gid in paused else 'FAILED'} {gid}: {reason}", err=True)
+
+
+def _print_quarantine(s, human_bytes) -> None:
+    """A quarantine run's finish, as ``qbhook orphans --quarantine --yes`` tells its own (no groups:
+    "nothing to do" hid the orphans it held, and a failed one)."""
+    for p, why in s.orphans_not_moved.items():
+        echo_shown(f"not moved: {shown(p)}: {why}", err=True)
+    echo_shown(
+        f"quarantine {s.status}: {s.orphans_held} file(s) held in holding ({human_bytes(s.bytes_held)} to free "
+        f"once purged), {s.orphans_failed} failed"
+    )
 
 
 def load_commands(*modules: str) -> None:

@@ -193,7 +193,9 @@ def resume(app: App, run_id, wait):
 
     app.emit(data, human)
     codes = [s.exit_code for s in summaries]
-    worst = next((c for c in (ExitCode.UNSAFE, ExitCode.BUSY) if c in codes), ExitCode.OK)
+    # A quarantine's step that failed (FAILURE, as `orphans --quarantine` says it) needs a person:
+    # before a run that only has to be tried again later (BUSY).
+    worst = next((c for c in (ExitCode.UNSAFE, ExitCode.FAILURE, ExitCode.BUSY) if c in codes), ExitCode.OK)
     sys.exit(int(worst))
 
 

@@ -182,7 +182,8 @@ def holding(app: App, purge_expired, forget_gone, yes, wait):
         if clock is not None:
             echo_shown(f"qbhook: warning: {clock}", err=True)
         echo_shown(
-            f"{len(d['held'])} link(s) in holding" + (f"; {len(purge.folders)} folder(s) purged" if purging else "")
+            f"{len(d['held'])} link(s) in holding"
+            + (f"; {len(purge.folders)} folder(s) purged, {human_bytes(purge.bytes_freed)} freed" if purging else "")
         )
         if purge_expired and not yes:
             due = sum(1 for h in d["held"] if h["expired"])

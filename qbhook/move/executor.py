@@ -491,6 +491,13 @@ class RunSummary:
     status: RunStatus = RunStatus.DONE
     groups: list[GroupOutcome] = field(default_factory=list)
     skipped: str | None = None  # resume: why this unfinished run was left alone (nothing of it ran)
+    # A quarantine run's (resume finishing one, ``Executor._finish_quarantine``): it has no groups, its
+    # work is orphans held. The counts its journal row records (what history and the status page
+    # show); ``orphans_not_moved`` is this finish's refusals, path -> why. None: not a quarantine run.
+    orphans_held: int | None = None
+    orphans_failed: int = 0
+    bytes_held: int = 0
+    orphans_not_moved: dict[str, str] = field(default_factory=dict)
 
     @property
     def bytes_copied(self) -> int:
@@ -526,6 +533,8 @@ class RunSummary:
     def exit_code(self) -> ExitCode:
         if any(g.failed and not g.paused for g in self.groups):
             return ExitCode.UNSAFE
+        if self.orphans_failed:  # as a failed ``qbhook orphans --quarantine --yes`` exits
+            return ExitCode.FAILURE
         if self.groups_busy or self.skipped or self.groups_failed:  # a paused group: try again later
             return ExitCode.BUSY
         return ExitCode.OK
@@ -548,6 +557,17 @@ class RunSummary:
             "groups_busy": self.groups_busy,
         }
 
+    def orphans(self) -> dict:
+        """A quarantine run's counts, by its journal row's names (empty for any other run)."""
+        if self.orphans_held is None:
+            return {}
+        return {
+            "orphans_held": self.orphans_held,
+            "orphans_failed": self.orphans_failed,
+            "bytes_held": self.bytes_held,
+            "orphans_not_moved": self.orphans_not_moved,
+        }
+
     def to_dict(self) -> dict:
         return {
             "run_id": self.run_id,
@@ -555,6 +575,7 @@ class RunSummary:
             "status": str(self.status),
             **({"skipped": self.skipped} if self.skipped else {}),
             **self.counters(),
+            **self.orphans(),
             "groups": [{**asdict(g), "status": str(g.status)} for g in self.groups],
         }
 
@@ -904,7 +925,18 @@ class Executor:
         torrent's data: cross-seed links an orphan by a symlink, no fact on disk changes); a file
         its hold already moved into holding is recorded there, for the purge to ask again."""
         res = orphans.finish_quarantine(self.cfg, self.journal, r.id, lambda: _every_client(self.ctx.clients))
-        return RunSummary(r.id, status=RunStatus.FAILED if res.failed else RunStatus.DONE)
+        # The run as journaled (every step of it, an earlier attempt's too): what resume says is
+        # what history and the status page say. Without its counts it read "nothing to do", exit 0.
+        row = self.journal.run(r.id)
+        told = row.summary or {}
+        return RunSummary(
+            r.id,
+            status=RunStatus.FAILED if row.status == RunStatus.FAILED or res.failed else RunStatus.DONE,
+            orphans_held=int(told.get("orphans_held", len(res.held))),
+            orphans_failed=int(told.get("orphans_failed", len(res.failed))),
+            bytes_held=int(told.get("bytes_held", res.bytes_held)),
+            orphans_not_moved=dict(res.failed),
+        )
 
     def unfinished(self) -> tuple[int, ...]:
         """The runs ``apply`` refuses to lay a plan over (``UnfinishedRuns``), read under the
@@ -980,6 +1012,8 @@ class Executor:
 
         out = purge_held(self.cfg, self.catalog, self.journal, lambda: _every_client(self.ctx.clients))
         # The run itself is done; what was not purged stays journaled for the next run.
+        if out.bytes_freed:
+            self.log.info("holding purge: %d byte(s) freed", out.bytes_freed)
         for k in out.kept:
             self.log.warning("holding purge: %s", k.line())
         if out.refused is not None:

@@ -4114,10 +4114,12 @@ def purge_holding(
     now: float | HoldClock | None = None,
     on_purged: Callable[[HeldLink], None] | None = None,
     on_gone: Callable[[HoldingGone], None] | None = None,
+    on_freed: Callable[[int], None] | None = None,
     catalog=None,
     keep_roots=(),
 ) -> list[str]:
     """Unlink the ``held`` links whose grace period is over; returns the run folders that became empty and went.
+    ``on_freed`` gets the size of each one unlinked as its inode's last link (the bytes that purge frees).
 
     Only entries the journal recorded are touched, each through verified descriptors of
     qbhook's own holding folders (a symlinked or foreign ``.qbhook-holding`` is refused);
@@ -4141,7 +4143,7 @@ def purge_holding(
         if not h.expired(older_than_s, now):
             continue
         try:
-            run_gone = _purge_one(h, tuple(seeding_roots), tuple(keep_roots), catalog, on_purged)
+            run_gone = _purge_one(h, tuple(seeding_roots), tuple(keep_roots), catalog, on_purged, on_freed)
         except HoldingGone as e:
             gone[(e.folder, e.why)] = gone.get((e.folder, e.why), 0) + 1
             continue
@@ -4180,7 +4182,7 @@ def holding_gone(h: HeldLink, seeding_roots) -> HoldingGone | None:
     return None
 
 
-def _purge_one(h: HeldLink, seeding_roots: tuple, keep_roots: tuple, catalog, on_purged) -> str | None:
+def _purge_one(h: HeldLink, seeding_roots: tuple, keep_roots: tuple, catalog, on_purged, on_freed=None) -> str | None:
     """Unlink one held entry, hand it to ``on_purged``, then rmdir the holding folders it leaves
     empty; the run folder's path if it went.
 
@@ -4204,6 +4206,8 @@ def _purge_one(h: HeldLink, seeding_roots: tuple, keep_roots: tuple, catalog, on
                 if st.st_nlink == 1 and st.st_size and not h.orphan:
                     _another_copy_still(h, root, parts, st, seeding_roots, keep_roots, catalog)
                 os.unlink(name, dir_fd=d.fd)  # after a look, safely: holding is qbhook's 0700 folder
+                if st.st_nlink == 1 and on_freed is not None:  # its last link: the data went with it
+                    on_freed(st.st_size)
         # Gone (unlinked here, or not in the very folder it was held in): journaled before the rmdirs.
         if on_purged is not None:
             on_purged(h)

@@ -130,6 +130,7 @@ from qbhook.dirfd import (
     open_root,
 )
 from qbhook.errors import (
+    HoldingGone,
     LastCopyKept,
     LibraryLinksUnseen,
     OrphansRefused,
@@ -1775,25 +1776,29 @@ def forget_gone(cfg, catalog, *, forget: bool, lock_wait: float = 0) -> list[tup
     """The held links whose holding folder is gone from its place or replaced (what every purge
     reports as ``HoldingGone``), each with why; ``forget``: the journal stops tracking them, under
     the executor lock. Never "purged" and nothing deleted: whatever of them is left, in a renamed
-    folder, is the person's who said so (``qbhook holding --forget-gone --yes``)."""
+    folder, is the person's who said so (``qbhook holding --forget-gone --yes``). What a purge told
+    of their folders (``HOLDING_TOLD``) is over with them: resolved, out of ``qbhook status``."""
     from qbhook.move import fsops
     from qbhook.move.journal import Journal
     from qbhook.move.locks import executor_lock
 
     grace, journal = cfg.policy.grace_period, Journal(catalog.conn)
 
-    def gone() -> list[tuple[HeldLink, str]]:
+    def gone() -> list[tuple[HeldLink, HoldingGone]]:
         found = ((h, fsops.holding_gone(h, cfg.anchored_seeding_roots)) for h in journal.held_links())
-        return [(h, f"{e.folder}: {e.why}") for h, e in found if e is not None]
+        return [(h, e) for h, e in found if e is not None]
 
     if forget:
         with executor_lock(cfg, lock_wait):
             out = gone()
-            for h, _why in out:
+            for h, _e in out:
                 journal.mark_released(h.key)
+            # Else the "holding folder gone" line stayed a problem of `status` (exit 1) until a purge
+            # ran, which with grace_period 0 none ever does: the person dealt with it, as asked.
+            _resolve_told(journal.conn, {_gone_id(e) for _h, e in out})
     else:
         out = gone()
-    return [(Held(h.key, h.path, h.since, h.since + grace, h.ino, h.origin), why) for h, why in out]
+    return [(Held(h.key, h.path, h.since, h.since + grace, h.ino, h.origin), f"{e.folder}: {e.why}") for h, e in out]
 
 
 @dataclass(frozen=True)
@@ -1921,10 +1926,14 @@ class Purge:
     refused: OrphansRefused | None = None  # no orphan was purged: the clients could not be asked
     error: Exception | None = None  # what ``fsops.purge_holding`` left (``LastCopyKept``: a person must look)
     clock: str | None = None  # why held links were not purged on the wall clock (``fsops.clock_doubt``)
+    # What the links it unlinked as their inode's last freed (a run's summary never counts these: with a
+    # grace period its delete only held them).
+    bytes_freed: int = 0
 
     def as_dict(self) -> dict:
         return {
             "purged_folders": self.folders,
+            "bytes_freed": self.bytes_freed,
             "kept_in_use": [k.as_dict() for k in self.kept],
             "orphans_refused": self.refused.message if self.refused is not None else None,
             "clock_refused": self.clock,
@@ -1972,7 +1981,8 @@ def purge_held(
             now=clock,
             on_purged=lambda h: journal.mark_purged(h.key),
             # A held link out of reach may be a last copy in a folder renamed away: a person must look.
-            on_gone=lambda e: found.update({f"gone {e.folder}": f"holding purge: {e.message}"}),
+            on_gone=lambda e: found.update({_gone_id(e): f"holding purge: {e.message}"}),
+            on_freed=lambda n: setattr(out, "bytes_freed", out.bytes_freed + n),
             catalog=catalog,
             keep_roots=tuple(p.path for p in cfg.pools),
         )
@@ -1987,6 +1997,11 @@ def purge_held(
 # What the last purge of holding found that needs a person, as told (``state.told``): each condition's
 # line until a purge no longer finds it. ``holding_needs_person`` reads it for ``qbhook status``.
 HOLDING_TOLD = "notify.holding_told"
+
+
+def _gone_id(e: HoldingGone) -> str:
+    """The id (``state.told``) a purge tells a holding folder gone by; ``forget_gone`` resolves it."""
+    return f"gone {e.folder}"
 
 
 def holding_needs_person(conn) -> list[str]:
@@ -2012,6 +2027,16 @@ def _tell_purge(conn, found: dict[str, str], out: Purge) -> None:
     tell, gone = state.told(conn, HOLDING_TOLD, found, unseen=unseen)
     for line in tell:
         notify.emit("guard", line, "failure")
+    for line in gone:
+        notify.emit("resolved", f"resolved: {line}", "info")
+
+
+def _resolve_told(conn, ids: set[str]) -> None:
+    """The conditions ``ids`` of ``HOLDING_TOLD`` are over (a person dealt with them): dropped, each
+    told resolved as a purge that no longer finds one tells it (``_tell_purge``); the others kept."""
+    from qbhook import notify
+
+    _tell, gone = state.told(conn, HOLDING_TOLD, {}, unseen=lambda what: what not in ids)
     for line in gone:
         notify.emit("resolved", f"resolved: {line}", "info")
 

@@ -14,6 +14,7 @@ from dataclasses import replace
 import pytest
 
 from qbhook import notify
+from qbhook.catalog import state
 from qbhook.errors import ConfigError, QbtError
 from qbhook.move import orphans
 from qbhook.move.fsops import HOLDING_DIR, HeldLink
@@ -350,6 +351,32 @@ def test_forget_gone_stops_tracking_only_the_links_out_of_reach_and_deletes_noth
     assert rows.fetchone()[0] == 0  # forgotten, never called purged
 
 
+def test_forget_gone_resolves_what_the_purge_told_of_that_folder(world, notified):
+    """Review R66: ``--forget-gone --yes`` stopped tracking the links but left the purge's "holding
+    folder gone" line in ``qbhook status``' problems (exit 1) until a purge ran again, which with the
+    default grace_period 0 none does. Forgotten, it is resolved, as a purge resolves what it no
+    longer finds; what else a purge told stays."""
+    w = world
+    assert w.executor().apply(demote_plan(w)).status == "done"
+    hold = os.path.join(w.seed_s, HOLDING_DIR)
+    os.rename(hold, os.path.join(os.path.dirname(w.seed_s), "renamed"))
+    expire(w)
+    orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    (line,) = orphans.holding_needs_person(w.cat.conn)
+    assert f"holding folder gone or replaced: {hold}" in line
+    told, _at = state.get(w.cat.conn, orphans.HOLDING_TOLD, {})
+    state.put(w.cat.conn, orphans.HOLDING_TOLD, {**told, "clock": "holding purge: a clock set wrong"})
+    notified.clear()
+
+    orphans.forget_gone(w.cfg, w.cat, forget=False)  # a dry run: the person has not said so yet
+    assert len(orphans.holding_needs_person(w.cat.conn)) == 2 and notified == []
+
+    orphans.forget_gone(w.cfg, w.cat, forget=True)
+    assert w.journal.held_links() == []
+    assert orphans.holding_needs_person(w.cat.conn) == ["holding purge: a clock set wrong"]
+    assert notified == [("resolved", f"resolved: {line}", "info")]
+
+
 @pytest.mark.parametrize("swapped_in", [False, True], ids=["untouched", "another-in-its-place"])
 def test_a_reboot_that_renumbered_st_dev_leaves_held_links_in_reach(world, notified, swapped_in):
     """The reboot after a power cut can hand the seeding root's dataset another st_dev (field
@@ -677,3 +704,14 @@ def test_the_listing_after_the_walk_refuses_as_the_first_would(world, monkeypatc
     with pytest.raises(orphans.OrphansRefused):
         orphans.quarantine(w.cfg, w.cat, [w.qbt])
     assert os.path.exists(other) and not [h for h in w.journal.held_links() if h.orphan]
+
+
+def test_a_purge_after_the_grace_period_says_what_it_freed(world, notified):
+    """Review R66 (optional): with a grace period the delete only holds, and the purge that later
+    frees the bytes reported no figure anywhere. It counts each link it unlinks as its inode's last."""
+    w = world
+    quarantine_one(w)  # 1400 bytes, its one link now in holding
+    expire(w)
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    assert out.error is None and w.journal.held_links() == []
+    assert out.bytes_freed == 1400 and out.as_dict()["bytes_freed"] == 1400

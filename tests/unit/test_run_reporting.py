@@ -21,19 +21,21 @@ from qbhook.catalog.store import Catalog
 from qbhook.cli.app import print_summary
 from qbhook.cli.apply import _print_run_line, _run_dict
 from qbhook.decide.plan import GroupStatus, Plan, RunStatus
+from qbhook.errors import ExitCode
 from qbhook.events.page import _runs
 from qbhook.events.status import _run, totals
 from qbhook.move import orphans
 from qbhook.move.executor import GroupOutcome, RunSummary, build_executor
 from qbhook.move.journal import Journal, failed_not_paused
 from tests.helpers import write
+from tests.unit.test_cli_catalog import Env
 from tests.unit.test_converge_batch import _cache, _dups
 from tests.unit.test_converge_batch import world as conv_world  # noqa: F401  (fixture)
 from tests.unit.test_executor import Crash, demote_plan
 from tests.unit.test_executor import world as ex_world  # noqa: F401  (fixture)
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 from tests.unit.test_orphans_purge import world  # noqa: F401  (fixture)
-from tests.unit.test_orphans_resume_rows import _Died, _dies_at_hold_of
+from tests.unit.test_orphans_resume_rows import _cannot_say, _Died, _died_before_its_hold, _dies_at_hold_of
 
 
 def _quarantine_run(tmp_path):
@@ -274,3 +276,59 @@ def test_a_failed_group_beside_a_paused_one_is_counted_once(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "ROLLED_BACK demote   g2" in out and "PAUSED      demote   g1" in out
     assert "1 failed, 1 paused" in out
+
+
+# --------------------------------------------------------------------------- resume of a quarantine run
+
+
+@pytest.mark.parametrize("clients", ["answer", "cannot say"])
+def test_resume_of_a_died_quarantine_says_what_it_held_and_failed(world, monkeypatch, capsys, cap, clients):  # noqa: F811
+    """Review R66: resume finishing a died quarantine returned a summary without groups: exit 0,
+    "nothing to do", no notification, and --json without the counts its journal row records
+    (orphans_failed: 1), so history and the status page disagreed with what resume said."""
+    w = world
+    path, run = _died_before_its_hold(w, monkeypatch)
+    if clients == "cannot say":
+        _cannot_say(w, "unreachable")
+    (s,) = notify.watch(w.executor()).resume()
+    journaled = w.journal.run(run)
+    d = s.to_dict()
+    assert {k: d[k] for k in ("orphans_held", "orphans_failed", "bytes_held")} == {
+        k: journaled.summary[k] for k in ("orphans_held", "orphans_failed", "bytes_held")
+    }
+    assert d["status"] == journaled.status
+    print_summary(s)
+    out, err = capsys.readouterr()
+    assert "nothing to do" not in out
+    (event,) = cap.events
+    assert event.kind == "run" and f"run {run} (resume)" in event.text
+    if clients == "cannot say":
+        assert journaled.status == RunStatus.FAILED and d["orphans_failed"] == 1 and d["orphans_held"] == 0
+        assert s.exit_code == ExitCode.FAILURE  # as a failed `orphans --quarantine --yes` exits
+        assert list(d["orphans_not_moved"]) == [path] and f"not moved: {path}" in err
+        assert "0 file(s) held" in out and "1 failed" in out
+        assert event.severity == "failure" and "1 failed" in event.text
+    else:
+        assert journaled.status == RunStatus.DONE and (d["orphans_held"], d["bytes_held"]) == (1, 4000)
+        assert s.exit_code == ExitCode.OK and "1 file(s) held" in out and "3.9 KiB" in out
+        assert event.severity == "info" and "1 orphan(s) held" in event.text
+
+
+def test_cli_resume_exits_as_a_failed_quarantine_before_a_run_left_alone(tmp_path, monkeypatch):
+    """A failed quarantine needs a person (1), a run left alone only a later try (75)."""
+    from qbhook.cli import App
+
+    failed = RunSummary(3, status=RunStatus.FAILED, orphans_held=2, orphans_failed=1, bytes_held=10)
+    alone = RunSummary(4, status=RunStatus.RUNNING, skipped="its process may be alive")
+
+    class Ex:
+        def resume(self, _run_id=None):
+            return [failed, alone]
+
+    monkeypatch.setattr(App, "executor", lambda self, wait=0: Ex())
+    env = Env(tmp_path)
+    r = env.run("resume", expect=ExitCode.FAILURE)
+    assert "quarantine failed: 2 file(s) held" in r.stdout and "1 failed" in r.stdout
+    runs = env.json("resume", expect=ExitCode.FAILURE)["runs"]
+    assert (runs[0]["orphans_held"], runs[0]["orphans_failed"], runs[0]["bytes_held"]) == (2, 1, 10)
+    assert "orphans_held" not in runs[1]
