@@ -16,7 +16,7 @@ import pytest
 from qbhook import procs
 from qbhook.events.status import needs_person, report
 from tests.unit.test_executor import H1, H2, Crash
-from tests.unit.test_executor_start_after_verify import _recorder, promote  # noqa: F401  (fixture)
+from tests.unit.test_executor_start_after_verify import _recorder, promote, without_start_steps  # noqa: F401
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 
 
@@ -95,8 +95,7 @@ def test_a_torrent_found_stopped_is_not_named(promote):  # noqa: F811
 def test_a_run_of_a_plan_without_start_steps_names_nothing(promote):  # noqa: F811
     # An older version's plan: each relocation started its own torrent.
     w, plan = promote
-    g = plan.groups[0]
-    g.steps = [s for s in g.steps if s.kind != "start"]
+    plan = without_start_steps(plan)
     run = _killed_at(w, plan, "verify_group")
     _process_gone(w, run)
     assert not any("stopped by qbhook" in p for p in _needs_you(w))
