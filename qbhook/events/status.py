@@ -54,7 +54,7 @@ from qbhook.catalog.store import hash_valid
 from qbhook.config import Config, PoolConfig
 from qbhook.dirfd import FolderRefused
 from qbhook.events.queue import JobQueue
-from qbhook.move.journal import Journal, failed_not_paused
+from qbhook.move.journal import Journal, failed_not_paused, owner_gone
 from qbhook.move.orphans import LastOrphans, holding_needs_person
 from qbhook.move.orphans import last_run as last_orphans
 from qbhook.numbers import MAX_INT, finite
@@ -654,6 +654,9 @@ def needs_person(
         ("%" + VIEW_CHANGED + "%",),
     ).fetchall()
     problems = [f"group {gid} stopped: {reason}" for gid, reason in view_changed]
+    # Torrents a crashed run left stopped between their relocation and their start (R65): they
+    # stay stopped until resume finishes the run, and "unfinished" alone never said so.
+    problems += stopped_until_resume(conn)
     # Failed repairs that left their torrent otherwise than found (stopped, or at another save
     # path): the clause the executor wrote last says how and what to do (``_repair_state_back``);
     # they stay a problem until the group runs again (a repair retried replaces its row).
@@ -680,6 +683,26 @@ def needs_person(
             "(is `qbhook serve` running?)"
         )
     return problems + late
+
+
+def stopped_until_resume(conn: sqlite3.Connection) -> list[str]:
+    """One line per group of an unfinished run no live process owns (``journal.owner_gone``)
+    naming each torrent its relocation left stopped for a start step not done, that ran when
+    found (``Journal.waiting_starts``). A live run's are not named: its starts follow its
+    verify_group, and a group's relocations can take hours."""
+    journal = Journal(conn)
+    lines = []
+    for r in journal.unfinished_runs():
+        if not owner_gone(r):
+            continue
+        by_group: dict[str, list[str]] = {}
+        for w in journal.waiting_starts(r):
+            by_group.setdefault(w.group_id, []).append(f"{w.name} ({w.torrent[:8]})")
+        lines += [
+            f"{', '.join(names)} stopped by qbhook until `qbhook resume` finishes run {r.id} (group {gid})"
+            for gid, names in by_group.items()
+        ]
+    return lines
 
 
 def _not_as_found(conn: sqlite3.Connection) -> list[tuple[str, str]]:

@@ -256,6 +256,52 @@ def failed_not_paused(summary: Mapping[str, Any]) -> list[str]:
     return [g for g in summary.get("groups_failed") or () if g not in paused]
 
 
+def owner_gone(r: RunRow) -> bool:
+    """Whether no live process can own unfinished run ``r``: finished interrupted, or its
+    process (``procs.running``; by its pid alone where /proc cannot tell) is gone on this host.
+    A run of another host is never judged gone: nothing here can tell (``Executor._left_alone``
+    leaves it alone for the same reason)."""
+    if r.status == RunStatus.INTERRUPTED:
+        return True
+    if r.host and r.host != socket.gethostname():
+        return False
+    if r.pid is None:
+        return True
+    alive = procs.running(r.pid, r.process)
+    return not (procs.live(r.pid)[0] if alive is None else alive)
+
+
+@dataclass(frozen=True)
+class WaitingStart:
+    """A torrent run ``run`` relocated and left stopped for a start step of its own (after
+    verify_group) that is not done, which ran when its relocation found it: stopped by qbhook
+    until the run finishes. ``name``: as the plan named it (its hash where it did not)."""
+
+    run: int
+    group_id: str
+    instance: str
+    torrent: str
+    name: str
+
+
+def _plan_starts(plan: dict) -> dict[tuple[str, str, str], str]:
+    """(group id, instance, lower hash) -> torrent name of each start step of journaled ``plan``
+    (its JSON, as ``runs.plan`` holds it): a plan without start steps (an older version's)
+    started each torrent in its relocation, and has none."""
+    out = {}
+    for g in plan.get("groups") or []:
+        torrents, names = g.get("torrents") or [], g.get("names") or []
+        for s in g.get("steps") or []:
+            a = s.get("args") or {}
+            if s.get("kind") != "start" or not isinstance(a.get("torrent"), str):
+                continue
+            h = a["torrent"].lower()
+            i = next((i for i, t in enumerate(torrents) if str(t).lower() == h), None)
+            name = names[i] if i is not None and i < len(names) else a["torrent"]
+            out[(str(g.get("group_id")), str(a.get("instance")), h)] = str(name)
+    return out
+
+
 def sharers_of(args: dict) -> list[tuple[str, str]]:
     """The sharers ``Journal.set_sharers`` recorded in a relocate step's args, each (client
     instance, hash): a sharer may sit in another client than the relocated torrent (one save path
@@ -452,6 +498,26 @@ class Journal:
     def unfinished_runs(self) -> list[RunRow]:
         rows = self.conn.execute("SELECT * FROM runs WHERE status IN ('running','interrupted') ORDER BY id").fetchall()
         return [self._run(r) for r in rows]
+
+    def waiting_starts(self, r: RunRow) -> list[WaitingStart]:
+        """The torrents of unfinished run ``r`` its relocations left stopped (step done) for a
+        start step not done yet (``WaitingStart``), in step order. Its journaled look
+        (``_observed``) says whether each ran; one journaled without it counts as running, as
+        the start step reads it (``executor._as_found``)."""
+        starts = _plan_starts(r.plan if isinstance(r.plan, dict) else {})
+        rows = self.conn.execute(
+            "SELECT group_id, kind, status, json_extract(args, '$.instance'), json_extract(args, '$.torrent'), "
+            "coalesce(json_extract(args, '$._observed.was_running'), 1) FROM steps "
+            "WHERE run=? AND kind IN ('relocate', 'start') AND json_valid(args) ORDER BY seq",
+            (r.id,),
+        ).fetchall()
+        started = {(g, i, str(h).lower()) for g, kind, st, i, h, _ in rows if kind == "start" and st == "done"}
+        out = []
+        for g, kind, st, i, h, ran in rows:
+            key = (g, i, str(h).lower())
+            if kind == "relocate" and st == "done" and ran and key in starts and key not in started:
+                out.append(WaitingStart(r.id, g, i, h, starts[key]))
+        return out
 
     def run(self, run: int) -> RunRow:
         r = self.conn.execute("SELECT * FROM runs WHERE id=?", (run,)).fetchone()

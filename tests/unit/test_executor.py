@@ -360,6 +360,8 @@ def demote_plan(w: World, hashed: bool = True) -> Plan:
         "verify_group",
         {"torrents": [{"torrent": h, "instance": "qbt", "save_path": w.save(h, "pool")} for h in (H1, H2)]},
     )
+    # Each relocation leaves its torrent stopped; each starts as found once the group verified.
+    starts = [Step.of("start", {"torrent": h, "instance": "qbt"}) for h in (H1, H2)]
     tags = [
         Step.of("tag", {"torrent": h, "instance": "qbt", "add": ["demoted"], "remove": ["~noHL"]}) for h in (H1, H2)
     ]
@@ -377,7 +379,7 @@ def demote_plan(w: World, hashed: bool = True) -> Plan:
         target_pool="pool",
         bytes_to_copy=sum(len(d) for _r, d in FILES),
         bytes_freed=sum(len(d) for _r, d in FILES),
-        steps=make + views + relocs + [verify] + tags + deletes + prunes,
+        steps=make + views + relocs + [verify] + starts + tags + deletes + prunes,
     )
     return Plan(groups=[g], created_at=1.0)
 
@@ -1133,7 +1135,7 @@ def test_rollback_that_cannot_finish_is_resumed(world):
 # --------------------------------------------------------------------------- crashes and resume
 
 
-N_STEPS = 3 * 2 + 2 + 2 + 1 + 2 + 6 + 2
+N_STEPS = 3 * 2 + 2 + 2 + 1 + 2 + 2 + 6 + 2  # make, views, relocs, verify_group, starts, tags, deletes, prunes
 
 
 @pytest.mark.parametrize("hashed", [True, False], ids=["planned-hash", "hash-from-copy"])
@@ -1523,17 +1525,31 @@ def test_cli_exit_codes_failed_group_and_busy_lock(world, tmp_path, monkeypatch)
     assert world.clock.now > 1000.0  # polled on the simulated clock, not for real
 
 
-def test_rollback_stops_a_complete_torrent_for_the_way_back_and_restarts_it(world):
-    world.qbt.fail_at[world.save(H2, "pool")] = 0.9
-    world.executor().apply(demote_plan(world))
+@pytest.mark.parametrize("when", ["at H2's recheck", "at the first delete"])
+def test_rollback_stops_a_complete_torrent_for_the_way_back_and_restarts_it(world, when):
+    # At H2's recheck H1 was never started at its new place (its start step follows verify_group);
+    # at the first delete (a library link the plan does not know) it runs there since its start
+    # step: either way it is stopped before the move back.
+    if when == "at H2's recheck":
+        world.qbt.fail_at[world.save(H2, "pool")] = 0.9
+    else:
+        os.makedirs(world.lib, exist_ok=True)
+        os.link(os.path.join(world.save(H1, "stash"), FILES[0][0]), os.path.join(world.lib, "Movie (2020).mkv"))
+    summary = world.executor().apply(demote_plan(world))
+    assert summary.groups[0].status == "rolled_back", summary.groups[0].reason
     calls = [c for c in world.qbt.calls if c[1] == H1]
     back = calls.index(("set_location", H1, world.save(H1, "stash")))
-    # stopped for the way back, rechecked there (qBittorrent would not on its own), its download
-    # path as found (``Executor._settings_back``), then started
-    after = [c for c in calls[back + 1 :] if c[0] != "remove_tags"]
+    started_there = ("start", H1) in calls[:back]
+    assert started_there is (when == "at the first delete")
+    # stopped for the way back (after any start there), rechecked there (qBittorrent would not on
+    # its own), its download path as found (``Executor._settings_back``), then started
+    before = [c[0] for c in calls[:back] if c[0] in ("start", "stop")]
+    assert before == (["stop", "start", "stop"] if started_there else ["stop"]), calls
+    after = [c for c in calls[back + 1 :] if c[0] not in ("remove_tags", "add_tags")]
     restored = ("set_download_path", H1, "/stale/incomplete")
-    assert ("stop", H1) in calls[:back] and after == [("recheck", H1), restored, ("start", H1)]
+    assert after == [("recheck", H1), restored, ("start", H1)]
     assert world.qbt.t[H1].stopped is False and world.qbt.t[H1].download_path == "/stale/incomplete"
+    assert world.qbt.violations == []
 
 
 def _checking_when_first_seen(world, state: str):

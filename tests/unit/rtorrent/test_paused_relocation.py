@@ -3,7 +3,9 @@ fake rTorrent that keeps ``d.state`` / ``d.is_active`` / ``d.hashing`` as 0.9.8 
 
 Paused (``d.state`` 1, ``d.is_active`` 0, ruTorrent's "paused") is stopped in the normalized
 vocabulary; the relocation's ``d.stop`` ends it. It must come back paused after the move and
-after a rollback, not stopped and not started; a started item started, a stopped one stopped."""
+after a rollback, not stopped and not started; a started item started, a stopped one stopped.
+The plan is test_executor's ``demote_plan``, with the planner's start steps: each relocation leaves
+its item stopped, and the item is started (or paused) again only after verify_group."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import pytest
 from qbhook.clients.rtorrent import _ITEM_FIELDS
 from qbhook.move.executor import build_executor
 from tests.unit.rtorrent.conftest import FakeRtorrent, wired
-from tests.unit.test_executor import FILES, H1, H2, _make_world, demote_plan
+from tests.unit.test_executor import FILES, H1, H2, Crash, _make_world, demote_plan
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 
 _FIELDS = [cmd for cmd, _ in _ITEM_FIELDS]
@@ -168,22 +170,40 @@ def rt_world(tmpfs, tmp_path):  # noqa: F811
     w.cat.close()
 
 
-def _apply(w, rt):
-    ex = build_executor(w.cfg, w.cat, {"qbt": rt}, w.journal, sleep=w.clock.sleep, clock=w.clock, poll_initial_s=0.5)
-    return ex.apply(demote_plan(w))
+def _executor(w, rt, **kw):
+    return build_executor(
+        w.cfg, w.cat, {"qbt": rt}, w.journal, sleep=w.clock.sleep, clock=w.clock, poll_initial_s=0.5, **kw
+    )
+
+
+def _apply(w, rt, **kw):
+    return _executor(w, rt, **kw).apply(demote_plan(w))
+
+
+def _paused(rpc, h: str) -> None:
+    """Item ``h`` paused by a person (and saved so: rTorrent's periodic session save)."""
+    rpc.items[h.upper()]["d.is_active"] = 0
+    rpc._save(h.upper())
 
 
 @pytest.mark.parametrize("fail", [False, True], ids=["relocated", "rolled-back"])
 @pytest.mark.parametrize("h1", ["paused", "started"])
 def test_an_item_comes_back_paused_started_or_stopped_as_it_was(rt_world, h1, fail):
+    """Through the plan's start steps (R65: after verify_group, each as its relocation found it),
+    or the rollback's: and so it stays once rTorrent restarts (each state saved)."""
     w, rt, rpc = rt_world
     if h1 == "paused":
-        rpc.items[H1.upper()]["d.is_active"] = 0
+        _paused(rpc, H1)
     assert rpc.mode(H1) == h1 and rt.torrent(H1).is_stopped is (h1 == "paused")  # paused is stopped, normalized
     if fail:
         rpc.fail_at[os.path.join(w.save(H2, "pool"), "Movie.2020")] = 0.9  # H2's check fails: both move back
+    seen = []
 
-    summary = _apply(w, rt)
+    def hook(point, _gid, _seq, step):
+        if point == "before" and step.kind in ("verify_group", "start"):
+            seen.append((step.kind, rpc.mode(H1), rpc.mode(H2)))
+
+    summary = _apply(w, rt, hook=hook)
 
     assert summary.groups[0].status == ("rolled_back" if fail else "done"), summary.groups[0].reason
     where = "stash" if fail else "pool"
@@ -192,6 +212,39 @@ def test_an_item_comes_back_paused_started_or_stopped_as_it_was(rt_world, h1, fa
     assert rt.torrent(H1).is_complete and rt.torrent(H1).is_paused is (h1 == "paused")
     (row,) = [r for r in w.journal.steps(summary.run_id) if r.kind == "relocate" and r.args["torrent"] == H1]
     assert row.args["_observed"]["paused"] is (h1 == "paused")  # journaled: a resume or rollback knows it
+    # No item ran at its new place before the group verified: the relocation left each stopped.
+    assert seen[:1] == ([] if fail else [("verify_group", "stopped", "stopped")])
+    rpc.restart()
+    assert (rpc.mode(H1), rpc.mode(H2)) == (h1, "stopped")
+
+
+@pytest.mark.parametrize("h1", ["paused", "started"])
+def test_rtorrent_killed_between_verify_group_and_the_starts_resumes_each_as_found(rt_world, h1):
+    """qbhook and rTorrent killed after verify_group, before any start: both items stopped at the
+    new place (as saved). ``resume`` starts each as its relocation found it: H1 paused or started,
+    H2 stopped, and each state saved."""
+    w, rt, rpc = rt_world
+    if h1 == "paused":
+        _paused(rpc, H1)
+    plan = demote_plan(w)
+    seq = next(i for i, s in enumerate(plan.groups[0].steps) if s.kind == "verify_group")
+
+    def hook(point, _gid, q, _step):
+        if (point, q) == ("after_act", seq):
+            raise Crash("kill")
+
+    with pytest.raises(Crash):
+        _executor(w, rt, hook=hook).apply(plan)
+    rpc.restart()
+    assert (rpc.mode(H1), rpc.mode(H2)) == ("stopped", "stopped")
+    assert rt.torrent(H1).save_path == w.save(H1, "pool")
+
+    (summary,) = _executor(w, rt).resume()
+
+    assert summary.status == "done", summary.groups_failed
+    assert (rpc.mode(H1), rpc.mode(H2)) == (h1, "stopped")
+    rpc.restart()
+    assert (rpc.mode(H1), rpc.mode(H2)) == (h1, "stopped")
 
 
 @pytest.mark.parametrize("when", ["at the relocation", "after the tag steps"])
