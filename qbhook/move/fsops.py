@@ -2331,15 +2331,17 @@ class Relinker:
         """After a rename (the kept inode still pinned by ``kpin``): its folder to sync, and the
         name's stat, with its carry-over's warrant, for the catalog and for later relinks of this
         batch onto the same inode."""
+        # The name now: the kept inode, with the ctime and link count our link and rename left.
+        # For the catalog (``after``, recorded without resolving the path again) and for later
+        # relinks of this batch onto the same inode (``_carry_over``). Taken before the folder's
+        # fsync, never after: that can wait on the disk, and a rewrite of the kept file then (same
+        # size, mtime set back) would be in this stat's ctime, its old hash carried onto it (R67).
+        now = parent.lstat(name)
         if self.sync_each:
             os.fsync(parent.fd)
         elif root not in self._touched:
             self._touched[root] = os.dup(parent.fd)  # the folder the rename was made in: its filesystem
             self._trim()
-        # The name now: the kept inode, with the ctime and link count our link and rename left.
-        # For the catalog (``after``, recorded without resolving the path again) and for later
-        # relinks of this batch onto the same inode (``_carry_over``).
-        now = parent.lstat(name)
         if now is not None and (now.st_dev, now.st_ino) == (kpin.st.st_dev, kpin.st.st_ino):
             proof = CarryProof.across(kpin, now)
             self.after[path] = Relinked(now, proof)

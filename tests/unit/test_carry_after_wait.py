@@ -1,0 +1,74 @@
+"""R67: a hash is carried only onto a stat taken with no wait after the last check.
+
+The catalog holds a hash valid while size, mtime and ctime are unchanged; where qbhook's own
+link, rename or unlink moves a file's ctime it carries the hash onto the new stat when size and
+mtime did not move. A rewrite that keeps the size and sets the mtime back (a tagger, ``touch -r``,
+``rsync -t``) shows only in the ctime: if it lands between the last check and the stat the hash
+is carried onto (while a folder is fsynced, the catalog commits, holding folders are walked),
+the carried ctime absorbs it and the old hash passes for the new bytes. Each test makes that
+writer act in such a wait and proves the hash is not valid for the rewritten file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from qbhook.catalog.hashing import ensure_hashes
+from qbhook.move import fsops
+from tests.helpers import write
+from tests.unit import test_fsops as _fx
+from tests.unit.test_fsops import b3, old
+
+# pytest fixtures shared with test_fsops (two tmpfs pools with seeding roots and a catalog)
+tmpfs, fs2 = _fx.tmpfs, _fx.fs2
+
+
+def _rewrite_keeping_size_and_mtime(path) -> None:
+    """A tagger writing in place: same size, its mtime set back; only the ctime moves."""
+    st = os.lstat(path)
+    time.sleep(0.02)  # past the clock tick of qbhook's own acts: the ctime moves
+    with open(path, "r+b") as f:
+        f.write(b"TAGGED!!")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _hash_valid_now(cat, path) -> bool:
+    row, st = cat.inode_by_path(str(path)), os.lstat(path)
+    return row.hash is not None and (row.size, row.mtime_ns, row.ctime_ns) == (
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+    )
+
+
+def test_a_kept_file_rewritten_while_a_single_relink_syncs_its_folder_gets_no_hash_carried(fs2, monkeypatch):
+    """R67-1: with ``sync_each`` (one relink, ``Executor._converge``) the kept name's stat was taken
+    after the folder's fsync; a library file rewritten then got its old hash carried onto the new
+    ctime, and a later relink onto it destroyed the last copy of the planned content."""
+    stash, _pool, seed_s, _seed_p, cat = fs2
+    data = os.urandom(8000)
+    lib = stash / "lib"
+    k, v = old(write(lib / "k.bin", data)), old(write(seed_s / "T/v.bin", data))
+    cat.record_path(str(k), "lib")
+    cat.record_path(str(v), "stash")
+    ensure_hashes(cat, [cat.inode_by_path(str(p)).id for p in (k, v)], settle_seconds=0)
+    r, kr = cat.inode_by_path(str(v)), cat.inode_by_path(str(k))
+    target = fsops.RelinkTarget(r.fsid, r.ino, len(data), b3(data), kr.fsid, kr.ino, os.lstat(v).st_mtime_ns)
+    real_fsync, done = os.fsync, []
+
+    def fsync_then_rewrite(fd):
+        real_fsync(fd)
+        if not done:
+            _rewrite_keeping_size_and_mtime(k)
+            done.append(True)
+
+    monkeypatch.setattr(os, "fsync", fsync_then_rewrite)
+    with fsops.Relinker((seed_s,), (lib,), cat, sync_each=True) as rl:
+        assert rl.relink(str(v), str(k), target)["status"] == "relinked"
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert done
+    after = {p: x.after for p, x in rl.after.items()}
+    carry = {p: x.carry for p, x in rl.after.items() if x.carry is not None}
+    cat.record_paths([(p, "stash") for p in rl.after], stats=after, carry=carry)  # as Executor._record does
+    assert k.read_bytes() != data and not _hash_valid_now(cat, k)  # the next check reads it
