@@ -3120,13 +3120,17 @@ def _hold(
     parts: list[bytes],
     run,
     *,
-    look=False,
+    pin: Pin | None = None,
     want: list[int] | None = None,
     placed: Callable[[], bool] | None = None,
 ) -> tuple[str, os.stat_result | None, list[int]]:
-    """Move ``name`` (the inode ``st``) into holding; (where it is held, with ``look`` its lstat
-    there right after, through the holding folder: None if that is not ``st``'s inode, and the
-    holding folder's [dev, inode] to journal). ``want``: the holding folder's identity journaled
+    """Move ``name`` (the inode ``st``) into holding; (where it is held, with ``pin`` its lstat
+    there right after, through the holding folder, and the holding folder's [dev, inode] to
+    journal). ``pin``: the inode pinned at the caller's last check of ``st``, held until that
+    lstat (a hash's carry-over onto it: ``CarryProof``); the lstat is None unless the pin's fstat
+    right before the rename was still ``st``, ctime included: the walk to the holding folder
+    (made if missing) is a wait, and a rewrite through another link then (same size, mtime set
+    back) would be in that lstat's ctime (R67). ``want``: the holding folder's identity journaled
     before the hold (``holding_ids``); another folder there is ``HoldingGone``, nothing moved.
     ``placed``: whether ``parent`` is still below its seeding root (``_walk_placed``), looked at
     right before the rename into holding and right after it."""
@@ -3139,18 +3143,27 @@ def _hold(
         _holding_is(root, top, want, hold.dev)
         if hold.dev != st.st_dev:
             raise UnsafeOperation(f"cannot hold {path_s}: {hold.show()} is on another filesystem")
-        _into_holding(parent, hold, name, st, path_s, target, placed)
-        held = hold.lstat(name) if look else None
+        unchanged = _into_holding(parent, hold, name, st, path_s, target, placed, pin)
+        held = hold.lstat(name) if unchanged else None
     if held is not None and (held.st_dev, held.st_ino) != (st.st_dev, st.st_ino):
         held = None
     return os.fsdecode(target), held, _holding_id(top)
 
 
 def _into_holding(
-    parent: Dir, hold: Dir, name: bytes, st: os.stat_result, path_s: str, target: str, placed: Callable[[], bool] | None
-) -> None:
+    parent: Dir,
+    hold: Dir,
+    name: bytes,
+    st: os.stat_result,
+    path_s: str,
+    target: str,
+    placed: Callable[[], bool] | None,
+    pin: Pin | None = None,
+) -> bool:
     """Move the entry ``name`` of ``parent`` (the inode ``st``) into ``hold`` by one rename, never
-    over a held name; UnsafeOperation if another file was met (put back, nothing removed).
+    over a held name; UnsafeOperation if another file was met (put back, nothing removed). True
+    when ``pin`` (the inode ``st`` was taken of) was still ``st``, ctime included, right before
+    the rename: the moved inode's bytes are then the ones ``st`` was checked under.
 
     Not a link into holding and then an unlink of the original name: a file renamed over that
     name in between (qBittorrent finishing a download at an orphan's path, a writer of the
@@ -3168,6 +3181,7 @@ def _into_holding(
         raise UnsafeOperation(f"cannot hold {path_s}: {target} already holds another file")
     if placed is not None and not placed():
         raise UnsafeOperation(_moved_off(parent, f"cannot hold {path_s}"), hint="re-plan")
+    unchanged = pin is not None and _content_stat(pin.look()) == _content_stat(st)
     try:
         moved = _move_checked(parent, name, hold, new, st)
     except FileNotFoundError:
@@ -3188,6 +3202,7 @@ def _into_holding(
     _back_unless_placed(placed, hold, new, parent, name, f"cannot hold {path_s}")
     if new != name:
         os.unlink(new, dir_fd=hold.fd)  # the spare link, in qbhook's own folder; ``target`` still links it
+    return unchanged
 
 
 def _drop_name(name: bytes, ino: int) -> bytes:
@@ -3423,12 +3438,14 @@ def hide_during_move(path, *, roots, run, catalog=None, holding: list[int] | Non
             raise UnsafeOperation(f"refusing to hide {path_s}: not a regular file")
         fs_path = parent.fs_path_for(st)
         row_id, digest = _cached_digest(catalog, fs_path, st) if fs_path is not None else (None, None)
-        # The held link's stat right after our link and unlink (one lstat, only when there is a
-        # hash to carry): its ctime is the one nothing but our own renames gave it.
-        look = digest is not None
-        held, hst, ident = _hold(
-            parent, parts[-1], path_s, st, root, parts, key, look=look, want=holding, placed=placed
-        )
+        # The held link's stat right after our rename (one lstat, only when there is a hash to
+        # carry), with the inode pinned from ``st`` until then and seen unchanged right before the
+        # rename: its ctime is the one nothing but our own rename gave it.
+        pin = Pin.at(parts[-1], parent.fd) if digest is not None else None
+        with pin or nullcontext():
+            held, hst, ident = _hold(
+                parent, parts[-1], path_s, st, root, parts, key, pin=pin, want=holding, placed=placed
+            )
     res = {"status": "hidden", "held_at": held, "holding": ident}
     if digest is not None and hst is not None and (hst.st_size, hst.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
         res["carry"] = {

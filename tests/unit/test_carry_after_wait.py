@@ -72,3 +72,49 @@ def test_a_kept_file_rewritten_while_a_single_relink_syncs_its_folder_gets_no_ha
     carry = {p: x.carry for p, x in rl.after.items() if x.carry is not None}
     cat.record_paths([(p, "stash") for p in rl.after], stats=after, carry=carry)  # as Executor._record does
     assert k.read_bytes() != data and not _hash_valid_now(cat, k)  # the next check reads it
+
+
+def _hidden_with_a_hash(fs2):
+    """A seeding link with a library link beside it, its hash cached: (seeding link, library link, data)."""
+    stash, _pool, seed_s, _seed_p, cat = fs2
+    data = os.urandom(7000)
+    g = old(write(seed_s / "Show/e01.mkv", data))
+    lib = stash / "library-e01.mkv"
+    os.link(g, lib)
+    cat.record_path(str(g), "stash")
+    cat.store_hash(cat.inode_by_path(str(g)).id, bytes.fromhex(b3(data)), os.lstat(g))
+    return g, lib, data
+
+
+def test_a_link_rewritten_while_its_hide_walks_to_holding_gets_no_hash_carried_back(fs2, monkeypatch):
+    """R67-2: the hide checked the cached hash against the stat taken before it walked (and made)
+    the holding folders; a rewrite through the library link then was in the held link's stat
+    after the rename (the rename's check ignores ctime), and the put-back stored the old hash as
+    valid for the new bytes. The pinned inode must be unchanged right before the rename."""
+    _stash, _pool, seed_s, _seed_p, cat = fs2
+    g, lib, data = _hidden_with_a_hash(fs2)
+    real, done = fsops._open_holding_id, []
+
+    def rewrite_then_open(*a, **k):
+        if k.get("create"):
+            _rewrite_keeping_size_and_mtime(lib)
+            done.append(True)
+        return real(*a, **k)
+
+    monkeypatch.setattr(fsops, "_open_holding_id", rewrite_then_open)
+    hidden = fsops.hide_during_move(str(g), roots=(str(seed_s),), run=1, catalog=cat)
+    monkeypatch.setattr(fsops, "_open_holding_id", real)
+    assert done and hidden["status"] == "hidden"
+    back = fsops.unhide_after_move(str(g), roots=(str(seed_s),), run=1, catalog=cat, carry=hidden.get("carry"))
+    assert back["status"] == "restored"
+    assert g.read_bytes() != data and not _hash_valid_now(cat, g)  # the delete check reads it
+
+
+def test_an_untouched_hidden_link_still_gets_its_hash_carried_back(fs2):
+    """The carry the fix keeps: nothing but qbhook's renames touched the inode, no read again."""
+    _stash, _pool, seed_s, _seed_p, cat = fs2
+    g, _lib, _data = _hidden_with_a_hash(fs2)
+    hidden = fsops.hide_during_move(str(g), roots=(str(seed_s),), run=1, catalog=cat)
+    assert "carry" in hidden
+    fsops.unhide_after_move(str(g), roots=(str(seed_s),), run=1, catalog=cat, carry=hidden["carry"])
+    assert _hash_valid_now(cat, g)
