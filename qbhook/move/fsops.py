@@ -3511,9 +3511,12 @@ def unhide_after_move(
             # The pin's ``with`` first: a walk that refuses (a symlink where the folder goes) still
             # closes it; each failed put-back leaked one descriptor, the held inode kept alive.
             with pin or nullcontext(), _walk(root, parts[:-1], create=True) as parent:
+                # The pinned inode once more after the walk (which may make folders): a rewrite
+                # through another link meanwhile would be in the put-back's ctime (R67).
+                last = pin.look() if pin is not None else None
                 _link_back(hold, parent, parts[-1], hst, path_s, held)
                 os.unlink(parts[-1], dir_fd=hold.fd)  # holding: qbhook's 0700 folder, nobody renames into it
-                _carry_hash(catalog, carry, hst, pin, parent.lstat(parts[-1]))
+                _carry_hash(catalog, carry, hst if last is None else last, pin, parent.lstat(parts[-1]))
             status = "restored"
         if on_back is not None:
             on_back()
@@ -3565,7 +3568,8 @@ def _carry_hash(catalog, carry: dict | None, hst: os.stat_result, pin: Pin | Non
     The held link sat in a 0700 folder of qbhook's, but an inode with other links (a library's,
     a cross-seed's) can be rewritten through them meanwhile and its mtime set back (``rsync -t``,
     a tagger): only ctime tells, since nobody can set it back. So ``hst``, the held link's stat
-    right before we linked it back, must have the very ctime it had right after the hide
+    right before we linked it back (the pin's fstat after the walk to the folder it goes back
+    to, which may make folders: a wait), must have the very ctime it had right after the hide
     (``carry["stat"]``); then same inode, size and mtime after our link-back and unlink means the
     same bytes as when hashed. Any other ctime: no carry, the next check reads the file again.
     Same inode means pinned (``pin``, taken while the held link still named it) from ``hst``

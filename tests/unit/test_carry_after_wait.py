@@ -118,3 +118,25 @@ def test_an_untouched_hidden_link_still_gets_its_hash_carried_back(fs2):
     assert "carry" in hidden
     fsops.unhide_after_move(str(g), roots=(str(seed_s),), run=1, catalog=cat, carry=hidden["carry"])
     assert _hash_valid_now(cat, g)
+
+
+def test_a_link_rewritten_while_its_put_back_walks_to_its_folder_gets_no_hash_carried_back(fs2, monkeypatch):
+    """The put-back's side of R67-2: the held link's ctime was compared with the hide's before the
+    walk (and mkdir) to the folder it goes back to; a rewrite through the library link then was
+    in the put-back's stat. The pin is looked at again after that walk."""
+    _stash, _pool, seed_s, _seed_p, cat = fs2
+    g, lib, data = _hidden_with_a_hash(fs2)
+    hidden = fsops.hide_during_move(str(g), roots=(str(seed_s),), run=1, catalog=cat)
+    assert "carry" in hidden
+    real, done = fsops._walk, []
+
+    def rewrite_then_walk(*a, **k):
+        if k.get("create") and not done:
+            _rewrite_keeping_size_and_mtime(lib)
+            done.append(True)
+        return real(*a, **k)
+
+    monkeypatch.setattr(fsops, "_walk", rewrite_then_walk)
+    back = fsops.unhide_after_move(str(g), roots=(str(seed_s),), run=1, catalog=cat, carry=hidden["carry"])
+    assert done and back["status"] == "restored"
+    assert g.read_bytes() != data and not _hash_valid_now(cat, g)
