@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from qbhook.catalog.hashing import ensure_hashes
 from qbhook.move import fsops
@@ -140,3 +141,35 @@ def test_a_link_rewritten_while_its_put_back_walks_to_its_folder_gets_no_hash_ca
     back = fsops.unhide_after_move(str(g), roots=(str(seed_s),), run=1, catalog=cat, carry=hidden["carry"])
     assert done and back["status"] == "restored"
     assert g.read_bytes() != data and not _hash_valid_now(cat, g)
+
+
+def test_a_cross_seed_link_rewritten_while_a_delete_commits_gets_no_hash_carried(tmpfs, tmp_path, monkeypatch):
+    """R67-3: a delete's carry onto the inode's other links (``_record_other_links``) was made
+    onto their lstat, taken after ``catalog.forget_path``'s commit (an fsync); a rewrite of H2's
+    link (same size, mtime set back) during it was carried, and H2's delete then removed the new
+    bytes on the old hash. The carry is now onto the pin's fstat right after the unlink."""
+    from qbhook.catalog.scan import scan_pool
+    from tests.unit.test_executor import FILES, _make_world, demote_plan
+
+    w = _make_world(tmpfs, tmp_path)
+    t = os.stat(w.seed_s).st_mtime_ns - 3600 * 10**9
+    for rel, _data in FILES:
+        os.utime(os.path.join(w.seed_s, rel), ns=(t, t))  # settled: its hash is cached
+    scan_pool(w.cat, w.cfg.primary, w.cfg.scan)
+    ensure_hashes(w.cat, [r[0] for r in w.cat.conn.execute("SELECT id FROM inodes")], settle_seconds=60)
+    movie, cross = os.path.join(w.seed_s, FILES[0][0]), os.path.join(w.seed_s, "cross-seed", FILES[0][0])
+    real, done = w.cat.forget_path, []
+
+    def forget_then_rewrite(path):
+        real(path)  # its commit: an fsync, a wait
+        if os.fsdecode(path) == movie and not done:
+            _rewrite_keeping_size_and_mtime(cross)
+            done.append(True)
+
+    monkeypatch.setattr(w.cat, "forget_path", forget_then_rewrite)
+    summary = w.executor().apply(demote_plan(w))
+    assert done
+    # H2's delete read the link, saw other bytes than were copied, and kept it.
+    assert summary.status != "done" and "content changed" in (summary.groups[0].reason or "")
+    assert Path(cross).read_bytes()[:8] == b"TAGGED!!"
+    w.cat.close()
