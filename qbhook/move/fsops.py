@@ -3042,16 +3042,14 @@ def _unlink_or_hold(u: _Unlink, parent: Dir, name: bytes, st: os.stat_result, pl
     ``placed``: looked at right before the rename that starts either act, and right after it."""
     checked = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
     if u.hold_run is not None:
-        held, _, ident = _hold(parent, name, u.shown, st, u.root, u.parts, u.hold_run, placed=placed)
-        return {
-            "status": "held",
-            "bytes_freed": 0,
-            "nlink_before": st.st_nlink,
-            "dev": st.st_dev,
-            "held_at": held,
-            "checked": checked,
-            "holding": ident,
-        }
+        # The walk to the holding folder (made if missing) is a wait after the last look: with
+        # other links to carry a hash onto, ``checked`` only if the pinned inode was still ``st``
+        # right before the rename (``_hold``), else a rewrite through them then would be carried.
+        pin = Pin.at(name, parent.fd) if st.st_nlink > 1 else None
+        with pin or nullcontext():
+            held, hst, ident = _hold(parent, name, u.shown, st, u.root, u.parts, u.hold_run, pin=pin, placed=placed)
+        res = {"status": "held", "bytes_freed": 0, "nlink_before": st.st_nlink, "dev": st.st_dev, "held_at": held}
+        return {**res, "checked": checked, "holding": ident} if hst is not None else {**res, "holding": ident}
     # Not ``unlinkat(name)``: a file renamed over the name since the last look would lose its last
     # link. A rename to the drop name, a look, and the unlink of that name (one rename and one lstat
     # more per delete, ~180k of each for a large demote: metadata only, no byte read).

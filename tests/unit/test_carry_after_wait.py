@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from qbhook.catalog.hashing import ensure_hashes
@@ -143,21 +144,36 @@ def test_a_link_rewritten_while_its_put_back_walks_to_its_folder_gets_no_hash_ca
     assert g.read_bytes() != data and not _hash_valid_now(cat, g)
 
 
-def test_a_cross_seed_link_rewritten_while_a_delete_commits_gets_no_hash_carried(tmpfs, tmp_path, monkeypatch):
-    """R67-3: a delete's carry onto the inode's other links (``_record_other_links``) was made
-    onto their lstat, taken after ``catalog.forget_path``'s commit (an fsync); a rewrite of H2's
-    link (same size, mtime set back) during it was carried, and H2's delete then removed the new
-    bytes on the old hash. The carry is now onto the pin's fstat right after the unlink."""
+def _demote_world_hashed(tmpfs, tmp_path, grace: float = 0):
+    """test_executor's two cross-seeded torrents, hashes cached; (world, H1's movie link, H2's)."""
     from qbhook.catalog.scan import scan_pool
-    from tests.unit.test_executor import FILES, _make_world, demote_plan
+    from tests.unit.test_executor import FILES, _make_world
 
     w = _make_world(tmpfs, tmp_path)
+    w.cfg = replace(w.cfg, policy=replace(w.cfg.policy, grace_period=grace))
     t = os.stat(w.seed_s).st_mtime_ns - 3600 * 10**9
     for rel, _data in FILES:
         os.utime(os.path.join(w.seed_s, rel), ns=(t, t))  # settled: its hash is cached
     scan_pool(w.cat, w.cfg.primary, w.cfg.scan)
     ensure_hashes(w.cat, [r[0] for r in w.cat.conn.execute("SELECT id FROM inodes")], settle_seconds=60)
-    movie, cross = os.path.join(w.seed_s, FILES[0][0]), os.path.join(w.seed_s, "cross-seed", FILES[0][0])
+    return w, os.path.join(w.seed_s, FILES[0][0]), os.path.join(w.seed_s, "cross-seed", FILES[0][0])
+
+
+def _cross_seed_kept(w, summary, cross) -> None:
+    """H2's delete read its link, saw other bytes than were copied, and kept it."""
+    assert summary.status != "done" and "content changed" in (summary.groups[0].reason or "")
+    assert Path(cross).read_bytes()[:8] == b"TAGGED!!"
+    w.cat.close()
+
+
+def test_a_cross_seed_link_rewritten_while_a_delete_commits_gets_no_hash_carried(tmpfs, tmp_path, monkeypatch):
+    """R67-3: a delete's carry onto the inode's other links (``_record_other_links``) was made
+    onto their lstat, taken after ``catalog.forget_path``'s commit (an fsync); a rewrite of H2's
+    link (same size, mtime set back) during it was carried, and H2's delete then removed the new
+    bytes on the old hash. The carry is now onto the pin's fstat right after the unlink."""
+    from tests.unit.test_executor import demote_plan
+
+    w, movie, cross = _demote_world_hashed(tmpfs, tmp_path)
     real, done = w.cat.forget_path, []
 
     def forget_then_rewrite(path):
@@ -169,7 +185,36 @@ def test_a_cross_seed_link_rewritten_while_a_delete_commits_gets_no_hash_carried
     monkeypatch.setattr(w.cat, "forget_path", forget_then_rewrite)
     summary = w.executor().apply(demote_plan(w))
     assert done
-    # H2's delete read the link, saw other bytes than were copied, and kept it.
-    assert summary.status != "done" and "content changed" in (summary.groups[0].reason or "")
-    assert Path(cross).read_bytes()[:8] == b"TAGGED!!"
-    w.cat.close()
+    _cross_seed_kept(w, summary, cross)
+
+
+def test_a_cross_seed_link_rewritten_while_a_held_delete_walks_to_holding_gets_no_hash_carried(
+    tmpfs, tmp_path, monkeypatch
+):
+    """R67-3, a delete held for the grace period: the content was checked before the walk to the
+    holding folder (made if missing), and the carry's ``checked`` stat passed on through it; a
+    rewrite of H2's link during that walk was carried. ``checked`` now only when the pinned
+    inode was unchanged right before the rename into holding."""
+    from tests.unit.test_executor import demote_plan
+
+    w, movie, cross = _demote_world_hashed(tmpfs, tmp_path, grace=3600)
+    real, real_act, done, deleting = fsops._open_holding_id, fsops._unlink_or_hold, [], []
+
+    def act(u, *a, **k):  # the delete's act, not a hide's hold during the move
+        deleting[:] = [u.shown == movie]
+        try:
+            return real_act(u, *a, **k)
+        finally:
+            deleting.clear()
+
+    def rewrite_then_open(*a, **k):
+        if k.get("create") and deleting == [True] and not done:
+            _rewrite_keeping_size_and_mtime(cross)
+            done.append(True)
+        return real(*a, **k)
+
+    monkeypatch.setattr(fsops, "_unlink_or_hold", act)
+    monkeypatch.setattr(fsops, "_open_holding_id", rewrite_then_open)
+    summary = w.executor().apply(demote_plan(w))
+    assert done
+    _cross_seed_kept(w, summary, cross)
