@@ -59,7 +59,18 @@ class CarryProof:
     file at once (ZFS reuses object numbers too), so a writer who removes every link of a file and
     creates another one with the old size and mtime (``touch -d``) gets a file that passes. An open
     descriptor keeps the inode alive, and a live inode's number cannot be given to another file.
-    Made by ``across`` only, from a held ``dirfd.Pin``; ``covers`` binds it to the one stat it was made for."""
+    Made by ``across`` only, from a held ``dirfd.Pin``; ``covers`` binds it to the one stat it was made for.
+
+    The rule of every carry (R67): a hash is carried only onto a stat taken with no wait after
+    the last check of it (the ``before`` stat, or a look that found the inode still so): nothing
+    in between but qbhook's own act (a link, rename or unlink). A wait there (a folder's fsync,
+    a catalog commit, a walk that may make folders) is where a writer rewrites the file at the
+    same size and sets its mtime back (a tagger, ``touch -r``, ``rsync -t``): only the ctime
+    shows it, and a stat taken after that wait would make the old hash valid for the new bytes.
+    So the stat is taken right after the act, before any such wait (``Relinker._relinked``,
+    ``Executor._delete``), or the pinned inode is looked at again after it, right before the act
+    (``fsops._hold``, ``unhide_after_move``, ``link_into``). ``across`` cannot tell when a stat
+    was taken: its callers keep that rule."""
 
     dev: int
     ino: int

@@ -2255,13 +2255,16 @@ class Executor:
         blake3_hex = st.content_of(s.keep_path, s.blake3, s.size or 0, f"refusing to delete {s.path}")
         with self._pin_links(s) as pin:
             res = self._safe_unlink(s, blake3_hex, hold, resumed=at.again)
+            # The inode right after the act, before the catalog's commit (an fsync: a wait): the
+            # only stat a hash may be carried onto (``_record_other_links``).
+            now = pin.look() if pin is not None and res.get("nlink_before", 0) > 1 else None
             st.deletes_started = True
             if res["status"] == "held" and s.blake3 is None:
                 # The purge re-proves the kept copy before removing a last link: with the content proved here.
                 res = {**res, "blake3": blake3_hex}
             self.catalog.forget_path(s.path)
             if res.get("nlink_before", 0) > 1:
-                self._record_other_links(s, res, pin)
+                self._record_other_links(s, res, pin, now)
         if at.again and res.get("status") == "absent":
             self._count_absent(s, res)
         st.outcome.bytes_freed += res.get("bytes_freed", 0)
@@ -2314,13 +2317,16 @@ class Executor:
             resumed=resumed,
         )
 
-    def _record_other_links(self, s: Delete, res: dict, pin: Pin | None) -> None:
+    def _record_other_links(self, s: Delete, res: dict, pin: Pin | None, now: os.stat_result | None) -> None:
         """Unlinking changed the inode's ctime; its other links are recorded with it, the hash
         carried from the stat safe_unlink checked the content under and saw again right before
         the unlink (``checked``) when ``pin`` held the inode from before that check until each
         link's lstat: cross-seeds with own paths would each read the payload again. Without the
         pin equal (dev, ino) proves nothing: a writer of a seeding folder may have removed the
         last other link and created a file that got the freed inode number (``CarryProof``).
+        Carried onto ``now``, the pin's fstat right after the act, and so onto a link's lstat
+        only when it has that ctime: the lstats come after the catalog's commit (an fsync), and
+        a rewrite through a link then (same size, mtime set back) shows in the ctime alone (R67).
         Each is looked at through its verified folder: one behind a symlinked folder is not
         provably that pool's file, and is left for the next scan."""
         checked = fsops.Checked.of(res, s.ino)
@@ -2337,8 +2343,8 @@ class Executor:
                     if pool is not None:
                         # That very stat, proven to be the inode whose content the delete checked.
                         carry = None
-                        if pin is not None and checked is not None:
-                            carry = CarryProof.across(pin, pst, checked)
+                        if pin is not None and checked is not None and now is not None:
+                            carry = CarryProof.across(pin, now, checked)
                         self.catalog.record_path(p, pool.name, st=pst, carry=carry)
 
     def _check_still_placed(self, st: _GroupRun) -> None:

@@ -2331,15 +2331,17 @@ class Relinker:
         """After a rename (the kept inode still pinned by ``kpin``): its folder to sync, and the
         name's stat, with its carry-over's warrant, for the catalog and for later relinks of this
         batch onto the same inode."""
+        # The name now: the kept inode, with the ctime and link count our link and rename left.
+        # For the catalog (``after``, recorded without resolving the path again) and for later
+        # relinks of this batch onto the same inode (``_carry_over``). Taken before the folder's
+        # fsync, never after: that can wait on the disk, and a rewrite of the kept file then (same
+        # size, mtime set back) would be in this stat's ctime, its old hash carried onto it (R67).
+        now = parent.lstat(name)
         if self.sync_each:
             os.fsync(parent.fd)
         elif root not in self._touched:
             self._touched[root] = os.dup(parent.fd)  # the folder the rename was made in: its filesystem
             self._trim()
-        # The name now: the kept inode, with the ctime and link count our link and rename left.
-        # For the catalog (``after``, recorded without resolving the path again) and for later
-        # relinks of this batch onto the same inode (``_carry_over``).
-        now = parent.lstat(name)
         if now is not None and (now.st_dev, now.st_ino) == (kpin.st.st_dev, kpin.st.st_ino):
             proof = CarryProof.across(kpin, now)
             self.after[path] = Relinked(now, proof)
@@ -3040,16 +3042,14 @@ def _unlink_or_hold(u: _Unlink, parent: Dir, name: bytes, st: os.stat_result, pl
     ``placed``: looked at right before the rename that starts either act, and right after it."""
     checked = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
     if u.hold_run is not None:
-        held, _, ident = _hold(parent, name, u.shown, st, u.root, u.parts, u.hold_run, placed=placed)
-        return {
-            "status": "held",
-            "bytes_freed": 0,
-            "nlink_before": st.st_nlink,
-            "dev": st.st_dev,
-            "held_at": held,
-            "checked": checked,
-            "holding": ident,
-        }
+        # The walk to the holding folder (made if missing) is a wait after the last look: with
+        # other links to carry a hash onto, ``checked`` only if the pinned inode was still ``st``
+        # right before the rename (``_hold``), else a rewrite through them then would be carried.
+        pin = Pin.at(name, parent.fd) if st.st_nlink > 1 else None
+        with pin or nullcontext():
+            held, hst, ident = _hold(parent, name, u.shown, st, u.root, u.parts, u.hold_run, pin=pin, placed=placed)
+        res = {"status": "held", "bytes_freed": 0, "nlink_before": st.st_nlink, "dev": st.st_dev, "held_at": held}
+        return {**res, "checked": checked, "holding": ident} if hst is not None else {**res, "holding": ident}
     # Not ``unlinkat(name)``: a file renamed over the name since the last look would lose its last
     # link. A rename to the drop name, a look, and the unlink of that name (one rename and one lstat
     # more per delete, ~180k of each for a large demote: metadata only, no byte read).
@@ -3118,13 +3118,17 @@ def _hold(
     parts: list[bytes],
     run,
     *,
-    look=False,
+    pin: Pin | None = None,
     want: list[int] | None = None,
     placed: Callable[[], bool] | None = None,
 ) -> tuple[str, os.stat_result | None, list[int]]:
-    """Move ``name`` (the inode ``st``) into holding; (where it is held, with ``look`` its lstat
-    there right after, through the holding folder: None if that is not ``st``'s inode, and the
-    holding folder's [dev, inode] to journal). ``want``: the holding folder's identity journaled
+    """Move ``name`` (the inode ``st``) into holding; (where it is held, with ``pin`` its lstat
+    there right after, through the holding folder, and the holding folder's [dev, inode] to
+    journal). ``pin``: the inode pinned at the caller's last check of ``st``, held until that
+    lstat (a hash's carry-over onto it: ``CarryProof``); the lstat is None unless the pin's fstat
+    right before the rename was still ``st``, ctime included: the walk to the holding folder
+    (made if missing) is a wait, and a rewrite through another link then (same size, mtime set
+    back) would be in that lstat's ctime (R67). ``want``: the holding folder's identity journaled
     before the hold (``holding_ids``); another folder there is ``HoldingGone``, nothing moved.
     ``placed``: whether ``parent`` is still below its seeding root (``_walk_placed``), looked at
     right before the rename into holding and right after it."""
@@ -3137,18 +3141,27 @@ def _hold(
         _holding_is(root, top, want, hold.dev)
         if hold.dev != st.st_dev:
             raise UnsafeOperation(f"cannot hold {path_s}: {hold.show()} is on another filesystem")
-        _into_holding(parent, hold, name, st, path_s, target, placed)
-        held = hold.lstat(name) if look else None
+        unchanged = _into_holding(parent, hold, name, st, path_s, target, placed, pin)
+        held = hold.lstat(name) if unchanged else None
     if held is not None and (held.st_dev, held.st_ino) != (st.st_dev, st.st_ino):
         held = None
     return os.fsdecode(target), held, _holding_id(top)
 
 
 def _into_holding(
-    parent: Dir, hold: Dir, name: bytes, st: os.stat_result, path_s: str, target: str, placed: Callable[[], bool] | None
-) -> None:
+    parent: Dir,
+    hold: Dir,
+    name: bytes,
+    st: os.stat_result,
+    path_s: str,
+    target: str,
+    placed: Callable[[], bool] | None,
+    pin: Pin | None = None,
+) -> bool:
     """Move the entry ``name`` of ``parent`` (the inode ``st``) into ``hold`` by one rename, never
-    over a held name; UnsafeOperation if another file was met (put back, nothing removed).
+    over a held name; UnsafeOperation if another file was met (put back, nothing removed). True
+    when ``pin`` (the inode ``st`` was taken of) was still ``st``, ctime included, right before
+    the rename: the moved inode's bytes are then the ones ``st`` was checked under.
 
     Not a link into holding and then an unlink of the original name: a file renamed over that
     name in between (qBittorrent finishing a download at an orphan's path, a writer of the
@@ -3166,6 +3179,7 @@ def _into_holding(
         raise UnsafeOperation(f"cannot hold {path_s}: {target} already holds another file")
     if placed is not None and not placed():
         raise UnsafeOperation(_moved_off(parent, f"cannot hold {path_s}"), hint="re-plan")
+    unchanged = pin is not None and _content_stat(pin.look()) == _content_stat(st)
     try:
         moved = _move_checked(parent, name, hold, new, st)
     except FileNotFoundError:
@@ -3186,6 +3200,7 @@ def _into_holding(
     _back_unless_placed(placed, hold, new, parent, name, f"cannot hold {path_s}")
     if new != name:
         os.unlink(new, dir_fd=hold.fd)  # the spare link, in qbhook's own folder; ``target`` still links it
+    return unchanged
 
 
 def _drop_name(name: bytes, ino: int) -> bytes:
@@ -3421,12 +3436,14 @@ def hide_during_move(path, *, roots, run, catalog=None, holding: list[int] | Non
             raise UnsafeOperation(f"refusing to hide {path_s}: not a regular file")
         fs_path = parent.fs_path_for(st)
         row_id, digest = _cached_digest(catalog, fs_path, st) if fs_path is not None else (None, None)
-        # The held link's stat right after our link and unlink (one lstat, only when there is a
-        # hash to carry): its ctime is the one nothing but our own renames gave it.
-        look = digest is not None
-        held, hst, ident = _hold(
-            parent, parts[-1], path_s, st, root, parts, key, look=look, want=holding, placed=placed
-        )
+        # The held link's stat right after our rename (one lstat, only when there is a hash to
+        # carry), with the inode pinned from ``st`` until then and seen unchanged right before the
+        # rename: its ctime is the one nothing but our own rename gave it.
+        pin = Pin.at(parts[-1], parent.fd) if digest is not None else None
+        with pin or nullcontext():
+            held, hst, ident = _hold(
+                parent, parts[-1], path_s, st, root, parts, key, pin=pin, want=holding, placed=placed
+            )
     res = {"status": "hidden", "held_at": held, "holding": ident}
     if digest is not None and hst is not None and (hst.st_size, hst.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
         res["carry"] = {
@@ -3492,9 +3509,12 @@ def unhide_after_move(
             # The pin's ``with`` first: a walk that refuses (a symlink where the folder goes) still
             # closes it; each failed put-back leaked one descriptor, the held inode kept alive.
             with pin or nullcontext(), _walk(root, parts[:-1], create=True) as parent:
+                # The pinned inode once more after the walk (which may make folders): a rewrite
+                # through another link meanwhile would be in the put-back's ctime (R67).
+                last = pin.look() if pin is not None else None
                 _link_back(hold, parent, parts[-1], hst, path_s, held)
                 os.unlink(parts[-1], dir_fd=hold.fd)  # holding: qbhook's 0700 folder, nobody renames into it
-                _carry_hash(catalog, carry, hst, pin, parent.lstat(parts[-1]))
+                _carry_hash(catalog, carry, hst if last is None else last, pin, parent.lstat(parts[-1]))
             status = "restored"
         if on_back is not None:
             on_back()
@@ -3546,7 +3566,8 @@ def _carry_hash(catalog, carry: dict | None, hst: os.stat_result, pin: Pin | Non
     The held link sat in a 0700 folder of qbhook's, but an inode with other links (a library's,
     a cross-seed's) can be rewritten through them meanwhile and its mtime set back (``rsync -t``,
     a tagger): only ctime tells, since nobody can set it back. So ``hst``, the held link's stat
-    right before we linked it back, must have the very ctime it had right after the hide
+    right before we linked it back (the pin's fstat after the walk to the folder it goes back
+    to, which may make folders: a wait), must have the very ctime it had right after the hide
     (``carry["stat"]``); then same inode, size and mtime after our link-back and unlink means the
     same bytes as when hashed. Any other ctime: no carry, the next check reads the file again.
     Same inode means pinned (``pin``, taken while the held link still named it) from ``hst``
