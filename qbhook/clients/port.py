@@ -30,6 +30,13 @@ of them asking which client it is. The rules every adapter keeps:
   ends in ``d.check_hash``. qBittorrent does not recheck a stopped torrent after a move,
   and shows the progress it cached before it for a refresh interval, so the executor asks
   for the recheck and waits to see it. A client that does not say is taken not to check;
+* ``state_lag_s`` (a float attribute, seconds) says how long the client's answers may go on
+  showing a torrent as it was before an action (a recheck, a stop): qBittorrent recomputes
+  torrents/info only on its refresh timer, its ``refresh_interval`` preference (read once per
+  connection; 1.5 s by default); rTorrent answers 0 (``d.hashing`` is live). The executor
+  takes a stopped 100 % after its recheck as checked only once two of these and a margin have
+  passed, or a check was seen. A client that does not say is taken to lag 1.5 s; one whose
+  setting cannot be trusted raises its QbtError subclass when read;
 * ``part_file`` (a class attribute) says whether the client keeps the pieces a wanted file
   shares with a skipped one in libtorrent's part file, ``.<infohash>.parts`` in the save path
   (qBittorrent), rather than in the skipped file itself (rTorrent): a repair of a partial

@@ -326,6 +326,7 @@ class RtorrentClient(FindOrRaise):
     relocation_moves_files = False
     relocation_checks = True  # set_location's multicall ends in d.check_hash; d.hashing is live
     part_file = False  # a chunk shared with a skipped file is written into that file (clients/port.py)
+    state_lag_s = 0.0  # answers are live: d.hashing is set by d.check_hash itself (clients/port.py)
 
     def __init__(
         self,

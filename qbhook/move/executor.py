@@ -148,7 +148,13 @@ _REREAD_S = 2.0
 # at most the links deleted in one interval, not every one. The walk for library symlinks
 # (``Executor._check_no_library_symlink``) is repeated on the same cadence (``_look_due``).
 _NEWCOMER_REREAD_S = 30.0
-_RECHECK_LAG_S = 5.0  # qBittorrent's API shows a recheck within its refresh interval (1.5 s by default)
+# After a recheck request, how long the client's API may still show the torrent as it was before
+# (``_recheck_lag``): at least _RECHECK_LAG_S, and two of the client's refresh intervals plus a
+# margin (clients/port.py ``state_lag_s``). Two: the first refresh after the request may have been
+# computed before qBittorrent handled it (its timer's phase; the update answer comes later).
+_RECHECK_LAG_S = 5.0
+_STATE_LAG_MARGIN_S = 1.0
+_DEFAULT_STATE_LAG_S = 1.5  # a client that does not say: qBittorrent's default refresh interval
 
 Hook = Callable[[str, str, int, Step], None]
 
@@ -290,6 +296,15 @@ def _progress_of(t) -> str:
             f"its {t.progress * 100:.1f}% is from before it closed)"
         )
     return f"at {t.progress * 100:.1f}%"
+
+
+def _recheck_lag(c) -> float:
+    """Seconds from a recheck request until client ``c``'s API surely shows it: before that, a
+    stopped torrent's complete reading may be the one of before the request (qBittorrent recomputes
+    torrents/info's state and progress only on its refresh timer, the ``refresh_interval`` a person
+    may have raised far above its 1.5 s default), so it proves nothing without a check seen (R68)."""
+    lag = float(getattr(c, "state_lag_s", _DEFAULT_STATE_LAG_S))
+    return max(_RECHECK_LAG_S, 2 * lag + _STATE_LAG_MARGIN_S)
 
 
 def _checks_on_move(c) -> bool:
@@ -1056,6 +1071,7 @@ class Executor:
             self._check_clients_answer(st, mine)
             self._check_room(st, mine)
             self._check_atm_off(st, mine)
+            self._check_state_lag(st, mine)
             relocated = {
                 (r.args.get("instance"), r.args.get("torrent"))
                 for _s, step, r in mine
@@ -1188,6 +1204,24 @@ class Executor:
                 self.log.warning("group %s: %s", st.plan.group_id, reason)
                 self._fail(st, reason)
                 raise _Failure(reason)
+
+    def _check_state_lag(self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]]) -> None:
+        """A group not started yet that relocates or repairs reads each such client's API lag
+        (``_recheck_lag``) before it acts: a refresh interval the client refuses to vouch for
+        (qBittorrent's, negative or above an hour) fails it here, having done nothing, rather
+        than in the middle of a wait, where its rollback would meet the same refusal."""
+        if any(row is not None for _q, _s, row in mine):
+            return
+        names = dict.fromkeys(s.instance for _q, s, _r in mine if isinstance(s, (Relocate, Repair)))
+        for name in names:
+            try:
+                _recheck_lag(self._client(name))
+            except QbhookError as e:
+                st.passing = _passing(e)
+                reason = f"not started: {e}"
+                self.log.warning("group %s: %s", st.plan.group_id, reason)
+                self._fail(st, reason)
+                raise _Failure(reason) from e
 
     def _run_step(self, st: _GroupRun, seq: int, step: Step, row: StepRow | None) -> None:
         gid = st.plan.group_id
@@ -2769,6 +2803,12 @@ class Executor:
             self.ctx.sleep(delay)
             delay = min(delay * 1.5, self.timing.poll_max_s)
 
+    def _recheck_grace(self, c: ClientPort) -> float:
+        """How long a recheck (or a stop) asked of client ``c`` may stay unseen before that counts as
+        a failure: ``recheck_grace_s``, never less than the client's lag (``_recheck_lag``), so that a
+        slow refresh interval fails no healthy torrent."""
+        return max(self.timing.recheck_grace_s, _recheck_lag(c))
+
     def _wait_rechecked(self, c: ClientPort, s: Repair, to_path: str, at: _At):
         """Poll until the torrent is complete and stable at ``to_path`` on ``settle_polls`` polls in a
         row. A ``missingFiles`` state is expected until the recheck shows up (the API lags), so it
@@ -2777,6 +2817,7 @@ class Executor:
         t0 = clock()
         deadline = t0 + self.timing.budget(s.size)
         delay, settled, checked = tm.poll_initial_s, 0, False
+        lag, grace = _recheck_lag(c), self._recheck_grace(c)
         while True:
             t = c.torrent(h)
             if t.is_checking or t.is_moving:
@@ -2784,10 +2825,10 @@ class Executor:
             elif _norm(t.save_path) == to_path and t.is_stable and t.is_complete and not t.progress_stale:
                 # A progress read before the recheck began may be the stale 100 % of before the files
                 # vanished: it counts once a check was seen, or after the API's refresh lag at least.
-                settled += checked or clock() - t0 >= min(_RECHECK_LAG_S, tm.recheck_grace_s)
+                settled += checked or clock() - t0 >= lag
                 if settled >= max(1, tm.settle_polls):
                     return t
-            elif checked or clock() - t0 >= tm.recheck_grace_s:
+            elif checked or clock() - t0 >= grace:
                 if not t.is_stopped:
                     c.stop(h)  # never leave an incomplete torrent running
                 raise VerificationFailed(
@@ -2840,9 +2881,10 @@ class Executor:
         settled = 0
         # rechecked_at: when we (or the caller) asked for a recheck
         checking_seen = False  # a check of the data at ``at`` observed since then
+        lag, grace = _recheck_lag(c), self._recheck_grace(c)
 
         def lagged(since: float | None) -> bool:
-            return since is not None and clock() - since >= min(_RECHECK_LAG_S, tm.recheck_grace_s)
+            return since is not None and clock() - since >= lag
 
         while True:
             t = c.torrent(h)
@@ -2855,7 +2897,8 @@ class Executor:
                 if at is None:
                     return t  # nothing in flight: what the rollback needs to know
                 if self._missing_files(c, t, at, rechecked_at, checking_seen):
-                    rechecked_at, checking_seen = clock(), False
+                    # Looked at soon again: the check shows up within the lag, not the backed-off delay.
+                    rechecked_at, checking_seen, delay = clock(), False, tm.poll_initial_s
                 settled = 0
             elif not t.is_stable:
                 settled = 0
@@ -2877,8 +2920,8 @@ class Executor:
                 # onto existing files: it sits at stoppedDL 0% until asked. Asking is safe now
                 # (stable, stopped: nothing can download) and it stays stopped afterwards.
                 c.recheck(h)
-                rechecked_at, checking_seen, settled = clock(), False, 0
-            elif t.is_stopped and not checking_seen and clock() - rechecked_at < tm.recheck_grace_s:
+                rechecked_at, checking_seen, settled, delay = clock(), False, 0, tm.poll_initial_s
+            elif t.is_stopped and not checking_seen and clock() - rechecked_at < grace:
                 settled = 0  # our recheck has not shown up yet (the API lags by its refresh interval)
             elif require_complete:
                 raise VerificationFailed(f"torrent {h} is {_progress_of(t)} after the recheck at {at}")
@@ -2903,7 +2946,7 @@ class Executor:
         of a stopped torrent leaves it stopped). The API shows the old state until the check
         shows up (its refresh lag), hence the grace; a check that ran and still ends here
         means the files really are missing."""
-        h, tm = t.hash, self.timing
+        h = t.hash
         if _norm(t.save_path) != at or not _storage_at(t, at):
             raise VerificationFailed(
                 f"torrent {h} went to state missingFiles at {t.save_path} (files {t.content_path})"
@@ -2912,7 +2955,7 @@ class Executor:
             c.stop(h)
             c.recheck(h)
             return True
-        if checking_seen or self.ctx.clock() - rechecked_at >= tm.recheck_grace_s:
+        if checking_seen or self.ctx.clock() - rechecked_at >= self._recheck_grace(c):
             raise VerificationFailed(f"torrent {h} is still missingFiles at {at} after a recheck")
         return False  # our recheck has not shown up yet
 
@@ -2963,7 +3006,7 @@ class Executor:
     def _wait_stopped(self, c: ClientPort, h: str) -> None:
         """Poll until qBittorrent shows the torrent stopped (its API lags a stop by its refresh interval)."""
         tm, clock = self.timing, self.ctx.clock
-        deadline, delay = clock() + tm.recheck_grace_s, tm.poll_initial_s
+        deadline, delay = clock() + self._recheck_grace(c), tm.poll_initial_s
         while not (t := c.torrent(h)).is_stopped:
             if clock() >= deadline:
                 raise VerificationFailed(f"torrent {h} did not stop (state {t.state}): not relocating it")

@@ -57,6 +57,8 @@ class FakeQbt:
       is queued, so only ``start(forced=True)`` keeps it force-started.
     """
 
+    state_lag_s = 1.5  # qBittorrent's default refresh interval (clients/port.py); its staleness is stale_polls
+
     def __init__(self, name: str = "qbt", move_polls: int = 2, check_polls: int = 2, stale_polls: int = 0):
         self.name = name
         self.move_polls = move_polls

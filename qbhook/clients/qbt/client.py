@@ -68,6 +68,11 @@ LIBRARY_TRIES = 2
 # category name; rather than guess its exact rule, refuse to predict.
 _CATEGORY_PATH_UNSAFE = set(':?"*<>|\\')
 
+#: qBittorrent's default ``refresh_interval`` (ms): how often it recomputes what torrents/info reports.
+DEFAULT_REFRESH_MS = 1500
+#: A refresh interval above this (an hour) or below 0 is no setting a person chose to keep.
+MAX_REFRESH_MS = 3_600_000
+
 #: From this Web API version (qBittorrent 5.0 development) a subcategory without a save path may
 #: lie below its parent's; 4.x (2.9 and lower) never.
 _PARENT_PATH_API = (2, 10)
@@ -140,6 +145,7 @@ class QbtClient(FindOrRaise):
         self._login_required = bool(username) and not api_key
         self._logged_in = False
         self._api_version: str | None = None
+        self._state_lag_s: float | None = None  # ``state_lag_s``, read once per connection
         self._api = self._make_api(url, username, password, api_key, timeout)
         # ``retries``: requests, each bounded by ``timeout``, before a transient failure is reported;
         # rounded down to whole rounds of the library's LIBRARY_TRIES (at least one round), so that
@@ -273,6 +279,36 @@ class QbtClient(FindOrRaise):
     def set_preferences(self, prefs: Mapping[str, Any]) -> None:
         """Set raw preferences; any paths inside must be in the CLIENT's view."""
         self._call("app/setPreferences", self._api.app_set_preferences, prefs=dict(prefs))
+
+    @property
+    def state_lag_s(self) -> float:
+        """Seconds torrents/info may go on showing a torrent as it was before an action (a recheck,
+        a stop; clients/port.py): qBittorrent recomputes each torrent's state and progress only on
+        its refresh timer, ``refresh_interval`` in its preferences (ms; 1500 by default, raised by
+        people with big libraries). Read once per connection (``close`` forgets it); a preference
+        not reported or not a number is qBittorrent's default, with a warning. A negative one or
+        one above an hour is refused (QbtError): as the default it would let a stale 100 % pass
+        for a finished check, and qBittorrent's GUI offers no such value."""
+        if self._state_lag_s is None:
+            self._state_lag_s = self._refresh_interval_ms(self.preferences().get("refresh_interval")) / 1000
+        return self._state_lag_s
+
+    def _refresh_interval_ms(self, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            log.warning(
+                "%s reports refresh_interval %r, not a number of milliseconds: taking its default, %d ms",
+                self._label,
+                value,
+                DEFAULT_REFRESH_MS,
+            )
+            return DEFAULT_REFRESH_MS
+        if not 0 <= value <= MAX_REFRESH_MS:
+            raise QbtError(
+                f"{self._label}: its refresh interval ({value} ms) is not between 0 and 1 hour; qbhook "
+                "cannot tell when its API shows a recheck (set Advanced > Refresh interval)",
+                client=self._label,
+            )
+        return float(value)
 
     def default_save_path(self) -> str:
         """qBittorrent's default save path, as a host path."""
@@ -615,6 +651,7 @@ class QbtClient(FindOrRaise):
 
     def close(self) -> None:
         """Log out; a no-op if never logged in."""
+        self._state_lag_s = None  # a next connection may find the preference changed
         if self._logged_in:
             self._logged_in = False
             try:

@@ -395,6 +395,39 @@ def test_preferences(v4):
     assert c.default_save_path() == "/stash/data/downloads"
 
 
+# -- the API's refresh lag (R68) --------------------------------------------------
+
+
+def _preference_reads(rsps) -> int:
+    return sum(1 for call in rsps.calls if call.request.url.endswith("app/preferences"))
+
+
+@pytest.mark.parametrize(("prefs", "lag"), [({"refresh_interval": 30000}, 30.0), ({"refresh_interval": 0}, 0.0)])
+def test_the_state_lag_is_the_refresh_interval_read_once_per_connection(rsps, prefs, lag):
+    FakeQbt(rsps, preferences=prefs)
+    c = make_client()
+    assert c.state_lag_s == lag and c.state_lag_s == lag
+    assert _preference_reads(rsps) == 1
+    c.close()  # a next connection may find it changed
+    assert c.state_lag_s == lag and _preference_reads(rsps) == 2
+
+
+@pytest.mark.parametrize("prefs", [{}, {"refresh_interval": "slow"}, {"refresh_interval": True}])
+def test_a_refresh_interval_not_reported_is_qbittorrents_default(rsps, caplog, prefs):
+    FakeQbt(rsps, preferences=prefs)
+    assert make_client().state_lag_s == 1.5
+    assert "taking its default, 1500 ms" in caplog.text
+
+
+@pytest.mark.parametrize("ms", [-1, 3_600_001])
+def test_an_absurd_refresh_interval_is_refused_in_one_line(rsps, ms):
+    FakeQbt(rsps, preferences={"refresh_interval": ms})
+    c = make_client()
+    with pytest.raises(QbtError) as e:
+        c.state_lag_s  # noqa: B018
+    assert f"refresh interval ({ms} ms)" in str(e.value) and "\n" not in str(e.value)
+
+
 # -- retries and errors --------------------------------------------------------
 # qbittorrent-api itself tries each request twice (once more after a 5xx or a
 # connection error), so one of our attempts is two HTTP requests.
