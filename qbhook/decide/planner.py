@@ -30,7 +30,9 @@ nothing of them at the source is deleted (qBittorrent may keep part files there)
 when complete in its wanted files, nothing of a skipped file sits at the source (a
 setLocation would carry that along unverified), and nothing sits at a skipped file's place at
 the destination (``facts.skipped_place_taken``: qBittorrent would write into it once the file
-is wanted).
+is wanted). Nor does any move put a file where another torrent may write: its skipped file's
+place, in the snapshot (``write_place_blockers``) or where a group of the same run takes it
+(``_skipped_places_kept``).
 
 Converging identical payloads on both pools falls out of the same rules: the
 side nobody consumes demotes or promotes onto the other side's inodes with zero
@@ -77,6 +79,7 @@ from qbhook.decide.facts import (
     skipped_data_reason,
     skipped_place_reason,
     skipped_place_taken,
+    write_place_reason,
 )
 from qbhook.decide.grouping import payload_groups
 from qbhook.decide.heap import collector_paused
@@ -333,6 +336,7 @@ def decide(
         + library_blockers(snap)
         + skipped_blockers(full, snap)
         + skipped_place_blockers(snap, full, src, tgt)
+        + write_place_blockers(snap, group, src, tgt)
         + unclaimed_blockers(full, inodes.values())
         + file_blockers(group, snap)
         + torrent_blockers(full)
@@ -352,6 +356,7 @@ def decide(
         return _blocked(gp, [_no_room(copy_bytes, tgt, policy.min_free)])
     gp.steps, gp.bytes_to_copy = steps, copy_bytes
     gp.bytes_freed = _bytes_freed(group, snap, inodes)
+    gp.skipped_places = skipped_places(full, src, tgt)
     return gp
 
 
@@ -470,6 +475,35 @@ def skipped_place_blockers(snap: Snapshot, full: list[TorrentFact], src: PoolFac
             if dst in wanted or skipped_place_taken(snap.existing.get(dst), f.inode):
                 out.append(f"{t.name}: " + skipped_place_reason(dst))
     return out
+
+
+def write_place_blockers(snap: Snapshot, group: list[TorrentFact], src: PoolFact, tgt: PoolFact) -> list[str]:
+    """Wanted files whose destination is a place another torrent may write into
+    (``converge.writer_at``): most often its skipped file's (priority 0), which needs nothing on
+    disk to be one, so ``build_steps``' check of what exists there never sees it. The file put
+    there (a demote's only copy) would take that torrent's pieces once the file is wanted (R69).
+    A file there now is ``build_steps``' (``converge.reusable`` reads the same writers); a place
+    that a group of the same run moves there is ``_skipped_places_kept``'s."""
+    out = []
+    for t in group:
+        new_save = _mapped(t.save_path, src, tgt)
+        for f in t.files:
+            if not is_relative_path(f.rel):
+                continue  # an unsafe name is file_blockers' (and names no place)
+            dst = posixpath.join(new_save, f.rel)
+            if snap.existing.get(dst) is None and (who := converge.writer_at(snap, dst)) is not None:
+                out.append(f"{t.name}: " + write_place_reason(dst, who))
+    return out
+
+
+def skipped_places(full: list[TorrentFact], src: PoolFact, tgt: PoolFact) -> tuple[str, ...]:
+    """Where the group's skipped files (priority 0) belong once moved (``GroupPlan.skipped_places``)."""
+    return tuple(
+        posixpath.join(_mapped(t.save_path, src, tgt), f.rel)
+        for t in full
+        for f in t.files
+        if not f.priority and is_relative_path(f.rel)
+    )
 
 
 def unclaimed_blockers(group: list[TorrentFact], inodes: Iterable[InodeFact]) -> list[str]:
@@ -1141,6 +1175,7 @@ def _resolve_cross_group(plans: list[GroupPlan]) -> None:
     content that an earlier group of the same plan copies to the same pool (``_copied_once``)."""
     _links_wait_for_deletes(plans)
     _one_writer_per_destination(plans)
+    _skipped_places_kept(plans)
     _copied_once(plans)
 
 
@@ -1212,6 +1247,45 @@ def _one_writer_per_destination(plans: list[GroupPlan]) -> None:
         lambda g: {p for p in view_paths(g.steps) if maybe(p)},
         lambda g, other: f"waits for group {other}, which writes the same destination path in this run",
     )
+
+
+def _skipped_places_kept(plans: list[GroupPlan]) -> None:
+    """No move of a run puts a file where a torrent another group of the run moves has a skipped
+    file (priority 0): the later of the two groups waits. ``write_place_blockers`` sees the places
+    of the snapshot's torrents where they are now, not where a group of this run takes them (two
+    source roots mapped onto one target root, ``map_to_pool``): the file put there would take the
+    skipped file's pieces once it is wanted (R69). Next run the moved torrent is where its group
+    took it, and the other group is checked against it (blocked), or its file is there (the
+    torrent's own ``skipped_place_blockers``). Two skipped places of one path write nothing: no wait."""
+    places = {p for g in plans if g.actionable for p in g.skipped_places}
+    if not places:
+        return
+    skips: dict[str, str] = {}  # a skipped place -> the first group holding it
+    writes: dict[str, str] = {}  # a view path that is also someone's skipped place -> its first group
+    for g in plans:
+        if not g.actionable:
+            continue
+        mine = {p for p in view_paths(g.steps) if p in places}
+        why = _first_held(mine, skips, g.group_id, "which moves a torrent with a skipped file (priority 0) at {p}")
+        why = why or _first_held(set(g.skipped_places), writes, g.group_id, "which puts a file at {p}")
+        if why:
+            g.action, g.steps = Action.SKIP, []
+            g.reason = why + (
+                ", where this group would put a file" if mine else ", where a torrent of this group has a skipped file"
+            )
+            continue
+        for p in mine:
+            writes.setdefault(p, g.group_id)
+        for p in g.skipped_places:
+            skips.setdefault(p, g.group_id)
+
+
+def _first_held(mine: set[str], held: Mapping[str, str], me: str, what: str) -> str:
+    """ "waits for group X, <what>" of the first of ``mine`` another group holds in ``held``; "" if none."""
+    for p in sorted(mine):
+        if held.get(p, me) != me:
+            return f"waits for group {held[p]}, " + what.format(p=p)
+    return ""
 
 
 def _later_ones_wait(
