@@ -52,7 +52,7 @@ import bisect
 import ctypes
 import functools
 import posixpath
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from itertools import pairwise
 from typing import NamedTuple
@@ -325,9 +325,7 @@ def decide(
             gp.reason = why
             return gp
         gp.action, gp.target_pool = Action.PROMOTE, tgt.name
-        gp.reason = f"a library on {tgt.name} already holds this content" + (
-            f"; copying {_b(missing_bytes)} of small extras" if missing_bytes else ""
-        )
+        gp.reason = f"a library on {tgt.name} already holds this content"  # and what it copies: below
 
     blockers = (
         symlink_blockers(snap, full, src, tgt)
@@ -343,9 +341,6 @@ def decide(
     )
     if blockers:
         return _blocked(gp, blockers)
-    skipped = sum(len(t.files) for t in full) - sum(len(t.files) for t in group)
-    if skipped:
-        gp.reason += f"; moves only the wanted files ({skipped} skipped at priority 0 stay as they are)"
     if not build:
         gp.action, gp.reason = Action.SKIP, _CAP_REASON.format(cap=policy.max_groups_per_run) + f" (would {gp.action})"
         return gp
@@ -355,6 +350,12 @@ def decide(
     if not fits(copy_bytes, tgt.free_bytes, size=tgt.size_bytes, reserve=policy.min_free):
         return _blocked(gp, [_no_room(copy_bytes, tgt, policy.min_free)])
     gp.steps, gp.bytes_to_copy = steps, copy_bytes
+    if gp.action == Action.PROMOTE and copy_bytes:
+        # What the steps copy, not what no library holds: a file of it already at the destination is reused.
+        gp.reason += f"; copying {_b(copy_bytes)} of small extras"
+    skipped = sum(len(t.files) for t in full) - sum(len(t.files) for t in group)
+    if skipped:
+        gp.reason += f"; moves only the wanted files ({skipped} skipped at priority 0 stay as they are)"
     gp.bytes_freed = _bytes_freed(group, snap, inodes)
     gp.skipped_places = skipped_places(full, src, tgt)
     return gp
@@ -1180,29 +1181,38 @@ def _resolve_cross_group(plans: list[GroupPlan]) -> None:
 
 
 def _links_wait_for_deletes(plans: list[GroupPlan]) -> None:
-    """A group that links from a path another group of the plan deletes waits (skipped) while that
-    group still acts. Looked at from the last group to the first, each against the deletes of the
-    groups still actionable then: of two groups that each delete the other's link source (a cycle)
-    the later one waits and the first goes ahead, as in ``_later_ones_wait``; the next run plans the
-    other against what the first left. Counted once, before any group was skipped, such a cycle
-    skipped both, every run (R44). No group that goes ahead links from a path a group going ahead
-    deletes: a group skipped here stays skipped, and each was checked against every group not
-    skipped yet."""
-    # Only paths some group links from can matter: a map of every deleted path (a million
-    # entries, built when every step already exists) was the planner's peak memory.
-    # Read from the steps' columns (links_from, deleted_paths): no step object is built here.
-    donors = {src for g in plans if g.actionable for src in links_from(g.steps)}
+    """A group that links from a path another group of the plan deletes, or whose view reuses a
+    file in place that one deletes (a file already at the destination: no step makes it, R69),
+    waits (skipped) while that group still acts. Looked at from the last group to the first, each
+    against the deletes of the groups still actionable then: of two groups that each delete what
+    the other rests on (a cycle) the later one waits and the first goes ahead, as in
+    ``_later_ones_wait``; the next run plans the other against what the first left. Counted once,
+    before any group was skipped, such a cycle skipped both, every run (R44). No group that goes
+    ahead rests on a path a group going ahead deletes: a group skipped here stays skipped, and each
+    was checked against every group not skipped yet."""
+    # Only paths some group rests on can matter: a map of every deleted path (a million
+    # entries, built when every step already exists) was the planner's peak memory. A view path
+    # another group deletes is met twice (``_repeated``): only those join the links' sources.
+    # Read from the steps' columns (links_from, view_paths, deleted_paths): no step object is built here.
+    acting = [g for g in plans if g.actionable]
+    maybe = _repeated(p for g in acting for read in (view_paths, deleted_paths) for p in read(g.steps))
+
+    def rests_on(g: GroupPlan) -> Iterator[tuple[str, str]]:
+        yield from ((p, "moves the data this group would link from") for p in links_from(g.steps))
+        yield from ((p, f"deletes {p}, which this group's view reuses") for p in view_paths(g.steps) if maybe(p))
+
+    donors = {p for g in acting for p, _why in rests_on(g)}
     if not donors:
         return
-    deleted = {p: g for g in plans if g.actionable for p in deleted_paths(g.steps) if p in donors}
+    deleted = {p: g for g in acting for p in deleted_paths(g.steps) if p in donors}
     for g in reversed(plans):
         if not g.actionable:
             continue
-        for src in links_from(g.steps):
+        for src, why in rests_on(g):
             other = deleted.get(src)
             if other is not None and other is not g and other.actionable:
                 g.action, g.steps = Action.SKIP, []
-                g.reason = f"waits for group {other.group_id}, which moves the data this group would link from"
+                g.reason = f"waits for group {other.group_id}, which {why}"
                 break
 
 
