@@ -294,6 +294,37 @@ def writer_of(snap: Snapshot, inode: InodeFact) -> str:
     return writers.get(inode.key, "a torrent not settled, or skipping a file, that may write at its path")
 
 
+_PLACES = "converge.write_places"  # its key in Snapshot.derived
+
+
+def writer_at(snap: Snapshot, path: str) -> str | None:
+    """Who may write at ``path`` (None: nobody known to), for a move that would put a file there: a
+    torrent of the snapshot that lists that path at priority 0 (qBittorrent writes its pieces into
+    whatever is there once a person raises the priority, no recheck) or lists it while not settled,
+    another spelling of such a place (``Snapshot.write_paths``), or a place of a torrent the snapshot
+    leaves out that may write (``Snapshot.write_prefixes``). The file put there would take those
+    writes: a demote's only copy overwritten by another torrent's pieces (R69). The torrents by
+    path, built on first use and kept in ``snap.derived``: a lookup per destination file."""
+    places = snap.derived.get(_PLACES)
+    if places is None:
+        places = {}
+        for t in snap.torrents:
+            settled_t = _settled(t)
+            for f in t.files:
+                if not settled_t or not f.priority:
+                    why = (
+                        "which lists it at priority 0"
+                        if settled_t
+                        else f"not settled ({t.state}, {t.progress * 100:.0f}%)"
+                    )
+                    places.setdefault(f.path, f"torrent {t.name} ({t.hash[:8]} on {t.instance}), {why}")
+        snap.derived[_PLACES] = places
+    who = places.get(path)
+    if who is None and (path in snap.write_paths or (snap.write_prefixes and _at_or_under(path, snap.write_prefixes))):
+        who = "a torrent that may still write there (not settled, or with a file at priority 0)"
+    return who
+
+
 def unclaimed_links(inode: InodeFact, listed: Container[str]) -> tuple[str, ...]:
     """The seeding links of ``inode`` no torrent lists (``listed``: the paths of every torrent that
     uses it), the module docstring's *unclaimed* for one link: a removed torrent's leftover, or the

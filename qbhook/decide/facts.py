@@ -378,6 +378,15 @@ def skipped_place_reason(path: str) -> str:
     )
 
 
+def write_place_reason(path: str, who: str) -> str:
+    """Why a move puts no file at ``path``: ``who`` may write there (``converge.writer_at``), another
+    torrent's skipped file's place most often; said as ``skipped_place_reason`` says its own."""
+    return (
+        f"a destination is a place another torrent may write into: {path} ({who}); "
+        "qBittorrent would write into the file put there"
+    )
+
+
 def skipped_data_carried(size_at_source: int | None) -> bool:
     """The one rule for a skipped file's (priority 0) bytes at the torrent's current save path
     when a move or a repair gives it a new one: refused. setLocation makes qBittorrent carry

@@ -985,6 +985,9 @@ def torrent_starts(steps: Iterable[Step]) -> Iterator[Start]:
 # --------------------------------------------------------------------------- plans
 
 
+_UNSAVED = ("steps", "incidental_below", "skipped_places")  # to_dict writes the steps; the rest is the planner's
+
+
 @dataclass(slots=True)
 class GroupPlan:
     group_id: str
@@ -1006,13 +1009,16 @@ class GroupPlan:
     # Each torrent's client, in the order of ``torrents``: one infohash can be in two clients
     # (identity.group_id_of). Empty in a plan saved or journaled before groups named them.
     instances: list[str] = field(default_factory=list)
+    # Where its moved torrents' skipped files (priority 0) belong at the destination: read by the
+    # planner's cross-group passes of the same run (``planner._skipped_places_kept``), not saved.
+    skipped_places: tuple[str, ...] = ()
 
     @property
     def actionable(self) -> bool:
         return self.action in _ACTIONABLE
 
     def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("steps", "incidental_below")}
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in _UNSAVED}
         d["action"] = str(self.action)
         d["torrents"], d["names"], d["instances"] = list(self.torrents), list(self.names), list(self.instances)
         d["external_links"], d["blockers"] = list(self.external_links), list(self.blockers)

@@ -30,7 +30,9 @@ nothing of them at the source is deleted (qBittorrent may keep part files there)
 when complete in its wanted files, nothing of a skipped file sits at the source (a
 setLocation would carry that along unverified), and nothing sits at a skipped file's place at
 the destination (``facts.skipped_place_taken``: qBittorrent would write into it once the file
-is wanted).
+is wanted). Nor does any move put a file where another torrent may write: its skipped file's
+place, in the snapshot (``write_place_blockers``) or where a group of the same run takes it
+(``_skipped_places_kept``).
 
 Converging identical payloads on both pools falls out of the same rules: the
 side nobody consumes demotes or promotes onto the other side's inodes with zero
@@ -50,7 +52,7 @@ import bisect
 import ctypes
 import functools
 import posixpath
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from itertools import pairwise
 from typing import NamedTuple
@@ -77,6 +79,7 @@ from qbhook.decide.facts import (
     skipped_data_reason,
     skipped_place_reason,
     skipped_place_taken,
+    write_place_reason,
 )
 from qbhook.decide.grouping import payload_groups
 from qbhook.decide.heap import collector_paused
@@ -322,9 +325,7 @@ def decide(
             gp.reason = why
             return gp
         gp.action, gp.target_pool = Action.PROMOTE, tgt.name
-        gp.reason = f"a library on {tgt.name} already holds this content" + (
-            f"; copying {_b(missing_bytes)} of small extras" if missing_bytes else ""
-        )
+        gp.reason = f"a library on {tgt.name} already holds this content"  # and what it copies: below
 
     blockers = (
         symlink_blockers(snap, full, src, tgt)
@@ -333,15 +334,13 @@ def decide(
         + library_blockers(snap)
         + skipped_blockers(full, snap)
         + skipped_place_blockers(snap, full, src, tgt)
+        + write_place_blockers(snap, group, src, tgt)
         + unclaimed_blockers(full, inodes.values())
         + file_blockers(group, snap)
         + torrent_blockers(full)
     )
     if blockers:
         return _blocked(gp, blockers)
-    skipped = sum(len(t.files) for t in full) - sum(len(t.files) for t in group)
-    if skipped:
-        gp.reason += f"; moves only the wanted files ({skipped} skipped at priority 0 stay as they are)"
     if not build:
         gp.action, gp.reason = Action.SKIP, _CAP_REASON.format(cap=policy.max_groups_per_run) + f" (would {gp.action})"
         return gp
@@ -351,7 +350,14 @@ def decide(
     if not fits(copy_bytes, tgt.free_bytes, size=tgt.size_bytes, reserve=policy.min_free):
         return _blocked(gp, [_no_room(copy_bytes, tgt, policy.min_free)])
     gp.steps, gp.bytes_to_copy = steps, copy_bytes
+    if gp.action == Action.PROMOTE and copy_bytes:
+        # What the steps copy, not what no library holds: a file of it already at the destination is reused.
+        gp.reason += f"; copying {_b(copy_bytes)} of small extras"
+    skipped = sum(len(t.files) for t in full) - sum(len(t.files) for t in group)
+    if skipped:
+        gp.reason += f"; moves only the wanted files ({skipped} skipped at priority 0 stay as they are)"
     gp.bytes_freed = _bytes_freed(group, snap, inodes)
+    gp.skipped_places = skipped_places(full, src, tgt)
     return gp
 
 
@@ -470,6 +476,35 @@ def skipped_place_blockers(snap: Snapshot, full: list[TorrentFact], src: PoolFac
             if dst in wanted or skipped_place_taken(snap.existing.get(dst), f.inode):
                 out.append(f"{t.name}: " + skipped_place_reason(dst))
     return out
+
+
+def write_place_blockers(snap: Snapshot, group: list[TorrentFact], src: PoolFact, tgt: PoolFact) -> list[str]:
+    """Wanted files whose destination is a place another torrent may write into
+    (``converge.writer_at``): most often its skipped file's (priority 0), which needs nothing on
+    disk to be one, so ``build_steps``' check of what exists there never sees it. The file put
+    there (a demote's only copy) would take that torrent's pieces once the file is wanted (R69).
+    A file there now is ``build_steps``' (``converge.reusable`` reads the same writers); a place
+    that a group of the same run moves there is ``_skipped_places_kept``'s."""
+    out = []
+    for t in group:
+        new_save = _mapped(t.save_path, src, tgt)
+        for f in t.files:
+            if not is_relative_path(f.rel):
+                continue  # an unsafe name is file_blockers' (and names no place)
+            dst = posixpath.join(new_save, f.rel)
+            if snap.existing.get(dst) is None and (who := converge.writer_at(snap, dst)) is not None:
+                out.append(f"{t.name}: " + write_place_reason(dst, who))
+    return out
+
+
+def skipped_places(full: list[TorrentFact], src: PoolFact, tgt: PoolFact) -> tuple[str, ...]:
+    """Where the group's skipped files (priority 0) belong once moved (``GroupPlan.skipped_places``)."""
+    return tuple(
+        posixpath.join(_mapped(t.save_path, src, tgt), f.rel)
+        for t in full
+        for f in t.files
+        if not f.priority and is_relative_path(f.rel)
+    )
 
 
 def unclaimed_blockers(group: list[TorrentFact], inodes: Iterable[InodeFact]) -> list[str]:
@@ -1141,33 +1176,43 @@ def _resolve_cross_group(plans: list[GroupPlan]) -> None:
     content that an earlier group of the same plan copies to the same pool (``_copied_once``)."""
     _links_wait_for_deletes(plans)
     _one_writer_per_destination(plans)
+    _skipped_places_kept(plans)
     _copied_once(plans)
 
 
 def _links_wait_for_deletes(plans: list[GroupPlan]) -> None:
-    """A group that links from a path another group of the plan deletes waits (skipped) while that
-    group still acts. Looked at from the last group to the first, each against the deletes of the
-    groups still actionable then: of two groups that each delete the other's link source (a cycle)
-    the later one waits and the first goes ahead, as in ``_later_ones_wait``; the next run plans the
-    other against what the first left. Counted once, before any group was skipped, such a cycle
-    skipped both, every run (R44). No group that goes ahead links from a path a group going ahead
-    deletes: a group skipped here stays skipped, and each was checked against every group not
-    skipped yet."""
-    # Only paths some group links from can matter: a map of every deleted path (a million
-    # entries, built when every step already exists) was the planner's peak memory.
-    # Read from the steps' columns (links_from, deleted_paths): no step object is built here.
-    donors = {src for g in plans if g.actionable for src in links_from(g.steps)}
+    """A group that links from a path another group of the plan deletes, or whose view reuses a
+    file in place that one deletes (a file already at the destination: no step makes it, R69),
+    waits (skipped) while that group still acts. Looked at from the last group to the first, each
+    against the deletes of the groups still actionable then: of two groups that each delete what
+    the other rests on (a cycle) the later one waits and the first goes ahead, as in
+    ``_later_ones_wait``; the next run plans the other against what the first left. Counted once,
+    before any group was skipped, such a cycle skipped both, every run (R44). No group that goes
+    ahead rests on a path a group going ahead deletes: a group skipped here stays skipped, and each
+    was checked against every group not skipped yet."""
+    # Only paths some group rests on can matter: a map of every deleted path (a million
+    # entries, built when every step already exists) was the planner's peak memory. A view path
+    # another group deletes is met twice (``_repeated``): only those join the links' sources.
+    # Read from the steps' columns (links_from, view_paths, deleted_paths): no step object is built here.
+    acting = [g for g in plans if g.actionable]
+    maybe = _repeated(p for g in acting for read in (view_paths, deleted_paths) for p in read(g.steps))
+
+    def rests_on(g: GroupPlan) -> Iterator[tuple[str, str]]:
+        yield from ((p, "moves the data this group would link from") for p in links_from(g.steps))
+        yield from ((p, f"deletes {p}, which this group's view reuses") for p in view_paths(g.steps) if maybe(p))
+
+    donors = {p for g in acting for p, _why in rests_on(g)}
     if not donors:
         return
-    deleted = {p: g for g in plans if g.actionable for p in deleted_paths(g.steps) if p in donors}
+    deleted = {p: g for g in acting for p in deleted_paths(g.steps) if p in donors}
     for g in reversed(plans):
         if not g.actionable:
             continue
-        for src in links_from(g.steps):
+        for src, why in rests_on(g):
             other = deleted.get(src)
             if other is not None and other is not g and other.actionable:
                 g.action, g.steps = Action.SKIP, []
-                g.reason = f"waits for group {other.group_id}, which moves the data this group would link from"
+                g.reason = f"waits for group {other.group_id}, which {why}"
                 break
 
 
@@ -1212,6 +1257,45 @@ def _one_writer_per_destination(plans: list[GroupPlan]) -> None:
         lambda g: {p for p in view_paths(g.steps) if maybe(p)},
         lambda g, other: f"waits for group {other}, which writes the same destination path in this run",
     )
+
+
+def _skipped_places_kept(plans: list[GroupPlan]) -> None:
+    """No move of a run puts a file where a torrent another group of the run moves has a skipped
+    file (priority 0): the later of the two groups waits. ``write_place_blockers`` sees the places
+    of the snapshot's torrents where they are now, not where a group of this run takes them (two
+    source roots mapped onto one target root, ``map_to_pool``): the file put there would take the
+    skipped file's pieces once it is wanted (R69). Next run the moved torrent is where its group
+    took it, and the other group is checked against it (blocked), or its file is there (the
+    torrent's own ``skipped_place_blockers``). Two skipped places of one path write nothing: no wait."""
+    places = {p for g in plans if g.actionable for p in g.skipped_places}
+    if not places:
+        return
+    skips: dict[str, str] = {}  # a skipped place -> the first group holding it
+    writes: dict[str, str] = {}  # a view path that is also someone's skipped place -> its first group
+    for g in plans:
+        if not g.actionable:
+            continue
+        mine = {p for p in view_paths(g.steps) if p in places}
+        why = _first_held(mine, skips, g.group_id, "which moves a torrent with a skipped file (priority 0) at {p}")
+        why = why or _first_held(set(g.skipped_places), writes, g.group_id, "which puts a file at {p}")
+        if why:
+            g.action, g.steps = Action.SKIP, []
+            g.reason = why + (
+                ", where this group would put a file" if mine else ", where a torrent of this group has a skipped file"
+            )
+            continue
+        for p in mine:
+            writes.setdefault(p, g.group_id)
+        for p in g.skipped_places:
+            skips.setdefault(p, g.group_id)
+
+
+def _first_held(mine: set[str], held: Mapping[str, str], me: str, what: str) -> str:
+    """ "waits for group X, <what>" of the first of ``mine`` another group holds in ``held``; "" if none."""
+    for p in sorted(mine):
+        if held.get(p, me) != me:
+            return f"waits for group {held[p]}, " + what.format(p=p)
+    return ""
 
 
 def _later_ones_wait(

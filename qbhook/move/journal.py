@@ -94,6 +94,7 @@ _GROUP_FIELDS = (
     "bytes_freed", "payload_bytes", "external_links", "blockers", "steps",
     "incidental_below",  # the planner's, never written (GroupPlan.to_dict leaves it out)
     "instances",
+    "skipped_places",  # the planner's, never written either
 )  # fmt: skip
 _spelled = (
     tuple(f.name for f in fields(Converge)) == _CONVERGE_FIELDS

@@ -122,3 +122,40 @@ def test_a_demote_links_from_the_copy_a_convergence_keeps_not_from_the_one_it_re
     relinked = {s.args["path"] for s in by[B].steps}
     linked_from = {s.args["src"] for s in by[A].steps if s.kind == "link"}
     assert kept == {P + "/tv/C/x.mkv"} and linked_from == kept and not linked_from & relinked
+
+
+def _reuse_cycle_world() -> World:
+    """X on /pool promotes onto a library's copy on /stash; Y on /stash (seed-only, other content)
+    demotes. Both keep Movie/small.nfo (same bytes) at the same relative place: each reuses the
+    other's file at its destination in place (no link step) and deletes its own (review R69)."""
+    w = World()
+    big = 100 * 2**20
+    w.file(P + "/m/Movie/big_x.mkv", "BX", big)
+    w.file(P + "/m/Movie/small.nfo", "NFO", 1000)
+    w.torrent(A, P + "/m", ["Movie/big_x.mkv", "Movie/small.nfo"], tags=set())
+    w.file(LIB + "/Movie (2020)/Movie.mkv", "BX", big)
+    w.file(S + "/m/Movie/big_y.mkv", "BY", big)
+    w.file(S + "/m/Movie/small.nfo", "NFO", 1000)
+    w.torrent(B, S + "/m", ["Movie/big_y.mkv", "Movie/small.nfo"])
+    return w
+
+
+def test_a_group_whose_view_reuses_a_file_another_going_group_deletes_waits():
+    """The second group's copy ran, then its view failed: the file it reused was gone."""
+    p = make_plan(_reuse_cycle_world().snapshot(), POLICY)
+    x, y = (next(g for g in p.groups if h in g.torrents) for h in (A, B))
+    assert x.action == Action.PROMOTE and y.action == Action.SKIP and not y.steps, y.reason
+    assert (
+        y.reason == f"waits for group {x.group_id}, which deletes {P}/m/Movie/small.nfo, which this group's view reuses"
+    )
+
+
+def test_a_reuse_cycle_settles():
+    """Next run Y shares small.nfo with X, now beside it on /stash: one group, which stays."""
+    assert settled(_reuse_cycle_world()) == [["promote:a", "skip:b"], ["stay:a"]]
+
+
+def test_a_promote_says_what_it_copies_not_what_no_library_holds():
+    """small.nfo is on no library, but a file of it is already at the destination (reused): nothing copied."""
+    x = next(g for g in make_plan(_reuse_cycle_world().snapshot(), POLICY).groups if A in g.torrents)
+    assert x.bytes_to_copy == 0 and x.reason == "a library on stash already holds this content", x.reason

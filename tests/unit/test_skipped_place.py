@@ -68,6 +68,103 @@ def test_planner_still_moves_a_partial_torrent_whose_skipped_files_place_is_empt
     assert g.action == "demote" and [s.to_path for s in g.steps if s.kind == "relocate"] == [P + "/m"]
 
 
+# ------------------------------------------------------------------ planner: another torrent's skipped place (R69)
+
+WRITES_INTO = "a destination is a place another torrent may write into: "
+
+
+def _other_skips_extra(w: World) -> None:
+    """Torrent a seeds on the cold pool at P/x, Movie/extra.mkv at priority 0 (nothing on disk);
+    torrent b, another payload seed-only on /stash at S/x, wants its own Movie/extra.mkv."""
+    w.payload(P + "/x", {"Movie/a.mkv": "A"})
+    w.torrent("a" * 40, P + "/x", ["Movie/a.mkv", "Movie/extra.mkv"], skipped={"Movie/extra.mkv"}, tags=set())
+    w.payload(S + "/x", {"Movie/extra.mkv": "E-other-bytes"})
+    w.torrent("b" * 40, S + "/x", ["Movie/extra.mkv"])
+
+
+def _group_of(plan, h: str):
+    return next(g for g in plan.groups if h * 40 in g.torrents)
+
+
+def test_planner_blocks_a_move_into_another_torrents_skipped_files_place():
+    """b's demote copied its only copy to P/x/Movie/extra.mkv, a's skipped place: once a person
+    wants a's file, qBittorrent writes a's pieces into b's file (review R69)."""
+    w = World()
+    _other_skips_extra(w)
+    g = _group_of(make_plan(w.snapshot(), PolicyConfig()), "b")
+    place = P + "/x/Movie/extra.mkv"
+    assert g.action == "blocked" and not g.steps, g.reason
+    assert (
+        WRITES_INTO + place + " (torrent " + "a" * 40 + " (aaaaaaaa on default), which lists it at priority 0)"
+        in g.reason
+    )
+
+
+def test_planner_blocks_a_move_into_a_place_a_torrent_left_out_of_the_snapshot_may_write():
+    """A partial snapshot (an event's closure) lacks a's file list: its content folder, where it
+    may write (``Snapshot.write_prefixes``), is enough to refuse b's file there."""
+    from dataclasses import replace
+
+    w = World()
+    w.payload(S + "/x", {"Movie/extra.mkv": "E-other-bytes"})
+    w.torrent("b" * 40, S + "/x", ["Movie/extra.mkv"])
+    snap = replace(w.snapshot(), write_prefixes=frozenset({P + "/x/Movie"}))
+    g = _group_of(make_plan(snap, PolicyConfig()), "b")
+    assert g.action == "blocked" and WRITES_INTO + P + "/x/Movie/extra.mkv (a torrent that may still write" in g.reason
+
+
+def test_planner_still_moves_beside_another_torrents_skipped_file():
+    w = World()
+    _other_skips_extra(w)
+    w.torrents[0] = (
+        "a" * 40,
+        P + "/x",
+        ["Movie/a.mkv", "Movie/other.mkv"],
+        {"skipped": {"Movie/other.mkv"}, "tags": set()},
+    )
+    g = _group_of(make_plan(w.snapshot(), PolicyConfig()), "b")
+    assert g.action == "demote" and [s.args["dst"] for s in g.steps if s.kind == "copy"] == [P + "/x/Movie/extra.mkv"]
+
+
+def _two_roots_onto_one(w: World):
+    """/stash's two seeding roots S and S1 both map onto P: a (at S, partial, Movie/extra.mkv
+    skipped) and b (at S1, wanting its own Movie/extra.mkv) both demote to P/TrackerA."""
+    from dataclasses import replace
+
+    from qbhook.decide.facts import split_links
+
+    s1 = "/stash/data/media/xseed-links"
+    w.payload(S + "/TrackerA", {"Movie/m.mkv": "M1"})
+    w.payload(s1 + "/TrackerA", {"Movie/extra.mkv": "E"})
+    a = ("a" * 40, S + "/TrackerA", ["Movie/m.mkv", "Movie/extra.mkv"], {"skipped": {"Movie/extra.mkv"}})
+    b = ("b" * 40, s1 + "/TrackerA", ["Movie/extra.mkv"], {})
+    w.torrents.extend([a, b])
+    snap = w.snapshot()
+    keys = ("seeding_paths", "other_paths")
+    inodes = {
+        k: replace(i, **dict(zip(keys, split_links(i.seeding_paths + i.other_paths, (S, s1, P)), strict=True)))
+        for k, i in snap.inodes.items()
+    }
+    pools = (replace(snap.pool("stash"), more_seeding_roots=(s1,)), snap.pool("pool"))
+    return replace(snap, pools=pools, inodes=inodes)
+
+
+def test_of_two_groups_of_one_run_the_later_one_waits_whichever_writes_the_others_skipped_place():
+    """Same run: each group's checks see the snapshot only, where a is still on /stash (R69). The
+    group later in the plan waits, whether it is the writer or the one with the skipped file."""
+    from qbhook.decide.grouping import payload_groups
+    from qbhook.decide.planner import _resolve_cross_group, decide
+
+    snap = _two_roots_onto_one(World())
+    place = P + "/TrackerA/Movie/extra.mkv"
+    assert [g.action for g in make_plan(snap, PolicyConfig()).groups] == ["demote", "skip"]
+    for order in (1, -1):
+        going, waiting = plans = [decide(snap, PolicyConfig(), g) for g in payload_groups(snap.torrents)][::order]
+        _resolve_cross_group(plans)
+        assert going.action == "demote" and waiting.action == "skip" and not waiting.steps, waiting.reason
+        assert waiting.reason.startswith(f"waits for group {going.group_id}, ") and place in waiting.reason
+
+
 # ------------------------------------------------------------------ repair
 
 SKIPPED = RepairFile(1, "M/extra.bin", 50, 0, None)
