@@ -604,6 +604,10 @@ class RunSummary:
             status=RunStatus(d["status"]),
             groups=[GroupOutcome(**{**g, "status": GroupStatus(g["status"])}) for g in d.get("groups") or ()],
             skipped=d.get("skipped"),
+            orphans_held=d.get("orphans_held"),
+            orphans_failed=int(d.get("orphans_failed") or 0),
+            bytes_held=int(d.get("bytes_held") or 0),
+            orphans_not_moved=dict(d.get("orphans_not_moved") or {}),
         )
 
 

@@ -289,18 +289,29 @@ def _plan_starts(plan: dict) -> dict[tuple[str, str, str], str]:
     """(group id, instance, lower hash) -> torrent name of each start step of journaled ``plan``
     (its JSON, as ``runs.plan`` holds it): a plan without start steps (an older version's)
     started each torrent in its relocation, and has none."""
+    # A plan this version did not write (another version's, a hand edit) may hold anything where
+    # a list of objects belongs: such a part names nothing, so `status` never fails on it (R71).
     out = {}
-    for g in plan.get("groups") or []:
-        torrents, names = g.get("torrents") or [], g.get("names") or []
-        for s in g.get("steps") or []:
-            a = s.get("args") or {}
-            if s.get("kind") != "start" or not isinstance(a.get("torrent"), str):
+    for g in _objects(plan.get("groups")):
+        torrents, names = _list(g.get("torrents")), _list(g.get("names"))
+        for s in _objects(g.get("steps")):
+            a = s.get("args")
+            if s.get("kind") != "start" or not isinstance(a, Mapping) or not isinstance(a.get("torrent"), str):
                 continue
             h = a["torrent"].lower()
             i = next((i for i, t in enumerate(torrents) if str(t).lower() == h), None)
             name = names[i] if i is not None and i < len(names) else a["torrent"]
             out[(str(g.get("group_id")), str(a.get("instance")), h)] = str(name)
     return out
+
+
+def _list(v: Any) -> list:
+    return v if isinstance(v, list) else []
+
+
+def _objects(v: Any) -> list[Mapping]:
+    """The objects of JSON list ``v`` (nothing when it is not a list)."""
+    return [x for x in _list(v) if isinstance(x, Mapping)]
 
 
 def sharers_of(args: dict) -> list[tuple[str, str]]:

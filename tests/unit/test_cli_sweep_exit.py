@@ -107,3 +107,12 @@ def test_a_run_summary_read_back_from_its_dict_is_the_same_run():
     )
     back = RunSummary.from_dict(s.to_dict())
     assert back == s and back.to_dict() == s.to_dict() and back.exit_code == s.exit_code
+
+
+def test_a_quarantine_summary_read_back_from_its_dict_keeps_its_orphans():
+    # R71: from_dict dropped the orphan fields fix-w104 added, so a read-back failed quarantine
+    # exited 0 and said nothing of what it held.
+    s = RunSummary(7, status=RunStatus.FAILED, orphans_held=2, orphans_failed=1, bytes_held=300)
+    s.orphans_not_moved["/stash/x"] = "in use"
+    back = RunSummary.from_dict(s.to_dict())
+    assert back == s and back.exit_code == s.exit_code == ExitCode.FAILURE

@@ -99,3 +99,20 @@ def test_a_run_of_a_plan_without_start_steps_names_nothing(promote):  # noqa: F8
     run = _killed_at(w, plan, "verify_group")
     _process_gone(w, run)
     assert not any("stopped by qbhook" in p for p in _needs_you(w))
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        {"groups": ["g"]},
+        {"groups": {"g": 1}},
+        {"groups": [{"steps": ["start"], "torrents": "ab"}]},
+        {"groups": [{"steps": [{"kind": "start", "args": ["x"]}], "names": 5}]},
+    ],
+)
+def test_a_journaled_plan_of_an_odd_shape_names_nothing_and_never_fails(plan):
+    # R71: a plan JSON qbhook does not write (another version's, a hand edit) made `status` and
+    # the page's Needs you fail with AttributeError for as long as the run stayed unfinished.
+    from qbhook.move.journal import _plan_starts
+
+    assert _plan_starts(plan) == {}
