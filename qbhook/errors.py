@@ -271,6 +271,23 @@ class UnreadableRecord(QbtError):
     exit_code = ExitCode.FAILURE
 
 
+class UnreadableItems(UnreadableRecord):
+    """A listing in which some items do not read (``UnreadableRecord`` each) and the rest do.
+
+    Its message is the first item's one line (and how many more); ``rest`` is the listing of
+    the items that read, ``items`` each unreadable item's id -> (its message, what of it reads:
+    ``name``, ``save_path`` as the client spelled them). A reader that can keep one item as not
+    known and go on with the others (the torrent index) takes them apart; every other reader
+    refuses on it as on any unreadable record, so no item's files are left out unseen."""
+
+    def __init__(self, client: str, rest: list, items: dict[str, tuple[str, dict[str, str]]]):
+        first = next(iter(items.values()))[0]
+        more = f" (and {len(items) - 1} more unreadable item(s))" if len(items) > 1 else ""
+        super().__init__(first + more, client=client)
+        self.rest = rest
+        self.items = items
+
+
 class RtorrentError(QbtError):
     """rTorrent refused a request (an XML-RPC fault other than an unknown hash).
 

@@ -53,7 +53,14 @@ from qbhook.catalog.torrents import (
 )
 from qbhook.clients.model import TorrentFile, TorrentInfo, check_hash, is_info_hash, is_relative_path
 from qbhook.clients.port import ClientPort
-from qbhook.errors import CatalogUnwritable, PathMapError, QbhookError, UnknownTorrent, UnreadableRecord
+from qbhook.errors import (
+    CatalogUnwritable,
+    PathMapError,
+    QbhookError,
+    UnknownTorrent,
+    UnreadableItems,
+    UnreadableRecord,
+)
 from qbhook.paths import normalize, shown
 
 log = logging.getLogger(__name__)
@@ -456,14 +463,19 @@ def _sync_listing(idx: TorrentIndex, client, now: float | None) -> SyncReport:
     idx.check_all(client.name)
     stored = idx.raw_texts(client.name)
     rep = SyncReport(client.name, "listing", rid=0)
-    batched = None
-    if not stored and hasattr(client, "torrents_with_files"):
-        batched = client.torrents_with_files()  # first sync: everything in a few round trips
+    batched, unreadable = None, {}
+    first = not stored and hasattr(client, "torrents_with_files")  # everything in a few round trips
+    try:
+        listing = client.torrents_with_files() if first else client.torrents()
+    except UnreadableItems as e:  # kept as not known (map_error), the others synced: as a qBittorrent record
+        listing, unreadable = e.rest, e.items
+    if first:
+        batched = listing
         infos = [t for t, _ in batched]
     else:
-        infos = client.torrents()
-    rep.listed = len(infos)
-    if not infos and stored:
+        infos = listing
+    rep.listed = len(infos) + len(unreadable)
+    if not infos and not unreadable and stored:
         return _refuse(idx, rep, len(stored))
     records, to_fetch, listed = [], [], set()
     for info in infos:
@@ -481,6 +493,12 @@ def _sync_listing(idx: TorrentIndex, client, now: float | None) -> SyncReport:
             rep.touched.add(rec.hash)  # a listing holds planning facts only, nothing volatile
         if old is None or old[1] != rec.files_key:
             to_fetch.append((rec, info))
+    for h, (why, seen) in unreadable.items():
+        log.warning("torrent index: %s", why)
+        rep.unmappable.append(why)
+        listed.add(h)  # still a torrent of this client: never marked gone, so never "unreferenced"
+        records.append((_record({**seen, "hash": h}, None, why), None))
+        rep.touched.add(h)
     if batched is not None:
         files = {t.hash: _file_records(t, fl) for t, fl in batched}
     else:

@@ -43,9 +43,13 @@ The model (verified on Debian's rtorrent 0.9.8, see docs/rtorrent.md):
   string as ``?``, in d.directory, d.name and f.path alike. The path it spells does
   not exist, and the real files would look unreferenced (``qbhook orphans``). A path
   with ``?`` that is not on the host, where its folder holds a name rTorrent spells so,
-  is read as an unreadable record (``_spelled``): the listing refuses, naming the item,
-  rather than guess which file was meant. Absent with no such name (a real ``?``, the
+  is read as an unreadable record (``_spelled``): the item is unreadable, named, rather
+  than guess which file was meant. Absent with no such name (a real ``?``, the
   item not downloaded yet or its data lost), it is an ordinary absent path.
+* An item that does not read (that, a number rTorrent cannot report, a single file's d.name
+  that is not one path component) is that item's: a listing raises ``UnreadableItems``
+  naming it and carrying the items that read (``_rows``). The torrent index keeps it as not
+  known and syncs the others; every other reader refuses on it, as on any unreadable record.
 * Failures: an unknown hash is UnknownTorrent; no answer on the socket is
   RtorrentUnreachable (retried a few times first: reads and our writes are
   idempotent); an answer not complete within the SCGI deadline is RtorrentTimedOut,
@@ -88,6 +92,7 @@ from qbhook.errors import (
     RtorrentTimedOut,
     RtorrentUnreachable,
     UnknownTorrent,
+    UnreadableItems,
     UnreadableRecord,
     UnsafeOperation,
     VerificationFailed,
@@ -442,12 +447,32 @@ class RtorrentClient(FindOrRaise):
     # -- reading --------------------------------------------------------
 
     def items(self) -> list[RtItem]:
-        """Every item as rTorrent reports it (one d.multicall2)."""
+        """Every item as rTorrent reports it (one d.multicall2); UnreadableItems if one does not read."""
+        items, bad = self._rows()
+        if bad:
+            raise UnreadableItems(self._label, items, bad)
+        return items
+
+    def _rows(self) -> tuple[list[RtItem], _Unreadable]:
+        """The items that read, and each one that does not by its hash (``UnreadableItems``): a row a
+        torrent's author can make unreadable (a single file's d.name of ``../x``: libtorrent checks
+        only ``name``, not ``name.utf-8``, which ``encoding.add = utf8`` makes d.name) must not stop
+        the listing of every other item. A row whose hash does not read names no item: it does."""
         fields = [f"{cmd}={arg}" if arg else f"{cmd}=" for cmd, arg in _ITEM_FIELDS]
         rows = self._call("list items", "d.multicall2", "", "main", *fields)
         if not isinstance(rows, list):
             raise UnreadableRecord(f"rTorrent {self.name!r}: list items: not a list of rows: {shown(rows, 80)}")
-        return [RtItem.from_row(r, self.name) for r in rows]
+        items: list[RtItem] = []
+        bad: _Unreadable = {}
+        for row in rows:
+            try:
+                items.append(RtItem.from_row(row, self.name))
+            except UnreadableRecord as e:
+                h = _row_hash(row)
+                if h is None:
+                    raise
+                bad[h] = (e.message, {"name": row[1], "save_path": row[2]})
+        return items, bad
 
     def item(self, any_hash: str) -> RtItem | None:
         """One item by hash (one system.multicall), None if rTorrent has no such item."""
@@ -528,15 +553,23 @@ class RtorrentClient(FindOrRaise):
             return []
         out = []
         listed: dict[str, list[bytes] | None] = {}  # one listing of a folder per call, not per item in it
-        for item in self.items():
-            info = self._info(item, listed)
-            if wanted is not None and not (info.hashes & wanted):
+        items, bad = self._rows()
+        for item in items:
+            if wanted is not None and item.hash not in wanted:
+                continue  # rTorrent's id is its v1 hash, its only one (TorrentInfo.hashes)
+            try:
+                info = self._info(item, listed)
+            except UnreadableRecord as e:  # a name spelled with '?' (_spelled): this item only
+                bad[item.hash] = (e.message, {"name": item.name, "save_path": item.directory})
                 continue
             if category is not None and info.category != category:
                 continue
             if tag is not None and tag not in info.tags:
                 continue
             out.append(info)
+        bad = {h: why for h, why in bad.items() if wanted is None or h in wanted}
+        if bad:  # its category and tags are unknown: kept whatever the filters
+            raise UnreadableItems(self._label, out, bad)
         return out
 
     def find(self, any_hash: str) -> TorrentInfo | None:
@@ -571,7 +604,8 @@ class RtorrentClient(FindOrRaise):
         holding up to ``_FILES_BUDGET`` files (``_file_batches``)."""
         out: list[tuple[TorrentInfo, list[TorrentFile]]] = []
         listed: dict[str, list[bytes] | None] = {}  # one listing of a folder per call, not per item in it
-        for chunk in _file_batches(self.items()):
+        items, bad = self._rows()
+        for chunk in _file_batches(items):
             calls = [_mc("f.multicall", it.hash.upper(), "", *_FILE_FIELDS) for it in chunk]
             answers = self._call("list files", "system.multicall", calls)
             if not isinstance(answers, list) or len(answers) != len(calls):
@@ -584,12 +618,20 @@ class RtorrentClient(FindOrRaise):
                     raise self._fault("list files", fault, None)
                 if not isinstance(answer, list) or len(answer) != 1:
                     raise RtorrentError(f"rTorrent {self.name!r}: list files of {it.hash}: malformed answer")
-                info = self._info(it, listed)
-                prefix = posixpath.basename(normalize(it.directory)) if it.is_multi_file else ""
-                files = _files(answer[0], prefix, self._where(it.hash))
-                _spelled_files(self._where(it.hash), info.save_path, files, listed)
-                out.append((info, files))
+                try:
+                    out.append(self._with_files(it, answer[0], listed))
+                except UnreadableRecord as e:  # this item only, as a row that does not read
+                    bad[it.hash] = (e.message, {"name": it.name, "save_path": it.directory})
+        if bad:
+            raise UnreadableItems(self._label, out, bad)
         return out
+
+    def _with_files(self, it: RtItem, rows: Any, listed: dict) -> tuple[TorrentInfo, list[TorrentFile]]:
+        info = self._info(it, listed)
+        prefix = posixpath.basename(normalize(it.directory)) if it.is_multi_file else ""
+        files = _files(rows, prefix, self._where(it.hash))
+        _spelled_files(self._where(it.hash), info.save_path, files, listed)
+        return info, files
 
     def _resolve(self, any_hash: str) -> str:
         """The id rTorrent reported for this hash (lower-case v1), or UnknownTorrent."""
@@ -784,6 +826,20 @@ class RtorrentClient(FindOrRaise):
 
     def close(self) -> None:
         """Nothing to release: one connection per call."""
+
+
+# item id -> (why it does not read, its name and folder as rTorrent sent them): UnreadableItems.items
+_Unreadable = dict[str, tuple[str, dict[str, Any]]]
+
+
+def _row_hash(row: Any) -> str | None:
+    """The item a row that does not read is of, or None when its hash does not read either."""
+    if not isinstance(row, (list, tuple)) or len(row) != len(_ITEM_FIELDS):
+        return None
+    try:
+        return RecordFields({"d.hash": row[0]}, "").hash("d.hash", 40)
+    except UnreadableRecord:
+        return None
 
 
 def _brief(value: Any, limit: int = 200) -> str:

@@ -1,0 +1,70 @@
+"""One rTorrent item that does not read is that item's problem, not its client's (R70).
+
+A single file's d.name of ``../x`` (libtorrent checks ``name`` for '..' and '/', not
+``name.utf-8``, which ``encoding.add = utf8`` makes d.name) failed the whole listing, so one
+hostile torrent stopped the index of every item of the client. The item is unreadable
+(``UnreadableItems``, an UnreadableRecord carrying the items that read): the index keeps it as
+not known (``map_error``, never gone) and syncs the others, as a qBittorrent record; orphans and
+the sweep still refuse on it, so its files never look unreferenced."""
+
+from __future__ import annotations
+
+import pytest
+
+from qbhook.catalog.indexer import snapshot_view, sync_client
+from qbhook.catalog.store import Catalog
+from qbhook.catalog.torrents import TorrentIndex
+from qbhook.clients.model import is_relative_path
+from qbhook.errors import OrphansRefused, UnreadableItems, UnreadableRecord
+from tests.unit.rtorrent.test_adapter import HM, HS, ROW_MULTI, ROW_SINGLE, _client, _row
+
+HOSTILE = [_row(ROW_SINGLE, name="../x"), ROW_MULTI]
+
+
+@pytest.mark.parametrize("listing", ["torrents", "torrents_with_files"])
+def test_a_hostile_single_file_name_leaves_the_other_items_listed(listing):
+    c = _client(HOSTILE)
+    with pytest.raises(UnreadableItems) as err:
+        getattr(c, listing)()
+    assert isinstance(err.value, UnreadableRecord)  # every reader that cannot take it apart refuses
+    text = str(err.value)
+    assert text.startswith(f"rTorrent 'rt': item {HS}: unreadable record: d.name = '../x'") and "\n" not in text
+    rest = [t if listing == "torrents" else t[0] for t in err.value.rest]
+    assert [t.hash for t in rest] == [HM]
+    assert list(err.value.items) == [HS]
+    (t,) = c.torrents(hashes=[HM])  # asked only for the readable one: it reads
+    assert t.hash == HM
+
+
+def test_the_index_keeps_the_hostile_item_as_not_known_and_syncs_the_others(tmp_path):
+    cat = Catalog.open(tmp_path / "c.sqlite")
+    try:
+        c = _client(HOSTILE)
+        for _ in range(2):  # the first sync (batched) and a later one (torrents)
+            rep = sync_client(cat, c)
+            assert len(rep.unmappable) == 1 and HS in rep.unmappable[0] and "d.name" in rep.unmappable[0]
+            rows = {t.hash: t for t in TorrentIndex(cat.conn).torrents()}
+            assert rows[HM].map_error is None and rows[HM].save_path == "/stash/data/torrents"
+            assert "d.name = '../x'" in rows[HS].map_error and rows[HS].gone_at is None and rows[HS].save_path is None
+            assert TorrentIndex(cat.conn).files("rt", HM)
+            assert snapshot_view(cat, [c], [rep]) is None  # the sweep lists live, and refuses there
+    finally:
+        cat.close()
+
+
+def test_orphans_still_refuse_so_its_files_never_look_unreferenced():
+    from qbhook.move.orphans import references
+
+    with pytest.raises(OrphansRefused, match=rf"client rt cannot be listed .*{HS}.*d.name = '\.\./x'"):
+        references([_client(HOSTILE)])
+
+
+@pytest.mark.parametrize("path", ["../../etc/x", "a/../../x"])
+def test_a_multi_file_path_out_of_its_folder_never_failed_the_listing(path):
+    # Kept as spelled, never joined: the planner blocks its group (file_blockers), orphans reads it.
+    from qbhook.move.orphans import references
+
+    c = _client(files={HM.upper(): [[path, 10, 1, 1, 1]], HS.upper(): [["single.mkv", 200000, 1, 13, 13]]})
+    listed = {t.hash: fs for t, fs in c.torrents_with_files()}
+    assert set(listed) == {HM, HS} and not is_relative_path(listed[HM][0].name)
+    assert references([c])
