@@ -186,7 +186,7 @@ def collect(cfg) -> LibraryLinks:
     ignore = findwalk.ignore_set(cfg.scan)
     # Every pool's seeding roots, in every pool's walk: one pool's folder may hold another's.
     seeds = {os.path.normpath(str(r)) for p in cfg.pools for r in p.seeding_roots}
-    maps = [PathMap(c.path_map) for c in cfg.clients if c.path_map]
+    maps = host_maps(cfg)
     # The whole pool is seeding data, or nothing there (`config check`'s to say): not walked.
     roots = {os.path.normpath(str(p.path)): p.name for p in reversed(cfg.pools)}  # a root once, its first pool
     roots = {r: n for r, n in roots.items() if r not in seeds and os.path.isdir(r)}
@@ -286,11 +286,18 @@ def _as_host(link: str, maps: list[PathMap]) -> list[str]:
     return as_host(target, maps)
 
 
+def host_maps(cfg) -> list[PathMap]:
+    """Every configured client's path_map that maps anything: what ``as_host`` reads a link
+    written in a container's spelling through, whichever client's container wrote it."""
+    return [PathMap(c.path_map) for c in cfg.clients if c.path_map]
+
+
 def as_host(target: str, maps) -> list[str]:
     """Where ``target``, an absolute path as a container spells it (a dangling symlink's), is on
     the host, through each of ``maps`` (the clients' path_maps) that covers it. The one reading of
     a container's spelling met on disk: a library's symlink (``_as_host``) and a torrent's own
-    file that dangles (``orphans._identities``: cross-seed in a container links in its spelling).
+    file that dangles (``orphans._identities``, and the executor's newcomer check,
+    ``executor._uses_doomed``: cross-seed in a container links in its spelling).
     Only ever more protection: a wrong guess keeps more, never less."""
     if not target.startswith("/"):
         return []

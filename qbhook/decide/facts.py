@@ -298,6 +298,12 @@ class Snapshot:
     # Files of torrents a partial build leaves out that reach through a symlink (a full build holds
     # every torrent: none): ``SnapshotBuilder._reaching`` says which are looked at.
     reaching: tuple[ReachingFile, ...] = ()
+    # What a file of a torrent (or of ``reaching``) that passes through a noted symlink is, by
+    # identity: its path -> the inode of this snapshot its links reach, followed (one stat each,
+    # ``SnapshotBuilder._link_identities``). A folder symlink no torrent's path uses
+    # (seeding/films -> seeding/movies) or a bind-mount alias in the target names a path no
+    # noted link resolves, nor a tail matches: the inode does (``planner.reached_blockers``).
+    reached_inodes: Mapping[str, InodeKey] = field(default_factory=dict)
     # What libraries reach through symlinks (``SnapshotBuilder._library``): a group any file of
     # which one reaches does not move (``planner.library_blockers``).
     library: LibrarySymlinks = NO_LIBRARY_SYMLINKS

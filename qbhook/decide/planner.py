@@ -608,9 +608,10 @@ def nested_destination(snap: Snapshot, group: list[TorrentFact], src: PoolFact, 
 def reached_blockers(snap: Snapshot, group: list[TorrentFact]) -> list[str]:
     """Another torrent reaches a file of the group through a symlink (``_reached``): moving the group
     would delete that torrent's data under it (its path is one directory entry, nlink 1, so the
-    unlink's re-check passes). The group waits while that torrent is there."""
-    exact, tails = _reached(snap)
-    if not exact and not tails:
+    unlink's re-check passes). By the path its noted links resolve to, its tail, or the inode it
+    reaches followed (``Snapshot.reached_inodes``). The group waits while that torrent is there."""
+    exact, tails, by_inode = _reached(snap)
+    if not exact and not tails and not by_inode:
         return []
     # By (instance, hash): the same infohash in another client, on a path through a symlink, is
     # another torrent (its own copy of the data, or this one's reached), never one of the group's.
@@ -621,6 +622,8 @@ def reached_blockers(snap: Snapshot, group: list[TorrentFact]) -> list[str]:
     for t in group:
         for f in t.files:
             hits = exact.get(f.path, [])
+            if f.inode is not None and f.inode in by_inode:
+                hits = [*hits, *by_inode[f.inode]]
             for tail, size, hit in tails.get(posixpath.basename(f.path), ()):
                 if size == f.size and f.path.endswith("/" + tail):
                     hits = [*hits, hit]
@@ -636,10 +639,14 @@ _Reach = tuple[str, str, str, str, str]  # (instance, hash, name, symlink, its t
 _REACHED = "planner.reached"  # its key in Snapshot.derived
 
 
-def _reached(snap: Snapshot) -> tuple[dict[str, list[_Reach]], dict[str, list[tuple[str, int, _Reach]]]]:
+def _reached(
+    snap: Snapshot,
+) -> tuple[dict[str, list[_Reach]], dict[str, list[tuple[str, int, _Reach]]], dict[InodeKey, list[_Reach]]]:
     """Where the torrents of ``snap``, and those a partial build left out but found reaching through
     a link (``Snapshot.reaching``), reach through the symlinks of ``snap.symlinks``, from the facts
-    alone, once per snapshot: (resolved path -> who, file name -> [(path tail, who)]).
+    alone, once per snapshot: (resolved path -> who, file name -> [(path tail, who)], inode -> who).
+    The inode is what the builder found the path reaches, followed (``Snapshot.reached_inodes``):
+    an alias the noted links do not resolve (a folder symlink no torrent uses, a bind mount).
 
     A file the builder placed (``FileFact.inode``) had no symlink on its way; one it did not may.
     Its path is resolved through the links the builder noted (a relative target against the link's
@@ -651,6 +658,7 @@ def _reached(snap: Snapshot) -> tuple[dict[str, list[_Reach]], dict[str, list[tu
         return got
     exact: dict[str, list[_Reach]] = {}
     tails: dict[str, list[tuple[str, int, _Reach]]] = {}
+    by_inode: dict[InodeKey, list[_Reach]] = {}
     roots = [p.path for p in snap.pools]
     if snap.symlinks:
         for inst, h, name, f_path, f_size in _unplaced(snap):
@@ -671,6 +679,8 @@ def _reached(snap: Snapshot) -> tuple[dict[str, list[_Reach]], dict[str, list[tu
             if first is None:
                 continue
             who = (inst, h, name, *first)
+            if (key := snap.reached_inodes.get(f_path)) is not None:
+                by_inode.setdefault(key, []).append(who)
             if path is not None and any(is_within(path, r) for r in roots):
                 exact.setdefault(path, []).append(who)
                 continue
@@ -685,7 +695,7 @@ def _reached(snap: Snapshot) -> tuple[dict[str, list[_Reach]], dict[str, list[tu
                 tail = "/".join(target.rstrip("/").split("/")[-2:]) if path is not None else ""
             if tail and all(tail.split("/")) and ("/" in tail or path is None):
                 tails.setdefault(posixpath.basename(tail), []).append((tail, f_size, who))
-    got = snap.derived[_REACHED] = (exact, tails)
+    got = snap.derived[_REACHED] = (exact, tails, by_inode)
     return got
 
 

@@ -22,7 +22,10 @@ folder swapped for a symlink between the two cannot redirect the read. A symlink
 - a torrent file under a symlinked folder (or itself a symlink) is not stat-ed,
   recorded nor hashed: its inode is unknown and the symlink is reported in
   ``Snapshot.symlinks`` (the planner blocks the group naming it); the same for
-  every destination path a plan could write to;
+  every destination path a plan could write to; only what it is, followed through its links
+  (one stat, read-only: ``Snapshot.reached_inodes``), is kept when that is a file of the
+  snapshot, so a link through an alias no noted link resolves (a folder symlink no torrent
+  uses, a bind mount) still blocks the group it reaches;
 - a catalog link reached through a symlink is not counted as a link (it may be
   a second name for a link already counted, which would hide a library link);
 - a partial build (an event's closure, a sweep's chunk, a saved plan's groups) also looks
@@ -104,6 +107,8 @@ class SweepReach:
         self.unplaced: dict[int, list[tuple[str, str, str, str]]] | None = None  # size -> (instance, hash, name, path)
         self.listed: dict[tuple[str, str], list[tuple[str, int]]] = {}
         self.ways: dict[str, dict[str, str]] = {}  # path -> the symlinks on its way (path -> target)
+        # path -> (st_dev, st_ino) its links reach, followed (None: nothing), ``_link_identities``
+        self.followed: dict[str, tuple[int, int] | None] = {}
         # The libraries' symlinks (``SnapshotBuilder._library``), or why they are unseen: one walk a sweep.
         self.library: LibraryLinks | str | None = None
         # The torrents missing from the listing (``SnapshotBuilder._missing``): read once a sweep.
@@ -230,6 +235,7 @@ class SnapshotBuilder:
         existing, nested = self._destinations(torrents, pools)
         library = self._library(pools, reach, torrents)
         missing = self._missing(everyone, now, live, reach)
+        reached_inodes = self._link_identities(torrents, reaching, reach)
         return Snapshot(
             torrents=tuple(torrents),
             inodes=dict(self.inodes),
@@ -242,6 +248,7 @@ class SnapshotBuilder:
             write_paths=write_paths,
             write_prefixes=write_prefixes,
             reaching=reaching,
+            reached_inodes=reached_inodes,
             library=library,
             missing=missing,
             client_groups=self.cfg.policy.groups_of(),
@@ -364,6 +371,36 @@ class SnapshotBuilder:
             for inst, h, name, path, size in files
             if self._links_on(path, reach)
         )
+
+    def _link_identities(
+        self, torrents: list[TorrentFact], reaching: tuple[ReachingFile, ...], reach: SweepReach | None
+    ) -> dict[str, InodeKey]:
+        """``Snapshot.reached_inodes``: each file of ``torrents`` and ``reaching`` that passes through a
+        noted symlink (``self.symlinks``), stat-ed through its links (read-only; with ``reach``, once a
+        sweep), kept when that is a file of this snapshot (by its st_dev's fsids, as ``_library``
+        keys a library's targets). A path names its target through any alias, a folder symlink no
+        torrent uses or a bind mount, that the noted links cannot resolve: its identity cannot lie.
+        Only the files a link is on the way of: cross-seed's symlink mode; never an ordinary file."""
+        followed = reach.followed if reach is not None else {}
+        paths = {f.path for t in torrents for f in t.files if f.inode is None} | {r.path for r in reaching}
+        out: dict[str, InodeKey] = {}
+        for path in paths:
+            if not path.startswith("/") or not self._via_link(path):
+                continue
+            if path not in followed:
+                try:
+                    st = os.stat(path)
+                except (OSError, ValueError):
+                    st = None
+                followed[path] = (st.st_dev, st.st_ino) if st is not None and stat_mod.S_ISREG(st.st_mode) else None
+            dev_ino = followed[path]
+            if dev_ino is None:
+                continue
+            dev, ino = dev_ino
+            key = next(((fs, ino) for fs in self._dev_fsids.get(dev, ()) if (fs, ino) in self.inodes), None)
+            if key is not None:
+                out[path] = key
+        return out
 
     def _unplaced(self, sizes: set[int] | None) -> dict[int, list[tuple[str, str, str, str]]]:
         """``torrents.unplaced_files`` of ``sizes`` (None: every size), by size."""

@@ -2573,7 +2573,8 @@ class Executor:
         symlinking its files, a person adding a hash again at the old folder) reads the old
         links without a new hardlink, which safe_unlink's link count cannot see; deleted under
         it, it ends missingFiles. One listing per client. A torrent with metadata is judged by
-        its files (``_uses_doomed``: a doomed path, or a link to a doomed inode), read when its
+        its files (``_uses_doomed``: a doomed path, or a link to a doomed inode, one that dangles on
+        the host read through the clients' path_maps too: cross-seed in a container), read when its
         content path holds a doomed link or it was added since the plan was made
         (``_added_since``; an rTorrent item without d.load_date by the torrent index): an old
         torrent sharing the folder with files of its own only (field lesson 7) is no newcomer,
@@ -2589,6 +2590,7 @@ class Executor:
         holders = _holders(doomed)
         inodes = _inodes(doomed)
         doomed_set = set(doomed)
+        maps = library_links.host_maps(self.cfg)  # a dangling link in a container's spelling
         since = self._planned_at - _ADDED_SLACK_S
         for c in _every_client(self.ctx.clients):
             listed = c.torrents()
@@ -2603,7 +2605,7 @@ class Executor:
                     held = content in holders and content != save
                     why = f"its content {content} holds files this group deletes (no metadata yet)" if held else None
                 elif content in holders or _added_since(t, since, seen):
-                    why = _uses_doomed(c, t, doomed_set, inodes)
+                    why = _uses_doomed(c, t, doomed_set, inodes, maps)
                 else:
                     why = None
                 if why:
@@ -3469,8 +3471,9 @@ def _added_since(t, since: float, seen: Mapping[str, float] | None) -> bool:
     return first is None or first >= since
 
 
-def _uses_doomed(c, t, doomed: set[str], inodes: set[tuple[int, int]]) -> str | None:
-    """Which file of torrent ``t`` is a doomed path, or resolves (links followed) to a doomed inode."""
+def _uses_doomed(c, t, doomed: set[str], inodes: set[tuple[int, int]], maps=()) -> str | None:
+    """Which file of torrent ``t`` is a doomed path, or resolves (links followed) to a doomed inode,
+    or dangles on the host but names one read through the clients' path_maps (``_reaches_mapped``)."""
     save = _norm(t.save_path)
     for f in c.files(t.hash):
         p = _norm(os.path.join(save, f.name))
@@ -3478,11 +3481,41 @@ def _uses_doomed(c, t, doomed: set[str], inodes: set[tuple[int, int]]) -> str | 
             return f"its file {p} is one this group deletes"
         try:
             st = os.stat(p)
-        except OSError:
+        except (OSError, ValueError):
+            if _reaches_mapped(p, doomed, inodes, maps):
+                return f"its file {p} links to a file this group deletes"
             continue
         if (st.st_dev, st.st_ino) in inodes:
             return f"its file {p} links to a file this group deletes"
     return None
+
+
+def _reaches_mapped(p: str, doomed: set[str], inodes: set[tuple[int, int]], maps) -> bool:
+    """Whether ``p``, a torrent's file that cannot be stat-ed, is a link whose target, read as a
+    container's spelling through ``maps`` (every client's path_map, ``library_links.as_host``: the
+    planner's tail matching and orphans read it so too), is a doomed path or a doomed inode.
+    cross-seed in a container writes ``/data/...``, which dangles on the host: followed as it is,
+    the newcomer looked like no user of the group's files, whose deletes left its links dangling.
+    Read-only (realpath, stat): nothing is ever written through the link."""
+    if not maps:
+        return False
+    try:
+        real = os.path.realpath(p)
+    except (OSError, ValueError):
+        return False
+    if real == p:
+        return False  # no link on the way: simply not there
+    for host in library_links.as_host(real, maps):
+        host = _norm(host)
+        if host in doomed:
+            return True
+        try:
+            st = os.stat(host)
+        except (OSError, ValueError):
+            continue
+        if (st.st_dev, st.st_ino) in inodes:
+            return True
+    return False
 
 
 def _unsettled(t, at: str | None, budget: float) -> VerificationFailed:

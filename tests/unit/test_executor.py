@@ -14,6 +14,7 @@ from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import _COLUMNS as _INDEX_COLUMNS
 from qbhook.catalog.torrents import TorrentIndex, TorrentRecord
 from qbhook.clients.model import TorrentFile, TorrentInfo
+from qbhook.config import QbtConfig
 from qbhook.decide.plan import GroupPlan, Plan, Step
 from qbhook.errors import LockBusy, QbhookError, QbtError, UnknownTorrent, UnsafeOperation
 from qbhook.move.executor import Executor, build_executor
@@ -1025,11 +1026,12 @@ def _index(world, hashes, at: float) -> None:
     TorrentIndex(world.cat.conn).apply("qbt", recs, {}, [], rid=1, mode="full", now=at)
 
 
-def _symlinked_newcomer(world) -> FakeTorrent:
+def _symlinked_newcomer(world, spell=lambda real: real) -> FakeTorrent:
+    """cross-seed's symlink mode onto the group's files, each target written by ``spell``."""
     links = os.path.join(world.seed_s, "xs-links")
     for rel, _d in FILES:
         os.makedirs(os.path.dirname(os.path.join(links, rel)), exist_ok=True)
-        os.symlink(os.path.join(world.seed_s, rel), os.path.join(links, rel))
+        os.symlink(spell(os.path.join(world.seed_s, rel)), os.path.join(links, rel))
     return FakeTorrent(H3, "Movie.2020", links, [(rel, len(d), 1) for rel, d in FILES])
 
 
@@ -1058,6 +1060,22 @@ def test_a_newcomer_without_an_added_time_is_found_through_the_index(world, inde
     world.qbt.add(_symlinked_newcomer(world))
     g = world.executor().apply(replace(demote_plan(world), created_at=planned_at)).groups[0]
     assert g.status == "rolled_back" and f"torrent {H3}" in g.reason, g.reason
+
+
+def test_a_newcomer_linking_in_a_containers_spelling_rolls_the_group_back(world):
+    # R73: cross-seed in a container writes /data/... targets; on the host they dangle, so the
+    # stat found nothing and the group deleted the /stash originals under the newcomer's links.
+    qbt = QbtConfig("qbt", "http://127.0.0.1:1", "admin", path_map=(("/data", str(world.stash)),))
+    world.cfg = replace(world.cfg, qbittorrent=(qbt,))
+
+    def spell(real: str) -> str:
+        return "/data" + real[len(str(world.stash)) :]
+
+    world.qbt.add(replace(_symlinked_newcomer(world, spell), added_on=int(time.time())))
+    g = world.executor().apply(demote_plan(world)).groups[0]
+    assert g.status == "rolled_back" and f"torrent {H3}" in g.reason, g.reason
+    assert "links to a file this group deletes" in g.reason, g.reason
+    assert all(os.path.exists(os.path.join(world.seed_s, rel)) for rel, _d in FILES)
 
 
 class _DownClient:

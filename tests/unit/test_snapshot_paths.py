@@ -579,3 +579,54 @@ def test_a_single_file_torrent_the_index_does_not_hold_is_not_listed(bed, monkey
     _snap, plan = plan_of(bed, hashes=[H])
     assert group(plan, H).action == "blocked"
     assert set(asked) == {H, H2, H3}  # H, built; H2 and H3, folders left out
+
+
+# --------------------------------------------------------------------------- reached by identity
+
+
+def aliased_bed(bed, alias) -> str:
+    """A at ``movies``; B, cross-seed's file link, reaches A's file through ``alias``: a folder
+    of the pool that is ``movies`` under another name, which no torrent's path passes through
+    (so no noted symlink resolves it, and the tail of the target is that alias's). Returns the
+    link's target, as B's line names it."""
+    write(bed.seed_s / "movies/Movie/m.mkv", b"movie")
+    (bed.seed_s / "xseed/Movie").mkdir(parents=True)
+    target = alias / "Movie/m.mkv"
+    os.symlink(target, bed.seed_s / "xseed/Movie/m.mkv")
+    assert os.path.samefile(bed.seed_s / "xseed/Movie/m.mkv", bed.seed_s / "movies/Movie/m.mkv")
+    torrent(bed, H, bed.seed_s / "movies", [("Movie/m.mkv", 5)])
+    torrent(bed, H2, bed.seed_s / "xseed", [("Movie/m.mkv", 5)])
+    sync_client(bed.cat, bed.qbt)
+    return str(target)
+
+
+def assert_reached_by_identity(bed, target: str) -> None:
+    """A is blocked naming B's link, in a full build and in A's event closure (B left out)."""
+    line = (
+        f"torrent Movie ({H2[:8]}) reaches {bed.seed_s}/movies/Movie/m.mkv"
+        f" through a symlink: {bed.seed_s}/xseed/Movie/m.mkv -> {target}"
+    )
+    for hashes in (None, [H]):
+        _snap, plan = plan_of(bed, hashes=hashes)
+        g = group(plan, H)
+        assert g.action == "blocked" and not g.steps, (hashes, g.reason)
+        assert line in g.blockers, (hashes, g.blockers)
+
+
+def test_a_link_through_a_folder_symlink_no_torrent_uses_keeps_the_group_it_reaches(bed):
+    """R73: ``films -> movies``, an old category name kept as a link: B's target path
+    ``films/Movie/m.mkv`` matched no file and its tail was the alias's, so A demoted and its
+    delete left B's link dangling. By identity (the link followed), it is A's file."""
+    os.symlink(bed.seed_s / "movies", bed.seed_s / "films")
+    assert_reached_by_identity(bed, aliased_bed(bed, bed.seed_s / "films"))
+
+
+@own_mounts
+def test_a_link_through_a_bind_mount_alias_keeps_the_group_it_reaches(bed):
+    """R73: the seeding data bind-mounted elsewhere in the pool (an export, a container's alias
+    folder): no symlink on the way at all past B's own, so only the identity tells."""
+    write(bed.seed_s / "movies/Movie/m.mkv", b"movie")
+    export = bed.stash / "export"
+    export.mkdir()
+    bind(bed.seed_s / "movies", export)
+    assert_reached_by_identity(bed, aliased_bed(bed, export))
