@@ -33,7 +33,8 @@ of them asking which client it is. The rules every adapter keeps:
 * ``state_lag_s`` (a float attribute, seconds) says how long the client's answers may go on
   showing a torrent as it was before an action (a recheck, a stop): qBittorrent recomputes
   torrents/info only on its refresh timer, its ``refresh_interval`` preference (read once per
-  connection; 1.5 s by default); rTorrent answers 0 (``d.hashing`` is live). The executor
+  executor run: the executor calls a client's ``forget_state_lag``, if it has one, as each run
+  starts; 1.5 s by default); rTorrent answers 0 (``d.hashing`` is live). The executor
   takes a stopped 100 % after its recheck as checked only once two of these and a margin have
   passed, or a check was seen. A client that does not say is taken to lag 1.5 s; one whose
   setting cannot be trusted raises its QbtError subclass when read;

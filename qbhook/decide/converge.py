@@ -62,11 +62,13 @@ Rules:
   the builder lists every torrent, and each one left out that is not settled, or is settled
   but has a file at priority 0 (written once its priority is raised: the torrent index's file
   list says so, ``catalog.torrents.skipped_files_known``; for a torrent the index holds no file
-  list of, the listing's hint ``TorrentInfo.may_skip_files``), lends its content's places
-  (``write_prefixes``: its content path, the same name under its save and download paths,
-  each also resolved through symlinks and with ``.!qB``) to ``Snapshot.write_prefixes``; a
-  duplicate linked at or under one waits, as if that torrent were in the snapshot (its file
-  list is not asked for: a folder is enough to wait).
+  list of, the listing's hint ``TorrentInfo.may_skip_files``), lends the places it may
+  write to ``Snapshot.write_prefixes`` (``write_prefixes``): its files' places as the index's
+  file list has them (those at priority 0 of a settled one), as if that torrent were in the
+  snapshot; without a list, its content path, the same name under its save and download paths,
+  each also resolved through symlinks and with ``.!qB``. A duplicate linked at or under one
+  waits. A whole save path is never one while a file list can be had: in the "Don't create
+  subfolder" layout that is a category folder (``SnapshotBuilder._left_out_files``).
 - **Access**: a library file is never chmodded nor chowned, so a victim's name would show the
   kept inode's owner and mode. A victim converges only onto an inode that gives the victim's
   owner at least the access the victim gave it (``access.access_lost``: read, and write when
@@ -96,7 +98,7 @@ above for each file right before its atomic rename.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from qbhook.access import access_lost, lost_reason
@@ -179,20 +181,63 @@ def write_prefixes(
     infos: Iterable,
     resolve: Callable[[str], str] | None = None,
     skipping: Mapping[tuple[str, str], tuple[bool, int | None, int | None]] | None = None,
+    files: Mapping[tuple[str, str], Sequence[tuple[str, int]]] | None = None,
 ) -> frozenset[str]:
     """``Snapshot.write_prefixes``: where each of ``infos`` (``clients.model.TorrentInfo``, host paths:
-    torrents a partial snapshot leaves out) that is not settled, or skips files, keeps its content:
-    its content path, the same name under its save path and its download path (qBittorrent reports
-    one while the data is in the other), each also with ``.!qB`` (a single file being written) and resolved through
-    symlinks by ``resolve``. A torrent without a content path (no metadata yet) has no file to write.
+    torrents a partial snapshot leaves out) that is not settled, or skips files (``may_write``), may
+    write. With its file list (``files``: (rel, priority) by (instance, hash), the torrent index's,
+    ``catalog.torrents.file_lists``) the places of its files exactly, as ``write_paths`` has them for
+    a torrent of the snapshot (``_write_names``). Without one its content's places
+    (``content_places``): a folder of its own, a single file. The same world then gives what one
+    full snapshot gives: in qBittorrent's "Don't create subfolder" layout a multi-file torrent's
+    content path is its save path, a whole category folder, and as a prefix it blocked every move
+    into that category while the torrent downloaded, or for good while it skipped a file (R72).
+    ``SnapshotBuilder._left_out_files`` gives a file list for every such torrent it can (the
+    index's, else the client's); only one neither knows keeps its folder here, for that run.
     ``skipping``: what the index's file lists say (``catalog.torrents.skipped_files_known``); see
     ``_skips``."""
     out: set[str] = set()
     known = skipping or {}
+    lists = files or {}
     for t in infos:
-        if not settled(t.progress, t.state) or _skips(t, known.get((t.instance, t.hash))):
-            out |= content_places(t, resolve)
+        key = (t.instance, t.hash)
+        if not may_write(t, known.get(key)) or not t.content_path.startswith("/"):
+            continue  # settled and wanting every file, or no metadata yet (no file to write)
+        names = _write_names(t, known.get(key), lists.get(key))
+        out |= (
+            content_places(t, resolve)
+            if names is None
+            else may_write_at((t.save_path, t.download_path), names, resolve)
+        )
     return frozenset(out)
+
+
+def may_write(t, indexed: tuple[bool, int | None, int | None] | None) -> bool:
+    """Whether torrent ``t`` (its live listing) left out of a snapshot may still write: not settled, or
+    with a file at priority 0 (``_skips``, on ``indexed``: ``skipped_files_known``'s row of it)."""
+    return not settled(t.progress, t.state) or _skips(t, indexed)
+
+
+def _write_names(t, indexed, files: Sequence[tuple[str, int]] | None) -> list[str] | None:
+    """The file names (relative to its save path) at which torrent ``t``, which may write, may write;
+    None: no file list known. Settled, with a list as of its listing's sizes: its files at priority 0
+    (``write_paths``' rule). Not settled, or a list older than the listing (which files are skipped
+    now is not known): every file of it. Either way its own files' places, never a folder."""
+    if not files:
+        return None
+    current = indexed is not None and (indexed[1], indexed[2]) == (t.size, t.total_size)
+    if settled(t.progress, t.state) and current:
+        return [rel for rel, priority in files if not priority]
+    return [rel for rel, _priority in files]
+
+
+def shares_its_folder(t) -> bool:
+    """Whether torrent ``t``'s content path is its save path or its download path itself (a multi-file
+    torrent saved without its root folder): as a prefix, every torrent's folder in it."""
+    if not t.content_path.startswith("/"):
+        return False
+    content = canonical_path(t.content_path)
+    return any(b.startswith("/") and canonical_path(b) == content for b in (t.save_path, t.download_path))
 
 
 def _skips(t, indexed: tuple[bool, int | None, int | None] | None) -> bool:

@@ -56,7 +56,7 @@ from qbhook.catalog import library_links
 from qbhook.catalog.hashing import HashBudget, Located, ensure_hashes, settled
 from qbhook.catalog.library_links import LibraryLinks
 from qbhook.catalog.store import Catalog
-from qbhook.catalog.torrents import missing_torrents, skipped_files_known, unplaced_files
+from qbhook.catalog.torrents import file_lists, missing_torrents, skipped_files_known, unplaced_files
 from qbhook.clients.model import is_relative_path
 from qbhook.clients.port import BatchListing, ClientPort
 from qbhook.config import Config
@@ -84,7 +84,7 @@ from qbhook.decide.grouping import payload_groups
 from qbhook.decide.heap import collector_paused
 from qbhook.decide.policy import policy_blocks_demote
 from qbhook.dirfd import FolderReader, FolderRefused
-from qbhook.errors import LibraryLinksUnseen, PathMapError, QbhookError
+from qbhook.errors import LibraryLinksUnseen, PathMapError, QbhookError, QbtError
 from qbhook.paths import root_holding
 from qbhook.progress import Progress
 from qbhook.space import Space, space_at
@@ -227,7 +227,7 @@ class SnapshotBuilder:
         known = None
         if left_out or partial:
             known = skipping() if skipping is not None else skipped_files_known(self.catalog.conn)
-        write_prefixes = converge.write_prefixes(left_out, resolve, known)
+        write_prefixes = converge.write_prefixes(left_out, resolve, known, self._left_out_files(left_out, known))
         reaching = self._reaching(torrents, left_out, known, reach) if partial else ()
         pools = tuple(self._pool_fact(p) for p in self.cfg.pools)
         self._hash_what_decisions_need(torrents, pools, now)
@@ -438,6 +438,26 @@ class SnapshotBuilder:
             path, looked_up = torrent_file_path(t.save_path, f.name)
             if looked_up:
                 out.append((path, f.size))
+        return out
+
+    def _left_out_files(self, left_out: list, known: dict | None) -> dict[tuple[str, str], list[tuple[str, int]]]:
+        """The file lists, (rel, priority) each, of the torrents ``left_out`` that may write
+        (``converge.may_write``), for ``converge.write_prefixes`` to name their files' places: the
+        index's (``file_lists``). One the index holds none of (added since its last sync) whose
+        content path is its save or download path (``converge.shares_its_folder``) is asked of its
+        client: its folder would be a category's. One whose client does not answer keeps its folder
+        for this run: a move blocked is safe, a file put where that torrent writes is not."""
+        known = known or {}
+        writing = [t for t in left_out if converge.may_write(t, known.get((t.instance, t.hash)))]
+        if not writing:
+            return {}
+        out = file_lists(self.catalog.conn, [(t.instance, t.hash) for t in writing])
+        for t in writing:
+            if (t.instance, t.hash) not in out and converge.shares_its_folder(t):
+                try:
+                    out[(t.instance, t.hash)] = [(f.name, f.priority) for f in self._files_of(t)]
+                except QbtError:
+                    pass
         return out
 
     def _files_of(self, t) -> list:

@@ -898,6 +898,7 @@ class Executor:
         if not groups:
             return RunSummary(None)
         sub = Plan(groups=groups, created_at=plan.created_at)
+        self._forget_state_lags()
         # heap_frozen: no collection walks the plan again during the run (decide.heap)
         with executor_lock(self.cfg, self.timing.lock_wait, sleep=self.ctx.sleep, clock=self.ctx.clock), heap_frozen():
             pending = self._unfinished()
@@ -918,6 +919,7 @@ class Executor:
                     raise QbhookError(f"run {run_id} is {runs[0].status}: nothing to resume")
             else:
                 runs = self.journal.unfinished_runs()
+            self._forget_state_lags()
             out = []
             for r in runs:
                 why = self._left_alone(r, explicit=run_id is not None)
@@ -2448,6 +2450,16 @@ class Executor:
         return {"removed": fsops.prune_empty_dirs(s.root, s.stop_at, roots=self.seeding_roots, below=below)}
 
     # ------------------------------------------------------------------ torrent client steps
+
+    def _forget_state_lags(self) -> None:
+        """Each client's ``state_lag_s`` read again in this run (``forget_state_lag``, clients/port.py):
+        ``serve`` keeps its clients for its life, and a refresh interval raised since the last run
+        would leave each recheck's wait too short for what qBittorrent now shows (R72)."""
+        clients = self.ctx.clients
+        for c in clients.values() if isinstance(clients, Mapping) else clients:
+            forget = getattr(c, "forget_state_lag", None)
+            if forget is not None:
+                forget()
 
     def _client(self, instance: str) -> ClientPort:
         try:

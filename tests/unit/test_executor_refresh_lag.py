@@ -12,6 +12,7 @@ import os
 
 import pytest
 
+from qbhook.clients.qbt.client import QbtClient
 from qbhook.decide.plan import Step
 from qbhook.errors import QbtError
 from tests.unit.test_executor import FILES, H1, H2, FakeQbt, demote_plan, tree, world  # noqa: F401
@@ -135,3 +136,37 @@ def test_a_refused_refresh_interval_fails_the_group_before_it_acts(world):  # no
     (why,) = summary.groups_failed.values()
     assert why.startswith("not started:") and "refresh interval (-5 ms)" in why
     assert q.calls == [] and tree(w.pool) == before
+
+
+class PreferencesQbt(FakeQbt):
+    """FakeQbt whose ``state_lag_s`` is QbtClient's own: read from its preferences, kept until
+    ``forget_state_lag``. ``ms``: the refresh interval a person has set now."""
+
+    _label = "qBittorrent 'qbt'"
+    state_lag_s = QbtClient.state_lag_s
+    forget_state_lag = QbtClient.forget_state_lag
+    _refresh_interval_ms = QbtClient._refresh_interval_ms
+
+    def __init__(self, ms, **kw):
+        super().__init__(**kw)
+        self._state_lag_s, self.ms, self.reads = None, ms, 0
+
+    def preferences(self):
+        self.reads += 1
+        return {"refresh_interval": self.ms}
+
+
+def test_each_run_reads_the_refresh_interval_set_now_not_the_one_read_when_serve_started(world):  # noqa: F811
+    """``serve`` keeps one client for its life and never closes it: the interval read at its first
+    run was kept, so one a person changed since was never seen (R72). The second run here meets
+    an interval qbhook refuses and fails its group before acting: it read the one set now."""
+    w = world
+    q = PreferencesQbt(1500)
+    q.t, w.qbt = w.qbt.t, q
+    ex, again = w.executor(), demote_plan(w)  # the same plan once more: read before the first moves it
+    assert ex.apply(demote_plan(w)).groups[0].status == "done"
+    assert q.reads == 1  # one preferences request a run, not one a group
+    q.ms = -5  # changed while serve runs
+    (why,) = ex.apply(again).groups_failed.values()
+    assert why.startswith("not started:") and "refresh interval (-5 ms)" in why
+    assert q.reads == 2

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from qbhook.config import PolicyConfig
 from qbhook.decide.planner import make_plan
 from qbhook.decide.repair import Present, RepairFile
@@ -111,6 +113,96 @@ def test_planner_blocks_a_move_into_a_place_a_torrent_left_out_of_the_snapshot_m
     snap = replace(w.snapshot(), write_prefixes=frozenset({P + "/x/Movie"}))
     g = _group_of(make_plan(snap, PolicyConfig()), "b")
     assert g.action == "blocked" and WRITES_INTO + P + "/x/Movie/extra.mkv (a torrent that may still write" in g.reason
+
+
+def _saved_without_root_folder(**kw):
+    """Torrent d's listing: multi-file, saved with "Don't create subfolder" into the cold pool's
+    movies folder, so qBittorrent reports its content path as its save path (R72)."""
+    from types import SimpleNamespace
+
+    fields = {"hash": "d" * 40, "instance": "default", "progress": 0.3, "state": "downloading"}
+    fields |= {"content_path": P + "/movies", "save_path": P + "/movies", "download_path": ""}
+    return SimpleNamespace(**fields | {"may_skip_files": False, "size": 2, "total_size": 2} | kw)
+
+
+_SEEDING_SKIPPING = {"progress": 1.0, "state": "stalledUP", "size": 1}
+
+
+@pytest.mark.parametrize("kw", [{}, _SEEDING_SKIPPING], ids=["downloading", "seeding-skipping-one"])
+def test_a_torrent_left_out_saved_without_its_root_folder_blocks_no_demote_into_its_category(kw):
+    """A partial snapshot (an event's closure, a sweep's chunk) leaves d out: d's content path is
+    the whole category folder, and as a place it may write it blocked b's demote into that folder
+    while d downloaded, or for good while it skipped a file. The index's file list of d names its
+    files' places: b's file is none of them, so b demotes as in one full snapshot (R72)."""
+    from dataclasses import replace
+
+    from qbhook.decide import converge
+
+    w = World()
+    w.payload(S + "/movies", {"Old.Movie/old.mkv": "OLD"})
+    w.torrent("b" * 40, S + "/movies", ["Old.Movie/old.mkv"])
+    d = _saved_without_root_folder(**kw)
+    key = ("default", "d" * 40)
+    skipping = {key: (bool(kw), d.size, d.total_size)}
+    files = {key: [("new1.mkv", 1), ("new2.mkv", 0 if kw else 1)]}
+    snap = replace(w.snapshot(), write_prefixes=converge.write_prefixes([d], None, skipping, files))
+    g = _group_of(make_plan(snap, PolicyConfig()), "b")
+    assert g.action == "demote", g.reason
+
+
+@pytest.mark.parametrize("kw", [{}, _SEEDING_SKIPPING], ids=["downloading", "seeding-skipping-it"])
+def test_a_torrent_left_out_still_blocks_a_demote_onto_its_known_file(kw):
+    """The same world, where d's file (the one it skips, when it seeds) is b's destination exactly:
+    blocked, as in one full snapshot."""
+    from dataclasses import replace
+
+    from qbhook.decide import converge
+
+    w = World()
+    w.payload(S + "/movies", {"Old.Movie/old.mkv": "OLD"})
+    w.torrent("b" * 40, S + "/movies", ["Old.Movie/old.mkv"])
+    d = _saved_without_root_folder(**kw)
+    key = ("default", "d" * 40)
+    skipping = {key: (bool(kw), d.size, d.total_size)}
+    files = {key: [("new1.mkv", 1), ("Old.Movie/old.mkv", 0 if kw else 1)]}
+    snap = replace(w.snapshot(), write_prefixes=converge.write_prefixes([d], None, skipping, files))
+    g = _group_of(make_plan(snap, PolicyConfig()), "b")
+    place = P + "/movies/Old.Movie/old.mkv"
+    assert g.action == "blocked" and WRITES_INTO + place + " (a torrent that may still write" in g.reason
+
+
+def test_the_snapshot_asks_a_torrent_left_out_for_its_file_list_only_when_its_folder_is_a_category(monkeypatch):
+    """``SnapshotBuilder._left_out_files``: the index's lists of the torrents left out that may write;
+    the client's for one the index lacks whose content path is its save path; none for one with its
+    own root folder (that folder is exact enough), nor for one whose client does not answer (its
+    folder stays, for this run), nor for a settled one wanting every file."""
+    from types import SimpleNamespace
+
+    from qbhook.clients.model import TorrentFile
+    from qbhook.decide import snapshot
+    from qbhook.errors import QbtUnreachable
+
+    indexed = _saved_without_root_folder(hash="1" * 40)
+    unindexed = _saved_without_root_folder(hash="2" * 40)
+    own_folder = _saved_without_root_folder(hash="3" * 40, content_path=P + "/movies/Own")
+    unanswered = _saved_without_root_folder(hash="4" * 40)
+    settled = _saved_without_root_folder(hash="5" * 40, progress=1.0, state="stalledUP")
+    asked_index: list = []
+
+    def index(conn, keys):
+        asked_index.extend(keys)
+        return {("default", "1" * 40): [("a.mkv", 1)]}
+
+    def files_of(t):
+        if t.hash == "4" * 40:
+            raise QbtUnreachable("qbt unreachable")
+        return [TorrentFile(0, "b.mkv", 5, 0.0, 0)]
+
+    monkeypatch.setattr(snapshot, "file_lists", index)
+    me = SimpleNamespace(catalog=SimpleNamespace(conn=None), _files_of=files_of)
+    got = snapshot.SnapshotBuilder._left_out_files(me, [indexed, unindexed, own_folder, unanswered, settled], {})
+    assert got == {("default", "1" * 40): [("a.mkv", 1)], ("default", "2" * 40): [("b.mkv", 0)]}
+    assert ("default", "5" * 40) not in asked_index and len(asked_index) == 4
 
 
 def test_planner_still_moves_beside_another_torrents_skipped_file():

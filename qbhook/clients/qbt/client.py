@@ -145,7 +145,7 @@ class QbtClient(FindOrRaise):
         self._login_required = bool(username) and not api_key
         self._logged_in = False
         self._api_version: str | None = None
-        self._state_lag_s: float | None = None  # ``state_lag_s``, read once per connection
+        self._state_lag_s: float | None = None  # ``state_lag_s``, read once per run (``forget_state_lag``)
         self._api = self._make_api(url, username, password, api_key, timeout)
         # ``retries``: requests, each bounded by ``timeout``, before a transient failure is reported;
         # rounded down to whole rounds of the library's LIBRARY_TRIES (at least one round), so that
@@ -285,13 +285,20 @@ class QbtClient(FindOrRaise):
         """Seconds torrents/info may go on showing a torrent as it was before an action (a recheck,
         a stop; clients/port.py): qBittorrent recomputes each torrent's state and progress only on
         its refresh timer, ``refresh_interval`` in its preferences (ms; 1500 by default, raised by
-        people with big libraries). Read once per connection (``close`` forgets it); a preference
+        people with big libraries). Read once, until ``forget_state_lag`` (each executor run) or
+        ``close``: a person may raise it while ``serve`` runs on one connection; a preference
         not reported or not a number is qBittorrent's default, with a warning. A negative one or
         one above an hour is refused (QbtError): as the default it would let a stale 100 % pass
         for a finished check, and qBittorrent's GUI offers no such value."""
         if self._state_lag_s is None:
             self._state_lag_s = self._refresh_interval_ms(self.preferences().get("refresh_interval")) / 1000
         return self._state_lag_s
+
+    def forget_state_lag(self) -> None:
+        """Read ``refresh_interval`` again at the next ``state_lag_s``: the executor calls this as
+        each run starts, so a run waits on the interval set now (one preferences request a run),
+        not on the one read when ``serve`` started (R72)."""
+        self._state_lag_s = None
 
     def _refresh_interval_ms(self, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):

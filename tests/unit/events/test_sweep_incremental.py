@@ -879,17 +879,18 @@ def test_a_chunk_sees_a_writer_of_another_chunk_before_converging(bed, monkeypat
 
 @pytest.mark.parametrize("pad_files", [False, True])
 def test_a_chunk_sees_a_settled_torrent_of_another_chunk_that_skips_a_file(bed, monkeypatch, pad_files):
-    """As above, but H4 is settled: with a file at priority 0 (its file list in the index says so),
-    raising that priority makes it write into its folder again, the library's, so "Film" waits in
-    its chunk until H4 wants every file. With pad files instead (hybrid torrents: the listing's
-    size below its total size, every file wanted) nothing is skipped and "Film" converges."""
+    """As above, but H4 is settled: with the library's file at priority 0 (its file list in the index
+    says so), raising that priority makes it write into that file, so "Film" waits in its chunk
+    until H4 wants every file. Its file's place, exactly, as in one snapshot: not its whole folder
+    (R72). With pad files instead (hybrid torrents: the listing's size below its total size, every
+    file wanted) nothing is skipped and "Film" converges."""
     data = b"film data" * 50
     bed.payload(H1, bed.seed_s, "Film", {"film.mkv": data}, category="tv")
     write(bed.lib / "Film (2020)/film.mkv", data)
     files = [("film.mkv", len(data)), ("extra.mkv", 100)]
-    bed.qbt.add(H4, bed.lib, "Film (2020)", files, size=len(data), total_size=len(data) + 100)
+    bed.qbt.add(H4, bed.lib, "Film (2020)", files, size=100, total_size=len(data) + 100)
     if not pad_files:
-        bed.qbt.skipped[H4] = {1}
+        bed.qbt.skipped[H4] = {0}
     old = 1_600_000_000 * 10**9
     for p in (bed.seed_s / "Film/film.mkv", bed.lib / "Film (2020)/film.mkv"):
         os.utime(p, ns=(old, old))

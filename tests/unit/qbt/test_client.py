@@ -410,6 +410,8 @@ def test_the_state_lag_is_the_refresh_interval_read_once_per_connection(rsps, pr
     assert _preference_reads(rsps) == 1
     c.close()  # a next connection may find it changed
     assert c.state_lag_s == lag and _preference_reads(rsps) == 2
+    c.forget_state_lag()  # and so may the executor's next run on this one (serve never closes it)
+    assert c.state_lag_s == lag and _preference_reads(rsps) == 3
 
 
 @pytest.mark.parametrize("prefs", [{}, {"refresh_interval": "slow"}, {"refresh_interval": True}])
