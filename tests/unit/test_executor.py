@@ -1078,6 +1078,22 @@ def test_a_newcomer_linking_in_a_containers_spelling_rolls_the_group_back(world)
     assert all(os.path.exists(os.path.join(world.seed_s, rel)) for rel, _d in FILES)
 
 
+def test_a_newcomer_whose_file_heads_a_long_link_chain_is_no_traceback(world):
+    # R74: a chain of 3,000 symlinks (ELOOP for stat) made os.path.realpath recurse once per
+    # link: RecursionError, a traceback and "internal error" in the group's reason. A chain
+    # longer than the kernel follows reaches nothing: the group goes on, its files kept.
+    qbt = QbtConfig("qbt", "http://127.0.0.1:1", "admin", path_map=(("/data", str(world.stash)),))
+    world.cfg = replace(world.cfg, qbittorrent=(qbt,))
+    d = os.path.join(world.seed_s, "xs-chain")
+    os.makedirs(d)
+    n = 3000
+    for i in range(n):
+        os.symlink(f"c{i + 1}" if i + 1 < n else "/data/nowhere", os.path.join(d, f"c{i}"))
+    world.qbt.add(FakeTorrent(H3, "chain", d, [("c0", 10, 1)], added_on=int(time.time())))
+    g = world.executor().apply(demote_plan(world)).groups[0]
+    assert "RecursionError" not in (g.reason or "") and g.status == "done", (g.status, g.reason)
+
+
 class _DownClient:
     """Another configured client that does not answer (rTorrent stopped, its socket gone)."""
 
