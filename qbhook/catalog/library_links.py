@@ -271,8 +271,11 @@ def _reach(path: str, link: str, got: tuple[dict, dict, dict]) -> bool:
         folders.setdefault((st.st_dev, st.st_ino), link)
     try:
         places.setdefault(os.path.realpath(path), link)
-    except (OSError, ValueError):
-        pass  # nothing it names can be spelled: it reaches nothing the walk meets
+    except (OSError, ValueError, RecursionError):
+        # Nothing it names can be spelled: it reaches nothing the walk meets. RecursionError:
+        # realpath recurses once per link, and a planted chain of ~1,000 exhausts the stack (R74);
+        # the kernel gives up after 40, so no client reaches anything through it either.
+        pass
     return st is not None
 
 

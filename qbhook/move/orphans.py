@@ -120,6 +120,7 @@ from qbhook.catalog import library_links, state
 from qbhook.catalog.library_links import NO_LINKS, LibraryLinks
 from qbhook.clients.model import PART_SUFFIX, TorrentFile, TorrentInfo, is_part_file
 from qbhook.clients.port import ClientPort
+from qbhook.decide.facts import resolve_links
 from qbhook.dirfd import (
     LOOK_MAX_OPEN,
     FolderReader,
@@ -1031,7 +1032,7 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
         found.add(mine, partial, _host_maps(c))
     # A folder in use reached through a symlink: what it points at is in use too.
     seen = set(protected)
-    protected += [r for r in {os.path.realpath(p) for p in seen} if r not in seen]
+    protected += [r for r in {_real(p) for p in seen} if r not in seen]
     missing, unsized = _missing(maybe_missing, found.absent)
     return References(
         frozenset(found.files | found.targets),
@@ -1257,11 +1258,11 @@ def _reach(host: str, names: dict[tuple[int, int], set[str]], places: set[str]) 
 
 
 def _real(path: str) -> str:
-    """``os.path.realpath``, or ``path`` when it cannot be spelled (a NUL byte in a listed name)."""
-    try:
-        return os.path.realpath(path)
-    except (OSError, ValueError):
-        return path
+    """``path`` with its symlinks resolved (``facts.resolve_links``: iterative, the kernel's 40
+    hops), or ``path`` when that cannot be done (a NUL byte in a listed name, a loop, a chain too
+    long, which no client can follow either). ``os.path.realpath`` recursed once per link: a
+    chain of ~1,000 the torrent's user planted stopped ``orphans`` with a RecursionError (R74)."""
+    return resolve_links(path)
 
 
 def _host_maps(client) -> list:
