@@ -21,6 +21,7 @@ from qbhook.move import fsops
 from tests.helpers import write
 from tests.unit import test_fsops as _fx
 from tests.unit.test_fsops import b3, old
+from tests.unit.test_fsops_hostile import _hash_valid_now
 
 # pytest fixtures shared with test_fsops (two tmpfs pools with seeding roots and a catalog)
 tmpfs, fs2 = _fx.tmpfs, _fx.fs2
@@ -33,15 +34,6 @@ def _rewrite_keeping_size_and_mtime(path) -> None:
     with open(path, "r+b") as f:
         f.write(b"TAGGED!!")
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
-def _hash_valid_now(cat, path) -> bool:
-    row, st = cat.inode_by_path(str(path)), os.lstat(path)
-    return row.hash is not None and (row.size, row.mtime_ns, row.ctime_ns) == (
-        st.st_size,
-        st.st_mtime_ns,
-        st.st_ctime_ns,
-    )
 
 
 def test_a_kept_file_rewritten_while_a_single_relink_syncs_its_folder_gets_no_hash_carried(fs2, monkeypatch):

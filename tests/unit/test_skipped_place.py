@@ -128,12 +128,10 @@ def _saved_without_root_folder(**kw):
 _SEEDING_SKIPPING = {"progress": 1.0, "state": "stalledUP", "size": 1}
 
 
-@pytest.mark.parametrize("kw", [{}, _SEEDING_SKIPPING], ids=["downloading", "seeding-skipping-one"])
-def test_a_torrent_left_out_saved_without_its_root_folder_blocks_no_demote_into_its_category(kw):
-    """A partial snapshot (an event's closure, a sweep's chunk) leaves d out: d's content path is
-    the whole category folder, and as a place it may write it blocked b's demote into that folder
-    while d downloaded, or for good while it skipped a file. The index's file list of d names its
-    files' places: b's file is none of them, so b demotes as in one full snapshot (R72)."""
+def _b_beside_left_out_d(kw: dict, second: str):
+    """b's group, planned from a partial snapshot that left out d (saved without its root folder,
+    in b's destination category) whose index file list names ``new1.mkv`` and ``second`` (the one
+    it skips when it seeds)."""
     from dataclasses import replace
 
     from qbhook.decide import converge
@@ -144,9 +142,18 @@ def test_a_torrent_left_out_saved_without_its_root_folder_blocks_no_demote_into_
     d = _saved_without_root_folder(**kw)
     key = ("default", "d" * 40)
     skipping = {key: (bool(kw), d.size, d.total_size)}
-    files = {key: [("new1.mkv", 1), ("new2.mkv", 0 if kw else 1)]}
+    files = {key: [("new1.mkv", 1), (second, 0 if kw else 1)]}
     snap = replace(w.snapshot(), write_prefixes=converge.write_prefixes([d], None, skipping, files))
-    g = _group_of(make_plan(snap, PolicyConfig()), "b")
+    return _group_of(make_plan(snap, PolicyConfig()), "b")
+
+
+@pytest.mark.parametrize("kw", [{}, _SEEDING_SKIPPING], ids=["downloading", "seeding-skipping-one"])
+def test_a_torrent_left_out_saved_without_its_root_folder_blocks_no_demote_into_its_category(kw):
+    """A partial snapshot (an event's closure, a sweep's chunk) leaves d out: d's content path is
+    the whole category folder, and as a place it may write it blocked b's demote into that folder
+    while d downloaded, or for good while it skipped a file. The index's file list of d names its
+    files' places: b's file is none of them, so b demotes as in one full snapshot (R72)."""
+    g = _b_beside_left_out_d(kw, "new2.mkv")
     assert g.action == "demote", g.reason
 
 
@@ -154,19 +161,7 @@ def test_a_torrent_left_out_saved_without_its_root_folder_blocks_no_demote_into_
 def test_a_torrent_left_out_still_blocks_a_demote_onto_its_known_file(kw):
     """The same world, where d's file (the one it skips, when it seeds) is b's destination exactly:
     blocked, as in one full snapshot."""
-    from dataclasses import replace
-
-    from qbhook.decide import converge
-
-    w = World()
-    w.payload(S + "/movies", {"Old.Movie/old.mkv": "OLD"})
-    w.torrent("b" * 40, S + "/movies", ["Old.Movie/old.mkv"])
-    d = _saved_without_root_folder(**kw)
-    key = ("default", "d" * 40)
-    skipping = {key: (bool(kw), d.size, d.total_size)}
-    files = {key: [("new1.mkv", 1), ("Old.Movie/old.mkv", 0 if kw else 1)]}
-    snap = replace(w.snapshot(), write_prefixes=converge.write_prefixes([d], None, skipping, files))
-    g = _group_of(make_plan(snap, PolicyConfig()), "b")
+    g = _b_beside_left_out_d(kw, "Old.Movie/old.mkv")
     place = P + "/movies/Old.Movie/old.mkv"
     assert g.action == "blocked" and WRITES_INTO + place + " (a torrent that may still write" in g.reason
 
