@@ -627,26 +627,6 @@ def skipped_files_known(conn: sqlite3.Connection) -> dict[tuple[str, str], tuple
     return {(instance, h): (bool(p), size, total) for instance, h, p, size, total in rows}
 
 
-def file_lists(
-    conn: sqlite3.Connection, keys: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], list[tuple[str, int]]]:
-    """(instance, hash) -> [(rel, priority)] of each of ``keys`` the index holds, not gone, with a
-    file list: where a torrent a partial snapshot leaves out may write, exactly
-    (``converge.write_prefixes``), not its content folder, which in qBittorrent's "Don't create
-    subfolder" layout is its whole save path (a category folder). Asked only for the few that may
-    write (not settled, or skipping a file): one indexed lookup each."""
-    out: dict[tuple[str, str], list[tuple[str, int]]] = {}
-    for instance, h in keys:
-        rows = conn.execute(
-            "SELECT f.rel, f.priority FROM torrent_files f JOIN torrents t ON t.id = f.torrent "
-            "WHERE t.instance = ? AND t.hash = ? AND t.gone_at IS NULL ORDER BY f.idx",
-            (instance, h),
-        ).fetchall()
-        if rows:
-            out[(instance, h)] = [(rel, priority) for rel, priority in rows]
-    return out
-
-
 def unplaced_files(
     conn: sqlite3.Connection, sizes: Iterable[int] | None = None
 ) -> list[tuple[str, str, str, bytes, int]]:

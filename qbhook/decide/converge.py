@@ -185,15 +185,14 @@ def write_prefixes(
 ) -> frozenset[str]:
     """``Snapshot.write_prefixes``: where each of ``infos`` (``clients.model.TorrentInfo``, host paths:
     torrents a partial snapshot leaves out) that is not settled, or skips files (``may_write``), may
-    write. With its file list (``files``: (rel, priority) by (instance, hash), the torrent index's,
-    ``catalog.torrents.file_lists``) the places of its files exactly, as ``write_paths`` has them for
-    a torrent of the snapshot (``_write_names``). Without one its content's places
-    (``content_places``): a folder of its own, a single file. The same world then gives what one
-    full snapshot gives: in qBittorrent's "Don't create subfolder" layout a multi-file torrent's
-    content path is its save path, a whole category folder, and as a prefix it blocked every move
-    into that category while the torrent downloaded, or for good while it skipped a file (R72).
-    ``SnapshotBuilder._left_out_files`` gives a file list for every such torrent it can (the
-    index's, else the client's); only one neither knows keeps its folder here, for that run.
+    write. With its file list (``files``: (rel, priority) by (instance, hash), asked of its client
+    by ``SnapshotBuilder._left_out_files``) the places of its files exactly, as ``write_paths`` has
+    them for a torrent of the snapshot (``_write_names``). Without one its content's places
+    (``content_places``): a folder of its own, a single file. Only a torrent whose content path is
+    its save path has a list: in qBittorrent's "Don't create subfolder" layout that is a whole
+    category folder, and as a prefix it blocked every move into that category while the torrent
+    downloaded, or for good while it skipped a file (R72). One whose client did not answer keeps
+    its folder here, for that run.
     ``skipping``: what the index's file lists say (``catalog.torrents.skipped_files_known``); see
     ``_skips``."""
     out: set[str] = set()

@@ -56,7 +56,7 @@ from qbhook.catalog import library_links
 from qbhook.catalog.hashing import HashBudget, Located, ensure_hashes, settled
 from qbhook.catalog.library_links import LibraryLinks
 from qbhook.catalog.store import Catalog
-from qbhook.catalog.torrents import file_lists, missing_torrents, skipped_files_known, unplaced_files
+from qbhook.catalog.torrents import missing_torrents, skipped_files_known, unplaced_files
 from qbhook.clients.model import is_relative_path
 from qbhook.clients.port import BatchListing, ClientPort
 from qbhook.config import Config
@@ -442,18 +442,18 @@ class SnapshotBuilder:
 
     def _left_out_files(self, left_out: list, known: dict | None) -> dict[tuple[str, str], list[tuple[str, int]]]:
         """The file lists, (rel, priority) each, of the torrents ``left_out`` that may write
-        (``converge.may_write``), for ``converge.write_prefixes`` to name their files' places: the
-        index's (``file_lists``). One the index holds none of (added since its last sync) whose
-        content path is its save or download path (``converge.shares_its_folder``) is asked of its
-        client: its folder would be a category's. One whose client does not answer keeps its folder
-        for this run: a move blocked is safe, a file put where that torrent writes is not."""
+        (``converge.may_write``) and whose content path is their save or download path
+        (``converge.shares_its_folder``: as a prefix their folder would be a whole category's), for
+        ``converge.write_prefixes`` to name their files' places. Asked of the client (the batched
+        listing when it gave one), never taken from the index: a file renamed below the root
+        (``renameFile``) or a re-add keeps the index's old names for good, and a stale name let a
+        move put its only copy where that torrent writes (R75). A torrent with a folder of its own
+        keeps that folder (a rename stays inside it); one whose client does not answer keeps its
+        folder for this run: a move blocked is safe, a file put where that torrent writes is not."""
         known = known or {}
-        writing = [t for t in left_out if converge.may_write(t, known.get((t.instance, t.hash)))]
-        if not writing:
-            return {}
-        out = file_lists(self.catalog.conn, [(t.instance, t.hash) for t in writing])
-        for t in writing:
-            if (t.instance, t.hash) not in out and converge.shares_its_folder(t):
+        out: dict[tuple[str, str], list[tuple[str, int]]] = {}
+        for t in left_out:
+            if converge.shares_its_folder(t) and converge.may_write(t, known.get((t.instance, t.hash))):
                 try:
                     out[(t.instance, t.hash)] = [(f.name, f.priority) for f in self._files_of(t)]
                 except QbtError:

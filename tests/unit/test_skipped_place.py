@@ -166,38 +166,52 @@ def test_a_torrent_left_out_still_blocks_a_demote_onto_its_known_file(kw):
     assert g.action == "blocked" and WRITES_INTO + place + " (a torrent that may still write" in g.reason
 
 
-def test_the_snapshot_asks_a_torrent_left_out_for_its_file_list_only_when_its_folder_is_a_category(monkeypatch):
-    """``SnapshotBuilder._left_out_files``: the index's lists of the torrents left out that may write;
-    the client's for one the index lacks whose content path is its save path; none for one with its
-    own root folder (that folder is exact enough), nor for one whose client does not answer (its
-    folder stays, for this run), nor for a settled one wanting every file."""
+def test_the_snapshot_asks_a_torrent_left_out_for_its_file_list_only_when_its_folder_is_a_category():
+    """``SnapshotBuilder._left_out_files``: the client's lists (never the index's) of the torrents
+    left out that may write and whose content path is their save path; none for one with its own
+    root folder (that folder is exact, a rename below it stays inside), nor for one whose client
+    does not answer (its folder stays, for this run), nor for a settled one wanting every file."""
     from types import SimpleNamespace
 
     from qbhook.clients.model import TorrentFile
     from qbhook.decide import snapshot
     from qbhook.errors import QbtUnreachable
 
-    indexed = _saved_without_root_folder(hash="1" * 40)
-    unindexed = _saved_without_root_folder(hash="2" * 40)
+    one = _saved_without_root_folder(hash="1" * 40)
     own_folder = _saved_without_root_folder(hash="3" * 40, content_path=P + "/movies/Own")
     unanswered = _saved_without_root_folder(hash="4" * 40)
     settled = _saved_without_root_folder(hash="5" * 40, progress=1.0, state="stalledUP")
-    asked_index: list = []
-
-    def index(conn, keys):
-        asked_index.extend(keys)
-        return {("default", "1" * 40): [("a.mkv", 1)]}
+    asked: list = []
 
     def files_of(t):
+        asked.append(t.hash)
         if t.hash == "4" * 40:
             raise QbtUnreachable("qbt unreachable")
         return [TorrentFile(0, "b.mkv", 5, 0.0, 0)]
 
-    monkeypatch.setattr(snapshot, "file_lists", index)
-    me = SimpleNamespace(catalog=SimpleNamespace(conn=None), _files_of=files_of)
-    got = snapshot.SnapshotBuilder._left_out_files(me, [indexed, unindexed, own_folder, unanswered, settled], {})
-    assert got == {("default", "1" * 40): [("a.mkv", 1)], ("default", "2" * 40): [("b.mkv", 0)]}
-    assert ("default", "5" * 40) not in asked_index and len(asked_index) == 4
+    me = SimpleNamespace(catalog=None, _files_of=files_of)
+    got = snapshot.SnapshotBuilder._left_out_files(me, [one, own_folder, unanswered, settled], {})
+    assert got == {("default", "1" * 40): [("b.mkv", 0)]}
+    assert asked == ["1" * 40, "4" * 40]
+
+
+def test_a_file_renamed_below_a_left_out_torrents_folder_still_blocks_the_move_onto_it(tmp_path):
+    """R75: the index keeps a file's old name after ``renameFile`` (its files_key does not move),
+    and the index's list let a partial snapshot demote b onto the renamed file's new place, where d
+    (left out, downloading, saved without its root folder) writes: b's only copy overwritten. The
+    client's own list names the new place."""
+    from dataclasses import replace
+
+    from qbhook.decide import converge
+
+    w = World()
+    w.payload(S + "/movies", {"Old.Movie/old.mkv": "OLD"})
+    w.torrent("b" * 40, S + "/movies", ["Old.Movie/old.mkv"])
+    d = _saved_without_root_folder()
+    live = {("default", "d" * 40): [("new1.mkv", 1), ("Old.Movie/old.mkv", 1)]}  # renamed in qBittorrent
+    snap = replace(w.snapshot(), write_prefixes=converge.write_prefixes([d], None, {}, live))
+    g = _group_of(make_plan(snap, PolicyConfig()), "b")
+    assert g.action == "blocked" and WRITES_INTO + P + "/movies/Old.Movie/old.mkv" in g.reason, g.reason
 
 
 def test_planner_still_moves_beside_another_torrents_skipped_file():
