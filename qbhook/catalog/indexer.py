@@ -614,6 +614,12 @@ class IndexedFiles:
     torrent with a wanted file that resolves to none and is absent on disk (``relist``,
     ``_absent``) is asked live instead, and the live answer kept in ``relisted`` for
     ``write_back`` to put in the index.
+
+    A skipped file (priority 0) is never written, so a rename of it leaves nothing absent on disk
+    to see, and its old name would stay for good: the place the torrent writes into once its
+    priority is raised, which a demote could fill with another torrent's only copy (R76). A
+    complete torrent skipping a file is therefore always asked live (``snapshot_view``): one
+    request per such torrent a sweep. Torrents wanting every file keep the index's list.
     """
 
     def __init__(
@@ -665,8 +671,12 @@ def snapshot_view(
         done = {t.hash for t in typed if t.is_complete and stored.get(t.hash)}
         unplaced = idx.unplaced_wanted(c.name)
         renamed = {h for h in done & unplaced.keys() if _absent(unplaced[h])}  # maybe: listed live
-        complete = done - renamed
-        relist = {t.hash: t for t in typed if t.hash in renamed}
+        # A skipped file's place is where the torrent writes once its priority is raised, and a
+        # rename of it is never seen on disk (it has no file): such a torrent is always listed live.
+        # The cost: one files request per complete torrent skipping a file, every sweep.
+        live = renamed | (done & idx.skipping(c.name))
+        complete = done - live
+        relist = {t.hash: t for t in typed if t.hash in live}
         wrapped.append(IndexedFiles(c, idx, complete, relist))
         infos.extend(typed)
     return wrapped, infos

@@ -477,6 +477,18 @@ class TorrentIndex:
             out[h].append(bytes(path))
         return dict(out)
 
+    def skipping(self, instance: str) -> set[str]:
+        """Hashes of the present torrents of ``instance`` with a file at priority 0 (skipped) in
+        their stored list. One pass over the file rows (no index serves a priority)."""
+        return {
+            h
+            for (h,) in self.conn.execute(
+                "SELECT DISTINCT t.hash FROM torrent_files f JOIN torrents t ON t.id = f.torrent "
+                "WHERE f.priority = 0 AND t.instance = ? AND t.gone_at IS NULL",
+                (instance,),
+            )
+        }
+
     def groups(self) -> dict[tuple[str, str], str]:
         """(instance, hash) -> payload group id, grouping present torrents that share a path or an inode.
 

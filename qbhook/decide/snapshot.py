@@ -107,6 +107,7 @@ class SweepReach:
         self.unplaced: dict[int, list[tuple[str, str, str, str]]] | None = None  # size -> (instance, hash, name, path)
         self.listed: dict[tuple[str, str], list[tuple[str, int]]] = {}
         self.ways: dict[str, dict[str, str]] = {}  # path -> the symlinks on its way (path -> target)
+        self.there: dict[str, bool] = {}  # index path -> on disk, a dangling link included (``_renamed``)
         # path -> (st_dev, st_ino) its links reach, followed (None: nothing), ``_link_identities``
         self.followed: dict[str, tuple[int, int] | None] = {}
         # The libraries' symlinks (``SnapshotBuilder._library``), or why they are unseen: one walk a sweep.
@@ -339,9 +340,11 @@ class SnapshotBuilder:
         never catalogued, so its file has no inode there; each such file of a wanted size is lstat-ed
         here, which notes the link in ``self.symlinks``. A left-out torrent the index holds no files of
         (added since its last sync) is looked at by its content path, and its files listed unless that
-        is a single file reached without a link (``_maybe_linked``). The cost: one indexed query
-        returning those files, one lstat each, plus one lstat and at most one file listing per
-        left-out torrent the index does not hold (none after a sync): not per torrent; and with
+        is a single file reached without a link (``_maybe_linked``); so is one with such a file gone
+        from disk (``_renamed``): a file link renamed in its client (renameFile) keeps the index's old
+        name, where no link is left to see (R76). The cost: one indexed query returning those files,
+        one lstat each, plus one lstat and at most one file listing per left-out torrent the index
+        does not hold (none after a sync) or with such a file gone: not per torrent; and with
         ``reach``, once a sweep, not once a chunk."""
         sizes = {f.size for t in torrents for f in t.files if f.inode is not None}
         if not sizes:
@@ -358,10 +361,14 @@ class SnapshotBuilder:
             for instance, h, name, path in reach.unplaced.get(size, ())
             if (instance, h) not in inside
         ]
-        for t in left_out:
-            key = (t.instance, t.hash)
-            if key in known or not t.content_path.startswith("/"):
-                continue
+        gone = self._renamed(files, reach)
+        ask = {
+            (t.instance, t.hash): t
+            for t in left_out
+            if t.content_path.startswith("/") and ((t.instance, t.hash) not in known or (t.instance, t.hash) in gone)
+        }
+        files = [f for f in files if (f[0], f[1]) not in ask]
+        for key, t in ask.items():
             listed = reach.listed.get(key)
             if listed is None:
                 listed = reach.listed[key] = self._maybe_linked(t)
@@ -371,6 +378,21 @@ class SnapshotBuilder:
             for inst, h, name, path, size in files
             if self._links_on(path, reach)
         )
+
+    @staticmethod
+    def _renamed(files: list, reach: SweepReach) -> set[tuple[str, str]]:
+        """(instance, hash) of the torrents with one of these index paths not on disk, not even as a
+        dangling link (``indexer._absent``): renamed in the client since the index listed it, or
+        not written yet. Their index names say nothing of where their links are now. One lstat a
+        path, once per ``reach``."""
+        out = set()
+        for instance, h, _name, path, _size in files:
+            there = reach.there.get(path)
+            if there is None:
+                there = reach.there[path] = os.path.lexists(path)
+            if not there:
+                out.add((instance, h))
+        return out
 
     def _link_identities(
         self, torrents: list[TorrentFact], reaching: tuple[ReachingFile, ...], reach: SweepReach | None
@@ -423,10 +445,11 @@ class SnapshotBuilder:
         return bool(ways)
 
     def _maybe_linked(self, t) -> list[tuple[str, int]]:
-        """(path, size) of the files of ``t``, a left-out torrent the index does not hold, that may pass
-        through a symlink: every file when its content path is a folder (cross-seed's file links are
-        below a real one, where no lstat of the content path sees them) or passes through a link;
-        none for a single file reached without one, or nothing there."""
+        """(path, size) of the files of ``t``, a left-out torrent the index does not hold (or holds
+        under a name gone from disk, ``_reaching``), that may pass through a symlink: every file
+        when its content path is a folder (cross-seed's file links are below a real one, where no
+        lstat of the content path sees them) or passes through a link; none for a single file
+        reached without one, or nothing there."""
         content = canonical_path(t.content_path)
         st = self._lstat(content, note=True)
         if st is None and not self._via_link(content):

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from qbhook.catalog import indexer
 from qbhook.catalog.indexer import sync_client
+from qbhook.catalog.torrents import TorrentIndex
 from qbhook.decide.planner import make_plan
-from qbhook.decide.snapshot import build_snapshot
+from qbhook.decide.snapshot import SnapshotBuilder, build_snapshot
 from tests.helpers import write
 from tests.unit.test_executor import FakeQbt, FakeTorrent
 from tests.unit.test_snapshot_paths import bed  # noqa: F401  (fixture)
@@ -29,7 +31,10 @@ class _NoSubfolderQbt(FakeQbt):
 
 
 def _b_group(bed, hashes):  # noqa: F811
-    snap = build_snapshot(bed.cfg, bed.cat, [bed.qbt], hashes=hashes)
+    return _b_of(build_snapshot(bed.cfg, bed.cat, [bed.qbt], hashes=hashes), bed)
+
+
+def _b_of(snap, bed):  # noqa: F811
     return next(g for g in make_plan(snap, bed.cfg.policy).groups if B in g.torrents)
 
 
@@ -46,3 +51,42 @@ def test_a_file_renamed_in_its_client_blocks_a_move_onto_its_new_place_in_a_part
     assert _b_group(bed, None).action == "blocked"
     part = _b_group(bed, [B])
     assert part.action == "blocked", (part.action, part.reason)
+
+
+def _skipped_file_renamed(bed):  # noqa: F811
+    """b beside d, complete and settled, saved without its root folder; d's second file skipped
+    (priority 0, never written) and renamed in qBittorrent onto b's demote destination: d writes
+    there once its priority is raised. Nothing of d's record moves, and the skipped file has no
+    old name on disk to miss: the index keeps ``new2.mkv`` (R76). Returns the second sync."""
+    bed.qbt = _NoSubfolderQbt()
+    write(bed.seed_s / "movies/Old.Movie/old.mkv", b"OLD")
+    bed.qbt.add(FakeTorrent(B, "Old.Movie", str(bed.seed_s / "movies"), [("Old.Movie/old.mkv", 3, 1)], tags={"~noHL"}))
+    write(bed.seed_p / "movies/new1.mkv", b"N")
+    d = FakeTorrent(D, "Pack", str(bed.seed_p / "movies"), [("new1.mkv", 1, 1), ("new2.mkv", 3, 0)])
+    bed.qbt.add(d)
+    sync_client(bed.cat, bed.qbt)
+    d.files[1] = ("Old.Movie/old.mkv", 3, 0)
+    return sync_client(bed.cat, bed.qbt)
+
+
+def test_a_skipped_file_renamed_in_its_client_blocks_the_sweeps_full_snapshot(bed):  # noqa: F811
+    """The sweep plans on file lists from the index (``snapshot_view``): a complete torrent that
+    skips a file is asked live, so the renamed place is in write_paths; the live list is then
+    written back to the index."""
+    rep = _skipped_file_renamed(bed)
+    clients, infos = indexer.snapshot_view(bed.cat, [bed.qbt], [rep])
+    snap = SnapshotBuilder(bed.cfg, bed.cat, list(clients)).build(None, infos=infos, live=False)
+    g = _b_of(snap, bed)
+    assert g.action == "blocked", (g.action, g.reason)
+    assert str(bed.seed_p / "movies/Old.Movie/old.mkv") in snap.write_paths
+    assert indexer.write_back(bed.cat, clients) == 1
+    assert [r[1] for r in TorrentIndex(bed.cat.conn).files(bed.qbt.name, D)] == ["new1.mkv", "Old.Movie/old.mkv"]
+
+
+def test_a_skipped_file_renamed_in_its_client_blocks_a_sweep_chunk_leaving_it_out(bed):  # noqa: F811
+    rep = _skipped_file_renamed(bed)
+    clients, infos = indexer.snapshot_view(bed.cat, [bed.qbt], [rep])
+    part = [t for t in infos if t.hash == B]
+    snap = SnapshotBuilder(bed.cfg, bed.cat, list(clients)).build(None, infos=part, listing=infos, live=False)
+    g = _b_of(snap, bed)
+    assert g.action == "blocked", (g.action, g.reason)

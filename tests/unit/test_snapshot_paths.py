@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from qbhook.catalog.fsid import MARKER_NAME
-from qbhook.catalog.indexer import sync_client
+from qbhook.catalog.indexer import snapshot_view, sync_client
 from qbhook.catalog.store import Catalog
 from qbhook.decide import snapshot as snapshot_mod
 from qbhook.decide.planner import make_plan
@@ -558,6 +558,27 @@ def test_a_torrent_the_index_does_not_hold_yet_is_seen_by_its_files(bed, link):
     _snap, plan = plan_of(bed, hashes=[H])
     g = group(plan, H)
     assert g.action == "blocked" and g.blockers == [reached_reason(bed, link)]
+
+
+@pytest.mark.parametrize("how", ["event", "sweep chunk"])
+def test_a_file_link_renamed_in_its_client_still_blocks_the_group_it_reaches(bed, how):
+    """cross-seed's file link renamed in qBittorrent (renameFile renames the link): nothing of the
+    torrent's record moves, so the index keeps the old name, where no link is left to lstat. A
+    torrent with an index path gone from disk is listed, as one the index does not hold (R76)."""
+    reaching_bed(bed, link="file")
+    os.rename(bed.seed_s / "xseed/Movie/m.mkv", bed.seed_s / "xseed/Movie/m2.mkv")
+    bed.qbt.t[H2].files[0] = ("Movie/m2.mkv", 5, 1)
+    rep = sync_client(bed.cat, bed.qbt)
+    if how == "event":
+        _snap, plan = plan_of(bed, hashes=[H])
+    else:  # the sweep's clients answer a complete torrent's files from the index (snapshot_view)
+        clients, listing = snapshot_view(bed.cat, [bed.qbt], [rep])
+        chunk = [t for t in listing if t.hash == H]
+        builder = SnapshotBuilder(bed.cfg, bed.cat, list(clients))
+        plan = make_plan(builder.build(infos=chunk, listing=listing, reach=SweepReach(), live=False), bed.cfg.policy)
+    g = group(plan, H)
+    assert g.action == "blocked", (g.action, g.reason)
+    assert g.blockers == [reached_reason(bed, "file").replace("xseed/Movie/m.mkv ->", "xseed/Movie/m2.mkv ->")]
 
 
 @pytest.mark.parametrize("link", ["folder", "file"])
