@@ -619,7 +619,8 @@ class IndexedFiles:
     to see, and its old name would stay for good: the place the torrent writes into once its
     priority is raised, which a demote could fill with another torrent's only copy (R76). A
     complete torrent skipping a file is therefore always asked live (``snapshot_view``): one
-    request per such torrent a sweep. Torrents wanting every file keep the index's list.
+    request per such torrent a sweep (the answer is kept in ``relisted`` and given again to the
+    sweep's other chunks). Torrents wanting every file keep the index's list.
     """
 
     def __init__(
@@ -641,6 +642,8 @@ class IndexedFiles:
                 TorrentFile(index=i, name=rel, size=size, progress=1.0, priority=prio)
                 for i, rel, size, prio, _path, _inode in self._index.files(self._client.name, h)
             ]
+        if h in self.relisted:  # asked once a sweep: its chunks and their left-out torrents ask again (R77)
+            return self.relisted[h][1]
         live = self._client.files(any_hash)
         if h in self._relist:
             self.relisted[h] = (self._relist[h], live)

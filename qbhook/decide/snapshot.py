@@ -84,7 +84,7 @@ from qbhook.decide.grouping import payload_groups
 from qbhook.decide.heap import collector_paused
 from qbhook.decide.policy import policy_blocks_demote
 from qbhook.dirfd import FolderReader, FolderRefused
-from qbhook.errors import LibraryLinksUnseen, PathMapError, QbhookError, QbtError
+from qbhook.errors import LibraryLinksUnseen, PathMapError, QbhookError, QbtError, UnknownTorrent
 from qbhook.paths import root_holding
 from qbhook.progress import Progress
 from qbhook.space import Space, space_at
@@ -107,6 +107,9 @@ class SweepReach:
         self.unplaced: dict[int, list[tuple[str, str, str, str]]] | None = None  # size -> (instance, hash, name, path)
         self.listed: dict[tuple[str, str], list[tuple[str, int]]] = {}
         self.ways: dict[str, dict[str, str]] = {}  # path -> the symlinks on its way (path -> target)
+        # (instance, hash) -> the client's file list of a left-out torrent that may write into its
+        # category folder (``_left_out_files``), None: its client did not answer (its folder kept)
+        self.write_lists: dict[tuple[str, str], list[tuple[str, int]] | None] = {}
         self.there: dict[str, bool] = {}  # index path -> on disk, a dangling link included (``_renamed``)
         # path -> (st_dev, st_ino) its links reach, followed (None: nothing), ``_link_identities``
         self.followed: dict[str, tuple[int, int] | None] = {}
@@ -228,7 +231,7 @@ class SnapshotBuilder:
         known = None
         if left_out or partial:
             known = skipping() if skipping is not None else skipped_files_known(self.catalog.conn)
-        write_prefixes = converge.write_prefixes(left_out, resolve, known, self._left_out_files(left_out, known))
+        write_prefixes = converge.write_prefixes(left_out, resolve, known, self._left_out_files(left_out, known, reach))
         reaching = self._reaching(torrents, left_out, known, reach) if partial else ()
         pools = tuple(self._pool_fact(p) for p in self.cfg.pools)
         self._hash_what_decisions_need(torrents, pools, now)
@@ -456,14 +459,22 @@ class SnapshotBuilder:
             return []
         if st is not None and stat_mod.S_ISREG(st.st_mode):
             return []
+        try:
+            listed = self._files_of(t)
+        except UnknownTorrent:
+            # Removed since the listing (a sweep's chunks run minutes after its sync): it reaches
+            # nothing now, and the next sync marks it gone. Raised, it failed the whole sweep (R77).
+            return []
         out = []
-        for f in self._files_of(t):
+        for f in listed:
             path, looked_up = torrent_file_path(t.save_path, f.name)
             if looked_up:
                 out.append((path, f.size))
         return out
 
-    def _left_out_files(self, left_out: list, known: dict | None) -> dict[tuple[str, str], list[tuple[str, int]]]:
+    def _left_out_files(
+        self, left_out: list, known: dict | None, reach: SweepReach | None = None
+    ) -> dict[tuple[str, str], list[tuple[str, int]]]:
         """The file lists, (rel, priority) each, of the torrents ``left_out`` that may write
         (``converge.may_write``) and whose content path is their save or download path
         (``converge.shares_its_folder``: as a prefix their folder would be a whole category's), for
@@ -475,12 +486,18 @@ class SnapshotBuilder:
         folder for this run: a move blocked is safe, a file put where that torrent writes is not."""
         known = known or {}
         out: dict[tuple[str, str], list[tuple[str, int]]] = {}
+        asked = reach.write_lists if reach is not None else {}  # once a sweep, not once a chunk (R77)
         for t in left_out:
-            if converge.shares_its_folder(t) and converge.may_write(t, known.get((t.instance, t.hash))):
+            key = (t.instance, t.hash)
+            if not (converge.shares_its_folder(t) and converge.may_write(t, known.get(key))):
+                continue
+            if key not in asked:
                 try:
-                    out[(t.instance, t.hash)] = [(f.name, f.priority) for f in self._files_of(t)]
+                    asked[key] = [(f.name, f.priority) for f in self._files_of(t)]
                 except QbtError:
-                    pass
+                    asked[key] = None
+            if asked[key] is not None:
+                out[key] = asked[key]
         return out
 
     def _files_of(self, t) -> list:

@@ -90,3 +90,58 @@ def test_a_skipped_file_renamed_in_its_client_blocks_a_sweep_chunk_leaving_it_ou
     snap = SnapshotBuilder(bed.cfg, bed.cat, list(clients)).build(None, infos=part, listing=infos, live=False)
     g = _b_of(snap, bed)
     assert g.action == "blocked", (g.action, g.reason)
+
+
+class _CountingQbt(_NoSubfolderQbt):
+    def __init__(self):
+        super().__init__()
+        self.file_calls: list[str] = []
+
+    def files(self, h):
+        self.file_calls.append(h)
+        return super().files(h)
+
+
+def _b_e_and_d_skipping(bed):  # noqa: F811
+    """b and e complete on /stash; d complete on /pool, saved without its root folder, skipping a file."""
+    from qbhook.catalog.indexer import sync_client
+
+    bed.qbt = _CountingQbt()
+    write(bed.seed_s / "movies/Old.Movie/old.mkv", b"OLD")
+    bed.qbt.add(FakeTorrent(B, "Old.Movie", str(bed.seed_s / "movies"), [("Old.Movie/old.mkv", 3, 1)], tags={"~noHL"}))
+    write(bed.seed_s / "tv/Show/ep.mkv", b"EPIS")
+    bed.qbt.add(FakeTorrent("e" * 40, "Show", str(bed.seed_s / "tv"), [("Show/ep.mkv", 4, 1)], tags={"~noHL"}))
+    write(bed.seed_p / "movies/new1.mkv", b"N")
+    bed.qbt.add(FakeTorrent(D, "Pack", str(bed.seed_p / "movies"), [("new1.mkv", 1, 1), ("new2.mkv", 3, 0)]))
+    return sync_client(bed.cat, bed.qbt)
+
+
+def test_a_sweep_in_chunks_asks_a_torrent_skipping_a_file_for_its_list_once(bed, monkeypatch):  # noqa: F811
+    # R77: each chunk and each left-out torrent's check asked again (3 chunks: 4 requests).
+    import time
+
+    from qbhook.catalog import indexer
+    from qbhook.catalog.torrents import TorrentIndex
+    from qbhook.events import worker
+
+    rep = _b_e_and_d_skipping(bed)
+    monkeypatch.setattr(worker, "_CHUNK_TORRENTS", 1)
+    view = indexer.snapshot_view(bed.cat, [bed.qbt], [rep])
+    bed.qbt.file_calls.clear()
+    index = TorrentIndex(bed.cat.conn)
+    worker._plan_in_chunks(bed.cfg, bed.cat, index, [bed.qbt], view, None, None, True, time.time(), live=False)
+    assert bed.qbt.file_calls.count(D) == 1
+
+
+def test_a_chunk_leaving_out_a_torrent_removed_since_the_sync_still_plans(bed):  # noqa: F811
+    # R77: the left-out torrent's listing raised UnknownTorrent and failed the whole sweep.
+    from qbhook.catalog import indexer
+    from qbhook.decide.snapshot import SnapshotBuilder, SweepReach
+
+    rep = _b_e_and_d_skipping(bed)
+    clients, infos = indexer.snapshot_view(bed.cat, [bed.qbt], [rep])
+    del bed.qbt.t[D]
+    part = [t for t in infos if t.hash == B]
+    builder = SnapshotBuilder(bed.cfg, bed.cat, list(clients))
+    snap = builder.build(None, infos=part, listing=infos, live=False, reach=SweepReach())
+    assert [t.hash for t in snap.torrents] == [B]
