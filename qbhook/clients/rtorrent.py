@@ -882,14 +882,16 @@ def _files(rows: Any, prefix: str, where: str) -> list[TorrentFile]:
         path = f.text("f.path=")
         if not path:
             raise f.bad("f.path", row[0], "missing")
-        # counts as rTorrent keeps them: chunks done of the file's chunks, priority 0 (off) to 2 (high)
+        # counts as rTorrent keeps them: chunks done of the file's chunks, priority 0 (off) to 2 (high).
+        # Done may exceed the file's chunks (a real rtorrent 0.9.8 reported 5 of 4: the two count a
+        # file's edge chunks differently), so the share is capped, not refused.
         chunks = f.number("f.size_chunks=", int, None, 0)
         out.append(
             TorrentFile(
                 index=index,
                 name=f"{prefix}/{path}" if prefix else path,
                 size=f.number("f.size_bytes=", int, None, 0),
-                progress=(f.number("f.completed_chunks=", int, None, 0, chunks) / chunks) if chunks else 1.0,
+                progress=min(1.0, f.number("f.completed_chunks=", int, None, 0) / chunks) if chunks else 1.0,
                 priority=f.number("f.priority=", int, None, 0, 2),
             )
         )

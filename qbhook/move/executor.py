@@ -2457,9 +2457,14 @@ class Executor:
         would leave each recheck's wait too short for what qBittorrent now shows (R72)."""
         clients = self.ctx.clients
         for c in clients.values() if isinstance(clients, Mapping) else clients:
-            forget = getattr(c, "forget_state_lag", None)
-            if forget is not None:
-                forget()
+            try:
+                forget = getattr(c, "forget_state_lag", None)
+                if forget is not None:
+                    forget()
+            except QbtError:
+                # A client that cannot be reached even to be asked (a wrapper answering every
+                # attribute through its connection) fails its groups where they use it, not the run.
+                continue
 
     def _client(self, instance: str) -> ClientPort:
         try:
