@@ -449,7 +449,14 @@ def _bed(pools, tmp_path, clients, hashes, files) -> DemoteBed:
 
 
 def _assert_demoted(bed: DemoteBed, rt_client):
-    by_hash = {t.hash: t for c in bed.clients for t in c.torrents()}
+    # The group's start steps run right before its tags and deletes (fix-w95: started only after
+    # verify_group), and qBittorrent shows a start at its next refresh: read until both show it.
+    deadline = time.monotonic() + 10
+    while True:
+        by_hash = {t.hash: t for c in bed.clients for t in c.torrents()}
+        if all(by_hash[h].state == "stalledUP" for h in bed.hashes) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert by_hash[bed.hashes[0]].save_path == str(bed.seed_p / "tv")
     assert by_hash[bed.hashes[1]].save_path == str(bed.seed_p / "cross-seed" / "TrackerA")
     for h in bed.hashes:
