@@ -63,7 +63,7 @@ from qbhook.catalog.store import CarryProof
 from qbhook.catalog.torrents import TorrentIndex
 from qbhook.clients.model import MISSING_FILES_STATE
 from qbhook.decide.explain import VIEW_CHANGED  # in a backstop-stopped group's reason (status, explain)
-from qbhook.decide.facts import resolve_links, skipped_data_carried, skipped_place_reason, skipped_place_taken
+from qbhook.decide.facts import skipped_data_carried, skipped_place_reason, skipped_place_taken
 from qbhook.decide.heap import collector_paused, heap_frozen
 from qbhook.decide.plan import (
     DST_ABSENT,
@@ -3513,13 +3513,17 @@ def _reaches_mapped(p: str, doomed: set[str], inodes: set[tuple[int, int]], maps
     planner's tail matching and orphans read it so too), is a doomed path or a doomed inode.
     cross-seed in a container writes ``/data/...``, which dangles on the host: followed as it is,
     the newcomer looked like no user of the group's files, whose deletes left its links dangling.
-    Read-only (lstat, readlink, stat): nothing is ever written through the link. Resolved by
-    ``facts.resolve_links`` (iterative, the kernel's 40 hops): ``os.path.realpath`` recursed once
-    per link, and a chain of ~1,000 planted by the torrent's user failed the group with a
-    RecursionError traceback (R74); a chain too long matches nothing here."""
+    Read-only (realpath, stat): nothing is ever written through the link. A chain of ~1,000
+    links planted by the torrent's user exhausts realpath's recursion (one frame a link): it was a
+    RecursionError traceback failing the group (R74); the kernel follows no more than 40, so such a
+    chain reaches nothing here. (Not ``facts.resolve_links``: its component budget gives up on a
+    short chain padded with ``./`` that the kernel follows, R78.)"""
     if not maps:
         return False
-    real = resolve_links(p)
+    try:
+        real = os.path.realpath(p)
+    except (OSError, ValueError, RecursionError):
+        return False
     if real == p:
         return False  # no link on the way: simply not there
     for host in library_links.as_host(real, maps):

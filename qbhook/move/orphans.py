@@ -120,7 +120,6 @@ from qbhook.catalog import library_links, state
 from qbhook.catalog.library_links import NO_LINKS, LibraryLinks
 from qbhook.clients.model import PART_SUFFIX, TorrentFile, TorrentInfo, is_part_file
 from qbhook.clients.port import ClientPort
-from qbhook.decide.facts import resolve_links
 from qbhook.dirfd import (
     LOOK_MAX_OPEN,
     FolderReader,
@@ -1258,11 +1257,15 @@ def _reach(host: str, names: dict[tuple[int, int], set[str]], places: set[str]) 
 
 
 def _real(path: str) -> str:
-    """``path`` with its symlinks resolved (``facts.resolve_links``: iterative, the kernel's 40
-    hops), or ``path`` when that cannot be done (a NUL byte in a listed name, a loop, a chain too
-    long, which no client can follow either). ``os.path.realpath`` recursed once per link: a
-    chain of ~1,000 the torrent's user planted stopped ``orphans`` with a RecursionError (R74)."""
-    return resolve_links(path)
+    """``os.path.realpath``, or ``path`` when it cannot be spelled (a NUL byte in a listed name).
+    A planted chain of ~1,000 links exhausts realpath's recursion (one frame a link, R74); the
+    kernel follows no more than 40, so no client reaches anything through it: ``path`` itself.
+    Not ``facts.resolve_links`` for every path: its component budget gave up on two links padded
+    with ``./`` that the kernel follows, and a protected folder's real place went unprotected (R78)."""
+    try:
+        return os.path.realpath(path)
+    except (OSError, ValueError, RecursionError):
+        return path
 
 
 def _host_maps(client) -> list:

@@ -7,6 +7,8 @@ import os
 
 from qbhook.catalog import library_links
 from qbhook.move import orphans
+from tests.unit.test_fsops import tmpfs  # noqa: F401
+from tests.unit.test_orphans_purge import world  # noqa: F401
 
 
 def _chain(folder, n: int = 3000) -> str:
@@ -31,3 +33,20 @@ def test_a_library_symlink_heading_a_long_chain_reaches_nothing(tmp_path):
     got: tuple[dict, dict, dict] = ({}, {}, {})
     assert library_links._reach(head, head, got) is False
     assert got == ({}, {}, {})
+
+
+def test_a_magnets_save_path_through_two_links_padded_with_dots_keeps_its_folder(world):  # noqa: F811
+    # R78: resolve_links' component budget gave up on targets padded with "./" (the kernel follows
+    # them), the real save folder went unprotected, and a magnet's data was quarantined.
+    from tests.helpers import write
+    from tests.unit.test_orphans_magnet import magnet
+
+    w = world
+    data = write(os.path.join(w.seed_s, "incoming", "Some.Name/a.mkv"), b"old data" * 100)
+    os.symlink("./" * 1100 + "incoming", os.path.join(w.seed_s, "hop2"))
+    os.symlink("./" * 1100 + "hop2", os.path.join(w.seed_s, "alias"))
+    save = os.path.join(w.seed_s, "alias")
+    assert os.path.samefile(save, os.path.join(w.seed_s, "incoming"))  # the kernel follows it
+    w.qbt.add(magnet(save))
+    assert data not in {o.path for o in orphans.find_orphans(w.cfg, [w.qbt]).orphans}
+    assert not orphans.quarantine(w.cfg, w.cat, [w.qbt]).held and os.path.exists(data)
