@@ -44,6 +44,7 @@ others answer ``files()`` per torrent.
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import stat as stat_mod
@@ -89,6 +90,8 @@ from qbhook.paths import root_holding
 from qbhook.progress import Progress
 from qbhook.space import Space, space_at
 
+log = logging.getLogger(__name__)
+
 _LSTAT_BATCH = 2000  # paths lstat-ed before their catalog rows are read (_inodes_at)
 # The fsid of a file under no pool: its st_dev, never a catalog id, so it can equal no pool's key.
 _OUTSIDE_FSID = "outside:"
@@ -117,9 +120,16 @@ class SweepReach:
         self.library: LibraryLinks | str | None = None
         # The torrents missing from the listing (``SnapshotBuilder._missing``): read once a sweep.
         self.missing: tuple[MissingTorrent, ...] | None = None
+        # (instance, hash) of the torrents of a chunk whose client no longer has them (removed since
+        # the sweep's sync): left out of every chunk, asked once (``SnapshotBuilder._files_of``).
+        self.removed: set[tuple[str, str]] = set()
 
 
 class SnapshotBuilder:
+    # A sweep's torrents its clients no longer have (``SweepReach.removed``, set by ``_build``); None:
+    # not a sweep, where a torrent gone is an error (a hash a user named, an event's torrent).
+    _removed: set[tuple[str, str]] | None = None
+
     def __init__(
         self,
         cfg: Config,
@@ -216,6 +226,7 @@ class SnapshotBuilder:
         live: bool = True,
     ) -> Snapshot:
         now = time.time() if now is None else now
+        self._removed = reach.removed if reach is not None else None
         if infos is None:
             infos = self._list_all()
         chosen = self._closure(infos, hashes) if hashes else infos
@@ -323,7 +334,7 @@ class SnapshotBuilder:
                 continue
             seen[(t.instance, t.hash)] = t
             fact = self._torrent_fact(t)
-            for f in fact.files:
+            for f in fact.files if fact is not None else ():
                 paths = [f.path] + (list(self._links(f.inode)) if f.inode else [])
                 for p in paths:
                     for anc in ancestors(p, self.roots):
@@ -501,27 +512,42 @@ class SnapshotBuilder:
         return out
 
     def _files_of(self, t) -> list:
-        """Torrent ``t``'s files: from the batched listing when the client gave one, else asked."""
-        listed = self._listed_files.get((t.instance, t.hash))
-        if listed is None:
-            listed = next(c for c in self.clients if c.name == t.instance).files(t.hash)
-        return listed
+        """Torrent ``t``'s files: from the batched listing when the client gave one, else asked.
+        UnknownTorrent without a request for one a sweep's client already said it no longer has."""
+        key = (t.instance, t.hash)
+        listed = self._listed_files.get(key)
+        if listed is not None:
+            return listed
+        if self._removed is not None and key in self._removed:
+            raise UnknownTorrent(f"{t.instance!r} has no torrent {t.hash} any more")
+        try:
+            return next(c for c in self.clients if c.name == t.instance).files(t.hash)
+        except UnknownTorrent as e:
+            if self._removed is not None:  # once a sweep: later chunks are not told again
+                self._removed.add(key)
+                log.warning("sweep: %s %r left out, gone from %s since the sync: %s", t.hash, t.name, t.instance, e)
+            raise
 
     def _via_link(self, path: str) -> bool:
         """Is a symlink noted (``self.symlinks``) at ``path`` or on a folder of it below a pool?"""
         roots = [str(p.path) for p in self.cfg.pools]
         return any(p in self.symlinks for p in ancestors(path, roots))
 
-    def _torrent_fact(self, t) -> TorrentFact:
-        return self._torrent_facts([t])[0]
+    def _torrent_fact(self, t) -> TorrentFact | None:
+        """None: ``t`` is gone from its client, in a sweep (``_torrent_facts``)."""
+        facts = self._torrent_facts([t])
+        return facts[0] if facts else None
 
     def _torrent_facts(self, chosen) -> list[TorrentFact]:
         """The facts of many torrents: every file of all of them lstat-ed, then the catalog asked
-        in one batch (``_inodes_at``), not one query per torrent."""
-        listed_all = []
+        in one batch (``_inodes_at``), not one query per torrent. In a sweep, a torrent its client
+        no longer has is left out (``_listed_or_removed``)."""
+        kept = []
         unsafe: set[str] = set()  # paths of file names that are not below their save path
         for t in chosen:
-            listed = self._files_of(t)
+            listed = self._listed_or_removed(t)
+            if listed is None:
+                continue
             paths = []
             for f in listed:
                 path, looked_up = torrent_file_path(t.save_path, f.name)
@@ -529,11 +555,26 @@ class SnapshotBuilder:
                 paths.append(sys.intern(path))
                 if not looked_up:
                     unsafe.add(path)
-            listed_all.append((listed, paths))
-        every = [p for _l, paths in listed_all for p in paths]
+            kept.append((t, listed, paths))
+        every = [p for _t, _l, paths in kept for p in paths]
         found = iter(self._inodes_at([p for p in every if p not in unsafe] if unsafe else every, canonical=True))
         keys = iter([None if p in unsafe else next(found) for p in every] if unsafe else found)
-        return [self._torrent_fact_of(t, listed, paths, keys) for t, (listed, paths) in zip(chosen, listed_all)]
+        return [self._torrent_fact_of(t, listed, paths, keys) for t, listed, paths in kept]
+
+    def _listed_or_removed(self, t) -> list | None:
+        """``_files_of(t)``; None when a sweep's chunk lists a torrent its client no longer has.
+
+        A sweep's chunks are built minutes after its sync, and a torrent removed in between is
+        unknown to its client (the index still lists it; the next sync marks it gone). Raised, it
+        failed the whole sweep as bad input (R77); it has no files to plan now, so the chunk plans
+        without it. Outside a sweep (a hash a user named, an event's torrent) it is still raised,
+        and only UnknownTorrent is taken so: any other client error still fails the sweep."""
+        try:
+            return self._files_of(t)
+        except UnknownTorrent:
+            if self._removed is None:
+                raise
+            return None  # noted and logged by ``_files_of``
 
     def _torrent_fact_of(self, t, listed: list, paths: list[str], keys) -> TorrentFact:
         """``keys``: an iterator over the inode keys of ``paths`` (and the next torrents' paths)."""

@@ -8,7 +8,10 @@ path becomes the save path, the layout tested here."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
+
+import pytest
 
 from qbhook.catalog import indexer
 from qbhook.catalog.indexer import sync_client
@@ -19,7 +22,7 @@ from tests.helpers import write
 from tests.unit.test_executor import FakeQbt, FakeTorrent
 from tests.unit.test_snapshot_paths import bed  # noqa: F401  (fixture)
 
-B, D = "b" * 40, "d" * 40
+B, D, E = "b" * 40, "d" * 40, "e" * 40
 
 
 class _NoSubfolderQbt(FakeQbt):
@@ -145,3 +148,71 @@ def test_a_chunk_leaving_out_a_torrent_removed_since_the_sync_still_plans(bed): 
     builder = SnapshotBuilder(bed.cfg, bed.cat, list(clients))
     snap = builder.build(None, infos=part, listing=infos, live=False, reach=SweepReach())
     assert [t.hash for t in snap.torrents] == [B]
+
+
+def _sweep(bed, view, hashes=None):  # noqa: F811
+    import time
+
+    from qbhook.catalog.torrents import TorrentIndex
+    from qbhook.events import worker
+
+    index = TorrentIndex(bed.cat.conn)
+    return worker._plan_in_chunks(bed.cfg, bed.cat, index, [bed.qbt], view, hashes, None, True, time.time(), live=False)
+
+
+@pytest.mark.parametrize("chunk", [1, None], ids=["three chunks", "one chunk"])
+def test_a_sweep_plans_without_a_torrent_of_its_chunk_removed_since_the_sync(bed, monkeypatch, caplog, chunk):  # noqa: F811
+    # R77: d (skipping a file: listed live) removed between the sweep's sync and its chunk's
+    # snapshot raised UnknownTorrent and failed the whole sweep (cron's `qbhook sweep`: exit 2).
+    from qbhook.events import worker
+
+    rep = _b_e_and_d_skipping(bed)
+    if chunk is not None:
+        monkeypatch.setattr(worker, "_CHUNK_TORRENTS", chunk)
+    view = indexer.snapshot_view(bed.cat, [bed.qbt], [rep])
+    del bed.qbt.t[D]
+    bed.qbt.file_calls.clear()
+    with caplog.at_level(logging.WARNING, logger="qbhook.decide.snapshot"):
+        plan, seen, _tagged = _sweep(bed, view)
+    planned = {h for g in plan.groups for h in g.torrents}
+    assert planned == {B, E}
+    assert {t.hash for t in seen.torrents} == {B, E}
+    assert bed.qbt.file_calls.count(D) == 1  # asked once: the other chunks know it is gone
+    assert [r for r in caplog.records if D in r.getMessage()] and len(caplog.records) == 1
+
+
+def test_an_incremental_sweep_plans_without_an_incomplete_torrent_removed_since_the_sync(bed):  # noqa: F811
+    # The same for an incomplete torrent (always listed live), named dirty by an event.
+    rep = _b_e_and_d_skipping(bed)
+    bed.qbt.t[D].progress = 0.5
+    rep = indexer.sync_client(bed.cat, bed.qbt)
+    view = indexer.snapshot_view(bed.cat, [bed.qbt], [rep])
+    del bed.qbt.t[D]
+    plan, _seen, _tagged = _sweep(bed, view, {B, D})
+    assert {h for g in plan.groups for h in g.torrents} == {B}
+
+
+def test_a_sweep_still_fails_on_any_other_client_error(bed):  # noqa: F811
+    # Only a torrent its client no longer has is left out: a client that does not answer fails the sweep.
+    from qbhook.errors import QbtError
+
+    rep = _b_e_and_d_skipping(bed)
+    view = indexer.snapshot_view(bed.cat, [bed.qbt], [rep])
+
+    def down(h):
+        raise QbtError("qBittorrent 'qbt' did not answer")
+
+    bed.qbt.files = down
+    with pytest.raises(QbtError, match="did not answer"):
+        _sweep(bed, view)
+
+
+def test_a_snapshot_outside_a_sweep_still_raises_for_a_removed_torrent(bed):  # noqa: F811
+    # A hash a user named, or an event's torrent: gone is an answer the caller reports.
+    from qbhook.errors import UnknownTorrent
+
+    rep = _b_e_and_d_skipping(bed)
+    clients, infos = indexer.snapshot_view(bed.cat, [bed.qbt], [rep])
+    del bed.qbt.t[D]
+    with pytest.raises(UnknownTorrent):
+        SnapshotBuilder(bed.cfg, bed.cat, list(clients)).build([D], infos=infos, live=False)
