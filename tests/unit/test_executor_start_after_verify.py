@@ -186,3 +186,74 @@ def test_a_plan_without_start_steps_still_starts_each_torrent_after_its_move(pro
         t = w.qbt.t[h]
         assert (t.save_path, t.stopped, t.progress) == (w.save(h, "stash"), False, 1.0)
     assert w.qbt.early  # as before: the first one ran while its sibling had not moved yet
+
+
+def _checked_at_its_start(w: World, plan, progress: float, polls: int = 3, crash_at: str | None = None):
+    """A hook making H1 check (checkingUP, ``polls`` looks, then stopped at ``progress``) right
+    before its start step: a person forced a recheck, or qBittorrent checks after a restart."""
+    seq = next(i for i, s in enumerate(plan.groups[0].steps) if s.kind == "start" and s.torrent == H1)
+    record = _recorder(w)
+
+    def hook(point, gid, q, step):
+        record(point, gid, q, step)
+        if (point, q) == ("before", seq):
+            t = w.qbt.t[H1]
+            assert (t.save_path, t.stopped, t.transient) == (w.save(H1, "stash"), True, None)
+            w.qbt.fail_at[t.save_path] = progress
+            t.script = [("checkingUP", None)] * polls + [("done", None)]
+        elif (point, q) == (crash_at, seq):
+            raise Crash(f"{point} {seq}")
+
+    return hook
+
+
+def test_a_torrent_checking_at_its_start_is_waited_for_and_started_at_100(promote):
+    # R65 #3: the start step refused a torrent in a check (not stable) and the verified group
+    # rolled back: a move and a recheck of every torrent again, for a state that ends by itself.
+    w, plan = promote
+    summary = w.executor(hook=_checked_at_its_start(w, plan, 1.0)).apply(plan)
+    assert summary.status == "done", summary.groups_failed
+    assert summary.groups[0].status == "done"
+    for h in (H1, H2):
+        assert w.qbt.count("set_location", h) == 1  # no rollback, no second move
+    assert sorted(w.qbt.started_at) == [(H1, w.save(H1, "stash")), (H2, w.save(H2, "stash"))]
+    _assert_promoted_as_found(w)  # no start during the check (violations), none before verify_group
+
+
+def test_a_torrent_under_100_percent_after_its_check_at_its_start_is_never_started(promote):
+    # The check ends at 99 %: started, it would download into the library's hardlinks. The group
+    # rolls back as before, H1 never started at its new place.
+    w, plan = promote
+    summary = w.executor(hook=_checked_at_its_start(w, plan, 0.99)).apply(plan)
+    assert summary.groups[0].status == "rolled_back", summary.groups_failed
+    assert "is at 99.0%" in summary.groups[0].reason
+    assert sorted(w.qbt.started_at) == [(H1, w.save(H1, "pool")), (H2, w.save(H2, "pool"))]  # back home only
+    for h in (H1, H2):
+        t = w.qbt.t[h]
+        assert (t.save_path, t.stopped, t.progress) == (w.save(h, "pool"), False, 1.0)
+    assert w.qbt.violations == []
+
+
+def test_a_check_at_the_start_longer_than_the_budget_rolls_back_without_a_start(promote):
+    # The wait is the relocation's, within its budget (no timeout of its own): past it (~25 looks
+    # in its 300 s), as before; the check ends during the rollback's own wait, which moves H1 back.
+    w, plan = promote
+    summary = w.executor(hook=_checked_at_its_start(w, plan, 1.0, polls=40)).apply(plan)
+    assert summary.groups[0].status == "rolled_back", summary.groups_failed
+    assert "did not settle" in summary.groups[0].reason
+    assert (H1, w.save(H1, "stash")) not in w.qbt.started_at
+
+
+def test_a_promote_killed_while_its_start_waits_for_a_check_resumes_and_starts_it(promote):
+    # Killed mid-wait, the start step is intended: resume (verify_group again, once the check
+    # ended) starts each torrent once, at 100 %, no second move.
+    w, plan = promote
+    with pytest.raises(Crash):
+        w.executor(hook=_checked_at_its_start(w, plan, 1.0, polls=2, crash_at="poll")).apply(plan)
+    assert w.journal.runs(1)[0].status == "running"
+    assert (H1, w.save(H1, "stash")) not in w.qbt.started_at
+    (summary,) = w.executor(hook=_recorder(w)).resume()
+    assert summary.status == "done", summary.groups_failed
+    for h in (H1, H2):
+        assert w.qbt.count("set_location", h) == 1
+    _assert_promoted_as_found(w)
