@@ -2458,9 +2458,7 @@ class Executor:
         clients = self.ctx.clients
         for c in clients.values() if isinstance(clients, Mapping) else clients:
             try:
-                forget = getattr(c, "forget_state_lag", None)
-                if forget is not None:
-                    forget()
+                c.forget_state_lag()
             except QbtError:
                 # A client that cannot be reached even to be asked (a wrapper answering every
                 # attribute through its connection) fails its groups where they use it, not the run.
