@@ -835,16 +835,18 @@ def run_finished(summary, trigger: str = "") -> None:
             " - needs `qbhook resume`" if g.needs_attention else ""
         )
         _tell_once(summary.run_id, g.group_id, "group_failed", text, "failure")
-    done, failed, busy = len(summary.groups_done), len(summary.groups_failed), len(summary.groups_busy)
-    paused = sum(1 for g in summary.groups if getattr(g, "paused", False))
+    done, busy = len(summary.groups_done), len(summary.groups_busy)
+    # Counted by the run's one rule (``journal.failed_not_paused``), as apply's summary, ``history``
+    # and ``status`` count them: a paused group (resume finishes it) is no failure.
+    failed, paused = len(summary.groups_failed_not_paused), len(summary.groups_paused)
     text = (
         f"run {summary.run_id}{f' ({trigger})' if trigger else ''} {summary.status}: "
-        f"{done} group(s) done, {failed - paused} failed, {f'{paused} paused, ' if paused else ''}{busy} busy; "
+        f"{done} group(s) done, {failed} failed, {f'{paused} paused, ' if paused else ''}{busy} busy; "
         f"copied {human_bytes(summary.bytes_copied)}, "
         f"freed {freed_bytes(summary.bytes_freed, getattr(summary, 'bytes_freed_at_least', False))}, "
         f"{summary.torrents_relocated} torrent(s) relocated"
     )
-    _tell_once(summary.run_id, "", "run", text, "failure" if failed > paused else "warning" if paused else "info")
+    _tell_once(summary.run_id, "", "run", text, "failure" if failed else "warning" if paused else "info")
 
 
 def _quarantine_finished(summary, trigger: str) -> None:

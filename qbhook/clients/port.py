@@ -33,8 +33,9 @@ of them asking which client it is. The rules every adapter keeps:
 * ``state_lag_s`` (a float attribute, seconds) says how long the client's answers may go on
   showing a torrent as it was before an action (a recheck, a stop): qBittorrent recomputes
   torrents/info only on its refresh timer, its ``refresh_interval`` preference (read once per
-  executor run: the executor calls a client's ``forget_state_lag``, if it has one, as each run
-  starts; 1.5 s by default); rTorrent answers 0 (``d.hashing`` is live). The executor
+  executor run: the executor calls every client's ``forget_state_lag`` as each run starts, a
+  no-op for a lag no setting sets, ``FixedStateLag``; 1.5 s by default); rTorrent answers 0
+  (``d.hashing`` is live). The executor
   takes a stopped 100 % after its recheck as checked only once two of these and a margin have
   passed, or a check was seen. A client that does not say is taken to lag 1.5 s; one whose
   setting cannot be trusted raises its QbtError subclass when read;
@@ -67,7 +68,7 @@ from qbhook.clients.model import TorrentFile, TorrentInfo
 from qbhook.errors import UnknownTorrent
 from qbhook.pathmap import PathMap
 
-__all__ = ["PORT_METHODS", "BatchListing", "ClientPort", "FindOrRaise", "Pausing"]
+__all__ = ["PORT_METHODS", "BatchListing", "ClientPort", "FindOrRaise", "FixedStateLag", "Pausing"]
 
 
 class FindOrRaise:
@@ -85,6 +86,14 @@ class FindOrRaise:
 
     def _unknown(self, any_hash: str) -> UnknownTorrent:
         return UnknownTorrent(f"no torrent {any_hash}")
+
+
+class FixedStateLag:
+    """``forget_state_lag`` for a client whose ``state_lag_s`` no setting of it sets (rTorrent's
+    live answers, a test fake's constant): there is nothing read to forget, so it does nothing."""
+
+    def forget_state_lag(self) -> None:
+        """Nothing to read again: the lag is fixed."""
 
 
 @runtime_checkable
@@ -142,6 +151,12 @@ class ClientPort(Protocol):
 
     def remove_tags(self, any_hash: str, tags: Iterable[str]) -> None: ...
 
+    # each run ---------------------------------------------------------
+    def forget_state_lag(self) -> None:
+        """Read ``state_lag_s`` afresh at its next use: the executor calls it as each run starts
+        (``FixedStateLag``: a no-op for a client whose lag no setting sets)."""
+        ...
+
 
 @runtime_checkable
 class BatchListing(Protocol):
@@ -181,4 +196,5 @@ PORT_METHODS = (
     "set_auto_management",
     "add_tags",
     "remove_tags",
+    "forget_state_lag",
 )

@@ -82,7 +82,7 @@ from qbhook.clients.model import (  # one rule for hashes, tags and a record's f
     is_path_component,
     parse_tags,
 )
-from qbhook.clients.port import FindOrRaise
+from qbhook.clients.port import FindOrRaise, FixedStateLag
 from qbhook.clients.scgi import ScgiRefused, ScgiRpc, ScgiTimedOut, ScgiUnreachable
 from qbhook.config import rc_hook_path_problem, rc_word_problem
 from qbhook.errors import (
@@ -321,7 +321,7 @@ def _mc(method: str, *params: Any) -> dict[str, Any]:
     return {"methodName": method, "params": list(params)}
 
 
-class RtorrentClient(FindOrRaise):
+class RtorrentClient(FindOrRaise, FixedStateLag):
     """One rTorrent instance, seen in host paths (implements ClientPort)."""
 
     # d.directory_base.set repoints the item and never copies a file (clients/port.py). Hiding

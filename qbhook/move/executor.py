@@ -108,7 +108,15 @@ from qbhook.errors import (
 )
 from qbhook.forked import Forked, may_fork
 from qbhook.move import fsops, orphans
-from qbhook.move.journal import LEFTOVER_KIND, Journal, RunRow, StepRow, forced_sharers_of, sharers_of
+from qbhook.move.journal import (
+    LEFTOVER_KIND,
+    Journal,
+    RunRow,
+    StepRow,
+    failed_not_paused,
+    forced_sharers_of,
+    sharers_of,
+)
 from qbhook.move.locks import converge_lock, executor_lock, group_lock
 from qbhook.paths import is_within
 from qbhook.space import fits, leaves, space_at
@@ -537,8 +545,14 @@ class RunSummary:
     @property
     def groups_failed(self) -> dict[str, str]:
         """Failed groups with their reasons, the paused ones too: a count of failures leaves
-        those out by ``journal.failed_not_paused``."""
+        those out by ``journal.failed_not_paused`` (``groups_failed_not_paused``)."""
         return {g.group_id: g.reason or str(g.status) for g in self.groups if g.failed}
+
+    @property
+    def groups_failed_not_paused(self) -> list[str]:
+        """The failures every count and line reports (the exit code, ``notify``): the one rule,
+        ``journal.failed_not_paused``, read from what the journal keeps of this run."""
+        return failed_not_paused(self.counters())
 
     @property
     def groups_busy(self) -> dict[str, str]:
@@ -546,7 +560,7 @@ class RunSummary:
 
     @property
     def exit_code(self) -> ExitCode:
-        if any(g.failed and not g.paused for g in self.groups):
+        if self.groups_failed_not_paused:
             return ExitCode.UNSAFE
         if self.orphans_failed:  # as a failed ``qbhook orphans --quarantine --yes`` exits
             return ExitCode.FAILURE
@@ -2458,9 +2472,7 @@ class Executor:
         clients = self.ctx.clients
         for c in clients.values() if isinstance(clients, Mapping) else clients:
             try:
-                forget = getattr(c, "forget_state_lag", None)
-                if forget is not None:
-                    forget()
+                c.forget_state_lag()
             except QbtError:
                 # A client that cannot be reached even to be asked (a wrapper answering every
                 # attribute through its connection) fails its groups where they use it, not the run.

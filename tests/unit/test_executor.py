@@ -14,6 +14,7 @@ from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import _COLUMNS as _INDEX_COLUMNS
 from qbhook.catalog.torrents import TorrentIndex, TorrentRecord
 from qbhook.clients.model import TorrentFile, TorrentInfo
+from qbhook.clients.port import FixedStateLag
 from qbhook.config import QbtConfig
 from qbhook.decide.plan import GroupPlan, Plan, Step
 from qbhook.errors import LockBusy, QbhookError, QbtError, UnknownTorrent, UnsafeOperation
@@ -45,8 +46,9 @@ class FakeTorrent:
     has_metadata: bool = True  # False: a magnet still fetching its metadata
 
 
-class FakeQbt:
-    """Same public methods as QbtClient; states play out over later polls, as observed on 4.5.2:
+class FakeQbt(FixedStateLag):
+    """Same public methods as QbtClient, its ``state_lag_s`` a constant (``FixedStateLag``);
+    states play out over later polls, as observed on 4.5.2:
 
     * setLocation of a running torrent onto existing files: ``moving`` (old path) ->
       ``checkingUP`` (new path) -> stable at ``fail_at.get(path, 1.0)``;

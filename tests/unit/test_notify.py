@@ -21,6 +21,7 @@ from qbhook.events import alerts
 from qbhook.events.model import Event as QEvent
 from qbhook.events.queue import QUEUE_DDL, JobQueue
 from qbhook.move.executor import GroupOutcome, RunSummary
+from qbhook.move.journal import failed_not_paused
 from qbhook.notify import Event, Fanout, Notifier, compose
 from tests.helpers import make_config, write
 from tests.listener import Listener, dead_port
@@ -404,6 +405,28 @@ def test_a_paused_group_is_told_once_as_paused_not_at_every_resume(installed):
     assert body.count("group g-p (demote) paused, resumable: qbt checking") == 1, body
     assert body.count("run 13 (worker) interrupted: 0 group(s) done, 0 failed, 1 paused, 0 busy") == 1, body
     assert "failed: rt down" not in body and rec.calls[-1][3] == "warning"
+
+
+def test_a_run_with_a_paused_and_a_failed_group_is_told_one_failed_as_history_says(installed):
+    """The run's line counts failures by the one rule (``journal.failed_not_paused``) that apply's
+    summary, ``history`` and ``status`` read from the journaled summary: the paused group (it
+    pauses after its deletes began, its status failed) is told paused, never counted failed."""
+    n, rec = installed
+    s = RunSummary(
+        14,
+        status="interrupted",
+        groups=[
+            GroupOutcome("g-p", "demote", "failed", reason="rt down", needs_attention=True, paused=True),
+            GroupOutcome("g-bad", "demote", "rolled_back", reason="size differs"),
+        ],
+    )
+    notify.run_finished(s, trigger="worker")
+    body = texts(n, rec)
+    assert "group g-p (demote) paused, resumable: rt down" in body
+    assert "group g-bad (demote) rolled back: size differs" in body
+    assert "run 14 (worker) interrupted: 0 group(s) done, 1 failed, 1 paused, 0 busy" in body, body
+    assert failed_not_paused(s.to_dict()) == s.groups_failed_not_paused == ["g-bad"]  # history's reading
+    assert rec.calls[-1][3] == "failure"
 
 
 def test_dry_runs_and_empty_runs_are_not_reported(installed):

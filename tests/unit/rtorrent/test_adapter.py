@@ -494,6 +494,14 @@ def test_an_instance_is_a_client_port():
     assert isinstance(_client(), ClientPort)
 
 
+def test_forgetting_rtorrents_state_lag_asks_it_nothing():
+    """Each executor run calls ``forget_state_lag`` on every client (clients/port.py): rTorrent's
+    answers are live, its lag no setting of it, so there is nothing to read again."""
+    c = _client()
+    c.forget_state_lag()
+    assert c.state_lag_s == 0.0 and c._rpc.calls == []
+
+
 # -- events ------------------------------------------------------------------------
 
 
