@@ -235,8 +235,12 @@ class SnapshotBuilder:
         resolve = LinkResolver()  # one per build: each folder resolved once
         write_paths = self._write_paths(torrents, resolve)
         # A partial build (an event's closure, a sweep's chunk) still sees where the torrents it leaves
-        # out may be writing: from the listing alone, no file list asked for.
-        inside = {(t.instance, t.hash) for t in chosen}
+        # out may be writing: from the listing alone, no file list asked for. Inside is what has facts:
+        # a torrent of a sweep's chunk its client answered unknown for (``_listed_or_removed``) is
+        # left out like any other, so its folder stays a write prefix (``_left_out_files`` gets no
+        # list for it). Taken from ``chosen``, it was in neither, and a demote could be planned onto
+        # a place it writes, should it be back (re-added, or unknown for a moment) (R79).
+        inside = {(t.instance, t.hash) for t in torrents}
         everyone = infos if listing is None else listing
         left_out = [t for t in everyone if (t.instance, t.hash) not in inside]
         partial = bool(hashes) or listing is not None
@@ -566,8 +570,10 @@ class SnapshotBuilder:
         A sweep's chunks are built minutes after its sync, and a torrent removed in between is
         unknown to its client (the index still lists it; the next sync marks it gone). Raised, it
         failed the whole sweep as bad input (R77); it has no files to plan now, so the chunk plans
-        without it. Outside a sweep (a hash a user named, an event's torrent) it is still raised,
-        and only UnknownTorrent is taken so: any other client error still fails the sweep."""
+        without it, as a torrent it leaves out whose list could not be had: its folder kept as a
+        write prefix (``_build``; it may be back, R79). Outside a sweep (a hash a user named, an
+        event's torrent) it is still raised, and only UnknownTorrent is taken so: any other client
+        error still fails the sweep."""
         try:
             return self._files_of(t)
         except UnknownTorrent:

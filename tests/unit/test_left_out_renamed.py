@@ -266,3 +266,54 @@ def test_a_sweep_listing_live_asks_a_torrent_for_its_list_once_too(bed, monkeypa
     plan, _tagged, listing = worker._replan(bed.cfg, bed.cat, index, [bed.qbt], [], {B, D}, None, True, time.time())
     assert listing == "live" and B in {h for g in plan.groups for h in g.torrents}
     assert bed.qbt.file_calls.count(D) == 1
+
+
+@pytest.mark.parametrize("chunk", [None, 1], ids=["one chunk", "a chunk each"])
+def test_a_torrent_of_the_chunk_answering_unknown_keeps_its_folder_a_write_prefix(bed, monkeypatch, chunk):  # noqa: F811
+    # R79: d, skipping a file renamed onto b's demote destination, answered UnknownTorrent once (removed
+    # and re-added, or unknown for a moment) while in b's chunk: it left the chunk's torrents and, as
+    # ``inside`` still held it, was not left out either: nothing of it reached the write places, and
+    # b was planned a demote onto the place d writes. Left out now, its folder is kept, as for a
+    # left-out torrent whose client did not answer.
+    from qbhook.errors import UnknownTorrent
+    from qbhook.events import worker
+
+    rep = _skipped_file_renamed(bed)
+    if chunk is not None:
+        monkeypatch.setattr(worker, "_CHUNK_TORRENTS", chunk)
+    view = indexer.snapshot_view(bed.cat, [bed.qbt], [rep])
+    real, asked = bed.qbt.files, []
+
+    def files(h):
+        asked.append(h)
+        if h == D and asked.count(D) == 1:
+            raise UnknownTorrent(f"qBittorrent 'qbt' has no torrent {D}")
+        return real(h)
+
+    bed.qbt.files = files
+    plan, seen, _tagged = _sweep(bed, view)
+    g = next(g for g in plan.groups if B in g.torrents)
+    assert g.action == "blocked", (g.action, g.reason)
+    assert D not in {t.hash for t in seen.torrents}
+
+
+def test_a_chunk_keeps_the_folder_of_its_torrent_answering_unknown(bed):  # noqa: F811
+    # The same, one builder: d of the chunk answers unknown; its content folder (its save path,
+    # no subfolder) is a write prefix as for a left-out torrent whose client did not answer.
+    from qbhook.decide.snapshot import SweepReach
+    from qbhook.errors import UnknownTorrent
+
+    rep = _skipped_file_renamed(bed)
+    clients, infos = indexer.snapshot_view(bed.cat, [bed.qbt], [rep])
+
+    def files(h):
+        raise UnknownTorrent(f"qBittorrent 'qbt' has no torrent {h}")
+
+    bed.qbt.files = files
+    reach = SweepReach()
+    snap = SnapshotBuilder(bed.cfg, bed.cat, list(clients)).build(
+        None, infos=infos, listing=infos, live=False, reach=reach
+    )
+    assert D not in {t.hash for t in snap.torrents}
+    assert str(bed.seed_p / "movies") in snap.write_prefixes
+    assert reach.removed == {(bed.qbt.name, D)}
