@@ -599,73 +599,38 @@ def _catalog_file(catalog: Catalog) -> str | None:
 
 
 # ------------------------------------------------------------------ the sweep's view
-class LiveLists:
-    """The file lists a sweep asked of its clients: each torrent's asked at most once a sweep,
-    whichever path asks first, and given again to every later one. A sweep creates one and hands
-    it to every client of its view (``IndexedFiles``): its chunks plan each torrent on the list
-    (``SnapshotBuilder._torrent_facts``), and each chunk leaving it out reads it again for the
-    places it may write (``_left_out_files``, R75) and for the links it may reach
-    (``_maybe_linked``, R76). Each path kept its own answers (R77: once a sweep each), so a
-    torrent downloading, saved without its root folder, still cost three requests a sweep.
-
-    A list is as old as the first ask of the sweep, as the sweep's other facts are as old as its
-    sync; nothing acts on it (the executor reads every torrent's live list again before it moves
-    it, ``_verify_view``). Only answers are kept: an error (a torrent gone from its client, a client
-    that does not answer) is raised to the path that asked, which handles it as its own, and the
-    next path asks again."""
-
-    def __init__(self) -> None:
-        self._lists: dict[tuple[str, str], list[TorrentFile]] = {}
-
-    def files(self, client: ClientPort, any_hash: str) -> list[TorrentFile]:
-        """``client.files(any_hash)``, asked once a sweep."""
-        key = (client.name, any_hash.lower())
-        listed = self._lists.get(key)
-        if listed is None:
-            listed = self._lists[key] = client.files(any_hash)
-        return listed
-
-    def get(self, instance: str, any_hash: str) -> list[TorrentFile] | None:
-        """The list asked of ``instance`` for that torrent this sweep; None: not asked (or no answer)."""
-        return self._lists.get((instance, any_hash.lower()))
-
-
 class IndexedFiles:
     """A client whose ``files()`` answers from the index for complete torrents the last sync saw.
 
     Their file lists were fetched under the paths, name and sizes the sync just confirmed
     (``files_key``), so re-listing them would only repeat the answer. Incomplete torrents are
-    asked live, once a sweep (``LiveLists``, shared by the sweep's clients). Planning on these
-    lists is safe because nothing acts on them: the executor re-reads the live file list of
-    every torrent before it moves it (``_verify_view``). Everything else is the wrapped client's.
+    asked live. Planning on these lists is safe because nothing acts on them: the executor
+    re-reads the live file list of every torrent before it moves it (``_verify_view``).
+    Everything else is the wrapped client's.
 
     A file renamed in the client (qBittorrent's renameFile/renameFolder below the root) moves
     none of ``files_key``, so the index would keep the old name for good; its old path then
     resolves to no catalog inode once a scan drops it, and is gone from disk. A complete
     torrent with a wanted file that resolves to none and is absent on disk (``relist``,
-    ``_absent``) is asked live instead, and the live answer (``relisted``) put in the index by
-    ``write_back``.
+    ``_absent``) is asked live instead, and the live answer kept in ``relisted`` for
+    ``write_back`` to put in the index.
 
     A skipped file (priority 0) is never written, so a rename of it leaves nothing absent on disk
     to see, and its old name would stay for good: the place the torrent writes into once its
     priority is raised, which a demote could fill with another torrent's only copy (R76). A
     complete torrent skipping a file is therefore always asked live (``snapshot_view``): one
-    request per such torrent a sweep. Torrents wanting every file keep the index's list.
+    request per such torrent a sweep (the answer is kept in ``relisted`` and given again to the
+    sweep's other chunks). Torrents wanting every file keep the index's list.
     """
 
     def __init__(
-        self,
-        client,
-        index: TorrentIndex,
-        complete: set[str],
-        relist: Mapping[str, TorrentInfo] | None = None,
-        lists: LiveLists | None = None,
+        self, client, index: TorrentIndex, complete: set[str], relist: Mapping[str, TorrentInfo] | None = None
     ):
         self._client = client
         self._index = index
         self._complete = complete
         self._relist = relist or {}
-        self._lists = lists if lists is not None else LiveLists()
+        self.relisted: dict[str, tuple[TorrentInfo, list[TorrentFile]]] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -677,29 +642,22 @@ class IndexedFiles:
                 TorrentFile(index=i, name=rel, size=size, progress=1.0, priority=prio)
                 for i, rel, size, prio, _path, _inode in self._index.files(self._client.name, h)
             ]
-        return self._lists.files(self._client, any_hash)
-
-    @property
-    def relisted(self) -> dict[str, tuple[TorrentInfo, list[TorrentFile]]]:
-        """hash -> (record, live list) of the complete torrents listed live this sweep (``relist``)."""
-        out = {}
-        for h, info in self._relist.items():
-            live = self._lists.get(self._client.name, h)
-            if live is not None:
-                out[h] = (info, live)
-        return out
+        if h in self.relisted:  # asked once a sweep: its chunks and their left-out torrents ask again (R77)
+            return self.relisted[h][1]
+        live = self._client.files(any_hash)
+        if h in self._relist:
+            self.relisted[h] = (self._relist[h], live)
+        return live
 
 
 def snapshot_view(
-    catalog: Catalog, clients: Iterable[ClientPort], reports: list[SyncReport], lists: LiveLists | None = None
-) -> tuple[list[IndexedFiles], list[TorrentInfo]] | None:
+    catalog: Catalog, clients: Iterable[ClientPort], reports: list[SyncReport]
+) -> tuple[list, list[TorrentInfo]] | None:
     """(clients serving file lists from the index, every torrent) for build_snapshot after a sync.
-    ``lists``: the sweep's live file lists, shared by these clients (a new one when not given).
 
     None when the index cannot stand in for a listing (an unmappable torrent, a row known only
     from an event): the caller then lists live, as without an index.
     """
-    lists = lists if lists is not None else LiveLists()
     by_name = {r.instance: r for r in reports}
     idx = TorrentIndex(catalog.conn)
     wrapped, infos = [], []
@@ -722,7 +680,7 @@ def snapshot_view(
         live = renamed | (done & idx.skipping(c.name))
         complete = done - live
         relist = {t.hash: t for t in typed if t.hash in live}
-        wrapped.append(IndexedFiles(c, idx, complete, relist, lists))
+        wrapped.append(IndexedFiles(c, idx, complete, relist))
         infos.extend(typed)
     return wrapped, infos
 
@@ -736,7 +694,7 @@ def _absent(paths: list[bytes]) -> bool:
     return not all(os.path.lexists(p) for p in paths)
 
 
-def write_back(catalog: Catalog, clients: Iterable[IndexedFiles]) -> int:
+def write_back(catalog: Catalog, clients: Iterable) -> int:
     """Put the file lists a sweep listed live for complete torrents (``IndexedFiles.relisted``)
     into the index where they differ from it, and refresh it then; returns the torrents written.
 
@@ -747,8 +705,9 @@ def write_back(catalog: Catalog, clients: Iterable[IndexedFiles]) -> int:
     idx = TorrentIndex(catalog.conn)
     written = 0
     for c in clients:
+        relisted = getattr(c, "relisted", None) if isinstance(c, IndexedFiles) else None
         changed = {}
-        for h, (info, live) in c.relisted.items():
+        for h, (info, live) in (relisted or {}).items():
             new = _file_records(info, live)
             old = [row[:5] for row in idx.files(c.name, h)]
             if [(f.index, f.rel, f.size, f.priority, f.path) for f in new] != old:

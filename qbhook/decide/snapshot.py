@@ -110,10 +110,9 @@ class SweepReach:
         self.unplaced: dict[int, list[tuple[str, str, str, str]]] | None = None  # size -> (instance, hash, name, path)
         self.listed: dict[tuple[str, str], list[tuple[str, int]]] = {}
         self.ways: dict[str, dict[str, str]] = {}  # path -> the symlinks on its way (path -> target)
-        # (instance, hash) of the left-out torrents that may write into their category folder whose
-        # client did not answer (``_left_out_files``): their folder kept for the run, not asked again.
-        # Their lists themselves are the sweep's clients' (``indexer.LiveLists``: once a sweep).
-        self.unanswered: set[tuple[str, str]] = set()
+        # (instance, hash) -> the client's file list of a left-out torrent that may write into its
+        # category folder (``_left_out_files``), None: its client did not answer (its folder kept)
+        self.write_lists: dict[tuple[str, str], list[tuple[str, int]] | None] = {}
         self.there: dict[str, bool] = {}  # index path -> on disk, a dangling link included (``_renamed``)
         # path -> (st_dev, st_ino) its links reach, followed (None: nothing), ``_link_identities``
         self.followed: dict[str, tuple[int, int] | None] = {}
@@ -502,16 +501,18 @@ class SnapshotBuilder:
         folder for this run: a move blocked is safe, a file put where that torrent writes is not."""
         known = known or {}
         out: dict[tuple[str, str], list[tuple[str, int]]] = {}
-        # once a sweep, not once a chunk (R77): the lists are the sweep's clients' (``LiveLists``)
-        unanswered = reach.unanswered if reach is not None else set()
+        asked = reach.write_lists if reach is not None else {}  # once a sweep, not once a chunk (R77)
         for t in left_out:
             key = (t.instance, t.hash)
-            if key in unanswered or not (converge.shares_its_folder(t) and converge.may_write(t, known.get(key))):
+            if not (converge.shares_its_folder(t) and converge.may_write(t, known.get(key))):
                 continue
-            try:
-                out[key] = [(f.name, f.priority) for f in self._files_of(t)]
-            except QbtError:
-                unanswered.add(key)
+            if key not in asked:
+                try:
+                    asked[key] = [(f.name, f.priority) for f in self._files_of(t)]
+                except QbtError:
+                    asked[key] = None
+            if asked[key] is not None:
+                out[key] = asked[key]
         return out
 
     def _files_of(self, t) -> list:

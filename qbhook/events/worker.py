@@ -603,17 +603,11 @@ def _replan(
     index holds (the sweep's start: its qBittorrent answer is prefetched before the scans)."""
     if dirty is not None and not dirty:
         return None, 0, "none"
-    # Each torrent's file list asked of its client at most once a sweep, whichever chunk or check
-    # asks first (``indexer.LiveLists``): one cache for the sweep, shared by all its clients.
-    lists = indexer.LiveLists()
     # Typing every stored record for the view costs more than the rest of an unchanged sweep.
-    view = indexer.snapshot_view(catalog, clients, synced, lists)
+    view = indexer.snapshot_view(catalog, clients, synced)
     listing = "live" if view is None else "index"
-    if view is None and dirty:  # every list asked live, each once a sweep; the listing to know which hashes exist
-        view = (
-            [indexer.IndexedFiles(c, idx, set(), lists=lists) for c in clients],
-            [t for c in clients for t in c.torrents()],
-        )
+    if view is None and dirty:
+        view = (clients, [t for c in clients for t in c.torrents()])  # to know which hashes exist
     if dirty:
         dirty = dirty & {h for t in view[1] for h in t.hashes}  # gone since the sync: nothing to plan
         if not dirty:

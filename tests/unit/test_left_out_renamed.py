@@ -218,56 +218,6 @@ def test_a_snapshot_outside_a_sweep_still_raises_for_a_removed_torrent(bed):  # 
         SnapshotBuilder(bed.cfg, bed.cat, list(clients)).build([D], infos=infos, live=False)
 
 
-@pytest.mark.parametrize("order", ["left out first", "its own chunk first"])
-@pytest.mark.parametrize("progress", [1.0, 0.5], ids=["complete, skipping a file", "downloading"])
-def test_a_sweep_asks_a_torrent_in_one_chunk_and_left_out_of_another_for_its_list_once(bed, order, progress):  # noqa: F811
-    """d, saved without its root folder, is planned in one chunk (its facts) and left out of the
-    other (the places it may write: ``_left_out_files``). The sweep's one cache of live file lists
-    (``indexer.LiveLists``) answers the second path with the first path's answer, whichever asks
-    first: one request a sweep. Complete and skipping a file, the parent asked once too (its
-    ``relisted``); downloading, it asked twice (``write_lists`` held only the left-out path's)."""
-    from qbhook.decide.snapshot import SweepReach
-
-    rep = _b_e_and_d_skipping(bed)
-    if progress < 1:
-        bed.qbt.t[D].progress = progress
-        rep = indexer.sync_client(bed.cat, bed.qbt)
-    clients, infos = indexer.snapshot_view(bed.cat, [bed.qbt], [rep])
-    chunks = [[B], [D]] if order == "left out first" else [[D], [B]]
-    reach = SweepReach()
-    bed.qbt.file_calls.clear()
-    for chunk in chunks:
-        part = [t for t in infos if t.hash in chunk]
-        snap = SnapshotBuilder(bed.cfg, bed.cat, list(clients)).build(
-            None, infos=part, listing=infos, live=False, reach=reach
-        )
-        if chunk == [B]:  # d's skipped file's place is seen from the chunk leaving it out
-            assert str(bed.seed_p / "movies/new2.mkv") in {p.rstrip("/") for p in snap.write_prefixes}
-    assert bed.qbt.file_calls.count(D) == 1
-
-
-def test_a_sweep_listing_live_asks_a_torrent_for_its_list_once_too(bed, monkeypatch):  # noqa: F811
-    """Without a view from the index (``snapshot_view`` None: no report of that client's sync), an
-    incremental sweep lists live; its clients share the sweep's ``LiveLists`` all the same. The
-    parent's raw clients asked d (downloading, saved without its root folder) four times: left
-    out of b's chunk (its write places, then the links it may reach), then in its own (its
-    closure, then its facts)."""
-    import time
-
-    from qbhook.catalog.torrents import TorrentIndex
-    from qbhook.events import worker
-
-    _b_e_and_d_skipping(bed)
-    bed.qbt.t[D].progress = 0.5
-    indexer.sync_client(bed.cat, bed.qbt)
-    monkeypatch.setattr(worker, "_CHUNK_TORRENTS", 1)
-    bed.qbt.file_calls.clear()
-    index = TorrentIndex(bed.cat.conn)
-    plan, _tagged, listing = worker._replan(bed.cfg, bed.cat, index, [bed.qbt], [], {B, D}, None, True, time.time())
-    assert listing == "live" and B in {h for g in plan.groups for h in g.torrents}
-    assert bed.qbt.file_calls.count(D) == 1
-
-
 @pytest.mark.parametrize("chunk", [None, 1], ids=["one chunk", "a chunk each"])
 def test_a_torrent_of_the_chunk_answering_unknown_keeps_its_folder_a_write_prefix(bed, monkeypatch, chunk):  # noqa: F811
     # R79: d, skipping a file renamed onto b's demote destination, answered UnknownTorrent once (removed
