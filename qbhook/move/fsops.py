@@ -2444,6 +2444,16 @@ def _relink_at(
             raise UnsafeOperation(f"{why}: {parent.show(tmp)} changed right after it was made")
         if on_temp_link is not None:
             on_temp_link()
+        # The folder itself: held open since it was verified (a batch's whole length, or a large
+        # victim's hashing), it may have been moved since, e.g. by an import into the library on
+        # the same dataset, where a rename would replace a library file. Before the last looks,
+        # not after: its walk up (an fstatat a level) would widen the window in which a rewrite
+        # of the kept file goes unseen and has its old hash carried onto it (R83).
+        if not parent.in_place(anchor):
+            raise UnsafeOperation(
+                f"{why}: its folder {parent.show()} was moved during the checks (not where it was walked to)",
+                hint="re-plan",
+            )
         # Last look at both, as close to the rename as Python gets, through the same descriptors.
         last, klast = parent.lstat(name), kdir.lstat(kname)
         # The ctime too: an in-place rewrite that restores the mtime (``touch -r``) still moves it.
@@ -2452,14 +2462,6 @@ def _relink_at(
         # Our link moved the kept inode's ctime: the temporary name's own stat is its reference now.
         if klast is None or _content_stat(klast) != kept[:4] + (tst.st_ctime_ns,):
             raise UnsafeOperation(f"{why}: the copy to keep changed during the checks")
-        # The folder itself, last: held open since it was verified (a batch's whole length, or a
-        # large victim's hashing), it may have been moved since, e.g. by an import into the library
-        # on the same dataset, where a rename would replace a library file.
-        if not parent.in_place(anchor):
-            raise UnsafeOperation(
-                f"{why}: its folder {parent.show()} was moved during the checks (not where it was walked to)",
-                hint="re-plan",
-            )
         held = _hold_entry(parent, name, last) if hold is not None and last.st_nlink == 1 else None
         try:
             os.rename(tmp, name, src_dir_fd=parent.fd, dst_dir_fd=parent.fd)

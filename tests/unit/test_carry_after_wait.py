@@ -16,6 +16,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from qbhook.catalog.hashing import ensure_hashes
 from qbhook.move import fsops
 from tests.helpers import write
@@ -210,3 +212,34 @@ def test_a_cross_seed_link_rewritten_while_a_held_delete_walks_to_holding_gets_n
     summary = w.executor().apply(demote_plan(w))
     assert done
     _cross_seed_kept(w, summary, cross)
+
+
+def test_a_kept_file_rewritten_while_a_relink_checks_its_folder_is_in_place_is_refused(fs2, monkeypatch):
+    """R83: the folder's walk up (``Dir.in_place``, an fstatat a level) came after the last look at
+    the kept file, so a rewrite then (same size, mtime set back) was hidden by the rename's own ctime
+    change and the old hash carried onto the new bytes. The last looks now come after it."""
+    stash, _pool, seed_s, _seed_p, cat = fs2
+    data = os.urandom(8000)
+    lib = stash / "lib"
+    k, v = old(write(lib / "k.bin", data)), old(write(seed_s / "T/v.bin", data))
+    cat.record_path(str(k), "lib")
+    cat.record_path(str(v), "stash")
+    ensure_hashes(cat, [cat.inode_by_path(str(p)).id for p in (k, v)], settle_seconds=0)
+    r, kr = cat.inode_by_path(str(v)), cat.inode_by_path(str(k))
+    target = fsops.RelinkTarget(r.fsid, r.ino, len(data), b3(data), kr.fsid, kr.ino, os.lstat(v).st_mtime_ns)
+    real_in_place, done = fsops.Dir.in_place, []
+
+    def in_place_then_rewrite(self, anchor):
+        ok = real_in_place(self, anchor)
+        if not done:
+            _rewrite_keeping_size_and_mtime(k)
+            done.append(True)
+        return ok
+
+    monkeypatch.setattr(fsops.Dir, "in_place", in_place_then_rewrite)
+    with (
+        fsops.Relinker((seed_s,), (lib,), cat) as rl,
+        pytest.raises(fsops.UnsafeOperation, match="copy to keep changed"),
+    ):
+        rl.relink(str(v), str(k), target)
+    assert done and v.read_bytes() == data  # the seeding file kept its own bytes: no relink
