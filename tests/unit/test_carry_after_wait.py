@@ -38,10 +38,9 @@ def _rewrite_keeping_size_and_mtime(path) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-def test_a_kept_file_rewritten_while_a_single_relink_syncs_its_folder_gets_no_hash_carried(fs2, monkeypatch):
-    """R67-1: with ``sync_each`` (one relink, ``Executor._converge``) the kept name's stat was taken
-    after the folder's fsync; a library file rewritten then got its old hash carried onto the new
-    ctime, and a later relink onto it destroyed the last copy of the planned content."""
+def _library_copy_and_seeding_copy(fs2):
+    """A library file and a seeding copy of it (separate inodes, both hashed) and the relink's
+    target: (library file, seeding file, data, seeding root, library folder, catalog, target)."""
     stash, _pool, seed_s, _seed_p, cat = fs2
     data = os.urandom(8000)
     lib = stash / "lib"
@@ -51,6 +50,14 @@ def test_a_kept_file_rewritten_while_a_single_relink_syncs_its_folder_gets_no_ha
     ensure_hashes(cat, [cat.inode_by_path(str(p)).id for p in (k, v)], settle_seconds=0)
     r, kr = cat.inode_by_path(str(v)), cat.inode_by_path(str(k))
     target = fsops.RelinkTarget(r.fsid, r.ino, len(data), b3(data), kr.fsid, kr.ino, os.lstat(v).st_mtime_ns)
+    return k, v, data, seed_s, lib, cat, target
+
+
+def test_a_kept_file_rewritten_while_a_single_relink_syncs_its_folder_gets_no_hash_carried(fs2, monkeypatch):
+    """R67-1: with ``sync_each`` (one relink, ``Executor._converge``) the kept name's stat was taken
+    after the folder's fsync; a library file rewritten then got its old hash carried onto the new
+    ctime, and a later relink onto it destroyed the last copy of the planned content."""
+    k, v, data, seed_s, lib, cat, target = _library_copy_and_seeding_copy(fs2)
     real_fsync, done = os.fsync, []
 
     def fsync_then_rewrite(fd):
@@ -218,15 +225,7 @@ def test_a_kept_file_rewritten_while_a_relink_checks_its_folder_is_in_place_is_r
     """R83: the folder's walk up (``Dir.in_place``, an fstatat a level) came after the last look at
     the kept file, so a rewrite then (same size, mtime set back) was hidden by the rename's own ctime
     change and the old hash carried onto the new bytes. The last looks now come after it."""
-    stash, _pool, seed_s, _seed_p, cat = fs2
-    data = os.urandom(8000)
-    lib = stash / "lib"
-    k, v = old(write(lib / "k.bin", data)), old(write(seed_s / "T/v.bin", data))
-    cat.record_path(str(k), "lib")
-    cat.record_path(str(v), "stash")
-    ensure_hashes(cat, [cat.inode_by_path(str(p)).id for p in (k, v)], settle_seconds=0)
-    r, kr = cat.inode_by_path(str(v)), cat.inode_by_path(str(k))
-    target = fsops.RelinkTarget(r.fsid, r.ino, len(data), b3(data), kr.fsid, kr.ino, os.lstat(v).st_mtime_ns)
+    k, v, data, seed_s, lib, cat, target = _library_copy_and_seeding_copy(fs2)
     real_in_place, done = fsops.Dir.in_place, []
 
     def in_place_then_rewrite(self, anchor):
