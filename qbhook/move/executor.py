@@ -2701,33 +2701,20 @@ class Executor:
             "seconds": round(self.ctx.clock() - t0, 3),
         }
 
-    def _start(self, st: _GroupRun, s: Start, at: _At) -> dict:
+    def _start(self, st: _GroupRun, s: Start, _at: _At) -> dict:
         """A relocated torrent, stopped at its new place since its relocation, back as that
         relocation found it (``_as_found``: started if it ran), once the group verified. Checked
         again first by verify_group's own rule (``_unverified``) and the backstop: started only at
-        100 % on unchanged views. Idempotent: a running one is left running.
-
-        A check or a move under way (a person forced a recheck, qBittorrent checks resume data
-        after a restart) ends by itself (``_unverified``'s ``passes``): refused, it rolled the
-        verified group back, a move and a recheck of every torrent again. It is waited for in the
-        relocation's own wait loop and budget (``_wait``), and both checks are made again once it
-        ended: under 100 % after it, elsewhere, views changed or out of budget fails as before."""
+        100 % on unchanged views. Idempotent: a running one is left running."""
         key = (s.instance, s.torrent.lower())
         r = next((r for r in st.relocs if (r.step.instance, r.step.torrent.lower()) == key), None)
         if r is None or r.status != StepStatus.DONE:
             raise UnsafeOperation(f"refusing to start {s.torrent}: this group has not relocated it")
         c, to_path = self._client(s.instance), _norm(r.step.to_path)
-        deadline = self.ctx.clock() + self.timing.budget(r.step.size)
-        while True:
-            self._check_views_unchanged(st)
-            t = c.torrent(s.torrent)
-            if (p := _unverified(t, to_path)) is None:
-                break
-            left = deadline - self.ctx.clock()
-            if not p.passes or left <= 0:
-                raise _unverified_error(f"not starting {s.torrent}: it ", [p])
-            self.log.info("torrent %s is %s at its new place: waiting for it before starting it", s.torrent, t.state)
-            self._wait(c, s, None, left, st.plan.group_id, at.seq)
+        self._check_views_unchanged(st)
+        t = c.torrent(s.torrent)
+        if (p := _unverified(t, to_path)) is not None:
+            raise _unverified_error(f"not starting {s.torrent}: it ", [p])
         obs = r.step.observed or {}
         started = _as_found(c, s.torrent, obs, t, was_running=obs.get("was_running", True))
         self.journal.forget_stopped(s.instance, s.torrent)  # running as it ran, or stopped by a person
@@ -2895,7 +2882,7 @@ class Executor:
     def _wait(
         self,
         c: ClientPort,
-        s: Relocate | Start,
+        s: Relocate,
         at: str | None,
         budget: float,
         gid: str = "",
