@@ -98,7 +98,7 @@ above for each file right before its atomic rename.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from qbhook.access import access_lost, lost_reason
@@ -200,15 +200,68 @@ def write_prefixes(
     lists = files or {}
     for t in infos:
         key = (t.instance, t.hash)
-        if not may_write(t, known.get(key)) or not t.content_path.startswith("/"):
-            continue  # settled and wanting every file, or no metadata yet (no file to write)
-        names = _write_names(t, known.get(key), lists.get(key))
-        out |= (
-            content_places(t, resolve)
-            if names is None
-            else may_write_at((t.save_path, t.download_path), names, resolve)
-        )
+        out |= write_places(t, resolve, known.get(key), lists.get(key))
     return frozenset(out)
+
+
+def write_places(
+    t,
+    resolve: Callable[[str], str] | None,
+    indexed: tuple[bool, int | None, int | None] | None,
+    files: Sequence[tuple[str, int]] | None,
+) -> set[str]:
+    """Where torrent ``t`` (a ``clients.model.TorrentInfo``, host paths) may write, each place a
+    prefix (what is below it too): nothing when it may not (``may_write``, on ``indexed``:
+    ``skipped_files_known``'s row of it) or has no metadata yet (no file to write); with its file
+    list (``files``: (rel, priority), asked of its client) its files' places (``_write_names``);
+    without one, its content's places (``content_places``). The one rule for a torrent known by
+    its listing: ``write_prefixes`` at plan time, ``live_writer`` at act time."""
+    if not may_write(t, indexed) or not t.content_path.startswith("/"):
+        return set()
+    names = _write_names(t, indexed, files)
+    if names is None:
+        return content_places(t, resolve)
+    return may_write_at((t.save_path, t.download_path), names, resolve)
+
+
+def live_writer(
+    infos: Iterable,
+    dsts: Iterable[str],
+    resolve: Callable[[str], str] | None,
+    skipping: Mapping[tuple[str, str], tuple[bool, int | None, int | None]],
+    files_of: Callable[[object], Sequence[tuple[str, int]] | None],
+) -> tuple[str, str] | None:
+    """(a path of ``dsts``, who) where one of ``infos`` (torrents listed live, host paths; not the
+    moving group's own) may write (``write_places``), or None: the executor's re-check right before
+    a move first makes files at its destination, since a person may rename a file onto one
+    (``renameFile``) or add a torrent skipping one there after the plan. ``files_of`` (a torrent's
+    (rel, priority) list asked of its client, None: no answer) is asked only of a torrent that may
+    write and whose content's places (``content_places``: a root folder of its own, or its save
+    path when it has none) are one of ``dsts`` or a folder of one: a torrent with its own root
+    folder elsewhere writes nowhere near them unless renamed, and is not asked. With a list its
+    files' places decide, exactly as a snapshot holding it decides (``writer_at``); without one its
+    content's places do, as for a torrent a partial snapshot leaves out."""
+    wanted = [canonical_path(d) for d in dsts]
+    near = {a for d in wanted for a in _with_folders(d)}
+    for t in infos:
+        indexed = skipping.get((t.instance, t.hash))
+        if not may_write(t, indexed) or near.isdisjoint(content_places(t, resolve)):
+            continue
+        files = files_of(t)
+        places = frozenset(write_places(t, resolve, indexed, files))
+        if hit := next((d for d in wanted if _at_or_under(d, places)), None):
+            return hit, _named(t) + ("" if files else " (its file list unread: its folder counts)")
+    return None
+
+
+def _with_folders(path: str) -> Iterator[str]:
+    """``path`` and each folder above it: what ``_at_or_under`` walks, as a set to meet places in."""
+    while True:
+        yield path
+        parent = posixpath.dirname(path)
+        if parent == path:
+            return
+        path = parent
 
 
 def may_write(t, indexed: tuple[bool, int | None, int | None] | None) -> bool:
@@ -278,13 +331,7 @@ def content_places(t, resolve: Callable[[str], str] | None = None) -> set[str]:
 
 def _at_or_under(path: str, prefixes: frozenset[str]) -> bool:
     """``path`` or one of its folders is in ``prefixes``: a walk up its few components, not a scan of them."""
-    while True:
-        if path in prefixes:
-            return True
-        parent = posixpath.dirname(path)
-        if parent == path:
-            return False
-        path = parent
+    return any(p in prefixes for p in _with_folders(path))
 
 
 def _may_change(snap: Snapshot, use: _Usage, inode: InodeFact) -> bool:
@@ -356,17 +403,23 @@ def writer_at(snap: Snapshot, path: str) -> str | None:
             settled_t = _settled(t)
             for f in t.files:
                 if not settled_t or not f.priority:
-                    why = (
-                        "which lists it at priority 0"
-                        if settled_t
-                        else f"not settled ({t.state}, {t.progress * 100:.0f}%)"
-                    )
-                    places.setdefault(f.path, f"torrent {t.name} ({t.hash[:8]} on {t.instance}), {why}")
+                    places.setdefault(f.path, _named(t))
         snap.derived[_PLACES] = places
     who = places.get(path)
     if who is None and (path in snap.write_paths or (snap.write_prefixes and _at_or_under(path, snap.write_prefixes))):
         who = "a torrent that may still write there (not settled, or with a file at priority 0)"
     return who
+
+
+def _named(t) -> str:
+    """A torrent (a ``TorrentFact`` or a listed ``TorrentInfo``) that may write at a place, for a
+    person to act on: ``writer_at``'s and ``live_writer``'s words."""
+    why = (
+        "which lists it at priority 0"
+        if settled(t.progress, t.state)
+        else f"not settled ({t.state}, {t.progress * 100:.0f}%)"
+    )
+    return f"torrent {t.name} ({t.hash[:8]} on {t.instance}), {why}"
 
 
 def unclaimed_links(inode: InodeFact, listed: Container[str]) -> tuple[str, ...]:

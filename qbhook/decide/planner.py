@@ -484,7 +484,8 @@ def write_place_blockers(snap: Snapshot, group: list[TorrentFact], src: PoolFact
     disk to be one, so ``build_steps``' check of what exists there never sees it. The file put
     there (a demote's only copy) would take that torrent's pieces once the file is wanted (R69).
     A file there now is ``build_steps``' (``converge.reusable`` reads the same writers); a place
-    that a group of the same run moves there is ``_skipped_places_kept``'s."""
+    that a group of the same run moves there is ``_skipped_places_kept``'s. The executor asks the
+    clients again right before it makes the view (``converge.live_writer``): a rename since the plan."""
     out = []
     for t in group:
         new_save = _mapped(t.save_path, src, tgt)

@@ -15,6 +15,9 @@ Safety rules this module enforces:
 * a torrent is relocated only if it is complete and stable, its view was
   verified in this run, and no other relocation is in flight (one at a time:
   qBittorrent's move queue is sequential anyway);
+* a move makes no file at a destination another torrent may write into, asked of the clients
+  right before its view is made, on resume too (``_check_write_places``: the planner's rule, on
+  what a rename or a torrent added since the plan changed);
 * no old link is deleted while a library symlink reaches it, or while the libraries cannot be
   walked: the plan's snapshot walked them once, so the deletes walk again before a group's
   first delete and on the newcomer check's cadence after (``_check_no_library_symlink``);
@@ -60,10 +63,17 @@ from qbhook import procs
 from qbhook.catalog import library_links
 from qbhook.catalog.identity import components
 from qbhook.catalog.store import CarryProof
-from qbhook.catalog.torrents import TorrentIndex
+from qbhook.catalog.torrents import TorrentIndex, skipped_files_known
 from qbhook.clients.model import MISSING_FILES_STATE
+from qbhook.decide import converge
 from qbhook.decide.explain import VIEW_CHANGED  # in a backstop-stopped group's reason (status, explain)
-from qbhook.decide.facts import skipped_data_carried, skipped_place_reason, skipped_place_taken
+from qbhook.decide.facts import (
+    LinkResolver,
+    skipped_data_carried,
+    skipped_place_reason,
+    skipped_place_taken,
+    write_place_reason,
+)
 from qbhook.decide.heap import collector_paused, heap_frozen
 from qbhook.decide.plan import (
     DST_ABSENT,
@@ -1088,10 +1098,11 @@ class Executor:
                 self._fail(st, failed.error or "failed earlier in this run")
                 return outcome
             st.deletes_started = self._deleted_before(mine)
-            self._check_clients_answer(st, mine)
+            listed = self._check_clients_answer(st, mine)
             self._check_room(st, mine)
             self._check_atm_off(st, mine)
             self._check_state_lag(st, mine)
+            self._check_write_places(st, mine, listed)
             relocated = {
                 (r.args.get("instance"), r.args.get("torrent"))
                 for _s, step, r in mine
@@ -1135,23 +1146,75 @@ class Executor:
                 r.status in (StepStatus.DONE, StepStatus.INTENDED) and acted(reader, s, r) for acted, s, r in journaled
             )
 
-    def _check_clients_answer(self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]]) -> None:
+    def _check_clients_answer(
+        self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]]
+    ) -> dict[str, list] | None:
         """Every client lists its torrents before a group whose verify_group is still to come
         (``_check_no_newcomer`` lists them all) changes anything: a client that is down fails
         the group here, having done nothing, rather than after its copies and relocations,
         which the rollback then undoes on every sweep. Still down at verify_group (it went down
-        since), the group fails there, before any delete."""
+        since), the group fails there, before any delete. Returns the listings by client name
+        (None: not asked), for ``_check_write_places``: one listing a client a group."""
         if not any(isinstance(s, Delete) for _q, s, _r in mine) or not any(
             isinstance(s, VerifyGroup) and (r is None or r.status != StepStatus.DONE) for _q, s, r in mine
         ):
-            return
+            return None
         try:
-            for c in _every_client(self.ctx.clients):
-                c.torrents()
+            return {c.name: c.torrents() for c in _every_client(self.ctx.clients)}
         except QbhookError as e:
             reason = f"not started: a torrent client does not answer ({e}), and verify_group must list every client"
             self.log.warning("group %s: %s", st.plan.group_id, reason)
             st.passing = _passing(e)
+            self._fail(st, reason)
+            raise _Failure(reason) from e
+
+    def _check_write_places(
+        self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]], listed: dict[str, list] | None
+    ) -> None:
+        """A move with a file still to make at its destination (a first run, or a resume before its
+        view is whole) asks the clients, right before, whether another torrent may write at one of
+        its destination files (``converge.live_writer``: the planner's rule, ``write_place_blockers``).
+        The plan checked its snapshot, maybe hours ago (a sweep's chunks, ``serve``, an approved
+        plan); a file renamed in qBittorrent onto such a path since, or a torrent added skipping a
+        file there, would write its pieces into the group's only copy. Refused here, nothing of the
+        view is made (a resume keeps what it made, as a rollback keeps views), and the next plan
+        blocks the group by the same rule. Read-only: a resume asks again. A client that does not
+        answer fails the group too: a place not known free is not taken."""
+        makes = (Copy, Link, MkEmpty)
+        if st.plan.action not in (Action.DEMOTE, Action.PROMOTE) or not any(
+            isinstance(s, makes) and (r is None or r.status != StepStatus.DONE) for _q, s, r in mine
+        ):
+            return
+        dsts = [s.dst for _q, s, _r in mine if isinstance(s, makes)]
+        dsts += [f.path for _q, s, _r in mine if isinstance(s, VerifyView) for f in s.files]  # a reused file too
+        g = st.plan
+        pairs = set(zip(g.instances, g.torrents, strict=False)) if g.instances else None
+        clients = {c.name: c for c in _every_client(self.ctx.clients)}
+
+        def files_of(t) -> list[tuple[str, int]] | None:
+            c = clients.get(t.instance)
+            try:
+                return None if c is None else [(f.name, f.priority) for f in c.files(t.hash)]
+            except QbhookError:
+                return None  # its folder counts (``converge.write_places``)
+
+        try:
+            if listed is None:
+                listed = {name: c.torrents() for name, c in clients.items()}
+            others = [
+                t
+                for got in listed.values()
+                for t in got
+                if ((t.instance, t.hash) not in pairs if pairs is not None else t.hash not in g.torrents)
+            ]
+            known = skipped_files_known(self.catalog.conn)
+            found = converge.live_writer(others, dsts, LinkResolver(), known, files_of)
+            if found is not None:
+                raise UnsafeOperation(write_place_reason(*found))
+        except QbhookError as e:
+            st.passing = _passing(e)
+            reason = f"refused before making its view: {e.message}"
+            self.log.warning("group %s: %s", g.group_id, reason)
             self._fail(st, reason)
             raise _Failure(reason) from e
 

@@ -1,0 +1,162 @@
+"""A move's destination file taken as another torrent's write place between plan and act.
+
+The planner refuses a destination another torrent may write into (``converge.writer_at``: its
+skipped file's place, any file of one not settled), but only on its snapshot. A sweep's chunks
+hash for minutes, ``serve`` acts later, a copy takes hours: meanwhile a person renames a skipped
+file onto the path (``renameFile``) or adds a torrent skipping a file there, and the group's only
+copy would take that torrent's pieces once the file is wanted. The executor asks the clients again
+right before it makes the view (``Executor._check_write_places``, ``converge.live_writer``): the
+group is refused with nothing made, and the next plan blocks it. Each test but the "still" one
+and the cost guard fails on the code before the check (the parent makes the file)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import pytest
+
+from qbhook.catalog.indexer import sync_client
+from tests.helpers import write
+from tests.unit.test_executor import H1, Crash, FakeQbt, FakeTorrent, demote_plan, world  # noqa: F401  (fixture)
+from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
+
+D, E, F = "d" * 40, "e" * 40, "f" * 40
+WRITE_PLACE = "a destination is a place another torrent may write into: "
+
+
+class _LiveQbt(FakeQbt):
+    """qBittorrent's sizes (``size`` the wanted bytes, so ``may_skip_files`` says a skip), a torrent
+    of ``flat`` saved without its root folder (its content path is its save path), file lists counted."""
+
+    def __init__(self, flat: set[str]):
+        super().__init__()
+        self.flat = flat
+        self.file_calls: list[str] = []
+
+    def _info(self, t):
+        info = super()._info(t)
+        wanted = sum(s for _n, s, p in t.files if p)
+        info = replace(info, size=wanted)
+        return replace(info, content_path=info.save_path) if t.hash in self.flat else info
+
+    def files(self, h):
+        self.file_calls.append(h.lower())
+        return super().files(h)
+
+
+def _live(w, flat: set[str]) -> _LiveQbt:
+    q = _LiveQbt(flat)
+    q.t = w.qbt.t
+    w.qbt = q
+    return q
+
+
+def _pack(w, priority_of_second: int = 0) -> FakeTorrent:
+    """d: complete on the pool's seeding root, saved without its root folder, its second file skipped."""
+    write(os.path.join(w.seed_p, "pack1.mkv").encode(), b"P")
+    d = FakeTorrent(D, "Pack", w.seed_p, [("pack1.mkv", 1, 1), ("pack2.mkv", 7, priority_of_second)])
+    w.qbt.add(d)
+    return d
+
+
+def _refused(summary, place: str) -> str:
+    reason = summary.groups_failed["g1"]
+    assert WRITE_PLACE + place in reason and "Pack" in reason, reason
+    return reason
+
+
+def test_a_skipped_file_renamed_onto_a_destination_after_the_plan_refuses_the_group_before_its_copy(world):  # noqa: F811
+    w = world
+    _live(w, {D})
+    d = _pack(w)
+    sync_client(w.cat, w.qbt)  # the index knows d skips a file
+    plan = demote_plan(w)
+    place = os.path.join(w.seed_p, "Movie.2020/movie.mkv")  # the group's first copy
+    d.files[1] = ("Movie.2020/movie.mkv", 7, 0)  # renamed in qBittorrent after the plan
+    summary = w.executor().apply(plan)
+    _refused(summary, place)
+    assert not os.path.lexists(place)
+    assert w.qbt.count("set_location") == 0 and w.qbt.torrent(H1).save_path == w.seed_s
+
+
+def test_a_torrent_added_after_the_plan_skipping_a_file_at_a_destination_refuses_the_group(world):  # noqa: F811
+    w = world
+    _live(w, {D})
+    plan = demote_plan(w)
+    place = os.path.join(w.seed_p, "cross-seed/Movie.2020/movie.mkv")  # the second torrent's link
+    write(os.path.join(w.seed_p, "pack1.mkv").encode(), b"P")
+    # Not in the index: the listing's sizes say it skips a file.
+    w.qbt.add(FakeTorrent(D, "Pack", w.seed_p, [("pack1.mkv", 1, 1), ("cross-seed/Movie.2020/movie.mkv", 7, 0)]))
+    summary = w.executor().apply(plan)
+    _refused(summary, place)
+    assert not os.path.lexists(place) and not os.path.lexists(os.path.join(w.seed_p, "Movie.2020"))
+
+
+def test_a_resumed_group_asks_again_before_the_files_it_has_not_made(world):  # noqa: F811
+    w = world
+    _live(w, {D})
+    d = _pack(w)
+    sync_client(w.cat, w.qbt)
+    plan = demote_plan(w)
+
+    def crash(point, _gid, seq, _step):
+        if point == "after_act" and seq == 0:  # the first copy made
+            raise Crash("killed after the first copy")
+
+    with pytest.raises(Crash):
+        w.executor(hook=crash).apply(plan)
+    place = os.path.join(w.seed_p, "cross-seed/Movie.2020/movie.mkv")
+    d.files[1] = ("cross-seed/Movie.2020/movie.mkv", 7, 0)
+    summary = w.executor().resume()[0]
+    _refused(summary, place)
+    assert not os.path.lexists(place) and w.qbt.count("set_location") == 0
+
+
+def test_a_group_still_moves_beside_a_torrent_skipping_a_file_elsewhere_in_its_folder(world):  # noqa: F811
+    w = world
+    q = _live(w, {D})
+    _pack(w)
+    sync_client(w.cat, w.qbt)
+    q.file_calls.clear()  # the sync's
+    asked = []
+
+    def count(point, _gid, seq, _step):
+        if point == "before" and seq == 0:
+            asked.extend(q.file_calls)
+
+    summary = w.executor(hook=count).apply(demote_plan(w))
+    assert summary.groups_done == ["g1"], summary.groups_failed
+    assert asked == [D]  # before the first copy: asked once, its folder holds the destinations
+
+
+def test_only_a_torrent_whose_content_could_reach_a_destination_is_asked_for_its_file_list(world):  # noqa: F811
+    """The user's scale: thousands of torrents in one category folder, each with a root folder of
+    its own. One listing a client a group; a file list only of a torrent that may write and whose
+    content's places hold a destination (a folder of its own elsewhere holds none of them)."""
+    w = world
+    q = _live(w, {D})
+    _pack(w)
+    write(os.path.join(w.seed_p, "Other.Show/ep1.mkv").encode(), b"E")
+    q.add(FakeTorrent(E, "Other.Show", w.seed_p, [("Other.Show/ep1.mkv", 1, 1), ("Other.Show/ep2.mkv", 5, 0)]))
+    q.add(FakeTorrent(F, "Movie.2020", w.seed_p, [("Movie.2020/other.mkv", 5, 1)], progress=0.5))  # downloading
+    sync_client(w.cat, w.qbt)
+    q.file_calls.clear()  # the sync's
+    listings, asked = [], []
+
+    def count(point, _gid, seq, _step):
+        if point == "before" and seq == 0:  # what the group asked before its first copy
+            listings.append(sum(1 for c in q.calls if c[0] == "torrents"))
+            asked.extend(q.file_calls)
+
+    orig = q.torrents
+
+    def torrents(*a, **kw):
+        q.calls.append(("torrents",))
+        return orig(*a, **kw)
+
+    q.torrents = torrents
+    summary = w.executor(hook=count).apply(demote_plan(w))
+    assert summary.groups_done == ["g1"], summary.groups_failed
+    assert listings == [1]  # one listing of the client
+    assert sorted(asked) == [D, F]  # e: its own root folder, elsewhere, not asked
