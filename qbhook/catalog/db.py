@@ -12,6 +12,7 @@ names with newlines or invalid UTF-8 are legal on ZFS and must round-trip.
 from __future__ import annotations
 
 import os
+import shlex
 import sqlite3
 import stat
 from collections.abc import Iterable
@@ -94,12 +95,15 @@ def connect(
     it is ``CatalogMissing`` and nothing is made, neither the file nor its folder. SQLite is
     then told not to create it either (``mode=rw``/``ro``): a file removed after the stat below
     is still not made anew. A missing folder is ``CatalogFolderMissing`` whatever ``create``
-    is: no command makes it."""
+    is: no command makes it. A catalog this process may not write is opened only while its
+    ``-wal`` and ``-shm`` exist, so that opening it makes nothing (``_leaves_nothing``)."""
     path = Path(path)
     create = create and not readonly
     if create and not _is_folder(path.parent):
         raise CatalogFolderMissing(path.parent)
-    _looked_at(path, create)
+    st = _looked_at(path, create)
+    if st is not None:
+        _leaves_nothing(path, st)
     try:
         if create:
             conn = sqlite3.connect(path, timeout=busy_s, isolation_level=None, check_same_thread=check_same_thread)
@@ -161,6 +165,37 @@ def _looked_at(path: Path, create: bool) -> os.stat_result | None:
         # SQLite took a one-byte file for an empty database, which `scan` then overwrote.
         raise NotACatalog(path, _NOT_SQLITE)
     return st
+
+
+def _leaves_nothing(path: Path, st: os.stat_result) -> None:
+    """Refuse to open a catalog this process may not write while its ``-wal`` or ``-shm`` is
+    missing: SQLite would make them, and a writer could not use them after.
+
+    Opening a WAL database makes both beside it wherever the folder lets it, a read-only
+    connection's too, with the database file's mode (SQLite's rule): a reader of a mode-444
+    catalog left a 444 ``-shm`` that refused every writer ("attempt to write a readonly
+    database") once the catalog was writable again, until root opened it; another user's
+    reader leaves ones the catalog's owner may not write. While a writer has the catalog open
+    both exist, and a reader makes nothing. Where the folder may not be written either, SQLite
+    failed anyway ("attempt to write a readonly database", for a read). A last writer closing
+    (and removing both) between this look and SQLite's open is the one window left.
+    """
+    if os.access(path, os.W_OK, effective_ids=True):
+        return
+    missing = [s for s in ("-wal", "-shm") if not os.path.lexists(path.with_name(path.name + s))]
+    if not missing:
+        return
+    if st.st_uid != os.geteuid():  # another user's catalog: theirs to run qbhook as, not to give away
+        fix = f"run qbhook as {_user(st.st_uid)}, its owner"
+    elif not st.st_mode & stat.S_IWUSR:
+        fix = f"chmod u+w {shlex.quote(os.fspath(path))}"
+    else:
+        fix = "its filesystem is mounted read-only"
+    raise CatalogUnwritable(
+        f"catalog {path} is {_owned(st)}, which {_user(os.geteuid())} may not write: opening it now "
+        f"would leave {' and '.join(path.name + s for s in missing)} beside it, read-only for every writer after",
+        hint=f"{fix} (while a qbhook that may write it has it open, it can be read as it is)",
+    )
 
 
 def _sqlite_header(path: Path) -> bool:
@@ -228,13 +263,22 @@ def unwritable(path: str | Path) -> str | None:
 
 
 def _owned(st: os.stat_result) -> str:
-    import pwd  # here: only a refusal names an owner
+    name = _name(st.st_uid)
+    return f"owned by {name or f'uid {st.st_uid}'}, mode {stat.S_IMODE(st.st_mode):o}"
+
+
+def _user(uid: int) -> str:
+    name = _name(uid)
+    return f"user {name}" if name else f"uid {uid}"
+
+
+def _name(uid: int) -> str | None:
+    import pwd  # here: only a refusal names a user
 
     try:
-        owner = pwd.getpwuid(st.st_uid).pw_name
+        return pwd.getpwuid(uid).pw_name
     except KeyError:
-        owner = f"uid {st.st_uid}"
-    return f"owned by {owner}, mode {stat.S_IMODE(st.st_mode):o}"
+        return None
 
 
 def _foreign(conn: sqlite3.Connection) -> bool:
