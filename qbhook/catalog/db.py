@@ -69,6 +69,13 @@ def sqlite_failure(e: BaseException, path: str | Path | None) -> QbhookError | N
             hint="check the disk; if the file is damaged, restore it from a backup or move it "
             "aside ('qbhook scan' rebuilds a new catalog, but run history is lost)",
         )
+    if "readonly database" in low and path is not None and (why := unwritable(path)):
+        # SQLITE_READONLY says "readonly database" whichever file refused: name the one (a -shm
+        # left read-only, the catalog itself), so the fix is one command, not a guess.
+        return CatalogUnwritable(
+            f"{where}: {detail} ({why})",
+            hint=f"let {_user(os.geteuid())} write it (chown, chmod u+w) or run qbhook as the user that owns it",
+        )
     if any(w in low for w in _UNWRITABLE):
         return CatalogUnwritable(
             f"{where}: {detail}", hint="check that the catalog's folder exists and qbhook may write in it"

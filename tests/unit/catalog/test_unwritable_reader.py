@@ -131,3 +131,21 @@ def test_another_users_catalog_is_read_while_its_writer_has_it_open_and_refused_
     assert lines[1].startswith("  hint: run qbhook as user root, its owner ("), lines
     assert _folder(cat) == before
 
+
+def test_a_writer_meeting_a_read_only_shm_names_it(bed):
+    """What an older qbhook's reader left (R80): the writer's error names the file, not only
+    SQLite's "attempt to write a readonly database". Not an empty -shm: SQLite gives an empty
+    file it owns the catalog's mode back by itself."""
+    root, cfg, cat = bed
+    for side, mode, size in (("-wal", 0o644, 0), ("-shm", 0o444, 32768)):
+        p = cat.with_name(cat.name + side)
+        p.write_bytes(bytes(size))
+        p.chmod(mode)
+        os.chown(p, _nobody().pw_uid, _nobody().pw_gid)
+    r = _qbhook(root, cfg, "scan")
+    assert r.returncode == ExitCode.IO_ERROR, r.stdout + r.stderr
+    lines = r.stderr.splitlines()
+    assert lines[0] == (
+        f"qbhook: catalog {cat}: attempt to write a readonly database ({cat}-shm is owned by nobody, mode 444)"
+    ), lines
+    assert lines[1] == "  hint: let user nobody write it (chown, chmod u+w) or run qbhook as the user that owns it"
