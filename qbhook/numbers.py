@@ -10,6 +10,10 @@ raise ValueError with a short message; the caller names the field.
 A value quoted in such a message (``shown``) is bounded before it is made: the whole repr() of a
 small YAML file can be huge (a "billion laughs" tree of aliases, ~800 bytes, stands for 9**8
 leaves: minutes and gigabytes to repr, for a message cut to 60 characters).
+
+Text another program answered (an HTTP error body, an XML-RPC fault string) is quoted by the same
+rule of bounds (``said``): one line, its start only. A web page's body or a 5 MB error answer
+was the whole of an error line, and of every retry's log line.
 """
 
 from __future__ import annotations
@@ -63,6 +67,25 @@ def shown(value: Any, limit: int = 60) -> str:
         except Exception:
             return type(value).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: Characters of another program's text a message quotes (``said``); the hook script cuts at 300.
+SAID_CHARS = 200
+
+
+def said(value: Any, limit: int = SAID_CHARS) -> str:
+    """What another program answered, as a message quotes it: its whitespace (a page's line breaks
+    and indentation) collapsed to single spaces, the start of it, the cut marked with "…"; a value
+    that is not text as ``shown`` quotes it. The one rule for "a remote's error text, shown". Only
+    a bounded window of the text is looked at, whatever its size. Idempotent: a quote quoted
+    again is the same quote."""
+    if not isinstance(value, str):
+        return shown(value, limit)
+    window = value[: limit * 8]  # enough for the limit whatever the whitespace run between words
+    text = " ".join(window.split())
+    if len(text) <= limit and len(window) == len(value):
+        return text
+    return text[: limit - 1].rstrip() + "…"
 
 
 def whole(value: Any, lo: int = 0, hi: int = MAX_INT) -> int:

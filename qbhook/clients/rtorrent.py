@@ -97,7 +97,7 @@ from qbhook.errors import (
     UnsafeOperation,
     VerificationFailed,
 )
-from qbhook.numbers import shown
+from qbhook.numbers import said, shown
 from qbhook.pathmap import PathMap
 from qbhook.paths import normalize
 
@@ -232,7 +232,7 @@ class RtItem:
         where = f"rTorrent {instance!r}"
         if not isinstance(row, (list, tuple)) or len(row) != len(_ITEM_FIELDS):
             raise UnreadableRecord(f"{where}: an item row that is not {len(_ITEM_FIELDS)} fields: {shown(row, 80)}")
-        f = RecordFields(dict(zip(_FIELD_NAMES, row, strict=True)), f"{where}: item {_brief(row[0], 70)}")
+        f = RecordFields(dict(zip(_FIELD_NAMES, row, strict=True)), f"{where}: item {said(row[0], 70)}")
         h = f.hash("d.hash", 40)  # rTorrent knows v1 hashes only
         if h is None:
             raise f.bad("d.hash", row[0], "missing")
@@ -408,7 +408,7 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
         if torrent is not None and fault.faultCode == FAULT_UNKNOWN_HASH:
             return self._unknown(torrent)
         return RtorrentError(
-            f"rTorrent {self.name!r}: {what} refused: {_brief(fault.faultString)} (fault {shown(fault.faultCode)})"
+            f"rTorrent {self.name!r}: {what} refused: {said(fault.faultString)} (fault {shown(fault.faultCode)})"
         )
 
     def _multicall(self, what: str, calls: list[dict[str, Any]], torrent: str | None = None) -> list[Any]:
@@ -430,7 +430,7 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
         code = answer.get("faultCode", 0)
         if type(code) is not int or abs(code) >= 2**63:
             raise RtorrentError(f"rTorrent {self.name!r}: {what}: malformed fault in its answer ({shown(code, 80)})")
-        return xmlrpc.client.Fault(code, _brief(answer.get("faultString", "")))
+        return xmlrpc.client.Fault(code, said(answer.get("faultString", "")))
 
     def _where(self, h: str) -> str:
         return f"rTorrent {self.name!r}: item {h}"
@@ -840,12 +840,6 @@ def _row_hash(row: Any) -> str | None:
         return RecordFields({"d.hash": row[0]}, "").hash("d.hash", 40)
     except UnreadableRecord:
         return None
-
-
-def _brief(value: Any, limit: int = 200) -> str:
-    """Text from an answer as a message quotes it: its start, or a bounded repr of what is not text
-    (a repr of the whole of a nested answer before cutting it raised RecursionError, R43)."""
-    return value[:limit] if isinstance(value, str) else shown(value, limit)
 
 
 def _file_batches(

@@ -51,6 +51,7 @@ from collections.abc import Callable
 from typing import Any
 
 from qbhook.config import parse_address
+from qbhook.numbers import said
 
 __all__ = [
     "MAX_ANSWER_BYTES",
@@ -182,7 +183,7 @@ class ScgiRpc:
                 raise ScgiUnreachable(f"unreadable XML-RPC answer to {method}: {exc}") from exc
             raise self._malformed(method, str(exc)) from None
         except Exception as exc:  # RecursionError, an int past 4300 digits (ValueError), a memberless fault
-            raise self._malformed(method, f"{type(exc).__name__}: {str(exc)[:120]}") from None
+            raise self._malformed(method, f"{type(exc).__name__}: {said(str(exc), 120)}") from None
         if _too_deep(result):
             raise self._malformed(method, f"values nested deeper than {MAX_DEPTH}")
         return result[0] if len(result) == 1 else result

@@ -44,6 +44,7 @@ from qbhook.errors import (
     UnreadableRecord,
     UnsafeOperation,
 )
+from qbhook.numbers import said
 from qbhook.pathmap import PathMap
 from qbhook.paths import normalize
 
@@ -94,8 +95,9 @@ def _is_transient(exc: BaseException) -> bool:
 
 
 def _error_text(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text or type(exc).__name__
+    # An HTTPError's text is the answer's whole body: a web page (a URL that is not qBittorrent's)
+    # or megabytes from a failing proxy, quoted by the one rule for another program's text.
+    return said(str(exc)) or type(exc).__name__
 
 
 def _cause_text(exc: BaseException) -> str:
@@ -103,7 +105,7 @@ def _cause_text(exc: BaseException) -> str:
 
     qbittorrent-api's message wraps requests' and urllib3's reprs (a 400-character line with
     an object address); the socket's own error at the end of the exception chain names the
-    cause. Without an OSError in the chain, the library's message as it is."""
+    cause. Without an OSError in the chain, the library's message, quoted (``_error_text``)."""
     seen: set[int] = set()
     cause: BaseException | None = None
     at: BaseException | None = exc

@@ -9,6 +9,7 @@ import responses
 from qbhook.clients.qbt.client import QbtClient
 from qbhook.clients.registry import Clients
 from qbhook.errors import (
+    RETRY_LOG,
     BadRequest,
     PathMapError,
     QbtError,
@@ -600,3 +601,28 @@ def test_clients_unreachable_instance_is_an_error_not_a_miss(rsps):
 def test_clients_duplicate_names_rejected():
     with pytest.raises(QbtError, match="named"):
         Clients([make_client(name="a"), make_client(name="a", base=BASE2)])
+
+
+PAGE = "<!DOCTYPE HTML>\n<html lang='en'>\n    <head>\n        <title>Error response</title>\n" + "x " * 400
+
+
+@pytest.mark.parametrize(
+    "status, body",
+    [(500, "E" * 200_000 + "\n" * 1000), (501, PAGE), (409, PAGE)],
+    ids=["huge-5xx", "page-5xx", "page-4xx"],
+)
+def test_an_error_body_is_quoted_in_one_bounded_line(rsps, caplog, status, body):
+    """R80: a 5 MB answer was a 5 MB error line, logged whole at each retry; a web page (a URL
+    that is not qBittorrent's) a line of escaped HTML. The body is quoted by the one rule for
+    another program's text (``numbers.said``)."""
+    fake = FakeQbt(rsps)
+    _replace_info(rsps, fake, {"status": status, "body": body})
+    with caplog.at_level("WARNING", logger=RETRY_LOG), pytest.raises(QbtError) as err:
+        make_client(retries=4).torrents()
+    line = err.value.message
+    assert "\n" not in line and len(line) < 400 and line.endswith("…")
+    assert f"refused (HTTP {status}): " in line
+    assert "<!DOCTYPE HTML> <html lang='en'> <head> <title>" in line or body.startswith("E")
+    retries = [r.getMessage() for r in caplog.records if r.name == RETRY_LOG]
+    assert len(retries) == (1 if status >= 500 else 0)  # serve logs each retry: that line too
+    assert all(len(r) < 400 for r in retries)

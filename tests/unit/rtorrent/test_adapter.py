@@ -461,6 +461,17 @@ def test_unknown_and_v2_hashes():
     assert all("all" not in map(str, call) for call in c._rpc.calls)
 
 
+def test_a_faults_text_is_quoted_in_one_bounded_line():
+    """R80: a fault's text is another program's, quoted as qBittorrent's error body is (one rule,
+    ``numbers.said``): its line breaks collapsed, its start, the cut marked."""
+    c = _client()
+    text = "Method\n   'd.multicall2'\r\n\tnot defined " + "x" * 5000
+    c._rpc._one = lambda *a: (_ for _ in ()).throw(xmlrpc.client.Fault(-506, text))
+    with pytest.raises(RtorrentError, match=r"refused: Method 'd.multicall2' not defined x+… \(fault -506\)$") as err:
+        c.torrents()
+    assert len(str(err.value)) < 300
+
+
 def test_other_faults_are_rtorrent_errors_and_a_dead_socket_is_unreachable():
     c = _client()
     c._rpc._one = lambda *a: (_ for _ in ()).throw(xmlrpc.client.Fault(-506, "Method 'd.multicall2' not defined"))
