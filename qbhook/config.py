@@ -45,8 +45,9 @@ import yaml
 
 from qbhook import numbers
 from qbhook.dirfd import FolderRefused, SeedingRoot, loose_folders_above, open_root, symlink_on_the_way
-from qbhook.errors import CatalogFolderMissing, ConfigError, PathMapError
+from qbhook.errors import CatalogFolderMissing, CatalogLinkDangling, ConfigError, PathMapError
 from qbhook.files import Missing, NotReadable, decode_text, read_regular_file
+from qbhook.files import kind as mode_kind
 from qbhook.lockfile import loose_folder
 from qbhook.names import category_problem, tag_problem
 from qbhook.paths import is_within
@@ -1440,14 +1441,14 @@ def check_paths(cfg: Config) -> list[str]:
     problems = []
     for p in cfg.pools:
         # A pool path through a symlink never gets here: loading the config refuses it.
-        if why := _not_a_folder(p.path):
+        if why := not_a_folder(p.path):
             problems.append(f"pools.{p.name}.path: {why}")
         else:
             for r in p.seeding_roots:
                 why = _seeding_root_problem(p, r)
                 if why:
                     problems.append(f"seeding_roots.{p.name}: {why}")
-    if not any(_not_a_folder(p.path) for p in cfg.pools):
+    if not any(not_a_folder(p.path) for p in cfg.pools):
         devs = {}
         for p in cfg.pools:
             devs.setdefault(os.stat(p.path).st_dev, []).append(p.name)
@@ -1470,13 +1471,15 @@ def check_paths(cfg: Config) -> list[str]:
             except OSError as e:
                 problems.append(f"rtorrent {c.name}: cannot look at SCGI socket {sock}: {e.strerror}")
     parent = cfg.catalog.parent
-    if why := _not_a_folder(parent, CatalogFolderMissing.FIX):  # the line a command that opens it says
+    if why := not_a_folder(parent, CatalogFolderMissing.FIX):  # the line a command that opens it says
         problems.append(f"catalog: folder {why}" if why.startswith(str(parent)) else f"catalog: {why}")
     else:
         try:
             mode = os.stat(cfg.catalog).st_mode  # followed, as catalog.db opens it
         except FileNotFoundError:
-            mode = None  # a new catalog: the first command creates it
+            mode = None  # a new catalog: the first command creates it, unless a link to nothing
+            if os.path.islink(cfg.catalog):
+                problems.append(CatalogLinkDangling(cfg.catalog, link_target(cfg.catalog)).message)
         except OSError as e:
             problems.append(f"catalog: cannot look at {cfg.catalog}: {e.strerror}")
             mode = None
@@ -1493,17 +1496,49 @@ def check_paths(cfg: Config) -> list[str]:
     return problems
 
 
-def _not_a_folder(path: Path, missing: str = "(is the pool mounted?)") -> str | None:
+def not_a_folder(path: Path, missing: str = "(is the pool mounted?)") -> str | None:
     """Why ``path`` is no folder to use, or None: missing (``missing``, with ``{}`` for the path,
-    says what to do), not a folder, or not to be looked at (a folder above this user may not enter,
-    a name too long: Python 3.11's ``Path.is_dir`` raised for those)."""
+    says what to do), not a folder, below a file (``in_the_way``: no `mkdir -p` makes it, so the
+    advice to make it is not given), or not to be looked at (a folder above this user may not
+    enter, a name too long: Python 3.11's ``Path.is_dir`` raised for those). The words of
+    `config check` and of the catalog's opening (``catalog.db``) alike."""
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
+        if (blocker := in_the_way(path)) is not None:
+            return f"{path} cannot be a folder: {blocker} is {_file_kind(blocker)}, not a folder"
         return f"{path} does not exist {missing.format(path)}"
     except OSError as e:
         return f"cannot look at {path}: {e.strerror}"
-    return None if stat.S_ISDIR(st.st_mode) else f"{path} is not a folder"
+    return None if stat.S_ISDIR(st.st_mode) else f"{path} is {_file_kind(path)}, not a folder"
+
+
+def link_target(path: Path) -> str:
+    """What the symbolic link ``path`` names, for a message; never raises."""
+    try:
+        return os.readlink(path)
+    except OSError:  # replaced since the look: it was a link to nothing all the same
+        return "nothing"
+
+
+def in_the_way(path: Path) -> Path | None:
+    """The nearest of ``path`` and the folders above it that exists and is not a folder (a file
+    where a folder was meant), or None: what makes a missing folder one no `mkdir -p` can make."""
+    for p in (path, *path.parents):
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        return None if stat.S_ISDIR(st.st_mode) else p
+    return None
+
+
+def _file_kind(path: Path) -> str:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "not a folder"
+    return "a file" if stat.S_ISREG(mode) else mode_kind(mode)
 
 
 def _seeding_root_problem(pool: PoolConfig, root: Path) -> str | None:

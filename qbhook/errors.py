@@ -142,14 +142,29 @@ class CatalogMisplaced(CatalogError):
 
 class CatalogFolderMissing(CatalogMisplaced):
     """The folder ``catalog:`` puts the catalog in does not exist: the config names the wrong place,
-    or a disk is not mounted, and qbhook makes no folder. A config problem (78) in every command,
-    one line, the same as `config check`'s (``FIX``); it was a plain CatalogError, exit 1."""
+    or a disk is not mounted, and qbhook makes no folder; or it cannot exist, a file being in the
+    way (``why``: ``config.not_a_folder``'s words). A config problem (78) in every command, one
+    line, the same as `config check`'s (``FIX``); it was a plain CatalogError, exit 1, and a file
+    in the way 74 ("Not a directory") in a command that only reads."""
 
     FIX = "(create it: mkdir -p {})"
 
-    def __init__(self, folder):
-        super().__init__(f"catalog: folder {folder} does not exist {self.FIX.format(folder)}")
+    def __init__(self, folder, why: str | None = None):
+        super().__init__(f"catalog: folder {why or f'{folder} does not exist {self.FIX.format(folder)}'}")
         self.folder = folder
+
+
+class CatalogLinkDangling(CatalogMisplaced):
+    """``catalog:`` names a symbolic link to nothing: a command that only reads said "no catalog
+    yet" (66), whose advice, `qbhook scan`, then failed to open it (74). The config, or the link,
+    names the wrong place (78), in every command, in one line naming both."""
+
+    def __init__(self, path, target: str):
+        super().__init__(
+            f"catalog {path} is a symbolic link to {target}, which does not exist "
+            "(point 'catalog:' at the file itself, or fix the link)"
+        )
+        self.path = path
 
 
 class NotACatalog(CatalogMisplaced):

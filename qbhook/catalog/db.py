@@ -21,10 +21,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 from qbhook.catalog.schema import FIRST_TABLES, MIGRATIONS
+from qbhook.config import link_target, not_a_folder
 from qbhook.errors import (
     CatalogDamaged,
     CatalogError,
     CatalogFolderMissing,
+    CatalogLinkDangling,
     CatalogMisplaced,
     CatalogMissing,
     CatalogUnwritable,
@@ -106,8 +108,8 @@ def connect(
     ``-wal`` and ``-shm`` exist, so that opening it makes nothing (``_leaves_nothing``)."""
     path = Path(path)
     create = create and not readonly
-    if create and not _is_folder(path.parent):
-        raise CatalogFolderMissing(path.parent)
+    if create:
+        _need_folder(path.parent)
     st = _looked_at(path, create)
     if st is not None:
         _leaves_nothing(path, st)
@@ -150,11 +152,13 @@ def _looked_at(path: Path, create: bool) -> os.stat_result | None:
     # FIFO's stat never blocks.
     try:
         st = os.stat(path)
-    except FileNotFoundError:
-        # No folder to hold it is the config's fault (78) in every command, not "no catalog yet"
-        # (66), whose advice, `qbhook scan`, would then fail on that folder.
-        if not _is_folder(path.parent):
-            raise CatalogFolderMissing(path.parent) from None
+    except (FileNotFoundError, NotADirectoryError):
+        # No folder to hold it (or a file where it would be) is the config's fault (78) in every
+        # command, not "no catalog yet" (66), whose advice, `qbhook scan`, would then fail on that
+        # folder, nor "Not a directory" (74), nor a `mkdir -p` of a file's name.
+        _need_folder(path.parent)
+        if os.path.islink(path):  # to nothing: the same two answers, 66 then 74, otherwise
+            raise CatalogLinkDangling(path, link_target(path)) from None
         if not create:
             raise CatalogMissing(path) from None
         return None  # a new catalog: SQLite creates it
@@ -226,6 +230,13 @@ def _sqlite_header(path: Path) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def _need_folder(folder: Path) -> None:
+    """``CatalogFolderMissing`` unless ``folder`` is one, in `config check`'s words: missing, or a
+    file in the way, which no `mkdir -p` the advice for a missing one names can make."""
+    if not _is_folder(folder):
+        raise CatalogFolderMissing(folder, not_a_folder(folder, CatalogFolderMissing.FIX))
 
 
 def _is_folder(folder: Path) -> bool:

@@ -84,6 +84,38 @@ def test_nor_the_catalogs_folder_whose_absence_is_the_configs_fault_in_every_com
     assert r.stdout == "" and not folder.exists()
 
 
+@pytest.mark.parametrize("depth", ["x.sqlite", "a/x.sqlite"])
+@pytest.mark.parametrize("args", [["status"], ["history"], ["dupes", "--no-scan"], ["scan"]], ids=" ".join)
+def test_a_file_where_the_catalogs_folder_should_be_is_the_configs_fault_in_every_command(env, args, depth):
+    """R80: ``catalog: /x/text.sqlite/x.sqlite``, text.sqlite a file: `status` and `history` said
+    "cannot open catalog ...: Not a directory" (74), `scan` and `hook` "does not exist (create it:
+    mkdir -p ...)" (78), advice naming an existing file. One line from every command, naming it (78)."""
+    blocker = env.tmp / "text.sqlite"
+    blocker.write_text("hi\n")
+    where = blocker / depth
+    env.save(catalog=str(where))
+    r = env.run(*args, expect=ExitCode.CONFIG)
+    folder = where.parent
+    said = f"{folder} is a file" if folder == blocker else f"{folder} cannot be a folder: {blocker} is a file"
+    assert r.stderr == f"qbhook: catalog: folder {said}, not a folder\n"
+    assert r.stdout == "" and blocker.read_text() == "hi\n"
+
+
+@pytest.mark.parametrize("args", [["status"], ["history"], ["scan"]], ids=" ".join)
+def test_a_catalog_that_is_a_link_to_nothing_is_named_by_every_command(env, args):
+    """R80: `status` said "no catalog yet (`qbhook scan` makes one)" (66), and `scan` then failed
+    "unable to open database file" (74). One line naming the link and where it points (78)."""
+    target = env.tmp / "nowhere" / "catalog.sqlite"
+    env.catalog.parent.mkdir(parents=True, exist_ok=True)
+    env.catalog.symlink_to(target)
+    r = env.run(*args, expect=ExitCode.CONFIG)
+    assert r.stderr == (
+        f"qbhook: catalog {env.catalog} is a symbolic link to {target}, which does not exist "
+        "(point 'catalog:' at the file itself, or fix the link)\n"
+    )
+    assert not target.parent.exists() and _left(env.catalog.parent) == [env.catalog.name]
+
+
 def test_once_a_scan_made_it_they_read_it(env):
     env.run("scan")
     assert env.catalog.exists()

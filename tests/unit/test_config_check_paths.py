@@ -81,6 +81,25 @@ def test_a_catalog_that_is_a_folder_is_a_problem(env):
     assert others(problems(env)) == [f"catalog: {env.catalog} is not a regular file (name a file; qbhook creates it)"]
 
 
+def test_a_file_in_the_way_of_the_catalogs_folder_is_named_not_made(env):
+    """R80: a folder below a file was "does not exist (create it: mkdir -p ...)"; the same words
+    as every command's (``config.not_a_folder``)."""
+    blocker = env.tmp / "text.sqlite"
+    blocker.write_text("")
+    env.save(catalog=str(blocker / "a" / "x.sqlite"))
+    assert others(problems(env)) == [
+        f"catalog: folder {blocker / 'a'} cannot be a folder: {blocker} is a file, not a folder"
+    ]
+
+
+def test_a_catalog_that_is_a_link_to_nothing_is_a_problem(env):
+    env.catalog.symlink_to(env.tmp / "nowhere" / "x.sqlite")
+    assert others(problems(env)) == [
+        f"catalog {env.catalog} is a symbolic link to {env.tmp / 'nowhere' / 'x.sqlite'}, which does not exist "
+        "(point 'catalog:' at the file itself, or fix the link)"
+    ]
+
+
 def test_a_catalog_file_or_none_yet_is_fine(env):
     assert others(problems(env)) == []
     env.catalog.write_bytes(b"")
