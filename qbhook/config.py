@@ -610,25 +610,15 @@ def duration(*, positive: bool = False) -> Reader:
     return read
 
 
-def _whole_bytes(text: str, key: str) -> None:
-    """A size written as a fraction of a byte ("5.5", "0.9B") is refused, as the unquoted 5.5 is:
-    ``parse_size`` truncates, and policy.min_free "0.9" read as no reserve at all (R21)."""
-    try:
-        num, unit = _split_unit(text)
-    except ValueError:
-        return  # parse_size refuses it, with the examples
-    if _SIZE_UNITS.get(unit) == 1 and not num.is_integer():
-        raise ConfigError(key, f"must be a whole number of bytes (got {_got(text)})")
-
-
 def size(*, positive: bool = False) -> Reader:
     """Bytes: a whole number, or a string with a unit (500MB = 500*10^6, 10GiB = 10*2^30)."""
 
     def read(value: Any, key: str) -> int:
         if isinstance(value, str):
-            _whole_bytes(value, key)
             try:
                 n = parse_size(value)
+            except FractionOfAByte:
+                raise ConfigError(key, f"must be a whole number of bytes (got {_got(value)})") from None
             except ValueError:
                 raise ConfigError(
                     key, f"cannot read {_got(value)} as a size (examples: 262144, 256KiB, 500MB, 10GiB)"
@@ -661,9 +651,10 @@ def reserve(value: Any, key: str) -> Reserve:
         _bounds(pct, key, 0.0, _MAX_RESERVE_PERCENT, False, "%")
         return Reserve(pct, percent=True)
     if isinstance(value, str):
-        _whole_bytes(value, key)
         try:
             return Reserve(parse_size(value))
+        except FractionOfAByte:
+            raise ConfigError(key, f"must be a whole number of bytes (got {_got(value)})") from None
         except ValueError:
             raise ConfigError(
                 key, f"cannot read {_got(value)} as a size or a percent (examples: 5%, 200GiB, 500GB, 0)"
@@ -1327,7 +1318,9 @@ _SIZE_UNITS = {
     "tib": 1024**4,
 }
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
-_NUMBER_UNIT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", re.IGNORECASE)
+# ASCII: ``\d`` alone matches every script's digits, and float() reads them ("٣" was 3).
+_NUMBER_UNIT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", re.IGNORECASE | re.ASCII)
+_WHOLE = re.compile(r"\s*[+-]?\d+\s*", re.ASCII)
 
 
 def _split_unit(text: str) -> tuple[float, str]:
@@ -1338,11 +1331,28 @@ def _split_unit(text: str) -> tuple[float, str]:
     return float(m.group(1)), m.group(2).lower()
 
 
+def parse_whole(text: str) -> int:
+    """A whole number written as one, in ASCII digits (a sign allowed: the reader's bounds say
+    why -1 is refused); else ValueError. int() also reads "1_0" and other scripts' digits ("٣"),
+    which no duration or size (``_split_unit``) takes: a command line took one and not the other."""
+    if not _WHOLE.fullmatch(text):
+        raise ValueError(text)
+    return int(text)
+
+
+class FractionOfAByte(ValueError):
+    """A size in bytes written with a fraction ("5.5", "0.9B"): int() truncated it, and
+    policy.min_free "0.9" read as no reserve at all (R21), `--min-size 1.5` as 1 (R80)."""
+
+
 def parse_size(text: str) -> int:
-    """Bytes from '262144', '256KiB', '500MB' (10^6), '10GiB' (2^30); K/M/G/T alone are binary."""
+    """Bytes from '262144', '256KiB', '500MB' (10^6), '10GiB' (2^30); K/M/G/T alone are binary.
+    A fraction of a byte is ``FractionOfAByte``; with a larger unit (1.5GiB) it is cut to bytes."""
     num, unit = _split_unit(text)
     if unit not in _SIZE_UNITS:
         raise ValueError(text)
+    if _SIZE_UNITS[unit] == 1 and not num.is_integer():
+        raise FractionOfAByte(text)
     n = num * _SIZE_UNITS[unit]
     if not math.isfinite(n) or n > _MAX_INT:
         raise ValueError(text)

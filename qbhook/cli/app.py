@@ -125,23 +125,9 @@ class App:
 pass_app = click.make_pass_decorator(App)
 
 
-class SizeParam(click.ParamType):
-    name = "size"
-
-    def convert(self, value, param, ctx):
-        from qbhook.config import parse_size
-
-        if isinstance(value, int):
-            return value
-        try:
-            return parse_size(value)
-        except ValueError:
-            self.fail(f"{value!r} is not a size (examples: 1000, 64KiB, 1M, 2GB)", param, ctx)
-
-
 class SettingParam(click.ParamType):
     """A command-line value read by the reader of the setting it stands for (qbhook.config's
-    ``duration``, ``count``, ``port``, ``text``): the same units and bounds as in the file, one
+    ``duration``, ``count``, ``size``, ``port``, ``text``): the same units and bounds as in the file, one
     home for each rule. Out of range, NaN, a number SQLite cannot hold, an empty or non-UTF-8
     string: a one-line usage error (exit 2) before the command opens anything."""
 
@@ -156,10 +142,10 @@ class SettingParam(click.ParamType):
 
         kind, bounds = self._reader
         read = getattr(config, kind)
-        read = read(**bounds) if kind in ("duration", "count") else read
+        read = read(**bounds) if kind in ("duration", "count", "size") else read
         if self._whole and isinstance(value, str):
             try:
-                value = int(value)
+                value = config.parse_whole(value)
             except ValueError:
                 self.fail(f"{shown(value)!r} is not a whole number", param, ctx)
         key = param.name if param is not None else self.name
@@ -174,6 +160,7 @@ ROW_ID = SettingParam("id", "count", whole=True, minimum=1)  # a run or job id: 
 COUNT = SettingParam("count", "count", whole=True)  # a limit: 0 and up, within SQLite's range
 PORT = SettingParam("port", "port", whole=True)  # 1-65535, as server.port
 TEXT = SettingParam("text", "text")  # non-empty UTF-8 without NUL, as a text setting
+SIZE = SettingParam("size", "size")  # 1000, 64KiB, 1M, 2GB: whole bytes, as promote_copy_max_bytes
 
 
 def wait_option(default: float = 0):

@@ -7,7 +7,7 @@ import os
 
 import click
 
-from qbhook.cli.app import App, SizeParam, echo_json, echo_problems, echo_shown, main, pass_app, shown
+from qbhook.cli.app import SIZE, App, echo_json, echo_problems, echo_shown, main, pass_app, shown
 from qbhook.units import human_bytes as _human_bytes
 
 
@@ -167,7 +167,7 @@ def _hash_missing(app: App) -> dict:
 # A sync of the torrent index asks the clients: every secret; a scan may notify: notify's.
 @main.command(secrets=lambda p: (not p["offline"]) if p["payloads"] else (False if p["no_scan"] else "notify"))
 @click.option("--no-scan", is_flag=True, help="Use the catalog as is (no incremental scan first).")
-@click.option("--min-size", default="1", type=SizeParam(), help="Ignore files smaller than this (e.g. 1M, 64MiB).")
+@click.option("--min-size", default="1", type=SIZE, help="Ignore files smaller than this (e.g. 1M, 64MiB).")
 @click.option("--payloads", is_flag=True, help="Whole torrent payloads stored more than once (torrent index).")
 @click.option("--offline", is_flag=True, help="With --payloads: do not sync the index from the clients first.")
 @pass_app

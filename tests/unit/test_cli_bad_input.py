@@ -79,6 +79,16 @@ USAGE = [
     (["dupes", "--payloads", "--offline", "--min-size", "999T"], "--min-size does not go with --payloads"),
     (["dupes", "--payloads", "--min-size", "1"], "--min-size does not go with --payloads"),  # given, if default
     (["explain", HASH, "--live", "--index"], "--index and --live are two different answers: give one"),
+    # R80: --min-size 1.5 ran with 1 byte, where promote_copy_max_bytes: 1.5 was refused (78): the
+    # config's size reader now, one rule
+    (["dupes", "--no-scan", "--min-size", "1.5"], "Invalid value for '--min-size': must be a whole number of bytes"),
+    (["dupes", "--min-size", "0.9B"], "Invalid value for '--min-size': must be a whole number of bytes (got '0.9B')"),
+    (["dupes", "--min-size", "-1"], "Invalid value for '--min-size': cannot read '-1' as a size (examples: "),
+    # R80: --limit 1_0 was 10 and --wait ٣ 3 seconds, while --wait 1_000 was refused: ASCII digits only
+    (["history", "--limit", "1_0"], "Invalid value for '--limit': '1_0' is not a whole number"),
+    (["queue", "retry", "\u0663"], "Invalid value for 'JOB_ID': '\u0663' is not a whole number"),
+    (["apply", "--wait", "\u0663"], "Invalid value for '--wait': cannot read '\u0663' as a duration"),
+    (["apply", "--wait", "1_000"], "Invalid value for '--wait': cannot read '1_000' as a duration"),
 ]
 
 
@@ -97,6 +107,9 @@ def test_a_good_value_of_each_kind_still_passes(env):
     assert env.run("history", "--limit", "0").exit_code == 0
     assert env.run("history", "--limit", "3", "--run", "7", expect=None).stderr.startswith("qbhook: ")
     assert env.run("queue", "--limit", "5").exit_code == 0
+    assert env.run("history", "--limit", "+3").exit_code == 0
+    for size in ("0", "12", "1.5K", "1M", "2GB"):
+        assert env.run("dupes", "--no-scan", "--min-size", size).exit_code == 0
     r = env.run("explain", HASH.upper(), "--index", "--max-scan-age", "5m", expect=None)
     assert r.stderr == f"qbhook: torrent {HASH} is not in the torrent index\n"
 

@@ -129,6 +129,23 @@ def test_several_qbittorrent_instances_and_password_file(tmp_path):
 def test_sizes_and_durations():
     assert parse_size("64MiB") == 64 * 2**20 and parse_size("1 GB") == 10**9 and parse_size("12") == 12
     assert parse_duration("2h") == 7200 and parse_duration("1.5d") == 1.5 * 86400
+    assert parse_size("1.5K") == 1536  # a fraction of a larger unit is bytes
+
+
+@pytest.mark.parametrize("text", ["0.1", "1.5", "0.9B", "\u0663", "\u0663GiB", "1_0"])
+def test_a_size_is_whole_bytes_in_ascii_digits(text):
+    """R80: parse_size("0.1") was 0 (the config refused it only by a check beside it, which
+    `--min-size` did not make); \\d read other scripts' digits ("٣" was 3)."""
+    with pytest.raises(ValueError):
+        parse_size(text)
+    with pytest.raises(ConfigError, match="promote_copy_max_bytes: (must be a whole number of bytes|cannot read)"):
+        cfg(policy={"promote_copy_max_bytes": text})
+
+
+@pytest.mark.parametrize("text", ["\u0663", "\u0663h", "1_0"])
+def test_a_duration_is_ascii_digits(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
     c = cfg(policy={"promote_copy_max_bytes": "10MiB", "grace_period": "1d"})
     assert c.policy.promote_copy_max_bytes == 10 * 2**20 and c.policy.grace_period == 86400
 
