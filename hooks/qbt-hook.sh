@@ -22,7 +22,8 @@
 #   QBHOOK_TOKEN_FILE  file holding it (first line)
 #   QBHOOK_INSTANCE    name of this qBittorrent, when several feed one qbhook
 #   QBHOOK_HOOK_LOG    file that failures are appended to (always also stderr)
-#   QBHOOK_HOOK_MODE   "direct": run `qbhook hook ...` (must be on PATH) instead of HTTP
+#   QBHOOK_HOOK_MODE   "direct": run `qbhook hook ...` (must be on PATH) instead of HTTP;
+#                      unset or empty: HTTP; any other value is logged, then HTTP
 #
 # Always exits 0: qBittorrent ignores the status, and a missed event is caught by the
 # sweeper. Failures are logged, never silent. An HTTP call ends within $DEADLINE (4 s),
@@ -171,6 +172,15 @@ added | finished) ;;
 *)
     log_failure "first argument must be 'added' or 'finished', got '$event'; nothing sent"
     exit 0
+    ;;
+esac
+
+case ${QBHOOK_HOOK_MODE-} in
+'' | direct) ;;
+*)
+    # A typo ("Direct", "direct ") sent over HTTP without a word: said once, and still sent.
+    mode_shown=$(printf '%s' "$QBHOOK_HOOK_MODE" | tr '\r\n' '  ' | cut -c1-40)
+    log_failure "QBHOOK_HOOK_MODE='$mode_shown' is not a mode (direct, or unset for HTTP); falling back to HTTP"
     ;;
 esac
 

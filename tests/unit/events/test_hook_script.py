@@ -491,6 +491,23 @@ def test_direct_mode_without_qbhook_falls_back_to_http(server, tmp_path):
     assert len(server.requests) == 1
 
 
+@pytest.mark.parametrize("mode", ["bogus", "Direct", "direct\nforged line"])
+def test_a_mode_that_is_none_is_said_once_and_the_event_still_goes_over_http(server, tmp_path, mode):
+    """R80: QBHOOK_HOOK_MODE=bogus fell back to HTTP without a word."""
+    result = run_hook(hook_args(), env={"QBHOOK_HOOK_MODE": mode, "QBHOOK_URL": url(server)}, cwd=tmp_path)
+    assert result.returncode == 0 and len(server.requests) == 1
+    [line] = result.stderr.decode().splitlines()
+    shown = mode.replace("\n", " ")
+    assert line.endswith(
+        f"qbt-hook: QBHOOK_HOOK_MODE='{shown}' is not a mode (direct, or unset for HTTP); falling back to HTTP"
+    )
+
+
+def test_an_empty_mode_is_http_without_a_word(server, tmp_path):
+    result = run_hook(hook_args(), env={"QBHOOK_HOOK_MODE": "", "QBHOOK_URL": url(server)}, cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == b"" and len(server.requests) == 1
+
+
 @pytest.fixture
 def live_qbhook():
     events = []
