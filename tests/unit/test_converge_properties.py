@@ -157,10 +157,12 @@ def test_the_property_sees_convergence():
     """The worlds above do produce convergences (a property over worlds that never converge proves nothing)."""
     seen = []
 
-    @settings(max_examples=200, deadline=None, database=None)
+    # Derandomized: over random draws the count ranged 5-46 (5 once in a unit-tier run here, under the
+    # bound): the question is whether the generator can make converging worlds, not luck.
+    @settings(max_examples=200, deadline=None, database=None, derandomize=True)
     @given(dup_worlds())
     def count(w):
         seen.append(any(g.action == "converge" for g in make_plan(w.snapshot(), PolicyConfig()).groups))
 
     count()
-    assert sum(seen) >= 10, sum(seen)
+    assert sum(seen) >= 10, sum(seen)  # 24 of 200 with this derandomized draw
