@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import builtins
 import math
+import re
 import reprlib
 from typing import Any
 
@@ -73,6 +74,10 @@ def shown(value: Any, limit: int = 60) -> str:
 SAID_CHARS = 200
 
 
+_WORD = re.compile(r"\S+")
+SAID_SCAN = 1 << 16  # characters of a remote's answer looked at for its words, at most
+
+
 def said(value: Any, limit: int = SAID_CHARS) -> str:
     """What another program answered, as a message quotes it: its whitespace (a page's line breaks
     and indentation) collapsed to single spaces, the start of it, the cut marked with "…"; a value
@@ -81,9 +86,18 @@ def said(value: Any, limit: int = SAID_CHARS) -> str:
     again is the same quote."""
     if not isinstance(value, str):
         return shown(value, limit)
-    window = value[: limit * 8]  # enough for the limit whatever the whitespace run between words
-    text = " ".join(window.split())
-    if len(text) <= limit and len(window) == len(value):
+    # Words, not a prefix: a page's leading run of blank lines or indentation (thousands of
+    # characters) would fill a prefix and leave nothing of the cause (R87). The scan stops at
+    # the limit's worth of words, or at SAID_SCAN characters of a huge body.
+    words, n, cut = [], 0, len(value) > SAID_SCAN
+    for m in _WORD.finditer(value, 0, SAID_SCAN):
+        words.append(m.group())
+        n += len(m.group()) + 1
+        if n > limit + 1:
+            cut = True
+            break
+    text = " ".join(words)
+    if len(text) <= limit and not cut:
         return text
     return text[: limit - 1].rstrip() + "…"
 

@@ -158,6 +158,8 @@ def _looked_at(path: Path, create: bool) -> os.stat_result | None:
         # folder, nor "Not a directory" (74), nor a `mkdir -p` of a file's name.
         _need_folder(path.parent)
         if os.path.islink(path):  # to nothing: the same two answers, 66 then 74, otherwise
+            if create and os.path.isdir(os.path.dirname(os.path.realpath(path))):
+                return None  # a new catalog, made where the link points (a scan did so, R87)
             raise CatalogLinkDangling(path, link_target(path)) from None
         if not create:
             raise CatalogMissing(path) from None
@@ -193,20 +195,33 @@ def _leaves_nothing(path: Path, st: os.stat_result) -> None:
     """
     if os.access(path, os.W_OK, effective_ids=True):
         return
-    missing = [s for s in ("-wal", "-shm") if not os.path.lexists(path.with_name(path.name + s))]
+    # SQLite follows a link to the catalog and keeps both beside the file it names (R87).
+    real = Path(os.path.realpath(path))
+    missing = [s for s in ("-wal", "-shm") if not os.path.lexists(real.with_name(real.name + s))]
     if not missing:
         return
+    made = " and ".join(real.name + s for s in missing)
+    if _read_only_fs(real):  # nothing can be made there: SQLite fails to open it, for a read too
+        raise CatalogUnwritable(
+            f"catalog {path} is on a read-only filesystem, and reading it would need {made} made beside it",
+            hint="read it where it is mounted read-write, or while a qbhook that writes it has it open",
+        )
     if st.st_uid != os.geteuid():  # another user's catalog: theirs to run qbhook as, not to give away
         fix = f"run qbhook as {_user(st.st_uid)}, its owner"
-    elif not st.st_mode & stat.S_IWUSR:
-        fix = f"chmod u+w {shlex.quote(os.fspath(path))}"
     else:
-        fix = "its filesystem is mounted read-only"
+        fix = f"chmod u+w {shlex.quote(os.fspath(real))}"
     raise CatalogUnwritable(
         f"catalog {path} is {_owned(st)}, which {_user(os.geteuid())} may not write: opening it now "
-        f"would leave {' and '.join(path.name + s for s in missing)} beside it, read-only for every writer after",
+        f"would leave {made} beside it, read-only for every writer after",
         hint=f"{fix} (while a qbhook that may write it has it open, it can be read as it is)",
     )
+
+
+def _read_only_fs(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _sqlite_header(path: Path) -> bool:

@@ -116,6 +116,20 @@ def test_a_catalog_that_is_a_link_to_nothing_is_named_by_every_command(env, args
     assert not target.parent.exists() and _left(env.catalog.parent) == [env.catalog.name]
 
 
+def test_a_scan_makes_a_new_catalog_where_a_link_points_into_a_folder_that_exists(env):
+    """R87: a link to a catalog not made yet, in a folder that exists (a catalog kept on another
+    disk), is how some set it up: `scan` made it through the link, and does again; a reader
+    before then still names the link (78), as above."""
+    target = env.tmp / "ssd" / "catalog.sqlite"
+    target.parent.mkdir()
+    env.catalog.parent.mkdir(parents=True, exist_ok=True)
+    env.catalog.symlink_to(target)
+    env.run("history", expect=ExitCode.CONFIG)
+    env.run("scan")
+    assert target.is_file() and env.catalog.is_symlink()
+    assert env.run("history").stdout == "no runs yet\n"
+
+
 def test_once_a_scan_made_it_they_read_it(env):
     env.run("scan")
     assert env.catalog.exists()

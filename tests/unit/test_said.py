@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qbhook.numbers import SAID_CHARS, said
+from qbhook.numbers import SAID_CHARS, SAID_SCAN, said
 
 
 @pytest.mark.parametrize(
@@ -15,7 +15,8 @@ from qbhook.numbers import SAID_CHARS, said
         ("", ""),
         ("a" * SAID_CHARS, "a" * SAID_CHARS),
         ("a" * (SAID_CHARS + 1), "a" * (SAID_CHARS - 1) + "…"),
-        ("word " + " " * 10_000 + "more", "word…"),  # past the window looked at: cut, and said so
+        ("word " + " " * 10_000 + "more", "word more"),  # a long run between words is one space (R87)
+        ("word " + " " * SAID_SCAN + "more", "word…"),  # past the characters looked at: cut, and said so
     ],
 )
 def test_said_collapses_whitespace_and_cuts_with_a_marker(text, quoted):
@@ -28,3 +29,11 @@ def test_said_bounds_a_huge_answer_and_quotes_what_is_not_text():
     assert len(said("x " * 10_000)) == SAID_CHARS
     assert said([[1, 2]], 10) == "[[1, 2]]"
     assert said({"k": "v" * 100}, 20).endswith("...")
+
+
+def test_a_long_run_of_whitespace_before_the_cause_keeps_the_cause():
+    """A page's leading blank lines or indentation filled the window looked at, and the cause was
+    quoted as "…" (R87)."""
+    assert said(" " * 2000 + "Forbidden") == "Forbidden"
+    assert said("\n" * 1700 + "real cause") == "real cause"
+    assert said("\t" * 5000 + "x " * 300).startswith("x x x")

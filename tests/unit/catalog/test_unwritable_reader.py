@@ -149,3 +149,23 @@ def test_a_writer_meeting_a_read_only_shm_names_it(bed):
         f"qbhook: catalog {cat}: attempt to write a readonly database ({cat}-shm is owned by nobody, mode 444)"
     ), lines
     assert lines[1] == "  hint: let user nobody write it (chown, chmod u+w) or run qbhook as the user that owns it"
+
+
+def test_a_symlinked_catalog_is_read_while_its_writer_has_it_open(bed):
+    """SQLite keeps the -wal and -shm beside the file a link names, not beside the link: looked for
+    beside the link, they were always missing, and a reader who may not write was refused while
+    the writer had the catalog open (R87)."""
+    root, cfg, cat = bed
+    link = root / "db" / "link.sqlite"
+    link.symlink_to(cat)
+    cfg.write_text(cfg.read_text().replace(str(cat), str(link)))
+    for p in (cat, cat.parent):
+        os.chown(p, 0, 0)
+    writer = Catalog.open(cat)
+    try:
+        before = _folder(cat)
+        r = _qbhook(root, cfg, "history")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert _folder(cat) == before
+    finally:
+        writer.close()
