@@ -460,12 +460,11 @@ def may_write_at(bases: Iterable[str], names: Iterable[str], resolve: Callable[[
     return out
 
 
-# The kernel's limit on symlinks followed in one path lookup (MAXSYMLINKS, then ELOOP), and the only
-# limit on a resolution: what the kernel counts. A hostile target (``b/b/b/...`` with ``b -> .``) is a
-# hop a ``b``. A limit on components as well (2048, a link's targets' included) gave up on two links
-# padded with ``./`` the kernel follows, and a save path through them wrote where no place was named
-# (R78, R79). The work stays bounded as the kernel's: 40 targets of at most PATH_MAX (4096) bytes.
+# The kernel's limit on symlinks followed in one path lookup (MAXSYMLINKS, then ELOOP).
 MAX_LINK_HOPS = 40
+# Components looked at in one resolution, a link's target's included: PATH_MAX (4096) spells at most
+# 2048, and a real folder has a few dozen. A hostile target (``b/b/b/...`` with ``b -> .``) stops here.
+MAX_LINK_PARTS = 2048
 # Components of a path asked about: a media path has a few dozen; a longer one (a hostile name) is
 # answered as given rather than walked and kept.
 MAX_PATH_PARTS = 256
@@ -486,7 +485,7 @@ class LinkResolver:
         """``path`` with every symlink on it resolved (as ``os.path.realpath``, not strict: from the first
         missing component on, the rest is kept as spelled), or ``path`` itself when that cannot be done:
         a relative path, a NUL, more than ``MAX_PATH_PARTS`` components, more than ``MAX_LINK_HOPS``
-        links followed (a loop, a hostile chain: where the kernel says ELOOP). ``path`` itself
+        links or ``MAX_LINK_PARTS`` components followed (a loop, a hostile chain). ``path`` itself
         then matches nothing more: the conservative answer."""
         if not path.startswith("/") or "\x00" in path:
             return path
@@ -508,13 +507,13 @@ class LinkResolver:
 
 
 class _Budget:
-    """What is left of one resolution's ``MAX_LINK_HOPS``; once a component is missing, the rest is
-    only spelled (every lstat under it would fail)."""
+    """What is left of one resolution's ``MAX_LINK_HOPS`` and ``MAX_LINK_PARTS``; once a component is
+    missing, the rest is only spelled (every lstat under it would fail)."""
 
-    __slots__ = ("hops", "missing")
+    __slots__ = ("hops", "missing", "parts")
 
     def __init__(self) -> None:
-        self.hops, self.missing = MAX_LINK_HOPS, False
+        self.hops, self.parts, self.missing = MAX_LINK_HOPS, MAX_LINK_PARTS, False
 
 
 def _resolve_part(real: str, part: str, budget: _Budget) -> str | None:
@@ -523,6 +522,9 @@ def _resolve_part(real: str, part: str, budget: _Budget) -> str | None:
     todo = [part]
     while todo:
         c = todo.pop()
+        budget.parts -= 1
+        if budget.parts < 0:
+            return None
         if c in ("", "."):
             continue
         if c == "..":

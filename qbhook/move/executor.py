@@ -3591,8 +3591,8 @@ def _reaches_mapped(p: str, doomed: set[str], inodes: set[tuple[int, int]], maps
     Read-only (realpath, stat): nothing is ever written through the link. A chain of ~1,000
     links planted by the torrent's user exhausts realpath's recursion (one frame a link): it was a
     RecursionError traceback failing the group (R74); the kernel follows no more than 40, so such a
-    chain reaches nothing here. (Not ``facts.resolve_links`` since R78, when a component budget
-    gave up on a short chain padded with ``./`` that the kernel follows; it counts only hops since R79.)"""
+    chain reaches nothing here. (Not ``facts.resolve_links``: its component budget gives up on a
+    short chain padded with ``./`` that the kernel follows, R78.)"""
     if not maps:
         return False
     try:

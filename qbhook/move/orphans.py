@@ -1261,8 +1261,7 @@ def _real(path: str) -> str:
     A planted chain of ~1,000 links exhausts realpath's recursion (one frame a link, R74); the
     kernel follows no more than 40, so no client reaches anything through it: ``path`` itself.
     Not ``facts.resolve_links`` for every path: its component budget gave up on two links padded
-    with ``./`` that the kernel follows, and a protected folder's real place went unprotected (R78;
-    it counts only hops since R79)."""
+    with ``./`` that the kernel follows, and a protected folder's real place went unprotected (R78)."""
     try:
         return os.path.realpath(path)
     except (OSError, ValueError, RecursionError):

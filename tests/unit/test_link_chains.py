@@ -9,7 +9,6 @@ from qbhook.catalog import library_links
 from qbhook.move import orphans
 from tests.unit.test_fsops import tmpfs  # noqa: F401
 from tests.unit.test_orphans_purge import world  # noqa: F401
-from tests.unit.test_snapshot_paths import bed  # noqa: F401
 
 
 def _chain(folder, n: int = 3000) -> str:
@@ -51,26 +50,3 @@ def test_a_magnets_save_path_through_two_links_padded_with_dots_keeps_its_folder
     w.qbt.add(magnet(save))
     assert data not in {o.path for o in orphans.find_orphans(w.cfg, [w.qbt]).orphans}
     assert not orphans.quarantine(w.cfg, w.cat, [w.qbt]).held and os.path.exists(data)
-
-
-def test_a_save_path_through_two_links_padded_with_dots_blocks_a_demote_onto_its_place(bed):  # noqa: F811
-    # R79: LinkResolver spells the places a torrent writes (write_paths, write_prefixes); its
-    # component budget gave up on targets padded with "./" that the kernel follows (R78). d, still
-    # downloading, saved through two such links a container's user planted: its real folder was
-    # named nowhere, and b was demoted onto the place d writes.
-    from tests.helpers import write
-    from tests.unit.test_executor import FakeTorrent
-    from tests.unit.test_snapshot_paths import group, plan_of
-
-    b, d = "b" * 40, "d" * 40
-    write(bed.seed_s / "movies/Old.Movie/old.mkv", b"OLD")
-    bed.qbt.add(FakeTorrent(b, "Old.Movie", str(bed.seed_s / "movies"), [("Old.Movie/old.mkv", 3, 1)], tags={"~noHL"}))
-    (bed.seed_p / "movies").mkdir()
-    os.symlink("./" * 1100 + "movies", bed.seed_p / "hop2")
-    os.symlink("./" * 1100 + "hop2", bed.seed_p / "alias")
-    assert os.path.samefile(bed.seed_p / "alias", bed.seed_p / "movies")  # the kernel follows it
-    bed.qbt.add(FakeTorrent(d, "Old.Movie", str(bed.seed_p / "alias"), [("Old.Movie/old.mkv", 3, 1)], progress=0.3))
-    snap, plan = plan_of(bed)
-    assert str(bed.seed_p / "movies/Old.Movie/old.mkv") in snap.write_paths
-    g = group(plan, b)
-    assert g.action == "blocked", (g.action, g.reason)
