@@ -166,7 +166,59 @@ def test_only_a_torrent_whose_content_could_reach_a_destination_is_asked_for_its
     assert sorted(asked) == [D, F]  # e: its own root folder, elsewhere, not asked
 
 
+# R85 F1: the check ran once, before the first make. The copies take hours at the user's scale, and
+# a resume past the makes skipped it: a rename onto a destination meanwhile got through, the source
+# was deleted, and the group's only copy sat where another torrent writes. Asked again before the
+# first delete (``_check_no_newcomer``'s listing), the group rolls back with its source kept.
+
 MOVIE = "Movie.2020/movie.mkv"
+
+
+def _rolled_back_keeping_the_source(w, summary, place: str) -> None:
+    g = summary.groups[0]
+    assert g.status == "rolled_back", g.reason
+    _refused(summary, place)
+    assert os.path.lexists(os.path.join(w.seed_s, MOVIE)), "the source is deleted: the only copy is at " + place
+    assert w.qbt.torrent(H1).save_path == w.seed_s  # moved back onto its old links
+
+
+@pytest.mark.parametrize("before_seq", [1, 2])
+def test_a_skipped_file_renamed_onto_a_destination_while_the_copies_run_rolls_the_group_back(world, before_seq):  # noqa: F811
+    w = world
+    _live(w, {D})
+    d = _pack(w)
+    sync_client(w.cat, w.qbt)
+    plan = demote_plan(w)
+    place = os.path.join(w.seed_p, MOVIE)  # the first copy's destination
+
+    def rename(point, _gid, seq, _step):
+        if point == "before" and seq == before_seq:  # the first copy made, the next still to come
+            d.files[1] = (MOVIE, 7, 0)  # renameFile in qBittorrent meanwhile
+
+    summary = w.executor(hook=rename).apply(plan)
+    _rolled_back_keeping_the_source(w, summary, place)
+
+
+@pytest.mark.parametrize("crash_at", ["relocate", "delete"])
+def test_a_group_resumed_past_its_makes_asks_again_before_its_first_delete(world, crash_at):  # noqa: F811
+    """Killed with every file made and the view verified (before the first relocation, or before the
+    first delete once verify_group passed), a rename meanwhile: the resume rolls the group back."""
+    w = world
+    _live(w, {D})
+    d = _pack(w)
+    sync_client(w.cat, w.qbt)
+    plan = demote_plan(w)
+    first = next(i for i, s in enumerate(plan.groups[0].steps) if s.kind == crash_at)
+
+    def crash(point, _gid, seq, _step):
+        if point == "before" and seq == first:
+            raise Crash(f"killed before the first {crash_at}")
+
+    with pytest.raises(Crash):
+        w.executor(hook=crash).apply(plan)
+    d.files[1] = (MOVIE, 7, 0)
+    summary = w.executor().resume()[0]
+    _rolled_back_keeping_the_source(w, summary, os.path.join(w.seed_p, MOVIE))
 
 
 # R85 F2: the reason named the writer's own state, not why its place counted.
