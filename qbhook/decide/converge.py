@@ -218,7 +218,7 @@ def write_places(
     its listing: ``write_prefixes`` at plan time, ``live_writer`` at act time."""
     if not may_write(t, indexed) or not t.content_path.startswith("/"):
         return set()
-    names = _write_names(t, indexed, files)
+    names = _write_names(t, files)
     if names is None:
         return content_places(t, resolve)
     return may_write_at((t.save_path, t.download_path), names, resolve)
@@ -250,7 +250,7 @@ def live_writer(
         files = files_of(t)
         places = frozenset(write_places(t, resolve, indexed, files))
         if hit := next((d for d in wanted if _at_or_under(d, places)), None):
-            return hit, _named(t) + ("" if files else " (its file list unread: its folder counts)")
+            return hit, _named(t, unread=not files)
     return None
 
 
@@ -270,15 +270,15 @@ def may_write(t, indexed: tuple[bool, int | None, int | None] | None) -> bool:
     return not settled(t.progress, t.state) or _skips(t, indexed)
 
 
-def _write_names(t, indexed, files: Sequence[tuple[str, int]] | None) -> list[str] | None:
+def _write_names(t, files: Sequence[tuple[str, int]] | None) -> list[str] | None:
     """The file names (relative to its save path) at which torrent ``t``, which may write, may write;
-    None: no file list known. Settled, with a list as of its listing's sizes: its files at priority 0
-    (``write_paths``' rule). Not settled, or a list older than the listing (which files are skipped
-    now is not known): every file of it. Either way its own files' places, never a folder."""
+    None: no file list known. ``files`` is read live (never the index's, R75), so it says what is
+    skipped now whatever the index holds: settled, its files at priority 0 (``write_paths``' rule,
+    pad files or not); not settled, every file of it. Either way its own files' places, never a
+    folder."""
     if not files:
         return None
-    current = indexed is not None and (indexed[1], indexed[2]) == (t.size, t.total_size)
-    if settled(t.progress, t.state) and current:
+    if settled(t.progress, t.state):
         return [rel for rel, priority in files if not priority]
     return [rel for rel, _priority in files]
 
@@ -411,14 +411,16 @@ def writer_at(snap: Snapshot, path: str) -> str | None:
     return who
 
 
-def _named(t) -> str:
+def _named(t, *, unread: bool = False) -> str:
     """A torrent (a ``TorrentFact`` or a listed ``TorrentInfo``) that may write at a place, for a
-    person to act on: ``writer_at``'s and ``live_writer``'s words."""
-    why = (
-        "which lists it at priority 0"
-        if settled(t.progress, t.state)
-        else f"not settled ({t.state}, {t.progress * 100:.0f}%)"
-    )
+    person to act on: ``writer_at``'s and ``live_writer``'s words. ``unread``: its file list could
+    not be read, so its content's folder counted (``write_places``), not a file it lists."""
+    if not settled(t.progress, t.state):
+        why = f"not settled ({t.state}, {t.progress * 100:.0f}%)"
+    else:
+        why = "which may skip a file" if unread else "which lists it at priority 0"
+    if unread:
+        why += " and may write there: its file list could not be read, so its folder counts"
     return f"torrent {t.name} ({t.hash[:8]} on {t.instance}), {why}"
 
 

@@ -17,7 +17,8 @@ Safety rules this module enforces:
   qBittorrent's move queue is sequential anyway);
 * a move makes no file at a destination another torrent may write into, asked of the clients
   right before its view is made, on resume too (``_check_write_places``: the planner's rule, on
-  what a rename or a torrent added since the plan changed);
+  what a rename or a torrent added since the plan changed), and again before its first delete
+  (``_check_no_writer``, on the newcomer check's listing): the copies take hours;
 * no old link is deleted while a library symlink reaches it, or while the libraries cannot be
   walked: the plan's snapshot walked them once, so the deletes walk again before a group's
   first delete and on the newcomer check's cadence after (``_check_no_library_symlink``);
@@ -363,6 +364,10 @@ class ClientsByName(Protocol):
     """``qbhook.clients.registry.Clients``, or a plain mapping in tests."""
 
     def __getitem__(self, name: str) -> ClientPort: ...
+
+
+# The actions that make a view at a destination: the live write-place check's (``Executor._live_writer``).
+_VIEW_MOVES = (Action.DEMOTE, Action.PROMOTE)
 
 
 def _look_due(last: float | None, now: float, deletes_started: bool) -> bool:
@@ -1173,21 +1178,58 @@ class Executor:
     ) -> None:
         """A move with a file still to make at its destination (a first run, or a resume before its
         view is whole) asks the clients, right before, whether another torrent may write at one of
-        its destination files (``converge.live_writer``: the planner's rule, ``write_place_blockers``).
-        The plan checked its snapshot, maybe hours ago (a sweep's chunks, ``serve``, an approved
-        plan); a file renamed in qBittorrent onto such a path since, or a torrent added skipping a
-        file there, would write its pieces into the group's only copy. Refused here, nothing of the
-        view is made (a resume keeps what it made, as a rollback keeps views), and the next plan
-        blocks the group by the same rule. Read-only: a resume asks again. A client that does not
-        answer fails the group too: a place not known free is not taken."""
+        its destination files (``_live_writer``). The plan checked its snapshot, maybe hours ago (a
+        sweep's chunks, ``serve``, an approved plan); a file renamed in qBittorrent onto such a path
+        since, or a torrent added skipping a file there, would write its pieces into the group's
+        only copy. Refused here, nothing of the view is made (a resume keeps what it made, as a
+        rollback keeps views), and the next plan blocks the group by the same rule. Read-only: a
+        resume asks again. A client that does not answer fails the group too: a place not known
+        free is not taken. The copies take hours: the newcomer check asks again before the first
+        delete (``_check_no_writer``)."""
         makes = (Copy, Link, MkEmpty)
-        if st.plan.action not in (Action.DEMOTE, Action.PROMOTE) or not any(
+        if st.plan.action not in _VIEW_MOVES or not any(
             isinstance(s, makes) and (r is None or r.status != StepStatus.DONE) for _q, s, r in mine
         ):
             return
-        dsts = [s.dst for _q, s, _r in mine if isinstance(s, makes)]
-        dsts += [f.path for _q, s, _r in mine if isinstance(s, VerifyView) for f in s.files]  # a reused file too
         g = st.plan
+        try:
+            if listed is None:
+                listed = {c.name: c.torrents() for c in _every_client(self.ctx.clients)}
+            found = self._live_writer(g, listed)
+            if found is not None:
+                raise UnsafeOperation(write_place_reason(*found))
+        except QbhookError as e:
+            st.passing = _passing(e)
+            reason = f"refused before making its view: {e.message}"
+            self.log.warning("group %s: %s", g.group_id, reason)
+            self._fail(st, reason)
+            raise _Failure(reason) from e
+
+    def _check_no_writer(self, st: _GroupRun, listed: dict[str, list]) -> None:
+        """``_live_writer`` again before the group's first delete, on the newcomer check's listing
+        (``_check_no_newcomer``: at verify_group, and before the first delete when due). The check
+        before the first make is hours old once the copies ran, and a resume past the makes skips
+        it: a rename onto a destination meanwhile would leave the group's only copy where another
+        torrent writes once its source is deleted. Raised before any delete, the group rolls back
+        (its source links are intact); once deletes began, the rest of the old links are kept."""
+        if st.deletes_started or st.plan.action not in _VIEW_MOVES:
+            return
+        found = self._live_writer(st.plan, listed)
+        if found is not None:
+            raise UnsafeOperation(
+                f"{write_place_reason(*found)}; not deleting the old links",
+                hint="re-plan: the next plan blocks the group by the same rule",
+            )
+
+    def _live_writer(self, g: GroupPlan, listed: Mapping[str, list]) -> tuple[str, str] | None:
+        """(a destination file of ``g``, who) where a torrent of the clients' listings (``listed``,
+        by client name) outside the group may write (``converge.live_writer``: the planner's rule,
+        ``write_place_blockers``), or None. Its destinations are the files it makes and the view's
+        files it reuses in place. The one home of the live
+        check: before the first make (``_check_write_places``) and before the first delete
+        (``_check_no_writer``). A file list a client does not give leaves the torrent's folder counting."""
+        dsts = [s.dst for s in g.steps if isinstance(s, (Copy, Link, MkEmpty))]
+        dsts += [f.path for s in g.steps if isinstance(s, VerifyView) for f in s.files]  # a reused file too
         pairs = set(zip(g.instances, g.torrents, strict=False)) if g.instances else None
         clients = {c.name: c for c in _every_client(self.ctx.clients)}
 
@@ -1198,25 +1240,14 @@ class Executor:
             except QbhookError:
                 return None  # its folder counts (``converge.write_places``)
 
-        try:
-            if listed is None:
-                listed = {name: c.torrents() for name, c in clients.items()}
-            others = [
-                t
-                for got in listed.values()
-                for t in got
-                if ((t.instance, t.hash) not in pairs if pairs is not None else t.hash not in g.torrents)
-            ]
-            known = skipped_files_known(self.catalog.conn)
-            found = converge.live_writer(others, dsts, LinkResolver(), known, files_of)
-            if found is not None:
-                raise UnsafeOperation(write_place_reason(*found))
-        except QbhookError as e:
-            st.passing = _passing(e)
-            reason = f"refused before making its view: {e.message}"
-            self.log.warning("group %s: %s", g.group_id, reason)
-            self._fail(st, reason)
-            raise _Failure(reason) from e
+        others = [
+            t
+            for got in listed.values()
+            for t in got
+            if ((t.instance, t.hash) not in pairs if pairs is not None else t.hash not in g.torrents)
+        ]
+        known = skipped_files_known(self.catalog.conn)
+        return converge.live_writer(others, dsts, LinkResolver(), known, files_of)
 
     def _check_room(self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]]) -> None:
         """A group not started yet (none of its steps journaled) copies only if all its copies fit,
@@ -2684,8 +2715,9 @@ class Executor:
         doomed_set = set(doomed)
         maps = library_links.host_maps(self.cfg)  # a dangling link in a container's spelling
         since = self._planned_at - _ADDED_SLACK_S
+        listings: dict[str, list] = {}
         for c in _every_client(self.ctx.clients):
-            listed = c.torrents()
+            listed = listings[c.name] = c.torrents()
             # One read of the index for a client that does not say when each torrent was added.
             seen = self._first_seen(c.name) if any(t.added_on is None for t in listed) else None
             for t in listed:
@@ -2706,6 +2738,7 @@ class Executor:
                         f"torrent {t.hash} ({t.instance}), not in the plan, seeds from the old place: {why}{stop}",
                         hint="re-plan: the new torrent must be part of the group",
                     )
+        self._check_no_writer(st, listings)  # the same look, before the first delete
         st.newcomers_at = started
 
     def _first_seen(self, instance: str) -> dict[str, float] | None:

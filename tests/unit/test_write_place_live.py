@@ -6,8 +6,10 @@ hash for minutes, ``serve`` acts later, a copy takes hours: meanwhile a person r
 file onto the path (``renameFile``) or adds a torrent skipping a file there, and the group's only
 copy would take that torrent's pieces once the file is wanted. The executor asks the clients again
 right before it makes the view (``Executor._check_write_places``, ``converge.live_writer``): the
-group is refused with nothing made, and the next plan blocks it. Each test but the "still" one
-and the cost guard fails on the code before the check (the parent makes the file)."""
+group is refused with nothing made, and the next plan blocks it. Asked again before the first
+delete (``Executor._check_no_writer``), a rename during the copies rolls the group back (R85).
+Each test but the "still" one and the cost guard fails on the code before the check (the parent
+makes the file)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from dataclasses import replace
 import pytest
 
 from qbhook.catalog.indexer import sync_client
+from qbhook.decide import converge
+from qbhook.errors import UnknownTorrent
 from tests.helpers import write
 from tests.unit.test_executor import H1, Crash, FakeQbt, FakeTorrent, demote_plan, world  # noqa: F401  (fixture)
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
@@ -160,3 +164,97 @@ def test_only_a_torrent_whose_content_could_reach_a_destination_is_asked_for_its
     assert summary.groups_done == ["g1"], summary.groups_failed
     assert listings == [1]  # one listing of the client
     assert sorted(asked) == [D, F]  # e: its own root folder, elsewhere, not asked
+
+
+# R85 F1: the check ran once, before the first make. The copies take hours at the user's scale, and
+# a resume past the makes skipped it: a rename onto a destination meanwhile got through, the source
+# was deleted, and the group's only copy sat where another torrent writes. Asked again before the
+# first delete (``_check_no_newcomer``'s listing), the group rolls back with its source kept.
+
+MOVIE = "Movie.2020/movie.mkv"
+
+
+def _rolled_back_keeping_the_source(w, summary, place: str) -> None:
+    g = summary.groups[0]
+    assert g.status == "rolled_back", g.reason
+    _refused(summary, place)
+    assert os.path.lexists(os.path.join(w.seed_s, MOVIE)), "the source is deleted: the only copy is at " + place
+    assert w.qbt.torrent(H1).save_path == w.seed_s  # moved back onto its old links
+
+
+@pytest.mark.parametrize("before_seq", [1, 2])
+def test_a_skipped_file_renamed_onto_a_destination_while_the_copies_run_rolls_the_group_back(world, before_seq):  # noqa: F811
+    w = world
+    _live(w, {D})
+    d = _pack(w)
+    sync_client(w.cat, w.qbt)
+    plan = demote_plan(w)
+    place = os.path.join(w.seed_p, MOVIE)  # the first copy's destination
+
+    def rename(point, _gid, seq, _step):
+        if point == "before" and seq == before_seq:  # the first copy made, the next still to come
+            d.files[1] = (MOVIE, 7, 0)  # renameFile in qBittorrent meanwhile
+
+    summary = w.executor(hook=rename).apply(plan)
+    _rolled_back_keeping_the_source(w, summary, place)
+
+
+@pytest.mark.parametrize("crash_at", ["relocate", "delete"])
+def test_a_group_resumed_past_its_makes_asks_again_before_its_first_delete(world, crash_at):  # noqa: F811
+    """Killed with every file made and the view verified (before the first relocation, or before the
+    first delete once verify_group passed), a rename meanwhile: the resume rolls the group back."""
+    w = world
+    _live(w, {D})
+    d = _pack(w)
+    sync_client(w.cat, w.qbt)
+    plan = demote_plan(w)
+    first = next(i for i, s in enumerate(plan.groups[0].steps) if s.kind == crash_at)
+
+    def crash(point, _gid, seq, _step):
+        if point == "before" and seq == first:
+            raise Crash(f"killed before the first {crash_at}")
+
+    with pytest.raises(Crash):
+        w.executor(hook=crash).apply(plan)
+    d.files[1] = (MOVIE, 7, 0)
+    summary = w.executor().resume()[0]
+    _rolled_back_keeping_the_source(w, summary, os.path.join(w.seed_p, MOVIE))
+
+
+# R85 F2: the reason named the writer's own state, not why its place counted.
+
+
+def test_a_writer_whose_file_list_could_not_be_read_is_named_for_its_folder(world):  # noqa: F811
+    w = world
+    q = _live(w, {D})
+    _pack(w)
+    sync_client(w.cat, w.qbt)
+    plan = demote_plan(w)
+    orig = q.files
+
+    def files(h):
+        if h.lower() == D:
+            raise UnknownTorrent(f"no torrent {h}")
+        return orig(h)
+
+    q.files = files
+    reason = _refused(w.executor().apply(plan), os.path.join(w.seed_p, MOVIE))
+    assert "its file list could not be read, so its folder counts" in reason, reason
+    assert "priority 0" not in reason, reason
+
+
+def test_a_settled_torrent_wanting_every_file_beside_pad_files_writes_nowhere_by_its_file_list():
+    """Pad files make its sizes differ (``may_skip_files``) with nothing skipped; without an index
+    row its live file list decides: no file at priority 0, no place, at plan and at act time alike."""
+    pack = FakeTorrent(D, "Pack", "/p", [("pack1.mkv", 1, 1), ("Movie.2020/movie.mkv", 7, 1)])
+    t = replace(FakeQbt()._info(pack), content_path="/p", size=8, total_size=8 + 4096)
+    files = [("pack1.mkv", 1), ("Movie.2020/movie.mkv", 7)]
+    assert t.may_skip_files
+    assert converge.write_places(t, None, None, files) == set()
+    assert converge.write_prefixes([t], None, None, {("qbt", D): files}) == frozenset()
+    assert converge.live_writer([t], ["/p/Movie.2020/movie.mkv"], None, {}, lambda _t: files) is None
+    skipping = [("pack1.mkv", 1), ("Movie.2020/movie.mkv", 0)]
+    assert converge.live_writer([t], ["/p/Movie.2020/movie.mkv"], None, {}, lambda _t: skipping) == (
+        "/p/Movie.2020/movie.mkv",
+        "torrent Pack (dddddddd on qbt), which lists it at priority 0",
+    )
