@@ -218,7 +218,7 @@ def write_places(
     its listing: ``write_prefixes`` at plan time, ``live_writer`` at act time."""
     if not may_write(t, indexed) or not t.content_path.startswith("/"):
         return set()
-    names = _write_names(t, files)
+    names = _write_names(t, indexed, files)
     if names is None:
         return content_places(t, resolve)
     return may_write_at((t.save_path, t.download_path), names, resolve)
@@ -270,15 +270,21 @@ def may_write(t, indexed: tuple[bool, int | None, int | None] | None) -> bool:
     return not settled(t.progress, t.state) or _skips(t, indexed)
 
 
-def _write_names(t, files: Sequence[tuple[str, int]] | None) -> list[str] | None:
+def _write_names(t, indexed, files: Sequence[tuple[str, int]] | None) -> list[str] | None:
     """The file names (relative to its save path) at which torrent ``t``, which may write, may write;
-    None: no file list known. ``files`` is read live (never the index's, R75), so it says what is
-    skipped now whatever the index holds: settled, its files at priority 0 (``write_paths``' rule,
-    pad files or not); not settled, every file of it. Either way its own files' places, never a
-    folder."""
+    None: no file list known. Settled, with a list as of its listing's sizes: its files at priority 0
+    (``write_paths``' rule). Not settled, or a list older than the listing (which files are skipped
+    now is not known): every file of it. Either way its own files' places, never a folder.
+
+    "As of its listing's sizes" is the index's row agreeing with the listing: a left-out torrent's
+    list can still come from the index in a sweep (``IndexedFiles``), and one older than a priority
+    change would name the wrong files. A torrent with pad files and no current row yet has every
+    file counted until the next sync: a move reusing such a file waits one sweep (R85), never the
+    other way round."""
     if not files:
         return None
-    if settled(t.progress, t.state):
+    current = indexed is not None and (indexed[1], indexed[2]) == (t.size, t.total_size)
+    if settled(t.progress, t.state) and current:
         return [rel for rel, priority in files if not priority]
     return [rel for rel, _priority in files]
 

@@ -243,18 +243,25 @@ def test_a_writer_whose_file_list_could_not_be_read_is_named_for_its_folder(worl
     assert "priority 0" not in reason, reason
 
 
-def test_a_settled_torrent_wanting_every_file_beside_pad_files_writes_nowhere_by_its_file_list():
-    """Pad files make its sizes differ (``may_skip_files``) with nothing skipped; without an index
-    row its live file list decides: no file at priority 0, no place, at plan and at act time alike."""
+def test_a_settled_torrent_beside_pad_files_counts_every_file_until_its_index_row_is_current():
+    """Pad files make its sizes differ (``may_skip_files``) with nothing skipped. Its list may be
+    the index's, older than a priority change (``IndexedFiles`` in a sweep), so without a current
+    row every file counts: a move reusing one waits a sync (R85), never the other way round. With
+    a current row, its files at priority 0 only, at plan and at act time alike."""
     pack = FakeTorrent(D, "Pack", "/p", [("pack1.mkv", 1, 1), ("Movie.2020/movie.mkv", 7, 1)])
     t = replace(FakeQbt()._info(pack), content_path="/p", size=8, total_size=8 + 4096)
     files = [("pack1.mkv", 1), ("Movie.2020/movie.mkv", 7)]
     assert t.may_skip_files
-    assert converge.write_places(t, None, None, files) == set()
-    assert converge.write_prefixes([t], None, None, {("qbt", D): files}) == frozenset()
-    assert converge.live_writer([t], ["/p/Movie.2020/movie.mkv"], None, {}, lambda _t: files) is None
+    dst = "/p/Movie.2020/movie.mkv"
+    assert dst in converge.write_places(t, None, None, files)
+    assert converge.live_writer([t], [dst], None, {}, lambda _t: files) is not None
+    current = {("qbt", D): (False, t.size, t.total_size)}
+    assert converge.write_places(t, None, current[("qbt", D)], files) == set()
+    assert converge.write_prefixes([t], None, current, {("qbt", D): files}) == frozenset()
+    assert converge.live_writer([t], [dst], None, current, lambda _t: files) is None
     skipping = [("pack1.mkv", 1), ("Movie.2020/movie.mkv", 0)]
-    assert converge.live_writer([t], ["/p/Movie.2020/movie.mkv"], None, {}, lambda _t: skipping) == (
-        "/p/Movie.2020/movie.mkv",
+    skips = {("qbt", D): (True, t.size, t.total_size)}  # the index knows it skips a file
+    assert converge.live_writer([t], [dst], None, skips, lambda _t: skipping) == (
+        dst,
         "torrent Pack (dddddddd on qbt), which lists it at priority 0",
     )
