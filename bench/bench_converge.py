@@ -208,6 +208,9 @@ class StubClient:
     def files(self, h):
         return self._files[h]
 
+    def forget_state_lag(self) -> None:
+        """A port method (clients/port.py): the stub's lag is fixed, nothing to read again."""
+
 
 def _collector_clock():
     """A function returning the wall seconds this process spent in cyclic collector passes since now."""
