@@ -38,6 +38,7 @@ import re
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
+from fractions import Fraction
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -1348,13 +1349,15 @@ class FractionOfAByte(ValueError):
 def parse_size(text: str) -> int:
     """Bytes from '262144', '256KiB', '500MB' (10^6), '10GiB' (2^30); K/M/G/T alone are binary.
     A fraction of a byte is ``FractionOfAByte``; with a larger unit (1.5GiB) it is cut to bytes."""
-    num, unit = _split_unit(text)
-    if unit not in _SIZE_UNITS:
+    m = _NUMBER_UNIT.fullmatch(text)
+    if not m or m.group(2).lower() not in _SIZE_UNITS:
         raise ValueError(text)
-    if _SIZE_UNITS[unit] == 1 and not num.is_integer():
+    # Exact: through a float, '1.001MB' was 1,000,999 bytes and an 18-digit count lost its last
+    # digits (R87); the digits are a decimal fraction, read as one.
+    n = Fraction(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+    if _SIZE_UNITS[m.group(2).lower()] == 1 and n.denominator != 1:
         raise FractionOfAByte(text)
-    n = num * _SIZE_UNITS[unit]
-    if not math.isfinite(n) or n > _MAX_INT:
+    if n > _MAX_INT:
         raise ValueError(text)
     return int(n)
 

@@ -132,6 +132,16 @@ def test_sizes_and_durations():
     assert parse_size("1.5K") == 1536  # a fraction of a larger unit is bytes
 
 
+@pytest.mark.parametrize(
+    "text, size",
+    [("1.001MB", 1_001_000), ("2.01KB", 2010), ("123456789012345678", 123456789012345678), ("0.3MB", 300_000)],
+)
+def test_a_size_is_read_exactly_not_through_a_float(text, size):
+    """R87: 1.001 is no binary fraction: as a float times 10**6 it was 1,000,999 bytes; an
+    18-digit count lost its last digits (123456789012345680)."""
+    assert parse_size(text) == size
+
+
 @pytest.mark.parametrize("text", ["0.1", "1.5", "0.9B", "\u0663", "\u0663GiB", "1_0"])
 def test_a_size_is_whole_bytes_in_ascii_digits(text):
     """R80: parse_size("0.1") was 0 (the config refused it only by a check beside it, which
