@@ -1214,20 +1214,28 @@ class Executor:
         (its source links are intact); once deletes began, the rest of the old links are kept."""
         if st.deletes_started or st.plan.action not in _VIEW_MOVES:
             return
-        found = self._live_writer(st.plan, listed)
+        found = self._live_writer(st.plan, listed, checking_writes=False)
         if found is not None:
             raise UnsafeOperation(
                 f"{write_place_reason(*found)}; not deleting the old links",
                 hint="re-plan: the next plan blocks the group by the same rule",
             )
 
-    def _live_writer(self, g: GroupPlan, listed: Mapping[str, list]) -> tuple[str, str] | None:
+    def _live_writer(
+        self, g: GroupPlan, listed: Mapping[str, list], checking_writes: bool = True
+    ) -> tuple[str, str] | None:
         """(a destination file of ``g``, who) where a torrent of the clients' listings (``listed``,
         by client name) outside the group may write (``converge.live_writer``: the planner's rule,
         ``write_place_blockers``), or None. Its destinations are the files it makes and the view's
         files it reuses in place. The one home of the live
         check: before the first make (``_check_write_places``) and before the first delete
-        (``_check_no_writer``). A file list a client does not give leaves the torrent's folder counting."""
+        (``_check_no_writer``). A file list a client does not give leaves the torrent's folder counting.
+
+        ``checking_writes`` False (before the first delete): a torrent checking or moving writes
+        nothing while it does, and one there then is most often cross-seed injecting onto the
+        group's new place (it checks what it found): refused, hours of copies rolled back for a
+        state that ends by itself (R88). Whether it then downloads into the group's files is the
+        newcomer check's question, as for any torrent that uses them."""
         dsts = [s.dst for s in g.steps if isinstance(s, (Copy, Link, MkEmpty))]
         dsts += [f.path for s in g.steps if isinstance(s, VerifyView) for f in s.files]  # a reused file too
         pairs = set(zip(g.instances, g.torrents, strict=False)) if g.instances else None
@@ -1245,6 +1253,7 @@ class Executor:
             for got in listed.values()
             for t in got
             if ((t.instance, t.hash) not in pairs if pairs is not None else t.hash not in g.torrents)
+            and (checking_writes or not (t.is_checking or t.is_moving))
         ]
         known = skipped_files_known(self.catalog.conn)
         return converge.live_writer(others, dsts, LinkResolver(), known, files_of)

@@ -265,3 +265,23 @@ def test_a_settled_torrent_beside_pad_files_counts_every_file_until_its_index_ro
         dst,
         "torrent Pack (dddddddd on qbt), which lists it at priority 0",
     )
+
+
+def test_a_cross_seed_checking_at_the_new_place_before_the_first_delete_is_no_writer(world):  # noqa: F811
+    """R88: cross-seed injecting onto a group's new place during its run adds a torrent that checks
+    what it found (not settled, so every file of it a write place): the check before the first
+    delete rolled back hours of copies for a state that ends by itself. A torrent checking or moving
+    writes nothing then; the newcomer check judges it as any torrent using the group's files."""
+    w = world
+    _live(w, set())
+    plan = demote_plan(w)
+    vg = next(i for i, s in enumerate(plan.groups[0].steps) if s.kind == "verify_group")
+
+    def inject(point, _gid, seq, _step):
+        if point == "before" and seq == vg:
+            t = FakeTorrent(E, "Movie.2020", w.seed_p, [(MOVIE, 300_000, 1)], progress=0.4)
+            t.transient = "checkingUP"
+            w.qbt.add(t)
+
+    summary = w.executor(hook=inject).apply(plan)
+    assert summary.groups[0].status == "done", summary.groups[0].reason
