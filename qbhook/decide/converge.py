@@ -125,7 +125,8 @@ class Convergence:
     inodes: int  # victim inodes
     onto_library: int  # of those, converged onto an inode a library uses
     waiting: int = 0  # duplicate inodes of the group left for later: they or their kept inode may change
-    # Duplicate inodes not converged because the kept inode would take access from their owner: why, each.
+    # Duplicate inodes not converged: a library uses them through a symlink, or the kept inode would
+    # take access from their owner (``_library_uses``, ``_takes_access``): why, each.
     kept_apart: tuple[str, ...] = ()
 
 
@@ -577,7 +578,7 @@ def _converge_steps(
         if _may_change(snap, use, inode) or _may_change(snap, use, kept):
             waiting += 1
             continue
-        if why := _takes_access(snap, inode, kept):
+        if why := _library_uses(snap, inode) or _takes_access(snap, inode, kept):
             apart.append(why)
             continue
         kept_at = keep_path(kept)
@@ -599,6 +600,37 @@ def _converge_steps(
     if not steps and not waiting and not apart:
         return None
     return Convergence(tuple(steps), freed, n, onto_library, waiting, tuple(apart))
+
+
+def _library_uses(snap: Snapshot, victim: InodeFact) -> str | None:
+    """Why ``victim`` is no victim, being a library's file through a symlink (``Snapshot.library``'s
+    one rule, ``LibrarySymlinks.used``: its inode, or a seeding name of it at or below a folder
+    target), or while the libraries' symlinks are unseen (a walk that did not finish): None when
+    neither. Its inode has no link outside the seeding roots, so by links alone it was a victim, and
+    the relink swapped the file a Plex or Jellyfin library reads for the kept inode, with that
+    inode's owner and mode: the library's file changed, and its reader could lose access."""
+    lib = snap.library
+    if lib.unseen:
+        return f"{min(victim.seeding_paths)} is not converged while library symlinks are unseen: {lib.unseen}"
+    if why := lib.used((p, victim.key) for p in victim.seeding_paths):
+        return f"{min(victim.seeding_paths)} is not converged: {why}"
+    return None
+
+
+def any_duplicate(inodes: Mapping[InodeKey, InodeFact], content: Mapping[ContentKey, Sequence[InodeKey]]) -> bool:
+    """Whether a convergence may replace some inode of ``inodes``: one with seeding links and none
+    outside the seeding roots shares its content (``content``: the snapshot's index) with another
+    inode on its dataset. Then the libraries' symlinks are looked for (``SnapshotBuilder._library``),
+    as for a move: a plan in which nothing moves still converges (``_library_uses``)."""
+    for keys in content.values():
+        if len(keys) < 2:
+            continue
+        for k in keys:
+            i = inodes.get(k)
+            seed_only = i is not None and i.size and i.seeding_paths and not i.external_links
+            if seed_only and any(o != k and o[0] == k[0] for o in keys):
+                return True
+    return False
 
 
 def _takes_access(snap: Snapshot, victim: InodeFact, kept: InodeFact) -> str | None:

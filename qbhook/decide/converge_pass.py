@@ -55,8 +55,9 @@ import sqlite3
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from qbhook.catalog import library_links
 from qbhook.catalog.dupes import DupeSet, find_duplicates
 from qbhook.catalog.store import Catalog
 from qbhook.clients.port import BatchListing, ClientPort
@@ -66,6 +67,7 @@ from qbhook.decide.facts import (
     FileFact,
     InodeFact,
     InodeKey,
+    LibrarySymlinks,
     LinkResolver,
     PoolFact,
     Snapshot,
@@ -78,7 +80,7 @@ from qbhook.decide.heap import collector_paused
 from qbhook.decide.plan import Plan
 from qbhook.decide.planner import finish_run, pool_room, staying
 from qbhook.decide.planning import CatalogUse, ready_catalog
-from qbhook.dirfd import FolderRefused, SeedingRoot, open_root
+from qbhook.dirfd import FolderReader, FolderRefused, SeedingRoot, open_root
 from qbhook.errors import PathMapError, QbhookError
 from qbhook.paths import normalize
 from qbhook.progress import Progress
@@ -125,16 +127,18 @@ def plan_convergence(
         mtimes, access = catalog.inode_mtimes_and_access(c.inode_id for s in sets for c in s.copies)
         # Read-only symlink resolution, to classify: the pass's only reads of the filesystem besides the catalog.
         writes = converge.write_paths(torrents, LinkResolver())
+        pools, devs = _pools(cfg, catalog)
         snap = convergence_snapshot(
             sets,
             torrents,
-            _pools(cfg, catalog),
+            pools,
             mtimes,
             now,
             write_paths=writes,
             access=access,
             client_groups=cfg.policy.groups_of(),
         )
+        snap = replace(snap, library=_library(cfg, snap, devs))
         plan = convergence_plan(snap, cfg.policy)
     return ConvergeRun(plan, use, len(sets), len(torrents))
 
@@ -219,12 +223,18 @@ def convergence_plan(snap: Snapshot, policy: PolicyConfig | None = None) -> Plan
     return Plan(groups=plans, created_at=snap.now)
 
 
-def _pools(cfg: Config, catalog: Catalog | None = None) -> tuple[PoolFact, ...]:
+def _pools(cfg: Config, catalog: Catalog) -> tuple[tuple[PoolFact, ...], dict[int, set[str]]]:
+    """The pools' facts, and the fsids met on each seeding root's st_dev (``_library``'s keys)."""
     # Only names, roots and the roots' filesystems matter to a convergence (its steps never leave
     # their filesystem): no free space is read here.
     out = []
+    devs: dict[int, set[str]] = {}
     for p in cfg.pools:
-        fsids = [_root_fsid(catalog, r) for r in p.anchored_seeding_roots] if catalog is not None else [""]
+        fs = [_root_fs(catalog, r) for r in p.anchored_seeding_roots]
+        for dev, fsid in fs:
+            if dev is not None and fsid:
+                devs.setdefault(dev, set()).add(fsid)
+        fsids = [fsid for _dev, fsid in fs]
         out.append(
             PoolFact(
                 name=p.name,
@@ -237,23 +247,44 @@ def _pools(cfg: Config, catalog: Catalog | None = None) -> tuple[PoolFact, ...]:
                 more_seeding_fsids=tuple(fsids[1:]),
             )
         )
-    return tuple(out)
+    return tuple(out), devs
 
 
-def _root_fsid(catalog: Catalog, root: SeedingRoot) -> str:
-    """The catalog's id of the filesystem of seeding root ``root`` (opened from its pool root down, one
-    fstat), which a duplicate's own (its catalog row's) is compared with: one on another is in a
-    dataset mounted below the root, where no step may act (``facts.NESTED``). "" when it cannot be
-    read: nothing is compared then, and the executor refuses such a step on its own."""
+def _root_fs(catalog: Catalog, root: SeedingRoot) -> tuple[int | None, str]:
+    """(st_dev, the catalog's id of the filesystem) of seeding root ``root`` (opened from its pool
+    root down, one fstat). The fsid is what a duplicate's own (its catalog row's) is compared with:
+    one on another is in a dataset mounted below the root, where no step may act (``facts.NESTED``).
+    "" when it cannot be read: nothing is compared then, and the executor refuses such a step on
+    its own (it cannot open that root either). The st_dev keys a library symlink's file target."""
     try:
         fd = open_root(root.path, root.pool)
         try:
             dev = os.fstat(fd).st_dev
         finally:
             os.close(fd)
-        return catalog.fsid(catalog.fs_for_path(root.path, dev))
-    except (OSError, FolderRefused, QbhookError, sqlite3.Error):  # a read-only catalog may not register it
-        return ""
+    except (OSError, FolderRefused, QbhookError):
+        return None, ""
+    try:
+        return dev, catalog.fsid(catalog.fs_for_path(root.path, dev))
+    except (OSError, QbhookError, sqlite3.Error):  # a read-only catalog may not register it
+        return dev, ""
+
+
+def _library(cfg: Config, snap: Snapshot, devs: Mapping[int, Iterable[str]]) -> LibrarySymlinks:
+    """``Snapshot.library`` for the pass: the planner's walk (``library_links.collect``) and keys
+    (``LibrarySymlinks.of``), so ``converge.plan_group`` replaces no seeding file a library's
+    symlink reaches, by the planner's one rule. A file target is keyed by the seeding roots' own
+    st_dev (``devs``): a victim is on its root's filesystem (one on a dataset below it is none).
+    A walk that cannot finish raises ``LibraryLinksUnseen``: the pass refuses, naming why, rather
+    than converge blind or say nothing. Its cost: one ``find -type l`` per pool (no stat of a
+    regular file), then one stat per symlink found."""
+    found = library_links.collect(cfg)
+    roots = [p.path for p in snap.pools]
+    paths = {p for i in snap.inodes.values() for p in i.seeding_paths}
+    with FolderReader(roots) as reader:
+        return LibrarySymlinks.of(
+            found, devs, snap.inodes, roots, paths, reader.identity, lambda d: reader.root_of(d) in (None, d)
+        )
 
 
 def _held_under(sets: Iterable[DupeSet]) -> frozenset[str]:

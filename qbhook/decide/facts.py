@@ -16,9 +16,10 @@ import os
 import posixpath
 import stat as stat_mod
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from qbhook.catalog import library_links
 from qbhook.catalog.library_links import NO_LINKS, LibraryLinks
 from qbhook.catalog.torrents import MISSING_GRACE_S
 from qbhook.clients.model import PART_SUFFIX, is_relative_path
@@ -223,6 +224,44 @@ class LibrarySymlinks:
     def shown(self, link: str) -> str:
         """``link -> target`` for a reason a person reads."""
         return f"{link} -> {self.targets.get(link, '?')}"
+
+    def used(self, files: Iterable[tuple[str, InodeKey | None]]) -> str | None:
+        """Why a library uses one of ``files`` ((path, inode key)) through a symlink (``reaching``),
+        naming that symlink, or None: the one rule of "a library's file, never changed", for a move
+        (``planner.library_use``: the group stays) and a convergence (``converge``: never a victim;
+        a relink swapped the inode the symlink reads, its owner and mode with it)."""
+        for path, key in files:
+            if (link := self.reaching(path, key)) is not None:
+                return f"library symlink {self.shown(link)} uses it ({path})"
+        return None
+
+    @classmethod
+    def of(
+        cls,
+        found: LibraryLinks,
+        fsids: Mapping[int, Iterable[str]],
+        inodes: Container[InodeKey],
+        pool_roots: Iterable[str],
+        paths: Iterable[str],
+        identity: Callable[[str], tuple[int, int] | None],
+        stop: Callable[[str], bool],
+    ) -> LibrarySymlinks:
+        """The walk's symlinks (``library_links.collect``) as a snapshot keys them, for both builders
+        (the snapshot's and the converge pass's): a file target by the inode key of ``inodes`` its
+        (st_dev, st_ino) is (``fsids``: the fsids met on each st_dev; a target that is no file of
+        ``inodes`` is irrelevant), a folder target by its real path spelled below ``pool_roots``
+        (``library_links.respelled``) and by each folder above ``paths`` (files) that is that folder
+        by ``identity`` (``library_links.matched_folders``, climbing no higher than ``stop``)."""
+        files = {
+            (fsid, ino): link
+            for (dev, ino), link in found.files.items()
+            for fsid in fsids.get(dev, ())
+            if (fsid, ino) in inodes
+        }
+        places = library_links.respelled(found.places, pool_roots)
+        places.update(library_links.matched_folders(found, paths, identity, stop))
+        folders = LibraryLinks(places=places)
+        return cls(files, folders, {k: library_links.target(k) for k in {*files.values(), *folders.places.values()}})
 
 
 NO_LIBRARY_SYMLINKS = LibrarySymlinks()

@@ -721,12 +721,7 @@ def library_use(snap: Snapshot, group: list[TorrentFact]) -> str | None:
     the group stays. Its inode has one link, so by link counts it was seed-only: a demote deleted
     the /stash file and the library's symlink dangled. Asked only of a group about to move (every
     file, skipped ones too: the library may read those), so a plan of staying groups pays nothing."""
-    lib = snap.library
-    for t in group:
-        for f in t.files:
-            if (link := lib.reaching(f.path, f.inode)) is not None:
-                return f"library symlink {lib.shown(link)} uses it ({f.path})"
-    return None
+    return snap.library.used((f.path, f.inode) for t in group for f in t.files)
 
 
 def library_blockers(snap: Snapshot) -> list[str]:

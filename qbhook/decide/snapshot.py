@@ -252,7 +252,7 @@ class SnapshotBuilder:
         self._hash_what_decisions_need(torrents, pools, now)
         content = self._donor_index(torrents)
         existing, nested = self._destinations(torrents, pools)
-        library = self._library(pools, reach, torrents)
+        library = self._library(pools, reach, torrents, content)
         missing = self._missing(everyone, now, live, reach)
         reached_inodes = self._link_identities(torrents, reaching, reach)
         return Snapshot(
@@ -850,19 +850,22 @@ class SnapshotBuilder:
 
     # ------------------------------------------------------------ libraries' symlinks
     def _library(
-        self, pools: tuple[PoolFact, ...], reach: SweepReach | None, torrents: list[TorrentFact]
+        self, pools: tuple[PoolFact, ...], reach: SweepReach | None, torrents: list[TorrentFact], content: dict
     ) -> LibrarySymlinks:
         """``Snapshot.library``: the libraries' symlinks (``library_links.collect``), walked once per
-        snapshot (once per sweep, with ``reach``) and only when a group may move (``self._movable``):
-        a plan that can move nothing pays no walk. A walk that cannot finish withholds every move,
-        naming why (``planner.library_blockers``): a library not seen is data deleted.
+        snapshot (once per sweep, with ``reach``) and only when a group may move (``self._movable``)
+        or a seeding file may be converged (``converge.any_duplicate``, on ``content``: a
+        convergence replaces no file a library symlink reaches): a plan that can do neither pays no
+        walk. A walk that cannot finish withholds every move and convergence, naming why
+        (``planner.library_blockers``, ``converge._library_uses``): a library not seen is data
+        deleted, or changed under it.
 
         A folder target is a place by its real path, and also each folder of ``torrents``' files
         that is that folder by identity (``library_links.matched_folders``): a symlink written
         through a bind mount of the seeding data names a path the facts never spell. Asked only
         when some symlink has a folder target, once per distinct folder, through this build's
         verified descriptors (``FolderReader.identity``), so the planner matches by path alone."""
-        if not self._movable:
+        if not self._movable and not converge.any_duplicate(self.inodes, content):
             return LibrarySymlinks(unseen="library symlinks not looked for (nothing looked movable)")
         found = reach.library if reach is not None else None
         if found is None:
@@ -874,19 +877,9 @@ class SnapshotBuilder:
                 reach.library = found
         if isinstance(found, str):
             return LibrarySymlinks(unseen=found)
-        # A target whose (st_dev, st_ino) is no file of this snapshot is irrelevant to it.
-        files = {
-            (fsid, ino): link
-            for (dev, ino), link in found.files.items()
-            for fsid in self._dev_fsids.get(dev, ())
-            if (fsid, ino) in self.inodes
-        }
-        places = library_links.respelled(found.places, (p.path for p in pools))
         paths = (f.path for t in torrents for f in t.files)
-        places.update(library_links.matched_folders(found, paths, self.reader.identity, self._climbed))
-        folders = LibraryLinks(places=places)
-        return LibrarySymlinks(
-            files, folders, {k: library_links.target(k) for k in {*files.values(), *folders.places.values()}}
+        return LibrarySymlinks.of(
+            found, self._dev_fsids, self.inodes, (p.path for p in pools), paths, self.reader.identity, self._climbed
         )
 
     def _climbed(self, folder: str) -> bool:

@@ -1,0 +1,98 @@
+"""A convergence never replaces a seeding file a library reaches through a symlink (R90).
+
+A Jellyfin folder or an *arr in symlink mode uses the torrent's own file by a symbolic link: its
+inode has no link outside the seeding roots, so by links alone it was a victim, and a relink onto
+the *arr's imported copy (same bytes, same dataset) swapped the file the library reads for another
+inode, with that inode's owner, mode and mtime. The planner (``converge.plan_group`` on the
+snapshot's ``library``), the set-based pass (``plan_convergence``) and a plan in which nothing
+moves (the snapshot walks the libraries when a convergence may be) all keep it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from qbhook.decide.converge_pass import plan_convergence
+from qbhook.decide.planner import make_plan
+from tests.helpers import write
+from tests.unit import test_executor as te
+from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
+
+
+def _world(tmpfs, tmp_path, tagged: bool):  # noqa: F811
+    """The executor's world, settled; the *arr's imported copy of the movie in the library (its own
+    inode, 0666, old mtime), and a Jellyfin folder's symlink to H1's seeding file (0644). ``tagged``:
+    the torrents carry ``~noHL``, so the group would move but stays for that symlink
+    (``planner.library_use``); untagged, it stays for the policy, and no move made the snapshot walk.
+    Returns (world, symlink, seeding paths)."""
+    from qbhook.catalog.scan import scan_pool
+
+    w = te._make_world(tmpfs, tmp_path)
+    lib = write(w.stash / "media/Movie (2020)/Movie (2020).mkv", te.FILES[0][1])
+    os.chmod(lib, 0o666)
+    os.utime(lib, (1_600_000_000, 1_600_000_000))
+    seeding = [os.path.join(w.save(h, "stash"), "Movie.2020/movie.mkv") for h in (te.H1, te.H2)]
+    os.chmod(seeding[0], 0o644)
+    sym = w.stash / "media/jelly/Movie (2020).mkv"
+    os.makedirs(sym.parent)
+    os.symlink(seeding[0], sym)
+    for t in w.qbt.t.values():
+        t.download_path = ""
+        if tagged:
+            t.tags = {"~noHL"}
+    for p in w.cfg.pools:
+        scan_pool(w.cat, p, w.cfg.scan)
+    return w, sym, seeding
+
+
+def _seen(path) -> tuple:
+    st = os.stat(path)
+    return st.st_ino, st.st_uid, st.st_gid, st.st_mode, st.st_mtime_ns
+
+
+@pytest.mark.parametrize("tagged", [False, True], ids=["stays for the policy", "stays for the symlink"])
+def test_a_planned_convergence_never_replaces_the_file_a_library_symlink_reaches(tmpfs, tmp_path, tagged):  # noqa: F811
+    from qbhook.decide.snapshot import build_snapshot
+
+    w, sym, seeding = _world(tmpfs, tmp_path, tagged)
+    try:
+        before = _seen(sym)
+        plan = make_plan(build_snapshot(w.cfg, w.cat, [w.qbt]), w.cfg.policy)
+        (g,) = plan.groups
+        assert g.action == "stay", (g.action, g.reason)
+        assert f"is not converged: library symlink {sym} -> {seeding[0]} uses it" in g.reason
+        w.executor().apply(plan)
+        assert _seen(sym) == before  # the library's file: same inode, owner, mode and mtime
+    finally:
+        w.cat.close()
+
+
+def test_the_converge_pass_never_replaces_the_file_a_library_symlink_reaches(tmpfs, tmp_path):  # noqa: F811
+    from qbhook.move.run import apply_converged
+
+    w, sym, _seeding = _world(tmpfs, tmp_path, tagged=False)
+    try:
+        before = _seen(sym)
+        run = plan_convergence(w.cfg, w.cat, [w.qbt], scan=False)
+        assert run.plan.groups == []
+        done = apply_converged(w.cfg, w.cat, [w.qbt], w.executor(), scan=True, dry_run=False)
+        assert done.planned.plan.groups == [] and w.journal.runs() == []
+        assert _seen(sym) == before
+    finally:
+        w.cat.close()
+
+
+def test_without_the_symlink_the_same_pair_converges(tmpfs, tmp_path):  # noqa: F811
+    """The control: the rule keeps only what a symlink reaches."""
+    from qbhook.decide.snapshot import build_snapshot
+
+    w, sym, _seeding = _world(tmpfs, tmp_path, tagged=False)
+    try:
+        os.unlink(sym)
+        (g,) = make_plan(build_snapshot(w.cfg, w.cat, [w.qbt]), w.cfg.policy).groups
+        assert g.action == "converge" and len(g.steps) == 2
+        assert len(plan_convergence(w.cfg, w.cat, [w.qbt], scan=False).plan.groups) == 1
+    finally:
+        w.cat.close()
